@@ -1,0 +1,62 @@
+namespace Herald.Messages;
+
+/// <summary>
+/// The one message model of Herald: what a transport carries, what the event store records, what the
+/// outbox holds and what a dead letter keeps. It maps 1:1 onto CloudEvents 1.0 (see docs/cloudevents.md).
+/// </summary>
+public sealed record Envelope
+{
+    /// <summary>Unique id of this message (a Guid v7, so ids sort by creation time).</summary>
+    public required Guid MessageId { get; init; }
+
+    /// <summary>Stable logical type name from the <see cref="MessageTypeRegistry"/>; never a CLR type name.</summary>
+    public required string MessageType { get; init; }
+
+    /// <summary>Schema version of the body, used by upcasters; starts at 1.</summary>
+    public int SchemaVersion { get; init; } = 1;
+
+    /// <summary>When the message was created.</summary>
+    public required DateTimeOffset Time { get; init; }
+
+    /// <summary>Id shared by every message of one business flow; carried over from the message being handled.</summary>
+    public string? CorrelationId { get; init; }
+
+    /// <summary>Id of the message that caused this one (the incoming message id when sent from a handler).</summary>
+    public string? CausationId { get; init; }
+
+    /// <summary>The user on whose behalf the message was sent, if any.</summary>
+    public string? UserId { get; init; }
+
+    /// <summary>Key that orders messages: transports that preserve order do so per partition key.</summary>
+    public string? PartitionKey { get; init; }
+
+    /// <summary>Media type of <see cref="Body"/>, by default <c>application/json</c>.</summary>
+    public string ContentType { get; init; } = ContentTypes.Json;
+
+    /// <summary>Free-form headers (trace context among them). Names are case-sensitive.</summary>
+    public IReadOnlyDictionary<string, string> Headers { get; init; } = EmptyHeaders.Instance;
+
+    /// <summary>The serialized message.</summary>
+    public ReadOnlyMemory<byte> Body { get; init; }
+
+    /// <summary>How many times this message has been delivered to a consumer, 1 on the first delivery (0 before sending).</summary>
+    public int DeliveryAttempt { get; init; }
+
+    /// <summary>Returns the header value or null.</summary>
+    public string? GetHeader(string name) => Headers.TryGetValue(name, out var value) ? value : null;
+
+    /// <summary>Returns a copy with one header added or replaced.</summary>
+    public Envelope WithHeader(string name, string value)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(value);
+        var headers = new Dictionary<string, string>(Headers.Count + 1, StringComparer.Ordinal);
+        foreach (var pair in Headers)
+        {
+            headers[pair.Key] = pair.Value;
+        }
+
+        headers[name] = value;
+        return this with { Headers = headers };
+    }
+}

@@ -1,0 +1,62 @@
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+
+namespace Herald.Messages;
+
+/// <summary>
+/// The default serializer, on System.Text.Json. Source-generated contexts are used when they are placed in
+/// the options' <see cref="JsonSerializerOptions.TypeInfoResolverChain"/> (reflection is the fallback).
+/// </summary>
+public sealed class SystemTextJsonMessageSerializer : IMessageSerializer
+{
+    private readonly JsonSerializerOptions _options;
+
+    /// <summary>Creates the serializer with web defaults (camelCase) and reflection as the last resolver.</summary>
+    public SystemTextJsonMessageSerializer()
+        : this(CreateDefaultOptions())
+    {
+    }
+
+    /// <summary>Creates the serializer with the given options; they are made read-only.</summary>
+    public SystemTextJsonMessageSerializer(JsonSerializerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.TypeInfoResolver is null && options.TypeInfoResolverChain.Count == 0)
+        {
+            options.TypeInfoResolverChain.Add(new DefaultJsonTypeInfoResolver());
+        }
+
+        options.MakeReadOnly();
+        _options = options;
+    }
+
+    /// <inheritdoc />
+    public string ContentType => ContentTypes.Json;
+
+    /// <summary>The options in use.</summary>
+    public JsonSerializerOptions Options => _options;
+
+    /// <summary>Web defaults with reflection as the last resolver; add source-generated contexts in front of it.</summary>
+    public static JsonSerializerOptions CreateDefaultOptions() => new(JsonSerializerDefaults.Web);
+
+    /// <inheritdoc />
+    public byte[] Serialize(object message, Type type) => JsonSerializer.SerializeToUtf8Bytes(message, type, _options);
+
+    /// <inheritdoc />
+    public object Deserialize(ReadOnlyMemory<byte> body, Type type)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(body.Span, type, _options)
+                ?? throw new JsonException("The body is the JSON literal null.");
+        }
+        catch (JsonException ex)
+        {
+            throw new MessageDeserializationException(type.Name, ex);
+        }
+        catch (NotSupportedException ex)
+        {
+            throw new MessageDeserializationException(type.Name, ex);
+        }
+    }
+}

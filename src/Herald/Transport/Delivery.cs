@@ -1,0 +1,57 @@
+using Herald.Messages;
+
+namespace Herald.Transport;
+
+/// <summary>
+/// One delivery of a message to a consumer. It is settled exactly once: ack (done), nack (deliver again,
+/// after a delay) or dead-letter (never again). Later settle calls are ignored.
+/// </summary>
+public abstract class Delivery
+{
+    private int _settled;
+
+    /// <summary>Creates a delivery of the envelope from the queue.</summary>
+    protected Delivery(Envelope envelope, string queue)
+    {
+        Envelope = envelope;
+        Queue = queue;
+    }
+
+    /// <summary>The delivered message; <see cref="Envelope.DeliveryAttempt"/> counts deliveries from 1.</summary>
+    public Envelope Envelope { get; }
+
+    /// <summary>The queue it came from.</summary>
+    public string Queue { get; }
+
+    /// <summary>True once ack, nack or dead-letter has been called.</summary>
+    public bool IsSettled => Volatile.Read(ref _settled) != 0;
+
+    /// <summary>Marks the message handled; the transport forgets it.</summary>
+    public ValueTask AckAsync(CancellationToken cancellationToken = default) =>
+        TrySettle() ? OnAckAsync(cancellationToken) : ValueTask.CompletedTask;
+
+    /// <summary>Returns the message to the queue, to be delivered again after <paramref name="delay"/> (zero: at once).</summary>
+    public ValueTask NackAsync(TimeSpan delay, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
+        return TrySettle() ? OnNackAsync(delay, cancellationToken) : ValueTask.CompletedTask;
+    }
+
+    /// <summary>Moves the message to the transport's dead letters with the reason; it is not delivered again.</summary>
+    public ValueTask DeadLetterAsync(string reason, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(reason);
+        return TrySettle() ? OnDeadLetterAsync(reason, cancellationToken) : ValueTask.CompletedTask;
+    }
+
+    /// <summary>Acknowledges the message to the broker.</summary>
+    protected abstract ValueTask OnAckAsync(CancellationToken cancellationToken);
+
+    /// <summary>Returns the message for redelivery after the delay.</summary>
+    protected abstract ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken);
+
+    /// <summary>Moves the message to the native dead letters.</summary>
+    protected abstract ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken);
+
+    private bool TrySettle() => Interlocked.Exchange(ref _settled, 1) == 0;
+}

@@ -1,0 +1,197 @@
+using System.Threading.Channels;
+using Herald.Messages;
+
+namespace Herald.Transport.InMemory;
+
+/// <summary>
+/// Runs <see cref="ConsumerOptions.MaxConcurrency"/> workers over one queue. With one worker it reads the queue
+/// directly. With more, a pump prefetches into one bounded lane per worker: messages with a partition key always go
+/// to the same lane (so they are handled in order), the others to the emptiest lane.
+/// </summary>
+internal sealed class InMemoryConsumer : ITransportConsumer
+{
+    private readonly InMemoryQueue _queue;
+    private readonly DeliveryHandler _handler;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenSource _aborting = new();
+    private readonly Channel<Envelope>[] _lanes;
+    private readonly Task _running;
+    private int _stopped;
+
+    public InMemoryConsumer(InMemoryQueue queue, ConsumerOptions options, DeliveryHandler handler)
+    {
+        _queue = queue;
+        _handler = handler;
+        if (options.MaxConcurrency == 1)
+        {
+            _lanes = [];
+            _running = Task.Run(() => WorkAsync(queue.Reader));
+        }
+        else
+        {
+            var laneCapacity = Math.Max(1, options.Prefetch / options.MaxConcurrency);
+            _lanes = new Channel<Envelope>[options.MaxConcurrency];
+            var tasks = new Task[options.MaxConcurrency + 1];
+            for (var i = 0; i < _lanes.Length; i++)
+            {
+                _lanes[i] = Channel.CreateBounded<Envelope>(new BoundedChannelOptions(laneCapacity)
+                {
+                    FullMode = BoundedChannelFullMode.Wait,
+                    SingleReader = true,
+                    SingleWriter = true,
+                });
+                var lane = _lanes[i].Reader;
+                tasks[i] = Task.Run(() => WorkAsync(lane));
+            }
+
+            tasks[^1] = Task.Run(PumpAsync);
+            _running = Task.WhenAll(tasks);
+        }
+    }
+
+    public string Queue => _queue.Name;
+
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 0)
+        {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+        }
+
+        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        {
+            try
+            {
+                await _running.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // The workers end by cancellation; what matters is that they ended.
+            }
+        }
+
+        // Hand back what was prefetched but never started, so another consumer takes it.
+        foreach (var lane in _lanes)
+        {
+            while (lane.Reader.TryRead(out var envelope))
+            {
+                _queue.Return(envelope);
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        _stopping.Dispose();
+        _aborting.Dispose();
+    }
+
+    private async Task PumpAsync()
+    {
+        var stop = _stopping.Token;
+        var reader = _queue.Reader;
+        var next = 0;
+        try
+        {
+            while (await reader.WaitToReadAsync(stop).ConfigureAwait(false))
+            {
+                while (!stop.IsCancellationRequested && reader.TryRead(out var envelope))
+                {
+                    var lane = envelope.PartitionKey is { } key
+                        ? _lanes[(int)((uint)StringComparer.Ordinal.GetHashCode(key) % (uint)_lanes.Length)]
+                        : PickLane(ref next);
+                    try
+                    {
+                        await lane.Writer.WriteAsync(envelope, stop).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        _queue.Return(envelope);
+                        throw;
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            foreach (var lane in _lanes)
+            {
+                lane.Writer.TryComplete();
+            }
+        }
+    }
+
+    private Channel<Envelope> PickLane(ref int next)
+    {
+        // Round-robin start, then the emptiest lane, so one slow message does not hold up the others.
+        var best = _lanes[next];
+        next = (next + 1) % _lanes.Length;
+        foreach (var lane in _lanes)
+        {
+            if (lane.Reader.Count < best.Reader.Count)
+            {
+                best = lane;
+            }
+        }
+
+        return best;
+    }
+
+    private async Task WorkAsync(ChannelReader<Envelope> reader)
+    {
+        var stop = _stopping.Token;
+        var direct = _lanes.Length == 0;
+        try
+        {
+            while (await reader.WaitToReadAsync(direct ? stop : CancellationToken.None).ConfigureAwait(false))
+            {
+                while (!stop.IsCancellationRequested && reader.TryRead(out var envelope))
+                {
+                    await HandleAsync(envelope).ConfigureAwait(false);
+                }
+
+                if (stop.IsCancellationRequested)
+                {
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async ValueTask HandleAsync(Envelope envelope)
+    {
+        var delivery = new InMemoryDelivery(envelope, _queue);
+        try
+        {
+            await _handler(delivery, _aborting.Token).ConfigureAwait(false);
+            if (!delivery.IsSettled)
+            {
+                await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+#pragma warning disable CA1031 // A handler failure must never stop the consumer: the message goes back to the queue.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            if (!delivery.IsSettled)
+            {
+                if (_aborting.IsCancellationRequested)
+                {
+                    // Aborted by shutdown: not a failed attempt, hand it back unchanged.
+                    _queue.Return(envelope);
+                }
+                else
+                {
+                    await delivery.NackAsync(TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
+                }
+            }
+        }
+    }
+}

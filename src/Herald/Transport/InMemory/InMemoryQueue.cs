@@ -1,0 +1,130 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Herald.Messages;
+
+namespace Herald.Transport.InMemory;
+
+/// <summary>
+/// One queue. Memory is bounded by a permit per message held (ready, delayed or in flight): a sender waits for a
+/// permit, and a permit is returned only when the message is acked or dead-lettered. Redeliveries reuse their permit,
+/// so a consumer never blocks on its own nack.
+/// </summary>
+internal sealed class InMemoryQueue
+{
+    private readonly SemaphoreSlim _permits;
+    private readonly Channel<Envelope> _ready = Channel.CreateUnbounded<Envelope>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
+    private readonly ConcurrentQueue<InMemoryDeadLetter> _deadLetters = new();
+    private readonly ConcurrentDictionary<ITimer, byte> _timers = new();
+    private readonly InMemoryTransport _transport;
+    private readonly int _deadLetterCapacity;
+    private int _deadLetterCount;
+
+    public InMemoryQueue(string name, InMemoryTransport transport, InMemoryTransportOptions options)
+    {
+        Name = name;
+        _transport = transport;
+        _permits = new SemaphoreSlim(options.QueueCapacity, options.QueueCapacity);
+        _deadLetterCapacity = options.DeadLetterCapacity;
+    }
+
+    public string Name { get; }
+
+    public ChannelReader<Envelope> Reader => _ready.Reader;
+
+    public int ReadyCount => _ready.Reader.Count;
+
+    public IReadOnlyCollection<InMemoryDeadLetter> DeadLetters => _deadLetters;
+
+    public async ValueTask EnqueueAsync(Envelope envelope, TimeSpan? delay, CancellationToken cancellationToken)
+    {
+        await _permits.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var first = envelope.DeliveryAttempt == 1 ? envelope : envelope with { DeliveryAttempt = 1 };
+        Schedule(first, delay);
+    }
+
+    /// <summary>Puts a delivered message back for another delivery (its permit is still held).</summary>
+    public void Redeliver(Envelope envelope, TimeSpan delay) =>
+        Schedule(envelope with { DeliveryAttempt = envelope.DeliveryAttempt + 1 }, delay);
+
+    /// <summary>Puts a prefetched but never handled message back as it was (not counted as a delivery).</summary>
+    public void Return(Envelope envelope) => _ready.Writer.TryWrite(envelope);
+
+    public void Complete() => _permits.Release();
+
+    public void DeadLetter(Envelope envelope, string reason)
+    {
+        if (Interlocked.Increment(ref _deadLetterCount) > _deadLetterCapacity)
+        {
+            Interlocked.Decrement(ref _deadLetterCount);
+            throw new InvalidOperationException(
+                $"The in-memory dead letters of queue '{Name}' are full ({_deadLetterCapacity}); the message stays in the queue.");
+        }
+
+        _deadLetters.Enqueue(new InMemoryDeadLetter(envelope, Name, reason, _transport.TimeProvider.GetUtcNow()));
+        _permits.Release();
+    }
+
+    public bool TryTakeDeadLetter(out InMemoryDeadLetter? deadLetter)
+    {
+        if (_deadLetters.TryDequeue(out deadLetter))
+        {
+            Interlocked.Decrement(ref _deadLetterCount);
+            return true;
+        }
+
+        return false;
+    }
+
+    public void DisposeTimers()
+    {
+        foreach (var timer in _timers.Keys)
+        {
+            timer.Dispose();
+        }
+
+        _timers.Clear();
+    }
+
+    private void Schedule(Envelope envelope, TimeSpan? delay)
+    {
+        if (delay is not { } due || due <= TimeSpan.Zero)
+        {
+            _ready.Writer.TryWrite(envelope);
+            return;
+        }
+
+        // The timer removes itself once it fired; until then it holds the message (and its permit).
+        var state = new DelayedMessage(this, envelope);
+        var timer = _transport.TimeProvider.CreateTimer(static s => ((DelayedMessage)s!).Fire(), state, due, Timeout.InfiniteTimeSpan);
+        state.Timer = timer;
+        _timers[timer] = 0;
+        if (state.Fired)
+        {
+            _timers.TryRemove(timer, out _);
+        }
+    }
+
+    private sealed class DelayedMessage(InMemoryQueue queue, Envelope envelope)
+    {
+        private int _fired;
+
+        public ITimer? Timer { get; set; }
+
+        public bool Fired => Volatile.Read(ref _fired) != 0;
+
+        public void Fire()
+        {
+            if (Interlocked.Exchange(ref _fired, 1) != 0)
+            {
+                return;
+            }
+
+            queue._ready.Writer.TryWrite(envelope);
+            if (Timer is { } timer)
+            {
+                queue._timers.TryRemove(timer, out _);
+                timer.Dispose();
+            }
+        }
+    }
+}
