@@ -313,6 +313,8 @@ cmd_up() {
 }
 
 # ================================================================== down
+# alive PID : the process exists and is not a zombie waiting for its parent (init) to reap it
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 # stop_pidfile FILE NAME CMDLINE-PATTERN : SIGTERM the process in FILE if it still is NAME, wait up to 10 s
 stop_pidfile() {
   local f=$1 name=$2 pat=$3 pid
@@ -320,8 +322,8 @@ stop_pidfile() {
   pid=$(cat "$f")
   if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pat"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
-    if [ -d "/proc/$pid" ]; then log "$name: pid $pid ignored SIGTERM, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+    for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then log "$name: pid $pid ignored SIGTERM, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
     log "$name stopped (pid $pid)"
   else
     log "$name: not running"

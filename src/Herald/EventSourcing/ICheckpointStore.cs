@@ -1,0 +1,11 @@
+namespace Herald.EventSourcing;
+
+/// <summary>Keeps how far each subscription or projection has processed the global log.</summary>
+public interface ICheckpointStore
+{
+    /// <summary>The stored position, or null when the subscription has none yet.</summary>
+    ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default);
+
+    /// <summary>Stores the position (the last one processed).</summary>
+    ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default);
+}

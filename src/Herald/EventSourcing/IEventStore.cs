@@ -1,0 +1,35 @@
+using Herald.Messages;
+
+namespace Herald.EventSourcing;
+
+/// <summary>
+/// The event store port: streams with optimistic concurrency and idempotent appends, and one gap-free global
+/// log (<c>$all</c>). A reader of <c>$all</c> never sees a position before every lower position that will ever
+/// commit is visible, so catch-up subscriptions neither skip nor repeat events.
+/// </summary>
+public interface IEventStore
+{
+    /// <summary>
+    /// Appends events to a stream atomically. A conflict throws <see cref="ConcurrencyException"/> and writes
+    /// nothing. Re-sending the same event ids at the same place succeeds without writing twice.
+    /// </summary>
+    ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default);
+
+    /// <summary>Reads a stream forward from a version (inclusive) or backward from a version (inclusive; <see cref="long.MaxValue"/> = the end).</summary>
+    IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default);
+
+    /// <summary>Reads the global log forward from a position (exclusive: pass a checkpoint, or 0 for the start), optionally filtered.</summary>
+    IAsyncEnumerable<RecordedEvent> ReadAllAsync(long fromPositionExclusive = 0, EventFilter? filter = null, int maxCount = int.MaxValue, CancellationToken cancellationToken = default);
+
+    /// <summary>The stream's current version, 0 when it does not exist or was deleted.</summary>
+    ValueTask<long> GetStreamVersionAsync(string stream, CancellationToken cancellationToken = default);
+
+    /// <summary>Soft-deletes a stream: its events disappear from reads; appending again starts after its last version.</summary>
+    ValueTask DeleteStreamAsync(string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Completes when events after <paramref name="afterPosition"/> may be readable (a wake-up, never a timer poll;
+    /// spurious wake-ups are allowed). Live subscriptions wait on this.
+    /// </summary>
+    ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken = default);
+}
