@@ -160,6 +160,7 @@ start_postgres() {
 
 start_redis() {
   if redis_ok; then log "redis already running"; return; fi
+  ! port_open 6379 || die "127.0.0.1:6379 is taken by a process that is not a working redis server"
   install -d -o redis -g redis "$STATE/redis"
   # Debian's /etc/redis/redis.conf expects systemd: give everything on the command line instead
   runuser -u redis -- redis-server --bind 127.0.0.1 --port 6379 --daemonize yes \
@@ -202,6 +203,7 @@ loopback_users.guest = true'
 
 start_nats() {
   if nats_ok; then log "nats already running"; return; fi
+  ! port_open 4222 || die "127.0.0.1:4222 is taken by a process that is not a working nats server"
   mkdir -p "$STATE/nats"
   setsid nats-server -a 127.0.0.1 -p 4222 -m 8222 -js -sd "$STATE/nats" \
     -P "$STATE/nats.pid" -l "$STATE/nats.log" </dev/null >/dev/null 2>&1 &
@@ -275,6 +277,7 @@ JS
 }
 start_sqs() {
   if sqs_ok; then log "sqs already running"; return; fi
+  ! port_open 9324 || die "127.0.0.1:9324 is taken by a process that is not a working sqs server"
   mkdir -p "$STATE/sqs"
   if [ ! -f "$STATE/sqs/node_modules/local-aws-sqs/package.json" ]; then
     log "sqs: npm install local-aws-sqs@2.0.2"

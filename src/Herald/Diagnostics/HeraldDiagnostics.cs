@@ -1,0 +1,35 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace Herald.Diagnostics;
+
+/// <summary>
+/// The one <see cref="ActivitySource"/> and the one <see cref="Meter"/> of Herald, both named "Herald".
+/// Wire them into OpenTelemetry with <c>AddSource("Herald")</c> and <c>AddMeter("Herald")</c>.
+/// </summary>
+public static class HeraldDiagnostics
+{
+    /// <summary>The name of the activity source and of the meter.</summary>
+    public const string Name = "Herald";
+
+    /// <summary>Spans for publish, send and process (and, in adapters, append and saga steps).</summary>
+    public static ActivitySource ActivitySource { get; } = new(Name, typeof(HeraldDiagnostics).Assembly.GetName().Version?.ToString());
+
+    /// <summary>Counters and histograms of message processing.</summary>
+    public static Meter Meter { get; } = new(Name, typeof(HeraldDiagnostics).Assembly.GetName().Version?.ToString());
+
+    internal static Counter<long> MessagesPublished { get; } =
+        Meter.CreateCounter<long>(MetricNames.MessagesPublished, "{message}", "Messages sent or published.");
+
+    internal static Counter<long> MessagesProcessed { get; } =
+        Meter.CreateCounter<long>(MetricNames.MessagesProcessed, "{message}", "Messages handled successfully.");
+
+    internal static Counter<long> MessagesFailed { get; } =
+        Meter.CreateCounter<long>(MetricNames.MessagesFailed, "{message}", "Handling attempts that failed (each failed attempt counts).");
+
+    internal static Counter<long> MessagesDeadLettered { get; } =
+        Meter.CreateCounter<long>(MetricNames.MessagesDeadLettered, "{message}", "Messages moved to the dead letters.");
+
+    internal static Histogram<double> ProcessingDuration { get; } =
+        Meter.CreateHistogram<double>(MetricNames.ProcessingDuration, "s", "Time to handle one delivery, from decode to settle.");
+}

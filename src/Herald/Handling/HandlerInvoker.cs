@@ -1,0 +1,47 @@
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Herald.Handling;
+
+/// <summary>Calls every handler registered for one message type, in registration order.</summary>
+internal abstract class HandlerInvoker
+{
+    public abstract IReadOnlyList<Type> HandlerTypes { get; }
+
+    public abstract ValueTask InvokeAsync(MessageContext context, IServiceProvider root);
+
+    public static HandlerInvoker Create(Type messageType, IReadOnlyList<HandlerRegistration> registrations)
+    {
+        var invokerType = typeof(HandlerInvoker<>).MakeGenericType(messageType);
+        return (HandlerInvoker)Activator.CreateInstance(invokerType, registrations)!;
+    }
+}
+
+internal sealed class HandlerInvoker<TMessage> : HandlerInvoker
+    where TMessage : notnull
+{
+    private readonly HandlerRegistration[] _registrations;
+    private readonly IMessageHandler<TMessage>?[] _singletons;
+
+    public HandlerInvoker(IReadOnlyList<HandlerRegistration> registrations)
+    {
+        _registrations = [.. registrations];
+        _singletons = new IMessageHandler<TMessage>?[_registrations.Length];
+    }
+
+    public override IReadOnlyList<Type> HandlerTypes => [.. _registrations.Select(r => r.HandlerType)];
+
+    public override async ValueTask InvokeAsync(MessageContext context, IServiceProvider root)
+    {
+        var message = (TMessage)context.Message;
+        for (var i = 0; i < _registrations.Length; i++)
+        {
+            var registration = _registrations[i];
+
+            // Singleton handlers come from the root once, so a message needs no scope unless a handler asks for one.
+            var handler = registration.Lifetime == ServiceLifetime.Singleton
+                ? _singletons[i] ??= (IMessageHandler<TMessage>)root.GetRequiredService(registration.HandlerType)
+                : (IMessageHandler<TMessage>)context.Services.GetRequiredService(registration.HandlerType);
+            await handler.HandleAsync(message, context, context.CancellationToken).ConfigureAwait(false);
+        }
+    }
+}

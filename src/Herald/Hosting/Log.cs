@@ -1,0 +1,19 @@
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Hosting;
+
+/// <summary>Herald core's log messages, with stable event ids (1000-1999).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(1001, LogLevel.Information, "Endpoint '{Endpoint}' consuming on {Transport} ({Topics} topics, concurrency {Concurrency})")]
+    public static partial void ConsumerStarted(ILogger logger, string endpoint, string transport, int topics, int concurrency);
+
+    [LoggerMessage(1002, LogLevel.Information, "Endpoint '{Endpoint}' stopped")]
+    public static partial void ConsumerStopped(ILogger logger, string endpoint);
+
+    [LoggerMessage(1010, LogLevel.Warning, "Message {MessageId} ({MessageType}) failed on attempt {Attempt} at '{Endpoint}'; redelivery in {Delay}")]
+    public static partial void HandlerFailedWillRetry(ILogger logger, Exception exception, Guid messageId, string messageType, int attempt, string endpoint, TimeSpan delay);
+
+    [LoggerMessage(1011, LogLevel.Error, "Message {MessageId} ({MessageType}) dead-lettered at '{Endpoint}' after {Attempt} attempt(s): {Reason}")]
+    public static partial void DeadLettered(ILogger logger, Exception? exception, Guid messageId, string messageType, int attempt, string endpoint, string reason);
+}
