@@ -75,14 +75,24 @@ public sealed class HeraldBuilder
         return this;
     }
 
-    /// <summary>Registers every concrete handler and validator class of the assembly, and its message types.</summary>
-    public HeraldBuilder AddHandlersFromAssembly(Assembly assembly, ServiceLifetime lifetime = ServiceLifetime.Scoped)
+    /// <summary>
+    /// Registers every concrete handler and validator class of the assembly, and its message types; the optional
+    /// filter limits the scan (for example to one namespace).
+    /// </summary>
+    public HeraldBuilder AddHandlersFromAssembly(Assembly assembly, ServiceLifetime lifetime = ServiceLifetime.Scoped, Func<Type, bool>? filter = null)
     {
         ArgumentNullException.ThrowIfNull(assembly);
-        MessageTypes.RegisterFromAssembly(assembly);
-        foreach (var type in assembly.GetTypes().Where(t => t is { IsClass: true, IsAbstract: false, IsGenericTypeDefinition: false }))
+        foreach (var type in assembly.GetTypes().Where(t => filter?.Invoke(t) ?? true))
         {
-            TryAddHandler(type, lifetime);
+            if (type.GetCustomAttribute<MessageTypeAttribute>() is not null && !MessageTypes.TryGetByType(type, out _))
+            {
+                MessageTypes.Register(type);
+            }
+
+            if (type is { IsClass: true, IsAbstract: false, IsGenericTypeDefinition: false })
+            {
+                TryAddHandler(type, lifetime);
+            }
         }
 
         return this;

@@ -1,0 +1,117 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Herald.Diagnostics;
+using Herald.Handling;
+using Herald.Messages;
+using Herald.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Tests.Diagnostics;
+
+// Listeners are process-wide, so these tests filter what they observe by a unique endpoint name.
+public sealed class DiagnosticsTests
+{
+    [Fact]
+    public async Task PublishAndProcess_ShareOneTrace_ProcessIsAChildOfPublish()
+    {
+        var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
+        var activities = new ConcurrentQueue<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HeraldDiagnostics.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activities.Enqueue,
+        };
+        ActivitySource.AddActivityListener(listener);
+        var handled = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(endpoint, handled);
+
+        string traceId;
+        using (var root = new Activity("test-root").SetIdFormat(ActivityIdFormat.W3C).Start())
+        {
+            traceId = root.TraceId.ToString();
+            await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Traced(endpoint));
+        }
+
+        var envelope = await handled.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.StartsWith("00-" + traceId, envelope.GetHeader(HeaderNames.TraceParent), StringComparison.Ordinal);
+        await Eventually.UntilAsync(() => activities.Any(a => a.OperationName == "process diag-traced" && a.TraceId.ToString() == traceId), "the process span stops");
+        var send = Assert.Single(activities, a => a.OperationName == "send " + endpoint && a.TraceId.ToString() == traceId);
+        var process = Assert.Single(activities, a => a.OperationName == "process diag-traced" && a.TraceId.ToString() == traceId);
+        Assert.Equal(send.SpanId, process.ParentSpanId);
+        Assert.Equal(ActivityKind.Producer, send.Kind);
+        Assert.Equal(ActivityKind.Consumer, process.Kind);
+    }
+
+    [Fact]
+    public async Task Processing_RecordsCountAndDurationTaggedByEndpointAndType()
+    {
+        var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
+        var measurements = new ConcurrentQueue<(string Instrument, double Value, string? Endpoint, string? Type)>();
+        using var meterListener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HeraldDiagnostics.Name)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meterListener.SetMeasurementEventCallback<long>((i, v, tags, _) => measurements.Enqueue((i.Name, v, Tag(tags, MetricNames.EndpointTag), Tag(tags, MetricNames.MessageTypeTag))));
+        meterListener.SetMeasurementEventCallback<double>((i, v, tags, _) => measurements.Enqueue((i.Name, v, Tag(tags, MetricNames.EndpointTag), Tag(tags, MetricNames.MessageTypeTag))));
+        meterListener.Start();
+        var handled = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(endpoint, handled);
+
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Traced(endpoint));
+        await handled.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        await Eventually.UntilAsync(
+            () => measurements.Any(m => m.Instrument == MetricNames.ProcessingDuration && m.Endpoint == endpoint),
+            "the processing duration is recorded");
+        var processed = Assert.Single(measurements, m => m.Instrument == MetricNames.MessagesProcessed && m.Endpoint == endpoint);
+        Assert.Equal(1, processed.Value);
+        Assert.Equal("diag-traced", processed.Type);
+        Assert.DoesNotContain(measurements, m => m.Instrument == MetricNames.MessagesFailed && m.Endpoint == endpoint);
+    }
+
+    private static string? Tag(ReadOnlySpan<KeyValuePair<string, object?>> tags, string name)
+    {
+        foreach (var tag in tags)
+        {
+            if (tag.Key == name)
+            {
+                return tag.Value as string;
+            }
+        }
+
+        return null;
+    }
+
+    private static async Task<IHost> StartAsync(string endpoint, TaskCompletionSource<Envelope> handled)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(handled);
+        builder.Services.AddHerald(h => h.AddHandler<TracedHandler>().Configure(o => o.EndpointName = endpoint));
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+
+    [MessageType("diag-traced")]
+    public sealed record Traced(string Endpoint);
+
+    public sealed class TracedHandler(TaskCompletionSource<Envelope> handled) : IMessageHandler<Traced>
+    {
+        public ValueTask HandleAsync(Traced message, MessageContext context, CancellationToken cancellationToken)
+        {
+            handled.TrySetResult(context.Envelope);
+            return ValueTask.CompletedTask;
+        }
+    }
+}

@@ -1,0 +1,364 @@
+using System.Collections.Concurrent;
+using System.Text;
+using Herald.Handling;
+using Herald.Messages;
+using Herald.Testing;
+using Herald.Transport;
+using Herald.Transport.InMemory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Tests.Handling;
+
+public sealed class HandlingTests
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(10);
+
+    [Fact]
+    public async Task Publish_ToHandledType_RunsEveryHandlerOfTheType()
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<PingHandler>().AddHandler<SecondPingHandler>());
+
+        await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new Ping("a"));
+
+        await probe.WaitAsync(2);
+        Assert.Contains("ping:a", probe.Seen);
+        Assert.Contains("second:a", probe.Seen);
+    }
+
+    [Fact]
+    public async Task Send_FromHandler_CarriesCorrelationAndSetsCausationToIncomingId()
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<ForwardingHandler>().AddHandler<PongHandler>());
+        var correlation = "flow-42";
+
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Ping("b"), new DeliveryOptions { CorrelationId = correlation, UserId = "ann" });
+
+        await probe.WaitAsync(2);
+        var ping = probe.Envelopes.Single(e => e.MessageType == "test-ping");
+        var pong = probe.Envelopes.Single(e => e.MessageType == "test-pong");
+        Assert.Equal(correlation, ping.CorrelationId);
+        Assert.Equal(correlation, pong.CorrelationId);
+        Assert.Equal(ping.MessageId.ToString(), pong.CausationId);
+        Assert.Equal("ann", pong.UserId);
+    }
+
+    [Fact]
+    public async Task Publish_WithoutCorrelation_StartsAFlowWithTheMessageId()
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<PingHandler>());
+
+        await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new Ping("c"));
+
+        await probe.WaitAsync(1);
+        var envelope = Assert.Single(probe.Envelopes);
+        Assert.Equal(envelope.MessageId.ToString(), envelope.CorrelationId);
+        Assert.Equal(7, envelope.MessageId.Version);
+    }
+
+    [Fact]
+    public async Task Publish_UnregisteredType_ThrowsNamingTheType()
+    {
+        using var host = await StartAsync(new Probe(), h => h.AddHandler<PingHandler>());
+        var bus = host.Services.GetRequiredService<IMessageBus>();
+
+        var ex = await Assert.ThrowsAsync<MessageTypeNotRegisteredException>(async () => await bus.PublishAsync(new Unregistered(1)));
+        Assert.Contains(nameof(Unregistered), ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Middleware_RunsAroundHandlersInRegistrationOrder()
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<PingHandler>().UseMiddleware<OuterMiddleware>().UseMiddleware<InnerMiddleware>());
+
+        await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new Ping("d"));
+
+        await probe.WaitAsync(3);
+        Assert.Equal(["outer", "inner", "ping:d"], probe.Seen.Take(3));
+    }
+
+    [Fact]
+    public async Task Handler_FailingTwice_IsRedeliveredAndSucceedsOnTheThirdAttempt()
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton));
+
+        await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new Flaky(2));
+
+        await probe.WaitAsync(1);
+        Assert.Equal(3, Assert.Single(probe.Envelopes).DeliveryAttempt);
+    }
+
+    [Fact]
+    public async Task Handler_AlwaysFailing_IsDeadLetteredAfterMaxAttemptsWithTheReason()
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton));
+        var transport = (InMemoryTransport)host.Services.GetRequiredService<ITransport>();
+
+        await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new Flaky(int.MaxValue));
+
+        var deadLetter = await WaitForDeadLetterAsync(transport, "tests");
+        Assert.Equal(3, deadLetter.Envelope.DeliveryAttempt);
+        Assert.Contains("InvalidOperationException", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.Equal(3, probe.Attempts);
+    }
+
+    [Fact]
+    public async Task UnknownMessageType_Arriving_IsDeadLetteredAtOnceWithTheName()
+    {
+        using var host = await StartAsync(new Probe(), h => h.AddHandler<PingHandler>());
+        var transport = (InMemoryTransport)host.Services.GetRequiredService<ITransport>();
+
+        await transport.SendAsync("tests", RawEnvelope("who-knows", "{}"));
+
+        var deadLetter = await WaitForDeadLetterAsync(transport, "tests");
+        Assert.Equal(1, deadLetter.Envelope.DeliveryAttempt);
+        Assert.Contains("who-knows", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task UndecodableBody_IsDeadLetteredAtOnceAndTheConsumerGoesOn()
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<PingHandler>());
+        var transport = (InMemoryTransport)host.Services.GetRequiredService<ITransport>();
+
+        await transport.SendAsync("tests", RawEnvelope("test-ping", "{not json"));
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Ping("after"));
+
+        var deadLetter = await WaitForDeadLetterAsync(transport, "tests");
+        Assert.Contains("could not be decoded", deadLetter.Reason, StringComparison.Ordinal);
+        await probe.WaitAsync(1);
+        Assert.Equal("ping:after", Assert.Single(probe.Seen));
+    }
+
+    [Fact]
+    public async Task RegisteredTypeWithoutHandler_IsDeadLetteredAsNoHandler()
+    {
+        using var host = await StartAsync(new Probe(), h => h.AddHandler<PingHandler>().AddMessageType<Pong>());
+        var transport = (InMemoryTransport)host.Services.GetRequiredService<ITransport>();
+
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Pong("x"));
+
+        var deadLetter = await WaitForDeadLetterAsync(transport, "tests");
+        Assert.Contains("NoHandler", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Stop_WaitsForTheMessageInFlight()
+    {
+        var probe = new Probe();
+        var host = await StartAsync(probe, h => h.AddHandler<GatedHandler>(ServiceLifetime.Singleton));
+        var gate = host.Services.GetRequiredService<Gate>();
+
+        await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new Gated(1));
+        await gate.Entered.Task.WaitAsync(Deadline);
+        var stopping = host.StopAsync();
+        Assert.False(stopping.IsCompleted);
+        gate.Release.SetResult();
+        await stopping.WaitAsync(Deadline);
+        host.Dispose();
+
+        Assert.Equal(["gated:1"], probe.Seen);
+    }
+
+    [Fact]
+    public void AddHerald_Twice_ConfiguresOneInstance()
+    {
+        var services = new ServiceCollection();
+        services.AddHerald(h => h.AddMessageType<Ping>());
+        services.AddHerald(h => h.AddMessageType<Pong>());
+
+        Assert.Single(services, d => d.ServiceType == typeof(Herald.Hosting.HeraldBuilder));
+        using var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<MessageTypeRegistry>();
+        Assert.True(registry.TryGetByType(typeof(Ping), out _));
+        Assert.True(registry.TryGetByType(typeof(Pong), out _));
+    }
+
+    [Fact]
+    public void AddHandler_OfAClassThatHandlesNothing_ThrowsNamingIt()
+    {
+        var services = new ServiceCollection();
+        var ex = Assert.Throws<ArgumentException>(() => services.AddHerald(h => h.AddHandler<Probe>()));
+        Assert.Contains(nameof(Probe), ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task InvalidOptions_FailAtStartNamingTheSetting()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddHerald(h => h.AddHandler<PingHandler>().Configure(o => o.MaxConcurrency = 0));
+        using var host = builder.Build();
+
+        var ex = await Assert.ThrowsAnyAsync<Exception>(() => host.StartAsync());
+        Assert.Contains("MaxConcurrency", ex.Message, StringComparison.Ordinal);
+    }
+
+    private static Envelope RawEnvelope(string type, string json) => new()
+    {
+        MessageId = Guid.CreateVersion7(),
+        MessageType = type,
+        Time = DateTimeOffset.UtcNow,
+        Body = Encoding.UTF8.GetBytes(json),
+    };
+
+    private static Task<InMemoryDeadLetter> WaitForDeadLetterAsync(InMemoryTransport transport, string queue) =>
+        Eventually.ValueAsync(() => transport.GetDeadLetters(queue).FirstOrDefault(), $"a dead letter arrives in queue '{queue}'");
+
+    private static async Task<IHost> StartAsync(Probe probe, Action<Herald.Hosting.HeraldBuilder> configure)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(probe);
+        builder.Services.AddSingleton<Gate>();
+        builder.Services.AddHerald(h =>
+        {
+            h.Configure(o =>
+            {
+                o.EndpointName = "tests";
+                o.MaxDeliveryAttempts = 3;
+                o.RedeliveryDelay = TimeSpan.Zero;
+                o.MaxConcurrency = 2;
+            });
+            configure(h);
+        });
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+
+    [MessageType("test-ping")]
+    public sealed record Ping(string Text);
+
+    [MessageType("test-pong")]
+    public sealed record Pong(string Text);
+
+    [MessageType("test-flaky")]
+    public sealed record Flaky(int FailTimes);
+
+    [MessageType("test-gated")]
+    public sealed record Gated(int Number);
+
+    public sealed record Unregistered(int Value);
+
+    public sealed class Probe
+    {
+        private readonly ConcurrentQueue<string> _seen = new();
+        private readonly ConcurrentQueue<Envelope> _envelopes = new();
+        private int _attempts;
+
+        public IReadOnlyList<string> Seen => [.. _seen];
+
+        public IReadOnlyList<Envelope> Envelopes => [.. _envelopes];
+
+        public int Attempts => Volatile.Read(ref _attempts);
+
+        public void Attempt() => Interlocked.Increment(ref _attempts);
+
+        public void Add(string what, Envelope? envelope = null)
+        {
+            if (envelope is not null)
+            {
+                _envelopes.Enqueue(envelope);
+            }
+
+            _seen.Enqueue(what);
+        }
+
+        public Task WaitAsync(int count) =>
+            Eventually.UntilAsync(() => _seen.Count >= count, $"{count} are handled (so far: {string.Join(", ", _seen)})");
+    }
+
+    public sealed class Gate
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    public sealed class PingHandler(Probe probe) : IMessageHandler<Ping>
+    {
+        public ValueTask HandleAsync(Ping message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Add("ping:" + message.Text, context.Envelope);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    public sealed class SecondPingHandler(Probe probe) : IMessageHandler<Ping>
+    {
+        public ValueTask HandleAsync(Ping message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Add("second:" + message.Text);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    public sealed class ForwardingHandler(Probe probe) : IMessageHandler<Ping>
+    {
+        public async ValueTask HandleAsync(Ping message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Add("ping:" + message.Text, context.Envelope);
+            await context.SendAsync(new Pong(message.Text), cancellationToken: cancellationToken);
+        }
+    }
+
+    public sealed class PongHandler(Probe probe) : IMessageHandler<Pong>
+    {
+        public ValueTask HandleAsync(Pong message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Add("pong:" + message.Text, context.Envelope);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    public sealed class FlakyHandler(Probe probe) : IMessageHandler<Flaky>
+    {
+        public ValueTask HandleAsync(Flaky message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Attempt();
+            if (context.Envelope.DeliveryAttempt <= message.FailTimes)
+            {
+                throw new InvalidOperationException($"failing attempt {context.Envelope.DeliveryAttempt}");
+            }
+
+            probe.Add("flaky", context.Envelope);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    public sealed class GatedHandler(Probe probe, Gate gate) : IMessageHandler<Gated>
+    {
+        public async ValueTask HandleAsync(Gated message, MessageContext context, CancellationToken cancellationToken)
+        {
+            gate.Entered.TrySetResult();
+            await gate.Release.Task;
+            probe.Add("gated:" + message.Number);
+        }
+    }
+
+    public sealed class OuterMiddleware(Probe probe) : IMessageMiddleware
+    {
+        public async ValueTask InvokeAsync(MessageContext context, MessageHandlerDelegate next)
+        {
+            probe.Add("outer");
+            await next(context);
+        }
+    }
+
+    public sealed class InnerMiddleware(Probe probe) : IMessageMiddleware
+    {
+        public async ValueTask InvokeAsync(MessageContext context, MessageHandlerDelegate next)
+        {
+            probe.Add("inner");
+            await next(context);
+        }
+    }
+}
