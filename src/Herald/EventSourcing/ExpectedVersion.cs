@@ -43,6 +43,15 @@ public readonly record struct ExpectedVersion
     /// <summary><see cref="NoStream"/> for version 0, else <see cref="Exactly"/>: what an aggregate loaded at that version expects.</summary>
     public static ExpectedVersion FromLoadedVersion(long version) => version == 0 ? NoStream : Exactly(version);
 
+    /// <summary>True when a stream at <paramref name="currentVersion"/> (0 = it does not exist or was deleted) meets this expectation.</summary>
+    public bool IsSatisfiedBy(long currentVersion) => Value switch
+    {
+        AnyValue => true,
+        NoStreamValue => currentVersion == 0,
+        StreamExistsValue => currentVersion > 0,
+        _ => Value >= 1 && currentVersion == Value,
+    };
+
     /// <inheritdoc />
     public override string ToString() => Value switch
     {

@@ -11,20 +11,36 @@ public interface IEventStore
 {
     /// <summary>
     /// Appends events to a stream atomically. A conflict throws <see cref="ConcurrencyException"/> and writes
-    /// nothing. Re-sending the same event ids at the same place succeeds without writing twice.
+    /// nothing. Re-sending the same event ids at the same place succeeds without writing twice and returns the
+    /// original result, in every expected-version mode; the same ids with other content (type or body bytes) or at
+    /// another place conflict. Invalid input throws an <see cref="ArgumentException"/> (see <see cref="AppendValidation"/>).
+    /// An empty list checks the expected version and returns the stream's current state.
     /// </summary>
     ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default);
 
-    /// <summary>Reads a stream forward from a version (inclusive) or backward from a version (inclusive; <see cref="long.MaxValue"/> = the end).</summary>
+    /// <summary>
+    /// Reads a stream forward from a version (inclusive) or backward from a version (inclusive; pass <see cref="long.MaxValue"/>
+    /// to read backward from the end). A missing or deleted stream reads as empty.
+    /// </summary>
     IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default);
 
     /// <summary>Reads the global log forward from a position (exclusive: pass a checkpoint, or 0 for the start), optionally filtered.</summary>
     IAsyncEnumerable<RecordedEvent> ReadAllAsync(long fromPositionExclusive = 0, EventFilter? filter = null, int maxCount = int.MaxValue, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The position of the last event a reader of <c>$all</c> can see now (0 when the log is empty). Every event at or below
+    /// it that will ever be readable is readable now, so a filtered subscription may advance its checkpoint to it.
+    /// </summary>
+    ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default);
+
     /// <summary>The stream's current version, 0 when it does not exist or was deleted.</summary>
     ValueTask<long> GetStreamVersionAsync(string stream, CancellationToken cancellationToken = default);
 
-    /// <summary>Soft-deletes a stream: its events disappear from reads; appending again starts after its last version.</summary>
+    /// <summary>
+    /// Soft-deletes a stream: its events disappear from stream and <c>$all</c> reads and its version reads as 0; an append with
+    /// <see cref="ExpectedVersion.NoStream"/> or <see cref="ExpectedVersion.Any"/> starts it again after its last version.
+    /// Deleting a missing stream with Any or NoStream does nothing.
+    /// </summary>
     ValueTask DeleteStreamAsync(string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken = default);
 
     /// <summary>

@@ -1,0 +1,190 @@
+using System.Text;
+using Herald.Messages;
+
+namespace Herald.EventSourcing.Aggregates;
+
+/// <summary>
+/// Loads aggregates from their stream (from the latest snapshot plus the events after it) and saves their uncommitted
+/// events with the loaded version as the expected version, so a concurrent change throws <see cref="ConcurrencyException"/>.
+/// </summary>
+/// <typeparam name="TAggregate">The aggregate type.</typeparam>
+public sealed class AggregateRepository<TAggregate>
+    where TAggregate : Aggregate, new()
+{
+    private readonly IEventStore _store;
+    private readonly MessageTypeRegistry _messageTypes;
+    private readonly IMessageSerializer _serializer;
+    private readonly TimeProvider _timeProvider;
+    private readonly ISnapshotStore? _snapshots;
+    private readonly Type? _snapshotType;
+    private readonly int _snapshotEvery;
+
+    /// <summary>Creates the repository; pass a snapshot store when <see cref="AggregateOptions.SnapshotEvery"/> is above 0.</summary>
+    public AggregateRepository(
+        IEventStore store,
+        MessageTypeRegistry messageTypes,
+        IMessageSerializer serializer,
+        TimeProvider timeProvider,
+        ISnapshotStore? snapshots = null,
+        AggregateOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(messageTypes);
+        ArgumentNullException.ThrowIfNull(serializer);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        options ??= AggregateOptions.Default;
+        ArgumentOutOfRangeException.ThrowIfNegative(options.SnapshotEvery, nameof(options));
+
+        Category = options.Category ?? DefaultCategory(typeof(TAggregate));
+        if (Category.Length == 0 || Category.Contains(StreamName.CategorySeparator, StringComparison.Ordinal) || !StreamName.IsValid(Category, out _))
+        {
+            throw new ArgumentException($"The category '{Category}' of {typeof(TAggregate).Name} must be a valid stream name without '{StreamName.CategorySeparator}'.", nameof(options));
+        }
+
+        _snapshotType = new TAggregate().SnapshotType;
+        if (options.SnapshotEvery > 0 && (snapshots is null || _snapshotType is null))
+        {
+            throw new ArgumentException(
+                $"{typeof(TAggregate).Name} is set to snapshot every {options.SnapshotEvery} events, which needs a snapshot store and an aggregate that overrides SnapshotType.",
+                nameof(options));
+        }
+
+        _store = store;
+        _messageTypes = messageTypes;
+        _serializer = serializer;
+        _timeProvider = timeProvider;
+        _snapshots = snapshots;
+        _snapshotEvery = options.SnapshotEvery;
+    }
+
+    /// <summary>The stream category of this aggregate type.</summary>
+    public string Category { get; }
+
+    /// <summary>The stream of the aggregate with this id: <c>{category}-{id}</c>.</summary>
+    public string StreamNameFor(string id) => StreamName.For(Category, id);
+
+    /// <summary>Loads the aggregate; one that has no events comes back new, with <see cref="Aggregate.Version"/> 0 and the id set.</summary>
+    public async Task<TAggregate> LoadAsync(string id, CancellationToken cancellationToken = default)
+    {
+        var stream = StreamNameFor(id);
+        var aggregate = new TAggregate { Id = id };
+        var from = await TryRestoreSnapshotAsync(aggregate, stream, cancellationToken).ConfigureAwait(false) + 1;
+        await foreach (var recorded in _store.ReadStreamAsync(stream, ReadDirection.Forward, from, int.MaxValue, cancellationToken).ConfigureAwait(false))
+        {
+            var type = _messageTypes.GetByName(recorded.EventType).ClrType;
+            aggregate.ApplyStored(_serializer.Deserialize(recorded.Envelope.Body, type), recorded.Version);
+        }
+
+        return aggregate;
+    }
+
+    /// <summary>
+    /// Appends the uncommitted events (expected version: the loaded one), then marks them saved and takes a snapshot when due.
+    /// With nothing to save it only checks the version. Throws <see cref="ConcurrencyException"/> when the stream moved on.
+    /// </summary>
+    public async Task<AppendResult> SaveAsync(TAggregate aggregate, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(aggregate);
+        if (string.IsNullOrEmpty(aggregate.Id))
+        {
+            throw new ArgumentException($"The {typeof(TAggregate).Name} has no Id; set it (usually in When) before saving.", nameof(aggregate));
+        }
+
+        metadata ??= EventMetadata.None;
+        var stream = StreamNameFor(aggregate.Id);
+        var now = _timeProvider.GetUtcNow();
+        var envelopes = new Envelope[aggregate.UncommittedEvents.Count];
+        for (var i = 0; i < envelopes.Length; i++)
+        {
+            var @event = aggregate.UncommittedEvents[i];
+            var info = _messageTypes.GetByType(@event.GetType());
+            envelopes[i] = new Envelope
+            {
+                MessageId = Guid.CreateVersion7(now),
+                MessageType = info.Name,
+                SchemaVersion = info.Version,
+                Time = now,
+                CorrelationId = metadata.CorrelationId,
+                CausationId = metadata.CausationId,
+                UserId = metadata.UserId,
+                PartitionKey = stream,
+                ContentType = _serializer.ContentType,
+                Headers = metadata.Headers ?? EmptyHeaders.Instance,
+                Body = _serializer.Serialize(@event, info.ClrType),
+            };
+        }
+
+        var loadedVersion = aggregate.Version;
+        var result = await _store.AppendAsync(stream, ExpectedVersion.FromLoadedVersion(loadedVersion), envelopes, cancellationToken).ConfigureAwait(false);
+        aggregate.MarkSaved(result.StreamVersion);
+
+        if (_snapshotEvery > 0 && envelopes.Length > 0 && result.StreamVersion / _snapshotEvery > loadedVersion / _snapshotEvery)
+        {
+            await SaveSnapshotAsync(aggregate, stream, now, cancellationToken).ConfigureAwait(false);
+        }
+
+        return result;
+    }
+
+    internal static string DefaultCategory(Type type)
+    {
+        var name = type.Name;
+        var tick = name.IndexOf('`', StringComparison.Ordinal);
+        if (tick >= 0)
+        {
+            name = name[..tick];
+        }
+
+        var builder = new StringBuilder(name.Length);
+        foreach (var c in name)
+        {
+            if (char.IsAsciiLetterOrDigit(c) || c == '_')
+            {
+                builder.Append(builder.Length == 0 ? char.ToLowerInvariant(c) : c);
+            }
+        }
+
+        return builder.ToString();
+    }
+
+    private (string Name, int Version) SnapshotTypeName(Type type) =>
+        _messageTypes.TryGetByType(type, out var info) ? (info.Name, info.Version) : (type.FullName ?? type.Name, 1);
+
+    // Returns the version the snapshot covers, or 0 when the aggregate loads from the start.
+    private async Task<long> TryRestoreSnapshotAsync(TAggregate aggregate, string stream, CancellationToken cancellationToken)
+    {
+        if (_snapshots is null || _snapshotType is null)
+        {
+            return 0;
+        }
+
+        var snapshot = await _snapshots.LoadSnapshotAsync(stream, cancellationToken).ConfigureAwait(false);
+        var (name, version) = SnapshotTypeName(_snapshotType);
+        if (snapshot is null || snapshot.StateType != name || snapshot.SchemaVersion != version)
+        {
+            return 0;
+        }
+
+        // A snapshot taken before the stream was soft-deleted covers events that no longer count: ignore it.
+        long firstVisible = 0;
+        await foreach (var first in _store.ReadStreamAsync(stream, ReadDirection.Forward, 1, 1, cancellationToken).ConfigureAwait(false))
+        {
+            firstVisible = first.Version;
+        }
+
+        if (firstVisible == 0 || snapshot.Version < firstVisible)
+        {
+            return 0;
+        }
+
+        aggregate.ApplySnapshot(_serializer.Deserialize(snapshot.State, _snapshotType), snapshot.Version);
+        return snapshot.Version;
+    }
+
+    private async Task SaveSnapshotAsync(TAggregate aggregate, string stream, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        var (name, version) = SnapshotTypeName(_snapshotType!);
+        var state = _serializer.Serialize(aggregate.CreateSnapshot(), _snapshotType!);
+        await _snapshots!.SaveSnapshotAsync(new Snapshot(stream, aggregate.Version, name, version, state, now), cancellationToken).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,354 @@
+using System.Collections.Concurrent;
+using System.Collections.Frozen;
+using System.Runtime.CompilerServices;
+using Herald.Messages;
+
+namespace Herald.EventSourcing.InMemory;
+
+/// <summary>
+/// The event store, checkpoint store and snapshot store in process memory, for tests and single-process use. One lock
+/// orders appends, so global positions are contiguous and in commit order.
+/// </summary>
+public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapshotStore
+{
+    private const int ReadChunk = 256;
+
+    private readonly Lock _gate = new();
+    private readonly List<RecordedEvent> _all = [];
+    private readonly Dictionary<string, StreamState> _streams = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, long> _checkpoints = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Snapshot> _snapshots = new(StringComparer.Ordinal);
+    private readonly InMemoryEventStoreOptions _options;
+    private TaskCompletionSource _appended = NewSignal();
+
+    /// <summary>Creates an empty store with the default options.</summary>
+    public InMemoryEventStore()
+        : this(InMemoryEventStoreOptions.Default)
+    {
+    }
+
+    /// <summary>Creates an empty store with the given limits and clock.</summary>
+    public InMemoryEventStore(InMemoryEventStoreOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxEventBytes, 1, nameof(options));
+        _options = options;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default)
+    {
+        AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
+        cancellationToken.ThrowIfCancellationRequested();
+
+        TaskCompletionSource? signal = null;
+        AppendResult result;
+        lock (_gate)
+        {
+            _streams.TryGetValue(stream, out var state);
+            var current = state?.CurrentVersion ?? 0;
+            if (events.Count == 0)
+            {
+                if (!expectedVersion.IsSatisfiedBy(current))
+                {
+                    throw new ConcurrencyException(stream, expectedVersion, current);
+                }
+
+                return ValueTask.FromResult(new AppendResult(current, current == 0 ? 0 : state!.Events[^1].Position));
+            }
+
+            if (state is not null && TryGetIdempotentResult(stream, state, expectedVersion, events, out var original))
+            {
+                return ValueTask.FromResult(original);
+            }
+
+            if (!expectedVersion.IsSatisfiedBy(current))
+            {
+                throw new ConcurrencyException(stream, expectedVersion, current);
+            }
+
+            state ??= _streams[stream] = new StreamState();
+            var now = _options.TimeProvider.GetUtcNow();
+            foreach (var envelope in events)
+            {
+                var recorded = new RecordedEvent(stream, state.LastVersion + 1, _all.Count + 1, now, Copy(envelope));
+                _all.Add(recorded);
+                state.Events.Add(recorded);
+                state.VersionsById[recorded.EventId] = recorded.Version;
+            }
+
+            result = new AppendResult(state.LastVersion, _all[^1].Position);
+            signal = _appended;
+            _appended = NewSignal();
+        }
+
+        signal.TrySetResult();
+        return ValueTask.FromResult(result);
+    }
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
+        string stream,
+        ReadDirection direction = ReadDirection.Forward,
+        long fromVersion = 1,
+        int maxCount = int.MaxValue,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        StreamName.Validate(stream);
+        ArgumentOutOfRangeException.ThrowIfLessThan(fromVersion, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+
+        RecordedEvent[] page;
+        lock (_gate)
+        {
+            if (!_streams.TryGetValue(stream, out var state) || maxCount == 0)
+            {
+                yield break;
+            }
+
+            // Events up to the deletion point stay stored (for idempotency checks) but are no longer readable.
+            var first = state.DeletedUpTo + 1;
+            if (direction == ReadDirection.Forward)
+            {
+                var start = Math.Max(fromVersion, first);
+                var count = (int)Math.Min(maxCount, Math.Max(0, state.LastVersion - start + 1));
+                page = count == 0 ? [] : state.Events.GetRange((int)(start - 1), count).ToArray();
+            }
+            else
+            {
+                var end = Math.Min(fromVersion, state.LastVersion);
+                var count = (int)Math.Min(maxCount, Math.Max(0, end - first + 1));
+                page = count == 0 ? [] : state.Events.GetRange((int)(end - count), count).ToArray();
+                Array.Reverse(page);
+            }
+        }
+
+        foreach (var recorded in page)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            yield return recorded;
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadAllAsync(
+        long fromPositionExclusive = 0,
+        EventFilter? filter = null,
+        int maxCount = int.MaxValue,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(fromPositionExclusive);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+
+        var matcher = EventFilterMatcher.Create(filter);
+        var next = fromPositionExclusive; // positions are list index + 1, so the next event sits at index `next`
+        var remaining = maxCount;
+        var chunk = new List<RecordedEvent>(ReadChunk);
+        while (remaining > 0)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            chunk.Clear();
+            lock (_gate)
+            {
+                // Read under the lock in chunks: the list may grow (and reallocate) while a reader is suspended.
+                while (next < _all.Count && chunk.Count < ReadChunk && chunk.Count < remaining)
+                {
+                    var recorded = _all[(int)next++];
+                    if (!IsDeleted(recorded) && matcher.Matches(recorded))
+                    {
+                        chunk.Add(recorded);
+                    }
+                }
+            }
+
+            if (chunk.Count == 0)
+            {
+                yield break;
+            }
+
+            foreach (var recorded in chunk)
+            {
+                yield return recorded;
+                remaining--;
+            }
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            return ValueTask.FromResult((long)_all.Count);
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<long> GetStreamVersionAsync(string stream, CancellationToken cancellationToken = default)
+    {
+        StreamName.Validate(stream);
+        lock (_gate)
+        {
+            return ValueTask.FromResult(_streams.TryGetValue(stream, out var state) ? state.CurrentVersion : 0);
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask DeleteStreamAsync(string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken = default)
+    {
+        StreamName.Validate(stream);
+        AppendValidation.ValidateExpectedVersion(expectedVersion);
+        lock (_gate)
+        {
+            _streams.TryGetValue(stream, out var state);
+            var current = state?.CurrentVersion ?? 0;
+            if (!expectedVersion.IsSatisfiedBy(current))
+            {
+                throw new ConcurrencyException(stream, expectedVersion, current);
+            }
+
+            if (state is not null)
+            {
+                state.DeletedUpTo = state.LastVersion;
+                state.Deletions.Add(state.LastVersion);
+            }
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken = default)
+    {
+        Task signal;
+        lock (_gate)
+        {
+            if (_all.Count > afterPosition)
+            {
+                return ValueTask.CompletedTask;
+            }
+
+            signal = _appended.Task;
+        }
+
+        return new ValueTask(signal.WaitAsync(cancellationToken));
+    }
+
+    /// <inheritdoc />
+    public ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        return ValueTask.FromResult(_checkpoints.TryGetValue(subscriptionId, out var position) ? position : (long?)null);
+    }
+
+    /// <inheritdoc />
+    public ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        _checkpoints[subscriptionId] = position;
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<Snapshot?> LoadSnapshotAsync(string stream, CancellationToken cancellationToken = default)
+    {
+        StreamName.Validate(stream);
+        return ValueTask.FromResult(_snapshots.TryGetValue(stream, out var snapshot) ? snapshot : null);
+    }
+
+    /// <inheritdoc />
+    public ValueTask SaveSnapshotAsync(Snapshot snapshot, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        StreamName.Validate(snapshot.Stream);
+        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
+        var stored = snapshot with { State = snapshot.State.ToArray() };
+        _snapshots.AddOrUpdate(snapshot.Stream, stored, (_, existing) => existing.Version > stored.Version ? existing : stored);
+        return ValueTask.CompletedTask;
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // Stores its own copy, so a caller reusing its body array or header dictionary cannot change history.
+    private static Envelope Copy(Envelope envelope) => envelope with
+    {
+        Body = envelope.Body.ToArray(),
+        Headers = envelope.Headers.Count == 0 ? envelope.Headers : envelope.Headers.ToFrozenDictionary(StringComparer.Ordinal),
+    };
+
+    private static bool SameContent(Envelope stored, Envelope sent) =>
+        string.Equals(stored.MessageType, sent.MessageType, StringComparison.Ordinal) && stored.Body.Span.SequenceEqual(sent.Body.Span);
+
+    private bool IsDeleted(RecordedEvent recorded) => recorded.Version <= _streams[recorded.Stream].DeletedUpTo;
+
+    private bool TryGetIdempotentResult(string stream, StreamState state, ExpectedVersion expected, IReadOnlyList<Envelope> events, out AppendResult result)
+    {
+        result = null!;
+        if (!state.VersionsById.TryGetValue(events[0].MessageId, out var start))
+        {
+            foreach (var envelope in events)
+            {
+                if (state.VersionsById.TryGetValue(envelope.MessageId, out var version))
+                {
+                    throw new ConcurrencyException(stream, expected, state.CurrentVersion,
+                        $"The event id {envelope.MessageId} is already stored at version {version}, but not as part of the same append.");
+                }
+            }
+
+            return false;
+        }
+
+        var place = expected.IsExact ? expected.Value + 1 : expected.IsNoStream ? state.StartVersionOfLife(start) : start;
+        if (start != place)
+        {
+            throw new ConcurrencyException(stream, expected, state.CurrentVersion,
+                $"The event id {events[0].MessageId} is already stored at version {start}, not where this append would put it.");
+        }
+
+        for (var i = 0; i < events.Count; i++)
+        {
+            var version = start + i;
+            var stored = version <= state.LastVersion ? state.Events[(int)(version - 1)] : null;
+            if (stored is null || stored.EventId != events[i].MessageId)
+            {
+                throw new ConcurrencyException(stream, expected, state.CurrentVersion,
+                    "Some of the event ids were already appended, but not as this same batch.");
+            }
+
+            if (!SameContent(stored.Envelope, events[i]))
+            {
+                throw new ConcurrencyException(stream, expected, state.CurrentVersion,
+                    $"The event id {events[i].MessageId} is already stored with another type or body.");
+            }
+        }
+
+        var last = state.Events[(int)(start + events.Count - 2)];
+        result = new AppendResult(last.Version, last.Position);
+        return true;
+    }
+
+    private sealed class StreamState
+    {
+        public List<RecordedEvent> Events { get; } = [];
+
+        public Dictionary<Guid, long> VersionsById { get; } = [];
+
+        public long LastVersion => Events.Count;
+
+        /// <summary>Every version up to this one was soft-deleted.</summary>
+        public long DeletedUpTo { get; set; }
+
+        /// <summary>Every deletion point so far (each the stream's last version when it was deleted).</summary>
+        public HashSet<long> Deletions { get; } = [];
+
+        public long CurrentVersion => LastVersion > DeletedUpTo ? LastVersion : 0;
+
+        // A NoStream append lands at the first version of a "life" of the stream: 1, or right after a deletion.
+        public long StartVersionOfLife(long version) => version == 1 || Deletions.Contains(version - 1) ? version : -1;
+    }
+}

@@ -1,0 +1,90 @@
+namespace Herald.EventSourcing;
+
+/// <summary>Rules for stream names (<c>category-id</c>), shared by every event store so they all accept the same names.</summary>
+public static class StreamName
+{
+    /// <summary>Longest accepted stream name, in characters.</summary>
+    public const int MaxLength = 200;
+
+    /// <summary>Separates the category from the id; the category is everything before the first one.</summary>
+    public const char CategorySeparator = '-';
+
+    /// <summary>Builds <c>{category}-{id}</c>; the category must not contain <see cref="CategorySeparator"/>.</summary>
+    public static string For(string category, string id)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(category);
+        ArgumentException.ThrowIfNullOrEmpty(id);
+        if (category.Contains(CategorySeparator, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"The category '{category}' contains '{CategorySeparator}', which separates the category from the id.", nameof(category));
+        }
+
+        var stream = string.Concat(category, CategorySeparator.ToString(), id);
+        Validate(stream);
+        return stream;
+    }
+
+    /// <summary>The category of a stream: the part before the first '-', or the whole name when it has none.</summary>
+    public static string GetCategory(string stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        var separator = stream.IndexOf(CategorySeparator, StringComparison.Ordinal);
+        return separator < 0 ? stream : stream[..separator];
+    }
+
+    /// <summary>Throws <see cref="ArgumentException"/> when the name is empty, too long, starts with '$' or holds whitespace or control characters.</summary>
+    public static void Validate(string stream)
+    {
+        if (TryGetError(stream, out var error))
+        {
+            throw new ArgumentException(error, nameof(stream));
+        }
+    }
+
+    /// <summary>True when the name is acceptable; otherwise false with the reason.</summary>
+    public static bool IsValid(string? stream, out string? error) => !TryGetError(stream, out error);
+
+    private static bool TryGetError(string? stream, out string? error)
+    {
+        error = null;
+        if (string.IsNullOrEmpty(stream))
+        {
+            error = "The stream name is empty. Use a name like 'order-42' (category-id).";
+        }
+        else if (stream.Length > MaxLength)
+        {
+            error = $"The stream name '{stream[..40]}...' has {stream.Length} characters; at most {MaxLength} are allowed.";
+        }
+        else if (stream[0] == '$')
+        {
+            error = $"The stream name '{stream}' starts with '$', which is reserved for system streams such as '$all'.";
+        }
+        else
+        {
+            foreach (var c in stream)
+            {
+                if (char.IsWhiteSpace(c) || char.IsControl(c))
+                {
+                    error = $"The stream name '{Printable(stream)}' contains whitespace or a control character (U+{(int)c:X4}); use a name like 'order-42'.";
+                    break;
+                }
+            }
+        }
+
+        return error is not null;
+    }
+
+    private static string Printable(string value)
+    {
+        var chars = value.ToCharArray();
+        for (var i = 0; i < chars.Length; i++)
+        {
+            if (char.IsControl(chars[i]))
+            {
+                chars[i] = '?';
+            }
+        }
+
+        return new string(chars);
+    }
+}

@@ -1,0 +1,259 @@
+namespace Herald.EventSourcing.Subscriptions;
+
+/// <summary>
+/// A catch-up subscription on the global log: it reads history from its checkpoint in batches, then waits for new events
+/// with <see cref="IEventStore.WaitForEventsAsync"/>, handing each event to the handler in position order exactly once
+/// past the checkpoint. It works with any <see cref="IEventStore"/>. A handler exception stops it (see <see cref="Completion"/>).
+/// </summary>
+public sealed class EventSubscription : IAsyncDisposable
+{
+    private readonly IEventStore _store;
+    private readonly ICheckpointStore _checkpoints;
+    private readonly Func<RecordedEvent, CancellationToken, ValueTask> _handler;
+    private readonly EventSubscriptionOptions _options;
+    private readonly Lock _gate = new();
+    private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
+    private CancellationTokenSource? _stopping;
+    private Task _completion = Task.CompletedTask;
+    private long _position;
+    private long _savedPosition;
+    private Exception? _failure;
+    private bool _started;
+
+    /// <summary>Creates a stopped subscription; call <see cref="StartAsync(CancellationToken)"/> to run it.</summary>
+    public EventSubscription(IEventStore store, ICheckpointStore checkpoints, Func<RecordedEvent, CancellationToken, ValueTask> handler, EventSubscriptionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(checkpoints);
+        ArgumentNullException.ThrowIfNull(handler);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.SubscriptionId, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.BatchSize, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.CheckpointEvery, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(options.StartAfterPosition, nameof(options));
+        _store = store;
+        _checkpoints = checkpoints;
+        _handler = handler;
+        _options = options;
+    }
+
+    /// <summary>The subscription's id (its checkpoint name).</summary>
+    public string SubscriptionId => _options.SubscriptionId;
+
+    /// <summary>The global position processed so far: every event at or below it that passes the filter has been handled.</summary>
+    public long Position => Volatile.Read(ref _position);
+
+    /// <summary>Completes when the loop ends: successfully after <see cref="StopAsync"/>, faulted when the handler or the store failed.</summary>
+    public Task Completion => _completion;
+
+    /// <summary>Creates and starts a subscription in one call.</summary>
+    public static async Task<EventSubscription> StartNewAsync(
+        IEventStore store,
+        ICheckpointStore checkpoints,
+        Func<RecordedEvent, CancellationToken, ValueTask> handler,
+        EventSubscriptionOptions options,
+        CancellationToken cancellationToken = default)
+    {
+        var subscription = new EventSubscription(store, checkpoints, handler, options);
+        await subscription.StartAsync(cancellationToken).ConfigureAwait(false);
+        return subscription;
+    }
+
+    /// <summary>Loads the checkpoint and starts following the log in the background; returns once running.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            if (_started)
+            {
+                throw new InvalidOperationException($"The subscription '{SubscriptionId}' was already started; create a new one to run it again.");
+            }
+
+            _started = true;
+        }
+
+        var checkpoint = await _checkpoints.GetCheckpointAsync(SubscriptionId, cancellationToken).ConfigureAwait(false);
+        var start = checkpoint ?? _options.StartAfterPosition;
+        Volatile.Write(ref _position, start);
+        _savedPosition = checkpoint ?? -1;
+        _stopping = new CancellationTokenSource();
+        _completion = Task.Run(() => RunAsync(_stopping.Token), CancellationToken.None);
+    }
+
+    /// <summary>Stops following the log after the event in hand and saves the checkpoint. Does not rethrow a handler failure; see <see cref="Completion"/>.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        if (_stopping is null)
+        {
+            return;
+        }
+
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+        }
+        catch (Exception) when (_completion.IsFaulted)
+        {
+            // The failure stays observable through Completion.
+        }
+
+        FailWaiters(new OperationCanceledException($"The subscription '{SubscriptionId}' was stopped."));
+    }
+
+    /// <summary>
+    /// Completes when <see cref="Position"/> reaches <paramref name="position"/>; faults when the subscription fails or stops
+    /// first. Tests use it to wait for catch-up without sleeping.
+    /// </summary>
+    public Task WaitForPositionAsync(long position, CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            if (Position >= position)
+            {
+                return Task.CompletedTask;
+            }
+
+            if (_failure is not null)
+            {
+                return Task.FromException(_failure);
+            }
+
+            var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiters.Add((position, signal));
+            return signal.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Stops the subscription (see <see cref="StopAsync"/>).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync().ConfigureAwait(false);
+        _stopping?.Dispose();
+    }
+
+    private async Task RunAsync(CancellationToken stopping)
+    {
+        var handledSinceSave = 0;
+        try
+        {
+            while (true)
+            {
+                // Everything at or below the head is readable now, so once the reads below run dry the
+                // subscription has seen all of it, even events its filter dropped.
+                var head = await _store.GetLastPositionAsync(stopping).ConfigureAwait(false);
+                while (true)
+                {
+                    var read = 0;
+                    await foreach (var recorded in _store.ReadAllAsync(Position, _options.Filter, _options.BatchSize, stopping).ConfigureAwait(false))
+                    {
+                        read++;
+                        if (recorded.Position <= Position)
+                        {
+                            throw new InvalidOperationException(
+                                $"The event store returned position {recorded.Position} after {Position}; positions must increase. The subscription '{SubscriptionId}' stopped.");
+                        }
+
+                        await _handler(recorded, stopping).ConfigureAwait(false);
+                        Advance(recorded.Position);
+                        if (++handledSinceSave >= _options.CheckpointEvery)
+                        {
+                            await SaveCheckpointAsync(stopping).ConfigureAwait(false);
+                            handledSinceSave = 0;
+                        }
+                    }
+
+                    if (read < _options.BatchSize)
+                    {
+                        break;
+                    }
+                }
+
+                if (head > Position)
+                {
+                    Advance(head);
+                }
+
+                if (_savedPosition != Position)
+                {
+                    await SaveCheckpointAsync(stopping).ConfigureAwait(false);
+                    handledSinceSave = 0;
+                }
+
+                await _store.WaitForEventsAsync(Position, stopping).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            await SaveCheckpointAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            lock (_gate)
+            {
+                _failure = ex;
+            }
+
+            FailWaiters(ex);
+
+            // Keep the progress made before the failure, so a restart resumes right after the last handled event.
+            await SaveCheckpointAsync(CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async Task SaveCheckpointAsync(CancellationToken cancellationToken)
+    {
+        var position = Position;
+        if (position == _savedPosition)
+        {
+            return;
+        }
+
+        await _checkpoints.SetCheckpointAsync(SubscriptionId, position, cancellationToken).ConfigureAwait(false);
+        _savedPosition = position;
+    }
+
+    private void Advance(long position)
+    {
+        List<TaskCompletionSource>? reached = null;
+        lock (_gate)
+        {
+            Volatile.Write(ref _position, position);
+            for (var i = _waiters.Count - 1; i >= 0; i--)
+            {
+                if (_waiters[i].Position <= position)
+                {
+                    (reached ??= []).Add(_waiters[i].Signal);
+                    _waiters.RemoveAt(i);
+                }
+            }
+        }
+
+        if (reached is not null)
+        {
+            foreach (var signal in reached)
+            {
+                signal.TrySetResult();
+            }
+        }
+    }
+
+    private void FailWaiters(Exception error)
+    {
+        List<TaskCompletionSource> waiting;
+        lock (_gate)
+        {
+            waiting = [.. _waiters.Select(w => w.Signal)];
+            _waiters.Clear();
+        }
+
+        foreach (var signal in waiting)
+        {
+            signal.TrySetException(error);
+        }
+    }
+}

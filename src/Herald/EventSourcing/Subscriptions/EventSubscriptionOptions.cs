@@ -1,0 +1,20 @@
+namespace Herald.EventSourcing.Subscriptions;
+
+/// <summary>What an <see cref="EventSubscription"/> follows and how often it saves its checkpoint.</summary>
+public sealed record EventSubscriptionOptions
+{
+    /// <summary>The name its checkpoint is stored under; one running subscription per id.</summary>
+    public required string SubscriptionId { get; init; }
+
+    /// <summary>Only events passing this filter reach the handler; null follows all of <c>$all</c>.</summary>
+    public EventFilter? Filter { get; init; }
+
+    /// <summary>Where to start when no checkpoint is stored: the position after which to begin (0 = the start of the log).</summary>
+    public long StartAfterPosition { get; init; }
+
+    /// <summary>How many events one read of the global log fetches.</summary>
+    public int BatchSize { get; init; } = 500;
+
+    /// <summary>Save the checkpoint after this many handled events (1 = after each); it is also saved when caught up and on stop.</summary>
+    public int CheckpointEvery { get; init; } = 1;
+}

@@ -1,0 +1,8 @@
+namespace Herald.EventSourcing.Upcasting;
+
+/// <summary>Applies upcasting to any event store.</summary>
+public static class EventStoreUpcastingExtensions
+{
+    /// <summary>Returns the store wrapped in an <see cref="UpcastingEventStore"/>: <c>store.WithUpcasting(upcasters)</c>.</summary>
+    public static UpcastingEventStore WithUpcasting(this IEventStore store, EventUpcasterRegistry upcasters) => new(store, upcasters);
+}

@@ -1,0 +1,69 @@
+using System.Runtime.CompilerServices;
+using Herald.Messages;
+
+namespace Herald.EventSourcing.Upcasting;
+
+/// <summary>
+/// Wraps any event store so every read (stream, <c>$all</c>, and so subscriptions and aggregate loads) returns events
+/// migrated to their newest schema version. Appends and everything else pass through unchanged.
+/// </summary>
+public sealed class UpcastingEventStore : IEventStore
+{
+    private readonly EventUpcasterRegistry _upcasters;
+
+    /// <summary>Wraps <paramref name="inner"/>, upcasting its reads with <paramref name="upcasters"/>.</summary>
+    public UpcastingEventStore(IEventStore inner, EventUpcasterRegistry upcasters)
+    {
+        ArgumentNullException.ThrowIfNull(inner);
+        ArgumentNullException.ThrowIfNull(upcasters);
+        Inner = inner;
+        _upcasters = upcasters;
+    }
+
+    /// <summary>The wrapped store.</summary>
+    public IEventStore Inner { get; }
+
+    /// <inheritdoc />
+    public ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
+        Inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
+        string stream,
+        ReadDirection direction = ReadDirection.Forward,
+        long fromVersion = 1,
+        int maxCount = int.MaxValue,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await foreach (var recorded in Inner.ReadStreamAsync(stream, direction, fromVersion, maxCount, cancellationToken).ConfigureAwait(false))
+        {
+            yield return _upcasters.Upcast(recorded);
+        }
+    }
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadAllAsync(
+        long fromPositionExclusive = 0,
+        EventFilter? filter = null,
+        int maxCount = int.MaxValue,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await foreach (var recorded in Inner.ReadAllAsync(fromPositionExclusive, filter, maxCount, cancellationToken).ConfigureAwait(false))
+        {
+            yield return _upcasters.Upcast(recorded);
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default) => Inner.GetLastPositionAsync(cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<long> GetStreamVersionAsync(string stream, CancellationToken cancellationToken = default) => Inner.GetStreamVersionAsync(stream, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask DeleteStreamAsync(string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken = default) =>
+        Inner.DeleteStreamAsync(stream, expectedVersion, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken = default) => Inner.WaitForEventsAsync(afterPosition, cancellationToken);
+}

@@ -1,0 +1,173 @@
+using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
+using Herald.EventSourcing.InMemory;
+using Herald.Messages;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Herald.Tests.EventSourcing;
+
+public sealed class AggregateRepositoryTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 5, 6, 7, 8, 9, TimeSpan.Zero);
+
+    [MessageType("ticket-opened")]
+    private sealed record TicketOpened(string Id);
+
+    [MessageType("ticket-noted")]
+    private sealed record TicketNoted(string Text);
+
+    private sealed record Unregistered;
+
+    private sealed class ShoppingCart : Aggregate
+    {
+        public List<string> Log { get; } = [];
+
+        public void Open(string id) => Raise(new TicketOpened(id));
+
+        public void Note(string text) => Raise(new TicketNoted(text));
+
+        public void RaiseUnregistered() => Raise(new Unregistered());
+
+        protected override void When(object @event)
+        {
+            switch (@event)
+            {
+                case TicketOpened opened:
+                    Id = opened.Id;
+                    Log.Add("opened");
+                    break;
+                case TicketNoted noted:
+                    Log.Add(noted.Text);
+                    break;
+            }
+        }
+    }
+
+    private static (AggregateRepository<ShoppingCart> Repository, InMemoryEventStore Store, FakeTimeProvider Time) Create(AggregateOptions? options = null)
+    {
+        var store = new InMemoryEventStore();
+        var registry = new MessageTypeRegistry();
+        registry.Register<TicketOpened>();
+        registry.Register<TicketNoted>();
+        var time = new FakeTimeProvider(Now);
+        return (new AggregateRepository<ShoppingCart>(store, registry, new SystemTextJsonMessageSerializer(), time, store, options), store, time);
+    }
+
+    [Fact]
+    public void Category_ByDefault_IsTheTypeNameInCamelCaseWithoutSeparator()
+    {
+        var (repository, _, _) = Create();
+
+        Assert.Equal("shoppingCart", repository.Category);
+        Assert.Equal("shoppingCart-42", repository.StreamNameFor("42"));
+        Assert.Equal("shoppingCart", StreamName.GetCategory(repository.StreamNameFor("a-b-c")));
+    }
+
+    [Fact]
+    public void Category_Configured_IsUsed_AndOneWithADashIsRefused()
+    {
+        Assert.Equal("cart-7", Create(new AggregateOptions { Category = "cart" }).Repository.StreamNameFor("7"));
+        Assert.Throws<ArgumentException>(() => Create(new AggregateOptions { Category = "shopping-cart" }));
+        Assert.Throws<ArgumentException>(() => Create(new AggregateOptions { Category = "$cart" }));
+    }
+
+    [Fact]
+    public void SnapshotEvery_OnAnAggregateWithoutSnapshots_IsRefusedAtConstruction()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => Create(new AggregateOptions { SnapshotEvery = 10 }));
+
+        Assert.Contains("SnapshotType", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Raise_AppliesThroughWhenAndRecords_UntilCleared()
+    {
+        var cart = new ShoppingCart();
+        cart.Open("1");
+        cart.Note("hello");
+
+        Assert.Equal(["opened", "hello"], cart.Log);
+        Assert.Equal(2, cart.UncommittedEvents.Count);
+        Assert.Equal(0, cart.Version);
+        cart.ClearUncommittedEvents();
+        Assert.Empty(cart.UncommittedEvents);
+    }
+
+    [Fact]
+    public async Task Save_StampsEnvelopesFromTheRegistryAndTheClock()
+    {
+        var (repository, store, _) = Create();
+        var cart = new ShoppingCart();
+        cart.Open("9");
+        cart.Note("n");
+
+        await repository.SaveAsync(cart, new EventMetadata { CorrelationId = "c", Headers = new Dictionary<string, string> { ["traceparent"] = "tp" } });
+
+        var events = new List<RecordedEvent>();
+        await foreach (var e in store.ReadStreamAsync("shoppingCart-9"))
+        {
+            events.Add(e);
+        }
+
+        Assert.Equal(["ticket-opened", "ticket-noted"], events.Select(e => e.EventType));
+        Assert.All(events, e =>
+        {
+            Assert.Equal(Now, e.Envelope.Time);
+            Assert.Equal(7, e.EventId.Version);
+            Assert.Equal("c", e.Envelope.CorrelationId);
+            Assert.Equal("tp", e.Envelope.GetHeader("traceparent"));
+            Assert.Equal(ContentTypes.Json, e.Envelope.ContentType);
+            Assert.Equal("shoppingCart-9", e.Envelope.PartitionKey);
+        });
+        Assert.Equal(2, cart.Version);
+    }
+
+    [Fact]
+    public async Task Save_WithoutAnId_ThrowsBeforeWriting()
+    {
+        var (repository, store, _) = Create();
+        var cart = new ShoppingCart();
+        cart.Note("orphan");
+
+        await Assert.ThrowsAsync<ArgumentException>(() => repository.SaveAsync(cart));
+        Assert.Equal(0, await store.GetLastPositionAsync());
+    }
+
+    [Fact]
+    public async Task Save_AnUnregisteredEventType_ThrowsAndWritesNothing()
+    {
+        var (repository, store, _) = Create();
+        var cart = new ShoppingCart();
+        cart.Open("1");
+        cart.RaiseUnregistered();
+
+        await Assert.ThrowsAsync<MessageTypeNotRegisteredException>(() => repository.SaveAsync(cart));
+
+        Assert.Equal(0, await store.GetLastPositionAsync());
+        Assert.Equal(2, cart.UncommittedEvents.Count);
+    }
+
+    [Fact]
+    public async Task Save_WithNothingRaised_OnlyChecksTheVersion()
+    {
+        var (repository, store, _) = Create();
+        var cart = new ShoppingCart();
+        cart.Open("1");
+        await repository.SaveAsync(cart);
+        var loaded = await repository.LoadAsync("1");
+        await store.AppendAsync("shoppingCart-1", ExpectedVersion.Any, [new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "ticket-noted", Time = Now, Body = "{\"text\":\"x\"}"u8.ToArray() }]);
+
+        await Assert.ThrowsAsync<ConcurrencyException>(() => repository.SaveAsync(loaded));
+        var fresh = await repository.LoadAsync("1");
+        Assert.Equal(2, (await repository.SaveAsync(fresh)).StreamVersion);
+    }
+
+    [Fact]
+    public async Task Load_AStoredEventOfAnUnknownType_Throws()
+    {
+        var (repository, store, _) = Create();
+        await store.AppendAsync("shoppingCart-1", ExpectedVersion.NoStream, [new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "nobody-knows", Time = Now, Body = "{}"u8.ToArray() }]);
+
+        await Assert.ThrowsAsync<UnknownMessageTypeException>(() => repository.LoadAsync("1"));
+    }
+}

@@ -1,0 +1,97 @@
+using Herald.EventSourcing;
+using Herald.EventSourcing.InMemory;
+using Herald.EventSourcing.Subscriptions;
+using Herald.Messages;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Herald.Tests.EventSourcing;
+
+public sealed class EventStoreBuildingBlocksTests
+{
+    [Fact]
+    public void ExpectedVersion_IsSatisfiedBy_FollowsEachMode()
+    {
+        Assert.True(ExpectedVersion.Any.IsSatisfiedBy(0) && ExpectedVersion.Any.IsSatisfiedBy(9));
+        Assert.True(ExpectedVersion.NoStream.IsSatisfiedBy(0) && !ExpectedVersion.NoStream.IsSatisfiedBy(1));
+        Assert.True(!ExpectedVersion.StreamExists.IsSatisfiedBy(0) && ExpectedVersion.StreamExists.IsSatisfiedBy(1));
+        Assert.True(ExpectedVersion.Exactly(3).IsSatisfiedBy(3) && !ExpectedVersion.Exactly(3).IsSatisfiedBy(4));
+        Assert.False(default(ExpectedVersion).IsSatisfiedBy(0));
+        Assert.Equal(ExpectedVersion.NoStream, ExpectedVersion.FromLoadedVersion(0));
+    }
+
+    [Fact]
+    public void StreamName_CategoryIsThePartBeforeTheFirstDash()
+    {
+        Assert.Equal("order", StreamName.GetCategory("order-42"));
+        Assert.Equal("order", StreamName.GetCategory("order-1b4e-99"));
+        Assert.Equal("order", StreamName.GetCategory("order"));
+        Assert.Throws<ArgumentException>(() => StreamName.For("shopping-cart", "1"));
+        Assert.False(StreamName.IsValid("order\n1", out var error));
+        Assert.Contains("U+000A", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task InMemoryStore_KeepsItsOwnCopyOfBodiesAndHeaders()
+    {
+        var store = new InMemoryEventStore();
+        var body = "{\"a\":1}"u8.ToArray();
+        var headers = new Dictionary<string, string> { ["h"] = "1" };
+        await store.AppendAsync("order-1", ExpectedVersion.NoStream,
+            [new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = body, Headers = headers }]);
+
+        body[1] = (byte)'X';
+        headers["h"] = "2";
+
+        await foreach (var e in store.ReadStreamAsync("order-1"))
+        {
+            Assert.Equal("{\"a\":1}"u8.ToArray(), e.Envelope.Body.ToArray());
+            Assert.Equal("1", e.Envelope.GetHeader("h"));
+        }
+    }
+
+    [Fact]
+    public async Task InMemoryStore_StampsRecordedAtFromItsTimeProviderAndHonoursItsLimit()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var store = new InMemoryEventStore(new InMemoryEventStoreOptions { TimeProvider = time, MaxEventBytes = 4 });
+
+        await store.AppendAsync("order-1", ExpectedVersion.NoStream, [new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = "1234"u8.ToArray() }]);
+        var ex = await Assert.ThrowsAsync<EventTooLargeException>(() => store.AppendAsync("order-1", ExpectedVersion.Any,
+            [new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = "12345"u8.ToArray() }]).AsTask());
+
+        Assert.Equal((5, 4), (ex.Bytes, ex.Limit));
+        await foreach (var e in store.ReadAllAsync())
+        {
+            Assert.Equal(time.GetUtcNow(), e.RecordedAt);
+        }
+    }
+
+    [Fact]
+    public async Task Subscription_StartedTwice_Throws_AndInvalidOptionsAreRefused()
+    {
+        var store = new InMemoryEventStore();
+        await using var subscription = new EventSubscription(store, store, (_, _) => ValueTask.CompletedTask, new EventSubscriptionOptions { SubscriptionId = "s" });
+        await subscription.StartAsync();
+
+        await Assert.ThrowsAsync<InvalidOperationException>(() => subscription.StartAsync());
+        Assert.Throws<ArgumentOutOfRangeException>(() => new EventSubscription(store, store, (_, _) => ValueTask.CompletedTask, new EventSubscriptionOptions { SubscriptionId = "s", BatchSize = 0 }));
+        Assert.Throws<ArgumentException>(() => new EventSubscription(store, store, (_, _) => ValueTask.CompletedTask, new EventSubscriptionOptions { SubscriptionId = " " }));
+    }
+
+    [Fact]
+    public async Task Subscription_Stopped_EndsCleanlyAndSavesItsPosition()
+    {
+        var store = new InMemoryEventStore();
+        var result = await store.AppendAsync("order-1", ExpectedVersion.NoStream,
+            [new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = "{}"u8.ToArray() }]);
+        var subscription = new EventSubscription(store, store, (_, _) => ValueTask.CompletedTask, new EventSubscriptionOptions { SubscriptionId = "s", CheckpointEvery = 100 });
+        await subscription.StartAsync();
+        await subscription.WaitForPositionAsync(result.LastPosition).WaitAsync(TimeSpan.FromSeconds(20));
+
+        await subscription.StopAsync();
+
+        Assert.True(subscription.Completion.IsCompletedSuccessfully);
+        Assert.Equal(result.LastPosition, await store.GetCheckpointAsync("s"));
+        await subscription.DisposeAsync();
+    }
+}

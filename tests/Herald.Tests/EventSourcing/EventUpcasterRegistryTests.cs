@@ -1,0 +1,165 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Herald.EventSourcing.Upcasting;
+using Herald.Messages;
+
+namespace Herald.Tests.EventSourcing;
+
+public sealed class EventUpcasterRegistryTests
+{
+    private static Envelope Event(string type, int version, string json) => new()
+    {
+        MessageId = Guid.CreateVersion7(),
+        MessageType = type,
+        SchemaVersion = version,
+        Time = DateTimeOffset.UnixEpoch,
+        Body = Encoding.UTF8.GetBytes(json),
+    };
+
+    private static JsonNode Body(Envelope envelope) => JsonNode.Parse(envelope.Body.Span)!;
+
+    private static JsonNode AddStep(JsonNode body, int step)
+    {
+        body["steps"] = (body["steps"]?.GetValue<string>() ?? "") + step;
+        return body;
+    }
+
+    [Fact]
+    public void Add_TwiceForTheSameTypeAndVersion_ThrowsNamingBoth()
+    {
+        var registry = new EventUpcasterRegistry().Add("order-placed", 1, b => b);
+
+        var ex = Assert.Throws<ArgumentException>(() => registry.Add("order-placed", 1, b => b));
+
+        Assert.Contains("order-placed", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("v1", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Add_FromVersionBelowOne_Throws()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new EventUpcasterRegistry().Add("order-placed", 0, b => b));
+    }
+
+    [Fact]
+    public void Upcast_ChainRegisteredOutOfOrder_RunsEveryStepInVersionOrder()
+    {
+        var registry = new EventUpcasterRegistry()
+            .Add("order-placed", 2, b => AddStep(b, 2))
+            .Add("order-placed", 1, b => AddStep(b, 1))
+            .Add("order-placed", 3, b => AddStep(b, 3));
+
+        var upcast = registry.Upcast(Event("order-placed", 1, "{}"));
+
+        Assert.Equal(4, upcast.SchemaVersion);
+        Assert.Equal("123", Body(upcast)["steps"]!.GetValue<string>());
+        Assert.Equal("23", Body(registry.Upcast(Event("order-placed", 2, "{}")))["steps"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void Upcast_GapInTheChain_ThrowsNamingTheMissingStep()
+    {
+        var registry = new EventUpcasterRegistry().Add("order-placed", 1, b => b).Add("order-placed", 3, b => b);
+
+        var ex = Assert.Throws<EventUpcastingException>(() => registry.Upcast(Event("order-placed", 1, "{}")));
+
+        Assert.Equal(2, ex.SchemaVersion);
+        Assert.Contains("from v2", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Upcast_EventOlderThanTheFirstUpcaster_ThrowsAsAGap()
+    {
+        var registry = new EventUpcasterRegistry().Add("order-placed", 2, b => b);
+
+        var ex = Assert.Throws<EventUpcastingException>(() => registry.Upcast(Event("order-placed", 1, "{}")));
+
+        Assert.Equal(1, ex.SchemaVersion);
+    }
+
+    [Fact]
+    public void Upcast_CurrentVersionOrUnknownType_ReturnsTheSameInstance()
+    {
+        var registry = new EventUpcasterRegistry().Add("order-placed", 1, b => AddStep(b, 1));
+        var current = Event("order-placed", 2, "{}");
+        var other = Event("order-paid", 1, "{}");
+
+        Assert.Same(current, registry.Upcast(current));
+        Assert.Same(other, registry.Upcast(other));
+    }
+
+    [Fact]
+    public void Upcast_MixedJsonAndEnvelopeUpcasters_ChainsThroughBoth()
+    {
+        var registry = new EventUpcasterRegistry()
+            .Add("order-placed", 1, b => AddStep(b, 1))
+            .Add(new HeaderStamp())
+            .Add("order-placed", 3, b => AddStep(b, 3));
+
+        var upcast = registry.Upcast(Event("order-placed", 1, "{}"));
+
+        Assert.Equal(4, upcast.SchemaVersion);
+        Assert.Equal("13", Body(upcast)["steps"]!.GetValue<string>());
+        Assert.Equal("yes", upcast.GetHeader("stamped"));
+    }
+
+    [Fact]
+    public void Upcast_UpcasterChangingTheType_Throws()
+    {
+        var registry = new EventUpcasterRegistry().Add(new Renamer());
+
+        Assert.Throws<EventUpcastingException>(() => registry.Upcast(Event("order-placed", 1, "{}")));
+    }
+
+    [Fact]
+    public void Upcast_FailingUpcasterOrInvalidJson_ThrowsEventUpcastingExceptionWithTheCause()
+    {
+        var registry = new EventUpcasterRegistry()
+            .Add("order-placed", 1, _ => throw new InvalidOperationException("boom"))
+            .Add("order-paid", 1, b => b);
+
+        var failing = Assert.Throws<EventUpcastingException>(() => registry.Upcast(Event("order-placed", 1, "{}")));
+        var invalid = Assert.Throws<EventUpcastingException>(() => registry.Upcast(Event("order-paid", 1, "{not json")));
+
+        Assert.IsType<InvalidOperationException>(failing.InnerException);
+        Assert.Equal("order-paid", invalid.EventType);
+    }
+
+    [Fact]
+    public void JsonEventUpcaster_UsedAlone_SetsTheNextSchemaVersion()
+    {
+        var upcaster = new RenameField();
+
+        var upcast = upcaster.Upcast(Event("order-placed", 1, "{\"qty\":3}"));
+
+        Assert.Equal(2, upcast.SchemaVersion);
+        Assert.Equal(3, Body(upcast)["quantity"]!.GetValue<int>());
+    }
+
+    private sealed class HeaderStamp : IEventUpcaster
+    {
+        public string EventType => "order-placed";
+
+        public int FromVersion => 2;
+
+        public Envelope Upcast(Envelope envelope) => envelope.WithHeader("stamped", "yes");
+    }
+
+    private sealed class Renamer : IEventUpcaster
+    {
+        public string EventType => "order-placed";
+
+        public int FromVersion => 1;
+
+        public Envelope Upcast(Envelope envelope) => envelope with { MessageType = "order-submitted" };
+    }
+
+    private sealed class RenameField() : JsonEventUpcaster("order-placed", 1)
+    {
+        protected override JsonNode Upcast(JsonNode body, Envelope envelope)
+        {
+            var quantity = body["qty"]!.GetValue<int>();
+            return new JsonObject { ["quantity"] = quantity };
+        }
+    }
+}
