@@ -17,6 +17,8 @@ internal sealed class InMemoryConsumer : ITransportConsumer
     private readonly Channel<Envelope>[] _lanes;
     private readonly Task _running;
     private int _stopped;
+    private int _disposing;
+    private volatile bool _disposed;
 
     public InMemoryConsumer(InMemoryQueue queue, ConsumerOptions options, DeliveryHandler handler)
     {
@@ -53,6 +55,12 @@ internal sealed class InMemoryConsumer : ITransportConsumer
 
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
+        if (_disposed)
+        {
+            // Disposing stopped it already; its token sources are gone.
+            return;
+        }
+
         if (Interlocked.Exchange(ref _stopped, 1) == 0)
         {
             await _stopping.CancelAsync().ConfigureAwait(false);
@@ -82,7 +90,14 @@ internal sealed class InMemoryConsumer : ITransportConsumer
 
     public async ValueTask DisposeAsync()
     {
+        // The transport disposes every consumer it started, including those the user disposed already.
+        if (Interlocked.Exchange(ref _disposing, 1) != 0)
+        {
+            return;
+        }
+
         await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        _disposed = true;
         _stopping.Dispose();
         _aborting.Dispose();
     }

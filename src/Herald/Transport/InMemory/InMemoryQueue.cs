@@ -56,6 +56,9 @@ internal sealed class InMemoryQueue
         if (Interlocked.Increment(ref _deadLetterCount) > _deadLetterCapacity)
         {
             Interlocked.Decrement(ref _deadLetterCount);
+
+            // The delivery already counts as settled, so nothing else would put the message back: keep it (and its permit).
+            Redeliver(envelope, TimeSpan.Zero);
             throw new InvalidOperationException(
                 $"The in-memory dead letters of queue '{Name}' are full ({_deadLetterCapacity}); the message stays in the queue.");
         }
