@@ -17,6 +17,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer
     private readonly Channel<Envelope>[] _lanes;
     private readonly Task _running;
     private int _stopped;
+    private int _disposed;
 
     public InMemoryConsumer(InMemoryQueue queue, ConsumerOptions options, DeliveryHandler handler)
     {
@@ -82,6 +83,12 @@ internal sealed class InMemoryConsumer : ITransportConsumer
 
     public async ValueTask DisposeAsync()
     {
+        // Disposed by its owner and again by the transport's own dispose: the second time is a no-op.
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
         _stopping.Dispose();
         _aborting.Dispose();
