@@ -13,7 +13,7 @@ public sealed class InvalidEnvelopeException : HeraldException
     /// <summary>Each missing or invalid field, as a sentence.</summary>
     public IReadOnlyList<string> Problems { get; }
 
-    /// <summary>The problems of an envelope: an empty message id or message type, a schema version below 1; empty when it is valid.</summary>
+    /// <summary>The problems of an envelope: an empty message id or message type, a missing time, a schema version below 1; empty when it is valid.</summary>
     public static IReadOnlyList<string> Check(Envelope envelope)
     {
         ArgumentNullException.ThrowIfNull(envelope);
@@ -26,6 +26,11 @@ public sealed class InvalidEnvelopeException : HeraldException
         if (string.IsNullOrWhiteSpace(envelope.MessageType))
         {
             problems.Add("MessageType is empty.");
+        }
+
+        if (envelope.Time == default)
+        {
+            problems.Add("Time is missing.");
         }
 
         if (envelope.SchemaVersion < 1)

@@ -104,7 +104,7 @@ public sealed class FailureInjectionTests
         Assert.Equal([1, 2], effects.Attempts);
     }
 
-    public static TheoryData<string> PoisonCases => ["undecodable body", "unknown message type", "empty message type", "default message id", "schema version 0"];
+    public static TheoryData<string> PoisonCases => ["undecodable body", "unknown message type", "empty message type", "default message id", "missing time", "schema version 0"];
 
     [Theory]
     [MemberData(nameof(PoisonCases))]
@@ -119,6 +119,7 @@ public sealed class FailureInjectionTests
             "unknown message type" => (RawEnvelope("rel-nobody-knows", "{}"), DeadLetterCause.UnknownMessageType, "rel-nobody-knows"),
             "empty message type" => (RawEnvelope(" ", "{}"), DeadLetterCause.InvalidEnvelope, "MessageType is empty"),
             "default message id" => (RawEnvelope("rel-flaky", "{}") with { MessageId = Guid.Empty }, DeadLetterCause.InvalidEnvelope, "MessageId is empty"),
+            "missing time" => (RawEnvelope("rel-flaky", "{}") with { Time = default }, DeadLetterCause.InvalidEnvelope, "Time is missing"),
             _ => (RawEnvelope("rel-flaky", "{}") with { SchemaVersion = 0 }, DeadLetterCause.InvalidEnvelope, "SchemaVersion must be 1 or more"),
         };
 

@@ -9,7 +9,7 @@ public enum DeadLetterCause
     /// <summary>The handler threw an exception of a never-retried type (such as a validation failure).</summary>
     NotRetryable,
 
-    /// <summary>The envelope lacks a required field (an empty message id or message type, a schema version below 1).</summary>
+    /// <summary>The envelope lacks a required field (an empty message id or message type, no time, a schema version below 1).</summary>
     InvalidEnvelope,
 
     /// <summary>No CLR type is registered for the envelope's message type.</summary>
