@@ -38,8 +38,8 @@ internal static partial class ReliabilityLog
     [LoggerMessage(2021, LogLevel.Warning, "Inbox cleanup failed; it is tried again in {Delay}")]
     public static partial void InboxCleanupFailed(ILogger logger, Exception exception, TimeSpan delay);
 
-    [LoggerMessage(2030, LogLevel.Warning, "Outbox message {OutboxId} ({MessageType}) could not be sent to {Destination}; the relay backs off for {Delay}")]
-    public static partial void OutboxSendFailed(ILogger logger, Exception exception, Guid outboxId, string messageType, string destination, TimeSpan delay);
+    [LoggerMessage(2030, LogLevel.Warning, "Outbox message {OutboxId} ({MessageType}) could not be sent to {Destination}; the relay backs off and tries again")]
+    public static partial void OutboxSendFailed(ILogger logger, Exception exception, Guid outboxId, string messageType, string destination);
 
     [LoggerMessage(2031, LogLevel.Error, "Outbox message {OutboxId} ({MessageType}) was refused by the transport for {Destination}; it is moved to the dead letters")]
     public static partial void OutboxMessageRejected(ILogger logger, Exception exception, Guid outboxId, string messageType, string destination);

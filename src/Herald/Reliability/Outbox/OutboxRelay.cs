@@ -232,7 +232,7 @@ internal sealed class OutboxRelay : BackgroundService
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             HeraldDiagnostics.OutboxSendFailures.Add(1, new KeyValuePair<string, object?>(MetricNames.DestinationTag, message.Destination));
-            ReliabilityLog.OutboxSendFailed(_logger, ex, message.Id, message.Envelope.MessageType, message.Destination, NextBackoff(TimeSpan.Zero));
+            ReliabilityLog.OutboxSendFailed(_logger, ex, message.Id, message.Envelope.MessageType, message.Destination);
             return false;
         }
     }
