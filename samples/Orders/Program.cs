@@ -17,11 +17,8 @@ builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
 builder.Services.AddSingleton<OrderSummaries>();
 builder.Services.AddHerald(h => h
     .AddHandlersFromAssembly(typeof(PlaceOrder).Assembly)
-    .Configure(o =>
-    {
-        o.EndpointName = "orders";
-        o.RedeliveryDelay = TimeSpan.FromMilliseconds(100);
-    }));
+    .Configure(o => o.EndpointName = "orders")
+    .ConfigureRetries(r => r.Immediate(0).Delayed(3, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1))));
 
 using var host = builder.Build();
 await host.StartAsync();

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Outbox;
 
 namespace Herald.Diagnostics;
 
@@ -29,6 +31,27 @@ public static class HeraldDiagnostics
 
     internal static Counter<long> MessagesDeadLettered { get; } =
         Meter.CreateCounter<long>(MetricNames.MessagesDeadLettered, "{message}", "Messages moved to the dead letters.");
+
+    internal static Counter<long> MessagesRetried { get; } =
+        Meter.CreateCounter<long>(MetricNames.MessagesRetried, "{attempt}", "Failed attempts that are retried, immediately or by a delayed redelivery.");
+
+    internal static Counter<long> MessagesDuplicate { get; } =
+        Meter.CreateCounter<long>(MetricNames.MessagesDuplicate, "{message}", "Duplicate deliveries the inbox acked without running handlers.");
+
+    internal static Counter<long> DeadLetterAlerts { get; } =
+        Meter.CreateCounter<long>(MetricNames.DeadLetterAlerts, "{alert}", "Endpoints whose dead letters reached the alert threshold.");
+
+    internal static ObservableGauge<long> DeadLetters { get; } =
+        Meter.CreateObservableGauge(MetricNames.DeadLetters, DeadLetterMonitor.Observe, "{message}", "Dead letters held per endpoint.");
+
+    internal static Counter<long> OutboxSent { get; } =
+        Meter.CreateCounter<long>(MetricNames.OutboxSent, "{message}", "Messages the outbox relay sent.");
+
+    internal static Counter<long> OutboxSendFailures { get; } =
+        Meter.CreateCounter<long>(MetricNames.OutboxSendFailures, "{message}", "Outbox sends that failed and are retried.");
+
+    internal static ObservableGauge<long> OutboxPending { get; } =
+        Meter.CreateObservableGauge(MetricNames.OutboxPending, OutboxRelay.Observe, "{message}", "Messages waiting in the outbox.");
 
     internal static Histogram<double> ProcessingDuration { get; } =
         Meter.CreateHistogram<double>(MetricNames.ProcessingDuration, "s", "Time to handle one delivery, from decode to settle.");

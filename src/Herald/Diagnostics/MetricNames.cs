@@ -15,6 +15,27 @@ public static class MetricNames
     /// <summary>Counter of messages moved to the dead letters.</summary>
     public const string MessagesDeadLettered = "herald.messages.dead_lettered";
 
+    /// <summary>Counter of failed attempts that are retried (tag <see cref="RetryKindTag"/>: immediate or delayed).</summary>
+    public const string MessagesRetried = "herald.messages.retried";
+
+    /// <summary>Counter of duplicate deliveries the inbox acked without running handlers.</summary>
+    public const string MessagesDuplicate = "herald.messages.duplicates";
+
+    /// <summary>Observable gauge of the dead letters held per endpoint.</summary>
+    public const string DeadLetters = "herald.dead_letters";
+
+    /// <summary>Counter of dead-letter alerts raised (an endpoint reaching its threshold).</summary>
+    public const string DeadLetterAlerts = "herald.dead_letters.alerts";
+
+    /// <summary>Counter of messages the outbox relay sent.</summary>
+    public const string OutboxSent = "herald.outbox.sent";
+
+    /// <summary>Counter of outbox sends that failed (and are retried).</summary>
+    public const string OutboxSendFailures = "herald.outbox.send_failures";
+
+    /// <summary>Observable gauge of the messages waiting in the outbox, as last counted by the relay.</summary>
+    public const string OutboxPending = "herald.outbox.pending";
+
     /// <summary>Histogram of processing time in seconds.</summary>
     public const string ProcessingDuration = "herald.message.processing.duration";
 
@@ -23,6 +44,9 @@ public static class MetricNames
 
     /// <summary>Tag: the logical message type.</summary>
     public const string MessageTypeTag = "herald.message_type";
+
+    /// <summary>Tag: immediate or delayed, on <see cref="MessagesRetried"/>.</summary>
+    public const string RetryKindTag = "herald.retry.kind";
 
     /// <summary>Tag: the queue or topic a message was sent to (OpenTelemetry messaging convention).</summary>
     public const string DestinationTag = "messaging.destination.name";

@@ -1,11 +1,14 @@
 using Herald.Messages;
+using Herald.Reliability;
+using Herald.Reliability.Outbox;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Herald.Handling;
 
 /// <summary>
 /// What a handler knows about the message it handles, and how it sends more: messages sent or published through
-/// the context carry the incoming correlation id, and their causation id is the incoming message id.
+/// the context carry the incoming correlation id, and their causation id is the incoming message id. Each attempt
+/// (immediate retries included) gets a context, a DI scope and a unit of work of its own.
 /// </summary>
 public sealed class MessageContext : IAsyncDisposable
 {
@@ -14,11 +17,12 @@ public sealed class MessageContext : IAsyncDisposable
     private AsyncServiceScope? _scope;
     private Dictionary<string, object?>? _items;
 
-    internal MessageContext(Envelope envelope, object message, string endpoint, IServiceProvider root, IMessageBus bus, CancellationToken cancellationToken)
+    internal MessageContext(Envelope envelope, object message, string endpoint, IServiceProvider root, IMessageBus bus, CancellationToken cancellationToken, int attempt = 1)
     {
         Envelope = envelope;
         Message = message;
         Endpoint = endpoint;
+        Attempt = attempt;
         _root = root;
         _bus = bus;
         CancellationToken = cancellationToken;
@@ -33,6 +37,9 @@ public sealed class MessageContext : IAsyncDisposable
     /// <summary>The endpoint (queue) handling it.</summary>
     public string Endpoint { get; }
 
+    /// <summary>Which attempt this is, from 1, counting immediate retries and redeliveries as the retry policy does.</summary>
+    public int Attempt { get; }
+
     /// <summary>Cancelled when the host stops and the shutdown timeout has passed.</summary>
     public CancellationToken CancellationToken { get; }
 
@@ -42,15 +49,28 @@ public sealed class MessageContext : IAsyncDisposable
     /// <summary>A place for middleware to pass values along the pipeline.</summary>
     public IDictionary<string, object?> Items => _items ??= new Dictionary<string, object?>(StringComparer.Ordinal);
 
+    /// <summary>This attempt's unit of work (from <see cref="Services"/>); the pipeline commits it after the handlers succeed.</summary>
+    public IUnitOfWork UnitOfWork => Services.GetRequiredService<IUnitOfWork>();
+
     internal HandlerInvoker? Invoker { get; set; }
 
-    /// <summary>Publishes an event caused by the incoming message.</summary>
-    public ValueTask PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
-        where TMessage : notnull => _bus.PublishAsync(message, Follow(options), cancellationToken);
+    /// <summary>When set, messages sent or published here go through the outbox of this attempt's unit of work.</summary>
+    internal bool UseOutbox { get; init; }
 
-    /// <summary>Sends a message caused by the incoming message.</summary>
+    /// <summary>True once the scope (and so possibly a unit of work) exists.</summary>
+    internal bool HasScope => _scope is not null;
+
+    /// <summary>Publishes an event caused by the incoming message (through the outbox when it is on: it leaves only if this attempt commits).</summary>
+    public ValueTask PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
+        where TMessage : notnull => UseOutbox
+            ? Services.GetRequiredService<IOutbox>().PublishAsync(message, Follow(options), cancellationToken)
+            : _bus.PublishAsync(message, Follow(options), cancellationToken);
+
+    /// <summary>Sends a message caused by the incoming message (through the outbox when it is on: it leaves only if this attempt commits).</summary>
     public ValueTask SendAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
-        where TMessage : notnull => _bus.SendAsync(message, Follow(options), cancellationToken);
+        where TMessage : notnull => UseOutbox
+            ? Services.GetRequiredService<IOutbox>().SendAsync(message, Follow(options), cancellationToken)
+            : _bus.SendAsync(message, Follow(options), cancellationToken);
 
     /// <summary>Disposes the message's scope, if one was created.</summary>
     public ValueTask DisposeAsync() => _scope is { } scope ? scope.DisposeAsync() : ValueTask.CompletedTask;

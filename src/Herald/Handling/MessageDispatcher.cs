@@ -1,21 +1,29 @@
 using System.Diagnostics;
-using Herald.Cqrs.Validation;
 using Herald.Diagnostics;
 using Herald.Hosting;
 using Herald.Messages;
+using Herald.Reliability;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Inbox;
+using Herald.Reliability.Outbox;
+using Herald.Reliability.Retry;
 using Herald.Transport;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Herald.Handling;
 
 /// <summary>
-/// The consuming pipeline of one endpoint: trace and metrics, decode (undecodable or unknown: dead letter at once),
-/// middleware, handlers, then ack; a failure is redelivered with a growing delay until the attempts run out.
+/// The consuming pipeline of one endpoint: trace and metrics; poison input (an invalid envelope, an unknown type, no
+/// handler, an undecodable body) to the dead letters at once; then per attempt a scope and unit of work, the inbox
+/// (duplicates are acked without running handlers), middleware and handlers, and the commit. A failed attempt follows
+/// the retry policy: run again at once, redeliver after a delay through the transport, or dead-letter. A dead letter is
+/// written to the store before the delivery is acked; if the store fails, the delivery is redelivered instead of lost.
 /// </summary>
 internal sealed class MessageDispatcher
 {
     private readonly string _endpoint;
-    private readonly HeraldOptions _options;
     private readonly MessageTypeRegistry _registry;
     private readonly IMessageSerializer _serializer;
     private readonly HandlerRegistry _handlers;
@@ -23,26 +31,32 @@ internal sealed class MessageDispatcher
     private readonly IMessageBus _bus;
     private readonly ILogger _logger;
     private readonly MessageHandlerDelegate _pipeline;
+    private readonly RetryPolicies _retries;
+    private readonly IDeadLetterStore _deadLetters;
+    private readonly DeadLetterMonitor? _monitor;
+    private readonly DeadLetterOptions _deadLetterOptions;
+    private readonly InboxStep? _inbox;
+    private readonly bool _useOutbox;
+    private readonly TimeProvider _timeProvider;
+    private readonly FailureTracker _failures = new();
 
-    public MessageDispatcher(
-        HeraldOptions options,
-        MessageTypeRegistry registry,
-        IMessageSerializer serializer,
-        HandlerRegistry handlers,
-        IEnumerable<IMessageMiddleware> middleware,
-        IServiceProvider root,
-        IMessageBus bus,
-        ILogger logger)
+    public MessageDispatcher(string endpoint, IServiceProvider root, ILogger logger)
     {
-        _endpoint = options.EndpointName;
-        _options = options;
-        _registry = registry;
-        _serializer = serializer;
-        _handlers = handlers;
+        _endpoint = endpoint;
         _root = root;
-        _bus = bus;
         _logger = logger;
-        _pipeline = BuildPipeline([.. middleware], root);
+        _registry = root.GetRequiredService<MessageTypeRegistry>();
+        _serializer = root.GetRequiredService<IMessageSerializer>();
+        _handlers = root.GetRequiredService<HandlerRegistry>();
+        _bus = root.GetRequiredService<IMessageBus>();
+        _retries = root.GetRequiredService<RetryPolicies>();
+        _deadLetters = root.GetRequiredService<IDeadLetterStore>();
+        _monitor = root.GetService<DeadLetterMonitor>();
+        _deadLetterOptions = root.GetRequiredService<IOptions<DeadLetterOptions>>().Value;
+        _timeProvider = root.GetRequiredService<TimeProvider>();
+        _inbox = root.GetService<InboxStep>() is { } inbox && inbox.IsEnabledFor(endpoint) ? inbox : null;
+        _useOutbox = root.GetService<IOptions<OutboxOptions>>() is { } outbox && root.GetService<OutboxRelay>() is not null && outbox.Value.RouteHandlerMessages;
+        _pipeline = BuildPipeline([.. root.GetServices<IMessageMiddleware>()], root);
     }
 
     public async ValueTask HandleAsync(Delivery delivery, CancellationToken cancellationToken)
@@ -57,61 +71,7 @@ internal sealed class MessageDispatcher
         using var activity = StartActivity(envelope);
         try
         {
-            if (!_registry.TryGetByName(envelope.MessageType, out var info))
-            {
-                await DeadLetterAsync(delivery, new UnknownMessageTypeException(envelope.MessageType), tags, cancellationToken).ConfigureAwait(false);
-                return;
-            }
-
-            if (_handlers.Get(info.ClrType) is not { } invoker)
-            {
-                var reason = $"NoHandler: endpoint '{_endpoint}' has no handler for message type '{envelope.MessageType}'. Register one with h.AddHandler<T>().";
-                await DeadLetterAsync(delivery, new HeraldException(reason), tags, cancellationToken).ConfigureAwait(false);
-                return;
-            }
-
-            object message;
-            try
-            {
-                message = _serializer.Deserialize(envelope.Body, info.ClrType);
-            }
-            catch (MessageDeserializationException ex)
-            {
-                await DeadLetterAsync(delivery, ex, tags, cancellationToken).ConfigureAwait(false);
-                return;
-            }
-
-            var context = new MessageContext(envelope, message, _endpoint, _root, _bus, cancellationToken) { Invoker = invoker };
-            await using (context.ConfigureAwait(false))
-            {
-                await _pipeline(context).ConfigureAwait(false);
-            }
-
-            await delivery.AckAsync(cancellationToken).ConfigureAwait(false);
-            HeraldDiagnostics.MessagesProcessed.Add(1, tags);
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            // Shutdown cancelled the handler: not a failure; the transport hands the message back unchanged.
-            throw;
-        }
-#pragma warning disable CA1031 // Any handler failure is settled here (redelivery or dead letter); the consumer loop goes on.
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            HeraldDiagnostics.MessagesFailed.Add(1, tags);
-            activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
-            activity?.AddException(ex);
-            if (IsPermanent(ex) || envelope.DeliveryAttempt >= _options.MaxDeliveryAttempts)
-            {
-                await DeadLetterAsync(delivery, ex, tags, cancellationToken).ConfigureAwait(false);
-            }
-            else
-            {
-                var delay = RedeliveryDelay(envelope.DeliveryAttempt);
-                Log.HandlerFailedWillRetry(_logger, ex, envelope.MessageId, envelope.MessageType, envelope.DeliveryAttempt, _endpoint, delay);
-                await delivery.NackAsync(delay, cancellationToken).ConfigureAwait(false);
-            }
+            await DispatchAsync(delivery, tags, activity, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -121,8 +81,208 @@ internal sealed class MessageDispatcher
 
     internal static string DescribeFailure(Exception exception) => $"{exception.GetType().Name}: {exception.Message}";
 
-    private static bool IsPermanent(Exception exception) =>
-        exception is MessageDeserializationException or UnknownMessageTypeException or ValidationException;
+    private async ValueTask DispatchAsync(Delivery delivery, TagList tags, Activity? activity, CancellationToken cancellationToken)
+    {
+        var envelope = delivery.Envelope;
+        if (InvalidEnvelopeException.Check(envelope) is { Count: > 0 } problems)
+        {
+            await PoisonAsync(delivery, new InvalidEnvelopeException(problems), DeadLetterCause.InvalidEnvelope, tags, activity, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        if (!_registry.TryGetByName(envelope.MessageType, out var info))
+        {
+            await PoisonAsync(delivery, new UnknownMessageTypeException(envelope.MessageType), DeadLetterCause.UnknownMessageType, tags, activity, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        if (_handlers.Get(info.ClrType) is not { } invoker)
+        {
+            var reason = $"NoHandler: endpoint '{_endpoint}' has no handler for message type '{envelope.MessageType}'. Register one with h.AddHandler<T>().";
+            await PoisonAsync(delivery, new HeraldException(reason), DeadLetterCause.NoHandler, tags, activity, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        object message;
+        try
+        {
+            message = _serializer.Deserialize(envelope.Body, info.ClrType);
+        }
+        catch (MessageDeserializationException ex)
+        {
+            await PoisonAsync(delivery, ex, DeadLetterCause.Undecodable, tags, activity, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        // Attempts count as documented on RetryPolicy: the first delivery holds attempt 1 and the immediate retries;
+        // every redelivery (counted by the transport) is one more attempt.
+        var policy = _retries.Get(_endpoint, info.ClrType);
+        var delivered = Math.Max(1, envelope.DeliveryAttempt);
+        var attempt = delivered == 1 ? 1 : policy.ImmediateRetries + delivered;
+        while (true)
+        {
+            Exception? failure = null;
+            var handled = false;
+            try
+            {
+                handled = await RunAttemptAsync(envelope, message, invoker, attempt, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // Shutdown cancelled the handler: not a failure; the transport hands the message back unchanged.
+                throw;
+            }
+#pragma warning disable CA1031 // Any handler failure is settled here (retry, redelivery or dead letter); the consumer loop goes on.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                failure = ex;
+            }
+
+            if (failure is null)
+            {
+                if (!handled)
+                {
+                    ReliabilityLog.DuplicateSkipped(_logger, envelope.MessageId, envelope.MessageType, _endpoint);
+                    HeraldDiagnostics.MessagesDuplicate.Add(1, tags);
+                }
+
+                await delivery.AckAsync(cancellationToken).ConfigureAwait(false);
+                _failures.Forget(envelope.MessageId);
+                HeraldDiagnostics.MessagesProcessed.Add(1, tags);
+                return;
+            }
+
+            HeraldDiagnostics.MessagesFailed.Add(1, tags);
+            activity?.SetStatus(ActivityStatusCode.Error, failure.Message);
+            activity?.AddException(failure);
+            var firstFailure = _failures.RecordFailure(envelope.MessageId, _timeProvider.GetUtcNow());
+            var decision = policy.Decide(failure, attempt, Random.Shared);
+            switch (decision.Action)
+            {
+                case RetryAction.RetryImmediately:
+                    ReliabilityLog.RetryingImmediately(_logger, failure, envelope.MessageId, envelope.MessageType, attempt, _endpoint);
+                    HeraldDiagnostics.MessagesRetried.Add(1, [.. tags, new(MetricNames.RetryKindTag, "immediate")]);
+                    cancellationToken.ThrowIfCancellationRequested();
+                    attempt++;
+                    continue;
+                case RetryAction.Redeliver:
+                    Log.HandlerFailedWillRetry(_logger, failure, envelope.MessageId, envelope.MessageType, attempt, _endpoint, decision.Delay);
+                    HeraldDiagnostics.MessagesRetried.Add(1, [.. tags, new(MetricNames.RetryKindTag, "delayed")]);
+                    await delivery.NackAsync(decision.Delay, cancellationToken).ConfigureAwait(false);
+                    return;
+                default:
+                    var cause = policy.IsNeverRetried(failure) ? DeadLetterCause.NotRetryable : DeadLetterCause.RetriesExhausted;
+                    await DeadLetterAsync(delivery, failure, cause, attempt, firstFailure, tags, cancellationToken).ConfigureAwait(false);
+                    return;
+            }
+        }
+    }
+
+    /// <summary>Runs one attempt in its own scope and unit of work; false when the inbox found a duplicate.</summary>
+    private async ValueTask<bool> RunAttemptAsync(Envelope envelope, object message, HandlerInvoker invoker, int attempt, CancellationToken cancellationToken)
+    {
+        var context = new MessageContext(envelope, message, _endpoint, _root, _bus, cancellationToken, attempt) { Invoker = invoker, UseOutbox = _useOutbox };
+        await using (context.ConfigureAwait(false))
+        {
+            try
+            {
+                if (_inbox is not null && !await _inbox.TryEnterAsync(context).ConfigureAwait(false))
+                {
+                    await context.UnitOfWork.RollbackAsync(cancellationToken).ConfigureAwait(false);
+                    return false;
+                }
+
+                await _pipeline(context).ConfigureAwait(false);
+
+                // Without a scope nothing could enlist in a unit of work, so there is nothing to commit.
+                if (context.HasScope)
+                {
+                    await context.UnitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
+                }
+
+                return true;
+            }
+            catch
+            {
+                if (context.HasScope)
+                {
+                    await RollbackAsync(context.UnitOfWork).ConfigureAwait(false);
+                }
+
+                throw;
+            }
+        }
+    }
+
+    private async ValueTask RollbackAsync(IUnitOfWork unitOfWork)
+    {
+        try
+        {
+            await unitOfWork.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // The attempt's own failure is what counts; a failed rollback is logged and the transaction dies with its scope.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            ReliabilityLog.RollbackFailed(_logger, ex, _endpoint);
+        }
+    }
+
+    private ValueTask PoisonAsync(Delivery delivery, Exception exception, DeadLetterCause cause, TagList tags, Activity? activity, CancellationToken cancellationToken)
+    {
+        HeraldDiagnostics.MessagesFailed.Add(1, tags);
+        activity?.SetStatus(ActivityStatusCode.Error, exception.Message);
+        return DeadLetterAsync(delivery, exception, cause, attempt: 1, firstFailure: null, tags, cancellationToken);
+    }
+
+    private async ValueTask DeadLetterAsync(
+        Delivery delivery,
+        Exception exception,
+        DeadLetterCause cause,
+        int attempt,
+        DateTimeOffset? firstFailure,
+        TagList tags,
+        CancellationToken cancellationToken)
+    {
+        var envelope = delivery.Envelope;
+        var now = _timeProvider.GetUtcNow();
+        var deadLetter = new DeadLetter
+        {
+            Id = Guid.CreateVersion7(now),
+            Envelope = envelope,
+            Endpoint = _endpoint,
+            Cause = cause,
+            ErrorType = exception.GetType().FullName ?? exception.GetType().Name,
+            ErrorMessage = exception.Message,
+            StackTrace = exception.StackTrace,
+            Fingerprint = ExceptionFingerprint.Compute(exception),
+            FirstFailureTime = firstFailure ?? now,
+            LastFailureTime = now,
+            AttemptCount = attempt,
+        };
+
+        // The record first, the ack second: a crash in between redelivers the message, it is never lost.
+        try
+        {
+            await _deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception storeFailure) when (storeFailure is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            ReliabilityLog.DeadLetterStoreFailed(_logger, storeFailure, envelope.MessageId, envelope.MessageType, _endpoint, _deadLetterOptions.StoreFailureRedeliveryDelay);
+            await delivery.NackAsync(_deadLetterOptions.StoreFailureRedeliveryDelay, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        Log.DeadLettered(_logger, exception, envelope.MessageId, envelope.MessageType, attempt, _endpoint, $"{cause}: {DescribeFailure(exception)}");
+        await delivery.AckAsync(cancellationToken).ConfigureAwait(false);
+        _failures.Forget(envelope.MessageId);
+        HeraldDiagnostics.MessagesDeadLettered.Add(1, tags);
+        if (_monitor is not null)
+        {
+            await _monitor.RefreshAsync(_endpoint, cancellationToken).ConfigureAwait(false);
+        }
+    }
 
     private static MessageHandlerDelegate BuildPipeline(IMessageMiddleware[] middleware, IServiceProvider root)
     {
@@ -149,21 +309,5 @@ internal sealed class MessageDispatcher
         activity?.SetTag("messaging.message.id", envelope.MessageId.ToString());
         activity?.SetTag("messaging.message.conversation_id", envelope.CorrelationId);
         return activity;
-    }
-
-    private TimeSpan RedeliveryDelay(int attempt)
-    {
-        var factor = Math.Pow(2, Math.Max(0, attempt - 1));
-        var delay = TimeSpan.FromTicks((long)Math.Min(_options.RedeliveryDelay.Ticks * factor, _options.MaxRedeliveryDelay.Ticks));
-        return delay;
-    }
-
-    private async ValueTask DeadLetterAsync(Delivery delivery, Exception exception, TagList tags, CancellationToken cancellationToken)
-    {
-        var reason = DescribeFailure(exception);
-        var envelope = delivery.Envelope;
-        Log.DeadLettered(_logger, exception, envelope.MessageId, envelope.MessageType, envelope.DeliveryAttempt, _endpoint, reason);
-        await delivery.DeadLetterAsync(reason, cancellationToken).ConfigureAwait(false);
-        HeraldDiagnostics.MessagesDeadLettered.Add(1, tags);
     }
 }

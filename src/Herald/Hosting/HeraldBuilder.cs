@@ -12,7 +12,7 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 namespace Herald.Hosting;
 
 /// <summary>Configures Herald inside <c>services.AddHerald(h => ...)</c>; every method returns the builder so calls chain.</summary>
-public sealed class HeraldBuilder
+public sealed partial class HeraldBuilder
 {
     private static readonly Type[] RequestHandlerInterfaces = [typeof(ICommandHandler<>), typeof(ICommandHandler<,>), typeof(IQueryHandler<,>)];
     private readonly Dictionary<Type, Type> _requestHandlers = [];

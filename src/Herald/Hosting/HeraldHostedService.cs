@@ -37,15 +37,7 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
             await transport.BindAsync(topic, settings.EndpointName, cancellationToken).ConfigureAwait(false);
         }
 
-        var dispatcher = new MessageDispatcher(
-            settings,
-            registry,
-            services.GetRequiredService<IMessageSerializer>(),
-            handlers,
-            services.GetServices<IMessageMiddleware>(),
-            services,
-            services.GetRequiredService<IMessageBus>(),
-            logger);
+        var dispatcher = new MessageDispatcher(settings.EndpointName, services, logger);
         var consumerOptions = new ConsumerOptions { MaxConcurrency = settings.MaxConcurrency, Prefetch = Math.Max(settings.Prefetch, settings.MaxConcurrency) };
         _consumer = await transport.ConsumeAsync(settings.EndpointName, consumerOptions, dispatcher.HandleAsync, cancellationToken).ConfigureAwait(false);
         Log.ConsumerStarted(logger, settings.EndpointName, transport.Name, topics.Count, settings.MaxConcurrency);

@@ -3,10 +3,16 @@ using Herald.Cqrs.Validation;
 using Herald.Handling;
 using Herald.Hosting;
 using Herald.Messages;
+using Herald.Reliability;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Idempotency;
+using Herald.Reliability.Inbox;
+using Herald.Reliability.Outbox;
 using Herald.Transport;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
@@ -15,8 +21,9 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class HeraldServiceCollectionExtensions
 {
     /// <summary>
-    /// Adds Herald (message bus, command and query buses, the hosted consumer of this endpoint) and configures it.
-    /// Calling it again configures the same instance.
+    /// Adds Herald (message bus, command and query buses, the hosted consumer of this endpoint, retries, dead letters and
+    /// their manager, idempotency) and configures it. Calling it again configures the same instance. Stores default to
+    /// the in-memory ones; adapter packages replace them.
     /// </summary>
     public static IServiceCollection AddHerald(this IServiceCollection services, Action<HeraldBuilder>? configure = null)
     {
@@ -52,5 +59,45 @@ public static class HeraldServiceCollectionExtensions
         services.AddSingleton<IValidateOptions<HeraldOptions>, HeraldOptionsValidator>();
         services.AddOptions<HeraldOptions>().ValidateOnStart();
         services.AddSingleton<IHostedService, HeraldHostedService>();
+        RegisterReliability(services, builder);
+    }
+
+    private static void RegisterReliability(IServiceCollection services, HeraldBuilder builder)
+    {
+        services.AddSingleton(builder.Retries);
+
+        // Default stores: in memory. Adapter packages (SQLite, PostgreSQL, Redis) replace them.
+        services.TryAddSingleton<IDeadLetterStore>(_ => new InMemoryDeadLetterStore());
+        services.TryAddSingleton<IInbox>(sp => new InMemoryInbox(sp.GetRequiredService<TimeProvider>()));
+        services.TryAddSingleton<IOutboxStore>(_ => new InMemoryOutboxStore());
+        services.TryAddSingleton<IIdempotencyStore>(sp => new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>()));
+        services.TryAddScoped<IUnitOfWork, InMemoryUnitOfWork>();
+
+        services.TryAddSingleton<OutboxSignal>();
+        services.TryAddSingleton<DeadLetterMonitor>();
+        services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<DeadLetterMonitor>());
+        services.TryAddSingleton(sp => new DeadLetterManager(
+            sp.GetRequiredService<IDeadLetterStore>(),
+            sp.GetRequiredService<ITransport>(),
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetService<ILoggerFactory>()?.CreateLogger<DeadLetterManager>(),
+            sp.GetRequiredService<DeadLetterMonitor>(),
+            sp.GetRequiredService<IOptions<DeadLetterOptions>>().Value.BatchSize));
+        services.TryAddSingleton(sp => new IdempotencyService(
+            sp.GetRequiredService<IIdempotencyStore>(),
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<IOptions<IdempotencyOptions>>(),
+            sp.GetRequiredService<IMessageSerializer>(),
+            sp.GetService<ILoggerFactory>()?.CreateLogger<IdempotencyService>()));
+
+        var validator = new ReliabilityOptionsValidator();
+        services.AddSingleton<IValidateOptions<DeadLetterOptions>>(validator);
+        services.AddSingleton<IValidateOptions<InboxOptions>>(validator);
+        services.AddSingleton<IValidateOptions<OutboxOptions>>(validator);
+        services.AddSingleton<IValidateOptions<IdempotencyOptions>>(validator);
+        services.AddOptions<DeadLetterOptions>().ValidateOnStart();
+        services.AddOptions<InboxOptions>().ValidateOnStart();
+        services.AddOptions<OutboxOptions>().ValidateOnStart();
+        services.AddOptions<IdempotencyOptions>().ValidateOnStart();
     }
 }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text;
 using Herald.Handling;
 using Herald.Messages;
+using Herald.Reliability.DeadLetters;
 using Herald.Testing;
 using Herald.Transport;
 using Herald.Transport.InMemory;
@@ -103,10 +104,13 @@ public sealed class HandlingTests
 
         await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new Flaky(int.MaxValue));
 
-        var deadLetter = await WaitForDeadLetterAsync(transport, "tests");
+        var deadLetter = await WaitForDeadLetterAsync(host);
         Assert.Equal(3, deadLetter.Envelope.DeliveryAttempt);
-        Assert.Contains("InvalidOperationException", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.Equal(3, deadLetter.AttemptCount);
+        Assert.Equal(DeadLetterCause.RetriesExhausted, deadLetter.Cause);
+        Assert.Equal(typeof(InvalidOperationException).FullName, deadLetter.ErrorType);
         Assert.Equal(3, probe.Attempts);
+        Assert.Empty(transport.GetDeadLetters("tests"));
     }
 
     [Fact]
@@ -117,9 +121,10 @@ public sealed class HandlingTests
 
         await transport.SendAsync("tests", RawEnvelope("who-knows", "{}"));
 
-        var deadLetter = await WaitForDeadLetterAsync(transport, "tests");
+        var deadLetter = await WaitForDeadLetterAsync(host);
         Assert.Equal(1, deadLetter.Envelope.DeliveryAttempt);
-        Assert.Contains("who-knows", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.Equal(DeadLetterCause.UnknownMessageType, deadLetter.Cause);
+        Assert.Contains("who-knows", deadLetter.ErrorMessage, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -132,8 +137,9 @@ public sealed class HandlingTests
         await transport.SendAsync("tests", RawEnvelope("test-ping", "{not json"));
         await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Ping("after"));
 
-        var deadLetter = await WaitForDeadLetterAsync(transport, "tests");
-        Assert.Contains("could not be decoded", deadLetter.Reason, StringComparison.Ordinal);
+        var deadLetter = await WaitForDeadLetterAsync(host);
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+        Assert.Contains("could not be decoded", deadLetter.ErrorMessage, StringComparison.Ordinal);
         await probe.WaitAsync(1);
         Assert.Equal("ping:after", Assert.Single(probe.Seen));
     }
@@ -142,12 +148,12 @@ public sealed class HandlingTests
     public async Task RegisteredTypeWithoutHandler_IsDeadLetteredAsNoHandler()
     {
         using var host = await StartAsync(new Probe(), h => h.AddHandler<PingHandler>().AddMessageType<Pong>());
-        var transport = (InMemoryTransport)host.Services.GetRequiredService<ITransport>();
 
         await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Pong("x"));
 
-        var deadLetter = await WaitForDeadLetterAsync(transport, "tests");
-        Assert.Contains("NoHandler", deadLetter.Reason, StringComparison.Ordinal);
+        var deadLetter = await WaitForDeadLetterAsync(host);
+        Assert.Equal(DeadLetterCause.NoHandler, deadLetter.Cause);
+        Assert.Contains("NoHandler", deadLetter.ErrorMessage, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -209,8 +215,10 @@ public sealed class HandlingTests
         Body = Encoding.UTF8.GetBytes(json),
     };
 
-    private static Task<InMemoryDeadLetter> WaitForDeadLetterAsync(InMemoryTransport transport, string queue) =>
-        Eventually.ValueAsync(() => transport.GetDeadLetters(queue).FirstOrDefault(), $"a dead letter arrives in queue '{queue}'");
+    private static Task<DeadLetter> WaitForDeadLetterAsync(IHost host) =>
+        Eventually.ValueAsync(
+            async () => (await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(DeadLetterQuery.All with { Endpoint = "tests" })).FirstOrDefault(),
+            "a dead letter of endpoint 'tests' is stored");
 
     private static async Task<IHost> StartAsync(Probe probe, Action<Herald.Hosting.HeraldBuilder> configure)
     {
@@ -223,10 +231,11 @@ public sealed class HandlingTests
             h.Configure(o =>
             {
                 o.EndpointName = "tests";
-                o.MaxDeliveryAttempts = 3;
-                o.RedeliveryDelay = TimeSpan.Zero;
                 o.MaxConcurrency = 2;
             });
+
+            // Three attempts, all by redelivery without delay, so DeliveryAttempt counts them.
+            h.ConfigureRetries(r => r.Immediate(0).Delayed(2, TimeSpan.Zero, TimeSpan.Zero));
             configure(h);
         });
         var host = builder.Build();

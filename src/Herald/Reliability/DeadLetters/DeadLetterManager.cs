@@ -1,0 +1,181 @@
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Herald.Reliability.DeadLetters;
+
+/// <summary>
+/// What operators do with dead letters: list and filter them, inspect one, send one or all matching back to their
+/// endpoint, purge, count. A retried dead letter is deleted only after the transport accepted the send; when the send
+/// fails it stays, with its retry count raised. Resolve it from DI (<c>AddHerald</c> registers it).
+/// </summary>
+public sealed class DeadLetterManager
+{
+    private readonly IDeadLetterStore _store;
+    private readonly ITransport _transport;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
+    private readonly DeadLetterMonitor? _monitor;
+    private readonly int _batchSize;
+
+    /// <summary>Creates a manager over the store, sending retried messages through the transport.</summary>
+    public DeadLetterManager(IDeadLetterStore store, ITransport transport, TimeProvider timeProvider, ILogger<DeadLetterManager>? logger = null)
+        : this(store, transport, timeProvider, logger, monitor: null, batchSize: 100)
+    {
+    }
+
+    internal DeadLetterManager(IDeadLetterStore store, ITransport transport, TimeProvider timeProvider, ILogger? logger, DeadLetterMonitor? monitor, int batchSize)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        _store = store;
+        _transport = transport;
+        _timeProvider = timeProvider;
+        _logger = logger ?? NullLogger.Instance;
+        _monitor = monitor;
+        _batchSize = batchSize;
+    }
+
+    /// <summary>Lists one page of the dead letters matching the query (all of them, 100 per page, by default); the page carries the query of the next.</summary>
+    public async ValueTask<DeadLetterPage> ListAsync(DeadLetterQuery? query = null, CancellationToken cancellationToken = default)
+    {
+        query ??= DeadLetterQuery.All;
+        var items = await _store.ListAsync(query, cancellationToken).ConfigureAwait(false);
+        var next = items.Count == query.Limit ? query with { After = items[^1].Id } : null;
+        return new DeadLetterPage(items, next);
+    }
+
+    /// <summary>Returns one dead letter, or null.</summary>
+    public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _store.GetAsync(id, cancellationToken);
+
+    /// <summary>Counts the dead letters matching the query (all by default).</summary>
+    public ValueTask<long> CountAsync(DeadLetterQuery? query = null, CancellationToken cancellationToken = default) =>
+        _store.CountAsync(query ?? DeadLetterQuery.All, cancellationToken);
+
+    /// <summary>
+    /// Sends one dead letter's envelope, unchanged but for a fresh delivery count, back to its endpoint's queue; deletes
+    /// the dead letter once the send completed. When the send fails the dead letter stays and its retry count goes up.
+    /// </summary>
+    public async ValueTask<DeadLetterRetryOutcome> RetryAsync(Guid id, CancellationToken cancellationToken = default)
+    {
+        var outcome = await RetryOneAsync(id, cancellationToken).ConfigureAwait(false);
+        if (outcome.Endpoint is { } endpoint)
+        {
+            await RefreshAsync([endpoint], cancellationToken).ConfigureAwait(false);
+        }
+
+        return outcome.Outcome;
+    }
+
+    /// <summary>
+    /// Retries every dead letter matching the query (filters only; paging is handled here). The matching ids are taken
+    /// first, so messages that fail again while this runs are not picked up twice; running it again retries only those left.
+    /// </summary>
+    public async ValueTask<DeadLetterRetryResult> RetryAllAsync(DeadLetterQuery? query = null, CancellationToken cancellationToken = default)
+    {
+        var ids = new List<Guid>();
+        var page = (query ?? DeadLetterQuery.All) with { After = null, Limit = _batchSize };
+        while (true)
+        {
+            var items = await _store.ListAsync(page, cancellationToken).ConfigureAwait(false);
+            ids.AddRange(items.Select(d => d.Id));
+            if (items.Count < page.Limit)
+            {
+                break;
+            }
+
+            page = page with { After = items[^1].Id };
+        }
+
+        int succeeded = 0, failed = 0;
+        var endpoints = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var id in ids)
+        {
+            var (outcome, endpoint) = await RetryOneAsync(id, cancellationToken).ConfigureAwait(false);
+            if (endpoint is not null)
+            {
+                endpoints.Add(endpoint);
+            }
+
+            switch (outcome)
+            {
+                case DeadLetterRetryOutcome.Retried:
+                    succeeded++;
+                    break;
+                case DeadLetterRetryOutcome.Failed:
+                    failed++;
+                    break;
+            }
+        }
+
+        await RefreshAsync(endpoints, cancellationToken).ConfigureAwait(false);
+        return new DeadLetterRetryResult(succeeded, failed);
+    }
+
+    /// <summary>Deletes the dead letters matching the query (filters only), optionally only those that failed before <paramref name="olderThan"/>; returns how many.</summary>
+    public async ValueTask<long> PurgeAsync(DeadLetterQuery? query = null, DateTimeOffset? olderThan = null, CancellationToken cancellationToken = default)
+    {
+        var filter = (query ?? DeadLetterQuery.All) with { After = null, Limit = _batchSize };
+        if (olderThan is { } cutoff && (filter.FailedBefore is null || cutoff < filter.FailedBefore))
+        {
+            filter = filter with { FailedBefore = cutoff };
+        }
+
+        long total = 0;
+        int deleted;
+        do
+        {
+            deleted = await _store.DeleteManyAsync(filter, cancellationToken).ConfigureAwait(false);
+            total += deleted;
+        }
+        while (deleted > 0);
+
+        ReliabilityLog.DeadLettersPurged(_logger, total);
+        if (_monitor is not null)
+        {
+            await RefreshAsync(filter.Endpoint is { } endpoint ? [endpoint] : _monitor.Counts.Keys, cancellationToken).ConfigureAwait(false);
+        }
+
+        return total;
+    }
+
+    private async ValueTask<(DeadLetterRetryOutcome Outcome, string? Endpoint)> RetryOneAsync(Guid id, CancellationToken cancellationToken)
+    {
+        if (await _store.GetAsync(id, cancellationToken).ConfigureAwait(false) is not { } deadLetter)
+        {
+            return (DeadLetterRetryOutcome.NotFound, null);
+        }
+
+        var envelope = deadLetter.Envelope;
+        try
+        {
+            await _transport.SendAsync(deadLetter.Endpoint, envelope with { DeliveryAttempt = 0 }, options: null, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            ReliabilityLog.DeadLetterRetryFailed(_logger, ex, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint);
+            await _store.RecordRetryFailureAsync(deadLetter.Id, $"{ex.GetType().FullName}: {ex.Message}", _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+            return (DeadLetterRetryOutcome.Failed, deadLetter.Endpoint);
+        }
+
+        // Sent: only now is it safe to forget the dead letter. If this delete fails the message was still sent, and a
+        // second retry would send a duplicate, which the inbox of the endpoint absorbs.
+        await _store.DeleteAsync(deadLetter.Id, cancellationToken).ConfigureAwait(false);
+        ReliabilityLog.DeadLetterRetried(_logger, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint);
+        return (DeadLetterRetryOutcome.Retried, deadLetter.Endpoint);
+    }
+
+    private async ValueTask RefreshAsync(IEnumerable<string> endpoints, CancellationToken cancellationToken)
+    {
+        if (_monitor is null)
+        {
+            return;
+        }
+
+        foreach (var endpoint in endpoints.ToList())
+        {
+            await _monitor.RefreshAsync(endpoint, cancellationToken).ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using Herald.Diagnostics;
+using Herald.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace Herald.Reliability.DeadLetters;
+
+/// <summary>
+/// Keeps the dead-letter count of each known endpoint (this host's, and every endpoint it dead-letters or manages):
+/// refreshed after each change made in this process and every <see cref="DeadLetterOptions.MonitorInterval"/>, reported
+/// by the <c>herald.dead_letters</c> gauge, and raising an alert when a count reaches its threshold.
+/// </summary>
+internal sealed class DeadLetterMonitor : BackgroundService
+{
+    private static readonly ConcurrentDictionary<DeadLetterMonitor, byte> Active = new();
+    private readonly ConcurrentDictionary<string, long> _counts = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, byte> _alerted = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _refreshing = new(1, 1);
+    private readonly IDeadLetterStore _store;
+    private readonly IServiceProvider _services;
+    private readonly DeadLetterOptions _options;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
+
+    public DeadLetterMonitor(
+        IDeadLetterStore store,
+        IServiceProvider services,
+        IOptions<DeadLetterOptions> options,
+        IOptions<HeraldOptions> heraldOptions,
+        TimeProvider timeProvider,
+        ILoggerFactory? loggerFactory = null)
+    {
+        _store = store;
+        _services = services;
+        _options = options.Value;
+        _timeProvider = timeProvider;
+        _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.DeadLetters");
+        _counts.TryAdd(heraldOptions.Value.EndpointName, 0);
+        Active.TryAdd(this, 0);
+
+        // Touch the diagnostics so the gauge exists as soon as a monitor does.
+        _ = HeraldDiagnostics.DeadLetters;
+    }
+
+    /// <summary>The last known dead-letter count per endpoint.</summary>
+    public IReadOnlyDictionary<string, long> Counts => _counts;
+
+    public static IEnumerable<Measurement<long>> Observe()
+    {
+        foreach (var monitor in Active.Keys)
+        {
+            foreach (var (endpoint, count) in monitor._counts)
+            {
+                yield return new Measurement<long>(count, new KeyValuePair<string, object?>(MetricNames.EndpointTag, endpoint));
+            }
+        }
+    }
+
+    /// <summary>Counts an endpoint's dead letters again and raises or re-arms its alert. Never throws (failures are logged).</summary>
+    public async ValueTask RefreshAsync(string endpoint, CancellationToken cancellationToken = default)
+    {
+        await _refreshing.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            long count;
+            try
+            {
+                count = await _store.CountAsync(new DeadLetterQuery { Endpoint = endpoint }, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                ReliabilityLog.DeadLetterCountFailed(_logger, ex, endpoint);
+                return;
+            }
+
+            _counts[endpoint] = count;
+            var threshold = _options.ThresholdFor(endpoint);
+            if (threshold <= 0 || count < threshold)
+            {
+                _alerted.TryRemove(endpoint, out _);
+                return;
+            }
+
+            if (_alerted.TryAdd(endpoint, 0))
+            {
+                await RaiseAsync(new DeadLetterThresholdReached(endpoint, count, threshold, _timeProvider.GetUtcNow()), cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _refreshing.Release();
+        }
+    }
+
+    public override void Dispose()
+    {
+        Active.TryRemove(this, out _);
+        _refreshing.Dispose();
+        base.Dispose();
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            while (!stoppingToken.IsCancellationRequested)
+            {
+                foreach (var endpoint in _counts.Keys)
+                {
+                    await RefreshAsync(endpoint, stoppingToken).ConfigureAwait(false);
+                }
+
+                await Task.Delay(_options.MonitorInterval, _timeProvider, stoppingToken).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async ValueTask RaiseAsync(DeadLetterThresholdReached alert, CancellationToken cancellationToken)
+    {
+        ReliabilityLog.DeadLetterThresholdReached(_logger, alert.Endpoint, alert.Count, alert.Threshold);
+        HeraldDiagnostics.DeadLetterAlerts.Add(1, new KeyValuePair<string, object?>(MetricNames.EndpointTag, alert.Endpoint));
+        foreach (var hook in _services.GetServices<IDeadLetterAlert>())
+        {
+            try
+            {
+                await hook.OnThresholdReachedAsync(alert, cancellationToken).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // A failing hook must not stop the other hooks, nor the pipeline that dead-lettered.
+            catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+#pragma warning restore CA1031
+            {
+                ReliabilityLog.DeadLetterAlertFailed(_logger, ex, hook.GetType().Name, alert.Endpoint);
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+namespace Herald.Reliability.DeadLetters;
+
+/// <summary>Dead-letter alerts and handling, set with <c>h.ConfigureDeadLetters(o => ...)</c>; validated at start.</summary>
+public sealed class DeadLetterOptions
+{
+    /// <summary>An endpoint whose dead letters reach this count raises an alert (log, metric, <see cref="IDeadLetterAlert"/> hooks); 0 turns alerts off. Default 100.</summary>
+    public int AlertThreshold { get; set; } = 100;
+
+    /// <summary>Thresholds for single endpoints, overriding <see cref="AlertThreshold"/>.</summary>
+    public IDictionary<string, int> EndpointAlertThresholds { get; } = new Dictionary<string, int>(StringComparer.Ordinal);
+
+    /// <summary>How often the dead-letter counts (the <c>herald.dead_letters</c> gauge and the alerts) are refreshed from the store, besides after every change made here. Default 1 minute.</summary>
+    public TimeSpan MonitorInterval { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>When the store cannot take a dead letter, the message is redelivered after this delay instead of being lost. Default 5 seconds.</summary>
+    public TimeSpan StoreFailureRedeliveryDelay { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How many dead letters retry-all and purge read or delete per round trip. Default 100.</summary>
+    public int BatchSize { get; set; } = 100;
+
+    internal int ThresholdFor(string endpoint) => EndpointAlertThresholds.TryGetValue(endpoint, out var threshold) ? threshold : AlertThreshold;
+
+    internal IEnumerable<string> Validate()
+    {
+        if (AlertThreshold < 0)
+        {
+            yield return $"DeadLetterOptions.AlertThreshold must be 0 (off) or more, not {AlertThreshold}.";
+        }
+
+        foreach (var (endpoint, threshold) in EndpointAlertThresholds)
+        {
+            if (threshold < 0)
+            {
+                yield return $"DeadLetterOptions.EndpointAlertThresholds['{endpoint}'] must be 0 (off) or more, not {threshold}.";
+            }
+        }
+
+        if (MonitorInterval <= TimeSpan.Zero)
+        {
+            yield return $"DeadLetterOptions.MonitorInterval must be positive, not {MonitorInterval}.";
+        }
+
+        if (StoreFailureRedeliveryDelay < TimeSpan.Zero)
+        {
+            yield return $"DeadLetterOptions.StoreFailureRedeliveryDelay must not be negative, not {StoreFailureRedeliveryDelay}.";
+        }
+
+        if (BatchSize is < 1 or > DeadLetterQuery.MaxLimit)
+        {
+            yield return $"DeadLetterOptions.BatchSize must be between 1 and {DeadLetterQuery.MaxLimit}, not {BatchSize}.";
+        }
+    }
+}

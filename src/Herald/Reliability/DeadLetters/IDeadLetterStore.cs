@@ -1,0 +1,39 @@
+namespace Herald.Reliability.DeadLetters;
+
+/// <summary>
+/// The port that keeps dead letters (one conformance suite, <c>DeadLetterStoreConformance</c>, defines it). Contract:
+/// <list type="bullet">
+/// <item>Every field of <see cref="DeadLetter"/> round-trips, the envelope unchanged (headers, body bytes, every attribute);
+/// times at least to the millisecond.</item>
+/// <item>Adding an id that exists already changes nothing (a redelivered write is harmless).</item>
+/// <item>Listing and deleting many honour every filter of <see cref="DeadLetterQuery"/>, go in id order and take at most
+/// <see cref="DeadLetterQuery.Limit"/>; <see cref="DeadLetterQuery.After"/> continues after the given id.</item>
+/// <item>A write that returned is durable (for durable stores); a failed write throws, so the caller can keep the message.</item>
+/// </list>
+/// </summary>
+public interface IDeadLetterStore
+{
+    /// <summary>Stores a dead letter; an existing id is left as it is.</summary>
+    ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default);
+
+    /// <summary>Returns one dead letter, or null when there is none with that id.</summary>
+    ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default);
+
+    /// <summary>Returns the matching dead letters in id order, after <see cref="DeadLetterQuery.After"/>, at most <see cref="DeadLetterQuery.Limit"/>.</summary>
+    ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default);
+
+    /// <summary>Counts the matching dead letters (every filter applies, <see cref="DeadLetterQuery.Limit"/> does not).</summary>
+    ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default);
+
+    /// <summary>Deletes one dead letter; false when there was none with that id.</summary>
+    ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default);
+
+    /// <summary>Deletes exactly the dead letters <see cref="ListAsync"/> would return for the query (so at most its limit) and returns how many.</summary>
+    ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Records a failed retry: adds 1 to <see cref="DeadLetter.RetryCount"/> and sets <see cref="DeadLetter.LastRetryError"/> and
+    /// <see cref="DeadLetter.LastRetryTime"/>, leaving the original error as it was; false when there is no such id.
+    /// </summary>
+    ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default);
+}

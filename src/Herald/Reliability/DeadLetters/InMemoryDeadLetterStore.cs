@@ -1,0 +1,131 @@
+namespace Herald.Reliability.DeadLetters;
+
+/// <summary>
+/// Dead letters in process memory: the default store (tests, development, the embedded host until a durable store is
+/// added). Bounded: beyond <see cref="Capacity"/> a write fails, so the pipeline keeps the message in its queue instead.
+/// </summary>
+public sealed class InMemoryDeadLetterStore : IDeadLetterStore
+{
+    private readonly SortedDictionary<Guid, DeadLetter> _records = [];
+    private readonly Lock _gate = new();
+
+    /// <summary>Creates a store holding at most 100,000 dead letters.</summary>
+    public InMemoryDeadLetterStore()
+        : this(100_000)
+    {
+    }
+
+    /// <summary>Creates a store holding at most <paramref name="capacity"/> dead letters.</summary>
+    public InMemoryDeadLetterStore(int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        Capacity = capacity;
+    }
+
+    /// <summary>Most dead letters kept.</summary>
+    public int Capacity { get; }
+
+    /// <inheritdoc />
+    public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(deadLetter);
+        lock (_gate)
+        {
+            if (_records.ContainsKey(deadLetter.Id))
+            {
+                return ValueTask.CompletedTask;
+            }
+
+            if (_records.Count >= Capacity)
+            {
+                throw new InvalidOperationException(
+                    $"The in-memory dead-letter store is full ({Capacity} records); the message stays in its queue. Retry or purge dead letters, or use a durable store.");
+            }
+
+            _records.Add(deadLetter.Id, deadLetter);
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            return ValueTask.FromResult(_records.GetValueOrDefault(id));
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        lock (_gate)
+        {
+            return ValueTask.FromResult<IReadOnlyList<DeadLetter>>(Select(query));
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        lock (_gate)
+        {
+            return ValueTask.FromResult((long)_records.Values.Count(query.Matches));
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            return ValueTask.FromResult(_records.Remove(id));
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        lock (_gate)
+        {
+            var selected = Select(query);
+            foreach (var deadLetter in selected)
+            {
+                _records.Remove(deadLetter.Id);
+            }
+
+            return ValueTask.FromResult(selected.Count);
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(error);
+        lock (_gate)
+        {
+            if (!_records.TryGetValue(id, out var deadLetter))
+            {
+                return ValueTask.FromResult(false);
+            }
+
+            _records[id] = deadLetter with { RetryCount = deadLetter.RetryCount + 1, LastRetryError = error, LastRetryTime = time };
+            return ValueTask.FromResult(true);
+        }
+    }
+
+    private List<DeadLetter> Select(DeadLetterQuery query)
+    {
+        IEnumerable<KeyValuePair<Guid, DeadLetter>> records = _records;
+        if (query.After is { } after)
+        {
+            records = records.SkipWhile(r => r.Key.CompareTo(after) <= 0);
+        }
+
+        return [.. records.Select(r => r.Value).Where(query.Matches).Take(query.Limit)];
+    }
+}

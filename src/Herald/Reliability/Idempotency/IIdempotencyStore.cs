@@ -1,0 +1,25 @@
+namespace Herald.Reliability.Idempotency;
+
+/// <summary>
+/// The port behind <see cref="IdempotencyService"/> (one conformance suite, <c>IdempotencyStoreConformance</c>, defines it).
+/// A key is free, locked (by one holder, until its lock ttl passes) or completed (holding result bytes until its ttl
+/// passes). Contract:
+/// <list type="bullet">
+/// <item>Of concurrent acquires of a free key, exactly one gets <see cref="IdempotencyAcquireStatus.Acquired"/>.</item>
+/// <item>Expiry follows the store's <see cref="TimeProvider"/> (never a server clock alone), so tests can drive it.</item>
+/// <item>Complete and release act only with the current lock token: a holder whose lock expired and was taken by another
+/// caller can neither overwrite nor free the new holder's key.</item>
+/// <item>Result bytes round-trip exactly (empty included). Keys are ordinal strings of 1 to 200 characters.</item>
+/// </list>
+/// </summary>
+public interface IIdempotencyStore
+{
+    /// <summary>Takes the key's lock for <paramref name="lockTtl"/> when it is free (or expired); otherwise reports the stored result or the lock.</summary>
+    ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default);
+
+    /// <summary>Stores the result for <paramref name="ttl"/> and frees the lock; false (nothing stored) when <paramref name="lockToken"/> no longer holds the key.</summary>
+    ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default);
+
+    /// <summary>Frees the key without a result (the operation failed); false when <paramref name="lockToken"/> no longer holds it.</summary>
+    ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default);
+}

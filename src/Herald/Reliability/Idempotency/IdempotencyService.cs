@@ -1,0 +1,204 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Herald.Messages;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace Herald.Reliability.Idempotency;
+
+/// <summary>
+/// Runs an operation once per key: the first caller runs it under the key's lock and stores its result (as JSON) for the
+/// ttl; concurrent callers wait for that result (woken at once in this process, polling the store with backoff across
+/// processes, for at most <see cref="IdempotencyOptions.WaitTimeout"/>); later callers get the stored result. A failed
+/// operation frees the key, so the next caller runs it.
+/// </summary>
+public sealed class IdempotencyService
+{
+    /// <summary>Longest accepted key.</summary>
+    public const int MaxKeyLength = 200;
+
+    private readonly ConcurrentDictionary<string, TaskCompletionSource> _signals = new(StringComparer.Ordinal);
+    private readonly IIdempotencyStore _store;
+    private readonly TimeProvider _timeProvider;
+    private readonly IdempotencyOptions _options;
+    private readonly JsonSerializerOptions _json;
+    private readonly ILogger _logger;
+
+    /// <summary>Creates the service over the store. Results use the serializer's JSON options when it is the System.Text.Json one, web defaults otherwise.</summary>
+    public IdempotencyService(
+        IIdempotencyStore store,
+        TimeProvider timeProvider,
+        IOptions<IdempotencyOptions>? options = null,
+        IMessageSerializer? serializer = null,
+        ILogger<IdempotencyService>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        _store = store;
+        _timeProvider = timeProvider;
+        _options = options?.Value ?? new IdempotencyOptions();
+        var problems = _options.Validate().ToList();
+        if (problems.Count > 0)
+        {
+            throw new ArgumentException(string.Join(" ", problems), nameof(options));
+        }
+
+        _json = (serializer as SystemTextJsonMessageSerializer)?.Options ?? SystemTextJsonMessageSerializer.CreateDefaultOptions();
+        _logger = logger ?? (ILogger)NullLogger.Instance;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="operation"/> unless it already ran (or is running) for <paramref name="key"/>, and returns its
+    /// result, stored for <paramref name="ttl"/>. Throws <see cref="ArgumentException"/> for an empty, blank or over-long
+    /// key and <see cref="IdempotencyTimeoutException"/> when another caller's run outlasts the wait timeout.
+    /// </summary>
+    public async ValueTask<T> ExecuteAsync<T>(string key, Func<CancellationToken, ValueTask<T>> operation, TimeSpan ttl, CancellationToken cancellationToken = default)
+    {
+        ValidateKey(key);
+        ArgumentNullException.ThrowIfNull(operation);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
+        var deadline = _timeProvider.GetUtcNow() + _options.WaitTimeout;
+        var poll = _options.MinPollInterval;
+        TaskCompletionSource? signal = null;
+        try
+        {
+            while (true)
+            {
+                var found = await _store.TryAcquireAsync(key, _options.LockTimeout, cancellationToken).ConfigureAwait(false);
+                if (found.Status == IdempotencyAcquireStatus.Locked && signal is null)
+                {
+                    // Register for the local wake-up, then look once more: a holder finishing in between is not missed.
+                    signal = _signals.GetOrAdd(key, static _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+                    found = await _store.TryAcquireAsync(key, _options.LockTimeout, cancellationToken).ConfigureAwait(false);
+                }
+
+                switch (found.Status)
+                {
+                    case IdempotencyAcquireStatus.Completed:
+                        return Deserialize<T>(found.Result, key);
+                    case IdempotencyAcquireStatus.Acquired:
+                        return await RunAsync(key, found.LockToken, operation, ttl, cancellationToken).ConfigureAwait(false);
+                }
+
+                var remaining = deadline - _timeProvider.GetUtcNow();
+                if (remaining <= TimeSpan.Zero)
+                {
+                    throw new IdempotencyTimeoutException(key, _options.WaitTimeout);
+                }
+
+                await WaitAsync(signal!.Task, poll < remaining ? poll : remaining, cancellationToken).ConfigureAwait(false);
+                if (signal.Task.IsCompleted)
+                {
+                    signal = null;
+                }
+
+                poll = poll * 2 > _options.MaxPollInterval ? _options.MaxPollInterval : poll * 2;
+            }
+        }
+        finally
+        {
+            if (signal is not null)
+            {
+                // Whatever ended this caller's wait, wake the other local waiters so they look again themselves.
+                Signal(key);
+            }
+        }
+    }
+
+    private static void ValidateKey(string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        if (key.Length == 0)
+        {
+            throw new ArgumentException("The idempotency key is empty; give each operation a key that identifies it.", nameof(key));
+        }
+
+        if (string.IsNullOrWhiteSpace(key))
+        {
+            throw new ArgumentException("The idempotency key is only whitespace; give each operation a key that identifies it.", nameof(key));
+        }
+
+        if (key.Length > MaxKeyLength)
+        {
+            throw new ArgumentException($"The idempotency key is {key.Length} characters long; at most {MaxKeyLength} are allowed (hash longer keys).", nameof(key));
+        }
+    }
+
+    private async ValueTask<T> RunAsync<T>(string key, Guid lockToken, Func<CancellationToken, ValueTask<T>> operation, TimeSpan ttl, CancellationToken cancellationToken)
+    {
+        T result;
+        try
+        {
+            result = await operation(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            try
+            {
+                await _store.ReleaseAsync(key, lockToken, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception releaseFailure)
+            {
+                ReliabilityLog.IdempotencyReleaseFailed(_logger, releaseFailure, key);
+            }
+
+            Signal(key);
+            throw;
+        }
+
+        try
+        {
+            var bytes = JsonSerializer.SerializeToUtf8Bytes(result, _json);
+            if (!await _store.CompleteAsync(key, lockToken, bytes, ttl, CancellationToken.None).ConfigureAwait(false))
+            {
+                ReliabilityLog.IdempotencyLockLost(_logger, key);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // The operation took effect: its caller gets the result. Only later callers miss it once the lock expires.
+            ReliabilityLog.IdempotencyResultNotStored(_logger, ex, key);
+        }
+        finally
+        {
+            Signal(key);
+        }
+
+        return result;
+    }
+
+    private async ValueTask WaitAsync(Task signal, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        using var timer = new CancellationTokenSource(timeout, _timeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timer.Token, cancellationToken);
+        try
+        {
+            await signal.WaitAsync(linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            // The poll interval passed: look at the store again.
+        }
+    }
+
+    private T Deserialize<T>(ReadOnlyMemory<byte> bytes, string key)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<T>(bytes.Span, _json)!;
+        }
+        catch (JsonException ex)
+        {
+            throw new HeraldException($"The stored result of idempotency key '{key}' cannot be read as {typeof(T).Name}: {ex.Message}", ex);
+        }
+    }
+
+    private void Signal(string key)
+    {
+        if (_signals.TryRemove(key, out var signal))
+        {
+            signal.TrySetResult();
+        }
+    }
+}

@@ -1,0 +1,130 @@
+namespace Herald.Reliability.Outbox;
+
+/// <summary>
+/// Outbox rows in process memory, for tests and the in-process host. Rows added in a unit of work appear when it
+/// commits. Bounded: beyond <see cref="Capacity"/> rows an add fails (so the handler fails and is retried, nothing is lost).
+/// </summary>
+public sealed class InMemoryOutboxStore : IOutboxStore
+{
+    private readonly List<OutboxMessage> _rows = [];
+    private readonly Lock _gate = new();
+
+    /// <summary>Creates a store holding at most 100,000 rows.</summary>
+    public InMemoryOutboxStore()
+        : this(100_000)
+    {
+    }
+
+    /// <summary>Creates a store holding at most <paramref name="capacity"/> rows.</summary>
+    public InMemoryOutboxStore(int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        Capacity = capacity;
+    }
+
+    /// <summary>Most rows kept, pending and sent.</summary>
+    public int Capacity { get; }
+
+    /// <inheritdoc />
+    public ValueTask AddAsync(IReadOnlyList<OutboxMessage> messages, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var copy = messages.ToList();
+        if (unitOfWork is null)
+        {
+            Append(copy);
+        }
+        else
+        {
+            lock (_gate)
+            {
+                // Check room now, so the handler fails (and is retried) rather than the commit.
+                EnsureRoom(copy.Count);
+            }
+
+            unitOfWork.OnCommitted(_ =>
+            {
+                Append(copy);
+                return ValueTask.CompletedTask;
+            });
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
+        lock (_gate)
+        {
+            return ValueTask.FromResult<IReadOnlyList<OutboxMessage>>([.. _rows.Where(r => r.SentAt is null).Take(maxCount)]);
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask MarkSentAsync(IReadOnlyCollection<Guid> ids, DateTimeOffset sentAt, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        var set = ids.ToHashSet();
+        lock (_gate)
+        {
+            for (var i = 0; i < _rows.Count; i++)
+            {
+                if (_rows[i].SentAt is null && set.Contains(_rows[i].Id))
+                {
+                    _rows[i] = _rows[i] with { SentAt = sentAt };
+                }
+            }
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<int> DeleteSentAsync(DateTimeOffset sentBefore, int maxCount, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
+        lock (_gate)
+        {
+            var deleted = 0;
+            _rows.RemoveAll(r => deleted < maxCount && r.SentAt is { } sent && sent < sentBefore && ++deleted > 0);
+            return ValueTask.FromResult(deleted);
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<long> CountPendingAsync(CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            return ValueTask.FromResult((long)_rows.Count(r => r.SentAt is null));
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<OutboxMessage?> GetAsync(Guid id, CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            return ValueTask.FromResult(_rows.Find(r => r.Id == id));
+        }
+    }
+
+    private void Append(List<OutboxMessage> messages)
+    {
+        lock (_gate)
+        {
+            EnsureRoom(messages.Count);
+            _rows.AddRange(messages);
+        }
+    }
+
+    private void EnsureRoom(int count)
+    {
+        if (_rows.Count + count > Capacity)
+        {
+            throw new InvalidOperationException($"The in-memory outbox is full ({Capacity} rows); the messages were not added.");
+        }
+    }
+}

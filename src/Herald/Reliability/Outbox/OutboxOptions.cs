@@ -1,0 +1,62 @@
+namespace Herald.Reliability.Outbox;
+
+/// <summary>Settings of the outbox relay, turned on with <c>h.UseOutbox(o => ...)</c>; validated at start.</summary>
+public sealed class OutboxOptions
+{
+    /// <summary>How often the relay looks for pending messages when no commit woke it. Default 1 second.</summary>
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Most messages read per round trip. Default 100.</summary>
+    public int BatchSize { get; set; } = 100;
+
+    /// <summary>First pause after a failed send; it doubles on every failure in a row up to <see cref="MaxBackoff"/>. Default 100 ms.</summary>
+    public TimeSpan MinBackoff { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Longest pause while the transport keeps failing. Default 30 seconds.</summary>
+    public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long sent messages are kept before cleanup deletes them. Default 10 minutes.</summary>
+    public TimeSpan Retention { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>How often sent messages past <see cref="Retention"/> are deleted. Default 1 minute.</summary>
+    public TimeSpan CleanupInterval { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>Most sent messages deleted per round trip, so cleanup never holds long locks. Default 1,000.</summary>
+    public int CleanupBatchSize { get; set; } = 1000;
+
+    /// <summary>Whether messages that handlers send or publish through their <c>MessageContext</c> go through the outbox. Default true.</summary>
+    public bool RouteHandlerMessages { get; set; } = true;
+
+    internal IEnumerable<string> Validate()
+    {
+        if (PollInterval <= TimeSpan.Zero)
+        {
+            yield return $"OutboxOptions.PollInterval must be positive, not {PollInterval}.";
+        }
+
+        if (BatchSize < 1)
+        {
+            yield return $"OutboxOptions.BatchSize must be at least 1, not {BatchSize}.";
+        }
+
+        if (MinBackoff <= TimeSpan.Zero || MaxBackoff < MinBackoff)
+        {
+            yield return $"OutboxOptions.MinBackoff ({MinBackoff}) must be positive and at most MaxBackoff ({MaxBackoff}).";
+        }
+
+        if (Retention < TimeSpan.Zero)
+        {
+            yield return $"OutboxOptions.Retention must not be negative, not {Retention}.";
+        }
+
+        if (CleanupInterval <= TimeSpan.Zero)
+        {
+            yield return $"OutboxOptions.CleanupInterval must be positive, not {CleanupInterval}.";
+        }
+
+        if (CleanupBatchSize < 1)
+        {
+            yield return $"OutboxOptions.CleanupBatchSize must be at least 1, not {CleanupBatchSize}.";
+        }
+    }
+}

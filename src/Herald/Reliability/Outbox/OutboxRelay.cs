@@ -1,0 +1,271 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using Herald.Diagnostics;
+using Herald.Reliability.DeadLetters;
+using Herald.Transport;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace Herald.Reliability.Outbox;
+
+/// <summary>
+/// Sends what the outbox holds: woken by each commit that added messages and every <see cref="OutboxOptions.PollInterval"/>,
+/// it reads pending messages oldest first, sends them in order (a failed message holds back the later ones with its
+/// partition key), marks them sent, and backs off exponentially while the transport fails. Sent rows are deleted in
+/// bounded batches once past <see cref="OutboxOptions.Retention"/>. A message the transport refuses for good (too large)
+/// goes to the dead letters rather than blocking its key forever.
+/// </summary>
+internal sealed class OutboxRelay : BackgroundService
+{
+    private const int MaxFailuresPerBatch = 3;
+    private static readonly ConcurrentDictionary<OutboxRelay, byte> Active = new();
+    private readonly IOutboxStore _store;
+    private readonly ITransport _transport;
+    private readonly IDeadLetterStore _deadLetters;
+    private readonly OutboxSignal _signal;
+    private readonly OutboxOptions _options;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
+    private long _pending;
+    private DateTimeOffset _nextCleanup;
+
+    public OutboxRelay(
+        IOutboxStore store,
+        ITransport transport,
+        IDeadLetterStore deadLetters,
+        OutboxSignal signal,
+        IOptions<OutboxOptions> options,
+        TimeProvider timeProvider,
+        ILoggerFactory? loggerFactory = null)
+    {
+        _store = store;
+        _transport = transport;
+        _deadLetters = deadLetters;
+        _signal = signal;
+        _options = options.Value;
+        _timeProvider = timeProvider;
+        _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.Outbox");
+        Active.TryAdd(this, 0);
+        _ = HeraldDiagnostics.OutboxPending;
+    }
+
+    public static IEnumerable<Measurement<long>> Observe()
+    {
+        foreach (var relay in Active.Keys)
+        {
+            yield return new Measurement<long>(Interlocked.Read(ref relay._pending));
+        }
+    }
+
+    /// <summary>Sends one batch. Returns whether a full batch went out (more may wait) and whether any send failed.</summary>
+    public async ValueTask<(bool More, bool Failed)> RelayBatchAsync(CancellationToken cancellationToken)
+    {
+        var pending = await _store.FetchPendingAsync(_options.BatchSize, cancellationToken).ConfigureAwait(false);
+        if (pending.Count == 0)
+        {
+            return (false, false);
+        }
+
+        var heldBack = new HashSet<string>(StringComparer.Ordinal);
+        var sent = new List<Guid>(pending.Count);
+        var failures = 0;
+        try
+        {
+            foreach (var message in pending)
+            {
+                if (message.PartitionKey is { } key && heldBack.Contains(key))
+                {
+                    continue;
+                }
+
+                if (await TrySendAsync(message, cancellationToken).ConfigureAwait(false))
+                {
+                    sent.Add(message.Id);
+                    continue;
+                }
+
+                failures++;
+                if (message.PartitionKey is { } failedKey)
+                {
+                    heldBack.Add(failedKey);
+                }
+
+                if (failures >= MaxFailuresPerBatch)
+                {
+                    // The transport is most likely down: stop hammering it and back off.
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            if (sent.Count > 0)
+            {
+                // Whatever went out is marked even when the batch is cut short, so it is not sent twice.
+                await _store.MarkSentAsync(sent, _timeProvider.GetUtcNow(), CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+
+        return (failures == 0 && pending.Count == _options.BatchSize, failures > 0);
+    }
+
+    /// <summary>Deletes sent messages past the retention, in bounded batches; returns how many.</summary>
+    public async ValueTask<long> CleanupAsync(CancellationToken cancellationToken)
+    {
+        var cutoff = _timeProvider.GetUtcNow() - _options.Retention;
+        long total = 0;
+        int deleted;
+        do
+        {
+            deleted = await _store.DeleteSentAsync(cutoff, _options.CleanupBatchSize, cancellationToken).ConfigureAwait(false);
+            total += deleted;
+        }
+        while (deleted == _options.CleanupBatchSize);
+
+        return total;
+    }
+
+    public override void Dispose()
+    {
+        Active.TryRemove(this, out _);
+        base.Dispose();
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var backoff = TimeSpan.Zero;
+        _nextCleanup = _timeProvider.GetUtcNow() + _options.CleanupInterval;
+        try
+        {
+            while (!stoppingToken.IsCancellationRequested)
+            {
+                bool more, failed;
+                try
+                {
+                    (more, failed) = await RelayBatchAsync(stoppingToken).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
+                {
+                    backoff = NextBackoff(backoff);
+                    ReliabilityLog.OutboxStoreFailed(_logger, ex, backoff);
+                    await Task.Delay(backoff, _timeProvider, stoppingToken).ConfigureAwait(false);
+                    continue;
+                }
+
+                if (failed)
+                {
+                    // Commits do not cut a backoff short: the transport needs the pause, whatever is waiting.
+                    backoff = NextBackoff(backoff);
+                    await Task.Delay(backoff, _timeProvider, stoppingToken).ConfigureAwait(false);
+                    continue;
+                }
+
+                backoff = TimeSpan.Zero;
+                if (more)
+                {
+                    continue;
+                }
+
+                await HousekeepAsync(stoppingToken).ConfigureAwait(false);
+                await _signal.WaitAsync(_options.PollInterval, _timeProvider, stoppingToken).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async ValueTask HousekeepAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (_timeProvider.GetUtcNow() >= _nextCleanup)
+            {
+                await CleanupAsync(cancellationToken).ConfigureAwait(false);
+                _nextCleanup = _timeProvider.GetUtcNow() + _options.CleanupInterval;
+            }
+
+            Interlocked.Exchange(ref _pending, await _store.CountPendingAsync(cancellationToken).ConfigureAwait(false));
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            // Housekeeping waits for the next round; sending goes on.
+            ReliabilityLog.OutboxStoreFailed(_logger, ex, _options.PollInterval);
+        }
+    }
+
+    private TimeSpan NextBackoff(TimeSpan current)
+    {
+        if (current < _options.MinBackoff)
+        {
+            return _options.MinBackoff;
+        }
+
+        var doubled = current * 2;
+        return doubled > _options.MaxBackoff ? _options.MaxBackoff : doubled;
+    }
+
+    private async ValueTask<bool> TrySendAsync(OutboxMessage message, CancellationToken cancellationToken)
+    {
+        var now = _timeProvider.GetUtcNow();
+        var options = message.DeliverAt is { } at && at > now ? new SendOptions { Delay = at - now } : null;
+        try
+        {
+            if (message.DestinationKind == OutboxDestinationKind.Topic)
+            {
+                await _transport.PublishAsync(message.Destination, message.Envelope, options, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                await _transport.SendAsync(message.Destination, message.Envelope, options, cancellationToken).ConfigureAwait(false);
+            }
+
+            HeraldDiagnostics.OutboxSent.Add(1, new KeyValuePair<string, object?>(MetricNames.DestinationTag, message.Destination));
+            return true;
+        }
+        catch (MessageTooLargeException ex)
+        {
+            return await DeadLetterAsync(message, ex, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            HeraldDiagnostics.OutboxSendFailures.Add(1, new KeyValuePair<string, object?>(MetricNames.DestinationTag, message.Destination));
+            ReliabilityLog.OutboxSendFailed(_logger, ex, message.Id, message.Envelope.MessageType, message.Destination);
+            return false;
+        }
+    }
+
+    private async ValueTask<bool> DeadLetterAsync(OutboxMessage message, Exception exception, CancellationToken cancellationToken)
+    {
+        var now = _timeProvider.GetUtcNow();
+        var deadLetter = new DeadLetter
+        {
+            Id = Guid.CreateVersion7(now),
+            Envelope = message.Envelope,
+            Endpoint = message.Destination,
+            Cause = DeadLetterCause.SendRejected,
+            ErrorType = exception.GetType().FullName ?? exception.GetType().Name,
+            ErrorMessage = exception.Message,
+            StackTrace = exception.StackTrace,
+            Fingerprint = ExceptionFingerprint.Compute(exception),
+            FirstFailureTime = now,
+            LastFailureTime = now,
+            AttemptCount = 1,
+        };
+        try
+        {
+            await _deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            // Not recorded anywhere else yet: keep it in the outbox and try again after the backoff.
+            ReliabilityLog.OutboxStoreFailed(_logger, ex, _options.MinBackoff);
+            return false;
+        }
+
+        ReliabilityLog.OutboxMessageRejected(_logger, exception, message.Id, message.Envelope.MessageType, message.Destination);
+        return true;
+    }
+}

@@ -1,0 +1,58 @@
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Reliability;
+
+/// <summary>Log messages of retries, dead letters, inbox, outbox and idempotency, with stable event ids (2000-2999).</summary>
+internal static partial class ReliabilityLog
+{
+    [LoggerMessage(2001, LogLevel.Warning, "Message {MessageId} ({MessageType}) failed on attempt {Attempt} at '{Endpoint}'; retrying at once")]
+    public static partial void RetryingImmediately(ILogger logger, Exception exception, Guid messageId, string messageType, int attempt, string endpoint);
+
+    [LoggerMessage(2002, LogLevel.Error, "Message {MessageId} ({MessageType}) could not be written to the dead letters of '{Endpoint}'; it is redelivered in {Delay} instead")]
+    public static partial void DeadLetterStoreFailed(ILogger logger, Exception exception, Guid messageId, string messageType, string endpoint, TimeSpan delay);
+
+    [LoggerMessage(2003, LogLevel.Warning, "Endpoint '{Endpoint}' holds {Count} dead letters, reaching the alert threshold of {Threshold}")]
+    public static partial void DeadLetterThresholdReached(ILogger logger, string endpoint, long count, int threshold);
+
+    [LoggerMessage(2004, LogLevel.Error, "Dead-letter alert hook {Hook} failed for endpoint '{Endpoint}'")]
+    public static partial void DeadLetterAlertFailed(ILogger logger, Exception exception, string hook, string endpoint);
+
+    [LoggerMessage(2005, LogLevel.Warning, "Could not count the dead letters of endpoint '{Endpoint}'")]
+    public static partial void DeadLetterCountFailed(ILogger logger, Exception exception, string endpoint);
+
+    [LoggerMessage(2006, LogLevel.Warning, "Rolling back a failed attempt's unit of work at '{Endpoint}' failed")]
+    public static partial void RollbackFailed(ILogger logger, Exception exception, string endpoint);
+
+    [LoggerMessage(2010, LogLevel.Information, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) sent back to '{Endpoint}'")]
+    public static partial void DeadLetterRetried(ILogger logger, Guid deadLetterId, Guid messageId, string messageType, string endpoint);
+
+    [LoggerMessage(2011, LogLevel.Warning, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) could not be sent back to '{Endpoint}'; it stays")]
+    public static partial void DeadLetterRetryFailed(ILogger logger, Exception exception, Guid deadLetterId, Guid messageId, string messageType, string endpoint);
+
+    [LoggerMessage(2012, LogLevel.Information, "{Count} dead letters purged")]
+    public static partial void DeadLettersPurged(ILogger logger, long count);
+
+    [LoggerMessage(2020, LogLevel.Information, "Message {MessageId} ({MessageType}) was already handled at '{Endpoint}'; the duplicate is acked without running handlers")]
+    public static partial void DuplicateSkipped(ILogger logger, Guid messageId, string messageType, string endpoint);
+
+    [LoggerMessage(2021, LogLevel.Warning, "Inbox cleanup failed; it is tried again in {Delay}")]
+    public static partial void InboxCleanupFailed(ILogger logger, Exception exception, TimeSpan delay);
+
+    [LoggerMessage(2030, LogLevel.Warning, "Outbox message {OutboxId} ({MessageType}) could not be sent to {Destination}; the relay backs off and tries again")]
+    public static partial void OutboxSendFailed(ILogger logger, Exception exception, Guid outboxId, string messageType, string destination);
+
+    [LoggerMessage(2031, LogLevel.Error, "Outbox message {OutboxId} ({MessageType}) was refused by the transport for {Destination}; it is moved to the dead letters")]
+    public static partial void OutboxMessageRejected(ILogger logger, Exception exception, Guid outboxId, string messageType, string destination);
+
+    [LoggerMessage(2032, LogLevel.Error, "The outbox relay could not read or update its store; it backs off for {Delay}")]
+    public static partial void OutboxStoreFailed(ILogger logger, Exception exception, TimeSpan delay);
+
+    [LoggerMessage(2040, LogLevel.Warning, "The idempotency lock of key '{Key}' was lost before the operation completed (it outlived the lock timeout); its result was not stored")]
+    public static partial void IdempotencyLockLost(ILogger logger, string key);
+
+    [LoggerMessage(2042, LogLevel.Warning, "The result of idempotency key '{Key}' could not be stored; its caller gets it, later callers run the operation again once the lock times out")]
+    public static partial void IdempotencyResultNotStored(ILogger logger, Exception exception, string key);
+
+    [LoggerMessage(2041, LogLevel.Warning, "The idempotency key '{Key}' could not be released after its operation failed; it frees itself when the lock times out")]
+    public static partial void IdempotencyReleaseFailed(ILogger logger, Exception exception, string key);
+}

@@ -1,0 +1,201 @@
+using System.Threading.Channels;
+using Herald.Messages;
+using Herald.Reliability.DeadLetters;
+using Herald.Testing;
+using Herald.Testing.Reliability;
+using Herald.Transport;
+using Herald.Transport.InMemory;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Herald.Tests.Reliability;
+
+public sealed class DeadLetterManagerTests : IAsyncLifetime
+{
+    private static readonly DateTimeOffset Start = new(2030, 1, 2, 3, 0, 0, TimeSpan.Zero);
+    private readonly FakeTimeProvider _clock = new(Start);
+    private readonly InMemoryDeadLetterStore _store = new();
+    private readonly InMemoryTransport _inMemory;
+    private readonly RecordingTransport _transport;
+    private readonly DeadLetterManager _manager;
+
+    public DeadLetterManagerTests()
+    {
+        _inMemory = new InMemoryTransport(InMemoryTransportOptions.Default, _clock);
+        _transport = new RecordingTransport(_inMemory);
+        _manager = new DeadLetterManager(_store, _transport, _clock);
+    }
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync() => await _transport.DisposeAsync();
+
+    [Fact]
+    public async Task RetryOne_SendsTheEnvelopeBackToItsEndpoint_ThenDeletesTheDeadLetter()
+    {
+        var deadLetter = await AddAsync("orders");
+
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await _manager.RetryAsync(deadLetter.Id));
+
+        var received = await ReceiveAsync("orders");
+        TestEnvelopes.AssertEqual(deadLetter.Envelope with { DeliveryAttempt = 1 }, received);
+        Assert.Null(await _manager.GetAsync(deadLetter.Id));
+    }
+
+    [Fact]
+    public async Task RetryOne_WhenTheSendFails_KeepsItAndRaisesItsRetryCount()
+    {
+        var deadLetter = await AddAsync("orders");
+        _transport.FailSend = (_, _) => new InvalidOperationException("broker unreachable");
+        _clock.Advance(TimeSpan.FromMinutes(5));
+
+        Assert.Equal(DeadLetterRetryOutcome.Failed, await _manager.RetryAsync(deadLetter.Id));
+        Assert.Equal(DeadLetterRetryOutcome.Failed, await _manager.RetryAsync(deadLetter.Id));
+
+        var kept = (await _manager.GetAsync(deadLetter.Id))!;
+        Assert.Equal(2, kept.RetryCount);
+        Assert.Equal("System.InvalidOperationException: broker unreachable", kept.LastRetryError);
+        Assert.Equal(Start.AddMinutes(5), kept.LastRetryTime);
+        Assert.Equal(deadLetter.ErrorMessage, kept.ErrorMessage);
+        Assert.Equal(0, _inMemory.GetReadyCount("orders"));
+    }
+
+    [Fact]
+    public async Task RetryOne_OfAnUnknownId_ReportsNotFound()
+    {
+        Assert.Equal(DeadLetterRetryOutcome.NotFound, await _manager.RetryAsync(Guid.CreateVersion7()));
+    }
+
+    [Fact]
+    public async Task RetryAll_RetriesEveryMatch_AndASecondRunFindsNothing()
+    {
+        for (var i = 0; i < 5; i++)
+        {
+            await AddAsync("orders");
+        }
+
+        var other = await AddAsync("billing");
+        var filter = new DeadLetterQuery { Endpoint = "orders", Limit = 2 };
+
+        Assert.Equal(new DeadLetterRetryResult(5, 0), await _manager.RetryAllAsync(filter));
+        Assert.Equal(new DeadLetterRetryResult(0, 0), await _manager.RetryAllAsync(filter));
+
+        Assert.Equal(5, _inMemory.GetReadyCount("orders"));
+        Assert.Equal(0, await _manager.CountAsync(new DeadLetterQuery { Endpoint = "orders" }));
+        Assert.NotNull(await _manager.GetAsync(other.Id));
+    }
+
+    [Fact]
+    public async Task RetryAll_CountsFailures_AndKeepsTheFailedOnes()
+    {
+        await AddAsync("orders");
+        await AddAsync("orders");
+        var broken = await AddAsync("broken");
+        _transport.FailSend = (queue, _) => queue == "broken" ? new InvalidOperationException("queue missing") : null;
+
+        Assert.Equal(new DeadLetterRetryResult(2, 1), await _manager.RetryAllAsync());
+
+        var left = Assert.Single((await _manager.ListAsync()).Items);
+        Assert.Equal(broken.Id, left.Id);
+        Assert.Equal(1, left.RetryCount);
+    }
+
+    [Fact]
+    public async Task RetryAll_DoesNotPickUpMessagesThatFailAgainWhileItRuns()
+    {
+        for (var i = 0; i < 3; i++)
+        {
+            await AddAsync("orders");
+        }
+
+        // Every retried message fails again at once and comes back as a new dead letter.
+        _transport.FailSend = (queue, envelope) =>
+        {
+            _store.AddAsync(NewDeadLetter(queue) with { Envelope = envelope }).AsTask().GetAwaiter().GetResult();
+            return null;
+        };
+
+        Assert.Equal(new DeadLetterRetryResult(3, 0), await _manager.RetryAllAsync());
+        Assert.Equal(3, await _manager.CountAsync());
+    }
+
+    [Fact]
+    public async Task List_PagesThroughEveryMatch()
+    {
+        var added = new List<Guid>();
+        for (var i = 0; i < 5; i++)
+        {
+            added.Add((await AddAsync("orders")).Id);
+        }
+
+        var seen = new List<Guid>();
+        DeadLetterQuery? query = new() { Endpoint = "orders", Limit = 2 };
+        while (query is not null)
+        {
+            var page = await _manager.ListAsync(query);
+            seen.AddRange(page.Items.Select(d => d.Id));
+            query = page.Next;
+        }
+
+        Assert.Equal(added.Order(), seen);
+    }
+
+    [Fact]
+    public async Task Purge_DeletesTheMatches_OptionallyOnlyThoseOlderThanATime()
+    {
+        var old = await AddAsync("orders", failedAt: Start.AddHours(-3));
+        var recent = await AddAsync("orders", failedAt: Start.AddMinutes(-5));
+        var elsewhere = await AddAsync("billing", failedAt: Start.AddHours(-3));
+
+        Assert.Equal(1, await _manager.PurgeAsync(new DeadLetterQuery { Endpoint = "orders" }, olderThan: Start.AddHours(-1)));
+        Assert.Null(await _manager.GetAsync(old.Id));
+        Assert.NotNull(await _manager.GetAsync(recent.Id));
+
+        Assert.Equal(1, await _manager.PurgeAsync(new DeadLetterQuery { Endpoint = "orders" }));
+        Assert.Equal(1, await _manager.CountAsync());
+        Assert.NotNull(await _manager.GetAsync(elsewhere.Id));
+    }
+
+    [Fact]
+    public async Task Count_AppliesTheFilter()
+    {
+        await AddAsync("orders", fingerprint: "a");
+        await AddAsync("orders", fingerprint: "b");
+        await AddAsync("billing", fingerprint: "a");
+
+        Assert.Equal(3, await _manager.CountAsync());
+        Assert.Equal(2, await _manager.CountAsync(new DeadLetterQuery { Fingerprint = "a" }));
+        Assert.Equal(1, await _manager.CountAsync(new DeadLetterQuery { Endpoint = "orders", Fingerprint = "a" }));
+    }
+
+    private static DeadLetter NewDeadLetter(string endpoint, string fingerprint = "fp", DateTimeOffset? failedAt = null) => new()
+    {
+        Id = Guid.CreateVersion7(),
+        Envelope = TestEnvelopes.Create(),
+        Endpoint = endpoint,
+        Cause = DeadLetterCause.RetriesExhausted,
+        ErrorType = "System.InvalidOperationException",
+        ErrorMessage = "the original failure",
+        Fingerprint = fingerprint,
+        FirstFailureTime = failedAt ?? Start,
+        LastFailureTime = failedAt ?? Start,
+        AttemptCount = 6,
+    };
+
+    private async Task<DeadLetter> AddAsync(string endpoint, string fingerprint = "fp", DateTimeOffset? failedAt = null)
+    {
+        var deadLetter = NewDeadLetter(endpoint, fingerprint, failedAt);
+        await _store.AddAsync(deadLetter);
+        return deadLetter;
+    }
+
+    private async Task<Envelope> ReceiveAsync(string queue)
+    {
+        var received = Channel.CreateUnbounded<Envelope>();
+        await using var consumer = await _transport.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
+        {
+            received.Writer.TryWrite(delivery.Envelope);
+            return ValueTask.CompletedTask;
+        });
+        return await received.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+    }
+}

@@ -1,0 +1,317 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using System.Text;
+using Herald.Cqrs.Validation;
+using Herald.Diagnostics;
+using Herald.Handling;
+using Herald.Messages;
+using Herald.Reliability.DeadLetters;
+using Herald.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Tests.Reliability;
+
+public sealed class FailureInjectionTests
+{
+    private static readonly TimeSpan MinDelay = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan MaxDelay = TimeSpan.FromSeconds(8);
+
+    [Fact]
+    public async Task Handler_FailingKTimesThenSucceeding_TakesEffectOnce()
+    {
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton)
+                .ConfigureRetries(r => r.Immediate(2).Delayed(3, MinDelay, MaxDelay)),
+            s => s.AddSingleton(effects));
+
+        // Fails attempts 1-3 in the first delivery, attempt 4 in the first redelivery, succeeds on attempt 5.
+        await host.Get<IMessageBus>().SendAsync(new Flaky("a", FailTimes: 4));
+
+        await host.RunUntilAsync(() => effects.Applied.Count == 1, "the message takes effect", TimeSpan.FromSeconds(1));
+        Assert.Equal(["a"], effects.Applied);
+        Assert.Equal([1, 2, 3, 4, 5], effects.Attempts);
+        Assert.Equal(2, host.Transport.NackDelays.Count);
+        Assert.Equal(0, await host.DeadLetters.CountAsync(new DeadLetterQuery { Endpoint = host.Endpoint }));
+    }
+
+    [Fact]
+    public async Task Handler_AlwaysFailing_IsDeadLetteredAfterExactlyTheConfiguredAttempts_WithEveryDelayInsideTheBounds()
+    {
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton)
+                .ConfigureRetries(r => r.Immediate(2).Delayed(4, MinDelay, MaxDelay, factor: 2)),
+            s => s.AddSingleton(effects));
+
+        await host.Get<IMessageBus>().SendAsync(new Flaky("doomed", FailTimes: int.MaxValue));
+
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync(step: TimeSpan.FromSeconds(1)));
+        Assert.Equal(7, effects.Attempts.Count);
+        Assert.Equal(7, deadLetter.AttemptCount);
+        Assert.Equal(5, deadLetter.Envelope.DeliveryAttempt);
+        Assert.Equal(DeadLetterCause.RetriesExhausted, deadLetter.Cause);
+        Assert.Equal(typeof(InvalidOperationException).FullName, deadLetter.ErrorType);
+        Assert.Equal("failing attempt 7", deadLetter.ErrorMessage);
+        Assert.Contains(nameof(FlakyHandler), deadLetter.StackTrace, StringComparison.Ordinal);
+        Assert.Matches("^[0-9a-f]{32}$", deadLetter.Fingerprint);
+        Assert.True(deadLetter.FirstFailureTime < deadLetter.LastFailureTime, "the first failure is remembered across redeliveries");
+        Assert.Empty(effects.Applied);
+
+        var delays = host.Transport.NackDelays;
+        Assert.Equal(4, delays.Count);
+        for (var k = 1; k <= delays.Count; k++)
+        {
+            var ceiling = TimeSpan.FromTicks(Math.Min(MaxDelay.Ticks, MinDelay.Ticks << k));
+            Assert.InRange(delays[k - 1], MinDelay, ceiling);
+        }
+
+        // Dead-lettered through the store, then acked: never left in the transport's own dead letters.
+        Assert.Equal(SettlementKind.Ack, host.Transport.Settlements[^1].Kind);
+        Assert.Empty(host.InMemory.GetDeadLetters(host.Endpoint));
+    }
+
+    [Fact]
+    public async Task NeverRetriedException_IsDeadLetteredOnTheFirstAttempt()
+    {
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddHandler<InvalidHandler>(ServiceLifetime.Singleton), s => s.AddSingleton(effects));
+
+        await host.Get<IMessageBus>().SendAsync(new Invalid("x"));
+
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
+        Assert.Equal(1, deadLetter.AttemptCount);
+        Assert.Equal([1], effects.Attempts);
+        Assert.Empty(host.Transport.NackDelays);
+    }
+
+    [Fact]
+    public async Task RetryPolicyOfAMessageType_OverridesTheGlobalOne()
+    {
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton)
+                .ConfigureRetries(r => r.Immediate(5).Delayed(5, MinDelay, MaxDelay))
+                .ConfigureRetries<Flaky>(r => r.Immediate(1).Delayed(0, MinDelay, MaxDelay)),
+            s => s.AddSingleton(effects));
+
+        await host.Get<IMessageBus>().SendAsync(new Flaky("short", FailTimes: int.MaxValue));
+
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+        Assert.Equal(2, deadLetter.AttemptCount);
+        Assert.Equal([1, 2], effects.Attempts);
+    }
+
+    public static TheoryData<string> PoisonCases => ["undecodable body", "unknown message type", "empty message type", "default message id", "missing time", "schema version 0"];
+
+    [Theory]
+    [MemberData(nameof(PoisonCases))]
+    public async Task PoisonInput_IsDeadLetteredAtOnceWithTheReason_AndTheConsumerGoesOn(string poison)
+    {
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton), s => s.AddSingleton(effects), concurrency: 1);
+        var good = RawEnvelope("rel-flaky", """{"name":"good","failTimes":0}""");
+        var (envelope, cause, reason) = poison switch
+        {
+            "undecodable body" => (RawEnvelope("rel-flaky", "{not json"), DeadLetterCause.Undecodable, "could not be decoded"),
+            "unknown message type" => (RawEnvelope("rel-nobody-knows", "{}"), DeadLetterCause.UnknownMessageType, "rel-nobody-knows"),
+            "empty message type" => (RawEnvelope(" ", "{}"), DeadLetterCause.InvalidEnvelope, "MessageType is empty"),
+            "default message id" => (RawEnvelope("rel-flaky", "{}") with { MessageId = Guid.Empty }, DeadLetterCause.InvalidEnvelope, "MessageId is empty"),
+            "missing time" => (RawEnvelope("rel-flaky", "{}") with { Time = default }, DeadLetterCause.InvalidEnvelope, "Time is missing"),
+            _ => (RawEnvelope("rel-flaky", "{}") with { SchemaVersion = 0 }, DeadLetterCause.InvalidEnvelope, "SchemaVersion must be 1 or more"),
+        };
+
+        await host.Transport.SendAsync(host.Endpoint, envelope);
+        await host.Transport.SendAsync(host.Endpoint, good);
+
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+        Assert.Equal(cause, deadLetter.Cause);
+        Assert.Contains(reason, deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(1, deadLetter.AttemptCount);
+        Assert.Equal(envelope.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Equal(envelope.Body.ToArray(), deadLetter.Envelope.Body.ToArray());
+        await Eventually.UntilAsync(() => effects.Applied.Contains("good"), "the next message is handled");
+        Assert.Empty(host.Transport.NackDelays);
+    }
+
+    [Fact]
+    public async Task DeadLetterStoreFailing_RedeliversTheMessageInsteadOfLosingIt()
+    {
+        var store = new FlakyDeadLetterStore(failures: 2);
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.StoreFailureRedeliveryDelay = TimeSpan.FromSeconds(3)),
+            s => s.AddSingleton(new Effects()).AddSingleton<IDeadLetterStore>(store));
+
+        await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-flaky", "{not json"));
+
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync(step: TimeSpan.FromSeconds(1)));
+        Assert.Equal(3, deadLetter.Envelope.DeliveryAttempt);
+        Assert.Equal([TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(3)], host.Transport.NackDelays);
+        Assert.Contains(host.Logs.Entries, e => e.EventId == 2002 && e.Level == LogLevel.Error);
+    }
+
+    [Fact]
+    public async Task Alert_FiresOnceWhenAnEndpointReachesItsThreshold_AndAgainAfterItFellBelow()
+    {
+        var alerts = new RecordingAlert();
+        var alertMeasurements = new ConcurrentQueue<(string Instrument, long Value, string? Endpoint)>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name is MetricNames.DeadLetterAlerts or MetricNames.DeadLetters)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((i, v, tags, _) => alertMeasurements.Enqueue((i.Name, v, EndpointOf(tags))));
+        listener.Start();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton)
+                .ConfigureDeadLetters(o => o.AlertThreshold = 3)
+                .AddDeadLetterAlert<ThrowingAlert>(),
+            s => s.AddSingleton(new Effects()).AddSingleton(alerts).AddSingleton<IDeadLetterAlert>(sp => sp.GetRequiredService<RecordingAlert>()),
+            concurrency: 1);
+
+        for (var i = 0; i < 2; i++)
+        {
+            await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-unknown", "{}"));
+        }
+
+        await host.WaitForDeadLettersAsync(2);
+        Assert.Empty(alerts.Received);
+
+        await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-unknown", "{}"));
+        await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-unknown", "{}"));
+        await host.WaitForDeadLettersAsync(4);
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 4, "the fourth dead letter is acked");
+
+        var alert = Assert.Single(alerts.Received);
+        Assert.Equal((host.Endpoint, 3L, 3), (alert.Endpoint, alert.Count, alert.Threshold));
+        Assert.Single(host.Logs.Entries, e => e.EventId == 2003 && e.Level == LogLevel.Warning && e.Message.Contains(host.Endpoint, StringComparison.Ordinal));
+        Assert.Single(host.Logs.Entries, e => e.EventId == 2004 && e.Message.Contains(nameof(ThrowingAlert), StringComparison.Ordinal));
+        Assert.Single(alertMeasurements, m => m.Instrument == MetricNames.DeadLetterAlerts && m.Endpoint == host.Endpoint);
+        listener.RecordObservableInstruments();
+        Assert.Contains(alertMeasurements, m => m.Instrument == MetricNames.DeadLetters && m.Endpoint == host.Endpoint && m.Value == 4);
+
+        // Emptied and filled again: the alert re-arms.
+        await host.Get<DeadLetterManager>().PurgeAsync(new DeadLetterQuery { Endpoint = host.Endpoint });
+        for (var i = 0; i < 3; i++)
+        {
+            await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-unknown", "{}"));
+        }
+
+        await Eventually.UntilAsync(() => alerts.Received.Count == 2, "the alert fires again");
+    }
+
+    private static string? EndpointOf(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        foreach (var tag in tags)
+        {
+            if (tag.Key == MetricNames.EndpointTag)
+            {
+                return tag.Value as string;
+            }
+        }
+
+        return null;
+    }
+
+    private static Envelope RawEnvelope(string type, string json) => new()
+    {
+        MessageId = Guid.CreateVersion7(),
+        MessageType = type,
+        Time = new DateTimeOffset(2030, 1, 2, 3, 0, 0, TimeSpan.Zero),
+        Body = Encoding.UTF8.GetBytes(json),
+    };
+
+    [MessageType("rel-flaky")]
+    public sealed record Flaky(string Name, int FailTimes);
+
+    [MessageType("rel-invalid")]
+    public sealed record Invalid(string Name);
+
+    public sealed class Effects
+    {
+        private readonly ConcurrentQueue<string> _applied = new();
+        private readonly ConcurrentQueue<int> _attempts = new();
+
+        public IReadOnlyList<string> Applied => [.. _applied];
+
+        public IReadOnlyList<int> Attempts => [.. _attempts];
+
+        public void Attempt(int attempt) => _attempts.Enqueue(attempt);
+
+        public void Apply(string name) => _applied.Enqueue(name);
+    }
+
+    public sealed class FlakyHandler(Effects effects) : IMessageHandler<Flaky>
+    {
+        public ValueTask HandleAsync(Flaky message, MessageContext context, CancellationToken cancellationToken)
+        {
+            effects.Attempt(context.Attempt);
+            if (context.Attempt <= message.FailTimes)
+            {
+                throw new InvalidOperationException($"failing attempt {context.Attempt}");
+            }
+
+            effects.Apply(message.Name);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    public sealed class InvalidHandler(Effects effects) : IMessageHandler<Invalid>
+    {
+        public ValueTask HandleAsync(Invalid message, MessageContext context, CancellationToken cancellationToken)
+        {
+            effects.Attempt(context.Attempt);
+            throw new ValidationException(typeof(Invalid), [new ValidationError("Name", "is not acceptable")]);
+        }
+    }
+
+    public sealed class RecordingAlert : IDeadLetterAlert
+    {
+        private readonly ConcurrentQueue<DeadLetterThresholdReached> _received = new();
+
+        public IReadOnlyList<DeadLetterThresholdReached> Received => [.. _received];
+
+        public ValueTask OnThresholdReachedAsync(DeadLetterThresholdReached alert, CancellationToken cancellationToken = default)
+        {
+            _received.Enqueue(alert);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    public sealed class ThrowingAlert : IDeadLetterAlert
+    {
+        public ValueTask OnThresholdReachedAsync(DeadLetterThresholdReached alert, CancellationToken cancellationToken = default) =>
+            throw new InvalidOperationException("the chat service is down");
+    }
+
+    private sealed class FlakyDeadLetterStore(int failures) : IDeadLetterStore
+    {
+        private readonly InMemoryDeadLetterStore _inner = new();
+        private int _failuresLeft = failures;
+
+        public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default) =>
+            Interlocked.Decrement(ref _failuresLeft) >= 0
+                ? throw new InvalidOperationException("the dead-letter database is down")
+                : _inner.AddAsync(deadLetter, cancellationToken);
+
+        public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _inner.GetAsync(id, cancellationToken);
+
+        public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.ListAsync(query, cancellationToken);
+
+        public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.CountAsync(query, cancellationToken);
+
+        public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => _inner.DeleteAsync(id, cancellationToken);
+
+        public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.DeleteManyAsync(query, cancellationToken);
+
+        public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default) =>
+            _inner.RecordRetryFailureAsync(id, error, time, cancellationToken);
+    }
+}

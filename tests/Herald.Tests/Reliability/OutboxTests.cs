@@ -1,0 +1,221 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Herald.Handling;
+using Herald.Messages;
+using Herald.Reliability;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Outbox;
+using Herald.Testing;
+using Herald.Transport;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Herald.Tests.Reliability;
+
+public sealed class OutboxTests
+{
+    [Fact]
+    public async Task HandlerFailingKTimes_SendsItsMessageOnce_OnlyFromTheAttemptThatCommitted()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<ForwardingHandler>(ServiceLifetime.Singleton)
+                .AddMessageType<Forwarded>()
+                .Route<Forwarded>(downstream)
+                .UseOutbox()
+                .ConfigureRetries(r => r.Immediate(2).Delayed(2, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(4))));
+
+        // Attempts 1-3 fail in the first delivery, attempt 4 in the first redelivery; attempt 5 commits.
+        await host.Get<IMessageBus>().SendAsync(new Forward(Number: 7, FailTimes: 4));
+
+        await host.RunUntilAsync(() => SentTo(host, downstream).Count == 1, "the forwarded message leaves", TimeSpan.FromSeconds(1));
+        for (var i = 0; i < 20; i++)
+        {
+            host.Clock.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        var sent = Assert.Single(SentTo(host, downstream));
+        Assert.Equal(7, JsonSerializer.Deserialize<Forwarded>(sent.Body.Span, JsonSerializerOptions.Web)!.Number);
+        Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
+        Assert.Equal(2, host.Transport.NackDelays.Count);
+    }
+
+    [Fact]
+    public async Task Outbox_SendsOnlyAfterTheUnitOfWorkCommits()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+        await using var scope = host.Host.Services.CreateAsyncScope();
+        var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
+        var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+
+        await outbox.SendAsync(new Forwarded(1));
+        for (var i = 0; i < 5; i++)
+        {
+            host.Clock.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        Assert.Empty(SentTo(host, downstream));
+        await unitOfWork.CommitAsync();
+
+        // The commit wakes the relay: no clock movement is needed.
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the committed message leaves");
+    }
+
+    [Fact]
+    public async Task Outbox_InAUnitOfWorkThatRollsBack_SendsNothing()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(new Forwarded(1));
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().RollbackAsync();
+        }
+
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(new Forwarded(2));
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the committed message leaves");
+        Assert.Equal(2, JsonSerializer.Deserialize<Forwarded>(SentTo(host, downstream)[0].Body.Span, JsonSerializerOptions.Web)!.Number);
+        Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
+    }
+
+    [Fact]
+    public async Task Relay_WhileTheTransportIsDown_BacksOffGrowingly_ThenSendsInOrderPerPartitionKey()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream)
+            .UseOutbox(o =>
+            {
+                o.MinBackoff = TimeSpan.FromMilliseconds(100);
+                o.MaxBackoff = TimeSpan.FromSeconds(2);
+            }));
+        var failuresLeft = 6;
+        host.Transport.FailSend = (destination, _) =>
+            destination == downstream && Interlocked.Decrement(ref failuresLeft) >= 0 ? new InvalidOperationException("broker unreachable") : null;
+        var key = new DeliveryOptions { PartitionKey = "order-42" };
+
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
+            for (var i = 1; i <= 3; i++)
+            {
+                await outbox.SendAsync(new Forwarded(i), key);
+            }
+
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await host.RunUntilAsync(() => SentTo(host, downstream).Count == 3, "every message leaves once the broker is back", TimeSpan.FromMilliseconds(100));
+        var numbers = SentTo(host, downstream).Select(e => JsonSerializer.Deserialize<Forwarded>(e.Body.Span, JsonSerializerOptions.Web)!.Number);
+        Assert.Equal([1, 2, 3], numbers);
+        var backoffs = host.Logs.Entries.Where(e => e.EventId == 2030).ToList();
+        Assert.Equal(6, backoffs.Count);
+        Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
+    }
+
+    [Fact]
+    public async Task Relay_DeletesSentMessages_OnceTheirRetentionPassed()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var store = new CapturingOutboxStore();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox(o =>
+            {
+                o.Retention = TimeSpan.FromMinutes(1);
+                o.CleanupInterval = TimeSpan.FromMinutes(1);
+            }),
+            s => s.AddSingleton<IOutboxStore>(store));
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(new Forwarded(1));
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the message leaves");
+        var id = Assert.Single(store.Added);
+        Assert.NotNull((await store.GetAsync(id))?.SentAt);
+
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                host.Clock.Advance(TimeSpan.FromSeconds(20));
+                return await store.GetAsync(id) is null;
+            },
+            "the sent row is deleted");
+    }
+
+    [Fact]
+    public async Task Relay_MovesAMessageTheTransportRefuses_ToTheDeadLetters_AndGoesOn()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+        host.Transport.FailSend = (_, envelope) =>
+            JsonSerializer.Deserialize<Forwarded>(envelope.Body.Span, JsonSerializerOptions.Web)!.Number == 1 ? new MessageTooLargeException(envelope.MessageType, 10_000, 1_000) : null;
+
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
+            await outbox.SendAsync(new Forwarded(1));
+            await outbox.SendAsync(new Forwarded(2));
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the second message leaves");
+        var deadLetter = Assert.Single((await host.Get<DeadLetterManager>().ListAsync(new DeadLetterQuery { Endpoint = downstream })).Items);
+        Assert.Equal(DeadLetterCause.SendRejected, deadLetter.Cause);
+        Assert.Equal(typeof(MessageTooLargeException).FullName, deadLetter.ErrorType);
+        Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
+    }
+
+    private static List<Envelope> SentTo(ReliabilityHost host, string destination) =>
+        [.. host.Transport.Sent.Where(s => s.Destination == destination).Select(s => s.Envelope)];
+
+    [MessageType("rel-forward")]
+    public sealed record Forward(int Number, int FailTimes);
+
+    [MessageType("rel-forwarded")]
+    public sealed record Forwarded(int Number);
+
+    public sealed class ForwardingHandler : IMessageHandler<Forward>
+    {
+        public async ValueTask HandleAsync(Forward message, MessageContext context, CancellationToken cancellationToken)
+        {
+            await context.SendAsync(new Forwarded(message.Number), cancellationToken: cancellationToken);
+            if (context.Attempt <= message.FailTimes)
+            {
+                throw new InvalidOperationException($"failing after sending, attempt {context.Attempt}");
+            }
+        }
+    }
+
+    private sealed class CapturingOutboxStore : IOutboxStore
+    {
+        private readonly InMemoryOutboxStore _inner = new();
+        private readonly ConcurrentQueue<Guid> _added = new();
+
+        public IReadOnlyList<Guid> Added => [.. _added];
+
+        public async ValueTask AddAsync(IReadOnlyList<OutboxMessage> messages, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
+        {
+            await _inner.AddAsync(messages, unitOfWork, cancellationToken);
+            foreach (var message in messages)
+            {
+                _added.Enqueue(message.Id);
+            }
+        }
+
+        public ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, CancellationToken cancellationToken = default) => _inner.FetchPendingAsync(maxCount, cancellationToken);
+
+        public ValueTask MarkSentAsync(IReadOnlyCollection<Guid> ids, DateTimeOffset sentAt, CancellationToken cancellationToken = default) => _inner.MarkSentAsync(ids, sentAt, cancellationToken);
+
+        public ValueTask<int> DeleteSentAsync(DateTimeOffset sentBefore, int maxCount, CancellationToken cancellationToken = default) => _inner.DeleteSentAsync(sentBefore, maxCount, cancellationToken);
+
+        public ValueTask<long> CountPendingAsync(CancellationToken cancellationToken = default) => _inner.CountPendingAsync(cancellationToken);
+
+        public ValueTask<OutboxMessage?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _inner.GetAsync(id, cancellationToken);
+    }
+}
