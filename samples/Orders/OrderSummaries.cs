@@ -2,7 +2,7 @@ using System.Collections.Concurrent;
 
 namespace Orders;
 
-/// <summary>The read model of the sample: one summary per order, updated by the projection handlers.</summary>
+/// <summary>The read model of the sample: one summary per order, updated by the projection from the order events.</summary>
 public sealed class OrderSummaries
 {
     private readonly ConcurrentDictionary<Guid, OrderSummary> _orders = new();
@@ -16,4 +16,4 @@ public sealed class OrderSummaries
 }
 
 /// <summary>What the read model knows about one order.</summary>
-public sealed record OrderSummary(Guid OrderId, string CustomerId, decimal Total, string Status);
+public sealed record OrderSummary(Guid OrderId, string CustomerId, decimal Total, string Status, string? Detail = null);

@@ -1,4 +1,6 @@
 using Herald.Cqrs;
+using Herald.EventSourcing;
+using Herald.EventSourcing.InMemory;
 using Herald.Cqrs.Validation;
 using Herald.Handling;
 using Herald.Hosting;
@@ -60,6 +62,16 @@ public static class HeraldServiceCollectionExtensions
         services.AddOptions<HeraldOptions>().ValidateOnStart();
         services.AddSingleton<IHostedService, HeraldHostedService>();
         RegisterReliability(services, builder);
+        RegisterEventSourcing(services);
+    }
+
+    private static void RegisterEventSourcing(IServiceCollection services)
+    {
+        // Default: one in-memory store serves as event, checkpoint and snapshot store. UseSqlite / UsePostgres replace them.
+        services.TryAddSingleton(sp => new InMemoryEventStore(new InMemoryEventStoreOptions { TimeProvider = sp.GetRequiredService<TimeProvider>() }));
+        services.TryAddSingleton<IEventStore>(sp => sp.GetRequiredService<InMemoryEventStore>());
+        services.TryAddSingleton<ICheckpointStore>(sp => sp.GetRequiredService<InMemoryEventStore>());
+        services.TryAddSingleton<ISnapshotStore>(sp => sp.GetRequiredService<InMemoryEventStore>());
     }
 
     private static void RegisterReliability(IServiceCollection services, HeraldBuilder builder)

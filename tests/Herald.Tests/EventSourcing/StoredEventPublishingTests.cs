@@ -1,0 +1,122 @@
+using System.Collections.Concurrent;
+using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
+using Herald.Handling;
+using Herald.Messages;
+using Herald.Testing;
+using Herald.Transport;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Tests.EventSourcing;
+
+public sealed class StoredEventPublishingTests
+{
+    [Fact]
+    public async Task SavedAggregateEvents_ArePublishedWithTheRecordedEnvelope_InOrder()
+    {
+        var seen = new ConcurrentQueue<Envelope>();
+        using var host = await StartAsync(seen);
+        var repository = host.Services.GetRequiredService<AggregateRepository<Lamp>>();
+
+        var lamp = await repository.LoadAsync("kitchen");
+        lamp.Toggle();
+        lamp.Toggle();
+        await repository.SaveAsync(lamp);
+
+        await Eventually.UntilAsync(() => seen.Count == 2, "both stored events are handled");
+        var stored = new List<RecordedEvent>();
+        await foreach (var recorded in host.Services.GetRequiredService<IEventStore>().ReadStreamAsync(repository.StreamNameFor("kitchen")))
+        {
+            stored.Add(recorded);
+        }
+
+        Assert.Equal(stored.Select(r => r.EventId), seen.Select(e => e.MessageId));
+        Assert.Equal(stored.Select(r => r.Envelope.Body.ToArray()), seen.Select(e => e.Body.ToArray()));
+    }
+
+    [Fact]
+    public async Task PublishFailure_IsRetriedUntilTheTransportTakesTheEvent_NothingSkipped()
+    {
+        var seen = new ConcurrentQueue<Envelope>();
+        var failures = 2;
+        using var host = await StartAsync(seen, services => services.AddSingleton<Func<bool>>(() => Interlocked.Decrement(ref failures) >= 0));
+        var repository = host.Services.GetRequiredService<AggregateRepository<Lamp>>();
+
+        var lamp = await repository.LoadAsync("hall");
+        lamp.Toggle();
+        await repository.SaveAsync(lamp);
+
+        await Eventually.UntilAsync(() => seen.Count == 1, "the event is handled after the transport recovers");
+        Assert.True(Volatile.Read(ref failures) < 0, "the transport refused the first publishes");
+    }
+
+    private static async Task<IHost> StartAsync(ConcurrentQueue<Envelope> seen, Action<IServiceCollection>? extra = null)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(seen);
+        extra?.Invoke(builder.Services);
+        builder.Services.AddHerald(h => h
+            .AddHandler<LampHandler>()
+            .AddAggregate<Lamp>()
+            .PublishStoredEvents(o => o.RetryDelay = TimeSpan.FromMilliseconds(1))
+            .UseTransport(sp => new FlakyTransport(new Herald.Transport.InMemory.InMemoryTransport(), sp.GetService<Func<bool>>()))
+            .Configure(o => o.EndpointName = "lamps-" + Guid.NewGuid().ToString("N")[..6]));
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+
+    [MessageType("lamp-toggled")]
+    public sealed record LampToggled(bool On);
+
+    public sealed class Lamp : Aggregate
+    {
+        public bool On { get; private set; }
+
+        public void Toggle() => Raise(new LampToggled(!On));
+
+        protected override void When(object @event)
+        {
+            if (@event is LampToggled toggled)
+            {
+                On = toggled.On;
+            }
+        }
+    }
+
+    public sealed class LampHandler(ConcurrentQueue<Envelope> seen) : IMessageHandler<LampToggled>
+    {
+        public ValueTask HandleAsync(LampToggled message, MessageContext context, CancellationToken cancellationToken)
+        {
+            seen.Enqueue(context.Envelope);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    private sealed class FlakyTransport(ITransport inner, Func<bool>? fail) : ITransport
+    {
+        public string Name => inner.Name;
+
+        public TransportCapabilities Capabilities => inner.Capabilities;
+
+        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, cancellationToken);
+
+        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => inner.BindAsync(topic, queue, cancellationToken);
+
+        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+            inner.SendAsync(queue, envelope, options, cancellationToken);
+
+        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+            fail?.Invoke() == true
+                ? throw new InvalidOperationException("broker down")
+                : inner.PublishAsync(topic, envelope, options, cancellationToken);
+
+        public ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
+            inner.ConsumeAsync(queue, options, handler, cancellationToken);
+
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+}
