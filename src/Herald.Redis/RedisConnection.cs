@@ -9,7 +9,7 @@ namespace Herald.Redis;
 /// The one connection (multiplexer) Herald's Redis stores share. It connects on first use or at host start, whichever
 /// comes first; a connection that cannot be made throws naming the servers, and the next use tries again.
 /// </summary>
-internal sealed class RedisConnection : IAsyncDisposable
+internal sealed class RedisConnection : IAsyncDisposable, IDisposable
 {
     private readonly ConfigurationOptions? _configuration;
     private readonly bool _owned;
@@ -97,6 +97,17 @@ internal sealed class RedisConnection : IAsyncDisposable
         if (_owned && _multiplexer is { } multiplexer)
         {
             await multiplexer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        _gate.Dispose();
+    }
+
+    public void Dispose()
+    {
+        // A container disposed synchronously still closes the connection Herald opened.
+        if (_owned)
+        {
+            _multiplexer?.Dispose();
         }
 
         _gate.Dispose();

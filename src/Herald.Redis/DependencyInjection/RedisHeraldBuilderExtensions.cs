@@ -66,17 +66,15 @@ public static class RedisHeraldBuilderExtensions
 
         if (!services.Any(d => d.ServiceType == typeof(IHostedService) && d.ImplementationType == typeof(RedisConnectionStarter)))
         {
-            // Connect before Herald's consumer starts, so no message is taken while the stores cannot work.
-            var firstHostedService = services.IndexOf(services.FirstOrDefault(d => d.ServiceType == typeof(IHostedService))!);
+            // Hosted services start in registration order: connect before Herald's consumer takes any message.
             var starter = ServiceDescriptor.Singleton<IHostedService, RedisConnectionStarter>();
-            if (firstHostedService < 0)
+            var index = 0;
+            while (index < services.Count && services[index].ServiceType != typeof(IHostedService))
             {
-                services.Add(starter);
+                index++;
             }
-            else
-            {
-                services.Insert(firstHostedService, starter);
-            }
+
+            services.Insert(index, starter);
         }
 
         return builder;
