@@ -85,6 +85,21 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
     }
 
     [Fact]
+    public async Task Duplicate_WaitingForAPendingMark_StopsWhenCancelled()
+    {
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork()));
+        using var cancellation = new CancellationTokenSource();
+
+        var duplicate = inbox.TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork(), cancellation.Token).AsTask();
+        await WaitUntilWaitingAsync();
+        await cancellation.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => duplicate.WaitAsync(TimeSpan.FromSeconds(10)));
+    }
+
+    [Fact]
     public async Task CommittedMark_LastsTheWholeWindow_NotJustThePendingTimeout()
     {
         var inbox = Inbox();

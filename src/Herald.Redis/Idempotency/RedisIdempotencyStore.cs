@@ -25,6 +25,10 @@ namespace Herald.Redis.Idempotency;
 /// was taken by another caller can neither store a result over nor free the new holder's key. Complete does not check the
 /// lock's expiry (as in memory): a late holder may still store its result while nobody else has taken the key.
 /// </para>
+/// <para>
+/// StackExchange.Redis commands take no cancellation token: the token is honoured while connecting and before a script is
+/// sent; a sent script completes or fails with the client's timeout.
+/// </para>
 /// </remarks>
 internal sealed class RedisIdempotencyStore : IIdempotencyStore
 {
@@ -79,6 +83,7 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore
         ArgumentException.ThrowIfNullOrEmpty(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var database = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
         var now = _timeProvider.GetUtcNow();
         var token = Guid.NewGuid();
         var found = await database.ScriptEvaluateAsync(
@@ -98,6 +103,7 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore
         ArgumentException.ThrowIfNullOrEmpty(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
         var database = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
         var expiresAt = _timeProvider.GetUtcNow() + ttl;
         var stored = await database.ScriptEvaluateAsync(
             CompleteScript,
@@ -110,6 +116,7 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore
     {
         ArgumentException.ThrowIfNullOrEmpty(key);
         var database = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
         var released = await database.ScriptEvaluateAsync(ReleaseScript, [RedisKeys.Build(_prefix, key)], [lockToken.ToString("N")]).ConfigureAwait(false);
         return (int)released == 1;
     }

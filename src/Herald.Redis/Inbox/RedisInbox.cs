@@ -27,6 +27,10 @@ namespace Herald.Redis.Inbox;
 /// because its process died. So a crash between the mark and the commit never turns the redelivery into a skipped
 /// "duplicate". <see cref="IsHandledAsync"/> counts final marks only, as a SQL inbox shows committed rows only.
 /// </para>
+/// <para>
+/// StackExchange.Redis commands take no cancellation token: the token is honoured while connecting, before each script is
+/// sent and while waiting for a pending mark; a sent script completes or fails with the client's timeout.
+/// </para>
 /// </remarks>
 internal sealed class RedisInbox : IInbox
 {
@@ -138,6 +142,7 @@ internal sealed class RedisInbox : IInbox
         var hold = pending is null ? window : Min(_pendingTimeout, window);
         while (true)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             var now = _timeProvider.GetUtcNow();
             var expiry = now + hold;
             var found = await database.ScriptEvaluateAsync(
@@ -170,6 +175,7 @@ internal sealed class RedisInbox : IInbox
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(endpoint);
         var database = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
         var found = await database.HashGetAsync(MarkKey(endpoint, messageId), MarkFields).ConfigureAwait(false);
         return found[0].TryParse(out long expiry) && found[1].IsNull && expiry > _timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
     }
@@ -178,6 +184,7 @@ internal sealed class RedisInbox : IInbox
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
         var database = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
         var deleted = await database.ScriptEvaluateAsync(
             DeleteExpiredScript,
             [_index],
