@@ -1,0 +1,82 @@
+using Herald.Hosting;
+using Herald.Redis;
+using Herald.Redis.DependencyInjection;
+using Herald.Redis.Idempotency;
+using Herald.Redis.Inbox;
+using Herald.Reliability.Idempotency;
+using Herald.Reliability.Inbox;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using StackExchange.Redis;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>Adds Herald's Redis stores to a Herald host.</summary>
+public static class RedisHeraldBuilderExtensions
+{
+    /// <summary>
+    /// Uses Redis for idempotency keys (<see cref="IdempotencyService"/>) and inbox marks, over one shared connection opened
+    /// from the StackExchange.Redis <paramref name="configuration"/> string. The host connects when it starts, and fails
+    /// naming the server when it cannot. Expiry follows Herald's <see cref="TimeProvider"/> (see <see cref="RedisOptions"/>).
+    /// </summary>
+    public static HeraldBuilder UseRedis(this HeraldBuilder builder, string configuration, Action<RedisOptions>? configure = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(configuration);
+        return AddRedis(builder, options =>
+        {
+            options.Configuration = configuration;
+            configure?.Invoke(options);
+        });
+    }
+
+    /// <summary>
+    /// Uses Redis for idempotency keys and inbox marks over the application's existing <paramref name="multiplexer"/>, which
+    /// Herald shares and does not dispose.
+    /// </summary>
+    public static HeraldBuilder UseRedis(this HeraldBuilder builder, IConnectionMultiplexer multiplexer, Action<RedisOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(multiplexer);
+        return AddRedis(builder, options =>
+        {
+            options.ConnectionMultiplexer = multiplexer;
+            configure?.Invoke(options);
+        });
+    }
+
+    private static HeraldBuilder AddRedis(HeraldBuilder builder, Action<RedisOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var services = builder.Services;
+        services.AddOptions<RedisOptions>().Configure(configure).ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RedisOptions>, RedisOptionsValidator>());
+        services.TryAddSingleton(sp => RedisConnection.Create(
+            sp.GetRequiredService<IOptions<RedisOptions>>().Value,
+            sp.GetService<ILoggerFactory>()?.CreateLogger("Herald.Redis")));
+        services.Replace(ServiceDescriptor.Singleton<IIdempotencyStore>(sp => new RedisIdempotencyStore(
+            sp.GetRequiredService<RedisConnection>(),
+            sp.GetRequiredService<IOptions<RedisOptions>>().Value.Clone(),
+            sp.GetRequiredService<TimeProvider>())));
+        services.Replace(ServiceDescriptor.Singleton<IInbox>(sp => new RedisInbox(
+            sp.GetRequiredService<RedisConnection>(),
+            sp.GetRequiredService<IOptions<RedisOptions>>().Value.Clone(),
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetService<ILogger<RedisInbox>>())));
+
+        if (!services.Any(d => d.ServiceType == typeof(IHostedService) && d.ImplementationType == typeof(RedisConnectionStarter)))
+        {
+            // Hosted services start in registration order: connect before Herald's consumer takes any message.
+            var starter = ServiceDescriptor.Singleton<IHostedService, RedisConnectionStarter>();
+            var index = 0;
+            while (index < services.Count && services[index].ServiceType != typeof(IHostedService))
+            {
+                index++;
+            }
+
+            services.Insert(index, starter);
+        }
+
+        return builder;
+    }
+}

@@ -1,0 +1,21 @@
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Redis;
+
+/// <summary>Herald.Redis log messages, with stable event ids (6000-6999).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(6001, LogLevel.Information, "Connected to Redis at {Endpoints}")]
+    public static partial void Connected(ILogger logger, string endpoints);
+
+    [LoggerMessage(6010, LogLevel.Debug, "Inbox mark of message {MessageId} at '{Endpoint}' is held by an uncommitted unit of work; waiting for its outcome")]
+    public static partial void InboxWaitingForPendingMark(ILogger logger, Guid messageId, string endpoint);
+
+    [LoggerMessage(6011, LogLevel.Warning,
+        "The committed inbox mark of message {MessageId} at '{Endpoint}' could not be made final; it lapses after the pending timeout, and a duplicate arriving later runs again")]
+    public static partial void InboxCommitFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
+
+    [LoggerMessage(6012, LogLevel.Warning,
+        "The inbox mark of message {MessageId} at '{Endpoint}' could not be removed after a rollback; its retry waits until the mark lapses after the pending timeout")]
+    public static partial void InboxRollbackFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
+}

@@ -1,0 +1,121 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using StackExchange.Redis;
+
+namespace Herald.Redis;
+
+/// <summary>
+/// The one connection (multiplexer) Herald's Redis stores share. It connects on first use or at host start, whichever
+/// comes first; a connection that cannot be made throws naming the servers, and the next use tries again.
+/// </summary>
+internal sealed class RedisConnection : IAsyncDisposable, IDisposable
+{
+    private readonly ConfigurationOptions? _configuration;
+    private readonly bool _owned;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private volatile IConnectionMultiplexer? _multiplexer;
+
+    private RedisConnection(ConfigurationOptions? configuration, IConnectionMultiplexer? multiplexer, ILogger? logger)
+    {
+        _configuration = configuration;
+        _multiplexer = multiplexer;
+        _owned = multiplexer is null;
+        _logger = logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>Over the options' existing multiplexer, or one opened from their configuration string.</summary>
+    public static RedisConnection Create(RedisOptions options, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.ConnectionMultiplexer is { } given)
+        {
+            return new RedisConnection(null, given, logger);
+        }
+
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.Configuration);
+        var configuration = ConfigurationOptions.Parse(options.Configuration);
+        configuration.SetDefaultPorts();
+
+        // Fail at once instead of retrying in the background: a wrong host should stop the start, not hide behind it.
+        configuration.AbortOnConnectFail = true;
+        return new RedisConnection(configuration, null, logger);
+    }
+
+    /// <summary>The servers this connection talks to, as "host:port" (for messages; never the password).</summary>
+    public string Endpoints => _multiplexer is { } multiplexer
+        ? Describe(multiplexer.GetEndPoints())
+        : Describe(_configuration!.EndPoints);
+
+    public async ValueTask<IDatabase> GetDatabaseAsync(CancellationToken cancellationToken)
+    {
+        var multiplexer = _multiplexer ?? await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        return multiplexer.GetDatabase();
+    }
+
+    /// <summary>Connects unless connected; throws <see cref="HeraldException"/> naming the servers when it cannot.</summary>
+    public async ValueTask<IConnectionMultiplexer> ConnectAsync(CancellationToken cancellationToken)
+    {
+        if (_multiplexer is { } connected)
+        {
+            return connected;
+        }
+
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_multiplexer is { } raced)
+            {
+                return raced;
+            }
+
+            ConnectionMultiplexer multiplexer;
+            try
+            {
+                multiplexer = await ConnectionMultiplexer.ConnectAsync(_configuration!).WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (RedisException ex)
+            {
+                throw new HeraldException(
+                    $"Herald could not connect to Redis at {Endpoints}. Check that the server runs and that the host, port and password " +
+                    "of the configuration are right.", ex);
+            }
+
+            Log.Connected(_logger, Endpoints);
+            _multiplexer = multiplexer;
+            return multiplexer;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_owned && _multiplexer is { } multiplexer)
+        {
+            await multiplexer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        _gate.Dispose();
+    }
+
+    public void Dispose()
+    {
+        // A container disposed synchronously still closes the connection Herald opened.
+        if (_owned)
+        {
+            _multiplexer?.Dispose();
+        }
+
+        _gate.Dispose();
+    }
+
+    private static string Describe(IEnumerable<EndPoint> endpoints) => string.Join(", ", endpoints.Select(endpoint => endpoint switch
+    {
+        DnsEndPoint dns => dns.Port == 0 ? dns.Host : $"{dns.Host}:{dns.Port}",
+        _ => endpoint.ToString(),
+    }));
+}

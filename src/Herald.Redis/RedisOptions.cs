@@ -1,0 +1,87 @@
+using StackExchange.Redis;
+
+namespace Herald.Redis;
+
+/// <summary>
+/// Settings of Herald's Redis stores, set with <c>h.UseRedis("localhost:6379", o => ...)</c>; validated at start.
+/// </summary>
+/// <remarks>
+/// Expiry follows Herald's <see cref="TimeProvider"/>, never the Redis server's clock: each key stores the time it
+/// expires (computed from the clock) and every script compares it with the caller's "now". Redis also expires each key
+/// itself, <see cref="ExpiryGrace"/> after that logical time, only so keys do not live forever.
+/// </remarks>
+public sealed class RedisOptions
+{
+    /// <summary>The default key prefix.</summary>
+    public const string DefaultKeyPrefix = "herald:";
+
+    /// <summary>A StackExchange.Redis configuration string (<c>"host:6379,password=..."</c>); ignored when <see cref="ConnectionMultiplexer"/> is set.</summary>
+    public string? Configuration { get; set; }
+
+    /// <summary>An existing connection to share with the rest of the application; Herald then neither opens nor disposes one.</summary>
+    public IConnectionMultiplexer? ConnectionMultiplexer { get; set; }
+
+    /// <summary>Put before every key Herald writes, so several applications can share one database. Default <c>"herald:"</c>.</summary>
+    public string KeyPrefix { get; set; } = DefaultKeyPrefix;
+
+    /// <summary>
+    /// How long after its logical expiry Redis deletes a key by itself (PEXPIRE). It covers clock differences between
+    /// nodes; a test whose fake clock stands still for longer than a key's ttl plus this grace loses the key. Default 5 minutes.
+    /// </summary>
+    public TimeSpan ExpiryGrace { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// How long an inbox mark made in a unit of work that has not yet committed holds the message id (at most the window).
+    /// A duplicate arriving meanwhile waits for that unit of work to commit (it is then skipped) or roll back (it then
+    /// runs); if the process died, it runs once this time has passed. Default 30 seconds.
+    /// </summary>
+    public TimeSpan InboxPendingTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    internal IEnumerable<string> Validate()
+    {
+        if (ConnectionMultiplexer is null)
+        {
+            if (string.IsNullOrWhiteSpace(Configuration))
+            {
+                yield return "RedisOptions needs a Configuration string (\"host:6379\") or a ConnectionMultiplexer.";
+            }
+            else
+            {
+                string? problem = null;
+                try
+                {
+                    if (ConfigurationOptions.Parse(Configuration).EndPoints.Count == 0)
+                    {
+                        problem = "RedisOptions.Configuration names no server; give at least one \"host:port\".";
+                    }
+                }
+                catch (ArgumentException ex)
+                {
+                    problem = $"RedisOptions.Configuration cannot be read: {ex.Message}";
+                }
+
+                if (problem is not null)
+                {
+                    yield return problem;
+                }
+            }
+        }
+
+        if (KeyPrefix is null)
+        {
+            yield return "RedisOptions.KeyPrefix must not be null; use \"\" for no prefix.";
+        }
+
+        if (ExpiryGrace < TimeSpan.Zero)
+        {
+            yield return $"RedisOptions.ExpiryGrace must not be negative, not {ExpiryGrace}.";
+        }
+
+        if (InboxPendingTimeout <= TimeSpan.Zero)
+        {
+            yield return $"RedisOptions.InboxPendingTimeout must be positive, not {InboxPendingTimeout}.";
+        }
+    }
+
+    internal RedisOptions Clone() => (RedisOptions)MemberwiseClone();
+}

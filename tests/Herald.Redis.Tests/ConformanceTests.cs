@@ -1,0 +1,22 @@
+using Herald.Redis.Idempotency;
+using Herald.Redis.Inbox;
+using Herald.Reliability;
+using Herald.Reliability.Idempotency;
+using Herald.Reliability.Inbox;
+using Herald.Testing.Reliability;
+
+namespace Herald.Redis.Tests;
+
+public sealed class RedisIdempotencyStoreConformanceTests(RedisFixture redis) : IdempotencyStoreConformance, IClassFixture<RedisFixture>
+{
+    protected override ValueTask<IIdempotencyStore> CreateStoreAsync(TimeProvider timeProvider) =>
+        ValueTask.FromResult<IIdempotencyStore>(new RedisIdempotencyStore(RedisConnection.Create(redis.Options()), redis.Options(), timeProvider));
+}
+
+public sealed class RedisInboxConformanceTests(RedisFixture redis) : InboxConformance, IClassFixture<RedisFixture>
+{
+    protected override ValueTask<IInbox> CreateInboxAsync(TimeProvider timeProvider) =>
+        ValueTask.FromResult<IInbox>(new RedisInbox(RedisConnection.Create(redis.Options()), redis.Options(), timeProvider));
+
+    protected override ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(IInbox inbox) => ValueTask.FromResult(redis.BeginUnitOfWork());
+}

@@ -1,0 +1,196 @@
+using Herald.Redis.Inbox;
+using Herald.Reliability;
+using Herald.Testing;
+using Microsoft.Extensions.Logging.Testing;
+using Microsoft.Extensions.Time.Testing;
+using StackExchange.Redis;
+
+namespace Herald.Redis.Tests;
+
+/// <summary>
+/// The inbox's unit-of-work behaviour on Redis (which is not the handler's database): a mark is pending until the unit of
+/// work commits, a duplicate waits for the outcome, and a mark whose process died lapses. Plus two nodes and expiry.
+/// </summary>
+public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFixture>
+{
+    private static readonly TimeSpan Window = TimeSpan.FromMinutes(10);
+    private static readonly TimeSpan PendingTimeout = TimeSpan.FromSeconds(30);
+    private readonly FakeTimeProvider _clock = new(new DateTimeOffset(2030, 1, 2, 3, 4, 5, TimeSpan.Zero));
+    private readonly FakeLogger<RedisInbox> _logger = new();
+    private readonly string _endpoint = "inbox-" + Guid.NewGuid().ToString("N");
+
+    [Fact]
+    public async Task PendingMark_DoesNotCountAsHandled_UntilItsUnitOfWorkCommits()
+    {
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        var unitOfWork = redis.BeginUnitOfWork();
+
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, unitOfWork));
+        Assert.False(await inbox.IsHandledAsync(_endpoint, id));
+
+        await unitOfWork.CommitAsync();
+        Assert.True(await inbox.IsHandledAsync(_endpoint, id));
+    }
+
+    [Fact]
+    public async Task Duplicate_WhileTheFirstUnitOfWorkIsOpen_WaitsForIt_AndIsSkippedAfterItCommits()
+    {
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        var first = redis.BeginUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, first));
+
+        var duplicate = inbox.TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork()).AsTask();
+        await WaitUntilWaitingAsync();
+        Assert.False(duplicate.IsCompleted);
+
+        await first.CommitAsync();
+        Assert.False(await RunClockUntilDoneAsync(duplicate));
+    }
+
+    [Fact]
+    public async Task Duplicate_WhileTheFirstUnitOfWorkIsOpen_RunsAfterItRollsBack()
+    {
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        var first = redis.BeginUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, first));
+
+        var retry = redis.BeginUnitOfWork();
+        var duplicate = inbox.TryMarkHandledAsync(_endpoint, id, Window, retry).AsTask();
+        await WaitUntilWaitingAsync();
+        Assert.False(duplicate.IsCompleted);
+
+        await first.RollbackAsync();
+        Assert.True(await RunClockUntilDoneAsync(duplicate));
+        await retry.CommitAsync();
+        Assert.True(await inbox.IsHandledAsync(_endpoint, id));
+    }
+
+    [Fact]
+    public async Task PendingMark_OfAProcessThatDied_LapsesAfterThePendingTimeout_SoTheRedeliveryRuns()
+    {
+        var crashed = Inbox();
+        var survivor = Inbox(await redis.ConnectAsync());
+        var id = Guid.CreateVersion7();
+        Assert.True(await crashed.TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork()));
+
+        var redelivery = survivor.TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork()).AsTask();
+        await WaitUntilWaitingAsync();
+        Assert.False(redelivery.IsCompleted);
+
+        Assert.True(await RunClockUntilDoneAsync(redelivery, step: TimeSpan.FromSeconds(5)));
+        Assert.True(_clock.GetUtcNow() >= new DateTimeOffset(2030, 1, 2, 3, 4, 5, TimeSpan.Zero) + PendingTimeout);
+    }
+
+    [Fact]
+    public async Task Duplicate_WaitingForAPendingMark_StopsWhenCancelled()
+    {
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork()));
+        using var cancellation = new CancellationTokenSource();
+
+        var duplicate = inbox.TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork(), cancellation.Token).AsTask();
+        await WaitUntilWaitingAsync();
+        await cancellation.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => duplicate.WaitAsync(TimeSpan.FromSeconds(10)));
+    }
+
+    [Fact]
+    public async Task CommittedMark_LastsTheWholeWindow_NotJustThePendingTimeout()
+    {
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        var unitOfWork = redis.BeginUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, unitOfWork));
+        await unitOfWork.CommitAsync();
+
+        _clock.Advance(Window - TimeSpan.FromSeconds(1));
+        Assert.True(await inbox.IsHandledAsync(_endpoint, id));
+        Assert.False(await inbox.TryMarkHandledAsync(_endpoint, id, Window));
+
+        _clock.Advance(TimeSpan.FromSeconds(2));
+        Assert.False(await inbox.IsHandledAsync(_endpoint, id));
+    }
+
+    [Fact]
+    public async Task StaleUnitOfWork_RollingBackAfterItsMarkLapsed_LeavesTheNewHoldersMark()
+    {
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        var stale = redis.BeginUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, stale));
+        _clock.Advance(PendingTimeout + TimeSpan.FromSeconds(1));
+        var current = redis.BeginUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, current));
+
+        await stale.RollbackAsync();
+        await current.CommitAsync();
+
+        Assert.True(await inbox.IsHandledAsync(_endpoint, id));
+        Assert.False(await inbox.TryMarkHandledAsync(_endpoint, id, Window));
+    }
+
+    [Fact]
+    public async Task ConcurrentMarks_FromTwoNodes_ExactlyOneWins()
+    {
+        var nodeA = Inbox(await redis.ConnectAsync());
+        var nodeB = Inbox(await redis.ConnectAsync());
+        var id = Guid.CreateVersion7();
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 32).Select(i =>
+            Task.Run(async () => await (i % 2 == 0 ? nodeA : nodeB).TryMarkHandledAsync(_endpoint, id, Window))));
+
+        Assert.Equal(1, results.Count(r => r));
+    }
+
+    [Fact]
+    public async Task Marks_ExpireOnTheInjectedClock_WhileRedisKeepsThemForTheWindowPlusTheGrace()
+    {
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        var database = redis.Multiplexer.GetDatabase();
+        var key = RedisKeys.Build(redis.KeyPrefix + "{inbox}:", _endpoint, ":" + id.ToString("N"));
+
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window));
+        var ttl = await database.KeyTimeToLiveAsync(key);
+        Assert.NotNull(ttl);
+        Assert.InRange(ttl.Value, Window + TimeSpan.FromMinutes(5) - TimeSpan.FromSeconds(10), Window + TimeSpan.FromMinutes(5));
+
+        _clock.Advance(Window + TimeSpan.FromSeconds(1));
+
+        Assert.True(await database.KeyExistsAsync(key), "Redis still holds the mark: its own expiry is only garbage collection");
+        Assert.False(await inbox.IsHandledAsync(_endpoint, id));
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window));
+    }
+
+    private RedisInbox Inbox(IConnectionMultiplexer? multiplexer = null)
+    {
+        var options = redis.Options(multiplexer, o => o.InboxPendingTimeout = PendingTimeout);
+        return new RedisInbox(RedisConnection.Create(options), options, _clock, _logger);
+    }
+
+    private Task WaitUntilWaitingAsync() =>
+        Eventually.UntilAsync(() => _logger.Collector.GetSnapshot().Any(r => r.Id.Id == 6010), "the duplicate waits for the pending mark");
+
+    /// <summary>Moves the fake clock (which drives the waiter's polling) until the task is done.</summary>
+    private async Task<bool> RunClockUntilDoneAsync(Task<bool> task, TimeSpan? step = null)
+    {
+        await Eventually.UntilAsync(
+            () =>
+            {
+                if (task.IsCompleted)
+                {
+                    return true;
+                }
+
+                _clock.Advance(step ?? TimeSpan.FromMilliseconds(100));
+                return false;
+            },
+            "the waiting mark finishes");
+        return await task;
+    }
+}
