@@ -25,6 +25,7 @@ internal sealed partial class RabbitMqTransport : ITransport
     private ChannelPool? _publishers;
     private ChannelPool? _topology;
     private volatile bool _connected;
+    private int _recoveries;
     private bool _disposed;
 
     public RabbitMqTransport(RabbitMqTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
@@ -269,6 +270,9 @@ internal sealed partial class RabbitMqTransport : ITransport
         }
     }
 
+    /// <summary>How many times one of the connections recovered (topology, channels and consumers included).</summary>
+    internal int Recoveries => Volatile.Read(ref _recoveries);
+
     internal void Forget(RabbitMqConsumer consumer) => _consumers.TryRemove(consumer, out _);
 
     private async Task<IConnection> OpenAsync(ConnectionFactory factory, string name, CancellationToken cancellationToken)
@@ -295,6 +299,7 @@ internal sealed partial class RabbitMqTransport : ITransport
         };
         connection.RecoverySucceededAsync += (_, _) =>
         {
+            Interlocked.Increment(ref _recoveries);
             Log.ConnectionRecovered(_logger, name);
             return Task.CompletedTask;
         };
