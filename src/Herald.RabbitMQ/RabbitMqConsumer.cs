@@ -16,7 +16,6 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
 {
     private readonly RabbitMqTransport _transport;
     private readonly IChannel _channel;
-    private readonly IConnection _connection;
     private readonly DeliveryHandler _handler;
     private readonly string? _rawType;
     private readonly ILogger _logger;
@@ -31,10 +30,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private int _stopped;
     private bool _closed;
 
-    private RabbitMqConsumer(RabbitMqTransport transport, IConnection connection, IChannel channel, string queue, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
+    private RabbitMqConsumer(RabbitMqTransport transport, IChannel channel, string queue, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
         _transport = transport;
-        _connection = connection;
         _channel = channel;
         Queue = queue;
         _rawType = rawType;
@@ -68,13 +66,12 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     {
         // One dispatch at a time from the client keeps the broker's order; concurrency comes from the lanes.
         var channel = await connection.CreateChannelAsync(new CreateChannelOptions(false, false, consumerDispatchConcurrency: 1), cancellationToken).ConfigureAwait(false);
-        var consumer = new RabbitMqConsumer(transport, connection, channel, queue, concurrency, prefetch, rawType, handler, logger);
+        var consumer = new RabbitMqConsumer(transport, channel, queue, concurrency, prefetch, rawType, handler, logger);
         try
         {
             await channel.BasicQosAsync(0, (ushort)prefetch, false, cancellationToken).ConfigureAwait(false);
-            channel.ChannelShutdownAsync += consumer.OnShutdownAsync;
-            connection.ConnectionShutdownAsync += consumer.OnShutdownAsync;
             var basic = new AsyncEventingBasicConsumer(channel);
+            basic.RegisteredAsync += consumer.OnRegisteredAsync;
             basic.ReceivedAsync += consumer.OnReceivedAsync;
             basic.UnregisteredAsync += consumer.OnUnregisteredAsync;
             consumer._running = Task.WhenAll(consumer._lanes.Select(lane => Task.Run(() => consumer.WorkAsync(lane.Reader), CancellationToken.None)));
@@ -123,7 +120,6 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     public async ValueTask DisposeAsync()
     {
         await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
-        _connection.ConnectionShutdownAsync -= OnShutdownAsync;
         _stopping.Dispose();
         _aborting.Dispose();
     }
@@ -186,10 +182,11 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         received.Envelope is { } envelope ? $"message {envelope.MessageId} ({envelope.MessageType})" : $"message '{received.Properties.MessageId}'";
 
     // After a connection or channel loss the broker has taken every unacked delivery back (and redelivers it); settling a
-    // delivery of the lost channel would duplicate it (a retry copy) or be ignored (an ack), so it is left alone.
+    // delivery of the lost channel would duplicate it (a retry copy) or be ignored (an ack), so it is left alone. A
+    // delivery is of a lost channel when the channel is down now, or the consumer was registered again since it came.
     private bool IsStale(Received received)
     {
-        if (received.Generation == Volatile.Read(ref _generation))
+        if (received.Generation == Volatile.Read(ref _generation) && _channel.IsOpen)
         {
             return false;
         }
@@ -343,7 +340,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    private Task OnShutdownAsync(object sender, ShutdownEventArgs args)
+    // Consume-ok comes through the same ordered dispatch as deliveries, before the first delivery of a (recovered)
+    // channel: every delivery received after it belongs to the new registration.
+    private Task OnRegisteredAsync(object sender, ConsumerEventArgs args)
     {
         Interlocked.Increment(ref _generation);
         return Task.CompletedTask;

@@ -58,15 +58,22 @@ internal static class BrokerAdmin
         return names.Count;
     }
 
-    /// <summary>Deletes every queue and exchange whose name starts with the prefix.</summary>
+    /// <summary>Deletes every queue and exchange whose name starts with the prefix (twice over, should one reappear meanwhile).</summary>
     public static async Task DeleteAllAsync(string prefix)
     {
-        foreach (var kind in new[] { "queues", "exchanges" })
+        for (var pass = 0; pass < 2; pass++)
         {
-            using var doc = JsonDocument.Parse(await Http.GetStringAsync($"api/{kind}/{VHost}?columns=name"));
-            foreach (var name in doc.RootElement.EnumerateArray().Select(e => e.GetProperty("name").GetString()!).Where(n => n.StartsWith(prefix, StringComparison.Ordinal)))
+            foreach (var kind in new[] { "queues", "exchanges" })
             {
-                using var response = await Http.DeleteAsync($"api/{kind}/{VHost}/{Uri.EscapeDataString(name)}");
+                using var doc = JsonDocument.Parse(await Http.GetStringAsync($"api/{kind}/{VHost}?columns=name"));
+                foreach (var name in doc.RootElement.EnumerateArray().Select(e => e.GetProperty("name").GetString()!).Where(n => n.StartsWith(prefix, StringComparison.Ordinal)))
+                {
+                    using var response = await Http.DeleteAsync($"api/{kind}/{VHost}/{Uri.EscapeDataString(name)}");
+                    if (response.StatusCode != System.Net.HttpStatusCode.NotFound)
+                    {
+                        response.EnsureSuccessStatusCode();
+                    }
+                }
             }
         }
     }

@@ -91,9 +91,13 @@ public sealed class RecoveryTests : RabbitMqTestBase
         release.SetResult();
         Assert.Equal([1, 2], attempts.ToArray());
 
-        // The stale delivery's ack is ignored and the redelivered copy was acked: once stopped, nothing is left.
+        // The stale delivery is not settled and the redelivered copy was acked: a marker sent now is the next delivery.
         await consumer.StopAsync();
-        var channel = await CreateRawChannelAsync();
-        Assert.Equal(0u, (await channel.QueueDeclarePassiveAsync(queue)).MessageCount);
+        var marker = NewEnvelope("marker");
+        await transport.SendAsync(queue, marker);
+        var next = new Collector();
+        await ConsumeAsync(transport, queue, next.Handler);
+        await next.WaitForAsync(1);
+        Assert.Equal(marker.MessageId, next.Envelopes[0].MessageId);
     }
 }
