@@ -41,7 +41,7 @@ internal sealed partial class RabbitMqTransport
         {
             throw;
         }
-        catch (Exception e) when (e is RabbitMQClientException or OperationInterruptedException or IOException or ObjectDisposedException or InvalidOperationException or TimeoutException)
+        catch (Exception e) when (IsBrokerFailure(e))
         {
             Forget(exchange, routingKey);
             throw new HeraldException(

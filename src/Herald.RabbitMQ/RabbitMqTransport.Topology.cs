@@ -98,8 +98,7 @@ internal sealed partial class RabbitMqTransport
             arguments["x-overflow"] = "reject-publish";
         }
 
-        var channel = await _topology!.GetAsync(cancellationToken).ConfigureAwait(false);
-        await DeclareQueueCoreAsync(channel, name, arguments).ConfigureAwait(false);
+        await DeclareNowAsync(channel => DeclareQueueCoreAsync(channel, name, arguments)).WaitAsync(cancellationToken).ConfigureAwait(false);
         _retryQueuesDeclaredAt[name] = now;
         return name;
     }
@@ -113,9 +112,9 @@ internal sealed partial class RabbitMqTransport
                 {
                     await channel.ExchangeDeclareAsync(topic, ExchangeType.Fanout, durable: true, autoDelete: false).ConfigureAwait(false);
                 }
-                catch (OperationInterruptedException e)
+                catch (OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
                 {
-                    throw new HeraldException($"RabbitMQ refused to declare exchange '{topic}' as a durable fanout exchange: {e.ShutdownReason?.ReplyText ?? e.Message}", e);
+                    throw new HeraldException($"RabbitMQ refused to declare exchange '{topic}' as a durable fanout exchange: {e.ShutdownReason.ReplyText}. An exchange of that name with other settings already exists.", e);
                 }
             },
             cancellationToken);
@@ -143,11 +142,11 @@ internal sealed partial class RabbitMqTransport
         {
             await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments).ConfigureAwait(false);
         }
-        catch (OperationInterruptedException e)
+        catch (OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
         {
             throw new HeraldException(
                 $"RabbitMQ refused to declare queue '{queue}' ({string.Join(", ", arguments.Select(a => $"{a.Key}={a.Value}"))}): " +
-                $"{e.ShutdownReason?.ReplyText ?? e.Message}. A queue of that name with other settings may already exist.",
+                $"{e.ShutdownReason.ReplyText}. A queue of that name with other settings already exists.",
                 e);
         }
     }
@@ -179,7 +178,18 @@ internal sealed partial class RabbitMqTransport
 
     private async Task DeclareNowAsync(Func<IChannel, Task> declare)
     {
-        var channel = await _topology!.GetAsync(CancellationToken.None).ConfigureAwait(false);
-        await declare(channel).ConfigureAwait(false);
+        try
+        {
+            var channel = await _topology!.GetAsync(CancellationToken.None).ConfigureAwait(false);
+            await declare(channel).ConfigureAwait(false);
+        }
+        catch (Exception e) when (IsBrokerFailure(e))
+        {
+            throw new HeraldException($"Declaring a queue, exchange or binding on RabbitMQ at {Endpoint} failed ({e.Message}). Retry when the connection is back.", e);
+        }
     }
+
+    /// <summary>A failure of the connection or the broker (as opposed to a Herald error or a cancellation).</summary>
+    internal static bool IsBrokerFailure(Exception e) =>
+        e is RabbitMQClientException or IOException or TimeoutException or ObjectDisposedException or InvalidOperationException;
 }

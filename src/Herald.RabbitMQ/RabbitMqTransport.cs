@@ -161,8 +161,17 @@ internal sealed partial class RabbitMqTransport : ITransport
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         var prefetch = Math.Clamp(Math.Max(_options.Prefetch ?? options.Prefetch, options.MaxConcurrency), 1, ushort.MaxValue);
-        var consumer = await RabbitMqConsumer.StartAsync(
-            this, _consumeConnection!, queue, options.MaxConcurrency, prefetch, _rawQueues.GetValueOrDefault(queue), handler, _logger, cancellationToken).ConfigureAwait(false);
+        RabbitMqConsumer consumer;
+        try
+        {
+            consumer = await RabbitMqConsumer.StartAsync(
+                this, _consumeConnection!, queue, options.MaxConcurrency, prefetch, _rawQueues.GetValueOrDefault(queue), handler, _logger, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (IsBrokerFailure(e))
+        {
+            throw new HeraldException($"Could not start consuming '{queue}' on RabbitMQ at {Endpoint}: {e.Message}", e);
+        }
+
         _consumers[consumer] = 0;
         Log.ConsumerStarted(_logger, queue, prefetch, options.MaxConcurrency);
         return consumer;
@@ -206,7 +215,10 @@ internal sealed partial class RabbitMqTransport : ITransport
 
             _publishConnection = publish;
             _consumeConnection = consume;
-            _publishers = new ChannelPool(publish, _options.PublisherChannels, _options.PublisherConfirms, _logger);
+            // RabbitMQ orders messages per channel only. With confirms, a send completes once stored, so sends awaited one
+            // after another stay in order across channels; without them, one channel keeps that order.
+            var publisherChannels = _options.PublisherConfirms ? _options.PublisherChannels : 1;
+            _publishers = new ChannelPool(publish, publisherChannels, _options.PublisherConfirms, _logger);
             _topology = new ChannelPool(publish, 1, confirms: false, _logger);
             _connected = true;
         }

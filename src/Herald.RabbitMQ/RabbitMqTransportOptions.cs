@@ -24,7 +24,7 @@ public sealed class RabbitMqTransportOptions
     /// <summary>Whether Herald declares queues, exchanges and bindings as it uses them (off when an operator owns the topology).</summary>
     public bool DeclareTopology { get; set; } = true;
 
-    /// <summary>How many channels publish in parallel; each carries many unconfirmed messages at once.</summary>
+    /// <summary>How many channels publish in parallel with confirms on, each carrying many unconfirmed messages (one channel with confirms off, to keep send order).</summary>
     public int PublisherChannels { get; set; } = 4;
 
     /// <summary>How long the client waits between attempts to recover a lost connection.</summary>

@@ -291,6 +291,51 @@ public sealed class TransportTests : RabbitMqTestBase
         Assert.Equal(0u, (await channel.QueueDeclarePassiveAsync(queue)).MessageCount);
     }
 
+    [Fact]
+    public async Task PublisherConfirmsOff_StillDeliversPersistently()
+    {
+        var transport = await CreateTransportAsync(o => o.PublisherConfirms = false);
+        var queue = Name("fast");
+        var sent = Enumerable.Range(0, 20).Select(_ => NewEnvelope()).ToList();
+        foreach (var envelope in sent)
+        {
+            await transport.SendAsync(queue, envelope);
+        }
+
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+        await collector.WaitForAsync(20);
+        Assert.Equal(sent.Select(e => e.MessageId), collector.Envelopes.Select(e => e.MessageId));
+    }
+
+    [Fact]
+    public async Task DeclareTopologyOff_SendToAQueueNobodyDeclared_ThrowsUnroutable()
+    {
+        var transport = await CreateTransportAsync(o => o.DeclareTopology = false);
+        var error = await Assert.ThrowsAsync<HeraldException>(async () => await transport.SendAsync(Name("missing"), NewEnvelope()));
+        Assert.Contains("could not route", error.Message, StringComparison.Ordinal);
+        Assert.Empty(await BrokerAdmin.QueueNamesAsync(Prefix));
+    }
+
+    [Fact]
+    public async Task Declare_OverAQueueOfAnotherType_FailsSayingSo_AndTheTransportStaysUsable()
+    {
+        var quorum = await CreateTransportAsync(o => o.QueueType = RabbitMqQueueType.Quorum);
+        var classic = await CreateTransportAsync();
+        var queue = Name("typed");
+        await quorum.DeclareQueueAsync(queue);
+
+        var error = await Assert.ThrowsAsync<HeraldException>(async () => await classic.DeclareQueueAsync(queue));
+        Assert.Contains("other settings", error.Message, StringComparison.Ordinal);
+        Assert.Contains(queue, error.Message, StringComparison.Ordinal);
+
+        var other = Name("fine");
+        await classic.SendAsync(other, NewEnvelope());
+        var collector = new Collector();
+        await ConsumeAsync(classic, other, collector.Handler);
+        await collector.WaitForAsync(1);
+    }
+
     private static void InterlockedMax(ref int target, int value)
     {
         int current;
