@@ -19,7 +19,7 @@ internal static class AmqpEnvelopeCodec
     /// <summary>Deliveries before this copy was published (Herald increments it each time it redelivers).</summary>
     public const string AttemptHeader = "x-herald-attempt";
 
-    public const string DeadLetterQueueHeader = "x-herald-dead-letter-queue";
+    public const string OriginQueueHeader = "x-herald-origin-queue";
 
     private const string SchemaPrefix = "urn:herald:schema:";
     private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
@@ -75,7 +75,7 @@ internal static class AmqpEnvelopeCodec
     }
 
     /// <summary>A copy of a delivered message's properties for republishing it (retry, redelivery, dead letter).</summary>
-    public static BasicProperties CopyForRepublish(IReadOnlyBasicProperties delivered, int attempts, string? deadLetterReason, string? deadLetterQueue)
+    public static BasicProperties CopyForRepublish(IReadOnlyBasicProperties delivered, int attempts, string? deadLetterReason, string? originQueue)
     {
         var properties = new BasicProperties(delivered) { DeliveryMode = DeliveryModes.Persistent };
         var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
@@ -94,7 +94,7 @@ internal static class AmqpEnvelopeCodec
         if (deadLetterReason is not null)
         {
             headers[Prefix + HeaderNames.DeadLetterReason] = deadLetterReason;
-            headers[DeadLetterQueueHeader] = deadLetterQueue;
+            headers[OriginQueueHeader] = originQueue;
         }
 
         properties.Headers = headers;

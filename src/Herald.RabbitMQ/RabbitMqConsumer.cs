@@ -143,7 +143,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
 
         try
         {
-            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, deadLetterReason: null, deadLetterQueue: null);
+            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, deadLetterReason: null, originQueue: null);
             var target = delay > TimeSpan.Zero
                 ? await _transport.EnsureRetryQueueAsync(Queue, delay, cancellationToken).ConfigureAwait(false)
                 : Queue;

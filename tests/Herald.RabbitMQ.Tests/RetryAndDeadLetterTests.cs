@@ -115,6 +115,8 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         var channel = await CreateRawChannelAsync();
         var dead = await GetAsync(channel, queue + ".dead-letter");
         Assert.Equal("Handler gave up: boom", Encoding.UTF8.GetString((byte[])dead.BasicProperties.Headers!["cloudEvents:" + HeaderNames.DeadLetterReason]!));
+        Assert.Equal(queue, Encoding.UTF8.GetString((byte[])dead.BasicProperties.Headers!["x-herald-origin-queue"]!));
+        Assert.Equal(1, dead.BasicProperties.Headers!["x-herald-attempt"]);
         Assert.Equal(sent.MessageId.ToString(), dead.BasicProperties.MessageId);
         Assert.Equal(sent.Body.ToArray(), dead.Body.ToArray());
         Assert.Equal(0u, (await channel.QueueDeclarePassiveAsync(queue)).MessageCount);
