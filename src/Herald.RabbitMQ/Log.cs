@@ -1,0 +1,49 @@
+using Microsoft.Extensions.Logging;
+
+namespace Herald.RabbitMQ;
+
+/// <summary>The RabbitMQ transport's log messages, with stable event ids (5000-5999).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(5001, LogLevel.Information, "Connected to RabbitMQ at {Endpoint} as '{ConnectionName}'")]
+    public static partial void Connected(ILogger logger, string endpoint, string connectionName);
+
+    [LoggerMessage(5002, LogLevel.Warning, "RabbitMQ connection '{ConnectionName}' lost ({ReplyCode} {ReplyText}); recovering")]
+    public static partial void ConnectionLost(ILogger logger, string connectionName, ushort replyCode, string replyText);
+
+    [LoggerMessage(5003, LogLevel.Information, "RabbitMQ connection '{ConnectionName}' recovered")]
+    public static partial void ConnectionRecovered(ILogger logger, string connectionName);
+
+    [LoggerMessage(5004, LogLevel.Warning, "RabbitMQ connection '{ConnectionName}' failed to recover; retrying")]
+    public static partial void ConnectionRecoveryFailed(ILogger logger, Exception exception, string connectionName);
+
+    [LoggerMessage(5005, LogLevel.Warning, "RabbitMQ channel of '{ConnectionName}' closed ({ReplyCode} {ReplyText}); it is replaced on next use")]
+    public static partial void ChannelClosed(ILogger logger, string connectionName, ushort replyCode, string replyText);
+
+    [LoggerMessage(5010, LogLevel.Information, "Consuming '{Queue}' on RabbitMQ (prefetch {Prefetch}, concurrency {Concurrency})")]
+    public static partial void ConsumerStarted(ILogger logger, string queue, int prefetch, int concurrency);
+
+    [LoggerMessage(5011, LogLevel.Information, "Stopped consuming '{Queue}'")]
+    public static partial void ConsumerStopped(ILogger logger, string queue);
+
+    [LoggerMessage(5012, LogLevel.Warning, "RabbitMQ cancelled the consumer of '{Queue}' (was the queue deleted?)")]
+    public static partial void ConsumerCancelledByBroker(ILogger logger, string queue);
+
+    [LoggerMessage(5020, LogLevel.Warning, "Malformed message on '{Queue}' moved to '{DeadLetterQueue}': {Reason}")]
+    public static partial void MalformedDeadLettered(ILogger logger, string queue, string deadLetterQueue, string reason);
+
+    [LoggerMessage(5021, LogLevel.Error, "Settling delivery of message {MessageId} from '{Queue}' failed; it returns to the queue")]
+    public static partial void SettleFailed(ILogger logger, Exception exception, Guid messageId, string queue);
+
+    [LoggerMessage(5022, LogLevel.Error, "Moving a malformed message from '{Queue}' to its dead letters failed; it returns to the queue")]
+    public static partial void MalformedDeadLetterFailed(ILogger logger, Exception exception, string queue);
+
+    [LoggerMessage(5023, LogLevel.Debug, "Delivery of message {MessageId} from '{Queue}' was made on a channel since lost; the broker redelivers it, so it is not settled")]
+    public static partial void StaleDeliveryNotSettled(ILogger logger, Guid messageId, string queue);
+
+    [LoggerMessage(5024, LogLevel.Warning, "Stopping the consumer of '{Queue}' did not complete cleanly")]
+    public static partial void ConsumerStopFailed(ILogger logger, Exception exception, string queue);
+
+    [LoggerMessage(5030, LogLevel.Warning, "RabbitMQ returned an unconfirmed message published to exchange '{Exchange}' with routing key '{RoutingKey}': {ReplyCode} {ReplyText}")]
+    public static partial void MessageReturned(ILogger logger, string exchange, string routingKey, ushort replyCode, string replyText);
+}

@@ -1,0 +1,106 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using RabbitMQ.Client;
+
+namespace Herald.RabbitMQ.Tests;
+
+/// <summary>
+/// The test broker: its AMQP address (env HERALD_TEST_RABBITMQ) and its management API (env
+/// HERALD_TEST_RABBITMQ_MANAGEMENT), used to kill connections and to delete what a test declared.
+/// </summary>
+internal static class BrokerAdmin
+{
+    public static Uri AmqpUri { get; } = new(Environment.GetEnvironmentVariable("HERALD_TEST_RABBITMQ") is { Length: > 0 } amqp ? amqp : "amqp://guest:guest@127.0.0.1:5672/");
+
+    private static readonly Uri ManagementUri = new(Environment.GetEnvironmentVariable("HERALD_TEST_RABBITMQ_MANAGEMENT") is { Length: > 0 } http ? http : "http://guest:guest@127.0.0.1:15672/");
+
+    private static readonly HttpClient Http = CreateHttp();
+
+    private static string VHost => Uri.EscapeDataString(AmqpUri.AbsolutePath.Length > 1 ? Uri.UnescapeDataString(AmqpUri.AbsolutePath[1..]) : "/");
+
+    /// <summary>Closes every connection whose client-provided name starts with the prefix; returns how many.</summary>
+    public static async Task<int> KillConnectionsAsync(string clientNamePrefix, int atLeast = 1)
+    {
+        // The management API lists a new connection a moment after it opened: poll until the expected ones show.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        List<string> names;
+        while (true)
+        {
+            using var doc = JsonDocument.Parse(await Http.GetStringAsync("api/connections?columns=name,client_properties"));
+            names = doc.RootElement.EnumerateArray()
+                .Where(c => c.TryGetProperty("client_properties", out var p)
+                    && p.ValueKind == JsonValueKind.Object
+                    && p.TryGetProperty("connection_name", out var n)
+                    && n.GetString()?.StartsWith(clientNamePrefix, StringComparison.Ordinal) == true)
+                .Select(c => c.GetProperty("name").GetString()!)
+                .ToList();
+            if (names.Count >= atLeast || DateTime.UtcNow > deadline)
+            {
+                break;
+            }
+
+            await Task.Delay(50);
+        }
+
+        foreach (var name in names)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Delete, "api/connections/" + Uri.EscapeDataString(name));
+            request.Headers.Add("X-Reason", "Herald test: connection killed on purpose");
+            using var response = await Http.SendAsync(request);
+            if (response.StatusCode != System.Net.HttpStatusCode.NotFound)
+            {
+                response.EnsureSuccessStatusCode();
+            }
+        }
+
+        return names.Count;
+    }
+
+    /// <summary>Deletes every queue and exchange whose name starts with the prefix (twice over, should one reappear meanwhile).</summary>
+    public static async Task DeleteAllAsync(string prefix)
+    {
+        for (var pass = 0; pass < 2; pass++)
+        {
+            foreach (var kind in new[] { "queues", "exchanges" })
+            {
+                using var doc = JsonDocument.Parse(await Http.GetStringAsync($"api/{kind}/{VHost}?columns=name"));
+                foreach (var name in doc.RootElement.EnumerateArray().Select(e => e.GetProperty("name").GetString()!).Where(n => n.StartsWith(prefix, StringComparison.Ordinal)))
+                {
+                    using var response = await Http.DeleteAsync($"api/{kind}/{VHost}/{Uri.EscapeDataString(name)}");
+                    if (response.StatusCode != System.Net.HttpStatusCode.NotFound)
+                    {
+                        response.EnsureSuccessStatusCode();
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Names of the queues that start with the prefix.</summary>
+    public static async Task<IReadOnlyList<string>> QueueNamesAsync(string prefix)
+    {
+        using var doc = JsonDocument.Parse(await Http.GetStringAsync($"api/queues/{VHost}?columns=name"));
+        return doc.RootElement.EnumerateArray().Select(e => e.GetProperty("name").GetString()!).Where(n => n.StartsWith(prefix, StringComparison.Ordinal)).ToList();
+    }
+
+    /// <summary>The declared arguments of a queue, from the management API.</summary>
+    public static async Task<JsonElement> QueueArgumentsAsync(string queue)
+    {
+        var json = await Http.GetFromJsonAsync<JsonElement>($"api/queues/{VHost}/{Uri.EscapeDataString(queue)}?columns=arguments,type");
+        return json;
+    }
+
+    /// <summary>A plain RabbitMQ.Client connection, as another application would use.</summary>
+    public static Task<IConnection> ConnectAsync(string name) =>
+        new ConnectionFactory { Uri = AmqpUri }.CreateConnectionAsync(name);
+
+    private static HttpClient CreateHttp()
+    {
+        var userInfo = Uri.UnescapeDataString(ManagementUri.UserInfo);
+        var client = new HttpClient { BaseAddress = new Uri(ManagementUri.GetLeftPart(UriPartial.Authority) + "/"), Timeout = TimeSpan.FromSeconds(15) };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(userInfo)));
+        return client;
+    }
+}

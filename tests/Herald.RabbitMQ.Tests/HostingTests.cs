@@ -1,0 +1,98 @@
+using System.Collections.Concurrent;
+using Herald.Handling;
+using Herald.Transport;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace Herald.RabbitMQ.Tests;
+
+public sealed class HostingTests : RabbitMqTestBase
+{
+    [Fact]
+    public async Task UseRabbitMq_PublishedMessage_ReachesTheHandlerThroughTheBroker()
+    {
+        var probe = new Probe();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddSingleton(probe);
+        builder.Services.AddHerald(h => h
+            .UseRabbitMq(o =>
+            {
+                o.ConnectionUri = BrokerAdmin.AmqpUri;
+                o.ClientProvidedName = Prefix;
+            })
+            .AddMessageType<RabbitPing>(Name("ping"))
+            .AddHandler<RabbitPingHandler>()
+            .Configure(o =>
+            {
+                o.EndpointName = Name("endpoint");
+                o.MaxConcurrency = 2;
+            }));
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            Assert.Equal("rabbitmq", host.Services.GetRequiredService<ITransport>().Name);
+            await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new RabbitPing("hello"));
+            await Herald.Testing.Eventually.UntilAsync(() => probe.Seen.Contains("hello"), "the handler got the message");
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    [Fact]
+    public async Task UseRabbitMq_WithUnreachableBroker_FailsTheHostStartNamingTheHost()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddHerald(h => h
+            .UseRabbitMq(o =>
+            {
+                o.ConnectionUri = new Uri("amqp://guest:guest@127.0.0.1:1/");
+                o.ClientProvidedName = Prefix;
+            })
+            .Configure(o => o.StartConsumer = false));
+        using var host = builder.Build();
+        var error = await Assert.ThrowsAsync<HeraldException>(() => host.StartAsync());
+        Assert.Contains("127.0.0.1:1", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task UseRabbitMq_WithInvalidOptions_FailsTheHostStartListingTheProblems()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddHerald(h => h.UseRabbitMq(o =>
+        {
+            o.PublisherChannels = 0;
+            o.Prefetch = 70_000;
+        }));
+        using var host = builder.Build();
+        var error = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+        Assert.Contains(error.Failures, f => f.Contains("PublisherChannels", StringComparison.Ordinal));
+        Assert.Contains(error.Failures, f => f.Contains("Prefetch", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Factory_WithInvalidOptions_Throws()
+    {
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => RabbitMqTransportFactory.CreateAsync(new RabbitMqTransportOptions { ConnectionUri = new Uri("http://localhost/") }));
+        Assert.Contains("amqp://", error.Message, StringComparison.Ordinal);
+    }
+
+    public sealed record RabbitPing(string Text);
+
+    public sealed class Probe
+    {
+        public ConcurrentBag<string> Seen { get; } = [];
+    }
+
+    public sealed class RabbitPingHandler(Probe probe) : IMessageHandler<RabbitPing>
+    {
+        public ValueTask HandleAsync(RabbitPing message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Seen.Add(message.Text);
+            return ValueTask.CompletedTask;
+        }
+    }
+}
