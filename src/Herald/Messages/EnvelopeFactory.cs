@@ -36,7 +36,9 @@ public sealed class EnvelopeFactory
         ArgumentNullException.ThrowIfNull(message);
         var type = message.GetType();
         var info = _registry.GetByType(type);
-        var now = _timeProvider.GetUtcNow();
+        // Millisecond precision: what every wire format (CloudEvents time, AMQP timestamp) and the Guid v7 id carry.
+        var clock = _timeProvider.GetUtcNow();
+        var now = new DateTimeOffset(clock.Ticks - (clock.Ticks % TimeSpan.TicksPerMillisecond), TimeSpan.Zero);
         var id = Guid.CreateVersion7(now);
         return new Envelope
         {
