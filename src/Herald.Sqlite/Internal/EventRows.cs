@@ -76,11 +76,11 @@ internal static class EventRows
 
     public static object NullOr(string? value) => value is null ? DBNull.Value : value;
 
-    public static object HeadersJson(IReadOnlyDictionary<string, string> headers)
+    public static string? HeadersJson(IReadOnlyDictionary<string, string> headers)
     {
         if (headers.Count == 0)
         {
-            return DBNull.Value;
+            return null;
         }
 
         var buffer = new ArrayBufferWriter<byte>(256);

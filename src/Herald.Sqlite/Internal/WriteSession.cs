@@ -27,11 +27,13 @@ internal sealed class WriteSession : IDisposable
     private readonly SqliteCommand _findEventId;
     private readonly SqliteCommand _eventAt;
     private readonly SqliteCommand _isDeletionPoint;
-    private readonly SqliteCommand _insertEvent;
+    private readonly RawStatement _insertEvent;
     private readonly SqliteCommand _deleteStream;
     private readonly SqliteCommand _recordDeletion;
     private readonly SqliteCommand _setCheckpoint;
     private readonly SqliteCommand _saveSnapshot;
+    private const int SqliteConstraint = 19;
+
     private long _nextPosition;
     private long _savedNextPosition;
     private long _savedLastAppended;
@@ -61,13 +63,10 @@ internal sealed class WriteSession : IDisposable
         _eventAt = Command("SELECT event_id, event_type, body, position FROM herald_events WHERE stream_id = $stream_id AND version = $version",
             "$stream_id", "$version");
         _isDeletionPoint = Command("SELECT 1 FROM herald_stream_deletions WHERE stream_id = $stream_id AND version = $version", "$stream_id", "$version");
-        _insertEvent = Command(
+        _insertEvent = new RawStatement(connection,
             "INSERT INTO herald_events (position, stream_id, version, category, event_id, event_type, schema_version, time, time_offset, " +
-            "correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at) VALUES ($position, $stream_id, " +
-            "$version, $category, $event_id, $event_type, $schema_version, $time, $time_offset, $correlation_id, $causation_id, $user_id, " +
-            "$partition_key, $content_type, $headers, $body, $recorded_at)",
-            "$position", "$stream_id", "$version", "$category", "$event_id", "$event_type", "$schema_version", "$time", "$time_offset",
-            "$correlation_id", "$causation_id", "$user_id", "$partition_key", "$content_type", "$headers", "$body", "$recorded_at");
+            "correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at) " +
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)");
         _deleteStream = Command("UPDATE herald_streams SET deleted_up_to = version WHERE stream_id = $stream_id", "$stream_id");
         _recordDeletion = Command(
             "INSERT OR IGNORE INTO herald_stream_deletions (stream_id, version, deleted_at) SELECT stream_id, version, $now FROM herald_streams WHERE stream_id = $stream_id",
@@ -172,29 +171,41 @@ internal sealed class WriteSession : IDisposable
             version = 0;
         }
 
-        var insert = _insertEvent.Parameters;
-        insert[1].Value = streamId;
-        insert[3].Value = category;
-        insert[16].Value = _now;
+        var insert = _insertEvent;
+        insert.Bind(2, streamId);
+        insert.Bind(4, category);
+        insert.Bind(17, _now);
+        Span<byte> eventId = stackalloc byte[16];
         long position = 0;
         foreach (var envelope in events)
         {
             position = _nextPosition++;
-            insert[0].Value = position;
-            insert[2].Value = ++version;
-            insert[4].Value = EventRows.ToBytes(envelope.MessageId);
-            insert[5].Value = envelope.MessageType;
-            insert[6].Value = envelope.SchemaVersion;
-            insert[7].Value = envelope.Time.UtcTicks;
-            insert[8].Value = EventRows.OffsetMinutes(envelope.Time);
-            insert[9].Value = EventRows.NullOr(envelope.CorrelationId);
-            insert[10].Value = EventRows.NullOr(envelope.CausationId);
-            insert[11].Value = EventRows.NullOr(envelope.UserId);
-            insert[12].Value = EventRows.NullOr(envelope.PartitionKey);
-            insert[13].Value = envelope.ContentType;
-            insert[14].Value = EventRows.HeadersJson(envelope.Headers);
-            EventRows.BindBlob(insert[15], envelope.Body);
-            _insertEvent.ExecuteNonQuery();
+            envelope.MessageId.TryWriteBytes(eventId, bigEndian: true, out _);
+            insert.Bind(1, position);
+            insert.Bind(3, ++version);
+            insert.Bind(5, eventId);
+            insert.Bind(6, envelope.MessageType);
+            insert.Bind(7, envelope.SchemaVersion);
+            insert.Bind(8, envelope.Time.UtcTicks);
+            insert.Bind(9, EventRows.OffsetMinutes(envelope.Time));
+            insert.Bind(10, envelope.CorrelationId);
+            insert.Bind(11, envelope.CausationId);
+            insert.Bind(12, envelope.UserId);
+            insert.Bind(13, envelope.PartitionKey);
+            insert.Bind(14, envelope.ContentType);
+            insert.Bind(15, EventRows.HeadersJson(envelope.Headers));
+            insert.Bind(16, envelope.Body.Span);
+            try
+            {
+                insert.Execute();
+            }
+            catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint && FindVersionOf(streamId, envelope.MessageId) is { } stored)
+            {
+                // The unique (stream, event id) key caught an id this stream already has, outside the batch's first event
+                // (which was looked up above): a conflict. The caller rolls the partial insert back.
+                throw new ConcurrencyException(stream, expected, current,
+                    $"The event id {envelope.MessageId} is already stored at version {stored}, but not as part of the same append.");
+            }
         }
 
         _updateStream.Parameters[0].Value = version;
@@ -248,6 +259,7 @@ internal sealed class WriteSession : IDisposable
 
     public void Dispose()
     {
+        _insertEvent.Dispose();
         foreach (var command in _commands)
         {
             command.Dispose();
@@ -265,15 +277,8 @@ internal sealed class WriteSession : IDisposable
     {
         if (FindVersionOf(row.Id, events[0].MessageId) is not { } start)
         {
-            for (var i = 1; i < events.Count; i++)
-            {
-                if (FindVersionOf(row.Id, events[i].MessageId) is { } version)
-                {
-                    throw Conflict(stream, expected, row,
-                        $"The event id {events[i].MessageId} is already stored at version {version}, but not as part of the same append.");
-                }
-            }
-
+            // Not a retry. Another of the ids may still be stored in the stream: the unique key on (stream, event id)
+            // refuses it during the insert, which then reports the conflict.
             return null;
         }
 
