@@ -38,6 +38,9 @@ public sealed partial class SqliteEventStore
         ReadAllSql + CategoryFilterSql + TypesFilterSql + ReadAllOrderSql,
     ];
 
+    /// <summary>The statement <see cref="ReadAllAsync"/> runs for a filter of this shape (parameters $p0 after, $p1 limit, $p2 category, $p3 types).</summary>
+    internal static string ReadAllSqlFor(bool category, bool eventTypes) => ReadAllVariants[(category ? 1 : 0) + (eventTypes ? 2 : 0)];
+
     /// <inheritdoc />
     public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
         string stream,
@@ -96,7 +99,7 @@ public sealed partial class SqliteEventStore
 
         var category = filter?.Category;
         var types = filter?.EventTypes is { } eventTypes ? TypesJson(eventTypes) : null;
-        var sql = ReadAllVariants[(category is null ? 0 : 1) + (types is null ? 0 : 2)];
+        var sql = ReadAllSqlFor(category is not null, types is not null);
         var after = fromPositionExclusive;
         var remaining = maxCount;
         while (remaining > 0)

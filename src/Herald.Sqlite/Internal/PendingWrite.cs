@@ -39,7 +39,7 @@ internal sealed class PendingWrite<T> : PendingWrite
     {
         if (Failure is not null)
         {
-            _outcome.TrySetException(Failure);
+            Fail(Failure);
         }
         else
         {
@@ -49,7 +49,7 @@ internal sealed class PendingWrite<T> : PendingWrite
 
     public override void Fail(Exception exception)
     {
-        if (exception is OperationCanceledException)
+        if (exception is OperationCanceledException && CancellationToken.IsCancellationRequested)
         {
             _outcome.TrySetCanceled(CancellationToken);
         }

@@ -133,6 +133,13 @@ internal sealed class WriteCoordinator : IAsyncDisposable
             _session.Begin();
             foreach (var pending in group)
             {
+                if (pending.CancellationToken.IsCancellationRequested)
+                {
+                    // Cancelled while waiting for the write lock: it never runs.
+                    pending.Failure = new OperationCanceledException(pending.CancellationToken);
+                    continue;
+                }
+
                 _session.Savepoint();
                 try
                 {
