@@ -62,6 +62,17 @@ public sealed class SqliteThroughputTests(ITestOutputHelper output)
         expected += batches * 100L;
         Report($"batches of 100, 1 writer ({synchronous})", batches * 100, elapsed);
 
+        const int BatchWriters = 4;
+        elapsed = await TimeAsync(() => Task.WhenAll(Enumerable.Range(0, BatchWriters).Select(w => Task.Run(async () =>
+        {
+            for (var i = 0; i < batches / BatchWriters; i++)
+            {
+                await store.AppendAsync($"batches-{w}", ExpectedVersion.Any, Enumerable.Range(0, 100).Select(_ => Event(body)).ToArray());
+            }
+        }))));
+        expected += batches / BatchWriters * BatchWriters * 100L;
+        Report($"batches of 100, {BatchWriters} writers ({synchronous})", batches / BatchWriters * BatchWriters * 100, elapsed);
+
         var read = 0L;
         var last = 0L;
         elapsed = await TimeAsync(async () =>

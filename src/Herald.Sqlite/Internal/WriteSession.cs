@@ -6,34 +6,35 @@ namespace Herald.Sqlite.Internal;
 
 /// <summary>
 /// One writing connection and its prepared statements. It runs every write of the store inside a transaction the caller
-/// begins with <see cref="Begin"/>: the coordinator's shared group transaction, or an open append's own. Not thread-safe:
+/// begins with <see cref="Begin"/>: the coordinator's shared group transaction, or an open append's own. A write that
+/// throws may have written part of its rows; the caller undoes it (a savepoint, or the whole transaction). Not thread-safe:
 /// one owner at a time, under the store's write lock.
 /// </summary>
 internal sealed class WriteSession : IDisposable
 {
-    private readonly SqliteConnection _connection;
-    private readonly TimeProvider _timeProvider;
-    private readonly List<SqliteCommand> _commands = [];
-    private readonly SqliteCommand _begin;
-    private readonly SqliteCommand _commit;
-    private readonly SqliteCommand _rollback;
-    private readonly SqliteCommand _savepoint;
-    private readonly SqliteCommand _release;
-    private readonly SqliteCommand _rollbackToSavepoint;
-    private readonly SqliteCommand _lastPosition;
-    private readonly SqliteCommand _findStream;
-    private readonly SqliteCommand _insertStream;
-    private readonly SqliteCommand _updateStream;
-    private readonly SqliteCommand _findEventId;
-    private readonly SqliteCommand _eventAt;
-    private readonly SqliteCommand _isDeletionPoint;
-    private readonly RawStatement _insertEvent;
-    private readonly SqliteCommand _deleteStream;
-    private readonly SqliteCommand _recordDeletion;
-    private readonly SqliteCommand _setCheckpoint;
-    private readonly SqliteCommand _saveSnapshot;
     private const int SqliteConstraint = 19;
 
+    private readonly SqliteConnection _connection;
+    private readonly TimeProvider _timeProvider;
+    private readonly List<RawStatement> _statements = [];
+    private readonly RawStatement _begin;
+    private readonly RawStatement _commit;
+    private readonly RawStatement _rollback;
+    private readonly RawStatement _savepoint;
+    private readonly RawStatement _release;
+    private readonly RawStatement _rollbackToSavepoint;
+    private readonly RawStatement _lastPosition;
+    private readonly RawStatement _findStream;
+    private readonly RawStatement _insertStream;
+    private readonly RawStatement _updateStream;
+    private readonly RawStatement _findEventId;
+    private readonly RawStatement _eventAt;
+    private readonly RawStatement _isDeletionPoint;
+    private readonly RawStatement _insertEvent;
+    private readonly RawStatement _deleteStream;
+    private readonly RawStatement _recordDeletion;
+    private readonly RawStatement _setCheckpoint;
+    private readonly RawStatement _saveSnapshot;
     private long _nextPosition;
     private long _savedNextPosition;
     private long _savedLastAppended;
@@ -43,45 +44,43 @@ internal sealed class WriteSession : IDisposable
     {
         _connection = connection;
         _timeProvider = timeProvider;
-
-        // IMMEDIATE takes the database's write lock at the start, so positions read below stay valid until the commit:
-        // positions are handed out in commit order and a rolled-back one is simply reused (ADR 0001).
-        _begin = Command("BEGIN IMMEDIATE");
-        _commit = Command("COMMIT");
-        _rollback = Command("ROLLBACK");
-        _savepoint = Command("SAVEPOINT herald_write");
-        _release = Command("RELEASE herald_write");
-        _rollbackToSavepoint = Command("ROLLBACK TO herald_write; RELEASE herald_write");
-        _lastPosition = Command("SELECT COALESCE(MAX(position), 0) FROM herald_events");
-        _findStream = Command("SELECT stream_id, version, deleted_up_to, last_position FROM herald_streams WHERE name = $name", "$name");
-        _insertStream = Command(
-            "INSERT INTO herald_streams (name, category, version, deleted_up_to, last_position) VALUES ($name, $category, 0, 0, 0) RETURNING stream_id",
-            "$name", "$category");
-        _updateStream = Command("UPDATE herald_streams SET version = $version, last_position = $last_position WHERE stream_id = $stream_id",
-            "$version", "$last_position", "$stream_id");
-        _findEventId = Command("SELECT version FROM herald_events WHERE stream_id = $stream_id AND event_id = $event_id", "$stream_id", "$event_id");
-        _eventAt = Command("SELECT event_id, event_type, body, position FROM herald_events WHERE stream_id = $stream_id AND version = $version",
-            "$stream_id", "$version");
-        _isDeletionPoint = Command("SELECT 1 FROM herald_stream_deletions WHERE stream_id = $stream_id AND version = $version", "$stream_id", "$version");
-        _insertEvent = new RawStatement(connection,
-            "INSERT INTO herald_events (position, stream_id, version, category, event_id, event_type, schema_version, time, time_offset, " +
-            "correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at) " +
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)");
-        _deleteStream = Command("UPDATE herald_streams SET deleted_up_to = version WHERE stream_id = $stream_id", "$stream_id");
-        _recordDeletion = Command(
-            "INSERT OR IGNORE INTO herald_stream_deletions (stream_id, version, deleted_at) SELECT stream_id, version, $now FROM herald_streams WHERE stream_id = $stream_id",
-            "$stream_id", "$now");
-        _setCheckpoint = Command(
-            "INSERT INTO herald_checkpoints (subscription_id, position, updated_at) VALUES ($id, $position, $now) " +
-            "ON CONFLICT (subscription_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-            "$id", "$position", "$now");
-        _saveSnapshot = Command(
-            "INSERT INTO herald_snapshots (stream, version, state_type, schema_version, state, created_at, created_offset) " +
-            "VALUES ($stream, $version, $state_type, $schema_version, $state, $created_at, $created_offset) " +
-            "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, state_type = excluded.state_type, schema_version = excluded.schema_version, " +
-            "state = excluded.state, created_at = excluded.created_at, created_offset = excluded.created_offset " +
-            "WHERE excluded.version >= herald_snapshots.version",
-            "$stream", "$version", "$state_type", "$schema_version", "$state", "$created_at", "$created_offset");
+        try
+        {
+            // IMMEDIATE takes the database's write lock at the start, so the positions read below stay valid until the
+            // commit: positions are handed out in commit order and a rolled-back one is simply reused (ADR 0001).
+            _begin = Prepare("BEGIN IMMEDIATE");
+            _commit = Prepare("COMMIT");
+            _rollback = Prepare("ROLLBACK");
+            _savepoint = Prepare("SAVEPOINT herald_write");
+            _release = Prepare("RELEASE herald_write");
+            _rollbackToSavepoint = Prepare("ROLLBACK TO herald_write");
+            _lastPosition = Prepare("SELECT COALESCE(MAX(position), 0) FROM herald_events");
+            _findStream = Prepare("SELECT stream_id, version, deleted_up_to, last_position FROM herald_streams WHERE name = ?1");
+            _insertStream = Prepare("INSERT INTO herald_streams (name, category, version, deleted_up_to, last_position) VALUES (?1, ?2, 0, 0, 0) RETURNING stream_id");
+            _updateStream = Prepare("UPDATE herald_streams SET version = ?1, last_position = ?2 WHERE stream_id = ?3");
+            _findEventId = Prepare("SELECT version FROM herald_events WHERE stream_id = ?1 AND event_id = ?2");
+            _eventAt = Prepare("SELECT event_id, event_type, body, position FROM herald_events WHERE stream_id = ?1 AND version = ?2");
+            _isDeletionPoint = Prepare("SELECT 1 FROM herald_stream_deletions WHERE stream_id = ?1 AND version = ?2");
+            _insertEvent = Prepare(
+                "INSERT INTO herald_events (position, stream_id, version, category, event_id, event_type, schema_version, time, time_offset, " +
+                "correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at) " +
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)");
+            _deleteStream = Prepare("UPDATE herald_streams SET deleted_up_to = version WHERE stream_id = ?1");
+            _recordDeletion = Prepare(
+                "INSERT OR IGNORE INTO herald_stream_deletions (stream_id, version, deleted_at) SELECT stream_id, version, ?2 FROM herald_streams WHERE stream_id = ?1");
+            _setCheckpoint = Prepare(
+                "INSERT INTO herald_checkpoints (subscription_id, position, updated_at) VALUES (?1, ?2, ?3) " +
+                "ON CONFLICT (subscription_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at");
+            _saveSnapshot = Prepare(
+                "INSERT INTO herald_snapshots (stream, version, state_type, schema_version, state, created_at, created_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) " +
+                "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, state_type = excluded.state_type, schema_version = excluded.schema_version, " +
+                "state = excluded.state, created_at = excluded.created_at, created_offset = excluded.created_offset WHERE excluded.version >= herald_snapshots.version");
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
     }
 
     /// <summary>The highest position appended in the current transaction, 0 when none.</summary>
@@ -90,46 +89,48 @@ internal sealed class WriteSession : IDisposable
     /// <summary>True between <see cref="Begin"/> and <see cref="Commit"/> or <see cref="Rollback"/>.</summary>
     public bool InTransaction { get; private set; }
 
-    /// <summary>Begins a write transaction (waits for the write lock up to the busy timeout).</summary>
+    /// <summary>Begins a write transaction (waits for the write lock of another connection up to the busy timeout).</summary>
     public void Begin()
     {
-        _begin.ExecuteNonQuery();
+        _begin.Execute();
         InTransaction = true;
-        _nextPosition = (long)_lastPosition.ExecuteScalar()! + 1;
+        _nextPosition = _lastPosition.ExecuteInt64()!.Value + 1;
         _now = _timeProvider.GetUtcNow().UtcTicks;
         LastAppendedPosition = 0;
     }
 
     public void Commit()
     {
-        _commit.ExecuteNonQuery();
+        _commit.Execute();
         InTransaction = false;
     }
 
-    /// <summary>Rolls the transaction back; safe to call when SQLite already ended it after an error.</summary>
+    /// <summary>Rolls the transaction back; does nothing when SQLite already ended it after an error.</summary>
     public void Rollback()
     {
         InTransaction = false;
         LastAppendedPosition = 0;
-        if (!_connection.Handle!.IsInvalid && SQLitePCL.raw.sqlite3_get_autocommit(_connection.Handle) == 0)
+        if (SQLitePCL.raw.sqlite3_get_autocommit(_connection.Handle) == 0)
         {
-            _rollback.ExecuteNonQuery();
+            _rollback.Execute();
         }
     }
 
     /// <summary>Marks a point the next write can be undone to without touching the others in the transaction.</summary>
     public void Savepoint()
     {
-        _savepoint.ExecuteNonQuery();
+        _savepoint.Execute();
         _savedNextPosition = _nextPosition;
         _savedLastAppended = LastAppendedPosition;
     }
 
-    public void ReleaseSavepoint() => _release.ExecuteNonQuery();
+    public void ReleaseSavepoint() => _release.Execute();
 
+    /// <summary>Undoes everything since <see cref="Savepoint"/> and ends the savepoint.</summary>
     public void RollbackToSavepoint()
     {
-        _rollbackToSavepoint.ExecuteNonQuery();
+        _rollbackToSavepoint.Execute();
+        _release.Execute();
         _nextPosition = _savedNextPosition;
         LastAppendedPosition = _savedLastAppended;
     }
@@ -165,9 +166,9 @@ internal sealed class WriteSession : IDisposable
         }
         else
         {
-            _insertStream.Parameters[0].Value = stream;
-            _insertStream.Parameters[1].Value = category;
-            streamId = (long)_insertStream.ExecuteScalar()!;
+            _insertStream.Bind(1, stream);
+            _insertStream.Bind(2, category);
+            streamId = _insertStream.ExecuteInt64()!.Value;
             version = 0;
         }
 
@@ -201,17 +202,17 @@ internal sealed class WriteSession : IDisposable
             }
             catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint && FindVersionOf(streamId, envelope.MessageId) is { } stored)
             {
-                // The unique (stream, event id) key caught an id this stream already has, outside the batch's first event
-                // (which was looked up above): a conflict. The caller rolls the partial insert back.
+                // The unique (stream, event id) key caught an id this stream already has, past the batch's first event
+                // (which was looked up above): a conflict. The caller undoes the rows inserted before it.
                 throw new ConcurrencyException(stream, expected, current,
                     $"The event id {envelope.MessageId} is already stored at version {stored}, but not as part of the same append.");
             }
         }
 
-        _updateStream.Parameters[0].Value = version;
-        _updateStream.Parameters[1].Value = position;
-        _updateStream.Parameters[2].Value = streamId;
-        _updateStream.ExecuteNonQuery();
+        _updateStream.Bind(1, version);
+        _updateStream.Bind(2, position);
+        _updateStream.Bind(3, streamId);
+        _updateStream.Execute();
         LastAppendedPosition = position;
         return new AppendResult(version, position);
     }
@@ -228,48 +229,44 @@ internal sealed class WriteSession : IDisposable
 
         if (row is { } found)
         {
-            _deleteStream.Parameters[0].Value = found.Id;
-            _deleteStream.ExecuteNonQuery();
-            _recordDeletion.Parameters[0].Value = found.Id;
-            _recordDeletion.Parameters[1].Value = _now;
-            _recordDeletion.ExecuteNonQuery();
+            _deleteStream.Bind(1, found.Id);
+            _deleteStream.Execute();
+            _recordDeletion.Bind(1, found.Id);
+            _recordDeletion.Bind(2, _now);
+            _recordDeletion.Execute();
         }
     }
 
     public void SetCheckpoint(string subscriptionId, long position)
     {
-        _setCheckpoint.Parameters[0].Value = subscriptionId;
-        _setCheckpoint.Parameters[1].Value = position;
-        _setCheckpoint.Parameters[2].Value = _now;
-        _setCheckpoint.ExecuteNonQuery();
+        _setCheckpoint.Bind(1, subscriptionId);
+        _setCheckpoint.Bind(2, position);
+        _setCheckpoint.Bind(3, _now);
+        _setCheckpoint.Execute();
     }
 
     public void SaveSnapshot(Snapshot snapshot)
     {
-        var parameters = _saveSnapshot.Parameters;
-        parameters[0].Value = snapshot.Stream;
-        parameters[1].Value = snapshot.Version;
-        parameters[2].Value = snapshot.StateType;
-        parameters[3].Value = snapshot.SchemaVersion;
-        EventRows.BindBlob(parameters[4], snapshot.State);
-        parameters[5].Value = snapshot.CreatedAt.UtcTicks;
-        parameters[6].Value = EventRows.OffsetMinutes(snapshot.CreatedAt);
-        _saveSnapshot.ExecuteNonQuery();
+        _saveSnapshot.Bind(1, snapshot.Stream);
+        _saveSnapshot.Bind(2, snapshot.Version);
+        _saveSnapshot.Bind(3, snapshot.StateType);
+        _saveSnapshot.Bind(4, snapshot.SchemaVersion);
+        _saveSnapshot.Bind(5, snapshot.State.Span);
+        _saveSnapshot.Bind(6, snapshot.CreatedAt.UtcTicks);
+        _saveSnapshot.Bind(7, EventRows.OffsetMinutes(snapshot.CreatedAt));
+        _saveSnapshot.Execute();
     }
 
     public void Dispose()
     {
-        _insertEvent.Dispose();
-        foreach (var command in _commands)
+        // Statements first: a connection closes only once its statements are finalized.
+        foreach (var statement in _statements)
         {
-            command.Dispose();
+            statement.Dispose();
         }
 
         _connection.Dispose();
     }
-
-    private static ConcurrencyException Conflict(string stream, ExpectedVersion expected, StreamRow row, string detail) =>
-        new(stream, expected, row.Current, detail);
 
     // The same rules as InMemoryEventStore: the ids must be the stream's events at the place this append would have put them,
     // with the same type and body; the first id decides whether this is a retry at all.
@@ -285,24 +282,33 @@ internal sealed class WriteSession : IDisposable
         var place = expected.IsExact ? expected.Value + 1 : expected.IsNoStream ? StartVersionOfLife(row.Id, start) : start;
         if (start != place)
         {
-            throw Conflict(stream, expected, row, $"The event id {events[0].MessageId} is already stored at version {start}, not where this append would put it.");
+            throw new ConcurrencyException(stream, expected, row.Current,
+                $"The event id {events[0].MessageId} is already stored at version {start}, not where this append would put it.");
         }
 
         long position = 0;
         for (var i = 0; i < events.Count; i++)
         {
-            var stored = EventAt(row.Id, start + i);
-            if (stored is null || stored.Value.Id != events[i].MessageId)
+            _eventAt.Bind(1, row.Id);
+            _eventAt.Bind(2, start + i);
+            if (!_eventAt.Step())
             {
-                throw Conflict(stream, expected, row, "Some of the event ids were already appended, but not as this same batch.");
+                throw new ConcurrencyException(stream, expected, row.Current, "Some of the event ids were already appended, but not as this same batch.");
             }
 
-            if (!string.Equals(stored.Value.Type, events[i].MessageType, StringComparison.Ordinal) || !stored.Value.Body.AsSpan().SequenceEqual(events[i].Body.Span))
+            var sameId = new Guid(_eventAt.Blob(0), bigEndian: true) == events[i].MessageId;
+            var sameContent = _eventAt.Blob(1).SequenceEqual(System.Text.Encoding.UTF8.GetBytes(events[i].MessageType)) && _eventAt.Blob(2).SequenceEqual(events[i].Body.Span);
+            position = _eventAt.Int64(3);
+            _eventAt.Reset();
+            if (!sameId)
             {
-                throw Conflict(stream, expected, row, $"The event id {events[i].MessageId} is already stored with another type or body.");
+                throw new ConcurrencyException(stream, expected, row.Current, "Some of the event ids were already appended, but not as this same batch.");
             }
 
-            position = stored.Value.Position;
+            if (!sameContent)
+            {
+                throw new ConcurrencyException(stream, expected, row.Current, $"The event id {events[i].MessageId} is already stored with another type or body.");
+            }
         }
 
         return new AppendResult(start + events.Count - 1, position);
@@ -316,48 +322,38 @@ internal sealed class WriteSession : IDisposable
             return version;
         }
 
-        _isDeletionPoint.Parameters[0].Value = streamId;
-        _isDeletionPoint.Parameters[1].Value = version - 1;
-        return _isDeletionPoint.ExecuteScalar() is null ? -1 : version;
+        _isDeletionPoint.Bind(1, streamId);
+        _isDeletionPoint.Bind(2, version - 1);
+        return _isDeletionPoint.ExecuteInt64() is null ? -1 : version;
     }
 
     private StreamRow? FindStream(string stream)
     {
-        _findStream.Parameters[0].Value = stream;
-        using var reader = _findStream.ExecuteReader();
-        return reader.Read() ? new StreamRow(reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3)) : null;
+        _findStream.Bind(1, stream);
+        if (!_findStream.Step())
+        {
+            return null;
+        }
+
+        var row = new StreamRow(_findStream.Int64(0), _findStream.Int64(1), _findStream.Int64(2), _findStream.Int64(3));
+        _findStream.Reset();
+        return row;
     }
 
     private long? FindVersionOf(long streamId, Guid eventId)
     {
-        _findEventId.Parameters[0].Value = streamId;
-        _findEventId.Parameters[1].Value = EventRows.ToBytes(eventId);
-        return _findEventId.ExecuteScalar() is long version ? version : null;
+        Span<byte> id = stackalloc byte[16];
+        eventId.TryWriteBytes(id, bigEndian: true, out _);
+        _findEventId.Bind(1, streamId);
+        _findEventId.Bind(2, id);
+        return _findEventId.ExecuteInt64();
     }
 
-    private (Guid Id, string Type, byte[] Body, long Position)? EventAt(long streamId, long version)
+    private RawStatement Prepare(string sql)
     {
-        _eventAt.Parameters[0].Value = streamId;
-        _eventAt.Parameters[1].Value = version;
-        using var reader = _eventAt.ExecuteReader();
-        return reader.Read()
-            ? (EventRows.ToGuid(reader.GetFieldValue<byte[]>(0)), reader.GetString(1), reader.GetFieldValue<byte[]>(2), reader.GetInt64(3))
-            : null;
-    }
-
-    private SqliteCommand Command(string sql, params string[] parameters)
-    {
-        var command = _connection.CreateCommand();
-#pragma warning disable CA2100 // Every statement is a constant of this class; values go through parameters.
-        command.CommandText = sql;
-#pragma warning restore CA2100
-        foreach (var name in parameters)
-        {
-            command.Parameters.Add(new SqliteParameter { ParameterName = name });
-        }
-
-        _commands.Add(command);
-        return command;
+        var statement = new RawStatement(_connection, sql);
+        _statements.Add(statement);
+        return statement;
     }
 
     private readonly record struct StreamRow(long Id, long Version, long DeletedUpTo, long LastPosition)
