@@ -19,7 +19,8 @@ internal sealed class SqliteConnections
         // The store keeps its own connections (one writer, a pool of readers), so the provider's pool stays out of the way
         // and disposing the store really closes the file.
         builder.Pooling = false;
-        builder.DefaultTimeout = (int)Math.Ceiling(options.BusyTimeout.TotalSeconds);
+        // The provider's own retry on a busy file, in whole seconds; 0 would mean "retry forever".
+        builder.DefaultTimeout = Math.Max(1, (int)Math.Ceiling(options.BusyTimeout.TotalSeconds));
         builder.Mode = SqliteOpenMode.ReadWriteCreate;
         _writerConnectionString = builder.ConnectionString;
         builder.Mode = SqliteOpenMode.ReadWrite;
