@@ -9,13 +9,18 @@ namespace Herald.Sqlite.Tests;
 /// The whole event store suite on one SQLite file shared by the tests of this class (each test opens its own store on it,
 /// which also exercises the idempotent start). Open transactions are real: one holds the file's write lock until it ends.
 /// </summary>
-public sealed class SqliteEventStoreConformanceTests(SqliteEventStoreConformanceTests.SharedFile file)
+public class SqliteEventStoreConformanceTests(SqliteEventStoreConformanceTests.SharedFile file)
     : EventStoreConformance, IClassFixture<SqliteEventStoreConformanceTests.SharedFile>
 {
     protected override bool SupportsOpenTransactions => true;
 
     protected override async Task<IEventStore> CreateStoreAsync() =>
-        await SqliteEventStore.OpenAsync(file.Database.Path);
+        await SqliteEventStore.OpenAsync(file.Database.Path, Configure);
+
+    /// <summary>Changes the store's settings for a variant of the run; the defaults here.</summary>
+    protected virtual void Configure(SqliteStoreOptions options)
+    {
+    }
 
     protected override async Task<IOpenAppend?> BeginOpenAppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
         new OpenAppend(await ((SqliteEventStore)Store).BeginOpenAppendAsync(stream, expectedVersion, events, cancellationToken));
@@ -35,5 +40,21 @@ public sealed class SqliteEventStoreConformanceTests(SqliteEventStoreConformance
         public Task RollbackAsync(CancellationToken cancellationToken = default) => open.RollbackAsync(cancellationToken);
 
         public ValueTask DisposeAsync() => open.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// The suite again with the other durability setting, a group delay and groups of at most four writes, so concurrent
+/// appends split over many transactions and wait for each other in the queue.
+/// </summary>
+public sealed class SqliteEventStoreWithSmallGroupsConformanceTests(SqliteEventStoreConformanceTests.SharedFile file)
+    : SqliteEventStoreConformanceTests(file)
+{
+    protected override void Configure(SqliteStoreOptions options)
+    {
+        options.Synchronous = SqliteSynchronousMode.Normal;
+        options.GroupCommitDelay = TimeSpan.FromMilliseconds(1);
+        options.MaxWritesPerTransaction = 4;
+        options.WriteQueueCapacity = 8;
     }
 }
