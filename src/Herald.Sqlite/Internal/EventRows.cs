@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Collections.Frozen;
-using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Herald.EventSourcing;
@@ -9,7 +8,7 @@ using Microsoft.Data.Sqlite;
 
 namespace Herald.Sqlite.Internal;
 
-/// <summary>How an event and a snapshot map onto their rows: ids as 16 big-endian bytes, times as UTC ticks plus an offset in minutes, headers as JSON text.</summary>
+/// <summary>How an event maps onto its row: ids as 16 big-endian bytes (so they read like the Guid in SQL tools), times as UTC ticks plus an offset in minutes, headers as a JSON object or NULL.</summary>
 internal static class EventRows
 {
     /// <summary>The columns every event read selects, in the order <see cref="Read"/> expects (<c>e</c> = events, <c>s</c> = streams).</summary>
@@ -40,41 +39,12 @@ internal static class EventRows
         return new RecordedEvent(reader.GetString(1), reader.GetInt64(2), reader.GetInt64(0), ToTime(reader.GetInt64(3), 0), envelope);
     }
 
-    public static byte[] ToBytes(Guid id)
-    {
-        var bytes = new byte[16];
-        id.TryWriteBytes(bytes, bigEndian: true, out _);
-        return bytes;
-    }
-
     public static Guid ToGuid(byte[] bytes) => new(bytes, bigEndian: true);
 
     public static DateTimeOffset ToTime(long utcTicks, int offsetMinutes) =>
         new DateTimeOffset(utcTicks, TimeSpan.Zero).ToOffset(TimeSpan.FromMinutes(offsetMinutes));
 
     public static int OffsetMinutes(DateTimeOffset time) => (int)(time.Offset.Ticks / TimeSpan.TicksPerMinute);
-
-    /// <summary>Binds the bytes without a copy when the memory is a whole array or the start of one.</summary>
-    public static void BindBlob(SqliteParameter parameter, ReadOnlyMemory<byte> bytes)
-    {
-        if (bytes.Length == 0)
-        {
-            parameter.Value = Array.Empty<byte>();
-            parameter.Size = 0;
-        }
-        else if (MemoryMarshal.TryGetArray(bytes, out var segment) && segment.Offset == 0)
-        {
-            parameter.Value = segment.Array;
-            parameter.Size = segment.Count;
-        }
-        else
-        {
-            parameter.Value = bytes.ToArray();
-            parameter.Size = bytes.Length;
-        }
-    }
-
-    public static object NullOr(string? value) => value is null ? DBNull.Value : value;
 
     public static string? HeadersJson(IReadOnlyDictionary<string, string> headers)
     {
