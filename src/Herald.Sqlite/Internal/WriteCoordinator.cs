@@ -176,7 +176,15 @@ internal sealed class WriteCoordinator : IAsyncDisposable
             Log.WriteGroupFailed(_logger, ex, group.Count, _dataSource);
             foreach (var pending in group)
             {
-                pending.Fail(ex);
+                if (pending.Failure is OperationCanceledException)
+                {
+                    // It never ran; it stays cancelled.
+                    pending.Complete();
+                }
+                else
+                {
+                    pending.Fail(ex);
+                }
             }
 
             return;
