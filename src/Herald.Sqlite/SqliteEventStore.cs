@@ -24,7 +24,7 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
     private readonly SemaphoreSlim _writeLock = new(1, 1);
 
     // Open appends queue here first, so at most one of them waits for the write lock at a time: when one ends, the writer
-    // (already waiting) runs a group before the next open append starts, and held transactions cannot starve plain appends.
+    // (already waiting) works off its queue before the next open append starts, and held transactions cannot starve it.
     private readonly SemaphoreSlim _openAppendGate = new(1, 1);
     private readonly CommitSignal _signal = new();
     private volatile Opened? _opened;

@@ -11,6 +11,9 @@ namespace Herald.Sqlite.Internal;
 /// </summary>
 internal sealed class WriteCoordinator : IAsyncDisposable
 {
+    // How long the writer keeps the write lock for back-to-back groups before an open append gets its turn.
+    private static readonly TimeSpan MaxLockHold = TimeSpan.FromMilliseconds(100);
+
     private readonly Channel<PendingWrite> _queue;
     private readonly WriteSession _session;
     private readonly SemaphoreSlim _writeLock;
@@ -93,18 +96,7 @@ internal sealed class WriteCoordinator : IAsyncDisposable
                 await Task.Delay(_groupDelay, _timeProvider).ConfigureAwait(false);
             }
 
-            while (group.Count < _maxGroup && reader.TryRead(out var pending))
-            {
-                if (pending.CancellationToken.IsCancellationRequested)
-                {
-                    pending.Fail(new OperationCanceledException(pending.CancellationToken));
-                }
-                else
-                {
-                    group.Add(pending);
-                }
-            }
-
+            Fill(group, reader);
             if (group.Count == 0)
             {
                 continue;
@@ -113,7 +105,22 @@ internal sealed class WriteCoordinator : IAsyncDisposable
             await _writeLock.WaitAsync().ConfigureAwait(false);
             try
             {
-                RunGroup(group);
+                // Once it has the lock, the writer works off what queued meanwhile (for a bounded time) before an open
+                // append may take the lock: a held transaction then delays the queue by its own length, not by a group
+                // per held transaction.
+                var holding = _timeProvider.GetTimestamp();
+                do
+                {
+                    RunGroup(group);
+                    group.Clear();
+                    if (_timeProvider.GetElapsedTime(holding) >= MaxLockHold)
+                    {
+                        break;
+                    }
+
+                    Fill(group, reader);
+                }
+                while (group.Count > 0);
             }
             finally
             {
@@ -121,6 +128,21 @@ internal sealed class WriteCoordinator : IAsyncDisposable
             }
 
             group.Clear();
+        }
+    }
+
+    private void Fill(List<PendingWrite> group, ChannelReader<PendingWrite> reader)
+    {
+        while (group.Count < _maxGroup && reader.TryRead(out var pending))
+        {
+            if (pending.CancellationToken.IsCancellationRequested)
+            {
+                pending.Fail(new OperationCanceledException(pending.CancellationToken));
+            }
+            else
+            {
+                group.Add(pending);
+            }
         }
     }
 
