@@ -1,0 +1,46 @@
+using Herald.EventSourcing;
+using Herald.Hosting;
+using Herald.Sqlite;
+using Herald.Sqlite.Hosting;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>Adds the SQLite stores to Herald.</summary>
+public static class SqliteHeraldBuilderExtensions
+{
+    /// <summary>
+    /// Keeps events, checkpoints and snapshots in one SQLite file: registers one <see cref="SqliteEventStore"/> as
+    /// <see cref="IEventStore"/>, <see cref="ICheckpointStore"/> and <see cref="ISnapshotStore"/>, validates its options and opens
+    /// the file when the host starts.
+    /// </summary>
+    /// <param name="builder">The Herald builder.</param>
+    /// <param name="pathOrConnectionString">A file path (<c>herald.db</c>) or a Microsoft.Data.Sqlite connection string.</param>
+    /// <param name="configure">Changes further settings (durability, grouping, timeouts).</param>
+    public static HeraldBuilder UseSqlite(this HeraldBuilder builder, string pathOrConnectionString, Action<SqliteStoreOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentException.ThrowIfNullOrWhiteSpace(pathOrConnectionString);
+        var services = builder.Services;
+        services.AddOptions<SqliteStoreOptions>()
+            .Configure(options =>
+            {
+                options.ConnectionString = pathOrConnectionString;
+                configure?.Invoke(options);
+            })
+            .ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<SqliteStoreOptions>, SqliteStoreOptionsValidator>());
+        services.TryAddSingleton(sp => new SqliteEventStore(
+            sp.GetRequiredService<IOptions<SqliteStoreOptions>>().Value,
+            sp.GetService<TimeProvider>(),
+            sp.GetService<ILoggerFactory>()?.CreateLogger<SqliteEventStore>()));
+        services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => sp.GetRequiredService<SqliteEventStore>()));
+        services.Replace(ServiceDescriptor.Singleton<ICheckpointStore>(sp => sp.GetRequiredService<SqliteEventStore>()));
+        services.Replace(ServiceDescriptor.Singleton<ISnapshotStore>(sp => sp.GetRequiredService<SqliteEventStore>()));
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SqliteStoreInitializer>());
+        return builder;
+    }
+}

@@ -1,0 +1,72 @@
+using System.Globalization;
+using Microsoft.Data.Sqlite;
+
+namespace Herald.Sqlite.Internal;
+
+/// <summary>Opens the store's connections to one file with the settings every connection needs.</summary>
+internal sealed class SqliteConnections
+{
+    private readonly string _writerConnectionString;
+    private readonly string _readerConnectionString;
+    private readonly string _pragmas;
+    private readonly string _readerPragmas;
+
+    public SqliteConnections(SqliteStoreOptions options)
+    {
+        var builder = Parse(options.ConnectionString);
+        DataSource = builder.DataSource;
+
+        // The store keeps its own connections (one writer, a pool of readers), so the provider's pool stays out of the way
+        // and disposing the store really closes the file.
+        builder.Pooling = false;
+        // The provider's own retry on a busy file, in whole seconds; 0 would mean "retry forever".
+        builder.DefaultTimeout = Math.Max(1, (int)Math.Ceiling(options.BusyTimeout.TotalSeconds));
+        builder.Mode = SqliteOpenMode.ReadWriteCreate;
+        _writerConnectionString = builder.ConnectionString;
+        builder.Mode = SqliteOpenMode.ReadWrite;
+        _readerConnectionString = builder.ConnectionString;
+
+        var busy = ((long)options.BusyTimeout.TotalMilliseconds).ToString(CultureInfo.InvariantCulture);
+        var synchronous = options.Synchronous == SqliteSynchronousMode.Full ? "FULL" : "NORMAL";
+        _pragmas = $"PRAGMA busy_timeout = {busy}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};";
+        _readerPragmas = $"PRAGMA busy_timeout = {busy}; PRAGMA query_only = ON;";
+    }
+
+    /// <summary>The file, as named in the connection string.</summary>
+    public string DataSource { get; }
+
+    /// <summary>Parses a path or a connection string; a value without '=' is a path.</summary>
+    public static SqliteConnectionStringBuilder Parse(string pathOrConnectionString)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(pathOrConnectionString);
+        return pathOrConnectionString.Contains('=', StringComparison.Ordinal)
+            ? new SqliteConnectionStringBuilder(pathOrConnectionString)
+            : new SqliteConnectionStringBuilder { DataSource = pathOrConnectionString };
+    }
+
+    /// <summary>Opens a connection that writes: busy timeout, foreign keys and the configured durability.</summary>
+    public SqliteConnection OpenWriter() => Open(_writerConnectionString, _pragmas);
+
+    /// <summary>Opens a connection that only reads.</summary>
+    public SqliteConnection OpenReader() => Open(_readerConnectionString, _readerPragmas);
+
+    private static SqliteConnection Open(string connectionString, string pragmas)
+    {
+        var connection = new SqliteConnection(connectionString);
+        try
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+#pragma warning disable CA2100 // Built from constants and numbers formatted here, no outside text.
+            command.CommandText = pragmas;
+#pragma warning restore CA2100
+            command.ExecuteNonQuery();
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,140 @@
+using Microsoft.Data.Sqlite;
+
+namespace Herald.Sqlite.Internal;
+
+/// <summary>
+/// The versioned schema of the Herald tables in one SQLite file. Each migration runs once, in order, in the same transaction
+/// that records it in <c>herald_schema</c>, so a crash or a concurrent start never leaves a half-applied version.
+/// </summary>
+internal static class SqliteSchema
+{
+    /// <summary>The migrations in order; a migration is never edited once released, a change is a new one.</summary>
+    public static IReadOnlyList<Migration> Migrations { get; } =
+    [
+        new(1, "event store, checkpoints and snapshots", """
+            CREATE TABLE herald_streams (
+                stream_id     INTEGER PRIMARY KEY,
+                name          TEXT    NOT NULL UNIQUE,
+                category      TEXT    NOT NULL,
+                version       INTEGER NOT NULL,
+                deleted_up_to INTEGER NOT NULL DEFAULT 0,
+                last_position INTEGER NOT NULL
+            ) STRICT;
+
+            CREATE TABLE herald_events (
+                position       INTEGER PRIMARY KEY,
+                stream_id      INTEGER NOT NULL REFERENCES herald_streams (stream_id),
+                version        INTEGER NOT NULL,
+                category       TEXT    NOT NULL,
+                event_id       BLOB    NOT NULL,
+                event_type     TEXT    NOT NULL,
+                schema_version INTEGER NOT NULL,
+                time           INTEGER NOT NULL,
+                time_offset    INTEGER NOT NULL,
+                correlation_id TEXT,
+                causation_id   TEXT,
+                user_id        TEXT,
+                partition_key  TEXT,
+                content_type   TEXT    NOT NULL,
+                headers        TEXT,
+                body           BLOB    NOT NULL,
+                recorded_at    INTEGER NOT NULL,
+                UNIQUE (stream_id, version),
+                UNIQUE (stream_id, event_id)
+            ) STRICT;
+            CREATE INDEX herald_events_by_category ON herald_events (category, position);
+
+            CREATE TABLE herald_stream_deletions (
+                stream_id  INTEGER NOT NULL REFERENCES herald_streams (stream_id),
+                version    INTEGER NOT NULL,
+                deleted_at INTEGER NOT NULL,
+                PRIMARY KEY (stream_id, version)
+            ) STRICT, WITHOUT ROWID;
+
+            CREATE TABLE herald_checkpoints (
+                subscription_id TEXT    NOT NULL PRIMARY KEY,
+                position        INTEGER NOT NULL,
+                updated_at      INTEGER NOT NULL
+            ) STRICT, WITHOUT ROWID;
+
+            CREATE TABLE herald_snapshots (
+                stream         TEXT    NOT NULL PRIMARY KEY,
+                version        INTEGER NOT NULL,
+                state_type     TEXT    NOT NULL,
+                schema_version INTEGER NOT NULL,
+                state          BLOB    NOT NULL,
+                created_at     INTEGER NOT NULL,
+                created_offset INTEGER NOT NULL
+            ) STRICT;
+            """),
+    ];
+
+    /// <summary>The newest schema version this code knows.</summary>
+    public static long CurrentVersion => Migrations[^1].Version;
+
+    /// <summary>
+    /// Brings the file to <see cref="CurrentVersion"/> on an open connection with no transaction, and returns the version it
+    /// found. Throws <see cref="SqliteSchemaVersionException"/>, changing nothing, when the file is newer than this code.
+    /// </summary>
+    public static long Migrate(SqliteConnection connection, string dataSource, TimeProvider timeProvider, Action<Migration> applied)
+    {
+        // IMMEDIATE takes the write lock first, so two processes starting on one new file apply each migration once.
+        Execute(connection, "BEGIN IMMEDIATE");
+        try
+        {
+            Execute(connection, """
+                CREATE TABLE IF NOT EXISTS herald_schema (
+                    version     INTEGER NOT NULL PRIMARY KEY,
+                    description TEXT    NOT NULL,
+                    applied_at  TEXT    NOT NULL
+                ) STRICT
+                """);
+            long found;
+            using (var command = connection.CreateCommand())
+            {
+                command.CommandText = "SELECT COALESCE(MAX(version), 0) FROM herald_schema";
+                found = (long)command.ExecuteScalar()!;
+            }
+
+            if (found > CurrentVersion)
+            {
+                throw new SqliteSchemaVersionException(dataSource, found, CurrentVersion);
+            }
+
+            foreach (var migration in Migrations.Where(m => m.Version > found))
+            {
+                Execute(connection, migration.Sql);
+                using var record = connection.CreateCommand();
+                record.CommandText = "INSERT INTO herald_schema (version, description, applied_at) VALUES ($version, $description, $applied_at)";
+                record.Parameters.AddWithValue("$version", migration.Version);
+                record.Parameters.AddWithValue("$description", migration.Description);
+                record.Parameters.AddWithValue("$applied_at", timeProvider.GetUtcNow().ToString("O", System.Globalization.CultureInfo.InvariantCulture));
+                record.ExecuteNonQuery();
+                applied(migration);
+            }
+
+            Execute(connection, "COMMIT");
+            return found;
+        }
+        catch
+        {
+            Execute(connection, "ROLLBACK");
+            throw;
+        }
+    }
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+#pragma warning disable CA2100 // The SQL is one of this class's constants.
+        command.CommandText = sql;
+#pragma warning restore CA2100
+        command.ExecuteNonQuery();
+    }
+
+    /// <summary>One schema step.</summary>
+    /// <param name="Version">Its version, one more than the previous step's.</param>
+    /// <param name="Description">What it adds, recorded in <c>herald_schema</c>.</param>
+    /// <param name="Sql">The statements it runs.</param>
+    internal sealed record Migration(long Version, string Description, string Sql);
+}
