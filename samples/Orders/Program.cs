@@ -1,6 +1,7 @@
 using Herald.Cqrs;
 using Herald.Cqrs.Validation;
 using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
 using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -9,8 +10,12 @@ using Orders;
 using Orders.Domain;
 
 // The order service: command -> Order aggregate -> event store -> published to the bus -> projection + fulfillment.
-// Everything runs in this one process; later issues put SQLite, HTTP and the sagas in front.
+// Profiles (Herald:Profile, e.g. `--Herald:Profile distributed`):
+//   embedded (default)  events, checkpoints and snapshots in one SQLite file (Herald:Sqlite, default orders.db); in-process bus
+//   distributed         the same store, messages over RabbitMQ (Herald:RabbitMq, default amqp://guest:guest@127.0.0.1:5672/)
 var builder = Host.CreateApplicationBuilder(args);
+var profile = builder.Configuration["Herald:Profile"] ?? "embedded";
+var sqlitePath = builder.Configuration["Herald:Sqlite"] ?? "orders.db";
 builder.Logging.ClearProviders().AddSimpleConsole(o =>
 {
     o.SingleLine = true;
@@ -24,9 +29,24 @@ builder.Services.AddHerald(h => h
     .PublishStoredEvents()
     .Configure(o => o.EndpointName = "orders")
     .ConfigureRetries(r => r.Immediate(1).Delayed(3, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1))));
+builder.Services.AddHerald(h =>
+{
+    h.UseSqlite(sqlitePath);
+    switch (profile)
+    {
+        case "embedded":
+            break;
+        case "distributed":
+            h.UseRabbitMq(o => o.ConnectionUri = new Uri(builder.Configuration["Herald:RabbitMq"] ?? "amqp://guest:guest@127.0.0.1:5672/"));
+            break;
+        default:
+            throw new InvalidOperationException($"Unknown profile '{profile}': use 'embedded' or 'distributed'.");
+    }
+});
 
 using var host = builder.Build();
 await host.StartAsync();
+Console.WriteLine($"profile {profile}: events in {Path.GetFullPath(sqlitePath)}");
 var commands = host.Services.GetRequiredService<ICommandBus>();
 var queries = host.Services.GetRequiredService<IQueryBus>();
 
@@ -77,10 +97,11 @@ catch (OrderRuleException ex)
 }
 
 var store = host.Services.GetRequiredService<IEventStore>();
-var events = 0;
-await foreach (var _ in store.ReadAllAsync())
+var orders = host.Services.GetRequiredService<AggregateRepository<Order>>();
+var events = 0L;
+foreach (var id in placed)
 {
-    events++;
+    events += await store.GetStreamVersionAsync(orders.StreamNameFor(id.ToString()));
 }
 
 Console.WriteLine();
@@ -92,5 +113,5 @@ foreach (var id in placed)
 }
 
 var deadLetters = await host.Services.GetRequiredService<IDeadLetterStore>().CountAsync(new DeadLetterQuery());
-Console.WriteLine($"{events} events in the store, {deadLetters} dead letters");
+Console.WriteLine($"{events} events stored for these orders, {deadLetters} dead letters");
 await host.StopAsync();
