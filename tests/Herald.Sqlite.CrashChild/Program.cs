@@ -35,15 +35,18 @@ static OutboxMessage[] NewMessages(int count) =>
     [.. Enumerable.Range(0, count).Select(i =>
     {
         var now = DateTimeOffset.UtcNow;
+        var id = Guid.CreateVersion7(now);
+
+        // The envelope carries the row's id, so the test can tell which rows were sent.
         return new OutboxMessage
         {
-            Id = Guid.CreateVersion7(now),
+            Id = id,
             DestinationKind = OutboxDestinationKind.Queue,
             Destination = "crash-queue",
             CreatedAt = now,
             Envelope = new Envelope
             {
-                MessageId = Guid.CreateVersion7(now),
+                MessageId = id,
                 MessageType = "crash-test",
                 Time = now,
                 Body = Encoding.UTF8.GetBytes($"{{\"n\":{i}}}"),
