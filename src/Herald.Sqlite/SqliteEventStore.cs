@@ -168,7 +168,8 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
         }
     }
 
-    private async ValueTask<T> ReadAsync<T>(Func<ReaderPool.Reader, T> query, CancellationToken cancellationToken)
+    /// <summary>Runs a query on a pooled reader connection (for the reliability stores on the same file).</summary>
+    internal async ValueTask<T> ReadAsync<T>(Func<ReaderPool.Reader, T> query, CancellationToken cancellationToken)
     {
         var opened = await OpenedAsync(cancellationToken).ConfigureAwait(false);
         cancellationToken.ThrowIfCancellationRequested();
@@ -183,7 +184,8 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
         }
     }
 
-    private async Task<T> WriteAsync<T>(Func<WriteSession, T> write, CancellationToken cancellationToken)
+    /// <summary>Queues a write for the single writer and returns its outcome once its group committed.</summary>
+    internal async Task<T> WriteAsync<T>(Func<WriteSession, T> write, CancellationToken cancellationToken)
     {
         var opened = await OpenedAsync(cancellationToken).ConfigureAwait(false);
         return await opened.Writer.WriteAsync(write, cancellationToken).ConfigureAwait(false);

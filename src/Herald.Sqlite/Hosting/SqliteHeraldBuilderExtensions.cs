@@ -1,7 +1,13 @@
 using Herald.EventSourcing;
 using Herald.Hosting;
+using Herald.Reliability;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Idempotency;
+using Herald.Reliability.Inbox;
+using Herald.Reliability.Outbox;
 using Herald.Sqlite;
 using Herald.Sqlite.Hosting;
+using Herald.Sqlite.Reliability;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -13,9 +19,10 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class SqliteHeraldBuilderExtensions
 {
     /// <summary>
-    /// Keeps events, checkpoints and snapshots in one SQLite file: registers one <see cref="SqliteEventStore"/> as
-    /// <see cref="IEventStore"/>, <see cref="ICheckpointStore"/> and <see cref="ISnapshotStore"/>, validates its options and opens
-    /// the file when the host starts.
+    /// Keeps events, checkpoints, snapshots, dead letters, the outbox, the inbox and idempotency keys in one SQLite file:
+    /// registers one <see cref="SqliteEventStore"/> as <see cref="IEventStore"/>, <see cref="ICheckpointStore"/> and
+    /// <see cref="ISnapshotStore"/>, replaces the in-memory reliability stores and the scoped <see cref="IUnitOfWork"/> with
+    /// ones on the same file, validates the options and opens the file when the host starts.
     /// </summary>
     /// <param name="builder">The Herald builder.</param>
     /// <param name="pathOrConnectionString">A file path (<c>herald.db</c>) or a Microsoft.Data.Sqlite connection string.</param>
@@ -40,6 +47,12 @@ public static class SqliteHeraldBuilderExtensions
         services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => sp.GetRequiredService<SqliteEventStore>()));
         services.Replace(ServiceDescriptor.Singleton<ICheckpointStore>(sp => sp.GetRequiredService<SqliteEventStore>()));
         services.Replace(ServiceDescriptor.Singleton<ISnapshotStore>(sp => sp.GetRequiredService<SqliteEventStore>()));
+        services.Replace(ServiceDescriptor.Singleton<IDeadLetterStore>(sp => new SqliteDeadLetterStore(sp.GetRequiredService<SqliteEventStore>())));
+        services.Replace(ServiceDescriptor.Singleton<IOutboxStore>(sp => new SqliteOutboxStore(sp.GetRequiredService<SqliteEventStore>())));
+        services.Replace(ServiceDescriptor.Singleton<IInbox>(sp => new SqliteInbox(sp.GetRequiredService<SqliteEventStore>(), sp.GetService<TimeProvider>())));
+        services.Replace(ServiceDescriptor.Singleton<IIdempotencyStore>(sp =>
+            new SqliteIdempotencyStore(sp.GetRequiredService<SqliteEventStore>(), sp.GetService<TimeProvider>())));
+        services.Replace(ServiceDescriptor.Scoped<IUnitOfWork>(sp => new SqliteUnitOfWork(sp.GetRequiredService<SqliteEventStore>())));
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SqliteStoreInitializer>());
         return builder;
     }

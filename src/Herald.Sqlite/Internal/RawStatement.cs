@@ -26,6 +26,12 @@ internal sealed class RawStatement : IDisposable
 
     public void Bind(int index, string? value) => Check(value is null ? raw.sqlite3_bind_null(_statement, index) : raw.sqlite3_bind_text(_statement, index, value));
 
+    /// <summary>Binds NULL.</summary>
+    public void BindNull(int index) => Check(raw.sqlite3_bind_null(_statement, index));
+
+    /// <summary>Binds a number, or NULL when there is none.</summary>
+    public void Bind(int index, long? value) => Check(value is { } number ? raw.sqlite3_bind_int64(_statement, index, number) : raw.sqlite3_bind_null(_statement, index));
+
     /// <summary>Binds bytes; an empty span binds an empty blob (never NULL).</summary>
     public void Bind(int index, ReadOnlySpan<byte> value) =>
         Check(value.IsEmpty ? raw.sqlite3_bind_zeroblob(_statement, index, 0) : raw.sqlite3_bind_blob(_statement, index, value));
@@ -69,6 +75,11 @@ internal sealed class RawStatement : IDisposable
 
     /// <summary>Ends a read before its last row, so the statement can run again.</summary>
     public void Reset() => raw.sqlite3_reset(_statement);
+
+    /// <summary>Rows the last finished INSERT, UPDATE or DELETE on this connection changed.</summary>
+    public int Changes => raw.sqlite3_changes(_db);
+
+    public bool IsNull(int column) => raw.sqlite3_column_type(_statement, column) == raw.SQLITE_NULL;
 
     public long Int64(int column) => raw.sqlite3_column_int64(_statement, column);
 

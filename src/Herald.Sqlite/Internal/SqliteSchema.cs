@@ -67,16 +67,96 @@ internal static class SqliteSchema
                 created_offset INTEGER NOT NULL
             ) STRICT;
             """),
+        new(2, "reliability: dead letters, outbox, inbox, idempotency", """
+            CREATE TABLE herald_dead_letters (
+                id                   BLOB    NOT NULL PRIMARY KEY,
+                endpoint             TEXT    NOT NULL,
+                cause                TEXT    NOT NULL,
+                error_type           TEXT    NOT NULL,
+                error_message        TEXT    NOT NULL,
+                stack_trace          TEXT,
+                fingerprint          TEXT    NOT NULL,
+                first_failure        INTEGER NOT NULL,
+                first_failure_offset INTEGER NOT NULL,
+                last_failure         INTEGER NOT NULL,
+                last_failure_offset  INTEGER NOT NULL,
+                attempt_count        INTEGER NOT NULL,
+                retry_count          INTEGER NOT NULL,
+                last_retry_error     TEXT,
+                last_retry_time      INTEGER,
+                last_retry_offset    INTEGER,
+                message_id       BLOB    NOT NULL,
+                message_type     TEXT    NOT NULL,
+                schema_version   INTEGER NOT NULL,
+                time             INTEGER NOT NULL,
+                time_offset      INTEGER NOT NULL,
+                correlation_id   TEXT,
+                causation_id     TEXT,
+                user_id          TEXT,
+                partition_key    TEXT,
+                content_type     TEXT    NOT NULL,
+                headers          TEXT,
+                body             BLOB    NOT NULL,
+                delivery_attempt INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_dead_letters_by_endpoint ON herald_dead_letters (endpoint, id);
+
+            CREATE TABLE herald_outbox (
+                seq                  INTEGER PRIMARY KEY,
+                id                   BLOB    NOT NULL UNIQUE,
+                destination_kind     TEXT    NOT NULL,
+                destination          TEXT    NOT NULL,
+                created_at           INTEGER NOT NULL,
+                created_offset       INTEGER NOT NULL,
+                outbox_partition_key TEXT,
+                deliver_at           INTEGER,
+                deliver_offset       INTEGER,
+                sent_at              INTEGER,
+                sent_offset          INTEGER,
+                message_id       BLOB    NOT NULL,
+                message_type     TEXT    NOT NULL,
+                schema_version   INTEGER NOT NULL,
+                time             INTEGER NOT NULL,
+                time_offset      INTEGER NOT NULL,
+                correlation_id   TEXT,
+                causation_id     TEXT,
+                user_id          TEXT,
+                partition_key    TEXT,
+                content_type     TEXT    NOT NULL,
+                headers          TEXT,
+                body             BLOB    NOT NULL,
+                delivery_attempt INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_outbox_pending ON herald_outbox (seq) WHERE sent_at IS NULL;
+            CREATE INDEX herald_outbox_sent ON herald_outbox (sent_at) WHERE sent_at IS NOT NULL;
+
+            CREATE TABLE herald_inbox (
+                endpoint   TEXT    NOT NULL,
+                message_id BLOB    NOT NULL,
+                expires_at INTEGER NOT NULL,
+                PRIMARY KEY (endpoint, message_id)
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX herald_inbox_by_expiry ON herald_inbox (expires_at);
+
+            CREATE TABLE herald_idempotency (
+                idempotency_key TEXT    NOT NULL PRIMARY KEY,
+                lock_token      BLOB    NOT NULL,
+                completed       INTEGER NOT NULL,
+                result          BLOB,
+                expires_at      INTEGER NOT NULL
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX herald_idempotency_by_expiry ON herald_idempotency (expires_at);
+            """),
     ];
 
     /// <summary>The newest schema version this code knows.</summary>
-    public static long CurrentVersion => Migrations[^1].Version;
+    public static long CurrentVersion => Migrations.Max(m => m.Version);
 
     /// <summary>
     /// Brings the file to <see cref="CurrentVersion"/> on an open connection with no transaction, and returns the version it
     /// found. Throws <see cref="SqliteSchemaVersionException"/>, changing nothing, when the file is newer than this code.
     /// </summary>
-    public static long Migrate(SqliteConnection connection, string dataSource, TimeProvider timeProvider, Action<Migration> applied)
+    public static long Migrate(SqliteConnection connection, string dataSource, TimeProvider timeProvider, Action<Migration> onApplied)
     {
         // IMMEDIATE takes the write lock first, so two processes starting on one new file apply each migration once.
         Execute(connection, "BEGIN IMMEDIATE");
@@ -89,19 +169,26 @@ internal static class SqliteSchema
                     applied_at  TEXT    NOT NULL
                 ) STRICT
                 """);
-            long found;
+            var applied = new HashSet<long>();
             using (var command = connection.CreateCommand())
             {
-                command.CommandText = "SELECT COALESCE(MAX(version), 0) FROM herald_schema";
-                found = (long)command.ExecuteScalar()!;
+                command.CommandText = "SELECT version FROM herald_schema";
+                using var rows = command.ExecuteReader();
+                while (rows.Read())
+                {
+                    applied.Add(rows.GetInt64(0));
+                }
             }
+
+            var found = applied.Count == 0 ? 0 : applied.Max();
 
             if (found > CurrentVersion)
             {
                 throw new SqliteSchemaVersionException(dataSource, found, CurrentVersion);
             }
 
-            foreach (var migration in Migrations.Where(m => m.Version > found))
+            // Versions need not be contiguous (features land in parallel): every version not yet recorded applies, in order.
+            foreach (var migration in Migrations.Where(m => !applied.Contains(m.Version)).OrderBy(m => m.Version))
             {
                 Execute(connection, migration.Sql);
                 using var record = connection.CreateCommand();
@@ -110,7 +197,7 @@ internal static class SqliteSchema
                 record.Parameters.AddWithValue("$description", migration.Description);
                 record.Parameters.AddWithValue("$applied_at", timeProvider.GetUtcNow().ToString("O", System.Globalization.CultureInfo.InvariantCulture));
                 record.ExecuteNonQuery();
-                applied(migration);
+                onApplied(migration);
             }
 
             Execute(connection, "COMMIT");
@@ -133,7 +220,7 @@ internal static class SqliteSchema
     }
 
     /// <summary>One schema step.</summary>
-    /// <param name="Version">Its version, one more than the previous step's.</param>
+    /// <param name="Version">Its version, higher than every earlier step's.</param>
     /// <param name="Description">What it adds, recorded in <c>herald_schema</c>.</param>
     /// <param name="Sql">The statements it runs.</param>
     internal sealed record Migration(long Version, string Description, string Sql);

@@ -17,6 +17,7 @@ internal sealed class WriteSession : IDisposable
     private readonly SqliteConnection _connection;
     private readonly TimeProvider _timeProvider;
     private readonly List<RawStatement> _statements = [];
+    private readonly Dictionary<string, RawStatement> _byText = new(StringComparer.Ordinal);
     private readonly RawStatement _begin;
     private readonly RawStatement _commit;
     private readonly RawStatement _rollback;
@@ -255,6 +256,21 @@ internal sealed class WriteSession : IDisposable
         _saveSnapshot.Bind(6, snapshot.CreatedAt.UtcTicks);
         _saveSnapshot.Bind(7, EventRows.OffsetMinutes(snapshot.CreatedAt));
         _saveSnapshot.Execute();
+    }
+
+    /// <summary>
+    /// A statement of another part of the package (the reliability stores), prepared on first use and kept with this
+    /// connection; the text must be one of the caller's constants.
+    /// </summary>
+    public RawStatement Statement(string sql)
+    {
+        if (!_byText.TryGetValue(sql, out var statement))
+        {
+            statement = Prepare(sql);
+            _byText[sql] = statement;
+        }
+
+        return statement;
     }
 
     public void Dispose()

@@ -1,0 +1,200 @@
+using Herald.Reliability.DeadLetters;
+using Herald.Sqlite.Internal;
+using Microsoft.Data.Sqlite;
+
+namespace Herald.Sqlite.Reliability;
+
+/// <summary>
+/// Dead letters in the <c>herald_dead_letters</c> table of a <see cref="SqliteEventStore"/>'s file. Ids are stored as
+/// big-endian bytes, so SQLite's order is <see cref="Guid"/> order; writes go through the store's single writer.
+/// </summary>
+public sealed class SqliteDeadLetterStore : IDeadLetterStore
+{
+    private const string Columns =
+        "id, endpoint, cause, error_type, error_message, stack_trace, fingerprint, first_failure, first_failure_offset, last_failure, " +
+        "last_failure_offset, attempt_count, retry_count, last_retry_error, last_retry_time, last_retry_offset, " + EnvelopeColumns.Names;
+
+    private const string InsertSql =
+        "INSERT OR IGNORE INTO herald_dead_letters (" + Columns + ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, " +
+        "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)";
+
+    // One statement for every combination of filters: a null parameter turns its filter off. $pN is parameter N + 1 for
+    // the writer's statements, as each name first appears in order.
+    private const string WhereSql =
+        " WHERE ($p0 IS NULL OR endpoint = $p0) AND ($p1 IS NULL OR message_type = $p1) AND ($p2 IS NULL OR fingerprint = $p2)" +
+        " AND ($p3 IS NULL OR last_failure >= $p3) AND ($p4 IS NULL OR last_failure < $p4) AND ($p5 IS NULL OR id > $p5)";
+
+    private const string ListSql = "SELECT " + Columns + " FROM herald_dead_letters" + WhereSql + " ORDER BY id LIMIT $p6";
+    private const string CountSql = "SELECT COUNT(*) FROM herald_dead_letters" + WhereSql;
+    private const string DeleteManySql = "DELETE FROM herald_dead_letters WHERE id IN (SELECT id FROM herald_dead_letters" + WhereSql + " ORDER BY id LIMIT $p6)";
+    private const string GetSql = "SELECT " + Columns + " FROM herald_dead_letters WHERE id = $p0";
+    private const string DeleteSql = "DELETE FROM herald_dead_letters WHERE id = ?1";
+
+    private const string RecordRetrySql =
+        "UPDATE herald_dead_letters SET retry_count = retry_count + 1, last_retry_error = ?2, last_retry_time = ?3, last_retry_offset = ?4 WHERE id = ?1";
+
+    private readonly SqliteEventStore _store;
+
+    /// <summary>Creates the store on the file of <paramref name="store"/> (which opens and migrates it).</summary>
+    public SqliteDeadLetterStore(SqliteEventStore store)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(deadLetter);
+        await _store.WriteAsync(session =>
+        {
+            var insert = session.Statement(InsertSql);
+            insert.Bind(1, GuidBytes.Of(deadLetter.Id));
+            insert.Bind(2, deadLetter.Endpoint);
+            insert.Bind(3, deadLetter.Cause.ToString());
+            insert.Bind(4, deadLetter.ErrorType);
+            insert.Bind(5, deadLetter.ErrorMessage);
+            insert.Bind(6, deadLetter.StackTrace);
+            insert.Bind(7, deadLetter.Fingerprint);
+            insert.Bind(8, deadLetter.FirstFailureTime.UtcTicks);
+            insert.Bind(9, EventRows.OffsetMinutes(deadLetter.FirstFailureTime));
+            insert.Bind(10, deadLetter.LastFailureTime.UtcTicks);
+            insert.Bind(11, EventRows.OffsetMinutes(deadLetter.LastFailureTime));
+            insert.Bind(12, deadLetter.AttemptCount);
+            insert.Bind(13, deadLetter.RetryCount);
+            insert.Bind(14, deadLetter.LastRetryError);
+            insert.Bind(15, deadLetter.LastRetryTime?.UtcTicks);
+            insert.Bind(16, deadLetter.LastRetryTime is { } retried ? EventRows.OffsetMinutes(retried) : null);
+            EnvelopeColumns.Bind(insert, 17, deadLetter.Envelope);
+            insert.Execute();
+            return true;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) =>
+        _store.ReadAsync(reader =>
+        {
+            var command = reader.Command(GetSql, 1);
+            command.Parameters[0].Value = GuidBytes.Of(id);
+            using var row = command.ExecuteReader();
+            return row.Read() ? Read(row) : null;
+        }, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        return _store.ReadAsync<IReadOnlyList<DeadLetter>>(reader =>
+        {
+            var command = reader.Command(ListSql, 7);
+            BindFilters(command, query);
+            command.Parameters[6].Value = query.Limit;
+            using var row = command.ExecuteReader();
+            var page = new List<DeadLetter>();
+            while (row.Read())
+            {
+                page.Add(Read(row));
+            }
+
+            return page;
+        }, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        return _store.ReadAsync(reader =>
+        {
+            var command = reader.Command(CountSql, 6);
+            BindFilters(command, query);
+            return (long)command.ExecuteScalar()!;
+        }, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default)
+    {
+        var key = GuidBytes.Of(id);
+        return await _store.WriteAsync(session =>
+        {
+            var delete = session.Statement(DeleteSql);
+            delete.Bind(1, key);
+            delete.Execute();
+            return delete.Changes == 1;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        return await _store.WriteAsync(session =>
+        {
+            var delete = session.Statement(DeleteManySql);
+            delete.Bind(1, query.Endpoint);
+            delete.Bind(2, query.MessageType);
+            delete.Bind(3, query.Fingerprint);
+            delete.Bind(4, query.FailedFrom?.UtcTicks);
+            delete.Bind(5, query.FailedBefore?.UtcTicks);
+            if (query.After is { } after)
+            {
+                delete.Bind(6, GuidBytes.Of(after));
+            }
+            else
+            {
+                delete.BindNull(6);
+            }
+
+            delete.Bind(7, query.Limit);
+            delete.Execute();
+            return delete.Changes;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(error);
+        var key = GuidBytes.Of(id);
+        return await _store.WriteAsync(session =>
+        {
+            var update = session.Statement(RecordRetrySql);
+            update.Bind(1, key);
+            update.Bind(2, error);
+            update.Bind(3, time.UtcTicks);
+            update.Bind(4, EventRows.OffsetMinutes(time));
+            update.Execute();
+            return update.Changes == 1;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static void BindFilters(SqliteCommand command, DeadLetterQuery query)
+    {
+        command.Parameters[0].Value = (object?)query.Endpoint ?? DBNull.Value;
+        command.Parameters[1].Value = (object?)query.MessageType ?? DBNull.Value;
+        command.Parameters[2].Value = (object?)query.Fingerprint ?? DBNull.Value;
+        command.Parameters[3].Value = query.FailedFrom is { } from ? from.UtcTicks : DBNull.Value;
+        command.Parameters[4].Value = query.FailedBefore is { } before ? before.UtcTicks : DBNull.Value;
+        command.Parameters[5].Value = query.After is { } after ? GuidBytes.Of(after) : DBNull.Value;
+    }
+
+    private static DeadLetter Read(SqliteDataReader row) => new()
+    {
+        Id = EventRows.ToGuid(row.GetFieldValue<byte[]>(0)),
+        Endpoint = row.GetString(1),
+        Cause = Enum.Parse<DeadLetterCause>(row.GetString(2)),
+        ErrorType = row.GetString(3),
+        ErrorMessage = row.GetString(4),
+        StackTrace = EnvelopeColumns.Text(row, 5),
+        Fingerprint = row.GetString(6),
+        FirstFailureTime = EventRows.ToTime(row.GetInt64(7), row.GetInt32(8)),
+        LastFailureTime = EventRows.ToTime(row.GetInt64(9), row.GetInt32(10)),
+        AttemptCount = row.GetInt32(11),
+        RetryCount = row.GetInt32(12),
+        LastRetryError = EnvelopeColumns.Text(row, 13),
+        LastRetryTime = EnvelopeColumns.Time(row, 14, 15),
+        Envelope = EnvelopeColumns.Read(row, 16),
+    };
+}

@@ -1,0 +1,111 @@
+using Herald.Reliability.Idempotency;
+using Herald.Sqlite.Internal;
+
+namespace Herald.Sqlite.Reliability;
+
+/// <summary>
+/// Idempotency keys in the <c>herald_idempotency</c> table of a <see cref="SqliteEventStore"/>'s file, expiring on the
+/// injected clock (never SQLite's). Every acquire, complete and release is one write of the store's single writer, so of
+/// concurrent acquires exactly one wins; expired keys are swept as acquires go by.
+/// </summary>
+public sealed class SqliteIdempotencyStore : IIdempotencyStore
+{
+    private const int SweepEvery = 1024;
+    private const int SweepBatch = 1000;
+    private const string FindSql = "SELECT completed, result, expires_at FROM herald_idempotency WHERE idempotency_key = ?1";
+
+    private const string LockSql =
+        "INSERT INTO herald_idempotency (idempotency_key, lock_token, completed, result, expires_at) VALUES (?1, ?2, 0, NULL, ?3) " +
+        "ON CONFLICT (idempotency_key) DO UPDATE SET lock_token = excluded.lock_token, completed = 0, result = NULL, expires_at = excluded.expires_at";
+
+    private const string CompleteSql =
+        "UPDATE herald_idempotency SET completed = 1, result = ?3, expires_at = ?4 WHERE idempotency_key = ?1 AND lock_token = ?2 AND completed = 0";
+
+    private const string ReleaseSql = "DELETE FROM herald_idempotency WHERE idempotency_key = ?1 AND lock_token = ?2 AND completed = 0";
+
+    private const string SweepSql =
+        "DELETE FROM herald_idempotency WHERE idempotency_key IN (SELECT idempotency_key FROM herald_idempotency WHERE expires_at <= ?1 LIMIT ?2)";
+
+    private readonly SqliteEventStore _store;
+    private readonly TimeProvider _timeProvider;
+    private int _acquires;
+
+    /// <summary>Creates the store on the file of <paramref name="store"/>, expiring keys on <paramref name="timeProvider"/> (the system clock when null).</summary>
+    public SqliteIdempotencyStore(SqliteEventStore store, TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+        _timeProvider = timeProvider ?? TimeProvider.System;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
+        var now = _timeProvider.GetUtcNow();
+        var token = Guid.NewGuid();
+        var sweep = Interlocked.Increment(ref _acquires) % SweepEvery == 0;
+        return await _store.WriteAsync(session =>
+        {
+            if (sweep)
+            {
+                var delete = session.Statement(SweepSql);
+                delete.Bind(1, now.UtcTicks);
+                delete.Bind(2, SweepBatch);
+                delete.Execute();
+            }
+
+            var find = session.Statement(FindSql);
+            find.Bind(1, key);
+            var found = find.Step();
+            var live = found && find.Int64(2) > now.UtcTicks;
+            var stored = live && find.Int64(0) == 1 ? find.Blob(1).ToArray() : null;
+            find.Reset();
+            if (live)
+            {
+                return stored is null ? IdempotencyAcquireResult.Locked : IdempotencyAcquireResult.Completed(stored);
+            }
+
+            var take = session.Statement(LockSql);
+            take.Bind(1, key);
+            take.Bind(2, GuidBytes.Of(token));
+            take.Bind(3, (now + lockTtl).UtcTicks);
+            take.Execute();
+            return IdempotencyAcquireResult.Acquired(token);
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
+        var expiresAt = (_timeProvider.GetUtcNow() + ttl).UtcTicks;
+        var bytes = result.ToArray();
+        return await _store.WriteAsync(session =>
+        {
+            var complete = session.Statement(CompleteSql);
+            complete.Bind(1, key);
+            complete.Bind(2, GuidBytes.Of(lockToken));
+            complete.Bind(3, bytes);
+            complete.Bind(4, expiresAt);
+            complete.Execute();
+            return complete.Changes == 1;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        return await _store.WriteAsync(session =>
+        {
+            var release = session.Statement(ReleaseSql);
+            release.Bind(1, key);
+            release.Bind(2, GuidBytes.Of(lockToken));
+            release.Execute();
+            return release.Changes == 1;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+}

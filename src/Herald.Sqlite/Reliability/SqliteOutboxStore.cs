@@ -1,0 +1,170 @@
+using Herald.Reliability;
+using Herald.Reliability.Outbox;
+using Herald.Sqlite.Internal;
+using Microsoft.Data.Sqlite;
+
+namespace Herald.Sqlite.Reliability;
+
+/// <summary>
+/// The outbox in the <c>herald_outbox</c> table of a <see cref="SqliteEventStore"/>'s file. Rows added in a
+/// <see cref="SqliteUnitOfWork"/> commit in its transaction; rows come back in the order they were committed (a row
+/// sequence), and writes go through the store's single writer.
+/// </summary>
+public sealed class SqliteOutboxStore : IOutboxStore
+{
+    private const string Columns =
+        "id, destination_kind, destination, created_at, created_offset, outbox_partition_key, deliver_at, deliver_offset, sent_at, sent_offset, " +
+        EnvelopeColumns.Names;
+
+    private const string InsertSql =
+        "INSERT INTO herald_outbox (" + Columns + ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, " +
+        "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)";
+
+    private const string FetchSql = "SELECT " + Columns + " FROM herald_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $p0";
+    private const string GetSql = "SELECT " + Columns + " FROM herald_outbox WHERE id = $p0";
+    private const string CountSql = "SELECT COUNT(*) FROM herald_outbox WHERE sent_at IS NULL";
+    private const string MarkSentSql = "UPDATE herald_outbox SET sent_at = ?2, sent_offset = ?3 WHERE id = ?1 AND sent_at IS NULL";
+
+    private const string DeleteSentSql =
+        "DELETE FROM herald_outbox WHERE seq IN (SELECT seq FROM herald_outbox WHERE sent_at IS NOT NULL AND sent_at < ?1 LIMIT ?2)";
+
+    private readonly SqliteEventStore _store;
+
+    /// <summary>Creates the outbox on the store's file (the store opens and migrates it).</summary>
+    public SqliteOutboxStore(SqliteEventStore store)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask AddAsync(IReadOnlyList<OutboxMessage> messages, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var rows = messages.ToArray();
+        foreach (var row in rows)
+        {
+            ArgumentNullException.ThrowIfNull(row, nameof(messages));
+        }
+
+        if (unitOfWork is null)
+        {
+            await _store.WriteAsync(session => Insert(session, rows), cancellationToken).ConfigureAwait(false);
+        }
+        else if (_store.OwnUnitOfWork(unitOfWork) is { } own)
+        {
+            own.Enlist(session => Insert(session, rows));
+        }
+        else
+        {
+            // A unit of work without a transaction here: the rows follow its commit.
+            unitOfWork.OnCommitted(ct => new ValueTask(_store.WriteAsync(session => Insert(session, rows), ct)));
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
+        return _store.ReadAsync<IReadOnlyList<OutboxMessage>>(reader =>
+        {
+            var command = reader.Command(FetchSql, 1);
+            command.Parameters[0].Value = maxCount;
+            using var row = command.ExecuteReader();
+            var messages = new List<OutboxMessage>();
+            while (row.Read())
+            {
+                messages.Add(Read(row));
+            }
+
+            return messages;
+        }, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask MarkSentAsync(IReadOnlyCollection<Guid> ids, DateTimeOffset sentAt, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        if (ids.Count == 0)
+        {
+            return;
+        }
+
+        var keys = ids.Select(GuidBytes.Of).ToArray();
+        await _store.WriteAsync(session =>
+        {
+            var update = session.Statement(MarkSentSql);
+            foreach (var key in keys)
+            {
+                update.Bind(1, key);
+                update.Bind(2, sentAt.UtcTicks);
+                update.Bind(3, EventRows.OffsetMinutes(sentAt));
+                update.Execute();
+            }
+
+            return true;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<int> DeleteSentAsync(DateTimeOffset sentBefore, int maxCount, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
+        return await _store.WriteAsync(session =>
+        {
+            var delete = session.Statement(DeleteSentSql);
+            delete.Bind(1, sentBefore.UtcTicks);
+            delete.Bind(2, maxCount);
+            delete.Execute();
+            return delete.Changes;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<long> CountPendingAsync(CancellationToken cancellationToken = default) =>
+        _store.ReadAsync(reader => (long)reader.Command(CountSql, 0).ExecuteScalar()!, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<OutboxMessage?> GetAsync(Guid id, CancellationToken cancellationToken = default) =>
+        _store.ReadAsync(reader =>
+        {
+            var command = reader.Command(GetSql, 1);
+            command.Parameters[0].Value = GuidBytes.Of(id);
+            using var row = command.ExecuteReader();
+            return row.Read() ? Read(row) : null;
+        }, cancellationToken);
+
+    private static bool Insert(WriteSession session, OutboxMessage[] rows)
+    {
+        var insert = session.Statement(InsertSql);
+        foreach (var message in rows)
+        {
+            insert.Bind(1, GuidBytes.Of(message.Id));
+            insert.Bind(2, message.DestinationKind.ToString());
+            insert.Bind(3, message.Destination);
+            insert.Bind(4, message.CreatedAt.UtcTicks);
+            insert.Bind(5, EventRows.OffsetMinutes(message.CreatedAt));
+            insert.Bind(6, message.PartitionKey);
+            insert.Bind(7, message.DeliverAt?.UtcTicks);
+            insert.Bind(8, message.DeliverAt is { } at ? EventRows.OffsetMinutes(at) : null);
+            insert.Bind(9, message.SentAt?.UtcTicks);
+            insert.Bind(10, message.SentAt is { } sent ? EventRows.OffsetMinutes(sent) : null);
+            EnvelopeColumns.Bind(insert, 11, message.Envelope);
+            insert.Execute();
+        }
+
+        return true;
+    }
+
+    private static OutboxMessage Read(SqliteDataReader row) => new()
+    {
+        Id = EventRows.ToGuid(row.GetFieldValue<byte[]>(0)),
+        DestinationKind = Enum.Parse<OutboxDestinationKind>(row.GetString(1)),
+        Destination = row.GetString(2),
+        CreatedAt = EventRows.ToTime(row.GetInt64(3), row.GetInt32(4)),
+        PartitionKey = EnvelopeColumns.Text(row, 5),
+        DeliverAt = EnvelopeColumns.Time(row, 6, 7),
+        SentAt = EnvelopeColumns.Time(row, 8, 9),
+        Envelope = EnvelopeColumns.Read(row, 10),
+    };
+}

@@ -1,0 +1,121 @@
+using System.Text.Json;
+using Herald.Handling;
+using Herald.Hosting;
+using Herald.Messages;
+using Herald.Reliability;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Idempotency;
+using Herald.Reliability.Inbox;
+using Herald.Reliability.Outbox;
+using Herald.Sqlite.Reliability;
+using Herald.Testing;
+using Herald.Transport.InMemory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Sqlite.Tests.Reliability;
+
+public sealed class SqliteReliabilityHostTests : IDisposable
+{
+    private readonly TempDatabase _database = new();
+
+    public void Dispose() => _database.Dispose();
+
+    [Fact]
+    public async Task UseSqlite_ReplacesTheInMemoryReliabilityStores_WithOnesOnTheSameFile()
+    {
+        using var host = await StartAsync(_database.Path, h => h.Configure(o => o.StartConsumer = false));
+        var store = host.Services.GetRequiredService<SqliteEventStore>();
+
+        Assert.IsType<SqliteDeadLetterStore>(host.Services.GetRequiredService<IDeadLetterStore>());
+        Assert.IsType<SqliteOutboxStore>(host.Services.GetRequiredService<IOutboxStore>());
+        Assert.IsType<SqliteInbox>(host.Services.GetRequiredService<IInbox>());
+        Assert.IsType<SqliteIdempotencyStore>(host.Services.GetRequiredService<IIdempotencyStore>());
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = Assert.IsType<SqliteUnitOfWork>(scope.ServiceProvider.GetRequiredService<IUnitOfWork>());
+            Assert.Same(store, unitOfWork.Store);
+        }
+
+        Assert.Equal(
+            4L,
+            _database.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('herald_dead_letters', 'herald_outbox', 'herald_inbox', 'herald_idempotency')"));
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task HandlerMessages_LeaveOnlyFromTheAttemptThatCommits_AndAFailingHandlerSendsNothing()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var transport = new RecordingTransport(new InMemoryTransport(InMemoryTransportOptions.Default, TimeProvider.System));
+        using var host = await StartAsync(_database.Path, h => h
+            .UseTransport(_ => transport)
+            .AddHandler<ForwardingHandler>(ServiceLifetime.Singleton)
+            .AddMessageType<Forward>()
+            .AddMessageType<Forwarded>()
+            .Route<Forwarded>(downstream)
+            .UseInbox()
+            .UseOutbox()
+            .ConfigureRetries(r => r.Immediate(2).NeverRetry<NotSupportedException>()));
+        var bus = host.Services.GetRequiredService<IMessageBus>();
+
+        // 1 fails twice and commits on its third attempt; 2 fails for good on its first.
+        await bus.SendAsync(new Forward(Number: 1, FailTimes: 2, Poison: false));
+        await bus.SendAsync(new Forward(Number: 2, FailTimes: 0, Poison: true));
+
+        var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
+        await Eventually.UntilAsync(async () => await deadLetters.CountAsync(DeadLetterQuery.All) == 1, "the poison message is dead-lettered");
+        await Eventually.UntilAsync(() => SentTo(transport, downstream).Count >= 1, "the committed attempt's message leaves");
+        var outbox = host.Services.GetRequiredService<IOutboxStore>();
+        await Eventually.UntilAsync(async () => await outbox.CountPendingAsync() == 0, "the outbox is empty");
+        await host.StopAsync();
+
+        var sent = Assert.Single(SentTo(transport, downstream));
+        Assert.Equal(1, JsonSerializer.Deserialize<Forwarded>(sent.Body.Span, JsonSerializerOptions.Web)!.Number);
+        Assert.Equal(1L, _database.Scalar("SELECT COUNT(*) FROM herald_outbox"));
+        Assert.Equal(1L, _database.Scalar("SELECT COUNT(*) FROM herald_inbox"));
+        Assert.Equal(1L, _database.Scalar("SELECT COUNT(*) FROM herald_dead_letters"));
+    }
+
+    internal static async Task<IHost> StartAsync(string path, Action<HeraldBuilder> configure)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h =>
+        {
+            h.Configure(o => o.EndpointName = "sqlrel-" + Guid.NewGuid().ToString("N")[..8]);
+            h.UseSqlite(path);
+            configure(h);
+        });
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+
+    internal static List<Envelope> SentTo(RecordingTransport transport, string destination) =>
+        [.. transport.Sent.Where(s => s.Destination == destination).Select(s => s.Envelope)];
+
+    [MessageType("sqlrel-forward")]
+    public sealed record Forward(int Number, int FailTimes, bool Poison);
+
+    [MessageType("sqlrel-forwarded")]
+    public sealed record Forwarded(int Number);
+
+    public sealed class ForwardingHandler : IMessageHandler<Forward>
+    {
+        public async ValueTask HandleAsync(Forward message, MessageContext context, CancellationToken cancellationToken)
+        {
+            await context.SendAsync(new Forwarded(message.Number), cancellationToken: cancellationToken);
+            if (message.Poison)
+            {
+                throw new NotSupportedException("failing for good after sending");
+            }
+
+            if (context.Attempt <= message.FailTimes)
+            {
+                throw new TimeoutException($"failing after sending, attempt {context.Attempt}");
+            }
+        }
+    }
+}
