@@ -168,7 +168,8 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
         }
     }
 
-    private async ValueTask<T> ReadAsync<T>(Func<ReaderPool.Reader, T> query, CancellationToken cancellationToken)
+    /// <summary>Runs a query on a pooled reader connection (the queue transport reads through it too).</summary>
+    internal async ValueTask<T> ReadAsync<T>(Func<ReaderPool.Reader, T> query, CancellationToken cancellationToken)
     {
         var opened = await OpenedAsync(cancellationToken).ConfigureAwait(false);
         cancellationToken.ThrowIfCancellationRequested();
@@ -183,7 +184,8 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
         }
     }
 
-    private async Task<T> WriteAsync<T>(Func<WriteSession, T> write, CancellationToken cancellationToken)
+    /// <summary>Queues a write for the grouped writer (the queue transport writes through it too, so one file has one writer per process).</summary>
+    internal async Task<T> WriteAsync<T>(Func<WriteSession, T> write, CancellationToken cancellationToken)
     {
         var opened = await OpenedAsync(cancellationToken).ConfigureAwait(false);
         return await opened.Writer.WriteAsync(write, cancellationToken).ConfigureAwait(false);

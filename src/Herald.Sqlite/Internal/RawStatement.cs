@@ -70,6 +70,8 @@ internal sealed class RawStatement : IDisposable
     /// <summary>Ends a read before its last row, so the statement can run again.</summary>
     public void Reset() => raw.sqlite3_reset(_statement);
 
+    public bool IsNull(int column) => raw.sqlite3_column_type(_statement, column) == raw.SQLITE_NULL;
+
     public long Int64(int column) => raw.sqlite3_column_int64(_statement, column);
 
     public string Text(int column) => raw.sqlite3_column_text(_statement, column).utf8_to_string();

@@ -8,7 +8,11 @@ namespace Herald.Sqlite.Internal;
 /// </summary>
 internal static class SqliteSchema
 {
-    /// <summary>The migrations in order; a migration is never edited once released, a change is a new one.</summary>
+    /// <summary>
+    /// The migrations in ascending version order; a migration is never edited once released, a change is a new one. Versions
+    /// may have gaps (features are developed in parallel and numbered up front), so each migration touches only its own
+    /// tables and a file gets every listed version it has not recorded yet, not just those above its highest.
+    /// </summary>
     public static IReadOnlyList<Migration> Migrations { get; } =
     [
         new(1, "event store, checkpoints and snapshots", """
@@ -67,10 +71,65 @@ internal static class SqliteSchema
                 created_offset INTEGER NOT NULL
             ) STRICT;
             """),
+        new(3, "durable local queue", """
+            CREATE TABLE herald_queue_messages (
+                id             INTEGER PRIMARY KEY,
+                queue          TEXT    NOT NULL,
+                visible_at     INTEGER NOT NULL,
+                attempts       INTEGER NOT NULL,
+                lease_owner    TEXT,
+                lease_until    INTEGER,
+                message_id     BLOB    NOT NULL,
+                message_type   TEXT    NOT NULL,
+                schema_version INTEGER NOT NULL,
+                time           INTEGER NOT NULL,
+                time_offset    INTEGER NOT NULL,
+                correlation_id TEXT,
+                causation_id   TEXT,
+                user_id        TEXT,
+                partition_key  TEXT,
+                content_type   TEXT    NOT NULL,
+                headers        TEXT,
+                body           BLOB    NOT NULL,
+                enqueued_at    INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_queue_messages_due ON herald_queue_messages (queue, visible_at);
+            CREATE INDEX herald_queue_messages_by_key ON herald_queue_messages (queue, partition_key, id) WHERE partition_key IS NOT NULL;
+            CREATE INDEX herald_queue_messages_by_owner ON herald_queue_messages (lease_owner) WHERE lease_owner IS NOT NULL;
+
+            CREATE TABLE herald_queue_bindings (
+                topic    TEXT    NOT NULL,
+                queue    TEXT    NOT NULL,
+                bound_at INTEGER NOT NULL,
+                PRIMARY KEY (topic, queue)
+            ) STRICT, WITHOUT ROWID;
+
+            CREATE TABLE herald_queue_dead_letters (
+                id               INTEGER PRIMARY KEY,
+                queue            TEXT    NOT NULL,
+                delivery_attempt INTEGER NOT NULL,
+                reason           TEXT    NOT NULL,
+                dead_lettered_at INTEGER NOT NULL,
+                message_id       BLOB    NOT NULL,
+                message_type     TEXT    NOT NULL,
+                schema_version   INTEGER NOT NULL,
+                time             INTEGER NOT NULL,
+                time_offset      INTEGER NOT NULL,
+                correlation_id   TEXT,
+                causation_id     TEXT,
+                user_id          TEXT,
+                partition_key    TEXT,
+                content_type     TEXT    NOT NULL,
+                headers          TEXT,
+                body             BLOB    NOT NULL,
+                enqueued_at      INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_queue_dead_letters_by_queue ON herald_queue_dead_letters (queue, id);
+            """),
     ];
 
     /// <summary>The newest schema version this code knows.</summary>
-    public static long CurrentVersion => Migrations[^1].Version;
+    public static long CurrentVersion => Migrations.Max(m => m.Version);
 
     /// <summary>
     /// Brings the file to <see cref="CurrentVersion"/> on an open connection with no transaction, and returns the version it
@@ -89,19 +148,24 @@ internal static class SqliteSchema
                     applied_at  TEXT    NOT NULL
                 ) STRICT
                 """);
-            long found;
+            var recorded = new HashSet<long>();
             using (var command = connection.CreateCommand())
             {
-                command.CommandText = "SELECT COALESCE(MAX(version), 0) FROM herald_schema";
-                found = (long)command.ExecuteScalar()!;
+                command.CommandText = "SELECT version FROM herald_schema";
+                using var rows = command.ExecuteReader();
+                while (rows.Read())
+                {
+                    recorded.Add(rows.GetInt64(0));
+                }
             }
 
+            var found = recorded.Count == 0 ? 0 : recorded.Max();
             if (found > CurrentVersion)
             {
                 throw new SqliteSchemaVersionException(dataSource, found, CurrentVersion);
             }
 
-            foreach (var migration in Migrations.Where(m => m.Version > found))
+            foreach (var migration in Migrations.Where(m => !recorded.Contains(m.Version)).OrderBy(m => m.Version))
             {
                 Execute(connection, migration.Sql);
                 using var record = connection.CreateCommand();
@@ -133,7 +197,7 @@ internal static class SqliteSchema
     }
 
     /// <summary>One schema step.</summary>
-    /// <param name="Version">Its version, one more than the previous step's.</param>
+    /// <param name="Version">Its version, above the previous step's (gaps allowed).</param>
     /// <param name="Description">What it adds, recorded in <c>herald_schema</c>.</param>
     /// <param name="Sql">The statements it runs.</param>
     internal sealed record Migration(long Version, string Description, string Sql);
