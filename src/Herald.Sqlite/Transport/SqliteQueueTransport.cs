@@ -50,6 +50,9 @@ internal sealed class SqliteQueueTransport : ITransport
 
     public QueueSignals Signals { get; } = new();
 
+    /// <summary>True when the queue writes through an event store's writer it does not own (one writer for the file in this process).</summary>
+    public bool SharesWriter => !_ownsStore;
+
     /// <summary>The file, as named in the connection string.</summary>
     public string DataSource => _store.DataSource;
 
