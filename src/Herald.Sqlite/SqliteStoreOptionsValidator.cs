@@ -27,7 +27,7 @@ internal sealed class SqliteStoreOptionsValidator : IValidateOptions<SqliteStore
         }
     }
 
-    private static IEnumerable<string> Errors(SqliteStoreOptions options)
+    internal static IEnumerable<string> Errors(SqliteStoreOptions options)
     {
         if (string.IsNullOrWhiteSpace(options.ConnectionString))
         {

@@ -147,6 +147,61 @@ internal static class SqliteSchema
             ) STRICT, WITHOUT ROWID;
             CREATE INDEX herald_idempotency_by_expiry ON herald_idempotency (expires_at);
             """),
+        new(3, "durable local queue", """
+            CREATE TABLE herald_queue_messages (
+                id             INTEGER PRIMARY KEY,
+                queue          TEXT    NOT NULL,
+                visible_at     INTEGER NOT NULL,
+                attempts       INTEGER NOT NULL,
+                lease_owner    TEXT,
+                lease_until    INTEGER,
+                message_id     BLOB    NOT NULL,
+                message_type   TEXT    NOT NULL,
+                schema_version INTEGER NOT NULL,
+                time           INTEGER NOT NULL,
+                time_offset    INTEGER NOT NULL,
+                correlation_id TEXT,
+                causation_id   TEXT,
+                user_id        TEXT,
+                partition_key  TEXT,
+                content_type   TEXT    NOT NULL,
+                headers        TEXT,
+                body           BLOB    NOT NULL,
+                enqueued_at    INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_queue_messages_due ON herald_queue_messages (queue, visible_at);
+            CREATE INDEX herald_queue_messages_by_key ON herald_queue_messages (queue, partition_key, id) WHERE partition_key IS NOT NULL;
+            CREATE INDEX herald_queue_messages_by_owner ON herald_queue_messages (lease_owner) WHERE lease_owner IS NOT NULL;
+
+            CREATE TABLE herald_queue_bindings (
+                topic    TEXT    NOT NULL,
+                queue    TEXT    NOT NULL,
+                bound_at INTEGER NOT NULL,
+                PRIMARY KEY (topic, queue)
+            ) STRICT, WITHOUT ROWID;
+
+            CREATE TABLE herald_queue_dead_letters (
+                id               INTEGER PRIMARY KEY,
+                queue            TEXT    NOT NULL,
+                delivery_attempt INTEGER NOT NULL,
+                reason           TEXT    NOT NULL,
+                dead_lettered_at INTEGER NOT NULL,
+                message_id       BLOB    NOT NULL,
+                message_type     TEXT    NOT NULL,
+                schema_version   INTEGER NOT NULL,
+                time             INTEGER NOT NULL,
+                time_offset      INTEGER NOT NULL,
+                correlation_id   TEXT,
+                causation_id     TEXT,
+                user_id          TEXT,
+                partition_key    TEXT,
+                content_type     TEXT    NOT NULL,
+                headers          TEXT,
+                body             BLOB    NOT NULL,
+                enqueued_at      INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_queue_dead_letters_by_queue ON herald_queue_dead_letters (queue, id);
+            """),
     ];
 
     /// <summary>The newest schema version this code knows.</summary>

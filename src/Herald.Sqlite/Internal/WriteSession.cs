@@ -365,7 +365,8 @@ internal sealed class WriteSession : IDisposable
         return _findEventId.ExecuteInt64();
     }
 
-    private RawStatement Prepare(string sql)
+    /// <summary>Prepares a statement on the writing connection, finalized with the session (the queue's statements use it too).</summary>
+    public RawStatement Prepare(string sql)
     {
         var statement = new RawStatement(_connection, sql);
         _statements.Add(statement);

@@ -1,0 +1,215 @@
+using Herald.Messages;
+using Herald.Sqlite.Internal;
+
+namespace Herald.Sqlite.Transport;
+
+/// <summary>
+/// The queue's statements, prepared once on the writer's connection and run inside the writer's group transaction
+/// (on its one thread, so no locking here). Times are UTC ticks; envelopes map onto columns as events do (<see cref="EventRows"/>).
+/// </summary>
+internal sealed class QueueStatements
+{
+    private const string EnvelopeColumns =
+        "message_id, message_type, schema_version, time, time_offset, correlation_id, causation_id, user_id, partition_key, content_type, headers, body, enqueued_at";
+
+    private readonly RawStatement _insert;
+    private readonly RawStatement _bind;
+    private readonly RawStatement _boundQueues;
+    private readonly RawStatement _candidates;
+    private readonly RawStatement _lease;
+    private readonly RawStatement _nextVisible;
+    private readonly RawStatement _ack;
+    private readonly RawStatement _nack;
+    private readonly RawStatement _release;
+    private readonly RawStatement _releaseOwner;
+    private readonly RawStatement _renew;
+    private readonly RawStatement _copyToDeadLetters;
+
+    public QueueStatements(WriteSession session)
+    {
+        Session = session;
+        _insert = session.Prepare(
+            $"INSERT INTO herald_queue_messages (queue, visible_at, attempts, {EnvelopeColumns}) " +
+            "VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
+        _bind = session.Prepare("INSERT OR IGNORE INTO herald_queue_bindings (topic, queue, bound_at) VALUES (?1, ?2, ?3)");
+        _boundQueues = session.Prepare("SELECT queue FROM herald_queue_bindings WHERE topic = ?1 ORDER BY queue");
+
+        // Visible and not leased (or its lease ran out). A keyed message waits while an older one of its key is visible
+        // (ready or in flight anywhere), so a key is handled one message at a time, in send order, across every consumer.
+        _candidates = session.Prepare(
+            "SELECT id, attempts + (lease_owner IS NOT NULL), message_id, message_type, schema_version, time, time_offset, " +
+            "correlation_id, causation_id, user_id, partition_key, content_type, headers, body " +
+            "FROM herald_queue_messages AS m " +
+            "WHERE queue = ?1 AND visible_at <= ?2 AND (lease_until IS NULL OR lease_until <= ?2) " +
+            "AND (partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM herald_queue_messages AS o " +
+            "WHERE o.queue = ?1 AND o.partition_key = m.partition_key AND o.id < m.id AND o.visible_at <= ?2)) " +
+            "ORDER BY visible_at, id LIMIT ?3");
+        _lease = session.Prepare("UPDATE herald_queue_messages SET lease_owner = ?2, lease_until = ?3, attempts = ?4 WHERE id = ?1");
+        _nextVisible = session.Prepare("SELECT MIN(visible_at) FROM herald_queue_messages WHERE queue = ?1 AND visible_at > ?2");
+        _ack = session.Prepare("DELETE FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
+        _nack = session.Prepare(
+            "UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = ?3 " +
+            "WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
+        _release = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2");
+        _releaseOwner = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1");
+        _renew = session.Prepare("UPDATE herald_queue_messages SET lease_until = ?2 WHERE lease_owner = ?1");
+        _copyToDeadLetters = session.Prepare(
+            $"INSERT INTO herald_queue_dead_letters (queue, delivery_attempt, reason, dead_lettered_at, {EnvelopeColumns}) " +
+            $"SELECT queue, attempts + 1, ?3, ?4, {EnvelopeColumns} FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
+    }
+
+    /// <summary>The session these statements belong to (the writer keeps one for its whole life).</summary>
+    public WriteSession Session { get; }
+
+    public void Insert(string queue, Envelope envelope, long visibleAt, long now)
+    {
+        Span<byte> id = stackalloc byte[16];
+        envelope.MessageId.TryWriteBytes(id, bigEndian: true, out _);
+        var insert = _insert;
+        insert.Bind(1, queue);
+        insert.Bind(2, visibleAt);
+        insert.Bind(3, id);
+        insert.Bind(4, envelope.MessageType);
+        insert.Bind(5, envelope.SchemaVersion);
+        insert.Bind(6, envelope.Time.UtcTicks);
+        insert.Bind(7, EventRows.OffsetMinutes(envelope.Time));
+        insert.Bind(8, envelope.CorrelationId);
+        insert.Bind(9, envelope.CausationId);
+        insert.Bind(10, envelope.UserId);
+        insert.Bind(11, envelope.PartitionKey);
+        insert.Bind(12, envelope.ContentType);
+        insert.Bind(13, EventRows.HeadersJson(envelope.Headers));
+        insert.Bind(14, envelope.Body.Span);
+        insert.Bind(15, now);
+        insert.Execute();
+    }
+
+    public void Bind(string topic, string queue, long now)
+    {
+        _bind.Bind(1, topic);
+        _bind.Bind(2, queue);
+        _bind.Bind(3, now);
+        _bind.Execute();
+    }
+
+    public List<string> BoundQueues(string topic)
+    {
+        var queues = new List<string>();
+        _boundQueues.Bind(1, topic);
+        while (_boundQueues.Step())
+        {
+            queues.Add(_boundQueues.Text(0));
+        }
+
+        return queues;
+    }
+
+    /// <summary>Leases up to <paramref name="max"/> claimable messages to <paramref name="owner"/> until <paramref name="leaseUntil"/>.</summary>
+    public ClaimResult Claim(string queue, string owner, int max, long now, long leaseUntil)
+    {
+        var claimed = new List<(long Id, long Attempts, Envelope Envelope)>();
+        var select = _candidates;
+        select.Bind(1, queue);
+        select.Bind(2, now);
+        select.Bind(3, max);
+
+        // Read every row first: updating the table while stepping over it could visit a row twice.
+        while (select.Step())
+        {
+            claimed.Add((select.Int64(0), select.Int64(1), ReadEnvelope(select, 2)));
+        }
+
+        var messages = new List<QueuedMessage>(claimed.Count);
+        foreach (var (id, attempts, envelope) in claimed)
+        {
+            _lease.Bind(1, id);
+            _lease.Bind(2, owner);
+            _lease.Bind(3, leaseUntil);
+            _lease.Bind(4, attempts);
+            _lease.Execute();
+            messages.Add(new QueuedMessage(id, envelope with { DeliveryAttempt = (int)Math.Min(int.MaxValue, attempts + 1) }));
+        }
+
+        DateTimeOffset? next = null;
+        if (messages.Count < max)
+        {
+            _nextVisible.Bind(1, queue);
+            _nextVisible.Bind(2, now);
+            if (_nextVisible.Step() && !_nextVisible.IsNull(0))
+            {
+                next = new DateTimeOffset(_nextVisible.Int64(0), TimeSpan.Zero);
+            }
+
+            _nextVisible.Reset();
+        }
+
+        return new ClaimResult(messages, next);
+    }
+
+    /// <summary>Deletes the message if this owner still holds its lease; false when the lease was lost.</summary>
+    public bool Ack(long id, string owner)
+    {
+        _ack.Bind(1, id);
+        _ack.Bind(2, owner);
+        return _ack.ExecuteInt64() is not null;
+    }
+
+    public bool Nack(long id, string owner, long visibleAt)
+    {
+        _nack.Bind(1, id);
+        _nack.Bind(2, owner);
+        _nack.Bind(3, visibleAt);
+        return _nack.ExecuteInt64() is not null;
+    }
+
+    public bool DeadLetter(long id, string owner, string reason, long now)
+    {
+        _copyToDeadLetters.Bind(1, id);
+        _copyToDeadLetters.Bind(2, owner);
+        _copyToDeadLetters.Bind(3, reason);
+        _copyToDeadLetters.Bind(4, now);
+        return _copyToDeadLetters.ExecuteInt64() is not null && Ack(id, owner);
+    }
+
+    /// <summary>Hands a message back unchanged (not counted as a delivery).</summary>
+    public void Release(long id, string owner)
+    {
+        _release.Bind(1, id);
+        _release.Bind(2, owner);
+        _release.Execute();
+    }
+
+    /// <summary>Hands back every message the owner still holds.</summary>
+    public void ReleaseAll(string owner)
+    {
+        _releaseOwner.Bind(1, owner);
+        _releaseOwner.Execute();
+    }
+
+    public void Renew(string owner, long leaseUntil)
+    {
+        _renew.Bind(1, owner);
+        _renew.Bind(2, leaseUntil);
+        _renew.Execute();
+    }
+
+    private static Envelope ReadEnvelope(RawStatement row, int first)
+    {
+        var envelope = new Envelope
+        {
+            MessageId = new Guid(row.Blob(first), bigEndian: true),
+            MessageType = row.Text(first + 1),
+            SchemaVersion = (int)row.Int64(first + 2),
+            Time = EventRows.ToTime(row.Int64(first + 3), (int)row.Int64(first + 4)),
+            CorrelationId = NullableText(row, first + 5),
+            CausationId = NullableText(row, first + 6),
+            UserId = NullableText(row, first + 7),
+            PartitionKey = NullableText(row, first + 8),
+            ContentType = row.Text(first + 9),
+            Body = row.Blob(first + 11).ToArray(),
+        };
+        return row.IsNull(first + 10) ? envelope : envelope with { Headers = EventRows.ParseHeaders(row.Text(first + 10)) };
+    }
+
+    private static string? NullableText(RawStatement row, int column) => row.IsNull(column) ? null : row.Text(column);
+}

@@ -1,0 +1,244 @@
+using System.Collections.Concurrent;
+using Herald.Messages;
+using Herald.Sqlite.Internal;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Sqlite.Transport;
+
+/// <summary>
+/// A durable queue in the SQLite file: messages are rows, claimed by a consumer with a lease, deleted on ack, moved to
+/// <c>herald_queue_dead_letters</c> on dead-letter. Writes go through the file's grouped writer (the event store's, when
+/// they share a file in this process), so the queue and the store never wait on each other's locks here.
+/// </summary>
+internal sealed class SqliteQueueTransport : ITransport
+{
+    private readonly SqliteEventStore _store;
+    private readonly bool _ownsStore;
+    private readonly ConcurrentDictionary<SqliteQueueConsumer, byte> _consumers = new();
+    private QueueStatements? _statements;
+    private int _disposed;
+
+    public SqliteQueueTransport(SqliteEventStore store, bool ownsStore, SqliteQueueOptions options, TimeProvider timeProvider, ILogger logger)
+    {
+        _store = store;
+        _ownsStore = ownsStore;
+        Options = options;
+        TimeProvider = timeProvider;
+        Logger = logger;
+        Capabilities = new TransportCapabilities
+        {
+            IsDurable = true,
+            SupportsDelayedDelivery = true,
+            PreservesOrderPerPartitionKey = true,
+            SupportsNativeDeadLetter = true,
+            MaxMessageBytes = options.MaxMessageBytes,
+        };
+    }
+
+    /// <inheritdoc />
+    public string Name => "sqlite";
+
+    /// <inheritdoc />
+    public TransportCapabilities Capabilities { get; }
+
+    public SqliteQueueOptions Options { get; }
+
+    public TimeProvider TimeProvider { get; }
+
+    public ILogger Logger { get; }
+
+    public QueueSignals Signals { get; } = new();
+
+    /// <summary>True when the queue writes through an event store's writer it does not own (one writer for the file in this process).</summary>
+    public bool SharesWriter => !_ownsStore;
+
+    /// <summary>The file, as named in the connection string.</summary>
+    public string DataSource => _store.DataSource;
+
+    /// <summary>Opens the file (creating or migrating the schema).</summary>
+    public ValueTask InitializeAsync(CancellationToken cancellationToken) => _store.InitializeAsync(cancellationToken);
+
+    /// <inheritdoc />
+    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
+    {
+        // A queue is the set of its rows: nothing to create, but the file is opened so a bad path fails here.
+        ValidateName(queue, nameof(queue));
+        await _store.InitializeAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    {
+        ValidateName(topic, nameof(topic));
+        ValidateName(queue, nameof(queue));
+        var now = Now();
+        await WriteAsync(q =>
+        {
+            q.Bind(topic, queue, now);
+            return true;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ValidateName(queue, nameof(queue));
+        CheckEnvelope(envelope);
+        var now = Now();
+        var visibleAt = VisibleAt(now, options?.Delay);
+        await WriteAsync(q =>
+        {
+            q.Insert(queue, envelope, visibleAt, now);
+            return true;
+        }, cancellationToken).ConfigureAwait(false);
+        Signals.Pulse(queue);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ValidateName(topic, nameof(topic));
+        CheckEnvelope(envelope);
+        var now = Now();
+        var visibleAt = VisibleAt(now, options?.Delay);
+        var queues = await WriteAsync(q =>
+        {
+            // One savepoint of the writer's transaction: every bound queue gets its copy, or none does.
+            var bound = q.BoundQueues(topic);
+            foreach (var queue in bound)
+            {
+                q.Insert(queue, envelope, visibleAt, now);
+            }
+
+            return bound;
+        }, cancellationToken).ConfigureAwait(false);
+        foreach (var queue in queues)
+        {
+            Signals.Pulse(queue);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    {
+        ValidateName(queue, nameof(queue));
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        options.Validate();
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        await _store.InitializeAsync(cancellationToken).ConfigureAwait(false);
+        var consumer = new SqliteQueueConsumer(this, queue, options, handler);
+        _consumers[consumer] = 0;
+        consumer.Start();
+        return consumer;
+    }
+
+    /// <summary>The dead letters of a queue, oldest first.</summary>
+    public ValueTask<IReadOnlyList<SqliteQueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default) =>
+        _store.ReadAsync<IReadOnlyList<SqliteQueueDeadLetter>>(reader =>
+        {
+            var command = reader.Command(
+                "SELECT message_id, message_type, schema_version, time, time_offset, correlation_id, causation_id, user_id, partition_key, " +
+                "content_type, headers, body, delivery_attempt, reason, dead_lettered_at FROM herald_queue_dead_letters WHERE queue = $p0 ORDER BY id LIMIT $p1",
+                2);
+            command.Parameters[0].Value = queue;
+            command.Parameters[1].Value = max;
+            using var rows = command.ExecuteReader();
+            var list = new List<SqliteQueueDeadLetter>();
+            while (rows.Read())
+            {
+                var envelope = new Envelope
+                {
+                    MessageId = EventRows.ToGuid(rows.GetFieldValue<byte[]>(0)),
+                    MessageType = rows.GetString(1),
+                    SchemaVersion = rows.GetInt32(2),
+                    Time = EventRows.ToTime(rows.GetInt64(3), rows.GetInt32(4)),
+                    CorrelationId = rows.IsDBNull(5) ? null : rows.GetString(5),
+                    CausationId = rows.IsDBNull(6) ? null : rows.GetString(6),
+                    UserId = rows.IsDBNull(7) ? null : rows.GetString(7),
+                    PartitionKey = rows.IsDBNull(8) ? null : rows.GetString(8),
+                    ContentType = rows.GetString(9),
+                    Body = rows.GetFieldValue<byte[]>(11),
+                    DeliveryAttempt = rows.GetInt32(12),
+                };
+                if (!rows.IsDBNull(10))
+                {
+                    envelope = envelope with { Headers = EventRows.ParseHeaders(rows.GetString(10)) };
+                }
+
+                list.Add(new SqliteQueueDeadLetter(envelope, queue, rows.GetString(13), new DateTimeOffset(rows.GetInt64(14), TimeSpan.Zero)));
+            }
+
+            return list;
+        }, cancellationToken);
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_ownsStore)
+        {
+            await _store.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Test hook for a crash: consumers stop without settling or handing back anything and the file is closed, so what they
+    /// held comes back only when its lease runs out.
+    /// </summary>
+    internal async ValueTask CrashAsync()
+    {
+        Interlocked.Exchange(ref _disposed, 1);
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.CrashAsync().ConfigureAwait(false);
+        }
+
+        if (_ownsStore)
+        {
+            await _store.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    internal void Forget(SqliteQueueConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    /// <summary>Runs queue statements in the writer's transaction (each call in its own savepoint).</summary>
+    internal Task<T> WriteAsync<T>(Func<QueueStatements, T> write, CancellationToken cancellationToken) =>
+        _store.WriteAsync(session => write(StatementsFor(session)), cancellationToken);
+
+    internal long Now() => TimeProvider.GetUtcNow().UtcTicks;
+
+    private static long VisibleAt(long now, TimeSpan? delay) =>
+        delay is { } d && d > TimeSpan.Zero ? now + Math.Min(d.Ticks, DateTimeOffset.MaxValue.UtcTicks - now) : now;
+
+    // Only the writer's thread calls this; its session lives as long as the store, so the statements are prepared once.
+    private QueueStatements StatementsFor(WriteSession session) =>
+        _statements is { } statements && ReferenceEquals(statements.Session, session) ? statements : _statements = new QueueStatements(session);
+
+    private void CheckEnvelope(Envelope envelope)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        if (envelope.Body.Length > Options.MaxMessageBytes)
+        {
+            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, Options.MaxMessageBytes);
+        }
+    }
+
+    private static void ValidateName(string name, string parameter)
+    {
+        if (string.IsNullOrWhiteSpace(name))
+        {
+            throw new ArgumentException("A queue or topic name must not be empty.", parameter);
+        }
+    }
+}
