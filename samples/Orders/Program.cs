@@ -11,8 +11,8 @@ using Orders.Domain;
 
 // The order service: command -> Order aggregate -> event store -> published to the bus -> projection + fulfillment.
 // Profiles (Herald:Profile, e.g. `--Herald:Profile distributed`):
-//   embedded (default)  events, checkpoints and snapshots in one SQLite file (Herald:Sqlite, default orders.db); in-process bus
-//   distributed         the same store, messages over RabbitMQ (Herald:RabbitMq, default amqp://guest:guest@127.0.0.1:5672/)
+//   embedded (default)  events, dead letters, outbox and a durable queue in one SQLite file (Herald:Sqlite, default orders.db)
+//   distributed         the same SQLite store, messages over RabbitMQ (Herald:RabbitMq, default amqp://guest:guest@127.0.0.1:5672/)
 var builder = Host.CreateApplicationBuilder(args);
 var profile = builder.Configuration["Herald:Profile"] ?? "embedded";
 var sqlitePath = builder.Configuration["Herald:Sqlite"] ?? "orders.db";
@@ -35,6 +35,7 @@ builder.Services.AddHerald(h =>
     switch (profile)
     {
         case "embedded":
+            h.UseSqliteQueue(sqlitePath);
             break;
         case "distributed":
             h.UseRabbitMq(o => o.ConnectionUri = new Uri(builder.Configuration["Herald:RabbitMq"] ?? "amqp://guest:guest@127.0.0.1:5672/"));
