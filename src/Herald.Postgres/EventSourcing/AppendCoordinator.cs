@@ -8,9 +8,10 @@ namespace Herald.Postgres.EventSourcing;
 /// <summary>
 /// Groups concurrent appends into shared commits (ADR 0001, "the append coordinator"). Callers queue their appends in a
 /// bounded channel; each writer loop takes whatever is waiting (up to a count and an event budget, never waiting for more),
-/// runs every member's append function in one batch, which PostgreSQL executes as one implicit transaction, and commits
-/// once. Each member keeps its own expected-version and idempotency checks and row lock; a member whose check fails
-/// writes nothing and gets its <see cref="ConcurrencyException"/>, the others commit. Since a group is one transaction,
+/// hands them to the append function (one set-based call per round of distinct streams) in one batch, which PostgreSQL
+/// executes as one implicit transaction, and commits once. Each member keeps its own expected-version and idempotency
+/// checks and its stream's row lock; a member whose check fails writes nothing and gets its
+/// <see cref="ConcurrencyException"/>, the others commit. Since a group is one transaction,
 /// its events share one transaction id and are contiguous in <c>$all</c>, ordered by the ordinals assigned here.
 /// </summary>
 internal sealed class AppendCoordinator : IAsyncDisposable
@@ -122,9 +123,8 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         try
         {
             connection ??= await _dataSource.OpenConnectionAsync().ConfigureAwait(false);
-            var ordered = group.Count == 1 ? group : [.. group.Select((p, i) => (p, i)).OrderBy(x => x.p.Stream, StringComparer.Ordinal).ThenBy(x => x.i).Select(x => x.p)];
-            var outcomes = await ExecuteAsync(connection, ordered).ConfigureAwait(false);
-            Complete(ordered, outcomes);
+            var (members, outcomes) = await ExecuteAsync(connection, group).ConfigureAwait(false);
+            Complete(members, outcomes);
             return connection;
         }
         catch (PostgresException ex) when (connection is { State: System.Data.ConnectionState.Open } && (group.Count > 1 || IsRetryable(ex)))
@@ -159,8 +159,8 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             {
                 try
                 {
-                    var outcomes = await ExecuteAsync(connection, [pending]).ConfigureAwait(false);
-                    Complete([pending], outcomes);
+                    var (members, outcomes) = await ExecuteAsync(connection, [pending]).ConfigureAwait(false);
+                    Complete(members, outcomes);
                     break;
                 }
                 catch (PostgresException ex) when (IsRetryable(ex) && attempt < MaxRetries)
@@ -188,32 +188,72 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         return connection;
     }
 
-    private async Task<AppendOutcome[]> ExecuteAsync(NpgsqlConnection connection, IReadOnlyList<PendingAppend> members)
+    // Splits the group into rounds in which every stream appears once (the k-th append to a stream goes to round k), so
+    // each round is one set-based call and later rounds see the writes of earlier ones.
+    private static List<List<PendingAppend>> Rounds(IReadOnlyList<PendingAppend> group)
+    {
+        var rounds = new List<List<PendingAppend>> { new(group.Count) };
+        if (group.Count == 1)
+        {
+            rounds[0].Add(group[0]);
+            return rounds;
+        }
+
+        var seen = new Dictionary<string, int>(group.Count, StringComparer.Ordinal);
+        foreach (var pending in group)
+        {
+            seen.TryGetValue(pending.Stream, out var round);
+            seen[pending.Stream] = round + 1;
+            if (round == rounds.Count)
+            {
+                rounds.Add([]);
+            }
+
+            rounds[round].Add(pending);
+        }
+
+        return rounds;
+    }
+
+    private async Task<(List<PendingAppend> Members, AppendOutcome[] Outcomes)> ExecuteAsync(NpgsqlConnection connection, IReadOnlyList<PendingAppend> group)
     {
         var recordedAt = _time.GetUtcNow().UtcDateTime;
+        var rounds = Rounds(group);
         await using var batch = new NpgsqlBatch(connection);
         var ordinal = 0;
-        foreach (var member in members)
+        foreach (var round in rounds)
         {
-            batch.BatchCommands.Add(member.CreateCommand(_sql, ordinal, recordedAt));
-            ordinal += member.Count;
+            batch.BatchCommands.Add(AppendCall.Create(_sql, round, ordinal, recordedAt));
+            foreach (var member in round)
+            {
+                ordinal += member.Count;
+            }
         }
 
         // No explicit transaction: PostgreSQL runs the whole batch in one implicit transaction that commits at its end, so
         // the group costs one round trip. The results are only trusted once the reader is closed, after the commit.
-        var outcomes = new AppendOutcome[members.Count];
+        var members = new List<PendingAppend>(group.Count);
+        var outcomes = new AppendOutcome[group.Count];
         var reader = await batch.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
         await using (reader.ConfigureAwait(false))
         {
-            for (var i = 0; i < members.Count; i++)
+            for (var r = 0; r < rounds.Count; r++)
             {
-                if (i > 0)
+                if (r > 0)
                 {
                     await reader.NextResultAsync().ConfigureAwait(false);
                 }
 
-                await reader.ReadAsync().ConfigureAwait(false);
-                outcomes[i] = AppendOutcome.Read(reader);
+                foreach (var member in rounds[r])
+                {
+                    if (!await reader.ReadAsync().ConfigureAwait(false))
+                    {
+                        throw new InvalidOperationException("The append function returned fewer rows than it was given appends.");
+                    }
+
+                    outcomes[members.Count] = AppendOutcome.Read(reader);
+                    members.Add(member);
+                }
             }
 
             while (await reader.NextResultAsync().ConfigureAwait(false))
@@ -221,7 +261,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             }
         }
 
-        return outcomes;
+        return (members, outcomes);
     }
 
     private void Complete(IReadOnlyList<PendingAppend> members, AppendOutcome[] outcomes)

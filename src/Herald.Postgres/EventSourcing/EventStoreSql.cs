@@ -25,7 +25,7 @@ internal sealed class EventStoreSql
         // readable rows below it can no longer change (ADR 0001). One snapshot per statement: bound and rows agree.
         var bound = $"((pg_snapshot_xmin(pg_current_snapshot())::text::bigint + {positionOffset.ToString(CultureInfo.InvariantCulture)}) << 20)";
 
-        Append = $"SELECT o_status, o_version, o_position, o_detail FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+        Append = $"SELECT o_status, o_version, o_position, o_detail FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
         Delete = $"SELECT o_status, o_actual FROM {s}.delete_stream($1, $2)";
         StreamState = $"SELECT CASE WHEN version > deleted_up_to THEN version ELSE 0 END, last_position FROM {s}.streams WHERE stream = $1";
         Head = $"""
@@ -71,7 +71,7 @@ internal sealed class EventStoreSql
 
     public string Channel { get; }
 
-    /// <summary>$1 stream, $2 category, $3 expected, $4 first ordinal, $5 offset, $6 recorded at, $7..$17 the event arrays.</summary>
+    /// <summary>One call of the append function for several streams (see <see cref="AppendCall"/>); a row per member, in order.</summary>
     public string Append { get; }
 
     public string Delete { get; }

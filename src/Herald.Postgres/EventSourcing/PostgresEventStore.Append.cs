@@ -71,7 +71,7 @@ public sealed partial class PostgresEventStore
         {
             transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
             await using var command = new NpgsqlCommand(runtime.Sql.Append, connection, transaction);
-            pending.AddParameters(command.Parameters, runtime.Sql, 0, _time.GetUtcNow().UtcDateTime);
+            AppendCall.AddParameters(command.Parameters, runtime.Sql, [pending], 0, _time.GetUtcNow().UtcDateTime);
             AppendOutcome outcome;
             await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
             {

@@ -58,7 +58,7 @@ internal static class Migrations
             deleted boolean NOT NULL DEFAULT false,
             CONSTRAINT events_stream_version UNIQUE (stream, version)
         );
-        CREATE INDEX events_stream_event_id ON {schema}.events (stream, event_id);
+        CREATE INDEX events_event_id ON {schema}.events (event_id);
         CREATE INDEX events_category_position ON {schema}.events (category, position) WHERE NOT deleted;
 
         CREATE TABLE {schema}.checkpoints (
@@ -76,99 +76,161 @@ internal static class Migrations
             created_at timestamptz NOT NULL
         );
 
-        -- o_status: 0 appended, 1 idempotent retry (nothing written), 2 expected version not met, 3 idempotency conflict (o_detail).
-        -- p_expected: -2 any, -1 no stream, -4 stream exists, >= 1 exact.
+        -- Appends for several streams, each at most once, in one statement (the append coordinator's group; one member for a
+        -- single append). Members are checked one by one but written set-based. Per member it returns, in member order:
+        -- o_status 0 appended, 1 idempotent retry (nothing written), 2 expected version not met, 3 idempotency conflict
+        -- (o_detail). p_expected: -2 any, -1 no stream, -4 stream exists, >= 1 exact. p_first/p_counts locate each member's
+        -- events in the event arrays (1-based); p_members gives each event's member. An event's ordinal in the transaction is
+        -- p_first_ordinal + its index - 1.
         CREATE FUNCTION {schema}.append_events(
-            p_stream text, p_category text, p_expected bigint, p_first_ordinal int, p_offset bigint, p_recorded_at timestamptz,
-            p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[], p_correlation_ids text[],
-            p_causation_ids text[], p_user_ids text[], p_partition_keys text[], p_content_types text[], p_headers jsonb[],
-            p_bodies bytea[],
-            OUT o_status int, OUT o_version bigint, OUT o_position bigint, OUT o_detail text)
+            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
+            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
+            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
+            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
+            p_content_types text[], p_headers jsonb[], p_bodies bytea[])
+        RETURNS TABLE (o_status int, o_version bigint, o_position bigint, o_detail text)
         LANGUAGE plpgsql AS $fn$
         DECLARE
-            v_stream {schema}.streams%ROWTYPE;
-            v_count int := cardinality(p_ids);
+            v_n int := cardinality(p_streams);
+            v_xid bigint := pg_current_xact_id()::text::bigint;
+            v_locked text[];
+            v_candidates int;
+            v_created int;
+            v_version bigint[];
+            v_deleted bigint[];
+            v_status int[] := array_fill(-1, ARRAY[v_n]);
+            v_result_version bigint[] := array_fill(0::bigint, ARRAY[v_n]);
+            v_result_position bigint[] := array_fill(0::bigint, ARRAY[v_n]);
+            v_detail text[] := array_fill(NULL::text, ARRAY[v_n]);
+            v_base bigint[] := array_fill(NULL::bigint, ARRAY[v_n]);
+            v_any boolean := false;
             v_current bigint;
-            v_found_id uuid;
+            v_expected bigint;
+            v_probe record;
+            v_event record;
             v_start bigint;
             v_place bigint;
-            v_event record;
-            v_xid bigint;
+            v_deletions bigint[];
+            v_m int;
+            v_k int;
         BEGIN
-            SELECT * INTO v_stream FROM {schema}.streams WHERE stream = p_stream FOR UPDATE;
-            IF NOT FOUND THEN
-                -- Only NoStream and Any may start a stream; the others conflict without creating a row.
-                IF p_expected NOT IN (-1, -2) THEN
-                    o_status := 2; o_version := 0; RETURN;
-                END IF;
-                -- A racing creator makes this wait for its commit; the locked re-read then sees its row.
-                INSERT INTO {schema}.streams (stream, category, version, last_position) VALUES (p_stream, p_category, 0, 0)
-                    ON CONFLICT (stream) DO NOTHING;
-                SELECT * INTO v_stream FROM {schema}.streams WHERE stream = p_stream FOR UPDATE;
-            END IF;
-
-            v_current := CASE WHEN v_stream.version > v_stream.deleted_up_to THEN v_stream.version ELSE 0 END;
-
-            IF v_stream.version > 0 THEN
-                SELECT e.event_id, e.version INTO v_found_id, v_start
-                    FROM {schema}.events e WHERE e.stream = p_stream AND e.event_id = ANY (p_ids)
-                    ORDER BY (e.event_id = p_ids[1]) DESC LIMIT 1;
-                IF FOUND THEN
-                    IF v_found_id <> p_ids[1] THEN
-                        o_status := 3; o_version := v_current;
-                        o_detail := format('The event id %s is already stored at version %s, but not as part of the same append.', v_found_id, v_start);
-                        RETURN;
-                    END IF;
-                    v_place := CASE
-                        WHEN p_expected >= 1 THEN p_expected + 1
-                        WHEN p_expected = -1 THEN
-                            CASE WHEN v_start = 1 OR (v_start - 1) = ANY (v_stream.deletions) THEN v_start ELSE -1 END
-                        ELSE v_start END;
-                    IF v_place <> v_start THEN
-                        o_status := 3; o_version := v_current;
-                        o_detail := format('The event id %s is already stored at version %s, not where this append would put it.', p_ids[1], v_start);
-                        RETURN;
-                    END IF;
-                    FOR i IN 1 .. v_count LOOP
-                        SELECT e.event_id, e.type, e.body, e.position INTO v_event
-                            FROM {schema}.events e WHERE e.stream = p_stream AND e.version = v_start + i - 1;
-                        IF NOT FOUND OR v_event.event_id <> p_ids[i] THEN
-                            o_status := 3; o_version := v_current;
-                            o_detail := 'Some of the event ids were already appended, but not as this same batch.';
-                            RETURN;
-                        END IF;
-                        IF v_event.type <> p_types[i] OR v_event.body <> p_bodies[i] THEN
-                            o_status := 3; o_version := v_current;
-                            o_detail := format('The event id %s is already stored with another type or body.', p_ids[i]);
-                            RETURN;
-                        END IF;
-                    END LOOP;
-                    o_status := 1; o_version := v_start + v_count - 1; o_position := v_event.position;
-                    RETURN;
+            -- Lock the streams that exist, always in stream order, so concurrent groups never deadlock on each other.
+            SELECT coalesce(array_agg(x.stream), '{}') INTO v_locked
+              FROM (SELECT s.stream FROM {schema}.streams s WHERE s.stream = ANY (p_streams) ORDER BY s.stream FOR UPDATE) x;
+            -- Create those a member may start (no stream, any). A racing creator makes this wait for its commit; its rows
+            -- are then locked below. Members whose expectation needs an existing stream create nothing.
+            SELECT count(*) INTO v_candidates FROM unnest(p_streams, p_expected) AS u(stream, expected)
+             WHERE u.expected IN (-1, -2) AND u.stream <> ALL (v_locked);
+            IF v_candidates > 0 THEN
+                INSERT INTO {schema}.streams (stream, category, version, last_position)
+                SELECT u.stream, u.category, 0, 0 FROM unnest(p_streams, p_categories, p_expected) AS u(stream, category, expected)
+                 WHERE u.expected IN (-1, -2) AND u.stream <> ALL (v_locked)
+                 ORDER BY u.stream
+                ON CONFLICT (stream) DO NOTHING;
+                GET DIAGNOSTICS v_created = ROW_COUNT;
+                IF v_created < v_candidates THEN
+                    PERFORM 1 FROM {schema}.streams s WHERE s.stream = ANY (p_streams) ORDER BY s.stream FOR UPDATE;
                 END IF;
             END IF;
 
-            IF NOT (p_expected = -2 OR (p_expected = -1 AND v_current = 0) OR (p_expected = -4 AND v_current > 0)
-                    OR (p_expected >= 1 AND v_current = p_expected)) THEN
-                o_status := 2; o_version := v_current; RETURN;
+            -- Each member's stream as locked now: its last version (deleted ones included; -1 without a row) and deletion point.
+            SELECT array_agg(coalesce(s.version, -1) ORDER BY u.m), array_agg(coalesce(s.deleted_up_to, 0) ORDER BY u.m)
+              INTO v_version, v_deleted
+              FROM unnest(p_streams) WITH ORDINALITY AS u(stream, m) LEFT JOIN {schema}.streams s ON s.stream = u.stream;
+
+            -- Idempotency: per member, the first of its event ids already stored in its stream (rare: retries and mistakes).
+            FOR v_probe IN
+                SELECT DISTINCT ON (e.m) e.m, e.j, ev.version AS stored
+                  FROM unnest(p_ids, p_members) WITH ORDINALITY AS e(id, m, j)
+                  JOIN {schema}.events ev ON ev.event_id = e.id AND ev.stream = p_streams[e.m]
+                 WHERE v_version[e.m] > 0
+                 ORDER BY e.m, e.j
+            LOOP
+                v_m := v_probe.m;
+                v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
+                v_result_version[v_m] := v_current;
+                IF v_probe.j <> p_first[v_m] THEN
+                    v_status[v_m] := 3;
+                    v_detail[v_m] := format('The event id %s is already stored at version %s, but not as part of the same append.', p_ids[v_probe.j], v_probe.stored);
+                    CONTINUE;
+                END IF;
+                v_start := v_probe.stored;
+                v_expected := p_expected[v_m];
+                IF v_expected = -1 THEN
+                    SELECT s.deletions INTO v_deletions FROM {schema}.streams s WHERE s.stream = p_streams[v_m];
+                END IF;
+                v_place := CASE
+                    WHEN v_expected >= 1 THEN v_expected + 1
+                    WHEN v_expected = -1 THEN CASE WHEN v_start = 1 OR (v_start - 1) = ANY (v_deletions) THEN v_start ELSE -1 END
+                    ELSE v_start END;
+                IF v_place <> v_start THEN
+                    v_status[v_m] := 3;
+                    v_detail[v_m] := format('The event id %s is already stored at version %s, not where this append would put it.', p_ids[v_probe.j], v_start);
+                    CONTINUE;
+                END IF;
+                v_status[v_m] := 1;
+                FOR v_k IN 0 .. p_counts[v_m] - 1 LOOP
+                    SELECT ev.event_id, ev.type, ev.body, ev.position INTO v_event
+                      FROM {schema}.events ev WHERE ev.stream = p_streams[v_m] AND ev.version = v_start + v_k;
+                    IF NOT FOUND OR v_event.event_id <> p_ids[p_first[v_m] + v_k] THEN
+                        v_status[v_m] := 3;
+                        v_detail[v_m] := 'Some of the event ids were already appended, but not as this same batch.';
+                        EXIT;
+                    END IF;
+                    IF v_event.type <> p_types[p_first[v_m] + v_k] OR v_event.body <> p_bodies[p_first[v_m] + v_k] THEN
+                        v_status[v_m] := 3;
+                        v_detail[v_m] := format('The event id %s is already stored with another type or body.', p_ids[p_first[v_m] + v_k]);
+                        EXIT;
+                    END IF;
+                END LOOP;
+                IF v_status[v_m] = 1 THEN
+                    v_result_version[v_m] := v_start + p_counts[v_m] - 1;
+                    v_result_position[v_m] := v_event.position;
+                END IF;
+            END LOOP;
+
+            -- Expected versions of the members not decided above; a member that fails writes nothing.
+            FOR v_m IN 1 .. v_n LOOP
+                CONTINUE WHEN v_status[v_m] <> -1;
+                v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
+                v_expected := p_expected[v_m];
+                IF v_version[v_m] >= 0 AND (v_expected = -2 OR (v_expected = -1 AND v_current = 0)
+                        OR (v_expected = -4 AND v_current > 0) OR (v_expected >= 1 AND v_current = v_expected)) THEN
+                    v_status[v_m] := 0;
+                    v_any := true;
+                    v_base[v_m] := v_version[v_m];
+                    v_result_version[v_m] := v_version[v_m] + p_counts[v_m];
+                    v_result_position[v_m] := ((v_xid + p_offset) << 20) | (p_first_ordinal + p_first[v_m] + p_counts[v_m] - 2);
+                ELSE
+                    v_status[v_m] := 2;
+                    v_result_version[v_m] := v_current;
+                END IF;
+            END LOOP;
+
+            IF v_any THEN
+                INSERT INTO {schema}.events (position, xid, stream, category, version, event_id, type, schema_version, time,
+                                             correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at)
+                SELECT ((v_xid + p_offset) << 20) | (p_first_ordinal + e.j - 1), pg_current_xact_id(), mm.stream, mm.category,
+                       mm.base + (e.j - mm.first + 1), e.id, e.type, e.schema_version, e.time, e.correlation_id, e.causation_id,
+                       e.user_id, e.partition_key, e.content_type, e.headers, e.body, p_recorded_at
+                  FROM unnest(p_ids, p_types, p_schema_versions, p_times, p_correlation_ids, p_causation_ids, p_user_ids,
+                              p_partition_keys, p_content_types, p_headers, p_bodies, p_members)
+                       WITH ORDINALITY AS e(id, type, schema_version, time, correlation_id, causation_id, user_id, partition_key,
+                                            content_type, headers, body, m, j)
+                  JOIN unnest(p_streams, p_categories, v_base, p_first) WITH ORDINALITY AS mm(stream, category, base, first, m)
+                    ON mm.m = e.m
+                 WHERE mm.base IS NOT NULL;
+                UPDATE {schema}.streams s SET version = u.version, last_position = u.position
+                  FROM unnest(p_streams, v_result_version, v_result_position, v_status) AS u(stream, version, position, status)
+                 WHERE u.status = 0 AND s.stream = u.stream;
+                -- Delivered at commit, once per transaction however many appends it holds.
+                PERFORM pg_notify('{channel}', '');
             END IF;
 
-            v_xid := pg_current_xact_id()::text::bigint;
-            INSERT INTO {schema}.events (position, xid, stream, category, version, event_id, type, schema_version, time,
-                                         correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at)
-            SELECT ((v_xid + p_offset) << 20) | (p_first_ordinal + u.i - 1), pg_current_xact_id(), p_stream, p_category,
-                   v_stream.version + u.i, u.id, u.type, u.schema_version, u.time, u.correlation_id, u.causation_id, u.user_id,
-                   u.partition_key, u.content_type, u.headers, u.body, p_recorded_at
-              FROM unnest(p_ids, p_types, p_schema_versions, p_times, p_correlation_ids, p_causation_ids, p_user_ids,
-                          p_partition_keys, p_content_types, p_headers, p_bodies)
-                   WITH ORDINALITY AS u(id, type, schema_version, time, correlation_id, causation_id, user_id, partition_key,
-                                        content_type, headers, body, i);
-            o_position := ((v_xid + p_offset) << 20) | (p_first_ordinal + v_count - 1);
-            o_version := v_stream.version + v_count;
-            UPDATE {schema}.streams SET version = o_version, last_position = o_position WHERE stream = p_stream;
-            -- Delivered at commit, once per transaction however many appends it holds.
-            PERFORM pg_notify('{channel}', '');
-            o_status := 0;
+            RETURN QUERY
+                SELECT r.status, r.version, r.position, r.detail
+                  FROM unnest(v_status, v_result_version, v_result_position, v_detail) WITH ORDINALITY AS r(status, version, position, detail, m)
+                 ORDER BY r.m;
         END
         $fn$;
 
