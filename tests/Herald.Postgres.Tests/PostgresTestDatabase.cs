@@ -38,6 +38,14 @@ public static class PostgresTestDatabase
     }
 }
 
+/// <summary>A schema of its own for one test, dropped at the end.</summary>
+public sealed class TemporarySchema : IAsyncDisposable
+{
+    public string Name { get; } = PostgresTestDatabase.NewSchema();
+
+    public ValueTask DisposeAsync() => new(PostgresTestDatabase.DropSchemaAsync(Name));
+}
+
 /// <summary>One schema per test class, dropped when the class is done, so runs never collide.</summary>
 public sealed class PostgresSchemaFixture : IAsyncLifetime
 {
