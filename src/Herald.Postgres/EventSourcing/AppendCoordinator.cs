@@ -244,16 +244,14 @@ internal sealed class AppendCoordinator : IAsyncDisposable
                     await reader.NextResultAsync().ConfigureAwait(false);
                 }
 
-                foreach (var member in rounds[r])
+                if (!await reader.ReadAsync().ConfigureAwait(false))
                 {
-                    if (!await reader.ReadAsync().ConfigureAwait(false))
-                    {
-                        throw new InvalidOperationException("The append function returned fewer rows than it was given appends.");
-                    }
-
-                    outcomes[members.Count] = AppendOutcome.Read(reader);
-                    members.Add(member);
+                    throw new InvalidOperationException("The append function returned no row.");
                 }
+
+                var round = AppendOutcome.ReadRow(reader, rounds[r].Count);
+                round.CopyTo(outcomes, members.Count);
+                members.AddRange(rounds[r]);
             }
 
             while (await reader.NextResultAsync().ConfigureAwait(false))

@@ -15,11 +15,26 @@ internal readonly record struct AppendOutcome(int Status, long Version, long Pos
 
     public AppendResult Result => new(Version, Position);
 
-    public static AppendOutcome Read(NpgsqlDataReader reader) => new(
-        reader.GetInt32(0),
-        reader.GetInt64(1),
-        reader.IsDBNull(2) ? 0 : reader.GetInt64(2),
-        reader.IsDBNull(3) ? null : reader.GetString(3));
+    /// <summary>Reads the row of the append function: one array per column, an element per member.</summary>
+    public static AppendOutcome[] ReadRow(NpgsqlDataReader reader, int members)
+    {
+        var statuses = reader.GetFieldValue<int[]>(0);
+        var versions = reader.GetFieldValue<long[]>(1);
+        var positions = reader.GetFieldValue<long[]>(2);
+        var details = reader.GetFieldValue<string?[]>(3);
+        if (statuses.Length != members)
+        {
+            throw new InvalidOperationException($"The append function answered for {statuses.Length} appends; it was given {members}.");
+        }
+
+        var outcomes = new AppendOutcome[members];
+        for (var i = 0; i < members; i++)
+        {
+            outcomes[i] = new AppendOutcome(statuses[i], versions[i], positions[i], details[i]);
+        }
+
+        return outcomes;
+    }
 
     public ConcurrencyException ToException(string stream, ExpectedVersion expected) => Status switch
     {

@@ -76,7 +76,7 @@ public sealed partial class PostgresEventStore
             await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
             {
                 await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-                outcome = AppendOutcome.Read(reader);
+                outcome = AppendOutcome.ReadRow(reader, 1)[0];
             }
 
             if (!outcome.Succeeded)

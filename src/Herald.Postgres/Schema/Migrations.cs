@@ -29,8 +29,8 @@ internal static class Migrations
         INSERT INTO {schema}.log_settings (id, position_offset) VALUES (1, 0);
 
         CREATE TABLE {schema}.streams (
-            stream text PRIMARY KEY,
-            category text NOT NULL,
+            stream text COLLATE "C" PRIMARY KEY,
+            category text COLLATE "C" NOT NULL,
             version bigint NOT NULL,
             last_position bigint NOT NULL,
             deleted_up_to bigint NOT NULL DEFAULT 0,
@@ -40,8 +40,8 @@ internal static class Migrations
         CREATE TABLE {schema}.events (
             position bigint PRIMARY KEY,
             xid xid8 NOT NULL,
-            stream text NOT NULL,
-            category text NOT NULL,
+            stream text COLLATE "C" NOT NULL,
+            category text COLLATE "C" NOT NULL,
             version bigint NOT NULL,
             event_id uuid NOT NULL,
             type text NOT NULL,
@@ -62,13 +62,13 @@ internal static class Migrations
         CREATE INDEX events_category_position ON {schema}.events (category, position) WHERE NOT deleted;
 
         CREATE TABLE {schema}.checkpoints (
-            subscription_id text PRIMARY KEY,
+            subscription_id text COLLATE "C" PRIMARY KEY,
             position bigint NOT NULL,
             updated_at timestamptz NOT NULL
         );
 
         CREATE TABLE {schema}.snapshots (
-            stream text PRIMARY KEY,
+            stream text COLLATE "C" PRIMARY KEY,
             version bigint NOT NULL,
             state_type text NOT NULL,
             schema_version int NOT NULL,
@@ -76,10 +76,10 @@ internal static class Migrations
             created_at timestamptz NOT NULL
         );
 
-        -- Appends for several streams, each at most once, in one statement (the append coordinator's group; one member for a
-        -- single append). Members are checked one by one but written set-based. Per member it returns, in member order:
+        -- Appends for several streams, each at most once, in one call (a round of the append coordinator's group; one member
+        -- for a single append). Members are checked one by one but written set-based. It returns arrays in member order:
         -- o_status 0 appended, 1 idempotent retry (nothing written), 2 expected version not met, 3 idempotency conflict
-        -- (o_detail). p_expected: -2 any, -1 no stream, -4 stream exists, >= 1 exact. p_first/p_counts locate each member's
+        -- (o_detail); o_version the stream's version after (or as found); o_position the last event's position. p_expected: -2 any, -1 no stream, -4 stream exists, >= 1 exact. p_first/p_counts locate each member's
         -- events in the event arrays (1-based); p_members gives each event's member. An event's ordinal in the transaction is
         -- p_first_ordinal + its index - 1.
         CREATE FUNCTION {schema}.append_events(
@@ -87,22 +87,26 @@ internal static class Migrations
             p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
             p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
             p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
-            p_content_types text[], p_headers jsonb[], p_bodies bytea[])
-        RETURNS TABLE (o_status int, o_version bigint, o_position bigint, o_detail text)
-        LANGUAGE plpgsql AS $fn$
+            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
+            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
+        LANGUAGE plpgsql
+        SET plan_cache_mode = force_generic_plan
+        AS $fn$
         DECLARE
             v_n int := cardinality(p_streams);
             v_xid bigint := pg_current_xact_id()::text::bigint;
-            v_locked text[];
-            v_candidates int;
-            v_created int;
+            v_found_members int[];
+            v_found_versions bigint[];
+            v_found_deleted bigint[];
             v_version bigint[];
             v_deleted bigint[];
-            v_status int[] := array_fill(-1, ARRAY[v_n]);
-            v_result_version bigint[] := array_fill(0::bigint, ARRAY[v_n]);
-            v_result_position bigint[] := array_fill(0::bigint, ARRAY[v_n]);
-            v_detail text[] := array_fill(NULL::text, ARRAY[v_n]);
-            v_base bigint[] := array_fill(NULL::bigint, ARRAY[v_n]);
+            v_status int[];
+            v_result_version bigint[];
+            v_result_position bigint[];
+            v_detail text[];
+            v_base bigint[];
+            v_missing int := 0;
+            v_existing boolean := false;
             v_any boolean := false;
             v_current bigint;
             v_expected bigint;
@@ -113,81 +117,111 @@ internal static class Migrations
             v_deletions bigint[];
             v_m int;
             v_k int;
+            v_hit int[];
+            v_notified text;
+            v_hit_version bigint[];
         BEGIN
-            -- Lock the streams that exist, always in stream order, so concurrent groups never deadlock on each other.
-            SELECT coalesce(array_agg(x.stream), '{}') INTO v_locked
-              FROM (SELECT s.stream FROM {schema}.streams s WHERE s.stream = ANY (p_streams) ORDER BY s.stream FOR UPDATE) x;
-            -- Create those a member may start (no stream, any). A racing creator makes this wait for its commit; its rows
-            -- are then locked below. Members whose expectation needs an existing stream create nothing.
-            SELECT count(*) INTO v_candidates FROM unnest(p_streams, p_expected) AS u(stream, expected)
-             WHERE u.expected IN (-1, -2) AND u.stream <> ALL (v_locked);
-            IF v_candidates > 0 THEN
-                INSERT INTO {schema}.streams (stream, category, version, last_position)
-                SELECT u.stream, u.category, 0, 0 FROM unnest(p_streams, p_categories, p_expected) AS u(stream, category, expected)
-                 WHERE u.expected IN (-1, -2) AND u.stream <> ALL (v_locked)
-                 ORDER BY u.stream
-                ON CONFLICT (stream) DO NOTHING;
-                GET DIAGNOSTICS v_created = ROW_COUNT;
-                IF v_created < v_candidates THEN
-                    PERFORM 1 FROM {schema}.streams s WHERE s.stream = ANY (p_streams) ORDER BY s.stream FOR UPDATE;
-                END IF;
-            END IF;
+            FOR v_pass IN 1 .. 2 LOOP
+                -- Lock the members' streams that exist, always in stream order (concurrent groups never deadlock on each other),
+                -- and read their last version (deleted ones included) and deletion point.
+                SELECT coalesce(array_agg(x.m), '{}'), coalesce(array_agg(x.version), '{}'), coalesce(array_agg(x.deleted_up_to), '{}')
+                  INTO v_found_members, v_found_versions, v_found_deleted
+                  FROM (SELECT u.m::int AS m, s.version, s.deleted_up_to
+                          FROM unnest(p_streams) WITH ORDINALITY AS u(stream, m)
+                          JOIN {schema}.streams s ON s.stream = u.stream
+                         ORDER BY s.stream
+                           FOR UPDATE OF s) x;
+                v_version := array_fill(-1::bigint, ARRAY[v_n]);
+                v_deleted := array_fill(0::bigint, ARRAY[v_n]);
+                FOR v_k IN 1 .. cardinality(v_found_members) LOOP
+                    v_version[v_found_members[v_k]] := v_found_versions[v_k];
+                    v_deleted[v_found_members[v_k]] := v_found_deleted[v_k];
+                    v_existing := v_existing OR v_found_versions[v_k] > 0;
+                END LOOP;
+                EXIT WHEN v_pass = 2;
 
-            -- Each member's stream as locked now: its last version (deleted ones included; -1 without a row) and deletion point.
-            SELECT array_agg(coalesce(s.version, -1) ORDER BY u.m), array_agg(coalesce(s.deleted_up_to, 0) ORDER BY u.m)
-              INTO v_version, v_deleted
-              FROM unnest(p_streams) WITH ORDINALITY AS u(stream, m) LEFT JOIN {schema}.streams s ON s.stream = u.stream;
-
-            -- Idempotency: per member, the first of its event ids already stored in its stream (rare: retries and mistakes).
-            FOR v_probe IN
-                SELECT DISTINCT ON (e.m) e.m, e.j, ev.version AS stored
-                  FROM unnest(p_ids, p_members) WITH ORDINALITY AS e(id, m, j)
-                  JOIN {schema}.events ev ON ev.event_id = e.id AND ev.stream = p_streams[e.m]
-                 WHERE v_version[e.m] > 0
-                 ORDER BY e.m, e.j
-            LOOP
-                v_m := v_probe.m;
-                v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
-                v_result_version[v_m] := v_current;
-                IF v_probe.j <> p_first[v_m] THEN
-                    v_status[v_m] := 3;
-                    v_detail[v_m] := format('The event id %s is already stored at version %s, but not as part of the same append.', p_ids[v_probe.j], v_probe.stored);
-                    CONTINUE;
-                END IF;
-                v_start := v_probe.stored;
-                v_expected := p_expected[v_m];
-                IF v_expected = -1 THEN
-                    SELECT s.deletions INTO v_deletions FROM {schema}.streams s WHERE s.stream = p_streams[v_m];
-                END IF;
-                v_place := CASE
-                    WHEN v_expected >= 1 THEN v_expected + 1
-                    WHEN v_expected = -1 THEN CASE WHEN v_start = 1 OR (v_start - 1) = ANY (v_deletions) THEN v_start ELSE -1 END
-                    ELSE v_start END;
-                IF v_place <> v_start THEN
-                    v_status[v_m] := 3;
-                    v_detail[v_m] := format('The event id %s is already stored at version %s, not where this append would put it.', p_ids[v_probe.j], v_start);
-                    CONTINUE;
-                END IF;
-                v_status[v_m] := 1;
-                FOR v_k IN 0 .. p_counts[v_m] - 1 LOOP
-                    SELECT ev.event_id, ev.type, ev.body, ev.position INTO v_event
-                      FROM {schema}.events ev WHERE ev.stream = p_streams[v_m] AND ev.version = v_start + v_k;
-                    IF NOT FOUND OR v_event.event_id <> p_ids[p_first[v_m] + v_k] THEN
-                        v_status[v_m] := 3;
-                        v_detail[v_m] := 'Some of the event ids were already appended, but not as this same batch.';
-                        EXIT;
-                    END IF;
-                    IF v_event.type <> p_types[p_first[v_m] + v_k] OR v_event.body <> p_bodies[p_first[v_m] + v_k] THEN
-                        v_status[v_m] := 3;
-                        v_detail[v_m] := format('The event id %s is already stored with another type or body.', p_ids[p_first[v_m] + v_k]);
-                        EXIT;
+                -- Create the missing streams a member may start (no stream, any), then lock and read again. A racing creator
+                -- makes the insert wait for its commit. A member whose expectation needs an existing stream creates nothing.
+                v_missing := 0;
+                FOR v_m IN 1 .. v_n LOOP
+                    IF v_version[v_m] = -1 AND p_expected[v_m] IN (-1, -2) THEN
+                        v_missing := v_missing + 1;
                     END IF;
                 END LOOP;
-                IF v_status[v_m] = 1 THEN
-                    v_result_version[v_m] := v_start + p_counts[v_m] - 1;
-                    v_result_position[v_m] := v_event.position;
-                END IF;
+                EXIT WHEN v_missing = 0;
+                INSERT INTO {schema}.streams (stream, category, version, last_position)
+                SELECT u.stream, u.category, 0, 0
+                  FROM unnest(p_streams, p_categories, p_expected, v_version) AS u(stream, category, expected, version)
+                 WHERE u.version = -1 AND u.expected IN (-1, -2)
+                 ORDER BY u.stream
+                ON CONFLICT (stream) DO NOTHING;
             END LOOP;
+
+            v_status := array_fill(-1, ARRAY[v_n]);
+            v_result_version := array_fill(0::bigint, ARRAY[v_n]);
+            v_result_position := array_fill(0::bigint, ARRAY[v_n]);
+            v_detail := array_fill(NULL::text, ARRAY[v_n]);
+            v_base := array_fill(NULL::bigint, ARRAY[v_n]);
+            v_hit := array_fill(NULL::int, ARRAY[v_n]);
+            v_hit_version := array_fill(NULL::bigint, ARRAY[v_n]);
+
+            -- Idempotency: which of the event ids are already stored (one index scan; rows only for retries and mistakes).
+            IF v_existing THEN
+                FOR v_probe IN
+                    SELECT ev.event_id, ev.stream, ev.version FROM {schema}.events ev WHERE ev.event_id = ANY (p_ids)
+                LOOP
+                    v_k := array_position(p_ids, v_probe.event_id);
+                    v_m := p_members[v_k];
+                    CONTINUE WHEN v_probe.stream <> p_streams[v_m] OR v_version[v_m] <= 0;
+                    IF v_hit[v_m] IS NULL OR v_k < v_hit[v_m] THEN
+                        v_hit[v_m] := v_k;
+                        v_hit_version[v_m] := v_probe.version;
+                    END IF;
+                END LOOP;
+                FOR v_m IN 1 .. v_n LOOP
+                    CONTINUE WHEN v_hit[v_m] IS NULL;
+                    v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
+                    v_result_version[v_m] := v_current;
+                    IF v_hit[v_m] <> p_first[v_m] THEN
+                        v_status[v_m] := 3;
+                        v_detail[v_m] := format('The event id %s is already stored at version %s, but not as part of the same append.', p_ids[v_hit[v_m]], v_hit_version[v_m]);
+                        CONTINUE;
+                    END IF;
+                    v_start := v_hit_version[v_m];
+                    v_expected := p_expected[v_m];
+                    IF v_expected = -1 THEN
+                        SELECT s.deletions INTO v_deletions FROM {schema}.streams s WHERE s.stream = p_streams[v_m];
+                    END IF;
+                    v_place := CASE
+                        WHEN v_expected >= 1 THEN v_expected + 1
+                        WHEN v_expected = -1 THEN CASE WHEN v_start = 1 OR (v_start - 1) = ANY (v_deletions) THEN v_start ELSE -1 END
+                        ELSE v_start END;
+                    IF v_place <> v_start THEN
+                        v_status[v_m] := 3;
+                        v_detail[v_m] := format('The event id %s is already stored at version %s, not where this append would put it.', p_ids[p_first[v_m]], v_start);
+                        CONTINUE;
+                    END IF;
+                    v_status[v_m] := 1;
+                    FOR v_k IN 0 .. p_counts[v_m] - 1 LOOP
+                        SELECT ev.event_id, ev.type, ev.body, ev.position INTO v_event
+                          FROM {schema}.events ev WHERE ev.stream = p_streams[v_m] AND ev.version = v_start + v_k;
+                        IF NOT FOUND OR v_event.event_id <> p_ids[p_first[v_m] + v_k] THEN
+                            v_status[v_m] := 3;
+                            v_detail[v_m] := 'Some of the event ids were already appended, but not as this same batch.';
+                            EXIT;
+                        END IF;
+                        IF v_event.type <> p_types[p_first[v_m] + v_k] OR v_event.body <> p_bodies[p_first[v_m] + v_k] THEN
+                            v_status[v_m] := 3;
+                            v_detail[v_m] := format('The event id %s is already stored with another type or body.', p_ids[p_first[v_m] + v_k]);
+                            EXIT;
+                        END IF;
+                    END LOOP;
+                    IF v_status[v_m] = 1 THEN
+                        v_result_version[v_m] := v_start + p_counts[v_m] - 1;
+                        v_result_position[v_m] := v_event.position;
+                    END IF;
+                END LOOP;
+            END IF;
 
             -- Expected versions of the members not decided above; a member that fails writes nothing.
             FOR v_m IN 1 .. v_n LOOP
@@ -208,29 +242,29 @@ internal static class Migrations
             END LOOP;
 
             IF v_any THEN
-                INSERT INTO {schema}.events (position, xid, stream, category, version, event_id, type, schema_version, time,
-                                             correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at)
-                SELECT ((v_xid + p_offset) << 20) | (p_first_ordinal + e.j - 1), pg_current_xact_id(), mm.stream, mm.category,
-                       mm.base + (e.j - mm.first + 1), e.id, e.type, e.schema_version, e.time, e.correlation_id, e.causation_id,
-                       e.user_id, e.partition_key, e.content_type, e.headers, e.body, p_recorded_at
-                  FROM unnest(p_ids, p_types, p_schema_versions, p_times, p_correlation_ids, p_causation_ids, p_user_ids,
-                              p_partition_keys, p_content_types, p_headers, p_bodies, p_members)
-                       WITH ORDINALITY AS e(id, type, schema_version, time, correlation_id, causation_id, user_id, partition_key,
-                                            content_type, headers, body, m, j)
-                  JOIN unnest(p_streams, p_categories, v_base, p_first) WITH ORDINALITY AS mm(stream, category, base, first, m)
-                    ON mm.m = e.m
-                 WHERE mm.base IS NOT NULL;
-                UPDATE {schema}.streams s SET version = u.version, last_position = u.position
-                  FROM unnest(p_streams, v_result_version, v_result_position, v_status) AS u(stream, version, position, status)
-                 WHERE u.status = 0 AND s.stream = u.stream;
-                -- Delivered at commit, once per transaction however many appends it holds.
-                PERFORM pg_notify('{channel}', '');
+                -- One statement writes the events, moves the streams on and notifies (delivered at commit, once per transaction).
+                WITH inserted AS (
+                    INSERT INTO {schema}.events (position, xid, stream, category, version, event_id, type, schema_version, time,
+                                                 correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at)
+                    SELECT ((v_xid + p_offset) << 20) | (p_first_ordinal + e.j - 1), pg_current_xact_id(), p_streams[e.m], p_categories[e.m],
+                           v_base[e.m] + (e.j - p_first[e.m] + 1), e.id, e.type, e.schema_version, e.time, e.correlation_id, e.causation_id,
+                           e.user_id, e.partition_key, e.content_type, e.headers, e.body, p_recorded_at
+                      FROM unnest(p_ids, p_types, p_schema_versions, p_times, p_correlation_ids, p_causation_ids, p_user_ids,
+                                  p_partition_keys, p_content_types, p_headers, p_bodies, p_members)
+                           WITH ORDINALITY AS e(id, type, schema_version, time, correlation_id, causation_id, user_id, partition_key,
+                                                content_type, headers, body, m, j)
+                     WHERE v_base[e.m] IS NOT NULL),
+                moved AS (
+                    UPDATE {schema}.streams s SET version = u.version, last_position = u.position
+                      FROM unnest(p_streams, v_result_version, v_result_position, v_status) AS u(stream, version, position, status)
+                     WHERE u.status = 0 AND s.stream = u.stream)
+                SELECT pg_notify('{channel}', '') INTO v_notified;
             END IF;
 
-            RETURN QUERY
-                SELECT r.status, r.version, r.position, r.detail
-                  FROM unnest(v_status, v_result_version, v_result_position, v_detail) WITH ORDINALITY AS r(status, version, position, detail, m)
-                 ORDER BY r.m;
+            o_status := v_status;
+            o_version := v_result_version;
+            o_position := v_result_position;
+            o_detail := v_detail;
         END
         $fn$;
 
