@@ -55,31 +55,52 @@ public sealed partial class PostgresEventStore
         var position = fromPositionExclusive;
         var remaining = maxCount;
         DateTimeOffset? deadline = null;
-        while (remaining > 0)
+        Task<(List<RecordedEvent> Page, long Bound)>? next = null;
+        try
         {
-            var limit = Math.Min(_options.ReadPageSize, remaining);
-            var (page, bound) = await ReadAllPageAsync(runtime, position, filter, limit, cancellationToken).ConfigureAwait(false);
-            foreach (var recorded in page)
+            while (remaining > 0)
             {
-                yield return recorded;
-            }
+                var limit = Math.Min(_options.ReadPageSize, remaining);
+                var fetching = next ?? ReadAllPageAsync(runtime, position, filter, limit, cancellationToken);
+                next = null;
+                var (page, bound) = await fetching.ConfigureAwait(false);
+                if (page.Count > 0)
+                {
+                    position = page[^1].Position;
+                    remaining -= page.Count;
+                }
 
-            if (page.Count > 0)
-            {
-                position = page[^1].Position;
-                remaining -= page.Count;
-            }
+                // A full page: fetch the next one while the caller works through this one.
+                var full = page.Count == limit;
+                if (full && remaining > 0)
+                {
+                    next = ReadAllPageAsync(runtime, position, filter, Math.Min(_options.ReadPageSize, remaining), cancellationToken);
+                }
 
-            if (page.Count == limit)
-            {
-                continue;
-            }
+                foreach (var recorded in page)
+                {
+                    yield return recorded;
+                }
 
-            // The readable end. If this store's own committed appends lie beyond it (an older transaction elsewhere holds
-            // them back), wait a little for them, so a caller reads what it just wrote.
-            if (own <= position || own < bound || !await WaitForOwnAppendsAsync(deadline ??= _time.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
+                if (full)
+                {
+                    continue;
+                }
+
+                // The readable end. If this store's own committed appends lie beyond it (an older transaction elsewhere holds
+                // them back), wait a little for them, so a caller reads what it just wrote.
+                if (own <= position || own < bound || !await WaitForOwnAppendsAsync(deadline ??= _time.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
+                {
+                    yield break;
+                }
+            }
+        }
+        finally
+        {
+            if (next is not null)
             {
-                yield break;
+                // The caller stopped early: let the prefetch finish so its connection goes back to the pool.
+                await next.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).ConfigureAwait(false);
             }
         }
     }

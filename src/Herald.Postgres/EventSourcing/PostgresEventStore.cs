@@ -13,7 +13,7 @@ namespace Herald.Postgres.EventSourcing;
 /// subscription never skips an event that commits late. Concurrent appends are grouped into shared commits.
 /// Create it with <see cref="CreateAsync(string, PostgresStoreOptions?, CancellationToken)"/> or <c>UsePostgres</c>.
 /// </summary>
-public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, ISnapshotStore, IAsyncDisposable
+public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, ISnapshotStore, IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
@@ -123,6 +123,9 @@ public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, 
             await _dataSource.DisposeAsync().ConfigureAwait(false);
         }
     }
+
+    /// <summary>Disposes synchronously (see <see cref="DisposeAsync"/>), for containers that dispose that way.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
     /// <summary>Creates the store on its own pool without touching the database yet (the DI path; it starts on first use).</summary>
     internal static PostgresEventStore Create(string connectionString, PostgresStoreOptions? options)

@@ -82,6 +82,7 @@ internal sealed class NotificationListener : IAsyncDisposable
     private async Task RunAsync(CancellationToken stopping)
     {
         var delay = _reconnectDelay;
+        var connectsBefore = Connects;
         while (!stopping.IsCancellationRequested)
         {
             try
@@ -94,6 +95,13 @@ internal sealed class NotificationListener : IAsyncDisposable
             }
             catch (Exception ex)
             {
+                // Back off while reconnecting fails; start from the first delay again after a connection that worked.
+                if (Connects != connectsBefore)
+                {
+                    connectsBefore = Connects;
+                    delay = _reconnectDelay;
+                }
+
                 _listening = false;
                 Volatile.Write(ref _processId, 0);
                 _signal.Fire();
@@ -108,7 +116,6 @@ internal sealed class NotificationListener : IAsyncDisposable
                 }
 
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxReconnectDelay.Ticks));
-                continue;
             }
         }
 
