@@ -14,6 +14,9 @@ internal static partial class Log
     [LoggerMessage(4011, LogLevel.Warning, "The notification connection for channel '{Channel}' failed; waiting readers poll until it reconnects in {Delay}")]
     public static partial void ListenerFailed(ILogger logger, Exception exception, string channel, TimeSpan delay);
 
+    [LoggerMessage(4012, LogLevel.Warning, "Could not notify channel '{Channel}' after a commit; readers elsewhere wake on the next notification or their fallback re-check")]
+    public static partial void NotifyFailed(ILogger logger, Exception exception, string channel);
+
     [LoggerMessage(4020, LogLevel.Warning, "A grouped commit of {Count} appends failed ({SqlState}); running them one by one")]
     public static partial void GroupFailed(ILogger logger, Exception exception, int count, string sqlState);
 

@@ -41,6 +41,12 @@ public sealed class PostgresStoreOptions
     public TimeSpan HorizonRecheckInterval { get; set; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>
+    /// While nothing seems to happen, waiting readers still re-check this often, in case a notification was lost (a node that
+    /// stopped between its commit and its notification, or a notification connection that died silently).
+    /// </summary>
+    public TimeSpan NotificationFallbackInterval { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
     /// How long <see cref="IEventStore.GetLastPositionAsync"/> and <see cref="IEventStore.ReadAllAsync"/> wait for this
     /// store's own committed appends to become readable in <c>$all</c> (an older transaction elsewhere in the database can
     /// hold them back). Zero turns the wait off; past it, reads return what is readable.
@@ -78,6 +84,11 @@ public sealed class PostgresStoreOptions
         if (HorizonRecheckInterval <= TimeSpan.Zero)
         {
             throw new ArgumentException($"{nameof(HorizonRecheckInterval)} must be positive; it is {HorizonRecheckInterval}.", nameof(HorizonRecheckInterval));
+        }
+
+        if (NotificationFallbackInterval <= TimeSpan.Zero)
+        {
+            throw new ArgumentException($"{nameof(NotificationFallbackInterval)} must be positive; it is {NotificationFallbackInterval}.", nameof(NotificationFallbackInterval));
         }
 
         if (ReadOwnAppendsTimeout < TimeSpan.Zero)

@@ -1,5 +1,8 @@
+using System.Diagnostics.Metrics;
 using System.Threading.Channels;
+using Herald.Diagnostics;
 using Herald.EventSourcing;
+using Herald.Postgres.Notifications;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 
@@ -11,7 +14,8 @@ namespace Herald.Postgres.EventSourcing;
 /// hands them to the append function (one set-based call per round of distinct streams) in one batch, which PostgreSQL
 /// executes as one implicit transaction, and commits once. Each member keeps its own expected-version and idempotency
 /// checks and its stream's row lock; a member whose check fails writes nothing and gets its
-/// <see cref="ConcurrencyException"/>, the others commit. Since a group is one transaction,
+/// <see cref="ConcurrencyException"/>, the others commit. After the commit a <see cref="CommitNotifier"/> wakes readers on
+/// other nodes. Since a group is one transaction,
 /// its events share one transaction id and are contiguous in <c>$all</c>, ordered by the ordinals assigned here.
 /// </summary>
 internal sealed class AppendCoordinator : IAsyncDisposable
@@ -19,7 +23,13 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     /// <summary>Events one append may hold, so a group (budget plus one append) stays below 2^20 ordinals.</summary>
     public const int MaxEventsPerAppend = 500_000;
 
+    /// <summary>Name of the histogram of appends per grouped commit (on Herald's meter).</summary>
+    public const string GroupSizeMetric = "herald.event_store.append_group.size";
+
     private const int MaxRetries = 3;
+
+    private static readonly Histogram<int> GroupSize =
+        HeraldDiagnostics.Meter.CreateHistogram<int>(GroupSizeMetric, "{append}", "Appends committed together in one transaction by the PostgreSQL append coordinator.");
 
     private readonly NpgsqlDataSource _dataSource;
     private readonly EventStoreSql _sql;
@@ -28,6 +38,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Action<long> _committed;
+    private readonly CommitNotifier _notifier;
     private readonly Channel<PendingAppend> _queue;
     private readonly Task[] _writers;
 
@@ -40,6 +51,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         _time = time;
         _logger = logger;
         _committed = committed;
+        _notifier = new CommitNotifier(dataSource, sql.Channel, logger);
         _queue = Channel.CreateBounded<PendingAppend>(new BoundedChannelOptions(options.AppendQueueCapacity)
         {
             FullMode = BoundedChannelFullMode.Wait,
@@ -74,6 +86,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     {
         _queue.Writer.TryComplete();
         await Task.WhenAll(_writers).ConfigureAwait(false);
+        await _notifier.DisposeAsync().ConfigureAwait(false);
     }
 
     private static bool IsRetryable(PostgresException ex) =>
@@ -124,6 +137,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         {
             connection ??= await _dataSource.OpenConnectionAsync().ConfigureAwait(false);
             var (members, outcomes) = await ExecuteAsync(connection, group).ConfigureAwait(false);
+            GroupSize.Record(group.Count);
             Complete(members, outcomes);
             return connection;
         }
@@ -266,12 +280,19 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     {
         // Publish the highest committed position before any caller resumes, so a caller's next read of $all waits for it.
         var highest = 0L;
+        var wrote = false;
         foreach (var outcome in outcomes)
         {
             if (outcome.Succeeded)
             {
                 highest = Math.Max(highest, outcome.Position);
+                wrote |= outcome.Status == AppendOutcome.Appended;
             }
+        }
+
+        if (wrote)
+        {
+            _notifier.Request();
         }
 
         if (highest > 0)

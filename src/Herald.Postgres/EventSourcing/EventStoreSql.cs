@@ -27,6 +27,7 @@ internal sealed class EventStoreSql
 
         Append = $"SELECT o_status, o_version, o_position, o_detail FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
         Delete = $"SELECT o_status, o_actual FROM {s}.delete_stream($1, $2)";
+        Notify = $"SELECT pg_notify('{Channel}', '')";
         StreamState = $"SELECT CASE WHEN version > deleted_up_to THEN version ELSE 0 END, last_position FROM {s}.streams WHERE stream = $1";
         Head = $"""
             SELECT h.bound,
@@ -75,6 +76,9 @@ internal sealed class EventStoreSql
     public string Append { get; }
 
     public string Delete { get; }
+
+    /// <summary>Wakes the schema's listeners (at commit, when run inside a transaction).</summary>
+    public string Notify { get; }
 
     public string StreamState { get; }
 

@@ -84,6 +84,12 @@ public sealed partial class PostgresEventStore
                 throw outcome.ToException(stream, expectedVersion);
             }
 
+            // Inside the transaction: the notification is delivered at its commit, and not at all if it rolls back.
+            await using (var notify = new NpgsqlCommand(runtime.Sql.Notify, connection, transaction))
+            {
+                await notify.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
             return new OpenAppend(connection, transaction, outcome.Result, OnCommitted);
         }
         catch

@@ -136,16 +136,10 @@ public sealed partial class PostgresEventStore
             }
 
             // Committed events waiting behind an older open transaction: that transaction may end without a notification
-            // (a rollback, or a transaction that appended nothing), so re-check the horizon. So too while not listening.
-            if (head.HeldBack || !listener.IsListening)
-            {
-                await Task.WhenAny(wake, Task.Delay(_options.HorizonRecheckInterval, _time, cancellationToken)).ConfigureAwait(false);
-                cancellationToken.ThrowIfCancellationRequested();
-            }
-            else
-            {
-                await wake.WaitAsync(cancellationToken).ConfigureAwait(false);
-            }
+            // (a rollback, or a transaction that appended nothing), so re-check the horizon soon. So too while not listening.
+            // Otherwise wait for a notification, re-checking rarely in case one was lost.
+            var recheck = head.HeldBack || !listener.IsListening ? _options.HorizonRecheckInterval : _options.NotificationFallbackInterval;
+            await WakeOrTimeoutAsync(wake, recheck, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -159,10 +153,18 @@ public sealed partial class PostgresEventStore
         }
 
         var wake = _changes.Next;
-        var step = left < _options.HorizonRecheckInterval ? left : _options.HorizonRecheckInterval;
-        await Task.WhenAny(wake, Task.Delay(step, _time, cancellationToken)).ConfigureAwait(false);
-        cancellationToken.ThrowIfCancellationRequested();
+        await WakeOrTimeoutAsync(wake, left < _options.HorizonRecheckInterval ? left : _options.HorizonRecheckInterval, cancellationToken).ConfigureAwait(false);
         return true;
+    }
+
+    // Waits for the wake-up or the timeout, whichever comes first; the timer is released either way.
+    private async Task WakeOrTimeoutAsync(Task wake, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var delay = Task.Delay(timeout, _time, timer.Token);
+        await Task.WhenAny(wake, delay).ConfigureAwait(false);
+        await timer.CancelAsync().ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
     }
 
     private async Task<Head> ReadHeadAsync(Runtime runtime, CancellationToken cancellationToken)

@@ -90,7 +90,10 @@ internal static class Migrations
             p_content_types text[], p_headers jsonb[], p_bodies bytea[],
             OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
         LANGUAGE plpgsql
+        -- Plans are made once per connection, often while the tables are still small; every statement here is meant to use
+        -- an index, so keep the planner from settling on a sequential scan that would grow with the log.
         SET plan_cache_mode = force_generic_plan
+        SET enable_seqscan = off
         AS $fn$
         DECLARE
             v_n int := cardinality(p_streams);
@@ -118,7 +121,7 @@ internal static class Migrations
             v_m int;
             v_k int;
             v_hit int[];
-            v_notified text;
+            v_written int;
             v_hit_version bigint[];
         BEGIN
             FOR v_pass IN 1 .. 2 LOOP
@@ -242,7 +245,8 @@ internal static class Migrations
             END LOOP;
 
             IF v_any THEN
-                -- One statement writes the events, moves the streams on and notifies (delivered at commit, once per transaction).
+                -- One statement writes the events and moves the streams on. The caller notifies: the append coordinator
+                -- after its commit, a unit of work inside its transaction.
                 WITH inserted AS (
                     INSERT INTO {schema}.events (position, xid, stream, category, version, event_id, type, schema_version, time,
                                                  correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at)
@@ -258,7 +262,7 @@ internal static class Migrations
                     UPDATE {schema}.streams s SET version = u.version, last_position = u.position
                       FROM unnest(p_streams, v_result_version, v_result_position, v_status) AS u(stream, version, position, status)
                      WHERE u.status = 0 AND s.stream = u.stream)
-                SELECT pg_notify('{channel}', '') INTO v_notified;
+                SELECT 1 INTO v_written;
             END IF;
 
             o_status := v_status;
@@ -270,7 +274,9 @@ internal static class Migrations
 
         -- o_status: 0 deleted (or nothing to delete), 2 expected version not met; o_actual: the version before.
         CREATE FUNCTION {schema}.delete_stream(p_stream text, p_expected bigint, OUT o_status int, OUT o_actual bigint)
-        LANGUAGE plpgsql AS $fn$
+        LANGUAGE plpgsql
+        SET enable_seqscan = off
+        AS $fn$
         DECLARE
             v_stream {schema}.streams%ROWTYPE;
         BEGIN
