@@ -10,11 +10,19 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
 
+    // Far beyond the test's timeout: a wake-up can only come from a notification.
+    private static readonly TimeSpan NoFallback = TimeSpan.FromHours(1);
+
     [Fact]
     public async Task ListenConnectionTerminated_ReconnectsAndASubscriptionWakesOnTheNextAppendFromAnotherNode()
     {
         await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
-        await using var follower = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, ListenerReconnectDelay = TimeSpan.FromMilliseconds(20) });
+        await using var follower = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions
+        {
+            Schema = fixture.Schema,
+            ListenerReconnectDelay = TimeSpan.FromMilliseconds(20),
+            NotificationFallbackInterval = NoFallback,
+        });
         await using var writer = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions { Schema = fixture.Schema });
         var category = TestEvents.NewCategory();
         var seen = new List<RecordedEvent>();
@@ -50,7 +58,7 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
     public async Task WaitForEvents_IsWokenByANotificationFromAnotherNode()
     {
         await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
-        await using var follower = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema });
+        await using var follower = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, NotificationFallbackInterval = NoFallback });
         await using var writer = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions { Schema = fixture.Schema });
         var head = await follower.GetLastPositionAsync();
         var waiting = follower.WaitForEventsAsync(head).AsTask();
