@@ -128,6 +128,7 @@ public sealed partial class PostgresEventStore
         var listener = EnsureListening(runtime);
         while (true)
         {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed), this);
             var wake = _changes.Next;
             var head = await ReadHeadAsync(runtime, cancellationToken).ConfigureAwait(false);
             if (head.Last > afterPosition)

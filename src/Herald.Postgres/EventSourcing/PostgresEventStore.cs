@@ -100,6 +100,9 @@ public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, 
             listener = _listener;
         }
 
+        // Waiting readers wake up and find the store disposed.
+        _changes.Fire();
+
         if (starting is not null)
         {
             try

@@ -69,4 +69,15 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
         await waiting.WaitAsync(Timeout);
         Assert.True(await follower.GetLastPositionAsync() >= result.LastPosition);
     }
+
+    [Fact]
+    public async Task WaitForEvents_WhenTheStoreIsDisposedMeanwhile_ThrowsObjectDisposed()
+    {
+        var store = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, NotificationFallbackInterval = NoFallback });
+        var waiting = store.WaitForEventsAsync(await store.GetLastPositionAsync() + 1_000_000).AsTask();
+
+        await store.DisposeAsync();
+
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => waiting.WaitAsync(Timeout));
+    }
 }
