@@ -63,7 +63,7 @@ public sealed class PostgresStoreOptions
     public ILoggerFactory? LoggerFactory { get; set; }
 
     /// <summary>Throws an <see cref="ArgumentException"/> naming the first setting that is out of range.</summary>
-    public void Validate()
+    internal void Validate()
     {
         if (!PostgresIdentifier.IsValid(Schema, out var error))
         {
