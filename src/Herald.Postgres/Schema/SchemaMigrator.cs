@@ -28,18 +28,23 @@ internal static class SchemaMigrator
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
 
-        await ExecuteAsync(connection, transaction, $"""
-            CREATE SCHEMA IF NOT EXISTS {quoted};
-            CREATE TABLE IF NOT EXISTS {quoted}.schema_version (
-                version int PRIMARY KEY,
-                description text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            );
-            """, cancellationToken).ConfigureAwait(false);
-
-        int current;
-        await using (var command = new NpgsqlCommand($"SELECT coalesce(max(version), 0) FROM {quoted}.schema_version", connection, transaction))
+        // A current schema needs no DDL at all, so an application role without CREATE rights starts on a schema set up for it.
+        bool schemaExists;
+        bool versionTableExists;
+        await using (var probe = new NpgsqlCommand("SELECT to_regnamespace($1) IS NOT NULL, to_regclass($2) IS NOT NULL", connection, transaction))
         {
+            probe.Parameters.Add(new NpgsqlParameter<string> { TypedValue = quoted });
+            probe.Parameters.Add(new NpgsqlParameter<string> { TypedValue = quoted + ".schema_version" });
+            await using var reader = await probe.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+            schemaExists = reader.GetBoolean(0);
+            versionTableExists = reader.GetBoolean(1);
+        }
+
+        var current = 0;
+        if (versionTableExists)
+        {
+            await using var command = new NpgsqlCommand($"SELECT coalesce(max(version), 0) FROM {quoted}.schema_version", connection, transaction);
             current = (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
         }
 
@@ -48,6 +53,22 @@ internal static class SchemaMigrator
             throw new HeraldException(
                 $"The PostgreSQL schema '{schema}' is at version {current}, but this Herald.Postgres only knows versions up to {Migrations.Latest}. " +
                 "A newer Herald has migrated it; upgrade this application's Herald.Postgres package, or point it at another schema.");
+        }
+
+        if (!schemaExists)
+        {
+            await ExecuteAsync(connection, transaction, $"CREATE SCHEMA {quoted}", cancellationToken).ConfigureAwait(false);
+        }
+
+        if (!versionTableExists)
+        {
+            await ExecuteAsync(connection, transaction, $"""
+                CREATE TABLE {quoted}.schema_version (
+                    version int PRIMARY KEY,
+                    description text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """, cancellationToken).ConfigureAwait(false);
         }
 
         foreach (var migration in Migrations.All.Where(m => m.Version > current))

@@ -86,6 +86,33 @@ public sealed class SchemaMigrationTests
         Assert.IsAssignableFrom<NpgsqlException>(error.InnerException);
     }
 
+    [Fact]
+    public async Task Start_OnACurrentSchema_NeedsNoRightToCreate()
+    {
+        await using var schema = new TemporarySchema();
+        await (await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, new PostgresStoreOptions { Schema = schema.Name })).DisposeAsync();
+        var role = "herald_app_" + Guid.NewGuid().ToString("N")[..8];
+        await PostgresTestDatabase.ExecuteAsync($"""
+            CREATE ROLE {role} LOGIN PASSWORD 'app';
+            GRANT USAGE ON SCHEMA "{schema.Name}" TO {role};
+            GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "{schema.Name}" TO {role};
+            GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "{schema.Name}" TO {role};
+            """);
+        try
+        {
+            var asApp = new NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString) { Username = role, Password = "app" }.ConnectionString;
+            await using var store = await PostgresEventStore.CreateAsync(asApp, new PostgresStoreOptions { Schema = schema.Name });
+
+            var stream = $"order-{Guid.NewGuid():N}";
+            await store.AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
+            Assert.Equal(1, await store.GetStreamVersionAsync(stream));
+        }
+        finally
+        {
+            await PostgresTestDatabase.ExecuteAsync($"DROP OWNED BY {role}; DROP ROLE {role};");
+        }
+    }
+
     [Theory]
     [InlineData("")]
     [InlineData("Herald")]
