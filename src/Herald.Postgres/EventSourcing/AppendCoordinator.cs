@@ -10,13 +10,14 @@ namespace Herald.Postgres.EventSourcing;
 
 /// <summary>
 /// Groups concurrent appends into shared commits (ADR 0001, "the append coordinator"). Callers queue their appends in a
-/// bounded channel; each writer loop takes whatever is waiting (up to a count and an event budget, never waiting for more),
-/// hands them to the append function (one set-based call per round of distinct streams) in one batch, which PostgreSQL
-/// executes as one implicit transaction, and commits once. Each member keeps its own expected-version and idempotency
-/// checks and its stream's row lock; a member whose check fails writes nothing and gets its
-/// <see cref="ConcurrencyException"/>, the others commit. After the commit a <see cref="CommitNotifier"/> wakes readers on
-/// other nodes. Since a group is one transaction,
-/// its events share one transaction id and are contiguous in <c>$all</c>, ordered by the ordinals assigned here.
+/// bounded channel; each writer loop takes whatever is waiting (up to a count and an event budget, never waiting for more)
+/// and sends it as one batch, which PostgreSQL runs as one implicit transaction: one round trip, one commit. Inside, one
+/// set-based call of the append function per round of distinct streams locks the streams' rows, checks each member's
+/// expected version and idempotency, and writes the members that pass. A member that fails its check writes nothing and
+/// gets its <see cref="ConcurrencyException"/>; the others commit. That takes no savepoint per member, so a large group
+/// never overflows PostgreSQL's subtransaction cache. A group is one transaction, so its events share a transaction id and
+/// are contiguous in <c>$all</c>, ordered by the ordinals assigned here. After the commit a <see cref="CommitNotifier"/>
+/// wakes readers on other nodes.
 /// </summary>
 internal sealed class AppendCoordinator : IAsyncDisposable
 {
