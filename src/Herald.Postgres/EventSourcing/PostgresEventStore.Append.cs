@@ -1,0 +1,126 @@
+using Herald.EventSourcing;
+using Herald.Messages;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.EventSourcing;
+
+public sealed partial class PostgresEventStore
+{
+    /// <inheritdoc />
+    public async ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default)
+    {
+        AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
+        if (events.Count > AppendCoordinator.MaxEventsPerAppend)
+        {
+            throw new ArgumentException($"The append to '{stream}' holds {events.Count} events; one append may hold at most {AppendCoordinator.MaxEventsPerAppend}.", nameof(events));
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        if (events.Count == 0)
+        {
+            return await CheckEmptyAppendAsync(runtime, stream, expectedVersion, cancellationToken).ConfigureAwait(false);
+        }
+
+        var pending = new PendingAppend(stream, expectedVersion, events, cancellationToken);
+        return await runtime.Coordinator.AppendAsync(pending, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<long> GetStreamVersionAsync(string stream, CancellationToken cancellationToken = default)
+    {
+        StreamName.Validate(stream);
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        var (version, _) = await ReadStreamStateAsync(runtime, stream, cancellationToken).ConfigureAwait(false);
+        return version;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DeleteStreamAsync(string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken = default)
+    {
+        StreamName.Validate(stream);
+        AppendValidation.ValidateExpectedVersion(expectedVersion);
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(runtime.Sql.Delete, connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = stream, NpgsqlDbType = NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = expectedVersion.Value, NpgsqlDbType = NpgsqlDbType.Bigint });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        if (reader.GetInt32(0) != 0)
+        {
+            throw new ConcurrencyException(stream, expectedVersion, reader.GetInt64(1));
+        }
+    }
+
+    /// <summary>
+    /// Appends inside a transaction on its own connection and returns with the transaction still open; its events become
+    /// readable only when <see cref="OpenAppend.CommitAsync"/> commits. Used for units of work and to test that readers
+    /// wait for a slow transaction instead of skipping its events.
+    /// </summary>
+    internal async Task<OpenAppend> BeginAppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default)
+    {
+        AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
+        ArgumentOutOfRangeException.ThrowIfZero(events.Count, nameof(events));
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        var pending = new PendingAppend(stream, expectedVersion, events, cancellationToken);
+        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        NpgsqlTransaction? transaction = null;
+        try
+        {
+            transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using var command = new NpgsqlCommand(runtime.Sql.Append, connection, transaction);
+            AppendCall.AddParameters(command.Parameters, runtime.Sql, [pending], 0, _time.GetUtcNow().UtcDateTime);
+            AppendOutcome outcome;
+            await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+            {
+                await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                outcome = AppendOutcome.ReadRow(reader, 1)[0];
+            }
+
+            if (!outcome.Succeeded)
+            {
+                throw outcome.ToException(stream, expectedVersion);
+            }
+
+            // Inside the transaction: the notification is delivered at its commit, and not at all if it rolls back.
+            await using (var notify = new NpgsqlCommand(runtime.Sql.Notify, connection, transaction))
+            {
+                await notify.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            return new OpenAppend(connection, transaction, outcome.Result, OnCommitted);
+        }
+        catch
+        {
+            if (transaction is not null)
+            {
+                await transaction.DisposeAsync().ConfigureAwait(false);
+            }
+
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async ValueTask<AppendResult> CheckEmptyAppendAsync(Runtime runtime, string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
+    {
+        var (version, lastPosition) = await ReadStreamStateAsync(runtime, stream, cancellationToken).ConfigureAwait(false);
+        if (!expectedVersion.IsSatisfiedBy(version))
+        {
+            throw new ConcurrencyException(stream, expectedVersion, version);
+        }
+
+        return new AppendResult(version, version == 0 ? 0 : lastPosition);
+    }
+
+    private async ValueTask<(long Version, long LastPosition)> ReadStreamStateAsync(Runtime runtime, string stream, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(runtime.Sql.StreamState, connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = stream, NpgsqlDbType = NpgsqlDbType.Text });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? (reader.GetInt64(0), reader.GetInt64(1)) : (0, 0);
+    }
+}

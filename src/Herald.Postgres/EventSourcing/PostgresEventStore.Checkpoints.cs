@@ -1,0 +1,75 @@
+using Herald.EventSourcing;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.EventSourcing;
+
+public sealed partial class PostgresEventStore
+{
+    /// <inheritdoc />
+    public async ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(runtime.Sql.GetCheckpoint, connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = subscriptionId, NpgsqlDbType = NpgsqlDbType.Text });
+        return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is long position ? position : null;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(runtime.Sql.SetCheckpoint, connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = subscriptionId, NpgsqlDbType = NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = position, NpgsqlDbType = NpgsqlDbType.Bigint });
+        command.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = _time.GetUtcNow().UtcDateTime, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<Snapshot?> LoadSnapshotAsync(string stream, CancellationToken cancellationToken = default)
+    {
+        StreamName.Validate(stream);
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(runtime.Sql.LoadSnapshot, connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = stream, NpgsqlDbType = NpgsqlDbType.Text });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            return null;
+        }
+
+        return new Snapshot(
+            stream,
+            reader.GetInt64(0),
+            reader.GetString(1),
+            reader.GetInt32(2),
+            reader.GetFieldValue<byte[]>(3),
+            reader.GetFieldValue<DateTimeOffset>(4));
+    }
+
+    /// <inheritdoc />
+    public async ValueTask SaveSnapshotAsync(Snapshot snapshot, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        StreamName.Validate(snapshot.Stream);
+        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
+        ArgumentException.ThrowIfNullOrEmpty(snapshot.StateType, nameof(snapshot));
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(runtime.Sql.SaveSnapshot, connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = snapshot.Stream, NpgsqlDbType = NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = snapshot.Version, NpgsqlDbType = NpgsqlDbType.Bigint });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = snapshot.StateType, NpgsqlDbType = NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = snapshot.SchemaVersion, NpgsqlDbType = NpgsqlDbType.Integer });
+        command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = EventRows.BodyArray(snapshot.State), NpgsqlDbType = NpgsqlDbType.Bytea });
+        command.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = snapshot.CreatedAt.UtcDateTime, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,230 @@
+using System.Runtime.CompilerServices;
+using Herald.EventSourcing;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.EventSourcing;
+
+public sealed partial class PostgresEventStore
+{
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
+        string stream,
+        ReadDirection direction = ReadDirection.Forward,
+        long fromVersion = 1,
+        int maxCount = int.MaxValue,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        StreamName.Validate(stream);
+        ArgumentOutOfRangeException.ThrowIfLessThan(fromVersion, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        var forward = direction == ReadDirection.Forward;
+        var next = fromVersion;
+        var remaining = maxCount;
+        while (remaining > 0 && next >= 1)
+        {
+            var limit = Math.Min(_options.ReadPageSize, remaining);
+            var page = await ReadStreamPageAsync(runtime, stream, forward, next, limit, cancellationToken).ConfigureAwait(false);
+            foreach (var recorded in page)
+            {
+                yield return recorded;
+            }
+
+            if (page.Count < limit)
+            {
+                yield break;
+            }
+
+            remaining -= page.Count;
+            next = forward ? page[^1].Version + 1 : page[^1].Version - 1;
+        }
+    }
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadAllAsync(
+        long fromPositionExclusive = 0,
+        EventFilter? filter = null,
+        int maxCount = int.MaxValue,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(fromPositionExclusive);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        var own = Volatile.Read(ref _ownPosition);
+        var position = fromPositionExclusive;
+        var remaining = maxCount;
+        DateTimeOffset? deadline = null;
+        Task<(List<RecordedEvent> Page, long Bound)>? next = null;
+        try
+        {
+            while (remaining > 0)
+            {
+                var limit = Math.Min(_options.ReadPageSize, remaining);
+                var fetching = next ?? ReadAllPageAsync(runtime, position, filter, limit, cancellationToken);
+                next = null;
+                var (page, bound) = await fetching.ConfigureAwait(false);
+                if (page.Count > 0)
+                {
+                    position = page[^1].Position;
+                    remaining -= page.Count;
+                }
+
+                // A full page: fetch the next one while the caller works through this one.
+                var full = page.Count == limit;
+                if (full && remaining > 0)
+                {
+                    next = ReadAllPageAsync(runtime, position, filter, Math.Min(_options.ReadPageSize, remaining), cancellationToken);
+                }
+
+                foreach (var recorded in page)
+                {
+                    yield return recorded;
+                }
+
+                if (full)
+                {
+                    continue;
+                }
+
+                // The readable end. If this store's own committed appends lie beyond it (an older transaction elsewhere holds
+                // them back), wait a little for them, so a caller reads what it just wrote.
+                if (own <= position || own < bound || !await WaitForOwnAppendsAsync(deadline ??= _time.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
+                {
+                    yield break;
+                }
+            }
+        }
+        finally
+        {
+            if (next is not null)
+            {
+                // The caller stopped early: let the prefetch finish so its connection goes back to the pool.
+                await next.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default)
+    {
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        var own = Volatile.Read(ref _ownPosition);
+        DateTimeOffset? deadline = null;
+        while (true)
+        {
+            var head = await ReadHeadAsync(runtime, cancellationToken).ConfigureAwait(false);
+            if (own < head.Bound || !await WaitForOwnAppendsAsync(deadline ??= _time.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
+            {
+                return head.Last;
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken = default)
+    {
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        var listener = EnsureListening(runtime);
+        while (true)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed), this);
+            var wake = _changes.Next;
+            var head = await ReadHeadAsync(runtime, cancellationToken).ConfigureAwait(false);
+            if (head.Last > afterPosition)
+            {
+                return;
+            }
+
+            // Committed events waiting behind an older open transaction: that transaction may end without a notification
+            // (a rollback, or a transaction that appended nothing), so re-check the horizon soon. So too while not listening.
+            // Otherwise wait for a notification, re-checking rarely in case one was lost.
+            var recheck = head.HeldBack || !listener.IsListening ? _options.HorizonRecheckInterval : _options.NotificationFallbackInterval;
+            await WakeOrTimeoutAsync(wake, recheck, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    // One wait step for the horizon to pass this store's own appends: false when the deadline has passed.
+    private async ValueTask<bool> WaitForOwnAppendsAsync(DateTimeOffset deadline, CancellationToken cancellationToken)
+    {
+        var left = deadline - _time.GetUtcNow();
+        if (left <= TimeSpan.Zero)
+        {
+            return false;
+        }
+
+        var wake = _changes.Next;
+        await WakeOrTimeoutAsync(wake, left < _options.HorizonRecheckInterval ? left : _options.HorizonRecheckInterval, cancellationToken).ConfigureAwait(false);
+        return true;
+    }
+
+    // Waits for the wake-up or the timeout, whichever comes first; the timer is released either way.
+    private async Task WakeOrTimeoutAsync(Task wake, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var delay = Task.Delay(timeout, _time, timer.Token);
+        await Task.WhenAny(wake, delay).ConfigureAwait(false);
+        await timer.CancelAsync().ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+    }
+
+    private async Task<Head> ReadHeadAsync(Runtime runtime, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(runtime.Sql.Head, connection);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        return new Head(reader.GetInt64(0), reader.GetInt64(1), reader.GetBoolean(2));
+    }
+
+    private async Task<(List<RecordedEvent> Page, long Bound)> ReadAllPageAsync(Runtime runtime, long after, EventFilter? filter, int limit, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(runtime.Sql.ReadAll(filter), connection);
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = after, NpgsqlDbType = NpgsqlDbType.Bigint });
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = limit, NpgsqlDbType = NpgsqlDbType.Integer });
+        if (filter?.Category is { } category)
+        {
+            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = category, NpgsqlDbType = NpgsqlDbType.Text });
+        }
+
+        if (filter?.EventTypes is { } types)
+        {
+            command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. types], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        }
+
+        var page = new List<RecordedEvent>(Math.Min(limit, 256));
+        var bound = 0L;
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            bound = reader.GetInt64(0);
+            if (!reader.IsDBNull(1))
+            {
+                page.Add(EventRows.Read(reader, 1));
+            }
+        }
+
+        return (page, bound);
+    }
+
+    private async Task<List<RecordedEvent>> ReadStreamPageAsync(Runtime runtime, string stream, bool forward, long from, int limit, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(forward ? runtime.Sql.ReadStreamForward : runtime.Sql.ReadStreamBackward, connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = stream, NpgsqlDbType = NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = from, NpgsqlDbType = NpgsqlDbType.Bigint });
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = limit, NpgsqlDbType = NpgsqlDbType.Integer });
+        var page = new List<RecordedEvent>(Math.Min(limit, 256));
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            page.Add(EventRows.Read(reader, 0));
+        }
+
+        return page;
+    }
+
+    /// <summary>The visibility bound, the highest readable position, and whether committed events wait above the bound.</summary>
+    private readonly record struct Head(long Bound, long Last, bool HeldBack);
+}

@@ -1,0 +1,243 @@
+using Herald.EventSourcing;
+using Herald.Postgres.Notifications;
+using Herald.Postgres.Schema;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace Herald.Postgres.EventSourcing;
+
+/// <summary>
+/// The event store, checkpoint store and snapshot store on PostgreSQL. The global log is gap-free by transaction
+/// visibility (docs/adr/0001): readers only see events of transactions older than every open one, so a catch-up
+/// subscription never skips an event that commits late. Concurrent appends are grouped into shared commits.
+/// Create it with <see cref="CreateAsync(string, PostgresStoreOptions?, CancellationToken)"/> or <c>UsePostgres</c>.
+/// </summary>
+public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, ISnapshotStore, IAsyncDisposable, IDisposable
+{
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly bool _ownsDataSource;
+    private readonly PostgresStoreOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly ChangeSignal _changes = new();
+    private readonly Lock _gate = new();
+    private Task<Runtime>? _starting;
+    private Runtime? _runtime;
+    private NotificationListener? _listener;
+    private long _ownPosition;
+    private bool _disposed;
+
+    private PostgresEventStore(NpgsqlDataSource dataSource, bool ownsDataSource, PostgresStoreOptions options)
+    {
+        _dataSource = dataSource;
+        _ownsDataSource = ownsDataSource;
+        _options = options;
+        _time = options.TimeProvider ?? TimeProvider.System;
+        _logger = (options.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.Postgres.EventStore");
+    }
+
+    /// <summary>The schema the store's tables live in.</summary>
+    public string Schema => _options.Schema;
+
+    internal NotificationListener? Listener => Volatile.Read(ref _listener);
+
+    /// <summary>
+    /// Creates the store on its own connection pool and brings its schema up to date (created on first use, migrated
+    /// under an advisory lock). Dispose the store to close the pool.
+    /// </summary>
+    public static async Task<PostgresEventStore> CreateAsync(string connectionString, PostgresStoreOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var store = Create(connectionString, options);
+        try
+        {
+            await store.StartAsync(cancellationToken).ConfigureAwait(false);
+            return store;
+        }
+        catch
+        {
+            await store.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Creates the store on a data source the caller owns (and disposes after the store) and brings its schema up to date.
+    /// </summary>
+    public static async Task<PostgresEventStore> CreateAsync(NpgsqlDataSource dataSource, PostgresStoreOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        var store = new PostgresEventStore(dataSource, ownsDataSource: false, Validated(options));
+        try
+        {
+            await store.StartAsync(cancellationToken).ConfigureAwait(false);
+            return store;
+        }
+        catch
+        {
+            await store.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>Brings the schema up to date and starts the append coordinator; every operation also does it on first use.</summary>
+    public Task StartAsync(CancellationToken cancellationToken = default) => GetRuntimeAsync(cancellationToken).AsTask();
+
+    /// <summary>Commits the appends already queued, stops listening and closes the connection pool if the store owns it.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        Task<Runtime>? starting;
+        NotificationListener? listener;
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            starting = _starting;
+            listener = _listener;
+        }
+
+        // Waiting readers wake up and find the store disposed.
+        _changes.Fire();
+
+        if (starting is not null)
+        {
+            try
+            {
+                var runtime = await starting.ConfigureAwait(false);
+                await runtime.Coordinator.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                // A store that never started has nothing to stop.
+            }
+        }
+
+        if (listener is not null)
+        {
+            await listener.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_ownsDataSource)
+        {
+            await _dataSource.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Disposes synchronously (see <see cref="DisposeAsync"/>), for containers that dispose that way.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    /// <summary>Creates the store on its own pool without touching the database yet (the DI path; it starts on first use).</summary>
+    internal static PostgresEventStore Create(string connectionString, PostgresStoreOptions? options)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
+        var validated = Validated(options);
+        var builder = new NpgsqlDataSourceBuilder(connectionString);
+        var settings = builder.ConnectionStringBuilder;
+        if (string.IsNullOrEmpty(settings.ApplicationName))
+        {
+            settings.ApplicationName = "herald";
+        }
+
+        // The store's statements are few and hot: let Npgsql prepare them unless the connection string says otherwise.
+        if (settings.MaxAutoPrepare == 0)
+        {
+            settings.MaxAutoPrepare = 32;
+            settings.AutoPrepareMinUsages = 2;
+        }
+
+        if (validated.LoggerFactory is not null)
+        {
+            builder.UseLoggerFactory(validated.LoggerFactory);
+        }
+
+        return new PostgresEventStore(builder.Build(), ownsDataSource: true, validated);
+    }
+
+    private static PostgresStoreOptions Validated(PostgresStoreOptions? options)
+    {
+        var copy = (options ?? new PostgresStoreOptions()).Clone();
+        copy.Validate();
+        return copy;
+    }
+
+    private static void UpdateMax(ref long field, long value)
+    {
+        var current = Volatile.Read(ref field);
+        while (value > current)
+        {
+            var seen = Interlocked.CompareExchange(ref field, value, current);
+            if (seen == current)
+            {
+                return;
+            }
+
+            current = seen;
+        }
+    }
+
+    private ValueTask<Runtime> GetRuntimeAsync(CancellationToken cancellationToken)
+    {
+        var runtime = Volatile.Read(ref _runtime);
+        return runtime is not null ? ValueTask.FromResult(runtime) : new ValueTask<Runtime>(StartSlowAsync(cancellationToken));
+    }
+
+    private async Task<Runtime> StartSlowAsync(CancellationToken cancellationToken)
+    {
+        Task<Runtime> starting;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_starting is null || _starting.IsFaulted || _starting.IsCanceled)
+            {
+                // Not bound to the first caller's token: other callers share this start.
+                _starting = StartCoreAsync();
+            }
+
+            starting = _starting;
+        }
+
+        return await starting.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<Runtime> StartCoreAsync()
+    {
+        var state = await SchemaMigrator.MigrateAsync(_dataSource, _options.Schema, _logger, CancellationToken.None).ConfigureAwait(false);
+        var sql = new EventStoreSql(_options.Schema, state.PositionOffset);
+        var coordinator = new AppendCoordinator(_dataSource, sql, _options, _time, _logger, OnCommitted);
+        var runtime = new Runtime(sql, coordinator);
+        Volatile.Write(ref _runtime, runtime);
+        return runtime;
+    }
+
+    // Called after a commit that wrote or confirmed events, before the callers resume.
+    private void OnCommitted(long position)
+    {
+        UpdateMax(ref _ownPosition, position);
+        _changes.Fire();
+    }
+
+    private NotificationListener EnsureListening(Runtime runtime)
+    {
+        var listener = Volatile.Read(ref _listener);
+        if (listener is null)
+        {
+            lock (_gate)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                listener = _listener ??= new NotificationListener(_dataSource, runtime.Sql.Channel, _changes, _options.ListenerReconnectDelay, _time, _logger);
+            }
+        }
+
+        listener.EnsureStarted();
+        return listener;
+    }
+
+    private async ValueTask<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken) =>
+        await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+
+    private sealed record Runtime(EventStoreSql Sql, AppendCoordinator Coordinator);
+}

@@ -1,0 +1,25 @@
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Postgres;
+
+/// <summary>Herald.Postgres log messages, with stable event ids (4000-4999).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(4001, LogLevel.Information, "PostgreSQL schema '{Schema}' migrated from version {From} to {To}")]
+    public static partial void SchemaMigrated(ILogger logger, string schema, int from, int to);
+
+    [LoggerMessage(4010, LogLevel.Debug, "Listening for appends on channel '{Channel}' (backend {ProcessId})")]
+    public static partial void Listening(ILogger logger, string channel, int processId);
+
+    [LoggerMessage(4011, LogLevel.Warning, "The notification connection for channel '{Channel}' failed; waiting readers poll until it reconnects in {Delay}")]
+    public static partial void ListenerFailed(ILogger logger, Exception exception, string channel, TimeSpan delay);
+
+    [LoggerMessage(4012, LogLevel.Warning, "Could not notify channel '{Channel}' after a commit; readers elsewhere wake on the next notification or their fallback re-check")]
+    public static partial void NotifyFailed(ILogger logger, Exception exception, string channel);
+
+    [LoggerMessage(4020, LogLevel.Warning, "A grouped commit of {Count} appends failed ({SqlState}); running them one by one")]
+    public static partial void GroupFailed(ILogger logger, Exception exception, int count, string sqlState);
+
+    [LoggerMessage(4021, LogLevel.Warning, "An append coordinator connection failed; {Count} appends of the group report the error")]
+    public static partial void WriterConnectionFailed(ILogger logger, Exception exception, int count);
+}

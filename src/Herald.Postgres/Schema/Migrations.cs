@@ -1,0 +1,310 @@
+namespace Herald.Postgres.Schema;
+
+/// <summary>One step of the schema, applied once, in order, inside the migration transaction.</summary>
+/// <param name="Version">The schema version it produces.</param>
+/// <param name="Description">What it does, stored beside the version.</param>
+/// <param name="Sql">The DDL, with <c>{schema}</c> standing for the quoted schema name and <c>{channel}</c> for the notification channel.</param>
+internal sealed record Migration(int Version, string Description, string Sql);
+
+/// <summary>
+/// Every version of Herald's PostgreSQL schema. Never edit a released migration: add the next one.
+/// </summary>
+internal static class Migrations
+{
+    public static IReadOnlyList<Migration> All { get; } =
+    [
+        new(1, "event store: events, streams, checkpoints, snapshots, append and delete functions", V1),
+    ];
+
+    public static int Latest => All[^1].Version;
+
+    // Positions: ((xid8 of the writing transaction + position_offset) << 20) | ordinal within that transaction (ADR 0001).
+    // The functions return a status instead of raising, so a conflicting member of a grouped commit writes nothing and
+    // fails nobody else, without a subtransaction per member.
+    private const string V1 = """
+        CREATE TABLE {schema}.log_settings (
+            id int PRIMARY KEY CHECK (id = 1),
+            position_offset bigint NOT NULL CHECK (position_offset >= 0)
+        );
+        INSERT INTO {schema}.log_settings (id, position_offset) VALUES (1, 0);
+
+        CREATE TABLE {schema}.streams (
+            stream text COLLATE "C" PRIMARY KEY,
+            category text COLLATE "C" NOT NULL,
+            version bigint NOT NULL,
+            last_position bigint NOT NULL,
+            deleted_up_to bigint NOT NULL DEFAULT 0,
+            deletions bigint[] NOT NULL DEFAULT '{}'
+        );
+
+        CREATE TABLE {schema}.events (
+            position bigint PRIMARY KEY,
+            xid xid8 NOT NULL,
+            stream text COLLATE "C" NOT NULL,
+            category text COLLATE "C" NOT NULL,
+            version bigint NOT NULL,
+            event_id uuid NOT NULL,
+            type text NOT NULL,
+            schema_version int NOT NULL,
+            time timestamptz NOT NULL,
+            correlation_id text,
+            causation_id text,
+            user_id text,
+            partition_key text,
+            content_type text NOT NULL,
+            headers jsonb,
+            body bytea NOT NULL,
+            recorded_at timestamptz NOT NULL,
+            deleted boolean NOT NULL DEFAULT false,
+            CONSTRAINT events_stream_version UNIQUE (stream, version)
+        );
+        CREATE INDEX events_event_id ON {schema}.events (event_id);
+        CREATE INDEX events_category_position ON {schema}.events (category, position) WHERE NOT deleted;
+
+        CREATE TABLE {schema}.checkpoints (
+            subscription_id text COLLATE "C" PRIMARY KEY,
+            position bigint NOT NULL,
+            updated_at timestamptz NOT NULL
+        );
+
+        CREATE TABLE {schema}.snapshots (
+            stream text COLLATE "C" PRIMARY KEY,
+            version bigint NOT NULL,
+            state_type text NOT NULL,
+            schema_version int NOT NULL,
+            state bytea NOT NULL,
+            created_at timestamptz NOT NULL
+        );
+
+        -- Appends for several streams, each at most once, in one call (a round of the append coordinator's group; one member
+        -- for a single append). Members are checked one by one but written set-based. It returns arrays in member order:
+        -- o_status 0 appended, 1 idempotent retry (nothing written), 2 expected version not met, 3 idempotency conflict
+        -- (o_detail); o_version the stream's version after (or as found); o_position the last event's position. p_expected: -2 any, -1 no stream, -4 stream exists, >= 1 exact. p_first/p_counts locate each member's
+        -- events in the event arrays (1-based); p_members gives each event's member. An event's ordinal in the transaction is
+        -- p_first_ordinal + its index - 1.
+        CREATE FUNCTION {schema}.append_events(
+            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
+            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
+            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
+            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
+            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
+            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
+        LANGUAGE plpgsql
+        -- Plans are made once per connection, often while the tables are still small; every statement here is meant to use
+        -- an index, so keep the planner from settling on a sequential scan that would grow with the log.
+        SET plan_cache_mode = force_generic_plan
+        SET enable_seqscan = off
+        AS $fn$
+        DECLARE
+            v_n int := cardinality(p_streams);
+            v_xid bigint := pg_current_xact_id()::text::bigint;
+            v_found_members int[];
+            v_found_versions bigint[];
+            v_found_deleted bigint[];
+            v_version bigint[];
+            v_deleted bigint[];
+            v_status int[];
+            v_result_version bigint[];
+            v_result_position bigint[];
+            v_detail text[];
+            v_base bigint[];
+            v_missing int := 0;
+            v_existing boolean := false;
+            v_any boolean := false;
+            v_current bigint;
+            v_expected bigint;
+            v_probe record;
+            v_event record;
+            v_start bigint;
+            v_place bigint;
+            v_deletions bigint[];
+            v_m int;
+            v_k int;
+            v_hit int[];
+            v_written int;
+            v_hit_version bigint[];
+        BEGIN
+            FOR v_pass IN 1 .. 2 LOOP
+                -- Lock the members' streams that exist, always in stream order (concurrent groups never deadlock on each other),
+                -- and read their last version (deleted ones included) and deletion point.
+                SELECT coalesce(array_agg(x.m), '{}'), coalesce(array_agg(x.version), '{}'), coalesce(array_agg(x.deleted_up_to), '{}')
+                  INTO v_found_members, v_found_versions, v_found_deleted
+                  FROM (SELECT u.m::int AS m, s.version, s.deleted_up_to
+                          FROM unnest(p_streams) WITH ORDINALITY AS u(stream, m)
+                          JOIN {schema}.streams s ON s.stream = u.stream
+                         ORDER BY s.stream
+                           FOR UPDATE OF s) x;
+                v_version := array_fill(-1::bigint, ARRAY[v_n]);
+                v_deleted := array_fill(0::bigint, ARRAY[v_n]);
+                FOR v_k IN 1 .. cardinality(v_found_members) LOOP
+                    v_version[v_found_members[v_k]] := v_found_versions[v_k];
+                    v_deleted[v_found_members[v_k]] := v_found_deleted[v_k];
+                    v_existing := v_existing OR v_found_versions[v_k] > 0;
+                END LOOP;
+                EXIT WHEN v_pass = 2;
+
+                -- Create the missing streams a member may start (no stream, any), then lock and read again. A racing creator
+                -- makes the insert wait for its commit. A member whose expectation needs an existing stream creates nothing.
+                v_missing := 0;
+                FOR v_m IN 1 .. v_n LOOP
+                    IF v_version[v_m] = -1 AND p_expected[v_m] IN (-1, -2) THEN
+                        v_missing := v_missing + 1;
+                    END IF;
+                END LOOP;
+                EXIT WHEN v_missing = 0;
+                INSERT INTO {schema}.streams (stream, category, version, last_position)
+                SELECT u.stream, u.category, 0, 0
+                  FROM unnest(p_streams, p_categories, p_expected, v_version) AS u(stream, category, expected, version)
+                 WHERE u.version = -1 AND u.expected IN (-1, -2)
+                 ORDER BY u.stream
+                ON CONFLICT (stream) DO NOTHING;
+            END LOOP;
+
+            v_status := array_fill(-1, ARRAY[v_n]);
+            v_result_version := array_fill(0::bigint, ARRAY[v_n]);
+            v_result_position := array_fill(0::bigint, ARRAY[v_n]);
+            v_detail := array_fill(NULL::text, ARRAY[v_n]);
+            v_base := array_fill(NULL::bigint, ARRAY[v_n]);
+            v_hit := array_fill(NULL::int, ARRAY[v_n]);
+            v_hit_version := array_fill(NULL::bigint, ARRAY[v_n]);
+
+            -- Idempotency: which of the event ids are already stored (one index scan; rows only for retries and mistakes).
+            IF v_existing THEN
+                FOR v_probe IN
+                    SELECT ev.event_id, ev.stream, ev.version FROM {schema}.events ev WHERE ev.event_id = ANY (p_ids)
+                LOOP
+                    v_k := array_position(p_ids, v_probe.event_id);
+                    v_m := p_members[v_k];
+                    CONTINUE WHEN v_probe.stream <> p_streams[v_m] OR v_version[v_m] <= 0;
+                    IF v_hit[v_m] IS NULL OR v_k < v_hit[v_m] THEN
+                        v_hit[v_m] := v_k;
+                        v_hit_version[v_m] := v_probe.version;
+                    END IF;
+                END LOOP;
+                FOR v_m IN 1 .. v_n LOOP
+                    CONTINUE WHEN v_hit[v_m] IS NULL;
+                    v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
+                    v_result_version[v_m] := v_current;
+                    IF v_hit[v_m] <> p_first[v_m] THEN
+                        v_status[v_m] := 3;
+                        v_detail[v_m] := format('The event id %s is already stored at version %s, but not as part of the same append.', p_ids[v_hit[v_m]], v_hit_version[v_m]);
+                        CONTINUE;
+                    END IF;
+                    v_start := v_hit_version[v_m];
+                    v_expected := p_expected[v_m];
+                    IF v_expected = -1 THEN
+                        SELECT s.deletions INTO v_deletions FROM {schema}.streams s WHERE s.stream = p_streams[v_m];
+                    END IF;
+                    v_place := CASE
+                        WHEN v_expected >= 1 THEN v_expected + 1
+                        WHEN v_expected = -1 THEN CASE WHEN v_start = 1 OR (v_start - 1) = ANY (v_deletions) THEN v_start ELSE -1 END
+                        ELSE v_start END;
+                    IF v_place <> v_start THEN
+                        v_status[v_m] := 3;
+                        v_detail[v_m] := format('The event id %s is already stored at version %s, not where this append would put it.', p_ids[p_first[v_m]], v_start);
+                        CONTINUE;
+                    END IF;
+                    v_status[v_m] := 1;
+                    FOR v_k IN 0 .. p_counts[v_m] - 1 LOOP
+                        SELECT ev.event_id, ev.type, ev.body, ev.position INTO v_event
+                          FROM {schema}.events ev WHERE ev.stream = p_streams[v_m] AND ev.version = v_start + v_k;
+                        IF NOT FOUND OR v_event.event_id <> p_ids[p_first[v_m] + v_k] THEN
+                            v_status[v_m] := 3;
+                            v_detail[v_m] := 'Some of the event ids were already appended, but not as this same batch.';
+                            EXIT;
+                        END IF;
+                        IF v_event.type <> p_types[p_first[v_m] + v_k] OR v_event.body <> p_bodies[p_first[v_m] + v_k] THEN
+                            v_status[v_m] := 3;
+                            v_detail[v_m] := format('The event id %s is already stored with another type or body.', p_ids[p_first[v_m] + v_k]);
+                            EXIT;
+                        END IF;
+                    END LOOP;
+                    IF v_status[v_m] = 1 THEN
+                        v_result_version[v_m] := v_start + p_counts[v_m] - 1;
+                        v_result_position[v_m] := v_event.position;
+                    END IF;
+                END LOOP;
+            END IF;
+
+            -- Expected versions of the members not decided above; a member that fails writes nothing.
+            FOR v_m IN 1 .. v_n LOOP
+                CONTINUE WHEN v_status[v_m] <> -1;
+                v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
+                v_expected := p_expected[v_m];
+                IF v_version[v_m] >= 0 AND (v_expected = -2 OR (v_expected = -1 AND v_current = 0)
+                        OR (v_expected = -4 AND v_current > 0) OR (v_expected >= 1 AND v_current = v_expected)) THEN
+                    v_status[v_m] := 0;
+                    v_any := true;
+                    v_base[v_m] := v_version[v_m];
+                    v_result_version[v_m] := v_version[v_m] + p_counts[v_m];
+                    v_result_position[v_m] := ((v_xid + p_offset) << 20) | (p_first_ordinal + p_first[v_m] + p_counts[v_m] - 2);
+                ELSE
+                    v_status[v_m] := 2;
+                    v_result_version[v_m] := v_current;
+                END IF;
+            END LOOP;
+
+            IF v_any THEN
+                -- One statement writes the events and moves the streams on. The caller notifies: the append coordinator
+                -- after its commit, a unit of work inside its transaction.
+                WITH inserted AS (
+                    INSERT INTO {schema}.events (position, xid, stream, category, version, event_id, type, schema_version, time,
+                                                 correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at)
+                    SELECT ((v_xid + p_offset) << 20) | (p_first_ordinal + e.j - 1), pg_current_xact_id(), p_streams[e.m], p_categories[e.m],
+                           v_base[e.m] + (e.j - p_first[e.m] + 1), e.id, e.type, e.schema_version, e.time, e.correlation_id, e.causation_id,
+                           e.user_id, e.partition_key, e.content_type, e.headers, e.body, p_recorded_at
+                      FROM unnest(p_ids, p_types, p_schema_versions, p_times, p_correlation_ids, p_causation_ids, p_user_ids,
+                                  p_partition_keys, p_content_types, p_headers, p_bodies, p_members)
+                           WITH ORDINALITY AS e(id, type, schema_version, time, correlation_id, causation_id, user_id, partition_key,
+                                                content_type, headers, body, m, j)
+                     WHERE v_base[e.m] IS NOT NULL),
+                moved AS (
+                    UPDATE {schema}.streams s SET version = u.version, last_position = u.position
+                      FROM unnest(p_streams, v_result_version, v_result_position, v_status) AS u(stream, version, position, status)
+                     WHERE u.status = 0 AND s.stream = u.stream)
+                SELECT 1 INTO v_written;
+            END IF;
+
+            o_status := v_status;
+            o_version := v_result_version;
+            o_position := v_result_position;
+            o_detail := v_detail;
+        END
+        $fn$;
+
+        -- o_status: 0 deleted (or nothing to delete), 2 expected version not met; o_actual: the version before.
+        CREATE FUNCTION {schema}.delete_stream(p_stream text, p_expected bigint, OUT o_status int, OUT o_actual bigint)
+        LANGUAGE plpgsql
+        SET enable_seqscan = off
+        AS $fn$
+        DECLARE
+            v_stream {schema}.streams%ROWTYPE;
+        BEGIN
+            SELECT * INTO v_stream FROM {schema}.streams WHERE stream = p_stream FOR UPDATE;
+            o_actual := CASE WHEN NOT FOUND THEN 0 WHEN v_stream.version > v_stream.deleted_up_to THEN v_stream.version ELSE 0 END;
+            IF NOT (p_expected = -2 OR (p_expected = -1 AND o_actual = 0) OR (p_expected = -4 AND o_actual > 0)
+                    OR (p_expected >= 1 AND o_actual = p_expected)) THEN
+                o_status := 2; RETURN;
+            END IF;
+            IF v_stream.stream IS NOT NULL THEN
+                UPDATE {schema}.streams
+                   SET deleted_up_to = version,
+                       deletions = CASE WHEN version = ANY (deletions) THEN deletions ELSE array_append(deletions, version) END
+                 WHERE stream = p_stream;
+                UPDATE {schema}.events SET deleted = true WHERE stream = p_stream AND version <= v_stream.version AND NOT deleted;
+            END IF;
+            o_status := 0;
+        END
+        $fn$;
+        """;
+
+    /// <summary>The migration's SQL for a schema (already validated, so quoting cannot be escaped).</summary>
+    public static string Render(Migration migration, string schema) =>
+        migration.Sql.Replace("{schema}", Quote(schema), StringComparison.Ordinal).Replace("{channel}", ChannelFor(schema), StringComparison.Ordinal);
+
+    /// <summary>The schema name as a quoted identifier.</summary>
+    public static string Quote(string schema) => "\"" + schema + "\"";
+
+    /// <summary>The notification channel appends in the schema signal on.</summary>
+    public static string ChannelFor(string schema) => schema + "_events";
+}

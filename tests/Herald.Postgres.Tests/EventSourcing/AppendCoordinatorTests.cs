@@ -1,0 +1,105 @@
+using Herald.EventSourcing;
+using Herald.Postgres.EventSourcing;
+using Herald.Testing;
+using Npgsql;
+
+namespace Herald.Postgres.Tests.EventSourcing;
+
+/// <summary>Grouped commits: members share one transaction, yet each keeps its own checks and its own outcome.</summary>
+public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : IClassFixture<PostgresSchemaFixture>
+{
+    [Fact]
+    public async Task QueuedAppends_CommitTogether_AndAConflictingMemberFailsAlone()
+    {
+        await using var store = await CreateStoreAsync();
+        var existing = TestEvents.NewStream();
+        await store.AppendAsync(existing, ExpectedVersion.NoStream, TestEvents.Many(1));
+        await using var blocked = await HoldTheWriterAsync(store);
+
+        // Queued while the only writer waits: they are taken as one group when it is free again.
+        var fine = Enumerable.Range(0, 30).Select(_ => (Stream: TestEvents.NewStream(), Events: TestEvents.Many(2))).ToList();
+        var appends = fine.Select(f => store.AppendAsync(f.Stream, ExpectedVersion.NoStream, f.Events).AsTask()).ToList();
+        var conflicting = store.AppendAsync(existing, ExpectedVersion.NoStream, TestEvents.Many(1)).AsTask();
+        var sameStreamTwice = new[] { store.AppendAsync(fine[0].Stream, ExpectedVersion.Exactly(2), TestEvents.Many(1)).AsTask(), store.AppendAsync(fine[0].Stream, ExpectedVersion.Any, TestEvents.Many(1)).AsTask() };
+        await blocked.ReleaseAsync();
+
+        var results = await Task.WhenAll(appends);
+        var conflict = await Assert.ThrowsAsync<ConcurrencyException>(() => conflicting);
+        var twice = await Task.WhenAll(sameStreamTwice);
+
+        Assert.Equal(1, conflict.Actual);
+        Assert.Single(results.Concat(twice).Select(r => r.LastPosition >> 20).Distinct());
+        Assert.All(results, r => Assert.Equal(2, r.StreamVersion));
+        Assert.Equal([3L, 4L], twice.Select(r => r.StreamVersion));
+        Assert.Equal(results.Length + twice.Length, results.Concat(twice).Select(r => r.LastPosition).Distinct().Count());
+        Assert.Equal(4, (await TestEvents.ReadStreamAsync(store, fine[0].Stream)).Count);
+        Assert.Equal(1, await store.GetStreamVersionAsync(existing));
+    }
+
+    [Fact]
+    public async Task AGroupWithAnInvalidMember_RunsItsMembersOneByOne_AndOnlyThatMemberFails()
+    {
+        await using var store = await CreateStoreAsync();
+        await using var blocked = await HoldTheWriterAsync(store);
+
+        var fine = Enumerable.Range(0, 10).Select(_ => (Stream: TestEvents.NewStream(), Events: TestEvents.Many(1))).ToList();
+        var appends = fine.Select(f => store.AppendAsync(f.Stream, ExpectedVersion.NoStream, f.Events).AsTask()).ToList();
+        var invalid = store.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, [TestEvents.New("type-with-\0-inside")]).AsTask();
+        await blocked.ReleaseAsync();
+
+        var results = await Task.WhenAll(appends);
+        await Assert.ThrowsAnyAsync<NpgsqlException>(() => invalid);
+        Assert.All(results, r => Assert.Equal(1, r.StreamVersion));
+        foreach (var (stream, events) in fine)
+        {
+            Assert.Equal(events.Select(e => e.MessageId), (await TestEvents.ReadStreamAsync(store, stream)).Select(e => e.EventId));
+        }
+    }
+
+    private Task<PostgresEventStore> CreateStoreAsync() =>
+        PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, AppendWriters = 1 });
+
+    // Keeps the store's only writer loop busy: it waits for a row lock another transaction holds, until released.
+    private static async Task<HeldWriter> HoldTheWriterAsync(PostgresEventStore store)
+    {
+        var stream = TestEvents.NewStream();
+        var holder = await store.BeginAppendAsync(stream, ExpectedVersion.NoStream, TestEvents.Many(1));
+        var waiting = store.AppendAsync(stream, ExpectedVersion.Any, TestEvents.Many(1)).AsTask();
+        await WaitUntilAsync(async () => await LockWaitersAsync(holder.Connection.ProcessID) > 0, "the writer loop to wait for the held row lock");
+        return new HeldWriter(holder, waiting);
+    }
+
+    private static async Task<long> LockWaitersAsync(int holderProcessId)
+    {
+        await using var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))", connection);
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = holderProcessId });
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Eventually.DefaultTimeout;
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for {what}.");
+            }
+
+            await Task.Delay(10);
+        }
+    }
+
+    private sealed class HeldWriter(OpenAppend holder, Task<AppendResult> waiting) : IAsyncDisposable
+    {
+        public async Task ReleaseAsync()
+        {
+            await holder.CommitAsync();
+            Assert.Equal(2, (await waiting).StreamVersion);
+        }
+
+        public ValueTask DisposeAsync() => holder.DisposeAsync();
+    }
+}

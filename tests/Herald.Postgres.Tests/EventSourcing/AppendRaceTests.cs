@@ -1,0 +1,63 @@
+using Herald.EventSourcing;
+using Herald.Postgres.EventSourcing;
+using Npgsql;
+
+namespace Herald.Postgres.Tests.EventSourcing;
+
+/// <summary>Racing appends never both succeed and are never silently dropped (Eventuous #553, Marten #2260).</summary>
+public sealed class AppendRaceTests(PostgresSchemaFixture fixture) : IClassFixture<PostgresSchemaFixture>
+{
+    private const int Races = 50;
+
+    [Fact]
+    public async Task RacingAppendsFromTwoNodesWithTheSameExpectedVersion_ExactlyOneWinsEachRace()
+    {
+        await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
+        await using var first = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema });
+        await using var second = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions { Schema = fixture.Schema });
+        PostgresEventStore[] contenders = [first, second, first, second];
+
+        for (var race = 0; race < Races; race++)
+        {
+            // Creating the stream: every contender expects no stream.
+            var stream = TestEvents.NewStream();
+            var created = await RaceAsync(contenders, stream, ExpectedVersion.NoStream, 2);
+            AssertOneWinner(created, actualForLosers: 2);
+
+            // Continuing it: every contender expects version 2.
+            var continued = await RaceAsync(contenders, stream, ExpectedVersion.Exactly(2), 3);
+            AssertOneWinner(continued, actualForLosers: 5);
+
+            var stored = await TestEvents.ReadStreamAsync(first, stream);
+            Assert.Equal(Enumerable.Range(1, 5).Select(v => (long)v), stored.Select(e => e.Version));
+            Assert.Equal(created.Single(o => o.Won).Ids.Concat(continued.Single(o => o.Won).Ids), stored.Select(e => e.EventId));
+        }
+    }
+
+    private static async Task<(bool Won, Guid[] Ids, long Actual)[]> RaceAsync(PostgresEventStore[] contenders, string stream, ExpectedVersion expected, int events)
+    {
+        var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var racing = contenders.Select(store => Task.Run(async () =>
+        {
+            var batch = TestEvents.Many(events);
+            await start.Task;
+            try
+            {
+                await store.AppendAsync(stream, expected, batch);
+                return (true, batch.Select(e => e.MessageId).ToArray(), 0L);
+            }
+            catch (ConcurrencyException ex)
+            {
+                return (false, batch.Select(e => e.MessageId).ToArray(), ex.Actual);
+            }
+        })).ToList();
+        start.SetResult();
+        return await Task.WhenAll(racing);
+    }
+
+    private static void AssertOneWinner((bool Won, Guid[] Ids, long Actual)[] outcomes, long actualForLosers)
+    {
+        Assert.Single(outcomes, o => o.Won);
+        Assert.All(outcomes.Where(o => !o.Won), o => Assert.Equal(actualForLosers, o.Actual));
+    }
+}

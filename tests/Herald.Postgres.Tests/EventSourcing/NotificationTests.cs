@@ -1,0 +1,83 @@
+using Herald.EventSourcing;
+using Herald.EventSourcing.Subscriptions;
+using Herald.Postgres.EventSourcing;
+using Herald.Testing;
+using Npgsql;
+
+namespace Herald.Postgres.Tests.EventSourcing;
+
+public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFixture<PostgresSchemaFixture>
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
+
+    // Far beyond the test's timeout: a wake-up can only come from a notification.
+    private static readonly TimeSpan NoFallback = TimeSpan.FromHours(1);
+
+    [Fact]
+    public async Task ListenConnectionTerminated_ReconnectsAndASubscriptionWakesOnTheNextAppendFromAnotherNode()
+    {
+        await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
+        await using var follower = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions
+        {
+            Schema = fixture.Schema,
+            ListenerReconnectDelay = TimeSpan.FromMilliseconds(20),
+            NotificationFallbackInterval = NoFallback,
+        });
+        await using var writer = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions { Schema = fixture.Schema });
+        var category = TestEvents.NewCategory();
+        var seen = new List<RecordedEvent>();
+        await using var subscription = await EventSubscription.StartNewAsync(follower, follower, (e, _) =>
+        {
+            lock (seen)
+            {
+                seen.Add(e);
+            }
+
+            return ValueTask.CompletedTask;
+        }, new EventSubscriptionOptions { SubscriptionId = TestEvents.NewCategory(), StartAfterPosition = await follower.GetLastPositionAsync(), Filter = EventFilter.ForCategory(category) });
+
+        var before = await writer.AppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(1));
+        await subscription.WaitForPositionAsync(before.LastPosition).WaitAsync(Timeout);
+        await Eventually.UntilAsync(() => follower.Listener is { IsListening: true }, "the follower to listen");
+        var listener = follower.Listener!;
+        var connects = listener.Connects;
+
+        await PostgresTestDatabase.ExecuteAsync($"SELECT pg_terminate_backend({listener.ProcessId})");
+        await Eventually.UntilAsync(() => listener.Connects > connects && listener.IsListening, "the notification connection to come back");
+
+        var after = await writer.AppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(2));
+        await subscription.WaitForPositionAsync(after.LastPosition).WaitAsync(Timeout);
+        lock (seen)
+        {
+            Assert.Equal(3, seen.Count);
+            Assert.Equal(seen.Select(e => e.Position).Order(), seen.Select(e => e.Position));
+        }
+    }
+
+    [Fact]
+    public async Task WaitForEvents_IsWokenByANotificationFromAnotherNode()
+    {
+        await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
+        await using var follower = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, NotificationFallbackInterval = NoFallback });
+        await using var writer = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions { Schema = fixture.Schema });
+        var head = await follower.GetLastPositionAsync();
+        var waiting = follower.WaitForEventsAsync(head).AsTask();
+        await Eventually.UntilAsync(() => follower.Listener is { IsListening: true }, "the follower to listen");
+
+        var result = await writer.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, TestEvents.Many(1));
+
+        await waiting.WaitAsync(Timeout);
+        Assert.True(await follower.GetLastPositionAsync() >= result.LastPosition);
+    }
+
+    [Fact]
+    public async Task WaitForEvents_WhenTheStoreIsDisposedMeanwhile_ThrowsObjectDisposed()
+    {
+        var store = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, NotificationFallbackInterval = NoFallback });
+        var waiting = store.WaitForEventsAsync(await store.GetLastPositionAsync() + 1_000_000).AsTask();
+
+        await store.DisposeAsync();
+
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => waiting.WaitAsync(Timeout));
+    }
+}

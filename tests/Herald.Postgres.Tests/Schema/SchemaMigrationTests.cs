@@ -1,0 +1,160 @@
+using Herald.Postgres.EventSourcing;
+using Herald.Testing;
+using Npgsql;
+
+namespace Herald.Postgres.Tests.Schema;
+
+public sealed class SchemaMigrationTests
+{
+    [Fact]
+    public async Task Start_CreatesTheSchemaOnce_AndStartingAgainChangesNothing()
+    {
+        await using var schema = new TemporarySchema();
+        var options = new PostgresStoreOptions { Schema = schema.Name };
+        var stream = $"order-{Guid.NewGuid():N}";
+
+        await using (var first = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options))
+        {
+            await first.AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
+        }
+
+        Assert.Equal([1], await VersionsAsync(schema.Name));
+        await using var again = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options);
+
+        Assert.Equal([1], await VersionsAsync(schema.Name));
+        Assert.Equal(["checkpoints", "events", "log_settings", "schema_version", "snapshots", "streams"], await TablesAsync(schema.Name));
+        Assert.Equal(1, await again.GetStreamVersionAsync(stream));
+    }
+
+    [Fact]
+    public async Task Start_OfFourNodesAtOnce_MigratesOnce()
+    {
+        await using var schema = new TemporarySchema();
+        var sources = Enumerable.Range(0, 4).Select(_ => NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString)).ToList();
+        try
+        {
+            var nodes = await Task.WhenAll(sources.Select(source => Task.Run(() => PostgresEventStore.CreateAsync(source, new PostgresStoreOptions { Schema = schema.Name }))));
+            try
+            {
+                Assert.Equal([1], await VersionsAsync(schema.Name));
+                var stream = $"order-{Guid.NewGuid():N}";
+                await nodes[0].AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
+                await nodes[3].AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.Exactly(1), [TestEvents.New()]);
+                Assert.Equal(2, await nodes[1].GetStreamVersionAsync(stream));
+            }
+            finally
+            {
+                foreach (var node in nodes)
+                {
+                    await node.DisposeAsync();
+                }
+            }
+        }
+        finally
+        {
+            foreach (var source in sources)
+            {
+                await source.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Start_OnASchemaNewerThanThisCode_FailsNamingBothVersions()
+    {
+        await using var schema = new TemporarySchema();
+        var options = new PostgresStoreOptions { Schema = schema.Name };
+        await (await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options)).DisposeAsync();
+        await PostgresTestDatabase.ExecuteAsync($"INSERT INTO \"{schema.Name}\".schema_version (version, description) VALUES (999, 'from the future')");
+
+        var error = await Assert.ThrowsAsync<HeraldException>(() => PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options));
+
+        Assert.Contains("version 999", error.Message, StringComparison.Ordinal);
+        Assert.Contains("up to 1", error.Message, StringComparison.Ordinal);
+        Assert.Contains(schema.Name, error.Message, StringComparison.Ordinal);
+        Assert.Equal([1, 999], await VersionsAsync(schema.Name));
+    }
+
+    [Fact]
+    public async Task Start_WhenTheServerCannotBeReached_FailsNamingTheHost()
+    {
+        var unreachable = new NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString) { Host = "127.0.0.1", Port = 1, Timeout = 5 }.ConnectionString;
+
+        var error = await Assert.ThrowsAsync<HeraldException>(() => PostgresEventStore.CreateAsync(unreachable, new PostgresStoreOptions { Schema = PostgresTestDatabase.NewSchema() }));
+
+        Assert.Contains("127.0.0.1:1", error.Message, StringComparison.Ordinal);
+        Assert.IsAssignableFrom<NpgsqlException>(error.InnerException);
+    }
+
+    [Fact]
+    public async Task Start_OnACurrentSchema_NeedsNoRightToCreate()
+    {
+        await using var schema = new TemporarySchema();
+        await (await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, new PostgresStoreOptions { Schema = schema.Name })).DisposeAsync();
+        var role = "herald_app_" + Guid.NewGuid().ToString("N")[..8];
+        await PostgresTestDatabase.ExecuteAsync($"""
+            CREATE ROLE {role} LOGIN PASSWORD 'app';
+            GRANT USAGE ON SCHEMA "{schema.Name}" TO {role};
+            GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "{schema.Name}" TO {role};
+            GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "{schema.Name}" TO {role};
+            """);
+        try
+        {
+            var asApp = new NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString) { Username = role, Password = "app" }.ConnectionString;
+            await using var store = await PostgresEventStore.CreateAsync(asApp, new PostgresStoreOptions { Schema = schema.Name });
+
+            var stream = $"order-{Guid.NewGuid():N}";
+            await store.AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
+            Assert.Equal(1, await store.GetStreamVersionAsync(stream));
+        }
+        finally
+        {
+            await PostgresTestDatabase.ExecuteAsync($"DROP OWNED BY {role}; DROP ROLE {role};");
+        }
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("Herald")]
+    [InlineData("herald\"; DROP SCHEMA public; --")]
+    [InlineData("pg_herald")]
+    [InlineData("1herald")]
+    [InlineData("a_schema_name_that_is_far_too_long_for_a_channel_name")]
+    public async Task Start_WithAnInvalidSchemaName_IsRefusedBeforeConnecting(string name)
+    {
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => PostgresEventStore.CreateAsync("Host=127.0.0.1;Port=1", new PostgresStoreOptions { Schema = name }));
+
+        Assert.Equal(nameof(PostgresStoreOptions.Schema), error.ParamName);
+    }
+
+    private static async Task<List<int>> VersionsAsync(string schema)
+    {
+        await using var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand($"SELECT version FROM \"{schema}\".schema_version ORDER BY version", connection);
+        var versions = new List<int>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            versions.Add(reader.GetInt32(0));
+        }
+
+        return versions;
+    }
+
+    private static async Task<List<string>> TablesAsync(string schema)
+    {
+        await using var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name", connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = schema });
+        var tables = new List<string>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            tables.Add(reader.GetString(0));
+        }
+
+        return tables;
+    }
+}
