@@ -3,6 +3,12 @@ using Herald.Hosting;
 using Herald.Postgres;
 using Herald.Postgres.DependencyInjection;
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Reliability;
+using Herald.Reliability;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Idempotency;
+using Herald.Reliability.Inbox;
+using Herald.Reliability.Outbox;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -14,8 +20,9 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class PostgresHeraldBuilderExtensions
 {
     /// <summary>
-    /// Uses PostgreSQL for the event store, checkpoints and snapshots (one <see cref="PostgresEventStore"/> singleton on one
-    /// connection pool). The schema is created or migrated when the host starts.
+    /// Uses PostgreSQL for the event store, checkpoints, snapshots, dead letters, outbox, inbox, idempotency keys and the
+    /// scoped unit of work (one <see cref="PostgresEventStore"/> singleton on one connection pool, all in one schema).
+    /// The schema is created or migrated when the host starts.
     /// </summary>
     public static HeraldBuilder UsePostgres(this HeraldBuilder builder, string connectionString, Action<PostgresStoreOptions>? configure = null)
     {
@@ -40,6 +47,12 @@ public static class PostgresHeraldBuilderExtensions
         services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => sp.GetRequiredService<PostgresEventStore>()));
         services.Replace(ServiceDescriptor.Singleton<ICheckpointStore>(sp => sp.GetRequiredService<PostgresEventStore>()));
         services.Replace(ServiceDescriptor.Singleton<ISnapshotStore>(sp => sp.GetRequiredService<PostgresEventStore>()));
+        services.Replace(ServiceDescriptor.Singleton<IDeadLetterStore>(sp => new PostgresDeadLetterStore(sp.GetRequiredService<PostgresEventStore>())));
+        services.Replace(ServiceDescriptor.Singleton<IOutboxStore>(sp => new PostgresOutboxStore(sp.GetRequiredService<PostgresEventStore>())));
+        services.Replace(ServiceDescriptor.Singleton<IInbox>(sp => new PostgresInbox(sp.GetRequiredService<PostgresEventStore>(), sp.GetService<TimeProvider>())));
+        services.Replace(ServiceDescriptor.Singleton<IIdempotencyStore>(sp =>
+            new PostgresIdempotencyStore(sp.GetRequiredService<PostgresEventStore>(), sp.GetService<TimeProvider>())));
+        services.Replace(ServiceDescriptor.Scoped<IUnitOfWork>(sp => sp.GetRequiredService<PostgresEventStore>().BeginUnitOfWork()));
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, PostgresStoreStarter>());
         return builder;
     }

@@ -68,7 +68,8 @@ internal static class EventRows
             ? segment.Array
             : body.ToArray();
 
-    private static Dictionary<string, string> ParseHeaders(string json)
+    /// <summary>Headers from their JSON object.</summary>
+    public static Dictionary<string, string> ParseHeaders(string json)
     {
         using var document = JsonDocument.Parse(json);
         var headers = new Dictionary<string, string>(StringComparer.Ordinal);

@@ -70,27 +70,8 @@ public sealed partial class PostgresEventStore
         try
         {
             transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-            await using var command = new NpgsqlCommand(runtime.Sql.Append, connection, transaction);
-            AppendCall.AddParameters(command.Parameters, runtime.Sql, [pending], 0, _time.GetUtcNow().UtcDateTime);
-            AppendOutcome outcome;
-            await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
-            {
-                await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-                outcome = AppendOutcome.ReadRow(reader, 1)[0];
-            }
-
-            if (!outcome.Succeeded)
-            {
-                throw outcome.ToException(stream, expectedVersion);
-            }
-
-            // Inside the transaction: the notification is delivered at its commit, and not at all if it rolls back.
-            await using (var notify = new NpgsqlCommand(runtime.Sql.Notify, connection, transaction))
-            {
-                await notify.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-
-            return new OpenAppend(connection, transaction, outcome.Result, OnCommitted);
+            var result = await AppendInTransactionAsync(runtime, connection, transaction, pending, firstOrdinal: 0, notify: true, cancellationToken).ConfigureAwait(false);
+            return new OpenAppend(connection, transaction, result, OnCommitted);
         }
         catch
         {
@@ -102,6 +83,34 @@ public sealed partial class PostgresEventStore
             await connection.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    // One append in a transaction the caller holds; its events are numbered from firstOrdinal within that transaction.
+    private async Task<AppendResult> AppendInTransactionAsync(
+        Runtime runtime, NpgsqlConnection connection, NpgsqlTransaction transaction, PendingAppend pending, int firstOrdinal, bool notify, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(runtime.Sql.Append, connection, transaction);
+        AppendCall.AddParameters(command.Parameters, runtime.Sql, [pending], firstOrdinal, _time.GetUtcNow().UtcDateTime);
+        AppendOutcome outcome;
+        await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+            outcome = AppendOutcome.ReadRow(reader, 1)[0];
+        }
+
+        if (!outcome.Succeeded)
+        {
+            throw outcome.ToException(pending.Stream, pending.Expected);
+        }
+
+        if (notify)
+        {
+            // Inside the transaction: the notification is delivered at its commit, and not at all if it rolls back.
+            await using var signal = new NpgsqlCommand(runtime.Sql.Notify, connection, transaction);
+            await signal.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        return outcome.Result;
     }
 
     private async ValueTask<AppendResult> CheckEmptyAppendAsync(Runtime runtime, string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)

@@ -14,6 +14,7 @@ internal static class Migrations
     public static IReadOnlyList<Migration> All { get; } =
     [
         new(1, "event store: events, streams, checkpoints, snapshots, append and delete functions", V1),
+        new(2, "reliability: dead letters, outbox, inbox, idempotency", V2),
     ];
 
     public static int Latest => All[^1].Version;
@@ -296,6 +297,82 @@ internal static class Migrations
             o_status := 0;
         END
         $fn$;
+        """;
+
+    // Times are timestamptz (microseconds); expiry columns hold times of the application's TimeProvider, never now().
+    // The envelope columns match Reliability/EnvelopeColumns.
+    private const string V2 = """
+        CREATE TABLE {schema}.dead_letters (
+            id uuid PRIMARY KEY,
+            endpoint text COLLATE "C" NOT NULL,
+            cause text NOT NULL,
+            error_type text NOT NULL,
+            error_message text NOT NULL,
+            stack_trace text,
+            fingerprint text COLLATE "C" NOT NULL,
+            first_failure timestamptz NOT NULL,
+            last_failure timestamptz NOT NULL,
+            attempt_count int NOT NULL,
+            retry_count int NOT NULL,
+            last_retry_error text,
+            last_retry_time timestamptz,
+            message_id uuid NOT NULL,
+            message_type text COLLATE "C" NOT NULL,
+            schema_version int NOT NULL,
+            time timestamptz NOT NULL,
+            correlation_id text,
+            causation_id text,
+            user_id text,
+            partition_key text,
+            content_type text NOT NULL,
+            headers jsonb,
+            body bytea NOT NULL,
+            delivery_attempt int NOT NULL
+        );
+        CREATE INDEX dead_letters_endpoint_id ON {schema}.dead_letters (endpoint, id);
+
+        -- seq is the order rows were added; the relay reads pending rows in that order.
+        CREATE TABLE {schema}.outbox (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id uuid NOT NULL UNIQUE,
+            destination_kind text NOT NULL,
+            destination text NOT NULL,
+            created_at timestamptz NOT NULL,
+            outbox_partition_key text,
+            deliver_at timestamptz,
+            sent_at timestamptz,
+            message_id uuid NOT NULL,
+            message_type text COLLATE "C" NOT NULL,
+            schema_version int NOT NULL,
+            time timestamptz NOT NULL,
+            correlation_id text,
+            causation_id text,
+            user_id text,
+            partition_key text,
+            content_type text NOT NULL,
+            headers jsonb,
+            body bytea NOT NULL,
+            delivery_attempt int NOT NULL
+        );
+        CREATE INDEX outbox_pending ON {schema}.outbox (seq) WHERE sent_at IS NULL;
+        CREATE INDEX outbox_sent ON {schema}.outbox (sent_at) WHERE sent_at IS NOT NULL;
+
+        CREATE TABLE {schema}.inbox (
+            endpoint text COLLATE "C" NOT NULL,
+            message_id uuid NOT NULL,
+            expires_at timestamptz NOT NULL,
+            PRIMARY KEY (endpoint, message_id)
+        );
+        CREATE INDEX inbox_expires_at ON {schema}.inbox (expires_at);
+
+        CREATE TABLE {schema}.idempotency (
+            idempotency_key text COLLATE "C" PRIMARY KEY,
+            lock_token uuid NOT NULL,
+            completed boolean NOT NULL,
+            result bytea,
+            expires_at timestamptz NOT NULL
+        );
+        CREATE INDEX idempotency_expires_at ON {schema}.idempotency (expires_at);
         """;
 
     /// <summary>The migration's SQL for a schema (already validated, so quoting cannot be escaped).</summary>

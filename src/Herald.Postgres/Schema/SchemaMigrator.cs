@@ -41,12 +41,21 @@ internal static class SchemaMigrator
             versionTableExists = reader.GetBoolean(1);
         }
 
-        var current = 0;
+        // Every recorded version, not just the highest: versions may have gaps (packages add theirs in parallel), and a
+        // listed version not yet recorded is applied even when a higher one already is.
+        var applied = new HashSet<int>();
         if (versionTableExists)
         {
-            await using var command = new NpgsqlCommand($"SELECT coalesce(max(version), 0) FROM {quoted}.schema_version", connection, transaction);
-            current = (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+            await using var command = new NpgsqlCommand($"SELECT version FROM {quoted}.schema_version", connection, transaction);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                applied.Add(reader.GetInt32(0));
+            }
         }
+
+        var current = applied.Count == 0 ? 0 : applied.Max();
+        var missing = Migrations.All.Where(m => !applied.Contains(m.Version)).ToList();
 
         if (current > Migrations.Latest)
         {
@@ -71,7 +80,7 @@ internal static class SchemaMigrator
                 """, cancellationToken).ConfigureAwait(false);
         }
 
-        foreach (var migration in Migrations.All.Where(m => m.Version > current))
+        foreach (var migration in missing)
         {
             await ExecuteAsync(connection, transaction, Migrations.Render(migration, schema), cancellationToken).ConfigureAwait(false);
             await using var record = new NpgsqlCommand($"INSERT INTO {quoted}.schema_version (version, description) VALUES ($1, $2)", connection, transaction);
@@ -87,7 +96,7 @@ internal static class SchemaMigrator
         }
 
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-        if (current < Migrations.Latest)
+        if (missing.Count > 0)
         {
             Log.SchemaMigrated(logger, schema, current, Migrations.Latest);
         }
@@ -112,7 +121,7 @@ internal static class SchemaMigrator
     }
 
     // A stable 64-bit key per schema (FNV-1a), so every node takes the same advisory lock.
-    private static long LockKey(string schema)
+    internal static long LockKey(string schema)
     {
         var hash = 14695981039346656037UL;
         foreach (var b in Encoding.UTF8.GetBytes("herald.schema:" + schema))

@@ -18,11 +18,11 @@ public sealed class SchemaMigrationTests
             await first.AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
         }
 
-        Assert.Equal([1], await VersionsAsync(schema.Name));
+        Assert.Equal([1, 2], await VersionsAsync(schema.Name));
         await using var again = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options);
 
-        Assert.Equal([1], await VersionsAsync(schema.Name));
-        Assert.Equal(["checkpoints", "events", "log_settings", "schema_version", "snapshots", "streams"], await TablesAsync(schema.Name));
+        Assert.Equal([1, 2], await VersionsAsync(schema.Name));
+        Assert.Equal(["checkpoints", "dead_letters", "events", "idempotency", "inbox", "log_settings", "outbox", "schema_version", "snapshots", "streams"], await TablesAsync(schema.Name));
         Assert.Equal(1, await again.GetStreamVersionAsync(stream));
     }
 
@@ -36,7 +36,7 @@ public sealed class SchemaMigrationTests
             var nodes = await Task.WhenAll(sources.Select(source => Task.Run(() => PostgresEventStore.CreateAsync(source, new PostgresStoreOptions { Schema = schema.Name }))));
             try
             {
-                Assert.Equal([1], await VersionsAsync(schema.Name));
+                Assert.Equal([1, 2], await VersionsAsync(schema.Name));
                 var stream = $"order-{Guid.NewGuid():N}";
                 await nodes[0].AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
                 await nodes[3].AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.Exactly(1), [TestEvents.New()]);
@@ -70,9 +70,9 @@ public sealed class SchemaMigrationTests
         var error = await Assert.ThrowsAsync<HeraldException>(() => PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options));
 
         Assert.Contains("version 999", error.Message, StringComparison.Ordinal);
-        Assert.Contains("up to 1", error.Message, StringComparison.Ordinal);
+        Assert.Contains("up to 2", error.Message, StringComparison.Ordinal);
         Assert.Contains(schema.Name, error.Message, StringComparison.Ordinal);
-        Assert.Equal([1, 999], await VersionsAsync(schema.Name));
+        Assert.Equal([1, 2, 999], await VersionsAsync(schema.Name));
     }
 
     [Fact]

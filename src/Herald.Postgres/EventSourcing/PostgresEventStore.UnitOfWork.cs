@@ -1,0 +1,66 @@
+using Herald.EventSourcing;
+using Herald.Messages;
+using Herald.Postgres.Reliability;
+using Herald.Reliability;
+using Npgsql;
+
+namespace Herald.Postgres.EventSourcing;
+
+public sealed partial class PostgresEventStore
+{
+    /// <summary>
+    /// Appends in a unit of work on this store's database: the events are written now, inside its transaction, and become
+    /// readable (with the outbox rows and inbox mark enlisted in it) only when it commits; a rollback discards them.
+    /// A stale expected version throws <see cref="ConcurrencyException"/> here and leaves the transaction usable.
+    /// </summary>
+    public async ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(unitOfWork);
+        AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
+        if (events.Count > AppendCoordinator.MaxEventsPerAppend)
+        {
+            throw new ArgumentException($"The append to '{stream}' holds {events.Count} events; one append may hold at most {AppendCoordinator.MaxEventsPerAppend}.", nameof(events));
+        }
+
+        var own = OwnUnitOfWork(unitOfWork)
+            ?? throw new ArgumentException("Only a PostgresUnitOfWork of this store can hold an append.", nameof(unitOfWork));
+        cancellationToken.ThrowIfCancellationRequested();
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        if (events.Count == 0)
+        {
+            return await CheckEmptyAppendAsync(runtime, stream, expectedVersion, cancellationToken).ConfigureAwait(false);
+        }
+
+        var pending = new PendingAppend(stream, expectedVersion, events, cancellationToken);
+        return await own.ExecuteAsync(
+            async (connection, transaction, token) =>
+            {
+                var (firstOrdinal, notify) = own.ReserveOrdinals(events.Count);
+                var result = await AppendInTransactionAsync(runtime, connection, transaction, pending, firstOrdinal, notify, token).ConfigureAwait(false);
+                own.Appended(result.LastPosition);
+                return result;
+            },
+            cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Begins a unit of work on this store's database (the DI scope's one when the store is registered by <c>UsePostgres</c>).</summary>
+    public PostgresUnitOfWork BeginUnitOfWork() => new(this);
+
+    /// <summary>The unit of work as this store's own, null for one without a transaction here (its callbacks are used instead).</summary>
+    internal PostgresUnitOfWork? OwnUnitOfWork(IUnitOfWork? unitOfWork) => unitOfWork switch
+    {
+        PostgresUnitOfWork postgres when ReferenceEquals(postgres.Store, this) => postgres,
+        PostgresUnitOfWork => throw new ArgumentException("The unit of work belongs to another PostgreSQL store; its writes could not commit together.", nameof(unitOfWork)),
+        _ => null,
+    };
+
+    /// <summary>Opens a pooled connection once the schema is current (for the reliability stores and units of work).</summary>
+    internal async ValueTask<NpgsqlConnection> OpenStartedAsync(CancellationToken cancellationToken)
+    {
+        await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        return await OpenAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Called after a unit of work that appended committed: this instance's reads then wait for its events.</summary>
+    internal void UnitOfWorkCommitted(long lastPosition) => OnCommitted(lastPosition);
+}

@@ -1,0 +1,169 @@
+using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Schema;
+using Herald.Reliability.DeadLetters;
+using Npgsql;
+
+namespace Herald.Postgres.Reliability;
+
+/// <summary>
+/// Dead letters in the <c>dead_letters</c> table of a <see cref="PostgresEventStore"/>'s schema. PostgreSQL orders
+/// <c>uuid</c> as <see cref="Guid"/> compares, so id order and keyset paging match the in-memory store.
+/// </summary>
+public sealed class PostgresDeadLetterStore : IDeadLetterStore
+{
+    private const string Columns =
+        "id, endpoint, cause, error_type, error_message, stack_trace, fingerprint, first_failure, last_failure, attempt_count, retry_count, " +
+        "last_retry_error, last_retry_time, " + EnvelopeColumns.Names;
+
+    // One statement for every combination of filters: a null parameter turns its filter off.
+    private const string Where =
+        " WHERE ($1::text IS NULL OR endpoint = $1) AND ($2::text IS NULL OR message_type = $2) AND ($3::text IS NULL OR fingerprint = $3)" +
+        " AND ($4::timestamptz IS NULL OR last_failure >= $4) AND ($5::timestamptz IS NULL OR last_failure < $5) AND ($6::uuid IS NULL OR id > $6)";
+
+    private readonly PostgresEventStore _store;
+    private readonly string _insert;
+    private readonly string _get;
+    private readonly string _list;
+    private readonly string _count;
+    private readonly string _delete;
+    private readonly string _deleteMany;
+    private readonly string _recordRetry;
+
+    /// <summary>Creates the store in the schema of <paramref name="store"/> (which creates and migrates it).</summary>
+    public PostgresDeadLetterStore(PostgresEventStore store)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+        var table = Migrations.Quote(store.Schema) + ".dead_letters";
+        var values = string.Join(", ", Enumerable.Range(1, 13 + EnvelopeColumns.Count).Select(i => "$" + i));
+        _insert = $"INSERT INTO {table} ({Columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING";
+        _get = $"SELECT {Columns} FROM {table} WHERE id = $1";
+        _list = $"SELECT {Columns} FROM {table}{Where} ORDER BY id LIMIT $7";
+        _count = $"SELECT count(*) FROM {table}{Where}";
+        _delete = $"DELETE FROM {table} WHERE id = $1";
+        _deleteMany = $"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}{Where} ORDER BY id LIMIT $7)";
+        _recordRetry = $"UPDATE {table} SET retry_count = retry_count + 1, last_retry_error = $2, last_retry_time = $3 WHERE id = $1";
+    }
+
+    /// <inheritdoc />
+    public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(deadLetter);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_insert, connection);
+        var p = command.Parameters;
+        p.Add(EnvelopeColumns.Id(deadLetter.Id));
+        p.Add(EnvelopeColumns.Text(deadLetter.Endpoint));
+        p.Add(EnvelopeColumns.Text(deadLetter.Cause.ToString()));
+        p.Add(EnvelopeColumns.Text(deadLetter.ErrorType));
+        p.Add(EnvelopeColumns.Text(deadLetter.ErrorMessage));
+        p.Add(EnvelopeColumns.Text(deadLetter.StackTrace));
+        p.Add(EnvelopeColumns.Text(deadLetter.Fingerprint));
+        p.Add(EnvelopeColumns.Time(deadLetter.FirstFailureTime));
+        p.Add(EnvelopeColumns.Time(deadLetter.LastFailureTime));
+        p.Add(EnvelopeColumns.Int(deadLetter.AttemptCount));
+        p.Add(EnvelopeColumns.Int(deadLetter.RetryCount));
+        p.Add(EnvelopeColumns.Text(deadLetter.LastRetryError));
+        p.Add(EnvelopeColumns.Time(deadLetter.LastRetryTime));
+        EnvelopeColumns.Add(p, deadLetter.Envelope);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_get, connection);
+        command.Parameters.Add(EnvelopeColumns.Id(id));
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? Read(reader) : null;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_list, connection);
+        AddFilters(command.Parameters, query);
+        command.Parameters.Add(EnvelopeColumns.Int(query.Limit));
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var page = new List<DeadLetter>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            page.Add(Read(reader));
+        }
+
+        return page;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_count, connection);
+        AddFilters(command.Parameters, query);
+        return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_delete, connection);
+        command.Parameters.Add(EnvelopeColumns.Id(id));
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_deleteMany, connection);
+        AddFilters(command.Parameters, query);
+        command.Parameters.Add(EnvelopeColumns.Int(query.Limit));
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(error);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_recordRetry, connection);
+        command.Parameters.Add(EnvelopeColumns.Id(id));
+        command.Parameters.Add(EnvelopeColumns.Text(error));
+        command.Parameters.Add(EnvelopeColumns.Time(time));
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
+
+    private static void AddFilters(NpgsqlParameterCollection parameters, DeadLetterQuery query)
+    {
+        parameters.Add(EnvelopeColumns.Text(query.Endpoint));
+        parameters.Add(EnvelopeColumns.Text(query.MessageType));
+        parameters.Add(EnvelopeColumns.Text(query.Fingerprint));
+        parameters.Add(EnvelopeColumns.Time(query.FailedFrom));
+        parameters.Add(EnvelopeColumns.Time(query.FailedBefore));
+        parameters.Add(EnvelopeColumns.Id(query.After));
+    }
+
+    private static DeadLetter Read(NpgsqlDataReader reader) => new()
+    {
+        Id = reader.GetGuid(0),
+        Endpoint = reader.GetString(1),
+        Cause = Enum.Parse<DeadLetterCause>(reader.GetString(2)),
+        ErrorType = reader.GetString(3),
+        ErrorMessage = reader.GetString(4),
+        StackTrace = EnvelopeColumns.NullableText(reader, 5),
+        Fingerprint = reader.GetString(6),
+        FirstFailureTime = reader.GetFieldValue<DateTimeOffset>(7),
+        LastFailureTime = reader.GetFieldValue<DateTimeOffset>(8),
+        AttemptCount = reader.GetInt32(9),
+        RetryCount = reader.GetInt32(10),
+        LastRetryError = EnvelopeColumns.NullableText(reader, 11),
+        LastRetryTime = EnvelopeColumns.NullableTime(reader, 12),
+        Envelope = EnvelopeColumns.Read(reader, 13),
+    };
+}

@@ -1,0 +1,113 @@
+using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Schema;
+using Herald.Reliability.Idempotency;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.Reliability;
+
+/// <summary>
+/// Idempotency keys in the <c>idempotency</c> table of a <see cref="PostgresEventStore"/>'s schema, expiring on the
+/// injected clock (never the server's). An acquire is one <c>INSERT ... ON CONFLICT DO UPDATE ... WHERE expired</c>, so of
+/// concurrent acquires exactly one takes the lock; complete and release act only with the current lock token.
+/// </summary>
+public sealed class PostgresIdempotencyStore : IIdempotencyStore
+{
+    private const int SweepEvery = 1024;
+    private const int SweepBatch = 1000;
+
+    private readonly PostgresEventStore _store;
+    private readonly TimeProvider _timeProvider;
+    private readonly string _take;
+    private readonly string _find;
+    private readonly string _complete;
+    private readonly string _release;
+    private readonly string _sweep;
+    private int _acquires;
+
+    /// <summary>Creates the store in the schema of <paramref name="store"/>, expiring keys on <paramref name="timeProvider"/> (the system clock when null).</summary>
+    public PostgresIdempotencyStore(PostgresEventStore store, TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+        _timeProvider = timeProvider ?? TimeProvider.System;
+        var table = Migrations.Quote(store.Schema) + ".idempotency";
+        _take = $"INSERT INTO {table} AS k (idempotency_key, lock_token, completed, result, expires_at) VALUES ($1, $2, false, NULL, $3) " +
+                "ON CONFLICT (idempotency_key) DO UPDATE SET lock_token = excluded.lock_token, completed = false, result = NULL, expires_at = excluded.expires_at " +
+                "WHERE k.expires_at <= $4";
+        _find = $"SELECT completed, result FROM {table} WHERE idempotency_key = $1 AND expires_at > $2";
+        _complete = $"UPDATE {table} SET completed = true, result = $3, expires_at = $4 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
+        _release = $"DELETE FROM {table} WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
+        _sweep = $"DELETE FROM {table} WHERE idempotency_key IN (SELECT idempotency_key FROM {table} WHERE expires_at <= $1 LIMIT $2)";
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
+        var now = _timeProvider.GetUtcNow();
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        if (Interlocked.Increment(ref _acquires) % SweepEvery == 0)
+        {
+            await using var sweep = new NpgsqlCommand(_sweep, connection);
+            sweep.Parameters.Add(EnvelopeColumns.Time(now));
+            sweep.Parameters.Add(EnvelopeColumns.Int(SweepBatch));
+            await sweep.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        // A live key that is released between the take and the look comes back as free: take again.
+        while (true)
+        {
+            var token = Guid.NewGuid();
+            await using (var take = new NpgsqlCommand(_take, connection))
+            {
+                take.Parameters.Add(EnvelopeColumns.Text(key));
+                take.Parameters.Add(EnvelopeColumns.Id(token));
+                take.Parameters.Add(EnvelopeColumns.Time(now + lockTtl));
+                take.Parameters.Add(EnvelopeColumns.Time(now));
+                if (await take.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1)
+                {
+                    return IdempotencyAcquireResult.Acquired(token);
+                }
+            }
+
+            await using var find = new NpgsqlCommand(_find, connection);
+            find.Parameters.Add(EnvelopeColumns.Text(key));
+            find.Parameters.Add(EnvelopeColumns.Time(now));
+            await using var reader = await find.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                return reader.GetBoolean(0)
+                    ? IdempotencyAcquireResult.Completed(reader.IsDBNull(1) ? ReadOnlyMemory<byte>.Empty : reader.GetFieldValue<byte[]>(1))
+                    : IdempotencyAcquireResult.Locked;
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
+        var expiresAt = _timeProvider.GetUtcNow() + ttl;
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_complete, connection);
+        command.Parameters.Add(EnvelopeColumns.Text(key));
+        command.Parameters.Add(EnvelopeColumns.Id(lockToken));
+        command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = result.ToArray(), NpgsqlDbType = NpgsqlDbType.Bytea });
+        command.Parameters.Add(EnvelopeColumns.Time(expiresAt));
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_release, connection);
+        command.Parameters.Add(EnvelopeColumns.Text(key));
+        command.Parameters.Add(EnvelopeColumns.Id(lockToken));
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
+}
