@@ -32,7 +32,7 @@ public sealed class PostgresStoreOptions
     public int AppendQueueCapacity { get; set; } = 4096;
 
     /// <summary>How many events one query of a read fetches.</summary>
-    public int ReadPageSize { get; set; } = 2000;
+    public int ReadPageSize { get; set; } = 8000;
 
     /// <summary>
     /// While committed events wait behind an older open transaction, or while the notification connection is down, waiting
