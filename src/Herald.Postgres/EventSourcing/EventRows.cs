@@ -68,7 +68,7 @@ internal static class EventRows
             ? segment.Array
             : body.ToArray();
 
-    private static Dictionary<string, string> ParseHeaders(string json)
+    public static Dictionary<string, string> ParseHeaders(string json)
     {
         using var document = JsonDocument.Parse(json);
         var headers = new Dictionary<string, string>(StringComparer.Ordinal);

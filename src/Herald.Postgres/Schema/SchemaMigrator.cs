@@ -41,12 +41,19 @@ internal static class SchemaMigrator
             versionTableExists = reader.GetBoolean(1);
         }
 
-        var current = 0;
+        // Versions may have gaps (packages add theirs independently): every listed version not recorded yet is applied, in order.
+        var applied = new HashSet<int>();
         if (versionTableExists)
         {
-            await using var command = new NpgsqlCommand($"SELECT coalesce(max(version), 0) FROM {quoted}.schema_version", connection, transaction);
-            current = (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+            await using var command = new NpgsqlCommand($"SELECT version FROM {quoted}.schema_version", connection, transaction);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                applied.Add(reader.GetInt32(0));
+            }
         }
+
+        var current = applied.Count == 0 ? 0 : applied.Max();
 
         if (current > Migrations.Latest)
         {
@@ -71,7 +78,7 @@ internal static class SchemaMigrator
                 """, cancellationToken).ConfigureAwait(false);
         }
 
-        foreach (var migration in Migrations.All.Where(m => m.Version > current))
+        foreach (var migration in Migrations.All.Where(m => !applied.Contains(m.Version)))
         {
             await ExecuteAsync(connection, transaction, Migrations.Render(migration, schema), cancellationToken).ConfigureAwait(false);
             await using var record = new NpgsqlCommand($"INSERT INTO {quoted}.schema_version (version, description) VALUES ($1, $2)", connection, transaction);
@@ -87,7 +94,7 @@ internal static class SchemaMigrator
         }
 
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-        if (current < Migrations.Latest)
+        if (Migrations.All.Any(m => !applied.Contains(m.Version)))
         {
             Log.SchemaMigrated(logger, schema, current, Migrations.Latest);
         }
