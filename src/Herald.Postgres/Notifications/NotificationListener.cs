@@ -15,7 +15,7 @@ internal sealed class NotificationListener : IAsyncDisposable
 
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _channel;
-    private readonly ChangeSignal _signal;
+    private readonly Action<string?> _notify;
     private readonly TimeSpan _reconnectDelay;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
@@ -27,10 +27,19 @@ internal sealed class NotificationListener : IAsyncDisposable
     private int _connects;
 
     public NotificationListener(NpgsqlDataSource dataSource, string channel, ChangeSignal signal, TimeSpan reconnectDelay, TimeProvider time, ILogger logger)
+        : this(dataSource, channel, _ => signal.Fire(), reconnectDelay, time, logger)
+    {
+    }
+
+    /// <summary>
+    /// Listens and calls <paramref name="notify"/> with each notification's payload, and with null after a (re)connect or a
+    /// failure, when notifications may have been missed and anything may have changed.
+    /// </summary>
+    public NotificationListener(NpgsqlDataSource dataSource, string channel, Action<string?> notify, TimeSpan reconnectDelay, TimeProvider time, ILogger logger)
     {
         _dataSource = dataSource;
         _channel = channel;
-        _signal = signal;
+        _notify = notify;
         _reconnectDelay = reconnectDelay;
         _time = time;
         _logger = logger;
@@ -104,7 +113,7 @@ internal sealed class NotificationListener : IAsyncDisposable
 
                 _listening = false;
                 Volatile.Write(ref _processId, 0);
-                _signal.Fire();
+                _notify(null);
                 Log.ListenerFailed(_logger, ex, _channel, delay);
                 try
                 {
@@ -127,7 +136,7 @@ internal sealed class NotificationListener : IAsyncDisposable
         var connection = await _dataSource.OpenConnectionAsync(stopping).ConfigureAwait(false);
         await using (connection.ConfigureAwait(false))
         {
-            connection.Notification += (_, _) => _signal.Fire();
+            connection.Notification += (_, e) => _notify(e.Payload);
             await using (var listen = new NpgsqlCommand($"LISTEN \"{_channel}\"", connection))
             {
                 await listen.ExecuteNonQueryAsync(stopping).ConfigureAwait(false);
@@ -139,7 +148,7 @@ internal sealed class NotificationListener : IAsyncDisposable
             Log.Listening(_logger, _channel, connection.ProcessID);
 
             // Appends committed while no connection was listening sent notifications nobody received.
-            _signal.Fire();
+            _notify(null);
             try
             {
                 while (true)

@@ -15,6 +15,7 @@ internal static class Migrations
     [
         new(1, "event store: events, streams, checkpoints, snapshots, append and delete functions", V1),
         new(2, "reliability: dead letters, outbox, inbox, idempotency", V2),
+        new(3, "durable queue", V3),
     ];
 
     public static int Latest => All[^1].Version;
@@ -384,4 +385,61 @@ internal static class Migrations
 
     /// <summary>The notification channel appends in the schema signal on.</summary>
     public static string ChannelFor(string schema) => schema + "_events";
+
+    // The durable queue (Transport/PostgresQueueTransport). A message is a row: claimable when visible_at has passed and no
+    // lease holds it; a consumer leases rows with FOR UPDATE SKIP LOCKED, deletes them on ack, moves them to
+    // queue_dead_letters on dead-letter. attempts counts the deliveries that ended without an ack.
+    private const string V3 = """
+        CREATE TABLE {schema}.queue_messages (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            queue text COLLATE "C" NOT NULL,
+            message_id uuid NOT NULL,
+            message_type text NOT NULL,
+            schema_version int NOT NULL,
+            time timestamptz NOT NULL,
+            correlation_id text,
+            causation_id text,
+            user_id text,
+            partition_key text COLLATE "C",
+            content_type text NOT NULL,
+            headers jsonb,
+            body bytea NOT NULL,
+            enqueued_at timestamptz NOT NULL,
+            visible_at timestamptz NOT NULL,
+            attempts int NOT NULL DEFAULT 0,
+            lease_owner uuid,
+            lease_until timestamptz
+        );
+        CREATE INDEX queue_messages_ready ON {schema}.queue_messages (queue, visible_at, id);
+        CREATE INDEX queue_messages_key ON {schema}.queue_messages (queue, partition_key, id) WHERE partition_key IS NOT NULL;
+        CREATE INDEX queue_messages_lease_owner ON {schema}.queue_messages (lease_owner) WHERE lease_owner IS NOT NULL;
+
+        CREATE TABLE {schema}.queue_bindings (
+            topic text COLLATE "C" NOT NULL,
+            queue text COLLATE "C" NOT NULL,
+            bound_at timestamptz NOT NULL,
+            PRIMARY KEY (topic, queue)
+        );
+
+        CREATE TABLE {schema}.queue_dead_letters (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            queue text COLLATE "C" NOT NULL,
+            message_id uuid NOT NULL,
+            message_type text NOT NULL,
+            schema_version int NOT NULL,
+            time timestamptz NOT NULL,
+            correlation_id text,
+            causation_id text,
+            user_id text,
+            partition_key text,
+            content_type text NOT NULL,
+            headers jsonb,
+            body bytea NOT NULL,
+            enqueued_at timestamptz NOT NULL,
+            delivery_attempt int NOT NULL,
+            reason text NOT NULL,
+            dead_lettered_at timestamptz NOT NULL
+        );
+        CREATE INDEX queue_dead_letters_queue ON {schema}.queue_dead_letters (queue, id);
+        """;
 }

@@ -26,7 +26,7 @@ public sealed class UsePostgresTests
             Assert.IsType<PostgresEventStore>(store);
             Assert.Same(store, host.Services.GetRequiredService<ICheckpointStore>());
             Assert.Same(store, host.Services.GetRequiredService<ISnapshotStore>());
-            Assert.Equal(2, await PostgresTestDatabase.ScalarAsync<int>($"SELECT max(version) FROM \"{schema.Name}\".schema_version"));
+            Assert.Equal(Herald.Postgres.Schema.Migrations.Latest, await PostgresTestDatabase.ScalarAsync<int>($"SELECT max(version) FROM \"{schema.Name}\".schema_version"));
 
             var stream = TestEvents.NewStream();
             await store.AppendAsync(stream, ExpectedVersion.NoStream, TestEvents.Many(1));

@@ -1,4 +1,5 @@
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Schema;
 using Herald.Testing;
 using Npgsql;
 
@@ -18,12 +19,36 @@ public sealed class SchemaMigrationTests
             await first.AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
         }
 
-        Assert.Equal([1, 2], await VersionsAsync(schema.Name));
+        Assert.Equal(AllVersions, await VersionsAsync(schema.Name));
         await using var again = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options);
 
-        Assert.Equal([1, 2], await VersionsAsync(schema.Name));
-        Assert.Equal(["checkpoints", "dead_letters", "events", "idempotency", "inbox", "log_settings", "outbox", "schema_version", "snapshots", "streams"], await TablesAsync(schema.Name));
+        Assert.Equal(AllVersions, await VersionsAsync(schema.Name));
+        Assert.Equal(
+            ["checkpoints", "dead_letters", "events", "idempotency", "inbox", "log_settings", "outbox", "queue_bindings", "queue_dead_letters", "queue_messages", "schema_version", "snapshots", "streams"],
+            await TablesAsync(schema.Name));
         Assert.Equal(1, await again.GetStreamVersionAsync(stream));
+    }
+
+    [Fact]
+    public async Task Start_AppliesAListedVersionBelowTheHighestRecorded_SoVersionGapsMergeCleanly()
+    {
+        await using var schema = new TemporarySchema();
+        var options = new PostgresStoreOptions { Schema = schema.Name };
+        await (await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options)).DisposeAsync();
+
+        // As if version 1 had been added after a higher version was applied (two packages adding versions in parallel).
+        await PostgresTestDatabase.ExecuteAsync($"""
+            DROP TABLE "{schema.Name}".events, "{schema.Name}".streams, "{schema.Name}".checkpoints, "{schema.Name}".snapshots, "{schema.Name}".log_settings CASCADE;
+            DROP FUNCTION "{schema.Name}".append_events;
+            DROP FUNCTION "{schema.Name}".delete_stream;
+            DELETE FROM "{schema.Name}".schema_version WHERE version = 1;
+            """);
+        await using var store = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options);
+
+        Assert.Equal(AllVersions, await VersionsAsync(schema.Name));
+        var stream = $"order-{Guid.NewGuid():N}";
+        await store.AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
+        Assert.Equal(1, await store.GetStreamVersionAsync(stream));
     }
 
     [Fact]
@@ -36,7 +61,7 @@ public sealed class SchemaMigrationTests
             var nodes = await Task.WhenAll(sources.Select(source => Task.Run(() => PostgresEventStore.CreateAsync(source, new PostgresStoreOptions { Schema = schema.Name }))));
             try
             {
-                Assert.Equal([1, 2], await VersionsAsync(schema.Name));
+                Assert.Equal(AllVersions, await VersionsAsync(schema.Name));
                 var stream = $"order-{Guid.NewGuid():N}";
                 await nodes[0].AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
                 await nodes[3].AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.Exactly(1), [TestEvents.New()]);
@@ -70,9 +95,9 @@ public sealed class SchemaMigrationTests
         var error = await Assert.ThrowsAsync<HeraldException>(() => PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options));
 
         Assert.Contains("version 999", error.Message, StringComparison.Ordinal);
-        Assert.Contains("up to 2", error.Message, StringComparison.Ordinal);
+        Assert.Contains($"up to {Migrations.Latest}", error.Message, StringComparison.Ordinal);
         Assert.Contains(schema.Name, error.Message, StringComparison.Ordinal);
-        Assert.Equal([1, 2, 999], await VersionsAsync(schema.Name));
+        Assert.Equal([.. AllVersions, 999], await VersionsAsync(schema.Name));
     }
 
     [Fact]
@@ -126,6 +151,8 @@ public sealed class SchemaMigrationTests
 
         Assert.Equal(nameof(PostgresStoreOptions.Schema), error.ParamName);
     }
+
+    private static List<int> AllVersions => [.. Migrations.All.Select(m => m.Version)];
 
     private static async Task<List<int>> VersionsAsync(string schema)
     {

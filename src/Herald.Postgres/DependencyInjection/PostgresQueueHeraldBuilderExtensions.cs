@@ -1,0 +1,44 @@
+using Herald.Hosting;
+using Herald.Postgres.DependencyInjection;
+using Herald.Postgres.Transport;
+using Herald.Transport;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>Adds the PostgreSQL durable queue to Herald.</summary>
+public static class PostgresQueueHeraldBuilderExtensions
+{
+    /// <summary>
+    /// Uses a durable queue in PostgreSQL as this host's transport (replacing the in-memory one). The options are validated
+    /// and the schema created or migrated when the host starts.
+    /// </summary>
+    /// <param name="builder">The Herald builder.</param>
+    /// <param name="connectionString">An Npgsql connection string.</param>
+    /// <param name="configure">Changes further settings (schema, size limit, lease, poll interval).</param>
+    public static HeraldBuilder UsePostgresQueue(this HeraldBuilder builder, string connectionString, Action<PostgresQueueOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
+        var services = builder.Services;
+        var optionsBuilder = services.AddOptions<PostgresQueueOptions>();
+        if (configure is not null)
+        {
+            optionsBuilder.Configure(configure);
+        }
+
+        optionsBuilder.ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PostgresQueueOptions>, PostgresQueueOptionsValidator>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, PostgresQueueStarter>());
+        return builder.UseTransport(sp =>
+        {
+            var configured = sp.GetRequiredService<IOptions<PostgresQueueOptions>>().Value.Clone();
+            configured.TimeProvider ??= sp.GetService<TimeProvider>();
+            configured.LoggerFactory ??= sp.GetService<ILoggerFactory>();
+            return PostgresQueueTransportFactory.Create(connectionString, configured);
+        });
+    }
+}

@@ -1,0 +1,388 @@
+using System.Collections.Concurrent;
+using Herald.Messages;
+using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Notifications;
+using Herald.Postgres.Schema;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.Transport;
+
+/// <summary>
+/// A durable queue in PostgreSQL: messages are rows of <c>queue_messages</c>, claimed by consumers with a lease
+/// (<c>FOR UPDATE SKIP LOCKED</c>, so competing consumers in any number of processes never both take one), deleted on ack,
+/// released with a later <c>visible_at</c> on nack and moved to <c>queue_dead_letters</c> on dead-letter. Writes notify the
+/// schema's queue channel in their own transaction; each instance LISTENs there, so idle consumers wake at the commit.
+/// </summary>
+internal sealed class PostgresQueueTransport : ITransport
+{
+    private static readonly IReadOnlyDictionary<string, string> NoHeaders = System.Collections.Frozen.FrozenDictionary<string, string>.Empty;
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly bool _ownsDataSource;
+    private readonly ConcurrentDictionary<PostgresQueueConsumer, byte> _consumers = new();
+    private readonly NotificationListener _listener;
+    private readonly Lock _gate = new();
+    private Task? _starting;
+    private int _disposed;
+
+    public PostgresQueueTransport(NpgsqlDataSource dataSource, bool ownsDataSource, PostgresQueueOptions options)
+    {
+        _dataSource = dataSource;
+        _ownsDataSource = ownsDataSource;
+        Options = options;
+        TimeProvider = options.TimeProvider ?? TimeProvider.System;
+        Logger = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Herald.Postgres.Queue");
+        Sql = new QueueSql(options.Schema);
+        _listener = new NotificationListener(dataSource, Sql.Channel, Wakeups.Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
+        Capabilities = new TransportCapabilities
+        {
+            IsDurable = true,
+            SupportsDelayedDelivery = true,
+            PreservesOrderPerPartitionKey = true,
+            SupportsNativeDeadLetter = true,
+            MaxMessageBytes = options.MaxMessageBytes,
+        };
+    }
+
+    /// <inheritdoc />
+    public string Name => "postgres";
+
+    /// <inheritdoc />
+    public TransportCapabilities Capabilities { get; }
+
+    public PostgresQueueOptions Options { get; }
+
+    public TimeProvider TimeProvider { get; }
+
+    public ILogger Logger { get; }
+
+    public QueueSql Sql { get; }
+
+    public QueueWakeups Wakeups { get; } = new();
+
+    /// <summary>The LISTEN connection; tests terminate its backend.</summary>
+    internal NotificationListener Listener => _listener;
+
+    /// <summary>Creates or migrates the schema (once; later calls share the first) and starts listening for the queue's notifications.</summary>
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        Task starting;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            if (_starting is null || _starting.IsFaulted || _starting.IsCanceled)
+            {
+                // Not bound to the first caller's token: other callers share this start.
+                _starting = StartCoreAsync();
+            }
+
+            starting = _starting;
+        }
+
+        return starting.WaitAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
+    {
+        // A queue is the set of its rows: nothing to create, but the schema is made ready so a bad connection fails here.
+        ValidateName(queue, nameof(queue));
+        await StartAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    {
+        ValidateName(topic, nameof(topic));
+        ValidateName(queue, nameof(queue));
+        await StartAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = _dataSource.CreateCommand(Sql.Bind);
+        command.Parameters.Add(Text(topic));
+        command.Parameters.Add(Text(queue));
+        command.Parameters.Add(Time(Now()));
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ValidateName(queue, nameof(queue));
+        CheckEnvelope(envelope);
+        await StartAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = _dataSource.CreateCommand(Sql.Insert);
+        AddMessageParameters(command.Parameters, queue, envelope, options?.Delay);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        Wakeups.Wake(queue);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ValidateName(topic, nameof(topic));
+        CheckEnvelope(envelope);
+        await StartAsync(cancellationToken).ConfigureAwait(false);
+        var queues = new List<string>();
+        await using (var command = _dataSource.CreateCommand(Sql.Publish))
+        {
+            AddMessageParameters(command.Parameters, topic, envelope, options?.Delay);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                queues.Add(reader.GetString(0));
+            }
+        }
+
+        foreach (var queue in queues)
+        {
+            Wakeups.Wake(queue);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    {
+        ValidateName(queue, nameof(queue));
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        options.Validate();
+        await StartAsync(cancellationToken).ConfigureAwait(false);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        var consumer = new PostgresQueueConsumer(this, queue, options, handler);
+        _consumers[consumer] = 0;
+        consumer.Start();
+        return consumer;
+    }
+
+    /// <summary>Leases up to <paramref name="max"/> claimable messages to <paramref name="owner"/>, and says when the next delayed one is due.</summary>
+    public async Task<ClaimResult> ClaimAsync(string queue, Guid owner, int max, CancellationToken cancellationToken)
+    {
+        var now = Now();
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var batch = new NpgsqlBatch(connection);
+        var claim = new NpgsqlBatchCommand(Sql.Claim);
+        claim.Parameters.Add(Text(queue));
+        claim.Parameters.Add(Time(now));
+        claim.Parameters.Add(new NpgsqlParameter<int> { TypedValue = max });
+        claim.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
+        claim.Parameters.Add(Time(Add(now, Options.LeaseDuration)));
+        var next = new NpgsqlBatchCommand(Sql.NextVisible);
+        next.Parameters.Add(Text(queue));
+        next.Parameters.Add(Time(now));
+        batch.BatchCommands.Add(claim);
+        batch.BatchCommands.Add(next);
+
+        var rows = new List<(long Id, DateTimeOffset VisibleAt, QueuedMessage Message)>();
+        DateTimeOffset? nextVisible = null;
+        await using (var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                var id = reader.GetInt64(0);
+                var attempts = reader.GetInt32(2);
+                var envelope = ReadEnvelope(reader, 3) with { DeliveryAttempt = attempts + 1 };
+                rows.Add((id, reader.GetFieldValue<DateTimeOffset>(1), new QueuedMessage(id, envelope)));
+            }
+
+            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+            if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false) && !reader.IsDBNull(0))
+            {
+                nextVisible = reader.GetFieldValue<DateTimeOffset>(0);
+            }
+        }
+
+        // RETURNING does not keep the claim's order: hand them out oldest first.
+        rows.Sort(static (a, b) => a.VisibleAt != b.VisibleAt ? a.VisibleAt.CompareTo(b.VisibleAt) : a.Id.CompareTo(b.Id));
+        return new ClaimResult([.. rows.Select(r => r.Message)], nextVisible);
+    }
+
+    /// <summary>Deletes the message if the owner still holds its lease; false when the lease was lost.</summary>
+    public async Task<bool> AckAsync(QueuedMessage message, Guid owner, CancellationToken cancellationToken)
+    {
+        var keyed = message.Envelope.PartitionKey is not null;
+        await using var command = _dataSource.CreateCommand(keyed ? Sql.AckKeyed : Sql.Ack);
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = message.Id });
+        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
+        if (keyed)
+        {
+            command.Parameters.Add(Text(Sql.Channel));
+        }
+
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+    }
+
+    /// <summary>Releases the message for redelivery after the delay, counting the attempt; false when the lease was lost.</summary>
+    public async Task<bool> NackAsync(QueuedMessage message, Guid owner, TimeSpan delay, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(Sql.Nack);
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = message.Id });
+        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
+        command.Parameters.Add(Time(Add(Now(), delay)));
+        command.Parameters.Add(Text(Sql.Channel));
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+    }
+
+    /// <summary>Moves the message to the dead letters with the reason; false when the lease was lost.</summary>
+    public async Task<bool> DeadLetterAsync(QueuedMessage message, Guid owner, string reason, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(Sql.DeadLetter);
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = message.Id });
+        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
+        command.Parameters.Add(Text(reason));
+        command.Parameters.Add(Time(Now()));
+        command.Parameters.Add(Text(Sql.Channel));
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+    }
+
+    /// <summary>Extends the lease of everything the owner holds.</summary>
+    public async Task RenewAsync(Guid owner, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(Sql.Renew);
+        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
+        command.Parameters.Add(Time(Add(Now(), Options.LeaseDuration)));
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Hands back, unchanged and not counted as a delivery, every message the owner still holds.</summary>
+    public async Task ReleaseAllAsync(Guid owner, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(Sql.ReleaseAll);
+        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
+        command.Parameters.Add(Text(Sql.Channel));
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The dead letters of a queue, oldest first.</summary>
+    public async Task<IReadOnlyList<PostgresQueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default)
+    {
+        await StartAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = _dataSource.CreateCommand(Sql.ReadDeadLetters);
+        command.Parameters.Add(Text(queue));
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = max });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var list = new List<PostgresQueueDeadLetter>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            var envelope = ReadEnvelope(reader, 0) with { DeliveryAttempt = reader.GetInt32(11) };
+            list.Add(new PostgresQueueDeadLetter(envelope, queue, reader.GetString(12), reader.GetFieldValue<DateTimeOffset>(13)));
+        }
+
+        return list;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await _listener.DisposeAsync().ConfigureAwait(false);
+        if (_ownsDataSource)
+        {
+            await _dataSource.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Test hook for a crash: consumers stop without settling or handing back anything and the connections close, so what
+    /// they held comes back only when its lease runs out.
+    /// </summary>
+    internal async ValueTask CrashAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.CrashAsync().ConfigureAwait(false);
+        }
+
+        await _listener.DisposeAsync().ConfigureAwait(false);
+        if (_ownsDataSource)
+        {
+            await _dataSource.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    internal void Forget(PostgresQueueConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    internal DateTimeOffset Now() => TimeProvider.GetUtcNow();
+
+    private static DateTimeOffset Add(DateTimeOffset time, TimeSpan? delay) =>
+        delay is { } d && d > TimeSpan.Zero ? (d >= DateTimeOffset.MaxValue - time ? DateTimeOffset.MaxValue : time + d) : time;
+
+    private async Task StartCoreAsync()
+    {
+        await SchemaMigrator.MigrateAsync(_dataSource, Options.Schema, Logger, CancellationToken.None).ConfigureAwait(false);
+        _listener.EnsureStarted();
+    }
+
+    private void AddMessageParameters(NpgsqlParameterCollection parameters, string queueOrTopic, Envelope envelope, TimeSpan? delay)
+    {
+        var now = Now();
+        parameters.Add(Text(queueOrTopic));
+        parameters.Add(new NpgsqlParameter<Guid> { TypedValue = envelope.MessageId });
+        parameters.Add(Text(envelope.MessageType));
+        parameters.Add(new NpgsqlParameter<int> { TypedValue = envelope.SchemaVersion });
+        parameters.Add(Time(envelope.Time.ToUniversalTime()));
+        parameters.Add(NullableText(envelope.CorrelationId));
+        parameters.Add(NullableText(envelope.CausationId));
+        parameters.Add(NullableText(envelope.UserId));
+        parameters.Add(NullableText(envelope.PartitionKey));
+        parameters.Add(Text(envelope.ContentType));
+        parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Jsonb, Value = (object?)EventRows.FormatHeaders(envelope.Headers) ?? DBNull.Value });
+        parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = EventRows.BodyArray(envelope.Body) });
+        parameters.Add(Time(now));
+        parameters.Add(Time(Add(now, delay)));
+        parameters.Add(Text(Sql.Channel));
+    }
+
+    private static Envelope ReadEnvelope(NpgsqlDataReader reader, int first) => new()
+    {
+        MessageId = reader.GetGuid(first),
+        MessageType = reader.GetString(first + 1),
+        SchemaVersion = reader.GetInt32(first + 2),
+        Time = reader.GetFieldValue<DateTimeOffset>(first + 3),
+        CorrelationId = reader.IsDBNull(first + 4) ? null : reader.GetString(first + 4),
+        CausationId = reader.IsDBNull(first + 5) ? null : reader.GetString(first + 5),
+        UserId = reader.IsDBNull(first + 6) ? null : reader.GetString(first + 6),
+        PartitionKey = reader.IsDBNull(first + 7) ? null : reader.GetString(first + 7),
+        ContentType = reader.GetString(first + 8),
+        Headers = reader.IsDBNull(first + 9) ? NoHeaders : EventRows.ParseHeaders(reader.GetString(first + 9)),
+        Body = reader.GetFieldValue<byte[]>(first + 10),
+    };
+
+    private static NpgsqlParameter<string> Text(string value) => new() { TypedValue = value };
+
+    private static NpgsqlParameter NullableText(string? value) => new() { NpgsqlDbType = NpgsqlDbType.Text, Value = (object?)value ?? DBNull.Value };
+
+    private static NpgsqlParameter<DateTimeOffset> Time(DateTimeOffset value) => new() { TypedValue = value };
+
+    private void CheckEnvelope(Envelope envelope)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        if (envelope.Body.Length > Options.MaxMessageBytes)
+        {
+            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, Options.MaxMessageBytes);
+        }
+    }
+
+    private static void ValidateName(string name, string parameter)
+    {
+        if (string.IsNullOrWhiteSpace(name))
+        {
+            throw new ArgumentException("A queue or topic name must not be empty.", parameter);
+        }
+    }
+}

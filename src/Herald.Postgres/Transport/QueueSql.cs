@@ -1,0 +1,95 @@
+using Herald.Postgres.Schema;
+
+namespace Herald.Postgres.Transport;
+
+/// <summary>
+/// The queue's statements for one schema (migration 3). Times are parameters from the transport's <see cref="TimeProvider"/>,
+/// never the server's clock, so a fake clock drives delays and leases. Every write that can make a message claimable
+/// notifies the schema's queue channel with the queue as payload, inside its own transaction (delivered at commit).
+/// </summary>
+internal sealed class QueueSql
+{
+    private const string EnvelopeColumns =
+        "message_id, message_type, schema_version, time, correlation_id, causation_id, user_id, partition_key, content_type, headers, body";
+
+    public QueueSql(string schema)
+    {
+        var s = Migrations.Quote(schema);
+        Channel = schema + "_queue";
+
+        Insert =
+            $"INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns}, enqueued_at, visible_at) " +
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING pg_notify($15, queue)";
+
+        // One statement: every bound queue gets its copy, or none does; returns the queues that got one.
+        Publish =
+            $"WITH inserted AS (INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns}, enqueued_at, visible_at) " +
+            $"SELECT b.queue, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM {s}.queue_bindings b WHERE b.topic = $1 ORDER BY b.queue " +
+            "RETURNING queue) " +
+            "SELECT d.queue, pg_notify($15, d.queue)::text FROM (SELECT DISTINCT queue FROM inserted) d";
+
+        Bind = $"INSERT INTO {s}.queue_bindings (topic, queue, bound_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+
+        // Visible, not leased (or its lease ran out), and no older message of its partition key visible (ready or in flight
+        // anywhere): a key is handled one message at a time, in send order, across every consumer of every process. Rows
+        // another claim holds locked are skipped, and a row another claim leased meanwhile fails the re-check of the WHERE
+        // clause, so two consumers never both take a message. A lease that ran out counts as a delivery that failed.
+        Claim =
+            $"WITH candidates AS (SELECT m.id FROM {s}.queue_messages m " +
+            "WHERE m.queue = $1 AND m.visible_at <= $2 AND (m.lease_until IS NULL OR m.lease_until <= $2) " +
+            $"AND (m.partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.queue_messages o " +
+            "WHERE o.queue = $1 AND o.partition_key = m.partition_key AND o.id < m.id AND o.visible_at <= $2)) " +
+            "ORDER BY m.visible_at, m.id LIMIT $3 FOR UPDATE OF m SKIP LOCKED) " +
+            $"UPDATE {s}.queue_messages m SET lease_owner = $4, lease_until = $5, attempts = m.attempts + (m.lease_owner IS NOT NULL)::int " +
+            "FROM candidates c WHERE m.id = c.id " +
+            "RETURNING m.id, m.visible_at, m.attempts, m.message_id, m.message_type, m.schema_version, m.time, m.correlation_id, m.causation_id, " +
+            "m.user_id, m.partition_key, m.content_type, m.headers::text, m.body";
+        NextVisible = $"SELECT min(visible_at) FROM {s}.queue_messages WHERE queue = $1 AND visible_at > $2";
+
+        Ack = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2";
+
+        // The next message of the key becomes claimable: wake the consumers of other processes too.
+        AckKeyed = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 RETURNING pg_notify($3, queue)";
+        Nack =
+            $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = $3 " +
+            "WHERE id = $1 AND lease_owner = $2 RETURNING pg_notify($4, queue)";
+        DeadLetter =
+            $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 RETURNING *) " +
+            $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
+            $"SELECT queue, {EnvelopeColumns}, enqueued_at, attempts + 1, $3, $4 FROM moved RETURNING pg_notify($5, queue)";
+        Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1";
+        ReleaseAll =
+            $"WITH released AS (UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 RETURNING queue) " +
+            "SELECT pg_notify($2, d.queue)::text FROM (SELECT DISTINCT queue FROM released) d";
+        ReadDeadLetters =
+            $"SELECT {EnvelopeColumns.Replace("headers", "headers::text", StringComparison.Ordinal)}, delivery_attempt, reason, dead_lettered_at " +
+            $"FROM {s}.queue_dead_letters WHERE queue = $1 ORDER BY id LIMIT $2";
+    }
+
+    /// <summary>The notification channel of the schema's queues; the payload is the queue name.</summary>
+    public string Channel { get; }
+
+    public string Insert { get; }
+
+    public string Publish { get; }
+
+    public string Bind { get; }
+
+    public string Claim { get; }
+
+    public string NextVisible { get; }
+
+    public string Ack { get; }
+
+    public string AckKeyed { get; }
+
+    public string Nack { get; }
+
+    public string DeadLetter { get; }
+
+    public string Renew { get; }
+
+    public string ReleaseAll { get; }
+
+    public string ReadDeadLetters { get; }
+}

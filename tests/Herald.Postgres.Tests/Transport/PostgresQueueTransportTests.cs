@@ -1,0 +1,259 @@
+using System.Collections.Concurrent;
+using System.Text;
+using Herald.Messages;
+using Herald.Postgres.Transport;
+using Herald.Testing.Transport;
+using Herald.Transport;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Herald.Postgres.Tests.Transport;
+
+/// <summary>What the PostgreSQL queue promises beyond the transport suite (issue 5): leases, delays, size, dead letters, NOTIFY.</summary>
+public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : IClassFixture<PostgresSchemaFixture>, IAsyncLifetime
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(15);
+    private readonly List<ITransport> _transports = [];
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        foreach (var transport in _transports)
+        {
+            await transport.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task TwoInstances_CompetingOnOneQueue_NeverBothCompleteTheSameMessage()
+    {
+        const int count = 300;
+        var queue = NewQueue();
+        var first = await OpenAsync();
+        var second = await OpenAsync();
+        var completed = new ConcurrentDictionary<Guid, int>();
+        var handled = new DeliveryCollector();
+        var options = new ConsumerOptions { MaxConcurrency = 4, Prefetch = 8 };
+        DeliveryHandler Complete(string name) => async (delivery, cancellationToken) =>
+        {
+            await delivery.AckAsync(cancellationToken);
+            completed.AddOrUpdate(delivery.Envelope.MessageId, 1, (_, n) => n + 1);
+            handled.Add(delivery, name);
+        };
+
+        await using var a = await first.ConsumeAsync(queue, options, Complete("a"));
+        await using var b = await second.ConsumeAsync(queue, options, Complete("b"));
+        var sent = Enumerable.Range(0, count).Select(_ => NewEnvelope()).ToList();
+        await Task.WhenAll(
+            Task.Run(async () => { foreach (var e in sent.Take(count / 2)) { await first.SendAsync(queue, e); } }),
+            Task.Run(async () => { foreach (var e in sent.Skip(count / 2)) { await second.SendAsync(queue, e); } }));
+
+        await handled.WaitForMessagesAsync([.. sent.Select(e => e.MessageId)], Deadline, "every message completed");
+        await handled.AssertNoMoreThanAsync(count, TimeSpan.FromMilliseconds(300), "a message completed twice");
+
+        Assert.All(sent, e => Assert.Equal(1, completed[e.MessageId]));
+        Assert.Equal(2, handled.Items.Select(d => d.Consumer).Distinct().Count());
+        Assert.Equal(0L, await CountAsync("queue_messages", queue));
+    }
+
+    [Fact]
+    public async Task AConsumerThatDies_WithoutAcking_GivesItsMessagesBack_WhenTheLeaseRunsOut()
+    {
+        var queue = NewQueue();
+        var dying = (PostgresQueueTransport)await OpenAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(1));
+        var survivor = await OpenAsync(o => o.PollInterval = TimeSpan.FromMilliseconds(100));
+        var sent = NewEnvelope();
+        var taken = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await dying.ConsumeAsync(queue, ConsumerOptions.Default, async (_, cancellationToken) =>
+        {
+            taken.TrySetResult();
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+        });
+        await dying.SendAsync(queue, sent);
+        await taken.Task.WaitAsync(Deadline);
+
+        await dying.CrashAsync();
+        var started = TimeProvider.System.GetTimestamp();
+        var collector = new DeliveryCollector();
+        await using var consumer = await survivor.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d);
+            return ValueTask.CompletedTask;
+        });
+        var redelivered = (await collector.WaitForCountAsync(1, Deadline, "the message after its lease ran out"))[0];
+
+        Assert.Equal(sent.MessageId, redelivered.Envelope.MessageId);
+        Assert.Equal(2, redelivered.Envelope.DeliveryAttempt);
+        Assert.True(TimeProvider.System.GetElapsedTime(started) < TimeSpan.FromSeconds(5), "the lease was 1 s, so the message should be back soon");
+    }
+
+    [Fact]
+    public async Task Delays_OfSendsAndNacks_AreHonouredOnTheTransportsClock()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var queue = NewQueue();
+        var transport = await OpenAsync(o => o.TimeProvider = clock);
+        var collector = new DeliveryCollector(clock);
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, cancellationToken) =>
+        {
+            collector.Add(d);
+            if (d.Envelope.DeliveryAttempt == 1)
+            {
+                await d.NackAsync(TimeSpan.FromMinutes(5), cancellationToken);
+            }
+        });
+        var start = clock.GetUtcNow();
+        await transport.SendAsync(queue, NewEnvelope(), new SendOptions { Delay = TimeSpan.FromMinutes(10) });
+
+        clock.Advance(TimeSpan.FromMinutes(10) - TimeSpan.FromMilliseconds(1));
+        await collector.AssertNoMoreThanAsync(0, TimeSpan.FromMilliseconds(300), "a message delayed 10 minutes arrived early");
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        var first = (await collector.WaitForCountAsync(1, Deadline, "the delayed message"))[0];
+        await WaitUntilAsync(async () => await AttemptsAsync(queue) == 1, "the nack");
+
+        clock.Advance(TimeSpan.FromMinutes(5) - TimeSpan.FromMilliseconds(1));
+        await collector.AssertNoMoreThanAsync(1, TimeSpan.FromMilliseconds(300), "a message nacked for 5 minutes came back early");
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        var second = (await collector.WaitForCountAsync(2, Deadline, "the nacked message"))[1];
+
+        Assert.Equal(start + TimeSpan.FromMinutes(10), first.ReceivedAt);
+        Assert.Equal(start + TimeSpan.FromMinutes(15), second.ReceivedAt);
+        Assert.Equal(2, second.Envelope.DeliveryAttempt);
+    }
+
+    [Fact]
+    public async Task Send_OverTheSizeLimit_IsRefusedBeforeAnythingIsWritten()
+    {
+        var queue = NewQueue();
+        var topic = NewQueue();
+        var transport = await OpenAsync(o => o.MaxMessageBytes = 1000);
+        await transport.BindAsync(topic, queue);
+        var tooBig = NewEnvelope() with { Body = new byte[1001] };
+
+        var error = await Assert.ThrowsAsync<MessageTooLargeException>(() => transport.SendAsync(queue, tooBig).AsTask());
+        await Assert.ThrowsAsync<MessageTooLargeException>(() => transport.PublishAsync(topic, tooBig).AsTask());
+        await transport.SendAsync(queue, NewEnvelope() with { Body = new byte[1000] });
+
+        Assert.Equal((1001, 1000), (error.Bytes, error.Limit));
+        Assert.Equal(1000, transport.Capabilities.MaxMessageBytes);
+        Assert.Equal(1L, await CountAsync("queue_messages", queue));
+    }
+
+    [Fact]
+    public async Task DeadLetters_AreKept_WithTheReasonAndTheEnvelope_AndLeaveTheQueue()
+    {
+        var queue = NewQueue();
+        var transport = (PostgresQueueTransport)await OpenAsync();
+        var sent = NewEnvelope() with { PartitionKey = "poison-key", CorrelationId = "flow-7" };
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, cancellationToken) =>
+        {
+            collector.Add(d);
+            if (d.Envelope.DeliveryAttempt == 1)
+            {
+                throw new InvalidOperationException("first attempt fails");
+            }
+
+            await d.DeadLetterAsync("poison: cannot parse", cancellationToken);
+        });
+        await transport.SendAsync(queue, sent);
+        await collector.WaitForCountAsync(2, Deadline, "two attempts");
+
+        IReadOnlyList<PostgresQueueDeadLetter> letters = [];
+        await WaitUntilAsync(async () => (letters = await transport.ReadDeadLettersAsync(queue, 10)).Count == 1, "the dead letter");
+        var letter = letters[0];
+
+        Assert.True(transport.Capabilities.SupportsNativeDeadLetter);
+        Assert.Equal("poison: cannot parse", letter.Reason);
+        Assert.Equal(queue, letter.Queue);
+        Assert.Equal(sent.MessageId, letter.Envelope.MessageId);
+        Assert.Equal("flow-7", letter.Envelope.CorrelationId);
+        Assert.Equal("poison-key", letter.Envelope.PartitionKey);
+        Assert.Equal(sent.Body.ToArray(), letter.Envelope.Body.ToArray());
+        Assert.Equal(2, letter.Envelope.DeliveryAttempt);
+        Assert.Equal(0L, await CountAsync("queue_messages", queue));
+    }
+
+    [Fact]
+    public async Task Notify_WakesAnIdleConsumer_OfAnotherInstance_WithoutWaitingForThePoll()
+    {
+        // The consumer's poll interval is far beyond the test's deadline: only the NOTIFY of the sender's commit can wake it.
+        var queue = NewQueue();
+        var consuming = (PostgresQueueTransport)await OpenAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        var sending = await OpenAsync();
+        var collector = new DeliveryCollector();
+        await using var consumer = await consuming.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d);
+            return ValueTask.CompletedTask;
+        });
+
+        for (var i = 1; i <= 3; i++)
+        {
+            // Each send finds the consumer idle: the previous message was handled and acked, and its claim came up short.
+            await sending.SendAsync(queue, NewEnvelope());
+            await collector.WaitForCountAsync(i, TimeSpan.FromSeconds(10), $"message {i}, woken by NOTIFY");
+            await WaitUntilAsync(async () => await CountAsync("queue_messages", queue) == 0, $"the ack of message {i}");
+        }
+
+        Assert.True(consuming.Listener.IsListening);
+    }
+
+    [Fact]
+    public async Task UsePostgresQueue_ReplacesTheTransport_AndMigratesAtStart()
+    {
+        var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
+        builder.Services.AddHerald(h => h.UsePostgresQueue(PostgresTestDatabase.ConnectionString, o => o.Schema = schema.Schema));
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            var transport = host.Services.GetRequiredService<ITransport>();
+            Assert.IsType<PostgresQueueTransport>(transport);
+            Assert.Equal(Herald.Postgres.Schema.Migrations.Latest, await PostgresTestDatabase.ScalarAsync<int>($"SELECT max(version) FROM \"{schema.Schema}\".schema_version"));
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    private async Task<ITransport> OpenAsync(Action<PostgresQueueOptions>? configure = null)
+    {
+        var transport = await PostgresQueueTransportFactory.CreateAsync(PostgresTestDatabase.ConnectionString, o =>
+        {
+            o.Schema = schema.Schema;
+            configure?.Invoke(o);
+        });
+        _transports.Add(transport);
+        return transport;
+    }
+
+    private static string NewQueue() => "q-" + Guid.NewGuid().ToString("N");
+
+    private static Envelope NewEnvelope() => new()
+    {
+        MessageId = Guid.CreateVersion7(),
+        MessageType = "test",
+        Time = DateTimeOffset.UtcNow,
+        Body = Encoding.UTF8.GetBytes("{}"),
+    };
+
+    private Task<long> CountAsync(string table, string queue) =>
+        PostgresTestDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{schema.Schema}\".{table} WHERE queue = '{queue}'");
+
+    private Task<int> AttemptsAsync(string queue) =>
+        PostgresTestDatabase.ScalarAsync<int>($"SELECT coalesce(max(attempts), -1) FROM \"{schema.Schema}\".queue_messages WHERE queue = '{queue}'");
+
+    // Polls the database with a deadline (there is no signal to await for a row changing).
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+    {
+        var started = TimeProvider.System.GetTimestamp();
+        while (!await condition())
+        {
+            Assert.True(TimeProvider.System.GetElapsedTime(started) < Deadline, $"Timed out waiting for {what}.");
+            await Task.Delay(20);
+        }
+    }
+}
