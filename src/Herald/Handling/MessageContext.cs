@@ -15,6 +15,7 @@ public sealed class MessageContext : IAsyncDisposable
     private readonly IServiceProvider _root;
     private readonly IMessageBus _bus;
     private AsyncServiceScope? _scope;
+    private IUnitOfWork? _unitOfWork;
     private Dictionary<string, object?>? _items;
 
     internal MessageContext(Envelope envelope, object message, string endpoint, IServiceProvider root, IMessageBus bus, CancellationToken cancellationToken, int attempt = 1)
@@ -49,8 +50,14 @@ public sealed class MessageContext : IAsyncDisposable
     /// <summary>A place for middleware to pass values along the pipeline.</summary>
     public IDictionary<string, object?> Items => _items ??= new Dictionary<string, object?>(StringComparer.Ordinal);
 
-    /// <summary>This attempt's unit of work (from <see cref="Services"/>); the pipeline commits it after the handlers succeed.</summary>
-    public IUnitOfWork UnitOfWork => Services.GetRequiredService<IUnitOfWork>();
+    /// <summary>
+    /// This attempt's unit of work (from <see cref="Services"/>); the pipeline commits it after the handlers succeed.
+    /// Reach it here rather than by injecting <see cref="IUnitOfWork"/>, so the pipeline knows the attempt used it.
+    /// </summary>
+    public IUnitOfWork UnitOfWork => _unitOfWork ??= Services.GetRequiredService<IUnitOfWork>();
+
+    /// <summary>True once <see cref="UnitOfWork"/> was asked for during this attempt.</summary>
+    internal bool HasUnitOfWork => _unitOfWork is not null;
 
     internal HandlerInvoker? Invoker { get; set; }
 

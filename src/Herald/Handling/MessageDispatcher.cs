@@ -37,6 +37,7 @@ internal sealed class MessageDispatcher
     private readonly DeadLetterOptions _deadLetterOptions;
     private readonly InboxStep? _inbox;
     private readonly bool _useOutbox;
+    private readonly bool _unitOfWorkNeedsCommit;
     private readonly TimeProvider _timeProvider;
     private readonly FailureTracker _failures = new();
 
@@ -56,6 +57,12 @@ internal sealed class MessageDispatcher
         _timeProvider = root.GetRequiredService<TimeProvider>();
         _inbox = root.GetService<InboxStep>() is { } inbox && inbox.IsEnabledFor(endpoint) ? inbox : null;
         _useOutbox = root.GetService<IOptions<OutboxOptions>>() is { } outbox && root.GetService<OutboxRelay>() is not null && outbox.Value.RouteHandlerMessages;
+
+        // The in-memory unit of work holds no writes, only callbacks registered through MessageContext.UnitOfWork, so an
+        // attempt that never asked for it has nothing to commit (saving a resolve per message). A database's unit of work
+        // may hold writes enlisted by any service of the scope, so it is always committed once a scope exists.
+        _unitOfWorkNeedsCommit = root.GetService<HeraldBuilder>()?.Services.LastOrDefault(d => d.ServiceType == typeof(IUnitOfWork)) is not
+            { ImplementationType: { } type } || type != typeof(InMemoryUnitOfWork) || _useOutbox || _inbox is not null;
         _pipeline = BuildPipeline([.. root.GetServices<IMessageMiddleware>()], root);
     }
 
@@ -196,7 +203,7 @@ internal sealed class MessageDispatcher
                 await _pipeline(context).ConfigureAwait(false);
 
                 // Without a scope nothing could enlist in a unit of work, so there is nothing to commit.
-                if (context.HasScope)
+                if (context.HasUnitOfWork || (context.HasScope && _unitOfWorkNeedsCommit))
                 {
                     await context.UnitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
                 }
@@ -205,7 +212,7 @@ internal sealed class MessageDispatcher
             }
             catch
             {
-                if (context.HasScope)
+                if (context.HasUnitOfWork || (context.HasScope && _unitOfWorkNeedsCommit))
                 {
                     await RollbackAsync(context.UnitOfWork).ConfigureAwait(false);
                 }

@@ -39,7 +39,7 @@ public sealed record Envelope
     /// <summary>The serialized message.</summary>
     public ReadOnlyMemory<byte> Body { get; init; }
 
-    /// <summary>How many times this message has been delivered to a consumer, 1 on the first delivery (0 before sending).</summary>
+    /// <summary>Which delivery of the message this is: 1 for the first (also what a new envelope carries), more on redeliveries.</summary>
     public int DeliveryAttempt { get; init; }
 
     /// <summary>Returns the header value or null.</summary>

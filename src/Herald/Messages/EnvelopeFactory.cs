@@ -39,7 +39,7 @@ public sealed class EnvelopeFactory
         // Millisecond precision: what every wire format (CloudEvents time, AMQP timestamp) and the Guid v7 id carry.
         var clock = _timeProvider.GetUtcNow();
         var now = new DateTimeOffset(clock.Ticks - (clock.Ticks % TimeSpan.TicksPerMillisecond), TimeSpan.Zero);
-        var id = Guid.CreateVersion7(now);
+        var id = MessageIds.NewId(now);
         return new Envelope
         {
             MessageId = id,
@@ -53,6 +53,9 @@ public sealed class EnvelopeFactory
             ContentType = _serializer.ContentType,
             Headers = headers ?? EmptyHeaders.Instance,
             Body = _serializer.Serialize(message, type),
+
+            // The attempt it will be delivered as; consumers see the transport's own count on redeliveries.
+            DeliveryAttempt = 1,
         };
     }
 }

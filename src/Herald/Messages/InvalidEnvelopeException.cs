@@ -17,6 +17,11 @@ public sealed class InvalidEnvelopeException : HeraldException
     public static IReadOnlyList<string> Check(Envelope envelope)
     {
         ArgumentNullException.ThrowIfNull(envelope);
+        if (envelope.MessageId != Guid.Empty && !string.IsNullOrWhiteSpace(envelope.MessageType) && envelope.Time != default && envelope.SchemaVersion >= 1)
+        {
+            return [];
+        }
+
         var problems = new List<string>();
         if (envelope.MessageId == Guid.Empty)
         {

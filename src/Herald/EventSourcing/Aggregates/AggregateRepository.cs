@@ -100,7 +100,7 @@ public sealed class AggregateRepository<TAggregate>
             var info = _messageTypes.GetByType(@event.GetType());
             envelopes[i] = new Envelope
             {
-                MessageId = Guid.CreateVersion7(now),
+                MessageId = MessageIds.NewId(now),
                 MessageType = info.Name,
                 SchemaVersion = info.Version,
                 Time = now,

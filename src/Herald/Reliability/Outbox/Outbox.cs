@@ -35,7 +35,7 @@ internal sealed class Outbox(
         var now = timeProvider.GetUtcNow();
         var row = new OutboxMessage
         {
-            Id = Guid.CreateVersion7(now),
+            Id = MessageIds.NewId(now),
             DestinationKind = kind,
             Destination = destination ?? envelope.MessageType,
             Envelope = envelope,

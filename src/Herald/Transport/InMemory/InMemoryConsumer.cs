@@ -142,14 +142,18 @@ internal sealed class InMemoryConsumer : ITransportConsumer
 
     private Channel<Envelope> PickLane(ref int next)
     {
-        // Round-robin start, then the emptiest lane, so one slow message does not hold up the others.
+        // Round-robin start, then the emptiest lane, so one slow message does not hold up the others. Each lane's count
+        // is read once: reading it takes the channel's lock.
         var best = _lanes[next];
+        var bestCount = best.Reader.Count;
         next = (next + 1) % _lanes.Length;
-        foreach (var lane in _lanes)
+        for (var i = 0; i < _lanes.Length && bestCount > 0; i++)
         {
-            if (lane.Reader.Count < best.Reader.Count)
+            var count = _lanes[i].Reader.Count;
+            if (count < bestCount)
             {
-                best = lane;
+                best = _lanes[i];
+                bestCount = count;
             }
         }
 
