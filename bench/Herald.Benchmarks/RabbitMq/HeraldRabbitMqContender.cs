@@ -36,7 +36,7 @@ internal sealed class HeraldRabbitMqContender(Uri broker) : IBrokerContender
         }, cancellationToken);
     }
 
-    public async Task ConsumeAsync(string queue, int count, CancellationToken cancellationToken)
+    public async Task<IAsyncDisposable> ConsumeAsync(string queue, int count, CancellationToken cancellationToken)
     {
         var received = 0;
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -52,11 +52,12 @@ internal sealed class HeraldRabbitMqContender(Uri broker) : IBrokerContender
                 }
             },
             cancellationToken);
-        await using (consumer)
+        await BrokerWorkload.WaitAsync(done.Task, Name, () => Volatile.Read(ref received), count, cancellationToken);
+        return new StopOnDispose(async () =>
         {
-            await BrokerWorkload.WaitAsync(done.Task, Name, () => Volatile.Read(ref received), count, cancellationToken);
             await consumer.StopAsync(cancellationToken);
-        }
+            await consumer.DisposeAsync();
+        });
     }
 
     public async ValueTask DisposeAsync()

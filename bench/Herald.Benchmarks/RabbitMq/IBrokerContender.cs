@@ -13,8 +13,17 @@ internal interface IBrokerContender : IAsyncDisposable
     /// <summary>Sends <paramref name="count"/> persistent messages to the queue with <paramref name="outstanding"/> unconfirmed at a time.</summary>
     Task PublishAsync(string queue, int count, int outstanding, CancellationToken cancellationToken);
 
-    /// <summary>Consumes and acks <paramref name="count"/> messages from the queue, then stops the consumer.</summary>
-    Task ConsumeAsync(string queue, int count, CancellationToken cancellationToken);
+    /// <summary>
+    /// Consumes and acks <paramref name="count"/> messages from the queue and returns once the last is acked, with the
+    /// still-running consumer: stopping it is not part of the measured throughput.
+    /// </summary>
+    Task<IAsyncDisposable> ConsumeAsync(string queue, int count, CancellationToken cancellationToken);
+}
+
+/// <summary>Stops a consumer when disposed.</summary>
+internal sealed class StopOnDispose(Func<ValueTask> stop) : IAsyncDisposable
+{
+    public ValueTask DisposeAsync() => stop();
 }
 
 /// <summary>The settings every contender shares.</summary>

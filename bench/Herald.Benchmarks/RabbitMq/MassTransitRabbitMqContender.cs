@@ -36,7 +36,7 @@ internal sealed class MassTransitRabbitMqContender(Uri broker) : IBrokerContende
         await BrokerWorkload.RunConcurrentlyAsync(count, outstanding, (_, ct) => endpoint.Send(new OrderPlaced(Guid.CreateVersion7(), Payload), ct), cancellationToken);
     }
 
-    public async Task ConsumeAsync(string queue, int count, CancellationToken cancellationToken)
+    public async Task<IAsyncDisposable> ConsumeAsync(string queue, int count, CancellationToken cancellationToken)
     {
         var received = 0;
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -64,10 +64,13 @@ internal sealed class MassTransitRabbitMqContender(Uri broker) : IBrokerContende
             await handle.Ready.WaitAsync(cancellationToken);
             await BrokerWorkload.WaitAsync(done.Task, Name, () => Volatile.Read(ref received), count, cancellationToken);
         }
-        finally
+        catch
         {
             await handle.StopAsync(cancellationToken);
+            throw;
         }
+
+        return new StopOnDispose(async () => await handle.StopAsync(cancellationToken));
     }
 
     public async ValueTask DisposeAsync()

@@ -34,7 +34,7 @@ internal sealed class RabbitMqBenchmark : IBenchmark
         var consume = new List<MeasurementSeries>();
         try
         {
-            foreach (var create in new Func<IBrokerContender>[] { () => new HeraldRabbitMqContender(broker), () => new RawRabbitMqContender(broker), () => new MassTransitRabbitMqContender(broker) })
+            foreach (var create in new Func<IBrokerContender>[] { () => new HeraldRabbitMqContender(broker), () => new RawRabbitMqContender(broker), () => new RawRabbitMqContender(broker, 4), () => new MassTransitRabbitMqContender(broker) })
             {
                 var contender = create();
                 if (!args.Includes(contender.Name))
@@ -49,7 +49,7 @@ internal sealed class RabbitMqBenchmark : IBenchmark
 
             string QueueFor(IBrokerContender c, string round)
             {
-                var queue = $"herald-bench-{runId}-{c.Name.Replace('.', '-').ToLowerInvariant()}-{round}";
+                var queue = $"herald-bench-{runId}-{c.Name.Replace('.', '-').Replace(' ', '-').ToLowerInvariant()}-{round}";
                 declared.Add(queue);
                 declared.Add(queue + ".dead-letter");
                 return queue;
@@ -60,11 +60,12 @@ internal sealed class RabbitMqBenchmark : IBenchmark
             {
                 var queue = QueueFor(c, "warmup");
                 await c.PublishAsync(queue, warmup, BrokerWorkload.Outstanding, cancellationToken);
-                await c.ConsumeAsync(queue, warmup, cancellationToken);
+                await (await c.ConsumeAsync(queue, warmup, cancellationToken)).DisposeAsync();
             }
 
             var publishRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
             var consumeRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
+            var stops = contenders.ToDictionary(c => c, _ => new List<TimeSpan>());
             for (var round = 1; round <= repeat; round++)
             {
                 Console.Write($"    round {round}:");
@@ -72,10 +73,14 @@ internal sealed class RabbitMqBenchmark : IBenchmark
                 {
                     var queue = QueueFor(c, round.ToString(CultureInfo.InvariantCulture));
                     var p = await Measurement.TakeAsync(count, () => c.PublishAsync(queue, count, BrokerWorkload.Outstanding, cancellationToken));
-                    var r = await Measurement.TakeAsync(count, () => c.ConsumeAsync(queue, count, cancellationToken));
+                    IAsyncDisposable? consumer = null;
+                    var r = await Measurement.TakeAsync(count, async () => consumer = await c.ConsumeAsync(queue, count, cancellationToken));
+                    var stopping = System.Diagnostics.Stopwatch.StartNew();
+                    await consumer!.DisposeAsync();
+                    stops[c].Add(stopping.Elapsed);
                     publishRuns[c].Add(p);
                     consumeRuns[c].Add(r);
-                    Console.Write($" {c.Name} publish {p.MessagesPerSecond:N0}/s consume {r.MessagesPerSecond:N0}/s;");
+                    Console.Write($" {c.Name} publish {p.MessagesPerSecond:N0}/s consume {r.MessagesPerSecond:N0}/s (stop {stops[c][^1].TotalMilliseconds:N0} ms);");
                 }
 
                 Console.WriteLine();
@@ -138,7 +143,7 @@ internal sealed class RabbitMqBenchmark : IBenchmark
         machine.Add("Broker", "RabbitMQ on 127.0.0.1 (same machine)");
         text.Append(machine);
         text.AppendLine();
-        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up publish + consume, then {repeat} measured round(s) interleaving the contenders. A round publishes {count:N0} persistent {BrokerWorkload.MessageBytes}-byte messages to a fresh durable queue with {BrokerWorkload.Outstanding} sends outstanding (each completes on the publisher confirm), then consumes them all (prefetch {BrokerWorkload.Prefetch}, ack per message) and stops the consumer. Publish is timed from the first send to the last confirm; consume from starting the consumer to the last ack.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up publish + consume, then {repeat} measured round(s) interleaving the contenders. A round publishes {count:N0} persistent {BrokerWorkload.MessageBytes}-byte messages to a fresh durable queue with {BrokerWorkload.Outstanding} sends outstanding (each completes on the publisher confirm), then consumes them all (prefetch {BrokerWorkload.Prefetch}, ack per message). Publish is timed from the first send to the last confirm; consume from starting the consumer to the last ack (stopping the consumer afterwards is not timed).");
         text.AppendLine("\"CPU µs/msg\" is this process's CPU time ÷ messages (the broker's CPU is not included).");
         text.AppendLine();
         var table = new MarkdownTable("Phase", "Contender", "Messages", "msg/s (median)", "range msg/s", "CPU µs/msg", "bytes/msg", "other CPU (max)");

@@ -4,29 +4,34 @@ using RabbitMQ.Client.Events;
 namespace Herald.Benchmarks.RabbitMq;
 
 /// <summary>The bare RabbitMQ.Client 7: what Herald.RabbitMQ adds its cost to.</summary>
-internal sealed class RawRabbitMqContender(Uri broker) : IBrokerContender
+internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1) : IBrokerContender
 {
     private IConnection? _connection;
-    private IChannel? _publisher;
+    private IChannel[] _publishers = [];
 
-    public string Name => "RabbitMQ.Client";
+    /// <summary>The baseline of the targets uses one publishing channel; a variant with as many as Herald uses shows what the channels alone buy.</summary>
+    public string Name => publisherChannels == 1 ? "RabbitMQ.Client" : $"RabbitMQ.Client {publisherChannels} channels";
 
     public string Setup =>
-        $"RabbitMQ.Client 7.2.2, one connection; one channel with `publisherConfirmationsEnabled` and `publisherConfirmationTrackingEnabled`, {BrokerWorkload.Outstanding} concurrent `BasicPublishAsync` " +
+        $"RabbitMQ.Client 7.2.2, one connection; {(publisherChannels == 1 ? "one channel" : $"{publisherChannels} channels (round-robin)")} with `publisherConfirmationsEnabled` and `publisherConfirmationTrackingEnabled`, {BrokerWorkload.Outstanding} concurrent `BasicPublishAsync` " +
         $"(persistent, mandatory, message id + content type) to a durable classic queue; consume on its own channel: `AsyncEventingBasicConsumer`, `BasicQos({BrokerWorkload.Prefetch})`, `BasicAckAsync` per message (dispatch concurrency 1)";
 
-    private IChannel Publisher => _publisher ?? throw new InvalidOperationException("Not started.");
+    private IChannel Publisher => _publishers.Length > 0 ? _publishers[0] : throw new InvalidOperationException("Not started.");
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         _connection = await new ConnectionFactory { Uri = broker, ClientProvidedName = "raw-bench" }.CreateConnectionAsync(cancellationToken);
-        _publisher = await _connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true), cancellationToken);
+        _publishers = new IChannel[publisherChannels];
+        for (var i = 0; i < _publishers.Length; i++)
+        {
+            _publishers[i] = await _connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true), cancellationToken);
+        }
     }
 
     public async Task PublishAsync(string queue, int count, int outstanding, CancellationToken cancellationToken)
     {
         await Publisher.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, cancellationToken: cancellationToken);
-        await BrokerWorkload.RunConcurrentlyAsync(count, outstanding, async (_, ct) =>
+        await BrokerWorkload.RunConcurrentlyAsync(count, outstanding, async (i, ct) =>
         {
             var properties = new BasicProperties
             {
@@ -36,15 +41,15 @@ internal sealed class RawRabbitMqContender(Uri broker) : IBrokerContender
                 Type = "order-placed",
                 Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
             };
-            await Publisher.BasicPublishAsync(string.Empty, queue, mandatory: true, properties, BrokerWorkload.Body, ct);
+            await _publishers[i % _publishers.Length].BasicPublishAsync(string.Empty, queue, mandatory: true, properties, BrokerWorkload.Body, ct);
         }, cancellationToken);
     }
 
-    public async Task ConsumeAsync(string queue, int count, CancellationToken cancellationToken)
+    public async Task<IAsyncDisposable> ConsumeAsync(string queue, int count, CancellationToken cancellationToken)
     {
         var received = 0;
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var channel = await _connection!.CreateChannelAsync(cancellationToken: cancellationToken);
+        var channel = await _connection!.CreateChannelAsync(cancellationToken: cancellationToken);
         await channel.BasicQosAsync(0, BrokerWorkload.Prefetch, false, cancellationToken);
         var consumer = new AsyncEventingBasicConsumer(channel);
         consumer.ReceivedAsync += async (_, delivery) =>
@@ -57,8 +62,12 @@ internal sealed class RawRabbitMqContender(Uri broker) : IBrokerContender
         };
         var tag = await channel.BasicConsumeAsync(queue, autoAck: false, consumer, cancellationToken);
         await BrokerWorkload.WaitAsync(done.Task, Name, () => Volatile.Read(ref received), count, cancellationToken);
-        await channel.BasicCancelAsync(tag, cancellationToken: cancellationToken);
-        await channel.CloseAsync(cancellationToken);
+        return new StopOnDispose(async () =>
+        {
+            await channel.BasicCancelAsync(tag, cancellationToken: cancellationToken);
+            await channel.CloseAsync(cancellationToken);
+            await channel.DisposeAsync();
+        });
     }
 
     /// <summary>Deletes what a run declared (queues and, for MassTransit, the exchange of the same name).</summary>
@@ -74,9 +83,9 @@ internal sealed class RawRabbitMqContender(Uri broker) : IBrokerContender
 
     public async ValueTask DisposeAsync()
     {
-        if (_publisher is not null)
+        foreach (var publisher in _publishers)
         {
-            await _publisher.DisposeAsync();
+            await publisher.DisposeAsync();
         }
 
         if (_connection is not null)
