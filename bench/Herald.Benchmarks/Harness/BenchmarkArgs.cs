@@ -1,0 +1,50 @@
+namespace Herald.Benchmarks.Harness;
+
+/// <summary>The options common to every benchmark.</summary>
+internal sealed record BenchmarkArgs
+{
+    /// <summary>Small counts for a smoke run.</summary>
+    public bool Quick { get; init; }
+
+    /// <summary>Measured repetitions per contender; the median is reported. Null: the benchmark's default.</summary>
+    public int? Repeat { get; init; }
+
+    /// <summary>Name fragments of the contenders to run; empty: all.</summary>
+    public IReadOnlyList<string> Only { get; init; } = [];
+
+    /// <summary>Where to write the markdown results; null: the default path; "-": nowhere.</summary>
+    public string? Out { get; init; }
+
+    public bool Includes(string contender) =>
+        Only.Count == 0 || Only.Any(o => contender.Contains(o, StringComparison.OrdinalIgnoreCase));
+
+    public static BenchmarkArgs Parse(ReadOnlySpan<string> args)
+    {
+        var result = new BenchmarkArgs();
+        for (var i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--quick":
+                    result = result with { Quick = true };
+                    break;
+                case "--repeat" when i + 1 < args.Length && int.TryParse(args[i + 1], out var repeat) && repeat > 0:
+                    result = result with { Repeat = repeat };
+                    i++;
+                    break;
+                case "--only" when i + 1 < args.Length:
+                    result = result with { Only = args[i + 1].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) };
+                    i++;
+                    break;
+                case "--out" when i + 1 < args.Length:
+                    result = result with { Out = args[i + 1] };
+                    i++;
+                    break;
+                default:
+                    throw new ArgumentException($"Unknown or incomplete option '{args[i]}'.");
+            }
+        }
+
+        return result;
+    }
+}
