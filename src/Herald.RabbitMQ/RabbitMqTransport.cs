@@ -332,7 +332,7 @@ internal sealed partial class RabbitMqTransport : ITransport
         }
     }
 
-    private static string Describe(Envelope envelope) => $"message {envelope.MessageId} ({envelope.MessageType})";
+    private static MessageLabel Describe(Envelope envelope) => new(envelope.MessageId, envelope.MessageType, null);
 
     private static void ValidateName(string name, string parameter)
     {
