@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
 
@@ -10,6 +11,7 @@ internal sealed partial class RabbitMqTransport
     /// returned (unroutable) or nacked message was not stored, and one interrupted by a connection loss may or may not
     /// have been, so the caller retries (consumers deduplicate by message id).
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     internal async ValueTask PublishCoreAsync(
         string exchange,
         string routingKey,
