@@ -1,5 +1,7 @@
+using Herald.Benchmarks.EventStore;
 using Herald.Benchmarks.Harness;
 using Herald.Benchmarks.InProcess;
+using Herald.Benchmarks.RabbitMq;
 
 // Named benchmarks: `dotnet run -c Release --project bench/Herald.Benchmarks -- <name> [--quick]`.
 // A new one (eventstore, rabbitmq, ...) is a class implementing IBenchmark, added to this list.
@@ -7,6 +9,8 @@ IBenchmark[] benchmarks =
 [
     new InProcessBenchmark(),
     new InProcessProfileBenchmark(),
+    new EventStoreBenchmark(),
+    new RabbitMqBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")

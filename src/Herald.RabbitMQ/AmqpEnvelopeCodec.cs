@@ -21,7 +21,20 @@ internal static class AmqpEnvelopeCodec
 
     public const string OriginQueueHeader = "x-herald-origin-queue";
 
+    private const string DeliveryCountHeader = "x-delivery-count";
+    private const int CharBufferLength = 256;
+
     private const string SchemaPrefix = "urn:herald:schema:";
+
+    private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
+
+    private static readonly byte[] SpecVersion = "1.0"u8.ToArray();
+
+    // Header keys, and values that repeat from message to message (types, sources, schemas), encoded once.
+    private static readonly BoundedCache<string, byte[]> Utf8Constants = new(static s => Encoding.UTF8.GetBytes(s));
+    private static readonly BoundedCache<string, string> PrefixedNames = new(static name => Prefix + name);
+    private static readonly BoundedCache<(string Type, int Version), byte[]> DataSchemas = new(
+        static key => Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{key.Type}:{key.Version}")));
     private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
 
     private static readonly FrozenSet<string> ReservedAttributes = FrozenSet.ToFrozenSet(
@@ -30,48 +43,65 @@ internal static class AmqpEnvelopeCodec
 
     // Headers the client or the broker adds to a copy; a republished copy must not carry them over.
     private static readonly FrozenSet<string> DroppedOnRepublish = FrozenSet.ToFrozenSet(
-        ["x-delivery-count", Constants.PublishSequenceNumberHeader],
+        [DeliveryCountHeader, Constants.PublishSequenceNumberHeader],
         StringComparer.Ordinal);
 
     public static BasicProperties Encode(Envelope envelope, string defaultSource)
     {
-        var headers = new Dictionary<string, object?>(envelope.Headers.Count + 12, StringComparer.Ordinal);
-        var source = defaultSource;
-        foreach (var (name, value) in envelope.Headers)
+        var custom = envelope.Headers;
+        var headers = new Dictionary<string, object?>(custom.Count + 10, StringComparer.Ordinal);
+        byte[]? source = null;
+        if (custom.Count > 0)
         {
-            if (name == HeaderNames.Source)
+            foreach (var (name, value) in custom)
             {
-                source = value;
-            }
-            else if (!ReservedAttributes.Contains(name))
-            {
-                headers[Prefix + name] = value;
+                if (name == HeaderNames.Source)
+                {
+                    source = Utf8Constants.Get(value);
+                }
+                else if (!ReservedAttributes.Contains(name))
+                {
+                    headers[PrefixedNames.Get(name)] = value;
+                }
             }
         }
 
+        // Constant or repeating values go out as cached UTF-8 bytes (written as AMQP long strings, as a string would be).
         var id = envelope.MessageId.ToString("D");
-        headers[Prefix + "specversion"] = "1.0";
+        var type = envelope.MessageType;
+        headers[Prefix + "specversion"] = SpecVersion;
         headers[Prefix + "id"] = id;
-        headers[Prefix + "type"] = envelope.MessageType;
-        headers[Prefix + "source"] = source;
-        headers[Prefix + "time"] = envelope.Time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture);
-        headers[Prefix + "dataschema"] = string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{envelope.MessageType}:{envelope.SchemaVersion}");
-        AddIfSet(headers, "partitionkey", envelope.PartitionKey);
-        AddIfSet(headers, "correlationid", envelope.CorrelationId);
-        AddIfSet(headers, "causationid", envelope.CausationId);
-        AddIfSet(headers, "userid", envelope.UserId);
+        headers[Prefix + "type"] = Utf8Constants.Get(type);
+        headers[Prefix + "source"] = source ?? Utf8Constants.Get(defaultSource);
+        headers[Prefix + "time"] = FormatTime(envelope.Time);
+        headers[Prefix + "dataschema"] = DataSchemas.Get((type, envelope.SchemaVersion));
+        AddIfSet(headers, Prefix + "partitionkey", envelope.PartitionKey);
+        AddIfSet(headers, Prefix + "correlationid", envelope.CorrelationId);
+        AddIfSet(headers, Prefix + "causationid", envelope.CausationId);
+        AddIfSet(headers, Prefix + "userid", envelope.UserId);
 
         // The AMQP user_id is checked by the broker against the login, so the user travels only as an attribute.
         return new BasicProperties
         {
             MessageId = id,
-            Type = envelope.MessageType,
+            Type = type,
             Timestamp = new AmqpTimestamp(envelope.Time.ToUnixTimeSeconds()),
             CorrelationId = envelope.CorrelationId,
             ContentType = envelope.ContentType,
             DeliveryMode = DeliveryModes.Persistent,
             Headers = headers,
         };
+    }
+
+    private static byte[] FormatTime(DateTimeOffset time)
+    {
+        Span<byte> buffer = stackalloc byte[64];
+        if (time.UtcDateTime.TryFormat(buffer, out var written, TimeFormat, CultureInfo.InvariantCulture))
+        {
+            return buffer[..written].ToArray();
+        }
+
+        return Encoding.UTF8.GetBytes(time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture));
     }
 
     /// <summary>A copy of a delivered message's properties for republishing it (retry, redelivery, dead letter).</summary>
@@ -116,31 +146,61 @@ internal static class AmqpEnvelopeCodec
         out string? error)
     {
         envelope = null;
-        var amqpHeaders = properties.Headers;
-        var isCloudEvent = amqpHeaders is not null
-            && (amqpHeaders.ContainsKey(Prefix + "specversion") || amqpHeaders.ContainsKey(Prefix + "type") || amqpHeaders.ContainsKey(Prefix + "id"));
-        var attempt = Attempt(properties, redelivered);
-        var headers = new Dictionary<string, string>(StringComparer.Ordinal);
-        string? ce(string name) => amqpHeaders is not null && amqpHeaders.TryGetValue(Prefix + name, out var v) ? AsString(v) : null;
+        Dictionary<string, string>? headers = null;
+        object? ceId = null, ceType = null, ceSource = null, ceTime = null, ceSchema = null, ceContentType = null;
+        object? ceCorrelation = null, ceCausation = null, ceUser = null, cePartition = null, attemptValue = null, deliveryCount = null;
+        var isCloudEvent = false;
 
-        if (amqpHeaders is not null)
+        // One pass over the headers: attributes are kept as delivered (UTF-8 bytes) and turned into strings only as needed.
+        if (properties.Headers is { Count: > 0 } amqpHeaders)
         {
             foreach (var (name, value) in amqpHeaders)
             {
                 if (name.StartsWith(Prefix, StringComparison.Ordinal))
                 {
-                    var attribute = name[Prefix.Length..];
-                    if (!ReservedAttributes.Contains(attribute) && AsString(value) is { } text)
+                    var attribute = name.AsSpan(Prefix.Length);
+                    switch (attribute)
                     {
-                        headers[attribute] = text;
+                        case "specversion": isCloudEvent = true; break;
+                        case "id": isCloudEvent = true; ceId = value; break;
+                        case "type": isCloudEvent = true; ceType = value; break;
+                        case "source": ceSource = value; break;
+                        case "time": ceTime = value; break;
+                        case "dataschema": ceSchema = value; break;
+                        case "datacontenttype": ceContentType = value; break;
+                        case "correlationid": ceCorrelation = value; break;
+                        case "causationid": ceCausation = value; break;
+                        case "userid": ceUser = value; break;
+                        case "partitionkey": cePartition = value; break;
+                        case "deliveryattempt": break;
+                        default:
+                            if (AsString(value) is { } text)
+                            {
+                                (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute.ToString()] = text;
+                            }
+
+                            break;
                     }
                 }
-                else if (!name.StartsWith("x-", StringComparison.Ordinal) && AsString(value) is { } text)
+                else if (name.StartsWith("x-", StringComparison.Ordinal))
                 {
-                    headers.TryAdd(name, text);
+                    if (name == AttemptHeader)
+                    {
+                        attemptValue = value;
+                    }
+                    else if (name == DeliveryCountHeader)
+                    {
+                        deliveryCount = value ?? 0;
+                    }
+                }
+                else if (AsString(value) is { } text)
+                {
+                    (headers ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, text);
                 }
             }
         }
+
+        var attempt = Attempt(attemptValue, deliveryCount, redelivered);
 
         if (!isCloudEvent && rawType is not null)
         {
@@ -151,7 +211,7 @@ internal static class AmqpEnvelopeCodec
                 Time = AmqpTime(properties) ?? timeProvider.GetUtcNow(),
                 CorrelationId = properties.CorrelationId,
                 ContentType = properties.ContentType ?? ContentTypes.Json,
-                Headers = headers,
+                Headers = headers ?? NoHeaders,
                 Body = body,
                 DeliveryAttempt = attempt,
             };
@@ -159,20 +219,31 @@ internal static class AmqpEnvelopeCodec
             return true;
         }
 
-        var idText = ce("id") ?? properties.MessageId;
-        if (idText is null)
+        Span<char> buffer = stackalloc char[CharBufferLength];
+        Guid id;
+        if (ceId is not null && Chars(ceId, buffer, out var idChars))
+        {
+            if (!Guid.TryParse(idChars, out id))
+            {
+                error = $"Malformed message: its id '{Truncate(idChars.ToString())}' is not a Guid.";
+                return false;
+            }
+        }
+        else if (properties.MessageId is { } messageId)
+        {
+            if (!Guid.TryParse(messageId, out id))
+            {
+                error = $"Malformed message: its id '{Truncate(messageId)}' is not a Guid.";
+                return false;
+            }
+        }
+        else
         {
             error = "Malformed message: it has no id (no cloudEvents:id attribute and no AMQP message_id).";
             return false;
         }
 
-        if (!Guid.TryParse(idText, out var id))
-        {
-            error = $"Malformed message: its id '{Truncate(idText)}' is not a Guid.";
-            return false;
-        }
-
-        var type = ce("type") ?? properties.Type;
+        var type = InternedString(ceType) ?? properties.Type;
         if (string.IsNullOrEmpty(type))
         {
             error = $"Malformed message {id}: it has no type (no cloudEvents:type attribute and no AMQP type), and the queue is not a raw queue.";
@@ -180,11 +251,12 @@ internal static class AmqpEnvelopeCodec
         }
 
         DateTimeOffset time;
-        if (ce("time") is { } timeText)
+        if (ceTime is not null && Chars(ceTime, buffer, out var timeChars))
         {
-            if (!DateTimeOffset.TryParse(timeText, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time))
+            if (!DateTimeOffset.TryParseExact(timeChars, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
+                && !DateTimeOffset.TryParse(timeChars, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time))
             {
-                error = $"Malformed message {id}: its time '{Truncate(timeText)}' is not an RFC 3339 time.";
+                error = $"Malformed message {id}: its time '{Truncate(timeChars.ToString())}' is not an RFC 3339 time.";
                 return false;
             }
         }
@@ -198,23 +270,24 @@ internal static class AmqpEnvelopeCodec
             return false;
         }
 
-        if (ce("source") is { } source && source != defaultSource)
+        if (ceSource is not null && Chars(ceSource, buffer, out var sourceChars) && !sourceChars.SequenceEqual(defaultSource))
         {
-            headers[HeaderNames.Source] = source;
+            (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = InternedString(ceSource)!;
         }
 
+        var schemaVersion = ceSchema is not null && Chars(ceSchema, buffer, out var schemaChars) ? SchemaVersion(schemaChars) : 1;
         envelope = new Envelope
         {
             MessageId = id,
             MessageType = type,
-            SchemaVersion = SchemaVersion(ce("dataschema")),
+            SchemaVersion = schemaVersion,
             Time = time,
-            CorrelationId = ce("correlationid") ?? properties.CorrelationId,
-            CausationId = ce("causationid"),
-            UserId = ce("userid"),
-            PartitionKey = ce("partitionkey"),
-            ContentType = properties.ContentType ?? ce("datacontenttype") ?? ContentTypes.Json,
-            Headers = headers,
+            CorrelationId = AsString(ceCorrelation) ?? properties.CorrelationId,
+            CausationId = AsString(ceCausation),
+            UserId = AsString(ceUser),
+            PartitionKey = AsString(cePartition),
+            ContentType = properties.ContentType ?? InternedString(ceContentType) ?? ContentTypes.Json,
+            Headers = headers ?? NoHeaders,
             Body = body,
             DeliveryAttempt = attempt,
         };
@@ -229,10 +302,39 @@ internal static class AmqpEnvelopeCodec
     public static int Attempt(IReadOnlyBasicProperties properties, bool redelivered)
     {
         var headers = properties.Headers;
-        var before = headers is not null && headers.TryGetValue(AttemptHeader, out var a) ? AsInt(a) : 0;
-        var returns = headers is not null && headers.TryGetValue("x-delivery-count", out var d) ? AsInt(d) : (redelivered ? 1 : 0);
+        var before = headers is not null && headers.TryGetValue(AttemptHeader, out var a) ? a : null;
+        var returns = headers is not null && headers.TryGetValue(DeliveryCountHeader, out var d) ? d ?? 0 : null;
+        return Attempt(before, returns, redelivered);
+    }
+
+    private static int Attempt(object? attemptHeader, object? deliveryCount, bool redelivered)
+    {
+        var before = attemptHeader is null ? 0 : AsInt(attemptHeader);
+        var returns = deliveryCount is not null ? AsInt(deliveryCount) : (redelivered ? 1 : 0);
         return Math.Max(0, before) + 1 + Math.Max(0, returns);
     }
+
+    /// <summary>The text of a header value: UTF-8 bytes decoded into the buffer when they fit, else a string.</summary>
+    private static bool Chars(object? value, Span<char> buffer, out ReadOnlySpan<char> chars)
+    {
+        if (value is byte[] bytes && Encoding.UTF8.GetMaxCharCount(bytes.Length) <= buffer.Length)
+        {
+            chars = buffer[..Encoding.UTF8.GetChars(bytes, buffer)];
+            return true;
+        }
+
+        if (AsString(value) is { } text)
+        {
+            chars = text;
+            return true;
+        }
+
+        chars = default;
+        return false;
+    }
+
+    /// <summary>A header value that repeats from message to message (type, source, content type) as a shared string.</summary>
+    private static string? InternedString(object? value) => value is byte[] bytes ? Utf8Intern.Get(bytes) : AsString(value);
 
     public static string? AsString(object? value) => value switch
     {
@@ -290,12 +392,11 @@ internal static class AmqpEnvelopeCodec
         return new Guid(bytes, bigEndian: true);
     }
 
-    private static int SchemaVersion(string? dataSchema)
+    private static int SchemaVersion(ReadOnlySpan<char> dataSchema)
     {
-        if (dataSchema is not null
-            && dataSchema.StartsWith(SchemaPrefix, StringComparison.Ordinal)
+        if (dataSchema.StartsWith(SchemaPrefix, StringComparison.Ordinal)
             && dataSchema.LastIndexOf(':') is var colon and > 0
-            && int.TryParse(dataSchema.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var version)
+            && int.TryParse(dataSchema[(colon + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out var version)
             && version >= 1)
         {
             return version;
@@ -304,11 +405,11 @@ internal static class AmqpEnvelopeCodec
         return 1;
     }
 
-    private static void AddIfSet(Dictionary<string, object?> headers, string attribute, string? value)
+    private static void AddIfSet(Dictionary<string, object?> headers, string key, string? value)
     {
         if (value is not null)
         {
-            headers[Prefix + attribute] = value;
+            headers[key] = value;
         }
     }
 

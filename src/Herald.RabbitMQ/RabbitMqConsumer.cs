@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Herald.Messages;
 using Herald.Transport;
@@ -124,15 +125,8 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         _aborting.Dispose();
     }
 
-    internal async ValueTask AckAsync(Received received, CancellationToken cancellationToken)
-    {
-        if (IsStale(received))
-        {
-            return;
-        }
-
-        await _channel.BasicAckAsync(received.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
-    }
+    internal ValueTask AckAsync(in Received received, CancellationToken cancellationToken) =>
+        IsStale(received) ? ValueTask.CompletedTask : _channel.BasicAckAsync(received.DeliveryTag, multiple: false, cancellationToken);
 
     internal async ValueTask RedeliverAsync(Received received, int attempts, TimeSpan delay, CancellationToken cancellationToken)
     {
@@ -178,13 +172,13 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    private static string Describe(Received received) =>
-        received.Envelope is { } envelope ? $"message {envelope.MessageId} ({envelope.MessageType})" : $"message '{received.Properties.MessageId}'";
+    private static MessageLabel Describe(in Received received) =>
+        received.Envelope is { } envelope ? new(envelope.MessageId, envelope.MessageType, null) : new(Guid.Empty, null, received.Properties.MessageId);
 
     // After a connection or channel loss the broker has taken every unacked delivery back (and redelivers it); settling a
     // delivery of the lost channel would duplicate it (a retry copy) or be ignored (an ack), so it is left alone. A
     // delivery is of a lost channel when the channel is down now, or the consumer was registered again since it came.
-    private bool IsStale(Received received)
+    private bool IsStale(in Received received)
     {
         if (received.Generation == Volatile.Read(ref _generation) && _channel.IsOpen)
         {
@@ -221,9 +215,10 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             return;
         }
 
-        // The client reuses the body buffer after this handler returns; a delivery outlives it.
+        // The client reuses the body buffer after this handler returns; a delivery outlives it, so this is the one copy.
+        // The properties are already parsed into an object of their own, which the client never reuses: kept as they are.
         var body = args.Body.ToArray();
-        var properties = new BasicProperties(args.BasicProperties);
+        var properties = args.BasicProperties;
         AmqpEnvelopeCodec.TryDecode(properties, body, args.Redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var envelope, out var error);
         var received = new Received(args.DeliveryTag, properties, body, args.Redelivered, envelope, error, Volatile.Read(ref _generation));
         var lane = PickLane(envelope?.PartitionKey);
@@ -285,6 +280,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask HandleAsync(Received received)
     {
         if (received.Envelope is not { } envelope)
@@ -388,8 +384,8 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    /// <summary>One delivery as received: its tag on the channel, a copy of its properties and body, and its decoding.</summary>
-    internal sealed record Received(
+    /// <summary>One delivery as received: its tag on the channel, its properties, a copy of its body, and its decoding.</summary>
+    internal readonly record struct Received(
         ulong DeliveryTag,
         IReadOnlyBasicProperties Properties,
         ReadOnlyMemory<byte> Body,

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
 
@@ -10,17 +11,17 @@ internal sealed partial class RabbitMqTransport
     /// returned (unroutable) or nacked message was not stored, and one interrupted by a connection loss may or may not
     /// have been, so the caller retries (consumers deduplicate by message id).
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     internal async ValueTask PublishCoreAsync(
         string exchange,
         string routingKey,
         bool mandatory,
         BasicProperties properties,
         ReadOnlyMemory<byte> body,
-        string what,
+        MessageLabel what,
         CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var target = exchange.Length == 0 ? $"queue '{routingKey}'" : $"exchange '{exchange}'";
         try
         {
             var channel = await _publishers!.GetAsync(cancellationToken).ConfigureAwait(false);
@@ -31,11 +32,11 @@ internal sealed partial class RabbitMqTransport
             Forget(exchange, routingKey);
             var reply = e is PublishReturnException r ? $"{r.ReplyCode} {r.ReplyText}" : "NO_ROUTE";
             throw new HeraldException(
-                $"RabbitMQ could not route {what} to {target} and returned it ({reply}); it was not stored. Does the queue exist?", e);
+                $"RabbitMQ could not route {what} to {Target(exchange, routingKey)} and returned it ({reply}); it was not stored. Does the queue exist?", e);
         }
         catch (PublishException e)
         {
-            throw new HeraldException($"RabbitMQ refused {what} for {target} (negative confirm); it was not stored. Retry the send.", e);
+            throw new HeraldException($"RabbitMQ refused {what} for {Target(exchange, routingKey)} (negative confirm); it was not stored. Retry the send.", e);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -45,9 +46,13 @@ internal sealed partial class RabbitMqTransport
         {
             Forget(exchange, routingKey);
             throw new HeraldException(
-                $"Publishing {what} to {target} on RabbitMQ at {Endpoint} failed before it was confirmed ({e.Message}); it may not have been stored. Retry the send.", e);
+                $"Publishing {what} to {Target(exchange, routingKey)} on RabbitMQ at {Endpoint} failed before it was confirmed ({e.Message}); it may not have been stored. Retry the send.", e);
         }
     }
+
+    // Only for error messages: built when one is thrown, not on every publish.
+    private static string Target(string exchange, string routingKey) =>
+        exchange.Length == 0 ? $"queue '{routingKey}'" : $"exchange '{exchange}'";
 
     private void Forget(string exchange, string routingKey)
     {
@@ -61,4 +66,10 @@ internal sealed partial class RabbitMqTransport
             ForgetExchange(exchange);
         }
     }
+}
+
+/// <summary>Names a message in error messages; formatted only when one is thrown.</summary>
+internal readonly record struct MessageLabel(Guid Id, string? Type, string? ForeignId)
+{
+    public override string ToString() => Type is not null ? $"message {Id} ({Type})" : $"message '{ForeignId}'";
 }

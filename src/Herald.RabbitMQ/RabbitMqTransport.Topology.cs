@@ -12,7 +12,8 @@ internal sealed partial class RabbitMqTransport
     // Unused retry queues expire by themselves: after their TTL plus at least this long without being declared again.
     private static readonly TimeSpan RetryQueueIdleLifetime = TimeSpan.FromMinutes(5);
 
-    private readonly ConcurrentDictionary<string, Task> _declared = new(StringComparer.Ordinal);
+    // Keyed by kind ('q' queue, 'x' exchange, 'b' binding) and names, so a look-up on every send builds no string.
+    private readonly ConcurrentDictionary<(char Kind, string Name, string Other), Task> _declared = new();
     private readonly ConcurrentDictionary<string, long> _retryQueuesDeclaredAt = new(StringComparer.Ordinal);
 
     /// <summary>
@@ -37,11 +38,13 @@ internal sealed partial class RabbitMqTransport
     }
 
     internal ValueTask EnsureQueueAsync(string queue, CancellationToken cancellationToken) =>
-        EnsureDeclaredAsync("q:" + queue, channel => DeclareQueueCoreAsync(channel, queue, QueueArguments()), cancellationToken);
+        IsDeclared(('q', queue, string.Empty))
+            ? ValueTask.CompletedTask
+            : EnsureDeclaredAsync(('q', queue, string.Empty), channel => DeclareQueueCoreAsync(channel, queue, QueueArguments()), cancellationToken);
 
     internal void ForgetQueue(string queue)
     {
-        _declared.TryRemove("q:" + queue, out _);
+        _declared.TryRemove(('q', queue, string.Empty), out _);
         _retryQueuesDeclaredAt.TryRemove(queue, out _);
     }
 
@@ -104,8 +107,8 @@ internal sealed partial class RabbitMqTransport
     }
 
     private ValueTask EnsureExchangeAsync(string topic, CancellationToken cancellationToken) =>
-        EnsureDeclaredAsync(
-            "x:" + topic,
+        IsDeclared(('x', topic, string.Empty)) ? ValueTask.CompletedTask : EnsureDeclaredAsync(
+            ('x', topic, string.Empty),
             async channel =>
             {
                 try
@@ -119,10 +122,10 @@ internal sealed partial class RabbitMqTransport
             },
             cancellationToken);
 
-    private void ForgetExchange(string topic) => _declared.TryRemove("x:" + topic, out _);
+    private void ForgetExchange(string topic) => _declared.TryRemove(('x', topic, string.Empty), out _);
 
     private ValueTask EnsureBindingAsync(string topic, string queue, CancellationToken cancellationToken) =>
-        EnsureDeclaredAsync("b:" + topic + "\n" + queue, channel => channel.QueueBindAsync(queue, topic, string.Empty), cancellationToken);
+        EnsureDeclaredAsync(('b', topic, queue), channel => channel.QueueBindAsync(queue, topic, string.Empty), cancellationToken);
 
     private Dictionary<string, object?> QueueArguments()
     {
@@ -151,7 +154,10 @@ internal sealed partial class RabbitMqTransport
         }
     }
 
-    private async ValueTask EnsureDeclaredAsync(string key, Func<IChannel, Task> declare, CancellationToken cancellationToken)
+    private bool IsDeclared((char Kind, string Name, string Other) key) =>
+        !_options.DeclareTopology || (_declared.TryGetValue(key, out var existing) && existing.IsCompletedSuccessfully);
+
+    private async ValueTask EnsureDeclaredAsync((char Kind, string Name, string Other) key, Func<IChannel, Task> declare, CancellationToken cancellationToken)
     {
         if (!_options.DeclareTopology)
         {
@@ -171,7 +177,7 @@ internal sealed partial class RabbitMqTransport
         }
         catch when (task.IsFaulted || task.IsCanceled)
         {
-            _declared.TryRemove(new KeyValuePair<string, Task>(key, task));
+            _declared.TryRemove(new KeyValuePair<(char Kind, string Name, string Other), Task>(key, task));
             throw;
         }
     }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Collections.Frozen;
+using System.Runtime.CompilerServices;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -111,6 +112,7 @@ internal sealed partial class RabbitMqTransport : ITransport
     }
 
     /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(envelope);
@@ -131,6 +133,7 @@ internal sealed partial class RabbitMqTransport : ITransport
     }
 
     /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(envelope);
@@ -332,7 +335,7 @@ internal sealed partial class RabbitMqTransport : ITransport
         }
     }
 
-    private static string Describe(Envelope envelope) => $"message {envelope.MessageId} ({envelope.MessageType})";
+    private static MessageLabel Describe(Envelope envelope) => new(envelope.MessageId, envelope.MessageType, null);
 
     private static void ValidateName(string name, string parameter)
     {

@@ -1,0 +1,142 @@
+using Herald.EventSourcing;
+using Herald.Messages;
+using Herald.Postgres;
+using Herald.Postgres.EventSourcing;
+using Herald.Sqlite;
+using Npgsql;
+
+namespace Herald.Benchmarks.EventStore;
+
+/// <summary>A Herald event store (SQLite file or PostgreSQL schema) behind the IEventStore port, fed envelopes as the real API builds them.</summary>
+internal sealed class HeraldEventStoreContender : IEventStoreContender
+{
+    // Streams per writer for single-event appends: many streams, none shared between writers.
+    private const int StreamsPerWriter = 64;
+
+    private readonly Func<CancellationToken, Task<IEventStore>> _open;
+    private readonly Func<ValueTask> _cleanUp;
+    private readonly EnvelopeFactory _envelopes;
+    private readonly string _runId = Guid.NewGuid().ToString("N")[..8];
+    private IEventStore? _store;
+    private int _sequence;
+
+    private HeraldEventStoreContender(string name, string setup, Func<CancellationToken, Task<IEventStore>> open, Func<ValueTask> cleanUp)
+    {
+        Name = name;
+        Setup = setup;
+        _open = open;
+        _cleanUp = cleanUp;
+        var registry = new MessageTypeRegistry();
+        registry.Register<AccountCredited>("account-credited");
+        _envelopes = new EnvelopeFactory(registry, new SystemTextJsonMessageSerializer(), TimeProvider.System);
+    }
+
+    public string Name { get; }
+
+    public string Setup { get; }
+
+    private IEventStore Store => _store ?? throw new InvalidOperationException("Not started.");
+
+    public static HeraldEventStoreContender Sqlite()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"herald-bench-{Guid.NewGuid():N}.db");
+        return new HeraldEventStoreContender(
+            "Herald SQLite",
+            $"`SqliteEventStore.OpenAsync(path)` on a temp file, defaults (WAL, synchronous FULL, group commit of up to 256 writes)",
+            async ct => await SqliteEventStore.OpenAsync(path, cancellationToken: ct),
+            () =>
+            {
+                foreach (var file in new[] { path, path + "-wal", path + "-shm" })
+                {
+                    File.Delete(file);
+                }
+
+                return ValueTask.CompletedTask;
+            });
+    }
+
+    public static HeraldEventStoreContender Postgres(string connectionString)
+    {
+        var schema = $"herald_bench_{Guid.NewGuid():N}"[..24];
+        return new HeraldEventStoreContender(
+            "Herald PostgreSQL",
+            $"`PostgresEventStore.CreateAsync(cs, new PostgresStoreOptions {{ Schema = fresh }})`, defaults otherwise (2 append writers, up to 64 appends per commit)",
+            async ct => await PostgresEventStore.CreateAsync(connectionString, new PostgresStoreOptions { Schema = schema }, ct),
+            () => DropSchemaAsync(connectionString, schema));
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken) => _store = await _open(cancellationToken);
+
+    public async Task AppendOneAsync(int writer, int index, CancellationToken cancellationToken) =>
+        await Store.AppendAsync($"account-{_runId}w{writer}s{index % StreamsPerWriter}", ExpectedVersion.Any, [NextEnvelope()], cancellationToken);
+
+    public async Task AppendBatchAsync(int size, CancellationToken cancellationToken)
+    {
+        var events = new Envelope[size];
+        for (var i = 0; i < events.Length; i++)
+        {
+            events[i] = NextEnvelope();
+        }
+
+        await Store.AppendAsync($"ledger-{Guid.CreateVersion7():N}", ExpectedVersion.NoStream, events, cancellationToken);
+    }
+
+    public async Task CreateReadStreamAsync(int events, CancellationToken cancellationToken)
+    {
+        for (var done = 0; done < events; done += 100)
+        {
+            var batch = new Envelope[Math.Min(100, events - done)];
+            for (var i = 0; i < batch.Length; i++)
+            {
+                batch[i] = NextEnvelope();
+            }
+
+            await Store.AppendAsync(ReadStream, ExpectedVersion.Any, batch, cancellationToken);
+        }
+    }
+
+    public async Task<int> ReadStreamAsync(CancellationToken cancellationToken)
+    {
+        var count = 0;
+        await foreach (var e in Store.ReadStreamAsync(ReadStream, cancellationToken: cancellationToken))
+        {
+            count += e.Envelope.Body.Length > 0 ? 1 : 0;
+        }
+
+        return count;
+    }
+
+    public async Task<int> ReadAllAsync(int maxCount, CancellationToken cancellationToken)
+    {
+        var count = 0;
+        await foreach (var e in Store.ReadAllAsync(0, null, maxCount, cancellationToken))
+        {
+            count += e.Envelope.Body.Length > 0 ? 1 : 0;
+        }
+
+        return count;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_store is IAsyncDisposable disposable)
+        {
+            await disposable.DisposeAsync();
+        }
+
+        await _cleanUp();
+    }
+
+    private string ReadStream => $"reader-{_runId}";
+
+    private Envelope NextEnvelope() => _envelopes.Create(AccountCredited.Next(Interlocked.Increment(ref _sequence)));
+
+    internal static async ValueTask DropSchemaAsync(string connectionString, string schema)
+    {
+        NpgsqlConnection.ClearAllPools();
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{schema}\" CASCADE", connection);
+        await command.ExecuteNonQueryAsync();
+    }
+}

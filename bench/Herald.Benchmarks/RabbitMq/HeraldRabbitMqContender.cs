@@ -1,0 +1,70 @@
+using Herald.Messages;
+using Herald.RabbitMQ;
+using Herald.Transport;
+
+namespace Herald.Benchmarks.RabbitMq;
+
+/// <summary>Herald.RabbitMQ through the ITransport port: SendAsync to a queue, ConsumeAsync with per-message ack.</summary>
+internal sealed class HeraldRabbitMqContender(Uri broker) : IBrokerContender
+{
+    private ITransport? _transport;
+
+    public string Name => "Herald";
+
+    public string Setup =>
+        $"`RabbitMqTransportFactory.CreateAsync` defaults (publisher confirms on, {new RabbitMqTransportOptions().PublisherChannels} publisher channels, classic durable queues, persistent messages); " +
+        $"`SendAsync` of an `Envelope` (Guid v7 id, 300-byte body); `ConsumeAsync` with `Prefetch = {BrokerWorkload.Prefetch}, MaxConcurrency = {BrokerWorkload.ConsumerConcurrency}`, `AckAsync` per delivery";
+
+    private ITransport Transport => _transport ?? throw new InvalidOperationException("Not started.");
+
+    public async Task StartAsync(CancellationToken cancellationToken) =>
+        _transport = await RabbitMqTransportFactory.CreateAsync(new RabbitMqTransportOptions { ConnectionUri = broker, ClientProvidedName = "herald-bench" }, cancellationToken: cancellationToken);
+
+    public async Task PublishAsync(string queue, int count, int outstanding, CancellationToken cancellationToken)
+    {
+        await Transport.DeclareQueueAsync(queue, cancellationToken);
+        await BrokerWorkload.RunConcurrentlyAsync(count, outstanding, async (_, ct) =>
+        {
+            var envelope = new Envelope
+            {
+                MessageId = Guid.CreateVersion7(),
+                MessageType = "order-placed",
+                Time = DateTimeOffset.UtcNow,
+                Body = BrokerWorkload.Body,
+            };
+            await Transport.SendAsync(queue, envelope, cancellationToken: ct);
+        }, cancellationToken);
+    }
+
+    public async Task<IAsyncDisposable> ConsumeAsync(string queue, int count, CancellationToken cancellationToken)
+    {
+        var received = 0;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = await Transport.ConsumeAsync(
+            queue,
+            new ConsumerOptions { Prefetch = BrokerWorkload.Prefetch, MaxConcurrency = BrokerWorkload.ConsumerConcurrency },
+            async (delivery, ct) =>
+            {
+                await delivery.AckAsync(ct);
+                if (Interlocked.Increment(ref received) == count)
+                {
+                    done.TrySetResult();
+                }
+            },
+            cancellationToken);
+        await BrokerWorkload.WaitAsync(done.Task, Name, () => Volatile.Read(ref received), count, cancellationToken);
+        return new StopOnDispose(async () =>
+        {
+            await consumer.StopAsync(cancellationToken);
+            await consumer.DisposeAsync();
+        });
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_transport is not null)
+        {
+            await _transport.DisposeAsync();
+        }
+    }
+}

@@ -1,0 +1,210 @@
+using System.Globalization;
+using System.Text;
+using Herald.Benchmarks.Harness;
+
+namespace Herald.Benchmarks.RabbitMq;
+
+/// <summary>
+/// RabbitMQ publish (persistent, confirmed) and consume (manual ack, prefetch 100) throughput (issue 5): Herald.RabbitMQ
+/// against the bare RabbitMQ.Client 7 and MassTransit 8's RabbitMQ transport, on the same broker in one process.
+/// </summary>
+internal sealed class RabbitMqBenchmark : IBenchmark
+{
+    private const double TargetVsRaw = 0.9;
+
+    public string Name => "rabbitmq";
+
+    public string Description => "RabbitMQ publish (confirmed) and consume (acked) of 300-byte messages: Herald vs RabbitMQ.Client 7, MassTransit 8";
+
+    public async Task RunAsync(BenchmarkArgs args, CancellationToken cancellationToken)
+    {
+        var repeat = args.Repeat ?? (args.Quick ? 1 : 3);
+        var count = args.Quick ? 2_000 : 20_000;
+        var warmup = args.Quick ? 500 : 2_000;
+        var broker = new Uri(Environment.GetEnvironmentVariable("HERALD_BENCH_RABBITMQ") is { Length: > 0 } uri ? uri : "amqp://guest:guest@127.0.0.1:5672/");
+        var runId = Guid.NewGuid().ToString("N")[..8];
+        Console.WriteLine($"rabbitmq: {(args.Quick ? "quick" : "full")} run, {repeat} measured round(s) of {count:N0} messages, broker {broker.Host}:{broker.Port}");
+
+        // Also deletes every queue the run declared, whichever contenders ran.
+        await using var admin = new RawRabbitMqContender(broker);
+        await admin.StartAsync(cancellationToken);
+        var contenders = new List<IBrokerContender>();
+        var declared = new List<string>();
+        var publish = new List<MeasurementSeries>();
+        var consume = new List<MeasurementSeries>();
+        try
+        {
+            foreach (var create in new Func<IBrokerContender>[] { () => new HeraldRabbitMqContender(broker), () => new RawRabbitMqContender(broker), () => new RawRabbitMqContender(broker, 4), () => new MassTransitRabbitMqContender(broker) })
+            {
+                var contender = create();
+                if (!args.Includes(contender.Name))
+                {
+                    continue;
+                }
+
+                contenders.Add(contender);
+                Console.WriteLine($"  starting {contender.Name}");
+                await contender.StartAsync(cancellationToken);
+            }
+
+            string QueueFor(IBrokerContender c, string round)
+            {
+                var queue = $"herald-bench-{runId}-{c.Name.Replace('.', '-').Replace(' ', '-').ToLowerInvariant()}-{round}";
+                declared.Add(queue);
+                declared.Add(queue + ".dead-letter");
+                return queue;
+            }
+
+            Console.WriteLine("  warm-up");
+            foreach (var c in contenders)
+            {
+                var queue = QueueFor(c, "warmup");
+                await c.PublishAsync(queue, warmup, BrokerWorkload.Outstanding, cancellationToken);
+                await (await c.ConsumeAsync(queue, warmup, cancellationToken)).DisposeAsync();
+            }
+
+            var publishRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
+            var consumeRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
+            var stops = contenders.ToDictionary(c => c, _ => new List<TimeSpan>());
+            for (var round = 1; round <= repeat; round++)
+            {
+                Console.Write($"    round {round}:");
+                foreach (var c in contenders)
+                {
+                    var queue = QueueFor(c, round.ToString(CultureInfo.InvariantCulture));
+                    var p = await Measurement.TakeAsync(count, () => c.PublishAsync(queue, count, BrokerWorkload.Outstanding, cancellationToken));
+                    IAsyncDisposable? consumer = null;
+                    var r = await Measurement.TakeAsync(count, async () => consumer = await c.ConsumeAsync(queue, count, cancellationToken));
+                    var stopping = System.Diagnostics.Stopwatch.StartNew();
+                    await consumer!.DisposeAsync();
+                    stops[c].Add(stopping.Elapsed);
+                    publishRuns[c].Add(p);
+                    consumeRuns[c].Add(r);
+                    Console.Write($" {c.Name} publish {p.MessagesPerSecond:N0}/s consume {r.MessagesPerSecond:N0}/s (stop {stops[c][^1].TotalMilliseconds:N0} ms);");
+                }
+
+                Console.WriteLine();
+            }
+
+            publish.AddRange(contenders.Select(c => new MeasurementSeries(c.Name, c.Setup, publishRuns[c])));
+            consume.AddRange(contenders.Select(c => new MeasurementSeries(c.Name, c.Setup, consumeRuns[c])));
+        }
+        finally
+        {
+            foreach (var c in contenders)
+            {
+                try
+                {
+                    await c.DisposeAsync();
+                }
+                catch (Exception ex)
+                {
+                    Console.Error.WriteLine($"  stopping {c.Name} failed: {ex.Message}");
+                }
+            }
+
+            try
+            {
+                await admin.DeleteAsync(declared, CancellationToken.None);
+            }
+            catch (Exception ex)
+            {
+                Console.Error.WriteLine($"  deleting the run's queues failed: {ex.Message}");
+            }
+        }
+
+        var markdown = Render(args, repeat, count, publish, consume, contenders.Select(c => (c.Name, c.Setup)).ToList());
+        Console.WriteLine();
+        Console.WriteLine(markdown);
+        if (args.Quick && args.Out is null)
+        {
+            Console.WriteLine("(quick run: results file not written; pass --out PATH to write one)");
+        }
+        else if (ResultsFile.Resolve(args, Name) is { } path)
+        {
+            ResultsFile.Write(path, markdown);
+            Console.WriteLine($"Results written to {path}");
+        }
+    }
+
+    private static string Render(BenchmarkArgs args, int repeat, int count, List<MeasurementSeries> publish, List<MeasurementSeries> consume, List<(string Name, string Setup)> setups)
+    {
+        var text = new StringBuilder();
+        text.AppendLine("# RabbitMQ publish and consume throughput");
+        text.AppendLine();
+        text.AppendLine(CultureInfo.InvariantCulture, $"`dotnet run -c Release --project bench/Herald.Benchmarks -- rabbitmq{(args.Quick ? " --quick" : "")}` — {(args.Quick ? "quick smoke run: small counts, not representative" : "full run")}.");
+        text.AppendLine();
+        var machine = new MarkdownTable("Machine", "");
+        foreach (var (name, value) in MachineInfo.Describe())
+        {
+            machine.Add(name, value);
+        }
+
+        machine.Add("Broker", "RabbitMQ on 127.0.0.1 (same machine)");
+        text.Append(machine);
+        text.AppendLine();
+        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up publish + consume, then {repeat} measured round(s) interleaving the contenders. A round publishes {count:N0} persistent {BrokerWorkload.MessageBytes}-byte messages to a fresh durable queue with {BrokerWorkload.Outstanding} sends outstanding (each completes on the publisher confirm), then consumes them all (prefetch {BrokerWorkload.Prefetch}, ack per message). Publish is timed from the first send to the last confirm; consume from starting the consumer to the last ack (stopping the consumer afterwards is not timed).");
+        text.AppendLine("\"CPU µs/msg\" is this process's CPU time ÷ messages (the broker's CPU is not included).");
+        text.AppendLine();
+        var table = new MarkdownTable("Phase", "Contender", "Messages", "msg/s (median)", "range msg/s", "CPU µs/msg", "bytes/msg", "other CPU (max)");
+        foreach (var (phase, series) in new[] { ("publish", publish), ("consume", consume) })
+        {
+            foreach (var s in series)
+            {
+                table.Add(phase, s.Contender, F(s.Messages), F(s.MessagesPerSecond), $"{F(s.MinMessagesPerSecond)}–{F(s.MaxMessagesPerSecond)}", s.CpuMicrosecondsPerMessage.ToString("0.0", CultureInfo.InvariantCulture), F(s.BytesPerMessage), s.MaxForeignCpu is { } f ? f.ToString("P0", CultureInfo.InvariantCulture) : "–");
+            }
+        }
+
+        text.Append(table);
+        text.AppendLine();
+        var ratios = new MarkdownTable("Phase", "Herald ×RabbitMQ.Client", "Herald ×MassTransit", "CPU/msg Herald ÷RabbitMQ.Client", "CPU/msg Herald ÷MassTransit");
+        var targets = new List<string>();
+        foreach (var (phase, series) in new[] { ("publish", publish), ("consume", consume) })
+        {
+            var herald = series.FirstOrDefault(s => s.Contender == "Herald");
+            var raw = series.FirstOrDefault(s => s.Contender == "RabbitMQ.Client");
+            var massTransit = series.FirstOrDefault(s => s.Contender == "MassTransit");
+            if (herald is null)
+            {
+                continue;
+            }
+
+            double? vsRaw = raw is null ? null : herald.MessagesPerSecond / raw.MessagesPerSecond;
+            double? vsMassTransit = massTransit is null ? null : herald.MessagesPerSecond / massTransit.MessagesPerSecond;
+            ratios.Add(phase, R(vsRaw), R(vsMassTransit), R(raw is null ? null : herald.CpuMicrosecondsPerMessage / raw.CpuMicrosecondsPerMessage), R(massTransit is null ? null : herald.CpuMicrosecondsPerMessage / massTransit.CpuMicrosecondsPerMessage));
+            targets.Add($"- {phase}: ≥ {TargetVsRaw:0.0}× RabbitMQ.Client: {Verdict(vsRaw, TargetVsRaw)}; ahead of MassTransit: {Verdict(vsMassTransit, 1.0)}");
+        }
+
+        text.AppendLine("Ratios (msg/s of Herald ÷ msg/s of the other; CPU per message: lower is better for Herald):");
+        text.AppendLine();
+        text.Append(ratios);
+        text.AppendLine();
+        text.AppendLine("Targets (issue 5):");
+        text.AppendLine();
+        foreach (var line in targets)
+        {
+            text.AppendLine(line);
+        }
+
+        text.AppendLine();
+        text.AppendLine("Setup:");
+        text.AppendLine();
+        foreach (var (name, setup) in setups)
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"- **{name}**: {setup}");
+        }
+
+        return text.ToString();
+    }
+
+    private static string Verdict(double? ratio, double target) => ratio switch
+    {
+        null => "not measured",
+        { } r when r >= target => $"**met** ({R(r)})",
+        { } r => $"**missed** ({R(r)}, {r / target:P0} of the target)",
+    };
+
+    private static string R(double? value) => value is { } v ? v.ToString("0.00", CultureInfo.InvariantCulture) + "×" : "–";
+
+    private static string F(double value) => value.ToString("N0", CultureInfo.InvariantCulture);
+}
