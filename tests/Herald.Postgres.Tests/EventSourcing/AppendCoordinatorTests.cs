@@ -78,19 +78,8 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
         return (long)(await command.ExecuteScalarAsync())!;
     }
 
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + Eventually.DefaultTimeout;
-        while (!await condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"Timed out waiting for {what}.");
-            }
-
-            await Task.Delay(10);
-        }
-    }
+    private static Task WaitUntilAsync(Func<Task<bool>> condition, string what) =>
+        Eventually.UntilAsync(async () => await condition(), what);
 
     private sealed class HeldWriter(OpenAppend holder, Task<AppendResult> waiting) : IAsyncDisposable
     {

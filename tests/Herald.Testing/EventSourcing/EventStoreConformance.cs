@@ -142,19 +142,7 @@ public abstract partial class EventStoreConformance : IAsyncLifetime
         WithinTimeoutAsync(subscription.WaitForPositionAsync(position), $"subscription '{subscription.SubscriptionId}' to reach position {position} (it is at {subscription.Position})");
 
     /// <summary>Polls a condition until it holds, or fails the test after <see cref="WaitTimeout"/>.</summary>
-    protected async Task WaitUntilAsync(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + WaitTimeout;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                Assert.Fail($"Timed out after {WaitTimeout.TotalSeconds:0} s waiting for {what}.");
-            }
-
-            await Task.Delay(10);
-        }
-    }
+    protected Task WaitUntilAsync(Func<bool> condition, string what) => Eventually.UntilAsync(condition, what, WaitTimeout);
 
     /// <summary>Asserts that an append is refused with a concurrency conflict.</summary>
     protected static Task<ConcurrencyException> AssertConflictAsync(Func<Task> append) => Assert.ThrowsAsync<ConcurrencyException>(append);
