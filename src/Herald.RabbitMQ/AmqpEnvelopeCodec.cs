@@ -74,7 +74,12 @@ internal static class AmqpEnvelopeCodec
         headers[Prefix + "type"] = Utf8Constants.Get(type);
         headers[Prefix + "source"] = source ?? Utf8Constants.Get(defaultSource);
         headers[Prefix + "time"] = FormatTime(envelope.Time);
-        headers[Prefix + "dataschema"] = DataSchemas.Get((type, envelope.SchemaVersion));
+        if (envelope.SchemaVersion != 1)
+        {
+            // Version 1 is what a message without a dataschema reads as: the most common case costs no header.
+            headers[Prefix + "dataschema"] = DataSchemas.Get((type, envelope.SchemaVersion));
+        }
+
         AddIfSet(headers, Prefix + "partitionkey", envelope.PartitionKey);
         AddIfSet(headers, Prefix + "correlationid", envelope.CorrelationId);
         AddIfSet(headers, Prefix + "causationid", envelope.CausationId);

@@ -44,6 +44,9 @@ internal static partial class Log
     [LoggerMessage(5024, LogLevel.Warning, "Stopping the consumer of '{Queue}' did not complete cleanly")]
     public static partial void ConsumerStopFailed(ILogger logger, Exception exception, string queue);
 
+    [LoggerMessage(5025, LogLevel.Warning, "Sending the batched acks of '{Queue}' failed; those deliveries return to the queue")]
+    public static partial void AckFlushFailed(ILogger logger, Exception exception, string queue);
+
     [LoggerMessage(5030, LogLevel.Warning, "RabbitMQ returned an unconfirmed message published to exchange '{Exchange}' with routing key '{RoutingKey}': {ReplyCode} {ReplyText}")]
     public static partial void MessageReturned(ILogger logger, string exchange, string routingKey, ushort replyCode, string replyText);
 }

@@ -21,6 +21,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private readonly string? _rawType;
     private readonly ILogger _logger;
     private readonly Channel<Received>[] _lanes;
+    private readonly AckBatcher _acks;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private readonly SemaphoreSlim _closeGate = new(1, 1);
@@ -31,6 +32,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private int _stopped;
     private bool _closed;
 
+    // How long a handled delivery's ack may wait for others to share one multiple ack.
+    private static readonly TimeSpan AckBatchDelay = TimeSpan.FromMilliseconds(2);
+
     private RabbitMqConsumer(RabbitMqTransport transport, IChannel channel, string queue, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
         _transport = transport;
@@ -39,6 +43,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         _rawType = rawType;
         _handler = handler;
         _logger = logger;
+        // A quarter of the prefetch window at most waits for its ack, so the broker keeps the rest of the window full.
+        var ackBatch = transport.Options.AckBatchSize ?? Math.Clamp(prefetch / 4, 1, 64);
+        _acks = new AckBatcher(channel, Math.Min(ackBatch, prefetch), AckBatchDelay, transport.TimeProvider, queue, logger);
         var laneCapacity = Math.Max(1, prefetch / concurrency);
         _lanes = new Channel<Received>[concurrency];
         for (var i = 0; i < concurrency; i++)
@@ -111,6 +118,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             await _running.ConfigureAwait(false);
         }
 
+        // Handled deliveries are acked before the channel closes; else the broker would hand them out again.
+        await FlushAcksAsync().ConfigureAwait(false);
+
         // Closing the channel returns every unacked delivery to the queue: prefetched ones never started, and any a
         // cancelled handler left unsettled.
         await CloseChannelAsync().ConfigureAwait(false);
@@ -121,12 +131,13 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     public async ValueTask DisposeAsync()
     {
         await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        await _acks.DisposeAsync().ConfigureAwait(false);
         _stopping.Dispose();
         _aborting.Dispose();
     }
 
     internal ValueTask AckAsync(in Received received, CancellationToken cancellationToken) =>
-        IsStale(received) ? ValueTask.CompletedTask : _channel.BasicAckAsync(received.DeliveryTag, multiple: false, cancellationToken);
+        IsStale(received) ? ValueTask.CompletedTask : _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken);
 
     internal async ValueTask RedeliverAsync(Received received, int attempts, TimeSpan delay, CancellationToken cancellationToken)
     {
@@ -142,7 +153,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
                 ? await _transport.EnsureRetryQueueAsync(Queue, delay, cancellationToken).ConfigureAwait(false)
                 : Queue;
             await _transport.PublishCoreAsync(string.Empty, target, mandatory: true, properties, received.Body, Describe(received), cancellationToken).ConfigureAwait(false);
-            await _channel.BasicAckAsync(received.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
+            await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -163,7 +174,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             var deadLetterQueue = await _transport.EnsureDeadLetterQueueAsync(Queue, cancellationToken).ConfigureAwait(false);
             var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, reason, Queue);
             await _transport.PublishCoreAsync(string.Empty, deadLetterQueue, mandatory: true, properties, received.Body, Describe(received), cancellationToken).ConfigureAwait(false);
-            await _channel.BasicAckAsync(received.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
+            await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -196,7 +207,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         {
             if (!IsStale(received) && _channel.IsOpen)
             {
-                await _channel.BasicNackAsync(received.DeliveryTag, multiple: false, requeue: true, CancellationToken.None).ConfigureAwait(false);
+                await _acks.RequeueAsync(received.DeliveryTag, received.Generation, CancellationToken.None).ConfigureAwait(false);
             }
         }
 #pragma warning disable CA1031 // The original failure is what the caller needs to see.
@@ -221,6 +232,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         var properties = args.BasicProperties;
         AmqpEnvelopeCodec.TryDecode(properties, body, args.Redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var envelope, out var error);
         var received = new Received(args.DeliveryTag, properties, body, args.Redelivered, envelope, error, Volatile.Read(ref _generation));
+        _acks.Received(received.DeliveryTag, received.Generation);
         var lane = PickLane(envelope?.PartitionKey);
         if (lane.Writer.TryWrite(received))
         {
@@ -340,7 +352,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     // channel: every delivery received after it belongs to the new registration.
     private Task OnRegisteredAsync(object sender, ConsumerEventArgs args)
     {
-        Interlocked.Increment(ref _generation);
+        _acks.Reset(Interlocked.Increment(ref _generation));
         return Task.CompletedTask;
     }
 
@@ -352,6 +364,23 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
 
         return Task.CompletedTask;
+    }
+
+    private async ValueTask FlushAcksAsync()
+    {
+        try
+        {
+            if (_channel.IsOpen)
+            {
+                await _acks.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+#pragma warning disable CA1031 // Logged; the unacked deliveries return to the queue when the channel closes.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.AckFlushFailed(_logger, e, Queue);
+        }
     }
 
     private async Task CloseChannelAsync()

@@ -51,6 +51,7 @@ internal sealed partial class RabbitMqTransport : ITransport
             MaxMessageBytes = options.MaxMessageBytes,
             DeclareTopology = options.DeclareTopology,
             PublisherChannels = options.PublisherChannels,
+            AckBatchSize = options.AckBatchSize,
             NetworkRecoveryInterval = options.NetworkRecoveryInterval,
             Source = options.Source,
             RetryQueueName = options.RetryQueueName,

@@ -27,6 +27,12 @@ public sealed class RabbitMqTransportOptions
     /// <summary>How many channels publish in parallel with confirms on, each carrying many unconfirmed messages (one channel with confirms off, to keep send order).</summary>
     public int PublisherChannels { get; set; } = 4;
 
+    /// <summary>
+    /// How many handled deliveries may share one <c>basic.ack multiple=true</c> (sent when the batch is full or after 2 ms).
+    /// Null: a quarter of the consumer's prefetch, at most 64. 1: every delivery is acked on its own as it is handled.
+    /// </summary>
+    public int? AckBatchSize { get; set; }
+
     /// <summary>How long the client waits between attempts to recover a lost connection.</summary>
     public TimeSpan NetworkRecoveryInterval { get; set; } = TimeSpan.FromSeconds(2);
 
@@ -80,6 +86,11 @@ public sealed class RabbitMqTransportOptions
         if (PublisherChannels < 1)
         {
             errors.Add($"PublisherChannels must be at least 1, not {PublisherChannels}.");
+        }
+
+        if (AckBatchSize is < 1 or > ushort.MaxValue)
+        {
+            errors.Add($"AckBatchSize must be between 1 and {ushort.MaxValue}, not {AckBatchSize}.");
         }
 
         if (NetworkRecoveryInterval <= TimeSpan.Zero)
