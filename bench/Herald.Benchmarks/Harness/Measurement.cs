@@ -3,21 +3,26 @@ using System.Diagnostics;
 namespace Herald.Benchmarks.Harness;
 
 /// <summary>One measured run: wall time and bytes allocated by the whole process (every thread) over it.</summary>
-internal readonly record struct Measurement(long Messages, TimeSpan Elapsed, long AllocatedBytes, TimeSpan CpuTime, double? ForeignCpu = null)
+internal readonly record struct Measurement(long Messages, TimeSpan Elapsed, long AllocatedBytes, TimeSpan CpuTime, double? ForeignCpu = null, TimeSpan? PeerCpu = null)
 {
     /// <summary>CPU time of this process (every thread, user and kernel) per message: less sensitive to other load than wall time.</summary>
     public double CpuMicrosecondsPerMessage => CpuTime.TotalMicroseconds / Messages;
 
     public double MessagesPerSecond => Messages / Elapsed.TotalSeconds;
 
+    /// <summary>CPU time of the peer process (the broker or database server) per message, or null where not measured.</summary>
+    public double? PeerCpuMicrosecondsPerMessage => PeerCpu is { } peer ? peer.TotalMicroseconds / Messages : null;
+
     public double BytesPerMessage => (double)AllocatedBytes / Messages;
 
     /// <summary>Measures <paramref name="run"/> after a full collection, so garbage of earlier runs is not charged to it.</summary>
-    public static async Task<Measurement> TakeAsync(long messages, Func<Task> run)
+    /// <param name="peer">Command name of a server process (e.g. <c>beam.smp</c>) whose CPU time over the run is recorded too.</param>
+    public static async Task<Measurement> TakeAsync(long messages, Func<Task> run, string? peer = null)
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
         GC.Collect();
+        var peerBefore = peer is null ? null : ProcessCpu.Of(peer);
         var cpuBefore = CpuSample.Take();
         var allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
         var started = Stopwatch.GetTimestamp();
@@ -25,7 +30,8 @@ internal readonly record struct Measurement(long Messages, TimeSpan Elapsed, lon
         var elapsed = Stopwatch.GetElapsedTime(started);
         var allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
         var cpuAfter = CpuSample.Take();
-        return new Measurement(messages, elapsed, allocated, cpuAfter.OwnCpu - cpuBefore.OwnCpu, CpuSample.ForeignShare(cpuBefore, cpuAfter));
+        var peerAfter = peer is null ? null : ProcessCpu.Of(peer);
+        return new Measurement(messages, elapsed, allocated, cpuAfter.OwnCpu - cpuBefore.OwnCpu, CpuSample.ForeignShare(cpuBefore, cpuAfter), peerAfter - peerBefore);
     }
 }
 
@@ -39,6 +45,9 @@ internal sealed record MeasurementSeries(string Contender, string Setup, IReadOn
     public double BytesPerMessage => Median(Runs.Select(r => r.BytesPerMessage));
 
     public double CpuMicrosecondsPerMessage => Median(Runs.Select(r => r.CpuMicrosecondsPerMessage));
+
+    /// <summary>Median CPU time of the peer process per message, or null where it was not measured.</summary>
+    public double? PeerCpuMicrosecondsPerMessage => Runs.All(r => r.PeerCpu is not null) ? Median(Runs.Select(r => r.PeerCpuMicrosecondsPerMessage!.Value)) : null;
 
     public double MinMessagesPerSecond => Runs.Min(r => r.MessagesPerSecond);
 

@@ -5,20 +5,22 @@ using Herald.Transport;
 namespace Herald.Benchmarks.RabbitMq;
 
 /// <summary>Herald.RabbitMQ through the ITransport port: SendAsync to a queue, ConsumeAsync with per-message ack.</summary>
-internal sealed class HeraldRabbitMqContender(Uri broker) : IBrokerContender
+/// <param name="ackEach">Turn ack batching off (AckBatchSize = 1): every delivery acked on its own, as the raw baseline does.</param>
+internal sealed class HeraldRabbitMqContender(Uri broker, bool ackEach = false) : IBrokerContender
 {
     private ITransport? _transport;
 
-    public string Name => "Herald";
+    public string Name => ackEach ? "Herald, AckBatchSize = 1" : "Herald";
 
     public string Setup =>
         $"`RabbitMqTransportFactory.CreateAsync` defaults (publisher confirms on, {new RabbitMqTransportOptions().PublisherChannels} publisher channels, classic durable queues, persistent messages); " +
-        $"`SendAsync` of an `Envelope` (Guid v7 id, 300-byte body); `ConsumeAsync` with `Prefetch = {BrokerWorkload.Prefetch}, MaxConcurrency = {BrokerWorkload.ConsumerConcurrency}`, `AckAsync` per delivery";
+        $"`SendAsync` of an `Envelope` (Guid v7 id, 300-byte body); `ConsumeAsync` with `Prefetch = {BrokerWorkload.Prefetch}, MaxConcurrency = {BrokerWorkload.ConsumerConcurrency}`, `AckAsync` per delivery" +
+        (ackEach ? ", `AckBatchSize = 1`: each ack sent on its own as it is made" : $", acks coalesced by default (up to {BrokerWorkload.Prefetch / 4} handled deliveries or 2 ms share one `basic.ack multiple=true`)");
 
     private ITransport Transport => _transport ?? throw new InvalidOperationException("Not started.");
 
     public async Task StartAsync(CancellationToken cancellationToken) =>
-        _transport = await RabbitMqTransportFactory.CreateAsync(new RabbitMqTransportOptions { ConnectionUri = broker, ClientProvidedName = "herald-bench" }, cancellationToken: cancellationToken);
+        _transport = await RabbitMqTransportFactory.CreateAsync(new RabbitMqTransportOptions { ConnectionUri = broker, ClientProvidedName = "herald-bench", AckBatchSize = ackEach ? 1 : null }, cancellationToken: cancellationToken);
 
     public async Task PublishAsync(string queue, int count, int outstanding, CancellationToken cancellationToken)
     {

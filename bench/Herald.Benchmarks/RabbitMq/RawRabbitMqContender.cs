@@ -4,17 +4,28 @@ using RabbitMQ.Client.Events;
 namespace Herald.Benchmarks.RabbitMq;
 
 /// <summary>The bare RabbitMQ.Client 7: what Herald.RabbitMQ adds its cost to.</summary>
-internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1) : IBrokerContender
+/// <param name="publisherChannels">Channels publishing round-robin (the baseline uses one).</param>
+/// <param name="cloudEventHeaders">Also write the CloudEvents attributes Herald writes for such a message: the cost of the wire format alone.</param>
+/// <param name="ackBatch">Ack every Nth delivery with multiple=true (1: every delivery on its own, the baseline).</param>
+internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1, bool cloudEventHeaders = false, int ackBatch = 1) : IBrokerContender
 {
+    private static readonly byte[] SpecVersion = "1.0"u8.ToArray();
+    private static readonly byte[] Type = "order-placed"u8.ToArray();
+    private static readonly byte[] Source = "/herald"u8.ToArray();
+
     private IConnection? _connection;
     private IChannel[] _publishers = [];
 
     /// <summary>The baseline of the targets uses one publishing channel; a variant with as many as Herald uses shows what the channels alone buy.</summary>
-    public string Name => publisherChannels == 1 ? "RabbitMQ.Client" : $"RabbitMQ.Client {publisherChannels} channels";
+    public string Name =>
+        (publisherChannels == 1 ? "RabbitMQ.Client" : $"RabbitMQ.Client {publisherChannels} channels")
+        + (cloudEventHeaders ? " + CE headers" : "")
+        + (ackBatch > 1 ? $" + acks of {ackBatch}" : "");
 
     public string Setup =>
         $"RabbitMQ.Client 7.2.2, one connection; {(publisherChannels == 1 ? "one channel" : $"{publisherChannels} channels (round-robin)")} with `publisherConfirmationsEnabled` and `publisherConfirmationTrackingEnabled`, {BrokerWorkload.Outstanding} concurrent `BasicPublishAsync` " +
-        $"(persistent, mandatory, message id + content type) to a durable classic queue; consume on its own channel: `AsyncEventingBasicConsumer`, `BasicQos({BrokerWorkload.Prefetch})`, `BasicAckAsync` per message (dispatch concurrency 1)";
+        $"(persistent, mandatory, message id + content type{(cloudEventHeaders ? " + the 5 `cloudEvents:` headers Herald writes: specversion, id, type, source, time" : "")}) to a durable classic queue; consume on its own channel: `AsyncEventingBasicConsumer`, `BasicQos({BrokerWorkload.Prefetch})`, " +
+        (ackBatch > 1 ? $"`BasicAckAsync(multiple: true)` every {ackBatch} messages" : "`BasicAckAsync` per message") + " (dispatch concurrency 1)";
 
     private IChannel Publisher => _publishers.Length > 0 ? _publishers[0] : throw new InvalidOperationException("Not started.");
 
@@ -41,6 +52,18 @@ internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1
                 Type = "order-placed",
                 Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
             };
+            if (cloudEventHeaders)
+            {
+                properties.Headers = new Dictionary<string, object?>(StringComparer.Ordinal)
+                {
+                    ["cloudEvents:specversion"] = SpecVersion,
+                    ["cloudEvents:id"] = properties.MessageId,
+                    ["cloudEvents:type"] = Type,
+                    ["cloudEvents:source"] = Source,
+                    ["cloudEvents:time"] = System.Text.Encoding.UTF8.GetBytes(DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture)),
+                };
+            }
+
             await _publishers[i % _publishers.Length].BasicPublishAsync(string.Empty, queue, mandatory: true, properties, BrokerWorkload.Body, ct);
         }, cancellationToken);
     }
@@ -54,8 +77,17 @@ internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1
         var consumer = new AsyncEventingBasicConsumer(channel);
         consumer.ReceivedAsync += async (_, delivery) =>
         {
-            await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, cancellationToken);
-            if (Interlocked.Increment(ref received) == count)
+            var n = Interlocked.Increment(ref received);
+            if (ackBatch == 1)
+            {
+                await channel.BasicAckAsync(delivery.DeliveryTag, multiple: false, cancellationToken);
+            }
+            else if (n % ackBatch == 0 || n == count)
+            {
+                await channel.BasicAckAsync(delivery.DeliveryTag, multiple: true, cancellationToken);
+            }
+
+            if (n == count)
             {
                 done.TrySetResult();
             }
