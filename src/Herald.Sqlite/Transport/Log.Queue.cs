@@ -25,4 +25,10 @@ internal static partial class Log
 
     [LoggerMessage(3214, LogLevel.Warning, "Handing back the messages of consumer {Owner} of '{Queue}' failed; they are delivered again when their lease runs out")]
     public static partial void QueueReleaseFailed(ILogger logger, Exception exception, string owner, string queue);
+
+    [LoggerMessage(3215, LogLevel.Warning, "Message {MessageId} of '{Queue}' was not started: its lease may have run out while it waited (lease renewals are late); it is delivered again")]
+    public static partial void QueueMessageNotStarted(ILogger logger, Guid messageId, string queue);
+
+    [LoggerMessage(3216, LogLevel.Warning, "Handing back message {MessageId} of '{Queue}', which was not started, failed; it is delivered again when its lease runs out")]
+    public static partial void QueueHandBackFailed(ILogger logger, Exception exception, Guid messageId, string queue);
 }

@@ -9,6 +9,7 @@ namespace Herald.Sqlite.Transport;
 /// <see cref="ConsumerOptions.MaxConcurrency"/> workers. When nothing is claimable it sleeps until a commit in this process
 /// wakes it, the next delayed message is due, or the poll interval passes. A timer renews the lease of everything it holds
 /// every third of the lease duration, so a long handler keeps its message; stopping hands back what was never started.
+/// A buffered message whose lease may have run out while it waited (renewals late) is handed back instead of started.
 /// </summary>
 internal sealed class SqliteQueueConsumer : ITransportConsumer
 {
@@ -18,7 +19,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
     private readonly string _owner = Guid.CreateVersion7().ToString("N");
     private readonly int _capacity;
     private readonly long _leaseTicks;
-    private readonly Channel<QueuedMessage> _buffer;
+    private readonly Channel<Claimed> _buffer;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private readonly QueueSignals.Signal _slotFreed = new();
@@ -27,6 +28,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
     private Task _running = Task.CompletedTask;
     private Task? _finishing;
     private int _held;
+    private long _renewedUntil;
     private int _renewing;
     private int _disposing;
     private volatile bool _crashed;
@@ -40,7 +42,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
         _handler = handler;
         _capacity = options.MaxConcurrency + options.Prefetch;
         _leaseTicks = transport.Options.LeaseDuration.Ticks;
-        _buffer = Channel.CreateBounded<QueuedMessage>(new BoundedChannelOptions(_capacity)
+        _buffer = Channel.CreateBounded<Claimed>(new BoundedChannelOptions(_capacity)
         {
             FullMode = BoundedChannelFullMode.Wait,
             SingleWriter = true,
@@ -177,13 +179,15 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
             }
 
             ClaimResult claimed;
+            long leaseUntil = 0;
             try
             {
                 claimed = await _transport.WriteAsync(
                     q =>
                     {
                         var now = _transport.Now();
-                        return q.Claim(Queue, _owner, free, now, now + _leaseTicks);
+                        leaseUntil = now + _leaseTicks;
+                        return q.Claim(Queue, _owner, free, now, leaseUntil);
                     },
                     stop).ConfigureAwait(false);
             }
@@ -204,7 +208,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
                 foreach (var message in claimed.Messages)
                 {
                     // Never full: at most _capacity messages are held, buffered or running.
-                    _buffer.Writer.TryWrite(message);
+                    _buffer.Writer.TryWrite(new Claimed(message, leaseUntil));
                 }
             }
 
@@ -245,14 +249,61 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
         {
             while (await reader.WaitToReadAsync(stop).ConfigureAwait(false))
             {
-                while (!stop.IsCancellationRequested && reader.TryRead(out var message))
+                while (!stop.IsCancellationRequested && reader.TryRead(out var claimed))
                 {
-                    await HandleAsync(message).ConfigureAwait(false);
+                    if (LeaseIsSafe(claimed))
+                    {
+                        await HandleAsync(claimed.Message).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        await HandBackAsync(claimed.Message).ConfigureAwait(false);
+                    }
                 }
             }
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
+        }
+    }
+
+    /// <summary>
+    /// True while at least a third of the lease is left as far as this consumer knows (claim or last renewal that landed),
+    /// that is while no renewal is overdue: once one is, the lease may have run out and another consumer may hold the message.
+    /// </summary>
+    private bool LeaseIsSafe(Claimed claimed)
+    {
+        var leaseUntil = Math.Max(claimed.LeaseUntil, Interlocked.Read(ref _renewedUntil));
+        return leaseUntil - _transport.Now() >= _leaseTicks / 3;
+    }
+
+    /// <summary>Frees the slot of a message not started and hands it back if this consumer still holds it.</summary>
+    private async ValueTask HandBackAsync(QueuedMessage message)
+    {
+        Log.QueueMessageNotStarted(_transport.Logger, message.Envelope.MessageId, Queue);
+        try
+        {
+            // Not left to run out: the renewals, which extend every row this consumer holds, would keep it leased here while
+            // the consumer has other work. A row another consumer took meanwhile is not this owner's and stays untouched.
+            await _transport.WriteAsync(
+                q =>
+                {
+                    q.Release(message.Id, _owner);
+                    return true;
+                },
+                CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Logged; the lease brings the message back once this consumer stops renewing.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Log.QueueHandBackFailed(_transport.Logger, ex, message.Envelope.MessageId, Queue);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _held);
+            _slotFreed.Pulse();
+            _transport.Signals.Pulse(Queue);
         }
     }
 
@@ -310,13 +361,27 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
     {
         try
         {
-            await _transport.WriteAsync(
+            var leaseUntil = await _transport.WriteAsync(
                 q =>
                 {
-                    q.Renew(_owner, _transport.Now() + _leaseTicks);
-                    return true;
+                    var until = _transport.Now() + _leaseTicks;
+                    q.Renew(_owner, until);
+                    return until;
                 },
                 CancellationToken.None).ConfigureAwait(false);
+
+            // Known only once committed; monotonic, as an earlier renewal never shortens a later one's lease.
+            var seen = Interlocked.Read(ref _renewedUntil);
+            while (leaseUntil > seen)
+            {
+                var previous = Interlocked.CompareExchange(ref _renewedUntil, leaseUntil, seen);
+                if (previous == seen)
+                {
+                    break;
+                }
+
+                seen = previous;
+            }
         }
 #pragma warning disable CA1031 // Runs on a timer with nobody to report to: logged, and the next renewal tries again.
         catch (Exception ex)
@@ -370,4 +435,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
 
         Log.QueueConsumerStopped(_transport.Logger, _owner, Queue);
     }
+
+    /// <summary>A buffered message and the lease end its claim wrote.</summary>
+    private readonly record struct Claimed(QueuedMessage Message, long LeaseUntil);
 }
