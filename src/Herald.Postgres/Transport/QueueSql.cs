@@ -4,8 +4,9 @@ namespace Herald.Postgres.Transport;
 
 /// <summary>
 /// The queue's statements for one schema (migration 3). Times are parameters from the transport's <see cref="TimeProvider"/>,
-/// never the server's clock, so a fake clock drives delays and leases. Every write that can make a message claimable
-/// notifies the schema's queue channel with the queue as payload, inside its own transaction (delivered at commit).
+/// never the server's clock, so a fake clock drives delays and leases. No write notifies inside its own transaction: after
+/// every commit that can make a message claimable, the transport asks its <see cref="QueueNotifier"/> to notify the
+/// schema's queue channel with the queue as payload (<see cref="Notify"/>).
 /// </summary>
 internal sealed class QueueSql
 {
@@ -17,16 +18,20 @@ internal sealed class QueueSql
         var s = Migrations.Quote(schema);
         Channel = schema + "_queue";
 
-        Insert =
+        // A group of sends, one element of each array per message, inserted in the order given (so in send order).
+        InsertMany =
             $"INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns}, enqueued_at, visible_at) " +
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING pg_notify($15, queue)";
+            $"SELECT queue, {EnvelopeColumns}, enqueued_at, visible_at " +
+            "FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], " +
+            "$10::text[], $11::jsonb[], $12::bytea[], $13::timestamptz[], $14::timestamptz[]) WITH ORDINALITY " +
+            $"AS m(queue, {EnvelopeColumns}, enqueued_at, visible_at, ordinal) ORDER BY ordinal";
 
         // One statement: every bound queue gets its copy, or none does; returns the queues that got one.
         Publish =
             $"WITH inserted AS (INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns}, enqueued_at, visible_at) " +
             $"SELECT b.queue, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM {s}.queue_bindings b WHERE b.topic = $1 ORDER BY b.queue " +
             "RETURNING queue) " +
-            "SELECT d.queue, pg_notify($15, d.queue)::text FROM (SELECT DISTINCT queue FROM inserted) d";
+            "SELECT DISTINCT queue FROM inserted";
 
         Bind = $"INSERT INTO {s}.queue_bindings (topic, queue, bound_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 
@@ -47,20 +52,21 @@ internal sealed class QueueSql
         NextVisible = $"SELECT min(visible_at) FROM {s}.queue_messages WHERE queue = $1 AND visible_at > $2";
 
         Ack = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2";
-
-        // The next message of the key becomes claimable: wake the consumers of other processes too.
-        AckKeyed = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 RETURNING pg_notify($3, queue)";
         Nack =
             $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = $3 " +
-            "WHERE id = $1 AND lease_owner = $2 RETURNING pg_notify($4, queue)";
+            "WHERE id = $1 AND lease_owner = $2";
         DeadLetter =
             $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 RETURNING *) " +
             $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
-            $"SELECT queue, {EnvelopeColumns}, enqueued_at, attempts + 1, $3, $4 FROM moved RETURNING pg_notify($5, queue)";
+            $"SELECT queue, {EnvelopeColumns}, enqueued_at, attempts + 1, $3, $4 FROM moved";
         Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1";
         ReleaseAll =
             $"WITH released AS (UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 RETURNING queue) " +
-            "SELECT pg_notify($2, d.queue)::text FROM (SELECT DISTINCT queue FROM released) d";
+            "SELECT DISTINCT queue FROM released";
+
+        // Its own transaction, after the commits it announces. It writes nothing, so it need not wait for its WAL flush;
+        // the lock PostgreSQL takes for notifying commits is then held only briefly.
+        Notify = "SELECT set_config('synchronous_commit', 'off', true), count(pg_notify($1, q)) FROM unnest($2::text[]) AS q";
         ReadDeadLetters =
             $"SELECT {EnvelopeColumns.Replace("headers", "headers::text", StringComparison.Ordinal)}, delivery_attempt, reason, dead_lettered_at " +
             $"FROM {s}.queue_dead_letters WHERE queue = $1 ORDER BY id LIMIT $2";
@@ -69,7 +75,7 @@ internal sealed class QueueSql
     /// <summary>The notification channel of the schema's queues; the payload is the queue name.</summary>
     public string Channel { get; }
 
-    public string Insert { get; }
+    public string InsertMany { get; }
 
     public string Publish { get; }
 
@@ -81,8 +87,6 @@ internal sealed class QueueSql
 
     public string Ack { get; }
 
-    public string AckKeyed { get; }
-
     public string Nack { get; }
 
     public string DeadLetter { get; }
@@ -92,4 +96,6 @@ internal sealed class QueueSql
     public string ReleaseAll { get; }
 
     public string ReadDeadLetters { get; }
+
+    public string Notify { get; }
 }
