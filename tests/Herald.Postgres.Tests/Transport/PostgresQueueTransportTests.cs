@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text;
 using Herald.Messages;
 using Herald.Postgres.Transport;
+using Herald.Testing;
 using Herald.Testing.Transport;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
@@ -348,13 +349,6 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         PostgresTestDatabase.ScalarAsync<int>($"SELECT coalesce(max(attempts), -1) FROM \"{schema.Schema}\".queue_messages WHERE queue = '{queue}'");
 
     // Polls the database with a deadline (there is no signal to await for a row changing).
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var started = TimeProvider.System.GetTimestamp();
-        while (!await condition())
-        {
-            Assert.True(TimeProvider.System.GetElapsedTime(started) < Deadline, $"Timed out waiting for {what}.");
-            await Task.Delay(20);
-        }
-    }
+    private static Task WaitUntilAsync(Func<Task<bool>> condition, string what) =>
+        Eventually.UntilAsync(async () => await condition(), what, Deadline);
 }
