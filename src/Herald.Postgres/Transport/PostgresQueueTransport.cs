@@ -166,6 +166,9 @@ internal sealed class PostgresQueueTransport : ITransport
         var now = Now();
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var batch = new NpgsqlBatch(connection);
+
+        // One implicit transaction: the guard's planner settings hold for the claim, and end with it.
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(Sql.ClaimPlanGuard));
         var claim = new NpgsqlBatchCommand(Sql.Claim);
         claim.Parameters.Add(Text(queue));
         claim.Parameters.Add(Time(now));
@@ -182,11 +185,12 @@ internal sealed class PostgresQueueTransport : ITransport
         DateTimeOffset? nextVisible = null;
         await using (var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
         {
+            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
                 var id = reader.GetInt64(0);
                 var attempts = reader.GetInt32(2);
-                var envelope = ReadEnvelope(reader, 3) with { DeliveryAttempt = attempts + 1 };
+                var envelope = ReadEnvelope(reader, 3, attempts + 1);
                 rows.Add((id, reader.GetFieldValue<DateTimeOffset>(1), new QueuedMessage(id, queue, envelope)));
             }
 
@@ -277,7 +281,7 @@ internal sealed class PostgresQueueTransport : ITransport
         var list = new List<PostgresQueueDeadLetter>();
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            var envelope = ReadEnvelope(reader, 0) with { DeliveryAttempt = reader.GetInt32(11) };
+            var envelope = ReadEnvelope(reader, 0, reader.GetInt32(11));
             list.Add(new PostgresQueueDeadLetter(envelope, queue, reader.GetString(12), reader.GetFieldValue<DateTimeOffset>(13)));
         }
 
@@ -385,7 +389,7 @@ internal sealed class PostgresQueueTransport : ITransport
         parameters.Add(Time(Add(now, delay)));
     }
 
-    private static Envelope ReadEnvelope(NpgsqlDataReader reader, int first) => new()
+    private static Envelope ReadEnvelope(NpgsqlDataReader reader, int first, int deliveryAttempt) => new()
     {
         MessageId = reader.GetGuid(first),
         MessageType = reader.GetString(first + 1),
@@ -398,6 +402,7 @@ internal sealed class PostgresQueueTransport : ITransport
         ContentType = reader.GetString(first + 8),
         Headers = reader.IsDBNull(first + 9) ? NoHeaders : EventRows.ParseHeaders(reader.GetString(first + 9)),
         Body = reader.GetFieldValue<byte[]>(first + 10),
+        DeliveryAttempt = deliveryAttempt,
     };
 
     private static NpgsqlParameter<string> Text(string value) => new() { TypedValue = value };
