@@ -159,8 +159,12 @@ internal sealed class PostgresQueueConsumer : ITransportConsumer
         }
         finally
         {
-            Interlocked.Decrement(ref _held);
-            _slotFreed.Fire();
+            // The fetch loop is woken only when it would claim (see FetchAsync), not once per settled message.
+            var free = _capacity - Interlocked.Decrement(ref _held);
+            if (free >= _refill || _buffer.Reader.Count == 0)
+            {
+                _slotFreed.Fire();
+            }
 
             // A nacked message is claimable again, and the next message of a key only once this one is settled.
             if (message.Envelope.PartitionKey is not null || what == "nack")
