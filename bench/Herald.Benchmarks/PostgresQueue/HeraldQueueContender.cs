@@ -19,8 +19,10 @@ internal sealed class HeraldQueueContender(string connectionString, NpgsqlDataSo
         "`PostgresQueueTransportFactory.CreateAsync(cs, o => o.Schema = fresh)`, defaults otherwise (lease 30 s, poll 5 s); " +
         $"send: one transport instance, {QueueWorkload.Senders} tasks each awaiting `SendAsync` of an `Envelope` (Guid v7 id, {QueueWorkload.MessageBytes}-byte body) before the next; " +
         "drain \"4 × 1\": 4 more transport instances (4 pools, 4 LISTEN connections) on the queue, `ConsumeAsync` with `MaxConcurrency = 1` (Prefetch 16, the default); " +
-        "drain \"1 × 4\": one more instance with `MaxConcurrency = 4` (Prefetch 16); the handler awaits `AckAsync` (lease-guarded `DELETE`) and counts. " +
-        "Claims lease up to MaxConcurrency + Prefetch rows per statement (`FOR UPDATE SKIP LOCKED`, sets lease owner and expiry)";
+        "drain \"1 × 4\": one more instance with `MaxConcurrency = 4` (Prefetch 16); the handler awaits `AckAsync` (lease-guarded `DELETE ... WHERE id = $1 AND lease_owner = $2`, one autocommitted statement per message) and counts. " +
+        "Inside the transport: concurrent sends are grouped into one multi-row `INSERT ... SELECT FROM unnest(...)` per commit (2 writer loops, up to 256 sends each), and each `SendAsync` returns after its group's commit; " +
+        "a consumer leases up to MaxConcurrency + Prefetch rows per `UPDATE ... FOR UPDATE SKIP LOCKED` statement (setting lease owner and expiry), claiming again once half that room is free; " +
+        "NOTIFY goes out after commits, from one coalescing notifier per instance";
 
     public IReadOnlyList<DrainShape> Drains { get; } = [new(4, 1), new(1, 4)];
 

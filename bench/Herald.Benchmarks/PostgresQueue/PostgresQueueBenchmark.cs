@@ -34,6 +34,9 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
 
         await using var admin = QueueWorkload.DataSource(postgres, "herald-bench-admin");
         var server = await DescribeServerAsync(admin, cancellationToken);
+
+        // Every measured connection carries this prefix in its application name, so the server's CPU is counted per run.
+        var serverCpu = new ServerCpu(admin, "herald-bench-" + Guid.NewGuid().ToString("N")[..8]);
         var contenders = new List<IQueueContender>();
         var results = new List<Series>();
         var waited = TimeSpan.Zero;
@@ -41,9 +44,9 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
         {
             foreach (var create in new Func<IQueueContender>[]
             {
-                () => new HeraldQueueContender(postgres, admin),
-                () => new RawNpgsqlQueueContender(postgres, admin, notify: false),
-                () => new RawNpgsqlQueueContender(postgres, admin, notify: true),
+                () => new HeraldQueueContender($"{postgres};Application Name={serverCpu.ApplicationPrefix}-herald", admin),
+                () => new RawNpgsqlQueueContender(postgres, serverCpu.ApplicationPrefix + "-npgsql", admin, notify: false),
+                () => new RawNpgsqlQueueContender(postgres, serverCpu.ApplicationPrefix + "-npgsql-notify", admin, notify: true),
             })
             {
                 var contender = create();
@@ -59,7 +62,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
             Console.WriteLine("  warm-up");
             foreach (var c in contenders)
             {
-                await RunContenderAsync(c, SendCount(c, warmup), warmup, null, cancellationToken);
+                await RunContenderAsync(c, serverCpu, SendCount(c, warmup), warmup, null, cancellationToken);
             }
 
             var runs = new Dictionary<(string Phase, IQueueContender Contender, string Shape), List<Run>>();
@@ -79,7 +82,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
                 Console.Write($"    round {round}:");
                 foreach (var c in contenders)
                 {
-                    await RunContenderAsync(c, SendCount(c, count), count, (phase, shape, run) =>
+                    await RunContenderAsync(c, serverCpu, SendCount(c, count), count, (phase, shape, run) =>
                     {
                         var key = (phase, c, shape);
                         if (!runs.TryGetValue(key, out var list))
@@ -124,7 +127,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
     /// One fresh queue per drain shape: fill it from the senders, then drain it. Only the first fill is reported as the send
     /// phase, so every contender contributes one send run per round. A send-only contender fills one queue.
     /// </summary>
-    private static async Task RunContenderAsync(IQueueContender contender, int sendCount, int count, Action<string, string, Run>? record, CancellationToken cancellationToken)
+    private static async Task RunContenderAsync(IQueueContender contender, ServerCpu serverCpu, int sendCount, int count, Action<string, string, Run>? record, CancellationToken cancellationToken)
     {
         var shapes = contender.Drains.Count == 0 ? [null] : contender.Drains.Cast<DrainShape?>().ToList();
         var first = true;
@@ -132,7 +135,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
         {
             await using var round = await contender.NewRoundAsync(cancellationToken);
             var messages = shape is null ? sendCount : count;
-            var send = await MeasureAsync(messages, () => round.SendAsync(messages, QueueWorkload.Senders, cancellationToken));
+            var send = await MeasureAsync(serverCpu, messages, () => round.SendAsync(messages, QueueWorkload.Senders, cancellationToken), cancellationToken);
             if (first)
             {
                 record?.Invoke("send", "", send);
@@ -145,23 +148,22 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
             }
 
             await using var drain = await round.PrepareDrainAsync(shape, cancellationToken);
-            var drained = await MeasureAsync(count, () => drain.RunAsync(count, cancellationToken));
+            var drained = await MeasureAsync(serverCpu, count, () => drain.RunAsync(count, cancellationToken), cancellationToken);
             record?.Invoke("drain", shape.Label, drained);
         }
     }
 
-    private static async Task<Run> MeasureAsync(long messages, Func<Task> run)
+    private static async Task<Run> MeasureAsync(ServerCpu server, long messages, Func<Task> run, CancellationToken cancellationToken)
     {
+        var serverBefore = await server.SampleAsync(cancellationToken);
         var machineBefore = CpuSample.Take();
-        var serverBefore = ServerCpu.Take();
         var measurement = await Measurement.TakeAsync(messages, run);
-        var serverAfter = ServerCpu.Take();
         var machineAfter = CpuSample.Take();
-        TimeSpan? serverCpu = serverBefore is { } b && serverAfter is { } a ? a - b : null;
+        var serverCpu = ServerCpu.Between(serverBefore, await server.SampleAsync(cancellationToken));
         double? other = null;
         if (machineBefore.TotalTicks >= 0 && machineAfter.TotalTicks > machineBefore.TotalTicks)
         {
-            // Busy ticks of the machine minus this process and the server: what other processes took.
+            // Busy ticks of the machine minus this process and the backends serving it: what everything else took.
             var total = machineAfter.TotalTicks - machineBefore.TotalTicks;
             var busy = machineAfter.BusyTicks - machineBefore.BusyTicks;
             var own = (machineAfter.OwnCpu - machineBefore.OwnCpu).TotalSeconds * 100;
@@ -198,7 +200,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
         text.Append(machine);
         text.AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up pass, then {repeat} measured round(s) interleaving the contenders. Every drain gets a fresh queue in a fresh table (a schema of its own, dropped afterwards), filled with {count:N0} messages of {QueueWorkload.MessageBytes} bytes by {QueueWorkload.Senders} concurrent senders (each awaits its send before the next); the first fill of a round is the send phase. The drain is timed from starting the consumers until the last message is acknowledged (acknowledgements are durable); stopping them is not timed. \"4 × 1\" is 4 independent instances (each its own connection pool, as 4 processes would be) of concurrency 1; \"1 × 4\" one instance of concurrency 4.");
-        text.AppendLine("\"CPU µs/msg\" is this process's CPU time ÷ messages; \"server µs/msg\" the PostgreSQL server's (all its processes, read from /proc). \"Other CPU\" is the share of the machine that other processes (neither this one nor PostgreSQL) used during the run.");
+        text.AppendLine("\"CPU µs/msg\" is this process's CPU time ÷ messages; \"server µs/msg\" that of the PostgreSQL backends serving this run's connections (found by application name, read from /proc; PostgreSQL's background processes such as the WAL writer are not included). \"Other CPU\" is the share of the machine used by everything else (other processes, other clients' backends, PostgreSQL's background processes) during the run.");
         text.AppendLine();
         var table = new MarkdownTable("Phase", "Contender", "Consumers", "Messages", "msg/s (median)", "range msg/s", "CPU µs/msg", "server µs/msg", "bytes/msg", "other CPU (max)");
         foreach (var s in results)

@@ -8,7 +8,7 @@ namespace Herald.Benchmarks.PostgresQueue;
 /// handled. With <paramref name="notify"/>, each send also notifies a channel in its own transaction, as a raw queue that
 /// wakes its consumers would (send phase only).
 /// </summary>
-internal sealed class RawNpgsqlQueueContender(string connectionString, NpgsqlDataSource admin, bool notify) : IQueueContender
+internal sealed class RawNpgsqlQueueContender(string connectionString, string applicationName, NpgsqlDataSource admin, bool notify) : IQueueContender
 {
     public string Name => notify ? "Npgsql + NOTIFY" : "Npgsql";
 
@@ -35,14 +35,14 @@ internal sealed class RawNpgsqlQueueContender(string connectionString, NpgsqlDat
                 enqueued_at timestamptz NOT NULL
             );
             """, cancellationToken);
-        return new Round(connectionString, admin, schema, notify);
+        return new Round(connectionString, applicationName, admin, schema, notify);
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 
-    private sealed class Round(string connectionString, NpgsqlDataSource admin, string schema, bool notify) : IQueueRound
+    private sealed class Round(string connectionString, string applicationName, NpgsqlDataSource admin, string schema, bool notify) : IQueueRound
     {
-        private readonly NpgsqlDataSource _senders = QueueWorkload.DataSource(connectionString, "herald-bench-raw");
+        private readonly NpgsqlDataSource _senders = QueueWorkload.DataSource(connectionString, applicationName);
 
         public async Task SendAsync(int count, int senders, CancellationToken cancellationToken)
         {
@@ -69,7 +69,7 @@ internal sealed class RawNpgsqlQueueContender(string connectionString, NpgsqlDat
             var connections = new List<(NpgsqlDataSource, NpgsqlConnection)>();
             for (var i = 0; i < shape.Instances; i++)
             {
-                var dataSource = QueueWorkload.DataSource(connectionString, "herald-bench-raw-consumer");
+                var dataSource = QueueWorkload.DataSource(connectionString, applicationName);
                 connections.Add((dataSource, await dataSource.OpenConnectionAsync(cancellationToken)));
             }
 

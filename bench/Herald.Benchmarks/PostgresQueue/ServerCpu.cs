@@ -1,59 +1,67 @@
 using System.Globalization;
+using Npgsql;
 
 namespace Herald.Benchmarks.PostgresQueue;
 
 /// <summary>
-/// CPU time of the local PostgreSQL server (Linux: every process named <c>postgres</c> in /proc, plus what the postmaster
-/// collected from backends that exited), so a database benchmark can say what a message costs the server, and tell the
-/// server's work apart from other processes disturbing the run.
+/// CPU time of the PostgreSQL backends serving this run (found by application name in <c>pg_stat_activity</c>, read from
+/// /proc, so only for a server on this machine), so a database benchmark can say what a message costs the server without
+/// counting what other clients of the same server do meanwhile.
 /// </summary>
-internal static class ServerCpu
+internal sealed class ServerCpu(NpgsqlDataSource admin, string applicationPrefix)
 {
     // USER_HZ: /proc counts in 1/100 s on every mainstream Linux build.
     private const double TicksPerSecond = 100;
 
-    /// <summary>The server's CPU time so far, or null when it cannot be read (not Linux, or the server is elsewhere).</summary>
-    public static TimeSpan? Take()
+    /// <summary>The application name prefix every measured connection carries.</summary>
+    public string ApplicationPrefix => applicationPrefix;
+
+    /// <summary>CPU ticks so far of each backend of this run, or null when they cannot be read.</summary>
+    public async Task<Dictionary<int, long>?> SampleAsync(CancellationToken cancellationToken)
+    {
+        await using var command = admin.CreateCommand("SELECT pid FROM pg_stat_activity WHERE starts_with(application_name, $1)");
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = applicationPrefix });
+        var ticks = new Dictionary<int, long>();
+        await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
+        {
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                var pid = reader.GetInt32(0);
+                if (Read(pid) is not { } t)
+                {
+                    return null;
+                }
+
+                ticks[pid] = t;
+            }
+        }
+
+        return ticks;
+    }
+
+    /// <summary>CPU time the backends used between two samples; a backend that started in between counts from zero.</summary>
+    public static TimeSpan? Between(Dictionary<int, long>? before, Dictionary<int, long>? after)
+    {
+        if (before is null || after is null)
+        {
+            return null;
+        }
+
+        var ticks = after.Sum(a => a.Value - before.GetValueOrDefault(a.Key));
+        return TimeSpan.FromSeconds(ticks / TicksPerSecond);
+    }
+
+    private static long? Read(int pid)
     {
         try
         {
-            long ticks = 0;
-            var found = false;
-            foreach (var dir in Directory.EnumerateDirectories("/proc"))
-            {
-                if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out _))
-                {
-                    continue;
-                }
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
 
-                try
-                {
-                    var stat = File.ReadAllText(Path.Combine(dir, "stat"));
-                    var open = stat.IndexOf('(', StringComparison.Ordinal);
-                    var close = stat.LastIndexOf(')');
-                    if (open < 0 || close < open || stat[(open + 1)..close] != "postgres")
-                    {
-                        continue;
-                    }
-
-                    // After "pid (comm) ": state ppid ... utime(14) stime(15) cutime(16) cstime(17), counted from field 3.
-                    var fields = stat[(close + 2)..].Split(' ');
-                    for (var i = 11; i <= 14; i++)
-                    {
-                        ticks += long.Parse(fields[i], CultureInfo.InvariantCulture);
-                    }
-
-                    found = true;
-                }
-                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
-                {
-                    // The process exited meanwhile (its time moves to the postmaster's children) or is not readable.
-                }
-            }
-
-            return found ? TimeSpan.FromSeconds(ticks / TicksPerSecond) : null;
+            // After "pid (comm) ": state ppid ... utime(14) stime(15), counted from field 3.
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or ArgumentOutOfRangeException)
         {
             return null;
         }
