@@ -303,6 +303,46 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
     }
 
     [Fact]
+    public async Task Claim_OnABacklogWithoutStatistics_WalksTheReadyIndexInOrder()
+    {
+        // Issue 5: with no statistics yet, the planner took a queue for a few dozen rows and read and sorted the whole backlog
+        // for every claim. The claim's transaction now rules that plan out.
+        await using var fresh = new TemporarySchema();
+        var transport = (PostgresQueueTransport)await PostgresQueueTransportFactory.CreateAsync(PostgresTestDatabase.ConnectionString, o => o.Schema = fresh.Name);
+        _transports.Add(transport);
+        await PostgresTestDatabase.ExecuteAsync(
+            $"INSERT INTO \"{fresh.Name}\".queue_messages (queue, message_id, message_type, schema_version, time, content_type, body, enqueued_at, visible_at) " +
+            "SELECT 'backlog', gen_random_uuid(), 'test', 1, now(), 'application/json', '\\x7b7d', now(), now() - make_interval(secs => g) FROM generate_series(1, 20000) g");
+
+        await using var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        await using var batch = new NpgsqlBatch(connection);
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(transport.Sql.ClaimPlanGuard));
+        var explain = new NpgsqlBatchCommand("EXPLAIN " + transport.Sql.Claim);
+        explain.Parameters.Add(new NpgsqlParameter<string> { TypedValue = "backlog" });
+        explain.Parameters.Add(new NpgsqlParameter<DateTimeOffset> { TypedValue = DateTimeOffset.UtcNow });
+        explain.Parameters.Add(new NpgsqlParameter<int> { TypedValue = 17 });
+        explain.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = Guid.CreateVersion7() });
+        explain.Parameters.Add(new NpgsqlParameter<DateTimeOffset> { TypedValue = DateTimeOffset.UtcNow.AddSeconds(30) });
+        batch.BatchCommands.Add(explain);
+        var plan = new StringBuilder();
+        await using (var reader = await batch.ExecuteReaderAsync())
+        {
+            await reader.NextResultAsync();
+            while (await reader.ReadAsync())
+            {
+                plan.AppendLine(reader.GetString(0));
+            }
+        }
+
+        var text = plan.ToString();
+        Assert.Contains("Index Scan using queue_messages_ready", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("Sort", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("Seq Scan", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("Bitmap", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task UsePostgresQueue_ReplacesTheTransport_AndMigratesAtStart()
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
