@@ -13,8 +13,12 @@ namespace Herald.Benchmarks.PostgresQueue;
 /// </summary>
 internal sealed class PostgresQueueBenchmark : IBenchmark
 {
-    // A run during which processes other than this one and PostgreSQL took more than this share of the machine is flagged.
+    // A contender's round during which everything but this process and its backends took more than this share of the machine is run again.
     private const double DisturbedShare = 0.10;
+
+    // Attempts per contender and round, and repeats per run, so a busy machine cannot stretch a run for ever.
+    private const int MaxAttempts = 3;
+    private const int MaxRetries = 4;
     private static readonly TimeSpan QuietWait = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan QuietBudget = TimeSpan.FromSeconds(60);
 
@@ -66,23 +70,56 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
             }
 
             var runs = new Dictionary<(string Phase, IQueueContender Contender, string Shape), List<Run>>();
-            for (var round = 1; round <= repeat; round++)
+            var retries = 0;
+            async Task WaitForQuietAsync()
             {
                 if (waited < QuietBudget)
                 {
                     var started = Stopwatch.GetTimestamp();
                     if (!await CpuSample.WaitForQuietAsync(DisturbedShare, QuietWait, cancellationToken))
                     {
-                        Console.WriteLine("    (the machine stayed busy)");
+                        Console.Write(" [the machine stayed busy]");
                     }
 
                     waited += Stopwatch.GetElapsedTime(started);
                 }
+            }
 
+            for (var round = 1; round <= repeat; round++)
+            {
                 Console.Write($"    round {round}:");
+                await WaitForQuietAsync();
                 foreach (var c in contenders)
                 {
-                    await RunContenderAsync(c, serverCpu, SendCount(c, count), count, (phase, shape, run) =>
+                    // A contender's round disturbed by other processes is run again (within a budget); the quietest attempt counts.
+                    List<(string Phase, string Shape, Run Run)>? kept = null;
+                    for (var attempt = 1; attempt <= MaxAttempts; attempt++)
+                    {
+                        if (attempt > 1)
+                        {
+                            retries++;
+                            await WaitForQuietAsync();
+                        }
+
+                        var got = new List<(string Phase, string Shape, Run Run)>();
+                        await RunContenderAsync(c, serverCpu, SendCount(c, count), count, (phase, shape, run) => got.Add((phase, shape, run)), cancellationToken);
+                        if (kept is null || Disturbance(got) < Disturbance(kept))
+                        {
+                            kept = got;
+                        }
+
+                        if (Disturbance(got) <= DisturbedShare || retries >= MaxRetries)
+                        {
+                            break;
+                        }
+
+                        if (attempt < MaxAttempts)
+                        {
+                            Console.Write($" [{c.Name}: other processes used {Disturbance(got):P0} of the machine, again]");
+                        }
+                    }
+
+                    foreach (var (phase, shape, run) in kept!)
                     {
                         var key = (phase, c, shape);
                         if (!runs.TryGetValue(key, out var list))
@@ -92,7 +129,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
 
                         list.Add(run);
                         Console.Write($" {c.Name} {phase}{(shape.Length > 0 ? " " + shape : "")} {run.Measurement.MessagesPerSecond:N0}/s;");
-                    }, cancellationToken);
+                    }
                 }
 
                 Console.WriteLine();
@@ -153,6 +190,8 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
         }
     }
 
+    private static double Disturbance(List<(string Phase, string Shape, Run Run)> runs) => runs.Max(r => r.Run.Other ?? 0);
+
     private static async Task<Run> MeasureAsync(ServerCpu server, long messages, Func<Task> run, CancellationToken cancellationToken)
     {
         var serverBefore = await server.SampleAsync(cancellationToken);
@@ -200,6 +239,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
         text.Append(machine);
         text.AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up pass, then {repeat} measured round(s) interleaving the contenders. Every drain gets a fresh queue in a fresh table (a schema of its own, dropped afterwards), filled with {count:N0} messages of {QueueWorkload.MessageBytes} bytes by {QueueWorkload.Senders} concurrent senders (each awaits its send before the next); the first fill of a round is the send phase. The drain is timed from starting the consumers until the last message is acknowledged (acknowledgements are durable); stopping them is not timed. \"4 × 1\" is 4 independent instances (each its own connection pool, as 4 processes would be) of concurrency 1; \"1 × 4\" one instance of concurrency 4.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Before each round the harness waits (up to {QuietWait.TotalSeconds:0} s, {QuietBudget.TotalSeconds:0} s in all) for the machine to be quiet; a contender's round during which other processes took more than {DisturbedShare:P0} of the machine is run again, up to {MaxAttempts} attempts and {MaxRetries} repeats per run, and its quietest attempt counts.");
         text.AppendLine("\"CPU µs/msg\" is this process's CPU time ÷ messages; \"server µs/msg\" that of the PostgreSQL backends serving this run's connections (found by application name, read from /proc; PostgreSQL's background processes such as the WAL writer are not included). \"Other CPU\" is the share of the machine used by everything else (other processes, other clients' backends, PostgreSQL's background processes) during the run.");
         text.AppendLine();
         var table = new MarkdownTable("Phase", "Contender", "Consumers", "Messages", "msg/s (median)", "range msg/s", "CPU µs/msg", "server µs/msg", "bytes/msg", "other CPU (max)");
