@@ -13,7 +13,8 @@ namespace Herald.Benchmarks.PostgresQueue;
 /// </summary>
 internal sealed class PostgresQueueBenchmark : IBenchmark
 {
-    // A contender's round during which everything but this process and its backends took more than this share of the machine is run again.
+    // A contender's round during which everything but this process and its backends took more than this share of the
+    // machine is run again.
     private const double DisturbedShare = 0.10;
 
     // Attempts per contender and round, and repeats per run, so a busy machine cannot stretch a run for ever.
