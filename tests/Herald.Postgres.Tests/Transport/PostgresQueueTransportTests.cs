@@ -274,7 +274,8 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
             return ValueTask.CompletedTask;
         });
 
-        await Task.WhenAll(Enumerable.Range(0, count).Select(_ => Task.Run(async () => await sending.SendAsync(queue, NewEnvelope()))));
+        // Queued all at once (each send waits for its commit only after queueing), so commits and notifies have something to share.
+        await Task.WhenAll(Enumerable.Range(0, count).Select(_ => sending.SendAsync(queue, NewEnvelope()).AsTask()));
         await collector.WaitForCountAsync(count, TimeSpan.FromSeconds(10), "every message, woken by NOTIFY");
 
         Assert.InRange(sending.Notifier.Sent, 1, count - 1);
