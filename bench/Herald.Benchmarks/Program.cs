@@ -11,6 +11,7 @@ IBenchmark[] benchmarks =
     new InProcessProfileBenchmark(),
     new EventStoreBenchmark(),
     new RabbitMqBenchmark(),
+    new Herald.Benchmarks.PostgresQueue.PostgresQueueBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")

@@ -25,4 +25,7 @@ internal static partial class Log
 
     [LoggerMessage(4214, LogLevel.Warning, "Handing back the messages of consumer {Owner} of '{Queue}' failed; they are delivered again when their lease runs out")]
     public static partial void QueueReleaseFailed(ILogger logger, Exception exception, Guid owner, string queue);
+
+    [LoggerMessage(4220, LogLevel.Warning, "A grouped commit of {Count} queue sends failed ({SqlState}); sending them one by one")]
+    public static partial void QueueSendGroupFailed(ILogger logger, Exception exception, int count, string sqlState);
 }

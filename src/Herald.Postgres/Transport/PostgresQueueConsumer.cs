@@ -6,7 +6,9 @@ namespace Herald.Postgres.Transport;
 /// <summary>
 /// Consumes one queue. A fetch loop claims up to <see cref="ConsumerOptions.MaxConcurrency"/> +
 /// <see cref="ConsumerOptions.Prefetch"/> messages under this consumer's lease and feeds them to
-/// <see cref="ConsumerOptions.MaxConcurrency"/> workers. When nothing is claimable it sleeps until a notification (a commit
+/// <see cref="ConsumerOptions.MaxConcurrency"/> workers. While workers still have messages waiting, it claims again only
+/// once half of that room is free, so a busy consumer claims in batches rather than one statement per settled message.
+/// When nothing is claimable it sleeps until a notification (a commit
 /// anywhere that may have made a message claimable), the next delayed message is due, or the poll interval passes — on
 /// <see cref="TimeProvider"/> timers, never spinning. A timer renews the leases of everything it holds every third of the lease
 /// duration, so a long handler keeps its message; stopping hands back what was never started.
@@ -18,6 +20,7 @@ internal sealed class PostgresQueueConsumer : ITransportConsumer
     private readonly DeliveryHandler _handler;
     private readonly Guid _owner = Guid.CreateVersion7();
     private readonly int _capacity;
+    private readonly int _refill;
     private readonly Channel<QueuedMessage> _buffer;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
@@ -39,6 +42,7 @@ internal sealed class PostgresQueueConsumer : ITransportConsumer
         _options = options;
         _handler = handler;
         _capacity = options.MaxConcurrency + options.Prefetch;
+        _refill = Math.Max(1, _capacity / 2);
         _buffer = Channel.CreateBounded<QueuedMessage>(new BoundedChannelOptions(_capacity)
         {
             FullMode = BoundedChannelFullMode.Wait,
@@ -155,8 +159,12 @@ internal sealed class PostgresQueueConsumer : ITransportConsumer
         }
         finally
         {
-            Interlocked.Decrement(ref _held);
-            _slotFreed.Fire();
+            // The fetch loop is woken only when it would claim (see FetchAsync), not once per settled message.
+            var free = _capacity - Interlocked.Decrement(ref _held);
+            if (free >= _refill || _buffer.Reader.Count == 0)
+            {
+                _slotFreed.Fire();
+            }
 
             // A nacked message is claimable again, and the next message of a key only once this one is settled.
             if (message.Envelope.PartitionKey is not null || what == "nack")
@@ -178,7 +186,7 @@ internal sealed class PostgresQueueConsumer : ITransportConsumer
             var wake = _transport.Wakeups.Next(Queue);
             var slotFreed = _slotFreed.Next;
             var free = _capacity - Volatile.Read(ref _held);
-            if (free <= 0)
+            if (free <= 0 || (free < _refill && _buffer.Reader.Count > 0))
             {
                 await Task.WhenAny(slotFreed, stopped.Task).ConfigureAwait(false);
                 continue;

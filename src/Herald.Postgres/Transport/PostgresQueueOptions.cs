@@ -20,8 +20,8 @@ public sealed class PostgresQueueOptions
 
     /// <summary>
     /// Longest an idle consumer sleeps before it looks at the queue again (5 s by default). Sends and nacks wake consumers at
-    /// once through NOTIFY and delayed messages wake them when due; this bounds how late an expired lease (or a notification
-    /// lost while the LISTEN connection was down) is noticed.
+    /// once through NOTIFY and delayed messages wake them when due; this bounds how late an expired lease, or a notification
+    /// that was lost (the LISTEN connection was down, or the sending process died between its commit and its NOTIFY), is noticed.
     /// </summary>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(5);
 

@@ -13,8 +13,10 @@ namespace Herald.Postgres.Transport;
 /// <summary>
 /// A durable queue in PostgreSQL: messages are rows of <c>queue_messages</c>, claimed by consumers with a lease
 /// (<c>FOR UPDATE SKIP LOCKED</c>, so competing consumers in any number of processes never both take one), deleted on ack,
-/// released with a later <c>visible_at</c> on nack and moved to <c>queue_dead_letters</c> on dead-letter. Writes notify the
-/// schema's queue channel in their own transaction; each instance LISTENs there, so idle consumers wake at the commit.
+/// released with a later <c>visible_at</c> on nack and moved to <c>queue_dead_letters</c> on dead-letter. Concurrent sends
+/// share commits (<see cref="SendCoordinator"/>). After each commit that can make a message claimable, this process's
+/// consumers are woken directly and the others through a NOTIFY on the schema's queue channel, sent by the
+/// <see cref="QueueNotifier"/> in a transaction of its own; each instance LISTENs there, and polls as a fallback.
 /// </summary>
 internal sealed class PostgresQueueTransport : ITransport
 {
@@ -24,6 +26,8 @@ internal sealed class PostgresQueueTransport : ITransport
     private readonly bool _ownsDataSource;
     private readonly ConcurrentDictionary<PostgresQueueConsumer, byte> _consumers = new();
     private readonly NotificationListener _listener;
+    private readonly QueueNotifier _notifier;
+    private readonly SendCoordinator _sends;
     private readonly Lock _gate = new();
     private Task? _starting;
     private int _disposed;
@@ -37,6 +41,8 @@ internal sealed class PostgresQueueTransport : ITransport
         Logger = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Herald.Postgres.Queue");
         Sql = new QueueSql(options.Schema);
         _listener = new NotificationListener(dataSource, Sql.Channel, Wakeups.Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
+        _notifier = new QueueNotifier(dataSource, Sql, Logger);
+        _sends = new SendCoordinator(dataSource, Sql, Logger, Committed);
         Capabilities = new TransportCapabilities
         {
             IsDurable = true,
@@ -65,6 +71,9 @@ internal sealed class PostgresQueueTransport : ITransport
 
     /// <summary>The LISTEN connection; tests terminate its backend.</summary>
     internal NotificationListener Listener => _listener;
+
+    /// <summary>Sends the NOTIFY after commits; tests count its statements.</summary>
+    internal QueueNotifier Notifier => _notifier;
 
     /// <summary>Creates or migrates the schema (once; later calls share the first) and starts listening for the queue's notifications.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
@@ -112,10 +121,8 @@ internal sealed class PostgresQueueTransport : ITransport
         ValidateName(queue, nameof(queue));
         CheckEnvelope(envelope);
         await StartAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = _dataSource.CreateCommand(Sql.Insert);
-        AddMessageParameters(command.Parameters, queue, envelope, options?.Delay);
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        Wakeups.Wake(queue);
+        var now = Now();
+        await _sends.SendAsync(new PendingSend(queue, envelope, now, Add(now, options?.Delay), cancellationToken), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -135,10 +142,7 @@ internal sealed class PostgresQueueTransport : ITransport
             }
         }
 
-        foreach (var queue in queues)
-        {
-            Wakeups.Wake(queue);
-        }
+        Committed(queues);
     }
 
     /// <inheritdoc />
@@ -162,6 +166,9 @@ internal sealed class PostgresQueueTransport : ITransport
         var now = Now();
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var batch = new NpgsqlBatch(connection);
+
+        // One implicit transaction: the guard's planner settings hold for the claim, and end with it.
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(Sql.ClaimPlanGuard));
         var claim = new NpgsqlBatchCommand(Sql.Claim);
         claim.Parameters.Add(Text(queue));
         claim.Parameters.Add(Time(now));
@@ -178,12 +185,13 @@ internal sealed class PostgresQueueTransport : ITransport
         DateTimeOffset? nextVisible = null;
         await using (var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
         {
+            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
                 var id = reader.GetInt64(0);
                 var attempts = reader.GetInt32(2);
-                var envelope = ReadEnvelope(reader, 3) with { DeliveryAttempt = attempts + 1 };
-                rows.Add((id, reader.GetFieldValue<DateTimeOffset>(1), new QueuedMessage(id, envelope)));
+                var envelope = ReadEnvelope(reader, 3, attempts + 1);
+                rows.Add((id, reader.GetFieldValue<DateTimeOffset>(1), new QueuedMessage(id, queue, envelope)));
             }
 
             await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
@@ -201,16 +209,18 @@ internal sealed class PostgresQueueTransport : ITransport
     /// <summary>Deletes the message if the owner still holds its lease; false when the lease was lost.</summary>
     public async Task<bool> AckAsync(QueuedMessage message, Guid owner, CancellationToken cancellationToken)
     {
-        var keyed = message.Envelope.PartitionKey is not null;
-        await using var command = _dataSource.CreateCommand(keyed ? Sql.AckKeyed : Sql.Ack);
+        await using var command = _dataSource.CreateCommand(Sql.Ack);
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = message.Id });
         command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
-        if (keyed)
+        var acked = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+
+        // The next message of the key becomes claimable: wake the consumers of other processes too.
+        if (acked && message.Envelope.PartitionKey is not null)
         {
-            command.Parameters.Add(Text(Sql.Channel));
+            _notifier.Request(message.Queue);
         }
 
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+        return acked;
     }
 
     /// <summary>Releases the message for redelivery after the delay, counting the attempt; false when the lease was lost.</summary>
@@ -220,8 +230,7 @@ internal sealed class PostgresQueueTransport : ITransport
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = message.Id });
         command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
         command.Parameters.Add(Time(Add(Now(), delay)));
-        command.Parameters.Add(Text(Sql.Channel));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+        return Notified(message.Queue, await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0);
     }
 
     /// <summary>Moves the message to the dead letters with the reason; false when the lease was lost.</summary>
@@ -232,8 +241,7 @@ internal sealed class PostgresQueueTransport : ITransport
         command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
         command.Parameters.Add(Text(reason));
         command.Parameters.Add(Time(Now()));
-        command.Parameters.Add(Text(Sql.Channel));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+        return Notified(message.Queue, await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0);
     }
 
     /// <summary>Extends the lease of everything the owner holds.</summary>
@@ -250,8 +258,16 @@ internal sealed class PostgresQueueTransport : ITransport
     {
         await using var command = _dataSource.CreateCommand(Sql.ReleaseAll);
         command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
-        command.Parameters.Add(Text(Sql.Channel));
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        var queues = new List<string>();
+        await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                queues.Add(reader.GetString(0));
+            }
+        }
+
+        _notifier.Request(queues);
     }
 
     /// <summary>The dead letters of a queue, oldest first.</summary>
@@ -265,7 +281,7 @@ internal sealed class PostgresQueueTransport : ITransport
         var list = new List<PostgresQueueDeadLetter>();
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            var envelope = ReadEnvelope(reader, 0) with { DeliveryAttempt = reader.GetInt32(11) };
+            var envelope = ReadEnvelope(reader, 0, reader.GetInt32(11));
             list.Add(new PostgresQueueDeadLetter(envelope, queue, reader.GetString(12), reader.GetFieldValue<DateTimeOffset>(13)));
         }
 
@@ -285,6 +301,9 @@ internal sealed class PostgresQueueTransport : ITransport
             await consumer.DisposeAsync().ConfigureAwait(false);
         }
 
+        // Sends already queued commit, then their NOTIFY goes out.
+        await _sends.DisposeAsync().ConfigureAwait(false);
+        await _notifier.DisposeAsync().ConfigureAwait(false);
         await _listener.DisposeAsync().ConfigureAwait(false);
         if (_ownsDataSource)
         {
@@ -308,6 +327,8 @@ internal sealed class PostgresQueueTransport : ITransport
             await consumer.CrashAsync().ConfigureAwait(false);
         }
 
+        await _sends.DisposeAsync().ConfigureAwait(false);
+        await _notifier.DisposeAsync().ConfigureAwait(false);
         await _listener.DisposeAsync().ConfigureAwait(false);
         if (_ownsDataSource)
         {
@@ -316,6 +337,27 @@ internal sealed class PostgresQueueTransport : ITransport
     }
 
     internal void Forget(PostgresQueueConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    /// <summary>After a commit that made messages of these queues claimable: wakes this process's consumers at once, the others by NOTIFY.</summary>
+    private void Committed(IReadOnlyCollection<string> queues)
+    {
+        foreach (var queue in queues)
+        {
+            Wakeups.Wake(queue);
+        }
+
+        _notifier.Request(queues);
+    }
+
+    private bool Notified(string queue, bool changed)
+    {
+        if (changed)
+        {
+            _notifier.Request(queue);
+        }
+
+        return changed;
+    }
 
     internal DateTimeOffset Now() => TimeProvider.GetUtcNow();
 
@@ -345,10 +387,9 @@ internal sealed class PostgresQueueTransport : ITransport
         parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = EventRows.BodyArray(envelope.Body) });
         parameters.Add(Time(now));
         parameters.Add(Time(Add(now, delay)));
-        parameters.Add(Text(Sql.Channel));
     }
 
-    private static Envelope ReadEnvelope(NpgsqlDataReader reader, int first) => new()
+    private static Envelope ReadEnvelope(NpgsqlDataReader reader, int first, int deliveryAttempt) => new()
     {
         MessageId = reader.GetGuid(first),
         MessageType = reader.GetString(first + 1),
@@ -361,6 +402,7 @@ internal sealed class PostgresQueueTransport : ITransport
         ContentType = reader.GetString(first + 8),
         Headers = reader.IsDBNull(first + 9) ? NoHeaders : EventRows.ParseHeaders(reader.GetString(first + 9)),
         Body = reader.GetFieldValue<byte[]>(first + 10),
+        DeliveryAttempt = deliveryAttempt,
     };
 
     private static NpgsqlParameter<string> Text(string value) => new() { TypedValue = value };

@@ -4,8 +4,9 @@ namespace Herald.Postgres.Transport;
 
 /// <summary>
 /// The queue's statements for one schema (migration 3). Times are parameters from the transport's <see cref="TimeProvider"/>,
-/// never the server's clock, so a fake clock drives delays and leases. Every write that can make a message claimable
-/// notifies the schema's queue channel with the queue as payload, inside its own transaction (delivered at commit).
+/// never the server's clock, so a fake clock drives delays and leases. No write notifies inside its own transaction: after
+/// every commit that can make a message claimable, the transport asks its <see cref="QueueNotifier"/> to notify the
+/// schema's queue channel with the queue as payload (<see cref="Notify"/>).
 /// </summary>
 internal sealed class QueueSql
 {
@@ -17,16 +18,20 @@ internal sealed class QueueSql
         var s = Migrations.Quote(schema);
         Channel = schema + "_queue";
 
-        Insert =
+        // A group of sends, one element of each array per message, inserted in the order given (so in send order).
+        InsertMany =
             $"INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns}, enqueued_at, visible_at) " +
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING pg_notify($15, queue)";
+            $"SELECT queue, {EnvelopeColumns}, enqueued_at, visible_at " +
+            "FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], " +
+            "$10::text[], $11::jsonb[], $12::bytea[], $13::timestamptz[], $14::timestamptz[]) WITH ORDINALITY " +
+            $"AS m(queue, {EnvelopeColumns}, enqueued_at, visible_at, ordinal) ORDER BY ordinal";
 
         // One statement: every bound queue gets its copy, or none does; returns the queues that got one.
         Publish =
             $"WITH inserted AS (INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns}, enqueued_at, visible_at) " +
             $"SELECT b.queue, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM {s}.queue_bindings b WHERE b.topic = $1 ORDER BY b.queue " +
             "RETURNING queue) " +
-            "SELECT d.queue, pg_notify($15, d.queue)::text FROM (SELECT DISTINCT queue FROM inserted) d";
+            "SELECT DISTINCT queue FROM inserted";
 
         Bind = $"INSERT INTO {s}.queue_bindings (topic, queue, bound_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 
@@ -34,33 +39,42 @@ internal sealed class QueueSql
         // anywhere): a key is handled one message at a time, in send order, across every consumer of every process. Rows
         // another claim holds locked are skipped, and a row another claim leased meanwhile fails the re-check of the WHERE
         // clause, so two consumers never both take a message. A lease that ran out counts as a delivery that failed.
+        // The claimed ids are handed to the UPDATE as an array, so it finds them through the primary key whatever the plan:
+        // joined to a CTE instead, the generic plan Npgsql's prepared statement ends up with hashes the whole table per claim.
         Claim =
-            $"WITH candidates AS (SELECT m.id FROM {s}.queue_messages m " +
-            "WHERE m.queue = $1 AND m.visible_at <= $2 AND (m.lease_until IS NULL OR m.lease_until <= $2) " +
-            $"AND (m.partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.queue_messages o " +
-            "WHERE o.queue = $1 AND o.partition_key = m.partition_key AND o.id < m.id AND o.visible_at <= $2)) " +
-            "ORDER BY m.visible_at, m.id LIMIT $3 FOR UPDATE OF m SKIP LOCKED) " +
             $"UPDATE {s}.queue_messages m SET lease_owner = $4, lease_until = $5, attempts = m.attempts + (m.lease_owner IS NOT NULL)::int " +
-            "FROM candidates c WHERE m.id = c.id " +
+            $"WHERE m.id = ANY (ARRAY (SELECT c.id FROM {s}.queue_messages c " +
+            "WHERE c.queue = $1 AND c.visible_at <= $2 AND (c.lease_until IS NULL OR c.lease_until <= $2) " +
+            $"AND (c.partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.queue_messages o " +
+            "WHERE o.queue = $1 AND o.partition_key = c.partition_key AND o.id < c.id AND o.visible_at <= $2)) " +
+            "ORDER BY c.visible_at, c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED)) " +
             "RETURNING m.id, m.visible_at, m.attempts, m.message_id, m.message_type, m.schema_version, m.time, m.correlation_id, m.causation_id, " +
             "m.user_id, m.partition_key, m.content_type, m.headers::text, m.body";
         NextVisible = $"SELECT min(visible_at) FROM {s}.queue_messages WHERE queue = $1 AND visible_at > $2";
 
-        Ack = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2";
+        // Runs first in the claim's transaction. Without fresh statistics (a new table, a new queue, a backlog that built up
+        // since the last ANALYZE) the planner believes a queue holds a few dozen rows, and reads and sorts every ready row of
+        // it for each claim instead of walking the ready index in order and stopping after the batch: a claim then costs
+        // time in proportion to the backlog. Local to the transaction, so nothing else on the connection is affected.
+        ClaimPlanGuard =
+            "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)";
 
-        // The next message of the key becomes claimable: wake the consumers of other processes too.
-        AckKeyed = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 RETURNING pg_notify($3, queue)";
+        Ack = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2";
         Nack =
             $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = $3 " +
-            "WHERE id = $1 AND lease_owner = $2 RETURNING pg_notify($4, queue)";
+            "WHERE id = $1 AND lease_owner = $2";
         DeadLetter =
             $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 RETURNING *) " +
             $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
-            $"SELECT queue, {EnvelopeColumns}, enqueued_at, attempts + 1, $3, $4 FROM moved RETURNING pg_notify($5, queue)";
+            $"SELECT queue, {EnvelopeColumns}, enqueued_at, attempts + 1, $3, $4 FROM moved";
         Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1";
         ReleaseAll =
             $"WITH released AS (UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 RETURNING queue) " +
-            "SELECT pg_notify($2, d.queue)::text FROM (SELECT DISTINCT queue FROM released) d";
+            "SELECT DISTINCT queue FROM released";
+
+        // Its own transaction, after the commits it announces. It writes nothing, so it need not wait for its WAL flush;
+        // the lock PostgreSQL takes for notifying commits is then held only briefly.
+        Notify = "SELECT set_config('synchronous_commit', 'off', true), count(pg_notify($1, q)) FROM unnest($2::text[]) AS q";
         ReadDeadLetters =
             $"SELECT {EnvelopeColumns.Replace("headers", "headers::text", StringComparison.Ordinal)}, delivery_attempt, reason, dead_lettered_at " +
             $"FROM {s}.queue_dead_letters WHERE queue = $1 ORDER BY id LIMIT $2";
@@ -69,7 +83,7 @@ internal sealed class QueueSql
     /// <summary>The notification channel of the schema's queues; the payload is the queue name.</summary>
     public string Channel { get; }
 
-    public string Insert { get; }
+    public string InsertMany { get; }
 
     public string Publish { get; }
 
@@ -79,9 +93,9 @@ internal sealed class QueueSql
 
     public string NextVisible { get; }
 
-    public string Ack { get; }
+    public string ClaimPlanGuard { get; }
 
-    public string AckKeyed { get; }
+    public string Ack { get; }
 
     public string Nack { get; }
 
@@ -92,4 +106,6 @@ internal sealed class QueueSql
     public string ReleaseAll { get; }
 
     public string ReadDeadLetters { get; }
+
+    public string Notify { get; }
 }

@@ -2,8 +2,8 @@ using Herald.Messages;
 
 namespace Herald.Postgres.Transport;
 
-/// <summary>A message a consumer claimed: its row id (the key for settling it) and the envelope, with the delivery attempt set.</summary>
-internal sealed record QueuedMessage(long Id, Envelope Envelope);
+/// <summary>A message a consumer claimed: its row id (the key for settling it), its queue and the envelope, with the delivery attempt set.</summary>
+internal sealed record QueuedMessage(long Id, string Queue, Envelope Envelope);
 
 /// <summary>What a claim returned: the messages, and when the next delayed message of the queue becomes visible (if any).</summary>
 internal sealed record ClaimResult(IReadOnlyList<QueuedMessage> Messages, DateTimeOffset? NextVisibleAt);

@@ -2,10 +2,12 @@ using System.Collections.Concurrent;
 using System.Text;
 using Herald.Messages;
 using Herald.Postgres.Transport;
+using Herald.Testing;
 using Herald.Testing.Transport;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
+using Npgsql;
 
 namespace Herald.Postgres.Tests.Transport;
 
@@ -201,6 +203,147 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
     }
 
     [Fact]
+    public async Task ConcurrentSends_ShareCommits_AndEachIsCommittedWhenItsSendReturns()
+    {
+        // Issue 5: sends are grouped into shared commits, but a send still returns only once its own row has committed.
+        const int senders = 32;
+        const int sendsEach = 8;
+        var queue = NewQueue();
+        var transport = await OpenAsync();
+        var missing = new ConcurrentBag<Guid>();
+        await Task.WhenAll(Enumerable.Range(0, senders).Select(_ => Task.Run(async () =>
+        {
+            for (var i = 0; i < sendsEach; i++)
+            {
+                var envelope = NewEnvelope();
+                await transport.SendAsync(queue, envelope);
+
+                // Read on a connection of its own, so only a committed row counts.
+                if (await PostgresTestDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{schema.Schema}\".queue_messages WHERE message_id = '{envelope.MessageId}'") != 1)
+                {
+                    missing.Add(envelope.MessageId);
+                }
+            }
+        })));
+
+        Assert.Empty(missing);
+        Assert.Equal((long)senders * sendsEach, await CountAsync("queue_messages", queue));
+        var transactions = await PostgresTestDatabase.ScalarAsync<long>($"SELECT count(DISTINCT xmin::text) FROM \"{schema.Schema}\".queue_messages WHERE queue = '{queue}'");
+        Assert.True(transactions < senders * sendsEach, $"{senders * sendsEach} concurrent sends took {transactions} transactions: none was shared.");
+    }
+
+    [Fact]
+    public async Task Send_WithAValuePostgresRejects_FailsAlone_AndTheOthersSentWithItCommit()
+    {
+        // A NUL character is refused in a text column: the group holding it rolls back and its members are sent one by one.
+        const int count = 40;
+        var queue = NewQueue();
+        var transport = await OpenAsync();
+        var envelopes = Enumerable.Range(0, count).Select(i => NewEnvelope() with { CorrelationId = i == count / 2 ? "bad\0value" : "good" }).ToList();
+
+        var outcomes = await Task.WhenAll(envelopes.Select(e => Task.Run(async () =>
+        {
+            try
+            {
+                await transport.SendAsync(queue, e);
+                return null;
+            }
+            catch (PostgresException ex)
+            {
+                return ex;
+            }
+        })));
+
+        Assert.Single(outcomes, o => o is not null);
+        Assert.NotNull(outcomes[count / 2]);
+        Assert.Equal(count - 1L, await CountAsync("queue_messages", queue));
+    }
+
+    [Fact]
+    public async Task ABurstOfSends_WakesAnIdleConsumerOfAnotherInstance_WithFewerNotifiesThanSends()
+    {
+        // The NOTIFY leaves after the commits, one per queue at a time; the consumer's poll interval is beyond the deadline.
+        const int count = 200;
+        var queue = NewQueue();
+        var consuming = await OpenAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        var sending = (PostgresQueueTransport)await OpenAsync();
+        var collector = new DeliveryCollector();
+        await using var consumer = await consuming.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 4 }, (d, _) =>
+        {
+            collector.Add(d);
+            return ValueTask.CompletedTask;
+        });
+
+        // Queued all at once (each send waits for its commit only after queueing), so commits and notifies have something to share.
+        await Task.WhenAll(Enumerable.Range(0, count).Select(_ => sending.SendAsync(queue, NewEnvelope()).AsTask()));
+        await collector.WaitForCountAsync(count, TimeSpan.FromSeconds(10), "every message, woken by NOTIFY");
+
+        Assert.InRange(sending.Notifier.Sent, 1, count - 1);
+    }
+
+    [Fact]
+    public async Task AMessageCommittedWithoutANotify_IsDeliveredAtThePoll()
+    {
+        // A NOTIFY can be lost (the sender's process dies between its commit and the NOTIFY): that only delays the message.
+        var queue = NewQueue();
+        var consuming = await OpenAsync(o => o.PollInterval = TimeSpan.FromMilliseconds(200));
+        var collector = new DeliveryCollector();
+        await using var consumer = await consuming.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d);
+            return ValueTask.CompletedTask;
+        });
+        var id = Guid.CreateVersion7();
+
+        await PostgresTestDatabase.ExecuteAsync(
+            $"INSERT INTO \"{schema.Schema}\".queue_messages (queue, message_id, message_type, schema_version, time, content_type, body, enqueued_at, visible_at) " +
+            $"VALUES ('{queue}', '{id}', 'test', 1, now(), 'application/json', '\\x7b7d', now(), now())");
+
+        var delivered = (await collector.WaitForCountAsync(1, Deadline, "the message nobody announced"))[0];
+        Assert.Equal(id, delivered.Envelope.MessageId);
+    }
+
+    [Fact]
+    public async Task Claim_OnABacklogWithoutStatistics_WalksTheReadyIndexInOrder()
+    {
+        // Issue 5: with no statistics yet, the planner took a queue for a few dozen rows and read and sorted the whole backlog
+        // for every claim. The claim's transaction now rules that plan out.
+        await using var fresh = new TemporarySchema();
+        var transport = (PostgresQueueTransport)await PostgresQueueTransportFactory.CreateAsync(PostgresTestDatabase.ConnectionString, o => o.Schema = fresh.Name);
+        _transports.Add(transport);
+        await PostgresTestDatabase.ExecuteAsync(
+            $"INSERT INTO \"{fresh.Name}\".queue_messages (queue, message_id, message_type, schema_version, time, content_type, body, enqueued_at, visible_at) " +
+            "SELECT 'backlog', gen_random_uuid(), 'test', 1, now(), 'application/json', '\\x7b7d', now(), now() - make_interval(secs => g) FROM generate_series(1, 20000) g");
+
+        await using var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        await using var batch = new NpgsqlBatch(connection);
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(transport.Sql.ClaimPlanGuard));
+        var explain = new NpgsqlBatchCommand("EXPLAIN " + transport.Sql.Claim);
+        explain.Parameters.Add(new NpgsqlParameter<string> { TypedValue = "backlog" });
+        explain.Parameters.Add(new NpgsqlParameter<DateTimeOffset> { TypedValue = DateTimeOffset.UtcNow });
+        explain.Parameters.Add(new NpgsqlParameter<int> { TypedValue = 17 });
+        explain.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = Guid.CreateVersion7() });
+        explain.Parameters.Add(new NpgsqlParameter<DateTimeOffset> { TypedValue = DateTimeOffset.UtcNow.AddSeconds(30) });
+        batch.BatchCommands.Add(explain);
+        var plan = new StringBuilder();
+        await using (var reader = await batch.ExecuteReaderAsync())
+        {
+            await reader.NextResultAsync();
+            while (await reader.ReadAsync())
+            {
+                plan.AppendLine(reader.GetString(0));
+            }
+        }
+
+        var text = plan.ToString();
+        Assert.Contains("Index Scan using queue_messages_ready", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("Sort", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("Seq Scan", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("Bitmap", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task UsePostgresQueue_ReplacesTheTransport_AndMigratesAtStart()
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
@@ -247,13 +390,6 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         PostgresTestDatabase.ScalarAsync<int>($"SELECT coalesce(max(attempts), -1) FROM \"{schema.Schema}\".queue_messages WHERE queue = '{queue}'");
 
     // Polls the database with a deadline (there is no signal to await for a row changing).
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var started = TimeProvider.System.GetTimestamp();
-        while (!await condition())
-        {
-            Assert.True(TimeProvider.System.GetElapsedTime(started) < Deadline, $"Timed out waiting for {what}.");
-            await Task.Delay(20);
-        }
-    }
+    private static Task WaitUntilAsync(Func<Task<bool>> condition, string what) =>
+        Eventually.UntilAsync(async () => await condition(), what, Deadline);
 }

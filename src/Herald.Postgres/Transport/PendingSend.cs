@@ -1,0 +1,21 @@
+using Herald.Messages;
+
+namespace Herald.Postgres.Transport;
+
+/// <summary>One caller's send, waiting for the <see cref="SendCoordinator"/>; it completes once its row has committed.</summary>
+internal sealed class PendingSend(string queue, Envelope envelope, DateTimeOffset enqueuedAt, DateTimeOffset visibleAt, CancellationToken cancellationToken)
+    : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+{
+    public string Queue { get; } = queue;
+
+    public Envelope Envelope { get; } = envelope;
+
+    public DateTimeOffset EnqueuedAt { get; } = enqueuedAt;
+
+    public DateTimeOffset VisibleAt { get; } = visibleAt;
+
+    public CancellationToken CancellationToken { get; } = cancellationToken;
+
+    /// <summary>Bytes the row carries beyond its fixed columns, for the coordinator's per-commit budget.</summary>
+    public long Bytes => Envelope.Body.Length;
+}

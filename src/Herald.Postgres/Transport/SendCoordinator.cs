@@ -1,0 +1,222 @@
+using System.Threading.Channels;
+using Herald.Postgres.EventSourcing;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.Transport;
+
+/// <summary>
+/// Groups concurrent sends into shared commits, as the event store's append coordinator does for appends. Callers queue their
+/// sends in a bounded channel; each writer loop takes whatever is waiting (up to a count and a byte budget, never waiting
+/// for more) and inserts it with one multi-row statement: one round trip, one transaction, one WAL flush for the group. A
+/// caller's send returns once its group has committed, so a send is as durable as before. The statement carries no NOTIFY:
+/// after the commit, a callback wakes this process's consumers and asks the <see cref="QueueNotifier"/> to
+/// wake the others. If a group fails as a whole (one bad value), its members are sent one by one, so each caller gets its
+/// own outcome.
+/// </summary>
+internal sealed class SendCoordinator : IAsyncDisposable
+{
+    /// <summary>Sends one commit may hold.</summary>
+    public const int MaxSendsPerCommit = 256;
+
+    /// <summary>Body bytes one commit may hold before the next starts (a larger message still goes, alone).</summary>
+    public const long MaxBytesPerCommit = 4 * 1024 * 1024;
+
+    private const int Writers = 2;
+    private const int QueueCapacity = 4096;
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly QueueSql _sql;
+    private readonly ILogger _logger;
+    private readonly Action<IReadOnlyCollection<string>> _committed;
+    private readonly Channel<PendingSend> _queue = Channel.CreateBounded<PendingSend>(new BoundedChannelOptions(QueueCapacity)
+    {
+        FullMode = BoundedChannelFullMode.Wait,
+    });
+
+    private readonly Task[] _writers;
+
+    public SendCoordinator(NpgsqlDataSource dataSource, QueueSql sql, ILogger logger, Action<IReadOnlyCollection<string>> committed)
+    {
+        _dataSource = dataSource;
+        _sql = sql;
+        _logger = logger;
+        _committed = committed;
+        _writers = new Task[Writers];
+        for (var i = 0; i < _writers.Length; i++)
+        {
+            _writers[i] = Task.Run(WriteLoopAsync);
+        }
+    }
+
+    /// <summary>
+    /// Queues the send and completes once its row has committed. A cancellation after the send was taken into a group may
+    /// still let it commit, as with any database call.
+    /// </summary>
+    public async Task SendAsync(PendingSend pending, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _queue.Writer.WriteAsync(pending, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException)
+        {
+            throw new ObjectDisposedException(nameof(PostgresQueueTransport), "The queue transport was disposed; the message was not sent.");
+        }
+
+        await pending.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Stops taking sends, commits those already queued and waits for the writer loops to end.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await Task.WhenAll(_writers).ConfigureAwait(false);
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        var group = new List<PendingSend>(MaxSendsPerCommit);
+        while (await _queue.Reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            group.Clear();
+            long bytes = 0;
+            while (group.Count < MaxSendsPerCommit && _queue.Reader.TryPeek(out var next)
+                   && (group.Count == 0 || bytes + next.Bytes <= MaxBytesPerCommit) && _queue.Reader.TryRead(out next))
+            {
+                if (next.CancellationToken.IsCancellationRequested)
+                {
+                    next.TrySetCanceled(next.CancellationToken);
+                    continue;
+                }
+
+                group.Add(next);
+                bytes += next.Bytes;
+            }
+
+            if (group.Count > 0)
+            {
+                await RunGroupAsync(group).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task RunGroupAsync(List<PendingSend> group)
+    {
+        try
+        {
+            await InsertAsync(group).ConfigureAwait(false);
+            Complete(group);
+        }
+        catch (PostgresException ex) when (group.Count > 1)
+        {
+            // The group rolled back as a whole: give every member its own transaction, so each caller gets its own outcome.
+            Log.QueueSendGroupFailed(_logger, ex, group.Count, ex.SqlState);
+            foreach (var pending in group)
+            {
+                try
+                {
+                    await InsertAsync([pending]).ConfigureAwait(false);
+                    Complete([pending]);
+                }
+                catch (Exception one)
+                {
+                    pending.TrySetException(one);
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            foreach (var pending in group)
+            {
+                pending.TrySetException(ex);
+            }
+        }
+    }
+
+    private async Task InsertAsync(IReadOnlyList<PendingSend> group)
+    {
+        var count = group.Count;
+        var queues = new string[count];
+        var ids = new Guid[count];
+        var types = new string[count];
+        var versions = new int[count];
+        var times = new DateTimeOffset[count];
+        var correlationIds = new string?[count];
+        var causationIds = new string?[count];
+        var userIds = new string?[count];
+        var partitionKeys = new string?[count];
+        var contentTypes = new string[count];
+        var headers = new string?[count];
+        var bodies = new byte[count][];
+        var enqueuedAt = new DateTimeOffset[count];
+        var visibleAt = new DateTimeOffset[count];
+        for (var i = 0; i < count; i++)
+        {
+            var pending = group[i];
+            var envelope = pending.Envelope;
+            queues[i] = pending.Queue;
+            ids[i] = envelope.MessageId;
+            types[i] = envelope.MessageType;
+            versions[i] = envelope.SchemaVersion;
+            times[i] = envelope.Time.ToUniversalTime();
+            correlationIds[i] = envelope.CorrelationId;
+            causationIds[i] = envelope.CausationId;
+            userIds[i] = envelope.UserId;
+            partitionKeys[i] = envelope.PartitionKey;
+            contentTypes[i] = envelope.ContentType;
+            headers[i] = EventRows.FormatHeaders(envelope.Headers);
+            bodies[i] = EventRows.BodyArray(envelope.Body);
+            enqueuedAt[i] = pending.EnqueuedAt;
+            visibleAt[i] = pending.VisibleAt;
+        }
+
+        // One statement in an implicit transaction: the group commits when it returns.
+        await using var command = _dataSource.CreateCommand(_sql.InsertMany);
+        var parameters = command.Parameters;
+        parameters.Add(new NpgsqlParameter<string[]> { TypedValue = queues });
+        parameters.Add(new NpgsqlParameter<Guid[]> { TypedValue = ids });
+        parameters.Add(new NpgsqlParameter<string[]> { TypedValue = types });
+        parameters.Add(new NpgsqlParameter<int[]> { TypedValue = versions });
+        parameters.Add(new NpgsqlParameter<DateTimeOffset[]> { TypedValue = times });
+        parameters.Add(TextArray(correlationIds));
+        parameters.Add(TextArray(causationIds));
+        parameters.Add(TextArray(userIds));
+        parameters.Add(TextArray(partitionKeys));
+        parameters.Add(new NpgsqlParameter<string[]> { TypedValue = contentTypes });
+        parameters.Add(new NpgsqlParameter<string?[]> { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb, TypedValue = headers });
+        parameters.Add(new NpgsqlParameter<byte[][]> { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea, TypedValue = bodies });
+        parameters.Add(new NpgsqlParameter<DateTimeOffset[]> { TypedValue = enqueuedAt });
+        parameters.Add(new NpgsqlParameter<DateTimeOffset[]> { TypedValue = visibleAt });
+        await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private void Complete(IReadOnlyList<PendingSend> group)
+    {
+        // Wake-ups first, so a caller that disposes the transport as soon as its send returns still gets the NOTIFY sent
+        // (disposing flushes the notifier).
+        if (group.Count == 1)
+        {
+            _committed([group[0].Queue]);
+        }
+        else
+        {
+            var queues = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var pending in group)
+            {
+                queues.Add(pending.Queue);
+            }
+
+            _committed(queues);
+        }
+
+        foreach (var pending in group)
+        {
+            pending.TrySetResult();
+        }
+    }
+
+    private static NpgsqlParameter<string?[]> TextArray(string?[] values) =>
+        new() { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text, TypedValue = values };
+}
