@@ -24,8 +24,12 @@ public sealed class RabbitMqTransportOptions
     /// <summary>Whether Herald declares queues, exchanges and bindings as it uses them (off when an operator owns the topology).</summary>
     public bool DeclareTopology { get; set; } = true;
 
-    /// <summary>How many channels publish in parallel with confirms on, each carrying many unconfirmed messages (one channel with confirms off, to keep send order).</summary>
-    public int PublisherChannels { get; set; } = 4;
+    /// <summary>
+    /// How many channels publish in parallel with confirms on, each carrying many unconfirmed messages (one channel with
+    /// confirms off, to keep send order). Default: one per two cores of this machine, 1 to 4; each channel is a process
+    /// of its own in the broker, which pays on many cores and costs CPU on few.
+    /// </summary>
+    public int PublisherChannels { get; set; } = Math.Clamp(Environment.ProcessorCount / 2, 1, 4);
 
     /// <summary>
     /// How many handled deliveries may share one <c>basic.ack multiple=true</c> (sent when the batch is full or after 2 ms).
