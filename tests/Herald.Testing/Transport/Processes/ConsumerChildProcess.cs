@@ -2,13 +2,13 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 
-namespace Herald.Transport.ConsumerChild;
+namespace Herald.Testing.Transport.Processes;
 
 /// <summary>
 /// A running Herald.Transport.ConsumerChild, seen from the test that started it: what it wrote on stdout (see the child's
 /// Program.cs), its stderr for failure messages, a clean stop through stdin and a SIGKILL.
 /// </summary>
-internal sealed class ConsumerChildProcess : IAsyncDisposable
+public sealed class ConsumerChildProcess : IAsyncDisposable
 {
     private static readonly TimeSpan StartDeadline = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan ExitDeadline = TimeSpan.FromSeconds(20);

@@ -1,13 +1,13 @@
 using Herald.Testing;
 using Xunit;
 
-namespace Herald.Transport.ConsumerChild;
+namespace Herald.Testing.Transport.Processes;
 
 /// <summary>
 /// Issue 5, "two consumer processes on one queue never both complete the same message", checked on what two
 /// <see cref="ConsumerChildProcess"/>es wrote; shared by the SQLite, PostgreSQL and RabbitMQ tests.
 /// </summary>
-internal static class CompetingProcessesAssert
+public static class CompetingProcessesAssert
 {
     /// <summary>Waits until the processes together have completed every sent message.</summary>
     public static Task WaitUntilAllCompletedAsync(IReadOnlyCollection<Guid> sent, TimeSpan deadline, params ConsumerChildProcess[] processes)
