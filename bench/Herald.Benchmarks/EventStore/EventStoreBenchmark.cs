@@ -136,17 +136,7 @@ internal sealed class EventStoreBenchmark : IBenchmark
         }
 
         var markdown = Render(args, repeat, counts, results, contenders.Select(c => (c.Name, c.Setup)).ToList());
-        Console.WriteLine();
-        Console.WriteLine(markdown);
-        if (args.Quick && args.Out is null)
-        {
-            Console.WriteLine("(quick run: results file not written; pass --out PATH to write one)");
-        }
-        else if (ResultsFile.Resolve(args, Name) is { } path)
-        {
-            ResultsFile.Write(path, markdown);
-            Console.WriteLine($"Results written to {path}");
-        }
+        ResultsFile.Publish(args, Name, markdown);
     }
 
     private static Task Writers(IEventStoreContender contender, int writers, int appendsEach, CancellationToken cancellationToken) =>

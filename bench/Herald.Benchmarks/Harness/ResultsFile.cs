@@ -20,6 +20,22 @@ internal static class ResultsFile
         return Path.Combine(root, "bench", "results", benchmark + ".md");
     }
 
+    /// <summary>Prints the results and writes them to the results file, unless a quick run asked for none.</summary>
+    public static void Publish(BenchmarkArgs args, string benchmark, string markdown)
+    {
+        Console.WriteLine();
+        Console.WriteLine(markdown);
+        if (args.Quick && args.Out is null)
+        {
+            Console.WriteLine("(quick run: results file not written; pass --out PATH to write one)");
+        }
+        else if (Resolve(args, benchmark) is { } path)
+        {
+            Write(path, markdown);
+            Console.WriteLine($"Results written to {path}");
+        }
+    }
+
     public static void Write(string path, string markdown)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);

@@ -102,17 +102,7 @@ internal sealed class InProcessBenchmark : IBenchmark
 
         var setups = contenders.Select(c => (c.Contender.Name, c.Contender.Setup)).ToList();
         var markdown = Render(args, repeat, results, setups);
-        Console.WriteLine();
-        Console.WriteLine(markdown);
-        if (args.Quick && args.Out is null)
-        {
-            Console.WriteLine("(quick run: results file not written; pass --out PATH to write one)");
-        }
-        else if (ResultsFile.Resolve(args, Name) is { } path)
-        {
-            ResultsFile.Write(path, markdown);
-            Console.WriteLine($"Results written to {path}");
-        }
+        ResultsFile.Publish(args, Name, markdown);
     }
 
     private async Task<Measurement> MeasureQuietlyAsync(IContender contender, int messages, int producers, int attempts, CancellationToken cancellationToken)

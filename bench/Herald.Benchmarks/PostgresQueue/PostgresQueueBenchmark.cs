@@ -148,17 +148,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
         }
 
         var markdown = Render(args, repeat, count, server, results, contenders.Select(c => (c.Name, c.Setup)).ToList());
-        Console.WriteLine();
-        Console.WriteLine(markdown);
-        if (args.Quick && args.Out is null)
-        {
-            Console.WriteLine("(quick run: results file not written; pass --out PATH to write one)");
-        }
-        else if (ResultsFile.Resolve(args, Name) is { } path)
-        {
-            ResultsFile.Write(path, markdown);
-            Console.WriteLine($"Results written to {path}");
-        }
+        ResultsFile.Publish(args, Name, markdown);
     }
 
     /// <summary>
