@@ -1,0 +1,112 @@
+using System.Globalization;
+using System.Text;
+using Herald.CrashChild;
+using Herald.Messages;
+using Herald.Postgres.EventSourcing;
+using Herald.Reliability;
+using Herald.Reliability.Outbox;
+using Herald.Sqlite;
+using Herald.Sqlite.Reliability;
+using Herald.Transport.InMemory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+// Usage: Herald.CrashChild sqlite <database file> <message count>
+//        Herald.CrashChild postgres <connection string> <schema> <message count>
+// Commits <count> outbox messages in one unit of work, prints "committed <ids>", then adds as many to a second unit of work
+// that never commits and prints "uncommitted <ids>". With postgres, a host started by UsePostgres also runs the outbox relay,
+// which takes the schema's outbox leadership and starts sending the oldest committed message to a transport that never
+// finishes a send; it prints "sending <id>". Then "ready", and it blocks until the test kills it with SIGKILL: nothing here
+// ever reaches a transport.
+const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count>";
+switch (args)
+{
+    case ["sqlite", var file, var count] when Count(count) is { } messages:
+        await RunSqliteAsync(file, messages);
+        break;
+    case ["postgres", var connectionString, var schema, var count] when Count(count) is { } messages:
+        await RunPostgresAsync(connectionString, schema, messages);
+        break;
+    default:
+        await Console.Error.WriteLineAsync(Usage);
+        return 2;
+}
+
+Console.WriteLine("ready");
+
+// Block until killed.
+await Task.Delay(Timeout.Infinite);
+return 0;
+
+static async Task RunSqliteAsync(string file, int count)
+{
+    var store = await SqliteEventStore.OpenAsync(file);
+    var outbox = new SqliteOutboxStore(store);
+    await AddAsync(outbox, store.BeginUnitOfWork, count);
+}
+
+static async Task RunPostgresAsync(string connectionString, string schema, int count)
+{
+    var transport = new StalledTransport(new InMemoryTransport(InMemoryTransportOptions.Default, TimeProvider.System));
+    var builder = Host.CreateApplicationBuilder();
+    builder.Logging.ClearProviders();
+    builder.Services.AddHerald(h => h
+        .Configure(o =>
+        {
+            o.EndpointName = "crash-child";
+            o.StartConsumer = false;
+        })
+        .UsePostgres(connectionString, o => o.Schema = schema)
+        .UseTransport(_ => transport)
+        .UseOutbox(o => o.PollInterval = TimeSpan.FromMilliseconds(50)));
+    var host = builder.Build();
+    await host.StartAsync();
+
+    var store = host.Services.GetRequiredService<PostgresEventStore>();
+    await AddAsync(host.Services.GetRequiredService<IOutboxStore>(), store.BeginUnitOfWork, count);
+
+    // The relay fetched only because it leads (PostgresOutboxStore), so from here the leadership is this process's.
+    Console.WriteLine("sending " + await transport.FirstSend);
+}
+
+static async Task AddAsync(IOutboxStore outbox, Func<IUnitOfWork> beginUnitOfWork, int count)
+{
+    var committed = NewMessages(count);
+    var unitOfWork = beginUnitOfWork();
+    await outbox.AddAsync(committed, unitOfWork);
+    await unitOfWork.CommitAsync();
+    Console.WriteLine("committed " + string.Join(',', committed.Select(m => m.Id)));
+
+    // Never committed nor rolled back: the kill ends its transaction.
+    var uncommitted = NewMessages(count);
+    var open = beginUnitOfWork();
+    await outbox.AddAsync(uncommitted, open);
+    Console.WriteLine("uncommitted " + string.Join(',', uncommitted.Select(m => m.Id)));
+}
+
+static int? Count(string text) =>
+    int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var count) && count >= 1 ? count : null;
+
+static OutboxMessage[] NewMessages(int count) =>
+    [.. Enumerable.Range(0, count).Select(i =>
+    {
+        var now = DateTimeOffset.UtcNow;
+        var id = Guid.CreateVersion7(now);
+
+        // The envelope carries the row's id, so the test can tell which rows were sent.
+        return new OutboxMessage
+        {
+            Id = id,
+            DestinationKind = OutboxDestinationKind.Queue,
+            Destination = "crash-queue",
+            CreatedAt = now,
+            Envelope = new Envelope
+            {
+                MessageId = id,
+                MessageType = "crash-test",
+                Time = now,
+                Body = Encoding.UTF8.GetBytes($"{{\"n\":{i}}}"),
+            },
+        };
+    })];
