@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
-using Herald.CrashChild;
+using Herald.Testing.Reliability.Processes;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Reliability;
 using Herald.Reliability.Outbox;

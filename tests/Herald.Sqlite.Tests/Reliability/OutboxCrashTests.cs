@@ -1,5 +1,5 @@
 using System.Globalization;
-using Herald.CrashChild;
+using Herald.Testing.Reliability.Processes;
 using Herald.Reliability.Outbox;
 using Herald.Testing;
 using Herald.Transport.InMemory;

@@ -1,14 +1,13 @@
 using System.Diagnostics;
 using System.Globalization;
 
-namespace Herald.CrashChild;
+namespace Herald.Testing.Reliability.Processes;
 
 /// <summary>
 /// A running Herald.CrashChild, seen from the test that started it: the ids it printed (see the child's Program.cs) and a
-/// SIGKILL. Compiled into each test project that runs the child, which builds it through a ProjectReference that does not
-/// reference its assembly.
+/// SIGKILL. A test project that runs the child builds it through a ProjectReference that does not reference its assembly.
 /// </summary>
-internal sealed class CrashChildProcess : IDisposable
+public sealed class CrashChildProcess : IDisposable
 {
     private static readonly TimeSpan ReadyDeadline = TimeSpan.FromSeconds(60);
     private static readonly TimeSpan ExitDeadline = TimeSpan.FromSeconds(20);
