@@ -15,6 +15,9 @@ public sealed record EventSubscriptionOptions
     /// <summary>How many events one read of the global log fetches.</summary>
     public int BatchSize { get; init; } = 500;
 
-    /// <summary>Save the checkpoint after this many handled events (1 = after each); it is also saved when caught up and on stop.</summary>
-    public int CheckpointEvery { get; init; } = 1;
+    /// <summary>
+    /// Save the checkpoint after this many handled events while catching up (1 = after each); it is also saved whenever
+    /// the subscription is caught up, on stop and on failure. A crash replays at most this many events (at least once).
+    /// </summary>
+    public int CheckpointEvery { get; init; } = 100;
 }
