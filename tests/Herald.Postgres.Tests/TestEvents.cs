@@ -37,17 +37,12 @@ public static class TestEvents
     /// </summary>
     public static async Task<List<RecordedEvent>> ReadAllUntilAsync(IEventStore store, long after, EventFilter? filter, int count)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-        while (true)
-        {
-            var events = await ReadAllAsync(store, after, filter);
-            if (events.Count >= count || DateTime.UtcNow > deadline)
-            {
-                return events;
-            }
-
-            await Task.Delay(10);
-        }
+        var events = new List<RecordedEvent>();
+        await Herald.Testing.Eventually.UntilAsync(
+            async () => (events = await ReadAllAsync(store, after, filter)).Count >= count,
+            $"$all holds {count} events after position {after}",
+            TimeSpan.FromSeconds(20));
+        return events;
     }
 
     public static async Task<List<RecordedEvent>> ReadStreamAsync(IEventStore store, string stream)

@@ -24,25 +24,21 @@ internal static class BrokerAdmin
     public static async Task<int> KillConnectionsAsync(string clientNamePrefix, int atLeast = 1)
     {
         // The management API lists a new connection a moment after it opened: poll until the expected ones show.
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
-        List<string> names;
-        while (true)
-        {
-            using var doc = JsonDocument.Parse(await Http.GetStringAsync("api/connections?columns=name,client_properties"));
-            names = doc.RootElement.EnumerateArray()
-                .Where(c => c.TryGetProperty("client_properties", out var p)
-                    && p.ValueKind == JsonValueKind.Object
-                    && p.TryGetProperty("connection_name", out var n)
-                    && n.GetString()?.StartsWith(clientNamePrefix, StringComparison.Ordinal) == true)
-                .Select(c => c.GetProperty("name").GetString()!)
-                .ToList();
-            if (names.Count >= atLeast || DateTime.UtcNow > deadline)
+        var names = new List<string>();
+        await Herald.Testing.Eventually.UntilAsync(
+            async () =>
             {
-                break;
-            }
-
-            await Task.Delay(50);
-        }
+                using var doc = JsonDocument.Parse(await Http.GetStringAsync("api/connections?columns=name,client_properties"));
+                names = doc.RootElement.EnumerateArray()
+                    .Where(c => c.TryGetProperty("client_properties", out var p)
+                        && p.ValueKind == JsonValueKind.Object
+                        && p.TryGetProperty("connection_name", out var n)
+                        && n.GetString()?.StartsWith(clientNamePrefix, StringComparison.Ordinal) == true)
+                    .Select(c => c.GetProperty("name").GetString()!)
+                    .ToList();
+                return names.Count >= atLeast;
+            },
+            $"the management API lists {atLeast} connection(s) named '{clientNamePrefix}...'");
 
         foreach (var name in names)
         {

@@ -60,24 +60,8 @@ public abstract class RabbitMqTestBase : IAsyncLifetime
     }
 
     /// <summary>Gets the next message of a queue, polling until one is there.</summary>
-    protected static async Task<BasicGetResult> GetAsync(IChannel channel, string queue)
-    {
-        var deadline = DateTime.UtcNow + Herald.Testing.Eventually.DefaultTimeout;
-        while (true)
-        {
-            if (await channel.BasicGetAsync(queue, autoAck: true) is { } result)
-            {
-                return result;
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"No message arrived in '{queue}'.");
-            }
-
-            await Task.Delay(10);
-        }
-    }
+    protected static Task<BasicGetResult> GetAsync(IChannel channel, string queue) =>
+        Herald.Testing.Eventually.ValueAsync(() => new ValueTask<BasicGetResult?>(channel.BasicGetAsync(queue, autoAck: true)), $"a message arrives in '{queue}'");
 
     protected static Envelope NewEnvelope(string type = "test-message", string body = "{\"n\":1}", string? partitionKey = null) => new()
     {
