@@ -38,7 +38,7 @@ public static class TestEvents
     public static async Task<List<RecordedEvent>> ReadAllUntilAsync(IEventStore store, long after, EventFilter? filter, int count)
     {
         var events = new List<RecordedEvent>();
-        await Herald.Testing.Eventually.UntilAsync(
+        await Herald.Conformance.Eventually.UntilAsync(
             async () => (events = await ReadAllAsync(store, after, filter)).Count >= count,
             $"$all holds {count} events after position {after}",
             TimeSpan.FromSeconds(20));

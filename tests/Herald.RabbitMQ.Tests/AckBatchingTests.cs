@@ -1,5 +1,5 @@
 using System.Text;
-using Herald.Testing;
+using Herald.Conformance;
 using Herald.Transport;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;

@@ -25,7 +25,7 @@ internal static class BrokerAdmin
     {
         // The management API lists a new connection a moment after it opened: poll until the expected ones show.
         var names = new List<string>();
-        await Herald.Testing.Eventually.UntilAsync(
+        await Herald.Conformance.Eventually.UntilAsync(
             async () =>
             {
                 using var doc = JsonDocument.Parse(await Http.GetStringAsync("api/connections?columns=name,client_properties"));

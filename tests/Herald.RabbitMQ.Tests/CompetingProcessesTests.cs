@@ -1,4 +1,5 @@
-using Herald.Testing.Transport.Processes;
+using Herald.Processes;
+using Herald.Conformance.Transport.Processes;
 using Herald.Transport;
 using Xunit.Abstractions;
 

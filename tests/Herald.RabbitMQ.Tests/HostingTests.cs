@@ -34,7 +34,7 @@ public sealed class HostingTests : RabbitMqTestBase
         {
             Assert.Equal("rabbitmq", host.Services.GetRequiredService<ITransport>().Name);
             await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new RabbitPing("hello"));
-            await Herald.Testing.Eventually.UntilAsync(() => probe.Seen.Contains("hello"), "the handler got the message");
+            await Herald.Conformance.Eventually.UntilAsync(() => probe.Seen.Contains("hello"), "the handler got the message");
         }
         finally
         {

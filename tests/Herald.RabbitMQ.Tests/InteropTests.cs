@@ -80,7 +80,7 @@ public sealed class InteropTests : RabbitMqTestBase
             }
         });
 
-        await Herald.Testing.Eventually.UntilAsync(() => seen.Count >= 2, "the raw message was redelivered");
+        await Herald.Conformance.Eventually.UntilAsync(() => seen.Count >= 2, "the raw message was redelivered");
         var (first, second) = (seen.First(), seen.Skip(1).First());
         Assert.Equal(first.MessageId, second.MessageId);
         Assert.Equal(8, first.MessageId.Version);

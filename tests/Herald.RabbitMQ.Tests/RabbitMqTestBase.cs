@@ -61,7 +61,7 @@ public abstract class RabbitMqTestBase : IAsyncLifetime
 
     /// <summary>Gets the next message of a queue, polling until one is there.</summary>
     protected static Task<BasicGetResult> GetAsync(IChannel channel, string queue) =>
-        Herald.Testing.Eventually.ValueAsync(() => new ValueTask<BasicGetResult?>(channel.BasicGetAsync(queue, autoAck: true)), $"a message arrives in '{queue}'");
+        Herald.Conformance.Eventually.ValueAsync(() => new ValueTask<BasicGetResult?>(channel.BasicGetAsync(queue, autoAck: true)), $"a message arrives in '{queue}'");
 
     protected static Envelope NewEnvelope(string type = "test-message", string body = "{\"n\":1}", string? partitionKey = null) => new()
     {
@@ -91,5 +91,5 @@ internal sealed class Collector
     public void Add(Envelope envelope) => _envelopes.Enqueue(envelope);
 
     public Task WaitForAsync(int count, TimeSpan? timeout = null) =>
-        Herald.Testing.Eventually.UntilAsync(() => _envelopes.Count >= count, $"{count} messages were handled (have {_envelopes.Count})", timeout);
+        Herald.Conformance.Eventually.UntilAsync(() => _envelopes.Count >= count, $"{count} messages were handled (have {_envelopes.Count})", timeout);
 }

@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 using Herald.Messages;
-using Herald.Testing.Transport;
+using Herald.Conformance.Transport;
 using Herald.Transport;
 using Xunit.Abstractions;
 
@@ -40,7 +40,7 @@ public sealed class RabbitMqTransportConformanceTests(ITestOutputHelper output) 
         var before = rabbit.Recoveries;
         var killed = await BrokerAdmin.KillConnectionsAsync(rabbit.Options.ClientProvidedName + ":", atLeast: 2);
         Assert.Equal(2, killed);
-        await Herald.Testing.Eventually.UntilAsync(() => rabbit.Recoveries >= before + 2, "both connections recovered", TimeSpan.FromSeconds(30));
+        await Herald.Conformance.Eventually.UntilAsync(() => rabbit.Recoveries >= before + 2, "both connections recovered", TimeSpan.FromSeconds(30));
     }
 
     public override async Task DisposeAsync()

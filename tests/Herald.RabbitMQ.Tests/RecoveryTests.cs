@@ -61,7 +61,7 @@ public sealed class RecoveryTests : RabbitMqTestBase
         await Task.WhenAll(producers);
         await killed.Task;
         Assert.Equal(total, sent.Count);
-        await Herald.Testing.Eventually.UntilAsync(() => sent.All(handled.ContainsKey), $"every sent message was handled ({handled.Count}/{total})", TimeSpan.FromSeconds(30));
+        await Herald.Conformance.Eventually.UntilAsync(() => sent.All(handled.ContainsKey), $"every sent message was handled ({handled.Count}/{total})", TimeSpan.FromSeconds(30));
     }
 
     [Fact]
@@ -87,7 +87,7 @@ public sealed class RecoveryTests : RabbitMqTestBase
 
         await first.Task.WaitAsync(TimeSpan.FromSeconds(15));
         await BrokerAdmin.KillConnectionsAsync(Prefix + ":consume");
-        await Herald.Testing.Eventually.UntilAsync(() => attempts.Count >= 2, "the message was redelivered after recovery");
+        await Herald.Conformance.Eventually.UntilAsync(() => attempts.Count >= 2, "the message was redelivered after recovery");
         release.SetResult();
         Assert.Equal([1, 2], attempts.ToArray());
 

@@ -27,7 +27,7 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
             }
         });
 
-        await Herald.Testing.Eventually.UntilAsync(() => deliveries.Count >= 2, "the nacked message came back");
+        await Herald.Conformance.Eventually.UntilAsync(() => deliveries.Count >= 2, "the nacked message came back");
         var (first, firstAt) = deliveries.First();
         var (second, secondAt) = deliveries.Skip(1).First();
         Assert.Equal(sent.MessageId, second.MessageId);
@@ -54,7 +54,7 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
             }
         });
 
-        await Herald.Testing.Eventually.UntilAsync(() => attempts.Count >= 4, "four deliveries");
+        await Herald.Conformance.Eventually.UntilAsync(() => attempts.Count >= 4, "four deliveries");
         Assert.Equal([1, 2, 3, 4], attempts.ToArray());
     }
 

@@ -181,7 +181,7 @@ public sealed class TransportTests : RabbitMqTestBase
         var ids = Enumerable.Range(0, 200).Select(_ => NewEnvelope()).ToList();
         await Task.WhenAll(ids.Select(e => transport.SendAsync(queue, e).AsTask()));
 
-        await Herald.Testing.Eventually.UntilAsync(() => seen.Count == ids.Count, "every message was handled");
+        await Herald.Conformance.Eventually.UntilAsync(() => seen.Count == ids.Count, "every message was handled");
         Assert.All(seen.Values, n => Assert.Equal(1, n));
         Assert.True(byConsumer[0] > 0 && byConsumer[1] > 0, $"both consumers got work ({byConsumer[0]}, {byConsumer[1]})");
     }
@@ -235,7 +235,7 @@ public sealed class TransportTests : RabbitMqTestBase
             return delivery.Envelope.DeliveryAttempt < 3 ? throw new InvalidOperationException("boom") : ValueTask.CompletedTask;
         });
 
-        await Herald.Testing.Eventually.UntilAsync(() => attempts.Count >= 3, "three attempts");
+        await Herald.Conformance.Eventually.UntilAsync(() => attempts.Count >= 3, "three attempts");
         Assert.Equal([1, 2, 3], attempts.ToArray());
     }
 

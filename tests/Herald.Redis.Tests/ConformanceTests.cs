@@ -3,7 +3,7 @@ using Herald.Redis.Inbox;
 using Herald.Reliability;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
-using Herald.Testing.Reliability;
+using Herald.Conformance.Reliability;
 
 namespace Herald.Redis.Tests;
 

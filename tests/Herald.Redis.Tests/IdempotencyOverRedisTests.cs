@@ -1,5 +1,5 @@
 using Herald.Reliability.Idempotency;
-using Herald.Testing;
+using Herald.Conformance;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Herald.Redis.Tests;

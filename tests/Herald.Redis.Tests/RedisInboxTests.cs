@@ -1,6 +1,6 @@
 using Herald.Redis.Inbox;
 using Herald.Reliability;
-using Herald.Testing;
+using Herald.Conformance;
 using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 using StackExchange.Redis;

@@ -1,7 +1,7 @@
 using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Sqlite.Internal;
-using Herald.Testing.EventSourcing;
+using Herald.Conformance.EventSourcing;
 
 namespace Herald.Sqlite.Tests;
 

@@ -1,6 +1,6 @@
 using Herald.EventSourcing;
 using Herald.Postgres.EventSourcing;
-using Herald.Testing;
+using Herald.Conformance;
 using Npgsql;
 
 namespace Herald.Postgres.Tests.EventSourcing;

@@ -1,7 +1,7 @@
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;
 using Herald.Postgres.EventSourcing;
-using Herald.Testing;
+using Herald.Conformance;
 using Npgsql;
 
 namespace Herald.Postgres.Tests.EventSourcing;

@@ -1,7 +1,7 @@
 using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Postgres.EventSourcing;
-using Herald.Testing.EventSourcing;
+using Herald.Conformance.EventSourcing;
 
 namespace Herald.Postgres.Tests.EventSourcing;
 

@@ -1,10 +1,10 @@
 using System.Diagnostics;
 using System.Globalization;
-using Herald.Testing.Reliability.Processes;
+using Herald.Processes;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Reliability;
 using Herald.Reliability.Outbox;
-using Herald.Testing;
+using Herald.Conformance;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;

@@ -9,7 +9,7 @@ using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
-using Herald.Testing;
+using Herald.Conformance;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;

@@ -2,8 +2,8 @@ using Herald.EventSourcing;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Reliability;
 using Herald.Reliability.Outbox;
-using Herald.Testing;
-using Herald.Testing.Reliability;
+using Herald.Conformance;
+using Herald.Conformance.Reliability;
 
 namespace Herald.Postgres.Tests.Reliability;
 

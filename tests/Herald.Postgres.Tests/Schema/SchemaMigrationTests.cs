@@ -1,6 +1,6 @@
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Schema;
-using Herald.Testing;
+using Herald.Conformance;
 using Npgsql;
 
 namespace Herald.Postgres.Tests.Schema;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Herald.Messages;
 using Herald.Postgres.Transport;
-using Herald.Testing.Transport;
+using Herald.Conformance.Transport;
 using Herald.Transport;
 using Xunit.Abstractions;
 

@@ -1,7 +1,7 @@
 using System.Globalization;
-using Herald.Testing.Reliability.Processes;
+using Herald.Processes;
 using Herald.Reliability.Outbox;
-using Herald.Testing;
+using Herald.Conformance;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;

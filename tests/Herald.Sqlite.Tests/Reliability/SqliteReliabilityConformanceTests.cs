@@ -4,7 +4,7 @@ using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
 using Herald.Sqlite.Reliability;
-using Herald.Testing.Reliability;
+using Herald.Conformance.Reliability;
 
 namespace Herald.Sqlite.Tests.Reliability;
 

@@ -8,7 +8,7 @@ using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
 using Herald.Sqlite.Reliability;
-using Herald.Testing;
+using Herald.Conformance;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;

@@ -1,5 +1,6 @@
+using Herald.Processes;
 using Herald.Sqlite.Transport;
-using Herald.Testing.Transport.Processes;
+using Herald.Conformance.Transport.Processes;
 using Herald.Transport;
 using Xunit.Abstractions;
 

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using Herald.Messages;
 using Herald.Sqlite.Transport;
-using Herald.Testing.Transport;
+using Herald.Conformance.Transport;
 using Herald.Transport;
 using Xunit.Abstractions;
 

@@ -1,5 +1,5 @@
 using Herald.Sqlite.Transport;
-using Herald.Testing.Transport;
+using Herald.Conformance.Transport;
 using Herald.Transport;
 using Xunit.Abstractions;
 

@@ -1,7 +1,7 @@
 using System.Text;
 using Herald.Messages;
 using Herald.Sqlite.Transport;
-using Herald.Testing.Transport;
+using Herald.Conformance.Transport;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;

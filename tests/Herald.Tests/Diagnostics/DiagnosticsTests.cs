@@ -4,7 +4,7 @@ using System.Diagnostics.Metrics;
 using Herald.Diagnostics;
 using Herald.Handling;
 using Herald.Messages;
-using Herald.Testing;
+using Herald.Conformance;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;

@@ -1,6 +1,6 @@
 using Herald.EventSourcing;
 using Herald.EventSourcing.InMemory;
-using Herald.Testing.EventSourcing;
+using Herald.Conformance.EventSourcing;
 
 namespace Herald.Tests.EventSourcing;
 

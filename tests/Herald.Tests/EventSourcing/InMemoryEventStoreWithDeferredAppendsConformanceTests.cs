@@ -1,7 +1,7 @@
 using Herald.EventSourcing;
 using Herald.EventSourcing.InMemory;
 using Herald.Messages;
-using Herald.Testing.EventSourcing;
+using Herald.Conformance.EventSourcing;
 
 namespace Herald.Tests.EventSourcing;
 

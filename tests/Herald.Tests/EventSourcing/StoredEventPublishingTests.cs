@@ -3,7 +3,7 @@ using Herald.EventSourcing;
 using Herald.EventSourcing.Aggregates;
 using Herald.Handling;
 using Herald.Messages;
-using Herald.Testing;
+using Herald.Conformance;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;

@@ -3,7 +3,7 @@ using System.Text;
 using Herald.Handling;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
-using Herald.Testing;
+using Herald.Conformance;
 using Herald.Transport;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;

@@ -1,8 +1,8 @@
 using System.Threading.Channels;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
-using Herald.Testing;
-using Herald.Testing.Reliability;
+using Herald.Conformance;
+using Herald.Conformance.Reliability;
 using Herald.Transport;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.Time.Testing;

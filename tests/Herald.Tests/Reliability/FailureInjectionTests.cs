@@ -6,7 +6,7 @@ using Herald.Diagnostics;
 using Herald.Handling;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
-using Herald.Testing;
+using Herald.Conformance;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 

@@ -1,5 +1,5 @@
 using Herald.Reliability.Idempotency;
-using Herald.Testing;
+using Herald.Conformance;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;

@@ -3,7 +3,7 @@ using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
-using Herald.Testing.Reliability;
+using Herald.Conformance.Reliability;
 
 namespace Herald.Tests.Reliability;
 

@@ -2,7 +2,7 @@ using System.Text;
 using Herald.Messages;
 using Herald.Reliability;
 using Herald.Reliability.Inbox;
-using Herald.Testing;
+using Herald.Conformance;
 using Microsoft.Extensions.DependencyInjection;
 using static Herald.Tests.Reliability.FailureInjectionTests;
 

@@ -5,7 +5,7 @@ using Herald.Messages;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Outbox;
-using Herald.Testing;
+using Herald.Conformance;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
 

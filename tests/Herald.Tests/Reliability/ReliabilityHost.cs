@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using Herald.Hosting;
 using Herald.Reliability.DeadLetters;
-using Herald.Testing;
+using Herald.Conformance;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;

@@ -1,4 +1,4 @@
-using Herald.Testing.Transport;
+using Herald.Conformance.Transport;
 using Herald.Transport;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.Time.Testing;

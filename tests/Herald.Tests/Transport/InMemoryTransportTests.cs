@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Herald.Messages;
-using Herald.Testing.Transport;
+using Herald.Conformance.Transport;
 using Herald.Transport;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.Time.Testing;

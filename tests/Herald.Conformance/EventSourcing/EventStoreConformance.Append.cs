@@ -1,0 +1,379 @@
+using Herald.EventSourcing;
+using Herald.Messages;
+using Xunit;
+
+namespace Herald.Conformance.EventSourcing;
+
+public abstract partial class EventStoreConformance
+{
+    [Fact]
+    public async Task Append_WithNoStream_ToNewStream_StartsAtVersionOne()
+    {
+        var stream = NewStream();
+        var result = await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(2));
+
+        Assert.Equal(2, result.StreamVersion);
+        var events = await ReadStreamAsync(stream);
+        Assert.Equal([1L, 2L], events.Select(e => e.Version));
+        Assert.Equal(events[^1].Position, result.LastPosition);
+        Assert.Equal(2, await Store.GetStreamVersionAsync(stream));
+    }
+
+    [Fact]
+    public async Task Append_WithNoStream_ToExistingStream_ThrowsAndWritesNothing()
+    {
+        var stream = NewStream();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(1));
+
+        var ex = await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(2)).AsTask());
+
+        Assert.Equal(stream, ex.Stream);
+        Assert.True(ex.Expected.IsNoStream);
+        Assert.Equal(1, ex.Actual);
+        Assert.Single(await ReadStreamAsync(stream));
+    }
+
+    [Fact]
+    public async Task Append_WithAny_ToNewAndExistingStream_Succeeds()
+    {
+        var stream = NewStream();
+        var first = await Store.AppendAsync(stream, ExpectedVersion.Any, NewEvents(1));
+        var second = await Store.AppendAsync(stream, ExpectedVersion.Any, NewEvents(2));
+
+        Assert.Equal(1, first.StreamVersion);
+        Assert.Equal(3, second.StreamVersion);
+        Assert.Equal([1L, 2L, 3L], (await ReadStreamAsync(stream)).Select(e => e.Version));
+    }
+
+    [Fact]
+    public async Task Append_WithStreamExists_ToExistingStream_Succeeds()
+    {
+        var stream = NewStream();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(1));
+
+        var result = await Store.AppendAsync(stream, ExpectedVersion.StreamExists, NewEvents(1));
+
+        Assert.Equal(2, result.StreamVersion);
+    }
+
+    [Fact]
+    public async Task Append_WithStreamExists_ToMissingStream_ThrowsAndWritesNothing()
+    {
+        var stream = NewStream();
+
+        var ex = await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.StreamExists, NewEvents(1)).AsTask());
+
+        Assert.True(ex.Expected.IsStreamExists);
+        Assert.Equal(0, ex.Actual);
+        Assert.Empty(await ReadStreamAsync(stream));
+        Assert.Equal(0, await Store.GetStreamVersionAsync(stream));
+    }
+
+    [Fact]
+    public async Task Append_WithExactVersion_MatchingCurrent_Succeeds()
+    {
+        var stream = NewStream();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(3));
+
+        var result = await Store.AppendAsync(stream, ExpectedVersion.Exactly(3), NewEvents(2));
+
+        Assert.Equal(5, result.StreamVersion);
+        Assert.Equal(5, (await ReadStreamAsync(stream)).Count);
+    }
+
+    [Fact]
+    public async Task Append_WithStaleExpectedVersion_ThrowsAndWritesNothing()
+    {
+        var stream = NewStream();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(3));
+        var before = await Store.GetLastPositionAsync();
+
+        var ex = await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.Exactly(2), NewEvents(4)).AsTask());
+
+        Assert.Equal(2, ex.Expected.Value);
+        Assert.Equal(3, ex.Actual);
+        Assert.Equal(3, (await ReadStreamAsync(stream)).Count);
+        Assert.Empty(await ReadAllAsync(before, EventFilter.ForCategory(StreamName.GetCategory(stream))));
+    }
+
+    [Fact]
+    public async Task Append_WithExactVersion_ToMissingStream_ThrowsAndWritesNothing()
+    {
+        var stream = NewStream();
+
+        var ex = await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.Exactly(1), NewEvents(1)).AsTask());
+
+        Assert.Equal(0, ex.Actual);
+        Assert.Equal(0, await Store.GetStreamVersionAsync(stream));
+    }
+
+    [Fact]
+    public async Task Append_WithExactVersionAheadOfStream_Throws()
+    {
+        var stream = NewStream();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(1));
+
+        var ex = await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.Exactly(5), NewEvents(1)).AsTask());
+
+        Assert.Equal(1, ex.Actual);
+        Assert.Single(await ReadStreamAsync(stream));
+    }
+
+    [Fact]
+    public async Task Append_WithNoEvents_ReturnsCurrentVersionAndWritesNothing()
+    {
+        var stream = NewStream();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(2));
+        var head = await Store.GetLastPositionAsync();
+
+        var result = await Store.AppendAsync(stream, ExpectedVersion.Any, []);
+        var missing = await Store.AppendAsync(NewStream(), ExpectedVersion.NoStream, []);
+
+        Assert.Equal(2, result.StreamVersion);
+        Assert.Equal(0, missing.StreamVersion);
+        Assert.Equal(2, (await ReadStreamAsync(stream)).Count);
+        Assert.Empty(await ReadAllAsync(head, EventFilter.ForCategory(StreamName.GetCategory(stream))));
+        await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.NoStream, []).AsTask());
+    }
+
+    [Fact]
+    public async Task Append_IdempotentRetryWithNoStream_SucceedsWithoutWritingTwice()
+    {
+        var stream = NewStream();
+        var events = NewEvents(2);
+        var original = await Store.AppendAsync(stream, ExpectedVersion.NoStream, events);
+
+        var retry = await Store.AppendAsync(stream, ExpectedVersion.NoStream, events);
+
+        Assert.Equal(original, retry);
+        Assert.Equal(2, (await ReadStreamAsync(stream)).Count);
+    }
+
+    [Fact]
+    public async Task Append_IdempotentRetryWithExactVersion_ReturnsOriginalResult()
+    {
+        var stream = NewStream();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(1));
+        var events = NewEvents(2);
+        var original = await Store.AppendAsync(stream, ExpectedVersion.Exactly(1), events);
+        await Store.AppendAsync(stream, ExpectedVersion.Exactly(3), NewEvents(1));
+
+        var retry = await Store.AppendAsync(stream, ExpectedVersion.Exactly(1), events);
+
+        Assert.Equal(original, retry);
+        Assert.Equal(4, (await ReadStreamAsync(stream)).Count);
+    }
+
+    [Fact]
+    public async Task Append_IdempotentRetryWithAny_SucceedsWithoutWritingTwice()
+    {
+        var stream = NewStream();
+        var events = NewEvents(3);
+        var original = await Store.AppendAsync(stream, ExpectedVersion.Any, events);
+        await Store.AppendAsync(stream, ExpectedVersion.Any, NewEvents(1));
+
+        var retry = await Store.AppendAsync(stream, ExpectedVersion.Any, events);
+
+        Assert.Equal(original, retry);
+        Assert.Equal(4, (await ReadStreamAsync(stream)).Count);
+    }
+
+    [Fact]
+    public async Task Append_IdempotentRetryWithStreamExists_SucceedsWithoutWritingTwice()
+    {
+        var stream = NewStream();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(1));
+        var events = NewEvents(2);
+        var original = await Store.AppendAsync(stream, ExpectedVersion.StreamExists, events);
+
+        var retry = await Store.AppendAsync(stream, ExpectedVersion.StreamExists, events);
+
+        Assert.Equal(original, retry);
+        Assert.Equal(3, (await ReadStreamAsync(stream)).Count);
+    }
+
+    [Fact]
+    public async Task Append_RetryOfOnlyTheFirstEventsOfABatch_IsIdempotent()
+    {
+        var stream = NewStream();
+        var events = NewEvents(3);
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, events);
+
+        var retry = await Store.AppendAsync(stream, ExpectedVersion.NoStream, events[..2]);
+
+        Assert.Equal(2, retry.StreamVersion);
+        Assert.Equal(3, (await ReadStreamAsync(stream)).Count);
+    }
+
+    [Fact]
+    public async Task Append_SameIdsWithOtherContent_ThrowsAndWritesNothing()
+    {
+        var stream = NewStream();
+        var events = NewEvents(2);
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, events);
+
+        var otherBody = events.Select((e, i) => i == 1 ? e with { Body = "{\"n\":-1}"u8.ToArray() } : e).ToArray();
+        var otherType = events.Select((e, i) => i == 0 ? e with { MessageType = "something-else" } : e).ToArray();
+        await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.NoStream, otherBody).AsTask());
+        await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.Any, otherType).AsTask());
+
+        var stored = await ReadStreamAsync(stream);
+        Assert.Equal(2, stored.Count);
+        Assert.Equal(events[1].Body.ToArray(), stored[1].Envelope.Body.ToArray());
+    }
+
+    [Fact]
+    public async Task Append_SameIdsAtAnotherPlace_ThrowsAndWritesNothing()
+    {
+        var stream = NewStream();
+        var events = NewEvents(2);
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, events);
+        await Store.AppendAsync(stream, ExpectedVersion.Exactly(2), NewEvents(1));
+
+        await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.Exactly(3), events).AsTask());
+        await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.Exactly(1), events).AsTask());
+
+        Assert.Equal(3, (await ReadStreamAsync(stream)).Count);
+    }
+
+    [Fact]
+    public async Task Append_BatchMixingStoredAndNewIds_ThrowsAndWritesNothing()
+    {
+        var stream = NewStream();
+        var events = NewEvents(2);
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, events);
+
+        var mixed = new[] { events[0], events[1], NewEvent() };
+        var shifted = new[] { NewEvent(), events[0] };
+        await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.NoStream, mixed).AsTask());
+        await AssertConflictAsync(() => Store.AppendAsync(stream, ExpectedVersion.Exactly(2), shifted).AsTask());
+
+        Assert.Equal(2, (await ReadStreamAsync(stream)).Count);
+    }
+
+    [Fact]
+    public async Task Append_InvalidInput_ThrowsArgumentExceptionAndWritesNothing()
+    {
+        var stream = NewStream();
+        var head = await Store.GetLastPositionAsync();
+        var twice = NewEvent();
+
+        foreach (var bad in new[] { "", " ", "order 42", "order-\t42", "order-\u000142", "$all", "$ce-order", new string('a', StreamName.MaxLength + 1) })
+        {
+            await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.AppendAsync(bad, ExpectedVersion.Any, NewEvents(1)).AsTask());
+        }
+
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.AppendAsync(stream, ExpectedVersion.Any, [twice, twice]).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.AppendAsync(stream, ExpectedVersion.Any, [NewEvent() with { MessageId = Guid.Empty }]).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.AppendAsync(stream, default, NewEvents(1)).AsTask());
+
+        Assert.Equal(0, await Store.GetStreamVersionAsync(stream));
+        Assert.Empty(await ReadAllAsync(head, EventFilter.ForCategory(StreamName.GetCategory(stream))));
+    }
+
+    [Fact]
+    public async Task Append_LongestValidNameAndCategoryIdNames_AreAccepted()
+    {
+        var category = NewCategory();
+        var longest = category + "-" + new string('x', StreamName.MaxLength - category.Length - 1);
+        foreach (var stream in new[] { longest, $"{category}-42", $"{category}-{Guid.NewGuid()}", $"{category}-a.b_c:d/e" })
+        {
+            var result = await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(1));
+            Assert.Equal(1, result.StreamVersion);
+            Assert.Equal(stream, (await ReadStreamAsync(stream)).Single().Stream);
+        }
+    }
+
+    [Fact]
+    public async Task Append_OversizedEvent_ThrowsAndWritesNothing()
+    {
+        var stream = NewStream();
+        var oversized = NewEvent() with { Body = new byte[MaxEventBytes + 1], ContentType = "application/octet-stream" };
+        var atLimit = NewEvent() with { Body = new byte[MaxEventBytes], ContentType = "application/octet-stream" };
+
+        var ex = await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.AppendAsync(stream, ExpectedVersion.Any, [NewEvent(), oversized]).AsTask());
+
+        Assert.Contains(oversized.MessageId.ToString(), ex.Message, StringComparison.Ordinal);
+        Assert.Equal(0, await Store.GetStreamVersionAsync(stream));
+        Assert.Equal(1, (await Store.AppendAsync(stream, ExpectedVersion.NoStream, [atLimit])).StreamVersion);
+    }
+
+    [Fact]
+    public async Task Append_ConcurrentWritersWithAnyOnOneStream_AllSucceedWithContiguousVersions()
+    {
+        var stream = NewStream();
+        const int Writers = 16;
+        const int AppendsEach = 5;
+
+        var results = await Task.WhenAll(Enumerable.Range(0, Writers).Select(_ => Task.Run(async () =>
+        {
+            var versions = new List<long>();
+            for (var i = 0; i < AppendsEach; i++)
+            {
+                versions.Add((await Store.AppendAsync(stream, ExpectedVersion.Any, NewEvents(1))).StreamVersion);
+            }
+
+            return versions;
+        })));
+
+        var events = await ReadStreamAsync(stream);
+        Assert.Equal(Enumerable.Range(1, Writers * AppendsEach).Select(v => (long)v), events.Select(e => e.Version));
+        Assert.Equal(Writers * AppendsEach, results.SelectMany(r => r).Distinct().Count());
+        Assert.Equal(Writers * AppendsEach, events.Select(e => e.EventId).Distinct().Count());
+    }
+
+    [Fact]
+    public async Task Append_ConcurrentWritersWithTheSameExpectedVersion_ExactlyOneWins()
+    {
+        var stream = NewStream();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(1));
+        const int Writers = 16;
+
+        var outcomes = await Task.WhenAll(Enumerable.Range(0, Writers).Select(_ => Task.Run(async () =>
+        {
+            try
+            {
+                await Store.AppendAsync(stream, ExpectedVersion.Exactly(1), NewEvents(2));
+                return true;
+            }
+            catch (ConcurrencyException)
+            {
+                return false;
+            }
+        })));
+
+        Assert.Equal(1, outcomes.Count(won => won));
+        Assert.Equal(3, (await ReadStreamAsync(stream)).Count);
+    }
+
+    [Fact]
+    public async Task Append_EnvelopeMetadata_RoundTripsExactly()
+    {
+        var stream = NewStream();
+        var json = NewEvent("order-placed", "{ \"b\" : 1,\n  \"a\": [true, null] }", schemaVersion: 4) with
+        {
+            CorrelationId = "corr-1",
+            CausationId = "cause-2",
+            UserId = "user-3",
+            PartitionKey = "partition-4",
+            Time = new DateTimeOffset(2026, 7, 8, 9, 10, 11, 123, TimeSpan.FromHours(2)),
+            Headers = new Dictionary<string, string>(StringComparer.Ordinal) { ["traceparent"] = "00-abc-def-01", ["x-empty"] = "", ["X-Case"] = "Ü" },
+        };
+        var binary = NewEvent("blob-stored") with { ContentType = "application/octet-stream", Body = new byte[] { 0, 255, 1, 254, 0 } };
+        var empty = NewEvent("nothing-said") with { Body = ReadOnlyMemory<byte>.Empty };
+
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, [json, binary, empty]);
+
+        var stored = await ReadStreamAsync(stream);
+        Assert.Equal(3, stored.Count);
+        AssertSameEnvelope(json, stored[0].Envelope);
+        AssertSameEnvelope(binary, stored[1].Envelope);
+        AssertSameEnvelope(empty, stored[2].Envelope);
+        Assert.Equal(json.MessageId, stored[0].EventId);
+        Assert.Equal("order-placed", stored[0].EventType);
+        Assert.All(stored, e => Assert.NotEqual(default, e.RecordedAt));
+
+        var fromAll = await ReadAllAsync(stored[0].Position - 1, EventFilter.ForCategory(StreamName.GetCategory(stream)));
+        AssertSameEnvelope(json, fromAll[0].Envelope);
+    }
+}

@@ -1,0 +1,175 @@
+using System.Text;
+using Herald.EventSourcing;
+using Xunit;
+
+namespace Herald.Conformance.EventSourcing;
+
+public abstract partial class EventStoreConformance
+{
+    [Fact]
+    public async Task Snapshots_SaveAndLoad_RoundTrips()
+    {
+        var stream = NewStream();
+        var snapshot = new Snapshot(stream, 5, "counter-state", 2, Encoding.UTF8.GetBytes("{\"total\":12}"), EventTime);
+
+        Assert.Null(await Snapshots.LoadSnapshotAsync(stream));
+        await Snapshots.SaveSnapshotAsync(snapshot);
+
+        var loaded = await Snapshots.LoadSnapshotAsync(stream);
+        Assert.NotNull(loaded);
+        Assert.Equal((stream, 5L, "counter-state", 2, EventTime), (loaded.Stream, loaded.Version, loaded.StateType, loaded.SchemaVersion, loaded.CreatedAt));
+        Assert.Equal(snapshot.State.ToArray(), loaded.State.ToArray());
+    }
+
+    [Fact]
+    public async Task Snapshots_NewerReplacesOlder()
+    {
+        var stream = NewStream();
+        await Snapshots.SaveSnapshotAsync(new Snapshot(stream, 3, "s", 1, "[3]"u8.ToArray(), EventTime));
+
+        await Snapshots.SaveSnapshotAsync(new Snapshot(stream, 8, "s", 1, "[8]"u8.ToArray(), EventTime));
+
+        var loaded = await Snapshots.LoadSnapshotAsync(stream);
+        Assert.Equal(8, loaded!.Version);
+        Assert.Equal("[8]"u8.ToArray(), loaded.State.ToArray());
+    }
+
+    [Fact]
+    public async Task Snapshots_OlderDoesNotReplaceNewer()
+    {
+        var stream = NewStream();
+        await Snapshots.SaveSnapshotAsync(new Snapshot(stream, 8, "s", 1, "[8]"u8.ToArray(), EventTime));
+
+        await Snapshots.SaveSnapshotAsync(new Snapshot(stream, 3, "s", 1, "[3]"u8.ToArray(), EventTime));
+
+        var loaded = await Snapshots.LoadSnapshotAsync(stream);
+        Assert.Equal(8, loaded!.Version);
+        Assert.Equal("[8]"u8.ToArray(), loaded.State.ToArray());
+    }
+
+    [Fact]
+    public async Task Aggregate_SaveAndLoad_RoundTripsWithMetadata()
+    {
+        var repository = CounterRepository(Store, snapshotEvery: 0);
+        var id = Guid.NewGuid().ToString("N");
+        var counter = new ConformanceCounter();
+        counter.Start(id);
+        counter.Increment(2);
+        counter.Increment(5);
+
+        var result = await repository.SaveAsync(counter, new() { CorrelationId = "corr", CausationId = "cmd-1", UserId = "ada" });
+
+        Assert.Equal(2, result.StreamVersion);
+        Assert.Equal(2, counter.Version);
+        Assert.Empty(counter.UncommittedEvents);
+        var stored = await ReadStreamAsync(repository.StreamNameFor(id));
+        Assert.All(stored, e =>
+        {
+            Assert.Equal(ConformanceCounter.IncrementedType, e.EventType);
+            Assert.Equal(3, e.Envelope.SchemaVersion);
+            Assert.Equal(("corr", "cmd-1", "ada"), (e.Envelope.CorrelationId, e.Envelope.CausationId, e.Envelope.UserId));
+            Assert.Equal(EventTime, e.Envelope.Time);
+            Assert.Equal(7, e.EventId.Version);
+        });
+
+        var loaded = await repository.LoadAsync(id);
+        Assert.Equal((7, 2L, id), (loaded.Total, loaded.Version, loaded.Id));
+        var missing = await repository.LoadAsync(Guid.NewGuid().ToString("N"));
+        Assert.Equal(0, missing.Version);
+    }
+
+    [Fact]
+    public async Task Aggregate_SavedFromAStaleLoad_ThrowsAndWritesNothing()
+    {
+        var repository = CounterRepository(Store, snapshotEvery: 0);
+        var id = Guid.NewGuid().ToString("N");
+        var counter = new ConformanceCounter();
+        counter.Start(id);
+        counter.Increment(1);
+        await repository.SaveAsync(counter);
+        var first = await repository.LoadAsync(id);
+        var second = await repository.LoadAsync(id);
+        first.Increment(10);
+        second.Increment(100);
+        await repository.SaveAsync(first);
+
+        await AssertConflictAsync(() => repository.SaveAsync(second));
+
+        Assert.Equal(11, (await repository.LoadAsync(id)).Total);
+    }
+
+    [Fact]
+    public async Task Aggregate_LoadsFromTheSnapshotPlusTheEventsAfterIt()
+    {
+        var repository = CounterRepository(Store, snapshotEvery: 0);
+        var id = Guid.NewGuid().ToString("N");
+        var counter = new ConformanceCounter();
+        counter.Start(id);
+        for (var i = 0; i < 5; i++)
+        {
+            counter.Increment(1);
+        }
+
+        await repository.SaveAsync(counter);
+
+        // A snapshot whose state differs from the events proves the load used it rather than replaying everything.
+        var stream = repository.StreamNameFor(id);
+        await Snapshots.SaveSnapshotAsync(new Snapshot(stream, 3, typeof(CounterState).FullName!, 1, "{\"total\":1000}"u8.ToArray(), EventTime));
+
+        var loaded = await repository.LoadAsync(id);
+
+        Assert.Equal(1002, loaded.Total);
+        Assert.Equal(2, loaded.EventsApplied);
+        Assert.Equal(5, loaded.Version);
+    }
+
+    [Fact]
+    public async Task Aggregate_TakesASnapshotEveryNEvents()
+    {
+        var repository = CounterRepository(Store, snapshotEvery: 5);
+        var id = Guid.NewGuid().ToString("N");
+        var stream = repository.StreamNameFor(id);
+        var counter = new ConformanceCounter();
+        counter.Start(id);
+        counter.Increment(1);
+        counter.Increment(1);
+        counter.Increment(1);
+        await repository.SaveAsync(counter);
+        Assert.Null(await Snapshots.LoadSnapshotAsync(stream));
+
+        counter.Increment(10);
+        counter.Increment(10);
+        counter.Increment(10);
+        await repository.SaveAsync(counter);
+
+        var snapshot = await Snapshots.LoadSnapshotAsync(stream);
+        Assert.Equal(6, snapshot!.Version);
+        var loaded = await repository.LoadAsync(id);
+        Assert.Equal((33, 6L, 0), (loaded.Total, loaded.Version, loaded.EventsApplied));
+
+        loaded.Increment(100);
+        await repository.SaveAsync(loaded);
+        Assert.Equal(6, (await Snapshots.LoadSnapshotAsync(stream))!.Version);
+        Assert.Equal((133, 1), ((await repository.LoadAsync(id)).Total, (await repository.LoadAsync(id)).EventsApplied));
+    }
+
+    [Fact]
+    public async Task Aggregate_IgnoresASnapshotTakenBeforeTheStreamWasDeleted()
+    {
+        var repository = CounterRepository(Store, snapshotEvery: 2);
+        var id = Guid.NewGuid().ToString("N");
+        var counter = new ConformanceCounter();
+        counter.Start(id);
+        counter.Increment(50);
+        counter.Increment(50);
+        await repository.SaveAsync(counter);
+        await Store.DeleteStreamAsync(repository.StreamNameFor(id), ExpectedVersion.Any);
+
+        var fresh = await repository.LoadAsync(id);
+        fresh.Increment(1);
+        await repository.SaveAsync(fresh);
+
+        var loaded = await repository.LoadAsync(id);
+        Assert.Equal((1, 3L), (loaded.Total, loaded.Version));
+    }
+}

@@ -1,0 +1,191 @@
+using Herald.EventSourcing;
+using Herald.EventSourcing.Subscriptions;
+using Xunit;
+
+namespace Herald.Conformance.EventSourcing;
+
+public abstract partial class EventStoreConformance
+{
+    [Fact]
+    public async Task Subscription_CatchesUpFromTheStartOfTheLog()
+    {
+        var category = NewCategory();
+        var stream = NewStream(category);
+        var result = await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(7));
+        var seen = new List<RecordedEvent>();
+
+        await using var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(seen),
+            new EventSubscriptionOptions { SubscriptionId = NewCategory(), Filter = EventFilter.ForCategory(category), BatchSize = 3 });
+        await ReachAsync(subscription, result.LastPosition);
+
+        Assert.Equal(Enumerable.Range(1, 7).Select(v => (long)v), Delivered(seen).Select(e => e.Version));
+    }
+
+    [Fact]
+    public async Task Subscription_ResumesFromItsCheckpointWithoutRepeats()
+    {
+        var category = NewCategory();
+        var id = NewCategory();
+        var head = await Store.GetLastPositionAsync();
+        var stream = NewStream(category);
+        var first = await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(3));
+        var options = new EventSubscriptionOptions { SubscriptionId = id, StartAfterPosition = head, Filter = EventFilter.ForCategory(category) };
+        var firstRun = new List<RecordedEvent>();
+        await using (var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(firstRun), options))
+        {
+            await ReachAsync(subscription, first.LastPosition);
+        }
+
+        var second = await Store.AppendAsync(stream, ExpectedVersion.Exactly(3), NewEvents(2));
+        var secondRun = new List<RecordedEvent>();
+        await using (var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(secondRun), options))
+        {
+            await ReachAsync(subscription, second.LastPosition);
+        }
+
+        Assert.Equal([1L, 2L, 3L], Delivered(firstRun).Select(e => e.Version));
+        Assert.Equal([4L, 5L], Delivered(secondRun).Select(e => e.Version));
+        Assert.True(await Checkpoints.GetCheckpointAsync(id) >= second.LastPosition);
+    }
+
+    [Fact]
+    public async Task Subscription_AfterCatchingUp_DeliversLiveEvents()
+    {
+        var category = NewCategory();
+        var head = await Store.GetLastPositionAsync();
+        var stream = NewStream(category);
+        var history = await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(2));
+        var seen = new List<RecordedEvent>();
+        await using var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(seen),
+            new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForCategory(category) });
+        await ReachAsync(subscription, history.LastPosition);
+
+        var live = new List<AppendResult>();
+        for (var i = 0; i < 5; i++)
+        {
+            live.Add(await Store.AppendAsync(stream, ExpectedVersion.Any, NewEvents(1)));
+        }
+
+        await ReachAsync(subscription, live[^1].LastPosition);
+        Assert.Equal(Enumerable.Range(1, 7).Select(v => (long)v), Delivered(seen).Select(e => e.Version));
+    }
+
+    [Fact]
+    public async Task Subscription_FilteredByCategory_DeliversOnlyItAndAdvancesPastOtherEvents()
+    {
+        var category = NewCategory();
+        var head = await Store.GetLastPositionAsync();
+        var mine = NewStream(category);
+        var seen = new List<RecordedEvent>();
+        await using var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(seen),
+            new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForCategory(category) });
+
+        await Store.AppendAsync(mine, ExpectedVersion.NoStream, NewEvents(2));
+        var other = await Store.AppendAsync(NewStream(), ExpectedVersion.NoStream, NewEvents(3));
+
+        // The last event is not in the category, yet the position moves past it: the filter does not hold it back.
+        await ReachAsync(subscription, other.LastPosition);
+        var delivered = Delivered(seen);
+        Assert.Equal(2, delivered.Count);
+        Assert.All(delivered, e => Assert.Equal(mine, e.Stream));
+    }
+
+    [Fact]
+    public async Task Subscription_FilteredByEventType_DeliversOnlyThoseTypes()
+    {
+        var type = NewCategory() + "-wanted";
+        var head = await Store.GetLastPositionAsync();
+        var stream = NewStream();
+        var seen = new List<RecordedEvent>();
+        await using var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(seen),
+            new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForEventTypes(type) });
+
+        var result = await Store.AppendAsync(stream, ExpectedVersion.NoStream, [NewEvent(type), NewEvent("unwanted"), NewEvent(type), NewEvent("unwanted")]);
+
+        await ReachAsync(subscription, result.LastPosition);
+        Assert.Equal([1L, 3L], Delivered(seen).Select(e => e.Version));
+    }
+
+    [Fact]
+    public async Task Subscription_WithCheckpointEveryN_SavesOnStopAndResumesExactly()
+    {
+        var category = NewCategory();
+        var id = NewCategory();
+        var head = await Store.GetLastPositionAsync();
+        var stream = NewStream(category);
+        var result = await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(7));
+        var options = new EventSubscriptionOptions { SubscriptionId = id, StartAfterPosition = head, Filter = EventFilter.ForCategory(category), CheckpointEvery = 5 };
+        await using (var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, (_, _) => ValueTask.CompletedTask, options))
+        {
+            await ReachAsync(subscription, result.LastPosition);
+        }
+
+        Assert.True(await Checkpoints.GetCheckpointAsync(id) >= result.LastPosition);
+        var more = await Store.AppendAsync(stream, ExpectedVersion.Exactly(7), NewEvents(1));
+        var seen = new List<RecordedEvent>();
+        await using (var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(seen), options))
+        {
+            await ReachAsync(subscription, more.LastPosition);
+        }
+
+        Assert.Equal([8L], Delivered(seen).Select(e => e.Version));
+    }
+
+    [Fact]
+    public async Task Subscription_WhenTheHandlerThrows_FaultsAndKeepsTheCheckpointAtTheLastHandledEvent()
+    {
+        var category = NewCategory();
+        var id = NewCategory();
+        var head = await Store.GetLastPositionAsync();
+        await Store.AppendAsync(NewStream(category), ExpectedVersion.NoStream, NewEvents(5));
+        var events = await ReadAllAsync(head, EventFilter.ForCategory(category));
+        var options = new EventSubscriptionOptions { SubscriptionId = id, StartAfterPosition = head, Filter = EventFilter.ForCategory(category) };
+
+        await using var failing = await EventSubscription.StartNewAsync(Store, Checkpoints, (e, _) =>
+            e.Version == 3 ? throw new InvalidOperationException("handler failed") : ValueTask.CompletedTask, options);
+
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => failing.Completion.WaitAsync(WaitTimeout));
+        Assert.Equal("handler failed", error.Message);
+        Assert.Equal(events[1].Position, failing.Position);
+        Assert.Equal(events[1].Position, await Checkpoints.GetCheckpointAsync(id));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => failing.WaitForPositionAsync(events[^1].Position).WaitAsync(WaitTimeout));
+
+        var seen = new List<RecordedEvent>();
+        await using var resumed = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(seen), options);
+        await ReachAsync(resumed, events[^1].Position);
+        Assert.Equal([3L, 4L, 5L], Delivered(seen).Select(e => e.Version));
+    }
+
+    [Fact]
+    public async Task Checkpoints_GetSetAndOverwrite()
+    {
+        var id = NewCategory();
+
+        Assert.Null(await Checkpoints.GetCheckpointAsync(id));
+        await Checkpoints.SetCheckpointAsync(id, 42);
+        Assert.Equal(42, await Checkpoints.GetCheckpointAsync(id));
+        await Checkpoints.SetCheckpointAsync(id, 7);
+        Assert.Equal(7, await Checkpoints.GetCheckpointAsync(id));
+        await Checkpoints.SetCheckpointAsync(id, 0);
+        Assert.Equal(0, await Checkpoints.GetCheckpointAsync(id));
+        Assert.Null(await Checkpoints.GetCheckpointAsync(NewCategory()));
+    }
+
+    private static Func<RecordedEvent, CancellationToken, ValueTask> Collect(List<RecordedEvent> into) => (recorded, _) =>
+    {
+        lock (into)
+        {
+            into.Add(recorded);
+        }
+
+        return ValueTask.CompletedTask;
+    };
+
+    private static List<RecordedEvent> Delivered(List<RecordedEvent> collected)
+    {
+        lock (collected)
+        {
+            return [.. collected];
+        }
+    }
+}

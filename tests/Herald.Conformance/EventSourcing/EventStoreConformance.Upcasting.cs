@@ -1,0 +1,120 @@
+using System.Text.Json.Nodes;
+using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
+using Herald.EventSourcing.Subscriptions;
+using Herald.EventSourcing.Upcasting;
+using Herald.Messages;
+using Microsoft.Extensions.Time.Testing;
+using Xunit;
+
+namespace Herald.Conformance.EventSourcing;
+
+public abstract partial class EventStoreConformance
+{
+    [Fact]
+    public async Task Upcasting_ReadStream_ChainsV1ThroughV3()
+    {
+        var type = NewCategory() + "-person-named";
+        var store = Store.WithUpcasting(PersonUpcasters(type));
+        var stream = NewStream();
+        await store.AppendAsync(stream, ExpectedVersion.NoStream,
+        [
+            NewEvent(type, "{\"name\":\"Ada Lovelace\"}", 1),
+            NewEvent(type, "{\"first\":\"Alan\",\"last\":\"Turing\"}", 2),
+            NewEvent(type, "{\"first\":\"Grace\",\"last\":\"Hopper\",\"title\":\"Rear Admiral\"}", 3),
+        ]);
+
+        var events = await ReadStreamAsync(store, stream);
+        var backward = await ReadStreamAsync(store, stream, ReadDirection.Backward, long.MaxValue);
+
+        Assert.All(events, e => Assert.Equal(3, e.Envelope.SchemaVersion));
+        Assert.Equal(("Ada", "Lovelace", "none"), Person(events[0]));
+        Assert.Equal(("Alan", "Turing", "none"), Person(events[1]));
+        Assert.Equal(("Grace", "Hopper", "Rear Admiral"), Person(events[2]));
+        Assert.Equal(("Ada", "Lovelace", "none"), Person(backward[2]));
+        Assert.Equal(1, (await ReadStreamAsync(Store, stream))[0].Envelope.SchemaVersion);
+    }
+
+    [Fact]
+    public async Task Upcasting_ReadAll_UpcastsEveryEvent()
+    {
+        var type = NewCategory() + "-person-named";
+        var store = Store.WithUpcasting(PersonUpcasters(type));
+        var head = await store.GetLastPositionAsync();
+        await store.AppendAsync(NewStream(), ExpectedVersion.NoStream, [NewEvent(type, "{\"name\":\"Ada Lovelace\"}", 1), NewEvent("not-upcast", "{\"x\":1}")]);
+
+        var events = await ReadAllAsync(store, head, EventFilter.ForEventTypes(type, "not-upcast"));
+
+        Assert.Equal(("Ada", "Lovelace", "none"), Person(events.Single(e => e.EventType == type)));
+        Assert.Equal("{\"x\":1}"u8.ToArray(), events.Single(e => e.EventType == "not-upcast").Envelope.Body.ToArray());
+    }
+
+    [Fact]
+    public async Task Upcasting_Subscription_ReceivesUpcastEvents()
+    {
+        var type = NewCategory() + "-person-named";
+        var store = Store.WithUpcasting(PersonUpcasters(type));
+        var head = await store.GetLastPositionAsync();
+        var seen = new List<RecordedEvent>();
+        await using var subscription = await EventSubscription.StartNewAsync(store, Checkpoints, Collect(seen),
+            new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForEventTypes(type) });
+
+        var result = await store.AppendAsync(NewStream(), ExpectedVersion.NoStream, [NewEvent(type, "{\"name\":\"Ada Lovelace\"}", 1)]);
+
+        await ReachAsync(subscription, result.LastPosition);
+        Assert.Equal(("Ada", "Lovelace", "none"), Person(Delivered(seen).Single()));
+    }
+
+    [Fact]
+    public async Task Upcasting_AggregateLoad_UpcastsStoredEventsBeforeApplyingThem()
+    {
+        var upcasters = new EventUpcasterRegistry()
+            .Add(ConformanceCounter.IncrementedType, 1, body => new JsonObject { ["amount"] = body["value"]!.GetValue<int>() })
+            .Add(ConformanceCounter.IncrementedType, 2, body =>
+            {
+                body["note"] = "upcast";
+                return body;
+            });
+        var store = Store.WithUpcasting(upcasters);
+        var repository = CounterRepository(store, snapshotEvery: 0);
+        var id = Guid.NewGuid().ToString("N");
+        await store.AppendAsync(repository.StreamNameFor(id), ExpectedVersion.NoStream,
+        [
+            NewEvent(ConformanceCounter.IncrementedType, "{\"value\":2}", 1),
+            NewEvent(ConformanceCounter.IncrementedType, "{\"amount\":3}", 2),
+            NewEvent(ConformanceCounter.IncrementedType, "{\"amount\":4,\"note\":\"v3\"}", 3),
+        ]);
+
+        var counter = await repository.LoadAsync(id);
+
+        Assert.Equal(9, counter.Total);
+        Assert.Equal(3, counter.Version);
+        Assert.Equal(["upcast", "upcast", "v3"], counter.Notes);
+    }
+
+    private static EventUpcasterRegistry PersonUpcasters(string type) => new EventUpcasterRegistry()
+        .Add(type, 1, body =>
+        {
+            var parts = body["name"]!.GetValue<string>().Split(' ', 2);
+            return new JsonObject { ["first"] = parts[0], ["last"] = parts[1] };
+        })
+        .Add(type, 2, body =>
+        {
+            body["title"] = "none";
+            return body;
+        });
+
+    private static (string First, string Last, string Title) Person(RecordedEvent recorded)
+    {
+        var body = JsonNode.Parse(recorded.Envelope.Body.Span)!;
+        return (body["first"]!.GetValue<string>(), body["last"]!.GetValue<string>(), body["title"]!.GetValue<string>());
+    }
+
+    private AggregateRepository<ConformanceCounter> CounterRepository(IEventStore store, int snapshotEvery, string? category = null) => new(
+        store,
+        ConformanceCounter.CreateRegistry(),
+        new SystemTextJsonMessageSerializer(),
+        new FakeTimeProvider(EventTime),
+        Snapshots,
+        new AggregateOptions { Category = category ?? NewCategory(), SnapshotEvery = snapshotEvery });
+}

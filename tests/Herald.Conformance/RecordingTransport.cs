@@ -1,0 +1,125 @@
+using System.Collections.Concurrent;
+using Herald.Messages;
+using Herald.Transport;
+
+namespace Herald.Conformance;
+
+/// <summary>
+/// A transport decorator for tests: records how every delivery was settled (acks, nacks with their delays, dead letters)
+/// and can make sends fail, to simulate a broker that is down or refuses a message.
+/// </summary>
+public sealed class RecordingTransport : ITransport
+{
+    private readonly ITransport _inner;
+    private readonly ConcurrentQueue<Settlement> _settlements = new();
+    private readonly ConcurrentQueue<(string Destination, Envelope Envelope)> _sent = new();
+
+    /// <summary>Wraps the transport.</summary>
+    public RecordingTransport(ITransport inner)
+    {
+        ArgumentNullException.ThrowIfNull(inner);
+        _inner = inner;
+    }
+
+    /// <summary>The wrapped transport.</summary>
+    public ITransport Inner => _inner;
+
+    /// <summary>When set, called before each send or publish with the destination; an exception it returns is thrown instead of sending.</summary>
+    public Func<string, Envelope, Exception?>? FailSend { get; set; }
+
+    /// <summary>Every settlement so far, in order.</summary>
+    public IReadOnlyList<Settlement> Settlements => [.. _settlements];
+
+    /// <summary>The delays of every nack so far, in order.</summary>
+    public IReadOnlyList<TimeSpan> NackDelays => [.. _settlements.Where(s => s.Kind == SettlementKind.Nack).Select(s => s.Delay)];
+
+    /// <summary>Every envelope the transport accepted (sent or published), with its destination, in order.</summary>
+    public IReadOnlyList<(string Destination, Envelope Envelope)> Sent => [.. _sent];
+
+    /// <inheritdoc />
+    public string Name => _inner.Name;
+
+    /// <inheritdoc />
+    public TransportCapabilities Capabilities => _inner.Capabilities;
+
+    /// <inheritdoc />
+    public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => _inner.DeclareQueueAsync(queue, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => _inner.BindAsync(topic, queue, cancellationToken);
+
+    /// <inheritdoc />
+    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ThrowIfFailing(queue, envelope);
+        await _inner.SendAsync(queue, envelope, options, cancellationToken).ConfigureAwait(false);
+        _sent.Enqueue((queue, envelope));
+    }
+
+    /// <inheritdoc />
+    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ThrowIfFailing(topic, envelope);
+        await _inner.PublishAsync(topic, envelope, options, cancellationToken).ConfigureAwait(false);
+        _sent.Enqueue((topic, envelope));
+    }
+
+    /// <inheritdoc />
+    public ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        return _inner.ConsumeAsync(queue, options, (delivery, ct) => handler(new RecordingDelivery(delivery, _settlements), ct), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask DisposeAsync() => _inner.DisposeAsync();
+
+    private void ThrowIfFailing(string destination, Envelope envelope)
+    {
+        if (FailSend?.Invoke(destination, envelope) is { } exception)
+        {
+            throw exception;
+        }
+    }
+
+    private sealed class RecordingDelivery(Delivery inner, ConcurrentQueue<Settlement> settlements) : Delivery(inner.Envelope, inner.Queue)
+    {
+        protected override ValueTask OnAckAsync(CancellationToken cancellationToken)
+        {
+            settlements.Enqueue(new Settlement(SettlementKind.Ack, Envelope, TimeSpan.Zero, null));
+            return inner.AckAsync(cancellationToken);
+        }
+
+        protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken)
+        {
+            settlements.Enqueue(new Settlement(SettlementKind.Nack, Envelope, delay, null));
+            return inner.NackAsync(delay, cancellationToken);
+        }
+
+        protected override ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken)
+        {
+            settlements.Enqueue(new Settlement(SettlementKind.DeadLetter, Envelope, TimeSpan.Zero, reason));
+            return inner.DeadLetterAsync(reason, cancellationToken);
+        }
+    }
+}
+
+/// <summary>How a delivery was settled.</summary>
+public enum SettlementKind
+{
+    /// <summary>Acked.</summary>
+    Ack,
+
+    /// <summary>Nacked, for a redelivery after a delay.</summary>
+    Nack,
+
+    /// <summary>Moved to the transport's own dead letters.</summary>
+    DeadLetter,
+}
+
+/// <summary>One settlement recorded by the <see cref="RecordingTransport"/>.</summary>
+/// <param name="Kind">Ack, nack or dead letter.</param>
+/// <param name="Envelope">The delivered envelope.</param>
+/// <param name="Delay">The redelivery delay of a nack.</param>
+/// <param name="Reason">The reason of a native dead letter.</param>
+public sealed record Settlement(SettlementKind Kind, Envelope Envelope, TimeSpan Delay, string? Reason);

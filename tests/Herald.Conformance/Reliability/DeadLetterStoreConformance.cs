@@ -1,0 +1,308 @@
+using Herald.Reliability.DeadLetters;
+using Xunit;
+
+namespace Herald.Conformance.Reliability;
+
+/// <summary>
+/// The contract of <see cref="IDeadLetterStore"/>. A store's test project derives from it and implements
+/// <see cref="CreateStoreAsync"/> over its real engine. Every test works on an endpoint of its own, so the suite can run
+/// against a database other runs share.
+/// </summary>
+public abstract class DeadLetterStoreConformance
+{
+    private static readonly DateTimeOffset BaseTime = new(2030, 1, 2, 3, 4, 5, 678, TimeSpan.Zero);
+
+    /// <summary>Creates the store under test (a fresh one, or one over a shared database).</summary>
+    protected abstract ValueTask<IDeadLetterStore> CreateStoreAsync();
+
+    /// <summary>A dead letter with every field set, of a unique endpoint unless one is given.</summary>
+    protected static DeadLetter NewDeadLetter(
+        string? endpoint = null,
+        string messageType = "conformance-message",
+        string fingerprint = "fp-1",
+        DateTimeOffset? failedAt = null,
+        DeadLetterCause cause = DeadLetterCause.RetriesExhausted)
+    {
+        var last = failedAt ?? BaseTime;
+        return new DeadLetter
+        {
+            Id = Guid.CreateVersion7(last),
+            Envelope = TestEnvelopes.Create(messageType, BaseTime.AddMinutes(-5)),
+            Endpoint = endpoint ?? UniqueEndpoint(),
+            Cause = cause,
+            ErrorType = "System.InvalidOperationException",
+            ErrorMessage = "The warehouse scanner is busy: ünïcode ok",
+            StackTrace = "   at Orders.ReserveStock.HandleAsync()\n   at Herald.Handling.HandlerInvoker`1.InvokeAsync()",
+            Fingerprint = fingerprint,
+            FirstFailureTime = last.AddSeconds(-30),
+            LastFailureTime = last,
+            AttemptCount = 6,
+        };
+    }
+
+    /// <summary>An endpoint name no other test uses.</summary>
+    protected static string UniqueEndpoint() => "conformance-" + Guid.NewGuid().ToString("N");
+
+    [Fact]
+    public async Task Add_ThenGet_ReturnsEveryFieldWithTheEnvelopeUnchanged()
+    {
+        var store = await CreateStoreAsync();
+        var deadLetter = NewDeadLetter() with { RetryCount = 2, LastRetryError = "earlier: broker down", LastRetryTime = BaseTime.AddMinutes(1) };
+
+        await store.AddAsync(deadLetter);
+        var read = await store.GetAsync(deadLetter.Id);
+
+        Assert.NotNull(read);
+        AssertEqual(deadLetter, read);
+    }
+
+    [Fact]
+    public async Task Add_WithoutOptionalFields_RoundTripsThemAsNull()
+    {
+        var store = await CreateStoreAsync();
+        var deadLetter = NewDeadLetter() with
+        {
+            StackTrace = null,
+            Envelope = TestEnvelopes.Create(partitionKey: null) with { CorrelationId = null, CausationId = null, UserId = null, Body = ReadOnlyMemory<byte>.Empty },
+        };
+
+        await store.AddAsync(deadLetter);
+        var read = await store.GetAsync(deadLetter.Id);
+
+        Assert.NotNull(read);
+        AssertEqual(deadLetter, read);
+    }
+
+    [Fact]
+    public async Task Get_OfAnUnknownId_ReturnsNull()
+    {
+        var store = await CreateStoreAsync();
+
+        Assert.Null(await store.GetAsync(Guid.CreateVersion7()));
+    }
+
+    [Fact]
+    public async Task Add_OfAnIdThatExists_LeavesTheFirstRecord()
+    {
+        var store = await CreateStoreAsync();
+        var first = NewDeadLetter();
+
+        await store.AddAsync(first);
+        await store.AddAsync(first with { ErrorMessage = "second write" });
+
+        Assert.Equal(first.ErrorMessage, (await store.GetAsync(first.Id))!.ErrorMessage);
+        Assert.Equal(1, await store.CountAsync(new DeadLetterQuery { Endpoint = first.Endpoint }));
+    }
+
+    [Fact]
+    public async Task Causes_RoundTripEveryValue()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var written = Enum.GetValues<DeadLetterCause>().Select(cause => NewDeadLetter(endpoint, cause: cause)).ToList();
+
+        foreach (var deadLetter in written)
+        {
+            await store.AddAsync(deadLetter);
+        }
+
+        foreach (var deadLetter in written)
+        {
+            Assert.Equal(deadLetter.Cause, (await store.GetAsync(deadLetter.Id))!.Cause);
+        }
+    }
+
+    [Fact]
+    public async Task List_FiltersByEndpoint()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var mine = new[] { NewDeadLetter(endpoint), NewDeadLetter(endpoint) };
+        await AddAllAsync(store, [.. mine, NewDeadLetter()]);
+
+        var listed = await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint });
+
+        Assert.Equal(Ids(mine), listed.Select(d => d.Id).Order());
+    }
+
+    [Fact]
+    public async Task List_FiltersByMessageType()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var wanted = NewDeadLetter(endpoint, messageType: "order-placed");
+        await AddAllAsync(store, [wanted, NewDeadLetter(endpoint, messageType: "order-shipped"), NewDeadLetter(endpoint, messageType: "ORDER-PLACED")]);
+
+        var listed = await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint, MessageType = "order-placed" });
+
+        Assert.Equal(wanted.Id, Assert.Single(listed).Id);
+    }
+
+    [Fact]
+    public async Task List_FiltersByFingerprint()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var wanted = new[] { NewDeadLetter(endpoint, fingerprint: "aaa"), NewDeadLetter(endpoint, fingerprint: "aaa") };
+        await AddAllAsync(store, [.. wanted, NewDeadLetter(endpoint, fingerprint: "bbb")]);
+
+        var listed = await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint, Fingerprint = "aaa" });
+
+        Assert.Equal(Ids(wanted), listed.Select(d => d.Id).Order());
+    }
+
+    [Fact]
+    public async Task List_FiltersByLastFailureTime_FromInclusiveBeforeExclusive()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var early = NewDeadLetter(endpoint, failedAt: BaseTime);
+        var atFrom = NewDeadLetter(endpoint, failedAt: BaseTime.AddMinutes(10));
+        var inside = NewDeadLetter(endpoint, failedAt: BaseTime.AddMinutes(15));
+        var atBefore = NewDeadLetter(endpoint, failedAt: BaseTime.AddMinutes(20));
+        await AddAllAsync(store, [early, atFrom, inside, atBefore]);
+
+        var listed = await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint, FailedFrom = BaseTime.AddMinutes(10), FailedBefore = BaseTime.AddMinutes(20) });
+
+        Assert.Equal(Ids([atFrom, inside]), listed.Select(d => d.Id).Order());
+    }
+
+    [Fact]
+    public async Task List_PagesInIdOrder_WithoutGapsOrRepeats()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var all = Enumerable.Range(0, 7).Select(_ => NewDeadLetter(endpoint)).ToList();
+        await AddAllAsync(store, all.AsEnumerable().Reverse());
+
+        var seen = new List<Guid>();
+        var query = new DeadLetterQuery { Endpoint = endpoint, Limit = 3 };
+        var pages = 0;
+        while (true)
+        {
+            var page = await store.ListAsync(query);
+            Assert.True(page.Count <= 3, $"a page holds at most the limit, got {page.Count}");
+            seen.AddRange(page.Select(d => d.Id));
+            pages++;
+            if (page.Count < query.Limit)
+            {
+                break;
+            }
+
+            query = query with { After = page[^1].Id };
+        }
+
+        Assert.Equal(Ids(all), seen);
+        Assert.Equal(3, pages);
+    }
+
+    [Fact]
+    public async Task Count_AppliesEveryFilterButNotTheLimit()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        await AddAllAsync(store, [
+            NewDeadLetter(endpoint, fingerprint: "x"),
+            NewDeadLetter(endpoint, fingerprint: "x"),
+            NewDeadLetter(endpoint, fingerprint: "x"),
+            NewDeadLetter(endpoint, fingerprint: "y"),
+        ]);
+
+        Assert.Equal(4, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint, Limit = 1 }));
+        Assert.Equal(3, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint, Fingerprint = "x" }));
+        Assert.Equal(0, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint, MessageType = "nothing-like-it" }));
+    }
+
+    [Fact]
+    public async Task Delete_RemovesOneAndReportsWhetherItExisted()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var gone = NewDeadLetter(endpoint);
+        var kept = NewDeadLetter(endpoint);
+        await AddAllAsync(store, [gone, kept]);
+
+        Assert.True(await store.DeleteAsync(gone.Id));
+        Assert.False(await store.DeleteAsync(gone.Id));
+
+        Assert.Null(await store.GetAsync(gone.Id));
+        Assert.NotNull(await store.GetAsync(kept.Id));
+    }
+
+    [Fact]
+    public async Task DeleteMany_RemovesOnlyMatchingRecords_LowestIdsFirst_AtMostTheLimit()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var matching = Enumerable.Range(0, 5).Select(_ => NewDeadLetter(endpoint, fingerprint: "purge")).ToList();
+        var other = NewDeadLetter(endpoint, fingerprint: "keep");
+        await AddAllAsync(store, [.. matching, other]);
+        var query = new DeadLetterQuery { Endpoint = endpoint, Fingerprint = "purge", Limit = 2 };
+
+        Assert.Equal(2, await store.DeleteManyAsync(query));
+
+        var left = (await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Select(d => d.Id).ToList();
+        Assert.Equal(Ids(matching).Skip(2).Append(other.Id).Order(), left.Order());
+        Assert.Equal(3, await store.DeleteManyAsync(query with { Limit = 10 }));
+        Assert.Equal(0, await store.DeleteManyAsync(query));
+        Assert.Equal(other.Id, Assert.Single(await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Id);
+    }
+
+    [Fact]
+    public async Task RecordRetryFailure_RaisesTheRetryCount_AndKeepsTheOriginalError()
+    {
+        var store = await CreateStoreAsync();
+        var deadLetter = NewDeadLetter();
+        await store.AddAsync(deadLetter);
+
+        Assert.True(await store.RecordRetryFailureAsync(deadLetter.Id, "first: broker down", BaseTime.AddHours(1)));
+        Assert.True(await store.RecordRetryFailureAsync(deadLetter.Id, "second: still down", BaseTime.AddHours(2)));
+
+        var read = (await store.GetAsync(deadLetter.Id))!;
+        Assert.Equal(2, read.RetryCount);
+        Assert.Equal("second: still down", read.LastRetryError);
+        Assert.Equal(BaseTime.AddHours(2), read.LastRetryTime);
+        Assert.Equal(deadLetter.ErrorMessage, read.ErrorMessage);
+        Assert.Equal(deadLetter.ErrorType, read.ErrorType);
+        Assert.Equal(deadLetter.LastFailureTime, read.LastFailureTime);
+    }
+
+    [Fact]
+    public async Task RecordRetryFailure_OfAnUnknownId_ReturnsFalse()
+    {
+        var store = await CreateStoreAsync();
+
+        Assert.False(await store.RecordRetryFailureAsync(Guid.CreateVersion7(), "nothing there", BaseTime));
+    }
+
+    /// <summary>Asserts that two dead letters agree on every field.</summary>
+    protected static void AssertEqual(DeadLetter expected, DeadLetter actual)
+    {
+        ArgumentNullException.ThrowIfNull(expected);
+        ArgumentNullException.ThrowIfNull(actual);
+        Assert.Equal(expected.Id, actual.Id);
+        TestEnvelopes.AssertEqual(expected.Envelope, actual.Envelope);
+        Assert.Equal(expected.Endpoint, actual.Endpoint);
+        Assert.Equal(expected.Cause, actual.Cause);
+        Assert.Equal(expected.ErrorType, actual.ErrorType);
+        Assert.Equal(expected.ErrorMessage, actual.ErrorMessage);
+        Assert.Equal(expected.StackTrace, actual.StackTrace);
+        Assert.Equal(expected.Fingerprint, actual.Fingerprint);
+        Assert.Equal(expected.FirstFailureTime, actual.FirstFailureTime);
+        Assert.Equal(expected.LastFailureTime, actual.LastFailureTime);
+        Assert.Equal(expected.AttemptCount, actual.AttemptCount);
+        Assert.Equal(expected.RetryCount, actual.RetryCount);
+        Assert.Equal(expected.LastRetryError, actual.LastRetryError);
+        Assert.Equal(expected.LastRetryTime, actual.LastRetryTime);
+    }
+
+    private static async Task AddAllAsync(IDeadLetterStore store, IEnumerable<DeadLetter> deadLetters)
+    {
+        foreach (var deadLetter in deadLetters)
+        {
+            await store.AddAsync(deadLetter);
+        }
+    }
+
+    private static IEnumerable<Guid> Ids(IEnumerable<DeadLetter> deadLetters) => deadLetters.Select(d => d.Id).Order();
+}

@@ -1,0 +1,198 @@
+using System.Text;
+using Herald.Reliability.Idempotency;
+using Microsoft.Extensions.Time.Testing;
+using Xunit;
+
+namespace Herald.Conformance.Reliability;
+
+/// <summary>
+/// The contract of <see cref="IIdempotencyStore"/>. A store's test project derives from it and implements
+/// <see cref="CreateStoreAsync"/> over the given clock (which the store must use for expiry). Every test uses keys of its own.
+/// </summary>
+public abstract class IdempotencyStoreConformance
+{
+    private static readonly TimeSpan LockTtl = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan ResultTtl = TimeSpan.FromHours(1);
+
+    /// <summary>Creates the store under test on the given clock.</summary>
+    protected abstract ValueTask<IIdempotencyStore> CreateStoreAsync(TimeProvider timeProvider);
+
+    /// <summary>Moves time forward; override only if the engine expires keys by a clock of its own.</summary>
+    protected virtual ValueTask AdvanceTimeAsync(FakeTimeProvider clock, TimeSpan duration)
+    {
+        ArgumentNullException.ThrowIfNull(clock);
+        clock.Advance(duration);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>A key no other test uses.</summary>
+    protected static string UniqueKey() => "conformance:" + Guid.NewGuid().ToString("N");
+
+    /// <summary>A clock at a fixed start.</summary>
+    protected static FakeTimeProvider NewClock() => new(new DateTimeOffset(2030, 1, 2, 3, 4, 5, TimeSpan.Zero));
+
+    [Fact]
+    public async Task Acquire_OfAFreeKey_ReturnsAcquiredWithAToken()
+    {
+        var store = await CreateStoreAsync(NewClock());
+
+        var result = await store.TryAcquireAsync(UniqueKey(), LockTtl);
+
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, result.Status);
+        Assert.NotEqual(Guid.Empty, result.LockToken);
+    }
+
+    [Fact]
+    public async Task Acquire_WhileLocked_ReturnsLocked()
+    {
+        var store = await CreateStoreAsync(NewClock());
+        var key = UniqueKey();
+        await store.TryAcquireAsync(key, LockTtl);
+
+        Assert.Equal(IdempotencyAcquireStatus.Locked, (await store.TryAcquireAsync(key, LockTtl)).Status);
+    }
+
+    [Fact]
+    public async Task Complete_ThenAcquire_ReturnsTheResultBytes()
+    {
+        var store = await CreateStoreAsync(NewClock());
+        var key = UniqueKey();
+        var bytes = Encoding.UTF8.GetBytes("{\"orderId\":42}").Append((byte)0xFF).ToArray();
+        var acquired = await store.TryAcquireAsync(key, LockTtl);
+
+        Assert.True(await store.CompleteAsync(key, acquired.LockToken, bytes, ResultTtl));
+
+        var again = await store.TryAcquireAsync(key, LockTtl);
+        Assert.Equal(IdempotencyAcquireStatus.Completed, again.Status);
+        Assert.Equal(bytes, again.Result.ToArray());
+    }
+
+    [Fact]
+    public async Task Complete_WithAnEmptyResult_RoundTrips()
+    {
+        var store = await CreateStoreAsync(NewClock());
+        var key = UniqueKey();
+        var acquired = await store.TryAcquireAsync(key, LockTtl);
+
+        await store.CompleteAsync(key, acquired.LockToken, ReadOnlyMemory<byte>.Empty, ResultTtl);
+
+        var again = await store.TryAcquireAsync(key, LockTtl);
+        Assert.Equal(IdempotencyAcquireStatus.Completed, again.Status);
+        Assert.True(again.Result.IsEmpty);
+    }
+
+    [Fact]
+    public async Task Release_ThenAcquire_ReturnsAcquiredAgain()
+    {
+        var store = await CreateStoreAsync(NewClock());
+        var key = UniqueKey();
+        var first = await store.TryAcquireAsync(key, LockTtl);
+
+        Assert.True(await store.ReleaseAsync(key, first.LockToken));
+
+        var second = await store.TryAcquireAsync(key, LockTtl);
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, second.Status);
+        Assert.NotEqual(first.LockToken, second.LockToken);
+    }
+
+    [Fact]
+    public async Task Lock_ExpiresAfterItsTtl()
+    {
+        var clock = NewClock();
+        var store = await CreateStoreAsync(clock);
+        var key = UniqueKey();
+        await store.TryAcquireAsync(key, LockTtl);
+
+        await AdvanceTimeAsync(clock, LockTtl - TimeSpan.FromSeconds(1));
+        Assert.Equal(IdempotencyAcquireStatus.Locked, (await store.TryAcquireAsync(key, LockTtl)).Status);
+
+        await AdvanceTimeAsync(clock, TimeSpan.FromSeconds(2));
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, (await store.TryAcquireAsync(key, LockTtl)).Status);
+    }
+
+    [Fact]
+    public async Task Result_ExpiresAfterItsTtl()
+    {
+        var clock = NewClock();
+        var store = await CreateStoreAsync(clock);
+        var key = UniqueKey();
+        var acquired = await store.TryAcquireAsync(key, LockTtl);
+        await store.CompleteAsync(key, acquired.LockToken, new byte[] { 1 }, ResultTtl);
+
+        await AdvanceTimeAsync(clock, ResultTtl - TimeSpan.FromSeconds(1));
+        Assert.Equal(IdempotencyAcquireStatus.Completed, (await store.TryAcquireAsync(key, LockTtl)).Status);
+
+        await AdvanceTimeAsync(clock, TimeSpan.FromSeconds(2));
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, (await store.TryAcquireAsync(key, LockTtl)).Status);
+    }
+
+    [Fact]
+    public async Task Complete_WithAStaleToken_StoresNothing()
+    {
+        var clock = NewClock();
+        var store = await CreateStoreAsync(clock);
+        var key = UniqueKey();
+        var stale = await store.TryAcquireAsync(key, LockTtl);
+        await AdvanceTimeAsync(clock, LockTtl + TimeSpan.FromSeconds(1));
+        var current = await store.TryAcquireAsync(key, LockTtl);
+
+        Assert.False(await store.CompleteAsync(key, stale.LockToken, new byte[] { 1 }, ResultTtl));
+
+        Assert.Equal(IdempotencyAcquireStatus.Locked, (await store.TryAcquireAsync(key, LockTtl)).Status);
+        Assert.True(await store.CompleteAsync(key, current.LockToken, new byte[] { 2 }, ResultTtl));
+        Assert.Equal(new byte[] { 2 }, (await store.TryAcquireAsync(key, LockTtl)).Result.ToArray());
+    }
+
+    [Fact]
+    public async Task Release_WithAStaleToken_LeavesTheNewHoldersLock()
+    {
+        var clock = NewClock();
+        var store = await CreateStoreAsync(clock);
+        var key = UniqueKey();
+        var stale = await store.TryAcquireAsync(key, LockTtl);
+        await AdvanceTimeAsync(clock, LockTtl + TimeSpan.FromSeconds(1));
+        await store.TryAcquireAsync(key, LockTtl);
+
+        Assert.False(await store.ReleaseAsync(key, stale.LockToken));
+
+        Assert.Equal(IdempotencyAcquireStatus.Locked, (await store.TryAcquireAsync(key, LockTtl)).Status);
+    }
+
+    [Fact]
+    public async Task Release_OfACompletedKey_ReturnsFalseAndKeepsTheResult()
+    {
+        var store = await CreateStoreAsync(NewClock());
+        var key = UniqueKey();
+        var acquired = await store.TryAcquireAsync(key, LockTtl);
+        await store.CompleteAsync(key, acquired.LockToken, new byte[] { 7 }, ResultTtl);
+
+        Assert.False(await store.ReleaseAsync(key, acquired.LockToken));
+
+        Assert.Equal(IdempotencyAcquireStatus.Completed, (await store.TryAcquireAsync(key, LockTtl)).Status);
+    }
+
+    [Fact]
+    public async Task ConcurrentAcquires_OfOneKey_ExactlyOneWins()
+    {
+        var store = await CreateStoreAsync(NewClock());
+        var key = UniqueKey();
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => Task.Run(async () => await store.TryAcquireAsync(key, LockTtl))));
+
+        Assert.Equal(1, results.Count(r => r.Status == IdempotencyAcquireStatus.Acquired));
+        Assert.Equal(15, results.Count(r => r.Status == IdempotencyAcquireStatus.Locked));
+    }
+
+    [Fact]
+    public async Task Keys_AreOrdinal_AndMayBe200CharactersLong()
+    {
+        var store = await CreateStoreAsync(NewClock());
+        var key = UniqueKey();
+        var longKey = (key + new string('x', 200))[..200];
+
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, (await store.TryAcquireAsync(key + "-a", LockTtl)).Status);
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, (await store.TryAcquireAsync(key + "-A", LockTtl)).Status);
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, (await store.TryAcquireAsync(longKey, LockTtl)).Status);
+        Assert.Equal(IdempotencyAcquireStatus.Locked, (await store.TryAcquireAsync(longKey, LockTtl)).Status);
+    }
+}

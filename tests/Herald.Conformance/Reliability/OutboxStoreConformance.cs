@@ -1,0 +1,212 @@
+using Herald.Reliability;
+using Herald.Reliability.Outbox;
+using Xunit;
+
+namespace Herald.Conformance.Reliability;
+
+/// <summary>
+/// The contract of <see cref="IOutboxStore"/>. A store's test project derives from it and implements
+/// <see cref="CreateStoreAsync"/> and <see cref="BeginUnitOfWorkAsync"/> over its real engine. Tests only look at the
+/// messages they added, so the suite tolerates other rows; but counting and fetching assume no other run changes the same
+/// outbox at the same time, so give each run its own table (or database) when runs can overlap.
+/// </summary>
+public abstract class OutboxStoreConformance
+{
+    private static readonly DateTimeOffset BaseTime = new(2030, 1, 2, 3, 4, 5, 678, TimeSpan.Zero);
+
+    /// <summary>Creates the store under test.</summary>
+    protected abstract ValueTask<IOutboxStore> CreateStoreAsync();
+
+    /// <summary>Begins a unit of work the store enlists in (for SQL stores: a transaction on the same database).</summary>
+    protected abstract ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(IOutboxStore store);
+
+    /// <summary>How many pending messages a fetch reads to find the test's own among any others.</summary>
+    protected virtual int FetchWindow => 1000;
+
+    /// <summary>A message with every field set.</summary>
+    protected static OutboxMessage NewMessage(string? partitionKey = "key-1", OutboxDestinationKind kind = OutboxDestinationKind.Queue)
+    {
+        var envelope = TestEnvelopes.Create(partitionKey: partitionKey) with { DeliveryAttempt = 0 };
+        return new OutboxMessage
+        {
+            Id = Guid.CreateVersion7(),
+            DestinationKind = kind,
+            Destination = kind == OutboxDestinationKind.Queue ? "conformance-queue" : envelope.MessageType,
+            Envelope = envelope,
+            CreatedAt = BaseTime,
+            PartitionKey = partitionKey,
+            DeliverAt = BaseTime.AddSeconds(30),
+        };
+    }
+
+    [Fact]
+    public async Task Add_ThenGet_RoundTripsEveryField()
+    {
+        var store = await CreateStoreAsync();
+        var queued = NewMessage();
+        var published = NewMessage(partitionKey: null, OutboxDestinationKind.Topic) with { DeliverAt = null };
+
+        await store.AddAsync([queued, published]);
+
+        AssertEqual(queued, (await store.GetAsync(queued.Id))!);
+        AssertEqual(published, (await store.GetAsync(published.Id))!);
+        Assert.Null(await store.GetAsync(Guid.CreateVersion7()));
+    }
+
+    [Fact]
+    public async Task FetchPending_ReturnsMessagesInTheOrderTheyWereAdded_NotInIdOrder()
+    {
+        var store = await CreateStoreAsync();
+
+        // Ids out of order on purpose: the store keeps the order of addition (across calls and within one).
+        var first = NewMessage("a") with { Id = Guid.CreateVersion7(BaseTime.AddDays(1)) };
+        var batch = new[] { NewMessage("b"), NewMessage("a"), NewMessage(null) };
+        var last = NewMessage("a") with { Id = Guid.CreateVersion7(BaseTime.AddDays(-1)) };
+        await store.AddAsync([first]);
+        await store.AddAsync(batch);
+        await store.AddAsync([last]);
+
+        var expected = new[] { first.Id }.Concat(batch.Select(m => m.Id)).Append(last.Id).ToList();
+        var own = expected.ToHashSet();
+        var fetched = (await store.FetchPendingAsync(FetchWindow)).Select(m => m.Id).Where(own.Contains).ToList();
+        Assert.Equal(expected, fetched);
+    }
+
+    [Fact]
+    public async Task FetchPending_TakesAtMostMaxCount()
+    {
+        var store = await CreateStoreAsync();
+        await store.AddAsync([NewMessage(), NewMessage(), NewMessage(), NewMessage()]);
+
+        var fetched = await store.FetchPendingAsync(2);
+
+        Assert.Equal(2, fetched.Count);
+        Assert.All(fetched, m => Assert.Null(m.SentAt));
+    }
+
+    [Fact]
+    public async Task MarkSent_TakesMessagesOutOfPending_AndKeepsTheFirstSentTime()
+    {
+        var store = await CreateStoreAsync();
+        var sent = NewMessage();
+        var pending = NewMessage();
+        await store.AddAsync([sent, pending]);
+
+        await store.MarkSentAsync([sent.Id], BaseTime.AddMinutes(1));
+        await store.MarkSentAsync([sent.Id], BaseTime.AddMinutes(2));
+
+        var ids = (await store.FetchPendingAsync(FetchWindow)).Select(m => m.Id).ToList();
+        Assert.DoesNotContain(sent.Id, ids);
+        Assert.Contains(pending.Id, ids);
+        Assert.Equal(BaseTime.AddMinutes(1), (await store.GetAsync(sent.Id))!.SentAt);
+        Assert.Null((await store.GetAsync(pending.Id))!.SentAt);
+    }
+
+    [Fact]
+    public async Task MarkSent_OfUnknownIds_IsIgnored()
+    {
+        var store = await CreateStoreAsync();
+        var message = NewMessage();
+        await store.AddAsync([message]);
+
+        await store.MarkSentAsync([Guid.CreateVersion7(), message.Id], BaseTime);
+
+        Assert.Equal(BaseTime, (await store.GetAsync(message.Id))!.SentAt);
+    }
+
+    [Fact]
+    public async Task DeleteSent_DeletesOnlyMessagesSentBeforeTheCutoff_NeverPendingOnes()
+    {
+        var store = await CreateStoreAsync();
+        var old = NewMessage();
+        var recent = NewMessage();
+        var pending = NewMessage();
+        await store.AddAsync([old, recent, pending]);
+        await store.MarkSentAsync([old.Id], BaseTime);
+        await store.MarkSentAsync([recent.Id], BaseTime.AddHours(1));
+
+        while (await store.DeleteSentAsync(BaseTime.AddMinutes(30), 100) == 100)
+        {
+        }
+
+        Assert.Null(await store.GetAsync(old.Id));
+        Assert.NotNull(await store.GetAsync(recent.Id));
+        Assert.NotNull(await store.GetAsync(pending.Id));
+    }
+
+    [Fact]
+    public async Task DeleteSent_DeletesAtMostMaxCount()
+    {
+        var store = await CreateStoreAsync();
+        var messages = new[] { NewMessage(), NewMessage(), NewMessage() };
+        await store.AddAsync(messages);
+        await store.MarkSentAsync([.. messages.Select(m => m.Id)], BaseTime);
+
+        Assert.Equal(2, await store.DeleteSentAsync(BaseTime.AddSeconds(1), 2));
+        while (await store.DeleteSentAsync(BaseTime.AddSeconds(1), 2) > 0)
+        {
+        }
+
+        foreach (var message in messages)
+        {
+            Assert.Null(await store.GetAsync(message.Id));
+        }
+    }
+
+    [Fact]
+    public async Task CountPending_CountsUnsentMessages()
+    {
+        var store = await CreateStoreAsync();
+        var before = await store.CountPendingAsync();
+        var messages = new[] { NewMessage(), NewMessage(), NewMessage() };
+
+        await store.AddAsync(messages);
+        Assert.Equal(before + 3, await store.CountPendingAsync());
+
+        await store.MarkSentAsync([messages[0].Id], BaseTime);
+        Assert.Equal(before + 2, await store.CountPendingAsync());
+    }
+
+    [Fact]
+    public async Task Add_InAUnitOfWork_IsInvisibleUntilItCommits()
+    {
+        var store = await CreateStoreAsync();
+        var message = NewMessage();
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+
+        await store.AddAsync([message], unitOfWork);
+        Assert.DoesNotContain(message.Id, (await store.FetchPendingAsync(FetchWindow)).Select(m => m.Id));
+
+        await unitOfWork.CommitAsync();
+        Assert.Contains(message.Id, (await store.FetchPendingAsync(FetchWindow)).Select(m => m.Id));
+    }
+
+    [Fact]
+    public async Task Add_InAUnitOfWorkThatRollsBack_NeverAppears()
+    {
+        var store = await CreateStoreAsync();
+        var message = NewMessage();
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+
+        await store.AddAsync([message], unitOfWork);
+        await unitOfWork.RollbackAsync();
+
+        Assert.DoesNotContain(message.Id, (await store.FetchPendingAsync(FetchWindow)).Select(m => m.Id));
+        Assert.Null(await store.GetAsync(message.Id));
+    }
+
+    /// <summary>Asserts that two outbox messages agree on every field.</summary>
+    protected static void AssertEqual(OutboxMessage expected, OutboxMessage actual)
+    {
+        ArgumentNullException.ThrowIfNull(expected);
+        ArgumentNullException.ThrowIfNull(actual);
+        Assert.Equal(expected.Id, actual.Id);
+        Assert.Equal(expected.DestinationKind, actual.DestinationKind);
+        Assert.Equal(expected.Destination, actual.Destination);
+        TestEnvelopes.AssertEqual(expected.Envelope, actual.Envelope);
+        Assert.Equal(expected.CreatedAt, actual.CreatedAt);
+        Assert.Equal(expected.PartitionKey, actual.PartitionKey);
+        Assert.Equal(expected.DeliverAt, actual.DeliverAt);
+        Assert.Equal(expected.SentAt, actual.SentAt);
+    }
+}
