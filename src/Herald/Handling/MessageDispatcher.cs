@@ -91,6 +91,12 @@ internal sealed class MessageDispatcher
     private async ValueTask DispatchAsync(Delivery delivery, TagList tags, Activity? activity, CancellationToken cancellationToken)
     {
         var envelope = delivery.Envelope;
+        if (delivery.DecodeFailure is { } decodeFailure)
+        {
+            await PoisonAsync(delivery, decodeFailure, DeadLetterCause.Undecodable, tags, activity, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
         if (InvalidEnvelopeException.Check(envelope) is { Count: > 0 } problems)
         {
             await PoisonAsync(delivery, new InvalidEnvelopeException(problems), DeadLetterCause.InvalidEnvelope, tags, activity, cancellationToken).ConfigureAwait(false);

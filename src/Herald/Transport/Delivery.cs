@@ -12,9 +12,22 @@ public abstract class Delivery
 
     /// <summary>Creates a delivery of the envelope from the queue.</summary>
     protected Delivery(Envelope envelope, string queue)
+        : this(envelope, queue, decodeFailure: null)
     {
+    }
+
+    /// <summary>
+    /// Creates a delivery the transport could not decode: <paramref name="envelope"/> holds what could be read (the raw
+    /// body, and the id and type when present), and the pipeline dead-letters it at once with <paramref name="decodeFailure"/>
+    /// as the reason, instead of handling it.
+    /// </summary>
+    protected Delivery(Envelope envelope, string queue, Exception? decodeFailure)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        ArgumentNullException.ThrowIfNull(queue);
         Envelope = envelope;
         Queue = queue;
+        DecodeFailure = decodeFailure;
     }
 
     /// <summary>The delivered message; <see cref="Envelope.DeliveryAttempt"/> counts deliveries from 1.</summary>
@@ -22,6 +35,9 @@ public abstract class Delivery
 
     /// <summary>The queue it came from.</summary>
     public string Queue { get; }
+
+    /// <summary>Why the transport could not decode this delivery, or null; such a delivery goes to the dead letters unhandled.</summary>
+    public Exception? DecodeFailure { get; }
 
     /// <summary>True once ack, nack or dead-letter has been called.</summary>
     public bool IsSettled => Volatile.Read(ref _settled) != 0;
