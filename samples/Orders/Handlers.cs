@@ -16,8 +16,8 @@ public sealed class OrderCommands(AggregateRepository<Order> orders, ILogger<Ord
         var id = Guid.CreateVersion7();
         var order = await orders.LoadAsync(id.ToString(), cancellationToken);
         order.Place(command.CustomerId, command.Lines);
-        var result = await orders.SaveAsync(order, cancellationToken: cancellationToken);
-        logger.LogInformation("command  place-order     {OrderId} for {Customer}: {Lines} line(s), {Total:0.00} -> stored at position {Position}", id, command.CustomerId, command.Lines.Count, order.Total, result.LastPosition);
+        var version = await orders.SaveAsync(order, cancellationToken: cancellationToken);
+        logger.LogInformation("command  place-order     {OrderId} for {Customer}: {Lines} line(s), {Total:0.00} -> version {Version}", id, command.CustomerId, command.Lines.Count, order.Total, version);
         return id;
     }
 
@@ -37,8 +37,8 @@ public sealed class OrderCommands(AggregateRepository<Order> orders, ILogger<Ord
     {
         var order = await orders.LoadAsync(id.ToString(), cancellationToken);
         change(order);
-        var result = await orders.SaveAsync(order, cancellationToken: cancellationToken);
-        logger.LogInformation("command  {Command,-15} {OrderId} -> version {Version}", what, id, result.StreamVersion);
+        var version = await orders.SaveAsync(order, cancellationToken: cancellationToken);
+        logger.LogInformation("command  {Command,-15} {OrderId} -> version {Version}", what, id, version);
     }
 }
 

@@ -98,7 +98,8 @@ catch (OrderRuleException ex)
 }
 
 var store = host.Services.GetRequiredService<IEventStore>();
-var orders = host.Services.GetRequiredService<AggregateRepository<Order>>();
+await using var scope = host.Services.CreateAsyncScope();
+var orders = scope.ServiceProvider.GetRequiredService<AggregateRepository<Order>>();
 var events = 0L;
 foreach (var id in placed)
 {

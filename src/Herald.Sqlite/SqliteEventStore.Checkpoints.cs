@@ -1,4 +1,5 @@
 using Herald.EventSourcing;
+using Herald.Persistence;
 using Herald.Sqlite.Internal;
 
 namespace Herald.Sqlite;
@@ -43,6 +44,29 @@ public sealed partial class SqliteEventStore
                 ? new Snapshot(stream, row.GetInt64(0), row.GetString(1), row.GetInt32(2), row.GetFieldValue<byte[]>(3), EventRows.ToTime(row.GetInt64(4), row.GetInt32(5)))
                 : null;
         }, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        cancellationToken.ThrowIfCancellationRequested();
+        Own(unitOfWork).Enlist(session => session.SetCheckpoint(subscriptionId, position));
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public ValueTask SaveSnapshotAsync(Snapshot snapshot, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        StreamName.Validate(snapshot.Stream);
+        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
+        ArgumentNullException.ThrowIfNull(snapshot.StateType, nameof(snapshot));
+        cancellationToken.ThrowIfCancellationRequested();
+        var copy = snapshot with { State = snapshot.State.ToArray() };
+        Own(unitOfWork).Enlist(session => session.SaveSnapshot(copy));
+        return ValueTask.CompletedTask;
     }
 
     /// <inheritdoc />

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Reliability;
@@ -17,15 +18,21 @@ public sealed partial class SqliteEventStore
         ArgumentNullException.ThrowIfNull(unitOfWork);
         AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
         cancellationToken.ThrowIfCancellationRequested();
-        var own = OwnUnitOfWork(unitOfWork)
-            ?? throw new ArgumentException("Only a SqliteUnitOfWork on this store's file can hold an append.", nameof(unitOfWork));
         var copy = events.ToArray();
-        own.Enlist(session => session.Append(stream, expectedVersion, copy));
+        Own(unitOfWork).Enlist(session => session.Append(stream, expectedVersion, copy));
         return ValueTask.CompletedTask;
     }
 
     /// <summary>Begins a unit of work on this file (the DI scope's one when the store is registered by <c>UseSqlite</c>).</summary>
     public SqliteUnitOfWork BeginUnitOfWork() => new(this);
+
+    /// <summary>The unit of work as this file's own; any other throws, since its writes could not commit with this file's.</summary>
+    internal SqliteUnitOfWork Own(IUnitOfWork unitOfWork)
+    {
+        ArgumentNullException.ThrowIfNull(unitOfWork);
+        return OwnUnitOfWork(unitOfWork)
+            ?? throw new ArgumentException($"Only a SqliteUnitOfWork on this store's file can hold its writes, not a {unitOfWork.GetType().Name}.", nameof(unitOfWork));
+    }
 
     /// <summary>The unit of work as this file's own, null for one without a transaction here (its callbacks are used instead).</summary>
     internal SqliteUnitOfWork? OwnUnitOfWork(IUnitOfWork? unitOfWork) => unitOfWork switch

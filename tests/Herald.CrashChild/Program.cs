@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using System.Globalization;
 using System.Text;
 using Herald.CrashChild;

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Redis.Idempotency;
 using Herald.Redis.Inbox;
 using Herald.Reliability;

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Reliability;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;

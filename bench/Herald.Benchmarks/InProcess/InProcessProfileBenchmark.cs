@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -85,7 +86,7 @@ internal sealed class InProcessProfileBenchmark : IBenchmark
                 {
                     var scope = services.CreateAsyncScope();
                     _ = scope.ServiceProvider.GetRequiredService<HeraldPingHandler>();
-                    Completed(scope.ServiceProvider.GetRequiredService<Herald.Reliability.IUnitOfWork>().CommitAsync(cancellationToken));
+                    Completed(scope.ServiceProvider.GetRequiredService<Herald.Persistence.IUnitOfWork>().CommitAsync(cancellationToken));
                     return Completed(scope.DisposeAsync());
                 }));
             }

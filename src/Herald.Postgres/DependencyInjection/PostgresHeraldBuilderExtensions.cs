@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.EventSourcing;
 using Herald.Hosting;
 using Herald.Postgres;
@@ -52,7 +53,7 @@ public static class PostgresHeraldBuilderExtensions
         services.Replace(ServiceDescriptor.Singleton<IInbox>(sp => new PostgresInbox(sp.GetRequiredService<PostgresEventStore>(), sp.GetService<TimeProvider>())));
         services.Replace(ServiceDescriptor.Singleton<IIdempotencyStore>(sp =>
             new PostgresIdempotencyStore(sp.GetRequiredService<PostgresEventStore>(), sp.GetService<TimeProvider>())));
-        services.Replace(ServiceDescriptor.Scoped<IUnitOfWork>(sp => sp.GetRequiredService<PostgresEventStore>().BeginUnitOfWork()));
+        builder.UsePersistence("Herald.Postgres", sp => sp.GetRequiredService<PostgresEventStore>().BeginUnitOfWork());
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, PostgresStoreStarter>());
         return builder;
     }

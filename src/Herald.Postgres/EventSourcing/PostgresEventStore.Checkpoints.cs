@@ -1,4 +1,5 @@
 using Herald.EventSourcing;
+using Herald.Persistence;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -24,11 +25,24 @@ public sealed partial class PostgresEventStore
         ArgumentOutOfRangeException.ThrowIfNegative(position);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(runtime.Sql.SetCheckpoint, connection);
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = subscriptionId, NpgsqlDbType = NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = position, NpgsqlDbType = NpgsqlDbType.Bigint });
-        command.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = _time.GetUtcNow().UtcDateTime, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+        await using var command = SetCheckpointCommand(runtime, subscriptionId, position, connection, transaction: null);
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        var own = Own(unitOfWork);
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        await own.ExecuteAsync(
+            async (connection, transaction, token) =>
+            {
+                await using var command = SetCheckpointCommand(runtime, subscriptionId, position, connection, transaction);
+                return await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
+            },
+            cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -63,13 +77,46 @@ public sealed partial class PostgresEventStore
         ArgumentException.ThrowIfNullOrEmpty(snapshot.StateType, nameof(snapshot));
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(runtime.Sql.SaveSnapshot, connection);
+        await using var command = SaveSnapshotCommand(runtime, snapshot, connection, transaction: null);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask SaveSnapshotAsync(Snapshot snapshot, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        StreamName.Validate(snapshot.Stream);
+        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
+        ArgumentException.ThrowIfNullOrEmpty(snapshot.StateType, nameof(snapshot));
+        var own = Own(unitOfWork);
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
+        await own.ExecuteAsync(
+            async (connection, transaction, token) =>
+            {
+                await using var command = SaveSnapshotCommand(runtime, snapshot, connection, transaction);
+                return await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
+            },
+            cancellationToken).ConfigureAwait(false);
+    }
+
+    private NpgsqlCommand SetCheckpointCommand(Runtime runtime, string subscriptionId, long position, NpgsqlConnection connection, NpgsqlTransaction? transaction)
+    {
+        var command = new NpgsqlCommand(runtime.Sql.SetCheckpoint, connection, transaction);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = subscriptionId, NpgsqlDbType = NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = position, NpgsqlDbType = NpgsqlDbType.Bigint });
+        command.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = _time.GetUtcNow().UtcDateTime, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+        return command;
+    }
+
+    private static NpgsqlCommand SaveSnapshotCommand(Runtime runtime, Snapshot snapshot, NpgsqlConnection connection, NpgsqlTransaction? transaction)
+    {
+        var command = new NpgsqlCommand(runtime.Sql.SaveSnapshot, connection, transaction);
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = snapshot.Stream, NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = snapshot.Version, NpgsqlDbType = NpgsqlDbType.Bigint });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = snapshot.StateType, NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = snapshot.SchemaVersion, NpgsqlDbType = NpgsqlDbType.Integer });
         command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = EventRows.BodyArray(snapshot.State), NpgsqlDbType = NpgsqlDbType.Bytea });
         command.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = snapshot.CreatedAt.UtcDateTime, NpgsqlDbType = NpgsqlDbType.TimestampTz });
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        return command;
     }
 }

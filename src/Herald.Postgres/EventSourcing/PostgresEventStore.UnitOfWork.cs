@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Postgres.Reliability;
@@ -11,9 +12,10 @@ public sealed partial class PostgresEventStore
     /// <summary>
     /// Appends in a unit of work on this store's database: the events are written now, inside its transaction, and become
     /// readable (with the outbox rows and inbox mark enlisted in it) only when it commits; a rollback discards them.
-    /// A stale expected version throws <see cref="ConcurrencyException"/> here and leaves the transaction usable.
+    /// A stale expected version is found here, but, as on every engine, surfaces as a <see cref="ConcurrencyException"/> from
+    /// <see cref="IUnitOfWork.CommitAsync"/>, which then rolls everything back.
     /// </summary>
-    public async ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    public async ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(unitOfWork);
         AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
@@ -22,25 +24,41 @@ public sealed partial class PostgresEventStore
             throw new ArgumentException($"The append to '{stream}' holds {events.Count} events; one append may hold at most {AppendCoordinator.MaxEventsPerAppend}.", nameof(events));
         }
 
-        var own = OwnUnitOfWork(unitOfWork)
-            ?? throw new ArgumentException("Only a PostgresUnitOfWork of this store can hold an append.", nameof(unitOfWork));
+        var own = Own(unitOfWork);
         cancellationToken.ThrowIfCancellationRequested();
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
-        if (events.Count == 0)
+        try
         {
-            return await CheckEmptyAppendAsync(runtime, stream, expectedVersion, cancellationToken).ConfigureAwait(false);
-        }
-
-        var pending = new PendingAppend(stream, expectedVersion, events, cancellationToken);
-        return await own.ExecuteAsync(
-            async (connection, transaction, token) =>
+            if (events.Count == 0)
             {
-                var (firstOrdinal, notify) = own.ReserveOrdinals(events.Count);
-                var result = await AppendInTransactionAsync(runtime, connection, transaction, pending, firstOrdinal, notify, token).ConfigureAwait(false);
-                own.Appended(result.LastPosition);
-                return result;
-            },
-            cancellationToken).ConfigureAwait(false);
+                // Nothing to write: only the expected version is checked, now.
+                await CheckEmptyAppendAsync(runtime, stream, expectedVersion, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+
+            var pending = new PendingAppend(stream, expectedVersion, events, cancellationToken);
+            await own.ExecuteAsync(
+                async (connection, transaction, token) =>
+                {
+                    var (firstOrdinal, notify) = own.ReserveOrdinals(events.Count);
+                    var result = await AppendInTransactionAsync(runtime, connection, transaction, pending, firstOrdinal, notify, token).ConfigureAwait(false);
+                    own.Appended(result.LastPosition);
+                    return result;
+                },
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (ConcurrencyException conflict)
+        {
+            own.Doom(conflict);
+        }
+    }
+
+    /// <summary>The unit of work as this store's own; any other throws, since its writes could not commit with this database's.</summary>
+    internal PostgresUnitOfWork Own(IUnitOfWork unitOfWork)
+    {
+        ArgumentNullException.ThrowIfNull(unitOfWork);
+        return OwnUnitOfWork(unitOfWork)
+            ?? throw new ArgumentException($"Only a PostgresUnitOfWork of this store can hold its writes, not a {unitOfWork.GetType().Name}.", nameof(unitOfWork));
     }
 
     /// <summary>Begins a unit of work on this store's database (the DI scope's one when the store is registered by <c>UsePostgres</c>).</summary>

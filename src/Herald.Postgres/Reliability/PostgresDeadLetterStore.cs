@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Schema;
 using Herald.Reliability.DeadLetters;
@@ -50,7 +51,26 @@ public sealed class PostgresDeadLetterStore : IDeadLetterStore
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_insert, connection);
+        await using var command = InsertCommand(deadLetter, connection, transaction: null);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(deadLetter);
+        await _store.Own(unitOfWork).ExecuteAsync(
+            async (connection, transaction, token) =>
+            {
+                await using var command = InsertCommand(deadLetter, connection, transaction);
+                return await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
+            },
+            cancellationToken).ConfigureAwait(false);
+    }
+
+    private NpgsqlCommand InsertCommand(DeadLetter deadLetter, NpgsqlConnection connection, NpgsqlTransaction? transaction)
+    {
+        var command = new NpgsqlCommand(_insert, connection, transaction);
         var p = command.Parameters;
         p.Add(EnvelopeColumns.Id(deadLetter.Id));
         p.Add(EnvelopeColumns.Text(deadLetter.Endpoint));
@@ -66,7 +86,7 @@ public sealed class PostgresDeadLetterStore : IDeadLetterStore
         p.Add(EnvelopeColumns.Text(deadLetter.LastRetryError));
         p.Add(EnvelopeColumns.Time(deadLetter.LastRetryTime));
         EnvelopeColumns.Add(p, deadLetter.Envelope);
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        return command;
     }
 
     /// <inheritdoc />

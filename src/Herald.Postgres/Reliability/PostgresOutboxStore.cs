@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Schema;
 using Herald.Reliability;

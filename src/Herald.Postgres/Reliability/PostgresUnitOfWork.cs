@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.EventSourcing;
 using Herald.Postgres.EventSourcing;
 using Herald.Reliability;
@@ -30,6 +31,7 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
     private List<Func<CancellationToken, ValueTask>>? _rolledBack;
     private bool _completed;
     private bool _aborted;
+    private Exception? _doomed;
     private int _nextOrdinal;
     private long _lastPosition;
 
@@ -87,9 +89,21 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
         try
         {
             bool aborted;
+            Exception? doomed;
             lock (_gate)
             {
-                aborted = _aborted;
+                (aborted, doomed) = (_aborted, _doomed);
+            }
+
+            if (doomed is not null)
+            {
+                // A write found a conflict early; like every engine, the unit of work reports it here and writes nothing.
+                if (_transaction is not null && _connection is { State: System.Data.ConnectionState.Open })
+                {
+                    await _transaction.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(doomed);
             }
 
             if (_transaction is not null)
@@ -203,6 +217,22 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
         finally
         {
             _connectionGate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The transaction of this unit of work, begun now if no write has begun it: the application's own statements run in it
+    /// and commit with Herald's writes. Run them one at a time, not concurrently with other writes of the same unit of work.
+    /// </summary>
+    internal ValueTask<NpgsqlTransaction> GetTransactionAsync(CancellationToken cancellationToken) =>
+        ExecuteAsync((_, transaction, _) => Task.FromResult(transaction), cancellationToken);
+
+    /// <summary>Fails the commit with <paramref name="conflict"/> (the first one wins): a write found that it cannot commit.</summary>
+    internal void Doom(Exception conflict)
+    {
+        lock (_gate)
+        {
+            _doomed ??= conflict;
         }
     }
 

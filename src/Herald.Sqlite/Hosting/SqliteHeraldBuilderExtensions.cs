@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.EventSourcing;
 using Herald.Hosting;
 using Herald.Reliability;
@@ -52,7 +53,7 @@ public static class SqliteHeraldBuilderExtensions
         services.Replace(ServiceDescriptor.Singleton<IInbox>(sp => new SqliteInbox(sp.GetRequiredService<SqliteEventStore>(), sp.GetService<TimeProvider>())));
         services.Replace(ServiceDescriptor.Singleton<IIdempotencyStore>(sp =>
             new SqliteIdempotencyStore(sp.GetRequiredService<SqliteEventStore>(), sp.GetService<TimeProvider>())));
-        services.Replace(ServiceDescriptor.Scoped<IUnitOfWork>(sp => new SqliteUnitOfWork(sp.GetRequiredService<SqliteEventStore>())));
+        builder.UsePersistence("Herald.Sqlite", sp => new SqliteUnitOfWork(sp.GetRequiredService<SqliteEventStore>()));
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SqliteStoreInitializer>());
         return builder;
     }

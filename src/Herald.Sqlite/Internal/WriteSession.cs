@@ -87,6 +87,9 @@ internal sealed class WriteSession : IDisposable
     /// <summary>The highest position appended in the current transaction, 0 when none.</summary>
     public long LastAppendedPosition { get; private set; }
 
+    /// <summary>The writer's connection, for an application's own statements in the same transaction.</summary>
+    public SqliteConnection Connection => _connection;
+
     /// <summary>True between <see cref="Begin"/> and <see cref="Commit"/> or <see cref="Rollback"/>.</summary>
     public bool InTransaction { get; private set; }
 

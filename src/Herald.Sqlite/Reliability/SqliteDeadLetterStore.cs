@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Reliability.DeadLetters;
 using Herald.Sqlite.Internal;
 using Microsoft.Data.Sqlite;
@@ -48,27 +49,41 @@ public sealed class SqliteDeadLetterStore : IDeadLetterStore
         ArgumentNullException.ThrowIfNull(deadLetter);
         await _store.WriteAsync(session =>
         {
-            var insert = session.Statement(InsertSql);
-            insert.Bind(1, GuidBytes.Of(deadLetter.Id));
-            insert.Bind(2, deadLetter.Endpoint);
-            insert.Bind(3, deadLetter.Cause.ToString());
-            insert.Bind(4, deadLetter.ErrorType);
-            insert.Bind(5, deadLetter.ErrorMessage);
-            insert.Bind(6, deadLetter.StackTrace);
-            insert.Bind(7, deadLetter.Fingerprint);
-            insert.Bind(8, deadLetter.FirstFailureTime.UtcTicks);
-            insert.Bind(9, EventRows.OffsetMinutes(deadLetter.FirstFailureTime));
-            insert.Bind(10, deadLetter.LastFailureTime.UtcTicks);
-            insert.Bind(11, EventRows.OffsetMinutes(deadLetter.LastFailureTime));
-            insert.Bind(12, deadLetter.AttemptCount);
-            insert.Bind(13, deadLetter.RetryCount);
-            insert.Bind(14, deadLetter.LastRetryError);
-            insert.Bind(15, deadLetter.LastRetryTime?.UtcTicks);
-            insert.Bind(16, deadLetter.LastRetryTime is { } retried ? EventRows.OffsetMinutes(retried) : null);
-            EnvelopeColumns.Bind(insert, 17, deadLetter.Envelope);
-            insert.Execute();
+            Insert(session, deadLetter);
             return true;
         }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(deadLetter);
+        cancellationToken.ThrowIfCancellationRequested();
+        _store.Own(unitOfWork).Enlist(session => Insert(session, deadLetter));
+        return ValueTask.CompletedTask;
+    }
+
+    private static void Insert(WriteSession session, DeadLetter deadLetter)
+    {
+        var insert = session.Statement(InsertSql);
+        insert.Bind(1, GuidBytes.Of(deadLetter.Id));
+        insert.Bind(2, deadLetter.Endpoint);
+        insert.Bind(3, deadLetter.Cause.ToString());
+        insert.Bind(4, deadLetter.ErrorType);
+        insert.Bind(5, deadLetter.ErrorMessage);
+        insert.Bind(6, deadLetter.StackTrace);
+        insert.Bind(7, deadLetter.Fingerprint);
+        insert.Bind(8, deadLetter.FirstFailureTime.UtcTicks);
+        insert.Bind(9, EventRows.OffsetMinutes(deadLetter.FirstFailureTime));
+        insert.Bind(10, deadLetter.LastFailureTime.UtcTicks);
+        insert.Bind(11, EventRows.OffsetMinutes(deadLetter.LastFailureTime));
+        insert.Bind(12, deadLetter.AttemptCount);
+        insert.Bind(13, deadLetter.RetryCount);
+        insert.Bind(14, deadLetter.LastRetryError);
+        insert.Bind(15, deadLetter.LastRetryTime?.UtcTicks);
+        insert.Bind(16, deadLetter.LastRetryTime is { } retried ? EventRows.OffsetMinutes(retried) : null);
+        EnvelopeColumns.Bind(insert, 17, deadLetter.Envelope);
+        insert.Execute();
     }
 
     /// <inheritdoc />

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using System.Collections.Concurrent;
 using Herald.Reliability;
 using Herald.Reliability.Inbox;

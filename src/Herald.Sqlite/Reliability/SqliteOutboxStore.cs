@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Reliability;
 using Herald.Reliability.Outbox;
 using Herald.Sqlite.Internal;

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Reliability;
 using Herald.Sqlite.Internal;
 

@@ -1,27 +1,36 @@
 using System.Collections.Concurrent;
-using Microsoft.Extensions.DependencyInjection;
+using Herald.EventSourcing.Aggregates;
+using Herald.Persistence;
 
 namespace Herald.Cqrs;
 
-/// <summary>Both in-process buses: each request runs in a DI scope of its own (its unit of work).</summary>
-internal sealed class RequestBus(IServiceScopeFactory scopes) : ICommandBus, IQueryBus
+/// <summary>Both in-process buses: each request runs through the unit-of-work runner (its own scope, or the running one).</summary>
+internal sealed class RequestBus(UnitOfWorkRunner runner) : ICommandBus, IQueryBus
 {
     private static readonly ConcurrentDictionary<Type, object> Invokers = new();
 
-    public async ValueTask SendAsync(ICommand command, CancellationToken cancellationToken = default)
+    public ValueTask SendAsync(ICommand command, CancellationToken cancellationToken = default) =>
+        SendAsync(command, EventMetadata.None, cancellationToken);
+
+    public async ValueTask SendAsync(ICommand command, EventMetadata metadata, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(command);
+        ArgumentNullException.ThrowIfNull(metadata);
         var invoker = (RequestInvoker<Unit>)Invokers.GetOrAdd(command.GetType(), static t =>
             Activator.CreateInstance(typeof(CommandInvoker<>).MakeGenericType(t))!);
-        await RunAsync(invoker, command, cancellationToken).ConfigureAwait(false);
+        await RunAsync(invoker, command, metadata, cancellationToken).ConfigureAwait(false);
     }
 
-    public ValueTask<TResult> SendAsync<TResult>(ICommand<TResult> command, CancellationToken cancellationToken = default)
+    public ValueTask<TResult> SendAsync<TResult>(ICommand<TResult> command, CancellationToken cancellationToken = default) =>
+        SendAsync(command, EventMetadata.None, cancellationToken);
+
+    public ValueTask<TResult> SendAsync<TResult>(ICommand<TResult> command, EventMetadata metadata, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(command);
+        ArgumentNullException.ThrowIfNull(metadata);
         var invoker = (RequestInvoker<TResult>)Invokers.GetOrAdd(command.GetType(), static t =>
             Activator.CreateInstance(typeof(CommandInvoker<,>).MakeGenericType(t, ResultOf(t, typeof(ICommand<>))))!);
-        return RunAsync(invoker, command, cancellationToken);
+        return RunAsync(invoker, command, metadata, cancellationToken);
     }
 
     public ValueTask<TResult> QueryAsync<TResult>(IQuery<TResult> query, CancellationToken cancellationToken = default)
@@ -29,7 +38,7 @@ internal sealed class RequestBus(IServiceScopeFactory scopes) : ICommandBus, IQu
         ArgumentNullException.ThrowIfNull(query);
         var invoker = (RequestInvoker<TResult>)Invokers.GetOrAdd(query.GetType(), static t =>
             Activator.CreateInstance(typeof(QueryInvoker<,>).MakeGenericType(t, ResultOf(t, typeof(IQuery<>))))!);
-        return RunAsync(invoker, query, cancellationToken);
+        return RunAsync(invoker, query, EventMetadata.None, cancellationToken);
     }
 
     private static Type ResultOf(Type requestType, Type openInterface)
@@ -44,12 +53,6 @@ internal sealed class RequestBus(IServiceScopeFactory scopes) : ICommandBus, IQu
             : throw new HeraldException($"'{requestType.FullName}' implements {openInterface.Name} for {matches.Count} result types; a request has exactly one result type.");
     }
 
-    private async ValueTask<TResult> RunAsync<TResult>(RequestInvoker<TResult> invoker, object request, CancellationToken cancellationToken)
-    {
-        var scope = scopes.CreateAsyncScope();
-        await using (scope.ConfigureAwait(false))
-        {
-            return await invoker.InvokeAsync(request, scope.ServiceProvider, cancellationToken).ConfigureAwait(false);
-        }
-    }
+    private ValueTask<TResult> RunAsync<TResult>(RequestInvoker<TResult> invoker, object request, EventMetadata metadata, CancellationToken cancellationToken) =>
+        runner.RunAsync((services, token) => invoker.InvokeAsync(request, services, token), metadata, cancellationToken);
 }

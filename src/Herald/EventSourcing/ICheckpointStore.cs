@@ -1,3 +1,5 @@
+using Herald.Persistence;
+
 namespace Herald.EventSourcing;
 
 /// <summary>Keeps how far each subscription or projection has processed the global log.</summary>
@@ -8,4 +10,10 @@ public interface ICheckpointStore
 
     /// <summary>Stores the position (the last one processed).</summary>
     ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Stores the position when <paramref name="unitOfWork"/> commits, together with its other writes (a read model and its
+    /// checkpoint in one database commit at once: exactly once).
+    /// </summary>
+    ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default);
 }

@@ -1,4 +1,5 @@
 using Herald.Messages;
+using Herald.Persistence;
 
 namespace Herald.EventSourcing;
 
@@ -17,6 +18,13 @@ public interface IEventStore
     /// An empty list checks the expected version and returns the stream's current state.
     /// </summary>
     ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Appends events to a stream in <paramref name="unitOfWork"/>: they are written with its other writes when it commits, or
+    /// not at all. The same rules as the direct append apply, but a conflict surfaces at <see cref="IUnitOfWork.CommitAsync"/>
+    /// (a <see cref="ConcurrencyException"/>, with nothing written), never here. Invalid input still throws at once.
+    /// </summary>
+    ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Reads a stream forward from a version (inclusive) or backward from a version (inclusive; pass <see cref="long.MaxValue"/>

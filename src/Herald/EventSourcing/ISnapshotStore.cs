@@ -1,3 +1,5 @@
+using Herald.Persistence;
+
 namespace Herald.EventSourcing;
 
 /// <summary>Keeps the latest snapshot of each stream, so an aggregate loads from it plus the events after it.</summary>
@@ -8,4 +10,7 @@ public interface ISnapshotStore
 
     /// <summary>Stores a snapshot, replacing an older one of the same stream (never a newer one).</summary>
     ValueTask SaveSnapshotAsync(Snapshot snapshot, CancellationToken cancellationToken = default);
+
+    /// <summary>Stores a snapshot when <paramref name="unitOfWork"/> commits, together with its other writes.</summary>
+    ValueTask SaveSnapshotAsync(Snapshot snapshot, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default);
 }

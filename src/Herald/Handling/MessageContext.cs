@@ -1,4 +1,6 @@
+using Herald.EventSourcing.Aggregates;
 using Herald.Messages;
+using Herald.Persistence;
 using Herald.Reliability;
 using Herald.Reliability.Outbox;
 using Microsoft.Extensions.DependencyInjection;
@@ -10,7 +12,7 @@ namespace Herald.Handling;
 /// the context carry the incoming correlation id, and their causation id is the incoming message id. Each attempt
 /// (immediate retries included) gets a context, a DI scope and a unit of work of its own.
 /// </summary>
-public sealed class MessageContext : IAsyncDisposable
+public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
 {
     private readonly IServiceProvider _root;
     private readonly IMessageBus _bus;
@@ -51,13 +53,31 @@ public sealed class MessageContext : IAsyncDisposable
     public IDictionary<string, object?> Items => _items ??= new Dictionary<string, object?>(StringComparer.Ordinal);
 
     /// <summary>
-    /// This attempt's unit of work (from <see cref="Services"/>); the pipeline commits it after the handlers succeed.
-    /// Reach it here rather than by injecting <see cref="IUnitOfWork"/>, so the pipeline knows the attempt used it.
+    /// This attempt's unit of work (the scoped <see cref="IUnitOfWork"/> of <see cref="Services"/>, which handlers may inject
+    /// as well); the pipeline commits it after the handlers succeed, and rolls it back when they fail.
     /// </summary>
     public IUnitOfWork UnitOfWork => _unitOfWork ??= Services.GetRequiredService<IUnitOfWork>();
 
-    /// <summary>True once <see cref="UnitOfWork"/> was asked for during this attempt.</summary>
+    /// <summary>True once this attempt's scope created its unit of work (asked for here or injected into a service).</summary>
     internal bool HasUnitOfWork => _unitOfWork is not null;
+
+    /// <summary>The stored events' metadata: the incoming message's correlation (or its id), its id as the cause, its user.</summary>
+    EventMetadata IUnitOfWorkScope.Metadata => new()
+    {
+        CorrelationId = Envelope.CorrelationId ?? Envelope.MessageId.ToString(),
+        CausationId = Envelope.MessageId.ToString(),
+        UserId = Envelope.UserId,
+    };
+
+    bool IUnitOfWorkScope.Owns(IUnitOfWork unitOfWork) => ReferenceEquals(_unitOfWork, unitOfWork);
+
+    void IUnitOfWorkScope.Adopt(IServiceProvider services, IUnitOfWork unitOfWork)
+    {
+        if (_scope is { } scope && ReferenceEquals(scope.ServiceProvider, services))
+        {
+            _unitOfWork ??= unitOfWork;
+        }
+    }
 
     internal HandlerInvoker? Invoker { get; set; }
 

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using System.Diagnostics;
 using Herald.Diagnostics;
 using Herald.Hosting;
@@ -37,7 +38,6 @@ internal sealed class MessageDispatcher
     private readonly DeadLetterOptions _deadLetterOptions;
     private readonly InboxStep? _inbox;
     private readonly bool _useOutbox;
-    private readonly bool _unitOfWorkNeedsCommit;
     private readonly TimeProvider _timeProvider;
     private readonly FailureTracker _failures = new();
 
@@ -57,12 +57,6 @@ internal sealed class MessageDispatcher
         _timeProvider = root.GetRequiredService<TimeProvider>();
         _inbox = root.GetService<InboxStep>() is { } inbox && inbox.IsEnabledFor(endpoint) ? inbox : null;
         _useOutbox = root.GetService<IOptions<OutboxOptions>>() is { } outbox && root.GetService<OutboxRelay>() is not null && outbox.Value.RouteHandlerMessages;
-
-        // The in-memory unit of work holds no writes, only callbacks registered through MessageContext.UnitOfWork, so an
-        // attempt that never asked for it has nothing to commit (saving a resolve per message). A database's unit of work
-        // may hold writes enlisted by any service of the scope, so it is always committed once a scope exists.
-        _unitOfWorkNeedsCommit = root.GetService<HeraldBuilder>()?.Services.LastOrDefault(d => d.ServiceType == typeof(IUnitOfWork)) is not
-            { ImplementationType: { } type } || type != typeof(InMemoryUnitOfWork) || _useOutbox || _inbox is not null;
         _pipeline = BuildPipeline([.. root.GetServices<IMessageMiddleware>()], root);
     }
 
@@ -198,6 +192,9 @@ internal sealed class MessageDispatcher
         var context = new MessageContext(envelope, message, _endpoint, _root, _bus, cancellationToken, attempt) { Invoker = invoker, UseOutbox = _useOutbox };
         await using (context.ConfigureAwait(false))
         {
+            // The attempt is the ambient unit of work: a unit of work its scope creates (for an injected repository, the
+            // outbox, the inbox) is the context's, and commands sent from the handlers join it.
+            UnitOfWorkRunner.Enter(context);
             try
             {
                 if (_inbox is not null && !await _inbox.TryEnterAsync(context).ConfigureAwait(false))
@@ -208,8 +205,8 @@ internal sealed class MessageDispatcher
 
                 await _pipeline(context).ConfigureAwait(false);
 
-                // Without a scope nothing could enlist in a unit of work, so there is nothing to commit.
-                if (context.HasUnitOfWork || (context.HasScope && _unitOfWorkNeedsCommit))
+                // Only a unit of work that exists can hold writes; none was created when nothing asked for one.
+                if (context.HasUnitOfWork)
                 {
                     await context.UnitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
                 }
@@ -218,27 +215,13 @@ internal sealed class MessageDispatcher
             }
             catch
             {
-                if (context.HasUnitOfWork || (context.HasScope && _unitOfWorkNeedsCommit))
+                if (context.HasUnitOfWork)
                 {
-                    await RollbackAsync(context.UnitOfWork).ConfigureAwait(false);
+                    await UnitOfWorkRunner.RollbackQuietlyAsync(context.UnitOfWork, _logger).ConfigureAwait(false);
                 }
 
                 throw;
             }
-        }
-    }
-
-    private async ValueTask RollbackAsync(IUnitOfWork unitOfWork)
-    {
-        try
-        {
-            await unitOfWork.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
-        }
-#pragma warning disable CA1031 // The attempt's own failure is what counts; a failed rollback is logged and the transaction dies with its scope.
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            ReliabilityLog.RollbackFailed(_logger, ex, _endpoint);
         }
     }
 

@@ -3,6 +3,7 @@ using Herald.EventSourcing.Aggregates;
 using Herald.EventSourcing.InMemory;
 using Herald.EventSourcing.Publishing;
 using Herald.Messages;
+using Herald.Persistence;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
@@ -19,17 +20,14 @@ public sealed partial class HeraldBuilder
         return this;
     }
 
-    /// <summary>Registers the repository of an aggregate type (a singleton <see cref="AggregateRepository{TAggregate}"/>).</summary>
+    /// <summary>
+    /// Registers the repository of an aggregate type: a scoped <see cref="AggregateRepository{TAggregate}"/> that saves through
+    /// the scope's unit of work (inject it into handlers; outside one, run the work through <see cref="UnitOfWorkRunner"/>).
+    /// </summary>
     public HeraldBuilder AddAggregate<TAggregate>(AggregateOptions? options = null)
         where TAggregate : Aggregate, new()
     {
-        Services.TryAddSingleton(sp => new AggregateRepository<TAggregate>(
-            sp.GetRequiredService<IEventStore>(),
-            sp.GetRequiredService<MessageTypeRegistry>(),
-            sp.GetRequiredService<IMessageSerializer>(),
-            sp.GetRequiredService<TimeProvider>(),
-            sp.GetService<ISnapshotStore>(),
-            options));
+        Services.TryAddScoped(sp => new AggregateRepository<TAggregate>(sp, options));
         return this;
     }
 

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Cqrs;
 using Herald.EventSourcing;
 using Herald.EventSourcing.InMemory;
@@ -52,6 +53,7 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<ITransport>(sp => new InMemoryTransport(InMemoryTransportOptions.Default, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(_ => new HandlerRegistry(builder.MessageHandlers));
         services.AddSingleton<IMessageBus, MessageBus>();
+        services.TryAddSingleton<UnitOfWorkRunner>();
         services.AddSingleton<RequestBus>();
         services.AddSingleton<ICommandBus>(sp => sp.GetRequiredService<RequestBus>());
         services.AddSingleton<IQueryBus>(sp => sp.GetRequiredService<RequestBus>());
@@ -83,7 +85,7 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<IInbox>(sp => new InMemoryInbox(sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<IOutboxStore>(_ => new InMemoryOutboxStore());
         services.TryAddSingleton<IIdempotencyStore>(sp => new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>()));
-        services.TryAddScoped<IUnitOfWork, InMemoryUnitOfWork>();
+        services.TryAddScoped(UnitOfWorkRunner.Adopting(static _ => new InMemoryUnitOfWork()));
 
         services.TryAddSingleton<OutboxSignal>();
         services.TryAddSingleton<DeadLetterMonitor>();

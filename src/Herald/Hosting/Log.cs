@@ -16,4 +16,7 @@ internal static partial class Log
 
     [LoggerMessage(1011, LogLevel.Error, "Message {MessageId} ({MessageType}) dead-lettered at '{Endpoint}' after {Attempt} attempt(s): {Reason}")]
     public static partial void DeadLettered(ILogger logger, Exception? exception, Guid messageId, string messageType, int attempt, string endpoint, string reason);
+
+    [LoggerMessage(1020, LogLevel.Warning, "Rolling back a unit of work failed; its transaction is discarded with its scope")]
+    public static partial void UnitOfWorkRollbackFailed(ILogger logger, Exception exception);
 }

@@ -20,9 +20,6 @@ internal static partial class ReliabilityLog
     [LoggerMessage(2005, LogLevel.Warning, "Could not count the dead letters of endpoint '{Endpoint}'")]
     public static partial void DeadLetterCountFailed(ILogger logger, Exception exception, string endpoint);
 
-    [LoggerMessage(2006, LogLevel.Warning, "Rolling back a failed attempt's unit of work at '{Endpoint}' failed")]
-    public static partial void RollbackFailed(ILogger logger, Exception exception, string endpoint);
-
     [LoggerMessage(2010, LogLevel.Information, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) sent back to '{Endpoint}'")]
     public static partial void DeadLetterRetried(ILogger logger, Guid deadLetterId, Guid messageId, string messageType, string endpoint);
 

@@ -59,7 +59,7 @@ public abstract partial class EventStoreConformance
 
         var result = await repository.SaveAsync(counter, new() { CorrelationId = "corr", CausationId = "cmd-1", UserId = "ada" });
 
-        Assert.Equal(2, result.StreamVersion);
+        Assert.Equal(2, result);
         Assert.Equal(2, counter.Version);
         Assert.Empty(counter.UncommittedEvents);
         var stored = await ReadStreamAsync(repository.StreamNameFor(id));

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Reliability;
 using Herald.Reliability.Inbox;
 using Microsoft.Extensions.Time.Testing;

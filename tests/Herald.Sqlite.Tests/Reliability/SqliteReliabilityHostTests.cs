@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using System.Text.Json;
 using Herald.Handling;
 using Herald.Hosting;

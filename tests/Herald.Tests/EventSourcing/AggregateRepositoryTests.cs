@@ -159,7 +159,7 @@ public sealed class AggregateRepositoryTests
 
         await Assert.ThrowsAsync<ConcurrencyException>(() => repository.SaveAsync(loaded));
         var fresh = await repository.LoadAsync("1");
-        Assert.Equal(2, (await repository.SaveAsync(fresh)).StreamVersion);
+        Assert.Equal(2, await repository.SaveAsync(fresh));
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using Herald.EventSourcing;
 using Herald.EventSourcing.Aggregates;
 using Herald.Handling;
 using Herald.Messages;
+using Herald.Persistence;
 using Herald.Conformance;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
@@ -18,16 +19,19 @@ public sealed class StoredEventPublishingTests
     {
         var seen = new ConcurrentQueue<Envelope>();
         using var host = await StartAsync(seen);
-        var repository = host.Services.GetRequiredService<AggregateRepository<Lamp>>();
-
-        var lamp = await repository.LoadAsync("kitchen");
-        lamp.Toggle();
-        lamp.Toggle();
-        await repository.SaveAsync(lamp);
+        var stream = await host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, ct) =>
+        {
+            var repository = services.GetRequiredService<AggregateRepository<Lamp>>();
+            var lamp = await repository.LoadAsync("kitchen", ct);
+            lamp.Toggle();
+            lamp.Toggle();
+            await repository.SaveAsync(lamp, cancellationToken: ct);
+            return repository.StreamNameFor("kitchen");
+        });
 
         await Eventually.UntilAsync(() => seen.Count == 2, "both stored events are handled");
         var stored = new List<RecordedEvent>();
-        await foreach (var recorded in host.Services.GetRequiredService<IEventStore>().ReadStreamAsync(repository.StreamNameFor("kitchen")))
+        await foreach (var recorded in host.Services.GetRequiredService<IEventStore>().ReadStreamAsync(stream))
         {
             stored.Add(recorded);
         }
@@ -42,11 +46,13 @@ public sealed class StoredEventPublishingTests
         var seen = new ConcurrentQueue<Envelope>();
         var failures = 2;
         using var host = await StartAsync(seen, services => services.AddSingleton<Func<bool>>(() => Interlocked.Decrement(ref failures) >= 0));
-        var repository = host.Services.GetRequiredService<AggregateRepository<Lamp>>();
-
-        var lamp = await repository.LoadAsync("hall");
-        lamp.Toggle();
-        await repository.SaveAsync(lamp);
+        await host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, ct) =>
+        {
+            var repository = services.GetRequiredService<AggregateRepository<Lamp>>();
+            var lamp = await repository.LoadAsync("hall", ct);
+            lamp.Toggle();
+            await repository.SaveAsync(lamp, cancellationToken: ct);
+        });
 
         await Eventually.UntilAsync(() => seen.Count == 1, "the event is handled after the transport recovers");
         Assert.True(Volatile.Read(ref failures) < 0, "the transport refused the first publishes");

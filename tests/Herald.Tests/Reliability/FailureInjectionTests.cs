@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Text;
@@ -300,6 +301,11 @@ public sealed class FailureInjectionTests
             Interlocked.Decrement(ref _failuresLeft) >= 0
                 ? throw new InvalidOperationException("the dead-letter database is down")
                 : _inner.AddAsync(deadLetter, cancellationToken);
+
+        public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
+            Interlocked.Decrement(ref _failuresLeft) >= 0
+                ? throw new InvalidOperationException("the dead-letter database is down")
+                : _inner.AddAsync(deadLetter, unitOfWork, cancellationToken);
 
         public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _inner.GetAsync(id, cancellationToken);
 

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Idempotency;

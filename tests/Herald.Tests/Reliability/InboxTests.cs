@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using System.Text;
 using Herald.Messages;
 using Herald.Reliability;

@@ -1,11 +1,15 @@
 using System.Text;
+using Microsoft.Extensions.DependencyInjection;
 using Herald.Messages;
+using Herald.Persistence;
 
 namespace Herald.EventSourcing.Aggregates;
 
 /// <summary>
 /// Loads aggregates from their stream (from the latest snapshot plus the events after it) and saves their uncommitted
 /// events with the loaded version as the expected version, so a concurrent change throws <see cref="ConcurrencyException"/>.
+/// Registered by <c>AddAggregate</c> as a scoped service that saves through the scope's <see cref="IUnitOfWork"/>: the events
+/// (and a snapshot when due) commit with the handler's other writes, and a conflict surfaces at the commit.
 /// </summary>
 /// <typeparam name="TAggregate">The aggregate type.</typeparam>
 public sealed class AggregateRepository<TAggregate>
@@ -18,13 +22,34 @@ public sealed class AggregateRepository<TAggregate>
     private readonly ISnapshotStore? _snapshots;
     private readonly Type? _snapshotType;
     private readonly int _snapshotEvery;
+    private readonly IUnitOfWork? _unitOfWork;
+    private readonly bool _scoped;
 
-    /// <summary>Creates the repository; pass a snapshot store when <see cref="AggregateOptions.SnapshotEvery"/> is above 0.</summary>
+    /// <summary>
+    /// Creates a repository that appends directly (each save commits on its own); pass a snapshot store when
+    /// <see cref="AggregateOptions.SnapshotEvery"/> is above 0.
+    /// </summary>
     public AggregateRepository(
         IEventStore store,
         MessageTypeRegistry messageTypes,
         IMessageSerializer serializer,
         TimeProvider timeProvider,
+        ISnapshotStore? snapshots = null,
+        AggregateOptions? options = null)
+        : this(store, messageTypes, serializer, timeProvider, unitOfWork: null, snapshots, options)
+    {
+    }
+
+    /// <summary>
+    /// Creates a repository whose saves enlist in <paramref name="unitOfWork"/>: they are written when it commits, and a
+    /// conflict surfaces there.
+    /// </summary>
+    public AggregateRepository(
+        IEventStore store,
+        MessageTypeRegistry messageTypes,
+        IMessageSerializer serializer,
+        TimeProvider timeProvider,
+        IUnitOfWork? unitOfWork,
         ISnapshotStore? snapshots = null,
         AggregateOptions? options = null)
     {
@@ -55,7 +80,19 @@ public sealed class AggregateRepository<TAggregate>
         _timeProvider = timeProvider;
         _snapshots = snapshots;
         _snapshotEvery = options.SnapshotEvery;
+        _unitOfWork = unitOfWork;
     }
+
+    /// <summary>The repository <c>AddAggregate</c> registers: it saves only inside the unit of work that commits its scope.</summary>
+    internal AggregateRepository(IServiceProvider services, AggregateOptions? options)
+        : this(
+            services.GetRequiredService<IEventStore>(),
+            services.GetRequiredService<MessageTypeRegistry>(),
+            services.GetRequiredService<IMessageSerializer>(),
+            services.GetRequiredService<TimeProvider>(),
+            services.GetRequiredService<IUnitOfWork>(),
+            services.GetService<ISnapshotStore>(),
+            options) => _scoped = true;
 
     /// <summary>The stream category of this aggregate type.</summary>
     public string Category { get; }
@@ -79,10 +116,12 @@ public sealed class AggregateRepository<TAggregate>
     }
 
     /// <summary>
-    /// Appends the uncommitted events (expected version: the loaded one), then marks them saved and takes a snapshot when due.
-    /// With nothing to save it only checks the version. Throws <see cref="ConcurrencyException"/> when the stream moved on.
+    /// Appends the uncommitted events (expected version: the loaded one), then marks them saved and takes a snapshot when due;
+    /// returns the stream's version after them. With nothing to save it only checks the version. A stream that moved on throws
+    /// <see cref="ConcurrencyException"/>: here when the repository appends directly, at the commit when it has a unit of work.
+    /// Without <paramref name="metadata"/>, the events carry the running unit of work's (the handled message's or command's).
     /// </summary>
-    public async Task<AppendResult> SaveAsync(TAggregate aggregate, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
+    public async Task<long> SaveAsync(TAggregate aggregate, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(aggregate);
         if (string.IsNullOrEmpty(aggregate.Id))
@@ -90,7 +129,16 @@ public sealed class AggregateRepository<TAggregate>
             throw new ArgumentException($"The {typeof(TAggregate).Name} has no Id; set it (usually in When) before saving.", nameof(aggregate));
         }
 
-        metadata ??= EventMetadata.None;
+        var running = UnitOfWorkRunner.Current;
+        if (_scoped && (running is null || !running.Owns(_unitOfWork!)))
+        {
+            // Nothing would ever commit a unit of work outside the runner's scope: refuse rather than lose the events.
+            throw new InvalidOperationException(
+                $"The AggregateRepository<{typeof(TAggregate).Name}> from DI saves through its scope's unit of work, which only a running unit of work " +
+                "commits: use it in a message or command handler, or inside UnitOfWorkRunner.RunAsync (not from the root provider or a scope of your own).");
+        }
+
+        metadata ??= (_unitOfWork is not null ? running?.Metadata : null) ?? EventMetadata.None;
         var stream = StreamNameFor(aggregate.Id);
         var now = _timeProvider.GetUtcNow();
         var envelopes = new Envelope[aggregate.UncommittedEvents.Count];
@@ -115,15 +163,26 @@ public sealed class AggregateRepository<TAggregate>
         }
 
         var loadedVersion = aggregate.Version;
-        var result = await _store.AppendAsync(stream, ExpectedVersion.FromLoadedVersion(loadedVersion), envelopes, cancellationToken).ConfigureAwait(false);
-        aggregate.MarkSaved(result.StreamVersion);
+        var expected = ExpectedVersion.FromLoadedVersion(loadedVersion);
+        long version;
+        if (_unitOfWork is null)
+        {
+            version = (await _store.AppendAsync(stream, expected, envelopes, cancellationToken).ConfigureAwait(false)).StreamVersion;
+        }
+        else
+        {
+            // Written at the commit, where a conflict (which also undoes a snapshot staged below) surfaces.
+            await _store.AppendAsync(stream, expected, envelopes, _unitOfWork, cancellationToken).ConfigureAwait(false);
+            version = loadedVersion + envelopes.Length;
+        }
 
-        if (_snapshotEvery > 0 && envelopes.Length > 0 && result.StreamVersion / _snapshotEvery > loadedVersion / _snapshotEvery)
+        aggregate.MarkSaved(version);
+        if (_snapshotEvery > 0 && envelopes.Length > 0 && version / _snapshotEvery > loadedVersion / _snapshotEvery)
         {
             await SaveSnapshotAsync(aggregate, stream, now, cancellationToken).ConfigureAwait(false);
         }
 
-        return result;
+        return version;
     }
 
     internal static string DefaultCategory(Type type)
@@ -185,6 +244,14 @@ public sealed class AggregateRepository<TAggregate>
     {
         var (name, version) = SnapshotTypeName(_snapshotType!);
         var state = _serializer.Serialize(aggregate.CreateSnapshot(), _snapshotType!);
-        await _snapshots!.SaveSnapshotAsync(new Snapshot(stream, aggregate.Version, name, version, state, now), cancellationToken).ConfigureAwait(false);
+        var snapshot = new Snapshot(stream, aggregate.Version, name, version, state, now);
+        if (_unitOfWork is null)
+        {
+            await _snapshots!.SaveSnapshotAsync(snapshot, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await _snapshots!.SaveSnapshotAsync(snapshot, _unitOfWork, cancellationToken).ConfigureAwait(false);
+        }
     }
 }

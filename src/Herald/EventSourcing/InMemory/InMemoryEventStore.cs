@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
 using Herald.Messages;
+using Herald.Persistence;
 
 namespace Herald.EventSourcing.InMemory;
 
@@ -67,23 +68,88 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
                 throw new ConcurrencyException(stream, expectedVersion, current);
             }
 
-            state ??= _streams[stream] = new StreamState();
-            var now = _options.TimeProvider.GetUtcNow();
-            foreach (var envelope in events)
-            {
-                var recorded = new RecordedEvent(stream, state.LastVersion + 1, _all.Count + 1, now, Copy(envelope));
-                _all.Add(recorded);
-                state.Events.Add(recorded);
-                state.VersionsById[recorded.EventId] = recorded.Version;
-            }
-
-            result = new AppendResult(state.LastVersion, _all[^1].Position);
+            result = AppendUnderLock(stream, state, events, _options.TimeProvider.GetUtcNow());
             signal = _appended;
             _appended = NewSignal();
         }
 
         signal.TrySetResult();
         return ValueTask.FromResult(result);
+    }
+
+    /// <inheritdoc />
+    public ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
+        cancellationToken.ThrowIfCancellationRequested();
+        var own = InMemoryUnitOfWork.Of(unitOfWork);
+        var staged = events.Select(Copy).ToArray();
+        own.Enlist(this, () => new StagedAppends(this)).Add(stream, expectedVersion, staged);
+        return ValueTask.CompletedTask;
+    }
+
+    // Checks every staged append of one unit of work against the streams (and the appends staged before it), then applies
+    // all of them, under one lock: a conflict throws before anything is written.
+    private void ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends)
+    {
+        TaskCompletionSource? signal = null;
+        lock (_gate)
+        {
+            var planned = new Dictionary<string, long>(StringComparer.Ordinal);
+            var apply = new List<int>(appends.Count);
+            for (var i = 0; i < appends.Count; i++)
+            {
+                var (stream, expected, events) = appends[i];
+                _streams.TryGetValue(stream, out var state);
+                var stagedBefore = planned.TryGetValue(stream, out var plannedVersion);
+                var current = stagedBefore ? plannedVersion : state?.CurrentVersion ?? 0;
+                if (events.Length > 0 && !stagedBefore && state is not null && TryGetIdempotentResult(stream, state, expected, events, out _))
+                {
+                    continue;
+                }
+
+                if (!expected.IsSatisfiedBy(current))
+                {
+                    throw new ConcurrencyException(stream, expected, current);
+                }
+
+                if (events.Length > 0)
+                {
+                    planned[stream] = (stagedBefore ? plannedVersion : state?.LastVersion ?? 0) + events.Length;
+                    apply.Add(i);
+                }
+            }
+
+            if (apply.Count > 0)
+            {
+                var now = _options.TimeProvider.GetUtcNow();
+                foreach (var i in apply)
+                {
+                    var (stream, _, events) = appends[i];
+                    _streams.TryGetValue(stream, out var state);
+                    AppendUnderLock(stream, state, events, now);
+                }
+
+                signal = _appended;
+                _appended = NewSignal();
+            }
+        }
+
+        signal?.TrySetResult();
+    }
+
+    private AppendResult AppendUnderLock(string stream, StreamState? state, IReadOnlyList<Envelope> events, DateTimeOffset now)
+    {
+        state ??= _streams[stream] = new StreamState();
+        foreach (var envelope in events)
+        {
+            var recorded = new RecordedEvent(stream, state.LastVersion + 1, _all.Count + 1, now, Copy(envelope));
+            _all.Add(recorded);
+            state.Events.Add(recorded);
+            state.VersionsById[recorded.EventId] = recorded.Version;
+        }
+
+        return new AppendResult(state.LastVersion, _all[^1].Position);
     }
 
     /// <inheritdoc />
@@ -255,6 +321,15 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     }
 
     /// <inheritdoc />
+    public ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        InMemoryUnitOfWork.Of(unitOfWork).Enlist(_checkpoints, () => new InMemoryWrites(_checkpoints)).Add(() => _checkpoints[subscriptionId] = position);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
     public ValueTask<Snapshot?> LoadSnapshotAsync(string stream, CancellationToken cancellationToken = default)
     {
         StreamName.Validate(stream);
@@ -269,6 +344,18 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
         var stored = snapshot with { State = snapshot.State.ToArray() };
         _snapshots.AddOrUpdate(snapshot.Stream, stored, (_, existing) => existing.Version > stored.Version ? existing : stored);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public ValueTask SaveSnapshotAsync(Snapshot snapshot, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        StreamName.Validate(snapshot.Stream);
+        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
+        var stored = snapshot with { State = snapshot.State.ToArray() };
+        InMemoryUnitOfWork.Of(unitOfWork).Enlist(_snapshots, () => new InMemoryWrites(_snapshots))
+            .Add(() => _snapshots.AddOrUpdate(stored.Stream, stored, (_, existing) => existing.Version > stored.Version ? existing : stored));
         return ValueTask.CompletedTask;
     }
 
@@ -330,6 +417,26 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         var last = state.Events[(int)(start + events.Count - 2)];
         result = new AppendResult(last.Version, last.Position);
         return true;
+    }
+
+    // The appends one unit of work staged on this store; applied all or none at its commit.
+    private sealed class StagedAppends(InMemoryEventStore store) : IInMemoryEnlistment
+    {
+        private readonly List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> _appends = [];
+
+        public object Owner => store;
+
+        public bool CanConflict => true;
+
+        public void Add(string stream, ExpectedVersion expected, Envelope[] events)
+        {
+            lock (_appends)
+            {
+                _appends.Add((stream, expected, events));
+            }
+        }
+
+        public void Apply() => store.ApplyStaged(_appends);
     }
 
     private sealed class StreamState

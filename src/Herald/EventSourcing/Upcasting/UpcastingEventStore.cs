@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Herald.Messages;
+using Herald.Persistence;
 
 namespace Herald.EventSourcing.Upcasting;
 
@@ -26,6 +27,10 @@ public sealed class UpcastingEventStore : IEventStore
     /// <inheritdoc />
     public ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
         Inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
+        Inner.AppendAsync(stream, expectedVersion, events, unitOfWork, cancellationToken);
 
     /// <inheritdoc />
     public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(

@@ -1,3 +1,5 @@
+using Herald.Persistence;
+
 namespace Herald.Reliability.DeadLetters;
 
 /// <summary>
@@ -15,6 +17,9 @@ public interface IDeadLetterStore
 {
     /// <summary>Stores a dead letter; an existing id is left as it is.</summary>
     ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default);
+
+    /// <summary>Stores a dead letter when <paramref name="unitOfWork"/> commits, together with its other writes.</summary>
+    ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default);
 
     /// <summary>Returns one dead letter, or null when there is none with that id.</summary>
     ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default);

@@ -1,3 +1,5 @@
+using Herald.Persistence;
+
 namespace Herald.Reliability.DeadLetters;
 
 /// <summary>
@@ -45,6 +47,31 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
             _records.Add(deadLetter.Id, deadLetter);
         }
 
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(deadLetter);
+        var own = InMemoryUnitOfWork.Of(unitOfWork);
+        lock (_gate)
+        {
+            // Check room now, so the caller fails rather than the commit.
+            if (_records.Count >= Capacity)
+            {
+                throw new InvalidOperationException(
+                    $"The in-memory dead-letter store is full ({Capacity} records); the message stays in its queue. Retry or purge dead letters, or use a durable store.");
+            }
+        }
+
+        own.Enlist(this, () => new InMemoryWrites(this)).Add(() =>
+        {
+            lock (_gate)
+            {
+                _records.TryAdd(deadLetter.Id, deadLetter);
+            }
+        });
         return ValueTask.CompletedTask;
     }
 

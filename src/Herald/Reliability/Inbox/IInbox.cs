@@ -1,3 +1,4 @@
+using Herald.Persistence;
 namespace Herald.Reliability.Inbox;
 
 /// <summary>

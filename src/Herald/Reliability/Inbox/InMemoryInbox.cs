@@ -1,3 +1,4 @@
+using Herald.Persistence;
 namespace Herald.Reliability.Inbox;
 
 /// <summary>Inbox marks in process memory, expiring on the injected clock. A mark made in a unit of work is removed when it rolls back.</summary>

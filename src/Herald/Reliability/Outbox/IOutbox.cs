@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using Herald.Handling;
 
 namespace Herald.Reliability.Outbox;

@@ -1,3 +1,4 @@
+using Herald.Persistence;
 using System.Diagnostics;
 using Herald.Diagnostics;
 using Herald.Handling;

@@ -1,4 +1,4 @@
-namespace Herald.Reliability;
+namespace Herald.Persistence;
 
 /// <summary>
 /// The unit of work of one handled message (scoped in DI: one per attempt). Stores that share a database with it write

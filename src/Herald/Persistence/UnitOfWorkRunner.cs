@@ -1,0 +1,152 @@
+using Herald.EventSourcing.Aggregates;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Herald.Persistence;
+
+/// <summary>
+/// Opens a DI scope and its unit of work, runs work in it, and commits (or, when the work throws, rolls back). The message
+/// pipeline, the command and query buses and the HTTP endpoints all run their work through it, so every engine's writes
+/// (event appends, snapshots, outbox rows, the inbox mark, the handler's own tables) commit together or not at all.
+/// Work started while another unit of work is running (a command sent from a handler) joins that one.
+/// </summary>
+public sealed class UnitOfWorkRunner
+{
+    private static readonly AsyncLocal<IUnitOfWorkScope?> Ambient = new();
+
+    private readonly IServiceScopeFactory _scopes;
+    private readonly ILogger _logger;
+
+    /// <summary>Creates the runner over the application's scopes.</summary>
+    public UnitOfWorkRunner(IServiceScopeFactory scopes, ILogger<UnitOfWorkRunner>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(scopes);
+        _scopes = scopes;
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>The unit of work running on this flow, or null.</summary>
+    internal static IUnitOfWorkScope? Current => Ambient.Value;
+
+    /// <summary>
+    /// Runs <paramref name="work"/> with the services of a new scope and commits its unit of work when it returns; rolls back
+    /// and rethrows when it throws (or when the commit fails, for example with a <see cref="EventSourcing.ConcurrencyException"/>).
+    /// Inside another unit of work it runs in that one, which its owner commits. <paramref name="metadata"/> is stamped on the
+    /// events stored in a new unit of work; a joined one keeps its own.
+    /// </summary>
+    public ValueTask RunAsync(Func<IServiceProvider, CancellationToken, ValueTask> work, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        return Ambient.Value is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
+    }
+
+    /// <summary>Runs <paramref name="work"/> as <see cref="RunAsync(Func{IServiceProvider, CancellationToken, ValueTask}, EventMetadata?, CancellationToken)"/> does, and returns its result once committed.</summary>
+    public ValueTask<TResult> RunAsync<TResult>(Func<IServiceProvider, CancellationToken, ValueTask<TResult>> work, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        return Ambient.Value is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
+    }
+
+    /// <summary>Wraps a persistence package's factory of the scoped unit of work, so the running scope commits what it creates.</summary>
+    internal static Func<IServiceProvider, IUnitOfWork> Adopting(Func<IServiceProvider, IUnitOfWork> factory) => services =>
+    {
+        var unitOfWork = factory(services);
+        Ambient.Value?.Adopt(services, unitOfWork);
+        return unitOfWork;
+    };
+
+    /// <summary>Makes <paramref name="scope"/> the ambient unit of work of the calling async flow (the message pipeline's attempt).</summary>
+    internal static void Enter(IUnitOfWorkScope scope) => Ambient.Value = scope;
+
+    /// <summary>Rolls back, logging (not throwing) a failure: the work's own exception is the one that counts.</summary>
+    internal static async ValueTask RollbackQuietlyAsync(IUnitOfWork unitOfWork, ILogger logger)
+    {
+        try
+        {
+            await unitOfWork.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // A failed rollback is logged; the transaction dies with its scope.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Hosting.Log.UnitOfWorkRollbackFailed(logger, ex);
+        }
+    }
+
+    private async ValueTask RunScopedAsync(Func<IServiceProvider, CancellationToken, ValueTask> work, EventMetadata? metadata, CancellationToken cancellationToken)
+    {
+        var scope = new RunnerScope(_scopes.CreateAsyncScope(), metadata ?? EventMetadata.None);
+        await using (scope.ConfigureAwait(false))
+        {
+            Ambient.Value = scope;
+            try
+            {
+                await work(scope.Services, cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                await scope.RollbackAsync(_logger).ConfigureAwait(false);
+                throw;
+            }
+
+            await scope.CommitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask<TResult> RunScopedAsync<TResult>(Func<IServiceProvider, CancellationToken, ValueTask<TResult>> work, EventMetadata? metadata, CancellationToken cancellationToken)
+    {
+        var scope = new RunnerScope(_scopes.CreateAsyncScope(), metadata ?? EventMetadata.None);
+        await using (scope.ConfigureAwait(false))
+        {
+            Ambient.Value = scope;
+            TResult result;
+            try
+            {
+                result = await work(scope.Services, cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                await scope.RollbackAsync(_logger).ConfigureAwait(false);
+                throw;
+            }
+
+            await scope.CommitAsync(cancellationToken).ConfigureAwait(false);
+            return result;
+        }
+    }
+
+    // A scope the runner opened; its unit of work exists only once something in the scope asked for it.
+    private sealed class RunnerScope(AsyncServiceScope scope, EventMetadata metadata) : IUnitOfWorkScope, IAsyncDisposable
+    {
+        private IUnitOfWork? _unitOfWork;
+
+        public IServiceProvider Services => scope.ServiceProvider;
+
+        public EventMetadata Metadata => metadata;
+
+        public bool Owns(IUnitOfWork unitOfWork) => ReferenceEquals(_unitOfWork, unitOfWork);
+
+        public void Adopt(IServiceProvider services, IUnitOfWork unitOfWork)
+        {
+            if (ReferenceEquals(services, scope.ServiceProvider))
+            {
+                _unitOfWork ??= unitOfWork;
+            }
+        }
+
+        public async ValueTask CommitAsync(CancellationToken cancellationToken)
+        {
+            // A commit that fails has rolled back already (the IUnitOfWork contract).
+            if (_unitOfWork is { } unitOfWork)
+            {
+                await unitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        public ValueTask RollbackAsync(ILogger logger) =>
+            _unitOfWork is { } unitOfWork ? RollbackQuietlyAsync(unitOfWork, logger) : ValueTask.CompletedTask;
+
+        public ValueTask DisposeAsync() => scope.DisposeAsync();
+    }
+}

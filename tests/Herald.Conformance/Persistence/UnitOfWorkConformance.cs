@@ -1,0 +1,328 @@
+using System.Text.Json;
+using Herald.EventSourcing;
+using Herald.Handling;
+using Herald.Hosting;
+using Herald.Messages;
+using Herald.Persistence;
+using Herald.Reliability.Inbox;
+using Herald.Reliability.Outbox;
+using Herald.Transport.InMemory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Xunit;
+
+namespace Herald.Conformance.Persistence;
+
+/// <summary>
+/// The contract of <see cref="IUnitOfWork"/> on one engine: an event append, outbox rows, the inbox mark and the application's
+/// own table written in one unit of work commit together at <see cref="IUnitOfWork.CommitAsync"/> or not at all; a conflict
+/// surfaces there and writes nothing; the outbox relay and the delivery's ack follow the commit. A persistence package's test
+/// project derives from it, registers its engine in <see cref="UseEngine"/> and writes the user table through the engine's own
+/// transaction. Every test runs a host of its own (transport: in memory, recorded).
+/// </summary>
+public abstract class UnitOfWorkConformance
+{
+    private static readonly TimeSpan InboxWindow = TimeSpan.FromMinutes(10);
+
+    /// <summary>Registers the engine under test (<c>h.UseSqlite(...)</c>, <c>h.UsePostgres(...)</c>; nothing for in memory).</summary>
+    protected abstract void UseEngine(HeraldBuilder herald);
+
+    /// <summary>Writes a row keyed <paramref name="key"/> to the application's own table through the unit of work's transaction.</summary>
+    protected abstract ValueTask WriteUserRowAsync(IUnitOfWork unitOfWork, string key);
+
+    /// <summary>True when the application's table holds a committed row keyed <paramref name="key"/>.</summary>
+    protected abstract ValueTask<bool> UserRowExistsAsync(IServiceProvider services, string key);
+
+    /// <summary>Runs once the host started (its store is ready): create the application's table here.</summary>
+    protected virtual ValueTask OnStartedAsync(IServiceProvider services) => ValueTask.CompletedTask;
+
+    [Fact]
+    public async Task Commit_WritesTheAppendOutboxRowsInboxMarkAndUserRow_Together()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await EnlistAllAsync(scope.ServiceProvider, unitOfWork, work, ExpectedVersion.NoStream);
+            await unitOfWork.CommitAsync();
+        }
+
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.True(await host.Get<IInbox>().IsHandledAsync(host.Endpoint, work.MessageId));
+        Assert.True(await UserRowExistsAsync(host.Services, work.Key));
+        await Eventually.UntilAsync(() => host.SentNotes().Contains(work.Key), "the outbox row is relayed once committed");
+    }
+
+    [Fact]
+    public async Task ConflictAtCommit_ThrowsConcurrencyException_AndWritesNothing()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        await host.Get<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)]);
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+
+            // The stream exists already, so NoStream is stale: every engine reports it at the commit, not before.
+            await EnlistAllAsync(scope.ServiceProvider, unitOfWork, work, ExpectedVersion.NoStream);
+            await Assert.ThrowsAsync<ConcurrencyException>(() => unitOfWork.CommitAsync().AsTask());
+            Assert.True(unitOfWork.IsCompleted);
+        }
+
+        await AssertNothingWrittenAsync(host, work, streamVersion: 1);
+    }
+
+    [Fact]
+    public async Task Rollback_AfterAFailedHandler_WritesNothing()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await EnlistAllAsync(scope.ServiceProvider, unitOfWork, work, ExpectedVersion.NoStream);
+            await unitOfWork.RollbackAsync();
+        }
+
+        await AssertNothingWrittenAsync(host, work, streamVersion: 0);
+    }
+
+    [Fact]
+    public async Task ScopeEndingWithoutCommit_WritesNothing()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            await EnlistAllAsync(scope.ServiceProvider, scope.ServiceProvider.GetRequiredService<IUnitOfWork>(), work, ExpectedVersion.NoStream);
+        }
+
+        await AssertNothingWrittenAsync(host, work, streamVersion: 0);
+    }
+
+    [Fact]
+    public async Task TwoUnitsOfWorkRacingOnOneStream_OneCommits_TheOtherConflictsAndWritesNothing()
+    {
+        await using var host = await StartAsync();
+        var first = Work.New();
+        var second = first with { MessageId = Guid.CreateVersion7(), Key = "row-" + Guid.NewGuid().ToString("N") };
+
+        var firstScope = host.Services.CreateAsyncScope();
+        var secondScope = host.Services.CreateAsyncScope();
+        await using (firstScope)
+        await using (secondScope)
+        {
+            var firstUnit = firstScope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            var secondUnit = secondScope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+
+            // Both saw the stream empty; the first to commit wins.
+            await EnlistAllAsync(firstScope.ServiceProvider, firstUnit, first, ExpectedVersion.NoStream);
+            var secondEnlisted = EnlistAllAsync(secondScope.ServiceProvider, secondUnit, second, ExpectedVersion.NoStream).AsTask();
+            await firstUnit.CommitAsync();
+            await secondEnlisted;
+            await Assert.ThrowsAsync<ConcurrencyException>(() => secondUnit.CommitAsync().AsTask());
+        }
+
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(first.Stream));
+        Assert.True(await UserRowExistsAsync(host.Services, first.Key));
+        Assert.False(await UserRowExistsAsync(host.Services, second.Key));
+        Assert.False(await host.Get<IInbox>().IsHandledAsync(host.Endpoint, second.MessageId));
+        await Eventually.UntilAsync(() => host.SentNotes().Contains(first.Key), "the winner's outbox row is relayed");
+        await AssertNeverSentAsync(host, second.Key);
+    }
+
+    [Fact]
+    public async Task HandledMessage_IsAckedAndItsOutboxRowsRelayed_OnlyAfterTheCommit()
+    {
+        var gate = new HandlerGate();
+        await using var host = await StartAsync(gate);
+        var work = Work.New();
+
+        await host.Get<IMessageBus>().SendAsync(new UowWork(work.Stream, work.Key));
+        await gate.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // The handler has appended and sent through the outbox, and waits: nothing may be visible or acked yet.
+        Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.DoesNotContain(work.Key, host.SentNotes());
+        Assert.Empty(host.Transport.Settlements);
+
+        gate.Release.SetResult();
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 1, "the delivery is settled after the commit");
+        Assert.Equal(SettlementKind.Ack, host.Transport.Settlements[0].Kind);
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.True(await UserRowExistsAsync(host.Services, work.Key));
+        await Eventually.UntilAsync(() => host.SentNotes().Contains(work.Key), "the outbox row is relayed after the commit");
+    }
+
+    [Fact]
+    public async Task HandledMessage_WhoseCommitConflicts_IsNotAcked_AndSendsNothing()
+    {
+        // The handler waits before its writes (an engine that writes early would otherwise hold the stream's lock).
+        var gate = new HandlerGate { HoldBeforeWrites = true };
+        await using var host = await StartAsync(gate);
+        var work = Work.New();
+
+        await host.Get<IMessageBus>().SendAsync(new UowWork(work.Stream, work.Key));
+        await gate.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // Someone else starts the stream while the handler runs: its NoStream append conflicts at the commit.
+        await host.Get<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)]);
+        gate.Release.SetResult();
+
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count >= 1, "the failed attempt is settled");
+        Assert.NotEqual(SettlementKind.Ack, host.Transport.Settlements[0].Kind);
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.False(await UserRowExistsAsync(host.Services, work.Key));
+        await AssertNeverSentAsync(host, work.Key);
+    }
+
+    private async ValueTask EnlistAllAsync(IServiceProvider services, IUnitOfWork unitOfWork, Work work, ExpectedVersion expected)
+    {
+        await services.GetRequiredService<IEventStore>().AppendAsync(work.Stream, expected, [Event(services)], unitOfWork);
+        Assert.True(await services.GetRequiredService<IInbox>().TryMarkHandledAsync(HostEndpoint(services), work.MessageId, InboxWindow, unitOfWork));
+        await services.GetRequiredService<IOutbox>().SendAsync(new UowNote(work.Key));
+        await WriteUserRowAsync(unitOfWork, work.Key);
+    }
+
+    private async Task AssertNothingWrittenAsync(TestHost host, Work work, long streamVersion)
+    {
+        Assert.Equal(streamVersion, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.False(await host.Get<IInbox>().IsHandledAsync(host.Endpoint, work.MessageId));
+        Assert.False(await UserRowExistsAsync(host.Services, work.Key));
+        await AssertNeverSentAsync(host, work.Key);
+    }
+
+    // The relay sends rows in commit order, so once a row committed afterwards has left, an earlier one would have too.
+    private static async Task AssertNeverSentAsync(TestHost host, string key)
+    {
+        var marker = "marker-" + Guid.NewGuid().ToString("N");
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(new UowNote(marker));
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await Eventually.UntilAsync(() => host.SentNotes().Contains(marker), "a row committed afterwards is relayed");
+        Assert.DoesNotContain(key, host.SentNotes());
+    }
+
+    private static Envelope Event(IServiceProvider services) =>
+        services.GetRequiredService<EnvelopeFactory>().Create(new UowNote("event"));
+
+    private static Envelope Event(TestHost host) => Event(host.Services);
+
+    private static string HostEndpoint(IServiceProvider services) => services.GetRequiredService<Microsoft.Extensions.Options.IOptions<HeraldOptions>>().Value.EndpointName;
+
+    private const string NotesQueue = "uow-notes";
+
+    private async Task<TestHost> StartAsync(HandlerGate? gate = null)
+    {
+        var endpoint = "uow-" + Guid.NewGuid().ToString("N")[..12];
+        var transport = new RecordingTransport(new InMemoryTransport(InMemoryTransportOptions.Default, TimeProvider.System));
+        var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(gate ?? new HandlerGate());
+        builder.Services.AddSingleton<Func<IUnitOfWork, string, ValueTask>>(WriteUserRowAsync);
+        builder.Services.AddHerald(h =>
+        {
+            h.UseTransport(_ => transport);
+            h.Configure(o =>
+            {
+                o.EndpointName = endpoint;
+                o.MaxConcurrency = 1;
+            });
+            h.ConfigureRetries(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)));
+            h.AddMessageType<UowNote>().AddMessageType<UowWork>().AddHandler<UowWorkHandler>().Route<UowNote>(NotesQueue).Route<UowWork>(endpoint);
+            h.UseOutbox(o => o.PollInterval = TimeSpan.FromMilliseconds(200)).UseInbox();
+            UseEngine(h);
+        });
+        var host = builder.Build();
+        await host.StartAsync();
+        await OnStartedAsync(host.Services);
+        return new TestHost(host, transport, endpoint);
+    }
+
+    /// <summary>A note sent through the outbox; its text says which unit of work sent it.</summary>
+    [MessageType("uow-conformance-note")]
+    public sealed record UowNote(string Text);
+
+    /// <summary>Work for the handler: append to the stream, send a note and write the user row keyed <paramref name="Key"/>.</summary>
+    [MessageType("uow-conformance-work")]
+    public sealed record UowWork(string Stream, string Key);
+
+    /// <summary>Lets a test hold the handler after it enlisted its writes and before its unit of work commits.</summary>
+    public sealed class HandlerGate
+    {
+        /// <summary>Completed when the handler has enlisted every write.</summary>
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Complete it to let the handler go on.</summary>
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>True: the handler waits before its writes instead of after them.</summary>
+        public bool HoldBeforeWrites { get; init; }
+
+        /// <summary>Signals the test and waits for it.</summary>
+        public async Task PassAsync(CancellationToken cancellationToken)
+        {
+            Entered.TrySetResult();
+            await Release.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Enlists an append, an outbox note and a user row in the message's unit of work, waiting at the gate after (or before) them.</summary>
+    public sealed class UowWorkHandler(IEventStore store, IUnitOfWork unitOfWork, EnvelopeFactory envelopes, HandlerGate gate, Func<IUnitOfWork, string, ValueTask> writeUserRow)
+        : IMessageHandler<UowWork>
+    {
+        /// <inheritdoc />
+        public async ValueTask HandleAsync(UowWork message, MessageContext context, CancellationToken cancellationToken)
+        {
+            ArgumentNullException.ThrowIfNull(message);
+            ArgumentNullException.ThrowIfNull(context);
+            if (gate.HoldBeforeWrites)
+            {
+                await gate.PassAsync(cancellationToken);
+            }
+
+            await store.AppendAsync(message.Stream, ExpectedVersion.NoStream, [envelopes.Create(new UowNote("event"))], unitOfWork, cancellationToken);
+            await context.SendAsync(new UowNote(message.Key), cancellationToken: cancellationToken);
+            await writeUserRow(unitOfWork, message.Key);
+            if (!gate.HoldBeforeWrites)
+            {
+                await gate.PassAsync(cancellationToken);
+            }
+        }
+    }
+
+    private sealed record Work(string Stream, string Key, Guid MessageId)
+    {
+        public static Work New() => new("uowconf-" + Guid.NewGuid().ToString("N"), "row-" + Guid.NewGuid().ToString("N"), Guid.CreateVersion7());
+    }
+
+    private sealed class TestHost(IHost host, RecordingTransport transport, string endpoint) : IAsyncDisposable
+    {
+        public IServiceProvider Services => host.Services;
+
+        public RecordingTransport Transport => transport;
+
+        public string Endpoint => endpoint;
+
+        public T Get<T>()
+            where T : notnull => host.Services.GetRequiredService<T>();
+
+        public List<string> SentNotes() =>
+            [.. transport.Sent.Where(s => s.Destination == NotesQueue).Select(s => JsonSerializer.Deserialize<UowNote>(s.Envelope.Body.Span, JsonSerializerOptions.Web)!.Text)];
+
+        public async ValueTask DisposeAsync()
+        {
+            await host.StopAsync();
+            host.Dispose();
+        }
+    }
+}

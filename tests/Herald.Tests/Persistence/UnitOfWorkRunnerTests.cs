@@ -1,0 +1,189 @@
+using Herald.Cqrs;
+using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
+using Herald.Handling;
+using Herald.Hosting;
+using Herald.Messages;
+using Herald.Persistence;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Herald.Tests.Persistence;
+
+public sealed class UnitOfWorkRunnerTests
+{
+    [MessageType("uowrun-opened")]
+    public sealed record Opened(string Id);
+
+    [MessageType("uowrun-note")]
+    public sealed record Note(string Text);
+
+    public sealed record OpenTicket(string Id) : ICommand;
+
+    public sealed record OpenTwo(string First, string Second) : ICommand;
+
+    public sealed class Ticket : Aggregate
+    {
+        public void Open(string id) => Raise(new Opened(id));
+
+        protected override void When(object @event)
+        {
+            if (@event is Opened opened)
+            {
+                Id = opened.Id;
+            }
+        }
+    }
+
+    public sealed class TicketCommands(AggregateRepository<Ticket> tickets, ICommandBus commands) : ICommandHandler<OpenTicket>, ICommandHandler<OpenTwo>
+    {
+        public async ValueTask HandleAsync(OpenTicket command, CancellationToken cancellationToken)
+        {
+            var ticket = await tickets.LoadAsync(command.Id, cancellationToken);
+            if (ticket.Version > 0)
+            {
+                throw new InvalidOperationException($"ticket {command.Id} is open already");
+            }
+
+            ticket.Open(command.Id);
+            await tickets.SaveAsync(ticket, cancellationToken: cancellationToken);
+        }
+
+        // Sends the second command from inside the first: it joins this unit of work, so both commit or neither.
+        public async ValueTask HandleAsync(OpenTwo command, CancellationToken cancellationToken)
+        {
+            await commands.SendAsync(new OpenTicket(command.First), cancellationToken);
+            await commands.SendAsync(new OpenTicket(command.Second), cancellationToken);
+        }
+    }
+
+    private static ServiceProvider Build(Action<HeraldBuilder>? configure = null)
+    {
+        var services = new ServiceCollection();
+        services.AddLogging();
+        services.AddHerald(h =>
+        {
+            h.AddMessageType<Opened>().AddMessageType<Note>().AddAggregate<Ticket>().AddHandler<TicketCommands>();
+            configure?.Invoke(h);
+        });
+        return services.BuildServiceProvider(new ServiceProviderOptions { ValidateScopes = true });
+    }
+
+    private static async Task<List<RecordedEvent>> ReadAsync(IServiceProvider services, string id)
+    {
+        var events = new List<RecordedEvent>();
+        await foreach (var recorded in services.GetRequiredService<IEventStore>().ReadStreamAsync(StreamName.For("ticket", id)))
+        {
+            events.Add(recorded);
+        }
+
+        return events;
+    }
+
+    [Fact]
+    public async Task CommandMetadata_IsStampedOnTheStoredEvents()
+    {
+        await using var services = Build();
+        var id = Guid.NewGuid().ToString("N");
+
+        await services.GetRequiredService<ICommandBus>().SendAsync(new OpenTicket(id), new EventMetadata { CorrelationId = "flow-7", CausationId = "request-3", UserId = "ada" });
+
+        var stored = Assert.Single(await ReadAsync(services, id));
+        Assert.Equal("flow-7", stored.Envelope.CorrelationId);
+        Assert.Equal("request-3", stored.Envelope.CausationId);
+        Assert.Equal("ada", stored.Envelope.UserId);
+    }
+
+    [Fact]
+    public async Task CommandSentFromACommandHandler_JoinsItsUnitOfWork_SoAFailureInEitherWritesNeither()
+    {
+        await using var services = Build();
+        var taken = Guid.NewGuid().ToString("N");
+        var fresh = Guid.NewGuid().ToString("N");
+        var bus = services.GetRequiredService<ICommandBus>();
+        await bus.SendAsync(new OpenTicket(taken));
+
+        // The inner command for the first ticket succeeds, the one for the second fails: had the first committed on its own,
+        // its ticket would be stored.
+        await Assert.ThrowsAsync<InvalidOperationException>(() => bus.SendAsync(new OpenTwo(fresh, taken)).AsTask());
+
+        Assert.Empty(await ReadAsync(services, fresh));
+        Assert.Single(await ReadAsync(services, taken));
+    }
+
+    [Fact]
+    public async Task RepositoryFromAScopeNobodyCommits_RefusesToSave_InsteadOfLosingTheEvents()
+    {
+        await using var services = Build();
+        await using var scope = services.CreateAsyncScope();
+        var tickets = scope.ServiceProvider.GetRequiredService<AggregateRepository<Ticket>>();
+        var ticket = await tickets.LoadAsync("loose");
+        ticket.Open("loose");
+
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => tickets.SaveAsync(ticket));
+        Assert.Contains("UnitOfWorkRunner", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Runner_CommitsOnReturn_AndRollsBackWhenTheWorkThrows()
+    {
+        await using var services = Build();
+        var runner = services.GetRequiredService<UnitOfWorkRunner>();
+        var kept = Guid.NewGuid().ToString("N");
+        var dropped = Guid.NewGuid().ToString("N");
+
+        await runner.RunAsync(async (provider, ct) =>
+        {
+            var tickets = provider.GetRequiredService<AggregateRepository<Ticket>>();
+            var ticket = await tickets.LoadAsync(kept, ct);
+            ticket.Open(kept);
+            await tickets.SaveAsync(ticket, cancellationToken: ct);
+        });
+        await Assert.ThrowsAsync<TimeoutException>(() => runner.RunAsync(async (provider, ct) =>
+        {
+            var tickets = provider.GetRequiredService<AggregateRepository<Ticket>>();
+            var ticket = await tickets.LoadAsync(dropped, ct);
+            ticket.Open(dropped);
+            await tickets.SaveAsync(ticket, cancellationToken: ct);
+            throw new TimeoutException("the work failed after saving");
+        }).AsTask());
+
+        Assert.Single(await ReadAsync(services, kept));
+        Assert.Empty(await ReadAsync(services, dropped));
+    }
+
+    [Fact]
+    public void TwoPersistencePackages_Throw()
+    {
+        var services = new ServiceCollection();
+
+        var error = Assert.Throws<InvalidOperationException>(() => services.AddHerald(h => h
+            .UsePersistence("Herald.One", _ => throw new NotSupportedException())
+            .UsePersistence("Herald.Two", _ => throw new NotSupportedException())));
+
+        Assert.Contains("Herald.One", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Herald.Two", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task HandledMessage_StampsItsCorrelationCausationAndUserOnTheStoredEvents()
+    {
+        await using var services = Build();
+        var id = Guid.NewGuid().ToString("N");
+        var incoming = services.GetRequiredService<EnvelopeFactory>().Create(new Note("go"), correlationId: "flow-9", userId: "grace");
+        var context = new MessageContext(incoming, new Note("go"), "tickets", services, services.GetRequiredService<IMessageBus>(), CancellationToken.None);
+        await using (context)
+        {
+            UnitOfWorkRunner.Enter(context);
+            var tickets = context.Services.GetRequiredService<AggregateRepository<Ticket>>();
+            var ticket = await tickets.LoadAsync(id);
+            ticket.Open(id);
+            await tickets.SaveAsync(ticket);
+            await context.UnitOfWork.CommitAsync();
+        }
+
+        var stored = Assert.Single(await ReadAsync(services, id));
+        Assert.Equal("flow-9", stored.Envelope.CorrelationId);
+        Assert.Equal(incoming.MessageId.ToString(), stored.Envelope.CausationId);
+        Assert.Equal("grace", stored.Envelope.UserId);
+    }
+}
