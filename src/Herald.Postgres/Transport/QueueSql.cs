@@ -68,9 +68,8 @@ internal sealed class QueueSql
             $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
             $"SELECT queue, {EnvelopeColumns}, enqueued_at, attempts + 1, $3, $4 FROM moved";
         Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1";
-        ReleaseAll =
-            $"WITH released AS (UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 RETURNING queue) " +
-            "SELECT DISTINCT queue FROM released";
+        Release = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2";
+        ReleaseAll = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1";
 
         // Its own transaction, after the commits it announces. It writes nothing, so it need not wait for its WAL flush;
         // the lock PostgreSQL takes for notifying commits is then held only briefly.
@@ -102,6 +101,8 @@ internal sealed class QueueSql
     public string DeadLetter { get; }
 
     public string Renew { get; }
+
+    public string Release { get; }
 
     public string ReleaseAll { get; }
 

@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Sqlite.Internal;
 
@@ -104,10 +105,13 @@ internal sealed class QueueStatements
         return queues;
     }
 
-    /// <summary>Leases up to <paramref name="max"/> claimable messages to <paramref name="owner"/> until <paramref name="leaseUntil"/>.</summary>
-    public ClaimResult Claim(string queue, string owner, int max, long now, long leaseUntil)
+    /// <summary>
+    /// Leases up to <paramref name="max"/> claimable messages to <paramref name="owner"/> until <paramref name="leaseUntil"/>.
+    /// A row whose envelope does not decode is claimed too, as a message the pipeline dead-letters.
+    /// </summary>
+    public LeasedClaim<QueuedMessage> Claim(string queue, string owner, int max, long now, long leaseUntil)
     {
-        var claimed = new List<(long Id, long Attempts, Envelope Envelope)>();
+        var claimed = new List<(QueuedMessage Message, long Attempts)>();
         var select = _candidates;
         select.Bind(1, queue);
         select.Bind(2, now);
@@ -116,18 +120,19 @@ internal sealed class QueueStatements
         // Read every row first: updating the table while stepping over it could visit a row twice.
         while (select.Step())
         {
-            claimed.Add((select.Int64(0), select.Int64(1), ReadEnvelope(select, 2)));
+            var attempts = select.Int64(1);
+            claimed.Add((Read(select, select.Int64(0), (int)Math.Min(int.MaxValue, attempts + 1), now), attempts));
         }
 
         var messages = new List<QueuedMessage>(claimed.Count);
-        foreach (var (id, attempts, envelope) in claimed)
+        foreach (var (message, attempts) in claimed)
         {
-            _lease.Bind(1, id);
+            _lease.Bind(1, message.Id);
             _lease.Bind(2, owner);
             _lease.Bind(3, leaseUntil);
             _lease.Bind(4, attempts);
             _lease.Execute();
-            messages.Add(new QueuedMessage(id, envelope with { DeliveryAttempt = (int)Math.Min(int.MaxValue, attempts + 1) }));
+            messages.Add(message);
         }
 
         DateTimeOffset? next = null;
@@ -143,7 +148,7 @@ internal sealed class QueueStatements
             _nextVisible.Reset();
         }
 
-        return new ClaimResult(messages, next);
+        return new LeasedClaim<QueuedMessage>(messages, new DateTimeOffset(leaseUntil, TimeSpan.Zero), next);
     }
 
     /// <summary>Deletes the message if this owner still holds its lease; false when the lease was lost.</summary>
@@ -191,6 +196,31 @@ internal sealed class QueueStatements
         _renew.Bind(1, owner);
         _renew.Bind(2, leaseUntil);
         _renew.Execute();
+    }
+
+    /// <summary>The candidate row as a message; a row whose envelope does not decode becomes one the pipeline dead-letters.</summary>
+    private static QueuedMessage Read(RawStatement row, long id, int deliveryAttempt, long now)
+    {
+        const int First = 2;
+        try
+        {
+            return new QueuedMessage(id, ReadEnvelope(row, First) with { DeliveryAttempt = deliveryAttempt });
+        }
+#pragma warning disable CA1031 // Whatever the row holds, the claim goes on; the failure travels with the message to the dead letters.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            var envelope = new Envelope
+            {
+                MessageId = Salvage.Read(() => new Guid(row.Blob(First), bigEndian: true), Guid.Empty),
+                MessageType = Salvage.Read(() => row.Text(First + 1), ""),
+                Time = Salvage.Read(() => EventRows.ToTime(row.Int64(First + 3), (int)row.Int64(First + 4)), new DateTimeOffset(now, TimeSpan.Zero)),
+                PartitionKey = Salvage.Read(() => NullableText(row, First + 8), null),
+                Body = Salvage.Read(() => row.Blob(First + 11).ToArray(), []),
+                DeliveryAttempt = deliveryAttempt,
+            };
+            return new QueuedMessage(id, envelope, ex);
+        }
     }
 
     private static Envelope ReadEnvelope(RawStatement row, int first)

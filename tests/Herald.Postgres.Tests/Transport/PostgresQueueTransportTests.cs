@@ -63,7 +63,11 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
     public async Task AConsumerThatDies_WithoutAcking_GivesItsMessagesBack_WhenTheLeaseRunsOut()
     {
         var queue = NewQueue();
-        var dying = (PostgresQueueTransport)await OpenAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(1));
+        // The dying instance runs on a pool the test closes under it, as a killed process's connections would close.
+        var pool = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
+        var dying = new PostgresQueueTransport(pool, ownsDataSource: false, new PostgresQueueOptions { Schema = schema.Schema, LeaseDuration = TimeSpan.FromSeconds(1) });
+        _transports.Add(dying);
+        await dying.StartAsync(CancellationToken.None);
         var survivor = await OpenAsync(o => o.PollInterval = TimeSpan.FromMilliseconds(100));
         var sent = NewEnvelope();
         var taken = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -75,7 +79,7 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         await dying.SendAsync(queue, sent);
         await taken.Task.WaitAsync(Deadline);
 
-        await dying.CrashAsync();
+        await CrashAsync(pool, dying);
         var started = TimeProvider.System.GetTimestamp();
         var collector = new DeliveryCollector();
         await using var consumer = await survivor.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
@@ -371,6 +375,16 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         });
         _transports.Add(transport);
         return transport;
+    }
+
+    /// <summary>
+    /// Stops an instance as a killed process would: its pool closes first, so nothing it held is settled or handed back (its
+    /// renewals and hand-backs fail) and the messages come back only when their leases run out.
+    /// </summary>
+    private static async Task CrashAsync(NpgsqlDataSource pool, ITransport transport)
+    {
+        await pool.DisposeAsync();
+        await transport.DisposeAsync();
     }
 
     private static string NewQueue() => "q-" + Guid.NewGuid().ToString("N");

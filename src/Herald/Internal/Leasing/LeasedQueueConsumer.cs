@@ -1,28 +1,39 @@
 using System.Threading.Channels;
+using Herald.Hosting;
 using Herald.Transport;
+using Microsoft.Extensions.Logging;
 
-namespace Herald.Sqlite.Transport;
+namespace Herald.Internal;
 
 /// <summary>
-/// Consumes one queue of the file. A fetch loop claims up to <see cref="ConsumerOptions.MaxConcurrency"/> +
-/// <see cref="ConsumerOptions.Prefetch"/> messages under this consumer's lease and feeds them to
-/// <see cref="ConsumerOptions.MaxConcurrency"/> workers. When nothing is claimable it sleeps until a commit in this process
-/// wakes it, the next delayed message is due, or the poll interval passes. A timer renews the lease of everything it holds
-/// every third of the lease duration, so a long handler keeps its message; stopping hands back what was never started.
-/// A buffered message whose lease may have run out while it waited (renewals late) is handed back instead of started.
+/// Consumes one queue whose messages are leased, over an <see cref="ILeasedQueueBackend{TMessage}"/>. A fetch loop claims up
+/// to <see cref="ConsumerOptions.MaxConcurrency"/> + <see cref="ConsumerOptions.Prefetch"/> messages and feeds them to
+/// <see cref="ConsumerOptions.MaxConcurrency"/> workers. When nothing is claimable it sleeps until the backend wakes it, the
+/// next delayed message is due, or the poll interval passes, on <see cref="TimeProvider"/> timers, never spinning. A timer
+/// renews the leases of everything it holds every third of the lease, so a long handler keeps its message; a handler that
+/// returns acks, one that throws nacks (no delay); stopping hands back what was never started.
 /// </summary>
-internal sealed class SqliteQueueConsumer : ITransportConsumer
+/// <typeparam name="TMessage">The backend's claimed message.</typeparam>
+/// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
+public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
+    where TMessage : LeasedMessage
 {
-    private readonly SqliteQueueTransport _transport;
+    private readonly ILeasedQueueBackend<TMessage> _backend;
+    private readonly LeasedQueueSettings _settings;
     private readonly ConsumerOptions _options;
     private readonly DeliveryHandler _handler;
-    private readonly string _owner = Guid.CreateVersion7().ToString("N");
+    private readonly Action<LeasedQueueConsumer<TMessage>>? _disposed;
+    private readonly TimeProvider _clock;
+    private readonly ILogger _logger;
     private readonly int _capacity;
-    private readonly long _leaseTicks;
+    private readonly int _refill;
+    private readonly long _safeLeaseTicks;
     private readonly Channel<Claimed> _buffer;
+
+    // A latch rather than a pulse: a slot freed between the fetch loop's look at the room and its wait is not missed.
+    private readonly Channel<bool> _slotFreed = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
-    private readonly QueueSignals.Signal _slotFreed = new();
     private readonly Lock _gate = new();
     private ITimer? _renewal;
     private Task _running = Task.CompletedTask;
@@ -31,17 +42,40 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
     private long _renewedUntil;
     private int _renewing;
     private int _disposing;
-    private volatile bool _crashed;
-    private volatile bool _disposed;
+    private volatile bool _isDisposed;
 
-    public SqliteQueueConsumer(SqliteQueueTransport transport, string queue, ConsumerOptions options, DeliveryHandler handler)
+    /// <summary>Creates a consumer of <paramref name="queue"/>; <see cref="Start"/> starts it.</summary>
+    /// <param name="backend">This consumer's hold on the queue (one backend per consumer).</param>
+    /// <param name="queue">The queue, as deliveries name it.</param>
+    /// <param name="options">Concurrency and prefetch, validated by the caller.</param>
+    /// <param name="handler">Handles each delivery.</param>
+    /// <param name="settings">Lease timing and the engine's differences.</param>
+    /// <param name="disposed">Called once the consumer is disposed (the transport forgets it).</param>
+    public LeasedQueueConsumer(
+        ILeasedQueueBackend<TMessage> backend,
+        string queue,
+        ConsumerOptions options,
+        DeliveryHandler handler,
+        LeasedQueueSettings settings,
+        Action<LeasedQueueConsumer<TMessage>>? disposed = null)
     {
-        _transport = transport;
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(queue);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        ArgumentNullException.ThrowIfNull(settings);
+        settings.Validate();
+        _backend = backend;
         Queue = queue;
         _options = options;
         _handler = handler;
+        _settings = settings;
+        _disposed = disposed;
+        _clock = settings.TimeProvider;
+        _logger = settings.Logger;
         _capacity = options.MaxConcurrency + options.Prefetch;
-        _leaseTicks = transport.Options.LeaseDuration.Ticks;
+        _refill = settings.ClaimsInBatches ? Math.Max(1, _capacity / 2) : 1;
+        _safeLeaseTicks = settings.LeaseDuration.Ticks / 3;
         _buffer = Channel.CreateBounded<Claimed>(new BoundedChannelOptions(_capacity)
         {
             FullMode = BoundedChannelFullMode.Wait,
@@ -49,12 +83,14 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
         });
     }
 
+    /// <inheritdoc />
     public string Queue { get; }
 
+    /// <summary>Starts the fetch loop, the workers and the lease renewal timer.</summary>
     public void Start()
     {
-        var period = _transport.Options.LeaseDuration / 3;
-        _renewal = _transport.TimeProvider.CreateTimer(static s => ((SqliteQueueConsumer)s!).Renew(), this, period, period);
+        var period = _settings.LeaseDuration / 3;
+        _renewal = _clock.CreateTimer(static s => ((LeasedQueueConsumer<TMessage>)s!).Renew(), this, period, period);
         var tasks = new Task[_options.MaxConcurrency + 1];
         tasks[0] = Task.Run(FetchAsync);
         for (var i = 1; i < tasks.Length; i++)
@@ -63,12 +99,13 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
         }
 
         _running = Task.WhenAll(tasks);
-        Log.QueueConsumerStarted(_transport.Logger, _owner, Queue, _transport.DataSource, _options.MaxConcurrency, _capacity);
+        Log.LeasedQueueConsumerStarted(_logger, _settings.Name, _options.MaxConcurrency, _capacity);
     }
 
+    /// <inheritdoc />
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
-        if (_disposed)
+        if (_isDisposed)
         {
             return;
         }
@@ -88,75 +125,65 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
         await finishing.ConfigureAwait(false);
     }
 
+    /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
-        // The transport disposes every consumer it started, including those the user disposed already.
+        // A transport disposes every consumer it started, including those the user disposed already.
         if (Interlocked.Exchange(ref _disposing, 1) != 0)
         {
             return;
         }
 
         await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
-        _disposed = true;
-        _transport.Forget(this);
+        _isDisposed = true;
+        _disposed?.Invoke(this);
         _stopping.Dispose();
         _aborting.Dispose();
     }
 
-    /// <summary>Stops as a killed process would: nothing settled, nothing handed back, leases left to run out.</summary>
-    public async Task CrashAsync()
-    {
-        _crashed = true;
-        if (Interlocked.Exchange(ref _disposing, 1) != 0)
-        {
-            return;
-        }
-
-        _renewal?.Dispose();
-        await _stopping.CancelAsync().ConfigureAwait(false);
-        await _aborting.CancelAsync().ConfigureAwait(false);
-        await _running.ConfigureAwait(false);
-        _disposed = true;
-        _transport.Forget(this);
-    }
-
-    /// <summary>The visible-at of a message nacked now with this delay.</summary>
-    public long VisibleAfter(TimeSpan delay) => _transport.Now() + delay.Ticks;
-
     /// <summary>Writes a settlement under this consumer's lease; the slot is free afterwards whatever happened.</summary>
-    public async ValueTask SettleAsync(QueuedMessage message, Func<QueueStatements, QueuedMessage, string, long, bool> settle, string what, CancellationToken cancellationToken)
+    internal async ValueTask SettleAsync(TMessage message, LeasedSettlement settlement, TimeSpan delay, string? reason)
     {
-        if (_crashed)
-        {
-            return;
-        }
-
         try
         {
-            // The caller's token is not passed on: a settlement that was decided must reach the file, or the message would
-            // stay leased to this consumer until it stops.
-            _ = cancellationToken;
-            var held = await _transport.WriteAsync(q => settle(q, message, _owner, _transport.Now()), CancellationToken.None).ConfigureAwait(false);
+            // No caller's token: a settlement that was decided must reach the engine, or the message would stay leased to
+            // this consumer until it stops.
+            var held = settlement switch
+            {
+                LeasedSettlement.Ack => await _backend.AckAsync(message, CancellationToken.None).ConfigureAwait(false),
+                LeasedSettlement.Nack => await _backend.NackAsync(message, delay, CancellationToken.None).ConfigureAwait(false),
+                _ => await _backend.DeadLetterAsync(message, reason!, CancellationToken.None).ConfigureAwait(false),
+            };
             if (!held)
             {
-                Log.QueueLeaseLost(_transport.Logger, what, message.Envelope.MessageId, Queue);
+                Log.LeasedQueueLeaseLost(_logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
             }
         }
         catch (Exception ex)
         {
-            Log.QueueSettleFailed(_transport.Logger, ex, message.Envelope.MessageId, Queue);
+            Log.LeasedQueueSettleFailed(_logger, ex, message.Envelope.MessageId, _settings.Name);
             throw;
         }
         finally
         {
-            Interlocked.Decrement(ref _held);
-            _slotFreed.Pulse();
+            FreeSlot();
+        }
+    }
 
-            // A nacked message is claimable again, and the next message of a key only once this one is settled.
-            if (message.Envelope.PartitionKey is not null || what == "nack")
-            {
-                _transport.Signals.Pulse(Queue);
-            }
+    private static string Describe(LeasedSettlement settlement) => settlement switch
+    {
+        LeasedSettlement.Ack => "ack",
+        LeasedSettlement.Nack => "nack",
+        _ => "dead-letter",
+    };
+
+    /// <summary>One message less held; the fetch loop is woken only when it would claim (see <see cref="FetchAsync"/>).</summary>
+    private void FreeSlot()
+    {
+        var free = _capacity - Interlocked.Decrement(ref _held);
+        if (free >= _refill || _buffer.Reader.Count == 0)
+        {
+            _slotFreed.Writer.TryWrite(true);
         }
     }
 
@@ -165,31 +192,28 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
         var stop = _stopping.Token;
         var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var registration = stop.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped);
-        var poll = _transport.Options.PollInterval;
+        var poll = _settings.PollInterval;
         while (!stop.IsCancellationRequested)
         {
-            // Taken before looking, so a commit between the claim and the wait still wakes the loop.
-            var wake = _transport.Signals.Next(Queue);
-            var slotFreed = _slotFreed.Next;
-            var free = _capacity - Volatile.Read(ref _held);
-            if (free <= 0)
+            // Both taken before looking, so a commit between the claim and the wait, or a slot freed after the look at the
+            // room, still wakes the loop.
+            var wake = _backend.NextWakeUp();
+            while (_slotFreed.Reader.TryRead(out _))
             {
-                await Task.WhenAny(slotFreed, stopped.Task).ConfigureAwait(false);
+            }
+
+            var free = _capacity - Volatile.Read(ref _held);
+            if (free <= 0 || (free < _refill && _buffer.Reader.Count > 0))
+            {
+                await Task.WhenAny(_slotFreed.Reader.WaitToReadAsync(CancellationToken.None).AsTask(), stopped.Task).ConfigureAwait(false);
                 continue;
             }
 
-            ClaimResult claimed;
-            long leaseUntil = 0;
+            var asked = Math.Min(free, _settings.MaxClaim);
+            LeasedClaim<TMessage> claimed;
             try
             {
-                claimed = await _transport.WriteAsync(
-                    q =>
-                    {
-                        var now = _transport.Now();
-                        leaseUntil = now + _leaseTicks;
-                        return q.Claim(Queue, _owner, free, now, leaseUntil);
-                    },
-                    stop).ConfigureAwait(false);
+                claimed = await _backend.ClaimAsync(asked, stop).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
@@ -197,14 +221,16 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
             }
             catch (Exception ex)
             {
-                Log.QueueClaimFailed(_transport.Logger, ex, Queue, _transport.DataSource);
+                Log.LeasedQueueClaimFailed(_logger, ex, _settings.Name);
                 await SleepAsync(null, poll, stopped.Task).ConfigureAwait(false);
                 continue;
             }
 
-            if (claimed.Messages.Count > 0)
+            var count = claimed.Messages.Count;
+            if (count > 0)
             {
-                Interlocked.Add(ref _held, claimed.Messages.Count);
+                Interlocked.Add(ref _held, count);
+                var leaseUntil = claimed.LeaseUntil.UtcTicks;
                 foreach (var message in claimed.Messages)
                 {
                     // Never full: at most _capacity messages are held, buffered or running.
@@ -212,7 +238,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
                 }
             }
 
-            if (claimed.Messages.Count == free)
+            if (count >= asked)
             {
                 continue;
             }
@@ -220,7 +246,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
             var sleep = poll;
             if (claimed.NextVisibleAt is { } next)
             {
-                var due = TimeSpan.FromTicks(next.UtcTicks - _transport.Now());
+                var due = next - _clock.GetUtcNow();
                 if (due <= TimeSpan.Zero)
                 {
                     continue;
@@ -236,7 +262,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
     private async Task SleepAsync(Task? wake, TimeSpan sleep, Task stopped)
     {
         using var timer = new CancellationTokenSource();
-        var elapsed = Task.Delay(sleep, _transport.TimeProvider, timer.Token);
+        var elapsed = Task.Delay(sleep, _clock, timer.Token);
         await (wake is null ? Task.WhenAny(elapsed, stopped) : Task.WhenAny(wake, elapsed, stopped)).ConfigureAwait(false);
         await timer.CancelAsync().ConfigureAwait(false);
     }
@@ -251,7 +277,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
             {
                 while (!stop.IsCancellationRequested && reader.TryRead(out var claimed))
                 {
-                    if (LeaseIsSafe(claimed))
+                    if (!_settings.StartsOnlyUnderASafeLease || LeaseIsSafe(claimed))
                     {
                         await HandleAsync(claimed.Message).ConfigureAwait(false);
                     }
@@ -274,46 +300,38 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
     private bool LeaseIsSafe(Claimed claimed)
     {
         var leaseUntil = Math.Max(claimed.LeaseUntil, Interlocked.Read(ref _renewedUntil));
-        return leaseUntil - _transport.Now() >= _leaseTicks / 3;
+        return leaseUntil - _clock.GetUtcNow().UtcTicks >= _safeLeaseTicks;
     }
 
     /// <summary>Frees the slot of a message not started and hands it back if this consumer still holds it.</summary>
-    private async ValueTask HandBackAsync(QueuedMessage message)
+    private async ValueTask HandBackAsync(TMessage message)
     {
-        Log.QueueMessageNotStarted(_transport.Logger, message.Envelope.MessageId, Queue);
+        Log.LeasedQueueMessageNotStarted(_logger, message.Envelope.MessageId, _settings.Name);
         try
         {
-            // Not left to run out: the renewals, which extend every row this consumer holds, would keep it leased here while
-            // the consumer has other work. A row another consumer took meanwhile is not this owner's and stays untouched.
-            await _transport.WriteAsync(
-                q =>
-                {
-                    q.Release(message.Id, _owner);
-                    return true;
-                },
-                CancellationToken.None).ConfigureAwait(false);
+            // Not left to run out: renewals, which extend everything this consumer holds, would keep it here while the
+            // consumer has other work.
+            await _backend.ReleaseAsync(message, CancellationToken.None).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // Logged; the lease brings the message back once this consumer stops renewing.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            Log.QueueHandBackFailed(_transport.Logger, ex, message.Envelope.MessageId, Queue);
+            Log.LeasedQueueHandBackFailed(_logger, ex, message.Envelope.MessageId, _settings.Name);
         }
         finally
         {
-            Interlocked.Decrement(ref _held);
-            _slotFreed.Pulse();
-            _transport.Signals.Pulse(Queue);
+            FreeSlot();
         }
     }
 
-    private async ValueTask HandleAsync(QueuedMessage message)
+    private async ValueTask HandleAsync(TMessage message)
     {
-        var delivery = new SqliteQueueDelivery(message, Queue, this);
+        var delivery = new LeasedDelivery<TMessage>(message, Queue, this);
         try
         {
             await _handler(delivery, _aborting.Token).ConfigureAwait(false);
-            if (!delivery.IsSettled && !_crashed)
+            if (!delivery.IsSettled)
             {
                 await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
             }
@@ -322,9 +340,9 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
         catch (Exception)
 #pragma warning restore CA1031
         {
-            if (delivery.IsSettled || _crashed)
+            if (delivery.IsSettled)
             {
-                // Settled (a failed settlement was logged), or the "process" died: its lease decides.
+                // Settled (a failed settlement was logged; the lease brings the message back).
             }
             else if (_aborting.IsCancellationRequested)
             {
@@ -349,7 +367,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
 
     private void Renew()
     {
-        if (Volatile.Read(ref _held) <= 0 || _crashed || Interlocked.Exchange(ref _renewing, 1) != 0)
+        if (Volatile.Read(ref _held) <= 0 || Interlocked.Exchange(ref _renewing, 1) != 0)
         {
             return;
         }
@@ -361,16 +379,9 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
     {
         try
         {
-            var leaseUntil = await _transport.WriteAsync(
-                q =>
-                {
-                    var until = _transport.Now() + _leaseTicks;
-                    q.Renew(_owner, until);
-                    return until;
-                },
-                CancellationToken.None).ConfigureAwait(false);
+            var leaseUntil = (await _backend.RenewAsync(CancellationToken.None).ConfigureAwait(false)).UtcTicks;
 
-            // Known only once committed; monotonic, as an earlier renewal never shortens a later one's lease.
+            // Known only once it landed; monotonic, as an earlier renewal never shortens a later one's lease.
             var seen = Interlocked.Read(ref _renewedUntil);
             while (leaseUntil > seen)
             {
@@ -387,9 +398,9 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            if (!_crashed && !_stopping.IsCancellationRequested)
+            if (!_stopping.IsCancellationRequested)
             {
-                Log.QueueLeaseRenewalFailed(_transport.Logger, ex, _owner, Queue);
+                Log.LeasedQueueRenewalFailed(_logger, ex, _settings.Name);
             }
         }
         finally
@@ -410,32 +421,20 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
             // Prefetched, never started: handed back below with everything else this consumer still holds.
         }
 
-        if (_crashed)
-        {
-            return;
-        }
-
         try
         {
-            await _transport.WriteAsync(
-                q =>
-                {
-                    q.ReleaseAll(_owner);
-                    return true;
-                },
-                CancellationToken.None).ConfigureAwait(false);
-            _transport.Signals.Pulse(Queue);
+            await _backend.ReleaseAllAsync(CancellationToken.None).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // Stopping must finish; the leases run out and the messages come back anyway.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            Log.QueueReleaseFailed(_transport.Logger, ex, _owner, Queue);
+            Log.LeasedQueueReleaseFailed(_logger, ex, _settings.Name);
         }
 
-        Log.QueueConsumerStopped(_transport.Logger, _owner, Queue);
+        Log.LeasedQueueConsumerStopped(_logger, _settings.Name);
     }
 
-    /// <summary>A buffered message and the lease end its claim wrote.</summary>
-    private readonly record struct Claimed(QueuedMessage Message, long LeaseUntil);
+    /// <summary>A buffered message and when the lease its claim took runs out (UTC ticks).</summary>
+    private readonly record struct Claimed(TMessage Message, long LeaseUntil);
 }
