@@ -66,79 +66,52 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
     public async ValueTask<DateTimeOffset> RenewAsync(CancellationToken cancellationToken)
     {
         var leaseUntil = PostgresQueueTransport.Add(transport.Now(), transport.Options.LeaseDuration);
-        await using var command = transport.DataSource.CreateCommand(transport.Sql.Renew);
-        command.Parameters.Add(Owner());
-        command.Parameters.Add(PostgresQueueTransport.Time(leaseUntil));
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        await RunAsync(transport.Sql.Renew, null, [PostgresQueueTransport.Time(leaseUntil)], wake: false, cancellationToken).ConfigureAwait(false);
         return leaseUntil;
     }
 
-    public async ValueTask<bool> AckAsync(QueuedMessage message, CancellationToken cancellationToken)
-    {
-        await using var command = transport.DataSource.CreateCommand(transport.Sql.Ack);
-        command.Parameters.Add(Id(message));
-        command.Parameters.Add(Owner());
-        var acked = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+    // An ack makes the next message of its key claimable; the other settlements make the message itself claimable or change
+    // what is due.
+    public ValueTask<bool> AckAsync(QueuedMessage message, CancellationToken cancellationToken) =>
+        RunAsync(transport.Sql.Ack, message, [], wake: message.Envelope.PartitionKey is not null, cancellationToken);
 
-        // The next message of the key becomes claimable.
-        if (acked && message.Envelope.PartitionKey is not null)
+    public ValueTask<bool> NackAsync(QueuedMessage message, TimeSpan delay, CancellationToken cancellationToken) =>
+        RunAsync(transport.Sql.Nack, message, [PostgresQueueTransport.Time(PostgresQueueTransport.Add(transport.Now(), delay))], wake: true, cancellationToken);
+
+    public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, CancellationToken cancellationToken) =>
+        RunAsync(transport.Sql.DeadLetter, message, [PostgresQueueTransport.Text(reason), PostgresQueueTransport.Time(transport.Now())], wake: true, cancellationToken);
+
+    public async ValueTask ReleaseAsync(QueuedMessage message, CancellationToken cancellationToken) =>
+        await RunAsync(transport.Sql.Release, message, [], wake: true, cancellationToken).ConfigureAwait(false);
+
+    public async ValueTask ReleaseAllAsync(CancellationToken cancellationToken) =>
+        await RunAsync(transport.Sql.ReleaseAll, null, [], wake: true, cancellationToken).ConfigureAwait(false);
+
+    /// <summary>
+    /// Runs one statement guarded by this consumer's owner (parameters: the message's row id when given, the owner, then
+    /// <paramref name="more"/>); true when it changed a row, after which the queue's consumers are woken if <paramref name="wake"/>.
+    /// </summary>
+    private async ValueTask<bool> RunAsync(string sql, QueuedMessage? message, NpgsqlParameter[] more, bool wake, CancellationToken cancellationToken)
+    {
+        await using var command = transport.DataSource.CreateCommand(sql);
+        if (message is not null)
+        {
+            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = message.Id });
+        }
+
+        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = _owner });
+        foreach (var parameter in more)
+        {
+            command.Parameters.Add(parameter);
+        }
+
+        var changed = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+        if (changed && wake)
         {
             transport.Changed(queue);
         }
 
-        return acked;
-    }
-
-    public async ValueTask<bool> NackAsync(QueuedMessage message, TimeSpan delay, CancellationToken cancellationToken)
-    {
-        await using var command = transport.DataSource.CreateCommand(transport.Sql.Nack);
-        command.Parameters.Add(Id(message));
-        command.Parameters.Add(Owner());
-        command.Parameters.Add(PostgresQueueTransport.Time(PostgresQueueTransport.Add(transport.Now(), delay)));
-        var nacked = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
-        if (nacked)
-        {
-            transport.Changed(queue);
-        }
-
-        return nacked;
-    }
-
-    public async ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, CancellationToken cancellationToken)
-    {
-        await using var command = transport.DataSource.CreateCommand(transport.Sql.DeadLetter);
-        command.Parameters.Add(Id(message));
-        command.Parameters.Add(Owner());
-        command.Parameters.Add(PostgresQueueTransport.Text(reason));
-        command.Parameters.Add(PostgresQueueTransport.Time(transport.Now()));
-        var moved = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
-        if (moved)
-        {
-            transport.Changed(queue);
-        }
-
-        return moved;
-    }
-
-    public async ValueTask ReleaseAsync(QueuedMessage message, CancellationToken cancellationToken)
-    {
-        await using var command = transport.DataSource.CreateCommand(transport.Sql.Release);
-        command.Parameters.Add(Id(message));
-        command.Parameters.Add(Owner());
-        if (await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0)
-        {
-            transport.Changed(queue);
-        }
-    }
-
-    public async ValueTask ReleaseAllAsync(CancellationToken cancellationToken)
-    {
-        await using var command = transport.DataSource.CreateCommand(transport.Sql.ReleaseAll);
-        command.Parameters.Add(Owner());
-        if (await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0)
-        {
-            transport.Changed(queue);
-        }
+        return changed;
     }
 
     /// <summary>The claimed row as a message; a row whose envelope does not decode becomes one the pipeline dead-letters.</summary>
@@ -153,20 +126,15 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            var envelope = new Envelope
-            {
-                MessageId = Salvage.Read(() => reader.GetGuid(First), Guid.Empty),
-                MessageType = Salvage.Read(() => reader.GetString(First + 1), ""),
-                Time = Salvage.Read(() => reader.GetFieldValue<DateTimeOffset>(First + 3), now),
-                PartitionKey = Salvage.Read(() => reader.IsDBNull(First + 7) ? null : reader.GetString(First + 7), null),
-                Body = Salvage.Read(() => reader.GetFieldValue<byte[]>(First + 10), []),
-                DeliveryAttempt = deliveryAttempt,
-            };
+            var envelope = Salvage.Envelope(
+                deliveryAttempt,
+                now,
+                () => reader.GetGuid(First),
+                () => reader.GetString(First + 1),
+                () => reader.GetFieldValue<DateTimeOffset>(First + 3),
+                () => reader.IsDBNull(First + 7) ? null : reader.GetString(First + 7),
+                () => reader.GetFieldValue<byte[]>(First + 10));
             return new QueuedMessage(id, envelope, ex);
         }
     }
-
-    private static NpgsqlParameter<long> Id(QueuedMessage message) => new() { TypedValue = message.Id };
-
-    private NpgsqlParameter<Guid> Owner() => new() { TypedValue = _owner };
 }

@@ -210,15 +210,14 @@ internal sealed class QueueStatements
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            var envelope = new Envelope
-            {
-                MessageId = Salvage.Read(() => new Guid(row.Blob(First), bigEndian: true), Guid.Empty),
-                MessageType = Salvage.Read(() => row.Text(First + 1), ""),
-                Time = Salvage.Read(() => EventRows.ToTime(row.Int64(First + 3), (int)row.Int64(First + 4)), new DateTimeOffset(now, TimeSpan.Zero)),
-                PartitionKey = Salvage.Read(() => NullableText(row, First + 8), null),
-                Body = Salvage.Read(() => row.Blob(First + 11).ToArray(), []),
-                DeliveryAttempt = deliveryAttempt,
-            };
+            var envelope = Salvage.Envelope(
+                deliveryAttempt,
+                new DateTimeOffset(now, TimeSpan.Zero),
+                () => new Guid(row.Blob(First), bigEndian: true),
+                () => row.Text(First + 1),
+                () => EventRows.ToTime(row.Int64(First + 3), (int)row.Int64(First + 4)),
+                () => NullableText(row, First + 8),
+                () => row.Blob(First + 11).ToArray());
             return new QueuedMessage(id, envelope, ex);
         }
     }

@@ -20,11 +20,9 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 {
     private readonly ILeasedQueueBackend<TMessage> _backend;
     private readonly LeasedQueueSettings _settings;
-    private readonly ConsumerOptions _options;
     private readonly DeliveryHandler _handler;
     private readonly Action<LeasedQueueConsumer<TMessage>>? _disposed;
-    private readonly TimeProvider _clock;
-    private readonly ILogger _logger;
+    private readonly int _workers;
     private readonly int _capacity;
     private readonly int _refill;
     private readonly long _safeLeaseTicks;
@@ -66,13 +64,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         ArgumentNullException.ThrowIfNull(settings);
         settings.Validate();
         _backend = backend;
-        Queue = queue;
-        _options = options;
         _handler = handler;
         _settings = settings;
         _disposed = disposed;
-        _clock = settings.TimeProvider;
-        _logger = settings.Logger;
+        Queue = queue;
+        _workers = options.MaxConcurrency;
         _capacity = options.MaxConcurrency + options.Prefetch;
         _refill = settings.ClaimsInBatches ? Math.Max(1, _capacity / 2) : 1;
         _safeLeaseTicks = settings.LeaseDuration.Ticks / 3;
@@ -90,8 +86,8 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     public void Start()
     {
         var period = _settings.LeaseDuration / 3;
-        _renewal = _clock.CreateTimer(static s => ((LeasedQueueConsumer<TMessage>)s!).Renew(), this, period, period);
-        var tasks = new Task[_options.MaxConcurrency + 1];
+        _renewal = _settings.TimeProvider.CreateTimer(static s => ((LeasedQueueConsumer<TMessage>)s!).Renew(), this, period, period);
+        var tasks = new Task[_workers + 1];
         tasks[0] = Task.Run(FetchAsync);
         for (var i = 1; i < tasks.Length; i++)
         {
@@ -99,7 +95,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
 
         _running = Task.WhenAll(tasks);
-        Log.LeasedQueueConsumerStarted(_logger, _settings.Name, _options.MaxConcurrency, _capacity);
+        Log.LeasedQueueConsumerStarted(_settings.Logger, _settings.Name, _workers, _capacity);
     }
 
     /// <inheritdoc />
@@ -156,12 +152,12 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             };
             if (!held)
             {
-                Log.LeasedQueueLeaseLost(_logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
+                Log.LeasedQueueLeaseLost(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
             }
         }
         catch (Exception ex)
         {
-            Log.LeasedQueueSettleFailed(_logger, ex, message.Envelope.MessageId, _settings.Name);
+            Log.LeasedQueueSettleFailed(_settings.Logger, ex, message.Envelope.MessageId, _settings.Name);
             throw;
         }
         finally
@@ -221,7 +217,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             }
             catch (Exception ex)
             {
-                Log.LeasedQueueClaimFailed(_logger, ex, _settings.Name);
+                Log.LeasedQueueClaimFailed(_settings.Logger, ex, _settings.Name);
                 await SleepAsync(null, poll, stopped.Task).ConfigureAwait(false);
                 continue;
             }
@@ -246,7 +242,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             var sleep = poll;
             if (claimed.NextVisibleAt is { } next)
             {
-                var due = next - _clock.GetUtcNow();
+                var due = next - _settings.TimeProvider.GetUtcNow();
                 if (due <= TimeSpan.Zero)
                 {
                     continue;
@@ -262,7 +258,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     private async Task SleepAsync(Task? wake, TimeSpan sleep, Task stopped)
     {
         using var timer = new CancellationTokenSource();
-        var elapsed = Task.Delay(sleep, _clock, timer.Token);
+        var elapsed = Task.Delay(sleep, _settings.TimeProvider, timer.Token);
         await (wake is null ? Task.WhenAny(elapsed, stopped) : Task.WhenAny(wake, elapsed, stopped)).ConfigureAwait(false);
         await timer.CancelAsync().ConfigureAwait(false);
     }
@@ -300,13 +296,13 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     private bool LeaseIsSafe(Claimed claimed)
     {
         var leaseUntil = Math.Max(claimed.LeaseUntil, Interlocked.Read(ref _renewedUntil));
-        return leaseUntil - _clock.GetUtcNow().UtcTicks >= _safeLeaseTicks;
+        return leaseUntil - _settings.TimeProvider.GetUtcNow().UtcTicks >= _safeLeaseTicks;
     }
 
     /// <summary>Frees the slot of a message not started and hands it back if this consumer still holds it.</summary>
     private async ValueTask HandBackAsync(TMessage message)
     {
-        Log.LeasedQueueMessageNotStarted(_logger, message.Envelope.MessageId, _settings.Name);
+        Log.LeasedQueueMessageNotStarted(_settings.Logger, message.Envelope.MessageId, _settings.Name);
         try
         {
             // Not left to run out: renewals, which extend everything this consumer holds, would keep it here while the
@@ -317,7 +313,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            Log.LeasedQueueHandBackFailed(_logger, ex, message.Envelope.MessageId, _settings.Name);
+            Log.LeasedQueueHandBackFailed(_settings.Logger, ex, message.Envelope.MessageId, _settings.Name);
         }
         finally
         {
@@ -381,18 +377,9 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         {
             var leaseUntil = (await _backend.RenewAsync(CancellationToken.None).ConfigureAwait(false)).UtcTicks;
 
-            // Known only once it landed; monotonic, as an earlier renewal never shortens a later one's lease.
-            var seen = Interlocked.Read(ref _renewedUntil);
-            while (leaseUntil > seen)
-            {
-                var previous = Interlocked.CompareExchange(ref _renewedUntil, leaseUntil, seen);
-                if (previous == seen)
-                {
-                    break;
-                }
-
-                seen = previous;
-            }
+            // Known only once it landed. Renewals run one at a time (_renewing), so this is the only writer; the maximum, as
+            // a renewal never shortens the lease of the claims that came before it.
+            Interlocked.Exchange(ref _renewedUntil, Math.Max(leaseUntil, Interlocked.Read(ref _renewedUntil)));
         }
 #pragma warning disable CA1031 // Runs on a timer with nobody to report to: logged, and the next renewal tries again.
         catch (Exception ex)
@@ -400,7 +387,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         {
             if (!_stopping.IsCancellationRequested)
             {
-                Log.LeasedQueueRenewalFailed(_logger, ex, _settings.Name);
+                Log.LeasedQueueRenewalFailed(_settings.Logger, ex, _settings.Name);
             }
         }
         finally
@@ -429,10 +416,10 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            Log.LeasedQueueReleaseFailed(_logger, ex, _settings.Name);
+            Log.LeasedQueueReleaseFailed(_settings.Logger, ex, _settings.Name);
         }
 
-        Log.LeasedQueueConsumerStopped(_logger, _settings.Name);
+        Log.LeasedQueueConsumerStopped(_settings.Logger, _settings.Name);
     }
 
     /// <summary>A buffered message and when the lease its claim took runs out (UTC ticks).</summary>

@@ -1,3 +1,5 @@
+using Herald.Messages;
+
 namespace Herald.Internal;
 
 /// <summary>
@@ -7,10 +9,33 @@ namespace Herald.Internal;
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public static class Salvage
 {
-    /// <summary>The value <paramref name="read"/> returns, or <paramref name="fallback"/> when it throws.</summary>
-    public static T Read<T>(Func<T> read, T fallback)
+    /// <summary>The envelope of an undecodable message: each part as its reader returns it, or empty when that reader throws too.</summary>
+    /// <param name="deliveryAttempt">Which delivery this is.</param>
+    /// <param name="now">The time to record when the message's own time cannot be read.</param>
+    /// <param name="messageId">Reads the message id.</param>
+    /// <param name="messageType">Reads the message type.</param>
+    /// <param name="time">Reads when the message was created.</param>
+    /// <param name="partitionKey">Reads the partition key (so the next message of its key is woken once this one is settled).</param>
+    /// <param name="body">Reads the body bytes.</param>
+    public static Envelope Envelope(
+        int deliveryAttempt,
+        DateTimeOffset now,
+        Func<Guid> messageId,
+        Func<string> messageType,
+        Func<DateTimeOffset> time,
+        Func<string?> partitionKey,
+        Func<byte[]> body) => new()
     {
-        ArgumentNullException.ThrowIfNull(read);
+        MessageId = Read(messageId, Guid.Empty),
+        MessageType = Read(messageType, ""),
+        Time = Read(time, now),
+        PartitionKey = Read(partitionKey, null),
+        Body = Read(body, []),
+        DeliveryAttempt = deliveryAttempt,
+    };
+
+    private static T Read<T>(Func<T> read, T fallback)
+    {
         try
         {
             return read();
