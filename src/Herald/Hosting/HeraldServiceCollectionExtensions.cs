@@ -5,6 +5,7 @@ using Herald.Cqrs.Validation;
 using Herald.Handling;
 using Herald.Hosting;
 using Herald.Messages;
+using Herald.Persistence;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Idempotency;
@@ -63,6 +64,9 @@ public static class HeraldServiceCollectionExtensions
         services.AddSingleton<IHostedService, HeraldHostedService>();
         RegisterReliability(services, builder);
         RegisterEventSourcing(services);
+
+        // One leader per resource within this host; UsePostgres replaces it with one across processes.
+        services.TryAddSingleton<ILeaderElection, InProcessLeaderElection>();
     }
 
     private static void RegisterEventSourcing(IServiceCollection services)
