@@ -65,6 +65,9 @@ public static class HeraldServiceCollectionExtensions
         services.AddSingleton<IHostedService, HeraldHostedService>();
         RegisterReliability(services, builder);
         RegisterEventSourcing(services);
+
+        // One leader per resource within this host; UsePostgres replaces it with one across processes.
+        services.TryAddSingleton<ILeaderElection, InProcessLeaderElection>();
     }
 
     private static void RegisterEventSourcing(IServiceCollection services)
