@@ -293,7 +293,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
 
         if (wrote)
         {
-            _notifier.Request();
+            _notifier.Request(string.Empty);
         }
 
         if (highest > 0)

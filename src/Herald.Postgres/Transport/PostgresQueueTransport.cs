@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Notifications;
@@ -16,7 +17,7 @@ namespace Herald.Postgres.Transport;
 /// released with a later <c>visible_at</c> on nack and moved to <c>queue_dead_letters</c> on dead-letter. Concurrent sends
 /// share commits (<see cref="SendCoordinator"/>). After each commit that can make a message claimable, this process's
 /// consumers are woken directly and the others through a NOTIFY on the schema's queue channel, sent by the
-/// <see cref="QueueNotifier"/> in a transaction of its own; each instance LISTENs there, and polls as a fallback.
+/// <see cref="CommitNotifier"/> in a transaction of its own; each instance LISTENs there, and polls as a fallback.
 /// </summary>
 internal sealed class PostgresQueueTransport : ITransport
 {
@@ -26,7 +27,7 @@ internal sealed class PostgresQueueTransport : ITransport
     private readonly bool _ownsDataSource;
     private readonly ConcurrentDictionary<PostgresQueueConsumer, byte> _consumers = new();
     private readonly NotificationListener _listener;
-    private readonly QueueNotifier _notifier;
+    private readonly CommitNotifier _notifier;
     private readonly SendCoordinator _sends;
     private readonly Lock _gate = new();
     private Task? _starting;
@@ -40,8 +41,8 @@ internal sealed class PostgresQueueTransport : ITransport
         TimeProvider = options.TimeProvider ?? TimeProvider.System;
         Logger = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Herald.Postgres.Queue");
         Sql = new QueueSql(options.Schema);
-        _listener = new NotificationListener(dataSource, Sql.Channel, Wakeups.Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
-        _notifier = new QueueNotifier(dataSource, Sql, Logger);
+        _listener = new NotificationListener(dataSource, Sql.Channel, Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
+        _notifier = new CommitNotifier(dataSource, Sql.Channel, Logger);
         _sends = new SendCoordinator(dataSource, Sql, Logger, Committed);
         Capabilities = new TransportCapabilities
         {
@@ -67,13 +68,11 @@ internal sealed class PostgresQueueTransport : ITransport
 
     public QueueSql Sql { get; }
 
-    public QueueWakeups Wakeups { get; } = new();
+    /// <summary>Wakes this process's consumers of a queue when a commit (here or, through NOTIFY, anywhere) may have made a message claimable.</summary>
+    public KeyedSignals Wakeups { get; } = new();
 
     /// <summary>The LISTEN connection; tests terminate its backend.</summary>
     internal NotificationListener Listener => _listener;
-
-    /// <summary>Sends the NOTIFY after commits; tests count its statements.</summary>
-    internal QueueNotifier Notifier => _notifier;
 
     /// <summary>Creates or migrates the schema (once; later calls share the first) and starts listening for the queue's notifications.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
@@ -343,10 +342,23 @@ internal sealed class PostgresQueueTransport : ITransport
     {
         foreach (var queue in queues)
         {
-            Wakeups.Wake(queue);
+            Wakeups.Pulse(queue);
         }
 
         _notifier.Request(queues);
+    }
+
+    // A notification names its queue; null (after a reconnect) means any queue may have changed.
+    private void Wake(string? queue)
+    {
+        if (queue is null)
+        {
+            Wakeups.PulseAll();
+        }
+        else
+        {
+            Wakeups.Pulse(queue);
+        }
     }
 
     private bool Notified(string queue, bool changed)

@@ -5,8 +5,8 @@ namespace Herald.Postgres.Transport;
 /// <summary>
 /// The queue's statements for one schema (migration 3). Times are parameters from the transport's <see cref="TimeProvider"/>,
 /// never the server's clock, so a fake clock drives delays and leases. No write notifies inside its own transaction: after
-/// every commit that can make a message claimable, the transport asks its <see cref="QueueNotifier"/> to notify the
-/// schema's queue channel with the queue as payload (<see cref="Notify"/>).
+/// every commit that can make a message claimable, the transport asks its <see cref="Notifications.CommitNotifier"/> to
+/// notify the schema's queue channel (<see cref="Channel"/>) with the queue as payload.
 /// </summary>
 internal sealed class QueueSql
 {
@@ -72,9 +72,6 @@ internal sealed class QueueSql
             $"WITH released AS (UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 RETURNING queue) " +
             "SELECT DISTINCT queue FROM released";
 
-        // Its own transaction, after the commits it announces. It writes nothing, so it need not wait for its WAL flush;
-        // the lock PostgreSQL takes for notifying commits is then held only briefly.
-        Notify = "SELECT set_config('synchronous_commit', 'off', true), count(pg_notify($1, q)) FROM unnest($2::text[]) AS q";
         ReadDeadLetters =
             $"SELECT {EnvelopeColumns.Replace("headers", "headers::text", StringComparison.Ordinal)}, delivery_attempt, reason, dead_lettered_at " +
             $"FROM {s}.queue_dead_letters WHERE queue = $1 ORDER BY id LIMIT $2";
@@ -106,6 +103,4 @@ internal sealed class QueueSql
     public string ReleaseAll { get; }
 
     public string ReadDeadLetters { get; }
-
-    public string Notify { get; }
 }

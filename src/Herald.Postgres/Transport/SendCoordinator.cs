@@ -11,7 +11,7 @@ namespace Herald.Postgres.Transport;
 /// sends in a bounded channel; each writer loop takes whatever is waiting (up to a count and a byte budget, never waiting
 /// for more) and inserts it with one multi-row statement: one round trip, one transaction, one WAL flush for the group. A
 /// caller's send returns once its group has committed, so a send is as durable as before. The statement carries no NOTIFY:
-/// after the commit, a callback wakes this process's consumers and asks the <see cref="QueueNotifier"/> to
+/// after the commit, a callback wakes this process's consumers and asks the <see cref="Notifications.CommitNotifier"/> to
 /// wake the others. If a group fails as a whole (one bad value), its members are sent one by one, so each caller gets its
 /// own outcome.
 /// </summary>

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Sqlite.Internal;
 using Herald.Transport;
@@ -48,7 +49,7 @@ internal sealed class SqliteQueueTransport : ITransport
 
     public ILogger Logger { get; }
 
-    public QueueSignals Signals { get; } = new();
+    public KeyedSignals Signals { get; } = new();
 
     /// <summary>True when the queue writes through an event store's writer it does not own (one writer for the file in this process).</summary>
     public bool SharesWriter => !_ownsStore;
