@@ -1,4 +1,5 @@
 using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Messages;
 
 namespace Herald.Postgres.EventSourcing;
@@ -7,7 +8,7 @@ namespace Herald.Postgres.EventSourcing;
 /// One caller's append, waiting for the coordinator. Its column arrays are built on the caller's thread when it is
 /// queued, so the writer loop only concatenates them.
 /// </summary>
-internal sealed class PendingAppend
+internal sealed class PendingAppend : IGroupCommitItem
 {
     public PendingAppend(string stream, ExpectedVersion expected, IReadOnlyList<Envelope> events, CancellationToken cancellationToken)
     {
@@ -54,7 +55,14 @@ internal sealed class PendingAppend
 
     public CancellationToken CancellationToken { get; }
 
+    /// <summary>Events, counted against the coordinator's per-commit budget.</summary>
+    public long Weight => Count;
+
     public TaskCompletionSource<AppendResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public void Cancel() => Completion.TrySetCanceled(CancellationToken);
+
+    public void Fail(Exception exception) => Completion.TrySetException(exception);
 
     public Guid[] Ids { get; }
 

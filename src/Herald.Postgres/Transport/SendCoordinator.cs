@@ -1,4 +1,4 @@
-using System.Threading.Channels;
+using Herald.Internal;
 using Herald.Postgres.EventSourcing;
 using Microsoft.Extensions.Logging;
 using Npgsql;
@@ -7,9 +7,8 @@ using NpgsqlTypes;
 namespace Herald.Postgres.Transport;
 
 /// <summary>
-/// Groups concurrent sends into shared commits, as the event store's append coordinator does for appends. Callers queue their
-/// sends in a bounded channel; each writer loop takes whatever is waiting (up to a count and a byte budget, never waiting
-/// for more) and inserts it with one multi-row statement: one round trip, one transaction, one WAL flush for the group. A
+/// Groups concurrent sends into shared commits on the core's <see cref="GroupCommitter{TItem}"/>, as the event store's
+/// append coordinator does for appends. Each group (up to a count and a byte budget) is inserted with one multi-row statement: one round trip, one transaction, one WAL flush for the group. A
 /// caller's send returns once its group has committed, so a send is as durable as before. The statement carries no NOTIFY:
 /// after the commit, a callback wakes this process's consumers and asks the <see cref="Notifications.CommitNotifier"/> to
 /// wake the others. If a group fails as a whole (one bad value), its members are sent one by one, so each caller gets its
@@ -23,19 +22,21 @@ internal sealed class SendCoordinator : IAsyncDisposable
     /// <summary>Body bytes one commit may hold before the next starts (a larger message still goes, alone).</summary>
     public const long MaxBytesPerCommit = 4 * 1024 * 1024;
 
-    private const int Writers = 2;
-    private const int QueueCapacity = 4096;
+    private static readonly GroupCommitOptions Groups = new()
+    {
+        QueueCapacity = 4096,
+        Writers = 2,
+        MaxItems = MaxSendsPerCommit,
+        MaxWeight = MaxBytesPerCommit,
+        OwnerName = nameof(PostgresQueueTransport),
+        DisposedMessage = "The queue transport was disposed; the message was not sent.",
+    };
 
     private readonly NpgsqlDataSource _dataSource;
     private readonly QueueSql _sql;
     private readonly ILogger _logger;
     private readonly Action<IReadOnlyCollection<string>> _committed;
-    private readonly Channel<PendingSend> _queue = Channel.CreateBounded<PendingSend>(new BoundedChannelOptions(QueueCapacity)
-    {
-        FullMode = BoundedChannelFullMode.Wait,
-    });
-
-    private readonly Task[] _writers;
+    private readonly GroupCommitter<PendingSend> _committer;
 
     public SendCoordinator(NpgsqlDataSource dataSource, QueueSql sql, ILogger logger, Action<IReadOnlyCollection<string>> committed)
     {
@@ -43,11 +44,10 @@ internal sealed class SendCoordinator : IAsyncDisposable
         _sql = sql;
         _logger = logger;
         _committed = committed;
-        _writers = new Task[Writers];
-        for (var i = 0; i < _writers.Length; i++)
-        {
-            _writers[i] = Task.Run(WriteLoopAsync);
-        }
+
+        // The writers keep no state of their own (each insert takes a pooled connection): one serves both loops.
+        var writer = new Writer(this);
+        _committer = new GroupCommitter<PendingSend>(Groups, () => writer);
     }
 
     /// <summary>
@@ -56,53 +56,14 @@ internal sealed class SendCoordinator : IAsyncDisposable
     /// </summary>
     public async Task SendAsync(PendingSend pending, CancellationToken cancellationToken)
     {
-        try
-        {
-            await _queue.Writer.WriteAsync(pending, cancellationToken).ConfigureAwait(false);
-        }
-        catch (ChannelClosedException)
-        {
-            throw new ObjectDisposedException(nameof(PostgresQueueTransport), "The queue transport was disposed; the message was not sent.");
-        }
-
+        await _committer.EnqueueAsync(pending, cancellationToken).ConfigureAwait(false);
         await pending.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Stops taking sends, commits those already queued and waits for the writer loops to end.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        _queue.Writer.TryComplete();
-        await Task.WhenAll(_writers).ConfigureAwait(false);
-    }
+    public ValueTask DisposeAsync() => _committer.DisposeAsync();
 
-    private async Task WriteLoopAsync()
-    {
-        var group = new List<PendingSend>(MaxSendsPerCommit);
-        while (await _queue.Reader.WaitToReadAsync().ConfigureAwait(false))
-        {
-            group.Clear();
-            long bytes = 0;
-            while (group.Count < MaxSendsPerCommit && _queue.Reader.TryPeek(out var next)
-                   && (group.Count == 0 || bytes + next.Bytes <= MaxBytesPerCommit) && _queue.Reader.TryRead(out next))
-            {
-                if (next.CancellationToken.IsCancellationRequested)
-                {
-                    next.TrySetCanceled(next.CancellationToken);
-                    continue;
-                }
-
-                group.Add(next);
-                bytes += next.Bytes;
-            }
-
-            if (group.Count > 0)
-            {
-                await RunGroupAsync(group).ConfigureAwait(false);
-            }
-        }
-    }
-
-    private async Task RunGroupAsync(List<PendingSend> group)
+    private async Task RunGroupAsync(IReadOnlyList<PendingSend> group)
     {
         try
         {
@@ -113,8 +74,9 @@ internal sealed class SendCoordinator : IAsyncDisposable
         {
             // The group rolled back as a whole: give every member its own transaction, so each caller gets its own outcome.
             Log.QueueSendGroupFailed(_logger, ex, group.Count, ex.SqlState);
-            foreach (var pending in group)
+            for (var i = 0; i < group.Count; i++)
             {
+                var pending = group[i];
                 try
                 {
                     await InsertAsync([pending]).ConfigureAwait(false);
@@ -128,9 +90,9 @@ internal sealed class SendCoordinator : IAsyncDisposable
         }
         catch (Exception ex)
         {
-            foreach (var pending in group)
+            for (var i = 0; i < group.Count; i++)
             {
-                pending.TrySetException(ex);
+                group[i].TrySetException(ex);
             }
         }
     }
@@ -219,4 +181,11 @@ internal sealed class SendCoordinator : IAsyncDisposable
 
     private static NpgsqlParameter<string?[]> TextArray(string?[] values) =>
         new() { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text, TypedValue = values };
+
+    private sealed class Writer(SendCoordinator owner) : IGroupCommitWriter<PendingSend>
+    {
+        public ValueTask CommitAsync(GroupCommitBatch<PendingSend> batch) => new(owner.RunGroupAsync(batch.Items));
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
 }
