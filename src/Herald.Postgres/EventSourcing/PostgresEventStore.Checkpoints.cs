@@ -1,4 +1,5 @@
 using Herald.EventSourcing;
+using Herald.Postgres.Internal;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -68,7 +69,7 @@ public sealed partial class PostgresEventStore
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = snapshot.Version, NpgsqlDbType = NpgsqlDbType.Bigint });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = snapshot.StateType, NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = snapshot.SchemaVersion, NpgsqlDbType = NpgsqlDbType.Integer });
-        command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = EventRows.BodyArray(snapshot.State), NpgsqlDbType = NpgsqlDbType.Bytea });
+        command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = EnvelopeColumns.BodyArray(snapshot.State), NpgsqlDbType = NpgsqlDbType.Bytea });
         command.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = snapshot.CreatedAt.UtcDateTime, NpgsqlDbType = NpgsqlDbType.TimestampTz });
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }

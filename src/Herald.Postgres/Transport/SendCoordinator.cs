@@ -1,8 +1,7 @@
 using Herald.Internal;
-using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
 using Microsoft.Extensions.Logging;
 using Npgsql;
-using NpgsqlTypes;
 
 namespace Herald.Postgres.Transport;
 
@@ -101,35 +100,14 @@ internal sealed class SendCoordinator : IAsyncDisposable
     {
         var count = group.Count;
         var queues = new string[count];
-        var ids = new Guid[count];
-        var types = new string[count];
-        var versions = new int[count];
-        var times = new DateTimeOffset[count];
-        var correlationIds = new string?[count];
-        var causationIds = new string?[count];
-        var userIds = new string?[count];
-        var partitionKeys = new string?[count];
-        var contentTypes = new string[count];
-        var headers = new string?[count];
-        var bodies = new byte[count][];
+        var columns = new EnvelopeArrays(count);
         var enqueuedAt = new DateTimeOffset[count];
         var visibleAt = new DateTimeOffset[count];
         for (var i = 0; i < count; i++)
         {
             var pending = group[i];
-            var envelope = pending.Envelope;
             queues[i] = pending.Queue;
-            ids[i] = envelope.MessageId;
-            types[i] = envelope.MessageType;
-            versions[i] = envelope.SchemaVersion;
-            times[i] = envelope.Time.ToUniversalTime();
-            correlationIds[i] = envelope.CorrelationId;
-            causationIds[i] = envelope.CausationId;
-            userIds[i] = envelope.UserId;
-            partitionKeys[i] = envelope.PartitionKey;
-            contentTypes[i] = envelope.ContentType;
-            headers[i] = EventRows.FormatHeaders(envelope.Headers);
-            bodies[i] = EventRows.BodyArray(envelope.Body);
+            columns.Set(i, pending.Envelope);
             enqueuedAt[i] = pending.EnqueuedAt;
             visibleAt[i] = pending.VisibleAt;
         }
@@ -138,17 +116,7 @@ internal sealed class SendCoordinator : IAsyncDisposable
         await using var command = _dataSource.CreateCommand(_sql.InsertMany);
         var parameters = command.Parameters;
         parameters.Add(new NpgsqlParameter<string[]> { TypedValue = queues });
-        parameters.Add(new NpgsqlParameter<Guid[]> { TypedValue = ids });
-        parameters.Add(new NpgsqlParameter<string[]> { TypedValue = types });
-        parameters.Add(new NpgsqlParameter<int[]> { TypedValue = versions });
-        parameters.Add(new NpgsqlParameter<DateTimeOffset[]> { TypedValue = times });
-        parameters.Add(TextArray(correlationIds));
-        parameters.Add(TextArray(causationIds));
-        parameters.Add(TextArray(userIds));
-        parameters.Add(TextArray(partitionKeys));
-        parameters.Add(new NpgsqlParameter<string[]> { TypedValue = contentTypes });
-        parameters.Add(new NpgsqlParameter<string?[]> { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb, TypedValue = headers });
-        parameters.Add(new NpgsqlParameter<byte[][]> { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea, TypedValue = bodies });
+        columns.AddTo(parameters);
         parameters.Add(new NpgsqlParameter<DateTimeOffset[]> { TypedValue = enqueuedAt });
         parameters.Add(new NpgsqlParameter<DateTimeOffset[]> { TypedValue = visibleAt });
         await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
@@ -178,9 +146,6 @@ internal sealed class SendCoordinator : IAsyncDisposable
             pending.TrySetResult();
         }
     }
-
-    private static NpgsqlParameter<string?[]> TextArray(string?[] values) =>
-        new() { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text, TypedValue = values };
 
     private sealed class Writer(SendCoordinator owner) : IGroupCommitWriter<PendingSend>
     {
