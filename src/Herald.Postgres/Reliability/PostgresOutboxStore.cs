@@ -1,5 +1,6 @@
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 using Herald.Reliability;
 using Herald.Reliability.Outbox;
@@ -21,7 +22,7 @@ namespace Herald.Postgres.Reliability;
 public sealed class PostgresOutboxStore : IOutboxStore
 {
     private const string Columns =
-        "id, destination_kind, destination, created_at, outbox_partition_key, deliver_at, sent_at, " + EnvelopeColumns.Names;
+        "id, destination_kind, destination, created_at, outbox_partition_key, deliver_at, sent_at, " + EnvelopeColumns.StoredNames;
 
     private readonly PostgresEventStore _store;
     private readonly string _insert;
@@ -37,7 +38,7 @@ public sealed class PostgresOutboxStore : IOutboxStore
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
         var table = Migrations.Quote(store.Schema) + ".outbox";
-        var values = string.Join(", ", Enumerable.Range(1, 7 + EnvelopeColumns.Count).Select(i => "$" + i));
+        var values = string.Join(", ", Enumerable.Range(1, 7 + EnvelopeColumns.StoredCount).Select(i => "$" + i));
         _insert = $"INSERT INTO {table} ({Columns}) VALUES ({values})";
         _fetch = $"SELECT {Columns} FROM {table} WHERE sent_at IS NULL ORDER BY seq LIMIT $1";
         _get = $"SELECT {Columns} FROM {table} WHERE id = $1";
@@ -161,7 +162,7 @@ public sealed class PostgresOutboxStore : IOutboxStore
             p.Add(EnvelopeColumns.Text(message.PartitionKey));
             p.Add(EnvelopeColumns.Time(message.DeliverAt));
             p.Add(EnvelopeColumns.Time(message.SentAt));
-            EnvelopeColumns.Add(p, message.Envelope);
+            EnvelopeColumns.AddStored(p, message.Envelope);
             batch.BatchCommands.Add(command);
         }
 
@@ -178,6 +179,6 @@ public sealed class PostgresOutboxStore : IOutboxStore
         PartitionKey = EnvelopeColumns.NullableText(reader, 4),
         DeliverAt = EnvelopeColumns.NullableTime(reader, 5),
         SentAt = EnvelopeColumns.NullableTime(reader, 6),
-        Envelope = EnvelopeColumns.Read(reader, 7),
+        Envelope = EnvelopeColumns.ReadStored(reader, 7),
     };
 }

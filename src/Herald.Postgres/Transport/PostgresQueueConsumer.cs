@@ -24,7 +24,7 @@ internal sealed class PostgresQueueConsumer : ITransportConsumer
     private readonly Channel<QueuedMessage> _buffer;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
-    private readonly Notifications.ChangeSignal _slotFreed = new();
+    private readonly Herald.Internal.Signal _slotFreed = new();
     private readonly Lock _gate = new();
     private ITimer? _renewal;
     private Task _running = Task.CompletedTask;
@@ -163,13 +163,13 @@ internal sealed class PostgresQueueConsumer : ITransportConsumer
             var free = _capacity - Interlocked.Decrement(ref _held);
             if (free >= _refill || _buffer.Reader.Count == 0)
             {
-                _slotFreed.Fire();
+                _slotFreed.Pulse();
             }
 
             // A nacked message is claimable again, and the next message of a key only once this one is settled.
             if (message.Envelope.PartitionKey is not null || what == "nack")
             {
-                _transport.Wakeups.Wake(Queue);
+                _transport.Wakeups.Pulse(Queue);
             }
         }
     }
@@ -357,7 +357,7 @@ internal sealed class PostgresQueueConsumer : ITransportConsumer
         try
         {
             await _transport.ReleaseAllAsync(_owner, CancellationToken.None).ConfigureAwait(false);
-            _transport.Wakeups.Wake(Queue);
+            _transport.Wakeups.Pulse(Queue);
         }
 #pragma warning disable CA1031 // Stopping must finish; the leases run out and the messages come back anyway.
         catch (Exception ex)

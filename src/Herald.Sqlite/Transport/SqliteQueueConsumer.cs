@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Herald.Internal;
 using Herald.Transport;
 
 namespace Herald.Sqlite.Transport;
@@ -22,7 +23,7 @@ internal sealed class SqliteQueueConsumer : ITransportConsumer
     private readonly Channel<Claimed> _buffer;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
-    private readonly QueueSignals.Signal _slotFreed = new();
+    private readonly Signal _slotFreed = new();
     private readonly Lock _gate = new();
     private ITimer? _renewal;
     private Task _running = Task.CompletedTask;
