@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using Herald.Messages;
+using Herald.Transport;
 using RabbitMQ.Client;
 
 namespace Herald.RabbitMQ;
@@ -25,6 +26,9 @@ internal static class AmqpEnvelopeCodec
     private const int CharBufferLength = 256;
 
     private const string SchemaPrefix = "urn:herald:schema:";
+
+    private static readonly long MaxUnixMilliseconds = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
+    private static readonly Dictionary<string, object?> EmptyAmqpHeaders = [];
 
     private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
 
@@ -109,8 +113,16 @@ internal static class AmqpEnvelopeCodec
         return Encoding.UTF8.GetBytes(time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture));
     }
 
-    /// <summary>A copy of a delivered message's properties for republishing it (retry, redelivery, dead letter).</summary>
-    public static BasicProperties CopyForRepublish(IReadOnlyBasicProperties delivered, int attempts, string? deadLetterReason, string? originQueue)
+    /// <summary>
+    /// A copy of a delivered message's properties for republishing it (retry, redelivery, dead letter), with
+    /// <paramref name="added"/> set as CloudEvents extension attributes (so they read back as envelope headers).
+    /// </summary>
+    public static BasicProperties CopyForRepublish(
+        IReadOnlyBasicProperties delivered,
+        int attempts,
+        string? deadLetterReason,
+        string? originQueue,
+        IReadOnlyDictionary<string, string>? added = null)
     {
         var properties = new BasicProperties(delivered) { DeliveryMode = DeliveryModes.Persistent };
         var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
@@ -125,6 +137,14 @@ internal static class AmqpEnvelopeCodec
             }
         }
 
+        if (added is not null)
+        {
+            foreach (var (name, value) in added)
+            {
+                headers[Prefix + name] = value;
+            }
+        }
+
         headers[AttemptHeader] = attempts;
         if (deadLetterReason is not null)
         {
@@ -134,6 +154,40 @@ internal static class AmqpEnvelopeCodec
 
         properties.Headers = headers;
         return properties;
+    }
+
+    /// <summary>
+    /// Turns a delivered message into an envelope; never throws. When it is malformed, or decoding it throws for any
+    /// reason, <paramref name="failure"/> says why and the envelope holds what could be read: the raw body, and the id,
+    /// type, time and headers where they are readable (so its dead letter shows as much as possible).
+    /// </summary>
+    public static Envelope Decode(
+        IReadOnlyBasicProperties properties,
+        ReadOnlyMemory<byte> body,
+        bool redelivered,
+        string? rawType,
+        string defaultSource,
+        TimeProvider timeProvider,
+        out MalformedMessageException? failure)
+    {
+        try
+        {
+            if (TryDecode(properties, body, redelivered, rawType, defaultSource, timeProvider, out var envelope, out var error))
+            {
+                failure = null;
+                return envelope!;
+            }
+
+            failure = new MalformedMessageException(error!);
+        }
+#pragma warning disable CA1031 // Nothing from the wire is trusted: whatever decoding throws makes the delivery undecodable.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
+        }
+
+        return BestEffort(properties, body, redelivered, rawType, timeProvider);
     }
 
     /// <summary>
@@ -300,6 +354,76 @@ internal static class AmqpEnvelopeCodec
         return true;
     }
 
+    /// <summary>What can be read of a malformed message, each part on its own, so one bad attribute hides no other.</summary>
+    private static Envelope BestEffort(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, bool redelivered, string? rawType, TimeProvider timeProvider)
+    {
+        var now = timeProvider.GetUtcNow();
+        var headers = new Dictionary<string, string>(StringComparer.Ordinal);
+        string? id = null, type = null;
+        try
+        {
+            foreach (var (name, value) in properties.Headers ?? EmptyAmqpHeaders)
+            {
+                var text = AsString(value);
+                if (text is null || name.StartsWith("x-", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                if (!name.StartsWith(Prefix, StringComparison.Ordinal))
+                {
+                    headers.TryAdd(name, text);
+                    continue;
+                }
+
+                var attribute = name[Prefix.Length..];
+                switch (attribute)
+                {
+                    case "id": id = text; break;
+                    case "type": type = text; break;
+                    default:
+                        if (!ReservedAttributes.Contains(attribute))
+                        {
+                            headers[attribute] = text;
+                        }
+
+                        break;
+                }
+            }
+        }
+#pragma warning disable CA1031 // The headers are what broke it: the envelope goes without the rest of them.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+
+        return new Envelope
+        {
+            MessageId = Attempted(() => RawMessageId(id ?? properties.MessageId, timeProvider), Guid.CreateVersion7(now)),
+            MessageType = type ?? properties.Type ?? rawType ?? string.Empty,
+            Time = Attempted(() => AmqpTime(properties), null) ?? now,
+            CorrelationId = properties.CorrelationId,
+            ContentType = properties.ContentType ?? ContentTypes.Json,
+            Headers = headers,
+            Body = body,
+            DeliveryAttempt = Attempted(() => Attempt(properties, redelivered), 1),
+        };
+    }
+
+    private static T Attempted<T>(Func<T> read, T fallback)
+    {
+        try
+        {
+            return read();
+        }
+#pragma warning disable CA1031 // A part that cannot be read is left out of a best-effort envelope.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            return fallback;
+        }
+    }
+
     /// <summary>
     /// Deliveries so far including this one: Herald's own count of redeliveries it published, plus the broker's count of
     /// returns of this copy (quorum <c>x-delivery-count</c>, else 1 when the redelivered flag is set).
@@ -311,6 +435,10 @@ internal static class AmqpEnvelopeCodec
         var returns = headers is not null && headers.TryGetValue(DeliveryCountHeader, out var d) ? d ?? 0 : null;
         return Attempt(before, returns, redelivered);
     }
+
+    /// <summary>Which delivery a dead-letter queue's copy failed on: the attempt count written when it was dead-lettered.</summary>
+    public static int DeadLetteredAttempt(IReadOnlyBasicProperties properties) =>
+        properties.Headers is { } headers && headers.TryGetValue(AttemptHeader, out var attempts) ? Math.Max(1, AsInt(attempts)) : 1;
 
     private static int Attempt(object? attemptHeader, object? deliveryCount, bool redelivered)
     {
@@ -373,6 +501,11 @@ internal static class AmqpEnvelopeCodec
 
         // AMQP timestamps are seconds; some clients (Node's Date.now()) send milliseconds. No real time in seconds is this large.
         var value = properties.Timestamp.UnixTime;
+        if (value > MaxUnixMilliseconds)
+        {
+            throw new MalformedMessageException($"Malformed message: its AMQP timestamp {value} lies beyond the year 9999, in seconds and in milliseconds.");
+        }
+
         return value > 100_000_000_000L ? DateTimeOffset.FromUnixTimeMilliseconds(value) : DateTimeOffset.FromUnixTimeSeconds(value);
     }
 
