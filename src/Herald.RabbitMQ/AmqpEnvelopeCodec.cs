@@ -162,23 +162,13 @@ internal static class AmqpEnvelopeCodec
     /// type, time and headers where they are readable (so its dead letter shows as much as possible).
     /// </summary>
     public static Envelope Decode(
-        IReadOnlyBasicProperties properties,
-        ReadOnlyMemory<byte> body,
-        bool redelivered,
-        string? rawType,
-        string defaultSource,
-        TimeProvider timeProvider,
+        IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, bool redelivered, string? rawType, string defaultSource, TimeProvider timeProvider,
         out MalformedMessageException? failure)
     {
         try
         {
-            if (TryDecode(properties, body, redelivered, rawType, defaultSource, timeProvider, out var envelope, out var error))
-            {
-                failure = null;
-                return envelope!;
-            }
-
-            failure = new MalformedMessageException(error!);
+            failure = null;
+            return DecodeOrThrow(properties, body, redelivered, rawType, defaultSource, timeProvider);
         }
 #pragma warning disable CA1031 // Nothing from the wire is trusted: whatever decoding throws makes the delivery undecodable.
         catch (Exception e)
@@ -191,20 +181,18 @@ internal static class AmqpEnvelopeCodec
     }
 
     /// <summary>
-    /// Turns a delivered message into an envelope, or says why it is malformed. <paramref name="rawType"/> is the type
-    /// for plain messages on a raw queue (null: the queue takes CloudEvents messages only).
+    /// Turns a delivered message into an envelope, or throws <see cref="MalformedMessageException"/> saying why it is
+    /// malformed. <paramref name="rawType"/> is the type for plain messages on a raw queue (null: the queue takes
+    /// CloudEvents messages only).
     /// </summary>
-    public static bool TryDecode(
+    private static Envelope DecodeOrThrow(
         IReadOnlyBasicProperties properties,
         ReadOnlyMemory<byte> body,
         bool redelivered,
         string? rawType,
         string defaultSource,
-        TimeProvider timeProvider,
-        out Envelope? envelope,
-        out string? error)
+        TimeProvider timeProvider)
     {
-        envelope = null;
         Dictionary<string, string>? headers = null;
         object? ceId = null, ceType = null, ceSource = null, ceTime = null, ceSchema = null, ceContentType = null;
         object? ceCorrelation = null, ceCausation = null, ceUser = null, cePartition = null, attemptValue = null, deliveryCount = null;
@@ -263,7 +251,7 @@ internal static class AmqpEnvelopeCodec
 
         if (!isCloudEvent && rawType is not null)
         {
-            envelope = new Envelope
+            return new Envelope
             {
                 MessageId = RawMessageId(properties.MessageId, timeProvider),
                 MessageType = rawType,
@@ -274,8 +262,6 @@ internal static class AmqpEnvelopeCodec
                 Body = body,
                 DeliveryAttempt = attempt,
             };
-            error = null;
-            return true;
         }
 
         Span<char> buffer = stackalloc char[CharBufferLength];
@@ -284,29 +270,25 @@ internal static class AmqpEnvelopeCodec
         {
             if (!Guid.TryParse(idChars, out id))
             {
-                error = $"Malformed message: its id '{Truncate(idChars.ToString())}' is not a Guid.";
-                return false;
+                throw new MalformedMessageException($"Malformed message: its id '{Truncate(idChars.ToString())}' is not a Guid.");
             }
         }
         else if (properties.MessageId is { } messageId)
         {
             if (!Guid.TryParse(messageId, out id))
             {
-                error = $"Malformed message: its id '{Truncate(messageId)}' is not a Guid.";
-                return false;
+                throw new MalformedMessageException($"Malformed message: its id '{Truncate(messageId)}' is not a Guid.");
             }
         }
         else
         {
-            error = "Malformed message: it has no id (no cloudEvents:id attribute and no AMQP message_id).";
-            return false;
+            throw new MalformedMessageException("Malformed message: it has no id (no cloudEvents:id attribute and no AMQP message_id).");
         }
 
         var type = InternedString(ceType) ?? properties.Type;
         if (string.IsNullOrEmpty(type))
         {
-            error = $"Malformed message {id}: it has no type (no cloudEvents:type attribute and no AMQP type), and the queue is not a raw queue.";
-            return false;
+            throw new MalformedMessageException($"Malformed message {id}: it has no type (no cloudEvents:type attribute and no AMQP type), and the queue is not a raw queue.");
         }
 
         DateTimeOffset time;
@@ -315,8 +297,7 @@ internal static class AmqpEnvelopeCodec
             if (!DateTimeOffset.TryParseExact(timeChars, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
                 && !DateTimeOffset.TryParse(timeChars, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time))
             {
-                error = $"Malformed message {id}: its time '{Truncate(timeChars.ToString())}' is not an RFC 3339 time.";
-                return false;
+                throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(timeChars.ToString())}' is not an RFC 3339 time.");
             }
         }
         else if (AmqpTime(properties) is { } amqpTime)
@@ -325,8 +306,7 @@ internal static class AmqpEnvelopeCodec
         }
         else
         {
-            error = $"Malformed message {id}: it has no time (no cloudEvents:time attribute and no AMQP timestamp).";
-            return false;
+            throw new MalformedMessageException($"Malformed message {id}: it has no time (no cloudEvents:time attribute and no AMQP timestamp).");
         }
 
         if (ceSource is not null && Chars(ceSource, buffer, out var sourceChars) && !sourceChars.SequenceEqual(defaultSource))
@@ -335,7 +315,7 @@ internal static class AmqpEnvelopeCodec
         }
 
         var schemaVersion = ceSchema is not null && Chars(ceSchema, buffer, out var schemaChars) ? SchemaVersion(schemaChars) : 1;
-        envelope = new Envelope
+        return new Envelope
         {
             MessageId = id,
             MessageType = type,
@@ -350,8 +330,6 @@ internal static class AmqpEnvelopeCodec
             Body = body,
             DeliveryAttempt = attempt,
         };
-        error = null;
-        return true;
     }
 
     /// <summary>What can be read of a malformed message, each part on its own, so one bad attribute hides no other.</summary>

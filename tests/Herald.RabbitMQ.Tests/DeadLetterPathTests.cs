@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text;
+using Herald.Conformance.Reliability;
 using Herald.Handling;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
@@ -81,7 +82,7 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
     public async Task DeadLetterStoreDown_PoisonGoesToTheNativeDeadLetterQueue_AndIsDrainedIntoTheStoreOnceItIsBack()
     {
         var probe = new Probe();
-        var store = new SwitchableDeadLetterStore { Failing = true };
+        var store = new FaultyDeadLetterStore { Failing = true };
         using var host = await StartHostAsync(probe, store);
         var channel = await CreateRawChannelAsync();
         var endpoint = Name("endpoint");
@@ -180,40 +181,5 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
             probe.Add(message.Quantity);
             return ValueTask.CompletedTask;
         }
-    }
-
-    /// <summary>The in-memory store behind a switch: while failing, every write throws, as an unreachable database would.</summary>
-    private sealed class SwitchableDeadLetterStore : IDeadLetterStore
-    {
-        private readonly InMemoryDeadLetterStore _inner = new();
-        private int _refused;
-
-        public volatile bool Failing;
-
-        public int Refused => Volatile.Read(ref _refused);
-
-        public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
-        {
-            if (Failing)
-            {
-                Interlocked.Increment(ref _refused);
-                throw new InvalidOperationException("the dead-letter database is unreachable");
-            }
-
-            return _inner.AddAsync(deadLetter, cancellationToken);
-        }
-
-        public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _inner.GetAsync(id, cancellationToken);
-
-        public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.ListAsync(query, cancellationToken);
-
-        public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.CountAsync(query, cancellationToken);
-
-        public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => _inner.DeleteAsync(id, cancellationToken);
-
-        public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.DeleteManyAsync(query, cancellationToken);
-
-        public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default) =>
-            _inner.RecordRetryFailureAsync(id, error, time, cancellationToken);
     }
 }

@@ -7,6 +7,7 @@ using Herald.Handling;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
 using Herald.Conformance;
+using Herald.Conformance.Reliability;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -139,7 +140,7 @@ public sealed class FailureInjectionTests
     [Fact]
     public async Task DeadLetterStoreFailing_KeepsTheMessageInTheTransportsDeadLetters_AndTheDrainMovesItIntoTheStoreOnceItIsBack()
     {
-        var store = new FlakyDeadLetterStore(failures: 2);
+        var store = new FaultyDeadLetterStore(failures: 2);
         await using var host = await ReliabilityHost.StartAsync(
             h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromSeconds(10)),
             s => s.AddSingleton(new Effects()).AddSingleton<IDeadLetterStore>(store));
@@ -381,29 +382,5 @@ public sealed class FailureInjectionTests
     {
         public ValueTask OnThresholdReachedAsync(DeadLetterThresholdReached alert, CancellationToken cancellationToken = default) =>
             throw new InvalidOperationException("the chat service is down");
-    }
-
-    private sealed class FlakyDeadLetterStore(int failures) : IDeadLetterStore
-    {
-        private readonly InMemoryDeadLetterStore _inner = new();
-        private int _failuresLeft = failures;
-
-        public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default) =>
-            Interlocked.Decrement(ref _failuresLeft) >= 0
-                ? throw new InvalidOperationException("the dead-letter database is down")
-                : _inner.AddAsync(deadLetter, cancellationToken);
-
-        public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _inner.GetAsync(id, cancellationToken);
-
-        public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.ListAsync(query, cancellationToken);
-
-        public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.CountAsync(query, cancellationToken);
-
-        public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => _inner.DeleteAsync(id, cancellationToken);
-
-        public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.DeleteManyAsync(query, cancellationToken);
-
-        public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default) =>
-            _inner.RecordRetryFailureAsync(id, error, time, cancellationToken);
     }
 }
