@@ -56,7 +56,8 @@ internal sealed class MessageDispatcher
         _deadLetters = root.GetRequiredService<IDeadLetterStore>();
         _monitor = root.GetService<DeadLetterMonitor>();
         _deadLetterOptions = root.GetRequiredService<IOptions<DeadLetterOptions>>().Value;
-        _nativeDeadLetters = root.GetService<ITransport>()?.Capabilities.SupportsNativeDeadLetter ?? false;
+        // Only dead letters a drain can move back into the store are a fallback; others would be stranded out of sight.
+        _nativeDeadLetters = root.GetService<ITransport>() is { Capabilities.SupportsNativeDeadLetter: true } and INativeDeadLetterSource;
         _timeProvider = root.GetRequiredService<TimeProvider>();
         _inbox = root.GetService<InboxStep>() is { } inbox && inbox.IsEnabledFor(endpoint) ? inbox : null;
         _useOutbox = root.GetService<IOptions<OutboxOptions>>() is { } outbox && root.GetService<OutboxRelay>() is not null && outbox.Value.RouteHandlerMessages;
@@ -305,8 +306,8 @@ internal sealed class MessageDispatcher
 
     /// <summary>
     /// The fallback while the store is unreachable: the transport's own dead letters, the record in headers, so the drain
-    /// can store it later. False when the message was handed back for redelivery instead (no native dead letters, or
-    /// they failed too).
+    /// can store it later. False when the message was handed back for redelivery instead (no native dead letters the
+    /// drain can read, or they failed too).
     /// </summary>
     private async ValueTask<bool> TryNativeDeadLetterAsync(Delivery delivery, DeadLetter deadLetter, CancellationToken cancellationToken)
     {
