@@ -47,8 +47,8 @@ internal sealed class QueueStatements
         _nextVisible = session.Prepare("SELECT MIN(visible_at) FROM herald_queue_messages WHERE queue = ?1 AND visible_at > ?2");
         _ack = session.Prepare("DELETE FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
         _nack = session.Prepare(
-            "UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = ?3 " +
-            "WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
+            "UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = ?3, " +
+            "headers = coalesce(?4, headers) WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
         _release = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2");
         _releaseOwner = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1");
         _renew = session.Prepare("UPDATE herald_queue_messages SET lease_until = ?2 WHERE lease_owner = ?1");
@@ -141,11 +141,13 @@ internal sealed class QueueStatements
         return _ack.ExecuteInt64() is not null;
     }
 
-    public bool Nack(long id, string owner, long visibleAt)
+    /// <summary>Hands the message back for another delivery at <paramref name="visibleAt"/>, its headers replaced when <paramref name="headersJson"/> is set.</summary>
+    public bool Nack(long id, string owner, long visibleAt, string? headersJson = null)
     {
         _nack.Bind(1, id);
         _nack.Bind(2, owner);
         _nack.Bind(3, visibleAt);
+        _nack.Bind(4, headersJson);
         return _nack.ExecuteInt64() is not null;
     }
 

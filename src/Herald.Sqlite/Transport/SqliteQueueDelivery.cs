@@ -1,3 +1,4 @@
+using Herald.Sqlite.Internal;
 using Herald.Transport;
 
 namespace Herald.Sqlite.Transport;
@@ -15,6 +16,20 @@ internal sealed class SqliteQueueDelivery(QueuedMessage message, string queue, S
     {
         var visibleAt = consumer.VisibleAfter(delay);
         return consumer.SettleAsync(message, (q, m, owner, _) => q.Nack(m.Id, owner, visibleAt), "nack", cancellationToken);
+    }
+
+    protected override ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+    {
+        // The row is the message: its headers are rewritten with the nack, so the next delivery carries them.
+        var merged = new Dictionary<string, string>(Envelope.Headers, StringComparer.Ordinal);
+        foreach (var (name, value) in headers)
+        {
+            merged[name] = value;
+        }
+
+        var headersJson = EventRows.HeadersJson(merged);
+        var visibleAt = consumer.VisibleAfter(delay);
+        return consumer.SettleAsync(message, (q, m, owner, _) => q.Nack(m.Id, owner, visibleAt, headersJson), "nack", cancellationToken);
     }
 
     protected override ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken) =>

@@ -93,6 +93,8 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<OutboxSignal>();
         services.TryAddSingleton<DeadLetterMonitor>();
         services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<DeadLetterMonitor>());
+        services.TryAddSingleton<NativeDeadLetterDrain>();
+        services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<NativeDeadLetterDrain>());
         services.TryAddSingleton(sp => new DeadLetterManager(
             sp.GetRequiredService<IDeadLetterStore>(),
             sp.GetRequiredService<ITransport>(),
