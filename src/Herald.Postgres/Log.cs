@@ -22,4 +22,7 @@ internal static partial class Log
 
     [LoggerMessage(4021, LogLevel.Warning, "An append coordinator connection failed; {Count} appends of the group report the error")]
     public static partial void WriterConnectionFailed(ILogger logger, Exception exception, int count);
+
+    [LoggerMessage(4030, LogLevel.Warning, "Lost the leadership of '{Resource}' in schema '{Schema}': the connection holding its lock failed")]
+    public static partial void LeadershipLost(ILogger logger, Exception exception, string resource, string schema);
 }

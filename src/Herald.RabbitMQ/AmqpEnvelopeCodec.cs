@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using Herald.Messages;
+using Herald.Transport;
 using RabbitMQ.Client;
 
 namespace Herald.RabbitMQ;
@@ -25,6 +26,9 @@ internal static class AmqpEnvelopeCodec
     private const int CharBufferLength = 256;
 
     private const string SchemaPrefix = "urn:herald:schema:";
+
+    private static readonly long MaxUnixMilliseconds = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
+    private static readonly Dictionary<string, object?> EmptyAmqpHeaders = [];
 
     private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
 
@@ -109,8 +113,16 @@ internal static class AmqpEnvelopeCodec
         return Encoding.UTF8.GetBytes(time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture));
     }
 
-    /// <summary>A copy of a delivered message's properties for republishing it (retry, redelivery, dead letter).</summary>
-    public static BasicProperties CopyForRepublish(IReadOnlyBasicProperties delivered, int attempts, string? deadLetterReason, string? originQueue)
+    /// <summary>
+    /// A copy of a delivered message's properties for republishing it (retry, redelivery, dead letter), with
+    /// <paramref name="added"/> set as CloudEvents extension attributes (so they read back as envelope headers).
+    /// </summary>
+    public static BasicProperties CopyForRepublish(
+        IReadOnlyBasicProperties delivered,
+        int attempts,
+        string? deadLetterReason,
+        string? originQueue,
+        IReadOnlyDictionary<string, string>? added = null)
     {
         var properties = new BasicProperties(delivered) { DeliveryMode = DeliveryModes.Persistent };
         var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
@@ -122,6 +134,14 @@ internal static class AmqpEnvelopeCodec
                 {
                     headers[name] = value;
                 }
+            }
+        }
+
+        if (added is not null)
+        {
+            foreach (var (name, value) in added)
+            {
+                headers[Prefix + name] = value;
             }
         }
 
@@ -137,20 +157,42 @@ internal static class AmqpEnvelopeCodec
     }
 
     /// <summary>
-    /// Turns a delivered message into an envelope, or says why it is malformed. <paramref name="rawType"/> is the type
-    /// for plain messages on a raw queue (null: the queue takes CloudEvents messages only).
+    /// Turns a delivered message into an envelope; never throws. When it is malformed, or decoding it throws for any
+    /// reason, <paramref name="failure"/> says why and the envelope holds what could be read: the raw body, and the id,
+    /// type, time and headers where they are readable (so its dead letter shows as much as possible).
     /// </summary>
-    public static bool TryDecode(
+    public static Envelope Decode(
+        IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, bool redelivered, string? rawType, string defaultSource, TimeProvider timeProvider,
+        out MalformedMessageException? failure)
+    {
+        try
+        {
+            failure = null;
+            return DecodeOrThrow(properties, body, redelivered, rawType, defaultSource, timeProvider);
+        }
+#pragma warning disable CA1031 // Nothing from the wire is trusted: whatever decoding throws makes the delivery undecodable.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
+        }
+
+        return BestEffort(properties, body, redelivered, rawType, timeProvider);
+    }
+
+    /// <summary>
+    /// Turns a delivered message into an envelope, or throws <see cref="MalformedMessageException"/> saying why it is
+    /// malformed. <paramref name="rawType"/> is the type for plain messages on a raw queue (null: the queue takes
+    /// CloudEvents messages only).
+    /// </summary>
+    private static Envelope DecodeOrThrow(
         IReadOnlyBasicProperties properties,
         ReadOnlyMemory<byte> body,
         bool redelivered,
         string? rawType,
         string defaultSource,
-        TimeProvider timeProvider,
-        out Envelope? envelope,
-        out string? error)
+        TimeProvider timeProvider)
     {
-        envelope = null;
         Dictionary<string, string>? headers = null;
         object? ceId = null, ceType = null, ceSource = null, ceTime = null, ceSchema = null, ceContentType = null;
         object? ceCorrelation = null, ceCausation = null, ceUser = null, cePartition = null, attemptValue = null, deliveryCount = null;
@@ -209,7 +251,7 @@ internal static class AmqpEnvelopeCodec
 
         if (!isCloudEvent && rawType is not null)
         {
-            envelope = new Envelope
+            return new Envelope
             {
                 MessageId = RawMessageId(properties.MessageId, timeProvider),
                 MessageType = rawType,
@@ -220,8 +262,6 @@ internal static class AmqpEnvelopeCodec
                 Body = body,
                 DeliveryAttempt = attempt,
             };
-            error = null;
-            return true;
         }
 
         Span<char> buffer = stackalloc char[CharBufferLength];
@@ -230,29 +270,25 @@ internal static class AmqpEnvelopeCodec
         {
             if (!Guid.TryParse(idChars, out id))
             {
-                error = $"Malformed message: its id '{Truncate(idChars.ToString())}' is not a Guid.";
-                return false;
+                throw new MalformedMessageException($"Malformed message: its id '{Truncate(idChars.ToString())}' is not a Guid.");
             }
         }
         else if (properties.MessageId is { } messageId)
         {
             if (!Guid.TryParse(messageId, out id))
             {
-                error = $"Malformed message: its id '{Truncate(messageId)}' is not a Guid.";
-                return false;
+                throw new MalformedMessageException($"Malformed message: its id '{Truncate(messageId)}' is not a Guid.");
             }
         }
         else
         {
-            error = "Malformed message: it has no id (no cloudEvents:id attribute and no AMQP message_id).";
-            return false;
+            throw new MalformedMessageException("Malformed message: it has no id (no cloudEvents:id attribute and no AMQP message_id).");
         }
 
         var type = InternedString(ceType) ?? properties.Type;
         if (string.IsNullOrEmpty(type))
         {
-            error = $"Malformed message {id}: it has no type (no cloudEvents:type attribute and no AMQP type), and the queue is not a raw queue.";
-            return false;
+            throw new MalformedMessageException($"Malformed message {id}: it has no type (no cloudEvents:type attribute and no AMQP type), and the queue is not a raw queue.");
         }
 
         DateTimeOffset time;
@@ -261,8 +297,7 @@ internal static class AmqpEnvelopeCodec
             if (!DateTimeOffset.TryParseExact(timeChars, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
                 && !DateTimeOffset.TryParse(timeChars, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time))
             {
-                error = $"Malformed message {id}: its time '{Truncate(timeChars.ToString())}' is not an RFC 3339 time.";
-                return false;
+                throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(timeChars.ToString())}' is not an RFC 3339 time.");
             }
         }
         else if (AmqpTime(properties) is { } amqpTime)
@@ -271,8 +306,7 @@ internal static class AmqpEnvelopeCodec
         }
         else
         {
-            error = $"Malformed message {id}: it has no time (no cloudEvents:time attribute and no AMQP timestamp).";
-            return false;
+            throw new MalformedMessageException($"Malformed message {id}: it has no time (no cloudEvents:time attribute and no AMQP timestamp).");
         }
 
         if (ceSource is not null && Chars(ceSource, buffer, out var sourceChars) && !sourceChars.SequenceEqual(defaultSource))
@@ -281,7 +315,7 @@ internal static class AmqpEnvelopeCodec
         }
 
         var schemaVersion = ceSchema is not null && Chars(ceSchema, buffer, out var schemaChars) ? SchemaVersion(schemaChars) : 1;
-        envelope = new Envelope
+        return new Envelope
         {
             MessageId = id,
             MessageType = type,
@@ -296,8 +330,76 @@ internal static class AmqpEnvelopeCodec
             Body = body,
             DeliveryAttempt = attempt,
         };
-        error = null;
-        return true;
+    }
+
+    /// <summary>What can be read of a malformed message, each part on its own, so one bad attribute hides no other.</summary>
+    private static Envelope BestEffort(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, bool redelivered, string? rawType, TimeProvider timeProvider)
+    {
+        var now = timeProvider.GetUtcNow();
+        var headers = new Dictionary<string, string>(StringComparer.Ordinal);
+        string? id = null, type = null;
+        try
+        {
+            foreach (var (name, value) in properties.Headers ?? EmptyAmqpHeaders)
+            {
+                var text = AsString(value);
+                if (text is null || name.StartsWith("x-", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                if (!name.StartsWith(Prefix, StringComparison.Ordinal))
+                {
+                    headers.TryAdd(name, text);
+                    continue;
+                }
+
+                var attribute = name[Prefix.Length..];
+                switch (attribute)
+                {
+                    case "id": id = text; break;
+                    case "type": type = text; break;
+                    default:
+                        if (!ReservedAttributes.Contains(attribute))
+                        {
+                            headers[attribute] = text;
+                        }
+
+                        break;
+                }
+            }
+        }
+#pragma warning disable CA1031 // The headers are what broke it: the envelope goes without the rest of them.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+
+        return new Envelope
+        {
+            MessageId = Attempted(() => RawMessageId(id ?? properties.MessageId, timeProvider), Guid.CreateVersion7(now)),
+            MessageType = type ?? properties.Type ?? rawType ?? string.Empty,
+            Time = Attempted(() => AmqpTime(properties), null) ?? now,
+            CorrelationId = properties.CorrelationId,
+            ContentType = properties.ContentType ?? ContentTypes.Json,
+            Headers = headers,
+            Body = body,
+            DeliveryAttempt = Attempted(() => Attempt(properties, redelivered), 1),
+        };
+    }
+
+    private static T Attempted<T>(Func<T> read, T fallback)
+    {
+        try
+        {
+            return read();
+        }
+#pragma warning disable CA1031 // A part that cannot be read is left out of a best-effort envelope.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            return fallback;
+        }
     }
 
     /// <summary>
@@ -311,6 +413,10 @@ internal static class AmqpEnvelopeCodec
         var returns = headers is not null && headers.TryGetValue(DeliveryCountHeader, out var d) ? d ?? 0 : null;
         return Attempt(before, returns, redelivered);
     }
+
+    /// <summary>Which delivery a dead-letter queue's copy failed on: the attempt count written when it was dead-lettered.</summary>
+    public static int DeadLetteredAttempt(IReadOnlyBasicProperties properties) =>
+        properties.Headers is { } headers && headers.TryGetValue(AttemptHeader, out var attempts) ? Math.Max(1, AsInt(attempts)) : 1;
 
     private static int Attempt(object? attemptHeader, object? deliveryCount, bool redelivered)
     {
@@ -373,6 +479,11 @@ internal static class AmqpEnvelopeCodec
 
         // AMQP timestamps are seconds; some clients (Node's Date.now()) send milliseconds. No real time in seconds is this large.
         var value = properties.Timestamp.UnixTime;
+        if (value > MaxUnixMilliseconds)
+        {
+            throw new MalformedMessageException($"Malformed message: its AMQP timestamp {value} lies beyond the year 9999, in seconds and in milliseconds.");
+        }
+
         return value > 100_000_000_000L ? DateTimeOffset.FromUnixTimeMilliseconds(value) : DateTimeOffset.FromUnixTimeSeconds(value);
     }
 

@@ -29,14 +29,14 @@ internal static partial class Log
     [LoggerMessage(5012, LogLevel.Warning, "RabbitMQ cancelled the consumer of '{Queue}' (was the queue deleted?)")]
     public static partial void ConsumerCancelledByBroker(ILogger logger, string queue);
 
-    [LoggerMessage(5020, LogLevel.Warning, "Malformed message on '{Queue}' moved to '{DeadLetterQueue}': {Reason}")]
-    public static partial void MalformedDeadLettered(ILogger logger, string queue, string deadLetterQueue, string reason);
+    [LoggerMessage(5020, LogLevel.Warning, "A message on '{Queue}' could not be decoded; it goes to the dead letters as undecodable: {Reason}")]
+    public static partial void Undecodable(ILogger logger, string queue, string reason);
 
     [LoggerMessage(5021, LogLevel.Error, "Settling delivery of message {MessageId} from '{Queue}' failed; it returns to the queue")]
     public static partial void SettleFailed(ILogger logger, Exception exception, Guid messageId, string queue);
 
-    [LoggerMessage(5022, LogLevel.Error, "Moving a malformed message from '{Queue}' to its dead letters failed; it returns to the queue")]
-    public static partial void MalformedDeadLetterFailed(ILogger logger, Exception exception, string queue);
+    [LoggerMessage(5022, LogLevel.Error, "Receiving a delivery from '{Queue}' failed before it reached the pipeline; it is moved to the queue's dead-letter queue, to be drained into the dead-letter store")]
+    public static partial void ReceiveFailed(ILogger logger, Exception exception, string queue);
 
     [LoggerMessage(5023, LogLevel.Debug, "Delivery of message {MessageId} from '{Queue}' was made on a channel since lost; the broker redelivers it, so it is not settled")]
     public static partial void StaleDeliveryNotSettled(ILogger logger, Guid messageId, string queue);

@@ -11,7 +11,9 @@ namespace Herald.RabbitMQ;
 /// <summary>
 /// Consumes one queue on its own channel (manual ack, prefetch as basic.qos). Deliveries arrive one at a time from the
 /// client and go into one bounded lane per worker: the same partition key always to the same lane (handled in order),
-/// others to the emptiest lane. A retry or dead letter is published (and confirmed) before the delivery is acked.
+/// others to the emptiest lane. A retry or dead letter is published (and confirmed) before the delivery is acked. A
+/// delivery that cannot be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the
+/// dead-letter store; nothing the wire sends can throw inside the client's callback or leave a delivery unsettled.
 /// </summary>
 internal sealed class RabbitMqConsumer : ITransportConsumer
 {
@@ -139,7 +141,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     internal ValueTask AckAsync(in Received received, CancellationToken cancellationToken) =>
         IsStale(received) ? ValueTask.CompletedTask : _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken);
 
-    internal async ValueTask RedeliverAsync(Received received, int attempts, TimeSpan delay, CancellationToken cancellationToken)
+    internal async ValueTask RedeliverAsync(Received received, int attempts, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
         if (IsStale(received))
         {
@@ -148,7 +150,8 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
 
         try
         {
-            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, deadLetterReason: null, originQueue: null);
+            // The copy carries the headers through the retry queue too: dead-lettering back from its TTL keeps them.
+            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, deadLetterReason: null, originQueue: null, headers);
             var target = delay > TimeSpan.Zero
                 ? await _transport.EnsureRetryQueueAsync(Queue, delay, cancellationToken).ConfigureAwait(false)
                 : Queue;
@@ -162,7 +165,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    internal async ValueTask DeadLetterAsync(Received received, int attempts, string reason, CancellationToken cancellationToken)
+    internal async ValueTask DeadLetterAsync(Received received, int attempts, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
         if (IsStale(received))
         {
@@ -172,7 +175,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         try
         {
             var deadLetterQueue = await _transport.EnsureDeadLetterQueueAsync(Queue, cancellationToken).ConfigureAwait(false);
-            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, reason, Queue);
+            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, reason, Queue, headers);
             await _transport.PublishCoreAsync(string.Empty, deadLetterQueue, mandatory: true, properties, received.Body, Describe(received), cancellationToken).ConfigureAwait(false);
             await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
         }
@@ -183,8 +186,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    private static MessageLabel Describe(in Received received) =>
-        received.Envelope is { } envelope ? new(envelope.MessageId, envelope.MessageType, null) : new(Guid.Empty, null, received.Properties.MessageId);
+    private static MessageLabel Describe(in Received received) => received.DecodeFailure is null
+        ? new(received.Envelope.MessageId, received.Envelope.MessageType, null)
+        : new(Guid.Empty, null, received.Properties.MessageId);
 
     // After a connection or channel loss the broker has taken every unacked delivery back (and redelivers it); settling a
     // delivery of the lost channel would duplicate it (a retry copy) or be ignored (an ack), so it is left alone. A
@@ -196,7 +200,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             return false;
         }
 
-        Log.StaleDeliveryNotSettled(_logger, received.Envelope?.MessageId ?? Guid.Empty, Queue);
+        Log.StaleDeliveryNotSettled(_logger, received.Envelope.MessageId, Queue);
         return true;
     }
 
@@ -226,25 +230,58 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             return;
         }
 
-        // The client reuses the body buffer after this handler returns; a delivery outlives it, so this is the one copy.
-        // The properties are already parsed into an object of their own, which the client never reuses: kept as they are.
-        var body = args.Body.ToArray();
-        var properties = args.BasicProperties;
-        AmqpEnvelopeCodec.TryDecode(properties, body, args.Redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var envelope, out var error);
-        var received = new Received(args.DeliveryTag, properties, body, args.Redelivered, envelope, error, Volatile.Read(ref _generation));
-        _acks.Received(received.DeliveryTag, received.Generation);
-        var lane = PickLane(envelope?.PartitionKey);
-        if (lane.Writer.TryWrite(received))
-        {
-            return;
-        }
-
+        var generation = Volatile.Read(ref _generation);
+        _acks.Received(args.DeliveryTag, generation);
+        ReadOnlyMemory<byte> body = default;
         try
         {
-            await lane.Writer.WriteAsync(received, stop).ConfigureAwait(false);
+            // The client reuses the body buffer after this handler returns; a delivery outlives it, so this is the one copy.
+            // The properties are already parsed into an object of their own, which the client never reuses: kept as they are.
+            body = args.Body.ToArray();
+            var properties = args.BasicProperties;
+            var envelope = AmqpEnvelopeCodec.Decode(properties, body, args.Redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
+            if (failure is not null)
+            {
+                Log.Undecodable(_logger, Queue, failure.Message);
+            }
+
+            var received = new Received(args.DeliveryTag, properties, body, args.Redelivered, envelope, failure, generation);
+            var lane = PickLane(failure is null ? envelope.PartitionKey : null);
+            if (!lane.Writer.TryWrite(received))
+            {
+                await lane.Writer.WriteAsync(received, stop).ConfigureAwait(false);
+            }
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
+            // Left unacked: it returns to the queue when the channel closes.
+        }
+#pragma warning disable CA1031 // An exception must never escape into the client's dispatch, nor leave the delivery unsettled.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.ReceiveFailed(_logger, e, Queue);
+            await DeadLetterUnreceivedAsync(args, body, generation, e).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Settles a delivery that failed before reaching the pipeline: a copy goes to the dead-letter queue with the reason
+    /// (from which the drain moves it into the dead-letter store), or, if even that fails, it is handed back to the queue.
+    /// </summary>
+    private async ValueTask DeadLetterUnreceivedAsync(BasicDeliverEventArgs args, ReadOnlyMemory<byte> body, int generation, Exception failure)
+    {
+        var placeholder = new Envelope { MessageId = Guid.Empty, MessageType = string.Empty, Time = default, Body = body };
+        var received = new Received(args.DeliveryTag, args.BasicProperties, body, args.Redelivered, placeholder, failure, generation);
+        try
+        {
+            await DeadLetterAsync(received, attempts: 1, $"Receiving it failed: {failure.GetType().Name}: {failure.Message}", headers: null, CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Logged; DeadLetterAsync handed it back to the queue.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.SettleFailed(_logger, e, Guid.Empty, Queue);
         }
     }
 
@@ -295,13 +332,8 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask HandleAsync(Received received)
     {
-        if (received.Envelope is not { } envelope)
-        {
-            await DeadLetterMalformedAsync(received).ConfigureAwait(false);
-            return;
-        }
-
-        var delivery = new RabbitMqDelivery(envelope, Queue, this, received);
+        var envelope = received.Envelope;
+        var delivery = new RabbitMqDelivery(Queue, this, received);
         try
         {
             await _handler(delivery, _aborting.Token).ConfigureAwait(false);
@@ -319,7 +351,10 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             {
                 try
                 {
-                    await delivery.NackAsync(TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
+                    // An undecodable delivery would fail the same way again: it goes to the dead-letter queue, not round.
+                    await (received.DecodeFailure is { } failure
+                        ? delivery.DeadLetterAsync(failure.Message, CancellationToken.None)
+                        : delivery.NackAsync(TimeSpan.Zero, CancellationToken.None)).ConfigureAwait(false);
                 }
 #pragma warning disable CA1031 // Logged; the delivery was handed back to the queue by the failed nack.
                 catch (Exception e)
@@ -328,23 +363,6 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
                     Log.SettleFailed(_logger, e, envelope.MessageId, Queue);
                 }
             }
-        }
-    }
-
-    private async ValueTask DeadLetterMalformedAsync(Received received)
-    {
-        var reason = received.Error ?? "Malformed message.";
-        try
-        {
-            var attempts = AmqpEnvelopeCodec.Attempt(received.Properties, received.Redelivered);
-            await DeadLetterAsync(received, attempts, reason, CancellationToken.None).ConfigureAwait(false);
-            Log.MalformedDeadLettered(_logger, Queue, _transport.Options.DeadLetterQueueName(Queue), reason);
-        }
-#pragma warning disable CA1031 // Logged; the message went back to the queue.
-        catch (Exception e)
-#pragma warning restore CA1031
-        {
-            Log.MalformedDeadLetterFailed(_logger, e, Queue);
         }
     }
 
@@ -419,7 +437,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         IReadOnlyBasicProperties Properties,
         ReadOnlyMemory<byte> Body,
         bool Redelivered,
-        Envelope? Envelope,
-        string? Error,
+        Envelope Envelope,
+        Exception? DecodeFailure,
         int Generation);
 }

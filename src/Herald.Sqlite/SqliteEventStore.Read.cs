@@ -1,8 +1,9 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
-using System.Text;
 using System.Text.Json;
+using System.Text;
 using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Sqlite.Internal;
 
 namespace Herald.Sqlite;
@@ -180,12 +181,7 @@ public sealed partial class SqliteEventStore
                 return;
             }
 
-            using var stopDelay = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            var recheck = Task.Delay(_options.ExternalWritesCheckInterval, _timeProvider, stopDelay.Token);
-            var woken = await Task.WhenAny(signal, recheck).ConfigureAwait(false);
-            await stopDelay.CancelAsync().ConfigureAwait(false);
-            cancellationToken.ThrowIfCancellationRequested();
-            if (woken == signal)
+            if (await Signal.WaitAsync(signal, _options.ExternalWritesCheckInterval, _timeProvider, cancellationToken).ConfigureAwait(false))
             {
                 // A commit of this store, or its disposal (which throws here).
                 await signal.ConfigureAwait(false);

@@ -1,7 +1,8 @@
 using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Sqlite.Internal;
-using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging;
 
 namespace Herald.Sqlite;
 
@@ -26,7 +27,7 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
     // Open appends queue here first, so at most one of them waits for the write lock at a time: when one ends, the writer
     // (already waiting) works off its queue before the next open append starts, and held transactions cannot starve it.
     private readonly SemaphoreSlim _openAppendGate = new(1, 1);
-    private readonly CommitSignal _signal = new();
+    private readonly PositionSignal _signal = new();
     private volatile Opened? _opened;
     private int _disposed;
 

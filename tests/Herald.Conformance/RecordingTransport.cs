@@ -8,7 +8,7 @@ namespace Herald.Conformance;
 /// A transport decorator for tests: records how every delivery was settled (acks, nacks with their delays, dead letters)
 /// and can make sends fail, to simulate a broker that is down or refuses a message.
 /// </summary>
-public sealed class RecordingTransport : ITransport
+public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
 {
     private readonly ITransport _inner;
     private readonly ConcurrentQueue<Settlement> _settlements = new();
@@ -72,6 +72,10 @@ public sealed class RecordingTransport : ITransport
     }
 
     /// <inheritdoc />
+    public ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default) =>
+        _inner is INativeDeadLetterSource source ? source.DrainDeadLettersAsync(queue, moveAsync, cancellationToken) : ValueTask.FromResult(0);
+
+    /// <inheritdoc />
     public ValueTask DisposeAsync() => _inner.DisposeAsync();
 
     private void ThrowIfFailing(string destination, Envelope envelope)
@@ -82,7 +86,7 @@ public sealed class RecordingTransport : ITransport
         }
     }
 
-    private sealed class RecordingDelivery(Delivery inner, ConcurrentQueue<Settlement> settlements) : Delivery(inner.Envelope, inner.Queue)
+    private sealed class RecordingDelivery(Delivery inner, ConcurrentQueue<Settlement> settlements) : Delivery(inner.Envelope, inner.Queue, inner.DecodeFailure)
     {
         protected override ValueTask OnAckAsync(CancellationToken cancellationToken)
         {
@@ -100,6 +104,18 @@ public sealed class RecordingTransport : ITransport
         {
             settlements.Enqueue(new Settlement(SettlementKind.DeadLetter, Envelope, TimeSpan.Zero, reason));
             return inner.DeadLetterAsync(reason, cancellationToken);
+        }
+
+        protected override ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+        {
+            settlements.Enqueue(new Settlement(SettlementKind.Nack, Envelope, delay, null) { Headers = headers });
+            return inner.NackAsync(delay, headers, cancellationToken);
+        }
+
+        protected override ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+        {
+            settlements.Enqueue(new Settlement(SettlementKind.DeadLetter, Envelope, TimeSpan.Zero, reason) { Headers = headers });
+            return inner.DeadLetterAsync(reason, headers, cancellationToken);
         }
     }
 }
@@ -122,4 +138,8 @@ public enum SettlementKind
 /// <param name="Envelope">The delivered envelope.</param>
 /// <param name="Delay">The redelivery delay of a nack.</param>
 /// <param name="Reason">The reason of a native dead letter.</param>
-public sealed record Settlement(SettlementKind Kind, Envelope Envelope, TimeSpan Delay, string? Reason);
+public sealed record Settlement(SettlementKind Kind, Envelope Envelope, TimeSpan Delay, string? Reason)
+{
+    /// <summary>The headers the settlement put on the copy it redelivered or dead-lettered (empty when none).</summary>
+    public IReadOnlyDictionary<string, string> Headers { get; init; } = new Dictionary<string, string>();
+}

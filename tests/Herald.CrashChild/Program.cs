@@ -67,7 +67,7 @@ static async Task RunPostgresAsync(string connectionString, string schema, int c
     var store = host.Services.GetRequiredService<PostgresEventStore>();
     await AddAsync(host.Services.GetRequiredService<IOutboxStore>(), store.BeginUnitOfWork, count);
 
-    // The relay fetched only because it leads (PostgresOutboxStore), so from here the leadership is this process's.
+    // The relay fetches only while it leads (ILeaderElection), so from here the leadership is this process's.
     Console.WriteLine("sending " + await transport.FirstSend);
 }
 

@@ -133,28 +133,77 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
     }
 
     [Fact]
-    public async Task MessageWithoutType_OnANormalQueue_IsDeadLetteredWithTheReasonAndNeverHandled()
+    public async Task MalformedMessages_OnANormalQueue_ReachTheHandlerAsUndecodableWithTheReason_NotAsMessages()
     {
         var transport = await CreateTransportAsync();
         var queue = Name("strict");
         await transport.DeclareQueueAsync(queue);
-        await transport.DeclareQueueAsync(queue + ".dead-letter");
-        var handled = new Collector();
-        await ConsumeAsync(transport, queue, handled.Handler);
+        var failures = new ConcurrentQueue<(Exception? Failure, Envelope Envelope)>();
+        await ConsumeAsync(transport, queue, (delivery, _) =>
+        {
+            failures.Enqueue((delivery.DecodeFailure, delivery.Envelope));
+            return ValueTask.CompletedTask;
+        });
 
         var channel = await CreateRawChannelAsync();
-        await channel.BasicPublishAsync(string.Empty, queue, false, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = new AmqpTimestamp(1_700_000_000) }, Encoding.UTF8.GetBytes("{\"x\":1}"));
+        var untypedId = Guid.NewGuid();
+        await channel.BasicPublishAsync(string.Empty, queue, false, new BasicProperties { MessageId = untypedId.ToString(), Timestamp = new AmqpTimestamp(1_700_000_000) }, Encoding.UTF8.GetBytes("{\"x\":1}"));
         await channel.BasicPublishAsync(string.Empty, queue, false, new BasicProperties
         {
             Headers = new Dictionary<string, object?> { ["cloudEvents:id"] = "not-a-guid", ["cloudEvents:type"] = "t", ["cloudEvents:specversion"] = "1.0" },
         }, Encoding.UTF8.GetBytes("{}"));
 
-        var first = await GetAsync(channel, queue + ".dead-letter");
-        var second = await GetAsync(channel, queue + ".dead-letter");
-        var reasons = new[] { first, second }.Select(m => Encoding.UTF8.GetString((byte[])m.BasicProperties.Headers!["cloudEvents:" + HeaderNames.DeadLetterReason]!)).ToList();
-        Assert.Contains(reasons, r => r.Contains("no type", StringComparison.Ordinal));
-        Assert.Contains(reasons, r => r.Contains("not-a-guid", StringComparison.Ordinal) && r.Contains("not a Guid", StringComparison.Ordinal));
-        Assert.Equal(0, handled.Count);
+        await Herald.Conformance.Eventually.UntilAsync(() => failures.Count == 2, "both deliveries reached the handler");
+        Assert.All(failures, f => Assert.IsType<MalformedMessageException>(f.Failure));
+        var untyped = Assert.Single(failures, f => f.Failure!.Message.Contains("no type", StringComparison.Ordinal));
+        Assert.Equal(untypedId, untyped.Envelope.MessageId);
+        Assert.Equal("{\"x\":1}", Encoding.UTF8.GetString(untyped.Envelope.Body.Span));
+        var badId = Assert.Single(failures, f => f.Failure!.Message.Contains("not-a-guid", StringComparison.Ordinal));
+        Assert.Contains("not a Guid", badId.Failure!.Message, StringComparison.Ordinal);
+        Assert.Equal("t", badId.Envelope.MessageType);
+    }
+
+    [Fact]
+    public async Task UndecodableDelivery_WhoseHandlerThrows_GoesToTheDeadLetterQueue_NotRoundAgain()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("throws");
+        await transport.DeclareQueueAsync(queue);
+        await transport.DeclareQueueAsync(queue + ".dead-letter");
+        var seen = 0;
+        await ConsumeAsync(transport, queue, (_, _) =>
+        {
+            Interlocked.Increment(ref seen);
+            throw new InvalidOperationException("this handler cannot cope");
+        });
+
+        var channel = await CreateRawChannelAsync();
+        await channel.BasicPublishAsync(string.Empty, queue, false, new BasicProperties { Timestamp = new AmqpTimestamp(1_700_000_000) }, Encoding.UTF8.GetBytes("{}"));
+
+        var dead = await GetAsync(channel, queue + ".dead-letter");
+        Assert.Contains("no id", Encoding.UTF8.GetString((byte[])dead.BasicProperties.Headers!["cloudEvents:" + HeaderNames.DeadLetterReason]!), StringComparison.Ordinal);
+        Assert.Equal(1, Volatile.Read(ref seen));
+    }
+
+    [Fact]
+    public async Task Nack_WithHeaders_TheCopyCarriesThemThroughTheRetryQueue()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("carry");
+        await transport.SendAsync(queue, NewEnvelope());
+        var deliveries = new ConcurrentQueue<Envelope>();
+        await ConsumeAsync(transport, queue, async (delivery, ct) =>
+        {
+            deliveries.Enqueue(delivery.Envelope);
+            if (delivery.Envelope.DeliveryAttempt == 1)
+            {
+                await delivery.NackAsync(TimeSpan.FromMilliseconds(100), new Dictionary<string, string> { [HeaderNames.FirstFailure] = "2030-01-02T03:00:00.0000000+00:00" }, ct);
+            }
+        });
+
+        await Herald.Conformance.Eventually.UntilAsync(() => deliveries.Count >= 2, "the nacked message came back");
+        Assert.Null(deliveries.First().GetHeader(HeaderNames.FirstFailure));
+        Assert.Equal("2030-01-02T03:00:00.0000000+00:00", deliveries.Skip(1).First().GetHeader(HeaderNames.FirstFailure));
     }
 
     [Fact]

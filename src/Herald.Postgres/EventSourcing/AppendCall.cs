@@ -1,3 +1,4 @@
+using Herald.Postgres.Internal;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -33,17 +34,7 @@ internal static class AppendCall
         var first = new int[count];
         var counts = new int[count];
         var owners = new int[total];
-        var ids = new Guid[total];
-        var types = new string[total];
-        var schemaVersions = new int[total];
-        var times = new DateTime[total];
-        var correlationIds = new string?[total];
-        var causationIds = new string?[total];
-        var userIds = new string?[total];
-        var partitionKeys = new string?[total];
-        var contentTypes = new string[total];
-        var headers = new string?[total];
-        var bodies = new byte[total][];
+        var columns = new EnvelopeArrays(total);
         var at = 0;
         for (var m = 0; m < count; m++)
         {
@@ -55,17 +46,7 @@ internal static class AppendCall
             first[m] = at + 1;
             counts[m] = n;
             Array.Fill(owners, m + 1, at, n);
-            Array.Copy(member.Ids, 0, ids, at, n);
-            Array.Copy(member.Types, 0, types, at, n);
-            Array.Copy(member.SchemaVersions, 0, schemaVersions, at, n);
-            Array.Copy(member.Times, 0, times, at, n);
-            Array.Copy(member.CorrelationIds, 0, correlationIds, at, n);
-            Array.Copy(member.CausationIds, 0, causationIds, at, n);
-            Array.Copy(member.UserIds, 0, userIds, at, n);
-            Array.Copy(member.PartitionKeys, 0, partitionKeys, at, n);
-            Array.Copy(member.ContentTypes, 0, contentTypes, at, n);
-            Array.Copy(member.Headers, 0, headers, at, n);
-            Array.Copy(member.Bodies, 0, bodies, at, n);
+            member.Columns.CopyTo(columns, at);
             at += n;
         }
 
@@ -78,16 +59,6 @@ internal static class AppendCall
         parameters.Add(new NpgsqlParameter<int[]> { TypedValue = first, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
         parameters.Add(new NpgsqlParameter<int[]> { TypedValue = counts, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
         parameters.Add(new NpgsqlParameter<int[]> { TypedValue = owners, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
-        parameters.Add(new NpgsqlParameter<Guid[]> { TypedValue = ids, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
-        parameters.Add(new NpgsqlParameter<string[]> { TypedValue = types, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        parameters.Add(new NpgsqlParameter<int[]> { TypedValue = schemaVersions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
-        parameters.Add(new NpgsqlParameter<DateTime[]> { TypedValue = times, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
-        parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = correlationIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = causationIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = userIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = partitionKeys, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        parameters.Add(new NpgsqlParameter<string[]> { TypedValue = contentTypes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = headers, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb });
-        parameters.Add(new NpgsqlParameter<byte[][]> { TypedValue = bodies, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+        columns.AddTo(parameters);
     }
 }

@@ -1,7 +1,7 @@
 using System.Diagnostics.Metrics;
-using System.Threading.Channels;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Postgres.Notifications;
 using Microsoft.Extensions.Logging;
 using Npgsql;
@@ -9,10 +9,10 @@ using Npgsql;
 namespace Herald.Postgres.EventSourcing;
 
 /// <summary>
-/// Groups concurrent appends into shared commits (ADR 0001, "the append coordinator"). Callers queue their appends in a
-/// bounded channel; each writer loop takes whatever is waiting (up to a count and an event budget, never waiting for more)
-/// and sends it as one batch, which PostgreSQL runs as one implicit transaction: one round trip, one commit. Inside, one
-/// set-based call of the append function per round of distinct streams locks the streams' rows, checks each member's
+/// Groups concurrent appends into shared commits (ADR 0001, "the append coordinator") on the core's
+/// <see cref="GroupCommitter{TItem}"/>: each writer loop takes whatever is waiting (up to a count and an event budget, never
+/// waiting for more) and sends it as one batch, which PostgreSQL runs as one implicit transaction: one round trip, one
+/// commit. Inside, one set-based call of the append function per round of distinct streams locks the streams' rows, checks each member's
 /// expected version and idempotency, and writes the members that pass. A member that fails its check writes nothing and
 /// gets its <see cref="ConcurrencyException"/>; the others commit. That takes no savepoint per member, so a large group
 /// never overflows PostgreSQL's subtransaction cache. A group is one transaction, so its events share a transaction id and
@@ -34,48 +34,36 @@ internal sealed class AppendCoordinator : IAsyncDisposable
 
     private readonly NpgsqlDataSource _dataSource;
     private readonly EventStoreSql _sql;
-    private readonly int _maxAppends;
-    private readonly int _maxEvents;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Action<long> _committed;
     private readonly CommitNotifier _notifier;
-    private readonly Channel<PendingAppend> _queue;
-    private readonly Task[] _writers;
+    private readonly GroupCommitter<PendingAppend> _committer;
 
     public AppendCoordinator(NpgsqlDataSource dataSource, EventStoreSql sql, PostgresStoreOptions options, TimeProvider time, ILogger logger, Action<long> committed)
     {
         _dataSource = dataSource;
         _sql = sql;
-        _maxAppends = options.MaxAppendsPerCommit;
-        _maxEvents = Math.Min(options.MaxEventsPerCommit, MaxEventsPerAppend);
         _time = time;
         _logger = logger;
         _committed = committed;
         _notifier = new CommitNotifier(dataSource, sql.Channel, logger);
-        _queue = Channel.CreateBounded<PendingAppend>(new BoundedChannelOptions(options.AppendQueueCapacity)
+        var groups = new GroupCommitOptions
         {
-            FullMode = BoundedChannelFullMode.Wait,
-            SingleReader = options.AppendWriters == 1,
-        });
-        _writers = new Task[options.AppendWriters];
-        for (var i = 0; i < _writers.Length; i++)
-        {
-            _writers[i] = Task.Run(WriteLoopAsync);
-        }
+            QueueCapacity = options.AppendQueueCapacity,
+            Writers = options.AppendWriters,
+            MaxItems = options.MaxAppendsPerCommit,
+            MaxWeight = Math.Min(options.MaxEventsPerCommit, MaxEventsPerAppend),
+            OwnerName = nameof(PostgresEventStore),
+            DisposedMessage = "The event store was disposed; the append was not made.",
+        };
+        _committer = new GroupCommitter<PendingAppend>(groups, () => new Writer(this));
     }
 
     /// <summary>Queues the append and completes with its result or its exception once its group has committed.</summary>
     public async Task<AppendResult> AppendAsync(PendingAppend pending, CancellationToken cancellationToken)
     {
-        try
-        {
-            await _queue.Writer.WriteAsync(pending, cancellationToken).ConfigureAwait(false);
-        }
-        catch (ChannelClosedException)
-        {
-            throw new ObjectDisposedException(nameof(PostgresEventStore), "The event store was disposed; the append was not made.");
-        }
+        await _committer.EnqueueAsync(pending, cancellationToken).ConfigureAwait(false);
 
         // A cancellation after this point may still let the append commit, as with any database call: retry it with the
         // same event ids, which is idempotent.
@@ -85,54 +73,15 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     /// <summary>Stops taking appends, commits those already queued and waits for the writer loops to end.</summary>
     public async ValueTask DisposeAsync()
     {
-        _queue.Writer.TryComplete();
-        await Task.WhenAll(_writers).ConfigureAwait(false);
+        await _committer.DisposeAsync().ConfigureAwait(false);
         await _notifier.DisposeAsync().ConfigureAwait(false);
     }
 
     private static bool IsRetryable(PostgresException ex) =>
         ex.SqlState is PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure;
 
-    private async Task WriteLoopAsync()
-    {
-        var group = new List<PendingAppend>(_maxAppends);
-        NpgsqlConnection? connection = null;
-        try
-        {
-            while (await _queue.Reader.WaitToReadAsync().ConfigureAwait(false))
-            {
-                group.Clear();
-                var events = 0;
-                while (group.Count < _maxAppends && _queue.Reader.TryPeek(out var next)
-                       && (group.Count == 0 || events + next.Count <= _maxEvents) && _queue.Reader.TryRead(out next))
-                {
-                    if (next.CancellationToken.IsCancellationRequested)
-                    {
-                        next.Completion.TrySetCanceled(next.CancellationToken);
-                        continue;
-                    }
-
-                    group.Add(next);
-                    events += next.Count;
-                }
-
-                if (group.Count > 0)
-                {
-                    connection = await RunGroupAsync(connection, group).ConfigureAwait(false);
-                }
-            }
-        }
-        finally
-        {
-            if (connection is not null)
-            {
-                await connection.DisposeAsync().ConfigureAwait(false);
-            }
-        }
-    }
-
     // Returns the connection to keep using, or null when it broke.
-    private async Task<NpgsqlConnection?> RunGroupAsync(NpgsqlConnection? connection, List<PendingAppend> group)
+    private async Task<NpgsqlConnection?> RunGroupAsync(NpgsqlConnection? connection, IReadOnlyList<PendingAppend> group)
     {
         try
         {
@@ -152,9 +101,9 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         catch (Exception ex)
         {
             Log.WriterConnectionFailed(_logger, ex, group.Count);
-            foreach (var pending in group)
+            for (var i = 0; i < group.Count; i++)
             {
-                pending.Completion.TrySetException(ex);
+                group[i].Completion.TrySetException(ex);
             }
 
             if (connection is not null)
@@ -166,7 +115,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         }
     }
 
-    private async Task<NpgsqlConnection?> RunOneByOneAsync(NpgsqlConnection connection, List<PendingAppend> group)
+    private async Task<NpgsqlConnection?> RunOneByOneAsync(NpgsqlConnection connection, IReadOnlyList<PendingAppend> group)
     {
         foreach (var pending in group)
         {
@@ -293,7 +242,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
 
         if (wrote)
         {
-            _notifier.Request();
+            _notifier.Request(string.Empty);
         }
 
         if (highest > 0)
@@ -312,5 +261,16 @@ internal sealed class AppendCoordinator : IAsyncDisposable
                 members[i].Completion.TrySetException(outcomes[i].ToException(members[i].Stream, members[i].Expected));
             }
         }
+    }
+
+    // One per writer loop: it keeps its connection from group to group, and opens a new one after a failure broke it.
+    private sealed class Writer(AppendCoordinator owner) : IGroupCommitWriter<PendingAppend>
+    {
+        private NpgsqlConnection? _connection;
+
+        public async ValueTask CommitAsync(GroupCommitBatch<PendingAppend> batch) =>
+            _connection = await owner.RunGroupAsync(_connection, batch.Items).ConfigureAwait(false);
+
+        public ValueTask DisposeAsync() => _connection?.DisposeAsync() ?? ValueTask.CompletedTask;
     }
 }

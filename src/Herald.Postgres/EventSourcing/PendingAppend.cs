@@ -1,5 +1,7 @@
 using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Messages;
+using Herald.Postgres.Internal;
 
 namespace Herald.Postgres.EventSourcing;
 
@@ -7,7 +9,7 @@ namespace Herald.Postgres.EventSourcing;
 /// One caller's append, waiting for the coordinator. Its column arrays are built on the caller's thread when it is
 /// queued, so the writer loop only concatenates them.
 /// </summary>
-internal sealed class PendingAppend
+internal sealed class PendingAppend : IGroupCommitItem
 {
     public PendingAppend(string stream, ExpectedVersion expected, IReadOnlyList<Envelope> events, CancellationToken cancellationToken)
     {
@@ -15,32 +17,10 @@ internal sealed class PendingAppend
         Category = StreamName.GetCategory(stream);
         Expected = expected;
         CancellationToken = cancellationToken;
-        var count = events.Count;
-        Ids = new Guid[count];
-        Types = new string[count];
-        SchemaVersions = new int[count];
-        Times = new DateTime[count];
-        CorrelationIds = new string?[count];
-        CausationIds = new string?[count];
-        UserIds = new string?[count];
-        PartitionKeys = new string?[count];
-        ContentTypes = new string[count];
-        Headers = new string?[count];
-        Bodies = new byte[count][];
-        for (var i = 0; i < count; i++)
+        Columns = new EnvelopeArrays(events.Count);
+        for (var i = 0; i < events.Count; i++)
         {
-            var envelope = events[i];
-            Ids[i] = envelope.MessageId;
-            Types[i] = envelope.MessageType;
-            SchemaVersions[i] = envelope.SchemaVersion;
-            Times[i] = envelope.Time.UtcDateTime;
-            CorrelationIds[i] = envelope.CorrelationId;
-            CausationIds[i] = envelope.CausationId;
-            UserIds[i] = envelope.UserId;
-            PartitionKeys[i] = envelope.PartitionKey;
-            ContentTypes[i] = envelope.ContentType;
-            Headers[i] = EventRows.FormatHeaders(envelope.Headers);
-            Bodies[i] = EventRows.BodyArray(envelope.Body);
+            Columns.Set(i, events[i]);
         }
     }
 
@@ -50,31 +30,19 @@ internal sealed class PendingAppend
 
     public ExpectedVersion Expected { get; }
 
-    public int Count => Ids.Length;
+    public int Count => Columns.Count;
 
     public CancellationToken CancellationToken { get; }
 
+    /// <summary>Events, counted against the coordinator's per-commit budget.</summary>
+    public long Weight => Count;
+
     public TaskCompletionSource<AppendResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public Guid[] Ids { get; }
+    /// <summary>The events' envelope columns.</summary>
+    public EnvelopeArrays Columns { get; }
 
-    public string[] Types { get; }
+    public void Cancel() => Completion.TrySetCanceled(CancellationToken);
 
-    public int[] SchemaVersions { get; }
-
-    public DateTime[] Times { get; }
-
-    public string?[] CorrelationIds { get; }
-
-    public string?[] CausationIds { get; }
-
-    public string?[] UserIds { get; }
-
-    public string?[] PartitionKeys { get; }
-
-    public string[] ContentTypes { get; }
-
-    public string?[] Headers { get; }
-
-    public byte[][] Bodies { get; }
+    public void Fail(Exception exception) => Completion.TrySetException(exception);
 }

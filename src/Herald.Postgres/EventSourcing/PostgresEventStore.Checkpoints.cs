@@ -1,5 +1,6 @@
 using Herald.EventSourcing;
 using Herald.Persistence;
+using Herald.Postgres.Internal;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -115,7 +116,7 @@ public sealed partial class PostgresEventStore
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = snapshot.Version, NpgsqlDbType = NpgsqlDbType.Bigint });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = snapshot.StateType, NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = snapshot.SchemaVersion, NpgsqlDbType = NpgsqlDbType.Integer });
-        command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = EventRows.BodyArray(snapshot.State), NpgsqlDbType = NpgsqlDbType.Bytea });
+        command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = EnvelopeColumns.BodyArray(snapshot.State), NpgsqlDbType = NpgsqlDbType.Bytea });
         command.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = snapshot.CreatedAt.UtcDateTime, NpgsqlDbType = NpgsqlDbType.TimestampTz });
         return command;
     }

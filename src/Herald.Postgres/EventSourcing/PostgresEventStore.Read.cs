@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Herald.EventSourcing;
+using Herald.Internal;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -51,7 +52,7 @@ public sealed partial class PostgresEventStore
         ArgumentOutOfRangeException.ThrowIfNegative(fromPositionExclusive);
         ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
-        var own = Volatile.Read(ref _ownPosition);
+        var own = _changes.LastPosition;
         var position = fromPositionExclusive;
         var remaining = maxCount;
         DateTimeOffset? deadline = null;
@@ -109,7 +110,7 @@ public sealed partial class PostgresEventStore
     public async ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default)
     {
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
-        var own = Volatile.Read(ref _ownPosition);
+        var own = _changes.LastPosition;
         DateTimeOffset? deadline = null;
         while (true)
         {
@@ -140,7 +141,7 @@ public sealed partial class PostgresEventStore
             // (a rollback, or a transaction that appended nothing), so re-check the horizon soon. So too while not listening.
             // Otherwise wait for a notification, re-checking rarely in case one was lost.
             var recheck = head.HeldBack || !listener.IsListening ? _options.HorizonRecheckInterval : _options.NotificationFallbackInterval;
-            await WakeOrTimeoutAsync(wake, recheck, cancellationToken).ConfigureAwait(false);
+            await Signal.WaitAsync(wake, recheck, _time, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -154,18 +155,8 @@ public sealed partial class PostgresEventStore
         }
 
         var wake = _changes.Next;
-        await WakeOrTimeoutAsync(wake, left < _options.HorizonRecheckInterval ? left : _options.HorizonRecheckInterval, cancellationToken).ConfigureAwait(false);
+        await Signal.WaitAsync(wake, left < _options.HorizonRecheckInterval ? left : _options.HorizonRecheckInterval, _time, cancellationToken).ConfigureAwait(false);
         return true;
-    }
-
-    // Waits for the wake-up or the timeout, whichever comes first; the timer is released either way.
-    private async Task WakeOrTimeoutAsync(Task wake, TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var delay = Task.Delay(timeout, _time, timer.Token);
-        await Task.WhenAny(wake, delay).ConfigureAwait(false);
-        await timer.CancelAsync().ConfigureAwait(false);
-        cancellationToken.ThrowIfCancellationRequested();
     }
 
     private async Task<Head> ReadHeadAsync(Runtime runtime, CancellationToken cancellationToken)

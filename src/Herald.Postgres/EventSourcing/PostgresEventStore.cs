@@ -1,4 +1,5 @@
 using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Postgres.Notifications;
 using Herald.Postgres.Schema;
 using Microsoft.Extensions.Logging;
@@ -20,12 +21,11 @@ public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, 
     private readonly PostgresStoreOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
-    private readonly ChangeSignal _changes = new();
+    private readonly PositionSignal _changes = new();
     private readonly Lock _gate = new();
     private Task<Runtime>? _starting;
     private Runtime? _runtime;
     private NotificationListener? _listener;
-    private long _ownPosition;
     private bool _disposed;
 
     private PostgresEventStore(NpgsqlDataSource dataSource, bool ownsDataSource, PostgresStoreOptions options)
@@ -101,7 +101,7 @@ public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, 
         }
 
         // Waiting readers wake up and find the store disposed.
-        _changes.Fire();
+        _changes.Pulse();
 
         if (starting is not null)
         {
@@ -164,21 +164,6 @@ public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, 
         return copy;
     }
 
-    private static void UpdateMax(ref long field, long value)
-    {
-        var current = Volatile.Read(ref field);
-        while (value > current)
-        {
-            var seen = Interlocked.CompareExchange(ref field, value, current);
-            if (seen == current)
-            {
-                return;
-            }
-
-            current = seen;
-        }
-    }
-
     private ValueTask<Runtime> GetRuntimeAsync(CancellationToken cancellationToken)
     {
         var runtime = Volatile.Read(ref _runtime);
@@ -216,8 +201,7 @@ public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, 
     // Called after a commit that wrote or confirmed events, before the callers resume.
     private void OnCommitted(long position)
     {
-        UpdateMax(ref _ownPosition, position);
-        _changes.Fire();
+        _changes.Publish(position);
     }
 
     private NotificationListener EnsureListening(Runtime runtime)
@@ -228,7 +212,7 @@ public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, 
             lock (_gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
-                listener = _listener ??= new NotificationListener(_dataSource, runtime.Sql.Channel, _changes, _options.ListenerReconnectDelay, _time, _logger);
+                listener = _listener ??= new NotificationListener(_dataSource, runtime.Sql.Channel, _ => _changes.Pulse(), _options.ListenerReconnectDelay, _time, _logger);
             }
         }
 

@@ -5,15 +5,23 @@ using Npgsql;
 namespace Herald.Postgres.Notifications;
 
 /// <summary>
-/// Sends the schema's NOTIFY after grouped commits, in a transaction of its own that writes nothing. PostgreSQL serialises
-/// the commits of notifying transactions under one lock held through their WAL flush; notifying outside the append
-/// transactions lets grouped commits overlap. Requests coalesce: one NOTIFY covers every commit made before it is sent.
+/// Sends a channel's NOTIFY after commits, in a transaction of its own that writes nothing: the event store's after its
+/// grouped appends, the queue's (one payload per queue) after sends and settlements. PostgreSQL serialises the commits of
+/// notifying transactions under one lock held through their WAL flush; notifying outside the writing transactions lets
+/// their commits share WAL flushes (group commit) instead of queueing behind that lock. Requests coalesce per payload: a
+/// payload already waiting for the next NOTIFY is not added again, and one statement notifies every waiting payload. A
+/// NOTIFY already on its way does not cover a later commit (it may have been delivered before that commit was visible),
+/// so such a commit waits for the next one. The notifying transaction does not wait for its own WAL flush: it holds
+/// nothing a crash could lose but the wake-up, and listeners fall back to polling for wake-ups that are lost.
 /// </summary>
 internal sealed class CommitNotifier : IAsyncDisposable
 {
+    private const string Notify = "SELECT set_config('synchronous_commit', 'off', true), count(pg_notify($1, p)) FROM unnest($2::text[]) AS p";
+
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _channel;
     private readonly ILogger _logger;
+    private readonly Lock _gate = new();
     private readonly Channel<bool> _requests = Channel.CreateBounded<bool>(new BoundedChannelOptions(1)
     {
         FullMode = BoundedChannelFullMode.DropWrite,
@@ -21,6 +29,7 @@ internal sealed class CommitNotifier : IAsyncDisposable
     });
 
     private readonly Task _run;
+    private HashSet<string> _waiting = new(StringComparer.Ordinal);
 
     public CommitNotifier(NpgsqlDataSource dataSource, string channel, ILogger logger)
     {
@@ -30,8 +39,37 @@ internal sealed class CommitNotifier : IAsyncDisposable
         _run = Task.Run(RunAsync);
     }
 
-    /// <summary>Asks for a NOTIFY after a commit; returns at once.</summary>
-    public void Request() => _requests.Writer.TryWrite(true);
+    /// <summary>Asks for a NOTIFY with <paramref name="payload"/> after a commit; returns at once.</summary>
+    public void Request(string payload)
+    {
+        lock (_gate)
+        {
+            if (!_waiting.Add(payload))
+            {
+                return;
+            }
+        }
+
+        _requests.Writer.TryWrite(true);
+    }
+
+    /// <summary>Asks for a NOTIFY with each payload after a commit; returns at once.</summary>
+    public void Request(IEnumerable<string> payloads)
+    {
+        var added = false;
+        lock (_gate)
+        {
+            foreach (var payload in payloads)
+            {
+                added |= _waiting.Add(payload);
+            }
+        }
+
+        if (added)
+        {
+            _requests.Writer.TryWrite(true);
+        }
+    }
 
     /// <summary>Sends what was requested, then stops.</summary>
     public async ValueTask DisposeAsync()
@@ -42,33 +80,27 @@ internal sealed class CommitNotifier : IAsyncDisposable
 
     private async Task RunAsync()
     {
+        var sending = new HashSet<string>(StringComparer.Ordinal);
         NpgsqlConnection? connection = null;
         try
         {
             while (await _requests.Reader.WaitToReadAsync().ConfigureAwait(false))
             {
                 _requests.Reader.TryRead(out _);
-                for (var attempt = 1; attempt <= 2; attempt++)
+                lock (_gate)
                 {
-                    try
-                    {
-                        connection ??= await _dataSource.OpenConnectionAsync().ConfigureAwait(false);
-                        await using var notify = new NpgsqlCommand("SELECT pg_notify($1, '')", connection);
-                        notify.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _channel });
-                        await notify.ExecuteNonQueryAsync().ConfigureAwait(false);
-                        break;
-                    }
-                    catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or TimeoutException)
-                    {
-                        // Readers on other nodes then wake on the next notification or their fallback re-check.
-                        Log.NotifyFailed(_logger, ex, _channel);
-                        if (connection is not null)
-                        {
-                            await connection.DisposeAsync().ConfigureAwait(false);
-                            connection = null;
-                        }
-                    }
+                    // Taken before sending: a request from now on waits for the next NOTIFY.
+                    (sending, _waiting) = (_waiting, sending);
                 }
+
+                if (sending.Count == 0)
+                {
+                    continue;
+                }
+
+                var payloads = sending.ToArray();
+                sending.Clear();
+                connection = await SendAsync(connection, payloads).ConfigureAwait(false);
             }
         }
         finally
@@ -78,5 +110,34 @@ internal sealed class CommitNotifier : IAsyncDisposable
                 await connection.DisposeAsync().ConfigureAwait(false);
             }
         }
+    }
+
+    // Returns the connection to keep using, or null when it broke.
+    private async Task<NpgsqlConnection?> SendAsync(NpgsqlConnection? connection, string[] payloads)
+    {
+        for (var attempt = 1; attempt <= 2; attempt++)
+        {
+            try
+            {
+                connection ??= await _dataSource.OpenConnectionAsync().ConfigureAwait(false);
+                await using var command = new NpgsqlCommand(Notify, connection);
+                command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _channel });
+                command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = payloads });
+                await command.ExecuteNonQueryAsync().ConfigureAwait(false);
+                break;
+            }
+            catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or TimeoutException)
+            {
+                // Listeners elsewhere then wake on the next notification or their poll.
+                Log.NotifyFailed(_logger, ex, _channel);
+                if (connection is not null)
+                {
+                    await connection.DisposeAsync().ConfigureAwait(false);
+                    connection = null;
+                }
+            }
+        }
+
+        return connection;
     }
 }

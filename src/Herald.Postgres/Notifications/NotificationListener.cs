@@ -4,9 +4,9 @@ using Npgsql;
 namespace Herald.Postgres.Notifications;
 
 /// <summary>
-/// Holds one connection that LISTENs on the schema's channel and fires the <see cref="ChangeSignal"/> on every
-/// notification. It reconnects when the connection drops; while it is down, <see cref="IsListening"/> is false and waiting
-/// readers poll instead, and every (re)connect fires the signal, since notifications sent meanwhile are lost.
+/// Holds one connection that LISTENs on a channel and hands every notification's payload to a callback. It reconnects
+/// when the connection drops; while it is down, <see cref="IsListening"/> is false and waiting readers poll instead, and
+/// every (re)connect calls back with null, since notifications sent meanwhile are lost.
 /// </summary>
 internal sealed class NotificationListener : IAsyncDisposable
 {
@@ -25,11 +25,6 @@ internal sealed class NotificationListener : IAsyncDisposable
     private volatile bool _listening;
     private int _processId;
     private int _connects;
-
-    public NotificationListener(NpgsqlDataSource dataSource, string channel, ChangeSignal signal, TimeSpan reconnectDelay, TimeProvider time, ILogger logger)
-        : this(dataSource, channel, _ => signal.Fire(), reconnectDelay, time, logger)
-    {
-    }
 
     /// <summary>
     /// Listens and calls <paramref name="notify"/> with each notification's payload, and with null after a (re)connect or a

@@ -1,5 +1,6 @@
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 using Herald.Reliability.DeadLetters;
 using Npgsql;
@@ -14,7 +15,7 @@ public sealed class PostgresDeadLetterStore : IDeadLetterStore
 {
     private const string Columns =
         "id, endpoint, cause, error_type, error_message, stack_trace, fingerprint, first_failure, last_failure, attempt_count, retry_count, " +
-        "last_retry_error, last_retry_time, " + EnvelopeColumns.Names;
+        "last_retry_error, last_retry_time, " + EnvelopeColumns.StoredNames;
 
     // One statement for every combination of filters: a null parameter turns its filter off.
     private const string Where =
@@ -36,7 +37,7 @@ public sealed class PostgresDeadLetterStore : IDeadLetterStore
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
         var table = Migrations.Quote(store.Schema) + ".dead_letters";
-        var values = string.Join(", ", Enumerable.Range(1, 13 + EnvelopeColumns.Count).Select(i => "$" + i));
+        var values = string.Join(", ", Enumerable.Range(1, 13 + EnvelopeColumns.StoredCount).Select(i => "$" + i));
         _insert = $"INSERT INTO {table} ({Columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING";
         _get = $"SELECT {Columns} FROM {table} WHERE id = $1";
         _list = $"SELECT {Columns} FROM {table}{Where} ORDER BY id LIMIT $7";
@@ -85,7 +86,7 @@ public sealed class PostgresDeadLetterStore : IDeadLetterStore
         p.Add(EnvelopeColumns.Int(deadLetter.RetryCount));
         p.Add(EnvelopeColumns.Text(deadLetter.LastRetryError));
         p.Add(EnvelopeColumns.Time(deadLetter.LastRetryTime));
-        EnvelopeColumns.Add(p, deadLetter.Envelope);
+        EnvelopeColumns.AddStored(p, deadLetter.Envelope);
         return command;
     }
 
@@ -184,6 +185,6 @@ public sealed class PostgresDeadLetterStore : IDeadLetterStore
         RetryCount = reader.GetInt32(10),
         LastRetryError = EnvelopeColumns.NullableText(reader, 11),
         LastRetryTime = EnvelopeColumns.NullableTime(reader, 12),
-        Envelope = EnvelopeColumns.Read(reader, 13),
+        Envelope = EnvelopeColumns.ReadStored(reader, 13),
     };
 }

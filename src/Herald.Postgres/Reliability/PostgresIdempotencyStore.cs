@@ -1,4 +1,5 @@
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 using Herald.Reliability.Idempotency;
 using Npgsql;

@@ -1,5 +1,6 @@
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 using Herald.Reliability;
 using Herald.Reliability.Inbox;

@@ -1,5 +1,6 @@
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 using Herald.Reliability;
 using Herald.Reliability.Outbox;
@@ -14,36 +15,30 @@ namespace Herald.Postgres.Reliability;
 /// (an identity sequence).
 /// </summary>
 /// <remarks>
-/// Several nodes may run a relay on one schema: <see cref="FetchPendingAsync"/> only returns rows on the node that holds
-/// the schema's outbox leadership, a session advisory lock taken on a connection the store keeps while it leads. The
-/// others get an empty list and try again on their next poll, taking over when the leader's connection ends (dispose, crash,
-/// network loss). So one relay sends at a time and per-key order holds, as the port's contract asks.
+/// Several nodes may run a relay on one schema: the relays elect one leader through the schema's
+/// <see cref="Herald.Persistence.ILeaderElection"/> (a session advisory lock, registered by <c>UsePostgres</c>), so one
+/// relay sends at a time and per-key order holds, as the port's contract asks.
 /// </remarks>
-public sealed class PostgresOutboxStore : IOutboxStore, IAsyncDisposable
+public sealed class PostgresOutboxStore : IOutboxStore
 {
     private const string Columns =
-        "id, destination_kind, destination, created_at, outbox_partition_key, deliver_at, sent_at, " + EnvelopeColumns.Names;
+        "id, destination_kind, destination, created_at, outbox_partition_key, deliver_at, sent_at, " + EnvelopeColumns.StoredNames;
 
     private readonly PostgresEventStore _store;
-    private readonly long _leaderKey;
-    private readonly SemaphoreSlim _leaderGate = new(1, 1);
     private readonly string _insert;
     private readonly string _fetch;
     private readonly string _get;
     private readonly string _count;
     private readonly string _markSent;
     private readonly string _deleteSent;
-    private NpgsqlConnection? _leader;
-    private bool _disposed;
 
     /// <summary>Creates the outbox in the schema of <paramref name="store"/> (which creates and migrates it).</summary>
     public PostgresOutboxStore(PostgresEventStore store)
     {
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
-        _leaderKey = SchemaMigrator.LockKey("outbox-relay:" + store.Schema);
         var table = Migrations.Quote(store.Schema) + ".outbox";
-        var values = string.Join(", ", Enumerable.Range(1, 7 + EnvelopeColumns.Count).Select(i => "$" + i));
+        var values = string.Join(", ", Enumerable.Range(1, 7 + EnvelopeColumns.StoredCount).Select(i => "$" + i));
         _insert = $"INSERT INTO {table} ({Columns}) VALUES ({values})";
         _fetch = $"SELECT {Columns} FROM {table} WHERE sent_at IS NULL ORDER BY seq LIMIT $1";
         _get = $"SELECT {Columns} FROM {table} WHERE id = $1";
@@ -51,9 +46,6 @@ public sealed class PostgresOutboxStore : IOutboxStore, IAsyncDisposable
         _markSent = $"UPDATE {table} SET sent_at = $2 WHERE id = ANY ($1) AND sent_at IS NULL";
         _deleteSent = $"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE sent_at < $1 ORDER BY sent_at LIMIT $2)";
     }
-
-    /// <summary>True while this instance holds the schema's outbox leadership (so its fetches return rows).</summary>
-    public bool IsLeader => Volatile.Read(ref _leader) is not null;
 
     /// <inheritdoc />
     public async ValueTask AddAsync(IReadOnlyList<OutboxMessage> messages, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
@@ -89,40 +81,17 @@ public sealed class PostgresOutboxStore : IOutboxStore, IAsyncDisposable
     public async ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
-        await _leaderGate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_fetch, connection);
+        command.Parameters.Add(EnvelopeColumns.Int(maxCount));
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var messages = new List<OutboxMessage>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            var leader = _leader ?? await TryLeadAsync(cancellationToken).ConfigureAwait(false);
-            if (leader is null)
-            {
-                return [];
-            }
-
-            try
-            {
-                // On the leader's own connection: a node whose lock connection broke stops fetching at once.
-                await using var command = new NpgsqlCommand(_fetch, leader);
-                command.Parameters.Add(EnvelopeColumns.Int(maxCount));
-                await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-                var messages = new List<OutboxMessage>();
-                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    messages.Add(Read(reader));
-                }
-
-                return messages;
-            }
-            catch (Exception ex) when (ex is NpgsqlException or OperationCanceledException or InvalidOperationException)
-            {
-                await ResignAsync().ConfigureAwait(false);
-                throw;
-            }
+            messages.Add(Read(reader));
         }
-        finally
-        {
-            _leaderGate.Release();
-        }
+
+        return messages;
     }
 
     /// <inheritdoc />
@@ -170,73 +139,6 @@ public sealed class PostgresOutboxStore : IOutboxStore, IAsyncDisposable
         return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? Read(reader) : null;
     }
 
-    /// <summary>Gives up the outbox leadership (another node's relay takes over) and closes its connection.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        await _leaderGate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-        try
-        {
-            _disposed = true;
-            await ResignAsync().ConfigureAwait(false);
-        }
-        finally
-        {
-            _leaderGate.Release();
-        }
-    }
-
-    private async Task<NpgsqlConnection?> TryLeadAsync(CancellationToken cancellationToken)
-    {
-        var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            await using var command = new NpgsqlCommand("SELECT pg_try_advisory_lock($1)", connection);
-            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = _leaderKey, NpgsqlDbType = NpgsqlDbType.Bigint });
-            if ((bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
-            {
-                Volatile.Write(ref _leader, connection);
-                return connection;
-            }
-        }
-        catch
-        {
-            await connection.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
-
-        await connection.DisposeAsync().ConfigureAwait(false);
-        return null;
-    }
-
-    private async ValueTask ResignAsync()
-    {
-        var leader = _leader;
-        Volatile.Write(ref _leader, null);
-        if (leader is null)
-        {
-            return;
-        }
-
-        try
-        {
-            // Unlock before the connection goes back to the pool, where it would keep the session lock.
-            if (leader.State == System.Data.ConnectionState.Open)
-            {
-                await using var command = new NpgsqlCommand("SELECT pg_advisory_unlock($1)", leader);
-                command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = _leaderKey, NpgsqlDbType = NpgsqlDbType.Bigint });
-                await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
-            }
-        }
-        catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or ObjectDisposedException)
-        {
-            // A broken connection holds no lock any more: the server released it with the session.
-        }
-        finally
-        {
-            await leader.DisposeAsync().ConfigureAwait(false);
-        }
-    }
-
     private async Task InsertAloneAsync(OutboxMessage[] rows, CancellationToken cancellationToken)
     {
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
@@ -260,7 +162,7 @@ public sealed class PostgresOutboxStore : IOutboxStore, IAsyncDisposable
             p.Add(EnvelopeColumns.Text(message.PartitionKey));
             p.Add(EnvelopeColumns.Time(message.DeliverAt));
             p.Add(EnvelopeColumns.Time(message.SentAt));
-            EnvelopeColumns.Add(p, message.Envelope);
+            EnvelopeColumns.AddStored(p, message.Envelope);
             batch.BatchCommands.Add(command);
         }
 
@@ -277,6 +179,6 @@ public sealed class PostgresOutboxStore : IOutboxStore, IAsyncDisposable
         PartitionKey = EnvelopeColumns.NullableText(reader, 4),
         DeliverAt = EnvelopeColumns.NullableTime(reader, 5),
         SentAt = EnvelopeColumns.NullableTime(reader, 6),
-        Envelope = EnvelopeColumns.Read(reader, 7),
+        Envelope = EnvelopeColumns.ReadStored(reader, 7),
     };
 }

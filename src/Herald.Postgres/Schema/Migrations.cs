@@ -301,7 +301,7 @@ internal static class Migrations
         """;
 
     // Times are timestamptz (microseconds); expiry columns hold times of the application's TimeProvider, never now().
-    // The envelope columns match Reliability/EnvelopeColumns.
+    // The envelope columns match Internal/EnvelopeColumns.
     private const string V2 = """
         CREATE TABLE {schema}.dead_letters (
             id uuid PRIMARY KEY,

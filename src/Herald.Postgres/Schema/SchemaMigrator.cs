@@ -1,4 +1,4 @@
-using System.Text;
+using Herald.Postgres.Persistence;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 
@@ -24,7 +24,7 @@ internal static class SchemaMigrator
 
         await using (var command = new NpgsqlCommand("SELECT pg_advisory_xact_lock($1)", connection, transaction))
         {
-            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = LockKey(schema) });
+            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = AdvisoryLockKey.ForMigrations(schema) });
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
 
@@ -118,18 +118,6 @@ internal static class SchemaMigrator
                 $"Herald could not connect to PostgreSQL at {settings.Host}:{settings.Port} (database '{settings.Database}', user '{settings.Username}') " +
                 $"to use schema '{schema}': {ex.Message}", ex);
         }
-    }
-
-    // A stable 64-bit key per schema (FNV-1a), so every node takes the same advisory lock.
-    internal static long LockKey(string schema)
-    {
-        var hash = 14695981039346656037UL;
-        foreach (var b in Encoding.UTF8.GetBytes("herald.schema:" + schema))
-        {
-            hash = unchecked((hash ^ b) * 1099511628211UL);
-        }
-
-        return unchecked((long)hash);
     }
 
     private static async Task ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql, CancellationToken cancellationToken)

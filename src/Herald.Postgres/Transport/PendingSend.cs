@@ -1,10 +1,11 @@
+using Herald.Internal;
 using Herald.Messages;
 
 namespace Herald.Postgres.Transport;
 
 /// <summary>One caller's send, waiting for the <see cref="SendCoordinator"/>; it completes once its row has committed.</summary>
 internal sealed class PendingSend(string queue, Envelope envelope, DateTimeOffset enqueuedAt, DateTimeOffset visibleAt, CancellationToken cancellationToken)
-    : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), IGroupCommitItem
 {
     public string Queue { get; } = queue;
 
@@ -17,5 +18,9 @@ internal sealed class PendingSend(string queue, Envelope envelope, DateTimeOffse
     public CancellationToken CancellationToken { get; } = cancellationToken;
 
     /// <summary>Bytes the row carries beyond its fixed columns, for the coordinator's per-commit budget.</summary>
-    public long Bytes => Envelope.Body.Length;
+    public long Weight => Envelope.Body.Length;
+
+    public void Cancel() => TrySetCanceled(CancellationToken);
+
+    public void Fail(Exception exception) => TrySetException(exception);
 }

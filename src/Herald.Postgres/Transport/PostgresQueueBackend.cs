@@ -1,6 +1,7 @@
 using Herald.Internal;
-using Herald.Messages;
+using Herald.Postgres.Internal;
 using Npgsql;
+using NpgsqlTypes;
 
 namespace Herald.Postgres.Transport;
 
@@ -75,8 +76,17 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
     public ValueTask<bool> AckAsync(QueuedMessage message, CancellationToken cancellationToken) =>
         RunAsync(transport.Sql.Ack, message, [], wake: message.Envelope.PartitionKey is not null, cancellationToken);
 
-    public ValueTask<bool> NackAsync(QueuedMessage message, TimeSpan delay, CancellationToken cancellationToken) =>
-        RunAsync(transport.Sql.Nack, message, [PostgresQueueTransport.Time(PostgresQueueTransport.Add(transport.Now(), delay))], wake: true, cancellationToken);
+    // Headers as the envelope's columns store them; NULL keeps the row's.
+    public ValueTask<bool> NackAsync(QueuedMessage message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) =>
+        RunAsync(
+            transport.Sql.Nack,
+            message,
+            [
+                PostgresQueueTransport.Time(PostgresQueueTransport.Add(transport.Now(), delay)),
+                new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Jsonb, Value = (headers is null ? null : EnvelopeColumns.FormatHeaders(headers)) ?? (object)DBNull.Value },
+            ],
+            wake: true,
+            cancellationToken);
 
     public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, CancellationToken cancellationToken) =>
         RunAsync(transport.Sql.DeadLetter, message, [PostgresQueueTransport.Text(reason), PostgresQueueTransport.Time(transport.Now())], wake: true, cancellationToken);
@@ -120,7 +130,7 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
         const int First = 3;
         try
         {
-            return new QueuedMessage(id, PostgresQueueTransport.ReadEnvelope(reader, First, deliveryAttempt));
+            return new QueuedMessage(id, EnvelopeColumns.Read(reader, First, deliveryAttempt));
         }
 #pragma warning disable CA1031 // Whatever the row holds, the claim goes on; the failure travels with the message to the dead letters.
         catch (Exception ex)

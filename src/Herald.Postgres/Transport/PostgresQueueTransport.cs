@@ -1,13 +1,12 @@
 using System.Collections.Concurrent;
 using Herald.Internal;
 using Herald.Messages;
-using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Notifications;
 using Herald.Postgres.Schema;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
 using Npgsql;
-using NpgsqlTypes;
 
 namespace Herald.Postgres.Transport;
 
@@ -17,17 +16,15 @@ namespace Herald.Postgres.Transport;
 /// released with a later <c>visible_at</c> on nack and moved to <c>queue_dead_letters</c> on dead-letter. Concurrent sends
 /// share commits (<see cref="SendCoordinator"/>). After each commit that can make a message claimable, this process's
 /// consumers are woken directly and the others through a NOTIFY on the schema's queue channel, sent by the
-/// <see cref="QueueNotifier"/> in a transaction of its own; each instance LISTENs there, and polls as a fallback.
+/// <see cref="CommitNotifier"/> in a transaction of its own; each instance LISTENs there, and polls as a fallback.
 /// </summary>
 internal sealed class PostgresQueueTransport : ITransport
 {
-    private static readonly IReadOnlyDictionary<string, string> NoHeaders = System.Collections.Frozen.FrozenDictionary<string, string>.Empty;
-
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
     private readonly ConcurrentDictionary<LeasedQueueConsumer<QueuedMessage>, byte> _consumers = new();
     private readonly NotificationListener _listener;
-    private readonly QueueNotifier _notifier;
+    private readonly CommitNotifier _notifier;
     private readonly SendCoordinator _sends;
     private readonly LeasedQueueSettings _leasing;
     private readonly Lock _gate = new();
@@ -42,8 +39,8 @@ internal sealed class PostgresQueueTransport : ITransport
         TimeProvider = options.TimeProvider ?? TimeProvider.System;
         Logger = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Herald.Postgres.Queue");
         Sql = new QueueSql(options.Schema);
-        _listener = new NotificationListener(dataSource, Sql.Channel, Wakeups.Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
-        _notifier = new QueueNotifier(dataSource, Sql, Logger);
+        _listener = new NotificationListener(dataSource, Sql.Channel, Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
+        _notifier = new CommitNotifier(dataSource, Sql.Channel, Logger);
         _sends = new SendCoordinator(dataSource, Sql, Logger, Committed);
         _leasing = new LeasedQueueSettings
         {
@@ -80,16 +77,14 @@ internal sealed class PostgresQueueTransport : ITransport
 
     public QueueSql Sql { get; }
 
-    public QueueWakeups Wakeups { get; } = new();
+    /// <summary>Wakes this process's consumers of a queue when a commit (here or, through NOTIFY, anywhere) may have made a message claimable.</summary>
+    public KeyedSignals Wakeups { get; } = new();
 
     /// <summary>The connection pool the queue's statements run on.</summary>
     internal NpgsqlDataSource DataSource => _dataSource;
 
     /// <summary>The LISTEN connection; tests terminate its backend.</summary>
     internal NotificationListener Listener => _listener;
-
-    /// <summary>Sends the NOTIFY after commits; tests count its statements.</summary>
-    internal QueueNotifier Notifier => _notifier;
 
     /// <summary>Creates or migrates the schema (once; later calls share the first) and starts listening for the queue's notifications.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
@@ -188,7 +183,7 @@ internal sealed class PostgresQueueTransport : ITransport
         var list = new List<PostgresQueueDeadLetter>();
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            var envelope = ReadEnvelope(reader, 0, reader.GetInt32(11));
+            var envelope = EnvelopeColumns.Read(reader, 0, reader.GetInt32(EnvelopeColumns.Count));
             list.Add(new PostgresQueueDeadLetter(envelope, queue, reader.GetString(12), reader.GetFieldValue<DateTimeOffset>(13)));
         }
 
@@ -225,7 +220,7 @@ internal sealed class PostgresQueueTransport : ITransport
     {
         foreach (var queue in queues)
         {
-            Wakeups.Wake(queue);
+            Wakeups.Pulse(queue);
         }
 
         _notifier.Request(queues);
@@ -234,8 +229,21 @@ internal sealed class PostgresQueueTransport : ITransport
     /// <summary>After a settlement that may have made a message of the queue claimable: wakes this process's consumers, the others by NOTIFY.</summary>
     internal void Changed(string queue)
     {
-        Wakeups.Wake(queue);
+        Wakeups.Pulse(queue);
         _notifier.Request(queue);
+    }
+
+    // A notification names its queue; null (after a reconnect) means any queue may have changed.
+    private void Wake(string? queue)
+    {
+        if (queue is null)
+        {
+            Wakeups.PulseAll();
+        }
+        else
+        {
+            Wakeups.Pulse(queue);
+        }
     }
 
     internal DateTimeOffset Now() => TimeProvider.GetUtcNow();
@@ -253,40 +261,12 @@ internal sealed class PostgresQueueTransport : ITransport
     {
         var now = Now();
         parameters.Add(Text(queueOrTopic));
-        parameters.Add(new NpgsqlParameter<Guid> { TypedValue = envelope.MessageId });
-        parameters.Add(Text(envelope.MessageType));
-        parameters.Add(new NpgsqlParameter<int> { TypedValue = envelope.SchemaVersion });
-        parameters.Add(Time(envelope.Time.ToUniversalTime()));
-        parameters.Add(NullableText(envelope.CorrelationId));
-        parameters.Add(NullableText(envelope.CausationId));
-        parameters.Add(NullableText(envelope.UserId));
-        parameters.Add(NullableText(envelope.PartitionKey));
-        parameters.Add(Text(envelope.ContentType));
-        parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Jsonb, Value = (object?)EventRows.FormatHeaders(envelope.Headers) ?? DBNull.Value });
-        parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = EventRows.BodyArray(envelope.Body) });
+        EnvelopeColumns.Add(parameters, envelope);
         parameters.Add(Time(now));
         parameters.Add(Time(Add(now, delay)));
     }
 
-    internal static Envelope ReadEnvelope(NpgsqlDataReader reader, int first, int deliveryAttempt) => new()
-    {
-        MessageId = reader.GetGuid(first),
-        MessageType = reader.GetString(first + 1),
-        SchemaVersion = reader.GetInt32(first + 2),
-        Time = reader.GetFieldValue<DateTimeOffset>(first + 3),
-        CorrelationId = reader.IsDBNull(first + 4) ? null : reader.GetString(first + 4),
-        CausationId = reader.IsDBNull(first + 5) ? null : reader.GetString(first + 5),
-        UserId = reader.IsDBNull(first + 6) ? null : reader.GetString(first + 6),
-        PartitionKey = reader.IsDBNull(first + 7) ? null : reader.GetString(first + 7),
-        ContentType = reader.GetString(first + 8),
-        Headers = reader.IsDBNull(first + 9) ? NoHeaders : EventRows.ParseHeaders(reader.GetString(first + 9)),
-        Body = reader.GetFieldValue<byte[]>(first + 10),
-        DeliveryAttempt = deliveryAttempt,
-    };
-
     internal static NpgsqlParameter<string> Text(string value) => new() { TypedValue = value };
-
-    private static NpgsqlParameter NullableText(string? value) => new() { NpgsqlDbType = NpgsqlDbType.Text, Value = (object?)value ?? DBNull.Value };
 
     internal static NpgsqlParameter<DateTimeOffset> Time(DateTimeOffset value) => new() { TypedValue = value };
 

@@ -1,3 +1,4 @@
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 
 namespace Herald.Postgres.Transport;
@@ -5,14 +6,11 @@ namespace Herald.Postgres.Transport;
 /// <summary>
 /// The queue's statements for one schema (migration 3). Times are parameters from the transport's <see cref="TimeProvider"/>,
 /// never the server's clock, so a fake clock drives delays and leases. No write notifies inside its own transaction: after
-/// every commit that can make a message claimable, the transport asks its <see cref="QueueNotifier"/> to notify the
-/// schema's queue channel with the queue as payload (<see cref="Notify"/>).
+/// every commit that can make a message claimable, the transport asks its <see cref="Notifications.CommitNotifier"/> to
+/// notify the schema's queue channel (<see cref="Channel"/>) with the queue as payload.
 /// </summary>
 internal sealed class QueueSql
 {
-    private const string EnvelopeColumns =
-        "message_id, message_type, schema_version, time, correlation_id, causation_id, user_id, partition_key, content_type, headers, body";
-
     public QueueSql(string schema)
     {
         var s = Migrations.Quote(schema);
@@ -20,15 +18,15 @@ internal sealed class QueueSql
 
         // A group of sends, one element of each array per message, inserted in the order given (so in send order).
         InsertMany =
-            $"INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns}, enqueued_at, visible_at) " +
-            $"SELECT queue, {EnvelopeColumns}, enqueued_at, visible_at " +
+            $"INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns.Names}, enqueued_at, visible_at) " +
+            $"SELECT queue, {EnvelopeColumns.Names}, enqueued_at, visible_at " +
             "FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], " +
             "$10::text[], $11::jsonb[], $12::bytea[], $13::timestamptz[], $14::timestamptz[]) WITH ORDINALITY " +
-            $"AS m(queue, {EnvelopeColumns}, enqueued_at, visible_at, ordinal) ORDER BY ordinal";
+            $"AS m(queue, {EnvelopeColumns.Names}, enqueued_at, visible_at, ordinal) ORDER BY ordinal";
 
         // One statement: every bound queue gets its copy, or none does; returns the queues that got one.
         Publish =
-            $"WITH inserted AS (INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns}, enqueued_at, visible_at) " +
+            $"WITH inserted AS (INSERT INTO {s}.queue_messages (queue, {EnvelopeColumns.Names}, enqueued_at, visible_at) " +
             $"SELECT b.queue, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM {s}.queue_bindings b WHERE b.topic = $1 ORDER BY b.queue " +
             "RETURNING queue) " +
             "SELECT DISTINCT queue FROM inserted";
@@ -61,21 +59,18 @@ internal sealed class QueueSql
 
         Ack = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2";
         Nack =
-            $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = $3 " +
-            "WHERE id = $1 AND lease_owner = $2";
+            $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = $3, " +
+            "headers = coalesce($4, headers) WHERE id = $1 AND lease_owner = $2";
         DeadLetter =
             $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 RETURNING *) " +
-            $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
-            $"SELECT queue, {EnvelopeColumns}, enqueued_at, attempts + 1, $3, $4 FROM moved";
+            $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns.Names}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
+            $"SELECT queue, {EnvelopeColumns.Names}, enqueued_at, attempts + 1, $3, $4 FROM moved";
         Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1";
         Release = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2";
         ReleaseAll = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1";
 
-        // Its own transaction, after the commits it announces. It writes nothing, so it need not wait for its WAL flush;
-        // the lock PostgreSQL takes for notifying commits is then held only briefly.
-        Notify = "SELECT set_config('synchronous_commit', 'off', true), count(pg_notify($1, q)) FROM unnest($2::text[]) AS q";
         ReadDeadLetters =
-            $"SELECT {EnvelopeColumns.Replace("headers", "headers::text", StringComparison.Ordinal)}, delivery_attempt, reason, dead_lettered_at " +
+            $"SELECT {EnvelopeColumns.Names.Replace("headers", "headers::text", StringComparison.Ordinal)}, delivery_attempt, reason, dead_lettered_at " +
             $"FROM {s}.queue_dead_letters WHERE queue = $1 ORDER BY id LIMIT $2";
     }
 
@@ -107,6 +102,4 @@ internal sealed class QueueSql
     public string ReleaseAll { get; }
 
     public string ReadDeadLetters { get; }
-
-    public string Notify { get; }
 }

@@ -1,17 +1,15 @@
-using System.Threading.Channels;
-using Herald.Postgres.EventSourcing;
+using Herald.Internal;
+using Herald.Postgres.Internal;
 using Microsoft.Extensions.Logging;
 using Npgsql;
-using NpgsqlTypes;
 
 namespace Herald.Postgres.Transport;
 
 /// <summary>
-/// Groups concurrent sends into shared commits, as the event store's append coordinator does for appends. Callers queue their
-/// sends in a bounded channel; each writer loop takes whatever is waiting (up to a count and a byte budget, never waiting
-/// for more) and inserts it with one multi-row statement: one round trip, one transaction, one WAL flush for the group. A
+/// Groups concurrent sends into shared commits on the core's <see cref="GroupCommitter{TItem}"/>, as the event store's
+/// append coordinator does for appends. Each group (up to a count and a byte budget) is inserted with one multi-row statement: one round trip, one transaction, one WAL flush for the group. A
 /// caller's send returns once its group has committed, so a send is as durable as before. The statement carries no NOTIFY:
-/// after the commit, a callback wakes this process's consumers and asks the <see cref="QueueNotifier"/> to
+/// after the commit, a callback wakes this process's consumers and asks the <see cref="Notifications.CommitNotifier"/> to
 /// wake the others. If a group fails as a whole (one bad value), its members are sent one by one, so each caller gets its
 /// own outcome.
 /// </summary>
@@ -23,19 +21,21 @@ internal sealed class SendCoordinator : IAsyncDisposable
     /// <summary>Body bytes one commit may hold before the next starts (a larger message still goes, alone).</summary>
     public const long MaxBytesPerCommit = 4 * 1024 * 1024;
 
-    private const int Writers = 2;
-    private const int QueueCapacity = 4096;
+    private static readonly GroupCommitOptions Groups = new()
+    {
+        QueueCapacity = 4096,
+        Writers = 2,
+        MaxItems = MaxSendsPerCommit,
+        MaxWeight = MaxBytesPerCommit,
+        OwnerName = nameof(PostgresQueueTransport),
+        DisposedMessage = "The queue transport was disposed; the message was not sent.",
+    };
 
     private readonly NpgsqlDataSource _dataSource;
     private readonly QueueSql _sql;
     private readonly ILogger _logger;
     private readonly Action<IReadOnlyCollection<string>> _committed;
-    private readonly Channel<PendingSend> _queue = Channel.CreateBounded<PendingSend>(new BoundedChannelOptions(QueueCapacity)
-    {
-        FullMode = BoundedChannelFullMode.Wait,
-    });
-
-    private readonly Task[] _writers;
+    private readonly GroupCommitter<PendingSend> _committer;
 
     public SendCoordinator(NpgsqlDataSource dataSource, QueueSql sql, ILogger logger, Action<IReadOnlyCollection<string>> committed)
     {
@@ -43,11 +43,10 @@ internal sealed class SendCoordinator : IAsyncDisposable
         _sql = sql;
         _logger = logger;
         _committed = committed;
-        _writers = new Task[Writers];
-        for (var i = 0; i < _writers.Length; i++)
-        {
-            _writers[i] = Task.Run(WriteLoopAsync);
-        }
+
+        // The writers keep no state of their own (each insert takes a pooled connection): one serves both loops.
+        var writer = new Writer(this);
+        _committer = new GroupCommitter<PendingSend>(Groups, () => writer);
     }
 
     /// <summary>
@@ -56,53 +55,14 @@ internal sealed class SendCoordinator : IAsyncDisposable
     /// </summary>
     public async Task SendAsync(PendingSend pending, CancellationToken cancellationToken)
     {
-        try
-        {
-            await _queue.Writer.WriteAsync(pending, cancellationToken).ConfigureAwait(false);
-        }
-        catch (ChannelClosedException)
-        {
-            throw new ObjectDisposedException(nameof(PostgresQueueTransport), "The queue transport was disposed; the message was not sent.");
-        }
-
+        await _committer.EnqueueAsync(pending, cancellationToken).ConfigureAwait(false);
         await pending.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Stops taking sends, commits those already queued and waits for the writer loops to end.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        _queue.Writer.TryComplete();
-        await Task.WhenAll(_writers).ConfigureAwait(false);
-    }
+    public ValueTask DisposeAsync() => _committer.DisposeAsync();
 
-    private async Task WriteLoopAsync()
-    {
-        var group = new List<PendingSend>(MaxSendsPerCommit);
-        while (await _queue.Reader.WaitToReadAsync().ConfigureAwait(false))
-        {
-            group.Clear();
-            long bytes = 0;
-            while (group.Count < MaxSendsPerCommit && _queue.Reader.TryPeek(out var next)
-                   && (group.Count == 0 || bytes + next.Bytes <= MaxBytesPerCommit) && _queue.Reader.TryRead(out next))
-            {
-                if (next.CancellationToken.IsCancellationRequested)
-                {
-                    next.TrySetCanceled(next.CancellationToken);
-                    continue;
-                }
-
-                group.Add(next);
-                bytes += next.Bytes;
-            }
-
-            if (group.Count > 0)
-            {
-                await RunGroupAsync(group).ConfigureAwait(false);
-            }
-        }
-    }
-
-    private async Task RunGroupAsync(List<PendingSend> group)
+    private async Task RunGroupAsync(IReadOnlyList<PendingSend> group)
     {
         try
         {
@@ -113,8 +73,9 @@ internal sealed class SendCoordinator : IAsyncDisposable
         {
             // The group rolled back as a whole: give every member its own transaction, so each caller gets its own outcome.
             Log.QueueSendGroupFailed(_logger, ex, group.Count, ex.SqlState);
-            foreach (var pending in group)
+            for (var i = 0; i < group.Count; i++)
             {
+                var pending = group[i];
                 try
                 {
                     await InsertAsync([pending]).ConfigureAwait(false);
@@ -128,9 +89,9 @@ internal sealed class SendCoordinator : IAsyncDisposable
         }
         catch (Exception ex)
         {
-            foreach (var pending in group)
+            for (var i = 0; i < group.Count; i++)
             {
-                pending.TrySetException(ex);
+                group[i].TrySetException(ex);
             }
         }
     }
@@ -139,35 +100,14 @@ internal sealed class SendCoordinator : IAsyncDisposable
     {
         var count = group.Count;
         var queues = new string[count];
-        var ids = new Guid[count];
-        var types = new string[count];
-        var versions = new int[count];
-        var times = new DateTimeOffset[count];
-        var correlationIds = new string?[count];
-        var causationIds = new string?[count];
-        var userIds = new string?[count];
-        var partitionKeys = new string?[count];
-        var contentTypes = new string[count];
-        var headers = new string?[count];
-        var bodies = new byte[count][];
+        var columns = new EnvelopeArrays(count);
         var enqueuedAt = new DateTimeOffset[count];
         var visibleAt = new DateTimeOffset[count];
         for (var i = 0; i < count; i++)
         {
             var pending = group[i];
-            var envelope = pending.Envelope;
             queues[i] = pending.Queue;
-            ids[i] = envelope.MessageId;
-            types[i] = envelope.MessageType;
-            versions[i] = envelope.SchemaVersion;
-            times[i] = envelope.Time.ToUniversalTime();
-            correlationIds[i] = envelope.CorrelationId;
-            causationIds[i] = envelope.CausationId;
-            userIds[i] = envelope.UserId;
-            partitionKeys[i] = envelope.PartitionKey;
-            contentTypes[i] = envelope.ContentType;
-            headers[i] = EventRows.FormatHeaders(envelope.Headers);
-            bodies[i] = EventRows.BodyArray(envelope.Body);
+            columns.Set(i, pending.Envelope);
             enqueuedAt[i] = pending.EnqueuedAt;
             visibleAt[i] = pending.VisibleAt;
         }
@@ -176,17 +116,7 @@ internal sealed class SendCoordinator : IAsyncDisposable
         await using var command = _dataSource.CreateCommand(_sql.InsertMany);
         var parameters = command.Parameters;
         parameters.Add(new NpgsqlParameter<string[]> { TypedValue = queues });
-        parameters.Add(new NpgsqlParameter<Guid[]> { TypedValue = ids });
-        parameters.Add(new NpgsqlParameter<string[]> { TypedValue = types });
-        parameters.Add(new NpgsqlParameter<int[]> { TypedValue = versions });
-        parameters.Add(new NpgsqlParameter<DateTimeOffset[]> { TypedValue = times });
-        parameters.Add(TextArray(correlationIds));
-        parameters.Add(TextArray(causationIds));
-        parameters.Add(TextArray(userIds));
-        parameters.Add(TextArray(partitionKeys));
-        parameters.Add(new NpgsqlParameter<string[]> { TypedValue = contentTypes });
-        parameters.Add(new NpgsqlParameter<string?[]> { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb, TypedValue = headers });
-        parameters.Add(new NpgsqlParameter<byte[][]> { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea, TypedValue = bodies });
+        columns.AddTo(parameters);
         parameters.Add(new NpgsqlParameter<DateTimeOffset[]> { TypedValue = enqueuedAt });
         parameters.Add(new NpgsqlParameter<DateTimeOffset[]> { TypedValue = visibleAt });
         await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
@@ -217,6 +147,10 @@ internal sealed class SendCoordinator : IAsyncDisposable
         }
     }
 
-    private static NpgsqlParameter<string?[]> TextArray(string?[] values) =>
-        new() { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text, TypedValue = values };
+    private sealed class Writer(SendCoordinator owner) : IGroupCommitWriter<PendingSend>
+    {
+        public ValueTask CommitAsync(GroupCommitBatch<PendingSend> batch) => new(owner.RunGroupAsync(batch.Items));
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
 }

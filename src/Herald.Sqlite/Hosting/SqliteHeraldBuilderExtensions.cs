@@ -23,7 +23,8 @@ public static class SqliteHeraldBuilderExtensions
     /// Keeps events, checkpoints, snapshots, dead letters, the outbox, the inbox and idempotency keys in one SQLite file:
     /// registers one <see cref="SqliteEventStore"/> as <see cref="IEventStore"/>, <see cref="ICheckpointStore"/> and
     /// <see cref="ISnapshotStore"/>, replaces the in-memory reliability stores and the scoped <see cref="IUnitOfWork"/> with
-    /// ones on the same file, validates the options and opens the file when the host starts.
+    /// ones on the same file, validates the options and opens the file when the host starts. Leader election stays the
+    /// core's in-process default: the file serves one process by design, so the host's own relay is the one leader.
     /// </summary>
     /// <param name="builder">The Herald builder.</param>
     /// <param name="pathOrConnectionString">A file path (<c>herald.db</c>) or a Microsoft.Data.Sqlite connection string.</param>

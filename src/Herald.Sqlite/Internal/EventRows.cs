@@ -11,33 +11,17 @@ namespace Herald.Sqlite.Internal;
 /// <summary>How an event maps onto its row: ids as 16 big-endian bytes (so they read like the Guid in SQL tools), times as UTC ticks plus an offset in minutes, headers as a JSON object or NULL.</summary>
 internal static class EventRows
 {
-    /// <summary>The columns every event read selects, in the order <see cref="Read"/> expects (<c>e</c> = events, <c>s</c> = streams).</summary>
+    /// <summary>The columns every event read selects, in the order <see cref="Read"/> expects (<c>e</c> = events, <c>s</c> = streams); the envelope's are those of <see cref="EnvelopeColumns.Names"/>.</summary>
     public const string Columns =
         "e.position, s.name, e.version, e.recorded_at, e.event_id, e.event_type, e.schema_version, e.time, e.time_offset, " +
         "e.correlation_id, e.causation_id, e.user_id, e.partition_key, e.content_type, e.headers, e.body";
 
-    public static RecordedEvent Read(SqliteDataReader reader)
-    {
-        var envelope = new Envelope
-        {
-            MessageId = ToGuid(reader.GetFieldValue<byte[]>(4)),
-            MessageType = reader.GetString(5),
-            SchemaVersion = reader.GetInt32(6),
-            Time = ToTime(reader.GetInt64(7), reader.GetInt32(8)),
-            CorrelationId = NullableString(reader, 9),
-            CausationId = NullableString(reader, 10),
-            UserId = NullableString(reader, 11),
-            PartitionKey = NullableString(reader, 12),
-            ContentType = reader.GetString(13),
-            Body = reader.GetFieldValue<byte[]>(15),
-        };
-        if (!reader.IsDBNull(14))
-        {
-            envelope = envelope with { Headers = ParseHeaders(reader.GetString(14)) };
-        }
-
-        return new RecordedEvent(reader.GetString(1), reader.GetInt64(2), reader.GetInt64(0), ToTime(reader.GetInt64(3), 0), envelope);
-    }
+    public static RecordedEvent Read(SqliteDataReader reader) => new(
+        reader.GetString(1),
+        reader.GetInt64(2),
+        reader.GetInt64(0),
+        ToTime(reader.GetInt64(3), 0),
+        EnvelopeColumns.Read(new DataReaderColumns(reader), 4, deliveryAttempt: 0));
 
     public static Guid ToGuid(byte[] bytes) => new(bytes, bigEndian: true);
 
@@ -82,6 +66,4 @@ internal static class EventRows
 
         return headers.ToFrozenDictionary(StringComparer.Ordinal);
     }
-
-    private static string? NullableString(SqliteDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
 }

@@ -1,12 +1,17 @@
+using Herald.Internal;
+
 namespace Herald.Sqlite.Internal;
 
 /// <summary>A write waiting for the coordinator: it runs inside a shared transaction and learns its outcome only after the commit.</summary>
-internal abstract class PendingWrite
+internal abstract class PendingWrite : IGroupCommitItem
 {
     protected PendingWrite(CancellationToken cancellationToken) => CancellationToken = cancellationToken;
 
     /// <summary>The caller's token: honoured while the write waits, ignored once it runs (it then commits or fails with its group).</summary>
     public CancellationToken CancellationToken { get; }
+
+    /// <summary>No budget but the count applies to SQLite groups.</summary>
+    public long Weight => 0;
 
     /// <summary>The write's own failure inside the transaction (its savepoint was rolled back), reported after the group ends.</summary>
     public Exception? Failure { get; set; }
@@ -19,6 +24,9 @@ internal abstract class PendingWrite
 
     /// <summary>Reports a failure that undid the whole group (or a cancellation before the write ran).</summary>
     public abstract void Fail(Exception exception);
+
+    /// <summary>Reports that the write was cancelled while it waited in the queue.</summary>
+    public abstract void Cancel();
 }
 
 /// <summary>A write with a result of type <typeparamref name="T"/>.</summary>
@@ -46,6 +54,8 @@ internal sealed class PendingWrite<T> : PendingWrite
             _outcome.TrySetResult(_result!);
         }
     }
+
+    public override void Cancel() => _outcome.TrySetCanceled(CancellationToken);
 
     public override void Fail(Exception exception)
     {

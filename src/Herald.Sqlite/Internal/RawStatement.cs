@@ -10,7 +10,7 @@ namespace Herald.Sqlite.Internal;
 /// append and a 100-event batch about twice as fast. Errors surface as <see cref="SqliteException"/> like any other; waits
 /// for a lock held elsewhere are SQLite's busy_timeout, set on the connection.
 /// </summary>
-internal sealed class RawStatement : IDisposable
+internal sealed class RawStatement : IDisposable, IColumnReader
 {
     private readonly sqlite3 _db;
     private readonly sqlite3_stmt _statement;
@@ -86,6 +86,10 @@ internal sealed class RawStatement : IDisposable
     public string Text(int column) => raw.sqlite3_column_text(_statement, column).utf8_to_string();
 
     public ReadOnlySpan<byte> Blob(int column) => raw.sqlite3_column_blob(_statement, column);
+
+    public byte[] Bytes(int column) => Blob(column).ToArray();
+
+    public Guid Guid(int column) => new(Blob(column), bigEndian: true);
 
     public void Dispose() => _statement.Dispose();
 

@@ -1,4 +1,5 @@
 using Herald.EventSourcing;
+using Herald.Internal;
 
 namespace Herald.Sqlite.Internal;
 
@@ -8,10 +9,10 @@ internal sealed class SqliteOpenAppend : IAsyncDisposable
     private readonly WriteSession _session;
     private readonly SemaphoreSlim _writeLock;
     private readonly SemaphoreSlim _gate;
-    private readonly CommitSignal _signal;
+    private readonly PositionSignal _signal;
     private int _ended;
 
-    public SqliteOpenAppend(WriteSession session, AppendResult result, SemaphoreSlim writeLock, SemaphoreSlim gate, CommitSignal signal)
+    public SqliteOpenAppend(WriteSession session, AppendResult result, SemaphoreSlim writeLock, SemaphoreSlim gate, PositionSignal signal)
     {
         _session = session;
         _writeLock = writeLock;

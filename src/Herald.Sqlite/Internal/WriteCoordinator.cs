@@ -1,29 +1,26 @@
-using System.Threading.Channels;
+using Herald.Internal;
 using Microsoft.Extensions.Logging;
 
 namespace Herald.Sqlite.Internal;
 
 /// <summary>
-/// The single writer of the store. Callers queue writes on a bounded channel; the writer takes up to
-/// <see cref="SqliteStoreOptions.MaxWritesPerTransaction"/> of them, runs each in its own savepoint inside one transaction
-/// (so a conflict undoes only that write and is reported only to its caller), commits once, and then completes every caller.
-/// Writes that arrive during a commit form the next group, so one disk sync serves many concurrent appends.
+/// The single writer of the store, on the core's <see cref="GroupCommitter{TItem}"/>: it takes up to
+/// <see cref="SqliteStoreOptions.MaxWritesPerTransaction"/> queued writes, runs each in its own savepoint inside one
+/// transaction (so a conflict undoes only that write and is reported only to its caller), commits once, and then completes
+/// every caller. Writes that arrive during a commit form the next group, so one disk sync serves many concurrent appends.
 /// </summary>
 internal sealed class WriteCoordinator : IAsyncDisposable
 {
     // How long the writer keeps the write lock for back-to-back groups before an open append gets its turn.
     private static readonly TimeSpan MaxLockHold = TimeSpan.FromMilliseconds(100);
 
-    private readonly Channel<PendingWrite> _queue;
     private readonly WriteSession _session;
     private readonly SemaphoreSlim _writeLock;
     private readonly Action<long> _committed;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
     private readonly string _dataSource;
-    private readonly int _maxGroup;
-    private readonly TimeSpan _groupDelay;
-    private readonly Task _loop;
+    private readonly GroupCommitter<PendingWrite> _committer;
     private long _transactions;
     private long _writes;
 
@@ -42,14 +39,16 @@ internal sealed class WriteCoordinator : IAsyncDisposable
         _timeProvider = timeProvider;
         _logger = logger;
         _dataSource = dataSource;
-        _maxGroup = options.MaxWritesPerTransaction;
-        _groupDelay = options.GroupCommitDelay;
-        _queue = Channel.CreateBounded<PendingWrite>(new BoundedChannelOptions(options.WriteQueueCapacity)
+        var groups = new GroupCommitOptions
         {
-            FullMode = BoundedChannelFullMode.Wait,
-            SingleReader = true,
-        });
-        _loop = Task.Run(RunAsync);
+            QueueCapacity = options.WriteQueueCapacity,
+            MaxItems = options.MaxWritesPerTransaction,
+            GroupDelay = options.GroupCommitDelay,
+            TimeProvider = timeProvider,
+            OwnerName = nameof(SqliteEventStore),
+            DisposedMessage = "The SQLite store was disposed.",
+        };
+        _committer = new GroupCommitter<PendingWrite>(groups, () => new Writer(this));
     }
 
     /// <summary>Transactions committed or rolled back so far (a measure of grouping, for tests and benchmarks).</summary>
@@ -62,99 +61,44 @@ internal sealed class WriteCoordinator : IAsyncDisposable
     public async Task<T> WriteAsync<T>(Func<WriteSession, T> write, CancellationToken cancellationToken)
     {
         var pending = new PendingWrite<T>(write, cancellationToken);
-        try
-        {
-            if (!_queue.Writer.TryWrite(pending))
-            {
-                await _queue.Writer.WriteAsync(pending, cancellationToken).ConfigureAwait(false);
-            }
-        }
-        catch (ChannelClosedException)
-        {
-            throw new ObjectDisposedException(nameof(SqliteEventStore), "The SQLite store was disposed.");
-        }
-
+        await _committer.EnqueueAsync(pending, cancellationToken).ConfigureAwait(false);
         return await pending.Task.ConfigureAwait(false);
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        // Writes already queued still run; new ones are refused.
-        _queue.Writer.TryComplete();
-        await _loop.ConfigureAwait(false);
-        _session.Dispose();
-    }
+    /// <summary>Refuses new writes, runs those already queued, and closes the writer's connection.</summary>
+    public ValueTask DisposeAsync() => _committer.DisposeAsync();
 
-    private async Task RunAsync()
+    private async ValueTask CommitAsync(GroupCommitBatch<PendingWrite> batch)
     {
-        var group = new List<PendingWrite>(_maxGroup);
-        var reader = _queue.Reader;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
         {
-            if (_groupDelay > TimeSpan.Zero && reader.Count < _maxGroup)
+            // Once it has the lock, the writer works off what queued meanwhile (for a bounded time) before an open append
+            // may take the lock: a held transaction then delays the queue by its own length, not by a group per held
+            // transaction.
+            var holding = _timeProvider.GetTimestamp();
+            do
             {
-                await Task.Delay(_groupDelay, _timeProvider).ConfigureAwait(false);
+                RunGroup(batch.Items);
             }
-
-            Fill(group, reader);
-            if (group.Count == 0)
-            {
-                continue;
-            }
-
-            await _writeLock.WaitAsync().ConfigureAwait(false);
-            try
-            {
-                // Once it has the lock, the writer works off what queued meanwhile (for a bounded time) before an open
-                // append may take the lock: a held transaction then delays the queue by its own length, not by a group
-                // per held transaction.
-                var holding = _timeProvider.GetTimestamp();
-                do
-                {
-                    RunGroup(group);
-                    group.Clear();
-                    if (_timeProvider.GetElapsedTime(holding) >= MaxLockHold)
-                    {
-                        break;
-                    }
-
-                    Fill(group, reader);
-                }
-                while (group.Count > 0);
-            }
-            finally
-            {
-                _writeLock.Release();
-            }
-
-            group.Clear();
+            while (_timeProvider.GetElapsedTime(holding) < MaxLockHold && batch.TryTakeNext());
+        }
+        finally
+        {
+            _writeLock.Release();
         }
     }
 
-    private void Fill(List<PendingWrite> group, ChannelReader<PendingWrite> reader)
-    {
-        while (group.Count < _maxGroup && reader.TryRead(out var pending))
-        {
-            if (pending.CancellationToken.IsCancellationRequested)
-            {
-                pending.Fail(new OperationCanceledException(pending.CancellationToken));
-            }
-            else
-            {
-                group.Add(pending);
-            }
-        }
-    }
-
-    private void RunGroup(List<PendingWrite> group)
+    private void RunGroup(IReadOnlyList<PendingWrite> group)
     {
         Interlocked.Increment(ref _transactions);
         Interlocked.Add(ref _writes, group.Count);
         try
         {
             _session.Begin();
-            foreach (var pending in group)
+            for (var i = 0; i < group.Count; i++)
             {
+                var pending = group[i];
                 if (pending.CancellationToken.IsCancellationRequested)
                 {
                     // Cancelled while waiting for the write lock: it never runs.
@@ -196,8 +140,9 @@ internal sealed class WriteCoordinator : IAsyncDisposable
             }
 
             Log.WriteGroupFailed(_logger, ex, group.Count, _dataSource);
-            foreach (var pending in group)
+            for (var i = 0; i < group.Count; i++)
             {
+                var pending = group[i];
                 if (pending.Failure is OperationCanceledException)
                 {
                     // It never ran; it stays cancelled.
@@ -212,9 +157,21 @@ internal sealed class WriteCoordinator : IAsyncDisposable
             return;
         }
 
-        foreach (var pending in group)
+        for (var i = 0; i < group.Count; i++)
         {
-            pending.Complete();
+            group[i].Complete();
+        }
+    }
+
+    // The store has one writer loop; its end closes the session (after the last queued write ran).
+    private sealed class Writer(WriteCoordinator owner) : IGroupCommitWriter<PendingWrite>
+    {
+        public ValueTask CommitAsync(GroupCommitBatch<PendingWrite> batch) => owner.CommitAsync(batch);
+
+        public ValueTask DisposeAsync()
+        {
+            owner._session.Dispose();
+            return ValueTask.CompletedTask;
         }
     }
 }

@@ -180,26 +180,13 @@ internal sealed class WriteSession : IDisposable
         insert.Bind(2, streamId);
         insert.Bind(4, category);
         insert.Bind(17, _now);
-        Span<byte> eventId = stackalloc byte[16];
         long position = 0;
         foreach (var envelope in events)
         {
             position = _nextPosition++;
-            envelope.MessageId.TryWriteBytes(eventId, bigEndian: true, out _);
             insert.Bind(1, position);
             insert.Bind(3, ++version);
-            insert.Bind(5, eventId);
-            insert.Bind(6, envelope.MessageType);
-            insert.Bind(7, envelope.SchemaVersion);
-            insert.Bind(8, envelope.Time.UtcTicks);
-            insert.Bind(9, EventRows.OffsetMinutes(envelope.Time));
-            insert.Bind(10, envelope.CorrelationId);
-            insert.Bind(11, envelope.CausationId);
-            insert.Bind(12, envelope.UserId);
-            insert.Bind(13, envelope.PartitionKey);
-            insert.Bind(14, envelope.ContentType);
-            insert.Bind(15, EventRows.HeadersJson(envelope.Headers));
-            insert.Bind(16, envelope.Body.Span);
+            EnvelopeColumns.Bind(insert, 5, envelope);
             try
             {
                 insert.Execute();

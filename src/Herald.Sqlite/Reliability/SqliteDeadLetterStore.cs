@@ -13,7 +13,7 @@ public sealed class SqliteDeadLetterStore : IDeadLetterStore
 {
     private const string Columns =
         "id, endpoint, cause, error_type, error_message, stack_trace, fingerprint, first_failure, first_failure_offset, last_failure, " +
-        "last_failure_offset, attempt_count, retry_count, last_retry_error, last_retry_time, last_retry_offset, " + EnvelopeColumns.Names;
+        "last_failure_offset, attempt_count, retry_count, last_retry_error, last_retry_time, last_retry_offset, " + EnvelopeColumns.StoredNames;
 
     private const string InsertSql =
         "INSERT OR IGNORE INTO herald_dead_letters (" + Columns + ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, " +
@@ -82,7 +82,7 @@ public sealed class SqliteDeadLetterStore : IDeadLetterStore
         insert.Bind(14, deadLetter.LastRetryError);
         insert.Bind(15, deadLetter.LastRetryTime?.UtcTicks);
         insert.Bind(16, deadLetter.LastRetryTime is { } retried ? EventRows.OffsetMinutes(retried) : null);
-        EnvelopeColumns.Bind(insert, 17, deadLetter.Envelope);
+        EnvelopeColumns.BindStored(insert, 17, deadLetter.Envelope);
         insert.Execute();
     }
 
@@ -210,6 +210,6 @@ public sealed class SqliteDeadLetterStore : IDeadLetterStore
         RetryCount = row.GetInt32(12),
         LastRetryError = EnvelopeColumns.Text(row, 13),
         LastRetryTime = EnvelopeColumns.Time(row, 14, 15),
-        Envelope = EnvelopeColumns.Read(row, 16),
+        Envelope = EnvelopeColumns.ReadStored(row, 16),
     };
 }

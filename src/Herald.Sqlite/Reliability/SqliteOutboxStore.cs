@@ -15,7 +15,7 @@ public sealed class SqliteOutboxStore : IOutboxStore
 {
     private const string Columns =
         "id, destination_kind, destination, created_at, created_offset, outbox_partition_key, deliver_at, deliver_offset, sent_at, sent_offset, " +
-        EnvelopeColumns.Names;
+        EnvelopeColumns.StoredNames;
 
     private const string InsertSql =
         "INSERT INTO herald_outbox (" + Columns + ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, " +
@@ -150,7 +150,7 @@ public sealed class SqliteOutboxStore : IOutboxStore
             insert.Bind(8, message.DeliverAt is { } at ? EventRows.OffsetMinutes(at) : null);
             insert.Bind(9, message.SentAt?.UtcTicks);
             insert.Bind(10, message.SentAt is { } sent ? EventRows.OffsetMinutes(sent) : null);
-            EnvelopeColumns.Bind(insert, 11, message.Envelope);
+            EnvelopeColumns.BindStored(insert, 11, message.Envelope);
             insert.Execute();
         }
 
@@ -166,6 +166,6 @@ public sealed class SqliteOutboxStore : IOutboxStore
         PartitionKey = EnvelopeColumns.Text(row, 5),
         DeliverAt = EnvelopeColumns.Time(row, 6, 7),
         SentAt = EnvelopeColumns.Time(row, 8, 9),
-        Envelope = EnvelopeColumns.Read(row, 10),
+        Envelope = EnvelopeColumns.ReadStored(row, 10),
     };
 }

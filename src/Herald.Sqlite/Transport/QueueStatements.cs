@@ -6,12 +6,12 @@ namespace Herald.Sqlite.Transport;
 
 /// <summary>
 /// The queue's statements, prepared once on the writer's connection and run inside the writer's group transaction
-/// (on its one thread, so no locking here). Times are UTC ticks; envelopes map onto columns as events do (<see cref="EventRows"/>).
+/// (on its one thread, so no locking here). Times are UTC ticks; envelopes map onto columns as everywhere (<see cref="EnvelopeColumns"/>).
 /// </summary>
 internal sealed class QueueStatements
 {
-    private const string EnvelopeColumns =
-        "message_id, message_type, schema_version, time, time_offset, correlation_id, causation_id, user_id, partition_key, content_type, headers, body, enqueued_at";
+    // The envelope's columns and when it was queued: what a dead letter copies from its message.
+    private const string MessageColumns = EnvelopeColumns.Names + ", enqueued_at";
 
     private readonly RawStatement _insert;
     private readonly RawStatement _bind;
@@ -30,7 +30,7 @@ internal sealed class QueueStatements
     {
         Session = session;
         _insert = session.Prepare(
-            $"INSERT INTO herald_queue_messages (queue, visible_at, attempts, {EnvelopeColumns}) " +
+            $"INSERT INTO herald_queue_messages (queue, visible_at, attempts, {MessageColumns}) " +
             "VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
         _bind = session.Prepare("INSERT OR IGNORE INTO herald_queue_bindings (topic, queue, bound_at) VALUES (?1, ?2, ?3)");
         _boundQueues = session.Prepare("SELECT queue FROM herald_queue_bindings WHERE topic = ?1 ORDER BY queue");
@@ -38,8 +38,7 @@ internal sealed class QueueStatements
         // Visible and not leased (or its lease ran out). A keyed message waits while an older one of its key is visible
         // (ready or in flight anywhere), so a key is handled one message at a time, in send order, across every consumer.
         _candidates = session.Prepare(
-            "SELECT id, attempts + (lease_owner IS NOT NULL), message_id, message_type, schema_version, time, time_offset, " +
-            "correlation_id, causation_id, user_id, partition_key, content_type, headers, body " +
+            $"SELECT id, attempts + (lease_owner IS NOT NULL), {EnvelopeColumns.Names} " +
             "FROM herald_queue_messages AS m " +
             "WHERE queue = ?1 AND visible_at <= ?2 AND (lease_until IS NULL OR lease_until <= ?2) " +
             "AND (partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM herald_queue_messages AS o " +
@@ -49,14 +48,14 @@ internal sealed class QueueStatements
         _nextVisible = session.Prepare("SELECT MIN(visible_at) FROM herald_queue_messages WHERE queue = ?1 AND visible_at > ?2");
         _ack = session.Prepare("DELETE FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
         _nack = session.Prepare(
-            "UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = ?3 " +
-            "WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
+            "UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = ?3, " +
+            "headers = coalesce(?4, headers) WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
         _release = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2");
         _releaseOwner = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1");
         _renew = session.Prepare("UPDATE herald_queue_messages SET lease_until = ?2 WHERE lease_owner = ?1");
         _copyToDeadLetters = session.Prepare(
-            $"INSERT INTO herald_queue_dead_letters (queue, delivery_attempt, reason, dead_lettered_at, {EnvelopeColumns}) " +
-            $"SELECT queue, attempts + 1, ?3, ?4, {EnvelopeColumns} FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
+            $"INSERT INTO herald_queue_dead_letters (queue, delivery_attempt, reason, dead_lettered_at, {MessageColumns}) " +
+            $"SELECT queue, attempts + 1, ?3, ?4, {MessageColumns} FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
     }
 
     /// <summary>The session these statements belong to (the writer keeps one for its whole life).</summary>
@@ -64,23 +63,10 @@ internal sealed class QueueStatements
 
     public void Insert(string queue, Envelope envelope, long visibleAt, long now)
     {
-        Span<byte> id = stackalloc byte[16];
-        envelope.MessageId.TryWriteBytes(id, bigEndian: true, out _);
         var insert = _insert;
         insert.Bind(1, queue);
         insert.Bind(2, visibleAt);
-        insert.Bind(3, id);
-        insert.Bind(4, envelope.MessageType);
-        insert.Bind(5, envelope.SchemaVersion);
-        insert.Bind(6, envelope.Time.UtcTicks);
-        insert.Bind(7, EventRows.OffsetMinutes(envelope.Time));
-        insert.Bind(8, envelope.CorrelationId);
-        insert.Bind(9, envelope.CausationId);
-        insert.Bind(10, envelope.UserId);
-        insert.Bind(11, envelope.PartitionKey);
-        insert.Bind(12, envelope.ContentType);
-        insert.Bind(13, EventRows.HeadersJson(envelope.Headers));
-        insert.Bind(14, envelope.Body.Span);
+        EnvelopeColumns.Bind(insert, 3, envelope);
         insert.Bind(15, now);
         insert.Execute();
     }
@@ -159,11 +145,13 @@ internal sealed class QueueStatements
         return _ack.ExecuteInt64() is not null;
     }
 
-    public bool Nack(long id, string owner, long visibleAt)
+    /// <summary>Hands the message back for another delivery at <paramref name="visibleAt"/>, its headers replaced when <paramref name="headersJson"/> is set.</summary>
+    public bool Nack(long id, string owner, long visibleAt, string? headersJson = null)
     {
         _nack.Bind(1, id);
         _nack.Bind(2, owner);
         _nack.Bind(3, visibleAt);
+        _nack.Bind(4, headersJson);
         return _nack.ExecuteInt64() is not null;
     }
 
@@ -204,7 +192,7 @@ internal sealed class QueueStatements
         const int First = 2;
         try
         {
-            return new QueuedMessage(id, ReadEnvelope(row, First) with { DeliveryAttempt = deliveryAttempt });
+            return new QueuedMessage(id, EnvelopeColumns.Read(row, First, deliveryAttempt));
         }
 #pragma warning disable CA1031 // Whatever the row holds, the claim goes on; the failure travels with the message to the dead letters.
         catch (Exception ex)
@@ -213,32 +201,12 @@ internal sealed class QueueStatements
             var envelope = Salvage.Envelope(
                 deliveryAttempt,
                 new DateTimeOffset(now, TimeSpan.Zero),
-                () => new Guid(row.Blob(First), bigEndian: true),
+                () => row.Guid(First),
                 () => row.Text(First + 1),
                 () => EventRows.ToTime(row.Int64(First + 3), (int)row.Int64(First + 4)),
-                () => NullableText(row, First + 8),
-                () => row.Blob(First + 11).ToArray());
+                () => row.IsNull(First + 8) ? null : row.Text(First + 8),
+                () => row.Bytes(First + 11));
             return new QueuedMessage(id, envelope, ex);
         }
     }
-
-    private static Envelope ReadEnvelope(RawStatement row, int first)
-    {
-        var envelope = new Envelope
-        {
-            MessageId = new Guid(row.Blob(first), bigEndian: true),
-            MessageType = row.Text(first + 1),
-            SchemaVersion = (int)row.Int64(first + 2),
-            Time = EventRows.ToTime(row.Int64(first + 3), (int)row.Int64(first + 4)),
-            CorrelationId = NullableText(row, first + 5),
-            CausationId = NullableText(row, first + 6),
-            UserId = NullableText(row, first + 7),
-            PartitionKey = NullableText(row, first + 8),
-            ContentType = row.Text(first + 9),
-            Body = row.Blob(first + 11).ToArray(),
-        };
-        return row.IsNull(first + 10) ? envelope : envelope with { Headers = EventRows.ParseHeaders(row.Text(first + 10)) };
-    }
-
-    private static string? NullableText(RawStatement row, int column) => row.IsNull(column) ? null : row.Text(column);
 }

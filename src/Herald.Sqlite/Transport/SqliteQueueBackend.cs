@@ -1,4 +1,5 @@
 using Herald.Internal;
+using Herald.Sqlite.Internal;
 
 namespace Herald.Sqlite.Transport;
 
@@ -48,10 +49,11 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
         return Changed(acked && message.Envelope.PartitionKey is not null, acked);
     }
 
-    public async ValueTask<bool> NackAsync(QueuedMessage message, TimeSpan delay, CancellationToken cancellationToken)
+    public async ValueTask<bool> NackAsync(QueuedMessage message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
         var visibleAt = SqliteQueueTransport.VisibleAt(transport.Now(), delay);
-        var nacked = await transport.WriteAsync(q => q.Nack(message.Id, _owner, visibleAt), cancellationToken).ConfigureAwait(false);
+        var headersJson = headers is null ? null : EventRows.HeadersJson(headers);
+        var nacked = await transport.WriteAsync(q => q.Nack(message.Id, _owner, visibleAt, headersJson), cancellationToken).ConfigureAwait(false);
         return Changed(nacked, nacked);
     }
 

@@ -61,7 +61,7 @@ internal sealed class SqliteQueueTransport : ITransport
 
     public ILogger Logger { get; }
 
-    public QueueSignals Signals { get; } = new();
+    public KeyedSignals Signals { get; } = new();
 
     /// <summary>True when the queue writes through an event store's writer it does not own (one writer for the file in this process).</summary>
     public bool SharesWriter => !_ownsStore;
@@ -153,8 +153,7 @@ internal sealed class SqliteQueueTransport : ITransport
         _store.ReadAsync<IReadOnlyList<SqliteQueueDeadLetter>>(reader =>
         {
             var command = reader.Command(
-                "SELECT message_id, message_type, schema_version, time, time_offset, correlation_id, causation_id, user_id, partition_key, " +
-                "content_type, headers, body, delivery_attempt, reason, dead_lettered_at FROM herald_queue_dead_letters WHERE queue = $p0 ORDER BY id LIMIT $p1",
+                $"SELECT {EnvelopeColumns.Names}, delivery_attempt, reason, dead_lettered_at FROM herald_queue_dead_letters WHERE queue = $p0 ORDER BY id LIMIT $p1",
                 2);
             command.Parameters[0].Value = queue;
             command.Parameters[1].Value = max;
@@ -162,25 +161,7 @@ internal sealed class SqliteQueueTransport : ITransport
             var list = new List<SqliteQueueDeadLetter>();
             while (rows.Read())
             {
-                var envelope = new Envelope
-                {
-                    MessageId = EventRows.ToGuid(rows.GetFieldValue<byte[]>(0)),
-                    MessageType = rows.GetString(1),
-                    SchemaVersion = rows.GetInt32(2),
-                    Time = EventRows.ToTime(rows.GetInt64(3), rows.GetInt32(4)),
-                    CorrelationId = rows.IsDBNull(5) ? null : rows.GetString(5),
-                    CausationId = rows.IsDBNull(6) ? null : rows.GetString(6),
-                    UserId = rows.IsDBNull(7) ? null : rows.GetString(7),
-                    PartitionKey = rows.IsDBNull(8) ? null : rows.GetString(8),
-                    ContentType = rows.GetString(9),
-                    Body = rows.GetFieldValue<byte[]>(11),
-                    DeliveryAttempt = rows.GetInt32(12),
-                };
-                if (!rows.IsDBNull(10))
-                {
-                    envelope = envelope with { Headers = EventRows.ParseHeaders(rows.GetString(10)) };
-                }
-
+                var envelope = EnvelopeColumns.Read(new DataReaderColumns(rows), 0, rows.GetInt32(EnvelopeColumns.Count));
                 list.Add(new SqliteQueueDeadLetter(envelope, queue, rows.GetString(13), new DateTimeOffset(rows.GetInt64(14), TimeSpan.Zero)));
             }
 

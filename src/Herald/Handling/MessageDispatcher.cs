@@ -19,8 +19,10 @@ namespace Herald.Handling;
 /// The consuming pipeline of one endpoint: trace and metrics; poison input (an invalid envelope, an unknown type, no
 /// handler, an undecodable body) to the dead letters at once; then per attempt a scope and unit of work, the inbox
 /// (duplicates are acked without running handlers), middleware and handlers, and the commit. A failed attempt follows
-/// the retry policy: run again at once, redeliver after a delay through the transport, or dead-letter. A dead letter is
-/// written to the store before the delivery is acked; if the store fails, the delivery is redelivered instead of lost.
+/// the retry policy: run again at once, redeliver after a delay through the transport (the first-failure time travels in
+/// a header), or dead-letter. A dead letter is written to the store before the delivery is acked; if the store fails, it
+/// goes to the transport's own dead letters with its record in headers (drained into the store later), and only if that
+/// fails too is it redelivered, never lost. Dead-letter alerting is only signalled from here and runs in the background.
 /// </summary>
 internal sealed class MessageDispatcher
 {
@@ -36,10 +38,10 @@ internal sealed class MessageDispatcher
     private readonly IDeadLetterStore _deadLetters;
     private readonly DeadLetterMonitor? _monitor;
     private readonly DeadLetterOptions _deadLetterOptions;
+    private readonly bool _nativeDeadLetters;
     private readonly InboxStep? _inbox;
     private readonly bool _useOutbox;
     private readonly TimeProvider _timeProvider;
-    private readonly FailureTracker _failures = new();
 
     public MessageDispatcher(string endpoint, IServiceProvider root, ILogger logger)
     {
@@ -54,6 +56,8 @@ internal sealed class MessageDispatcher
         _deadLetters = root.GetRequiredService<IDeadLetterStore>();
         _monitor = root.GetService<DeadLetterMonitor>();
         _deadLetterOptions = root.GetRequiredService<IOptions<DeadLetterOptions>>().Value;
+        // Only dead letters a drain can move back into the store are a fallback; others would be stranded out of sight.
+        _nativeDeadLetters = root.GetService<ITransport>() is { Capabilities.SupportsNativeDeadLetter: true } and INativeDeadLetterSource;
         _timeProvider = root.GetRequiredService<TimeProvider>();
         _inbox = root.GetService<InboxStep>() is { } inbox && inbox.IsEnabledFor(endpoint) ? inbox : null;
         _useOutbox = root.GetService<IOptions<OutboxOptions>>() is { } outbox && root.GetService<OutboxRelay>() is not null && outbox.Value.RouteHandlerMessages;
@@ -115,9 +119,12 @@ internal sealed class MessageDispatcher
         {
             message = _serializer.Deserialize(envelope.Body, info.ClrType);
         }
-        catch (MessageDeserializationException ex)
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            await PoisonAsync(delivery, ex, DeadLetterCause.Undecodable, tags, activity, cancellationToken).ConfigureAwait(false);
+            // Nothing from the wire is trusted: whatever a serializer or the message type's own constructor throws, the
+            // body is undecodable, and running it again would throw again.
+            var undecodable = ex as MessageDeserializationException ?? new MessageDeserializationException(envelope.MessageType, ex);
+            await PoisonAsync(delivery, undecodable, DeadLetterCause.Undecodable, tags, activity, cancellationToken).ConfigureAwait(false);
             return;
         }
 
@@ -126,6 +133,7 @@ internal sealed class MessageDispatcher
         var policy = _retries.Get(_endpoint, info.ClrType);
         var delivered = Math.Max(1, envelope.DeliveryAttempt);
         var attempt = delivered == 1 ? 1 : policy.ImmediateRetries + delivered;
+        DateTimeOffset? firstFailure = null;
         while (true)
         {
             Exception? failure = null;
@@ -155,7 +163,6 @@ internal sealed class MessageDispatcher
                 }
 
                 await delivery.AckAsync(cancellationToken).ConfigureAwait(false);
-                _failures.Forget(envelope.MessageId);
                 HeraldDiagnostics.MessagesProcessed.Add(1, tags);
                 return;
             }
@@ -163,7 +170,8 @@ internal sealed class MessageDispatcher
             HeraldDiagnostics.MessagesFailed.Add(1, tags);
             activity?.SetStatus(ActivityStatusCode.Error, failure.Message);
             activity?.AddException(failure);
-            var firstFailure = _failures.RecordFailure(envelope.MessageId, _timeProvider.GetUtcNow());
+            // Carried by the message itself (set on its first redelivery), so any node that dead-letters it knows it.
+            firstFailure ??= DeadLetterHeaders.FirstFailure(envelope, _timeProvider.GetUtcNow()) ?? _timeProvider.GetUtcNow();
             var decision = policy.Decide(failure, attempt, Random.Shared);
             switch (decision.Action)
             {
@@ -176,7 +184,7 @@ internal sealed class MessageDispatcher
                 case RetryAction.Redeliver:
                     Log.HandlerFailedWillRetry(_logger, failure, envelope.MessageId, envelope.MessageType, attempt, _endpoint, decision.Delay);
                     HeraldDiagnostics.MessagesRetried.Add(1, [.. tags, new(MetricNames.RetryKindTag, "delayed")]);
-                    await delivery.NackAsync(decision.Delay, cancellationToken).ConfigureAwait(false);
+                    await delivery.NackAsync(decision.Delay, DeadLetterHeaders.ForRedelivery(firstFailure.Value), cancellationToken).ConfigureAwait(false);
                     return;
                 default:
                     var cause = policy.IsNeverRetried(failure) ? DeadLetterCause.NotRetryable : DeadLetterCause.RetriesExhausted;
@@ -243,6 +251,7 @@ internal sealed class MessageDispatcher
     {
         var envelope = delivery.Envelope;
         var now = _timeProvider.GetUtcNow();
+        firstFailure ??= DeadLetterHeaders.FirstFailure(envelope, now);
         var deadLetter = new DeadLetter
         {
             Id = Guid.CreateVersion7(now),
@@ -265,18 +274,45 @@ internal sealed class MessageDispatcher
         }
         catch (Exception storeFailure) when (storeFailure is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            ReliabilityLog.DeadLetterStoreFailed(_logger, storeFailure, envelope.MessageId, envelope.MessageType, _endpoint, _deadLetterOptions.StoreFailureRedeliveryDelay);
-            await delivery.NackAsync(_deadLetterOptions.StoreFailureRedeliveryDelay, cancellationToken).ConfigureAwait(false);
-            return;
+            ReliabilityLog.DeadLetterStoreFailed(_logger, storeFailure, envelope.MessageId, envelope.MessageType, _endpoint);
+            if (!await TryNativeDeadLetterAsync(delivery, deadLetter, cancellationToken).ConfigureAwait(false))
+            {
+                return;
+            }
         }
 
         Log.DeadLettered(_logger, exception, envelope.MessageId, envelope.MessageType, attempt, _endpoint, $"{cause}: {DescribeFailure(exception)}");
         await delivery.AckAsync(cancellationToken).ConfigureAwait(false);
-        _failures.Forget(envelope.MessageId);
         HeraldDiagnostics.MessagesDeadLettered.Add(1, tags);
-        if (_monitor is not null)
+        _monitor?.Signal(_endpoint);
+    }
+
+    /// <summary>
+    /// The fallback while the store is unreachable: the transport's own dead letters, the record in headers, so the drain
+    /// can store it later. False when the message was handed back for redelivery instead (no native dead letters the
+    /// drain can read, or they failed too).
+    /// </summary>
+    private async ValueTask<bool> TryNativeDeadLetterAsync(Delivery delivery, DeadLetter deadLetter, CancellationToken cancellationToken)
+    {
+        var envelope = delivery.Envelope;
+        var delay = _deadLetterOptions.StoreFailureRedeliveryDelay;
+        if (!_nativeDeadLetters)
         {
-            await _monitor.RefreshAsync(_endpoint, cancellationToken).ConfigureAwait(false);
+            ReliabilityLog.NativeDeadLetterFailed(_logger, null, envelope.MessageId, envelope.MessageType, _endpoint, delay);
+            await delivery.NackAsync(delay, DeadLetterHeaders.ForRedelivery(deadLetter.FirstFailureTime), cancellationToken).ConfigureAwait(false);
+            return false;
+        }
+
+        try
+        {
+            await delivery.DeadLetterAsync(deadLetter.ErrorMessage, DeadLetterHeaders.For(deadLetter), cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            // The delivery counts as settled now; the transport handed it back when the move failed.
+            ReliabilityLog.NativeDeadLetterFailed(_logger, ex, envelope.MessageId, envelope.MessageType, _endpoint, TimeSpan.Zero);
+            return false;
         }
     }
 

@@ -65,6 +65,9 @@ public static class HeraldServiceCollectionExtensions
         services.AddSingleton<IHostedService, HeraldHostedService>();
         RegisterReliability(services, builder);
         RegisterEventSourcing(services);
+
+        // One leader per resource within this host; UsePostgres replaces it with one across processes.
+        services.TryAddSingleton<ILeaderElection, InProcessLeaderElection>();
     }
 
     private static void RegisterEventSourcing(IServiceCollection services)
@@ -90,6 +93,8 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<OutboxSignal>();
         services.TryAddSingleton<DeadLetterMonitor>();
         services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<DeadLetterMonitor>());
+        services.TryAddSingleton<NativeDeadLetterDrain>();
+        services.AddSingleton<IHostedService>(sp => sp.GetRequiredService<NativeDeadLetterDrain>());
         services.TryAddSingleton(sp => new DeadLetterManager(
             sp.GetRequiredService<IDeadLetterStore>(),
             sp.GetRequiredService<ITransport>(),

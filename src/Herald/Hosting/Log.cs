@@ -17,6 +17,15 @@ internal static partial class Log
     [LoggerMessage(1011, LogLevel.Error, "Message {MessageId} ({MessageType}) dead-lettered at '{Endpoint}' after {Attempt} attempt(s): {Reason}")]
     public static partial void DeadLettered(ILogger logger, Exception? exception, Guid messageId, string messageType, int attempt, string endpoint, string reason);
 
-    [LoggerMessage(1020, LogLevel.Warning, "Rolling back a unit of work failed; its transaction is discarded with its scope")]
+    [LoggerMessage(1020, LogLevel.Information, "Leading '{Resource}'")]
+    public static partial void Leading(ILogger logger, string resource);
+
+    [LoggerMessage(1021, LogLevel.Warning, "Lost the leadership of '{Resource}'; its work stopped, and this node tries to lead again every {Interval}")]
+    public static partial void LeadershipLost(ILogger logger, string resource, TimeSpan interval);
+
+    [LoggerMessage(1022, LogLevel.Warning, "Could not try to lead '{Resource}'; trying again in {Interval}")]
+    public static partial void ElectionFailed(ILogger logger, Exception exception, string resource, TimeSpan interval);
+
+    [LoggerMessage(1030, LogLevel.Warning, "Rolling back a unit of work failed; its transaction is discarded with its scope")]
     public static partial void UnitOfWorkRollbackFailed(ILogger logger, Exception exception);
 }

@@ -59,4 +59,42 @@ public sealed record Envelope
         headers[name] = value;
         return this with { Headers = headers };
     }
+
+    /// <summary>Returns a copy with each of <paramref name="added"/> added or replaced (itself when there are none).</summary>
+    internal Envelope WithHeaders(IReadOnlyDictionary<string, string> added)
+    {
+        if (added.Count == 0)
+        {
+            return this;
+        }
+
+        var headers = new Dictionary<string, string>(Headers.Count + added.Count, StringComparer.Ordinal);
+        foreach (var pair in Headers)
+        {
+            headers[pair.Key] = pair.Value;
+        }
+
+        foreach (var pair in added)
+        {
+            headers[pair.Key] = pair.Value;
+        }
+
+        return this with { Headers = headers };
+    }
+
+    /// <summary>Returns a copy without the named headers (itself when it has none of them).</summary>
+    internal Envelope WithoutHeaders(IEnumerable<string> names)
+    {
+        Dictionary<string, string>? headers = null;
+        foreach (var name in names)
+        {
+            if (Headers.ContainsKey(name))
+            {
+                headers ??= new Dictionary<string, string>(Headers, StringComparer.Ordinal);
+                headers.Remove(name);
+            }
+        }
+
+        return headers is null ? this : this with { Headers = headers };
+    }
 }

@@ -14,4 +14,25 @@ public static class HeaderNames
 
     /// <summary>Why a message was dead-lettered.</summary>
     public const string DeadLetterReason = "herald-dead-letter-reason";
+
+    /// <summary>When the message first failed to be handled (RFC 3339), carried on its redeliveries so its dead letter knows.</summary>
+    public const string FirstFailure = "herald-first-failure";
+
+    /// <summary>The id of the dead-letter record a message in a transport's own dead letters stands for, so draining it twice stores it once.</summary>
+    public const string DeadLetterId = "herald-dead-letter-id";
+
+    /// <summary>The <c>DeadLetterCause</c> of a message in a transport's own dead letters, by name.</summary>
+    public const string DeadLetterCause = "herald-dead-letter-cause";
+
+    /// <summary>The full name of the exception type that dead-lettered a message in a transport's own dead letters.</summary>
+    public const string DeadLetterErrorType = "herald-dead-letter-error-type";
+
+    /// <summary>The fingerprint of the failure that dead-lettered a message in a transport's own dead letters.</summary>
+    public const string DeadLetterFingerprint = "herald-dead-letter-fingerprint";
+
+    /// <summary>How many handling attempts were made before a message went to a transport's own dead letters.</summary>
+    public const string DeadLetterAttempts = "herald-dead-letter-attempts";
+
+    /// <summary>When a message went to a transport's own dead letters (RFC 3339).</summary>
+    public const string DeadLetterTime = "herald-dead-letter-time";
 }

@@ -50,12 +50,10 @@ public sealed class SystemTextJsonMessageSerializer : IMessageSerializer
             return JsonSerializer.Deserialize(body.Span, type, _options)
                 ?? throw new JsonException("The body is the JSON literal null.");
         }
-        catch (JsonException ex)
+        catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            throw new MessageDeserializationException(type.Name, ex);
-        }
-        catch (NotSupportedException ex)
-        {
+            // Not only malformed JSON: a message type that validates in its constructor (or a converter) throws its own
+            // exceptions, and the body is just as undecodable; running it again would throw again.
             throw new MessageDeserializationException(type.Name, ex);
         }
     }

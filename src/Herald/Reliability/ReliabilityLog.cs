@@ -8,8 +8,17 @@ internal static partial class ReliabilityLog
     [LoggerMessage(2001, LogLevel.Warning, "Message {MessageId} ({MessageType}) failed on attempt {Attempt} at '{Endpoint}'; retrying at once")]
     public static partial void RetryingImmediately(ILogger logger, Exception exception, Guid messageId, string messageType, int attempt, string endpoint);
 
-    [LoggerMessage(2002, LogLevel.Error, "Message {MessageId} ({MessageType}) could not be written to the dead letters of '{Endpoint}'; it is redelivered in {Delay} instead")]
-    public static partial void DeadLetterStoreFailed(ILogger logger, Exception exception, Guid messageId, string messageType, string endpoint, TimeSpan delay);
+    [LoggerMessage(2002, LogLevel.Error, "Message {MessageId} ({MessageType}) could not be written to the dead-letter store for '{Endpoint}'; it goes to the transport's own dead letters, from which it is drained into the store once the store is back")]
+    public static partial void DeadLetterStoreFailed(ILogger logger, Exception exception, Guid messageId, string messageType, string endpoint);
+
+    [LoggerMessage(2007, LogLevel.Information, "Moved {Count} dead letters of '{Endpoint}' from the transport's own dead letters into the dead-letter store")]
+    public static partial void NativeDeadLettersDrained(ILogger logger, int count, string endpoint);
+
+    [LoggerMessage(2008, LogLevel.Error, "Message {MessageId} ({MessageType}) could not be moved to the transport's own dead letters of '{Endpoint}' either; it is redelivered in {Delay}")]
+    public static partial void NativeDeadLetterFailed(ILogger logger, Exception? exception, Guid messageId, string messageType, string endpoint, TimeSpan delay);
+
+    [LoggerMessage(2009, LogLevel.Warning, "Moving the transport's own dead letters of '{Endpoint}' into the dead-letter store failed; trying again in {Delay}")]
+    public static partial void NativeDeadLetterDrainFailed(ILogger logger, Exception exception, string endpoint, TimeSpan delay);
 
     [LoggerMessage(2003, LogLevel.Warning, "Endpoint '{Endpoint}' holds {Count} dead letters, reaching the alert threshold of {Threshold}")]
     public static partial void DeadLetterThresholdReached(ILogger logger, string endpoint, long count, int threshold);

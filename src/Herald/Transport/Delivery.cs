@@ -53,11 +53,35 @@ public abstract class Delivery
         return TrySettle() ? OnNackAsync(delay, cancellationToken) : ValueTask.CompletedTask;
     }
 
+    /// <summary>
+    /// Returns the message to the queue like <see cref="NackAsync(TimeSpan, CancellationToken)"/>, the copy delivered again
+    /// carrying <paramref name="headers"/> (added or replaced): what the pipeline must remember across deliveries, such as
+    /// <see cref="HeaderNames.FirstFailure"/>.
+    /// </summary>
+    public ValueTask NackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
+        ArgumentNullException.ThrowIfNull(headers);
+        return TrySettle() ? OnNackAsync(delay, headers, cancellationToken) : ValueTask.CompletedTask;
+    }
+
     /// <summary>Moves the message to the transport's dead letters with the reason; it is not delivered again.</summary>
     public ValueTask DeadLetterAsync(string reason, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(reason);
         return TrySettle() ? OnDeadLetterAsync(reason, cancellationToken) : ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// Moves the message to the transport's dead letters like <see cref="DeadLetterAsync(string, CancellationToken)"/>, the
+    /// copy kept there carrying <paramref name="headers"/> (added or replaced): the pipeline's dead-letter record, so the
+    /// drain can move it into the dead-letter store later.
+    /// </summary>
+    public ValueTask DeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(reason);
+        ArgumentNullException.ThrowIfNull(headers);
+        return TrySettle() ? OnDeadLetterAsync(reason, headers, cancellationToken) : ValueTask.CompletedTask;
     }
 
     /// <summary>Acknowledges the message to the broker.</summary>
@@ -68,6 +92,20 @@ public abstract class Delivery
 
     /// <summary>Moves the message to the native dead letters.</summary>
     protected abstract ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Returns the message for redelivery after the delay, with the headers on the copy. A transport that cannot change a
+    /// message's headers leaves this as it is: the headers are dropped, and what they carried falls back to a default.
+    /// </summary>
+    protected virtual ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
+        OnNackAsync(delay, cancellationToken);
+
+    /// <summary>
+    /// Moves the message to the native dead letters with the headers on the copy. A transport that cannot change a
+    /// message's headers leaves this as it is: the headers are dropped, and the drain records the reason alone.
+    /// </summary>
+    protected virtual ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
+        OnDeadLetterAsync(reason, cancellationToken);
 
     private bool TrySettle() => Interlocked.Exchange(ref _settled, 1) == 0;
 }

@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Globalization;
 using Herald.Processes;
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Persistence;
+using Herald.Postgres.Tests.Persistence;
 using Herald.Postgres.Reliability;
 using Herald.Reliability.Outbox;
 using Herald.Conformance;
@@ -9,6 +11,7 @@ using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Xunit.Abstractions;
 
 namespace Herald.Postgres.Tests.Reliability;
@@ -16,16 +19,22 @@ namespace Herald.Postgres.Tests.Reliability;
 /// <summary>
 /// Issue 4 on PostgreSQL: "a process killed with SIGKILL between the database commit and the send still sends every
 /// committed message after restart". The child (Herald.CrashChild) commits outbox messages, enlists more in a unit of work
-/// it never commits, and runs the relay, which takes the schema's outbox leadership and is caught mid-send; it is really
-/// killed, and a host started here on the same schema must take the leadership over and relay.
+/// it never commits, and runs the relay, which takes the schema's outbox leadership (a session advisory lock through
+/// ILeaderElection) and is caught mid-send; it is really killed, and a host started here on the same schema must take the
+/// leadership over and relay.
 /// </summary>
 public sealed class OutboxCrashTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private const int Messages = 25;
 
+    // The outbox relay's resource (OutboxRelay.LeadershipResource, internal to the core).
+    private const string RelayResource = "outbox-relay";
+
     // The killed session's advisory lock goes when the server sees its connection close, which a kill does at once.
     private static readonly TimeSpan TakeoverDeadline = TimeSpan.FromSeconds(10);
     private readonly TemporarySchema _schema = new();
+
+    private long RelayKey => AdvisoryLockKey.ForLeadership(_schema.Name, RelayResource);
 
     public Task InitializeAsync() => Task.CompletedTask;
 
@@ -36,6 +45,7 @@ public sealed class OutboxCrashTests(ITestOutputHelper output) : IAsyncLifetime
     {
         List<Guid> committed, uncommitted;
         Guid midSend;
+        int childBackend;
         using (var child = await CrashChildProcess.StartAsync(
             "postgres", PostgresTestDatabase.ConnectionString, _schema.Name, Messages.ToString(CultureInfo.InvariantCulture)))
         {
@@ -45,14 +55,13 @@ public sealed class OutboxCrashTests(ITestOutputHelper output) : IAsyncLifetime
             midSend = Assert.NotNull(child.Sending);
             Assert.Equal(committed[0], midSend);
 
-            // The child leads: another node's relay gets nothing. Without this, the takeover below would prove nothing.
+            // The child leads: another node cannot. Without this, the takeover below would prove nothing.
             await using (var store = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, new PostgresStoreOptions { Schema = _schema.Name }))
-            await using (var other = new PostgresOutboxStore(store))
             {
-                Assert.Empty(await other.FetchPendingAsync(Messages));
-                Assert.False(other.IsLeader);
+                Assert.Null(await new PostgresLeaderElection(store, NullLogger.Instance).TryAcquireAsync(RelayResource));
             }
 
+            childBackend = Assert.NotNull(await LeaderElectionSchema.HolderAsync(RelayKey));
             Assert.NotEqual(0, await child.KillAsync());
         }
 
@@ -62,7 +71,11 @@ public sealed class OutboxCrashTests(ITestOutputHelper output) : IAsyncLifetime
         using var host = await StartAsync(transport);
         var outbox = Assert.IsType<PostgresOutboxStore>(host.Services.GetRequiredService<IOutboxStore>());
 
-        await Eventually.UntilAsync(() => outbox.IsLeader, "the relay here takes over the killed leader's outbox leadership", TakeoverDeadline);
+        // The only other contender is the relay here.
+        await Eventually.UntilAsync(
+            async () => await LeaderElectionSchema.HolderAsync(RelayKey) is { } holder && holder != childBackend,
+            "the relay here takes over the killed leader's outbox leadership",
+            TakeoverDeadline);
         output.WriteLine($"took over {killed.ElapsedMilliseconds} ms after the kill");
         await Eventually.UntilAsync(() => SentIds(transport).Count >= Messages, "every committed message is sent", TimeSpan.FromSeconds(30));
         await Eventually.UntilAsync(async () => await outbox.CountPendingAsync() == 0, "nothing is pending");

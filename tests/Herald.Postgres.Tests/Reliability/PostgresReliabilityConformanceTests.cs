@@ -17,7 +17,7 @@ public sealed class ReliabilitySchema : IAsyncLifetime
 
     public PostgresEventStore Store { get; private set; } = null!;
 
-    /// <summary>The class's one outbox: it holds the schema's relay leadership, so its fetches return rows.</summary>
+    /// <summary>The class's one outbox.</summary>
     public PostgresOutboxStore Outbox { get; private set; } = null!;
 
     public async Task InitializeAsync()
@@ -28,7 +28,6 @@ public sealed class ReliabilitySchema : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        await Outbox.DisposeAsync();
         await Store.DisposeAsync();
         await PostgresTestDatabase.DropSchemaAsync(Schema);
     }

@@ -4,6 +4,7 @@ using Herald.Handling;
 using Herald.Hosting;
 using Herald.Messages;
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Persistence;
 using Herald.Postgres.Reliability;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
@@ -36,6 +37,7 @@ public sealed class PostgresReliabilityHostTests : IAsyncLifetime
         Assert.IsType<PostgresOutboxStore>(host.Services.GetRequiredService<IOutboxStore>());
         Assert.IsType<PostgresInbox>(host.Services.GetRequiredService<IInbox>());
         Assert.IsType<PostgresIdempotencyStore>(host.Services.GetRequiredService<IIdempotencyStore>());
+        Assert.IsType<PostgresLeaderElection>(host.Services.GetRequiredService<ILeaderElection>());
         await using (var scope = host.Services.CreateAsyncScope())
         {
             var unitOfWork = Assert.IsType<PostgresUnitOfWork>(scope.ServiceProvider.GetRequiredService<IUnitOfWork>());

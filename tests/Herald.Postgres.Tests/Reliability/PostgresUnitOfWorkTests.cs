@@ -25,7 +25,6 @@ public sealed class PostgresUnitOfWorkTests : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        await _outbox.DisposeAsync();
         await _store.DisposeAsync();
         await PostgresTestDatabase.DropSchemaAsync(_schema);
     }
@@ -207,29 +206,6 @@ public sealed class PostgresUnitOfWorkTests : IAsyncLifetime
         }
 
         Assert.Equal(units.Count / 2, await _outbox.CountPendingAsync());
-    }
-
-    [Fact]
-    public async Task OutboxLeadership_OnlyOneStoreFetches_AndAnotherTakesOverWhenItIsDisposed()
-    {
-        await _outbox.AddAsync([NewRow()]);
-        var second = new PostgresOutboxStore(_store);
-        try
-        {
-            Assert.Single(await _outbox.FetchPendingAsync(10));
-            Assert.True(_outbox.IsLeader);
-            Assert.Empty(await second.FetchPendingAsync(10));
-            Assert.False(second.IsLeader);
-
-            await _outbox.DisposeAsync();
-
-            Assert.Single(await second.FetchPendingAsync(10));
-            Assert.True(second.IsLeader);
-        }
-        finally
-        {
-            await second.DisposeAsync();
-        }
     }
 
     private static OutboxMessage NewRow() => new()

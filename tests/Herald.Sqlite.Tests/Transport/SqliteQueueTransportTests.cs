@@ -237,6 +237,30 @@ public sealed class SqliteQueueTransportTests : IDisposable
         await host.StopAsync();
     }
 
+    [Fact]
+    public async Task Nack_WithHeaders_TheRowKeepsThem_SoTheNextDeliveryCarriesThem()
+    {
+        await using var transport = await OpenAsync();
+        var queue = "carry";
+        var sent = NewEnvelope(1);
+        await transport.SendAsync(queue, sent);
+        var deliveries = new System.Collections.Concurrent.ConcurrentQueue<Envelope>();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, ct) =>
+        {
+            deliveries.Enqueue(delivery.Envelope);
+            if (delivery.Envelope.DeliveryAttempt == 1)
+            {
+                await delivery.NackAsync(TimeSpan.Zero, new Dictionary<string, string> { [HeaderNames.FirstFailure] = "2030-01-02T03:00:00.0000000+00:00" }, ct);
+            }
+        });
+
+        await Herald.Conformance.Eventually.UntilAsync(() => deliveries.Count >= 2, "the nacked message came back");
+        var again = deliveries.Skip(1).First();
+        Assert.Equal("2030-01-02T03:00:00.0000000+00:00", again.GetHeader(HeaderNames.FirstFailure));
+        Assert.Equal(sent.GetHeader(TransportConformance.SequenceHeader), again.GetHeader(TransportConformance.SequenceHeader));
+        Assert.Equal(2, again.DeliveryAttempt);
+    }
+
     private async Task<ITransport> OpenAsync(Action<SqliteQueueOptions>? configure = null, TimeProvider? clock = null) =>
         await SqliteQueueTransportFactory.OpenAsync(_database.Path, o =>
         {

@@ -59,6 +59,19 @@ public sealed class LeasedQueueConsumerTests
     }
 
     [Fact]
+    public async Task ANackWithHeaders_GivesTheBackendTheMessagesOwnHeaders_WithTheNacksMergedIn()
+    {
+        var backend = new Backend();
+        backend.Add(new Message(1, headers: new() { ["tenant"] = "acme", ["herald-first-failure"] = "old" }));
+        await using var consumer = Start(backend, new LogCollector(), (delivery, ct) =>
+            delivery.NackAsync(TimeSpan.FromSeconds(5), new Dictionary<string, string> { ["herald-first-failure"] = "new" }, ct));
+
+        await Eventually.UntilAsync(() => backend.Calls.Any(c => c.StartsWith("nack 1", StringComparison.Ordinal)), "the delivery is nacked");
+
+        Assert.Contains("nack 1 after 00:00:05 with herald-first-failure=new, tenant=acme", backend.Calls);
+    }
+
+    [Fact]
     public async Task EachClaim_AsksForNoMoreThanTheBackendServesAtOnce()
     {
         var backend = new Backend();
@@ -99,8 +112,8 @@ public sealed class LeasedQueueConsumerTests
         return consumer;
     }
 
-    private sealed class Message(int number, Exception? decodeFailure = null) : LeasedMessage(
-        new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "leased-test", Time = DateTimeOffset.UtcNow, DeliveryAttempt = 1 },
+    private sealed class Message(int number, Exception? decodeFailure = null, Dictionary<string, string>? headers = null) : LeasedMessage(
+        new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "leased-test", Time = DateTimeOffset.UtcNow, DeliveryAttempt = 1, Headers = headers ?? new Dictionary<string, string>() },
         decodeFailure)
     {
         public int Number => number;
@@ -144,7 +157,8 @@ public sealed class LeasedQueueConsumerTests
 
         public ValueTask<bool> AckAsync(Message message, CancellationToken cancellationToken) => Record($"ack {message.Number}");
 
-        public ValueTask<bool> NackAsync(Message message, TimeSpan delay, CancellationToken cancellationToken) => Record($"nack {message.Number} after {delay}");
+        public ValueTask<bool> NackAsync(Message message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) =>
+            Record(headers is null ? $"nack {message.Number} after {delay}" : $"nack {message.Number} after {delay} with {string.Join(", ", headers.OrderBy(h => h.Key, StringComparer.Ordinal).Select(h => $"{h.Key}={h.Value}"))}");
 
         public ValueTask<bool> DeadLetterAsync(Message message, string reason, CancellationToken cancellationToken) => Record($"dead-letter {message.Number}");
 

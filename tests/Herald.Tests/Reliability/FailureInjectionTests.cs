@@ -8,6 +8,7 @@ using Herald.Handling;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
 using Herald.Conformance;
+using Herald.Conformance.Reliability;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -138,19 +139,82 @@ public sealed class FailureInjectionTests
     }
 
     [Fact]
-    public async Task DeadLetterStoreFailing_RedeliversTheMessageInsteadOfLosingIt()
+    public async Task DeadLetterStoreFailing_KeepsTheMessageInTheTransportsDeadLetters_AndTheDrainMovesItIntoTheStoreOnceItIsBack()
     {
-        var store = new FlakyDeadLetterStore(failures: 2);
+        var store = new FaultyDeadLetterStore(failures: 2);
         await using var host = await ReliabilityHost.StartAsync(
-            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.StoreFailureRedeliveryDelay = TimeSpan.FromSeconds(3)),
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromSeconds(10)),
             s => s.AddSingleton(new Effects()).AddSingleton<IDeadLetterStore>(store));
+        var sent = RawEnvelope("rel-flaky", "{not json");
 
-        await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-flaky", "{not json"));
+        await host.Transport.SendAsync(host.Endpoint, sent);
+
+        // The store refuses the dispatcher's write: the message goes to the in-memory transport's own dead letters, record in headers.
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 1, "the delivery is settled");
+        var settlement = host.Transport.Settlements[0];
+        Assert.Equal(SettlementKind.DeadLetter, settlement.Kind);
+        Assert.Equal(nameof(DeadLetterCause.Undecodable), settlement.Headers[HeaderNames.DeadLetterCause]);
+        Assert.Single(host.InMemory.GetDeadLetters(host.Endpoint));
+        Assert.Contains(host.Logs.Entries, e => e.EventId == 2002 && e.Level == LogLevel.Error);
+
+        // The first drain finds the store still down (its second failure); a later one moves it, the same record, once.
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync(step: TimeSpan.FromSeconds(10)));
+        Assert.Equal(settlement.Headers[HeaderNames.DeadLetterId], deadLetter.Id.ToString());
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+        Assert.Equal(typeof(MessageDeserializationException).FullName, deadLetter.ErrorType);
+        Assert.Contains("could not be decoded", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(1, deadLetter.AttemptCount);
+        Assert.Equal((sent.MessageId, 1), (deadLetter.Envelope.MessageId, deadLetter.Envelope.DeliveryAttempt));
+        Assert.Equal(sent.Body.ToArray(), deadLetter.Envelope.Body.ToArray());
+        Assert.Null(deadLetter.Envelope.GetHeader(HeaderNames.DeadLetterCause));
+        Assert.Empty(host.InMemory.GetDeadLetters(host.Endpoint));
+        Assert.Empty(host.Transport.NackDelays);
+        Assert.Contains(host.Logs.Entries, e => e.EventId == 2007);
+    }
+
+    [Fact]
+    public async Task FirstFailureTime_TravelsWithTheMessage_SoADeadLetterOnAnyNodeKnowsIt()
+    {
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureRetries(r => r.Immediate(0).Delayed(2, MinDelay, MaxDelay)),
+            s => s.AddSingleton(effects));
+
+        // As another node would have left it: its first failure an hour before this node's clock, in its header.
+        var firstFailure = host.Clock.GetUtcNow().AddHours(-1);
+        var failedBefore = RawEnvelope("rel-flaky", """{"name":"late","failTimes":99}""").WithHeader(HeaderNames.FirstFailure, firstFailure.ToString("O"));
+        await host.Transport.SendAsync(host.Endpoint, failedBefore);
 
         var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync(step: TimeSpan.FromSeconds(1)));
-        Assert.Equal(3, deadLetter.Envelope.DeliveryAttempt);
-        Assert.Equal([TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(3)], host.Transport.NackDelays);
-        Assert.Contains(host.Logs.Entries, e => e.EventId == 2002 && e.Level == LogLevel.Error);
+        Assert.Equal(firstFailure, deadLetter.FirstFailureTime);
+        Assert.True(deadLetter.LastFailureTime > firstFailure);
+
+        // Each delayed redelivery carried it on.
+        var nacks = host.Transport.Settlements.Where(s => s.Kind == SettlementKind.Nack).ToList();
+        Assert.Equal(2, nacks.Count);
+        Assert.All(nacks, nack => Assert.Equal(firstFailure, DateTimeOffset.Parse(nack.Headers[HeaderNames.FirstFailure], System.Globalization.CultureInfo.InvariantCulture)));
+    }
+
+    [Fact]
+    public async Task MessageTypeWhoseConstructorThrows_IsDeadLetteredAsUndecodableAtOnce_NeverRetried_Issue10()
+    {
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).AddHandler<ValidatedHandler>(ServiceLifetime.Singleton),
+            s => s.AddSingleton(effects),
+            concurrency: 1);
+
+        await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-validated", """{"quantity":-1}"""));
+        await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-flaky", """{"name":"good","failTimes":0}"""));
+
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+        Assert.Equal(typeof(MessageDeserializationException).FullName, deadLetter.ErrorType);
+        Assert.Contains("quantity must be positive", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(1, deadLetter.AttemptCount);
+        await Eventually.UntilAsync(() => effects.Applied.Contains("good"), "the next message is handled");
+        Assert.Empty(host.Transport.NackDelays);
+        Assert.DoesNotContain(effects.Attempts, a => a > 1);
     }
 
     [Fact]
@@ -183,12 +247,16 @@ public sealed class FailureInjectionTests
         }
 
         await host.WaitForDeadLettersAsync(2);
+        await Eventually.UntilAsync(() => host.Get<DeadLetterMonitor>().Counts.GetValueOrDefault(host.Endpoint) == 2, "two dead letters are counted");
         Assert.Empty(alerts.Received);
 
+        // Counting runs in the background, off the consumer's path: wait for it rather than for the dead letter.
         await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-unknown", "{}"));
+        await Eventually.UntilAsync(() => alerts.Received.Count == 1, "the alert fires at the threshold");
         await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-unknown", "{}"));
         await host.WaitForDeadLettersAsync(4);
-        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 4, "the fourth dead letter is acked");
+        var monitor = host.Get<DeadLetterMonitor>();
+        await Eventually.UntilAsync(() => monitor.Counts.GetValueOrDefault(host.Endpoint) == 4, "the fourth dead letter is counted");
 
         var alert = Assert.Single(alerts.Received);
         Assert.Equal((host.Endpoint, 3L, 3), (alert.Endpoint, alert.Count, alert.Threshold));
@@ -234,6 +302,31 @@ public sealed class FailureInjectionTests
 
     [MessageType("rel-invalid")]
     public sealed record Invalid(string Name);
+
+    [MessageType("rel-validated")]
+    public sealed record Validated
+    {
+        public Validated(int quantity)
+        {
+            if (quantity <= 0)
+            {
+                throw new ArgumentException("quantity must be positive", nameof(quantity));
+            }
+
+            Quantity = quantity;
+        }
+
+        public int Quantity { get; }
+    }
+
+    public sealed class ValidatedHandler(Effects effects) : IMessageHandler<Validated>
+    {
+        public ValueTask HandleAsync(Validated message, MessageContext context, CancellationToken cancellationToken)
+        {
+            effects.Attempt(context.Attempt);
+            return ValueTask.CompletedTask;
+        }
+    }
 
     public sealed class Effects
     {
@@ -290,34 +383,5 @@ public sealed class FailureInjectionTests
     {
         public ValueTask OnThresholdReachedAsync(DeadLetterThresholdReached alert, CancellationToken cancellationToken = default) =>
             throw new InvalidOperationException("the chat service is down");
-    }
-
-    private sealed class FlakyDeadLetterStore(int failures) : IDeadLetterStore
-    {
-        private readonly InMemoryDeadLetterStore _inner = new();
-        private int _failuresLeft = failures;
-
-        public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default) =>
-            Interlocked.Decrement(ref _failuresLeft) >= 0
-                ? throw new InvalidOperationException("the dead-letter database is down")
-                : _inner.AddAsync(deadLetter, cancellationToken);
-
-        public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
-            Interlocked.Decrement(ref _failuresLeft) >= 0
-                ? throw new InvalidOperationException("the dead-letter database is down")
-                : _inner.AddAsync(deadLetter, unitOfWork, cancellationToken);
-
-        public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _inner.GetAsync(id, cancellationToken);
-
-        public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.ListAsync(query, cancellationToken);
-
-        public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.CountAsync(query, cancellationToken);
-
-        public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => _inner.DeleteAsync(id, cancellationToken);
-
-        public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.DeleteManyAsync(query, cancellationToken);
-
-        public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default) =>
-            _inner.RecordRetryFailureAsync(id, error, time, cancellationToken);
     }
 }

@@ -7,6 +7,7 @@ using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Outbox;
 using Herald.Conformance;
+using Herald.Tests.Persistence;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -171,6 +172,46 @@ public sealed class OutboxTests
         Assert.Equal(typeof(MessageTooLargeException).FullName, deadLetter.ErrorType);
         // The relay marks a row sent just after the transport took it, so the count may lag the send by a moment.
         await Eventually.UntilAsync(async () => await host.Get<IOutboxStore>().CountPendingAsync() == 0, "both rows are settled");
+    }
+
+    [Fact]
+    public async Task Relay_OnANodeThatDoesNotLeadTheOutbox_SendsNothing_UntilTheLeaderReleasesIt()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var election = new ScriptedElection();
+        var otherNode = await election.Inner.TryAcquireAsync(OutboxRelay.LeadershipResource);
+        Assert.NotNull(otherNode);
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox(o => o.PollInterval = TimeSpan.FromSeconds(1)),
+            s => s.AddSingleton<ILeaderElection>(election));
+        Assert.Null(await election.NextTryAsync());
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(new Forwarded(1));
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        // Two more tries after the commit, both refused: a relay that woke on the commit without leading would have sent by now.
+        var refused = 0;
+        await host.RunUntilAsync(
+            () =>
+            {
+                while (election.Tries.TryRead(out var lease))
+                {
+                    Assert.Null(lease);
+                    refused++;
+                }
+
+                return refused >= 2;
+            },
+            "the relay tries to lead twice more",
+            TimeSpan.FromSeconds(1));
+        Assert.Empty(SentTo(host, downstream));
+        Assert.Equal(1, await host.Get<IOutboxStore>().CountPendingAsync());
+
+        await otherNode.DisposeAsync();
+
+        await host.RunUntilAsync(() => SentTo(host, downstream).Count == 1, "the relay leads and sends", TimeSpan.FromSeconds(1));
     }
 
     private static List<Envelope> SentTo(ReliabilityHost host, string destination) =>

@@ -34,8 +34,12 @@ public interface ILeasedQueueBackend<TMessage>
     /// <summary>Removes the handled message; false when its lease was lost.</summary>
     ValueTask<bool> AckAsync(TMessage message, CancellationToken cancellationToken);
 
-    /// <summary>Makes the message claimable again after <paramref name="delay"/>, counting the attempt; false when its lease was lost.</summary>
-    ValueTask<bool> NackAsync(TMessage message, TimeSpan delay, CancellationToken cancellationToken);
+    /// <summary>
+    /// Makes the message claimable again after <paramref name="delay"/>, counting the attempt; false when its lease was lost.
+    /// When <paramref name="headers"/> is given, the redelivered message carries exactly those headers (the message's own with
+    /// the nack's merged in, by the consumer); null keeps its headers unchanged.
+    /// </summary>
+    ValueTask<bool> NackAsync(TMessage message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken);
 
     /// <summary>Moves the message to the engine's dead letters with the reason; false when its lease was lost.</summary>
     ValueTask<bool> DeadLetterAsync(TMessage message, string reason, CancellationToken cancellationToken);

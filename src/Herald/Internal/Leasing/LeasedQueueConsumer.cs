@@ -138,7 +138,12 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     }
 
     /// <summary>Writes a settlement under this consumer's lease; the slot is free afterwards whatever happened.</summary>
-    internal async ValueTask SettleAsync(TMessage message, LeasedSettlement settlement, TimeSpan delay, string? reason)
+    internal async ValueTask SettleAsync(
+        TMessage message,
+        LeasedSettlement settlement,
+        TimeSpan delay,
+        IReadOnlyDictionary<string, string>? headers,
+        string? reason)
     {
         try
         {
@@ -147,7 +152,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             var held = settlement switch
             {
                 LeasedSettlement.Ack => await _backend.AckAsync(message, CancellationToken.None).ConfigureAwait(false),
-                LeasedSettlement.Nack => await _backend.NackAsync(message, delay, CancellationToken.None).ConfigureAwait(false),
+                LeasedSettlement.Nack => await _backend.NackAsync(message, delay, headers, CancellationToken.None).ConfigureAwait(false),
                 _ => await _backend.DeadLetterAsync(message, reason!, CancellationToken.None).ConfigureAwait(false),
             };
             if (!held)

@@ -23,4 +23,10 @@ public enum DeadLetterCause
 
     /// <summary>The transport refused the message for good (for example too large), so the outbox could not send it.</summary>
     SendRejected,
+
+    /// <summary>
+    /// Found in the transport's own dead letters without Herald's record (dead-lettered there by other means); the drain
+    /// moved it into the store with the reason the transport kept.
+    /// </summary>
+    TransportDeadLettered,
 }

@@ -54,7 +54,7 @@ public sealed class DeadLetterManager
         _store.CountAsync(query ?? DeadLetterQuery.All, cancellationToken);
 
     /// <summary>
-    /// Sends one dead letter's envelope, unchanged but for a fresh delivery count, back to its endpoint's queue; deletes
+    /// Sends one dead letter's envelope, unchanged but for a fresh delivery count (and without the failure headers of its earlier attempts), back to its endpoint's queue; deletes
     /// the dead letter once the send completed. When the send fails the dead letter stays and its retry count goes up.
     /// </summary>
     public async ValueTask<DeadLetterRetryOutcome> RetryAsync(Guid id, CancellationToken cancellationToken = default)
@@ -150,7 +150,7 @@ public sealed class DeadLetterManager
         var envelope = deadLetter.Envelope;
         try
         {
-            await _transport.SendAsync(deadLetter.Endpoint, envelope with { DeliveryAttempt = 0 }, options: null, cancellationToken).ConfigureAwait(false);
+            await _transport.SendAsync(deadLetter.Endpoint, DeadLetterHeaders.ForRetry(envelope) with { DeliveryAttempt = 0 }, options: null, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
+using System.Threading.Channels;
 using Herald.Diagnostics;
 using Herald.Hosting;
 using Microsoft.Extensions.DependencyInjection;
@@ -12,8 +13,10 @@ namespace Herald.Reliability.DeadLetters;
 
 /// <summary>
 /// Keeps the dead-letter count of each known endpoint (this host's, and every endpoint it dead-letters or manages):
-/// refreshed after each change made in this process and every <see cref="DeadLetterOptions.MonitorInterval"/>, reported
-/// by the <c>herald.dead_letters</c> gauge, and raising an alert when a count reaches its threshold.
+/// refreshed after changes made in this process and every <see cref="DeadLetterOptions.MonitorInterval"/>, reported by
+/// the <c>herald.dead_letters</c> gauge, and raising an alert when a count reaches its threshold. The consuming pipeline
+/// only <see cref="Signal"/>s a new dead letter; counting runs here, in the background, once for any number of signals
+/// that arrived meanwhile, so a burst of dead letters costs the consumer nothing and the store a few counts.
 /// </summary>
 internal sealed class DeadLetterMonitor : BackgroundService
 {
@@ -21,6 +24,8 @@ internal sealed class DeadLetterMonitor : BackgroundService
     private readonly ConcurrentDictionary<string, long> _counts = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, byte> _alerted = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _refreshing = new(1, 1);
+    private readonly ConcurrentDictionary<string, byte> _signalled = new(StringComparer.Ordinal);
+    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private readonly IDeadLetterStore _store;
     private readonly IServiceProvider _services;
     private readonly DeadLetterOptions _options;
@@ -59,6 +64,13 @@ internal sealed class DeadLetterMonitor : BackgroundService
                 yield return new Measurement<long>(count, new KeyValuePair<string, object?>(MetricNames.EndpointTag, endpoint));
             }
         }
+    }
+
+    /// <summary>Asks for the endpoint's count to be refreshed soon, in the background; returns at once and never throws.</summary>
+    public void Signal(string endpoint)
+    {
+        _signalled.TryAdd(endpoint, 0);
+        _wake.Writer.TryWrite(true);
     }
 
     /// <summary>Counts an endpoint's dead letters again and raises or re-arms its alert. Never throws (failures are logged).</summary>
@@ -110,16 +122,47 @@ internal sealed class DeadLetterMonitor : BackgroundService
         {
             while (!stoppingToken.IsCancellationRequested)
             {
+                // Every endpoint each interval; in between, only those signalled, each once however often it was.
                 foreach (var endpoint in _counts.Keys)
                 {
+                    _signalled.TryRemove(endpoint, out _);
                     await RefreshAsync(endpoint, stoppingToken).ConfigureAwait(false);
                 }
 
-                await Task.Delay(_options.MonitorInterval, _timeProvider, stoppingToken).ConfigureAwait(false);
+                var due = _timeProvider.GetUtcNow() + _options.MonitorInterval;
+                while (await WaitForSignalAsync(due - _timeProvider.GetUtcNow(), stoppingToken).ConfigureAwait(false))
+                {
+                    foreach (var endpoint in _signalled.Keys)
+                    {
+                        _signalled.TryRemove(endpoint, out _);
+                        await RefreshAsync(endpoint, stoppingToken).ConfigureAwait(false);
+                    }
+                }
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
+        }
+    }
+
+    /// <summary>Waits for a signal (true) or until <paramref name="timeout"/> has passed (false).</summary>
+    private async ValueTask<bool> WaitForSignalAsync(TimeSpan timeout, CancellationToken stoppingToken)
+    {
+        if (timeout <= TimeSpan.Zero)
+        {
+            return false;
+        }
+
+        using var elapsed = new CancellationTokenSource(timeout, _timeProvider);
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, elapsed.Token);
+        try
+        {
+            await _wake.Reader.ReadAsync(either.Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
+        {
+            return false;
         }
     }
 

@@ -12,8 +12,17 @@ public sealed class DeadLetterOptions
     /// <summary>How often the dead-letter counts (the <c>herald.dead_letters</c> gauge and the alerts) are refreshed from the store, besides after every change made here. Default 1 minute.</summary>
     public TimeSpan MonitorInterval { get; set; } = TimeSpan.FromMinutes(1);
 
-    /// <summary>When the store cannot take a dead letter, the message is redelivered after this delay instead of being lost. Default 5 seconds.</summary>
+    /// <summary>
+    /// When the store cannot take a dead letter and the transport's own dead letters cannot either (or it has none), the
+    /// message is redelivered after this delay instead of being lost. Default 5 seconds.
+    /// </summary>
     public TimeSpan StoreFailureRedeliveryDelay { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// How often the transport's own dead letters (where a dead letter goes while the store is unreachable) are moved
+    /// into the store; also done once at start. Default 30 seconds.
+    /// </summary>
+    public TimeSpan DrainInterval { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>How many dead letters retry-all and purge read or delete per round trip. Default 100.</summary>
     public int BatchSize { get; set; } = 100;
@@ -43,6 +52,11 @@ public sealed class DeadLetterOptions
         if (StoreFailureRedeliveryDelay < TimeSpan.Zero)
         {
             yield return $"DeadLetterOptions.StoreFailureRedeliveryDelay must not be negative, not {StoreFailureRedeliveryDelay}.";
+        }
+
+        if (DrainInterval <= TimeSpan.Zero)
+        {
+            yield return $"DeadLetterOptions.DrainInterval must be positive, not {DrainInterval}.";
         }
 
         if (BatchSize is < 1 or > DeadLetterQuery.MaxLimit)

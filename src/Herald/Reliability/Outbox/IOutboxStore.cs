@@ -10,7 +10,7 @@ namespace Herald.Reliability.Outbox;
 /// them from <see cref="IUnitOfWork.OnCommitted"/>). Without one, all rows are written at once, atomically.</item>
 /// <item><see cref="FetchPendingAsync"/> returns unsent messages in the order they were added (across calls, and in list
 /// order within one call), oldest first, at most <c>maxCount</c>. It does not lease them: one relay runs per store
-/// (leader election is the adapter's business), and a crash between send and <see cref="MarkSentAsync"/> sends a message
+/// (the relay leads through <see cref="Herald.Persistence.ILeaderElection"/>), and a crash between send and <see cref="MarkSentAsync"/> sends a message
 /// again (at least once; the receiving inbox drops the duplicate).</item>
 /// <item><see cref="MarkSentAsync"/> keeps the first sent time; unknown ids are ignored. <see cref="DeleteSentAsync"/>
 /// never deletes a pending message.</item>

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Herald.Diagnostics;
+using Herald.Persistence;
 using Herald.Reliability.DeadLetters;
 using Herald.Transport;
 using Microsoft.Extensions.Hosting;
@@ -15,16 +16,21 @@ namespace Herald.Reliability.Outbox;
 /// it reads pending messages oldest first, sends them in order (a failed message holds back the later ones with its
 /// partition key), marks them sent, and backs off exponentially while the transport fails. Sent rows are deleted in
 /// bounded batches once past <see cref="OutboxOptions.Retention"/>. A message the transport refuses for good (too large)
-/// goes to the dead letters rather than blocking its key forever.
+/// goes to the dead letters rather than blocking its key forever. It relays only while this node leads the outbox
+/// (<see cref="ILeaderElection"/>, resource <see cref="LeadershipResource"/>), so one relay sends at a time per store.
 /// </summary>
 internal sealed class OutboxRelay : BackgroundService
 {
+    /// <summary>The resource whose leader relays: one relay sends at a time per outbox, so per-key order holds.</summary>
+    internal const string LeadershipResource = "outbox-relay";
+
     private const int MaxFailuresPerBatch = 3;
     private static readonly ConcurrentDictionary<OutboxRelay, byte> Active = new();
     private readonly IOutboxStore _store;
     private readonly ITransport _transport;
     private readonly IDeadLetterStore _deadLetters;
     private readonly OutboxSignal _signal;
+    private readonly ILeaderElection _election;
     private readonly OutboxOptions _options;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
@@ -36,6 +42,7 @@ internal sealed class OutboxRelay : BackgroundService
         ITransport transport,
         IDeadLetterStore deadLetters,
         OutboxSignal signal,
+        ILeaderElection election,
         IOptions<OutboxOptions> options,
         TimeProvider timeProvider,
         ILoggerFactory? loggerFactory = null)
@@ -44,6 +51,7 @@ internal sealed class OutboxRelay : BackgroundService
         _transport = transport;
         _deadLetters = deadLetters;
         _signal = signal;
+        _election = election;
         _options = options.Value;
         _timeProvider = timeProvider;
         _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.Outbox");
@@ -135,22 +143,35 @@ internal sealed class OutboxRelay : BackgroundService
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        try
+        {
+            await _election.RunWhileLeadingAsync(LeadershipResource, RelayAsync, _options.PollInterval, _timeProvider, _logger, stoppingToken)
+                .ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    /// <summary>Relays until <paramref name="leading"/> fires: the host stops, or this node no longer leads the outbox.</summary>
+    private async Task RelayAsync(CancellationToken leading)
+    {
         var backoff = TimeSpan.Zero;
         _nextCleanup = _timeProvider.GetUtcNow() + _options.CleanupInterval;
         try
         {
-            while (!stoppingToken.IsCancellationRequested)
+            while (!leading.IsCancellationRequested)
             {
                 bool more, failed;
                 try
                 {
-                    (more, failed) = await RelayBatchAsync(stoppingToken).ConfigureAwait(false);
+                    (more, failed) = await RelayBatchAsync(leading).ConfigureAwait(false);
                 }
-                catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
+                catch (Exception ex) when (!leading.IsCancellationRequested)
                 {
                     backoff = NextBackoff(backoff);
                     ReliabilityLog.OutboxStoreFailed(_logger, ex, backoff);
-                    await Task.Delay(backoff, _timeProvider, stoppingToken).ConfigureAwait(false);
+                    await Task.Delay(backoff, _timeProvider, leading).ConfigureAwait(false);
                     continue;
                 }
 
@@ -158,7 +179,7 @@ internal sealed class OutboxRelay : BackgroundService
                 {
                     // Commits do not cut a backoff short: the transport needs the pause, whatever is waiting.
                     backoff = NextBackoff(backoff);
-                    await Task.Delay(backoff, _timeProvider, stoppingToken).ConfigureAwait(false);
+                    await Task.Delay(backoff, _timeProvider, leading).ConfigureAwait(false);
                     continue;
                 }
 
@@ -168,12 +189,14 @@ internal sealed class OutboxRelay : BackgroundService
                     continue;
                 }
 
-                await HousekeepAsync(stoppingToken).ConfigureAwait(false);
-                await _signal.WaitAsync(_options.PollInterval, _timeProvider, stoppingToken).ConfigureAwait(false);
+                await HousekeepAsync(leading).ConfigureAwait(false);
+                await _signal.WaitAsync(_options.PollInterval, _timeProvider, leading).ConfigureAwait(false);
             }
         }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        finally
         {
+            // The backlog is reported by the node that leads, so summing the gauge over nodes counts it once.
+            Interlocked.Exchange(ref _pending, 0);
         }
     }
 

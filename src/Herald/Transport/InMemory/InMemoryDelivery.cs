@@ -21,4 +21,16 @@ internal sealed class InMemoryDelivery(Envelope envelope, InMemoryQueue queue) :
         queue.DeadLetter(Envelope, reason);
         return ValueTask.CompletedTask;
     }
+
+    protected override ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+    {
+        queue.Redeliver(Envelope.WithHeaders(headers), delay);
+        return ValueTask.CompletedTask;
+    }
+
+    protected override ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+    {
+        queue.DeadLetter(Envelope.WithHeaders(headers), reason);
+        return ValueTask.CompletedTask;
+    }
 }

@@ -15,6 +15,7 @@ internal sealed class InMemoryQueue
     private readonly Channel<Envelope> _ready = Channel.CreateUnbounded<Envelope>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
     private readonly ConcurrentQueue<InMemoryDeadLetter> _deadLetters = new();
     private readonly ConcurrentDictionary<ITimer, byte> _timers = new();
+    private readonly SemaphoreSlim _draining = new(1, 1);
     private readonly InMemoryTransport _transport;
     private readonly int _deadLetterCapacity;
     private int _deadLetterCount;
@@ -65,6 +66,32 @@ internal sealed class InMemoryQueue
 
         _deadLetters.Enqueue(new InMemoryDeadLetter(envelope, Name, reason, _transport.TimeProvider.GetUtcNow()));
         _permits.Release();
+    }
+
+    /// <summary>Moves the dead letters out one at a time, each removed only after <paramref name="moveAsync"/> returned.</summary>
+    public async ValueTask<int> DrainDeadLettersAsync(Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
+    {
+        // One drain at a time, so the head looked at is the head removed.
+        await _draining.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var moved = 0;
+            while (_deadLetters.TryPeek(out var head))
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                await moveAsync(new NativeDeadLetter { Envelope = head.Envelope, Queue = Name, Reason = head.Reason, Time = head.Time }, cancellationToken).ConfigureAwait(false);
+                if (_deadLetters.TryPeek(out var still) && ReferenceEquals(still, head) && TryTakeDeadLetter(out _))
+                {
+                    moved++;
+                }
+            }
+
+            return moved;
+        }
+        finally
+        {
+            _draining.Release();
+        }
     }
 
     public bool TryTakeDeadLetter(out InMemoryDeadLetter? deadLetter)

@@ -9,7 +9,7 @@ namespace Herald.Transport.InMemory;
 /// (senders wait for room), delays run on the injected <see cref="TimeProvider"/>, and order per partition key is
 /// kept within a consumer. Nothing survives the process.
 /// </summary>
-public sealed class InMemoryTransport : ITransport
+public sealed class InMemoryTransport : ITransport, INativeDeadLetterSource
 {
     private readonly ConcurrentDictionary<string, InMemoryQueue> _queues = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, ImmutableArray<InMemoryQueue>> _bindings = new(StringComparer.Ordinal);
@@ -121,6 +121,13 @@ public sealed class InMemoryTransport : ITransport
     /// <summary>Removes and returns the oldest dead letter of a queue, if any.</summary>
     public InMemoryDeadLetter? TakeDeadLetter(string queue) =>
         _queues.TryGetValue(queue, out var q) && q.TryTakeDeadLetter(out var deadLetter) ? deadLetter : null;
+
+    /// <inheritdoc />
+    public ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(moveAsync);
+        return _queues.TryGetValue(queue, out var q) ? q.DrainDeadLettersAsync(moveAsync, cancellationToken) : ValueTask.FromResult(0);
+    }
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync()

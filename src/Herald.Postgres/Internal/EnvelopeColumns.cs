@@ -1,0 +1,131 @@
+using System.Buffers;
+using System.Collections.Frozen;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Herald.Messages;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.Internal;
+
+/// <summary>
+/// The one mapping of the envelope onto PostgreSQL columns, shared by the events, the queue, the outbox and the dead
+/// letters: <see cref="Names"/> in this order, headers as a JSON object (or NULL when there are none), the body as bytea.
+/// Tables that keep the envelope whole (outbox, dead letters) add its delivery attempt (<see cref="StoredNames"/>). For
+/// many rows at once, <see cref="EnvelopeArrays"/> holds the same columns as arrays.
+/// </summary>
+internal static class EnvelopeColumns
+{
+    /// <summary>The envelope's columns.</summary>
+    public const string Names =
+        "message_id, message_type, schema_version, time, correlation_id, causation_id, user_id, partition_key, content_type, headers, body";
+
+    /// <summary>How many columns <see cref="Names"/> lists.</summary>
+    public const int Count = 11;
+
+    /// <summary>The envelope's columns and its delivery attempt, as the outbox and dead-letter tables store it (migration 2).</summary>
+    public const string StoredNames = Names + ", delivery_attempt";
+
+    /// <summary>How many columns <see cref="StoredNames"/> lists.</summary>
+    public const int StoredCount = Count + 1;
+
+    private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
+
+    /// <summary>Adds the <see cref="Count"/> parameters of <see cref="Names"/>.</summary>
+    public static void Add(NpgsqlParameterCollection parameters, Envelope envelope)
+    {
+        parameters.Add(new NpgsqlParameter<Guid> { TypedValue = envelope.MessageId, NpgsqlDbType = NpgsqlDbType.Uuid });
+        parameters.Add(Text(envelope.MessageType));
+        parameters.Add(Int(envelope.SchemaVersion));
+        parameters.Add(Time(envelope.Time));
+        parameters.Add(Text(envelope.CorrelationId));
+        parameters.Add(Text(envelope.CausationId));
+        parameters.Add(Text(envelope.UserId));
+        parameters.Add(Text(envelope.PartitionKey));
+        parameters.Add(Text(envelope.ContentType));
+        parameters.Add(new NpgsqlParameter { Value = (object?)FormatHeaders(envelope.Headers) ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Jsonb });
+        parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = BodyArray(envelope.Body), NpgsqlDbType = NpgsqlDbType.Bytea });
+    }
+
+    /// <summary>Adds the <see cref="StoredCount"/> parameters of <see cref="StoredNames"/>.</summary>
+    public static void AddStored(NpgsqlParameterCollection parameters, Envelope envelope)
+    {
+        Add(parameters, envelope);
+        parameters.Add(Int(envelope.DeliveryAttempt));
+    }
+
+    /// <summary>Reads the envelope from the columns of <see cref="Names"/>, starting at <paramref name="first"/>.</summary>
+    public static Envelope Read(NpgsqlDataReader reader, int first, int deliveryAttempt) => new()
+    {
+        MessageId = reader.GetGuid(first),
+        MessageType = reader.GetString(first + 1),
+        SchemaVersion = reader.GetInt32(first + 2),
+        Time = reader.GetFieldValue<DateTimeOffset>(first + 3),
+        CorrelationId = NullableText(reader, first + 4),
+        CausationId = NullableText(reader, first + 5),
+        UserId = NullableText(reader, first + 6),
+        PartitionKey = NullableText(reader, first + 7),
+        ContentType = reader.GetString(first + 8),
+        Headers = reader.IsDBNull(first + 9) ? NoHeaders : ParseHeaders(reader.GetString(first + 9)),
+        Body = reader.GetFieldValue<byte[]>(first + 10),
+        DeliveryAttempt = deliveryAttempt,
+    };
+
+    /// <summary>Reads the envelope from the columns of <see cref="StoredNames"/>, starting at <paramref name="first"/>.</summary>
+    public static Envelope ReadStored(NpgsqlDataReader reader, int first) => Read(reader, first, reader.GetInt32(first + Count));
+
+    /// <summary>The headers as a JSON object, or null when there are none (most messages), so reads skip parsing.</summary>
+    public static string? FormatHeaders(IReadOnlyDictionary<string, string> headers)
+    {
+        if (headers.Count == 0)
+        {
+            return null;
+        }
+
+        var buffer = new ArrayBufferWriter<byte>(64);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            foreach (var (name, value) in headers)
+            {
+                writer.WriteString(name, value);
+            }
+
+            writer.WriteEndObject();
+        }
+
+        return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    /// <summary>Headers from their JSON object.</summary>
+    public static Dictionary<string, string> ParseHeaders(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        var headers = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var property in document.RootElement.EnumerateObject())
+        {
+            headers[property.Name] = property.Value.GetString() ?? "";
+        }
+
+        return headers;
+    }
+
+    /// <summary>The body as an array, without a copy when the memory already is a whole array.</summary>
+    public static byte[] BodyArray(ReadOnlyMemory<byte> body) =>
+        MemoryMarshal.TryGetArray(body, out var segment) && segment.Offset == 0 && segment.Count == segment.Array!.Length
+            ? segment.Array
+            : body.ToArray();
+
+    public static NpgsqlParameter Text(string? value) => new() { Value = (object?)value ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text };
+
+    public static NpgsqlParameter Time(DateTimeOffset? value) =>
+        new() { Value = value is { } time ? time.UtcDateTime : DBNull.Value, NpgsqlDbType = NpgsqlDbType.TimestampTz };
+
+    public static NpgsqlParameter Id(Guid? value) => new() { Value = value is { } id ? id : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Uuid };
+
+    public static NpgsqlParameter<int> Int(int value) => new() { TypedValue = value, NpgsqlDbType = NpgsqlDbType.Integer };
+
+    public static string? NullableText(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
+
+    public static DateTimeOffset? NullableTime(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetFieldValue<DateTimeOffset>(ordinal);
+}

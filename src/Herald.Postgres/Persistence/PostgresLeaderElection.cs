@@ -1,0 +1,108 @@
+using Herald.Persistence;
+using Herald.Postgres.EventSourcing;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.Persistence;
+
+/// <summary>
+/// Leader election across processes on one schema: the leader of a resource holds a session advisory lock (keyed by
+/// <see cref="AdvisoryLockKey.ForLeadership"/>) on a connection it keeps while it leads. The server frees the lock when
+/// that session ends (a release, a crash, a killed backend, a lost network), so another node can take over; the lease
+/// watches its connection and fires <see cref="LeaderLease.LeadershipLost"/> when it fails.
+/// </summary>
+internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger logger) : ILeaderElection
+{
+    /// <summary>How long a held lock's connection may stay silent before a round trip proves it still works.</summary>
+    internal static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(5);
+
+    public async ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(resource);
+        var key = AdvisoryLockKey.ForLeadership(store.Schema, resource);
+        var connection = await store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await using var command = new NpgsqlCommand("SELECT pg_try_advisory_lock($1)", connection);
+            command.Parameters.Add(Key(key));
+            if ((bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
+            {
+                return new Lease(connection, key, resource, store.Schema, logger);
+            }
+        }
+        catch
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        await connection.DisposeAsync().ConfigureAwait(false);
+        return null;
+    }
+
+    private static NpgsqlParameter<long> Key(long key) => new() { TypedValue = key, NpgsqlDbType = NpgsqlDbType.Bigint };
+
+    private sealed class Lease : LeaderLease
+    {
+        private readonly NpgsqlConnection _connection;
+        private readonly long _key;
+        private readonly string _schema;
+        private readonly ILogger _logger;
+        private readonly CancellationTokenSource _released = new();
+        private readonly Task _watch;
+
+        public Lease(NpgsqlConnection connection, long key, string resource, string schema, ILogger logger)
+            : base(resource)
+        {
+            _connection = connection;
+            _key = key;
+            _schema = schema;
+            _logger = logger;
+            _watch = Task.Run(() => WatchAsync(_released.Token));
+        }
+
+        protected override async ValueTask ReleaseAsync()
+        {
+            // The watch uses the connection; it must be off it before the unlock runs there.
+            await _released.CancelAsync().ConfigureAwait(false);
+            await _watch.ConfigureAwait(false);
+            try
+            {
+                // Unlock before the connection goes back to the pool, where its session would keep the lock.
+                if (_connection.State == System.Data.ConnectionState.Open)
+                {
+                    await using var command = new NpgsqlCommand("SELECT pg_advisory_unlock($1)", _connection);
+                    command.Parameters.Add(Key(_key));
+                    await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+            }
+            catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or ObjectDisposedException)
+            {
+                // A broken connection holds no lock any more: the server released it with the session.
+            }
+            finally
+            {
+                await _connection.DisposeAsync().ConfigureAwait(false);
+                _released.Dispose();
+            }
+        }
+
+        private async Task WatchAsync(CancellationToken released)
+        {
+            try
+            {
+                await KeepAlive.RunAsync(_connection, KeepAliveInterval, released).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (released.IsCancellationRequested)
+            {
+            }
+            catch (Exception ex)
+            {
+                // A killed backend ends the wait at once with its error; a silent network loss fails the next round trip.
+                Log.LeadershipLost(_logger, ex, Resource, _schema);
+                SignalLost();
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+using System.Globalization;
+using Herald.Messages;
+using Herald.Transport;
+
+namespace Herald.Reliability.DeadLetters;
+
+/// <summary>
+/// The one mapping between the pipeline's failure bookkeeping and message headers: the first-failure time a redelivery
+/// carries, and the dead-letter record a message carries into a transport's own dead letters (the fallback while the
+/// store is unreachable) and back out of them (the drain).
+/// </summary>
+internal static class DeadLetterHeaders
+{
+    private const string TimeFormat = "O";
+
+    // What the fallback adds to a native dead letter; the drain takes them off again, so the stored envelope is the delivered one.
+    private static readonly string[] RecordHeaders =
+    [
+        HeaderNames.DeadLetterReason, HeaderNames.DeadLetterId, HeaderNames.DeadLetterCause, HeaderNames.DeadLetterErrorType,
+        HeaderNames.DeadLetterFingerprint, HeaderNames.DeadLetterAttempts, HeaderNames.DeadLetterTime,
+    ];
+
+    // What a retry from the dead letters takes off: it starts over, as a new message would.
+    private static readonly string[] FailureHeaders = [.. RecordHeaders, HeaderNames.FirstFailure];
+
+    /// <summary>When the message first failed, as its header says (never later than <paramref name="now"/>); null when it has not failed before.</summary>
+    public static DateTimeOffset? FirstFailure(Envelope envelope, DateTimeOffset now) =>
+        ParseTime(envelope.GetHeader(HeaderNames.FirstFailure)) is { } first ? (first < now ? first : now) : null;
+
+    /// <summary>The headers a redelivery carries so its dead letter, on any node, knows the first failure.</summary>
+    public static IReadOnlyDictionary<string, string> ForRedelivery(DateTimeOffset firstFailure) =>
+        new Dictionary<string, string>(1, StringComparer.Ordinal) { [HeaderNames.FirstFailure] = FormatTime(firstFailure) };
+
+    /// <summary>The headers that carry a dead-letter record in a transport's own dead letters.</summary>
+    public static IReadOnlyDictionary<string, string> For(DeadLetter deadLetter) => new Dictionary<string, string>(8, StringComparer.Ordinal)
+    {
+        [HeaderNames.DeadLetterReason] = deadLetter.ErrorMessage,
+        [HeaderNames.DeadLetterId] = deadLetter.Id.ToString("D"),
+        [HeaderNames.DeadLetterCause] = deadLetter.Cause.ToString(),
+        [HeaderNames.DeadLetterErrorType] = deadLetter.ErrorType,
+        [HeaderNames.DeadLetterFingerprint] = deadLetter.Fingerprint,
+        [HeaderNames.DeadLetterAttempts] = deadLetter.AttemptCount.ToString(CultureInfo.InvariantCulture),
+        [HeaderNames.DeadLetterTime] = FormatTime(deadLetter.LastFailureTime),
+        [HeaderNames.FirstFailure] = FormatTime(deadLetter.FirstFailureTime),
+    };
+
+    /// <summary>
+    /// The dead-letter record of a native dead letter: the one the fallback wrote into its headers, or, for one that came
+    /// there otherwise, a record made of what the transport kept (cause <see cref="DeadLetterCause.TransportDeadLettered"/>,
+    /// or <see cref="DeadLetterCause.Undecodable"/> when it cannot be decoded).
+    /// </summary>
+    public static DeadLetter ToDeadLetter(NativeDeadLetter native, DateTimeOffset now)
+    {
+        var envelope = native.Envelope;
+        var time = ParseTime(envelope.GetHeader(HeaderNames.DeadLetterTime)) ?? native.Time ?? now;
+        var recorded = Enum.TryParse<DeadLetterCause>(envelope.GetHeader(HeaderNames.DeadLetterCause), ignoreCase: false, out var c) && Enum.IsDefined(c);
+        var cause = recorded ? c : native.DecodeFailure is not null ? DeadLetterCause.Undecodable : DeadLetterCause.TransportDeadLettered;
+        var message = envelope.GetHeader(HeaderNames.DeadLetterReason) ?? native.Reason ?? native.DecodeFailure?.Message ?? "Dead-lettered by the transport, without a reason.";
+        var errorType = envelope.GetHeader(HeaderNames.DeadLetterErrorType)
+            ?? (native.DecodeFailure is { } failure && !recorded ? failure.GetType().FullName : null)
+            ?? typeof(HeraldException).FullName!;
+        return new DeadLetter
+        {
+            Id = Guid.TryParse(envelope.GetHeader(HeaderNames.DeadLetterId), out var id) && id != Guid.Empty ? id : Guid.CreateVersion7(now),
+            Envelope = envelope.WithoutHeaders(RecordHeaders),
+            Endpoint = native.Queue,
+            Cause = cause,
+            ErrorType = errorType,
+            ErrorMessage = message,
+            Fingerprint = envelope.GetHeader(HeaderNames.DeadLetterFingerprint)
+                ?? (native.DecodeFailure is { } decodeFailure ? ExceptionFingerprint.Compute(decodeFailure) : ExceptionFingerprint.Compute(errorType, [])),
+            FirstFailureTime = FirstFailure(envelope, time) ?? time,
+            LastFailureTime = time,
+            AttemptCount = int.TryParse(envelope.GetHeader(HeaderNames.DeadLetterAttempts), NumberStyles.None, CultureInfo.InvariantCulture, out var attempts)
+                ? attempts
+                : Math.Max(1, envelope.DeliveryAttempt),
+        };
+    }
+
+    /// <summary>The envelope a retry from the dead letters sends: without the failure bookkeeping of its earlier life.</summary>
+    public static Envelope ForRetry(Envelope envelope) => envelope.WithoutHeaders(FailureHeaders);
+
+    private static string FormatTime(DateTimeOffset time) => time.ToUniversalTime().ToString(TimeFormat, CultureInfo.InvariantCulture);
+
+    private static DateTimeOffset? ParseTime(string? text) =>
+        text is not null && DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var time) ? time : null;
+}

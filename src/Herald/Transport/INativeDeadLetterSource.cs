@@ -1,0 +1,16 @@
+namespace Herald.Transport;
+
+/// <summary>
+/// Implemented by a transport that keeps dead letters of its own (a dead-letter queue or table) next to its
+/// <see cref="ITransport"/>. Those are only the fallback while the dead-letter store is unreachable; Herald's drain reads
+/// them back through this interface and moves each into the store, so every dead letter ends up where operators look.
+/// </summary>
+public interface INativeDeadLetterSource
+{
+    /// <summary>
+    /// Hands the native dead letters of <paramref name="queue"/>, oldest first, to <paramref name="moveAsync"/> one at a
+    /// time, and removes each only after <paramref name="moveAsync"/> returned. An exception from it stops the drain and
+    /// leaves that dead letter where it was. Returns how many were moved; none left (or none ever) is not an error.
+    /// </summary>
+    ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default);
+}

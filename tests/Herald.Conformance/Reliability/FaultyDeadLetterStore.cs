@@ -1,0 +1,72 @@
+using Herald.Persistence;
+using Herald.Reliability.DeadLetters;
+
+namespace Herald.Conformance.Reliability;
+
+/// <summary>
+/// An in-memory dead-letter store whose writes fail on demand, as an unreachable database's would: the first
+/// <c>failures</c> writes, and every write while <see cref="Failing"/> is set. Reads always work.
+/// </summary>
+public sealed class FaultyDeadLetterStore : IDeadLetterStore
+{
+    private readonly InMemoryDeadLetterStore _inner = new();
+    private int _failuresLeft;
+    private int _refused;
+    private volatile bool _failing;
+
+    /// <summary>Creates the store failing its first <paramref name="failures"/> writes.</summary>
+    public FaultyDeadLetterStore(int failures = 0) => _failuresLeft = failures;
+
+    /// <summary>While true, every write throws.</summary>
+    public bool Failing
+    {
+        get => _failing;
+        set => _failing = value;
+    }
+
+    /// <summary>How many writes were refused so far.</summary>
+    public int Refused => Volatile.Read(ref _refused);
+
+    /// <inheritdoc />
+    public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    {
+        if (_failing || Interlocked.Decrement(ref _failuresLeft) >= 0)
+        {
+            Interlocked.Increment(ref _refused);
+            throw new InvalidOperationException("the dead-letter database is unreachable");
+        }
+
+        return _inner.AddAsync(deadLetter, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        if (_failing || Interlocked.Decrement(ref _failuresLeft) >= 0)
+        {
+            Interlocked.Increment(ref _refused);
+            throw new InvalidOperationException("the dead-letter database is unreachable");
+        }
+
+        return _inner.AddAsync(deadLetter, unitOfWork, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _inner.GetAsync(id, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.ListAsync(query, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.CountAsync(query, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => _inner.DeleteAsync(id, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.DeleteManyAsync(query, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default) =>
+        _inner.RecordRetryFailureAsync(id, error, time, cancellationToken);
+}

@@ -1,0 +1,188 @@
+using System.Collections.Concurrent;
+using System.Text;
+using Herald.Conformance.Reliability;
+using Herald.Handling;
+using Herald.Messages;
+using Herald.Reliability.DeadLetters;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using RabbitMQ.Client;
+
+namespace Herald.RabbitMQ.Tests;
+
+/// <summary>
+/// The one dead-letter path on a real broker: whatever a plain AMQP client sends that cannot be handled lands in the
+/// dead-letter store (seen through the DeadLetterManager) with its reason, the good messages behind it are handled, and
+/// the queue's own dead-letter queue is only the fallback while the store is down, drained into it afterwards.
+/// </summary>
+public sealed class DeadLetterPathTests : RabbitMqTestBase
+{
+    [Fact]
+    public async Task PoisonFromAPlainClient_FarFutureTimestamp_GarbageHeaders_ThrowingConstructor_IsDeadLetteredOnceWithItsReason_AndGoodMessagesAreHandled_Issue10()
+    {
+        var probe = new Probe();
+        using var host = await StartHostAsync(probe);
+        var channel = await CreateRawChannelAsync();
+        var endpoint = Name("endpoint");
+        var now = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+
+        // (a) raw JSON whose AMQP timestamp lies beyond any DateTimeOffset (in seconds and in milliseconds).
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = "far-future", Timestamp = new AmqpTimestamp(9_000_000_000_000_000) }, """{"quantity":1}""");
+
+        // (b) CloudEvents headers of the wrong kinds: an id that is no Guid, a type that is a number, a time that is a table.
+        await PublishAsync(channel, endpoint, new BasicProperties
+        {
+            Headers = new Dictionary<string, object?>
+            {
+                ["cloudEvents:specversion"] = "1.0",
+                ["cloudEvents:id"] = "garbage-id",
+                ["cloudEvents:type"] = 42,
+                ["cloudEvents:time"] = new Dictionary<string, object?> { ["nested"] = 1 },
+                ["cloudEvents:partitionkey"] = new byte[] { 0xFF, 0xFE, 0x00 },
+            },
+        }, """{"quantity":2}""");
+
+        // (c) a body whose message type refuses it in its constructor (an ArgumentException, not a JsonException).
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = "negative", Timestamp = now }, """{"quantity":-1}""");
+
+        // Good messages behind them.
+        for (var quantity = 10; quantity < 13; quantity++)
+        {
+            await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = now }, $$"""{"quantity":{{quantity}}}""");
+        }
+
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        await Herald.Conformance.Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) >= 3, "three dead letters are stored");
+        await Herald.Conformance.Eventually.UntilAsync(() => probe.Handled.Count >= 3, "the good messages are handled");
+
+        var deadLetters = (await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items;
+        Assert.Equal(3, deadLetters.Count);
+        Assert.All(deadLetters, d =>
+        {
+            Assert.Equal(DeadLetterCause.Undecodable, d.Cause);
+            Assert.Equal((1, 1), (d.AttemptCount, d.Envelope.DeliveryAttempt));
+        });
+        var farFuture = Assert.Single(deadLetters, d => d.ErrorMessage.Contains("timestamp", StringComparison.Ordinal));
+        Assert.Equal(typeof(Herald.Transport.MalformedMessageException).FullName, farFuture.ErrorType);
+        Assert.Equal("""{"quantity":1}""", Encoding.UTF8.GetString(farFuture.Envelope.Body.Span));
+        Assert.Contains(deadLetters, d => d.ErrorMessage.Contains("garbage-id", StringComparison.Ordinal) && d.ErrorMessage.Contains("not a Guid", StringComparison.Ordinal));
+        var refused = Assert.Single(deadLetters, d => d.ErrorType == typeof(MessageDeserializationException).FullName);
+        Assert.Contains("quantity must be positive", refused.ErrorMessage, StringComparison.Ordinal);
+
+        Assert.Equal([10, 11, 12], probe.Handled.Order());
+        await host.StopAsync();
+
+        // Nothing was left unsettled (a stopped consumer's unacked deliveries go back to the queue), nothing went native.
+        Assert.Equal(0u, (await channel.QueueDeclarePassiveAsync(endpoint)).MessageCount);
+        Assert.DoesNotContain(endpoint + ".dead-letter", await BrokerAdmin.QueueNamesAsync(Prefix));
+        Assert.Equal(3, await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }));
+    }
+
+    [Fact]
+    public async Task DeadLetterStoreDown_PoisonGoesToTheNativeDeadLetterQueue_AndIsDrainedIntoTheStoreOnceItIsBack()
+    {
+        var probe = new Probe();
+        var store = new FaultyDeadLetterStore { Failing = true };
+        using var host = await StartHostAsync(probe, store);
+        var channel = await CreateRawChannelAsync();
+        var endpoint = Name("endpoint");
+        var deadLetterQueue = endpoint + ".dead-letter";
+        var now = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = "poison", Timestamp = now }, """{"quantity":-5}""");
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = now }, """{"quantity":7}""");
+
+        await Herald.Conformance.Eventually.UntilAsync(() => probe.Handled.Contains(7), "the good message is handled");
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () => await BrokerAdmin.QueueNamesAsync(Prefix) is var names && names.Contains(deadLetterQueue) && (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount == 1,
+            "the poison message waits in the native dead-letter queue");
+        await Herald.Conformance.Eventually.UntilAsync(() => store.Refused >= 2, "the drain tries the store while it is down");
+
+        // A drain holds the message only while it tries the store; refused, it hands it back.
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () => (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount == 1, "the refused message is back in the dead-letter queue");
+        Assert.Equal(0, await store.CountAsync(DeadLetterQuery.All));
+
+        store.Failing = false;
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        await Herald.Conformance.Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 1, "the drain moves it into the store");
+        Assert.Equal(0u, (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount);
+
+        var deadLetter = Assert.Single((await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items);
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+        Assert.Equal(typeof(MessageDeserializationException).FullName, deadLetter.ErrorType);
+        Assert.Contains("quantity must be positive", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal((1, 1), (deadLetter.AttemptCount, deadLetter.Envelope.DeliveryAttempt));
+        Assert.Equal("""{"quantity":-5}""", Encoding.UTF8.GetString(deadLetter.Envelope.Body.Span));
+        Assert.Null(deadLetter.Envelope.GetHeader(HeaderNames.DeadLetterReason));
+        Assert.Equal([7], probe.Handled);
+    }
+
+    private async Task<IHost> StartHostAsync(Probe probe, IDeadLetterStore? store = null)
+    {
+        var endpoint = Name("endpoint");
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddSingleton(probe);
+        builder.Services.AddHerald(h => h
+            .UseRabbitMq(o =>
+            {
+                o.ConnectionUri = BrokerAdmin.AmqpUri;
+                o.ClientProvidedName = Prefix;
+                o.RawQueues[endpoint] = Name("quantity");
+            })
+            .AddMessageType<Order>(Name("quantity"))
+            .AddHandler<QuantityHandler>()
+            .ConfigureRetries(r => r.Immediate(1).Delayed(1, TimeSpan.FromMilliseconds(50), TimeSpan.FromMilliseconds(100)))
+            .ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromMilliseconds(200))
+            .Configure(o =>
+            {
+                o.EndpointName = endpoint;
+                o.MaxConcurrency = 2;
+            }));
+        if (store is not null)
+        {
+            builder.Services.AddSingleton(store);
+        }
+
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+
+    private static async Task PublishAsync(IChannel channel, string queue, BasicProperties properties, string json) =>
+        await channel.BasicPublishAsync(string.Empty, queue, mandatory: false, properties, Encoding.UTF8.GetBytes(json));
+
+    /// <summary>A message type that validates in its constructor, as records with guard clauses do.</summary>
+    public sealed record Order
+    {
+        public Order(int quantity)
+        {
+            if (quantity <= 0)
+            {
+                throw new ArgumentException("quantity must be positive", nameof(quantity));
+            }
+
+            Quantity = quantity;
+        }
+
+        public int Quantity { get; }
+    }
+
+    public sealed class Probe
+    {
+        private readonly ConcurrentQueue<int> _handled = new();
+
+        public IReadOnlyList<int> Handled => [.. _handled];
+
+        public void Add(int quantity) => _handled.Enqueue(quantity);
+    }
+
+    public sealed class QuantityHandler(Probe probe) : IMessageHandler<Order>
+    {
+        public ValueTask HandleAsync(Order message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Add(message.Quantity);
+            return ValueTask.CompletedTask;
+        }
+    }
+}

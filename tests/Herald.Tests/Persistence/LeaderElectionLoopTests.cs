@@ -1,0 +1,124 @@
+using Herald.Conformance;
+using Herald.Persistence;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Herald.Tests.Persistence;
+
+/// <summary>The loop the core's background services run their work in (<see cref="LeaderElectionExtensions.RunWhileLeadingAsync"/>).</summary>
+public sealed class LeaderElectionLoopTests
+{
+    private static readonly TimeSpan RetryInterval = TimeSpan.FromMilliseconds(10);
+
+    [Fact]
+    public async Task RunWhileLeading_RunsOneContendersWork_AndAnotherTakesOverWhenTheLeaderStops()
+    {
+        var election = new InProcessLeaderElection();
+        const string Resource = "job";
+        await using var first = Worker.Start(election, Resource);
+        await first.Started.WaitAsync(Eventually.DefaultTimeout);
+        await using var second = Worker.Start(election, Resource);
+
+        // The first holds the lease, so the second cannot have started.
+        Assert.Null(await election.TryAcquireAsync(Resource));
+        Assert.False(second.Started.IsCompleted);
+
+        await first.StopAsync();
+
+        await second.Started.WaitAsync(Eventually.DefaultTimeout);
+        Assert.True(first.WorkToken.IsCancellationRequested);
+    }
+
+    [Fact]
+    public async Task RunWhileLeading_WhenTheLeaseIsLost_CancelsTheWork_ReleasesTheLease_AndLeadsAgain()
+    {
+        var election = new ScriptedElection();
+        var starts = 0;
+        var restarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var tokens = new List<CancellationToken>();
+        using var stopping = new CancellationTokenSource();
+        var loop = election.RunWhileLeadingAsync(
+            "job",
+            async token =>
+            {
+                tokens.Add(token);
+                if (Interlocked.Increment(ref starts) == 2)
+                {
+                    restarted.SetResult();
+                }
+
+                await Task.Delay(Timeout.Infinite, token);
+            },
+            RetryInterval,
+            TimeProvider.System,
+            NullLogger.Instance,
+            stopping.Token);
+        var lease = Assert.IsType<ScriptedElection.Lease>(await election.NextTryAsync());
+
+        lease.Lose();
+
+        await restarted.Task.WaitAsync(Eventually.DefaultTimeout);
+        Assert.True(tokens[0].IsCancellationRequested);
+        Assert.False(tokens[1].IsCancellationRequested);
+        Assert.True(lease.Released);
+        await stopping.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => loop);
+    }
+
+    [Fact]
+    public async Task RunWhileLeading_WhenTheElectionFails_TriesAgain()
+    {
+        var election = new ScriptedElection { FailNext = new InvalidOperationException("database unreachable") };
+        await using var worker = Worker.Start(election, "job");
+
+        Assert.Null(await election.NextTryAsync());
+        await worker.Started.WaitAsync(Eventually.DefaultTimeout);
+        Assert.NotNull(await election.NextTryAsync());
+    }
+
+    /// <summary>One contender's loop, with work that signals its start and runs until its token fires.</summary>
+    private sealed class Worker : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stopping = new();
+        private readonly TaskCompletionSource<CancellationToken> _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private Task _loop = Task.CompletedTask;
+
+        public Task Started => _started.Task;
+
+        public CancellationToken WorkToken => _started.Task.Result;
+
+        public static Worker Start(ILeaderElection election, string resource)
+        {
+            var worker = new Worker();
+            worker._loop = election.RunWhileLeadingAsync(
+                resource,
+                async token =>
+                {
+                    worker._started.TrySetResult(token);
+                    await Task.Delay(Timeout.Infinite, token);
+                },
+                RetryInterval,
+                TimeProvider.System,
+                NullLogger.Instance,
+                worker._stopping.Token);
+            return worker;
+        }
+
+        public async Task StopAsync()
+        {
+            await _stopping.CancelAsync();
+            try
+            {
+                await _loop.WaitAsync(Eventually.DefaultTimeout);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await StopAsync();
+            _stopping.Dispose();
+        }
+    }
+}
