@@ -22,10 +22,11 @@ internal sealed class PostgresQueueTransport : ITransport
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
-    private readonly ConcurrentDictionary<PostgresQueueConsumer, byte> _consumers = new();
+    private readonly ConcurrentDictionary<LeasedQueueConsumer<QueuedMessage>, byte> _consumers = new();
     private readonly NotificationListener _listener;
     private readonly CommitNotifier _notifier;
     private readonly SendCoordinator _sends;
+    private readonly LeasedQueueSettings _leasing;
     private readonly Lock _gate = new();
     private Task? _starting;
     private int _disposed;
@@ -41,6 +42,17 @@ internal sealed class PostgresQueueTransport : ITransport
         _listener = new NotificationListener(dataSource, Sql.Channel, Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
         _notifier = new CommitNotifier(dataSource, Sql.Channel, Logger);
         _sends = new SendCoordinator(dataSource, Sql, Logger, Committed);
+        _leasing = new LeasedQueueSettings
+        {
+            LeaseDuration = options.LeaseDuration,
+            PollInterval = options.PollInterval,
+
+            // A claim is a round trip: a busy consumer claims once half its room is free, not once per settled message.
+            ClaimsInBatches = true,
+            TimeProvider = TimeProvider,
+            Logger = Logger,
+            Name = "PostgreSQL queue",
+        };
         Capabilities = new TransportCapabilities
         {
             IsDurable = true,
@@ -67,6 +79,9 @@ internal sealed class PostgresQueueTransport : ITransport
 
     /// <summary>Wakes this process's consumers of a queue when a commit (here or, through NOTIFY, anywhere) may have made a message claimable.</summary>
     public KeyedSignals Wakeups { get; } = new();
+
+    /// <summary>The connection pool the queue's statements run on.</summary>
+    internal NpgsqlDataSource DataSource => _dataSource;
 
     /// <summary>The LISTEN connection; tests terminate its backend.</summary>
     internal NotificationListener Listener => _listener;
@@ -150,120 +165,11 @@ internal sealed class PostgresQueueTransport : ITransport
         options.Validate();
         await StartAsync(cancellationToken).ConfigureAwait(false);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        var consumer = new PostgresQueueConsumer(this, queue, options, handler);
+        var backend = new PostgresQueueBackend(this, queue);
+        var consumer = new LeasedQueueConsumer<QueuedMessage>(backend, queue, options, handler, _leasing with { Name = backend.Name }, Forget);
         _consumers[consumer] = 0;
         consumer.Start();
         return consumer;
-    }
-
-    /// <summary>Leases up to <paramref name="max"/> claimable messages to <paramref name="owner"/>, and says when the next delayed one is due.</summary>
-    public async Task<ClaimResult> ClaimAsync(string queue, Guid owner, int max, CancellationToken cancellationToken)
-    {
-        var now = Now();
-        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var batch = new NpgsqlBatch(connection);
-
-        // One implicit transaction: the guard's planner settings hold for the claim, and end with it.
-        batch.BatchCommands.Add(new NpgsqlBatchCommand(Sql.ClaimPlanGuard));
-        var claim = new NpgsqlBatchCommand(Sql.Claim);
-        claim.Parameters.Add(Text(queue));
-        claim.Parameters.Add(Time(now));
-        claim.Parameters.Add(new NpgsqlParameter<int> { TypedValue = max });
-        claim.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
-        claim.Parameters.Add(Time(Add(now, Options.LeaseDuration)));
-        var next = new NpgsqlBatchCommand(Sql.NextVisible);
-        next.Parameters.Add(Text(queue));
-        next.Parameters.Add(Time(now));
-        batch.BatchCommands.Add(claim);
-        batch.BatchCommands.Add(next);
-
-        var rows = new List<(long Id, DateTimeOffset VisibleAt, QueuedMessage Message)>();
-        DateTimeOffset? nextVisible = null;
-        await using (var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
-        {
-            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                var id = reader.GetInt64(0);
-                var attempts = reader.GetInt32(2);
-                var envelope = EnvelopeColumns.Read(reader, 3, attempts + 1);
-                rows.Add((id, reader.GetFieldValue<DateTimeOffset>(1), new QueuedMessage(id, queue, envelope)));
-            }
-
-            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
-            if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false) && !reader.IsDBNull(0))
-            {
-                nextVisible = reader.GetFieldValue<DateTimeOffset>(0);
-            }
-        }
-
-        // RETURNING does not keep the claim's order: hand them out oldest first.
-        rows.Sort(static (a, b) => a.VisibleAt != b.VisibleAt ? a.VisibleAt.CompareTo(b.VisibleAt) : a.Id.CompareTo(b.Id));
-        return new ClaimResult([.. rows.Select(r => r.Message)], nextVisible);
-    }
-
-    /// <summary>Deletes the message if the owner still holds its lease; false when the lease was lost.</summary>
-    public async Task<bool> AckAsync(QueuedMessage message, Guid owner, CancellationToken cancellationToken)
-    {
-        await using var command = _dataSource.CreateCommand(Sql.Ack);
-        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = message.Id });
-        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
-        var acked = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
-
-        // The next message of the key becomes claimable: wake the consumers of other processes too.
-        if (acked && message.Envelope.PartitionKey is not null)
-        {
-            _notifier.Request(message.Queue);
-        }
-
-        return acked;
-    }
-
-    /// <summary>Releases the message for redelivery after the delay, counting the attempt; false when the lease was lost.</summary>
-    public async Task<bool> NackAsync(QueuedMessage message, Guid owner, TimeSpan delay, CancellationToken cancellationToken)
-    {
-        await using var command = _dataSource.CreateCommand(Sql.Nack);
-        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = message.Id });
-        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
-        command.Parameters.Add(Time(Add(Now(), delay)));
-        return Notified(message.Queue, await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0);
-    }
-
-    /// <summary>Moves the message to the dead letters with the reason; false when the lease was lost.</summary>
-    public async Task<bool> DeadLetterAsync(QueuedMessage message, Guid owner, string reason, CancellationToken cancellationToken)
-    {
-        await using var command = _dataSource.CreateCommand(Sql.DeadLetter);
-        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = message.Id });
-        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
-        command.Parameters.Add(Text(reason));
-        command.Parameters.Add(Time(Now()));
-        return Notified(message.Queue, await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0);
-    }
-
-    /// <summary>Extends the lease of everything the owner holds.</summary>
-    public async Task RenewAsync(Guid owner, CancellationToken cancellationToken)
-    {
-        await using var command = _dataSource.CreateCommand(Sql.Renew);
-        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
-        command.Parameters.Add(Time(Add(Now(), Options.LeaseDuration)));
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>Hands back, unchanged and not counted as a delivery, every message the owner still holds.</summary>
-    public async Task ReleaseAllAsync(Guid owner, CancellationToken cancellationToken)
-    {
-        await using var command = _dataSource.CreateCommand(Sql.ReleaseAll);
-        command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = owner });
-        var queues = new List<string>();
-        await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
-        {
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                queues.Add(reader.GetString(0));
-            }
-        }
-
-        _notifier.Request(queues);
     }
 
     /// <summary>The dead letters of a queue, oldest first.</summary>
@@ -307,32 +213,7 @@ internal sealed class PostgresQueueTransport : ITransport
         }
     }
 
-    /// <summary>
-    /// Test hook for a crash: consumers stop without settling or handing back anything and the connections close, so what
-    /// they held comes back only when its lease runs out.
-    /// </summary>
-    internal async ValueTask CrashAsync()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
-        {
-            return;
-        }
-
-        foreach (var consumer in _consumers.Keys)
-        {
-            await consumer.CrashAsync().ConfigureAwait(false);
-        }
-
-        await _sends.DisposeAsync().ConfigureAwait(false);
-        await _notifier.DisposeAsync().ConfigureAwait(false);
-        await _listener.DisposeAsync().ConfigureAwait(false);
-        if (_ownsDataSource)
-        {
-            await _dataSource.DisposeAsync().ConfigureAwait(false);
-        }
-    }
-
-    internal void Forget(PostgresQueueConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    private void Forget(LeasedQueueConsumer<QueuedMessage> consumer) => _consumers.TryRemove(consumer, out _);
 
     /// <summary>After a commit that made messages of these queues claimable: wakes this process's consumers at once, the others by NOTIFY.</summary>
     private void Committed(IReadOnlyCollection<string> queues)
@@ -343,6 +224,13 @@ internal sealed class PostgresQueueTransport : ITransport
         }
 
         _notifier.Request(queues);
+    }
+
+    /// <summary>After a settlement that may have made a message of the queue claimable: wakes this process's consumers, the others by NOTIFY.</summary>
+    internal void Changed(string queue)
+    {
+        Wakeups.Pulse(queue);
+        _notifier.Request(queue);
     }
 
     // A notification names its queue; null (after a reconnect) means any queue may have changed.
@@ -358,19 +246,9 @@ internal sealed class PostgresQueueTransport : ITransport
         }
     }
 
-    private bool Notified(string queue, bool changed)
-    {
-        if (changed)
-        {
-            _notifier.Request(queue);
-        }
-
-        return changed;
-    }
-
     internal DateTimeOffset Now() => TimeProvider.GetUtcNow();
 
-    private static DateTimeOffset Add(DateTimeOffset time, TimeSpan? delay) =>
+    internal static DateTimeOffset Add(DateTimeOffset time, TimeSpan? delay) =>
         delay is { } d && d > TimeSpan.Zero ? (d >= DateTimeOffset.MaxValue - time ? DateTimeOffset.MaxValue : time + d) : time;
 
     private async Task StartCoreAsync()
@@ -388,9 +266,9 @@ internal sealed class PostgresQueueTransport : ITransport
         parameters.Add(Time(Add(now, delay)));
     }
 
-    private static NpgsqlParameter<string> Text(string value) => new() { TypedValue = value };
+    internal static NpgsqlParameter<string> Text(string value) => new() { TypedValue = value };
 
-    private static NpgsqlParameter<DateTimeOffset> Time(DateTimeOffset value) => new() { TypedValue = value };
+    internal static NpgsqlParameter<DateTimeOffset> Time(DateTimeOffset value) => new() { TypedValue = value };
 
     private void CheckEnvelope(Envelope envelope)
     {

@@ -59,16 +59,15 @@ internal sealed class QueueSql
 
         Ack = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2";
         Nack =
-            $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = $3 " +
-            "WHERE id = $1 AND lease_owner = $2";
+            $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = $3, " +
+            "headers = coalesce($4, headers) WHERE id = $1 AND lease_owner = $2";
         DeadLetter =
             $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 RETURNING *) " +
             $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns.Names}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
             $"SELECT queue, {EnvelopeColumns.Names}, enqueued_at, attempts + 1, $3, $4 FROM moved";
         Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1";
-        ReleaseAll =
-            $"WITH released AS (UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 RETURNING queue) " +
-            "SELECT DISTINCT queue FROM released";
+        Release = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2";
+        ReleaseAll = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1";
 
         ReadDeadLetters =
             $"SELECT {EnvelopeColumns.Names.Replace("headers", "headers::text", StringComparison.Ordinal)}, delivery_attempt, reason, dead_lettered_at " +
@@ -97,6 +96,8 @@ internal sealed class QueueSql
     public string DeadLetter { get; }
 
     public string Renew { get; }
+
+    public string Release { get; }
 
     public string ReleaseAll { get; }
 

@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Sqlite.Internal;
 
@@ -90,10 +91,13 @@ internal sealed class QueueStatements
         return queues;
     }
 
-    /// <summary>Leases up to <paramref name="max"/> claimable messages to <paramref name="owner"/> until <paramref name="leaseUntil"/>.</summary>
-    public ClaimResult Claim(string queue, string owner, int max, long now, long leaseUntil)
+    /// <summary>
+    /// Leases up to <paramref name="max"/> claimable messages to <paramref name="owner"/> until <paramref name="leaseUntil"/>.
+    /// A row whose envelope does not decode is claimed too, as a message the pipeline dead-letters.
+    /// </summary>
+    public LeasedClaim<QueuedMessage> Claim(string queue, string owner, int max, long now, long leaseUntil)
     {
-        var claimed = new List<(long Id, long Attempts, Envelope Envelope)>();
+        var claimed = new List<(QueuedMessage Message, long Attempts)>();
         var select = _candidates;
         select.Bind(1, queue);
         select.Bind(2, now);
@@ -103,18 +107,18 @@ internal sealed class QueueStatements
         while (select.Step())
         {
             var attempts = select.Int64(1);
-            claimed.Add((select.Int64(0), attempts, EnvelopeColumns.Read(select, 2, (int)Math.Min(int.MaxValue, attempts + 1))));
+            claimed.Add((Read(select, select.Int64(0), (int)Math.Min(int.MaxValue, attempts + 1), now), attempts));
         }
 
         var messages = new List<QueuedMessage>(claimed.Count);
-        foreach (var (id, attempts, envelope) in claimed)
+        foreach (var (message, attempts) in claimed)
         {
-            _lease.Bind(1, id);
+            _lease.Bind(1, message.Id);
             _lease.Bind(2, owner);
             _lease.Bind(3, leaseUntil);
             _lease.Bind(4, attempts);
             _lease.Execute();
-            messages.Add(new QueuedMessage(id, envelope));
+            messages.Add(message);
         }
 
         DateTimeOffset? next = null;
@@ -130,7 +134,7 @@ internal sealed class QueueStatements
             _nextVisible.Reset();
         }
 
-        return new ClaimResult(messages, next);
+        return new LeasedClaim<QueuedMessage>(messages, new DateTimeOffset(leaseUntil, TimeSpan.Zero), next);
     }
 
     /// <summary>Deletes the message if this owner still holds its lease; false when the lease was lost.</summary>
@@ -180,5 +184,29 @@ internal sealed class QueueStatements
         _renew.Bind(1, owner);
         _renew.Bind(2, leaseUntil);
         _renew.Execute();
+    }
+
+    /// <summary>The candidate row as a message; a row whose envelope does not decode becomes one the pipeline dead-letters.</summary>
+    private static QueuedMessage Read(RawStatement row, long id, int deliveryAttempt, long now)
+    {
+        const int First = 2;
+        try
+        {
+            return new QueuedMessage(id, EnvelopeColumns.Read(row, First, deliveryAttempt));
+        }
+#pragma warning disable CA1031 // Whatever the row holds, the claim goes on; the failure travels with the message to the dead letters.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            var envelope = Salvage.Envelope(
+                deliveryAttempt,
+                new DateTimeOffset(now, TimeSpan.Zero),
+                () => row.Guid(First),
+                () => row.Text(First + 1),
+                () => EventRows.ToTime(row.Int64(First + 3), (int)row.Int64(First + 4)),
+                () => row.IsNull(First + 8) ? null : row.Text(First + 8),
+                () => row.Bytes(First + 11));
+            return new QueuedMessage(id, envelope, ex);
+        }
     }
 }

@@ -16,7 +16,8 @@ internal sealed class SqliteQueueTransport : ITransport
 {
     private readonly SqliteEventStore _store;
     private readonly bool _ownsStore;
-    private readonly ConcurrentDictionary<SqliteQueueConsumer, byte> _consumers = new();
+    private readonly ConcurrentDictionary<LeasedQueueConsumer<QueuedMessage>, byte> _consumers = new();
+    private readonly LeasedQueueSettings _leasing;
     private QueueStatements? _statements;
     private int _disposed;
 
@@ -27,6 +28,17 @@ internal sealed class SqliteQueueTransport : ITransport
         Options = options;
         TimeProvider = timeProvider;
         Logger = logger;
+        _leasing = new LeasedQueueSettings
+        {
+            LeaseDuration = options.LeaseDuration,
+            PollInterval = options.PollInterval,
+
+            // Another process may hold the file's write lock past a renewal; a message that waited meanwhile may have lost its lease.
+            StartsOnlyUnderASafeLease = true,
+            TimeProvider = timeProvider,
+            Logger = logger,
+            Name = "SQLite queue",
+        };
         Capabilities = new TransportCapabilities
         {
             IsDurable = true,
@@ -129,7 +141,8 @@ internal sealed class SqliteQueueTransport : ITransport
         options.Validate();
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         await _store.InitializeAsync(cancellationToken).ConfigureAwait(false);
-        var consumer = new SqliteQueueConsumer(this, queue, options, handler);
+        var backend = new SqliteQueueBackend(this, queue);
+        var consumer = new LeasedQueueConsumer<QueuedMessage>(backend, queue, options, handler, _leasing with { Name = backend.Name }, Forget);
         _consumers[consumer] = 0;
         consumer.Start();
         return consumer;
@@ -174,25 +187,7 @@ internal sealed class SqliteQueueTransport : ITransport
         }
     }
 
-    /// <summary>
-    /// Test hook for a crash: consumers stop without settling or handing back anything and the file is closed, so what they
-    /// held comes back only when its lease runs out.
-    /// </summary>
-    internal async ValueTask CrashAsync()
-    {
-        Interlocked.Exchange(ref _disposed, 1);
-        foreach (var consumer in _consumers.Keys)
-        {
-            await consumer.CrashAsync().ConfigureAwait(false);
-        }
-
-        if (_ownsStore)
-        {
-            await _store.DisposeAsync().ConfigureAwait(false);
-        }
-    }
-
-    internal void Forget(SqliteQueueConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    private void Forget(LeasedQueueConsumer<QueuedMessage> consumer) => _consumers.TryRemove(consumer, out _);
 
     /// <summary>Runs queue statements in the writer's transaction (each call in its own savepoint).</summary>
     internal Task<T> WriteAsync<T>(Func<QueueStatements, T> write, CancellationToken cancellationToken) =>
@@ -200,7 +195,7 @@ internal sealed class SqliteQueueTransport : ITransport
 
     internal long Now() => TimeProvider.GetUtcNow().UtcTicks;
 
-    private static long VisibleAt(long now, TimeSpan? delay) =>
+    internal static long VisibleAt(long now, TimeSpan? delay) =>
         delay is { } d && d > TimeSpan.Zero ? now + Math.Min(d.Ticks, DateTimeOffset.MaxValue.UtcTicks - now) : now;
 
     // Only the writer's thread calls this; its session lives as long as the store, so the statements are prepared once.

@@ -63,7 +63,11 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
     public async Task AConsumerThatDies_WithoutAcking_GivesItsMessagesBack_WhenTheLeaseRunsOut()
     {
         var queue = NewQueue();
-        var dying = (PostgresQueueTransport)await OpenAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(1));
+        // The dying instance runs on a pool the test closes under it, as a killed process's connections would close.
+        var pool = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
+        var dying = new PostgresQueueTransport(pool, ownsDataSource: false, new PostgresQueueOptions { Schema = schema.Schema, LeaseDuration = TimeSpan.FromSeconds(1) });
+        _transports.Add(dying);
+        await dying.StartAsync(CancellationToken.None);
         var survivor = await OpenAsync(o => o.PollInterval = TimeSpan.FromMilliseconds(100));
         var sent = NewEnvelope();
         var taken = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -75,7 +79,7 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         await dying.SendAsync(queue, sent);
         await taken.Task.WaitAsync(Deadline);
 
-        await dying.CrashAsync();
+        await CrashAsync(pool, dying);
         var started = TimeProvider.System.GetTimestamp();
         var collector = new DeliveryCollector();
         await using var consumer = await survivor.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
@@ -363,6 +367,31 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         }
     }
 
+    [Fact]
+    public async Task Nack_WithHeaders_TheRowKeepsThem_SoTheNextDeliveryCarriesThem()
+    {
+        var queue = NewQueue();
+        var transport = await OpenAsync(o => o.PollInterval = TimeSpan.FromMilliseconds(100));
+        var sent = NewEnvelope() with { Headers = new Dictionary<string, string> { ["tenant"] = "acme" } };
+        await transport.SendAsync(queue, sent);
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, ct) =>
+        {
+            collector.Add(delivery);
+            if (delivery.Envelope.DeliveryAttempt == 1)
+            {
+                await delivery.NackAsync(TimeSpan.Zero, new Dictionary<string, string> { [HeaderNames.FirstFailure] = "2030-01-02T03:00:00.0000000+00:00" }, ct);
+            }
+        });
+
+        var again = (await collector.WaitForCountAsync(2, Deadline, "the nacked message came back"))[1].Envelope;
+
+        Assert.Equal(sent.MessageId, again.MessageId);
+        Assert.Equal("2030-01-02T03:00:00.0000000+00:00", again.GetHeader(HeaderNames.FirstFailure));
+        Assert.Equal("acme", again.GetHeader("tenant"));
+        Assert.Equal(2, again.DeliveryAttempt);
+    }
+
     private async Task<ITransport> OpenAsync(Action<PostgresQueueOptions>? configure = null)
     {
         var transport = await PostgresQueueTransportFactory.CreateAsync(PostgresTestDatabase.ConnectionString, o =>
@@ -372,6 +401,16 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         });
         _transports.Add(transport);
         return transport;
+    }
+
+    /// <summary>
+    /// Stops an instance as a killed process would: its pool closes first, so nothing it held is settled or handed back (its
+    /// renewals and hand-backs fail) and the messages come back only when their leases run out.
+    /// </summary>
+    private static async Task CrashAsync(NpgsqlDataSource pool, ITransport transport)
+    {
+        await pool.DisposeAsync();
+        await transport.DisposeAsync();
     }
 
     private static string NewQueue() => "q-" + Guid.NewGuid().ToString("N");

@@ -13,9 +13,9 @@ namespace Herald.Sqlite.Tests.Transport;
 /// <summary>What a consumer does with what it prefetched when its lease renewals are late (another process holding the write lock).</summary>
 public sealed class SqliteQueueLeaseTests : IDisposable
 {
-    private const int LeaseLostEvent = 3212;
-    private const int RenewalFailedEvent = 3211;
-    private const int NotStartedEvent = 3215;
+    private const int LeaseLostEvent = 1212;
+    private const int RenewalFailedEvent = 1211;
+    private const int NotStartedEvent = 1215;
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan QuietWindow = TimeSpan.FromMilliseconds(300);
     private readonly TempDatabase _database = new();

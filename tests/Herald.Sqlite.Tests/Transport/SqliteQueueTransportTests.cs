@@ -47,7 +47,14 @@ public sealed class SqliteQueueTransportTests : IDisposable
         var queue = "crash";
         var sent = NewEnvelope(1);
         var lease = TimeSpan.FromMilliseconds(600);
-        var crashed = (SqliteQueueTransport)await OpenAsync(o => o.LeaseDuration = lease);
+
+        // The dying instance writes through a store the test closes under it, as a killed process's file would close.
+        var file = await SqliteEventStore.OpenAsync(_database.Path, o => o.Synchronous = SqliteSynchronousMode.Normal);
+        var crashed = SqliteQueueTransportFactory.Open(file, o =>
+        {
+            o.LeaseDuration = lease;
+            o.PollInterval = TimeSpan.FromMilliseconds(100);
+        });
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await crashed.SendAsync(queue, sent);
         await crashed.ConsumeAsync(queue, ConsumerOptions.Default, async (_, cancellationToken) =>
@@ -57,7 +64,7 @@ public sealed class SqliteQueueTransportTests : IDisposable
         });
         await started.Task.WaitAsync(Timeout);
         var crashedAt = TimeProvider.System.GetTimestamp();
-        await crashed.CrashAsync();
+        await CrashAsync(file, crashed);
 
         await using var next = await OpenAsync(o => o.LeaseDuration = lease);
         var collector = new DeliveryCollector();
@@ -261,6 +268,16 @@ public sealed class SqliteQueueTransportTests : IDisposable
             o.PollInterval = TimeSpan.FromMilliseconds(100);
             configure?.Invoke(o);
         }, clock);
+
+    /// <summary>
+    /// Stops an instance as a killed process would: its file closes first, so nothing it held is settled or handed back (its
+    /// renewals and hand-backs fail) and the messages come back only when their leases run out.
+    /// </summary>
+    private static async Task CrashAsync(SqliteEventStore file, ITransport transport)
+    {
+        await file.DisposeAsync();
+        await transport.DisposeAsync();
+    }
 
     private static ValueTask Collect(DeliveryCollector collector, Delivery delivery, string consumer = "")
     {

@@ -1,0 +1,100 @@
+using Herald.Internal;
+using Herald.Sqlite.Internal;
+
+namespace Herald.Sqlite.Transport;
+
+/// <summary>
+/// One consumer's hold on a queue of the file: claims lease rows to this consumer's owner id, and every settlement is a
+/// statement guarded by that owner, written through the file's grouped writer. After a change that can make a message
+/// claimable it wakes this process's consumers of the queue (other processes poll).
+/// </summary>
+internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string queue) : ILeasedQueueBackend<QueuedMessage>
+{
+    private readonly string _owner = Guid.CreateVersion7().ToString("N");
+    private readonly long _leaseTicks = transport.Options.LeaseDuration.Ticks;
+
+    /// <summary>How logs name this consumer.</summary>
+    public string Name => $"SQLite queue '{queue}' on '{transport.DataSource}' (owner {_owner})";
+
+    public Task NextWakeUp() => transport.Signals.Next(queue);
+
+    public async ValueTask<LeasedClaim<QueuedMessage>> ClaimAsync(int max, CancellationToken cancellationToken) =>
+        await transport.WriteAsync(
+            q =>
+            {
+                // The lease is timed when the write runs, so the end it reports is the one written.
+                var now = transport.Now();
+                return q.Claim(queue, _owner, max, now, now + _leaseTicks);
+            },
+            cancellationToken).ConfigureAwait(false);
+
+    public async ValueTask<DateTimeOffset> RenewAsync(CancellationToken cancellationToken)
+    {
+        var leaseUntil = await transport.WriteAsync(
+            q =>
+            {
+                var until = transport.Now() + _leaseTicks;
+                q.Renew(_owner, until);
+                return until;
+            },
+            cancellationToken).ConfigureAwait(false);
+        return new DateTimeOffset(leaseUntil, TimeSpan.Zero);
+    }
+
+    public async ValueTask<bool> AckAsync(QueuedMessage message, CancellationToken cancellationToken)
+    {
+        var acked = await transport.WriteAsync(q => q.Ack(message.Id, _owner), cancellationToken).ConfigureAwait(false);
+
+        // The next message of the key becomes claimable.
+        return Changed(acked && message.Envelope.PartitionKey is not null, acked);
+    }
+
+    public async ValueTask<bool> NackAsync(QueuedMessage message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    {
+        var visibleAt = SqliteQueueTransport.VisibleAt(transport.Now(), delay);
+        var headersJson = headers is null ? null : EventRows.HeadersJson(headers);
+        var nacked = await transport.WriteAsync(q => q.Nack(message.Id, _owner, visibleAt, headersJson), cancellationToken).ConfigureAwait(false);
+        return Changed(nacked, nacked);
+    }
+
+    public async ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, CancellationToken cancellationToken)
+    {
+        var moved = await transport.WriteAsync(q => q.DeadLetter(message.Id, _owner, reason, transport.Now()), cancellationToken).ConfigureAwait(false);
+        return Changed(moved && message.Envelope.PartitionKey is not null, moved);
+    }
+
+    public async ValueTask ReleaseAsync(QueuedMessage message, CancellationToken cancellationToken)
+    {
+        // A row another consumer took meanwhile is not this owner's and stays untouched.
+        await transport.WriteAsync(
+            q =>
+            {
+                q.Release(message.Id, _owner);
+                return true;
+            },
+            cancellationToken).ConfigureAwait(false);
+        transport.Signals.Pulse(queue);
+    }
+
+    public async ValueTask ReleaseAllAsync(CancellationToken cancellationToken)
+    {
+        await transport.WriteAsync(
+            q =>
+            {
+                q.ReleaseAll(_owner);
+                return true;
+            },
+            cancellationToken).ConfigureAwait(false);
+        transport.Signals.Pulse(queue);
+    }
+
+    private bool Changed(bool claimable, bool held)
+    {
+        if (claimable)
+        {
+            transport.Signals.Pulse(queue);
+        }
+
+        return held;
+    }
+}

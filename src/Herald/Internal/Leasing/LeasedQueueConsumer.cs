@@ -1,0 +1,432 @@
+using System.Threading.Channels;
+using Herald.Hosting;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Internal;
+
+/// <summary>
+/// Consumes one queue whose messages are leased, over an <see cref="ILeasedQueueBackend{TMessage}"/>. A fetch loop claims up
+/// to <see cref="ConsumerOptions.MaxConcurrency"/> + <see cref="ConsumerOptions.Prefetch"/> messages and feeds them to
+/// <see cref="ConsumerOptions.MaxConcurrency"/> workers. When nothing is claimable it sleeps until the backend wakes it, the
+/// next delayed message is due, or the poll interval passes, on <see cref="TimeProvider"/> timers, never spinning. A timer
+/// renews the leases of everything it holds every third of the lease, so a long handler keeps its message; a handler that
+/// returns acks, one that throws nacks (no delay); stopping hands back what was never started.
+/// </summary>
+/// <typeparam name="TMessage">The backend's claimed message.</typeparam>
+/// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
+public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
+    where TMessage : LeasedMessage
+{
+    private readonly ILeasedQueueBackend<TMessage> _backend;
+    private readonly LeasedQueueSettings _settings;
+    private readonly DeliveryHandler _handler;
+    private readonly Action<LeasedQueueConsumer<TMessage>>? _disposed;
+    private readonly int _workers;
+    private readonly int _capacity;
+    private readonly int _refill;
+    private readonly long _safeLeaseTicks;
+    private readonly Channel<Claimed> _buffer;
+
+    // A latch rather than a pulse: a slot freed between the fetch loop's look at the room and its wait is not missed.
+    private readonly Channel<bool> _slotFreed = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenSource _aborting = new();
+    private readonly Lock _gate = new();
+    private ITimer? _renewal;
+    private Task _running = Task.CompletedTask;
+    private Task? _finishing;
+    private int _held;
+    private long _renewedUntil;
+    private int _renewing;
+    private int _disposing;
+    private volatile bool _isDisposed;
+
+    /// <summary>Creates a consumer of <paramref name="queue"/>; <see cref="Start"/> starts it.</summary>
+    /// <param name="backend">This consumer's hold on the queue (one backend per consumer).</param>
+    /// <param name="queue">The queue, as deliveries name it.</param>
+    /// <param name="options">Concurrency and prefetch, validated by the caller.</param>
+    /// <param name="handler">Handles each delivery.</param>
+    /// <param name="settings">Lease timing and the engine's differences.</param>
+    /// <param name="disposed">Called once the consumer is disposed (the transport forgets it).</param>
+    public LeasedQueueConsumer(
+        ILeasedQueueBackend<TMessage> backend,
+        string queue,
+        ConsumerOptions options,
+        DeliveryHandler handler,
+        LeasedQueueSettings settings,
+        Action<LeasedQueueConsumer<TMessage>>? disposed = null)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(queue);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        ArgumentNullException.ThrowIfNull(settings);
+        settings.Validate();
+        _backend = backend;
+        _handler = handler;
+        _settings = settings;
+        _disposed = disposed;
+        Queue = queue;
+        _workers = options.MaxConcurrency;
+        _capacity = options.MaxConcurrency + options.Prefetch;
+        _refill = settings.ClaimsInBatches ? Math.Max(1, _capacity / 2) : 1;
+        _safeLeaseTicks = settings.LeaseDuration.Ticks / 3;
+        _buffer = Channel.CreateBounded<Claimed>(new BoundedChannelOptions(_capacity)
+        {
+            FullMode = BoundedChannelFullMode.Wait,
+            SingleWriter = true,
+        });
+    }
+
+    /// <inheritdoc />
+    public string Queue { get; }
+
+    /// <summary>Starts the fetch loop, the workers and the lease renewal timer.</summary>
+    public void Start()
+    {
+        var period = _settings.LeaseDuration / 3;
+        _renewal = _settings.TimeProvider.CreateTimer(static s => ((LeasedQueueConsumer<TMessage>)s!).Renew(), this, period, period);
+        var tasks = new Task[_workers + 1];
+        tasks[0] = Task.Run(FetchAsync);
+        for (var i = 1; i < tasks.Length; i++)
+        {
+            tasks[i] = Task.Run(WorkAsync);
+        }
+
+        _running = Task.WhenAll(tasks);
+        Log.LeasedQueueConsumerStarted(_settings.Logger, _settings.Name, _workers, _capacity);
+    }
+
+    /// <inheritdoc />
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        if (_isDisposed)
+        {
+            return;
+        }
+
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        {
+            await _running.ConfigureAwait(false);
+        }
+
+        Task finishing;
+        lock (_gate)
+        {
+            finishing = _finishing ??= FinishAsync();
+        }
+
+        await finishing.ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        // A transport disposes every consumer it started, including those the user disposed already.
+        if (Interlocked.Exchange(ref _disposing, 1) != 0)
+        {
+            return;
+        }
+
+        await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        _isDisposed = true;
+        _disposed?.Invoke(this);
+        _stopping.Dispose();
+        _aborting.Dispose();
+    }
+
+    /// <summary>Writes a settlement under this consumer's lease; the slot is free afterwards whatever happened.</summary>
+    internal async ValueTask SettleAsync(
+        TMessage message,
+        LeasedSettlement settlement,
+        TimeSpan delay,
+        IReadOnlyDictionary<string, string>? headers,
+        string? reason)
+    {
+        try
+        {
+            // No caller's token: a settlement that was decided must reach the engine, or the message would stay leased to
+            // this consumer until it stops.
+            var held = settlement switch
+            {
+                LeasedSettlement.Ack => await _backend.AckAsync(message, CancellationToken.None).ConfigureAwait(false),
+                LeasedSettlement.Nack => await _backend.NackAsync(message, delay, headers, CancellationToken.None).ConfigureAwait(false),
+                _ => await _backend.DeadLetterAsync(message, reason!, CancellationToken.None).ConfigureAwait(false),
+            };
+            if (!held)
+            {
+                Log.LeasedQueueLeaseLost(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
+            }
+        }
+        catch (Exception ex)
+        {
+            Log.LeasedQueueSettleFailed(_settings.Logger, ex, message.Envelope.MessageId, _settings.Name);
+            throw;
+        }
+        finally
+        {
+            FreeSlot();
+        }
+    }
+
+    private static string Describe(LeasedSettlement settlement) => settlement switch
+    {
+        LeasedSettlement.Ack => "ack",
+        LeasedSettlement.Nack => "nack",
+        _ => "dead-letter",
+    };
+
+    /// <summary>One message less held; the fetch loop is woken only when it would claim (see <see cref="FetchAsync"/>).</summary>
+    private void FreeSlot()
+    {
+        var free = _capacity - Interlocked.Decrement(ref _held);
+        if (free >= _refill || _buffer.Reader.Count == 0)
+        {
+            _slotFreed.Writer.TryWrite(true);
+        }
+    }
+
+    private async Task FetchAsync()
+    {
+        var stop = _stopping.Token;
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var registration = stop.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped);
+        var poll = _settings.PollInterval;
+        while (!stop.IsCancellationRequested)
+        {
+            // Both taken before looking, so a commit between the claim and the wait, or a slot freed after the look at the
+            // room, still wakes the loop.
+            var wake = _backend.NextWakeUp();
+            while (_slotFreed.Reader.TryRead(out _))
+            {
+            }
+
+            var free = _capacity - Volatile.Read(ref _held);
+            if (free <= 0 || (free < _refill && _buffer.Reader.Count > 0))
+            {
+                await Task.WhenAny(_slotFreed.Reader.WaitToReadAsync(CancellationToken.None).AsTask(), stopped.Task).ConfigureAwait(false);
+                continue;
+            }
+
+            var asked = Math.Min(free, _settings.MaxClaim);
+            LeasedClaim<TMessage> claimed;
+            try
+            {
+                claimed = await _backend.ClaimAsync(asked, stop).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                Log.LeasedQueueClaimFailed(_settings.Logger, ex, _settings.Name);
+                await SleepAsync(null, poll, stopped.Task).ConfigureAwait(false);
+                continue;
+            }
+
+            var count = claimed.Messages.Count;
+            if (count > 0)
+            {
+                Interlocked.Add(ref _held, count);
+                var leaseUntil = claimed.LeaseUntil.UtcTicks;
+                foreach (var message in claimed.Messages)
+                {
+                    // Never full: at most _capacity messages are held, buffered or running.
+                    _buffer.Writer.TryWrite(new Claimed(message, leaseUntil));
+                }
+            }
+
+            if (count >= asked)
+            {
+                continue;
+            }
+
+            var sleep = poll;
+            if (claimed.NextVisibleAt is { } next)
+            {
+                var due = next - _settings.TimeProvider.GetUtcNow();
+                if (due <= TimeSpan.Zero)
+                {
+                    continue;
+                }
+
+                sleep = due < sleep ? due : sleep;
+            }
+
+            await SleepAsync(wake, sleep, stopped.Task).ConfigureAwait(false);
+        }
+    }
+
+    private async Task SleepAsync(Task? wake, TimeSpan sleep, Task stopped)
+    {
+        using var timer = new CancellationTokenSource();
+        var elapsed = Task.Delay(sleep, _settings.TimeProvider, timer.Token);
+        await (wake is null ? Task.WhenAny(elapsed, stopped) : Task.WhenAny(wake, elapsed, stopped)).ConfigureAwait(false);
+        await timer.CancelAsync().ConfigureAwait(false);
+    }
+
+    private async Task WorkAsync()
+    {
+        var stop = _stopping.Token;
+        var reader = _buffer.Reader;
+        try
+        {
+            while (await reader.WaitToReadAsync(stop).ConfigureAwait(false))
+            {
+                while (!stop.IsCancellationRequested && reader.TryRead(out var claimed))
+                {
+                    if (!_settings.StartsOnlyUnderASafeLease || LeaseIsSafe(claimed))
+                    {
+                        await HandleAsync(claimed.Message).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        await HandBackAsync(claimed.Message).ConfigureAwait(false);
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+    }
+
+    /// <summary>
+    /// True while at least a third of the lease is left as far as this consumer knows (claim or last renewal that landed),
+    /// that is while no renewal is overdue: once one is, the lease may have run out and another consumer may hold the message.
+    /// </summary>
+    private bool LeaseIsSafe(Claimed claimed)
+    {
+        var leaseUntil = Math.Max(claimed.LeaseUntil, Interlocked.Read(ref _renewedUntil));
+        return leaseUntil - _settings.TimeProvider.GetUtcNow().UtcTicks >= _safeLeaseTicks;
+    }
+
+    /// <summary>Frees the slot of a message not started and hands it back if this consumer still holds it.</summary>
+    private async ValueTask HandBackAsync(TMessage message)
+    {
+        Log.LeasedQueueMessageNotStarted(_settings.Logger, message.Envelope.MessageId, _settings.Name);
+        try
+        {
+            // Not left to run out: renewals, which extend everything this consumer holds, would keep it here while the
+            // consumer has other work.
+            await _backend.ReleaseAsync(message, CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Logged; the lease brings the message back once this consumer stops renewing.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Log.LeasedQueueHandBackFailed(_settings.Logger, ex, message.Envelope.MessageId, _settings.Name);
+        }
+        finally
+        {
+            FreeSlot();
+        }
+    }
+
+    private async ValueTask HandleAsync(TMessage message)
+    {
+        var delivery = new LeasedDelivery<TMessage>(message, Queue, this);
+        try
+        {
+            await _handler(delivery, _aborting.Token).ConfigureAwait(false);
+            if (!delivery.IsSettled)
+            {
+                await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+#pragma warning disable CA1031 // A handler failure must never stop the consumer: the message goes back to the queue.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            if (delivery.IsSettled)
+            {
+                // Settled (a failed settlement was logged; the lease brings the message back).
+            }
+            else if (_aborting.IsCancellationRequested)
+            {
+                // Aborted by shutdown: not a failed attempt. It stays leased to this consumer until StopAsync hands back
+                // everything it still holds, unchanged.
+                Interlocked.Decrement(ref _held);
+            }
+            else
+            {
+                try
+                {
+                    await delivery.NackAsync(TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
+                }
+#pragma warning disable CA1031 // Logged by SettleAsync; the lease brings the message back.
+                catch (Exception)
+#pragma warning restore CA1031
+                {
+                }
+            }
+        }
+    }
+
+    private void Renew()
+    {
+        if (Volatile.Read(ref _held) <= 0 || Interlocked.Exchange(ref _renewing, 1) != 0)
+        {
+            return;
+        }
+
+        _ = RenewAsync();
+    }
+
+    private async Task RenewAsync()
+    {
+        try
+        {
+            var leaseUntil = (await _backend.RenewAsync(CancellationToken.None).ConfigureAwait(false)).UtcTicks;
+
+            // Known only once it landed. Renewals run one at a time (_renewing), so this is the only writer; the maximum, as
+            // a renewal never shortens the lease of the claims that came before it.
+            Interlocked.Exchange(ref _renewedUntil, Math.Max(leaseUntil, Interlocked.Read(ref _renewedUntil)));
+        }
+#pragma warning disable CA1031 // Runs on a timer with nobody to report to: logged, and the next renewal tries again.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            if (!_stopping.IsCancellationRequested)
+            {
+                Log.LeasedQueueRenewalFailed(_settings.Logger, ex, _settings.Name);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _renewing, 0);
+        }
+    }
+
+    private async Task FinishAsync()
+    {
+        if (_renewal is { } renewal)
+        {
+            await renewal.DisposeAsync().ConfigureAwait(false);
+        }
+
+        while (_buffer.Reader.TryRead(out _))
+        {
+            // Prefetched, never started: handed back below with everything else this consumer still holds.
+        }
+
+        try
+        {
+            await _backend.ReleaseAllAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Stopping must finish; the leases run out and the messages come back anyway.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Log.LeasedQueueReleaseFailed(_settings.Logger, ex, _settings.Name);
+        }
+
+        Log.LeasedQueueConsumerStopped(_settings.Logger, _settings.Name);
+    }
+
+    /// <summary>A buffered message and when the lease its claim took runs out (UTC ticks).</summary>
+    private readonly record struct Claimed(TMessage Message, long LeaseUntil);
+}

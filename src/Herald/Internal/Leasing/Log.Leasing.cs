@@ -1,0 +1,34 @@
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Hosting;
+
+/// <summary>The leased-queue consumer's log messages (event ids 1200-1299), logged to the adapter's category.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(1200, LogLevel.Debug, "Consumer of {Consumer} started ({MaxConcurrency} at once, {Capacity} held at most)")]
+    public static partial void LeasedQueueConsumerStarted(ILogger logger, string consumer, int maxConcurrency, int capacity);
+
+    [LoggerMessage(1201, LogLevel.Debug, "Consumer of {Consumer} stopped")]
+    public static partial void LeasedQueueConsumerStopped(ILogger logger, string consumer);
+
+    [LoggerMessage(1210, LogLevel.Warning, "Claiming messages for the consumer of {Consumer} failed; trying again after the poll interval")]
+    public static partial void LeasedQueueClaimFailed(ILogger logger, Exception exception, string consumer);
+
+    [LoggerMessage(1211, LogLevel.Warning, "Renewing the leases of the consumer of {Consumer} failed; its messages may be delivered again elsewhere")]
+    public static partial void LeasedQueueRenewalFailed(ILogger logger, Exception exception, string consumer);
+
+    [LoggerMessage(1212, LogLevel.Warning, "The {Settlement} of message {MessageId} by the consumer of {Consumer} found its lease lost (it ran out and another consumer may have taken the message); it will be or was delivered again")]
+    public static partial void LeasedQueueLeaseLost(ILogger logger, string settlement, Guid messageId, string consumer);
+
+    [LoggerMessage(1213, LogLevel.Error, "Settling message {MessageId} by the consumer of {Consumer} failed; it is delivered again when its lease runs out")]
+    public static partial void LeasedQueueSettleFailed(ILogger logger, Exception exception, Guid messageId, string consumer);
+
+    [LoggerMessage(1214, LogLevel.Warning, "Handing back the messages of the consumer of {Consumer} failed; they are delivered again when their lease runs out")]
+    public static partial void LeasedQueueReleaseFailed(ILogger logger, Exception exception, string consumer);
+
+    [LoggerMessage(1215, LogLevel.Warning, "Message {MessageId} of the consumer of {Consumer} was not started: its lease may have run out while it waited (lease renewals are late); it is delivered again")]
+    public static partial void LeasedQueueMessageNotStarted(ILogger logger, Guid messageId, string consumer);
+
+    [LoggerMessage(1216, LogLevel.Warning, "Handing back message {MessageId} of the consumer of {Consumer}, which was not started, failed; it is delivered again when its lease runs out")]
+    public static partial void LeasedQueueHandBackFailed(ILogger logger, Exception exception, Guid messageId, string consumer);
+}
