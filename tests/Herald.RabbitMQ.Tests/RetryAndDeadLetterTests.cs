@@ -107,8 +107,9 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         var handled = new Collector();
         await ConsumeAsync(transport, queue, async (delivery, ct) =>
         {
-            handled.Add(delivery.Envelope);
+            // Recorded once the dead letter is published: the dead-letter queue is declared on first use.
             await delivery.DeadLetterAsync("Handler gave up: boom", ct);
+            handled.Add(delivery.Envelope);
         });
 
         await handled.WaitForAsync(1);
