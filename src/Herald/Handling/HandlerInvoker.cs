@@ -7,6 +7,9 @@ internal abstract class HandlerInvoker
 {
     public abstract IReadOnlyList<Type> HandlerTypes { get; }
 
+    /// <summary>True when a handler is resolved from the message's scope (not a singleton), so every attempt has a scope.</summary>
+    public abstract bool NeedsScope { get; }
+
     public abstract ValueTask InvokeAsync(MessageContext context, IServiceProvider root);
 
     public static HandlerInvoker Create(Type messageType, IReadOnlyList<HandlerRegistration> registrations)
@@ -29,6 +32,8 @@ internal sealed class HandlerInvoker<TMessage> : HandlerInvoker
     }
 
     public override IReadOnlyList<Type> HandlerTypes => [.. _registrations.Select(r => r.HandlerType)];
+
+    public override bool NeedsScope => Array.Exists(_registrations, r => r.Lifetime != ServiceLifetime.Singleton);
 
     public override async ValueTask InvokeAsync(MessageContext context, IServiceProvider root)
     {

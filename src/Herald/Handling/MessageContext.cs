@@ -47,7 +47,7 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     public CancellationToken CancellationToken { get; }
 
     /// <summary>The services of this message's scope (its unit of work), created on first use.</summary>
-    public IServiceProvider Services => (_scope ??= _root.CreateAsyncScope()).ServiceProvider;
+    public IServiceProvider Services => (_scope ?? CreateScope()).ServiceProvider;
 
     /// <summary>A place for middleware to pass values along the pipeline.</summary>
     public IDictionary<string, object?> Items => _items ??= new Dictionary<string, object?>(StringComparer.Ordinal);
@@ -103,6 +103,20 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     public ValueTask DisposeAsync() => _scope is { } scope ? scope.DisposeAsync() : ValueTask.CompletedTask;
 
     internal void UseScope(AsyncServiceScope scope) => _scope = scope;
+
+    // The scope's unit of work must know this context commits it, and commands sent from here must join it: when the pipeline
+    // did not make the attempt ambient up front (a singleton handler), the flow that first needs the scope does.
+    private AsyncServiceScope CreateScope()
+    {
+        var scope = _root.CreateAsyncScope();
+        _scope = scope;
+        if (!ReferenceEquals(UnitOfWorkRunner.Current, this))
+        {
+            UnitOfWorkRunner.Enter(this);
+        }
+
+        return scope;
+    }
 
     private DeliveryOptions Follow(DeliveryOptions? options)
     {

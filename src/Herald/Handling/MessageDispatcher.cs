@@ -201,8 +201,12 @@ internal sealed class MessageDispatcher
         await using (context.ConfigureAwait(false))
         {
             // The attempt is the ambient unit of work: a unit of work its scope creates (for an injected repository, the
-            // outbox, the inbox) is the context's, and commands sent from the handlers join it.
-            UnitOfWorkRunner.Enter(context);
+            // outbox, the inbox) is the context's, and commands sent from the handlers join it. An attempt that may need no
+            // scope (singleton handlers, no inbox) becomes ambient only if it creates one, which saves an allocation.
+            if (_inbox is not null || invoker.NeedsScope)
+            {
+                UnitOfWorkRunner.Enter(context);
+            }
             try
             {
                 if (_inbox is not null && !await _inbox.TryEnterAsync(context).ConfigureAwait(false))

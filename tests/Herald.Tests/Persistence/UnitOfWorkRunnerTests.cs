@@ -186,4 +186,25 @@ public sealed class UnitOfWorkRunnerTests
         Assert.Equal(incoming.MessageId.ToString(), stored.Envelope.CausationId);
         Assert.Equal("grace", stored.Envelope.UserId);
     }
+
+    [Fact]
+    public async Task AttemptThatCreatesItsScopeLate_BecomesAmbientThen_SoItsRepositorySavesAndItCommits()
+    {
+        await using var services = Build();
+        var id = Guid.NewGuid().ToString("N");
+        var incoming = services.GetRequiredService<EnvelopeFactory>().Create(new Note("go"));
+        var context = new MessageContext(incoming, new Note("go"), "tickets", services, services.GetRequiredService<IMessageBus>(), CancellationToken.None);
+        await using (context)
+        {
+            // As a singleton handler would: the pipeline made nothing ambient, the handler asks for the scope itself.
+            var tickets = context.Services.GetRequiredService<AggregateRepository<Ticket>>();
+            var ticket = await tickets.LoadAsync(id);
+            ticket.Open(id);
+            await tickets.SaveAsync(ticket);
+            Assert.True(context.HasUnitOfWork);
+            await context.UnitOfWork.CommitAsync();
+        }
+
+        Assert.Equal(incoming.MessageId.ToString(), Assert.Single(await ReadAsync(services, id)).Envelope.CausationId);
+    }
 }
