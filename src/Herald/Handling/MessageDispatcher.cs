@@ -26,6 +26,9 @@ namespace Herald.Handling;
 /// </summary>
 internal sealed class MessageDispatcher
 {
+    // The message-type tag of a message whose type the registry does not know.
+    private const string UnregisteredType = "(unregistered)";
+
     private readonly string _endpoint;
     private readonly MessageTypeRegistry _registry;
     private readonly IMessageSerializer _serializer;
@@ -68,12 +71,15 @@ internal sealed class MessageDispatcher
     {
         var envelope = delivery.Envelope;
         var started = Stopwatch.GetTimestamp();
+
+        // The wire's type names only what the registry knows: any other value would give metrics unbounded cardinality (issue 10).
+        var messageType = _registry.TryGetByName(envelope.MessageType, out var known) ? known.Name : UnregisteredType;
         var tags = new TagList
         {
             { MetricNames.EndpointTag, _endpoint },
-            { MetricNames.MessageTypeTag, envelope.MessageType },
+            { MetricNames.MessageTypeTag, messageType },
         };
-        using var activity = StartActivity(envelope);
+        using var activity = StartActivity(envelope, messageType);
         try
         {
             await DispatchAsync(delivery, tags, activity, cancellationToken).ConfigureAwait(false);
@@ -333,15 +339,15 @@ internal sealed class MessageDispatcher
         return next;
     }
 
-    private static Activity? StartActivity(Envelope envelope)
+    private static Activity? StartActivity(Envelope envelope, string messageType)
     {
         if (!HeraldDiagnostics.ActivitySource.HasListeners())
         {
             return null;
         }
 
-        var activity = HeraldDiagnostics.ActivitySource.StartActivity("process " + envelope.MessageType, ActivityKind.Consumer, TraceContext.Extract(envelope));
-        activity?.SetTag(MetricNames.MessageTypeTag, envelope.MessageType);
+        var activity = HeraldDiagnostics.ActivitySource.StartActivity("process " + messageType, ActivityKind.Consumer, TraceContext.Extract(envelope));
+        activity?.SetTag(MetricNames.MessageTypeTag, messageType);
         activity?.SetTag("messaging.message.id", envelope.MessageId.ToString());
         activity?.SetTag("messaging.message.conversation_id", envelope.CorrelationId);
         return activity;

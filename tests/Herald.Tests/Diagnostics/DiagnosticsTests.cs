@@ -4,6 +4,7 @@ using System.Diagnostics.Metrics;
 using Herald.Diagnostics;
 using Herald.Handling;
 using Herald.Messages;
+using Herald.Transport;
 using Herald.Conformance;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -77,6 +78,48 @@ public sealed class DiagnosticsTests
         Assert.Equal(1, processed.Value);
         Assert.Equal("diag-traced", processed.Type);
         Assert.DoesNotContain(measurements, m => m.Instrument == MetricNames.MessagesFailed && m.Endpoint == endpoint);
+    }
+
+    [Fact]
+    public async Task UnknownMessageTypesFromTheWire_AreTaggedAsUnregistered_SoMetricsStayBounded()
+    {
+        // Issue 10: the type tag came from the wire before the registry check, so every made-up type was a new series.
+        var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
+        var types = new ConcurrentQueue<string?>();
+        using var meterListener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == MetricNames.MessagesDeadLettered)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meterListener.SetMeasurementEventCallback<long>((_, _, tags, _) =>
+        {
+            if (Tag(tags, MetricNames.EndpointTag) == endpoint)
+            {
+                types.Enqueue(Tag(tags, MetricNames.MessageTypeTag));
+            }
+        });
+        meterListener.Start();
+        using var host = await StartAsync(endpoint, new TaskCompletionSource<Envelope>());
+        var transport = host.Services.GetRequiredService<ITransport>();
+
+        for (var i = 0; i < 3; i++)
+        {
+            await transport.SendAsync(endpoint, new Envelope
+            {
+                MessageId = Guid.CreateVersion7(),
+                MessageType = "made-up-" + Guid.NewGuid().ToString("N"),
+                Time = DateTimeOffset.UtcNow,
+                Body = "{}"u8.ToArray(),
+            });
+        }
+
+        await Eventually.UntilAsync(() => types.Count == 3, "the three messages are dead-lettered");
+        Assert.All(types, type => Assert.Equal("(unregistered)", type));
     }
 
     private static string? Tag(ReadOnlySpan<KeyValuePair<string, object?>> tags, string name)
