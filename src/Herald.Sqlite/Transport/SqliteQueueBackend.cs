@@ -18,8 +18,18 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
 
     public Task NextWakeUp() => transport.Signals.Next(queue);
 
-    public async ValueTask<LeasedClaim<QueuedMessage>> ClaimAsync(int max, CancellationToken cancellationToken) =>
-        await transport.WriteAsync(
+    public async ValueTask<LeasedClaim<QueuedMessage>> ClaimAsync(int max, CancellationToken cancellationToken)
+    {
+        // A claim takes the file's write lock. A poll that finds nothing claimable reads instead, so frequent polls of idle
+        // consumers do not keep other consumers' lease renewals and settlements waiting for that lock (issue 10).
+        var probedAt = transport.Now();
+        var (claimable, nextVisible) = await transport.ProbeAsync(queue, probedAt, cancellationToken).ConfigureAwait(false);
+        if (!claimable)
+        {
+            return new LeasedClaim<QueuedMessage>([], new DateTimeOffset(probedAt, TimeSpan.Zero), nextVisible);
+        }
+
+        return await transport.WriteAsync(
             q =>
             {
                 // The lease is timed when the write runs, so the end it reports is the one written.
@@ -27,6 +37,7 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
                 return q.Claim(queue, _owner, max, now, now + _leaseTicks);
             },
             cancellationToken).ConfigureAwait(false);
+    }
 
     public async ValueTask<DateTimeOffset> RenewAsync(CancellationToken cancellationToken)
     {

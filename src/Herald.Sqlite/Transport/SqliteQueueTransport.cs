@@ -148,6 +148,26 @@ internal sealed class SqliteQueueTransport : ITransport
         return consumer;
     }
 
+    /// <summary>
+    /// Reads, without the write lock, whether the queue may have a claimable message now (a superset: a keyed message waiting
+    /// for an older one of its key counts) and when the next delayed one becomes visible.
+    /// </summary>
+    internal ValueTask<(bool Claimable, DateTimeOffset? NextVisible)> ProbeAsync(string queue, long now, CancellationToken cancellationToken) =>
+        _store.ReadAsync(reader =>
+        {
+            var command = reader.Command(
+                "SELECT EXISTS (SELECT 1 FROM herald_queue_messages WHERE queue = $p0 AND visible_at <= $p1 AND (lease_until IS NULL OR lease_until <= $p1)), " +
+                "(SELECT MIN(visible_at) FROM herald_queue_messages WHERE queue = $p0 AND visible_at > $p1)",
+                2);
+            command.Parameters[0].Value = queue;
+            command.Parameters[1].Value = now;
+            using var row = command.ExecuteReader();
+            row.Read();
+            var claimable = row.GetInt64(0) != 0;
+            DateTimeOffset? next = row.IsDBNull(1) ? null : new DateTimeOffset(row.GetInt64(1), TimeSpan.Zero);
+            return (claimable, next);
+        }, cancellationToken);
+
     /// <summary>The dead letters of a queue, oldest first.</summary>
     public ValueTask<IReadOnlyList<SqliteQueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default) =>
         _store.ReadAsync<IReadOnlyList<SqliteQueueDeadLetter>>(reader =>
