@@ -13,6 +13,9 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
     private readonly string _owner = Guid.CreateVersion7().ToString("N");
     private readonly long _leaseTicks = transport.Options.LeaseDuration.Ticks;
 
+    // True when the last claim took nothing. The consumer claims from one loop, one claim at a time.
+    private bool _idle;
+
     /// <summary>How logs name this consumer.</summary>
     public string Name => $"SQLite queue '{queue}' on '{transport.DataSource}' (owner {_owner})";
 
@@ -20,16 +23,20 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
 
     public async ValueTask<LeasedClaim<QueuedMessage>> ClaimAsync(int max, CancellationToken cancellationToken)
     {
-        // A claim takes the file's write lock. A poll that finds nothing claimable reads instead, so frequent polls of idle
-        // consumers do not keep other consumers' lease renewals and settlements waiting for that lock (issue 10).
-        var probedAt = transport.Now();
-        var (claimable, nextVisible) = await transport.ProbeAsync(queue, probedAt, cancellationToken).ConfigureAwait(false);
-        if (!claimable)
+        // A claim takes the file's write lock. After a claim that took nothing, the next one reads first, so frequent polls of
+        // an idle consumer do not keep other consumers' lease renewals and settlements waiting for that lock (issue 10); a
+        // busy consumer claims at once, without the extra read.
+        if (_idle)
         {
-            return new LeasedClaim<QueuedMessage>([], new DateTimeOffset(probedAt, TimeSpan.Zero), nextVisible);
+            var probedAt = transport.Now();
+            var (claimable, nextVisible) = await transport.ProbeAsync(queue, probedAt, cancellationToken).ConfigureAwait(false);
+            if (!claimable)
+            {
+                return new LeasedClaim<QueuedMessage>([], new DateTimeOffset(probedAt, TimeSpan.Zero), nextVisible);
+            }
         }
 
-        return await transport.WriteAsync(
+        var claim = await transport.WriteAsync(
             q =>
             {
                 // The lease is timed when the write runs, so the end it reports is the one written.
@@ -37,6 +44,8 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
                 return q.Claim(queue, _owner, max, now, now + _leaseTicks);
             },
             cancellationToken).ConfigureAwait(false);
+        _idle = claim.Messages.Count == 0;
+        return claim;
     }
 
     public async ValueTask<DateTimeOffset> RenewAsync(CancellationToken cancellationToken)

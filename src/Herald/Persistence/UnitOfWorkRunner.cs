@@ -41,6 +41,16 @@ public sealed class UnitOfWorkRunner
         return Ambient.Value is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
     }
 
+    private async ValueTask RunScopedAsync(Func<IServiceProvider, CancellationToken, ValueTask> work, EventMetadata? metadata, CancellationToken cancellationToken) =>
+        await RunScopedAsync<bool>(
+            async (services, token) =>
+            {
+                await work(services, token).ConfigureAwait(false);
+                return true;
+            },
+            metadata,
+            cancellationToken).ConfigureAwait(false);
+
     /// <summary>Runs <paramref name="work"/> as <see cref="RunAsync(Func{IServiceProvider, CancellationToken, ValueTask}, EventMetadata?, CancellationToken)"/> does, and returns its result once committed.</summary>
     public ValueTask<TResult> RunAsync<TResult>(Func<IServiceProvider, CancellationToken, ValueTask<TResult>> work, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
     {
@@ -71,26 +81,6 @@ public sealed class UnitOfWorkRunner
 #pragma warning restore CA1031
         {
             Hosting.Log.UnitOfWorkRollbackFailed(logger, ex);
-        }
-    }
-
-    private async ValueTask RunScopedAsync(Func<IServiceProvider, CancellationToken, ValueTask> work, EventMetadata? metadata, CancellationToken cancellationToken)
-    {
-        var scope = new RunnerScope(_scopes.CreateAsyncScope(), metadata ?? EventMetadata.None);
-        await using (scope.ConfigureAwait(false))
-        {
-            Ambient.Value = scope;
-            try
-            {
-                await work(scope.Services, cancellationToken).ConfigureAwait(false);
-            }
-            catch
-            {
-                await scope.RollbackAsync(_logger).ConfigureAwait(false);
-                throw;
-            }
-
-            await scope.CommitAsync(cancellationToken).ConfigureAwait(false);
         }
     }
 
