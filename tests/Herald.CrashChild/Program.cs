@@ -1,3 +1,4 @@
+using Herald.Sqlite.EventSourcing;
 using Herald.Persistence;
 using System.Globalization;
 using System.Text;

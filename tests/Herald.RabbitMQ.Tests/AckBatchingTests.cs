@@ -1,3 +1,4 @@
+using Herald.RabbitMQ.Transport;
 using System.Text;
 using Herald.Conformance;
 using Herald.Transport;

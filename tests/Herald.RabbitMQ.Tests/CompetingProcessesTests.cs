@@ -1,3 +1,4 @@
+using Herald.RabbitMQ.Transport;
 using Herald.Processes;
 using Herald.Conformance.Transport.Processes;
 using Herald.Transport;

@@ -1,3 +1,4 @@
+using Herald.RabbitMQ.Transport;
 using System.Collections.Concurrent;
 using Herald.Handling;
 using Herald.Transport;

@@ -1,6 +1,5 @@
+using Herald.Redis.Reliability;
 using Herald.Persistence;
-using Herald.Redis.Idempotency;
-using Herald.Redis.Inbox;
 using Herald.Reliability;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;

@@ -1,4 +1,4 @@
-using Herald.Redis.Idempotency;
+using Herald.Redis.Reliability;
 using Herald.Reliability.Idempotency;
 using Microsoft.Extensions.Time.Testing;
 using StackExchange.Redis;

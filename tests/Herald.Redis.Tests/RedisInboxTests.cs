@@ -1,4 +1,4 @@
-using Herald.Redis.Inbox;
+using Herald.Redis.Reliability;
 using Herald.Reliability;
 using Herald.Conformance;
 using Microsoft.Extensions.Logging.Testing;

@@ -1,6 +1,5 @@
+using Herald.Redis.Reliability;
 using Herald.Redis.DependencyInjection;
-using Herald.Redis.Idempotency;
-using Herald.Redis.Inbox;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Microsoft.Extensions.DependencyInjection;

@@ -1,3 +1,5 @@
+using Herald.Sqlite.Schema;
+using Herald.Sqlite.EventSourcing;
 using System.Text;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;

@@ -1,3 +1,4 @@
+using Herald.Sqlite.EventSourcing;
 using System.Diagnostics;
 using System.Globalization;
 using Herald.EventSourcing;

@@ -1,3 +1,4 @@
+using Herald.RabbitMQ.Transport;
 using Herald.Postgres.Transport;
 using Herald.RabbitMQ;
 using Herald.Sqlite.Transport;

@@ -1,3 +1,4 @@
+using Herald.RabbitMQ.Transport;
 using Herald.Messages;
 using Herald.RabbitMQ;
 using Herald.Transport;

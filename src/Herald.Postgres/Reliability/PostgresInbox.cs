@@ -1,3 +1,4 @@
+using Herald.Postgres.Persistence;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;

@@ -1,8 +1,7 @@
+using Herald.Redis.Reliability;
 using Herald.Hosting;
 using Herald.Redis;
 using Herald.Redis.DependencyInjection;
-using Herald.Redis.Idempotency;
-using Herald.Redis.Inbox;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Microsoft.Extensions.DependencyInjection.Extensions;

@@ -1,3 +1,4 @@
+using Herald.Sqlite.EventSourcing;
 using System.Collections.Frozen;
 using Herald.Messages;
 using Microsoft.Data.Sqlite;

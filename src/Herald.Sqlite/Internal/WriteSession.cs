@@ -1,3 +1,4 @@
+using Herald.Sqlite.EventSourcing;
 using Herald.EventSourcing;
 using Herald.Messages;
 using Microsoft.Data.Sqlite;

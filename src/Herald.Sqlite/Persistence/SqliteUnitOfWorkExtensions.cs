@@ -1,3 +1,4 @@
+using Herald.Sqlite.Persistence;
 using Herald.Persistence;
 using Herald.Sqlite.Reliability;
 using Microsoft.Data.Sqlite;

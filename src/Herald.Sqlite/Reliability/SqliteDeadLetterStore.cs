@@ -1,3 +1,4 @@
+using Herald.Sqlite.EventSourcing;
 using Herald.Persistence;
 using Herald.Reliability.DeadLetters;
 using Herald.Sqlite.Internal;

@@ -1,3 +1,4 @@
+using Herald.Sqlite.EventSourcing;
 using Herald.Reliability.Idempotency;
 using Herald.Sqlite.Internal;
 

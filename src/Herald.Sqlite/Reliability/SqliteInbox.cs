@@ -1,3 +1,5 @@
+using Herald.Sqlite.Persistence;
+using Herald.Sqlite.EventSourcing;
 using Herald.Persistence;
 using System.Collections.Concurrent;
 using Herald.Reliability;

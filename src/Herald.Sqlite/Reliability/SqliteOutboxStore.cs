@@ -1,3 +1,5 @@
+using Herald.Sqlite.Persistence;
+using Herald.Sqlite.EventSourcing;
 using Herald.Persistence;
 using Herald.Reliability;
 using Herald.Reliability.Outbox;

@@ -1,3 +1,4 @@
+using Herald.Sqlite.EventSourcing;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Sqlite.Internal;

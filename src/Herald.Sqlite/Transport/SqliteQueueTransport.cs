@@ -1,3 +1,4 @@
+using Herald.Sqlite.EventSourcing;
 using System.Collections.Concurrent;
 using Herald.Internal;
 using Herald.Messages;

@@ -1,3 +1,5 @@
+using Herald.Sqlite.DependencyInjection;
+using Herald.Sqlite.EventSourcing;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;

@@ -1,3 +1,4 @@
+using Herald.Sqlite.EventSourcing;
 using System.Text;
 using Herald.EventSourcing;
 using Herald.Messages;

@@ -1,0 +1,301 @@
+using Herald.Persistence;
+using Herald.EventSourcing;
+using Herald.Postgres.EventSourcing;
+using Herald.Reliability;
+using Npgsql;
+
+namespace Herald.Postgres.Persistence;
+
+/// <summary>
+/// The unit of work on a <see cref="PostgresEventStore"/>'s database: one <see cref="NpgsqlTransaction"/> on one pooled
+/// connection, opened when the first write enlists (a handler that writes nothing takes no connection). Outbox rows, the
+/// inbox mark and appends made with
+/// <see cref="PostgresEventStore.AppendAsync(string, ExpectedVersion, IReadOnlyList{Herald.Messages.Envelope}, IUnitOfWork, CancellationToken)"/>
+/// run in it at once and commit together at <see cref="CommitAsync"/>; a rollback, or a scope that ends first, discards them.
+/// </summary>
+/// <remarks>
+/// The transaction stays open while the handlers run, so it holds the rows it wrote (a concurrent duplicate's inbox mark
+/// waits for it) and holds back readers of the global log (docs/postgres.md): keep handlers short. A statement that
+/// failed in the database aborts the transaction; its commit then throws and rolls back instead of committing nothing.
+/// </remarks>
+public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
+{
+    // Events one transaction may hold (the ordinal is the low 20 bits of a position).
+    private const int MaxOrdinals = 1 << 20;
+
+    private readonly Lock _gate = new();
+    private readonly SemaphoreSlim _connectionGate = new(1, 1);
+    private NpgsqlConnection? _connection;
+    private NpgsqlTransaction? _transaction;
+    private List<Func<CancellationToken, ValueTask>>? _committed;
+    private List<Func<CancellationToken, ValueTask>>? _rolledBack;
+    private bool _completed;
+    private bool _aborted;
+    private Exception? _doomed;
+    private int _nextOrdinal;
+    private long _lastPosition;
+
+    internal PostgresUnitOfWork(PostgresEventStore store) => Store = store;
+
+    /// <inheritdoc />
+    public bool IsCompleted
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _completed;
+            }
+        }
+    }
+
+    /// <summary>The store whose database this unit of work writes to.</summary>
+    internal PostgresEventStore Store { get; }
+
+    /// <summary>True once a write opened the transaction.</summary>
+    internal bool HasTransaction => Volatile.Read(ref _transaction) is not null;
+
+    /// <inheritdoc />
+    public void OnCommitted(Func<CancellationToken, ValueTask> callback)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        lock (_gate)
+        {
+            ThrowIfCompleted();
+            (_committed ??= []).Add(callback);
+        }
+    }
+
+    /// <inheritdoc />
+    public void OnRolledBack(Func<CancellationToken, ValueTask> callback)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        lock (_gate)
+        {
+            ThrowIfCompleted();
+            (_rolledBack ??= []).Add(callback);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask CommitAsync(CancellationToken cancellationToken = default)
+    {
+        if (!TryComplete(out var committed, out var rolledBack))
+        {
+            return;
+        }
+
+        await _connectionGate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            bool aborted;
+            Exception? doomed;
+            lock (_gate)
+            {
+                (aborted, doomed) = (_aborted, _doomed);
+            }
+
+            if (doomed is not null)
+            {
+                // A write found a conflict early; like every engine, the unit of work reports it here and writes nothing.
+                if (_transaction is not null && _connection is { State: System.Data.ConnectionState.Open })
+                {
+                    await _transaction.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(doomed);
+            }
+
+            if (_transaction is not null)
+            {
+                if (aborted)
+                {
+                    throw new InvalidOperationException("A statement of this unit of work failed in the database, so its transaction was aborted; it was rolled back instead of committed.");
+                }
+
+                await _transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+                if (_lastPosition > 0)
+                {
+                    Store.UnitOfWorkCommitted(_lastPosition);
+                }
+            }
+        }
+        catch
+        {
+            await ReleaseAsync().ConfigureAwait(false);
+            _connectionGate.Release();
+            await RunAsync(rolledBack, CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
+
+        await ReleaseAsync().ConfigureAwait(false);
+        _connectionGate.Release();
+        await RunAsync(committed, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask RollbackAsync(CancellationToken cancellationToken = default)
+    {
+        if (!TryComplete(out _, out var rolledBack))
+        {
+            return;
+        }
+
+        await _connectionGate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            // Closing the connection rolls back too; the explicit rollback returns a clean connection to the pool.
+            if (_transaction is not null && _connection is { State: System.Data.ConnectionState.Open })
+            {
+                await _transaction.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+        catch (NpgsqlException)
+        {
+            // The connection broke: the server has discarded the transaction already.
+        }
+        finally
+        {
+            await ReleaseAsync().ConfigureAwait(false);
+            _connectionGate.Release();
+        }
+
+        await RunAsync(rolledBack, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Rolls back unless committed or rolled back already.</summary>
+    public ValueTask DisposeAsync() => RollbackAsync(CancellationToken.None);
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on the transaction, opening it on first use; calls are serialised (one connection).
+    /// A database error marks the transaction aborted, so the commit fails rather than silently committing nothing.
+    /// </summary>
+    internal async ValueTask<T> ExecuteAsync<T>(Func<NpgsqlConnection, NpgsqlTransaction, CancellationToken, Task<T>> work, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            ThrowIfCompleted();
+        }
+
+        await _connectionGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            lock (_gate)
+            {
+                ThrowIfCompleted();
+            }
+
+            if (_transaction is null)
+            {
+                var connection = await Store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    _transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+                    _connection = connection;
+                }
+                catch
+                {
+                    await connection.DisposeAsync().ConfigureAwait(false);
+                    throw;
+                }
+            }
+
+            try
+            {
+                return await work(_connection!, _transaction, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not ConcurrencyException)
+            {
+                lock (_gate)
+                {
+                    _aborted = true;
+                }
+
+                throw;
+            }
+        }
+        finally
+        {
+            _connectionGate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The transaction of this unit of work, begun now if no write has begun it: the application's own statements run in it
+    /// and commit with Herald's writes. Run them one at a time, not concurrently with other writes of the same unit of work.
+    /// </summary>
+    internal ValueTask<NpgsqlTransaction> GetTransactionAsync(CancellationToken cancellationToken) =>
+        ExecuteAsync((_, transaction, _) => Task.FromResult(transaction), cancellationToken);
+
+    /// <summary>Fails the commit with <paramref name="conflict"/> (the first one wins): a write found that it cannot commit.</summary>
+    internal void Doom(Exception conflict)
+    {
+        lock (_gate)
+        {
+            _doomed ??= conflict;
+        }
+    }
+
+    /// <summary>Numbers the next <paramref name="count"/> events of this transaction; notify is true for the first append only.</summary>
+    internal (int FirstOrdinal, bool Notify) ReserveOrdinals(int count)
+    {
+        if (_nextOrdinal + count > MaxOrdinals)
+        {
+            throw new InvalidOperationException($"One unit of work may append at most {MaxOrdinals} events.");
+        }
+
+        var first = _nextOrdinal;
+        _nextOrdinal += count;
+        return (first, first == 0);
+    }
+
+    /// <summary>Records the last position an append of this transaction wrote.</summary>
+    internal void Appended(long lastPosition) => _lastPosition = Math.Max(_lastPosition, lastPosition);
+
+    private static async ValueTask RunAsync(List<Func<CancellationToken, ValueTask>>? callbacks, CancellationToken cancellationToken)
+    {
+        foreach (var callback in callbacks ?? [])
+        {
+            await callback(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask ReleaseAsync()
+    {
+        var (transaction, connection) = (_transaction, _connection);
+        (_transaction, _connection) = (null, null);
+        if (transaction is not null)
+        {
+            await transaction.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (connection is not null)
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private bool TryComplete(out List<Func<CancellationToken, ValueTask>>? committed, out List<Func<CancellationToken, ValueTask>>? rolledBack)
+    {
+        lock (_gate)
+        {
+            (committed, rolledBack) = (_committed, _rolledBack);
+            if (_completed)
+            {
+                return false;
+            }
+
+            _completed = true;
+            (_committed, _rolledBack) = (null, null);
+            return true;
+        }
+    }
+
+    private void ThrowIfCompleted()
+    {
+        if (_completed)
+        {
+            throw new InvalidOperationException("This unit of work is already committed or rolled back; writes can no longer enlist in it.");
+        }
+    }
+}

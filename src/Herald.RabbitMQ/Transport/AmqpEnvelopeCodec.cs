@@ -1,0 +1,533 @@
+using System.Collections.Frozen;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using Herald.Messages;
+using Herald.Transport;
+using RabbitMQ.Client;
+
+namespace Herald.RabbitMQ.Transport;
+
+/// <summary>
+/// Maps an <see cref="Envelope"/> onto an AMQP 0-9-1 message in CloudEvents binary mode (docs/cloudevents.md): the body
+/// is the data, the attributes are headers prefixed <c>cloudEvents:</c>, and message_id, timestamp, correlation_id,
+/// type and content_type are set too so plain clients see them. Reads both that shape and plain JSON (raw queues).
+/// </summary>
+internal static class AmqpEnvelopeCodec
+{
+    public const string Prefix = "cloudEvents:";
+
+    /// <summary>Deliveries before this copy was published (Herald increments it each time it redelivers).</summary>
+    public const string AttemptHeader = "x-herald-attempt";
+
+    public const string OriginQueueHeader = "x-herald-origin-queue";
+
+    private const string DeliveryCountHeader = "x-delivery-count";
+    private const int CharBufferLength = 256;
+
+    private const string SchemaPrefix = "urn:herald:schema:";
+
+    private static readonly long MaxUnixMilliseconds = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
+    private static readonly Dictionary<string, object?> EmptyAmqpHeaders = [];
+
+    private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
+
+    private static readonly byte[] SpecVersion = "1.0"u8.ToArray();
+
+    // Header keys, and values that repeat from message to message (types, sources, schemas), encoded once.
+    private static readonly BoundedCache<string, byte[]> Utf8Constants = new(static s => Encoding.UTF8.GetBytes(s));
+    private static readonly BoundedCache<string, string> PrefixedNames = new(static name => Prefix + name);
+    private static readonly BoundedCache<(string Type, int Version), byte[]> DataSchemas = new(
+        static key => Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{key.Type}:{key.Version}")));
+    private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
+
+    private static readonly FrozenSet<string> ReservedAttributes = FrozenSet.ToFrozenSet(
+        ["id", "type", "source", "specversion", "time", "dataschema", "datacontenttype", "partitionkey", "correlationid", "causationid", "userid", "deliveryattempt"],
+        StringComparer.Ordinal);
+
+    // Headers the client or the broker adds to a copy; a republished copy must not carry them over.
+    private static readonly FrozenSet<string> DroppedOnRepublish = FrozenSet.ToFrozenSet(
+        [DeliveryCountHeader, Constants.PublishSequenceNumberHeader],
+        StringComparer.Ordinal);
+
+    public static BasicProperties Encode(Envelope envelope, string defaultSource)
+    {
+        var custom = envelope.Headers;
+        var headers = new Dictionary<string, object?>(custom.Count + 10, StringComparer.Ordinal);
+        byte[]? source = null;
+        if (custom.Count > 0)
+        {
+            foreach (var (name, value) in custom)
+            {
+                if (name == HeaderNames.Source)
+                {
+                    source = Utf8Constants.Get(value);
+                }
+                else if (!ReservedAttributes.Contains(name))
+                {
+                    headers[PrefixedNames.Get(name)] = value;
+                }
+            }
+        }
+
+        // Constant or repeating values go out as cached UTF-8 bytes (written as AMQP long strings, as a string would be).
+        var id = envelope.MessageId.ToString("D");
+        var type = envelope.MessageType;
+        headers[Prefix + "specversion"] = SpecVersion;
+        headers[Prefix + "id"] = id;
+        headers[Prefix + "type"] = Utf8Constants.Get(type);
+        headers[Prefix + "source"] = source ?? Utf8Constants.Get(defaultSource);
+        headers[Prefix + "time"] = FormatTime(envelope.Time);
+        if (envelope.SchemaVersion != 1)
+        {
+            // Version 1 is what a message without a dataschema reads as: the most common case costs no header.
+            headers[Prefix + "dataschema"] = DataSchemas.Get((type, envelope.SchemaVersion));
+        }
+
+        AddIfSet(headers, Prefix + "partitionkey", envelope.PartitionKey);
+        AddIfSet(headers, Prefix + "correlationid", envelope.CorrelationId);
+        AddIfSet(headers, Prefix + "causationid", envelope.CausationId);
+        AddIfSet(headers, Prefix + "userid", envelope.UserId);
+
+        // The AMQP user_id is checked by the broker against the login, so the user travels only as an attribute.
+        return new BasicProperties
+        {
+            MessageId = id,
+            Type = type,
+            Timestamp = new AmqpTimestamp(envelope.Time.ToUnixTimeSeconds()),
+            CorrelationId = envelope.CorrelationId,
+            ContentType = envelope.ContentType,
+            DeliveryMode = DeliveryModes.Persistent,
+            Headers = headers,
+        };
+    }
+
+    private static byte[] FormatTime(DateTimeOffset time)
+    {
+        Span<byte> buffer = stackalloc byte[64];
+        if (time.UtcDateTime.TryFormat(buffer, out var written, TimeFormat, CultureInfo.InvariantCulture))
+        {
+            return buffer[..written].ToArray();
+        }
+
+        return Encoding.UTF8.GetBytes(time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>
+    /// A copy of a delivered message's properties for republishing it (retry, redelivery, dead letter), with
+    /// <paramref name="added"/> set as CloudEvents extension attributes (so they read back as envelope headers).
+    /// </summary>
+    public static BasicProperties CopyForRepublish(
+        IReadOnlyBasicProperties delivered,
+        int attempts,
+        string? deadLetterReason,
+        string? originQueue,
+        IReadOnlyDictionary<string, string>? added = null)
+    {
+        var properties = new BasicProperties(delivered) { DeliveryMode = DeliveryModes.Persistent };
+        var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
+        if (delivered.Headers is { } original)
+        {
+            foreach (var (name, value) in original)
+            {
+                if (!DroppedOnRepublish.Contains(name))
+                {
+                    headers[name] = value;
+                }
+            }
+        }
+
+        if (added is not null)
+        {
+            foreach (var (name, value) in added)
+            {
+                headers[Prefix + name] = value;
+            }
+        }
+
+        headers[AttemptHeader] = attempts;
+        if (deadLetterReason is not null)
+        {
+            headers[Prefix + HeaderNames.DeadLetterReason] = deadLetterReason;
+            headers[OriginQueueHeader] = originQueue;
+        }
+
+        properties.Headers = headers;
+        return properties;
+    }
+
+    /// <summary>
+    /// Turns a delivered message into an envelope; never throws. When it is malformed, or decoding it throws for any
+    /// reason, <paramref name="failure"/> says why and the envelope holds what could be read: the raw body, and the id,
+    /// type, time and headers where they are readable (so its dead letter shows as much as possible).
+    /// </summary>
+    public static Envelope Decode(
+        IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, bool redelivered, string? rawType, string defaultSource, TimeProvider timeProvider,
+        out MalformedMessageException? failure)
+    {
+        try
+        {
+            failure = null;
+            return DecodeOrThrow(properties, body, redelivered, rawType, defaultSource, timeProvider);
+        }
+#pragma warning disable CA1031 // Nothing from the wire is trusted: whatever decoding throws makes the delivery undecodable.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
+        }
+
+        return BestEffort(properties, body, redelivered, rawType, timeProvider);
+    }
+
+    /// <summary>
+    /// Turns a delivered message into an envelope, or throws <see cref="MalformedMessageException"/> saying why it is
+    /// malformed. <paramref name="rawType"/> is the type for plain messages on a raw queue (null: the queue takes
+    /// CloudEvents messages only).
+    /// </summary>
+    private static Envelope DecodeOrThrow(
+        IReadOnlyBasicProperties properties,
+        ReadOnlyMemory<byte> body,
+        bool redelivered,
+        string? rawType,
+        string defaultSource,
+        TimeProvider timeProvider)
+    {
+        Dictionary<string, string>? headers = null;
+        object? ceId = null, ceType = null, ceSource = null, ceTime = null, ceSchema = null, ceContentType = null;
+        object? ceCorrelation = null, ceCausation = null, ceUser = null, cePartition = null, attemptValue = null, deliveryCount = null;
+        var isCloudEvent = false;
+
+        // One pass over the headers: attributes are kept as delivered (UTF-8 bytes) and turned into strings only as needed.
+        if (properties.Headers is { Count: > 0 } amqpHeaders)
+        {
+            foreach (var (name, value) in amqpHeaders)
+            {
+                if (name.StartsWith(Prefix, StringComparison.Ordinal))
+                {
+                    var attribute = name.AsSpan(Prefix.Length);
+                    switch (attribute)
+                    {
+                        case "specversion": isCloudEvent = true; break;
+                        case "id": isCloudEvent = true; ceId = value; break;
+                        case "type": isCloudEvent = true; ceType = value; break;
+                        case "source": ceSource = value; break;
+                        case "time": ceTime = value; break;
+                        case "dataschema": ceSchema = value; break;
+                        case "datacontenttype": ceContentType = value; break;
+                        case "correlationid": ceCorrelation = value; break;
+                        case "causationid": ceCausation = value; break;
+                        case "userid": ceUser = value; break;
+                        case "partitionkey": cePartition = value; break;
+                        case "deliveryattempt": break;
+                        default:
+                            if (AsString(value) is { } text)
+                            {
+                                (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute.ToString()] = text;
+                            }
+
+                            break;
+                    }
+                }
+                else if (name.StartsWith("x-", StringComparison.Ordinal))
+                {
+                    if (name == AttemptHeader)
+                    {
+                        attemptValue = value;
+                    }
+                    else if (name == DeliveryCountHeader)
+                    {
+                        deliveryCount = value ?? 0;
+                    }
+                }
+                else if (AsString(value) is { } text)
+                {
+                    (headers ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, text);
+                }
+            }
+        }
+
+        var attempt = Attempt(attemptValue, deliveryCount, redelivered);
+
+        if (!isCloudEvent && rawType is not null)
+        {
+            return new Envelope
+            {
+                MessageId = RawMessageId(properties.MessageId, timeProvider),
+                MessageType = rawType,
+                Time = AmqpTime(properties) ?? timeProvider.GetUtcNow(),
+                CorrelationId = properties.CorrelationId,
+                ContentType = properties.ContentType ?? ContentTypes.Json,
+                Headers = headers ?? NoHeaders,
+                Body = body,
+                DeliveryAttempt = attempt,
+            };
+        }
+
+        Span<char> buffer = stackalloc char[CharBufferLength];
+        Guid id;
+        if (ceId is not null && Chars(ceId, buffer, out var idChars))
+        {
+            if (!Guid.TryParse(idChars, out id))
+            {
+                throw new MalformedMessageException($"Malformed message: its id '{Truncate(idChars.ToString())}' is not a Guid.");
+            }
+        }
+        else if (properties.MessageId is { } messageId)
+        {
+            if (!Guid.TryParse(messageId, out id))
+            {
+                throw new MalformedMessageException($"Malformed message: its id '{Truncate(messageId)}' is not a Guid.");
+            }
+        }
+        else
+        {
+            throw new MalformedMessageException("Malformed message: it has no id (no cloudEvents:id attribute and no AMQP message_id).");
+        }
+
+        var type = InternedString(ceType) ?? properties.Type;
+        if (string.IsNullOrEmpty(type))
+        {
+            throw new MalformedMessageException($"Malformed message {id}: it has no type (no cloudEvents:type attribute and no AMQP type), and the queue is not a raw queue.");
+        }
+
+        DateTimeOffset time;
+        if (ceTime is not null && Chars(ceTime, buffer, out var timeChars))
+        {
+            if (!DateTimeOffset.TryParseExact(timeChars, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
+                && !DateTimeOffset.TryParse(timeChars, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time))
+            {
+                throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(timeChars.ToString())}' is not an RFC 3339 time.");
+            }
+        }
+        else if (AmqpTime(properties) is { } amqpTime)
+        {
+            time = amqpTime;
+        }
+        else
+        {
+            throw new MalformedMessageException($"Malformed message {id}: it has no time (no cloudEvents:time attribute and no AMQP timestamp).");
+        }
+
+        if (ceSource is not null && Chars(ceSource, buffer, out var sourceChars) && !sourceChars.SequenceEqual(defaultSource))
+        {
+            (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = InternedString(ceSource)!;
+        }
+
+        var schemaVersion = ceSchema is not null && Chars(ceSchema, buffer, out var schemaChars) ? SchemaVersion(schemaChars) : 1;
+        return new Envelope
+        {
+            MessageId = id,
+            MessageType = type,
+            SchemaVersion = schemaVersion,
+            Time = time,
+            CorrelationId = AsString(ceCorrelation) ?? properties.CorrelationId,
+            CausationId = AsString(ceCausation),
+            UserId = AsString(ceUser),
+            PartitionKey = AsString(cePartition),
+            ContentType = properties.ContentType ?? InternedString(ceContentType) ?? ContentTypes.Json,
+            Headers = headers ?? NoHeaders,
+            Body = body,
+            DeliveryAttempt = attempt,
+        };
+    }
+
+    /// <summary>What can be read of a malformed message, each part on its own, so one bad attribute hides no other.</summary>
+    private static Envelope BestEffort(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, bool redelivered, string? rawType, TimeProvider timeProvider)
+    {
+        var now = timeProvider.GetUtcNow();
+        var headers = new Dictionary<string, string>(StringComparer.Ordinal);
+        string? id = null, type = null;
+        try
+        {
+            foreach (var (name, value) in properties.Headers ?? EmptyAmqpHeaders)
+            {
+                var text = AsString(value);
+                if (text is null || name.StartsWith("x-", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                if (!name.StartsWith(Prefix, StringComparison.Ordinal))
+                {
+                    headers.TryAdd(name, text);
+                    continue;
+                }
+
+                var attribute = name[Prefix.Length..];
+                switch (attribute)
+                {
+                    case "id": id = text; break;
+                    case "type": type = text; break;
+                    default:
+                        if (!ReservedAttributes.Contains(attribute))
+                        {
+                            headers[attribute] = text;
+                        }
+
+                        break;
+                }
+            }
+        }
+#pragma warning disable CA1031 // The headers are what broke it: the envelope goes without the rest of them.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+
+        return new Envelope
+        {
+            MessageId = Attempted(() => RawMessageId(id ?? properties.MessageId, timeProvider), Guid.CreateVersion7(now)),
+            MessageType = type ?? properties.Type ?? rawType ?? string.Empty,
+            Time = Attempted(() => AmqpTime(properties), null) ?? now,
+            CorrelationId = properties.CorrelationId,
+            ContentType = properties.ContentType ?? ContentTypes.Json,
+            Headers = headers,
+            Body = body,
+            DeliveryAttempt = Attempted(() => Attempt(properties, redelivered), 1),
+        };
+    }
+
+    private static T Attempted<T>(Func<T> read, T fallback)
+    {
+        try
+        {
+            return read();
+        }
+#pragma warning disable CA1031 // A part that cannot be read is left out of a best-effort envelope.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            return fallback;
+        }
+    }
+
+    /// <summary>
+    /// Deliveries so far including this one: Herald's own count of redeliveries it published, plus the broker's count of
+    /// returns of this copy (quorum <c>x-delivery-count</c>, else 1 when the redelivered flag is set).
+    /// </summary>
+    public static int Attempt(IReadOnlyBasicProperties properties, bool redelivered)
+    {
+        var headers = properties.Headers;
+        var before = headers is not null && headers.TryGetValue(AttemptHeader, out var a) ? a : null;
+        var returns = headers is not null && headers.TryGetValue(DeliveryCountHeader, out var d) ? d ?? 0 : null;
+        return Attempt(before, returns, redelivered);
+    }
+
+    /// <summary>Which delivery a dead-letter queue's copy failed on: the attempt count written when it was dead-lettered.</summary>
+    public static int DeadLetteredAttempt(IReadOnlyBasicProperties properties) =>
+        properties.Headers is { } headers && headers.TryGetValue(AttemptHeader, out var attempts) ? Math.Max(1, AsInt(attempts)) : 1;
+
+    private static int Attempt(object? attemptHeader, object? deliveryCount, bool redelivered)
+    {
+        var before = attemptHeader is null ? 0 : AsInt(attemptHeader);
+        var returns = deliveryCount is not null ? AsInt(deliveryCount) : (redelivered ? 1 : 0);
+        return Math.Max(0, before) + 1 + Math.Max(0, returns);
+    }
+
+    /// <summary>The text of a header value: UTF-8 bytes decoded into the buffer when they fit, else a string.</summary>
+    private static bool Chars(object? value, Span<char> buffer, out ReadOnlySpan<char> chars)
+    {
+        if (value is byte[] bytes && Encoding.UTF8.GetMaxCharCount(bytes.Length) <= buffer.Length)
+        {
+            chars = buffer[..Encoding.UTF8.GetChars(bytes, buffer)];
+            return true;
+        }
+
+        if (AsString(value) is { } text)
+        {
+            chars = text;
+            return true;
+        }
+
+        chars = default;
+        return false;
+    }
+
+    /// <summary>A header value that repeats from message to message (type, source, content type) as a shared string.</summary>
+    private static string? InternedString(object? value) => value is byte[] bytes ? Utf8Intern.Get(bytes) : AsString(value);
+
+    public static string? AsString(object? value) => value switch
+    {
+        null => null,
+        string s => s,
+        byte[] bytes => Encoding.UTF8.GetString(bytes),
+        bool b => b ? "true" : "false",
+        AmqpTimestamp t => t.UnixTime.ToString(CultureInfo.InvariantCulture),
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => null,
+    };
+
+    private static int AsInt(object? value) => value switch
+    {
+        int i => i,
+        long l => (int)Math.Clamp(l, int.MinValue, int.MaxValue),
+        short s => s,
+        byte b => b,
+        sbyte sb => sb,
+        ushort us => us,
+        uint ui => (int)Math.Min(ui, int.MaxValue),
+        _ => int.TryParse(AsString(value), NumberStyles.Integer, CultureInfo.InvariantCulture, out var parsed) ? parsed : 0,
+    };
+
+    private static DateTimeOffset? AmqpTime(IReadOnlyBasicProperties properties)
+    {
+        if (!properties.IsTimestampPresent() || properties.Timestamp.UnixTime <= 0)
+        {
+            return null;
+        }
+
+        // AMQP timestamps are seconds; some clients (Node's Date.now()) send milliseconds. No real time in seconds is this large.
+        var value = properties.Timestamp.UnixTime;
+        if (value > MaxUnixMilliseconds)
+        {
+            throw new MalformedMessageException($"Malformed message: its AMQP timestamp {value} lies beyond the year 9999, in seconds and in milliseconds.");
+        }
+
+        return value > 100_000_000_000L ? DateTimeOffset.FromUnixTimeMilliseconds(value) : DateTimeOffset.FromUnixTimeSeconds(value);
+    }
+
+    private static Guid RawMessageId(string? messageId, TimeProvider timeProvider)
+    {
+        if (messageId is null)
+        {
+            return Guid.CreateVersion7(timeProvider.GetUtcNow());
+        }
+
+        if (Guid.TryParse(messageId, out var id))
+        {
+            return id;
+        }
+
+        // A stable id for the same foreign message_id, so redeliveries and duplicates keep one id (RFC 9562 version 8).
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(Encoding.UTF8.GetBytes(messageId), hash);
+        var bytes = hash[..16];
+        bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80);
+        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
+        return new Guid(bytes, bigEndian: true);
+    }
+
+    private static int SchemaVersion(ReadOnlySpan<char> dataSchema)
+    {
+        if (dataSchema.StartsWith(SchemaPrefix, StringComparison.Ordinal)
+            && dataSchema.LastIndexOf(':') is var colon and > 0
+            && int.TryParse(dataSchema[(colon + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out var version)
+            && version >= 1)
+        {
+            return version;
+        }
+
+        return 1;
+    }
+
+    private static void AddIfSet(Dictionary<string, object?> headers, string key, string? value)
+    {
+        if (value is not null)
+        {
+            headers[key] = value;
+        }
+    }
+
+    private static string Truncate(string text) => text.Length <= 64 ? text : text[..64] + "...";
+}

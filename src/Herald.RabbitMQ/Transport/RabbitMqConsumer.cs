@@ -1,0 +1,443 @@
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Herald.Messages;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
+
+namespace Herald.RabbitMQ.Transport;
+
+/// <summary>
+/// Consumes one queue on its own channel (manual ack, prefetch as basic.qos). Deliveries arrive one at a time from the
+/// client and go into one bounded lane per worker: the same partition key always to the same lane (handled in order),
+/// others to the emptiest lane. A retry or dead letter is published (and confirmed) before the delivery is acked. A
+/// delivery that cannot be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the
+/// dead-letter store; nothing the wire sends can throw inside the client's callback or leave a delivery unsettled.
+/// </summary>
+internal sealed class RabbitMqConsumer : ITransportConsumer
+{
+    private readonly RabbitMqTransport _transport;
+    private readonly IChannel _channel;
+    private readonly DeliveryHandler _handler;
+    private readonly string? _rawType;
+    private readonly ILogger _logger;
+    private readonly Channel<Received>[] _lanes;
+    private readonly AckBatcher _acks;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenSource _aborting = new();
+    private readonly SemaphoreSlim _closeGate = new(1, 1);
+    private Task _running = Task.CompletedTask;
+    private string? _consumerTag;
+    private int _generation;
+    private int _next;
+    private int _stopped;
+    private bool _closed;
+
+    // How long a handled delivery's ack may wait for others to share one multiple ack.
+    private static readonly TimeSpan AckBatchDelay = TimeSpan.FromMilliseconds(2);
+
+    private RabbitMqConsumer(RabbitMqTransport transport, IChannel channel, string queue, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
+    {
+        _transport = transport;
+        _channel = channel;
+        Queue = queue;
+        _rawType = rawType;
+        _handler = handler;
+        _logger = logger;
+        // A quarter of the prefetch window at most waits for its ack, so the broker keeps the rest of the window full.
+        var ackBatch = transport.Options.AckBatchSize ?? Math.Clamp(prefetch / 4, 1, 64);
+        _acks = new AckBatcher(channel, Math.Min(ackBatch, prefetch), AckBatchDelay, transport.TimeProvider, queue, logger);
+        var laneCapacity = Math.Max(1, prefetch / concurrency);
+        _lanes = new Channel<Received>[concurrency];
+        for (var i = 0; i < concurrency; i++)
+        {
+            _lanes[i] = Channel.CreateBounded<Received>(new BoundedChannelOptions(laneCapacity)
+            {
+                FullMode = BoundedChannelFullMode.Wait,
+                SingleReader = true,
+                SingleWriter = true,
+            });
+        }
+    }
+
+    public string Queue { get; }
+
+    public static async Task<RabbitMqConsumer> StartAsync(
+        RabbitMqTransport transport,
+        IConnection connection,
+        string queue,
+        int concurrency,
+        int prefetch,
+        string? rawType,
+        DeliveryHandler handler,
+        ILogger logger,
+        CancellationToken cancellationToken)
+    {
+        // One dispatch at a time from the client keeps the broker's order; concurrency comes from the lanes.
+        var channel = await connection.CreateChannelAsync(new CreateChannelOptions(false, false, consumerDispatchConcurrency: 1), cancellationToken).ConfigureAwait(false);
+        var consumer = new RabbitMqConsumer(transport, channel, queue, concurrency, prefetch, rawType, handler, logger);
+        try
+        {
+            await channel.BasicQosAsync(0, (ushort)prefetch, false, cancellationToken).ConfigureAwait(false);
+            var basic = new AsyncEventingBasicConsumer(channel);
+            basic.RegisteredAsync += consumer.OnRegisteredAsync;
+            basic.ReceivedAsync += consumer.OnReceivedAsync;
+            basic.UnregisteredAsync += consumer.OnUnregisteredAsync;
+            consumer._running = Task.WhenAll(consumer._lanes.Select(lane => Task.Run(() => consumer.WorkAsync(lane.Reader), CancellationToken.None)));
+            consumer._consumerTag = await channel.BasicConsumeAsync(queue, autoAck: false, basic, cancellationToken).ConfigureAwait(false);
+            return consumer;
+        }
+        catch
+        {
+            await consumer.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 0)
+        {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+            if (_consumerTag is { } tag && _channel.IsOpen)
+            {
+                try
+                {
+                    await _channel.BasicCancelAsync(tag, noWait: false, CancellationToken.None).ConfigureAwait(false);
+                }
+#pragma warning disable CA1031 // A consumer on a lost channel is already cancelled; stopping goes on.
+                catch (Exception e)
+#pragma warning restore CA1031
+                {
+                    Log.ConsumerStopFailed(_logger, e, Queue);
+                }
+            }
+        }
+
+        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        {
+            await _running.ConfigureAwait(false);
+        }
+
+        // Handled deliveries are acked before the channel closes; else the broker would hand them out again.
+        await FlushAcksAsync().ConfigureAwait(false);
+
+        // Closing the channel returns every unacked delivery to the queue: prefetched ones never started, and any a
+        // cancelled handler left unsettled.
+        await CloseChannelAsync().ConfigureAwait(false);
+        _transport.Forget(this);
+        Log.ConsumerStopped(_logger, Queue);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        await _acks.DisposeAsync().ConfigureAwait(false);
+        _stopping.Dispose();
+        _aborting.Dispose();
+    }
+
+    internal ValueTask AckAsync(in Received received, CancellationToken cancellationToken) =>
+        IsStale(received) ? ValueTask.CompletedTask : _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken);
+
+    internal async ValueTask RedeliverAsync(Received received, int attempts, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    {
+        if (IsStale(received))
+        {
+            return;
+        }
+
+        try
+        {
+            // The copy carries the headers through the retry queue too: dead-lettering back from its TTL keeps them.
+            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, deadLetterReason: null, originQueue: null, headers);
+            var target = delay > TimeSpan.Zero
+                ? await _transport.EnsureRetryQueueAsync(Queue, delay, cancellationToken).ConfigureAwait(false)
+                : Queue;
+            await _transport.PublishCoreAsync(string.Empty, target, mandatory: true, properties, received.Body, Describe(received), cancellationToken).ConfigureAwait(false);
+            await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await RequeueAsync(received).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    internal async ValueTask DeadLetterAsync(Received received, int attempts, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    {
+        if (IsStale(received))
+        {
+            return;
+        }
+
+        try
+        {
+            var deadLetterQueue = await _transport.EnsureDeadLetterQueueAsync(Queue, cancellationToken).ConfigureAwait(false);
+            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, reason, Queue, headers);
+            await _transport.PublishCoreAsync(string.Empty, deadLetterQueue, mandatory: true, properties, received.Body, Describe(received), cancellationToken).ConfigureAwait(false);
+            await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await RequeueAsync(received).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static MessageLabel Describe(in Received received) => received.DecodeFailure is null
+        ? new(received.Envelope.MessageId, received.Envelope.MessageType, null)
+        : new(Guid.Empty, null, received.Properties.MessageId);
+
+    // After a connection or channel loss the broker has taken every unacked delivery back (and redelivers it); settling a
+    // delivery of the lost channel would duplicate it (a retry copy) or be ignored (an ack), so it is left alone. A
+    // delivery is of a lost channel when the channel is down now, or the consumer was registered again since it came.
+    private bool IsStale(in Received received)
+    {
+        if (received.Generation == Volatile.Read(ref _generation) && _channel.IsOpen)
+        {
+            return false;
+        }
+
+        Log.StaleDeliveryNotSettled(_logger, received.Envelope.MessageId, Queue);
+        return true;
+    }
+
+    private async ValueTask RequeueAsync(Received received)
+    {
+        // The settle failed half way: hand the delivery back so it is not stuck unacked on a channel that stays open.
+        try
+        {
+            if (!IsStale(received) && _channel.IsOpen)
+            {
+                await _acks.RequeueAsync(received.DeliveryTag, received.Generation, CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+#pragma warning disable CA1031 // The original failure is what the caller needs to see.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    private async Task OnReceivedAsync(object sender, BasicDeliverEventArgs args)
+    {
+        var stop = _stopping.Token;
+        if (stop.IsCancellationRequested)
+        {
+            // Left unacked: it returns to the queue when the channel closes.
+            return;
+        }
+
+        var generation = Volatile.Read(ref _generation);
+        _acks.Received(args.DeliveryTag, generation);
+        ReadOnlyMemory<byte> body = default;
+        try
+        {
+            // The client reuses the body buffer after this handler returns; a delivery outlives it, so this is the one copy.
+            // The properties are already parsed into an object of their own, which the client never reuses: kept as they are.
+            body = args.Body.ToArray();
+            var properties = args.BasicProperties;
+            var envelope = AmqpEnvelopeCodec.Decode(properties, body, args.Redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
+            if (failure is not null)
+            {
+                Log.Undecodable(_logger, Queue, failure.Message);
+            }
+
+            var received = new Received(args.DeliveryTag, properties, body, args.Redelivered, envelope, failure, generation);
+            var lane = PickLane(failure is null ? envelope.PartitionKey : null);
+            if (!lane.Writer.TryWrite(received))
+            {
+                await lane.Writer.WriteAsync(received, stop).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            // Left unacked: it returns to the queue when the channel closes.
+        }
+#pragma warning disable CA1031 // An exception must never escape into the client's dispatch, nor leave the delivery unsettled.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.ReceiveFailed(_logger, e, Queue);
+            await DeadLetterUnreceivedAsync(args, body, generation, e).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Settles a delivery that failed before reaching the pipeline: a copy goes to the dead-letter queue with the reason
+    /// (from which the drain moves it into the dead-letter store), or, if even that fails, it is handed back to the queue.
+    /// </summary>
+    private async ValueTask DeadLetterUnreceivedAsync(BasicDeliverEventArgs args, ReadOnlyMemory<byte> body, int generation, Exception failure)
+    {
+        var placeholder = new Envelope { MessageId = Guid.Empty, MessageType = string.Empty, Time = default, Body = body };
+        var received = new Received(args.DeliveryTag, args.BasicProperties, body, args.Redelivered, placeholder, failure, generation);
+        try
+        {
+            await DeadLetterAsync(received, attempts: 1, $"Receiving it failed: {failure.GetType().Name}: {failure.Message}", headers: null, CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Logged; DeadLetterAsync handed it back to the queue.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.SettleFailed(_logger, e, Guid.Empty, Queue);
+        }
+    }
+
+    private Channel<Received> PickLane(string? partitionKey)
+    {
+        if (_lanes.Length == 1)
+        {
+            return _lanes[0];
+        }
+
+        if (partitionKey is not null)
+        {
+            return _lanes[(int)((uint)StringComparer.Ordinal.GetHashCode(partitionKey) % (uint)_lanes.Length)];
+        }
+
+        // Round-robin start, then the emptiest lane, so one slow message does not hold up the others.
+        var best = _lanes[_next];
+        _next = (_next + 1) % _lanes.Length;
+        foreach (var lane in _lanes)
+        {
+            if (lane.Reader.Count < best.Reader.Count)
+            {
+                best = lane;
+            }
+        }
+
+        return best;
+    }
+
+    private async Task WorkAsync(ChannelReader<Received> reader)
+    {
+        var stop = _stopping.Token;
+        try
+        {
+            while (await reader.WaitToReadAsync(stop).ConfigureAwait(false))
+            {
+                while (!stop.IsCancellationRequested && reader.TryRead(out var received))
+                {
+                    await HandleAsync(received).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask HandleAsync(Received received)
+    {
+        var envelope = received.Envelope;
+        var delivery = new RabbitMqDelivery(Queue, this, received);
+        try
+        {
+            await _handler(delivery, _aborting.Token).ConfigureAwait(false);
+            if (!delivery.IsSettled)
+            {
+                await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+#pragma warning disable CA1031 // A handler failure must never stop the consumer: the message is redelivered.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            // Aborted by shutdown: not a failed attempt; left unsettled, the channel close hands it back.
+            if (!delivery.IsSettled && !_aborting.IsCancellationRequested)
+            {
+                try
+                {
+                    // An undecodable delivery would fail the same way again: it goes to the dead-letter queue, not round.
+                    await (received.DecodeFailure is { } failure
+                        ? delivery.DeadLetterAsync(failure.Message, CancellationToken.None)
+                        : delivery.NackAsync(TimeSpan.Zero, CancellationToken.None)).ConfigureAwait(false);
+                }
+#pragma warning disable CA1031 // Logged; the delivery was handed back to the queue by the failed nack.
+                catch (Exception e)
+#pragma warning restore CA1031
+                {
+                    Log.SettleFailed(_logger, e, envelope.MessageId, Queue);
+                }
+            }
+        }
+    }
+
+    // Consume-ok comes through the same ordered dispatch as deliveries, before the first delivery of a (recovered)
+    // channel: every delivery received after it belongs to the new registration.
+    private Task OnRegisteredAsync(object sender, ConsumerEventArgs args)
+    {
+        _acks.Reset(Interlocked.Increment(ref _generation));
+        return Task.CompletedTask;
+    }
+
+    private Task OnUnregisteredAsync(object sender, ConsumerEventArgs args)
+    {
+        if (!_stopping.IsCancellationRequested)
+        {
+            Log.ConsumerCancelledByBroker(_logger, Queue);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private async ValueTask FlushAcksAsync()
+    {
+        try
+        {
+            if (_channel.IsOpen)
+            {
+                await _acks.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+#pragma warning disable CA1031 // Logged; the unacked deliveries return to the queue when the channel closes.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.AckFlushFailed(_logger, e, Queue);
+        }
+    }
+
+    private async Task CloseChannelAsync()
+    {
+        await _closeGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_closed)
+            {
+                return;
+            }
+
+            _closed = true;
+            if (_channel.IsOpen)
+            {
+                await _channel.CloseAsync().ConfigureAwait(false);
+            }
+
+            await _channel.DisposeAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // A channel lost with its connection cannot be closed; the broker has already requeued its deliveries.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.ConsumerStopFailed(_logger, e, Queue);
+        }
+        finally
+        {
+            _closeGate.Release();
+        }
+    }
+
+    /// <summary>One delivery as received: its tag on the channel, its properties, a copy of its body, and its decoding.</summary>
+    internal readonly record struct Received(
+        ulong DeliveryTag,
+        IReadOnlyBasicProperties Properties,
+        ReadOnlyMemory<byte> Body,
+        bool Redelivered,
+        Envelope Envelope,
+        Exception? DecodeFailure,
+        int Generation);
+}

@@ -1,0 +1,63 @@
+using Herald.Transport;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
+
+namespace Herald.RabbitMQ.Transport;
+
+internal sealed partial class RabbitMqTransport : INativeDeadLetterSource
+{
+    /// <summary>
+    /// Reads the queue's dead-letter queue with basic.get on a channel of its own, hands each message on, and acks it only
+    /// after that returned; on failure the message is handed back (nack, requeue) and the drain stops.
+    /// </summary>
+    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(moveAsync);
+        ValidateName(queue, nameof(queue));
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        var deadLetterQueue = _options.DeadLetterQueueName(queue);
+        var channel = await _consumeConnection!.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using (channel.ConfigureAwait(false))
+        {
+            try
+            {
+                // Passive: a queue that never dead-lettered anything has no dead-letter queue, and the drain makes none.
+                await channel.QueueDeclarePassiveAsync(deadLetterQueue, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == Constants.NotFound)
+            {
+                return 0;
+            }
+
+            var rawType = _rawQueues.GetValueOrDefault(queue);
+            var moved = 0;
+            while (await channel.BasicGetAsync(deadLetterQueue, autoAck: false, cancellationToken).ConfigureAwait(false) is { } message)
+            {
+                var properties = message.BasicProperties;
+                var envelope = AmqpEnvelopeCodec.Decode(properties, message.Body.ToArray(), message.Redelivered, rawType, _options.Source, TimeProvider, out var failure);
+                var deadLetter = new NativeDeadLetter
+                {
+                    // The copy counts one more delivery than the one that failed; the record keeps the failed one.
+                    Envelope = envelope with { DeliveryAttempt = AmqpEnvelopeCodec.DeadLetteredAttempt(properties) },
+                    Queue = queue,
+                    DecodeFailure = failure,
+                };
+                try
+                {
+                    await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+                }
+                catch
+                {
+                    await channel.BasicNackAsync(message.DeliveryTag, multiple: false, requeue: true, CancellationToken.None).ConfigureAwait(false);
+                    throw;
+                }
+
+                await channel.BasicAckAsync(message.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
+                moved++;
+            }
+
+            return moved;
+        }
+    }
+}

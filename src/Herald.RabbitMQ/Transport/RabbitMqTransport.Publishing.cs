@@ -1,0 +1,75 @@
+using System.Runtime.CompilerServices;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
+
+namespace Herald.RabbitMQ.Transport;
+
+internal sealed partial class RabbitMqTransport
+{
+    /// <summary>
+    /// Publishes one message and, with confirms on, completes only when the broker has it. Any failure throws: a
+    /// returned (unroutable) or nacked message was not stored, and one interrupted by a connection loss may or may not
+    /// have been, so the caller retries (consumers deduplicate by message id).
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    internal async ValueTask PublishCoreAsync(
+        string exchange,
+        string routingKey,
+        bool mandatory,
+        BasicProperties properties,
+        ReadOnlyMemory<byte> body,
+        MessageLabel what,
+        CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        try
+        {
+            var channel = await _publishers!.GetAsync(cancellationToken).ConfigureAwait(false);
+            await channel.BasicPublishAsync(exchange, routingKey, mandatory, properties, body, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PublishException e) when (e.IsReturn)
+        {
+            Forget(exchange, routingKey);
+            var reply = e is PublishReturnException r ? $"{r.ReplyCode} {r.ReplyText}" : "NO_ROUTE";
+            throw new HeraldException(
+                $"RabbitMQ could not route {what} to {Target(exchange, routingKey)} and returned it ({reply}); it was not stored. Does the queue exist?", e);
+        }
+        catch (PublishException e)
+        {
+            throw new HeraldException($"RabbitMQ refused {what} for {Target(exchange, routingKey)} (negative confirm); it was not stored. Retry the send.", e);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (Exception e) when (IsBrokerFailure(e))
+        {
+            Forget(exchange, routingKey);
+            throw new HeraldException(
+                $"Publishing {what} to {Target(exchange, routingKey)} on RabbitMQ at {Endpoint} failed before it was confirmed ({e.Message}); it may not have been stored. Retry the send.", e);
+        }
+    }
+
+    // Only for error messages: built when one is thrown, not on every publish.
+    private static string Target(string exchange, string routingKey) =>
+        exchange.Length == 0 ? $"queue '{routingKey}'" : $"exchange '{exchange}'";
+
+    private void Forget(string exchange, string routingKey)
+    {
+        // The next send declares the queue or exchange again, in case it was deleted behind our back.
+        if (exchange.Length == 0)
+        {
+            ForgetQueue(routingKey);
+        }
+        else
+        {
+            ForgetExchange(exchange);
+        }
+    }
+}
+
+/// <summary>Names a message in error messages; formatted only when one is thrown.</summary>
+internal readonly record struct MessageLabel(Guid Id, string? Type, string? ForeignId)
+{
+    public override string ToString() => Type is not null ? $"message {Id} ({Type})" : $"message '{ForeignId}'";
+}

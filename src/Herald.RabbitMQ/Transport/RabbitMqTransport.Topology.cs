@@ -1,0 +1,201 @@
+using System.Collections.Concurrent;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
+
+namespace Herald.RabbitMQ.Transport;
+
+internal sealed partial class RabbitMqTransport
+{
+    // Longest per-message delay a queue TTL can hold (x-message-ttl is an unsigned 32-bit number of milliseconds).
+    private static readonly TimeSpan MaxDelay = TimeSpan.FromMilliseconds(int.MaxValue);
+
+    // Unused retry queues expire by themselves: after their TTL plus at least this long without being declared again.
+    private static readonly TimeSpan RetryQueueIdleLifetime = TimeSpan.FromMinutes(5);
+
+    // Keyed by kind ('q' queue, 'x' exchange, 'b' binding) and names, so a look-up on every send builds no string.
+    private readonly ConcurrentDictionary<(char Kind, string Name, string Other), Task> _declared = new();
+    private readonly ConcurrentDictionary<string, long> _retryQueuesDeclaredAt = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Rounds a delay up to whole milliseconds and then to two significant digits (1234 ms becomes 1300 ms), so jittered
+    /// back-offs share a bounded set of retry queues while no message comes back earlier than asked.
+    /// </summary>
+    internal static TimeSpan BucketDelay(TimeSpan delay)
+    {
+        if (delay > MaxDelay)
+        {
+            throw new ArgumentOutOfRangeException(nameof(delay), delay, $"RabbitMQ delays are limited to {MaxDelay}.");
+        }
+
+        var ms = Math.Max(1L, (long)Math.Ceiling(delay.TotalMilliseconds));
+        long scale = 1;
+        while (ms / scale >= 100)
+        {
+            scale *= 10;
+        }
+
+        return TimeSpan.FromMilliseconds(Math.Min(int.MaxValue, (ms + scale - 1) / scale * scale));
+    }
+
+    internal ValueTask EnsureQueueAsync(string queue, CancellationToken cancellationToken) =>
+        IsDeclared(('q', queue, string.Empty))
+            ? ValueTask.CompletedTask
+            : EnsureDeclaredAsync(('q', queue, string.Empty), channel => DeclareQueueCoreAsync(channel, queue, QueueArguments()), cancellationToken);
+
+    internal void ForgetQueue(string queue)
+    {
+        _declared.TryRemove(('q', queue, string.Empty), out _);
+        _retryQueuesDeclaredAt.TryRemove(queue, out _);
+    }
+
+    internal async ValueTask<string> EnsureDeadLetterQueueAsync(string queue, CancellationToken cancellationToken)
+    {
+        var name = _options.DeadLetterQueueName(queue);
+        await EnsureQueueAsync(name, cancellationToken).ConfigureAwait(false);
+        return name;
+    }
+
+    /// <summary>Declares <c>{queue}.retry.{ms}</c>: messages wait there for the delay, then dead-letter back into the queue.</summary>
+    internal ValueTask<string> EnsureRetryQueueAsync(string queue, TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var bucket = BucketDelay(delay);
+        return EnsureTtlQueueAsync(_options.RetryQueueName(queue, bucket), bucket, deadLetterExchange: string.Empty, deadLetterRoutingKey: queue, cancellationToken);
+    }
+
+    /// <summary>Declares <c>{topic}.delay.{ms}</c>: messages wait there for the delay, then dead-letter into the topic's exchange.</summary>
+    private ValueTask<string> EnsureDelayQueueAsync(string topic, TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var bucket = BucketDelay(delay);
+        return EnsureTtlQueueAsync(_options.DelayQueueName(topic, bucket), bucket, deadLetterExchange: topic, deadLetterRoutingKey: null, cancellationToken);
+    }
+
+    private async ValueTask<string> EnsureTtlQueueAsync(string name, TimeSpan ttl, string deadLetterExchange, string? deadLetterRoutingKey, CancellationToken cancellationToken)
+    {
+        if (!_options.DeclareTopology)
+        {
+            return name;
+        }
+
+        // The queue expires when unused for ttl + idle; declaring it again restarts that clock. Re-declared once half the
+        // idle time has passed, every message published here has left (after its TTL) before the queue can expire.
+        var idle = ttl > RetryQueueIdleLifetime ? ttl : RetryQueueIdleLifetime;
+        var now = TimeProvider.GetTimestamp();
+        if (_retryQueuesDeclaredAt.TryGetValue(name, out var declaredAt) && TimeProvider.GetElapsedTime(declaredAt, now) < idle / 2)
+        {
+            return name;
+        }
+
+        var arguments = QueueArguments();
+        arguments["x-message-ttl"] = (long)ttl.TotalMilliseconds;
+        arguments["x-expires"] = (long)Math.Min(int.MaxValue, (ttl + idle).TotalMilliseconds);
+        arguments["x-dead-letter-exchange"] = deadLetterExchange;
+        if (deadLetterRoutingKey is not null)
+        {
+            arguments["x-dead-letter-routing-key"] = deadLetterRoutingKey;
+        }
+
+        if (_options.QueueType == RabbitMqQueueType.Quorum)
+        {
+            // Quorum queues dead-letter at most once unless told otherwise; a retry must not be lost on the way back.
+            arguments["x-dead-letter-strategy"] = "at-least-once";
+            arguments["x-overflow"] = "reject-publish";
+        }
+
+        await DeclareNowAsync(channel => DeclareQueueCoreAsync(channel, name, arguments)).WaitAsync(cancellationToken).ConfigureAwait(false);
+        _retryQueuesDeclaredAt[name] = now;
+        return name;
+    }
+
+    private ValueTask EnsureExchangeAsync(string topic, CancellationToken cancellationToken) =>
+        IsDeclared(('x', topic, string.Empty)) ? ValueTask.CompletedTask : EnsureDeclaredAsync(
+            ('x', topic, string.Empty),
+            async channel =>
+            {
+                try
+                {
+                    await channel.ExchangeDeclareAsync(topic, ExchangeType.Fanout, durable: true, autoDelete: false).ConfigureAwait(false);
+                }
+                catch (OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
+                {
+                    throw new HeraldException($"RabbitMQ refused to declare exchange '{topic}' as a durable fanout exchange: {e.ShutdownReason.ReplyText}. An exchange of that name with other settings already exists.", e);
+                }
+            },
+            cancellationToken);
+
+    private void ForgetExchange(string topic) => _declared.TryRemove(('x', topic, string.Empty), out _);
+
+    private ValueTask EnsureBindingAsync(string topic, string queue, CancellationToken cancellationToken) =>
+        EnsureDeclaredAsync(('b', topic, queue), channel => channel.QueueBindAsync(queue, topic, string.Empty), cancellationToken);
+
+    private Dictionary<string, object?> QueueArguments()
+    {
+        // Classic queues get no x-queue-type argument, so they match queues other clients declared without one.
+        var arguments = new Dictionary<string, object?>(StringComparer.Ordinal);
+        if (_options.QueueType == RabbitMqQueueType.Quorum)
+        {
+            arguments["x-queue-type"] = "quorum";
+        }
+
+        return arguments;
+    }
+
+    private static async Task DeclareQueueCoreAsync(IChannel channel, string queue, IDictionary<string, object?> arguments)
+    {
+        try
+        {
+            await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments).ConfigureAwait(false);
+        }
+        catch (OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
+        {
+            throw new HeraldException(
+                $"RabbitMQ refused to declare queue '{queue}' ({string.Join(", ", arguments.Select(a => $"{a.Key}={a.Value}"))}): " +
+                $"{e.ShutdownReason.ReplyText}. A queue of that name with other settings already exists.",
+                e);
+        }
+    }
+
+    private bool IsDeclared((char Kind, string Name, string Other) key) =>
+        !_options.DeclareTopology || (_declared.TryGetValue(key, out var existing) && existing.IsCompletedSuccessfully);
+
+    private async ValueTask EnsureDeclaredAsync((char Kind, string Name, string Other) key, Func<IChannel, Task> declare, CancellationToken cancellationToken)
+    {
+        if (!_options.DeclareTopology)
+        {
+            return;
+        }
+
+        if (_declared.TryGetValue(key, out var existing) && existing.IsCompletedSuccessfully)
+        {
+            return;
+        }
+
+        // One declaration per name, shared by concurrent callers; a failed one is forgotten so the next call tries again.
+        var task = _declared.GetOrAdd(key, _ => DeclareNowAsync(declare));
+        try
+        {
+            await task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch when (task.IsFaulted || task.IsCanceled)
+        {
+            _declared.TryRemove(new KeyValuePair<(char Kind, string Name, string Other), Task>(key, task));
+            throw;
+        }
+    }
+
+    private async Task DeclareNowAsync(Func<IChannel, Task> declare)
+    {
+        try
+        {
+            var channel = await _topology!.GetAsync(CancellationToken.None).ConfigureAwait(false);
+            await declare(channel).ConfigureAwait(false);
+        }
+        catch (Exception e) when (IsBrokerFailure(e))
+        {
+            throw new HeraldException($"Declaring a queue, exchange or binding on RabbitMQ at {Endpoint} failed ({e.Message}). Retry when the connection is back.", e);
+        }
+    }
+
+    /// <summary>A failure of the connection or the broker (as opposed to a Herald error or a cancellation).</summary>
+    internal static bool IsBrokerFailure(Exception e) =>
+        e is RabbitMQClientException or IOException or TimeoutException or ObjectDisposedException or InvalidOperationException;
+}

@@ -1,0 +1,354 @@
+using System.Collections.Concurrent;
+using System.Collections.Frozen;
+using System.Runtime.CompilerServices;
+using Herald.Messages;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
+
+namespace Herald.RabbitMQ.Transport;
+
+/// <summary>
+/// The transport on RabbitMQ. A topic is a durable fanout exchange, a queue a durable (classic or quorum) queue.
+/// Messages are persistent and, with publisher confirms, a send completes when the broker has stored it. Two
+/// connections (publish, consume) recover automatically with their topology and consumers.
+/// </summary>
+internal sealed partial class RabbitMqTransport : ITransport
+{
+    private readonly RabbitMqTransportOptions _options;
+    private readonly FrozenDictionary<string, string> _rawQueues;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _connectGate = new(1, 1);
+    private readonly ConcurrentDictionary<RabbitMqConsumer, byte> _consumers = new();
+    private IConnection? _publishConnection;
+    private IConnection? _consumeConnection;
+    private ChannelPool? _publishers;
+    private ChannelPool? _topology;
+    private volatile bool _connected;
+    private int _recoveries;
+    private bool _disposed;
+
+    public RabbitMqTransport(RabbitMqTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException("Invalid RabbitMQ transport options: " + string.Join(" ", errors), nameof(options));
+        }
+
+        // A snapshot, so changing the options object later does not change a running transport.
+        _options = new RabbitMqTransportOptions
+        {
+            ConnectionUri = options.ConnectionUri,
+            ClientProvidedName = options.ClientProvidedName,
+            QueueType = options.QueueType,
+            Prefetch = options.Prefetch,
+            PublisherConfirms = options.PublisherConfirms,
+            MaxMessageBytes = options.MaxMessageBytes,
+            DeclareTopology = options.DeclareTopology,
+            PublisherChannels = options.PublisherChannels,
+            AckBatchSize = options.AckBatchSize,
+            NetworkRecoveryInterval = options.NetworkRecoveryInterval,
+            Source = options.Source,
+            RetryQueueName = options.RetryQueueName,
+            DelayQueueName = options.DelayQueueName,
+            DeadLetterQueueName = options.DeadLetterQueueName,
+        };
+        _rawQueues = options.RawQueues.ToFrozenDictionary(StringComparer.Ordinal);
+        TimeProvider = timeProvider;
+        _logger = loggerFactory.CreateLogger("Herald.RabbitMQ");
+        Capabilities = new TransportCapabilities
+        {
+            IsDurable = true,
+            SupportsDelayedDelivery = true,
+            PreservesOrderPerPartitionKey = true,
+            SupportsNativeDeadLetter = true,
+            MaxMessageBytes = options.MaxMessageBytes,
+        };
+    }
+
+    /// <inheritdoc />
+    public string Name => "rabbitmq";
+
+    /// <inheritdoc />
+    public TransportCapabilities Capabilities { get; }
+
+    public TimeProvider TimeProvider { get; }
+
+    public RabbitMqTransportOptions Options => _options;
+
+    /// <summary>The broker address without credentials, for messages and logs.</summary>
+    public string Endpoint
+    {
+        get
+        {
+            var uri = _options.ConnectionUri;
+            var port = uri.IsDefaultPort || uri.Port < 0 ? (uri.Scheme == "amqps" ? 5671 : 5672) : uri.Port;
+            var vhost = uri.AbsolutePath.Length > 1 ? Uri.UnescapeDataString(uri.AbsolutePath[1..]) : "/";
+            return $"{uri.Host}:{port} (virtual host '{vhost}')";
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
+    {
+        ValidateName(queue, nameof(queue));
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    {
+        ValidateName(topic, nameof(topic));
+        ValidateName(queue, nameof(queue));
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await EnsureExchangeAsync(topic, cancellationToken).ConfigureAwait(false);
+        await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        await EnsureBindingAsync(topic, queue, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        ValidateName(queue, nameof(queue));
+        CheckSize(envelope);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+
+        // Declared first, so a message sent before any consumer exists waits in the queue instead of being lost.
+        await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        var properties = AmqpEnvelopeCodec.Encode(envelope, _options.Source);
+        var target = queue;
+        if (options?.Delay is { } delay && delay > TimeSpan.Zero)
+        {
+            target = await EnsureRetryQueueAsync(queue, delay, cancellationToken).ConfigureAwait(false);
+        }
+
+        await PublishCoreAsync(string.Empty, target, mandatory: true, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        ValidateName(topic, nameof(topic));
+        CheckSize(envelope);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await EnsureExchangeAsync(topic, cancellationToken).ConfigureAwait(false);
+        var properties = AmqpEnvelopeCodec.Encode(envelope, _options.Source);
+        if (options?.Delay is { } delay && delay > TimeSpan.Zero)
+        {
+            var delayQueue = await EnsureDelayQueueAsync(topic, delay, cancellationToken).ConfigureAwait(false);
+            await PublishCoreAsync(string.Empty, delayQueue, mandatory: true, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        // Not mandatory: a topic nobody subscribes to yet simply drops the message, like every other transport.
+        await PublishCoreAsync(topic, string.Empty, mandatory: false, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        ValidateName(queue, nameof(queue));
+        options.Validate();
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        var prefetch = Math.Clamp(Math.Max(_options.Prefetch ?? options.Prefetch, options.MaxConcurrency), 1, ushort.MaxValue);
+        RabbitMqConsumer consumer;
+        try
+        {
+            consumer = await RabbitMqConsumer.StartAsync(
+                this, _consumeConnection!, queue, options.MaxConcurrency, prefetch, _rawQueues.GetValueOrDefault(queue), handler, _logger, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (IsBrokerFailure(e))
+        {
+            throw new HeraldException($"Could not start consuming '{queue}' on RabbitMQ at {Endpoint}: {e.Message}", e);
+        }
+
+        _consumers[consumer] = 0;
+        Log.ConsumerStarted(_logger, queue, prefetch, options.MaxConcurrency);
+        return consumer;
+    }
+
+    /// <summary>Opens the publish and consume connections (once); fails naming the broker when it cannot be reached.</summary>
+    public async ValueTask ConnectAsync(CancellationToken cancellationToken = default)
+    {
+        if (_connected)
+        {
+            return;
+        }
+
+        await _connectGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_connected)
+            {
+                return;
+            }
+
+            var factory = new ConnectionFactory
+            {
+                Uri = _options.ConnectionUri,
+                AutomaticRecoveryEnabled = true,
+                TopologyRecoveryEnabled = true,
+                NetworkRecoveryInterval = _options.NetworkRecoveryInterval,
+            };
+            var publish = await OpenAsync(factory, _options.ClientProvidedName + ":publish", cancellationToken).ConfigureAwait(false);
+            IConnection consume;
+            try
+            {
+                consume = await OpenAsync(factory, _options.ClientProvidedName + ":consume", cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                await publish.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+
+            _publishConnection = publish;
+            _consumeConnection = consume;
+            // RabbitMQ orders messages per channel only. With confirms, a send completes once stored, so sends awaited one
+            // after another stay in order across channels; without them, one channel keeps that order.
+            var publisherChannels = _options.PublisherConfirms ? _options.PublisherChannels : 1;
+            _publishers = new ChannelPool(publish, publisherChannels, _options.PublisherConfirms, _logger);
+            _topology = new ChannelPool(publish, 1, confirms: false, _logger);
+            _connected = true;
+        }
+        finally
+        {
+            _connectGate.Release();
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await _connectGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+        }
+        finally
+        {
+            _connectGate.Release();
+        }
+
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_publishers is not null)
+        {
+            await _publishers.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_topology is not null)
+        {
+            await _topology.DisposeAsync().ConfigureAwait(false);
+        }
+
+        foreach (var connection in new[] { _consumeConnection, _publishConnection })
+        {
+            if (connection is null)
+            {
+                continue;
+            }
+
+            try
+            {
+                await connection.CloseAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // A connection already lost cannot be closed cleanly; disposing is all that is left.
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>How many times one of the connections recovered (topology, channels and consumers included).</summary>
+    internal int Recoveries => Volatile.Read(ref _recoveries);
+
+    internal void Forget(RabbitMqConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    private async Task<IConnection> OpenAsync(ConnectionFactory factory, string name, CancellationToken cancellationToken)
+    {
+        IConnection connection;
+        try
+        {
+            connection = await factory.CreateConnectionAsync(name, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            var cause = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
+            throw new HeraldException($"Could not connect to RabbitMQ at {Endpoint} as '{name}': {cause}", e);
+        }
+
+        connection.ConnectionShutdownAsync += (_, args) =>
+        {
+            if (args.Initiator != ShutdownInitiator.Application)
+            {
+                Log.ConnectionLost(_logger, name, args.ReplyCode, args.ReplyText);
+            }
+
+            return Task.CompletedTask;
+        };
+        connection.RecoverySucceededAsync += (_, _) =>
+        {
+            Interlocked.Increment(ref _recoveries);
+            Log.ConnectionRecovered(_logger, name);
+            return Task.CompletedTask;
+        };
+        connection.ConnectionRecoveryErrorAsync += (_, args) =>
+        {
+            Log.ConnectionRecoveryFailed(_logger, args.Exception, name);
+            return Task.CompletedTask;
+        };
+        Log.Connected(_logger, Endpoint, name);
+        return connection;
+    }
+
+    private void CheckSize(Envelope envelope)
+    {
+        if (envelope.Body.Length > _options.MaxMessageBytes)
+        {
+            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageBytes);
+        }
+    }
+
+    private static MessageLabel Describe(Envelope envelope) => new(envelope.MessageId, envelope.MessageType, null);
+
+    private static void ValidateName(string name, string parameter)
+    {
+        if (string.IsNullOrWhiteSpace(name))
+        {
+            throw new ArgumentException("A queue or topic name must not be empty.", parameter);
+        }
+
+        // AMQP short strings: queue and exchange names are at most 255 bytes.
+        if (System.Text.Encoding.UTF8.GetByteCount(name) > 255)
+        {
+            throw new ArgumentException($"RabbitMQ queue and exchange names are at most 255 bytes; '{name[..32]}...' is longer.", parameter);
+        }
+    }
+}

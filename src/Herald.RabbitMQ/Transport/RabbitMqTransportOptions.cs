@@ -1,0 +1,133 @@
+namespace Herald.RabbitMQ.Transport;
+
+/// <summary>Settings of the RabbitMQ transport, validated when the transport is created (or at host start).</summary>
+public sealed class RabbitMqTransportOptions
+{
+    /// <summary>The broker to connect to, such as <c>amqp://guest:guest@127.0.0.1:5672/</c> (the path is the virtual host).</summary>
+    public Uri ConnectionUri { get; set; } = new("amqp://guest:guest@localhost:5672/");
+
+    /// <summary>The name this process's connections show in the management UI (suffixed with <c>:publish</c> and <c>:consume</c>).</summary>
+    public string ClientProvidedName { get; set; } = "herald";
+
+    /// <summary>The kind of queue declared for queues, retry queues and dead-letter queues.</summary>
+    public RabbitMqQueueType QueueType { get; set; } = RabbitMqQueueType.Classic;
+
+    /// <summary>When set, replaces <c>ConsumerOptions.Prefetch</c> for every consumer (raised to the consumer's concurrency if lower).</summary>
+    public int? Prefetch { get; set; }
+
+    /// <summary>Whether a send completes only once the broker confirmed it (on by default; off trades safety for throughput).</summary>
+    public bool PublisherConfirms { get; set; } = true;
+
+    /// <summary>Largest body accepted, in bytes; larger messages are refused before sending. 16 MiB, the RabbitMQ 4 default limit.</summary>
+    public int MaxMessageBytes { get; set; } = 16 * 1024 * 1024;
+
+    /// <summary>Whether Herald declares queues, exchanges and bindings as it uses them (off when an operator owns the topology).</summary>
+    public bool DeclareTopology { get; set; } = true;
+
+    /// <summary>
+    /// How many channels publish in parallel with confirms on, each carrying many unconfirmed messages (one channel with
+    /// confirms off, to keep send order). Default: one per two cores of this machine, 1 to 4; each channel is a process
+    /// of its own in the broker, which pays on many cores and costs CPU on few.
+    /// </summary>
+    public int PublisherChannels { get; set; } = Math.Clamp(Environment.ProcessorCount / 2, 1, 4);
+
+    /// <summary>
+    /// How many handled deliveries may share one <c>basic.ack multiple=true</c> (sent when the batch is full or after 2 ms).
+    /// Null: a quarter of the consumer's prefetch, at most 64. 1: every delivery is acked on its own as it is handled.
+    /// </summary>
+    public int? AckBatchSize { get; set; }
+
+    /// <summary>How long the client waits between attempts to recover a lost connection.</summary>
+    public TimeSpan NetworkRecoveryInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>The CloudEvents <c>source</c> written when a message carries no <c>herald-source</c> header.</summary>
+    public string Source { get; set; } = "/herald";
+
+    /// <summary>Name of the queue that holds a queue's messages for a delay before they return to it. Default <c>{queue}.retry.{ms}</c>.</summary>
+    public Func<string, TimeSpan, string> RetryQueueName { get; set; } = DefaultRetryQueueName;
+
+    /// <summary>Name of the queue that holds a topic's delayed publishes until they fan out. Default <c>{topic}.delay.{ms}</c>.</summary>
+    public Func<string, TimeSpan, string> DelayQueueName { get; set; } = DefaultDelayQueueName;
+
+    /// <summary>Name of a queue's dead-letter queue. Default <c>{queue}.dead-letter</c>.</summary>
+    public Func<string, string> DeadLetterQueueName { get; set; } = DefaultDeadLetterQueueName;
+
+    /// <summary>
+    /// Queues that also take plain JSON messages from other clients (no CloudEvents attributes), keyed by queue name, with
+    /// the Herald message type to give them: <c>RawQueues["orders-in"] = "order-placed"</c>.
+    /// </summary>
+    public IDictionary<string, string> RawQueues { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>Returns what is wrong with the settings; empty when they are usable.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        if (ConnectionUri is null || !ConnectionUri.IsAbsoluteUri || (ConnectionUri.Scheme != "amqp" && ConnectionUri.Scheme != "amqps"))
+        {
+            errors.Add($"ConnectionUri must be an absolute amqp:// or amqps:// URI, not '{ConnectionUri}'.");
+        }
+
+        if (string.IsNullOrWhiteSpace(ClientProvidedName))
+        {
+            errors.Add("ClientProvidedName must not be empty.");
+        }
+
+        if (!Enum.IsDefined(QueueType))
+        {
+            errors.Add($"QueueType {QueueType} is not a known queue type.");
+        }
+
+        if (Prefetch is < 1 or > ushort.MaxValue)
+        {
+            errors.Add($"Prefetch must be between 1 and {ushort.MaxValue}, not {Prefetch}.");
+        }
+
+        if (MaxMessageBytes < 1)
+        {
+            errors.Add($"MaxMessageBytes must be at least 1, not {MaxMessageBytes}.");
+        }
+
+        if (PublisherChannels < 1)
+        {
+            errors.Add($"PublisherChannels must be at least 1, not {PublisherChannels}.");
+        }
+
+        if (AckBatchSize is < 1 or > ushort.MaxValue)
+        {
+            errors.Add($"AckBatchSize must be between 1 and {ushort.MaxValue}, not {AckBatchSize}.");
+        }
+
+        if (NetworkRecoveryInterval <= TimeSpan.Zero)
+        {
+            errors.Add($"NetworkRecoveryInterval must be positive, not {NetworkRecoveryInterval}.");
+        }
+
+        if (string.IsNullOrWhiteSpace(Source))
+        {
+            errors.Add("Source must not be empty.");
+        }
+
+        if (RetryQueueName is null || DelayQueueName is null || DeadLetterQueueName is null)
+        {
+            errors.Add("RetryQueueName, DelayQueueName and DeadLetterQueueName must be set.");
+        }
+
+        foreach (var (queue, type) in RawQueues)
+        {
+            if (string.IsNullOrWhiteSpace(queue) || string.IsNullOrWhiteSpace(type))
+            {
+                errors.Add($"RawQueues entry '{queue}' = '{type}' needs a queue name and a message type.");
+            }
+        }
+
+        return errors;
+    }
+
+    private static string DefaultRetryQueueName(string queue, TimeSpan delay) =>
+        $"{queue}.retry.{(long)delay.TotalMilliseconds}";
+
+    private static string DefaultDelayQueueName(string topic, TimeSpan delay) =>
+        $"{topic}.delay.{(long)delay.TotalMilliseconds}";
+
+    private static string DefaultDeadLetterQueueName(string queue) => $"{queue}.dead-letter";
+}

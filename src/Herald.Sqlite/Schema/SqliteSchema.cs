@@ -1,0 +1,282 @@
+using Microsoft.Data.Sqlite;
+
+namespace Herald.Sqlite.Schema;
+
+/// <summary>
+/// The versioned schema of the Herald tables in one SQLite file. Each migration runs once, in order, in the same transaction
+/// that records it in <c>herald_schema</c>, so a crash or a concurrent start never leaves a half-applied version.
+/// </summary>
+internal static class SqliteSchema
+{
+    /// <summary>The migrations in order; a migration is never edited once released, a change is a new one.</summary>
+    public static IReadOnlyList<Migration> Migrations { get; } =
+    [
+        new(1, "event store, checkpoints and snapshots", """
+            CREATE TABLE herald_streams (
+                stream_id     INTEGER PRIMARY KEY,
+                name          TEXT    NOT NULL UNIQUE,
+                category      TEXT    NOT NULL,
+                version       INTEGER NOT NULL,
+                deleted_up_to INTEGER NOT NULL DEFAULT 0,
+                last_position INTEGER NOT NULL
+            ) STRICT;
+
+            CREATE TABLE herald_events (
+                position       INTEGER PRIMARY KEY,
+                stream_id      INTEGER NOT NULL REFERENCES herald_streams (stream_id),
+                version        INTEGER NOT NULL,
+                category       TEXT    NOT NULL,
+                event_id       BLOB    NOT NULL,
+                event_type     TEXT    NOT NULL,
+                schema_version INTEGER NOT NULL,
+                time           INTEGER NOT NULL,
+                time_offset    INTEGER NOT NULL,
+                correlation_id TEXT,
+                causation_id   TEXT,
+                user_id        TEXT,
+                partition_key  TEXT,
+                content_type   TEXT    NOT NULL,
+                headers        TEXT,
+                body           BLOB    NOT NULL,
+                recorded_at    INTEGER NOT NULL,
+                UNIQUE (stream_id, version),
+                UNIQUE (stream_id, event_id)
+            ) STRICT;
+            CREATE INDEX herald_events_by_category ON herald_events (category, position);
+
+            CREATE TABLE herald_stream_deletions (
+                stream_id  INTEGER NOT NULL REFERENCES herald_streams (stream_id),
+                version    INTEGER NOT NULL,
+                deleted_at INTEGER NOT NULL,
+                PRIMARY KEY (stream_id, version)
+            ) STRICT, WITHOUT ROWID;
+
+            CREATE TABLE herald_checkpoints (
+                subscription_id TEXT    NOT NULL PRIMARY KEY,
+                position        INTEGER NOT NULL,
+                updated_at      INTEGER NOT NULL
+            ) STRICT, WITHOUT ROWID;
+
+            CREATE TABLE herald_snapshots (
+                stream         TEXT    NOT NULL PRIMARY KEY,
+                version        INTEGER NOT NULL,
+                state_type     TEXT    NOT NULL,
+                schema_version INTEGER NOT NULL,
+                state          BLOB    NOT NULL,
+                created_at     INTEGER NOT NULL,
+                created_offset INTEGER NOT NULL
+            ) STRICT;
+            """),
+        new(2, "reliability: dead letters, outbox, inbox, idempotency", """
+            CREATE TABLE herald_dead_letters (
+                id                   BLOB    NOT NULL PRIMARY KEY,
+                endpoint             TEXT    NOT NULL,
+                cause                TEXT    NOT NULL,
+                error_type           TEXT    NOT NULL,
+                error_message        TEXT    NOT NULL,
+                stack_trace          TEXT,
+                fingerprint          TEXT    NOT NULL,
+                first_failure        INTEGER NOT NULL,
+                first_failure_offset INTEGER NOT NULL,
+                last_failure         INTEGER NOT NULL,
+                last_failure_offset  INTEGER NOT NULL,
+                attempt_count        INTEGER NOT NULL,
+                retry_count          INTEGER NOT NULL,
+                last_retry_error     TEXT,
+                last_retry_time      INTEGER,
+                last_retry_offset    INTEGER,
+                message_id       BLOB    NOT NULL,
+                message_type     TEXT    NOT NULL,
+                schema_version   INTEGER NOT NULL,
+                time             INTEGER NOT NULL,
+                time_offset      INTEGER NOT NULL,
+                correlation_id   TEXT,
+                causation_id     TEXT,
+                user_id          TEXT,
+                partition_key    TEXT,
+                content_type     TEXT    NOT NULL,
+                headers          TEXT,
+                body             BLOB    NOT NULL,
+                delivery_attempt INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_dead_letters_by_endpoint ON herald_dead_letters (endpoint, id);
+
+            CREATE TABLE herald_outbox (
+                seq                  INTEGER PRIMARY KEY,
+                id                   BLOB    NOT NULL UNIQUE,
+                destination_kind     TEXT    NOT NULL,
+                destination          TEXT    NOT NULL,
+                created_at           INTEGER NOT NULL,
+                created_offset       INTEGER NOT NULL,
+                outbox_partition_key TEXT,
+                deliver_at           INTEGER,
+                deliver_offset       INTEGER,
+                sent_at              INTEGER,
+                sent_offset          INTEGER,
+                message_id       BLOB    NOT NULL,
+                message_type     TEXT    NOT NULL,
+                schema_version   INTEGER NOT NULL,
+                time             INTEGER NOT NULL,
+                time_offset      INTEGER NOT NULL,
+                correlation_id   TEXT,
+                causation_id     TEXT,
+                user_id          TEXT,
+                partition_key    TEXT,
+                content_type     TEXT    NOT NULL,
+                headers          TEXT,
+                body             BLOB    NOT NULL,
+                delivery_attempt INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_outbox_pending ON herald_outbox (seq) WHERE sent_at IS NULL;
+            CREATE INDEX herald_outbox_sent ON herald_outbox (sent_at) WHERE sent_at IS NOT NULL;
+
+            CREATE TABLE herald_inbox (
+                endpoint   TEXT    NOT NULL,
+                message_id BLOB    NOT NULL,
+                expires_at INTEGER NOT NULL,
+                PRIMARY KEY (endpoint, message_id)
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX herald_inbox_by_expiry ON herald_inbox (expires_at);
+
+            CREATE TABLE herald_idempotency (
+                idempotency_key TEXT    NOT NULL PRIMARY KEY,
+                lock_token      BLOB    NOT NULL,
+                completed       INTEGER NOT NULL,
+                result          BLOB,
+                expires_at      INTEGER NOT NULL
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX herald_idempotency_by_expiry ON herald_idempotency (expires_at);
+            """),
+        new(3, "durable local queue", """
+            CREATE TABLE herald_queue_messages (
+                id             INTEGER PRIMARY KEY,
+                queue          TEXT    NOT NULL,
+                visible_at     INTEGER NOT NULL,
+                attempts       INTEGER NOT NULL,
+                lease_owner    TEXT,
+                lease_until    INTEGER,
+                message_id     BLOB    NOT NULL,
+                message_type   TEXT    NOT NULL,
+                schema_version INTEGER NOT NULL,
+                time           INTEGER NOT NULL,
+                time_offset    INTEGER NOT NULL,
+                correlation_id TEXT,
+                causation_id   TEXT,
+                user_id        TEXT,
+                partition_key  TEXT,
+                content_type   TEXT    NOT NULL,
+                headers        TEXT,
+                body           BLOB    NOT NULL,
+                enqueued_at    INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_queue_messages_due ON herald_queue_messages (queue, visible_at);
+            CREATE INDEX herald_queue_messages_by_key ON herald_queue_messages (queue, partition_key, id) WHERE partition_key IS NOT NULL;
+            CREATE INDEX herald_queue_messages_by_owner ON herald_queue_messages (lease_owner) WHERE lease_owner IS NOT NULL;
+
+            CREATE TABLE herald_queue_bindings (
+                topic    TEXT    NOT NULL,
+                queue    TEXT    NOT NULL,
+                bound_at INTEGER NOT NULL,
+                PRIMARY KEY (topic, queue)
+            ) STRICT, WITHOUT ROWID;
+
+            CREATE TABLE herald_queue_dead_letters (
+                id               INTEGER PRIMARY KEY,
+                queue            TEXT    NOT NULL,
+                delivery_attempt INTEGER NOT NULL,
+                reason           TEXT    NOT NULL,
+                dead_lettered_at INTEGER NOT NULL,
+                message_id       BLOB    NOT NULL,
+                message_type     TEXT    NOT NULL,
+                schema_version   INTEGER NOT NULL,
+                time             INTEGER NOT NULL,
+                time_offset      INTEGER NOT NULL,
+                correlation_id   TEXT,
+                causation_id     TEXT,
+                user_id          TEXT,
+                partition_key    TEXT,
+                content_type     TEXT    NOT NULL,
+                headers          TEXT,
+                body             BLOB    NOT NULL,
+                enqueued_at      INTEGER NOT NULL
+            ) STRICT;
+            CREATE INDEX herald_queue_dead_letters_by_queue ON herald_queue_dead_letters (queue, id);
+            """),
+    ];
+
+    /// <summary>The newest schema version this code knows.</summary>
+    public static long CurrentVersion => Migrations.Max(m => m.Version);
+
+    /// <summary>
+    /// Brings the file to <see cref="CurrentVersion"/> on an open connection with no transaction, and returns the version it
+    /// found. Throws <see cref="SqliteSchemaVersionException"/>, changing nothing, when the file is newer than this code.
+    /// </summary>
+    public static long Migrate(SqliteConnection connection, string dataSource, TimeProvider timeProvider, Action<Migration> onApplied)
+    {
+        // IMMEDIATE takes the write lock first, so two processes starting on one new file apply each migration once.
+        Execute(connection, "BEGIN IMMEDIATE");
+        try
+        {
+            Execute(connection, """
+                CREATE TABLE IF NOT EXISTS herald_schema (
+                    version     INTEGER NOT NULL PRIMARY KEY,
+                    description TEXT    NOT NULL,
+                    applied_at  TEXT    NOT NULL
+                ) STRICT
+                """);
+            var applied = new HashSet<long>();
+            using (var command = connection.CreateCommand())
+            {
+                command.CommandText = "SELECT version FROM herald_schema";
+                using var rows = command.ExecuteReader();
+                while (rows.Read())
+                {
+                    applied.Add(rows.GetInt64(0));
+                }
+            }
+
+            var found = applied.Count == 0 ? 0 : applied.Max();
+
+            if (found > CurrentVersion)
+            {
+                throw new SqliteSchemaVersionException(dataSource, found, CurrentVersion);
+            }
+
+            // Versions need not be contiguous (features land in parallel): every version not yet recorded applies, in order.
+            foreach (var migration in Migrations.Where(m => !applied.Contains(m.Version)).OrderBy(m => m.Version))
+            {
+                Execute(connection, migration.Sql);
+                using var record = connection.CreateCommand();
+                record.CommandText = "INSERT INTO herald_schema (version, description, applied_at) VALUES ($version, $description, $applied_at)";
+                record.Parameters.AddWithValue("$version", migration.Version);
+                record.Parameters.AddWithValue("$description", migration.Description);
+                record.Parameters.AddWithValue("$applied_at", timeProvider.GetUtcNow().ToString("O", System.Globalization.CultureInfo.InvariantCulture));
+                record.ExecuteNonQuery();
+                onApplied(migration);
+            }
+
+            Execute(connection, "COMMIT");
+            return found;
+        }
+        catch
+        {
+            Execute(connection, "ROLLBACK");
+            throw;
+        }
+    }
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+#pragma warning disable CA2100 // The SQL is one of this class's constants.
+        command.CommandText = sql;
+#pragma warning restore CA2100
+        command.ExecuteNonQuery();
+    }
+
+    /// <summary>One schema step.</summary>
+    /// <param name="Version">Its version, higher than every earlier step's.</param>
+    /// <param name="Description">What it adds, recorded in <c>herald_schema</c>.</param>
+    /// <param name="Sql">The statements it runs.</param>
+    internal sealed record Migration(long Version, string Description, string Sql);
+}
