@@ -1,7 +1,7 @@
 namespace Herald.EventSourcing;
 
 /// <summary>Evaluates an <see cref="EventFilter"/> in memory, for stores and subscriptions that filter on the client side.</summary>
-public sealed class EventFilterMatcher
+internal sealed class EventFilterMatcher
 {
     private static readonly EventFilterMatcher MatchAll = new(null, null);
 

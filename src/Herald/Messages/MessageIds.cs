@@ -7,7 +7,7 @@ namespace Herald.Messages;
 /// time. The random bits come from <see cref="Random.Shared"/>: ids must be unique, not unguessable, and the runtime's
 /// <see cref="Guid.CreateVersion7(DateTimeOffset)"/> reads the OS random source on every call, which dominated publishing.
 /// </summary>
-public static class MessageIds
+internal static class MessageIds
 {
     /// <summary>A new version 7 id for the given time.</summary>
     public static Guid NewId(DateTimeOffset time)

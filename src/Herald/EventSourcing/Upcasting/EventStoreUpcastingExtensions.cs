@@ -4,5 +4,5 @@ namespace Herald.EventSourcing.Upcasting;
 public static class EventStoreUpcastingExtensions
 {
     /// <summary>Returns the store wrapped in an <see cref="UpcastingEventStore"/>: <c>store.WithUpcasting(upcasters)</c>.</summary>
-    public static UpcastingEventStore WithUpcasting(this IEventStore store, EventUpcasterRegistry upcasters) => new(store, upcasters);
+    public static IEventStore WithUpcasting(this IEventStore store, EventUpcasterRegistry upcasters) => new UpcastingEventStore(store, upcasters);
 }

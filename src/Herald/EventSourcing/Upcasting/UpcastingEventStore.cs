@@ -8,7 +8,7 @@ namespace Herald.EventSourcing.Upcasting;
 /// Wraps any event store so every read (stream, <c>$all</c>, and so subscriptions and aggregate loads) returns events
 /// migrated to their newest schema version. Appends and everything else pass through unchanged.
 /// </summary>
-public sealed class UpcastingEventStore : IEventStore
+internal sealed class UpcastingEventStore : IEventStore
 {
     private readonly EventUpcasterRegistry _upcasters;
 

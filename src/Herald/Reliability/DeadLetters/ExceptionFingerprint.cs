@@ -10,7 +10,7 @@ namespace Herald.Reliability.DeadLetters;
 /// A stable hash of an exception's type and the methods of its top stack frames, without line numbers, offsets or
 /// messages: failures with one cause share a fingerprint across messages, processes and rebuilds, so dead letters group.
 /// </summary>
-public static class ExceptionFingerprint
+internal static class ExceptionFingerprint
 {
     /// <summary>How many of the top stack frames count.</summary>
     public const int FrameCount = 5;
