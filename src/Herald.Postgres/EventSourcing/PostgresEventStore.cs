@@ -40,6 +40,9 @@ public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, 
     /// <summary>The schema the store's tables live in.</summary>
     public string Schema => _options.Schema;
 
+    /// <summary>The clock the store and the stores sharing its schema stamp their rows with.</summary>
+    internal TimeProvider TimeProvider => _time;
+
     internal NotificationListener? Listener => Volatile.Read(ref _listener);
 
     /// <summary>

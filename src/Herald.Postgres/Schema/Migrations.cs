@@ -16,6 +16,7 @@ internal static class Migrations
         new(1, "event store: events, streams, checkpoints, snapshots, append and delete functions", V1),
         new(2, "reliability: dead letters, outbox, inbox, idempotency", V2),
         new(3, "durable queue", V3),
+        new(5, "saga instances", V5),
     ];
 
     public static int Latest => All[^1].Version;
@@ -441,5 +442,24 @@ internal static class Migrations
             dead_lettered_at timestamptz NOT NULL
         );
         CREATE INDEX queue_dead_letters_queue ON {schema}.queue_dead_letters (queue, id);
+        """;
+
+    // Saga instances (optimistic concurrency on version); the status index serves the start-up scan for unfinished ones.
+    private const string V5 = """
+        CREATE TABLE {schema}.sagas (
+            saga_type text COLLATE "C" NOT NULL,
+            id text COLLATE "C" NOT NULL,
+            status text NOT NULL,
+            state text,
+            current_step int NOT NULL,
+            completed_steps text[] NOT NULL,
+            data bytea NOT NULL,
+            error text,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            version bigint NOT NULL,
+            PRIMARY KEY (saga_type, id)
+        );
+        CREATE INDEX sagas_by_status ON {schema}.sagas (status, saga_type, id);
         """;
 }

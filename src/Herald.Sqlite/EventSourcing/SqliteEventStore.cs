@@ -33,6 +33,9 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
     private volatile Opened? _opened;
     private int _disposed;
 
+    /// <summary>The clock the store and the stores sharing its file stamp their rows with.</summary>
+    internal TimeProvider TimeProvider => _timeProvider;
+
     /// <summary>Creates the store; the file is opened (and created or migrated) on first use or by <see cref="InitializeAsync"/>.</summary>
     /// <param name="options">The file and its settings; validated here and copied.</param>
     /// <param name="timeProvider">The clock for recorded times and waits; the system clock when null.</param>

@@ -202,6 +202,23 @@ internal static class SqliteSchema
             ) STRICT;
             CREATE INDEX herald_queue_dead_letters_by_queue ON herald_queue_dead_letters (queue, id);
             """),
+        new(5, "saga instances", """
+            CREATE TABLE herald_sagas (
+                saga_type       TEXT    NOT NULL,
+                id              TEXT    NOT NULL,
+                status          TEXT    NOT NULL,
+                state           TEXT,
+                current_step    INTEGER NOT NULL,
+                completed_steps TEXT    NOT NULL,
+                data            BLOB    NOT NULL,
+                error           TEXT,
+                created_at      INTEGER NOT NULL,
+                updated_at      INTEGER NOT NULL,
+                version         INTEGER NOT NULL,
+                PRIMARY KEY (saga_type, id)
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX herald_sagas_by_status ON herald_sagas (status, saga_type, id);
+            """),
     ];
 
     /// <summary>The newest schema version this code knows.</summary>

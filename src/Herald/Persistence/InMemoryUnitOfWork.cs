@@ -82,7 +82,7 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
             if (created.CanConflict && list.Exists(e => e.CanConflict))
             {
                 // Two stores that may each refuse their writes could not be applied all-or-nothing without a shared lock.
-                throw new InvalidOperationException("One in-memory unit of work can hold the appends of one event store only.");
+                throw new InvalidOperationException("One in-memory unit of work can hold the version-checked writes of one store only (the appends of one event store, or the saves of one saga store).");
             }
 
             list.Add(created);

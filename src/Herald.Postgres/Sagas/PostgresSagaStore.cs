@@ -1,0 +1,163 @@
+using Herald.Persistence;
+using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
+using Herald.Postgres.Schema;
+using Herald.Sagas;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.Sagas;
+
+/// <summary>
+/// Saga instances in the event store's schema. A save in a unit of work runs in its transaction, so it commits with the
+/// appends, outbox rows and inbox marks of that unit; a version conflict there dooms the unit, which then fails at its
+/// commit with nothing written.
+/// </summary>
+internal sealed class PostgresSagaStore : ISagaStore
+{
+    private const string Columns = "saga_type, id, status, state, current_step, completed_steps, data, error, created_at, updated_at, version";
+
+    private readonly PostgresEventStore _store;
+    private readonly string _insert;
+    private readonly string _update;
+    private readonly string _version;
+    private readonly string _load;
+    private readonly string _list;
+    private readonly string _delete;
+
+    public PostgresSagaStore(PostgresEventStore store)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+        var table = Migrations.Quote(store.Schema) + ".sagas";
+        _insert = $"INSERT INTO {table} ({Columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1) ON CONFLICT (saga_type, id) DO NOTHING";
+        _update = $"UPDATE {table} SET status = $3, state = $4, current_step = $5, completed_steps = $6, data = $7, error = $8, updated_at = $9, " +
+            $"version = version + 1 WHERE saga_type = $1 AND id = $2 AND version = $10";
+        _version = $"SELECT version FROM {table} WHERE saga_type = $1 AND id = $2";
+        _load = $"SELECT {Columns} FROM {table} WHERE saga_type = $1 AND id = $2";
+
+        // A null parameter turns its filter off.
+        _list = $"SELECT {Columns} FROM {table} WHERE ($1::text IS NULL OR saga_type = $1) AND ($2::text[] IS NULL OR status = ANY($2))" +
+            " AND ($3::text IS NULL OR (saga_type, id) > ($3, $4::text)) ORDER BY saga_type, id LIMIT $5";
+        _delete = $"DELETE FROM {table} WHERE saga_type = $1 AND id = $2 AND version = $3";
+    }
+
+    public async ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
+    {
+        SagaValidation.ValidateKey(sagaType, id);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_load, connection);
+        command.Parameters.Add(EnvelopeColumns.Text(sagaType));
+        command.Parameters.Add(EnvelopeColumns.Text(id));
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? Read(reader) : null;
+    }
+
+    public async ValueTask<long> SaveAsync(SagaInstance instance, CancellationToken cancellationToken = default)
+    {
+        SagaValidation.Validate(instance);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        var version = await TrySaveAsync(instance, connection, transaction: null, cancellationToken).ConfigureAwait(false);
+        return version > 0 ? version : throw await ConflictAsync(instance, connection, transaction: null, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask SaveAsync(SagaInstance instance, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        SagaValidation.Validate(instance);
+        var own = _store.Own(unitOfWork);
+        await own.ExecuteAsync(
+            async (connection, transaction, token) =>
+            {
+                if (await TrySaveAsync(instance, connection, transaction, token).ConfigureAwait(false) == 0)
+                {
+                    // The transaction is still sound (nothing failed in it); the unit of work must not commit, though.
+                    own.Doom(await ConflictAsync(instance, connection, transaction, token).ConfigureAwait(false));
+                }
+
+                return true;
+            },
+            cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask<IReadOnlyList<SagaInstance>> ListAsync(SagaQuery query, CancellationToken cancellationToken = default)
+    {
+        SagaValidation.Validate(query);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_list, connection);
+        var p = command.Parameters;
+        p.Add(EnvelopeColumns.Text(query.SagaType));
+        p.Add(new NpgsqlParameter
+        {
+            Value = query.Statuses is { Count: > 0 } statuses ? statuses.Select(s => s.ToString()).ToArray() : DBNull.Value,
+            NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text,
+        });
+        p.Add(EnvelopeColumns.Text(query.After?.SagaType));
+        p.Add(EnvelopeColumns.Text(query.After?.Id));
+        p.Add(EnvelopeColumns.Int(query.Limit));
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var page = new List<SagaInstance>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            page.Add(Read(reader));
+        }
+
+        return page;
+    }
+
+    public async ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default)
+    {
+        SagaValidation.ValidateKey(sagaType, id);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_delete, connection);
+        command.Parameters.Add(EnvelopeColumns.Text(sagaType));
+        command.Parameters.Add(EnvelopeColumns.Text(id));
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = version });
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+    }
+
+    // The new version, or 0 when the stored version was not the expected one (nothing written).
+    private async Task<long> TrySaveAsync(SagaInstance instance, NpgsqlConnection connection, NpgsqlTransaction? transaction, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(instance.Version == 0 ? _insert : _update, connection, transaction);
+        var p = command.Parameters;
+        p.Add(EnvelopeColumns.Text(instance.SagaType));
+        p.Add(EnvelopeColumns.Text(instance.Id));
+        p.Add(EnvelopeColumns.Text(instance.Status.ToString()));
+        p.Add(EnvelopeColumns.Text(instance.State));
+        p.Add(EnvelopeColumns.Int(instance.CurrentStep));
+        p.Add(new NpgsqlParameter<string[]> { TypedValue = [.. instance.CompletedSteps], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        p.Add(new NpgsqlParameter<ReadOnlyMemory<byte>> { TypedValue = instance.Data, NpgsqlDbType = NpgsqlDbType.Bytea });
+        p.Add(EnvelopeColumns.Text(instance.Error));
+        p.Add(EnvelopeColumns.Time(_store.TimeProvider.GetUtcNow()));
+        if (instance.Version != 0)
+        {
+            p.Add(new NpgsqlParameter<long> { TypedValue = instance.Version });
+        }
+
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1 ? instance.Version + 1 : 0;
+    }
+
+    private async Task<SagaConcurrencyException> ConflictAsync(SagaInstance instance, NpgsqlConnection connection, NpgsqlTransaction? transaction, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(_version, connection, transaction);
+        command.Parameters.Add(EnvelopeColumns.Text(instance.SagaType));
+        command.Parameters.Add(EnvelopeColumns.Text(instance.Id));
+        var actual = await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as long?;
+        return new SagaConcurrencyException(instance.SagaType, instance.Id, instance.Version, actual);
+    }
+
+    private static SagaInstance Read(NpgsqlDataReader row) => new()
+    {
+        SagaType = row.GetString(0),
+        Id = row.GetString(1),
+        Status = Enum.Parse<SagaStatus>(row.GetString(2)),
+        State = row.IsDBNull(3) ? null : row.GetString(3),
+        CurrentStep = row.GetInt32(4),
+        CompletedSteps = row.GetFieldValue<string[]>(5),
+        Data = row.GetFieldValue<byte[]>(6),
+        Error = row.IsDBNull(7) ? null : row.GetString(7),
+        CreatedAt = row.GetFieldValue<DateTimeOffset>(8),
+        UpdatedAt = row.GetFieldValue<DateTimeOffset>(9),
+        Version = row.GetInt64(10),
+    };
+}

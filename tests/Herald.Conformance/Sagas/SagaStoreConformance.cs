@@ -1,0 +1,273 @@
+using System.Text;
+using Herald.Persistence;
+using Herald.Sagas;
+using Xunit;
+
+namespace Herald.Conformance.Sagas;
+
+/// <summary>
+/// The contract of <see cref="ISagaStore"/>. A store's test project derives from it over its real engine. Every test
+/// uses a saga name of its own, so the suite can run against a database other runs share.
+/// </summary>
+public abstract class SagaStoreConformance
+{
+    /// <summary>Creates the store under test (a fresh one, or one over a shared database).</summary>
+    protected abstract ValueTask<ISagaStore> CreateStoreAsync();
+
+    /// <summary>Begins a unit of work of the store's engine.</summary>
+    protected abstract ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(ISagaStore store);
+
+    /// <summary>A saga name no other test uses.</summary>
+    protected static string UniqueSaga() => "saga-" + Guid.NewGuid().ToString("N");
+
+    /// <summary>A new instance (version 0) with every field set.</summary>
+    protected static SagaInstance NewInstance(string sagaType, string? id = null, SagaStatus status = SagaStatus.Running) => new()
+    {
+        SagaType = sagaType,
+        Id = id ?? Guid.NewGuid().ToString(),
+        Status = status,
+        State = "ChargingPayment",
+        CurrentStep = 1,
+        CompletedSteps = ["reserve-inventory"],
+        Data = Encoding.UTF8.GetBytes("""{"orderId":"o-1","amount":42.5,"note":"ünïcode"}"""),
+        Error = null,
+    };
+
+    [Fact]
+    public async Task Save_ThenLoad_ReturnsEveryFieldAtVersionOne()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga()) with { Error = "PaymentDeclined: card expired" };
+
+        var version = await store.SaveAsync(instance);
+        var loaded = await store.LoadAsync(instance.SagaType, instance.Id);
+
+        Assert.Equal(1, version);
+        Assert.NotNull(loaded);
+        Assert.Equal(1, loaded.Version);
+        Assert.Equal(instance.Status, loaded.Status);
+        Assert.Equal(instance.State, loaded.State);
+        Assert.Equal(instance.CurrentStep, loaded.CurrentStep);
+        Assert.Equal(instance.CompletedSteps, loaded.CompletedSteps);
+        Assert.Equal(instance.Data.ToArray(), loaded.Data.ToArray());
+        Assert.Equal(instance.Error, loaded.Error);
+        Assert.NotEqual(default, loaded.CreatedAt);
+        Assert.Equal(loaded.CreatedAt, loaded.UpdatedAt);
+    }
+
+    [Fact]
+    public async Task Load_OfAnInstanceNeverSaved_ReturnsNull()
+    {
+        var store = await CreateStoreAsync();
+
+        Assert.Null(await store.LoadAsync(UniqueSaga(), "missing"));
+    }
+
+    [Fact]
+    public async Task Save_OfTheLoadedVersion_MovesTheVersionOnAndKeepsTheCreationTime()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga());
+        await store.SaveAsync(instance);
+        var loaded = (await store.LoadAsync(instance.SagaType, instance.Id))!;
+
+        var version = await store.SaveAsync(loaded with { Status = SagaStatus.Completed, State = null, CurrentStep = 4, CompletedSteps = ["a", "b", "c", "d"] });
+        var reloaded = (await store.LoadAsync(instance.SagaType, instance.Id))!;
+
+        Assert.Equal(2, version);
+        Assert.Equal(2, reloaded.Version);
+        Assert.Equal(SagaStatus.Completed, reloaded.Status);
+        Assert.Null(reloaded.State);
+        Assert.Equal(["a", "b", "c", "d"], reloaded.CompletedSteps);
+        Assert.Equal(loaded.CreatedAt, reloaded.CreatedAt);
+        Assert.True(reloaded.UpdatedAt >= loaded.UpdatedAt);
+    }
+
+    [Fact]
+    public async Task Save_OfAStaleVersion_ThrowsAndWritesNothing()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga());
+        await store.SaveAsync(instance);
+        var loaded = (await store.LoadAsync(instance.SagaType, instance.Id))!;
+        await store.SaveAsync(loaded with { CurrentStep = 2 });
+
+        var conflict = await Assert.ThrowsAsync<SagaConcurrencyException>(async () => await store.SaveAsync(loaded with { CurrentStep = 3 }));
+
+        Assert.Equal(1, conflict.ExpectedVersion);
+        Assert.Equal(2, conflict.ActualVersion);
+        var stored = (await store.LoadAsync(instance.SagaType, instance.Id))!;
+        Assert.Equal(2, stored.CurrentStep);
+        Assert.Equal(2, stored.Version);
+    }
+
+    [Fact]
+    public async Task Save_OfANewInstanceWhoseIdExists_Throws()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga());
+        await store.SaveAsync(instance);
+
+        var conflict = await Assert.ThrowsAsync<SagaConcurrencyException>(async () => await store.SaveAsync(instance with { CurrentStep = 9 }));
+
+        Assert.Equal(0, conflict.ExpectedVersion);
+        Assert.Equal(1, (await store.LoadAsync(instance.SagaType, instance.Id))!.CurrentStep);
+    }
+
+    [Fact]
+    public async Task Save_OfAVersionThatWasNeverStored_Throws()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga()) with { Version = 3 };
+
+        var conflict = await Assert.ThrowsAsync<SagaConcurrencyException>(async () => await store.SaveAsync(instance));
+
+        Assert.Null(conflict.ActualVersion);
+        Assert.Null(await store.LoadAsync(instance.SagaType, instance.Id));
+    }
+
+    [Fact]
+    public async Task ConcurrentSaves_OfOneLoadedVersion_ExactlyOneWins()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga());
+        await store.SaveAsync(instance);
+        var loaded = (await store.LoadAsync(instance.SagaType, instance.Id))!;
+
+        var saves = Enumerable.Range(0, 8).Select(i => Task.Run(async () =>
+        {
+            try
+            {
+                await store.SaveAsync(loaded with { CurrentStep = 10 + i });
+                return i;
+            }
+            catch (SagaConcurrencyException)
+            {
+                return -1;
+            }
+        })).ToList();
+        var results = await Task.WhenAll(saves);
+
+        var winners = results.Where(r => r >= 0).ToList();
+        Assert.Single(winners);
+        var stored = (await store.LoadAsync(instance.SagaType, instance.Id))!;
+        Assert.Equal(2, stored.Version);
+        Assert.Equal(10 + winners[0], stored.CurrentStep);
+    }
+
+    [Fact]
+    public async Task SaveInAUnitOfWork_IsInvisibleUntilTheCommit()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga());
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+
+        await store.SaveAsync(instance, unitOfWork);
+        Assert.Null(await store.LoadAsync(instance.SagaType, instance.Id));
+        await unitOfWork.CommitAsync();
+
+        Assert.Equal(1, (await store.LoadAsync(instance.SagaType, instance.Id))!.Version);
+    }
+
+    [Fact]
+    public async Task SaveInAUnitOfWork_RolledBack_WritesNothing()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga());
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+
+        await store.SaveAsync(instance, unitOfWork);
+        await unitOfWork.RollbackAsync();
+
+        Assert.Null(await store.LoadAsync(instance.SagaType, instance.Id));
+    }
+
+    [Fact]
+    public async Task ConflictInAUnitOfWork_SurfacesAtCommit_AndWritesNothingOfTheUnit()
+    {
+        var store = await CreateStoreAsync();
+        var saga = UniqueSaga();
+        var contested = NewInstance(saga, "contested");
+        await store.SaveAsync(contested);
+        var loaded = (await store.LoadAsync(saga, "contested"))!;
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+
+        // Another writer saves first; an engine that writes early must not block on it nor fail before the commit.
+        await store.SaveAsync(loaded with { CurrentStep = 7 });
+        await store.SaveAsync(NewInstance(saga, "bystander"), unitOfWork);
+        await store.SaveAsync(loaded with { CurrentStep = 5 }, unitOfWork);
+
+        await Assert.ThrowsAsync<SagaConcurrencyException>(async () => await unitOfWork.CommitAsync());
+        Assert.Null(await store.LoadAsync(saga, "bystander"));
+        Assert.Equal(7, (await store.LoadAsync(saga, "contested"))!.CurrentStep);
+    }
+
+    [Fact]
+    public async Task TwoSavesOfOneInstanceInAUnitOfWork_ChainTheirVersions()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga());
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+
+        await store.SaveAsync(instance, unitOfWork);
+        await store.SaveAsync(instance with { Version = 1, CurrentStep = 2 }, unitOfWork);
+        await unitOfWork.CommitAsync();
+
+        var stored = (await store.LoadAsync(instance.SagaType, instance.Id))!;
+        Assert.Equal(2, stored.Version);
+        Assert.Equal(2, stored.CurrentStep);
+    }
+
+    [Fact]
+    public async Task List_FiltersBySagaAndStatus_InIdOrder_AndPages()
+    {
+        var store = await CreateStoreAsync();
+        var saga = UniqueSaga();
+        var other = UniqueSaga();
+        foreach (var (id, status) in new[] { ("c", SagaStatus.Running), ("a", SagaStatus.Compensating), ("b", SagaStatus.Completed), ("d", SagaStatus.Failed), ("e", SagaStatus.Running) })
+        {
+            await store.SaveAsync(NewInstance(saga, id, status));
+        }
+
+        await store.SaveAsync(NewInstance(other, "a"));
+
+        var unfinished = await store.ListAsync(SagaQuery.Unfinished() with { SagaType = saga });
+        var firstPage = await store.ListAsync(new SagaQuery { SagaType = saga, Limit = 2 });
+        var secondPage = await store.ListAsync(new SagaQuery { SagaType = saga, Limit = 2, After = (saga, firstPage[^1].Id) });
+        var failed = await store.ListAsync(new SagaQuery { SagaType = saga, Statuses = [SagaStatus.Failed] });
+
+        Assert.Equal(["a", "c", "e"], unfinished.Select(i => i.Id));
+        Assert.Equal(["a", "b"], firstPage.Select(i => i.Id));
+        Assert.Equal(["c", "d"], secondPage.Select(i => i.Id));
+        Assert.Equal(["d"], failed.Select(i => i.Id));
+        Assert.All(unfinished, i => Assert.Equal(saga, i.SagaType));
+    }
+
+    [Fact]
+    public async Task Delete_OfTheStoredVersion_RemovesIt_AndOfAnotherVersion_DoesNot()
+    {
+        var store = await CreateStoreAsync();
+        var instance = NewInstance(UniqueSaga());
+        await store.SaveAsync(instance);
+
+        Assert.False(await store.DeleteAsync(instance.SagaType, instance.Id, version: 2));
+        Assert.NotNull(await store.LoadAsync(instance.SagaType, instance.Id));
+        Assert.True(await store.DeleteAsync(instance.SagaType, instance.Id, version: 1));
+        Assert.Null(await store.LoadAsync(instance.SagaType, instance.Id));
+        Assert.False(await store.DeleteAsync(instance.SagaType, instance.Id, version: 1));
+    }
+
+    [Fact]
+    public async Task Save_OfAnInvalidInstance_IsRefusedBeforeAnythingIsWritten()
+    {
+        var store = await CreateStoreAsync();
+        var saga = UniqueSaga();
+
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.SaveAsync(NewInstance(saga, id: " ")));
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.SaveAsync(NewInstance(saga, id: new string('x', 201))));
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.SaveAsync(NewInstance(saga) with { Version = -1 }));
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.SaveAsync(NewInstance(saga) with { Status = (SagaStatus)42 }));
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.ListAsync(new SagaQuery { Limit = 0 }));
+        Assert.Empty(await store.ListAsync(new SagaQuery { SagaType = saga }));
+    }
+}
