@@ -1,3 +1,4 @@
+using Herald.Sagas;
 using Herald.Persistence;
 using Herald.Cqrs;
 using Herald.EventSourcing;
@@ -88,6 +89,8 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<IInbox>(sp => new InMemoryInbox(sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<IOutboxStore>(_ => new InMemoryOutboxStore());
         services.TryAddSingleton<IIdempotencyStore>(sp => new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>()));
+        services.TryAddSingleton<ISagaStore>(sp => new InMemorySagaStore(sp.GetRequiredService<TimeProvider>()));
+        services.TryAddSingleton<SagaOrchestrator>();
         services.TryAddScoped(UnitOfWorkRunner.Adopting(static _ => new InMemoryUnitOfWork()));
 
         services.TryAddSingleton<OutboxSignal>();

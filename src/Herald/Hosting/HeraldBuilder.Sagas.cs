@@ -1,0 +1,32 @@
+using Herald.Sagas;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+
+namespace Herald.Hosting;
+
+/// <summary>Sagas: orchestrated sagas, resumed at start-up.</summary>
+public sealed partial class HeraldBuilder
+{
+    private readonly HashSet<string> _sagas = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Registers an orchestrated saga: start instances with <see cref="SagaOrchestrator.StartAsync{TData}"/>; at start-up,
+    /// every instance of it left running or compensating (a crash, a stop) is resumed in the background.
+    /// </summary>
+    /// <exception cref="InvalidSagaDefinitionException">Another saga with this name is registered.</exception>
+    public HeraldBuilder AddSaga<TData>(SagaDefinition<TData> definition)
+        where TData : class
+    {
+        ArgumentNullException.ThrowIfNull(definition);
+        if (!_sagas.Add(definition.Name))
+        {
+            throw new InvalidSagaDefinitionException(definition.Name, [$"A saga named '{definition.Name}' is registered already; saga names are unique."]);
+        }
+
+        Services.AddSingleton(definition);
+        Services.AddSingleton<ISagaResumption>(new SagaResumption<TData>(definition));
+        Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SagaResumeService>());
+        return this;
+    }
+}

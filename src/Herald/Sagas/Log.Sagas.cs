@@ -1,0 +1,35 @@
+using Herald.Sagas;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Hosting;
+
+/// <summary>The saga orchestrator's log messages (event ids 1300-1399).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(1300, LogLevel.Debug, "Saga {Saga} instance {SagaId} started")]
+    public static partial void SagaStarted(ILogger logger, string saga, string sagaId);
+
+    [LoggerMessage(1301, LogLevel.Information, "Saga {Saga} instance {SagaId} resumed ({Status} at {State})")]
+    public static partial void SagaResumed(ILogger logger, string saga, string sagaId, SagaStatus status, string? state);
+
+    [LoggerMessage(1302, LogLevel.Debug, "Saga {Saga} instance {SagaId} ended {Status}")]
+    public static partial void SagaEnded(ILogger logger, string saga, string sagaId, SagaStatus status);
+
+    [LoggerMessage(1310, LogLevel.Warning, "Step {Step} of saga {Saga} instance {SagaId} failed after its retries; compensating the completed steps")]
+    public static partial void SagaStepFailed(ILogger logger, Exception exception, string saga, string sagaId, string step);
+
+    [LoggerMessage(1311, LogLevel.Information, "Step {Step} of saga {Saga} instance {SagaId} (compensation: {Compensation}) failed on attempt {Attempt}; retrying after {Delay}")]
+    public static partial void SagaStepRetrying(ILogger logger, Exception exception, string saga, string sagaId, string step, bool compensation, int attempt, TimeSpan delay);
+
+    [LoggerMessage(1312, LogLevel.Error, "Compensation of step {Step} of saga {Saga} instance {SagaId} failed after its retries")]
+    public static partial void SagaCompensationFailed(ILogger logger, Exception exception, string saga, string sagaId, string step);
+
+    [LoggerMessage(1313, LogLevel.Error, "Saga {Saga} instance {SagaId} is parked as failed: {Error}")]
+    public static partial void SagaParked(ILogger logger, string saga, string sagaId, string error);
+
+    [LoggerMessage(1314, LogLevel.Information, "Saga {Saga} instance {SagaId} was moved on by another runner; this one stops")]
+    public static partial void SagaTakenOver(ILogger logger, Exception exception, string saga, string sagaId);
+
+    [LoggerMessage(1320, LogLevel.Error, "Resuming saga {Saga} instance {SagaId} failed; it stays unfinished until the next start")]
+    public static partial void SagaResumeFailed(ILogger logger, Exception exception, string saga, string sagaId);
+}

@@ -1,0 +1,284 @@
+using System.Text.Json;
+using Herald.Hosting;
+using Herald.Persistence;
+using Herald.Reliability.Retry;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Herald.Sagas;
+
+/// <summary>
+/// Runs orchestrated sagas. Each step runs in a unit of work of its own that also saves the instance's progress, so a
+/// step's writes (outbox messages, appends, the application's rows) and "this step is done" commit together: after a
+/// crash the step either happened and is recorded, or runs again. When a step fails after its retries, the completed
+/// steps are compensated in reverse order, each compensation committed with the instance's progress too; a compensation
+/// that keeps failing parks the instance as <see cref="SagaStatus.Failed"/>, visible in the store, never dropped.
+/// </summary>
+/// <remarks>
+/// Two processes may run one instance (a resume racing a live run): each save checks the version, so the one that
+/// falls behind gets a <see cref="SagaConcurrencyException"/> at its step's commit, its step's writes roll back, and it
+/// stops, leaving the instance to the other.
+/// </remarks>
+public sealed class SagaOrchestrator
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    private readonly ISagaStore _store;
+    private readonly UnitOfWorkRunner _runner;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
+
+    /// <summary>Creates an orchestrator over <paramref name="store"/>, running steps in scopes of <paramref name="runner"/>.</summary>
+    public SagaOrchestrator(ISagaStore store, UnitOfWorkRunner runner, TimeProvider? timeProvider = null, ILogger<SagaOrchestrator>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(runner);
+        _store = store;
+        _runner = runner;
+        _timeProvider = timeProvider ?? TimeProvider.System;
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>
+    /// Saves a new instance of <paramref name="definition"/> with <paramref name="data"/> and runs it until it completes,
+    /// is compensated or is parked as failed. Returns the instance as it ended.
+    /// </summary>
+    /// <exception cref="SagaConcurrencyException">An instance with this id already exists.</exception>
+    public async Task<SagaInstance> StartAsync<TData>(SagaDefinition<TData> definition, string id, TData data, CancellationToken cancellationToken = default)
+        where TData : class
+    {
+        ArgumentNullException.ThrowIfNull(definition);
+        ArgumentNullException.ThrowIfNull(data);
+        var instance = new SagaInstance
+        {
+            SagaType = definition.Name,
+            Id = id,
+            Status = SagaStatus.Running,
+            State = definition.Steps[0].Name,
+            CurrentStep = 0,
+            Data = Serialize(data),
+        };
+        var version = await _store.SaveAsync(instance, cancellationToken).ConfigureAwait(false);
+        Log.SagaStarted(_logger, definition.Name, id);
+        return await RunAsync(definition, instance with { Version = version }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Loads an instance and runs it on from where it stood (the step it was at, or the compensations still due). A
+    /// finished instance is returned as it is; null when none is stored.
+    /// </summary>
+    public async Task<SagaInstance?> ResumeAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
+        where TData : class
+    {
+        ArgumentNullException.ThrowIfNull(definition);
+        var instance = await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
+        if (instance is null || instance.IsFinished)
+        {
+            return instance;
+        }
+
+        Log.SagaResumed(_logger, definition.Name, id, instance.Status, instance.State);
+        return await RunAsync(definition, instance, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<SagaInstance> RunAsync<TData>(SagaDefinition<TData> definition, SagaInstance instance, CancellationToken cancellationToken)
+        where TData : class
+    {
+        try
+        {
+            while (instance.Status == SagaStatus.Running && instance.CurrentStep < definition.Steps.Count)
+            {
+                var step = definition.Steps[instance.CurrentStep];
+                var (next, failure) = await RunStepAsync(definition, instance, step, compensation: false, cancellationToken).ConfigureAwait(false);
+                if (failure is null)
+                {
+                    instance = next!;
+                    continue;
+                }
+
+                Log.SagaStepFailed(_logger, failure, definition.Name, instance.Id, step.Name);
+                instance = await SaveDirectAsync(instance with
+                {
+                    Status = SagaStatus.Compensating,
+                    Error = $"Step '{step.Name}' failed: {Describe(failure)}",
+                }, cancellationToken).ConfigureAwait(false);
+            }
+
+            while (instance.Status == SagaStatus.Compensating && instance.CompletedSteps.Count > 0)
+            {
+                var index = definition.IndexOf(instance.CompletedSteps[^1]);
+                if (index < 0)
+                {
+                    // The definition changed under a stored instance; it cannot be undone by this code.
+                    return await ParkAsync(instance, $"Completed step '{instance.CompletedSteps[^1]}' is not in the saga's definition; it cannot be compensated.", cancellationToken).ConfigureAwait(false);
+                }
+
+                var step = definition.Steps[index];
+                var (next, failure) = await RunStepAsync(definition, instance, step, compensation: true, cancellationToken).ConfigureAwait(false);
+                if (failure is not null)
+                {
+                    Log.SagaCompensationFailed(_logger, failure, definition.Name, instance.Id, step.Name);
+                    return await ParkAsync(instance, $"{instance.Error} Compensation of step '{step.Name}' failed: {Describe(failure)}", cancellationToken).ConfigureAwait(false);
+                }
+
+                instance = next!;
+            }
+
+            if (instance.Status == SagaStatus.Compensating)
+            {
+                instance = await SaveDirectAsync(instance with { Status = SagaStatus.Compensated, State = null }, cancellationToken).ConfigureAwait(false);
+            }
+
+            Log.SagaEnded(_logger, definition.Name, instance.Id, instance.Status);
+            return instance;
+        }
+        catch (SagaConcurrencyException conflict)
+        {
+            // Someone else moved the instance on: it is theirs now.
+            Log.SagaTakenOver(_logger, conflict, definition.Name, instance.Id);
+            return await _store.LoadAsync(definition.Name, instance.Id, CancellationToken.None).ConfigureAwait(false) ?? instance;
+        }
+    }
+
+    // Runs a step (or its compensation) with its retries. Returns the saved instance, or the failure once retries are spent.
+    private async Task<(SagaInstance? Next, Exception? Failure)> RunStepAsync<TData>(
+        SagaDefinition<TData> definition,
+        SagaInstance instance,
+        SagaStep<TData> step,
+        bool compensation,
+        CancellationToken cancellationToken)
+        where TData : class
+    {
+        var attempt = 1;
+        var delayedRetries = 0;
+        while (true)
+        {
+            Exception failure;
+            try
+            {
+                return (await RunOnceAsync(definition, instance, step, compensation, attempt, cancellationToken).ConfigureAwait(false), null);
+            }
+            catch (SagaConcurrencyException)
+            {
+                throw;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // Shutdown: nothing of this run committed; the instance stays where it was and is resumed later.
+                throw;
+            }
+#pragma warning disable CA1031 // A step's failure is the saga's business: retried, then compensated, never thrown to the caller.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                failure = ex;
+            }
+
+            var decision = step.Retry.Decide(failure, attempt, Random.Shared);
+            switch (decision.Action)
+            {
+                case RetryAction.RetryImmediately:
+                    attempt++;
+                    continue;
+                case RetryAction.Redeliver:
+                    delayedRetries++;
+                    Log.SagaStepRetrying(_logger, failure, definition.Name, instance.Id, step.Name, compensation, attempt, decision.Delay);
+                    await Task.Delay(decision.Delay, _timeProvider, cancellationToken).ConfigureAwait(false);
+                    attempt++;
+                    continue;
+                default:
+                    return (null, failure);
+            }
+        }
+    }
+
+    private async Task<SagaInstance> RunOnceAsync<TData>(
+        SagaDefinition<TData> definition,
+        SagaInstance instance,
+        SagaStep<TData> step,
+        bool compensation,
+        int attempt,
+        CancellationToken cancellationToken)
+        where TData : class
+    {
+        using var timeout = step.Timeout is { } limit ? new CancellationTokenSource(limit, _timeProvider) : null;
+        using var linked = timeout is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+        var token = linked?.Token ?? cancellationToken;
+        try
+        {
+            return await _runner.RunAsync(
+                async (services, _) =>
+                {
+                    var context = new SagaStepContext<TData>(definition.Name, instance.Id, step.Name, compensation, attempt, Deserialize<TData>(instance.Data), services, token);
+                    if (compensation)
+                    {
+                        await step.Compensate!.Invoke(context).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        await step.Execute(context).ConfigureAwait(false);
+                    }
+
+                    var next = compensation ? Compensated(definition, instance, context.Data) : Completed(definition, instance, step, context.Data);
+                    await _store.SaveAsync(next, services.GetRequiredService<IUnitOfWork>(), token).ConfigureAwait(false);
+                    return next with { Version = instance.Version + 1 };
+                },
+                metadata: null,
+                token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (timeout?.IsCancellationRequested == true && !cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"Step '{step.Name}'{(compensation ? " (compensation)" : string.Empty)} did not finish within {step.Timeout}.");
+        }
+    }
+
+    private static SagaInstance Completed<TData>(SagaDefinition<TData> definition, SagaInstance instance, SagaStep<TData> step, TData data)
+        where TData : class
+    {
+        var next = instance.CurrentStep + 1;
+        var done = next >= definition.Steps.Count;
+        return instance with
+        {
+            CurrentStep = next,
+            CompletedSteps = [.. instance.CompletedSteps, step.Name],
+            State = done ? null : definition.Steps[next].Name,
+            Status = done ? SagaStatus.Completed : SagaStatus.Running,
+            Data = Serialize(data),
+        };
+    }
+
+    // A compensated step leaves the completed list, so a resume compensates only what is still done.
+    private static SagaInstance Compensated<TData>(SagaDefinition<TData> definition, SagaInstance instance, TData data)
+        where TData : class
+    {
+        var remaining = instance.CompletedSteps.Take(instance.CompletedSteps.Count - 1).ToArray();
+        return instance with
+        {
+            CompletedSteps = remaining,
+            CurrentStep = remaining.Length,
+            State = remaining.Length > 0 ? remaining[^1] : null,
+            Data = Serialize(data),
+        };
+    }
+
+    private async Task<SagaInstance> ParkAsync(SagaInstance instance, string error, CancellationToken cancellationToken)
+    {
+        var parked = await SaveDirectAsync(instance with { Status = SagaStatus.Failed, Error = error }, cancellationToken).ConfigureAwait(false);
+        Log.SagaParked(_logger, instance.SagaType, instance.Id, error);
+        return parked;
+    }
+
+    private async Task<SagaInstance> SaveDirectAsync(SagaInstance instance, CancellationToken cancellationToken)
+    {
+        var version = await _store.SaveAsync(instance, cancellationToken).ConfigureAwait(false);
+        return instance with { Version = version };
+    }
+
+    private static byte[] Serialize<TData>(TData data) => JsonSerializer.SerializeToUtf8Bytes(data, Json);
+
+    private static TData Deserialize<TData>(ReadOnlyMemory<byte> data) =>
+        JsonSerializer.Deserialize<TData>(data.Span, Json) ?? throw new InvalidOperationException($"The saga's stored data is null; expected a {typeof(TData).Name}.");
+
+    private static string Describe(Exception exception) => $"{exception.GetType().Name}: {exception.Message}";
+}

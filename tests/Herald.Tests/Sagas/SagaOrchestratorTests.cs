@@ -1,0 +1,302 @@
+using System.Collections.Concurrent;
+using System.Text;
+using Herald.Conformance;
+using Herald.Hosting;
+using Herald.Persistence;
+using Herald.Reliability.Retry;
+using Herald.Sagas;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace Herald.Tests.Sagas;
+
+public sealed class SagaOrchestratorTests
+{
+    private static readonly RetryPolicy NoRetries = RetryPolicy.Create(r => r.NoRetries());
+    private static readonly RetryPolicy TwoImmediate = RetryPolicy.Create(r => r.Immediate(2).Delayed(0, TimeSpan.Zero, TimeSpan.Zero));
+
+    public sealed class Order
+    {
+        public string OrderId { get; set; } = "";
+
+        public List<string> Done { get; set; } = [];
+    }
+
+    // What the steps did, in order, and which effects committed (written through the step's unit of work).
+    private sealed class Journal
+    {
+        public ConcurrentQueue<string> Calls { get; } = new();
+
+        public ConcurrentQueue<string> Committed { get; } = new();
+
+        public Func<SagaStepContext<Order>, ValueTask> Act(string name, Func<SagaStepContext<Order>, bool>? fails = null) => context =>
+        {
+            Calls.Enqueue(name);
+            context.Services.GetRequiredService<IUnitOfWork>().OnCommitted(_ =>
+            {
+                Committed.Enqueue(name);
+                return ValueTask.CompletedTask;
+            });
+            if (fails?.Invoke(context) == true)
+            {
+                throw new InvalidOperationException($"{name} refused");
+            }
+
+            context.Data.Done.Add(name);
+            return ValueTask.CompletedTask;
+        };
+    }
+
+    private static SagaDefinition<Order> Fulfilment(Journal journal, string? failing = null, bool compensationFails = false, RetryPolicy? retry = null) =>
+        SagaDefinition.Create<Order>("fulfilment", s => s
+            .Step("reserve-inventory", journal.Act("reserve"), journal.Act("release", _ => compensationFails), retry ?? NoRetries)
+            .Step("charge-payment", journal.Act("charge", _ => failing == "charge-payment"), journal.Act("refund"), retry ?? NoRetries)
+            .Step("create-shipment", journal.Act("ship", _ => failing == "create-shipment"), retry: retry ?? NoRetries)
+            .Step("confirm-order", journal.Act("confirm", _ => failing == "confirm-order"), retry: retry ?? NoRetries));
+
+    private static ServiceProvider Build(Action<HeraldBuilder>? configure = null)
+    {
+        var services = new ServiceCollection();
+        services.AddLogging();
+        services.AddHerald(h => configure?.Invoke(h));
+        return services.BuildServiceProvider(new ServiceProviderOptions { ValidateScopes = true });
+    }
+
+    [Fact]
+    public async Task EveryStepSucceeding_CompletesTheSaga_WithEachStepsDataAndEffectSavedOnce()
+    {
+        var journal = new Journal();
+        await using var services = Build();
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+
+        var ended = await orchestrator.StartAsync(Fulfilment(journal), "order-1", new Order { OrderId = "order-1" });
+
+        Assert.Equal(SagaStatus.Completed, ended.Status);
+        Assert.Equal(["reserve-inventory", "charge-payment", "create-shipment", "confirm-order"], ended.CompletedSteps);
+        Assert.Equal(["reserve", "charge", "ship", "confirm"], journal.Committed);
+        var stored = await services.GetRequiredService<ISagaStore>().LoadAsync("fulfilment", "order-1");
+        Assert.Equal(SagaStatus.Completed, stored!.Status);
+        Assert.Equal(5, stored.Version);
+        Assert.Contains("\"done\":[\"reserve\",\"charge\",\"ship\",\"confirm\"]", Encoding.UTF8.GetString(stored.Data.Span), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AFailingStep_CompensatesTheCompletedStepsInReverseOrder_AndRollsBackItsOwnEffect()
+    {
+        var journal = new Journal();
+        await using var services = Build();
+
+        var ended = await services.GetRequiredService<SagaOrchestrator>().StartAsync(Fulfilment(journal, failing: "create-shipment"), "order-2", new Order());
+
+        Assert.Equal(SagaStatus.Compensated, ended.Status);
+        Assert.Empty(ended.CompletedSteps);
+        Assert.Contains("Step 'create-shipment' failed: InvalidOperationException: ship refused", ended.Error, StringComparison.Ordinal);
+        Assert.Equal(["reserve", "charge", "ship", "refund", "release"], journal.Calls);
+        Assert.Equal(["reserve", "charge", "refund", "release"], journal.Committed);
+    }
+
+    [Fact]
+    public async Task AFailingFirstStep_HasNothingToCompensate()
+    {
+        var journal = new Journal();
+        var definition = SagaDefinition.Create<Order>("first-fails", s => s
+            .Step("a", journal.Act("a", _ => true), journal.Act("undo-a"), NoRetries)
+            .Step("b", journal.Act("b"), retry: NoRetries));
+        await using var services = Build();
+
+        var ended = await services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "x", new Order());
+
+        Assert.Equal(SagaStatus.Compensated, ended.Status);
+        Assert.Equal(["a"], journal.Calls);
+        Assert.Empty(journal.Committed);
+    }
+
+    [Fact]
+    public async Task ATransientFailure_IsRetriedByTheStepsPolicy_AndTheSagaCompletes()
+    {
+        var journal = new Journal();
+        var attempts = 0;
+        var definition = SagaDefinition.Create<Order>("flaky", s => s
+            .Step("charge", journal.Act("charge", _ => Interlocked.Increment(ref attempts) < 3), retry: TwoImmediate));
+        await using var services = Build();
+
+        var ended = await services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "f-1", new Order());
+
+        Assert.Equal(SagaStatus.Completed, ended.Status);
+        Assert.Equal(3, attempts);
+        Assert.Equal(["charge"], journal.Committed);
+    }
+
+    [Fact]
+    public async Task ACompensationThatKeepsFailing_ParksTheSagaAsFailed_VisibleInTheStore()
+    {
+        var journal = new Journal();
+        await using var services = Build();
+
+        var ended = await services.GetRequiredService<SagaOrchestrator>().StartAsync(
+            Fulfilment(journal, failing: "charge-payment", compensationFails: true, retry: TwoImmediate), "order-3", new Order());
+
+        Assert.Equal(SagaStatus.Failed, ended.Status);
+        Assert.Equal(["reserve-inventory"], ended.CompletedSteps);
+        Assert.Contains("Step 'charge-payment' failed", ended.Error, StringComparison.Ordinal);
+        Assert.Contains("Compensation of step 'reserve-inventory' failed: InvalidOperationException: release refused", ended.Error, StringComparison.Ordinal);
+        Assert.Equal(3, journal.Calls.Count(c => c == "release"));
+        var failed = await services.GetRequiredService<ISagaStore>().ListAsync(new SagaQuery { SagaType = "fulfilment", Statuses = [SagaStatus.Failed] });
+        Assert.Equal(["order-3"], failed.Select(i => i.Id));
+    }
+
+    [Fact]
+    public async Task AStepRunningPastItsTimeout_IsCancelledAndCountsAsFailed()
+    {
+        var journal = new Journal();
+        var definition = SagaDefinition.Create<Order>("slow", s => s
+            .Step("reserve", journal.Act("reserve"), journal.Act("release"), NoRetries)
+            .Step("wait-forever", async context => await Task.Delay(Timeout.InfiniteTimeSpan, context.CancellationToken), retry: NoRetries, timeout: TimeSpan.FromMilliseconds(50)));
+        await using var services = Build();
+
+        var ended = await services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "s-1", new Order());
+
+        Assert.Equal(SagaStatus.Compensated, ended.Status);
+        Assert.Contains("did not finish within", ended.Error, StringComparison.Ordinal);
+        Assert.Equal(["reserve", "release"], journal.Committed);
+    }
+
+    [Fact]
+    public async Task Resume_OfAnInstanceLeftMidway_RunsOnlyTheStepsNotYetDone()
+    {
+        var journal = new Journal();
+        await using var services = Build();
+        var store = services.GetRequiredService<ISagaStore>();
+        await store.SaveAsync(new SagaInstance
+        {
+            SagaType = "fulfilment",
+            Id = "order-4",
+            Status = SagaStatus.Running,
+            State = "create-shipment",
+            CurrentStep = 2,
+            CompletedSteps = ["reserve-inventory", "charge-payment"],
+            Data = """{"orderId":"order-4","done":["reserve","charge"]}"""u8.ToArray(),
+        });
+
+        var ended = await services.GetRequiredService<SagaOrchestrator>().ResumeAsync(Fulfilment(journal), "order-4");
+
+        Assert.Equal(SagaStatus.Completed, ended!.Status);
+        Assert.Equal(["ship", "confirm"], journal.Committed);
+        Assert.Contains("\"done\":[\"reserve\",\"charge\",\"ship\",\"confirm\"]", Encoding.UTF8.GetString(ended.Data.Span), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Resume_OfAnInstanceLeftCompensating_CompensatesWhatIsStillDone()
+    {
+        var journal = new Journal();
+        await using var services = Build();
+        await services.GetRequiredService<ISagaStore>().SaveAsync(new SagaInstance
+        {
+            SagaType = "fulfilment",
+            Id = "order-5",
+            Status = SagaStatus.Compensating,
+            CurrentStep = 1,
+            CompletedSteps = ["reserve-inventory"],
+            Error = "Step 'charge-payment' failed: declined",
+            Data = """{"orderId":"order-5","done":["reserve"]}"""u8.ToArray(),
+        });
+
+        var ended = await services.GetRequiredService<SagaOrchestrator>().ResumeAsync(Fulfilment(journal), "order-5");
+
+        Assert.Equal(SagaStatus.Compensated, ended!.Status);
+        Assert.Equal(["release"], journal.Committed);
+    }
+
+    [Fact]
+    public async Task TwoRunnersResumingOneInstance_CommitEachStepsEffectOnce()
+    {
+        var journal = new Journal();
+        await using var services = Build();
+        var store = services.GetRequiredService<ISagaStore>();
+        await store.SaveAsync(new SagaInstance
+        {
+            SagaType = "fulfilment",
+            Id = "order-6",
+            Status = SagaStatus.Running,
+            State = "reserve-inventory",
+            Data = """{"orderId":"order-6"}"""u8.ToArray(),
+        });
+        var definition = Fulfilment(journal);
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Task.Run(() => orchestrator.ResumeAsync(definition, "order-6"))));
+
+        var stored = await store.LoadAsync("fulfilment", "order-6");
+        Assert.Equal(SagaStatus.Completed, stored!.Status);
+        Assert.Equal(["reserve", "charge", "ship", "confirm"], journal.Committed);
+        Assert.All(results, r => Assert.NotNull(r));
+    }
+
+    [Fact]
+    public async Task StartingAnIdThatExists_Throws_AndRunsNothing()
+    {
+        var journal = new Journal();
+        await using var services = Build();
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+        await orchestrator.StartAsync(Fulfilment(journal), "order-7", new Order());
+
+        await Assert.ThrowsAsync<SagaConcurrencyException>(() => orchestrator.StartAsync(Fulfilment(journal), "order-7", new Order()));
+
+        Assert.Equal(4, journal.Calls.Count);
+    }
+
+    [Fact]
+    public async Task TheHost_ResumesUnfinishedInstancesOfRegisteredSagas_AtStart()
+    {
+        var journal = new Journal();
+        var definition = Fulfilment(journal);
+        var services = new ServiceCollection();
+        services.AddLogging();
+        services.AddHerald(h => h.AddSaga(definition));
+        await using var provider = services.BuildServiceProvider();
+        var store = provider.GetRequiredService<ISagaStore>();
+        await store.SaveAsync(new SagaInstance { SagaType = "fulfilment", Id = "left-running", Status = SagaStatus.Running, CurrentStep = 3, CompletedSteps = ["reserve-inventory", "charge-payment", "create-shipment"], Data = "{}"u8.ToArray() });
+        await store.SaveAsync(new SagaInstance { SagaType = "fulfilment", Id = "done", Status = SagaStatus.Completed, CurrentStep = 4, Data = "{}"u8.ToArray() });
+
+        var hosted = provider.GetServices<IHostedService>().OfType<BackgroundService>().Single(s => s.GetType().Name == "SagaResumeService");
+        await hosted.StartAsync(CancellationToken.None);
+        try
+        {
+            await Eventually.UntilAsync(async () => (await store.LoadAsync("fulfilment", "left-running"))!.Status == SagaStatus.Completed, "the unfinished instance completes");
+        }
+        finally
+        {
+            await hosted.StopAsync(CancellationToken.None);
+        }
+
+        Assert.Equal(["confirm"], journal.Committed);
+    }
+
+    [Fact]
+    public void ABadDefinition_IsRejectedWhenBuilt_WithEveryReason()
+    {
+        var error = Assert.Throws<InvalidSagaDefinitionException>(() => SagaDefinition.Create<Order>(" ", s => s
+            .Step("a", _ => ValueTask.CompletedTask)
+            .Step("a", _ => ValueTask.CompletedTask, timeout: TimeSpan.Zero)
+            .Step("", _ => ValueTask.CompletedTask)));
+        var empty = Assert.Throws<InvalidSagaDefinitionException>(() => SagaDefinition.Create<Order>("empty", _ => { }));
+
+        Assert.Equal(4, error.Problems.Count);
+        Assert.Contains("The saga has no name.", error.Problems);
+        Assert.Contains("Step name 'a' is used more than once.", error.Problems);
+        Assert.Contains(error.Problems, p => p.Contains("timeout", StringComparison.Ordinal));
+        Assert.Contains("Step 3 has no name.", error.Problems);
+        Assert.Equal(["The saga has no steps."], empty.Problems);
+    }
+
+    [Fact]
+    public void RegisteringTwoSagasOfOneName_Throws()
+    {
+        var journal = new Journal();
+        var services = new ServiceCollection();
+
+        var error = Assert.Throws<InvalidSagaDefinitionException>(() => services.AddHerald(h => h.AddSaga(Fulfilment(journal)).AddSaga(Fulfilment(journal))));
+
+        Assert.Contains("registered already", error.Message, StringComparison.Ordinal);
+    }
+}
