@@ -1,3 +1,5 @@
+using Herald.EventSourcing;
+using Herald.EventSourcing.Subscriptions;
 using Herald.EventSourcing.Upcasting;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
@@ -73,5 +75,19 @@ internal sealed class EndpointPipelineFactory(
         step = new SettleStep(endpoint, deadLetters, monitor, deadLetterOptions.Value.StoreFailureRedeliveryDelay, nativeDeadLetters, timeProvider, _logger, step);
         step = new TraceStep(endpoint, registry, step);
         return new EndpointPipeline(endpoint, step);
+    }
+
+    /// <summary>
+    /// A subscription whose events run through the chain of an endpoint named after it: each event's checkpoint is written
+    /// in the unit of work of its handlers. Without a filter it follows the event types this host has handlers for.
+    /// </summary>
+    internal EventSubscription CreateSubscription(IEventStore store, ICheckpointStore checkpoints, EventSubscriptionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var endpoint = options.SubscriptionId;
+        var pipeline = Create(endpoint, nativeDeadLetters: false, next => new CheckpointStep(endpoint, checkpoints, next));
+        var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
+        var filter = options.Filter ?? EventFilter.ForEventTypes([.. handlers.MessageTypes.Select(registry.GetName)]);
+        return new EventSubscription(store, checkpoints, events.HandleAsync, options with { Filter = filter });
     }
 }
