@@ -3,33 +3,11 @@ using Herald.Reliability.DeadLetters;
 namespace Herald.Handling.Pipeline;
 
 /// <summary>What the chain decided for a delivery; the settle step carries it out on the delivery.</summary>
-internal readonly struct ConsumeOutcome
+internal readonly record struct ConsumeOutcome(ConsumeVerdict Verdict, Exception? Failure, DeadLetterCause Cause, int Attempt, TimeSpan Delay, DateTimeOffset? FirstFailure)
 {
-    private ConsumeOutcome(ConsumeVerdict verdict, Exception? failure, DeadLetterCause cause, int attempt, TimeSpan delay, DateTimeOffset? firstFailure)
-    {
-        Verdict = verdict;
-        Failure = failure;
-        Cause = cause;
-        Attempt = attempt;
-        Delay = delay;
-        FirstFailure = firstFailure;
-    }
-
     public static ConsumeOutcome Handled => new(ConsumeVerdict.Handled, null, default, 0, TimeSpan.Zero, null);
 
     public static ConsumeOutcome Duplicate => new(ConsumeVerdict.Duplicate, null, default, 0, TimeSpan.Zero, null);
-
-    public ConsumeVerdict Verdict { get; }
-
-    public Exception? Failure { get; }
-
-    public DeadLetterCause Cause { get; }
-
-    public int Attempt { get; }
-
-    public TimeSpan Delay { get; }
-
-    public DateTimeOffset? FirstFailure { get; }
 
     /// <summary>Deliver again after <paramref name="delay"/>, the first-failure time travelling with the message.</summary>
     public static ConsumeOutcome Redeliver(TimeSpan delay, DateTimeOffset firstFailure) =>
