@@ -1,4 +1,3 @@
-using System.Text;
 using Herald.EventSourcing.Upcasting;
 using Herald.Conformance;
 using Herald.Handling;
@@ -103,13 +102,7 @@ public sealed class PipelineDecodeTests
         Assert.Empty(host.Transport.NackDelays);
     }
 
-    private static Envelope Raw(string type, string json) => new()
-    {
-        MessageId = Guid.CreateVersion7(),
-        MessageType = type,
-        Time = new DateTimeOffset(2030, 1, 2, 3, 0, 0, TimeSpan.Zero),
-        Body = Encoding.UTF8.GetBytes(json),
-    };
+    private static Envelope Raw(string type, string json) => FailureInjectionTests.RawEnvelope(type, json);
 
     [MessageType("pipe-note")]
     public sealed record Note(string Text);
