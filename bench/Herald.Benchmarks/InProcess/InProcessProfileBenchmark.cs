@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text;
 using Herald.Benchmarks.Harness;
 using Herald.Handling;
+using Herald.Handling.Pipeline;
 using Herald.Messages;
 using Herald.Transport;
 using Herald.Transport.InMemory;
@@ -15,7 +16,7 @@ namespace Herald.Benchmarks.InProcess;
 /// <summary>
 /// Where Herald's in-process time and allocations go: each step of the publish → handler path measured alone
 /// (single-threaded steps with the current thread's allocation counter), then the transport alone across threads.
-/// Uses Herald internals (the dispatcher), so it may need updating when they change.
+/// Uses Herald internals (the endpoint pipeline), so it may need updating when they change.
 /// </summary>
 internal sealed class InProcessProfileBenchmark : IBenchmark
 {
@@ -72,7 +73,7 @@ internal sealed class InProcessProfileBenchmark : IBenchmark
             {
                 Add(steps, "IMessageBus.PublishAsync, room in the queue (all of the publish side)", Sync(n, () => Completed(bus.PublishAsync(ping, cancellationToken: cancellationToken))));
                 Add(steps, "IServiceProvider.CreateAsyncScope + DisposeAsync", Sync(n, () => Completed(services.CreateAsyncScope().DisposeAsync())));
-                Add(steps, "new InMemoryDelivery-sized Delivery (harness object, subtract from the dispatcher rows)", Sync(n, () => new BenchDelivery(envelope)));
+                Add(steps, "new InMemoryDelivery-sized Delivery (harness object, subtract from the pipeline rows)", Sync(n, () => new BenchDelivery(envelope)));
             }
             else
             {
@@ -91,9 +92,9 @@ internal sealed class InProcessProfileBenchmark : IBenchmark
                 }));
             }
 
-            var dispatcher = new MessageDispatcher("herald", services, NullLogger.Instance);
+            var pipeline = services.GetRequiredService<EndpointPipelineFactory>().Create("herald");
             var delivered = envelope with { DeliveryAttempt = 1 };
-            Add(steps, $"MessageDispatcher.HandleAsync, {lifetime.ToString().ToLowerInvariant()} handler (decode, context, handler, ack; incl. the Delivery)", Sync(n, () => Completed(dispatcher.HandleAsync(new BenchDelivery(delivered), cancellationToken))));
+            Add(steps, $"EndpointPipeline.HandleAsync, {lifetime.ToString().ToLowerInvariant()} handler (decode, context, handler, ack; incl. the Delivery)", Sync(n, () => Completed(pipeline.HandleAsync(new BenchDelivery(delivered), cancellationToken))));
         }
 
         var flows = new MarkdownTable("Transport only, across threads", "msg/s", "bytes/msg");

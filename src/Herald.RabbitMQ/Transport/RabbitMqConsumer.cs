@@ -332,38 +332,8 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask HandleAsync(Received received)
     {
-        var envelope = received.Envelope;
-        var delivery = new RabbitMqDelivery(Queue, this, received);
-        try
-        {
-            await _handler(delivery, _aborting.Token).ConfigureAwait(false);
-            if (!delivery.IsSettled)
-            {
-                await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
-            }
-        }
-#pragma warning disable CA1031 // A handler failure must never stop the consumer: the message is redelivered.
-        catch (Exception)
-#pragma warning restore CA1031
-        {
-            // Aborted by shutdown: not a failed attempt; left unsettled, the channel close hands it back.
-            if (!delivery.IsSettled && !_aborting.IsCancellationRequested)
-            {
-                try
-                {
-                    // An undecodable delivery would fail the same way again: it goes to the dead-letter queue, not round.
-                    await (received.DecodeFailure is { } failure
-                        ? delivery.DeadLetterAsync(failure.Message, CancellationToken.None)
-                        : delivery.NackAsync(TimeSpan.Zero, CancellationToken.None)).ConfigureAwait(false);
-                }
-#pragma warning disable CA1031 // Logged; the delivery was handed back to the queue by the failed nack.
-                catch (Exception e)
-#pragma warning restore CA1031
-                {
-                    Log.SettleFailed(_logger, e, envelope.MessageId, Queue);
-                }
-            }
-        }
+        // Aborted by shutdown (false): not a failed attempt; left unsettled, the channel close hands it back.
+        _ = await Herald.Internal.DeliverySettlement.RunAsync(_handler, new RabbitMqDelivery(Queue, this, received), _logger, _aborting.Token).ConfigureAwait(false);
     }
 
     // Consume-ok comes through the same ordered dispatch as deliveries, before the first delivery of a (recovered)

@@ -1,4 +1,5 @@
 using Herald.Handling;
+using Herald.Handling.Pipeline;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
@@ -37,9 +38,9 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
             await transport.BindAsync(topic, settings.EndpointName, cancellationToken).ConfigureAwait(false);
         }
 
-        var dispatcher = new MessageDispatcher(settings.EndpointName, services, logger);
+        var pipeline = services.GetRequiredService<EndpointPipelineFactory>().Create(settings.EndpointName);
         var consumerOptions = new ConsumerOptions { MaxConcurrency = settings.MaxConcurrency, Prefetch = Math.Max(settings.Prefetch, settings.MaxConcurrency) };
-        _consumer = await transport.ConsumeAsync(settings.EndpointName, consumerOptions, dispatcher.HandleAsync, cancellationToken).ConfigureAwait(false);
+        _consumer = await transport.ConsumeAsync(settings.EndpointName, consumerOptions, pipeline.HandleAsync, cancellationToken).ConfigureAwait(false);
         Log.ConsumerStarted(logger, settings.EndpointName, transport.Name, topics.Count, settings.MaxConcurrency);
     }
 

@@ -5,6 +5,7 @@ using Herald.EventSourcing;
 using Herald.EventSourcing.InMemory;
 using Herald.Cqrs.Validation;
 using Herald.Handling;
+using Herald.Handling.Pipeline;
 using Herald.Hosting;
 using Herald.Messages;
 using Herald.Reliability;
@@ -55,6 +56,7 @@ public static class HeraldServiceCollectionExtensions
         services.AddSingleton(_ => new HandlerRegistry(builder.MessageHandlers));
         services.AddSingleton<IMessageBus, MessageBus>();
         services.TryAddSingleton<UnitOfWorkRunner>();
+        services.TryAddSingleton<EndpointPipelineFactory>();
         services.AddSingleton<RequestBus>();
         services.AddSingleton<ICommandBus>(sp => sp.GetRequiredService<RequestBus>());
         services.AddSingleton<IQueryBus>(sp => sp.GetRequiredService<RequestBus>());

@@ -289,7 +289,7 @@ public sealed class FailureInjectionTests
         return null;
     }
 
-    private static Envelope RawEnvelope(string type, string json) => new()
+    internal static Envelope RawEnvelope(string type, string json) => new()
     {
         MessageId = Guid.CreateVersion7(),
         MessageType = type,

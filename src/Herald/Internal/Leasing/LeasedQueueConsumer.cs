@@ -329,40 +329,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     private async ValueTask HandleAsync(TMessage message)
     {
         var delivery = new LeasedDelivery<TMessage>(message, Queue, this);
-        try
+        if (!await DeliverySettlement.RunAsync(_handler, delivery, _settings.Logger, _aborting.Token).ConfigureAwait(false))
         {
-            await _handler(delivery, _aborting.Token).ConfigureAwait(false);
-            if (!delivery.IsSettled)
-            {
-                await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
-            }
-        }
-#pragma warning disable CA1031 // A handler failure must never stop the consumer: the message goes back to the queue.
-        catch (Exception)
-#pragma warning restore CA1031
-        {
-            if (delivery.IsSettled)
-            {
-                // Settled (a failed settlement was logged; the lease brings the message back).
-            }
-            else if (_aborting.IsCancellationRequested)
-            {
-                // Aborted by shutdown: not a failed attempt. It stays leased to this consumer until StopAsync hands back
-                // everything it still holds, unchanged.
-                Interlocked.Decrement(ref _held);
-            }
-            else
-            {
-                try
-                {
-                    await delivery.NackAsync(TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
-                }
-#pragma warning disable CA1031 // Logged by SettleAsync; the lease brings the message back.
-                catch (Exception)
-#pragma warning restore CA1031
-                {
-                }
-            }
+            // Aborted by shutdown: not a failed attempt. It stays leased to this consumer until StopAsync hands back
+            // everything it still holds, unchanged.
+            Interlocked.Decrement(ref _held);
         }
     }
 

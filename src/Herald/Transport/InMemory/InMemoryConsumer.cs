@@ -1,5 +1,7 @@
 using System.Threading.Channels;
+using Herald.Internal;
 using Herald.Messages;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Herald.Transport.InMemory;
 
@@ -187,30 +189,10 @@ internal sealed class InMemoryConsumer : ITransportConsumer
     private async ValueTask HandleAsync(Envelope envelope)
     {
         var delivery = new InMemoryDelivery(envelope, _queue);
-        try
+        if (!await DeliverySettlement.RunAsync(_handler, delivery, NullLogger.Instance, _aborting.Token).ConfigureAwait(false))
         {
-            await _handler(delivery, _aborting.Token).ConfigureAwait(false);
-            if (!delivery.IsSettled)
-            {
-                await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
-            }
-        }
-#pragma warning disable CA1031 // A handler failure must never stop the consumer: the message goes back to the queue.
-        catch (Exception)
-#pragma warning restore CA1031
-        {
-            if (!delivery.IsSettled)
-            {
-                if (_aborting.IsCancellationRequested)
-                {
-                    // Aborted by shutdown: not a failed attempt, hand it back unchanged.
-                    _queue.Return(envelope);
-                }
-                else
-                {
-                    await delivery.NackAsync(TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
-                }
-            }
+            // Aborted by shutdown: not a failed attempt, hand it back unchanged.
+            _queue.Return(envelope);
         }
     }
 }

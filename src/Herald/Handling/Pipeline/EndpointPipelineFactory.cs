@@ -1,0 +1,93 @@
+using Herald.EventSourcing;
+using Herald.EventSourcing.Subscriptions;
+using Herald.EventSourcing.Upcasting;
+using Herald.Messages;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Inbox;
+using Herald.Reliability.Outbox;
+using Herald.Reliability.Retry;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace Herald.Handling.Pipeline;
+
+/// <summary>
+/// Builds the consuming chain of an endpoint from its dependencies, given once by DI: each step gets what it uses in its
+/// constructor, and a step that has nothing to do on this host (no upcasters, no inbox) is left out of the chain.
+/// </summary>
+internal sealed class EndpointPipelineFactory(
+    IServiceProvider services,
+    MessageTypeRegistry registry,
+    IMessageSerializer serializer,
+    HandlerRegistry handlers,
+    IMessageBus bus,
+    RetryPolicies retries,
+    IDeadLetterStore deadLetters,
+    IOptions<DeadLetterOptions> deadLetterOptions,
+    ITransport transport,
+    TimeProvider timeProvider,
+    IEnumerable<IMessageMiddleware> middleware,
+    DeadLetterMonitor? monitor = null,
+    InboxStep? inbox = null,
+    IOptions<OutboxOptions>? outboxOptions = null,
+    OutboxRelay? outboxRelay = null,
+    EventUpcasterRegistry? upcasters = null,
+    ILoggerFactory? loggerFactory = null)
+{
+    private readonly IMessageMiddleware[] _middleware = [.. middleware];
+    private readonly ILogger _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald");
+
+    /// <summary>The chain of a transport's endpoint: a dead letter the store refuses falls back to the transport's own.</summary>
+    public EndpointPipeline Create(string endpoint) =>
+        Create(endpoint, nativeDeadLetters: transport is { Capabilities.SupportsNativeDeadLetter: true } and INativeDeadLetterSource, checkpoint: null);
+
+    /// <summary>
+    /// The chain of <paramref name="endpoint"/>. <paramref name="nativeDeadLetters"/>: dead letters the store refuses go to
+    /// the transport's own (only those a drain can move back into the store; others would be stranded out of sight).
+    /// <paramref name="checkpoint"/>: a step run in each attempt's unit of work after the handlers (a subscription's checkpoint).
+    /// </summary>
+    internal EndpointPipeline Create(string endpoint, bool nativeDeadLetters, Func<AttemptStep, AttemptStep>? checkpoint)
+    {
+        AttemptStep attempt = new HandlerStep(_middleware, services);
+        if (checkpoint is not null)
+        {
+            attempt = checkpoint(attempt);
+        }
+
+        var useInbox = inbox is not null && inbox.IsEnabledFor(endpoint);
+        if (useInbox)
+        {
+            attempt = new InboxCheckStep(inbox!, attempt);
+        }
+
+        var useOutbox = outboxRelay is not null && outboxOptions is { Value.RouteHandlerMessages: true };
+        var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, alwaysScoped: useInbox || checkpoint is not null, _logger, attempt);
+        ConsumeStep step = new RetryStep(endpoint, retries, timeProvider, _logger, unitOfWork);
+        step = new DeserializeStep(endpoint, serializer, step);
+        if (upcasters is not null)
+        {
+            step = new UpcastStep(endpoint, upcasters, step);
+        }
+
+        step = new DecodeStep(endpoint, handlers, serializer, step);
+        step = new SettleStep(endpoint, deadLetters, monitor, deadLetterOptions.Value.StoreFailureRedeliveryDelay, nativeDeadLetters, timeProvider, _logger, step);
+        step = new TraceStep(endpoint, registry, step);
+        return new EndpointPipeline(endpoint, step);
+    }
+
+    /// <summary>
+    /// A subscription whose events run through the chain of an endpoint named after it: each event's checkpoint is written
+    /// in the unit of work of its handlers. Without a filter it follows the event types this host has handlers for.
+    /// </summary>
+    internal EventSubscription CreateSubscription(IEventStore store, ICheckpointStore checkpoints, EventSubscriptionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var endpoint = options.SubscriptionId;
+        var pipeline = Create(endpoint, nativeDeadLetters: false, next => new CheckpointStep(endpoint, checkpoints, next));
+        var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
+        var filter = options.Filter ?? EventFilter.ForEventTypes([.. handlers.MessageTypes.Select(registry.GetName)]);
+        return new EventSubscription(store, checkpoints, events.HandleAsync, options with { Filter = filter });
+    }
+}

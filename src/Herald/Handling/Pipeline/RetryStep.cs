@@ -1,0 +1,69 @@
+using System.Diagnostics;
+using Herald.Diagnostics;
+using Herald.Hosting;
+using Herald.Reliability;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Retry;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Handling.Pipeline;
+
+/// <summary>
+/// Runs attempts under the retry policy: a failed attempt runs again at once, is redelivered after a delay, or is
+/// dead-lettered. Attempts count as documented on <see cref="RetryPolicy"/>: the first delivery holds attempt 1 and the
+/// immediate retries; every redelivery (counted by the transport) is one more attempt.
+/// </summary>
+internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProvider timeProvider, ILogger logger, UnitOfWorkStep attempts) : ConsumeStep
+{
+    public override async ValueTask<ConsumeOutcome> InvokeAsync(Consumption consumption)
+    {
+        var envelope = consumption.Envelope;
+        var cancellationToken = consumption.CancellationToken;
+        var policy = retries.Get(endpoint, consumption.Type!.ClrType);
+        var delivered = Math.Max(1, envelope.DeliveryAttempt);
+        var attempt = delivered == 1 ? 1 : policy.ImmediateRetries + delivered;
+        DateTimeOffset? firstFailure = null;
+        while (true)
+        {
+            Exception failure;
+            try
+            {
+                return await attempts.RunAsync(consumption, attempt).ConfigureAwait(false) ? ConsumeOutcome.Handled : ConsumeOutcome.Duplicate;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // Shutdown cancelled the handler: not a failure; the transport hands the message back unchanged.
+                throw;
+            }
+#pragma warning disable CA1031 // Any handler failure is settled (retry, redelivery or dead letter); the consumer loop goes on.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                failure = ex;
+            }
+
+            HeraldDiagnostics.MessagesFailed.Add(1, consumption.Tags(endpoint));
+            consumption.Activity?.SetStatus(ActivityStatusCode.Error, failure.Message);
+            consumption.Activity?.AddException(failure);
+            // Carried by the message itself (set on its first redelivery), so any node that dead-letters it knows it.
+            firstFailure ??= DeadLetterHeaders.FirstFailure(envelope, timeProvider.GetUtcNow()) ?? timeProvider.GetUtcNow();
+            var decision = policy.Decide(failure, attempt, Random.Shared);
+            switch (decision.Action)
+            {
+                case RetryAction.RetryImmediately:
+                    ReliabilityLog.RetryingImmediately(logger, failure, envelope.MessageId, envelope.MessageType, attempt, endpoint);
+                    HeraldDiagnostics.MessagesRetried.Add(1, [.. consumption.Tags(endpoint), new(MetricNames.RetryKindTag, "immediate")]);
+                    cancellationToken.ThrowIfCancellationRequested();
+                    attempt++;
+                    continue;
+                case RetryAction.Redeliver:
+                    Log.HandlerFailedWillRetry(logger, failure, envelope.MessageId, envelope.MessageType, attempt, endpoint, decision.Delay);
+                    HeraldDiagnostics.MessagesRetried.Add(1, [.. consumption.Tags(endpoint), new(MetricNames.RetryKindTag, "delayed")]);
+                    return ConsumeOutcome.Redeliver(decision.Delay, firstFailure.Value);
+                default:
+                    var cause = policy.IsNeverRetried(failure) ? DeadLetterCause.NotRetryable : DeadLetterCause.RetriesExhausted;
+                    return ConsumeOutcome.DeadLetter(failure, cause, attempt, firstFailure);
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+using Herald.Diagnostics;
+using Herald.Hosting;
+using Herald.Reliability;
+using Herald.Reliability.DeadLetters;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Handling.Pipeline;
+
+/// <summary>
+/// Carries out what the steps after it decided: ack a handled message or a duplicate; nack one to redeliver, its
+/// first-failure time in a header; dead-letter one to the store, then ack. If the store fails, it goes to the transport's
+/// own dead letters with its record in headers (drained into the store later), and only if that fails too is it
+/// redelivered, never lost. Dead-letter alerting is only signalled from here and runs in the background.
+/// </summary>
+internal sealed class SettleStep(
+    string endpoint,
+    IDeadLetterStore deadLetters,
+    DeadLetterMonitor? monitor,
+    TimeSpan storeFailureRedeliveryDelay,
+    bool nativeDeadLetters,
+    TimeProvider timeProvider,
+    ILogger logger,
+    ConsumeStep next) : ConsumeStep
+{
+    public override async ValueTask<ConsumeOutcome> InvokeAsync(Consumption consumption)
+    {
+        var outcome = await next.InvokeAsync(consumption).ConfigureAwait(false);
+        var delivery = consumption.Delivery;
+        var cancellationToken = consumption.CancellationToken;
+        switch (outcome.Verdict)
+        {
+            case ConsumeVerdict.Duplicate:
+                ReliabilityLog.DuplicateSkipped(logger, consumption.Envelope.MessageId, consumption.Envelope.MessageType, endpoint);
+                HeraldDiagnostics.MessagesDuplicate.Add(1, consumption.Tags(endpoint));
+                goto case ConsumeVerdict.Handled;
+            case ConsumeVerdict.Handled:
+                await delivery.AckAsync(cancellationToken).ConfigureAwait(false);
+                HeraldDiagnostics.MessagesProcessed.Add(1, consumption.Tags(endpoint));
+                break;
+            case ConsumeVerdict.Redeliver:
+                await delivery.NackAsync(outcome.Delay, DeadLetterHeaders.ForRedelivery(outcome.FirstFailure!.Value), cancellationToken).ConfigureAwait(false);
+                break;
+            default:
+                await DeadLetterAsync(consumption, outcome).ConfigureAwait(false);
+                break;
+        }
+
+        return outcome;
+    }
+
+    internal static string DescribeFailure(Exception exception) => $"{exception.GetType().Name}: {exception.Message}";
+
+    private async ValueTask DeadLetterAsync(Consumption consumption, ConsumeOutcome outcome)
+    {
+        var delivery = consumption.Delivery;
+        var cancellationToken = consumption.CancellationToken;
+        var exception = outcome.Failure!;
+        // The envelope as delivered, not as upcast: a dead letter keeps the message unchanged, to be retried as it came.
+        var envelope = delivery.Envelope;
+        var now = timeProvider.GetUtcNow();
+        var deadLetter = new DeadLetter
+        {
+            Id = Guid.CreateVersion7(now),
+            Envelope = envelope,
+            Endpoint = endpoint,
+            Cause = outcome.Cause,
+            ErrorType = exception.GetType().FullName ?? exception.GetType().Name,
+            ErrorMessage = exception.Message,
+            StackTrace = exception.StackTrace,
+            Fingerprint = ExceptionFingerprint.Compute(exception),
+            FirstFailureTime = outcome.FirstFailure ?? DeadLetterHeaders.FirstFailure(envelope, now) ?? now,
+            LastFailureTime = now,
+            AttemptCount = outcome.Attempt,
+        };
+
+        // The record first, the ack second: a crash in between redelivers the message, it is never lost.
+        try
+        {
+            await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception storeFailure) when (storeFailure is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            ReliabilityLog.DeadLetterStoreFailed(logger, storeFailure, envelope.MessageId, envelope.MessageType, endpoint);
+            if (!await TryNativeDeadLetterAsync(delivery, deadLetter, cancellationToken).ConfigureAwait(false))
+            {
+                return;
+            }
+        }
+
+        Log.DeadLettered(logger, exception, envelope.MessageId, envelope.MessageType, outcome.Attempt, endpoint, $"{outcome.Cause}: {DescribeFailure(exception)}");
+        await delivery.AckAsync(cancellationToken).ConfigureAwait(false);
+        HeraldDiagnostics.MessagesDeadLettered.Add(1, consumption.Tags(endpoint));
+        monitor?.Signal(endpoint);
+    }
+
+    /// <summary>
+    /// The fallback while the store is unreachable: the transport's own dead letters, the record in headers, so the drain
+    /// can store it later. False when the message was handed back for redelivery instead (no native dead letters the
+    /// drain can read, or they failed too).
+    /// </summary>
+    private async ValueTask<bool> TryNativeDeadLetterAsync(Delivery delivery, DeadLetter deadLetter, CancellationToken cancellationToken)
+    {
+        var envelope = delivery.Envelope;
+        if (!nativeDeadLetters)
+        {
+            ReliabilityLog.NativeDeadLetterFailed(logger, null, envelope.MessageId, envelope.MessageType, endpoint, storeFailureRedeliveryDelay);
+            await delivery.NackAsync(storeFailureRedeliveryDelay, DeadLetterHeaders.ForRedelivery(deadLetter.FirstFailureTime), cancellationToken).ConfigureAwait(false);
+            return false;
+        }
+
+        try
+        {
+            await delivery.DeadLetterAsync(deadLetter.ErrorMessage, DeadLetterHeaders.For(deadLetter), cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            // The delivery counts as settled now; the transport handed it back when the move failed.
+            ReliabilityLog.NativeDeadLetterFailed(logger, ex, envelope.MessageId, envelope.MessageType, endpoint, TimeSpan.Zero);
+            return false;
+        }
+    }
+}

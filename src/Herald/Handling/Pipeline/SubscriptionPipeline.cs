@@ -1,0 +1,57 @@
+using Herald.EventSourcing;
+using Herald.Internal;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Handling.Pipeline;
+
+/// <summary>
+/// Runs each event of an <see cref="EventSourcing.Subscriptions.EventSubscription"/> through an endpoint's chain, as a transport
+/// runs its deliveries: decode, upcast, retries, unit of work (with the checkpoint), handlers, settle. A poison event is
+/// dead-lettered and the subscription moves on; a redelivery the retry policy asks for waits here, in process.
+/// </summary>
+internal sealed class SubscriptionPipeline
+{
+    private readonly EndpointPipeline _pipeline;
+    private readonly DeliveryHandler _handle;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
+
+    public SubscriptionPipeline(EndpointPipeline pipeline, TimeProvider timeProvider, ILogger logger)
+    {
+        _pipeline = pipeline;
+        _handle = pipeline.HandleAsync;
+        _timeProvider = timeProvider;
+        _logger = logger;
+    }
+
+    public async ValueTask HandleAsync(RecordedEvent recorded, CancellationToken cancellationToken)
+    {
+        var envelope = recorded.Envelope;
+        for (var delivered = 1; ; delivered++)
+        {
+            // Numbered as a transport numbers its deliveries, so the retry policy counts attempts the same way.
+            var delivery = new RecordedEventDelivery(envelope with { DeliveryAttempt = delivered }, _pipeline.Endpoint, recorded.Position);
+            if (!await DeliverySettlement.RunAsync(_handle, delivery, _logger, cancellationToken).ConfigureAwait(false))
+            {
+                // Stopped in the middle: the event is not done, and the checkpoint stays before it.
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+
+            if (delivery.RedeliveryDelay is not { } delay)
+            {
+                return;
+            }
+
+            if (delay > TimeSpan.Zero)
+            {
+                await Task.Delay(delay, _timeProvider, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (delivery.RedeliveryHeaders is { } headers)
+            {
+                envelope = envelope.WithHeaders(headers);
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+using System.Diagnostics;
+using Herald.Diagnostics;
+using Herald.Messages;
+
+namespace Herald.Handling.Pipeline;
+
+/// <summary>The first step: the message-type tag, the consumer activity, and the processing duration of everything after it.</summary>
+internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, ConsumeStep next) : ConsumeStep
+{
+    // The message-type tag of a message whose type the registry does not know.
+    private const string UnregisteredType = "(unregistered)";
+
+    public override async ValueTask<ConsumeOutcome> InvokeAsync(Consumption consumption)
+    {
+        var envelope = consumption.Envelope;
+        var started = Stopwatch.GetTimestamp();
+        consumption.Type = registry.TryGetByName(envelope.MessageType, out var known) ? known : null;
+        consumption.TypeTag = known?.Name ?? UnregisteredType;
+        using var activity = StartActivity(envelope, consumption.TypeTag);
+        consumption.Activity = activity;
+        try
+        {
+            return await next.InvokeAsync(consumption).ConfigureAwait(false);
+        }
+        finally
+        {
+            HeraldDiagnostics.ProcessingDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, consumption.Tags(endpoint));
+        }
+    }
+
+    private static Activity? StartActivity(Envelope envelope, string messageType)
+    {
+        if (!HeraldDiagnostics.ActivitySource.HasListeners())
+        {
+            return null;
+        }
+
+        var activity = HeraldDiagnostics.ActivitySource.StartActivity("process " + messageType, ActivityKind.Consumer, TraceContext.Extract(envelope));
+        activity?.SetTag(MetricNames.MessageTypeTag, messageType);
+        activity?.SetTag("messaging.message.id", envelope.MessageId.ToString());
+        activity?.SetTag("messaging.message.conversation_id", envelope.CorrelationId);
+        return activity;
+    }
+}

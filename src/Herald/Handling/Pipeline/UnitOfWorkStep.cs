@@ -1,0 +1,61 @@
+using Herald.Persistence;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Handling.Pipeline;
+
+/// <summary>
+/// One attempt in its own context, DI scope and unit of work: the steps of the attempt run, then the unit of work commits
+/// (only if one was created: nothing asked for it, nothing to write), or rolls back when they fail. With
+/// <c>alwaysScoped</c>, a step of every attempt uses the unit of work (the inbox, a checkpoint).
+/// </summary>
+internal sealed class UnitOfWorkStep(
+    string endpoint,
+    IServiceProvider services,
+    IMessageBus bus,
+    bool useOutbox,
+    bool alwaysScoped,
+    ILogger logger,
+    AttemptStep next)
+{
+    /// <summary>Runs attempt number <paramref name="attempt"/>; false when it found a duplicate (and rolled back).</summary>
+    public async ValueTask<bool> RunAsync(Consumption consumption, int attempt)
+    {
+        var cancellationToken = consumption.CancellationToken;
+        var invoker = consumption.Invoker!;
+        var context = new MessageContext(consumption.Envelope, consumption.Message!, endpoint, services, bus, cancellationToken, attempt) { Invoker = invoker, UseOutbox = useOutbox };
+        await using (context.ConfigureAwait(false))
+        {
+            // The attempt is the ambient unit of work: a unit of work its scope creates (for an injected repository, the
+            // outbox, the inbox) is the context's, and commands sent from the handlers join it. An attempt that may need no
+            // scope (singleton handlers, no inbox) becomes ambient only if it creates one, which saves an allocation.
+            if (alwaysScoped || invoker.NeedsScope)
+            {
+                UnitOfWorkRunner.Enter(context);
+            }
+
+            try
+            {
+                if (!await next.InvokeAsync(consumption, context).ConfigureAwait(false))
+                {
+                    return false;
+                }
+
+                if (context.HasUnitOfWork)
+                {
+                    await context.UnitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
+                }
+
+                return true;
+            }
+            catch
+            {
+                if (context.HasUnitOfWork)
+                {
+                    await UnitOfWorkRunner.RollbackQuietlyAsync(context.UnitOfWork, logger).ConfigureAwait(false);
+                }
+
+                throw;
+            }
+        }
+    }
+}
