@@ -1,5 +1,6 @@
 using JasperFx;
 using JasperFx.Events;
+using Herald.Benchmarks.Harness;
 using Marten;
 
 namespace Herald.Benchmarks.EventStore;
@@ -17,7 +18,7 @@ internal sealed class MartenContender(string connectionString) : IEventStoreCont
 
     public string Name => "Marten";
 
-    public string Setup => "Marten 9.58 `DocumentStore` on a fresh schema, `Events.AppendMode = EventAppendMode.Quick`, Guid stream ids; one `LightweightSession` per append " +
+    public string Setup => $"Marten {PackageVersion.Of(typeof(DocumentStore))} `DocumentStore` on a fresh schema, `Events.AppendMode = EventAppendMode.Quick`, Guid stream ids; one `LightweightSession` per append " +
         "(`Events.Append` + `SaveChangesAsync`); reads: `FetchStreamAsync` and `QueryAllRawEvents().OrderBy(Sequence).Take(n).ToAsyncEnumerable()`";
 
     private DocumentStore Store => _store ?? throw new InvalidOperationException("Not started.");
@@ -72,7 +73,7 @@ internal sealed class MartenContender(string connectionString) : IEventStoreCont
     {
         await using var session = Store.QuerySession();
         var events = await session.Events.FetchStreamAsync(_readStream, token: cancellationToken);
-        return events.Count;
+        return events.Count(e => e.Data is AccountCredited);
     }
 
     public async Task<int> ReadAllAsync(int maxCount, CancellationToken cancellationToken)
@@ -81,7 +82,7 @@ internal sealed class MartenContender(string connectionString) : IEventStoreCont
         var count = 0;
         await foreach (var e in session.Events.QueryAllRawEvents().OrderBy(e => e.Sequence).Take(maxCount).ToAsyncEnumerable(cancellationToken))
         {
-            count += e.Data is not null ? 1 : 0;
+            count += e.Data is AccountCredited ? 1 : 0;
         }
 
         return count;

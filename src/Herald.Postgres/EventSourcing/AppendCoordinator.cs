@@ -16,8 +16,8 @@ namespace Herald.Postgres.EventSourcing;
 /// expected version and idempotency, and writes the members that pass. A member that fails its check writes nothing and
 /// gets its <see cref="ConcurrencyException"/>; the others commit. That takes no savepoint per member, so a large group
 /// never overflows PostgreSQL's subtransaction cache. A group is one transaction, so its events share a transaction id and
-/// are contiguous in <c>$all</c>, ordered by the ordinals assigned here. After the commit a <see cref="CommitNotifier"/>
-/// wakes readers on other nodes.
+/// are contiguous in <c>$all</c>, ordered by the ordinals assigned here. The same round trip then wakes readers on other
+/// nodes with a NOTIFY in a transaction of its own (see <see cref="ExecuteAsync"/>).
 /// </summary>
 internal sealed class AppendCoordinator : IAsyncDisposable
 {
@@ -37,7 +37,6 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Action<long> _committed;
-    private readonly CommitNotifier _notifier;
     private readonly GroupCommitter<PendingAppend> _committer;
 
     public AppendCoordinator(NpgsqlDataSource dataSource, EventStoreSql sql, PostgresStoreOptions options, TimeProvider time, ILogger logger, Action<long> committed)
@@ -47,7 +46,6 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         _time = time;
         _logger = logger;
         _committed = committed;
-        _notifier = new CommitNotifier(dataSource, sql.Channel, logger);
         var groups = new GroupCommitOptions
         {
             QueueCapacity = options.AppendQueueCapacity,
@@ -71,11 +69,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     }
 
     /// <summary>Stops taking appends, commits those already queued and waits for the writer loops to end.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        await _committer.DisposeAsync().ConfigureAwait(false);
-        await _notifier.DisposeAsync().ConfigureAwait(false);
-    }
+    public ValueTask DisposeAsync() => _committer.DisposeAsync();
 
     private static bool IsRetryable(PostgresException ex) =>
         ex.SqlState is PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure;
@@ -185,17 +179,24 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         var rounds = Rounds(group);
         await using var batch = new NpgsqlBatch(connection);
         var ordinal = 0;
+        NpgsqlBatchCommand? last = null;
         foreach (var round in rounds)
         {
-            batch.BatchCommands.Add(AppendCall.Create(_sql, round, ordinal, recordedAt));
+            batch.BatchCommands.Add(last = AppendCall.Create(_sql, round, ordinal, recordedAt));
             foreach (var member in round)
             {
                 ordinal += member.Count;
             }
         }
 
-        // No explicit transaction: PostgreSQL runs the whole batch in one implicit transaction that commits at its end, so
-        // the group costs one round trip. The results are only trusted once the reader is closed, after the commit.
+        // No explicit transaction: PostgreSQL runs the appends in one implicit transaction, which the error barrier (a Sync)
+        // after the last one commits. The NOTIFY behind it is a transaction of its own in the same round trip: kept out of
+        // the appends' transaction, since PostgreSQL serialises notifying commits through their WAL flush, and sent here
+        // rather than from another connection, which would cost every group a second round trip and a second backend's
+        // wake-up. The results are only trusted once the reader is closed, after the commit.
+        last!.AppendErrorBarrier = true;
+        var notify = new NpgsqlBatchCommand(_sql.NotifyAfterCommit);
+        batch.BatchCommands.Add(notify);
         var members = new List<PendingAppend>(group.Count);
         var outcomes = new AppendOutcome[group.Count];
         var reader = await batch.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
@@ -218,8 +219,16 @@ internal sealed class AppendCoordinator : IAsyncDisposable
                 members.AddRange(rounds[r]);
             }
 
-            while (await reader.NextResultAsync().ConfigureAwait(false))
+            try
             {
+                while (await reader.NextResultAsync().ConfigureAwait(false))
+                {
+                }
+            }
+            catch (PostgresException ex) when (ex.BatchCommand == notify)
+            {
+                // Only the NOTIFY failed, after the appends committed: listeners elsewhere wake on the next one or their poll.
+                Log.NotifyFailed(_logger, ex, _sql.Channel);
             }
         }
 
@@ -230,19 +239,12 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     {
         // Publish the highest committed position before any caller resumes, so a caller's next read of $all waits for it.
         var highest = 0L;
-        var wrote = false;
         foreach (var outcome in outcomes)
         {
             if (outcome.Succeeded)
             {
                 highest = Math.Max(highest, outcome.Position);
-                wrote |= outcome.Status == AppendOutcome.Appended;
             }
-        }
-
-        if (wrote)
-        {
-            _notifier.Request(string.Empty);
         }
 
         if (highest > 0)

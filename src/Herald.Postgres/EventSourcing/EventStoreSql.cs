@@ -28,6 +28,10 @@ internal sealed class EventStoreSql
         Append = $"SELECT o_status, o_version, o_position, o_detail FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
         Delete = $"SELECT o_status, o_actual FROM {s}.delete_stream($1, $2)";
         Notify = $"SELECT pg_notify('{Channel}', '')";
+
+        // Its own transaction holds nothing a crash could lose but the wake-up (listeners also poll), so it does not wait
+        // for its WAL flush.
+        NotifyAfterCommit = $"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{Channel}', '')";
         StreamState = $"SELECT CASE WHEN version > deleted_up_to THEN version ELSE 0 END, last_position FROM {s}.streams WHERE stream = $1";
         Head = $"""
             SELECT h.bound,
@@ -79,6 +83,9 @@ internal sealed class EventStoreSql
 
     /// <summary>Wakes the schema's listeners (at commit, when run inside a transaction).</summary>
     public string Notify { get; }
+
+    /// <summary>Wakes the schema's listeners from a transaction of its own, run right after a grouped commit.</summary>
+    public string NotifyAfterCommit { get; }
 
     public string StreamState { get; }
 

@@ -5,8 +5,8 @@ using Npgsql;
 namespace Herald.Postgres.Notifications;
 
 /// <summary>
-/// Sends a channel's NOTIFY after commits, in a transaction of its own that writes nothing: the event store's after its
-/// grouped appends, the queue's (one payload per queue) after sends and settlements. PostgreSQL serialises the commits of
+/// Sends a channel's NOTIFY after commits, in a transaction of its own that writes nothing: the queue's (one payload per
+/// queue) after sends and settlements. (The event store's append coordinator sends its own in the append's round trip.) PostgreSQL serialises the commits of
 /// notifying transactions under one lock held through their WAL flush; notifying outside the writing transactions lets
 /// their commits share WAL flushes (group commit) instead of queueing behind that lock. Requests coalesce per payload: a
 /// payload already waiting for the next NOTIFY is not added again, and one statement notifies every waiting payload. A
