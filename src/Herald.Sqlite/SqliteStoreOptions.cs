@@ -1,4 +1,7 @@
 using Herald.EventSourcing;
+using Herald.Internal;
+using Herald.Sqlite.Internal;
+using Microsoft.Data.Sqlite;
 
 namespace Herald.Sqlite;
 
@@ -44,4 +47,79 @@ public sealed class SqliteStoreOptions
 
     /// <summary>How many idle reader connections are kept open for reuse.</summary>
     public int ReaderPoolSize { get; set; } = 8;
+
+    /// <summary>A copy, so later changes by the caller do not reach a running store.</summary>
+    internal SqliteStoreOptions Clone() => (SqliteStoreOptions)MemberwiseClone();
+
+    // SQLite refuses values longer than its SQLITE_MAX_LENGTH (1,000,000,000 bytes in the bundled build).
+    internal const int LargestBlob = 1_000_000_000;
+
+    /// <summary>Throws an <see cref="Microsoft.Extensions.Options.OptionsValidationException"/> listing every problem.</summary>
+    internal static void ThrowIfInvalid(SqliteStoreOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var problems = new OptionsProblems(typeof(SqliteStoreOptions));
+        Check(options, problems);
+        problems.ThrowIfAny();
+    }
+
+    /// <summary>Adds every setting that is out of range to <paramref name="problems"/>.</summary>
+    internal static void Check(SqliteStoreOptions options, OptionsProblems problems)
+    {
+        CheckFile(options.ConnectionString, options.Synchronous, options.BusyTimeout, problems);
+        problems.Between(nameof(MaxEventBytes), options.MaxEventBytes, 1, LargestBlob);
+        problems.AtLeast(nameof(MaxWritesPerTransaction), options.MaxWritesPerTransaction, 1);
+        problems.Between(nameof(GroupCommitDelay), options.GroupCommitDelay, TimeSpan.Zero, TimeSpan.FromSeconds(1), "zero and one second");
+        problems.AtLeast(nameof(WriteQueueCapacity), options.WriteQueueCapacity, 1);
+        if (options.ExternalWritesCheckInterval <= TimeSpan.Zero || options.ExternalWritesCheckInterval > TimeSpan.FromMinutes(10))
+        {
+            problems.Add(nameof(ExternalWritesCheckInterval), $"is {options.ExternalWritesCheckInterval}; it must be above zero and at most ten minutes.");
+        }
+
+        problems.AtLeast(nameof(ReaderPoolSize), options.ReaderPoolSize, 0);
+    }
+
+    /// <summary>The checks of the file settings, shared by every options type that opens a file (the queue's too).</summary>
+    internal static void CheckFile(string connectionString, SqliteSynchronousMode synchronous, TimeSpan busyTimeout, OptionsProblems problems)
+    {
+        if (FileProblem(connectionString) is { } problem)
+        {
+            problems.Add(nameof(ConnectionString), problem);
+        }
+
+        if (!Enum.IsDefined(synchronous))
+        {
+            problems.Add(nameof(Synchronous), $"is {synchronous}, not a mode; use Full or Normal.");
+        }
+
+        problems.Between(nameof(BusyTimeout), busyTimeout, TimeSpan.Zero, TimeSpan.FromDays(1), "zero and one day");
+    }
+
+    private static string? FileProblem(string connectionString)
+    {
+        if (string.IsNullOrWhiteSpace(connectionString))
+        {
+            return "is empty; give the file path, e.g. UseSqlite(\"herald.db\").";
+        }
+
+        try
+        {
+            var builder = SqliteConnections.Parse(connectionString);
+            if (string.IsNullOrWhiteSpace(builder.DataSource))
+            {
+                return "names no file (Data Source).";
+            }
+
+            if (builder.Mode == SqliteOpenMode.Memory || builder.DataSource.Trim() == ":memory:")
+            {
+                return "names an in-memory database; each connection would see its own. Use a file, or InMemoryEventStore.";
+            }
+
+            return builder.Mode == SqliteOpenMode.ReadOnly ? "opens the file read-only; the store writes to it." : null;
+        }
+        catch (ArgumentException ex)
+        {
+            return $"is not a valid connection string: {ex.Message}";
+        }
+    }
 }

@@ -1,9 +1,6 @@
 using Herald.Hosting;
-using Herald.Postgres.DependencyInjection;
+using Herald.Internal;
 using Herald.Postgres.Transport;
-using Herald.Transport;
-using Microsoft.Extensions.DependencyInjection.Extensions;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -23,22 +20,15 @@ public static class PostgresQueueHeraldBuilderExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
-        var services = builder.Services;
-        var optionsBuilder = services.AddOptions<PostgresQueueOptions>();
-        if (configure is not null)
-        {
-            optionsBuilder.Configure(configure);
-        }
-
-        optionsBuilder.ValidateOnStart();
-        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PostgresQueueOptions>, PostgresQueueOptionsValidator>());
-        services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, PostgresQueueStarter>());
-        return builder.UseTransport(sp =>
-        {
-            var configured = sp.GetRequiredService<IOptions<PostgresQueueOptions>>().Value.Clone();
-            configured.TimeProvider ??= sp.GetService<TimeProvider>();
-            configured.LoggerFactory ??= sp.GetService<ILoggerFactory>();
-            return PostgresQueueTransportFactory.Create(connectionString, configured);
-        });
+        builder.Services.AddCheckedOptions(configure, PostgresQueueOptions.Check);
+        return builder.UseStartedTransport(
+            sp =>
+            {
+                var configured = sp.GetRequiredService<IOptions<PostgresQueueOptions>>().Value.Clone();
+                configured.TimeProvider ??= sp.GetService<TimeProvider>();
+                configured.LoggerFactory ??= sp.GetService<ILoggerFactory>();
+                return PostgresQueueTransportFactory.Create(connectionString, configured);
+            },
+            (transport, cancellationToken) => transport.StartAsync(cancellationToken));
     }
 }

@@ -1,4 +1,3 @@
-using Herald.Sqlite.DependencyInjection;
 using Herald.Sqlite.Schema;
 using Herald.EventSourcing;
 using Herald.Internal;
@@ -39,8 +38,8 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
     /// <param name="logger">Where the store logs; nothing is logged when null.</param>
     public SqliteEventStore(SqliteStoreOptions options, TimeProvider? timeProvider = null, ILogger? logger = null)
     {
-        SqliteStoreOptionsValidator.ThrowIfInvalid(options);
-        _options = Copy(options);
+        SqliteStoreOptions.ThrowIfInvalid(options);
+        _options = options.Clone();
         _connections = new SqliteConnections(_options);
         _timeProvider = timeProvider ?? TimeProvider.System;
         _logger = logger ?? NullLogger.Instance;
@@ -101,19 +100,6 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
 
     /// <summary>Statistics of the writer: transactions run and writes in them (grouping shows as writes above transactions).</summary>
     internal (long Transactions, long Writes) WriterStatistics => _opened is { } opened ? (opened.Writer.Transactions, opened.Writer.Writes) : (0, 0);
-
-    private static SqliteStoreOptions Copy(SqliteStoreOptions options) => new()
-    {
-        ConnectionString = options.ConnectionString,
-        Synchronous = options.Synchronous,
-        BusyTimeout = options.BusyTimeout,
-        MaxEventBytes = options.MaxEventBytes,
-        MaxWritesPerTransaction = options.MaxWritesPerTransaction,
-        GroupCommitDelay = options.GroupCommitDelay,
-        WriteQueueCapacity = options.WriteQueueCapacity,
-        ExternalWritesCheckInterval = options.ExternalWritesCheckInterval,
-        ReaderPoolSize = options.ReaderPoolSize,
-    };
 
     private ValueTask<Opened> OpenedAsync(CancellationToken cancellationToken) =>
         _opened is { } opened ? ValueTask.FromResult(opened) : new ValueTask<Opened>(OpenAsync(cancellationToken));

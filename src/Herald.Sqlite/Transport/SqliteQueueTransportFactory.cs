@@ -1,4 +1,3 @@
-using Herald.Sqlite.DependencyInjection;
 using Herald.Sqlite.EventSourcing;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -53,22 +52,12 @@ public static class SqliteQueueTransportFactory
 
     internal static SqliteQueueTransport Create(SqliteQueueOptions options, SqliteEventStore? store, TimeProvider? timeProvider, ILoggerFactory? loggerFactory)
     {
-        SqliteQueueOptionsValidator.ThrowIfInvalid(options);
-        var copy = Copy(options);
+        SqliteQueueOptions.ThrowIfInvalid(options);
+        var copy = options.Clone();
         var clock = timeProvider ?? TimeProvider.System;
         var loggers = loggerFactory ?? NullLoggerFactory.Instance;
         var owned = store is null;
-        store ??= new SqliteEventStore(SqliteQueueOptionsValidator.ToStoreOptions(copy), clock, loggers.CreateLogger<SqliteEventStore>());
+        store ??= new SqliteEventStore(copy.ToStoreOptions(), clock, loggers.CreateLogger<SqliteEventStore>());
         return new SqliteQueueTransport(store, owned, copy, clock, loggers.CreateLogger<SqliteQueueTransport>());
     }
-
-    private static SqliteQueueOptions Copy(SqliteQueueOptions options) => new()
-    {
-        ConnectionString = options.ConnectionString,
-        MaxMessageBytes = options.MaxMessageBytes,
-        LeaseDuration = options.LeaseDuration,
-        PollInterval = options.PollInterval,
-        Synchronous = options.Synchronous,
-        BusyTimeout = options.BusyTimeout,
-    };
 }
