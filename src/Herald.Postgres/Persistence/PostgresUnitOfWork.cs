@@ -18,7 +18,7 @@ namespace Herald.Postgres.Persistence;
 /// waits for it) and holds back readers of the global log (docs/postgres.md): keep handlers short. A statement that
 /// failed in the database aborts the transaction; its commit then throws and rolls back instead of committing nothing.
 /// </remarks>
-public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
+internal sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
 {
     // Events one transaction may hold (the ordinal is the low 20 bits of a position).
     private const int MaxOrdinals = 1 << 20;

@@ -14,7 +14,7 @@ namespace Herald.Sqlite.EventSourcing;
 /// global log has no gaps a reader could skip (docs/adr/0001-gap-free-global-log.md). Several stores, in one process or
 /// several, may open the same file.
 /// </summary>
-public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, ISnapshotStore, IAsyncDisposable, IDisposable
+internal sealed partial class SqliteEventStore : IEventStoreConnection, IDisposable
 {
     private readonly SqliteStoreOptions _options;
     private readonly SqliteConnections _connections;
@@ -49,21 +49,11 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
     public string DataSource => _connections.DataSource;
 
     /// <summary>Creates a store on a file path or connection string and opens it (creating or migrating the schema).</summary>
-    public static async Task<SqliteEventStore> OpenAsync(string pathOrConnectionString, Action<SqliteStoreOptions>? configure = null, CancellationToken cancellationToken = default)
+    public static Task<SqliteEventStore> OpenAsync(string pathOrConnectionString, Action<SqliteStoreOptions>? configure = null, CancellationToken cancellationToken = default)
     {
         var options = new SqliteStoreOptions { ConnectionString = pathOrConnectionString };
         configure?.Invoke(options);
-        var store = new SqliteEventStore(options);
-        try
-        {
-            await store.InitializeAsync(cancellationToken).ConfigureAwait(false);
-            return store;
-        }
-        catch
-        {
-            await store.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
+        return Components.StartOrDisposeAsync(new SqliteEventStore(options), static (store, ct) => store.InitializeAsync(ct).AsTask(), cancellationToken);
     }
 
     /// <summary>

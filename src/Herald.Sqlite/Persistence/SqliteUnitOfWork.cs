@@ -16,7 +16,7 @@ namespace Herald.Sqlite.Persistence;
 /// cannot deadlock with the store's other writes. A conflict found at the commit (a stale expected version, an inbox mark
 /// another process made meanwhile) fails <see cref="CommitAsync"/>, which then runs the rollback callbacks.
 /// </remarks>
-public sealed class SqliteUnitOfWork : IUnitOfWork, IAsyncDisposable
+internal sealed class SqliteUnitOfWork : IUnitOfWork, IAsyncDisposable
 {
     private readonly Lock _gate = new();
     private List<Action<WriteSession>>? _writes;
