@@ -1,12 +1,13 @@
 using Herald.EventSourcing;
 using Herald.Internal;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 using Microsoft.Extensions.Logging;
 
 namespace Herald.Postgres;
 
 /// <summary>Settings of Herald's PostgreSQL stores: where their tables live and how the event store groups appends.</summary>
-public sealed class PostgresStoreOptions
+public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions>
 {
     /// <summary>The default schema name.</summary>
     public const string DefaultSchema = "herald";
@@ -64,12 +65,7 @@ public sealed class PostgresStoreOptions
     public ILoggerFactory? LoggerFactory { get; set; }
 
     /// <summary>Throws an <see cref="ArgumentException"/> naming the first setting that is out of range.</summary>
-    internal void Validate()
-    {
-        var problems = new OptionsProblems(typeof(PostgresStoreOptions));
-        Check(this, problems);
-        problems.ThrowFirstAsArgumentException();
-    }
+    internal void Validate() => OptionsProblems.Of(this, Check).ThrowFirstAsArgumentException();
 
     /// <summary>Adds every setting that is out of range to <paramref name="problems"/>.</summary>
     internal static void Check(PostgresStoreOptions options, OptionsProblems problems)
@@ -89,5 +85,8 @@ public sealed class PostgresStoreOptions
         problems.Positive(nameof(ListenerReconnectDelay), options.ListenerReconnectDelay);
     }
 
+    /// <inheritdoc cref="IPostgresOptions{TSelf}.Clone"/>
     internal PostgresStoreOptions Clone() => (PostgresStoreOptions)MemberwiseClone();
+
+    PostgresStoreOptions IPostgresOptions<PostgresStoreOptions>.Clone() => Clone();
 }

@@ -6,7 +6,7 @@ using Microsoft.Data.Sqlite;
 namespace Herald.Sqlite;
 
 /// <summary>Settings of the SQLite stores: the file, its durability, and how writes are grouped into transactions.</summary>
-public sealed class SqliteStoreOptions
+public sealed class SqliteStoreOptions : ISqliteFileOptions
 {
     /// <summary>
     /// The database: a file path (<c>herald.db</c>) or a Microsoft.Data.Sqlite connection string (<c>Data Source=herald.db</c>).
@@ -54,19 +54,10 @@ public sealed class SqliteStoreOptions
     // SQLite refuses values longer than its SQLITE_MAX_LENGTH (1,000,000,000 bytes in the bundled build).
     internal const int LargestBlob = 1_000_000_000;
 
-    /// <summary>Throws an <see cref="Microsoft.Extensions.Options.OptionsValidationException"/> listing every problem.</summary>
-    internal static void ThrowIfInvalid(SqliteStoreOptions options)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        var problems = new OptionsProblems(typeof(SqliteStoreOptions));
-        Check(options, problems);
-        problems.ThrowIfAny();
-    }
-
     /// <summary>Adds every setting that is out of range to <paramref name="problems"/>.</summary>
     internal static void Check(SqliteStoreOptions options, OptionsProblems problems)
     {
-        CheckFile(options.ConnectionString, options.Synchronous, options.BusyTimeout, problems);
+        CheckFile(options, problems);
         problems.Between(nameof(MaxEventBytes), options.MaxEventBytes, 1, LargestBlob);
         problems.AtLeast(nameof(MaxWritesPerTransaction), options.MaxWritesPerTransaction, 1);
         problems.Between(nameof(GroupCommitDelay), options.GroupCommitDelay, TimeSpan.Zero, TimeSpan.FromSeconds(1), "zero and one second");
@@ -80,19 +71,19 @@ public sealed class SqliteStoreOptions
     }
 
     /// <summary>The checks of the file settings, shared by every options type that opens a file (the queue's too).</summary>
-    internal static void CheckFile(string connectionString, SqliteSynchronousMode synchronous, TimeSpan busyTimeout, OptionsProblems problems)
+    internal static void CheckFile(ISqliteFileOptions options, OptionsProblems problems)
     {
-        if (FileProblem(connectionString) is { } problem)
+        if (FileProblem(options.ConnectionString) is { } problem)
         {
             problems.Add(nameof(ConnectionString), problem);
         }
 
-        if (!Enum.IsDefined(synchronous))
+        if (!Enum.IsDefined(options.Synchronous))
         {
-            problems.Add(nameof(Synchronous), $"is {synchronous}, not a mode; use Full or Normal.");
+            problems.Add(nameof(Synchronous), $"is {options.Synchronous}, not a mode; use Full or Normal.");
         }
 
-        problems.Between(nameof(BusyTimeout), busyTimeout, TimeSpan.Zero, TimeSpan.FromDays(1), "zero and one day");
+        problems.Between(nameof(BusyTimeout), options.BusyTimeout, TimeSpan.Zero, TimeSpan.FromDays(1), "zero and one day");
     }
 
     private static string? FileProblem(string connectionString)

@@ -2,13 +2,13 @@ using Herald.Hosting;
 using Herald.Internal;
 using Herald.Persistence;
 using Herald.Postgres;
+using Herald.Postgres.DependencyInjection;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Persistence;
 using Herald.Postgres.Reliability;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -23,22 +23,14 @@ public static class PostgresHeraldBuilderExtensions
     /// </summary>
     public static HeraldBuilder UsePostgres(this HeraldBuilder builder, string connectionString, Action<PostgresStoreOptions>? configure = null)
     {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
-        builder.Services.AddCheckedOptions(configure, PostgresStoreOptions.Check);
+        builder.AddPostgresOptions(connectionString, configure, PostgresStoreOptions.Check);
         builder.Services.Replace(ServiceDescriptor.Singleton<ILeaderElection>(sp => new PostgresLeaderElection(
             sp.GetRequiredService<PostgresEventStore>(),
             (sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance).CreateLogger("Herald.Postgres.LeaderElection"))));
         return builder.UsePersistenceStores(new PersistenceRegistration<PostgresEventStore>
         {
             Package = "Herald.Postgres",
-            CreateStore = sp =>
-            {
-                var configured = sp.GetRequiredService<IOptions<PostgresStoreOptions>>().Value.Clone();
-                configured.TimeProvider ??= sp.GetService<TimeProvider>();
-                configured.LoggerFactory ??= sp.GetService<ILoggerFactory>();
-                return PostgresEventStore.Create(connectionString, configured);
-            },
+            CreateStore = sp => PostgresEventStore.Create(connectionString, sp.ResolvePostgresOptions<PostgresStoreOptions>()),
             StartStore = (store, cancellationToken) => store.StartAsync(cancellationToken),
             BeginUnitOfWork = store => store.BeginUnitOfWork(),
             DeadLetters = store => new PostgresDeadLetterStore(store),

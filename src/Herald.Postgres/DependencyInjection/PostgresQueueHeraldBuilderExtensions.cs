@@ -1,8 +1,7 @@
 using Herald.Hosting;
 using Herald.Internal;
+using Herald.Postgres.DependencyInjection;
 using Herald.Postgres.Transport;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -18,17 +17,9 @@ public static class PostgresQueueHeraldBuilderExtensions
     /// <param name="configure">Changes further settings (schema, size limit, lease, poll interval).</param>
     public static HeraldBuilder UsePostgresQueue(this HeraldBuilder builder, string connectionString, Action<PostgresQueueOptions>? configure = null)
     {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
-        builder.Services.AddCheckedOptions(configure, PostgresQueueOptions.Check);
+        builder.AddPostgresOptions(connectionString, configure, PostgresQueueOptions.Check);
         return builder.UseStartedTransport(
-            sp =>
-            {
-                var configured = sp.GetRequiredService<IOptions<PostgresQueueOptions>>().Value.Clone();
-                configured.TimeProvider ??= sp.GetService<TimeProvider>();
-                configured.LoggerFactory ??= sp.GetService<ILoggerFactory>();
-                return PostgresQueueTransportFactory.Create(connectionString, configured);
-            },
+            sp => PostgresQueueTransportFactory.Create(connectionString, sp.ResolvePostgresOptions<PostgresQueueOptions>()),
             (transport, cancellationToken) => transport.StartAsync(cancellationToken));
     }
 }

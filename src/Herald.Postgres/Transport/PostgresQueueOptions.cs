@@ -1,11 +1,12 @@
 using Herald.Internal;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 using Microsoft.Extensions.Logging;
 
 namespace Herald.Postgres.Transport;
 
 /// <summary>Settings of the PostgreSQL durable queue: the schema, the size limit, leases and how consumers wait for work.</summary>
-public sealed class PostgresQueueOptions
+public sealed class PostgresQueueOptions : IPostgresOptions<PostgresQueueOptions>
 {
     /// <summary>The schema that holds the queue's tables (the event store's schema when both are used); created at start.</summary>
     public string Schema { get; set; } = PostgresStoreOptions.DefaultSchema;
@@ -36,12 +37,7 @@ public sealed class PostgresQueueOptions
     public ILoggerFactory? LoggerFactory { get; set; }
 
     /// <summary>Throws an <see cref="ArgumentException"/> naming the first setting that is out of range.</summary>
-    internal void Validate()
-    {
-        var problems = new OptionsProblems(typeof(PostgresQueueOptions));
-        Check(this, problems);
-        problems.ThrowFirstAsArgumentException();
-    }
+    internal void Validate() => OptionsProblems.Of(this, Check).ThrowFirstAsArgumentException();
 
     /// <summary>Adds every setting that is out of range to <paramref name="problems"/>.</summary>
     internal static void Check(PostgresQueueOptions options, OptionsProblems problems)
@@ -53,5 +49,8 @@ public sealed class PostgresQueueOptions
         problems.Positive(nameof(ListenerReconnectDelay), options.ListenerReconnectDelay);
     }
 
+    /// <inheritdoc cref="IPostgresOptions{TSelf}.Clone"/>
     internal PostgresQueueOptions Clone() => (PostgresQueueOptions)MemberwiseClone();
+
+    PostgresQueueOptions IPostgresOptions<PostgresQueueOptions>.Clone() => Clone();
 }

@@ -1,6 +1,7 @@
 using Herald.EventSourcing;
 using Herald.Hosting;
 using Herald.Internal;
+using Herald.Sqlite.DependencyInjection;
 using Herald.Persistence;
 using Herald.Sqlite;
 using Herald.Sqlite.EventSourcing;
@@ -26,15 +27,7 @@ public static class SqliteHeraldBuilderExtensions
     /// <param name="configure">Changes further settings (durability, grouping, timeouts).</param>
     public static HeraldBuilder UseSqlite(this HeraldBuilder builder, string pathOrConnectionString, Action<SqliteStoreOptions>? configure = null)
     {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentException.ThrowIfNullOrWhiteSpace(pathOrConnectionString);
-        builder.Services.AddCheckedOptions<SqliteStoreOptions>(
-            options =>
-            {
-                options.ConnectionString = pathOrConnectionString;
-                configure?.Invoke(options);
-            },
-            SqliteStoreOptions.Check);
+        builder.AddFileOptions(pathOrConnectionString, configure, SqliteStoreOptions.Check);
         return builder.UsePersistenceStores(new PersistenceRegistration<SqliteEventStore>
         {
             Package = "Herald.Sqlite",

@@ -1,5 +1,6 @@
 using Herald.Hosting;
 using Herald.Internal;
+using Herald.Sqlite.DependencyInjection;
 using Herald.Sqlite.EventSourcing;
 using Herald.Sqlite.Internal;
 using Herald.Sqlite.Transport;
@@ -21,15 +22,7 @@ public static class SqliteQueueHeraldBuilderExtensions
     /// <param name="configure">Changes further settings (size limit, lease, poll interval).</param>
     public static HeraldBuilder UseSqliteQueue(this HeraldBuilder builder, string pathOrConnectionString, Action<SqliteQueueOptions>? configure = null)
     {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentException.ThrowIfNullOrWhiteSpace(pathOrConnectionString);
-        builder.Services.AddCheckedOptions<SqliteQueueOptions>(
-            options =>
-            {
-                options.ConnectionString = pathOrConnectionString;
-                configure?.Invoke(options);
-            },
-            SqliteQueueOptions.Check);
+        builder.AddFileOptions(pathOrConnectionString, configure, SqliteQueueOptions.Check);
         return builder.UseStartedTransport(
             sp =>
             {

@@ -38,7 +38,7 @@ internal sealed partial class SqliteEventStore : IEventStoreConnection, IDisposa
     /// <param name="logger">Where the store logs; nothing is logged when null.</param>
     public SqliteEventStore(SqliteStoreOptions options, TimeProvider? timeProvider = null, ILogger? logger = null)
     {
-        SqliteStoreOptions.ThrowIfInvalid(options);
+        OptionsProblems.Of(options, SqliteStoreOptions.Check).ThrowIfAny();
         _options = options.Clone();
         _connections = new SqliteConnections(_options);
         _timeProvider = timeProvider ?? TimeProvider.System;

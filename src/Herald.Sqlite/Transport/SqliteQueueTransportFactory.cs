@@ -53,7 +53,7 @@ public static class SqliteQueueTransportFactory
 
     internal static SqliteQueueTransport Create(SqliteQueueOptions options, SqliteEventStore? store, TimeProvider? timeProvider, ILoggerFactory? loggerFactory)
     {
-        SqliteQueueOptions.ThrowIfInvalid(options);
+        OptionsProblems.Of(options, SqliteQueueOptions.Check).ThrowIfAny();
         var copy = options.Clone();
         var clock = timeProvider ?? TimeProvider.System;
         var loggers = loggerFactory ?? NullLoggerFactory.Instance;

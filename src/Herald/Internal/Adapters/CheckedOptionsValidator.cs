@@ -6,10 +6,5 @@ namespace Herald.Internal;
 internal sealed class CheckedOptionsValidator<TOptions>(Action<TOptions, OptionsProblems> check) : IValidateOptions<TOptions>
     where TOptions : class
 {
-    public ValidateOptionsResult Validate(string? name, TOptions options)
-    {
-        var problems = new OptionsProblems(typeof(TOptions));
-        check(options, problems);
-        return problems.ToResult();
-    }
+    public ValidateOptionsResult Validate(string? name, TOptions options) => OptionsProblems.Of(options, check).ToResult();
 }

@@ -93,6 +93,16 @@ public sealed class OptionsProblems
         }
     }
 
+    /// <summary>Checks <paramref name="options"/> with <paramref name="check"/> and returns the problems it found.</summary>
+    public static OptionsProblems Of<TOptions>(TOptions options, Action<TOptions, OptionsProblems> check)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(check);
+        var problems = new OptionsProblems(typeof(TOptions));
+        check(options, problems);
+        return problems;
+    }
+
     /// <summary>Throws an <see cref="OptionsValidationException"/> listing every problem, if there is any.</summary>
     public void ThrowIfAny()
     {
