@@ -1,11 +1,13 @@
 using Herald.EventSourcing;
+using Herald.Internal;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 using Microsoft.Extensions.Logging;
 
 namespace Herald.Postgres;
 
 /// <summary>Settings of Herald's PostgreSQL stores: where their tables live and how the event store groups appends.</summary>
-public sealed class PostgresStoreOptions
+public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions>
 {
     /// <summary>The default schema name.</summary>
     public const string DefaultSchema = "herald";
@@ -63,52 +65,28 @@ public sealed class PostgresStoreOptions
     public ILoggerFactory? LoggerFactory { get; set; }
 
     /// <summary>Throws an <see cref="ArgumentException"/> naming the first setting that is out of range.</summary>
-    internal void Validate()
+    internal void Validate() => OptionsProblems.Of(this, Check).ThrowFirstAsArgumentException();
+
+    /// <summary>Adds every setting that is out of range to <paramref name="problems"/>.</summary>
+    internal static void Check(PostgresStoreOptions options, OptionsProblems problems)
     {
-        if (!PostgresIdentifier.IsValid(Schema, out var error))
-        {
-            throw new ArgumentException(error, nameof(Schema));
-        }
+        PostgresIdentifier.CheckSchema(options.Schema, problems);
 
-        Positive(MaxEventBytes, nameof(MaxEventBytes));
-        Positive(MaxAppendsPerCommit, nameof(MaxAppendsPerCommit));
-        Positive(MaxEventsPerCommit, nameof(MaxEventsPerCommit));
-        Positive(AppendWriters, nameof(AppendWriters));
-        Positive(AppendQueueCapacity, nameof(AppendQueueCapacity));
-        Positive(ReadPageSize, nameof(ReadPageSize));
-        if (MaxEventBytes > 512 * 1024 * 1024)
-        {
-            throw new ArgumentException($"{nameof(MaxEventBytes)} is {MaxEventBytes}; PostgreSQL stores at most 1 GB per value and Herald accepts at most 512 MiB.", nameof(MaxEventBytes));
-        }
-
-        if (HorizonRecheckInterval <= TimeSpan.Zero)
-        {
-            throw new ArgumentException($"{nameof(HorizonRecheckInterval)} must be positive; it is {HorizonRecheckInterval}.", nameof(HorizonRecheckInterval));
-        }
-
-        if (NotificationFallbackInterval <= TimeSpan.Zero)
-        {
-            throw new ArgumentException($"{nameof(NotificationFallbackInterval)} must be positive; it is {NotificationFallbackInterval}.", nameof(NotificationFallbackInterval));
-        }
-
-        if (ReadOwnAppendsTimeout < TimeSpan.Zero)
-        {
-            throw new ArgumentException($"{nameof(ReadOwnAppendsTimeout)} must not be negative; it is {ReadOwnAppendsTimeout}.", nameof(ReadOwnAppendsTimeout));
-        }
-
-        if (ListenerReconnectDelay <= TimeSpan.Zero)
-        {
-            throw new ArgumentException($"{nameof(ListenerReconnectDelay)} must be positive; it is {ListenerReconnectDelay}.", nameof(ListenerReconnectDelay));
-        }
+        // PostgreSQL stores at most 1 GB per value; Herald accepts at most 512 MiB.
+        problems.Between(nameof(MaxEventBytes), options.MaxEventBytes, 1, 512 * 1024 * 1024, "1 and 512 MiB");
+        problems.AtLeast(nameof(MaxAppendsPerCommit), options.MaxAppendsPerCommit, 1);
+        problems.AtLeast(nameof(MaxEventsPerCommit), options.MaxEventsPerCommit, 1);
+        problems.AtLeast(nameof(AppendWriters), options.AppendWriters, 1);
+        problems.AtLeast(nameof(AppendQueueCapacity), options.AppendQueueCapacity, 1);
+        problems.AtLeast(nameof(ReadPageSize), options.ReadPageSize, 1);
+        problems.Positive(nameof(HorizonRecheckInterval), options.HorizonRecheckInterval);
+        problems.Positive(nameof(NotificationFallbackInterval), options.NotificationFallbackInterval);
+        problems.NotNegative(nameof(ReadOwnAppendsTimeout), options.ReadOwnAppendsTimeout);
+        problems.Positive(nameof(ListenerReconnectDelay), options.ListenerReconnectDelay);
     }
 
+    /// <inheritdoc cref="IPostgresOptions{TSelf}.Clone"/>
     internal PostgresStoreOptions Clone() => (PostgresStoreOptions)MemberwiseClone();
 
-    private static void Positive(int value, string name)
-    {
-        if (value < 1)
-        {
-            throw new ArgumentException($"{name} must be at least 1; it is {value}.", name);
-        }
-    }
+    PostgresStoreOptions IPostgresOptions<PostgresStoreOptions>.Clone() => Clone();
 }

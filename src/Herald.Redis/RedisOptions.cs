@@ -1,3 +1,4 @@
+using Herald.Internal;
 using StackExchange.Redis;
 
 namespace Herald.Redis;
@@ -37,51 +38,41 @@ public sealed class RedisOptions
     /// </summary>
     public TimeSpan InboxPendingTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
-    internal IEnumerable<string> Validate()
+    /// <summary>Adds every setting that is missing or out of range to <paramref name="problems"/>.</summary>
+    internal static void Check(RedisOptions options, OptionsProblems problems)
     {
-        if (ConnectionMultiplexer is null)
+        if (options.ConnectionMultiplexer is null)
         {
-            if (string.IsNullOrWhiteSpace(Configuration))
+            if (string.IsNullOrWhiteSpace(options.Configuration))
             {
-                yield return "RedisOptions needs a Configuration string (\"host:6379\") or a ConnectionMultiplexer.";
+                problems.Add(nameof(Configuration), "is empty; give a configuration string (\"host:6379\") or a ConnectionMultiplexer.");
             }
-            else
+            else if (ConfigurationProblem(options.Configuration) is { } problem)
             {
-                string? problem = null;
-                try
-                {
-                    if (ConfigurationOptions.Parse(Configuration).EndPoints.Count == 0)
-                    {
-                        problem = "RedisOptions.Configuration names no server; give at least one \"host:port\".";
-                    }
-                }
-                catch (ArgumentException ex)
-                {
-                    problem = $"RedisOptions.Configuration cannot be read: {ex.Message}";
-                }
-
-                if (problem is not null)
-                {
-                    yield return problem;
-                }
+                problems.Add(nameof(Configuration), problem);
             }
         }
 
-        if (KeyPrefix is null)
+        if (options.KeyPrefix is null)
         {
-            yield return "RedisOptions.KeyPrefix must not be null; use \"\" for no prefix.";
+            problems.Add(nameof(KeyPrefix), "must not be null; use \"\" for no prefix.");
         }
 
-        if (ExpiryGrace < TimeSpan.Zero)
-        {
-            yield return $"RedisOptions.ExpiryGrace must not be negative, not {ExpiryGrace}.";
-        }
-
-        if (InboxPendingTimeout <= TimeSpan.Zero)
-        {
-            yield return $"RedisOptions.InboxPendingTimeout must be positive, not {InboxPendingTimeout}.";
-        }
+        problems.NotNegative(nameof(ExpiryGrace), options.ExpiryGrace);
+        problems.Positive(nameof(InboxPendingTimeout), options.InboxPendingTimeout);
     }
 
     internal RedisOptions Clone() => (RedisOptions)MemberwiseClone();
+
+    private static string? ConfigurationProblem(string configuration)
+    {
+        try
+        {
+            return ConfigurationOptions.Parse(configuration).EndPoints.Count == 0 ? "names no server; give at least one \"host:port\"." : null;
+        }
+        catch (ArgumentException ex)
+        {
+            return $"cannot be read: {ex.Message}";
+        }
+    }
 }

@@ -1,5 +1,4 @@
 using Herald.Redis.Reliability;
-using Herald.Redis.DependencyInjection;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Microsoft.Extensions.DependencyInjection;
@@ -68,8 +67,9 @@ public sealed class UseRedisTests(RedisFixture redis) : IClassFixture<RedisFixtu
 
         var first = builder.Services.First(d => d.ServiceType == typeof(IHostedService));
 
-        Assert.Equal(typeof(RedisConnectionStarter), first.ImplementationType);
-        Assert.Single(builder.Services, d => d.ImplementationType == typeof(RedisConnectionStarter));
+        // The starter is the core's component starter for the Redis connection.
+        Assert.Equal(typeof(RedisConnection), first.ImplementationType!.GetGenericArguments()[^1]);
+        Assert.Single(builder.Services, d => d.ImplementationType == first.ImplementationType);
     }
 
     [Fact]

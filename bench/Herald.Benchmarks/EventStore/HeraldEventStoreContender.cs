@@ -47,8 +47,8 @@ internal sealed class HeraldEventStoreContender : IEventStoreContender
         var path = Path.Combine(Path.GetTempPath(), $"herald-bench-{Guid.NewGuid():N}.db");
         return new HeraldEventStoreContender(
             "Herald SQLite",
-            $"`SqliteEventStore.OpenAsync(path)` on a temp file, defaults (WAL, synchronous {SqliteDefaults.Synchronous}, group commit of up to {SqliteDefaults.MaxWritesPerTransaction} writes)",
-            async ct => await SqliteEventStore.OpenAsync(path, cancellationToken: ct),
+            $"`SqliteEventStoreFactory.OpenAsync(path)` on a temp file, defaults (WAL, synchronous {SqliteDefaults.Synchronous}, group commit of up to {SqliteDefaults.MaxWritesPerTransaction} writes)",
+            async ct => await SqliteEventStoreFactory.OpenAsync(path, cancellationToken: ct),
             () =>
             {
                 foreach (var file in new[] { path, path + "-wal", path + "-shm" })
@@ -65,8 +65,8 @@ internal sealed class HeraldEventStoreContender : IEventStoreContender
         var schema = $"herald_bench_{Guid.NewGuid():N}"[..24];
         return new HeraldEventStoreContender(
             "Herald PostgreSQL",
-            $"`PostgresEventStore.CreateAsync(cs, new PostgresStoreOptions {{ Schema = fresh }})`, defaults otherwise ({PostgresDefaults.AppendWriters} append writers, up to {PostgresDefaults.MaxAppendsPerCommit} appends per commit)",
-            async ct => await PostgresEventStore.CreateAsync(connectionString, new PostgresStoreOptions { Schema = schema }, ct),
+            $"`PostgresEventStoreFactory.CreateAsync(cs, new PostgresStoreOptions {{ Schema = fresh }})`, defaults otherwise ({PostgresDefaults.AppendWriters} append writers, up to {PostgresDefaults.MaxAppendsPerCommit} appends per commit)",
+            async ct => await PostgresEventStoreFactory.CreateAsync(connectionString, new PostgresStoreOptions { Schema = schema }, ct),
             () => DropSchemaAsync(connectionString, schema));
     }
 

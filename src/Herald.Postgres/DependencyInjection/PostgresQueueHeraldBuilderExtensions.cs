@@ -1,11 +1,7 @@
 using Herald.Hosting;
+using Herald.Internal;
 using Herald.Postgres.DependencyInjection;
 using Herald.Postgres.Transport;
-using Herald.Transport;
-using Microsoft.Extensions.DependencyInjection.Extensions;
-using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -21,24 +17,9 @@ public static class PostgresQueueHeraldBuilderExtensions
     /// <param name="configure">Changes further settings (schema, size limit, lease, poll interval).</param>
     public static HeraldBuilder UsePostgresQueue(this HeraldBuilder builder, string connectionString, Action<PostgresQueueOptions>? configure = null)
     {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
-        var services = builder.Services;
-        var optionsBuilder = services.AddOptions<PostgresQueueOptions>();
-        if (configure is not null)
-        {
-            optionsBuilder.Configure(configure);
-        }
-
-        optionsBuilder.ValidateOnStart();
-        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PostgresQueueOptions>, PostgresQueueOptionsValidator>());
-        services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, PostgresQueueStarter>());
-        return builder.UseTransport(sp =>
-        {
-            var configured = sp.GetRequiredService<IOptions<PostgresQueueOptions>>().Value.Clone();
-            configured.TimeProvider ??= sp.GetService<TimeProvider>();
-            configured.LoggerFactory ??= sp.GetService<ILoggerFactory>();
-            return PostgresQueueTransportFactory.Create(connectionString, configured);
-        });
+        builder.AddPostgresOptions(connectionString, configure, PostgresQueueOptions.Check);
+        return builder.UseStartedTransport(
+            sp => PostgresQueueTransportFactory.Create(connectionString, sp.ResolvePostgresOptions<PostgresQueueOptions>()),
+            (transport, cancellationToken) => transport.StartAsync(cancellationToken));
     }
 }

@@ -5,7 +5,7 @@ using NpgsqlTypes;
 
 namespace Herald.Postgres.EventSourcing;
 
-public sealed partial class PostgresEventStore
+internal sealed partial class PostgresEventStore
 {
     /// <inheritdoc />
     public async ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default)

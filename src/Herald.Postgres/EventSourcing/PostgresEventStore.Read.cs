@@ -6,7 +6,7 @@ using NpgsqlTypes;
 
 namespace Herald.Postgres.EventSourcing;
 
-public sealed partial class PostgresEventStore
+internal sealed partial class PostgresEventStore
 {
     /// <inheritdoc />
     public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(

@@ -8,7 +8,7 @@ using Npgsql;
 
 namespace Herald.Postgres.EventSourcing;
 
-public sealed partial class PostgresEventStore
+internal sealed partial class PostgresEventStore
 {
     /// <summary>
     /// Appends in a unit of work on this store's database: the events are written now, inside its transaction, and become

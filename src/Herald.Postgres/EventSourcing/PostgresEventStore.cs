@@ -14,7 +14,7 @@ namespace Herald.Postgres.EventSourcing;
 /// subscription never skips an event that commits late. Concurrent appends are grouped into shared commits.
 /// Create it with <see cref="CreateAsync(string, PostgresStoreOptions?, CancellationToken)"/> or <c>UsePostgres</c>.
 /// </summary>
-public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, ISnapshotStore, IAsyncDisposable, IDisposable
+internal sealed partial class PostgresEventStore : IEventStoreConnection, IDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
@@ -49,38 +49,16 @@ public sealed partial class PostgresEventStore : IEventStore, ICheckpointStore, 
     /// Creates the store on its own connection pool and brings its schema up to date (created on first use, migrated
     /// under an advisory lock). Dispose the store to close the pool.
     /// </summary>
-    public static async Task<PostgresEventStore> CreateAsync(string connectionString, PostgresStoreOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        var store = Create(connectionString, options);
-        try
-        {
-            await store.StartAsync(cancellationToken).ConfigureAwait(false);
-            return store;
-        }
-        catch
-        {
-            await store.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
-    }
+    public static Task<PostgresEventStore> CreateAsync(string connectionString, PostgresStoreOptions? options = null, CancellationToken cancellationToken = default) =>
+        Components.StartOrDisposeAsync(Create(connectionString, options), static (store, ct) => store.StartAsync(ct), cancellationToken);
 
     /// <summary>
     /// Creates the store on a data source the caller owns (and disposes after the store) and brings its schema up to date.
     /// </summary>
-    public static async Task<PostgresEventStore> CreateAsync(NpgsqlDataSource dataSource, PostgresStoreOptions? options = null, CancellationToken cancellationToken = default)
+    public static Task<PostgresEventStore> CreateAsync(NpgsqlDataSource dataSource, PostgresStoreOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(dataSource);
-        var store = new PostgresEventStore(dataSource, ownsDataSource: false, Validated(options));
-        try
-        {
-            await store.StartAsync(cancellationToken).ConfigureAwait(false);
-            return store;
-        }
-        catch
-        {
-            await store.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
+        return Components.StartOrDisposeAsync(new PostgresEventStore(dataSource, ownsDataSource: false, Validated(options)), static (store, ct) => store.StartAsync(ct), cancellationToken);
     }
 
     /// <summary>Brings the schema up to date and starts the append coordinator; every operation also does it on first use.</summary>

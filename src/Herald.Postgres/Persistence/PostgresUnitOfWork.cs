@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Persistence;
 using Herald.EventSourcing;
 using Herald.Postgres.EventSourcing;
@@ -18,36 +19,20 @@ namespace Herald.Postgres.Persistence;
 /// waits for it) and holds back readers of the global log (docs/postgres.md): keep handlers short. A statement that
 /// failed in the database aborts the transaction; its commit then throws and rolls back instead of committing nothing.
 /// </remarks>
-public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
+internal sealed class PostgresUnitOfWork : UnitOfWorkBase
 {
     // Events one transaction may hold (the ordinal is the low 20 bits of a position).
     private const int MaxOrdinals = 1 << 20;
 
-    private readonly Lock _gate = new();
     private readonly SemaphoreSlim _connectionGate = new(1, 1);
     private NpgsqlConnection? _connection;
     private NpgsqlTransaction? _transaction;
-    private List<Func<CancellationToken, ValueTask>>? _committed;
-    private List<Func<CancellationToken, ValueTask>>? _rolledBack;
-    private bool _completed;
     private bool _aborted;
     private Exception? _doomed;
     private int _nextOrdinal;
     private long _lastPosition;
 
     internal PostgresUnitOfWork(PostgresEventStore store) => Store = store;
-
-    /// <inheritdoc />
-    public bool IsCompleted
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _completed;
-            }
-        }
-    }
 
     /// <summary>The store whose database this unit of work writes to.</summary>
     internal PostgresEventStore Store { get; }
@@ -56,31 +41,9 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
     internal bool HasTransaction => Volatile.Read(ref _transaction) is not null;
 
     /// <inheritdoc />
-    public void OnCommitted(Func<CancellationToken, ValueTask> callback)
+    public override async ValueTask CommitAsync(CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(callback);
-        lock (_gate)
-        {
-            ThrowIfCompleted();
-            (_committed ??= []).Add(callback);
-        }
-    }
-
-    /// <inheritdoc />
-    public void OnRolledBack(Func<CancellationToken, ValueTask> callback)
-    {
-        ArgumentNullException.ThrowIfNull(callback);
-        lock (_gate)
-        {
-            ThrowIfCompleted();
-            (_rolledBack ??= []).Add(callback);
-        }
-    }
-
-    /// <inheritdoc />
-    public async ValueTask CommitAsync(CancellationToken cancellationToken = default)
-    {
-        if (!TryComplete(out var committed, out var rolledBack))
+        if (!TryComplete(out var callbacks))
         {
             return;
         }
@@ -90,7 +53,7 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
         {
             bool aborted;
             Exception? doomed;
-            lock (_gate)
+            lock (Gate)
             {
                 (aborted, doomed) = (_aborted, _doomed);
             }
@@ -124,19 +87,19 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
         {
             await ReleaseAsync().ConfigureAwait(false);
             _connectionGate.Release();
-            await RunAsync(rolledBack, CancellationToken.None).ConfigureAwait(false);
+            await callbacks.RolledBackAsync(CancellationToken.None).ConfigureAwait(false);
             throw;
         }
 
         await ReleaseAsync().ConfigureAwait(false);
         _connectionGate.Release();
-        await RunAsync(committed, cancellationToken).ConfigureAwait(false);
+        await callbacks.CommittedAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
-    public async ValueTask RollbackAsync(CancellationToken cancellationToken = default)
+    public override async ValueTask RollbackAsync(CancellationToken cancellationToken = default)
     {
-        if (!TryComplete(out _, out var rolledBack))
+        if (!TryComplete(out var callbacks))
         {
             return;
         }
@@ -160,11 +123,8 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
             _connectionGate.Release();
         }
 
-        await RunAsync(rolledBack, cancellationToken).ConfigureAwait(false);
+        await callbacks.RolledBackAsync(cancellationToken).ConfigureAwait(false);
     }
-
-    /// <summary>Rolls back unless committed or rolled back already.</summary>
-    public ValueTask DisposeAsync() => RollbackAsync(CancellationToken.None);
 
     /// <summary>
     /// Runs <paramref name="work"/> on the transaction, opening it on first use; calls are serialised (one connection).
@@ -172,7 +132,7 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
     /// </summary>
     internal async ValueTask<T> ExecuteAsync<T>(Func<NpgsqlConnection, NpgsqlTransaction, CancellationToken, Task<T>> work, CancellationToken cancellationToken)
     {
-        lock (_gate)
+        lock (Gate)
         {
             ThrowIfCompleted();
         }
@@ -180,7 +140,7 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
         await _connectionGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            lock (_gate)
+            lock (Gate)
             {
                 ThrowIfCompleted();
             }
@@ -206,7 +166,7 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
             }
             catch (Exception ex) when (ex is not ConcurrencyException)
             {
-                lock (_gate)
+                lock (Gate)
                 {
                     _aborted = true;
                 }
@@ -230,7 +190,7 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
     /// <summary>Fails the commit with <paramref name="conflict"/> (the first one wins): a write found that it cannot commit.</summary>
     internal void Doom(Exception conflict)
     {
-        lock (_gate)
+        lock (Gate)
         {
             _doomed ??= conflict;
         }
@@ -252,14 +212,6 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
     /// <summary>Records the last position an append of this transaction wrote.</summary>
     internal void Appended(long lastPosition) => _lastPosition = Math.Max(_lastPosition, lastPosition);
 
-    private static async ValueTask RunAsync(List<Func<CancellationToken, ValueTask>>? callbacks, CancellationToken cancellationToken)
-    {
-        foreach (var callback in callbacks ?? [])
-        {
-            await callback(cancellationToken).ConfigureAwait(false);
-        }
-    }
-
     private async ValueTask ReleaseAsync()
     {
         var (transaction, connection) = (_transaction, _connection);
@@ -272,30 +224,6 @@ public sealed class PostgresUnitOfWork : IUnitOfWork, IAsyncDisposable
         if (connection is not null)
         {
             await connection.DisposeAsync().ConfigureAwait(false);
-        }
-    }
-
-    private bool TryComplete(out List<Func<CancellationToken, ValueTask>>? committed, out List<Func<CancellationToken, ValueTask>>? rolledBack)
-    {
-        lock (_gate)
-        {
-            (committed, rolledBack) = (_committed, _rolledBack);
-            if (_completed)
-            {
-                return false;
-            }
-
-            _completed = true;
-            (_committed, _rolledBack) = (null, null);
-            return true;
-        }
-    }
-
-    private void ThrowIfCompleted()
-    {
-        if (_completed)
-        {
-            throw new InvalidOperationException("This unit of work is already committed or rolled back; writes can no longer enlist in it.");
         }
     }
 }

@@ -11,7 +11,7 @@ namespace Herald.Postgres.Reliability;
 /// Dead letters in the <c>dead_letters</c> table of a <see cref="PostgresEventStore"/>'s schema. PostgreSQL orders
 /// <c>uuid</c> as <see cref="Guid"/> compares, so id order and keyset paging match the in-memory store.
 /// </summary>
-public sealed class PostgresDeadLetterStore : IDeadLetterStore
+internal sealed class PostgresDeadLetterStore : IDeadLetterStore
 {
     private const string Columns =
         "id, endpoint, cause, error_type, error_message, stack_trace, fingerprint, first_failure, last_failure, attempt_count, retry_count, " +

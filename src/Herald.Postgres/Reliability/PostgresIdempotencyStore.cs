@@ -12,7 +12,7 @@ namespace Herald.Postgres.Reliability;
 /// injected clock (never the server's). An acquire is one <c>INSERT ... ON CONFLICT DO UPDATE ... WHERE expired</c>, so of
 /// concurrent acquires exactly one takes the lock; complete and release act only with the current lock token.
 /// </summary>
-public sealed class PostgresIdempotencyStore : IIdempotencyStore
+internal sealed class PostgresIdempotencyStore : IIdempotencyStore
 {
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;

@@ -14,7 +14,7 @@ namespace Herald.Postgres.Reliability;
 /// (never the server's). A mark made in a <see cref="PostgresUnitOfWork"/> is written in its transaction: it commits with
 /// the handler's writes, and a concurrent duplicate waits on the row until then (and is a duplicate if it committed).
 /// </summary>
-public sealed class PostgresInbox : IInbox
+internal sealed class PostgresInbox : IInbox
 {
     private readonly PostgresEventStore _store;
     private readonly TimeProvider _timeProvider;

@@ -20,7 +20,7 @@ namespace Herald.Postgres.Reliability;
 /// <see cref="Herald.Persistence.ILeaderElection"/> (a session advisory lock, registered by <c>UsePostgres</c>), so one
 /// relay sends at a time and per-key order holds, as the port's contract asks.
 /// </remarks>
-public sealed class PostgresOutboxStore : IOutboxStore
+internal sealed class PostgresOutboxStore : IOutboxStore
 {
     private const string Columns =
         "id, destination_kind, destination, created_at, outbox_partition_key, deliver_at, sent_at, " + EnvelopeColumns.StoredNames;

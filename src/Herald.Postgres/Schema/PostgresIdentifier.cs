@@ -1,3 +1,5 @@
+using Herald.Internal;
+
 namespace Herald.Postgres.Schema;
 
 /// <summary>Checks the names Herald puts into SQL text (the schema), so they never need escaping.</summary>
@@ -38,5 +40,14 @@ internal static class PostgresIdentifier
         }
 
         return error is null;
+    }
+
+    /// <summary>Adds a problem of the options' <c>Schema</c> setting unless <paramref name="schema"/> is a valid name.</summary>
+    public static void CheckSchema(string? schema, OptionsProblems problems)
+    {
+        if (!IsValid(schema, out var error))
+        {
+            problems.Add("Schema", $"is refused: {error}");
+        }
     }
 }

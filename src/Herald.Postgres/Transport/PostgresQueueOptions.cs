@@ -1,10 +1,12 @@
+using Herald.Internal;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
 using Microsoft.Extensions.Logging;
 
 namespace Herald.Postgres.Transport;
 
 /// <summary>Settings of the PostgreSQL durable queue: the schema, the size limit, leases and how consumers wait for work.</summary>
-public sealed class PostgresQueueOptions
+public sealed class PostgresQueueOptions : IPostgresOptions<PostgresQueueOptions>
 {
     /// <summary>The schema that holds the queue's tables (the event store's schema when both are used); created at start.</summary>
     public string Schema { get; set; } = PostgresStoreOptions.DefaultSchema;
@@ -35,33 +37,20 @@ public sealed class PostgresQueueOptions
     public ILoggerFactory? LoggerFactory { get; set; }
 
     /// <summary>Throws an <see cref="ArgumentException"/> naming the first setting that is out of range.</summary>
-    internal void Validate()
+    internal void Validate() => OptionsProblems.Of(this, Check).ThrowFirstAsArgumentException();
+
+    /// <summary>Adds every setting that is out of range to <paramref name="problems"/>.</summary>
+    internal static void Check(PostgresQueueOptions options, OptionsProblems problems)
     {
-        if (!PostgresIdentifier.IsValid(Schema, out var error))
-        {
-            throw new ArgumentException(error, nameof(Schema));
-        }
-
-        if (MaxMessageBytes < 0 || MaxMessageBytes > 512 * 1024 * 1024)
-        {
-            throw new ArgumentException($"{nameof(MaxMessageBytes)} is {MaxMessageBytes}; it must be between 0 and 512 MiB.", nameof(MaxMessageBytes));
-        }
-
-        if (LeaseDuration < TimeSpan.FromMilliseconds(100) || LeaseDuration > TimeSpan.FromDays(1))
-        {
-            throw new ArgumentException($"{nameof(LeaseDuration)} is {LeaseDuration}; it must be between 100 ms and one day.", nameof(LeaseDuration));
-        }
-
-        if (PollInterval < TimeSpan.FromMilliseconds(10) || PollInterval > TimeSpan.FromHours(1))
-        {
-            throw new ArgumentException($"{nameof(PollInterval)} is {PollInterval}; it must be between 10 ms and one hour.", nameof(PollInterval));
-        }
-
-        if (ListenerReconnectDelay <= TimeSpan.Zero)
-        {
-            throw new ArgumentException($"{nameof(ListenerReconnectDelay)} must be positive; it is {ListenerReconnectDelay}.", nameof(ListenerReconnectDelay));
-        }
+        PostgresIdentifier.CheckSchema(options.Schema, problems);
+        problems.Between(nameof(MaxMessageBytes), options.MaxMessageBytes, 0, 512 * 1024 * 1024, "0 and 512 MiB");
+        problems.Between(nameof(LeaseDuration), options.LeaseDuration, TimeSpan.FromMilliseconds(100), TimeSpan.FromDays(1), "100 ms and one day");
+        problems.Between(nameof(PollInterval), options.PollInterval, TimeSpan.FromMilliseconds(10), TimeSpan.FromHours(1), "10 ms and one hour");
+        problems.Positive(nameof(ListenerReconnectDelay), options.ListenerReconnectDelay);
     }
 
+    /// <inheritdoc cref="IPostgresOptions{TSelf}.Clone"/>
     internal PostgresQueueOptions Clone() => (PostgresQueueOptions)MemberwiseClone();
+
+    PostgresQueueOptions IPostgresOptions<PostgresQueueOptions>.Clone() => Clone();
 }

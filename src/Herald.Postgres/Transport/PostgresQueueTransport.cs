@@ -173,18 +173,18 @@ internal sealed class PostgresQueueTransport : ITransport
     }
 
     /// <summary>The dead letters of a queue, oldest first.</summary>
-    public async Task<IReadOnlyList<PostgresQueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default)
+    public async Task<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default)
     {
         await StartAsync(cancellationToken).ConfigureAwait(false);
         await using var command = _dataSource.CreateCommand(Sql.ReadDeadLetters);
         command.Parameters.Add(Text(queue));
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = max });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        var list = new List<PostgresQueueDeadLetter>();
+        var list = new List<QueueDeadLetter>();
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
             var envelope = EnvelopeColumns.Read(reader, 0, reader.GetInt32(EnvelopeColumns.Count));
-            list.Add(new PostgresQueueDeadLetter(envelope, queue, reader.GetString(12), reader.GetFieldValue<DateTimeOffset>(13)));
+            list.Add(new QueueDeadLetter(envelope, queue, reader.GetString(12), reader.GetFieldValue<DateTimeOffset>(13)));
         }
 
         return list;

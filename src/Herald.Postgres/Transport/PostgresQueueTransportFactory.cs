@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Transport;
 using Npgsql;
 
@@ -14,17 +15,7 @@ public static class PostgresQueueTransportFactory
     {
         var options = new PostgresQueueOptions();
         configure?.Invoke(options);
-        var transport = Create(connectionString, options);
-        try
-        {
-            await transport.StartAsync(cancellationToken).ConfigureAwait(false);
-            return transport;
-        }
-        catch
-        {
-            await transport.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
+        return await Components.StartOrDisposeAsync(Create(connectionString, options), static (transport, ct) => transport.StartAsync(ct), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Creates the queue on its own pool without touching the database yet (the DI path; it starts on first use).</summary>

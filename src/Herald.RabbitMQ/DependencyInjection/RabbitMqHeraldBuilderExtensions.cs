@@ -1,9 +1,7 @@
 using Herald.RabbitMQ.Transport;
 using Herald.Hosting;
 using Herald.RabbitMQ;
-using Herald.Transport;
-using Microsoft.Extensions.DependencyInjection.Extensions;
-using Microsoft.Extensions.Hosting;
+using Herald.Internal;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -21,35 +19,14 @@ public static class RabbitMqHeraldBuilderExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         ArgumentNullException.ThrowIfNull(configure);
-        builder.Services.AddOptions<RabbitMqTransportOptions>().Configure(configure).ValidateOnStart();
-        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RabbitMqTransportOptions>, RabbitMqTransportOptionsValidator>());
-        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, RabbitMqTransportStarter>());
-        return builder.UseTransport(sp => new RabbitMqTransport(
-            sp.GetRequiredService<IOptions<RabbitMqTransportOptions>>().Value,
-            sp.GetService<TimeProvider>() ?? TimeProvider.System,
-            sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance));
-    }
-}
+        builder.Services.AddCheckedOptions(configure, static (options, problems) => problems.AddMessages(options.Validate()));
 
-internal sealed class RabbitMqTransportOptionsValidator : IValidateOptions<RabbitMqTransportOptions>
-{
-    public ValidateOptionsResult Validate(string? name, RabbitMqTransportOptions options)
-    {
-        var errors = options.Validate();
-        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+        // Connected when the host starts, so send-only hosts also fail fast on a wrong address.
+        return builder.UseStartedTransport(
+            sp => new RabbitMqTransport(
+                sp.GetRequiredService<IOptions<RabbitMqTransportOptions>>().Value,
+                sp.GetService<TimeProvider>() ?? TimeProvider.System,
+                sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance),
+            (transport, cancellationToken) => transport.ConnectAsync(cancellationToken).AsTask());
     }
-}
-
-/// <summary>Connects the transport when the host starts, so send-only hosts also fail fast on a wrong address.</summary>
-internal sealed class RabbitMqTransportStarter(IServiceProvider services) : IHostedService
-{
-    public async Task StartAsync(CancellationToken cancellationToken)
-    {
-        if (services.GetRequiredService<ITransport>() is RabbitMqTransport transport)
-        {
-            await transport.ConnectAsync(cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

@@ -1,11 +1,10 @@
 using Herald.Redis.Reliability;
 using Herald.Hosting;
 using Herald.Redis;
-using Herald.Redis.DependencyInjection;
+using Herald.Internal;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Microsoft.Extensions.DependencyInjection.Extensions;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using StackExchange.Redis;
@@ -48,8 +47,7 @@ public static class RedisHeraldBuilderExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         var services = builder.Services;
-        services.AddOptions<RedisOptions>().Configure(configure).ValidateOnStart();
-        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RedisOptions>, RedisOptionsValidator>());
+        services.AddCheckedOptions(configure, RedisOptions.Check);
         services.TryAddSingleton(sp => RedisConnection.Create(
             sp.GetRequiredService<IOptions<RedisOptions>>().Value,
             sp.GetService<ILoggerFactory>()?.CreateLogger("Herald.Redis")));
@@ -63,19 +61,10 @@ public static class RedisHeraldBuilderExtensions
             sp.GetRequiredService<TimeProvider>(),
             sp.GetService<ILogger<RedisInbox>>())));
 
-        if (!services.Any(d => d.ServiceType == typeof(IHostedService) && d.ImplementationType == typeof(RedisConnectionStarter)))
-        {
-            // Hosted services start in registration order: connect before Herald's consumer takes any message.
-            var starter = ServiceDescriptor.Singleton<IHostedService, RedisConnectionStarter>();
-            var index = 0;
-            while (index < services.Count && services[index].ServiceType != typeof(IHostedService))
-            {
-                index++;
-            }
-
-            services.Insert(index, starter);
-        }
-
+        // Connect before Herald's consumer takes any message.
+        services.StartWithHost<RedisConnection, RedisConnection>(
+            async (connection, cancellationToken) => await connection.ConnectAsync(cancellationToken).ConfigureAwait(false),
+            beforeOtherHostedServices: true);
         return builder;
     }
 }

@@ -1,12 +1,9 @@
+using Herald.Hosting;
+using Herald.Internal;
 using Herald.Sqlite.DependencyInjection;
 using Herald.Sqlite.EventSourcing;
-using Herald.Hosting;
-using Herald.Sqlite;
 using Herald.Sqlite.Internal;
 using Herald.Sqlite.Transport;
-using Herald.Transport;
-using Microsoft.Extensions.DependencyInjection.Extensions;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -25,25 +22,16 @@ public static class SqliteQueueHeraldBuilderExtensions
     /// <param name="configure">Changes further settings (size limit, lease, poll interval).</param>
     public static HeraldBuilder UseSqliteQueue(this HeraldBuilder builder, string pathOrConnectionString, Action<SqliteQueueOptions>? configure = null)
     {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentException.ThrowIfNullOrWhiteSpace(pathOrConnectionString);
-        var services = builder.Services;
-        services.AddOptions<SqliteQueueOptions>()
-            .Configure(options =>
+        builder.AddFileOptions(pathOrConnectionString, configure, SqliteQueueOptions.Check);
+        return builder.UseStartedTransport(
+            sp =>
             {
-                options.ConnectionString = pathOrConnectionString;
-                configure?.Invoke(options);
-            })
-            .ValidateOnStart();
-        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<SqliteQueueOptions>, SqliteQueueOptionsValidator>());
-        services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SqliteQueueInitializer>());
-        return builder.UseTransport(sp =>
-        {
-            var options = sp.GetRequiredService<IOptions<SqliteQueueOptions>>().Value;
-            var store = sp.GetService<SqliteEventStore>();
-            var shared = store is not null && SameFile(store.DataSource, options.ConnectionString) ? store : null;
-            return SqliteQueueTransportFactory.Create(options, shared, sp.GetService<TimeProvider>(), sp.GetService<ILoggerFactory>());
-        });
+                var options = sp.GetRequiredService<IOptions<SqliteQueueOptions>>().Value;
+                var store = sp.GetService<SqliteEventStore>();
+                var shared = store is not null && SameFile(store.DataSource, options.ConnectionString) ? store : null;
+                return SqliteQueueTransportFactory.Create(options, shared, sp.GetService<TimeProvider>(), sp.GetService<ILoggerFactory>());
+            },
+            (transport, cancellationToken) => transport.InitializeAsync(cancellationToken).AsTask());
     }
 
     private static bool SameFile(string storeDataSource, string queueConnectionString) =>
@@ -51,18 +39,4 @@ public static class SqliteQueueHeraldBuilderExtensions
             Path.GetFullPath(storeDataSource),
             Path.GetFullPath(SqliteConnections.Parse(queueConnectionString).DataSource),
             OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal);
-}
-
-/// <summary>Opens the queue's file when the host starts, so a bad path or a newer schema fails the start, not the first send.</summary>
-internal sealed class SqliteQueueInitializer(IServiceProvider services) : IHostedService
-{
-    public async Task StartAsync(CancellationToken cancellationToken)
-    {
-        if (services.GetRequiredService<ITransport>() is SqliteQueueTransport transport)
-        {
-            await transport.InitializeAsync(cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

@@ -4,7 +4,7 @@ using Herald.Sqlite.Internal;
 
 namespace Herald.Sqlite.EventSourcing;
 
-public sealed partial class SqliteEventStore
+internal sealed partial class SqliteEventStore
 {
     /// <inheritdoc />
     public async ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default)

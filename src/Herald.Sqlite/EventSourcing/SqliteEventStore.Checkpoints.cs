@@ -4,7 +4,7 @@ using Herald.Sqlite.Internal;
 
 namespace Herald.Sqlite.EventSourcing;
 
-public sealed partial class SqliteEventStore
+internal sealed partial class SqliteEventStore
 {
     /// <inheritdoc />
     public ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default)

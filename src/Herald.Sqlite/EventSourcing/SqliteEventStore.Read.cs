@@ -8,7 +8,7 @@ using Herald.Sqlite.Internal;
 
 namespace Herald.Sqlite.EventSourcing;
 
-public sealed partial class SqliteEventStore
+internal sealed partial class SqliteEventStore
 {
     // Reads fetch pages and hold no connection (and no WAL snapshot) while the caller consumes them.
     private const int PageSize = 512;

@@ -7,7 +7,7 @@ using Herald.Sqlite.Reliability;
 
 namespace Herald.Sqlite.EventSourcing;
 
-public sealed partial class SqliteEventStore
+internal sealed partial class SqliteEventStore
 {
     /// <summary>
     /// Appends in a unit of work on this file: the events commit in the same transaction as the outbox rows and inbox mark

@@ -1,4 +1,3 @@
-using Herald.Sqlite.DependencyInjection;
 using Herald.Sqlite.Schema;
 using Herald.EventSourcing;
 using Herald.Internal;
@@ -15,7 +14,7 @@ namespace Herald.Sqlite.EventSourcing;
 /// global log has no gaps a reader could skip (docs/adr/0001-gap-free-global-log.md). Several stores, in one process or
 /// several, may open the same file.
 /// </summary>
-public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, ISnapshotStore, IAsyncDisposable, IDisposable
+internal sealed partial class SqliteEventStore : IEventStoreConnection, IDisposable
 {
     private readonly SqliteStoreOptions _options;
     private readonly SqliteConnections _connections;
@@ -42,8 +41,8 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
     /// <param name="logger">Where the store logs; nothing is logged when null.</param>
     public SqliteEventStore(SqliteStoreOptions options, TimeProvider? timeProvider = null, ILogger? logger = null)
     {
-        SqliteStoreOptionsValidator.ThrowIfInvalid(options);
-        _options = Copy(options);
+        OptionsProblems.Of(options, SqliteStoreOptions.Check).ThrowIfAny();
+        _options = options.Clone();
         _connections = new SqliteConnections(_options);
         _timeProvider = timeProvider ?? TimeProvider.System;
         _logger = logger ?? NullLogger.Instance;
@@ -53,21 +52,11 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
     public string DataSource => _connections.DataSource;
 
     /// <summary>Creates a store on a file path or connection string and opens it (creating or migrating the schema).</summary>
-    public static async Task<SqliteEventStore> OpenAsync(string pathOrConnectionString, Action<SqliteStoreOptions>? configure = null, CancellationToken cancellationToken = default)
+    public static Task<SqliteEventStore> OpenAsync(string pathOrConnectionString, Action<SqliteStoreOptions>? configure = null, CancellationToken cancellationToken = default)
     {
         var options = new SqliteStoreOptions { ConnectionString = pathOrConnectionString };
         configure?.Invoke(options);
-        var store = new SqliteEventStore(options);
-        try
-        {
-            await store.InitializeAsync(cancellationToken).ConfigureAwait(false);
-            return store;
-        }
-        catch
-        {
-            await store.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
+        return Components.StartOrDisposeAsync(new SqliteEventStore(options), static (store, ct) => store.InitializeAsync(ct).AsTask(), cancellationToken);
     }
 
     /// <summary>
@@ -104,19 +93,6 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
 
     /// <summary>Statistics of the writer: transactions run and writes in them (grouping shows as writes above transactions).</summary>
     internal (long Transactions, long Writes) WriterStatistics => _opened is { } opened ? (opened.Writer.Transactions, opened.Writer.Writes) : (0, 0);
-
-    private static SqliteStoreOptions Copy(SqliteStoreOptions options) => new()
-    {
-        ConnectionString = options.ConnectionString,
-        Synchronous = options.Synchronous,
-        BusyTimeout = options.BusyTimeout,
-        MaxEventBytes = options.MaxEventBytes,
-        MaxWritesPerTransaction = options.MaxWritesPerTransaction,
-        GroupCommitDelay = options.GroupCommitDelay,
-        WriteQueueCapacity = options.WriteQueueCapacity,
-        ExternalWritesCheckInterval = options.ExternalWritesCheckInterval,
-        ReaderPoolSize = options.ReaderPoolSize,
-    };
 
     private ValueTask<Opened> OpenedAsync(CancellationToken cancellationToken) =>
         _opened is { } opened ? ValueTask.FromResult(opened) : new ValueTask<Opened>(OpenAsync(cancellationToken));

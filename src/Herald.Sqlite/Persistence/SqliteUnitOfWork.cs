@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Sqlite.EventSourcing;
 using Herald.Persistence;
 using Herald.Reliability;
@@ -16,32 +17,16 @@ namespace Herald.Sqlite.Persistence;
 /// cannot deadlock with the store's other writes. A conflict found at the commit (a stale expected version, an inbox mark
 /// another process made meanwhile) fails <see cref="CommitAsync"/>, which then runs the rollback callbacks.
 /// </remarks>
-public sealed class SqliteUnitOfWork : IUnitOfWork, IAsyncDisposable
+internal sealed class SqliteUnitOfWork : UnitOfWorkBase
 {
-    private readonly Lock _gate = new();
     private List<Action<WriteSession>>? _writes;
-    private List<Func<CancellationToken, ValueTask>>? _committed;
-    private List<Func<CancellationToken, ValueTask>>? _rolledBack;
     private List<Action>? _ended;
-    private bool _completed;
 
     /// <summary>Creates a unit of work whose writes commit through <paramref name="store"/>'s writer.</summary>
     public SqliteUnitOfWork(SqliteEventStore store)
     {
         ArgumentNullException.ThrowIfNull(store);
         Store = store;
-    }
-
-    /// <inheritdoc />
-    public bool IsCompleted
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _completed;
-            }
-        }
     }
 
     /// <summary>The store whose file this unit of work writes to.</summary>
@@ -52,7 +37,7 @@ public sealed class SqliteUnitOfWork : IUnitOfWork, IAsyncDisposable
     {
         get
         {
-            lock (_gate)
+            lock (Gate)
             {
                 return _writes?.Count ?? 0;
             }
@@ -60,31 +45,9 @@ public sealed class SqliteUnitOfWork : IUnitOfWork, IAsyncDisposable
     }
 
     /// <inheritdoc />
-    public void OnCommitted(Func<CancellationToken, ValueTask> callback)
+    public override async ValueTask CommitAsync(CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(callback);
-        lock (_gate)
-        {
-            ThrowIfCompleted();
-            (_committed ??= []).Add(callback);
-        }
-    }
-
-    /// <inheritdoc />
-    public void OnRolledBack(Func<CancellationToken, ValueTask> callback)
-    {
-        ArgumentNullException.ThrowIfNull(callback);
-        lock (_gate)
-        {
-            ThrowIfCompleted();
-            (_rolledBack ??= []).Add(callback);
-        }
-    }
-
-    /// <inheritdoc />
-    public async ValueTask CommitAsync(CancellationToken cancellationToken = default)
-    {
-        if (!TryComplete(out var writes, out var committed, out var rolledBack, out var ended))
+        if (!TryComplete(out var writes, out var ended, out var callbacks))
         {
             return;
         }
@@ -108,33 +71,30 @@ public sealed class SqliteUnitOfWork : IUnitOfWork, IAsyncDisposable
         catch
         {
             RunEnded(ended);
-            await RunAsync(rolledBack, CancellationToken.None).ConfigureAwait(false);
+            await callbacks.RolledBackAsync(CancellationToken.None).ConfigureAwait(false);
             throw;
         }
 
         RunEnded(ended);
-        await RunAsync(committed, cancellationToken).ConfigureAwait(false);
+        await callbacks.CommittedAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
-    public async ValueTask RollbackAsync(CancellationToken cancellationToken = default)
+    public override async ValueTask RollbackAsync(CancellationToken cancellationToken = default)
     {
-        if (!TryComplete(out _, out _, out var rolledBack, out var ended))
+        if (!TryComplete(out _, out var ended, out var callbacks))
         {
             return;
         }
 
         RunEnded(ended);
-        await RunAsync(rolledBack, cancellationToken).ConfigureAwait(false);
+        await callbacks.RolledBackAsync(cancellationToken).ConfigureAwait(false);
     }
-
-    /// <summary>Rolls back unless committed or rolled back already.</summary>
-    public ValueTask DisposeAsync() => RollbackAsync(CancellationToken.None);
 
     /// <summary>Adds a write to run in the commit's transaction; it may throw to fail the whole commit.</summary>
     internal void Enlist(Action<WriteSession> write)
     {
-        lock (_gate)
+        lock (Gate)
         {
             ThrowIfCompleted();
             (_writes ??= []).Add(write);
@@ -144,7 +104,7 @@ public sealed class SqliteUnitOfWork : IUnitOfWork, IAsyncDisposable
     /// <summary>Registers in-process cleanup that runs once the unit of work ended, whatever the outcome, before the callbacks.</summary>
     internal void OnEnded(Action action)
     {
-        lock (_gate)
+        lock (Gate)
         {
             ThrowIfCompleted();
             (_ended ??= []).Add(action);
@@ -159,39 +119,18 @@ public sealed class SqliteUnitOfWork : IUnitOfWork, IAsyncDisposable
         }
     }
 
-    private static async ValueTask RunAsync(List<Func<CancellationToken, ValueTask>>? callbacks, CancellationToken cancellationToken)
+    private bool TryComplete(out List<Action<WriteSession>>? writes, out List<Action>? ended, out Callbacks callbacks)
     {
-        foreach (var callback in callbacks ?? [])
+        lock (Gate)
         {
-            await callback(cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    private bool TryComplete(
-        out List<Action<WriteSession>>? writes,
-        out List<Func<CancellationToken, ValueTask>>? committed,
-        out List<Func<CancellationToken, ValueTask>>? rolledBack,
-        out List<Action>? ended)
-    {
-        lock (_gate)
-        {
-            (writes, committed, rolledBack, ended) = (_writes, _committed, _rolledBack, _ended);
-            if (_completed)
+            (writes, ended) = (_writes, _ended);
+            if (!TryComplete(out callbacks))
             {
                 return false;
             }
 
-            _completed = true;
-            (_writes, _committed, _rolledBack, _ended) = (null, null, null, null);
+            (_writes, _ended) = (null, null);
             return true;
-        }
-    }
-
-    private void ThrowIfCompleted()
-    {
-        if (_completed)
-        {
-            throw new InvalidOperationException("This unit of work is already committed or rolled back; writes can no longer enlist in it.");
         }
     }
 }

@@ -10,7 +10,7 @@ namespace Herald.Sqlite.Reliability;
 /// Dead letters in the <c>herald_dead_letters</c> table of a <see cref="SqliteEventStore"/>'s file. Ids are stored as
 /// big-endian bytes, so SQLite's order is <see cref="Guid"/> order; writes go through the store's single writer.
 /// </summary>
-public sealed class SqliteDeadLetterStore : IDeadLetterStore
+internal sealed class SqliteDeadLetterStore : IDeadLetterStore
 {
     private const string Columns =
         "id, endpoint, cause, error_type, error_message, stack_trace, fingerprint, first_failure, first_failure_offset, last_failure, " +

@@ -9,7 +9,7 @@ namespace Herald.Sqlite.Reliability;
 /// injected clock (never SQLite's). Every acquire, complete and release is one write of the store's single writer, so of
 /// concurrent acquires exactly one wins; expired keys are swept as acquires go by.
 /// </summary>
-public sealed class SqliteIdempotencyStore : IIdempotencyStore
+internal sealed class SqliteIdempotencyStore : IIdempotencyStore
 {
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;

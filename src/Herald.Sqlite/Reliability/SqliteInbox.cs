@@ -16,7 +16,7 @@ namespace Herald.Sqlite.Reliability;
 /// Until that commit the mark is a claim held in this process, so a concurrent duplicate here sees it at once; a mark
 /// another process committed meanwhile makes the commit fail (and the retry then finds the duplicate).
 /// </remarks>
-public sealed class SqliteInbox : IInbox
+internal sealed class SqliteInbox : IInbox
 {
     // Takes the key when it is free or its mark has expired; changes no row when a live mark exists.
     private const string MarkSql =

@@ -13,7 +13,7 @@ namespace Herald.Sqlite.Reliability;
 /// <see cref="SqliteUnitOfWork"/> commit in its transaction; rows come back in the order they were committed (a row
 /// sequence), and writes go through the store's single writer.
 /// </summary>
-public sealed class SqliteOutboxStore : IOutboxStore
+internal sealed class SqliteOutboxStore : IOutboxStore
 {
     private const string Columns =
         "id, destination_kind, destination, created_at, created_offset, outbox_partition_key, deliver_at, deliver_offset, sent_at, sent_offset, " +

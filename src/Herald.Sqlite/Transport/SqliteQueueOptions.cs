@@ -1,7 +1,10 @@
+using Herald.Internal;
+using Herald.Sqlite.Internal;
+
 namespace Herald.Sqlite.Transport;
 
 /// <summary>Settings of the SQLite durable local queue: the file, the size limit, leases and how often other processes' work is looked for.</summary>
-public sealed class SqliteQueueOptions
+public sealed class SqliteQueueOptions : ISqliteFileOptions
 {
     /// <summary>The database: a file path or a Microsoft.Data.Sqlite connection string; the same file as the event store when both are used.</summary>
     public string ConnectionString { get; set; } = string.Empty;
@@ -27,4 +30,24 @@ public sealed class SqliteQueueOptions
 
     /// <summary>How long a write waits for another process's lock on the file, when the queue opens the file itself.</summary>
     public TimeSpan BusyTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Adds every setting that is out of range to <paramref name="problems"/>; the file settings follow the store's rules.</summary>
+    internal static void Check(SqliteQueueOptions options, OptionsProblems problems)
+    {
+        SqliteStoreOptions.CheckFile(options, problems);
+        problems.Between(nameof(MaxMessageBytes), options.MaxMessageBytes, 0, SqliteStoreOptions.LargestBlob);
+        problems.Between(nameof(LeaseDuration), options.LeaseDuration, TimeSpan.FromMilliseconds(100), TimeSpan.FromDays(1), "100 ms and one day");
+        problems.Between(nameof(PollInterval), options.PollInterval, TimeSpan.FromMilliseconds(10), TimeSpan.FromMinutes(10), "10 ms and ten minutes");
+    }
+
+    /// <summary>The store settings for a file the queue opens itself.</summary>
+    internal SqliteStoreOptions ToStoreOptions() => new()
+    {
+        ConnectionString = ConnectionString,
+        Synchronous = Synchronous,
+        BusyTimeout = BusyTimeout,
+    };
+
+    /// <summary>A copy, so later changes by the caller do not reach a running queue.</summary>
+    internal SqliteQueueOptions Clone() => (SqliteQueueOptions)MemberwiseClone();
 }

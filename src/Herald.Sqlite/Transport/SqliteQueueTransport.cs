@@ -170,8 +170,8 @@ internal sealed class SqliteQueueTransport : ITransport
         }, cancellationToken);
 
     /// <summary>The dead letters of a queue, oldest first.</summary>
-    public ValueTask<IReadOnlyList<SqliteQueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default) =>
-        _store.ReadAsync<IReadOnlyList<SqliteQueueDeadLetter>>(reader =>
+    public ValueTask<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default) =>
+        _store.ReadAsync<IReadOnlyList<QueueDeadLetter>>(reader =>
         {
             var command = reader.Command(
                 $"SELECT {EnvelopeColumns.Names}, delivery_attempt, reason, dead_lettered_at FROM herald_queue_dead_letters WHERE queue = $p0 ORDER BY id LIMIT $p1",
@@ -179,11 +179,11 @@ internal sealed class SqliteQueueTransport : ITransport
             command.Parameters[0].Value = queue;
             command.Parameters[1].Value = max;
             using var rows = command.ExecuteReader();
-            var list = new List<SqliteQueueDeadLetter>();
+            var list = new List<QueueDeadLetter>();
             while (rows.Read())
             {
                 var envelope = EnvelopeColumns.Read(new DataReaderColumns(rows), 0, rows.GetInt32(EnvelopeColumns.Count));
-                list.Add(new SqliteQueueDeadLetter(envelope, queue, rows.GetString(13), new DateTimeOffset(rows.GetInt64(14), TimeSpan.Zero)));
+                list.Add(new QueueDeadLetter(envelope, queue, rows.GetString(13), new DateTimeOffset(rows.GetInt64(14), TimeSpan.Zero)));
             }
 
             return list;

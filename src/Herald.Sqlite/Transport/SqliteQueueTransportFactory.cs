@@ -1,5 +1,6 @@
-using Herald.Sqlite.DependencyInjection;
 using Herald.Sqlite.EventSourcing;
+using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -11,7 +12,7 @@ public static class SqliteQueueTransportFactory
 {
     /// <summary>
     /// Opens the queue on a file (creating or migrating the schema) with a writer of its own. In a process that also runs a
-    /// <see cref="SqliteEventStore"/> on the same file, prefer <see cref="Open(SqliteEventStore, Action{SqliteQueueOptions}?, TimeProvider?, ILoggerFactory?)"/>.
+    /// <see cref="SqliteEventStore"/> on the same file, prefer <see cref="Open(IEventStoreConnection, Action{SqliteQueueOptions}?, TimeProvider?, ILoggerFactory?)"/>.
     /// </summary>
     public static async Task<ITransport> OpenAsync(
         string pathOrConnectionString,
@@ -22,53 +23,42 @@ public static class SqliteQueueTransportFactory
     {
         var options = new SqliteQueueOptions { ConnectionString = pathOrConnectionString };
         configure?.Invoke(options);
-        var transport = Create(options, store: null, timeProvider, loggerFactory);
-        try
-        {
-            await transport.InitializeAsync(cancellationToken).ConfigureAwait(false);
-            return transport;
-        }
-        catch
-        {
-            await transport.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
+        return await Components.StartOrDisposeAsync(
+            Create(options, store: null, timeProvider, loggerFactory),
+            static (transport, ct) => transport.InitializeAsync(ct).AsTask(),
+            cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
     /// Creates the queue in the file of an event store, writing through the store's one grouped writer; the store must outlive
     /// the transport (disposing the transport leaves the store open).
     /// </summary>
+    /// <exception cref="ArgumentException">The store is not one of Herald.Sqlite.</exception>
     public static ITransport Open(
-        SqliteEventStore store,
+        IEventStoreConnection store,
         Action<SqliteQueueOptions>? configure = null,
         TimeProvider? timeProvider = null,
         ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(store);
-        var options = new SqliteQueueOptions { ConnectionString = store.DataSource };
+        if (store is not SqliteEventStore sqlite)
+        {
+            throw new ArgumentException($"The queue shares the writer of a SQLite event store (SqliteEventStoreFactory.OpenAsync), not of a {store.GetType().Name}.", nameof(store));
+        }
+
+        var options = new SqliteQueueOptions { ConnectionString = sqlite.DataSource };
         configure?.Invoke(options);
-        return Create(options, store, timeProvider, loggerFactory);
+        return Create(options, sqlite, timeProvider, loggerFactory);
     }
 
     internal static SqliteQueueTransport Create(SqliteQueueOptions options, SqliteEventStore? store, TimeProvider? timeProvider, ILoggerFactory? loggerFactory)
     {
-        SqliteQueueOptionsValidator.ThrowIfInvalid(options);
-        var copy = Copy(options);
+        OptionsProblems.Of(options, SqliteQueueOptions.Check).ThrowIfAny();
+        var copy = options.Clone();
         var clock = timeProvider ?? TimeProvider.System;
         var loggers = loggerFactory ?? NullLoggerFactory.Instance;
         var owned = store is null;
-        store ??= new SqliteEventStore(SqliteQueueOptionsValidator.ToStoreOptions(copy), clock, loggers.CreateLogger<SqliteEventStore>());
+        store ??= new SqliteEventStore(copy.ToStoreOptions(), clock, loggers.CreateLogger<SqliteEventStore>());
         return new SqliteQueueTransport(store, owned, copy, clock, loggers.CreateLogger<SqliteQueueTransport>());
     }
-
-    private static SqliteQueueOptions Copy(SqliteQueueOptions options) => new()
-    {
-        ConnectionString = options.ConnectionString,
-        MaxMessageBytes = options.MaxMessageBytes,
-        LeaseDuration = options.LeaseDuration,
-        PollInterval = options.PollInterval,
-        Synchronous = options.Synchronous,
-        BusyTimeout = options.BusyTimeout,
-    };
 }

@@ -13,7 +13,7 @@ public sealed class LeaderElectionSchema : IAsyncLifetime
 {
     public string Schema { get; } = PostgresTestDatabase.NewSchema();
 
-    public IReadOnlyList<PostgresEventStore> Nodes { get; private set; } = [];
+    internal IReadOnlyList<PostgresEventStore> Nodes { get; private set; } = [];
 
     public async Task InitializeAsync()
     {

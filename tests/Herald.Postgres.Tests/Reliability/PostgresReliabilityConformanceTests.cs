@@ -15,10 +15,10 @@ public sealed class ReliabilitySchema : IAsyncLifetime
 {
     public string Schema { get; } = PostgresTestDatabase.NewSchema();
 
-    public PostgresEventStore Store { get; private set; } = null!;
+    internal PostgresEventStore Store { get; private set; } = null!;
 
     /// <summary>The class's one outbox.</summary>
-    public PostgresOutboxStore Outbox { get; private set; } = null!;
+    internal PostgresOutboxStore Outbox { get; private set; } = null!;
 
     public async Task InitializeAsync()
     {

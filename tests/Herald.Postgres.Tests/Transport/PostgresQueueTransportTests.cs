@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Postgres.Transport;
 using Herald.Conformance;
@@ -166,7 +167,7 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         await transport.SendAsync(queue, sent);
         await collector.WaitForCountAsync(2, Deadline, "two attempts");
 
-        IReadOnlyList<PostgresQueueDeadLetter> letters = [];
+        IReadOnlyList<QueueDeadLetter> letters = [];
         await WaitUntilAsync(async () => (letters = await transport.ReadDeadLettersAsync(queue, 10)).Count == 1, "the dead letter");
         var letter = letters[0];
 

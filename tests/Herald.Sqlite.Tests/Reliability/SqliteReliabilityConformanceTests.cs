@@ -15,7 +15,7 @@ public sealed class ReliabilityFile : IAsyncLifetime
 {
     private readonly TempDatabase _database = new();
 
-    public SqliteEventStore Store { get; private set; } = null!;
+    internal SqliteEventStore Store { get; private set; } = null!;
 
     public async Task InitializeAsync() => Store = await SqliteEventStore.OpenAsync(_database.Path);
 

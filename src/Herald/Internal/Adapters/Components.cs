@@ -1,0 +1,27 @@
+namespace Herald.Internal;
+
+/// <summary>Helpers for the components adapters create without dependency injection (stores, transports).</summary>
+/// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
+public static class Components
+{
+    /// <summary>
+    /// Starts a component just created (opens its file, migrates its schema, connects) and returns it; when the start fails,
+    /// disposes it before the failure propagates, so a caller never holds a half-started component.
+    /// </summary>
+    public static async Task<TComponent> StartOrDisposeAsync<TComponent>(TComponent component, Func<TComponent, CancellationToken, Task> start, CancellationToken cancellationToken)
+        where TComponent : IAsyncDisposable
+    {
+        ArgumentNullException.ThrowIfNull(component);
+        ArgumentNullException.ThrowIfNull(start);
+        try
+        {
+            await start(component, cancellationToken).ConfigureAwait(false);
+            return component;
+        }
+        catch
+        {
+            await component.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+}
