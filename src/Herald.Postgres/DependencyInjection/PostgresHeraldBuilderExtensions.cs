@@ -1,3 +1,4 @@
+using Herald.Postgres.Sagas;
 using Herald.Hosting;
 using Herald.Internal;
 using Herald.Persistence;
@@ -37,6 +38,7 @@ public static class PostgresHeraldBuilderExtensions
             Outbox = store => new PostgresOutboxStore(store),
             Inbox = (store, time) => new PostgresInbox(store, time),
             Idempotency = (store, time) => new PostgresIdempotencyStore(store, time),
+            Sagas = store => new PostgresSagaStore(store),
         });
     }
 }

@@ -1,3 +1,4 @@
+using Herald.Sqlite.Sagas;
 using Herald.EventSourcing;
 using Herald.Hosting;
 using Herald.Internal;
@@ -41,6 +42,7 @@ public static class SqliteHeraldBuilderExtensions
             Outbox = store => new SqliteOutboxStore(store),
             Inbox = (store, time) => new SqliteInbox(store, time),
             Idempotency = (store, time) => new SqliteIdempotencyStore(store, time),
+            Sagas = store => new SqliteSagaStore(store),
         });
     }
 }

@@ -1,3 +1,4 @@
+using Herald.Sagas;
 using Herald.EventSourcing;
 using Herald.Hosting;
 using Herald.Reliability.DeadLetters;
@@ -109,6 +110,7 @@ public static class AdapterRegistration
         services.Replace(ServiceDescriptor.Singleton(sp => registration.Outbox(sp.GetRequiredService<TStore>())));
         services.Replace(ServiceDescriptor.Singleton(sp => registration.Inbox(sp.GetRequiredService<TStore>(), sp.GetService<TimeProvider>())));
         services.Replace(ServiceDescriptor.Singleton(sp => registration.Idempotency(sp.GetRequiredService<TStore>(), sp.GetService<TimeProvider>())));
+        services.Replace(ServiceDescriptor.Singleton(sp => registration.Sagas(sp.GetRequiredService<TStore>())));
         builder.UsePersistence(registration.Package, sp => registration.BeginUnitOfWork(sp.GetRequiredService<TStore>()));
         services.StartWithHost<TStore, TStore>(registration.StartStore);
         return builder;

@@ -1,3 +1,4 @@
+using Herald.Sagas;
 using Herald.EventSourcing;
 using Herald.Persistence;
 using Herald.Reliability.DeadLetters;
@@ -39,4 +40,7 @@ public sealed class PersistenceRegistration<TStore>
 
     /// <summary>Creates the idempotency store on the store's database, with the host's clock (null: the system clock).</summary>
     public required Func<TStore, TimeProvider?, IIdempotencyStore> Idempotency { get; init; }
+
+    /// <summary>Creates the saga store on the store's database.</summary>
+    public required Func<TStore, ISagaStore> Sagas { get; init; }
 }
