@@ -68,6 +68,9 @@ internal sealed partial class RabbitMqTransport : ITransport
             PreservesOrderPerPartitionKey = true,
             SupportsNativeDeadLetter = true,
             MaxMessageBytes = options.MaxMessageBytes,
+            MaxNameBytes = 255,
+            MaxDelay = MaxDelay,
+            IsPermanentSendFailure = RabbitMqSendFailures.IsPermanent,
         };
     }
 
