@@ -1,3 +1,4 @@
+using Herald.Internal;
 using StackExchange.Redis;
 
 namespace Herald.Redis;
@@ -57,7 +58,7 @@ public sealed class RedisOptions
                 }
                 catch (ArgumentException ex)
                 {
-                    problem = $"RedisOptions.Configuration cannot be read: {ex.Message}";
+                    problem = $"RedisOptions.Configuration cannot be read: {UserInfo.Redact(ex.Message)}";
                 }
 
                 if (problem is not null)

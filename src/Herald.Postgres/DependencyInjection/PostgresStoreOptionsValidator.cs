@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Microsoft.Extensions.Options;
 
 namespace Herald.Postgres.DependencyInjection;
@@ -14,7 +15,7 @@ internal sealed class PostgresStoreOptionsValidator : IValidateOptions<PostgresS
         }
         catch (ArgumentException ex)
         {
-            return ValidateOptionsResult.Fail(ex.Message);
+            return ValidateOptionsResult.Fail(UserInfo.Redact(ex.Message)!);
         }
     }
 }

@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Sqlite.Internal;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Options;
@@ -54,7 +55,7 @@ internal sealed class SqliteStoreOptionsValidator : IValidateOptions<SqliteStore
             }
             catch (ArgumentException ex)
             {
-                problem = $"SqliteStoreOptions.ConnectionString is not a valid connection string: {ex.Message}";
+                problem = $"SqliteStoreOptions.ConnectionString is not a valid connection string: {UserInfo.Redact(ex.Message)}";
             }
 
             if (problem is not null)
