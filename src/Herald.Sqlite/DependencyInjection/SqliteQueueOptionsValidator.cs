@@ -45,6 +45,12 @@ internal sealed class SqliteQueueOptionsValidator : IValidateOptions<SqliteQueue
             yield return $"SqliteQueueOptions.LeaseDuration {options.LeaseDuration} must be between 100 ms and one day.";
         }
 
+        // A write waiting longer than this for the file's lock could outlast the lease it renews (issue 10).
+        if (options.BusyTimeout > options.LeaseDuration / 3)
+        {
+            yield return $"SqliteQueueOptions.BusyTimeout {options.BusyTimeout} must be at most a third of LeaseDuration ({options.LeaseDuration}).";
+        }
+
         if (options.PollInterval < TimeSpan.FromMilliseconds(10) || options.PollInterval > TimeSpan.FromMinutes(10))
         {
             yield return $"SqliteQueueOptions.PollInterval {options.PollInterval} must be between 10 ms and ten minutes.";

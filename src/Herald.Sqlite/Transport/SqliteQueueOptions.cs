@@ -25,6 +25,16 @@ public sealed class SqliteQueueOptions
     /// <summary>Durability of commits when the queue opens the file itself; when it shares an event store's file, the store's setting applies.</summary>
     public SqliteSynchronousMode Synchronous { get; set; } = SqliteSynchronousMode.Full;
 
-    /// <summary>How long a write waits for another process's lock on the file, when the queue opens the file itself.</summary>
-    public TimeSpan BusyTimeout { get; set; } = TimeSpan.FromSeconds(30);
+    private TimeSpan? _busyTimeout;
+
+    /// <summary>
+    /// How long a write waits for another process's lock on the file, when the queue opens the file itself. At most a third
+    /// of <see cref="LeaseDuration"/>, so a renewal stuck behind a lock gives up while the lease still holds; by default
+    /// exactly that (10 s with the default lease).
+    /// </summary>
+    public TimeSpan BusyTimeout
+    {
+        get => _busyTimeout ?? LeaseDuration / 3;
+        set => _busyTimeout = value;
+    }
 }
