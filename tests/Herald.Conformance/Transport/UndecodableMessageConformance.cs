@@ -44,16 +44,7 @@ public abstract class UndecodableMessageConformance
     {
         var queue = "undecodable-" + Guid.NewGuid().ToString("N")[..8];
         var handled = new ConcurrentBag<int>();
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddSingleton(handled);
-        builder.Services.AddHerald(h =>
-        {
-            h.Configure(o => o.EndpointName = queue).AddHandler<ProbeHandler>(ServiceLifetime.Singleton).AddMessageType<Probe>();
-            UseTransport(h);
-        });
-        using var host = builder.Build();
-        await host.StartAsync();
+        using var host = await StartHostAsync(queue, handled);
 
         var undecodableId = Guid.CreateVersion7();
         await WriteUndecodableAsync(queue, undecodableId);
@@ -80,16 +71,7 @@ public abstract class UndecodableMessageConformance
     {
         var queue = "broken-" + Guid.NewGuid().ToString("N")[..8];
         var handled = new ConcurrentBag<int>();
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddSingleton(handled);
-        builder.Services.AddHerald(h =>
-        {
-            h.Configure(o => o.EndpointName = queue).AddHandler<ProbeHandler>(ServiceLifetime.Singleton).AddMessageType<Probe>();
-            UseTransport(h);
-        });
-        using var host = builder.Build();
-        await host.StartAsync();
+        using var host = await StartHostAsync(queue, handled);
 
         await WriteBrokenAsync(queue);
         await WriteBrokenAsync(queue);
@@ -107,6 +89,21 @@ public abstract class UndecodableMessageConformance
             Assert.False(string.IsNullOrWhiteSpace(d.ErrorMessage), "the dead letter says why");
         });
         Assert.Equal(0L, await CountNativeDeadLettersAsync(queue));
+    }
+
+    private async Task<IHost> StartHostAsync(string queue, ConcurrentBag<int> handled)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(handled);
+        builder.Services.AddHerald(h =>
+        {
+            h.Configure(o => o.EndpointName = queue).AddHandler<ProbeHandler>(ServiceLifetime.Singleton).AddMessageType<Probe>();
+            UseTransport(h);
+        });
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
     }
 
     /// <summary>The message the suite sends and handles.</summary>
