@@ -12,7 +12,7 @@ using Orders.Domain;
 // The order service: command -> Order aggregate -> event store -> published to the bus -> projection + fulfillment.
 // Profiles (Herald:Profile, e.g. `--Herald:Profile distributed`):
 //   embedded (default)  events, dead letters, outbox and a durable queue in one SQLite file (Herald:Sqlite, default orders.db)
-//   distributed         the same SQLite store, messages over RabbitMQ (Herald:RabbitMq, default amqp://guest:guest@127.0.0.1:5672/)
+//   distributed         the same SQLite store, messages over RabbitMQ (Herald:RabbitMq, required: amqp://user:password@host:5672/)
 var builder = Host.CreateApplicationBuilder(args);
 var profile = builder.Configuration["Herald:Profile"] ?? "embedded";
 var sqlitePath = builder.Configuration["Herald:Sqlite"] ?? "orders.db";
@@ -38,7 +38,8 @@ builder.Services.AddHerald(h =>
             h.UseSqliteQueue(sqlitePath);
             break;
         case "distributed":
-            h.UseRabbitMq(o => o.ConnectionUri = new Uri(builder.Configuration["Herald:RabbitMq"] ?? "amqp://guest:guest@127.0.0.1:5672/"));
+            h.UseRabbitMq(o => o.ConnectionUri = new Uri(builder.Configuration["Herald:RabbitMq"]
+                ?? throw new InvalidOperationException("The distributed profile needs Herald:RabbitMq, the broker URI with its user and password.")));
             break;
         default:
             throw new InvalidOperationException($"Unknown profile '{profile}': use 'embedded' or 'distributed'.");

@@ -72,7 +72,7 @@ public sealed class RedisOptions
         }
         catch (ArgumentException ex)
         {
-            return $"cannot be read: {ex.Message}";
+            return $"cannot be read: {UserInfo.Redact(ex.Message)}";
         }
     }
 }

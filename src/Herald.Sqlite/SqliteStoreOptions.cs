@@ -110,7 +110,7 @@ public sealed class SqliteStoreOptions : ISqliteFileOptions
         }
         catch (ArgumentException ex)
         {
-            return $"is not a valid connection string: {ex.Message}";
+            return $"is not a valid connection string: {UserInfo.Redact(ex.Message)}";
         }
     }
 }

@@ -13,6 +13,7 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
     private readonly ITransport _inner;
     private readonly ConcurrentQueue<Settlement> _settlements = new();
     private readonly ConcurrentQueue<(string Destination, Envelope Envelope)> _sent = new();
+    private TransportCapabilities? _capabilities;
 
     /// <summary>Wraps the transport.</summary>
     public RecordingTransport(ITransport inner)
@@ -39,8 +40,12 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
     /// <inheritdoc />
     public string Name => _inner.Name;
 
-    /// <inheritdoc />
-    public TransportCapabilities Capabilities => _inner.Capabilities;
+    /// <summary>The wrapped transport's capabilities, unless a test sets others (such as tighter limits).</summary>
+    public TransportCapabilities Capabilities
+    {
+        get => _capabilities ?? _inner.Capabilities;
+        set => _capabilities = value;
+    }
 
     /// <inheritdoc />
     public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => _inner.DeclareQueueAsync(queue, cancellationToken);

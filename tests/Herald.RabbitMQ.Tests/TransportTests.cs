@@ -153,12 +153,14 @@ public sealed class TransportTests : RabbitMqTestBase
     [Fact]
     public void Capabilities_AreDeclared()
     {
-        var transport = new RabbitMqTransport(new RabbitMqTransportOptions(), TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
+        var transport = new RabbitMqTransport(new RabbitMqTransportOptions { ConnectionUri = BrokerAdmin.AmqpUri }, TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
         Assert.Equal("rabbitmq", transport.Name);
         Assert.True(transport.Capabilities.IsDurable);
         Assert.True(transport.Capabilities.SupportsDelayedDelivery);
         Assert.True(transport.Capabilities.SupportsNativeDeadLetter);
         Assert.True(transport.Capabilities.PreservesOrderPerPartitionKey);
+        Assert.Equal(255, transport.Capabilities.MaxNameBytes);
+        Assert.Equal(TimeSpan.FromMilliseconds(int.MaxValue), transport.Capabilities.MaxDelay);
     }
 
     [Fact]

@@ -23,11 +23,13 @@ namespace Herald.Postgres.Reliability;
 internal sealed class PostgresOutboxStore : IOutboxStore
 {
     private const string Columns =
-        "id, destination_kind, destination, created_at, outbox_partition_key, deliver_at, sent_at, " + EnvelopeColumns.StoredNames;
+        "id, destination_kind, destination, created_at, outbox_partition_key, deliver_at, sent_at, attempts, next_attempt_at, " + EnvelopeColumns.StoredNames;
 
     private readonly PostgresEventStore _store;
     private readonly string _insert;
     private readonly string _fetch;
+    private readonly string _fetchDue;
+    private readonly string _recordFailure;
     private readonly string _get;
     private readonly string _count;
     private readonly string _markSent;
@@ -39,9 +41,15 @@ internal sealed class PostgresOutboxStore : IOutboxStore
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
         var table = Migrations.Quote(store.Schema) + ".outbox";
-        var values = string.Join(", ", Enumerable.Range(1, 7 + EnvelopeColumns.StoredCount).Select(i => "$" + i));
+        var values = string.Join(", ", Enumerable.Range(1, 9 + EnvelopeColumns.StoredCount).Select(i => "$" + i));
         _insert = $"INSERT INTO {table} ({Columns}) VALUES ({values})";
         _fetch = $"SELECT {Columns} FROM {table} WHERE sent_at IS NULL ORDER BY seq LIMIT $1";
+
+        // A row waiting on its back-off is skipped, and so is every later row of its key (the key keeps its order).
+        _fetchDue = $"SELECT {Columns} FROM {table} o WHERE sent_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= $2) " +
+            $"AND (outbox_partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM {table} w WHERE w.sent_at IS NULL AND w.next_attempt_at > $2 " +
+            "AND w.outbox_partition_key = o.outbox_partition_key AND w.seq < o.seq)) ORDER BY seq LIMIT $1";
+        _recordFailure = $"UPDATE {table} SET attempts = attempts + 1, next_attempt_at = $2 WHERE id = $1 AND sent_at IS NULL";
         _get = $"SELECT {Columns} FROM {table} WHERE id = $1";
         _count = $"SELECT count(*) FROM {table} WHERE sent_at IS NULL";
         _markSent = $"UPDATE {table} SET sent_at = $2 WHERE id = ANY ($1) AND sent_at IS NULL";
@@ -79,12 +87,17 @@ internal sealed class PostgresOutboxStore : IOutboxStore
     }
 
     /// <inheritdoc />
-    public async ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, CancellationToken cancellationToken = default)
+    public async ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, DateTimeOffset? dueBy = null, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_fetch, connection);
+        await using var command = new NpgsqlCommand(dueBy is null ? _fetch : _fetchDue, connection);
         command.Parameters.Add(EnvelopeColumns.Int(maxCount));
+        if (dueBy is { } by)
+        {
+            command.Parameters.Add(EnvelopeColumns.Time(by));
+        }
+
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         var messages = new List<OutboxMessage>();
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
@@ -108,6 +121,16 @@ internal sealed class PostgresOutboxStore : IOutboxStore
         await using var command = new NpgsqlCommand(_markSent, connection);
         command.Parameters.Add(new NpgsqlParameter<Guid[]> { TypedValue = [.. ids], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
         command.Parameters.Add(EnvelopeColumns.Time(sentAt));
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask RecordFailedAttemptAsync(Guid id, DateTimeOffset nextAttemptAt, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_recordFailure, connection);
+        command.Parameters.Add(EnvelopeColumns.Id(id));
+        command.Parameters.Add(EnvelopeColumns.Time(nextAttemptAt));
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -163,6 +186,8 @@ internal sealed class PostgresOutboxStore : IOutboxStore
             p.Add(EnvelopeColumns.Text(message.PartitionKey));
             p.Add(EnvelopeColumns.Time(message.DeliverAt));
             p.Add(EnvelopeColumns.Time(message.SentAt));
+            p.Add(EnvelopeColumns.Int(message.Attempts));
+            p.Add(EnvelopeColumns.Time(message.NextAttemptAt));
             EnvelopeColumns.AddStored(p, message.Envelope);
             batch.BatchCommands.Add(command);
         }
@@ -180,6 +205,8 @@ internal sealed class PostgresOutboxStore : IOutboxStore
         PartitionKey = EnvelopeColumns.NullableText(reader, 4),
         DeliverAt = EnvelopeColumns.NullableTime(reader, 5),
         SentAt = EnvelopeColumns.NullableTime(reader, 6),
-        Envelope = EnvelopeColumns.ReadStored(reader, 7),
+        Attempts = reader.GetInt32(7),
+        NextAttemptAt = EnvelopeColumns.NullableTime(reader, 8),
+        Envelope = EnvelopeColumns.ReadStored(reader, 9),
     };
 }

@@ -16,6 +16,7 @@ internal static class Migrations
         new(1, "event store: events, streams, checkpoints, snapshots, append and delete functions", V1),
         new(2, "reliability: dead letters, outbox, inbox, idempotency", V2),
         new(3, "durable queue", V3),
+        new(4, "outbox: failed attempts and a back-off per row", V4),
         new(5, "saga instances", V5),
     ];
 
@@ -442,6 +443,11 @@ internal static class Migrations
             dead_lettered_at timestamptz NOT NULL
         );
         CREATE INDEX queue_dead_letters_queue ON {schema}.queue_dead_letters (queue, id);
+        """;
+
+    private const string V4 = """
+        ALTER TABLE {schema}.outbox ADD COLUMN attempts int NOT NULL DEFAULT 0, ADD COLUMN next_attempt_at timestamptz;
+        CREATE INDEX outbox_waiting ON {schema}.outbox (outbox_partition_key, seq) WHERE sent_at IS NULL AND next_attempt_at IS NOT NULL;
         """;
 
     // Saga instances (optimistic concurrency on version); the status index serves the start-up scan for unfinished ones.

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -68,6 +69,9 @@ internal sealed partial class RabbitMqTransport : ITransport
             PreservesOrderPerPartitionKey = true,
             SupportsNativeDeadLetter = true,
             MaxMessageBytes = options.MaxMessageBytes,
+            MaxNameBytes = 255,
+            MaxDelay = MaxDelay,
+            IsPermanentSendFailure = RabbitMqSendFailures.IsPermanent,
         };
     }
 
@@ -300,7 +304,7 @@ internal sealed partial class RabbitMqTransport : ITransport
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            var cause = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
+            var cause = UserInfo.Redact(e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message);
             throw new HeraldException($"Could not connect to RabbitMQ at {Endpoint} as '{name}': {cause}", e);
         }
 

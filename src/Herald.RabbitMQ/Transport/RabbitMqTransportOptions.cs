@@ -1,10 +1,15 @@
+using Herald.Internal;
+
 namespace Herald.RabbitMQ.Transport;
 
 /// <summary>Settings of the RabbitMQ transport, validated when the transport is created (or at host start).</summary>
 public sealed class RabbitMqTransportOptions
 {
-    /// <summary>The broker to connect to, such as <c>amqp://guest:guest@127.0.0.1:5672/</c> (the path is the virtual host).</summary>
-    public Uri ConnectionUri { get; set; } = new("amqp://guest:guest@localhost:5672/");
+    /// <summary>
+    /// The broker to connect to, with the user and password to connect as, such as <c>amqp://herald:secret@127.0.0.1:5672/</c>
+    /// (the path is the virtual host). The default names no user: Herald has no default credentials, so set them.
+    /// </summary>
+    public Uri ConnectionUri { get; set; } = new("amqp://localhost:5672/");
 
     /// <summary>The name this process's connections show in the management UI (suffixed with <c>:publish</c> and <c>:consume</c>).</summary>
     public string ClientProvidedName { get; set; } = "herald";
@@ -64,7 +69,12 @@ public sealed class RabbitMqTransportOptions
         var errors = new List<string>();
         if (ConnectionUri is null || !ConnectionUri.IsAbsoluteUri || (ConnectionUri.Scheme != "amqp" && ConnectionUri.Scheme != "amqps"))
         {
-            errors.Add($"ConnectionUri must be an absolute amqp:// or amqps:// URI, not '{ConnectionUri}'.");
+            errors.Add($"ConnectionUri must be an absolute amqp:// or amqps:// URI, not '{UserInfo.Redact(ConnectionUri)}'.");
+        }
+        else if (string.IsNullOrEmpty(ConnectionUri.UserInfo))
+        {
+            // The client would otherwise fall back to guest/guest, which RabbitMQ only allows from localhost.
+            errors.Add($"ConnectionUri '{ConnectionUri}' names no user: give the credentials to connect with, as in amqp://user:password@{ConnectionUri.Authority}/.");
         }
 
         if (string.IsNullOrWhiteSpace(ClientProvidedName))

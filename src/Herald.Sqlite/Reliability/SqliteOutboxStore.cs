@@ -17,13 +17,22 @@ internal sealed class SqliteOutboxStore : IOutboxStore
 {
     private const string Columns =
         "id, destination_kind, destination, created_at, created_offset, outbox_partition_key, deliver_at, deliver_offset, sent_at, sent_offset, " +
-        EnvelopeColumns.StoredNames;
+        "attempts, next_attempt_at, " + EnvelopeColumns.StoredNames;
 
     private const string InsertSql =
-        "INSERT INTO herald_outbox (" + Columns + ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, " +
-        "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)";
+        "INSERT INTO herald_outbox (" + Columns + ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, " +
+        "?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
 
     private const string FetchSql = "SELECT " + Columns + " FROM herald_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $p0";
+
+    // A row waiting on its back-off is skipped, and so is every later row of its key (the key keeps its order).
+    private const string FetchDueSql = "SELECT " + Columns + " FROM herald_outbox o WHERE sent_at IS NULL " +
+        "AND (next_attempt_at IS NULL OR next_attempt_at <= $p1) AND (outbox_partition_key IS NULL OR NOT EXISTS (" +
+        "SELECT 1 FROM herald_outbox w WHERE w.sent_at IS NULL AND w.next_attempt_at > $p1 " +
+        "AND w.outbox_partition_key = o.outbox_partition_key AND w.seq < o.seq)) ORDER BY seq LIMIT $p0";
+
+    private const string RecordFailureSql =
+        "UPDATE herald_outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1 AND sent_at IS NULL";
     private const string GetSql = "SELECT " + Columns + " FROM herald_outbox WHERE id = $p0";
     private const string CountSql = "SELECT COUNT(*) FROM herald_outbox WHERE sent_at IS NULL";
     private const string MarkSentSql = "UPDATE herald_outbox SET sent_at = ?2, sent_offset = ?3 WHERE id = ?1 AND sent_at IS NULL";
@@ -66,13 +75,18 @@ internal sealed class SqliteOutboxStore : IOutboxStore
     }
 
     /// <inheritdoc />
-    public ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, CancellationToken cancellationToken = default)
+    public ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, DateTimeOffset? dueBy = null, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
         return _store.ReadAsync<IReadOnlyList<OutboxMessage>>(reader =>
         {
-            var command = reader.Command(FetchSql, 1);
+            var command = dueBy is null ? reader.Command(FetchSql, 1) : reader.Command(FetchDueSql, 2);
             command.Parameters[0].Value = maxCount;
+            if (dueBy is { } by)
+            {
+                command.Parameters[1].Value = by.UtcTicks;
+            }
+
             using var row = command.ExecuteReader();
             var messages = new List<OutboxMessage>();
             while (row.Read())
@@ -105,6 +119,20 @@ internal sealed class SqliteOutboxStore : IOutboxStore
                 update.Execute();
             }
 
+            return true;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask RecordFailedAttemptAsync(Guid id, DateTimeOffset nextAttemptAt, CancellationToken cancellationToken = default)
+    {
+        var key = GuidBytes.Of(id);
+        await _store.WriteAsync(session =>
+        {
+            var update = session.Statement(RecordFailureSql);
+            update.Bind(1, key);
+            update.Bind(2, nextAttemptAt.UtcTicks);
+            update.Execute();
             return true;
         }, cancellationToken).ConfigureAwait(false);
     }
@@ -152,7 +180,9 @@ internal sealed class SqliteOutboxStore : IOutboxStore
             insert.Bind(8, message.DeliverAt is { } at ? EventRows.OffsetMinutes(at) : null);
             insert.Bind(9, message.SentAt?.UtcTicks);
             insert.Bind(10, message.SentAt is { } sent ? EventRows.OffsetMinutes(sent) : null);
-            EnvelopeColumns.BindStored(insert, 11, message.Envelope);
+            insert.Bind(11, message.Attempts);
+            insert.Bind(12, message.NextAttemptAt?.UtcTicks);
+            EnvelopeColumns.BindStored(insert, 13, message.Envelope);
             insert.Execute();
         }
 
@@ -168,6 +198,8 @@ internal sealed class SqliteOutboxStore : IOutboxStore
         PartitionKey = EnvelopeColumns.Text(row, 5),
         DeliverAt = EnvelopeColumns.Time(row, 6, 7),
         SentAt = EnvelopeColumns.Time(row, 8, 9),
-        Envelope = EnvelopeColumns.ReadStored(row, 10),
+        Attempts = row.GetInt32(10),
+        NextAttemptAt = row.IsDBNull(11) ? null : new DateTimeOffset(row.GetInt64(11), TimeSpan.Zero),
+        Envelope = EnvelopeColumns.ReadStored(row, 12),
     };
 }

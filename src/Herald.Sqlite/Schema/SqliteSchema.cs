@@ -202,6 +202,11 @@ internal static class SqliteSchema
             ) STRICT;
             CREATE INDEX herald_queue_dead_letters_by_queue ON herald_queue_dead_letters (queue, id);
             """),
+        new(4, "outbox: failed attempts and a back-off per row", """
+            ALTER TABLE herald_outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE herald_outbox ADD COLUMN next_attempt_at INTEGER;
+            CREATE INDEX herald_outbox_waiting ON herald_outbox (outbox_partition_key, seq) WHERE sent_at IS NULL AND next_attempt_at IS NOT NULL;
+            """),
         new(5, "saga instances", """
             CREATE TABLE herald_sagas (
                 saga_type       TEXT    NOT NULL,

@@ -28,8 +28,18 @@ public sealed class SqliteQueueOptions : ISqliteFileOptions
     /// <summary>Durability of commits when the queue opens the file itself; when it shares an event store's file, the store's setting applies.</summary>
     public SqliteSynchronousMode Synchronous { get; set; } = SqliteSynchronousMode.Full;
 
-    /// <summary>How long a write waits for another process's lock on the file, when the queue opens the file itself.</summary>
-    public TimeSpan BusyTimeout { get; set; } = TimeSpan.FromSeconds(30);
+    private TimeSpan? _busyTimeout;
+
+    /// <summary>
+    /// How long a write waits for another process's lock on the file, when the queue opens the file itself. At most a third
+    /// of <see cref="LeaseDuration"/>, so a renewal stuck behind a lock gives up while the lease still holds; by default
+    /// exactly that (10 s with the default lease).
+    /// </summary>
+    public TimeSpan BusyTimeout
+    {
+        get => _busyTimeout ?? LeaseDuration / 3;
+        set => _busyTimeout = value;
+    }
 
     /// <summary>Adds every setting that is out of range to <paramref name="problems"/>; the file settings follow the store's rules.</summary>
     internal static void Check(SqliteQueueOptions options, OptionsProblems problems)
@@ -38,6 +48,12 @@ public sealed class SqliteQueueOptions : ISqliteFileOptions
         problems.Between(nameof(MaxMessageBytes), options.MaxMessageBytes, 0, SqliteStoreOptions.LargestBlob);
         problems.Between(nameof(LeaseDuration), options.LeaseDuration, TimeSpan.FromMilliseconds(100), TimeSpan.FromDays(1), "100 ms and one day");
         problems.Between(nameof(PollInterval), options.PollInterval, TimeSpan.FromMilliseconds(10), TimeSpan.FromMinutes(10), "10 ms and ten minutes");
+
+        // A write waiting longer than this for the file's lock could outlast the lease it renews (issue 10).
+        if (options.BusyTimeout > options.LeaseDuration / 3)
+        {
+            problems.Add(nameof(BusyTimeout), $"is {options.BusyTimeout}; it must be at most a third of LeaseDuration ({options.LeaseDuration}).");
+        }
     }
 
     /// <summary>The store settings for a file the queue opens itself.</summary>

@@ -17,4 +17,16 @@ public sealed record TransportCapabilities
 
     /// <summary>Largest body the transport accepts, in bytes; larger messages are refused before they are sent.</summary>
     public int MaxMessageBytes { get; init; } = int.MaxValue;
+
+    /// <summary>Longest queue or topic name the transport accepts, in UTF-8 bytes (255 for AMQP).</summary>
+    public int MaxNameBytes { get; init; } = int.MaxValue;
+
+    /// <summary>Longest <see cref="SendOptions.Delay"/> (and delayed nack) the transport can hold.</summary>
+    public TimeSpan MaxDelay { get; init; } = TimeSpan.MaxValue;
+
+    /// <summary>
+    /// Tells whether a send failure will recur on every retry (such as a topology conflict), so the outbox dead-letters the
+    /// message instead of retrying it; null when the transport knows none beyond Herald's own (see <see cref="MessageRejectedException"/>).
+    /// </summary>
+    public Func<Exception, bool>? IsPermanentSendFailure { get; init; }
 }

@@ -11,7 +11,7 @@ namespace Herald.Conformance.Reliability;
 /// messages they added, so the suite tolerates other rows; but counting and fetching assume no other run changes the same
 /// outbox at the same time, so give each run its own table (or database) when runs can overlap.
 /// </summary>
-public abstract class OutboxStoreConformance
+public abstract partial class OutboxStoreConformance
 {
     private static readonly DateTimeOffset BaseTime = new(2030, 1, 2, 3, 4, 5, 678, TimeSpan.Zero);
 
@@ -209,5 +209,7 @@ public abstract class OutboxStoreConformance
         Assert.Equal(expected.PartitionKey, actual.PartitionKey);
         Assert.Equal(expected.DeliverAt, actual.DeliverAt);
         Assert.Equal(expected.SentAt, actual.SentAt);
+        Assert.Equal(expected.Attempts, actual.Attempts);
+        Assert.Equal(expected.NextAttemptAt, actual.NextAttemptAt);
     }
 }

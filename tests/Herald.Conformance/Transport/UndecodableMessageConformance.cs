@@ -29,6 +29,9 @@ public abstract class UndecodableMessageConformance
     /// <summary>Writes a message of <see cref="ProbeType"/> with <see cref="UndecodableBody"/> whose envelope the transport cannot decode.</summary>
     protected abstract Task WriteUndecodableAsync(string queue, Guid messageId);
 
+    /// <summary>Writes a message whose every column the engine lets be wrong is wrong (id, type, time, headers, body), as raw rows can be.</summary>
+    protected abstract Task WriteBrokenAsync(string queue);
+
     /// <summary>How many messages the queue still holds, settled or not.</summary>
     protected abstract Task<long> CountQueuedAsync(string queue);
 
@@ -41,16 +44,7 @@ public abstract class UndecodableMessageConformance
     {
         var queue = "undecodable-" + Guid.NewGuid().ToString("N")[..8];
         var handled = new ConcurrentBag<int>();
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddSingleton(handled);
-        builder.Services.AddHerald(h =>
-        {
-            h.Configure(o => o.EndpointName = queue).AddHandler<ProbeHandler>(ServiceLifetime.Singleton).AddMessageType<Probe>();
-            UseTransport(h);
-        });
-        using var host = builder.Build();
-        await host.StartAsync();
+        using var host = await StartHostAsync(queue, handled);
 
         var undecodableId = Guid.CreateVersion7();
         await WriteUndecodableAsync(queue, undecodableId);
@@ -69,6 +63,47 @@ public abstract class UndecodableMessageConformance
         Assert.Equal(UndecodableBody.ToArray(), deadLetter.Envelope.Body.ToArray());
         Assert.DoesNotContain(1, handled);
         Assert.Equal(0L, await CountNativeDeadLettersAsync(queue));
+    }
+
+    // Issue 10: a row that cannot be turned into an envelope at all is dead-lettered with a reason, and the claim goes on.
+    [Fact]
+    public async Task ARowWithEveryColumnBroken_IsDeadLetteredWithAReason_AndTheClaimGoesOn()
+    {
+        var queue = "broken-" + Guid.NewGuid().ToString("N")[..8];
+        var handled = new ConcurrentBag<int>();
+        using var host = await StartHostAsync(queue, handled);
+
+        await WriteBrokenAsync(queue);
+        await WriteBrokenAsync(queue);
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Probe(3));
+
+        var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
+        await Eventually.UntilAsync(() => handled.Contains(3), "the message behind the broken rows is handled");
+        await Eventually.UntilAsync(async () => await deadLetters.CountAsync(DeadLetterQuery.All) == 2, "both broken rows are dead-lettered");
+        await Eventually.UntilAsync(async () => await CountQueuedAsync(queue) == 0, "the queue is empty");
+        await host.StopAsync();
+
+        Assert.All(await deadLetters.ListAsync(DeadLetterQuery.All), d =>
+        {
+            Assert.Contains(d.Cause, new[] { DeadLetterCause.Undecodable, DeadLetterCause.InvalidEnvelope });
+            Assert.False(string.IsNullOrWhiteSpace(d.ErrorMessage), "the dead letter says why");
+        });
+        Assert.Equal(0L, await CountNativeDeadLettersAsync(queue));
+    }
+
+    private async Task<IHost> StartHostAsync(string queue, ConcurrentBag<int> handled)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(handled);
+        builder.Services.AddHerald(h =>
+        {
+            h.Configure(o => o.EndpointName = queue).AddHandler<ProbeHandler>(ServiceLifetime.Singleton).AddMessageType<Probe>();
+            UseTransport(h);
+        });
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
     }
 
     /// <summary>The message the suite sends and handles.</summary>

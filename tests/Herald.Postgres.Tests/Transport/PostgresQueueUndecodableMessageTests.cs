@@ -37,6 +37,19 @@ public sealed class PostgresQueueUndecodableMessageTests : UndecodableMessageCon
         await insert.ExecuteNonQueryAsync();
     }
 
+    protected override async Task WriteBrokenAsync(string queue)
+    {
+        // No type, a time at infinity, headers that are no object, an empty body and content type (the id is a uuid column).
+        await using var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        await using var insert = new NpgsqlCommand(
+            $"INSERT INTO \"{_schema}\".queue_messages (queue, message_id, message_type, schema_version, time, content_type, headers, body, enqueued_at, visible_at) " +
+            "VALUES ($1, gen_random_uuid(), '', -7, 'infinity', '', '[1, 2]'::jsonb, '', now(), '-infinity')",
+            connection);
+        insert.Parameters.Add(new NpgsqlParameter<string> { TypedValue = queue });
+        await insert.ExecuteNonQueryAsync();
+    }
+
     protected override Task<long> CountQueuedAsync(string queue) => CountAsync("queue_messages", queue);
 
     protected override Task<long> CountNativeDeadLettersAsync(string queue) => CountAsync("queue_dead_letters", queue);

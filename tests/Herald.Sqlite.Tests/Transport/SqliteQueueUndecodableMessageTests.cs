@@ -29,6 +29,19 @@ public sealed class SqliteQueueUndecodableMessageTests : UndecodableMessageConfo
         return Task.CompletedTask;
     }
 
+    protected override Task WriteBrokenAsync(string queue)
+    {
+        // A 2-byte id, no type, a time past the calendar's end with an impossible offset, headers that are no object, no body.
+        using var connection = _database.OpenRaw();
+        using var insert = connection.CreateCommand();
+        insert.CommandText =
+            "INSERT INTO herald_queue_messages (queue, visible_at, attempts, message_id, message_type, schema_version, time, time_offset, " +
+            "content_type, headers, body, enqueued_at) VALUES ($queue, 0, 0, x'0102', '', -7, 9223372036854775807, 99999, '', '[1,2]', x'', 0)";
+        insert.Parameters.AddWithValue("$queue", queue);
+        insert.ExecuteNonQuery();
+        return Task.CompletedTask;
+    }
+
     protected override Task<long> CountQueuedAsync(string queue) => Task.FromResult(Count("herald_queue_messages", queue));
 
     protected override Task<long> CountNativeDeadLettersAsync(string queue) => Task.FromResult(Count("herald_queue_dead_letters", queue));

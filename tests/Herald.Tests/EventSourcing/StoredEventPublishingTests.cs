@@ -58,6 +58,30 @@ public sealed class StoredEventPublishingTests
         Assert.True(Volatile.Read(ref failures) < 0, "the transport refused the first publishes");
     }
 
+    [Fact]
+    public async Task PublishRefusedForGood_IsDeadLetteredAsRejected_AndTheEventsAfterItArePublished()
+    {
+        // Issue 10: a permanent send error used to be retried forever, and every later event waited behind it.
+        var seen = new ConcurrentQueue<Envelope>();
+        var refusals = 1;
+        using var host = await StartAsync(seen, services => services.AddSingleton<Func<Exception?>>(
+            () => Interlocked.Decrement(ref refusals) >= 0 ? new MessageRejectedException("the broker refuses this topic for good") : null));
+        await host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, ct) =>
+        {
+            var repository = services.GetRequiredService<AggregateRepository<Lamp>>();
+            var lamp = await repository.LoadAsync("porch", ct);
+            lamp.Toggle();
+            lamp.Toggle();
+            await repository.SaveAsync(lamp, cancellationToken: ct);
+        });
+
+        await Eventually.UntilAsync(() => seen.Count == 1, "the event after the refused one is handled");
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<Herald.Reliability.DeadLetters.IDeadLetterStore>().ListAsync(
+            new Herald.Reliability.DeadLetters.DeadLetterQuery { Endpoint = "lamp-toggled" }));
+        Assert.Equal(Herald.Reliability.DeadLetters.DeadLetterCause.SendRejected, deadLetter.Cause);
+        Assert.NotEqual(deadLetter.Envelope.MessageId, Assert.Single(seen).MessageId);
+    }
+
     private static async Task<IHost> StartAsync(ConcurrentQueue<Envelope> seen, Action<IServiceCollection>? extra = null)
     {
         var builder = Host.CreateApplicationBuilder();
@@ -68,7 +92,7 @@ public sealed class StoredEventPublishingTests
             .AddHandler<LampHandler>()
             .AddAggregate<Lamp>()
             .PublishStoredEvents(o => o.RetryDelay = TimeSpan.FromMilliseconds(1))
-            .UseTransport(sp => new FlakyTransport(new Herald.Transport.InMemory.InMemoryTransport(), sp.GetService<Func<bool>>()))
+            .UseTransport(sp => new FlakyTransport(new Herald.Transport.InMemory.InMemoryTransport(), sp.GetService<Func<bool>>(), sp.GetService<Func<Exception?>>()))
             .Configure(o => o.EndpointName = "lamps-" + Guid.NewGuid().ToString("N")[..6]));
         var host = builder.Build();
         await host.StartAsync();
@@ -102,7 +126,7 @@ public sealed class StoredEventPublishingTests
         }
     }
 
-    private sealed class FlakyTransport(ITransport inner, Func<bool>? fail) : ITransport
+    private sealed class FlakyTransport(ITransport inner, Func<bool>? fail, Func<Exception?>? refuse) : ITransport
     {
         public string Name => inner.Name;
 
@@ -118,7 +142,9 @@ public sealed class StoredEventPublishingTests
         public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
             fail?.Invoke() == true
                 ? throw new InvalidOperationException("broker down")
-                : inner.PublishAsync(topic, envelope, options, cancellationToken);
+                : refuse?.Invoke() is { } refusal
+                    ? throw refusal
+                    : inner.PublishAsync(topic, envelope, options, cancellationToken);
 
         public ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
             inner.ConsumeAsync(queue, options, handler, cancellationToken);

@@ -175,6 +175,27 @@ public sealed class OutboxTests
     }
 
     [Fact]
+    public async Task Add_OfAMessageTheTransportWillRefuse_FailsInTheCaller_AndAddsNothing()
+    {
+        // Issue 10: a name or delay past the transport's limits used to be found only by the relay, which retried it forever.
+        var longName = new string('q', 300);
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(longName).UseOutbox());
+        host.Transport.Capabilities = host.Transport.Capabilities with { MaxNameBytes = 255, MaxDelay = TimeSpan.FromDays(1) };
+        await using var scope = host.Host.Services.CreateAsyncScope();
+        var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
+
+        var name = await Assert.ThrowsAsync<MessageRejectedException>(async () => await outbox.SendAsync(new Forwarded(1)));
+        Assert.Contains("255 bytes", name.Message, StringComparison.Ordinal);
+        var delay = await Assert.ThrowsAsync<MessageRejectedException>(
+            async () => await outbox.PublishAsync(new Forwarded(2), new DeliveryOptions { Delay = TimeSpan.FromDays(2) }));
+        Assert.Contains("delay", delay.Message, StringComparison.Ordinal);
+        await outbox.PublishAsync(new Forwarded(4), new DeliveryOptions { Delay = TimeSpan.FromHours(23) });
+
+        await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        Assert.Equal(1, await host.Get<IOutboxStore>().CountPendingAsync());
+    }
+
+    [Fact]
     public async Task Relay_OnANodeThatDoesNotLeadTheOutbox_SendsNothing_UntilTheLeaderReleasesIt()
     {
         var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
@@ -251,7 +272,11 @@ public sealed class OutboxTests
             }
         }
 
-        public ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, CancellationToken cancellationToken = default) => _inner.FetchPendingAsync(maxCount, cancellationToken);
+        public ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, DateTimeOffset? dueBy = null, CancellationToken cancellationToken = default) =>
+            _inner.FetchPendingAsync(maxCount, dueBy, cancellationToken);
+
+        public ValueTask RecordFailedAttemptAsync(Guid id, DateTimeOffset nextAttemptAt, CancellationToken cancellationToken = default) =>
+            _inner.RecordFailedAttemptAsync(id, nextAttemptAt, cancellationToken);
 
         public ValueTask MarkSentAsync(IReadOnlyCollection<Guid> ids, DateTimeOffset sentAt, CancellationToken cancellationToken = default) => _inner.MarkSentAsync(ids, sentAt, cancellationToken);
 

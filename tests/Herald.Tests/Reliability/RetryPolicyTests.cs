@@ -109,6 +109,16 @@ public sealed class RetryPolicyTests
     }
 
     [Fact]
+    public void Build_WithAMaxDelayPastWhatEveryTransportCanHold_ThrowsNamingTheLimit()
+    {
+        // Issue 10: a longer delay overflowed RabbitMQ's queue TTL (and timers) at the first delayed retry.
+        var ex = Assert.Throws<InvalidRetryPolicyException>(() => RetryPolicy.Create(r => r.Delayed(3, TimeSpan.FromSeconds(1), TimeSpan.FromDays(30))));
+
+        Assert.Contains("MaxDelay must be at most 24.20:31:23.647", ex.Message, StringComparison.Ordinal);
+        RetryPolicy.Create(r => r.Delayed(3, TimeSpan.FromSeconds(1), TimeSpan.FromDays(24)));
+    }
+
+    [Fact]
     public void Build_WithAFactorBelowOne_ThrowsNamingTheFactor()
     {
         var ex = Assert.Throws<InvalidRetryPolicyException>(() => RetryPolicy.Create(r => r.Delayed(3, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10), factor: 0.5)));

@@ -12,6 +12,9 @@ namespace Herald.Reliability.Outbox;
 /// order within one call), oldest first, at most <c>maxCount</c>. It does not lease them: one relay runs per store
 /// (the relay leads through <see cref="Herald.Persistence.ILeaderElection"/>), and a crash between send and <see cref="MarkSentAsync"/> sends a message
 /// again (at least once; the receiving inbox drops the duplicate).</item>
+/// <item>Given a due time, <see cref="FetchPendingAsync"/> skips a message whose <see cref="OutboxMessage.NextAttemptAt"/>
+/// is later, and every later message with its partition key (so a message that backs off keeps its key's order and
+/// does not hold back any other row). <see cref="RecordFailedAttemptAsync"/> counts a failed send and sets that time.</item>
 /// <item><see cref="MarkSentAsync"/> keeps the first sent time; unknown ids are ignored. <see cref="DeleteSentAsync"/>
 /// never deletes a pending message.</item>
 /// <item>Every field of <see cref="OutboxMessage"/> round-trips, the envelope unchanged; times at least to the millisecond.</item>
@@ -22,8 +25,14 @@ public interface IOutboxStore
     /// <summary>Adds messages, in the unit of work's transaction when one is given.</summary>
     ValueTask AddAsync(IReadOnlyList<OutboxMessage> messages, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default);
 
-    /// <summary>Returns at most <paramref name="maxCount"/> unsent messages, oldest first, in the order they were added.</summary>
-    ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Returns at most <paramref name="maxCount"/> unsent messages, oldest first, in the order they were added; with
+    /// <paramref name="dueBy"/>, only those due by then (see the contract above).
+    /// </summary>
+    ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, DateTimeOffset? dueBy = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Counts one more failed send of a pending message and holds it back until <paramref name="nextAttemptAt"/>; unknown or sent ids are ignored.</summary>
+    ValueTask RecordFailedAttemptAsync(Guid id, DateTimeOffset nextAttemptAt, CancellationToken cancellationToken = default);
 
     /// <summary>Marks messages sent at <paramref name="sentAt"/>; already sent ones keep their first time.</summary>
     ValueTask MarkSentAsync(IReadOnlyCollection<Guid> ids, DateTimeOffset sentAt, CancellationToken cancellationToken = default);

@@ -54,13 +54,59 @@ public sealed class InMemoryOutboxStore : IOutboxStore
     }
 
     /// <inheritdoc />
-    public ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, CancellationToken cancellationToken = default)
+    public ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, DateTimeOffset? dueBy = null, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
         lock (_gate)
         {
-            return ValueTask.FromResult<IReadOnlyList<OutboxMessage>>([.. _rows.Where(r => r.SentAt is null).Take(maxCount)]);
+            var due = new List<OutboxMessage>();
+            var waitingKeys = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var row in _rows)
+            {
+                if (due.Count == maxCount)
+                {
+                    break;
+                }
+
+                if (row.SentAt is not null)
+                {
+                    continue;
+                }
+
+                if (dueBy is { } by && row.NextAttemptAt > by)
+                {
+                    // Later rows of its key wait with it, so the key's order holds.
+                    if (row.PartitionKey is { } key)
+                    {
+                        waitingKeys.Add(key);
+                    }
+
+                    continue;
+                }
+
+                if (dueBy is null || row.PartitionKey is null || !waitingKeys.Contains(row.PartitionKey))
+                {
+                    due.Add(row);
+                }
+            }
+
+            return ValueTask.FromResult<IReadOnlyList<OutboxMessage>>(due);
         }
+    }
+
+    /// <inheritdoc />
+    public ValueTask RecordFailedAttemptAsync(Guid id, DateTimeOffset nextAttemptAt, CancellationToken cancellationToken = default)
+    {
+        lock (_gate)
+        {
+            var i = _rows.FindIndex(r => r.Id == id);
+            if (i >= 0 && _rows[i].SentAt is null)
+            {
+                _rows[i] = _rows[i] with { Attempts = _rows[i].Attempts + 1, NextAttemptAt = nextAttemptAt };
+            }
+        }
+
+        return ValueTask.CompletedTask;
     }
 
     /// <inheritdoc />

@@ -4,6 +4,7 @@ using Herald.Diagnostics;
 using Herald.Handling;
 using Herald.Hosting;
 using Herald.Messages;
+using Herald.Transport;
 using Microsoft.Extensions.Options;
 
 namespace Herald.Reliability.Outbox;
@@ -16,6 +17,7 @@ internal sealed class Outbox(
     IOutboxStore store,
     IUnitOfWork unitOfWork,
     OutboxSignal signal,
+    ITransport transport,
     TimeProvider timeProvider) : IOutbox
 {
     public ValueTask SendAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
@@ -33,16 +35,21 @@ internal sealed class Outbox(
 
         // The trace continues from the code that wrote the message, not from the relay that happens to send it.
         envelope = TraceContext.Inject(envelope, Activity.Current);
+        destination ??= envelope.MessageType;
+        var delay = delivery?.Delay is { } d && d > TimeSpan.Zero ? d : (TimeSpan?)null;
+
+        // What the transport will refuse on every try fails here, in the caller, instead of at the head of the outbox.
+        SendChecks.Validate(transport.Capabilities, destination, envelope, delay);
         var now = timeProvider.GetUtcNow();
         var row = new OutboxMessage
         {
             Id = MessageIds.NewId(now),
             DestinationKind = kind,
-            Destination = destination ?? envelope.MessageType,
+            Destination = destination,
             Envelope = envelope,
             CreatedAt = now,
             PartitionKey = envelope.PartitionKey,
-            DeliverAt = delivery?.Delay is { } delay && delay > TimeSpan.Zero ? now + delay : null,
+            DeliverAt = delay is { } wait ? Later(now, wait) : null,
         };
 
         if (unitOfWork.IsCompleted)
@@ -60,4 +67,8 @@ internal sealed class Outbox(
             return ValueTask.CompletedTask;
         });
     }
+
+    // A delay the transport allows may still pass the calendar's end; such a message is due at the end of time.
+    private static DateTimeOffset Later(DateTimeOffset now, TimeSpan delay) =>
+        delay < DateTimeOffset.MaxValue - now ? now + delay : DateTimeOffset.MaxValue;
 }

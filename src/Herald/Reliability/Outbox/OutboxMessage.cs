@@ -26,6 +26,12 @@ public sealed record OutboxMessage
     /// <summary>Deliver no earlier than this time (the relay asks the transport for the remaining delay); null for at once.</summary>
     public DateTimeOffset? DeliverAt { get; init; }
 
-    /// <summary>When the relay sent it; null while it is pending.</summary>
+    /// <summary>When the relay sent it (or moved it to the dead letters); null while it is pending.</summary>
     public DateTimeOffset? SentAt { get; init; }
+
+    /// <summary>How many sends of it failed so far; the relay dead-letters it at <see cref="OutboxOptions.MaxAttempts"/>.</summary>
+    public int Attempts { get; init; }
+
+    /// <summary>After a failed send, no earlier than this the relay tries it again (UTC); null when it may go at once.</summary>
+    public DateTimeOffset? NextAttemptAt { get; init; }
 }

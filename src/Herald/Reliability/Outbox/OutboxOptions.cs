@@ -15,6 +15,15 @@ public sealed class OutboxOptions
     /// <summary>Longest pause while the transport keeps failing. Default 30 seconds.</summary>
     public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Failed sends after which the relay gives up on a message and moves it to the dead letters (cause
+    /// <c>SendRejected</c>). Each message backs off on its own, from <see cref="MinBackoff"/> doubling to
+    /// <see cref="MaxBackoff"/>, so the default 100 gives up after about 50 minutes of failing (a longer broker outage
+    /// dead-letters the messages that kept failing; replay them from the dead letters). A failure the transport
+    /// calls permanent is dead-lettered at once. Default 100.
+    /// </summary>
+    public int MaxAttempts { get; set; } = 100;
+
     /// <summary>How long sent messages are kept before cleanup deletes them. Default 10 minutes.</summary>
     public TimeSpan Retention { get; set; } = TimeSpan.FromMinutes(10);
 
@@ -42,6 +51,11 @@ public sealed class OutboxOptions
         if (MinBackoff <= TimeSpan.Zero || MaxBackoff < MinBackoff)
         {
             yield return $"OutboxOptions.MinBackoff ({MinBackoff}) must be positive and at most MaxBackoff ({MaxBackoff}).";
+        }
+
+        if (MaxAttempts < 1)
+        {
+            yield return $"OutboxOptions.MaxAttempts must be at least 1, not {MaxAttempts}.";
         }
 
         if (Retention < TimeSpan.Zero)

@@ -14,9 +14,10 @@ namespace Herald.Reliability.Outbox;
 /// <summary>
 /// Sends what the outbox holds: woken by each commit that added messages and every <see cref="OutboxOptions.PollInterval"/>,
 /// it reads pending messages oldest first, sends them in order (a failed message holds back the later ones with its
-/// partition key), marks them sent, and backs off exponentially while the transport fails. Sent rows are deleted in
-/// bounded batches once past <see cref="OutboxOptions.Retention"/>. A message the transport refuses for good (too large)
-/// goes to the dead letters rather than blocking its key forever. It relays only while this node leads the outbox
+/// partition key), marks them sent, and backs off exponentially while the transport fails. A message whose send fails
+/// waits on its own back-off (the rows behind it go on) and is dead-lettered after <see cref="OutboxOptions.MaxAttempts"/>;
+/// one the transport refuses for good (too large, a name or delay past its limits, a topology conflict) goes to the dead
+/// letters at once. Sent rows are deleted in bounded batches once past <see cref="OutboxOptions.Retention"/>. It relays only while this node leads the outbox
 /// (<see cref="ILeaderElection"/>, resource <see cref="LeadershipResource"/>), so one relay sends at a time per store.
 /// </summary>
 internal sealed class OutboxRelay : BackgroundService
@@ -67,17 +68,21 @@ internal sealed class OutboxRelay : BackgroundService
         }
     }
 
-    /// <summary>Sends one batch. Returns whether a full batch went out (more may wait) and whether any send failed.</summary>
+    /// <summary>
+    /// Sends one batch of due messages. Returns whether a full batch went out (more may wait) and whether the transport
+    /// looks down (sends failed and none went out), so the relay as a whole backs off.
+    /// </summary>
     public async ValueTask<(bool More, bool Failed)> RelayBatchAsync(CancellationToken cancellationToken)
     {
-        var pending = await _store.FetchPendingAsync(_options.BatchSize, cancellationToken).ConfigureAwait(false);
+        var pending = await _store.FetchPendingAsync(_options.BatchSize, _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
         if (pending.Count == 0)
         {
             return (false, false);
         }
 
         var heldBack = new HashSet<string>(StringComparer.Ordinal);
-        var sent = new List<Guid>(pending.Count);
+        var settled = new List<Guid>(pending.Count);
+        var delivered = 0;
         var failures = 0;
         try
         {
@@ -88,10 +93,16 @@ internal sealed class OutboxRelay : BackgroundService
                     continue;
                 }
 
-                if (await TrySendAsync(message, cancellationToken).ConfigureAwait(false))
+                var (outcome, failure) = await TrySendAsync(message, cancellationToken).ConfigureAwait(false);
+                switch (outcome)
                 {
-                    sent.Add(message.Id);
-                    continue;
+                    case SendOutcome.Sent:
+                        delivered++;
+                        settled.Add(message.Id);
+                        continue;
+                    case SendOutcome.DeadLettered:
+                        settled.Add(message.Id);
+                        continue;
                 }
 
                 failures++;
@@ -100,23 +111,29 @@ internal sealed class OutboxRelay : BackgroundService
                     heldBack.Add(failedKey);
                 }
 
+                if (await GiveUpOrWaitAsync(message, failure!, cancellationToken).ConfigureAwait(false))
+                {
+                    settled.Add(message.Id);
+                }
+
                 if (failures >= MaxFailuresPerBatch)
                 {
-                    // The transport is most likely down: stop hammering it and back off.
+                    // The transport may be down: stop hammering it. The failed rows wait on their own, so the next batch
+                    // starts with the rows behind them.
                     break;
                 }
             }
         }
         finally
         {
-            if (sent.Count > 0)
+            if (settled.Count > 0)
             {
                 // Whatever went out is marked even when the batch is cut short, so it is not sent twice.
-                await _store.MarkSentAsync(sent, _timeProvider.GetUtcNow(), CancellationToken.None).ConfigureAwait(false);
+                await _store.MarkSentAsync(settled, _timeProvider.GetUtcNow(), CancellationToken.None).ConfigureAwait(false);
             }
         }
 
-        return (failures == 0 && pending.Count == _options.BatchSize, failures > 0);
+        return (failures == 0 && pending.Count == _options.BatchSize, failures > 0 && delivered == 0);
     }
 
     /// <summary>Deletes sent messages past the retention, in bounded batches; returns how many.</summary>
@@ -230,12 +247,53 @@ internal sealed class OutboxRelay : BackgroundService
         return doubled > _options.MaxBackoff ? _options.MaxBackoff : doubled;
     }
 
-    private async ValueTask<bool> TrySendAsync(OutboxMessage message, CancellationToken cancellationToken)
+    /// <summary>
+    /// After a transient failure: dead-letters the message once it has failed <see cref="OutboxOptions.MaxAttempts"/>
+    /// times (true), else holds it back on its own back-off so the rows behind it go on (false).
+    /// </summary>
+    private async ValueTask<bool> GiveUpOrWaitAsync(OutboxMessage message, Exception failure, CancellationToken cancellationToken)
+    {
+        var attempts = message.Attempts + 1;
+        if (attempts >= _options.MaxAttempts)
+        {
+            var reason = $"The outbox relay gave up after {attempts} failed sends";
+            return await DeadLetterAsync(message, failure, attempts, reason, cancellationToken).ConfigureAwait(false);
+        }
+
+        try
+        {
+            await _store.RecordFailedAttemptAsync(message.Id, _timeProvider.GetUtcNow() + RowBackoff(attempts), cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            // Not counted this time: the row is tried again after the relay's own back-off.
+            ReliabilityLog.OutboxStoreFailed(_logger, ex, _options.MinBackoff);
+        }
+
+        return false;
+    }
+
+    /// <summary>The pause of one message after its <paramref name="attempts"/>-th failure: doubling from MinBackoff up to MaxBackoff.</summary>
+    private TimeSpan RowBackoff(int attempts)
+    {
+        var backoff = _options.MinBackoff;
+        for (var i = 1; i < attempts && backoff < _options.MaxBackoff; i++)
+        {
+            backoff *= 2;
+        }
+
+        return backoff > _options.MaxBackoff ? _options.MaxBackoff : backoff;
+    }
+
+    private async ValueTask<(SendOutcome Outcome, Exception? Failure)> TrySendAsync(OutboxMessage message, CancellationToken cancellationToken)
     {
         var now = _timeProvider.GetUtcNow();
         var options = message.DeliverAt is { } at && at > now ? new SendOptions { Delay = at - now } : null;
+        var capabilities = _transport.Capabilities;
         try
         {
+            // Rows written before add-time checks existed, or straight into the store, are checked here too.
+            SendChecks.Validate(capabilities, message.Destination, message.Envelope, options?.Delay);
             if (message.DestinationKind == OutboxDestinationKind.Topic)
             {
                 await _transport.PublishAsync(message.Destination, message.Envelope, options, cancellationToken).ConfigureAwait(false);
@@ -246,37 +304,25 @@ internal sealed class OutboxRelay : BackgroundService
             }
 
             HeraldDiagnostics.OutboxSent.Add(1, new KeyValuePair<string, object?>(MetricNames.DestinationTag, message.Destination));
-            return true;
+            return (SendOutcome.Sent, null);
         }
-        catch (MessageTooLargeException ex)
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested && SendChecks.IsPermanent(ex, capabilities))
         {
-            return await DeadLetterAsync(message, ex, cancellationToken).ConfigureAwait(false);
+            return await DeadLetterAsync(message, ex, message.Attempts + 1, reason: null, cancellationToken).ConfigureAwait(false)
+                ? (SendOutcome.DeadLettered, null)
+                : (SendOutcome.Failed, ex);
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             HeraldDiagnostics.OutboxSendFailures.Add(1, new KeyValuePair<string, object?>(MetricNames.DestinationTag, message.Destination));
             ReliabilityLog.OutboxSendFailed(_logger, ex, message.Id, message.Envelope.MessageType, message.Destination);
-            return false;
+            return (SendOutcome.Failed, ex);
         }
     }
 
-    private async ValueTask<bool> DeadLetterAsync(OutboxMessage message, Exception exception, CancellationToken cancellationToken)
+    private async ValueTask<bool> DeadLetterAsync(OutboxMessage message, Exception exception, int attempts, string? reason, CancellationToken cancellationToken)
     {
-        var now = _timeProvider.GetUtcNow();
-        var deadLetter = new DeadLetter
-        {
-            Id = Guid.CreateVersion7(now),
-            Envelope = message.Envelope,
-            Endpoint = message.Destination,
-            Cause = DeadLetterCause.SendRejected,
-            ErrorType = exception.GetType().FullName ?? exception.GetType().Name,
-            ErrorMessage = exception.Message,
-            StackTrace = exception.StackTrace,
-            Fingerprint = ExceptionFingerprint.Compute(exception),
-            FirstFailureTime = now,
-            LastFailureTime = now,
-            AttemptCount = 1,
-        };
+        var deadLetter = SendRejections.Create(message.Envelope, message.Destination, exception, _timeProvider.GetUtcNow(), attempts, reason);
         try
         {
             await _deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
@@ -290,5 +336,12 @@ internal sealed class OutboxRelay : BackgroundService
 
         ReliabilityLog.OutboxMessageRejected(_logger, exception, message.Id, message.Envelope.MessageType, message.Destination);
         return true;
+    }
+
+    private enum SendOutcome
+    {
+        Sent,
+        DeadLettered,
+        Failed,
     }
 }

@@ -13,6 +13,9 @@ public sealed class RetryPolicyBuilder
     /// <summary>Most delayed retries accepted.</summary>
     public const int MaxDelayedRetries = 10_000;
 
+    /// <summary>Longest delay every transport holds: RabbitMQ's per-message TTL, a signed 32-bit count of milliseconds (about 24.8 days).</summary>
+    internal static readonly TimeSpan LongestDelay = TimeSpan.FromMilliseconds(int.MaxValue);
+
     /// <summary>Creates a builder with the default settings.</summary>
     public RetryPolicyBuilder()
     {
@@ -119,6 +122,12 @@ public sealed class RetryPolicyBuilder
         if (MaxDelay < TimeSpan.Zero)
         {
             problems.Add($"MaxDelay must not be negative, not {MaxDelay}.");
+        }
+
+        if (MaxDelay > LongestDelay)
+        {
+            // Beyond this a delayed retry overflows a transport's delay (RabbitMQ's queue TTL, timers) instead of waiting.
+            problems.Add($"MaxDelay must be at most {LongestDelay} (the longest delay every transport can hold), not {MaxDelay}.");
         }
 
         if (MinDelay > MaxDelay)

@@ -1,0 +1,23 @@
+using Herald.Messages;
+
+namespace Herald.Reliability.DeadLetters;
+
+/// <summary>The dead letter of a message that could not be sent (the outbox relay, the stored-event publisher): one shape for both.</summary>
+internal static class SendRejections
+{
+    /// <summary>A <see cref="DeadLetterCause.SendRejected"/> record for <paramref name="destination"/>, with the send's exception as the reason.</summary>
+    public static DeadLetter Create(Envelope envelope, string destination, Exception exception, DateTimeOffset now, int attempts, string? reason = null) => new()
+    {
+        Id = Guid.CreateVersion7(now),
+        Envelope = envelope,
+        Endpoint = destination,
+        Cause = DeadLetterCause.SendRejected,
+        ErrorType = exception.GetType().FullName ?? exception.GetType().Name,
+        ErrorMessage = reason is null ? exception.Message : $"{reason}: {exception.Message}",
+        StackTrace = exception.StackTrace,
+        Fingerprint = ExceptionFingerprint.Compute(exception),
+        FirstFailureTime = now,
+        LastFailureTime = now,
+        AttemptCount = Math.Max(1, attempts),
+    };
+}

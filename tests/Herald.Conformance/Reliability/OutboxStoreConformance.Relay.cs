@@ -1,0 +1,218 @@
+using Herald.Messages;
+using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Outbox;
+using Herald.Transport;
+using Herald.Transport.InMemory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
+using Xunit;
+
+namespace Herald.Conformance.Reliability;
+
+/// <summary>
+/// Failed sends (issue 10): the per-row attempt count and back-off of the store, and the relay over this store moving past
+/// rows the transport refuses, so they never block the rows behind them.
+/// </summary>
+public abstract partial class OutboxStoreConformance
+{
+    [Fact]
+    public async Task RecordFailedAttempt_CountsIt_AndHoldsTheMessageBackUntilItIsDue()
+    {
+        var store = await CreateStoreAsync();
+        var message = NewMessage(partitionKey: null);
+        await store.AddAsync([message]);
+
+        await store.RecordFailedAttemptAsync(message.Id, BaseTime.AddSeconds(10));
+        await store.RecordFailedAttemptAsync(message.Id, BaseTime.AddSeconds(20));
+        await store.RecordFailedAttemptAsync(Guid.CreateVersion7(), BaseTime);
+
+        var stored = (await store.GetAsync(message.Id))!;
+        Assert.Equal(2, stored.Attempts);
+        Assert.Equal(BaseTime.AddSeconds(20), stored.NextAttemptAt);
+        Assert.DoesNotContain(message.Id, (await store.FetchPendingAsync(FetchWindow, BaseTime.AddSeconds(19))).Select(m => m.Id));
+        Assert.Contains(message.Id, (await store.FetchPendingAsync(FetchWindow, BaseTime.AddSeconds(20))).Select(m => m.Id));
+        Assert.Contains(message.Id, (await store.FetchPendingAsync(FetchWindow)).Select(m => m.Id));
+    }
+
+    [Fact]
+    public async Task FetchDue_SkipsAWaitingMessage_AndTheLaterOnesOfItsKey_ButNoOthers()
+    {
+        var store = await CreateStoreAsync();
+        var key = "waiting-" + Guid.NewGuid().ToString("N");
+        var waiting = NewMessage(key);
+        var sameKey = NewMessage(key);
+        var otherKey = NewMessage("other-" + Guid.NewGuid().ToString("N"));
+        var noKey = NewMessage(partitionKey: null);
+        await store.AddAsync([waiting, sameKey, otherKey, noKey]);
+        await store.RecordFailedAttemptAsync(waiting.Id, BaseTime.AddHours(1));
+
+        var due = (await store.FetchPendingAsync(FetchWindow, BaseTime)).Select(m => m.Id).ToList();
+
+        Assert.DoesNotContain(waiting.Id, due);
+        Assert.DoesNotContain(sameKey.Id, due);
+        Assert.Equal([otherKey.Id, noKey.Id], due.Where(id => id == otherKey.Id || id == noKey.Id));
+        var later = (await store.FetchPendingAsync(FetchWindow, BaseTime.AddHours(1))).Select(m => m.Id).ToList();
+        Assert.Equal([waiting.Id, sameKey.Id], later.Where(id => id == waiting.Id || id == sameKey.Id));
+    }
+
+    [Fact]
+    public async Task Relay_ThreeRowsTheTransportRefusesAtTheHead_AreDeadLetteredAsRejected_AndTheRowsBehindThemAreSent()
+    {
+        await using var relay = await RelayHost.StartAsync(await CreateStoreAsync());
+        var refused = relay.NewRows(3);
+        var good = relay.NewRows(3);
+        relay.Fail = envelope => refused.Any(r => r.Envelope.MessageId == envelope.MessageId)
+            ? new MessageRejectedException("The broker refuses this destination for good.")
+            : null;
+
+        await relay.Store.AddAsync([.. refused, .. good]);
+
+        await relay.RunUntilAsync(() => relay.SentIds.Count == 3, "the rows behind the refused ones are sent");
+        Assert.Equal(good.Select(r => r.Envelope.MessageId), relay.SentIds);
+        var deadLetters = await relay.DeadLettersAsync();
+        Assert.Equal(refused.Select(r => r.Envelope.MessageId).Order(), deadLetters.Select(d => d.Envelope.MessageId).Order());
+        Assert.All(deadLetters, d => Assert.Equal(DeadLetterCause.SendRejected, d.Cause));
+        Assert.All(deadLetters, d => Assert.Equal(typeof(MessageRejectedException).FullName, d.ErrorType));
+        // The relay marks rows just after the transport took them (or the dead letters did), so the marks may lag a moment.
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                foreach (var row in refused.Concat(good))
+                {
+                    if ((await relay.Store.GetAsync(row.Id))!.SentAt is null)
+                    {
+                        return false;
+                    }
+                }
+
+                return true;
+            },
+            "every row leaves the pending ones");
+    }
+
+    [Fact]
+    public async Task Relay_RowsThatKeepFailingAtTheHead_BackOffOnTheirOwn_AndAreDeadLetteredAtTheAttemptCap()
+    {
+        await using var relay = await RelayHost.StartAsync(await CreateStoreAsync(), maxAttempts: 3);
+        var failing = relay.NewRows(3);
+        var good = relay.NewRows(2);
+        relay.Fail = envelope => failing.Any(r => r.Envelope.MessageId == envelope.MessageId)
+            ? new InvalidOperationException("The broker is busy for this destination.")
+            : null;
+
+        await relay.Store.AddAsync([.. failing, .. good]);
+
+        await relay.RunUntilAsync(() => relay.SentIds.Count == 2, "the rows behind the failing ones are sent");
+        await relay.RunUntilAsync(
+            () => relay.DeadLetterStore.ListAsync(relay.DeadLetterQuery).AsTask().Result.Count == 3,
+            "the failing rows are dead-lettered after three attempts each");
+        Assert.Equal(good.Select(r => r.Envelope.MessageId), relay.SentIds);
+        var deadLetters = await relay.DeadLettersAsync();
+        Assert.All(deadLetters, d => Assert.Equal(DeadLetterCause.SendRejected, d.Cause));
+        Assert.All(deadLetters, d => Assert.Equal(3, d.AttemptCount));
+        Assert.All(deadLetters, d => Assert.Contains("gave up after 3 failed sends", d.ErrorMessage, StringComparison.Ordinal));
+        Assert.Equal(9, relay.Attempts.Count(id => failing.Any(r => r.Envelope.MessageId == id)));
+    }
+
+    /// <summary>A host running the outbox relay over the store under test, the in-memory transport and a fake clock.</summary>
+    private sealed class RelayHost : IAsyncDisposable
+    {
+        private readonly IHost _host;
+        private readonly string _destination = "conformance-relay-" + Guid.NewGuid().ToString("N")[..12];
+        private readonly System.Collections.Concurrent.ConcurrentQueue<Guid> _attempts = new();
+
+        private RelayHost(IHost host, IOutboxStore store, RecordingTransport transport, FakeTimeProvider clock)
+        {
+            _host = host;
+            Store = store;
+            Transport = transport;
+            Clock = clock;
+        }
+
+        public IOutboxStore Store { get; }
+
+        public RecordingTransport Transport { get; }
+
+        public FakeTimeProvider Clock { get; }
+
+        /// <summary>Decides, per envelope sent to this host's destination, the exception that fails its send (null sends it).</summary>
+        public Func<Envelope, Exception?>? Fail { get; set; }
+
+        public IDeadLetterStore DeadLetterStore => _host.Services.GetRequiredService<IDeadLetterStore>();
+
+        public DeadLetterQuery DeadLetterQuery => new() { Endpoint = _destination };
+
+        /// <summary>Every send tried on this host's destination, failed or not.</summary>
+        public IReadOnlyList<Guid> Attempts => [.. _attempts];
+
+        public IReadOnlyList<Guid> SentIds => [.. Transport.Sent.Where(s => s.Destination == _destination).Select(s => s.Envelope.MessageId)];
+
+        public static async Task<RelayHost> StartAsync(IOutboxStore store, int maxAttempts = 100)
+        {
+            // After every row of the suite is due: rows left pending by other tests go out at once, without a delay.
+            var clock = new FakeTimeProvider(BaseTime.AddDays(1));
+            var transport = new RecordingTransport(new InMemoryTransport(InMemoryTransportOptions.Default, clock));
+            var builder = Host.CreateApplicationBuilder();
+            builder.Logging.ClearProviders();
+            builder.Services.AddSingleton<TimeProvider>(clock);
+            builder.Services.AddHerald(h => h.UseTransport(_ => transport).UseOutbox(o =>
+            {
+                o.PollInterval = TimeSpan.FromMilliseconds(100);
+                o.MinBackoff = TimeSpan.FromMilliseconds(100);
+                o.MaxBackoff = TimeSpan.FromSeconds(1);
+                o.MaxAttempts = maxAttempts;
+            }));
+            builder.Services.AddSingleton(store);
+            var host = builder.Build();
+            var relay = new RelayHost(host, store, transport, clock);
+            transport.FailSend = (destination, envelope) =>
+            {
+                if (destination != relay._destination)
+                {
+                    return null;
+                }
+
+                relay._attempts.Enqueue(envelope.MessageId);
+                return relay.Fail?.Invoke(envelope);
+            };
+            await host.StartAsync();
+            return relay;
+        }
+
+        /// <summary>Rows for this host's destination, each with its own message id and no partition key.</summary>
+        public OutboxMessage[] NewRows(int count) =>
+        [
+            .. Enumerable.Range(0, count).Select(_ => NewMessage(partitionKey: null) with
+            {
+                Destination = _destination,
+                DeliverAt = null,
+                Envelope = TestEnvelopes.Create(partitionKey: null) with { DeliveryAttempt = 0 },
+            }),
+        ];
+
+        public ValueTask<IReadOnlyList<DeadLetter>> DeadLettersAsync() => DeadLetterStore.ListAsync(DeadLetterQuery);
+
+        /// <summary>Polls until the condition holds, moving the clock on between looks so back-offs and polls elapse.</summary>
+        public Task RunUntilAsync(Func<bool> condition, string description) =>
+            Eventually.UntilAsync(
+                () =>
+                {
+                    if (condition())
+                    {
+                        return true;
+                    }
+
+                    Clock.Advance(TimeSpan.FromMilliseconds(100));
+                    return false;
+                },
+                description);
+
+        public async ValueTask DisposeAsync()
+        {
+            await _host.StopAsync();
+            _host.Dispose();
+        }
+    }
+}
