@@ -90,6 +90,7 @@ public sealed partial class SqliteEventStore : IEventStore, ICheckpointStore, IS
         {
             await opened.Writer.DisposeAsync().ConfigureAwait(false);
             opened.Readers.Dispose();
+            CloseWriteAtOnce();
             Log.Closed(_logger, DataSource);
         }
 

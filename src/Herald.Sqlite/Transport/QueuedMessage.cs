@@ -7,6 +7,9 @@ namespace Herald.Sqlite.Transport;
 internal sealed class QueuedMessage(long id, Envelope envelope, Exception? decodeFailure = null) : LeasedMessage(envelope, decodeFailure)
 {
     public long Id => id;
+
+    /// <summary>The row's attempts as this claim left them: with the owner, what tells this claim from any later one.</summary>
+    public long Attempts => Envelope.DeliveryAttempt - 1L;
 }
 
 /// <summary>A message the queue dead-lettered: the envelope as last delivered, where from, why and when.</summary>
