@@ -39,10 +39,25 @@ public sealed partial class SqliteEventStore
                 ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) == 1, this);
                 var connection = _atOnce ??= _connections.OpenWriter();
 
-                // Bounds the wait for another process's lock; the provider's own retry does not apply to raw statements.
-                raw.sqlite3_busy_timeout(connection.Handle, (int)Math.Max(1, Remaining(maxWait, started).TotalMilliseconds));
+                // Bounds the wait for another process's lock (the provider's own retry does not apply to raw statements), and
+                // looks again about every millisecond rather than with SQLite's backoff of up to 100 ms: a busy writer
+                // leaves the lock free only for moments, and a renewal that misses them loses its lease.
+                raw.sqlite3_busy_timeout(connection.Handle, 1);
                 using var begin = new RawStatement(connection, "BEGIN IMMEDIATE");
-                begin.Execute();
+                var attempts = (int)Math.Max(1, Remaining(maxWait, started).TotalMilliseconds);
+                for (var attempt = 1; ; attempt++)
+                {
+                    try
+                    {
+                        begin.Execute();
+                        break;
+                    }
+                    catch (SqliteException ex) when (ex.SqliteErrorCode == raw.SQLITE_BUSY && attempt < attempts)
+                    {
+                        // SQLite waited a millisecond for the lock: look again.
+                    }
+                }
+
                 try
                 {
                     var result = write(connection);
