@@ -1,79 +1,149 @@
-using Herald.Conformance.Transport;
+using System.Collections.Concurrent;
+using System.Text;
+using Herald.Messages;
 using Herald.Sqlite.Transport;
+using Herald.Conformance;
+using Herald.Conformance.Transport;
 using Herald.Transport;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Sqlite.Tests.Transport;
 
-/// <summary>The SQLite queue against <see cref="LeasedQueueConformance"/>: instances on one file, and a raw connection hammering it.</summary>
-public sealed class SqliteQueueLeaseTests : LeasedQueueConformance, IDisposable
+/// <summary>What a consumer does with what it prefetched when its lease renewals are late (another process holding the write lock).</summary>
+public sealed class SqliteQueueLeaseTests : IDisposable
 {
+    private const int LeaseLostEvent = 1212;
+    private const int RenewalFailedEvent = 1211;
+    private const int NotStartedEvent = 1215;
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
+    private static readonly TimeSpan QuietWindow = TimeSpan.FromMilliseconds(300);
     private readonly TempDatabase _database = new();
 
     public void Dispose() => _database.Dispose();
 
-    protected override async Task<ITransport> OpenInstanceAsync() =>
-        await SqliteQueueTransportFactory.OpenAsync(_database.Path, o =>
+    // Regression: the degraded-mode duplicate of the competing-processes test (buffered copies started after their lease ran out).
+    [Fact]
+    public async Task BufferedMessage_WhoseLeaseRenewalsAreLate_IsNotStarted_AndIsDeliveredAgainOnce()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var lease = TimeSpan.FromSeconds(3);
+        var logs = new RecordingLoggerFactory();
+        await using var transport = await SqliteQueueTransportFactory.OpenAsync(
+            _database.Path,
+            o =>
+            {
+                o.Synchronous = SqliteSynchronousMode.Normal;
+                o.LeaseDuration = lease;
+                o.PollInterval = TimeSpan.FromMilliseconds(100);
+
+                // A renewal blocked by the test's lock fails after about a second (the provider retries in whole seconds).
+                o.BusyTimeout = TimeSpan.FromMilliseconds(100);
+            },
+            clock,
+            logs);
+        var queue = "late-renewals";
+        var sent = Enumerable.Range(0, 4).Select(NewEnvelope).ToList();
+        foreach (var envelope in sent)
         {
-            o.Synchronous = SqliteSynchronousMode.Normal;
-            o.LeaseDuration = Lease;
-            o.BusyTimeout = Lease / 3;
-            o.PollInterval = TimeSpan.FromMilliseconds(50);
+            await transport.SendAsync(queue, envelope);
+        }
+
+        var firstStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var releaseFirst = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var staleStarts = new ConcurrentBag<string>();
+        var completed = new DeliveryCollector(clock);
+        var options = new ConsumerOptions { MaxConcurrency = 1, Prefetch = 3 };
+        await using var consumer = await transport.ConsumeAsync(queue, options, async (delivery, cancellationToken) =>
+        {
+            var id = delivery.Envelope.MessageId;
+            if (id == sent[0].MessageId)
+            {
+                firstStarted.TrySetResult();
+                await releaseFirst.Task.WaitAsync(cancellationToken);
+            }
+            else if (LeaseLeft(id, clock) < lease / 3)
+            {
+                staleStarts.Add($"{Sequence(delivery.Envelope)} with {LeaseLeft(id, clock)} of its lease left");
+            }
+
+            await delivery.AckAsync(cancellationToken);
+            completed.Add(delivery);
         });
 
-    protected override IDisposable StartConcurrentWriter() => new Hammer(_database);
+        // One claim took all four (sent before the consumer started); the other three wait in the buffer behind the first.
+        await firstStarted.Task.WaitAsync(Timeout);
+        using (var lockHolder = _database.OpenRaw())
+        {
+            Execute(lockHolder, "BEGIN IMMEDIATE");
 
-    protected override Task StealLeasesAsync(string queue)
-    {
-        // What another consumer's claim writes: its owner, a lease of its own, one more attempt.
-        Execute($"UPDATE herald_queue_messages SET lease_owner = 'another consumer', lease_until = 9223372036854775807, attempts = attempts + 1 WHERE queue = '{queue}'");
-        return Task.CompletedTask;
+            // Two renewal periods pass and the renewal cannot commit: a third of the claim's lease is left, less than is safe.
+            clock.Advance((lease * 2 / 3) + TimeSpan.FromMilliseconds(100));
+            await Eventually.UntilAsync(() => logs.Count(RenewalFailedEvent) > 0, "the renewal failed on the held write lock", Timeout);
+            Execute(lockHolder, "ROLLBACK");
+        }
+
+        releaseFirst.TrySetResult();
+
+        await completed.WaitForMessagesAsync([.. sent.Select(e => e.MessageId)], Timeout, "every message completed");
+        await completed.AssertNoMoreThanAsync(sent.Count, QuietWindow, "a message was completed twice");
+        Assert.True(staleStarts.IsEmpty, $"Started under a stale lease: {string.Join(", ", staleStarts)}.");
+        Assert.Equal(sent.Select(e => e.MessageId).Order(), completed.Items.Select(d => d.Envelope.MessageId).Order());
+        Assert.Equal(3, logs.Count(NotStartedEvent));
+        Assert.Equal(0, logs.Count(LeaseLostEvent));
+        Assert.Equal(0L, _database.Scalar("SELECT COUNT(*) FROM herald_queue_messages"));
     }
 
-    protected override Task<long> CountQueuedAsync(string queue) =>
-        Task.FromResult((long)_database.Scalar($"SELECT COUNT(*) FROM herald_queue_messages WHERE queue = '{queue}'")!);
-
-    private void Execute(string sql)
+    private TimeSpan LeaseLeft(Guid messageId, TimeProvider clock)
     {
-        using var connection = _database.OpenRaw();
+        var until = _database.Scalar($"SELECT lease_until FROM herald_queue_messages WHERE message_id = X'{Convert.ToHexString(messageId.ToByteArray(bigEndian: true))}'");
+        return until is long ticks ? TimeSpan.FromTicks(ticks - clock.GetUtcNow().UtcTicks) : TimeSpan.Zero;
+    }
+
+    private static void Execute(Microsoft.Data.Sqlite.SqliteConnection connection, string sql)
+    {
         using var command = connection.CreateCommand();
-        command.CommandText = "PRAGMA busy_timeout = 10000; " + sql;
+        command.CommandText = sql;
         command.ExecuteNonQuery();
     }
 
-    /// <summary>
-    /// Another process's busy writer: write transactions on the file from a thread of its own, a millisecond apart. SQLite's
-    /// lock is not fair: a writer that never lets go of it (no gap at all) starves every other writer, renewals and claims
-    /// alike, which no lease design can help; a busy writer that lets go, as Herald's own does between groups, must not.
-    /// </summary>
-    private sealed class Hammer : IDisposable
-    {
-        private readonly Thread _thread;
-        private readonly ManualResetEventSlim _stopped = new(false);
+    private static string Sequence(Envelope envelope) => $"message {envelope.Headers[TransportConformance.SequenceHeader]}";
 
-        public Hammer(TempDatabase database)
+    private static Envelope NewEnvelope(int sequence) => new()
+    {
+        MessageId = Guid.CreateVersion7(),
+        MessageType = "queue-test",
+        Time = DateTimeOffset.UtcNow,
+        Headers = new Dictionary<string, string>(StringComparer.Ordinal) { [TransportConformance.SequenceHeader] = sequence.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+        Body = Encoding.UTF8.GetBytes($"{{\"seq\":{sequence}}}"),
+    };
+
+    /// <summary>Counts the log events of every logger it creates, by event id.</summary>
+    private sealed class RecordingLoggerFactory : ILoggerFactory
+    {
+        private readonly ConcurrentDictionary<int, int> _events = new();
+
+        public int Count(int eventId) => _events.TryGetValue(eventId, out var count) ? count : 0;
+
+        public ILogger CreateLogger(string categoryName) => new Logger(this);
+
+        public void AddProvider(ILoggerProvider provider)
         {
-            _thread = new Thread(() => Run(database)) { IsBackground = true, Name = "SQLite hammer" };
-            _thread.Start();
         }
 
         public void Dispose()
         {
-            _stopped.Set();
-            _thread.Join();
-            _stopped.Dispose();
         }
 
-        private void Run(TempDatabase database)
+        private sealed class Logger(RecordingLoggerFactory factory) : ILogger
         {
-            using var connection = database.OpenRaw();
-            using var command = connection.CreateCommand();
-            command.CommandText = "PRAGMA busy_timeout = 10000; CREATE TABLE IF NOT EXISTS test_hammer (id INTEGER PRIMARY KEY, payload BLOB)";
-            command.ExecuteNonQuery();
-            command.CommandText = "BEGIN IMMEDIATE; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) INSERT INTO test_hammer (payload) SELECT randomblob(1024) FROM n; COMMIT";
-            while (!_stopped.Wait(TimeSpan.FromMilliseconds(1)))
-            {
-                command.ExecuteNonQuery();
-            }
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+                factory._events.AddOrUpdate(eventId.Id, 1, static (_, count) => count + 1);
         }
     }
 }
