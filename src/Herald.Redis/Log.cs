@@ -18,4 +18,11 @@ internal static partial class Log
     [LoggerMessage(6012, LogLevel.Warning,
         "The inbox mark of message {MessageId} at '{Endpoint}' could not be removed after a rollback; its retry waits until the mark lapses after the pending timeout")]
     public static partial void InboxRollbackFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
+
+    [LoggerMessage(6013, LogLevel.Warning,
+        "The pending inbox mark of message {MessageId} at '{Endpoint}' was lost while its unit of work was open (it lapsed and another delivery marked the message); this commit will not make it final")]
+    public static partial void InboxPendingMarkLost(ILogger logger, Guid messageId, string endpoint);
+
+    [LoggerMessage(6014, LogLevel.Warning, "Renewing the pending inbox mark of message {MessageId} at '{Endpoint}' failed; trying again shortly")]
+    public static partial void InboxPendingMarkRenewalFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
 }

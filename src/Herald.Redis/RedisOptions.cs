@@ -34,7 +34,8 @@ public sealed class RedisOptions
     /// <summary>
     /// How long an inbox mark made in a unit of work that has not yet committed holds the message id (at most the window).
     /// A duplicate arriving meanwhile waits for that unit of work to commit (it is then skipped) or roll back (it then
-    /// runs); if the process died, it runs once this time has passed. Default 30 seconds.
+    /// runs); if the process died, it runs once this time has passed. The mark is renewed every third of it while its unit of
+    /// work is open, so a handler may run longer. Default 30 seconds.
     /// </summary>
     public TimeSpan InboxPendingTimeout { get; set; } = TimeSpan.FromSeconds(30);
 

@@ -71,7 +71,8 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
     [Fact]
     public async Task PendingMark_OfAProcessThatDied_LapsesAfterThePendingTimeout_SoTheRedeliveryRuns()
     {
-        var crashed = Inbox();
+        // The crashed process's clock stands still: its timers, which would renew the pending mark, never fire again.
+        var crashed = Inbox(clock: new FakeTimeProvider(_clock.GetUtcNow()));
         var survivor = Inbox(await redis.ConnectAsync());
         var id = Guid.CreateVersion7();
         Assert.True(await crashed.TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork()));
@@ -82,6 +83,46 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
 
         Assert.True(await RunClockUntilDoneAsync(redelivery, step: TimeSpan.FromSeconds(5)));
         Assert.True(_clock.GetUtcNow() >= new DateTimeOffset(2030, 1, 2, 3, 4, 5, TimeSpan.Zero) + PendingTimeout);
+    }
+
+    [Fact]
+    public async Task PendingMark_OfAUnitOfWorkOpenLongerThanThePendingTimeout_IsRenewed_SoTheDuplicateKeepsWaiting()
+    {
+        // Issue 10: the pending mark lapsed under a long handler, and a duplicate ran the handler a second time.
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        var first = redis.BeginUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, first));
+        var duplicate = Inbox(await redis.ConnectAsync()).TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork()).AsTask();
+        await WaitUntilWaitingAsync();
+
+        // Three pending timeouts, a renewal period at a time.
+        for (var step = 0; step < 9; step++)
+        {
+            await AdvanceARenewalAsync(MarkKey(id));
+            Assert.False(duplicate.IsCompleted, "the duplicate stopped waiting for a mark whose unit of work is open");
+        }
+
+        await first.CommitAsync();
+        Assert.False(await RunClockUntilDoneAsync(duplicate));
+    }
+
+    [Fact]
+    public async Task PendingMark_AnotherHolderTook_IsReportedLost_AndItsCommitLeavesTheOtherHoldersMark()
+    {
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        var first = redis.BeginUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, first));
+
+        // What another unit of work's mark writes after this one lapsed: its own token.
+        await redis.Multiplexer.GetDatabase().HashSetAsync(MarkKey(id), "t", "another unit of work");
+        _clock.Advance(PendingTimeout / 3);
+
+        await Eventually.UntilAsync(() => _logger.Collector.GetSnapshot().Any(r => r.Id.Id == 6013), "the lost mark is logged");
+        await first.CommitAsync();
+        Assert.Equal("another unit of work", (string?)await redis.Multiplexer.GetDatabase().HashGetAsync(MarkKey(id), "t"));
+        Assert.False(await inbox.IsHandledAsync(_endpoint, id));
     }
 
     [Fact]
@@ -122,7 +163,9 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
         var inbox = Inbox();
         var id = Guid.CreateVersion7();
         var stale = redis.BeginUnitOfWork();
-        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, stale));
+
+        // The stale unit of work's process stalls (its clock stands still): nothing renews its pending mark.
+        Assert.True(await Inbox(clock: new FakeTimeProvider(_clock.GetUtcNow())).TryMarkHandledAsync(_endpoint, id, Window, stale));
         _clock.Advance(PendingTimeout + TimeSpan.FromSeconds(1));
         var current = redis.BeginUnitOfWork();
         Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, current));
@@ -167,11 +210,22 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
         Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window));
     }
 
-    private RedisInbox Inbox(IConnectionMultiplexer? multiplexer = null)
+    private RedisInbox Inbox(IConnectionMultiplexer? multiplexer = null, TimeProvider? clock = null)
     {
         var options = redis.Options(multiplexer, o => o.InboxPendingTimeout = PendingTimeout);
-        return new RedisInbox(RedisConnection.Create(options), options, _clock, _logger);
+        return new RedisInbox(RedisConnection.Create(options), options, clock ?? _clock, _logger);
     }
+
+    /// <summary>Advances the clock by a renewal period and waits until the pending mark's renewal landed in Redis.</summary>
+    private async Task AdvanceARenewalAsync(RedisKey key)
+    {
+        _clock.Advance(PendingTimeout / 3);
+        var database = redis.Multiplexer.GetDatabase();
+        var renewedTo = (_clock.GetUtcNow() + PendingTimeout).ToUnixTimeMilliseconds();
+        await Eventually.UntilAsync(async () => (long)await database.HashGetAsync(key, "e") >= renewedTo, "the pending mark is renewed");
+    }
+
+    private RedisKey MarkKey(Guid id) => RedisKeys.Build(redis.KeyPrefix + "{inbox}:", _endpoint, ":" + id.ToString("N"));
 
     private Task WaitUntilWaitingAsync() =>
         Eventually.UntilAsync(() => _logger.Collector.GetSnapshot().Any(r => r.Id.Id == 6010), "the duplicate waits for the pending mark");

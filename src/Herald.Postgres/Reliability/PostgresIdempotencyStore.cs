@@ -23,6 +23,7 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
     private readonly string _find;
     private readonly string _complete;
     private readonly string _release;
+    private readonly string _renew;
     private readonly string _sweep;
     private int _acquires;
 
@@ -39,6 +40,7 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
         _find = $"SELECT completed, result FROM {table} WHERE idempotency_key = $1 AND expires_at > $2";
         _complete = $"UPDATE {table} SET completed = true, result = $3, expires_at = $4 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
         _release = $"DELETE FROM {table} WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
+        _renew = $"UPDATE {table} SET expires_at = $3 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
         _sweep = $"DELETE FROM {table} WHERE idempotency_key IN (SELECT idempotency_key FROM {table} WHERE expires_at <= $1 LIMIT $2)";
     }
 
@@ -109,6 +111,20 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
         await using var command = new NpgsqlCommand(_release, connection);
         command.Parameters.Add(EnvelopeColumns.Text(key));
         command.Parameters.Add(EnvelopeColumns.Id(lockToken));
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
+        var expiresAt = _timeProvider.GetUtcNow() + lockTtl;
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(_renew, connection);
+        command.Parameters.Add(EnvelopeColumns.Text(key));
+        command.Parameters.Add(EnvelopeColumns.Id(lockToken));
+        command.Parameters.Add(EnvelopeColumns.Time(expiresAt));
         return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
     }
 }

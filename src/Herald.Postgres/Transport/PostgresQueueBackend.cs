@@ -14,6 +14,9 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
 {
     private readonly Guid _owner = Guid.CreateVersion7();
 
+    // A renewal runs every third of the lease and again after a twelfth when it failed; Npgsql counts whole seconds.
+    private readonly int _renewalTimeoutSeconds = Math.Max(1, (int)(transport.Options.LeaseDuration / 6).TotalSeconds);
+
     /// <summary>How logs name this consumer.</summary>
     public string Name => $"PostgreSQL queue '{queue}' in schema '{transport.Options.Schema}' (owner {_owner})";
 
@@ -64,11 +67,33 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
         return new LeasedClaim<QueuedMessage>([.. rows.Select(r => r.Message)], leaseUntil, nextVisible);
     }
 
-    public async ValueTask<DateTimeOffset> RenewAsync(CancellationToken cancellationToken)
+    public ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<QueuedMessage> held, ICollection<QueuedMessage> lost, CancellationToken cancellationToken)
     {
+        // Synchronous, on the consumer's renewal thread: Npgsql's blocking calls need no thread-pool thread, so handlers
+        // that starve the pool cannot delay the renewal (issue 10).
         var leaseUntil = PostgresQueueTransport.Add(transport.Now(), transport.Options.LeaseDuration);
-        await RunAsync(transport.Sql.Renew, null, [PostgresQueueTransport.Time(leaseUntil)], wake: false, cancellationToken).ConfigureAwait(false);
-        return leaseUntil;
+        var holds = new HashSet<(long, long)>();
+        using (var connection = transport.DataSource.OpenConnection())
+        using (var command = new NpgsqlCommand(transport.Sql.Renew, connection) { CommandTimeout = _renewalTimeoutSeconds })
+        {
+            command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = _owner });
+            command.Parameters.Add(PostgresQueueTransport.Time(leaseUntil));
+            using var reader = command.ExecuteReader();
+            while (reader.Read())
+            {
+                holds.Add((reader.GetInt64(0), (long)reader.GetInt32(1)));
+            }
+        }
+
+        foreach (var message in held)
+        {
+            if (!holds.Contains((message.Id, message.Attempts)))
+            {
+                lost.Add(message);
+            }
+        }
+
+        return ValueTask.FromResult(leaseUntil);
     }
 
     // An ack makes the next message of its key claimable; the other settlements make the message itself claimable or change
@@ -99,7 +124,8 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
 
     /// <summary>
     /// Runs one statement guarded by this consumer's owner (parameters: the message's row id when given, the owner, then
-    /// <paramref name="more"/>); true when it changed a row, after which the queue's consumers are woken if <paramref name="wake"/>.
+    /// <paramref name="more"/>, then the claim's attempts when a message is given); true when it changed a row, after which
+    /// the queue's consumers are woken if <paramref name="wake"/>.
     /// </summary>
     private async ValueTask<bool> RunAsync(string sql, QueuedMessage? message, NpgsqlParameter[] more, bool wake, CancellationToken cancellationToken)
     {
@@ -113,6 +139,11 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
         foreach (var parameter in more)
         {
             command.Parameters.Add(parameter);
+        }
+
+        if (message is not null)
+        {
+            command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = (int)message.Attempts });
         }
 
         var changed = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;

@@ -57,16 +57,19 @@ internal sealed class QueueSql
         ClaimPlanGuard =
             "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)";
 
-        Ack = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2";
+        // Settlements act only under the claim that took the message: its owner and its attempts (always the last
+        // parameter), which every later claim of the message changes (one by this same owner after the lease ran out too),
+        // so a lost claim settles nothing.
+        Ack = $"DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 AND attempts = $3";
         Nack =
             $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = $3, " +
-            "headers = coalesce($4, headers) WHERE id = $1 AND lease_owner = $2";
+            "headers = coalesce($4, headers) WHERE id = $1 AND lease_owner = $2 AND attempts = $5";
         DeadLetter =
-            $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 RETURNING *) " +
+            $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 AND attempts = $5 RETURNING *) " +
             $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns.Names}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
             $"SELECT queue, {EnvelopeColumns.Names}, enqueued_at, attempts + 1, $3, $4 FROM moved";
-        Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1";
-        Release = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2";
+        Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1 RETURNING id, attempts";
+        Release = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2 AND attempts = $3";
         ReleaseAll = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1";
 
         ReadDeadLetters =

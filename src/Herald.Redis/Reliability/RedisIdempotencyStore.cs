@@ -62,6 +62,15 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore
         return 1
         """;
 
+    // KEYS[1] key; ARGV token, lock expiry, gc ms. Returns 1 extended, 0 not the holder.
+    private const string RenewScript = """
+        local found = redis.call('HMGET', KEYS[1], 't', 'r')
+        if found[1] ~= ARGV[1] or found[2] then return 0 end
+        redis.call('HSET', KEYS[1], 'e', ARGV[2])
+        redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        return 1
+        """;
+
     private readonly RedisConnection _connection;
     private readonly TimeProvider _timeProvider;
     private readonly string _prefix;
@@ -119,6 +128,20 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore
         cancellationToken.ThrowIfCancellationRequested();
         var released = await database.ScriptEvaluateAsync(ReleaseScript, [RedisKeys.Build(_prefix, key)], [lockToken.ToString("N")]).ConfigureAwait(false);
         return (int)released == 1;
+    }
+
+    public async ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
+        var database = await _connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+        var expiresAt = _timeProvider.GetUtcNow() + lockTtl;
+        var renewed = await database.ScriptEvaluateAsync(
+            RenewScript,
+            [RedisKeys.Build(_prefix, key)],
+            [lockToken.ToString("N"), expiresAt.ToUnixTimeMilliseconds(), GarbageCollectionMilliseconds(lockTtl)]).ConfigureAwait(false);
+        return (int)renewed == 1;
     }
 
     private long GarbageCollectionMilliseconds(TimeSpan ttl) => (long)Math.Ceiling((ttl + _grace).TotalMilliseconds);

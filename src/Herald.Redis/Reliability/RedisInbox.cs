@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Persistence;
 using Herald.Reliability;
 using Herald.Reliability.Inbox;
@@ -21,7 +22,8 @@ namespace Herald.Redis.Reliability;
 /// </para>
 /// <para>
 /// Redis is not the handler's database, so a mark cannot join the unit of work's transaction. A mark made in a unit of
-/// work is first pending: it holds the id for at most <see cref="RedisOptions.InboxPendingTimeout"/>; the unit of work's
+/// work is first pending: it holds the id for <see cref="RedisOptions.InboxPendingTimeout"/>, renewed every third of it
+/// while the unit of work is open (so a long handler keeps it, and a dead process's mark lapses); the unit of work's
 /// commit makes it final for the whole window (<see cref="IUnitOfWork.OnCommitted"/>) and its rollback removes it
 /// (<see cref="IUnitOfWork.OnRolledBack"/>). A concurrent mark of the same id waits for that outcome, as it would on a
 /// SQL inbox's row lock: it returns false after a commit and true after a rollback, or once the pending mark lapsed
@@ -75,6 +77,16 @@ internal sealed class RedisInbox : IInbox
         if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
         redis.call('DEL', KEYS[1])
         redis.call('ZREM', KEYS[2], KEYS[1])
+        return 1
+        """;
+
+    // KEYS[1] mark, KEYS[2] index; ARGV token, pending expiry, gc ms. Extends a pending mark while it is this unit of
+    // work's. Returns 1 extended, 0 lost (made final by nobody else, removed, or replaced by another holder's mark).
+    private const string RenewScript = """
+        if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
+        redis.call('HSET', KEYS[1], 'e', ARGV[2])
+        redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
         return 1
         """;
 
@@ -153,7 +165,7 @@ internal sealed class RedisInbox : IInbox
             switch ((int)found[0])
             {
                 case 1:
-                    pending?.Made(now + window);
+                    pending?.Made(now + window, hold);
                     return true;
                 case 0:
                     return false;
@@ -206,6 +218,7 @@ internal sealed class RedisInbox : IInbox
     {
         private readonly Lock _gate = new();
         private DateTimeOffset? _finalExpiry;
+        private LeaseRenewal? _renewal;
 
         public string Token { get; } = Guid.NewGuid().ToString("N");
 
@@ -220,12 +233,23 @@ internal sealed class RedisInbox : IInbox
             }
         }
 
-        /// <summary>The pending mark is written; once committed it lasts until <paramref name="finalExpiry"/> (the window from the mark).</summary>
-        public void Made(DateTimeOffset finalExpiry)
+        /// <summary>
+        /// The pending mark is written, holding the id for <paramref name="hold"/>, renewed until the unit of work ends; once
+        /// committed it lasts until <paramref name="finalExpiry"/> (the window from the mark).
+        /// </summary>
+        public void Made(DateTimeOffset finalExpiry, TimeSpan hold)
         {
+            var renewal = new LeaseRenewal(
+                ct => RenewAsync(hold, ct),
+                hold,
+                "inbox_mark",
+                inbox._timeProvider,
+                () => Log.InboxPendingMarkLost(inbox._logger, messageId, endpoint),
+                ex => Log.InboxPendingMarkRenewalFailed(inbox._logger, ex, messageId, endpoint));
             lock (_gate)
             {
                 _finalExpiry = finalExpiry;
+                _renewal = renewal;
             }
         }
 
@@ -235,6 +259,8 @@ internal sealed class RedisInbox : IInbox
             {
                 return;
             }
+
+            await StopRenewingAsync().ConfigureAwait(false);
 
             try
             {
@@ -259,6 +285,8 @@ internal sealed class RedisInbox : IInbox
                 return;
             }
 
+            await StopRenewingAsync().ConfigureAwait(false);
+
             try
             {
                 var database = await inbox._connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
@@ -269,6 +297,32 @@ internal sealed class RedisInbox : IInbox
 #pragma warning restore CA1031
             {
                 Log.InboxRollbackFailed(inbox._logger, ex, messageId, endpoint);
+            }
+        }
+
+        private async ValueTask<bool> RenewAsync(TimeSpan hold, CancellationToken cancellationToken)
+        {
+            var database = await inbox._connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+            cancellationToken.ThrowIfCancellationRequested();
+            var renewed = await database.ScriptEvaluateAsync(
+                RenewScript,
+                [key, inbox._index],
+                [Token, (inbox._timeProvider.GetUtcNow() + hold).ToUnixTimeMilliseconds(), inbox.GarbageCollectionMilliseconds(hold)]).ConfigureAwait(false);
+            return (int)renewed == 1;
+        }
+
+        private async ValueTask StopRenewingAsync()
+        {
+            LeaseRenewal? renewal;
+            lock (_gate)
+            {
+                renewal = _renewal;
+                _renewal = null;
+            }
+
+            if (renewal is not null)
+            {
+                await renewal.DisposeAsync().ConfigureAwait(false);
             }
         }
     }

@@ -82,6 +82,7 @@ internal sealed partial class SqliteEventStore : IEventStoreConnection, IDisposa
         {
             await opened.Writer.DisposeAsync().ConfigureAwait(false);
             opened.Readers.Dispose();
+            CloseWriteAtOnce();
             Log.Closed(_logger, DataSource);
         }
 

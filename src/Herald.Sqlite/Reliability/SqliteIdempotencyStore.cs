@@ -24,6 +24,8 @@ internal sealed class SqliteIdempotencyStore : IIdempotencyStore
 
     private const string ReleaseSql = "DELETE FROM herald_idempotency WHERE idempotency_key = ?1 AND lock_token = ?2 AND completed = 0";
 
+    private const string RenewSql = "UPDATE herald_idempotency SET expires_at = ?3 WHERE idempotency_key = ?1 AND lock_token = ?2 AND completed = 0";
+
     private const string SweepSql =
         "DELETE FROM herald_idempotency WHERE idempotency_key IN (SELECT idempotency_key FROM herald_idempotency WHERE expires_at <= ?1 LIMIT ?2)";
 
@@ -107,6 +109,23 @@ internal sealed class SqliteIdempotencyStore : IIdempotencyStore
             release.Bind(2, GuidBytes.Of(lockToken));
             release.Execute();
             return release.Changes == 1;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
+        var expiresAt = (_timeProvider.GetUtcNow() + lockTtl).UtcTicks;
+        return await _store.WriteAsync(session =>
+        {
+            var renew = session.Statement(RenewSql);
+            renew.Bind(1, key);
+            renew.Bind(2, GuidBytes.Of(lockToken));
+            renew.Bind(3, expiresAt);
+            renew.Execute();
+            return renew.Changes == 1;
         }, cancellationToken).ConfigureAwait(false);
     }
 }

@@ -2,6 +2,7 @@ using Herald.Sqlite.EventSourcing;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Sqlite.Internal;
+using Microsoft.Data.Sqlite;
 
 namespace Herald.Sqlite.Transport;
 
@@ -24,7 +25,6 @@ internal sealed class QueueStatements
     private readonly RawStatement _nack;
     private readonly RawStatement _release;
     private readonly RawStatement _releaseOwner;
-    private readonly RawStatement _renew;
     private readonly RawStatement _copyToDeadLetters;
 
     public QueueStatements(WriteSession session)
@@ -47,16 +47,17 @@ internal sealed class QueueStatements
             "ORDER BY visible_at, id LIMIT ?3");
         _lease = session.Prepare("UPDATE herald_queue_messages SET lease_owner = ?2, lease_until = ?3, attempts = ?4 WHERE id = ?1");
         _nextVisible = session.Prepare("SELECT MIN(visible_at) FROM herald_queue_messages WHERE queue = ?1 AND visible_at > ?2");
-        _ack = session.Prepare("DELETE FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
+        // Settlements act only under the claim that took the message: its owner and its attempts, which every later claim
+        // of the message changes (one by this same owner after the lease ran out too), so a lost claim settles nothing.
+        _ack = session.Prepare("DELETE FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?3 RETURNING id");
         _nack = session.Prepare(
             "UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = ?3, " +
-            "headers = coalesce(?4, headers) WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
-        _release = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2");
+            "headers = coalesce(?4, headers) WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?5 RETURNING id");
+        _release = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?3");
         _releaseOwner = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1");
-        _renew = session.Prepare("UPDATE herald_queue_messages SET lease_until = ?2 WHERE lease_owner = ?1");
         _copyToDeadLetters = session.Prepare(
             $"INSERT INTO herald_queue_dead_letters (queue, delivery_attempt, reason, dead_lettered_at, {MessageColumns}) " +
-            $"SELECT queue, attempts + 1, ?3, ?4, {MessageColumns} FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 RETURNING id");
+            $"SELECT queue, attempts + 1, ?3, ?4, {MessageColumns} FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?5 RETURNING id");
     }
 
     /// <summary>The session these statements belong to (the writer keeps one for its whole life).</summary>
@@ -138,38 +139,42 @@ internal sealed class QueueStatements
         return new LeasedClaim<QueuedMessage>(messages, new DateTimeOffset(leaseUntil, TimeSpan.Zero), next);
     }
 
-    /// <summary>Deletes the message if this owner still holds its lease; false when the lease was lost.</summary>
-    public bool Ack(long id, string owner)
+    /// <summary>Deletes the message if this owner's claim still holds it; false when the claim was lost.</summary>
+    public bool Ack(QueuedMessage message, string owner)
     {
-        _ack.Bind(1, id);
+        _ack.Bind(1, message.Id);
         _ack.Bind(2, owner);
+        _ack.Bind(3, message.Attempts);
         return _ack.ExecuteInt64() is not null;
     }
 
     /// <summary>Hands the message back for another delivery at <paramref name="visibleAt"/>, its headers replaced when <paramref name="headersJson"/> is set.</summary>
-    public bool Nack(long id, string owner, long visibleAt, string? headersJson = null)
+    public bool Nack(QueuedMessage message, string owner, long visibleAt, string? headersJson = null)
     {
-        _nack.Bind(1, id);
+        _nack.Bind(1, message.Id);
         _nack.Bind(2, owner);
         _nack.Bind(3, visibleAt);
         _nack.Bind(4, headersJson);
+        _nack.Bind(5, message.Attempts);
         return _nack.ExecuteInt64() is not null;
     }
 
-    public bool DeadLetter(long id, string owner, string reason, long now)
+    public bool DeadLetter(QueuedMessage message, string owner, string reason, long now)
     {
-        _copyToDeadLetters.Bind(1, id);
+        _copyToDeadLetters.Bind(1, message.Id);
         _copyToDeadLetters.Bind(2, owner);
         _copyToDeadLetters.Bind(3, reason);
         _copyToDeadLetters.Bind(4, now);
-        return _copyToDeadLetters.ExecuteInt64() is not null && Ack(id, owner);
+        _copyToDeadLetters.Bind(5, message.Attempts);
+        return _copyToDeadLetters.ExecuteInt64() is not null && Ack(message, owner);
     }
 
     /// <summary>Hands a message back unchanged (not counted as a delivery).</summary>
-    public void Release(long id, string owner)
+    public void Release(QueuedMessage message, string owner)
     {
-        _release.Bind(1, id);
+        _release.Bind(1, message.Id);
         _release.Bind(2, owner);
+        _release.Bind(3, message.Attempts);
         _release.Execute();
     }
 
@@ -180,11 +185,22 @@ internal sealed class QueueStatements
         _releaseOwner.Execute();
     }
 
-    public void Renew(string owner, long leaseUntil)
+    /// <summary>
+    /// Extends, in one statement, the lease of every row the owner holds, on <paramref name="connection"/> (a write at once,
+    /// outside the writer's group), and returns the claims it holds: each row's id and attempts.
+    /// </summary>
+    public static HashSet<(long Id, long Attempts)> Renew(SqliteConnection connection, string owner, long leaseUntil)
     {
-        _renew.Bind(1, owner);
-        _renew.Bind(2, leaseUntil);
-        _renew.Execute();
+        using var renew = new RawStatement(connection, "UPDATE herald_queue_messages SET lease_until = ?2 WHERE lease_owner = ?1 RETURNING id, attempts");
+        renew.Bind(1, owner);
+        renew.Bind(2, leaseUntil);
+        var held = new HashSet<(long, long)>();
+        while (renew.Step())
+        {
+            held.Add((renew.Int64(0), renew.Int64(1)));
+        }
+
+        return held;
     }
 
     /// <summary>The candidate row as a message; a row whose envelope does not decode becomes one the pipeline dead-letters.</summary>

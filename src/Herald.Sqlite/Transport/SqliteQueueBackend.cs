@@ -14,6 +14,10 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
     private readonly string _owner = Guid.CreateVersion7().ToString("N");
     private readonly long _leaseTicks = transport.Options.LeaseDuration.Ticks;
 
+    // A renewal runs every third of the lease and again after a twelfth when it failed: waiting no longer than a sixth for
+    // the file's lock leaves it several tries before the lease runs out.
+    private readonly TimeSpan _renewalMaxWait = transport.Options.LeaseDuration / 6;
+
     // True when the last claim took nothing. The consumer claims from one loop, one claim at a time.
     private bool _idle;
 
@@ -49,22 +53,33 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
         return claim;
     }
 
-    public async ValueTask<DateTimeOffset> RenewAsync(CancellationToken cancellationToken)
+    public ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<QueuedMessage> held, ICollection<QueuedMessage> lost, CancellationToken cancellationToken)
     {
-        var leaseUntil = await transport.WriteAsync(
-            q =>
+        // At once and synchronously, on the renewal thread: not queued behind the grouped writes, and with a bounded wait for
+        // the lock (issue 10).
+        cancellationToken.ThrowIfCancellationRequested();
+        var leaseUntil = 0L;
+        var holds = transport.WriteAtOnce(
+            connection =>
             {
-                var until = transport.Now() + _leaseTicks;
-                q.Renew(_owner, until);
-                return until;
+                leaseUntil = transport.Now() + _leaseTicks;
+                return QueueStatements.Renew(connection, _owner, leaseUntil);
             },
-            cancellationToken).ConfigureAwait(false);
-        return new DateTimeOffset(leaseUntil, TimeSpan.Zero);
+            _renewalMaxWait);
+        foreach (var message in held)
+        {
+            if (!holds.Contains((message.Id, message.Attempts)))
+            {
+                lost.Add(message);
+            }
+        }
+
+        return ValueTask.FromResult(new DateTimeOffset(leaseUntil, TimeSpan.Zero));
     }
 
     public async ValueTask<bool> AckAsync(QueuedMessage message, CancellationToken cancellationToken)
     {
-        var acked = await transport.WriteAsync(q => q.Ack(message.Id, _owner), cancellationToken).ConfigureAwait(false);
+        var acked = await transport.WriteAsync(q => q.Ack(message, _owner), cancellationToken).ConfigureAwait(false);
 
         // The next message of the key becomes claimable.
         return Changed(acked && message.Envelope.PartitionKey is not null, acked);
@@ -74,13 +89,13 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
     {
         var visibleAt = SqliteQueueTransport.VisibleAt(transport.Now(), delay);
         var headersJson = headers is null ? null : EventRows.HeadersJson(headers);
-        var nacked = await transport.WriteAsync(q => q.Nack(message.Id, _owner, visibleAt, headersJson), cancellationToken).ConfigureAwait(false);
+        var nacked = await transport.WriteAsync(q => q.Nack(message, _owner, visibleAt, headersJson), cancellationToken).ConfigureAwait(false);
         return Changed(nacked, nacked);
     }
 
     public async ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, CancellationToken cancellationToken)
     {
-        var moved = await transport.WriteAsync(q => q.DeadLetter(message.Id, _owner, reason, transport.Now()), cancellationToken).ConfigureAwait(false);
+        var moved = await transport.WriteAsync(q => q.DeadLetter(message, _owner, reason, transport.Now()), cancellationToken).ConfigureAwait(false);
         return Changed(moved && message.Envelope.PartitionKey is not null, moved);
     }
 
@@ -90,7 +105,7 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
         await transport.WriteAsync(
             q =>
             {
-                q.Release(message.Id, _owner);
+                q.Release(message, _owner);
                 return true;
             },
             cancellationToken).ConfigureAwait(false);

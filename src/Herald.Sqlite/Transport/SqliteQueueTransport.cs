@@ -214,6 +214,9 @@ internal sealed class SqliteQueueTransport : ITransport
     internal Task<T> WriteAsync<T>(Func<QueueStatements, T> write, CancellationToken cancellationToken) =>
         _store.WriteAsync(session => write(StatementsFor(session)), cancellationToken);
 
+    /// <summary>Runs a write at once on the file, outside the writer's group, waiting at most about <paramref name="maxWait"/> for its lock.</summary>
+    internal T WriteAtOnce<T>(Func<Microsoft.Data.Sqlite.SqliteConnection, T> write, TimeSpan maxWait) => _store.WriteAtOnce(write, maxWait);
+
     internal long Now() => TimeProvider.GetUtcNow().UtcTicks;
 
     internal static long VisibleAt(long now, TimeSpan? delay) =>

@@ -53,6 +53,9 @@ public static class HeraldDiagnostics
     internal static ObservableGauge<long> OutboxPending { get; } =
         Meter.CreateObservableGauge(MetricNames.OutboxPending, OutboxRelay.Observe, "{message}", "Messages waiting in the outbox.");
 
+    internal static Counter<long> LeasesLost { get; } =
+        Meter.CreateCounter<long>(MetricNames.LeasesLost, "{lease}", "Leases, locks and pending marks lost while their work ran; the work was cancelled and its completion refused.");
+
     internal static Histogram<double> ProcessingDuration { get; } =
         Meter.CreateHistogram<double>(MetricNames.ProcessingDuration, "s", "Time to handle one delivery, from decode to settle.");
 }

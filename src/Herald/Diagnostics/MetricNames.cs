@@ -36,6 +36,12 @@ public static class MetricNames
     /// <summary>Observable gauge of the messages waiting in the outbox, as last counted by the relay.</summary>
     public const string OutboxPending = "herald.outbox.pending";
 
+    /// <summary>
+    /// Counter of leases lost while their work ran (tag <see cref="LeaseKindTag"/>): a queue lease, an idempotency lock or a
+    /// pending inbox mark another holder took; the work is cancelled and its completion refused.
+    /// </summary>
+    public const string LeasesLost = "herald.leases.lost";
+
     /// <summary>Histogram of processing time in seconds.</summary>
     public const string ProcessingDuration = "herald.message.processing.duration";
 
@@ -47,6 +53,9 @@ public static class MetricNames
 
     /// <summary>Tag: immediate or delayed, on <see cref="MessagesRetried"/>.</summary>
     public const string RetryKindTag = "herald.retry.kind";
+
+    /// <summary>Tag: what kind of lease was lost, on <see cref="LeasesLost"/>: queue, idempotency_lock or inbox_mark.</summary>
+    public const string LeaseKindTag = "herald.lease.kind";
 
     /// <summary>Tag: the queue or topic a message was sent to (OpenTelemetry messaging convention).</summary>
     public const string DestinationTag = "messaging.destination.name";

@@ -7,7 +7,7 @@ namespace Herald.Internal;
 
 /// <summary>
 /// Ack on return and nack on throw, once for every transport: a consumer runs each delivery through
-/// <see cref="RunAsync"/> instead of settling it itself.
+/// <see cref="RunAsync(DeliveryHandler, Delivery, ILogger, CancellationToken)"/> instead of settling it itself.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public static class DeliverySettlement
@@ -19,16 +19,25 @@ public static class DeliverySettlement
     /// message back. Returns false, leaving the delivery unsettled, when the handler threw after <paramref name="aborting"/>
     /// fired: shutdown aborted it, which is not a failed attempt, and the consumer hands it back unchanged.
     /// </summary>
+    public static ValueTask<bool> RunAsync(DeliveryHandler handler, Delivery delivery, ILogger logger, CancellationToken aborting) =>
+        RunAsync(handler, delivery, logger, aborting, aborting);
+
+    /// <summary>
+    /// As <see cref="RunAsync(DeliveryHandler, Delivery, ILogger, CancellationToken)"/>, but the handler runs with
+    /// <paramref name="handlerToken"/>, which may fire for more than shutdown (a lease found lost): a handler it cancels
+    /// while <paramref name="aborting"/> has not fired counts as failed and is nacked, and the transport decides whether
+    /// that settlement still applies.
+    /// </summary>
     // Pooled: it runs once per delivery on every transport, and goes asynchronous whenever the handler does.
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public static async ValueTask<bool> RunAsync(DeliveryHandler handler, Delivery delivery, ILogger logger, CancellationToken aborting)
+    public static async ValueTask<bool> RunAsync(DeliveryHandler handler, Delivery delivery, ILogger logger, CancellationToken aborting, CancellationToken handlerToken)
     {
         ArgumentNullException.ThrowIfNull(handler);
         ArgumentNullException.ThrowIfNull(delivery);
         ArgumentNullException.ThrowIfNull(logger);
         try
         {
-            await handler(delivery, aborting).ConfigureAwait(false);
+            await handler(delivery, handlerToken).ConfigureAwait(false);
             if (!delivery.IsSettled)
             {
                 await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);

@@ -56,6 +56,12 @@ internal static partial class ReliabilityLog
     [LoggerMessage(2040, LogLevel.Warning, "The idempotency lock of key '{Key}' was lost before the operation completed (it outlived the lock timeout); its result was not stored")]
     public static partial void IdempotencyLockLost(ILogger logger, string key);
 
+    [LoggerMessage(2043, LogLevel.Warning, "The idempotency lock of key '{Key}' was taken by another caller while the operation ran (a renewal found it lost); the operation is cancelled and its result will not be stored")]
+    public static partial void IdempotencyLockTaken(ILogger logger, string key);
+
+    [LoggerMessage(2044, LogLevel.Warning, "Renewing the idempotency lock of key '{Key}' failed; trying again shortly")]
+    public static partial void IdempotencyRenewalFailed(ILogger logger, Exception exception, string key);
+
     [LoggerMessage(2042, LogLevel.Warning, "The result of idempotency key '{Key}' could not be stored; its caller gets it, later callers run the operation again once the lock times out")]
     public static partial void IdempotencyResultNotStored(ILogger logger, Exception exception, string key);
 

@@ -144,6 +144,41 @@ public abstract class IdempotencyStoreConformance
     }
 
     [Fact]
+    public async Task Renew_KeepsTheLockPastItsTtl_WhileTheHolderRuns()
+    {
+        // Issue 10: the lock of an operation outliving it let a second caller run the operation too.
+        var clock = NewClock();
+        var store = await CreateStoreAsync(clock);
+        var key = UniqueKey();
+        var held = await store.TryAcquireAsync(key, LockTtl);
+
+        await AdvanceTimeAsync(clock, LockTtl - TimeSpan.FromSeconds(1));
+        Assert.True(await store.RenewAsync(key, held.LockToken, LockTtl));
+        await AdvanceTimeAsync(clock, LockTtl - TimeSpan.FromSeconds(1));
+
+        Assert.Equal(IdempotencyAcquireStatus.Locked, (await store.TryAcquireAsync(key, LockTtl)).Status);
+        Assert.True(await store.CompleteAsync(key, held.LockToken, new byte[] { 1 }, ResultTtl));
+    }
+
+    [Fact]
+    public async Task Renew_WithAStaleToken_ReturnsFalse_AndLeavesTheNewHoldersLock()
+    {
+        var clock = NewClock();
+        var store = await CreateStoreAsync(clock);
+        var key = UniqueKey();
+        var stale = await store.TryAcquireAsync(key, LockTtl);
+        await AdvanceTimeAsync(clock, LockTtl + TimeSpan.FromSeconds(1));
+        var current = await store.TryAcquireAsync(key, LockTtl);
+
+        Assert.False(await store.RenewAsync(key, stale.LockToken, LockTtl * 10));
+
+        // The new holder's lock kept its own expiry, and is still the new holder's.
+        Assert.True(await store.RenewAsync(key, current.LockToken, LockTtl));
+        await AdvanceTimeAsync(clock, LockTtl + TimeSpan.FromSeconds(1));
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, (await store.TryAcquireAsync(key, LockTtl)).Status);
+    }
+
+    [Fact]
     public async Task Release_WithAStaleToken_LeavesTheNewHoldersLock()
     {
         var clock = NewClock();

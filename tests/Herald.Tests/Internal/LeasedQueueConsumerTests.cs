@@ -11,6 +11,7 @@ namespace Herald.Tests.Internal;
 public sealed class LeasedQueueConsumerTests
 {
     private const int LeaseLostEvent = 1212;
+    private const int ClaimLostEvent = 1217;
 
     [Fact]
     public async Task AMessageTheBackendCouldNotDecode_IsDeliveredWithItsDecodeFailure_AndSettledLikeAnyOther()
@@ -92,16 +93,68 @@ public sealed class LeasedQueueConsumerTests
         Assert.Equal(10, backend.LargestClaim);
     }
 
+    [Fact]
+    public async Task ARenewalThatFindsTheClaimLost_CancelsTheRunningHandler_AndItsSettlementIsRefusedAndLogged()
+    {
+        // Issue 10: a lease another consumer took must stop the handler, and its completion must not count.
+        var backend = new Backend();
+        var logs = new LogCollector();
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.Add(new Message(1));
+        await using var consumer = Start(
+            backend,
+            logs,
+            async (_, ct) =>
+            {
+                using var registration = ct.Register(() => cancelled.TrySetResult());
+                running.TrySetResult();
+                await Task.Delay(Timeout.Infinite, ct);
+            },
+            lease: TimeSpan.FromMilliseconds(300));
+        await running.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        backend.Stolen[1] = true;
+
+        await cancelled.Task.WaitAsync(Eventually.DefaultTimeout);
+        await Eventually.UntilAsync(() => logs.Entries.Any(e => e.EventId == LeaseLostEvent), "the refused settlement is logged");
+        Assert.Contains(logs.Entries, e => e.EventId == ClaimLostEvent);
+        Assert.DoesNotContain("ack 1", backend.Calls);
+    }
+
+    [Fact]
+    public async Task Renewals_KeepTheirPace_WhileHandlersStarveTheThreadPool()
+    {
+        // Issue 10: renewals ran on timer callbacks and continuations, which queue behind everything else on a starved pool;
+        // the renewal thread does not. The test thread blocks (no await) while the pool is starved, so it needs no pool thread.
+        var backend = new Backend();
+        await using var consumer = Start(backend, new LogCollector(), (_, ct) => new ValueTask(Task.Delay(Timeout.Infinite, ct)), lease: TimeSpan.FromMilliseconds(300));
+        backend.Add(new Message(1));
+        Assert.True(backend.Renewed.Wait(Eventually.DefaultTimeout), "the first renewal came");
+        using (new ThreadPoolStarvation())
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2);
+            var before = backend.Renewals;
+
+            // Eight periods of 100 ms in two seconds: a renewal behind the starved pool would manage one or two.
+            while (backend.Renewals - before < 8)
+            {
+                Assert.True(backend.Renewed.Wait(deadline - DateTime.UtcNow > TimeSpan.Zero ? deadline - DateTime.UtcNow : TimeSpan.Zero), $"only {backend.Renewals - before} renewals in two seconds of a starved thread pool");
+            }
+        }
+    }
+
     private static LeasedQueueConsumer<Message> Start(
         Backend backend,
         LogCollector logs,
         DeliveryHandler handler,
         ConsumerOptions? options = null,
-        int maxClaim = int.MaxValue)
+        int maxClaim = int.MaxValue,
+        TimeSpan? lease = null)
     {
         var settings = new LeasedQueueSettings
         {
-            LeaseDuration = TimeSpan.FromSeconds(30),
+            LeaseDuration = lease ?? TimeSpan.FromSeconds(30),
             PollInterval = TimeSpan.FromMilliseconds(50),
             MaxClaim = maxClaim,
             Logger = logs.CreateLogger("Herald.Tests.Leased"),
@@ -125,10 +178,19 @@ public sealed class LeasedQueueConsumerTests
         private readonly ConcurrentQueue<Message> _ready = new();
         private TaskCompletionSource _wake = New();
         private int _largestClaim;
+        private int _renewals;
 
         public ConcurrentQueue<string> Calls { get; } = new();
 
         public bool LeasesLost { get; init; }
+
+        /// <summary>Numbers of the messages another consumer took: renewals report them lost, their settlements are refused.</summary>
+        public ConcurrentDictionary<int, bool> Stolen { get; } = new();
+
+        /// <summary>Released once per renewal, for a test thread that blocks while the thread pool is starved.</summary>
+        public SemaphoreSlim Renewed { get; } = new(0);
+
+        public int Renewals => Volatile.Read(ref _renewals);
 
         public int LargestClaim => Volatile.Read(ref _largestClaim);
 
@@ -153,23 +215,36 @@ public sealed class LeasedQueueConsumerTests
             return ValueTask.FromResult(new LeasedClaim<Message>(claimed, DateTimeOffset.UtcNow.AddSeconds(30), NextVisibleAt: null));
         }
 
-        public ValueTask<DateTimeOffset> RenewAsync(CancellationToken cancellationToken) => ValueTask.FromResult(DateTimeOffset.UtcNow.AddSeconds(30));
+        public ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<Message> held, ICollection<Message> lost, CancellationToken cancellationToken)
+        {
+            foreach (var message in held)
+            {
+                if (Stolen.ContainsKey(message.Number))
+                {
+                    lost.Add(message);
+                }
+            }
 
-        public ValueTask<bool> AckAsync(Message message, CancellationToken cancellationToken) => Record($"ack {message.Number}");
+            Interlocked.Increment(ref _renewals);
+            Renewed.Release();
+            return ValueTask.FromResult(DateTimeOffset.UtcNow.AddSeconds(30));
+        }
+
+        public ValueTask<bool> AckAsync(Message message, CancellationToken cancellationToken) => Record($"ack {message.Number}", message);
 
         public ValueTask<bool> NackAsync(Message message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) =>
-            Record(headers is null ? $"nack {message.Number} after {delay}" : $"nack {message.Number} after {delay} with {string.Join(", ", headers.OrderBy(h => h.Key, StringComparer.Ordinal).Select(h => $"{h.Key}={h.Value}"))}");
+            Record(headers is null ? $"nack {message.Number} after {delay}" : $"nack {message.Number} after {delay} with {string.Join(", ", headers.OrderBy(h => h.Key, StringComparer.Ordinal).Select(h => $"{h.Key}={h.Value}"))}", message);
 
-        public ValueTask<bool> DeadLetterAsync(Message message, string reason, CancellationToken cancellationToken) => Record($"dead-letter {message.Number}");
+        public ValueTask<bool> DeadLetterAsync(Message message, string reason, CancellationToken cancellationToken) => Record($"dead-letter {message.Number}", message);
 
         public async ValueTask ReleaseAsync(Message message, CancellationToken cancellationToken) => await Record($"release {message.Number}");
 
         public async ValueTask ReleaseAllAsync(CancellationToken cancellationToken) => await Record("release all");
 
-        private ValueTask<bool> Record(string call)
+        private ValueTask<bool> Record(string call, Message? message = null)
         {
             Calls.Enqueue(call);
-            return ValueTask.FromResult(!LeasesLost);
+            return ValueTask.FromResult(!LeasesLost && (message is null || !Stolen.ContainsKey(message.Number)));
         }
 
         private static TaskCompletionSource New() => new(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -166,5 +166,77 @@ public sealed class IdempotencyServiceTests
         Assert.IsType<InMemoryIdempotencyStore>(provider.GetRequiredService<IIdempotencyStore>());
     }
 
+    [Fact]
+    public async Task AnOperationOutlivingTheLockTimeout_KeepsItsLock_BecauseItIsRenewed()
+    {
+        // Issue 10: the lock expired under a running operation, and a second caller ran the operation too.
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var slow = _service.ExecuteAsync("slow", async ct =>
+        {
+            running.TrySetResult();
+            await release.Task.WaitAsync(ct);
+            return 1;
+        }, Ttl).AsTask();
+        await running.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        // Three lock timeouts (30 s), a third at a time: each step is due a renewal.
+        for (var step = 0; step < 9; step++)
+        {
+            _clock.Advance(TimeSpan.FromSeconds(10));
+            Assert.Equal(IdempotencyAcquireStatus.Locked, (await _store.TryAcquireAsync("slow", TimeSpan.FromSeconds(30))).Status);
+        }
+
+        release.TrySetResult();
+        Assert.Equal(1, await slow.WaitAsync(Eventually.DefaultTimeout));
+        Assert.Equal(IdempotencyAcquireStatus.Completed, (await _store.TryAcquireAsync("slow", TimeSpan.FromSeconds(30))).Status);
+    }
+
+    [Fact]
+    public async Task ALockAnotherCallerTook_CancelsTheOperation_AndNothingIsStored()
+    {
+        var store = new TakenLockStore(_store);
+        var service = new IdempotencyService(store, _clock);
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var operation = service.ExecuteAsync("taken", async ct =>
+        {
+            running.TrySetResult();
+            await Task.Delay(Timeout.Infinite, ct);
+            return 1;
+        }, Ttl).AsTask();
+        await running.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        store.Taken = true;
+        _clock.Advance(TimeSpan.FromSeconds(10));
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => operation.WaitAsync(Eventually.DefaultTimeout));
+        Assert.Equal(0, store.Completions);
+    }
+
     public sealed record Receipt(int Number, string Currency, IReadOnlyList<decimal> Amounts);
+
+    /// <summary>A store whose renewals find the lock taken by another caller once <see cref="Taken"/> is set.</summary>
+    private sealed class TakenLockStore(IIdempotencyStore inner) : IIdempotencyStore
+    {
+        private int _completions;
+
+        public volatile bool Taken;
+
+        public int Completions => Volatile.Read(ref _completions);
+
+        public ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default) =>
+            inner.TryAcquireAsync(key, lockTtl, cancellationToken);
+
+        public ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref _completions);
+            return inner.CompleteAsync(key, lockToken, result, ttl, cancellationToken);
+        }
+
+        public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) =>
+            inner.ReleaseAsync(key, lockToken, cancellationToken);
+
+        public ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default) =>
+            Taken ? ValueTask.FromResult(false) : inner.RenewAsync(key, lockToken, lockTtl, cancellationToken);
+    }
 }

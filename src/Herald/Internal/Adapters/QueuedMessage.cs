@@ -8,6 +8,9 @@ public sealed class QueuedMessage(long id, Envelope envelope, Exception? decodeF
 {
     /// <summary>The row id.</summary>
     public long Id => id;
+
+    /// <summary>The row's attempts as this claim left them: with the owner, what tells this claim from any later one.</summary>
+    public long Attempts => Envelope.DeliveryAttempt - 1L;
 }
 
 /// <summary>A message a SQL queue dead-lettered natively: the envelope as last delivered, where from, why and when.</summary>

@@ -9,7 +9,8 @@ namespace Herald.Internal;
 /// <typeparam name="TMessage">The backend's claimed message.</typeparam>
 /// <remarks>
 /// An extension point for Herald's adapter packages, not for application code; it may change in any release. Settlements
-/// return false when the lease was lost (it ran out and another consumer may hold the message), so the consumer can say so.
+/// act only under the claim that took the message (its owner and its claim, never a later claim of the same message) and
+/// return false when that claim was lost, so a completion is refused rather than applied twice, and the consumer says so.
 /// A backend wakes this process's consumers itself after a settlement that makes a message claimable.
 /// </remarks>
 public interface ILeasedQueueBackend<TMessage>
@@ -28,8 +29,17 @@ public interface ILeasedQueueBackend<TMessage>
     /// </summary>
     ValueTask<LeasedClaim<TMessage>> ClaimAsync(int max, CancellationToken cancellationToken);
 
-    /// <summary>Extends the lease of everything this consumer holds; returns when the renewed leases run out.</summary>
-    ValueTask<DateTimeOffset> RenewAsync(CancellationToken cancellationToken);
+    /// <summary>
+    /// Extends, in one statement, the lease of everything this consumer holds; returns when the renewed leases run out, and
+    /// adds to <paramref name="lost"/> each of <paramref name="held"/> whose claim it no longer holds (another claim took the
+    /// message, or it is gone). A lease that ran out but that no other claim took is still this claim's, and is renewed.
+    /// </summary>
+    /// <remarks>
+    /// The consumer calls this from its own renewal thread and blocks there until it completes, so a renewal never queues
+    /// behind handlers on the thread pool: a backend completes it synchronously where its client can, and bounds its waits
+    /// for locks well below the lease (a renewal that fails is tried again soon, long before the lease runs out).
+    /// </remarks>
+    ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<TMessage> held, ICollection<TMessage> lost, CancellationToken cancellationToken);
 
     /// <summary>Removes the handled message; false when its lease was lost.</summary>
     ValueTask<bool> AckAsync(TMessage message, CancellationToken cancellationToken);

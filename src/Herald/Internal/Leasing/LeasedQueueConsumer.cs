@@ -1,4 +1,6 @@
+using System.Collections.Concurrent;
 using System.Threading.Channels;
+using Herald.Diagnostics;
 using Herald.Hosting;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -9,9 +11,11 @@ namespace Herald.Internal;
 /// Consumes one queue whose messages are leased, over an <see cref="ILeasedQueueBackend{TMessage}"/>. A fetch loop claims up
 /// to <see cref="ConsumerOptions.MaxConcurrency"/> + <see cref="ConsumerOptions.Prefetch"/> messages and feeds them to
 /// <see cref="ConsumerOptions.MaxConcurrency"/> workers. When nothing is claimable it sleeps until the backend wakes it, the
-/// next delayed message is due, or the poll interval passes, on <see cref="TimeProvider"/> timers, never spinning. A timer
-/// renews the leases of everything it holds every third of the lease, so a long handler keeps its message; a handler that
-/// returns acks, one that throws nacks (no delay); stopping hands back what was never started.
+/// next delayed message is due, or the poll interval passes, on <see cref="TimeProvider"/> timers, never spinning. A
+/// renewal thread of its own extends the leases of everything it holds every third of the lease, so a long handler keeps
+/// its message even while handlers starve the thread pool; when a renewal finds a message's claim lost, that handler's
+/// cancellation token fires and its settlement is refused by the backend. A handler that returns acks, one that throws
+/// nacks (no delay); stopping hands back what was never started.
 /// </summary>
 /// <typeparam name="TMessage">The backend's claimed message.</typeparam>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
@@ -28,6 +32,14 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     private readonly long _safeLeaseTicks;
     private readonly Channel<Claimed> _buffer;
 
+    // Every message claimed and not yet settled or handed back, with the source of its handler's token; the renewal thread
+    // cancels the token of a message whose claim it found lost.
+    private readonly ConcurrentDictionary<TMessage, CancellationTokenSource> _leases = new();
+
+    // Set by the renewal timer and by stopping; the renewal thread waits on it as well as on the system clock.
+    private readonly ManualResetEventSlim _renewalDue = new(false);
+    private readonly TaskCompletionSource _renewalStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     // A latch rather than a pulse: a slot freed between the fetch loop's look at the room and its wait is not missed.
     private readonly Channel<bool> _slotFreed = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private readonly CancellationTokenSource _stopping = new();
@@ -38,7 +50,6 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     private Task? _finishing;
     private int _held;
     private long _renewedUntil;
-    private int _renewing;
     private int _disposing;
     private volatile bool _isDisposed;
 
@@ -82,11 +93,20 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     /// <inheritdoc />
     public string Queue { get; }
 
-    /// <summary>Starts the fetch loop, the workers and the lease renewal timer.</summary>
+    /// <summary>Starts the fetch loop, the workers and the lease renewal thread.</summary>
     public void Start()
     {
         var period = _settings.LeaseDuration / 3;
-        _renewal = _settings.TimeProvider.CreateTimer(static s => ((LeasedQueueConsumer<TMessage>)s!).Renew(), this, period, period);
+
+        // The thread waits on the system clock by itself; the timer is what moves it on a clock a test drives.
+        _renewal = _settings.TimeProvider.CreateTimer(static s => ((LeasedQueueConsumer<TMessage>)s!)._renewalDue.Set(), this, period, period);
+        var thread = new Thread(static s => ((LeasedQueueConsumer<TMessage>)s!).RenewLoop())
+        {
+            IsBackground = true,
+            Name = "Herald lease renewal",
+            Priority = ThreadPriority.AboveNormal,
+        };
+        thread.UnsafeStart(this);
         var tasks = new Task[_workers + 1];
         tasks[0] = Task.Run(FetchAsync);
         for (var i = 1; i < tasks.Length; i++)
@@ -135,6 +155,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         _disposed?.Invoke(this);
         _stopping.Dispose();
         _aborting.Dispose();
+        _renewalDue.Dispose();
     }
 
     /// <summary>Writes a settlement under this consumer's lease; the slot is free afterwards whatever happened.</summary>
@@ -145,6 +166,8 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         IReadOnlyDictionary<string, string>? headers,
         string? reason)
     {
+        // Settled from here on, so a renewal that finds its row gone now does not report it lost.
+        _leases.TryRemove(message, out _);
         try
         {
             // No caller's token: a settlement that was decided must reach the engine, or the message would stay leased to
@@ -158,6 +181,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             if (!held)
             {
                 Log.LeasedQueueLeaseLost(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
+                HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, "queue"));
             }
         }
         catch (Exception ex)
@@ -234,8 +258,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                 var leaseUntil = claimed.LeaseUntil.UtcTicks;
                 foreach (var message in claimed.Messages)
                 {
+                    var lease = CancellationTokenSource.CreateLinkedTokenSource(_aborting.Token);
+                    _leases[message] = lease;
+
                     // Never full: at most _capacity messages are held, buffered or running.
-                    _buffer.Writer.TryWrite(new Claimed(message, leaseUntil));
+                    _buffer.Writer.TryWrite(new Claimed(message, leaseUntil, lease));
                 }
             }
 
@@ -278,9 +305,24 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             {
                 while (!stop.IsCancellationRequested && reader.TryRead(out var claimed))
                 {
-                    if (!_settings.StartsOnlyUnderASafeLease || LeaseIsSafe(claimed))
+                    using var lease = claimed.Lease;
+                    if (lease.IsCancellationRequested)
                     {
-                        await HandleAsync(claimed.Message).ConfigureAwait(false);
+                        // Its claim was lost while it waited here: another consumer holds it, so it is neither started nor
+                        // handed back.
+                        Log.LeasedQueueMessageNotStarted(_settings.Logger, claimed.Message.Envelope.MessageId, _settings.Name);
+                        FreeSlot();
+                    }
+                    else if (!_settings.StartsOnlyUnderASafeLease || LeaseIsSafe(claimed))
+                    {
+                        try
+                        {
+                            await HandleAsync(claimed.Message, lease.Token).ConfigureAwait(false);
+                        }
+                        finally
+                        {
+                            _leases.TryRemove(claimed.Message, out _);
+                        }
                     }
                     else
                     {
@@ -307,6 +349,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     /// <summary>Frees the slot of a message not started and hands it back if this consumer still holds it.</summary>
     private async ValueTask HandBackAsync(TMessage message)
     {
+        _leases.TryRemove(message, out _);
         Log.LeasedQueueMessageNotStarted(_settings.Logger, message.Envelope.MessageId, _settings.Name);
         try
         {
@@ -326,10 +369,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
     }
 
-    private async ValueTask HandleAsync(TMessage message)
+    private async ValueTask HandleAsync(TMessage message, CancellationToken lease)
     {
         var delivery = new LeasedDelivery<TMessage>(message, Queue, this);
-        if (!await DeliverySettlement.RunAsync(_handler, delivery, _settings.Logger, _aborting.Token).ConfigureAwait(false))
+        // The handler's token fires when the consumer aborts, and when a renewal finds this message's claim lost.
+        if (!await DeliverySettlement.RunAsync(_handler, delivery, _settings.Logger, _aborting.Token, lease).ConfigureAwait(false))
         {
             // Aborted by shutdown: not a failed attempt. It stays leased to this consumer until StopAsync hands back
             // everything it still holds, unchanged.
@@ -337,27 +381,66 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
     }
 
-    private void Renew()
+    /// <summary>
+    /// The renewal thread: renews every third of the lease while anything is held, and a failed renewal again after a
+    /// twelfth, so a renewal that lost a race for a lock has several more chances before the lease runs out. Its own thread,
+    /// blocking on the backend, so handlers that hold or flood the thread pool cannot delay it.
+    /// </summary>
+    private void RenewLoop()
     {
-        if (Volatile.Read(ref _held) <= 0 || Interlocked.Exchange(ref _renewing, 1) != 0)
-        {
-            return;
-        }
-
-        _ = RenewAsync();
-    }
-
-    private async Task RenewAsync()
-    {
+        var clock = _settings.TimeProvider;
+        var period = _settings.LeaseDuration / 3;
+        var retry = _settings.LeaseDuration / 12;
+        var due = clock.GetUtcNow() + period;
+        var held = new List<TMessage>();
+        var lost = new List<TMessage>();
         try
         {
-            var leaseUntil = (await _backend.RenewAsync(CancellationToken.None).ConfigureAwait(false)).UtcTicks;
+            while (!_stopping.IsCancellationRequested)
+            {
+                var wait = due - clock.GetUtcNow();
+                if (wait > TimeSpan.Zero)
+                {
+                    // Woken by the system clock, the timer of another clock, or stopping; whichever comes first.
+                    _renewalDue.Wait(wait < period ? wait : period);
+                    _renewalDue.Reset();
+                    continue;
+                }
 
-            // Known only once it landed. Renewals run one at a time (_renewing), so this is the only writer; the maximum, as
-            // a renewal never shortens the lease of the claims that came before it.
+                due = clock.GetUtcNow() + (Renew(held, lost) ? period : retry);
+            }
+        }
+        finally
+        {
+            _renewalStopped.TrySetResult();
+        }
+    }
+
+    /// <summary>Renews what this consumer holds and cancels the handlers whose claim was lost; false when the renewal failed.</summary>
+    private bool Renew(List<TMessage> held, List<TMessage> lost)
+    {
+        if (Volatile.Read(ref _held) <= 0)
+        {
+            return true;
+        }
+
+        held.Clear();
+        lost.Clear();
+        foreach (var lease in _leases)
+        {
+            held.Add(lease.Key);
+        }
+
+        try
+        {
+            var renewal = _backend.RenewAsync(held, lost, CancellationToken.None);
+            var leaseUntil = (renewal.IsCompletedSuccessfully ? renewal.Result : renewal.AsTask().GetAwaiter().GetResult()).UtcTicks;
+
+            // Known only once it landed. Only this thread writes it; the maximum, as a renewal never shortens the lease of
+            // the claims that came before it.
             Interlocked.Exchange(ref _renewedUntil, Math.Max(leaseUntil, Interlocked.Read(ref _renewedUntil)));
         }
-#pragma warning disable CA1031 // Runs on a timer with nobody to report to: logged, and the next renewal tries again.
+#pragma warning disable CA1031 // Runs on its own thread with nobody to report to: logged, and tried again soon.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
@@ -365,10 +448,39 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             {
                 Log.LeasedQueueRenewalFailed(_settings.Logger, ex, _settings.Name);
             }
+
+            return false;
         }
-        finally
+
+        foreach (var message in lost)
         {
-            Volatile.Write(ref _renewing, 0);
+            // Not found when it was settled or handed back since the renewal looked: then it is not lost.
+            if (_leases.TryRemove(message, out var lease))
+            {
+                Log.LeasedQueueClaimLost(_settings.Logger, message.Envelope.MessageId, _settings.Name);
+                HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, "queue"));
+                Cancel(lease);
+            }
+        }
+
+        return true;
+    }
+
+    private void Cancel(CancellationTokenSource lease)
+    {
+        try
+        {
+            lease.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Its handler ended meanwhile.
+        }
+#pragma warning disable CA1031 // A handler's cancellation callback failed: the handler's business, not the renewal's.
+        catch (AggregateException ex)
+#pragma warning restore CA1031
+        {
+            Log.LeasedQueueRenewalFailed(_settings.Logger, ex, _settings.Name);
         }
     }
 
@@ -377,12 +489,17 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         if (_renewal is { } renewal)
         {
             await renewal.DisposeAsync().ConfigureAwait(false);
+            _renewalDue.Set();
+            await _renewalStopped.Task.ConfigureAwait(false);
         }
 
-        while (_buffer.Reader.TryRead(out _))
+        while (_buffer.Reader.TryRead(out var claimed))
         {
             // Prefetched, never started: handed back below with everything else this consumer still holds.
+            claimed.Lease.Dispose();
         }
+
+        _leases.Clear();
 
         try
         {
@@ -398,6 +515,6 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         Log.LeasedQueueConsumerStopped(_settings.Logger, _settings.Name);
     }
 
-    /// <summary>A buffered message and when the lease its claim took runs out (UTC ticks).</summary>
-    private readonly record struct Claimed(TMessage Message, long LeaseUntil);
+    /// <summary>A buffered message, when the lease its claim took runs out (UTC ticks), and the source of its handler's token.</summary>
+    private readonly record struct Claimed(TMessage Message, long LeaseUntil, CancellationTokenSource Lease);
 }

@@ -31,4 +31,7 @@ internal static partial class Log
 
     [LoggerMessage(1216, LogLevel.Warning, "Handing back message {MessageId} of the consumer of {Consumer}, which was not started, failed; it is delivered again when its lease runs out")]
     public static partial void LeasedQueueHandBackFailed(ILogger logger, Exception exception, Guid messageId, string consumer);
+
+    [LoggerMessage(1217, LogLevel.Warning, "The lease of message {MessageId} held by the consumer of {Consumer} was lost (another consumer claimed it after it ran out): its handler is cancelled and its settlement will be refused")]
+    public static partial void LeasedQueueClaimLost(ILogger logger, Guid messageId, string consumer);
 }

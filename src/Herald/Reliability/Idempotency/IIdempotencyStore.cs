@@ -7,8 +7,8 @@ namespace Herald.Reliability.Idempotency;
 /// <list type="bullet">
 /// <item>Of concurrent acquires of a free key, exactly one gets <see cref="IdempotencyAcquireStatus.Acquired"/>.</item>
 /// <item>Expiry follows the store's <see cref="TimeProvider"/> (never a server clock alone), so tests can drive it.</item>
-/// <item>Complete and release act only with the current lock token: a holder whose lock expired and was taken by another
-/// caller can neither overwrite nor free the new holder's key.</item>
+/// <item>Complete, release and renew act only with the current lock token: a holder whose lock expired and was taken by
+/// another caller can neither overwrite, free nor extend the new holder's key.</item>
 /// <item>Result bytes round-trip exactly (empty included). Keys are ordinal strings of 1 to 200 characters.</item>
 /// </list>
 /// </summary>
@@ -22,4 +22,10 @@ public interface IIdempotencyStore
 
     /// <summary>Frees the key without a result (the operation failed); false when <paramref name="lockToken"/> no longer holds it.</summary>
     ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Extends the lock to <paramref name="lockTtl"/> from now while its operation runs; false when <paramref name="lockToken"/>
+    /// no longer holds the key (another caller took it after it expired, or it completed).
+    /// </summary>
+    ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default);
 }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
+using Herald.Internal;
 using Herald.Messages;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -11,7 +12,9 @@ namespace Herald.Reliability.Idempotency;
 /// Runs an operation once per key: the first caller runs it under the key's lock and stores its result (as JSON) for the
 /// ttl; concurrent callers wait for that result (woken at once in this process, polling the store with backoff across
 /// processes, for at most <see cref="IdempotencyOptions.WaitTimeout"/>); later callers get the stored result. A failed
-/// operation frees the key, so the next caller runs it.
+/// operation frees the key, so the next caller runs it. The lock is renewed every third of
+/// <see cref="IdempotencyOptions.LockTimeout"/> while the operation runs; if it is lost anyway (another caller took it),
+/// the operation's token fires and its result is not stored.
 /// </summary>
 public sealed class IdempotencyService
 {
@@ -128,12 +131,21 @@ public sealed class IdempotencyService
     private async ValueTask<T> RunAsync<T>(string key, Guid lockToken, Func<CancellationToken, ValueTask<T>> operation, TimeSpan ttl, CancellationToken cancellationToken)
     {
         T result;
+        var renewal = new LeaseRenewal(
+            ct => _store.RenewAsync(key, lockToken, _options.LockTimeout, ct),
+            _options.LockTimeout,
+            "idempotency_lock",
+            _timeProvider,
+            () => ReliabilityLog.IdempotencyLockTaken(_logger, key),
+            ex => ReliabilityLog.IdempotencyRenewalFailed(_logger, ex, key),
+            cancellationToken);
         try
         {
-            result = await operation(cancellationToken).ConfigureAwait(false);
+            result = await operation(renewal.Token).ConfigureAwait(false);
         }
         catch
         {
+            await renewal.DisposeAsync().ConfigureAwait(false);
             try
             {
                 await _store.ReleaseAsync(key, lockToken, CancellationToken.None).ConfigureAwait(false);
@@ -147,6 +159,7 @@ public sealed class IdempotencyService
             throw;
         }
 
+        await renewal.DisposeAsync().ConfigureAwait(false);
         try
         {
             var bytes = JsonSerializer.SerializeToUtf8Bytes(result, _json);

@@ -69,6 +69,24 @@ public sealed class InMemoryIdempotencyStore : IIdempotencyStore
         }
     }
 
+    /// <inheritdoc />
+    public ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
+        var now = _timeProvider.GetUtcNow();
+        lock (_gate)
+        {
+            if (!_entries.TryGetValue(key, out var entry) || entry.Result is not null || entry.LockToken != lockToken)
+            {
+                return ValueTask.FromResult(false);
+            }
+
+            _entries[key] = entry with { ExpiresAt = now + lockTtl };
+            return ValueTask.FromResult(true);
+        }
+    }
+
     private void SweepIfLarge(DateTimeOffset now)
     {
         if (_entries.Count < _sweepAt)

@@ -1,0 +1,132 @@
+using Herald.Diagnostics;
+
+namespace Herald.Internal;
+
+/// <summary>
+/// Keeps one lease alive while its work runs (an idempotency lock, a pending inbox mark): renews it every third of its time
+/// to live on the clock's timers, a failed renewal again after a twelfth, until disposed. When a renewal finds the lease
+/// lost (another holder took it), <see cref="Token"/> fires, the loss is counted, and renewing stops: the work is cancelled,
+/// and its completion, which the store guards with the same token, is refused.
+/// </summary>
+/// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
+public sealed class LeaseRenewal : IAsyncDisposable
+{
+    private readonly Func<CancellationToken, ValueTask<bool>> _renew;
+    private readonly Action _lost;
+    private readonly Action<Exception> _failed;
+    private readonly string _kind;
+    private readonly TimeSpan _period;
+    private readonly TimeSpan _retry;
+    private readonly CancellationTokenSource _lease;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly Lock _gate = new();
+    private readonly ITimer _timer;
+    private Task _renewing = Task.CompletedTask;
+    private bool _disposed;
+
+    /// <summary>Starts renewing; the first renewal is due a third of <paramref name="timeToLive"/> from now.</summary>
+    /// <param name="renew">Extends the lease by its time to live; false when it is no longer this holder's.</param>
+    /// <param name="timeToLive">How long one renewal holds the lease.</param>
+    /// <param name="kind">The lease's kind on the lost-leases metric: <c>idempotency_lock</c>, <c>inbox_mark</c>.</param>
+    /// <param name="timeProvider">The clock of the renewals.</param>
+    /// <param name="lost">Called once when the lease is found lost (the caller logs it).</param>
+    /// <param name="failed">Called when a renewal throws (the caller logs it); the renewal is tried again soon.</param>
+    /// <param name="cancellationToken">The work's own token, which <see cref="Token"/> follows as well.</param>
+    public LeaseRenewal(
+        Func<CancellationToken, ValueTask<bool>> renew,
+        TimeSpan timeToLive,
+        string kind,
+        TimeProvider timeProvider,
+        Action lost,
+        Action<Exception> failed,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(renew);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeToLive, TimeSpan.Zero);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        ArgumentNullException.ThrowIfNull(lost);
+        ArgumentNullException.ThrowIfNull(failed);
+        _renew = renew;
+        _lost = lost;
+        _failed = failed;
+        _kind = kind;
+        _period = timeToLive / 3;
+        _retry = timeToLive / 12;
+        _lease = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        _timer = timeProvider.CreateTimer(static s => ((LeaseRenewal)s!).Due(), this, _period, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>The work's token: fires when the work's own token does, and when the lease is found lost.</summary>
+    public CancellationToken Token => _lease.Token;
+
+    /// <summary>True once a renewal found the lease lost.</summary>
+    public bool IsLost { get; private set; }
+
+    /// <summary>Stops renewing and waits for a renewal under way.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        Task renewing;
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            renewing = _renewing;
+        }
+
+        await _timer.DisposeAsync().ConfigureAwait(false);
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await renewing.ConfigureAwait(false);
+        _stopping.Dispose();
+        _lease.Dispose();
+    }
+
+    private void Due()
+    {
+        lock (_gate)
+        {
+            if (!_disposed)
+            {
+                _renewing = RenewAsync();
+            }
+        }
+    }
+
+    private async Task RenewAsync()
+    {
+        var next = _period;
+        try
+        {
+            if (!await _renew(_stopping.Token).ConfigureAwait(false))
+            {
+                IsLost = true;
+                HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, _kind));
+                _lost();
+                await _lease.CancelAsync().ConfigureAwait(false);
+                return;
+            }
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+        {
+            return;
+        }
+#pragma warning disable CA1031 // Runs on a timer with nobody to report to: handed to the caller's log, and tried again soon.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            _failed(ex);
+            next = _retry;
+        }
+
+        lock (_gate)
+        {
+            if (!_disposed)
+            {
+                _timer.Change(next, Timeout.InfiniteTimeSpan);
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+using System.Collections.Concurrent;
+using Herald.Conformance.Reliability;
+using Herald.Transport;
+using Xunit;
+
+namespace Herald.Conformance.Transport;
+
+/// <summary>
+/// A queue whose messages are leased keeps a message with its running handler however long it runs, on a loaded process,
+/// and a claim lost anyway cancels the handler and has its completion refused (issue 10). Derived by each engine's queue,
+/// with two instances standing for two processes and SQL behind their backs standing for another consumer.
+/// </summary>
+public abstract class LeasedQueueConformance
+{
+    /// <summary>The lease of the tests: short, so a handler outlives it several times within a few seconds.</summary>
+    protected static TimeSpan Lease { get; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Opens an instance of the queue on the engine as another process would (its own connections), with <see cref="Lease"/>.</summary>
+    protected abstract Task<ITransport> OpenInstanceAsync();
+
+    /// <summary>Starts a writer that hammers the engine (the file or the server) from outside the instances until disposed.</summary>
+    protected abstract IDisposable StartConcurrentWriter();
+
+    /// <summary>Does behind the instances' backs what another consumer's claim does to every message of the queue: takes its lease.</summary>
+    protected abstract Task StealLeasesAsync(string queue);
+
+    /// <summary>How many messages the queue holds, settled or not.</summary>
+    protected abstract Task<long> CountQueuedAsync(string queue);
+
+    // Regression (issue 10): the 1 s lease's renewal stalled behind the thread pool and the single writer, and a second
+    // instance took the message from the running handler.
+    [Fact]
+    public async Task AHandlerRunningForSeveralLeases_KeepsItsMessage_WhileThePoolIsLoadedAndAnotherWriterHammersTheEngine()
+    {
+        var queue = "long-handler-" + Guid.NewGuid().ToString("N")[..8];
+        await using var a = await OpenInstanceAsync();
+        await using var b = await OpenInstanceAsync();
+        var seen = new DeliveryCollector();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancelled = false;
+        await using var slow = await a.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            seen.Add(d, "a");
+            started.TrySetResult();
+            await release.Task.WaitAsync(ct);
+            cancelled = ct.IsCancellationRequested;
+        });
+        await a.SendAsync(queue, TestEnvelopes.Create(partitionKey: null));
+        await started.Task.WaitAsync(Eventually.DefaultTimeout);
+        await using var other = await b.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            seen.Add(d, "b");
+            return ValueTask.CompletedTask;
+        });
+
+        // Every pool hop waits behind the load, as it did for the renewal's timer callback, writer and continuations.
+        using (StartConcurrentWriter())
+        using (new ThreadPoolStarvation(backlog: 64, hold: TimeSpan.FromMilliseconds(20)))
+        {
+            // Four lease lengths: a renewal that starves lets the other instance take the message.
+            await seen.AssertNoMoreThanAsync(1, Lease * 4, "the message was taken from a running handler");
+        }
+
+        release.TrySetResult();
+        await Eventually.UntilAsync(async () => await CountQueuedAsync(queue) == 0, "the handler's ack is applied");
+        Assert.False(cancelled, "the handler's token fired though its lease was renewed");
+        Assert.Equal(["a"], seen.Items.Select(d => d.Consumer));
+    }
+
+    [Fact]
+    public async Task ALeaseAnotherConsumerTook_CancelsTheRunningHandler_AndItsCompletionIsRefused()
+    {
+        var queue = "stolen-" + Guid.NewGuid().ToString("N")[..8];
+        await using var a = await OpenInstanceAsync();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var returned = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var deliveries = new ConcurrentQueue<Delivery>();
+        await using var consumer = await a.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            deliveries.Enqueue(d);
+            using var registration = ct.Register(() => cancelled.TrySetResult());
+            started.TrySetResult();
+
+            // Finishes as if it had not noticed: its ack must still not apply.
+            await release.Task;
+            returned.TrySetResult();
+        });
+        await a.SendAsync(queue, TestEnvelopes.Create(partitionKey: null));
+        await started.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        await StealLeasesAsync(queue);
+
+        await cancelled.Task.WaitAsync(Eventually.DefaultTimeout);
+        release.TrySetResult();
+        await returned.Task.WaitAsync(Eventually.DefaultTimeout);
+        var delivery = Assert.Single(deliveries);
+        await Eventually.UntilAsync(() => delivery.IsSettled, "the consumer tried to ack");
+        Assert.Equal(1, await CountQueuedAsync(queue));
+    }
+}
