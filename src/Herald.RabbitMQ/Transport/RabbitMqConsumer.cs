@@ -303,8 +303,8 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
 
         // The lane used last while it is idle: fast handlers then finish (and ack) in delivery order on one warm worker.
-        // Else the next idle lane, else the least loaded, counting a running handler: a slow message holds up no other
-        // while any lane is free.
+        // Else the next idle lane, else the least loaded, counting a running handler (ties stay on the lane used last,
+        // where handlers were moving): a slow message holds up no other while any lane is free.
         var last = _lastLane;
         if (IsIdle(last))
         {
@@ -313,7 +313,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
 
         var best = last;
         var bestLoad = int.MaxValue;
-        for (var i = 1; i <= _lanes.Length; i++)
+        for (var i = 0; i < _lanes.Length; i++)
         {
             var lane = (last + i) % _lanes.Length;
             var load = _lanes[lane].Reader.Count + Volatile.Read(ref _busy[lane]);
