@@ -108,21 +108,14 @@ internal static class AmqpEnvelopeCodec
     internal static byte[] FormatTime(DateTimeOffset time)
     {
         var utc = time.UtcDateTime;
-        var text = new byte[TimeLength];
+        var text = "0000-00-00T00:00:00.000Z"u8.ToArray();
         Digits(text, 0, utc.Year, 4);
-        text[4] = (byte)'-';
         Digits(text, 5, utc.Month, 2);
-        text[7] = (byte)'-';
         Digits(text, 8, utc.Day, 2);
-        text[10] = (byte)'T';
         Digits(text, 11, utc.Hour, 2);
-        text[13] = (byte)':';
         Digits(text, 14, utc.Minute, 2);
-        text[16] = (byte)':';
         Digits(text, 17, utc.Second, 2);
-        text[19] = (byte)'.';
         Digits(text, 20, utc.Millisecond, 3);
-        text[23] = (byte)'Z';
         return text;
 
         static void Digits(byte[] text, int at, int value, int count)
