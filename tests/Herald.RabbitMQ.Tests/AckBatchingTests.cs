@@ -92,6 +92,38 @@ public sealed class AckBatchingTests : RabbitMqTestBase
     }
 
     [Fact]
+    public async Task Ack_HeldBackByARunningDelivery_WaitsForIt_ThenGoesSinglyAfterAWholeDelay()
+    {
+        var (channel, queue, tags) = await GetUnackedAsync("held-back", 5);
+        var clock = new FakeTimeProvider();
+        await using var acks = new AckBatcher(channel, batchSize: 100, TimeSpan.FromMilliseconds(2), clock, queue, NullLogger.Instance);
+        foreach (var tag in tags)
+        {
+            acks.Received(tag, 0);
+        }
+
+        // 1 and 4 still running: 2 and 3 wait for 1, so one multiple ack can cover them all when it finishes.
+        await acks.AckAsync(tags[1], 0, default);
+        await acks.AckAsync(tags[2], 0, default);
+        clock.Advance(TimeSpan.FromMilliseconds(2));
+        Assert.Equal(2, acks.PendingCount);
+
+        // 1 finishes: the run 1..3 goes at the next flush, 5 stays behind 4.
+        await acks.AckAsync(tags[0], 0, default);
+        await acks.AckAsync(tags[4], 0, default);
+        clock.Advance(TimeSpan.FromMilliseconds(2));
+        await Eventually.UntilAsync(() => acks.PendingCount == 1, "the run 1..3 was acked");
+
+        // 4 still holds 5 back a whole delay later: 5 is acked on its own, so a slow message does not hold the window.
+        clock.Advance(TimeSpan.FromMilliseconds(2));
+        await Eventually.UntilAsync(() => acks.PendingCount == 0, "5 was acked on its own");
+        await AssertChannelHealthyAsync(channel, queue);
+
+        await channel.CloseAsync();
+        Assert.Equal(["m4"], await DrainBodiesAsync(queue, 1));
+    }
+
+    [Fact]
     public async Task Reset_ForgetsTheOldChannelsTags()
     {
         var (channel, queue, tags) = await GetUnackedAsync("reset", 2);

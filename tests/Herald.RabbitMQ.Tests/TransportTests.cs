@@ -346,4 +346,41 @@ public sealed class TransportTests : RabbitMqTestBase
         {
         }
     }
+
+    [Fact]
+    public async Task Consume_WhileOneHandlerIsSlow_TheOthersAreHandledOnTheFreeLane()
+    {
+        // Issue 9: lanes are picked counting a running handler, so a message arriving while a lane is free never queues
+        // behind a slow one (picking by queue length alone sent every other one there).
+        var transport = await CreateTransportAsync();
+        var queue = Name("slow-one");
+        var slow = NewEnvelope();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var others = 0;
+        await using var consumer = await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 2 }, async (delivery, ct) =>
+        {
+            if (delivery.Envelope.MessageId == slow.MessageId)
+            {
+                started.TrySetResult();
+                await release.Task.WaitAsync(ct);
+            }
+            else
+            {
+                Interlocked.Increment(ref others);
+            }
+        });
+        await transport.SendAsync(queue, slow);
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(15));
+
+        for (var i = 1; i <= 6; i++)
+        {
+            await transport.SendAsync(queue, NewEnvelope());
+            var expected = i;
+            await Herald.Conformance.Eventually.UntilAsync(() => Volatile.Read(ref others) == expected, $"message {i} was handled while the slow one still ran");
+        }
+
+        release.SetResult();
+        await consumer.StopAsync();
+    }
 }

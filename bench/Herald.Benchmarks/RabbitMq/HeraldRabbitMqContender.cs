@@ -5,18 +5,24 @@ using Herald.Transport;
 
 namespace Herald.Benchmarks.RabbitMq;
 
-/// <summary>Herald.RabbitMQ through the ITransport port: SendAsync to a queue, ConsumeAsync with per-message ack.</summary>
-/// <param name="ackEach">Turn ack batching off (AckBatchSize = 1): every delivery acked on its own, as the raw baseline does.</param>
-internal sealed class HeraldRabbitMqContender(Uri broker, bool ackEach = false) : IBrokerContender
+/// <summary>Herald.RabbitMQ through the ITransport port: SendAsync to a queue, ConsumeAsync acking every delivery.</summary>
+/// <param name="ackEach">Turn ack coalescing off (AckBatchSize = 1): every delivery acked on its own, as the raw baseline does.</param>
+internal sealed class HeraldRabbitMqContender(Uri broker, bool ackEach) : IBrokerContender
 {
+    /// <summary>The name of the contender acking each delivery on its own.</summary>
+    public const string AckPerMessage = "Herald (ack per message)";
+
+    /// <summary>The name of the contender with Herald's default, coalesced acks.</summary>
+    public const string CoalescedAcks = "Herald (coalesced acks)";
+
     private ITransport? _transport;
 
-    public string Name => ackEach ? "Herald, AckBatchSize = 1" : "Herald";
+    public string Name => ackEach ? AckPerMessage : CoalescedAcks;
 
     public string Setup =>
         $"`RabbitMqTransportFactory.CreateAsync` defaults (publisher confirms on, {new RabbitMqTransportOptions().PublisherChannels} publisher channels, classic durable queues, persistent messages); " +
-        $"`SendAsync` of an `Envelope` (Guid v7 id, 300-byte body); `ConsumeAsync` with `Prefetch = {BrokerWorkload.Prefetch}, MaxConcurrency = {BrokerWorkload.ConsumerConcurrency}`, `AckAsync` per delivery" +
-        (ackEach ? ", `AckBatchSize = 1`: each ack sent on its own as it is made" : $", acks coalesced by default (up to {BrokerWorkload.Prefetch / 4} handled deliveries or 2 ms share one `basic.ack multiple=true`)");
+        $"`SendAsync` of an `Envelope` (Guid v7 id, 300-byte body); `ConsumeAsync` with `Prefetch = {BrokerWorkload.Prefetch}, MaxConcurrency = {BrokerWorkload.ConsumerConcurrency}`, a handler that deserializes the body to the message type, then `AckAsync`" +
+        (ackEach ? "; `AckBatchSize = 1`: each ack sent on its own as it is made" : $"; acks coalesced, the default (up to {BrokerWorkload.Prefetch / 4} handled deliveries or 2 ms share one `basic.ack multiple=true`)");
 
     private ITransport Transport => _transport ?? throw new InvalidOperationException("Not started.");
 
@@ -48,6 +54,7 @@ internal sealed class HeraldRabbitMqContender(Uri broker, bool ackEach = false) 
             new ConsumerOptions { Prefetch = BrokerWorkload.Prefetch, MaxConcurrency = BrokerWorkload.ConsumerConcurrency },
             async (delivery, ct) =>
             {
+                BrokerWorkload.Decode(delivery.Envelope.Body.Span);
                 await delivery.AckAsync(ct);
                 if (Interlocked.Increment(ref received) == count)
                 {

@@ -4,7 +4,7 @@ using RabbitMQ.Client.Events;
 namespace Herald.Benchmarks.RabbitMq;
 
 /// <summary>The bare RabbitMQ.Client 7: what Herald.RabbitMQ adds its cost to.</summary>
-/// <param name="publisherChannels">Channels publishing round-robin (the baseline uses one).</param>
+/// <param name="publisherChannels">Channels publishing round-robin (the baseline uses as many as Herald's default).</param>
 /// <param name="cloudEventHeaders">Also write the CloudEvents attributes Herald writes for such a message: the cost of the wire format alone.</param>
 /// <param name="ackBatch">Ack every Nth delivery with multiple=true (1: every delivery on its own, the baseline).</param>
 internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1, bool cloudEventHeaders = false, int ackBatch = 1) : IBrokerContender
@@ -16,15 +16,20 @@ internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1
     private IConnection? _connection;
     private IChannel[] _publishers = [];
 
-    /// <summary>The baseline of the targets uses one publishing channel; a variant with as many as Herald uses shows what the channels alone buy.</summary>
+    /// <summary>The name of the baseline acking each delivery on its own.</summary>
+    public const string AckPerMessage = "RabbitMQ.Client (ack per message)";
+
     public string Name =>
-        (publisherChannels == 1 ? "RabbitMQ.Client" : $"RabbitMQ.Client {publisherChannels} channels")
+        "RabbitMQ.Client"
         + (cloudEventHeaders ? " + CE headers" : "")
-        + (ackBatch > 1 ? $" + acks of {ackBatch}" : "");
+        + (ackBatch > 1 ? $" (acks of {ackBatch})" : " (ack per message)");
+
+    /// <summary>The name of the baseline acking every <paramref name="batch"/>th delivery with multiple=true.</summary>
+    public static string AcksOf(int batch) => $"RabbitMQ.Client (acks of {batch})";
 
     public string Setup =>
         $"RabbitMQ.Client 7.2.2, one connection; {(publisherChannels == 1 ? "one channel" : $"{publisherChannels} channels (round-robin)")} with `publisherConfirmationsEnabled` and `publisherConfirmationTrackingEnabled`, {BrokerWorkload.Outstanding} concurrent `BasicPublishAsync` " +
-        $"(persistent, mandatory, message id + content type{(cloudEventHeaders ? " + the 5 `cloudEvents:` headers Herald writes: specversion, id, type, source, time" : "")}) to a durable classic queue; consume on its own channel: `AsyncEventingBasicConsumer`, `BasicQos({BrokerWorkload.Prefetch})`, " +
+        $"(persistent, mandatory, message id + content type{(cloudEventHeaders ? " + the 5 `cloudEvents:` headers Herald writes: specversion, id, type, source, time" : "")}) to a durable classic queue; consume on its own channel: `AsyncEventingBasicConsumer`, `BasicQos({BrokerWorkload.Prefetch})`, a handler that deserializes the body to the message type, then " +
         (ackBatch > 1 ? $"`BasicAckAsync(multiple: true)` every {ackBatch} messages" : "`BasicAckAsync` per message") + " (dispatch concurrency 1)";
 
     private IChannel Publisher => _publishers.Length > 0 ? _publishers[0] : throw new InvalidOperationException("Not started.");
@@ -77,6 +82,7 @@ internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1
         var consumer = new AsyncEventingBasicConsumer(channel);
         consumer.ReceivedAsync += async (_, delivery) =>
         {
+            BrokerWorkload.Decode(delivery.Body.Span);
             var n = Interlocked.Increment(ref received);
             if (ackBatch == 1)
             {

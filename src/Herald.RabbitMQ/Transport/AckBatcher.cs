@@ -4,12 +4,13 @@ using RabbitMQ.Client;
 namespace Herald.RabbitMQ.Transport;
 
 /// <summary>
-/// Settles one consumer channel's deliveries, coalescing acks: a handled delivery's ack waits until a batch is full or a
-/// short delay passes, then the longest run of handled deliveries from the oldest unsettled one goes out as one
-/// <c>basic.ack multiple=true</c> (what the RabbitMQ documentation suggests for throughput; Spring AMQP's batch acks).
-/// Handled deliveries behind a still-running one are acked one by one at the same flush, so a slow message never holds
-/// the prefetch window. Every ack and nack goes out in order through one gate: a multiple ack never passes a tag that
-/// was settled on its own. Delivery tags belong to one channel registration (a generation); a new one starts afresh.
+/// Settles one consumer channel's deliveries, coalescing acks: handled deliveries older than every delivery still running
+/// (the leading run) go out as one <c>basic.ack multiple=true</c> once a batch of them has gathered, or after a short
+/// delay (what the RabbitMQ documentation suggests for throughput; Spring AMQP's batch acks). Handled deliveries behind a
+/// still-running one wait for it to finish, so worker lanes finishing slightly out of order still share multiple acks;
+/// if the same delivery still holds them back one delay later, they are acked one by one, so a slow message never holds
+/// the prefetch window for long. Every ack and nack goes out in order through one gate: a multiple ack never passes a tag
+/// that was settled on its own. Delivery tags belong to one channel registration (a generation); a new one starts afresh.
 /// </summary>
 internal sealed class AckBatcher : IAsyncDisposable
 {
@@ -21,14 +22,17 @@ internal sealed class AckBatcher : IAsyncDisposable
     private readonly Lock _lock = new();
     private readonly SemaphoreSlim _send = new(1, 1);
 
-    // Received on the current generation and not yet settled on the broker (acked, nacked); includes _pending.
-    private readonly SortedSet<ulong> _unsettled = [];
+    // Received on the current generation and neither handled nor settled: a multiple ack must stay below the oldest.
+    private readonly SortedSet<ulong> _running = [];
 
     // Handled, ack not yet sent.
     private readonly List<ulong> _pending = [];
     private readonly ITimer? _timer;
     private int _generation;
     private bool _timerArmed;
+
+    // The running delivery that held handled ones back at the last timed flush (0: none); still there at the next, they go singly.
+    private ulong _heldBackBy;
 
     public AckBatcher(IChannel channel, int batchSize, TimeSpan maxDelay, TimeProvider timeProvider, string queue, ILogger logger)
     {
@@ -41,6 +45,18 @@ internal sealed class AckBatcher : IAsyncDisposable
         {
             _timer = timeProvider.CreateTimer(static state => ((AckBatcher)state!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         }
+    }
+
+    private enum Flush
+    {
+        /// <summary>A batch of the leading run is ready: only the leading run goes.</summary>
+        Batch,
+
+        /// <summary>The delay passed: the leading run goes, and acks held back by the same delivery as last time go singly.</summary>
+        Timed,
+
+        /// <summary>Everything waiting goes (the consumer stops).</summary>
+        All,
     }
 
     /// <summary>Acks not yet sent (for tests and diagnostics).</summary>
@@ -77,11 +93,11 @@ internal sealed class AckBatcher : IAsyncDisposable
                 ResetLocked(generation);
             }
 
-            _unsettled.Add(deliveryTag);
+            _running.Add(deliveryTag);
         }
     }
 
-    /// <summary>Acks a handled delivery: now when batching is off or the batch is full, else with the next flush.</summary>
+    /// <summary>Acks a handled delivery: now when batching is off or a batch of the leading run is ready, else with a later flush.</summary>
     public ValueTask AckAsync(ulong deliveryTag, int generation, CancellationToken cancellationToken)
     {
         if (_batchSize == 1)
@@ -89,16 +105,20 @@ internal sealed class AckBatcher : IAsyncDisposable
             return SettleOneAsync(deliveryTag, generation, ack: true, requeue: false, cancellationToken);
         }
 
-        bool flush;
+        var flush = false;
         lock (_lock)
         {
-            if (generation != _generation || !_unsettled.Contains(deliveryTag))
+            if (generation != _generation || !_running.Remove(deliveryTag))
             {
                 return ValueTask.CompletedTask;
             }
 
             _pending.Add(deliveryTag);
-            flush = _pending.Count >= _batchSize;
+            if (_pending.Count >= _batchSize)
+            {
+                flush = LeadingRunLocked(out _) >= _batchSize;
+            }
+
             if (!flush && !_timerArmed)
             {
                 _timerArmed = true;
@@ -106,7 +126,7 @@ internal sealed class AckBatcher : IAsyncDisposable
             }
         }
 
-        return flush ? FlushAsync(cancellationToken) : ValueTask.CompletedTask;
+        return flush ? FlushAsync(Flush.Batch, cancellationToken) : ValueTask.CompletedTask;
     }
 
     /// <summary>Hands a delivery back to the queue (<c>basic.nack requeue=true</c>), at once.</summary>
@@ -114,47 +134,83 @@ internal sealed class AckBatcher : IAsyncDisposable
         SettleOneAsync(deliveryTag, generation, ack: false, requeue: true, cancellationToken);
 
     /// <summary>Sends every ack waiting: one multiple ack for the leading run, single acks for the rest.</summary>
-    public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    public ValueTask FlushAsync(CancellationToken cancellationToken = default) => FlushAsync(Flush.All, cancellationToken);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_timer is not null)
+        {
+            await _timer.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask FlushAsync(Flush mode, CancellationToken cancellationToken)
     {
         await _send.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            ulong upTo = 0;
-            var run = 0;
+            ulong upTo;
+            int run;
             ulong[]? singles = null;
             lock (_lock)
             {
-                _timerArmed = false;
+                if (mode != Flush.Batch)
+                {
+                    _timerArmed = false;
+                }
+
                 if (_pending.Count == 0)
                 {
                     return;
                 }
 
-                _pending.Sort();
-                foreach (var tag in _unsettled)
+                run = LeadingRunLocked(out upTo);
+                var heldBack = _pending.Count - run;
+                var oldestRunning = OldestRunningLocked();
+                if (heldBack > 0 && (mode == Flush.All || (mode == Flush.Timed && oldestRunning == _heldBackBy)))
                 {
-                    if (run < _pending.Count && _pending[run] == tag)
+                    // Held back for a whole delay by the same delivery (or stopping): they go now, one by one.
+                    singles = new ulong[heldBack];
+                    var i = 0;
+                    foreach (var tag in _pending)
                     {
-                        upTo = tag;
-                        run++;
+                        if (tag > oldestRunning)
+                        {
+                            singles[i++] = tag;
+                        }
                     }
-                    else
+
+                    Array.Sort(singles);
+                    _pending.Clear();
+                    _heldBackBy = 0;
+                }
+                else
+                {
+                    // Deliveries below the oldest running one are all in the run; the rest keep waiting.
+                    var kept = 0;
+                    for (var i = 0; i < _pending.Count; i++)
                     {
-                        break;
+                        if (_pending[i] > oldestRunning)
+                        {
+                            _pending[kept++] = _pending[i];
+                        }
+                    }
+
+                    _pending.RemoveRange(kept, _pending.Count - kept);
+                    if (heldBack > 0)
+                    {
+                        if (mode == Flush.Timed)
+                        {
+                            _heldBackBy = oldestRunning;
+                        }
+
+                        if (!_timerArmed)
+                        {
+                            _timerArmed = true;
+                            _timer!.Change(_maxDelay, Timeout.InfiniteTimeSpan);
+                        }
                     }
                 }
-
-                if (run < _pending.Count)
-                {
-                    singles = _pending.GetRange(run, _pending.Count - run).ToArray();
-                }
-
-                foreach (var tag in _pending)
-                {
-                    _unsettled.Remove(tag);
-                }
-
-                _pending.Clear();
             }
 
             if (run > 0)
@@ -176,20 +232,36 @@ internal sealed class AckBatcher : IAsyncDisposable
         }
     }
 
-    public async ValueTask DisposeAsync()
+    private ulong OldestRunningLocked() => _running.Count > 0 ? _running.Min : ulong.MaxValue;
+
+    /// <summary>
+    /// How many waiting acks are older than every running delivery, and the newest of them: one multiple ack up to it
+    /// settles exactly those (tags settled on their own are no longer unacked, so it passes over them harmlessly).
+    /// </summary>
+    private int LeadingRunLocked(out ulong upTo)
     {
-        if (_timer is not null)
+        var oldestRunning = OldestRunningLocked();
+        var run = 0;
+        upTo = 0;
+        foreach (var tag in _pending)
         {
-            await _timer.DisposeAsync().ConfigureAwait(false);
+            if (tag < oldestRunning)
+            {
+                run++;
+                upTo = Math.Max(upTo, tag);
+            }
         }
+
+        return run;
     }
 
     private void ResetLocked(int generation)
     {
         _generation = generation;
-        _unsettled.Clear();
+        _running.Clear();
         _pending.Clear();
         _timerArmed = false;
+        _heldBackBy = 0;
     }
 
     private async ValueTask SettleOneAsync(ulong deliveryTag, int generation, bool ack, bool requeue, CancellationToken cancellationToken)
@@ -199,12 +271,10 @@ internal sealed class AckBatcher : IAsyncDisposable
         {
             lock (_lock)
             {
-                if (generation != _generation || !_unsettled.Remove(deliveryTag))
+                if (generation != _generation || !(_running.Remove(deliveryTag) || _pending.Remove(deliveryTag)))
                 {
                     return;
                 }
-
-                _pending.Remove(deliveryTag);
             }
 
             if (ack)
@@ -230,7 +300,7 @@ internal sealed class AckBatcher : IAsyncDisposable
         {
             if (_channel.IsOpen)
             {
-                await FlushAsync(CancellationToken.None).ConfigureAwait(false);
+                await FlushAsync(Flush.Timed, CancellationToken.None).ConfigureAwait(false);
             }
             else
             {

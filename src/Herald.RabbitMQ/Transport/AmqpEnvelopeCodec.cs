@@ -1,4 +1,5 @@
 using System.Collections.Frozen;
+using System.Buffers.Text;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
@@ -40,6 +41,7 @@ internal static class AmqpEnvelopeCodec
     private static readonly BoundedCache<(string Type, int Version), byte[]> DataSchemas = new(
         static key => Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{key.Type}:{key.Version}")));
     private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
+    private const int TimeLength = 24;
 
     private static readonly FrozenSet<string> ReservedAttributes = FrozenSet.ToFrozenSet(
         ["id", "type", "source", "specversion", "time", "dataschema", "datacontenttype", "partitionkey", "correlationid", "causationid", "userid", "deliveryattempt"],
@@ -102,15 +104,64 @@ internal static class AmqpEnvelopeCodec
         };
     }
 
-    private static byte[] FormatTime(DateTimeOffset time)
+    /// <summary>The time as <see cref="TimeFormat"/> in UTF-8, written digit by digit: a custom format string is parsed on every call.</summary>
+    internal static byte[] FormatTime(DateTimeOffset time)
     {
-        Span<byte> buffer = stackalloc byte[64];
-        if (time.UtcDateTime.TryFormat(buffer, out var written, TimeFormat, CultureInfo.InvariantCulture))
+        var utc = time.UtcDateTime;
+        var text = "0000-00-00T00:00:00.000Z"u8.ToArray();
+        Digits(text, 0, utc.Year, 4);
+        Digits(text, 5, utc.Month, 2);
+        Digits(text, 8, utc.Day, 2);
+        Digits(text, 11, utc.Hour, 2);
+        Digits(text, 14, utc.Minute, 2);
+        Digits(text, 17, utc.Second, 2);
+        Digits(text, 20, utc.Millisecond, 3);
+        return text;
+
+        static void Digits(byte[] text, int at, int value, int count)
         {
-            return buffer[..written].ToArray();
+            for (var i = at + count - 1; i >= at; i--)
+            {
+                text[i] = (byte)('0' + (value % 10));
+                value /= 10;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Reads a time in exactly the form <see cref="FormatTime"/> writes; false for anything else (including an impossible
+    /// date), which then goes through the general parser as before.
+    /// </summary>
+    internal static bool TryParseTime(ReadOnlySpan<byte> text, out DateTimeOffset time)
+    {
+        time = default;
+        if (text.Length != TimeLength || text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' || text[16] != ':' || text[19] != '.' || text[23] != 'Z'
+            || !Number(text, 0, 4, out var year) || !Number(text, 5, 2, out var month) || !Number(text, 8, 2, out var day)
+            || !Number(text, 11, 2, out var hour) || !Number(text, 14, 2, out var minute) || !Number(text, 17, 2, out var second)
+            || !Number(text, 20, 3, out var millisecond)
+            || year < 1 || month is < 1 or > 12 || day < 1 || day > DateTime.DaysInMonth(year, month) || hour > 23 || minute > 59 || second > 59)
+        {
+            return false;
         }
 
-        return Encoding.UTF8.GetBytes(time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture));
+        time = new DateTimeOffset(year, month, day, hour, minute, second, millisecond, TimeSpan.Zero);
+        return true;
+
+        static bool Number(ReadOnlySpan<byte> text, int at, int count, out int value)
+        {
+            value = 0;
+            foreach (var c in text.Slice(at, count))
+            {
+                if (!char.IsAsciiDigit((char)c))
+                {
+                    return false;
+                }
+
+                value = (value * 10) + (c - '0');
+            }
+
+            return true;
+        }
     }
 
     /// <summary>
@@ -266,7 +317,11 @@ internal static class AmqpEnvelopeCodec
 
         Span<char> buffer = stackalloc char[CharBufferLength];
         Guid id;
-        if (ceId is not null && Chars(ceId, buffer, out var idChars))
+        if (ceId is byte[] idBytes && Utf8Parser.TryParse(idBytes, out id, out var idLength, 'D') && idLength == idBytes.Length)
+        {
+            // The canonical form Herald writes, read straight from the bytes; anything else takes the general path below.
+        }
+        else if (ceId is not null && Chars(ceId, buffer, out var idChars))
         {
             if (!Guid.TryParse(idChars, out id))
             {
@@ -292,7 +347,11 @@ internal static class AmqpEnvelopeCodec
         }
 
         DateTimeOffset time;
-        if (ceTime is not null && Chars(ceTime, buffer, out var timeChars))
+        if (ceTime is byte[] timeBytes && TryParseTime(timeBytes, out time))
+        {
+            // The exact form Herald writes, read straight from the bytes; anything else takes the general path below.
+        }
+        else if (ceTime is not null && Chars(ceTime, buffer, out var timeChars))
         {
             if (!DateTimeOffset.TryParseExact(timeChars, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
                 && !DateTimeOffset.TryParse(timeChars, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time))

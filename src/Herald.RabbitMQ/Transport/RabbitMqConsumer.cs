@@ -11,9 +11,10 @@ namespace Herald.RabbitMQ.Transport;
 /// <summary>
 /// Consumes one queue on its own channel (manual ack, prefetch as basic.qos). Deliveries arrive one at a time from the
 /// client and go into one bounded lane per worker: the same partition key always to the same lane (handled in order),
-/// others to the emptiest lane. A retry or dead letter is published (and confirmed) before the delivery is acked. A
-/// delivery that cannot be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the
-/// dead-letter store; nothing the wire sends can throw inside the client's callback or leave a delivery unsettled.
+/// others to the lane used last while it is idle, else to an idle or the least loaded lane. A retry or dead letter is
+/// published (and confirmed) before the delivery is acked. A delivery that cannot be decoded goes to the pipeline all
+/// the same, carrying its DecodeFailure, and ends in the dead-letter store; nothing the wire sends can throw inside the
+/// client's callback or leave a delivery unsettled.
 /// </summary>
 internal sealed class RabbitMqConsumer : ITransportConsumer
 {
@@ -23,6 +24,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private readonly string? _rawType;
     private readonly ILogger _logger;
     private readonly Channel<Received>[] _lanes;
+
+    // 1 while the lane's worker runs a handler; read by the dispatch when it picks a lane.
+    private readonly int[] _busy;
     private readonly AckBatcher _acks;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
@@ -30,7 +34,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private Task _running = Task.CompletedTask;
     private string? _consumerTag;
     private int _generation;
-    private int _next;
+    private int _lastLane;
     private int _stopped;
     private bool _closed;
 
@@ -50,6 +54,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         _acks = new AckBatcher(channel, Math.Min(ackBatch, prefetch), AckBatchDelay, transport.TimeProvider, queue, logger);
         var laneCapacity = Math.Max(1, prefetch / concurrency);
         _lanes = new Channel<Received>[concurrency];
+        _busy = new int[concurrency];
         for (var i = 0; i < concurrency; i++)
         {
             _lanes[i] = Channel.CreateBounded<Received>(new BoundedChannelOptions(laneCapacity)
@@ -84,7 +89,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             basic.RegisteredAsync += consumer.OnRegisteredAsync;
             basic.ReceivedAsync += consumer.OnReceivedAsync;
             basic.UnregisteredAsync += consumer.OnUnregisteredAsync;
-            consumer._running = Task.WhenAll(consumer._lanes.Select(lane => Task.Run(() => consumer.WorkAsync(lane.Reader), CancellationToken.None)));
+            consumer._running = Task.WhenAll(Enumerable.Range(0, consumer._lanes.Length).Select(lane => Task.Run(() => consumer.WorkAsync(lane), CancellationToken.None)));
             consumer._consumerTag = await channel.BasicConsumeAsync(queue, autoAck: false, basic, cancellationToken).ConfigureAwait(false);
             return consumer;
         }
@@ -297,22 +302,43 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             return _lanes[(int)((uint)StringComparer.Ordinal.GetHashCode(partitionKey) % (uint)_lanes.Length)];
         }
 
-        // Round-robin start, then the emptiest lane, so one slow message does not hold up the others.
-        var best = _lanes[_next];
-        _next = (_next + 1) % _lanes.Length;
-        foreach (var lane in _lanes)
+        // The lane used last while it is idle: fast handlers then finish (and ack) in delivery order on one warm worker.
+        // Else the next idle lane, else the least loaded, counting a running handler (ties stay on the lane used last,
+        // where handlers were moving): a slow message holds up no other while any lane is free.
+        var last = _lastLane;
+        if (IsIdle(last))
         {
-            if (lane.Reader.Count < best.Reader.Count)
+            return _lanes[last];
+        }
+
+        var best = last;
+        var bestLoad = int.MaxValue;
+        for (var i = 0; i < _lanes.Length; i++)
+        {
+            var lane = (last + i) % _lanes.Length;
+            var load = _lanes[lane].Reader.Count + Volatile.Read(ref _busy[lane]);
+            if (load == 0)
             {
                 best = lane;
+                break;
+            }
+
+            if (load < bestLoad)
+            {
+                best = lane;
+                bestLoad = load;
             }
         }
 
-        return best;
+        _lastLane = best;
+        return _lanes[best];
     }
 
-    private async Task WorkAsync(ChannelReader<Received> reader)
+    private bool IsIdle(int lane) => Volatile.Read(ref _busy[lane]) == 0 && _lanes[lane].Reader.Count == 0;
+
+    private async Task WorkAsync(int lane)
     {
+        var reader = _lanes[lane].Reader;
         var stop = _stopping.Token;
         try
         {
@@ -320,7 +346,15 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             {
                 while (!stop.IsCancellationRequested && reader.TryRead(out var received))
                 {
-                    await HandleAsync(received).ConfigureAwait(false);
+                    Volatile.Write(ref _busy[lane], 1);
+                    try
+                    {
+                        await HandleAsync(received).ConfigureAwait(false);
+                    }
+                    finally
+                    {
+                        Volatile.Write(ref _busy[lane], 0);
+                    }
                 }
             }
         }
