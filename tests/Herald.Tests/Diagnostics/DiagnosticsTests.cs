@@ -119,7 +119,7 @@ public sealed class DiagnosticsTests
         }
 
         await Eventually.UntilAsync(() => types.Count == 3, "the three messages are dead-lettered");
-        Assert.All(types, type => Assert.Equal("(unregistered)", type));
+        Assert.All(types, type => Assert.Equal("unknown", type));
     }
 
     private static string? Tag(ReadOnlySpan<KeyValuePair<string, object?>> tags, string name)

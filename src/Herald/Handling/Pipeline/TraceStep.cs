@@ -8,7 +8,7 @@ namespace Herald.Handling.Pipeline;
 internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, ConsumeStep next) : ConsumeStep
 {
     // The message-type tag of a message whose type the registry does not know.
-    private const string UnregisteredType = "(unregistered)";
+    private const string UnregisteredType = "unknown";
 
     public override async ValueTask<ConsumeOutcome> InvokeAsync(Consumption consumption)
     {
