@@ -21,6 +21,8 @@ public sealed class LeaseRenewal : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _gate = new();
     private readonly ITimer _timer;
+    private readonly TimeProvider _clock;
+    private DateTimeOffset _due;
     private Task _renewing = Task.CompletedTask;
     private bool _disposed;
 
@@ -53,6 +55,8 @@ public sealed class LeaseRenewal : IAsyncDisposable
         _period = timeToLive / 3;
         _retry = timeToLive / 12;
         _lease = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        _clock = timeProvider;
+        _due = timeProvider.GetUtcNow() + _period;
         _timer = timeProvider.CreateTimer(static s => ((LeaseRenewal)s!).Due(), this, _period, Timeout.InfiniteTimeSpan);
     }
 
@@ -97,7 +101,9 @@ public sealed class LeaseRenewal : IAsyncDisposable
 
     private async Task RenewAsync()
     {
-        var next = _period;
+        // The next renewal is due a period after this one was due, not after it finished: a slow renewal does not push
+        // the schedule back, and a clock that moved on meanwhile (a test's fake one) finds the next one due at once.
+        var retry = false;
         try
         {
             if (!await _renew(_stopping.Token).ConfigureAwait(false))
@@ -118,14 +124,16 @@ public sealed class LeaseRenewal : IAsyncDisposable
 #pragma warning restore CA1031
         {
             _failed(ex);
-            next = _retry;
+            retry = true;
         }
 
         lock (_gate)
         {
             if (!_disposed)
             {
-                _timer.Change(next, Timeout.InfiniteTimeSpan);
+                var now = _clock.GetUtcNow();
+                _due = retry ? now + _retry : _due + _period;
+                _timer.Change(_due > now ? _due - now : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
             }
         }
     }
