@@ -1,3 +1,4 @@
+using Herald.Sagas;
 using Herald.Sqlite.EventSourcing;
 using Herald.Persistence;
 using System.Globalization;
@@ -21,7 +22,11 @@ using Microsoft.Extensions.Logging;
 // which takes the schema's outbox leadership and starts sending the oldest committed message to a transport that never
 // finishes a send; it prints "sending <id>". Then "ready", and it blocks until the test kills it with SIGKILL: nothing here
 // ever reaches a transport.
-const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count>";
+//        Herald.CrashChild saga-sqlite <database file>
+// Starts saga "crash-saga" instance "saga-1" (steps one, two, three; each inserts its name into the file's saga_effects
+// table through the step's unit of work). Step two inserts, prints "ready" and never finishes, so the kill lands in the
+// middle of a step whose writes are not committed.
+const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file>";
 switch (args)
 {
     case ["sqlite", var file, var count] when Count(count) is { } messages:
@@ -29,6 +34,9 @@ switch (args)
         break;
     case ["postgres", var connectionString, var schema, var count] when Count(count) is { } messages:
         await RunPostgresAsync(connectionString, schema, messages);
+        break;
+    case ["saga-sqlite", var file]:
+        await RunSagaAsync(file);
         break;
     default:
         await Console.Error.WriteLineAsync(Usage);
@@ -87,6 +95,47 @@ static async Task AddAsync(IOutboxStore outbox, Func<IUnitOfWork> beginUnitOfWor
     Console.WriteLine("uncommitted " + string.Join(',', uncommitted.Select(m => m.Id)));
 }
 
+static async Task RunSagaAsync(string file)
+{
+    var inStepTwo = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+    var definition = SagaDefinition.Create<CrashSagaData>("crash-saga", s => s
+        .Step("one", context => Effect(context))
+        .Step("two", async context =>
+        {
+            await Effect(context);
+            inStepTwo.TrySetResult();
+            await Task.Delay(Timeout.Infinite, context.CancellationToken);
+        })
+        .Step("three", context => Effect(context)));
+    var builder = Host.CreateApplicationBuilder();
+    builder.Logging.ClearProviders();
+    builder.Services.AddHerald(h => h
+        .Configure(o =>
+        {
+            o.EndpointName = "crash-child";
+            o.StartConsumer = false;
+        })
+        .UseSqlite(file)
+        .AddSaga(definition));
+    var host = builder.Build();
+    await host.StartAsync();
+    _ = host.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "saga-1", new CrashSagaData());
+    await inStepTwo.Task;
+}
+
+// The step's visible effect: a row in the application's own table, in the step's unit of work.
+static ValueTask Effect(SagaStepContext<CrashSagaData> context)
+{
+    context.Services.GetRequiredService<IUnitOfWork>().EnlistSqliteWrite(connection =>
+    {
+        using var insert = connection.CreateCommand();
+        insert.CommandText = "INSERT INTO saga_effects (step) VALUES ($step)";
+        insert.Parameters.AddWithValue("$step", context.StepName);
+        insert.ExecuteNonQuery();
+    });
+    return ValueTask.CompletedTask;
+}
+
 static int? Count(string text) =>
     int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var count) && count >= 1 ? count : null;
 
@@ -112,3 +161,9 @@ static OutboxMessage[] NewMessages(int count) =>
             },
         };
     })];
+
+/// <summary>The crash saga's data (nothing the test reads; the steps' effects are rows).</summary>
+internal sealed class CrashSagaData
+{
+    public string Note { get; set; } = "crash";
+}
