@@ -29,4 +29,27 @@ public sealed partial class HeraldBuilder
         Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SagaResumeService>());
         return this;
     }
+
+    /// <summary>
+    /// Registers a state-machine saga: a handler for every event it correlates, which loads the instance, runs the
+    /// transition of its state and saves the new state in the message's unit of work. One machine per data type.
+    /// </summary>
+    /// <exception cref="InvalidSagaDefinitionException">Another saga with this name is registered.</exception>
+    public HeraldBuilder AddSaga<TData>(SagaStateMachine<TData> machine)
+        where TData : class, new()
+    {
+        ArgumentNullException.ThrowIfNull(machine);
+        if (!_sagas.Add(machine.Name))
+        {
+            throw new InvalidSagaDefinitionException(machine.Name, [$"A saga named '{machine.Name}' is registered already; saga names are unique."]);
+        }
+
+        Services.AddSingleton(machine);
+        foreach (var eventType in machine.Events.Keys)
+        {
+            AddHandler(typeof(SagaStateMachineHandler<,>).MakeGenericType(typeof(TData), eventType), ServiceLifetime.Scoped);
+        }
+
+        return this;
+    }
 }

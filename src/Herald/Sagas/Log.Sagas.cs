@@ -32,4 +32,7 @@ internal static partial class Log
 
     [LoggerMessage(1320, LogLevel.Error, "Resuming saga {Saga} instance {SagaId} failed; it stays unfinished until the next start")]
     public static partial void SagaResumeFailed(ILogger logger, Exception exception, string saga, string sagaId);
+
+    [LoggerMessage(1330, LogLevel.Information, "Saga {Saga} instance {SagaId} ignored {EventType}: {Reason}")]
+    public static partial void SagaEventIgnored(ILogger logger, string saga, string sagaId, string eventType, string reason);
 }

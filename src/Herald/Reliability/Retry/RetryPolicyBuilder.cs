@@ -19,7 +19,7 @@ public sealed class RetryPolicyBuilder
     /// <summary>Creates a builder with the default settings.</summary>
     public RetryPolicyBuilder()
     {
-        NeverRetried = new HashSet<Type> { typeof(MessageDeserializationException), typeof(UnknownMessageTypeException), typeof(ValidationException) };
+        NeverRetried = new HashSet<Type> { typeof(MessageDeserializationException), typeof(UnknownMessageTypeException), typeof(ValidationException), typeof(Sagas.SagaMessageRejectedException) };
     }
 
     internal RetryPolicyBuilder(RetryPolicy policy)

@@ -1,0 +1,72 @@
+using System.Text.Json;
+using Herald.Handling;
+using Herald.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Sagas;
+
+/// <summary>
+/// Handles one event type for one state machine: finds the instance by the event's correlation, runs the transition of
+/// its state, and saves the new state in the message's unit of work, so the state, the messages the action sent (through
+/// the outbox) and the inbox mark commit together. A concurrent change of the instance fails that commit with a
+/// <see cref="SagaConcurrencyException"/>, and the message runs again against the fresh state (the retry policy).
+/// </summary>
+internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TData> machine, ISagaStore store, ILogger<SagaStateMachine<TData>> logger)
+    : IMessageHandler<TEvent>
+    where TData : class, new()
+    where TEvent : notnull
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    public async ValueTask HandleAsync(TEvent message, MessageContext context, CancellationToken cancellationToken)
+    {
+        var rule = machine.Events[typeof(TEvent)];
+        var id = rule.Correlate(message);
+        if (string.IsNullOrWhiteSpace(id))
+        {
+            throw new SagaMessageRejectedException($"{typeof(TEvent).Name} has no correlation id for saga '{machine.Name}'.");
+        }
+
+        var instance = await store.LoadAsync(machine.Name, id, cancellationToken).ConfigureAwait(false);
+        SagaTransition<TData>? transition;
+        if (instance is null)
+        {
+            if (!machine.Initially.TryGetValue(typeof(TEvent), out transition))
+            {
+                if (rule.WhenMissing == MissingInstance.DeadLetter)
+                {
+                    throw new SagaMessageRejectedException($"Saga '{machine.Name}' has no instance '{id}' for {typeof(TEvent).Name}, and {typeof(TEvent).Name} does not start one.");
+                }
+
+                Log.SagaEventIgnored(logger, machine.Name, id, typeof(TEvent).Name, "no instance");
+                return;
+            }
+
+            instance = new SagaInstance { SagaType = machine.Name, Id = id, Status = SagaStatus.Running, Data = JsonSerializer.SerializeToUtf8Bytes(new TData(), Json) };
+        }
+        else if (instance.IsFinished || instance.State is null || !machine.Transitions.TryGetValue((instance.State, typeof(TEvent)), out transition))
+        {
+            // Events a state does not expect (a late duplicate, an out-of-order reply) change nothing.
+            Log.SagaEventIgnored(logger, machine.Name, id, typeof(TEvent).Name, instance.IsFinished ? "instance finished" : $"not handled in state '{instance.State}'");
+            return;
+        }
+
+        var data = JsonSerializer.Deserialize<TData>(instance.Data.Span, Json) ?? new TData();
+        var events = new SagaEventContext<TData>(machine.Name, id, instance.Version == 0 ? null : instance.State, data, context);
+        if (transition.Action is { } action)
+        {
+            await action(events, message).ConfigureAwait(false);
+        }
+
+        var final = machine.FinalStates.Contains(transition.Target);
+        await store.SaveAsync(
+            instance with
+            {
+                State = transition.Target,
+                Status = final ? SagaStatus.Completed : SagaStatus.Running,
+                Data = JsonSerializer.SerializeToUtf8Bytes(events.Data, Json),
+            },
+            context.UnitOfWork,
+            cancellationToken).ConfigureAwait(false);
+    }
+}

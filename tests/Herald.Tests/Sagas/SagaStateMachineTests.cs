@@ -1,0 +1,163 @@
+using System.Text;
+using Herald.Conformance;
+using Herald.Handling;
+using Herald.Messages;
+using Herald.Reliability.DeadLetters;
+using Herald.Sagas;
+using Herald.Tests.Reliability;
+
+namespace Herald.Tests.Sagas;
+
+public sealed class SagaStateMachineTests
+{
+    [MessageType("sm-order-placed")]
+    public sealed record OrderPlaced(string OrderId, decimal Total);
+
+    [MessageType("sm-stock-reserved")]
+    public sealed record StockReserved(string OrderId);
+
+    [MessageType("sm-payment-taken")]
+    public sealed record PaymentTaken(string OrderId);
+
+    [MessageType("sm-line-added")]
+    public sealed record LineAdded(string OrderId, int Line);
+
+    [MessageType("sm-reserve-stock")]
+    public sealed record ReserveStock(string OrderId);
+
+    public sealed class OrderState
+    {
+        public decimal Total { get; set; }
+
+        public List<int> Lines { get; set; } = [];
+    }
+
+    private static SagaStateMachine<OrderState> Machine(MissingInstance whenMissing = MissingInstance.Ignore) =>
+        SagaStateMachine.Create<OrderState>("sm-orders", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId)
+            .Correlate<StockReserved>(e => e.OrderId, whenMissing)
+            .Correlate<PaymentTaken>(e => e.OrderId, whenMissing)
+            .Correlate<LineAdded>(e => e.OrderId)
+            .Initially<OrderPlaced>("Reserving", async (saga, placed) =>
+            {
+                saga.Data.Total = placed.Total;
+                await saga.SendAsync(new ReserveStock(placed.OrderId));
+            })
+            .During("Reserving", s => s
+                .When<StockReserved>("Charging")
+                .When<LineAdded>("Reserving", (saga, line) =>
+                {
+                    saga.Data.Lines.Add(line.Line);
+                    return ValueTask.CompletedTask;
+                }))
+            .During("Charging", s => s.When<PaymentTaken>("Completed"))
+            .Final("Completed"));
+
+    private static Task<ReliabilityHost> StartAsync(SagaStateMachine<OrderState> machine, int concurrency = 2) =>
+        ReliabilityHost.StartAsync(
+            h => h
+                .AddMessageType<OrderPlaced>().AddMessageType<StockReserved>().AddMessageType<PaymentTaken>().AddMessageType<LineAdded>().AddMessageType<ReserveStock>()
+                .AddSaga(machine)
+                .ConfigureRetries(r => r.Immediate(50).Delayed(0, TimeSpan.Zero, TimeSpan.Zero)),
+            concurrency: concurrency);
+
+    private static async Task<SagaInstance> WaitForStateAsync(ReliabilityHost host, string id, string state) =>
+        await Eventually.ValueAsync(
+            async () => await host.Get<ISagaStore>().LoadAsync("sm-orders", id) is { } instance && instance.State == state ? instance : null,
+            $"instance {id} reaches {state}");
+
+    [Fact]
+    public async Task EventsMoveTheInstanceThroughItsStates_ToAFinalState_SendingWhatTheActionsSend()
+    {
+        await using var host = await StartAsync(Machine());
+        var bus = host.Get<IMessageBus>();
+
+        await bus.SendAsync(new OrderPlaced("o-1", 42.5m));
+        var reserving = await WaitForStateAsync(host, "o-1", "Reserving");
+        await bus.SendAsync(new StockReserved("o-1"));
+        await WaitForStateAsync(host, "o-1", "Charging");
+        await bus.SendAsync(new PaymentTaken("o-1"));
+        var completed = await WaitForStateAsync(host, "o-1", "Completed");
+
+        Assert.Equal(SagaStatus.Running, reserving.Status);
+        Assert.Equal(SagaStatus.Completed, completed.Status);
+        Assert.Contains("\"total\":42.5", Encoding.UTF8.GetString(completed.Data.Span), StringComparison.Ordinal);
+        // The command the action sent carries the conversation of the event that caused it.
+        var placed = host.Transport.Sent.Single(s => s.Envelope.MessageType == "sm-order-placed").Envelope;
+        var sent = host.Transport.Sent.Single(s => s.Envelope.MessageType == "sm-reserve-stock").Envelope;
+        Assert.NotNull(placed.CorrelationId);
+        Assert.Equal(placed.CorrelationId, sent.CorrelationId);
+    }
+
+    [Fact]
+    public async Task AnEventWithNoInstance_ThatDoesNotStartOne_IsIgnored_OrDeadLetteredAsConfigured()
+    {
+        await using (var ignoring = await StartAsync(Machine(MissingInstance.Ignore)))
+        {
+            await ignoring.Get<IMessageBus>().SendAsync(new StockReserved("ghost"));
+            await ignoring.Get<IMessageBus>().SendAsync(new OrderPlaced("after", 1));
+            await WaitForStateAsync(ignoring, "after", "Reserving");
+            Assert.Null(await ignoring.Get<ISagaStore>().LoadAsync("sm-orders", "ghost"));
+            Assert.Empty(await ignoring.DeadLetters.ListAsync(new DeadLetterQuery()));
+        }
+
+        await using var strict = await StartAsync(Machine(MissingInstance.DeadLetter));
+        await strict.Get<IMessageBus>().SendAsync(new StockReserved("ghost"));
+        var deadLetter = Assert.Single(await strict.WaitForDeadLettersAsync());
+        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
+        Assert.Contains("has no instance 'ghost'", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Null(await strict.Get<ISagaStore>().LoadAsync("sm-orders", "ghost"));
+    }
+
+    [Fact]
+    public async Task AnEventTheCurrentStateDoesNotExpect_ChangesNothing()
+    {
+        await using var host = await StartAsync(Machine());
+        var bus = host.Get<IMessageBus>();
+        await bus.SendAsync(new OrderPlaced("o-2", 5));
+        var before = await WaitForStateAsync(host, "o-2", "Reserving");
+
+        await bus.SendAsync(new PaymentTaken("o-2"));
+        await bus.SendAsync(new StockReserved("o-2"));
+        var after = await WaitForStateAsync(host, "o-2", "Charging");
+
+        Assert.Equal(before.Version + 1, after.Version);
+    }
+
+    [Fact]
+    public async Task ConcurrentEventsForOneInstance_AllLand_WithNoLostUpdate()
+    {
+        await using var host = await StartAsync(Machine(), concurrency: 8);
+        var bus = host.Get<IMessageBus>();
+        await bus.SendAsync(new OrderPlaced("o-3", 1));
+        await WaitForStateAsync(host, "o-3", "Reserving");
+
+        await Task.WhenAll(Enumerable.Range(1, 40).Select(i => bus.SendAsync(new LineAdded("o-3", i)).AsTask()));
+        var instance = await Eventually.ValueAsync(
+            async () => await host.Get<ISagaStore>().LoadAsync("sm-orders", "o-3") is { Version: 41 } done ? done : null,
+            "all 40 lines land");
+
+        var lines = System.Text.Json.JsonDocument.Parse(instance.Data).RootElement.GetProperty("lines").EnumerateArray().Select(l => l.GetInt32()).Order();
+        Assert.Equal(Enumerable.Range(1, 40), lines);
+        Assert.Equal("Reserving", instance.State);
+    }
+
+    [Fact]
+    public void ABadMachine_IsRejectedWhenBuilt_WithEveryReason()
+    {
+        var error = Assert.Throws<InvalidSagaDefinitionException>(() => SagaStateMachine.Create<OrderState>("bad", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId)
+            .Initially<OrderPlaced>("Reserving")
+            .During("Reserving", s => s.When<StockReserved>("Shipping"))
+            .During("Orphan", s => s.When<PaymentTaken>("Completed"))
+            .Final("Completed")));
+        var empty = Assert.Throws<InvalidSagaDefinitionException>(() => SagaStateMachine.Create<OrderState>("empty", _ => { }));
+
+        Assert.Contains("Event StockReserved has no correlation; declare it with Correlate.", error.Problems);
+        Assert.Contains("Event PaymentTaken has no correlation; declare it with Correlate.", error.Problems);
+        Assert.Contains("State 'Shipping' is entered but has no transitions and is not final.", error.Problems);
+        Assert.Contains("State 'Orphan' is unreachable.", error.Problems);
+        Assert.Contains("State 'Completed' is unreachable.", error.Problems);
+        Assert.Contains("No event starts the machine; declare one with Initially.", empty.Problems);
+    }
+}
