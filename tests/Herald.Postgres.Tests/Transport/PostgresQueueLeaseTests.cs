@@ -6,6 +6,7 @@ using Npgsql;
 namespace Herald.Postgres.Tests.Transport;
 
 /// <summary>The PostgreSQL queue against <see cref="LeasedQueueConformance"/>: instances with pools of their own, and a connection hammering the queue table.</summary>
+[Collection(ThreadPoolStarvingCollection.Name)]
 public sealed class PostgresQueueLeaseTests : LeasedQueueConformance, IAsyncLifetime
 {
     private readonly string _schema = PostgresTestDatabase.NewSchema();

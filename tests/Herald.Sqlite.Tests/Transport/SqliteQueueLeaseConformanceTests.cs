@@ -5,6 +5,7 @@ using Herald.Transport;
 namespace Herald.Sqlite.Tests.Transport;
 
 /// <summary>The SQLite queue against <see cref="LeasedQueueConformance"/>: instances on one file, and a raw connection hammering it.</summary>
+[Collection(ThreadPoolStarvingCollection.Name)]
 public sealed class SqliteQueueLeaseConformanceTests : LeasedQueueConformance, IDisposable
 {
     private readonly TempDatabase _database = new();

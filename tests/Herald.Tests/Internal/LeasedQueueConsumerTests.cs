@@ -8,6 +8,7 @@ using Herald.Transport;
 namespace Herald.Tests.Internal;
 
 /// <summary>The leased-queue consumer over a backend in memory: what every backend (SQL queues now, SQS next) gets from it (issue 9).</summary>
+[Collection(ThreadPoolStarvingCollection.Name)]
 public sealed class LeasedQueueConsumerTests
 {
     private const int LeaseLostEvent = 1212;
