@@ -50,9 +50,7 @@ internal sealed partial class SqliteEventStore
         int maxCount = int.MaxValue,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        StreamName.Validate(stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(fromVersion, 1);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ReadValidation.ValidateStreamRead(stream, fromVersion, maxCount);
 
         var forward = direction == ReadDirection.Forward;
         var next = fromVersion;
@@ -95,8 +93,7 @@ internal sealed partial class SqliteEventStore
         int maxCount = int.MaxValue,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(fromPositionExclusive);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount);
 
         var category = filter?.Category;
         var types = filter?.EventTypes is { } eventTypes ? TypesJson(eventTypes) : null;
