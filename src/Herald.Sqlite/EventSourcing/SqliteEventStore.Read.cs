@@ -53,36 +53,22 @@ internal sealed partial class SqliteEventStore
         ReadValidation.ValidateStreamRead(stream, fromVersion, maxCount);
 
         var forward = direction == ReadDirection.Forward;
-        var next = fromVersion;
-        var remaining = maxCount;
-        while (remaining > 0)
-        {
-            var limit = Math.Min(remaining, PageSize);
-            var page = await ReadAsync(reader =>
+        var pages = ReadPagesAsync(
+            fromVersion,
+            maxCount,
+            (reader, next, limit) =>
             {
                 var command = reader.Command(forward ? ReadStreamForwardSql : ReadStreamBackwardSql, 3);
                 command.Parameters[0].Value = stream;
                 command.Parameters[1].Value = next;
                 command.Parameters[2].Value = limit;
-                return ReadEvents(command);
-            }, cancellationToken).ConfigureAwait(false);
-
-            foreach (var recorded in page)
-            {
-                yield return recorded;
-            }
-
-            remaining -= page.Count;
-            if (page.Count < limit)
-            {
-                yield break;
-            }
-
-            next = forward ? page[^1].Version + 1 : page[^1].Version - 1;
-            if (next < 1)
-            {
-                yield break;
-            }
+                return command;
+            },
+            last => forward ? last.Version + 1 : last.Version - 1,
+            cancellationToken);
+        await foreach (var recorded in pages.ConfigureAwait(false))
+        {
+            yield return recorded;
         }
     }
 
@@ -98,33 +84,23 @@ internal sealed partial class SqliteEventStore
         var category = filter?.Category;
         var types = filter?.EventTypes is { } eventTypes ? TypesJson(eventTypes) : null;
         var sql = ReadAllSqlFor(category is not null, types is not null);
-        var after = fromPositionExclusive;
-        var remaining = maxCount;
-        while (remaining > 0)
-        {
-            var limit = Math.Min(remaining, PageSize);
-            var page = await ReadAsync(reader =>
+        var pages = ReadPagesAsync(
+            fromPositionExclusive,
+            maxCount,
+            (reader, after, limit) =>
             {
                 var command = reader.Command(sql, 4);
                 command.Parameters[0].Value = after;
                 command.Parameters[1].Value = limit;
                 command.Parameters[2].Value = (object?)category ?? DBNull.Value;
                 command.Parameters[3].Value = (object?)types ?? DBNull.Value;
-                return ReadEvents(command);
-            }, cancellationToken).ConfigureAwait(false);
-
-            foreach (var recorded in page)
-            {
-                yield return recorded;
-            }
-
-            remaining -= page.Count;
-            if (page.Count < limit)
-            {
-                yield break;
-            }
-
-            after = page[^1].Position;
+                return command;
+            },
+            last => last.Position,
+            cancellationToken);
+        await foreach (var recorded in pages.ConfigureAwait(false))
+        {
+            yield return recorded;
         }
     }
 
@@ -183,6 +159,40 @@ internal sealed partial class SqliteEventStore
                 // A commit of this store, or its disposal (which throws here).
                 await signal.ConfigureAwait(false);
                 return;
+            }
+        }
+    }
+
+    // Both reads page the same way: at most PageSize rows a query and no connection held between pages. They stop after
+    // maxCount events, at a short page, or when the cursor falls below 1 (a backward stream read that passed version 1;
+    // positions never do).
+    private async IAsyncEnumerable<RecordedEvent> ReadPagesAsync(
+        long cursor,
+        int maxCount,
+        Func<ReaderPool.Reader, long, int, Microsoft.Data.Sqlite.SqliteCommand> command,
+        Func<RecordedEvent, long> nextCursor,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var remaining = maxCount;
+        while (remaining > 0)
+        {
+            var limit = Math.Min(remaining, PageSize);
+            var page = await ReadAsync(reader => ReadEvents(command(reader, cursor, limit)), cancellationToken).ConfigureAwait(false);
+            foreach (var recorded in page)
+            {
+                yield return recorded;
+            }
+
+            remaining -= page.Count;
+            if (page.Count < limit)
+            {
+                yield break;
+            }
+
+            cursor = nextCursor(page[^1]);
+            if (cursor < 1)
+            {
+                yield break;
             }
         }
     }
