@@ -177,7 +177,7 @@ internal sealed partial class SqliteEventStore
         while (remaining > 0)
         {
             var limit = Math.Min(remaining, PageSize);
-            var page = await ReadAsync(reader => ReadEvents(command(reader, cursor, limit)), cancellationToken).ConfigureAwait(false);
+            var page = await ReadAsync(reader => command(reader, cursor, limit).ReadAll(EventRows.Read), cancellationToken).ConfigureAwait(false);
             foreach (var recorded in page)
             {
                 yield return recorded;
@@ -195,18 +195,6 @@ internal sealed partial class SqliteEventStore
                 yield break;
             }
         }
-    }
-
-    private static List<RecordedEvent> ReadEvents(Microsoft.Data.Sqlite.SqliteCommand command)
-    {
-        var page = new List<RecordedEvent>();
-        using var reader = command.ExecuteReader();
-        while (reader.Read())
-        {
-            page.Add(EventRows.Read(reader));
-        }
-
-        return page;
     }
 
     private static string TypesJson(IReadOnlyCollection<string> eventTypes)
