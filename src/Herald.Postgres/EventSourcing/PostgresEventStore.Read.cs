@@ -16,9 +16,7 @@ internal sealed partial class PostgresEventStore
         int maxCount = int.MaxValue,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        StreamName.Validate(stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(fromVersion, 1);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ReadValidation.ValidateStreamRead(stream, fromVersion, maxCount);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         var forward = direction == ReadDirection.Forward;
         var next = fromVersion;
@@ -49,8 +47,7 @@ internal sealed partial class PostgresEventStore
         int maxCount = int.MaxValue,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(fromPositionExclusive);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         var own = _changes.LastPosition;
         var position = fromPositionExclusive;

@@ -93,82 +93,53 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     /// <inheritdoc />
     public async ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default)
     {
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_get, connection);
-        command.Parameters.Add(EnvelopeColumns.Id(id));
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? Read(reader) : null;
+        return await _store.QueryFirstAloneAsync(_get, [EnvelopeColumns.Id(id)], Read, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_list, connection);
-        AddFilters(command.Parameters, query);
-        command.Parameters.Add(EnvelopeColumns.Int(query.Limit));
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        var page = new List<DeadLetter>();
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            page.Add(Read(reader));
-        }
-
-        return page;
+        return await _store.QueryAloneAsync(_list, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], Read, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_count, connection);
-        AddFilters(command.Parameters, query);
-        return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        return await _store.ScalarAloneAsync<long>(_count, Filters(query), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default)
     {
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_delete, connection);
-        command.Parameters.Add(EnvelopeColumns.Id(id));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+        return await _store.ExecuteAloneAsync(_delete, [EnvelopeColumns.Id(id)], cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <inheritdoc />
     public async ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_deleteMany, connection);
-        AddFilters(command.Parameters, query);
-        command.Parameters.Add(EnvelopeColumns.Int(query.Limit));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        return await _store.ExecuteAloneAsync(_deleteMany, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(error);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_recordRetry, connection);
-        command.Parameters.Add(EnvelopeColumns.Id(id));
-        command.Parameters.Add(EnvelopeColumns.Text(error));
-        command.Parameters.Add(EnvelopeColumns.Time(time));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+        NpgsqlParameter[] parameters = [EnvelopeColumns.Id(id), EnvelopeColumns.Text(error), EnvelopeColumns.Time(time)];
+        return await _store.ExecuteAloneAsync(_recordRetry, parameters, cancellationToken).ConfigureAwait(false) == 1;
     }
 
-    private static void AddFilters(NpgsqlParameterCollection parameters, DeadLetterQuery query)
-    {
-        parameters.Add(EnvelopeColumns.Text(query.Endpoint));
-        parameters.Add(EnvelopeColumns.Text(query.MessageType));
-        parameters.Add(EnvelopeColumns.Text(query.Fingerprint));
-        parameters.Add(EnvelopeColumns.Time(query.FailedFrom));
-        parameters.Add(EnvelopeColumns.Time(query.FailedBefore));
-        parameters.Add(EnvelopeColumns.Id(query.After));
-    }
+    private static NpgsqlParameter[] Filters(DeadLetterQuery query) =>
+    [
+        EnvelopeColumns.Text(query.Endpoint),
+        EnvelopeColumns.Text(query.MessageType),
+        EnvelopeColumns.Text(query.Fingerprint),
+        EnvelopeColumns.Time(query.FailedFrom),
+        EnvelopeColumns.Time(query.FailedBefore),
+        EnvelopeColumns.Id(query.After),
+    ];
 
     private static DeadLetter Read(NpgsqlDataReader reader) => new()
     {

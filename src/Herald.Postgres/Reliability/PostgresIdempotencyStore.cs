@@ -94,24 +94,21 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
         ArgumentException.ThrowIfNullOrEmpty(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
         var expiresAt = _timeProvider.GetUtcNow() + ttl;
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_complete, connection);
-        command.Parameters.Add(EnvelopeColumns.Text(key));
-        command.Parameters.Add(EnvelopeColumns.Id(lockToken));
-        command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = result.ToArray(), NpgsqlDbType = NpgsqlDbType.Bytea });
-        command.Parameters.Add(EnvelopeColumns.Time(expiresAt));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+        NpgsqlParameter[] parameters =
+        [
+            EnvelopeColumns.Text(key),
+            EnvelopeColumns.Id(lockToken),
+            new NpgsqlParameter<byte[]> { TypedValue = result.ToArray(), NpgsqlDbType = NpgsqlDbType.Bytea },
+            EnvelopeColumns.Time(expiresAt),
+        ];
+        return await _store.ExecuteAloneAsync(_complete, parameters, cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <inheritdoc />
     public async ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(key);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_release, connection);
-        command.Parameters.Add(EnvelopeColumns.Text(key));
-        command.Parameters.Add(EnvelopeColumns.Id(lockToken));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+        return await _store.ExecuteAloneAsync(_release, [EnvelopeColumns.Text(key), EnvelopeColumns.Id(lockToken)], cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <inheritdoc />
@@ -120,11 +117,7 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
         ArgumentException.ThrowIfNullOrEmpty(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var expiresAt = _timeProvider.GetUtcNow() + lockTtl;
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_renew, connection);
-        command.Parameters.Add(EnvelopeColumns.Text(key));
-        command.Parameters.Add(EnvelopeColumns.Id(lockToken));
-        command.Parameters.Add(EnvelopeColumns.Time(expiresAt));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+        NpgsqlParameter[] parameters = [EnvelopeColumns.Text(key), EnvelopeColumns.Id(lockToken), EnvelopeColumns.Time(expiresAt)];
+        return await _store.ExecuteAloneAsync(_renew, parameters, cancellationToken).ConfigureAwait(false) == 1;
     }
 }

@@ -63,12 +63,8 @@ internal sealed class PostgresInbox : IInbox
             // A unit of work without a transaction here: undo only our own mark (matched by its expiry) if it rolls back.
             unitOfWork.OnRolledBack(async token =>
             {
-                await using var connection = await _store.OpenStartedAsync(token).ConfigureAwait(false);
-                await using var command = new NpgsqlCommand(_unmark, connection);
-                command.Parameters.Add(EnvelopeColumns.Text(endpoint));
-                command.Parameters.Add(EnvelopeColumns.Id(messageId));
-                command.Parameters.Add(EnvelopeColumns.Time(expiresAt));
-                await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
+                NpgsqlParameter[] parameters = [EnvelopeColumns.Text(endpoint), EnvelopeColumns.Id(messageId), EnvelopeColumns.Time(expiresAt)];
+                await _store.ExecuteAloneAsync(_unmark, parameters, token).ConfigureAwait(false);
             });
         }
 
@@ -79,23 +75,16 @@ internal sealed class PostgresInbox : IInbox
     public async ValueTask<bool> IsHandledAsync(string endpoint, Guid messageId, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_isHandled, connection);
-        command.Parameters.Add(EnvelopeColumns.Text(endpoint));
-        command.Parameters.Add(EnvelopeColumns.Id(messageId));
-        command.Parameters.Add(EnvelopeColumns.Time(_timeProvider.GetUtcNow()));
-        return (bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        NpgsqlParameter[] parameters = [EnvelopeColumns.Text(endpoint), EnvelopeColumns.Id(messageId), EnvelopeColumns.Time(_timeProvider.GetUtcNow())];
+        return await _store.ScalarAloneAsync<bool>(_isHandled, parameters, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<int> DeleteExpiredAsync(int maxCount, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_deleteExpired, connection);
-        command.Parameters.Add(EnvelopeColumns.Time(_timeProvider.GetUtcNow()));
-        command.Parameters.Add(EnvelopeColumns.Int(maxCount));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        NpgsqlParameter[] parameters = [EnvelopeColumns.Time(_timeProvider.GetUtcNow()), EnvelopeColumns.Int(maxCount)];
+        return await _store.ExecuteAloneAsync(_deleteExpired, parameters, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<bool> MarkAsync(

@@ -90,22 +90,8 @@ internal sealed class PostgresOutboxStore : IOutboxStore
     public async ValueTask<IReadOnlyList<OutboxMessage>> FetchPendingAsync(int maxCount, DateTimeOffset? dueBy = null, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(dueBy is null ? _fetch : _fetchDue, connection);
-        command.Parameters.Add(EnvelopeColumns.Int(maxCount));
-        if (dueBy is { } by)
-        {
-            command.Parameters.Add(EnvelopeColumns.Time(by));
-        }
-
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        var messages = new List<OutboxMessage>();
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            messages.Add(Read(reader));
-        }
-
-        return messages;
+        NpgsqlParameter[] parameters = dueBy is { } by ? [EnvelopeColumns.Int(maxCount), EnvelopeColumns.Time(by)] : [EnvelopeColumns.Int(maxCount)];
+        return await _store.QueryAloneAsync(dueBy is null ? _fetch : _fetchDue, parameters, Read, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -117,50 +103,37 @@ internal sealed class PostgresOutboxStore : IOutboxStore
             return;
         }
 
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_markSent, connection);
-        command.Parameters.Add(new NpgsqlParameter<Guid[]> { TypedValue = [.. ids], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
-        command.Parameters.Add(EnvelopeColumns.Time(sentAt));
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        NpgsqlParameter[] parameters =
+        [
+            new NpgsqlParameter<Guid[]> { TypedValue = [.. ids], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid },
+            EnvelopeColumns.Time(sentAt),
+        ];
+        await _store.ExecuteAloneAsync(_markSent, parameters, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask RecordFailedAttemptAsync(Guid id, DateTimeOffset nextAttemptAt, CancellationToken cancellationToken = default)
     {
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_recordFailure, connection);
-        command.Parameters.Add(EnvelopeColumns.Id(id));
-        command.Parameters.Add(EnvelopeColumns.Time(nextAttemptAt));
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        await _store.ExecuteAloneAsync(_recordFailure, [EnvelopeColumns.Id(id), EnvelopeColumns.Time(nextAttemptAt)], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<int> DeleteSentAsync(DateTimeOffset sentBefore, int maxCount, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_deleteSent, connection);
-        command.Parameters.Add(EnvelopeColumns.Time(sentBefore));
-        command.Parameters.Add(EnvelopeColumns.Int(maxCount));
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        return await _store.ExecuteAloneAsync(_deleteSent, [EnvelopeColumns.Time(sentBefore), EnvelopeColumns.Int(maxCount)], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<long> CountPendingAsync(CancellationToken cancellationToken = default)
     {
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_count, connection);
-        return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        return await _store.ScalarAloneAsync<long>(_count, [], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<OutboxMessage?> GetAsync(Guid id, CancellationToken cancellationToken = default)
     {
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_get, connection);
-        command.Parameters.Add(EnvelopeColumns.Id(id));
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? Read(reader) : null;
+        return await _store.QueryFirstAloneAsync(_get, [EnvelopeColumns.Id(id)], Read, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task InsertAloneAsync(OutboxMessage[] rows, CancellationToken cancellationToken)

@@ -45,12 +45,7 @@ internal sealed class PostgresSagaStore : ISagaStore
     public async ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
     {
         SagaValidation.ValidateKey(sagaType, id);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_load, connection);
-        command.Parameters.Add(EnvelopeColumns.Text(sagaType));
-        command.Parameters.Add(EnvelopeColumns.Text(id));
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? Read(reader) : null;
+        return await _store.QueryFirstAloneAsync(_load, [EnvelopeColumns.Text(sagaType), EnvelopeColumns.Text(id)], Read, cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask<long> SaveAsync(SagaInstance instance, CancellationToken cancellationToken = default)
@@ -82,37 +77,26 @@ internal sealed class PostgresSagaStore : ISagaStore
     public async ValueTask<IReadOnlyList<SagaInstance>> ListAsync(SagaQuery query, CancellationToken cancellationToken = default)
     {
         SagaValidation.Validate(query);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_list, connection);
-        var p = command.Parameters;
-        p.Add(EnvelopeColumns.Text(query.SagaType));
-        p.Add(new NpgsqlParameter
-        {
-            Value = query.Statuses is { Count: > 0 } statuses ? statuses.Select(s => s.ToString()).ToArray() : DBNull.Value,
-            NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text,
-        });
-        p.Add(EnvelopeColumns.Text(query.After?.SagaType));
-        p.Add(EnvelopeColumns.Text(query.After?.Id));
-        p.Add(EnvelopeColumns.Int(query.Limit));
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        var page = new List<SagaInstance>();
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            page.Add(Read(reader));
-        }
-
-        return page;
+        NpgsqlParameter[] parameters =
+        [
+            EnvelopeColumns.Text(query.SagaType),
+            new NpgsqlParameter
+            {
+                Value = query.Statuses is { Count: > 0 } statuses ? statuses.Select(s => s.ToString()).ToArray() : DBNull.Value,
+                NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text,
+            },
+            EnvelopeColumns.Text(query.After?.SagaType),
+            EnvelopeColumns.Text(query.After?.Id),
+            EnvelopeColumns.Int(query.Limit),
+        ];
+        return await _store.QueryAloneAsync(_list, parameters, Read, cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default)
     {
         SagaValidation.ValidateKey(sagaType, id);
-        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_delete, connection);
-        command.Parameters.Add(EnvelopeColumns.Text(sagaType));
-        command.Parameters.Add(EnvelopeColumns.Text(id));
-        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = version });
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+        NpgsqlParameter[] parameters = [EnvelopeColumns.Text(sagaType), EnvelopeColumns.Text(id), new NpgsqlParameter<long> { TypedValue = version }];
+        return await _store.ExecuteAloneAsync(_delete, parameters, cancellationToken).ConfigureAwait(false) > 0;
     }
 
     // The new version, or 0 when the stored version was not the expected one (nothing written).

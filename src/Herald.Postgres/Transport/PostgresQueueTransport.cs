@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Postgres.Internal;
@@ -22,11 +21,10 @@ internal sealed class PostgresQueueTransport : ITransport
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
-    private readonly ConcurrentDictionary<LeasedQueueConsumer<QueuedMessage>, byte> _consumers = new();
     private readonly NotificationListener _listener;
     private readonly CommitNotifier _notifier;
     private readonly SendCoordinator _sends;
-    private readonly LeasedQueueSettings _leasing;
+    private readonly LeasedQueueConsumers<QueuedMessage> _consumers;
     private readonly Lock _gate = new();
     private Task? _starting;
     private int _disposed;
@@ -42,7 +40,7 @@ internal sealed class PostgresQueueTransport : ITransport
         _listener = new NotificationListener(dataSource, Sql.Channel, Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
         _notifier = new CommitNotifier(dataSource, Sql.Channel, Logger);
         _sends = new SendCoordinator(dataSource, Sql, Logger, Committed);
-        _leasing = new LeasedQueueSettings
+        _consumers = new LeasedQueueConsumers<QueuedMessage>(new LeasedQueueSettings
         {
             LeaseDuration = options.LeaseDuration,
             PollInterval = options.PollInterval,
@@ -52,7 +50,7 @@ internal sealed class PostgresQueueTransport : ITransport
             TimeProvider = TimeProvider,
             Logger = Logger,
             Name = "PostgreSQL queue",
-        };
+        });
         Capabilities = new TransportCapabilities
         {
             IsDurable = true,
@@ -166,10 +164,7 @@ internal sealed class PostgresQueueTransport : ITransport
         await StartAsync(cancellationToken).ConfigureAwait(false);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         var backend = new PostgresQueueBackend(this, queue);
-        var consumer = new LeasedQueueConsumer<QueuedMessage>(backend, queue, options, handler, _leasing with { Name = backend.Name }, Forget);
-        _consumers[consumer] = 0;
-        consumer.Start();
-        return consumer;
+        return _consumers.Start(backend, backend.Name, queue, options, handler);
     }
 
     /// <summary>The dead letters of a queue, oldest first.</summary>
@@ -198,10 +193,7 @@ internal sealed class PostgresQueueTransport : ITransport
             return;
         }
 
-        foreach (var consumer in _consumers.Keys)
-        {
-            await consumer.DisposeAsync().ConfigureAwait(false);
-        }
+        await _consumers.DisposeAllAsync().ConfigureAwait(false);
 
         // Sends already queued commit, then their NOTIFY goes out.
         await _sends.DisposeAsync().ConfigureAwait(false);
@@ -212,8 +204,6 @@ internal sealed class PostgresQueueTransport : ITransport
             await _dataSource.DisposeAsync().ConfigureAwait(false);
         }
     }
-
-    private void Forget(LeasedQueueConsumer<QueuedMessage> consumer) => _consumers.TryRemove(consumer, out _);
 
     /// <summary>After a commit that made messages of these queues claimable: wakes this process's consumers at once, the others by NOTIFY.</summary>
     private void Committed(IReadOnlyCollection<string> queues)

@@ -50,41 +50,25 @@ internal sealed partial class SqliteEventStore
         int maxCount = int.MaxValue,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        StreamName.Validate(stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(fromVersion, 1);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ReadValidation.ValidateStreamRead(stream, fromVersion, maxCount);
 
         var forward = direction == ReadDirection.Forward;
-        var next = fromVersion;
-        var remaining = maxCount;
-        while (remaining > 0)
-        {
-            var limit = Math.Min(remaining, PageSize);
-            var page = await ReadAsync(reader =>
+        var pages = ReadPagesAsync(
+            fromVersion,
+            maxCount,
+            (reader, next, limit) =>
             {
                 var command = reader.Command(forward ? ReadStreamForwardSql : ReadStreamBackwardSql, 3);
                 command.Parameters[0].Value = stream;
                 command.Parameters[1].Value = next;
                 command.Parameters[2].Value = limit;
-                return ReadEvents(command);
-            }, cancellationToken).ConfigureAwait(false);
-
-            foreach (var recorded in page)
-            {
-                yield return recorded;
-            }
-
-            remaining -= page.Count;
-            if (page.Count < limit)
-            {
-                yield break;
-            }
-
-            next = forward ? page[^1].Version + 1 : page[^1].Version - 1;
-            if (next < 1)
-            {
-                yield break;
-            }
+                return command;
+            },
+            last => forward ? last.Version + 1 : last.Version - 1,
+            cancellationToken);
+        await foreach (var recorded in pages.ConfigureAwait(false))
+        {
+            yield return recorded;
         }
     }
 
@@ -95,39 +79,28 @@ internal sealed partial class SqliteEventStore
         int maxCount = int.MaxValue,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(fromPositionExclusive);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount);
 
         var category = filter?.Category;
         var types = filter?.EventTypes is { } eventTypes ? TypesJson(eventTypes) : null;
         var sql = ReadAllSqlFor(category is not null, types is not null);
-        var after = fromPositionExclusive;
-        var remaining = maxCount;
-        while (remaining > 0)
-        {
-            var limit = Math.Min(remaining, PageSize);
-            var page = await ReadAsync(reader =>
+        var pages = ReadPagesAsync(
+            fromPositionExclusive,
+            maxCount,
+            (reader, after, limit) =>
             {
                 var command = reader.Command(sql, 4);
                 command.Parameters[0].Value = after;
                 command.Parameters[1].Value = limit;
                 command.Parameters[2].Value = (object?)category ?? DBNull.Value;
                 command.Parameters[3].Value = (object?)types ?? DBNull.Value;
-                return ReadEvents(command);
-            }, cancellationToken).ConfigureAwait(false);
-
-            foreach (var recorded in page)
-            {
-                yield return recorded;
-            }
-
-            remaining -= page.Count;
-            if (page.Count < limit)
-            {
-                yield break;
-            }
-
-            after = page[^1].Position;
+                return command;
+            },
+            last => last.Position,
+            cancellationToken);
+        await foreach (var recorded in pages.ConfigureAwait(false))
+        {
+            yield return recorded;
         }
     }
 
@@ -190,16 +163,38 @@ internal sealed partial class SqliteEventStore
         }
     }
 
-    private static List<RecordedEvent> ReadEvents(Microsoft.Data.Sqlite.SqliteCommand command)
+    // Both reads page the same way: at most PageSize rows a query and no connection held between pages. They stop after
+    // maxCount events, at a short page, or when the cursor falls below 1 (a backward stream read that passed version 1;
+    // positions never do).
+    private async IAsyncEnumerable<RecordedEvent> ReadPagesAsync(
+        long cursor,
+        int maxCount,
+        Func<ReaderPool.Reader, long, int, Microsoft.Data.Sqlite.SqliteCommand> command,
+        Func<RecordedEvent, long> nextCursor,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var page = new List<RecordedEvent>();
-        using var reader = command.ExecuteReader();
-        while (reader.Read())
+        var remaining = maxCount;
+        while (remaining > 0)
         {
-            page.Add(EventRows.Read(reader));
-        }
+            var limit = Math.Min(remaining, PageSize);
+            var page = await ReadAsync(reader => command(reader, cursor, limit).ReadAll(EventRows.Read), cancellationToken).ConfigureAwait(false);
+            foreach (var recorded in page)
+            {
+                yield return recorded;
+            }
 
-        return page;
+            remaining -= page.Count;
+            if (page.Count < limit)
+            {
+                yield break;
+            }
+
+            cursor = nextCursor(page[^1]);
+            if (cursor < 1)
+            {
+                yield break;
+            }
+        }
     }
 
     private static string TypesJson(IReadOnlyCollection<string> eventTypes)

@@ -93,8 +93,7 @@ internal sealed class SqliteDeadLetterStore : IDeadLetterStore
         {
             var command = reader.Command(GetSql, 1);
             command.Parameters[0].Value = GuidBytes.Of(id);
-            using var row = command.ExecuteReader();
-            return row.Read() ? Read(row) : null;
+            return command.ReadFirst(Read);
         }, cancellationToken);
 
     /// <inheritdoc />
@@ -106,14 +105,7 @@ internal sealed class SqliteDeadLetterStore : IDeadLetterStore
             var command = reader.Command(ListSql, 7);
             BindFilters(command, query);
             command.Parameters[6].Value = query.Limit;
-            using var row = command.ExecuteReader();
-            var page = new List<DeadLetter>();
-            while (row.Read())
-            {
-                page.Add(Read(row));
-            }
-
-            return page;
+            return command.ReadAll(Read);
         }, cancellationToken);
     }
 

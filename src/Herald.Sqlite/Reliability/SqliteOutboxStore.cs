@@ -87,14 +87,7 @@ internal sealed class SqliteOutboxStore : IOutboxStore
                 command.Parameters[1].Value = by.UtcTicks;
             }
 
-            using var row = command.ExecuteReader();
-            var messages = new List<OutboxMessage>();
-            while (row.Read())
-            {
-                messages.Add(Read(row));
-            }
-
-            return messages;
+            return command.ReadAll(Read);
         }, cancellationToken);
     }
 
@@ -161,8 +154,7 @@ internal sealed class SqliteOutboxStore : IOutboxStore
         {
             var command = reader.Command(GetSql, 1);
             command.Parameters[0].Value = GuidBytes.Of(id);
-            using var row = command.ExecuteReader();
-            return row.Read() ? Read(row) : null;
+            return command.ReadFirst(Read);
         }, cancellationToken);
 
     private static bool Insert(WriteSession session, OutboxMessage[] rows)

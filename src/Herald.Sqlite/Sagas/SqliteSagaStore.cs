@@ -48,8 +48,7 @@ internal sealed class SqliteSagaStore : ISagaStore
             var command = reader.Command(LoadSql, 2);
             command.Parameters[0].Value = sagaType;
             command.Parameters[1].Value = id;
-            using var row = command.ExecuteReader();
-            return row.Read() ? Read(row) : null;
+            return command.ReadFirst(Read);
         }, cancellationToken);
     }
 
@@ -86,14 +85,7 @@ internal sealed class SqliteSagaStore : ISagaStore
             command.Parameters[7].Value = (object?)query.After?.SagaType ?? DBNull.Value;
             command.Parameters[8].Value = (object?)query.After?.Id ?? DBNull.Value;
             command.Parameters[9].Value = query.Limit;
-            var page = new List<SagaInstance>();
-            using var row = command.ExecuteReader();
-            while (row.Read())
-            {
-                page.Add(Read(row));
-            }
-
-            return page;
+            return command.ReadAll(Read);
         }, cancellationToken);
     }
 

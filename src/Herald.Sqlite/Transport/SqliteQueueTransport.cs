@@ -1,5 +1,4 @@
 using Herald.Sqlite.EventSourcing;
-using System.Collections.Concurrent;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Sqlite.Internal;
@@ -17,8 +16,7 @@ internal sealed class SqliteQueueTransport : ITransport
 {
     private readonly SqliteEventStore _store;
     private readonly bool _ownsStore;
-    private readonly ConcurrentDictionary<LeasedQueueConsumer<QueuedMessage>, byte> _consumers = new();
-    private readonly LeasedQueueSettings _leasing;
+    private readonly LeasedQueueConsumers<QueuedMessage> _consumers;
     private QueueStatements? _statements;
     private int _disposed;
 
@@ -29,7 +27,7 @@ internal sealed class SqliteQueueTransport : ITransport
         Options = options;
         TimeProvider = timeProvider;
         Logger = logger;
-        _leasing = new LeasedQueueSettings
+        _consumers = new LeasedQueueConsumers<QueuedMessage>(new LeasedQueueSettings
         {
             LeaseDuration = options.LeaseDuration,
             PollInterval = options.PollInterval,
@@ -39,7 +37,7 @@ internal sealed class SqliteQueueTransport : ITransport
             TimeProvider = timeProvider,
             Logger = logger,
             Name = "SQLite queue",
-        };
+        });
         Capabilities = new TransportCapabilities
         {
             IsDurable = true,
@@ -143,10 +141,7 @@ internal sealed class SqliteQueueTransport : ITransport
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         await _store.InitializeAsync(cancellationToken).ConfigureAwait(false);
         var backend = new SqliteQueueBackend(this, queue);
-        var consumer = new LeasedQueueConsumer<QueuedMessage>(backend, queue, options, handler, _leasing with { Name = backend.Name }, Forget);
-        _consumers[consumer] = 0;
-        consumer.Start();
-        return consumer;
+        return _consumers.Start(backend, backend.Name, queue, options, handler);
     }
 
     /// <summary>
@@ -197,18 +192,13 @@ internal sealed class SqliteQueueTransport : ITransport
             return;
         }
 
-        foreach (var consumer in _consumers.Keys)
-        {
-            await consumer.DisposeAsync().ConfigureAwait(false);
-        }
+        await _consumers.DisposeAllAsync().ConfigureAwait(false);
 
         if (_ownsStore)
         {
             await _store.DisposeAsync().ConfigureAwait(false);
         }
     }
-
-    private void Forget(LeasedQueueConsumer<QueuedMessage> consumer) => _consumers.TryRemove(consumer, out _);
 
     /// <summary>Runs queue statements in the writer's transaction (each call in its own savepoint).</summary>
     internal Task<T> WriteAsync<T>(Func<QueueStatements, T> write, CancellationToken cancellationToken) =>

@@ -160,9 +160,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         int maxCount = int.MaxValue,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        StreamName.Validate(stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(fromVersion, 1);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ReadValidation.ValidateStreamRead(stream, fromVersion, maxCount);
 
         RecordedEvent[] page;
         lock (_gate)
@@ -205,8 +203,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         int maxCount = int.MaxValue,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(fromPositionExclusive);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount);
 
         var matcher = EventFilterMatcher.Create(filter);
         var next = fromPositionExclusive; // positions are list index + 1, so the next event sits at index `next`

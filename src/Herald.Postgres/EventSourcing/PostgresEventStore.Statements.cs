@@ -1,0 +1,60 @@
+using Npgsql;
+
+namespace Herald.Postgres.EventSourcing;
+
+// The reliability and saga stores run most statements alone: each on a pooled connection of its own, opened once the
+// schema is current and given back as soon as the statement is done. These are that shape, written once.
+internal sealed partial class PostgresEventStore
+{
+    /// <summary>Runs one statement alone and returns the number of rows it affected.</summary>
+    internal async ValueTask<int> ExecuteAloneAsync(string sql, NpgsqlParameter[] parameters, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = AloneCommand(sql, parameters, connection);
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs one statement alone that always returns a value (a count, an EXISTS) and returns it.</summary>
+    internal async ValueTask<T> ScalarAloneAsync<T>(string sql, NpgsqlParameter[] parameters, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = AloneCommand(sql, parameters, connection);
+        return (T)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    /// <summary>Runs one query alone and returns its first row read by <paramref name="read"/>, or null when it has none.</summary>
+    internal async ValueTask<T?> QueryFirstAloneAsync<T>(string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, CancellationToken cancellationToken)
+        where T : class
+    {
+        await using var connection = await OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = AloneCommand(sql, parameters, connection);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? read(reader) : null;
+    }
+
+    /// <summary>Runs one query alone and returns every row read by <paramref name="read"/>.</summary>
+    internal async ValueTask<List<T>> QueryAloneAsync<T>(string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = AloneCommand(sql, parameters, connection);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var rows = new List<T>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            rows.Add(read(reader));
+        }
+
+        return rows;
+    }
+
+    private static NpgsqlCommand AloneCommand(string sql, NpgsqlParameter[] parameters, NpgsqlConnection connection)
+    {
+        var command = new NpgsqlCommand(sql, connection);
+        foreach (var parameter in parameters)
+        {
+            command.Parameters.Add(parameter);
+        }
+
+        return command;
+    }
+}
