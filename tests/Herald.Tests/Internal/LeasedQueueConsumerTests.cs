@@ -108,16 +108,34 @@ public sealed class LeasedQueueConsumerTests
             logs,
             async (_, ct) =>
             {
-                using var registration = ct.Register(() => cancelled.TrySetResult());
                 running.TrySetResult();
-                await Task.Delay(Timeout.Infinite, ct);
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Seen by the handler itself: a registration on the token could be disposed by the handler's own
+                    // continuation, run inline by the cancel, before its callback's turn.
+                    cancelled.TrySetResult();
+                    throw;
+                }
             },
             lease: TimeSpan.FromMilliseconds(300));
         await running.Task.WaitAsync(Eventually.DefaultTimeout);
 
         backend.Stolen[1] = true;
 
-        await cancelled.Task.WaitAsync(Eventually.DefaultTimeout);
+        var renewalsAtTheft = backend.Renewals;
+        try
+        {
+            await cancelled.Task.WaitAsync(Eventually.DefaultTimeout);
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"not cancelled: renewals {renewalsAtTheft} at the theft, {backend.Renewals} now; calls [{string.Join("; ", backend.Calls)}]; logs [{string.Join("; ", logs.Entries.Select(e => e.EventId + " " + e.Message))}]");
+        }
+
         await Eventually.UntilAsync(() => logs.Entries.Any(e => e.EventId == LeaseLostEvent), "the refused settlement is logged");
         Assert.Contains(logs.Entries, e => e.EventId == ClaimLostEvent);
         Assert.DoesNotContain("ack 1", backend.Calls);

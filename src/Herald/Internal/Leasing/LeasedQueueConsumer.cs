@@ -459,7 +459,9 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             {
                 Log.LeasedQueueClaimLost(_settings.Logger, message.Envelope.MessageId, _settings.Name);
                 HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, "queue"));
-                Cancel(lease);
+
+                // On the pool, not here: cancelling runs the handler's continuations inline, and this thread must only renew.
+                ThreadPool.UnsafeQueueUserWorkItem(static state => state.Consumer.Cancel(state.Lease), (Consumer: this, Lease: lease), preferLocal: false);
             }
         }
 
