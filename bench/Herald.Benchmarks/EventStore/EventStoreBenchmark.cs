@@ -190,8 +190,7 @@ internal sealed class EventStoreBenchmark : IBenchmark
         var text = new StringBuilder();
         text.AppendLine("# Event store throughput");
         text.AppendLine();
-        var options = (args.Quick ? " --quick" : "") + (args.Repeat is { } r ? $" --repeat {r}" : "") + (args.Only.Count > 0 ? $" --only {string.Join(',', args.Only)}" : "");
-        text.AppendLine(CultureInfo.InvariantCulture, $"`dotnet run -c Release --project bench/Herald.Benchmarks -- eventstore{options}` — {(args.Quick ? "quick smoke run: small counts, not representative" : "full run")}.");
+        text.AppendLine(args.Heading("eventstore"));
         text.AppendLine();
         var machine = new MarkdownTable("Machine", "");
         foreach (var (name, value) in MachineInfo.Describe())

@@ -15,6 +15,15 @@ internal sealed record BenchmarkArgs
     /// <summary>Where to write the markdown results; null: the default path; "-": nowhere.</summary>
     public string? Out { get; init; }
 
+    /// <summary>The line a results file opens with: the command that produced it, with every option given, and what kind of run it was.</summary>
+    public string Heading(string benchmark)
+    {
+        var options = (Quick ? " --quick" : "")
+            + (Repeat is { } repeat ? " --repeat " + repeat.ToString(System.Globalization.CultureInfo.InvariantCulture) : "")
+            + (Only.Count > 0 ? " --only " + string.Join(',', Only) : "");
+        return $"`dotnet run -c Release --project bench/Herald.Benchmarks -- {benchmark}{options}` — {(Quick ? "quick smoke run: small counts, not representative" : "full run")}.";
+    }
+
     public bool Includes(string contender) =>
         Only.Count == 0 || Only.Any(o => contender.Contains(o, StringComparison.OrdinalIgnoreCase));
 

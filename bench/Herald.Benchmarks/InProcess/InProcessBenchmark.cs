@@ -154,7 +154,7 @@ internal sealed class InProcessBenchmark : IBenchmark
         var text = new StringBuilder();
         text.AppendLine("# In-process publish → handler throughput");
         text.AppendLine();
-        text.AppendLine(CultureInfo.InvariantCulture, $"`dotnet run -c Release --project bench/Herald.Benchmarks -- inprocess{(args.Quick ? " --quick" : "")}` — {(args.Quick ? "quick smoke run: small counts, not representative" : "full run")}.");
+        text.AppendLine(args.Heading("inprocess"));
         text.AppendLine();
         var machine = new MarkdownTable("Machine", "");
         foreach (var (name, value) in MachineInfo.Describe())

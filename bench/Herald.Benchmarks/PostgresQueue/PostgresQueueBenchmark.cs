@@ -218,7 +218,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
         var text = new StringBuilder();
         text.AppendLine("# PostgreSQL queue throughput");
         text.AppendLine();
-        text.AppendLine(CultureInfo.InvariantCulture, $"`dotnet run -c Release --project bench/Herald.Benchmarks -- pgqueue{(args.Quick ? " --quick" : "")}` — {(args.Quick ? "quick smoke run: small counts, not representative" : "full run")}.");
+        text.AppendLine(args.Heading("pgqueue"));
         text.AppendLine();
         var machine = new MarkdownTable("Machine", "");
         foreach (var (name, value) in MachineInfo.Describe())

@@ -152,8 +152,7 @@ internal sealed class RabbitMqBenchmark : IBenchmark
         var text = new StringBuilder();
         text.AppendLine("# RabbitMQ publish and consume throughput");
         text.AppendLine();
-        var options = (args.Quick ? " --quick" : "") + (args.Repeat is { } r ? $" --repeat {r.ToString(CultureInfo.InvariantCulture)}" : "");
-        text.AppendLine(CultureInfo.InvariantCulture, $"`dotnet run -c Release --project bench/Herald.Benchmarks -- rabbitmq{options}` — {(args.Quick ? "quick smoke run: small counts, not representative" : "full run")}.");
+        text.AppendLine(args.Heading("rabbitmq"));
         text.AppendLine();
         var machine = new MarkdownTable("Machine", "");
         foreach (var (name, value) in MachineInfo.Describe())
