@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Herald.Hosting;
 using Herald.Persistence;
 using Herald.Reliability.Retry;
@@ -22,8 +21,6 @@ namespace Herald.Sagas;
 /// </remarks>
 public sealed class SagaOrchestrator
 {
-    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-
     private readonly ISagaStore _store;
     private readonly UnitOfWorkRunner _runner;
     private readonly TimeProvider _timeProvider;
@@ -57,7 +54,7 @@ public sealed class SagaOrchestrator
             Status = SagaStatus.Running,
             State = definition.Steps[0].Name,
             CurrentStep = 0,
-            Data = Serialize(data),
+            Data = SagaData.Serialize(data),
         };
         var version = await _store.SaveAsync(instance, cancellationToken).ConfigureAwait(false);
         Log.SagaStarted(_logger, definition.Name, id);
@@ -210,7 +207,7 @@ public sealed class SagaOrchestrator
             return await _runner.RunAsync(
                 async (services, _) =>
                 {
-                    var context = new SagaStepContext<TData>(definition.Name, instance.Id, step.Name, compensation, attempt, Deserialize<TData>(instance.Data), services, token);
+                    var context = new SagaStepContext<TData>(definition.Name, instance.Id, step.Name, compensation, attempt, SagaData.Deserialize<TData>(instance.Data), services, token);
                     if (compensation)
                     {
                         await step.Compensate!.Invoke(context).ConfigureAwait(false);
@@ -244,7 +241,7 @@ public sealed class SagaOrchestrator
             CompletedSteps = [.. instance.CompletedSteps, step.Name],
             State = done ? null : definition.Steps[next].Name,
             Status = done ? SagaStatus.Completed : SagaStatus.Running,
-            Data = Serialize(data),
+            Data = SagaData.Serialize(data),
         };
     }
 
@@ -258,7 +255,7 @@ public sealed class SagaOrchestrator
             CompletedSteps = remaining,
             CurrentStep = remaining.Length,
             State = remaining.Length > 0 ? remaining[^1] : null,
-            Data = Serialize(data),
+            Data = SagaData.Serialize(data),
         };
     }
 
@@ -274,11 +271,6 @@ public sealed class SagaOrchestrator
         var version = await _store.SaveAsync(instance, cancellationToken).ConfigureAwait(false);
         return instance with { Version = version };
     }
-
-    private static byte[] Serialize<TData>(TData data) => JsonSerializer.SerializeToUtf8Bytes(data, Json);
-
-    private static TData Deserialize<TData>(ReadOnlyMemory<byte> data) =>
-        JsonSerializer.Deserialize<TData>(data.Span, Json) ?? throw new InvalidOperationException($"The saga's stored data is null; expected a {typeof(TData).Name}.");
 
     private static string Describe(Exception exception) => $"{exception.GetType().Name}: {exception.Message}";
 }

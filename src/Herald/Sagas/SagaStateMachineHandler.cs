@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Herald.Handling;
 using Herald.Hosting;
 using Microsoft.Extensions.Logging;
@@ -16,8 +15,6 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
     where TData : class, new()
     where TEvent : notnull
 {
-    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-
     public async ValueTask HandleAsync(TEvent message, MessageContext context, CancellationToken cancellationToken)
     {
         var rule = machine.Events[typeof(TEvent)];
@@ -29,6 +26,7 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
 
         var instance = await store.LoadAsync(machine.Name, id, cancellationToken).ConfigureAwait(false);
         SagaTransition<TData>? transition;
+        TData data;
         if (instance is null)
         {
             if (!machine.Initially.TryGetValue(typeof(TEvent), out transition))
@@ -42,7 +40,8 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
                 return;
             }
 
-            instance = new SagaInstance { SagaType = machine.Name, Id = id, Status = SagaStatus.Running, Data = JsonSerializer.SerializeToUtf8Bytes(new TData(), Json) };
+            instance = new SagaInstance { SagaType = machine.Name, Id = id, Status = SagaStatus.Running };
+            data = new TData();
         }
         else if (instance.IsFinished || instance.State is null || !machine.Transitions.TryGetValue((instance.State, typeof(TEvent)), out transition))
         {
@@ -50,8 +49,11 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
             Log.SagaEventIgnored(logger, machine.Name, id, typeof(TEvent).Name, instance.IsFinished ? "instance finished" : $"not handled in state '{instance.State}'");
             return;
         }
+        else
+        {
+            data = SagaData.Deserialize<TData>(instance.Data);
+        }
 
-        var data = JsonSerializer.Deserialize<TData>(instance.Data.Span, Json) ?? new TData();
         var events = new SagaEventContext<TData>(machine.Name, id, instance.Version == 0 ? null : instance.State, data, context);
         if (transition.Action is { } action)
         {
@@ -64,7 +66,7 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
             {
                 State = transition.Target,
                 Status = final ? SagaStatus.Completed : SagaStatus.Running,
-                Data = JsonSerializer.SerializeToUtf8Bytes(events.Data, Json),
+                Data = SagaData.Serialize(events.Data),
             },
             context.UnitOfWork,
             cancellationToken).ConfigureAwait(false);
