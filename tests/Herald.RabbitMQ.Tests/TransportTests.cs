@@ -1,4 +1,5 @@
 using Herald.RabbitMQ.Transport;
+using Herald.Conformance;
 using System.Collections.Concurrent;
 using System.Text;
 using Herald.Messages;
@@ -205,11 +206,20 @@ public sealed class TransportTests : RabbitMqTestBase
         var running = 0;
         var maxRunning = 0;
         var collector = new Collector();
+        var overlapped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await ConsumeAsync(transport, queue, async (delivery, ct) =>
         {
             var now = Interlocked.Increment(ref running);
             InterlockedMax(ref maxRunning, now);
-            await Task.Delay(5, ct);
+
+            // The first handler holds on until a second one runs beside it (or a deadline passes, and the assertion below
+            // reports that they never overlapped).
+            if (now > 1)
+            {
+                overlapped.TrySetResult();
+            }
+
+            await Task.WhenAny(overlapped.Task, Task.Delay(Eventually.DefaultTimeout, ct));
             var n = System.Text.Json.JsonDocument.Parse(delivery.Envelope.Body).RootElement.GetProperty("n").GetInt32();
             order.GetOrAdd(delivery.Envelope.PartitionKey!, _ => new()).Enqueue(n);
             Interlocked.Decrement(ref running);
