@@ -1,3 +1,4 @@
+using Herald.Projections;
 using Herald.Sagas;
 using Herald.Persistence;
 using Herald.Cqrs;
@@ -93,6 +94,7 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<IIdempotencyStore>(sp => new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<ISagaStore>(sp => new InMemorySagaStore(sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<SagaOrchestrator>();
+        services.TryAddSingleton<IReadModelStore>(_ => new InMemoryReadModelStore());
         services.TryAddScoped(UnitOfWorkRunner.Adopting(static _ => new InMemoryUnitOfWork()));
 
         services.TryAddSingleton<OutboxSignal>();

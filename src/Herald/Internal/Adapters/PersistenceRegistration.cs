@@ -1,3 +1,4 @@
+using Herald.Projections;
 using Herald.Sagas;
 using Herald.EventSourcing;
 using Herald.Persistence;
@@ -43,4 +44,7 @@ public sealed class PersistenceRegistration<TStore>
 
     /// <summary>Creates the saga store on the store's database.</summary>
     public required Func<TStore, ISagaStore> Sagas { get; init; }
+
+    /// <summary>Creates the read-model store on the store's database.</summary>
+    public Func<TStore, IReadModelStore>? ReadModels { get; init; }
 }

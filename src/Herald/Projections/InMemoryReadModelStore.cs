@@ -1,0 +1,198 @@
+using System.Text.Json.Nodes;
+using Herald.Persistence;
+
+namespace Herald.Projections;
+
+/// <summary>
+/// The default read-model store: tables in process memory, lost on restart, for tests and the in-memory host. A change runs
+/// at once against the document as its unit of work sees it (earlier changes of the same unit included) and the results are
+/// applied together at the commit, so a change that throws fails the unit of work before anything is applied.
+/// </summary>
+internal sealed class InMemoryReadModelStore : IReadModelStore
+{
+    private readonly Lock _gate = new();
+    private readonly Dictionary<(string Table, int Generation), SortedDictionary<string, string>> _tables = [];
+    private readonly Dictionary<string, int> _active = new(StringComparer.Ordinal);
+
+    public ValueTask<string?> GetAsync(string table, string id, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ArgumentNullException.ThrowIfNull(id);
+        lock (_gate)
+        {
+            return new(_tables.GetValueOrDefault((table, ActiveGeneration(table)))?.GetValueOrDefault(id));
+        }
+    }
+
+    public ValueTask<IReadOnlyList<ReadModelDocument>> QueryAsync(string table, ReadModelQuery query, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.Validate(query);
+        var found = new List<ReadModelDocument>();
+        lock (_gate)
+        {
+            if (_tables.GetValueOrDefault((table, ActiveGeneration(table))) is not { } documents)
+            {
+                return new([]);
+            }
+
+            foreach (var (id, json) in documents)
+            {
+                if (query.AfterId is { } after && string.CompareOrdinal(id, after) <= 0)
+                {
+                    continue;
+                }
+
+                if (Matches(json, query.Where))
+                {
+                    found.Add(new ReadModelDocument(id, json));
+                    if (found.Count == query.Limit)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+
+        return new(found);
+    }
+
+    public ValueTask UpdateAsync(string table, int generation, string id, Func<string?, string?> change, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        ArgumentNullException.ThrowIfNull(id);
+        ArgumentNullException.ThrowIfNull(change);
+        cancellationToken.ThrowIfCancellationRequested();
+        var staged = InMemoryUnitOfWork.Of(unitOfWork).Enlist(this, () => new StagedChanges(this));
+        var key = (table, generation, id);
+        string? current;
+        if (!staged.Pending.TryGetValue(key, out current))
+        {
+            lock (_gate)
+            {
+                current = _tables.GetValueOrDefault((table, generation))?.GetValueOrDefault(id);
+            }
+        }
+
+        staged.Pending[key] = change(current);
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask<int> GetActiveGenerationAsync(string table, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        lock (_gate)
+        {
+            return new(ActiveGeneration(table));
+        }
+    }
+
+    public ValueTask ResetGenerationAsync(string table, int generation, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        lock (_gate)
+        {
+            if (ActiveGeneration(table) == generation)
+            {
+                throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one; only another generation can be reset.");
+            }
+
+            _tables[(table, generation)] = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask ActivateGenerationAsync(string table, int generation, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        InMemoryUnitOfWork.Of(unitOfWork).Enlist(this, () => new StagedChanges(this)).Activations[table] = generation;
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask DropGenerationAsync(string table, int generation, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        lock (_gate)
+        {
+            if (ActiveGeneration(table) == generation)
+            {
+                throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one and cannot be dropped.");
+            }
+
+            _tables.Remove((table, generation));
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private static bool Matches(string json, IReadOnlyDictionary<string, string> where)
+    {
+        if (where.Count == 0)
+        {
+            return true;
+        }
+
+        if (JsonNode.Parse(json) is not JsonObject document)
+        {
+            return false;
+        }
+
+        foreach (var (property, value) in where)
+        {
+            if (document[property] is not JsonValue node || !node.TryGetValue<string>(out var actual) || !string.Equals(actual, value, StringComparison.Ordinal))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private int ActiveGeneration(string table) => _active.GetValueOrDefault(table, 1);
+
+    private void Apply(StagedChanges staged)
+    {
+        lock (_gate)
+        {
+            foreach (var ((table, generation, id), json) in staged.Pending)
+            {
+                if (!_tables.TryGetValue((table, generation), out var documents))
+                {
+                    documents = _tables[(table, generation)] = new SortedDictionary<string, string>(StringComparer.Ordinal);
+                }
+
+                if (json is null)
+                {
+                    documents.Remove(id);
+                }
+                else
+                {
+                    documents[id] = json;
+                }
+            }
+
+            foreach (var (table, generation) in staged.Activations)
+            {
+                _active[table] = generation;
+            }
+        }
+    }
+
+    private sealed class StagedChanges(InMemoryReadModelStore store) : IInMemoryEnlistment
+    {
+        public Dictionary<(string Table, int Generation, string Id), string?> Pending { get; } = [];
+
+        public Dictionary<string, int> Activations { get; } = new(StringComparer.Ordinal);
+
+        public object Owner => store;
+
+        public bool CanConflict => false;
+
+        public void Apply() => store.Apply(this);
+    }
+}

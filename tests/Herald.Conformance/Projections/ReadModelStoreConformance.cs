@@ -1,0 +1,236 @@
+using Herald.Persistence;
+using Herald.Projections;
+using Xunit;
+
+namespace Herald.Conformance.Projections;
+
+/// <summary>
+/// The contract of <see cref="IReadModelStore"/>. A store's test project derives from it over its real engine. Every test
+/// uses a table of its own, so the suite can run against a database other runs share.
+/// </summary>
+public abstract class ReadModelStoreConformance
+{
+    /// <summary>Creates the store under test (a fresh one, or one over a shared database).</summary>
+    protected abstract ValueTask<IReadModelStore> CreateStoreAsync();
+
+    /// <summary>Begins a unit of work of the store's engine.</summary>
+    protected abstract ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(IReadModelStore store);
+
+    /// <summary>A table name no other test uses.</summary>
+    protected static string UniqueTable() => "t" + Guid.NewGuid().ToString("N")[..20];
+
+    /// <summary>Commits one change in a unit of work of its own.</summary>
+    protected async Task ChangeAsync(IReadModelStore store, string table, int generation, string id, Func<string?, string?> change)
+    {
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await store.UpdateAsync(table, generation, id, change, unitOfWork);
+        await unitOfWork.CommitAsync();
+    }
+
+    [Fact]
+    public async Task Get_OfADocumentNeverWritten_ReturnsNull_AndANewTableServesGenerationOne()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+
+        Assert.Null(await store.GetAsync(table, "missing"));
+        Assert.Empty(await store.QueryAsync(table, new ReadModelQuery()));
+        Assert.Equal(1, await store.GetActiveGenerationAsync(table));
+    }
+
+    [Fact]
+    public async Task Update_InsertsChangesAndDeletes_OnlyWhenCommitted()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+
+        await ChangeAsync(store, table, 1, "a", current => current is null ? """{"n":1}""" : throw new InvalidOperationException("expected no document"));
+        Assert.Equal(1, Number(await store.GetAsync(table, "a")));
+
+        await ChangeAsync(store, table, 1, "a", current => $$"""{"n":{{Number(current) + 1}}}""");
+        Assert.Equal(2, Number(await store.GetAsync(table, "a")));
+
+        var rolledBack = await BeginUnitOfWorkAsync(store);
+        await store.UpdateAsync(table, 1, "a", _ => """{"n":99}""", rolledBack);
+        await rolledBack.RollbackAsync();
+        Assert.Equal(2, Number(await store.GetAsync(table, "a")));
+
+        await ChangeAsync(store, table, 1, "a", _ => null);
+        Assert.Null(await store.GetAsync(table, "a"));
+    }
+
+    [Fact]
+    public async Task SeveralUpdatesOfOneDocument_InOneUnitOfWork_Compose()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+
+        for (var i = 0; i < 5; i++)
+        {
+            await store.UpdateAsync(table, 1, "counter", current => $$"""{"n":{{(current is null ? 0 : Number(current)) + 1}}}""", unitOfWork);
+        }
+
+        await store.UpdateAsync(table, 1, "other", _ => """{"n":7}""", unitOfWork);
+        await unitOfWork.CommitAsync();
+
+        Assert.Equal(5, Number(await store.GetAsync(table, "counter")));
+        Assert.Equal(7, Number(await store.GetAsync(table, "other")));
+    }
+
+    [Fact]
+    public async Task AChangeThatThrows_FailsTheUnitOfWork_AndWritesNothingOfIt()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+
+        var failed = false;
+        try
+        {
+            await store.UpdateAsync(table, 1, "first", _ => """{"n":1}""", unitOfWork);
+            await store.UpdateAsync(table, 1, "second", _ => throw new InvalidOperationException("projection bug"), unitOfWork);
+            await unitOfWork.CommitAsync();
+        }
+        catch (InvalidOperationException)
+        {
+            failed = true;
+            await unitOfWork.RollbackAsync();
+        }
+
+        Assert.True(failed, "the change's exception must surface from UpdateAsync or CommitAsync");
+        Assert.Null(await store.GetAsync(table, "first"));
+        Assert.Null(await store.GetAsync(table, "second"));
+    }
+
+    [Fact]
+    public async Task Query_FiltersOnStringProperties_InIdOrder_WithKeysetPaging()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        for (var i = 0; i < 12; i++)
+        {
+            var status = i % 3 == 0 ? "Confirmed" : "Pending";
+            var json = $$"""{"id":"o{{i:D2}}","status":"{{status}}","customerId":"c{{i % 2}}","total":{{i}}}""";
+            await store.UpdateAsync(table, 1, $"o{i:D2}", _ => json, unitOfWork);
+        }
+
+        await unitOfWork.CommitAsync();
+
+        var all = await store.QueryAsync(table, new ReadModelQuery { Limit = 100 });
+        Assert.Equal(Enumerable.Range(0, 12).Select(i => $"o{i:D2}"), all.Select(d => d.Id));
+
+        var confirmed = await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["status"] = "Confirmed" } });
+        Assert.Equal(["o00", "o03", "o06", "o09"], confirmed.Select(d => d.Id));
+
+        var both = await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["status"] = "Pending", ["customerId"] = "c1" } });
+        Assert.Equal(["o01", "o05", "o07", "o11"], both.Select(d => d.Id));
+
+        // A number is not a string: a filter on it matches nothing rather than comparing text forms engine by engine.
+        Assert.Empty(await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["total"] = "3" } }));
+        Assert.Empty(await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["missing"] = "x" } }));
+
+        var pages = new List<string>();
+        string? after = null;
+        while (true)
+        {
+            var page = await store.QueryAsync(table, new ReadModelQuery { Limit = 5, AfterId = after });
+            pages.AddRange(page.Select(d => d.Id));
+            if (page.Count < 5)
+            {
+                break;
+            }
+
+            after = page[^1].Id;
+        }
+
+        Assert.Equal(all.Select(d => d.Id), pages);
+        Assert.Contains("\"status\"", all[0].Json, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Query_WithAHostilePropertyOrValue_IsRefusedOrMatchedLiterally()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        await ChangeAsync(store, table, 1, "a", _ => """{"name":"x' OR '1'='1"}""");
+
+        await Assert.ThrowsAsync<ArgumentException>(async () =>
+            await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["name') OR 1=1 --"] = "x" } }));
+        Assert.Empty(await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["name"] = "x" } }));
+        Assert.Single(await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["name"] = "x' OR '1'='1" } }));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await store.GetAsync("Bad-Name; DROP", "a"));
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.QueryAsync(table, new ReadModelQuery { Limit = 0 }));
+    }
+
+    [Fact]
+    public async Task ANewGeneration_IsFilledApart_ThenServesReads_OnceActivated()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        await ChangeAsync(store, table, 1, "a", _ => """{"v":"old"}""");
+
+        await store.ResetGenerationAsync(table, 2);
+        await ChangeAsync(store, table, 2, "a", _ => """{"v":"new"}""");
+        await ChangeAsync(store, table, 2, "b", _ => """{"v":"new"}""");
+
+        // The rebuild fills generation 2 while reads keep seeing generation 1.
+        Assert.Contains("old", await store.GetAsync(table, "a"), StringComparison.Ordinal);
+        Assert.Single(await store.QueryAsync(table, new ReadModelQuery()));
+
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await store.ActivateGenerationAsync(table, 2, unitOfWork);
+        await unitOfWork.CommitAsync();
+
+        Assert.Equal(2, await store.GetActiveGenerationAsync(table));
+        Assert.Contains("new", await store.GetAsync(table, "a"), StringComparison.Ordinal);
+        Assert.Equal(2, (await store.QueryAsync(table, new ReadModelQuery())).Count);
+
+        await store.DropGenerationAsync(table, 1);
+        await store.DropGenerationAsync(table, 1);
+        Assert.Equal(2, (await store.QueryAsync(table, new ReadModelQuery())).Count);
+    }
+
+    [Fact]
+    public async Task Reset_EmptiesWhatAFailedRebuildLeft_AndNeverTouchesTheActiveGeneration()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        await ChangeAsync(store, table, 1, "live", _ => """{"v":1}""");
+        await ChangeAsync(store, table, 2, "leftover", _ => """{"v":1}""");
+
+        await store.ResetGenerationAsync(table, 2);
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await store.ActivateGenerationAsync(table, 2, unitOfWork);
+        await unitOfWork.CommitAsync();
+
+        Assert.Null(await store.GetAsync(table, "leftover"));
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await store.ResetGenerationAsync(table, 2));
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await store.DropGenerationAsync(table, 2));
+    }
+
+    [Fact]
+    public async Task AnActivationRolledBack_LeavesReadsOnTheOldGeneration()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        await ChangeAsync(store, table, 1, "a", _ => """{"v":"old"}""");
+        await store.ResetGenerationAsync(table, 2);
+
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await store.ActivateGenerationAsync(table, 2, unitOfWork);
+        await unitOfWork.RollbackAsync();
+
+        Assert.Equal(1, await store.GetActiveGenerationAsync(table));
+        Assert.Contains("old", await store.GetAsync(table, "a"), StringComparison.Ordinal);
+    }
+
+    /// <summary>The number in a document of the shape <c>{"n":5}</c>.</summary>
+    protected static int Number(string? json)
+    {
+        Assert.NotNull(json);
+        using var document = System.Text.Json.JsonDocument.Parse(json);
+        return document.RootElement.GetProperty("n").GetInt32();
+    }
+}
