@@ -95,6 +95,7 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<ISagaStore>(sp => new InMemorySagaStore(sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<SagaOrchestrator>();
         services.TryAddSingleton<IReadModelStore>(_ => new InMemoryReadModelStore());
+        services.TryAddSingleton<ReadModels>();
         services.TryAddScoped(UnitOfWorkRunner.Adopting(static _ => new InMemoryUnitOfWork()));
 
         services.TryAddSingleton<OutboxSignal>();
