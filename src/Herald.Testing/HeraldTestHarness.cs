@@ -1,0 +1,222 @@
+using Herald.Handling;
+using Herald.Hosting;
+using Herald.Reliability.Outbox;
+using Herald.Sagas;
+using Herald.Testing.Internal;
+using Herald.Testing.Observing;
+using Herald.Testing.Sagas;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Herald.Testing;
+
+/// <summary>
+/// A Herald host for an application's tests: the in-memory transport and stores, a fake clock the test moves, and
+/// everything sent, published, handled and dead-lettered observed, with expectations that wait up to a deadline.
+/// Start one with <see cref="StartAsync"/>, or add it to a host of your own with <c>services.AddHeraldTestHarness(...)</c>.
+/// </summary>
+public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
+{
+    private static readonly TimeSpan IdlePollInterval = TimeSpan.FromMilliseconds(5);
+    private readonly IServiceProvider _services;
+    private readonly HeraldTestHarnessOptions _options;
+    private IHost? _ownedHost;
+
+    internal HeraldTestHarness(IServiceProvider services, FakeTimeProvider time, IOptions<HeraldTestHarnessOptions> options, ILoggerFactory? loggerFactory)
+    {
+        _services = services;
+        _options = options.Value;
+        Time = time;
+        Recorder = new HarnessRecorder(services, time, this, loggerFactory);
+    }
+
+    /// <summary>The host's services: resolve what a test needs (stores, buses, the user's own services) from here.</summary>
+    public IServiceProvider Services => _services;
+
+    /// <summary>The host's clock: Herald takes all its time from it (delays, redeliveries, timeouts), and it moves only when the test advances it.</summary>
+    public FakeTimeProvider Time { get; }
+
+    /// <summary>The host's message bus, for sending and publishing as the application would.</summary>
+    public IMessageBus Bus => _services.GetRequiredService<IMessageBus>();
+
+    /// <summary>How long an expectation waits when the call names no timeout.</summary>
+    public TimeSpan DefaultTimeout => _options.DefaultTimeout;
+
+    /// <summary>Messages sent to queues through the transport, by anyone in the host.</summary>
+    public SentMessages Sent => Recorder.Sent;
+
+    /// <summary>Messages published to topics through the transport, by anyone in the host.</summary>
+    public SentMessages Published => Recorder.Published;
+
+    /// <summary>Deliveries to this host's endpoints, each with how it ended.</summary>
+    public HandledMessages Handled => Recorder.Handled;
+
+    /// <summary>Messages that reached the dead-letter store.</summary>
+    public DeadLetteredMessages DeadLettered => Recorder.DeadLettered;
+
+    internal HarnessRecorder Recorder { get; }
+
+    /// <summary>
+    /// Builds and starts a host on Herald's in-memory transport and stores with a fake clock, configured by
+    /// <paramref name="configure"/> as an application configures <c>AddHerald</c> (handlers, sagas, routes, retries);
+    /// <c>h.Services</c> takes the application's own services and <c>h.ConfigureTestHarness(...)</c> the harness's settings.
+    /// </summary>
+    public static async Task<HeraldTestHarness> StartAsync(Action<HeraldBuilder>? configure = null, CancellationToken cancellationToken = default)
+    {
+        var builder = new HostApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddHeraldTestHarness(configure);
+        var host = builder.Build();
+        try
+        {
+            await host.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            host.Dispose();
+            throw;
+        }
+
+        var harness = host.Services.GetRequiredService<HeraldTestHarness>();
+        harness._ownedHost = host;
+        return harness;
+    }
+
+    /// <summary>Sends <paramref name="message"/> through the bus (to the queue it is routed to) and returns it as the transport took it.</summary>
+    public async Task<SentMessage> SendAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
+        where TMessage : notnull
+    {
+        var capture = HarnessRecorder.Capture();
+        await Bus.SendAsync(message, options, cancellationToken).ConfigureAwait(false);
+        return capture.Observed ?? throw new InvalidOperationException("The bus sent nothing through the harness's transport; is another transport configured after the harness?");
+    }
+
+    /// <summary>Publishes <paramref name="message"/> through the bus (to its topic) and returns it as the transport took it.</summary>
+    public async Task<SentMessage> PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
+        where TMessage : notnull
+    {
+        var capture = HarnessRecorder.Capture();
+        await Bus.PublishAsync(message, options, cancellationToken).ConfigureAwait(false);
+        return capture.Observed ?? throw new InvalidOperationException("The bus published nothing through the harness's transport; is another transport configured after the harness?");
+    }
+
+    /// <summary>
+    /// Waits until nothing more happens without the clock moving: no delivery runs, none is due now, and the outbox holds
+    /// nothing unsent. Messages due later (delays, redeliveries) wait for <see cref="Time"/> to be advanced.
+    /// </summary>
+    /// <exception cref="HarnessAssertionException">The host was still busy at the deadline; the message says with what.</exception>
+    public async Task WaitForIdleAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        var limit = timeout ?? DefaultTimeout;
+        var deadline = TimeProvider.System.GetUtcNow() + limit;
+        var outbox = _services.GetRequiredService<IOutboxStore>();
+        var tracker = Recorder.Tracker;
+        while (true)
+        {
+            // Idle twice with nothing in between: a handler that filled the outbox, or a relay that emptied it into the
+            // transport, between the two looks moves the version.
+            var version = tracker.Version;
+            if (tracker.IsIdle(out var underWay))
+            {
+                var pending = await outbox.CountPendingAsync(cancellationToken).ConfigureAwait(false);
+                if (pending == 0 && tracker.Version == version && tracker.IsIdle(out _))
+                {
+                    return;
+                }
+
+                underWay = pending > 0 ? $"{pending} messages unsent in the outbox" : underWay;
+            }
+
+            if (TimeProvider.System.GetUtcNow() > deadline)
+            {
+                throw new HarnessAssertionException($"The harness did not become idle within {limit}: {underWay}.");
+            }
+
+            await Task.Delay(IdlePollInterval, TimeProvider.System, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// A scenario for the state machine <paramref name="machine"/> (registered in the harness with <c>h.AddSaga(machine)</c>):
+    /// given these events, when this message, then this state and these commands.
+    /// </summary>
+    public SagaScenario<TData> Scenario<TData>(SagaStateMachine<TData> machine)
+        where TData : class, new()
+    {
+        ArgumentNullException.ThrowIfNull(machine);
+        return new SagaScenario<TData>(this, machine);
+    }
+
+    /// <summary>
+    /// Runs a new instance of the orchestrated saga <paramref name="definition"/> to its end with every step and
+    /// compensation run observed; <paramref name="faults"/> makes chosen steps or compensations fail, to drive the
+    /// compensation path without changing the saga's code. Returns once the saga ended and the host is idle.
+    /// </summary>
+    /// <exception cref="HarnessAssertionException">The saga did not end within the default timeout (a delayed retry waiting on the fake clock).</exception>
+    public async Task<SagaRun<TData>> RunSagaAsync<TData>(SagaDefinition<TData> definition, string id, TData data, Action<SagaFaults>? faults = null, CancellationToken cancellationToken = default)
+        where TData : class
+    {
+        ArgumentNullException.ThrowIfNull(definition);
+        var injected = new SagaFaults(definition.Steps.Select(s => s.Name));
+        faults?.Invoke(injected);
+        var observer = new SagaRunObserver<TData>(definition, injected, _services.GetService<ILoggerFactory>());
+        var orchestrator = _services.GetRequiredService<SagaOrchestrator>();
+
+        // The start-up resumption lists unfinished instances in the background; one that saw this new instance would run
+        // it too (with the unobserved definition) and win the race. A fresh harness has nothing to resume: it ends at once.
+        foreach (var resumption in _services.GetServices<IHostedService>().OfType<SagaResumeService>())
+        {
+            if (resumption.ExecuteTask is { } resuming)
+            {
+                await resuming.WaitAsync(DefaultTimeout, TimeProvider.System, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(DefaultTimeout);
+        SagaInstance instance;
+        try
+        {
+            instance = await orchestrator.StartAsync(observer.Definition, id, data, deadline.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            // The usual cause: a delayed retry waits on the fake clock, which only the test moves.
+            throw new HarnessAssertionException(
+                $"Saga '{definition.Name}' instance '{id}' did not end within {DefaultTimeout}. A step's delayed retries wait on the harness's " +
+                "fake clock: give the step a policy without delayed retries, or start the run without awaiting it and advance Time. " +
+                $"Runs so far: {string.Join(", ", observer.Steps.Select(s => $"{(s.IsCompensation ? "compensate " : string.Empty)}{s.Step}#{s.Attempt} {(s.Succeeded ? "ok" : s.Failure!.Message)}"))}.");
+        }
+
+        await WaitForIdleAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        bool Caused(SentMessage m) => string.Equals(m.Envelope.CorrelationId, id, StringComparison.Ordinal);
+        return new SagaRun<TData>(instance, observer.Steps, [.. Sent.All.Where(Caused)], [.. Published.All.Where(Caused)]);
+    }
+
+    /// <summary>Stops and disposes the host when <see cref="StartAsync"/> built it (a host of your own is yours to stop).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _ownedHost, null) is not { } host)
+        {
+            return;
+        }
+
+        try
+        {
+            await host.StopAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (host is IAsyncDisposable asyncDisposable)
+            {
+                await asyncDisposable.DisposeAsync().ConfigureAwait(false);
+            }
+            else
+            {
+                host.Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+using Herald.Sagas;
+using Herald.Testing.Tests.Sample;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Herald.Testing.Tests;
+
+/// <summary>Saga scenarios: a state machine given events, when a message, then a state and commands; an orchestrated saga run with its steps observed.</summary>
+public sealed class SagaTests
+{
+    private static Task<HeraldTestHarness> StartAsync(Action<Herald.Hosting.HeraldBuilder>? more = null) =>
+        HeraldTestHarness.StartAsync(h =>
+        {
+            OrderSagas.Configure(h);
+            h.Services.AddSingleton(new CardGateway());
+            more?.Invoke(h);
+        });
+
+    [Fact]
+    public async Task StateMachine_WhenOrderPlaced_StartsReservingAndSendsReserveStockToInventory()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+
+        var result = await harness.Scenario(OrderSagas.Machine).WhenAsync(new OrderPlaced(orderId, 40m));
+
+        var saga = result.ExpectState("Reserving");
+        Assert.Equal(SagaStatus.Running, saga.Status);
+        Assert.Equal(40m, saga.Data.Amount);
+        Assert.Equal(orderId, result.ExpectSent<ReserveStock>().OrderId);
+        Assert.Equal(Routes.Inventory, Assert.Single(result.Sent).Destination);
+        Assert.Empty(result.Published);
+    }
+
+    [Fact]
+    public async Task StateMachine_GivenPlacedAndReserved_WhenPaymentTaken_CompletesAndPublishesOrderCompleted()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+        var scenario = harness.Scenario(OrderSagas.Machine);
+
+        await scenario.GivenAsync([new OrderPlaced(orderId, 40m), new StockReserved(orderId)]);
+        var result = await scenario.WhenAsync(new PaymentTaken(orderId));
+
+        var saga = result.ExpectState("Completed");
+        Assert.Equal(SagaStatus.Completed, saga.Status);
+        Assert.Equal(1, saga.Data.Reservations);
+        Assert.Equal(orderId, result.ExpectPublished<OrderCompleted>().OrderId);
+        Assert.Empty(result.Sent);
+    }
+
+    [Fact]
+    public async Task StateMachine_EventTheStateDoesNotExpect_ChangesNothingAndSendsNothing()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+        var scenario = harness.Scenario(OrderSagas.Machine);
+        await scenario.GivenAsync([new OrderPlaced(orderId, 40m)]);
+
+        var result = await scenario.WhenAsync(new PaymentTaken(orderId));
+
+        Assert.Equal(1, result.ExpectState("Reserving").Instance.Version);
+        result.ExpectNothingSent();
+    }
+
+    [Fact]
+    public async Task StateMachine_EventForAMissingInstance_IsDeadLetteredByItsPolicy()
+    {
+        await using var harness = await StartAsync();
+
+        var result = await harness.Scenario(OrderSagas.Machine).WhenAsync(new StockReserved(Guid.NewGuid()));
+
+        Assert.Equal(Herald.Testing.Observing.HandlingOutcome.DeadLettered, result.Handled.Outcome);
+        Assert.Null(result.Saga);
+        var deadLetter = await harness.DeadLettered.ExpectAsync<StockReserved>();
+        Assert.Equal(Herald.Reliability.DeadLetters.DeadLetterCause.NotRetryable, deadLetter.DeadLetter.Cause);
+    }
+
+    [Fact]
+    public async Task OrchestratedSaga_RunsEveryStepInOrder_AndSendsTheirCommands()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+
+        var run = await harness.RunSagaAsync(OrderSagas.Orchestrated, orderId.ToString(), new FulfilmentData { OrderId = orderId, Amount = 30m });
+
+        run.ExpectStatus(SagaStatus.Completed).ExpectSteps(["reserve-stock", "charge-payment", "ship"]);
+        Assert.Equal($"shipment-{orderId:N}", run.Data.ShipmentId);
+        Assert.Equal(30m, run.ExpectSent<ChargePayment>().Amount);
+        Assert.Equal(
+            [typeof(ReserveStock), typeof(ChargePayment), typeof(ShipOrder)],
+            run.Sent.Select(m => m.Message!.GetType()));
+    }
+
+    [Fact]
+    public async Task OrchestratedSaga_WhenAStepFails_CompensatesTheCompletedStepsInReverse()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+
+        var run = await harness.RunSagaAsync(
+            OrderSagas.Orchestrated,
+            orderId.ToString(),
+            new FulfilmentData { OrderId = orderId, Amount = 30m },
+            faults => faults.FailStep("ship", new InvalidOperationException("No courier.")));
+
+        run.ExpectStatus(SagaStatus.Compensated).ExpectSteps(["reserve-stock", "charge-payment"], compensated: ["charge-payment", "reserve-stock"]);
+        var failed = Assert.Single(run.Steps, s => !s.Succeeded);
+        Assert.Equal("ship", failed.Step);
+        Assert.Equal("No courier.", failed.Failure!.Message);
+        Assert.Contains("No courier.", run.Instance.Error, StringComparison.Ordinal);
+        Assert.Equal(30m, run.ExpectSent<RefundPayment>().Amount);
+        run.ExpectSent<ReleaseStock>();
+        Assert.DoesNotContain(run.Sent, m => m.Message is ShipOrder);
+    }
+
+    [Fact]
+    public async Task OrchestratedSaga_WhoseOwnStepDeclines_CompensatesOnlyWhatCompleted()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+
+        var run = await harness.RunSagaAsync(OrderSagas.Orchestrated, orderId.ToString(), new FulfilmentData { OrderId = orderId, Amount = 5000m });
+
+        run.ExpectStatus(SagaStatus.Compensated).ExpectSteps(["reserve-stock"], compensated: ["reserve-stock"]);
+        Assert.Contains("Payment declined.", run.Instance.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain(run.Sent, m => m.Message is RefundPayment or ChargePayment);
+    }
+
+    [Fact]
+    public async Task OrchestratedSaga_WhoseCompensationKeepsFailing_IsParkedAsFailed()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+
+        var run = await harness.RunSagaAsync(
+            OrderSagas.Orchestrated,
+            orderId.ToString(),
+            new FulfilmentData { OrderId = orderId, Amount = 30m },
+            faults => faults.FailStep("ship").FailCompensation("charge-payment"));
+
+        run.ExpectStatus(SagaStatus.Failed).ExpectSteps(["reserve-stock", "charge-payment"]);
+        Assert.Contains("Compensation of step 'charge-payment' failed", run.Instance.Error, StringComparison.Ordinal);
+        var stored = await harness.Services.GetRequiredService<ISagaStore>().LoadAsync(OrderSagas.Orchestrated.Name, orderId.ToString());
+        Assert.Equal(SagaStatus.Failed, stored!.Status);
+    }
+
+    [Fact]
+    public async Task OrchestratedSaga_AFaultForSomeRuns_IsRetriedByTheStepsPolicy()
+    {
+        var retried = SagaDefinition.Create<FulfilmentData>("retried", s => s
+            .Step("reserve-stock", ctx => ctx.SendAsync(new ReserveStock(ctx.Data.OrderId)), retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(2).Delayed(0, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1)))));
+        await using var harness = await StartAsync();
+
+        var run = await harness.RunSagaAsync(retried, "r-1", new FulfilmentData { OrderId = Guid.NewGuid() }, faults => faults.FailStep("reserve-stock", times: 2));
+
+        run.ExpectStatus(SagaStatus.Completed).ExpectSteps(["reserve-stock"]);
+        Assert.Equal([1, 2, 3], run.Steps.Select(s => s.Attempt));
+        Assert.Single(run.Sent);
+    }
+}
