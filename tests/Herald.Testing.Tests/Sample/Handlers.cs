@@ -20,6 +20,7 @@ public sealed class ChargeCardHandler(CardGateway gateway) : IMessageHandler<Cha
 public sealed class CardGateway
 {
     private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _entered = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _outages;
     private int _calls;
 
@@ -35,11 +36,15 @@ public sealed class CardGateway
 
     public int Calls => Volatile.Read(ref _calls);
 
+    /// <summary>Completes when the first call has reached the gateway.</summary>
+    public Task Entered => _entered.Task;
+
     public void Release() => _released.TrySetResult();
 
     public async ValueTask ChargeAsync(Guid orderId, decimal amount, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref _calls);
+        _entered.TrySetResult();
         if (Holds)
         {
             await _released.Task.WaitAsync(cancellationToken);

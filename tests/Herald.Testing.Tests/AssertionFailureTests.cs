@@ -1,0 +1,207 @@
+using Herald.Sagas;
+using Herald.Testing.Observing;
+using Herald.Testing.Tests.Sample;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Herald.Testing.Tests;
+
+/// <summary>
+/// The harness's expectations fail when what they expect did not happen, with a message that says what was observed
+/// instead: an assertion that cannot fail would let every test that uses it pass.
+/// </summary>
+public sealed class AssertionFailureTests
+{
+    // Short, since these waits are meant to run out; what they wait for never comes.
+    private static readonly TimeSpan Short = TimeSpan.FromMilliseconds(300);
+
+    private static Task<HeraldTestHarness> StartAsync(CardGateway? gateway = null, Action<Herald.Hosting.HeraldBuilder>? more = null) =>
+        HeraldTestHarness.StartAsync(h =>
+        {
+            OrderSagas.Configure(h);
+            h.Services.AddSingleton(gateway ?? new CardGateway());
+            more?.Invoke(h);
+        });
+
+    [Fact]
+    public async Task ExpectAsync_WhenNoMatchingMessageComes_ThrowsListingWhatWasObserved()
+    {
+        await using var harness = await StartAsync();
+        var placed = Guid.NewGuid();
+        await harness.SendAsync(new PlaceOrder(placed, "ada", 1m));
+        await harness.Published.ExpectAsync<OrderPlaced>(e => e.OrderId == placed);
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Published.ExpectAsync<OrderPlaced>(e => e.OrderId == Guid.Empty, Short));
+
+        Assert.Contains("Expected published OrderPlaced", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Observed published (1): OrderPlaced", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ExpectAsync_ForAnotherMessageType_DoesNotMatchWhatWasPublished()
+    {
+        await using var harness = await StartAsync();
+        await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m));
+        await harness.Published.ExpectAsync<OrderPlaced>();
+
+        await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Published.ExpectAsync<OrderCompleted>(timeout: Short));
+        await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Sent.ExpectAsync<OrderPlaced>(timeout: Short));
+    }
+
+    [Fact]
+    public async Task AnyAsync_WhenNothingMatches_AnswersFalse()
+    {
+        await using var harness = await StartAsync();
+
+        Assert.False(await harness.Published.AnyAsync<OrderPlaced>(timeout: Short));
+    }
+
+    [Fact]
+    public async Task ExpectNoneAsync_WhenOneWasPublished_Throws()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+        await harness.SendAsync(new PlaceOrder(orderId, "ada", 1m));
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Published.ExpectNoneAsync<OrderPlaced>());
+
+        Assert.Contains($"Expected no published OrderPlaced, but observed 1", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task HandledExpectAsync_WithAnOutcomeTheDeliveryDidNotHave_Throws()
+    {
+        await using var harness = await StartAsync(more: h => h.ConfigureRetries<ChargeCard>(r => r.NoRetries()));
+        await harness.SendAsync(new ChargeCard(Guid.NewGuid(), 5000m));
+        await harness.Handled.ExpectAsync<ChargeCard>(HandlingOutcome.DeadLettered);
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Handled.ExpectAsync<ChargeCard>(HandlingOutcome.Succeeded, timeout: Short));
+
+        Assert.Contains("DeadLettered (InvalidOperationException: Card declined", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task DeadLetteredExpectAsync_WhenTheMessageSucceeded_Throws()
+    {
+        await using var harness = await StartAsync();
+        var sent = await harness.SendAsync(new ChargeCard(Guid.NewGuid(), 5m));
+        Assert.Equal(HandlingOutcome.Succeeded, (await harness.Handled.ExpectSettledAsync(sent.Envelope.MessageId)).Outcome);
+
+        await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.DeadLettered.ExpectAsync<ChargeCard>(timeout: Short));
+    }
+
+    [Fact]
+    public async Task WaitForIdleAsync_WhileAHandlerRuns_ThrowsSayingWhatIsUnderWay_ThenReturnsOnceItEnds()
+    {
+        var gateway = new CardGateway { Holds = true };
+        await using var harness = await StartAsync(gateway);
+        var sent = await harness.SendAsync(new ChargeCard(Guid.NewGuid(), 5m));
+        await gateway.Entered.WaitAsync(TimeSpan.FromSeconds(10));
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.WaitForIdleAsync(Short));
+        Assert.Contains("1 deliveries running", error.Message, StringComparison.Ordinal);
+
+        gateway.Release();
+        await harness.WaitForIdleAsync();
+        Assert.Equal(HandlingOutcome.Succeeded, Assert.Single(harness.Handled.All).Outcome);
+        Assert.Equal(sent.Envelope.MessageId, harness.Handled.All[0].Envelope.MessageId);
+    }
+
+    [Fact]
+    public async Task ObservationAs_AnotherType_Throws()
+    {
+        await using var harness = await StartAsync();
+        var sent = await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m));
+
+        Assert.Throws<HarnessAssertionException>(() => sent.As<OrderPlaced>());
+        Assert.Equal("ada", sent.As<PlaceOrder>().Customer);
+    }
+
+    [Fact]
+    public async Task ScenarioResult_WrongStateOrCommand_Throws()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+
+        var result = await harness.Scenario(OrderSagas.Machine).WhenAsync(new OrderPlaced(orderId, 40m));
+
+        var state = Assert.Throws<HarnessAssertionException>(() => result.ExpectState("Charging"));
+        Assert.Contains("in state 'Charging', but it is in 'Reserving'", state.Message, StringComparison.Ordinal);
+        var command = Assert.Throws<HarnessAssertionException>(() => result.ExpectSent<ChargePayment>());
+        Assert.Contains("but found 0. All sent: ReserveStock", command.Message, StringComparison.Ordinal);
+        Assert.Throws<HarnessAssertionException>(() => result.ExpectSent<ReserveStock>(c => c.OrderId != orderId));
+        Assert.Throws<HarnessAssertionException>(() => result.ExpectPublished<ReserveStock>());
+        Assert.Throws<HarnessAssertionException>(result.ExpectNothingSent);
+    }
+
+    [Fact]
+    public async Task ScenarioResult_WithNoInstance_ExpectStateThrows()
+    {
+        await using var harness = await StartAsync();
+
+        var result = await harness.Scenario(OrderSagas.Machine).WhenAsync(new PaymentTaken(Guid.NewGuid()));
+
+        Assert.Null(result.Saga);
+        var error = Assert.Throws<HarnessAssertionException>(() => result.ExpectState("Completed"));
+        Assert.Contains("there is no instance", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ScenarioGiven_AnEventThatIsDeadLettered_Throws()
+    {
+        await using var harness = await StartAsync();
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Scenario(OrderSagas.Machine).GivenAsync([new StockReserved(Guid.NewGuid())]));
+
+        Assert.Contains("Given StockReserved was not handled", error.Message, StringComparison.Ordinal);
+        Assert.Contains("DeadLettered", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Scenario_AMessageTheMachineDoesNotCorrelate_IsRefused()
+    {
+        await using var harness = await StartAsync();
+
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => harness.Scenario(OrderSagas.Machine).WhenAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m)));
+
+        Assert.Contains("PlaceOrder is not an event of saga 'order-fulfilment'", error.Message, StringComparison.Ordinal);
+        Assert.Empty(harness.Published.All);
+    }
+
+    [Fact]
+    public async Task SagaRun_OtherStatusOrSteps_Throws()
+    {
+        await using var harness = await StartAsync();
+        var orderId = Guid.NewGuid();
+        var run = await harness.RunSagaAsync(OrderSagas.Orchestrated, orderId.ToString(), new FulfilmentData { OrderId = orderId, Amount = 30m }, f => f.FailStep("ship"));
+
+        var status = Assert.Throws<HarnessAssertionException>(() => run.ExpectStatus(SagaStatus.Completed));
+        Assert.Contains("to end Completed, but it ended Compensated", status.Message, StringComparison.Ordinal);
+        Assert.Contains("ship#1 failed", status.Message, StringComparison.Ordinal);
+        Assert.Throws<HarnessAssertionException>(() => run.ExpectSteps(["reserve-stock", "charge-payment", "ship"]));
+        Assert.Throws<HarnessAssertionException>(() => run.ExpectSteps(["reserve-stock", "charge-payment"], compensated: ["reserve-stock", "charge-payment"]));
+        Assert.Throws<HarnessAssertionException>(() => run.ExpectSent<ShipOrder>());
+    }
+
+    [Fact]
+    public async Task SagaFaults_ForAStepTheSagaDoesNotHave_AreRefused()
+    {
+        await using var harness = await StartAsync();
+
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => harness.RunSagaAsync(OrderSagas.Orchestrated, "x", new FulfilmentData(), f => f.FailStep("pack")));
+
+        Assert.Contains("no step 'pack'", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task RunSagaAsync_WhenAStepWaitsOnADelayedRetry_FailsAtTheDeadlineSayingWhy()
+    {
+        var waiting = SagaDefinition.Create<FulfilmentData>("waits", s => s
+            .Step("reserve-stock", _ => ValueTask.CompletedTask, retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)))));
+        await using var harness = await HeraldTestHarness.StartAsync(h => h.ConfigureTestHarness(o => o.DefaultTimeout = TimeSpan.FromMilliseconds(500)));
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.RunSagaAsync(waiting, "w-1", new FulfilmentData(), f => f.FailStep("reserve-stock", times: 1)));
+
+        Assert.Contains("fake clock", error.Message, StringComparison.Ordinal);
+        Assert.Contains("reserve-stock#1 Injected failure", error.Message, StringComparison.Ordinal);
+    }
+}
