@@ -187,7 +187,7 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
             throw new HarnessAssertionException(
                 $"Saga '{definition.Name}' instance '{id}' did not end within {DefaultTimeout}. A step's delayed retries wait on the harness's " +
                 "fake clock: give the step a policy without delayed retries, or start the run without awaiting it and advance Time. " +
-                $"Runs so far: {string.Join(", ", observer.Steps.Select(s => $"{(s.IsCompensation ? "compensate " : string.Empty)}{s.Step}#{s.Attempt} {(s.Succeeded ? "ok" : s.Failure!.Message)}"))}.");
+                $"Runs so far: {SagaRun<TData>.Describe(observer.Steps)}.");
         }
 
         await WaitForIdleAsync(cancellationToken: cancellationToken).ConfigureAwait(false);

@@ -14,18 +14,10 @@ public sealed class AssertionFailureTests
     // Short, since these waits are meant to run out; what they wait for never comes.
     private static readonly TimeSpan Short = TimeSpan.FromMilliseconds(300);
 
-    private static Task<HeraldTestHarness> StartAsync(CardGateway? gateway = null, Action<Herald.Hosting.HeraldBuilder>? more = null) =>
-        HeraldTestHarness.StartAsync(h =>
-        {
-            OrderSagas.Configure(h);
-            h.Services.AddSingleton(gateway ?? new CardGateway());
-            more?.Invoke(h);
-        });
-
     [Fact]
     public async Task ExpectAsync_WhenNoMatchingMessageComes_ThrowsListingWhatWasObserved()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var placed = Guid.NewGuid();
         await harness.SendAsync(new PlaceOrder(placed, "ada", 1m));
         await harness.Published.ExpectAsync<OrderPlaced>(e => e.OrderId == placed);
@@ -39,7 +31,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task ExpectAsync_ForAnotherMessageType_DoesNotMatchWhatWasPublished()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m));
         await harness.Published.ExpectAsync<OrderPlaced>();
 
@@ -50,7 +42,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task AnyAsync_WhenNothingMatches_AnswersFalse()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
 
         Assert.False(await harness.Published.AnyAsync<OrderPlaced>(timeout: Short));
     }
@@ -58,7 +50,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task ExpectNoneAsync_WhenOneWasPublished_Throws()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
         await harness.SendAsync(new PlaceOrder(orderId, "ada", 1m));
 
@@ -70,7 +62,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task HandledExpectAsync_WithAnOutcomeTheDeliveryDidNotHave_Throws()
     {
-        await using var harness = await StartAsync(more: h => h.ConfigureRetries<ChargeCard>(r => r.NoRetries()));
+        await using var harness = await SampleHarness.StartAsync(more: h => h.ConfigureRetries<ChargeCard>(r => r.NoRetries()));
         await harness.SendAsync(new ChargeCard(Guid.NewGuid(), 5000m));
         await harness.Handled.ExpectAsync<ChargeCard>(HandlingOutcome.DeadLettered);
 
@@ -82,7 +74,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task DeadLetteredExpectAsync_WhenTheMessageSucceeded_Throws()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var sent = await harness.SendAsync(new ChargeCard(Guid.NewGuid(), 5m));
         Assert.Equal(HandlingOutcome.Succeeded, (await harness.Handled.ExpectSettledAsync(sent.Envelope.MessageId)).Outcome);
 
@@ -93,7 +85,7 @@ public sealed class AssertionFailureTests
     public async Task WaitForIdleAsync_WhileAHandlerRuns_ThrowsSayingWhatIsUnderWay_ThenReturnsOnceItEnds()
     {
         var gateway = new CardGateway { Holds = true };
-        await using var harness = await StartAsync(gateway);
+        await using var harness = await SampleHarness.StartAsync(gateway);
         var sent = await harness.SendAsync(new ChargeCard(Guid.NewGuid(), 5m));
         await gateway.Entered.WaitAsync(TimeSpan.FromSeconds(10));
 
@@ -109,7 +101,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task ObservationAs_AnotherType_Throws()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var sent = await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m));
 
         Assert.Throws<HarnessAssertionException>(() => sent.As<OrderPlaced>());
@@ -119,7 +111,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task ScenarioResult_WrongStateOrCommand_Throws()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
 
         var result = await harness.Scenario(OrderSagas.Machine).WhenAsync(new OrderPlaced(orderId, 40m));
@@ -136,7 +128,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task ScenarioResult_WithNoInstance_ExpectStateThrows()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
 
         var result = await harness.Scenario(OrderSagas.Machine).WhenAsync(new PaymentTaken(Guid.NewGuid()));
 
@@ -148,7 +140,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task ScenarioGiven_AnEventThatIsDeadLettered_Throws()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
 
         var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Scenario(OrderSagas.Machine).GivenAsync([new StockReserved(Guid.NewGuid())]));
 
@@ -159,7 +151,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task Scenario_AMessageTheMachineDoesNotCorrelate_IsRefused()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
 
         var error = await Assert.ThrowsAsync<ArgumentException>(() => harness.Scenario(OrderSagas.Machine).WhenAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m)));
 
@@ -170,7 +162,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task SagaRun_OtherStatusOrSteps_Throws()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
         var run = await harness.RunSagaAsync(OrderSagas.Orchestrated, orderId.ToString(), new FulfilmentData { OrderId = orderId, Amount = 30m }, f => f.FailStep("ship"));
 
@@ -185,7 +177,7 @@ public sealed class AssertionFailureTests
     [Fact]
     public async Task SagaFaults_ForAStepTheSagaDoesNotHave_AreRefused()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
 
         var error = await Assert.ThrowsAsync<ArgumentException>(() => harness.RunSagaAsync(OrderSagas.Orchestrated, "x", new FulfilmentData(), f => f.FailStep("pack")));
 
@@ -202,6 +194,6 @@ public sealed class AssertionFailureTests
         var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.RunSagaAsync(waiting, "w-1", new FulfilmentData(), f => f.FailStep("reserve-stock", times: 1)));
 
         Assert.Contains("fake clock", error.Message, StringComparison.Ordinal);
-        Assert.Contains("reserve-stock#1 Injected failure", error.Message, StringComparison.Ordinal);
+        Assert.Contains("reserve-stock#1 failed (Injected failure", error.Message, StringComparison.Ordinal);
     }
 }

@@ -9,18 +9,10 @@ namespace Herald.Testing.Tests;
 /// <summary>The harness used as an application's tests use it: send, then expect what was handled, published and dead-lettered.</summary>
 public sealed class HarnessTests
 {
-    private static Task<HeraldTestHarness> StartAsync(CardGateway? gateway = null, Action<Herald.Hosting.HeraldBuilder>? more = null) =>
-        HeraldTestHarness.StartAsync(h =>
-        {
-            OrderSagas.Configure(h);
-            h.Services.AddSingleton(gateway ?? new CardGateway());
-            more?.Invoke(h);
-        });
-
     [Fact]
     public async Task Send_PlaceOrder_IsHandledAndPublishesOrderPlacedCausedByIt()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
 
         var sent = await harness.SendAsync(new PlaceOrder(orderId, "ada", 25m));
@@ -37,7 +29,7 @@ public sealed class HarnessTests
     [Fact]
     public async Task HandlerThatKeepsFailing_IsDeadLetteredAfterItsImmediateRetries()
     {
-        await using var harness = await StartAsync(more: h => h.ConfigureRetries<ChargeCard>(r => r.Immediate(2).Delayed(0, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1))));
+        await using var harness = await SampleHarness.StartAsync(more: h => h.ConfigureRetries<ChargeCard>(r => r.Immediate(2).Delayed(0, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1))));
         var orderId = Guid.NewGuid();
 
         await harness.SendAsync(new ChargeCard(orderId, 5000m));
@@ -55,7 +47,7 @@ public sealed class HarnessTests
     public async Task DelayedRedelivery_WaitsForTheFakeClock_ThenSucceeds()
     {
         var gateway = new CardGateway { Outages = 1 };
-        await using var harness = await StartAsync(gateway, h => h.ConfigureRetries<ChargeCard>(r => r.Immediate(0).Delayed(2, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1))));
+        await using var harness = await SampleHarness.StartAsync(gateway, h => h.ConfigureRetries<ChargeCard>(r => r.Immediate(0).Delayed(2, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1))));
 
         var sent = await harness.SendAsync(new ChargeCard(Guid.NewGuid(), 10m));
 
@@ -78,7 +70,7 @@ public sealed class HarnessTests
     [Fact]
     public async Task DelayedSend_IsDeliveredOnlyWhenTheClockReachesIt()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
 
         await harness.SendAsync(new PlaceOrder(orderId, "ada", 1m), new Herald.Handling.DeliveryOptions { Delay = TimeSpan.FromHours(1) });
@@ -91,7 +83,7 @@ public sealed class HarnessTests
     [Fact]
     public async Task WithTheOutbox_MessagesAHandlerPublishesAreObservedOnceTheRelaySendsThem()
     {
-        await using var harness = await StartAsync(more: h => h.UseOutbox());
+        await using var harness = await SampleHarness.StartAsync(more: h => h.UseOutbox());
         var orderId = Guid.NewGuid();
 
         await harness.SendAsync(new PlaceOrder(orderId, "ada", 3m));
@@ -105,7 +97,7 @@ public sealed class HarnessTests
     [Fact]
     public async Task UndecodableMessage_IsDeadLetteredAndObserved()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var transport = harness.Services.GetRequiredService<Herald.Transport.ITransport>();
         var envelope = new Herald.Messages.Envelope
         {

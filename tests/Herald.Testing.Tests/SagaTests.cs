@@ -7,18 +7,10 @@ namespace Herald.Testing.Tests;
 /// <summary>Saga scenarios: a state machine given events, when a message, then a state and commands; an orchestrated saga run with its steps observed.</summary>
 public sealed class SagaTests
 {
-    private static Task<HeraldTestHarness> StartAsync(Action<Herald.Hosting.HeraldBuilder>? more = null) =>
-        HeraldTestHarness.StartAsync(h =>
-        {
-            OrderSagas.Configure(h);
-            h.Services.AddSingleton(new CardGateway());
-            more?.Invoke(h);
-        });
-
     [Fact]
     public async Task StateMachine_WhenOrderPlaced_StartsReservingAndSendsReserveStockToInventory()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
 
         var result = await harness.Scenario(OrderSagas.Machine).WhenAsync(new OrderPlaced(orderId, 40m));
@@ -34,7 +26,7 @@ public sealed class SagaTests
     [Fact]
     public async Task StateMachine_GivenPlacedAndReserved_WhenPaymentTaken_CompletesAndPublishesOrderCompleted()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
         var scenario = harness.Scenario(OrderSagas.Machine);
 
@@ -51,7 +43,7 @@ public sealed class SagaTests
     [Fact]
     public async Task StateMachine_EventTheStateDoesNotExpect_ChangesNothingAndSendsNothing()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
         var scenario = harness.Scenario(OrderSagas.Machine);
         await scenario.GivenAsync([new OrderPlaced(orderId, 40m)]);
@@ -65,7 +57,7 @@ public sealed class SagaTests
     [Fact]
     public async Task StateMachine_EventForAMissingInstance_IsDeadLetteredByItsPolicy()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
 
         var result = await harness.Scenario(OrderSagas.Machine).WhenAsync(new StockReserved(Guid.NewGuid()));
 
@@ -78,7 +70,7 @@ public sealed class SagaTests
     [Fact]
     public async Task OrchestratedSaga_RunsEveryStepInOrder_AndSendsTheirCommands()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
 
         var run = await harness.RunSagaAsync(OrderSagas.Orchestrated, orderId.ToString(), new FulfilmentData { OrderId = orderId, Amount = 30m });
@@ -94,7 +86,7 @@ public sealed class SagaTests
     [Fact]
     public async Task OrchestratedSaga_WhenAStepFails_CompensatesTheCompletedStepsInReverse()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
 
         var run = await harness.RunSagaAsync(
@@ -116,7 +108,7 @@ public sealed class SagaTests
     [Fact]
     public async Task OrchestratedSaga_WhoseOwnStepDeclines_CompensatesOnlyWhatCompleted()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
 
         var run = await harness.RunSagaAsync(OrderSagas.Orchestrated, orderId.ToString(), new FulfilmentData { OrderId = orderId, Amount = 5000m });
@@ -129,7 +121,7 @@ public sealed class SagaTests
     [Fact]
     public async Task OrchestratedSaga_WhoseCompensationKeepsFailing_IsParkedAsFailed()
     {
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
         var orderId = Guid.NewGuid();
 
         var run = await harness.RunSagaAsync(
@@ -149,7 +141,7 @@ public sealed class SagaTests
     {
         var retried = SagaDefinition.Create<FulfilmentData>("retried", s => s
             .Step("reserve-stock", ctx => ctx.SendAsync(new ReserveStock(ctx.Data.OrderId)), retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(2).Delayed(0, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1)))));
-        await using var harness = await StartAsync();
+        await using var harness = await SampleHarness.StartAsync();
 
         var run = await harness.RunSagaAsync(retried, "r-1", new FulfilmentData { OrderId = Guid.NewGuid() }, faults => faults.FailStep("reserve-stock", times: 2));
 

@@ -28,6 +28,9 @@ public sealed class SagaStepRun
 
     /// <summary>True when the run finished without throwing.</summary>
     public bool Succeeded => Failure is null;
+
+    /// <summary>The run as failure messages show it: <c>compensate charge-payment#2 failed (declined)</c>.</summary>
+    public override string ToString() => $"{(IsCompensation ? "compensate " : string.Empty)}{Step}#{Attempt} {(Succeeded ? "ok" : $"failed ({Failure!.Message})")}";
 }
 
 /// <summary>An orchestrated saga run to its end by the harness: the instance as it ended, every step run, and what the saga sent.</summary>
@@ -96,8 +99,7 @@ public sealed class SagaRun<TData>
     /// <exception cref="HarnessAssertionException">None or more than one was sent.</exception>
     public TMessage ExpectSent<TMessage>(Func<TMessage, bool>? where = null) => SagaScenarioResult<TData>.Single(Sent, "sent", where);
 
-    private string Describe() =>
-        Steps.Count == 0
-            ? "none"
-            : string.Join(", ", Steps.Select(s => $"{(s.IsCompensation ? "compensate " : string.Empty)}{s.Step}#{s.Attempt} {(s.Succeeded ? "ok" : $"failed ({s.Failure!.Message})")}"));
+    private string Describe() => Describe(Steps);
+
+    internal static string Describe(IReadOnlyList<SagaStepRun> steps) => steps.Count == 0 ? "none" : string.Join(", ", steps);
 }
