@@ -40,6 +40,20 @@ public sealed class AssertionFailureTests
     }
 
     [Fact]
+    public async Task ExpectAsync_WhoseConditionThrows_FailsWithThatException()
+    {
+        await using var harness = await SampleHarness.StartAsync();
+        await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m));
+        await harness.Published.ExpectAsync<OrderPlaced>();
+
+        // On a message observed already, and on one observed while the expectation waits.
+        await Assert.ThrowsAsync<FormatException>(() => harness.Published.ExpectAsync<OrderPlaced>(_ => throw new FormatException("bad condition")));
+        var waiting = harness.Published.ExpectAsync<OrderPlaced>(e => e.Amount == 2m ? throw new FormatException("bad condition") : false);
+        await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "ada", 2m));
+        await Assert.ThrowsAsync<FormatException>(() => waiting);
+    }
+
+    [Fact]
     public async Task AnyAsync_WhenNothingMatches_AnswersFalse()
     {
         await using var harness = await SampleHarness.StartAsync();

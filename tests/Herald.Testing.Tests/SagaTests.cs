@@ -68,6 +68,28 @@ public sealed class SagaTests
     }
 
     [Fact]
+    public async Task StateMachine_WhenTheTransitionFails_ReturnsRetryingWithoutWaitingForTheClock_ThenDeadLettersWhenItComes()
+    {
+        var fragile = SagaStateMachine.Create<FulfilmentState>("fragile", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId.ToString())
+            .Initially<OrderPlaced>("Done", (_, e) => e.Amount < 0 ? throw new InvalidOperationException("A negative amount.") : ValueTask.CompletedTask)
+            .Final("Done"));
+        await using var harness = await HeraldTestHarness.StartAsync(h => h
+            .AddMessageTypesFromAssembly(typeof(OrderPlaced).Assembly)
+            .AddSaga(fragile)
+            .ConfigureRetries(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1))));
+        var orderId = Guid.NewGuid();
+
+        var result = await harness.Scenario(fragile).WhenAsync(new OrderPlaced(orderId, -1m));
+
+        Assert.Equal(Herald.Testing.Observing.HandlingOutcome.Retrying, result.Handled.Outcome);
+        Assert.Null(result.Saga);
+        harness.Time.Advance(result.Handled.RedeliveryDelay!.Value);
+        var deadLetter = await harness.DeadLettered.ExpectAsync<OrderPlaced>(e => e.OrderId == orderId);
+        Assert.Equal("A negative amount.", deadLetter.DeadLetter.ErrorMessage);
+    }
+
+    [Fact]
     public async Task OrchestratedSaga_RunsEveryStepInOrder_AndSendsTheirCommands()
     {
         await using var harness = await SampleHarness.StartAsync();

@@ -24,11 +24,16 @@ public static class HeraldTestingServiceCollectionExtensions
     public static IServiceCollection AddHeraldTestHarness(this IServiceCollection services, Action<HeraldBuilder>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(services);
-        services.AddHerald(configure);
         if (services.Any(d => d.ServiceType == typeof(HeraldTestHarness)))
         {
+            services.AddHerald(configure);
             return services;
         }
+
+        // A test whose handler hangs should not hold its host's stop for the production default (30 s); set before the
+        // application's configuration, so a value it sets wins.
+        services.Configure<HeraldOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
+        services.AddHerald(configure);
 
         services.AddCheckedOptions<HeraldTestHarnessOptions>(null, static (options, problems) => problems.AddMessages(options.Validate()));
         services.AddSingleton(sp => new FakeTimeProvider(sp.GetRequiredService<IOptions<HeraldTestHarnessOptions>>().Value.StartTime));

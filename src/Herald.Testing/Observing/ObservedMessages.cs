@@ -113,6 +113,7 @@ public class ObservedMessages<TObservation>
             {
                 if (waiter.TryMatch(observation))
                 {
+                    waiter.ThrowIfConditionFailed();
                     return observation;
                 }
             }
@@ -157,6 +158,14 @@ public class ObservedMessages<TObservation>
             {
                 _failure = ex;
                 return true;
+            }
+        }
+
+        public void ThrowIfConditionFailed()
+        {
+            if (_failure is { } failure)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
             }
         }
 
@@ -206,6 +215,17 @@ public sealed class HandledMessages : ObservedMessages<HandledMessage>
     /// <exception cref="HarnessAssertionException">It did not within <paramref name="timeout"/> (the harness's default when null).</exception>
     public Task<HandledMessage> ExpectSettledAsync(Guid messageId, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
         ExpectAsync(o => o.Envelope.MessageId == messageId && o.Outcome != HandlingOutcome.Retrying, $"message {messageId} (settled)", timeout, cancellationToken);
+
+    /// <summary>
+    /// Waits until a delivery of the message with <paramref name="messageId"/> ended in a way that needs nothing more
+    /// without the clock moving: settled, or to be redelivered after a delay.
+    /// </summary>
+    internal Task<HandledMessage> ExpectDeliveredAsync(Guid messageId, CancellationToken cancellationToken) =>
+        ExpectAsync(
+            o => o.Envelope.MessageId == messageId && (o.Outcome != HandlingOutcome.Retrying || o.RedeliveryDelay > TimeSpan.Zero),
+            $"message {messageId} (handled)",
+            timeout: null,
+            cancellationToken);
 }
 
 /// <summary>Messages that reached the dead-letter store.</summary>

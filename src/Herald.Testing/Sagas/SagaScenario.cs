@@ -42,8 +42,9 @@ public sealed class SagaScenario<TData>
     }
 
     /// <summary>
-    /// Publishes <paramref name="message"/>, waits until it is handled and the host is idle, and returns what it led to:
-    /// the saga instance it correlates to, and the messages sent and published because of it.
+    /// Publishes <paramref name="message"/>, waits until it is handled (or failed and waits for a delayed redelivery) and
+    /// the host is idle, and returns what it led to: the saga instance it correlates to, and the messages sent and
+    /// published because of it.
     /// </summary>
     public async Task<SagaScenarioResult<TData>> WhenAsync(object message, CancellationToken cancellationToken = default)
     {
@@ -68,7 +69,7 @@ public sealed class SagaScenario<TData>
         ArgumentNullException.ThrowIfNull(message);
         Correlate(message);
         var published = await _harness.PublishAsync(message, cancellationToken: cancellationToken).ConfigureAwait(false);
-        return await _harness.Handled.ExpectSettledAsync(published.Envelope.MessageId, cancellationToken: cancellationToken).ConfigureAwait(false);
+        return await _harness.Handled.ExpectDeliveredAsync(published.Envelope.MessageId, cancellationToken).ConfigureAwait(false);
     }
 
     // The instance id the machine itself finds for the message, so a scenario never repeats the correlation.
