@@ -117,6 +117,22 @@ public sealed class HarnessTests
     }
 
     [Fact]
+    public async Task DuplicateTheInboxKnows_IsSkippedWithoutRunningTheHandler()
+    {
+        var gateway = new CardGateway();
+        await using var harness = await SampleHarness.StartAsync(gateway, h => h.UseInbox());
+        var first = await harness.SendAsync(new ChargeCard(Guid.NewGuid(), 5m));
+        Assert.Equal(HandlingOutcome.Succeeded, (await harness.Handled.ExpectSettledAsync(first.Envelope.MessageId)).Outcome);
+
+        // The same envelope again, as a broker redelivers one whose ack was lost.
+        await harness.Services.GetRequiredService<Herald.Transport.ITransport>().SendAsync(first.Destination, first.Envelope);
+
+        await harness.WaitForIdleAsync();
+        Assert.Equal([HandlingOutcome.Succeeded, HandlingOutcome.Skipped], harness.Handled.All.Select(h => h.Outcome));
+        Assert.Equal(1, gateway.Calls);
+    }
+
+    [Fact]
     public async Task AddHeraldTestHarness_TurnsAHostOfYourOwnIntoAHarness()
     {
         var builder = Host.CreateApplicationBuilder();
