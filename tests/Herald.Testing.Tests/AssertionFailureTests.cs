@@ -203,7 +203,7 @@ public sealed class AssertionFailureTests
     {
         var waiting = SagaDefinition.Create<FulfilmentData>("waits", s => s
             .Step("reserve-stock", _ => ValueTask.CompletedTask, retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)))));
-        await using var harness = await HeraldTestHarness.StartAsync(h => h.ConfigureTestHarness(o => o.DefaultTimeout = TimeSpan.FromMilliseconds(500)));
+        await using var harness = await HeraldTestHarness.StartAsync(h => h.ConfigureTestHarness(o => o.DefaultTimeout = TimeSpan.FromSeconds(2)));
 
         var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.RunSagaAsync(waiting, "w-1", new FulfilmentData(), f => f.FailStep("reserve-stock", times: 1)));
 
