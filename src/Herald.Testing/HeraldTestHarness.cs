@@ -139,6 +139,17 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
     }
 
     /// <summary>
+    /// Moves the fake clock on by <paramref name="by"/> and waits until the host is idle again, so what came due (delayed
+    /// messages, redeliveries, saga timeouts) has been handled.
+    /// </summary>
+    /// <exception cref="HarnessAssertionException">The host was still busy at the default deadline.</exception>
+    public Task AdvanceTimeAsync(TimeSpan by, CancellationToken cancellationToken = default)
+    {
+        Time.Advance(by);
+        return WaitForIdleAsync(cancellationToken: cancellationToken);
+    }
+
+    /// <summary>
     /// A scenario for the state machine <paramref name="machine"/> (registered in the harness with <c>h.AddSaga(machine)</c>):
     /// given these events, when this message, then this state and these commands.
     /// </summary>

@@ -20,6 +20,7 @@ public sealed class SagaTests
         Assert.Equal(40m, saga.Data.Amount);
         Assert.Equal(orderId, result.ExpectSent<ReserveStock>().OrderId);
         Assert.Equal(Routes.Inventory, Assert.Single(result.Sent).Destination);
+        Assert.Empty(saga.Instance.Timeouts);
         Assert.Empty(result.Published);
     }
 
@@ -38,6 +39,45 @@ public sealed class SagaTests
         Assert.Equal(1, saga.Data.Reservations);
         Assert.Equal(orderId, result.ExpectPublished<OrderCompleted>().OrderId);
         Assert.Empty(result.Sent);
+    }
+
+    [Fact]
+    public async Task StateMachine_PaymentTimeout_FiresWhenTheFakeClockReachesIt_AndCancelsTheOrder()
+    {
+        await using var harness = await SampleHarness.StartAsync();
+        var orderId = Guid.NewGuid();
+        var scenario = harness.Scenario(OrderSagas.Machine);
+        await scenario.GivenAsync([new OrderPlaced(orderId, 40m)]);
+
+        var result = await scenario.WhenAsync(new StockReserved(orderId));
+        var timeout = Assert.Single(result.ExpectState("Charging").Instance.Timeouts);
+        Assert.Equal("payment", timeout.Name);
+        Assert.Equal(harness.Time.GetUtcNow() + OrderSagas.PaymentWindow, timeout.DueAt);
+
+        await harness.AdvanceTimeAsync(OrderSagas.PaymentWindow - TimeSpan.FromSeconds(1));
+        Assert.Equal("Charging", (await scenario.LoadAsync(orderId.ToString()))!.State);
+
+        await harness.AdvanceTimeAsync(TimeSpan.FromSeconds(1));
+        var cancelled = await scenario.LoadAsync(orderId.ToString());
+        Assert.Equal("Cancelled", cancelled!.State);
+        Assert.Empty(cancelled.Instance.Timeouts);
+        await harness.Sent.ExpectAsync<ReleaseStock>(c => c.OrderId == orderId);
+    }
+
+    [Fact]
+    public async Task StateMachine_PaymentTakenInTime_CancelsTheTimeout_WhichThenNeverFires()
+    {
+        await using var harness = await SampleHarness.StartAsync();
+        var orderId = Guid.NewGuid();
+        var scenario = harness.Scenario(OrderSagas.Machine);
+        await scenario.GivenAsync([new OrderPlaced(orderId, 40m), new StockReserved(orderId)]);
+
+        var result = await scenario.WhenAsync(new PaymentTaken(orderId));
+        Assert.Empty(result.ExpectState("Completed").Instance.Timeouts);
+
+        await harness.AdvanceTimeAsync(OrderSagas.PaymentWindow * 2);
+        Assert.Equal("Completed", (await scenario.LoadAsync(orderId.ToString()))!.State);
+        await harness.Sent.ExpectNoneAsync<ReleaseStock>();
     }
 
     [Fact]

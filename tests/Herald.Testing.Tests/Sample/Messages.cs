@@ -30,6 +30,9 @@ public sealed record RefundPayment(Guid OrderId, decimal Amount);
 [MessageType("payment-taken")]
 public sealed record PaymentTaken(Guid OrderId);
 
+[MessageType("payment-timed-out")]
+public sealed record PaymentTimedOut(Guid OrderId);
+
 [MessageType("ship-order")]
 public sealed record ShipOrder(Guid OrderId);
 

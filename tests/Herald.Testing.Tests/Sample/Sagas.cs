@@ -22,11 +22,15 @@ public sealed class FulfilmentData
 
 public static class OrderSagas
 {
-    /// <summary>The order as a state machine: placed, stock reserved, payment taken.</summary>
+    /// <summary>How long a reserved order waits for its payment before it is cancelled.</summary>
+    public static TimeSpan PaymentWindow { get; } = TimeSpan.FromMinutes(15);
+
+    /// <summary>The order as a state machine: placed, stock reserved, payment taken (or not within the payment window).</summary>
     public static SagaStateMachine<FulfilmentState> Machine { get; } = SagaStateMachine.Create<FulfilmentState>("order-fulfilment", m => m
         .Correlate<OrderPlaced>(e => e.OrderId.ToString())
         .Correlate<StockReserved>(e => e.OrderId.ToString(), whenMissing: MissingInstance.DeadLetter)
         .Correlate<PaymentTaken>(e => e.OrderId.ToString())
+        .Correlate<PaymentTimedOut>(e => e.OrderId.ToString())
         .Initially<OrderPlaced>("Reserving", async (saga, placed) =>
         {
             saga.Data.OrderId = placed.OrderId;
@@ -37,9 +41,16 @@ public static class OrderSagas
         {
             saga.Data.Reservations++;
             await saga.SendAsync(new ChargePayment(saga.Data.OrderId, saga.Data.Amount));
+            await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(saga.Data.OrderId), PaymentWindow);
         }))
-        .During("Charging", s => s.When<PaymentTaken>("Completed", (saga, _) => saga.PublishAsync(new OrderCompleted(saga.Data.OrderId))))
-        .Final("Completed"));
+        .During("Charging", s => s
+            .When<PaymentTaken>("Completed", (saga, _) =>
+            {
+                saga.CancelTimeout("payment");
+                return saga.PublishAsync(new OrderCompleted(saga.Data.OrderId));
+            })
+            .When<PaymentTimedOut>("Cancelled", (saga, _) => saga.SendAsync(new ReleaseStock(saga.Data.OrderId))))
+        .Final("Completed", "Cancelled"));
 
     /// <summary>
     /// The order as an orchestrated saga: reserve stock, charge the payment (declined over 1000), ship. Reserving and
