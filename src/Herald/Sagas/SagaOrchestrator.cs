@@ -25,6 +25,7 @@ public sealed class SagaOrchestrator
     private readonly UnitOfWorkRunner _runner;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Saga, string Id), byte> _running = new();
 
     /// <summary>Creates an orchestrator over <paramref name="store"/>, running steps in scopes of <paramref name="runner"/>.</summary>
     public SagaOrchestrator(ISagaStore store, UnitOfWorkRunner runner, TimeProvider? timeProvider = null, ILogger<SagaOrchestrator>? logger = null)
@@ -56,9 +57,23 @@ public sealed class SagaOrchestrator
             CurrentStep = 0,
             Data = SagaData.Serialize(data),
         };
-        var version = await _store.SaveAsync(instance, cancellationToken).ConfigureAwait(false);
-        Log.SagaStarted(_logger, definition.Name, id);
-        return await RunAsync(definition, instance with { Version = version }, cancellationToken).ConfigureAwait(false);
+        // Claimed in this process before it is saved, so the start-up resume never runs it beside this call.
+        var key = (definition.Name, id);
+        if (!_running.TryAdd(key, 0))
+        {
+            throw new SagaConcurrencyException(definition.Name, id, expectedVersion: 0, actualVersion: null);
+        }
+
+        try
+        {
+            var version = await _store.SaveAsync(instance, cancellationToken).ConfigureAwait(false);
+            Log.SagaStarted(_logger, definition.Name, id);
+            return await RunAsync(definition, instance with { Version = version }, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _running.TryRemove(key, out _);
+        }
     }
 
     /// <summary>
@@ -69,14 +84,28 @@ public sealed class SagaOrchestrator
         where TData : class
     {
         ArgumentNullException.ThrowIfNull(definition);
-        var instance = await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
-        if (instance is null || instance.IsFinished)
+        var key = (definition.Name, id);
+        if (!_running.TryAdd(key, 0))
         {
-            return instance;
+            // This process runs it already (a StartAsync in flight): one runner per instance here.
+            return await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
         }
 
-        Log.SagaResumed(_logger, definition.Name, id, instance.Status, instance.State);
-        return await RunAsync(definition, instance, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var instance = await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
+            if (instance is null || instance.IsFinished)
+            {
+                return instance;
+            }
+
+            Log.SagaResumed(_logger, definition.Name, id, instance.Status, instance.State);
+            return await RunAsync(definition, instance, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _running.TryRemove(key, out _);
+        }
     }
 
     private async Task<SagaInstance> RunAsync<TData>(SagaDefinition<TData> definition, SagaInstance instance, CancellationToken cancellationToken)

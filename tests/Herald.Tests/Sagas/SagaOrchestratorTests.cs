@@ -96,6 +96,36 @@ public sealed class SagaOrchestratorTests
     }
 
     [Fact]
+    public async Task AResumeWhileThisProcessRunsTheInstance_RunsNoStepASecondTime()
+    {
+        var journal = new Journal();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var definition = SagaDefinition.Create<Order>("gated", s => s
+            .Step("a", async context =>
+            {
+                journal.Calls.Enqueue("a");
+                entered.TrySetResult();
+                await gate.Task;
+            }, retry: NoRetries)
+            .Step("b", journal.Act("b"), retry: NoRetries));
+        await using var services = Build();
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+
+        // As the start-up resume would find it: saved as running, its first step in flight.
+        var started = orchestrator.StartAsync(definition, "g-1", new Order());
+        await entered.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        var resumed = await orchestrator.ResumeAsync(definition, "g-1");
+        gate.SetResult();
+        var ended = await started;
+
+        Assert.Equal(SagaStatus.Running, resumed!.Status);
+        Assert.Equal(SagaStatus.Completed, ended.Status);
+        Assert.Equal(["a", "b"], journal.Calls);
+        await Assert.ThrowsAsync<SagaConcurrencyException>(() => orchestrator.StartAsync(definition, "g-1", new Order()));
+    }
+
+    [Fact]
     public async Task AFailingFirstStep_HasNothingToCompensate()
     {
         var journal = new Journal();
