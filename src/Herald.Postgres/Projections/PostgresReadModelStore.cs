@@ -267,8 +267,22 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         }
 
         // Its own short transaction, committed before the unit of work writes: an empty table left by a rolled-back unit is
-        // harmless, and the unit never holds the lock that orders creations.
-        await ChangeStorageAsync(sql, (connection, transaction, token) => ExecuteAsync(connection, transaction, sql.Create, token), cancellationToken).ConfigureAwait(false);
+        // harmless, and the unit never holds the lock that orders creations. A table that exists is left alone, since even
+        // CREATE ... IF NOT EXISTS needs the right to create in the schema, which an application role may not have.
+        await ChangeStorageAsync(sql, async (connection, transaction, token) =>
+        {
+            await using (var exists = new NpgsqlCommand("SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL", connection, transaction))
+            {
+                exists.Parameters.Add(EnvelopeColumns.Text(_store.Schema));
+                exists.Parameters.Add(EnvelopeColumns.Text(sql.Name));
+                if ((bool)(await exists.ExecuteScalarAsync(token).ConfigureAwait(false))!)
+                {
+                    return;
+                }
+            }
+
+            await ExecuteAsync(connection, transaction, sql.Create, token).ConfigureAwait(false);
+        }, cancellationToken).ConfigureAwait(false);
         _created.TryAdd(sql.Name, true);
     }
 

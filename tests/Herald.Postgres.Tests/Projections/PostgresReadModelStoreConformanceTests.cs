@@ -3,8 +3,10 @@ using Herald.Conformance.Projections;
 using Herald.EventSourcing;
 using Herald.Persistence;
 using Herald.Projections;
+using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Projections;
 using Herald.Postgres.Tests.Reliability;
+using Npgsql;
 using Xunit;
 
 namespace Herald.Postgres.Tests.Projections;
@@ -57,5 +59,40 @@ public sealed class PostgresReadModelStoreConformanceTests(ReliabilitySchema sch
         await second.CommitAsync();
 
         Assert.Equal(2, Number(await store.GetAsync(table, "counter")));
+    }
+
+    [Fact]
+    public async Task ARoleWithoutTheRightToCreate_WritesAndReadsAGenerationMadeAhead()
+    {
+        await using var owned = new TemporarySchema();
+        await using (var owner = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, new PostgresStoreOptions { Schema = owned.Name }))
+        {
+            await new PostgresReadModelStore(owner).ResetGenerationAsync("orders", 2);
+        }
+
+        var role = "herald_app_" + Guid.NewGuid().ToString("N")[..8];
+        await PostgresTestDatabase.ExecuteAsync($"""
+            CREATE ROLE {role} LOGIN PASSWORD 'app';
+            GRANT USAGE ON SCHEMA "{owned.Name}" TO {role};
+            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{owned.Name}" TO {role};
+            GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "{owned.Name}" TO {role};
+            """);
+        try
+        {
+            var asApp = new NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString) { Username = role, Password = "app" }.ConnectionString;
+            await using var store = await PostgresEventStore.CreateAsync(asApp, new PostgresStoreOptions { Schema = owned.Name });
+            var readModels = new PostgresReadModelStore(store);
+
+            var unitOfWork = store.BeginUnitOfWork();
+            await readModels.UpdateAsync("orders", 2, "o1", _ => """{"status":"Confirmed"}""", unitOfWork);
+            await readModels.ActivateGenerationAsync("orders", 2, unitOfWork);
+            await unitOfWork.CommitAsync();
+
+            Assert.Single(await readModels.QueryAsync("orders", new ReadModelQuery { Where = new Dictionary<string, string> { ["status"] = "Confirmed" } }));
+        }
+        finally
+        {
+            await PostgresTestDatabase.ExecuteAsync($"DROP OWNED BY {role}; DROP ROLE {role};");
+        }
     }
 }
