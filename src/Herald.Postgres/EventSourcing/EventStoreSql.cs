@@ -60,6 +60,11 @@ internal sealed class EventStoreSql
             INSERT INTO {s}.checkpoints (subscription_id, position, updated_at) VALUES ($1, $2, $3)
             ON CONFLICT (subscription_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
             """;
+        AdvanceCheckpoint = $"""
+            INSERT INTO {s}.checkpoints AS old (subscription_id, position, updated_at) VALUES ($1, $2, $3)
+            ON CONFLICT (subscription_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+            WHERE old.position < excluded.position
+            """;
         LoadSnapshot = $"SELECT version, state_type, schema_version, state, created_at FROM {s}.snapshots WHERE stream = $1";
         SaveSnapshot = $"""
             INSERT INTO {s}.snapshots AS old (stream, version, state_type, schema_version, state, created_at) VALUES ($1, $2, $3, $4, $5, $6)
@@ -99,6 +104,9 @@ internal sealed class EventStoreSql
     public string GetCheckpoint { get; }
 
     public string SetCheckpoint { get; }
+
+    /// <summary>Stores a checkpoint only forward (a unit of work's): no row changes when it is at or past the position.</summary>
+    public string AdvanceCheckpoint { get; }
 
     public string LoadSnapshot { get; }
 

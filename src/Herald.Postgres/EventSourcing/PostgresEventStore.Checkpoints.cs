@@ -26,7 +26,7 @@ internal sealed partial class PostgresEventStore
         ArgumentOutOfRangeException.ThrowIfNegative(position);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = SetCheckpointCommand(runtime, subscriptionId, position, connection, transaction: null);
+        await using var command = SetCheckpointCommand(runtime.Sql.SetCheckpoint, subscriptionId, position, connection, transaction: null);
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -40,8 +40,11 @@ internal sealed partial class PostgresEventStore
         await own.ExecuteAsync(
             async (connection, transaction, token) =>
             {
-                await using var command = SetCheckpointCommand(runtime, subscriptionId, position, connection, transaction);
-                return await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
+                // Only forward: when another runner stored this position or a later one, this unit of work applied an
+                // event twice, so it must fail and write nothing.
+                await using var command = SetCheckpointCommand(runtime.Sql.AdvanceCheckpoint, subscriptionId, position, connection, transaction);
+                var changed = await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
+                return changed == 0 ? throw new CheckpointConflictException(subscriptionId, position) : changed;
             },
             cancellationToken).ConfigureAwait(false);
     }
@@ -100,9 +103,9 @@ internal sealed partial class PostgresEventStore
             cancellationToken).ConfigureAwait(false);
     }
 
-    private NpgsqlCommand SetCheckpointCommand(Runtime runtime, string subscriptionId, long position, NpgsqlConnection connection, NpgsqlTransaction? transaction)
+    private NpgsqlCommand SetCheckpointCommand(string sql, string subscriptionId, long position, NpgsqlConnection connection, NpgsqlTransaction? transaction)
     {
-        var command = new NpgsqlCommand(runtime.Sql.SetCheckpoint, connection, transaction);
+        var command = new NpgsqlCommand(sql, connection, transaction);
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = subscriptionId, NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = position, NpgsqlDbType = NpgsqlDbType.Bigint });
         command.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = _time.GetUtcNow().UtcDateTime, NpgsqlDbType = NpgsqlDbType.TimestampTz });

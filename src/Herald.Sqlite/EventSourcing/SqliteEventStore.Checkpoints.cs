@@ -52,7 +52,7 @@ internal sealed partial class SqliteEventStore
         ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
         ArgumentOutOfRangeException.ThrowIfNegative(position);
         cancellationToken.ThrowIfCancellationRequested();
-        Own(unitOfWork).Enlist(session => session.SetCheckpoint(subscriptionId, position));
+        Own(unitOfWork).Enlist(session => session.AdvanceCheckpoint(subscriptionId, position));
         return ValueTask.CompletedTask;
     }
 

@@ -36,6 +36,7 @@ internal sealed class WriteSession : IDisposable
     private readonly RawStatement _deleteStream;
     private readonly RawStatement _recordDeletion;
     private readonly RawStatement _setCheckpoint;
+    private readonly RawStatement _advanceCheckpoint;
     private readonly RawStatement _saveSnapshot;
     private long _nextPosition;
     private long _savedNextPosition;
@@ -73,6 +74,10 @@ internal sealed class WriteSession : IDisposable
             _setCheckpoint = Prepare(
                 "INSERT INTO herald_checkpoints (subscription_id, position, updated_at) VALUES (?1, ?2, ?3) " +
                 "ON CONFLICT (subscription_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at");
+            _advanceCheckpoint = Prepare(
+                "INSERT INTO herald_checkpoints (subscription_id, position, updated_at) VALUES (?1, ?2, ?3) " +
+                "ON CONFLICT (subscription_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at " +
+                "WHERE herald_checkpoints.position < excluded.position");
             _saveSnapshot = Prepare(
                 "INSERT INTO herald_snapshots (stream, version, state_type, schema_version, state, created_at, created_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) " +
                 "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, state_type = excluded.state_type, schema_version = excluded.schema_version, " +
@@ -235,6 +240,19 @@ internal sealed class WriteSession : IDisposable
         _setCheckpoint.Bind(2, position);
         _setCheckpoint.Bind(3, _now);
         _setCheckpoint.Execute();
+    }
+
+    /// <summary>Stores the position only when it moves the checkpoint forward; otherwise throws <see cref="CheckpointConflictException"/>.</summary>
+    public void AdvanceCheckpoint(string subscriptionId, long position)
+    {
+        _advanceCheckpoint.Bind(1, subscriptionId);
+        _advanceCheckpoint.Bind(2, position);
+        _advanceCheckpoint.Bind(3, _now);
+        _advanceCheckpoint.Execute();
+        if (_advanceCheckpoint.Changes == 0)
+        {
+            throw new CheckpointConflictException(subscriptionId, position);
+        }
     }
 
     public void SaveSnapshot(Snapshot snapshot)

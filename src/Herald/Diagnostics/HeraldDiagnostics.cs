@@ -58,4 +58,7 @@ public static class HeraldDiagnostics
 
     internal static Histogram<double> ProcessingDuration { get; } =
         Meter.CreateHistogram<double>(MetricNames.ProcessingDuration, "s", "Time to handle one delivery, from decode to settle.");
+
+    internal static ObservableGauge<long> ProjectionLag { get; } =
+        Meter.CreateObservableGauge(MetricNames.ProjectionLag, Projections.ProjectionManager.Observe, "{event}", "Positions an async projection is behind the head of the global log.");
 }

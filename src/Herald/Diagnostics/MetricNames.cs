@@ -45,6 +45,12 @@ public static class MetricNames
     /// <summary>Histogram of processing time in seconds.</summary>
     public const string ProcessingDuration = "herald.message.processing.duration";
 
+    /// <summary>Gauge of how far each async projection is behind the head of the global log, in positions (tag <see cref="ProjectionTag"/>).</summary>
+    public const string ProjectionLag = "herald.projection.lag";
+
+    /// <summary>Tag: the projection, on <see cref="ProjectionLag"/>.</summary>
+    public const string ProjectionTag = "herald.projection";
+
     /// <summary>Tag: the endpoint (consumer queue) that handled the message.</summary>
     public const string EndpointTag = "herald.endpoint";
 

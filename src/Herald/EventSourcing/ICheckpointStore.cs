@@ -13,7 +13,9 @@ public interface ICheckpointStore
 
     /// <summary>
     /// Stores the position when <paramref name="unitOfWork"/> commits, together with its other writes (a read model and its
-    /// checkpoint in one database commit at once: exactly once).
+    /// checkpoint in one database commit at once: exactly once). Only forward: when the stored position is already at or past
+    /// <paramref name="position"/> (another runner applied it), the unit of work fails with
+    /// <see cref="CheckpointConflictException"/> and writes nothing.
     /// </summary>
     ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default);
 }

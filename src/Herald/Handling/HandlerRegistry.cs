@@ -12,6 +12,12 @@ internal sealed class HandlerRegistry
             .ToDictionary(g => g.Key, g => HandlerInvoker.Create(g.Key, [.. g]));
     }
 
+    /// <summary>A registry of ready invokers (a projection's handlers, which are not DI services).</summary>
+    public HandlerRegistry(IReadOnlyDictionary<Type, HandlerInvoker> invokers)
+    {
+        _invokers = new Dictionary<Type, HandlerInvoker>(invokers);
+    }
+
     public IEnumerable<Type> MessageTypes => _invokers.Keys;
 
     public HandlerInvoker? Get(Type messageType) => _invokers.GetValueOrDefault(messageType);

@@ -94,7 +94,9 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<IIdempotencyStore>(sp => new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<ISagaStore>(sp => new InMemorySagaStore(sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<SagaOrchestrator>();
+        services.TryAddSingleton<SagaTimeouts>();
         services.TryAddSingleton<IReadModelStore>(_ => new InMemoryReadModelStore());
+        services.TryAddSingleton<ReadModels>();
         services.TryAddScoped(UnitOfWorkRunner.Adopting(static _ => new InMemoryUnitOfWork()));
 
         services.TryAddSingleton<OutboxSignal>();

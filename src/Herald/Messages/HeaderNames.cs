@@ -12,6 +12,9 @@ public static class HeaderNames
     /// <summary>The CloudEvents <c>source</c> of a message: the endpoint or service that produced it.</summary>
     public const string Source = "herald-source";
 
+    /// <summary>The id of the saga timeout a message is the delivery of; the saga ignores it unless it still holds that timeout.</summary>
+    public const string SagaTimeoutId = "herald-saga-timeout-id";
+
     /// <summary>Why a message was dead-lettered.</summary>
     public const string DeadLetterReason = "herald-dead-letter-reason";
 

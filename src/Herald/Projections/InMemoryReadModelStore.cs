@@ -5,8 +5,10 @@ namespace Herald.Projections;
 
 /// <summary>
 /// The default read-model store: tables in process memory, lost on restart, for tests and the in-memory host. A change runs
-/// at once against the document as its unit of work sees it (earlier changes of the same unit included) and the results are
-/// applied together at the commit, so a change that throws fails the unit of work before anything is applied.
+/// at once against the document as its unit of work sees it (earlier changes of the same unit included), so a change that
+/// throws fails the unit of work before anything is applied; at the commit the changes run again, in order, under the
+/// store's lock, against the documents as committed then, so two units of work changing one document never lose an update.
+/// Changes must therefore be pure functions of the document they get.
 /// </summary>
 internal sealed class InMemoryReadModelStore : IReadModelStore
 {
@@ -76,6 +78,7 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
         }
 
         staged.Pending[key] = change(current);
+        staged.Changes.Add((key, change));
         return ValueTask.CompletedTask;
     }
 
@@ -159,7 +162,18 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
     {
         lock (_gate)
         {
-            foreach (var ((table, generation, id), json) in staged.Pending)
+            var changed = new Dictionary<(string Table, int Generation, string Id), string?>();
+            foreach (var ((table, generation, id), change) in staged.Changes)
+            {
+                if (!changed.TryGetValue((table, generation, id), out var current))
+                {
+                    current = _tables.GetValueOrDefault((table, generation))?.GetValueOrDefault(id);
+                }
+
+                changed[(table, generation, id)] = change(current);
+            }
+
+            foreach (var ((table, generation, id), json) in changed)
             {
                 if (!_tables.TryGetValue((table, generation), out var documents))
                 {
@@ -186,6 +200,8 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
     private sealed class StagedChanges(InMemoryReadModelStore store) : IInMemoryEnlistment
     {
         public Dictionary<(string Table, int Generation, string Id), string?> Pending { get; } = [];
+
+        public List<((string Table, int Generation, string Id) Key, Func<string?, string?> Change)> Changes { get; } = [];
 
         public Dictionary<string, int> Activations { get; } = new(StringComparer.Ordinal);
 

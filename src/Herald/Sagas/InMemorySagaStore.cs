@@ -84,6 +84,7 @@ public sealed class InMemorySagaStore : ISagaStore
             Version = instance.Version + 1,
             CompletedSteps = [.. instance.CompletedSteps],
             Data = instance.Data.ToArray(),
+            Timeouts = [.. instance.Timeouts.Select(t => t with { Body = t.Body.ToArray() })],
             CreatedAt = stored?.CreatedAt ?? now,
             UpdatedAt = now,
         };

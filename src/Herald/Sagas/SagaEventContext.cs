@@ -1,4 +1,6 @@
 using Herald.Handling;
+using Herald.Messages;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Herald.Sagas;
 
@@ -7,14 +9,20 @@ namespace Herald.Sagas;
 public sealed class SagaEventContext<TData>
     where TData : class, new()
 {
-    internal SagaEventContext(string sagaName, string sagaId, string? state, TData data, MessageContext message)
+    private readonly List<SagaTimeout> _timeouts;
+
+    internal SagaEventContext(string sagaName, string sagaId, string? state, TData data, MessageContext message, IReadOnlyList<SagaTimeout>? timeouts = null)
     {
         SagaName = sagaName;
         SagaId = sagaId;
         State = state;
         Data = data;
         Message = message;
+        _timeouts = [.. timeouts ?? []];
     }
+
+    /// <summary>The timeouts the instance holds, as this transition leaves them.</summary>
+    public IReadOnlyList<SagaTimeout> Timeouts => _timeouts;
 
     /// <summary>The machine's name.</summary>
     public string SagaName { get; }
@@ -40,6 +48,39 @@ public sealed class SagaEventContext<TData>
     public ValueTask PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null)
         where TMessage : notnull =>
         Message.PublishAsync(message, Correlate(options), Message.CancellationToken);
+
+    /// <summary>
+    /// Schedules <paramref name="message"/> to reach this saga after <paramref name="delay"/> as the timeout
+    /// <paramref name="name"/>, replacing a timeout of that name the instance holds (whose delivery is then ignored). It is
+    /// sent in the message's unit of work and held by the instance when the transition saves. Route the message type to the
+    /// saga's queue and correlate it like any event of the machine.
+    /// </summary>
+    /// <returns>The timeout, with the id its delivery carries.</returns>
+    public async ValueTask<SagaTimeout> ScheduleTimeoutAsync<TMessage>(string name, TMessage message, TimeSpan delay)
+        where TMessage : notnull
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
+        var services = Message.Services;
+        var type = services.GetRequiredService<MessageTypeRegistry>().GetByType(message.GetType());
+        var body = services.GetRequiredService<IMessageSerializer>().Serialize(message, type.ClrType);
+        var timeout = new SagaTimeout(name, Guid.NewGuid(), services.GetRequiredService<TimeProvider>().GetUtcNow() + delay, type.Name, body);
+        await SendAsync(message, SagaTimeouts.Options(timeout, delay)).ConfigureAwait(false);
+        _timeouts.RemoveAll(t => t.Name == name);
+        _timeouts.Add(timeout);
+        return timeout;
+    }
+
+    /// <summary>Cancels the timeout <paramref name="name"/>: its delivery is ignored. False when the instance holds none of that name.</summary>
+    public bool CancelTimeout(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return _timeouts.RemoveAll(t => t.Name == name) > 0;
+    }
+
+    /// <summary>Drops the timeout whose delivery is being handled, so it fires once.</summary>
+    internal void Fired(Guid id) => _timeouts.RemoveAll(t => t.Id == id);
 
     private DeliveryOptions? Correlate(DeliveryOptions? options) =>
         options?.CorrelationId is not null ? options : (options ?? DeliveryOptions.Default) with { CorrelationId = Message.Envelope.CorrelationId ?? SagaId };

@@ -27,6 +27,9 @@ public sealed record SagaInstance
     /// <summary>The saga's data, serialized (JSON by default).</summary>
     public ReadOnlyMemory<byte> Data { get; init; }
 
+    /// <summary>The timeouts a state machine's instance holds (scheduled, not yet fired, cancelled or replaced).</summary>
+    public IReadOnlyList<SagaTimeout> Timeouts { get; init; } = [];
+
     /// <summary>The error that made the saga compensate or fail; null while nothing failed.</summary>
     public string? Error { get; init; }
 

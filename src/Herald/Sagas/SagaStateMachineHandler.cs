@@ -1,5 +1,6 @@
 using Herald.Handling;
 using Herald.Hosting;
+using Herald.Messages;
 using Microsoft.Extensions.Logging;
 
 namespace Herald.Sagas;
@@ -25,6 +26,25 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
         }
 
         var instance = await store.LoadAsync(machine.Name, id, cancellationToken).ConfigureAwait(false);
+        Guid? timeoutId = null;
+        if (context.Envelope.Headers.TryGetValue(HeaderNames.SagaTimeoutId, out var timeoutHeader))
+        {
+            // A timeout fires only while the instance still holds it: cancelled, rescheduled (a new id) or finished, it
+            // is ignored. A header that is not an id is not from Herald, and is refused.
+            if (!Guid.TryParse(timeoutHeader, out var parsed))
+            {
+                throw new SagaMessageRejectedException($"{typeof(TEvent).Name} for saga '{machine.Name}' carries a saga timeout id that is not a GUID: '{timeoutHeader}'.");
+            }
+
+            if (instance is null || instance.IsFinished || !instance.Timeouts.Any(t => t.Id == parsed))
+            {
+                Log.SagaEventIgnored(logger, machine.Name, id, typeof(TEvent).Name, "timeout cancelled, rescheduled or its instance finished");
+                return;
+            }
+
+            timeoutId = parsed;
+        }
+
         SagaTransition<TData>? transition;
         TData data;
         if (instance is null)
@@ -54,7 +74,12 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
             data = SagaData.Deserialize<TData>(instance.Data);
         }
 
-        var events = new SagaEventContext<TData>(machine.Name, id, instance.Version == 0 ? null : instance.State, data, context);
+        var events = new SagaEventContext<TData>(machine.Name, id, instance.Version == 0 ? null : instance.State, data, context, instance.Timeouts);
+        if (timeoutId is { } fired)
+        {
+            events.Fired(fired);
+        }
+
         if (transition.Action is { } action)
         {
             await action(events, message).ConfigureAwait(false);
@@ -67,6 +92,9 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
                 State = transition.Target,
                 Status = final ? SagaStatus.Completed : SagaStatus.Running,
                 Data = SagaData.Serialize(events.Data),
+
+                // A finished instance holds no timeout: whatever is still scheduled will find nothing to fire.
+                Timeouts = final ? [] : events.Timeouts,
             },
             context.UnitOfWork,
             cancellationToken).ConfigureAwait(false);

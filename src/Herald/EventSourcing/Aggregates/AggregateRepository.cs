@@ -1,6 +1,7 @@
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
 using Herald.Messages;
+using Herald.Projections;
 using Herald.Persistence;
 
 namespace Herald.EventSourcing.Aggregates;
@@ -23,6 +24,8 @@ public sealed class AggregateRepository<TAggregate>
     private readonly Type? _snapshotType;
     private readonly int _snapshotEvery;
     private readonly IUnitOfWork? _unitOfWork;
+    private readonly IServiceProvider? _services;
+    private readonly InlineProjector? _inline;
     private readonly bool _scoped;
 
     /// <summary>
@@ -92,7 +95,12 @@ public sealed class AggregateRepository<TAggregate>
             services.GetRequiredService<TimeProvider>(),
             services.GetRequiredService<IUnitOfWork>(),
             services.GetService<ISnapshotStore>(),
-            options) => _scoped = true;
+            options)
+    {
+        _scoped = true;
+        _services = services;
+        _inline = services.GetService<InlineProjector>();
+    }
 
     /// <summary>The stream category of this aggregate type.</summary>
     public string Category { get; }
@@ -174,6 +182,11 @@ public sealed class AggregateRepository<TAggregate>
             // Written at the commit, where a conflict (which also undoes a snapshot staged below) surfaces.
             await _store.AppendAsync(stream, expected, envelopes, _unitOfWork, cancellationToken).ConfigureAwait(false);
             version = loadedVersion + envelopes.Length;
+            if (_inline is not null)
+            {
+                // Inline projections change their read models in this unit of work: with the events, or not at all.
+                await _inline.ApplyAsync(stream, aggregate.UncommittedEvents, envelopes, _unitOfWork, _services!, cancellationToken).ConfigureAwait(false);
+            }
         }
 
         aggregate.MarkSaved(version);

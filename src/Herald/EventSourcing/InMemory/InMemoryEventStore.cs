@@ -90,11 +90,19 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
 
     // Checks every staged append of one unit of work against the streams (and the appends staged before it), then applies
     // all of them, under one lock: a conflict throws before anything is written.
-    private void ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends)
+    private void ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends, List<(string Id, long Position)> checkpoints)
     {
         TaskCompletionSource? signal = null;
         lock (_gate)
         {
+            foreach (var (id, position) in checkpoints)
+            {
+                if (_checkpoints.TryGetValue(id, out var stored) && stored >= position)
+                {
+                    throw new CheckpointConflictException(id, position);
+                }
+            }
+
             var planned = new Dictionary<string, long>(StringComparer.Ordinal);
             var apply = new List<int>(appends.Count);
             for (var i = 0; i < appends.Count; i++)
@@ -132,6 +140,11 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
 
                 signal = _appended;
                 _appended = NewSignal();
+            }
+
+            foreach (var (id, position) in checkpoints)
+            {
+                _checkpoints[id] = position;
             }
         }
 
@@ -322,7 +335,8 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
         ArgumentOutOfRangeException.ThrowIfNegative(position);
-        InMemoryUnitOfWork.Of(unitOfWork).Enlist(_checkpoints, () => new InMemoryWrites(_checkpoints)).Add(() => _checkpoints[subscriptionId] = position);
+        // Staged with the appends, checked under the same lock: a checkpoint moves only forward, or the unit of work fails.
+        InMemoryUnitOfWork.Of(unitOfWork).Enlist(this, () => new StagedAppends(this)).AddCheckpoint(subscriptionId, position);
         return ValueTask.CompletedTask;
     }
 
@@ -420,6 +434,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     private sealed class StagedAppends(InMemoryEventStore store) : IInMemoryEnlistment
     {
         private readonly List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> _appends = [];
+        private readonly List<(string Id, long Position)> _checkpoints = [];
 
         public object Owner => store;
 
@@ -433,7 +448,15 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
             }
         }
 
-        public void Apply() => store.ApplyStaged(_appends);
+        public void AddCheckpoint(string id, long position)
+        {
+            lock (_appends)
+            {
+                _checkpoints.Add((id, position));
+            }
+        }
+
+        public void Apply() => store.ApplyStaged(_appends, _checkpoints);
     }
 
     private sealed class StreamState

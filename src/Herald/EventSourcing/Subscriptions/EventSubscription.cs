@@ -37,6 +37,12 @@ public sealed class EventSubscription : IAsyncDisposable
         _options = options;
     }
 
+    /// <summary>
+    /// Replaces the plain checkpoint write of the loop (set before start): a projection stores its position only forward,
+    /// in a unit of work, so a runner that lost its leadership cannot move the checkpoint back.
+    /// </summary>
+    internal Func<long, CancellationToken, ValueTask>? SaveCheckpoint { get; init; }
+
     /// <summary>The subscription's id (its checkpoint name).</summary>
     public string SubscriptionId => _options.SubscriptionId;
 
@@ -213,7 +219,15 @@ public sealed class EventSubscription : IAsyncDisposable
             return;
         }
 
-        await _checkpoints.SetCheckpointAsync(SubscriptionId, position, cancellationToken).ConfigureAwait(false);
+        if (SaveCheckpoint is { } save)
+        {
+            await save(position, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await _checkpoints.SetCheckpointAsync(SubscriptionId, position, cancellationToken).ConfigureAwait(false);
+        }
+
         _savedPosition = position;
     }
 

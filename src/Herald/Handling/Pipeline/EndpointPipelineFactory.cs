@@ -48,7 +48,7 @@ internal sealed class EndpointPipelineFactory(
     /// the transport's own (only those a drain can move back into the store; others would be stranded out of sight).
     /// <paramref name="checkpoint"/>: a step run in each attempt's unit of work after the handlers (a subscription's checkpoint).
     /// </summary>
-    internal EndpointPipeline Create(string endpoint, bool nativeDeadLetters, Func<AttemptStep, AttemptStep>? checkpoint)
+    internal EndpointPipeline Create(string endpoint, bool nativeDeadLetters, Func<AttemptStep, AttemptStep>? checkpoint, HandlerRegistry? endpointHandlers = null)
     {
         AttemptStep attempt = new HandlerStep(_middleware, services);
         if (checkpoint is not null)
@@ -71,7 +71,7 @@ internal sealed class EndpointPipelineFactory(
             step = new UpcastStep(endpoint, upcasters, step);
         }
 
-        step = new DecodeStep(endpoint, handlers, serializer, step);
+        step = new DecodeStep(endpoint, endpointHandlers ?? handlers, serializer, step);
         step = new SettleStep(endpoint, deadLetters, monitor, deadLetterOptions.Value.StoreFailureRedeliveryDelay, nativeDeadLetters, timeProvider, _logger, step);
         step = new TraceStep(endpoint, registry, step);
         return new EndpointPipeline(endpoint, step);
@@ -85,9 +85,28 @@ internal sealed class EndpointPipelineFactory(
     {
         ArgumentNullException.ThrowIfNull(options);
         var endpoint = options.SubscriptionId;
-        var pipeline = Create(endpoint, nativeDeadLetters: false, next => new CheckpointStep(endpoint, checkpoints, next));
-        var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
         var filter = options.Filter ?? EventFilter.ForEventTypes([.. handlers.MessageTypes.Select(registry.GetName)]);
-        return new EventSubscription(store, checkpoints, events.HandleAsync, options with { Filter = filter });
+        return CreateSubscription(store, checkpoints, options with { Filter = filter }, next => new CheckpointStep(endpoint, checkpoints, next), endpointHandlers: null);
     }
+
+    /// <summary>
+    /// A subscription whose events run through a chain with <paramref name="attempt"/> around the handlers (the checkpoint
+    /// written in their unit of work) and, when given, handlers of its own instead of the host's (a projection's).
+    /// </summary>
+    internal EventSubscription CreateSubscription(
+        IEventStore store,
+        ICheckpointStore checkpoints,
+        EventSubscriptionOptions options,
+        Func<AttemptStep, AttemptStep> attempt,
+        HandlerRegistry? endpointHandlers,
+        Func<long, CancellationToken, ValueTask>? saveCheckpoint = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var pipeline = Create(options.SubscriptionId, nativeDeadLetters: false, attempt, endpointHandlers);
+        var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
+        return new EventSubscription(store, checkpoints, events.HandleAsync, options) { SaveCheckpoint = saveCheckpoint };
+    }
+
+    /// <summary>The name a message type is stored under.</summary>
+    internal string TypeName(Type type) => registry.GetName(type);
 }

@@ -7,8 +7,11 @@ namespace Herald.Handling.Pipeline;
 /// A stored event handed to an endpoint's chain by a subscription. Acking it completes it; a nack asks the subscription to
 /// run it again after the delay, in process (there is no queue to hand it back to).
 /// </summary>
-internal sealed class RecordedEventDelivery(Envelope envelope, string subscriptionId, long position) : Delivery(envelope, subscriptionId)
+internal sealed class RecordedEventDelivery(Envelope envelope, string subscriptionId, string stream, long position) : Delivery(envelope, subscriptionId)
 {
+    /// <summary>The stream the event belongs to.</summary>
+    public string Stream => stream;
+
     /// <summary>Its position in the global log, which becomes the subscription's checkpoint.</summary>
     public long Position => position;
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Herald.Diagnostics;
+using Herald.EventSourcing;
 using Herald.Hosting;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
@@ -34,6 +35,13 @@ internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProv
             {
                 // Shutdown cancelled the handler: not a failure; the transport hands the message back unchanged.
                 throw;
+            }
+            catch (CheckpointConflictException conflict)
+            {
+                // Another runner of this subscription applied the event first (a leadership handover overlapped): this
+                // attempt wrote nothing, and running it again would apply it twice. Acked like a duplicate.
+                Log.ProjectionCheckpointConflict(logger, conflict.SubscriptionId, conflict.Position);
+                return ConsumeOutcome.Duplicate;
             }
 #pragma warning disable CA1031 // Any handler failure is settled (retry, redelivery or dead letter); the consumer loop goes on.
             catch (Exception ex)

@@ -31,7 +31,7 @@ internal sealed class SubscriptionPipeline
         for (var delivered = 1; ; delivered++)
         {
             // Numbered as a transport numbers its deliveries, so the retry policy counts attempts the same way.
-            var delivery = new RecordedEventDelivery(envelope with { DeliveryAttempt = delivered }, _pipeline.Endpoint, recorded.Position);
+            var delivery = new RecordedEventDelivery(envelope with { DeliveryAttempt = delivered }, _pipeline.Endpoint, recorded.Stream, recorded.Position);
             if (!await DeliverySettlement.RunAsync(_handle, delivery, _logger, cancellationToken).ConfigureAwait(false))
             {
                 // Stopped in the middle: the event is not done, and the checkpoint stays before it.

@@ -1,0 +1,108 @@
+using Herald.Messages;
+using Herald.Persistence;
+
+namespace Herald.Projections;
+
+/// <summary>
+/// What a projection's handler knows about the event it applies, and where it writes: the read-model tables its projection
+/// declared, in the unit of work that also commits its checkpoint (async) or the events themselves (inline).
+/// </summary>
+public sealed class ProjectionContext
+{
+    private readonly Projection _projection;
+    private readonly IReadModelStore _store;
+
+    internal ProjectionContext(Projection projection, IReadModelStore store, Envelope envelope, string stream, long? position, int generation, IUnitOfWork unitOfWork, IServiceProvider services)
+    {
+        _projection = projection;
+        _store = store;
+        Envelope = envelope;
+        Stream = stream;
+        Position = position;
+        Generation = generation;
+        UnitOfWork = unitOfWork;
+        Services = services;
+    }
+
+    /// <summary>The event's envelope (id, type, time, correlation, headers).</summary>
+    public Envelope Envelope { get; }
+
+    /// <summary>The stream the event belongs to.</summary>
+    public string Stream { get; }
+
+    /// <summary>Its position in the global log; null for an inline projection, which runs before the commit assigns one.</summary>
+    public long? Position { get; }
+
+    /// <summary>The generation of the read models being written: the live one, or the next while a rebuild runs.</summary>
+    public int Generation { get; }
+
+    /// <summary>The unit of work the read-model writes commit in; the handler may enlist its own tables' writes in it too.</summary>
+    public IUnitOfWork UnitOfWork { get; }
+
+    /// <summary>The services of the event's scope (lookups for enrichment, the application's own stores).</summary>
+    public IServiceProvider Services { get; }
+
+    /// <summary>Writes <paramref name="document"/> as <paramref name="id"/>, replacing what was there.</summary>
+    public ValueTask UpsertAsync<T>(ReadModelTable<T> table, string id, T document)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(document);
+        var json = Writable(table).Serialize(document);
+        return _store.UpdateAsync(table.Name, Generation, id, _ => json, UnitOfWork);
+    }
+
+    /// <summary>
+    /// Changes the document <paramref name="id"/>: <paramref name="change"/> gets it (null when absent, including earlier
+    /// changes of this unit of work) and returns the new one, or null to delete it.
+    /// </summary>
+    public ValueTask UpdateAsync<T>(ReadModelTable<T> table, string id, Func<T?, T?> change)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        Writable(table);
+        return _store.UpdateAsync(table.Name, Generation, id, json => change(table.Deserialize(json)) is { } changed ? table.Serialize(changed) : null, UnitOfWork);
+    }
+
+    /// <summary>
+    /// Changes the document <paramref name="id"/> when it exists (<paramref name="change"/> returns the new one, or null to
+    /// delete it); does nothing when it does not.
+    /// </summary>
+    public ValueTask UpdateExistingAsync<T>(ReadModelTable<T> table, string id, Func<T, T?> change)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        return UpdateAsync(table, id, current => current is null ? null : change(current));
+    }
+
+    /// <summary>Deletes the document <paramref name="id"/> (nothing when absent).</summary>
+    public ValueTask DeleteAsync<T>(ReadModelTable<T> table, string id)
+        where T : class
+    {
+        Writable(table);
+        return _store.UpdateAsync(table.Name, Generation, id, static _ => null, UnitOfWork);
+    }
+
+    /// <summary>
+    /// Reads a committed document of any table's live generation: a lookup for enrichment (a customer's name for an order
+    /// summary). To change a document of this projection use <see cref="UpdateAsync{T}"/>, which sees uncommitted changes.
+    /// </summary>
+    public async ValueTask<T?> LookupAsync<T>(ReadModelTable<T> table, string id, CancellationToken cancellationToken = default)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        return table.Deserialize(await _store.GetAsync(table.Name, id, cancellationToken).ConfigureAwait(false));
+    }
+
+    private ReadModelTable<T> Writable<T>(ReadModelTable<T> table)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        if (!_projection.Keeps(table.Name))
+        {
+            throw new InvalidOperationException(
+                $"Projection '{_projection.Name}' writes the table '{table.Name}' without declaring it; declare it with Table(...) in the constructor, so a rebuild replaces it too.");
+        }
+
+        return table;
+    }
+}

@@ -1,0 +1,427 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using System.Threading.Channels;
+using Herald.Diagnostics;
+using Herald.EventSourcing;
+using Herald.EventSourcing.Subscriptions;
+using Herald.Handling;
+using Herald.Handling.Pipeline;
+using Herald.Hosting;
+using Herald.Persistence;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Projections;
+
+/// <summary>
+/// The projections of this host: their status and lag (also the <c>herald.projection.lag</c> gauge), and rebuilds. Async
+/// projections run in the background on the node that leads each of them (the leader-election port), from their
+/// checkpoint, through the shared consuming chain (retries, dead letters, tracing).
+/// </summary>
+public sealed class ProjectionManager
+{
+    private static readonly ConcurrentDictionary<ProjectionManager, byte> Active = new();
+
+    private readonly Dictionary<string, ProjectionRuntime> _projections;
+    private readonly IEventStore _events;
+    private readonly ICheckpointStore _checkpoints;
+    private readonly IReadModelStore _readModels;
+    private readonly ILeaderElection _election;
+    private readonly EndpointPipelineFactory _pipelines;
+    private readonly UnitOfWorkRunner _runner;
+    private readonly TimeProvider _time;
+    private readonly ProjectionOptions _options;
+    private readonly ILogger _logger;
+    private IReadOnlyList<ProjectionStatus> _latest = [];
+
+    internal ProjectionManager(
+        IEnumerable<ProjectionRegistration> registrations,
+        IEventStore events,
+        ICheckpointStore checkpoints,
+        IReadModelStore readModels,
+        ILeaderElection election,
+        EndpointPipelineFactory pipelines,
+        UnitOfWorkRunner runner,
+        TimeProvider time,
+        ProjectionOptions options,
+        ILogger logger)
+    {
+        _projections = registrations.ToDictionary(r => r.Projection.Name, r => new ProjectionRuntime(r.Projection, r.Mode), StringComparer.Ordinal);
+        _events = events;
+        _checkpoints = checkpoints;
+        _readModels = readModels;
+        _election = election;
+        _pipelines = pipelines;
+        _runner = runner;
+        _time = time;
+        _options = options;
+        _logger = logger;
+    }
+
+    /// <summary>The names of the registered projections.</summary>
+    public IReadOnlyCollection<string> Names => _projections.Keys;
+
+    /// <summary>The statuses of every projection, with the lag measured now.</summary>
+    public async ValueTask<IReadOnlyList<ProjectionStatus>> GetStatusAsync(CancellationToken cancellationToken = default)
+    {
+        var head = await _events.GetLastPositionAsync(cancellationToken).ConfigureAwait(false);
+        var now = _time.GetUtcNow();
+        var statuses = new List<ProjectionStatus>(_projections.Count);
+        foreach (var projection in _projections.Values)
+        {
+            statuses.Add(await StatusAsync(projection, head, now, cancellationToken).ConfigureAwait(false));
+        }
+
+        _latest = statuses;
+        return statuses;
+    }
+
+    /// <summary>The status of one projection.</summary>
+    /// <exception cref="KeyNotFoundException">No projection of that name is registered.</exception>
+    public async ValueTask<ProjectionStatus> GetStatusAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var projection = Get(name);
+        var head = await _events.GetLastPositionAsync(cancellationToken).ConfigureAwait(false);
+        return await StatusAsync(projection, head, _time.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Rebuilds an async projection blue/green: replays the whole log into a new generation of its tables while the live
+    /// one keeps serving reads, then, once caught up, switches reads and the runner to it in one unit of work and drops the
+    /// old generation. Completes when the switch is done. Runs on the node that runs the projection.
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">No projection of that name is registered.</exception>
+    /// <exception cref="InvalidOperationException">It is inline, or this node does not run it (see <see cref="ProjectionStatus.IsRunningHere"/>).</exception>
+    public async Task RebuildAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var projection = Get(name);
+        if (projection.Mode != ProjectionMode.Async)
+        {
+            throw new InvalidOperationException($"Projection '{name}' is inline: it changes in the appending unit of work and cannot be replayed beside itself. Register it as async to rebuild it.");
+        }
+
+        if (projection.Live is null)
+        {
+            throw new InvalidOperationException($"Projection '{name}' does not run on this node; rebuild it on the node that leads it.");
+        }
+
+        var request = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await projection.Rebuilds.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
+        await request.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Waits until the async projection <paramref name="name"/> running here has applied everything up to <paramref name="position"/>.</summary>
+    /// <exception cref="InvalidOperationException">It does not run on this node.</exception>
+    public Task WaitForPositionAsync(string name, long position, CancellationToken cancellationToken = default)
+    {
+        var live = Get(name).Live ?? throw new InvalidOperationException($"Projection '{name}' does not run on this node.");
+        return live.WaitForPositionAsync(position, cancellationToken);
+    }
+
+    internal static IEnumerable<Measurement<long>> Observe()
+    {
+        foreach (var manager in Active.Keys)
+        {
+            foreach (var status in manager._latest)
+            {
+                yield return new Measurement<long>(status.Lag, new KeyValuePair<string, object?>(MetricNames.ProjectionTag, status.Name));
+            }
+        }
+    }
+
+    /// <summary>Runs every async projection while this node leads it, and refreshes the statuses, until <paramref name="stoppingToken"/>.</summary>
+    internal async Task RunAsync(CancellationToken stoppingToken)
+    {
+        Active.TryAdd(this, 0);
+        try
+        {
+            var runs = _projections.Values
+                .Where(p => p.Mode == ProjectionMode.Async)
+                .Select(p => _election.RunWhileLeadingAsync("projection:" + p.Name, token => LeadAsync(p, token), _options.RetryInterval, _time, _logger, stoppingToken))
+                .Append(WatchAsync(stoppingToken))
+                .ToArray();
+            await Task.WhenAll(runs).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            Active.TryRemove(this, out _);
+        }
+    }
+
+    internal static string CheckpointId(string projection, int generation) => generation == 1 ? projection : $"{projection}#g{generation}";
+
+    internal static string GenerationKey(string projection) => "$projection-generation:" + projection;
+
+    private ProjectionRuntime Get(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return _projections.TryGetValue(name, out var projection)
+            ? projection
+            : throw new KeyNotFoundException($"No projection named '{name}' is registered; register it with AddProjection.");
+    }
+
+    private async ValueTask<ProjectionStatus> StatusAsync(ProjectionRuntime projection, long head, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        if (projection.Mode == ProjectionMode.Inline)
+        {
+            return new ProjectionStatus { Name = projection.Name, Mode = ProjectionMode.Inline, IsRunningHere = true, HeadPosition = head, TakenAt = now };
+        }
+
+        var live = projection.Live;
+        var generation = live is not null ? projection.Generation : await GenerationAsync(projection.Name, cancellationToken).ConfigureAwait(false);
+        var position = live?.Position
+            ?? await _checkpoints.GetCheckpointAsync(CheckpointId(projection.Name, generation), cancellationToken).ConfigureAwait(false)
+            ?? 0;
+        var lag = Math.Max(0, head - position);
+        var stalled = projection.Failure is not null || projection.IsStuck(position, lag, now, _options.StallAfter);
+        return new ProjectionStatus
+        {
+            Name = projection.Name,
+            Mode = ProjectionMode.Async,
+            IsRunningHere = live is not null,
+            Generation = generation,
+            Position = position,
+            HeadPosition = head,
+            Lag = lag,
+            IsStalled = stalled,
+            LastError = projection.Failure,
+            RebuildPosition = projection.Rebuild?.Position,
+            TakenAt = now,
+        };
+    }
+
+    private async ValueTask<int> GenerationAsync(string projection, CancellationToken cancellationToken) =>
+        (int)(await _checkpoints.GetCheckpointAsync(GenerationKey(projection), cancellationToken).ConfigureAwait(false) ?? 1);
+
+    private async Task WatchAsync(CancellationToken stoppingToken)
+    {
+        var reported = new HashSet<string>(StringComparer.Ordinal);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                foreach (var status in await GetStatusAsync(stoppingToken).ConfigureAwait(false))
+                {
+                    if (status.IsStalled && reported.Add(status.Name))
+                    {
+                        Log.ProjectionStalled(_logger, status.Name, status.Position ?? 0, status.Lag);
+                    }
+                    else if (!status.IsStalled)
+                    {
+                        reported.Remove(status.Name);
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
+            {
+                // The store is unreachable now; the runners report their own failures, and the next round tries again.
+                Log.ProjectionFailed(_logger, ex, "(status)", _options.StatusInterval);
+            }
+
+            await Task.Delay(_options.StatusInterval, _time, stoppingToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task LeadAsync(ProjectionRuntime projection, CancellationToken leading)
+    {
+        var generation = await GenerationAsync(projection.Name, leading).ConfigureAwait(false);
+        while (!leading.IsCancellationRequested)
+        {
+            var live = await StartAsync(projection, generation, leading).ConfigureAwait(false);
+            projection.Generation = generation;
+            projection.Live = live;
+            projection.Failure = null;
+            Log.ProjectionStarted(_logger, projection.Name, live.Position, generation);
+            try
+            {
+                while (true)
+                {
+                    var requested = projection.Rebuilds.Reader.WaitToReadAsync(leading).AsTask();
+                    await Task.WhenAny(live.Completion, requested).ConfigureAwait(false);
+                    if (live.Completion.IsCompleted || leading.IsCancellationRequested)
+                    {
+                        break;
+                    }
+
+                    if (projection.Rebuilds.Reader.TryRead(out var request))
+                    {
+                        try
+                        {
+                            var rebuilt = await RebuildAsync(projection, live, generation, leading).ConfigureAwait(false);
+                            await live.DisposeAsync().ConfigureAwait(false);
+                            (live, generation) = (rebuilt, generation + 1);
+                            projection.Live = live;
+                            projection.Generation = generation;
+                            request.TrySetResult();
+                        }
+                        catch (Exception ex)
+                        {
+                            request.TrySetException(ex);
+                            if (leading.IsCancellationRequested)
+                            {
+                                throw;
+                            }
+                        }
+                    }
+                }
+            }
+            finally
+            {
+                projection.Live = null;
+                await live.DisposeAsync().ConfigureAwait(false);
+            }
+
+            if (live.Completion.IsFaulted && !leading.IsCancellationRequested)
+            {
+                var failure = live.Completion.Exception!.GetBaseException();
+                projection.Failure = failure.Message;
+                Log.ProjectionFailed(_logger, failure, projection.Name, _options.RetryInterval);
+                await Task.Delay(_options.RetryInterval, _time, leading).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task<EventSubscription> StartAsync(ProjectionRuntime projection, int generation, CancellationToken cancellationToken)
+    {
+        var checkpointId = CheckpointId(projection.Name, generation);
+        var invokers = projection.Projection.EventTypes.ToDictionary(t => t, HandlerInvoker (_) => new ProjectionInvoker(projection.Projection, _readModels));
+        var options = new EventSubscriptionOptions
+        {
+            SubscriptionId = checkpointId,
+            Filter = EventFilter.ForEventTypes([.. projection.Projection.EventTypes.Select(_pipelines.TypeName)]),
+            BatchSize = _options.BatchSize,
+        };
+        var subscription = _pipelines.CreateSubscription(
+            _events,
+            _checkpoints,
+            options,
+            next => new ProjectionStep(checkpointId, generation, _checkpoints, next),
+            new HandlerRegistry(invokers),
+            (position, token) => SaveForwardAsync(checkpointId, position, token));
+        await subscription.StartAsync(cancellationToken).ConfigureAwait(false);
+        return subscription;
+    }
+
+    // The loop's own checkpoint writes (past events its filter skipped) only ever move forward: a runner that lost its
+    // leadership must not move back a checkpoint its successor advanced.
+    private async ValueTask SaveForwardAsync(string checkpointId, long position, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _runner.RunAsync(
+                (services, token) => _checkpoints.SetCheckpointAsync(checkpointId, position, services.GetRequiredService<IUnitOfWork>(), token),
+                cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (CheckpointConflictException)
+        {
+            // Another runner is further on already.
+        }
+    }
+
+    private async Task<EventSubscription> RebuildAsync(ProjectionRuntime projection, EventSubscription live, int generation, CancellationToken leading)
+    {
+        var next = generation + 1;
+        Log.ProjectionRebuildStarted(_logger, projection.Name, next);
+        foreach (var table in projection.Projection.Tables)
+        {
+            await _readModels.ResetGenerationAsync(table, next, leading).ConfigureAwait(false);
+        }
+
+        // A rebuild that failed before left its checkpoint behind: start the new generation from the beginning.
+        await _checkpoints.SetCheckpointAsync(CheckpointId(projection.Name, next), 0, leading).ConfigureAwait(false);
+        var rebuild = await StartAsync(projection, next, leading).ConfigureAwait(false);
+        projection.Rebuild = rebuild;
+        try
+        {
+            // Catch up while the live generation keeps serving, then stop it and let the new one pass where it stopped.
+            var head = await _events.GetLastPositionAsync(leading).ConfigureAwait(false);
+            await WaitAsync(rebuild, head, leading).ConfigureAwait(false);
+            await live.StopAsync(leading).ConfigureAwait(false);
+            await WaitAsync(rebuild, live.Position, leading).ConfigureAwait(false);
+
+            await _runner.RunAsync(
+                async (services, token) =>
+                {
+                    var unitOfWork = services.GetRequiredService<IUnitOfWork>();
+                    await _checkpoints.SetCheckpointAsync(GenerationKey(projection.Name), next, unitOfWork, token).ConfigureAwait(false);
+                    foreach (var table in projection.Projection.Tables)
+                    {
+                        await _readModels.ActivateGenerationAsync(table, next, unitOfWork, token).ConfigureAwait(false);
+                    }
+                },
+                cancellationToken: leading).ConfigureAwait(false);
+        }
+        catch
+        {
+            projection.Rebuild = null;
+            await rebuild.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        projection.Rebuild = null;
+        Log.ProjectionRebuilt(_logger, projection.Name, next, rebuild.Position);
+        foreach (var table in projection.Projection.Tables)
+        {
+            try
+            {
+                await _readModels.DropGenerationAsync(table, generation, leading).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                Log.ProjectionDropFailed(_logger, ex, projection.Name, generation, table);
+            }
+        }
+
+        return rebuild;
+    }
+
+    private static async Task WaitAsync(EventSubscription subscription, long position, CancellationToken cancellationToken)
+    {
+        // WaitForPositionAsync faults when the subscription fails, so a rebuild that breaks surfaces here.
+        await subscription.WaitForPositionAsync(position, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>One registered projection and what its runner on this node is doing.</summary>
+    private sealed class ProjectionRuntime(Projection projection, ProjectionMode mode)
+    {
+        private long _observedPosition = -1;
+        private DateTimeOffset _observedAt;
+
+        public Projection Projection => projection;
+
+        public string Name => projection.Name;
+
+        public ProjectionMode Mode => mode;
+
+        public Channel<TaskCompletionSource> Rebuilds { get; } = Channel.CreateUnbounded<TaskCompletionSource>();
+
+        public volatile EventSubscription? Live;
+
+        public volatile EventSubscription? Rebuild;
+
+        public volatile string? Failure;
+
+        public int Generation { get; set; } = 1;
+
+        /// <summary>Behind the head and not moved since the first look for longer than <paramref name="stallAfter"/>.</summary>
+        public bool IsStuck(long position, long lag, DateTimeOffset now, TimeSpan stallAfter)
+        {
+            lock (Rebuilds)
+            {
+                if (position != _observedPosition || lag == 0)
+                {
+                    (_observedPosition, _observedAt) = (position, now);
+                    return false;
+                }
+
+                return now - _observedAt >= stallAfter;
+            }
+        }
+    }
+}
+
+/// <summary>A projection registered with <c>AddProjection</c>.</summary>
+internal sealed record ProjectionRegistration(Projection Projection, ProjectionMode Mode);

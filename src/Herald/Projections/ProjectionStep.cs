@@ -1,0 +1,47 @@
+using Herald.EventSourcing;
+using Herald.Handling;
+using Herald.Handling.Pipeline;
+
+namespace Herald.Projections;
+
+/// <summary>
+/// The attempt step of an async projection's chain: hands the event's stream, position and generation to the handlers,
+/// then writes the checkpoint in their unit of work. The stores refuse a checkpoint that does not move forward
+/// (<see cref="CheckpointConflictException"/>), so when two runners overlap (a leadership handover) each event is applied by
+/// one of them only.
+/// </summary>
+internal sealed class ProjectionStep(string checkpointId, int generation, ICheckpointStore checkpoints, AttemptStep next) : AttemptStep
+{
+    internal const string RunKey = "herald.projection.run";
+
+    public override async ValueTask<bool> InvokeAsync(Consumption consumption, MessageContext context)
+    {
+        var delivery = (RecordedEventDelivery)consumption.Delivery;
+        context.Items[RunKey] = new ProjectionRun(delivery.Stream, delivery.Position, generation);
+        if (!await next.InvokeAsync(consumption, context).ConfigureAwait(false))
+        {
+            return false;
+        }
+
+        await checkpoints.SetCheckpointAsync(checkpointId, delivery.Position, context.UnitOfWork, context.CancellationToken).ConfigureAwait(false);
+        return true;
+    }
+}
+
+/// <summary>What a projection's handler needs to know about the event in hand, beyond its envelope.</summary>
+internal sealed record ProjectionRun(string Stream, long? Position, int Generation);
+
+/// <summary>Calls a projection's handler for one event type, from the endpoint chain of the projection.</summary>
+internal sealed class ProjectionInvoker(Projection projection, IReadModelStore store) : HandlerInvoker
+{
+    public override IReadOnlyList<Type> HandlerTypes => [projection.GetType()];
+
+    public override bool NeedsScope => true;
+
+    public override async ValueTask InvokeAsync(MessageContext context, IServiceProvider root)
+    {
+        var run = (ProjectionRun)context.Items[ProjectionStep.RunKey]!;
+        var projectionContext = new ProjectionContext(projection, store, context.Envelope, run.Stream, run.Position, run.Generation, context.UnitOfWork, context.Services);
+        await projection.ApplyAsync(context.Message, projectionContext, context.CancellationToken).ConfigureAwait(false);
+    }
+}

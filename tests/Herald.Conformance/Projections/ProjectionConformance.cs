@@ -1,0 +1,291 @@
+using System.Collections.Concurrent;
+using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
+using Herald.Hosting;
+using Herald.Messages;
+using Herald.Persistence;
+using Herald.Projections;
+using Herald.Reliability.DeadLetters;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Xunit;
+
+namespace Herald.Conformance.Projections;
+
+/// <summary>
+/// The contract of projections on a persistence engine: async projections apply every event once with their checkpoint in
+/// the read model's unit of work, a poison event is dead-lettered without a partial write, a rebuild reproduces the live
+/// read model and swaps it in, two runners that overlap never both apply an event, and inline projections commit with the
+/// events. Each test gets a store of its own (<see cref="NewStore"/>), since projections read the whole global log.
+/// </summary>
+public abstract class ProjectionConformance
+{
+    /// <summary>Names a fresh, empty store (a file, a schema) for one test; every host of the test shares it.</summary>
+    protected abstract string NewStore();
+
+    /// <summary>Makes the host use the engine on <paramref name="store"/> (<c>UseSqlite</c>, <c>UsePostgres</c>).</summary>
+    protected abstract void UseStore(HeraldBuilder herald, string store);
+
+    [Fact]
+    public async Task AnAsyncProjection_AppliesEveryEvent_WithItsCheckpoint()
+    {
+        var store = NewStore();
+        using var host = await StartAsync(store, new Tallies());
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var last = 0L;
+        for (var stream = 0; stream < 5; stream++)
+        {
+            last = (await events.AppendAsync($"tally-{stream}", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 10).Select(i => Added(host, $"k{stream}", i))])).LastPosition;
+        }
+
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, Tallies.ProjectionName);
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        var readModels = host.Services.GetRequiredService<ReadModels>();
+        for (var stream = 0; stream < 5; stream++)
+        {
+            var tally = await readModels.GetAsync(Tallies.Table, $"k{stream}");
+            Assert.NotNull(tally);
+            Assert.Equal(55, tally.Sum);
+            Assert.Equal(10, tally.Count);
+        }
+
+        Assert.Equal(last, await host.Services.GetRequiredService<ICheckpointStore>().GetCheckpointAsync(Tallies.ProjectionName));
+        var status = await manager.GetStatusAsync(Tallies.ProjectionName);
+        Assert.True(status.IsRunningHere);
+        Assert.Equal(0, status.Lag);
+        Assert.False(status.IsStalled);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task APoisonEvent_WritesNothing_IsDeadLettered_AndTheProjectionGoesOn()
+    {
+        var store = NewStore();
+        using var host = await StartAsync(store, new Tallies(), noRetries: true);
+        var events = host.Services.GetRequiredService<IEventStore>();
+
+        // The handler writes its change, then throws for amount 13: the change must not survive.
+        var last = (await events.AppendAsync("tally-poison", ExpectedVersion.NoStream, [Added(host, "p", 1), Added(host, "p", 13), Added(host, "p", 100)])).LastPosition;
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, Tallies.ProjectionName);
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        var tally = await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "p");
+        Assert.NotNull(tally);
+        Assert.Equal(101, tally.Sum);
+        Assert.Equal(2, tally.Count);
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName }));
+        Assert.Contains("unlucky", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task ARebuild_ReproducesTheLiveReadModel_ThenServesFromTheNewGeneration()
+    {
+        var store = NewStore();
+        using var host = await StartAsync(store, new Tallies());
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var last = 0L;
+        for (var stream = 0; stream < 8; stream++)
+        {
+            last = (await events.AppendAsync($"tally-r{stream}", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 25).Select(i => Added(host, $"r{stream % 3}", i * (stream + 2)))])).LastPosition;
+        }
+
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        var readModels = host.Services.GetRequiredService<ReadModels>();
+        await Running(manager, Tallies.ProjectionName);
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        var live = (await readModels.QueryAsync(Tallies.Table, new ReadModelQuery())).Items;
+
+        await manager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+
+        var rebuilt = (await readModels.QueryAsync(Tallies.Table, new ReadModelQuery())).Items;
+        Assert.Equal(3, live.Count);
+        Assert.Equal(live, rebuilt);
+        var status = await manager.GetStatusAsync(Tallies.ProjectionName);
+        Assert.Equal(2, status.Generation);
+        Assert.Equal(2, await host.Services.GetRequiredService<IReadModelStore>().GetActiveGenerationAsync(Tallies.Table.Name));
+
+        // The new generation is the live one now: it follows new events.
+        last = (await events.AppendAsync("tally-after", ExpectedVersion.NoStream, [Added(host, "r0", 1000)])).LastPosition;
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        var after = await readModels.GetAsync(Tallies.Table, "r0");
+        Assert.Equal(live.Single(t => t.Key == "r0").Sum + 1000, after!.Sum);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task TwoRunnersThatOverlap_NeverBothApplyAnEvent()
+    {
+        var store = NewStore();
+
+        // Each host believes it leads (as both may during a leadership handover): only the checkpoint guards the events.
+        using var first = await StartAsync(store, new Tallies(), alwaysLeader: true);
+        using var second = await StartAsync(store, new Tallies(), alwaysLeader: true);
+        var events = first.Services.GetRequiredService<IEventStore>();
+        var last = 0L;
+        for (var batch = 0; batch < 40; batch++)
+        {
+            last = (await events.AppendAsync($"tally-both{batch}", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 5).Select(_ => Added(first, "both", 1))])).LastPosition;
+        }
+
+        foreach (var host in new[] { first, second })
+        {
+            var manager = host.Services.GetRequiredService<ProjectionManager>();
+            await Running(manager, Tallies.ProjectionName);
+            await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(TimeSpan.FromSeconds(60));
+        }
+
+        var tally = await first.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "both");
+        Assert.NotNull(tally);
+        Assert.Equal(200, tally.Count);
+        Assert.Equal(200, tally.Sum);
+        await first.StopAsync();
+        await second.StopAsync();
+    }
+
+    [Fact]
+    public async Task WithTheEnginesLeaderElection_OneOfTwoHostsRunsTheProjection()
+    {
+        var store = NewStore();
+        using var first = await StartAsync(store, new Tallies());
+        using var second = await StartAsync(store, new Tallies());
+        var managers = new[] { first, second }.Select(h => h.Services.GetRequiredService<ProjectionManager>()).ToArray();
+
+        await Eventually.UntilAsync(
+            async () => (await Task.WhenAll(managers.Select(m => m.GetStatusAsync(Tallies.ProjectionName).AsTask()))).Count(s => s.IsRunningHere) >= 1,
+            "a host runs the projection");
+        var running = (await Task.WhenAll(managers.Select(m => m.GetStatusAsync(Tallies.ProjectionName).AsTask()))).Count(s => s.IsRunningHere);
+        Assert.Equal(1, running);
+        await first.StopAsync();
+        await second.StopAsync();
+    }
+
+    [Fact]
+    public async Task AnInlineProjection_CommitsWithTheEvents_AndAConflictWritesNeither()
+    {
+        var store = NewStore();
+        using var host = await StartAsync(store, new Tallies(), ProjectionMode.Inline);
+        var runner = host.Services.GetRequiredService<UnitOfWorkRunner>();
+        await runner.RunAsync(async (services, token) =>
+        {
+            var repository = services.GetRequiredService<AggregateRepository<Counter>>();
+            var counter = new Counter();
+            counter.Add("inline", 5);
+            counter.Add("inline", 7);
+            await repository.SaveAsync(counter, cancellationToken: token);
+        });
+
+        var readModels = host.Services.GetRequiredService<ReadModels>();
+        var tally = await readModels.GetAsync(Tallies.Table, "inline");
+        Assert.NotNull(tally);
+        Assert.Equal(12, tally.Sum);
+
+        // A save at a stale version conflicts at the commit: neither its events nor its read-model change are kept.
+        await Assert.ThrowsAsync<ConcurrencyException>(async () => await runner.RunAsync(async (services, token) =>
+        {
+            var repository = services.GetRequiredService<AggregateRepository<Counter>>();
+            var stale = new Counter();
+            stale.Add("inline", 1000);
+            await repository.SaveAsync(stale, cancellationToken: token);
+        }));
+
+        Assert.Equal(12, (await readModels.GetAsync(Tallies.Table, "inline"))!.Sum);
+        Assert.Equal(2, await host.Services.GetRequiredService<IEventStore>().GetStreamVersionAsync("counter-inline"));
+        await host.StopAsync();
+    }
+
+    private static Envelope Added(IHost host, string key, int amount) =>
+        host.Services.GetRequiredService<EnvelopeFactory>().Create(new TallyAdded(key, amount));
+
+    private static Task Running(ProjectionManager manager, string name) =>
+        Eventually.UntilAsync(async () => (await manager.GetStatusAsync(name)).IsRunningHere, $"projection '{name}' runs here");
+
+    private async Task<IHost> StartAsync(string store, Projection projection, ProjectionMode mode = ProjectionMode.Async, bool noRetries = false, bool alwaysLeader = false)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h =>
+        {
+            UseStore(h, store);
+            h.AddProjection(projection, mode)
+                .AddAggregate<Counter>()
+                .Configure(o => o.StartConsumer = false)
+                .ConfigureProjections(o =>
+                {
+                    o.RetryInterval = TimeSpan.FromMilliseconds(100);
+                    o.StatusInterval = TimeSpan.FromMilliseconds(100);
+                    o.BatchSize = 7;
+                });
+            if (noRetries)
+            {
+                h.ConfigureRetries(r => r.NoRetries());
+            }
+        });
+        if (alwaysLeader)
+        {
+            builder.Services.Replace(ServiceDescriptor.Singleton<ILeaderElection>(new AlwaysLeader()));
+        }
+
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+
+    /// <summary>An event of the test projection.</summary>
+    [MessageType("projection-conformance-tally-added")]
+    public sealed record TallyAdded(string Key, int Amount);
+
+    /// <summary>The read model: per key, the sum and count of the amounts.</summary>
+    public sealed record Tally(string Key, long Sum, int Count);
+
+    /// <summary>Sums amounts per key; amount 13 writes, then throws (a poison event).</summary>
+    public sealed class Tallies : Projection
+    {
+        public const string ProjectionName = "conformance-tallies";
+
+        public static readonly ReadModelTable<Tally> Table = new("conformance_tallies");
+
+        public Tallies()
+            : base(ProjectionName)
+        {
+            Table(Table);
+            On<TallyAdded>(async (e, context, _) =>
+            {
+                await context.UpdateAsync(Table, e.Key, t => t is null ? new Tally(e.Key, e.Amount, 1) : t with { Sum = t.Sum + e.Amount, Count = t.Count + 1 });
+                if (e.Amount == 13)
+                {
+                    throw new InvalidOperationException("unlucky amount");
+                }
+            });
+        }
+    }
+
+    /// <summary>An aggregate whose events the inline test projects.</summary>
+    public sealed class Counter : Aggregate
+    {
+        public void Add(string key, int amount)
+        {
+            Id = key;
+            Raise(new TallyAdded(key, amount));
+        }
+
+        protected override void When(object @event)
+        {
+        }
+    }
+
+    private sealed class AlwaysLeader : ILeaderElection
+    {
+        public ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default) => new(new Lease(resource));
+
+        private sealed class Lease(string resource) : LeaderLease(resource)
+        {
+            protected override ValueTask ReleaseAsync() => ValueTask.CompletedTask;
+        }
+    }
+}

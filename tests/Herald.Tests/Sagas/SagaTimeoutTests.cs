@@ -1,0 +1,149 @@
+using Herald.Conformance;
+using Herald.Handling;
+using Herald.Messages;
+using Herald.Sagas;
+using Herald.Tests.Reliability;
+
+namespace Herald.Tests.Sagas;
+
+/// <summary>State-machine saga timeouts: they fire once, a cancelled one never fires, and a rescheduled one fires at its new time only.</summary>
+public sealed class SagaTimeoutTests
+{
+    private static readonly TimeSpan PaymentWindow = TimeSpan.FromMinutes(10);
+
+    [MessageType("st-order-placed")]
+    public sealed record OrderPlaced(string OrderId);
+
+    [MessageType("st-payment-taken")]
+    public sealed record PaymentTaken(string OrderId);
+
+    [MessageType("st-payment-timed-out")]
+    public sealed record PaymentTimedOut(string OrderId);
+
+    [MessageType("st-shipped")]
+    public sealed record Shipped(string OrderId);
+
+    public sealed class OrderState
+    {
+        public int TimeoutsSeen { get; set; }
+    }
+
+    // "Paid" still handles the timeout (into "Expired"), so a cancelled timeout that fired would show in the state.
+    private static SagaStateMachine<OrderState> Machine() =>
+        SagaStateMachine.Create<OrderState>("st-orders", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId)
+            .Correlate<PaymentTaken>(e => e.OrderId)
+            .Correlate<PaymentTimedOut>(e => e.OrderId)
+            .Correlate<Shipped>(e => e.OrderId)
+            .Initially<OrderPlaced>("AwaitingPayment", async (saga, placed) =>
+                await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), PaymentWindow))
+            .During("AwaitingPayment", s => s
+                .When<PaymentTaken>("Paid", (saga, _) =>
+                {
+                    Assert.True(saga.CancelTimeout("payment"));
+                    return ValueTask.CompletedTask;
+                })
+                .When<PaymentTimedOut>("Expired", Count))
+            .During("Paid", s => s
+                .When<Shipped>("Shipped")
+                .When<PaymentTimedOut>("Expired", Count))
+            .Final("Shipped", "Expired"));
+
+    private static ValueTask Count(SagaEventContext<OrderState> saga, PaymentTimedOut _)
+    {
+        saga.Data.TimeoutsSeen++;
+        return ValueTask.CompletedTask;
+    }
+
+    private static Task<ReliabilityHost> StartAsync() =>
+        ReliabilityHost.StartAsync(h => h
+            .AddMessageType<OrderPlaced>().AddMessageType<PaymentTaken>().AddMessageType<PaymentTimedOut>().AddMessageType<Shipped>()
+            .AddSaga(Machine()));
+
+    private static Task<SagaInstance> StateAsync(ReliabilityHost host, string id, string state) =>
+        Eventually.ValueAsync(
+            async () => await host.Get<ISagaStore>().LoadAsync("st-orders", id) is { } instance && instance.State == state ? instance : null,
+            $"instance {id} reaches {state}");
+
+    private static Task IgnoredAsync(ReliabilityHost host, string id, int count = 1) =>
+        Eventually.UntilAsync(
+            () => host.Logs.Entries.Count(e => e.EventId == 1330 && e.Message.Contains(id, StringComparison.Ordinal) && e.Message.Contains("timeout", StringComparison.Ordinal)) >= count,
+            $"the stale timeout of {id} is delivered and ignored");
+
+    [Fact]
+    public async Task AScheduledTimeout_IsHeldByTheInstance_AndFiresOnce_AfterItsDelay()
+    {
+        await using var host = await StartAsync();
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-1"));
+        var waiting = await StateAsync(host, "o-1", "AwaitingPayment");
+        var timeout = Assert.Single(waiting.Timeouts);
+        Assert.Equal("payment", timeout.Name);
+        Assert.Equal(host.Clock.GetUtcNow() + PaymentWindow, timeout.DueAt);
+        Assert.Equal(timeout, Assert.Single(await host.Get<SagaTimeouts>().ListAsync("st-orders", "o-1")));
+
+        host.Clock.Advance(PaymentWindow - TimeSpan.FromSeconds(1));
+        Assert.Equal("AwaitingPayment", (await host.Get<ISagaStore>().LoadAsync("st-orders", "o-1"))!.State);
+
+        host.Clock.Advance(TimeSpan.FromSeconds(1));
+        var expired = await StateAsync(host, "o-1", "Expired");
+        Assert.Equal(1, SagaData.Deserialize<OrderState>(expired.Data).TimeoutsSeen);
+        Assert.Empty(expired.Timeouts);
+    }
+
+    [Fact]
+    public async Task ATimeoutCancelledByATransition_NeverFires()
+    {
+        await using var host = await StartAsync();
+        var bus = host.Get<IMessageBus>();
+        await bus.SendAsync(new OrderPlaced("o-2"));
+        await StateAsync(host, "o-2", "AwaitingPayment");
+        await bus.SendAsync(new PaymentTaken("o-2"));
+        var paid = await StateAsync(host, "o-2", "Paid");
+        Assert.Empty(paid.Timeouts);
+
+        host.Clock.Advance(PaymentWindow + TimeSpan.FromMinutes(1));
+        await IgnoredAsync(host, "o-2");
+
+        var after = (await host.Get<ISagaStore>().LoadAsync("st-orders", "o-2"))!;
+        Assert.Equal("Paid", after.State);
+        Assert.Equal(paid.Version, after.Version);
+    }
+
+    [Fact]
+    public async Task ATimeoutCancelledFromOutside_NeverFires()
+    {
+        await using var host = await StartAsync();
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-3"));
+        await StateAsync(host, "o-3", "AwaitingPayment");
+
+        Assert.True(await host.Get<SagaTimeouts>().CancelAsync("st-orders", "o-3", "payment"));
+        Assert.False(await host.Get<SagaTimeouts>().CancelAsync("st-orders", "o-3", "payment"));
+        Assert.Empty(await host.Get<SagaTimeouts>().ListAsync("st-orders", "o-3"));
+
+        host.Clock.Advance(PaymentWindow + TimeSpan.FromMinutes(1));
+        await IgnoredAsync(host, "o-3");
+        Assert.Equal("AwaitingPayment", (await host.Get<ISagaStore>().LoadAsync("st-orders", "o-3"))!.State);
+    }
+
+    [Fact]
+    public async Task ARescheduledTimeout_IgnoresItsFirstDelivery_AndFiresAtItsNewTime()
+    {
+        await using var host = await StartAsync();
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-4"));
+        var waiting = await StateAsync(host, "o-4", "AwaitingPayment");
+
+        var moved = await host.Get<SagaTimeouts>().RescheduleAsync("st-orders", "o-4", "payment", TimeSpan.FromMinutes(30));
+        Assert.NotNull(moved);
+        Assert.NotEqual(waiting.Timeouts[0].Id, moved.Id);
+        Assert.Equal(host.Clock.GetUtcNow() + TimeSpan.FromMinutes(30), moved.DueAt);
+
+        host.Clock.Advance(PaymentWindow + TimeSpan.FromMinutes(1));
+        await IgnoredAsync(host, "o-4");
+        Assert.Equal("AwaitingPayment", (await host.Get<ISagaStore>().LoadAsync("st-orders", "o-4"))!.State);
+
+        host.Clock.Advance(TimeSpan.FromMinutes(20));
+        var expired = await StateAsync(host, "o-4", "Expired");
+        Assert.Equal(1, SagaData.Deserialize<OrderState>(expired.Data).TimeoutsSeen);
+        Assert.Null(await host.Get<SagaTimeouts>().RescheduleAsync("st-orders", "o-4", "payment", TimeSpan.FromMinutes(1)));
+    }
+}
