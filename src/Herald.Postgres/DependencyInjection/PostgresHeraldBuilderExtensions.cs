@@ -6,6 +6,7 @@ using Herald.Postgres;
 using Herald.Postgres.DependencyInjection;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Persistence;
+using Herald.Postgres.Projections;
 using Herald.Postgres.Reliability;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
@@ -17,10 +18,10 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class PostgresHeraldBuilderExtensions
 {
     /// <summary>
-    /// Uses PostgreSQL for the event store, checkpoints, snapshots, dead letters, outbox, inbox, idempotency keys and the
-    /// scoped unit of work (one store on one connection pool, all in one schema), and elects leaders (one outbox relay per
-    /// schema) across processes with session advisory locks. The options are validated and the schema created or migrated
-    /// when the host starts.
+    /// Uses PostgreSQL for the event store, checkpoints, snapshots, dead letters, outbox, inbox, idempotency keys, saga
+    /// instances, read models and the scoped unit of work (one store on one connection pool, all in one schema), and elects
+    /// leaders (one outbox relay per schema) across processes with session advisory locks. The options are validated and the
+    /// schema created or migrated when the host starts.
     /// </summary>
     public static HeraldBuilder UsePostgres(this HeraldBuilder builder, string connectionString, Action<PostgresStoreOptions>? configure = null)
     {
@@ -39,6 +40,7 @@ public static class PostgresHeraldBuilderExtensions
             Inbox = (store, time) => new PostgresInbox(store, time),
             Idempotency = (store, time) => new PostgresIdempotencyStore(store, time),
             Sagas = store => new PostgresSagaStore(store),
+            ReadModels = store => new PostgresReadModelStore(store),
         });
     }
 }

@@ -21,6 +21,9 @@ internal static class AdvisoryLockKey
     /// </summary>
     public static long ForLeadership(string schema, string resource) => Hash(Prefix + resource + ":" + schema);
 
+    /// <summary>The lock that serializes creating, emptying and dropping the storage of one read-model table's generation.</summary>
+    public static long ForReadModelTable(string schema, string physicalTable) => Hash(Prefix + "read-model:" + physicalTable + ":" + schema);
+
     private static long Hash(string name)
     {
         var hash = 14695981039346656037UL;

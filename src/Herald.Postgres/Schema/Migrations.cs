@@ -18,6 +18,7 @@ internal static class Migrations
         new(3, "durable queue", V3),
         new(4, "outbox: failed attempts and a back-off per row", V4),
         new(5, "saga instances", V5),
+        new(6, "read models: the active generation of each table", V6),
     ];
 
     public static int Latest => All[^1].Version;
@@ -467,5 +468,15 @@ internal static class Migrations
             PRIMARY KEY (saga_type, id)
         );
         CREATE INDEX sagas_by_status ON {schema}.sagas (status, saga_type, id);
+        """;
+
+    // The tables of the read models themselves (rm_{table}_g{generation}) are created by PostgresReadModelStore when first
+    // written or reset: their names are data, not schema. This registry says which generation reads see.
+    private const string V6 = """
+        CREATE TABLE {schema}.read_models (
+            table_name text COLLATE "C" PRIMARY KEY,
+            active_generation int NOT NULL CHECK (active_generation >= 1),
+            activated_at timestamptz NOT NULL
+        );
         """;
 }

@@ -7,6 +7,7 @@ using Herald.Persistence;
 using Herald.Sqlite;
 using Herald.Sqlite.EventSourcing;
 using Herald.Sqlite.Persistence;
+using Herald.Sqlite.Projections;
 using Herald.Sqlite.Reliability;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -17,7 +18,8 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class SqliteHeraldBuilderExtensions
 {
     /// <summary>
-    /// Keeps events, checkpoints, snapshots, dead letters, the outbox, the inbox and idempotency keys in one SQLite file:
+    /// Keeps events, checkpoints, snapshots, dead letters, the outbox, the inbox, idempotency keys, saga instances and read
+    /// models in one SQLite file:
     /// registers one store as <see cref="IEventStore"/>, <see cref="ICheckpointStore"/> and <see cref="ISnapshotStore"/>,
     /// replaces the in-memory reliability stores and the scoped <see cref="IUnitOfWork"/> with ones on the same file,
     /// validates the options and opens the file when the host starts. Leader election stays the core's in-process default:
@@ -43,6 +45,7 @@ public static class SqliteHeraldBuilderExtensions
             Inbox = (store, time) => new SqliteInbox(store, time),
             Idempotency = (store, time) => new SqliteIdempotencyStore(store, time),
             Sagas = store => new SqliteSagaStore(store),
+            ReadModels = store => new SqliteReadModelStore(store),
         });
     }
 }

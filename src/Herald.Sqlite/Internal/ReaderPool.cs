@@ -99,6 +99,24 @@ internal sealed class ReaderPool : IDisposable
             return command;
         }
 
+        /// <summary>
+        /// Runs several queries in one read transaction, so they all see the same commits: a query that depends on what an
+        /// earlier one found (such as which table to read) never sees a write that landed in between.
+        /// </summary>
+        public T InSnapshot<T>(Func<T> read)
+        {
+            // A plain BEGIN on a WAL file starts a read transaction at the first read, taking no lock a writer waits for.
+            Command("BEGIN", 0).ExecuteNonQuery();
+            try
+            {
+                return read();
+            }
+            finally
+            {
+                Command("COMMIT", 0).ExecuteNonQuery();
+            }
+        }
+
         public void Dispose()
         {
             foreach (var command in _commands.Values)

@@ -224,6 +224,13 @@ internal static class SqliteSchema
             ) STRICT, WITHOUT ROWID;
             CREATE INDEX herald_sagas_by_status ON herald_sagas (status, saga_type, id);
             """),
+        new(6, "read models: the active generation of each table", """
+            CREATE TABLE herald_read_models (
+                table_name        TEXT    NOT NULL PRIMARY KEY,
+                active_generation INTEGER NOT NULL CHECK (active_generation >= 1),
+                activated_at      INTEGER NOT NULL
+            ) STRICT, WITHOUT ROWID;
+            """),
     ];
 
     /// <summary>The newest schema version this code knows.</summary>

@@ -1,3 +1,5 @@
+using Herald.Conformance.Reliability;
+using Herald.EventSourcing;
 using Herald.Persistence;
 using Herald.Projections;
 using Xunit;
@@ -15,6 +17,9 @@ public abstract class ReadModelStoreConformance
 
     /// <summary>Begins a unit of work of the store's engine.</summary>
     protected abstract ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(IReadModelStore store);
+
+    /// <summary>The event and checkpoint store whose writes share the store's units of work (where a projection keeps its checkpoint).</summary>
+    protected abstract ValueTask<(IEventStore Events, ICheckpointStore Checkpoints)> GetEventLogAsync(IReadModelStore store);
 
     /// <summary>A table name no other test uses.</summary>
     protected static string UniqueTable() => "t" + Guid.NewGuid().ToString("N")[..20];
@@ -224,6 +229,45 @@ public abstract class ReadModelStoreConformance
 
         Assert.Equal(1, await store.GetActiveGenerationAsync(table));
         Assert.Contains("old", await store.GetAsync(table, "a"), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AChangeAndTheProjectionCheckpoint_CommitTogether_OrNeitherIsVisible()
+    {
+        var store = await CreateStoreAsync();
+        var (events, checkpoints) = await GetEventLogAsync(store);
+        var table = UniqueTable();
+        var projection = "projection-" + table;
+
+        var committed = await BeginUnitOfWorkAsync(store);
+        await store.UpdateAsync(table, 1, "a", _ => """{"n":1}""", committed);
+        await checkpoints.SetCheckpointAsync(projection, 10, committed);
+        await committed.CommitAsync();
+
+        var rolledBack = await BeginUnitOfWorkAsync(store);
+        await store.UpdateAsync(table, 1, "a", _ => """{"n":2}""", rolledBack);
+        await checkpoints.SetCheckpointAsync(projection, 20, rolledBack);
+        await rolledBack.RollbackAsync();
+
+        // A conflict elsewhere in the unit (a stale append) takes the change and the checkpoint down with it.
+        var conflicted = await BeginUnitOfWorkAsync(store);
+        await store.UpdateAsync(table, 1, "a", _ => """{"n":3}""", conflicted);
+        await checkpoints.SetCheckpointAsync(projection, 30, conflicted);
+        await events.AppendAsync("order-" + table, ExpectedVersion.Exactly(5), [TestEnvelopes.Create()], conflicted);
+        await Assert.ThrowsAsync<ConcurrencyException>(async () => await conflicted.CommitAsync());
+
+        // A change that throws (at once, or at the commit: engines differ) takes the checkpoint down with it.
+        var failed = await BeginUnitOfWorkAsync(store);
+        await checkpoints.SetCheckpointAsync(projection, 40, failed);
+        await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+        {
+            await store.UpdateAsync(table, 1, "a", _ => throw new InvalidOperationException("projection bug"), failed);
+            await failed.CommitAsync();
+        });
+        await failed.RollbackAsync();
+
+        Assert.Equal(1, Number(await store.GetAsync(table, "a")));
+        Assert.Equal(10, await checkpoints.GetCheckpointAsync(projection));
     }
 
     /// <summary>The number in a document of the shape <c>{"n":5}</c>.</summary>

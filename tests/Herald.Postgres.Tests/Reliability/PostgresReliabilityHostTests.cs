@@ -13,6 +13,8 @@ using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
 using Herald.Conformance;
 using Herald.Transport.InMemory;
+using Herald.Projections;
+using Herald.Postgres.Projections;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -37,6 +39,7 @@ public sealed class PostgresReliabilityHostTests : IAsyncLifetime
         Assert.IsType<PostgresOutboxStore>(host.Services.GetRequiredService<IOutboxStore>());
         Assert.IsType<PostgresInbox>(host.Services.GetRequiredService<IInbox>());
         Assert.IsType<PostgresIdempotencyStore>(host.Services.GetRequiredService<IIdempotencyStore>());
+        Assert.IsType<PostgresReadModelStore>(host.Services.GetRequiredService<IReadModelStore>());
         Assert.IsType<PostgresLeaderElection>(host.Services.GetRequiredService<ILeaderElection>());
         await using (var scope = host.Services.CreateAsyncScope())
         {

@@ -13,6 +13,8 @@ using Herald.Reliability.Outbox;
 using Herald.Sqlite.Reliability;
 using Herald.Conformance;
 using Herald.Transport.InMemory;
+using Herald.Projections;
+using Herald.Sqlite.Projections;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -35,6 +37,7 @@ public sealed class SqliteReliabilityHostTests : IDisposable
         Assert.IsType<SqliteOutboxStore>(host.Services.GetRequiredService<IOutboxStore>());
         Assert.IsType<SqliteInbox>(host.Services.GetRequiredService<IInbox>());
         Assert.IsType<SqliteIdempotencyStore>(host.Services.GetRequiredService<IIdempotencyStore>());
+        Assert.IsType<SqliteReadModelStore>(host.Services.GetRequiredService<IReadModelStore>());
         await using (var scope = host.Services.CreateAsyncScope())
         {
             var unitOfWork = Assert.IsType<SqliteUnitOfWork>(scope.ServiceProvider.GetRequiredService<IUnitOfWork>());

@@ -112,10 +112,7 @@ public static class AdapterRegistration
         services.Replace(ServiceDescriptor.Singleton(sp => registration.Inbox(sp.GetRequiredService<TStore>(), sp.GetService<TimeProvider>())));
         services.Replace(ServiceDescriptor.Singleton(sp => registration.Idempotency(sp.GetRequiredService<TStore>(), sp.GetService<TimeProvider>())));
         services.Replace(ServiceDescriptor.Singleton(sp => registration.Sagas(sp.GetRequiredService<TStore>())));
-        if (registration.ReadModels is { } readModels)
-        {
-            services.Replace(ServiceDescriptor.Singleton(sp => readModels(sp.GetRequiredService<TStore>())));
-        }
+        services.Replace(ServiceDescriptor.Singleton(sp => registration.ReadModels(sp.GetRequiredService<TStore>())));
         builder.UsePersistence(registration.Package, sp => registration.BeginUnitOfWork(sp.GetRequiredService<TStore>()));
         services.StartWithHost<TStore, TStore>(registration.StartStore);
         return builder;

@@ -46,5 +46,5 @@ public sealed class PersistenceRegistration<TStore>
     public required Func<TStore, ISagaStore> Sagas { get; init; }
 
     /// <summary>Creates the read-model store on the store's database.</summary>
-    public Func<TStore, IReadModelStore>? ReadModels { get; init; }
+    public required Func<TStore, IReadModelStore> ReadModels { get; init; }
 }

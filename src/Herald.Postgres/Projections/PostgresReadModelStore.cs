@@ -1,0 +1,359 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Text.Json;
+using Herald.Persistence;
+using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
+using Herald.Postgres.Persistence;
+using Herald.Postgres.Schema;
+using Herald.Projections;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Herald.Postgres.Projections;
+
+/// <summary>
+/// Read models in the event store's schema: one table per read-model table and generation (<c>rm_{table}_g{generation}</c>:
+/// the id in byte order and the document as jsonb, with a GIN index serving string-equality queries), created on first write,
+/// and the active generation of each read model in <c>read_models</c>. A change runs at once in its unit of work's
+/// transaction, reading the document with <c>FOR UPDATE</c>, so it commits with the projection's checkpoint, concurrent units
+/// changing one document take turns, and several changes of one document in one unit compose.
+/// </summary>
+internal sealed class PostgresReadModelStore : IReadModelStore
+{
+    private readonly PostgresEventStore _store;
+    private readonly string _schema;
+    private readonly string _active;
+    private readonly string _activeInTransaction;
+    private readonly string _activate;
+    private readonly ConcurrentDictionary<(string Table, int Generation), TableSql> _sql = new();
+
+    // Tables this store created or found: their first write skips the creation. A table dropped elsewhere leaves it here
+    // until a write finds it missing.
+    private readonly ConcurrentDictionary<string, bool> _created = new(StringComparer.Ordinal);
+
+    public PostgresReadModelStore(PostgresEventStore store)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+        _schema = Migrations.Quote(store.Schema);
+        var registry = _schema + ".read_models";
+
+        // The active generation and whether its table exists, in one statement ($2: the table's name up to the generation).
+        _active = $"SELECT g, to_regclass(format('%I.%I', $3::text, $2::text || g)) IS NOT NULL " +
+            $"FROM (SELECT COALESCE((SELECT active_generation FROM {registry} WHERE table_name = $1), 1) AS g) AS active";
+        _activeInTransaction = $"SELECT active_generation FROM {registry} WHERE table_name = $1 FOR SHARE";
+        _activate = $"INSERT INTO {registry} (table_name, active_generation, activated_at) VALUES ($1, $2, $3) " +
+            "ON CONFLICT (table_name) DO UPDATE SET active_generation = EXCLUDED.active_generation, activated_at = EXCLUDED.activated_at";
+    }
+
+    public async ValueTask<string?> GetAsync(string table, string id, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ArgumentNullException.ThrowIfNull(id);
+        return await ReadActiveAsync(table, none: null, async (connection, sql, token) =>
+        {
+            await using var command = new NpgsqlCommand(sql.Get, connection);
+            command.Parameters.Add(EnvelopeColumns.Text(id));
+            return await command.ExecuteScalarAsync(token).ConfigureAwait(false) as string;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask<IReadOnlyList<ReadModelDocument>> QueryAsync(string table, ReadModelQuery query, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.Validate(query);
+        var containment = query.Where.Count > 0 ? Containment(query.Where) : null;
+        return await ReadActiveAsync<IReadOnlyList<ReadModelDocument>>(table, none: [], async (connection, sql, token) =>
+        {
+            await using var command = new NpgsqlCommand(sql.Query(query.AfterId is not null, containment is not null), connection);
+            command.Parameters.Add(EnvelopeColumns.Text(query.AfterId));
+            command.Parameters.Add(EnvelopeColumns.Int(query.Limit));
+            if (containment is not null)
+            {
+                command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = containment, NpgsqlDbType = NpgsqlDbType.Jsonb });
+            }
+
+            await using var reader = await command.ExecuteReaderAsync(token).ConfigureAwait(false);
+            var documents = new List<ReadModelDocument>();
+            while (await reader.ReadAsync(token).ConfigureAwait(false))
+            {
+                documents.Add(new ReadModelDocument(reader.GetString(0), reader.GetString(1)));
+            }
+
+            return documents;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask UpdateAsync(string table, int generation, string id, Func<string?, string?> change, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        ArgumentNullException.ThrowIfNull(id);
+        ArgumentNullException.ThrowIfNull(change);
+        var own = _store.Own(unitOfWork);
+        var sql = Sql(table, generation);
+        await EnsureCreatedAsync(sql, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await own.ExecuteAsync((connection, transaction, token) => UpdateAsync(connection, transaction, sql, id, change, token), cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedTable)
+        {
+            // Dropped by another store since this one created it: the next write creates it again.
+            _created.TryRemove(sql.Name, out _);
+            throw;
+        }
+    }
+
+    public async ValueTask<int> GetActiveGenerationAsync(string table, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        return (await ActiveAsync(connection, table, cancellationToken).ConfigureAwait(false)).Generation;
+    }
+
+    public ValueTask ResetGenerationAsync(string table, int generation, CancellationToken cancellationToken = default) =>
+        DropStorageAsync(table, generation, "reset", recreate: true, cancellationToken);
+
+    public async ValueTask ActivateGenerationAsync(string table, int generation, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        await _store.Own(unitOfWork).ExecuteAsync(
+            async (connection, transaction, token) =>
+            {
+                await using var command = new NpgsqlCommand(_activate, connection, transaction);
+                command.Parameters.Add(EnvelopeColumns.Text(table));
+                command.Parameters.Add(EnvelopeColumns.Int(generation));
+                command.Parameters.Add(EnvelopeColumns.Time(_store.TimeProvider.GetUtcNow()));
+                return await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
+            },
+            cancellationToken).ConfigureAwait(false);
+    }
+
+    public ValueTask DropGenerationAsync(string table, int generation, CancellationToken cancellationToken = default) =>
+        DropStorageAsync(table, generation, "dropped", recreate: false, cancellationToken);
+
+    // Drops the table of a generation that is not the active one, and with recreate makes it again, empty (with its index).
+    private async ValueTask DropStorageAsync(string table, int generation, string verb, bool recreate, CancellationToken cancellationToken)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        var sql = Sql(table, generation);
+        _created.TryRemove(sql.Name, out _);
+        await ChangeStorageAsync(sql, async (connection, transaction, token) =>
+        {
+            // FOR SHARE waits for a unit of work switching this read model to commit, so the answer is its outcome.
+            await using (var command = new NpgsqlCommand(_activeInTransaction, connection, transaction))
+            {
+                command.Parameters.Add(EnvelopeColumns.Text(table));
+                if ((await command.ExecuteScalarAsync(token).ConfigureAwait(false) as int? ?? 1) == generation)
+                {
+                    throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one and cannot be {verb}.");
+                }
+            }
+
+            await ExecuteAsync(connection, transaction, sql.Drop, token).ConfigureAwait(false);
+            if (recreate)
+            {
+                await ExecuteAsync(connection, transaction, sql.Create, token).ConfigureAwait(false);
+            }
+        }, cancellationToken).ConfigureAwait(false);
+        if (recreate)
+        {
+            _created.TryAdd(sql.Name, true);
+        }
+    }
+
+    // A document that did not exist may be inserted meanwhile by a concurrent unit of work (FOR UPDATE locks no missing
+    // row): the insert then finds it, once that unit committed, and the change runs again on what it wrote, so no update is
+    // lost. A change may therefore run more than once; only its last result is written.
+    private static async Task<bool> UpdateAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, TableSql sql, string id, Func<string?, string?> change, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            string? current;
+            await using (var select = new NpgsqlCommand(sql.SelectForUpdate, connection, transaction))
+            {
+                select.Parameters.Add(EnvelopeColumns.Text(id));
+                current = await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string;
+            }
+
+            var next = change(current);
+            if (current is null && next is null)
+            {
+                return true;
+            }
+
+            await using var write = new NpgsqlCommand(next is null ? sql.Delete : current is null ? sql.Insert : sql.Update, connection, transaction);
+            write.Parameters.Add(EnvelopeColumns.Text(id));
+            if (next is not null)
+            {
+                write.Parameters.Add(new NpgsqlParameter<string> { TypedValue = next, NpgsqlDbType = NpgsqlDbType.Jsonb });
+            }
+
+            if (await write.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1 || current is not null)
+            {
+                return true;
+            }
+        }
+    }
+
+    // The equality conditions as one JSON object, written by System.Text.Json so no value can change its shape.
+    private static string Containment(IReadOnlyDictionary<string, string> where)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            foreach (var (property, value) in where)
+            {
+                json.WriteString(property, value);
+            }
+
+            json.WriteEndObject();
+        }
+
+        return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    private static async Task ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(sql, connection, transaction);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    // Reads the active generation's table on one connection. A table dropped between finding it and reading it (a rebuild
+    // swapped it out meanwhile) is looked up again: reads then go to the generation activated instead.
+    private async Task<T> ReadActiveAsync<T>(string table, T none, Func<NpgsqlConnection, TableSql, CancellationToken, Task<T>> read, CancellationToken cancellationToken)
+    {
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        var (generation, exists) = await ActiveAsync(connection, table, cancellationToken).ConfigureAwait(false);
+        while (exists)
+        {
+            try
+            {
+                return await read(connection, Sql(table, generation), cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedTable)
+            {
+                var seen = generation;
+                (generation, exists) = await ActiveAsync(connection, table, cancellationToken).ConfigureAwait(false);
+                exists &= generation != seen;
+            }
+        }
+
+        return none;
+    }
+
+    private async Task<(int Generation, bool Exists)> ActiveAsync(NpgsqlConnection connection, string table, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(_active, connection);
+        command.Parameters.Add(EnvelopeColumns.Text(table));
+        command.Parameters.Add(EnvelopeColumns.Text(TableSql.Prefix(table)));
+        command.Parameters.Add(EnvelopeColumns.Text(_store.Schema));
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        return (reader.GetInt32(0), reader.GetBoolean(1));
+    }
+
+    private async Task EnsureCreatedAsync(TableSql sql, CancellationToken cancellationToken)
+    {
+        if (_created.ContainsKey(sql.Name))
+        {
+            return;
+        }
+
+        // Its own short transaction, committed before the unit of work writes: an empty table left by a rolled-back unit is
+        // harmless, and the unit never holds the lock that orders creations. A table that exists is left alone, since even
+        // CREATE ... IF NOT EXISTS needs the right to create in the schema, which an application role may not have.
+        await ChangeStorageAsync(sql, async (connection, transaction, token) =>
+        {
+            await using (var exists = new NpgsqlCommand("SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL", connection, transaction))
+            {
+                exists.Parameters.Add(EnvelopeColumns.Text(_store.Schema));
+                exists.Parameters.Add(EnvelopeColumns.Text(sql.Name));
+                if ((bool)(await exists.ExecuteScalarAsync(token).ConfigureAwait(false))!)
+                {
+                    return;
+                }
+            }
+
+            await ExecuteAsync(connection, transaction, sql.Create, token).ConfigureAwait(false);
+        }, cancellationToken).ConfigureAwait(false);
+        _created.TryAdd(sql.Name, true);
+    }
+
+    // DDL on one generation's table, in a transaction of its own under an advisory lock: two sessions creating one table
+    // at once would otherwise collide in the catalog, and a reset or drop must not interleave with a creation.
+    private async Task ChangeStorageAsync(TableSql sql, Func<NpgsqlConnection, NpgsqlTransaction, CancellationToken, Task> change, CancellationToken cancellationToken)
+    {
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        await using (var command = new NpgsqlCommand("SELECT pg_advisory_xact_lock($1)", connection, transaction))
+        {
+            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = AdvisoryLockKey.ForReadModelTable(_store.Schema, sql.Name) });
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        await change(connection, transaction, cancellationToken).ConfigureAwait(false);
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private TableSql Sql(string table, int generation) => _sql.GetOrAdd((table, generation), static (key, schema) => new TableSql(schema, key.Table, key.Generation), _schema);
+
+    /// <summary>The statements on one generation's table; its name is built from a validated table name and a number.</summary>
+    private sealed class TableSql
+    {
+        // Schema-qualified and quoted, as statements name it.
+        private readonly string _qualified;
+
+        public TableSql(string schema, string table, int generation)
+        {
+            Name = Prefix(table) + generation.ToString(CultureInfo.InvariantCulture);
+            var name = schema + "." + Migrations.Quote(Name);
+            _qualified = name;
+
+            // jsonb_path_ops indexes containment (@>) only, which is all a query asks, in a smaller index than jsonb_ops.
+            Create = $"CREATE TABLE IF NOT EXISTS {name} (id text COLLATE \"C\" PRIMARY KEY, data jsonb NOT NULL); " +
+                $"CREATE INDEX IF NOT EXISTS {Migrations.Quote(Name + "_data")} ON {name} USING gin (data jsonb_path_ops)";
+            Drop = $"DROP TABLE IF EXISTS {name}";
+            Get = $"SELECT data::text FROM {name} WHERE id = $1";
+            SelectForUpdate = $"SELECT data::text FROM {name} WHERE id = $1 FOR UPDATE";
+            Insert = $"INSERT INTO {name} (id, data) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
+            Update = $"UPDATE {name} SET data = $2 WHERE id = $1";
+            Delete = $"DELETE FROM {name} WHERE id = $1";
+        }
+
+        /// <summary>The table's name within the schema, unquoted.</summary>
+        public string Name { get; }
+
+        public string Create { get; }
+
+        public string Drop { get; }
+
+        public string Get { get; }
+
+        public string SelectForUpdate { get; }
+
+        public string Insert { get; }
+
+        public string Update { get; }
+
+        public string Delete { get; }
+
+        /// <summary>The table's name up to its generation number.</summary>
+        public static string Prefix(string table) => "rm_" + table + "_g";
+
+        /// <summary>
+        /// A page of documents: $1 the id to start after, $2 the limit, $3 the conditions as one JSON object. Each shape is a
+        /// text of its own, so a plan never keeps a condition that is off (the primary key serves the range, the GIN index
+        /// the containment).
+        /// </summary>
+        public string Query(bool after, bool where) =>
+            $"SELECT id, data::text FROM {_qualified} WHERE " + (after ? "id > $1" : "$1::text IS NULL") + (where ? " AND data @> $3" : "") +
+            " ORDER BY id LIMIT $2";
+    }
+}
