@@ -14,20 +14,24 @@ public abstract class KafkaTestBase : IAsyncLifetime
     /// <summary>The options every test transport starts from: the KIP-848 protocol on the mock (fast rebalances).</summary>
     internal static KafkaTransportOptions TestOptions(Action<KafkaTransportOptions>? configure = null)
     {
-        var options = new KafkaTransportOptions
-        {
-            BootstrapServers = MockCluster.BootstrapServers,
-            GroupProtocol = MockCluster.IsMock ? KafkaGroupProtocol.Consumer : KafkaGroupProtocol.Classic,
-
-            // The mock has no CreateTopics; it creates a topic (4 partitions) on the first metadata request for it.
-            CreateTopics = !MockCluster.IsMock,
-            TopicPartitions = 4,
-            ReplicationFactor = MockCluster.IsMock ? (short)-1 : (short)1,
-            CommitInterval = TimeSpan.FromMilliseconds(100),
-            RevocationTimeout = TimeSpan.FromSeconds(10),
-        };
+        var options = new KafkaTransportOptions();
+        ApplyTestOptions(options);
         configure?.Invoke(options);
         return options;
+    }
+
+    /// <summary>Sets what every test transport uses (also on a host's options through UseKafka).</summary>
+    internal static void ApplyTestOptions(KafkaTransportOptions options)
+    {
+        options.BootstrapServers = MockCluster.BootstrapServers;
+        options.GroupProtocol = MockCluster.IsMock ? KafkaGroupProtocol.Consumer : KafkaGroupProtocol.Classic;
+
+        // The mock has no CreateTopics; it creates a topic (4 partitions) on the first metadata request for it.
+        options.CreateTopics = !MockCluster.IsMock;
+        options.TopicPartitions = 4;
+        options.ReplicationFactor = MockCluster.IsMock ? (short)-1 : (short)1;
+        options.CommitInterval = TimeSpan.FromMilliseconds(100);
+        options.RevocationTimeout = TimeSpan.FromSeconds(10);
     }
 
     internal async Task<KafkaTransport> CreateTransportAsync(Action<KafkaTransportOptions>? configure = null, TimeProvider? clock = null)
