@@ -8,9 +8,17 @@ using Xunit.Abstractions;
 namespace Herald.Kafka.Tests;
 
 /// <summary>Consumer groups on the cluster under test: rebalances while handlers run, restarts, start positions.</summary>
-public sealed class ConsumerGroupTests(ITestOutputHelper output) : KafkaTestBase
+public sealed class ConsumerGroupTests : KafkaTestBase
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(30);
+
+    public ConsumerGroupTests(ITestOutputHelper output)
+    {
+        _output = output;
+        LoggerFactory = new TestOutputLoggerFactory(output);
+    }
+
+    private readonly ITestOutputHelper _output;
 
     [Fact]
     public async Task Rebalance_WhileAHandlerRuns_ItFinishesBeforeThePartitionMoves_AndNothingIsHandledTwiceOrSkipped()
@@ -36,6 +44,7 @@ public sealed class ConsumerGroupTests(ITestOutputHelper output) : KafkaTestBase
             }
 
             handled.AddOrUpdate(delivery.Envelope.MessageId, 1, (_, n) => n + 1);
+            _output.WriteLine($"A handled {delivery.Envelope.PartitionKey} {delivery.Envelope.MessageId}");
         });
         Own(consumerA);
         consumerA.Revoking += _ => revoking.TrySetResult();
@@ -45,6 +54,7 @@ public sealed class ConsumerGroupTests(ITestOutputHelper output) : KafkaTestBase
         var consumerB = Own(await second.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 4 }, (delivery, _) =>
         {
             handled.AddOrUpdate(delivery.Envelope.MessageId, 1, (_, n) => n + 1);
+            _output.WriteLine($"B handled {delivery.Envelope.PartitionKey} {delivery.Envelope.MessageId}");
             return ValueTask.CompletedTask;
         }));
 
@@ -187,7 +197,7 @@ public sealed class ConsumerGroupTests(ITestOutputHelper output) : KafkaTestBase
         if (MockCluster.IsMock)
         {
             // The mock answers every ListOffsets-by-time with the end of the partition, so a start in the past cannot be checked here.
-            output.WriteLine("Not checked on the mock cluster: it answers offsets-for-times with the log end; a start in the past is checked against a real cluster (HERALD_KAFKA_BOOTSTRAP).");
+            _output.WriteLine("Not checked on the mock cluster: it answers offsets-for-times with the log end; a start in the past is checked against a real cluster (HERALD_KAFKA_BOOTSTRAP).");
         }
         else
         {

@@ -34,9 +34,12 @@ public abstract class KafkaTestBase : IAsyncLifetime
         options.RevocationTimeout = TimeSpan.FromSeconds(10);
     }
 
+    /// <summary>Where the transports' log goes: the test output when a test class sets it.</summary>
+    internal Microsoft.Extensions.Logging.ILoggerFactory? LoggerFactory { get; set; }
+
     internal async Task<KafkaTransport> CreateTransportAsync(Action<KafkaTransportOptions>? configure = null, TimeProvider? clock = null)
     {
-        var transport = (KafkaTransport)await KafkaTransportFactory.CreateAsync(TestOptions(configure), clock);
+        var transport = (KafkaTransport)await KafkaTransportFactory.CreateAsync(TestOptions(configure), clock, LoggerFactory);
         _owned.Add(transport);
         return transport;
     }

@@ -12,7 +12,6 @@ public sealed class PartitionProgressTests
     {
         using var progress = new PartitionProgress(Partition, CancellationToken.None);
         var entries = new[] { 10L, 11, 12, 13 }.Select(progress.Take).ToList();
-        entries.ForEach(e => Assert.True(progress.TryStart(e)));
 
         progress.Finish(entries[1], settled: true);
         progress.Finish(entries[3], settled: true);
@@ -33,8 +32,6 @@ public sealed class PartitionProgressTests
         using var progress = new PartitionProgress(Partition, CancellationToken.None);
         var first = progress.Take(0);
         var second = progress.Take(1);
-        Assert.True(progress.TryStart(first));
-        Assert.True(progress.TryStart(second));
 
         progress.Finish(first, settled: false);
         progress.Finish(second, settled: true);
@@ -43,20 +40,34 @@ public sealed class PartitionProgressTests
     }
 
     [Fact]
-    public void Revoke_WithNothingRunning_ReturnsWhatFinished_AndNothingStartsAfterwards()
+    public void Revoke_WithEverythingFinished_ReturnsWhatWasSettled_WithoutWaiting()
     {
         using var progress = new PartitionProgress(Partition, CancellationToken.None);
         var done = progress.Take(5);
-        var waiting = progress.Take(6);
-        Assert.True(progress.TryStart(done));
         progress.Finish(done, settled: true);
 
         var offset = progress.Revoke(TimeSpan.FromSeconds(10), commit: true);
 
         Assert.Equal(6, offset!.Offset.Value);
-        Assert.False(progress.TryStart(waiting));
         Assert.True(progress.IsRevoked);
+        Assert.Null(progress.ToCommit());
         Assert.False(progress.Abandoned.IsCancellationRequested);
+    }
+
+    [Fact]
+    public async Task Revoke_LetsTakenMessagesThatHadNotStartedRun_SoTheirOffsetsCommitToo()
+    {
+        using var progress = new PartitionProgress(Partition, CancellationToken.None);
+        var running = progress.Take(0);
+        var waiting = progress.Take(1);
+
+        var revoking = Task.Run(() => progress.Revoke(TimeSpan.FromSeconds(30), commit: true));
+        progress.Finish(running, settled: true);
+        Assert.True(progress.TryStart(waiting), "a message taken before the revocation still runs");
+        progress.Finish(waiting, settled: true);
+
+        var offset = await revoking.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(2, offset!.Offset.Value);
     }
 
     [Fact]
@@ -64,7 +75,6 @@ public sealed class PartitionProgressTests
     {
         using var progress = new PartitionProgress(Partition, CancellationToken.None);
         var running = progress.Take(0);
-        Assert.True(progress.TryStart(running));
 
         var revoking = Task.Run(() => progress.Revoke(TimeSpan.FromSeconds(30), commit: true));
         Assert.False(revoking.IsCompleted);
@@ -80,7 +90,6 @@ public sealed class PartitionProgressTests
     {
         using var progress = new PartitionProgress(Partition, CancellationToken.None);
         var running = progress.Take(0);
-        Assert.True(progress.TryStart(running));
         var handler = Task.Run(async () =>
         {
             // A handler that only stops when cancelled, and then leaves its message unsettled.
@@ -92,6 +101,7 @@ public sealed class PartitionProgressTests
 
         Assert.Null(offset);
         Assert.True(progress.Abandoned.IsCancellationRequested);
+        Assert.False(progress.TryStart(progress.Take(1)), "nothing starts on an abandoned partition");
         await handler.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
@@ -100,7 +110,6 @@ public sealed class PartitionProgressTests
     {
         using var progress = new PartitionProgress(Partition, CancellationToken.None);
         var done = progress.Take(0);
-        Assert.True(progress.TryStart(done));
         progress.Finish(done, settled: true);
 
         Assert.Null(progress.Revoke(TimeSpan.FromSeconds(10), commit: false));

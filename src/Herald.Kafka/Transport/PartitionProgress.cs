@@ -4,9 +4,10 @@ namespace Herald.Kafka.Transport;
 
 /// <summary>
 /// What one consumer has taken from one partition during one assignment, in offset order, and how far it may commit:
-/// up to (not including) the oldest offset not yet finished. Messages of different keys finish out of order when they
-/// run in parallel; the commit only moves over a contiguous run of finished offsets, so a restart never skips one.
-/// A new assignment of the same partition gets a new object: whatever finishes on a revoked one is never committed.
+/// up to (not including) the oldest offset not yet settled. Messages of different keys finish out of order when they
+/// run in parallel; the commit only moves over a contiguous run of settled offsets, so a restart never skips one.
+/// A new assignment of the same partition gets a new object: whatever finishes on a revoked one is never committed
+/// by the poll loop again.
 /// </summary>
 internal sealed class PartitionProgress : IDisposable
 {
@@ -14,7 +15,7 @@ internal sealed class PartitionProgress : IDisposable
     private readonly Queue<Entry> _taken = new();
     private readonly CancellationTokenSource _abandon;
     private long _committable = Offset.Unset.Value;
-    private int _running;
+    private int _outstanding;
     private TaskCompletionSource? _idle;
 
     public PartitionProgress(TopicPartition partition, CancellationToken aborting)
@@ -28,7 +29,7 @@ internal sealed class PartitionProgress : IDisposable
     /// <summary>Fires when the partition's work is abandoned (revocation timed out, partition lost) or the consumer aborts.</summary>
     public CancellationToken Abandoned => _abandon.Token;
 
-    /// <summary>True once the partition was revoked or lost: nothing more of it starts, and nothing of it is committed by this object.</summary>
+    /// <summary>True once the partition was revoked or lost: the poll loop commits nothing more of it through this object.</summary>
     public bool IsRevoked { get; private set; }
 
     /// <summary>The log end offset the client last saw (for the lag gauge), or null before the first fetch.</summary>
@@ -47,50 +48,49 @@ internal sealed class PartitionProgress : IDisposable
         lock (_gate)
         {
             _taken.Enqueue(entry);
+            _outstanding++;
         }
 
         return entry;
     }
 
-    /// <summary>Marks the handler of <paramref name="entry"/> as running; false when the partition was revoked meanwhile (skip it).</summary>
-    public bool TryStart(Entry entry)
-    {
-        lock (_gate)
-        {
-            if (IsRevoked)
-            {
-                return false;
-            }
+    /// <summary>
+    /// Whether the handler of a taken message may start: yes until the partition's work is abandoned. A revoked
+    /// partition's taken messages still run (within the revocation timeout), so their offsets commit before it moves.
+    /// </summary>
+    public bool TryStart(Entry entry) => !_abandon.IsCancellationRequested;
 
-            entry.Started = true;
-            _running++;
-            return true;
-        }
-    }
-
-    /// <summary>The handler of <paramref name="entry"/> returned; when it settled the message, its offset may be committed.</summary>
+    /// <summary>The message of <paramref name="entry"/> is done with; when it was settled, its offset may be committed.</summary>
     public void Finish(Entry entry, bool settled)
     {
         lock (_gate)
         {
-            if (entry.Started)
-            {
-                entry.Started = false;
-                if (--_running == 0 && _idle is { } idle)
-                {
-                    _idle = null;
-                    idle.TrySetResult();
-                }
-            }
-
-            if (!settled || entry.Done)
+            if (entry.Finished)
             {
                 return;
             }
 
-            entry.Done = true;
-            while (_taken.TryPeek(out var oldest) && oldest.Done)
+            entry.Finished = true;
+            if (--_outstanding == 0 && _idle is { } idle)
             {
+                _idle = null;
+                idle.TrySetResult();
+            }
+
+            if (!settled)
+            {
+                return;
+            }
+
+            entry.Settled = true;
+            while (_taken.TryPeek(out var oldest) && oldest.Finished)
+            {
+                // An unsettled message ends the run for good: its offset must be read again by whoever comes next.
+                if (!oldest.Settled)
+                {
+                    break;
+                }
+
                 _committable = _taken.Dequeue().Offset + 1;
             }
         }
@@ -101,7 +101,7 @@ internal sealed class PartitionProgress : IDisposable
     {
         lock (_gate)
         {
-            return _committable > Committed && !IsRevoked ? new TopicPartitionOffset(Partition, _committable) : null;
+            return IsRevoked ? null : CommittableLocked();
         }
     }
 
@@ -115,8 +115,9 @@ internal sealed class PartitionProgress : IDisposable
     }
 
     /// <summary>
-    /// Stops the partition: nothing more starts; waits up to <paramref name="timeout"/> for running handlers, then
-    /// abandons (cancels) them and waits a little more. Returns the offset to commit for what finished, or null.
+    /// Gives the partition up: waits up to <paramref name="timeout"/> for every message taken from it to finish (those
+    /// not started yet still run), then abandons (cancels) what is left and waits a little more. Returns the offset to
+    /// commit for what was settled, or null. A lost partition (<paramref name="commit"/> false) is abandoned at once.
     /// </summary>
     public TopicPartitionOffset? Revoke(TimeSpan timeout, bool commit)
     {
@@ -124,7 +125,7 @@ internal sealed class PartitionProgress : IDisposable
         lock (_gate)
         {
             IsRevoked = true;
-            if (_running == 0)
+            if (_outstanding == 0)
             {
                 return commit ? CommittableLocked() : null;
             }
@@ -132,8 +133,8 @@ internal sealed class PartitionProgress : IDisposable
             idle = (_idle ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
         }
 
-        // Still running handlers: finishing is the clean way out (their offsets then commit); past the timeout, or when
-        // the partition is already lost to another member, they are abandoned and their messages handled again there.
+        // Finishing is the clean way out (the offsets then commit); past the timeout, or when the partition already
+        // belongs to another member, the work is abandoned and its messages handled again there.
         if (!commit || !idle.Wait(timeout))
         {
             _abandon.Cancel();
@@ -146,10 +147,10 @@ internal sealed class PartitionProgress : IDisposable
         }
     }
 
+    public void Dispose() => _abandon.Dispose();
+
     private TopicPartitionOffset? CommittableLocked() =>
         _committable > Committed ? new TopicPartitionOffset(Partition, _committable) : null;
-
-    public void Dispose() => _abandon.Dispose();
 
     /// <summary>One message taken from the partition.</summary>
     internal sealed class Entry(PartitionProgress partition, long offset)
@@ -158,8 +159,8 @@ internal sealed class PartitionProgress : IDisposable
 
         public long Offset { get; } = offset;
 
-        public bool Started { get; set; }
+        public bool Finished { get; set; }
 
-        public bool Done { get; set; }
+        public bool Settled { get; set; }
     }
 }
