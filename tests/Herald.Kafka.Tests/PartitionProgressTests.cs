@@ -63,7 +63,7 @@ public sealed class PartitionProgressTests
 
         var revoking = Task.Run(() => progress.Revoke(TimeSpan.FromSeconds(30), commit: true));
         progress.Finish(running, settled: true);
-        Assert.True(progress.TryStart(waiting), "a message taken before the revocation still runs");
+        Assert.True(progress.CanStart, "a message taken before the revocation still runs");
         progress.Finish(waiting, settled: true);
 
         var offset = await revoking.WaitAsync(TimeSpan.FromSeconds(10));
@@ -101,7 +101,7 @@ public sealed class PartitionProgressTests
 
         Assert.Null(offset);
         Assert.True(progress.Abandoned.IsCancellationRequested);
-        Assert.False(progress.TryStart(progress.Take(1)), "nothing starts on an abandoned partition");
+        Assert.False(progress.CanStart, "nothing starts on an abandoned partition");
         await handler.WaitAsync(TimeSpan.FromSeconds(10));
     }
 

@@ -356,7 +356,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
                 var settled = false;
                 try
                 {
-                    if (!_stopping.IsCancellationRequested && progress.TryStart(received.Entry))
+                    if (!_stopping.IsCancellationRequested && progress.CanStart)
                     {
                         var delivery = new KafkaDelivery(Queue, this, received);
                         _ = await Herald.Internal.DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token, progress.Abandoned).ConfigureAwait(false);

@@ -19,7 +19,12 @@ internal static class KafkaLag
     private static readonly ObservableGauge<long> Gauge =
         HeraldDiagnostics.Meter.CreateObservableGauge(MetricName, Observe, "{message}", "Records of a partition not yet committed by the consumer group (log end offset minus committed offset).");
 
-    public static void Register(KafkaConsumer consumer) => Consumers[consumer] = Gauge.Enabled ? (byte)1 : (byte)0;
+    public static void Register(KafkaConsumer consumer)
+    {
+        // Touching the gauge creates it (static fields initialise lazily), so a listener sees it from the first consumer on.
+        _ = Gauge;
+        Consumers[consumer] = 0;
+    }
 
     public static void Unregister(KafkaConsumer consumer) => Consumers.TryRemove(consumer, out _);
 

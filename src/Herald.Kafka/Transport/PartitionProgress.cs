@@ -58,7 +58,7 @@ internal sealed class PartitionProgress : IDisposable
     /// Whether the handler of a taken message may start: yes until the partition's work is abandoned. A revoked
     /// partition's taken messages still run (within the revocation timeout), so their offsets commit before it moves.
     /// </summary>
-    public bool TryStart(Entry entry) => !_abandon.IsCancellationRequested;
+    public bool CanStart => !_abandon.IsCancellationRequested;
 
     /// <summary>The message of <paramref name="entry"/> is done with; when it was settled, its offset may be committed.</summary>
     public void Finish(Entry entry, bool settled)
