@@ -283,18 +283,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
     private void ConsumeOne()
     {
-        ConsumeResult<byte[]?, byte[]>? result;
-        try
-        {
-            result = _consumer.Consume(PollTimeout);
-        }
-        catch (ConsumeException e)
-        {
-            Log.ConsumeFailed(_logger, Queue, e.Error.Code, e.Error.Reason);
-            return;
-        }
-
-        if (result is null || result.IsPartitionEOF || result.Message is null)
+        if (KafkaTransport.Poll(_consumer, PollTimeout, _logger, Queue) is not { } result)
         {
             return;
         }

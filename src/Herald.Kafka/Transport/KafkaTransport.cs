@@ -19,13 +19,12 @@ internal sealed partial class KafkaTransport : ITransport
 {
     private readonly KafkaTransportOptions _options;
     private readonly ILogger _logger;
-    private readonly SemaphoreSlim _connectGate = new(1, 1);
     private readonly ConcurrentDictionary<KafkaConsumer, byte> _consumers = new();
     private readonly ConcurrentDictionary<string, ImmutableSortedSet<string>> _bindings = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Lazy<RetryRelay>> _relays = new(StringComparer.Ordinal);
     private IProducer<byte[]?, byte[]>? _producer;
     private IAdminClient? _admin;
-    private volatile bool _connected;
+    private Lazy<Task> _connection;
     private bool _disposed;
 
     public KafkaTransport(KafkaTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
@@ -40,6 +39,7 @@ internal sealed partial class KafkaTransport : ITransport
         }
 
         _options = options.Snapshot();
+        _connection = new Lazy<Task>(ConnectOnceAsync);
         TimeProvider = timeProvider;
         _logger = loggerFactory.CreateLogger("Herald.Kafka");
         Capabilities = new TransportCapabilities
@@ -94,7 +94,14 @@ internal sealed partial class KafkaTransport : ITransport
         // A binding copies what is published from now on: the group starts reading the topic at its current end.
         await StartGroupAtEndAsync(_options.GroupIdPrefix + queue, topic, cancellationToken).ConfigureAwait(false);
         var topics = _bindings.AddOrUpdate(queue, _ => before.Add(topic), (_, set) => set.Add(topic));
-        foreach (var consumer in _consumers.Keys.Where(c => c.Queue == queue))
+        var running = _consumers.Keys.Where(c => c.Queue == queue).ToList();
+        if (running.Count > 0)
+        {
+            // Delayed publishes to the topic need a relay wherever it is consumed.
+            await EnsureRelayAsync(topic, cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach (var consumer in running)
         {
             consumer.Resubscribe(TopicsOf(queue, topics));
         }
@@ -147,54 +154,54 @@ internal sealed partial class KafkaTransport : ITransport
     /// <summary>Creates the producer (once) and checks the cluster answers; fails naming the brokers when it does not.</summary>
     public async ValueTask ConnectAsync(CancellationToken cancellationToken = default)
     {
-        if (_connected)
-        {
-            return;
-        }
-
-        await _connectGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var connecting = _connection;
         try
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_connected)
-            {
-                return;
-            }
-
-            var config = new ProducerConfig
-            {
-                BootstrapServers = _options.BootstrapServers,
-                ClientId = _options.ClientId,
-                EnableIdempotence = true,
-                Acks = Acks.All,
-                MessageMaxBytes = _options.MaxMessageBytes + HeaderAllowance,
-            };
-            _options.ConfigureProducer?.Invoke(config);
-
-            // What Herald's guarantees rest on is not left to the hook.
-            config.EnableIdempotence = true;
-            config.Acks = Acks.All;
-            _producer = new ProducerBuilder<byte[]?, byte[]>(config)
-                .SetErrorHandler((_, error) => Log.ClientError(_logger, "producer", error.Code, error.Reason))
-                .SetLogHandler((_, message) => Log.ClientLog(_logger, message.Name, message.Facility, message.Message))
-                .Build();
-            _admin = new DependentAdminClientBuilder(_producer.Handle).Build();
-            try
-            {
-                await Task.Run(() => _admin.GetMetadata(TimeSpan.FromSeconds(10)), cancellationToken).ConfigureAwait(false);
-            }
-            catch (KafkaException e)
-            {
-                throw new HeraldException($"Could not reach Kafka at {_options.BootstrapServers}: {e.Error.Reason}", e);
-            }
-
-            _connected = true;
-            Log.Connected(_logger, _options.BootstrapServers);
+            await connecting.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
-        finally
+        catch (HeraldException)
         {
-            _connectGate.Release();
+            // Tried again on the next call (the cluster may be back), not remembered as broken.
+            Interlocked.CompareExchange(ref _connection, new Lazy<Task>(ConnectOnceAsync), connecting);
+            throw;
         }
+    }
+
+    private async Task ConnectOnceAsync()
+    {
+        var config = new ProducerConfig
+        {
+            BootstrapServers = _options.BootstrapServers,
+            ClientId = _options.ClientId,
+            EnableIdempotence = true,
+            Acks = Acks.All,
+            MessageMaxBytes = _options.MaxMessageBytes + HeaderAllowance,
+        };
+        _options.ConfigureProducer?.Invoke(config);
+
+        // What Herald's guarantees rest on is not left to the hook.
+        config.EnableIdempotence = true;
+        config.Acks = Acks.All;
+        var producer = new ProducerBuilder<byte[]?, byte[]>(config)
+            .SetErrorHandler((_, error) => Log.ClientError(_logger, "producer", error.Code, error.Reason))
+            .SetLogHandler((_, message) => Log.ClientLog(_logger, message.Name, message.Facility, message.Message))
+            .Build();
+        var admin = new DependentAdminClientBuilder(producer.Handle).Build();
+        try
+        {
+            await Task.Run(() => admin.GetMetadata(TimeSpan.FromSeconds(10))).ConfigureAwait(false);
+        }
+        catch (KafkaException e)
+        {
+            admin.Dispose();
+            producer.Dispose();
+            throw new HeraldException($"Could not reach Kafka at {_options.BootstrapServers}: {e.Error.Reason}", e);
+        }
+
+        _producer = producer;
+        _admin = admin;
+        Log.Connected(_logger, _options.BootstrapServers);
     }
 
     public async ValueTask DisposeAsync()
@@ -222,8 +229,6 @@ internal sealed partial class KafkaTransport : ITransport
             _producer.Flush(TimeSpan.FromSeconds(5));
             _producer.Dispose();
         }
-
-        _connectGate.Dispose();
     }
 
     /// <summary>Produces a record and waits for the cluster's confirmation (all in-sync replicas).</summary>
@@ -271,6 +276,23 @@ internal sealed partial class KafkaTransport : ITransport
     }
 
     internal void Forget(KafkaConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    /// <summary>One poll of a Herald consumer: the next record, or null (none yet, end of a partition, or an error, logged).</summary>
+    internal static ConsumeResult<byte[]?, byte[]>? Poll(IConsumer<byte[]?, byte[]> consumer, TimeSpan timeout, ILogger logger, string owner)
+    {
+        ConsumeResult<byte[]?, byte[]>? result;
+        try
+        {
+            result = consumer.Consume(timeout);
+        }
+        catch (ConsumeException e)
+        {
+            Log.ConsumeFailed(logger, owner, e.Error.Code, e.Error.Reason);
+            return null;
+        }
+
+        return result is null || result.IsPartitionEOF || result.Message is null ? null : result;
+    }
 
     private async ValueTask ProduceEnvelopeAsync(string destination, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
     {

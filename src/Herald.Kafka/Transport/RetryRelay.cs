@@ -52,18 +52,7 @@ internal sealed class RetryRelay : IAsyncDisposable
             while (!_stopping.IsCancellationRequested)
             {
                 ResumeDue();
-                ConsumeResult<byte[]?, byte[]>? result;
-                try
-                {
-                    result = _consumer.Consume(PollTimeout);
-                }
-                catch (ConsumeException e)
-                {
-                    Log.ConsumeFailed(_logger, Topic, e.Error.Code, e.Error.Reason);
-                    continue;
-                }
-
-                if (result?.Message is not null && !result.IsPartitionEOF)
+                if (KafkaTransport.Poll(_consumer, PollTimeout, _logger, Topic) is { } result)
                 {
                     Relay(result);
                 }
