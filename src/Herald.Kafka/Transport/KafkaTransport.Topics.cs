@@ -16,6 +16,12 @@ internal sealed partial class KafkaTransport
     internal async ValueTask EnsureTopicAsync(string topic, CancellationToken cancellationToken)
     {
         var ensure = _topics.GetOrAdd(topic, name => new Lazy<Task>(() => Task.Run(() => CreateTopicAsync(name))));
+        if (ensure.Value.IsCompletedSuccessfully)
+        {
+            // Every produce passes here: a known topic costs a lookup, nothing more.
+            return;
+        }
+
         try
         {
             await ensure.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
