@@ -107,6 +107,46 @@ public sealed class ConsumerGroupTests : KafkaTestBase
     }
 
     [Fact]
+    public async Task SettledOffsets_AreCommitted_WhileEverySlotIsHeldBySlowHandlers()
+    {
+        var queue = Name("busy");
+        var transport = await CreateTransportAsync();
+        // No keys: each goes to the least loaded lane, so three handlers can hold three lanes.
+        var sent = Enumerable.Range(0, 4).Select(_ => NewEnvelope()).ToList();
+        foreach (var envelope in sent)
+        {
+            await transport.SendAsync(queue, envelope);
+        }
+
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var running = 0;
+        var first = 0;
+        var othersRunning = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Own(await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 3, Prefetch = 3 }, async (delivery, ct) =>
+        {
+            if (Interlocked.Exchange(ref first, 1) == 0)
+            {
+                // The first to arrive (so the oldest of its partition) finishes once two others hold their slots; the
+                // fourth then takes the freed slot, and every slot stays busy.
+                await othersRunning.Task.WaitAsync(Deadline, ct);
+                return;
+            }
+
+            if (Interlocked.Increment(ref running) == 2)
+            {
+                othersRunning.TrySetResult();
+            }
+
+            await release.Task.WaitAsync(Deadline, ct);
+        }));
+
+        await Eventually.UntilAsync(() => Volatile.Read(ref running) == 3, "three slow handlers hold every slot", Deadline);
+        await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 3, "the first message's offset is committed meanwhile", Deadline);
+        release.TrySetResult();
+        await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "the rest once released", Deadline);
+    }
+
+    [Fact]
     public async Task Restart_ResumesFromTheCommittedOffsets_WithoutHandlingAnythingAgain()
     {
         var queue = Name("restart");

@@ -197,12 +197,12 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
                     _consumer.Subscribe(topics);
                 }
 
-                if (!HasRoom())
+                // Commits and the gauge go on while every slot is busy: slow handlers must not hold back what others settled.
+                if (HasRoom())
                 {
-                    continue;
+                    ConsumeOne();
                 }
 
-                ConsumeOne();
                 var now = clock.GetTimestamp();
                 if (clock.GetElapsedTime(nextCommit, now) >= TimeSpan.Zero)
                 {
