@@ -146,6 +146,56 @@ public sealed class ConsumerGroupTests : KafkaTestBase
         await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "the rest once released", Deadline);
     }
 
+    // Where Kafka differs from a queue broker: one partition is read by one member of the group, so a second consumer of
+    // a one-partition queue stays idle (a standby that takes over when the first leaves). The conformance suite's
+    // competing-consumer test passes because the queue has more partitions than it starts consumers.
+    [Fact]
+    public async Task CompetingConsumers_OnAOnePartitionQueue_OnlyOneDoesWork_AndTheOtherTakesOverWhenItStops()
+    {
+        var queue = Name("one-partition");
+        if (MockCluster.IsMock)
+        {
+            MockCluster.CreateTopic(queue, 1);
+        }
+
+        var first = await CreateTransportAsync(o => { o.TopicPartitions = 1; o.AssignmentTimeout = TimeSpan.FromSeconds(1); });
+        var second = await CreateTransportAsync(o => { o.TopicPartitions = 1; o.AssignmentTimeout = TimeSpan.FromSeconds(1); });
+        var byConsumer = new ConcurrentDictionary<Guid, string>();
+        var a = (KafkaConsumer)await first.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 4 }, (d, _) =>
+        {
+            byConsumer[d.Envelope.MessageId] = "a";
+            return ValueTask.CompletedTask;
+        });
+        var b = (KafkaConsumer)Own(await second.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 4 }, (d, _) =>
+        {
+            byConsumer[d.Envelope.MessageId] = "b";
+            return ValueTask.CompletedTask;
+        }));
+
+        var sent = Enumerable.Range(0, 20).Select(_ => NewEnvelope()).ToList();
+        foreach (var envelope in sent)
+        {
+            await first.SendAsync(queue, envelope);
+        }
+
+        await Eventually.UntilAsync(() => sent.All(e => byConsumer.ContainsKey(e.MessageId)), "every message handled", Deadline);
+        Assert.Single(byConsumer.Values.Distinct());
+        Assert.Equal(1, a.Assignment.Count + b.Assignment.Count);
+
+        // The working member leaves: the standby takes the partition from the committed offset.
+        var worker = a.Assignment.Count == 1 ? a : b;
+        await worker.DisposeAsync();
+        var later = NewEnvelope();
+        await second.SendAsync(queue, later);
+        await Eventually.UntilAsync(() => byConsumer.ContainsKey(later.MessageId), "the standby handles what comes next", Deadline);
+        Assert.NotEqual(byConsumer[sent[0].MessageId], byConsumer[later.MessageId]);
+        Assert.Equal(21, byConsumer.Count);
+        if (worker != a)
+        {
+            await a.DisposeAsync();
+        }
+    }
+
     [Fact]
     public async Task Restart_ResumesFromTheCommittedOffsets_WithoutHandlingAnythingAgain()
     {

@@ -24,6 +24,17 @@ internal static class MockCluster
     /// <summary>The bootstrap servers of the cluster under test.</summary>
     public static string BootstrapServers => Bootstrap.Value;
 
+    /// <summary>Creates a topic with <paramref name="partitions"/> partitions on the mock (where the admin API cannot).</summary>
+    public static void CreateTopic(string topic, int partitions)
+    {
+        _ = Bootstrap.Value;
+        var error = rd_kafka_mock_topic_create(_cluster, topic, partitions, 1);
+        if (error != 0)
+        {
+            throw new InvalidOperationException($"rd_kafka_mock_topic_create({topic}) failed with error {error}.");
+        }
+    }
+
     private static string Start()
     {
         if (!IsMock)
@@ -78,4 +89,7 @@ internal static class MockCluster
 
     [DllImport(Library)]
     private static extern void rd_kafka_mock_group_initial_rebalance_delay_ms(IntPtr cluster, int ms);
+
+    [DllImport(Library, CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
+    private static extern int rd_kafka_mock_topic_create(IntPtr cluster, string topic, int partitionCount, int replicationFactor);
 }

@@ -42,6 +42,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private int _inFlight;
     private bool _paused;
     private int _stopped;
+    private int _disposed;
 
     private KafkaConsumer(KafkaTransport transport, string queue, string[] topics, ConsumerOptions options, DeliveryHandler handler, ILogger logger)
     {
@@ -124,6 +125,11 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
         foreach (var progress in _retired.Concat(_partitions.Values))
         {
