@@ -10,6 +10,8 @@
 # Env:
 #   HERALD_TEST_POSTGRES / _REDIS / _RABBITMQ / _NATS / _SQS   connection strings for the tests;
 #                        each defaults to the server that scripts/services.sh starts
+#   HERALD_KAFKA_BOOTSTRAP  a real Kafka cluster for the Kafka tests (default: librdkafka's mock
+#                        cluster inside the test process; no server needed)
 #   HERALD_TEST_TARGET   solution or project to build and test (default Herald.slnx)
 #   HERALD_STATE         passed on to scripts/services.sh
 set -uo pipefail

@@ -1,0 +1,214 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Confluent.Kafka;
+using Herald.Benchmarks.Harness;
+using Herald.Kafka.Tests;
+using Herald.Kafka.Transport;
+using Herald.Messages;
+using Herald.Transport;
+
+namespace Herald.Benchmarks.Kafka;
+
+/// <summary>
+/// Kafka (issue 14): publish and consume of 300-byte messages through Herald.Kafka and through the raw Confluent.Kafka
+/// client with like-for-like settings (idempotent producer, acks=all, 64 sends in flight; a consumer group with manual
+/// commits every 500 ms, every handler deserializing the body), on librdkafka's mock cluster (or HERALD_BENCH_KAFKA).
+/// The mock runs inside this process, so its CPU is in this process's figures, and its numbers say nothing of a real
+/// cluster's: only the ratio between the two contenders on the same mock means anything.
+/// </summary>
+internal sealed class KafkaBenchmark : IBenchmark
+{
+    private const int InFlight = 64;
+    private static readonly byte[] Body = JsonSerializer.SerializeToUtf8Bytes(new Payload("order-" + new string('x', 240), 42, 19.99m));
+
+    public string Name => "kafka";
+
+    public string Description => "Kafka: publish (64 in flight) and consume (group, manual commits) of 300-byte messages: Herald vs raw Confluent.Kafka on the mock cluster";
+
+    public async Task RunAsync(BenchmarkArgs args, CancellationToken cancellationToken)
+    {
+        var repeat = args.Repeat ?? (args.Quick ? 1 : 3);
+        var count = args.Quick ? 2_000 : 20_000;
+        var bootstrap = Environment.GetEnvironmentVariable("HERALD_BENCH_KAFKA") is { Length: > 0 } b ? b : MockCluster.BootstrapServers;
+        Console.WriteLine($"kafka: {(args.Quick ? "quick" : "full")} run, {repeat} round(s) of {count:N0} messages, brokers {bootstrap}");
+
+        var contenders = new (string Name, Func<string, int, Task<(Measurement Publish, Measurement Consume)>> Run)[]
+        {
+            ("herald", (topic, n) => RunHeraldAsync(bootstrap, topic, n, cancellationToken)),
+            ("raw", (topic, n) => RunRawAsync(bootstrap, topic, n, cancellationToken)),
+        }.Where(c => args.Includes(c.Name)).ToList();
+
+        Console.WriteLine("  warm-up");
+        foreach (var (name, run) in contenders)
+        {
+            await run(Topic(name), Math.Min(count, 1_000));
+        }
+
+        var publish = contenders.ToDictionary(c => c.Name, _ => new List<Measurement>());
+        var consume = contenders.ToDictionary(c => c.Name, _ => new List<Measurement>());
+        for (var round = 1; round <= repeat; round++)
+        {
+            Console.Write($"    round {round}:");
+            foreach (var (name, run) in contenders)
+            {
+                var (p, c) = await run(Topic(name), count);
+                publish[name].Add(p);
+                consume[name].Add(c);
+                Console.Write($" {name} {p.MessagesPerSecond:N0}/{c.MessagesPerSecond:N0} msg/s");
+            }
+
+            Console.WriteLine();
+        }
+
+        var table = new MarkdownTable("contender", "phase", "msg/s (median)", "range", "CPU µs/msg", "bytes/msg");
+        foreach (var (phase, series) in new[] { ("publish", publish), ("consume", consume) })
+        {
+            foreach (var (name, runs) in series)
+            {
+                var s = new MeasurementSeries(name, phase, runs);
+                table.Add(name, phase, s.MessagesPerSecond.ToString("N0", CultureInfo.InvariantCulture),
+                    $"{s.MinMessagesPerSecond:N0}-{s.MaxMessagesPerSecond:N0}", s.CpuMicrosecondsPerMessage.ToString("N1", CultureInfo.InvariantCulture),
+                    s.BytesPerMessage.ToString("N0", CultureInfo.InvariantCulture));
+            }
+        }
+
+        var text = new StringBuilder(args.Heading(Name));
+        text.AppendLine().AppendLine(table.ToString());
+        if (publish.ContainsKey("herald") && publish.ContainsKey("raw"))
+        {
+            var ratios = new[] { ("publish", publish), ("consume", consume) }.Select(p =>
+                $"{p.Item1} {new MeasurementSeries("herald", p.Item1, p.Item2["herald"]).MessagesPerSecond / new MeasurementSeries("raw", p.Item1, p.Item2["raw"]).MessagesPerSecond:0.00}x");
+            text.AppendLine().AppendLine("Herald / raw Confluent.Kafka: " + string.Join(", ", ratios) + " (target: at least 0.9x).");
+        }
+
+        text.AppendLine().AppendLine("The mock cluster runs in this process: its work is in the CPU column of both contenders alike.");
+        ResultsFile.Publish(args, Name, text.ToString());
+    }
+
+    private static string Topic(string contender) => $"bench-{contender}-{Guid.NewGuid():N}";
+
+    private static async Task<(Measurement, Measurement)> RunHeraldAsync(string bootstrap, string queue, int count, CancellationToken cancellationToken)
+    {
+        await using var transport = await KafkaTransportFactory.CreateAsync(Options(bootstrap), cancellationToken: cancellationToken);
+        await transport.DeclareQueueAsync(queue, cancellationToken);
+        var publish = await Measurement.TakeAsync(count, () => ForEachInFlightAsync(count, _ =>
+            transport.SendAsync(queue, new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "bench-order", Time = DateTimeOffset.UtcNow, Body = Body }, cancellationToken: cancellationToken)));
+
+        var handled = 0;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        ITransportConsumer? consumer = null;
+        var consume = await Measurement.TakeAsync(count, async () =>
+        {
+            consumer = await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1, Prefetch = 500 }, (delivery, ct) =>
+            {
+                _ = JsonSerializer.Deserialize<Payload>(delivery.Envelope.Body.Span);
+                if (Interlocked.Increment(ref handled) == count)
+                {
+                    done.TrySetResult();
+                }
+
+                return ValueTask.CompletedTask;
+            }, cancellationToken);
+            await done.Task.WaitAsync(TimeSpan.FromMinutes(5), cancellationToken);
+        });
+        await consumer!.DisposeAsync();
+        return (publish, consume);
+    }
+
+    private static async Task<(Measurement, Measurement)> RunRawAsync(string bootstrap, string topic, int count, CancellationToken cancellationToken)
+    {
+        var options = Options(bootstrap);
+        using var producer = new ProducerBuilder<byte[]?, byte[]>(new ProducerConfig { BootstrapServers = bootstrap, EnableIdempotence = true, Acks = Acks.All }).Build();
+        using (var admin = new DependentAdminClientBuilder(producer.Handle).Build())
+        {
+            // The same topic set-up as Herald's: created by a metadata request on the mock.
+            admin.GetMetadata(topic, TimeSpan.FromSeconds(10));
+        }
+
+        var publish = await Measurement.TakeAsync(count, () => ForEachInFlightAsync(count, async _ =>
+        {
+            // Like for like: Herald's CloudEvents headers too, so the wire carries the same bytes.
+            var headers = new Headers
+            {
+                { "ce_specversion", "1.0"u8.ToArray() },
+                { "ce_id", Encoding.UTF8.GetBytes(Guid.CreateVersion7().ToString()) },
+                { "ce_type", "bench-order"u8.ToArray() },
+                { "ce_source", "/herald"u8.ToArray() },
+                { "ce_time", Encoding.UTF8.GetBytes(DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture)) },
+                { "content-type", "application/json"u8.ToArray() },
+            };
+            await producer.ProduceAsync(topic, new Message<byte[]?, byte[]> { Value = Body, Headers = headers }, cancellationToken);
+        }));
+
+        var consume = await Measurement.TakeAsync(count, () => Task.Run(() =>
+        {
+            var config = new ConsumerConfig
+            {
+                BootstrapServers = bootstrap,
+                GroupId = topic,
+                EnableAutoCommit = false,
+                AutoOffsetReset = AutoOffsetReset.Earliest,
+            };
+            if (options.GroupProtocol == KafkaGroupProtocol.Consumer)
+            {
+                config.Set("group.protocol", "consumer");
+            }
+            else
+            {
+                config.PartitionAssignmentStrategy = PartitionAssignmentStrategy.CooperativeSticky;
+            }
+
+            using var consumer = new ConsumerBuilder<byte[]?, byte[]>(config).Build();
+            consumer.Subscribe(topic);
+            var handled = 0;
+            var offsets = new Dictionary<TopicPartition, TopicPartitionOffset>();
+            var lastCommit = Environment.TickCount64;
+            while (handled < count)
+            {
+                var result = consumer.Consume(TimeSpan.FromMilliseconds(100));
+                if (result?.Message is null)
+                {
+                    continue;
+                }
+
+                _ = JsonSerializer.Deserialize<Payload>(result.Message.Value);
+                offsets[result.TopicPartition] = new TopicPartitionOffset(result.TopicPartition, result.Offset + 1);
+                handled++;
+                if (Environment.TickCount64 - lastCommit >= 500)
+                {
+                    consumer.Commit(offsets.Values);
+                    lastCommit = Environment.TickCount64;
+                }
+            }
+
+            consumer.Commit(offsets.Values);
+            consumer.Close();
+        }, cancellationToken));
+        return (publish, consume);
+    }
+
+    private static KafkaTransportOptions Options(string bootstrap) => new()
+    {
+        BootstrapServers = bootstrap,
+        GroupProtocol = MockCluster.IsMock ? KafkaGroupProtocol.Consumer : KafkaGroupProtocol.Classic,
+        CreateTopics = !MockCluster.IsMock,
+        CommitInterval = TimeSpan.FromMilliseconds(500),
+    };
+
+    /// <summary>Runs <paramref name="send"/> <paramref name="count"/> times with <see cref="InFlight"/> calls outstanding at once.</summary>
+    private static async Task ForEachInFlightAsync(int count, Func<int, ValueTask> send)
+    {
+        var next = -1;
+        await Task.WhenAll(Enumerable.Range(0, InFlight).Select(async _ =>
+        {
+            int i;
+            while ((i = Interlocked.Increment(ref next)) < count)
+            {
+                await send(i);
+            }
+        }));
+    }
+
+    private sealed record Payload(string Sku, int Quantity, decimal Price);
+}

@@ -1,0 +1,53 @@
+using Confluent.Kafka;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Kafka;
+
+/// <summary>The Kafka transport's log messages, with stable event ids (6000-6999).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(6001, LogLevel.Information, "Connected to Kafka at {BootstrapServers}")]
+    public static partial void Connected(ILogger logger, string bootstrapServers);
+
+    [LoggerMessage(6002, LogLevel.Warning, "Kafka client of '{Owner}' reported {Code}: {Reason}")]
+    public static partial void ClientError(ILogger logger, string owner, ErrorCode code, string reason);
+
+    [LoggerMessage(6003, LogLevel.Debug, "librdkafka {Client} [{Facility}]: {Message}")]
+    public static partial void ClientLog(ILogger logger, string client, string facility, string message);
+
+    [LoggerMessage(6004, LogLevel.Information, "Created Kafka topic '{Topic}' with {Partitions} partitions")]
+    public static partial void TopicCreated(ILogger logger, string topic, int partitions);
+
+    [LoggerMessage(6005, LogLevel.Warning, "Could not start group '{GroupId}' at the end of '{Topic}' when binding ({Reason}); it starts where its reset policy says")]
+    public static partial void BindingStartNotSet(ILogger logger, string groupId, string topic, string reason);
+
+    [LoggerMessage(6010, LogLevel.Information, "Consuming '{Queue}' on Kafka as group '{GroupId}' (prefetch {Prefetch}, concurrency {Concurrency})")]
+    public static partial void ConsumerStarted(ILogger logger, string queue, string groupId, int prefetch, int concurrency);
+
+    [LoggerMessage(6011, LogLevel.Information, "Consumer of '{Queue}' was given partitions {Partitions}")]
+    public static partial void PartitionsAssigned(ILogger logger, string queue, string partitions);
+
+    [LoggerMessage(6012, LogLevel.Information, "Consumer of '{Queue}' gives up partitions {Partitions} (lost: {Lost})")]
+    public static partial void PartitionsRevoked(ILogger logger, string queue, string partitions, bool lost);
+
+    [LoggerMessage(6013, LogLevel.Warning, "Consumer of '{Queue}' had no partitions after {Timeout}; it goes on waiting for the group")]
+    public static partial void NoAssignmentYet(ILogger logger, string queue, TimeSpan timeout);
+
+    [LoggerMessage(6014, LogLevel.Warning, "Consuming '{Queue}' failed ({Code}: {Reason}); polling goes on")]
+    public static partial void ConsumeFailed(ILogger logger, string queue, ErrorCode code, string reason);
+
+    [LoggerMessage(6015, LogLevel.Error, "The poll loop of '{Queue}' failed; the consumer stopped")]
+    public static partial void PollFailed(ILogger logger, Exception exception, string queue);
+
+    [LoggerMessage(6016, LogLevel.Warning, "Committing offsets of '{Queue}' failed ({Code}: {Reason}); the next commit carries them")]
+    public static partial void CommitFailed(ILogger logger, string queue, ErrorCode code, string reason);
+
+    [LoggerMessage(6017, LogLevel.Warning, "Record {Position} of '{Queue}' cannot be decoded ({Reason}); it goes to the dead letters")]
+    public static partial void Undecodable(ILogger logger, string queue, string position, string reason);
+
+    [LoggerMessage(6020, LogLevel.Warning, "Record {Position} of retry topic '{Topic}' names no target topic; skipped")]
+    public static partial void RetryRecordWithoutTarget(ILogger logger, string topic, string position);
+
+    [LoggerMessage(6021, LogLevel.Warning, "Relaying a record of '{Topic}' to '{Target}' failed; it is tried again")]
+    public static partial void RelayFailed(ILogger logger, Exception exception, string topic, string target);
+}

@@ -1,0 +1,502 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Threading.Channels;
+using Confluent.Kafka;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Kafka.Transport;
+
+/// <summary>
+/// Consumes one queue: a member of the queue's consumer group, subscribed to the queue's topic and the topics bound to
+/// it. One thread polls the client (which is not thread-safe): it hands records to one lane per worker (the same key
+/// always to the same lane, so a key is handled in order; others to the least loaded lane), serves rebalances and
+/// commits. Each partition's offsets commit only over a contiguous run of settled messages (<see cref="PartitionProgress"/>),
+/// after the handler's unit of work committed and any retry or dead-letter copy was confirmed. A revoked partition's
+/// running handlers may finish (then their offsets commit) until <see cref="KafkaTransportOptions.RevocationTimeout"/>;
+/// after that they are abandoned, and the partition's next owner handles their messages again.
+/// </summary>
+internal sealed partial class KafkaConsumer : ITransportConsumer
+{
+    private static readonly TimeSpan PollTimeout = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan LagInterval = TimeSpan.FromSeconds(1);
+
+    private readonly KafkaTransport _transport;
+    private readonly KafkaTransportOptions _options;
+    private readonly DeliveryHandler _handler;
+    private readonly ILogger _logger;
+    private readonly IConsumer<byte[]?, byte[]> _consumer;
+    private readonly ConcurrentDictionary<TopicPartition, PartitionProgress> _partitions = new();
+    private readonly List<PartitionProgress> _retired = [];
+    private readonly HashSet<TopicPartition> _seen = [];
+    private readonly Channel<KafkaDelivery.Received>[] _lanes;
+    private readonly int[] _laneLoad;
+    private readonly int _prefetch;
+    private readonly ManualResetEventSlim _released = new(false);
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenSource _aborting = new();
+    private readonly TaskCompletionSource _assigned = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile string[]? _resubscribe;
+    private string[] _topics;
+    private Task _running = Task.CompletedTask;
+    private int _inFlight;
+    private bool _paused;
+    private int _stopped;
+    private int _disposed;
+
+    private KafkaConsumer(KafkaTransport transport, string queue, string[] topics, ConsumerOptions options, DeliveryHandler handler, ILogger logger)
+    {
+        _transport = transport;
+        _options = transport.Options;
+        Queue = queue;
+        GroupId = _options.GroupIdPrefix + queue;
+        _topics = topics;
+        _handler = handler;
+        _logger = logger;
+        _prefetch = Math.Max(options.Prefetch, options.MaxConcurrency);
+        _lanes = new Channel<KafkaDelivery.Received>[options.MaxConcurrency];
+        _laneLoad = new int[options.MaxConcurrency];
+        for (var i = 0; i < _lanes.Length; i++)
+        {
+            // Unbounded on purpose: the poll thread must never block on a lane (it serves rebalances); what bounds the
+            // lanes is the prefetch count of dispatched, unfinished records, past which the poll thread stops taking more.
+            _lanes[i] = Channel.CreateUnbounded<KafkaDelivery.Received>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        }
+
+        _consumer = transport.BuildConsumer(GroupId)
+            .SetPartitionsAssignedHandler(OnAssigned)
+            .SetPartitionsRevokedHandler((_, revoked) => OnRevoked(revoked, lost: false))
+            .SetPartitionsLostHandler((_, lost) => OnRevoked(lost, lost: true))
+            .SetErrorHandler((_, error) => Log.ClientError(_logger, GroupId, error.Code, error.Reason))
+            .Build();
+    }
+
+    public string Queue { get; }
+
+    public string GroupId { get; }
+
+    /// <summary>Raised on the poll thread when partitions are being revoked, before their handlers are waited for (tests watch it).</summary>
+    internal event Action<IReadOnlyList<TopicPartition>>? Revoking;
+
+    /// <summary>The partitions this consumer holds now.</summary>
+    internal IReadOnlyCollection<TopicPartition> Assignment => _partitions.Keys.ToList();
+
+    public static async Task<KafkaConsumer> StartAsync(
+        KafkaTransport transport, string queue, string[] topics, ConsumerOptions options, DeliveryHandler handler, ILogger logger, CancellationToken cancellationToken)
+    {
+        var consumer = new KafkaConsumer(transport, queue, topics, options, handler, logger);
+        var workers = Enumerable.Range(0, consumer._lanes.Length).Select(lane => Task.Run(() => consumer.WorkAsync(lane), CancellationToken.None));
+        var poll = Task.Factory.StartNew(consumer.Poll, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        consumer._running = Task.WhenAll([poll, .. workers]);
+        KafkaLag.Register(consumer);
+
+        // Returns once the group gave this member its partitions, so work sent now is spread over every member started
+        // so far; a member the group leaves without partitions (more members than partitions) returns after the timeout.
+        try
+        {
+            await consumer._assigned.Task.WaitAsync(transport.Options.AssignmentTimeout, transport.TimeProvider, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            Log.NoAssignmentYet(logger, queue, transport.Options.AssignmentTimeout);
+        }
+
+        return consumer;
+    }
+
+    /// <summary>Subscribes to <paramref name="topics"/> from the next poll on (a topic was bound to the queue).</summary>
+    public void Resubscribe(string[] topics) => _resubscribe = topics;
+
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 0)
+        {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+        }
+
+        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        {
+            await _running.ConfigureAwait(false);
+        }
+
+        KafkaLag.Unregister(this);
+        _transport.Forget(this);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        foreach (var progress in _retired.Concat(_partitions.Values))
+        {
+            progress.Dispose();
+        }
+
+        _stopping.Dispose();
+        _aborting.Dispose();
+        _released.Dispose();
+    }
+
+    internal async ValueTask RedeliverAsync(KafkaDelivery.Received received, TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+    {
+        var attempt = KafkaEnvelopeCodec.Attempt(received.Message) + 1;
+        var delayed = delay > TimeSpan.Zero;
+        var due = delayed ? (_transport.TimeProvider.GetUtcNow() + delay).ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture) : null;
+        var copy = KafkaEnvelopeCodec.CopyForRepublish(
+            received.Message,
+            [
+                new(KafkaEnvelopeCodec.AttemptHeader, attempt.ToString(CultureInfo.InvariantCulture)),
+                new(KafkaEnvelopeCodec.DueHeader, due),
+                new(KafkaEnvelopeCodec.TargetHeader, delayed ? Queue : null),
+            ],
+            headers);
+        var topic = delayed ? _options.RetryTopicName(Queue) : Queue;
+        await _transport.ProduceAsync(topic, copy, cancellationToken).ConfigureAwait(false);
+    }
+
+    internal async ValueTask DeadLetterAsync(KafkaDelivery.Received received, string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+    {
+        var copy = KafkaEnvelopeCodec.CopyForRepublish(
+            received.Message,
+            [
+                new(KafkaEnvelopeCodec.AttemptHeader, KafkaEnvelopeCodec.Attempt(received.Message).ToString(CultureInfo.InvariantCulture)),
+                new(KafkaEnvelopeCodec.OriginQueueHeader, Queue),
+                new(KafkaEnvelopeCodec.ReasonHeader, reason),
+                new(KafkaEnvelopeCodec.DueHeader, null),
+                new(KafkaEnvelopeCodec.TargetHeader, null),
+            ],
+            headers);
+        await _transport.ProduceAsync(_options.DeadLetterTopicName(Queue), copy, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Lag of each held partition: the log end offset the client last saw minus the committed offset.</summary>
+    internal IEnumerable<(TopicPartition Partition, long Lag)> Lag()
+    {
+        foreach (var (partition, progress) in _partitions)
+        {
+            if (progress.HighWatermark is { } high)
+            {
+                var from = progress.Committed >= 0 ? progress.Committed : progress.LowWatermark ?? high;
+                yield return (partition, Math.Max(0, high - from));
+            }
+        }
+    }
+
+    private void Poll()
+    {
+        try
+        {
+            _consumer.Subscribe(_topics);
+            var clock = _transport.TimeProvider;
+            var nextCommit = clock.GetTimestamp();
+            var nextLag = nextCommit;
+            while (!_stopping.IsCancellationRequested)
+            {
+                if (_resubscribe is { } topics)
+                {
+                    _resubscribe = null;
+                    _topics = topics;
+                    _consumer.Subscribe(topics);
+                }
+
+                // Commits and the gauge go on while every slot is busy: slow handlers must not hold back what others settled.
+                if (HasRoom())
+                {
+                    ConsumeOne();
+                }
+
+                var now = clock.GetTimestamp();
+                if (clock.GetElapsedTime(nextCommit, now) >= TimeSpan.Zero)
+                {
+                    Commit(_partitions.Values.Select(p => p.ToCommit()));
+                    nextCommit = now + (long)(_options.CommitInterval.TotalSeconds * clock.TimestampFrequency);
+                }
+
+                if (clock.GetElapsedTime(nextLag, now) >= TimeSpan.Zero)
+                {
+                    RefreshWatermarks();
+                    nextLag = now + (long)(LagInterval.TotalSeconds * clock.TimestampFrequency);
+                }
+            }
+
+            // Stopping: nothing new starts; running handlers finish (or are cancelled by StopAsync's token), then what
+            // they settled is committed before the group hands the partitions to another member.
+            while (Volatile.Read(ref _inFlight) > 0)
+            {
+                _released.Reset();
+                if (Volatile.Read(ref _inFlight) > 0)
+                {
+                    _released.Wait(PollTimeout);
+                }
+            }
+
+            Commit(_partitions.Values.Select(p => p.ToCommit()));
+            _consumer.Close();
+        }
+#pragma warning disable CA1031 // Logged: the poll thread must end cleanly so StopAsync returns.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.PollFailed(_logger, e, Queue);
+        }
+        finally
+        {
+            foreach (var lane in _lanes)
+            {
+                lane.Writer.TryComplete();
+            }
+
+            _consumer.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// True when fewer than the prefetch count are dispatched and unfinished. Else waits a moment for one to finish; if
+    /// none does, pauses the partitions and polls once, so rebalances are served while slow handlers hold every slot.
+    /// </summary>
+    private bool HasRoom()
+    {
+        if (Volatile.Read(ref _inFlight) < _prefetch)
+        {
+            if (_paused)
+            {
+                _consumer.Resume(_consumer.Assignment);
+                _paused = false;
+            }
+
+            return true;
+        }
+
+        _released.Reset();
+        if (Volatile.Read(ref _inFlight) < _prefetch || _released.Wait(_paused ? PollTimeout : TimeSpan.FromSeconds(1)))
+        {
+            return false;
+        }
+
+        if (!_paused)
+        {
+            _consumer.Pause(_consumer.Assignment);
+            _paused = true;
+        }
+
+        ConsumeOne();
+        return false;
+    }
+
+    private void ConsumeOne()
+    {
+        if (KafkaTransport.Poll(_consumer, PollTimeout, _logger, Queue) is not { } result)
+        {
+            return;
+        }
+
+        if (!_partitions.TryGetValue(result.TopicPartition, out var progress))
+        {
+            // A record of a partition no longer held (revoked between fetch and now): its next owner reads it.
+            return;
+        }
+
+        var entry = progress.Take(result.Offset.Value);
+        var envelope = KafkaEnvelopeCodec.Decode(result.Message, _options.Source, _transport.TimeProvider, out var failure);
+        if (failure is not null)
+        {
+            Log.Undecodable(_logger, Queue, result.TopicPartitionOffset.ToString(), failure.Message);
+        }
+
+        Interlocked.Increment(ref _inFlight);
+        var lane = PickLane(result.Message.Key);
+        Interlocked.Increment(ref _laneLoad[lane]);
+        _lanes[lane].Writer.TryWrite(new KafkaDelivery.Received(result.Message, entry, envelope, failure));
+    }
+
+    private int PickLane(byte[]? key)
+    {
+        if (_lanes.Length == 1)
+        {
+            return 0;
+        }
+
+        if (key is not null)
+        {
+            // The same key always to the same lane: one key is handled one message at a time, in partition order.
+            var hash = new HashCode();
+            hash.AddBytes(key);
+            return (int)((uint)hash.ToHashCode() % (uint)_lanes.Length);
+        }
+
+        var best = 0;
+        for (var i = 1; i < _lanes.Length; i++)
+        {
+            if (Volatile.Read(ref _laneLoad[i]) < Volatile.Read(ref _laneLoad[best]))
+            {
+                best = i;
+            }
+        }
+
+        return best;
+    }
+
+    private async Task WorkAsync(int lane)
+    {
+        var reader = _lanes[lane].Reader;
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            while (reader.TryRead(out var received))
+            {
+                var progress = received.Entry.Partition;
+                var settled = false;
+                try
+                {
+                    if (!_stopping.IsCancellationRequested && progress.CanStart)
+                    {
+                        var delivery = new KafkaDelivery(Queue, this, received);
+                        _ = await Herald.Internal.DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token, progress.Abandoned).ConfigureAwait(false);
+                        settled = delivery.Completed;
+                    }
+                }
+                finally
+                {
+                    // Not settled (stopping, revoked, abandoned, a failed settlement): the offset stays uncommitted, so
+                    // whoever reads the partition next handles the message again.
+                    progress.Finish(received.Entry, settled);
+                    Interlocked.Decrement(ref _laneLoad[lane]);
+                    Interlocked.Decrement(ref _inFlight);
+                    _released.Set();
+                }
+            }
+        }
+    }
+
+    private IEnumerable<TopicPartitionOffset> OnAssigned(IConsumer<byte[]?, byte[]> consumer, List<TopicPartition> assigned)
+    {
+        foreach (var partition in assigned)
+        {
+            _partitions[partition] = new PartitionProgress(partition, _aborting.Token);
+        }
+
+        if (_options.StartPosition == KafkaStartPosition.Committed && assigned.Count > 0)
+        {
+            ReadCommitted(consumer, assigned);
+        }
+
+        if (assigned.Count > 0)
+        {
+            Log.PartitionsAssigned(_logger, Queue, string.Join(", ", assigned));
+            _assigned.TrySetResult();
+        }
+
+        return StartOffsets(consumer, assigned);
+    }
+
+    /// <summary>Where the group stands on the new partitions, so the lag gauge is right before this member's first commit.</summary>
+    private void ReadCommitted(IConsumer<byte[]?, byte[]> consumer, List<TopicPartition> assigned)
+    {
+        try
+        {
+            foreach (var committed in consumer.Committed(assigned, TimeSpan.FromSeconds(5)))
+            {
+                if (committed.Offset.Value >= 0 && _partitions.TryGetValue(committed.TopicPartition, out var progress))
+                {
+                    progress.MarkCommitted(committed.Offset.Value);
+                }
+            }
+        }
+        catch (KafkaException e)
+        {
+            // Only the gauge needs it; the client itself resumes from the committed offsets.
+            Log.CommitFailed(_logger, Queue, e.Error.Code, e.Error.Reason);
+        }
+    }
+
+    private List<TopicPartitionOffset> StartOffsets(IConsumer<byte[]?, byte[]> consumer, List<TopicPartition> assigned)
+    {
+        var fresh = assigned.Where(_seen.Add).ToList();
+        var position = _options.StartPosition;
+        if (position == KafkaStartPosition.Committed || fresh.Count == 0)
+        {
+            return [.. assigned.Select(p => new TopicPartitionOffset(p, Offset.Unset))];
+        }
+
+        var offsets = assigned.ToDictionary(p => p, p => new TopicPartitionOffset(p, Offset.Unset));
+        if (position == KafkaStartPosition.Timestamp)
+        {
+            var at = new Timestamp(_options.StartTimestamp!.Value);
+            foreach (var found in consumer.OffsetsForTimes(fresh.Select(p => new TopicPartitionTimestamp(p, at)), TimeSpan.FromSeconds(10)))
+            {
+                // No record at or after the time: start at the end.
+                offsets[found.TopicPartition] = found.Offset == Offset.Unset ? new TopicPartitionOffset(found.TopicPartition, Offset.End) : found;
+            }
+        }
+        else
+        {
+            var start = position == KafkaStartPosition.Earliest ? Offset.Beginning : Offset.End;
+            foreach (var partition in fresh)
+            {
+                offsets[partition] = new TopicPartitionOffset(partition, start);
+            }
+        }
+
+        return [.. offsets.Values];
+    }
+
+    private void OnRevoked(List<TopicPartitionOffset> revoked, bool lost)
+    {
+        var partitions = revoked.Select(p => p.TopicPartition).ToList();
+        Revoking?.Invoke(partitions);
+        Log.PartitionsRevoked(_logger, Queue, string.Join(", ", partitions), lost);
+        var deadline = _transport.TimeProvider.GetTimestamp();
+        var offsets = new List<TopicPartitionOffset?>();
+        foreach (var partition in partitions)
+        {
+            if (_partitions.TryRemove(partition, out var progress))
+            {
+                var left = _options.RevocationTimeout - _transport.TimeProvider.GetElapsedTime(deadline);
+                offsets.Add(progress.Revoke(left > TimeSpan.Zero ? left : TimeSpan.Zero, commit: !lost));
+                _retired.Add(progress);
+            }
+        }
+
+        // A lost partition belongs to another member already: committing for it could move its offsets past work not done.
+        if (!lost)
+        {
+            Commit(offsets);
+        }
+    }
+
+    private void Commit(IEnumerable<TopicPartitionOffset?> candidates)
+    {
+        var offsets = candidates.OfType<TopicPartitionOffset>().ToList();
+        if (offsets.Count == 0)
+        {
+            return;
+        }
+
+        try
+        {
+            _consumer.Commit(offsets);
+            foreach (var offset in offsets)
+            {
+                (_partitions.GetValueOrDefault(offset.TopicPartition) ?? _retired.LastOrDefault(p => p.Partition == offset.TopicPartition))?.MarkCommitted(offset.Offset.Value);
+            }
+        }
+        catch (KafkaException e)
+        {
+            // Not committed now: the next commit carries the same (or a later) offset; a restart handles these again.
+            Log.CommitFailed(_logger, Queue, e.Error.Code, e.Error.Reason);
+        }
+    }
+
+    private void RefreshWatermarks()
+    {
+        foreach (var (partition, progress) in _partitions)
+        {
+            var marks = _consumer.GetWatermarkOffsets(partition);
+            progress.HighWatermark = marks.High == Offset.Unset ? null : marks.High.Value;
+            progress.LowWatermark = marks.Low == Offset.Unset ? null : marks.Low.Value;
+        }
+    }
+}

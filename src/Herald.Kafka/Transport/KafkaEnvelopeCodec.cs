@@ -1,0 +1,347 @@
+using System.Globalization;
+using System.Text;
+using Confluent.Kafka;
+using Herald.Messages;
+using Herald.Transport;
+
+namespace Herald.Kafka.Transport;
+
+/// <summary>
+/// Maps an <see cref="Envelope"/> onto a Kafka record in the CloudEvents Kafka protocol binding, binary content mode
+/// (docs/cloudevents.md): the value is the data, the attributes are UTF-8 headers prefixed <c>ce_</c>, the content type
+/// is the <c>content-type</c> header and the partition key is the record key. Herald's own bookkeeping (the attempt
+/// count, a retry's due time and target, a dead letter's origin) travels in <c>x-herald-</c> headers.
+/// </summary>
+internal static class KafkaEnvelopeCodec
+{
+    public const string Prefix = "ce_";
+    public const string ContentTypeHeader = "content-type";
+
+    /// <summary>Deliveries before this copy was produced (Herald increments it each time it redelivers).</summary>
+    public const string AttemptHeader = "x-herald-attempt";
+
+    /// <summary>When a copy in a retry topic is due, in Unix milliseconds.</summary>
+    public const string DueHeader = "x-herald-due";
+
+    /// <summary>The topic a copy in a retry topic goes back to when it is due.</summary>
+    public const string TargetHeader = "x-herald-target";
+
+    /// <summary>The queue a copy in a dead-letter topic was dead-lettered from.</summary>
+    public const string OriginQueueHeader = "x-herald-origin-queue";
+
+    /// <summary>Why a copy in a dead-letter topic was dead-lettered.</summary>
+    public const string ReasonHeader = "x-herald-dead-letter-reason";
+
+    private const string SchemaPrefix = "urn:herald:schema:";
+    private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
+    private static readonly byte[] SpecVersion = "1.0"u8.ToArray();
+
+    /// <summary>The record for <paramref name="envelope"/>: key from the partition key, attributes in headers.</summary>
+    public static Message<byte[]?, byte[]> Encode(Envelope envelope, string defaultSource)
+    {
+        var headers = new Headers
+        {
+            { Prefix + "specversion", SpecVersion },
+            { Prefix + "id", Utf8(envelope.MessageId.ToString("D")) },
+            { Prefix + "type", Utf8(envelope.MessageType) },
+            { Prefix + "source", Utf8(envelope.GetHeader(HeaderNames.Source) ?? defaultSource) },
+            { Prefix + "time", Utf8(envelope.Time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture)) },
+            { ContentTypeHeader, Utf8(envelope.ContentType) },
+        };
+        if (envelope.SchemaVersion != 1)
+        {
+            headers.Add(Prefix + "dataschema", Utf8(string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{envelope.MessageType}:{envelope.SchemaVersion}")));
+        }
+
+        AddIfSet(headers, "correlationid", envelope.CorrelationId);
+        AddIfSet(headers, "causationid", envelope.CausationId);
+        AddIfSet(headers, "userid", envelope.UserId);
+        AddIfSet(headers, "partitionkey", envelope.PartitionKey);
+        foreach (var (name, value) in envelope.Headers)
+        {
+            if (name != HeaderNames.Source)
+            {
+                headers.Add(Prefix + name, Utf8(value));
+            }
+        }
+
+        return new Message<byte[]?, byte[]>
+        {
+            Key = envelope.PartitionKey is null ? null : Utf8(envelope.PartitionKey),
+            Value = envelope.Body.ToArray(),
+            Headers = headers,
+        };
+    }
+
+    /// <summary>
+    /// A copy of a consumed record for producing it again (retry, redelivery, dead letter): the same key, value and
+    /// headers, with <paramref name="bookkeeping"/> replacing Herald's own headers (a null value removes one) and
+    /// <paramref name="added"/> set as CloudEvents extension attributes (so they read back as envelope headers).
+    /// </summary>
+    public static Message<byte[]?, byte[]> CopyForRepublish(
+        Message<byte[]?, byte[]> message,
+        IEnumerable<KeyValuePair<string, string?>> bookkeeping,
+        IReadOnlyDictionary<string, string>? added)
+    {
+        var replaced = new HashSet<string>(StringComparer.Ordinal);
+        var headers = new Headers();
+        foreach (var (name, value) in bookkeeping)
+        {
+            replaced.Add(name);
+            if (value is not null)
+            {
+                headers.Add(name, Utf8(value));
+            }
+        }
+
+        if (added is not null)
+        {
+            foreach (var (name, value) in added)
+            {
+                replaced.Add(Prefix + name);
+                headers.Add(Prefix + name, Utf8(value));
+            }
+        }
+
+        if (message.Headers is not null)
+        {
+            foreach (var header in message.Headers)
+            {
+                if (!replaced.Contains(header.Key))
+                {
+                    headers.Add(header.Key, header.GetValueBytes());
+                }
+            }
+        }
+
+        return new Message<byte[]?, byte[]> { Key = message.Key, Value = message.Value ?? [], Headers = headers, Timestamp = Timestamp.Default };
+    }
+
+    /// <summary>
+    /// Turns a consumed record into an envelope; never throws. When it is malformed (or decoding throws for any reason),
+    /// <paramref name="failure"/> says why and the envelope holds what could be read, so its dead letter shows as much as possible.
+    /// </summary>
+    public static Envelope Decode(Message<byte[]?, byte[]> message, string defaultSource, TimeProvider timeProvider, out MalformedMessageException? failure)
+    {
+        try
+        {
+            failure = null;
+            return DecodeOrThrow(message, defaultSource);
+        }
+#pragma warning disable CA1031 // Nothing from the wire is trusted: whatever decoding throws makes the delivery undecodable.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
+        }
+
+        return BestEffort(message, timeProvider);
+    }
+
+    /// <summary>Deliveries so far including this one: the attempt header Herald writes when it redelivers, else 1.</summary>
+    public static int Attempt(Message<byte[]?, byte[]> message) =>
+        Header(message, AttemptHeader) is { } text && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var attempt) && attempt >= 1
+            ? attempt
+            : 1;
+
+    /// <summary>The text of a header (the last one of that name), or null when it is absent or not UTF-8.</summary>
+    public static string? Header(Message<byte[]?, byte[]> message, string name)
+    {
+        if (message.Headers is null || !message.Headers.TryGetLastBytes(name, out var bytes) || bytes is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return StrictUtf8.GetString(bytes);
+        }
+        catch (DecoderFallbackException)
+        {
+            return null;
+        }
+    }
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    private static Envelope DecodeOrThrow(Message<byte[]?, byte[]> message, string defaultSource)
+    {
+        Dictionary<string, string>? headers = null;
+        string? ceId = null, ceType = null, ceSource = null, ceTime = null, ceSchema = null, contentType = null;
+        string? ceCorrelation = null, ceCausation = null, ceUser = null, cePartition = null;
+        if (message.Headers is not null)
+        {
+            foreach (var header in message.Headers)
+            {
+                var name = header.Key;
+                if (name.StartsWith("x-herald-", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                var bytes = header.GetValueBytes();
+                string value;
+                try
+                {
+                    value = bytes is null ? string.Empty : StrictUtf8.GetString(bytes);
+                }
+                catch (DecoderFallbackException)
+                {
+                    throw new MalformedMessageException($"Malformed message: its header '{Truncate(name)}' is not UTF-8 text.");
+                }
+
+                if (name == ContentTypeHeader)
+                {
+                    contentType = value;
+                }
+                else if (name.StartsWith(Prefix, StringComparison.Ordinal))
+                {
+                    var attribute = name[Prefix.Length..];
+                    switch (attribute)
+                    {
+                        case "specversion": break;
+                        case "id": ceId = value; break;
+                        case "type": ceType = value; break;
+                        case "source": ceSource = value; break;
+                        case "time": ceTime = value; break;
+                        case "dataschema": ceSchema = value; break;
+                        case "datacontenttype": contentType ??= value; break;
+                        case "correlationid": ceCorrelation = value; break;
+                        case "causationid": ceCausation = value; break;
+                        case "userid": ceUser = value; break;
+                        case "partitionkey": cePartition = value; break;
+                        case "deliveryattempt": break;
+                        default: (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute] = value; break;
+                    }
+                }
+                else
+                {
+                    // A plain header from another client: kept, so a handler can read it.
+                    (headers ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, value);
+                }
+            }
+        }
+
+        if (ceId is null)
+        {
+            throw new MalformedMessageException("Malformed message: it has no id (no ce_id header).");
+        }
+
+        if (!Guid.TryParse(ceId, out var id))
+        {
+            throw new MalformedMessageException($"Malformed message: its id '{Truncate(ceId)}' is not a Guid.");
+        }
+
+        if (string.IsNullOrEmpty(ceType))
+        {
+            throw new MalformedMessageException($"Malformed message {id}: it has no type (no ce_type header).");
+        }
+
+        if (ceTime is null)
+        {
+            throw new MalformedMessageException($"Malformed message {id}: it has no time (no ce_time header).");
+        }
+
+        var time = ParseTime(ceTime) ?? throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(ceTime)}' is not an RFC 3339 time.");
+        if (ceSource is not null && ceSource != defaultSource)
+        {
+            (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = ceSource;
+        }
+
+        return new Envelope
+        {
+            MessageId = id,
+            MessageType = ceType,
+            SchemaVersion = ceSchema is null ? 1 : SchemaVersion(ceSchema),
+            Time = time,
+            CorrelationId = ceCorrelation,
+            CausationId = ceCausation,
+            UserId = ceUser,
+            PartitionKey = cePartition ?? KeyText(message.Key),
+            ContentType = string.IsNullOrEmpty(contentType) ? ContentTypes.Json : contentType,
+            Headers = headers ?? (IReadOnlyDictionary<string, string>)new Dictionary<string, string>(StringComparer.Ordinal),
+            Body = message.Value ?? [],
+            DeliveryAttempt = Attempt(message),
+        };
+    }
+
+    /// <summary>What can be read of a malformed message, each part on its own, so one bad attribute hides no other.</summary>
+    private static Envelope BestEffort(Message<byte[]?, byte[]> message, TimeProvider timeProvider)
+    {
+        var id = Attempted(() => Header(message, Prefix + "id") is { } text && Guid.TryParse(text, out var parsed) ? parsed : Guid.Empty, Guid.Empty);
+        var type = Attempted(() => Header(message, Prefix + "type"), null);
+        var time = Attempted(() => Header(message, Prefix + "time") is { } text ? ParseTime(text) : null, null);
+        var headers = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (message.Headers is not null)
+        {
+            foreach (var header in message.Headers)
+            {
+                if (Attempted(() => header.GetValueBytes() is { } b ? StrictUtf8.GetString(b) : string.Empty, null) is { } text)
+                {
+                    headers.TryAdd(header.Key, text);
+                }
+            }
+        }
+
+        return new Envelope
+        {
+            MessageId = id,
+            MessageType = type ?? string.Empty,
+            Time = time ?? timeProvider.GetUtcNow(),
+            PartitionKey = Attempted(() => KeyText(message.Key), null),
+            Headers = headers,
+            Body = message.Value ?? [],
+            DeliveryAttempt = Attempt(message),
+        };
+    }
+
+    private static T Attempted<T>(Func<T> read, T fallback)
+    {
+        try
+        {
+            return read();
+        }
+#pragma warning disable CA1031 // Best effort: a part that cannot be read is left out.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            return fallback;
+        }
+    }
+
+    private static DateTimeOffset? ParseTime(string text)
+    {
+        const DateTimeStyles styles = DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal;
+        if (DateTimeOffset.TryParseExact(text, TimeFormat, CultureInfo.InvariantCulture, styles, out var time)
+            || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, styles, out time))
+        {
+            return time;
+        }
+
+        return null;
+    }
+
+    private static string? KeyText(byte[]? key) => key is null ? null : StrictUtf8.GetString(key);
+
+    private static int SchemaVersion(string dataSchema)
+    {
+        // urn:herald:schema:{type}:{version}; a schema Herald did not write means version 1.
+        var colon = dataSchema.LastIndexOf(':');
+        return dataSchema.StartsWith(SchemaPrefix, StringComparison.Ordinal)
+            && int.TryParse(dataSchema.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var version) && version >= 1
+            ? version
+            : 1;
+    }
+
+    private static void AddIfSet(Headers headers, string attribute, string? value)
+    {
+        if (value is not null)
+        {
+            headers.Add(Prefix + attribute, Utf8(value));
+        }
+    }
+
+    private static byte[] Utf8(string value) => Encoding.UTF8.GetBytes(value);
+
+    private static string Truncate(string text) => text.Length <= 64 ? text : text[..64] + "...";
+}

@@ -1,0 +1,341 @@
+using System.Collections.Concurrent;
+using System.Collections.Immutable;
+using System.Runtime.CompilerServices;
+using System.Text;
+using Confluent.Kafka;
+using Herald.Messages;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Kafka.Transport;
+
+/// <summary>
+/// The transport on Kafka. A queue is a topic of its own name read by a consumer group of the same name (plus the
+/// configured prefix): competing consumers of a queue are members of that group and share its partitions. A topic is a
+/// Kafka topic, and binding a queue to it makes the queue's group read it too, from the end of the log at the time of
+/// the binding. The producer is idempotent with acks=all, so a send completes once every in-sync replica has it.
+/// </summary>
+internal sealed partial class KafkaTransport : ITransport
+{
+    private readonly KafkaTransportOptions _options;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<KafkaConsumer, byte> _consumers = new();
+    private readonly ConcurrentDictionary<string, ImmutableSortedSet<string>> _bindings = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Lazy<RetryRelay>> _relays = new(StringComparer.Ordinal);
+    private IProducer<byte[]?, byte[]>? _producer;
+    private IAdminClient? _admin;
+    private Lazy<Task> _connection;
+    private bool _disposed;
+
+    public KafkaTransport(KafkaTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException("Invalid Kafka transport options: " + string.Join(" ", errors), nameof(options));
+        }
+
+        _options = options.Snapshot();
+        _connection = new Lazy<Task>(ConnectOnceAsync);
+        TimeProvider = timeProvider;
+        _logger = loggerFactory.CreateLogger("Herald.Kafka");
+        Capabilities = new TransportCapabilities
+        {
+            IsDurable = true,
+
+            // Kafka has no per-message delay: delayed nacks and sends wait in a retry topic, read in order, so a long delay
+            // at the head of a partition holds up shorter ones behind it. Close enough for retries, not a delay promise.
+            SupportsDelayedDelivery = false,
+            PreservesOrderPerPartitionKey = true,
+            SupportsNativeDeadLetter = true,
+            MaxMessageBytes = options.MaxMessageBytes,
+            MaxNameBytes = MaxTopicNameLength,
+        };
+    }
+
+    /// <summary>Kafka's limit on topic names (249 characters, of [a-zA-Z0-9._-]).</summary>
+    public const int MaxTopicNameLength = 249;
+
+    /// <inheritdoc />
+    public string Name => "kafka";
+
+    /// <inheritdoc />
+    public TransportCapabilities Capabilities { get; }
+
+    public TimeProvider TimeProvider { get; }
+
+    public KafkaTransportOptions Options => _options;
+
+    /// <inheritdoc />
+    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
+    {
+        ValidateName(queue, nameof(queue));
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await EnsureTopicAsync(queue, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    {
+        ValidateName(topic, nameof(topic));
+        ValidateName(queue, nameof(queue));
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        await EnsureTopicAsync(queue, cancellationToken).ConfigureAwait(false);
+        var before = _bindings.GetValueOrDefault(queue, ImmutableSortedSet<string>.Empty.WithComparer(StringComparer.Ordinal));
+        if (before.Contains(topic))
+        {
+            return;
+        }
+
+        // A binding copies what is published from now on: the group starts reading the topic at its current end.
+        await StartGroupAtEndAsync(_options.GroupIdPrefix + queue, topic, cancellationToken).ConfigureAwait(false);
+        var topics = _bindings.AddOrUpdate(queue, _ => before.Add(topic), (_, set) => set.Add(topic));
+        var running = _consumers.Keys.Where(c => c.Queue == queue).ToList();
+        if (running.Count > 0)
+        {
+            // Delayed publishes to the topic need a relay wherever it is consumed.
+            await EnsureRelayAsync(topic, cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach (var consumer in running)
+        {
+            consumer.Resubscribe(TopicsOf(queue, topics));
+        }
+    }
+
+    /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        ValidateName(queue, nameof(queue));
+        CheckSize(envelope);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await ProduceEnvelopeAsync(queue, envelope, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        ValidateName(topic, nameof(topic));
+        CheckSize(envelope);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await ProduceEnvelopeAsync(topic, envelope, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        ValidateName(queue, nameof(queue));
+        options.Validate();
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        var topics = TopicsOf(queue, _bindings.GetValueOrDefault(queue));
+        foreach (var topic in topics)
+        {
+            await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+            await EnsureRelayAsync(topic, cancellationToken).ConfigureAwait(false);
+        }
+
+        var consumer = await KafkaConsumer.StartAsync(this, queue, topics, options, handler, _logger, cancellationToken).ConfigureAwait(false);
+        _consumers[consumer] = 0;
+        Log.ConsumerStarted(_logger, queue, consumer.GroupId, options.Prefetch, options.MaxConcurrency);
+        return consumer;
+    }
+
+    /// <summary>Creates the producer (once) and checks the cluster answers; fails naming the brokers when it does not.</summary>
+    public async ValueTask ConnectAsync(CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var connecting = _connection;
+        try
+        {
+            await connecting.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (HeraldException)
+        {
+            // Tried again on the next call (the cluster may be back), not remembered as broken.
+            Interlocked.CompareExchange(ref _connection, new Lazy<Task>(ConnectOnceAsync), connecting);
+            throw;
+        }
+    }
+
+    private async Task ConnectOnceAsync()
+    {
+        var config = new ProducerConfig
+        {
+            BootstrapServers = _options.BootstrapServers,
+            ClientId = _options.ClientId,
+            EnableIdempotence = true,
+            Acks = Acks.All,
+            MessageMaxBytes = _options.MaxMessageBytes + HeaderAllowance,
+        };
+        _options.ConfigureProducer?.Invoke(config);
+
+        // What Herald's guarantees rest on is not left to the hook.
+        config.EnableIdempotence = true;
+        config.Acks = Acks.All;
+        var producer = new ProducerBuilder<byte[]?, byte[]>(config)
+            .SetErrorHandler((_, error) => Log.ClientError(_logger, "producer", error.Code, error.Reason))
+            .SetLogHandler((_, message) => Log.ClientLog(_logger, message.Name, message.Facility, message.Message))
+            .Build();
+        var admin = new DependentAdminClientBuilder(producer.Handle).Build();
+        try
+        {
+            await Task.Run(() => admin.GetMetadata(TimeSpan.FromSeconds(10))).ConfigureAwait(false);
+        }
+        catch (KafkaException e)
+        {
+            admin.Dispose();
+            producer.Dispose();
+            throw new HeraldException($"Could not reach Kafka at {_options.BootstrapServers}: {e.Error.Reason}", e);
+        }
+
+        _producer = producer;
+        _admin = admin;
+        Log.Connected(_logger, _options.BootstrapServers);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        foreach (var relay in _relays.Values.Where(r => r.IsValueCreated))
+        {
+            await relay.Value.DisposeAsync().ConfigureAwait(false);
+        }
+
+        _admin?.Dispose();
+        if (_producer is not null)
+        {
+            // Messages already accepted are confirmed (every send awaited its own), so nothing is left to flush but stragglers.
+            _producer.Flush(TimeSpan.FromSeconds(5));
+            _producer.Dispose();
+        }
+    }
+
+    /// <summary>Produces a record and waits for the cluster's confirmation (all in-sync replicas).</summary>
+    internal async ValueTask ProduceAsync(string topic, Message<byte[]?, byte[]> message, CancellationToken cancellationToken)
+    {
+        await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _producer!.ProduceAsync(topic, message, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ProduceException<byte[]?, byte[]> e) when (e.Error.Code is ErrorCode.MsgSizeTooLarge or ErrorCode.TopicException or ErrorCode.InvalidMsg)
+        {
+            // The cluster will refuse it every time: not worth retrying.
+            throw new MessageRejectedException($"Kafka refused a record for '{topic}': {e.Error.Reason}", e);
+        }
+    }
+
+    /// <summary>A consumer builder with Herald's settings: manual commits, the group protocol, and the user's additions.</summary>
+    internal ConsumerBuilder<byte[]?, byte[]> BuildConsumer(string groupId)
+    {
+        var config = new ConsumerConfig
+        {
+            BootstrapServers = _options.BootstrapServers,
+            ClientId = _options.ClientId,
+            GroupId = groupId,
+            EnableAutoCommit = false,
+            EnableAutoOffsetStore = false,
+            AutoOffsetReset = AutoOffsetReset.Earliest,
+            IsolationLevel = IsolationLevel.ReadCommitted,
+            AllowAutoCreateTopics = false,
+        };
+        if (_options.GroupProtocol == KafkaGroupProtocol.Consumer)
+        {
+            config.Set("group.protocol", "consumer");
+        }
+        else
+        {
+            config.PartitionAssignmentStrategy = PartitionAssignmentStrategy.CooperativeSticky;
+        }
+
+        _options.ConfigureConsumer?.Invoke(config);
+        config.EnableAutoCommit = false;
+        return new ConsumerBuilder<byte[]?, byte[]>(config)
+            .SetLogHandler((_, message) => Log.ClientLog(_logger, message.Name, message.Facility, message.Message));
+    }
+
+    internal void Forget(KafkaConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    /// <summary>One poll of a Herald consumer: the next record, or null (none yet, end of a partition, or an error, logged).</summary>
+    internal static ConsumeResult<byte[]?, byte[]>? Poll(IConsumer<byte[]?, byte[]> consumer, TimeSpan timeout, ILogger logger, string owner)
+    {
+        ConsumeResult<byte[]?, byte[]>? result;
+        try
+        {
+            result = consumer.Consume(timeout);
+        }
+        catch (ConsumeException e)
+        {
+            Log.ConsumeFailed(logger, owner, e.Error.Code, e.Error.Reason);
+            return null;
+        }
+
+        return result is null || result.IsPartitionEOF || result.Message is null ? null : result;
+    }
+
+    private async ValueTask ProduceEnvelopeAsync(string destination, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
+    {
+        var message = KafkaEnvelopeCodec.Encode(envelope, _options.Source);
+        if (options?.Delay is { } delay && delay > TimeSpan.Zero)
+        {
+            // Held in the destination's retry topic until due, then relayed to it by whoever consumes it.
+            message.Headers.Add(KafkaEnvelopeCodec.DueHeader, Encoding.UTF8.GetBytes((TimeProvider.GetUtcNow() + delay).ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            message.Headers.Add(KafkaEnvelopeCodec.TargetHeader, Encoding.UTF8.GetBytes(destination));
+            await ProduceAsync(_options.RetryTopicName(destination), message, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        await ProduceAsync(destination, message, cancellationToken).ConfigureAwait(false);
+    }
+
+    private string[] TopicsOf(string queue, ImmutableSortedSet<string>? bound) =>
+        bound is null ? [queue] : [queue, .. bound.Where(t => t != queue)];
+
+    private async ValueTask EnsureRelayAsync(string topic, CancellationToken cancellationToken)
+    {
+        var retryTopic = _options.RetryTopicName(topic);
+        await EnsureTopicAsync(retryTopic, cancellationToken).ConfigureAwait(false);
+        _ = _relays.GetOrAdd(retryTopic, name => new Lazy<RetryRelay>(() => new RetryRelay(this, name, _logger))).Value;
+    }
+
+    private void CheckSize(Envelope envelope)
+    {
+        if (envelope.Body.Length > _options.MaxMessageBytes)
+        {
+            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageBytes);
+        }
+    }
+
+    private static void ValidateName(string name, string parameter)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name, parameter);
+        if (name.Length > MaxTopicNameLength || name is "." or ".." || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
+        {
+            throw new ArgumentException($"'{name}' is not a valid Kafka topic name: 1 to {MaxTopicNameLength} characters of [a-zA-Z0-9._-].", parameter);
+        }
+    }
+
+    // Room for the CloudEvents headers and Herald's bookkeeping on top of the largest body accepted.
+    private const int HeaderAllowance = 64 * 1024;
+}

@@ -1,0 +1,117 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Herald.Conformance;
+using Herald.Messages;
+using Herald.Transport;
+
+namespace Herald.Kafka.Tests;
+
+/// <summary>Delays and dead letters at the transport level: the retry topic and its relay, the dead-letter topic and its drain.</summary>
+public sealed class RetryTopicTests : KafkaTestBase
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task Nack_WithDelay_ComesBackThroughTheRetryTopicAfterTheDelay_WithoutHoldingUpThePartition()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("retry");
+        var failing = NewEnvelope("same-key");
+        var behind = NewEnvelope("same-key");
+        await transport.SendAsync(queue, failing);
+        await transport.SendAsync(queue, behind);
+
+        var deliveries = new ConcurrentQueue<(Envelope Envelope, long At)>();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, ct) =>
+        {
+            deliveries.Enqueue((delivery.Envelope, Stopwatch.GetTimestamp()));
+            if (delivery.Envelope.MessageId == failing.MessageId && delivery.Envelope.DeliveryAttempt == 1)
+            {
+                await delivery.NackAsync(TimeSpan.FromMilliseconds(400), new Dictionary<string, string> { ["why"] = "busy" }, ct);
+            }
+        }));
+
+        await Eventually.UntilAsync(() => deliveries.Count >= 3, "the nacked message came back", Deadline);
+        var order = deliveries.ToArray();
+        Assert.Equal([failing.MessageId, behind.MessageId, failing.MessageId], order.Select(d => d.Envelope.MessageId));
+        Assert.Equal([1, 1, 2], order.Select(d => d.Envelope.DeliveryAttempt));
+        Assert.True(Stopwatch.GetElapsedTime(order[0].At, order[2].At) >= TimeSpan.FromMilliseconds(380), $"redelivered after {Stopwatch.GetElapsedTime(order[0].At, order[2].At)}");
+        Assert.Equal("busy", order[2].Envelope.GetHeader("why"));
+        Assert.Equal(failing.Body.ToArray(), order[2].Envelope.Body.ToArray());
+        Assert.Equal(failing.PartitionKey, order[2].Envelope.PartitionKey);
+        Assert.Equal(1, EndOffsets(queue + ".retry"));
+        await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0 && Uncommitted(queue + ".retry", queue + ".retry") == 0, "both topics committed", Deadline);
+    }
+
+    [Fact]
+    public async Task Send_WithDelay_IsHeldInTheRetryTopicUntilDue()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("later");
+        var seen = new ConcurrentQueue<(Guid Id, long At)>();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            seen.Enqueue((d.Envelope.MessageId, Stopwatch.GetTimestamp()));
+            return ValueTask.CompletedTask;
+        }));
+
+        var started = Stopwatch.GetTimestamp();
+        var later = NewEnvelope();
+        var now = NewEnvelope();
+        await transport.SendAsync(queue, later, new SendOptions { Delay = TimeSpan.FromMilliseconds(500) });
+        await transport.SendAsync(queue, now);
+        await Eventually.UntilAsync(() => seen.Count == 2, "both messages", Deadline);
+
+        Assert.Equal([now.MessageId, later.MessageId], seen.Select(s => s.Id));
+        Assert.True(Stopwatch.GetElapsedTime(started, seen.Last().At) >= TimeSpan.FromMilliseconds(480));
+    }
+
+    [Fact]
+    public async Task DeadLetter_GoesToTheDeadLetterTopic_AndTheDrainMovesItOnceWithItsReason()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("dlt");
+        var sent = NewEnvelope("k") with { CorrelationId = "flow-9" };
+        await transport.SendAsync(queue, sent);
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, ct) =>
+        {
+            await delivery.DeadLetterAsync("no stock", new Dictionary<string, string> { [HeaderNames.DeadLetterCause] = "NotRetryable" }, ct);
+            settled.TrySetResult();
+        }));
+        await settled.Task.WaitAsync(Deadline);
+        Assert.Equal(1, EndOffsets(queue + ".dead-letter"));
+
+        var moved = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        var deadLetter = Assert.Single(moved);
+        Assert.Equal(sent.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Equal("flow-9", deadLetter.Envelope.CorrelationId);
+        Assert.Equal(queue, deadLetter.Queue);
+        Assert.Equal("no stock", deadLetter.Reason);
+        Assert.Equal("NotRetryable", deadLetter.Envelope.GetHeader(HeaderNames.DeadLetterCause));
+        Assert.Null(deadLetter.DecodeFailure);
+
+        // Moved means committed: the next drain finds nothing; a failing move leaves the record for the next drain.
+        Assert.Equal(0, await transport.DrainDeadLettersAsync(queue, (_, _) => throw new InvalidOperationException("must not be called")));
+    }
+
+    [Fact]
+    public async Task Drain_WhenTheMoveFails_StopsAndLeavesTheRecordForTheNextDrain()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("dlt-fail");
+        await transport.SendAsync(queue, NewEnvelope());
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, ct) =>
+        {
+            await delivery.DeadLetterAsync("broken", ct);
+            settled.TrySetResult();
+        }));
+        await settled.Task.WaitAsync(Deadline);
+
+        await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+            await transport.DrainDeadLettersAsync(queue, (_, _) => throw new InvalidOperationException("store down")));
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (_, _) => ValueTask.CompletedTask));
+    }
+}
