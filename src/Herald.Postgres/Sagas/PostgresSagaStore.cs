@@ -2,6 +2,7 @@ using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;
 using Herald.Postgres.Schema;
+using Herald.Internal;
 using Herald.Sagas;
 using Npgsql;
 using NpgsqlTypes;
@@ -15,7 +16,7 @@ namespace Herald.Postgres.Sagas;
 /// </summary>
 internal sealed class PostgresSagaStore : ISagaStore
 {
-    private const string Columns = "saga_type, id, status, state, current_step, completed_steps, data, error, created_at, updated_at, version";
+    private const string Columns = "saga_type, id, status, state, current_step, completed_steps, data, error, created_at, updated_at, version, timeouts";
 
     private readonly PostgresEventStore _store;
     private readonly string _insert;
@@ -30,9 +31,9 @@ internal sealed class PostgresSagaStore : ISagaStore
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
         var table = Migrations.Quote(store.Schema) + ".sagas";
-        _insert = $"INSERT INTO {table} ({Columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1) ON CONFLICT (saga_type, id) DO NOTHING";
-        _update = $"UPDATE {table} SET status = $3, state = $4, current_step = $5, completed_steps = $6, data = $7, error = $8, updated_at = $9, " +
-            $"version = version + 1 WHERE saga_type = $1 AND id = $2 AND version = $10";
+        _insert = $"INSERT INTO {table} ({Columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, $10) ON CONFLICT (saga_type, id) DO NOTHING";
+        _update = $"UPDATE {table} SET status = $3, state = $4, current_step = $5, completed_steps = $6, data = $7, error = $8, updated_at = $9, timeouts = $10, " +
+            $"version = version + 1 WHERE saga_type = $1 AND id = $2 AND version = $11";
         _version = $"SELECT version FROM {table} WHERE saga_type = $1 AND id = $2";
         _load = $"SELECT {Columns} FROM {table} WHERE saga_type = $1 AND id = $2";
 
@@ -113,6 +114,7 @@ internal sealed class PostgresSagaStore : ISagaStore
         p.Add(new NpgsqlParameter<ReadOnlyMemory<byte>> { TypedValue = instance.Data, NpgsqlDbType = NpgsqlDbType.Bytea });
         p.Add(EnvelopeColumns.Text(instance.Error));
         p.Add(EnvelopeColumns.Time(_store.TimeProvider.GetUtcNow()));
+        p.Add(new NpgsqlParameter<string?> { TypedValue = SagaTimeoutColumn.Write(instance.Timeouts), NpgsqlDbType = NpgsqlDbType.Jsonb });
         if (instance.Version != 0)
         {
             p.Add(new NpgsqlParameter<long> { TypedValue = instance.Version });
@@ -143,5 +145,6 @@ internal sealed class PostgresSagaStore : ISagaStore
         CreatedAt = row.GetFieldValue<DateTimeOffset>(8),
         UpdatedAt = row.GetFieldValue<DateTimeOffset>(9),
         Version = row.GetInt64(10),
+        Timeouts = SagaTimeoutColumn.Read(row.IsDBNull(11) ? null : row.GetString(11)),
     };
 }

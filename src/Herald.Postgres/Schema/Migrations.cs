@@ -19,6 +19,7 @@ internal static class Migrations
         new(4, "outbox: failed attempts and a back-off per row", V4),
         new(5, "saga instances", V5),
         new(6, "read models: the active generation of each table", V6),
+        new(7, "saga instances: the timeouts a state machine's instance holds", V7),
     ];
 
     public static int Latest => All[^1].Version;
@@ -478,5 +479,9 @@ internal static class Migrations
             active_generation int NOT NULL CHECK (active_generation >= 1),
             activated_at timestamptz NOT NULL
         );
+        """;
+
+    private const string V7 = """
+        ALTER TABLE {schema}.sagas ADD COLUMN timeouts jsonb;
         """;
 }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Herald.Persistence;
+using Herald.Internal;
 using Herald.Sagas;
 using Herald.Sqlite.EventSourcing;
 using Herald.Sqlite.Internal;
@@ -12,14 +13,14 @@ namespace Herald.Sqlite.Sagas;
 /// </summary>
 internal sealed class SqliteSagaStore : ISagaStore
 {
-    private const string Columns = "saga_type, id, status, state, current_step, completed_steps, data, error, created_at, updated_at, version";
+    private const string Columns = "saga_type, id, status, state, current_step, completed_steps, data, error, created_at, updated_at, version, timeouts";
 
     private const string InsertSql =
-        "INSERT INTO herald_sagas (" + Columns + ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1) ON CONFLICT (saga_type, id) DO NOTHING";
+        "INSERT INTO herald_sagas (" + Columns + ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, ?10) ON CONFLICT (saga_type, id) DO NOTHING";
 
     private const string UpdateSql =
-        "UPDATE herald_sagas SET status = ?3, state = ?4, current_step = ?5, completed_steps = ?6, data = ?7, error = ?8, updated_at = ?9, " +
-        "version = version + 1 WHERE saga_type = ?1 AND id = ?2 AND version = ?10";
+        "UPDATE herald_sagas SET status = ?3, state = ?4, current_step = ?5, completed_steps = ?6, data = ?7, error = ?8, updated_at = ?9, timeouts = ?10, " +
+        "version = version + 1 WHERE saga_type = ?1 AND id = ?2 AND version = ?11";
 
     private const string VersionSql = "SELECT version FROM herald_sagas WHERE saga_type = ?1 AND id = ?2";
     private const string LoadSql = "SELECT " + Columns + " FROM herald_sagas WHERE saga_type = $p0 AND id = $p1";
@@ -63,7 +64,7 @@ internal sealed class SqliteSagaStore : ISagaStore
     {
         SagaValidation.Validate(instance);
         cancellationToken.ThrowIfCancellationRequested();
-        var copy = instance with { Data = instance.Data.ToArray(), CompletedSteps = [.. instance.CompletedSteps] };
+        var copy = instance with { Data = instance.Data.ToArray(), CompletedSteps = [.. instance.CompletedSteps], Timeouts = [.. instance.Timeouts] };
         _store.Own(unitOfWork).Enlist(session => Save(session, copy, _store.TimeProvider.GetUtcNow()));
         return ValueTask.CompletedTask;
     }
@@ -116,9 +117,10 @@ internal sealed class SqliteSagaStore : ISagaStore
         write.Bind(7, instance.Data.Span);
         write.Bind(8, instance.Error);
         write.Bind(9, now.UtcTicks);
+        write.Bind(10, SagaTimeoutColumn.Write(instance.Timeouts));
         if (instance.Version != 0)
         {
-            write.Bind(10, instance.Version);
+            write.Bind(11, instance.Version);
         }
 
         write.Execute();
@@ -146,5 +148,6 @@ internal sealed class SqliteSagaStore : ISagaStore
         CreatedAt = new DateTimeOffset(row.GetInt64(8), TimeSpan.Zero),
         UpdatedAt = new DateTimeOffset(row.GetInt64(9), TimeSpan.Zero),
         Version = row.GetInt64(10),
+        Timeouts = SagaTimeoutColumn.Read(row.IsDBNull(11) ? null : row.GetString(11)),
     };
 }

@@ -231,6 +231,9 @@ internal static class SqliteSchema
                 activated_at      INTEGER NOT NULL
             ) STRICT, WITHOUT ROWID;
             """),
+        new(7, "saga instances: the timeouts a state machine's instance holds", """
+            ALTER TABLE herald_sagas ADD COLUMN timeouts TEXT;
+            """),
     ];
 
     /// <summary>The newest schema version this code knows.</summary>

@@ -56,6 +56,43 @@ public abstract class SagaStoreConformance
     }
 
     [Fact]
+    public async Task Timeouts_AreKept_WithTheInstance_AndReplacedByASave()
+    {
+        var store = await CreateStoreAsync();
+        var due = new DateTimeOffset(2031, 5, 6, 7, 8, 9, TimeSpan.FromHours(2));
+        var payment = new SagaTimeout("payment", Guid.NewGuid(), due, "payment-timed-out", Encoding.UTF8.GetBytes("{\"orderId\":\"o-1\"}"));
+        var shipping = new SagaTimeout("shipping", Guid.NewGuid(), due.AddDays(1), "shipping-late", new byte[] { 0, 255, 7 });
+        var instance = NewInstance(UniqueSaga()) with { Timeouts = [payment, shipping] };
+
+        var version = await store.SaveAsync(instance);
+        var loaded = await store.LoadAsync(instance.SagaType, instance.Id);
+
+        Assert.NotNull(loaded);
+        Assert.Equal(2, loaded.Timeouts.Count);
+        AssertSame(payment, loaded.Timeouts[0]);
+        AssertSame(shipping, loaded.Timeouts[1]);
+
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await store.SaveAsync(loaded with { Timeouts = [shipping] }, unitOfWork);
+        await unitOfWork.CommitAsync();
+        var afterUnit = await store.LoadAsync(instance.SagaType, instance.Id);
+        AssertSame(shipping, Assert.Single(afterUnit!.Timeouts));
+
+        await store.SaveAsync(afterUnit with { Timeouts = [] });
+        Assert.Empty((await store.LoadAsync(instance.SagaType, instance.Id))!.Timeouts);
+        Assert.Equal(1, version);
+
+        static void AssertSame(SagaTimeout expected, SagaTimeout actual)
+        {
+            Assert.Equal(expected.Name, actual.Name);
+            Assert.Equal(expected.Id, actual.Id);
+            Assert.Equal(expected.DueAt, actual.DueAt);
+            Assert.Equal(expected.MessageType, actual.MessageType);
+            Assert.Equal(expected.Body.ToArray(), actual.Body.ToArray());
+        }
+    }
+
+    [Fact]
     public async Task Load_OfAnInstanceNeverSaved_ReturnsNull()
     {
         var store = await CreateStoreAsync();
