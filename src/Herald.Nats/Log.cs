@@ -11,6 +11,9 @@ internal static partial class Log
     [LoggerMessage(8002, LogLevel.Warning, "The NATS server at {Endpoint} takes messages of at most {MaxPayload} bytes, headers included, less than MaxMessageBytes ({MaxMessageBytes}); larger sends will be refused by the server")]
     public static partial void MaxPayloadBelowLimit(ILogger logger, string endpoint, long maxPayload, int maxMessageBytes);
 
+    [LoggerMessage(8003, LogLevel.Debug, "Message {MessageId} was already stored on '{Subject}' (Nats-Msg-Id within the duplicate window); not stored again")]
+    public static partial void DuplicateSuppressed(ILogger logger, string? messageId, string subject);
+
     [LoggerMessage(8010, LogLevel.Information, "Consuming '{Queue}' from stream '{Stream}' on NATS (prefetch {Prefetch}, concurrency {Concurrency})")]
     public static partial void ConsumerStarted(ILogger logger, string queue, string stream, int prefetch, int concurrency);
 

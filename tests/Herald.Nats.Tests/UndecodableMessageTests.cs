@@ -51,7 +51,7 @@ public sealed class UndecodableMessageTests : UndecodableMessageConformance, IAs
         await using (connection)
         {
             var stream = await js.GetStreamAsync(Names.QueueStream(queue));
-            return (long)stream.Info.State.Messages;
+            return stream.Info.State.Messages;
         }
     }
 
@@ -63,7 +63,7 @@ public sealed class UndecodableMessageTests : UndecodableMessageConformance, IAs
             try
             {
                 var stream = await js.GetStreamAsync(Names.DeadLetterStream);
-                return (long)stream.Info.State.Messages;
+                return stream.Info.State.Messages;
             }
             catch (NatsJSApiException e) when (e.Error.Code == 404)
             {

@@ -261,6 +261,13 @@ internal sealed partial class NatsTransport : ITransport
             throw new HeraldException($"Publishing to '{subject}' on NATS at {Endpoint} failed: {e.Message}", e);
         }
 
+        // A duplicate within the stream's window is what Nats-Msg-Id is for: the message is stored once, the send succeeded.
+        if (ack.Duplicate && ack.Error is null)
+        {
+            Log.DuplicateSuppressed(_logger, messageId, subject);
+            return;
+        }
+
         ack.EnsureSuccess();
     }
 
