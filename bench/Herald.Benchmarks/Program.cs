@@ -1,6 +1,7 @@
 using Herald.Benchmarks.EventStore;
 using Herald.Benchmarks.Harness;
 using Herald.Benchmarks.InProcess;
+using Herald.Benchmarks.Nats;
 using Herald.Benchmarks.RabbitMq;
 
 // Named benchmarks: `dotnet run -c Release --project bench/Herald.Benchmarks -- <name> [--quick]`.
@@ -12,6 +13,7 @@ IBenchmark[] benchmarks =
     new EventStoreBenchmark(),
     new RabbitMqBenchmark(),
     new Herald.Benchmarks.PostgresQueue.PostgresQueueBenchmark(),
+    new NatsBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")
