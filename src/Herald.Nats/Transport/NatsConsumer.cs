@@ -36,6 +36,9 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     // Naks of delayed sends by stream sequence, taken off the server's delivery count; forgotten once the message is settled.
     private readonly ConcurrentDictionary<ulong, int> _deferrals = new();
+
+    // How many deferrals the map holds, so the common case (none) costs no lookup.
+    private int _deferred;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private Task _pulling = Task.CompletedTask;
@@ -176,9 +179,9 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private void Forget(NatsDelivery delivery)
     {
         _unsettled.TryRemove(delivery, out _);
-        if (delivery.StreamSequence != 0)
+        if (Volatile.Read(ref _deferred) > 0 && _deferrals.TryRemove(delivery.StreamSequence, out _))
         {
-            _deferrals.TryRemove(delivery.StreamSequence, out _);
+            Interlocked.Decrement(ref _deferred);
         }
     }
 
@@ -237,13 +240,17 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             var now = _transport.TimeProvider.GetUtcNow();
             if (NatsEnvelopeCodec.NotBefore(message.Headers) is { } due && due - now > DueTolerance)
             {
-                _deferrals.AddOrUpdate(sequence, 1, static (_, n) => n + 1);
+                if (_deferrals.AddOrUpdate(sequence, 1, static (_, n) => n + 1) == 1)
+                {
+                    Interlocked.Increment(ref _deferred);
+                }
+
                 await message.NakAsync(new AckOpts { NakDelay = due - now }, CancellationToken.None).ConfigureAwait(false);
                 return;
             }
 
             var delivered = (int)Math.Min(metadata?.NumDelivered ?? 1, int.MaxValue);
-            var attempt = Math.Max(1, delivered - (_deferrals.TryGetValue(sequence, out var deferred) ? deferred : 0));
+            var attempt = Math.Max(1, delivered - (Volatile.Read(ref _deferred) > 0 && _deferrals.TryGetValue(sequence, out var deferred) ? deferred : 0));
             var envelope = NatsEnvelopeCodec.Decode(
                 message.Headers, message.Data ?? [], attempt, metadata?.Timestamp ?? now, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
             if (failure is not null)
@@ -252,7 +259,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             }
 
             var key = failure is null ? envelope.PartitionKey ?? (_target.OrderBySubject ? message.Subject : null) : null;
-            delivery = new NatsDelivery(this, message, envelope, failure) { LaneKey = key };
+            delivery = new NatsDelivery(this, message, envelope, failure, delivered, sequence) { LaneKey = key };
             _unsettled[delivery] = 0;
             await _lanes.WriteAsync(delivery, key, stop).ConfigureAwait(false);
         }

@@ -5,15 +5,15 @@ using NATS.Client.JetStream;
 namespace Herald.Nats.Transport;
 
 /// <summary>One JetStream message as a Herald delivery; its consumer carries out the settlements.</summary>
-internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> message, Envelope envelope, Exception? decodeFailure)
+internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> message, Envelope envelope, Exception? decodeFailure, int delivered, ulong streamSequence)
     : Delivery(envelope, consumer.Queue, decodeFailure)
 {
     public INatsJSMsg<byte[]> Message { get; } = message;
 
-    /// <summary>The server's count of deliveries of this message, deferrals of a delayed send included.</summary>
-    public int Delivered => (int)Math.Min(Message.Metadata?.NumDelivered ?? 1, int.MaxValue);
+    /// <summary>The server's count of deliveries of this message, deferrals of a delayed send included (read once: the metadata is parsed on each read).</summary>
+    public int Delivered { get; } = delivered;
 
-    public ulong StreamSequence => Message.Metadata?.Sequence.Stream ?? 0;
+    public ulong StreamSequence { get; } = streamSequence;
 
     /// <summary>The key whose messages go to one lane (handled in order), or null.</summary>
     public string? LaneKey { get; init; }

@@ -32,12 +32,12 @@ internal static class NatsEnvelopeCodec
 
     private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
 
-    public static NatsHeaders Encode(Envelope envelope, string defaultSource, DateTimeOffset? notBefore = null)
+    public static NatsHeaders Encode(Envelope envelope, string defaultSource, DateTimeOffset? notBefore = null, string? messageId = null)
     {
         var headers = new NatsHeaders
         {
             [Prefix + "specversion"] = "1.0",
-            [Prefix + "id"] = envelope.MessageId.ToString("D"),
+            [Prefix + "id"] = messageId ?? envelope.MessageId.ToString("D"),
             [Prefix + "type"] = Escape(envelope.MessageType),
             [Prefix + "time"] = CloudEventValues.FormatTime(envelope.Time),
             [ContentTypeHeader] = Escape(envelope.ContentType),
@@ -157,29 +157,17 @@ internal static class NatsEnvelopeCodec
 
                 if (name.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase))
                 {
-                    var attribute = name[Prefix.Length..];
-                    switch (attribute.ToLowerInvariant())
+                    // Herald writes the attributes in lower case: matched as they are, without a lower-cased copy per header.
+                    var attribute = name.AsSpan(Prefix.Length);
+                    if (!Assign(attribute, value) && !(attribute.ContainsAnyInRange('A', 'Z') && Assign(attribute.ToString().ToLowerInvariant(), value)))
                     {
-                        case "specversion": isCloudEvent = true; break;
-                        case "id": isCloudEvent = true; id = Unescape(value); break;
-                        case "type": isCloudEvent = true; type = Unescape(value); break;
-                        case "source": source = Unescape(value); break;
-                        case "time": time = Unescape(value); break;
-                        case "dataschema": schema = Unescape(value); break;
-                        case "datacontenttype": contentType ??= Unescape(value); break;
-                        case "correlationid": correlation = Unescape(value); break;
-                        case "causationid": causation = Unescape(value); break;
-                        case "userid": user = Unescape(value); break;
-                        case "partitionkey": partition = Unescape(value); break;
-                        case "deliveryattempt": break;
-                        default:
-                            (custom ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute] = Unescape(value);
-                            break;
+                        (custom ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute.ToString()] = Unescape(value);
                     }
                 }
                 else if (name.Equals(ContentTypeHeader, StringComparison.OrdinalIgnoreCase))
                 {
-                    contentType = Unescape(value);
+                    // The common value shared, not one string per message.
+                    contentType = value == ContentTypes.Json ? ContentTypes.Json : Unescape(value);
                 }
                 else if (name.Equals(MessageIdHeader, StringComparison.OrdinalIgnoreCase))
                 {
@@ -189,6 +177,26 @@ internal static class NatsEnvelopeCodec
                 {
                     (custom ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, value);
                 }
+            }
+        }
+
+        bool Assign(ReadOnlySpan<char> attribute, string value)
+        {
+            switch (attribute)
+            {
+                case "specversion": isCloudEvent = true; return true;
+                case "id": isCloudEvent = true; id = Unescape(value); return true;
+                case "type": isCloudEvent = true; type = Unescape(value); return true;
+                case "source": source = Unescape(value); return true;
+                case "time": time = Unescape(value); return true;
+                case "dataschema": schema = Unescape(value); return true;
+                case "datacontenttype": contentType ??= Unescape(value); return true;
+                case "correlationid": correlation = Unescape(value); return true;
+                case "causationid": causation = Unescape(value); return true;
+                case "userid": user = Unescape(value); return true;
+                case "partitionkey": partition = Unescape(value); return true;
+                case "deliveryattempt": return true;
+                default: return false;
             }
         }
 

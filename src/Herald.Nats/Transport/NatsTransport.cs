@@ -241,10 +241,11 @@ internal sealed partial class NatsTransport : ITransport
     private async ValueTask PublishCoreAsync(string subject, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
     {
         DateTimeOffset? notBefore = options?.Delay is { } delay && delay > TimeSpan.Zero ? TimeProvider.GetUtcNow() + delay : null;
-        var headers = NatsEnvelopeCodec.Encode(envelope, _options.Source, notBefore);
+        var id = envelope.MessageId.ToString("D");
+        var headers = NatsEnvelopeCodec.Encode(envelope, _options.Source, notBefore, id);
 
         // An envelope at attempt 0 is a re-send on purpose (a dead letter retried keeps its id): the dedup window must not drop it.
-        var messageId = _options.Deduplicate && envelope.DeliveryAttempt != 0 ? envelope.MessageId.ToString("D") : null;
+        var messageId = _options.Deduplicate && envelope.DeliveryAttempt != 0 ? id : null;
         await PublishRawAsync(subject, envelope.Body, headers, messageId, cancellationToken).ConfigureAwait(false);
     }
 
