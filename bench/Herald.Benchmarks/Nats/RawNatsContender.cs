@@ -11,18 +11,25 @@ namespace Herald.Benchmarks.Nats;
 /// `PublishAsync` with a `MsgId` awaiting each publish ack, and a durable pull consumer read with `ConsumeAsync`
 /// (`MaxMsgs` = the prefetch), handed to the same number of workers as Herald runs, each decoding the body and acking.
 /// </summary>
-internal sealed class RawNatsContender(string url, string streamPrefix, string subjectPrefix) : IBrokerContender
+/// <param name="cloudEventHeaders">
+/// Publish the CloudEvents attributes Herald writes (<c>ce-specversion</c>, <c>ce-id</c>, <c>ce-type</c>, <c>ce-source</c>,
+/// <c>ce-time</c>, <c>Content-Type</c>) and read them on consume (id parsed, time parsed): the raw client doing Herald's
+/// wire work, so the difference to Herald is Herald alone.
+/// </param>
+internal sealed class RawNatsContender(string url, string streamPrefix, string subjectPrefix, bool cloudEventHeaders = false) : IBrokerContender
 {
     public const string ContenderName = "NATS.Net (raw)";
+    public const string WithHeadersName = "NATS.Net (raw, CloudEvents headers)";
 
     private NatsConnection? _connection;
     private NatsJSContext? _js;
 
-    public string Name => ContenderName;
+    public string Name => cloudEventHeaders ? WithHeadersName : ContenderName;
 
     public string Setup =>
         "NATS.Net 3 `NatsJSContext`: a work-queue stream on disk per queue; `PublishAsync` of the 300-byte body with `MsgId` set, each awaiting its publish ack; " +
-        $"a durable pull consumer (explicit ack) read with `ConsumeAsync(MaxMsgs = {BrokerWorkload.Prefetch})` into {BrokerWorkload.ConsumerConcurrency} workers that deserialize the body, then `AckAsync` (no double ack)";
+        $"a durable pull consumer (explicit ack) read with `ConsumeAsync(MaxMsgs = {BrokerWorkload.Prefetch})` into {BrokerWorkload.ConsumerConcurrency} workers that deserialize the body, then `AckAsync` (no double ack)" +
+        (cloudEventHeaders ? "; the message carries the CloudEvents headers Herald writes (`ce-specversion`, `ce-id`, `ce-type`, `ce-source`, `ce-time`, `Content-Type`), and the consumer parses the id and time" : string.Empty);
 
     private NatsJSContext JetStream => _js ?? throw new InvalidOperationException("Not started.");
 
@@ -39,7 +46,19 @@ internal sealed class RawNatsContender(string url, string streamPrefix, string s
         await JetStream.CreateStreamAsync(new StreamConfig(Stream(queue), [subject]) { Retention = StreamConfigRetention.Workqueue, Storage = StreamConfigStorage.File }, cancellationToken);
         await BrokerWorkload.RunConcurrentlyAsync(count, outstanding, async (_, ct) =>
         {
-            var ack = await JetStream.PublishAsync(subject, BrokerWorkload.Body, opts: new NatsJSPubOpts { MsgId = Guid.CreateVersion7().ToString("D") }, cancellationToken: ct);
+            var id = Guid.CreateVersion7().ToString("D");
+            var headers = cloudEventHeaders
+                ? new NatsHeaders
+                {
+                    ["ce-specversion"] = "1.0",
+                    ["ce-id"] = id,
+                    ["ce-type"] = "order-placed",
+                    ["ce-source"] = "/herald",
+                    ["ce-time"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture),
+                    ["Content-Type"] = "application/json",
+                }
+                : null;
+            var ack = await JetStream.PublishAsync(subject, BrokerWorkload.Body, opts: new NatsJSPubOpts { MsgId = id }, headers: headers, cancellationToken: ct);
             ack.EnsureSuccess();
         }, cancellationToken);
     }
@@ -55,6 +74,15 @@ internal sealed class RawNatsContender(string url, string streamPrefix, string s
         {
             await foreach (var message in work.Reader.ReadAllAsync(CancellationToken.None))
             {
+                if (cloudEventHeaders && message.Headers is { } headers)
+                {
+                    if (Guid.Parse(headers["ce-id"].ToString()) == Guid.Empty
+                        || DateTimeOffset.Parse(headers["ce-time"].ToString(), System.Globalization.CultureInfo.InvariantCulture) == default)
+                    {
+                        throw new InvalidOperationException("The CloudEvents headers did not come back.");
+                    }
+                }
+
                 BrokerWorkload.Decode(message.Data);
                 await message.AckAsync(cancellationToken: CancellationToken.None);
                 if (Interlocked.Increment(ref received) == count)
