@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Herald.Processes;
 using Xunit.Abstractions;
 
 namespace Herald.Nats.Tests;
@@ -35,7 +35,7 @@ internal static class NodeNats
             try
             {
                 Directory.CreateDirectory(InstallDir);
-                var (code, _, error) = await RunProcessAsync("npm", ["install", "--prefix", InstallDir, "--no-audit", "--no-fund", "--silent", "nats@2.29"], TimeSpan.FromMinutes(2));
+                var (code, _, error) = await ExternalProcess.RunAsync("npm", ["install", "--prefix", InstallDir, "--no-audit", "--no-fund", "--silent", "nats@2.29"], TimeSpan.FromMinutes(2));
                 _unavailable = code == 0 ? null : $"npm install nats@2.29 failed ({code}): {error}";
             }
             catch (Exception e) when (e is System.ComponentModel.Win32Exception or TimeoutException)
@@ -66,45 +66,8 @@ internal static class NodeNats
     public static async Task<string> RunAsync(params string[] arguments)
     {
         var script = Path.Combine(AppContext.BaseDirectory, "interop", "nats-client.js");
-        var (code, output, error) = await RunProcessAsync("node", [script, .. arguments], TimeSpan.FromSeconds(30), ("NODE_PATH", Path.Combine(InstallDir, "node_modules")));
+        var (code, output, error) = await ExternalProcess.RunAsync("node", [script, .. arguments], TimeSpan.FromSeconds(30), ("NODE_PATH", Path.Combine(InstallDir, "node_modules")));
         Assert.True(code == 0, $"node {string.Join(' ', arguments)} exited {code}: {error}");
         return output;
-    }
-
-    private static async Task<(int Code, string Output, string Error)> RunProcessAsync(string file, string[] arguments, TimeSpan timeout, params (string Name, string Value)[] environment)
-    {
-        var start = new ProcessStartInfo(file)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        foreach (var (name, value) in environment)
-        {
-            start.Environment[name] = value;
-        }
-
-        using var process = Process.Start(start)!;
-        process.StandardInput.Close();
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout);
-        try
-        {
-            await process.WaitForExitAsync(cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', arguments)} did not finish within {timeout}.");
-        }
-
-        return (process.ExitCode, await output, await error);
     }
 }
