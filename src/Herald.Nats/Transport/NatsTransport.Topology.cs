@@ -19,7 +19,12 @@ internal sealed partial class NatsTransport
             return ValueTask.FromResult(new QueueTarget(mapping.Stream, mapping.Subject, mapping.FilterSubject, mapping.StartFrom, mapping.OrderBySubject));
         }
 
-        var lazy = _queues.GetOrAdd(queue, q => new Lazy<Task<QueueTarget>>(() => CreateQueueAsync(q)));
+        // Looked up first: GetOrAdd's factory captures this transport, a closure allocated on every send otherwise.
+        if (!_queues.TryGetValue(queue, out var lazy))
+        {
+            lazy = _queues.GetOrAdd(queue, q => new Lazy<Task<QueueTarget>>(() => CreateQueueAsync(q)));
+        }
+
         return lazy.Value.IsCompletedSuccessfully ? ValueTask.FromResult(lazy.Value.Result) : new(AwaitOrForgetAsync(_queues, queue, lazy, cancellationToken));
     }
 
@@ -38,6 +43,11 @@ internal sealed partial class NatsTransport
         if (_options.Topics.TryGetValue(topic, out var subject))
         {
             return ValueTask.FromResult(subject);
+        }
+
+        if (_topics.TryGetValue(topic, out var known) && known.Value.IsCompletedSuccessfully)
+        {
+            return ValueTask.FromResult(known.Value.Result);
         }
 
         var lazy = _topics.GetOrAdd(topic, t => new Lazy<Task<string>>(async () =>
