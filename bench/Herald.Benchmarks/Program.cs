@@ -1,6 +1,7 @@
 using Herald.Benchmarks.EventStore;
 using Herald.Benchmarks.Harness;
 using Herald.Benchmarks.InProcess;
+using Herald.Benchmarks.Nats;
 using Herald.Benchmarks.RabbitMq;
 
 // Named benchmarks: `dotnet run -c Release --project bench/Herald.Benchmarks -- <name> [--quick]`.
@@ -13,6 +14,7 @@ IBenchmark[] benchmarks =
     new RabbitMqBenchmark(),
     new Herald.Benchmarks.PostgresQueue.PostgresQueueBenchmark(),
     new Herald.Benchmarks.Kafka.KafkaBenchmark(),
+    new NatsBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")

@@ -6,10 +6,10 @@ namespace Herald.Transport.ConsumerChild;
 internal sealed record ChildArguments
 {
     public const string Usage =
-        "usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq> <connection> <queue> " +
+        "usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats> <connection> <queue> " +
         "[--concurrency N] [--prefetch N] [--lease-ms N] [--poll-ms N] [--schema NAME] [--hold-after N] [--gate]";
 
-    /// <summary>sqlite, postgres or rabbitmq.</summary>
+    /// <summary>sqlite, postgres, rabbitmq or nats.</summary>
     public required string Kind { get; init; }
 
     /// <summary>A database file, a PostgreSQL connection string or an amqp:// URI.</summary>
@@ -38,7 +38,7 @@ internal sealed record ChildArguments
 
     public static ChildArguments? Parse(string[] args)
     {
-        if (args.Length < 3 || args[0] is not ("sqlite" or "postgres" or "rabbitmq"))
+        if (args.Length < 3 || args[0] is not ("sqlite" or "postgres" or "rabbitmq" or "nats"))
         {
             return null;
         }

@@ -1,11 +1,12 @@
 using Herald.RabbitMQ.Transport;
+using Herald.Nats.Transport;
 using Herald.Postgres.Transport;
 using Herald.RabbitMQ;
 using Herald.Sqlite.Transport;
 using Herald.Transport;
 using Herald.Transport.ConsumerChild;
 
-// Usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq> <connection> <queue> [options] (see ChildArguments)
+// Usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats> <connection> <queue> [options] (see ChildArguments)
 // Consumes one queue until stdin reads "stop" or closes, then stops the consumer, disposes the transport and exits 0. With
 // --gate, handlers wait until stdin reads "go".
 // Stdout is the protocol, one line each, written and flushed before the next step:
@@ -99,6 +100,11 @@ static async Task<ITransport> OpenAsync(ChildArguments arguments, StandardErrorL
                 o.PollInterval = arguments.Poll ?? o.PollInterval;
                 o.LoggerFactory = loggers;
             });
+        case "nats":
+            // The lease is the ack wait: the server hands a dead process's unacked messages to the other after it.
+            return await NatsTransportFactory.CreateAsync(
+                new NatsTransportOptions { Url = arguments.Connection, ClientName = arguments.Queue, AckWait = arguments.Lease ?? TimeSpan.FromSeconds(30) },
+                loggerFactory: loggers);
         default:
             return await RabbitMqTransportFactory.CreateAsync(
                 new RabbitMqTransportOptions { ConnectionUri = new Uri(arguments.Connection), ClientProvidedName = arguments.Queue },

@@ -1,8 +1,8 @@
 using System.Collections.Frozen;
 using System.Buffers.Text;
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 using RabbitMQ.Client;
@@ -26,7 +26,6 @@ internal static class AmqpEnvelopeCodec
     private const string DeliveryCountHeader = "x-delivery-count";
     private const int CharBufferLength = 256;
 
-    private const string SchemaPrefix = "urn:herald:schema:";
 
     private static readonly long MaxUnixMilliseconds = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
     private static readonly Dictionary<string, object?> EmptyAmqpHeaders = [];
@@ -39,7 +38,7 @@ internal static class AmqpEnvelopeCodec
     private static readonly BoundedCache<string, byte[]> Utf8Constants = new(static s => Encoding.UTF8.GetBytes(s));
     private static readonly BoundedCache<string, string> PrefixedNames = new(static name => Prefix + name);
     private static readonly BoundedCache<(string Type, int Version), byte[]> DataSchemas = new(
-        static key => Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{key.Type}:{key.Version}")));
+        static key => Encoding.UTF8.GetBytes(CloudEventValues.DataSchema(key.Type, key.Version)));
     private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
     private const int TimeLength = 24;
 
@@ -304,7 +303,7 @@ internal static class AmqpEnvelopeCodec
         {
             return new Envelope
             {
-                MessageId = RawMessageId(properties.MessageId, timeProvider),
+                MessageId = CloudEventValues.ForeignMessageId(properties.MessageId, timeProvider),
                 MessageType = rawType,
                 Time = AmqpTime(properties) ?? timeProvider.GetUtcNow(),
                 CorrelationId = properties.CorrelationId,
@@ -373,7 +372,7 @@ internal static class AmqpEnvelopeCodec
             (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = InternedString(ceSource)!;
         }
 
-        var schemaVersion = ceSchema is not null && Chars(ceSchema, buffer, out var schemaChars) ? SchemaVersion(schemaChars) : 1;
+        var schemaVersion = ceSchema is not null && Chars(ceSchema, buffer, out var schemaChars) ? CloudEventValues.SchemaVersion(schemaChars) : 1;
         return new Envelope
         {
             MessageId = id,
@@ -436,7 +435,7 @@ internal static class AmqpEnvelopeCodec
 
         return new Envelope
         {
-            MessageId = Attempted(() => RawMessageId(id ?? properties.MessageId, timeProvider), Guid.CreateVersion7(now)),
+            MessageId = Attempted(() => CloudEventValues.ForeignMessageId(id ?? properties.MessageId, timeProvider), Guid.CreateVersion7(now)),
             MessageType = type ?? properties.Type ?? rawType ?? string.Empty,
             Time = Attempted(() => AmqpTime(properties), null) ?? now,
             CorrelationId = properties.CorrelationId,
@@ -544,40 +543,6 @@ internal static class AmqpEnvelopeCodec
         }
 
         return value > 100_000_000_000L ? DateTimeOffset.FromUnixTimeMilliseconds(value) : DateTimeOffset.FromUnixTimeSeconds(value);
-    }
-
-    private static Guid RawMessageId(string? messageId, TimeProvider timeProvider)
-    {
-        if (messageId is null)
-        {
-            return Guid.CreateVersion7(timeProvider.GetUtcNow());
-        }
-
-        if (Guid.TryParse(messageId, out var id))
-        {
-            return id;
-        }
-
-        // A stable id for the same foreign message_id, so redeliveries and duplicates keep one id (RFC 9562 version 8).
-        Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(Encoding.UTF8.GetBytes(messageId), hash);
-        var bytes = hash[..16];
-        bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80);
-        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
-        return new Guid(bytes, bigEndian: true);
-    }
-
-    private static int SchemaVersion(ReadOnlySpan<char> dataSchema)
-    {
-        if (dataSchema.StartsWith(SchemaPrefix, StringComparison.Ordinal)
-            && dataSchema.LastIndexOf(':') is var colon and > 0
-            && int.TryParse(dataSchema[(colon + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out var version)
-            && version >= 1)
-        {
-            return version;
-        }
-
-        return 1;
     }
 
     private static void AddIfSet(Dictionary<string, object?> headers, string key, string? value)

@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using System.Threading.Channels;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -10,7 +10,7 @@ namespace Herald.RabbitMQ.Transport;
 
 /// <summary>
 /// Consumes one queue on its own channel (manual ack, prefetch as basic.qos). Deliveries arrive one at a time from the
-/// client and go into one bounded lane per worker: the same partition key always to the same lane (handled in order),
+/// client and go into one bounded lane per worker (DeliveryLanes): the same partition key always to the same lane (handled in order),
 /// others to the lane used last while it is idle, else to an idle or the least loaded lane. A retry or dead letter is
 /// published (and confirmed) before the delivery is acked. A delivery that cannot be decoded goes to the pipeline all
 /// the same, carrying its DecodeFailure, and ends in the dead-letter store; nothing the wire sends can throw inside the
@@ -23,10 +23,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private readonly DeliveryHandler _handler;
     private readonly string? _rawType;
     private readonly ILogger _logger;
-    private readonly Channel<Received>[] _lanes;
-
-    // 1 while the lane's worker runs a handler; read by the dispatch when it picks a lane.
-    private readonly int[] _busy;
+    private readonly DeliveryLanes<Received> _lanes;
     private readonly AckBatcher _acks;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
@@ -34,7 +31,6 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private Task _running = Task.CompletedTask;
     private string? _consumerTag;
     private int _generation;
-    private int _lastLane;
     private int _stopped;
     private bool _closed;
 
@@ -52,18 +48,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         // A quarter of the prefetch window at most waits for its ack, so the broker keeps the rest of the window full.
         var ackBatch = transport.Options.AckBatchSize ?? Math.Clamp(prefetch / 4, 1, 64);
         _acks = new AckBatcher(channel, Math.Min(ackBatch, prefetch), AckBatchDelay, transport.TimeProvider, queue, logger);
-        var laneCapacity = Math.Max(1, prefetch / concurrency);
-        _lanes = new Channel<Received>[concurrency];
-        _busy = new int[concurrency];
-        for (var i = 0; i < concurrency; i++)
-        {
-            _lanes[i] = Channel.CreateBounded<Received>(new BoundedChannelOptions(laneCapacity)
-            {
-                FullMode = BoundedChannelFullMode.Wait,
-                SingleReader = true,
-                SingleWriter = true,
-            });
-        }
+        _lanes = new DeliveryLanes<Received>(concurrency, prefetch);
     }
 
     public string Queue { get; }
@@ -89,7 +74,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             basic.RegisteredAsync += consumer.OnRegisteredAsync;
             basic.ReceivedAsync += consumer.OnReceivedAsync;
             basic.UnregisteredAsync += consumer.OnUnregisteredAsync;
-            consumer._running = Task.WhenAll(Enumerable.Range(0, consumer._lanes.Length).Select(lane => Task.Run(() => consumer.WorkAsync(lane), CancellationToken.None)));
+            consumer._running = consumer._lanes.RunAsync(consumer.HandleAsync, consumer._stopping.Token);
             consumer._consumerTag = await channel.BasicConsumeAsync(queue, autoAck: false, basic, cancellationToken).ConfigureAwait(false);
             return consumer;
         }
@@ -251,11 +236,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             }
 
             var received = new Received(args.DeliveryTag, properties, body, args.Redelivered, envelope, failure, generation);
-            var lane = PickLane(failure is null ? envelope.PartitionKey : null);
-            if (!lane.Writer.TryWrite(received))
-            {
-                await lane.Writer.WriteAsync(received, stop).ConfigureAwait(false);
-            }
+            await _lanes.WriteAsync(received, failure is null ? envelope.PartitionKey : null, stop).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
@@ -287,79 +268,6 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
 #pragma warning restore CA1031
         {
             Log.SettleFailed(_logger, e, Guid.Empty, Queue);
-        }
-    }
-
-    private Channel<Received> PickLane(string? partitionKey)
-    {
-        if (_lanes.Length == 1)
-        {
-            return _lanes[0];
-        }
-
-        if (partitionKey is not null)
-        {
-            return _lanes[(int)((uint)StringComparer.Ordinal.GetHashCode(partitionKey) % (uint)_lanes.Length)];
-        }
-
-        // The lane used last while it is idle: fast handlers then finish (and ack) in delivery order on one warm worker.
-        // Else the next idle lane, else the least loaded, counting a running handler (ties stay on the lane used last,
-        // where handlers were moving): a slow message holds up no other while any lane is free.
-        var last = _lastLane;
-        if (IsIdle(last))
-        {
-            return _lanes[last];
-        }
-
-        var best = last;
-        var bestLoad = int.MaxValue;
-        for (var i = 0; i < _lanes.Length; i++)
-        {
-            var lane = (last + i) % _lanes.Length;
-            var load = _lanes[lane].Reader.Count + Volatile.Read(ref _busy[lane]);
-            if (load == 0)
-            {
-                best = lane;
-                break;
-            }
-
-            if (load < bestLoad)
-            {
-                best = lane;
-                bestLoad = load;
-            }
-        }
-
-        _lastLane = best;
-        return _lanes[best];
-    }
-
-    private bool IsIdle(int lane) => Volatile.Read(ref _busy[lane]) == 0 && _lanes[lane].Reader.Count == 0;
-
-    private async Task WorkAsync(int lane)
-    {
-        var reader = _lanes[lane].Reader;
-        var stop = _stopping.Token;
-        try
-        {
-            while (await reader.WaitToReadAsync(stop).ConfigureAwait(false))
-            {
-                while (!stop.IsCancellationRequested && reader.TryRead(out var received))
-                {
-                    Volatile.Write(ref _busy[lane], 1);
-                    try
-                    {
-                        await HandleAsync(received).ConfigureAwait(false);
-                    }
-                    finally
-                    {
-                        Volatile.Write(ref _busy[lane], 0);
-                    }
-                }
-            }
-        }
-        catch (OperationCanceledException) when (stop.IsCancellationRequested)
-        {
         }
     }
 

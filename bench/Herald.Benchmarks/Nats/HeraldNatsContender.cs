@@ -1,0 +1,78 @@
+using Herald.Benchmarks.RabbitMq;
+using Herald.Messages;
+using Herald.Nats.Transport;
+using Herald.Transport;
+
+namespace Herald.Benchmarks.Nats;
+
+/// <summary>Herald.Nats through the ITransport port: SendAsync to a queue (its own work-queue stream), ConsumeAsync acking every delivery.</summary>
+internal sealed class HeraldNatsContender(string url, string streamPrefix, string subjectPrefix) : IBrokerContender
+{
+    public const string ContenderName = "Herald";
+
+    private ITransport? _transport;
+
+    public string Name => ContenderName;
+
+    public string Setup =>
+        "`NatsTransportFactory.CreateAsync` defaults (a work-queue stream on disk per queue, `Nats-Msg-Id` = the message id, the envelope in `ce-` headers); " +
+        $"`SendAsync` of an `Envelope` (Guid v7 id, 300-byte body), each awaiting its publish ack; `ConsumeAsync` with `Prefetch = {BrokerWorkload.Prefetch}, MaxConcurrency = {BrokerWorkload.ConsumerConcurrency}`, " +
+        "a handler that deserializes the body to the message type, then `AckAsync` (a plain ack, no double ack)";
+
+    private ITransport Transport => _transport ?? throw new InvalidOperationException("Not started.");
+
+    public async Task StartAsync(CancellationToken cancellationToken) =>
+        _transport = await NatsTransportFactory.CreateAsync(
+            new NatsTransportOptions { Url = url, ClientName = "herald-bench", StreamPrefix = streamPrefix, SubjectPrefix = subjectPrefix },
+            cancellationToken: cancellationToken);
+
+    public async Task PublishAsync(string queue, int count, int outstanding, CancellationToken cancellationToken)
+    {
+        await Transport.DeclareQueueAsync(queue, cancellationToken);
+        await BrokerWorkload.RunConcurrentlyAsync(count, outstanding, async (_, ct) =>
+        {
+            var envelope = new Envelope
+            {
+                MessageId = Guid.CreateVersion7(),
+                MessageType = "order-placed",
+                Time = DateTimeOffset.UtcNow,
+                Body = BrokerWorkload.Body,
+                DeliveryAttempt = 1,
+            };
+            await Transport.SendAsync(queue, envelope, cancellationToken: ct);
+        }, cancellationToken);
+    }
+
+    public async Task<IAsyncDisposable> ConsumeAsync(string queue, int count, CancellationToken cancellationToken)
+    {
+        var received = 0;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = await Transport.ConsumeAsync(
+            queue,
+            new ConsumerOptions { Prefetch = BrokerWorkload.Prefetch, MaxConcurrency = BrokerWorkload.ConsumerConcurrency },
+            async (delivery, ct) =>
+            {
+                BrokerWorkload.Decode(delivery.Envelope.Body.Span);
+                await delivery.AckAsync(ct);
+                if (Interlocked.Increment(ref received) == count)
+                {
+                    done.TrySetResult();
+                }
+            },
+            cancellationToken);
+        await BrokerWorkload.WaitAsync(done.Task, Name, () => Volatile.Read(ref received), count, cancellationToken);
+        return new StopOnDispose(async () =>
+        {
+            await consumer.StopAsync(cancellationToken);
+            await consumer.DisposeAsync();
+        });
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_transport is not null)
+        {
+            await _transport.DisposeAsync();
+        }
+    }
+}

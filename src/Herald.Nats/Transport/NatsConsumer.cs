@@ -1,0 +1,382 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using Herald.Diagnostics;
+using Herald.Internal;
+using Herald.Nats.Diagnostics;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+
+namespace Herald.Nats.Transport;
+
+/// <summary>
+/// Consumes one queue through its durable pull consumer: a continuous pull of up to the prefetch, each message into a
+/// lane (<see cref="DeliveryLanes{T}"/>: one partition key, or one subject where the queue orders by subject, always to
+/// the same lane). Every message received and not settled is kept alive with <c>+WPI</c> while it waits or its handler
+/// runs. A delayed send that arrives early is nakked until due and does not count as an attempt. A message that cannot
+/// be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the dead-letter store. On stop,
+/// the pull drains and every message not handled is nakked at once, so another consumer gets it without waiting for
+/// the ack wait.
+/// </summary>
+internal sealed class NatsConsumer : ITransportConsumer, ILagSource
+{
+    // A delayed message may come back a little before its due time by the clocks of two machines: not worth another nak.
+    private static readonly TimeSpan DueTolerance = TimeSpan.FromMilliseconds(5);
+
+    private readonly NatsTransport _transport;
+    private readonly INatsJSConsumer _consumer;
+    private readonly QueueTarget _target;
+    private readonly DeliveryHandler _handler;
+    private readonly string? _rawType;
+    private readonly ILogger _logger;
+    private readonly int _prefetch;
+    private readonly DeliveryLanes<NatsDelivery> _lanes;
+    private readonly ConcurrentDictionary<NatsDelivery, byte> _unsettled = new();
+
+    // Naks of delayed sends by stream sequence, taken off the server's delivery count; forgotten once the message is settled.
+    private readonly ConcurrentDictionary<ulong, int> _deferrals = new();
+
+    // How many deferrals the map holds, so the common case (none) costs no lookup.
+    private int _deferred;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenSource _aborting = new();
+    private Task _pulling = Task.CompletedTask;
+    private Task _running = Task.CompletedTask;
+    private ITimer? _keepAlive;
+    private ITimer? _lagRefresh;
+    private long _pending;
+    private long _ackPending;
+    private volatile bool _hasLag;
+    private int _stopped;
+
+    private NatsConsumer(NatsTransport transport, INatsJSConsumer consumer, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
+    {
+        _transport = transport;
+        _consumer = consumer;
+        Queue = queue;
+        _target = target;
+        _prefetch = prefetch;
+        _rawType = rawType;
+        _handler = handler;
+        _logger = logger;
+        _lanes = new DeliveryLanes<NatsDelivery>(concurrency, prefetch);
+        Tags =
+        [
+            new(MetricNames.DestinationTag, queue),
+            new(NatsMetricNames.StreamTag, target.Stream),
+            new(NatsMetricNames.ConsumerTag, consumer.Info.Name),
+        ];
+    }
+
+    public string Queue { get; }
+
+    public bool HasLag => _hasLag;
+
+    public long Pending => Volatile.Read(ref _pending);
+
+    public long AckPending => Volatile.Read(ref _ackPending);
+
+    public KeyValuePair<string, object?>[] Tags { get; }
+
+    public static NatsConsumer Start(NatsTransport transport, INatsJSConsumer consumer, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
+    {
+        var started = new NatsConsumer(transport, consumer, queue, target, concurrency, prefetch, rawType, handler, logger);
+        started.ReadLag(consumer);
+        var time = transport.TimeProvider;
+        var keepAlive = transport.Options.KeepAliveEvery;
+        started._keepAlive = time.CreateTimer(static s => ((NatsConsumer)s!).KeepAlive(), started, keepAlive, keepAlive);
+        var lag = transport.Options.LagRefreshInterval;
+        started._lagRefresh = time.CreateTimer(static s => _ = ((NatsConsumer)s!).RefreshLagAsync(), started, lag, lag);
+        started._running = started._lanes.RunAsync(started.HandleAsync, started._stopping.Token);
+        started._pulling = Task.Run(started.PullAsync, CancellationToken.None);
+        NatsConsumerLag.Track(started);
+        return started;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 0)
+        {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+        }
+
+        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        {
+            await Task.WhenAll(_pulling, _running).ConfigureAwait(false);
+        }
+
+        // Prefetched messages no handler started go back at once (not after the ack wait) to whoever consumes next.
+        foreach (var delivery in _lanes.TakeLeftovers())
+        {
+            _unsettled.TryRemove(delivery, out _);
+            await NakQuietlyAsync(delivery.Message, TimeSpan.Zero).ConfigureAwait(false);
+        }
+
+        if (_keepAlive is not null)
+        {
+            await _keepAlive.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_lagRefresh is not null)
+        {
+            await _lagRefresh.DisposeAsync().ConfigureAwait(false);
+        }
+
+        NatsConsumerLag.Untrack(this);
+        _transport.Forget(this);
+        Log.ConsumerStopped(_logger, Queue);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        _stopping.Dispose();
+        _aborting.Dispose();
+    }
+
+    internal ValueTask AckAsync(NatsDelivery delivery, CancellationToken cancellationToken)
+    {
+        Forget(delivery);
+        return delivery.Message.AckAsync(cancellationToken: cancellationToken);
+    }
+
+    internal async ValueTask NakAsync(NatsDelivery delivery, TimeSpan delay, CancellationToken cancellationToken)
+    {
+        // On the last delivery the server allows, a nak would leave the message in the stream, never delivered again.
+        if (_transport.Options.MaxDeliver is { } maxDeliver && delivery.Delivered >= maxDeliver)
+        {
+            var reason = string.Create(CultureInfo.InvariantCulture, $"Delivered {delivery.Delivered} times, the most the consumer allows (MaxDeliver {maxDeliver}); it failed on the last.");
+            await DeadLetterAsync(delivery, reason, headers: null, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        Forget(delivery);
+        await delivery.Message.NakAsync(delay > TimeSpan.Zero ? new AckOpts { NakDelay = delay } : null, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Publishes a copy to the queue's dead-letter subject (stored before this returns), then acks the message; if the copy
+    /// fails the message is handed back (nak) and the failure thrown.
+    /// </summary>
+    internal async ValueTask DeadLetterAsync(NatsDelivery delivery, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    {
+        Forget(delivery);
+        var message = delivery.Message;
+        try
+        {
+            await _transport.PublishDeadLetterAsync(Queue, message, delivery.Envelope.DeliveryAttempt, reason, headers, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
+            throw;
+        }
+
+        await message.AckAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
+
+    private void Forget(NatsDelivery delivery)
+    {
+        _unsettled.TryRemove(delivery, out _);
+        if (Volatile.Read(ref _deferred) > 0 && _deferrals.TryRemove(delivery.StreamSequence, out _))
+        {
+            Interlocked.Decrement(ref _deferred);
+        }
+    }
+
+    private async Task PullAsync()
+    {
+        var stop = _stopping.Token;
+
+        // Drain on cancel: a stopped pull still hands over what the server already sent, so it is nakked, not left to time out.
+        var options = new NatsJSConsumeOpts { MaxMsgs = _prefetch, Expires = TimeSpan.FromSeconds(5), DrainOnCancel = true };
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                await foreach (var message in _consumer.ConsumeAsync<byte[]>(opts: options, cancellationToken: stop).ConfigureAwait(false))
+                {
+                    await ReceiveAsync(message, stop).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+            }
+#pragma warning disable CA1031 // A failed pull (consumer deleted, server gone) is logged and started again; the consumer must not die.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                Log.PullFailed(_logger, e, Queue);
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), _transport.TimeProvider, stop).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            }
+        }
+    }
+
+    private async ValueTask ReceiveAsync(INatsJSMsg<byte[]> message, CancellationToken stop)
+    {
+        if (stop.IsCancellationRequested)
+        {
+            await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
+            return;
+        }
+
+        NatsDelivery? delivery = null;
+        try
+        {
+            var metadata = message.Metadata;
+            if (metadata is { } m)
+            {
+                Volatile.Write(ref _pending, (long)Math.Min(m.NumPending, long.MaxValue));
+            }
+
+            var sequence = metadata?.Sequence.Stream ?? 0;
+            var now = _transport.TimeProvider.GetUtcNow();
+            if (NatsEnvelopeCodec.NotBefore(message.Headers) is { } due && due - now > DueTolerance)
+            {
+                if (_deferrals.AddOrUpdate(sequence, 1, static (_, n) => n + 1) == 1)
+                {
+                    Interlocked.Increment(ref _deferred);
+                }
+
+                await message.NakAsync(new AckOpts { NakDelay = due - now }, CancellationToken.None).ConfigureAwait(false);
+                return;
+            }
+
+            var delivered = (int)Math.Min(metadata?.NumDelivered ?? 1, int.MaxValue);
+            var attempt = Math.Max(1, delivered - (Volatile.Read(ref _deferred) > 0 && _deferrals.TryGetValue(sequence, out var deferred) ? deferred : 0));
+            var envelope = NatsEnvelopeCodec.Decode(
+                message.Headers, message.Data ?? [], attempt, metadata?.Timestamp ?? now, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
+            if (failure is not null)
+            {
+                Log.Undecodable(_logger, Queue, failure.Message);
+            }
+
+            var key = failure is null ? envelope.PartitionKey ?? (_target.OrderBySubject ? message.Subject : null) : null;
+            delivery = new NatsDelivery(this, message, envelope, failure, delivered, sequence) { LaneKey = key };
+            _unsettled[delivery] = 0;
+            await _lanes.WriteAsync(delivery, key, stop).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            if (delivery is not null)
+            {
+                _unsettled.TryRemove(delivery, out _);
+            }
+
+            await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Nothing the wire sends may stop the pull or leave a message unsettled.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.ReceiveFailed(_logger, e, Queue);
+            if (delivery is not null)
+            {
+                _unsettled.TryRemove(delivery, out _);
+            }
+
+            await DeadLetterUnreceivedAsync(message, e).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>A message that failed before reaching the pipeline goes to the dead-letter subject with the reason (drained into the store later), or if even that fails, back to the stream.</summary>
+    private async ValueTask DeadLetterUnreceivedAsync(INatsJSMsg<byte[]> message, Exception failure)
+    {
+        try
+        {
+            await _transport.PublishDeadLetterAsync(Queue, message, 1, $"Receiving it failed: {failure.GetType().Name}: {failure.Message}", null, CancellationToken.None).ConfigureAwait(false);
+            await message.AckAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Logged; handed back to the stream.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.SettleFailed(_logger, e, Guid.Empty, Queue);
+            await NakQuietlyAsync(message, TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask HandleAsync(NatsDelivery delivery)
+    {
+        // Aborted by shutdown (false): not a failed attempt; handed back unchanged.
+        if (!await DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token).ConfigureAwait(false))
+        {
+            await NakQuietlyAsync(delivery.Message, TimeSpan.Zero).ConfigureAwait(false);
+        }
+
+        _unsettled.TryRemove(delivery, out _);
+    }
+
+    private async ValueTask NakQuietlyAsync(INatsJSMsg<byte[]> message, TimeSpan delay)
+    {
+        try
+        {
+            await message.NakAsync(delay > TimeSpan.Zero ? new AckOpts { NakDelay = delay } : null, CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // A message that cannot be handed back returns after the ack wait.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.NakFailed(_logger, e, Queue);
+        }
+    }
+
+    /// <summary>Tells the server every received, unsettled message is still being worked on, so its ack wait starts again.</summary>
+    private void KeepAlive()
+    {
+        foreach (var delivery in _unsettled.Keys)
+        {
+            if (!delivery.IsSettled)
+            {
+                _ = KeepAliveAsync(delivery);
+            }
+        }
+    }
+
+    private async Task KeepAliveAsync(NatsDelivery delivery)
+    {
+        try
+        {
+            await delivery.Message.AckProgressAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Logged; the next tick tries again, and at worst the message is delivered once more.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.KeepAliveFailed(_logger, e, Queue);
+        }
+    }
+
+    private async Task RefreshLagAsync()
+    {
+        try
+        {
+            await _consumer.RefreshAsync(CancellationToken.None).ConfigureAwait(false);
+            ReadLag(_consumer);
+        }
+#pragma warning disable CA1031 // The gauge keeps its last reading; the next tick tries again.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.LagRefreshFailed(_logger, e, Queue);
+        }
+    }
+
+    private void ReadLag(INatsJSConsumer consumer)
+    {
+        var info = consumer.Info;
+        Volatile.Write(ref _pending, (long)Math.Min(info.NumPending, long.MaxValue));
+        Volatile.Write(ref _ackPending, info.NumAckPending);
+        _hasLag = true;
+    }
+
+    /// <summary>Reads the lag from the server now (tests; the gauges otherwise refresh on their timer).</summary>
+    internal Task RefreshLagNowAsync() => RefreshLagAsync();
+}

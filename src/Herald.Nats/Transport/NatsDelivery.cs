@@ -1,0 +1,30 @@
+using Herald.Messages;
+using Herald.Transport;
+using NATS.Client.JetStream;
+
+namespace Herald.Nats.Transport;
+
+/// <summary>One JetStream message as a Herald delivery; its consumer carries out the settlements.</summary>
+internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> message, Envelope envelope, Exception? decodeFailure, int delivered, ulong streamSequence)
+    : Delivery(envelope, consumer.Queue, decodeFailure)
+{
+    public INatsJSMsg<byte[]> Message { get; } = message;
+
+    /// <summary>The server's count of deliveries of this message, deferrals of a delayed send included (read once: the metadata is parsed on each read).</summary>
+    public int Delivered { get; } = delivered;
+
+    public ulong StreamSequence { get; } = streamSequence;
+
+    /// <summary>The key whose messages go to one lane (handled in order), or null.</summary>
+    public string? LaneKey { get; init; }
+
+    protected override ValueTask OnAckAsync(CancellationToken cancellationToken) => consumer.AckAsync(this, cancellationToken);
+
+    protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken) => consumer.NakAsync(this, delay, cancellationToken);
+
+    protected override ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken) =>
+        consumer.DeadLetterAsync(this, reason, headers: null, cancellationToken);
+
+    protected override ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
+        consumer.DeadLetterAsync(this, reason, headers, cancellationToken);
+}

@@ -1,0 +1,86 @@
+using Herald.Transport;
+using NATS.Client.JetStream;
+using NATS.Client.JetStream.Models;
+
+namespace Herald.Nats.Transport;
+
+internal sealed partial class NatsTransport : INativeDeadLetterSource
+{
+    /// <summary>
+    /// Reads the queue's dead letters (subject <c>{prefix}.dead-letter.{queue}</c> of the dead-letter stream, a work queue)
+    /// through a durable consumer of their own, hands each on and acks it (removing it) only after that returned; on
+    /// failure the message is handed back (nak) and the drain stops.
+    /// </summary>
+    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(moveAsync);
+        ValidateName(queue, nameof(queue));
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        INatsJSConsumer consumer;
+        try
+        {
+            // No dead-letter stream yet: nothing was ever dead-lettered, and the drain makes none.
+            await JetStream.GetStreamAsync(Names.DeadLetterStream, cancellationToken: cancellationToken).ConfigureAwait(false);
+            consumer = await JetStream.CreateOrUpdateConsumerAsync(Names.DeadLetterStream, new ConsumerConfig(NatsNames.DeadLetterDurable(queue))
+            {
+                AckPolicy = ConsumerConfigAckPolicy.Explicit,
+                FilterSubject = Names.DeadLetterSubject(queue),
+                AckWait = _options.AckWait,
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.StreamNotFound)
+        {
+            return 0;
+        }
+
+        var rawType = (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null);
+        var moved = 0;
+        while (true)
+        {
+            var fetched = 0;
+            await foreach (var message in consumer.FetchNoWaitAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 100 }, cancellationToken: cancellationToken).ConfigureAwait(false))
+            {
+                fetched++;
+                var envelope = NatsEnvelopeCodec.Decode(
+                    message.Headers, message.Data ?? [], 1, message.Metadata?.Timestamp ?? TimeProvider.GetUtcNow(), rawType, _options.Source, TimeProvider, out var failure);
+                var deadLetter = new NativeDeadLetter
+                {
+                    Envelope = envelope with { DeliveryAttempt = NatsEnvelopeCodec.DeadLetteredAttempt(message.Headers) },
+                    Queue = queue,
+                    Time = message.Metadata?.Timestamp,
+                    DecodeFailure = failure,
+                };
+                try
+                {
+                    await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+                }
+                catch
+                {
+                    await message.NakAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                    throw;
+                }
+
+                // Double ack: removed from the work queue before the next is read, so a drain that stops here moves it once.
+                await message.AckAsync(new AckOpts { DoubleAck = true }, cancellationToken).ConfigureAwait(false);
+                moved++;
+            }
+
+            if (fetched == 0)
+            {
+                return moved;
+            }
+        }
+    }
+
+    /// <summary>Stores a copy of a delivered message in the queue's dead letters, its headers kept, with the reason and the failed attempt.</summary>
+    internal async ValueTask PublishDeadLetterAsync(
+        string queue, INatsJSMsg<byte[]> message, int attempt, string reason, IReadOnlyDictionary<string, string>? added, CancellationToken cancellationToken)
+    {
+        var stream = new NatsStreamOptions { Name = Names.DeadLetterStream, Retention = NatsRetention.WorkQueue, Storage = NatsStorage.File, Replicas = _options.QueueStream.Replicas };
+        stream.Subjects.Add(Names.DeadLetterSubjects);
+        await EnsureStreamAsync(stream, cancellationToken).ConfigureAwait(false);
+        var headers = NatsEnvelopeCodec.ForDeadLetter(message.Headers, attempt, reason, queue, added);
+        await PublishRawAsync(Names.DeadLetterSubject(queue), message.Data ?? [], headers, messageId: null, cancellationToken).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,173 @@
+using System.Collections.Concurrent;
+using NATS.Client.JetStream;
+using NATS.Client.JetStream.Models;
+
+namespace Herald.Nats.Transport;
+
+internal sealed partial class NatsTransport
+{
+    private readonly ConcurrentDictionary<string, Lazy<Task<QueueTarget>>> _queues = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Lazy<Task<string>>> _topics = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Lazy<Task>> _streams = new(StringComparer.Ordinal);
+
+    /// <summary>The queue's stream made sure of (once per transport; a failure is tried again on next use).</summary>
+    internal ValueTask<QueueTarget> EnsureQueueAsync(string queue, CancellationToken cancellationToken)
+    {
+        if (_options.Queues.TryGetValue(queue, out var mapping))
+        {
+            // A declared stream (or one an operator owns): nothing to make.
+            return ValueTask.FromResult(new QueueTarget(mapping.Stream, mapping.Subject, mapping.FilterSubject, mapping.StartFrom, mapping.OrderBySubject));
+        }
+
+        // Looked up first: GetOrAdd's factory captures this transport, a closure allocated on every send otherwise.
+        if (!_queues.TryGetValue(queue, out var lazy))
+        {
+            lazy = _queues.GetOrAdd(queue, q => new Lazy<Task<QueueTarget>>(() => CreateQueueAsync(q)));
+        }
+
+        return lazy.Value.IsCompletedSuccessfully ? ValueTask.FromResult(lazy.Value.Result) : new(AwaitOrForgetAsync(_queues, queue, lazy, cancellationToken));
+    }
+
+    private async Task<QueueTarget> CreateQueueAsync(string queue)
+    {
+        var stream = Names.QueueStream(queue);
+        var subject = Names.QueueSubject(queue);
+        await EnsureStreamAsync(_options.QueueStream.For(stream, subject), CancellationToken.None).ConfigureAwait(false);
+
+        // No filter: the stream also holds what it sources from bound topics, under the topics' subjects.
+        return new QueueTarget(stream, subject, FilterSubject: null, NatsStartPosition.All, OrderBySubject: false);
+    }
+
+    private ValueTask<string> EnsureTopicAsync(string topic, CancellationToken cancellationToken)
+    {
+        if (_options.Topics.TryGetValue(topic, out var subject))
+        {
+            return ValueTask.FromResult(subject);
+        }
+
+        if (_topics.TryGetValue(topic, out var known) && known.Value.IsCompletedSuccessfully)
+        {
+            return ValueTask.FromResult(known.Value.Result);
+        }
+
+        var lazy = _topics.GetOrAdd(topic, t => new Lazy<Task<string>>(async () =>
+        {
+            // Interest retention: a message no bound queue sources is not kept, as a topic nobody subscribes to drops it.
+            var stream = new NatsStreamOptions { Name = Names.TopicStream(t), Retention = NatsRetention.Interest, Storage = _options.QueueStream.Storage, Replicas = _options.QueueStream.Replicas };
+            stream.Subjects.Add(Names.TopicSubject(t));
+            await EnsureStreamAsync(stream, CancellationToken.None).ConfigureAwait(false);
+            return Names.TopicSubject(t);
+        }));
+        return lazy.Value.IsCompletedSuccessfully ? ValueTask.FromResult(lazy.Value.Result) : new(AwaitOrForgetAsync(_topics, topic, lazy, cancellationToken));
+    }
+
+    private async ValueTask BindCoreAsync(string topic, string queue, CancellationToken cancellationToken)
+    {
+        var mapped = _options.Topics.TryGetValue(topic, out var topicSubject);
+        if (_options.Queues.TryGetValue(queue, out var mapping))
+        {
+            // A queue on a declared stream takes a topic by its filter: binding only checks that it does.
+            if (mapped && NatsNames.Matches(mapping.FilterSubject, topicSubject!))
+            {
+                return;
+            }
+
+            throw new InvalidOperationException(
+                $"Queue '{queue}' reads stream '{mapping.Stream}' filtered to '{mapping.FilterSubject}'; topic '{topic}' "
+                + (mapped ? $"publishes to '{topicSubject}', which that filter does not take." : "is not in NatsTransportOptions.Topics.")
+                + " Map the topic to a subject the queue's filter takes.");
+        }
+
+        if (mapped)
+        {
+            throw new InvalidOperationException(
+                $"Topic '{topic}' publishes to '{topicSubject}' of a declared stream; queue '{queue}' has a stream of its own and cannot take it. "
+                + "Map the queue in NatsTransportOptions.Queues to that stream with a filter that takes the subject.");
+        }
+
+        await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        var topicStream = Names.TopicStream(topic);
+
+        // The queue's stream sources the topic's stream from now on: every message published to the topic is copied into it.
+        var stream = await JetStream.GetStreamAsync(target.Stream, cancellationToken: cancellationToken).ConfigureAwait(false);
+        var config = stream.Info.Config;
+        var sources = config.Sources?.ToList() ?? [];
+        if (sources.Any(s => s.Name == topicStream))
+        {
+            return;
+        }
+
+        sources.Add(new StreamSource { Name = topicStream, OptStartTime = TimeProvider.GetUtcNow() });
+        config.Sources = sources;
+        await JetStream.UpdateStreamAsync(config, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The queue's durable consumer: the one that exists (its start position kept), else a new one.</summary>
+    private async Task<INatsJSConsumer> EnsureDurableAsync(string queue, QueueTarget target, CancellationToken cancellationToken)
+    {
+        var durable = NatsNames.Durable(queue);
+        try
+        {
+            return await JetStream.GetConsumerAsync(target.Stream, durable, cancellationToken).ConfigureAwait(false);
+        }
+        catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.ConsumerNotFound)
+        {
+        }
+
+        return await JetStream.CreateOrUpdateConsumerAsync(target.Stream, NatsTopology.DurableConfig(durable, target, _options), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Creates the stream unless it exists (as it is: another process may have added sources to it).</summary>
+    internal Task EnsureStreamAsync(NatsStreamOptions stream, CancellationToken cancellationToken)
+    {
+        var lazy = _streams.GetOrAdd(stream.Name, _ => new Lazy<Task>(async () =>
+        {
+            try
+            {
+                await JetStream.GetStreamAsync(stream.Name, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                return;
+            }
+            catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.StreamNotFound)
+            {
+            }
+
+            try
+            {
+                await JetStream.CreateStreamAsync(NatsTopology.StreamConfig(stream), CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.StreamNameInUse)
+            {
+                // Made by another process meanwhile.
+            }
+        }));
+        return lazy.Value.IsCompletedSuccessfully ? Task.CompletedTask : AwaitOrForgetAsync(_streams, stream.Name, lazy, cancellationToken);
+    }
+
+    /// <summary>Awaits a cached creation; a failed one is forgotten, so the next use tries again.</summary>
+    private static async Task<T> AwaitOrForgetAsync<T>(ConcurrentDictionary<string, Lazy<Task<T>>> cache, string key, Lazy<Task<T>> lazy, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await lazy.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch when (lazy.Value.IsFaulted)
+        {
+            cache.TryRemove(new KeyValuePair<string, Lazy<Task<T>>>(key, lazy));
+            throw;
+        }
+    }
+
+    private static async Task AwaitOrForgetAsync(ConcurrentDictionary<string, Lazy<Task>> cache, string key, Lazy<Task> lazy, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await lazy.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch when (lazy.Value.IsFaulted)
+        {
+            cache.TryRemove(new KeyValuePair<string, Lazy<Task>>(key, lazy));
+            throw;
+        }
+    }
+}

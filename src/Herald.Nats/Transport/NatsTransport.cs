@@ -1,0 +1,290 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using Herald.Internal;
+using Herald.Messages;
+using Herald.Transport;
+using Microsoft.Extensions.Logging;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using NATS.Client.JetStream.Models;
+
+namespace Herald.Nats.Transport;
+
+/// <summary>
+/// The transport on NATS JetStream. A queue is a durable pull consumer with explicit acks: of a stream of its own
+/// (<c>{prefix}_Q_{queue}</c>, a work queue by default) or of a declared stream through <see cref="NatsTransportOptions.Queues"/>.
+/// A topic is a stream of its own that bound queues' streams source from, or a subject of a declared stream. A send
+/// completes when the stream stored it (the publish ack), carrying the message id as <c>Nats-Msg-Id</c>.
+/// </summary>
+internal sealed partial class NatsTransport : ITransport
+{
+    private readonly NatsTransportOptions _options;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _connectGate = new(1, 1);
+    private readonly ConcurrentDictionary<NatsConsumer, byte> _consumers = new();
+    private NatsConnection? _connection;
+    private NatsJSContext? _js;
+    private volatile bool _connected;
+    private bool _disposed;
+
+    public NatsTransport(NatsTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException("Invalid NATS transport options: " + string.Join(" ", errors), nameof(options));
+        }
+
+        _options = options.Snapshot();
+        Names = new NatsNames(_options.SubjectPrefix, _options.StreamPrefix);
+        TimeProvider = timeProvider;
+        _logger = loggerFactory.CreateLogger("Herald.Nats");
+        Capabilities = new TransportCapabilities
+        {
+            IsDurable = true,
+
+            // Delayed nacks are JetStream's own (nak with a delay). A delayed send is stored at once with a due time in a
+            // header; a consumer that gets it early naks it until then (not counted as an attempt), so a delay never
+            // holds up other messages and needs no scheduler (NATS 2.9 has no per-message delivery time).
+            SupportsDelayedDelivery = true,
+            PreservesOrderPerPartitionKey = true,
+            SupportsNativeDeadLetter = true,
+            MaxMessageBytes = _options.MaxMessageBytes,
+
+            // A subject token per name, capped by NatsNames (longer names are shortened with a hash): no length limit here.
+            MaxDelay = MaxDelay,
+        };
+    }
+
+    /// <summary>The longest delay: a nak delay is a Go duration in nanoseconds on the wire, so keep well inside it.</summary>
+    public static TimeSpan MaxDelay { get; } = TimeSpan.FromDays(365);
+
+    /// <inheritdoc />
+    public string Name => "nats";
+
+    /// <inheritdoc />
+    public TransportCapabilities Capabilities { get; }
+
+    public TimeProvider TimeProvider { get; }
+
+    public NatsTransportOptions Options => _options;
+
+    public NatsNames Names { get; }
+
+    /// <summary>The server address without credentials, for messages and logs.</summary>
+    public string Endpoint => UserInfo.Redact(_options.Url)!;
+
+    internal NatsJSContext JetStream => _js ?? throw new InvalidOperationException("The NATS transport is not connected yet.");
+
+    internal NatsConnection Connection => _connection ?? throw new InvalidOperationException("The NATS transport is not connected yet.");
+
+    /// <inheritdoc />
+    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
+    {
+        ValidateName(queue, nameof(queue));
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    {
+        ValidateName(topic, nameof(topic));
+        ValidateName(queue, nameof(queue));
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await BindCoreAsync(topic, queue, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        ValidateName(queue, nameof(queue));
+        CheckSize(envelope);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+
+        // The stream first, so a message sent before any consumer exists waits in it instead of finding no stream.
+        var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        await PublishCoreAsync(target.Subject, envelope, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        ValidateName(topic, nameof(topic));
+        CheckSize(envelope);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        var subject = await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        await PublishCoreAsync(subject, envelope, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        ValidateName(queue, nameof(queue));
+        options.Validate();
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        var prefetch = Math.Max(_options.Prefetch ?? options.Prefetch, options.MaxConcurrency);
+        NatsConsumer consumer;
+        try
+        {
+            var durable = await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
+            consumer = NatsConsumer.Start(this, durable, queue, target, options.MaxConcurrency, prefetch, (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null), handler, _logger);
+        }
+        catch (Exception e) when (e is NatsException or NatsJSException)
+        {
+            throw new HeraldException($"Could not start consuming '{queue}' on NATS at {Endpoint}: {e.Message}", e);
+        }
+
+        _consumers[consumer] = 0;
+        Log.ConsumerStarted(_logger, queue, target.Stream, prefetch, options.MaxConcurrency);
+        return consumer;
+    }
+
+    /// <summary>Connects (once) and declares the configured streams; fails naming the server when it cannot be reached.</summary>
+    public async ValueTask ConnectAsync(CancellationToken cancellationToken = default)
+    {
+        if (_connected)
+        {
+            return;
+        }
+
+        await _connectGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_connected)
+            {
+                return;
+            }
+
+            var connection = new NatsConnection(new NatsOpts { Url = _options.Url, Name = _options.ClientName });
+            try
+            {
+                await connection.ConnectAsync().AsTask().WaitAsync(cancellationToken).ConfigureAwait(false);
+                var js = new NatsJSContext(connection);
+                foreach (var stream in _options.Streams)
+                {
+                    await js.CreateOrUpdateStreamAsync(NatsTopology.StreamConfig(stream), cancellationToken).ConfigureAwait(false);
+                }
+
+                _connection = connection;
+                _js = js;
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                await connection.DisposeAsync().ConfigureAwait(false);
+                throw new HeraldException($"Could not connect to NATS JetStream at {Endpoint}: {UserInfo.Redact(e.Message)}", e);
+            }
+            catch
+            {
+                await connection.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+
+            if (connection.ServerInfo?.MaxPayload is { } maxPayload && maxPayload < _options.MaxMessageBytes)
+            {
+                Log.MaxPayloadBelowLimit(_logger, Endpoint, maxPayload, _options.MaxMessageBytes);
+            }
+
+            _connected = true;
+            Log.Connected(_logger, Endpoint);
+        }
+        finally
+        {
+            _connectGate.Release();
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await _connectGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+        }
+        finally
+        {
+            _connectGate.Release();
+        }
+
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_connection is not null)
+        {
+            await _connection.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    internal void Forget(NatsConsumer consumer) => _consumers.TryRemove(consumer, out _);
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask PublishCoreAsync(string subject, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
+    {
+        DateTimeOffset? notBefore = options?.Delay is { } delay && delay > TimeSpan.Zero ? TimeProvider.GetUtcNow() + delay : null;
+        var id = envelope.MessageId.ToString("D");
+        var headers = NatsEnvelopeCodec.Encode(envelope, _options.Source, notBefore, id);
+
+        // An envelope at attempt 0 is a re-send on purpose (a dead letter retried keeps its id): the dedup window must not drop it.
+        var messageId = _options.Deduplicate && envelope.DeliveryAttempt != 0 ? id : null;
+        await PublishRawAsync(subject, envelope.Body, headers, messageId, cancellationToken).ConfigureAwait(false);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    internal async ValueTask PublishRawAsync(string subject, ReadOnlyMemory<byte> body, NatsHeaders headers, string? messageId, CancellationToken cancellationToken)
+    {
+        PubAckResponse ack;
+        try
+        {
+            ack = await JetStream.PublishAsync(subject, body, opts: messageId is null ? null : new NatsJSPubOpts { MsgId = messageId }, headers: headers, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is NatsException && (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested))
+        {
+            throw new HeraldException($"Publishing to '{subject}' on NATS at {Endpoint} failed: {e.Message}", e);
+        }
+
+        // A duplicate within the stream's window is what Nats-Msg-Id is for: the message is stored once, the send succeeded.
+        if (ack.Duplicate && ack.Error is null)
+        {
+            Log.DuplicateSuppressed(_logger, messageId, subject);
+            return;
+        }
+
+        ack.EnsureSuccess();
+    }
+
+    private void CheckSize(Envelope envelope)
+    {
+        if (envelope.Body.Length > _options.MaxMessageBytes)
+        {
+            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageBytes);
+        }
+    }
+
+    private static void ValidateName(string name, string parameter)
+    {
+        if (string.IsNullOrWhiteSpace(name))
+        {
+            throw new ArgumentException("A queue or topic name must not be empty.", parameter);
+        }
+    }
+}

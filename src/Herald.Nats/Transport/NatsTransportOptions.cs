@@ -1,0 +1,270 @@
+using Herald.Internal;
+
+namespace Herald.Nats.Transport;
+
+/// <summary>Settings of the NATS JetStream transport, validated when the transport is created (or at host start).</summary>
+public sealed class NatsTransportOptions
+{
+    /// <summary>The server to connect to, such as <c>nats://127.0.0.1:4222</c> (credentials, if any, in the URL).</summary>
+    public string Url { get; set; } = "nats://127.0.0.1:4222";
+
+    /// <summary>The name this process's connection shows in the server's monitoring.</summary>
+    public string ClientName { get; set; } = "herald";
+
+    /// <summary>
+    /// The first token of the subjects Herald makes for queues and topics it was not told about: queue <c>q</c> is
+    /// <c>{prefix}.q.q</c>, topic <c>t</c> is <c>{prefix}.t.t</c>, dead letters of <c>q</c> are <c>{prefix}.dead-letter.q</c>.
+    /// </summary>
+    public string SubjectPrefix { get; set; } = "herald";
+
+    /// <summary>The start of the names of the streams Herald makes for such queues and topics (<c>{prefix}_Q_q</c>, <c>{prefix}_T_t</c>).</summary>
+    public string StreamPrefix { get; set; } = "HERALD";
+
+    /// <summary>
+    /// The limits of the stream Herald makes for a queue that is not in <see cref="Queues"/> (its name and subject are
+    /// set by Herald). By default a work queue on disk: a message is removed once acked.
+    /// </summary>
+    public NatsStreamOptions QueueStream { get; set; } = new() { Retention = NatsRetention.WorkQueue };
+
+    /// <summary>
+    /// Streams declared (created, or updated to these settings) when the transport starts, such as a stream <c>EVENTS</c>
+    /// on <c>events.*</c> with limits; queues read them through <see cref="Queues"/>, topics publish to them through <see cref="Topics"/>.
+    /// </summary>
+    public IList<NatsStreamOptions> Streams { get; } = [];
+
+    /// <summary>Queues that read a declared stream instead of a stream of their own, keyed by queue name.</summary>
+    public IDictionary<string, NatsQueueOptions> Queues { get; } = new Dictionary<string, NatsQueueOptions>(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Topics that publish to a subject of a declared stream instead of a stream of their own, keyed by topic name:
+    /// <c>Topics["order-placed"] = "events.order-placed"</c>. A queue in <see cref="Queues"/> whose filter takes that
+    /// subject then gets the topic's messages.
+    /// </summary>
+    public IDictionary<string, string> Topics { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Queues that also take plain JSON messages from other clients (no CloudEvents headers), keyed by queue name, with the
+    /// Herald message type to give them: <c>RawQueues["orders-in"] = "order-placed"</c>.
+    /// </summary>
+    public IDictionary<string, string> RawQueues { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>How long the server waits for an ack before it delivers a message again; Herald sends progress while a handler runs longer.</summary>
+    public TimeSpan AckWait { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How often a delivery still unsettled tells the server it is in progress (<c>+WPI</c>); null: a third of <see cref="AckWait"/>.
+    /// </summary>
+    public TimeSpan? KeepAliveInterval { get; set; }
+
+    /// <summary>
+    /// Most deliveries of one message; on the last, a failure sends it to the dead letters instead of back to the stream.
+    /// Null (the default): no limit of the server's, Herald's retry policy alone decides.
+    /// </summary>
+    public int? MaxDeliver { get; set; }
+
+    /// <summary>When set, replaces <c>ConsumerOptions.Prefetch</c> for every consumer (raised to the consumer's concurrency if lower).</summary>
+    public int? Prefetch { get; set; }
+
+    /// <summary>
+    /// Largest body accepted, in bytes; larger messages are refused before sending. 1 MiB less 16 KiB for the headers:
+    /// the server's default <c>max_payload</c> of 1 MiB counts headers and body together.
+    /// </summary>
+    public int MaxMessageBytes { get; set; } = (1024 * 1024) - (16 * 1024);
+
+    /// <summary>Whether a send carries the message id as <c>Nats-Msg-Id</c>, so the stream drops a second send of it within its duplicate window.</summary>
+    public bool Deduplicate { get; set; } = true;
+
+    /// <summary>How often the consumer lag gauge reads the consumer's pending and ack-pending counts from the server.</summary>
+    public TimeSpan LagRefreshInterval { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>The CloudEvents <c>source</c> written when a message carries no <c>herald-source</c> header.</summary>
+    public string Source { get; set; } = "/herald";
+
+    /// <summary>Returns what is wrong with the settings; empty when they are usable.</summary>
+    public IReadOnlyList<string> Validate() => OptionsProblems.Of(this, static (options, problems) => options.Check(problems)).Messages;
+
+    internal void Check(OptionsProblems problems)
+    {
+        if (!Uri.TryCreate(Url, UriKind.Absolute, out var uri) || (uri.Scheme != "nats" && uri.Scheme != "tls" && uri.Scheme != "ws" && uri.Scheme != "wss"))
+        {
+            problems.Add(nameof(Url), $"must be an absolute nats:// (or tls://, ws://, wss://) URL, not '{UserInfo.Redact(Url)}'.");
+        }
+
+        if (string.IsNullOrWhiteSpace(ClientName))
+        {
+            problems.Add(nameof(ClientName), "must not be empty.");
+        }
+
+        if (!NatsNames.IsToken(SubjectPrefix))
+        {
+            problems.Add(nameof(SubjectPrefix), $"must be one subject token (no '.', '*', '>' or spaces), not '{SubjectPrefix}'.");
+        }
+
+        if (!NatsNames.IsStreamName(StreamPrefix))
+        {
+            problems.Add(nameof(StreamPrefix), $"must be a valid stream name (letters, digits, '-' and '_'), not '{StreamPrefix}'.");
+        }
+
+        if (QueueStream is null)
+        {
+            problems.Add(nameof(QueueStream), "must be set.");
+        }
+        else
+        {
+            CheckLimits(problems, nameof(QueueStream), QueueStream);
+        }
+
+        var streams = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < Streams.Count; i++)
+        {
+            var stream = Streams[i];
+            var setting = $"{nameof(Streams)}[{i}]";
+            if (stream is null)
+            {
+                problems.Add(setting, "must not be null.");
+                continue;
+            }
+
+            if (!NatsNames.IsStreamName(stream.Name))
+            {
+                problems.Add(setting + ".Name", $"must be a valid stream name (letters, digits, '-' and '_'), not '{stream.Name}'.");
+            }
+            else if (!streams.Add(stream.Name))
+            {
+                problems.Add(setting + ".Name", $"'{stream.Name}' is declared twice.");
+            }
+
+            if (stream.Subjects.Count == 0 || stream.Subjects.Any(s => !NatsNames.IsSubject(s, wildcards: true)))
+            {
+                problems.Add(setting + ".Subjects", $"must list at least one valid subject, not [{string.Join(", ", stream.Subjects)}].");
+            }
+
+            CheckLimits(problems, setting, stream);
+        }
+
+        foreach (var (queue, mapping) in Queues)
+        {
+            var setting = $"{nameof(Queues)}[\"{queue}\"]";
+            if (mapping is null || string.IsNullOrWhiteSpace(mapping.Stream) || !NatsNames.IsSubject(mapping.FilterSubject, wildcards: true))
+            {
+                problems.Add(setting, "needs a Stream and a valid FilterSubject.");
+                continue;
+            }
+
+            if (!NatsNames.IsSubject(mapping.Subject, wildcards: false))
+            {
+                problems.Add(setting + ".SendSubject", $"must be a subject without wildcards (needed when FilterSubject '{mapping.FilterSubject}' has one).");
+            }
+
+            if (mapping.StartFrom is null)
+            {
+                problems.Add(setting + ".StartFrom", "must be set.");
+            }
+        }
+
+        foreach (var (topic, subject) in Topics)
+        {
+            if (!NatsNames.IsSubject(subject, wildcards: false))
+            {
+                problems.Add($"{nameof(Topics)}[\"{topic}\"]", $"must be a subject without wildcards, not '{subject}'.");
+            }
+        }
+
+        foreach (var (queue, type) in RawQueues)
+        {
+            if (string.IsNullOrWhiteSpace(queue) || string.IsNullOrWhiteSpace(type))
+            {
+                problems.Add(nameof(RawQueues), $"entry '{queue}' = '{type}' needs a queue name and a message type.");
+            }
+        }
+
+        problems.Between(nameof(AckWait), AckWait, TimeSpan.FromSeconds(1), TimeSpan.FromDays(1), "1 second to 1 day");
+        if (KeepAliveInterval is { } keepAlive)
+        {
+            problems.Between(nameof(KeepAliveInterval), keepAlive, TimeSpan.FromMilliseconds(100), AckWait, "100 ms to AckWait");
+        }
+
+        if (MaxDeliver is { } maxDeliver)
+        {
+            problems.AtLeast(nameof(MaxDeliver), maxDeliver, 1);
+        }
+
+        if (Prefetch is { } prefetch)
+        {
+            problems.Between(nameof(Prefetch), prefetch, 1, 100_000);
+        }
+
+        problems.AtLeast(nameof(MaxMessageBytes), MaxMessageBytes, 1);
+        problems.Positive(nameof(LagRefreshInterval), LagRefreshInterval);
+        if (string.IsNullOrWhiteSpace(Source))
+        {
+            problems.Add(nameof(Source), "must not be empty.");
+        }
+    }
+
+    internal TimeSpan KeepAliveEvery => KeepAliveInterval ?? AckWait / 3;
+
+    /// <summary>A snapshot, so changing the options object later does not change a running transport.</summary>
+    internal NatsTransportOptions Snapshot()
+    {
+        var copy = new NatsTransportOptions
+        {
+            Url = Url,
+            ClientName = ClientName,
+            SubjectPrefix = SubjectPrefix,
+            StreamPrefix = StreamPrefix,
+            QueueStream = QueueStream.Copy(),
+            AckWait = AckWait,
+            KeepAliveInterval = KeepAliveInterval,
+            MaxDeliver = MaxDeliver,
+            Prefetch = Prefetch,
+            MaxMessageBytes = MaxMessageBytes,
+            Deduplicate = Deduplicate,
+            LagRefreshInterval = LagRefreshInterval,
+            Source = Source,
+        };
+        foreach (var stream in Streams)
+        {
+            copy.Streams.Add(stream.Copy());
+        }
+
+        foreach (var (queue, mapping) in Queues)
+        {
+            copy.Queues[queue] = new NatsQueueOptions
+            {
+                Stream = mapping.Stream,
+                FilterSubject = mapping.FilterSubject,
+                SendSubject = mapping.SendSubject,
+                StartFrom = mapping.StartFrom,
+                OrderBySubject = mapping.OrderBySubject,
+            };
+        }
+
+        foreach (var (topic, subject) in Topics)
+        {
+            copy.Topics[topic] = subject;
+        }
+
+        foreach (var (queue, type) in RawQueues)
+        {
+            copy.RawQueues[queue] = type;
+        }
+
+        return copy;
+    }
+
+    private static void CheckLimits(OptionsProblems problems, string setting, NatsStreamOptions stream)
+    {
+        if (!Enum.IsDefined(stream.Retention) || !Enum.IsDefined(stream.Storage))
+        {
+            problems.Add(setting, $"has an unknown Retention ({stream.Retention}) or Storage ({stream.Storage}).");
+        }
+
+        if (stream.MaxMessages is < 1 || stream.MaxBytes is < 1 || stream.MaxAge is { } age && age <= TimeSpan.Zero || stream.DuplicateWindow is { } window && window <= TimeSpan.Zero)
+        {
+            problems.Add(setting, "limits (MaxMessages, MaxBytes, MaxAge, DuplicateWindow) must be positive when set.");
+        }
+
+        problems.Between(setting + ".Replicas", stream.Replicas, 1, 5);
+    }
+}

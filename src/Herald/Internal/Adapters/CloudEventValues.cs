@@ -1,0 +1,122 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Herald.Internal;
+
+/// <summary>
+/// The text forms of the CloudEvents attributes every transport writes and reads the same way (docs/cloudevents.md):
+/// <c>time</c>, <c>dataschema</c>, and the id Herald gives a foreign message whose id is not a Guid.
+/// </summary>
+/// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
+public static class CloudEventValues
+{
+    /// <summary>The start of the <c>dataschema</c> Herald writes: <c>urn:herald:schema:{type}:{version}</c>.</summary>
+    public const string SchemaPrefix = "urn:herald:schema:";
+
+    private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
+
+    /// <summary>
+    /// The time as RFC 3339 in UTC with milliseconds (<c>2031-05-17T11:45:12.345Z</c>), as every transport writes <c>time</c>;
+    /// written digit by digit, since a custom format string is parsed again on every call and this runs for every message.
+    /// </summary>
+    public static string FormatTime(DateTimeOffset time) => string.Create(24, time.UtcDateTime, static (text, utc) =>
+    {
+        "0000-00-00T00:00:00.000Z".CopyTo(text);
+        Digits(text, 0, utc.Year, 4);
+        Digits(text, 5, utc.Month, 2);
+        Digits(text, 8, utc.Day, 2);
+        Digits(text, 11, utc.Hour, 2);
+        Digits(text, 14, utc.Minute, 2);
+        Digits(text, 17, utc.Second, 2);
+        Digits(text, 20, utc.Millisecond, 3);
+    });
+
+    /// <summary>
+    /// Reads an RFC 3339 time: the exact form <see cref="FormatTime"/> writes straight from its digits, any other through the
+    /// runtime's parsers; false when it is none (an impossible date included).
+    /// </summary>
+    public static bool TryParseTime(ReadOnlySpan<char> text, out DateTimeOffset time)
+    {
+        if (text.Length == 24 && text[4] == '-' && text[7] == '-' && text[10] == 'T' && text[13] == ':' && text[16] == ':' && text[19] == '.' && text[23] == 'Z'
+            && Number(text, 0, 4, out var year) && Number(text, 5, 2, out var month) && Number(text, 8, 2, out var day)
+            && Number(text, 11, 2, out var hour) && Number(text, 14, 2, out var minute) && Number(text, 17, 2, out var second)
+            && Number(text, 20, 3, out var millisecond)
+            && year >= 1 && month is >= 1 and <= 12 && day >= 1 && day <= DateTime.DaysInMonth(year, month) && hour <= 23 && minute <= 59 && second <= 59)
+        {
+            time = new DateTimeOffset(year, month, day, hour, minute, second, millisecond, TimeSpan.Zero);
+            return true;
+        }
+
+        return DateTimeOffset.TryParseExact(text, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
+            || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time);
+
+        static bool Number(ReadOnlySpan<char> text, int at, int count, out int value)
+        {
+            value = 0;
+            foreach (var c in text.Slice(at, count))
+            {
+                if (!char.IsAsciiDigit(c))
+                {
+                    return false;
+                }
+
+                value = (value * 10) + (c - '0');
+            }
+
+            return true;
+        }
+    }
+
+    private static void Digits(Span<char> text, int at, int value, int count)
+    {
+        for (var i = at + count - 1; i >= at; i--)
+        {
+            text[i] = (char)('0' + (value % 10));
+            value /= 10;
+        }
+    }
+
+    /// <summary>The <c>dataschema</c> of a message type's schema version.</summary>
+    public static string DataSchema(string messageType, int version) =>
+        string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{messageType}:{version}");
+
+    /// <summary>The schema version a <c>dataschema</c> names; 1 when it is not one Herald wrote.</summary>
+    public static int SchemaVersion(ReadOnlySpan<char> dataSchema)
+    {
+        if (dataSchema.StartsWith(SchemaPrefix, StringComparison.Ordinal)
+            && dataSchema.LastIndexOf(':') is var colon and > 0
+            && int.TryParse(dataSchema[(colon + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out var version)
+            && version >= 1)
+        {
+            return version;
+        }
+
+        return 1;
+    }
+
+    /// <summary>
+    /// The id of a message from another client: its own id when that is a Guid, a stable Guid derived from it otherwise (so
+    /// redeliveries and duplicates keep one id; RFC 9562 version 8), and a new id when it has none.
+    /// </summary>
+    public static Guid ForeignMessageId(string? messageId, TimeProvider timeProvider)
+    {
+        ArgumentNullException.ThrowIfNull(timeProvider);
+        if (messageId is null)
+        {
+            return Guid.CreateVersion7(timeProvider.GetUtcNow());
+        }
+
+        if (Guid.TryParse(messageId, out var id))
+        {
+            return id;
+        }
+
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(Encoding.UTF8.GetBytes(messageId), hash);
+        var bytes = hash[..16];
+        bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80);
+        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
+        return new Guid(bytes, bigEndian: true);
+    }
+}

@@ -1,0 +1,255 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using Herald.Conformance;
+using Herald.Nats.Diagnostics;
+using Herald.Nats.Transport;
+using Herald.Transport;
+using NATS.Client.JetStream.Models;
+
+namespace Herald.Nats.Tests;
+
+/// <summary>What JetStream adds beyond the conformance suite (issue 13): dedup, keep-alive, declared streams, start positions, MaxDeliver, lag.</summary>
+public sealed class JetStreamTests : NatsTestBase
+{
+    [Fact]
+    public async Task Send_TheSameEnvelopeTwice_IsStoredOnce_ByItsNatsMsgId()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = "dedup-" + Guid.NewGuid().ToString("N")[..8];
+        var envelope = NewEnvelope("once");
+        await transport.SendAsync(queue, envelope);
+        await transport.SendAsync(queue, envelope);
+        await transport.SendAsync(queue, NewEnvelope("marker"));
+
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "marker"), "the marker sent after the duplicate");
+        }
+
+        Assert.Equal(1, seen.Count(e => e.MessageId == envelope.MessageId));
+        var stream = await transport.JetStream.GetStreamAsync(Names.QueueStream(queue));
+        Assert.Equal(0L, stream.Info.State.Messages);
+        Assert.Equal(2UL, (ulong)stream.Info.State.LastSeq);
+    }
+
+    [Fact]
+    public async Task AHandlerRunningLongerThanTheAckWait_IsKeptAlive_AndItsMessageIsDeliveredOnce()
+    {
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.AckWait = TimeSpan.FromSeconds(1);
+            o.KeepAliveInterval = TimeSpan.FromMilliseconds(200);
+        });
+        var queue = "slow-" + Guid.NewGuid().ToString("N")[..8];
+        var slow = NewEnvelope("slow");
+        await transport.SendAsync(queue, slow);
+        var (consumer, seen) = await ConsumeAsync(transport, queue, async (delivery, cancellationToken) =>
+        {
+            // Slow work, three ack waits long: the server would deliver the message again without the keep-alive.
+            if (TextOf(delivery.Envelope) == "slow")
+            {
+                await Task.Delay(TimeSpan.FromSeconds(3), cancellationToken);
+            }
+        }, new ConsumerOptions { MaxConcurrency = 2 });
+        await using (consumer)
+        {
+            await Eventually.UntilAsync(() => seen.Count(e => e.MessageId == slow.MessageId) >= 1, "the slow message is delivered");
+            await transport.SendAsync(queue, NewEnvelope("after"));
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "after"), "a message sent after it");
+            await Eventually.UntilAsync(async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(queue))).Info.State.Messages == 0, "the slow message is acked", Timeout);
+        }
+
+        Assert.Equal(1, seen.Count(e => e.MessageId == slow.MessageId));
+    }
+
+    [Fact]
+    public async Task AStreamFromConfiguration_IsDeclaredWithItsLimits_AndAQueueReadsItThroughItsFilter_InOrderPerSubject()
+    {
+        var stream = Prefixes.Streams + "_EVENTS";
+        var subjects = Prefixes.Subjects + ".events";
+        var transport = await CreateTransportAsync(o =>
+        {
+            var events = new NatsStreamOptions { Name = stream, MaxMessages = 1_000_000, MaxBytes = 64 * 1024 * 1024, MaxAge = TimeSpan.FromDays(7), Retention = NatsRetention.Limits };
+            events.Subjects.Add(subjects + ".*");
+            o.Streams.Add(events);
+            o.Queues["billing"] = new NatsQueueOptions { Stream = stream, FilterSubject = subjects + ".*", SendSubject = subjects + ".billing" };
+            o.Topics["order-a"] = subjects + ".order-a";
+            o.Topics["order-b"] = subjects + ".order-b";
+        });
+
+        var config = (await transport.JetStream.GetStreamAsync(stream)).Info.Config;
+        Assert.Equal(1_000_000, config.MaxMsgs);
+        Assert.Equal(64 * 1024 * 1024, config.MaxBytes);
+        Assert.Equal(TimeSpan.FromDays(7), config.MaxAge);
+        Assert.Equal(StreamConfigRetention.Limits, config.Retention);
+        Assert.Equal(1, config.NumReplicas);
+
+        await transport.BindAsync("order-a", "billing");
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await transport.BindAsync("order-a", "a-queue-of-its-own"));
+        for (var i = 0; i < 20; i++)
+        {
+            await transport.PublishAsync("order-a", NewEnvelope("a" + i));
+            await transport.PublishAsync("order-b", NewEnvelope("b" + i));
+        }
+
+        var inFlight = new ConcurrentDictionary<string, int>();
+        var overlaps = 0;
+        var (consumer, seen) = await ConsumeAsync(transport, "billing", async (delivery, _) =>
+        {
+            var subject = TextOf(delivery.Envelope)[..1];
+            if (inFlight.AddOrUpdate(subject, 1, (_, n) => n + 1) > 1)
+            {
+                Interlocked.Increment(ref overlaps);
+            }
+
+            await Task.Yield();
+            inFlight.AddOrUpdate(subject, 0, (_, n) => n - 1);
+        }, new ConsumerOptions { MaxConcurrency = 4 });
+        await using (consumer)
+        {
+            await Eventually.UntilAsync(() => seen.Count >= 40, "every event of both subjects");
+        }
+
+        Assert.Equal(0, overlaps);
+        foreach (var subject in new[] { "a", "b" })
+        {
+            Assert.Equal(Enumerable.Range(0, 20).Select(i => subject + i), seen.Select(TextOf).Where(t => t.StartsWith(subject, StringComparison.Ordinal)));
+        }
+
+        // The stream keeps acked events (limits retention): a second queue on it starting from the beginning reads them all.
+        Assert.Equal(40L, (await transport.JetStream.GetStreamAsync(stream)).Info.State.Messages);
+    }
+
+    [Theory]
+    [InlineData("new")]
+    [InlineData("sequence")]
+    [InlineData("time")]
+    public async Task AConsumerCreatedWithAStartPosition_ReadsFromThere(string position)
+    {
+        var stream = Prefixes.Streams + "_LOG";
+        var subject = Prefixes.Subjects + ".log";
+        var options = NewOptions(o =>
+        {
+            var log = new NatsStreamOptions { Name = stream };
+            log.Subjects.Add(subject);
+            o.Streams.Add(log);
+        });
+        var queue = "log-reader";
+        var all = NatsStartPosition.All;
+        await using (var probe = await NatsTransportFactory.CreateAsync(NewOptions(o =>
+        {
+            o.Streams.Add(options.Streams[0]);
+            o.Queues[queue] = new NatsQueueOptions { Stream = stream, FilterSubject = subject, StartFrom = all };
+        })))
+        {
+            await probe.SendAsync(queue, NewEnvelope("old1"));
+            await probe.SendAsync(queue, NewEnvelope("old2"));
+        }
+
+        var between = DateTimeOffset.UtcNow;
+        await Eventually.UntilAsync(() => DateTimeOffset.UtcNow > between.AddMilliseconds(20), "the clock moves past the old messages");
+        var start = position switch
+        {
+            "new" => NatsStartPosition.New,
+            "sequence" => NatsStartPosition.FromSequence(2),
+            _ => NatsStartPosition.FromTime(DateTimeOffset.UtcNow),
+        };
+        var reader = await CreateTransportAsync(o =>
+        {
+            o.Streams.Add(options.Streams[0]);
+            o.Queues[queue] = new NatsQueueOptions { Stream = stream, FilterSubject = subject, StartFrom = start };
+        });
+        var (consumer, seen) = await ConsumeAsync(reader, queue);
+        await using (consumer)
+        {
+            await reader.SendAsync(queue, NewEnvelope("new1"));
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "new1"), "the message sent after the consumer was made");
+        }
+
+        var expected = position == "sequence" ? new[] { "old2", "new1" } : ["new1"];
+        Assert.Equal(expected, seen.Select(TextOf));
+    }
+
+    [Fact]
+    public async Task OnTheLastDeliveryMaxDeliverAllows_AFailedMessageGoesToTheDeadLetters_WithTheReason()
+    {
+        var transport = await CreateTransportAsync(o => o.MaxDeliver = 2);
+        var queue = "max-deliver-" + Guid.NewGuid().ToString("N")[..8];
+        var poison = NewEnvelope("poison");
+        await transport.SendAsync(queue, poison);
+        var (consumer, seen) = await ConsumeAsync(transport, queue, (_, _) => throw new InvalidOperationException("always fails"));
+        await using (consumer)
+        {
+            await Eventually.UntilAsync(
+                async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(queue))).Info.State.Messages == 0, "the message leaves the queue");
+        }
+
+        Assert.Equal([1, 2], seen.Select(e => e.DeliveryAttempt));
+        var drained = new List<NativeDeadLetter>();
+        var moved = await transport.DrainDeadLettersAsync(queue, (deadLetter, _) =>
+        {
+            drained.Add(deadLetter);
+            return ValueTask.CompletedTask;
+        });
+        Assert.Equal(1, moved);
+        var only = Assert.Single(drained);
+        Assert.Equal(poison.MessageId, only.Envelope.MessageId);
+        Assert.Equal(2, only.Envelope.DeliveryAttempt);
+        Assert.Contains("MaxDeliver 2", only.Envelope.GetHeader(Messages.HeaderNames.DeadLetterReason), StringComparison.Ordinal);
+        Assert.Equal(0, await transport.DrainDeadLettersAsync(queue, (_, _) => ValueTask.CompletedTask));
+    }
+
+    [Fact]
+    public async Task TheLagGauges_ReportPendingAndAckPending_TaggedWithTheConsumer()
+    {
+        var transport = await CreateTransportAsync(o => o.LagRefreshInterval = TimeSpan.FromMilliseconds(100));
+        var queue = "lag-" + Guid.NewGuid().ToString("N")[..8];
+        for (var i = 0; i < 5; i++)
+        {
+            await transport.SendAsync(queue, NewEnvelope("m" + i));
+        }
+
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var readings = new ConcurrentDictionary<string, long>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == "Herald" && instrument.Name.StartsWith("herald.nats.consumer.", StringComparison.Ordinal))
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "messaging.destination.name" && (string?)tag.Value == queue)
+                {
+                    readings[instrument.Name] = value;
+                }
+            }
+        });
+        listener.Start();
+
+        // One handler holds the first message: what the client pulled is ack pending, the rest still pending in the stream.
+        var (consumer, _) = await ConsumeAsync(transport, queue, async (_, ct) => await release.Task.WaitAsync(ct), new ConsumerOptions { Prefetch = 2 });
+        await using (consumer)
+        {
+            await Eventually.UntilAsync(() =>
+            {
+                listener.RecordObservableInstruments();
+                var ackPending = readings.GetValueOrDefault(NatsMetricNames.ConsumerAckPending, -1);
+                return ackPending >= 1 && ackPending + readings.GetValueOrDefault(NatsMetricNames.ConsumerPending, -1) == 5;
+            }, "the gauges show the held messages as ack pending and the rest as pending, 5 in all");
+            release.SetResult();
+            await Eventually.UntilAsync(() =>
+            {
+                listener.RecordObservableInstruments();
+                return readings.GetValueOrDefault(NatsMetricNames.ConsumerAckPending) == 0 && readings.GetValueOrDefault(NatsMetricNames.ConsumerPending) == 0;
+            }, "the gauges show nothing pending once all is handled");
+        }
+    }
+}
