@@ -2,6 +2,7 @@ using Herald.Benchmarks.EventStore;
 using Herald.Benchmarks.Harness;
 using Herald.Benchmarks.InProcess;
 using Herald.Benchmarks.RabbitMq;
+using Herald.Benchmarks.Sagas;
 
 // Named benchmarks: `dotnet run -c Release --project bench/Herald.Benchmarks -- <name> [--quick]`.
 // A new one (eventstore, rabbitmq, ...) is a class implementing IBenchmark, added to this list.
@@ -12,6 +13,7 @@ IBenchmark[] benchmarks =
     new EventStoreBenchmark(),
     new RabbitMqBenchmark(),
     new Herald.Benchmarks.PostgresQueue.PostgresQueueBenchmark(),
+    new SagaBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")
