@@ -71,15 +71,7 @@ internal sealed class HeraldSagaContender : ISagaContender
             "Herald (SQLite)",
             $"as **Herald (in-memory)**, with `h.UseSqlite(temp file)`: the saga store and the unit of work on that file (defaults: WAL, synchronous {defaults.Synchronous}, grouped commits of up to {defaults.MaxWritesPerTransaction} writes); each transition's save commits before its event is finished. The transport stays in memory.",
             h => h.UseSqlite(path),
-            () =>
-            {
-                foreach (var file in new[] { path, path + "-wal", path + "-shm" })
-                {
-                    File.Delete(file);
-                }
-
-                return ValueTask.CompletedTask;
-            });
+            () => HeraldEventStoreContender.DeleteSqliteFiles(path));
     }
 
     public static HeraldSagaContender Postgres(string connectionString)
