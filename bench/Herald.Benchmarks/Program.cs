@@ -3,6 +3,7 @@ using Herald.Benchmarks.Harness;
 using Herald.Benchmarks.InProcess;
 using Herald.Benchmarks.Nats;
 using Herald.Benchmarks.RabbitMq;
+using Herald.Benchmarks.Sagas;
 
 // Named benchmarks: `dotnet run -c Release --project bench/Herald.Benchmarks -- <name> [--quick]`.
 // A new one (eventstore, rabbitmq, ...) is a class implementing IBenchmark, added to this list.
@@ -15,6 +16,7 @@ IBenchmark[] benchmarks =
     new Herald.Benchmarks.PostgresQueue.PostgresQueueBenchmark(),
     new Herald.Benchmarks.Kafka.KafkaBenchmark(),
     new NatsBenchmark(),
+    new SagaBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 using Herald.Benchmarks.Harness;
 using Herald.Messages;
 using Npgsql;
@@ -162,11 +161,11 @@ internal sealed class EventStoreBenchmark : IBenchmark
         }
     }
 
-    private static string Redact(string connectionString) =>
+    internal static string Redact(string connectionString) =>
         string.Join(';', connectionString.Split(';').Where(p => !p.StartsWith("Password", StringComparison.OrdinalIgnoreCase)));
 
     // What the results file says about the database is read from it, not written by hand.
-    private static async Task<string> DescribeServerAsync(string connectionString, CancellationToken cancellationToken)
+    internal static async Task<string> DescribeServerAsync(string connectionString, CancellationToken cancellationToken)
     {
         var host = new NpgsqlConnectionStringBuilder(connectionString).Host ?? "?";
         var where = host is "127.0.0.1" or "localhost" or "::1" ? " (same machine)" : "";
@@ -187,19 +186,7 @@ internal sealed class EventStoreBenchmark : IBenchmark
 
     private static string Render(BenchmarkArgs args, int repeat, Counts counts, string server, List<(string Scenario, MeasurementSeries Series)> results, List<(string Name, string Setup)> setups)
     {
-        var text = new StringBuilder();
-        text.AppendLine("# Event store throughput");
-        text.AppendLine();
-        text.AppendLine(args.Heading("eventstore"));
-        text.AppendLine();
-        var machine = new MarkdownTable("Machine", "");
-        foreach (var (name, value) in MachineInfo.Describe())
-        {
-            machine.Add(name, value);
-        }
-
-        machine.Add("Servers", $"{server}; SQLite file in the temp directory");
-        text.Append(machine);
+        var text = ResultsFile.Open(args, "eventstore", "Event store throughput", ("Servers", $"{server}; SQLite file in the temp directory"));
         text.AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"Each scenario: one warm-up pass per contender, then {repeat} measured round(s) interleaving the contenders; the table shows the median events/s and the range.");
         text.AppendLine(CultureInfo.InvariantCulture, $"Counts: 1 writer × {counts.SingleAppends:N0} single-event appends; 16 writers × {counts.WriterAppends:N0} single-event appends (each writer over its own 64 streams); {counts.Batches:N0} appends of {BatchSize} events to new streams; {counts.StreamReads} reads of a {ReadStreamLength:N0}-event stream; one scan of the first {counts.ScanEvents:N0} events of the global log.");

@@ -49,15 +49,7 @@ internal sealed class HeraldEventStoreContender : IEventStoreContender
             "Herald SQLite",
             $"`SqliteEventStoreFactory.OpenAsync(path)` on a temp file, defaults (WAL, synchronous {SqliteDefaults.Synchronous}, group commit of up to {SqliteDefaults.MaxWritesPerTransaction} writes)",
             async ct => await SqliteEventStoreFactory.OpenAsync(path, cancellationToken: ct),
-            () =>
-            {
-                foreach (var file in new[] { path, path + "-wal", path + "-shm" })
-                {
-                    File.Delete(file);
-                }
-
-                return ValueTask.CompletedTask;
-            });
+            () => DeleteSqliteFiles(path));
     }
 
     public static HeraldEventStoreContender Postgres(string connectionString)
@@ -140,6 +132,17 @@ internal sealed class HeraldEventStoreContender : IEventStoreContender
         _serializer.Deserialize(recorded.Envelope.Body, _registry.GetType(recorded.Envelope.MessageType)) as AccountCredited;
 
     private Envelope NextEnvelope() => _envelopes.Create(AccountCredited.Next(Interlocked.Increment(ref _sequence)));
+
+    /// <summary>Deletes a SQLite database file with its write-ahead log and shared-memory files.</summary>
+    internal static ValueTask DeleteSqliteFiles(string path)
+    {
+        foreach (var file in new[] { path, path + "-wal", path + "-shm" })
+        {
+            File.Delete(file);
+        }
+
+        return ValueTask.CompletedTask;
+    }
 
     internal static async ValueTask DropSchemaAsync(string connectionString, string schema)
     {

@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace Herald.Benchmarks.Harness;
 
 /// <summary>Where results files go: bench/results/ of the repository the harness runs in.</summary>
@@ -18,6 +20,27 @@ internal static class ResultsFile
 
         var root = FindRepositoryRoot(Environment.CurrentDirectory) ?? FindRepositoryRoot(AppContext.BaseDirectory) ?? Environment.CurrentDirectory;
         return Path.Combine(root, "bench", "results", benchmark + ".md");
+    }
+
+    /// <summary>
+    /// How every results file opens: its title, the command line it ran with, and the table of the machine, with
+    /// <paramref name="rows"/> (the servers it used) added to it. The caller goes on writing into the returned text.
+    /// </summary>
+    public static StringBuilder Open(BenchmarkArgs args, string benchmark, string title, params (string Name, string Value)[] rows)
+    {
+        var text = new StringBuilder();
+        text.AppendLine("# " + title);
+        text.AppendLine();
+        text.AppendLine(args.Heading(benchmark));
+        text.AppendLine();
+        var machine = new MarkdownTable("Machine", "");
+        foreach (var (name, value) in MachineInfo.Describe().Concat(rows))
+        {
+            machine.Add(name, value);
+        }
+
+        text.Append(machine);
+        return text;
     }
 
     /// <summary>Prints the results and writes them to the results file, unless a quick run asked for none.</summary>

@@ -28,6 +28,9 @@ public sealed class HandledCounter
         }
     }
 
+    /// <summary>Ends the run at once with <paramref name="reason"/>: a message was lost (dead-lettered, faulted), so the count would never be reached.</summary>
+    public void Fail(string reason) => _done.TrySetException(new InvalidOperationException(reason));
+
     /// <summary>Completes when every expected message was handled; throws with the count reached on timeout.</summary>
     public async Task WaitAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {

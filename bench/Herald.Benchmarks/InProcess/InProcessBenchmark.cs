@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Text;
 using Herald.Benchmarks.Harness;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -151,18 +150,7 @@ internal sealed class InProcessBenchmark : IBenchmark
 
     private static string Render(BenchmarkArgs args, int repeat, List<Row> results, List<(string Name, string Setup)> setups)
     {
-        var text = new StringBuilder();
-        text.AppendLine("# In-process publish → handler throughput");
-        text.AppendLine();
-        text.AppendLine(args.Heading("inprocess"));
-        text.AppendLine();
-        var machine = new MarkdownTable("Machine", "");
-        foreach (var (name, value) in MachineInfo.Describe())
-        {
-            machine.Add(name, value);
-        }
-
-        text.Append(machine);
+        var text = ResultsFile.Open(args, "inprocess", "In-process publish → handler throughput");
         text.AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: warm-up, then {repeat} measured run(s) of N messages; the table shows the median msg/s (and the range over the runs) and the median bytes allocated per message.");
         text.AppendLine("A run is timed with a `Stopwatch` from the first publish until the handler has counted N messages; bytes are `GC.GetTotalAllocatedBytes(precise: true)` over the run (whole process, every thread) ÷ N.");

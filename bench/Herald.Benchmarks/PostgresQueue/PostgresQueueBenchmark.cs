@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Text;
 using Herald.Benchmarks.Harness;
 using Npgsql;
 
@@ -215,19 +214,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
 
     private static string Render(BenchmarkArgs args, int repeat, int count, string server, List<Series> results, List<(string Name, string Setup)> setups)
     {
-        var text = new StringBuilder();
-        text.AppendLine("# PostgreSQL queue throughput");
-        text.AppendLine();
-        text.AppendLine(args.Heading("pgqueue"));
-        text.AppendLine();
-        var machine = new MarkdownTable("Machine", "");
-        foreach (var (name, value) in MachineInfo.Describe())
-        {
-            machine.Add(name, value);
-        }
-
-        machine.Add("Server", server);
-        text.Append(machine);
+        var text = ResultsFile.Open(args, "pgqueue", "PostgreSQL queue throughput", ("Server", server));
         text.AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up pass, then {repeat} measured round(s) interleaving the contenders. Every drain gets a fresh queue in a fresh table (a schema of its own, dropped afterwards), filled with {count:N0} messages of {QueueWorkload.MessageBytes} bytes by {QueueWorkload.Senders} concurrent senders (each awaits its send before the next); the first fill of a round is the send phase. The drain is timed from starting the consumers until the last message is acknowledged (acknowledgements are durable); stopping them is not timed. \"4 × 1\" is 4 independent instances (each its own connection pool, as 4 processes would be) of concurrency 1; \"1 × 4\" one instance of concurrency 4.");
         text.AppendLine(CultureInfo.InvariantCulture, $"Before each round the harness waits (up to {QuietWait.TotalSeconds:0} s, {QuietBudget.TotalSeconds:0} s in all) for the machine to be quiet; a contender's round during which other processes took more than {DisturbedShare:P0} of the machine is run again, up to {MaxAttempts} attempts and {MaxRetries} repeats per run, and its quietest attempt counts.");

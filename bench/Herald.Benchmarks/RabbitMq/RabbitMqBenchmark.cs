@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 using Herald.Benchmarks.Harness;
 using Herald.RabbitMQ.Transport;
 
@@ -149,19 +148,7 @@ internal sealed class RabbitMqBenchmark : IBenchmark
 
     private static string Render(BenchmarkArgs args, int repeat, int count, List<MeasurementSeries> publish, List<MeasurementSeries> consume, List<(string Name, string Setup)> setups)
     {
-        var text = new StringBuilder();
-        text.AppendLine("# RabbitMQ publish and consume throughput");
-        text.AppendLine();
-        text.AppendLine(args.Heading("rabbitmq"));
-        text.AppendLine();
-        var machine = new MarkdownTable("Machine", "");
-        foreach (var (name, value) in MachineInfo.Describe())
-        {
-            machine.Add(name, value);
-        }
-
-        machine.Add("Broker", "RabbitMQ on 127.0.0.1 (same machine)");
-        text.Append(machine);
+        var text = ResultsFile.Open(args, "rabbitmq", "RabbitMQ publish and consume throughput", ("Broker", "RabbitMQ on 127.0.0.1 (same machine)"));
         text.AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up publish + consume, then {repeat} measured round(s) interleaving the contenders. A round publishes {count:N0} persistent {BrokerWorkload.MessageBytes}-byte messages to a fresh durable queue with {BrokerWorkload.Outstanding} sends outstanding (each completes on the publisher confirm), then consumes them all (prefetch {BrokerWorkload.Prefetch}; every handler deserializes the body to the message type; acks as each contender's name says). Publish is timed from the first send to the last confirm; consume from starting the consumer to the last ack (stopping the consumer afterwards is not timed).");
         text.AppendLine("\"CPU µs/msg\" is this process's CPU time ÷ messages; \"broker CPU µs/msg\" is the RabbitMQ server's (beam.smp) over the same phase. On 2 shared cores the sum is what bounds throughput, and it moves far less with other load than msg/s does.");

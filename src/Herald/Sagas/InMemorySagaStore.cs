@@ -12,10 +12,14 @@ public sealed class InMemorySagaStore : ISagaStore
     private readonly Lock _gate = new();
     private readonly TimeProvider _timeProvider;
 
+    // Made once: a save in a unit of work would otherwise allocate this delegate every time.
+    private readonly Func<StagedSaves> _newStagedSaves;
+
     /// <summary>Creates an empty store that stamps saves with <paramref name="timeProvider"/> (the system clock by default).</summary>
     public InMemorySagaStore(TimeProvider? timeProvider = null)
     {
         _timeProvider = timeProvider ?? TimeProvider.System;
+        _newStagedSaves = () => new StagedSaves(this);
     }
 
     /// <inheritdoc />
@@ -44,7 +48,7 @@ public sealed class InMemorySagaStore : ISagaStore
     {
         SagaValidation.Validate(instance);
         cancellationToken.ThrowIfCancellationRequested();
-        InMemoryUnitOfWork.Of(unitOfWork).Enlist(this, () => new StagedSaves(this)).Add(instance);
+        InMemoryUnitOfWork.Of(unitOfWork).Enlist(this, _newStagedSaves).Add(instance);
         return ValueTask.CompletedTask;
     }
 
@@ -82,7 +86,8 @@ public sealed class InMemorySagaStore : ISagaStore
         var saved = instance with
         {
             Version = instance.Version + 1,
-            CompletedSteps = [.. instance.CompletedSteps],
+            // A state machine's instance has no steps: the shared empty list, not a copy of nothing per save.
+            CompletedSteps = instance.CompletedSteps.Count == 0 ? [] : [.. instance.CompletedSteps],
             Data = instance.Data.ToArray(),
             Timeouts = [.. instance.Timeouts.Select(t => t with { Body = t.Body.ToArray() })],
             CreatedAt = stored?.CreatedAt ?? now,
@@ -113,6 +118,13 @@ public sealed class InMemorySagaStore : ISagaStore
         {
             lock (store._gate)
             {
+                if (_saves.Count == 1)
+                {
+                    // The usual unit of work saves one instance: SaveUnderLock checks its version alone.
+                    store.SaveUnderLock(_saves[0], store._timeProvider.GetUtcNow());
+                    return;
+                }
+
                 // Two saves of one instance in one unit of work chain: the second expects the first's new version.
                 var planned = new Dictionary<(string, string), long>();
                 foreach (var save in _saves)
