@@ -12,6 +12,7 @@ IBenchmark[] benchmarks =
     new EventStoreBenchmark(),
     new RabbitMqBenchmark(),
     new Herald.Benchmarks.PostgresQueue.PostgresQueueBenchmark(),
+    new Herald.Benchmarks.AmazonSqs.SqsBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")

@@ -16,10 +16,14 @@ internal static class SqsEmulator
 
     public static AWSCredentials Credentials { get; } = new BasicAWSCredentials("herald-test", "herald-test");
 
-    /// <summary>Options pointing at the emulator, with a short visibility timeout so lost work comes back within a test.</summary>
+    /// <summary>
+    /// Options pointing at the emulator, with a short visibility timeout so lost work comes back within a test, and SQS's
+    /// largest redrive count: the emulator counts every visibility change (each lease renewal) as a receive, so a message
+    /// held a while would be redriven to the dead-letter queue long before AWS would.
+    /// </summary>
     public static AmazonSqsTransportOptions Options(Action<AmazonSqsTransportOptions>? configure = null)
     {
-        var options = new AmazonSqsTransportOptions { Credentials = Credentials, VisibilityTimeout = TimeSpan.FromSeconds(10) };
+        var options = new AmazonSqsTransportOptions { Credentials = Credentials, VisibilityTimeout = TimeSpan.FromSeconds(10), MaxReceiveCount = 1000 };
         Configure(options.ClientConfig);
         configure?.Invoke(options);
         return options;

@@ -1,3 +1,4 @@
+using Herald.AmazonSqs.Transport;
 using Herald.RabbitMQ.Transport;
 using Herald.Postgres.Transport;
 using Herald.RabbitMQ;
@@ -5,7 +6,7 @@ using Herald.Sqlite.Transport;
 using Herald.Transport;
 using Herald.Transport.ConsumerChild;
 
-// Usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq> <connection> <queue> [options] (see ChildArguments)
+// Usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|sqs> <connection> <queue> [options] (see ChildArguments)
 // Consumes one queue until stdin reads "stop" or closes, then stops the consumer, disposes the transport and exits 0. With
 // --gate, handlers wait until stdin reads "go".
 // Stdout is the protocol, one line each, written and flushed before the next step:
@@ -99,6 +100,12 @@ static async Task<ITransport> OpenAsync(ChildArguments arguments, StandardErrorL
                 o.PollInterval = arguments.Poll ?? o.PollInterval;
                 o.LoggerFactory = loggers;
             });
+        case "sqs":
+            var sqs = new AmazonSqsTransportOptions { Credentials = new Amazon.Runtime.BasicAWSCredentials("herald-test", "herald-test") };
+            sqs.ClientConfig.ServiceURL = arguments.Connection;
+            sqs.ClientConfig.AuthenticationRegion = "us-east-1";
+            sqs.VisibilityTimeout = arguments.Lease ?? sqs.VisibilityTimeout;
+            return await AmazonSqsTransportFactory.CreateAsync(sqs, loggerFactory: loggers);
         default:
             return await RabbitMqTransportFactory.CreateAsync(
                 new RabbitMqTransportOptions { ConnectionUri = new Uri(arguments.Connection), ClientProvidedName = arguments.Queue },

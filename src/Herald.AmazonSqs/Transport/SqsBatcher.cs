@@ -15,7 +15,8 @@ internal sealed class SqsBatcher<TEntry> : IAsyncDisposable
     public const int MaxBatch = 10;
 
     private const int LoopsPerQueue = 4;
-    private readonly ConcurrentDictionary<string, Channel<Pending>> _queues = new(StringComparer.Ordinal);
+    // Lazy: GetOrAdd may run its factory twice in a race, and loops started for a channel that lost it would never end.
+    private readonly ConcurrentDictionary<string, Lazy<Channel<Pending>>> _queues = new(StringComparer.Ordinal);
     private readonly ConcurrentBag<Task> _loops = [];
     private readonly Func<string, IReadOnlyList<Pending>, CancellationToken, Task> _flush;
     private readonly CancellationTokenSource _disposing = new();
@@ -27,7 +28,7 @@ internal sealed class SqsBatcher<TEntry> : IAsyncDisposable
     public Task<bool> RunAsync(string queueUrl, TEntry entry)
     {
         var pending = new Pending(entry, new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously));
-        var queue = _queues.GetOrAdd(queueUrl, Start);
+        var queue = _queues.GetOrAdd(queueUrl, url => new Lazy<Channel<Pending>>(() => Start(url))).Value;
         if (!queue.Writer.TryWrite(pending))
         {
             throw new ObjectDisposedException(nameof(SqsBatcher<TEntry>));
@@ -40,7 +41,7 @@ internal sealed class SqsBatcher<TEntry> : IAsyncDisposable
     {
         foreach (var queue in _queues.Values)
         {
-            queue.Writer.TryComplete();
+            queue.Value.Writer.TryComplete();
         }
 
         // Entries already queued still go out: a send that was accepted must not be dropped.
