@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Herald.Processes;
 
 namespace Herald.AmazonSqs.Tests;
 
@@ -33,7 +33,7 @@ internal static class NodeSqsClient
             Directory.CreateDirectory(InstallDir);
             try
             {
-                var (code, _, error) = await RunProcessAsync("npm", ["install", "--prefix", InstallDir, "--no-audit", "--no-fund", "--silent", "@aws-sdk/client-sqs@3"], TimeSpan.FromMinutes(3));
+                var (code, _, error) = await ToolProcess.RunAsync("npm", ["install", "--prefix", InstallDir, "--no-audit", "--no-fund", "--silent", "@aws-sdk/client-sqs@3"], TimeSpan.FromMinutes(3));
                 _unavailable = code == 0 ? null : $"npm install @aws-sdk/client-sqs@3 failed ({code}): {error}";
             }
             catch (Exception e) when (e is System.ComponentModel.Win32Exception or TimeoutException)
@@ -52,45 +52,8 @@ internal static class NodeSqsClient
     public static async Task<string> RunAsync(params string[] arguments)
     {
         var script = Path.Combine(AppContext.BaseDirectory, "interop", "sqs-client.js");
-        var (code, output, error) = await RunProcessAsync("node", [script, .. arguments], TimeSpan.FromSeconds(30), ("NODE_PATH", Path.Combine(InstallDir, "node_modules")));
+        var (code, output, error) = await ToolProcess.RunAsync("node", [script, .. arguments], TimeSpan.FromSeconds(30), ("NODE_PATH", Path.Combine(InstallDir, "node_modules")));
         Assert.True(code == 0, $"node {string.Join(' ', arguments)} exited {code}: {error}");
         return output;
-    }
-
-    private static async Task<(int Code, string Output, string Error)> RunProcessAsync(string file, string[] arguments, TimeSpan timeout, params (string Name, string Value)[] environment)
-    {
-        var start = new ProcessStartInfo(file)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        foreach (var (name, value) in environment)
-        {
-            start.Environment[name] = value;
-        }
-
-        using var process = Process.Start(start)!;
-        process.StandardInput.Close();
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout);
-        try
-        {
-            await process.WaitForExitAsync(cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', arguments)} did not finish within {timeout}.");
-        }
-
-        return (process.ExitCode, await output, await error);
     }
 }

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Herald.Processes;
 
 namespace Herald.RabbitMQ.Tests;
 
@@ -12,7 +12,7 @@ internal static class NodeAmqplib
     {
         await EnsureInstalledAsync();
         var script = Path.Combine(AppContext.BaseDirectory, "interop", "amqplib-client.js");
-        var (code, output, error) = await RunProcessAsync("node", [script, .. arguments], TimeSpan.FromSeconds(30), ("NODE_PATH", Path.Combine(InstallDir, "node_modules")));
+        var (code, output, error) = await ToolProcess.RunAsync("node", [script, .. arguments], TimeSpan.FromSeconds(30), ("NODE_PATH", Path.Combine(InstallDir, "node_modules")));
         Assert.True(code == 0, $"node {string.Join(' ', arguments)} exited {code}: {error}");
         return output;
     }
@@ -28,49 +28,12 @@ internal static class NodeAmqplib
             }
 
             Directory.CreateDirectory(InstallDir);
-            var (code, _, error) = await RunProcessAsync("npm", ["install", "--prefix", InstallDir, "--no-audit", "--no-fund", "--silent", "amqplib@0.10"], TimeSpan.FromMinutes(2));
+            var (code, _, error) = await ToolProcess.RunAsync("npm", ["install", "--prefix", InstallDir, "--no-audit", "--no-fund", "--silent", "amqplib@0.10"], TimeSpan.FromMinutes(2));
             Assert.True(code == 0, $"npm install amqplib@0.10 failed ({code}): {error}");
         }
         finally
         {
             InstallGate.Release();
         }
-    }
-
-    private static async Task<(int Code, string Output, string Error)> RunProcessAsync(string file, string[] arguments, TimeSpan timeout, params (string Name, string Value)[] environment)
-    {
-        var start = new ProcessStartInfo(file)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        foreach (var (name, value) in environment)
-        {
-            start.Environment[name] = value;
-        }
-
-        using var process = Process.Start(start)!;
-        process.StandardInput.Close();
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout);
-        try
-        {
-            await process.WaitForExitAsync(cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', arguments)} did not finish within {timeout}.");
-        }
-
-        return (process.ExitCode, await output, await error);
     }
 }
