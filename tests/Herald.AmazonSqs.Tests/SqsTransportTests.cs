@@ -128,16 +128,7 @@ public sealed class SqsTransportTests : SqsTestBase
             await Eventually.UntilAsync(async () => (await client.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, VisibilityTimeout = 1 })).Messages is { Count: 1 }, "a receive");
         }
 
-        var drained = new ConcurrentQueue<NativeDeadLetter>();
-        await Eventually.UntilAsync(async () =>
-        {
-            await transport.DrainDeadLettersAsync(queue, (d, _) =>
-            {
-                drained.Enqueue(d);
-                return ValueTask.CompletedTask;
-            });
-            return !drained.IsEmpty;
-        }, "the redriven message drained", Timeout);
+        var drained = await DrainAsync(transport, queue);
 
         var deadLetter = Assert.Single(drained);
         Assert.Equal(sent.MessageId, deadLetter.Envelope.MessageId);
@@ -162,16 +153,7 @@ public sealed class SqsTransportTests : SqsTestBase
             await settled.Task.WaitAsync(Timeout);
         }
 
-        var drained = new ConcurrentQueue<NativeDeadLetter>();
-        await Eventually.UntilAsync(async () =>
-        {
-            await transport.DrainDeadLettersAsync(queue, (d, _) =>
-            {
-                drained.Enqueue(d);
-                return ValueTask.CompletedTask;
-            });
-            return !drained.IsEmpty;
-        }, "the dead letter drained", Timeout);
+        var drained = await DrainAsync(transport, queue);
         var deadLetter = Assert.Single(drained);
         Assert.Equal("poison: store down", deadLetter.Reason);
         Assert.Equal(1, deadLetter.Envelope.DeliveryAttempt);
@@ -256,5 +238,21 @@ public sealed class SqsTransportTests : SqsTestBase
         await Assert.ThrowsAsync<ArgumentException>(async () => await transport.SendAsync("orders.eu", NewEnvelope()));
         await Assert.ThrowsAsync<ArgumentException>(async () => await transport.SendAsync(new string('q', 80), NewEnvelope()));
         Assert.Equal(80 - "-dead-letter".Length, transport.Capabilities.MaxNameBytes);
+    }
+
+    /// <summary>Drains the queue's dead letters until at least one came (the dead-letter queue fills asynchronously).</summary>
+    private static async Task<ConcurrentQueue<NativeDeadLetter>> DrainAsync(AmazonSqsTransport transport, string queue)
+    {
+        var drained = new ConcurrentQueue<NativeDeadLetter>();
+        await Eventually.UntilAsync(async () =>
+        {
+            await transport.DrainDeadLettersAsync(queue, (d, _) =>
+            {
+                drained.Enqueue(d);
+                return ValueTask.CompletedTask;
+            });
+            return !drained.IsEmpty;
+        }, "a dead letter drained", Timeout);
+        return drained;
     }
 }
