@@ -55,9 +55,11 @@ internal static class SqsEnvelopeCodec
         {
             [SpecVersion] = Text("1.0"),
             [Id] = Text(envelope.MessageId.ToString("D")),
-            [Type] = Text(envelope.MessageType),
             [Time] = Text(envelope.Time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture)),
         };
+
+        // Empty only on what was salvaged of an undecodable message (its dead-letter copy): SQS refuses an empty attribute.
+        AddIfSet(attributes, Type, envelope.MessageType);
         AddIfSet(attributes, ContentType, envelope.ContentType);
         string? source = null;
         Dictionary<string, string>? headers = null;
