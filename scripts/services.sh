@@ -218,11 +218,40 @@ write_sqs_shim() {
 //  3. long polling: the emulator waits the whole WaitTimeSeconds unless MaxNumberOfMessages arrive,
 //     and returns one message several times if its VisibilityTimeout ends during the wait;
 //     here a long poll is done as WaitTimeSeconds=0 receives every 50 ms until one returns messages.
+//  4. ChangeMessageVisibility counts as a receive in the emulator (AWS counts receives only):
+//     ApproximateReceiveCount in ReceiveMessage results is replaced by the shim's own count of receives.
+//     The emulator's redrive (maxReceiveCount) still counts visibility changes too.
+//  5. the MD5 of message attributes counts a string value's UTF-16 units, not its UTF-8 bytes, so any
+//     non-ASCII attribute fails the SDK's check; the hash function is replaced by a correct one.
 // Not fixed: a FIFO message group is not locked while one of its messages is in flight;
 // PurgeQueue takes effect only after 60 s.
 const http = require("http");
+const crypto = require("crypto");
 const { PassThrough } = require("stream");
+require("aws-md5-of-message-attributes").md5OfMessageAttributes = (attributes) => {
+  const parts = [];
+  const u32 = (n) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+  for (const key of Object.keys(attributes).sort()) {
+    const { DataType, StringValue, BinaryValue } = attributes[key];
+    const name = Buffer.from(key, "utf-8"), type = Buffer.from(DataType, "utf-8");
+    const binary = DataType.startsWith("Binary");
+    const value = binary ? Buffer.from(BinaryValue, "base64") : Buffer.from(StringValue, "utf-8");
+    parts.push(u32(name.length), name, u32(type.length), type, Buffer.from([binary ? 2 : 1]), u32(value.length), value);
+  }
+  return crypto.createHash("md5").update(Buffer.concat(parts)).digest("hex");
+};
 const { createRequestHandler } = require("local-aws-sqs");
+const receives = new Map();
+const idOfHandle = (h) => { try { const t = Buffer.from(String(h), "base64").toString(); return JSON.parse(t.slice(t.indexOf("{"))).MessageId; } catch { return undefined; } };
+function countReceives(body) {
+  const o = JSON.parse(body);
+  for (const m of o.Messages || []) {
+    const n = (receives.get(m.MessageId) || 0) + 1;
+    receives.set(m.MessageId, n);
+    if (m.Attributes && m.Attributes.ApproximateReceiveCount !== undefined) m.Attributes.ApproximateReceiveCount = String(n);
+  }
+  return JSON.stringify(o);
+}
 const port = Number(process.env.SQS_PORT || 9324);
 const hostname = process.env.SQS_HOST || "127.0.0.1";
 const JSON_CT = "application/x-amz-json-1.0";
@@ -263,7 +292,14 @@ http.createServer((req, res) => {
             await sleep(50);
           }
         }
-      } else r = await call(req, raw);
+        if (r.status === 200 && r.body.length > 2) r.body = countReceives(r.body);
+      } else {
+        if (json && (action === "DeleteMessage" || action === "DeleteMessageBatch")) {
+          const o = JSON.parse(raw || "{}");
+          for (const h of [o.ReceiptHandle, ...(o.Entries || []).map((e) => e.ReceiptHandle)]) if (h) receives.delete(idOfHandle(h));
+        }
+        r = await call(req, raw);
+      }
     } catch (e) { r = { status: 500, headers: { "content-type": JSON_CT }, body: JSON.stringify({ __type: "InternalFailure", message: String(e) }) }; }
     if (json && r.status === 200 && !r.body) r.body = "{}";
     for (const [k, v] of Object.entries(r.headers)) res.setHeader(k, v);

@@ -17,6 +17,7 @@ IBenchmark[] benchmarks =
     new Herald.Benchmarks.Kafka.KafkaBenchmark(),
     new NatsBenchmark(),
     new SagaBenchmark(),
+    new Herald.Benchmarks.AmazonSqs.SqsBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")

@@ -1,6 +1,5 @@
 using Herald.RabbitMQ.Transport;
 using System.Collections.Concurrent;
-using Herald.Messages;
 using Herald.Conformance.Transport;
 using Herald.Transport;
 using Xunit.Abstractions;
@@ -28,7 +27,7 @@ public sealed class RabbitMqTransportConformanceTests(ITestOutputHelper output) 
             ClientProvidedName = $"{_clientName}-{Interlocked.Increment(ref _transports)}",
             NetworkRecoveryInterval = TimeSpan.FromMilliseconds(250),
         });
-        return new NameTrackingTransport((RabbitMqTransport)transport, _names);
+        return new NameTrackingTransport(transport, _names);
     }
 
     /// <summary>
@@ -37,7 +36,7 @@ public sealed class RabbitMqTransportConformanceTests(ITestOutputHelper output) 
     /// </summary>
     protected override async Task KillConnectionAsync(ITransport transport)
     {
-        var rabbit = ((NameTrackingTransport)transport).Inner;
+        var rabbit = (RabbitMqTransport)((NameTrackingTransport)transport).Inner;
         var before = rabbit.Recoveries;
         var killed = await BrokerAdmin.KillConnectionsAsync(rabbit.Options.ClientProvidedName + ":", atLeast: 2);
         Assert.Equal(2, killed);
@@ -50,39 +49,6 @@ public sealed class RabbitMqTransportConformanceTests(ITestOutputHelper output) 
         foreach (var name in _names.Keys)
         {
             await BrokerAdmin.DeleteAllAsync(name);
-        }
-    }
-
-    /// <summary>Passes every call on, remembering the queue and topic names used so the test can delete them.</summary>
-    private sealed class NameTrackingTransport(RabbitMqTransport inner, ConcurrentDictionary<string, byte> names) : ITransport
-    {
-        public RabbitMqTransport Inner => inner;
-
-        public string Name => inner.Name;
-
-        public TransportCapabilities Capabilities => inner.Capabilities;
-
-        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) =>
-            inner.DeclareQueueAsync(Track(queue), cancellationToken);
-
-        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) =>
-            inner.BindAsync(Track(topic), Track(queue), cancellationToken);
-
-        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            inner.SendAsync(Track(queue), envelope, options, cancellationToken);
-
-        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            inner.PublishAsync(Track(topic), envelope, options, cancellationToken);
-
-        public ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
-            inner.ConsumeAsync(Track(queue), options, handler, cancellationToken);
-
-        public ValueTask DisposeAsync() => inner.DisposeAsync();
-
-        private string Track(string name)
-        {
-            names.TryAdd(name, 0);
-            return name;
         }
     }
 }

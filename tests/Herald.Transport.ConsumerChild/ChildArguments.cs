@@ -6,13 +6,13 @@ namespace Herald.Transport.ConsumerChild;
 internal sealed record ChildArguments
 {
     public const string Usage =
-        "usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats> <connection> <queue> " +
+        "usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats|sqs> <connection> <queue> " +
         "[--concurrency N] [--prefetch N] [--lease-ms N] [--poll-ms N] [--schema NAME] [--hold-after N] [--gate]";
 
-    /// <summary>sqlite, postgres, rabbitmq or nats.</summary>
+    /// <summary>sqlite, postgres, rabbitmq, nats or sqs.</summary>
     public required string Kind { get; init; }
 
-    /// <summary>A database file, a PostgreSQL connection string or an amqp:// URI.</summary>
+    /// <summary>A database file, a PostgreSQL connection string, an amqp:// URI or an SQS endpoint URL.</summary>
     public required string Connection { get; init; }
 
     public required string Queue { get; init; }
@@ -21,7 +21,7 @@ internal sealed record ChildArguments
 
     public int Prefetch { get; init; } = 16;
 
-    /// <summary>The SQL queues' lease; null for the transport's default.</summary>
+    /// <summary>The SQL queues' lease (SQS: the visibility timeout); null for the transport's default.</summary>
     public TimeSpan? Lease { get; init; }
 
     /// <summary>The SQL queues' poll interval (how soon an expired lease of another process is noticed); null for the default.</summary>
@@ -38,7 +38,7 @@ internal sealed record ChildArguments
 
     public static ChildArguments? Parse(string[] args)
     {
-        if (args.Length < 3 || args[0] is not ("sqlite" or "postgres" or "rabbitmq" or "nats"))
+        if (args.Length < 3 || args[0] is not ("sqlite" or "postgres" or "rabbitmq" or "nats" or "sqs"))
         {
             return null;
         }

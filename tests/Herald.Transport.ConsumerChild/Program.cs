@@ -1,3 +1,4 @@
+using Herald.AmazonSqs.Transport;
 using Herald.RabbitMQ.Transport;
 using Herald.Nats.Transport;
 using Herald.Postgres.Transport;
@@ -6,7 +7,7 @@ using Herald.Sqlite.Transport;
 using Herald.Transport;
 using Herald.Transport.ConsumerChild;
 
-// Usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats> <connection> <queue> [options] (see ChildArguments)
+// Usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats|sqs> <connection> <queue> [options] (see ChildArguments)
 // Consumes one queue until stdin reads "stop" or closes, then stops the consumer, disposes the transport and exits 0. With
 // --gate, handlers wait until stdin reads "go".
 // Stdout is the protocol, one line each, written and flushed before the next step:
@@ -105,6 +106,12 @@ static async Task<ITransport> OpenAsync(ChildArguments arguments, StandardErrorL
             return await NatsTransportFactory.CreateAsync(
                 new NatsTransportOptions { Url = arguments.Connection, ClientName = arguments.Queue, AckWait = arguments.Lease ?? TimeSpan.FromSeconds(30) },
                 loggerFactory: loggers);
+        case "sqs":
+            var sqs = new AmazonSqsTransportOptions { Credentials = new Amazon.Runtime.BasicAWSCredentials("herald-test", "herald-test") };
+            sqs.ClientConfig.ServiceURL = arguments.Connection;
+            sqs.ClientConfig.AuthenticationRegion = "us-east-1";
+            sqs.VisibilityTimeout = arguments.Lease ?? sqs.VisibilityTimeout;
+            return await AmazonSqsTransportFactory.CreateAsync(sqs, loggerFactory: loggers);
         default:
             return await RabbitMqTransportFactory.CreateAsync(
                 new RabbitMqTransportOptions { ConnectionUri = new Uri(arguments.Connection), ClientProvidedName = arguments.Queue },

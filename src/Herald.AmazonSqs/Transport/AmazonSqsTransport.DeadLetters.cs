@@ -1,0 +1,81 @@
+using Amazon.SQS;
+using Amazon.SQS.Model;
+using Herald.Transport;
+
+namespace Herald.AmazonSqs.Transport;
+
+internal sealed partial class AmazonSqsTransport : INativeDeadLetterSource
+{
+    private static readonly List<string> AllAttributes = ["All"];
+
+    /// <summary>
+    /// Reads the queue's dead-letter queue (short polls, hidden for a visibility timeout while each is moved), hands each
+    /// message on, and deletes it only after that returned; on failure the message is made visible again and the drain stops.
+    /// Holds both Herald's copies (with their reason) and what SQS's redrive policy moved there after too many receives.
+    /// </summary>
+    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(moveAsync);
+        Names.Validate(queue, nameof(queue));
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        string url;
+        try
+        {
+            url = await DeadLetterQueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
+        }
+        catch (QueueDoesNotExistException)
+        {
+            return 0;
+        }
+
+        var rawType = Options.RawQueues.TryGetValue(queue, out var raw) ? raw : null;
+        var moved = 0;
+        while (true)
+        {
+            var response = await Client.ReceiveMessageAsync(
+                new ReceiveMessageRequest
+                {
+                    QueueUrl = url,
+                    MaxNumberOfMessages = SqsBatcher<string>.MaxBatch,
+                    WaitTimeSeconds = 0,
+                    VisibilityTimeout = Seconds(Options.VisibilityTimeout),
+                    MessageAttributeNames = AllAttributes,
+                    MessageSystemAttributeNames = [SqsEnvelopeCodec.ReceiveCount, SqsEnvelopeCodec.SentTimestamp],
+                },
+                cancellationToken).ConfigureAwait(false);
+            if (response.Messages is not { Count: > 0 } messages)
+            {
+                return moved;
+            }
+
+            foreach (var message in messages)
+            {
+                var envelope = SqsEnvelopeCodec.Decode(message, rawType, Options.Source, Now(), out var carried, out var failure);
+                var deadLetter = new NativeDeadLetter
+                {
+                    // Herald's copy counts the attempts before it; a message SQS moved counts its receives on the source queue.
+                    Envelope = envelope with
+                    {
+                        DeliveryAttempt = carried.DeadLetterReason is null ? carried.AttemptsBefore + (Options.MaxReceiveCount ?? 1) : carried.AttemptsBefore + 1,
+                    },
+                    Queue = queue,
+                    Reason = carried.DeadLetterReason
+                        ?? $"Received {Options.MaxReceiveCount} times from SQS queue '{Names.Queue(queue)}' without being settled (its consumers failed or stopped each time); SQS's redrive policy moved it to the dead-letter queue.",
+                    DecodeFailure = failure,
+                };
+                try
+                {
+                    await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+                }
+                catch
+                {
+                    await ChangeVisibilityAsync(url, message.ReceiptHandle, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
+                    throw;
+                }
+
+                await DeleteAsync(url, message.ReceiptHandle).ConfigureAwait(false);
+                moved++;
+            }
+        }
+    }
+}

@@ -1,0 +1,462 @@
+using System.Buffers;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Amazon.SQS.Model;
+using Herald.Messages;
+using Herald.Transport;
+
+namespace Herald.AmazonSqs.Transport;
+
+/// <summary>
+/// Maps an <see cref="Envelope"/> onto an SQS message in CloudEvents binary mode (docs/sqs.md): the body is the data, the
+/// attributes a plain client reads most are message attributes of their own (<c>ce_id</c>, <c>ce_type</c>, <c>ce_time</c>, ...),
+/// and the rest travels in one JSON attribute, <c>herald</c>, because SQS allows ten attributes per message. A body SQS cannot
+/// carry as text (not UTF-8, or characters SQS refuses) goes base64-encoded, marked in that attribute. Reads that shape and
+/// plain JSON from other clients (raw queues); never throws on what it reads.
+/// </summary>
+internal static class SqsEnvelopeCodec
+{
+    public const string SpecVersion = "ce_specversion";
+    public const string Id = "ce_id";
+    public const string Type = "ce_type";
+    public const string Source = "ce_source";
+    public const string Time = "ce_time";
+    public const string PartitionKey = "ce_partitionkey";
+    public const string CorrelationId = "ce_correlationid";
+    public const string ContentType = "content-type";
+    public const string Extra = "herald";
+
+    /// <summary>The SQS system attribute that counts receives of this copy.</summary>
+    public const string ReceiveCount = "ApproximateReceiveCount";
+
+    /// <summary>The SQS system attribute holding when the message was sent (Unix milliseconds).</summary>
+    public const string SentTimestamp = "SentTimestamp";
+
+    private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
+    private const string SchemaPrefix = "urn:herald:schema:";
+
+    private static readonly HashSet<string> Known = new(StringComparer.Ordinal) { SpecVersion, Id, Type, Source, Time, PartitionKey, CorrelationId, ContentType, Extra, "message-id" };
+
+    private static readonly JsonWriterOptions WriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>What Herald carries beside the envelope on a copy it sends itself (a redelivery, a chained delay, a dead letter).</summary>
+    /// <param name="AttemptsBefore">Deliveries before this copy was sent; its receives count on top.</param>
+    /// <param name="Due">When the copy may be handled: received earlier, it is held back again, not delivered.</param>
+    /// <param name="DeadLetterReason">Why it was dead-lettered, on a copy in a dead-letter queue.</param>
+    public readonly record struct Carried(int AttemptsBefore = 0, DateTimeOffset? Due = null, string? DeadLetterReason = null);
+
+    /// <summary>The message body and attributes of <paramref name="envelope"/>.</summary>
+    public static (string Body, Dictionary<string, MessageAttributeValue> Attributes) Encode(Envelope envelope, string defaultSource, Carried carried = default)
+    {
+        var attributes = new Dictionary<string, MessageAttributeValue>(9, StringComparer.Ordinal)
+        {
+            [SpecVersion] = Text("1.0"),
+            [Id] = Text(envelope.MessageId.ToString("D")),
+            [Time] = Text(envelope.Time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture)),
+        };
+
+        // Empty only on what was salvaged of an undecodable message (its dead-letter copy): SQS refuses an empty attribute.
+        AddIfSet(attributes, Type, envelope.MessageType);
+        AddIfSet(attributes, ContentType, envelope.ContentType);
+        string? source = null;
+        Dictionary<string, string>? headers = null;
+        foreach (var (name, value) in envelope.Headers)
+        {
+            if (name == HeaderNames.Source)
+            {
+                source = value;
+            }
+            else
+            {
+                (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[name] = value;
+            }
+        }
+
+        attributes[Source] = Text(source ?? defaultSource);
+        AddIfSet(attributes, PartitionKey, envelope.PartitionKey);
+        AddIfSet(attributes, CorrelationId, envelope.CorrelationId);
+
+        var (body, base64) = Body(envelope.Body.Span);
+        var extra = ExtraJson(envelope, headers, base64, carried);
+        if (extra is not null)
+        {
+            attributes[Extra] = Text(extra);
+        }
+
+        return (body, attributes);
+    }
+
+    /// <summary>How many bytes SQS counts for the message against its size limit: the body and every attribute's name, type and value.</summary>
+    public static int SizeOf(string body, Dictionary<string, MessageAttributeValue> attributes)
+    {
+        var size = Encoding.UTF8.GetByteCount(body);
+        foreach (var (name, value) in attributes)
+        {
+            size += Encoding.UTF8.GetByteCount(name) + value.DataType.Length + Encoding.UTF8.GetByteCount(value.StringValue ?? "");
+        }
+
+        return size;
+    }
+
+    /// <summary>
+    /// Turns a received message into an envelope, never throwing: when it is malformed, <paramref name="failure"/> says why
+    /// and the envelope holds what could be read. <paramref name="rawType"/> is the type of plain messages on a raw queue.
+    /// </summary>
+    public static Envelope Decode(Message message, string? rawType, string defaultSource, DateTimeOffset now, out Carried carried, out MalformedMessageException? failure)
+    {
+        carried = default;
+        try
+        {
+            failure = null;
+            return DecodeOrThrow(message, rawType, defaultSource, now, out carried);
+        }
+#pragma warning disable CA1031 // Nothing from the wire is trusted: whatever decoding throws makes the message undecodable.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
+        }
+
+        var receives = ReceivesOf(message);
+        return Internal.Salvage.Envelope(
+            receives,
+            now,
+            () => ParseId(StringAttribute(message, Id), message.MessageId),
+            () => StringAttribute(message, Type) ?? rawType ?? "",
+            () => ParseTime(StringAttribute(message, Time) ?? throw new FormatException()),
+            () => StringAttribute(message, PartitionKey),
+            () => Encoding.UTF8.GetBytes(message.Body ?? ""));
+    }
+
+    /// <summary>How many times this copy was received, from <c>ApproximateReceiveCount</c> (1 when SQS did not say).</summary>
+    public static int ReceivesOf(Message message) =>
+        message.Attributes is { } system && system.TryGetValue(ReceiveCount, out var text)
+            && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var count) && count > 0
+            ? count
+            : 1;
+
+    private static Envelope DecodeOrThrow(Message message, string? rawType, string defaultSource, DateTimeOffset now, out Carried carried)
+    {
+        carried = default;
+        var receives = ReceivesOf(message);
+        var typeText = StringAttribute(message, Type);
+        var body = message.Body ?? "";
+        // Attributes other clients set beside Herald's own are kept as headers.
+        Dictionary<string, string>? headers = null;
+        foreach (var (name, value) in message.MessageAttributes ?? [])
+        {
+            if (!Known.Contains(name) && value.StringValue is { } text)
+            {
+                (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[name] = text;
+            }
+        }
+
+        if (typeText is null && StringAttribute(message, SpecVersion) is null && rawType is not null)
+        {
+            // A plain message from another client: the body is the data, the id its own when it names one.
+            return new Envelope
+            {
+                MessageId = ParseId(StringAttribute(message, Id) ?? StringAttribute(message, "message-id"), message.MessageId),
+                MessageType = rawType,
+                Time = SentTime(message) ?? now,
+                CorrelationId = StringAttribute(message, CorrelationId),
+                PartitionKey = StringAttribute(message, PartitionKey),
+                ContentType = StringAttribute(message, ContentType) ?? ContentTypes.Json,
+                Headers = headers ?? (IReadOnlyDictionary<string, string>)new Dictionary<string, string>(StringComparer.Ordinal),
+                Body = Encoding.UTF8.GetBytes(body),
+                DeliveryAttempt = receives,
+            };
+        }
+
+        var idText = StringAttribute(message, Id)
+            ?? throw new MalformedMessageException($"Malformed message: it has no {Id} attribute, and the queue is not a raw queue (SQS message id {message.MessageId}).");
+        if (!Guid.TryParse(idText, out var id))
+        {
+            throw new MalformedMessageException($"Malformed message: its id '{Truncate(idText)}' is not a Guid.");
+        }
+
+        if (string.IsNullOrEmpty(typeText))
+        {
+            throw new MalformedMessageException($"Malformed message {id}: it has no {Type} attribute, and the queue is not a raw queue.");
+        }
+
+        var timeText = StringAttribute(message, Time)
+            ?? throw new MalformedMessageException($"Malformed message {id}: it has no {Time} attribute.");
+        if (!TryParseTime(timeText, out var time))
+        {
+            throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(timeText)}' is not an RFC 3339 time.");
+        }
+
+        var schemaVersion = 1;
+        var base64 = false;
+        string? causationId = null, userId = null;
+        if (StringAttribute(message, Extra) is { } extra)
+        {
+            ReadExtra(id, extra, ref headers, ref causationId, ref userId, ref schemaVersion, ref base64, out carried);
+        }
+
+        if (StringAttribute(message, Source) is { } source && source != defaultSource)
+        {
+            (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = source;
+        }
+
+        byte[] bytes;
+        if (base64)
+        {
+            try
+            {
+                bytes = body == "=" ? [] : Convert.FromBase64String(body);
+            }
+            catch (FormatException e)
+            {
+                throw new MalformedMessageException($"Malformed message {id}: its body is marked base64 but is not.", e);
+            }
+        }
+        else
+        {
+            bytes = Encoding.UTF8.GetBytes(body);
+        }
+
+        return new Envelope
+        {
+            MessageId = id,
+            MessageType = typeText,
+            SchemaVersion = schemaVersion,
+            Time = time,
+            CorrelationId = StringAttribute(message, CorrelationId),
+            CausationId = causationId,
+            UserId = userId,
+            PartitionKey = StringAttribute(message, PartitionKey),
+            ContentType = StringAttribute(message, ContentType) ?? ContentTypes.Json,
+            Headers = headers ?? (IReadOnlyDictionary<string, string>)new Dictionary<string, string>(StringComparer.Ordinal),
+            Body = bytes,
+            DeliveryAttempt = carried.AttemptsBefore + receives,
+        };
+    }
+
+    private static void ReadExtra(
+        Guid id,
+        string extra,
+        ref Dictionary<string, string>? headers,
+        ref string? causationId,
+        ref string? userId,
+        ref int schemaVersion,
+        ref bool base64,
+        out Carried carried)
+    {
+        int attempts = 0;
+        DateTimeOffset? due = null;
+        string? reason = null;
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(extra);
+        }
+        catch (JsonException e)
+        {
+            throw new MalformedMessageException($"Malformed message {id}: its {Extra} attribute is not JSON.", e);
+        }
+
+        using (document)
+        {
+            if (document.RootElement.ValueKind != JsonValueKind.Object)
+            {
+                throw new MalformedMessageException($"Malformed message {id}: its {Extra} attribute is not a JSON object.");
+            }
+
+            foreach (var property in document.RootElement.EnumerateObject())
+            {
+                var value = property.Value;
+                switch (property.Name)
+                {
+                    case "causationid": causationId = value.GetString(); break;
+                    case "userid": userId = value.GetString(); break;
+                    case "dataschema": schemaVersion = SchemaVersion(value.GetString()); break;
+                    case "body": base64 = value.GetString() == "base64"; break;
+                    case "attempts": attempts = Math.Max(0, value.GetInt32()); break;
+                    case "due":
+                        if (!TryParseTime(value.GetString() ?? "", out var at))
+                        {
+                            throw new MalformedMessageException($"Malformed message {id}: its due time '{Truncate(value.GetString() ?? "")}' is not a time.");
+                        }
+
+                        due = at;
+                        break;
+                    case "reason": reason = value.GetString(); break;
+                    case "headers":
+                        if (value.ValueKind != JsonValueKind.Object)
+                        {
+                            throw new MalformedMessageException($"Malformed message {id}: its headers are not a JSON object.");
+                        }
+
+                        foreach (var header in value.EnumerateObject())
+                        {
+                            (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[header.Name] = header.Value.ValueKind == JsonValueKind.String
+                                ? header.Value.GetString()!
+                                : throw new MalformedMessageException($"Malformed message {id}: its header '{Truncate(header.Name)}' is not a string.");
+                        }
+
+                        break;
+                    default:
+                        break;
+                }
+            }
+        }
+
+        carried = new Carried(attempts, due, reason);
+    }
+
+    private static string? ExtraJson(Envelope envelope, Dictionary<string, string>? headers, bool base64, Carried carried)
+    {
+        if (envelope.CausationId is null && envelope.UserId is null && envelope.SchemaVersion == 1 && headers is null && !base64
+            && carried.AttemptsBefore == 0 && carried.Due is null && carried.DeadLetterReason is null)
+        {
+            return null;
+        }
+
+        var buffer = new ArrayBufferWriter<byte>(256);
+        using (var writer = new Utf8JsonWriter(buffer, WriterOptions))
+        {
+            writer.WriteStartObject();
+            WriteIfSet(writer, "causationid", envelope.CausationId);
+            WriteIfSet(writer, "userid", envelope.UserId);
+            if (envelope.SchemaVersion != 1)
+            {
+                writer.WriteString("dataschema", string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{envelope.MessageType}:{envelope.SchemaVersion}"));
+            }
+
+            if (base64)
+            {
+                writer.WriteString("body", "base64");
+            }
+
+            if (carried.AttemptsBefore > 0)
+            {
+                writer.WriteNumber("attempts", carried.AttemptsBefore);
+            }
+
+            if (carried.Due is { } due)
+            {
+                writer.WriteString("due", due.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture));
+            }
+
+            WriteIfSet(writer, "reason", carried.DeadLetterReason);
+            if (headers is not null)
+            {
+                writer.WriteStartObject("headers");
+                foreach (var (name, value) in headers)
+                {
+                    writer.WriteString(name, value);
+                }
+
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndObject();
+        }
+
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    /// <summary>The body as SQS text: the UTF-8 text itself when SQS accepts every character of it, else base64.</summary>
+    private static (string Body, bool Base64) Body(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.Length == 0)
+        {
+            // SQS refuses an empty body; base64 of nothing is empty too, so a marker stands for it.
+            return ("=", true);
+        }
+
+        string text;
+        try
+        {
+            text = StrictUtf8.GetString(bytes);
+        }
+        catch (DecoderFallbackException)
+        {
+            return (Convert.ToBase64String(bytes), true);
+        }
+
+        foreach (var rune in text.EnumerateRunes())
+        {
+            var c = rune.Value;
+            if (!(c is 0x9 or 0xA or 0xD || (c >= 0x20 && c <= 0xD7FF) || (c >= 0xE000 && c <= 0xFFFD) || c >= 0x10000))
+            {
+                return (Convert.ToBase64String(bytes), true);
+            }
+        }
+
+        return (text, false);
+    }
+
+    internal static string? StringAttribute(Message message, string name) =>
+        message.MessageAttributes is { } attributes && attributes.TryGetValue(name, out var value) ? value.StringValue : null;
+
+    internal static bool TryParseTime(string text, out DateTimeOffset time) =>
+        DateTimeOffset.TryParseExact(text, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
+        || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time);
+
+    private static DateTimeOffset ParseTime(string text) =>
+        TryParseTime(text, out var time) ? time : throw new FormatException($"'{Truncate(text)}' is not a time.");
+
+    private static DateTimeOffset? SentTime(Message message) =>
+        message.Attributes is { } system && system.TryGetValue(SentTimestamp, out var text)
+            && long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var ms) && ms > 0 && ms < 253_402_300_799_999L
+            ? DateTimeOffset.FromUnixTimeMilliseconds(ms)
+            : null;
+
+    /// <summary>The id as a Guid; a foreign id that is not one becomes a stable Guid of its text (RFC 9562 version 8), so copies keep one id.</summary>
+    private static Guid ParseId(string? id, string? fallback)
+    {
+        var text = id ?? fallback ?? throw new MalformedMessageException("Malformed message: it has no id.");
+        if (Guid.TryParse(text, out var guid))
+        {
+            return guid;
+        }
+
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(Encoding.UTF8.GetBytes(text), hash);
+        var bytes = hash[..16];
+        bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80);
+        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
+        return new Guid(bytes, bigEndian: true);
+    }
+
+    private static int SchemaVersion(string? dataSchema)
+    {
+        if (dataSchema is not null
+            && dataSchema.StartsWith(SchemaPrefix, StringComparison.Ordinal)
+            && dataSchema.LastIndexOf(':') is var colon and > 0
+            && int.TryParse(dataSchema.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var version)
+            && version >= 1)
+        {
+            return version;
+        }
+
+        return 1;
+    }
+
+    private static MessageAttributeValue Text(string value) => new() { DataType = "String", StringValue = value };
+
+    private static void AddIfSet(Dictionary<string, MessageAttributeValue> attributes, string name, string? value)
+    {
+        // SQS refuses an empty string attribute: an empty value travels as no attribute (and reads back as null).
+        if (!string.IsNullOrEmpty(value))
+        {
+            attributes[name] = Text(value);
+        }
+    }
+
+    private static void WriteIfSet(Utf8JsonWriter writer, string name, string? value)
+    {
+        if (value is not null)
+        {
+            writer.WriteString(name, value);
+        }
+    }
+
+    private static string Truncate(string text) => text.Length <= 64 ? text : text[..64] + "...";
+}

@@ -1,0 +1,18 @@
+using Herald.Internal;
+using Herald.Messages;
+
+namespace Herald.AmazonSqs.Transport;
+
+/// <summary>A received SQS message under its receipt handle (the lease), with what Herald carried on the copy.</summary>
+internal sealed class SqsMessage(Envelope envelope, string receiptHandle, DateTimeOffset receivedAt, SqsEnvelopeCodec.Carried carried, Exception? decodeFailure)
+    : LeasedMessage(envelope, decodeFailure)
+{
+    /// <summary>The handle every settlement of this receive goes through; a later receive of the message gets another.</summary>
+    public string ReceiptHandle { get; } = receiptHandle;
+
+    /// <summary>When this receive started (the visibility limit of 12 hours counts from here).</summary>
+    public DateTimeOffset ReceivedAt { get; } = receivedAt;
+
+    /// <summary>What Herald carried on the copy (attempts before it, a due time, a dead-letter reason).</summary>
+    public SqsEnvelopeCodec.Carried Carried { get; } = carried;
+}

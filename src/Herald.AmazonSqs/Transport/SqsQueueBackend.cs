@@ -1,0 +1,221 @@
+using Amazon.SQS;
+using Amazon.SQS.Model;
+using Herald.Internal;
+
+namespace Herald.AmazonSqs.Transport;
+
+/// <summary>
+/// One consumer's hold on an SQS queue for the shared <see cref="LeasedQueueConsumer{TMessage}"/>: a claim is a long-poll
+/// receive (the visibility timeout is the lease, the receipt handle its identity), a renewal one
+/// <c>ChangeMessageVisibilityBatch</c> per ten held messages, an ack a (batched) delete, a nack a visibility change or a
+/// re-sent copy, a dead letter a copy in the queue's dead-letter queue. A copy received before its due time (a delay longer
+/// than SQS holds in one go) is held back again here and never handed out.
+/// </summary>
+internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue, string queueUrl) : ILeasedQueueBackend<SqsMessage>
+{
+    private static readonly List<string> AllAttributes = ["All"];
+    private static readonly List<string> SystemAttributes = [SqsEnvelopeCodec.ReceiveCount, SqsEnvelopeCodec.SentTimestamp];
+
+    // A long poll returns as soon as a message arrives: nothing else wakes the fetch loop.
+    private static readonly Task Never = new TaskCompletionSource().Task;
+
+    private readonly TimeSpan _lease = transport.Options.VisibilityTimeout;
+    private readonly int _leaseSeconds = (int)Math.Ceiling(transport.Options.VisibilityTimeout.TotalSeconds);
+    private readonly string? _rawType = transport.Options.RawQueues.TryGetValue(queue, out var raw) ? raw : null;
+
+    // Everything claimed and not yet settled or handed back: what stopping hands back.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<SqsMessage, byte> _held = new();
+
+    /// <summary>How logs name this consumer.</summary>
+    public string Name => $"SQS queue '{queue}'";
+
+    public Task NextWakeUp() => Never;
+
+    public async ValueTask<LeasedClaim<SqsMessage>> ClaimAsync(int max, CancellationToken cancellationToken)
+    {
+        // Taken before the call: the visibility starts when SQS answers, so the lease is known to last at least this long.
+        var receivedAt = transport.Now();
+
+        // Not cancelled when the consumer stops: a long poll cut off client-side may still take messages on the server and
+        // hide them for a visibility timeout with nobody to hand them to. A poll the consumer stopped waiting for hands back
+        // whatever it brings, once it returns.
+        var receiving = transport.Client.ReceiveMessageAsync(
+            new ReceiveMessageRequest
+            {
+                QueueUrl = queueUrl,
+                MaxNumberOfMessages = Math.Min(max, SqsBatcher<SqsMessage>.MaxBatch),
+                WaitTimeSeconds = (int)transport.Options.WaitTime.TotalSeconds,
+                VisibilityTimeout = _leaseSeconds,
+                MessageAttributeNames = AllAttributes,
+                MessageSystemAttributeNames = SystemAttributes,
+            },
+            CancellationToken.None);
+        ReceiveMessageResponse response;
+        try
+        {
+            response = await receiving.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            _ = HandBackWhenReceivedAsync(receiving);
+            throw;
+        }
+
+        var messages = new List<SqsMessage>(response.Messages?.Count ?? 0);
+        foreach (var received in response.Messages ?? [])
+        {
+            var now = transport.Now();
+            var envelope = SqsEnvelopeCodec.Decode(received, _rawType, transport.Options.Source, now, out var carried, out var failure);
+            if (failure is not null)
+            {
+                Log.Undecodable(transport.Logger, queue, failure.Message);
+            }
+            else if (carried.Due is { } due && due > now)
+            {
+                await HoldBackAsync(received, envelope, carried, due - now, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            var message = new SqsMessage(envelope, received.ReceiptHandle, receivedAt, carried, failure);
+            _held[message] = 0;
+            messages.Add(message);
+        }
+
+        return new LeasedClaim<SqsMessage>(messages, receivedAt + _lease, NextVisibleAt: null);
+    }
+
+    private async Task HandBackWhenReceivedAsync(Task<ReceiveMessageResponse> receiving)
+    {
+        try
+        {
+            var response = await receiving.ConfigureAwait(false);
+            await ChangeVisibilityToZeroAsync([.. (response.Messages ?? []).Select(m => m.ReceiptHandle)], CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Nobody waits for it: what it took comes back when its visibility timeout ends anyway.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    public ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<SqsMessage> held, ICollection<SqsMessage> lost, CancellationToken cancellationToken)
+    {
+        // On the consumer's renewal thread, which blocks here: the SDK has only asynchronous calls, so the wait is bounded by
+        // the client's timeout and a failure is tried again after a twelfth of the lease.
+        var leaseUntil = transport.Now() + _lease;
+        var byId = new Dictionary<string, SqsMessage>(StringComparer.Ordinal);
+        foreach (var chunk in held.Chunk(SqsBatcher<SqsMessage>.MaxBatch))
+        {
+            byId.Clear();
+            var entries = new List<ChangeMessageVisibilityBatchRequestEntry>(chunk.Length);
+            for (var i = 0; i < chunk.Length; i++)
+            {
+                var id = i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                byId[id] = chunk[i];
+                entries.Add(new ChangeMessageVisibilityBatchRequestEntry { Id = id, ReceiptHandle = chunk[i].ReceiptHandle, VisibilityTimeout = _leaseSeconds });
+            }
+
+            var response = transport.Client.ChangeMessageVisibilityBatchAsync(
+                new ChangeMessageVisibilityBatchRequest { QueueUrl = queueUrl, Entries = entries },
+                cancellationToken).GetAwaiter().GetResult();
+            foreach (var failed in response.Failed ?? [])
+            {
+                if (AmazonSqsTransport.IsLostReceipt(failed.Code) && byId.TryGetValue(failed.Id, out var message))
+                {
+                    lost.Add(message);
+                }
+                else if (!AmazonSqsTransport.IsLostReceipt(failed.Code))
+                {
+                    throw new AmazonSQSException($"Extending the visibility of a message of '{queue}' failed: {failed.Code} {failed.Message}");
+                }
+            }
+        }
+
+        return ValueTask.FromResult(leaseUntil);
+    }
+
+    public async ValueTask<bool> AckAsync(SqsMessage message, CancellationToken cancellationToken)
+    {
+        _held.TryRemove(message, out _);
+        return await transport.DeleteAsync(queueUrl, message.ReceiptHandle).ConfigureAwait(false);
+    }
+
+    public async ValueTask<bool> NackAsync(SqsMessage message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    {
+        _held.TryRemove(message, out _);
+
+        // Within what one visibility change can hold, and with the headers unchanged (or on a FIFO queue, where a copy would
+        // lose its place in the group): the message itself comes back, counted by SQS's ApproximateReceiveCount.
+        var visibilityLeft = AmazonSqsTransportOptions.MaxVisibility - (transport.Now() - message.ReceivedAt) - AmazonSqsTransport.VisibilityMargin;
+        if ((headers is null || transport.Options.FifoQueues) && delay <= visibilityLeft)
+        {
+            return await transport.ChangeVisibilityAsync(queueUrl, message.ReceiptHandle, delay, cancellationToken).ConfigureAwait(false);
+        }
+
+        // Otherwise a copy carries the headers and the attempts so far, sent (with the delay, chained beyond SQS's limits)
+        // before the message is deleted: at least once, never lost.
+        var envelope = headers is null ? message.Envelope : message.Envelope with { Headers = headers };
+        await transport.SendCopyAsync(queueUrl, envelope, message.Envelope.DeliveryAttempt, delay, reason: null, cancellationToken).ConfigureAwait(false);
+        return await transport.DeleteAsync(queueUrl, message.ReceiptHandle).ConfigureAwait(false);
+    }
+
+    public async ValueTask<bool> DeadLetterAsync(SqsMessage message, string reason, CancellationToken cancellationToken)
+    {
+        _held.TryRemove(message, out _);
+        var deadLetterUrl = await transport.DeadLetterQueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
+        await transport.SendCopyAsync(deadLetterUrl, message.Envelope, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, cancellationToken).ConfigureAwait(false);
+        return await transport.DeleteAsync(queueUrl, message.ReceiptHandle).ConfigureAwait(false);
+    }
+
+    // SQS counts the next receive of a message handed back as a delivery: it has no way to return one uncounted.
+    public async ValueTask ReleaseAsync(SqsMessage message, CancellationToken cancellationToken)
+    {
+        _held.TryRemove(message, out _);
+        await transport.ChangeVisibilityAsync(queueUrl, message.ReceiptHandle, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask ReleaseAllAsync(CancellationToken cancellationToken)
+    {
+        var held = _held.Keys.Select(m => m.ReceiptHandle).ToList();
+        _held.Clear();
+        await ChangeVisibilityToZeroAsync(held, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task ChangeVisibilityToZeroAsync(IReadOnlyList<string> receiptHandles, CancellationToken cancellationToken)
+    {
+        foreach (var chunk in receiptHandles.Chunk(SqsBatcher<SqsMessage>.MaxBatch))
+        {
+            // Failed entries (a receipt lost meanwhile) need nothing: those messages come back when their visibility ends.
+            await transport.Client.ChangeMessageVisibilityBatchAsync(
+                new ChangeMessageVisibilityBatchRequest
+                {
+                    QueueUrl = queueUrl,
+                    Entries = [.. chunk.Select((handle, i) => new ChangeMessageVisibilityBatchRequestEntry
+                    {
+                        Id = i.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        ReceiptHandle = handle,
+                        VisibilityTimeout = 0,
+                    })],
+                },
+                cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Holds back a copy received before its due time: on a standard queue a new copy with the rest of the delay (up to
+    /// 15 minutes of DelaySeconds per hop) replaces it; on a FIFO queue, where a copy would lose its place in the group, the
+    /// message is hidden for the rest (up to 12 hours per hop).
+    /// </summary>
+    private async Task HoldBackAsync(Message received, Herald.Messages.Envelope envelope, SqsEnvelopeCodec.Carried carried, TimeSpan left, CancellationToken cancellationToken)
+    {
+        if (transport.Options.FifoQueues)
+        {
+            var hop = left < AmazonSqsTransportOptions.MaxVisibility - AmazonSqsTransport.VisibilityMargin ? left : AmazonSqsTransportOptions.MaxVisibility - AmazonSqsTransport.VisibilityMargin;
+            await transport.ChangeVisibilityAsync(queueUrl, received.ReceiptHandle, hop, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        await transport.SendCopyAsync(queueUrl, envelope, carried.AttemptsBefore, left, reason: null, cancellationToken).ConfigureAwait(false);
+        await transport.DeleteAsync(queueUrl, received.ReceiptHandle).ConfigureAwait(false);
+    }
+}

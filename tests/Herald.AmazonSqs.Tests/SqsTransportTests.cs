@@ -1,0 +1,258 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using Amazon.SQS.Model;
+using Herald.AmazonSqs.Diagnostics;
+using Herald.AmazonSqs.Transport;
+using Herald.Conformance;
+using Herald.Conformance.Transport;
+using Herald.Diagnostics;
+using Herald.Transport;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Herald.AmazonSqs.Tests;
+
+/// <summary>What SQS does beyond the conformance suite: FIFO groups and deduplication, chained delays, redrive, gauges, options.</summary>
+public sealed class SqsTransportTests : SqsTestBase
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
+
+    [Fact]
+    public async Task Fifo_TheGroupIsThePartitionKey_TheDeduplicationIdTheMessageId_SoASecondSendIsDropped()
+    {
+        var transport = await CreateTransportAsync(o => o.FifoQueues = true);
+        var queue = Name("fifo");
+        var sent = NewEnvelope(partitionKey: "customer-7");
+        await transport.SendAsync(queue, sent);
+        await transport.SendAsync(queue, sent);
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        Assert.EndsWith(queue + ".fifo", url, StringComparison.Ordinal);
+
+        using var client = SqsEmulator.NewClient();
+        var received = await client.ReceiveMessageAsync(new ReceiveMessageRequest
+        {
+            QueueUrl = url,
+            MaxNumberOfMessages = 10,
+            MessageSystemAttributeNames = ["All"],
+            MessageAttributeNames = ["All"],
+        });
+        var message = Assert.Single(received.Messages);
+        Assert.Equal("customer-7", message.Attributes["MessageGroupId"]);
+        Assert.Equal(sent.MessageId.ToString("N"), message.Attributes["MessageDeduplicationId"]);
+    }
+
+    [Fact]
+    public async Task Fifo_OneKeyOnOneHandler_IsHandledInSendOrder()
+    {
+        var transport = await CreateTransportAsync(o => o.FifoQueues = true);
+        var queue = Name("fifo-order");
+        var sent = Enumerable.Range(0, 20).Select(i => NewEnvelope(body: $"{{\"n\":{i}}}", partitionKey: "k")).ToList();
+        foreach (var envelope in sent)
+        {
+            await transport.SendAsync(queue, envelope);
+        }
+
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d, "c");
+            return ValueTask.CompletedTask;
+        });
+        var items = await collector.WaitForCountAsync(sent.Count, Timeout);
+        Assert.Equal(sent.Select(e => e.MessageId), items.Select(d => d.Envelope.MessageId));
+    }
+
+    [Fact]
+    public async Task ACopyReceivedBeforeItsDueTime_IsHeldBackAgain_AndDeliveredOnceDue_AsTheFirstAttempt()
+    {
+        // What a delay beyond 15 minutes of DelaySeconds does at each hop, in seconds: a copy whose due time has not come.
+        var transport = await CreateTransportAsync();
+        var queue = Name("chained");
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        var envelope = NewEnvelope();
+        var due = DateTimeOffset.UtcNow.AddSeconds(2);
+        var (body, attributes) = SqsEnvelopeCodec.Encode(envelope, transport.Options.Source, new SqsEnvelopeCodec.Carried(0, due));
+        using var client = SqsEmulator.NewClient();
+        await client.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageAttributes = attributes });
+
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d, "c");
+            return ValueTask.CompletedTask;
+        });
+        var got = (await collector.WaitForCountAsync(1, Timeout))[0];
+        Assert.Equal(envelope.MessageId, got.Envelope.MessageId);
+        Assert.True(got.ReceivedAt >= due.AddMilliseconds(-100), $"delivered at {got.ReceivedAt:O}, before it was due at {due:O}");
+        Assert.Equal(1, got.Envelope.DeliveryAttempt);
+    }
+
+    [Fact]
+    public async Task Nack_BeyondTwelveHours_LeavesADelayedCopyCarryingTheDueTime_NotATruncatedVisibility()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("nack-long");
+        var nacked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            await d.NackAsync(TimeSpan.FromHours(13), ct);
+            nacked.TrySetResult();
+        });
+        await transport.SendAsync(queue, NewEnvelope());
+        await nacked.Task.WaitAsync(Timeout);
+
+        using var client = SqsEmulator.NewClient();
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        await Eventually.UntilAsync(async () =>
+        {
+            var counts = await client.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]);
+            return counts.ApproximateNumberOfMessagesDelayed == 1 && counts.ApproximateNumberOfMessagesNotVisible == 0 && counts.ApproximateNumberOfMessages == 0;
+        }, "one delayed copy, the received message deleted");
+    }
+
+    [Fact]
+    public async Task AMessageRedrivenAfterTooManyReceives_IsDrainedWithAReasonAndItsAttempts()
+    {
+        var transport = await CreateTransportAsync(o => o.MaxReceiveCount = 2);
+        var queue = Name("redrive");
+        var sent = NewEnvelope();
+        await transport.SendAsync(queue, sent);
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+
+        // A consumer that dies twice before settling: received twice, each time left to its visibility timeout.
+        using var client = SqsEmulator.NewClient();
+        for (var i = 0; i < 2; i++)
+        {
+            await Eventually.UntilAsync(async () => (await client.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, VisibilityTimeout = 1 })).Messages is { Count: 1 }, "a receive");
+        }
+
+        var drained = await DrainAsync(transport, queue);
+
+        var deadLetter = Assert.Single(drained);
+        Assert.Equal(sent.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Equal(queue, deadLetter.Queue);
+        Assert.Contains("redrive", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.Equal(2, deadLetter.Envelope.DeliveryAttempt);
+    }
+
+    [Fact]
+    public async Task DeadLetter_WhenTheStoreIsUnreachable_GoesToTheDeadLetterQueue_WithItsReason()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("native-dl");
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using (var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            await d.DeadLetterAsync("poison: store down", ct);
+            settled.TrySetResult();
+        }))
+        {
+            await transport.SendAsync(queue, NewEnvelope());
+            await settled.Task.WaitAsync(Timeout);
+        }
+
+        var drained = await DrainAsync(transport, queue);
+        var deadLetter = Assert.Single(drained);
+        Assert.Equal("poison: store down", deadLetter.Reason);
+        Assert.Equal(1, deadLetter.Envelope.DeliveryAttempt);
+    }
+
+    [Fact]
+    public async Task Gauge_ReportsInFlightAndVisibleMessagesOfAConsumedQueue_TaggedWithTheQueue()
+    {
+        var transport = await CreateTransportAsync(o => o.GaugeRefreshInterval = TimeSpan.FromMilliseconds(100));
+        var queue = Name("gauge");
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1, Prefetch = 1 }, async (_, ct) => await release.Task.WaitAsync(ct));
+        for (var i = 0; i < 5; i++)
+        {
+            await transport.SendAsync(queue, NewEnvelope());
+        }
+
+        var measured = new ConcurrentDictionary<string, long>(StringComparer.Ordinal);
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == SqsQueueGauges.Messages)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            string? name = null, state = null;
+            foreach (var tag in tags)
+            {
+                if (tag.Key == MetricNames.DestinationTag)
+                {
+                    name = tag.Value as string;
+                }
+                else if (tag.Key == SqsQueueGauges.StateTag)
+                {
+                    state = tag.Value as string;
+                }
+            }
+
+            if (name == queue && state is not null)
+            {
+                measured[state] = value;
+            }
+        });
+        listener.Start();
+
+        // The consumer holds two (one running, one prefetched); the other three wait. The emulator counts messages in flight
+        // in ApproximateNumberOfMessages as well (AWS does not), so visible reads 3 on AWS and 5 there.
+        await Eventually.UntilAsync(() =>
+        {
+            listener.RecordObservableInstruments();
+            return measured.GetValueOrDefault("in_flight") == 2 && measured.GetValueOrDefault("visible") is 3 or 5 && measured.ContainsKey("delayed");
+        }, "the gauge shows 2 in flight and the rest visible", Timeout);
+        release.TrySetResult();
+    }
+
+    [Fact]
+    public async Task UseAmazonSqs_WithImpossibleOptions_FailsTheStart_ListingEveryProblem()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h => h.UseAmazonSqs(o =>
+        {
+            o.ClientConfig.ServiceURL = SqsEmulator.ServiceUrl;
+            o.WaitTime = TimeSpan.FromSeconds(30);
+            o.VisibilityTimeout = TimeSpan.FromHours(13);
+            o.QueueNamePrefix = "no spaces";
+        }));
+        using var host = builder.Build();
+        var error = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+        Assert.Contains(error.Failures, f => f.Contains("WaitTime", StringComparison.Ordinal));
+        Assert.Contains(error.Failures, f => f.Contains("VisibilityTimeout", StringComparison.Ordinal));
+        Assert.Contains(error.Failures, f => f.Contains("QueueNamePrefix", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task QueueNames_SqsCannotTake_AreRefusedBeforeAnyCall()
+    {
+        var transport = await CreateTransportAsync();
+        await Assert.ThrowsAsync<ArgumentException>(async () => await transport.SendAsync("orders.eu", NewEnvelope()));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await transport.SendAsync(new string('q', 80), NewEnvelope()));
+        Assert.Equal(80 - "-dead-letter".Length, transport.Capabilities.MaxNameBytes);
+    }
+
+    /// <summary>Drains the queue's dead letters until at least one came (the dead-letter queue fills asynchronously).</summary>
+    private static async Task<ConcurrentQueue<NativeDeadLetter>> DrainAsync(AmazonSqsTransport transport, string queue)
+    {
+        var drained = new ConcurrentQueue<NativeDeadLetter>();
+        await Eventually.UntilAsync(async () =>
+        {
+            await transport.DrainDeadLettersAsync(queue, (d, _) =>
+            {
+                drained.Enqueue(d);
+                return ValueTask.CompletedTask;
+            });
+            return !drained.IsEmpty;
+        }, "a dead letter drained", Timeout);
+        return drained;
+    }
+}
