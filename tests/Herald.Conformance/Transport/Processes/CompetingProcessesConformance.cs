@@ -80,6 +80,15 @@ public abstract class CompetingProcessesConformance(ITestOutputHelper output) : 
         await killed.KillAsync();
 
         await CompetingProcessesAssert.WaitUntilAllCompletedAsync(sent, Deadline, survivor, killed);
+
+        // The killed process completed what it held (without acking it), so "all completed" can hold before those come
+        // back: wait for the survivor to get them too, which takes a lease's length where leases free them.
+        await CompetingProcessesAssert.WaitUntilAsync(
+            () => killed.Holding.All(survivor.Completed.Contains),
+            "the survivor completes every message the killed process held",
+            Deadline,
+            survivor,
+            killed);
         await survivor.StopAsync();
         output.WriteLine(survivor.Describe() + killed.Describe());
         CompetingProcessesAssert.OnlyTheKilledProcessesUnackedWorkRepeats(sent, survivor, killed, AcksConfirmed);
