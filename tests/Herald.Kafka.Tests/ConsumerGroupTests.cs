@@ -112,11 +112,11 @@ public sealed class ConsumerGroupTests : KafkaTestBase
         var queue = Name("busy");
         var transport = await CreateTransportAsync();
         // No keys: each goes to the least loaded lane, so three handlers can hold three lanes.
+        // The first is sent alone and the rest only once its handler runs, so it is the oldest of its partition whatever
+        // partitions the rest land on and in whatever order their handlers start.
         var sent = Enumerable.Range(0, 4).Select(_ => NewEnvelope()).ToList();
-        foreach (var envelope in sent)
-        {
-            await transport.SendAsync(queue, envelope);
-        }
+        await transport.SendAsync(queue, sent[0]);
+        var firstRunning = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
 
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var running = 0;
@@ -126,6 +126,7 @@ public sealed class ConsumerGroupTests : KafkaTestBase
         {
             if (Interlocked.Exchange(ref first, 1) == 0)
             {
+                firstRunning.TrySetResult();
                 // The first to arrive (so the oldest of its partition) finishes once two others hold their slots; the
                 // fourth then takes the freed slot, and every slot stays busy.
                 await othersRunning.Task.WaitAsync(Deadline, ct);
@@ -139,6 +140,12 @@ public sealed class ConsumerGroupTests : KafkaTestBase
 
             await release.Task.WaitAsync(Deadline, ct);
         }));
+
+        await firstRunning.Task.WaitAsync(Deadline);
+        foreach (var envelope in sent.Skip(1))
+        {
+            await transport.SendAsync(queue, envelope);
+        }
 
         await Eventually.UntilAsync(() => Volatile.Read(ref running) == 3, "three slow handlers hold every slot", Deadline);
         await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 3, "the first message's offset is committed meanwhile", Deadline);
