@@ -76,7 +76,7 @@ public sealed class DeliveryLanes<T>
 
         if (key is not null)
         {
-            return _lanes[(int)((uint)StringComparer.Ordinal.GetHashCode(key) % (uint)_lanes.Length)];
+            return _lanes[(int)(StableHash(key) % (uint)_lanes.Length)];
         }
 
         var last = _lastLane;
@@ -134,5 +134,18 @@ public sealed class DeliveryLanes<T>
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
         }
+    }
+
+    // FNV-1a over the key's UTF-16 units: the same key takes the same lane in every process and run (string.GetHashCode
+    // is randomized per process), so which keys share a lane is reproducible.
+    private static uint StableHash(string key)
+    {
+        var hash = 2166136261u;
+        foreach (var c in key)
+        {
+            hash = (hash ^ c) * 16777619u;
+        }
+
+        return hash;
     }
 }
