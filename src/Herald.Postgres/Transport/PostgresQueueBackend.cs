@@ -119,6 +119,16 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
     public async ValueTask ReleaseAsync(QueuedMessage message, CancellationToken cancellationToken) =>
         await RunAsync(transport.Sql.Release, message, [], wake: true, cancellationToken).ConfigureAwait(false);
 
+    public async ValueTask<QueueDepth?> CountAsync(CancellationToken cancellationToken)
+    {
+        await using var command = transport.DataSource.CreateCommand(transport.Sql.Count);
+        command.Parameters.Add(PostgresQueueTransport.Text(queue));
+        command.Parameters.Add(PostgresQueueTransport.Time(transport.Now()));
+        await using var row = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await row.ReadAsync(cancellationToken).ConfigureAwait(false);
+        return new QueueDepth(row.GetInt64(0), row.GetInt64(1), row.GetInt64(2));
+    }
+
     public async ValueTask ReleaseAllAsync(CancellationToken cancellationToken) =>
         await RunAsync(transport.Sql.ReleaseAll, null, [], wake: true, cancellationToken).ConfigureAwait(false);
 

@@ -14,6 +14,11 @@ internal sealed class QueueSql
     public QueueSql(string schema)
     {
         var s = Migrations.Quote(schema);
+        Count =
+            $"SELECT count(*) FILTER (WHERE visible_at <= $2 AND (lease_until IS NULL OR lease_until <= $2)), " +
+            "count(*) FILTER (WHERE lease_until > $2), " +
+            "count(*) FILTER (WHERE visible_at > $2 AND (lease_until IS NULL OR lease_until <= $2)) " +
+            $"FROM {s}.queue_messages WHERE queue = $1";
         Channel = schema + "_queue";
 
         // A group of sends, one element of each array per message, inserted in the order given (so in send order).
@@ -105,4 +110,7 @@ internal sealed class QueueSql
     public string ReleaseAll { get; }
 
     public string ReadDeadLetters { get; }
+
+    /// <summary>The queue's messages by state ($1 queue, $2 now): ready, leased, delayed (the queue gauge).</summary>
+    public string Count { get; }
 }

@@ -124,6 +124,9 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
         transport.Signals.Pulse(queue);
     }
 
+    public async ValueTask<QueueDepth?> CountAsync(CancellationToken cancellationToken) =>
+        await transport.CountAsync(queue, transport.Now(), cancellationToken).ConfigureAwait(false);
+
     private bool Changed(bool claimable, bool held)
     {
         if (claimable)

@@ -164,6 +164,22 @@ internal sealed class SqliteQueueTransport : ITransport
             return (claimable, next);
         }, cancellationToken);
 
+    /// <summary>The queue's messages by state at <paramref name="now"/>, read without the write lock (the queue gauge).</summary>
+    internal ValueTask<QueueDepth> CountAsync(string queue, long now, CancellationToken cancellationToken) =>
+        _store.ReadAsync(reader =>
+        {
+            var command = reader.Command(
+                "SELECT COALESCE(SUM(lease_until > $p1), 0), COALESCE(SUM(visible_at > $p1 AND NOT COALESCE(lease_until > $p1, 0)), 0), COUNT(*) " +
+                "FROM herald_queue_messages WHERE queue = $p0",
+                2);
+            command.Parameters[0].Value = queue;
+            command.Parameters[1].Value = now;
+            using var row = command.ExecuteReader();
+            row.Read();
+            var (leased, delayed, all) = (row.GetInt64(0), row.GetInt64(1), row.GetInt64(2));
+            return new QueueDepth(all - leased - delayed, leased, delayed);
+        }, cancellationToken);
+
     /// <summary>The dead letters of a queue, oldest first.</summary>
     public ValueTask<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default) =>
         _store.ReadAsync<IReadOnlyList<QueueDeadLetter>>(reader =>

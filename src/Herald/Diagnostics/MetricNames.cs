@@ -51,6 +51,12 @@ public static class MetricNames
     /// <summary>Tag: the projection, on <see cref="ProjectionLag"/>.</summary>
     public const string ProjectionTag = "herald.projection";
 
+    /// <summary>Gauge of a consumed SQL queue's messages by state (tags <see cref="EndpointTag"/> and <see cref="QueueStateTag"/>).</summary>
+    public const string QueueMessages = "herald.queue.messages";
+
+    /// <summary>Tag: ready, leased or delayed, on <see cref="QueueMessages"/>.</summary>
+    public const string QueueStateTag = "herald.queue.state";
+
     /// <summary>Tag: the endpoint (consumer queue) that handled the message.</summary>
     public const string EndpointTag = "herald.endpoint";
 

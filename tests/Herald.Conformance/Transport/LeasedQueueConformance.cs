@@ -69,6 +69,70 @@ public abstract class LeasedQueueConformance
     }
 
     [Fact]
+    public async Task TheQueueGauge_ReportsReadyLeasedAndDelayedMessages_OfAConsumedQueue()
+    {
+        var queue = "gauge-" + Guid.NewGuid().ToString("N")[..8];
+        await using var a = await OpenInstanceAsync();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = await a.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1, Prefetch = 1 }, async (_, ct) =>
+        {
+            started.TrySetResult();
+            await release.Task.WaitAsync(ct);
+        });
+        for (var i = 0; i < 3; i++)
+        {
+            await a.SendAsync(queue, TestEnvelopes.Create(partitionKey: null));
+        }
+
+        await a.SendAsync(queue, TestEnvelopes.Create(partitionKey: null), new SendOptions { Delay = TimeSpan.FromMinutes(10) });
+        await started.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        var seen = new ConcurrentDictionary<string, long>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "Herald" && instrument.Name == "herald.queue.messages")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            string? endpoint = null, state = null;
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "herald.endpoint")
+                {
+                    endpoint = tag.Value as string;
+                }
+                else if (tag.Key == "herald.queue.state")
+                {
+                    state = tag.Value as string;
+                }
+            }
+
+            if (endpoint == queue && state is not null)
+            {
+                seen[state] = value;
+            }
+        });
+        listener.Start();
+
+        // The first collections start the count in the background; later ones report it.
+        await Eventually.UntilAsync(
+            () =>
+            {
+                listener.RecordObservableInstruments();
+                // The consumer may hold a prefetched message besides the running one: leased counts both.
+                var (ready, leased) = (seen.GetValueOrDefault("ready", -1), seen.GetValueOrDefault("leased", -1));
+                return leased >= 1 && ready >= 0 && ready + leased == 3 && seen.GetValueOrDefault("delayed") == 1;
+            },
+            "the gauge reports the 3 due messages as ready or leased (at least 1 leased) and 1 delayed");
+        release.TrySetResult();
+    }
+
+    [Fact]
     public async Task ALeaseAnotherConsumerTook_CancelsTheRunningHandler_AndItsCompletionIsRefused()
     {
         var queue = "stolen-" + Guid.NewGuid().ToString("N")[..8];

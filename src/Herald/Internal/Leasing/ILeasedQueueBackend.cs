@@ -59,4 +59,10 @@ public interface ILeasedQueueBackend<TMessage>
 
     /// <summary>Hands back, unchanged, everything this consumer still holds (it is stopping).</summary>
     ValueTask ReleaseAllAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Counts the queue's messages by state for the <c>herald.queue.messages</c> gauge; null when the backend cannot (the
+    /// gauge then reports nothing for the queue). Called in the background, never while a collection waits.
+    /// </summary>
+    ValueTask<QueueDepth?> CountAsync(CancellationToken cancellationToken) => new((QueueDepth?)null);
 }

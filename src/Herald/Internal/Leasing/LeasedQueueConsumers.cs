@@ -27,6 +27,7 @@ public sealed class LeasedQueueConsumers<TMessage>
     {
         var consumer = new LeasedQueueConsumer<TMessage>(backend, queue, options, handler, _settings with { Name = name }, Forget);
         _running[consumer] = 0;
+        QueueDepthGauge.Watch(consumer, queue, backend.CountAsync);
         consumer.Start();
         return consumer;
     }
@@ -40,5 +41,9 @@ public sealed class LeasedQueueConsumers<TMessage>
         }
     }
 
-    private void Forget(LeasedQueueConsumer<TMessage> consumer) => _running.TryRemove(consumer, out _);
+    private void Forget(LeasedQueueConsumer<TMessage> consumer)
+    {
+        _running.TryRemove(consumer, out _);
+        QueueDepthGauge.Forget(consumer);
+    }
 }
