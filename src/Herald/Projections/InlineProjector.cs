@@ -11,8 +11,6 @@ internal sealed class InlineProjector(IEnumerable<ProjectionRegistration> regist
 {
     private readonly Projection[] _projections = [.. registrations.Where(r => r.Mode == ProjectionMode.Inline).Select(r => r.Projection)];
 
-    public bool IsEmpty => _projections.Length == 0;
-
     public async ValueTask ApplyAsync(
         string stream, IReadOnlyList<object> events, IReadOnlyList<Envelope> envelopes, IUnitOfWork unitOfWork, IServiceProvider services, CancellationToken cancellationToken)
     {

@@ -23,6 +23,9 @@ internal static partial class Log
     [LoggerMessage(1405, LogLevel.Debug, "Projection {Projection} skipped position {Position}: another runner applied it first")]
     public static partial void ProjectionCheckpointConflict(ILogger logger, string projection, long position);
 
+    [LoggerMessage(1407, LogLevel.Warning, "Reading the projections' status failed; the next try is in {Delay}")]
+    public static partial void ProjectionStatusFailed(ILogger logger, Exception exception, TimeSpan delay);
+
     [LoggerMessage(1406, LogLevel.Warning, "Projection {Projection} could not drop generation {Generation} of table {Table}; it is left in place")]
     public static partial void ProjectionDropFailed(ILogger logger, Exception exception, string projection, int generation, string table);
 }

@@ -218,7 +218,7 @@ public sealed class ProjectionManager
             catch (Exception ex) when (ex is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
             {
                 // The store is unreachable now; the runners report their own failures, and the next round tries again.
-                Log.ProjectionFailed(_logger, ex, "(status)", _options.StatusInterval);
+                Log.ProjectionStatusFailed(_logger, ex, _options.StatusInterval);
             }
 
             await Task.Delay(_options.StatusInterval, _time, stoppingToken).ConfigureAwait(false);
@@ -387,6 +387,7 @@ public sealed class ProjectionManager
     /// <summary>One registered projection and what its runner on this node is doing.</summary>
     private sealed class ProjectionRuntime(Projection projection, ProjectionMode mode)
     {
+        private readonly Lock _observed = new();
         private long _observedPosition = -1;
         private DateTimeOffset _observedAt;
 
@@ -409,7 +410,7 @@ public sealed class ProjectionManager
         /// <summary>Behind the head and not moved since the first look for longer than <paramref name="stallAfter"/>.</summary>
         public bool IsStuck(long position, long lag, DateTimeOffset now, TimeSpan stallAfter)
         {
-            lock (Rebuilds)
+            lock (_observed)
             {
                 if (position != _observedPosition || lag == 0)
                 {
