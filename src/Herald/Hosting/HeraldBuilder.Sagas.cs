@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Sagas;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -5,14 +6,14 @@ using Microsoft.Extensions.Hosting;
 
 namespace Herald.Hosting;
 
-/// <summary>Sagas: orchestrated sagas, resumed at start-up.</summary>
+/// <summary>Sagas: orchestrated sagas, resumed when no runner drives them, and state machines.</summary>
 public sealed partial class HeraldBuilder
 {
     private readonly HashSet<string> _sagas = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// Registers an orchestrated saga: start instances with <see cref="SagaOrchestrator.StartAsync{TData}"/>; at start-up,
-    /// every instance of it left running or compensating (a crash, a stop) is resumed in the background.
+    /// Registers an orchestrated saga: start instances with <see cref="SagaOrchestrator.StartAsync{TData}"/>; every instance
+    /// of it left running or compensating (a crash, a stop) is resumed in the background, at start and by a periodic sweep.
     /// </summary>
     /// <exception cref="InvalidSagaDefinitionException">Another saga with this name is registered.</exception>
     public HeraldBuilder AddSaga<TData>(SagaDefinition<TData> definition)
@@ -27,6 +28,18 @@ public sealed partial class HeraldBuilder
         Services.AddSingleton(definition);
         Services.AddSingleton<ISagaResumption>(new SagaResumption<TData>(definition));
         Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SagaResumeService>());
+        Services.AddCheckedOptions<SagaOptions>(configure: null, SagaOptions.Check);
+        return this;
+    }
+
+    /// <summary>
+    /// Configures how unfinished orchestrated sagas are found and resumed: the sweep's interval, and how long an instance of
+    /// a store shared by several processes must go without a save before another process takes it over.
+    /// </summary>
+    public HeraldBuilder ConfigureSagas(Action<SagaOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        Services.AddCheckedOptions(configure, SagaOptions.Check);
         return this;
     }
 

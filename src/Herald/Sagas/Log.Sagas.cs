@@ -30,8 +30,11 @@ internal static partial class Log
     [LoggerMessage(1314, LogLevel.Information, "Saga {Saga} instance {SagaId} was moved on by another runner; this one stops")]
     public static partial void SagaTakenOver(ILogger logger, Exception exception, string saga, string sagaId);
 
-    [LoggerMessage(1320, LogLevel.Error, "Resuming saga {Saga} instance {SagaId} failed; it stays unfinished until the next start")]
+    [LoggerMessage(1320, LogLevel.Error, "Resuming saga {Saga} instance {SagaId} failed; it stays unfinished until the next sweep")]
     public static partial void SagaResumeFailed(ILogger logger, Exception exception, string saga, string sagaId);
+
+    [LoggerMessage(1321, LogLevel.Debug, "Saga resume sweep: {Due} instance(s) of saga {Saga} driven by no runner")]
+    public static partial void SagaSweep(ILogger logger, string saga, int due);
 
     [LoggerMessage(1330, LogLevel.Information, "Saga {Saga} instance {SagaId} ignored {EventType}: {Reason}")]
     public static partial void SagaEventIgnored(ILogger logger, string saga, string sagaId, string eventType, string reason);

@@ -38,6 +38,9 @@ public sealed class SagaOrchestrator
         _logger = (ILogger?)logger ?? NullLogger.Instance;
     }
 
+    /// <summary>Whether this process runs the instance now (a start or a resume in flight).</summary>
+    internal bool IsRunningHere(string sagaType, string id) => _running.ContainsKey((sagaType, id));
+
     /// <summary>
     /// Saves a new instance of <paramref name="definition"/> with <paramref name="data"/> and runs it until it completes,
     /// is compensated or is parked as failed. Returns the instance as it ended.

@@ -1,6 +1,8 @@
 using Herald.Hosting;
+using Herald.Persistence;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Herald.Sagas;
 
@@ -22,48 +24,97 @@ internal sealed class SagaResumption<TData>(SagaDefinition<TData> definition) : 
 }
 
 /// <summary>
-/// At start-up, resumes every instance of the registered sagas that a crash or a stop left running or compensating, in
-/// the background, one saga instance at a time, so the host starts at once.
+/// Finds the instances of the registered sagas that no runner drives (a crash or a stop left them running or
+/// compensating, or a resume failed on a store error) and resumes them, in the background, so the host starts at once.
+/// One node leads the sweep (through <see cref="ILeaderElection"/>): at start and then every
+/// <see cref="SagaOptions.ResumeInterval"/>, so a surviving node takes over the instances of a node that crashed without
+/// waiting for a restart.
 /// </summary>
-internal sealed class SagaResumeService(IEnumerable<ISagaResumption> sagas, ISagaStore store, SagaOrchestrator orchestrator, ILogger<SagaResumeService> logger)
+/// <remarks>
+/// Which instances are "not driven": with a single-process store (the in-process election of the in-memory stores and
+/// SQLite), every unfinished instance this process does not run. With a shared store, another process may be running one
+/// right now, so only instances without a save for <see cref="SagaOptions.StaleAfter"/> are taken over; if a runner was
+/// merely slow, the two race and the version check at each step's commit leaves the instance to one of them.
+/// </remarks>
+internal sealed class SagaResumeService(
+    IEnumerable<ISagaResumption> sagas,
+    ISagaStore store,
+    SagaOrchestrator orchestrator,
+    ILeaderElection election,
+    IOptions<SagaOptions> options,
+    TimeProvider timeProvider,
+    ILogger<SagaResumeService> logger)
     : BackgroundService
 {
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    internal const string Resource = "$saga-resume";
+
+    private readonly SagaOptions _options = options.Value;
+    private readonly bool _singleProcess = election is InProcessLeaderElection;
+
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        election.RunWhileLeadingAsync(Resource, SweepEveryIntervalAsync, _options.ResumeInterval, timeProvider, logger, stoppingToken);
+
+    private async Task SweepEveryIntervalAsync(CancellationToken leading)
     {
+        while (!leading.IsCancellationRequested)
+        {
+            await SweepAsync(leading).ConfigureAwait(false);
+            await Task.Delay(_options.ResumeInterval, timeProvider, leading).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Resumes every unfinished instance that no runner drives now; returns how many it resumed.</summary>
+    internal async Task<int> SweepAsync(CancellationToken cancellationToken)
+    {
+        var resumed = 0;
         foreach (var saga in sagas)
         {
-            // Collect the ids first: a resumed instance changes status, which would move the paging under our feet.
-            var unfinished = new List<string>();
-            var query = SagaQuery.Unfinished(limit: 500) with { SagaType = saga.SagaName };
-            while (true)
-            {
-                var page = await store.ListAsync(query, stoppingToken).ConfigureAwait(false);
-                unfinished.AddRange(page.Select(i => i.Id));
-                if (page.Count < query.Limit)
+            var due = await UndrivenAsync(saga.SagaName, cancellationToken).ConfigureAwait(false);
+            Log.SagaSweep(logger, saga.SagaName, due.Count);
+            await Parallel.ForEachAsync(
+                due,
+                new ParallelOptions { MaxDegreeOfParallelism = _options.ResumeConcurrency, CancellationToken = cancellationToken },
+                async (id, token) =>
                 {
-                    break;
-                }
-
-                query = query with { After = (saga.SagaName, page[^1].Id) };
-            }
-
-            foreach (var id in unfinished)
-            {
-                try
-                {
-                    await saga.ResumeAsync(orchestrator, id, stoppingToken).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-                {
-                    return;
-                }
+                    try
+                    {
+                        await saga.ResumeAsync(orchestrator, id, token).ConfigureAwait(false);
+                        Interlocked.Increment(ref resumed);
+                    }
+                    catch (OperationCanceledException) when (token.IsCancellationRequested)
+                    {
+                        throw;
+                    }
 #pragma warning disable CA1031 // One instance that cannot resume (its store failed) must not keep the others from resuming.
-                catch (Exception ex)
+                    catch (Exception ex)
 #pragma warning restore CA1031
-                {
-                    Log.SagaResumeFailed(logger, ex, saga.SagaName, id);
-                }
+                    {
+                        Log.SagaResumeFailed(logger, ex, saga.SagaName, id);
+                    }
+                }).ConfigureAwait(false);
+        }
+
+        return resumed;
+    }
+
+    private async Task<List<string>> UndrivenAsync(string sagaName, CancellationToken cancellationToken)
+    {
+        // Collect the ids first: a resumed instance changes status, which would move the paging under our feet.
+        var staleBefore = timeProvider.GetUtcNow() - _options.StaleAfter;
+        var due = new List<string>();
+        var query = SagaQuery.Unfinished(limit: 500) with { SagaType = sagaName };
+        while (true)
+        {
+            var page = await store.ListAsync(query, cancellationToken).ConfigureAwait(false);
+            due.AddRange(page
+                .Where(i => !orchestrator.IsRunningHere(sagaName, i.Id) && (_singleProcess || i.UpdatedAt <= staleBefore))
+                .Select(i => i.Id));
+            if (page.Count < query.Limit)
+            {
+                return due;
             }
+
+            query = query with { After = (sagaName, page[^1].Id) };
         }
     }
 }

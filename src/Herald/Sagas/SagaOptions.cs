@@ -1,0 +1,25 @@
+namespace Herald.Sagas;
+
+/// <summary>How the host finds and resumes orchestrated saga instances that no runner is driving (a crash, a stop).</summary>
+public sealed class SagaOptions
+{
+    /// <summary>How often the node that leads the resume sweep looks for unfinished instances. Default 30 seconds.</summary>
+    public TimeSpan ResumeInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// With a store shared by several processes (PostgreSQL), how long an unfinished instance must go without a save before
+    /// another process takes it over: longer than your slowest step, so a live runner is not raced. Default 2 minutes.
+    /// A single-process store (in-memory, SQLite) resumes every instance this process does not run, at once.
+    /// </summary>
+    public TimeSpan StaleAfter { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>How many instances one sweep resumes side by side. Default 4.</summary>
+    public int ResumeConcurrency { get; set; } = 4;
+
+    internal static void Check(SagaOptions options, Herald.Internal.OptionsProblems problems)
+    {
+        problems.Positive(nameof(ResumeInterval), options.ResumeInterval);
+        problems.Positive(nameof(StaleAfter), options.StaleAfter);
+        problems.Between(nameof(ResumeConcurrency), options.ResumeConcurrency, 1, 256);
+    }
+}
