@@ -34,9 +34,18 @@ internal static class HttpProblems
         await context.Response.WriteAsJsonAsync(problem, options: null, contentType: "application/problem+json", context.RequestAborted).ConfigureAwait(false);
     }
 
-    /// <summary>Adds the trace id (the current W3C trace, else the request id) and the request's correlation id.</summary>
+    /// <summary>
+    /// Adds the trace id (the current W3C trace, else the request id) and the request's correlation id, and says why a bare
+    /// 415 (routing refuses a content type before any endpoint runs) was answered.
+    /// </summary>
     public static void Stamp(HttpContext context, ProblemDetails problem)
     {
+        if (problem.Status == StatusCodes.Status415UnsupportedMediaType && problem.Detail is null)
+        {
+            var got = string.IsNullOrEmpty(context.Request.ContentType) ? "no Content-Type" : $"'{context.Request.ContentType}'";
+            problem.Detail = $"This endpoint does not read a body of the content type sent ({got}); send application/json.";
+        }
+
         if (!problem.Extensions.ContainsKey(TraceIdExtension))
         {
             problem.Extensions[TraceIdExtension] = Activity.Current?.Id ?? context.TraceIdentifier;
