@@ -100,6 +100,22 @@ public sealed class HealthTests
     }
 
     [Fact]
+    public async Task HostThatDoesNotConsume_ReportsItsTransportWithoutProbingIt()
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapHeraldHealth("/status"),
+            h => h.Configure(o => o.StartConsumer = false),
+            s => s.AddHealthChecks().AddHerald());
+
+        var body = await (await app.Client.GetAsync("/status")).Content.ReadFromJsonAsync<JsonElement>();
+
+        var check = body.GetProperty("checks").GetProperty("herald-transport");
+        Assert.Equal("Healthy", check.GetProperty("status").GetString());
+        Assert.False(check.GetProperty("data").GetProperty("consumer").GetBoolean());
+        Assert.Contains("does not probe", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task UnreachableEventStore_IsUnhealthy_And503()
     {
         await using var app = await StartAsync(services: s => s.Replace(ServiceDescriptor.Singleton(DispatchProxy.Create<IEventStore, UnreachableStore>())));
