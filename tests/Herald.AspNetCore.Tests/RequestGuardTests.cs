@@ -30,6 +30,7 @@ public sealed class RequestGuardTests
             app.MapPost("/default", (PlaceOrder command) => Results.Ok(command)).AcceptsJson<PlaceOrder>();
             app.MapPost("/raw", async (HttpRequest request) => Results.Ok(new { length = (await new StreamReader(request.Body).ReadToEndAsync()).Length }))
                 .RequireJsonBody(maxBodyBytes: 100);
+            app.MapPost("/large", (PlaceOrder command) => Results.Ok(command)).AcceptsJson<PlaceOrder>(maxBodyBytes: 1000).WithIdempotencyKey();
             var group = app.MapGroup("/group").RequireJsonBody(maxBodyBytes: 50);
             group.MapPost("/raw", async (HttpRequest request) => Results.Ok(new { length = (await new StreamReader(request.Body).ReadToEndAsync()).Length }));
         },
@@ -97,6 +98,18 @@ public sealed class RequestGuardTests
         Assert.Equal(HttpStatusCode.OK, within.StatusCode);
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, over.StatusCode);
         Assert.Contains("200 bytes", (await over.ProblemAsync()).GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task EndpointLimitAboveTheOptionsLimit_AlsoBoundsTheIdempotencyKeysBodyHash()
+    {
+        await using var app = await StartAsync();
+        var request = new HttpRequestMessage(HttpMethod.Post, "/large") { Content = Json(500) };
+        request.Headers.Add("Idempotency-Key", "large-1");
+
+        var response = await app.Client.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
 
     [Theory]
