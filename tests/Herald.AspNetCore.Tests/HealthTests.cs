@@ -116,6 +116,14 @@ public sealed class HealthTests
     }
 
     [Fact]
+    public async Task NegativeThreshold_FailsAtStart()
+    {
+        var failure = await Assert.ThrowsAnyAsync<Microsoft.Extensions.Options.OptionsValidationException>(() => StartAsync(health: o => o.MaxProjectionLag = -1));
+
+        Assert.Contains("MaxProjectionLag", failure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task UnreachableEventStore_IsUnhealthy_And503()
     {
         await using var app = await StartAsync(services: s => s.Replace(ServiceDescriptor.Singleton(DispatchProxy.Create<IEventStore, UnreachableStore>())));

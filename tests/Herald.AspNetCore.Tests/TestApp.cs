@@ -62,7 +62,16 @@ internal sealed class TestApp : IAsyncDisposable
         app.UseStatusCodePages();
         app.UseHeraldCorrelation();
         map(app);
-        await app.StartAsync();
+        try
+        {
+            await app.StartAsync();
+        }
+        catch
+        {
+            await app.DisposeAsync();
+            throw;
+        }
+
         if (!kestrel)
         {
             return new TestApp(app, app.GetTestClient());

@@ -20,6 +20,10 @@ public static class HeraldHealthChecksBuilderExtensions
             options.Configure(configure);
         }
 
+        options.Validate(
+                o => o.Timeout > TimeSpan.Zero && o.MaxProjectionLag >= 0 && o.MaxDeadLetterGrowth >= 0 && o.DeadLetterWindow > TimeSpan.Zero,
+                "HeraldHealthOptions: Timeout and DeadLetterWindow must be positive, MaxProjectionLag and MaxDeadLetterGrowth not negative.")
+            .ValidateOnStart();
         string[] tags = [HealthCheckNames.Tag];
         return builder
             .AddCheck<EventStoreHealthCheck>(HealthCheckNames.EventStore, tags: tags)
