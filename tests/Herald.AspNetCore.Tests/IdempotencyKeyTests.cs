@@ -3,6 +3,7 @@ using System.Security.Claims;
 using System.Text;
 using Herald.Cqrs;
 using Herald.EventSourcing;
+using Herald.Reliability.Idempotency;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
@@ -299,6 +300,54 @@ public sealed class IdempotencyKeyTests
         Assert.Equal(HttpStatusCode.Accepted, bob.StatusCode);
         Assert.False(bob.Headers.Contains("Idempotency-Replayed"));
         Assert.Equal(2, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    /// <summary>The in-memory store, counting lock renewals so a test knows when one happened.</summary>
+    private sealed class RenewalCountingStore(TimeProvider time) : IIdempotencyStore
+    {
+        private readonly InMemoryIdempotencyStore _inner = new(time);
+        private readonly System.Threading.Channels.Channel<bool> _renewals = System.Threading.Channels.Channel.CreateUnbounded<bool>();
+
+        public Task<bool> NextRenewalAsync() => _renewals.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+
+        public ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default) => _inner.TryAcquireAsync(key, lockTtl, cancellationToken);
+
+        public ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default) =>
+            _inner.CompleteAsync(key, lockToken, result, ttl, cancellationToken);
+
+        public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) => _inner.ReleaseAsync(key, lockToken, cancellationToken);
+
+        public async ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
+        {
+            var renewed = await _inner.RenewAsync(key, lockToken, lockTtl, cancellationToken);
+            _renewals.Writer.TryWrite(renewed);
+            return renewed;
+        }
+    }
+
+    [Fact]
+    public async Task EndpointOutlivingTheLockTimeout_KeepsTheKey_BecauseItsLockIsRenewed()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var store = new RenewalCountingStore(clock);
+        await using var app = await StartAsync(
+            services: s => s.AddSingleton<TimeProvider>(clock).AddSingleton<IIdempotencyStore>(store),
+            herald: h => h.ConfigureIdempotency(o => o.LockTimeout = TimeSpan.FromSeconds(30)));
+        var gate = app.Services.GetRequiredService<Gate>();
+        var first = app.Client.SendAsync(Order("key-11", path: "/gated"));
+        await gate.Entered.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        // Renewed every third of the timeout: the renewal at 10 s holds the lock to 40 s, so at 35 s it still holds (without
+        // renewals it would have lapsed at 30 s and this request would run the endpoint a second time).
+        clock.Advance(TimeSpan.FromSeconds(10));
+        Assert.True(await store.NextRenewalAsync());
+        clock.Advance(TimeSpan.FromSeconds(25));
+        var during = await app.Client.SendAsync(Order("key-11", path: "/gated"));
+        gate.Open.SetResult();
+
+        Assert.Equal(HttpStatusCode.Conflict, during.StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await first).StatusCode);
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
     }
 
     [Fact]
