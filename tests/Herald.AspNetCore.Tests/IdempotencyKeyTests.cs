@@ -57,6 +57,15 @@ public sealed class IdempotencyKeyTests
                         _ => Results.Ok(new { command.OrderId, run }),
                     };
                 }).WithIdempotencyKey(configure);
+                app.MapPost("/ids", (HttpContext http, Observed observed) =>
+                {
+                    var id = http.GetIdempotentId();
+                    observed.Ids.Enqueue(id);
+                    return observed.Run() == 1
+                        ? Results.StatusCode(StatusCodes.Status503ServiceUnavailable)
+                        : Results.Ok(new { id, key = http.GetIdempotencyKey() });
+                }).WithIdempotencyKey(configure);
+                app.MapPost("/no-key", (HttpContext http) => Results.Ok(new { id = http.GetIdempotentId(), key = http.GetIdempotencyKey() }));
                 var group = app.MapGroup("/group").WithIdempotencyKey(configure);
                 group.MapPost("/items/{id}", (string id, Observed observed) => Results.Ok(new { id, run = observed.Run() }));
             },
@@ -96,6 +105,34 @@ public sealed class IdempotencyKeyTests
         Assert.Equal(await first.Content.ReadAsByteArrayAsync(), await second.Content.ReadAsByteArrayAsync());
         Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
         Assert.Single(await Observed.ReadAsync(app.Services.GetRequiredService<IEventStore>(), "o-1"));
+    }
+
+    [Fact]
+    public async Task TheIdempotentId_IsTheSameForEveryAttemptOfOneKey_AndDiffersByKeyAndUser()
+    {
+        await using var app = await StartAsync();
+
+        // The first attempt fails (503 releases the key); the retry runs again and must see the same id.
+        await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/ids", "{}", "op-1"));
+        var retried = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/ids", "{}", "op-1"));
+        var other = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/ids", "{}", "op-2"));
+        var asAnotherUser = Http.Json(HttpMethod.Post, "/ids", "{}", "op-1");
+        asAnotherUser.Headers.Add("X-Test-User", "mallory");
+        await app.Client.SendAsync(asAnotherUser);
+        var none = await app.Client.PostAsync("/no-key", null);
+
+        Assert.Equal(HttpStatusCode.OK, retried.StatusCode);
+        var ids = app.Services.GetRequiredService<Observed>().Ids.ToArray();
+        Assert.Equal(4, ids.Length);
+        Assert.NotNull(ids[0]);
+        Assert.Equal(ids[0], ids[1]);
+        Assert.NotEqual(ids[0], ids[2]);
+        Assert.NotEqual(ids[0], ids[3]);
+        Assert.Equal(8, ids[0]!.Value.Version);
+        Assert.Equal(HttpStatusCode.OK, other.StatusCode);
+        var body = System.Text.Json.JsonDocument.Parse(await none.Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, body.GetProperty("id").ValueKind);
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, body.GetProperty("key").ValueKind);
     }
 
     [Fact]

@@ -84,6 +84,8 @@ public sealed class Observed
 
     public int Run() => Interlocked.Increment(ref _runs);
 
+    public ConcurrentQueue<Guid?> Ids { get; } = new();
+
     public void Noted(string orderId, Envelope envelope) => Note(orderId).TrySetResult(envelope);
 
     public Task<Envelope> NoteAsync(string orderId) => Note(orderId).Task.WaitAsync(TimeSpan.FromSeconds(10));

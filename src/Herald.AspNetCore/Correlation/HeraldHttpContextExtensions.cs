@@ -51,4 +51,35 @@ public static class HeraldHttpContextExtensions
             Headers = headers,
         };
     }
+
+    /// <summary>
+    /// The request's <c>Idempotency-Key</c> as <c>WithIdempotencyKey</c> keeps it (scoped to the route and user, hashed), or
+    /// null when the endpoint has no key. Stable across retries of one operation, even after the service crashed.
+    /// </summary>
+    public static string? GetIdempotencyKey(this HttpContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        return context.Features.Get<Herald.AspNetCore.Idempotency.IdempotencyKeyFeature>()?.ScopedKey;
+    }
+
+    /// <summary>
+    /// A Guid derived from the request's idempotency key (null without one): use it as the id of what the request creates,
+    /// so a retry whose first attempt committed but crashed before its response was stored finds that thing instead of
+    /// making a second one. The key's lock and stored response cannot commit with your writes; this id can.
+    /// </summary>
+    public static Guid? GetIdempotentId(this HttpContext context)
+    {
+        if (GetIdempotencyKey(context) is not { } key)
+        {
+            return null;
+        }
+
+        Span<byte> hash = stackalloc byte[32];
+        System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes("herald-idempotent-id\n" + key), hash);
+        var bytes = hash[..16];
+        // RFC 9562 version 8 (custom) with the variant bits, so the value is a well-formed UUID.
+        bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80);
+        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
+        return new Guid(bytes, bigEndian: true);
+    }
 }

@@ -107,6 +107,7 @@ internal sealed class IdempotentRequests(
         context.Features.Set<IHttpResponseBodyFeature>(capture);
         using var renewing = new CancellationTokenSource();
         var renewal = RenewAsync(storeKey, lockToken, method, path, renewing.Token);
+        context.Features.Set(new IdempotencyKeyFeature(storeKey));
         try
         {
             await next(context).ConfigureAwait(false);
