@@ -43,6 +43,7 @@ public static class OrderServiceApp
             o.TimestampFormat = "HH:mm:ss.fff ";
         });
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Logging.AddFilter("Npgsql", LogLevel.Warning);
         builder.Logging.AddFilter("Herald", demo ? LogLevel.Error : LogLevel.Warning);
         // A declined payment is the saga's business (it compensates); the sample logs the outcome itself.
         builder.Logging.AddFilter("Herald.Sagas", LogLevel.Error);
