@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Herald.Diagnostics;
 using Herald.Hosting;
 using Herald.Messages;
+using Herald.Persistence;
 using Herald.Transport;
 using Microsoft.Extensions.Options;
 
@@ -37,8 +38,18 @@ internal sealed class MessageBus : IMessageBus
         return DispatchAsync(envelope, queue, publish: false, options, cancellationToken);
     }
 
-    private Envelope Create(object message, DeliveryOptions? options) =>
-        _envelopes.Create(message, options?.CorrelationId, options?.CausationId, options?.UserId, options?.PartitionKey, options?.Headers);
+    // Unset, the correlation, cause and user are those of the running unit of work (the command sent over HTTP, the handled message).
+    private Envelope Create(object message, DeliveryOptions? options)
+    {
+        var ambient = UnitOfWorkRunner.Current?.Metadata;
+        return _envelopes.Create(
+            message,
+            options?.CorrelationId ?? ambient?.CorrelationId,
+            options?.CausationId ?? ambient?.CausationId,
+            options?.UserId ?? ambient?.UserId,
+            options?.PartitionKey,
+            options?.Headers);
+    }
 
     private async ValueTask DispatchAsync(Envelope envelope, string destination, bool publish, DeliveryOptions? options, CancellationToken cancellationToken)
     {

@@ -31,7 +31,15 @@ internal sealed class Outbox(
     private async ValueTask AddAsync(object message, OutboxDestinationKind kind, string? destination, DeliveryOptions? delivery, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
-        var envelope = envelopes.Create(message, delivery?.CorrelationId, delivery?.CausationId, delivery?.UserId, delivery?.PartitionKey, delivery?.Headers);
+        // Unset, the correlation, cause and user are those of the running unit of work (the command sent over HTTP, the handled message).
+        var ambient = UnitOfWorkRunner.Current?.Metadata;
+        var envelope = envelopes.Create(
+            message,
+            delivery?.CorrelationId ?? ambient?.CorrelationId,
+            delivery?.CausationId ?? ambient?.CausationId,
+            delivery?.UserId ?? ambient?.UserId,
+            delivery?.PartitionKey,
+            delivery?.Headers);
 
         // The trace continues from the code that wrote the message, not from the relay that happens to send it.
         envelope = TraceContext.Inject(envelope, Activity.Current);

@@ -1,0 +1,264 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using Herald.AspNetCore.Internal;
+using Herald.AspNetCore.Problems;
+using Herald.Reliability.Idempotency;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Herald.AspNetCore.Idempotency;
+
+/// <summary>
+/// Runs an endpoint at most once per <c>Idempotency-Key</c> (IETF draft "The Idempotency-Key HTTP Header Field"), on Herald's
+/// <see cref="IIdempotencyStore"/>: the first request takes the key's lock, runs, and its completed response (status,
+/// <c>Content-Type</c>, <c>Location</c>, body bytes) is stored with the SHA-256 fingerprint of its method, target and body
+/// before it is sent. The same key and request later get that response again (<c>Idempotency-Replayed: true</c>); the same
+/// key with another request gets 422; a request arriving while the first still runs gets 409 with <c>Retry-After</c>. A
+/// first attempt that throws or answers 5xx releases the key, so a retry runs.
+/// </summary>
+internal sealed class IdempotentRequests(
+    IIdempotencyStore store,
+    TimeProvider timeProvider,
+    IOptions<IdempotencyOptions> storeOptions,
+    IOptions<HeraldHttpOptions> httpOptions,
+    ILogger<IdempotentRequests> logger)
+{
+    private const string StoreKeyPrefix = "herald-http:";
+
+    public async Task InvokeAsync(HttpContext context, IdempotencyKeyOptions options, RequestDelegate next)
+    {
+        var request = context.Request;
+        var values = request.Headers[IdempotencyKeyHeader.Name];
+        if (values.Count == 0)
+        {
+            if (options.Required)
+            {
+                await HttpProblems.WriteAsync(
+                    context,
+                    StatusCodes.Status400BadRequest,
+                    "An Idempotency-Key header is required.",
+                    $"This endpoint runs each operation once per {IdempotencyKeyHeader.Name}: send one unique key per operation, and the same key when you retry it.").ConfigureAwait(false);
+                return;
+            }
+
+            await next(context).ConfigureAwait(false);
+            return;
+        }
+
+        string? problem = null;
+        var key = values.Count > 1 ? null : IdempotencyKeyHeader.Parse(values[0] ?? "", options.MaxKeyLength, out problem);
+        if (key is null)
+        {
+            await HttpProblems.WriteAsync(
+                context,
+                StatusCodes.Status400BadRequest,
+                "The Idempotency-Key header is not valid.",
+                $"The {IdempotencyKeyHeader.Name} header is not valid: {problem ?? "it was sent more than once"}.").ConfigureAwait(false);
+            return;
+        }
+
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(Encoding.UTF8.GetBytes($"{request.Method}\n{request.PathBase}{request.Path}{request.QueryString}\n"));
+        var limit = httpOptions.Value.MaxRequestBodyBytes;
+        if (!await RequestBody.BufferAsync(context, limit, hash).ConfigureAwait(false))
+        {
+            await HttpProblems.WriteAsync(
+                context,
+                StatusCodes.Status413PayloadTooLarge,
+                "The request body is too large.",
+                $"This endpoint reads at most {limit} bytes of body.").ConfigureAwait(false);
+            return;
+        }
+
+        var fingerprint = Convert.ToHexStringLower(hash.GetHashAndReset());
+        var storeKey = StoreKey(context, options.Scope, key);
+        var found = await store.TryAcquireAsync(storeKey, storeOptions.Value.LockTimeout, context.RequestAborted).ConfigureAwait(false);
+        switch (found.Status)
+        {
+            case IdempotencyAcquireStatus.Completed:
+                await ReplayAsync(context, StoredResponse.FromBytes(found.Result.Span), fingerprint).ConfigureAwait(false);
+                return;
+            case IdempotencyAcquireStatus.Locked:
+                Log.IdempotencyInFlight(logger, request.Method, Path(context));
+                context.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(options.RetryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+                await HttpProblems.WriteAsync(
+                    context,
+                    StatusCodes.Status409Conflict,
+                    "A request with this Idempotency-Key is still being processed.",
+                    "Another request with the same key has not finished yet; retry after the Retry-After delay to get its response.").ConfigureAwait(false);
+                return;
+        }
+
+        await RunAsync(context, options, next, storeKey, found.LockToken, fingerprint).ConfigureAwait(false);
+    }
+
+    private async Task RunAsync(HttpContext context, IdempotencyKeyOptions options, RequestDelegate next, string storeKey, Guid lockToken, string fingerprint)
+    {
+        var method = context.Request.Method;
+        var path = Path(context);
+        var originalFeature = context.Features.Get<IHttpResponseBodyFeature>()!;
+        using var captured = new MemoryStream();
+        var capture = new StreamResponseBodyFeature(captured, originalFeature);
+        context.Features.Set<IHttpResponseBodyFeature>(capture);
+        using var renewing = new CancellationTokenSource();
+        var renewal = RenewAsync(storeKey, lockToken, method, path, renewing.Token);
+        try
+        {
+            await next(context).ConfigureAwait(false);
+            await capture.CompleteAsync().ConfigureAwait(false);
+        }
+        catch
+        {
+            context.Features.Set(originalFeature);
+            await StopAsync(renewing, renewal).ConfigureAwait(false);
+            await ReleaseAsync(storeKey, lockToken, method, path).ConfigureAwait(false);
+            throw;
+        }
+
+        context.Features.Set(originalFeature);
+        var lost = await StopAsync(renewing, renewal).ConfigureAwait(false);
+        var response = context.Response;
+        if (response.StatusCode >= 500)
+        {
+            await ReleaseAsync(storeKey, lockToken, method, path).ConfigureAwait(false);
+        }
+        else if (captured.Length > options.MaxStoredResponseBytes)
+        {
+            Log.IdempotencyResponseTooLarge(logger, method, path, captured.Length, options.MaxStoredResponseBytes);
+            await ReleaseAsync(storeKey, lockToken, method, path).ConfigureAwait(false);
+        }
+        else if (!lost)
+        {
+            await CompleteAsync(context, options, storeKey, lockToken, fingerprint, captured.ToArray()).ConfigureAwait(false);
+        }
+
+        if (captured.Length > 0)
+        {
+            await response.Body.WriteAsync(captured.GetBuffer().AsMemory(0, (int)captured.Length), context.RequestAborted).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask CompleteAsync(HttpContext context, IdempotencyKeyOptions options, string storeKey, Guid lockToken, string fingerprint, byte[] body)
+    {
+        var response = context.Response;
+        var stored = new StoredResponse
+        {
+            Fingerprint = fingerprint,
+            Status = response.StatusCode,
+            ContentType = response.ContentType,
+            Location = response.Headers.Location.Count > 0 ? response.Headers.Location.ToString() : null,
+            Body = body,
+        };
+        try
+        {
+            // Stored before it is sent: a client that retries the moment it reads the response finds it.
+            if (!await store.CompleteAsync(storeKey, lockToken, stored.ToBytes(), options.Expiration, CancellationToken.None).ConfigureAwait(false))
+            {
+                Log.IdempotencyLockLost(logger, context.Request.Method, Path(context));
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // The operation took effect and its caller gets the response; only a later retry misses it.
+            Log.IdempotencyNotStored(logger, ex, context.Request.Method, Path(context));
+        }
+    }
+
+    private async Task ReplayAsync(HttpContext context, StoredResponse stored, string fingerprint)
+    {
+        if (!string.Equals(stored.Fingerprint, fingerprint, StringComparison.Ordinal))
+        {
+            Log.IdempotencyMismatch(logger, context.Request.Method, Path(context));
+            await HttpProblems.WriteAsync(
+                context,
+                StatusCodes.Status422UnprocessableEntity,
+                "The Idempotency-Key was already used for another request.",
+                "This key belongs to a request with another method, target or body; use a new key for a new operation.").ConfigureAwait(false);
+            return;
+        }
+
+        Log.IdempotentReplay(logger, stored.Status, context.Request.Method, Path(context));
+        var response = context.Response;
+        response.StatusCode = stored.Status;
+        if (stored.ContentType is not null)
+        {
+            response.ContentType = stored.ContentType;
+        }
+
+        if (stored.Location is not null)
+        {
+            response.Headers.Location = stored.Location;
+        }
+
+        response.Headers[IdempotencyKeyHeader.ReplayedHeader] = "true";
+        response.ContentLength = stored.Body.Length;
+        if (stored.Body.Length > 0)
+        {
+            await response.Body.WriteAsync(stored.Body, context.RequestAborted).ConfigureAwait(false);
+        }
+    }
+
+    // The lock must outlive a slow endpoint: renewed every third of its timeout. Returns whether it was lost.
+    private async Task<bool> RenewAsync(string storeKey, Guid lockToken, string method, string path, CancellationToken cancellationToken)
+    {
+        var timeout = storeOptions.Value.LockTimeout;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(timeout / 3, timeProvider, cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    if (!await store.RenewAsync(storeKey, lockToken, timeout, cancellationToken).ConfigureAwait(false))
+                    {
+                        return true;
+                    }
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    Log.IdempotencyRenewalFailed(logger, ex, method, path);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    private static async ValueTask<bool> StopAsync(CancellationTokenSource renewing, Task<bool> renewal)
+    {
+        await renewing.CancelAsync().ConfigureAwait(false);
+        return await renewal.ConfigureAwait(false);
+    }
+
+    private async ValueTask ReleaseAsync(string storeKey, Guid lockToken, string method, string path)
+    {
+        try
+        {
+            await store.ReleaseAsync(storeKey, lockToken, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            Log.IdempotencyReleaseFailed(logger, ex, method, path);
+        }
+    }
+
+    // The client's key is hashed with its scope: any key length and character fits the store's 200-character keys, and one
+    // user's key can never name another user's (or route's) entry.
+    private static string StoreKey(HttpContext context, IdempotencyKeyScope scope, string key)
+    {
+        var user = context.User.Identity is { IsAuthenticated: true, Name: { } name } ? name : "";
+        var route = (context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? context.Request.Path.Value ?? "/";
+        var scoped = scope == IdempotencyKeyScope.User
+            ? $"user\n{user}\n{key}"
+            : $"route\n{context.Request.Method} {route}\n{user}\n{key}";
+        return StoreKeyPrefix + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(scoped)));
+    }
+
+    private static string Path(HttpContext context) => context.Request.Path.Value ?? "/";
+}

@@ -1,0 +1,100 @@
+using System.Text.Json;
+using Herald.Cqrs.Validation;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Herald.AspNetCore.Problems;
+
+/// <summary>
+/// Answers every exception that reaches <c>UseExceptionHandler()</c> with problem details: a validation failure 400 with
+/// every error, a malformed or unreadable body 400/413/415 with the reason, a concurrency conflict 409, the application's
+/// mapped exceptions their status, and anything else 500 without its message.
+/// </summary>
+internal sealed class HeraldExceptionHandler(IOptions<HeraldHttpOptions> options, ILogger<HeraldExceptionHandler> logger) : IExceptionHandler
+{
+    public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
+    {
+        var problem = Describe(exception, options.Value);
+        var status = problem.Status ?? StatusCodes.Status500InternalServerError;
+        var path = httpContext.Request.Path.Value ?? "/";
+        if (status >= 500)
+        {
+            Log.UnhandledException(logger, exception, httpContext.Request.Method, path);
+        }
+        else
+        {
+            Log.MappedException(logger, exception.GetType().Name, status, httpContext.Request.Method, path, problem.Detail ?? problem.Title ?? "");
+        }
+
+        await HttpProblems.WriteAsync(httpContext, problem, exception).ConfigureAwait(false);
+        return true;
+    }
+
+    internal static ProblemDetails Describe(Exception exception, HeraldHttpOptions options)
+    {
+        switch (exception)
+        {
+            case ValidationException validation:
+                return new HttpValidationProblemDetails(Errors(validation))
+                {
+                    Status = StatusCodes.Status400BadRequest,
+                    Title = "The request is not valid.",
+                    Detail = validation.Errors.Count == 1 ? "1 error." : $"{validation.Errors.Count} errors.",
+                };
+            case BadHttpRequestException bad:
+                return new ProblemDetails
+                {
+                    Status = bad.StatusCode,
+                    Title = bad.StatusCode switch
+                    {
+                        StatusCodes.Status413PayloadTooLarge => "The request body is too large.",
+                        StatusCodes.Status415UnsupportedMediaType => "The request's content type is not supported.",
+                        _ => "The request could not be read.",
+                    },
+                    Detail = bad.InnerException is JsonException json ? JsonReason(json) : bad.Message,
+                };
+        }
+
+        if (options.Find(exception.GetType()) is { } mapping)
+        {
+            return new ProblemDetails
+            {
+                Status = mapping.Status,
+                Title = mapping.Title ?? (mapping.Status == StatusCodes.Status409Conflict ? "Conflict" : null),
+                Detail = mapping.ExposeMessage
+                    ? exception.Message
+                    : "The resource was changed by another request at the same time; read it again and retry.",
+            };
+        }
+
+        return new ProblemDetails
+        {
+            Status = StatusCodes.Status500InternalServerError,
+            Title = "An unexpected error occurred.",
+            Detail = "The server failed to handle the request; quote the trace id when you report it.",
+        };
+    }
+
+    private static Dictionary<string, string[]> Errors(ValidationException validation) =>
+        validation.Errors
+            .GroupBy(e => e.Property, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => g.Select(e => e.Message).ToArray(), StringComparer.Ordinal);
+
+    // The serializer's own message names CLR types; the client needs where its JSON went wrong, not our type names.
+    internal static string JsonReason(JsonException json)
+    {
+        const string missing = "missing required properties including: ";
+        var at = json.Message.IndexOf(missing, StringComparison.Ordinal);
+        if (at >= 0)
+        {
+            return "The request body lacks required properties: " + json.Message[(at + missing.Length)..].TrimEnd('.') + ".";
+        }
+
+        var where = json.Path is { Length: > 0 } path ? $" at {path}" : "";
+        var position = json.LineNumber is { } line ? $" (line {line + 1}, byte {json.BytePositionInLine + 1})" : "";
+        return $"The request body is not valid JSON for this endpoint{where}{position}.";
+    }
+}

@@ -1,0 +1,176 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using Herald.Cqrs;
+using Herald.EventSourcing;
+using Herald.Sagas;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Herald.AspNetCore.Tests;
+
+public sealed class ProblemDetailsTests
+{
+    private static Task<TestApp> StartAsync() => TestApp.StartAsync(
+        app =>
+        {
+            app.MapPost("/orders", async (PlaceOrder command, HttpContext http, ICommandBus bus, CancellationToken ct) =>
+            {
+                await bus.SendAsync(command, http.GetEventMetadata(), ct);
+                return Results.Accepted($"/orders/{command.OrderId}");
+            });
+            app.MapPost("/conflict", () => { throw new ConcurrencyException("order-secret-7", ExpectedVersion.NoStream, 3); });
+            app.MapPost("/saga-conflict", () => { throw new SagaConcurrencyException("fulfilment", "7", 2, 3); });
+            app.MapPost("/boom", () => { throw new InvalidOperationException("password=hunter2 in the connection string"); });
+            app.MapPost("/too-large", () => { throw new BadHttpRequestException("Request body too large. The max request body size is 10 bytes.", 413); });
+        },
+        http: o => o.MapException<OrderRuleBrokenException>(StatusCodes.Status422UnprocessableEntity, "The order breaks a rule."));
+
+    [Fact]
+    public async Task ValidationFailure_Answers400_ListingEveryErrorByProperty_AndStoresNothing()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"","quantity":0}"""));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ProblemAsync();
+        Assert.Equal(400, problem.GetProperty("status").GetInt32());
+        var errors = problem.GetProperty("errors");
+        Assert.Equal(["is required"], errors.GetProperty("OrderId").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(["must be positive", "must be between 1 and 100"], errors.GetProperty("Quantity").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(0, await app.Services.GetRequiredService<IEventStore>().GetLastPositionAsync());
+    }
+
+    [Fact]
+    public async Task ConcurrencyConflict_Answers409_WithoutTheStreamsDetails()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.PostAsync("/conflict", null);
+
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.Equal(409, JsonDocument.Parse(text).RootElement.GetProperty("status").GetInt32());
+        Assert.DoesNotContain("order-secret-7", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task SagaConcurrencyConflict_Answers409()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.PostAsync("/saga-conflict", null);
+
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        Assert.Equal(409, (await response.ProblemAsync()).GetProperty("status").GetInt32());
+    }
+
+    [Fact]
+    public async Task MalformedJson_Answers400_WithWhereTheJsonWentWrong_AndStoresNothing()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"a","quantity": }"""));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var detail = (await response.ProblemAsync()).GetProperty("detail").GetString()!;
+        Assert.Contains("not valid JSON", detail, StringComparison.Ordinal);
+        Assert.Contains("$.quantity", detail, StringComparison.Ordinal);
+        Assert.DoesNotContain("System.", detail, StringComparison.Ordinal);
+        Assert.Equal(0, await app.Services.GetRequiredService<IEventStore>().GetLastPositionAsync());
+    }
+
+    [Fact]
+    public async Task WrongJsonType_Answers400_WithoutNamingClrTypes()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"a","quantity":"many"}"""));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var detail = (await response.ProblemAsync()).GetProperty("detail").GetString()!;
+        Assert.Contains("$.quantity", detail, StringComparison.Ordinal);
+        Assert.DoesNotContain("Int32", detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task MissingBody_Answers400_WithTheReason()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", ""));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.False(string.IsNullOrEmpty((await response.ProblemAsync()).GetProperty("detail").GetString()));
+    }
+
+    [Fact]
+    public async Task NonJsonContentType_OnAJsonBody_Answers415_WithTheReason()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.PostAsync("/orders", new StringContent("orderId=a", Encoding.UTF8, "text/plain"));
+
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+        Assert.Contains("text/plain", (await response.ProblemAsync()).GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task OversizedBodyRejectedByTheServer_Answers413()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.PostAsync("/too-large", null);
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        Assert.Equal(413, (await response.ProblemAsync()).GetProperty("status").GetInt32());
+    }
+
+    [Fact]
+    public async Task MappedDomainException_AnswersItsStatus_WithItsMessage()
+    {
+        await using var app = await StartAsync();
+        await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"twice","quantity":1}"""));
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"twice","quantity":1}"""));
+
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, response.StatusCode);
+        var problem = await response.ProblemAsync();
+        Assert.Equal("The order breaks a rule.", problem.GetProperty("title").GetString());
+        Assert.Equal("Order twice was placed already.", problem.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task UnknownException_Answers500_WithoutItsMessage()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.PostAsync("/boom", null);
+
+        Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.DoesNotContain("hunter2", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("InvalidOperationException", text, StringComparison.Ordinal);
+        Assert.Equal(500, JsonDocument.Parse(text).RootElement.GetProperty("status").GetInt32());
+    }
+
+    [Theory]
+    [InlineData("/boom", 500)]
+    [InlineData("/conflict", 409)]
+    public async Task EveryProblem_CarriesTheTraceIdAndTheRequestsCorrelationId(string path, int status)
+    {
+        await using var app = await StartAsync();
+        using var request = new HttpRequestMessage(HttpMethod.Post, path);
+        request.Headers.Add("X-Correlation-Id", "flow-42");
+
+        var response = await app.Client.SendAsync(request);
+
+        Assert.Equal(status, (int)response.StatusCode);
+        var problem = await response.ProblemAsync();
+        Assert.Equal("flow-42", problem.GetProperty("correlationId").GetString());
+        Assert.False(string.IsNullOrEmpty(problem.GetProperty("traceId").GetString()));
+        Assert.Equal("flow-42", Assert.Single(response.Headers.GetValues("X-Correlation-Id")));
+    }
+}
