@@ -18,7 +18,7 @@ public static class OrderEndpoints
 
     public static IEndpointRouteBuilder MapOrderEndpoints(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/orders", PlaceAsync).WithIdempotencyKey();
+        app.MapPost("/orders", PlaceAsync).AcceptsJson<PlaceOrderRequest>().WithIdempotencyKey();
         app.MapPost("/orders/{id:guid}/cancel", CancelAsync).WithIdempotencyKey();
         app.MapGet("/orders/{id:guid}", GetAsync);
         app.MapGet("/orders", ListAsync);

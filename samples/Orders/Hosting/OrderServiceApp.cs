@@ -64,6 +64,7 @@ public static class OrderServiceApp
 
         var app = builder.Build();
         app.UseExceptionHandler();
+        app.UseStatusCodePages();
         app.UseHeraldCorrelation();
         app.MapOrderEndpoints();
         app.MapHeraldHealth("/health");
