@@ -1,4 +1,5 @@
 using Orders;
+using Orders.Demo;
 
 // The order service: POST /orders -> command bus -> Order aggregate -> event store -> published to the bus ->
 // fulfilment saga (reserve stock, charge payment, ship; compensated when a step fails) + the read-model projection.
@@ -6,6 +7,11 @@ using Orders;
 //   dotnet run --project samples/Orders -- --demo 200            places 200 orders over HTTP and prints a summary
 //   HERALD__PROFILE=distributed HERALD__POSTGRES=... HERALD__RABBITMQ=amqp://user:password@127.0.0.1:5672/ dotnet run --project samples/Orders
 await using var app = OrderServiceApp.Build(args);
+if (app.Configuration["demo"] is { } demo)
+{
+    return await DemoRunner.RunAsync(app, demo);
+}
+
 await app.StartAsync();
 Banner.Print(app);
 await app.WaitForShutdownAsync();

@@ -81,7 +81,12 @@ public static class OrderServiceApp
                 .UseInbox()
                 .AddProjection<OrderProjection>()
                 .AddSaga(FulfilmentSaga.Definition)
-                .Configure(o => o.EndpointName = settings.Endpoint)
+                .Configure(o =>
+                {
+                    o.EndpointName = settings.Endpoint;
+                    // A handler here mostly waits on saga steps (commits), so many run at once and share group commits.
+                    o.MaxConcurrency = 32;
+                })
                 .ConfigureProjections(o => o.StatusInterval = TimeSpan.FromSeconds(1))
                 .ConfigureRetries(r => r.Immediate(2).Delayed(3, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(2)));
             if (settings.Profile == OrderServiceSettings.Embedded)
