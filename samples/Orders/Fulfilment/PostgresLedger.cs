@@ -41,5 +41,11 @@ public sealed class PostgresLedger(NpgsqlDataSource dataSource, string schema) :
         return ReadCounts(reader);
     }
 
+    public override async Task<IReadOnlyDictionary<string, long>> PaymentsByInstanceAsync(CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand(Render(ByInstanceSql));
+        return await ReadByInstanceAsync(command, cancellationToken);
+    }
+
     private string Render(string sql) => sql.Replace("{prefix}", $"\"{schema}\".sample_", StringComparison.Ordinal).Replace("{int}", "BIGINT", StringComparison.Ordinal);
 }

@@ -9,9 +9,9 @@ public sealed class Inventory(Ledger ledger)
     public ValueTask ReserveAsync(IUnitOfWork unitOfWork, Guid orderId, IReadOnlyList<OrderLine> lines, string? correlationId, CancellationToken cancellationToken) =>
         ledger.ExecuteAsync(
             unitOfWork,
-            "INSERT INTO {prefix}inventory_reservations AS t (order_id, units, status, correlation_id) VALUES (@order, @units, 'reserved', @correlation) " +
+            "INSERT INTO {prefix}inventory_reservations AS t (order_id, units, status, correlation_id, instance) VALUES (@order, @units, 'reserved', @correlation, @instance) " +
             "ON CONFLICT (order_id) DO UPDATE SET repeats = t.repeats + 1",
-            new Dictionary<string, object?> { ["order"] = orderId.ToString(), ["units"] = (long)lines.Sum(l => l.Quantity), ["correlation"] = correlationId },
+            new Dictionary<string, object?> { ["order"] = orderId.ToString(), ["units"] = (long)lines.Sum(l => l.Quantity), ["correlation"] = correlationId, ["instance"] = ledger.Instance },
             cancellationToken);
 
     public ValueTask ReleaseAsync(IUnitOfWork unitOfWork, Guid orderId, CancellationToken cancellationToken) =>
@@ -44,7 +44,7 @@ public sealed class Payments(Ledger ledger)
 
         return ledger.ExecuteAsync(
             unitOfWork,
-            "INSERT INTO {prefix}payments AS t (order_id, payment_id, amount_cents, status, correlation_id) VALUES (@order, @payment, @cents, 'charged', @correlation) " +
+            "INSERT INTO {prefix}payments AS t (order_id, payment_id, amount_cents, status, correlation_id, instance) VALUES (@order, @payment, @cents, 'charged', @correlation, @instance) " +
             "ON CONFLICT (order_id) DO UPDATE SET repeats = t.repeats + 1",
             new Dictionary<string, object?>
             {
@@ -52,6 +52,7 @@ public sealed class Payments(Ledger ledger)
                 ["payment"] = PaymentIdFor(orderId),
                 ["cents"] = (long)decimal.Round(amount * 100),
                 ["correlation"] = correlationId,
+                ["instance"] = ledger.Instance,
             },
             cancellationToken);
     }
@@ -72,9 +73,9 @@ public sealed class Shipping(Ledger ledger)
     public ValueTask ArrangeAsync(IUnitOfWork unitOfWork, Guid orderId, string? correlationId, CancellationToken cancellationToken) =>
         ledger.ExecuteAsync(
             unitOfWork,
-            "INSERT INTO {prefix}shipments AS t (order_id, tracking_number, status, correlation_id) VALUES (@order, @tracking, 'arranged', @correlation) " +
+            "INSERT INTO {prefix}shipments AS t (order_id, tracking_number, status, correlation_id, instance) VALUES (@order, @tracking, 'arranged', @correlation, @instance) " +
             "ON CONFLICT (order_id) DO UPDATE SET repeats = t.repeats + 1",
-            new Dictionary<string, object?> { ["order"] = orderId.ToString(), ["tracking"] = TrackingNumberFor(orderId), ["correlation"] = correlationId },
+            new Dictionary<string, object?> { ["order"] = orderId.ToString(), ["tracking"] = TrackingNumberFor(orderId), ["correlation"] = correlationId, ["instance"] = ledger.Instance },
             cancellationToken);
 
     public ValueTask CancelAsync(IUnitOfWork unitOfWork, Guid orderId, CancellationToken cancellationToken) =>

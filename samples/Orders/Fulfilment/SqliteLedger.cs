@@ -7,6 +7,15 @@ namespace Orders.Fulfilment;
 /// <summary>The services' tables in the SQLite file of Herald's stores; writes run on Herald's single writer at the commit.</summary>
 public sealed class SqliteLedger(string path) : Ledger
 {
+    public override async Task<IReadOnlyDictionary<string, long>> PaymentsByInstanceAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = new SqliteConnection(_connectionString);
+        await connection.OpenAsync(cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = Render(ByInstanceSql);
+        return await ReadByInstanceAsync(command, cancellationToken);
+    }
+
     private readonly string _connectionString = new SqliteConnectionStringBuilder { DataSource = path, Pooling = false, DefaultTimeout = 30 }.ToString();
 
     public override async Task EnsureSchemaAsync(CancellationToken cancellationToken)
