@@ -55,6 +55,8 @@ public static class OrderServiceApp
         builder.Services.AddSingleton<Inventory>();
         builder.Services.AddSingleton<Payments>();
         builder.Services.AddSingleton<Shipping>();
+        builder.Services.AddSingleton<FulfilmentRunner>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<FulfilmentRunner>());
         builder.Services.AddHeraldAspNetCore(o => o
             .MapException<OrderRuleException>(StatusCodes.Status422UnprocessableEntity, "Order rule broken")
             .MapException<OrderNotFoundException>(StatusCodes.Status404NotFound, "Order not found"));
@@ -84,8 +86,8 @@ public static class OrderServiceApp
                 .Configure(o =>
                 {
                     o.EndpointName = settings.Endpoint;
-                    // A handler here mostly waits on saga steps (commits), so many run at once and share group commits.
-                    o.MaxConcurrency = 32;
+                    // Handlers are short (the saga runs in the FulfilmentRunner); a few at once share group commits.
+                    o.MaxConcurrency = 8;
                 })
                 .ConfigureProjections(o => o.StatusInterval = TimeSpan.FromSeconds(1))
                 .ConfigureRetries(r => r.Immediate(2).Delayed(3, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(2)));
