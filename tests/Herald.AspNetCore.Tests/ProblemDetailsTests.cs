@@ -28,7 +28,7 @@ public sealed class ProblemDetailsTests
         http: o => o.MapException<OrderRuleBrokenException>(StatusCodes.Status422UnprocessableEntity, "The order breaks a rule."));
 
     [Fact]
-    public async Task ValidationFailure_Answers400_ListingEveryErrorByProperty_AndStoresNothing()
+    public async Task ValidationFailure_Answers400_ListingEveryErrorByItsJsonName_AndStoresNothing()
     {
         await using var app = await StartAsync();
 
@@ -38,8 +38,8 @@ public sealed class ProblemDetailsTests
         var problem = await response.ProblemAsync();
         Assert.Equal(400, problem.GetProperty("status").GetInt32());
         var errors = problem.GetProperty("errors");
-        Assert.Equal(["is required"], errors.GetProperty("OrderId").EnumerateArray().Select(e => e.GetString()));
-        Assert.Equal(["must be positive", "must be between 1 and 100"], errors.GetProperty("Quantity").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(["is required"], errors.GetProperty("orderId").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(["must be positive", "must be between 1 and 100"], errors.GetProperty("quantity").EnumerateArray().Select(e => e.GetString()));
         Assert.Equal(0, await app.Services.GetRequiredService<IEventStore>().GetLastPositionAsync());
     }
 
@@ -173,4 +173,14 @@ public sealed class ProblemDetailsTests
         Assert.False(string.IsNullOrEmpty(problem.GetProperty("traceId").GetString()));
         Assert.Equal("flow-42", Assert.Single(response.Headers.GetValues("X-Correlation-Id")));
     }
+}
+
+public sealed class ValidationErrorNameTests
+{
+    [Theory]
+    [InlineData("OrderId", "orderId")]
+    [InlineData("Items[2].Quantity", "items[2].quantity")]
+    [InlineData("", "")]
+    public void ErrorsAreKeyedByTheJsonNamesTheClientSent(string property, string expected) =>
+        Assert.Equal(expected, Herald.AspNetCore.Problems.HeraldExceptionHandler.JsonPath(property, JsonNamingPolicy.CamelCase));
 }

@@ -1,9 +1,13 @@
+using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Herald.AspNetCore;
 using Herald.Hosting;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -15,10 +19,10 @@ internal sealed class TestApp : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
-    private TestApp(WebApplication app)
+    private TestApp(WebApplication app, HttpClient client)
     {
         _app = app;
-        Client = app.GetTestClient();
+        Client = client;
     }
 
     public HttpClient Client { get; }
@@ -29,10 +33,20 @@ internal sealed class TestApp : IAsyncDisposable
         Action<WebApplication> map,
         Action<HeraldBuilder>? herald = null,
         Action<IServiceCollection>? services = null,
-        Action<HeraldHttpOptions>? http = null)
+        Action<HeraldHttpOptions>? http = null,
+        bool kestrel = false)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { EnvironmentName = "Production" });
-        builder.WebHost.UseTestServer();
+        if (kestrel)
+        {
+            // A real server on a free loopback port: its own body size limit and its pipe-based response body.
+            builder.WebHost.UseKestrel(o => o.Listen(IPAddress.Loopback, 0));
+        }
+        else
+        {
+            builder.WebHost.UseTestServer();
+        }
+
         builder.Logging.ClearProviders();
         services?.Invoke(builder.Services);
         builder.Services.AddSingleton<Observed>();
@@ -49,7 +63,13 @@ internal sealed class TestApp : IAsyncDisposable
         app.UseHeraldCorrelation();
         map(app);
         await app.StartAsync();
-        return new TestApp(app);
+        if (!kestrel)
+        {
+            return new TestApp(app, app.GetTestClient());
+        }
+
+        var address = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>().Addresses.Single();
+        return new TestApp(app, new HttpClient { BaseAddress = new Uri(address) });
     }
 
     public async ValueTask DisposeAsync()

@@ -47,9 +47,9 @@ internal static class IdempotencyKeyHeader
         {
             foreach (var c in raw)
             {
-                if (c is < '!' or > '~')
+                if (c is < '!' or > '~' or '"' or '\\')
                 {
-                    problem = "an unquoted key may hold only visible ASCII characters (quote it, as a structured-field string, to use spaces)";
+                    problem = "an unquoted key may hold only visible ASCII characters other than '\"' and '\\' (send it as a quoted structured-field string to use those or spaces)";
                     return null;
                 }
             }

@@ -29,7 +29,8 @@ internal sealed class IdempotentRequests(
 {
     private const string StoreKeyPrefix = "herald-http:";
 
-    public async Task InvokeAsync(HttpContext context, IdempotencyKeyOptions options, RequestDelegate next)
+    /// <summary>Runs <paramref name="next"/> under the request's key; the body is hashed up to <paramref name="bodyLimit"/> (the endpoint's guard), else the options' limit.</summary>
+    public async Task InvokeAsync(HttpContext context, IdempotencyKeyOptions options, long? bodyLimit, RequestDelegate next)
     {
         var request = context.Request;
         var values = request.Headers[IdempotencyKeyHeader.Name];
@@ -63,7 +64,7 @@ internal sealed class IdempotentRequests(
 
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         hash.AppendData(Encoding.UTF8.GetBytes($"{request.Method}\n{request.PathBase}{request.Path}{request.QueryString}\n"));
-        var limit = httpOptions.Value.MaxRequestBodyBytes;
+        var limit = bodyLimit ?? httpOptions.Value.MaxRequestBodyBytes;
         if (!await RequestBody.BufferAsync(context, limit, hash).ConfigureAwait(false))
         {
             await HttpProblems.WriteAsync(

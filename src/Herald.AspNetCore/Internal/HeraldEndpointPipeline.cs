@@ -51,7 +51,7 @@ internal static class HeraldEndpointPipeline
         if (metadata?.GetMetadata<IdempotencyKeyMetadata>() is { } idempotency)
         {
             var requests = context.RequestServices.GetService<IdempotentRequests>() ?? throw NotRegistered();
-            await requests.InvokeAsync(context, idempotency.Options, inner).ConfigureAwait(false);
+            await requests.InvokeAsync(context, idempotency.Options, json?.MaxBodyBytes, inner).ConfigureAwait(false);
             return;
         }
 

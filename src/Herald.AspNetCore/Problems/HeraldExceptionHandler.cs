@@ -13,11 +13,14 @@ namespace Herald.AspNetCore.Problems;
 /// every error, a malformed or unreadable body 400/413/415 with the reason, a concurrency conflict 409, the application's
 /// mapped exceptions their status, and anything else 500 without its message.
 /// </summary>
-internal sealed class HeraldExceptionHandler(IOptions<HeraldHttpOptions> options, ILogger<HeraldExceptionHandler> logger) : IExceptionHandler
+internal sealed class HeraldExceptionHandler(
+    IOptions<HeraldHttpOptions> options,
+    IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> json,
+    ILogger<HeraldExceptionHandler> logger) : IExceptionHandler
 {
     public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
     {
-        var problem = Describe(exception, options.Value);
+        var problem = Describe(exception, options.Value, json.Value.SerializerOptions.PropertyNamingPolicy);
         var status = problem.Status ?? StatusCodes.Status500InternalServerError;
         var path = httpContext.Request.Path.Value ?? "/";
         if (status >= 500)
@@ -33,12 +36,12 @@ internal sealed class HeraldExceptionHandler(IOptions<HeraldHttpOptions> options
         return true;
     }
 
-    internal static ProblemDetails Describe(Exception exception, HeraldHttpOptions options)
+    internal static ProblemDetails Describe(Exception exception, HeraldHttpOptions options, JsonNamingPolicy? naming)
     {
         switch (exception)
         {
             case ValidationException validation:
-                return new HttpValidationProblemDetails(Errors(validation))
+                return new HttpValidationProblemDetails(Errors(validation, naming))
                 {
                     Status = StatusCodes.Status400BadRequest,
                     Title = "The request is not valid.",
@@ -78,10 +81,30 @@ internal sealed class HeraldExceptionHandler(IOptions<HeraldHttpOptions> options
         };
     }
 
-    private static Dictionary<string, string[]> Errors(ValidationException validation) =>
+    // Keyed by the names the client used in its JSON ("items[0].quantity"), not by the CLR members ("Items[0].Quantity").
+    private static Dictionary<string, string[]> Errors(ValidationException validation, JsonNamingPolicy? naming) =>
         validation.Errors
-            .GroupBy(e => e.Property, StringComparer.Ordinal)
+            .GroupBy(e => JsonPath(e.Property, naming), StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => g.Select(e => e.Message).ToArray(), StringComparer.Ordinal);
+
+    internal static string JsonPath(string property, JsonNamingPolicy? naming)
+    {
+        if (naming is null || property.Length == 0)
+        {
+            return property;
+        }
+
+        var segments = property.Split('.');
+        for (var i = 0; i < segments.Length; i++)
+        {
+            var segment = segments[i];
+            var index = segment.IndexOf('[', StringComparison.Ordinal);
+            var name = index < 0 ? segment : segment[..index];
+            segments[i] = (name.Length == 0 ? "" : naming.ConvertName(name)) + (index < 0 ? "" : segment[index..]);
+        }
+
+        return string.Join('.', segments);
+    }
 
     // The serializer's own message names CLR types; the client needs where its JSON went wrong, not our type names.
     internal static string JsonReason(JsonException json)

@@ -1,0 +1,208 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Reflection;
+using System.Text.Json;
+using Herald.EventSourcing;
+using Herald.Messages;
+using Herald.Persistence;
+using Herald.Projections;
+using Herald.Reliability.DeadLetters;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+
+namespace Herald.AspNetCore.Tests;
+
+public sealed class HealthTests
+{
+    public sealed record OrderSummary(string OrderId);
+
+    public sealed class OrderSummaries : Projection
+    {
+        public static readonly ReadModelTable<OrderSummary> Orders = new("http_health_orders");
+
+        public OrderSummaries()
+            : base("http-health-orders")
+        {
+            Table(Orders);
+            On<OrderPlaced>((e, context, _) => context.UpsertAsync(Orders, e.OrderId, new OrderSummary(e.OrderId)));
+        }
+    }
+
+    /// <summary>An election this node never wins: its projections never run here, so they fall behind.</summary>
+    private sealed class NeverLeader : ILeaderElection
+    {
+        public ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default) => ValueTask.FromResult<LeaderLease?>(null);
+    }
+
+    /// <summary>An event store whose database is gone: every call throws.</summary>
+    public class UnreachableStore : DispatchProxy
+    {
+        protected override object? Invoke(MethodInfo? targetMethod, object?[]? args) => throw new IOException("connection refused");
+    }
+
+    private static Task<TestApp> StartAsync(Action<HeraldHealthOptions>? health = null, Action<IServiceCollection>? services = null, bool projections = false) =>
+        TestApp.StartAsync(
+            app => app.MapHeraldHealth(),
+            h =>
+            {
+                if (projections)
+                {
+                    h.AddProjection(new OrderSummaries());
+                }
+            },
+            s =>
+            {
+                s.AddHealthChecks().AddHerald(health);
+                services?.Invoke(s);
+            });
+
+    private static async Task<(HttpStatusCode Status, JsonElement Body)> HealthAsync(TestApp app)
+    {
+        var response = await app.Client.GetAsync("/health");
+        return (response.StatusCode, await response.Content.ReadFromJsonAsync<JsonElement>());
+    }
+
+    private static async Task AppendAsync(TestApp app, int count)
+    {
+        var envelopes = app.Services.GetRequiredService<EnvelopeFactory>();
+        var store = app.Services.GetRequiredService<IEventStore>();
+        for (var i = 0; i < count; i++)
+        {
+            var id = $"h-{i}";
+            await store.AppendAsync(StreamName.For("order", id), ExpectedVersion.Any, [envelopes.Create(new OrderPlaced(id, 1))]);
+        }
+    }
+
+    [Fact]
+    public async Task HealthEndpoint_ReportsEveryHeraldCheck_WithItsStatusDescriptionAndData()
+    {
+        await using var app = await StartAsync();
+        await AppendAsync(app, 2);
+
+        var (status, body) = await HealthAsync(app);
+
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("Healthy", body.GetProperty("status").GetString());
+        var checks = body.GetProperty("checks");
+        Assert.Equal(
+            ["herald-dead-letters", "herald-event-store", "herald-projections", "herald-transport"],
+            checks.EnumerateObject().Select(c => c.Name).Order(StringComparer.Ordinal));
+        foreach (var check in checks.EnumerateObject())
+        {
+            Assert.Equal("Healthy", check.Value.GetProperty("status").GetString());
+            Assert.False(string.IsNullOrEmpty(check.Value.GetProperty("description").GetString()));
+        }
+
+        Assert.Equal(2, checks.GetProperty("herald-event-store").GetProperty("data").GetProperty("headPosition").GetInt64());
+        Assert.Equal("in-memory", checks.GetProperty("herald-transport").GetProperty("data").GetProperty("transport").GetString());
+        Assert.Equal(0, checks.GetProperty("herald-dead-letters").GetProperty("data").GetProperty("total").GetInt64());
+    }
+
+    [Fact]
+    public async Task HostThatDoesNotConsume_ReportsItsTransportWithoutProbingIt()
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapHeraldHealth("/status"),
+            h => h.Configure(o => o.StartConsumer = false),
+            s => s.AddHealthChecks().AddHerald());
+
+        var body = await (await app.Client.GetAsync("/status")).Content.ReadFromJsonAsync<JsonElement>();
+
+        var check = body.GetProperty("checks").GetProperty("herald-transport");
+        Assert.Equal("Healthy", check.GetProperty("status").GetString());
+        Assert.False(check.GetProperty("data").GetProperty("consumer").GetBoolean());
+        Assert.Contains("does not probe", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task UnreachableEventStore_IsUnhealthy_And503()
+    {
+        await using var app = await StartAsync(services: s => s.Replace(ServiceDescriptor.Singleton(DispatchProxy.Create<IEventStore, UnreachableStore>())));
+
+        var (status, body) = await HealthAsync(app);
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
+        var check = body.GetProperty("checks").GetProperty("herald-event-store");
+        Assert.Equal("Unhealthy", check.GetProperty("status").GetString());
+        Assert.Contains("IOException", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ProjectionBehindTheHeadByMoreThanTheThreshold_IsDegraded_WithItsLag()
+    {
+        await using var app = await StartAsync(
+            health: o => o.MaxProjectionLag = 2,
+            services: s => s.AddSingleton<ILeaderElection, NeverLeader>(),
+            projections: true);
+        await AppendAsync(app, 3);
+
+        var (status, body) = await HealthAsync(app);
+
+        Assert.Equal(HttpStatusCode.OK, status);
+        var check = body.GetProperty("checks").GetProperty("herald-projections");
+        Assert.Equal("Degraded", check.GetProperty("status").GetString());
+        Assert.Equal(3, check.GetProperty("data").GetProperty("http-health-orders.lag").GetInt64());
+        Assert.Contains("http-health-orders", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ProjectionWithinTheThreshold_IsHealthy()
+    {
+        await using var app = await StartAsync(
+            health: o => o.MaxProjectionLag = 5,
+            services: s => s.AddSingleton<ILeaderElection, NeverLeader>(),
+            projections: true);
+        await AppendAsync(app, 3);
+
+        var (_, body) = await HealthAsync(app);
+
+        Assert.Equal("Healthy", body.GetProperty("checks").GetProperty("herald-projections").GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public async Task DeadLettersGrowingFasterThanAllowed_AreDegraded_AndOldOnesDoNotCount()
+    {
+        await using var app = await StartAsync(health: o =>
+        {
+            o.MaxDeadLetterGrowth = 2;
+            o.DeadLetterWindow = TimeSpan.FromMinutes(5);
+        });
+        var now = DateTimeOffset.UtcNow;
+        await AddDeadLetterAsync(app, now - TimeSpan.FromHours(1));
+        await AddDeadLetterAsync(app, now - TimeSpan.FromHours(1));
+        await AddDeadLetterAsync(app, now - TimeSpan.FromHours(1));
+        await AddDeadLetterAsync(app, now);
+        await AddDeadLetterAsync(app, now);
+
+        var (_, healthy) = await HealthAsync(app);
+        await AddDeadLetterAsync(app, now);
+        var (_, degraded) = await HealthAsync(app);
+
+        var before = healthy.GetProperty("checks").GetProperty("herald-dead-letters");
+        Assert.Equal("Healthy", before.GetProperty("status").GetString());
+        Assert.Equal(2, before.GetProperty("data").GetProperty("recent").GetInt64());
+        var after = degraded.GetProperty("checks").GetProperty("herald-dead-letters");
+        Assert.Equal("Degraded", after.GetProperty("status").GetString());
+        Assert.Equal(3, after.GetProperty("data").GetProperty("recent").GetInt64());
+        Assert.Equal(6, after.GetProperty("data").GetProperty("total").GetInt64());
+        Assert.Equal("Degraded", degraded.GetProperty("status").GetString());
+    }
+
+    private static ValueTask AddDeadLetterAsync(TestApp app, DateTimeOffset failedAt)
+    {
+        var envelope = app.Services.GetRequiredService<EnvelopeFactory>().Create(new OrderNoted("dead"));
+        return app.Services.GetRequiredService<IDeadLetterStore>().AddAsync(new DeadLetter
+        {
+            Id = Guid.CreateVersion7(),
+            Envelope = envelope,
+            Endpoint = "herald",
+            Cause = DeadLetterCause.RetriesExhausted,
+            ErrorType = "System.InvalidOperationException",
+            ErrorMessage = "failed",
+            Fingerprint = "f",
+            FirstFailureTime = failedAt,
+            LastFailureTime = failedAt,
+        });
+    }
+}

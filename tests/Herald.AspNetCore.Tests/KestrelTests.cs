@@ -1,0 +1,67 @@
+using System.Net;
+using System.Text;
+using Herald.Cqrs;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Herald.AspNetCore.Tests;
+
+/// <summary>The same glue on a real Kestrel on 127.0.0.1: its pipe-based response body and its own request size limit.</summary>
+public sealed class KestrelTests
+{
+    private sealed class ChunkedContent(byte[] bytes) : HttpContent
+    {
+        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) => stream.WriteAsync(bytes).AsTask();
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+
+    private static Task<TestApp> StartAsync() => TestApp.StartAsync(
+        app => app.MapPost("/orders", async (PlaceOrder command, HttpContext http, ICommandBus bus, Observed observed, CancellationToken ct) =>
+        {
+            observed.Run();
+            await bus.SendAsync(command, http.GetEventMetadata(), ct);
+            return Results.Accepted($"/orders/{command.OrderId}", new { command.OrderId, at = Guid.CreateVersion7() });
+        }).AcceptsJson<PlaceOrder>(maxBodyBytes: 1000).WithIdempotencyKey(),
+        kestrel: true);
+
+    [Fact]
+    public async Task OnKestrel_SameKeyIsReplayedByteForByte_AndRunsOnce()
+    {
+        await using var app = await StartAsync();
+
+        var first = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"k-1","quantity":1}""", "kestrel-1", "flow-k"));
+        var second = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"k-1","quantity":1}""", "kestrel-1"));
+
+        Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
+        Assert.Equal("flow-k", Assert.Single(first.Headers.GetValues("X-Correlation-Id")));
+        Assert.Equal("true", Assert.Single(second.Headers.GetValues("Idempotency-Replayed")));
+        Assert.Equal(first.Headers.Location, second.Headers.Location);
+        Assert.Equal(await first.Content.ReadAsByteArrayAsync(), await second.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    [Fact]
+    public async Task OnKestrel_OversizedBodies_Answer413_WithOrWithoutAContentLength()
+    {
+        await using var app = await StartAsync();
+        var body = Encoding.UTF8.GetBytes($$"""{"orderId":"{{new string('x', 2000)}}","quantity":1}""");
+        var sized = new ByteArrayContent(body);
+        sized.Headers.ContentType = new("application/json");
+        var chunked = new ChunkedContent(body);
+        chunked.Headers.ContentType = new("application/json");
+
+        var withLength = await app.Client.PostAsync("/orders", sized);
+        var withoutLength = await app.Client.PostAsync("/orders", chunked);
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, withLength.StatusCode);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, withoutLength.StatusCode);
+        Assert.Equal(413, (await withoutLength.ProblemAsync()).GetProperty("status").GetInt32());
+        Assert.Equal(0, app.Services.GetRequiredService<Observed>().Runs);
+    }
+}
