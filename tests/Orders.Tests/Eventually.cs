@@ -3,7 +3,8 @@ namespace Orders.Tests;
 /// <summary>Polls a condition until it holds or a deadline passes; never a fixed sleep.</summary>
 public static class Eventually
 {
-    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(45);
+    // Generous: on a loaded CI machine the read model can trail the event store by tens of seconds.
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(90);
 
     public static Task UntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null) =>
         UntilAsync(condition, () => what, timeout);

@@ -72,9 +72,7 @@ public static class OrderEndpoints
 
         var limit = pageSize ?? 20;
         var page = await readModels.QueryAsync(OrderProjection.Orders, new ReadModelQuery { Where = where, Limit = limit, AfterId = after }, cancellationToken);
-        var next = page.NextAfterId is { } nextId
-            ? QueryString(status, customerId, limit, nextId)
-            : null;
+        var next = page.NextAfterId is { } nextId ? NextLink(status, customerId, limit, nextId) : null;
         return Results.Ok(new OrderPage(page.Items, page.NextAfterId, next));
     }
 
@@ -94,7 +92,7 @@ public static class OrderEndpoints
                 envelope.CorrelationId,
                 envelope.CausationId,
                 envelope.Headers.TryGetValue("traceparent", out var trace) ? trace : null,
-                System.Text.Json.JsonDocument.Parse(envelope.Body).RootElement));
+                System.Text.Json.JsonSerializer.Deserialize<System.Text.Json.JsonElement>(envelope.Body.Span)));
         }
 
         return events.Count > 0 ? Results.Ok(new OrderHistory(id, stream, events)) : NotFound(id);
@@ -103,15 +101,10 @@ public static class OrderEndpoints
     private static IResult NotFound(Guid id) =>
         Results.Problem(statusCode: StatusCodes.Status404NotFound, title: "Order not found", detail: $"There is no order {id}.");
 
-    private static string QueryString(string? status, string? customerId, int pageSize, string after)
+    // The link to the next page keeps the filters.
+    private static string NextLink(string? status, string? customerId, int pageSize, string after)
     {
-        var query = QueryStringBuilder(status, customerId, pageSize, after);
-        return "/orders" + query;
-    }
-
-    private static Microsoft.AspNetCore.Http.QueryString QueryStringBuilder(string? status, string? customerId, int pageSize, string after)
-    {
-        var query = Microsoft.AspNetCore.Http.QueryString.Empty;
+        var query = QueryString.Empty;
         if (!string.IsNullOrEmpty(status))
         {
             query = query.Add("status", status);
@@ -122,7 +115,7 @@ public static class OrderEndpoints
             query = query.Add("customerId", customerId);
         }
 
-        return query.Add("pageSize", pageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)).Add("after", after);
+        return "/orders" + query.Add("pageSize", pageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)).Add("after", after);
     }
 }
 
