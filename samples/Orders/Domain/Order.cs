@@ -3,8 +3,9 @@ using Herald.EventSourcing.Aggregates;
 namespace Orders.Domain;
 
 /// <summary>
-/// The order aggregate: placed, then confirmed (stock reserved), shipped and delivered, or cancelled before it ships.
-/// Every change is an event; the rules below are checked before an event is raised, so a stored stream is always valid.
+/// The order aggregate. Placed by a customer, then moved on by the fulfilment saga: stock reserved, payment charged,
+/// confirmed with a shipment; or, when a step fails, its completed steps are undone (payment refunded, stock released)
+/// and the order is cancelled. Every rule is checked before an event is raised, so a stored stream is always valid.
 /// </summary>
 public sealed class Order : Aggregate
 {
@@ -18,6 +19,12 @@ public sealed class Order : Aggregate
 
     public decimal Total => _lines.Sum(l => l.Quantity * l.UnitPrice);
 
+    public bool StockHeld { get; private set; }
+
+    public string? PaymentId { get; private set; }
+
+    public bool Refunded { get; private set; }
+
     public void Place(string customerId, IReadOnlyList<OrderLine> lines)
     {
         Require(Status == OrderStatus.New, "an order is placed only once");
@@ -27,28 +34,60 @@ public sealed class Order : Aggregate
         Raise(new OrderPlaced(Guid.Parse(Id), customerId, [.. lines], lines.Sum(l => l.Quantity * l.UnitPrice)));
     }
 
-    public void Confirm()
+    public void RecordStockReserved(string reservationId)
+    {
+        Require(Status == OrderStatus.Placed, $"stock is reserved only for a placed order (it is {Status})");
+        if (!StockHeld)
+        {
+            Raise(new StockReserved(Guid.Parse(Id), reservationId));
+        }
+    }
+
+    public void RecordPaymentCharged(string paymentId, decimal amount)
+    {
+        Require(Status == OrderStatus.Placed, $"payment is taken only for a placed order (it is {Status})");
+        Require(StockHeld, "payment is taken only once the stock is reserved");
+        if (PaymentId is null)
+        {
+            Raise(new PaymentCharged(Guid.Parse(Id), paymentId, amount));
+        }
+    }
+
+    public void Confirm(string trackingNumber)
     {
         Require(Status == OrderStatus.Placed, $"only a placed order can be confirmed (it is {Status})");
-        Raise(new OrderConfirmed(Guid.Parse(Id)));
+        Require(PaymentId is not null, "an order is confirmed only once it is paid");
+        Raise(new OrderConfirmed(Guid.Parse(Id), trackingNumber));
     }
 
-    public void Cancel(string reason)
+    /// <summary>Compensation: the payment was given back. Nothing happens when there was none or it was refunded already.</summary>
+    public void RecordPaymentRefunded()
     {
-        Require(Status is OrderStatus.Placed or OrderStatus.Confirmed, $"only an order that has not shipped can be cancelled (it is {Status})");
-        Raise(new OrderCancelled(Guid.Parse(Id), reason));
+        if (PaymentId is not null && !Refunded)
+        {
+            Raise(new PaymentRefunded(Guid.Parse(Id), PaymentId));
+        }
     }
 
-    public void Ship(string trackingNumber)
+    /// <summary>Compensation: the reserved stock went back on the shelf. Nothing happens when none is held.</summary>
+    public void RecordStockReleased()
     {
-        Require(Status == OrderStatus.Confirmed, $"only a confirmed order can ship (it is {Status})");
-        Raise(new OrderShipped(Guid.Parse(Id), trackingNumber));
+        if (StockHeld)
+        {
+            Raise(new StockReleased(Guid.Parse(Id)));
+        }
     }
 
-    public void Deliver()
+    /// <summary>Cancels an order that is not confirmed; cancelling a cancelled order changes nothing.</summary>
+    public void Cancel(string reason, bool byCompensation)
     {
-        Require(Status == OrderStatus.Shipped, $"only a shipped order can be delivered (it is {Status})");
-        Raise(new OrderDelivered(Guid.Parse(Id)));
+        if (Status == OrderStatus.Cancelled)
+        {
+            return;
+        }
+
+        Require(Status == OrderStatus.Placed, $"only a placed order can be cancelled (it is {Status})");
+        Raise(new OrderCancelled(Guid.Parse(Id), reason, byCompensation));
     }
 
     protected override void When(object @event)
@@ -60,17 +99,23 @@ public sealed class Order : Aggregate
                 _lines.AddRange(placed.Lines);
                 Status = OrderStatus.Placed;
                 break;
+            case StockReserved:
+                StockHeld = true;
+                break;
+            case PaymentCharged charged:
+                PaymentId = charged.PaymentId;
+                break;
             case OrderConfirmed:
                 Status = OrderStatus.Confirmed;
                 break;
+            case PaymentRefunded:
+                Refunded = true;
+                break;
+            case StockReleased:
+                StockHeld = false;
+                break;
             case OrderCancelled:
                 Status = OrderStatus.Cancelled;
-                break;
-            case OrderShipped:
-                Status = OrderStatus.Shipped;
-                break;
-            case OrderDelivered:
-                Status = OrderStatus.Delivered;
                 break;
         }
     }
@@ -91,12 +136,10 @@ public enum OrderStatus
     Placed,
     Confirmed,
     Cancelled,
-    Shipped,
-    Delivered,
 }
 
-/// <summary>One line of an order.</summary>
+/// <summary>One line of an order, priced from the catalog when it was placed.</summary>
 public sealed record OrderLine(string Sku, int Quantity, decimal UnitPrice);
 
-/// <summary>Thrown when a command would break a rule of the order; nothing is stored.</summary>
+/// <summary>Thrown when a command would break a rule of the order; nothing is stored (HTTP 422).</summary>
 public sealed class OrderRuleException(string rule) : InvalidOperationException($"Order rule broken: {rule}.");

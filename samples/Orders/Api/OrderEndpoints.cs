@@ -1,0 +1,150 @@
+using Herald.Cqrs;
+using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
+using Herald.Projections;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Orders.Domain;
+using Orders.ReadModel;
+
+namespace Orders.Api;
+
+/// <summary>The HTTP API: commands through the command bus (one unit of work each), reads from the projected read model.</summary>
+public static class OrderEndpoints
+{
+    public const int MaxPageSize = 100;
+
+    public static IEndpointRouteBuilder MapOrderEndpoints(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/orders", PlaceAsync).AcceptsJson<PlaceOrderRequest>().WithIdempotencyKey();
+        app.MapPost("/orders/{id:guid}/cancel", CancelAsync).WithIdempotencyKey();
+        app.MapGet("/orders/{id:guid}", GetAsync);
+        app.MapGet("/orders", ListAsync);
+        app.MapGet("/orders/{id:guid}/history", HistoryAsync);
+        return app;
+    }
+
+    private static async Task<IResult> PlaceAsync(PlaceOrderRequest? request, HttpContext http, ICommandBus commands, CancellationToken cancellationToken)
+    {
+        // A new id per request; an Idempotency-Key retry replays the stored response (with this id) instead of coming here.
+        var command = new PlaceOrder(
+            Guid.CreateVersion7(),
+            request?.CustomerId,
+            request?.Lines?.Select(l => l is null ? null! : new OrderItem(l.Sku, l.Quantity)).ToList());
+        var accepted = await commands.SendAsync(command, http.GetEventMetadata(), cancellationToken);
+        return Results.Accepted(
+            $"/orders/{accepted.OrderId}",
+            new PlaceOrderResponse(accepted.OrderId, OrderStates.Placed, accepted.CustomerId, accepted.Total, http.GetCorrelationId()));
+    }
+
+    private static async Task<IResult> CancelAsync(Guid id, CancelOrderRequest? request, HttpContext http, ICommandBus commands, CancellationToken cancellationToken)
+    {
+        await commands.SendAsync(new CancelOrder(id, request?.Reason is { Length: > 0 } reason ? reason : "cancelled by the customer"), http.GetEventMetadata(), cancellationToken);
+        return Results.Accepted($"/orders/{id}", new { orderId = id, status = OrderStates.Cancelled });
+    }
+
+    private static async Task<IResult> GetAsync(Guid id, ReadModels readModels, CancellationToken cancellationToken) =>
+        await readModels.GetAsync(OrderProjection.Orders, id.ToString(), cancellationToken) is { } order
+            ? Results.Ok(order)
+            : NotFound(id);
+
+    private static async Task<IResult> ListAsync(string? status, string? customerId, int? pageSize, string? after, ReadModels readModels, CancellationToken cancellationToken)
+    {
+        if (pageSize is < 1 or > MaxPageSize)
+        {
+            return Results.ValidationProblem(
+                new Dictionary<string, string[]> { ["pageSize"] = [$"must be between 1 and {MaxPageSize}, not {pageSize}"] },
+                title: "The query is not valid");
+        }
+
+        var where = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (!string.IsNullOrEmpty(status))
+        {
+            where["status"] = status;
+        }
+
+        if (!string.IsNullOrEmpty(customerId))
+        {
+            where["customerId"] = customerId;
+        }
+
+        var limit = pageSize ?? 20;
+        var page = await readModels.QueryAsync(OrderProjection.Orders, new ReadModelQuery { Where = where, Limit = limit, AfterId = after }, cancellationToken);
+        var next = page.NextAfterId is { } nextId ? NextLink(status, customerId, limit, nextId) : null;
+        return Results.Ok(new OrderPage(page.Items, page.NextAfterId, next));
+    }
+
+    private static async Task<IResult> HistoryAsync(Guid id, IEventStore store, HttpContext http, CancellationToken cancellationToken)
+    {
+        var stream = http.RequestServices.GetRequiredService<AggregateRepository<Order>>().StreamNameFor(id.ToString());
+        var events = new List<HistoryEntry>();
+        await foreach (var recorded in store.ReadStreamAsync(stream, cancellationToken: cancellationToken))
+        {
+            var envelope = recorded.Envelope;
+            events.Add(new HistoryEntry(
+                recorded.EventType,
+                recorded.Version,
+                recorded.Position,
+                recorded.RecordedAt,
+                recorded.EventId,
+                envelope.CorrelationId,
+                envelope.CausationId,
+                envelope.Headers.TryGetValue("traceparent", out var trace) ? trace : null,
+                System.Text.Json.JsonSerializer.Deserialize<System.Text.Json.JsonElement>(envelope.Body.Span)));
+        }
+
+        return events.Count > 0 ? Results.Ok(new OrderHistory(id, stream, events)) : NotFound(id);
+    }
+
+    private static IResult NotFound(Guid id) =>
+        Results.Problem(statusCode: StatusCodes.Status404NotFound, title: "Order not found", detail: $"There is no order {id}.");
+
+    // The link to the next page keeps the filters.
+    private static string NextLink(string? status, string? customerId, int pageSize, string after)
+    {
+        var query = QueryString.Empty;
+        if (!string.IsNullOrEmpty(status))
+        {
+            query = query.Add("status", status);
+        }
+
+        if (!string.IsNullOrEmpty(customerId))
+        {
+            query = query.Add("customerId", customerId);
+        }
+
+        return "/orders" + query.Add("pageSize", pageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)).Add("after", after);
+    }
+}
+
+/// <summary>The body of <c>POST /orders</c>.</summary>
+public sealed record PlaceOrderRequest(string? CustomerId, IReadOnlyList<OrderLineRequest?>? Lines);
+
+/// <summary>One requested line.</summary>
+public sealed record OrderLineRequest(string? Sku, int? Quantity);
+
+/// <summary>The body of <c>POST /orders/{id}/cancel</c> (optional).</summary>
+public sealed record CancelOrderRequest(string? Reason);
+
+/// <summary>The answer to an accepted order: where to follow it.</summary>
+public sealed record PlaceOrderResponse(Guid OrderId, string Status, string CustomerId, decimal Total, string CorrelationId);
+
+/// <summary>One page of orders; <c>Next</c> is the link to the next page, null on the last.</summary>
+public sealed record OrderPage(IReadOnlyList<OrderView> Items, string? NextAfter, string? Next);
+
+/// <summary>An order's stream, event by event.</summary>
+public sealed record OrderHistory(Guid OrderId, string Stream, IReadOnlyList<HistoryEntry> Events);
+
+/// <summary>One stored event with its metadata.</summary>
+public sealed record HistoryEntry(
+    string Type,
+    long Version,
+    long Position,
+    DateTimeOffset Time,
+    Guid EventId,
+    string? CorrelationId,
+    string? CausationId,
+    string? TraceParent,
+    System.Text.Json.JsonElement Data);

@@ -1,0 +1,160 @@
+using Herald.EventSourcing;
+using Herald.Hosting;
+using Herald.Sagas;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+using Orders.Api;
+using Orders.Domain;
+using Orders.Fulfilment;
+using Orders.ReadModel;
+
+namespace Orders;
+
+/// <summary>
+/// Builds the order service: Herald on the configured profile, the fulfilment saga, the read-model projection, the HTTP
+/// API and telemetry. The tests build it too (with their own arguments), so what they run is what users run.
+/// </summary>
+public static class OrderServiceApp
+{
+    public const string DefaultUrl = "http://127.0.0.1:5080";
+
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? customize = null)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        var settings = OrderServiceSettings.From(builder.Configuration);
+        var demo = builder.Configuration["demo"] is not null;
+        if (builder.Configuration["urls"] is null && builder.Configuration["ASPNETCORE_URLS"] is null)
+        {
+            // The demo talks to itself on a free port, so it runs beside a service already on 5080.
+            builder.WebHost.UseUrls(demo ? "http://127.0.0.1:0" : DefaultUrl);
+        }
+
+        builder.Logging.ClearProviders().AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Logging.AddFilter("Npgsql", LogLevel.Warning);
+        builder.Logging.AddFilter("Herald", demo ? LogLevel.Error : LogLevel.Warning);
+        // A declined payment is the saga's business (it compensates); the sample logs the outcome itself.
+        builder.Logging.AddFilter("Herald.Sagas", LogLevel.Error);
+        builder.Logging.AddFilter("Orders", demo ? LogLevel.Warning : LogLevel.Information);
+
+        builder.Services.AddSingleton(settings);
+        AddHerald(builder.Services, settings);
+        builder.Services.AddHostedService<CatalogSeeder>();
+        builder.Services.AddSingleton<Inventory>();
+        builder.Services.AddSingleton<Payments>();
+        builder.Services.AddSingleton<Shipping>();
+        builder.Services.AddSingleton<FulfilmentRunner>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<FulfilmentRunner>());
+        builder.Services.AddHeraldAspNetCore(o => o
+            .MapException<OrderRuleException>(StatusCodes.Status422UnprocessableEntity, "Order rule broken")
+            .MapException<OrderNotFoundException>(StatusCodes.Status404NotFound, "Order not found"));
+        builder.Services.AddHealthChecks().AddHerald();
+        AddTelemetry(builder, settings);
+        customize?.Invoke(builder);
+
+        var app = builder.Build();
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.UseHeraldCorrelation();
+        app.MapOrderEndpoints();
+        app.MapHeraldHealth("/health");
+        return app;
+    }
+
+    private static void AddHerald(IServiceCollection services, OrderServiceSettings settings)
+    {
+        services.AddHerald(h =>
+        {
+            h.AddHandlersFromAssembly(typeof(PlaceOrder).Assembly)
+                .AddAggregate<Order>()
+                .PublishStoredEvents()
+                .UseInbox()
+                .AddProjection<OrderProjection>()
+                .AddSaga(FulfilmentSaga.Definition)
+                .Configure(o =>
+                {
+                    o.EndpointName = settings.Endpoint;
+                    // Handlers are short (the saga runs in the FulfilmentRunner); a few at once share group commits.
+                    o.MaxConcurrency = 8;
+                })
+                .ConfigureProjections(o => o.StatusInterval = TimeSpan.FromSeconds(1))
+                .ConfigureRetries(r => r.Immediate(2).Delayed(3, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(2)));
+            if (settings.Profile == OrderServiceSettings.Embedded)
+            {
+                h.UseSqlite(settings.SqlitePath).UseSqliteQueue(settings.SqlitePath);
+                services.AddSingleton<Ledger>(new SqliteLedger(settings.SqlitePath));
+            }
+            else
+            {
+                h.UsePostgres(settings.Postgres!, o => o.Schema = settings.Schema)
+                    .UseRabbitMq(o =>
+                    {
+                        o.ConnectionUri = settings.RabbitMq!;
+                        o.ClientProvidedName = "orders-sample";
+                    });
+                if (settings.Redis is { } redis)
+                {
+                    h.UseRedis(redis);
+                }
+
+                services.AddSingleton(_ => NpgsqlDataSource.Create(settings.Postgres!));
+                services.AddSingleton<Ledger>(sp => new PostgresLedger(sp.GetRequiredService<NpgsqlDataSource>(), settings.Schema));
+            }
+        });
+        // The services' tables exist before Herald's hosted services start running steps.
+        services.Insert(0, ServiceDescriptor.Singleton<IHostedService, LedgerSchema>());
+    }
+
+    private static void AddTelemetry(WebApplicationBuilder builder, OrderServiceSettings settings)
+    {
+        var otlp = !string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+        builder.Services.AddOpenTelemetry()
+            .ConfigureResource(r => r.AddService("orders"))
+            .WithTracing(t =>
+            {
+                t.AddSource("Herald", OrdersTelemetry.SourceName).AddAspNetCoreInstrumentation();
+                if (otlp)
+                {
+                    t.AddOtlpExporter();
+                }
+
+                if (settings.ConsoleTelemetry)
+                {
+                    t.AddConsoleExporter();
+                }
+            })
+            .WithMetrics(m =>
+            {
+                m.AddMeter("Herald").AddAspNetCoreInstrumentation();
+                if (otlp)
+                {
+                    m.AddOtlpExporter();
+                }
+
+                if (settings.ConsoleTelemetry)
+                {
+                    m.AddConsoleExporter();
+                }
+            });
+    }
+
+    /// <summary>Creates the sample services' tables at start.</summary>
+    private sealed class LedgerSchema(Ledger ledger) : IHostedService
+    {
+        public Task StartAsync(CancellationToken cancellationToken) => ledger.EnsureSchemaAsync(cancellationToken);
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}

@@ -1,0 +1,205 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Orders.Api;
+using Orders.ReadModel;
+
+namespace Orders.Tests;
+
+/// <summary>
+/// The order service end to end over real HTTP, the same on every profile: a derived class starts the instance on its
+/// profile (a temporary SQLite file, or a PostgreSQL schema and RabbitMQ queues of its own).
+/// </summary>
+public abstract class OrderServiceSpecification
+{
+    protected abstract ServiceInstance Service { get; }
+
+    [Fact]
+    public async Task PlacedOrder_IsConfirmed_AndEveryEventOfItCarriesTheRequestsCorrelationIdAndOneTrace()
+    {
+        var correlationId = "happy-" + Guid.NewGuid().ToString("N");
+        using var response = await PostOrderAsync(new { customerId = "ada", lines = new object[] { new { sku = "keyboard", quantity = 1 }, new { sku = "cable", quantity = 2 } } }, correlationId: correlationId);
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal(correlationId, response.Headers.GetValues("X-Correlation-Id").Single());
+        var accepted = (await response.Content.ReadFromJsonAsync<PlaceOrderResponse>())!;
+        Assert.Equal($"/orders/{accepted.OrderId}", response.Headers.Location!.OriginalString);
+        Assert.Equal(58.90m, accepted.Total);
+
+        var order = await Service.WaitForFinalStateAsync(accepted.OrderId);
+        Assert.Equal(OrderStates.Confirmed, order.Status);
+        Assert.Equal("Ada Lovelace", order.CustomerName);
+        Assert.Equal(["Mechanical keyboard", "USB-C cable"], order.Lines.Select(l => l.Name));
+        Assert.Equal(correlationId, order.CorrelationId);
+        Assert.StartsWith("TRK-", order.TrackingNumber, StringComparison.Ordinal);
+
+        var history = (await Service.Http.GetFromJsonAsync<OrderHistory>($"/orders/{accepted.OrderId}/history"))!;
+        Assert.Equal(["order-placed", "stock-reserved", "payment-charged", "order-confirmed"], history.Events.Select(e => e.Type));
+        Assert.Equal([1L, 2L, 3L, 4L], history.Events.Select(e => e.Version));
+        Assert.True(history.Events.Zip(history.Events.Skip(1)).All(p => p.First.Position < p.Second.Position), "positions increase along the stream");
+        Assert.All(history.Events, e => Assert.Equal(correlationId, e.CorrelationId));
+        Assert.Equal(
+            [$"order-fulfilment/{accepted.OrderId}/reserve-stock", $"order-fulfilment/{accepted.OrderId}/charge-payment", $"order-fulfilment/{accepted.OrderId}/ship"],
+            history.Events.Skip(1).Select(e => e.CausationId));
+        // One trace from the POST through the saga's steps: every event carries a traceparent of the same trace id.
+        var traceIds = history.Events.Select(e => e.TraceParent?.Split('-')[1]).Distinct().ToList();
+        Assert.Single(traceIds);
+        Assert.NotNull(traceIds[0]);
+
+        // No event of the whole log carries this correlation id without being one of this order's.
+        Assert.Equal(4, (await Service.EventsCorrelatedToAsync(correlationId)).Count);
+        var counts = await Service.Ledger.CountAsync(accepted.OrderId, CancellationToken.None);
+        Assert.Equal((1L, 0L, 1L, 0L, 1L), (counts.Reservations, counts.Released, counts.Payments, counts.Refunded, counts.Shipments));
+    }
+
+    [Fact]
+    public async Task DeclinedPayment_IsCompensated_StockReleasedAndOrderCancelled()
+    {
+        var correlationId = "declined-" + Guid.NewGuid().ToString("N");
+        using var response = await PostOrderAsync(new { customerId = "bad-card", lines = new[] { new { sku = "mouse", quantity = 1 } } }, correlationId: correlationId);
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var accepted = (await response.Content.ReadFromJsonAsync<PlaceOrderResponse>())!;
+
+        var order = await Service.WaitForFinalStateAsync(accepted.OrderId);
+        Assert.Equal(OrderStates.Cancelled, order.Status);
+        Assert.True(order.CancelledByCompensation);
+        Assert.True(order.StockReleased);
+        Assert.Contains("declined", order.CancelReason, StringComparison.Ordinal);
+
+        var history = (await Service.Http.GetFromJsonAsync<OrderHistory>($"/orders/{accepted.OrderId}/history"))!;
+        Assert.Equal(["order-placed", "stock-reserved", "stock-released", "order-cancelled"], history.Events.Select(e => e.Type));
+        Assert.All(history.Events, e => Assert.Equal(correlationId, e.CorrelationId));
+        var counts = await Service.Ledger.CountAsync(accepted.OrderId, CancellationToken.None);
+        Assert.Equal((1L, 1L, 0L, 0L), (counts.Reservations, counts.Released, counts.Payments, counts.Shipments));
+
+        // Cancelling an order that does not exist: 404.
+        using var again = await Service.Http.PostAsync($"/orders/{Guid.NewGuid()}/cancel", null);
+        Assert.Equal(HttpStatusCode.NotFound, again.StatusCode);
+    }
+
+    [Fact]
+    public async Task RetriedPost_WithTheSameIdempotencyKey_GivesTheSameResponseAndOneOrder_AndAnotherBodyGets422()
+    {
+        var key = "retry-" + Guid.NewGuid().ToString("N");
+        var correlationId = "retry-" + Guid.NewGuid().ToString("N");
+        var body = new { customerId = "grace", lines = new[] { new { sku = "monitor", quantity = 1 } } };
+        using var first = await PostOrderAsync(body, key, correlationId);
+        using var second = await PostOrderAsync(body, key, correlationId);
+
+        Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, second.StatusCode);
+        Assert.Equal(first.Headers.Location, second.Headers.Location);
+        Assert.Equal(await first.Content.ReadAsStringAsync(), await second.Content.ReadAsStringAsync());
+
+        using var other = await PostOrderAsync(new { customerId = "grace", lines = new[] { new { sku = "monitor", quantity = 2 } } }, key, correlationId);
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, other.StatusCode);
+        Assert.Equal("application/problem+json", other.Content.Headers.ContentType?.MediaType);
+
+        var accepted = (await first.Content.ReadFromJsonAsync<PlaceOrderResponse>())!;
+        var order = await Service.WaitForFinalStateAsync(accepted.OrderId);
+        Assert.Equal(OrderStates.Confirmed, order.Status);
+        var placed = (await Service.EventsCorrelatedToAsync(correlationId)).Count(e => e.EventType == "order-placed");
+        Assert.Equal(1, placed);
+
+        // A confirmed order is past cancelling: a rule of the order, 422.
+        using var cancel = await Service.Http.PostAsync($"/orders/{accepted.OrderId}/cancel", null);
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, cancel.StatusCode);
+    }
+
+    [Fact]
+    public async Task BadRequests_AreRefusedWithTheirReasons_AndStoreNothing()
+    {
+        var correlationId = "bad-" + Guid.NewGuid().ToString("N");
+
+        using var invalid = await PostOrderAsync(
+            new { customerId = "nobody", lines = new object[] { new { sku = "keyboard", quantity = 0 }, new { sku = "mouse", quantity = -3 }, new { sku = "unobtainium", quantity = 1 }, new { sku = "cable" } } },
+            correlationId: correlationId);
+        Assert.Equal(HttpStatusCode.BadRequest, invalid.StatusCode);
+        using (var problem = JsonDocument.Parse(await invalid.Content.ReadAsStringAsync()))
+        {
+            var errors = problem.RootElement.GetProperty("errors").EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal).ToList();
+            Assert.Equal(["customerId", "lines[0].quantity", "lines[1].quantity", "lines[2].sku", "lines[3].quantity"], errors);
+        }
+
+        using var empty = await PostOrderAsync(new { customerId = "ada", lines = Array.Empty<object>() }, correlationId: correlationId);
+        Assert.Equal(HttpStatusCode.BadRequest, empty.StatusCode);
+
+        using var malformed = await SendAsync("{\"customerId\": \"ada\", \"lines\": [", "application/json", correlationId);
+        Assert.Equal(HttpStatusCode.BadRequest, malformed.StatusCode);
+        Assert.Equal("application/problem+json", malformed.Content.Headers.ContentType?.MediaType);
+
+        using var wrongType = await SendAsync("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"keyboard\", \"quantity\": \"many\"}]}", "application/json", correlationId);
+        Assert.Equal(HttpStatusCode.BadRequest, wrongType.StatusCode);
+
+        using var notJson = await SendAsync("customerId=ada", "text/plain", correlationId);
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, notJson.StatusCode);
+        Assert.Equal("application/problem+json", notJson.Content.Headers.ContentType?.MediaType);
+
+        using var tooLarge = await SendAsync("{\"customerId\": \"" + new string('a', 2 * 1024 * 1024) + "\"}", "application/json", correlationId);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, tooLarge.StatusCode);
+
+        // Nothing of any of them reached the store.
+        Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
+    }
+
+    [Fact]
+    public async Task Orders_AreListedFromTheReadModel_ByCustomerAndStatus_InPages()
+    {
+        var ids = new List<Guid>();
+        for (var i = 0; i < 3; i++)
+        {
+            using var response = await PostOrderAsync(new { customerId = "linus", lines = new[] { new { sku = "cable", quantity = 1 + i } } });
+            Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+            ids.Add((await response.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId);
+        }
+
+        foreach (var id in ids)
+        {
+            await Service.WaitForFinalStateAsync(id);
+        }
+
+        var seen = new List<string>();
+        string? next = "/orders?customerId=linus&status=Confirmed&pageSize=2";
+        while (next is not null)
+        {
+            var page = (await Service.Http.GetFromJsonAsync<OrderPage>(next))!;
+            Assert.True(page.Items.Count <= 2);
+            Assert.All(page.Items, o => Assert.Equal(("linus", OrderStates.Confirmed), (o.CustomerId, o.Status)));
+            seen.AddRange(page.Items.Select(o => o.Id));
+            next = page.Next;
+        }
+
+        Assert.Superset(ids.Select(id => id.ToString()).ToHashSet(), seen.ToHashSet());
+        Assert.Equal(seen.Count, seen.Distinct().Count());
+
+        using var badPage = await Service.Http.GetAsync("/orders?pageSize=0");
+        Assert.Equal(HttpStatusCode.BadRequest, badPage.StatusCode);
+    }
+
+    protected Task<HttpResponseMessage> PostOrderAsync(object body, string? idempotencyKey = null, string? correlationId = null) =>
+        PostOrderAsync(Service, body, idempotencyKey, correlationId);
+
+    protected static async Task<HttpResponseMessage> PostOrderAsync(ServiceInstance service, object body, string? idempotencyKey = null, string? correlationId = null)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/orders") { Content = JsonContent.Create(body) };
+        if (idempotencyKey is not null)
+        {
+            request.Headers.Add("Idempotency-Key", idempotencyKey);
+        }
+
+        if (correlationId is not null)
+        {
+            request.Headers.Add("X-Correlation-Id", correlationId);
+        }
+
+        return await service.Http.SendAsync(request);
+    }
+
+    private async Task<HttpResponseMessage> SendAsync(string body, string contentType, string correlationId)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/orders") { Content = new StringContent(body, Encoding.UTF8, contentType) };
+        request.Headers.Add("X-Correlation-Id", correlationId);
+        return await Service.Http.SendAsync(request);
+    }
+}

@@ -1,0 +1,75 @@
+using System.Net.Http.Json;
+using Herald.EventSourcing;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Orders.Fulfilment;
+using Orders.ReadModel;
+
+namespace Orders.Tests;
+
+/// <summary>One running order service, built by the sample's own <see cref="OrderServiceApp"/>, on a free port of 127.0.0.1.</summary>
+public sealed class ServiceInstance : IAsyncDisposable
+{
+    private ServiceInstance(WebApplication app, HttpClient http)
+    {
+        App = app;
+        Http = http;
+    }
+
+    public WebApplication App { get; }
+
+    /// <summary>A client of the instance over real HTTP.</summary>
+    public HttpClient Http { get; }
+
+    public IEventStore Events => App.Services.GetRequiredService<IEventStore>();
+
+    public Ledger Ledger => App.Services.GetRequiredService<Ledger>();
+
+    public static async Task<ServiceInstance> StartAsync(params string[] settings)
+    {
+        string[] args = ["--urls", "http://127.0.0.1:0", .. settings];
+        var app = OrderServiceApp.Build(args, builder => builder.Logging.ClearProviders());
+        await app.StartAsync();
+        var http = new HttpClient { BaseAddress = new Uri(Banner.Address(app)), Timeout = TimeSpan.FromSeconds(30) };
+        return new ServiceInstance(app, http);
+    }
+
+    /// <summary>Polls <c>GET /orders/{id}</c> until the order is Confirmed or Cancelled.</summary>
+    public async Task<OrderView> WaitForFinalStateAsync(Guid id, TimeSpan? timeout = null)
+    {
+        OrderView? order = null;
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                using var response = await Http.GetAsync($"/orders/{id}");
+                order = response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<OrderView>() : null;
+                return OrderStates.IsFinal(order?.Status);
+            },
+            () => $"order {id} reaches a final state (last seen: {order?.Status ?? "not in the read model"})",
+            timeout);
+        return order!;
+    }
+
+    /// <summary>The events in the whole log that carry this correlation id.</summary>
+    public async Task<List<RecordedEvent>> EventsCorrelatedToAsync(string correlationId)
+    {
+        var found = new List<RecordedEvent>();
+        await foreach (var recorded in Events.ReadAllAsync())
+        {
+            if (recorded.Envelope.CorrelationId == correlationId)
+            {
+                found.Add(recorded);
+            }
+        }
+
+        return found;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http.Dispose();
+        await App.StopAsync();
+        await App.DisposeAsync();
+    }
+}
