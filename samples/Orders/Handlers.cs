@@ -19,6 +19,12 @@ public sealed class OrderCommands(AggregateRepository<Order> orders) : ICommandH
             .Zip(command.Items!, (product, item) => new OrderLine(product.Sku, item.Quantity!.Value, product.Price))
             .ToList();
         var order = await orders.LoadAsync(command.OrderId.ToString(), cancellationToken);
+        if (order.Version > 0)
+        {
+            // Placed already by an earlier attempt of the same Idempotency-Key (its response lost in a crash): the same answer.
+            return new OrderAccepted(command.OrderId, order.CustomerId, order.Total);
+        }
+
         order.Place(command.CustomerId!, lines);
         await orders.SaveAsync(order, cancellationToken: cancellationToken);
         return new OrderAccepted(command.OrderId, order.CustomerId, order.Total);

@@ -28,9 +28,11 @@ public static class OrderEndpoints
 
     private static async Task<IResult> PlaceAsync(PlaceOrderRequest? request, HttpContext http, ICommandBus commands, CancellationToken cancellationToken)
     {
-        // A new id per request; an Idempotency-Key retry replays the stored response (with this id) instead of coming here.
+        // With an Idempotency-Key, the order's id is derived from it: a retry whose first attempt placed the order but died
+        // before its response was stored (so the key was freed) finds that order instead of placing a second one.
+        // Without a key, a new id per request.
         var command = new PlaceOrder(
-            Guid.CreateVersion7(),
+            http.GetIdempotentId() ?? Guid.CreateVersion7(),
             request?.CustomerId,
             request?.Lines?.Select(l => l is null ? null! : new OrderItem(l.Sku, l.Quantity)).ToList());
         var accepted = await commands.SendAsync(command, http.GetEventMetadata(), cancellationToken);

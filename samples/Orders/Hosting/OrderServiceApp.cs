@@ -90,6 +90,13 @@ public static class OrderServiceApp
                     o.MaxConcurrency = 8;
                 })
                 .ConfigureProjections(o => o.StatusInterval = TimeSpan.FromSeconds(1))
+                // The steps take milliseconds: an instance without a save for 15 s has lost its runner (a killed
+                // instance), and another instance's sweep takes it over.
+                .ConfigureSagas(o =>
+                {
+                    o.ResumeInterval = TimeSpan.FromSeconds(5);
+                    o.StaleAfter = TimeSpan.FromSeconds(15);
+                })
                 .ConfigureRetries(r => r.Immediate(2).Delayed(3, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(2)));
             if (settings.Profile == OrderServiceSettings.Embedded)
             {
