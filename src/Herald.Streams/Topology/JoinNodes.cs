@@ -14,8 +14,8 @@ internal enum JoinKind
 /// <summary>
 /// A windowed stream-stream join: each side buffers its records per key until the watermark passes their time + window +
 /// grace; a record joins every buffered record of the other side within the window. An unmatched record is emitted with
-/// a default partner when its window closes (left: left records; outer: both sides). A record whose time + grace is at or
-/// below the watermark is late.
+/// a default partner when its window closes (left: left records; outer: both sides). A record whose time + grace is below
+/// the watermark is late, so every partner of an on-time record is still buffered.
 /// </summary>
 internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
 {
@@ -67,7 +67,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
     private void Arrive<TThis, TOther>(in StreamRecord record, StreamTask task, string thisStore, string otherStore, Func<TThis, TOther, TResult> join)
     {
         var time = record.Time;
-        if (time + Grace <= task.Watermark)
+        if (time + Grace < task.Watermark)
         {
             task.ReportLate(this, record);
             return;
@@ -117,7 +117,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
         var state = task.Store(storeName);
         var index = Index(state);
         var watermark = task.Watermark;
-        while (index.TryPeek(out var keyJson, out var due) && due <= watermark)
+        while (index.TryPeek(out var keyJson, out var due) && due < watermark)
         {
             index.Dequeue();
             if (!state.TryGet(keyJson, out var existing))
@@ -129,7 +129,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
             var kept = new List<Buffered<T>>(list.Length);
             foreach (var item in list)
             {
-                if (item.Time + Within + Grace > watermark)
+                if (item.Time + Within + Grace >= watermark)
                 {
                     kept.Add(item);
                     continue;

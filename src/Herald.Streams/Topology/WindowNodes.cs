@@ -176,8 +176,8 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
 
 /// <summary>
 /// Aggregates per key and session: an event within the gap of a session extends it, and one that bridges two sessions
-/// merges them (their aggregates combined with the merger). An event is late when its time + grace is at or below the
-/// watermark; a session closes when its end + gap + grace is.
+/// merges them (their aggregates combined with the merger). An event is late when its time + grace is below the
+/// watermark; a session closes when its end + gap + grace is, so no event that is on time can reach a closed session.
 /// </summary>
 internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
     string name,
@@ -199,7 +199,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
         var key = (TKey)record.Key!;
         var time = record.Time;
         var watermark = task.Watermark;
-        if (time + Grace <= watermark)
+        if (time + Grace < watermark)
         {
             Late(record, task);
             return;
@@ -245,7 +245,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
         var state = task.Store(store);
         var index = Index(state);
         var watermark = task.Watermark;
-        while (index.TryPeek(out var keyJson, out var due) && due <= watermark)
+        while (index.TryPeek(out var keyJson, out var due) && due < watermark)
         {
             index.Dequeue();
             if (!state.TryGet(keyJson, out var existing))
@@ -261,13 +261,13 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
                 var close = session.End + _gap + Grace;
                 if (session.Closed)
                 {
-                    if (close + Retention <= watermark)
+                    if (close + Retention < watermark)
                     {
                         changed = true;
                         continue;
                     }
                 }
-                else if (close <= watermark)
+                else if (close < watermark)
                 {
                     changed = true;
                     if (Suppress)
