@@ -12,6 +12,9 @@ public interface IStream<TKey, TValue>
     /// <summary>Transforms each value; the key and event time stay.</summary>
     IStream<TKey, TResult> Map<TResult>(Func<TValue, TResult> mapper);
 
+    /// <summary>Transforms each value, seeing its key (a window's key and bounds, after a windowed aggregate).</summary>
+    IStream<TKey, TResult> Map<TResult>(Func<TKey, TValue, TResult> mapper);
+
     /// <summary>Keeps the records whose value passes <paramref name="predicate"/>.</summary>
     IStream<TKey, TValue> Filter(Func<TValue, bool> predicate);
 

@@ -16,6 +16,12 @@ internal sealed class StreamImpl<TKey, TValue>(StreamBuilder builder, Node node)
         return Next<TKey, TResult>(new MapNode<TValue, TResult>(builder.NextName("map"), mapper));
     }
 
+    public IStream<TKey, TResult> Map<TResult>(Func<TKey, TValue, TResult> mapper)
+    {
+        ArgumentNullException.ThrowIfNull(mapper);
+        return Next<TKey, TResult>(new KeyedMapNode<TKey, TValue, TResult>(builder.NextName("map"), mapper));
+    }
+
     public IStream<TKey, TValue> Filter(Func<TValue, bool> predicate)
     {
         ArgumentNullException.ThrowIfNull(predicate);

@@ -32,6 +32,15 @@ internal sealed class MapNode<TValue, TResult>(string name, Func<TValue, TResult
     }
 }
 
+internal sealed class KeyedMapNode<TKey, TValue, TResult>(string name, Func<TKey, TValue, TResult> map) : Node(name)
+{
+    public override void Process(in StreamRecord record, StreamTask task)
+    {
+        task.Current = this;
+        Forward(record with { Value = map((TKey)record.Key!, (TValue)record.Value!) }, task);
+    }
+}
+
 internal sealed class FilterNode<TValue>(string name, Func<TValue, bool> predicate) : Node(name)
 {
     public override void Process(in StreamRecord record, StreamTask task)

@@ -1,10 +1,30 @@
 namespace Herald.Streams.Topology;
 
 /// <summary>The state of one time window of one key: its end, its aggregate, and whether it has closed.</summary>
-internal sealed record WindowSlot<TAggregate>(long End, TAggregate Value, bool Closed);
+internal sealed record WindowSlot<TAggregate>(long End, TAggregate Value, bool Closed) : IWindowSlot
+{
+    object? IWindowSlot.Value => Value;
+}
+
+/// <summary>What queries read of a window or session, whatever its aggregate type.</summary>
+internal interface IWindowSlot
+{
+    long End { get; }
+
+    object? Value { get; }
+}
+
+/// <summary>A session also has its own start (a time window's start is in its state key).</summary>
+internal interface ISessionSlot : IWindowSlot
+{
+    long Start { get; }
+}
 
 /// <summary>The sessions of one key, in start order.</summary>
-internal sealed record SessionSlot<TAggregate>(long Start, long End, TAggregate Value, bool Closed);
+internal sealed record SessionSlot<TAggregate>(long Start, long End, TAggregate Value, bool Closed) : ISessionSlot
+{
+    object? IWindowSlot.Value => Value;
+}
 
 /// <summary>Shared parts of the windowed aggregates: the late side output and emit mode.</summary>
 internal abstract class WindowedNode(string name, WindowDefinition? windows, bool suppress, long retention) : Node(name)
