@@ -77,7 +77,7 @@ internal static class ProcessorScenario
         {
             await processor.StartAsync();
             var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => processor.Completion.WaitAsync(TimeSpan.FromSeconds(30)));
-            Assert.Contains("Simulated crash", failure.Message, StringComparison.Ordinal);
+            Assert.Contains("Simulated crash", failure.ToString(), StringComparison.Ordinal);
         }
 
         var checkpoint = await first.Services.GetRequiredService<ICheckpointStore>().GetCheckpointAsync("stream:revenue");

@@ -50,6 +50,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     private EventSubscription? _subscription;
     private long _head;
     private Exception? _commitFailure;
+    private long _committed;
+    private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
 
     /// <summary>
     /// Creates a stopped processor named <paramref name="name"/> (its checkpoint and state are kept under that name) with the
@@ -153,6 +155,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             throw new InvalidOperationException($"Stream processor '{Name}' reads event types that are not registered: {string.Join(", ", missing)}. Register them with AddMessageType.");
         }
 
+        Volatile.Write(ref _committed, await _checkpoints!.GetCheckpointAsync(CheckpointId, cancellationToken).ConfigureAwait(false) ?? 0);
         _subscription = new EventSubscription(
             _events!,
             new CommittingCheckpoints(this, _checkpoints!),
@@ -182,10 +185,37 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         }
     }
 
-    /// <summary>Completes when the processor has handled (and committed) everything up to <paramref name="position"/>; faults when it fails first.</summary>
-    public Task WaitForPositionAsync(long position, CancellationToken cancellationToken = default) =>
-        _subscription?.WaitForPositionAsync(position, cancellationToken)
-            ?? throw new InvalidOperationException($"Stream processor '{Name}' does not follow the event store.");
+    /// <summary>The global position up to which state, outputs and dead letters are committed.</summary>
+    public long CommittedPosition => Volatile.Read(ref _committed);
+
+    /// <summary>
+    /// Completes when the processor has handled and committed everything up to <paramref name="position"/> (its outputs and
+    /// dead letters are stored); faults when a commit fails first.
+    /// </summary>
+    public Task WaitForPositionAsync(long position, CancellationToken cancellationToken = default)
+    {
+        if (_options.Source.IsExternal)
+        {
+            throw new InvalidOperationException($"Stream processor '{Name}' does not follow the event store.");
+        }
+
+        lock (_waiters)
+        {
+            if (CommittedPosition >= position)
+            {
+                return Task.CompletedTask;
+            }
+
+            if (_commitFailure is { } failure)
+            {
+                return Task.FromException(failure);
+            }
+
+            var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiters.Add((position, signal));
+            return signal.Task.WaitAsync(cancellationToken);
+        }
+    }
 
     /// <summary>
     /// Feeds one event from outside the event store (a transport handler) and commits its effects in the caller's unit of
@@ -294,6 +324,39 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     }
 
     // Groups dead letters of one cause: the exception type and the operator it came from (user lambdas have no stable frames).
+    private void Release(long position, Exception? failure)
+    {
+        List<TaskCompletionSource> released = [];
+        lock (_waiters)
+        {
+            if (position > _committed)
+            {
+                Volatile.Write(ref _committed, position);
+            }
+
+            for (var i = _waiters.Count - 1; i >= 0; i--)
+            {
+                if (failure is not null || _waiters[i].Position <= position)
+                {
+                    released.Add(_waiters[i].Signal);
+                    _waiters.RemoveAt(i);
+                }
+            }
+        }
+
+        foreach (var signal in released)
+        {
+            if (failure is null)
+            {
+                signal.TrySetResult();
+            }
+            else
+            {
+                signal.TrySetException(failure);
+            }
+        }
+    }
+
     private static string Fingerprint(Exception error, string where) =>
         Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(error.GetType().FullName + "|" + where)))[..16];
 
@@ -335,8 +398,11 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 _commitFailure = ex;
             }
 
+            Release(long.MinValue, ex);
             throw;
         }
+
+        Release(position, null);
     }
 
     private async ValueTask WriteAsync(IServiceProvider services, List<StateChange> changes, List<PendingOutput> outputs, IReadOnlyList<DeadLetter> deadLetters, CancellationToken cancellationToken)
