@@ -51,6 +51,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     private long _head;
     private Exception? _commitFailure;
     private long _committed;
+    private long _commitTicks;
+    private long _commits;
     private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
 
     /// <summary>
@@ -110,6 +112,11 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     }
 
     private string CheckpointId => "stream:" + Name;
+
+    /// <summary>Time spent in commits (state + outputs + checkpoint), for the benchmark's checkpoint cost.</summary>
+    internal TimeSpan CommitTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _commitTicks));
+
+    internal long Commits => Interlocked.Read(ref _commits);
 
     /// <summary>Loads the committed state and, for an event-store source, starts following the log from the committed checkpoint.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
@@ -381,6 +388,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             _pendingDeadLetters.Clear();
         }
 
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
             await _runner.RunAsync(
@@ -402,6 +410,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             throw;
         }
 
+        Interlocked.Add(ref _commitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
+        Interlocked.Increment(ref _commits);
         Release(position, null);
     }
 
