@@ -2,6 +2,7 @@ using Herald.EventSourcing;
 using Herald.Handling;
 using Herald.Messages;
 using Herald.Projections;
+using Herald.Reliability.Outbox;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Herald.Streams;
@@ -33,7 +34,10 @@ public static class StreamSinks
         return new ReadModelSink<TKey, TValue>(table, id);
     }
 
-    /// <summary>Publishes each value through the message bus, which joins the commit's unit of work (its outbox where there is one).</summary>
+    /// <summary>
+    /// Publishes each value: through the outbox of the commit's unit of work when the outbox is on (exactly once with the
+    /// state), else straight through the message bus before the commit (at least once).
+    /// </summary>
     public static IStreamSink<TKey, TValue> Publish<TKey, TValue>()
         where TValue : notnull => new PublishSink<TKey, TValue>();
 
@@ -85,10 +89,19 @@ public static class StreamSinks
     {
         public async ValueTask WriteAsync(IReadOnlyList<StreamOutput<TKey, TValue>> outputs, StreamSinkContext context, CancellationToken cancellationToken = default)
         {
-            var bus = context.Services.GetRequiredService<IMessageBus>();
+            // The outbox (when on) writes in the commit's unit of work: the events leave only if the state commits.
+            var outbox = context.Services.GetService<IOutbox>();
+            var bus = outbox is null ? context.Services.GetRequiredService<IMessageBus>() : null;
             foreach (var output in outputs)
             {
-                await bus.PublishAsync(output.Value, cancellationToken: cancellationToken).ConfigureAwait(false);
+                if (outbox is not null)
+                {
+                    await outbox.PublishAsync(output.Value, cancellationToken: cancellationToken).ConfigureAwait(false);
+                }
+                else
+                {
+                    await bus!.PublishAsync(output.Value, cancellationToken: cancellationToken).ConfigureAwait(false);
+                }
             }
         }
     }
