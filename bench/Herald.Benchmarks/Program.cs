@@ -18,6 +18,7 @@ IBenchmark[] benchmarks =
     new NatsBenchmark(),
     new SagaBenchmark(),
     new Herald.Benchmarks.AmazonSqs.SqsBenchmark(),
+    new Herald.Benchmarks.Streams.StreamsBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")

@@ -1,0 +1,238 @@
+using Herald.Streams.Topology;
+
+namespace Herald.Streams;
+
+/// <summary>
+/// Builds a stream topology: sources by event type, operators, windows, joins and sinks. <see cref="Build"/> checks the
+/// whole graph (cycles, joins without a window, bad window sizes, duplicate store names) and returns an immutable
+/// <see cref="StreamTopology"/>; the builder takes no more operators after that.
+/// </summary>
+public sealed class StreamBuilder
+{
+    private readonly List<Node> _nodes = [];
+    private readonly Dictionary<Type, List<Node>> _sources = [];
+    private readonly Dictionary<string, List<Node>> _namedReaders = new(StringComparer.Ordinal);
+    private readonly List<NamedSinkNode> _namedWriters = [];
+    private readonly List<string> _problems = [];
+    private StreamTopology? _built;
+
+    /// <summary>
+    /// The events of type <typeparamref name="TValue"/> from the processor's source, keyed by their stream (event store)
+    /// or partition key (transport). Event time is the envelope's time unless <paramref name="eventTime"/> picks it.
+    /// </summary>
+    public IStream<string, TValue> Stream<TValue>(Func<TValue, DateTimeOffset>? eventTime = null)
+    {
+        var source = new SourceNode<TValue>(NextName("source"), eventTime);
+        Add(source);
+        if (!_sources.TryGetValue(typeof(TValue), out var list))
+        {
+            _sources[typeof(TValue)] = list = [];
+        }
+
+        list.Add(source);
+        return new StreamImpl<string, TValue>(this, source);
+    }
+
+    /// <summary>The records written to the named in-topology stream with <see cref="IStream{TKey, TValue}.To(string)"/>.</summary>
+    public IStream<TKey, TValue> Stream<TKey, TValue>(string name)
+        where TKey : notnull
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        var reader = new PassNode(NextName("from:" + name));
+        Add(reader);
+        if (!_namedReaders.TryGetValue(name, out var list))
+        {
+            _namedReaders[name] = list = [];
+        }
+
+        list.Add(reader);
+        return new StreamImpl<TKey, TValue>(this, reader);
+    }
+
+    /// <summary>Checks the graph and returns the immutable topology; throws <see cref="StreamTopologyException"/> with every problem found.</summary>
+    public StreamTopology Build()
+    {
+        if (_built is not null)
+        {
+            return _built;
+        }
+
+        foreach (var writer in _namedWriters)
+        {
+            if (_namedReaders.TryGetValue(writer.Stream, out var readers))
+            {
+                foreach (var reader in readers)
+                {
+                    writer.AddChild(reader);
+                }
+            }
+            else
+            {
+                _problems.Add($"'{writer.Name}' writes to the stream '{writer.Stream}', which nothing reads.");
+            }
+        }
+
+        var problems = new List<string>(_problems);
+        foreach (var node in _nodes)
+        {
+            if (node.Problem() is { } problem)
+            {
+                problems.Add($"'{node.Name}': {problem}.");
+            }
+        }
+
+        var stores = _nodes.SelectMany(n => n.Stores).ToList();
+        foreach (var duplicate in stores.GroupBy(s => s.Name, StringComparer.Ordinal).Where(g => g.Count() > 1))
+        {
+            problems.Add($"The state store name '{duplicate.Key}' is used by {string.Join(", ", duplicate.Select(s => $"'{s.Operator}'"))}; each needs its own.");
+        }
+
+        foreach (var store in stores.Where(s => s.Name.StartsWith('$')))
+        {
+            problems.Add($"'{store.Operator}': the store name '{store.Name}' starts with '$', which is reserved.");
+        }
+
+        if (_sources.Count == 0)
+        {
+            problems.Add("The topology has no source; start it with StreamBuilder.Stream<T>().");
+        }
+
+        var order = TopologicalOrder(problems);
+        if (problems.Count > 0)
+        {
+            throw new StreamTopologyException(problems);
+        }
+
+        _built = new StreamTopology(
+            order,
+            _sources.ToDictionary(s => s.Key, s => s.Value.ToArray()),
+            stores);
+        return _built;
+    }
+
+    internal string NextName(string kind) => $"{kind}-{_nodes.Count + 1}";
+
+    internal T Add<T>(T node, params Node[] parents)
+        where T : Node
+    {
+        if (_built is not null)
+        {
+            throw new InvalidOperationException("The topology was built already; start a new StreamBuilder to build another.");
+        }
+
+        _nodes.Add(node);
+        foreach (var parent in parents)
+        {
+            parent.AddChild(node);
+        }
+
+        if (node is NamedSinkNode writer)
+        {
+            _namedWriters.Add(writer);
+        }
+
+        return node;
+    }
+
+    internal void AddProblem(string problem) => _problems.Add(problem);
+
+    private List<Node> TopologicalOrder(List<string> problems)
+    {
+        // Every node reachable from a node, including the sides of joins and branch outputs the builder did not list.
+        var all = new List<Node>();
+        var seen = new HashSet<Node>();
+        var pending = new Stack<Node>(_nodes);
+        while (pending.TryPop(out var node))
+        {
+            if (seen.Add(node))
+            {
+                all.Add(node);
+                foreach (var child in Children(node))
+                {
+                    pending.Push(child);
+                }
+            }
+        }
+
+        var incoming = all.ToDictionary(n => n, _ => 0);
+        foreach (var node in all)
+        {
+            foreach (var child in Children(node))
+            {
+                incoming[child]++;
+            }
+        }
+
+        var ready = new Queue<Node>(all.Where(n => incoming[n] == 0));
+        var order = new List<Node>(all.Count);
+        while (ready.TryDequeue(out var node))
+        {
+            order.Add(node);
+            foreach (var child in Children(node))
+            {
+                if (--incoming[child] == 0)
+                {
+                    ready.Enqueue(child);
+                }
+            }
+        }
+
+        if (order.Count < all.Count)
+        {
+            var cycle = all.Where(n => incoming[n] > 0).Select(n => $"'{n.Name}'");
+            problems.Add($"The topology has a cycle through {string.Join(", ", cycle)}; a stream may not feed itself.");
+        }
+
+        return order;
+    }
+
+    private static IEnumerable<Node> Children(Node node) => node switch
+    {
+        IBranchNode branch => node.Children.Concat(branch.Outputs),
+        WindowedNode { LateOutput: { } late } windowed => windowed.Children.Append(late),
+        _ => node.Children,
+    };
+}
+
+/// <summary>A topology that is wrong: the message lists every problem, each naming its operator.</summary>
+public sealed class StreamTopologyException : HeraldException
+{
+    /// <summary>Creates the exception from the problems found.</summary>
+    public StreamTopologyException(IReadOnlyList<string> problems)
+        : base("The stream topology is invalid: " + string.Join(" ", problems))
+    {
+        Problems = problems;
+    }
+
+    /// <summary>Each problem, naming its operator.</summary>
+    public IReadOnlyList<string> Problems { get; }
+}
+
+/// <summary>
+/// A built, checked topology: immutable and thread-safe (operators keep no state; each task keeps its own), so one topology
+/// serves every task of a processor.
+/// </summary>
+public sealed class StreamTopology
+{
+    internal StreamTopology(List<Node> order, Dictionary<Type, Node[]> sources, List<StoreSpec> stores)
+    {
+        Nodes = order;
+        Sources = sources;
+        Stores = stores;
+        TimedNodes = [.. order.Where(n => n.IsTimed)];
+    }
+
+    /// <summary>The names of the state stores, which queries take.</summary>
+    public IReadOnlyCollection<string> StoreNames => [.. Stores.Select(s => s.Name)];
+
+    /// <summary>The event types the topology reads from its source.</summary>
+    public IReadOnlyCollection<Type> SourceTypes => [.. Sources.Keys];
+
+    internal IReadOnlyList<Node> Nodes { get; }
+
+    internal IReadOnlyDictionary<Type, Node[]> Sources { get; }
+
+    internal IReadOnlyList<StoreSpec> Stores { get; }
+
+    internal Node[] TimedNodes { get; }
+}

@@ -1,0 +1,35 @@
+using Herald.Hosting;
+using Herald.Streams;
+using Herald.Streams.Hosting;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>Registers stream processors that run in the background of the host.</summary>
+public static class StreamsHeraldBuilderExtensions
+{
+    /// <summary>
+    /// Builds a topology with <paramref name="build"/> (checked now: an invalid one throws here) and runs it as the stream
+    /// processor <paramref name="name"/> while the host runs, restarting it from its last commit after a failure. Resolve
+    /// <see cref="StreamProcessors"/> to query its state.
+    /// </summary>
+    public static HeraldBuilder AddStream(this HeraldBuilder builder, string name, Action<StreamBuilder> build, StreamProcessorOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(build);
+        var streams = new StreamBuilder();
+        build(streams);
+        var registration = new StreamRegistration(name, streams.Build(), options ?? StreamProcessorOptions.Default);
+        if (builder.Services.Any(d => d.ServiceType == typeof(StreamRegistration) && ((StreamRegistration?)d.ImplementationInstance)?.Name == name))
+        {
+            throw new InvalidOperationException($"A stream named '{name}' is registered already; each stream needs its own name (its checkpoint and state are kept under it).");
+        }
+
+        builder.Services.AddSingleton(registration);
+        builder.Services.TryAddSingleton(sp => new StreamProcessors(sp.GetServices<StreamRegistration>(), sp));
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, StreamHostedService>());
+        return builder;
+    }
+}

@@ -1,0 +1,22 @@
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Streams;
+
+/// <summary>The log events of Herald.Streams (ids 11000–11999).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 11000, Level = LogLevel.Information, Message = "Stream processor '{Processor}' started at position {Position} with {Entries} state entries")]
+    public static partial void ProcessorStarted(ILogger logger, string processor, long position, int entries);
+
+    [LoggerMessage(EventId = 11001, Level = LogLevel.Warning, Message = "Stream processor '{Processor}' dead-lettered the event at position {Position} ({EventType}): {Reason}")]
+    public static partial void EventDeadLettered(ILogger logger, Exception exception, string processor, long position, string eventType, string reason);
+
+    [LoggerMessage(EventId = 11002, Level = LogLevel.Warning, Message = "Stream processor '{Processor}': a late record reached '{Operator}' (event time {EventTime:o}, watermark {Watermark:o}) and went to the late handler")]
+    public static partial void LateRecord(ILogger logger, string processor, string @operator, DateTimeOffset eventTime, DateTimeOffset watermark);
+
+    [LoggerMessage(EventId = 11003, Level = LogLevel.Error, Message = "Stream processor '{Processor}' failed; it restarts from its last commit in {Delay}")]
+    public static partial void ProcessorFailed(ILogger logger, Exception exception, string processor, TimeSpan delay);
+
+    [LoggerMessage(EventId = 11004, Level = LogLevel.Information, Message = "Stream processor '{Processor}' stopped at position {Position}")]
+    public static partial void ProcessorStopped(ILogger logger, string processor, long position);
+}

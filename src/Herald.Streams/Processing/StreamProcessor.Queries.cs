@@ -1,0 +1,97 @@
+using Herald.Streams.Topology;
+
+namespace Herald.Streams;
+
+public sealed partial class StreamProcessor
+{
+    /// <summary>
+    /// The current value of <paramref name="key"/> in the table kept in <paramref name="storeName"/> (interactive query), or
+    /// default when it has none. Reads what this process has processed, including work not committed yet.
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">The topology has no store of that name.</exception>
+    public ValueTask<TValue?> QueryAsync<TKey, TValue>(string storeName, TKey key, CancellationToken cancellationToken = default)
+        where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        cancellationToken.ThrowIfCancellationRequested();
+        lock (_task.Gate)
+        {
+            return ValueTask.FromResult(Store(storeName).TryGet(StateCodec.Key(key), out var value) ? (TValue?)Unwrap(value) : default);
+        }
+    }
+
+    /// <summary>Every key of the table kept in <paramref name="storeName"/> with its current value, in key order.</summary>
+    /// <exception cref="KeyNotFoundException">The topology has no store of that name.</exception>
+    public ValueTask<IReadOnlyList<KeyValuePair<TKey, TValue>>> QueryAllAsync<TKey, TValue>(string storeName, CancellationToken cancellationToken = default)
+        where TKey : notnull
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        lock (_task.Gate)
+        {
+            IReadOnlyList<KeyValuePair<TKey, TValue>> all = [.. Store(storeName).Entries
+                .OrderBy(e => e.Key, StringComparer.Ordinal)
+                .Select(e => KeyValuePair.Create(StateCodec.DecodeKey<TKey>(e.Key), (TValue)Unwrap(e.Value)!))];
+            return ValueTask.FromResult(all);
+        }
+    }
+
+    /// <summary>
+    /// The windows (or sessions) of <paramref name="key"/> in the windowed aggregate kept in <paramref name="storeName"/> that
+    /// start in [<paramref name="from"/>, <paramref name="to"/>), open and retained closed ones alike, in start order.
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">The topology has no store of that name.</exception>
+    public ValueTask<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>> QueryWindowsAsync<TKey, TValue>(
+        string storeName, TKey key, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default)
+        where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        cancellationToken.ThrowIfCancellationRequested();
+        var keyJson = StateCodec.Key(key);
+        var result = new List<KeyValuePair<Windowed<TKey>, TValue>>();
+        lock (_task.Gate)
+        {
+            var store = Store(storeName);
+            if (store.TryGet(keyJson, out var sessions) && sessions is Array array)
+            {
+                foreach (SessionSlotView session in array.Cast<IWindowSlot>().Select(SessionSlotView.Of))
+                {
+                    Add(session.Start, session.End, session.Value);
+                }
+            }
+            else
+            {
+                foreach (var (stateKey, value) in store.Entries)
+                {
+                    if (value is IWindowSlot slot && stateKey.StartsWith(keyJson + "@", StringComparison.Ordinal))
+                    {
+                        Add(StateCodec.SplitWindowKey(stateKey).Start, slot.End, slot.Value);
+                    }
+                }
+            }
+        }
+
+        result.Sort((a, b) => a.Key.Window.Start.CompareTo(b.Key.Window.Start));
+        return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
+
+        void Add(long start, long end, object? value)
+        {
+            var window = new TimeWindow(new DateTimeOffset(start, TimeSpan.Zero), new DateTimeOffset(end, TimeSpan.Zero));
+            if (window.Start >= from && window.Start < to)
+            {
+                result.Add(KeyValuePair.Create(new Windowed<TKey>(key, window), (TValue)Unwrap(value)!));
+            }
+        }
+    }
+
+    private static object? Unwrap(object? value) => value is IReduced reduced ? reduced.Value : value;
+
+    private StateStore Store(string storeName) =>
+        storeName is not null && !storeName.StartsWith('$') && _task.Stores.TryGetValue(storeName, out var store)
+            ? store
+            : throw new KeyNotFoundException($"Stream processor '{Name}' has no state store named '{storeName}'; it has {string.Join(", ", _topology.StoreNames)}.");
+
+    private readonly record struct SessionSlotView(long Start, long End, object? Value)
+    {
+        public static SessionSlotView Of(IWindowSlot slot) => slot is ISessionSlot session ? new(session.Start, slot.End, slot.Value) : new(slot.End, slot.End, slot.Value);
+    }
+}

@@ -1,0 +1,169 @@
+using System.Globalization;
+using Herald.Streams.Topology;
+
+namespace Herald.Streams;
+
+/// <summary>
+/// Runs a built topology over one sequence of records: it keeps the stream time (the largest event time seen), the
+/// watermark (stream time − allowed out-of-orderness), the state of every operator, and the outputs waiting for the next
+/// commit. Not thread-safe: one task is driven by one loop at a time; <see cref="Gate"/> guards queries against it.
+/// </summary>
+internal sealed class StreamTask
+{
+    internal const string TaskStore = "$task";
+    private const string StreamTimeKey = "stream-time";
+    private readonly Dictionary<string, StateStore> _stores = new(StringComparer.Ordinal);
+    private readonly List<PendingOutput> _outputs = [];
+    private readonly long _outOfOrder;
+    private long _streamTime = long.MinValue;
+    private long _savedStreamTime = long.MinValue;
+    private long _lastWatermarkRun = long.MinValue;
+
+    public StreamTask(StreamTopology topology, TimeSpan allowedOutOfOrderness, Action<LateRecord>? onLate = null)
+    {
+        Topology = topology;
+        _outOfOrder = allowedOutOfOrderness.Ticks;
+        OnLate = onLate;
+        foreach (var spec in topology.Stores)
+        {
+            _stores.Add(spec.Name, new StateStore(spec));
+        }
+
+        _stores.Add(TaskStore, new StateStore(new StoreSpec(TaskStore, new StateCodec(v => ((long)v).ToString(CultureInfo.InvariantCulture), s => long.Parse(s, CultureInfo.InvariantCulture)), "task")));
+    }
+
+    public StreamTopology Topology { get; }
+
+    public Lock Gate { get; } = new();
+
+    /// <summary>Where late records go when their operator has no side output of its own.</summary>
+    public Action<LateRecord>? OnLate { get; }
+
+    /// <summary>The largest event time seen (UTC ticks), or <see cref="long.MinValue"/> before the first record.</summary>
+    public long StreamTime => _streamTime;
+
+    /// <summary>Stream time minus the allowed out-of-orderness: no record older than it is expected any more.</summary>
+    public long Watermark => _streamTime == long.MinValue ? long.MinValue : _streamTime - _outOfOrder;
+
+    /// <summary>Late records handed to <see cref="OnLate"/> (the operators' own side outputs not counted).</summary>
+    public long LateCount { get; private set; }
+
+    public IReadOnlyDictionary<string, StateStore> Stores => _stores;
+
+    public StateStore Store(string name) => _stores[name];
+
+    /// <summary>The current operator, named in the reason when a user function throws.</summary>
+    internal Node? Current { get; set; }
+
+    /// <summary>Loads a value read from the durable state store at start.</summary>
+    public void Load(string store, string key, string json)
+    {
+        if (!_stores.TryGetValue(store, out var state))
+        {
+            return; // A store the topology no longer has; its rows are left alone.
+        }
+
+        state.Load(key, json);
+        if (store == TaskStore && key == StreamTimeKey && state.TryGet(key, out var time))
+        {
+            _streamTime = _savedStreamTime = (long)time!;
+            _lastWatermarkRun = Watermark;
+        }
+    }
+
+    /// <summary>
+    /// Feeds one input message of a source type through the topology and then lets timed operators react to the watermark.
+    /// Returns false when no source of the topology takes the message's type. Exceptions from user functions propagate.
+    /// </summary>
+    public bool Process(object message, string key, DateTimeOffset time)
+    {
+        if (!Topology.Sources.TryGetValue(message.GetType(), out var sources))
+        {
+            return false;
+        }
+
+        var record = new StreamRecord(key, message, time.UtcTicks);
+        foreach (var source in sources)
+        {
+            source.Process(record, this);
+        }
+
+        AdvanceTimers();
+        return true;
+    }
+
+    /// <summary>Called by sources with each record's event time.</summary>
+    public void Observe(long time)
+    {
+        if (time > _streamTime)
+        {
+            _streamTime = time;
+        }
+    }
+
+    public void Emit(SinkNode sink, in StreamRecord record) => _outputs.Add(new PendingOutput(sink, record));
+
+    public void ReportLate(Node node, in StreamRecord record)
+    {
+        LateCount++;
+        OnLate?.Invoke(new LateRecord(node.Name, record.Key, record.Value, new DateTimeOffset(record.Time, TimeSpan.Zero), new DateTimeOffset(Watermark, TimeSpan.Zero)));
+    }
+
+    /// <summary>The outputs produced since the last call, in the order they were produced.</summary>
+    public List<PendingOutput> TakeOutputs()
+    {
+        var outputs = new List<PendingOutput>(_outputs);
+        _outputs.Clear();
+        return outputs;
+    }
+
+    /// <summary>Every state change since the last call, the stream time included.</summary>
+    public List<StateChange> TakeChanges()
+    {
+        if (_streamTime != _savedStreamTime)
+        {
+            _stores[TaskStore].Put(StreamTimeKey, _streamTime);
+            _savedStreamTime = _streamTime;
+        }
+
+        var changes = new List<StateChange>();
+        foreach (var store in _stores.Values)
+        {
+            changes.AddRange(store.TakeChanges());
+        }
+
+        return changes;
+    }
+
+    private void AdvanceTimers()
+    {
+        var watermark = Watermark;
+        if (watermark <= _lastWatermarkRun)
+        {
+            return;
+        }
+
+        _lastWatermarkRun = watermark;
+        foreach (var node in Topology.TimedNodes)
+        {
+            node.OnWatermark(this);
+        }
+    }
+}
+
+/// <summary>An output waiting for the next commit to reach its sink.</summary>
+internal readonly record struct PendingOutput(SinkNode Sink, StreamRecord Record);
+
+/// <summary>One changed entry of a state store: its JSON, or null when it was deleted.</summary>
+/// <param name="Store">The store's name.</param>
+/// <param name="Key">The entry's key.</param>
+/// <param name="Value">The entry's JSON, or null for a deletion.</param>
+public sealed record StateChange(string Store, string Key, string? Value);
+
+/// <summary>A record that came after its window closed, as the side output or the processor's late handler sees it.</summary>
+/// <param name="Operator">The operator that refused it.</param>
+/// <param name="Key">Its key.</param>
+/// <param name="Value">Its value.</param>
+/// <param name="EventTime">Its event time.</param>
+/// <param name="Watermark">The watermark when it came.</param>
+public sealed record LateRecord(string Operator, object? Key, object? Value, DateTimeOffset EventTime, DateTimeOffset Watermark);

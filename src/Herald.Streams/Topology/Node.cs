@@ -1,0 +1,49 @@
+namespace Herald.Streams.Topology;
+
+/// <summary>A record flowing through a task: its key, its value and its event time (UTC ticks).</summary>
+internal readonly record struct StreamRecord(object? Key, object? Value, long Time);
+
+/// <summary>
+/// One operator of a built topology. Nodes hold no state of their own (state lives in the task's stores), so one built
+/// topology serves every task at once.
+/// </summary>
+internal abstract class Node(string name)
+{
+    private Node[] _children = [];
+
+    /// <summary>The operator's name in errors and metrics (<c>kind-index</c>).</summary>
+    public string Name { get; } = name;
+
+    /// <summary>Where records go next; set while building, frozen once the builder has built.</summary>
+    public IReadOnlyList<Node> Children => _children;
+
+    /// <summary>The state stores this operator owns.</summary>
+    public virtual IEnumerable<StoreSpec> Stores => [];
+
+    /// <summary>True for operators that act when the watermark moves (closing windows, ending joins).</summary>
+    public virtual bool IsTimed => false;
+
+    public void AddChild(Node child) => _children = [.. _children, child];
+
+    /// <summary>What is wrong with this operator's definition, if anything (checked at build).</summary>
+    public virtual string? Problem() => null;
+
+    public abstract void Process(in StreamRecord record, StreamTask task);
+
+    /// <summary>Called once per input record after the watermark advanced, in topological order.</summary>
+    public virtual void OnWatermark(StreamTask task)
+    {
+    }
+
+    protected void Forward(in StreamRecord record, StreamTask task)
+    {
+        var children = _children;
+        for (var i = 0; i < children.Length; i++)
+        {
+            children[i].Process(record, task);
+        }
+    }
+}
+
+/// <summary>A state store an operator owns: its name and how its values are written to the durable store.</summary>
+internal sealed record StoreSpec(string Name, StateCodec Codec, string Operator);

@@ -1,0 +1,92 @@
+using System.Text;
+using Herald.EventSourcing;
+using Herald.Messages;
+using Herald.Reliability.DeadLetters;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Herald.Streams.Tests;
+
+public sealed class ProcessorTests
+{
+    [Fact]
+    public async Task InMemory_AFailedCommitMidStream_ResumesWithoutLossOrDoubleCount() =>
+        await ProcessorScenario.RunAsync(_ => { }, sharedHost: true);
+
+    [Fact]
+    public async Task UndecodableAndUnkeyableEvents_GoToTheDeadLettersWithTheReason_AndTheProcessorGoesOn()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        await events.AppendAsync("order-1", ExpectedVersion.Any, [envelopes.Create(ProcessorScenario.OrderAt(1))]);
+        var broken = envelopes.Create(ProcessorScenario.OrderAt(2)) with { Body = Encoding.UTF8.GetBytes("{not json") };
+        await events.AppendAsync("order-2", ExpectedVersion.Any, [broken]);
+        await events.AppendAsync("order-3", ExpectedVersion.Any, [envelopes.Create(ProcessorScenario.OrderAt(3) with { ProductId = null! })]);
+        await events.AppendAsync("order-4", ExpectedVersion.Any, [envelopes.Create(ProcessorScenario.OrderAt(5))]);
+        var head = await events.GetLastPositionAsync();
+
+        var builder = new StreamBuilder();
+        builder.Stream<Order>().GroupBy(o => o.ProductId).Count("orders");
+        await using var processor = new StreamProcessor("bad-input", builder.Build(), host.Services);
+        await processor.StartAsync();
+        await processor.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(2L, await processor.QueryAsync<string, long>("orders", "p1")); // orders 1 and 5; 2 and 3 were refused
+        var deadLetters = await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:bad-input" });
+        Assert.Equal(2, deadLetters.Count);
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetters[0].Cause);
+        Assert.Equal(broken.MessageId, deadLetters[0].Envelope.MessageId);
+        Assert.Contains("could not be decoded", deadLetters[0].ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(DeadLetterCause.NotRetryable, deadLetters[1].Cause);
+        Assert.Contains("cannot be keyed", deadLetters[1].ErrorMessage, StringComparison.Ordinal);
+        Assert.Contains("selectkey-", deadLetters[1].ErrorMessage, StringComparison.Ordinal);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task QueryAsync_ReadsTablesAndRefusesUnknownStores()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        for (var i = 0; i < 8; i++)
+        {
+            await events.AppendAsync("order-" + i, ExpectedVersion.Any, [envelopes.Create(ProcessorScenario.OrderAt(i))]);
+        }
+
+        var builder = new StreamBuilder();
+        builder.Stream<Order>().GroupBy(o => o.ProductId).Reduce((a, b) => a.Amount >= b.Amount ? a : b, "largest");
+        await using var processor = new StreamProcessor("queries", builder.Build(), host.Services, new StreamProcessorOptions { Source = StreamSource.Category("order") });
+        await processor.StartAsync();
+        await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+
+        var all = await processor.QueryAllAsync<string, Order>("largest");
+        Assert.Equal(["p0", "p1", "p2", "p3"], all.Select(a => a.Key));
+        Assert.Equal("o5", all[1].Value.OrderId); // p1: o1 (2), o5 (6)
+        Assert.Equal("o5", (await processor.QueryAsync<string, Order>("largest", "p1"))!.OrderId);
+        Assert.Null(await processor.QueryAsync<string, Order>("largest", "nope"));
+        await Assert.ThrowsAsync<KeyNotFoundException>(async () => await processor.QueryAsync<string, long>("missing", "p1"));
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task ExternalSource_ProcessAsyncCommitsStateInTheCallersUnitOfWork()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var builder = new StreamBuilder();
+        builder.Stream<Order>().GroupBy(o => o.ProductId).Count("counts");
+        var topology = builder.Build();
+        await using (var processor = new StreamProcessor("external", topology, host.Services, new StreamProcessorOptions { Source = StreamSource.External }))
+        {
+            await processor.StartAsync();
+            await processor.ProcessAsync(ProcessorScenario.OrderAt(0), "k", DateTimeOffset.UnixEpoch);
+            await processor.ProcessAsync(ProcessorScenario.OrderAt(4), "k", DateTimeOffset.UnixEpoch);
+        }
+
+        // A new processor of the same name loads the committed state.
+        await using var again = new StreamProcessor("external", topology, host.Services, new StreamProcessorOptions { Source = StreamSource.External });
+        await again.StartAsync();
+        Assert.Equal(2L, await again.QueryAsync<string, long>("counts", "p0"));
+        await host.StopAsync();
+    }
+}

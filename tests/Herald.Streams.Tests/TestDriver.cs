@@ -1,0 +1,76 @@
+using Herald.Persistence;
+using Herald.Streams;
+using Herald.Streams.Topology;
+
+namespace Herald.Streams.Tests;
+
+/// <summary>Runs a topology in one task with explicit event times, writing sink outputs after every input (no I/O).</summary>
+internal sealed class TestDriver
+{
+    private static readonly DateTimeOffset T0 = new(2026, 1, 1, 12, 0, 0, TimeSpan.Zero);
+
+    public TestDriver(StreamTopology topology, TimeSpan? outOfOrder = null)
+    {
+        Task = new StreamTask(topology, outOfOrder ?? TimeSpan.Zero, Late.Add);
+    }
+
+    public StreamTask Task { get; }
+
+    public List<LateRecord> Late { get; } = [];
+
+    public static DateTimeOffset At(double minutes) => T0.AddMinutes(minutes);
+
+    public TestDriver Send<T>(string key, T value, double minutes) => Send(key, value, At(minutes));
+
+    public TestDriver Send<T>(string key, T value, DateTimeOffset time)
+    {
+        Task.Process(value!, key, time);
+        Flush();
+        return this;
+    }
+
+    public void Flush()
+    {
+        var context = new StreamSinkContext("test", EmptyServices.Instance, new NoUnitOfWork());
+        foreach (var group in Task.TakeOutputs().GroupBy(o => o.Sink))
+        {
+            group.Key.Writer.WriteAsync([.. group.Select(o => o.Record)], context, CancellationToken.None).AsTask().GetAwaiter().GetResult();
+        }
+    }
+
+    private sealed class EmptyServices : IServiceProvider
+    {
+        public static readonly EmptyServices Instance = new();
+
+        public object? GetService(Type serviceType) => null;
+    }
+
+    private sealed class NoUnitOfWork : IUnitOfWork
+    {
+        public bool IsCompleted => false;
+
+        public void OnCommitted(Func<CancellationToken, ValueTask> callback)
+        {
+        }
+
+        public void OnRolledBack(Func<CancellationToken, ValueTask> callback)
+        {
+        }
+
+        public ValueTask CommitAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+
+        public ValueTask RollbackAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+    }
+}
+
+internal static class Collect
+{
+    /// <summary>A sink that appends every output to <paramref name="into"/>.</summary>
+    public static IStreamSink<TKey, TValue> Into<TKey, TValue>(List<StreamOutput<TKey, TValue>> into) => StreamSinks.Callback<TKey, TValue>(into.Add);
+}
+
+public sealed record Order(string OrderId, string ProductId, decimal Amount, DateTimeOffset PlacedAt);
+
+public sealed record Payment(string OrderId, decimal Amount, DateTimeOffset PaidAt);
+
+public sealed record Click(string User, string Page);

@@ -1,0 +1,171 @@
+namespace Herald.Streams.Tests;
+
+public sealed class WindowTests
+{
+    private static readonly TimeSpan Five = TimeSpan.FromMinutes(5);
+
+    private static (TestDriver Driver, List<StreamOutput<Windowed<string>, decimal>> Out, List<StreamOutput<string, Order>> Late) Revenue(
+        WindowDefinition windows, bool suppress, TimeSpan outOfOrder, bool lateOutput = true)
+    {
+        var builder = new StreamBuilder();
+        var windowed = builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId).WindowedBy(windows);
+        var late = new List<StreamOutput<string, Order>>();
+        if (suppress)
+        {
+            windowed = windowed.SuppressUntilWindowCloses();
+        }
+
+        if (lateOutput)
+        {
+            windowed = windowed.WithLateOutput(s => s.To(Collect.Into(late)));
+        }
+
+        var outputs = new List<StreamOutput<Windowed<string>, decimal>>();
+        windowed.Aggregate(() => 0m, (_, o, sum) => sum + o.Amount, "revenue", (_, a, b) => a + b).ToStream().To(Collect.Into(outputs));
+        return (new TestDriver(builder.Build(), outOfOrder), outputs, late);
+    }
+
+    private static Order At(string product, decimal amount, double minutes) => new(Guid.NewGuid().ToString(), product, amount, TestDriver.At(minutes));
+
+    private static TestDriver Send(TestDriver driver, Order order) => driver.Send(order.OrderId, order, DateTimeOffset.MinValue);
+
+    [Fact]
+    public void RevenuePerProductIn5MinuteTumblingWindows_SeedExample_EmitsFinalSumsWhenWindowsClose()
+    {
+        var (driver, outputs, late) = Revenue(TumblingWindows.Of(Five).WithGrace(TimeSpan.FromMinutes(1)), suppress: true, outOfOrder: TimeSpan.FromMinutes(2));
+
+        // Out of order within the allowed 2 minutes, with explicit event times (the selector reads PlacedAt).
+        Send(driver, At("apple", 10, 0.5));
+        Send(driver, At("pear", 7, 1));
+        Send(driver, At("apple", 5, 4.9));
+        Send(driver, At("apple", 1, 3)); // out of order, still on time
+        Send(driver, At("apple", 2, 6));
+        Assert.Empty(outputs); // watermark 6 − 2 = 4 < 5 + 1: nothing closed yet
+        Send(driver, At("pear", 3, 8.5)); // watermark 6.5 ≥ 6: [0, 5) closes
+        Assert.Equal(
+            [("apple", 0d, 16m), ("pear", 0d, 7m)],
+            outputs.Select(o => (o.Key.Key, (o.Key.Window.Start - TestDriver.At(0)).TotalMinutes, o.Value)).OrderBy(x => x.Key));
+
+        Send(driver, At("apple", 100, 2)); // window [0, 5) closed: late, to the side output
+        Assert.Single(late);
+        Assert.Equal(100m, late[0].Value.Amount);
+
+        Send(driver, At("apple", 1, 30)); // closes [5, 10)
+        Assert.Equal(4, outputs.Count);
+        Assert.Contains(outputs, o => o.Key.Key == "apple" && o.Key.Window.Start == TestDriver.At(5) && o.Value == 2m);
+        Assert.Contains(outputs, o => o.Key.Key == "pear" && o.Key.Window.Start == TestDriver.At(5) && o.Value == 3m);
+        Assert.All(outputs, o => Assert.Equal(o.Key.Window.End, o.EventTime));
+    }
+
+    [Fact]
+    public void TumblingWindows_WithoutSuppression_EmitEveryUpdate()
+    {
+        var (driver, outputs, _) = Revenue(TumblingWindows.Of(Five), suppress: false, outOfOrder: TimeSpan.Zero);
+
+        Send(driver, At("a", 1, 1));
+        Send(driver, At("a", 2, 2));
+        Send(driver, At("a", 4, 7));
+
+        Assert.Equal([1m, 3m, 4m], outputs.Select(o => o.Value));
+        Assert.Equal([TestDriver.At(0), TestDriver.At(0), TestDriver.At(5)], outputs.Select(o => o.Key.Window.Start));
+    }
+
+    [Fact]
+    public void GracePeriod_AcceptsAnEventAfterTheWindowEndUntilEndPlusGrace()
+    {
+        var (driver, outputs, late) = Revenue(TumblingWindows.Of(Five).WithGrace(TimeSpan.FromMinutes(2)), suppress: false, outOfOrder: TimeSpan.Zero);
+
+        Send(driver, At("a", 1, 1));
+        Send(driver, At("a", 1, 6.5)); // watermark 6.5 < 5 + 2
+        Send(driver, At("a", 10, 4)); // still within grace
+        Send(driver, At("a", 1, 7)); // watermark 7 = 5 + 2: [0, 5) closes
+        Send(driver, At("a", 10, 4.5)); // late now
+
+        Assert.Equal(11m, outputs.Last(o => o.Key.Window.Start == TestDriver.At(0)).Value);
+        Assert.Single(late);
+    }
+
+    [Fact]
+    public void LateEvents_WithoutASideOutput_GoToTheProcessorsLateHandler()
+    {
+        var (driver, outputs, _) = Revenue(TumblingWindows.Of(Five), suppress: false, outOfOrder: TimeSpan.Zero, lateOutput: false);
+
+        Send(driver, At("a", 1, 6));
+        Send(driver, At("a", 9, 1));
+
+        Assert.Single(outputs);
+        var late = Assert.Single(driver.Late);
+        Assert.StartsWith("window-aggregate-", late.Operator, StringComparison.Ordinal);
+        Assert.Equal(TestDriver.At(1), late.EventTime);
+        Assert.Equal(TestDriver.At(6), late.Watermark);
+        Assert.Equal(1, driver.Task.LateCount);
+    }
+
+    [Fact]
+    public void HoppingWindows_CountAnEventInEachWindowThatContainsIt()
+    {
+        var (driver, outputs, _) = Revenue(HoppingWindows.Of(TimeSpan.FromMinutes(10), Five), suppress: true, outOfOrder: TimeSpan.Zero);
+
+        Send(driver, At("a", 1, 7)); // in [0, 10) and [5, 15)
+        Send(driver, At("a", 2, 12)); // in [5, 15) and [10, 20); closes [0, 10)
+        Send(driver, At("a", 0, 40)); // closes everything before 40
+
+        var byStart = outputs.ToDictionary(o => (o.Key.Window.Start - TestDriver.At(0)).TotalMinutes, o => o.Value);
+        Assert.Equal(1m, byStart[0]);
+        Assert.Equal(3m, byStart[5]);
+        Assert.Equal(2m, byStart[10]);
+        Assert.Equal(TimeSpan.FromMinutes(10), outputs[0].Key.Window.End - outputs[0].Key.Window.Start);
+    }
+
+    [Fact]
+    public void SessionWindows_MergeSessionsThatAnOutOfOrderEventBridges()
+    {
+        var (driver, outputs, late) = Revenue(SessionWindows.WithGap(TimeSpan.FromMinutes(3)), suppress: true, outOfOrder: TimeSpan.FromMinutes(10));
+
+        Send(driver, At("a", 1, 0));
+        Send(driver, At("a", 2, 2)); // extends [0, 2]
+        Send(driver, At("a", 4, 7)); // new session [7, 7] (gap 5 > 3)
+        Send(driver, At("a", 8, 4.5)); // bridges both: [0, 7] = 15
+        Send(driver, At("b", 1, 5));
+        Assert.Empty(outputs);
+        Send(driver, At("a", 16, 30)); // watermark 20 ≥ 7 + 3: closes [0, 7] and b's [5, 5]
+        Assert.Empty(late);
+
+        var a = Assert.Single(outputs, o => o.Key.Key == "a");
+        Assert.Equal(new TimeWindow(TestDriver.At(0), TestDriver.At(7)), a.Key.Window);
+        Assert.Equal(15m, a.Value);
+        Assert.Equal(1m, Assert.Single(outputs, o => o.Key.Key == "b").Value);
+
+        Send(driver, At("a", 1, 9)); // 9 + 0 grace < watermark 20: late
+        Assert.Single(late);
+    }
+
+    [Fact]
+    public void SessionWindows_WithoutSuppression_EmitTheGrowingSession()
+    {
+        var builder = new StreamBuilder();
+        var outputs = new List<StreamOutput<Windowed<string>, long>>();
+        builder.Stream<Click>().GroupByKey().WindowedBy(SessionWindows.WithGap(TimeSpan.FromMinutes(1))).Count("sessions").ToStream().To(Collect.Into(outputs));
+        var driver = new TestDriver(builder.Build());
+
+        driver.Send("u", new Click("u", "a"), 0).Send("u", new Click("u", "b"), 0.5).Send("u", new Click("u", "c"), 5);
+
+        Assert.Equal([1L, 2L, 1L], outputs.Select(o => o.Value));
+        Assert.Equal(TestDriver.At(0.5), outputs[1].Key.Window.End);
+    }
+
+    [Fact]
+    public void ClosedWindows_AreRemovedFromStateAfterTheirRetention()
+    {
+        var builder = new StreamBuilder();
+        builder.Stream<Click>().GroupByKey().WindowedBy(TumblingWindows.Of(Five)).RetainClosedWindowsFor(TimeSpan.FromMinutes(10)).Count("counts");
+        var driver = new TestDriver(builder.Build());
+
+        driver.Send("u", new Click("u", "a"), 1).Send("u", new Click("u", "a"), 6);
+        Assert.Equal(2, driver.Task.Store("counts").Count); // [0, 5) closed but retained
+
+        driver.Send("u", new Click("u", "a"), 16);
+        Assert.Equal(2, driver.Task.Store("counts").Count); // [0, 5) gone at 15, [5, 10) retained, [15, 20) open
+        Assert.DoesNotContain(driver.Task.Store("counts").Entries, e => e.Key.EndsWith("@" + TestDriver.At(0).UtcTicks, StringComparison.Ordinal));
+    }
+}
