@@ -153,17 +153,21 @@ internal sealed class ScaleBenchmark : IBenchmark
                 before = await probe.ReadAsync(cancellationToken);
             }
 
+            // Each store goes on to the next step while its own step fits in the time left (a slow store stops, the others go on;
+            // the stores earlier in the list have the first claim on the time).
+            var running = new List<ScaleEventStore>(stores);
             foreach (var step in steps)
             {
-                var predicted = stores.Sum(s => ((step - s.Count) / s.LoadRate) + 6 + (s.HasSubscription ? step / catchUpRate : 0));
-                if (clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
+                foreach (var store in running.ToList())
                 {
-                    notes.Add($"Event stores stopped before {Curve.Size(step)} events: about {predicted:0} s predicted, {(deadline - clock.Elapsed).TotalSeconds:0} s left of their share.");
-                    break;
-                }
+                    var predicted = Predict(store, step);
+                    if (clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
+                    {
+                        notes.Add($"{store.Name} stopped before {Curve.Size(step)} events: about {predicted:0} s predicted, {(deadline - clock.Elapsed).TotalSeconds:0} s left of the event stores' share.");
+                        running.Remove(store);
+                        continue;
+                    }
 
-                foreach (var store in stores)
-                {
                     // Grow to a little under the step, so that the measurements (which append too) end near it.
                     await store.GrowAsync(step - BatchEvents, cancellationToken);
                     var c = curves[store.Name];
@@ -195,6 +199,8 @@ internal sealed class ScaleBenchmark : IBenchmark
                     }
                 }
             }
+
+            double Predict(ScaleEventStore s, long step) => ((step - s.Count) / s.LoadRate) + 8 + (s.HasSubscription ? step / catchUpRate : 0);
         }
         finally
         {
