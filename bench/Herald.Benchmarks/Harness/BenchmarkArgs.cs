@@ -15,12 +15,20 @@ internal sealed record BenchmarkArgs
     /// <summary>Where to write the markdown results; null: the default path; "-": nowhere.</summary>
     public string? Out { get; init; }
 
+    /// <summary>The largest size a growing benchmark (scale) goes to; null: its default.</summary>
+    public long? MaxEvents { get; init; }
+
+    /// <summary>The wall-clock bound of a growing benchmark (scale), in seconds; null: its default.</summary>
+    public int? MaxSeconds { get; init; }
+
     /// <summary>The line a results file opens with: the command that produced it, with every option given, and what kind of run it was.</summary>
     public string Heading(string benchmark)
     {
         var options = (Quick ? " --quick" : "")
             + (Repeat is { } repeat ? " --repeat " + repeat.ToString(System.Globalization.CultureInfo.InvariantCulture) : "")
-            + (Only.Count > 0 ? " --only " + string.Join(',', Only) : "");
+            + (Only.Count > 0 ? " --only " + string.Join(',', Only) : "")
+            + (MaxEvents is { } maxEvents ? " --max-events " + maxEvents.ToString(System.Globalization.CultureInfo.InvariantCulture) : "")
+            + (MaxSeconds is { } maxSeconds ? " --max-seconds " + maxSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture) : "");
         return $"`dotnet run -c Release --project bench/Herald.Benchmarks -- {benchmark}{options}` — {(Quick ? "quick smoke run: small counts, not representative" : "full run")}.";
     }
 
@@ -43,6 +51,14 @@ internal sealed record BenchmarkArgs
                     break;
                 case "--only" when i + 1 < args.Length:
                     result = result with { Only = args[i + 1].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) };
+                    i++;
+                    break;
+                case "--max-events" when i + 1 < args.Length && long.TryParse(args[i + 1], out var maxEvents) && maxEvents > 0:
+                    result = result with { MaxEvents = maxEvents };
+                    i++;
+                    break;
+                case "--max-seconds" when i + 1 < args.Length && int.TryParse(args[i + 1], out var maxSeconds) && maxSeconds > 0:
+                    result = result with { MaxSeconds = maxSeconds };
                     i++;
                     break;
                 case "--out" when i + 1 < args.Length:

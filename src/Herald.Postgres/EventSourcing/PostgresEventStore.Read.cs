@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Herald.EventSourcing;
 using Herald.Internal;
+using Herald.Postgres.Internal;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -168,22 +169,10 @@ internal sealed partial class PostgresEventStore
     private async Task<(List<RecordedEvent> Page, long Bound)> ReadAllPageAsync(Runtime runtime, long after, EventFilter? filter, int limit, CancellationToken cancellationToken)
     {
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(runtime.Sql.ReadAll(filter), connection);
-        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = after, NpgsqlDbType = NpgsqlDbType.Bigint });
-        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = limit, NpgsqlDbType = NpgsqlDbType.Integer });
-        if (filter?.Category is { } category)
-        {
-            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = category, NpgsqlDbType = NpgsqlDbType.Text });
-        }
-
-        if (filter?.EventTypes is { } types)
-        {
-            command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. types], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        }
-
+        await using var batch = PlannerGuard.Batch(connection, runtime.Sql.ReadAll(filter), ReadAllParameters(after, limit, filter));
         var page = new List<RecordedEvent>(Math.Min(limit, 256));
         var bound = 0L;
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using var reader = await PlannerGuard.ExecuteReaderAsync(batch, cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
             bound = reader.GetInt64(0);
@@ -199,12 +188,9 @@ internal sealed partial class PostgresEventStore
     private async Task<List<RecordedEvent>> ReadStreamPageAsync(Runtime runtime, string stream, bool forward, long from, int limit, CancellationToken cancellationToken)
     {
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(forward ? runtime.Sql.ReadStreamForward : runtime.Sql.ReadStreamBackward, connection);
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = stream, NpgsqlDbType = NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = from, NpgsqlDbType = NpgsqlDbType.Bigint });
-        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = limit, NpgsqlDbType = NpgsqlDbType.Integer });
+        await using var batch = PlannerGuard.Batch(connection, forward ? runtime.Sql.ReadStreamForward : runtime.Sql.ReadStreamBackward, ReadStreamParameters(stream, from, limit));
         var page = new List<RecordedEvent>(Math.Min(limit, 256));
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using var reader = await PlannerGuard.ExecuteReaderAsync(batch, cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
             page.Add(EventRows.Read(reader, 0));
@@ -212,6 +198,35 @@ internal sealed partial class PostgresEventStore
 
         return page;
     }
+
+    /// <summary>The parameters of <see cref="EventStoreSql.ReadAll"/> for a page (the plan tests explain the same statement).</summary>
+    internal static List<NpgsqlParameter> ReadAllParameters(long after, int limit, EventFilter? filter)
+    {
+        var parameters = new List<NpgsqlParameter>(4)
+        {
+            new NpgsqlParameter<long> { TypedValue = after, NpgsqlDbType = NpgsqlDbType.Bigint },
+            new NpgsqlParameter<int> { TypedValue = limit, NpgsqlDbType = NpgsqlDbType.Integer },
+        };
+        if (filter?.Category is { } category)
+        {
+            parameters.Add(new NpgsqlParameter<string> { TypedValue = category, NpgsqlDbType = NpgsqlDbType.Text });
+        }
+
+        if (filter?.EventTypes is { } types)
+        {
+            parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. types], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        }
+
+        return parameters;
+    }
+
+    /// <summary>The parameters of a stream page, forward or backward.</summary>
+    internal static NpgsqlParameter[] ReadStreamParameters(string stream, long from, int limit) =>
+    [
+        new NpgsqlParameter<string> { TypedValue = stream, NpgsqlDbType = NpgsqlDbType.Text },
+        new NpgsqlParameter<long> { TypedValue = from, NpgsqlDbType = NpgsqlDbType.Bigint },
+        new NpgsqlParameter<int> { TypedValue = limit, NpgsqlDbType = NpgsqlDbType.Integer },
+    ];
 
     /// <summary>The visibility bound, the highest readable position, and whether committed events wait above the bound.</summary>
     private readonly record struct Head(long Bound, long Last, bool HeldBack);

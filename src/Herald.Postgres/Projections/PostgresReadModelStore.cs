@@ -305,7 +305,7 @@ internal sealed class PostgresReadModelStore : IReadModelStore
     private TableSql Sql(string table, int generation) => _sql.GetOrAdd((table, generation), static (key, schema) => new TableSql(schema, key.Table, key.Generation), _schema);
 
     /// <summary>The statements on one generation's table; its name is built from a validated table name and a number.</summary>
-    private sealed class TableSql
+    internal sealed class TableSql
     {
         // Schema-qualified and quoted, as statements name it.
         private readonly string _qualified;

@@ -47,6 +47,12 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
         _recordRetry = $"UPDATE {table} SET retry_count = retry_count + 1, last_retry_error = $2, last_retry_time = $3 WHERE id = $1";
     }
 
+    /// <summary>A page of dead letters: the filters (<see cref="Filters"/>) then $7 the limit.</summary>
+    internal string ListSql => _list;
+
+    /// <summary>The count of dead letters matching the filters.</summary>
+    internal string CountSql => _count;
+
     /// <inheritdoc />
     public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
@@ -120,7 +126,7 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     public async ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
-        return await _store.ExecuteAloneAsync(_deleteMany, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], cancellationToken).ConfigureAwait(false);
+        return await _store.ExecuteGuardedAloneAsync(_deleteMany, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -131,7 +137,7 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
         return await _store.ExecuteAloneAsync(_recordRetry, parameters, cancellationToken).ConfigureAwait(false) == 1;
     }
 
-    private static NpgsqlParameter[] Filters(DeadLetterQuery query) =>
+    internal static NpgsqlParameter[] Filters(DeadLetterQuery query) =>
     [
         EnvelopeColumns.Text(query.Endpoint),
         EnvelopeColumns.Text(query.MessageType),

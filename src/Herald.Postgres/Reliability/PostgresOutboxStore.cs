@@ -56,6 +56,12 @@ internal sealed class PostgresOutboxStore : IOutboxStore
         _deleteSent = $"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE sent_at < $1 ORDER BY sent_at LIMIT $2)";
     }
 
+    /// <summary>The relay's fetch: pending rows in order ($1 limit), or only the rows due ($2 the time) when <paramref name="due"/>.</summary>
+    internal string FetchSql(bool due) => due ? _fetchDue : _fetch;
+
+    /// <summary>The count of pending rows.</summary>
+    internal string CountSql => _count;
+
     /// <inheritdoc />
     public async ValueTask AddAsync(IReadOnlyList<OutboxMessage> messages, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
     {
@@ -121,7 +127,7 @@ internal sealed class PostgresOutboxStore : IOutboxStore
     public async ValueTask<int> DeleteSentAsync(DateTimeOffset sentBefore, int maxCount, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
-        return await _store.ExecuteAloneAsync(_deleteSent, [EnvelopeColumns.Time(sentBefore), EnvelopeColumns.Int(maxCount)], cancellationToken).ConfigureAwait(false);
+        return await _store.ExecuteGuardedAloneAsync(_deleteSent, [EnvelopeColumns.Time(sentBefore), EnvelopeColumns.Int(maxCount)], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

@@ -78,20 +78,25 @@ internal sealed class PostgresSagaStore : ISagaStore
     public async ValueTask<IReadOnlyList<SagaInstance>> ListAsync(SagaQuery query, CancellationToken cancellationToken = default)
     {
         SagaValidation.Validate(query);
-        NpgsqlParameter[] parameters =
-        [
-            EnvelopeColumns.Text(query.SagaType),
-            new NpgsqlParameter
-            {
-                Value = query.Statuses is { Count: > 0 } statuses ? statuses.Select(s => s.ToString()).ToArray() : DBNull.Value,
-                NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text,
-            },
-            EnvelopeColumns.Text(query.After?.SagaType),
-            EnvelopeColumns.Text(query.After?.Id),
-            EnvelopeColumns.Int(query.Limit),
-        ];
-        return await _store.QueryAloneAsync(_list, parameters, Read, cancellationToken).ConfigureAwait(false);
+        return await _store.QueryAloneAsync(_list, ListParameters(query), Read, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>A page of instances: $1 type, $2 statuses, $3/$4 the key to start after, $5 the limit (a null turns a filter off).</summary>
+    internal string ListSql => _list;
+
+    /// <summary>The parameters of <see cref="ListSql"/> for a query.</summary>
+    internal static NpgsqlParameter[] ListParameters(SagaQuery query) =>
+    [
+        EnvelopeColumns.Text(query.SagaType),
+        new NpgsqlParameter
+        {
+            Value = query.Statuses is { Count: > 0 } statuses ? statuses.Select(s => s.ToString()).ToArray() : DBNull.Value,
+            NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text,
+        },
+        EnvelopeColumns.Text(query.After?.SagaType),
+        EnvelopeColumns.Text(query.After?.Id),
+        EnvelopeColumns.Int(query.Limit),
+    ];
 
     public async ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default)
     {

@@ -171,10 +171,9 @@ internal sealed class PostgresQueueTransport : ITransport
     public async Task<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default)
     {
         await StartAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = _dataSource.CreateCommand(Sql.ReadDeadLetters);
-        command.Parameters.Add(Text(queue));
-        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = max });
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var batch = PlannerGuard.Batch(connection, Sql.ReadDeadLetters, [Text(queue), new NpgsqlParameter<int> { TypedValue = max }]);
+        await using var reader = await PlannerGuard.ExecuteReaderAsync(batch, cancellationToken).ConfigureAwait(false);
         var list = new List<QueueDeadLetter>();
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {

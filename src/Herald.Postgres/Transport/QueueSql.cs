@@ -59,8 +59,7 @@ internal sealed class QueueSql
         // since the last ANALYZE) the planner believes a queue holds a few dozen rows, and reads and sorts every ready row of
         // it for each claim instead of walking the ready index in order and stopping after the batch: a claim then costs
         // time in proportion to the backlog. Local to the transaction, so nothing else on the connection is affected.
-        ClaimPlanGuard =
-            "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)";
+        ClaimPlanGuard = PlannerGuard.Sql;
 
         // Settlements act only under the claim that took the message: its owner and its attempts (always the last
         // parameter), which every later claim of the message changes (one by this same owner after the lease ran out too),

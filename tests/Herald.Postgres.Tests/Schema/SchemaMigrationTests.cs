@@ -30,6 +30,42 @@ public sealed class SchemaMigrationTests
     }
 
     [Fact]
+    public async Task Start_OnASchemaAtVersion7_UpgradesTheEventsTableSettings()
+    {
+        // Issue 16: version 8 sets storage parameters on the events table and its primary key of an existing database.
+        await using var schema = new TemporarySchema();
+        var options = new PostgresStoreOptions { Schema = schema.Name };
+        var s = $"\"{schema.Name}\"";
+        await using (await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options))
+        {
+        }
+
+        Assert.Equal("{autovacuum_analyze_scale_factor=0.5}", await ReloptionsAsync(schema.Name, "events"));
+        Assert.Equal("{fillfactor=100}", await ReloptionsAsync(schema.Name, "events_pkey"));
+        await PostgresTestDatabase.ExecuteAsync($"""
+            ALTER TABLE {s}.events RESET (autovacuum_analyze_scale_factor);
+            ALTER INDEX {s}.events_pkey RESET (fillfactor);
+            DELETE FROM {s}.schema_version WHERE version = 8;
+            """);
+        Assert.Equal("", await ReloptionsAsync(schema.Name, "events"));
+
+        await using (await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options))
+        {
+        }
+
+        Assert.Equal(AllVersions, await VersionsAsync(schema.Name));
+        Assert.Equal("{autovacuum_analyze_scale_factor=0.5}", await ReloptionsAsync(schema.Name, "events"));
+        Assert.Equal("{fillfactor=100}", await ReloptionsAsync(schema.Name, "events_pkey"));
+    }
+
+    private static async Task<string> ReloptionsAsync(string schema, string relation)
+    {
+        var options = await PostgresTestDatabase.ScalarAsync<string>(
+            $"SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = '\"{schema}\".{relation}'::regclass");
+        return options.Length == 0 ? "" : "{" + options + "}";
+    }
+
+    [Fact]
     public async Task Start_AppliesAListedVersionBelowTheHighestRecorded_SoVersionGapsMergeCleanly()
     {
         await using var schema = new TemporarySchema();

@@ -1,0 +1,342 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Herald.Benchmarks.EventStore;
+using Herald.Benchmarks.Harness;
+using Herald.Postgres;
+using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Transport;
+using Herald.Sqlite.EventSourcing;
+using Herald.Sqlite.Transport;
+using Npgsql;
+
+namespace Herald.Benchmarks.Scale;
+
+/// <summary>
+/// Issue 16: the cost of store and queue operations as the data grows. Event stores (Herald PostgreSQL and SQLite, Marten)
+/// are grown in steps by bulk appends and measured at each; the queues get a growing backlog; the PostgreSQL outbox and
+/// dead-letter tables grow too. Bounded by <c>--max-events</c> and <c>--max-seconds</c>: a step that would not fit in the
+/// time left is not started. Every row is a curve, with cost(largest)/cost(first) against the 1.5× target.
+/// </summary>
+internal sealed class ScaleBenchmark : IBenchmark
+{
+    private const int ReadEvents = 20_000;
+    private const int BatchEvents = 20_000;
+    private const int ClaimAckMessages = 3_000;
+    private const int RelayMessages = 2_000;
+    private static readonly TimeSpan WriterTime = TimeSpan.FromSeconds(2);
+    private static readonly long[] Steps = [100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000];
+    private static readonly long[] QuickSteps = [10_000, 30_000];
+
+    public string Name => "scale";
+
+    public string Description => "cost per event/message as stores, backlogs and tables grow (--max-events, --max-seconds): PostgreSQL, SQLite, Marten";
+
+    public async Task RunAsync(BenchmarkArgs args, CancellationToken cancellationToken)
+    {
+        var postgres = Environment.GetEnvironmentVariable("HERALD_BENCH_POSTGRES") is { Length: > 0 } cs
+            ? cs
+            : "Host=127.0.0.1;Port=5432;Username=herald;Password=herald;Database=herald";
+        var maxEvents = args.MaxEvents ?? (args.Quick ? 30_000 : 3_000_000);
+        var budget = TimeSpan.FromSeconds(args.MaxSeconds ?? (args.Quick ? 120 : 1_500));
+        var steps = (args.Quick ? QuickSteps : Steps).Where(s => s <= maxEvents).ToList();
+        if (steps.Count == 0)
+        {
+            steps.Add(maxEvents);
+        }
+
+        var clock = Stopwatch.StartNew();
+        var notes = new List<string>();
+        await using var admin = NpgsqlDataSource.Create(postgres);
+        var server = await DescribeServerAsync(admin, cancellationToken);
+        Console.WriteLine($"scale: steps {string.Join(", ", steps.Select(Curve.Size))}, bound {budget.TotalSeconds:0} s; {server}");
+
+        // Shares of the time bound: the event stores take the most (they load the most), then the queues, then the tables.
+        var storeCurves = await RunEventStoresAsync(args, postgres, admin, steps, clock.Elapsed + (budget * 0.6), clock, notes, cancellationToken);
+        var queueCurves = await RunQueuesAsync(args, postgres, steps, budget * 0.85, clock, notes, cancellationToken);
+        var tableCurves = await RunTablesAsync(args, postgres, admin, steps, budget, clock, notes, cancellationToken);
+
+        var text = ResultsFile.Open(args, Name, "Scale: cost per event and message as the data grows", ("PostgreSQL", server));
+        text.AppendLine();
+        text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"Asked for up to {Curve.Size(maxEvents)} events/messages/rows within {budget.TotalSeconds:0} s; the run took {clock.Elapsed.TotalSeconds:0} s. ") +
+            "A step is only started when the time left covers it (predicted from the previous step's rates), so the largest size reached is the last column filled. " +
+            "Rates are per second (higher is better); memory is the process's peak working set while a catch-up subscription read the whole store from position 0. " +
+            "The ratio is cost(largest)/cost(first column): the first value over the last for a rate, the last over the first for memory or latency. Target (issue 16): ≤ 1.5×.");
+        text.AppendLine();
+        foreach (var (title, body) in storeCurves.Concat(queueCurves).Concat(tableCurves))
+        {
+            text.AppendLine("## " + title);
+            text.AppendLine();
+            text.Append(body);
+            text.AppendLine();
+        }
+
+        if (notes.Count > 0)
+        {
+            text.AppendLine("## Notes");
+            text.AppendLine();
+            foreach (var note in notes)
+            {
+                text.AppendLine("- " + note);
+            }
+        }
+
+        ResultsFile.Publish(args, Name, text.ToString());
+    }
+
+    private static async Task<List<(string Title, string Body)>> RunEventStoresAsync(
+        BenchmarkArgs args, string postgres, NpgsqlDataSource admin, List<long> steps, TimeSpan deadline, Stopwatch clock, List<string> notes, CancellationToken cancellationToken)
+    {
+        var pgSchema = $"herald_scale_{Guid.NewGuid():N}"[..24];
+        var sqlitePath = Path.Combine(Path.GetTempPath(), $"herald-scale-{Guid.NewGuid():N}.db");
+        var stores = new List<ScaleEventStore>();
+        if (args.Includes("Herald PostgreSQL"))
+        {
+            stores.Add(new HeraldScaleStore(
+                "Herald PostgreSQL",
+                async ct => await PostgresEventStoreFactory.CreateAsync(postgres, new PostgresStoreOptions { Schema = pgSchema }, ct),
+                () => HeraldEventStoreContender.DropSchemaAsync(postgres, pgSchema)));
+        }
+
+        if (args.Includes("Herald SQLite"))
+        {
+            stores.Add(new HeraldScaleStore(
+                "Herald SQLite",
+                async ct => await SqliteEventStoreFactory.OpenAsync(sqlitePath, cancellationToken: ct),
+                () => HeraldEventStoreContender.DeleteSqliteFiles(sqlitePath)));
+        }
+
+        if (args.Includes("Marten"))
+        {
+            stores.Add(new MartenScaleStore(postgres));
+        }
+
+        var curves = new Dictionary<string, List<Curve>>();
+        var diagnostics = new MarkdownTable("events in store", "heap MB", "indexes MB", "pkey MB", "(stream, version) MB", "event_id MB",
+            "checkpoints in step", "buffers written in step", "index blocks read / hit in step", "autovacuum+analyze runs", "WAL MB in step");
+        var probe = new PostgresProbe(admin, pgSchema);
+        PostgresProbe.Snapshot? before = null;
+        var catchUpRate = 150_000.0;
+        try
+        {
+            foreach (var store in stores)
+            {
+                await store.StartAsync(cancellationToken);
+                curves[store.Name] =
+                [
+                    new Curve("batch append (100 events per append, 1 writer)", "ev/s", true),
+                    new Curve("single-event appends, 16 writers, 2 s", "ev/s", true),
+                    new Curve($"$all read of {Math.Min(ReadEvents, steps[0] / 4):N0} events from the middle", "ev/s", true),
+                ];
+                if (store.HasSubscription)
+                {
+                    curves[store.Name].Add(new Curve("catch-up subscription from 0 to the end", "ev/s", true));
+                    curves[store.Name].Add(new Curve("peak working set during the catch-up", "MB", false));
+                }
+            }
+
+            // A warm-up on a small store, so the first step does not pay for JIT compilation and cold pools.
+            foreach (var store in stores)
+            {
+                await store.GrowAsync(Math.Min(10_000, steps[0] / 2), cancellationToken);
+                await store.MeasureBatchesAsync(1_000, cancellationToken);
+                await store.MeasureWritersAsync(16, TimeSpan.FromMilliseconds(500), cancellationToken);
+                await store.MeasureReadMiddleAsync(1_000, cancellationToken);
+                if (store.HasSubscription)
+                {
+                    await store.MeasureCatchUpAsync(cancellationToken);
+                }
+            }
+
+            if (stores.Any(s => s.Name == "Herald PostgreSQL"))
+            {
+                before = await probe.ReadAsync(cancellationToken);
+            }
+
+            // Each store goes on to the next step while its own step fits in the time left (a slow store stops, the others go on;
+            // the stores earlier in the list have the first claim on the time).
+            var running = new List<ScaleEventStore>(stores);
+            foreach (var step in steps)
+            {
+                foreach (var store in running.ToList())
+                {
+                    var predicted = Predict(store, step);
+                    if (clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
+                    {
+                        notes.Add($"{store.Name} stopped before {Curve.Size(step)} events: about {predicted:0} s predicted, {(deadline - clock.Elapsed).TotalSeconds:0} s left of the event stores' share.");
+                        running.Remove(store);
+                        continue;
+                    }
+
+                    // Grow to a little under the step, so that the measurements (which append too) end near it.
+                    await store.GrowAsync(step - BatchEvents, cancellationToken);
+                    var c = curves[store.Name];
+                    c[0].Points[step] = await store.MeasureBatchesAsync(BatchEvents, cancellationToken);
+                    c[1].Points[step] = await store.MeasureWritersAsync(16, WriterTime, cancellationToken);
+                    c[2].Points[step] = await store.MeasureReadMiddleAsync((int)Math.Min(ReadEvents, step / 4), cancellationToken);
+                    if (store.HasSubscription)
+                    {
+                        var (rate, peak) = await store.MeasureCatchUpAsync(cancellationToken);
+                        catchUpRate = Math.Min(catchUpRate, rate);
+                        c[3].Points[step] = rate;
+                        c[4].Points[step] = peak / 1048576.0;
+                    }
+
+                    Console.WriteLine($"  {store.Name} at {Curve.Size(store.Count)} ({clock.Elapsed.TotalSeconds:0} s): " +
+                        string.Join("; ", c.Select(x => $"{x.Name} {x.Points[step]:N0} {x.Unit}")) + $"; bulk load {store.LoadRate:N0} ev/s");
+
+                    if (store.Name == "Herald PostgreSQL" && before is not null)
+                    {
+                        var now = await probe.ReadAsync(cancellationToken);
+                        diagnostics.Add(
+                            Curve.Size(step), Mb(now.Heap), Mb(now.Indexes), Mb(now.PrimaryKey), Mb(now.StreamVersion), Mb(now.EventId),
+                            (now.Checkpoints - before.Checkpoints).ToString(CultureInfo.InvariantCulture),
+                            (now.BuffersWritten - before.BuffersWritten).ToString("N0", CultureInfo.InvariantCulture),
+                            $"{now.IndexBlocksRead - before.IndexBlocksRead:N0} / {now.IndexBlocksHit - before.IndexBlocksHit:N0}",
+                            now.Autovacuums.ToString(CultureInfo.InvariantCulture),
+                            Mb(now.WalBytes - before.WalBytes));
+                        before = now;
+                    }
+                }
+            }
+
+            double Predict(ScaleEventStore s, long step) => ((step - s.Count) / s.LoadRate) + 8 + (s.HasSubscription ? step / catchUpRate : 0);
+        }
+        finally
+        {
+            foreach (var store in stores)
+            {
+                await store.DisposeAsync();
+            }
+        }
+
+        var sections = curves.Select(kv => ($"Event store: {kv.Key}", Curve.Table("operation", kv.Value).ToString())).ToList();
+        if (stores.Any(s => s.Name == "Herald PostgreSQL"))
+        {
+            sections.Add(("Herald PostgreSQL: the events table and the server at each step", diagnostics.ToString()));
+        }
+
+        return sections;
+    }
+
+    private static async Task<List<(string Title, string Body)>> RunQueuesAsync(
+        BenchmarkArgs args, string postgres, List<long> steps, TimeSpan deadline, Stopwatch clock, List<string> notes, CancellationToken cancellationToken)
+    {
+        var pgSchema = $"herald_scaleq_{Guid.NewGuid():N}"[..24];
+        var sqlitePath = Path.Combine(Path.GetTempPath(), $"herald-scaleq-{Guid.NewGuid():N}.db");
+        var queues = new List<ScaleQueue>();
+        if (args.Includes("PostgreSQL queue"))
+        {
+            queues.Add(new ScaleQueue("PostgreSQL queue", async ct => await PostgresQueueTransportFactory.CreateAsync(postgres, o => o.Schema = pgSchema, ct),
+                () => HeraldEventStoreContender.DropSchemaAsync(postgres, pgSchema)));
+        }
+
+        if (args.Includes("SQLite queue"))
+        {
+            queues.Add(new ScaleQueue("SQLite queue", async ct => await SqliteQueueTransportFactory.OpenAsync(sqlitePath, cancellationToken: ct),
+                () => HeraldEventStoreContender.DeleteSqliteFiles(sqlitePath)));
+        }
+
+        var curves = new Dictionary<string, List<Curve>>();
+        try
+        {
+            foreach (var queue in queues)
+            {
+                await queue.StartAsync(cancellationToken);
+                await queue.GrowAsync(Math.Min(5_000, steps[0] / 2), cancellationToken);
+                await queue.MeasureSendAsync(TimeSpan.FromMilliseconds(500), cancellationToken);
+                await queue.MeasureClaimAckAsync(500, cancellationToken);
+                curves[queue.Name] =
+                [
+                    new Curve("send, 16 senders, 2 s", "msg/s", true),
+                    new Curve($"claim + ack of {ClaimAckMessages:N0} messages (1 consumer, concurrency 4)", "msg/s", true),
+                ];
+            }
+
+            foreach (var step in steps)
+            {
+                var predicted = queues.Sum(q => ((step - q.Backlog) / q.LoadRate) + 6);
+                if (clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
+                {
+                    notes.Add($"Queues stopped before a backlog of {Curve.Size(step)}: about {predicted:0} s predicted, {(deadline - clock.Elapsed).TotalSeconds:0} s left of their share.");
+                    break;
+                }
+
+                foreach (var queue in queues)
+                {
+                    await queue.GrowAsync(step, cancellationToken);
+                    var c = curves[queue.Name];
+                    c[0].Points[step] = await queue.MeasureSendAsync(WriterTime, cancellationToken);
+                    c[1].Points[step] = await queue.MeasureClaimAckAsync(ClaimAckMessages, cancellationToken);
+                    Console.WriteLine($"  {queue.Name} with a backlog of {Curve.Size(step)} ({clock.Elapsed.TotalSeconds:0} s): send {c[0].Points[step]:N0} msg/s, claim+ack {c[1].Points[step]:N0} msg/s; bulk send {queue.LoadRate:N0} msg/s");
+                }
+            }
+        }
+        finally
+        {
+            foreach (var queue in queues)
+            {
+                await queue.DisposeAsync();
+            }
+        }
+
+        return [.. curves.Select(kv => ($"Queue: {kv.Key} (backlog in the queue)", Curve.Table("operation", kv.Value).ToString()))];
+    }
+
+    private static async Task<List<(string Title, string Body)>> RunTablesAsync(
+        BenchmarkArgs args, string postgres, NpgsqlDataSource admin, List<long> steps, TimeSpan deadline, Stopwatch clock, List<string> notes, CancellationToken cancellationToken)
+    {
+        if (!args.Includes("outbox") && !args.Includes("dead"))
+        {
+            return [];
+        }
+
+        var schema = $"herald_scalet_{Guid.NewGuid():N}"[..24];
+        await using var tables = new ScaleTables(postgres, admin, schema);
+        var curves = new List<Curve>
+        {
+            new($"outbox relay: fetch 100 due + mark sent, {RelayMessages:N0} messages", "msg/s", true),
+            new("dead letters: list one endpoint, 20 keyset pages of 100 from the middle", "rows/s", true),
+            new("dead letters: count one endpoint (a tenth of the table)", "ms", false),
+        };
+        try
+        {
+            await tables.StartAsync(cancellationToken);
+            await tables.GrowAsync(Math.Min(10_000, steps[0] / 2), cancellationToken);
+            await tables.MeasureRelayAsync(200, cancellationToken);
+            await tables.MeasureListAsync(cancellationToken);
+            await tables.MeasureCountAsync(cancellationToken);
+            foreach (var step in steps)
+            {
+                var predicted = ((step - tables.Rows) / tables.LoadRate) + 5;
+                if (clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
+                {
+                    notes.Add($"Outbox and dead letters stopped before {Curve.Size(step)} rows: about {predicted:0} s predicted, {(deadline - clock.Elapsed).TotalSeconds:0} s left.");
+                    break;
+                }
+
+                await tables.GrowAsync(step, cancellationToken);
+                curves[0].Points[step] = await tables.MeasureRelayAsync(RelayMessages, cancellationToken);
+                curves[1].Points[step] = await tables.MeasureListAsync(cancellationToken);
+                curves[2].Points[step] = await tables.MeasureCountAsync(cancellationToken);
+                Console.WriteLine($"  outbox/dead letters at {Curve.Size(step)} rows each ({clock.Elapsed.TotalSeconds:0} s): " + string.Join("; ", curves.Select(x => $"{x.Points[step]:N1} {x.Unit}")));
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            notes.Add("Outbox and dead letters failed: " + ex.Message);
+        }
+
+        return [("PostgreSQL outbox and dead letters (rows in each table)", Curve.Table("operation", curves).ToString())];
+    }
+
+    private static async Task<string> DescribeServerAsync(NpgsqlDataSource admin, CancellationToken cancellationToken)
+    {
+        await using var command = admin.CreateCommand(
+            "SELECT current_setting('server_version') || ', shared_buffers ' || current_setting('shared_buffers') || ', max_wal_size ' || current_setting('max_wal_size') || " +
+            "', checkpoint_timeout ' || current_setting('checkpoint_timeout') || ', synchronous_commit ' || current_setting('synchronous_commit')");
+        return (string)(await command.ExecuteScalarAsync(cancellationToken))!;
+    }
+
+    private static string Mb(long bytes) => (bytes / 1048576.0).ToString("N0", CultureInfo.InvariantCulture);
+}
