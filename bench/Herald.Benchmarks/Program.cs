@@ -20,6 +20,7 @@ IBenchmark[] benchmarks =
     new Herald.Benchmarks.AmazonSqs.SqsBenchmark(),
     new Herald.Benchmarks.Streams.StreamsBenchmark(),
     new Herald.Benchmarks.Scale.ScaleBenchmark(),
+    new Herald.Benchmarks.Orders.OrdersBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")
