@@ -236,6 +236,57 @@ public abstract class ProjectionConformance
         return host;
     }
 
+    [Fact]
+    public async Task AProjectionNamedLikeTheEndpoint_WithTheInboxAndPublishedEvents_LeavesTheEndpointsHandlersTheirCopies()
+    {
+        // Regression (issue 12, found by the order service): the projection's inbox marks shared the published copies'
+        // message ids, so the endpoint of the same name acked every published event as a duplicate, unhandled.
+        var store = NewStore();
+        var seen = new Seen();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(seen);
+        builder.Services.AddHerald(h =>
+        {
+            UseStore(h, store);
+            h.AddProjection(new Tallies())
+                .AddHandler<SeenHandler>()
+                .UseInbox()
+                .PublishStoredEvents()
+                .Configure(o => o.EndpointName = Tallies.ProjectionName)
+                .ConfigureProjections(o => o.StatusInterval = TimeSpan.FromMilliseconds(100));
+        });
+        using var host = builder.Build();
+        await host.StartAsync();
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var last = (await events.AppendAsync("tally-shared", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 5).Select(i => Added(host, "shared", i))])).LastPosition;
+
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, Tallies.ProjectionName);
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        await Eventually.UntilAsync(() => seen.Amounts.Count == 5, "the endpoint's handler sees every published event");
+
+        Assert.Equal(15, (await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "shared"))!.Sum);
+        Assert.Equal([1, 2, 3, 4, 5], seen.Amounts.Order());
+        await host.StopAsync();
+    }
+
+    /// <summary>What the endpoint's own handler of <see cref="TallyAdded"/> saw.</summary>
+    public sealed class Seen
+    {
+        public ConcurrentQueue<int> Amounts { get; } = new();
+    }
+
+    /// <summary>The endpoint's handler of the projected event type.</summary>
+    public sealed class SeenHandler(Seen seen) : Herald.Handling.IMessageHandler<TallyAdded>
+    {
+        public ValueTask HandleAsync(TallyAdded message, Herald.Handling.MessageContext context, CancellationToken cancellationToken)
+        {
+            seen.Amounts.Enqueue(message.Amount);
+            return ValueTask.CompletedTask;
+        }
+    }
+
     /// <summary>An event of the test projection.</summary>
     [MessageType("projection-conformance-tally-added")]
     public sealed record TallyAdded(string Key, int Amount);

@@ -56,7 +56,10 @@ internal sealed class EndpointPipelineFactory(
             attempt = checkpoint(attempt);
         }
 
-        var useInbox = inbox is not null && inbox.IsEnabledFor(endpoint);
+        // A checkpointed chain (a subscription, a projection) needs no inbox: its checkpoint commits with the handlers' writes,
+        // so an event is never taken twice. Inbox marks there would also share the message ids of the published copies of
+        // the same stored events, and a subscription named like an endpoint would ack those as duplicates unhandled.
+        var useInbox = inbox is not null && checkpoint is null && inbox.IsEnabledFor(endpoint);
         if (useInbox)
         {
             attempt = new InboxCheckStep(inbox!, attempt);
