@@ -36,7 +36,8 @@ internal sealed class EndpointPipelineFactory(
     OutboxRelay? outboxRelay = null,
     EventUpcasterRegistry? upcasters = null,
     ILoggerFactory? loggerFactory = null,
-    IOptions<HeraldOptions>? heraldOptions = null)
+    IOptions<HeraldOptions>? heraldOptions = null,
+    IMessageAuthenticator? authenticator = null)
 {
     private readonly IMessageMiddleware[] _middleware = [.. middleware];
     private readonly ILogger _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald");
@@ -68,7 +69,10 @@ internal sealed class EndpointPipelineFactory(
         }
 
         var useOutbox = outboxRelay is not null && outboxOptions is { Value.RouteHandlerMessages: true };
-        var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, alwaysScoped: useInbox || checkpoint is not null, _logger, attempt);
+        // A subscription's events were stored by Herald with an authenticated user id; a transport's wire claim is trusted
+        // only through the authenticator (issue 10).
+        var userTrust = new UserTrust(authenticator, TrustEnvelope: checkpoint is not null);
+        var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, alwaysScoped: useInbox || checkpoint is not null, _logger, attempt, userTrust);
         ConsumeStep step = new RetryStep(endpoint, retries, timeProvider, _logger, unitOfWork);
         step = new DeserializeStep(endpoint, serializer, step);
         if (upcasters is not null)
