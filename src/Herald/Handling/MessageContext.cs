@@ -55,8 +55,11 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     /// <summary>Which attempt this is, from 1, counting immediate retries and redeliveries as the retry policy does.</summary>
     public int Attempt { get; }
 
-    /// <summary>Cancelled when the host stops and the shutdown timeout has passed.</summary>
-    public CancellationToken CancellationToken { get; }
+    /// <summary>
+    /// Cancelled when the host stops and the shutdown timeout has passed, and when a lease the attempt relies on (such as
+    /// a pending inbox mark) is lost while it runs: its work would then not be committed.
+    /// </summary>
+    public CancellationToken CancellationToken { get; internal set; }
 
     /// <summary>The services of this message's scope (its unit of work), created on first use.</summary>
     public IServiceProvider Services => (_scope ?? CreateScope()).ServiceProvider;

@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Persistence;
 using Microsoft.Extensions.Logging;
 
@@ -46,6 +47,7 @@ internal sealed class UnitOfWorkStep(
 
                 if (context.HasUnitOfWork)
                 {
+                    await UnitOfWorkLeases.ConfirmAsync(context.UnitOfWork, cancellationToken).ConfigureAwait(false);
                     await context.UnitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
                 }
 
