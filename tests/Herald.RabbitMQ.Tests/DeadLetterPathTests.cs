@@ -118,7 +118,66 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
         Assert.Equal([7], probe.Handled);
     }
 
-    private async Task<IHost> StartHostAsync(Probe probe, IDeadLetterStore? store = null)
+    // Issue 10: the transport's own dead letters had no retention.
+    [Fact]
+    public async Task DeadLetterQueueMaxLength_DropHead_KeepsTheNewestDeadLettersOnly_Issue10()
+    {
+        var probe = new Probe();
+        var store = new FaultyDeadLetterStore { Failing = true };
+        using var host = await StartHostAsync(probe, store, o =>
+        {
+            o.DeadLetterQueueMaxLength = 2;
+            o.DeadLetterQueueOverflow = Herald.RabbitMQ.Transport.RabbitMqOverflow.DropHead;
+        });
+        var channel = await CreateRawChannelAsync();
+        var endpoint = Name("endpoint");
+        var deadLetterQueue = endpoint + ".dead-letter";
+        var now = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+
+        for (var i = 1; i <= 4; i++)
+        {
+            await PublishAsync(channel, endpoint, new BasicProperties { MessageId = $"poison-{i}", Timestamp = now }, """{"quantity":-1}""");
+        }
+
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = now }, """{"quantity":5}""");
+        await Herald.Conformance.Eventually.UntilAsync(() => probe.Handled.Contains(5), "the good message is handled");
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () => (await channel.QueueDeclarePassiveAsync(endpoint)).MessageCount == 0, "every poison message left the queue");
+
+        var arguments = (await BrokerAdmin.QueueArgumentsAsync(deadLetterQueue)).GetProperty("arguments");
+        Assert.Equal(2, arguments.GetProperty("x-max-length").GetInt32());
+        Assert.Equal("drop-head", arguments.GetProperty("x-overflow").GetString());
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () => (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount == 2, "the dead-letter queue holds the newest two");
+    }
+
+    [Fact]
+    public async Task DeadLetterQueueMaxLength_RejectPublish_LosesNothing_TheOverflowWaitsInItsQueueUntilTheStoreIsBack_Issue10()
+    {
+        var probe = new Probe();
+        var store = new FaultyDeadLetterStore { Failing = true };
+        using var host = await StartHostAsync(probe, store, o => o.DeadLetterQueueMaxLength = 1, storeFailureRedelivery: TimeSpan.FromMilliseconds(100));
+        var channel = await CreateRawChannelAsync();
+        var endpoint = Name("endpoint");
+        var deadLetterQueue = endpoint + ".dead-letter";
+        var now = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = "poison-1", Timestamp = now }, """{"quantity":-1}""");
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = "poison-2", Timestamp = now }, """{"quantity":-2}""");
+
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () => await BrokerAdmin.QueueNamesAsync(Prefix) is var names && names.Contains(deadLetterQueue) && (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount == 1,
+            "one dead letter fills the dead-letter queue");
+        Assert.Equal("reject-publish", (await BrokerAdmin.QueueArgumentsAsync(deadLetterQueue)).GetProperty("arguments").GetProperty("x-overflow").GetString());
+        Assert.Equal(0, await store.CountAsync(DeadLetterQuery.All));
+
+        store.Failing = false;
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        await Herald.Conformance.Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 2, "both reach the store: none was lost");
+        await Herald.Conformance.Eventually.UntilAsync(async () => (await channel.QueueDeclarePassiveAsync(endpoint)).MessageCount == 0, "the queue is empty");
+    }
+
+    private async Task<IHost> StartHostAsync(Probe probe, IDeadLetterStore? store = null, Action<Herald.RabbitMQ.Transport.RabbitMqTransportOptions>? configure = null, TimeSpan? storeFailureRedelivery = null)
     {
         var endpoint = Name("endpoint");
         var builder = Host.CreateApplicationBuilder();
@@ -129,11 +188,16 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
                 o.ConnectionUri = BrokerAdmin.AmqpUri;
                 o.ClientProvidedName = Prefix;
                 o.RawQueues[endpoint] = Name("quantity");
+                configure?.Invoke(o);
             })
             .AddMessageType<Order>(Name("quantity"))
             .AddHandler<QuantityHandler>()
             .ConfigureRetries(r => r.Immediate(1).Delayed(1, TimeSpan.FromMilliseconds(50), TimeSpan.FromMilliseconds(100)))
-            .ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromMilliseconds(200))
+            .ConfigureDeadLetters(o =>
+            {
+                o.DrainInterval = TimeSpan.FromMilliseconds(200);
+                o.StoreFailureRedeliveryDelay = storeFailureRedelivery ?? o.StoreFailureRedeliveryDelay;
+            })
             .Configure(o =>
             {
                 o.EndpointName = endpoint;

@@ -51,8 +51,25 @@ internal sealed partial class RabbitMqTransport
     internal async ValueTask<string> EnsureDeadLetterQueueAsync(string queue, CancellationToken cancellationToken)
     {
         var name = _options.DeadLetterQueueName(queue);
-        await EnsureQueueAsync(name, cancellationToken).ConfigureAwait(false);
+        if (!IsDeclared(('q', name, string.Empty)))
+        {
+            await EnsureDeclaredAsync(('q', name, string.Empty), channel => DeclareQueueCoreAsync(channel, name, DeadLetterQueueArguments()), cancellationToken).ConfigureAwait(false);
+        }
+
         return name;
+    }
+
+    /// <summary>A dead-letter queue's arguments: the queue type's, and its retention when one is set (issue 10).</summary>
+    internal Dictionary<string, object?> DeadLetterQueueArguments()
+    {
+        var arguments = QueueArguments();
+        if (_options.DeadLetterQueueMaxLength is { } maxLength)
+        {
+            arguments["x-max-length"] = maxLength;
+            arguments["x-overflow"] = _options.DeadLetterQueueOverflow == RabbitMqOverflow.DropHead ? "drop-head" : "reject-publish";
+        }
+
+        return arguments;
     }
 
     /// <summary>Declares <c>{queue}.retry.{ms}</c>: messages wait there for the delay, then dead-letter back into the queue.</summary>

@@ -58,6 +58,8 @@ internal sealed partial class RabbitMqTransport : ITransport
             RetryQueueName = options.RetryQueueName,
             DelayQueueName = options.DelayQueueName,
             DeadLetterQueueName = options.DeadLetterQueueName,
+            DeadLetterQueueMaxLength = options.DeadLetterQueueMaxLength,
+            DeadLetterQueueOverflow = options.DeadLetterQueueOverflow,
         };
         _rawQueues = options.RawQueues.ToFrozenDictionary(StringComparer.Ordinal);
         TimeProvider = timeProvider;

@@ -58,6 +58,16 @@ public sealed class RabbitMqTransportOptions
     public Func<string, string> DeadLetterQueueName { get; set; } = DefaultDeadLetterQueueName;
 
     /// <summary>
+    /// Most messages a dead-letter queue holds (<c>x-max-length</c>), the retention of the transport's own dead letters
+    /// (they hold a message only while the dead-letter store is unreachable); null (the default) sets no limit. Changing it
+    /// on an existing dead-letter queue makes RabbitMQ refuse the declaration: delete that queue first.
+    /// </summary>
+    public int? DeadLetterQueueMaxLength { get; set; }
+
+    /// <summary>What a full dead-letter queue does (<c>x-overflow</c>); by default it refuses the new one, so nothing is lost.</summary>
+    public RabbitMqOverflow DeadLetterQueueOverflow { get; set; } = RabbitMqOverflow.RejectPublish;
+
+    /// <summary>
     /// Queues that also take plain JSON messages from other clients (no CloudEvents attributes), keyed by queue name, with
     /// the Herald message type to give them: <c>RawQueues["orders-in"] = "order-placed"</c>.
     /// </summary>
@@ -115,6 +125,16 @@ public sealed class RabbitMqTransportOptions
         if (string.IsNullOrWhiteSpace(Source))
         {
             errors.Add("Source must not be empty.");
+        }
+
+        if (DeadLetterQueueMaxLength is < 1)
+        {
+            errors.Add($"DeadLetterQueueMaxLength must be at least 1 when set, not {DeadLetterQueueMaxLength}.");
+        }
+
+        if (!Enum.IsDefined(DeadLetterQueueOverflow))
+        {
+            errors.Add($"DeadLetterQueueOverflow {DeadLetterQueueOverflow} is not a known overflow behaviour.");
         }
 
         if (RetryQueueName is null || DelayQueueName is null || DeadLetterQueueName is null)

@@ -144,7 +144,7 @@ internal sealed class RedisInbox : IInbox
         if (unitOfWork is not null)
         {
             // Enlist before writing: a unit of work that can no longer take callbacks throws here, with nothing written.
-            pending = new PendingMark(this, key, endpoint, messageId, window);
+            pending = new PendingMark(this, key, endpoint, messageId, window, unitOfWork);
             unitOfWork.OnCommitted(pending.CommitAsync);
             unitOfWork.OnRolledBack(pending.RollbackAsync);
         }
@@ -214,7 +214,7 @@ internal sealed class RedisInbox : IInbox
     private long GarbageCollectionMilliseconds(TimeSpan ttl) => (long)Math.Ceiling((ttl + _grace).TotalMilliseconds);
 
     /// <summary>A mark made in a unit of work: made final by its commit, removed by its rollback.</summary>
-    private sealed class PendingMark(RedisInbox inbox, RedisKey key, string endpoint, Guid messageId, TimeSpan window)
+    private sealed class PendingMark(RedisInbox inbox, RedisKey key, string endpoint, Guid messageId, TimeSpan window, IUnitOfWork unitOfWork)
     {
         private readonly Lock _gate = new();
         private DateTimeOffset? _finalExpiry;
@@ -251,6 +251,10 @@ internal sealed class RedisInbox : IInbox
                 _finalExpiry = finalExpiry;
                 _renewal = renewal;
             }
+
+            // The mark is outside the unit of work's transaction: the pipeline cancels the handlers when it is lost, and
+            // confirms it just before the commit, refusing the commit when it is gone (issue 10).
+            UnitOfWorkLeases.DependOn(unitOfWork, renewal);
         }
 
         public async ValueTask CommitAsync(CancellationToken cancellationToken)

@@ -34,6 +34,18 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     /// <summary>The incoming message's envelope.</summary>
     public Envelope Envelope { get; }
 
+    /// <summary>
+    /// The user id the message claims (<see cref="Envelope.UserId"/> from the wire), which any sender can set: not trusted,
+    /// never copied into what the handlers send or store. Use <see cref="UserId"/> for decisions.
+    /// </summary>
+    public string? ClaimedUserId => Envelope.UserId;
+
+    /// <summary>
+    /// The user on whose behalf the message acts, as the registered <see cref="IMessageAuthenticator"/> authenticated it;
+    /// null without one (the wire claim is not trusted by default). Messages sent and events stored from here carry it.
+    /// </summary>
+    public string? UserId { get; internal set; }
+
     /// <summary>The decoded message.</summary>
     public object Message { get; }
 
@@ -43,8 +55,11 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     /// <summary>Which attempt this is, from 1, counting immediate retries and redeliveries as the retry policy does.</summary>
     public int Attempt { get; }
 
-    /// <summary>Cancelled when the host stops and the shutdown timeout has passed.</summary>
-    public CancellationToken CancellationToken { get; }
+    /// <summary>
+    /// Cancelled when the host stops and the shutdown timeout has passed, and when a lease the attempt relies on (such as
+    /// a pending inbox mark) is lost while it runs: its work would then not be committed.
+    /// </summary>
+    public CancellationToken CancellationToken { get; internal set; }
 
     /// <summary>The services of this message's scope (its unit of work), created on first use.</summary>
     public IServiceProvider Services => (_scope ?? CreateScope()).ServiceProvider;
@@ -61,12 +76,12 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     /// <summary>True once this attempt's scope created its unit of work (asked for here or injected into a service).</summary>
     internal bool HasUnitOfWork => _unitOfWork is not null;
 
-    /// <summary>The stored events' metadata: the incoming message's correlation (or its id), its id as the cause, its user.</summary>
+    /// <summary>The stored events' metadata: the incoming message's correlation (or its id), its id as the cause, its authenticated user.</summary>
     EventMetadata IUnitOfWorkScope.Metadata => new()
     {
         CorrelationId = Envelope.CorrelationId ?? Envelope.MessageId.ToString(),
         CausationId = Envelope.MessageId.ToString(),
-        UserId = Envelope.UserId,
+        UserId = UserId,
     };
 
     bool IUnitOfWorkScope.Owns(IUnitOfWork unitOfWork) => ReferenceEquals(_unitOfWork, unitOfWork);
@@ -125,7 +140,7 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
         {
             CorrelationId = options.CorrelationId ?? Envelope.CorrelationId ?? Envelope.MessageId.ToString(),
             CausationId = Envelope.MessageId.ToString(),
-            UserId = options.UserId ?? Envelope.UserId,
+            UserId = options.UserId ?? UserId,
         };
     }
 }

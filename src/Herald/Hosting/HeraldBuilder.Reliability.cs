@@ -45,6 +45,17 @@ public sealed partial class HeraldBuilder
         return this;
     }
 
+    /// <summary>
+    /// Registers the hook that authenticates the user id a delivered message claims (a singleton); without one the wire's
+    /// claim is never trusted (<see cref="Handling.MessageContext.UserId"/> is null).
+    /// </summary>
+    public HeraldBuilder UseMessageAuthenticator<TAuthenticator>()
+        where TAuthenticator : class, Handling.IMessageAuthenticator
+    {
+        Services.Replace(ServiceDescriptor.Singleton<Handling.IMessageAuthenticator, TAuthenticator>());
+        return this;
+    }
+
     /// <summary>Adds a hook called when an endpoint's dead letters reach the alert threshold (a singleton; every registered hook is called).</summary>
     public HeraldBuilder AddDeadLetterAlert<TAlert>()
         where TAlert : class, IDeadLetterAlert

@@ -18,8 +18,19 @@ public sealed class HeraldOptions
     /// <summary>Whether the hosted consumer starts with the host (off for send-only hosts).</summary>
     public bool StartConsumer { get; set; } = true;
 
+    /// <summary>
+    /// Largest body this endpoint accepts, in bytes; a larger delivery is dead-lettered as <c>TooLarge</c> without being
+    /// read. Null (the default): the transport's send limit (<c>TransportCapabilities.MaxMessageBytes</c>).
+    /// </summary>
+    public int? MaxReceivedMessageBytes { get; set; }
+
     internal IEnumerable<string> Validate()
     {
+        if (MaxReceivedMessageBytes is < 1)
+        {
+            yield return $"MaxReceivedMessageBytes must be at least 1 when set, not {MaxReceivedMessageBytes}.";
+        }
+
         if (string.IsNullOrWhiteSpace(EndpointName))
         {
             yield return "EndpointName must not be empty.";

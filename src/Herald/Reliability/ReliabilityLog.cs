@@ -67,4 +67,10 @@ internal static partial class ReliabilityLog
 
     [LoggerMessage(2041, LogLevel.Warning, "The idempotency key '{Key}' could not be released after its operation failed; it frees itself when the lock times out")]
     public static partial void IdempotencyReleaseFailed(ILogger logger, Exception exception, string key);
+
+    [LoggerMessage(1500, LogLevel.Information, "Deleted {Count} dead letters of '{Endpoint}' past the retention (DeadLetterOptions.MaxAge, MaxCount)")]
+    public static partial void DeadLettersTrimmed(ILogger logger, long count, string endpoint);
+
+    [LoggerMessage(1501, LogLevel.Warning, "Trimming the dead letters of '{Endpoint}' to the retention failed; tried again at the next round")]
+    public static partial void DeadLetterTrimFailed(ILogger logger, Exception exception, string endpoint);
 }

@@ -276,6 +276,54 @@ public abstract class DeadLetterStoreConformance
     }
 
     /// <summary>Asserts that two dead letters agree on every field.</summary>
+    // Issue 10: dead letters had no retention. The trim uses the port only, so it must work on every store.
+    [Fact]
+    public async Task Trim_DeletesThoseOlderThanTheMaxAge_ThenTheOldestBeyondTheMaxCount_OfThatEndpointOnly()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var other = UniqueEndpoint();
+        var now = BaseTime.AddDays(30);
+        var ancient = Enumerable.Range(0, 3).Select(i => NewDeadLetter(endpoint, failedAt: now.AddDays(-10).AddMinutes(i))).ToList();
+        var recent = Enumerable.Range(0, 7).Select(i => NewDeadLetter(endpoint, failedAt: now.AddHours(-5).AddMinutes(i))).ToList();
+        var untouched = NewDeadLetter(other, failedAt: now.AddDays(-10));
+        foreach (var deadLetter in ancient.Concat(recent).Append(untouched))
+        {
+            await store.AddAsync(deadLetter);
+        }
+
+        var manager = new DeadLetterManager(store, new Herald.Transport.InMemory.InMemoryTransport(), new FixedClock(now));
+        var trimmed = await manager.TrimAsync(endpoint, maxAge: TimeSpan.FromDays(1), maxCount: 4);
+
+        Assert.Equal(6, trimmed);
+        var kept = await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint });
+        Assert.Equal(recent.Skip(3).Select(d => d.Id), kept.Select(d => d.Id));
+        Assert.NotNull(await store.GetAsync(untouched.Id));
+        Assert.Equal(0, await manager.TrimAsync(endpoint, maxAge: TimeSpan.FromDays(1), maxCount: 4));
+    }
+
+    [Fact]
+    public async Task Trim_ToACountLargerThanTheBatch_DeletesAcrossBatches()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var all = Enumerable.Range(0, 250).Select(i => NewDeadLetter(endpoint, failedAt: BaseTime.AddSeconds(i))).ToList();
+        foreach (var deadLetter in all)
+        {
+            await store.AddAsync(deadLetter);
+        }
+
+        var manager = new DeadLetterManager(store, new Herald.Transport.InMemory.InMemoryTransport(), new FixedClock(BaseTime.AddDays(1)));
+        Assert.Equal(245, await manager.TrimAsync(endpoint, maxAge: null, maxCount: 5));
+
+        Assert.Equal(all.Skip(245).Select(d => d.Id), (await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Select(d => d.Id));
+    }
+
+    private sealed class FixedClock(DateTimeOffset now) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => now;
+    }
+
     protected static void AssertEqual(DeadLetter expected, DeadLetter actual)
     {
         ArgumentNullException.ThrowIfNull(expected);

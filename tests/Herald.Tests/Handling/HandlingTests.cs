@@ -44,7 +44,57 @@ public sealed class HandlingTests
         Assert.Equal(correlation, ping.CorrelationId);
         Assert.Equal(correlation, pong.CorrelationId);
         Assert.Equal(ping.MessageId.ToString(), pong.CausationId);
-        Assert.Equal("ann", pong.UserId);
+        Assert.Null(pong.UserId);
+    }
+
+    // Issue 10: the wire's user id was trusted and copied into every message a handler sent.
+    [Fact]
+    public async Task ClaimedUserId_IsNotTrustedByDefault_SoAHandlersMessagesDoNotCarryIt_Issue10()
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<UserRecordingHandler>().AddHandler<PongHandler>());
+
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Ping("claim"), new DeliveryOptions { UserId = "mallory" });
+
+        await probe.WaitAsync(2);
+        Assert.Contains("claimed:mallory user:", probe.Seen);
+        Assert.Null(probe.Envelopes.Single(e => e.MessageType == "test-pong").UserId);
+    }
+
+    [Fact]
+    public async Task ClaimedUserId_TheAuthenticatorVouchesFor_IsTheContextsUser_AndCarriedByItsMessages_Issue10()
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<UserRecordingHandler>().AddHandler<PongHandler>().UseMessageAuthenticator<AnnOnly>());
+        var bus = host.Services.GetRequiredService<IMessageBus>();
+
+        await bus.SendAsync(new Ping("ann"), new DeliveryOptions { UserId = "ann" });
+        await probe.WaitAsync(2);
+        await bus.SendAsync(new Ping("eve"), new DeliveryOptions { UserId = "eve" });
+        await probe.WaitAsync(4);
+
+        Assert.Contains("claimed:ann user:ann", probe.Seen);
+        Assert.Contains("claimed:eve user:", probe.Seen);
+        var pongs = probe.Envelopes.Where(e => e.MessageType == "test-pong").Select(e => e.UserId).ToList();
+        Assert.Equal(2, pongs.Count);
+        Assert.Contains("ann", pongs);
+        Assert.Contains(null, pongs);
+    }
+
+    /// <summary>Trusts the claim of user "ann" only, as a check of a signed header would.</summary>
+    public sealed class AnnOnly : IMessageAuthenticator
+    {
+        public ValueTask<string?> AuthenticateAsync(Envelope envelope, CancellationToken cancellationToken) =>
+            new(envelope.UserId == "ann" ? "ann" : null);
+    }
+
+    public sealed class UserRecordingHandler(Probe probe) : IMessageHandler<Ping>
+    {
+        public async ValueTask HandleAsync(Ping message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Add($"claimed:{context.ClaimedUserId} user:{context.UserId}", context.Envelope);
+            await context.SendAsync(new Pong(message.Text), cancellationToken: cancellationToken);
+        }
     }
 
     [Fact]

@@ -165,12 +165,12 @@ public sealed class UnitOfWorkRunnerTests
     }
 
     [Fact]
-    public async Task HandledMessage_StampsItsCorrelationCausationAndUserOnTheStoredEvents()
+    public async Task HandledMessage_StampsItsCorrelationCausationAndAuthenticatedUserOnTheStoredEvents()
     {
         await using var services = Build();
         var id = Guid.NewGuid().ToString("N");
-        var incoming = services.GetRequiredService<EnvelopeFactory>().Create(new Note("go"), correlationId: "flow-9", userId: "grace");
-        var context = new MessageContext(incoming, new Note("go"), "tickets", services, services.GetRequiredService<IMessageBus>(), CancellationToken.None);
+        var incoming = services.GetRequiredService<EnvelopeFactory>().Create(new Note("go"), correlationId: "flow-9", userId: "claimed");
+        var context = new MessageContext(incoming, new Note("go"), "tickets", services, services.GetRequiredService<IMessageBus>(), CancellationToken.None) { UserId = "grace" };
         await using (context)
         {
             UnitOfWorkRunner.Enter(context);
@@ -185,6 +185,28 @@ public sealed class UnitOfWorkRunnerTests
         Assert.Equal("flow-9", stored.Envelope.CorrelationId);
         Assert.Equal(incoming.MessageId.ToString(), stored.Envelope.CausationId);
         Assert.Equal("grace", stored.Envelope.UserId);
+    }
+
+    // Issue 10: the wire's user id is a claim; without an authenticated user the stored events carry none.
+    [Fact]
+    public async Task HandledMessage_WithOnlyAClaimedUser_StoresEventsWithoutAUser()
+    {
+        await using var services = Build();
+        var id = Guid.NewGuid().ToString("N");
+        var incoming = services.GetRequiredService<EnvelopeFactory>().Create(new Note("go"), userId: "mallory");
+        var context = new MessageContext(incoming, new Note("go"), "tickets", services, services.GetRequiredService<IMessageBus>(), CancellationToken.None);
+        await using (context)
+        {
+            UnitOfWorkRunner.Enter(context);
+            var tickets = context.Services.GetRequiredService<AggregateRepository<Ticket>>();
+            var ticket = await tickets.LoadAsync(id);
+            ticket.Open(id);
+            await tickets.SaveAsync(ticket);
+            await context.UnitOfWork.CommitAsync();
+        }
+
+        Assert.Equal("mallory", context.ClaimedUserId);
+        Assert.Null(Assert.Single(await ReadAsync(services, id)).Envelope.UserId);
     }
 
     [Fact]

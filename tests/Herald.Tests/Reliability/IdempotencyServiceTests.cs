@@ -209,7 +209,7 @@ public sealed class IdempotencyServiceTests
         store.Taken = true;
         _clock.Advance(TimeSpan.FromSeconds(10));
 
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => operation.WaitAsync(Eventually.DefaultTimeout));
+        await Assert.ThrowsAsync<Herald.Persistence.LeaseLostException>(() => operation.WaitAsync(Eventually.DefaultTimeout));
         Assert.Equal(0, store.Completions);
     }
 

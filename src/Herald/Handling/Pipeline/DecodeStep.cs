@@ -8,13 +8,20 @@ namespace Herald.Handling.Pipeline;
 /// <summary>
 /// Poison input goes to the dead letters at once, never to a retry: a delivery the transport could not decode, an invalid
 /// envelope, a content type no serializer reads, a type the registry does not know, a type this endpoint has no handler for.
+/// A body over <paramref name="maxBodyBytes"/> (the receive limit) is refused before any of that is read.
 /// </summary>
-internal sealed class DecodeStep(string endpoint, HandlerRegistry handlers, IMessageSerializer serializer, ConsumeStep next) : ConsumeStep
+internal sealed class DecodeStep(string endpoint, HandlerRegistry handlers, IMessageSerializer serializer, int maxBodyBytes, ConsumeStep next) : ConsumeStep
 {
     public override ValueTask<ConsumeOutcome> InvokeAsync(Consumption consumption)
     {
         var delivery = consumption.Delivery;
         var envelope = consumption.Envelope;
+        if (envelope.Body.Length > maxBodyBytes)
+        {
+            var reason = $"TooLarge: message {envelope.MessageId} has a body of {envelope.Body.Length} bytes, larger than endpoint '{endpoint}' accepts ({maxBodyBytes} bytes, HeraldOptions.MaxReceivedMessageBytes); it was not read.";
+            return Poison(endpoint, consumption, new HeraldException(reason), DeadLetterCause.TooLarge);
+        }
+
         if (delivery.DecodeFailure is { } decodeFailure)
         {
             return Poison(endpoint, consumption, decodeFailure, DeadLetterCause.Undecodable);

@@ -1,6 +1,7 @@
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;
 using Herald.EventSourcing.Upcasting;
+using Herald.Hosting;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Inbox;
@@ -34,7 +35,9 @@ internal sealed class EndpointPipelineFactory(
     IOptions<OutboxOptions>? outboxOptions = null,
     OutboxRelay? outboxRelay = null,
     EventUpcasterRegistry? upcasters = null,
-    ILoggerFactory? loggerFactory = null)
+    ILoggerFactory? loggerFactory = null,
+    IOptions<HeraldOptions>? heraldOptions = null,
+    IMessageAuthenticator? authenticator = null)
 {
     private readonly IMessageMiddleware[] _middleware = [.. middleware];
     private readonly ILogger _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald");
@@ -42,6 +45,9 @@ internal sealed class EndpointPipelineFactory(
     /// <summary>The chain of a transport's endpoint: a dead letter the store refuses falls back to the transport's own.</summary>
     public EndpointPipeline Create(string endpoint) =>
         Create(endpoint, nativeDeadLetters: transport is { Capabilities.SupportsNativeDeadLetter: true } and INativeDeadLetterSource, checkpoint: null);
+
+    /// <summary>The receive limit of a transport's endpoint: the option, or else what the transport accepts on a send.</summary>
+    internal int MaxReceivedBytes => heraldOptions?.Value.MaxReceivedMessageBytes ?? transport.Capabilities.MaxMessageBytes;
 
     /// <summary>
     /// The chain of <paramref name="endpoint"/>. <paramref name="nativeDeadLetters"/>: dead letters the store refuses go to
@@ -66,7 +72,10 @@ internal sealed class EndpointPipelineFactory(
         }
 
         var useOutbox = outboxRelay is not null && outboxOptions is { Value.RouteHandlerMessages: true };
-        var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, alwaysScoped: useInbox || checkpoint is not null, _logger, attempt);
+        // A subscription's events were stored by Herald with an authenticated user id; a transport's wire claim is trusted
+        // only through the authenticator (issue 10).
+        var userTrust = new UserTrust(authenticator, TrustEnvelope: checkpoint is not null);
+        var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, alwaysScoped: useInbox || checkpoint is not null, _logger, attempt, userTrust);
         ConsumeStep step = new RetryStep(endpoint, retries, timeProvider, _logger, unitOfWork);
         step = new DeserializeStep(endpoint, serializer, step);
         if (upcasters is not null)
@@ -74,7 +83,9 @@ internal sealed class EndpointPipelineFactory(
             step = new UpcastStep(endpoint, upcasters, step);
         }
 
-        step = new DecodeStep(endpoint, endpointHandlers ?? handlers, serializer, step);
+        // A subscription reads events its own store accepted (under the store's size limit), not a transport's deliveries.
+        var maxBodyBytes = checkpoint is null ? MaxReceivedBytes : int.MaxValue;
+        step = new DecodeStep(endpoint, endpointHandlers ?? handlers, serializer, maxBodyBytes, step);
         step = new SettleStep(endpoint, deadLetters, monitor, deadLetterOptions.Value.StoreFailureRedeliveryDelay, nativeDeadLetters, timeProvider, _logger, step);
         step = new TraceStep(endpoint, registry, step);
         return new EndpointPipeline(endpoint, step);

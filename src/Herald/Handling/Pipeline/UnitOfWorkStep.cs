@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Persistence;
 using Microsoft.Extensions.Logging;
 
@@ -15,7 +16,8 @@ internal sealed class UnitOfWorkStep(
     bool useOutbox,
     bool alwaysScoped,
     ILogger logger,
-    AttemptStep next)
+    AttemptStep next,
+    UserTrust userTrust = default)
 {
     /// <summary>Runs attempt number <paramref name="attempt"/>; false when it found a duplicate (and rolled back).</summary>
     public async ValueTask<bool> RunAsync(Consumption consumption, int attempt)
@@ -25,6 +27,9 @@ internal sealed class UnitOfWorkStep(
         var context = new MessageContext(consumption.Envelope, consumption.Message!, endpoint, services, bus, cancellationToken, attempt) { Invoker = invoker, UseOutbox = useOutbox };
         await using (context.ConfigureAwait(false))
         {
+            context.UserId = userTrust.Authenticator is { } authenticator
+                ? await authenticator.AuthenticateAsync(consumption.Envelope, cancellationToken).ConfigureAwait(false)
+                : userTrust.TrustEnvelope ? consumption.Envelope.UserId : null;
             // The attempt is the ambient unit of work: a unit of work its scope creates (for an injected repository, the
             // outbox, the inbox) is the context's, and commands sent from the handlers join it. An attempt that may need no
             // scope (singleton handlers, no inbox) becomes ambient only if it creates one, which saves an allocation.
@@ -42,6 +47,7 @@ internal sealed class UnitOfWorkStep(
 
                 if (context.HasUnitOfWork)
                 {
+                    await UnitOfWorkLeases.ConfirmAsync(context.UnitOfWork, cancellationToken).ConfigureAwait(false);
                     await context.UnitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
                 }
 
@@ -59,3 +65,9 @@ internal sealed class UnitOfWorkStep(
         }
     }
 }
+
+/// <summary>
+/// Which user id an attempt acts for: what the authenticator says; without one, the envelope's own only where Herald wrote
+/// it (a subscription's stored events), and none from a transport's wire.
+/// </summary>
+internal readonly record struct UserTrust(IMessageAuthenticator? Authenticator, bool TrustEnvelope);

@@ -66,6 +66,39 @@ public sealed class LeaseRenewal : IAsyncDisposable
     /// <summary>True once a renewal found the lease lost.</summary>
     public bool IsLost { get; private set; }
 
+    /// <summary>The lease's kind, as on the lost-leases metric.</summary>
+    public string Kind => _kind;
+
+    /// <summary>
+    /// Renews the lease now, to learn whether it is still this holder's (just before a commit that relies on it); false,
+    /// and <see cref="Token"/> fired, when it is lost. A renewal that throws counts as not confirmed.
+    /// </summary>
+    public async ValueTask<bool> ConfirmAsync(CancellationToken cancellationToken = default)
+    {
+        if (IsLost)
+        {
+            return false;
+        }
+
+        bool held;
+        try
+        {
+            held = await _renew(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            _failed(ex);
+            return false;
+        }
+
+        if (!held)
+        {
+            await MarkLostAsync().ConfigureAwait(false);
+        }
+
+        return held;
+    }
+
     /// <summary>Stops renewing and waits for a renewal under way.</summary>
     public async ValueTask DisposeAsync()
     {
@@ -88,6 +121,28 @@ public sealed class LeaseRenewal : IAsyncDisposable
         _lease.Dispose();
     }
 
+    private async ValueTask MarkLostAsync()
+    {
+        bool disposed;
+        lock (_gate)
+        {
+            if (IsLost)
+            {
+                return;
+            }
+
+            IsLost = true;
+            disposed = _disposed;
+        }
+
+        HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, _kind));
+        _lost();
+        if (!disposed)
+        {
+            await _lease.CancelAsync().ConfigureAwait(false);
+        }
+    }
+
     private void Due()
     {
         lock (_gate)
@@ -108,10 +163,7 @@ public sealed class LeaseRenewal : IAsyncDisposable
         {
             if (!await _renew(_stopping.Token).ConfigureAwait(false))
             {
-                IsLost = true;
-                HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, _kind));
-                _lost();
-                await _lease.CancelAsync().ConfigureAwait(false);
+                await MarkLostAsync().ConfigureAwait(false);
                 return;
             }
         }

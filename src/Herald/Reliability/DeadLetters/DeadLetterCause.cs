@@ -29,4 +29,7 @@ public enum DeadLetterCause
     /// moved it into the store with the reason the transport kept.
     /// </summary>
     TransportDeadLettered,
+
+    /// <summary>The delivered body is larger than the endpoint's receive limit (<c>HeraldOptions.MaxReceivedMessageBytes</c>).</summary>
+    TooLarge,
 }

@@ -140,6 +140,33 @@ public sealed class DeadLetterManager
         return total;
     }
 
+    /// <summary>
+    /// Deletes <paramref name="endpoint"/>'s dead letters past a retention now: those that last failed longer than
+    /// <paramref name="maxAge"/> ago, then the oldest beyond <paramref name="maxCount"/>; returns how many. The host does
+    /// this in the background from <see cref="DeadLetterOptions.MaxAge"/> and <see cref="DeadLetterOptions.MaxCount"/>.
+    /// </summary>
+    public async ValueTask<long> TrimAsync(string endpoint, TimeSpan? maxAge, int? maxCount, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(endpoint);
+        if (maxAge is { } age)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(age, TimeSpan.Zero, nameof(maxAge));
+        }
+
+        if (maxCount is { } count)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(count, nameof(maxCount));
+        }
+
+        var trimmed = await DeadLetterRetention.TrimAsync(_store, endpoint, maxAge, maxCount, _batchSize, _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+        if (_monitor is not null)
+        {
+            await _monitor.RefreshAsync(endpoint, cancellationToken).ConfigureAwait(false);
+        }
+
+        return trimmed;
+    }
+
     private async ValueTask<(DeadLetterRetryOutcome Outcome, string? Endpoint)> RetryOneAsync(Guid id, CancellationToken cancellationToken)
     {
         if (await _store.GetAsync(id, cancellationToken).ConfigureAwait(false) is not { } deadLetter)

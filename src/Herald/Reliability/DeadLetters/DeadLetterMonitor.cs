@@ -90,6 +90,11 @@ internal sealed class DeadLetterMonitor : BackgroundService
                 return;
             }
 
+            if (count > _options.MaxCount && await TrimAsync(endpoint, cancellationToken).ConfigureAwait(false) is > 0 and var trimmed)
+            {
+                count = Math.Max(0, count - trimmed);
+            }
+
             _counts[endpoint] = count;
             var threshold = _options.ThresholdFor(endpoint);
             if (threshold <= 0 || count < threshold)
@@ -106,6 +111,31 @@ internal sealed class DeadLetterMonitor : BackgroundService
         finally
         {
             _refreshing.Release();
+        }
+    }
+
+    /// <summary>Applies the retention to an endpoint's dead letters; returns how many went. Never throws (failures are logged).</summary>
+    private async ValueTask<long> TrimAsync(string endpoint, CancellationToken cancellationToken)
+    {
+        if (!_options.HasRetention)
+        {
+            return 0;
+        }
+
+        try
+        {
+            var trimmed = await DeadLetterRetention.TrimAsync(_store, endpoint, _options.MaxAge, _options.MaxCount, _options.BatchSize, _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+            if (trimmed > 0)
+            {
+                ReliabilityLog.DeadLettersTrimmed(_logger, trimmed, endpoint);
+            }
+
+            return trimmed;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            ReliabilityLog.DeadLetterTrimFailed(_logger, ex, endpoint);
+            return 0;
         }
     }
 
@@ -126,6 +156,7 @@ internal sealed class DeadLetterMonitor : BackgroundService
                 foreach (var endpoint in _counts.Keys)
                 {
                     _signalled.TryRemove(endpoint, out _);
+                    await TrimAsync(endpoint, stoppingToken).ConfigureAwait(false);
                     await RefreshAsync(endpoint, stoppingToken).ConfigureAwait(false);
                 }
 

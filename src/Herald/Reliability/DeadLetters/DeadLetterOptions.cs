@@ -27,6 +27,20 @@ public sealed class DeadLetterOptions
     /// <summary>How many dead letters retry-all and purge read or delete per round trip. Default 100.</summary>
     public int BatchSize { get; set; } = 100;
 
+    /// <summary>
+    /// Dead letters that last failed longer ago than this are deleted by the background trim (every
+    /// <see cref="MonitorInterval"/>, for each endpoint the monitor knows); null (the default) keeps them until purged.
+    /// </summary>
+    public TimeSpan? MaxAge { get; set; }
+
+    /// <summary>
+    /// Most dead letters kept per endpoint: beyond it the oldest are deleted by the background trim (when a count finds
+    /// more, and every <see cref="MonitorInterval"/>); null (the default) sets no limit.
+    /// </summary>
+    public int? MaxCount { get; set; }
+
+    internal bool HasRetention => MaxAge is not null || MaxCount is not null;
+
     internal int ThresholdFor(string endpoint) => EndpointAlertThresholds.TryGetValue(endpoint, out var threshold) ? threshold : AlertThreshold;
 
     internal IEnumerable<string> Validate()
@@ -57,6 +71,16 @@ public sealed class DeadLetterOptions
         if (DrainInterval <= TimeSpan.Zero)
         {
             yield return $"DeadLetterOptions.DrainInterval must be positive, not {DrainInterval}.";
+        }
+
+        if (MaxAge is { } maxAge && maxAge <= TimeSpan.Zero)
+        {
+            yield return $"DeadLetterOptions.MaxAge must be positive when set, not {maxAge}.";
+        }
+
+        if (MaxCount is < 0)
+        {
+            yield return $"DeadLetterOptions.MaxCount must be 0 or more when set, not {MaxCount}.";
         }
 
         if (BatchSize is < 1 or > DeadLetterQuery.MaxLimit)

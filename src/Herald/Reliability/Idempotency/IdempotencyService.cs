@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json;
 using Herald.Internal;
 using Herald.Messages;
+using Herald.Persistence;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -143,7 +144,7 @@ public sealed class IdempotencyService
         {
             result = await operation(renewal.Token).ConfigureAwait(false);
         }
-        catch
+        catch (Exception failure)
         {
             await renewal.DisposeAsync().ConfigureAwait(false);
             try
@@ -156,6 +157,12 @@ public sealed class IdempotencyService
             }
 
             Signal(key);
+            if (failure is OperationCanceledException && renewal.IsLost && !cancellationToken.IsCancellationRequested)
+            {
+                // Cancelled because another caller took the key: say so, rather than pose as the caller's own cancellation.
+                throw new LeaseLostException($"The idempotency lock of key '{key}' was lost while its operation ran (another caller took the key); the operation was cancelled and its result not stored.");
+            }
+
             throw;
         }
 

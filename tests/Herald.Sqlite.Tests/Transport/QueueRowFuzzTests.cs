@@ -1,0 +1,107 @@
+using System.Text;
+using CsCheck;
+using Herald.Sqlite.Internal;
+using Herald.Sqlite.Transport;
+using Xunit.Abstractions;
+
+namespace Herald.Sqlite.Tests.Transport;
+
+/// <summary>
+/// Issue 10: generated queue rows (every envelope column of any SQLite storage class: NULL, integers of any size, text,
+/// blobs of any length, invalid UTF-8, impossible times and offsets, headers that are no JSON object, hostile types)
+/// through the function the claim reads each row with. It never throws, so a corrupt row never fails the claim: each
+/// row decodes, or carries its decode failure (which the pipeline dead-letters with the reason) and what could be salvaged.
+/// </summary>
+public sealed class QueueRowFuzzTests(ITestOutputHelper output)
+{
+    private const int Cases = 10_000;
+    private const int First = 2;
+
+    private static readonly Gen<object?> Column = Gen.OneOf(
+        Gen.Bool.Select(_ => (object?)null),
+        Gen.Long.Select(l => (object?)l),
+        Gen.Int[-5, 5].Select(i => (object?)(long)i),
+        Gen.String[0, 30].Select(s => (object?)s),
+        Gen.Byte.Array[0, 40].Select(b => (object?)b),
+        Gen.Guid.Select(g => (object?)g.ToByteArray(bigEndian: true)),
+        Gen.Bool.Select(_ => (object?)"{\"a\":\"b\"}"),
+        Gen.Bool.Select(_ => (object?)"[1,2]"),
+        Gen.Bool.Select(_ => (object?)"{\"a\":{\"deep\":1}}"),
+        Gen.Bool.Select(_ => (object?)new byte[] { 0xFF, 0xFE, 0xC0, 0x80 }),
+        Gen.Bool.Select(_ => (object?)DateTimeOffset.MaxValue.UtcTicks),
+        Gen.Bool.Select(_ => (object?)long.MaxValue),
+        Gen.Bool.Select(_ => (object?)"conformance-message"));
+
+    [Fact]
+    public void GeneratedRows_NeverMakeTheClaimThrow_AndAFailureCarriesItsReason_Issue10()
+    {
+        var valid = Gen.Guid.Select(g => new object?[]
+        {
+            0L, 0L, g.ToByteArray(bigEndian: true), "conformance-message", 1L, DateTimeOffset.UtcNow.UtcTicks, 0L, null, null, null, null,
+            "application/json", "{}", Encoding.UTF8.GetBytes("{}"),
+        });
+        var broken = Column.Array[14];
+        var mixed = Gen.Frequency((1, valid), (3, broken)).SelectMany(row => Gen.Int[0, 13].Select(i => (row, i)));
+        var gen = Gen.OneOf(
+            broken,
+            mixed.SelectMany(x => Column.Select(value =>
+            {
+                var row = (object?[])x.row.Clone();
+                row[x.i] = value;
+                return row;
+            })));
+
+        var failures = 0;
+        gen.Sample(
+            row =>
+            {
+                var message = QueueStatements.Read(new GeneratedRow(row), id: 1, deliveryAttempt: 1, now: DateTimeOffset.UtcNow.UtcTicks);
+
+                Assert.NotNull(message.Envelope);
+                if (message.DecodeFailure is { } failure)
+                {
+                    Interlocked.Increment(ref failures);
+                    Assert.False(string.IsNullOrWhiteSpace(failure.Message), "a decode failure says why");
+                }
+            },
+            iter: Cases,
+            threads: 1,
+            writeLine: output.WriteLine);
+
+        output.WriteLine($"{Cases} rows: {failures} undecodable (dead-lettered with their reason by the pipeline), the rest decoded");
+        Assert.InRange(failures, 1, Cases - 1);
+    }
+
+    /// <summary>A row of generated SQLite values, read with SQLite's own conversions (as sqlite3_column_* does).</summary>
+    private readonly struct GeneratedRow(object?[] values) : IColumnReader
+    {
+        public bool IsNull(int column) => values[column] is null;
+
+        public long Int64(int column) => values[column] switch
+        {
+            long l => l,
+            string s => long.TryParse(s, out var parsed) ? parsed : 0,
+            _ => 0,
+        };
+
+        public string Text(int column) => values[column] switch
+        {
+            null => null!,
+            long l => l.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            string s => s,
+            byte[] b => Encoding.UTF8.GetString(b),
+            _ => "",
+        };
+
+        public byte[] Bytes(int column) => values[column] switch
+        {
+            null => [],
+            long l => Encoding.UTF8.GetBytes(l.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            string s => Encoding.UTF8.GetBytes(s),
+            byte[] b => (byte[])b.Clone(),
+            _ => [],
+        };
+
+        public Guid Guid(int column) => new(Bytes(column), bigEndian: true);
+    }
+}

@@ -1,0 +1,57 @@
+using Herald.Conformance.Transport;
+using Herald.Hosting;
+using Herald.Messages;
+using Herald.Transport;
+using Herald.Transport.InMemory;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Herald.Tests.Transport;
+
+/// <summary>
+/// The in-memory transport against <see cref="ReceiveSizeLimitConformance"/>. Its queues take any size, so the transport is
+/// wrapped to report the suite's send limit, and a raw write goes to the inner transport, past the check.
+/// </summary>
+public sealed class InMemoryReceiveSizeLimitTests : ReceiveSizeLimitConformance
+{
+    protected override void UseTransport(HeraldBuilder herald, int maxMessageBytes) =>
+        herald.UseTransport(sp => new LimitedTransport(new InMemoryTransport(InMemoryTransportOptions.Default, sp.GetRequiredService<TimeProvider>()), maxMessageBytes));
+
+    protected override async Task WriteRawAsync(IServiceProvider services, string queue, Guid messageId, byte[] body)
+    {
+        var inner = ((LimitedTransport)services.GetRequiredService<ITransport>()).Inner;
+        await inner.SendAsync(queue, new Envelope
+        {
+            MessageId = messageId,
+            MessageType = ProbeType,
+            Time = DateTimeOffset.UtcNow,
+            ContentType = ContentTypes.Json,
+            Headers = EmptyHeaders.Instance,
+            Body = body,
+        });
+    }
+
+    /// <summary>The in-memory transport, reporting a smaller send limit than it enforces.</summary>
+    private sealed class LimitedTransport(ITransport inner, int maxMessageBytes) : ITransport
+    {
+        public ITransport Inner => inner;
+
+        public string Name => inner.Name;
+
+        public TransportCapabilities Capabilities { get; } = inner.Capabilities with { MaxMessageBytes = maxMessageBytes };
+
+        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, cancellationToken);
+
+        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => inner.BindAsync(topic, queue, cancellationToken);
+
+        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+            inner.SendAsync(queue, envelope, options, cancellationToken);
+
+        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+            inner.PublishAsync(topic, envelope, options, cancellationToken);
+
+        public ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
+            inner.ConsumeAsync(queue, options, handler, cancellationToken);
+
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+}
