@@ -175,16 +175,8 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
         var observer = new SagaRunObserver<TData>(definition, injected, _services.GetService<ILoggerFactory>());
         var orchestrator = _services.GetRequiredService<SagaOrchestrator>();
 
-        // The start-up resumption lists unfinished instances in the background; one that saw this new instance would run
-        // it too (with the unobserved definition) and win the race. A fresh harness has nothing to resume: it ends at once.
-        foreach (var resumption in _services.GetServices<IHostedService>().OfType<SagaResumeService>())
-        {
-            if (resumption.ExecuteTask is { } resuming)
-            {
-                await resuming.WaitAsync(DefaultTimeout, TimeProvider.System, cancellationToken).ConfigureAwait(false);
-            }
-        }
-
+        // The resume sweep (a background loop) never takes an instance this process runs: StartAsync claims it here before
+        // saving it, so the observed definition is the only one that runs it.
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(DefaultTimeout);
         SagaInstance instance;
