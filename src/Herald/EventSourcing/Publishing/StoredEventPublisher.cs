@@ -11,7 +11,8 @@ namespace Herald.EventSourcing.Publishing;
 /// <summary>
 /// Publishes every stored event to the topic of its type, in global-log order, from a checkpointed catch-up
 /// subscription: the store is the outbox, so an event is published if and only if its append committed (at least
-/// once; consumers deduplicate by message id). The envelope published is the one recorded. A failure the transport
+/// once; consumers deduplicate by message id). The envelope published is the one recorded. One node publishes at a time
+/// (the leader of <c>$publish-stored-events:{subscription}</c>). A failure the transport
 /// calls permanent (see <see cref="SendChecks"/>) moves the event to the dead letters, so it cannot stop the log.
 /// </summary>
 internal sealed partial class StoredEventPublisher(
@@ -19,53 +20,57 @@ internal sealed partial class StoredEventPublisher(
     ICheckpointStore checkpoints,
     ITransport transport,
     IDeadLetterStore deadLetters,
+    Herald.Persistence.ILeaderElection election,
     TimeProvider timeProvider,
     IOptions<EventPublishingOptions> options,
-    ILogger<StoredEventPublisher> logger) : IHostedService, IAsyncDisposable
+    ILogger<StoredEventPublisher> logger) : BackgroundService
 {
-    private EventSubscription? _subscription;
-    private CancellationTokenSource? _stopping;
+    // Every node shares the checkpoint, so one node publishes at a time: two would both read from it and publish each event
+    // twice. Another node takes over when the leader stops or loses its lease.
+    private static readonly TimeSpan LeadershipRetryInterval = TimeSpan.FromSeconds(5);
 
-    public async Task StartAsync(CancellationToken cancellationToken)
+    private CancellationToken _leading;
+
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Herald.Persistence.LeaderElectionExtensions.RunWhileLeadingAsync(
+            election,
+            "$publish-stored-events:" + options.Value.SubscriptionId,
+            PublishWhileLeadingAsync,
+            LeadershipRetryInterval,
+            timeProvider,
+            logger,
+            stoppingToken);
+
+    private async Task PublishWhileLeadingAsync(CancellationToken leading)
     {
         var settings = options.Value;
-        _stopping = new CancellationTokenSource();
-        _subscription = await EventSubscription.StartNewAsync(
+        _leading = leading;
+        var subscription = await EventSubscription.StartNewAsync(
             store,
             checkpoints,
             PublishAsync,
             new EventSubscriptionOptions { SubscriptionId = settings.SubscriptionId, Filter = settings.Filter },
-            cancellationToken).ConfigureAwait(false);
-    }
-
-    public async Task StopAsync(CancellationToken cancellationToken)
-    {
-        if (_stopping is not null)
+            leading).ConfigureAwait(false);
+        await using (subscription.ConfigureAwait(false))
         {
-            await _stopping.CancelAsync().ConfigureAwait(false);
-        }
+            try
+            {
+                await Task.Delay(Timeout.InfiniteTimeSpan, timeProvider, leading).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (leading.IsCancellationRequested)
+            {
+                // Stopping, or no longer leading: the subscription stops where its checkpoint stands.
+            }
 
-        if (_subscription is not null)
-        {
-            await _subscription.StopAsync(cancellationToken).ConfigureAwait(false);
+            await subscription.StopAsync(CancellationToken.None).ConfigureAwait(false);
         }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        if (_subscription is not null)
-        {
-            await _subscription.DisposeAsync().ConfigureAwait(false);
-        }
-
-        _stopping?.Dispose();
     }
 
     private async ValueTask PublishAsync(RecordedEvent recorded, CancellationToken cancellationToken)
     {
         var settings = options.Value;
         var delay = settings.RetryDelay;
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping!.Token);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _leading);
         for (var attempt = 1; ; attempt++)
         {
             try
