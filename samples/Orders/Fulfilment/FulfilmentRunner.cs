@@ -9,7 +9,7 @@ namespace Orders.Fulfilment;
 /// <summary>
 /// Runs started fulfilment sagas in the background, a bounded number at once (each step holds a database connection
 /// while it commits). An instance whose run is cut short (a stop, a crash) stays running in the saga store and is resumed
-/// by Herald's saga resume service at the next start.
+/// by Herald's saga resume sweep (at start and every 5 s; on the distributed profile once it has had no save for 15 s).
 /// </summary>
 public sealed class FulfilmentRunner(SagaOrchestrator orchestrator, ILogger<FulfilmentRunner> logger) : BackgroundService
 {
@@ -43,11 +43,11 @@ public sealed class FulfilmentRunner(SagaOrchestrator orchestrator, ILogger<Fulf
                 {
                     return;
                 }
-#pragma warning disable CA1031 // One saga that cannot run now (its store failed) stays running and is resumed at the next start.
+#pragma warning disable CA1031 // One saga that cannot run now (its store failed) stays running and is resumed by the resume sweep.
                 catch (Exception ex)
 #pragma warning restore CA1031
                 {
-                    logger.LogError(ex, "fulfilment {OrderId} stopped; it is resumed at the next start", id);
+                    logger.LogError(ex, "fulfilment {OrderId} stopped; the resume sweep picks it up again", id);
                 }
             }
         }
