@@ -55,8 +55,6 @@ public static class OrderServiceApp
         builder.Services.AddSingleton<Inventory>();
         builder.Services.AddSingleton<Payments>();
         builder.Services.AddSingleton<Shipping>();
-        builder.Services.AddSingleton<FulfilmentRunner>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<FulfilmentRunner>());
         builder.Services.AddHeraldAspNetCore(o => o
             .MapException<OrderRuleException>(StatusCodes.Status422UnprocessableEntity, "Order rule broken")
             .MapException<OrderNotFoundException>(StatusCodes.Status404NotFound, "Order not found"));
@@ -86,7 +84,7 @@ public static class OrderServiceApp
                 .Configure(o =>
                 {
                     o.EndpointName = settings.Endpoint;
-                    // Handlers are short (the saga runs in the FulfilmentRunner); a few at once share group commits.
+                    // Handlers are short (a saga runs on Herald's saga runner once its start commits); a few at once share group commits.
                     o.MaxConcurrency = 8;
                 })
                 .ConfigureProjections(o => o.StatusInterval = TimeSpan.FromSeconds(1))

@@ -12,7 +12,8 @@ public sealed partial class HeraldBuilder
     private readonly HashSet<string> _sagas = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// Registers an orchestrated saga: start instances with <see cref="SagaOrchestrator.StartAsync{TData}"/>; every instance
+    /// Registers an orchestrated saga: start instances with <see cref="SagaOrchestrator.StartAsync{TData}"/>, or within a
+    /// handler's unit of work with <see cref="SagaOrchestrator.StartInAsync{TData}"/> (run in the background once it commits); every instance
     /// of it left running or compensating (a crash, a stop) is resumed in the background, at start and by a periodic sweep.
     /// </summary>
     /// <exception cref="InvalidSagaDefinitionException">Another saga with this name is registered.</exception>
@@ -28,6 +29,7 @@ public sealed partial class HeraldBuilder
         Services.AddSingleton(definition);
         Services.AddSingleton<ISagaResumption>(new SagaResumption<TData>(definition));
         Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SagaResumeService>());
+        Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SagaRunQueue>());
         Services.AddCheckedOptions<SagaOptions>(configure: null, SagaOptions.Check);
         return this;
     }

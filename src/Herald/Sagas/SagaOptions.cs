@@ -1,6 +1,6 @@
 namespace Herald.Sagas;
 
-/// <summary>How the host finds and resumes orchestrated saga instances that no runner is driving (a crash, a stop).</summary>
+/// <summary>How the host runs orchestrated saga instances started in a unit of work, and finds and resumes those that no runner is driving (a crash, a stop).</summary>
 public sealed class SagaOptions
 {
     /// <summary>How often the node that leads the resume sweep looks for unfinished instances. Default 30 seconds.</summary>
@@ -16,10 +16,14 @@ public sealed class SagaOptions
     /// <summary>How many instances one sweep resumes side by side. Default 4.</summary>
     public int ResumeConcurrency { get; set; } = 4;
 
+    /// <summary>How many instances started in a unit of work (<see cref="SagaOrchestrator.StartInAsync{TData}"/>) run side by side. Default 16.</summary>
+    public int RunConcurrency { get; set; } = 16;
+
     internal static void Check(SagaOptions options, Herald.Internal.OptionsProblems problems)
     {
         problems.Positive(nameof(ResumeInterval), options.ResumeInterval);
         problems.Positive(nameof(StaleAfter), options.StaleAfter);
         problems.Between(nameof(ResumeConcurrency), options.ResumeConcurrency, 1, 256);
+        problems.Between(nameof(RunConcurrency), options.RunConcurrency, 1, 256);
     }
 }

@@ -38,6 +38,9 @@ public sealed class SagaOrchestrator
         _logger = (ILogger?)logger ?? NullLogger.Instance;
     }
 
+    /// <summary>The host's runner of instances started in a unit of work; set when the host builds it (<c>AddSaga</c>).</summary>
+    internal SagaRunQueue? Queue { get; set; }
+
     /// <summary>Whether this process runs the instance now (a start or a resume in flight).</summary>
     internal bool IsRunningHere(string sagaType, string id) => _running.ContainsKey((sagaType, id));
 
@@ -77,6 +80,51 @@ public sealed class SagaOrchestrator
         {
             _running.TryRemove(key, out _);
         }
+    }
+
+    /// <summary>
+    /// Starts an instance as part of <paramref name="unitOfWork"/> (a message handler's, say): enlists the save of the new
+    /// instance there and, once it commits, runs the instance in the background on the host's saga runner (at most
+    /// <see cref="SagaOptions.RunConcurrency"/> at once), so the caller's transaction stays short and the start is recorded
+    /// exactly when the caller's own writes (and its inbox mark) are. If the process stops before the instance ran, the
+    /// resume sweep runs it. Returns false, and enlists nothing, when an instance with this id is stored already (a message
+    /// delivered again); two starts racing for one id conflict at the commit with a <see cref="SagaConcurrencyException"/>,
+    /// and the retried message then finds the instance.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No host runs sagas here: register the saga with <c>AddSaga</c> and start the host.</exception>
+    public async ValueTask<bool> StartInAsync<TData>(SagaDefinition<TData> definition, string id, TData data, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+        where TData : class
+    {
+        ArgumentNullException.ThrowIfNull(definition);
+        ArgumentException.ThrowIfNullOrWhiteSpace(id);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(unitOfWork);
+        var queue = Queue ?? throw new InvalidOperationException(
+            $"StartInAsync runs saga '{definition.Name}' on the host's saga runner: register the saga with AddSaga and start the host, or call StartAsync.");
+        if (await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false) is not null)
+        {
+            return false;
+        }
+
+        await _store.SaveAsync(
+            new SagaInstance
+            {
+                SagaType = definition.Name,
+                Id = id,
+                Status = SagaStatus.Running,
+                State = definition.Steps[0].Name,
+                CurrentStep = 0,
+                Data = SagaData.Serialize(data),
+            },
+            unitOfWork,
+            cancellationToken).ConfigureAwait(false);
+        var parent = System.Diagnostics.Activity.Current?.Context ?? default;
+        unitOfWork.OnCommitted(token =>
+        {
+            Log.SagaStarted(_logger, definition.Name, id);
+            return queue.EnqueueAsync(definition.Name, id, parent, run => ResumeAsync(definition, id, run), token);
+        });
+        return true;
     }
 
     /// <summary>
