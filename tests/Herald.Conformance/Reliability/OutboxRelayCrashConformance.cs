@@ -111,9 +111,10 @@ public abstract class OutboxRelayCrashConformance(ITestOutputHelper output)
         Assert.Equal(committed.Count, outboxRows);
 
         var queued = await CountQueuedAsync();
-        Assert.Empty(committed.Except(queued.Keys));
-        Assert.Empty(queued.Keys.Except(committed));
+        var lost = committed.Except(queued.Keys).ToList();
+        Assert.True(lost.Count == 0, $"{lost.Count} committed messages never reached the queue, first {lost.FirstOrDefault()}");
         Assert.Empty(uncommitted.Intersect(queued.Keys));
+        Assert.Empty(queued.Keys.Except(committed));
         foreach (var id in killedAfterSending)
         {
             // Sent before the kill, not marked: the next relay sent it again.
