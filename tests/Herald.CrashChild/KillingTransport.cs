@@ -9,10 +9,14 @@ namespace Herald.CrashChild;
 /// send returned, prints "sent &lt;id&gt;" so the parent can kill the process while the relay is busy. At send number
 /// <c>killAtSend</c> (from 1; 0 never) it prints "killing &lt;id&gt;" instead and kills its own process with SIGKILL: the
 /// broker has the message, the outbox does not know yet (the relay marks a batch sent after its sends). No send starts
-/// before <see cref="Start"/>, so the parent has read which messages were committed before any kill.
+/// before <see cref="Start"/>, so the parent has read which messages were committed before any kill. Each send first
+/// waits <see cref="Latency"/>, as a broker across a network would take: the parent reads the progress lines on a loaded
+/// machine, and without it the relay could send and mark every pending message before the parent's kill lands.
 /// </summary>
 internal sealed class KillingTransport(ITransport inner, int killAtSend) : ITransport
 {
+    private static readonly TimeSpan Latency = TimeSpan.FromMilliseconds(20);
+
     private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _sends;
 
@@ -31,6 +35,7 @@ internal sealed class KillingTransport(ITransport inner, int killAtSend) : ITran
     {
         ArgumentNullException.ThrowIfNull(envelope);
         await _started.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await Task.Delay(Latency, cancellationToken).ConfigureAwait(false);
         await inner.SendAsync(queue, envelope, options, cancellationToken).ConfigureAwait(false);
         Sent(envelope.MessageId);
     }
@@ -39,6 +44,7 @@ internal sealed class KillingTransport(ITransport inner, int killAtSend) : ITran
     {
         ArgumentNullException.ThrowIfNull(envelope);
         await _started.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await Task.Delay(Latency, cancellationToken).ConfigureAwait(false);
         await inner.PublishAsync(topic, envelope, options, cancellationToken).ConfigureAwait(false);
         Sent(envelope.MessageId);
     }
