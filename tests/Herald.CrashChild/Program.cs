@@ -10,6 +10,10 @@ using Herald.Reliability;
 using Herald.Reliability.Outbox;
 using Herald.Sqlite;
 using Herald.Sqlite.Reliability;
+using Herald.Hosting;
+using Herald.Postgres.Transport;
+using Herald.Sqlite.Transport;
+using Herald.Transport;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -26,7 +30,17 @@ using Microsoft.Extensions.Logging;
 // Starts saga "crash-saga" instance "saga-1" (steps one, two, three; each inserts its name into the file's saga_effects
 // table through the step's unit of work). Step two inserts, prints "ready" and never finishes, so the kill lands in the
 // middle of a step whose writes are not committed.
-const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file>";
+//        Herald.CrashChild outbox-relay-sqlite <database file> <message count> <kill at send>
+//        Herald.CrashChild outbox-relay-postgres <connection string> <schema> <message count> <kill at send>
+// Starts a host whose outbox relay sends to the durable SQL queue of the same database (queue "crash-queue", which outlives
+// the child) through KillingTransport, commits <count> outbox messages and enlists as many in a unit of work that never
+// commits (printing "committed <ids>" and "uncommitted <ids>" as above), prints "ready", and only then lets the relay send
+// what is pending, older runs' leftovers first: "sent <id>" after each send the queue accepted. At send number <kill at
+// send> (from 1; 0 never) it prints "killing <id>" instead and kills itself with SIGKILL before the relay marks it sent;
+// otherwise it relays until the test kills it.
+const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file>"
+    + " | outbox-relay-sqlite <database file> <message count> <kill at send> | outbox-relay-postgres <connection string> <schema> <message count> <kill at send>";
+KillingTransport? relay = null;
 switch (args)
 {
     case ["sqlite", var file, var count] when Count(count) is { } messages:
@@ -38,12 +52,27 @@ switch (args)
     case ["saga-sqlite", var file]:
         await RunSagaAsync(file);
         break;
+    case ["outbox-relay-sqlite", var file, var count, var killAt] when Count(count) is { } messages && KillAt(killAt) is { } send:
+        relay = await RunRelayAsync(
+            h => h.UseSqlite(file).UseTransport(sp => new KillingTransport(SqliteQueueTransportFactory.Open(sp.GetRequiredService<SqliteEventStore>()), send)),
+            services => services.GetRequiredService<SqliteEventStore>().BeginUnitOfWork,
+            messages);
+        break;
+    case ["outbox-relay-postgres", var connectionString, var schema, var count, var killAt] when Count(count) is { } messages && KillAt(killAt) is { } send:
+        // Created (and the schema migrated) here, so the transport the host holds is the queue itself, decorated.
+        var queue = await PostgresQueueTransportFactory.CreateAsync(connectionString, o => o.Schema = schema);
+        relay = await RunRelayAsync(
+            h => h.UsePostgres(connectionString, o => o.Schema = schema).UseTransport(_ => new KillingTransport(queue, send)),
+            services => services.GetRequiredService<PostgresEventStore>().BeginUnitOfWork,
+            messages);
+        break;
     default:
         await Console.Error.WriteLineAsync(Usage);
         return 2;
 }
 
 Console.WriteLine("ready");
+relay?.Start();
 
 // Block until killed.
 await Task.Delay(Timeout.Infinite);
@@ -78,6 +107,32 @@ static async Task RunPostgresAsync(string connectionString, string schema, int c
 
     // The relay fetches only while it leads (ILeaderElection), so from here the leadership is this process's.
     Console.WriteLine("sending " + await transport.FirstSend);
+}
+
+// The relay runs from the host's start; its sends wait for KillingTransport.Start, after "ready".
+static async Task<KillingTransport> RunRelayAsync(Action<HeraldBuilder> useEngine, Func<IServiceProvider, Func<IUnitOfWork>> beginUnitOfWork, int count)
+{
+    var builder = Host.CreateApplicationBuilder();
+    builder.Logging.ClearProviders();
+    builder.Services.AddHerald(h =>
+    {
+        h.Configure(o =>
+            {
+                o.EndpointName = "crash-child";
+                o.StartConsumer = false;
+            })
+            .UseOutbox(o =>
+            {
+                // Small batches: a kill lands more often between a batch's sends and its mark.
+                o.BatchSize = 8;
+                o.PollInterval = TimeSpan.FromMilliseconds(50);
+            });
+        useEngine(h);
+    });
+    var host = builder.Build();
+    await host.StartAsync();
+    await AddAsync(host.Services.GetRequiredService<IOutboxStore>(), beginUnitOfWork(host.Services), count);
+    return (KillingTransport)host.Services.GetRequiredService<ITransport>();
 }
 
 static async Task AddAsync(IOutboxStore outbox, Func<IUnitOfWork> beginUnitOfWork, int count)
@@ -138,6 +193,9 @@ static ValueTask Effect(SagaStepContext<CrashSagaData> context)
 
 static int? Count(string text) =>
     int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var count) && count >= 1 ? count : null;
+
+static int? KillAt(string text) =>
+    int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var send) ? send : null;
 
 static OutboxMessage[] NewMessages(int count) =>
     [.. Enumerable.Range(0, count).Select(i =>

@@ -30,6 +30,15 @@ public sealed class CrashChildProcess : IDisposable
     /// <summary>The id its relay was sending when it became ready (postgres only): a send that never finishes.</summary>
     public Guid? Sending { get; private set; }
 
+    /// <summary>The ids its relay sent, in order, as far as read (outbox-relay modes: each one the queue accepted).</summary>
+    public List<Guid> Sent { get; } = [];
+
+    /// <summary>
+    /// The id of the send after which the child killed itself (outbox-relay modes with a kill point): in the queue, and
+    /// not marked sent in the outbox.
+    /// </summary>
+    public Guid? KilledAfterSending { get; private set; }
+
     /// <summary>Starts the child with <c>dotnet</c> on its built dll and reads its output until it says "ready".</summary>
     public static async Task<CrashChildProcess> StartAsync(params string[] arguments)
     {
@@ -63,6 +72,39 @@ public sealed class CrashChildProcess : IDisposable
     {
         _process.Kill();
         using var deadline = new CancellationTokenSource(ExitDeadline);
+        await _process.WaitForExitAsync(deadline.Token);
+        return _process.ExitCode;
+    }
+
+    /// <summary>
+    /// Reads the relay's progress until it has sent <paramref name="count"/> messages (true), or its output ends first
+    /// (false: it killed itself or died).
+    /// </summary>
+    public async Task<bool> ReadSentAsync(int count)
+    {
+        using var deadline = new CancellationTokenSource(ReadyDeadline);
+        while (Sent.Count < count)
+        {
+            if (await _process.StandardOutput.ReadLineAsync(deadline.Token) is not { } line)
+            {
+                return false;
+            }
+
+            Read(line);
+        }
+
+        return true;
+    }
+
+    /// <summary>Reads the rest of its output and waits until it ended by itself (it killed itself); returns its exit code.</summary>
+    public async Task<int> WaitForExitAsync()
+    {
+        using var deadline = new CancellationTokenSource(ReadyDeadline);
+        while (await _process.StandardOutput.ReadLineAsync(deadline.Token) is { } line)
+        {
+            Read(line);
+        }
+
         await _process.WaitForExitAsync(deadline.Token);
         return _process.ExitCode;
     }
@@ -104,20 +146,37 @@ public sealed class CrashChildProcess : IDisposable
                     $"The crash child ended early (exit {_process.ExitCode.ToString(CultureInfo.InvariantCulture)}): {await _errors}");
             }
 
-            switch (line.Split(' ', 2)[0])
+            if (Read(line))
             {
-                case "committed":
-                    Committed = Ids(line);
-                    break;
-                case "uncommitted":
-                    Uncommitted = Ids(line);
-                    break;
-                case "sending":
-                    Sending = Ids(line).Single();
-                    break;
-                case "ready":
-                    return;
+                return;
             }
         }
+    }
+
+    // Returns whether the line is "ready".
+    private bool Read(string line)
+    {
+        switch (line.Split(' ', 2)[0])
+        {
+            case "committed":
+                Committed = Ids(line);
+                break;
+            case "uncommitted":
+                Uncommitted = Ids(line);
+                break;
+            case "sending":
+                Sending = Ids(line).Single();
+                break;
+            case "sent":
+                Sent.Add(Ids(line).Single());
+                break;
+            case "killing":
+                KilledAfterSending = Ids(line).Single();
+                break;
+            case "ready":
+                return true;
+        }
+
+        return false;
     }
 }
