@@ -12,6 +12,9 @@ public static class Fuzz
     /// <summary>Cases per decode path and for the pipeline: the issue asks for at least 10,000.</summary>
     public const int Cases = 10_000;
 
+    /// <summary>True when a full run, not the replay of one seed: distribution checks (each class reached) apply only then.</summary>
+    public static bool IsFullRun => ReplaySeed is null;
+
     private const uint Stream = 10;
     private const ulong FirstSeed = 20_261_204;
 
@@ -24,8 +27,11 @@ public static class Fuzz
     /// <summary>The CsCheck seed of case <paramref name="index"/>.</summary>
     public static string SeedOf(int index) => new PCG(Stream, FirstSeed + (ulong)index).ToString();
 
-    /// <summary>Runs <paramref name="assert"/> on <paramref name="cases"/> generated inputs; the first failure throws with its seed.</summary>
-    public static void Run<T>(Gen<T> gen, Action<T> assert, Action<string> writeLine, int cases = Cases)
+    /// <summary>
+    /// Runs <paramref name="assert"/> on <paramref name="cases"/> generated inputs; the first failure throws with its seed.
+    /// Returns how many cases ran: 1 when replaying a seed, so a test checks its totals against what ran.
+    /// </summary>
+    public static int Run<T>(Gen<T> gen, Action<T> assert, Action<string> writeLine, int cases = Cases)
     {
         ArgumentNullException.ThrowIfNull(gen);
         ArgumentNullException.ThrowIfNull(assert);
@@ -33,7 +39,7 @@ public static class Fuzz
         if (ReplaySeed is { } replay)
         {
             gen.Sample(assert, writeLine, seed: replay, iter: 1, threads: 1);
-            return;
+            return 1;
         }
 
         for (var i = 0; i < cases; i++)
@@ -53,10 +59,11 @@ public static class Fuzz
         }
 
         writeLine($"{cases} cases passed (seeds {SeedOf(0)} .. {SeedOf(cases - 1)})");
+        return cases;
     }
 
     /// <summary>The asynchronous <see cref="Run{T}"/>.</summary>
-    public static async Task RunAsync<T>(Gen<T> gen, Func<T, Task> assert, Action<string> writeLine, int cases = Cases)
+    public static async Task<int> RunAsync<T>(Gen<T> gen, Func<T, Task> assert, Action<string> writeLine, int cases = Cases)
     {
         ArgumentNullException.ThrowIfNull(gen);
         ArgumentNullException.ThrowIfNull(assert);
@@ -64,7 +71,7 @@ public static class Fuzz
         if (ReplaySeed is { } replay)
         {
             await gen.SampleAsync(assert, writeLine, seed: replay, iter: 1, threads: 1).ConfigureAwait(false);
-            return;
+            return 1;
         }
 
         for (var i = 0; i < cases; i++)
@@ -102,6 +109,7 @@ public static class Fuzz
         }
 
         writeLine($"{cases} cases passed (seeds {SeedOf(0)} .. {SeedOf(cases - 1)})");
+        return cases;
     }
 
     /// <summary>

@@ -55,14 +55,17 @@ public sealed class PipelineFuzzTests(ITestOutputHelper output)
                 DeliveryAttempt = attempt,
             }, Malformed: malformed);
 
-        await Fuzz.RunAsync(
+        var cases = await Fuzz.RunAsync(
             Gen.Frequency((1, valid), (2, hostile)),
             sample => pipeline.DeliverAsync(sample.Envelope, sample.Malformed ? new MalformedMessageException("Malformed message: generated") : null),
             output.WriteLine);
 
-        output.WriteLine(pipeline.Summary(Fuzz.Cases));
-        Assert.Equal(Fuzz.Cases, pipeline.Handled + pipeline.DeadLettered);
-        Assert.True(pipeline.Handled > Fuzz.Cases / 10, "the generator reaches the handler too");
-        Assert.True(pipeline.Causes.Count >= 4, "the generator reaches many kinds of poison");
+        output.WriteLine(pipeline.Summary(cases));
+        Assert.Equal(cases, pipeline.Handled + pipeline.DeadLettered);
+        if (Fuzz.IsFullRun)
+        {
+            Assert.True(pipeline.Handled > cases / 10, "the generator reaches the handler too");
+            Assert.True(pipeline.Causes.Count >= 4, "the generator reaches many kinds of poison");
+        }
     }
 }
