@@ -29,16 +29,17 @@ public static class Fuzz
 
     /// <summary>
     /// Runs <paramref name="assert"/> on <paramref name="cases"/> generated inputs; the first failure throws with its seed.
-    /// Returns how many cases ran: 1 when replaying a seed, so a test checks its totals against what ran.
+    /// Returns how many cases ran: 1 when replaying a seed, so a test checks its totals against what ran. <paramref name="print"/>
+    /// shows a failing input (CsCheck's printer by default).
     /// </summary>
-    public static int Run<T>(Gen<T> gen, Action<T> assert, Action<string> writeLine, int cases = Cases)
+    public static int Run<T>(Gen<T> gen, Action<T> assert, Action<string> writeLine, int cases = Cases, Func<T, string>? print = null)
     {
         ArgumentNullException.ThrowIfNull(gen);
         ArgumentNullException.ThrowIfNull(assert);
         ArgumentNullException.ThrowIfNull(writeLine);
         if (ReplaySeed is { } replay)
         {
-            gen.Sample(assert, writeLine, seed: replay, iter: 1, threads: 1);
+            gen.Sample(assert, writeLine, seed: replay, iter: 1, threads: 1, print: print);
             return 1;
         }
 
@@ -54,7 +55,7 @@ public static class Fuzz
             catch (Exception e)
 #pragma warning restore CA1031
             {
-                throw Failed(i, seed, e, () => gen.Sample(assert, writeLine, seed: seed, iter: 1, threads: 1), writeLine);
+                throw Failed(i, seed, e, () => gen.Sample(assert, writeLine, seed: seed, iter: 1, threads: 1, print: print), writeLine);
             }
         }
 
@@ -63,14 +64,14 @@ public static class Fuzz
     }
 
     /// <summary>The asynchronous <see cref="Run{T}"/>.</summary>
-    public static async Task<int> RunAsync<T>(Gen<T> gen, Func<T, Task> assert, Action<string> writeLine, int cases = Cases)
+    public static async Task<int> RunAsync<T>(Gen<T> gen, Func<T, Task> assert, Action<string> writeLine, int cases = Cases, Func<T, string>? print = null)
     {
         ArgumentNullException.ThrowIfNull(gen);
         ArgumentNullException.ThrowIfNull(assert);
         ArgumentNullException.ThrowIfNull(writeLine);
         if (ReplaySeed is { } replay)
         {
-            await gen.SampleAsync(assert, writeLine, seed: replay, iter: 1, threads: 1).ConfigureAwait(false);
+            await gen.SampleAsync(assert, writeLine, seed: replay, iter: 1, threads: 1, print: print).ConfigureAwait(false);
             return 1;
         }
 
@@ -95,7 +96,7 @@ public static class Fuzz
                 Exception? replayed = null;
                 try
                 {
-                    await gen.SampleAsync(assert, writeLine, seed: seed, iter: 1, threads: 1).ConfigureAwait(false);
+                    await gen.SampleAsync(assert, writeLine, seed: seed, iter: 1, threads: 1, print: print).ConfigureAwait(false);
                 }
 #pragma warning disable CA1031 // CsCheck's own report (seed and input) is what the test shows.
                 catch (Exception e)
