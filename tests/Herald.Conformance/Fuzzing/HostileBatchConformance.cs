@@ -36,7 +36,7 @@ public abstract class HostileBatchConformance<THostile>(ITestOutputHelper output
     protected virtual TimeSpan Deadline => TimeSpan.FromSeconds(60);
 
     /// <summary>The hostile messages: never a valid message of <see cref="ProbeType"/>.</summary>
-    protected abstract Gen<THostile> Hostile { get; }
+    protected abstract Gen<THostile> HostileMessages { get; }
 
     /// <summary>Configures the transport under test (and the stores beside it) on the host.</summary>
     protected abstract void UseTransport(HeraldBuilder herald);
@@ -74,7 +74,7 @@ public abstract class HostileBatchConformance<THostile>(ITestOutputHelper output
         await host.StartAsync();
         var bus = host.Services.GetRequiredService<IMessageBus>();
 
-        var batch = Fuzz.Batch(Hostile, HostileCount);
+        var batch = Fuzz.Batch(HostileMessages, HostileCount);
         var written = 0;
         for (var i = 0; i < batch.Count; i++)
         {

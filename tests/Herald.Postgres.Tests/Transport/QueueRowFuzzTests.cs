@@ -94,7 +94,7 @@ public sealed class QueueRowHostileBatchTests(ITestOutputHelper output) : Hostil
 
     protected override int HostileCount => 300;
 
-    protected override Gen<QueueRows.Row> Hostile => QueueRows.Hostile(nullable: false);
+    protected override Gen<QueueRows.Row> HostileMessages => QueueRows.Hostile(nullable: false);
 
     public Task InitializeAsync() => Task.CompletedTask;
 
