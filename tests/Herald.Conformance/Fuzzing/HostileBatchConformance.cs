@@ -23,6 +23,9 @@ namespace Herald.Conformance.Fuzzing;
 /// <typeparam name="THostile">What the transport's generator makes: headers and a body, a row.</typeparam>
 public abstract class HostileBatchConformance<THostile>(ITestOutputHelper output)
 {
+    /// <summary>The test's output.</summary>
+    protected ITestOutputHelper Output { get; } = output;
+
     /// <summary>The message type of the good messages; no hostile message may be a valid one of it.</summary>
     protected const string ProbeType = "hostile-batch-probe";
 
@@ -86,7 +89,7 @@ public abstract class HostileBatchConformance<THostile>(ITestOutputHelper output
             await bus.SendAsync(new Probe(i));
         }
 
-        output.WriteLine($"{written} of {batch.Count} hostile messages stored (seeds {Fuzz.SeedOf(0)} .. {Fuzz.SeedOf(batch.Count - 1)}), {batch.Count} good ones sent");
+        Output.WriteLine($"{written} of {batch.Count} hostile messages stored (seeds {Fuzz.SeedOf(0)} .. {Fuzz.SeedOf(batch.Count - 1)}), {batch.Count} good ones sent");
         Assert.True(written >= batch.Count / 2, $"the engine stored most hostile messages ({written} of {batch.Count})");
 
         var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
@@ -96,7 +99,7 @@ public abstract class HostileBatchConformance<THostile>(ITestOutputHelper output
         await host.StopAsync();
 
         var stored = await deadLetters.ListAsync(new DeadLetterQuery { Limit = 1000 });
-        output.WriteLine($"dead letters by cause: {string.Join(", ", stored.GroupBy(d => d.Cause).OrderBy(g => g.Key).Select(g => $"{g.Key} {g.Count()}"))}");
+        Output.WriteLine($"dead letters by cause: {string.Join(", ", stored.GroupBy(d => d.Cause).OrderBy(g => g.Key).Select(g => $"{g.Key} {g.Count()}"))}");
         Assert.Equal(written, stored.Count);
         Assert.All(stored, d => Assert.False(string.IsNullOrWhiteSpace(d.ErrorMessage), "the dead letter says why"));
         Assert.All(handled, h => Assert.True(h.Value == 1, $"good message {h.Key} handled {h.Value} times"));
