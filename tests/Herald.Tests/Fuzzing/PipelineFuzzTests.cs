@@ -35,10 +35,10 @@ public sealed class PipelineFuzzTests(ITestOutputHelper output)
             }, Malformed: false);
         var hostile =
             from id in Gen.OneOf(Gen.Const(Guid.Empty), Gen.Guid)
-            from type in FuzzInputs.MessageType
+            from type in Gen.Frequency((20, FuzzInputs.MessageType), (1, Gen.Const((string)null!)))
             from version in Gen.OneOf(Gen.Int[-3, 4], Gen.Const(int.MaxValue), Gen.Const(int.MinValue))
             from time in FuzzInputs.Time
-            from contentType in FuzzInputs.ContentType
+            from contentType in Gen.Frequency((20, FuzzInputs.ContentType), (1, Gen.Const((string)null!)))
             from headers in FuzzInputs.Headers
             from body in FuzzInputs.Body
             from attempt in Gen.OneOf(Gen.Int[0, 4], Gen.Const(int.MaxValue), Gen.Const(int.MinValue), Gen.Const(-1))
