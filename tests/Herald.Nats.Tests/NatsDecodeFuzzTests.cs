@@ -82,7 +82,6 @@ public sealed class NatsDecodeFuzzTests(ITestOutputHelper output)
             from raw in Gen.Frequency((4, Gen.Const(false)), (1, Gen.Const(true)))
             select (headers, body, attempt, stored, raw);
 
-        var failures = 0;
         var cases = await Fuzz.RunAsync(
             gen,
             async sample =>
@@ -93,30 +92,11 @@ public sealed class NatsDecodeFuzzTests(ITestOutputHelper output)
                 var envelope = NatsEnvelopeCodec.Decode(
                     sample.headers, sample.body, sample.attempt, sample.stored, sample.raw ? FuzzInputs.OrderType : null, "/herald", TimeProvider.System, out var failure);
 
-                Assert.NotNull(envelope);
                 Assert.True(envelope.Body.Span.SequenceEqual(sample.body), "the body is kept as it came");
-                if (failure is not null)
-                {
-                    failures++;
-                    Assert.False(string.IsNullOrWhiteSpace(failure.Message), "a decode failure says why");
-                }
-                else
-                {
-                    Assert.False(string.IsNullOrEmpty(envelope.MessageType), "a decoded envelope has a type");
-                    Assert.True(envelope.DeliveryAttempt >= 1, "a decoded envelope counts its delivery");
-                }
-
-                var outcome = await pipeline.DeliverAsync(envelope, failure);
-                Assert.True(failure is null || outcome == FuzzOutcome.DeadLettered);
+                await pipeline.DeliverDecodedAsync(envelope, failure);
             },
             output.WriteLine);
 
-        output.WriteLine($"{failures} undecodable; " + pipeline.Summary(cases));
-        Assert.Equal(cases, pipeline.Handled + pipeline.DeadLettered);
-        if (Fuzz.IsFullRun)
-        {
-            Assert.InRange(failures, 1, cases - 1);
-            Assert.True(pipeline.Handled > 0, "the generator reaches the handler too");
-        }
+        pipeline.AssertRun(cases, output.WriteLine);
     }
 }

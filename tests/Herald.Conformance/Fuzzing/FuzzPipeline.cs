@@ -32,6 +32,7 @@ public sealed class FuzzPipeline : IAsyncDisposable
     private readonly DeliveryHandler _handler;
     private readonly Counter _handled;
     private readonly RecordingDeadLetterStore _deadLetters;
+    private int _undecodable;
 
     private FuzzPipeline(IHost host, DeliveryHandler handler, Counter handled, RecordingDeadLetterStore deadLetters)
     {
@@ -46,6 +47,9 @@ public sealed class FuzzPipeline : IAsyncDisposable
 
     /// <summary>How many deliveries were dead-lettered.</summary>
     public int DeadLettered => _deadLetters.Added;
+
+    /// <summary>How many deliveries given to <see cref="DeliverDecodedAsync"/> carried a decode failure.</summary>
+    public int Undecodable => _undecodable;
 
     /// <summary>Dead letters by cause.</summary>
     public IReadOnlyDictionary<DeadLetterCause, int> Causes => _deadLetters.Causes;
@@ -107,6 +111,44 @@ public sealed class FuzzPipeline : IAsyncDisposable
         }
 
         return FuzzOutcome.Handled;
+    }
+
+    /// <summary>
+    /// What a transport's decode function made of one generated message, checked and then delivered: an envelope always;
+    /// with a failure, a declared one that says why (it must be dead-lettered); without one, when <paramref name="strict"/>,
+    /// an envelope with a type and a delivery attempt of at least 1 (a row reader leaves those checks to the chain).
+    /// </summary>
+    public Task<FuzzOutcome> DeliverDecodedAsync(Envelope envelope, Exception? decodeFailure, bool strict = true)
+    {
+        Assert.NotNull(envelope);
+        if (decodeFailure is not null)
+        {
+            _undecodable++;
+            Assert.False(string.IsNullOrWhiteSpace(decodeFailure.Message), "a decode failure says why");
+        }
+        else if (strict)
+        {
+            Assert.False(string.IsNullOrEmpty(envelope.MessageType), "a decoded envelope has a type");
+            Assert.True(envelope.DeliveryAttempt >= 1, "a decoded envelope counts its delivery");
+        }
+
+        return DeliverAsync(envelope, decodeFailure);
+    }
+
+    /// <summary>
+    /// Checks the totals of a run of <paramref name="cases"/> deliveries and writes them out: each handled or dead-lettered;
+    /// on a full run, some undecodable and some not, and (when <paramref name="reachesHandler"/>) some handled.
+    /// </summary>
+    public void AssertRun(int cases, Action<string> writeLine, bool reachesHandler = true)
+    {
+        ArgumentNullException.ThrowIfNull(writeLine);
+        writeLine($"{Undecodable} undecodable; " + Summary(cases));
+        Assert.Equal(cases, Handled + DeadLettered);
+        if (Fuzz.IsFullRun)
+        {
+            Assert.InRange(Undecodable, 1, cases - 1);
+            Assert.True(!reachesHandler || Handled > 0, "the generator reaches the handler too");
+        }
     }
 
     /// <summary>A line for the test output: how many were handled, and dead-lettered by cause.</summary>
