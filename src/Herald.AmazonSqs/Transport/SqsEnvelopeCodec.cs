@@ -233,7 +233,8 @@ internal static class SqsEnvelopeCodec
             ContentType = StringAttribute(message, ContentType) ?? ContentTypes.Json,
             Headers = headers ?? (IReadOnlyDictionary<string, string>)new Dictionary<string, string>(StringComparer.Ordinal),
             Body = bytes,
-            DeliveryAttempt = carried.AttemptsBefore + receives,
+            // Saturated: a foreign "attempts" near int.MaxValue must not wrap to a negative attempt (issue 10, found by the decode fuzz test).
+            DeliveryAttempt = (int)Math.Min(int.MaxValue, (long)carried.AttemptsBefore + receives),
         };
     }
 

@@ -143,7 +143,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
     internal async ValueTask RedeliverAsync(KafkaDelivery.Received received, TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
     {
-        var attempt = KafkaEnvelopeCodec.Attempt(received.Message) + 1;
+        // Saturated: a foreign attempt header of int.MaxValue must not wrap (issue 10).
+        var attempt = (int)Math.Min(int.MaxValue, KafkaEnvelopeCodec.Attempt(received.Message) + 1L);
         var delayed = delay > TimeSpan.Zero;
         var due = delayed ? (_transport.TimeProvider.GetUtcNow() + delay).ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture) : null;
         var copy = KafkaEnvelopeCodec.CopyForRepublish(

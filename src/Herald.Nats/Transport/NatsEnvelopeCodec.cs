@@ -106,13 +106,20 @@ internal static class NatsEnvelopeCodec
 
     /// <summary>When a delayed message is due, or null when it was sent without a delay (or the header is unreadable).</summary>
     public static DateTimeOffset? NotBefore(NatsHeaders? headers) =>
-        headers is not null && headers.TryGetLastValue(NotBeforeHeader, out var text) && CloudEventValues.TryParseTime(text, out var due) ? due : null;
+        LastValue(headers, NotBeforeHeader) is { } text && CloudEventValues.TryParseTime(text, out var due) ? due : null;
 
     /// <summary>Which delivery a dead-letter copy failed on: the attempt written when it was dead-lettered.</summary>
     public static int DeadLetteredAttempt(NatsHeaders? headers) =>
-        headers is not null && headers.TryGetLastValue(AttemptHeader, out var text) && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var attempt)
+        LastValue(headers, AttemptHeader) is { } text && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var attempt)
             ? Math.Max(1, attempt)
             : 1;
+
+    /// <summary>
+    /// The last value of a header, or null when it is absent or has no value. <see cref="NatsHeaders.TryGetLastValue"/>
+    /// throws on a header present with no value at all (issue 10, found by the decode fuzz test), so it is not used here.
+    /// </summary>
+    internal static string? LastValue(NatsHeaders? headers, string name) =>
+        headers is not null && headers.TryGetValue(name, out var values) && values.Count > 0 ? values[values.Count - 1] : null;
 
     /// <summary>
     /// Turns a delivered message into an envelope; never throws. When it is malformed, or decoding throws for any reason,

@@ -165,8 +165,11 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
         return changed;
     }
 
-    /// <summary>The claimed row as a message; a row whose envelope does not decode becomes one the pipeline dead-letters.</summary>
-    private static QueuedMessage Read(NpgsqlDataReader reader, long id, int deliveryAttempt, DateTimeOffset now)
+    /// <summary>
+    /// The claimed row (columns as <see cref="QueueSql.Claim"/> returns them) as a message; never throws: a row whose
+    /// envelope does not decode becomes one the pipeline dead-letters with the reason.
+    /// </summary>
+    internal static QueuedMessage Read(NpgsqlDataReader reader, long id, int deliveryAttempt, DateTimeOffset now)
     {
         const int First = 3;
         try

@@ -480,7 +480,8 @@ internal static class AmqpEnvelopeCodec
     {
         var before = attemptHeader is null ? 0 : AsInt(attemptHeader);
         var returns = deliveryCount is not null ? AsInt(deliveryCount) : (redelivered ? 1 : 0);
-        return Math.Max(0, before) + 1 + Math.Max(0, returns);
+        // Saturated: foreign counts near int.MaxValue must not wrap to a negative attempt (issue 10, found by the decode fuzz test).
+        return (int)Math.Min(int.MaxValue, Math.Max(0L, before) + 1 + Math.Max(0L, returns));
     }
 
     /// <summary>The text of a header value: UTF-8 bytes decoded into the buffer when they fit, else a string.</summary>

@@ -14,7 +14,9 @@ internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, C
     {
         var envelope = consumption.Envelope;
         var started = Stopwatch.GetTimestamp();
-        consumption.Type = registry.TryGetByName(envelope.MessageType, out var known) ? known : null;
+        // A null type (an adapter's salvage of a broken message) is unknown, not a crash of the chain: the decode step dead-letters it (issue 10).
+        MessageTypeInfo? known = null;
+        consumption.Type = envelope.MessageType is { } name && registry.TryGetByName(name, out known) ? known : null;
         consumption.TypeTag = known?.Name ?? UnregisteredType;
         using var activity = StartActivity(envelope, consumption.TypeTag);
         consumption.Activity = activity;

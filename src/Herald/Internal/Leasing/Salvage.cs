@@ -27,10 +27,11 @@ public static class Salvage
         Func<byte[]> body) => new()
     {
         MessageId = Read(messageId, Guid.Empty),
-        MessageType = Read(messageType, ""),
+        // A reader may hand back null for a NULL column: the envelope's type is never null, or the chain could not even tag it (issue 10).
+        MessageType = Read(messageType, "") ?? "",
         Time = Read(time, now),
         PartitionKey = Read(partitionKey, null),
-        Body = Read(body, []),
+        Body = Read(body, []) ?? [],
         DeliveryAttempt = deliveryAttempt,
     };
 
