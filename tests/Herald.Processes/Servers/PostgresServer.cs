@@ -56,8 +56,11 @@ public sealed class PostgresServer : IAsyncDisposable
     public async Task RestartAsync()
     {
         await StopAsync().ConfigureAwait(false);
-        await StartServerAsync().ConfigureAwait(false);
+        await StartAgainAsync().ConfigureAwait(false);
     }
+
+    /// <summary>Starts the stopped server again on the same port and data (recovering from the WAL after a crash).</summary>
+    public Task StartAgainAsync() => _running ? Task.CompletedTask : StartServerAsync();
 
     /// <summary>Stops the server and deletes its folder.</summary>
     public async ValueTask DisposeAsync()
@@ -94,7 +97,8 @@ public sealed class PostgresServer : IAsyncDisposable
         _running = true;
     }
 
-    private async Task StopAsync()
+    /// <summary>Stops the server in immediate mode (a crash: every backend killed, no checkpoint).</summary>
+    public async Task StopAsync()
     {
         if (!_running)
         {

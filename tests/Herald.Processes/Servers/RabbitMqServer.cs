@@ -72,8 +72,11 @@ public sealed class RabbitMqServer : IAsyncDisposable
     public async Task RestartAsync()
     {
         await StopAsync().ConfigureAwait(false);
-        await StartNodeAsync().ConfigureAwait(false);
+        await StartAgainAsync().ConfigureAwait(false);
     }
+
+    /// <summary>Starts the stopped node again on the same ports and data, and waits until it has booted.</summary>
+    public Task StartAgainAsync() => StartNodeAsync();
 
     /// <summary>Stops the node and deletes its folder.</summary>
     public async ValueTask DisposeAsync()
@@ -90,6 +93,11 @@ public sealed class RabbitMqServer : IAsyncDisposable
 
     private async Task StartNodeAsync()
     {
+        if (_running)
+        {
+            return;
+        }
+
         // Through sh, so that the detached node keeps none of this process's pipes open.
         var start = $"exec \"{Path.Combine(_bin, "rabbitmq-server")}\" -detached </dev/null >>\"{Path.Combine(_folder, "start.log")}\" 2>&1";
         await LocalServer.RunAsync("sh", ["-c", start], StartTimeout, user: null, Environment()).ConfigureAwait(false);
@@ -100,7 +108,8 @@ public sealed class RabbitMqServer : IAsyncDisposable
             StartTimeout).ConfigureAwait(false);
     }
 
-    private async Task StopAsync()
+    /// <summary>Stops the node (rabbitmqctl stop: connections are closed, the OS process ends); returns once it has exited.</summary>
+    public async Task StopAsync()
     {
         if (!_running)
         {

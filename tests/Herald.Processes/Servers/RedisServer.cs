@@ -47,14 +47,20 @@ public sealed class RedisServer : IAsyncDisposable
     /// <summary>Kills the server (SIGKILL: no chance to save anything but what it already wrote) and starts it again on the same port and data.</summary>
     public async Task RestartAsync()
     {
-        await KillAsync().ConfigureAwait(false);
-        await StartProcessAsync().ConfigureAwait(false);
+        await StopAsync().ConfigureAwait(false);
+        await StartAgainAsync().ConfigureAwait(false);
     }
+
+    /// <summary>Kills the server (SIGKILL); what it acknowledged is in its append-only file already.</summary>
+    public Task StopAsync() => KillAsync();
+
+    /// <summary>Starts the killed server again on the same port and data, and waits until it accepts connections.</summary>
+    public Task StartAgainAsync() => _process is null ? StartProcessAsync() : Task.CompletedTask;
 
     /// <summary>Kills the server and deletes its folder.</summary>
     public async ValueTask DisposeAsync()
     {
-        await KillAsync().ConfigureAwait(false);
+        await StopAsync().ConfigureAwait(false);
         LocalServer.DeleteFolder(_folder);
     }
 
