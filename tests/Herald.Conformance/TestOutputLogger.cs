@@ -16,7 +16,16 @@ public sealed class TestOutputLogger(LogLevel minimum = LogLevel.Warning) : ILog
     private readonly LogLevel _minimum = minimum;
     private readonly ConcurrentQueue<string> _entries = new();
     private readonly DateTime _start = DateTime.UtcNow;
+    private readonly ConcurrentBag<(string Text, TaskCompletionSource Seen)> _watches = [];
     private int _dropped;
+
+    /// <summary>Completes when an entry containing <paramref name="text"/> is logged from now on: a signal that a component met the fault.</summary>
+    public Task WhenLoggedAsync(string text)
+    {
+        var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _watches.Add((text, seen));
+        return seen.Task;
+    }
 
     /// <summary>Writes the kept entries (and how many were dropped) to the test's output.</summary>
     public void WriteTo(ITestOutputHelper output)
@@ -43,6 +52,14 @@ public sealed class TestOutputLogger(LogLevel minimum = LogLevel.Warning) : ILog
 
     private void Add(string entry)
     {
+        foreach (var (text, seen) in _watches)
+        {
+            if (!seen.Task.IsCompleted && entry.Contains(text, StringComparison.Ordinal))
+            {
+                seen.TrySetResult();
+            }
+        }
+
         if (_entries.Count < Capacity)
         {
             _entries.Enqueue(entry);
