@@ -101,7 +101,6 @@ public sealed class RedisRestartTests(ITestOutputHelper output) : IAsyncLifetime
                 o.KeyPrefix = _endpoint + ":";
                 o.InboxPendingTimeout = TimeSpan.FromSeconds(2);
             })
-            .ConfigureIdempotency(o => o.LockTimeout = TimeSpan.FromSeconds(5))
             .UseInbox()
             .AddMessageType<Charge>()
             .Route<Charge>(_endpoint)

@@ -193,7 +193,7 @@ public sealed class IdempotencyService
 
     /// <summary>
     /// Stores the result under the lock. When the store fails (a server restarting), tries again with a growing pause for
-    /// up to half of <see cref="IdempotencyOptions.LockTimeout"/>, while the lock, renewed at most a third of it ago, is still
+    /// up to 60% of <see cref="IdempotencyOptions.LockTimeout"/>, while the lock, renewed at most a third of it ago, is still
     /// this caller's: a result left unstored would let the next caller run the operation again once the lock lapses (issue 10).
     /// </summary>
     private async ValueTask<bool> CompleteAsync(string key, Guid lockToken, byte[] result, TimeSpan ttl)
@@ -206,7 +206,7 @@ public sealed class IdempotencyService
             {
                 return await _store.CompleteAsync(key, lockToken, result, ttl, CancellationToken.None).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is not OperationCanceledException && _timeProvider.GetElapsedTime(started) + pause < _options.LockTimeout / 2)
+            catch (Exception ex) when (ex is not OperationCanceledException && _timeProvider.GetElapsedTime(started) + pause < _options.LockTimeout * 0.6)
             {
                 ReliabilityLog.IdempotencyCompleteRetrying(_logger, ex, key, pause);
                 await Task.Delay(pause, _timeProvider).ConfigureAwait(false);
