@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text.Json;
 using Herald.Conformance;
+using Herald.Conformance.Faults;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;
 using Herald.Handling;
@@ -35,29 +36,15 @@ public sealed class PostgresRestartTests(ITestOutputHelper output) : IAsyncLifet
     private const int AppendsPerAppender = 60;
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
 
-    private readonly TestOutputLogger _log = new(LogLevel.Information);
+    private readonly FaultScene _scene = new(output, LogLevel.Information);
     private readonly string _endpoint = "pgfault-" + Guid.NewGuid().ToString("N")[..8];
     private PostgresServer? _server;
-    private IHost? _host;
 
     private PostgresServer Server => _server!;
 
-    public async Task InitializeAsync() => _server = await PostgresServer.StartAsync();
+    public async Task InitializeAsync() => _scene.Server = _server = await PostgresServer.StartAsync();
 
-    public async Task DisposeAsync()
-    {
-        _log.WriteTo(output);
-        if (_host is not null)
-        {
-            await _host.StopAsync();
-            _host.Dispose();
-        }
-
-        if (_server is not null)
-        {
-            await _server.DisposeAsync();
-        }
-    }
+    public Task DisposeAsync() => _scene.DisposeAsync().AsTask();
 
     [Fact]
     public async Task ServerCrashedAndRestarted_UnderAppendsQueueOutboxAndSubscription_LosesNothing_AndCompletesNothingTwice_Issue10()
@@ -195,13 +182,9 @@ public sealed class PostgresRestartTests(ITestOutputHelper output) : IAsyncLifet
         output.WriteLine($"{clock.Elapsed}: done");
     }
 
-    private async Task<IHost> StartHostAsync(Probe probe)
+    private Task<IHost> StartHostAsync(Probe probe)
     {
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddProvider(_log).AddFilter("Npgsql", LogLevel.Warning);
-        builder.Services.AddSingleton(probe);
-        builder.Services.AddHerald(h => h
+        return _scene.StartHostAsync(services => services.AddSingleton(probe).AddHerald(h => h
             .Configure(o => o.EndpointName = _endpoint)
             .UsePostgres(Server.ConnectionString, o => o.Schema = Schema)
             .UsePostgresQueue(Server.ConnectionString, o =>
@@ -218,10 +201,7 @@ public sealed class PostgresRestartTests(ITestOutputHelper output) : IAsyncLifet
             .AddHandler<WorkHandler>(ServiceLifetime.Singleton)
             .AddHandler<DoneHandler>(ServiceLifetime.Singleton)
             // Enough delayed retries to outlast the restart: a message must not be dead-lettered for it.
-            .ConfigureRetries(r => r.Immediate(1).Delayed(30, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1))));
-        _host = builder.Build();
-        await _host.StartAsync();
-        return _host;
+            .ConfigureRetries(r => r.Immediate(1).Delayed(30, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1)))));
     }
 
     private static Envelope Envelope<T>(string type, T message) => new()

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text.Json;
 using Herald.Conformance;
+using Herald.Conformance.Faults;
 using Herald.Handling;
 using Herald.Messages;
 using Herald.Processes.Servers;
@@ -26,30 +27,13 @@ public sealed class RabbitMqRestartTests(ITestOutputHelper output) : IAsyncLifet
     private const int Producers = 4;
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
 
-    private readonly TestOutputLogger _log = new(LogLevel.Warning);
+    private readonly FaultScene _scene = new(output);
     private readonly string _endpoint = "rmqfault-" + Guid.NewGuid().ToString("N")[..8];
-    private readonly string _folder = Directory.CreateTempSubdirectory("herald-rmqfault-").FullName;
     private RabbitMqServer? _server;
-    private IHost? _host;
 
-    public async Task InitializeAsync() => _server = await RabbitMqServer.StartAsync();
+    public async Task InitializeAsync() => _scene.Server = _server = await RabbitMqServer.StartAsync();
 
-    public async Task DisposeAsync()
-    {
-        _log.WriteTo(output);
-        if (_host is not null)
-        {
-            await _host.StopAsync();
-            _host.Dispose();
-        }
-
-        if (_server is not null)
-        {
-            await _server.DisposeAsync();
-        }
-
-        LocalServer.DeleteFolder(_folder);
-    }
+    public Task DisposeAsync() => _scene.DisposeAsync().AsTask();
 
     [Fact]
     public async Task BrokerStoppedAndStarted_WhilePublishingWithConfirmsAndConsuming_LosesNothing_AndCompletesNothingTwice_Issue10()
@@ -120,19 +104,15 @@ public sealed class RabbitMqRestartTests(ITestOutputHelper output) : IAsyncLifet
         Assert.Equal(0L, await host.Services.GetRequiredService<IDeadLetterStore>().CountAsync(DeadLetterQuery.All));
     }
 
-    private async Task<IHost> StartHostAsync(Probe probe)
+    private Task<IHost> StartHostAsync(Probe probe)
     {
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddProvider(_log);
-        builder.Services.AddSingleton(probe);
-        builder.Services.AddHerald(h => h
+        return _scene.StartHostAsync(services => services.AddSingleton(probe).AddHerald(h => h
             .Configure(o =>
             {
                 o.EndpointName = _endpoint;
                 o.MaxConcurrency = 4;
             })
-            .UseSqlite(Path.Combine(_folder, "herald.db"))
+            .UseSqlite(Path.Combine(_scene.Folder, "herald.db"))
             .UseRabbitMq(o =>
             {
                 o.ConnectionUri = _server!.AmqpUri;
@@ -142,10 +122,7 @@ public sealed class RabbitMqRestartTests(ITestOutputHelper output) : IAsyncLifet
             .UseInbox()
             .AddMessageType<Work>()
             .AddHandler<WorkHandler>(ServiceLifetime.Singleton)
-            .ConfigureRetries(r => r.Immediate(1).Delayed(10, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1))));
-        _host = builder.Build();
-        await _host.StartAsync();
-        return _host;
+            .ConfigureRetries(r => r.Immediate(1).Delayed(10, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1)))));
     }
 
     [MessageType("rmqfault-work")]

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Herald.Conformance;
+using Herald.Conformance.Faults;
 using Herald.Handling;
 using Herald.Messages;
 using Herald.Processes.Servers;
@@ -24,30 +25,13 @@ public sealed class RedisRestartTests(ITestOutputHelper output) : IAsyncLifetime
     private const int Messages = 800;
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
 
-    private readonly TestOutputLogger _log = new(LogLevel.Warning);
+    private readonly FaultScene _scene = new(output);
     private readonly string _endpoint = "redisfault-" + Guid.NewGuid().ToString("N")[..8];
-    private readonly string _folder = Directory.CreateTempSubdirectory("herald-redisfault-").FullName;
     private RedisServer? _server;
-    private IHost? _host;
 
-    public async Task InitializeAsync() => _server = await RedisServer.StartAsync();
+    public async Task InitializeAsync() => _scene.Server = _server = await RedisServer.StartAsync();
 
-    public async Task DisposeAsync()
-    {
-        _log.WriteTo(output);
-        if (_host is not null)
-        {
-            await _host.StopAsync();
-            _host.Dispose();
-        }
-
-        if (_server is not null)
-        {
-            await _server.DisposeAsync();
-        }
-
-        LocalServer.DeleteFolder(_folder);
-    }
+    public Task DisposeAsync() => _scene.DisposeAsync().AsTask();
 
     [Fact]
     public async Task ServerKilledAndRestarted_WhileInboxMarksAndIdempotencyKeysAreInUse_CompletesEachMessageOnce_AndChargesOnce_Issue10()
@@ -64,7 +48,7 @@ public sealed class RedisRestartTests(ITestOutputHelper output) : IAsyncLifetime
         // Kill Redis once the handlers are busy, and start it again once attempts have failed on it.
         await probe.Busy.Task.WaitAsync(Deadline);
         output.WriteLine($"{clock.Elapsed}: killing Redis with {probe.Completed.Count} messages completed");
-        var failing = _log.WhenLoggedAsync("failed on attempt 2");
+        var failing = _scene.Log.WhenLoggedAsync("failed on attempt 2");
         await _server!.StopAsync();
         await failing.WaitAsync(Deadline);
         output.WriteLine($"{clock.Elapsed}: {probe.Completed.Count} completed, a message failed its second attempt on the stopped server; starting Redis again");
@@ -81,14 +65,10 @@ public sealed class RedisRestartTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal(0L, await host.Services.GetRequiredService<IDeadLetterStore>().CountAsync(DeadLetterQuery.All));
     }
 
-    private async Task<IHost> StartHostAsync(Probe probe)
+    private Task<IHost> StartHostAsync(Probe probe)
     {
-        var database = Path.Combine(_folder, "herald.db");
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddProvider(_log);
-        builder.Services.AddSingleton(probe);
-        builder.Services.AddHerald(h => h
+        var database = Path.Combine(_scene.Folder, "herald.db");
+        return _scene.StartHostAsync(services => services.AddSingleton(probe).AddHerald(h => h
             .Configure(o =>
             {
                 o.EndpointName = _endpoint;
@@ -105,10 +85,7 @@ public sealed class RedisRestartTests(ITestOutputHelper output) : IAsyncLifetime
             .AddMessageType<Charge>()
             .Route<Charge>(_endpoint)
             .AddHandler<ChargeHandler>(ServiceLifetime.Singleton)
-            .ConfigureRetries(r => r.Immediate(1).Delayed(30, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1))));
-        _host = builder.Build();
-        await _host.StartAsync();
-        return _host;
+            .ConfigureRetries(r => r.Immediate(1).Delayed(30, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1)))));
     }
 
     [MessageType("redisfault-charge")]
