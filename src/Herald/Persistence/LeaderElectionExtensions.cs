@@ -9,7 +9,9 @@ internal static class LeaderElectionExtensions
     /// <summary>
     /// Runs <paramref name="work"/> only while this node leads <paramref name="resource"/>, until <paramref name="stoppingToken"/>
     /// fires: tries to acquire the lease every <paramref name="retryInterval"/>, runs the work with a token that is cancelled
-    /// when the lease is lost or the service stops, releases the lease when the work ends, and tries again after a loss.
+    /// when the lease is lost or the service stops, releases the lease when the work ends, and tries again after a loss. Work
+    /// that throws is logged and run again (after the lease is released and <paramref name="retryInterval"/> passed): only
+    /// stopping ends the loop.
     /// </summary>
     public static async Task RunWhileLeadingAsync(
         this ILeaderElection election,
@@ -29,6 +31,7 @@ internal static class LeaderElectionExtensions
                 continue;
             }
 
+            Exception? failure = null;
             await using (lease.ConfigureAwait(false))
             {
                 Log.Leading(logger, resource);
@@ -37,15 +40,28 @@ internal static class LeaderElectionExtensions
                 {
                     await work(leading.Token).ConfigureAwait(false);
                 }
-                catch (OperationCanceledException) when (lease.LeadershipLost.IsCancellationRequested && !stoppingToken.IsCancellationRequested)
+                catch (Exception) when (lease.LeadershipLost.IsCancellationRequested && !stoppingToken.IsCancellationRequested)
                 {
-                    // Lost: handled below, like work that noticed the loss and returned.
+                    // Lost: handled below, like work that noticed the loss and returned. Whatever the work threw then (the
+                    // engine that took the lease with it, restarting, fails its queries too) is part of the loss (issue 10).
+                }
+                catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
+                {
+                    // The work failed while still leading: let go (below) and try again, rather than end the background
+                    // service and with it the host (issue 10).
+                    failure = ex;
                 }
 
-                if (!lease.IsHeld && !stoppingToken.IsCancellationRequested)
+                if (failure is null && !lease.IsHeld && !stoppingToken.IsCancellationRequested)
                 {
                     Log.LeadershipLost(logger, resource, retryInterval);
                 }
+            }
+
+            if (failure is not null)
+            {
+                Log.LeadingWorkFailed(logger, failure, resource, retryInterval);
+                await Task.Delay(retryInterval, timeProvider, stoppingToken).ConfigureAwait(false);
             }
         }
     }

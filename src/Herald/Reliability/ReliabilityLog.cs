@@ -62,6 +62,9 @@ internal static partial class ReliabilityLog
     [LoggerMessage(2044, LogLevel.Warning, "Renewing the idempotency lock of key '{Key}' failed; trying again shortly")]
     public static partial void IdempotencyRenewalFailed(ILogger logger, Exception exception, string key);
 
+    [LoggerMessage(2045, LogLevel.Warning, "Storing the result of idempotency key '{Key}' failed; trying again in {Delay} while its lock holds")]
+    public static partial void IdempotencyCompleteRetrying(ILogger logger, Exception exception, string key, TimeSpan delay);
+
     [LoggerMessage(2042, LogLevel.Warning, "The result of idempotency key '{Key}' could not be stored; its caller gets it, later callers run the operation again once the lock times out")]
     public static partial void IdempotencyResultNotStored(ILogger logger, Exception exception, string key);
 

@@ -94,4 +94,61 @@ public sealed class EventStoreBuildingBlocksTests
         Assert.Equal(result.LastPosition, await store.GetCheckpointAsync("s"));
         await subscription.DisposeAsync();
     }
+
+    [Fact]
+    public async Task Subscription_WhenTheStoreFails_TriesAgainFromItsPosition_InsteadOfFaulting_Issue10()
+    {
+        var inner = new InMemoryEventStore();
+        var store = new FailingReadsStore(inner) { FailuresLeft = 2 };
+        var first = await inner.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent()]);
+        var seen = new List<long>();
+        await using var subscription = await EventSubscription.StartNewAsync(
+            store,
+            inner,
+            (recorded, _) =>
+            {
+                seen.Add(recorded.Position);
+                return ValueTask.CompletedTask;
+            },
+            new EventSubscriptionOptions { SubscriptionId = "s" });
+
+        await subscription.WaitForPositionAsync(first.LastPosition).WaitAsync(TimeSpan.FromSeconds(20));
+        var second = await inner.AppendAsync("order-1", ExpectedVersion.Exactly(1), [NewEvent()]);
+        await subscription.WaitForPositionAsync(second.LastPosition).WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.False(subscription.Completion.IsCompleted);
+        Assert.True(store.FailuresLeft < 0, "the reads failed twice before succeeding");
+        Assert.Equal([first.LastPosition, second.LastPosition], seen);
+    }
+
+    private static Envelope NewEvent() => new() { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = "{}"u8.ToArray() };
+
+    /// <summary>An event store whose first <see cref="FailuresLeft"/> reads of the log throw, as a restarting database does.</summary>
+    private sealed class FailingReadsStore(IEventStore inner) : IEventStore
+    {
+        public int FailuresLeft;
+
+        public ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
+            inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
+
+        public ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
+            inner.AppendAsync(stream, expectedVersion, events, unitOfWork, cancellationToken);
+
+        public IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
+            inner.ReadStreamAsync(stream, direction, fromVersion, maxCount, cancellationToken);
+
+        public IAsyncEnumerable<RecordedEvent> ReadAllAsync(long fromPositionExclusive = 0, EventFilter? filter = null, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
+            Interlocked.Decrement(ref FailuresLeft) >= 0
+                ? throw new TimeoutException("the database is restarting")
+                : inner.ReadAllAsync(fromPositionExclusive, filter, maxCount, cancellationToken);
+
+        public ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default) => inner.GetLastPositionAsync(cancellationToken);
+
+        public ValueTask<long> GetStreamVersionAsync(string stream, CancellationToken cancellationToken = default) => inner.GetStreamVersionAsync(stream, cancellationToken);
+
+        public ValueTask DeleteStreamAsync(string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken = default) =>
+            inner.DeleteStreamAsync(stream, expectedVersion, cancellationToken);
+
+        public ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken = default) => inner.WaitForEventsAsync(afterPosition, cancellationToken);
+    }
 }

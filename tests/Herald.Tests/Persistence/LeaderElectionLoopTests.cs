@@ -75,6 +75,38 @@ public sealed class LeaderElectionLoopTests
         Assert.NotNull(await election.NextTryAsync());
     }
 
+    [Fact]
+    public async Task RunWhileLeading_WhenTheWorkThrows_ReleasesTheLease_AndRunsItAgain_InsteadOfEndingTheLoop_Issue10()
+    {
+        var election = new ScriptedElection();
+        var starts = 0;
+        var again = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var stopping = new CancellationTokenSource();
+        var loop = election.RunWhileLeadingAsync(
+            "job",
+            async token =>
+            {
+                if (Interlocked.Increment(ref starts) == 1)
+                {
+                    throw new InvalidOperationException("the database restarted under the work");
+                }
+
+                again.SetResult();
+                await Task.Delay(Timeout.Infinite, token);
+            },
+            RetryInterval,
+            TimeProvider.System,
+            NullLogger.Instance,
+            stopping.Token);
+        var first = Assert.IsType<ScriptedElection.Lease>(await election.NextTryAsync());
+
+        await again.Task.WaitAsync(Eventually.DefaultTimeout);
+        Assert.True(first.Released);
+        Assert.False(loop.IsCompleted);
+        await stopping.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => loop);
+    }
+
     /// <summary>One contender's loop, with work that signals its start and runs until its token fires.</summary>
     private sealed class Worker : IAsyncDisposable
     {

@@ -213,6 +213,48 @@ public sealed class IdempotencyServiceTests
         Assert.Equal(0, store.Completions);
     }
 
+    [Fact]
+    public async Task AResultTheStoreFailsToTakeForAWhile_IsStoredOnceItAnswers_SoTheNextCallerDoesNotRunTheOperationAgain_Issue10()
+    {
+        // The system clock: the retry pauses are real (50 ms, then 100 ms), well within 60% of the 30 s lock.
+        var store = new FailingCompletionStore(new InMemoryIdempotencyStore(TimeProvider.System)) { FailuresLeft = 2 };
+        var service = new IdempotencyService(store, TimeProvider.System);
+        var runs = 0;
+
+        Assert.Equal(1, await service.ExecuteAsync("charge-r", _ => ValueTask.FromResult(++runs), Ttl).AsTask().WaitAsync(Eventually.DefaultTimeout));
+        Assert.Equal(1, await service.ExecuteAsync("charge-r", _ => ValueTask.FromResult(++runs), Ttl).AsTask().WaitAsync(Eventually.DefaultTimeout));
+
+        Assert.Equal(1, runs);
+        Assert.Equal(3, store.Completions);
+    }
+
+    /// <summary>A store whose first <see cref="FailuresLeft"/> completions throw, as a restarting server does.</summary>
+    private sealed class FailingCompletionStore(IIdempotencyStore inner) : IIdempotencyStore
+    {
+        private int _completions;
+
+        public int FailuresLeft;
+
+        public int Completions => Volatile.Read(ref _completions);
+
+        public ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default) =>
+            inner.TryAcquireAsync(key, lockTtl, cancellationToken);
+
+        public ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref _completions);
+            return Interlocked.Decrement(ref FailuresLeft) >= 0
+                ? throw new TimeoutException("the server is restarting")
+                : inner.CompleteAsync(key, lockToken, result, ttl, cancellationToken);
+        }
+
+        public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) =>
+            inner.ReleaseAsync(key, lockToken, cancellationToken);
+
+        public ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default) =>
+            inner.RenewAsync(key, lockToken, lockTtl, cancellationToken);
+    }
+
     public sealed record Receipt(int Number, string Currency, IReadOnlyList<decimal> Amounts);
 
     /// <summary>A store whose renewals find the lock taken by another caller once <see cref="Taken"/> is set.</summary>

@@ -45,12 +45,15 @@ internal sealed partial class StoredEventPublisher(
     {
         var settings = options.Value;
         _leading = leading;
-        var subscription = await EventSubscription.StartNewAsync(
+        var subscription = new EventSubscription(
             store,
             checkpoints,
             PublishAsync,
-            new EventSubscriptionOptions { SubscriptionId = settings.SubscriptionId, Filter = settings.Filter },
-            leading).ConfigureAwait(false);
+            new EventSubscriptionOptions { SubscriptionId = settings.SubscriptionId, Filter = settings.Filter })
+        {
+            Logger = logger,
+        };
+        await subscription.StartAsync(leading).ConfigureAwait(false);
         await using (subscription.ConfigureAwait(false))
         {
             try

@@ -1,12 +1,20 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
 namespace Herald.EventSourcing.Subscriptions;
 
 /// <summary>
 /// A catch-up subscription on the global log: it reads history from its checkpoint in batches, then waits for new events
 /// with <see cref="IEventStore.WaitForEventsAsync"/>, handing each event to the handler in position order exactly once
-/// past the checkpoint. It works with any <see cref="IEventStore"/>. A handler exception stops it (see <see cref="Completion"/>).
+/// past the checkpoint. It works with any <see cref="IEventStore"/>. A handler exception stops it (see <see cref="Completion"/>);
+/// a failing store or checkpoint store (a database restarting) does not: the subscription logs it and tries again from
+/// its position, waiting 100 ms at first and up to 5 s between tries (issue 10).
 /// </summary>
-public sealed class EventSubscription : IAsyncDisposable
+public sealed partial class EventSubscription : IAsyncDisposable
 {
+    private static readonly TimeSpan FirstRetryDelay = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(5);
+
     private readonly IEventStore _store;
     private readonly ICheckpointStore _checkpoints;
     private readonly Func<RecordedEvent, CancellationToken, ValueTask> _handler;
@@ -42,6 +50,9 @@ public sealed class EventSubscription : IAsyncDisposable
     /// in a unit of work, so a runner that lost its leadership cannot move the checkpoint back.
     /// </summary>
     internal Func<long, CancellationToken, ValueTask>? SaveCheckpoint { get; init; }
+
+    /// <summary>Where the subscription logs the store failures it retries (none by default). Set before start.</summary>
+    public ILogger? Logger { get; init; }
 
     /// <summary>The subscription's id (its checkpoint name).</summary>
     public string SubscriptionId => _options.SubscriptionId;
@@ -144,52 +155,68 @@ public sealed class EventSubscription : IAsyncDisposable
     private async Task RunAsync(CancellationToken stopping)
     {
         var handledSinceSave = 0;
+        var retryDelay = FirstRetryDelay;
+        var stage = Stage.Store;
         try
         {
             while (true)
             {
-                // Everything at or below the head is readable now, so once the reads below run dry the
-                // subscription has seen all of it, even events its filter dropped.
-                var head = await _store.GetLastPositionAsync(stopping).ConfigureAwait(false);
-                while (true)
+                try
                 {
-                    var read = 0;
-                    await foreach (var recorded in _store.ReadAllAsync(Position, _options.Filter, _options.BatchSize, stopping).ConfigureAwait(false))
+                    // Everything at or below the head is readable now, so once the reads below run dry the
+                    // subscription has seen all of it, even events its filter dropped.
+                    var head = await _store.GetLastPositionAsync(stopping).ConfigureAwait(false);
+                    while (true)
                     {
-                        read++;
-                        if (recorded.Position <= Position)
+                        var read = 0;
+                        await foreach (var recorded in _store.ReadAllAsync(Position, _options.Filter, _options.BatchSize, stopping).ConfigureAwait(false))
                         {
-                            throw new InvalidOperationException(
-                                $"The event store returned position {recorded.Position} after {Position}; positions must increase. The subscription '{SubscriptionId}' stopped.");
+                            read++;
+                            if (recorded.Position <= Position)
+                            {
+                                stage = Stage.Fatal;
+                                throw new InvalidOperationException(
+                                    $"The event store returned position {recorded.Position} after {Position}; positions must increase. The subscription '{SubscriptionId}' stopped.");
+                            }
+
+                            stage = Stage.Handler;
+                            await _handler(recorded, stopping).ConfigureAwait(false);
+                            stage = Stage.Store;
+                            Advance(recorded.Position);
+                            if (++handledSinceSave >= _options.CheckpointEvery)
+                            {
+                                await SaveCheckpointAsync(stopping).ConfigureAwait(false);
+                                handledSinceSave = 0;
+                            }
                         }
 
-                        await _handler(recorded, stopping).ConfigureAwait(false);
-                        Advance(recorded.Position);
-                        if (++handledSinceSave >= _options.CheckpointEvery)
+                        if (read < _options.BatchSize)
                         {
-                            await SaveCheckpointAsync(stopping).ConfigureAwait(false);
-                            handledSinceSave = 0;
+                            break;
                         }
                     }
 
-                    if (read < _options.BatchSize)
+                    if (head > Position)
                     {
-                        break;
+                        Advance(head);
                     }
-                }
 
-                if (head > Position)
+                    if (_savedPosition != Position)
+                    {
+                        await SaveCheckpointAsync(stopping).ConfigureAwait(false);
+                        handledSinceSave = 0;
+                    }
+
+                    retryDelay = FirstRetryDelay;
+                    await _store.WaitForEventsAsync(Position, stopping).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (stage == Stage.Store && !stopping.IsCancellationRequested && ex is not CheckpointConflictException)
                 {
-                    Advance(head);
+                    // The store failed, not the handler: go on from the position reached once it answers again (issue 10).
+                    LogStoreFailed(Logger ?? NullLogger.Instance, ex, SubscriptionId, Position, retryDelay);
+                    await Task.Delay(retryDelay, stopping).ConfigureAwait(false);
+                    retryDelay = TimeSpan.FromTicks(Math.Min(retryDelay.Ticks * 2, MaxRetryDelay.Ticks));
                 }
-
-                if (_savedPosition != Position)
-                {
-                    await SaveCheckpointAsync(stopping).ConfigureAwait(false);
-                    handledSinceSave = 0;
-                }
-
-                await _store.WaitForEventsAsync(Position, stopping).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
@@ -269,5 +296,15 @@ public sealed class EventSubscription : IAsyncDisposable
         {
             signal.TrySetException(error);
         }
+    }
+
+    [LoggerMessage(1110, LogLevel.Warning, "Subscription '{SubscriptionId}' could not read the event store or save its checkpoint at position {Position}; trying again in {Delay}")]
+    private static partial void LogStoreFailed(ILogger logger, Exception exception, string subscriptionId, long position, TimeSpan delay);
+
+    private enum Stage
+    {
+        Store,
+        Handler,
+        Fatal,
     }
 }

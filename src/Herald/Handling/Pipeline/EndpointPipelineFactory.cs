@@ -118,7 +118,7 @@ internal sealed class EndpointPipelineFactory(
         ArgumentNullException.ThrowIfNull(options);
         var pipeline = Create(options.SubscriptionId, nativeDeadLetters: false, attempt, endpointHandlers);
         var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
-        return new EventSubscription(store, checkpoints, events.HandleAsync, options) { SaveCheckpoint = saveCheckpoint };
+        return new EventSubscription(store, checkpoints, events.HandleAsync, options) { SaveCheckpoint = saveCheckpoint, Logger = _logger };
     }
 
     /// <summary>The name a message type is stored under.</summary>

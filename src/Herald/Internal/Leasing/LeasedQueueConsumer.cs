@@ -22,6 +22,9 @@ namespace Herald.Internal;
 public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     where TMessage : LeasedMessage
 {
+    private static readonly TimeSpan FirstSettleRetryDelay = TimeSpan.FromMilliseconds(50);
+    private static readonly TimeSpan MaxSettleRetryDelay = TimeSpan.FromSeconds(1);
+
     private readonly ILeasedQueueBackend<TMessage> _backend;
     private readonly LeasedQueueSettings _settings;
     private readonly DeliveryHandler _handler;
@@ -170,14 +173,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         _leases.TryRemove(message, out _);
         try
         {
-            // No caller's token: a settlement that was decided must reach the engine, or the message would stay leased to
-            // this consumer until it stops.
-            var held = settlement switch
-            {
-                LeasedSettlement.Ack => await _backend.AckAsync(message, CancellationToken.None).ConfigureAwait(false),
-                LeasedSettlement.Nack => await _backend.NackAsync(message, delay, headers, CancellationToken.None).ConfigureAwait(false),
-                _ => await _backend.DeadLetterAsync(message, reason!, CancellationToken.None).ConfigureAwait(false),
-            };
+            var held = await SettleWithRetriesAsync(message, settlement, delay, headers, reason).ConfigureAwait(false);
             if (!held)
             {
                 Log.LeasedQueueLeaseLost(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
@@ -192,6 +188,41 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         finally
         {
             FreeSlot();
+        }
+    }
+
+    /// <summary>
+    /// Writes the settlement; when the engine fails (a database restarting), tries again with a growing pause for up to a
+    /// third of the lease, which the message still holds unrenewed, rather than leave it to come back only when its lease
+    /// runs out (issue 10). No caller's token: a settlement that was decided must reach the engine.
+    /// </summary>
+    private async ValueTask<bool> SettleWithRetriesAsync(
+        TMessage message,
+        LeasedSettlement settlement,
+        TimeSpan delay,
+        IReadOnlyDictionary<string, string>? headers,
+        string? reason)
+    {
+        var time = _settings.TimeProvider;
+        var started = time.GetTimestamp();
+        var pause = FirstSettleRetryDelay;
+        while (true)
+        {
+            try
+            {
+                return settlement switch
+                {
+                    LeasedSettlement.Ack => await _backend.AckAsync(message, CancellationToken.None).ConfigureAwait(false),
+                    LeasedSettlement.Nack => await _backend.NackAsync(message, delay, headers, CancellationToken.None).ConfigureAwait(false),
+                    _ => await _backend.DeadLetterAsync(message, reason!, CancellationToken.None).ConfigureAwait(false),
+                };
+            }
+            catch (Exception ex) when ((time.GetElapsedTime(started) + pause).Ticks < _safeLeaseTicks)
+            {
+                Log.LeasedQueueSettleRetrying(_settings.Logger, ex, Describe(settlement), message.Envelope.MessageId, _settings.Name, pause);
+                await Task.Delay(pause, time).ConfigureAwait(false);
+                pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, MaxSettleRetryDelay.Ticks));
+            }
         }
     }
 

@@ -23,6 +23,9 @@ internal static partial class Log
     [LoggerMessage(1213, LogLevel.Error, "Settling message {MessageId} by the consumer of {Consumer} failed; it is delivered again when its lease runs out")]
     public static partial void LeasedQueueSettleFailed(ILogger logger, Exception exception, Guid messageId, string consumer);
 
+    [LoggerMessage(1218, LogLevel.Warning, "The {Settlement} of message {MessageId} by the consumer of {Consumer} failed; trying again in {Delay} while its lease holds")]
+    public static partial void LeasedQueueSettleRetrying(ILogger logger, Exception exception, string settlement, Guid messageId, string consumer, TimeSpan delay);
+
     [LoggerMessage(1214, LogLevel.Warning, "Handing back the messages of the consumer of {Consumer} failed; they are delivered again when their lease runs out")]
     public static partial void LeasedQueueReleaseFailed(ILogger logger, Exception exception, string consumer);
 
