@@ -10,6 +10,9 @@ using Herald.Reliability;
 using Herald.Reliability.Outbox;
 using Herald.Sqlite;
 using Herald.Sqlite.Reliability;
+using Herald.EventSourcing;
+using Herald.Hosting;
+using Herald.Streams;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -26,7 +29,13 @@ using Microsoft.Extensions.Logging;
 // Starts saga "crash-saga" instance "saga-1" (steps one, two, three; each inserts its name into the file's saga_effects
 // table through the step's unit of work). Step two inserts, prints "ready" and never finishes, so the kill lands in the
 // middle of a step whose writes are not committed.
-const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file>";
+//        Herald.CrashChild stream-sqlite <database file> <target position> <pace ms>
+//        Herald.CrashChild stream-postgres <connection string> <schema> <target position> <pace ms>
+// Runs the windowed aggregation of StreamCrashScenario over $all with its state in the same database, each event slowed
+// by <pace ms>. Prints "resumed <checkpoint>" (the committed position it starts from) and "ready", then "progress <position>"
+// whenever the committed position moves, and "caught-up <position>" once it reaches <target position>; it runs until the
+// test kills it with SIGKILL, which it does mid-run (and once more after the last run has caught up).
+const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file> | stream-sqlite <database file> <target position> <pace ms> | stream-postgres <connection string> <schema> <target position> <pace ms>";
 switch (args)
 {
     case ["sqlite", var file, var count] when Count(count) is { } messages:
@@ -38,6 +47,12 @@ switch (args)
     case ["saga-sqlite", var file]:
         await RunSagaAsync(file);
         break;
+    case ["stream-sqlite", var file, var target, var pace] when Position(target) is { } position && Count(pace) is { } milliseconds:
+        await RunStreamAsync(h => h.UseSqlite(file).UseSqliteStreamState(), position, milliseconds);
+        return 0;
+    case ["stream-postgres", var connectionString, var schema, var target, var pace] when Position(target) is { } position && Count(pace) is { } milliseconds:
+        await RunStreamAsync(h => h.UsePostgres(connectionString, o => o.Schema = schema).UsePostgresStreamState(), position, milliseconds);
+        return 0;
     default:
         await Console.Error.WriteLineAsync(Usage);
         return 2;
@@ -135,6 +150,62 @@ static ValueTask Effect(SagaStepContext<CrashSagaData> context)
     });
     return ValueTask.CompletedTask;
 }
+
+// Never returns: the test kills it.
+static async Task RunStreamAsync(Action<HeraldBuilder> persistence, long target, int paceMilliseconds)
+{
+    var builder = Host.CreateApplicationBuilder();
+    builder.Logging.ClearProviders();
+    builder.Services.AddHerald(h =>
+    {
+        h.Configure(o =>
+        {
+            o.EndpointName = "crash-child";
+            o.StartConsumer = false;
+        });
+        persistence(h);
+        StreamCrashScenario.AddMessageTypes(h);
+    });
+    var host = builder.Build();
+    await host.StartAsync();
+
+    var checkpoint = await host.Services.GetRequiredService<ICheckpointStore>().GetCheckpointAsync("stream:" + StreamCrashScenario.Name) ?? 0;
+    var processor = new StreamProcessor(
+        StreamCrashScenario.Name, StreamCrashScenario.Topology(TimeSpan.FromMilliseconds(paceMilliseconds)), host.Services, StreamCrashScenario.Options);
+    await processor.StartAsync();
+    Console.WriteLine("resumed " + checkpoint.ToString(CultureInfo.InvariantCulture));
+    Console.WriteLine("ready");
+
+    // Polls rather than hooks a commit: the kill comes a little after a line, wherever the processor is by then.
+    var printed = checkpoint;
+    var caughtUp = false;
+    while (true)
+    {
+        if (processor.Completion.IsFaulted)
+        {
+            await Console.Error.WriteLineAsync("the processor failed: " + processor.Completion.Exception);
+            Environment.Exit(3);
+        }
+
+        var committed = processor.CommittedPosition;
+        if (committed != printed)
+        {
+            printed = committed;
+            Console.WriteLine("progress " + committed.ToString(CultureInfo.InvariantCulture));
+        }
+
+        if (!caughtUp && committed >= target)
+        {
+            caughtUp = true;
+            Console.WriteLine("caught-up " + committed.ToString(CultureInfo.InvariantCulture));
+        }
+
+        await Task.Delay(5);
+    }
+}
+
+static long? Position(string text) =>
+    long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var position) && position >= 1 ? position : null;
 
 static int? Count(string text) =>
     int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var count) && count >= 1 ? count : null;
