@@ -58,7 +58,21 @@ public sealed partial class OrderStatusStream(IServiceProvider services, ILeader
     {
         while (!stoppingToken.IsCancellationRequested)
         {
-            var lease = await election.TryAcquireAsync("stream:" + Name, stoppingToken);
+            LeaderLease? lease = null;
+            try
+            {
+                lease = await election.TryAcquireAsync("stream:" + Name, stoppingToken);
+            }
+            catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
+            {
+                // The database is unreachable for now: an unhandled exception here would stop the whole host.
+                LogFailed(logger, ex, Name, RetryInterval);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
             if (lease is not null)
             {
                 await using (lease)
