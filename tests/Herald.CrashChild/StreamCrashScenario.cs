@@ -22,7 +22,7 @@ internal static class StreamCrashScenario
     /// <summary>The stream the late records of the count go to.</summary>
     public const string LateStream = "crashlate-orders";
 
-    public const int OrderCount = 3000;
+    public const int OrderCount = 2000;
     public const int OrdersPerStream = 50;
     public static readonly DateTimeOffset T0 = new(2026, 3, 1, 8, 0, 0, TimeSpan.Zero);
     public static readonly TimeSpan WindowSize = TimeSpan.FromMinutes(1);
@@ -41,7 +41,7 @@ internal static class StreamCrashScenario
     public static string WindowStream(string product) => "crashwindow-" + product;
 
     /// <summary>
-    /// The seeded input, in append order: one order every 2 s of event time over 100 minutes, one in ten up to 40 s out of
+    /// The seeded input, in append order: one order every 2 s of event time over 66 minutes, one in ten up to 40 s out of
     /// order (within the allowed out-of-orderness, so on time), and every 250th 10 minutes late (its window has closed).
     /// </summary>
     public static IReadOnlyList<(CrashOrder Order, bool Late)> Orders()
@@ -71,7 +71,8 @@ internal static class StreamCrashScenario
     /// <summary>Registers the scenario's message types.</summary>
     public static HeraldBuilder AddMessageTypes(HeraldBuilder builder) => builder
         .AddMessageType<CrashOrder>("crash-stream-order-placed")
-        .AddMessageType<CrashWindowCount>("crash-stream-window-count");
+        .AddMessageType<CrashWindowCount>("crash-stream-window-count")
+        .AddMessageType<CrashLateOrder>("crash-stream-late-order");
 
     /// <summary>
     /// The topology: per product, 1-minute tumbling windows with 30 s of grace; the sum of every update, and the count of
@@ -87,7 +88,8 @@ internal static class StreamCrashScenario
             .RetainClosedWindowsFor(TimeSpan.FromDays(1));
         windowed.Aggregate(() => 0m, (_, o, sum) => sum + o.Amount, RevenueStore);
         windowed.SuppressUntilWindowCloses()
-            .WithLateOutput(late => late.To(StreamSinks.EventStore<string, CrashOrder>((_, _) => LateStream)))
+            // Another type than the input's: appended as CrashOrder, a late record would come back from $all as input.
+            .WithLateOutput(late => late.Map(o => new CrashLateOrder(o.OrderId, o.PlacedAt)).To(StreamSinks.EventStore<string, CrashLateOrder>((_, _) => LateStream)))
             .Count(CountStore)
             .ToStream()
             .Map((w, count) => new CrashWindowCount(w.Key, w.Window.Start, count))
@@ -105,6 +107,9 @@ internal static class StreamCrashScenario
 
 /// <summary>An order of the crash scenario.</summary>
 internal sealed record CrashOrder(string OrderId, string ProductId, decimal Amount, DateTimeOffset PlacedAt);
+
+/// <summary>An order that came after its window closed, appended to <see cref="StreamCrashScenario.LateStream"/>.</summary>
+internal sealed record CrashLateOrder(string OrderId, DateTimeOffset PlacedAt);
 
 /// <summary>The count of one product's window, appended when the window closes.</summary>
 internal sealed record CrashWindowCount(string ProductId, DateTimeOffset WindowStart, long Count);

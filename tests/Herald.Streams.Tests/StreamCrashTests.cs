@@ -16,6 +16,7 @@ namespace Herald.Streams.Tests;
 /// PostgreSQL: the resumed result equals the uninterrupted one". The child (Herald.CrashChild stream-sqlite) runs
 /// <see cref="StreamCrashScenario"/> over seeded orders and is killed three times while it processes; a last run catches up.
 /// </summary>
+[Collection("stream-crash")]
 public sealed class SqliteStreamCrashTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _crashed = Path.Combine(Path.GetTempPath(), $"herald-streams-crash-{Guid.NewGuid():N}.db");
@@ -38,7 +39,8 @@ public sealed class SqliteStreamCrashTests(ITestOutputHelper output) : IDisposab
     }
 }
 
-/// <summary>The same on PostgreSQL: the crashed run and the uninterrupted one each in a fresh schema.</summary>
+/// <summary>The same on PostgreSQL: the crashed run and the uninterrupted one each in a fresh schema (one after the other with SQLite: each runs child processes).</summary>
+[Collection("stream-crash")]
 public sealed class PostgresStreamCrashTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private static readonly string ConnectionString =
@@ -73,7 +75,7 @@ public sealed class PostgresStreamCrashTests(ITestOutputHelper output) : IAsyncL
 
 internal static class StreamCrashRun
 {
-    /// <summary>The child's delay per event: about 3 s for the 3,000 events, so every kill lands mid-run.</summary>
+    /// <summary>The child's delay per event: more than 2 s for the 2,000 events, so every kill lands mid-run.</summary>
     public const string PaceMilliseconds = "1";
 
     private const int Kills = 3;
@@ -114,7 +116,8 @@ internal static class StreamCrashRun
                 break;
             }
 
-            var lines = Random.Shared.Next(1, 25);
+            // 100 commits in all: three kills after at most 15 each leave the last run more than half of the work.
+            var lines = Random.Shared.Next(1, 16);
             for (var seen = 0; seen < lines;)
             {
                 var line = await child.ReadLineAsync(LineTimeout);
@@ -148,8 +151,9 @@ internal static class StreamCrashRun
         Assert.Equal(appended.Count, appended.Select(a => (a.ProductId, a.WindowStart)).Distinct().Count());
         Assert.Equal(expected.Closed, appended.OrderBy(a => a.ProductId, StringComparer.Ordinal).ThenBy(a => a.WindowStart).ToList());
         Assert.Equal(await WindowCountsAsync(clean), appended);
-        var late = await ProcessorScenario.ReadAsync<CrashOrder>(resumedHost, StreamCrashScenario.LateStream);
+        var late = await ProcessorScenario.ReadAsync<CrashLateOrder>(resumedHost, StreamCrashScenario.LateStream);
         Assert.Equal(orders.Where(o => o.Late).Select(o => o.Order.OrderId), late.Select(o => o.OrderId));
+        Assert.Equal(await ProcessorScenario.ReadAsync<CrashLateOrder>(clean, StreamCrashScenario.LateStream), late);
 
         // The state as the interactive queries see it equals the result computed in memory.
         await using var queries = new StreamProcessor(StreamCrashScenario.Name, StreamCrashScenario.Topology(), resumedHost.Services, StreamCrashScenario.Options);
@@ -238,7 +242,7 @@ internal static class StreamCrashRun
             .Select(w => new CrashWindowCount(w.Key.ProductId, w.Key.Start, w.Value.Item2))
             .OrderBy(w => w.ProductId, StringComparer.Ordinal).ThenBy(w => w.WindowStart)
             .ToList();
-        Assert.True(closed.Count > 400, $"the scenario closes most of its windows ({closed.Count})");
+        Assert.True(closed.Count > 250, $"the scenario closes most of its windows ({closed.Count})");
         return (windows, closed);
     }
 }
