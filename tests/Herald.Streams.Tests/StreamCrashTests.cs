@@ -84,8 +84,10 @@ internal static class StreamCrashRun
     public static async Task RunAsync(
         Action<HeraldBuilder> crashed, Action<HeraldBuilder> uninterrupted, Func<string, string[]> childArguments, ITestOutputHelper output)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var orders = StreamCrashScenario.Orders();
         var target = await AppendAsync(crashed, orders);
+        output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: appended");
 
         // The uninterrupted run, in this process, on a database of its own with the same events.
         using var clean = await StartAsync(uninterrupted);
@@ -95,6 +97,8 @@ internal static class StreamCrashRun
             await processor.StartAsync();
             await processor.WaitForPositionAsync(cleanTarget).WaitAsync(TimeSpan.FromSeconds(60));
         }
+
+        output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: the uninterrupted run is done");
 
         // Killed mid-run three times, after a random number of its progress lines; then a last run catches up.
         var arguments = childArguments(target.ToString(CultureInfo.InvariantCulture));
@@ -111,7 +115,7 @@ internal static class StreamCrashRun
                 {
                 }
 
-                output.WriteLine($"last run: resumed from {resumed}, caught up with {target}");
+                output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: last run resumed from {resumed}, caught up with {target}");
                 await child.KillAsync();
                 break;
             }
@@ -133,7 +137,7 @@ internal static class StreamCrashRun
             var rest = await child.ReadRestAsync();
             Assert.DoesNotContain(rest, l => l.StartsWith("caught-up ", StringComparison.Ordinal));
             reached = rest.Where(l => l.StartsWith("progress ", StringComparison.Ordinal)).Select(Position).DefaultIfEmpty(reached).Max();
-            output.WriteLine($"run {kill}: resumed from {resumed}, killed after {lines} progress lines at {reached} of {target}");
+            output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: run {kill} resumed from {resumed}, killed after {lines} progress lines at {reached} of {target}");
         }
 
         using var resumedHost = await StartAsync(crashed);
@@ -169,6 +173,7 @@ internal static class StreamCrashRun
         }
 
         await queries.StopAsync();
+        output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: checked");
         await resumedHost.StopAsync();
         await clean.StopAsync();
     }
