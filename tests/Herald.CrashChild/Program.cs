@@ -14,6 +14,8 @@ using Herald.Hosting;
 using Herald.Postgres.Transport;
 using Herald.Sqlite.Transport;
 using Herald.Transport;
+using Herald.EventSourcing;
+using Herald.Streams;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -38,8 +40,15 @@ using Microsoft.Extensions.Logging;
 // what is pending, older runs' leftovers first: "sent <id>" after each send the queue accepted. At send number <kill at
 // send> (from 1; 0 never) it prints "killing <id>" instead and kills itself with SIGKILL before the relay marks it sent;
 // otherwise it relays until the test kills it.
+//        Herald.CrashChild stream-sqlite <database file> <target position> <pace ms>
+//        Herald.CrashChild stream-postgres <connection string> <schema> <target position> <pace ms>
+// Runs the windowed aggregation of StreamCrashScenario over $all with its state in the same database, each event slowed
+// by <pace ms>. Prints "resumed <checkpoint>" (the committed position it starts from) and "ready", then "progress <position>"
+// whenever the committed position moves, and "caught-up <position>" once it reaches <target position>; it runs until the
+// test kills it with SIGKILL, which it does mid-run (and once more after the last run has caught up).
 const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file>"
-    + " | outbox-relay-sqlite <database file> <message count> <kill at send> | outbox-relay-postgres <connection string> <schema> <message count> <kill at send>";
+    + " | outbox-relay-sqlite <database file> <message count> <kill at send> | outbox-relay-postgres <connection string> <schema> <message count> <kill at send>"
+    + " | stream-sqlite <database file> <target position> <pace ms> | stream-postgres <connection string> <schema> <target position> <pace ms>";
 KillingTransport? relay = null;
 switch (args)
 {
@@ -66,6 +75,12 @@ switch (args)
             services => services.GetRequiredService<PostgresEventStore>().BeginUnitOfWork,
             messages);
         break;
+    case ["stream-sqlite", var file, var target, var pace] when Position(target) is { } position && Count(pace) is { } milliseconds:
+        await RunStreamAsync(h => h.UseSqlite(file).UseSqliteStreamState(), position, milliseconds);
+        return 0;
+    case ["stream-postgres", var connectionString, var schema, var target, var pace] when Position(target) is { } position && Count(pace) is { } milliseconds:
+        await RunStreamAsync(h => h.UsePostgres(connectionString, o => o.Schema = schema).UsePostgresStreamState(), position, milliseconds);
+        return 0;
     default:
         await Console.Error.WriteLineAsync(Usage);
         return 2;
@@ -190,6 +205,62 @@ static ValueTask Effect(SagaStepContext<CrashSagaData> context)
     });
     return ValueTask.CompletedTask;
 }
+
+// Never returns: the test kills it.
+static async Task RunStreamAsync(Action<HeraldBuilder> persistence, long target, int paceMilliseconds)
+{
+    var builder = Host.CreateApplicationBuilder();
+    builder.Logging.ClearProviders();
+    builder.Services.AddHerald(h =>
+    {
+        h.Configure(o =>
+        {
+            o.EndpointName = "crash-child";
+            o.StartConsumer = false;
+        });
+        persistence(h);
+        StreamCrashScenario.AddMessageTypes(h);
+    });
+    var host = builder.Build();
+    await host.StartAsync();
+
+    var checkpoint = await host.Services.GetRequiredService<ICheckpointStore>().GetCheckpointAsync("stream:" + StreamCrashScenario.Name) ?? 0;
+    var processor = new StreamProcessor(
+        StreamCrashScenario.Name, StreamCrashScenario.Topology(TimeSpan.FromMilliseconds(paceMilliseconds)), host.Services, StreamCrashScenario.Options);
+    await processor.StartAsync();
+    Console.WriteLine("resumed " + checkpoint.ToString(CultureInfo.InvariantCulture));
+    Console.WriteLine("ready");
+
+    // Polls rather than hooks a commit: the kill comes a little after a line, wherever the processor is by then.
+    var printed = checkpoint;
+    var caughtUp = false;
+    while (true)
+    {
+        if (processor.Completion.IsFaulted)
+        {
+            await Console.Error.WriteLineAsync("the processor failed: " + processor.Completion.Exception);
+            Environment.Exit(3);
+        }
+
+        var committed = processor.CommittedPosition;
+        if (committed != printed)
+        {
+            printed = committed;
+            Console.WriteLine("progress " + committed.ToString(CultureInfo.InvariantCulture));
+        }
+
+        if (!caughtUp && committed >= target)
+        {
+            caughtUp = true;
+            Console.WriteLine("caught-up " + committed.ToString(CultureInfo.InvariantCulture));
+        }
+
+        await Task.Delay(5);
+    }
+}
+
+static long? Position(string text) =>
+    long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var position) && position >= 1 ? position : null;
 
 static int? Count(string text) =>
     int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var count) && count >= 1 ? count : null;

@@ -39,6 +39,9 @@ public sealed class CrashChildProcess : IDisposable
     /// </summary>
     public Guid? KilledAfterSending { get; private set; }
 
+    /// <summary>Every line it printed up to "ready".</summary>
+    public List<string> Lines { get; } = [];
+
     /// <summary>Starts the child with <c>dotnet</c> on its built dll and reads its output until it says "ready".</summary>
     public static async Task<CrashChildProcess> StartAsync(params string[] arguments)
     {
@@ -96,6 +99,30 @@ public sealed class CrashChildProcess : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// The next line it prints after "ready" (the stream modes keep printing); throws <see cref="TimeoutException"/> after
+    /// <paramref name="timeout"/>, and <see cref="InvalidOperationException"/> with its error output when it ended.
+    /// </summary>
+    public async Task<string> ReadLineAsync(TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            return await _process.StandardOutput.ReadLineAsync(deadline.Token) ?? throw await EndedAsync(deadline.Token);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            throw new TimeoutException($"The crash child printed nothing within {timeout}.");
+        }
+    }
+
+    /// <summary>What it printed that was not read yet, once it has exited (after <see cref="KillAsync"/>).</summary>
+    public async Task<List<string>> ReadRestAsync()
+    {
+        var rest = await _process.StandardOutput.ReadToEndAsync();
+        return [.. rest.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)];
+    }
+
     /// <summary>Reads the rest of its output and waits until it ended by itself (it killed itself); returns its exit code.</summary>
     public async Task<int> WaitForExitAsync()
     {
@@ -133,19 +160,20 @@ public sealed class CrashChildProcess : IDisposable
         return File.Exists(path) ? path : throw new FileNotFoundException("Build Herald.CrashChild first (the test project's build does).", path);
     }
 
+    private async Task<InvalidOperationException> EndedAsync(CancellationToken cancellationToken)
+    {
+        await _process.WaitForExitAsync(cancellationToken);
+        return new InvalidOperationException(
+            $"The crash child ended early (exit {_process.ExitCode.ToString(CultureInfo.InvariantCulture)}): {await _errors}");
+    }
+
     private async Task ReadUntilReadyAsync()
     {
         using var deadline = new CancellationTokenSource(ReadyDeadline);
         while (true)
         {
-            var line = await _process.StandardOutput.ReadLineAsync(deadline.Token);
-            if (line is null)
-            {
-                await _process.WaitForExitAsync(deadline.Token);
-                throw new InvalidOperationException(
-                    $"The crash child ended early (exit {_process.ExitCode.ToString(CultureInfo.InvariantCulture)}): {await _errors}");
-            }
-
+            var line = await _process.StandardOutput.ReadLineAsync(deadline.Token) ?? throw await EndedAsync(deadline.Token);
+            Lines.Add(line);
             if (Read(line))
             {
                 return;

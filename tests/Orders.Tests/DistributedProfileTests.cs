@@ -135,3 +135,74 @@ public sealed class TwoInstanceTests
         }
     }
 }
+
+/// <summary>The stats stream runs on one instance of a schema at a time; another takes it over when that one stops.</summary>
+[Collection("distributed")]
+public sealed class StatsStreamLeaderTests
+{
+    [Fact]
+    public async Task OrdersPerStatus_IsServedByOneInstanceAtATime_AndTheOtherTakesOverWithTheCommittedState()
+    {
+        var schema = "orders_test_" + Guid.NewGuid().ToString("N")[..12];
+        var endpoint = "orders-test-" + Guid.NewGuid().ToString("N")[..12];
+        var instances = new List<ServiceInstance>();
+        try
+        {
+            instances.Add(await ServiceInstance.StartAsync(TestServers.DistributedSettings(schema, endpoint)));
+            instances.Add(await ServiceInstance.StartAsync(TestServers.DistributedSettings(schema, endpoint)));
+            using (var response = await instances[0].Http.PostAsJsonAsync("/orders", new { customerId = "alan", lines = new[] { new { sku = "mouse", quantity = 1 } } }))
+            {
+                Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+                await instances[0].WaitForFinalStateAsync((await response.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId);
+            }
+
+            // One answers from its stream (which has counted the log), the other says it does not run it.
+            var statuses = new HttpStatusCode[2];
+            await Eventually.UntilAsync(
+                async () =>
+                {
+                    for (var i = 0; i < 2; i++)
+                    {
+                        using var response = await instances[i].Http.GetAsync("/stats/orders-per-status");
+                        statuses[i] = response.StatusCode;
+                    }
+
+                    return statuses.Order().SequenceEqual([HttpStatusCode.OK, HttpStatusCode.ServiceUnavailable]);
+                },
+                () => $"one instance serves the stats and the other answers 503 (they answered {string.Join(" and ", statuses)})");
+            var leader = statuses[0] == HttpStatusCode.OK ? 0 : 1;
+            using (var refused = await instances[1 - leader].Http.GetAsync("/stats/orders-per-status"))
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+                Assert.Equal("application/problem+json", refused.Content.Headers.ContentType?.MediaType);
+            }
+
+            // The leader stops; the other takes the stream over from its last commit and serves what the log holds.
+            await instances[leader].DisposeAsync();
+            var follower = instances[1 - leader];
+            instances.RemoveAt(leader);
+            List<StatusCount>? served = null;
+            List<StatusCount> stored = [];
+            await Eventually.UntilAsync(
+                async () =>
+                {
+                    stored = await follower.OrderEventsPerStatusPerMinuteAsync();
+                    using var response = await follower.Http.GetAsync("/stats/orders-per-status");
+                    served = response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<List<StatusCount>>() : null;
+                    return served is not null && served.SequenceEqual(stored);
+                },
+                () => $"the other instance serves the {stored.Sum(c => c.Count)} order events of the log (served: {served?.Sum(c => c.Count).ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "503"})");
+            Assert.Equal(1, served!.Total(OrderStates.Placed));
+        }
+        finally
+        {
+            foreach (var instance in instances)
+            {
+                await instance.DisposeAsync();
+            }
+
+            await TestServers.DropSchemaAsync(schema);
+            await TestServers.DeleteQueuesAsync(endpoint);
+        }
+    }
+}

@@ -18,7 +18,8 @@ namespace Orders.Tests;
 /// The order service killed with SIGKILL at random moments while orders are in flight, and restarted, on both profiles.
 /// Afterwards every order that got a 202 (or whose POST was cut off and is retried with its Idempotency-Key) reaches a
 /// final state, no payment is charged twice and no stock reserved twice, the read model matches the event store, no
-/// order exists twice, and nothing is in the dead letters (every input here is valid).
+/// order exists twice, nothing is in the dead letters (every input here is valid), and the "orders per status per minute"
+/// stream, killed and resumed with the service, serves exactly the counts of the log.
 /// </summary>
 public sealed class OrderServiceCrashTests(ITestOutputHelper output)
 {
@@ -111,6 +112,7 @@ public sealed class OrderServiceCrashTests(ITestOutputHelper output)
         }
 
         // The last life: retry what was cut off, then every accepted order must reach its end.
+        List<StatusCount> served;
         await using (var service = await OrderServiceProcess.StartAsync(profile))
         {
             using var http = new HttpClient { BaseAddress = service.Address, Timeout = TimeSpan.FromSeconds(30) };
@@ -135,9 +137,30 @@ public sealed class OrderServiceCrashTests(ITestOutputHelper output)
                     await Task.Delay(100, deadline.Token);
                 }
             }
+
+            served = await SettledStatsAsync(http, traffic.Accepted.Values.Distinct().Count());
         }
 
-        await CheckAsync(profile, traffic);
+        await CheckAsync(profile, traffic, served);
+    }
+
+    // The stats stream was killed with the service and resumed each time: once it has seen every order placed and ended,
+    // what it serves is compared with the log (CheckAsync).
+    private static async Task<List<StatusCount>> SettledStatsAsync(HttpClient http, int orders)
+    {
+        List<StatusCount>? served = null;
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                using var response = await http.GetAsync("/stats/orders-per-status");
+                served = response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<List<StatusCount>>() : null;
+                return served is not null
+                    && served.Total(OrderStates.Placed) >= orders
+                    && served.Total(OrderStates.Confirmed) + served.Total(OrderStates.Cancelled) >= orders;
+            },
+            () => $"the stats stream counts the {orders} orders placed and ended (placed: {served?.Total(OrderStates.Placed)}, ended: {served?.Total(OrderStates.Confirmed) + served?.Total(OrderStates.Cancelled)})",
+            TimeSpan.FromSeconds(60));
+        return served!;
     }
 
     // Each client posts one order after another until the service dies under it (its POST cut off) or the round stops.
@@ -207,7 +230,7 @@ public sealed class OrderServiceCrashTests(ITestOutputHelper output)
     }
 
     // Checked through the service's own stores (the app built, not started), once it is stopped.
-    private async Task CheckAsync(string[] profile, Traffic traffic)
+    private async Task CheckAsync(string[] profile, Traffic traffic, List<StatusCount> served)
     {
         await using var app = OrderServiceApp.Build(profile);
         var services = app.Services;
@@ -266,6 +289,7 @@ public sealed class OrderServiceCrashTests(ITestOutputHelper output)
         output.WriteLine($"{ids.Count} orders accepted over {Crashes} kills: {confirmed} confirmed, {cancelled} cancelled; {all} orders in the read model; {deadLetters} dead letters");
         Assert.Equal(ids.Count, all);
         Assert.Equal(0, deadLetters);
+        Assert.Equal(await StatusCounts.FromLogAsync(store), served);
         Assert.True(cancelled > 0 && confirmed > 0, "both endings were exercised");
     }
 }

@@ -177,6 +177,50 @@ public abstract class OrderServiceSpecification
         Assert.Equal(HttpStatusCode.BadRequest, badPage.StatusCode);
     }
 
+    [Fact]
+    public async Task OrdersPerStatusPerMinute_CountEveryOrderEventOfTheLog_AndBadQueriesGet400()
+    {
+        using (var confirmed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } }))
+        using (var declined = await PostOrderAsync(new { customerId = "bad-card", lines = new[] { new { sku = "cable", quantity = 1 } } }))
+        {
+            Assert.Equal(OrderStates.Confirmed, (await Service.WaitForFinalStateAsync((await confirmed.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId)).Status);
+            Assert.Equal(OrderStates.Cancelled, (await Service.WaitForFinalStateAsync((await declined.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId)).Status);
+        }
+
+        // The stream catches up with the log: what it serves is what the event store holds, counted here.
+        List<StatusCount>? served = null;
+        List<StatusCount> stored = [];
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                stored = await Service.OrderEventsPerStatusPerMinuteAsync();
+                using var response = await Service.Http.GetAsync("/stats/orders-per-status");
+                served = response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<List<StatusCount>>() : null;
+                return served is not null && served.SequenceEqual(stored);
+            },
+            () => $"the stream serves the {stored.Sum(c => c.Count)} order events of the log per status and minute (served: {(served is null ? "nothing" : served.Sum(c => c.Count) + " in " + served.Count + " windows")})");
+        Assert.True(stored.Where(c => c.Status == OrderStates.Placed).Sum(c => c.Count) >= 2, "both orders were counted as placed");
+        Assert.Contains(stored, c => c.Status == OrderStates.Confirmed);
+        Assert.Contains(stored, c => c.Status == OrderStates.Cancelled);
+
+        // from and to select the windows that start in [from, to).
+        var first = served![0];
+        var window = await Service.Http.GetFromJsonAsync<List<StatusCount>>(
+            $"/stats/orders-per-status?from={Uri.EscapeDataString(first.WindowStart.ToString("O"))}&to={Uri.EscapeDataString(first.WindowEnd.ToString("O"))}");
+        Assert.Equal(served.Where(c => c.WindowStart == first.WindowStart), window!);
+
+        using var notATime = await Service.Http.GetAsync("/stats/orders-per-status?from=yesterday");
+        Assert.Equal(HttpStatusCode.BadRequest, notATime.StatusCode);
+        Assert.Equal("application/problem+json", notATime.Content.Headers.ContentType?.MediaType);
+        using (var problem = JsonDocument.Parse(await notATime.Content.ReadAsStringAsync()))
+        {
+            Assert.True(problem.RootElement.GetProperty("errors").TryGetProperty("from", out _));
+        }
+
+        using var backwards = await Service.Http.GetAsync("/stats/orders-per-status?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z");
+        Assert.Equal(HttpStatusCode.BadRequest, backwards.StatusCode);
+    }
+
     protected Task<HttpResponseMessage> PostOrderAsync(object body, string? idempotencyKey = null, string? correlationId = null) =>
         PostOrderAsync(Service, body, idempotencyKey, correlationId);
 

@@ -3,6 +3,7 @@ using Herald.EventSourcing;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Orders.Api;
 using Orders.Fulfilment;
 using Orders.ReadModel;
 
@@ -65,6 +66,9 @@ public sealed class ServiceInstance : IAsyncDisposable
 
         return found;
     }
+
+    /// <summary>What <c>GET /stats/orders-per-status</c> should serve, counted from the whole log.</summary>
+    public Task<List<StatusCount>> OrderEventsPerStatusPerMinuteAsync() => StatusCounts.FromLogAsync(Events);
 
     public async ValueTask DisposeAsync()
     {

@@ -28,6 +28,7 @@ public static class Banner
               curl -si -X POST {{url}}/orders -H 'Content-Type: application/json' -d '{"customerId":"bad-card","lines":[{"sku":"mouse","quantity":1}]}'   # payment declined: compensated to Cancelled
               curl -si -X POST {{url}}/orders -H 'Content-Type: application/json' -d '{"customerId":"","lines":[{"sku":"nope","quantity":0}]}'          # 400 listing every error
               curl -s '{{url}}/orders?status=Confirmed&pageSize=10'
+              curl -s '{{url}}/stats/orders-per-status?from=2026-01-01T00:00:00Z'   # order events per status per minute, from a stream's state
               curl -s {{url}}/health
             Customers: ada, grace, linus, alan, bad-card. Products: keyboard, mouse, monitor, cable, laptop (orders above 1000.00 are declined).
             Ctrl+C stops it; `dotnet run --project samples/Orders -- --demo 200` places 200 orders and prints a summary.

@@ -15,12 +15,14 @@ using Orders.Api;
 using Orders.Domain;
 using Orders.Fulfilment;
 using Orders.ReadModel;
+using Orders.Stats;
 
 namespace Orders;
 
 /// <summary>
-/// Builds the order service: Herald on the configured profile, the fulfilment saga, the read-model projection, the HTTP
-/// API and telemetry. The tests build it too (with their own arguments), so what they run is what users run.
+/// Builds the order service: Herald on the configured profile, the fulfilment saga, the read-model projection, the
+/// "orders per status per minute" stream, the HTTP API and telemetry. The tests build it too (with their own arguments),
+/// so what they run is what users run.
 /// </summary>
 public static class OrderServiceApp
 {
@@ -55,6 +57,7 @@ public static class OrderServiceApp
         builder.Services.AddSingleton<Inventory>();
         builder.Services.AddSingleton<Payments>();
         builder.Services.AddSingleton<Shipping>();
+        builder.Services.AddOrderStatusStream();
         builder.Services.AddHeraldAspNetCore(o => o
             .MapException<OrderRuleException>(StatusCodes.Status422UnprocessableEntity, "Order rule broken")
             .MapException<OrderNotFoundException>(StatusCodes.Status404NotFound, "Order not found"));
@@ -67,6 +70,7 @@ public static class OrderServiceApp
         app.UseStatusCodePages();
         app.UseHeraldCorrelation();
         app.MapOrderEndpoints();
+        app.MapStatsEndpoints();
         app.MapHeraldHealth("/health");
         return app;
     }
@@ -98,12 +102,13 @@ public static class OrderServiceApp
                 .ConfigureRetries(r => r.Immediate(2).Delayed(3, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(2)));
             if (settings.Profile == OrderServiceSettings.Embedded)
             {
-                h.UseSqlite(settings.SqlitePath).UseSqliteQueue(settings.SqlitePath);
+                h.UseSqlite(settings.SqlitePath).UseSqliteQueue(settings.SqlitePath).UseSqliteStreamState();
                 services.AddSingleton<Ledger>(new SqliteLedger(settings.SqlitePath));
             }
             else
             {
                 h.UsePostgres(settings.Postgres!, o => o.Schema = settings.Schema)
+                    .UsePostgresStreamState()
                     .UseRabbitMq(o =>
                     {
                         o.ConnectionUri = settings.RabbitMq!;

@@ -1,0 +1,253 @@
+using System.Globalization;
+using Herald.CrashChild;
+using Herald.EventSourcing;
+using Herald.Hosting;
+using Herald.Messages;
+using Herald.Processes;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Npgsql;
+using Xunit.Abstractions;
+
+namespace Herald.Streams.Tests;
+
+/// <summary>
+/// Issue 15: "a crash (SIGKILL of a child process) in the middle of a windowed aggregation over $all on SQLite and
+/// PostgreSQL: the resumed result equals the uninterrupted one". The child (Herald.CrashChild stream-sqlite) runs
+/// <see cref="StreamCrashScenario"/> over seeded orders and is killed three times while it processes; a last run catches up.
+/// </summary>
+[Collection("stream-crash")]
+public sealed class SqliteStreamCrashTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _crashed = Path.Combine(Path.GetTempPath(), $"herald-streams-crash-{Guid.NewGuid():N}.db");
+    private readonly string _uninterrupted = Path.Combine(Path.GetTempPath(), $"herald-streams-clean-{Guid.NewGuid():N}.db");
+
+    [Fact]
+    public async Task Sqlite_KilledThreeTimesMidAggregation_ResumedResultEqualsTheUninterruptedOne_AndEachWindowIsAppendedOnce() =>
+        await StreamCrashRun.RunAsync(
+            h => h.UseSqlite(_crashed).UseSqliteStreamState(),
+            h => h.UseSqlite(_uninterrupted).UseSqliteStreamState(),
+            target => ["stream-sqlite", _crashed, target, StreamCrashRun.PaceMilliseconds],
+            output);
+
+    public void Dispose()
+    {
+        foreach (var file in new[] { _crashed, _uninterrupted }.SelectMany(f => new[] { f, f + "-wal", f + "-shm" }))
+        {
+            File.Delete(file);
+        }
+    }
+}
+
+/// <summary>The same on PostgreSQL: the crashed run and the uninterrupted one each in a fresh schema (one after the other with SQLite: each runs child processes).</summary>
+[Collection("stream-crash")]
+public sealed class PostgresStreamCrashTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private static readonly string ConnectionString =
+        Environment.GetEnvironmentVariable("HERALD_TEST_POSTGRES") is { Length: > 0 } configured
+            ? configured
+            : "Host=127.0.0.1;Port=5432;Username=herald;Password=herald;Database=herald";
+
+    private readonly string _crashed = "herald_streams_crash_" + Guid.NewGuid().ToString("N")[..12];
+    private readonly string _uninterrupted = "herald_streams_clean_" + Guid.NewGuid().ToString("N")[..12];
+
+    [Fact]
+    public async Task Postgres_KilledThreeTimesMidAggregation_ResumedResultEqualsTheUninterruptedOne_AndEachWindowIsAppendedOnce() =>
+        await StreamCrashRun.RunAsync(
+            h => h.UsePostgres(ConnectionString, o => o.Schema = _crashed).UsePostgresStreamState(),
+            h => h.UsePostgres(ConnectionString, o => o.Schema = _uninterrupted).UsePostgresStreamState(),
+            target => ["stream-postgres", ConnectionString, _crashed, target, StreamCrashRun.PaceMilliseconds],
+            output);
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        foreach (var schema in new[] { _crashed, _uninterrupted })
+        {
+            await using var command = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{schema}\" CASCADE", connection);
+            await command.ExecuteNonQueryAsync();
+        }
+    }
+}
+
+internal static class StreamCrashRun
+{
+    /// <summary>The child's delay per event: more than 2 s for the 2,000 events, so every kill lands mid-run.</summary>
+    public const string PaceMilliseconds = "1";
+
+    private const int Kills = 3;
+    private static readonly TimeSpan LineTimeout = TimeSpan.FromSeconds(30);
+
+    public static async Task RunAsync(
+        Action<HeraldBuilder> crashed, Action<HeraldBuilder> uninterrupted, Func<string, string[]> childArguments, ITestOutputHelper output)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var orders = StreamCrashScenario.Orders();
+        var target = await AppendAsync(crashed, orders);
+        output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: appended");
+
+        // The uninterrupted run, in this process, on a database of its own with the same events.
+        using var clean = await StartAsync(uninterrupted);
+        var cleanTarget = await AppendAsync(clean, orders);
+        await using (var processor = new StreamProcessor(StreamCrashScenario.Name, StreamCrashScenario.Topology(), clean.Services, StreamCrashScenario.Options))
+        {
+            await processor.StartAsync();
+            await processor.WaitForPositionAsync(cleanTarget).WaitAsync(TimeSpan.FromSeconds(60));
+        }
+
+        output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: the uninterrupted run is done");
+
+        // Killed mid-run three times, after a random number of its progress lines; then a last run catches up.
+        var arguments = childArguments(target.ToString(CultureInfo.InvariantCulture));
+        long reached = 0;
+        for (var kill = 0; kill <= Kills; kill++)
+        {
+            using var child = await CrashChildProcess.StartAsync(arguments);
+            var resumed = Position(child.Lines.Single(l => l.StartsWith("resumed ", StringComparison.Ordinal)));
+            Assert.True(resumed >= reached && resumed < target, $"run {kill} resumed from {resumed}: after the {reached} the last run committed, before the end {target}");
+            Assert.True(kill == 0 || resumed > 0, $"run {kill} resumed from the start: nothing was committed before the kill");
+            if (kill == Kills)
+            {
+                while (!(await child.ReadLineAsync(LineTimeout)).StartsWith("caught-up ", StringComparison.Ordinal))
+                {
+                }
+
+                output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: last run resumed from {resumed}, caught up with {target}");
+                await child.KillAsync();
+                break;
+            }
+
+            // 100 commits in all: three kills after at most 15 each leave the last run more than half of the work.
+            var lines = Random.Shared.Next(1, 16);
+            for (var seen = 0; seen < lines;)
+            {
+                var line = await child.ReadLineAsync(LineTimeout);
+                Assert.False(line.StartsWith("caught-up ", StringComparison.Ordinal), $"run {kill} caught up before its kill: the pace is too fast to kill it mid-run");
+                if (line.StartsWith("progress ", StringComparison.Ordinal))
+                {
+                    reached = Position(line);
+                    seen++;
+                }
+            }
+
+            Assert.NotEqual(0, await child.KillAsync());
+            var rest = await child.ReadRestAsync();
+            Assert.DoesNotContain(rest, l => l.StartsWith("caught-up ", StringComparison.Ordinal));
+            reached = rest.Where(l => l.StartsWith("progress ", StringComparison.Ordinal)).Select(Position).DefaultIfEmpty(reached).Max();
+            output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: run {kill} resumed from {resumed}, killed after {lines} progress lines at {reached} of {target}");
+        }
+
+        using var resumedHost = await StartAsync(crashed);
+        var checkpoints = resumedHost.Services.GetRequiredService<ICheckpointStore>();
+        Assert.True(await checkpoints.GetCheckpointAsync("stream:" + StreamCrashScenario.Name) >= target, "the last run committed everything");
+
+        // The whole committed state (every window of both aggregates, closed flags, the stream time) equals the
+        // uninterrupted run's, entry by entry; read before any processor runs here.
+        Assert.Equal(await StateAsync(clean), await StateAsync(resumedHost));
+
+        // Each closed window was appended exactly once, with the count of the events that were on time for it; every late
+        // event went to the side output exactly once.
+        var expected = Expected(orders);
+        var appended = await WindowCountsAsync(resumedHost);
+        Assert.Equal(appended.Count, appended.Select(a => (a.ProductId, a.WindowStart)).Distinct().Count());
+        Assert.Equal(expected.Closed, appended.OrderBy(a => a.ProductId, StringComparer.Ordinal).ThenBy(a => a.WindowStart).ToList());
+        Assert.Equal(await WindowCountsAsync(clean), appended);
+        var late = await ProcessorScenario.ReadAsync<CrashLateOrder>(resumedHost, StreamCrashScenario.LateStream);
+        Assert.Equal(orders.Where(o => o.Late).Select(o => o.Order.OrderId), late.Select(o => o.OrderId));
+        Assert.Equal(await ProcessorScenario.ReadAsync<CrashLateOrder>(clean, StreamCrashScenario.LateStream), late);
+
+        // The state as the interactive queries see it equals the result computed in memory.
+        await using var queries = new StreamProcessor(StreamCrashScenario.Name, StreamCrashScenario.Topology(), resumedHost.Services, StreamCrashScenario.Options);
+        await queries.StartAsync();
+        await queries.WaitForPositionAsync(target).WaitAsync(TimeSpan.FromSeconds(30));
+        foreach (var product in expected.Windows.Keys.Select(k => k.Product).Distinct())
+        {
+            var windows = expected.Windows.Where(w => w.Key.Product == product).OrderBy(w => w.Key.Start).ToList();
+            var revenue = await queries.QueryWindowsAsync<string, decimal>(StreamCrashScenario.RevenueStore, product, DateTimeOffset.MinValue, DateTimeOffset.MaxValue);
+            Assert.Equal(windows.Select(w => (w.Key.Start, w.Value.Sum)), revenue.Select(r => (r.Key.Window.Start, r.Value)));
+            var counts = await queries.QueryWindowsAsync<string, long>(StreamCrashScenario.CountStore, product, DateTimeOffset.MinValue, DateTimeOffset.MaxValue);
+            Assert.Equal(windows.Select(w => (w.Key.Start, w.Value.Count)), counts.Select(c => (c.Key.Window.Start, c.Value)));
+        }
+
+        await queries.StopAsync();
+        output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: checked");
+        await resumedHost.StopAsync();
+        await clean.StopAsync();
+    }
+
+    private static long Position(string line) => long.Parse(line[(line.IndexOf(' ', StringComparison.Ordinal) + 1)..], CultureInfo.InvariantCulture);
+
+    private static Task<IHost> StartAsync(Action<HeraldBuilder> persistence) =>
+        ProcessorScenario.StartHostAsync(h =>
+        {
+            persistence(h);
+            StreamCrashScenario.AddMessageTypes(h);
+        });
+
+    // Appends in a host of its own, stopped before the child opens the database.
+    private static async Task<long> AppendAsync(Action<HeraldBuilder> persistence, IReadOnlyList<(CrashOrder Order, bool Late)> orders)
+    {
+        using var host = await StartAsync(persistence);
+        var target = await AppendAsync(host, orders);
+        await host.StopAsync();
+        return target;
+    }
+
+    private static async Task<long> AppendAsync(IHost host, IReadOnlyList<(CrashOrder Order, bool Late)> orders)
+    {
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        foreach (var chunk in orders.Chunk(StreamCrashScenario.OrdersPerStream))
+        {
+            await events.AppendAsync("crashorder-" + chunk[0].Order.OrderId, ExpectedVersion.NoStream, [.. chunk.Select(o => envelopes.Create(o.Order))]);
+        }
+
+        return await events.GetLastPositionAsync();
+    }
+
+    private static async Task<List<StateEntry>> StateAsync(IHost host)
+    {
+        var entries = new List<StateEntry>();
+        await foreach (var entry in host.Services.GetRequiredService<IStreamStateStore>().ReadAllAsync(StreamCrashScenario.Name))
+        {
+            entries.Add(entry);
+        }
+
+        Assert.NotEmpty(entries);
+        return [.. entries.OrderBy(e => e.Store, StringComparer.Ordinal).ThenBy(e => e.Key, StringComparer.Ordinal)];
+    }
+
+    private static async Task<List<CrashWindowCount>> WindowCountsAsync(IHost host)
+    {
+        var all = new List<CrashWindowCount>();
+        foreach (var product in Enumerable.Range(0, 5).Select(p => "p" + p.ToString(CultureInfo.InvariantCulture)))
+        {
+            all.AddRange(await ProcessorScenario.ReadAsync<CrashWindowCount>(host, StreamCrashScenario.WindowStream(product)));
+        }
+
+        return all;
+    }
+
+    /// <summary>
+    /// The result computed in memory: the sum and count of the on-time orders per product and window, and the windows the
+    /// last watermark (largest event time − out-of-orderness) has closed (end + grace at or below it), which are emitted.
+    /// </summary>
+    private static (Dictionary<(string Product, DateTimeOffset Start), (decimal Sum, long Count)> Windows, List<CrashWindowCount> Closed) Expected(
+        IReadOnlyList<(CrashOrder Order, bool Late)> orders)
+    {
+        var size = StreamCrashScenario.WindowSize.Ticks;
+        var windows = orders.Where(o => !o.Late)
+            .GroupBy(o => (o.Order.ProductId, Start: new DateTimeOffset(o.Order.PlacedAt.UtcTicks - (o.Order.PlacedAt.UtcTicks % size), TimeSpan.Zero)))
+            .ToDictionary(g => g.Key, g => (g.Sum(o => o.Order.Amount), g.LongCount()));
+        var watermark = orders.Max(o => o.Order.PlacedAt) - StreamCrashScenario.OutOfOrderness;
+        var closed = windows.Where(w => w.Key.Start + StreamCrashScenario.WindowSize + StreamCrashScenario.Grace <= watermark)
+            .Select(w => new CrashWindowCount(w.Key.ProductId, w.Key.Start, w.Value.Item2))
+            .OrderBy(w => w.ProductId, StringComparer.Ordinal).ThenBy(w => w.WindowStart)
+            .ToList();
+        Assert.True(closed.Count > 250, $"the scenario closes most of its windows ({closed.Count})");
+        return (windows, closed);
+    }
+}
