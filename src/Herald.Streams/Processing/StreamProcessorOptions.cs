@@ -23,6 +23,16 @@ public sealed record StreamProcessorOptions
     /// <summary>How many events one read of the event store fetches.</summary>
     public int BatchSize { get; init; } = 500;
 
+    /// <summary>
+    /// How many tasks run the stream, each owning the keys whose stable hash maps to it (1 by default). Processes sharing
+    /// the event store split the partitions through leader election. Changing it re-partitions the keys: give the stream
+    /// a new name (new checkpoints and state) when you do.
+    /// </summary>
+    public int Partitions { get; init; } = 1;
+
+    /// <summary>How often a processor checks its share of the partitions: takes free ones, gives extras back when another process joined.</summary>
+    public TimeSpan PartitionBalanceInterval { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Called with records that came after their window closed, when their operator has no side output.</summary>
     public Action<LateRecord>? OnLate { get; init; }
 }

@@ -43,6 +43,9 @@ internal sealed class TableNode<TKey, TValue>(string name, string store) : Node(
 /// <summary>Joins each record of a stream with the current value of a table under the same key.</summary>
 internal sealed class TableJoinNode<TKey, TValue, TTable, TResult>(string name, string tableStore, Func<TValue, TTable?, TResult> joiner, bool inner) : Node(name)
 {
+    // It reads the table, which lives in the partition of the key.
+    public override bool RunsInPartition => true;
+
     public override void Process(in StreamRecord record, StreamTask task)
     {
         var found = task.Store(tableStore).TryGet(StateCodec.Key((TKey)record.Key!), out var value);
