@@ -49,6 +49,10 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     private readonly KeyValuePair<string, object?> _tag;
     private readonly SemaphoreSlim _switch = new(1, 1);
     private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
+    private readonly SemaphoreSlim _external = new(1, 1);
+    private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile bool _realign;
+    private IUnitOfWork? _holder;
     private StreamRun? _run;
     private bool _running;
     private TaskCompletionSource? _completion;
@@ -165,6 +169,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             }
 
             _running = true;
+            _realign = false;
+            _started.TrySetResult();
             Active.TryAdd(this, 0);
         }
         finally
@@ -227,47 +233,113 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     /// <summary>
     /// Feeds one event from outside the event store (a transport handler) and commits its effects in the caller's unit of
-    /// work (the handler's, when called from one): exactly once with the inbox, else at least once. Exceptions of user
-    /// functions propagate to the caller (whose pipeline retries or dead-letters the message).
+    /// work (the handler's, when called from one): exactly once with the inbox, else at least once. One unit of work at a
+    /// time feeds the processor (others wait until it commits or rolls back; after a rollback the committed state is
+    /// reloaded). Exceptions of user functions propagate to the caller (whose pipeline retries or dead-letters the message).
     /// </summary>
     public async ValueTask ProcessAsync(object message, string key, DateTimeOffset eventTime, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(message);
         ArgumentNullException.ThrowIfNull(key);
-        var run = _run is { Stopped: false } current ? current : throw new InvalidOperationException($"Stream processor '{Name}' is not started; call StartAsync first.");
-        var writes = new List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)>();
-
-        // One event at a time through the router and its partitions, so records of one key keep their order.
-        lock (run.Router.Gate)
-        {
-            run.Routed.Clear();
-            run.Router.Process(message, key, eventTime);
-            var streamTime = run.Router.StreamTime;
-            foreach (var group in run.Routed.GroupBy(r => r.Partition))
-            {
-                var partition = run.Partitions[group.Key];
-                lock (partition.Task.Gate)
-                {
-                    foreach (var (_, node, record) in group)
-                    {
-                        partition.Task.ProcessRouted(node, record, streamTime);
-                    }
-
-                    writes.Add((partition.StateName, partition.Task.TakeChanges(), partition.Task.TakeOutputs()));
-                }
-            }
-        }
-
-        Events.Add(1, _tag);
         await _runner.RunAsync(
             async (services, token) =>
             {
+                var unitOfWork = services.GetRequiredService<IUnitOfWork>();
+                if (!ReferenceEquals(Volatile.Read(ref _holder), unitOfWork))
+                {
+                    // One unit of work at a time changes the memory, until it commits or rolls back: a rollback then finds
+                    // only its own changes there, and the next event reloads the committed state (a retry is not counted
+                    // twice, and no other event's change is lost with it).
+                    await _external.WaitAsync(token).ConfigureAwait(false);
+                    Volatile.Write(ref _holder, unitOfWork);
+                    unitOfWork.OnRolledBack(_ => Leave(unitOfWork, realign: true));
+                }
+
+                var writes = Apply(await ExternalRunAsync(token).ConfigureAwait(false), message, key, eventTime);
+                Events.Add(1, _tag);
                 foreach (var (state, changes, outputs) in writes)
                 {
                     await WriteAsync(services, state, changes, outputs, [], token).ConfigureAwait(false);
                 }
+
+                // After the state store's own commit callbacks, so the next event sees the committed state everywhere.
+                unitOfWork.OnCommitted(_ => Leave(unitOfWork, realign: false));
             },
             cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
+
+    private ValueTask Leave(IUnitOfWork unitOfWork, bool realign)
+    {
+        if (ReferenceEquals(Interlocked.CompareExchange(ref _holder, null, unitOfWork), unitOfWork))
+        {
+            _realign |= realign;
+            _external.Release();
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Runs one event fed from outside through the router and its partitions, and takes what each partition changed.</summary>
+    private List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)> Apply(StreamRun run, object message, string key, DateTimeOffset eventTime)
+    {
+        var writes = new List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)>();
+        lock (run.Router.Gate)
+        {
+            try
+            {
+                run.Routed.Clear();
+                run.Router.Process(message, key, eventTime);
+                var streamTime = run.Router.StreamTime;
+                foreach (var group in run.Routed.GroupBy(r => r.Partition))
+                {
+                    var partition = run.Partitions[group.Key];
+                    lock (partition.Task.Gate)
+                    {
+                        foreach (var (_, node, record) in group)
+                        {
+                            partition.Task.ProcessRouted(node, record, streamTime);
+                        }
+
+                        writes.Add((partition.StateName, partition.Task.TakeChanges(), partition.Task.TakeOutputs()));
+                    }
+                }
+            }
+            catch
+            {
+                // Part of the event may have changed the memory: the next event starts from the committed state.
+                _realign = true;
+                throw;
+            }
+        }
+
+        return writes;
+    }
+
+    /// <summary>The run that events fed from outside go to: waits for the start, and reloads the committed state after a rollback.</summary>
+    private async ValueTask<StreamRun> ExternalRunAsync(CancellationToken cancellationToken)
+    {
+        if (!_options.Source.IsExternal)
+        {
+            throw new InvalidOperationException($"Stream processor '{Name}' reads the event store; only a processor with an external or transport source takes events from ProcessAsync.");
+        }
+
+        // The endpoint may deliver before the hosted processor has loaded its state.
+        await _started.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (_realign)
+        {
+            _realign = false;
+            await _switch.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await StartRunAsync(Enumerable.Range(0, _options.Partitions), cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _switch.Release();
+            }
+        }
+
+        return _run is { Stopped: false } run ? run : throw new InvalidOperationException($"Stream processor '{Name}' is stopped.");
     }
 
     /// <summary>Stops the processor.</summary>
@@ -345,8 +417,9 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
         var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, OnLate, _options.Partitions, partitions);
 
-        // The source resumes at the lowest checkpoint, with the stream time that partition committed there.
-        if (partitions.MinBy(p => p.Checkpoint) is { } first)
+        // The source resumes at the lowest checkpoint, with the stream time that partition committed there; events fed from
+        // outside have no position, and the stream time is the largest any partition saw.
+        if ((_options.Source.IsExternal ? partitions.MaxBy(p => p.Task.StreamTime) : partitions.MinBy(p => p.Checkpoint)) is { } first)
         {
             run.Router.Observe(first.Task.StreamTime);
         }

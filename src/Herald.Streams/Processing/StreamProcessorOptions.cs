@@ -40,10 +40,11 @@ public sealed record StreamProcessorOptions
 /// <summary>Where a stream processor's events come from.</summary>
 public sealed record StreamSource
 {
-    private StreamSource(EventFilter? filter, bool external)
+    private StreamSource(EventFilter? filter, bool external, bool transport = false)
     {
         Filter = filter;
         IsExternal = external;
+        IsTransport = transport;
     }
 
     /// <summary>The whole global log of the event store.</summary>
@@ -51,6 +52,17 @@ public sealed record StreamSource
 
     /// <summary>Events fed by the application (a transport handler) through <see cref="StreamProcessor.ProcessAsync"/>.</summary>
     public static StreamSource External { get; } = new(null, true);
+
+    /// <summary>
+    /// The messages of the topology's source types that reach this host's endpoint through its transport (published to
+    /// their topics, or sent to the endpoint's queue), handled through the endpoint's consuming chain: decode, inbox,
+    /// retries and dead letters apply, and the state commits in the handler's unit of work. Keyed by the envelope's
+    /// partition key (else its message id); event time is the envelope's time unless the source picks it.
+    /// </summary>
+    public static StreamSource Transport { get; } = new(null, true, true);
+
+    /// <summary>True when the host's endpoint feeds the processor (<see cref="Transport"/>).</summary>
+    public bool IsTransport { get; }
 
     /// <summary>The category filter on the event store, or null for all of it.</summary>
     public EventFilter? Filter { get; }
