@@ -36,6 +36,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     private readonly StreamTopology _topology;
     private readonly StreamProcessorOptions _options;
+    private readonly IServiceProvider _services;
     private readonly IEventStore? _events;
     private readonly ICheckpointStore? _checkpoints;
     private readonly IStreamStateStore _state;
@@ -76,6 +77,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         Name = name;
         _topology = topology;
         _options = options;
+        _services = services;
         _events = services.GetService<IEventStore>();
         _checkpoints = services.GetService<ICheckpointStore>();
         _state = services.GetService<IStreamStateStore>() ?? InMemoryState.GetValue(services, static _ => new InMemoryStreamStateStore());
@@ -377,7 +379,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     private string CheckpointId(int partition) => _options.Partitions == 1 ? "stream:" + Name : $"stream:{Name}:{partition}";
 
-    private StreamTask NewTask() => new(_topology, _options.AllowedOutOfOrderness, OnLate);
+    private StreamTask NewTask() => new(_topology, _options.AllowedOutOfOrderness, OnLate) { Services = _services };
 
     private string[] EventTypeNames()
     {
@@ -415,7 +417,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             partitions.Add(new StreamPartition(index, StateName(index), CheckpointId(index), task, checkpoint));
         }
 
-        var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, OnLate, _options.Partitions, partitions);
+        var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, OnLate, _services, _options.Partitions, partitions);
 
         // The source resumes at the lowest checkpoint, with the stream time that partition committed there; events fed from
         // outside have no position, and the stream time is the largest any partition saw.
@@ -575,7 +577,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 run.Router.Current = null;
                 run.Router.Process(message, recorded.Stream, recorded.Envelope.Time);
             }
-            catch (Exception ex) when (ex is not OperationCanceledException)
+            catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
             {
                 refused = (ex, run.Router.Current?.Name ?? "a source");
             }
@@ -668,7 +670,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 task.Current = null;
                 task.ProcessRouted(node, work.Record, work.StreamTime);
             }
-            catch (Exception ex) when (ex is not OperationCanceledException)
+            catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
             {
                 var where = task.Current?.Name ?? node.Name;
                 var reason = ex is StreamKeyException ? ex.Message : $"'{where}' threw {ex.GetType().Name}: {ex.Message}";

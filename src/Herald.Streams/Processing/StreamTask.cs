@@ -40,6 +40,9 @@ internal sealed class StreamTask
     /// </summary>
     public IRecordRouter? Router { get; init; }
 
+    /// <summary>The application's services, for operators that read outside the stream (a read-model lookup).</summary>
+    public IServiceProvider? Services { get; init; }
+
     public Lock Gate { get; } = new();
 
     /// <summary>Where late records go when their operator has no side output of its own.</summary>
