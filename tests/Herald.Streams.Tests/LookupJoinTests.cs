@@ -7,7 +7,6 @@ using Herald.Projections;
 using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Npgsql;
 
 namespace Herald.Streams.Tests;
 
@@ -80,7 +79,7 @@ internal static class LookupScenario
 
 public sealed class LookupJoinTests : IDisposable
 {
-    private readonly string _file = Path.Combine(Path.GetTempPath(), $"herald-streams-lookup-{Guid.NewGuid():N}.db");
+    private readonly string _file = TestSqlite.NewFile("lookup");
 
     [Fact]
     public async Task InMemory_OrdersJoinTheCatalogProjectionsReadModel() => await LookupScenario.RunAsync(_ => { });
@@ -107,13 +106,7 @@ public sealed class LookupJoinTests : IDisposable
         await host.StopAsync();
     }
 
-    public void Dispose()
-    {
-        foreach (var file in new[] { _file, _file + "-wal", _file + "-shm" })
-        {
-            File.Delete(file);
-        }
-    }
+    public void Dispose() => TestSqlite.Delete(_file);
 
     private sealed class FailingLookup : IStreamTableLookup<string, string>
     {
@@ -124,12 +117,9 @@ public sealed class LookupJoinTests : IDisposable
 
 public sealed class PostgresLookupJoinTests : IAsyncLifetime
 {
-    private static readonly string ConnectionString =
-        Environment.GetEnvironmentVariable("HERALD_TEST_POSTGRES") is { Length: > 0 } configured
-            ? configured
-            : "Host=127.0.0.1;Port=5432;Username=herald;Password=herald;Database=herald";
+    private static readonly string ConnectionString = TestPostgres.ConnectionString;
 
-    private readonly string _schema = "herald_streams_" + Guid.NewGuid().ToString("N")[..12];
+    private readonly string _schema = TestPostgres.NewSchema();
 
     [Fact]
     public async Task Postgres_OrdersJoinTheCatalogProjectionsReadModel() =>
@@ -137,11 +127,5 @@ public sealed class PostgresLookupJoinTests : IAsyncLifetime
 
     public Task InitializeAsync() => Task.CompletedTask;
 
-    public async Task DisposeAsync()
-    {
-        await using var connection = new NpgsqlConnection(ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE", connection);
-        await command.ExecuteNonQueryAsync();
-    }
+    public Task DisposeAsync() => TestPostgres.DropAsync(_schema);
 }

@@ -5,7 +5,6 @@ using Herald.Hosting;
 using Herald.Messages;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Npgsql;
 
 namespace Herald.Streams.Tests;
 
@@ -207,12 +206,9 @@ public sealed class PostgresPartitionTests : IAsyncLifetime
     // Fewer events than the in-memory scenario: each append is a round trip.
     private const int Orders = 80;
 
-    private static readonly string ConnectionString =
-        Environment.GetEnvironmentVariable("HERALD_TEST_POSTGRES") is { Length: > 0 } configured
-            ? configured
-            : "Host=127.0.0.1;Port=5432;Username=herald;Password=herald;Database=herald";
+    private static readonly string ConnectionString = TestPostgres.ConnectionString;
 
-    private readonly string _schema = "herald_streams_" + Guid.NewGuid().ToString("N")[..12];
+    private readonly string _schema = TestPostgres.NewSchema();
 
     [Fact]
     public async Task TwoHosts_ShareThePartitions_AndOneTakesOverWhenTheOtherStops_CountingEveryEventOnce()
@@ -266,11 +262,5 @@ public sealed class PostgresPartitionTests : IAsyncLifetime
 
     public Task InitializeAsync() => Task.CompletedTask;
 
-    public async Task DisposeAsync()
-    {
-        await using var connection = new NpgsqlConnection(ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE", connection);
-        await command.ExecuteNonQueryAsync();
-    }
+    public Task DisposeAsync() => TestPostgres.DropAsync(_schema);
 }

@@ -33,7 +33,7 @@ public sealed class FlakyClickHandler : IMessageHandler<Click>
 [Collection(nameof(FlakyClickHandler))]
 public sealed class TransportSourceTests : IDisposable
 {
-    private readonly string _file = Path.Combine(Path.GetTempPath(), $"herald-streams-transport-{Guid.NewGuid():N}.db");
+    private readonly string _file = TestSqlite.NewFile("transport");
 
     [Fact]
     public async Task InMemoryTransport_FeedsTheStreamThroughTheEndpointChain_RetriesInboxAndDeadLettersApply() =>
@@ -43,13 +43,7 @@ public sealed class TransportSourceTests : IDisposable
     public async Task SqliteQueue_FeedsTheStreamThroughTheEndpointChain_AndTheStateCommitsWithTheInboxMark() =>
         await RunAsync(h => h.UseSqlite(_file).UseSqliteQueue(_file).UseSqliteStreamState().UseInbox(), restart: true);
 
-    public void Dispose()
-    {
-        foreach (var file in new[] { _file, _file + "-wal", _file + "-shm" })
-        {
-            File.Delete(file);
-        }
-    }
+    public void Dispose() => TestSqlite.Delete(_file);
 
     private static async Task<IHost> StartAsync(Action<HeraldBuilder> engine) => await ProcessorScenario.StartHostAsync(h =>
     {
