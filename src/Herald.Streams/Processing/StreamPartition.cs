@@ -49,6 +49,9 @@ internal sealed class StreamPartition
 
     public Task Loop { get; set; } = System.Threading.Tasks.Task.CompletedTask;
 
+    /// <summary>The leadership this process holds on the partition (none when no election is used).</summary>
+    public Herald.Persistence.LeaderLease? Lease { get; init; }
+
     public ChannelReader<PartitionWork> Reader => _work.Reader;
 
     public void MarkCommitted(long position)

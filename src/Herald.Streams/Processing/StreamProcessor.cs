@@ -414,7 +414,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             }
 
             var checkpoint = _options.Source.IsExternal ? 0 : await _checkpoints!.GetCheckpointAsync(CheckpointId(index), cancellationToken).ConfigureAwait(false) ?? 0;
-            partitions.Add(new StreamPartition(index, StateName(index), CheckpointId(index), task, checkpoint));
+            partitions.Add(new StreamPartition(index, StateName(index), CheckpointId(index), task, checkpoint) { Lease = _leases.GetValueOrDefault(index) });
         }
 
         var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, OnLate, _services, _options.Partitions, partitions);
@@ -758,6 +758,12 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             if (run.Failure is { } failure)
             {
                 throw new InvalidOperationException($"Stream processor '{Name}' failed to commit; restart it to resume from its last commit.", failure);
+            }
+
+            // Another process may own the partition already: its commits, not this one's, must stand.
+            if (partition.Lease is { IsHeld: false })
+            {
+                throw new LeaseLostException($"Stream processor '{Name}' lost partition {partition.Index}; it commits nothing more for it.");
             }
 
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
