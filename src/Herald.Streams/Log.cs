@@ -19,4 +19,10 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 11004, Level = LogLevel.Information, Message = "Stream processor '{Processor}' stopped at position {Position}")]
     public static partial void ProcessorStopped(ILogger logger, string processor, long position);
+
+    [LoggerMessage(EventId = 11005, Level = LogLevel.Information, Message = "Stream processor '{Processor}' runs partitions [{Partitions}] of {Count}")]
+    public static partial void PartitionsOwned(ILogger logger, string processor, string partitions, int count);
+
+    [LoggerMessage(EventId = 11006, Level = LogLevel.Warning, Message = "Stream processor '{Processor}' could not check its share of the partitions; it tries again in {Delay}")]
+    public static partial void BalanceFailed(ILogger logger, Exception exception, string processor, TimeSpan delay);
 }

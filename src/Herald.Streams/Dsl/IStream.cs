@@ -64,6 +64,12 @@ public interface IStream<TKey, TValue>
 
     /// <summary>Joins each record with the table's current value under its key, or a default when it has none.</summary>
     IStream<TKey, TResult> LeftJoin<TTable, TResult>(ITable<TKey, TTable> table, Func<TValue, TTable?, TResult> joiner);
+
+    /// <summary>Joins each record with an outside table's value under its key (a projection's read model, <see cref="StreamTables.ReadModel"/>), read when the record is processed; records without one are dropped.</summary>
+    IStream<TKey, TResult> Join<TTable, TResult>(IStreamTableLookup<TKey, TTable> table, Func<TValue, TTable, TResult> joiner);
+
+    /// <summary>Joins each record with an outside table's value under its key, read when the record is processed, or a default when it has none.</summary>
+    IStream<TKey, TResult> LeftJoin<TTable, TResult>(IStreamTableLookup<TKey, TTable> table, Func<TValue, TTable?, TResult> joiner);
 }
 
 /// <summary>A stream grouped by key, ready to aggregate per key or per window.</summary>

@@ -106,7 +106,8 @@ public sealed class StreamBuilder
         _built = new StreamTopology(
             order,
             _sources.ToDictionary(s => s.Key, s => s.Value.ToArray()),
-            stores);
+            stores,
+            MarkPartitioned(order));
         return _built;
     }
 
@@ -186,6 +187,50 @@ public sealed class StreamBuilder
         return order;
     }
 
+    /// <summary>
+    /// Marks the operators that run in the partition tasks: those with state, timers or outputs, and every operator after
+    /// one. Returns the re-keys among them that feed state again (a record would have to move to another partition's task
+    /// after its first state, which a processor with several partitions refuses).
+    /// </summary>
+    private static List<string> MarkPartitioned(List<Node> order)
+    {
+        foreach (var node in order)
+        {
+            if (node.RunsInPartition)
+            {
+                node.IsPartitioned = true;
+            }
+
+            if (node.IsPartitioned)
+            {
+                foreach (var child in Children(node))
+                {
+                    child.IsPartitioned = true;
+                }
+            }
+        }
+
+        return [.. order.Where(n => n is IRekeyNode && n.IsPartitioned && Descendants(n).Any(d => d.RunsInPartition && d is not SinkNode)).Select(n => n.Name)];
+    }
+
+    private static HashSet<Node> Descendants(Node node)
+    {
+        var seen = new HashSet<Node>();
+        var pending = new Stack<Node>(Children(node));
+        while (pending.TryPop(out var next))
+        {
+            if (seen.Add(next))
+            {
+                foreach (var child in Children(next))
+                {
+                    pending.Push(child);
+                }
+            }
+        }
+
+        return seen;
+    }
+
     private static IEnumerable<Node> Children(Node node) => node switch
     {
         IBranchNode branch => node.Children.Concat(branch.Outputs),
@@ -214,9 +259,10 @@ public sealed class StreamTopologyException : HeraldException
 /// </summary>
 public sealed class StreamTopology
 {
-    internal StreamTopology(List<Node> order, Dictionary<Type, Node[]> sources, List<StoreSpec> stores)
+    internal StreamTopology(List<Node> order, Dictionary<Type, Node[]> sources, List<StoreSpec> stores, List<string> rekeysAfterState)
     {
         Nodes = order;
+        RekeysAfterState = rekeysAfterState;
         Sources = sources;
         Stores = stores;
         TimedNodes = [.. order.Where(n => n.IsTimed)];
@@ -235,4 +281,7 @@ public sealed class StreamTopology
     internal IReadOnlyList<StoreSpec> Stores { get; }
 
     internal Node[] TimedNodes { get; }
+
+    /// <summary>Re-keys after the first stateful operator that feed state again: refused with several partitions.</summary>
+    internal IReadOnlyList<string> RekeysAfterState { get; }
 }

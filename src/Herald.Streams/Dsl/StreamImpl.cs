@@ -119,6 +119,20 @@ internal sealed class StreamImpl<TKey, TValue>(StreamBuilder builder, Node node)
         return TableJoin(table, joiner, inner: false);
     }
 
+    public IStream<TKey, TResult> Join<TTable, TResult>(IStreamTableLookup<TKey, TTable> table, Func<TValue, TTable, TResult> joiner)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        ArgumentNullException.ThrowIfNull(joiner);
+        return Next<TKey, TResult>(new LookupJoinNode<TKey, TValue, TTable, TResult>(builder.NextName("lookup-join"), table, (v, t) => joiner(v, t!), inner: true));
+    }
+
+    public IStream<TKey, TResult> LeftJoin<TTable, TResult>(IStreamTableLookup<TKey, TTable> table, Func<TValue, TTable?, TResult> joiner)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        ArgumentNullException.ThrowIfNull(joiner);
+        return Next<TKey, TResult>(new LookupJoinNode<TKey, TValue, TTable, TResult>(builder.NextName("lookup-left-join"), table, joiner, inner: false));
+    }
+
     internal IStream<TNewKey, TNewValue> Next<TNewKey, TNewValue>(Node next)
         where TNewKey : notnull => new StreamImpl<TNewKey, TNewValue>(builder, builder.Add(next, node));
 

@@ -4,10 +4,16 @@ namespace Herald.Streams;
 public sealed class StreamProcessors
 {
     private readonly Dictionary<string, StreamProcessor> _processors;
+    private readonly Dictionary<Type, IReadOnlyList<StreamProcessor>> _transport;
 
     internal StreamProcessors(IEnumerable<StreamRegistration> registrations, IServiceProvider services)
     {
-        _processors = registrations.ToDictionary(r => r.Name, r => new StreamProcessor(r.Name, r.Topology, services, r.Options), StringComparer.Ordinal);
+        var list = registrations.ToList();
+        _processors = list.ToDictionary(r => r.Name, r => new StreamProcessor(r.Name, r.Topology, services, r.Options), StringComparer.Ordinal);
+        _transport = list.Where(r => r.Options.Source.IsTransport)
+            .SelectMany(r => r.Topology.SourceTypes.Select(t => (Type: t, Processor: _processors[r.Name])))
+            .GroupBy(p => p.Type)
+            .ToDictionary(g => g.Key, g => (IReadOnlyList<StreamProcessor>)[.. g.Select(p => p.Processor)]);
     }
 
     /// <summary>The names of the registered streams.</summary>
@@ -20,6 +26,9 @@ public sealed class StreamProcessors
         : throw new KeyNotFoundException($"No stream named '{name}' is registered; register it with AddStream.");
 
     internal IEnumerable<StreamProcessor> All => _processors.Values;
+
+    /// <summary>The processors fed by the endpoint that read <paramref name="messageType"/>, in registration order.</summary>
+    internal IReadOnlyList<StreamProcessor> ReadingTransport(Type messageType) => _transport.TryGetValue(messageType, out var list) ? list : [];
 }
 
 /// <summary>A stream registered with <c>AddStream</c>.</summary>

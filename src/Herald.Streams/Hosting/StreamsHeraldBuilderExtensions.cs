@@ -10,7 +10,8 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class StreamsHeraldBuilderExtensions
 {
     /// <summary>
-    /// Builds a topology with <paramref name="build"/> (checked now: an invalid one throws here) and runs it as the stream
+    /// Builds a topology (with a <see cref="StreamSource.Transport"/> source, its message types are handled by this host's
+    /// endpoint) with <paramref name="build"/> (checked now: an invalid one throws here) and runs it as the stream
     /// processor <paramref name="name"/> while the host runs, restarting it from its last commit after a failure. Resolve
     /// <see cref="StreamProcessors"/> to query its state.
     /// </summary>
@@ -28,6 +29,16 @@ public static class StreamsHeraldBuilderExtensions
         }
 
         builder.Services.AddSingleton(registration);
+        if (registration.Options.Source.IsTransport)
+        {
+            // The endpoint's consuming chain hands each message of a source type to one handler, which feeds every
+            // transport-source stream reading it, in the handler's unit of work (with its inbox mark).
+            foreach (var type in registration.Topology.SourceTypes)
+            {
+                builder.AddHandler(typeof(StreamTransportHandler<>).MakeGenericType(type), ServiceLifetime.Singleton);
+            }
+        }
+
         builder.Services.TryAddSingleton(sp => new StreamProcessors(sp.GetServices<StreamRegistration>(), sp));
         builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, StreamHostedService>());
         return builder;

@@ -14,9 +14,15 @@ public sealed partial class StreamProcessor
     {
         ArgumentNullException.ThrowIfNull(key);
         cancellationToken.ThrowIfCancellationRequested();
-        lock (_task.Gate)
+        CheckStore(storeName);
+        if (TaskOf(key) is not { } task)
         {
-            return ValueTask.FromResult(Store(storeName).TryGet(StateCodec.Key(key), out var value) ? (TValue?)Unwrap(value) : default);
+            return ValueTask.FromResult<TValue?>(default);
+        }
+
+        lock (task.Gate)
+        {
+            return ValueTask.FromResult(task.Store(storeName).TryGet(StateCodec.Key(key), out var value) ? (TValue?)Unwrap(value) : default);
         }
     }
 
@@ -26,13 +32,20 @@ public sealed partial class StreamProcessor
         where TKey : notnull
     {
         cancellationToken.ThrowIfCancellationRequested();
-        lock (_task.Gate)
+        CheckStore(storeName);
+        var entries = new List<KeyValuePair<string, object>>();
+        foreach (var partition in _run?.Partitions.Values ?? [])
         {
-            IReadOnlyList<KeyValuePair<TKey, TValue>> all = [.. Store(storeName).Entries
-                .OrderBy(e => e.Key, StringComparer.Ordinal)
-                .Select(e => KeyValuePair.Create(StateCodec.DecodeKey<TKey>(e.Key), (TValue)Unwrap(e.Value)!))];
-            return ValueTask.FromResult(all);
+            lock (partition.Task.Gate)
+            {
+                entries.AddRange(partition.Task.Store(storeName).Entries);
+            }
         }
+
+        IReadOnlyList<KeyValuePair<TKey, TValue>> all = [.. entries
+            .OrderBy(e => e.Key, StringComparer.Ordinal)
+            .Select(e => KeyValuePair.Create(StateCodec.DecodeKey<TKey>(e.Key), (TValue)Unwrap(e.Value)!))];
+        return ValueTask.FromResult(all);
     }
 
     /// <summary>
@@ -46,11 +59,17 @@ public sealed partial class StreamProcessor
     {
         ArgumentNullException.ThrowIfNull(key);
         cancellationToken.ThrowIfCancellationRequested();
+        CheckStore(storeName);
         var keyJson = StateCodec.Key(key);
         var result = new List<KeyValuePair<Windowed<TKey>, TValue>>();
-        lock (_task.Gate)
+        if (TaskOf(key) is not { } task)
         {
-            var store = Store(storeName);
+            return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
+        }
+
+        lock (task.Gate)
+        {
+            var store = task.Store(storeName);
             if (store.TryGet(keyJson, out var sessions) && sessions is Array array)
             {
                 foreach (SessionSlotView session in array.Cast<IWindowSlot>().Select(SessionSlotView.Of))
@@ -85,10 +104,17 @@ public sealed partial class StreamProcessor
 
     private static object? Unwrap(object? value) => value is IReduced reduced ? reduced.Value : value;
 
-    private StateStore Store(string storeName) =>
-        storeName is not null && !storeName.StartsWith('$') && _task.Stores.TryGetValue(storeName, out var store)
-            ? store
-            : throw new KeyNotFoundException($"Stream processor '{Name}' has no state store named '{storeName}'; it has {string.Join(", ", _topology.StoreNames)}.");
+    private void CheckStore(string storeName)
+    {
+        if (storeName is null || storeName.StartsWith('$') || !_topology.StoreNames.Contains(storeName, StringComparer.Ordinal))
+        {
+            throw new KeyNotFoundException($"Stream processor '{Name}' has no state store named '{storeName}'; it has {string.Join(", ", _topology.StoreNames)}.");
+        }
+    }
+
+    /// <summary>The task of the partition that owns <paramref name="key"/>, or null when this process does not run it.</summary>
+    private StreamTask? TaskOf(object key) =>
+        _run is { } run && run.Partitions.TryGetValue(StreamPartitioner.PartitionOf(key, _options.Partitions), out var partition) ? partition.Task : null;
 
     private readonly record struct SessionSlotView(long Start, long End, object? Value)
     {

@@ -16,9 +16,11 @@ namespace Herald.Streams;
 
 /// <summary>
 /// Runs a <see cref="StreamTopology"/> over the event store's <c>$all</c> (or a category) through a catch-up subscription,
-/// or over events a transport handler feeds it. Every commit writes the state changes, the sink outputs, the dead letters
-/// and the source checkpoint in one unit of work: when the event store and the state store share a database, a restart
-/// neither loses nor double-counts an event. State is also queryable while it runs.
+/// or over events a transport handler feeds it. The source is read once; its stateless operators run there, and each
+/// record bound for state goes to the task of its key's partition (<see cref="StreamProcessorOptions.Partitions"/>), which
+/// commits its state changes, sink outputs, dead letters and checkpoint in one unit of work: when the event store and the
+/// state store share a database, a restart neither loses nor double-counts an event. Processes sharing the store split
+/// the partitions through leader election. State is queryable while it runs.
 /// </summary>
 public sealed partial class StreamProcessor : IAsyncDisposable
 {
@@ -42,23 +44,28 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     private readonly UnitOfWorkRunner _runner;
     private readonly MessageTypeRegistry _types;
     private readonly IMessageSerializer _serializer;
+    private readonly ILeaderElection? _election;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly KeyValuePair<string, object?> _tag;
-    private readonly List<DeadLetter> _pendingDeadLetters = [];
-    private StreamTask _task;
-    private EventSubscription? _subscription;
+    private readonly SemaphoreSlim _switch = new(1, 1);
+    private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
+    private readonly SemaphoreSlim _external = new(1, 1);
+    private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile bool _realign;
+    private IUnitOfWork? _holder;
+    private StreamRun? _run;
+    private bool _running;
+    private TaskCompletionSource? _completion;
+    private string[] _eventTypes = [];
     private long _head;
-    private Exception? _commitFailure;
-    private long _committed;
     private long _commitTicks;
     private long _commits;
-    private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
 
     /// <summary>
-    /// Creates a stopped processor named <paramref name="name"/> (its checkpoint and state are kept under that name) with the
-    /// application's services: the event store, checkpoints, unit of work, dead letters and <see cref="IStreamStateStore"/>
-    /// (in memory when none is registered).
+    /// Creates a stopped processor named <paramref name="name"/> (its checkpoints and state are kept under that name) with the
+    /// application's services: the event store, checkpoints, unit of work, dead letters, leader election and
+    /// <see cref="IStreamStateStore"/> (in memory when none is registered).
     /// </summary>
     public StreamProcessor(string name, StreamTopology topology, IServiceProvider services, StreamProcessorOptions? options = null)
     {
@@ -66,9 +73,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(topology);
         ArgumentNullException.ThrowIfNull(services);
         options ??= StreamProcessorOptions.Default;
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.CommitEvery, 1, nameof(options));
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.BatchSize, 1, nameof(options));
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.AllowedOutOfOrderness, TimeSpan.Zero, nameof(options));
+        Validate(topology, options);
         Name = name;
         _topology = topology;
         _options = options;
@@ -80,124 +85,128 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         _runner = services.GetRequiredService<UnitOfWorkRunner>();
         _types = services.GetRequiredService<MessageTypeRegistry>();
         _serializer = services.GetRequiredService<IMessageSerializer>();
+        _election = services.GetService<ILeaderElection>();
         _time = services.GetService<TimeProvider>() ?? TimeProvider.System;
         _logger = services.GetService<ILoggerFactory>()?.CreateLogger<StreamProcessor>() ?? NullLogger<StreamProcessor>.Instance;
         _tag = new("herald.stream", name);
-        _task = NewTask();
         if (!options.Source.IsExternal && (_events is null || _checkpoints is null))
         {
             throw new InvalidOperationException($"Stream processor '{name}' reads the event store, but no IEventStore and ICheckpointStore are registered.");
         }
     }
 
-    /// <summary>The processor's name: its checkpoint is <c>stream:{name}</c> and its state is kept under it.</summary>
+    /// <summary>The processor's name: its checkpoint is <c>stream:{name}</c> (<c>stream:{name}:{partition}</c> with several partitions) and its state is kept under it.</summary>
     public string Name { get; }
 
-    /// <summary>The global position handled so far (the event store source).</summary>
-    public long Position => _subscription?.Position ?? 0;
+    /// <summary>The global position read so far (the event store source).</summary>
+    public long Position => _run?.Subscription?.Position ?? 0;
 
-    /// <summary>Completes when the source loop ends: faulted when a commit or the store failed (restart to resume from the last commit).</summary>
-    public Task Completion => _subscription?.Completion ?? Task.CompletedTask;
+    /// <summary>Completes when the processor stops: faulted when a commit or the store failed (restart to resume from the last commit).</summary>
+    public Task Completion => _completion?.Task ?? Task.CompletedTask;
+
+    /// <summary>The partitions this process runs now (all of them, unless other processes share the stream).</summary>
+    public IReadOnlyList<int> OwnedPartitions => _run is { Stopped: false } run ? [.. run.Partitions.Keys.Order()] : [];
 
     /// <summary>The current watermark (largest event time seen − allowed out-of-orderness), or null before the first event.</summary>
     public DateTimeOffset? Watermark
     {
         get
         {
-            lock (_task.Gate)
+            if (_run is not { } run)
             {
-                return _task.StreamTime == long.MinValue ? null : new DateTimeOffset(_task.Watermark, TimeSpan.Zero);
+                return null;
+            }
+
+            lock (run.Router.Gate)
+            {
+                return run.Router.StreamTime == long.MinValue ? null : new DateTimeOffset(run.Router.Watermark, TimeSpan.Zero);
             }
         }
     }
 
-    private string CheckpointId => "stream:" + Name;
+    /// <summary>The global position up to which every partition this process runs has committed its state, outputs and dead letters.</summary>
+    public long CommittedPosition => _run?.CommittedPosition ?? 0;
 
     /// <summary>Time spent in commits (state + outputs + checkpoint), for the benchmark's checkpoint cost.</summary>
     internal TimeSpan CommitTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _commitTicks));
 
     internal long Commits => Interlocked.Read(ref _commits);
 
-    /// <summary>Loads the committed state and, for an event-store source, starts following the log from the committed checkpoint.</summary>
+    /// <summary>
+    /// Takes its share of the partitions (all of them when no other process runs this stream), loads their committed state
+    /// and, for an event-store source, starts following the log from their checkpoints.
+    /// </summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        if (_subscription is { Completion.IsCompleted: false })
+        await _switch.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            throw new InvalidOperationException($"Stream processor '{Name}' is running already.");
-        }
-
-        if (_subscription is { } ended)
-        {
-            // A run that failed: start again from the last commit.
-            await ended.DisposeAsync().ConfigureAwait(false);
-            _subscription = null;
-        }
-
-        var task = NewTask();
-        var entries = 0;
-        await foreach (var entry in _state.ReadAllAsync(Name, cancellationToken).ConfigureAwait(false))
-        {
-            task.Load(entry.Store, entry.Key, entry.Value);
-            entries++;
-        }
-
-        lock (_task.Gate)
-        {
-            _task = task;
-            _commitFailure = null;
-            _pendingDeadLetters.Clear();
-        }
-
-        if (_options.Source.IsExternal)
-        {
-            Log.ProcessorStarted(_logger, Name, 0, entries);
-            Active.TryAdd(this, 0);
-            return;
-        }
-
-        var names = _topology.SourceTypes.Select(t => _types.TryGetByType(t, out var info) ? info.Name : null).ToArray();
-        if (names.FirstOrDefault(n => n is null) is not null || names.Length == 0)
-        {
-            var missing = _topology.SourceTypes.Where(t => !_types.TryGetByType(t, out _)).Select(t => t.Name);
-            throw new InvalidOperationException($"Stream processor '{Name}' reads event types that are not registered: {string.Join(", ", missing)}. Register them with AddMessageType.");
-        }
-
-        Volatile.Write(ref _committed, await _checkpoints!.GetCheckpointAsync(CheckpointId, cancellationToken).ConfigureAwait(false) ?? 0);
-        _subscription = new EventSubscription(
-            _events!,
-            new CommittingCheckpoints(this, _checkpoints!),
-            HandleAsync,
-            new EventSubscriptionOptions
+            if (_running)
             {
-                SubscriptionId = CheckpointId,
-                Filter = (_options.Source.Filter ?? new EventFilter()) with { EventTypes = names! },
-                BatchSize = _options.BatchSize,
-                CheckpointEvery = _options.CommitEvery,
-            });
-        await _subscription.StartAsync(cancellationToken).ConfigureAwait(false);
-        Active.TryAdd(this, 0);
-        Log.ProcessorStarted(_logger, Name, _subscription.Position, entries);
+                throw new InvalidOperationException($"Stream processor '{Name}' is running already.");
+            }
+
+            if (!_options.Source.IsExternal)
+            {
+                _eventTypes = EventTypeNames();
+            }
+
+            _completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            try
+            {
+                if (_options.Source.IsExternal || _election is null)
+                {
+                    await StartRunAsync(Enumerable.Range(0, _options.Partitions), cancellationToken).ConfigureAwait(false);
+                }
+                else
+                {
+                    await BalanceAsync(cancellationToken).ConfigureAwait(false);
+                    StartBalancing();
+                }
+            }
+            catch
+            {
+                await ReleaseLeasesAsync().ConfigureAwait(false);
+                throw;
+            }
+
+            _running = true;
+            _realign = false;
+            _started.TrySetResult();
+            Active.TryAdd(this, 0);
+        }
+        finally
+        {
+            _switch.Release();
+        }
     }
 
-    /// <summary>Stops after the event in hand and commits what was processed.</summary>
+    /// <summary>Stops after the event in hand, commits what was processed and gives its partitions up.</summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
-        Active.TryRemove(this, out _);
-        if (_subscription is { } subscription)
+        await StopBalancingAsync().ConfigureAwait(false);
+        await _switch.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            await subscription.StopAsync(cancellationToken).ConfigureAwait(false);
-            await subscription.DisposeAsync().ConfigureAwait(false);
-            _subscription = null;
-            Log.ProcessorStopped(_logger, Name, subscription.Position);
+            Active.TryRemove(this, out _);
+            if (_run is { } run)
+            {
+                await StopRunAsync(run).ConfigureAwait(false);
+            }
+
+            await ReleaseLeasesAsync().ConfigureAwait(false);
+            _running = false;
+            _completion?.TrySetResult();
+        }
+        finally
+        {
+            _switch.Release();
         }
     }
 
-    /// <summary>The global position up to which state, outputs and dead letters are committed.</summary>
-    public long CommittedPosition => Volatile.Read(ref _committed);
-
     /// <summary>
-    /// Completes when the processor has handled and committed everything up to <paramref name="position"/> (its outputs and
-    /// dead letters are stored); faults when a commit fails first.
+    /// Completes when every partition this process runs has handled and committed everything up to
+    /// <paramref name="position"/> (its outputs and dead letters are stored); faults when a commit fails first.
     /// </summary>
     public Task WaitForPositionAsync(long position, CancellationToken cancellationToken = default)
     {
@@ -208,14 +217,14 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
         lock (_waiters)
         {
-            if (CommittedPosition >= position)
-            {
-                return Task.CompletedTask;
-            }
-
-            if (_commitFailure is { } failure)
+            if (_run is { Failure: { } failure })
             {
                 return Task.FromException(failure);
+            }
+
+            if (_run is { Partitions.Count: > 0, Stopped: false } && CommittedPosition >= position)
+            {
+                return Task.CompletedTask;
             }
 
             var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -226,23 +235,113 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     /// <summary>
     /// Feeds one event from outside the event store (a transport handler) and commits its effects in the caller's unit of
-    /// work (the handler's, when called from one): exactly once with the inbox, else at least once.
+    /// work (the handler's, when called from one): exactly once with the inbox, else at least once. One unit of work at a
+    /// time feeds the processor (others wait until it commits or rolls back; after a rollback the committed state is
+    /// reloaded). Exceptions of user functions propagate to the caller (whose pipeline retries or dead-letters the message).
     /// </summary>
     public async ValueTask ProcessAsync(object message, string key, DateTimeOffset eventTime, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(message);
         ArgumentNullException.ThrowIfNull(key);
-        List<StateChange> changes;
-        List<PendingOutput> outputs;
-        lock (_task.Gate)
+        await _runner.RunAsync(
+            async (services, token) =>
+            {
+                var unitOfWork = services.GetRequiredService<IUnitOfWork>();
+                if (!ReferenceEquals(Volatile.Read(ref _holder), unitOfWork))
+                {
+                    // One unit of work at a time changes the memory, until it commits or rolls back: a rollback then finds
+                    // only its own changes there, and the next event reloads the committed state (a retry is not counted
+                    // twice, and no other event's change is lost with it).
+                    await _external.WaitAsync(token).ConfigureAwait(false);
+                    Volatile.Write(ref _holder, unitOfWork);
+                    unitOfWork.OnRolledBack(_ => Leave(unitOfWork, realign: true));
+                }
+
+                var writes = Apply(await ExternalRunAsync(token).ConfigureAwait(false), message, key, eventTime);
+                Events.Add(1, _tag);
+                foreach (var (state, changes, outputs) in writes)
+                {
+                    await WriteAsync(services, state, changes, outputs, [], token).ConfigureAwait(false);
+                }
+
+                // After the state store's own commit callbacks, so the next event sees the committed state everywhere.
+                unitOfWork.OnCommitted(_ => Leave(unitOfWork, realign: false));
+            },
+            cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
+
+    private ValueTask Leave(IUnitOfWork unitOfWork, bool realign)
+    {
+        if (ReferenceEquals(Interlocked.CompareExchange(ref _holder, null, unitOfWork), unitOfWork))
         {
-            _task.Process(message, key, eventTime);
-            changes = _task.TakeChanges();
-            outputs = _task.TakeOutputs();
+            _realign |= realign;
+            _external.Release();
         }
 
-        Events.Add(1, _tag);
-        await _runner.RunAsync((services, token) => WriteAsync(services, changes, outputs, [], token), cancellationToken: cancellationToken).ConfigureAwait(false);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Runs one event fed from outside through the router and its partitions, and takes what each partition changed.</summary>
+    private List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)> Apply(StreamRun run, object message, string key, DateTimeOffset eventTime)
+    {
+        var writes = new List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)>();
+        lock (run.Router.Gate)
+        {
+            try
+            {
+                run.Routed.Clear();
+                run.Router.Process(message, key, eventTime);
+                var streamTime = run.Router.StreamTime;
+                foreach (var group in run.Routed.GroupBy(r => r.Partition))
+                {
+                    var partition = run.Partitions[group.Key];
+                    lock (partition.Task.Gate)
+                    {
+                        foreach (var (_, node, record) in group)
+                        {
+                            partition.Task.ProcessRouted(node, record, streamTime);
+                        }
+
+                        writes.Add((partition.StateName, partition.Task.TakeChanges(), partition.Task.TakeOutputs()));
+                    }
+                }
+            }
+            catch
+            {
+                // Part of the event may have changed the memory: the next event starts from the committed state.
+                _realign = true;
+                throw;
+            }
+        }
+
+        return writes;
+    }
+
+    /// <summary>The run that events fed from outside go to: waits for the start, and reloads the committed state after a rollback.</summary>
+    private async ValueTask<StreamRun> ExternalRunAsync(CancellationToken cancellationToken)
+    {
+        if (!_options.Source.IsExternal)
+        {
+            throw new InvalidOperationException($"Stream processor '{Name}' reads the event store; only a processor with an external or transport source takes events from ProcessAsync.");
+        }
+
+        // The endpoint may deliver before the hosted processor has loaded its state.
+        await _started.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (_realign)
+        {
+            _realign = false;
+            await _switch.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await StartRunAsync(Enumerable.Range(0, _options.Partitions), cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _switch.Release();
+            }
+        }
+
+        return _run is { Stopped: false } run ? run : throw new InvalidOperationException($"Stream processor '{Name}' is stopped.");
     }
 
     /// <summary>Stops the processor.</summary>
@@ -252,14 +351,46 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     {
         foreach (var processor in Active.Keys)
         {
-            if (processor._subscription is { } subscription)
+            if (processor._run?.Subscription is { } subscription)
             {
-                yield return new Measurement<long>(Math.Max(0, processor._head - subscription.Position), processor._tag);
+                yield return new Measurement<long>(Math.Max(0, Volatile.Read(ref processor._head) - subscription.Position), processor._tag);
             }
         }
     }
 
-    private StreamTask NewTask() => new(_topology, _options.AllowedOutOfOrderness, OnLate);
+    private static void Validate(StreamTopology topology, StreamProcessorOptions options)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.CommitEvery, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.BatchSize, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.Partitions, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.AllowedOutOfOrderness, TimeSpan.Zero, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.PartitionBalanceInterval, TimeSpan.Zero, nameof(options));
+        if (options.Partitions > 1 && topology.RekeysAfterState.Count > 0)
+        {
+            throw new ArgumentException(
+                $"With {options.Partitions} partitions a record may change partition only before its first stateful operator, but " +
+                $"{string.Join(", ", topology.RekeysAfterState.Select(n => $"'{n}'"))} re-keys after one and feeds state again. " +
+                "Re-key before the first aggregate, join or table, or run the stream with one partition.",
+                nameof(options));
+        }
+    }
+
+    private string StateName(int partition) => _options.Partitions == 1 ? Name : $"{Name}:{partition}";
+
+    private string CheckpointId(int partition) => _options.Partitions == 1 ? "stream:" + Name : $"stream:{Name}:{partition}";
+
+    private StreamTask NewTask() => new(_topology, _options.AllowedOutOfOrderness, OnLate) { Services = _services };
+
+    private string[] EventTypeNames()
+    {
+        var missing = _topology.SourceTypes.Where(t => !_types.TryGetByType(t, out _)).Select(t => t.Name).ToList();
+        if (missing.Count > 0 || _topology.SourceTypes.Count == 0)
+        {
+            throw new InvalidOperationException($"Stream processor '{Name}' reads event types that are not registered: {string.Join(", ", missing)}. Register them with AddMessageType.");
+        }
+
+        return [.. _topology.SourceTypes.Select(t => { _types.TryGetByType(t, out var info); return info!.Name; })];
+    }
 
     private void OnLate(LateRecord record)
     {
@@ -268,14 +399,156 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         _options.OnLate?.Invoke(record);
     }
 
-    private ValueTask HandleAsync(RecordedEvent recorded, CancellationToken cancellationToken)
+    /// <summary>Loads the state and checkpoints of <paramref name="owned"/> and starts reading the source for them.</summary>
+    private async Task StartRunAsync(IEnumerable<int> owned, CancellationToken cancellationToken)
     {
-        Events.Add(1, _tag);
-        if (recorded.Position > _head)
+        var partitions = new List<StreamPartition>();
+        var entries = 0;
+        foreach (var index in owned)
         {
-            _head = recorded.Position;
+            var task = NewTask();
+            await foreach (var entry in _state.ReadAllAsync(StateName(index), cancellationToken).ConfigureAwait(false))
+            {
+                task.Load(entry.Store, entry.Key, entry.Value);
+                entries++;
+            }
+
+            var checkpoint = _options.Source.IsExternal ? 0 : await _checkpoints!.GetCheckpointAsync(CheckpointId(index), cancellationToken).ConfigureAwait(false) ?? 0;
+            partitions.Add(new StreamPartition(index, StateName(index), CheckpointId(index), task, checkpoint) { Lease = _leases.GetValueOrDefault(index) });
         }
 
+        var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, OnLate, _services, _options.Partitions, partitions);
+
+        // The source resumes at the lowest checkpoint, with the stream time that partition committed there; events fed from
+        // outside have no position, and the stream time is the largest any partition saw.
+        if ((_options.Source.IsExternal ? partitions.MaxBy(p => p.Task.StreamTime) : partitions.MinBy(p => p.Checkpoint)) is { } first)
+        {
+            run.Router.Observe(first.Task.StreamTime);
+        }
+
+        if (!_options.Source.IsExternal && partitions.Count > 0)
+        {
+            foreach (var partition in partitions)
+            {
+                partition.Loop = Task.Run(() => PartitionLoopAsync(run, partition), CancellationToken.None);
+            }
+
+            run.Subscription = new EventSubscription(
+                _events!,
+                new CommittingCheckpoints(this, run),
+                (recorded, token) => HandleAsync(run, recorded),
+                new EventSubscriptionOptions
+                {
+                    SubscriptionId = "stream:" + Name,
+                    Filter = (_options.Source.Filter ?? new EventFilter()) with { EventTypes = _eventTypes },
+                    BatchSize = _options.BatchSize,
+                    CheckpointEvery = _options.CommitEvery,
+                });
+            try
+            {
+                await run.Subscription.StartAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                await StopRunAsync(run).ConfigureAwait(false);
+                throw;
+            }
+
+            _ = WatchAsync(run);
+        }
+
+        _run = run;
+        Release(null);
+        Log.ProcessorStarted(_logger, Name, run.StartPosition, entries);
+        if (_options.Partitions > 1)
+        {
+            Log.PartitionsOwned(_logger, Name, string.Join(",", run.Partitions.Keys.Order()), _options.Partitions);
+        }
+    }
+
+    /// <summary>Stops reading, lets every partition commit what it has, and ends the run.</summary>
+    private async Task StopRunAsync(StreamRun run)
+    {
+        if (run.Stopped)
+        {
+            return;
+        }
+
+        run.Stopped = true;
+        if (run.Subscription is { } subscription)
+        {
+            // Its last checkpoint save is a final barrier: each partition commits up to the last event read.
+            await subscription.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            await subscription.DisposeAsync().ConfigureAwait(false);
+        }
+
+        foreach (var partition in run.Partitions.Values)
+        {
+            partition.Complete();
+        }
+
+        await Task.WhenAll(run.Partitions.Values.Select(p => p.Loop)).ConfigureAwait(false);
+        Log.ProcessorStopped(_logger, Name, run.Subscription?.Position ?? 0);
+    }
+
+    /// <summary>When a run fails, stops it, gives the partitions up and faults <see cref="Completion"/>.</summary>
+    private async Task WatchAsync(StreamRun run)
+    {
+        var subscription = run.Subscription!.Completion;
+        await Task.WhenAny(run.Failed.Task, subscription).ConfigureAwait(false);
+        if (run.Failure is null && subscription.IsFaulted && !run.Stopped)
+        {
+            Fail(run, subscription.Exception!.InnerException ?? subscription.Exception);
+        }
+
+        if (run.Failure is not { } failure)
+        {
+            return;
+        }
+
+        await StopBalancingAsync().ConfigureAwait(false);
+        await _switch.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (!ReferenceEquals(_run, run) || !_running)
+            {
+                return;
+            }
+
+            await StopRunAsync(run).ConfigureAwait(false);
+            await ReleaseLeasesAsync().ConfigureAwait(false);
+            _running = false;
+            Active.TryRemove(this, out _);
+            _completion?.TrySetException(failure);
+        }
+        finally
+        {
+            _switch.Release();
+        }
+    }
+
+    private void Fail(StreamRun run, Exception error)
+    {
+        if (run.Fail(error))
+        {
+            Release(error);
+        }
+    }
+
+    private async ValueTask HandleAsync(StreamRun run, RecordedEvent recorded)
+    {
+        if (run.Failure is { } failure)
+        {
+            throw new InvalidOperationException($"Stream processor '{Name}' failed to commit; restart it to resume from its last commit.", failure);
+        }
+
+        Events.Add(1, _tag);
+        if (recorded.Position > Volatile.Read(ref _head))
+        {
+            Volatile.Write(ref _head, recorded.Position);
+        }
+
+        var home = StreamPartitioner.PartitionOf(recorded.Stream, run.PartitionCount);
         object message;
         try
         {
@@ -284,74 +557,171 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            DeadLetter(recorded, ex, DeadLetterCause.Undecodable, $"The event could not be decoded: {ex.Message}", "decode");
-            return ValueTask.CompletedTask;
+            // An event that cannot be decoded has no key: it belongs to the partition of its stream.
+            if (Owns(run, home, recorded.Position))
+            {
+                await Send(run, home, recorded.Position, DeadLetterWork(recorded, ex, DeadLetterCause.Undecodable, $"The event could not be decoded: {ex.Message}", "decode")).ConfigureAwait(false);
+            }
+
+            return;
         }
 
-        lock (_task.Gate)
+        (int Partition, Node Node, StreamRecord Record)[] routed;
+        long streamTime;
+        (Exception Error, string Where)? refused = null;
+        lock (run.Router.Gate)
+        {
+            run.Routed.Clear();
+            try
+            {
+                run.Router.Current = null;
+                run.Router.Process(message, recorded.Stream, recorded.Envelope.Time);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
+            {
+                refused = (ex, run.Router.Current?.Name ?? "a source");
+            }
+
+            streamTime = run.Router.StreamTime;
+            routed = [.. run.Routed];
+        }
+
+        foreach (var (partition, node, record) in routed)
+        {
+            await Send(run, partition, recorded.Position, new PartitionWork(node, record, streamTime, recorded, 0, null)).ConfigureAwait(false);
+        }
+
+        if (refused is var (error, where) && Owns(run, home, recorded.Position))
+        {
+            var reason = error is StreamKeyException ? error.Message : $"'{where}' threw {error.GetType().Name}: {error.Message}";
+            await Send(run, home, recorded.Position, DeadLetterWork(recorded, error, DeadLetterCause.NotRetryable, reason, where)).ConfigureAwait(false);
+        }
+    }
+
+    private static bool Owns(StreamRun run, int partition, long position) =>
+        run.Partitions.TryGetValue(partition, out var owner) && position > owner.Checkpoint;
+
+    private static ValueTask Send(StreamRun run, int partition, long position, PartitionWork work) =>
+        Owns(run, partition, position) ? run.Partitions[partition].EnqueueAsync(work) : ValueTask.CompletedTask;
+
+    private PartitionWork DeadLetterWork(RecordedEvent recorded, Exception error, DeadLetterCause cause, string reason, string where) =>
+        new(null, default, 0, recorded, 0, CreateDeadLetter(recorded, error, cause, reason, where));
+
+    /// <summary>Sends a commit barrier at <paramref name="position"/> to every partition, behind the records read before it.</summary>
+    private async ValueTask BarrierAsync(StreamRun run, long position)
+    {
+        if (run.Failure is { } failure)
+        {
+            throw new InvalidOperationException($"Stream processor '{Name}' failed to commit; restart it to resume from its last commit.", failure);
+        }
+
+        long streamTime;
+        lock (run.Router.Gate)
+        {
+            streamTime = run.Router.StreamTime;
+        }
+
+        foreach (var partition in run.Partitions.Values)
+        {
+            if (position > partition.Checkpoint)
+            {
+                await partition.EnqueueAsync(new PartitionWork(null, default, streamTime, null, position, null)).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task PartitionLoopAsync(StreamRun run, StreamPartition partition)
+    {
+        try
+        {
+            await foreach (var work in partition.Reader.ReadAllAsync().ConfigureAwait(false))
+            {
+                if (work.DeadLetter is { } deadLetter)
+                {
+                    lock (partition.Task.Gate)
+                    {
+                        partition.DeadLetters.Add(deadLetter);
+                    }
+                }
+                else if (work.Node is { } node)
+                {
+                    Process(partition, node, work);
+                }
+                else
+                {
+                    await CommitAsync(run, partition, work.CommitAt, work.StreamTime).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            // A failed commit (or a run failed elsewhere): the memory is ahead of the store, so nothing commits after it.
+            Fail(run, ex);
+        }
+    }
+
+    private void Process(StreamPartition partition, Node node, in PartitionWork work)
+    {
+        var task = partition.Task;
+        lock (task.Gate)
         {
             try
             {
-                _task.Current = null;
-                _task.Process(message, recorded.Stream, recorded.Envelope.Time);
+                task.Current = null;
+                task.ProcessRouted(node, work.Record, work.StreamTime);
             }
-            catch (Exception ex) when (ex is not OperationCanceledException)
+            catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
             {
-                var where = _task.Current?.Name ?? "a source";
+                var where = task.Current?.Name ?? node.Name;
                 var reason = ex is StreamKeyException ? ex.Message : $"'{where}' threw {ex.GetType().Name}: {ex.Message}";
-                DeadLetter(recorded, ex, DeadLetterCause.NotRetryable, reason, where);
+                partition.DeadLetters.Add(CreateDeadLetter(work.Source!, ex, DeadLetterCause.NotRetryable, reason, where));
             }
         }
-
-        return ValueTask.CompletedTask;
     }
 
-    private void DeadLetter(RecordedEvent recorded, Exception error, DeadLetterCause cause, string reason, string where)
+    private DeadLetter CreateDeadLetter(RecordedEvent recorded, Exception error, DeadLetterCause cause, string reason, string where)
     {
         DeadLettered.Add(1, _tag);
         Log.EventDeadLettered(_logger, error, Name, recorded.Position, recorded.EventType, reason);
         var now = _time.GetUtcNow();
-        lock (_task.Gate)
+        return new DeadLetter
         {
-            _pendingDeadLetters.Add(new DeadLetter
-            {
-                Id = Guid.CreateVersion7(now),
-                Envelope = recorded.Envelope,
-                Endpoint = CheckpointId,
-                Cause = cause,
-                ErrorType = error.GetType().FullName ?? error.GetType().Name,
-                ErrorMessage = reason,
-                StackTrace = error.StackTrace,
-                Fingerprint = Fingerprint(error, where),
-                FirstFailureTime = now,
-                LastFailureTime = now,
-                AttemptCount = 1,
-            });
-        }
+            Id = Guid.CreateVersion7(now),
+            Envelope = recorded.Envelope,
+            Endpoint = "stream:" + Name,
+            Cause = cause,
+            ErrorType = error.GetType().FullName ?? error.GetType().Name,
+            ErrorMessage = reason,
+            StackTrace = error.StackTrace,
+            Fingerprint = Fingerprint(error, where),
+            FirstFailureTime = now,
+            LastFailureTime = now,
+            AttemptCount = 1,
+        };
     }
 
     // Groups dead letters of one cause: the exception type and the operator it came from (user lambdas have no stable frames).
-    private void Release(long position, Exception? failure)
+    private static string Fingerprint(Exception error, string where) =>
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(error.GetType().FullName + "|" + where)))[..16];
+
+    /// <summary>Releases the waiters the committed position reached, or all of them with <paramref name="failure"/>.</summary>
+    private void Release(Exception? failure)
     {
-        List<TaskCompletionSource> released = [];
+        List<(TaskCompletionSource Signal, bool Reached)> released = [];
         lock (_waiters)
         {
-            if (position > _committed)
-            {
-                Volatile.Write(ref _committed, position);
-            }
-
+            var committed = _run is { Partitions.Count: > 0, Stopped: false } run ? run.CommittedPosition : long.MinValue;
             for (var i = _waiters.Count - 1; i >= 0; i--)
             {
-                if (failure is not null || _waiters[i].Position <= position)
+                if (failure is not null || _waiters[i].Position <= committed)
                 {
-                    released.Add(_waiters[i].Signal);
+                    released.Add((_waiters[i].Signal, failure is null));
                     _waiters.RemoveAt(i);
                 }
             }
         }
 
-        foreach (var signal in released)
+        foreach (var (signal, _) in released)
         {
             if (failure is null)
             {
@@ -364,63 +734,60 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         }
     }
 
-    private static string Fingerprint(Exception error, string where) =>
-        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(error.GetType().FullName + "|" + where)))[..16];
-
-    /// <summary>Writes state, outputs, dead letters and the checkpoint up to <paramref name="position"/> in one unit of work.</summary>
-    private async ValueTask CommitAsync(long position, CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes a partition's state, outputs, dead letters and checkpoint up to <paramref name="position"/> in one unit of
+    /// work, after letting its timers see the router's stream time. Nothing to write: nothing is written (a replay of
+    /// those events would change nothing either).
+    /// </summary>
+    private async ValueTask CommitAsync(StreamRun run, StreamPartition partition, long position, long streamTime)
     {
         List<StateChange> changes;
         List<PendingOutput> outputs;
         DeadLetter[] deadLetters;
-        lock (_task.Gate)
+        lock (partition.Task.Gate)
         {
-            // After a failed commit the memory is ahead of the store: committing more would store a checkpoint without the
-            // state that was lost with the failed commit. Only a restart (which reloads the store) may go on.
-            if (_commitFailure is not null)
-            {
-                throw new InvalidOperationException($"Stream processor '{Name}' failed to commit; restart it to resume from its last commit.", _commitFailure);
-            }
-
-            changes = _task.TakeChanges();
-            outputs = _task.TakeOutputs();
-            deadLetters = [.. _pendingDeadLetters];
-            _pendingDeadLetters.Clear();
+            partition.Task.Tick(streamTime);
+            changes = partition.Task.TakeChanges();
+            outputs = partition.Task.TakeOutputs();
+            deadLetters = [.. partition.DeadLetters];
+            partition.DeadLetters.Clear();
         }
 
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        try
+        if (changes.Count > 0 || outputs.Count > 0 || deadLetters.Length > 0)
         {
+            if (run.Failure is { } failure)
+            {
+                throw new InvalidOperationException($"Stream processor '{Name}' failed to commit; restart it to resume from its last commit.", failure);
+            }
+
+            // Another process may own the partition already: its commits, not this one's, must stand.
+            if (partition.Lease is { IsHeld: false })
+            {
+                throw new LeaseLostException($"Stream processor '{Name}' lost partition {partition.Index}; it commits nothing more for it.");
+            }
+
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
             await _runner.RunAsync(
                 async (services, token) =>
                 {
-                    await WriteAsync(services, changes, outputs, deadLetters, token).ConfigureAwait(false);
-                    await _checkpoints!.SetCheckpointAsync(CheckpointId, position, services.GetRequiredService<IUnitOfWork>(), token).ConfigureAwait(false);
+                    await WriteAsync(services, partition.StateName, changes, outputs, deadLetters, token).ConfigureAwait(false);
+                    await _checkpoints!.SetCheckpointAsync(partition.CheckpointId, position, services.GetRequiredService<IUnitOfWork>(), token).ConfigureAwait(false);
                 },
-                cancellationToken: cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            lock (_task.Gate)
-            {
-                _commitFailure = ex;
-            }
-
-            Release(long.MinValue, ex);
-            throw;
+                cancellationToken: CancellationToken.None).ConfigureAwait(false);
+            Interlocked.Add(ref _commitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
+            Interlocked.Increment(ref _commits);
         }
 
-        Interlocked.Add(ref _commitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
-        Interlocked.Increment(ref _commits);
-        Release(position, null);
+        partition.MarkCommitted(position);
+        Release(null);
     }
 
-    private async ValueTask WriteAsync(IServiceProvider services, List<StateChange> changes, List<PendingOutput> outputs, IReadOnlyList<DeadLetter> deadLetters, CancellationToken cancellationToken)
+    private async ValueTask WriteAsync(IServiceProvider services, string stateName, List<StateChange> changes, List<PendingOutput> outputs, IReadOnlyList<DeadLetter> deadLetters, CancellationToken cancellationToken)
     {
         var unitOfWork = services.GetRequiredService<IUnitOfWork>();
         if (changes.Count > 0)
         {
-            await _state.WriteAsync(Name, changes, unitOfWork, cancellationToken).ConfigureAwait(false);
+            await _state.WriteAsync(stateName, changes, unitOfWork, cancellationToken).ConfigureAwait(false);
         }
 
         if (outputs.Count > 0)
@@ -439,18 +806,18 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     }
 
     /// <summary>
-    /// The checkpoint store the subscription sees: its reads are the committed checkpoint, and each of its saves is a commit
-    /// of the processor (state + outputs + checkpoint), so the subscription's own cadence decides when the processor commits.
+    /// The checkpoint store the subscription sees: it starts at the lowest checkpoint of the owned partitions, and each of
+    /// its saves is a commit barrier sent to every partition, so the subscription's own cadence decides when they commit.
     /// </summary>
-    private sealed class CommittingCheckpoints(StreamProcessor processor, ICheckpointStore inner) : ICheckpointStore
+    private sealed class CommittingCheckpoints(StreamProcessor processor, StreamRun run) : ICheckpointStore
     {
         public ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default) =>
-            inner.GetCheckpointAsync(subscriptionId, cancellationToken);
+            ValueTask.FromResult<long?>(run.StartPosition);
 
         public ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default) =>
-            processor.CommitAsync(position, cancellationToken);
+            processor.BarrierAsync(run, position);
 
         public ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
-            throw new NotSupportedException("The stream processor commits its checkpoint itself.");
+            throw new NotSupportedException("The stream processor commits its checkpoints itself.");
     }
 }

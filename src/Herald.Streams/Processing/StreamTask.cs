@@ -34,6 +34,15 @@ internal sealed class StreamTask
 
     public StreamTopology Topology { get; }
 
+    /// <summary>
+    /// Set on the task that reads the source of a partitioned processor: it runs only the stateless operators and hands
+    /// each record bound for an operator with state to the router, which sends it to the task of its key's partition.
+    /// </summary>
+    public IRecordRouter? Router { get; init; }
+
+    /// <summary>The application's services, for operators that read outside the stream (a read-model lookup).</summary>
+    public IServiceProvider? Services { get; init; }
+
     public Lock Gate { get; } = new();
 
     /// <summary>Where late records go when their operator has no side output of its own.</summary>
@@ -88,8 +97,30 @@ internal sealed class StreamTask
             source.Process(record, this);
         }
 
-        AdvanceTimers();
+        if (Router is null)
+        {
+            AdvanceTimers();
+        }
+
         return true;
+    }
+
+    /// <summary>
+    /// Runs a record the router sent to this partition from <paramref name="node"/> on, with the stream time the router
+    /// had when it sent it (so a partition judges lateness as one task over the whole source would), then the timers.
+    /// </summary>
+    public void ProcessRouted(Node node, in StreamRecord record, long streamTime)
+    {
+        Observe(streamTime);
+        node.Process(record, this);
+        AdvanceTimers();
+    }
+
+    /// <summary>Moves the stream time to the router's (never back) and lets timed operators react, without a record.</summary>
+    public void Tick(long streamTime)
+    {
+        Observe(streamTime);
+        AdvanceTimers();
     }
 
     /// <summary>Called by sources with each record's event time.</summary>

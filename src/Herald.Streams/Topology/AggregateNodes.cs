@@ -43,6 +43,9 @@ internal sealed class TableNode<TKey, TValue>(string name, string store) : Node(
 /// <summary>Joins each record of a stream with the current value of a table under the same key.</summary>
 internal sealed class TableJoinNode<TKey, TValue, TTable, TResult>(string name, string tableStore, Func<TValue, TTable?, TResult> joiner, bool inner) : Node(name)
 {
+    // It reads the table, which lives in the partition of the key.
+    public override bool RunsInPartition => true;
+
     public override void Process(in StreamRecord record, StreamTask task)
     {
         var found = task.Store(tableStore).TryGet(StateCodec.Key((TKey)record.Key!), out var value);
@@ -53,5 +56,37 @@ internal sealed class TableJoinNode<TKey, TValue, TTable, TResult>(string name, 
 
         task.Current = this;
         Forward(record with { Value = joiner((TValue)record.Value!, found ? (TTable)(value is IReduced reduced ? reduced.Value : value)! : default) }, task);
+    }
+}
+
+/// <summary>
+/// Joins each record with the value an outside table (<see cref="IStreamTableLookup{TKey, TValue}"/>) has for its key when
+/// the record is processed. It keeps no state, so it runs wherever the record is (before or after the partitioner); the
+/// read blocks the task while it runs. A failed read is no fault of the event: it stops the run, which resumes from the
+/// last commit, instead of dead-lettering the event.
+/// </summary>
+internal sealed class LookupJoinNode<TKey, TValue, TTable, TResult>(string name, IStreamTableLookup<TKey, TTable> lookup, Func<TValue, TTable?, TResult> joiner, bool inner) : Node(name)
+{
+    public override void Process(in StreamRecord record, StreamTask task)
+    {
+        var services = task.Services ?? throw new InvalidOperationException($"'{Name}' reads an outside table and needs the application's services; run it in a stream processor.");
+        TTable? value;
+        try
+        {
+            var read = lookup.GetAsync((TKey)record.Key!, services, CancellationToken.None);
+            value = read.IsCompletedSuccessfully ? read.Result : read.AsTask().GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            throw new StreamLookupException($"'{Name}' could not read its table: {ex.Message}", ex);
+        }
+
+        if (value is null && inner)
+        {
+            return;
+        }
+
+        task.Current = this;
+        Forward(record with { Value = joiner((TValue)record.Value!, value) }, task);
     }
 }

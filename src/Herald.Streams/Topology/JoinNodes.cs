@@ -182,6 +182,9 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
     /// <summary>One input side of the join.</summary>
     private sealed class SideNode(string name, StreamJoinNode<TKey, TLeft, TRight, TResult> join, bool isLeft) : Node(name)
     {
+        // It writes the join's buffers.
+        public override bool RunsInPartition => true;
+
         public override void Process(in StreamRecord record, StreamTask task)
         {
             if (isLeft)

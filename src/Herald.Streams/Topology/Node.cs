@@ -23,6 +23,15 @@ internal abstract class Node(string name)
     /// <summary>True for operators that act when the watermark moves (closing windows, ending joins).</summary>
     public virtual bool IsTimed => false;
 
+    /// <summary>
+    /// True for operators that must run in the task owning the record's key: those with state, timers or outputs to
+    /// commit. Records reach them through the partitioner; the operators before them run where the source is read.
+    /// </summary>
+    public virtual bool RunsInPartition => IsTimed || Stores.Any();
+
+    /// <summary>Set when the topology is built: this operator runs in a partition task (it or an operator before it has state).</summary>
+    public bool IsPartitioned { get; internal set; }
+
     public void AddChild(Node child) => _children = [.. _children, child];
 
     /// <summary>What is wrong with this operator's definition, if anything (checked at build).</summary>
@@ -38,11 +47,26 @@ internal abstract class Node(string name)
     protected void Forward(in StreamRecord record, StreamTask task)
     {
         var children = _children;
+        var router = task.Router;
         for (var i = 0; i < children.Length; i++)
         {
-            children[i].Process(record, task);
+            if (router is not null && children[i].IsPartitioned)
+            {
+                // Leaving the stateless part: the record continues in the task of its key's partition (after any re-key).
+                router.Route(children[i], record);
+            }
+            else
+            {
+                children[i].Process(record, task);
+            }
         }
     }
+}
+
+/// <summary>Where the task that runs a topology's stateless part sends records bound for a partition task.</summary>
+internal interface IRecordRouter
+{
+    void Route(Node node, in StreamRecord record);
 }
 
 /// <summary>A state store an operator owns: its name and how its values are written to the durable store.</summary>

@@ -66,7 +66,7 @@ internal sealed class FlatMapNode<TValue, TResult>(string name, Func<TValue, IEn
 }
 
 /// <summary>Re-keys records; a null key means the record cannot be keyed, which the processor dead-letters.</summary>
-internal sealed class SelectKeyNode<TValue, TKey>(string name, Func<TValue, TKey> selector) : Node(name)
+internal sealed class SelectKeyNode<TValue, TKey>(string name, Func<TValue, TKey> selector) : Node(name), IRekeyNode
 {
     public override void Process(in StreamRecord record, StreamTask task)
     {
@@ -118,6 +118,9 @@ internal sealed class SinkNode(string name, IStreamSinkWriter writer) : Node(nam
 {
     public IStreamSinkWriter Writer => writer;
 
+    // Its outputs commit with the state and checkpoint of one partition.
+    public override bool RunsInPartition => true;
+
     public override void Process(in StreamRecord record, StreamTask task) => task.Emit(this, record);
 }
 
@@ -127,6 +130,11 @@ internal sealed class NamedSinkNode(string name, string stream) : Node(name)
     public string Stream => stream;
 
     public override void Process(in StreamRecord record, StreamTask task) => Forward(record, task);
+}
+
+/// <summary>An operator that changes records' keys, and so may move them to another partition.</summary>
+internal interface IRekeyNode
+{
 }
 
 /// <summary>An operator with outputs beside its children (a branch), which the topology check walks too.</summary>

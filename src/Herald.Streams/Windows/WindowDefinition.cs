@@ -95,4 +95,13 @@ public readonly record struct TimeWindow(DateTimeOffset Start, DateTimeOffset En
 /// <typeparam name="TKey">The grouping key.</typeparam>
 /// <param name="Key">The grouping key.</param>
 /// <param name="Window">The window.</param>
-public readonly record struct Windowed<TKey>(TKey Key, TimeWindow Window);
+public readonly record struct Windowed<TKey>(TKey Key, TimeWindow Window) : IWindowedKey
+{
+    object? IWindowedKey.GroupKey => Key;
+}
+
+/// <summary>A windowed key as the partitioner sees it: it partitions by the grouping key, so every window of a key stays in one task.</summary>
+internal interface IWindowedKey
+{
+    object? GroupKey { get; }
+}
