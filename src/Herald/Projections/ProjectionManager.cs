@@ -300,7 +300,11 @@ public sealed class ProjectionManager
             options,
             next => new ProjectionStep(checkpointId, generation, _checkpoints, next),
             new HandlerRegistry(invokers),
-            (position, token) => SaveForwardAsync(checkpointId, position, token));
+            (position, token) => SaveForwardAsync(checkpointId, position, token),
+            new SubscriptionBatching(
+                _options.CommitEvery,
+                next => new ProjectionBatchStep(generation, next),
+                (first, last, unitOfWork, token) => ProjectionStep.CheckpointBatchAsync(_checkpoints, checkpointId, first, last, unitOfWork, token)));
         await subscription.StartAsync(cancellationToken).ConfigureAwait(false);
         return subscription;
     }

@@ -20,7 +20,7 @@ namespace Herald.Conformance.Projections;
 /// read model and swaps it in, two runners that overlap never both apply an event, and inline projections commit with the
 /// events. Each test gets a store of its own (<see cref="NewStore"/>), since projections read the whole global log.
 /// </summary>
-public abstract class ProjectionConformance
+public abstract partial class ProjectionConformance
 {
     /// <summary>Names a fresh, empty store (a file, a schema) for one test; every host of the test shares it.</summary>
     protected abstract string NewStore();
@@ -205,7 +205,14 @@ public abstract class ProjectionConformance
     private static Task Running(ProjectionManager manager, string name) =>
         Eventually.UntilAsync(async () => (await manager.GetStatusAsync(name)).IsRunningHere, $"projection '{name}' runs here");
 
-    private async Task<IHost> StartAsync(string store, Projection projection, ProjectionMode mode = ProjectionMode.Async, bool noRetries = false, bool alwaysLeader = false)
+    private async Task<IHost> StartAsync(
+        string store,
+        Projection projection,
+        ProjectionMode mode = ProjectionMode.Async,
+        bool noRetries = false,
+        bool alwaysLeader = false,
+        int batchSize = 7,
+        int? commitEvery = null)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
@@ -219,7 +226,8 @@ public abstract class ProjectionConformance
                 {
                     o.RetryInterval = TimeSpan.FromMilliseconds(100);
                     o.StatusInterval = TimeSpan.FromMilliseconds(100);
-                    o.BatchSize = 7;
+                    o.BatchSize = batchSize;
+                    o.CommitEvery = commitEvery ?? o.CommitEvery;
                 });
             if (noRetries)
             {

@@ -43,6 +43,15 @@ public sealed class EventSubscription : IAsyncDisposable
     /// </summary>
     internal Func<long, CancellationToken, ValueTask>? SaveCheckpoint { get; init; }
 
+    /// <summary>
+    /// Replaces the handler for the events of a read (set before start): it gets them in runs of at most
+    /// <see cref="BatchLimit"/>, in position order, and the subscription moves past a run once it returns.
+    /// </summary>
+    internal Func<IReadOnlyList<RecordedEvent>, CancellationToken, ValueTask>? BatchHandler { get; init; }
+
+    /// <summary>The most events one call of <see cref="BatchHandler"/> gets.</summary>
+    internal int BatchLimit { get; init; } = 1;
+
     /// <summary>The subscription's id (its checkpoint name).</summary>
     public string SubscriptionId => _options.SubscriptionId;
 
@@ -144,6 +153,27 @@ public sealed class EventSubscription : IAsyncDisposable
     private async Task RunAsync(CancellationToken stopping)
     {
         var handledSinceSave = 0;
+        var batch = BatchHandler is null ? null : new List<RecordedEvent>(Math.Min(BatchLimit, _options.BatchSize));
+
+        // Hands the buffered run to the batch handler, then moves past it.
+        async Task FlushAsync()
+        {
+            if (batch is not { Count: > 0 })
+            {
+                return;
+            }
+
+            await BatchHandler!(batch, stopping).ConfigureAwait(false);
+            Advance(batch[^1].Position);
+            handledSinceSave += batch.Count;
+            batch.Clear();
+            if (handledSinceSave >= _options.CheckpointEvery)
+            {
+                await SaveCheckpointAsync(stopping).ConfigureAwait(false);
+                handledSinceSave = 0;
+            }
+        }
+
         try
         {
             while (true)
@@ -154,13 +184,26 @@ public sealed class EventSubscription : IAsyncDisposable
                 while (true)
                 {
                     var read = 0;
+                    var previous = Position;
                     await foreach (var recorded in _store.ReadAllAsync(Position, _options.Filter, _options.BatchSize, stopping).ConfigureAwait(false))
                     {
                         read++;
-                        if (recorded.Position <= Position)
+                        if (recorded.Position <= previous)
                         {
                             throw new InvalidOperationException(
-                                $"The event store returned position {recorded.Position} after {Position}; positions must increase. The subscription '{SubscriptionId}' stopped.");
+                                $"The event store returned position {recorded.Position} after {previous}; positions must increase. The subscription '{SubscriptionId}' stopped.");
+                        }
+
+                        previous = recorded.Position;
+                        if (batch is not null)
+                        {
+                            batch.Add(recorded);
+                            if (batch.Count >= BatchLimit)
+                            {
+                                await FlushAsync().ConfigureAwait(false);
+                            }
+
+                            continue;
                         }
 
                         await _handler(recorded, stopping).ConfigureAwait(false);
@@ -172,6 +215,7 @@ public sealed class EventSubscription : IAsyncDisposable
                         }
                     }
 
+                    await FlushAsync().ConfigureAwait(false);
                     if (read < _options.BatchSize)
                     {
                         break;

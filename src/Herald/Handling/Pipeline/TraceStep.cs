@@ -14,8 +14,7 @@ internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, C
     {
         var envelope = consumption.Envelope;
         var started = Stopwatch.GetTimestamp();
-        consumption.Type = registry.TryGetByName(envelope.MessageType, out var known) ? known : null;
-        consumption.TypeTag = known?.Name ?? UnregisteredType;
+        Identify(registry, consumption);
         using var activity = StartActivity(envelope, consumption.TypeTag);
         consumption.Activity = activity;
         try
@@ -26,6 +25,13 @@ internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, C
         {
             HeraldDiagnostics.ProcessingDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, consumption.Tags(endpoint));
         }
+    }
+
+    /// <summary>Looks up the envelope's registered type and its metric tag, which the steps after this one read.</summary>
+    internal static void Identify(MessageTypeRegistry registry, Consumption consumption)
+    {
+        consumption.Type = registry.TryGetByName(consumption.Envelope.MessageType, out var known) ? known : null;
+        consumption.TypeTag = known?.Name ?? UnregisteredType;
     }
 
     private static Activity? StartActivity(Envelope envelope, string messageType)
