@@ -21,6 +21,7 @@ IBenchmark[] benchmarks =
     new Herald.Benchmarks.Streams.StreamsBenchmark(),
     new Herald.Benchmarks.Scale.ScaleBenchmark(),
     new Herald.Benchmarks.Orders.OrdersBenchmark(),
+    new Herald.Benchmarks.Projections.ProjectionRebuildBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help" or "list")

@@ -1,6 +1,6 @@
 namespace Herald.Sagas;
 
-/// <summary>What a state machine does with an event whose instance does not exist and that does not start one.</summary>
+/// <summary>What a state machine does with an event whose instance does not exist: ignore it, dead-letter it, or create the instance.</summary>
 public enum MissingInstance
 {
     /// <summary>Log it and ack the message.</summary>
@@ -8,6 +8,12 @@ public enum MissingInstance
 
     /// <summary>Dead-letter the message with the reason.</summary>
     DeadLetter = 1,
+
+    /// <summary>
+    /// Create the instance through the event's <c>Initially</c> transition: what an event declared with <c>Initially</c>
+    /// does (and the only policy such an event accepts). A machine naming it for an event without <c>Initially</c> is refused when built.
+    /// </summary>
+    Create = 2,
 }
 
 /// <summary>
@@ -48,8 +54,8 @@ public sealed class SagaStateMachine<TData>
     internal IReadOnlyDictionary<(string State, Type Event), SagaTransition<TData>> Transitions { get; }
 }
 
-/// <summary>How an event type finds its instance, and what happens when there is none.</summary>
-internal sealed record SagaEventRule(Func<object, string?> Correlate, MissingInstance WhenMissing);
+/// <summary>How an event type finds its instance, and what happens when there is none (null until built: the default for the event).</summary>
+internal sealed record SagaEventRule(Func<object, string?> Correlate, MissingInstance? WhenMissing);
 
 /// <summary>A transition: the action to run and the state to move to.</summary>
 internal sealed record SagaTransition<TData>(string Target, Func<SagaEventContext<TData>, object, ValueTask>? Action)
@@ -88,10 +94,12 @@ public sealed class SagaStateMachineBuilder<TData>
 
     /// <summary>
     /// How an event of type <typeparamref name="TEvent"/> finds its instance: the id <paramref name="by"/> returns (a null
-    /// or blank id dead-letters the message); <paramref name="whenMissing"/> says what happens when no instance has it and
-    /// the event does not start one.
+    /// or blank id dead-letters the message); <paramref name="whenMissing"/> says what happens when no instance has it: by
+    /// default <see cref="MissingInstance.Create"/> for an event declared with <c>Initially</c> and
+    /// <see cref="MissingInstance.Ignore"/> for any other. A policy that contradicts <c>Initially</c> (creating without it, or
+    /// ignoring or dead-lettering an event that starts the machine) is refused when the machine is built.
     /// </summary>
-    public SagaStateMachineBuilder<TData> Correlate<TEvent>(Func<TEvent, string?> by, MissingInstance whenMissing = MissingInstance.Ignore)
+    public SagaStateMachineBuilder<TData> Correlate<TEvent>(Func<TEvent, string?> by, MissingInstance? whenMissing = null)
         where TEvent : notnull
     {
         ArgumentNullException.ThrowIfNull(by);
@@ -162,6 +170,24 @@ public sealed class SagaStateMachineBuilder<TData>
         var used = _initially.Keys.Concat(_transitions.Keys.Select(k => k.Item2)).Distinct();
         problems.AddRange(used.Where(e => !_events.ContainsKey(e)).Select(e => $"Event {e.Name} has no correlation; declare it with Correlate."));
 
+        // The missing-instance policy of each event, checked against Initially: only a starting event creates an instance.
+        var events = new Dictionary<Type, SagaEventRule>();
+        foreach (var (type, rule) in _events)
+        {
+            var starts = _initially.ContainsKey(type);
+            var policy = rule.WhenMissing ?? (starts ? MissingInstance.Create : MissingInstance.Ignore);
+            if (policy == MissingInstance.Create && !starts)
+            {
+                problems.Add($"Event {type.Name} is to create missing instances but has no Initially transition to create them with.");
+            }
+            else if (policy != MissingInstance.Create && starts)
+            {
+                problems.Add($"Event {type.Name} starts the machine (Initially) but is told to {(policy == MissingInstance.Ignore ? "ignore" : "dead-letter")} a missing instance; leave its policy unset or use Create.");
+            }
+
+            events[type] = rule with { WhenMissing = policy };
+        }
+
         foreach (var state in _during.Where(_final.Contains))
         {
             problems.Add($"State '{state}' is final and cannot have transitions.");
@@ -190,7 +216,7 @@ public sealed class SagaStateMachineBuilder<TData>
             throw new InvalidSagaDefinitionException(name, problems);
         }
 
-        return new SagaStateMachine<TData>(name, _events, _initially, _transitions, _final);
+        return new SagaStateMachine<TData>(name, events, _initially, _transitions, _final);
     }
 
     internal void AddTransition<TEvent>(string state, string then, Func<SagaEventContext<TData>, TEvent, ValueTask>? action)

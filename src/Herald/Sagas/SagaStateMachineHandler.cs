@@ -49,7 +49,8 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
         TData data;
         if (instance is null)
         {
-            if (!machine.Initially.TryGetValue(typeof(TEvent), out transition))
+            // Build checked that Create goes with an Initially transition, and that every starting event creates.
+            if (rule.WhenMissing != MissingInstance.Create || !machine.Initially.TryGetValue(typeof(TEvent), out transition))
             {
                 if (rule.WhenMissing == MissingInstance.DeadLetter)
                 {

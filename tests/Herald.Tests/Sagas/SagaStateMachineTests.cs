@@ -170,4 +170,60 @@ public sealed class SagaStateMachineTests
         Assert.Contains("State 'Completed' is unreachable.", error.Problems);
         Assert.Contains("No event starts the machine; declare one with Initially.", empty.Problems);
     }
+
+    [Fact]
+    public void AMissingInstancePolicy_ThatContradictsInitially_IsRejectedWhenBuilt()
+    {
+        var error = Assert.Throws<InvalidSagaDefinitionException>(() => SagaStateMachine.Create<OrderState>("policies", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId, MissingInstance.Ignore)
+            .Correlate<LineAdded>(e => e.OrderId, MissingInstance.DeadLetter)
+            .Correlate<StockReserved>(e => e.OrderId, MissingInstance.Create)
+            .Initially<OrderPlaced>("Reserving")
+            .Initially<LineAdded>("Reserving")
+            .During("Reserving", s => s.When<StockReserved>("Completed"))
+            .Final("Completed")));
+
+        Assert.Equal(3, error.Problems.Count);
+        Assert.Contains("Event OrderPlaced starts the machine (Initially) but is told to ignore a missing instance; leave its policy unset or use Create.", error.Problems);
+        Assert.Contains("Event LineAdded starts the machine (Initially) but is told to dead-letter a missing instance; leave its policy unset or use Create.", error.Problems);
+        Assert.Contains("Event StockReserved is to create missing instances but has no Initially transition to create them with.", error.Problems);
+    }
+
+    [Fact]
+    public async Task AnEventWhosePolicyIsCreate_CreatesAMissingInstance_AndTakesItsStateTransitionOnceItExists()
+    {
+        // LineAdded both creates an order it finds missing (it arrived first) and, once the order exists, adds to it.
+        var machine = SagaStateMachine.Create<OrderState>("sm-orders", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId)
+            .Correlate<LineAdded>(e => e.OrderId, MissingInstance.Create)
+            .Correlate<StockReserved>(e => e.OrderId)
+            .Correlate<PaymentTaken>(e => e.OrderId)
+            .Initially<OrderPlaced>("Reserving")
+            .Initially<LineAdded>("Reserving", (saga, line) =>
+            {
+                saga.Data.Lines.Add(-line.Line);
+                return ValueTask.CompletedTask;
+            })
+            .During("Reserving", s => s
+                .When<LineAdded>("Reserving", (saga, line) =>
+                {
+                    saga.Data.Lines.Add(line.Line);
+                    return ValueTask.CompletedTask;
+                })
+                .When<StockReserved>("Charging"))
+            .During("Charging", s => s.When<PaymentTaken>("Completed"))
+            .Final("Completed"));
+        await using var host = await StartAsync(machine, concurrency: 1);
+        var bus = host.Get<IMessageBus>();
+
+        await bus.SendAsync(new LineAdded("early", 1));
+        var created = await WaitForStateAsync(host, "early", "Reserving");
+        await bus.SendAsync(new LineAdded("early", 2));
+        await Eventually.UntilAsync(async () => (await host.Get<ISagaStore>().LoadAsync("sm-orders", "early"))!.Version > created.Version, "the second line is added");
+
+        var instance = (await host.Get<ISagaStore>().LoadAsync("sm-orders", "early"))!;
+        var lines = System.Text.Json.JsonDocument.Parse(instance.Data).RootElement.GetProperty("lines").EnumerateArray().Select(l => l.GetInt32());
+        Assert.Equal([-1, 2], lines);
+        Assert.Empty(await host.DeadLetters.ListAsync(new DeadLetterQuery()));
+    }
 }
