@@ -29,6 +29,9 @@ internal static partial class Log
     [LoggerMessage(1408, LogLevel.Warning, "A batch of {Count} events (positions {First} to {Last}) of {Subscription} failed and was rolled back; its events run again one by one")]
     public static partial void BatchFailed(ILogger logger, Exception exception, string subscription, int count, long first, long last);
 
+    [LoggerMessage(1409, LogLevel.Information, "Projection {Projection} runs on another node: asked its leader to rebuild it (request {Request})")]
+    public static partial void ProjectionRebuildRequested(ILogger logger, string projection, long request);
+
     [LoggerMessage(1406, LogLevel.Warning, "Projection {Projection} could not drop generation {Generation} of table {Table}; it is left in place")]
     public static partial void ProjectionDropFailed(ILogger logger, Exception exception, string projection, int generation, string table);
 }

@@ -149,6 +149,52 @@ public abstract partial class ProjectionConformance
     }
 
     [Fact]
+    public async Task ARebuildAskedOnANodeThatDoesNotRunTheProjection_IsRunByItsLeader()
+    {
+        var store = NewStore();
+        using var first = await StartAsync(store, new Tallies());
+        using var second = await StartAsync(store, new Tallies());
+        var events = first.Services.GetRequiredService<IEventStore>();
+        var last = 0L;
+        for (var stream = 0; stream < 4; stream++)
+        {
+            last = (await events.AppendAsync($"tally-remote{stream}", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 10).Select(i => Added(first, $"m{stream % 2}", i))])).LastPosition;
+        }
+
+        var hosts = new[] { first, second };
+        var leader = await Eventually.ValueAsync(
+            async () =>
+            {
+                foreach (var host in hosts)
+                {
+                    if ((await host.Services.GetRequiredService<ProjectionManager>().GetStatusAsync(Tallies.ProjectionName)).IsRunningHere)
+                    {
+                        return host;
+                    }
+                }
+
+                return null;
+            },
+            "a host runs the projection");
+        var follower = hosts.Single(h => h != leader);
+        var leading = leader.Services.GetRequiredService<ProjectionManager>();
+        await leading.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        var readModels = follower.Services.GetRequiredService<ReadModels>();
+        var live = (await readModels.QueryAsync(Tallies.Table, new ReadModelQuery())).Items;
+
+        var asking = follower.Services.GetRequiredService<ProjectionManager>();
+        Assert.False((await asking.GetStatusAsync(Tallies.ProjectionName)).IsRunningHere);
+        await asking.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(2, (await leading.GetStatusAsync(Tallies.ProjectionName)).Generation);
+        Assert.Equal(2, (await asking.GetStatusAsync(Tallies.ProjectionName)).Generation);
+        Assert.Equal(2, live.Count);
+        Assert.Equal(live, (await readModels.QueryAsync(Tallies.Table, new ReadModelQuery())).Items);
+        await first.StopAsync();
+        await second.StopAsync();
+    }
+
+    [Fact]
     public async Task WithTheEnginesLeaderElection_OneOfTwoHostsRunsTheProjection()
     {
         var store = NewStore();

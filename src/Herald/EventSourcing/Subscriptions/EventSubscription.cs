@@ -45,9 +45,10 @@ public sealed class EventSubscription : IAsyncDisposable
 
     /// <summary>
     /// Replaces the handler for the events of a read (set before start): it gets them in runs of at most
-    /// <see cref="BatchLimit"/>, in position order, and the subscription moves past a run once it returns.
+    /// <see cref="BatchLimit"/>, in position order, and the subscription moves past a run once it returns; true when it
+    /// stored the run's last position as the checkpoint itself (so the loop need not).
     /// </summary>
-    internal Func<IReadOnlyList<RecordedEvent>, CancellationToken, ValueTask>? BatchHandler { get; init; }
+    internal Func<IReadOnlyList<RecordedEvent>, CancellationToken, ValueTask<bool>>? BatchHandler { get; init; }
 
     /// <summary>The most events one call of <see cref="BatchHandler"/> gets.</summary>
     internal int BatchLimit { get; init; } = 1;
@@ -163,8 +164,13 @@ public sealed class EventSubscription : IAsyncDisposable
                 return;
             }
 
-            await BatchHandler!(batch, stopping).ConfigureAwait(false);
+            var checkpointed = await BatchHandler!(batch, stopping).ConfigureAwait(false);
             Advance(batch[^1].Position);
+            if (checkpointed)
+            {
+                _savedPosition = batch[^1].Position;
+            }
+
             handledSinceSave += batch.Count;
             batch.Clear();
             if (handledSinceSave >= _options.CheckpointEvery)

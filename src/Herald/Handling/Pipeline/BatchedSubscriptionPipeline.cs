@@ -29,18 +29,19 @@ internal sealed class BatchedSubscriptionPipeline(
     UserTrust userTrust,
     ILogger logger)
 {
-    public async ValueTask HandleAsync(IReadOnlyList<RecordedEvent> events, CancellationToken cancellationToken)
+    /// <summary>Applies <paramref name="events"/>; true when their batch committed with the checkpoint of the last one.</summary>
+    public async ValueTask<bool> HandleAsync(IReadOnlyList<RecordedEvent> events, CancellationToken cancellationToken)
     {
         if (events.Count == 1)
         {
             await single.HandleAsync(events[0], cancellationToken).ConfigureAwait(false);
-            return;
+            return false;
         }
 
         try
         {
             await ApplyAsync(events, cancellationToken).ConfigureAwait(false);
-            return;
+            return true;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -59,10 +60,13 @@ internal sealed class BatchedSubscriptionPipeline(
             Hosting.Log.BatchFailed(logger, ex, endpoint, events.Count, events[0].Position, events[^1].Position);
         }
 
+        // One by one, an event dead-lettered or skipped stores no checkpoint: the subscription's own save covers it.
         foreach (var recorded in events)
         {
             await single.HandleAsync(recorded, cancellationToken).ConfigureAwait(false);
         }
+
+        return false;
     }
 
     private async ValueTask ApplyAsync(IReadOnlyList<RecordedEvent> events, CancellationToken cancellationToken)
