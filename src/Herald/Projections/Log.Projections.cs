@@ -32,6 +32,9 @@ internal static partial class Log
     [LoggerMessage(1409, LogLevel.Information, "Projection {Projection} runs on another node: asked its leader to rebuild it (request {Request})")]
     public static partial void ProjectionRebuildRequested(ILogger logger, string projection, long request);
 
+    [LoggerMessage(1410, LogLevel.Error, "Projection {Projection} could not be rebuilt as another node asked; the live generation still serves")]
+    public static partial void ProjectionRebuildFailed(ILogger logger, Exception exception, string projection);
+
     [LoggerMessage(1406, LogLevel.Warning, "Projection {Projection} could not drop generation {Generation} of table {Table}; it is left in place")]
     public static partial void ProjectionDropFailed(ILogger logger, Exception exception, string projection, int generation, string table);
 }

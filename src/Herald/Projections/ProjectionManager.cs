@@ -270,12 +270,7 @@ public sealed class ProjectionManager
                         requested = projection.Rebuilds.Reader.WaitToReadAsync(leading).AsTask();
                     }
 
-                    if (request is null && (remote = await RemoteRequestAsync(projection.Name, leading).ConfigureAwait(false)) > 0)
-                    {
-                        request = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                    }
-
-                    if (request is null)
+                    if (request is null && (remote = await RemoteRequestAsync(projection.Name, leading).ConfigureAwait(false)) == 0)
                     {
                         continue;
                     }
@@ -287,11 +282,17 @@ public sealed class ProjectionManager
                         (live, generation) = (rebuilt, generation + 1);
                         projection.Live = live;
                         projection.Generation = generation;
-                        request.TrySetResult();
+                        request?.TrySetResult();
                     }
                     catch (Exception ex)
                     {
-                        request.TrySetException(ex);
+                        // A remote request's failure is logged here; its node learns of it from the unchanged generation.
+                        if (request is null)
+                        {
+                            Log.ProjectionRebuildFailed(_logger, ex, projection.Name);
+                        }
+
+                        request?.TrySetException(ex);
                         if (leading.IsCancellationRequested)
                         {
                             throw;
