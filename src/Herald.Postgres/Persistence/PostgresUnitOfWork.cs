@@ -25,6 +25,7 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
     private const int MaxOrdinals = 1 << 20;
 
     private readonly SemaphoreSlim _connectionGate = new(1, 1);
+    private List<(object Owner, IDeferredWrites Writes)>? _deferred;
     private NpgsqlConnection? _connection;
     private NpgsqlTransaction? _transaction;
     private bool _aborted;
@@ -43,6 +44,7 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
     /// <inheritdoc />
     public override async ValueTask CommitAsync(CancellationToken cancellationToken = default)
     {
+        await FlushDeferredAsync(cancellationToken).ConfigureAwait(false);
         if (!TryComplete(out var callbacks))
         {
             return;
@@ -181,6 +183,32 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
     }
 
     /// <summary>
+    /// The writes <paramref name="owner"/> defers to the commit in this unit of work, created by <paramref name="create"/> on
+    /// first use: they run in the transaction just before it commits, in the order their owners first deferred, so a store
+    /// can gather the changes of many events into a few statements.
+    /// </summary>
+    internal T Defer<T>(object owner, Func<T> create)
+        where T : class, IDeferredWrites
+    {
+        lock (Gate)
+        {
+            ThrowIfCompleted();
+            _deferred ??= [];
+            foreach (var (known, writes) in _deferred)
+            {
+                if (ReferenceEquals(known, owner))
+                {
+                    return (T)writes;
+                }
+            }
+
+            var created = create();
+            _deferred.Add((owner, created));
+            return created;
+        }
+    }
+
+    /// <summary>
     /// The transaction of this unit of work, begun now if no write has begun it: the application's own statements run in it
     /// and commit with Herald's writes. Run them one at a time, not concurrently with other writes of the same unit of work.
     /// </summary>
@@ -212,6 +240,42 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
     /// <summary>Records the last position an append of this transaction wrote.</summary>
     internal void Appended(long lastPosition) => _lastPosition = Math.Max(_lastPosition, lastPosition);
 
+    // Runs the deferred writes before the commit; a failure rolls the unit of work back (a failed commit writes nothing).
+    // A unit already doomed or aborted skips them: its commit fails with the first cause anyway.
+    private async ValueTask FlushDeferredAsync(CancellationToken cancellationToken)
+    {
+        List<(object Owner, IDeferredWrites Writes)>? deferred;
+        lock (Gate)
+        {
+            deferred = _aborted || _doomed is not null ? null : _deferred;
+            _deferred = null;
+        }
+
+        if (deferred is null)
+        {
+            return;
+        }
+
+        try
+        {
+            foreach (var (_, writes) in deferred)
+            {
+                await ExecuteAsync(
+                    async (connection, transaction, token) =>
+                    {
+                        await writes.FlushAsync(connection, transaction, token).ConfigureAwait(false);
+                        return true;
+                    },
+                    cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch
+        {
+            await RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
+    }
+
     private async ValueTask ReleaseAsync()
     {
         var (transaction, connection) = (_transaction, _connection);
@@ -226,4 +290,11 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
             await connection.DisposeAsync().ConfigureAwait(false);
         }
     }
+}
+
+/// <summary>Writes a store gathered in a unit of work, run in its transaction just before the commit.</summary>
+internal interface IDeferredWrites
+{
+    /// <summary>Runs the writes on the unit of work's transaction.</summary>
+    Task FlushAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CancellationToken cancellationToken);
 }

@@ -16,9 +16,11 @@ namespace Herald.Postgres.Projections;
 /// <summary>
 /// Read models in the event store's schema: one table per read-model table and generation (<c>rm_{table}_g{generation}</c>:
 /// the id in byte order and the document as jsonb, with a GIN index serving string-equality queries), created on first write,
-/// and the active generation of each read model in <c>read_models</c>. A change runs at once in its unit of work's
-/// transaction, reading the document with <c>FOR UPDATE</c>, so it commits with the projection's checkpoint, concurrent units
-/// changing one document take turns, and several changes of one document in one unit compose.
+/// and the active generation of each read model in <c>read_models</c>. Changes are gathered in their unit of work and run at
+/// its commit, in its transaction: per table, one statement loads every touched document <c>FOR UPDATE</c>, the changes run
+/// in memory in order (several changes of one document compose), and one batch of statements writes the results back. So
+/// the read model commits with the projection's checkpoint, concurrent units changing one document take turns, and a batch
+/// of events costs a few round trips, not one per event.
 /// </summary>
 internal sealed class PostgresReadModelStore : IReadModelStore
 {
@@ -95,16 +97,7 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         var own = _store.Own(unitOfWork);
         var sql = Sql(table, generation);
         await EnsureCreatedAsync(sql, cancellationToken).ConfigureAwait(false);
-        try
-        {
-            await own.ExecuteAsync((connection, transaction, token) => UpdateAsync(connection, transaction, sql, id, change, token), cancellationToken).ConfigureAwait(false);
-        }
-        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedTable)
-        {
-            // Dropped by another store since this one created it: the next write creates it again.
-            _created.TryRemove(sql.Name, out _);
-            throw;
-        }
+        own.Defer(this, () => new PendingChanges(this)).Add(sql, id, change);
     }
 
     public async ValueTask<int> GetActiveGenerationAsync(string table, CancellationToken cancellationToken = default)
@@ -168,38 +161,104 @@ internal sealed class PostgresReadModelStore : IReadModelStore
     }
 
     // A document that did not exist may be inserted meanwhile by a concurrent unit of work (FOR UPDATE locks no missing
-    // row): the insert then finds it, once that unit committed, and the change runs again on what it wrote, so no update is
+    // row): the insert then finds it, once that unit committed, and its changes run again on what it wrote, so no update is
     // lost. A change may therefore run more than once; only its last result is written.
-    private static async Task<bool> UpdateAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, TableSql sql, string id, Func<string?, string?> change, CancellationToken cancellationToken)
+    private static async Task WriteAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, TableSql sql, Dictionary<string, List<Func<string?, string?>>> documents, CancellationToken cancellationToken)
     {
-        while (true)
+        var pending = documents.Keys.ToArray();
+        while (pending.Length > 0)
         {
-            string? current;
+            var current = new Dictionary<string, string>(pending.Length, StringComparer.Ordinal);
             await using (var select = new NpgsqlCommand(sql.SelectForUpdate, connection, transaction))
             {
-                select.Parameters.Add(EnvelopeColumns.Text(id));
-                current = await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string;
+                select.Parameters.Add(Texts(pending));
+                await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    current[reader.GetString(0)] = reader.GetString(1);
+                }
             }
 
-            var next = change(current);
-            if (current is null && next is null)
+            List<string>? updateIds = null, updateData = null, insertIds = null, insertData = null, deleteIds = null;
+            foreach (var id in pending)
             {
-                return true;
+                var found = current.GetValueOrDefault(id);
+                var next = found;
+                foreach (var change in documents[id])
+                {
+                    next = change(next);
+                }
+
+                if (found is not null)
+                {
+                    if (next is null)
+                    {
+                        (deleteIds ??= []).Add(id);
+                    }
+                    else
+                    {
+                        (updateIds ??= []).Add(id);
+                        (updateData ??= []).Add(next);
+                    }
+                }
+                else if (next is not null)
+                {
+                    (insertIds ??= []).Add(id);
+                    (insertData ??= []).Add(next);
+                }
             }
 
-            await using var write = new NpgsqlCommand(next is null ? sql.Delete : current is null ? sql.Insert : sql.Update, connection, transaction);
-            write.Parameters.Add(EnvelopeColumns.Text(id));
-            if (next is not null)
+            // One round trip for every write of the table; the insert's RETURNING comes last in the batch.
+            await using var batch = new NpgsqlBatch(connection, transaction);
+            if (updateIds is not null)
             {
-                write.Parameters.Add(new NpgsqlParameter<string> { TypedValue = next, NpgsqlDbType = NpgsqlDbType.Jsonb });
+                batch.BatchCommands.Add(Command(sql.Update, Texts(updateIds), Documents(updateData!)));
             }
 
-            if (await write.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1 || current is not null)
+            if (deleteIds is not null)
             {
-                return true;
+                batch.BatchCommands.Add(Command(sql.Delete, Texts(deleteIds)));
             }
+
+            if (insertIds is not null)
+            {
+                batch.BatchCommands.Add(Command(sql.Insert, Texts(insertIds), Documents(insertData!)));
+            }
+
+            if (batch.BatchCommands.Count == 0)
+            {
+                return;
+            }
+
+            var inserted = new HashSet<string>(StringComparer.Ordinal);
+            await using (var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+            {
+                do
+                {
+                    while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                    {
+                        inserted.Add(reader.GetString(0));
+                    }
+                }
+                while (await reader.NextResultAsync(cancellationToken).ConfigureAwait(false));
+            }
+
+            pending = insertIds is null ? [] : [.. insertIds.Where(id => !inserted.Contains(id))];
         }
     }
+
+    private static NpgsqlBatchCommand Command(string sql, params NpgsqlParameter[] parameters)
+    {
+        var command = new NpgsqlBatchCommand(sql);
+        command.Parameters.AddRange(parameters);
+        return command;
+    }
+
+    private static NpgsqlParameter<string[]> Texts(IReadOnlyCollection<string> values) =>
+        new() { TypedValue = [.. values], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text };
+
+    private static NpgsqlParameter<string[]> Documents(IReadOnlyCollection<string> values) =>
+        new() { TypedValue = [.. values], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb };
 
     // The equality conditions as one JSON object, written by System.Text.Json so no value can change its shape.
     private static string Containment(IReadOnlyDictionary<string, string> where)
@@ -304,6 +363,50 @@ internal sealed class PostgresReadModelStore : IReadModelStore
 
     private TableSql Sql(string table, int generation) => _sql.GetOrAdd((table, generation), static (key, schema) => new TableSql(schema, key.Table, key.Generation), _schema);
 
+    /// <summary>The changes one unit of work gathered, per table and document in the order they were made; run at its commit.</summary>
+    private sealed class PendingChanges(PostgresReadModelStore store) : IDeferredWrites
+    {
+        private readonly Lock _gate = new();
+        private readonly Dictionary<TableSql, Dictionary<string, List<Func<string?, string?>>>> _tables = [];
+
+        public void Add(TableSql sql, string id, Func<string?, string?> change)
+        {
+            lock (_gate)
+            {
+                if (!_tables.TryGetValue(sql, out var documents))
+                {
+                    documents = new Dictionary<string, List<Func<string?, string?>>>(StringComparer.Ordinal);
+                    _tables.Add(sql, documents);
+                }
+
+                if (!documents.TryGetValue(id, out var changes))
+                {
+                    changes = [];
+                    documents.Add(id, changes);
+                }
+
+                changes.Add(change);
+            }
+        }
+
+        public async Task FlushAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CancellationToken cancellationToken)
+        {
+            foreach (var (sql, documents) in _tables)
+            {
+                try
+                {
+                    await WriteAsync(connection, transaction, sql, documents, cancellationToken).ConfigureAwait(false);
+                }
+                catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedTable)
+                {
+                    // Dropped by another store since this one created it: the next write creates it again.
+                    store._created.TryRemove(sql.Name, out _);
+                    throw;
+                }
+            }
+        }
+    }
+
     /// <summary>The statements on one generation's table; its name is built from a validated table name and a number.</summary>
     internal sealed class TableSql
     {
@@ -321,10 +424,11 @@ internal sealed class PostgresReadModelStore : IReadModelStore
                 $"CREATE INDEX IF NOT EXISTS {Migrations.Quote(Name + "_data")} ON {name} USING gin (data jsonb_path_ops)";
             Drop = $"DROP TABLE IF EXISTS {name}";
             Get = $"SELECT data::text FROM {name} WHERE id = $1";
-            SelectForUpdate = $"SELECT data::text FROM {name} WHERE id = $1 FOR UPDATE";
-            Insert = $"INSERT INTO {name} (id, data) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
-            Update = $"UPDATE {name} SET data = $2 WHERE id = $1";
-            Delete = $"DELETE FROM {name} WHERE id = $1";
+            // Locked in id order, so two units changing the same documents take them in the same order.
+            SelectForUpdate = $"SELECT id, data::text FROM {name} WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+            Insert = $"INSERT INTO {name} (id, data) SELECT * FROM unnest($1::text[], $2::jsonb[]) ON CONFLICT (id) DO NOTHING RETURNING id";
+            Update = $"UPDATE {name} AS t SET data = v.data FROM unnest($1::text[], $2::jsonb[]) AS v(id, data) WHERE t.id = v.id";
+            Delete = $"DELETE FROM {name} WHERE id = ANY($1)";
         }
 
         /// <summary>The table's name within the schema, unquoted.</summary>
@@ -336,12 +440,16 @@ internal sealed class PostgresReadModelStore : IReadModelStore
 
         public string Get { get; }
 
+        /// <summary>$1 the ids: their documents, locked.</summary>
         public string SelectForUpdate { get; }
 
+        /// <summary>$1 the ids, $2 the documents: the rows inserted, returning the ids of those no other unit inserted first.</summary>
         public string Insert { get; }
 
+        /// <summary>$1 the ids, $2 the new documents.</summary>
         public string Update { get; }
 
+        /// <summary>$1 the ids.</summary>
         public string Delete { get; }
 
         /// <summary>The table's name up to its generation number.</summary>

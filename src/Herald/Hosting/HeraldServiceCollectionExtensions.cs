@@ -123,9 +123,11 @@ public static class HeraldServiceCollectionExtensions
         services.AddSingleton<IValidateOptions<InboxOptions>>(validator);
         services.AddSingleton<IValidateOptions<OutboxOptions>>(validator);
         services.AddSingleton<IValidateOptions<IdempotencyOptions>>(validator);
+        services.AddSingleton<IValidateOptions<ProjectionOptions>>(validator);
         services.AddOptions<DeadLetterOptions>().ValidateOnStart();
         services.AddOptions<InboxOptions>().ValidateOnStart();
         services.AddOptions<OutboxOptions>().ValidateOnStart();
         services.AddOptions<IdempotencyOptions>().ValidateOnStart();
+        services.AddOptions<ProjectionOptions>().ValidateOnStart();
     }
 }

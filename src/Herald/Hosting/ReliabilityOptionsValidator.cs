@@ -1,3 +1,4 @@
+using Herald.Projections;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
@@ -6,12 +7,13 @@ using Microsoft.Extensions.Options;
 
 namespace Herald.Hosting;
 
-/// <summary>Validates the reliability options at start, naming every wrong setting.</summary>
+/// <summary>Validates the reliability and projection options at start, naming every wrong setting.</summary>
 internal sealed class ReliabilityOptionsValidator :
     IValidateOptions<DeadLetterOptions>,
     IValidateOptions<InboxOptions>,
     IValidateOptions<OutboxOptions>,
-    IValidateOptions<IdempotencyOptions>
+    IValidateOptions<IdempotencyOptions>,
+    IValidateOptions<ProjectionOptions>
 {
     public ValidateOptionsResult Validate(string? name, DeadLetterOptions options) => Result(options.Validate());
 
@@ -20,6 +22,8 @@ internal sealed class ReliabilityOptionsValidator :
     public ValidateOptionsResult Validate(string? name, OutboxOptions options) => Result(options.Validate());
 
     public ValidateOptionsResult Validate(string? name, IdempotencyOptions options) => Result(options.Validate());
+
+    public ValidateOptionsResult Validate(string? name, ProjectionOptions options) => Result(options.Validate());
 
     private static ValidateOptionsResult Result(IEnumerable<string> problems)
     {

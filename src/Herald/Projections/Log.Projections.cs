@@ -26,6 +26,15 @@ internal static partial class Log
     [LoggerMessage(1407, LogLevel.Warning, "Reading the projections' status failed; the next try is in {Delay}")]
     public static partial void ProjectionStatusFailed(ILogger logger, Exception exception, TimeSpan delay);
 
+    [LoggerMessage(1408, LogLevel.Warning, "A batch of {Count} events (positions {First} to {Last}) of {Subscription} failed and was rolled back; its events run again one by one")]
+    public static partial void BatchFailed(ILogger logger, Exception exception, string subscription, int count, long first, long last);
+
+    [LoggerMessage(1409, LogLevel.Information, "Projection {Projection} runs on another node: asked its leader to rebuild it (request {Request})")]
+    public static partial void ProjectionRebuildRequested(ILogger logger, string projection, long request);
+
+    [LoggerMessage(1410, LogLevel.Error, "Projection {Projection} could not be rebuilt as another node asked; the live generation still serves")]
+    public static partial void ProjectionRebuildFailed(ILogger logger, Exception exception, string projection);
+
     [LoggerMessage(1406, LogLevel.Warning, "Projection {Projection} could not drop generation {Generation} of table {Table}; it is left in place")]
     public static partial void ProjectionDropFailed(ILogger logger, Exception exception, string projection, int generation, string table);
 }

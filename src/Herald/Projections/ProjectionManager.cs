@@ -88,10 +88,12 @@ public sealed class ProjectionManager
     /// <summary>
     /// Rebuilds an async projection blue/green: replays the whole log into a new generation of its tables while the live
     /// one keeps serving reads, then, once caught up, switches reads and the runner to it in one unit of work and drops the
-    /// old generation. Completes when the switch is done. Runs on the node that runs the projection.
+    /// old generation. Completes when the switch is done. Called on a node that does not run the projection, it asks the
+    /// node that leads it (a request in the checkpoint store, which the leader looks for every
+    /// <see cref="ProjectionOptions.StatusInterval"/>) and completes when that node has rebuilt it.
     /// </summary>
     /// <exception cref="KeyNotFoundException">No projection of that name is registered.</exception>
-    /// <exception cref="InvalidOperationException">It is inline, or this node does not run it (see <see cref="ProjectionStatus.IsRunningHere"/>).</exception>
+    /// <exception cref="InvalidOperationException">It is inline, or the leader's rebuild failed (its log says why).</exception>
     public async Task RebuildAsync(string name, CancellationToken cancellationToken = default)
     {
         var projection = Get(name);
@@ -102,7 +104,8 @@ public sealed class ProjectionManager
 
         if (projection.Live is null)
         {
-            throw new InvalidOperationException($"Projection '{name}' does not run on this node; rebuild it on the node that leads it.");
+            await RequestRebuildAsync(name, cancellationToken).ConfigureAwait(false);
+            return;
         }
 
         var request = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -154,6 +157,12 @@ public sealed class ProjectionManager
     internal static string CheckpointId(string projection, int generation) => generation == 1 ? projection : $"{projection}#g{generation}";
 
     internal static string GenerationKey(string projection) => "$projection-generation:" + projection;
+
+    /// <summary>The checkpoint-store key of the latest rebuild another node asked for (a number that only grows).</summary>
+    internal static string RebuildRequestKey(string projection) => "$projection-rebuild-requested:" + projection;
+
+    /// <summary>The checkpoint-store key of the latest request the leader has answered (rebuilt, or failed to).</summary>
+    internal static string RebuildAnsweredKey(string projection) => "$projection-rebuild-answered:" + projection;
 
     private ProjectionRuntime Get(string name)
     {
@@ -237,34 +246,63 @@ public sealed class ProjectionManager
             Log.ProjectionStarted(_logger, projection.Name, live.Position, generation);
             try
             {
+                var requested = projection.Rebuilds.Reader.WaitToReadAsync(leading).AsTask();
                 while (true)
                 {
-                    var requested = projection.Rebuilds.Reader.WaitToReadAsync(leading).AsTask();
-                    await Task.WhenAny(live.Completion, requested).ConfigureAwait(false);
+                    // Requests of this node arrive on the channel; those of other nodes are looked for in the store.
+                    using (var polling = CancellationTokenSource.CreateLinkedTokenSource(leading))
+                    {
+                        var poll = Task.Delay(_options.StatusInterval, _time, polling.Token);
+                        await Task.WhenAny(live.Completion, requested, poll).ConfigureAwait(false);
+                        await polling.CancelAsync().ConfigureAwait(false);
+                    }
+
                     if (live.Completion.IsCompleted || leading.IsCancellationRequested)
                     {
                         break;
                     }
 
-                    if (projection.Rebuilds.Reader.TryRead(out var request))
+                    TaskCompletionSource? request = null;
+                    var remote = 0L;
+                    if (requested.IsCompleted)
                     {
-                        try
+                        projection.Rebuilds.Reader.TryRead(out request);
+                        requested = projection.Rebuilds.Reader.WaitToReadAsync(leading).AsTask();
+                    }
+
+                    if (request is null && (remote = await RemoteRequestAsync(projection.Name, leading).ConfigureAwait(false)) == 0)
+                    {
+                        continue;
+                    }
+
+                    try
+                    {
+                        var rebuilt = await RebuildAsync(projection, live, generation, leading).ConfigureAwait(false);
+                        await live.DisposeAsync().ConfigureAwait(false);
+                        (live, generation) = (rebuilt, generation + 1);
+                        projection.Live = live;
+                        projection.Generation = generation;
+                        request?.TrySetResult();
+                    }
+                    catch (Exception ex)
+                    {
+                        // A remote request's failure is logged here; its node learns of it from the unchanged generation.
+                        if (request is null)
                         {
-                            var rebuilt = await RebuildAsync(projection, live, generation, leading).ConfigureAwait(false);
-                            await live.DisposeAsync().ConfigureAwait(false);
-                            (live, generation) = (rebuilt, generation + 1);
-                            projection.Live = live;
-                            projection.Generation = generation;
-                            request.TrySetResult();
+                            Log.ProjectionRebuildFailed(_logger, ex, projection.Name);
                         }
-                        catch (Exception ex)
+
+                        request?.TrySetException(ex);
+                        if (leading.IsCancellationRequested)
                         {
-                            request.TrySetException(ex);
-                            if (leading.IsCancellationRequested)
-                            {
-                                throw;
-                            }
+                            throw;
                         }
+                    }
+
+                    if (remote > 0)
+                    {
+                        // Answered either way: the asking node compares the generation to tell a rebuild from a failure.
+                        await AdvanceAsync(RebuildAnsweredKey(projection.Name), remote, leading).ConfigureAwait(false);
                     }
                 }
             }
@@ -300,9 +338,83 @@ public sealed class ProjectionManager
             options,
             next => new ProjectionStep(checkpointId, generation, _checkpoints, next),
             new HandlerRegistry(invokers),
-            (position, token) => SaveForwardAsync(checkpointId, position, token));
+            (position, token) => SaveForwardAsync(checkpointId, position, token),
+            new SubscriptionBatching(
+                _options.CommitEvery,
+                next => new ProjectionBatchStep(generation, next),
+                (first, last, unitOfWork, token) => ProjectionStep.CheckpointBatchAsync(_checkpoints, checkpointId, first, last, unitOfWork, token)));
         await subscription.StartAsync(cancellationToken).ConfigureAwait(false);
         return subscription;
+    }
+
+    // Asks the leader to rebuild: a request number above every earlier one, then waits for the leader's answer.
+    private async Task RequestRebuildAsync(string name, CancellationToken cancellationToken)
+    {
+        var before = await GenerationAsync(name, cancellationToken).ConfigureAwait(false);
+        var key = RebuildRequestKey(name);
+        long request;
+        do
+        {
+            var stored = await _checkpoints.GetCheckpointAsync(key, cancellationToken).ConfigureAwait(false) ?? 0;
+            request = Math.Max(stored + 1, _time.GetUtcNow().UtcTicks);
+        }
+        while (!await AdvanceAsync(key, request, cancellationToken).ConfigureAwait(false));
+
+        Log.ProjectionRebuildRequested(_logger, name, request);
+        while (true)
+        {
+            var answered = await _checkpoints.GetCheckpointAsync(RebuildAnsweredKey(name), cancellationToken).ConfigureAwait(false) ?? 0;
+            if (answered >= request)
+            {
+                var after = await GenerationAsync(name, cancellationToken).ConfigureAwait(false);
+                if (after > before)
+                {
+                    return;
+                }
+
+                throw new InvalidOperationException($"The node that leads projection '{name}' could not rebuild it (its log says why); generation {after} still serves.");
+            }
+
+            await Task.Delay(_options.StatusInterval, _time, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    // A rebuild another node asked for and this leader has not answered yet, or 0. A store that cannot answer now is asked
+    // again at the next look.
+    private async ValueTask<long> RemoteRequestAsync(string name, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var requested = await _checkpoints.GetCheckpointAsync(RebuildRequestKey(name), cancellationToken).ConfigureAwait(false) ?? 0;
+            if (requested == 0)
+            {
+                return 0;
+            }
+
+            var answered = await _checkpoints.GetCheckpointAsync(RebuildAnsweredKey(name), cancellationToken).ConfigureAwait(false) ?? 0;
+            return requested > answered ? requested : 0;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            Log.ProjectionStatusFailed(_logger, ex, _options.StatusInterval);
+            return 0;
+        }
+    }
+
+    // Stores value under key only forward; false when the stored value is at or past it already.
+    private async ValueTask<bool> AdvanceAsync(string key, long value, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _runner.RunAsync(
+                (services, token) => _checkpoints.SetCheckpointAsync(key, value, services.GetRequiredService<IUnitOfWork>(), token),
+                cancellationToken: cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (CheckpointConflictException)
+        {
+            return false;
+        }
     }
 
     // The loop's own checkpoint writes (past events its filter skipped) only ever move forward: a runner that lost its

@@ -1,6 +1,7 @@
 using Herald.EventSourcing;
 using Herald.Handling;
 using Herald.Handling.Pipeline;
+using Herald.Persistence;
 
 namespace Herald.Projections;
 
@@ -16,8 +17,7 @@ internal sealed class ProjectionStep(string checkpointId, int generation, ICheck
 
     public override async ValueTask<bool> InvokeAsync(Consumption consumption, MessageContext context)
     {
-        var delivery = (RecordedEventDelivery)consumption.Delivery;
-        context.Items[RunKey] = new ProjectionRun(delivery.Stream, delivery.Position, generation);
+        var delivery = Enter(consumption, context, generation);
         if (!await next.InvokeAsync(consumption, context).ConfigureAwait(false))
         {
             return false;
@@ -25,6 +25,37 @@ internal sealed class ProjectionStep(string checkpointId, int generation, ICheck
 
         await checkpoints.SetCheckpointAsync(checkpointId, delivery.Position, context.UnitOfWork, context.CancellationToken).ConfigureAwait(false);
         return true;
+    }
+
+    /// <summary>
+    /// The checkpoint of a batch, in its unit of work: first its first position, which fails (<see cref="CheckpointConflictException"/>)
+    /// when another runner applied any event of the batch (it stored that event's position or a later one), then its last.
+    /// </summary>
+    internal static async ValueTask CheckpointBatchAsync(ICheckpointStore checkpoints, string checkpointId, long first, long last, IUnitOfWork unitOfWork, CancellationToken cancellationToken)
+    {
+        await checkpoints.SetCheckpointAsync(checkpointId, first, unitOfWork, cancellationToken).ConfigureAwait(false);
+        if (last != first)
+        {
+            await checkpoints.SetCheckpointAsync(checkpointId, last, unitOfWork, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Tells the handlers of <paramref name="context"/> the event's stream, position and generation.</summary>
+    internal static RecordedEventDelivery Enter(Consumption consumption, MessageContext context, int generation)
+    {
+        var delivery = (RecordedEventDelivery)consumption.Delivery;
+        context.Items[RunKey] = new ProjectionRun(delivery.Stream, delivery.Position, generation);
+        return delivery;
+    }
+}
+
+/// <summary>The step of one event of a batch: as <see cref="ProjectionStep"/>, but the batch writes the checkpoint once.</summary>
+internal sealed class ProjectionBatchStep(int generation, AttemptStep next) : AttemptStep
+{
+    public override ValueTask<bool> InvokeAsync(Consumption consumption, MessageContext context)
+    {
+        ProjectionStep.Enter(consumption, context, generation);
+        return next.InvokeAsync(consumption, context);
     }
 }
 

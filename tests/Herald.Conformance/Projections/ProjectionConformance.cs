@@ -20,7 +20,7 @@ namespace Herald.Conformance.Projections;
 /// read model and swaps it in, two runners that overlap never both apply an event, and inline projections commit with the
 /// events. Each test gets a store of its own (<see cref="NewStore"/>), since projections read the whole global log.
 /// </summary>
-public abstract class ProjectionConformance
+public abstract partial class ProjectionConformance
 {
     /// <summary>Names a fresh, empty store (a file, a schema) for one test; every host of the test shares it.</summary>
     protected abstract string NewStore();
@@ -149,6 +149,52 @@ public abstract class ProjectionConformance
     }
 
     [Fact]
+    public async Task ARebuildAskedOnANodeThatDoesNotRunTheProjection_IsRunByItsLeader()
+    {
+        var store = NewStore();
+        using var first = await StartAsync(store, new Tallies());
+        using var second = await StartAsync(store, new Tallies());
+        var events = first.Services.GetRequiredService<IEventStore>();
+        var last = 0L;
+        for (var stream = 0; stream < 4; stream++)
+        {
+            last = (await events.AppendAsync($"tally-remote{stream}", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 10).Select(i => Added(first, $"m{stream % 2}", i))])).LastPosition;
+        }
+
+        var hosts = new[] { first, second };
+        var leader = await Eventually.ValueAsync(
+            async () =>
+            {
+                foreach (var host in hosts)
+                {
+                    if ((await host.Services.GetRequiredService<ProjectionManager>().GetStatusAsync(Tallies.ProjectionName)).IsRunningHere)
+                    {
+                        return host;
+                    }
+                }
+
+                return null;
+            },
+            "a host runs the projection");
+        var follower = hosts.Single(h => h != leader);
+        var leading = leader.Services.GetRequiredService<ProjectionManager>();
+        await leading.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        var readModels = follower.Services.GetRequiredService<ReadModels>();
+        var live = (await readModels.QueryAsync(Tallies.Table, new ReadModelQuery())).Items;
+
+        var asking = follower.Services.GetRequiredService<ProjectionManager>();
+        Assert.False((await asking.GetStatusAsync(Tallies.ProjectionName)).IsRunningHere);
+        await asking.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(2, (await leading.GetStatusAsync(Tallies.ProjectionName)).Generation);
+        Assert.Equal(2, (await asking.GetStatusAsync(Tallies.ProjectionName)).Generation);
+        Assert.Equal(2, live.Count);
+        Assert.Equal(live, (await readModels.QueryAsync(Tallies.Table, new ReadModelQuery())).Items);
+        await first.StopAsync();
+        await second.StopAsync();
+    }
+
+    [Fact]
     public async Task WithTheEnginesLeaderElection_OneOfTwoHostsRunsTheProjection()
     {
         var store = NewStore();
@@ -205,7 +251,14 @@ public abstract class ProjectionConformance
     private static Task Running(ProjectionManager manager, string name) =>
         Eventually.UntilAsync(async () => (await manager.GetStatusAsync(name)).IsRunningHere, $"projection '{name}' runs here");
 
-    private async Task<IHost> StartAsync(string store, Projection projection, ProjectionMode mode = ProjectionMode.Async, bool noRetries = false, bool alwaysLeader = false)
+    private async Task<IHost> StartAsync(
+        string store,
+        Projection projection,
+        ProjectionMode mode = ProjectionMode.Async,
+        bool noRetries = false,
+        bool alwaysLeader = false,
+        int batchSize = 7,
+        int? commitEvery = null)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
@@ -219,7 +272,8 @@ public abstract class ProjectionConformance
                 {
                     o.RetryInterval = TimeSpan.FromMilliseconds(100);
                     o.StatusInterval = TimeSpan.FromMilliseconds(100);
-                    o.BatchSize = 7;
+                    o.BatchSize = batchSize;
+                    o.CommitEvery = commitEvery ?? o.CommitEvery;
                 });
             if (noRetries)
             {

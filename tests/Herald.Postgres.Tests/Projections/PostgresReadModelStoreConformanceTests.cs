@@ -44,21 +44,59 @@ public sealed class PostgresReadModelStoreConformanceTests(ReliabilitySchema sch
         var table = UniqueTable();
         static string Increment(string? current) => $$"""{"n":{{(current is null ? 0 : Number(current)) + 1}}}""";
 
-        var first = schema.Store.BeginUnitOfWork();
-        await store.UpdateAsync(table, 1, "counter", Increment, first);
-
-        // The second unit found no row to lock and waits on the first's uncommitted insert of the same id.
+        // The second unit's change runs at its commit, and finds no row to lock: the first unit holds an uncommitted insert
+        // of the same id (as its own commit-time write would), so the second's insert waits for it.
         var second = schema.Store.BeginUnitOfWork();
-        var waiting = store.UpdateAsync(table, 1, "counter", Increment, second).AsTask();
+        await store.UpdateAsync(table, 1, "counter", Increment, second);
+        var first = schema.Store.BeginUnitOfWork();
+        var transaction = await first.GetNpgsqlTransactionAsync();
+        await using (var insert = new NpgsqlCommand($$"""INSERT INTO "{{schema.Schema}}"."rm_{{table}}_g1" (id, data) VALUES ('counter', '{"n":1}')""", transaction.Connection, transaction))
+        {
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        var committing = second.CommitAsync().AsTask();
         await Eventually.UntilAsync(
-            async () => waiting.IsCompleted || await PostgresTestDatabase.ScalarAsync<long>(
+            async () => committing.IsCompleted || await PostgresTestDatabase.ScalarAsync<long>(
                 $"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%rm_{table}_g1%'") > 0,
             "the second unit of work waits for the first one's insert");
+        Assert.False(committing.IsCompleted, "the second unit must wait for the first one's insert of the same document");
         await first.CommitAsync();
-        await waiting;
-        await second.CommitAsync();
+        await committing;
 
         Assert.Equal(2, Number(await store.GetAsync(table, "counter")));
+    }
+
+    [Fact]
+    public async Task ManyChangesOfManyDocuments_InOneUnitOfWork_ComposeAndWriteTogether()
+    {
+        var store = new PostgresReadModelStore(schema.Store);
+        var table = UniqueTable();
+        var seed = schema.Store.BeginUnitOfWork();
+        await store.UpdateAsync(table, 1, "kept", _ => """{"n":1}""", seed);
+        await store.UpdateAsync(table, 1, "gone", _ => """{"n":1}""", seed);
+        await seed.CommitAsync();
+
+        // A batch's worth of changes: updates of existing documents, inserts, a delete, and a document created then deleted.
+        var unitOfWork = schema.Store.BeginUnitOfWork();
+        for (var i = 0; i < 300; i++)
+        {
+            await store.UpdateAsync(table, 1, "d" + (i % 50), current => $$"""{"n":{{(current is null ? 0 : Number(current)) + 1}}}""", unitOfWork);
+            await store.UpdateAsync(table, 1, "kept", current => $$"""{"n":{{Number(current) + 1}}}""", unitOfWork);
+        }
+
+        await store.UpdateAsync(table, 1, "gone", _ => null, unitOfWork);
+        await store.UpdateAsync(table, 1, "brief", _ => """{"n":1}""", unitOfWork);
+        await store.UpdateAsync(table, 1, "brief", _ => null, unitOfWork);
+        Assert.Null(await store.GetAsync(table, "d0"));
+        await unitOfWork.CommitAsync();
+
+        Assert.Equal(301, Number(await store.GetAsync(table, "kept")));
+        Assert.Null(await store.GetAsync(table, "gone"));
+        Assert.Null(await store.GetAsync(table, "brief"));
+        var all = await store.QueryAsync(table, new ReadModelQuery { Limit = 100 });
+        Assert.Equal(51, all.Count);
+        Assert.All(all.Where(d => d.Id.StartsWith('d')), d => Assert.Equal(6, Number(d.Json)));
     }
 
     [Fact]

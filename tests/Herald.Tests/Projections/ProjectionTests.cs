@@ -12,6 +12,24 @@ namespace Herald.Tests.Projections;
 /// <summary>Projections on the in-memory stores: configuration errors, lag and stall reports, and what cannot be rebuilt.</summary>
 public sealed class ProjectionTests
 {
+    [Theory]
+    [InlineData(0, 500, "BatchSize")]
+    [InlineData(500, 0, "CommitEvery")]
+    public void BadProjectionOptions_AreRejectedAtStart_NamingTheSetting(int batchSize, int commitEvery, string setting)
+    {
+        var services = new ServiceCollection();
+        services.AddHerald(h => h.AddProjection(new Gated()).ConfigureProjections(o =>
+        {
+            o.BatchSize = batchSize;
+            o.CommitEvery = commitEvery;
+        }));
+        using var provider = services.BuildServiceProvider();
+
+        var error = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => provider.GetRequiredService<Microsoft.Extensions.Options.IOptions<ProjectionOptions>>().Value);
+
+        Assert.Contains("ProjectionOptions." + setting, error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void AProjectionWithoutHandlers_OrWithATakenName_IsRefusedAtConfiguration()
     {

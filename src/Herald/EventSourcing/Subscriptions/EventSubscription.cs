@@ -54,6 +54,16 @@ public sealed partial class EventSubscription : IAsyncDisposable
     /// <summary>Where the subscription logs the store failures it retries (none by default). Set before start.</summary>
     public ILogger? Logger { get; init; }
 
+    /// <summary>
+    /// Replaces the handler for the events of a read (set before start): it gets them in runs of at most
+    /// <see cref="BatchLimit"/>, in position order, and the subscription moves past a run once it returns; true when it
+    /// stored the run's last position as the checkpoint itself (so the loop need not).
+    /// </summary>
+    internal Func<IReadOnlyList<RecordedEvent>, CancellationToken, ValueTask<bool>>? BatchHandler { get; init; }
+
+    /// <summary>The most events one call of <see cref="BatchHandler"/> gets.</summary>
+    internal int BatchLimit { get; init; } = 1;
+
     /// <summary>The subscription's id (its checkpoint name).</summary>
     public string SubscriptionId => _options.SubscriptionId;
 
@@ -157,6 +167,34 @@ public sealed partial class EventSubscription : IAsyncDisposable
         var handledSinceSave = 0;
         var retryDelay = FirstRetryDelay;
         var stage = Stage.Store;
+        var batch = BatchHandler is null ? null : new List<RecordedEvent>(Math.Min(BatchLimit, _options.BatchSize));
+
+        // Hands the buffered run to the batch handler, then moves past it.
+        async Task FlushAsync()
+        {
+            if (batch is not { Count: > 0 })
+            {
+                return;
+            }
+
+            stage = Stage.Handler;
+            var checkpointed = await BatchHandler!(batch, stopping).ConfigureAwait(false);
+            stage = Stage.Store;
+            Advance(batch[^1].Position);
+            if (checkpointed)
+            {
+                _savedPosition = batch[^1].Position;
+            }
+
+            handledSinceSave += batch.Count;
+            batch.Clear();
+            if (handledSinceSave >= _options.CheckpointEvery)
+            {
+                await SaveCheckpointAsync(stopping).ConfigureAwait(false);
+                handledSinceSave = 0;
+            }
+        }
+
         try
         {
             while (true)
@@ -169,14 +207,27 @@ public sealed partial class EventSubscription : IAsyncDisposable
                     while (true)
                     {
                         var read = 0;
+                        var previous = Position;
                         await foreach (var recorded in _store.ReadAllAsync(Position, _options.Filter, _options.BatchSize, stopping).ConfigureAwait(false))
                         {
                             read++;
-                            if (recorded.Position <= Position)
+                            if (recorded.Position <= previous)
                             {
                                 stage = Stage.Fatal;
                                 throw new InvalidOperationException(
-                                    $"The event store returned position {recorded.Position} after {Position}; positions must increase. The subscription '{SubscriptionId}' stopped.");
+                                    $"The event store returned position {recorded.Position} after {previous}; positions must increase. The subscription '{SubscriptionId}' stopped.");
+                            }
+
+                            previous = recorded.Position;
+                            if (batch is not null)
+                            {
+                                batch.Add(recorded);
+                                if (batch.Count >= BatchLimit)
+                                {
+                                    await FlushAsync().ConfigureAwait(false);
+                                }
+
+                                continue;
                             }
 
                             stage = Stage.Handler;
@@ -190,6 +241,7 @@ public sealed partial class EventSubscription : IAsyncDisposable
                             }
                         }
 
+                        await FlushAsync().ConfigureAwait(false);
                         if (read < _options.BatchSize)
                         {
                             break;
@@ -212,7 +264,9 @@ public sealed partial class EventSubscription : IAsyncDisposable
                 }
                 catch (Exception ex) when (stage == Stage.Store && !stopping.IsCancellationRequested && ex is not CheckpointConflictException)
                 {
-                    // The store failed, not the handler: go on from the position reached once it answers again (issue 10).
+                    // The store failed, not the handler: go on from the position reached once it answers again (issue 10);
+                    // events buffered for a batch but not handed over are read again from there.
+                    batch?.Clear();
                     LogStoreFailed(Logger ?? NullLogger.Instance, ex, SubscriptionId, Position, retryDelay);
                     await Task.Delay(retryDelay, stopping).ConfigureAwait(false);
                     retryDelay = TimeSpan.FromTicks(Math.Min(retryDelay.Ticks * 2, MaxRetryDelay.Ticks));

@@ -76,16 +76,9 @@ internal sealed class EndpointPipelineFactory(
         // only through the authenticator (issue 10).
         var userTrust = new UserTrust(authenticator, TrustEnvelope: checkpoint is not null);
         var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, alwaysScoped: useInbox || checkpoint is not null, _logger, attempt, userTrust);
-        ConsumeStep step = new RetryStep(endpoint, retries, timeProvider, _logger, unitOfWork);
-        step = new DeserializeStep(endpoint, serializer, step);
-        if (upcasters is not null)
-        {
-            step = new UpcastStep(endpoint, upcasters, step);
-        }
-
         // A subscription reads events its own store accepted (under the store's size limit), not a transport's deliveries.
         var maxBodyBytes = checkpoint is null ? MaxReceivedBytes : int.MaxValue;
-        step = new DecodeStep(endpoint, endpointHandlers ?? handlers, serializer, maxBodyBytes, step);
+        var step = Decoding(endpoint, endpointHandlers ?? handlers, maxBodyBytes, new RetryStep(endpoint, retries, timeProvider, _logger, unitOfWork));
         step = new SettleStep(endpoint, deadLetters, monitor, deadLetterOptions.Value.StoreFailureRedeliveryDelay, nativeDeadLetters, timeProvider, _logger, step);
         step = new TraceStep(endpoint, registry, step);
         return new EndpointPipeline(endpoint, step);
@@ -105,7 +98,9 @@ internal sealed class EndpointPipelineFactory(
 
     /// <summary>
     /// A subscription whose events run through a chain with <paramref name="attempt"/> around the handlers (the checkpoint
-    /// written in their unit of work) and, when given, handlers of its own instead of the host's (a projection's).
+    /// written in their unit of work) and, when given, handlers of its own instead of the host's (a projection's). With
+    /// <paramref name="batching"/> (more than one event per commit), the events of a read are applied in batches, each in one
+    /// unit of work; a batch that fails runs again event by event through the chain.
     /// </summary>
     internal EventSubscription CreateSubscription(
         IEventStore store,
@@ -113,12 +108,53 @@ internal sealed class EndpointPipelineFactory(
         EventSubscriptionOptions options,
         Func<AttemptStep, AttemptStep> attempt,
         HandlerRegistry? endpointHandlers,
-        Func<long, CancellationToken, ValueTask>? saveCheckpoint = null)
+        Func<long, CancellationToken, ValueTask>? saveCheckpoint = null,
+        SubscriptionBatching? batching = null)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var pipeline = Create(options.SubscriptionId, nativeDeadLetters: false, attempt, endpointHandlers);
+        var endpoint = options.SubscriptionId;
+        var pipeline = Create(endpoint, nativeDeadLetters: false, attempt, endpointHandlers);
         var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
-        return new EventSubscription(store, checkpoints, events.HandleAsync, options) { SaveCheckpoint = saveCheckpoint, Logger = _logger };
+        if (batching is not { CommitEvery: > 1 })
+        {
+            return new EventSubscription(store, checkpoints, events.HandleAsync, options) { SaveCheckpoint = saveCheckpoint, Logger = _logger };
+        }
+
+        // The same decoding steps as the chain's, ending where the chain would start its retries: a batch applies what they
+        // decoded in one unit of work of its own, and falls back to the chain when anything fails.
+        var decode = Decoding(endpoint, endpointHandlers ?? handlers, int.MaxValue, new DecodedStep());
+        var useOutbox = outboxRelay is not null && outboxOptions is { Value.RouteHandlerMessages: true };
+        var batch = new BatchedSubscriptionPipeline(
+            endpoint,
+            registry,
+            decode,
+            batching.Attempt(new HandlerStep(_middleware, services)),
+            batching.Checkpoint,
+            events,
+            services,
+            bus,
+            useOutbox,
+            new UserTrust(authenticator, TrustEnvelope: true),
+            _logger);
+        return new EventSubscription(store, checkpoints, events.HandleAsync, options)
+        {
+            SaveCheckpoint = saveCheckpoint,
+            Logger = _logger,
+            BatchHandler = batch.HandleAsync,
+            BatchLimit = batching.CommitEvery,
+        };
+    }
+
+    // Decode, upcast and deserialize, in front of next: the steps every source's deliveries take before their attempts.
+    private ConsumeStep Decoding(string endpoint, HandlerRegistry endpointHandlers, int maxBodyBytes, ConsumeStep next)
+    {
+        ConsumeStep step = new DeserializeStep(endpoint, serializer, next);
+        if (upcasters is not null)
+        {
+            step = new UpcastStep(endpoint, upcasters, step);
+        }
+
+        return new DecodeStep(endpoint, endpointHandlers, serializer, maxBodyBytes, step);
     }
 
     /// <summary>The name a message type is stored under.</summary>

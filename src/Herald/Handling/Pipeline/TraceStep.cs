@@ -14,10 +14,7 @@ internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, C
     {
         var envelope = consumption.Envelope;
         var started = Stopwatch.GetTimestamp();
-        // A null type (an adapter's salvage of a broken message) is unknown, not a crash of the chain: the decode step dead-letters it (issue 10).
-        MessageTypeInfo? known = null;
-        consumption.Type = envelope.MessageType is { } name && registry.TryGetByName(name, out known) ? known : null;
-        consumption.TypeTag = known?.Name ?? UnregisteredType;
+        Identify(registry, consumption);
         using var activity = StartActivity(envelope, consumption.TypeTag);
         consumption.Activity = activity;
         try
@@ -28,6 +25,15 @@ internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, C
         {
             HeraldDiagnostics.ProcessingDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, consumption.Tags(endpoint));
         }
+    }
+
+    /// <summary>Looks up the envelope's registered type and its metric tag, which the steps after this one read.</summary>
+    internal static void Identify(MessageTypeRegistry registry, Consumption consumption)
+    {
+        // A null type (an adapter's salvage of a broken message) is unknown, not a crash of the chain: the decode step dead-letters it (issue 10).
+        MessageTypeInfo? known = null;
+        consumption.Type = consumption.Envelope.MessageType is { } name && registry.TryGetByName(name, out known) ? known : null;
+        consumption.TypeTag = known?.Name ?? UnregisteredType;
     }
 
     private static Activity? StartActivity(Envelope envelope, string messageType)

@@ -27,9 +27,7 @@ internal sealed class UnitOfWorkStep(
         var context = new MessageContext(consumption.Envelope, consumption.Message!, endpoint, services, bus, cancellationToken, attempt) { Invoker = invoker, UseOutbox = useOutbox };
         await using (context.ConfigureAwait(false))
         {
-            context.UserId = userTrust.Authenticator is { } authenticator
-                ? await authenticator.AuthenticateAsync(consumption.Envelope, cancellationToken).ConfigureAwait(false)
-                : userTrust.TrustEnvelope ? consumption.Envelope.UserId : null;
+            context.UserId = await userTrust.ResolveAsync(consumption.Envelope, cancellationToken).ConfigureAwait(false);
             // The attempt is the ambient unit of work: a unit of work its scope creates (for an injected repository, the
             // outbox, the inbox) is the context's, and commands sent from the handlers join it. An attempt that may need no
             // scope (singleton handlers, no inbox) becomes ambient only if it creates one, which saves an allocation.
@@ -70,4 +68,11 @@ internal sealed class UnitOfWorkStep(
 /// Which user id an attempt acts for: what the authenticator says; without one, the envelope's own only where Herald wrote
 /// it (a subscription's stored events), and none from a transport's wire.
 /// </summary>
-internal readonly record struct UserTrust(IMessageAuthenticator? Authenticator, bool TrustEnvelope);
+internal readonly record struct UserTrust(IMessageAuthenticator? Authenticator, bool TrustEnvelope)
+{
+    /// <summary>The user id <paramref name="envelope"/> acts for under this trust.</summary>
+    public ValueTask<string?> ResolveAsync(Messages.Envelope envelope, CancellationToken cancellationToken) =>
+        Authenticator is { } authenticator
+            ? authenticator.AuthenticateAsync(envelope, cancellationToken)
+            : new(TrustEnvelope ? envelope.UserId : null);
+}
