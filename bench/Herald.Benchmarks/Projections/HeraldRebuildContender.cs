@@ -38,6 +38,8 @@ internal sealed class HeraldOrderSummaries : Projection
 /// </summary>
 internal sealed class HeraldRebuildContender(string connectionString) : IRebuildContender
 {
+    private static readonly ProjectionOptions Defaults = new();
+
     private const int Writers = 8;
 
     private readonly string _schema = $"herald_bench_{Guid.NewGuid():N}"[..24];
@@ -46,7 +48,7 @@ internal sealed class HeraldRebuildContender(string connectionString) : IRebuild
     public string Name => "Herald";
 
     public string Setup =>
-        "`services.AddHerald(h => h.UsePostgres(cs, o => o.Schema = fresh).AddProjection<OrderSummaries>())`, defaults otherwise (async projection; `ProjectionOptions` defaults); " +
+        $"`services.AddHerald(h => h.UsePostgres(cs, o => o.Schema = fresh).AddProjection<OrderSummaries>())`, defaults otherwise (async projection; `ProjectionOptions` defaults: reads of {Defaults.BatchSize} events, applied in units of work of up to {Defaults.CommitEvery} events, one checkpoint and one commit each); " +
         "the projection declares one `ReadModelTable<OrderSummary>` and three handlers: `UpsertAsync` on the placed event, `UpdateExistingAsync` (a `with` copy) on the other two. " +
         "Rebuild: `ProjectionManager.RebuildAsync(name)`, blue/green: replays the log into a new generation of the table while the old one serves, switches reads to it in one transaction and drops the old one; timed until it returns.";
 
