@@ -15,6 +15,14 @@ internal readonly record struct Measurement(long Messages, TimeSpan Elapsed, lon
 
     public double BytesPerMessage => (double)AllocatedBytes / Messages;
 
+    /// <summary>
+    /// The share of the machine processes other than this one and the peer (the server it measures) used: what disturbed
+    /// the run, rather than the work it asked of its server. Null where unknown.
+    /// </summary>
+    public double? UnrelatedCpu => ForeignCpu is { } foreign
+        ? Math.Max(0, foreign - ((PeerCpu?.TotalSeconds ?? 0) / (Elapsed.TotalSeconds * Environment.ProcessorCount)))
+        : null;
+
     /// <summary>Measures <paramref name="run"/> after a full collection, so garbage of earlier runs is not charged to it.</summary>
     /// <param name="peer">Command name of a server process (e.g. <c>beam.smp</c>) whose CPU time over the run is recorded too.</param>
     public static async Task<Measurement> TakeAsync(long messages, Func<Task> run, string? peer = null)
@@ -55,6 +63,9 @@ internal sealed record MeasurementSeries(string Contender, string Setup, IReadOn
 
     /// <summary>The largest share of the machine other processes took during one of the runs, or null where unknown.</summary>
     public double? MaxForeignCpu => Runs.Any(r => r.ForeignCpu is not null) ? Runs.Max(r => r.ForeignCpu ?? 0) : null;
+
+    /// <summary>The largest share of the machine processes other than this one and the peer took during one of the runs.</summary>
+    public double? MaxUnrelatedCpu => Runs.Any(r => r.UnrelatedCpu is not null) ? Runs.Max(r => r.UnrelatedCpu ?? 0) : null;
 
     private static double Median(IEnumerable<double> values)
     {

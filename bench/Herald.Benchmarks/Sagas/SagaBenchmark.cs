@@ -88,7 +88,8 @@ internal sealed class SagaBenchmark : IBenchmark
                     Guid[] ids = [];
                     var m = await Measurement.TakeAsync(
                         counts.Measured * SagaWorkload.EventsPerOrder,
-                        async () => ids = await SagaWorkload.RunAsync(contender, counts.Measured, producers, cancellationToken));
+                        async () => ids = await SagaWorkload.RunAsync(contender, counts.Measured, producers, cancellationToken),
+                        peer: "postgres");
                     await SagaWorkload.CheckFinishedAsync(contender, ids, cancellationToken);
                     runs[contender].Add(m);
                     Console.Write($" {contender.Name} {m.MessagesPerSecond:N0} msg/s {m.CpuMicrosecondsPerMessage:0.0} CPU-µs;");
@@ -126,17 +127,17 @@ internal sealed class SagaBenchmark : IBenchmark
         text.AppendLine("The work, the same for every contender: N new orders, each taken through three transitions of a state machine saga, one event each: `OrderSubmitted` creates the instance (state AwaitingPayment), `PaymentAccepted` moves it to AwaitingShipment, `OrderShipped` to Shipped, where it ends and stays stored. Every event is correlated to its instance by the order id and its transition copies the event's fields into the instance's data.");
         text.AppendLine(CultureInfo.InvariantCulture, $"A run has three phases, one per event: {producers} producer tasks publish the phase's N events (each awaiting its publish before the next), and the phase ends when all N are finished (the instance saved and the delivery settled), so no event can reach its instance before the state that expects it. A run is timed from the first publish to the last finished event; msg/s is 3N ÷ that time. Both sides serialize every event to JSON on publish and deserialize the body into the same record on receive.");
         text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: warm-up runs (at least {MinWarmupRuns}, in a full run more until {WarmupTime.TotalSeconds:0} s have passed, at most {MaxWarmupRuns}), then {repeat} measured round(s) interleaving the contenders; the table shows the median msg/s and the range. After every run each order is checked to be in state Shipped (not timed), so a lost, ignored or out-of-turn event fails the run.");
-        text.AppendLine("\"CPU µs/msg\" is this process's CPU time (every thread) over the run ÷ messages (a database server's CPU is not included); bytes are `GC.GetTotalAllocatedBytes(precise: true)` over the run ÷ messages. \"Other CPU\" is the share of the machine that other processes (the database server among them) used during a run.");
+        text.AppendLine("\"CPU µs/msg\" is this process's CPU time (every thread) over the run ÷ messages (a database server's CPU is not included); bytes are `GC.GetTotalAllocatedBytes(precise: true)` over the run ÷ messages. \"Other CPU\" is the share of the machine that other processes used during a run, the PostgreSQL server's processes excepted (their CPU is the work the PostgreSQL row asks of its server).");
         text.AppendLine();
         var table = new MarkdownTable("Contender", "Orders", "Messages", "msg/s (median)", "range msg/s", "CPU µs/msg", "bytes/msg", "other CPU (max)");
         foreach (var s in results)
         {
-            table.Add(s.Contender, F(s.Messages / SagaWorkload.EventsPerOrder), F(s.Messages), F(s.MessagesPerSecond), $"{F(s.MinMessagesPerSecond)}–{F(s.MaxMessagesPerSecond)}", s.CpuMicrosecondsPerMessage.ToString("0.0", CultureInfo.InvariantCulture), F(s.BytesPerMessage), s.MaxForeignCpu is { } f ? f.ToString("P0", CultureInfo.InvariantCulture) : "–");
+            table.Add(s.Contender, F(s.Messages / SagaWorkload.EventsPerOrder), F(s.Messages), F(s.MessagesPerSecond), $"{F(s.MinMessagesPerSecond)}–{F(s.MaxMessagesPerSecond)}", s.CpuMicrosecondsPerMessage.ToString("0.0", CultureInfo.InvariantCulture), F(s.BytesPerMessage), s.MaxUnrelatedCpu is { } f ? f.ToString("P0", CultureInfo.InvariantCulture) : "–");
         }
 
         text.Append(table);
         text.AppendLine();
-        if (results.Any(r => r.MaxForeignCpu > DisturbedShare))
+        if (results.Any(r => r.MaxUnrelatedCpu > DisturbedShare))
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"**Warning:** other processes took more than {DisturbedShare:P0} of the machine during some runs (last column); msg/s of those rows is low and noisy, CPU and bytes per message much less so. Rerun on a quiet machine.");
             text.AppendLine();
