@@ -2,6 +2,7 @@ using System.Globalization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Herald.Streams;
 using Orders.Stats;
 
 namespace Orders.Api;
@@ -19,7 +20,7 @@ public static class StatsEndpoints
     /// <c>GET /stats/orders-per-status?from=&amp;to=</c>: the count per status of each 1-minute window that starts in
     /// [from, to) (ISO 8601 times; both optional), in window then status order.
     /// </summary>
-    private static async Task<IResult> OrdersPerStatusAsync(string? from, string? to, OrderStatusStream stream, CancellationToken cancellationToken)
+    private static async Task<IResult> OrdersPerStatusAsync(string? from, string? to, StreamProcessors streams, CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>(StringComparer.Ordinal);
         var start = Time(from, nameof(from), DateTimeOffset.MinValue, errors);
@@ -34,7 +35,8 @@ public static class StatsEndpoints
             return Results.ValidationProblem(errors, title: "The query is not valid");
         }
 
-        if (stream.Processor is not { } processor)
+        var processor = streams[OrderStatusStream.Name];
+        if (processor.OwnedPartitions.Count == 0)
         {
             return Results.Problem(
                 statusCode: StatusCodes.Status503ServiceUnavailable,

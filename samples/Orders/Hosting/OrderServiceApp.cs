@@ -57,7 +57,6 @@ public static class OrderServiceApp
         builder.Services.AddSingleton<Inventory>();
         builder.Services.AddSingleton<Payments>();
         builder.Services.AddSingleton<Shipping>();
-        builder.Services.AddOrderStatusStream();
         builder.Services.AddHeraldAspNetCore(o => o
             .MapException<OrderRuleException>(StatusCodes.Status422UnprocessableEntity, "Order rule broken")
             .MapException<OrderNotFoundException>(StatusCodes.Status404NotFound, "Order not found"));
@@ -85,6 +84,7 @@ public static class OrderServiceApp
                 .UseInbox()
                 .AddProjection<OrderProjection>()
                 .AddSaga(FulfilmentSaga.Definition)
+                .AddOrderStatusStream()
                 .Configure(o =>
                 {
                     o.EndpointName = settings.Endpoint;

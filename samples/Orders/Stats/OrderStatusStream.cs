@@ -1,8 +1,5 @@
-using Herald.Persistence;
+using Herald.Hosting;
 using Herald.Streams;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
 using Orders.ReadModel;
 
 namespace Orders.Stats;
@@ -14,10 +11,11 @@ namespace Orders.Stats;
 /// answers from it (an interactive query).
 /// </summary>
 /// <remarks>
-/// One instance at a time runs it (the leader of <c>stream:orders-per-status</c>): two processors of one name on one
-/// database would write each other's state and checkpoint. The others answer 503 and take over when the leader goes.
+/// Herald runs it as a hosted stream in one partition, whose lease one instance holds at a time (two processors of one
+/// name on one database would otherwise write each other's state and checkpoint). The others own no partition, answer
+/// 503, and one of them takes the partition over when its owner goes.
 /// </remarks>
-public sealed partial class OrderStatusStream(IServiceProvider services, ILeaderElection election, ILogger<OrderStatusStream> logger) : BackgroundService
+public static class OrderStatusStream
 {
     public const string Name = "orders-per-status";
     public const string Store = "orders-per-status-per-minute";
@@ -27,106 +25,22 @@ public sealed partial class OrderStatusStream(IServiceProvider services, ILeader
 
     public static readonly TimeSpan WindowSize = TimeSpan.FromMinutes(1);
 
-    private static readonly TimeSpan RetryInterval = TimeSpan.FromSeconds(5);
-
     // $all is in commit order; the events' times are taken before their commits, so concurrent handlers may commit them a
     // little out of time order. A minute closes 30 s + 30 s after its end, and stays queryable for a day.
     private static readonly StreamProcessorOptions Options = new() { AllowedOutOfOrderness = TimeSpan.FromSeconds(30) };
 
-    private StreamProcessor? _running;
-
-    /// <summary>The processor while this instance runs the stream, else null.</summary>
-    public StreamProcessor? Processor => Volatile.Read(ref _running);
-
-    /// <summary>Status from the event type: each stream maps its events to the status they move an order to, keyed by it.</summary>
-    public static StreamTopology Topology()
-    {
-        var builder = new StreamBuilder();
-        builder.Stream<OrderPlaced>().Map(_ => OrderStates.Placed)
-            .Merge(builder.Stream<StockReserved>().Map(_ => OrderStates.StockReserved))
-            .Merge(builder.Stream<PaymentCharged>().Map(_ => OrderStates.Paid))
-            .Merge(builder.Stream<OrderConfirmed>().Map(_ => OrderStates.Confirmed))
-            .Merge(builder.Stream<OrderCancelled>().Map(_ => OrderStates.Cancelled))
-            .GroupBy(status => status)
-            .WindowedBy(TumblingWindows.Of(WindowSize).WithGrace(TimeSpan.FromSeconds(30)))
-            .RetainClosedWindowsFor(TimeSpan.FromDays(1))
-            .Count(Store);
-        return builder.Build();
-    }
-
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            LeaderLease? lease = null;
-            try
-            {
-                lease = await election.TryAcquireAsync("stream:" + Name, stoppingToken);
-            }
-            catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
-            {
-                // The database is unreachable for now: an unhandled exception here would stop the whole host.
-                LogFailed(logger, ex, Name, RetryInterval);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-
-            if (lease is not null)
-            {
-                await using (lease)
-                {
-                    await RunWhileLeadingAsync(lease, stoppingToken);
-                }
-            }
-
-            // Not the leader, or the run ended (a failed commit, a lost lease): try again shortly, from the last commit.
-            try
-            {
-                await Task.Delay(RetryInterval, stoppingToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-        }
-    }
-
-    private async Task RunWhileLeadingAsync(LeaderLease lease, CancellationToken stoppingToken)
-    {
-        await using var processor = new StreamProcessor(Name, Topology(), services, Options);
-        using var leading = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, lease.LeadershipLost);
-        try
-        {
-            await processor.StartAsync(leading.Token);
-            Volatile.Write(ref _running, processor);
-            await processor.Completion.WaitAsync(leading.Token);
-        }
-        catch (OperationCanceledException) when (leading.IsCancellationRequested)
-        {
-        }
-        catch (Exception ex)
-        {
-            LogFailed(logger, ex, Name, RetryInterval);
-        }
-        finally
-        {
-            Volatile.Write(ref _running, null);
-        }
-    }
-
-    [LoggerMessage(EventId = 1, Level = LogLevel.Warning, Message = "The stream {Stream} failed; it starts again from its last commit in {Delay}")]
-    private static partial void LogFailed(ILogger logger, Exception exception, string stream, TimeSpan delay);
-}
-
-/// <summary>Registers the stream; the profile's persistence registers its state store.</summary>
-internal static class OrderStatusStreamRegistration
-{
-    public static IServiceCollection AddOrderStatusStream(this IServiceCollection services)
-    {
-        services.AddSingleton<OrderStatusStream>();
-        services.AddHostedService(sp => sp.GetRequiredService<OrderStatusStream>());
-        return services;
-    }
+    /// <summary>Registers the stream: status from the event type, each stream mapping its events to the status they move an order to, keyed by it.</summary>
+    public static HeraldBuilder AddOrderStatusStream(this HeraldBuilder herald) =>
+        herald.AddStream(
+            Name,
+            builder => builder.Stream<OrderPlaced>().Map(_ => OrderStates.Placed)
+                .Merge(builder.Stream<StockReserved>().Map(_ => OrderStates.StockReserved))
+                .Merge(builder.Stream<PaymentCharged>().Map(_ => OrderStates.Paid))
+                .Merge(builder.Stream<OrderConfirmed>().Map(_ => OrderStates.Confirmed))
+                .Merge(builder.Stream<OrderCancelled>().Map(_ => OrderStates.Cancelled))
+                .GroupBy(status => status)
+                .WindowedBy(TumblingWindows.Of(WindowSize).WithGrace(TimeSpan.FromSeconds(30)))
+                .RetainClosedWindowsFor(TimeSpan.FromDays(1))
+                .Count(Store),
+            Options);
 }
