@@ -384,13 +384,15 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             ReadCommitted(consumer, assigned);
         }
 
+        // The start offsets are settled before ConsumeAsync returns, so a record sent after it is after them.
+        var offsets = StartOffsets(consumer, assigned);
         if (assigned.Count > 0)
         {
             Log.PartitionsAssigned(_logger, Queue, string.Join(", ", assigned));
             _assigned.TrySetResult();
         }
 
-        return StartOffsets(consumer, assigned);
+        return offsets;
     }
 
     /// <summary>Where the group stands on the new partitions, so the lag gauge is right before this member's first commit.</summary>
@@ -432,16 +434,37 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
                 offsets[found.TopicPartition] = found.Offset == Offset.Unset ? new TopicPartitionOffset(found.TopicPartition, Offset.End) : found;
             }
         }
-        else
+        else if (position == KafkaStartPosition.Earliest)
         {
-            var start = position == KafkaStartPosition.Earliest ? Offset.Beginning : Offset.End;
             foreach (var partition in fresh)
             {
-                offsets[partition] = new TopicPartitionOffset(partition, start);
+                offsets[partition] = new TopicPartitionOffset(partition, Offset.Beginning);
+            }
+        }
+        else
+        {
+            foreach (var partition in fresh)
+            {
+                offsets[partition] = new TopicPartitionOffset(partition, EndOf(consumer, partition));
             }
         }
 
         return [.. offsets.Values];
+    }
+
+    // Latest means the end as of the start: resolved here rather than left to the client's first fetch (Offset.End), which
+    // may come after records the caller sent once ConsumeAsync returned, and would skip them.
+    private Offset EndOf(IConsumer<byte[]?, byte[]> consumer, TopicPartition partition)
+    {
+        try
+        {
+            return consumer.QueryWatermarkOffsets(partition, TimeSpan.FromSeconds(10)).High;
+        }
+        catch (KafkaException e)
+        {
+            Log.ClientError(_logger, GroupId, e.Error.Code, e.Error.Reason);
+            return Offset.End;
+        }
     }
 
     private void OnRevoked(List<TopicPartitionOffset> revoked, bool lost)
