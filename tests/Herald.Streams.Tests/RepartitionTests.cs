@@ -1,9 +1,8 @@
 using System.Collections.Concurrent;
-using Herald.EventSourcing;
+using Herald.Conformance;
 using Herald.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Npgsql;
 
 namespace Herald.Streams.Tests;
 
@@ -31,6 +30,12 @@ internal static class RepartitionScenario
     public static StreamTopology Topology(ConcurrentQueue<string> outputs, Func<bool>? failCommit = null)
     {
         var b = new StreamBuilder();
+        Build(b, outputs, failCommit);
+        return b.Build();
+    }
+
+    public static void Build(StreamBuilder b, ConcurrentQueue<string> outputs, Func<bool>? failCommit = null)
+    {
         var byProduct = b.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId);
         byProduct.Count("per-product").ToStream()
             .GroupBy(count => count % 3)
@@ -50,7 +55,6 @@ internal static class RepartitionScenario
             .WindowedBy(TumblingWindows.Of(TimeSpan.FromMinutes(15)))
             .Count("windows-by-parity").ToStream()
             .To(StreamSinks.Callback<Windowed<string>, long>(o => outputs.Enqueue($"parity {o.Key.Key} {o.Key.Window.Start:O} {o.Value}")));
-        return b.Build();
     }
 
     public static async Task<(List<KeyValuePair<long, long>> Sums, List<string> Windows)> StateAsync(StreamProcessor processor)
@@ -202,6 +206,56 @@ public sealed class PostgresRepartitionTests : IAsyncLifetime
     [Fact]
     public async Task Postgres_ARekeyAfterStateThatFeedsStateAgain_GivesTheSameResultsWithOneAndFourPartitions_AcrossAFailureAndAStop() =>
         await RepartitionScenario.RunAllAsync(h => h.UsePostgres(TestPostgres.ConnectionString, o => o.Schema = _schema).UsePostgresStreamState());
+
+    [Fact]
+    public async Task TwoHosts_ShareThePartitionsOfARekeyAfterState_AndOneTakesOverWhenTheOtherStops_CountingEveryEventOnce()
+    {
+        // Fewer events than the in-memory scenario: each append is a round trip.
+        const int orders = 80;
+        var outputs = new ConcurrentQueue<string>();
+        Action<HeraldBuilder> configure = h =>
+        {
+            PartitionScenario.Configure(h);
+            h.UsePostgres(TestPostgres.ConnectionString, o => o.Schema = _schema).UsePostgresStreamState()
+                .AddStream("rekey-shared", b => RepartitionScenario.Build(b, outputs), RepartitionScenario.Options(4));
+        };
+        var first = await ProcessorScenario.StartHostAsync(configure);
+        var second = await ProcessorScenario.StartHostAsync(configure);
+        try
+        {
+            var a = first.Services.GetRequiredService<StreamProcessors>()["rekey-shared"];
+            var b = second.Services.GetRequiredService<StreamProcessors>()["rekey-shared"];
+            await Eventually.UntilAsync(() => a.OwnedPartitions.Count == 2 && b.OwnedPartitions.Count == 2, "the two hosts hold two partitions each");
+
+            // Each host's second stage takes records the other host's partitions wrote (found by its poll).
+            var half = await PartitionScenario.AppendAsync(first.Services, 0, orders / 2);
+            await Task.WhenAll(a.WaitForPositionAsync(half), b.WaitForPositionAsync(half)).WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.Equal(2, a.OwnedPartitions.Count);
+            Assert.Equal(2, b.OwnedPartitions.Count);
+
+            await second.StopAsync();
+            await Eventually.UntilAsync(() => a.OwnedPartitions.Count == 4, "the first host takes over every partition");
+            var head = await PartitionScenario.AppendAsync(first.Services, orders / 2, orders);
+            await a.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(60));
+
+            // The same as one task over the same events in a fresh in-memory host.
+            using var reference = await ProcessorScenario.StartHostAsync(PartitionScenario.Configure);
+            var referenceHead = await PartitionScenario.AppendAsync(reference.Services, 0, orders);
+            var expected = await RepartitionScenario.RunAsync(reference.Services, "reference", 1, referenceHead);
+            var (sums, windows) = await RepartitionScenario.StateAsync(a);
+            Assert.Equal(expected.SumsByRemainder, sums);
+            Assert.Equal(expected.Windows, windows);
+            Assert.Equal(expected.Outputs, outputs.Order(StringComparer.Ordinal));
+            await reference.StopAsync();
+        }
+        finally
+        {
+            await second.StopAsync();
+            second.Dispose();
+            await first.StopAsync();
+            first.Dispose();
+        }
+    }
 
     public Task InitializeAsync() => Task.CompletedTask;
 

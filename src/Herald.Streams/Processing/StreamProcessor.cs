@@ -531,6 +531,10 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             }
 
             await Task.WhenAll(stages.Select(s => s.Loop)).ConfigureAwait(false);
+            foreach (var each in stages)
+            {
+                each.Stopping.Dispose();
+            }
         }
 
         Log.ProcessorStopped(_logger, Name, run.Subscription?.Position ?? 0);
