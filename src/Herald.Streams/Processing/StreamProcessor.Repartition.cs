@@ -86,6 +86,17 @@ public sealed partial class StreamProcessor
     /// </summary>
     private async ValueTask StageRoundAsync(StreamRun run, StreamStage stage)
     {
+        // Owning every writer, this process knows their marks once each has committed in this run: no read is needed
+        // until the lowest of them moves past what the stage took (each writer's commit wakes the stage).
+        if (run.Partitions.Count == run.PartitionCount)
+        {
+            var writers = run.Partitions.Values.Select(p => stage.Stage == 1 ? p.Writer : p.Stages[stage.Stage - 2].Writer).ToList();
+            if (writers.All(w => w.MarkedAt >= 0) && writers.Min(w => w.MarkedAt) <= stage.Committed)
+            {
+                return;
+            }
+        }
+
         var marks = new RepartitionMark[run.PartitionCount];
         for (var from = 0; from < marks.Length; from++)
         {
