@@ -46,9 +46,13 @@ using Microsoft.Extensions.Logging;
 // by <pace ms>. Prints "resumed <checkpoint>" (the committed position it starts from) and "ready", then "progress <position>"
 // whenever the committed position moves, and "caught-up <position>" once it reaches <target position>; it runs until the
 // test kills it with SIGKILL, which it does mid-run (and once more after the last run has caught up).
+//        Herald.CrashChild stream-rekey-sqlite <database file> <target position> <pace ms>
+//        Herald.CrashChild stream-rekey-postgres <connection string> <schema> <target position> <pace ms>
+// The same with the variant that re-keys after state, in four partitions (its repartition log in the same database).
 const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file>"
     + " | outbox-relay-sqlite <database file> <message count> <kill at send> | outbox-relay-postgres <connection string> <schema> <message count> <kill at send>"
-    + " | stream-sqlite <database file> <target position> <pace ms> | stream-postgres <connection string> <schema> <target position> <pace ms>";
+    + " | stream-sqlite <database file> <target position> <pace ms> | stream-postgres <connection string> <schema> <target position> <pace ms>"
+    + " | stream-rekey-sqlite <database file> <target position> <pace ms> | stream-rekey-postgres <connection string> <schema> <target position> <pace ms>";
 KillingTransport? relay = null;
 switch (args)
 {
@@ -80,6 +84,12 @@ switch (args)
         return 0;
     case ["stream-postgres", var connectionString, var schema, var target, var pace] when Position(target) is { } position && Count(pace) is { } milliseconds:
         await RunStreamAsync(h => h.UsePostgres(connectionString, o => o.Schema = schema).UsePostgresStreamState(), position, milliseconds);
+        return 0;
+    case ["stream-rekey-sqlite", var file, var target, var pace] when Position(target) is { } position && Count(pace) is { } milliseconds:
+        await RunStreamAsync(h => h.UseSqlite(file).UseSqliteStreamState(), position, milliseconds, rekey: true);
+        return 0;
+    case ["stream-rekey-postgres", var connectionString, var schema, var target, var pace] when Position(target) is { } position && Count(pace) is { } milliseconds:
+        await RunStreamAsync(h => h.UsePostgres(connectionString, o => o.Schema = schema).UsePostgresStreamState(), position, milliseconds, rekey: true);
         return 0;
     default:
         await Console.Error.WriteLineAsync(Usage);
@@ -207,7 +217,7 @@ static ValueTask Effect(SagaStepContext<CrashSagaData> context)
 }
 
 // Never returns: the test kills it.
-static async Task RunStreamAsync(Action<HeraldBuilder> persistence, long target, int paceMilliseconds)
+static async Task RunStreamAsync(Action<HeraldBuilder> persistence, long target, int paceMilliseconds, bool rekey = false)
 {
     var builder = Host.CreateApplicationBuilder();
     builder.Logging.ClearProviders();
@@ -226,8 +236,14 @@ static async Task RunStreamAsync(Action<HeraldBuilder> persistence, long target,
 
     var checkpoint = await host.Services.GetRequiredService<ICheckpointStore>().GetCheckpointAsync("stream:" + StreamCrashScenario.Name) ?? 0;
     var processor = new StreamProcessor(
-        StreamCrashScenario.Name, StreamCrashScenario.Topology(TimeSpan.FromMilliseconds(paceMilliseconds)), host.Services, StreamCrashScenario.Options);
+        StreamCrashScenario.Name,
+        StreamCrashScenario.Topology(TimeSpan.FromMilliseconds(paceMilliseconds), rekey),
+        host.Services,
+        rekey ? StreamCrashScenario.RekeyOptions : StreamCrashScenario.Options);
     await processor.StartAsync();
+
+    // With partitions there is no single checkpoint: the lowest committed position of the partitions and stages it loaded.
+    checkpoint = rekey ? processor.CommittedPosition : checkpoint;
     Console.WriteLine("resumed " + checkpoint.ToString(CultureInfo.InvariantCulture));
     Console.WriteLine("ready");
 

@@ -37,6 +37,15 @@ internal static class StreamCrashScenario
         AllowedOutOfOrderness = OutOfOrderness,
     };
 
+    /// <summary>The same with four partitions, for the variant that re-keys the closed windows' counts (a second stage).</summary>
+    public static StreamProcessorOptions RekeyOptions { get; } = Options with { Partitions = 4 };
+
+    /// <summary>The variant's count of closed windows per parity of their count: a table after a re-key after state.</summary>
+    public const string ParityStore = "windows-by-parity";
+
+    /// <summary>The stream each update of a parity's count is appended to (the variant).</summary>
+    public static string ParityStream(string parity) => "crashparity-" + parity;
+
     /// <summary>The stream each closed window's count is appended to.</summary>
     public static string WindowStream(string product) => "crashwindow-" + product;
 
@@ -72,14 +81,17 @@ internal static class StreamCrashScenario
     public static HeraldBuilder AddMessageTypes(HeraldBuilder builder) => builder
         .AddMessageType<CrashOrder>("crash-stream-order-placed")
         .AddMessageType<CrashWindowCount>("crash-stream-window-count")
-        .AddMessageType<CrashLateOrder>("crash-stream-late-order");
+        .AddMessageType<CrashLateOrder>("crash-stream-late-order")
+        .AddMessageType<CrashParityCount>("crash-stream-parity-count");
 
     /// <summary>
     /// The topology: per product, 1-minute tumbling windows with 30 s of grace; the sum of every update, and the count of
     /// each window once it closes, appended to the event store (exactly once with the state), late records appended too.
     /// <paramref name="pace"/> (the child's) slows every event down, so a kill lands while it is processing.
     /// </summary>
-    public static StreamTopology Topology(TimeSpan pace = default)
+    /// With <paramref name="rekey"/>, the closed windows' counts are also re-keyed by their parity and counted again (a
+    /// second stage: with several partitions, through the processor's repartition log), each update appended.
+    public static StreamTopology Topology(TimeSpan pace = default, bool rekey = false)
     {
         var builder = new StreamBuilder();
         var windowed = builder.Stream<CrashOrder>(o => o.PlacedAt)
@@ -87,13 +99,20 @@ internal static class StreamCrashScenario
             .WindowedBy(TumblingWindows.Of(WindowSize).WithGrace(Grace))
             .RetainClosedWindowsFor(TimeSpan.FromDays(1));
         windowed.Aggregate(() => 0m, (_, o, sum) => sum + o.Amount, RevenueStore);
-        windowed.SuppressUntilWindowCloses()
+        var counts = windowed.SuppressUntilWindowCloses()
             // Another type than the input's: appended as CrashOrder, a late record would come back from $all as input.
             .WithLateOutput(late => late.Map(o => new CrashLateOrder(o.OrderId, o.PlacedAt)).To(StreamSinks.EventStore<string, CrashLateOrder>((_, _) => LateStream)))
             .Count(CountStore)
             .ToStream()
-            .Map((w, count) => new CrashWindowCount(w.Key, w.Window.Start, count))
-            .To(StreamSinks.EventStore<Windowed<string>, CrashWindowCount>((w, _) => WindowStream(w.Key)));
+            .Map((w, count) => new CrashWindowCount(w.Key, w.Window.Start, count));
+        counts.To(StreamSinks.EventStore<Windowed<string>, CrashWindowCount>((w, _) => WindowStream(w.Key)));
+        if (rekey)
+        {
+            counts.GroupBy(c => c.Count % 2 == 0 ? "even" : "odd").Count(ParityStore).ToStream()
+                .Map((parity, n) => new CrashParityCount(parity, n))
+                .To(StreamSinks.EventStore<string, CrashParityCount>((parity, _) => ParityStream(parity)));
+        }
+
         if (pace > TimeSpan.Zero)
         {
             // Last, so the operators above keep the names (and stores) they have without it; with the same event time, as
@@ -110,6 +129,9 @@ internal sealed record CrashOrder(string OrderId, string ProductId, decimal Amou
 
 /// <summary>An order that came after its window closed, appended to <see cref="StreamCrashScenario.LateStream"/>.</summary>
 internal sealed record CrashLateOrder(string OrderId, DateTimeOffset PlacedAt);
+
+/// <summary>How many closed windows had a count of this parity so far (the re-keyed variant).</summary>
+internal sealed record CrashParityCount(string Parity, long Windows);
 
 /// <summary>The count of one product's window, appended when the window closes.</summary>
 internal sealed record CrashWindowCount(string ProductId, DateTimeOffset WindowStart, long Count);

@@ -172,20 +172,6 @@ public sealed class PartitionTests
     }
 
     [Fact]
-    public void Partitions_RefuseARekeyAfterStateThatFeedsStateAgain_AndACountBelowOne()
-    {
-        var services = new ServiceCollection().AddHerald(_ => { }).BuildServiceProvider();
-        var builder = new StreamBuilder();
-        builder.Stream<Order>().GroupBy(o => o.ProductId).Count("per-product").ToStream().GroupBy(count => count).Count("products-per-count");
-        var topology = builder.Build();
-
-        var error = Assert.Throws<ArgumentException>(() => new StreamProcessor("rekey", topology, services, new StreamProcessorOptions { Partitions = 2 }));
-        Assert.Contains("re-keys after one", error.Message, StringComparison.Ordinal);
-        Assert.Throws<ArgumentOutOfRangeException>(() => new StreamProcessor("none", topology, services, new StreamProcessorOptions { Partitions = 0 }));
-        _ = new StreamProcessor("one", topology, services); // one partition runs it
-    }
-
-    [Fact]
     public void Partitioner_IsStableAndKeepsTheWindowsOfAKeyTogether()
     {
         // FNV-1a of the key's JSON: fixed values, whatever the process or runtime.

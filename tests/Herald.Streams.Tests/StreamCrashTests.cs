@@ -73,6 +73,57 @@ public sealed class PostgresStreamCrashTests(ITestOutputHelper output) : IAsyncL
     }
 }
 
+/// <summary>
+/// The variant that re-keys the closed windows' counts after state and counts them again, in four partitions: the second
+/// stage reads the repartition log the first writes in the same database, and a SIGKILL anywhere loses and doubles nothing.
+/// </summary>
+[Collection("stream-crash")]
+public sealed class SqliteRepartitionCrashTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _crashed = TestSqlite.NewFile("rekey-crash");
+    private readonly string _uninterrupted = TestSqlite.NewFile("rekey-clean");
+
+    [Fact]
+    public async Task Sqlite_KilledThreeTimesMidRun_WithARekeyAfterStateInFourPartitions_ResumedStateEqualsTheUninterruptedOne() =>
+        await StreamCrashRun.RunAsync(
+            h => h.UseSqlite(_crashed).UseSqliteStreamState(),
+            h => h.UseSqlite(_uninterrupted).UseSqliteStreamState(),
+            target => ["stream-rekey-sqlite", _crashed, target, StreamCrashRun.PaceMilliseconds],
+            output,
+            rekey: true);
+
+    public void Dispose()
+    {
+        TestSqlite.Delete(_crashed);
+        TestSqlite.Delete(_uninterrupted);
+    }
+}
+
+/// <summary>The re-keyed variant on PostgreSQL.</summary>
+[Collection("stream-crash")]
+public sealed class PostgresRepartitionCrashTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private readonly string _crashed = TestPostgres.NewSchema();
+    private readonly string _uninterrupted = TestPostgres.NewSchema();
+
+    [Fact]
+    public async Task Postgres_KilledThreeTimesMidRun_WithARekeyAfterStateInFourPartitions_ResumedStateEqualsTheUninterruptedOne() =>
+        await StreamCrashRun.RunAsync(
+            h => h.UsePostgres(TestPostgres.ConnectionString, o => o.Schema = _crashed).UsePostgresStreamState(),
+            h => h.UsePostgres(TestPostgres.ConnectionString, o => o.Schema = _uninterrupted).UsePostgresStreamState(),
+            target => ["stream-rekey-postgres", TestPostgres.ConnectionString, _crashed, target, StreamCrashRun.PaceMilliseconds],
+            output,
+            rekey: true);
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        await TestPostgres.DropAsync(_crashed);
+        await TestPostgres.DropAsync(_uninterrupted);
+    }
+}
+
 internal static class StreamCrashRun
 {
     /// <summary>The child's delay per event: more than 2 s for the 2,000 events, so every kill lands mid-run.</summary>
@@ -82,8 +133,12 @@ internal static class StreamCrashRun
     private static readonly TimeSpan LineTimeout = TimeSpan.FromSeconds(30);
 
     public static async Task RunAsync(
-        Action<HeraldBuilder> crashed, Action<HeraldBuilder> uninterrupted, Func<string, string[]> childArguments, ITestOutputHelper output)
+        Action<HeraldBuilder> crashed, Action<HeraldBuilder> uninterrupted, Func<string, string[]> childArguments, ITestOutputHelper output, bool rekey = false)
     {
+        var options = rekey ? StreamCrashScenario.RekeyOptions : StreamCrashScenario.Options;
+
+        // Four partitions and a second stage commit about eight times as often as one task (25 s on a busy PostgreSQL).
+        var runTimeout = TimeSpan.FromSeconds(rekey ? 180 : 60);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var orders = StreamCrashScenario.Orders();
         var target = await AppendAsync(crashed, orders);
@@ -92,10 +147,10 @@ internal static class StreamCrashRun
         // The uninterrupted run, in this process, on a database of its own with the same events.
         using var clean = await StartAsync(uninterrupted);
         var cleanTarget = await AppendAsync(clean, orders);
-        await using (var processor = new StreamProcessor(StreamCrashScenario.Name, StreamCrashScenario.Topology(), clean.Services, StreamCrashScenario.Options))
+        await using (var processor = new StreamProcessor(StreamCrashScenario.Name, StreamCrashScenario.Topology(rekey: rekey), clean.Services, options))
         {
             await processor.StartAsync();
-            await processor.WaitForPositionAsync(cleanTarget).WaitAsync(TimeSpan.FromSeconds(60));
+            await processor.WaitForPositionAsync(cleanTarget).WaitAsync(runTimeout);
         }
 
         output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: the uninterrupted run is done");
@@ -142,11 +197,29 @@ internal static class StreamCrashRun
 
         using var resumedHost = await StartAsync(crashed);
         var checkpoints = resumedHost.Services.GetRequiredService<ICheckpointStore>();
-        Assert.True(await checkpoints.GetCheckpointAsync("stream:" + StreamCrashScenario.Name) >= target, "the last run committed everything");
+        foreach (var checkpoint in StateNames(rekey).Select(n => "stream:" + n))
+        {
+            Assert.True(await checkpoints.GetCheckpointAsync(checkpoint) >= target, $"the last run committed everything ({checkpoint})");
+        }
 
         // The whole committed state (every window of both aggregates, closed flags, the stream time) equals the
         // uninterrupted run's, entry by entry; read before any processor runs here.
-        Assert.Equal(await StateAsync(clean), await StateAsync(resumedHost));
+        Assert.Equal(await StateAsync(clean, rekey), await StateAsync(resumedHost, rekey));
+        if (rekey)
+        {
+            // Each update of the re-keyed count was appended once: per parity 1, 2, 3, ... as in the uninterrupted run,
+            // and together one per closed window.
+            var parities = new List<CrashParityCount>();
+            foreach (var parity in new[] { "even", "odd" })
+            {
+                var updates = await ProcessorScenario.ReadAsync<CrashParityCount>(resumedHost, StreamCrashScenario.ParityStream(parity));
+                Assert.Equal(Enumerable.Range(1, updates.Count).Select(n => (long)n), updates.Select(u => u.Windows));
+                Assert.Equal(await ProcessorScenario.ReadAsync<CrashParityCount>(clean, StreamCrashScenario.ParityStream(parity)), updates);
+                parities.AddRange(updates);
+            }
+
+            Assert.Equal(Expected(orders).Closed.Count, parities.Count);
+        }
 
         // Each closed window was appended exactly once, with the count of the events that were on time for it; every late
         // event went to the side output exactly once.
@@ -160,7 +233,7 @@ internal static class StreamCrashRun
         Assert.Equal(await ProcessorScenario.ReadAsync<CrashLateOrder>(clean, StreamCrashScenario.LateStream), late);
 
         // The state as the interactive queries see it equals the result computed in memory.
-        await using var queries = new StreamProcessor(StreamCrashScenario.Name, StreamCrashScenario.Topology(), resumedHost.Services, StreamCrashScenario.Options);
+        await using var queries = new StreamProcessor(StreamCrashScenario.Name, StreamCrashScenario.Topology(rekey: rekey), resumedHost.Services, options);
         await queries.StartAsync();
         await queries.WaitForPositionAsync(target).WaitAsync(TimeSpan.FromSeconds(30));
         foreach (var product in expected.Windows.Keys.Select(k => k.Product).Distinct())
@@ -208,16 +281,24 @@ internal static class StreamCrashRun
         return await events.GetLastPositionAsync();
     }
 
-    private static async Task<List<StateEntry>> StateAsync(IHost host)
+    /// <summary>The names the state (and, after "stream:", the checkpoints) are kept under: one, or per partition and stage.</summary>
+    private static IEnumerable<string> StateNames(bool rekey) => rekey
+        ? Enumerable.Range(0, StreamCrashScenario.RekeyOptions.Partitions).SelectMany(p => new[] { $"{StreamCrashScenario.Name}:{p}", $"{StreamCrashScenario.Name}:{p}:stage-1" })
+        : [StreamCrashScenario.Name];
+
+    private static async Task<List<(string Name, StateEntry Entry)>> StateAsync(IHost host, bool rekey)
     {
-        var entries = new List<StateEntry>();
-        await foreach (var entry in host.Services.GetRequiredService<IStreamStateStore>().ReadAllAsync(StreamCrashScenario.Name))
+        var entries = new List<(string, StateEntry)>();
+        foreach (var name in StateNames(rekey))
         {
-            entries.Add(entry);
+            await foreach (var entry in host.Services.GetRequiredService<IStreamStateStore>().ReadAllAsync(name))
+            {
+                entries.Add((name, entry));
+            }
         }
 
         Assert.NotEmpty(entries);
-        return [.. entries.OrderBy(e => e.Store, StringComparer.Ordinal).ThenBy(e => e.Key, StringComparer.Ordinal)];
+        return [.. entries.OrderBy(e => e.Item1, StringComparer.Ordinal).ThenBy(e => e.Item2.Store, StringComparer.Ordinal).ThenBy(e => e.Item2.Key, StringComparer.Ordinal)];
     }
 
     private static async Task<List<CrashWindowCount>> WindowCountsAsync(IHost host)

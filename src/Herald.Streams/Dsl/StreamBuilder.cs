@@ -103,11 +103,13 @@ public sealed class StreamBuilder
             throw new StreamTopologyException(problems);
         }
 
+        var rekeys = MarkPartitioned(order);
         _built = new StreamTopology(
             order,
             _sources.ToDictionary(s => s.Key, s => s.Value.ToArray()),
             stores,
-            MarkPartitioned(order));
+            rekeys,
+            AssignStages(order, rekeys));
         return _built;
     }
 
@@ -189,8 +191,8 @@ public sealed class StreamBuilder
 
     /// <summary>
     /// Marks the operators that run in the partition tasks: those with state, timers or outputs, and every operator after
-    /// one. Returns the re-keys among them that feed state again (a record would have to move to another partition's task
-    /// after its first state, which a processor with several partitions refuses).
+    /// one. Returns the re-keys among them that feed state again (a record moves to another partition's task after its first
+    /// state: with several partitions, through the processor's repartition log).
     /// </summary>
     private static List<string> MarkPartitioned(List<Node> order)
     {
@@ -211,6 +213,58 @@ public sealed class StreamBuilder
         }
 
         return [.. order.Where(n => n is IRekeyNode && n.IsPartitioned && Descendants(n).Any(d => d.RunsInPartition && d is not SinkNode)).Select(n => n.Name)];
+    }
+
+    /// <summary>
+    /// Splits the partitioned part into sub-topologies: the operators after each re-key of <paramref name="rekeys"/> run
+    /// one stage later, and operators sharing state (a join's sides, a table and its table join) run in the same stage,
+    /// the later one. Returns the number of stages, or 0 when the shared state keeps raising stages (a table joined with
+    /// a re-key of itself), which cannot be split.
+    /// </summary>
+    private static int AssignStages(List<Node> order, List<string> rekeys)
+    {
+        var owners = new Dictionary<string, Node>(StringComparer.Ordinal);
+        foreach (var node in order)
+        {
+            foreach (var store in node.Stores)
+            {
+                owners.TryAdd(store.Name, node);
+            }
+        }
+
+        var boundaries = rekeys.ToHashSet(StringComparer.Ordinal);
+        for (var round = 0; round <= order.Count + 1; round++)
+        {
+            var changed = false;
+            foreach (var node in order)
+            {
+                foreach (var store in (node as ISharedStateNode)?.ReadsStores ?? [])
+                {
+                    if (owners.TryGetValue(store, out var owner) && owner.Stage != node.Stage)
+                    {
+                        owner.Stage = node.Stage = Math.Max(owner.Stage, node.Stage);
+                        changed = true;
+                    }
+                }
+
+                var next = node.Stage + (boundaries.Contains(node.Name) ? 1 : 0);
+                foreach (var child in Children(node))
+                {
+                    if (child.Stage < next)
+                    {
+                        child.Stage = next;
+                        changed = true;
+                    }
+                }
+            }
+
+            if (!changed)
+            {
+                return order.Count == 0 ? 1 : order.Max(n => n.Stage) + 1;
+            }
+        }
+
+        return 0;
     }
 
     private static HashSet<Node> Descendants(Node node)
@@ -259,10 +313,14 @@ public sealed class StreamTopologyException : HeraldException
 /// </summary>
 public sealed class StreamTopology
 {
-    internal StreamTopology(List<Node> order, Dictionary<Type, Node[]> sources, List<StoreSpec> stores, List<string> rekeysAfterState)
+    internal StreamTopology(List<Node> order, Dictionary<Type, Node[]> sources, List<StoreSpec> stores, List<string> rekeysAfterState, int stageCount)
     {
         Nodes = order;
         RekeysAfterState = rekeysAfterState;
+        StageCount = stageCount;
+        NodesByName = order.GroupBy(n => n.Name, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        var stages = order.SelectMany(n => n.Stores.Select(s => (s.Name, n.Stage))).GroupBy(s => s.Name, StringComparer.Ordinal);
+        StoreStages = stages.ToDictionary(g => g.Key, g => g.First().Stage, StringComparer.Ordinal);
         Sources = sources;
         Stores = stores;
         TimedNodes = [.. order.Where(n => n.IsTimed)];
@@ -282,6 +340,14 @@ public sealed class StreamTopology
 
     internal Node[] TimedNodes { get; }
 
-    /// <summary>Re-keys after the first stateful operator that feed state again: refused with several partitions.</summary>
+    /// <summary>Re-keys after the first stateful operator that feed state again: each starts a sub-topology.</summary>
     internal IReadOnlyList<string> RekeysAfterState { get; }
+
+    /// <summary>The sub-topologies (1 without a re-key after state); 0 when the topology cannot be split into them.</summary>
+    internal int StageCount { get; }
+
+    internal IReadOnlyDictionary<string, Node> NodesByName { get; }
+
+    /// <summary>The sub-topology each state store runs in.</summary>
+    internal IReadOnlyDictionary<string, int> StoreStages { get; }
 }

@@ -49,6 +49,12 @@ internal sealed class StreamPartition
 
     public Task Loop { get; set; } = System.Threading.Tasks.Task.CompletedTask;
 
+    /// <summary>Its tasks of the later sub-topologies (stage 1 first), when the topology is split into several.</summary>
+    public List<StreamStage> Stages { get; } = [];
+
+    /// <summary>Writes the records leaving its sub-topology to the repartition logs of stage 1.</summary>
+    public RepartitionWriter Writer { get; } = new();
+
     /// <summary>The leadership this process holds on the partition (none when no election is used).</summary>
     public Herald.Persistence.LeaderLease? Lease { get; init; }
 

@@ -15,7 +15,7 @@ public sealed partial class StreamProcessor
         ArgumentNullException.ThrowIfNull(key);
         cancellationToken.ThrowIfCancellationRequested();
         CheckStore(storeName);
-        if (TaskOf(key) is not { } task)
+        if (TaskOf(key, storeName) is not { } task)
         {
             return ValueTask.FromResult<TValue?>(default);
         }
@@ -36,9 +36,10 @@ public sealed partial class StreamProcessor
         var entries = new List<KeyValuePair<string, object>>();
         foreach (var partition in _run?.Partitions.Values ?? [])
         {
-            lock (partition.Task.Gate)
+            var task = TaskOf(partition, storeName);
+            lock (task.Gate)
             {
-                entries.AddRange(partition.Task.Store(storeName).Entries);
+                entries.AddRange(task.Store(storeName).Entries);
             }
         }
 
@@ -62,7 +63,7 @@ public sealed partial class StreamProcessor
         CheckStore(storeName);
         var keyJson = StateCodec.Key(key);
         var result = new List<KeyValuePair<Windowed<TKey>, TValue>>();
-        if (TaskOf(key) is not { } task)
+        if (TaskOf(key, storeName) is not { } task)
         {
             return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
         }
@@ -112,9 +113,13 @@ public sealed partial class StreamProcessor
         }
     }
 
-    /// <summary>The task of the partition that owns <paramref name="key"/>, or null when this process does not run it.</summary>
-    private StreamTask? TaskOf(object key) =>
-        _run is { } run && run.Partitions.TryGetValue(StreamPartitioner.PartitionOf(key, _options.Partitions), out var partition) ? partition.Task : null;
+    /// <summary>The task that keeps <paramref name="storeName"/> for the partition owning <paramref name="key"/>, or null when this process does not run it.</summary>
+    private StreamTask? TaskOf(object key, string storeName) =>
+        _run is { } run && run.Partitions.TryGetValue(StreamPartitioner.PartitionOf(key, _options.Partitions), out var partition) ? TaskOf(partition, storeName) : null;
+
+    /// <summary>The partition's task of the sub-topology that keeps <paramref name="storeName"/>.</summary>
+    private StreamTask TaskOf(StreamPartition partition, string storeName) =>
+        _topology.StoreStages.TryGetValue(storeName, out var stage) && stage > 0 && partition.Stages.Count >= stage ? partition.Stages[stage - 1].Task : partition.Task;
 
     private readonly record struct SessionSlotView(long Start, long End, object? Value)
     {

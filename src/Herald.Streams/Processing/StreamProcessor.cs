@@ -32,6 +32,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     private static readonly Counter<long> Events = HeraldDiagnostics.Meter.CreateCounter<long>("herald.stream.events", "{event}", "Events a stream processor handled.");
     private static readonly Counter<long> LateEvents = HeraldDiagnostics.Meter.CreateCounter<long>("herald.stream.late", "{record}", "Records that came after their window closed.");
     private static readonly Counter<long> DeadLettered = HeraldDiagnostics.Meter.CreateCounter<long>("herald.stream.dead_lettered", "{event}", "Events a stream processor could not decode, key or process.");
+    // How often a later sub-topology looks for the commits of other processes (commits in this process wake it at once).
+    private static readonly TimeSpan RepartitionPoll = TimeSpan.FromMilliseconds(200);
     private static readonly ObservableGauge<long> Lag = HeraldDiagnostics.Meter.CreateObservableGauge("herald.stream.lag", Observe, "{event}", "Positions a stream processor is behind the head of the global log.");
 
     private readonly StreamTopology _topology;
@@ -47,6 +49,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     private readonly ILeaderElection? _election;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
+    private readonly bool _repartitioned;
     private readonly KeyValuePair<string, object?> _tag;
     private readonly SemaphoreSlim _switch = new(1, 1);
     private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
@@ -89,6 +92,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         _time = services.GetService<TimeProvider>() ?? TimeProvider.System;
         _logger = services.GetService<ILoggerFactory>()?.CreateLogger<StreamProcessor>() ?? NullLogger<StreamProcessor>.Instance;
         _tag = new("herald.stream", name);
+        _repartitioned = options.Partitions > 1 && topology.StageCount > 1 && !options.Source.IsExternal;
         if (!options.Source.IsExternal && (_events is null || _checkpoints is null))
         {
             throw new InvalidOperationException($"Stream processor '{name}' reads the event store, but no IEventStore and ICheckpointStore are registered.");
@@ -365,12 +369,14 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Partitions, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.AllowedOutOfOrderness, TimeSpan.Zero, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.PartitionBalanceInterval, TimeSpan.Zero, nameof(options));
-        if (options.Partitions > 1 && topology.RekeysAfterState.Count > 0)
+        if (options.Partitions > 1 && topology.RekeysAfterState.Count > 0 && (options.Source.IsExternal || topology.StageCount == 0))
         {
+            var why = options.Source.IsExternal
+                ? "which a processor fed from outside the event store (an external or transport source) runs in one partition only"
+                : "and a table is joined on both sides of it, so the topology cannot be split there";
             throw new ArgumentException(
-                $"With {options.Partitions} partitions a record may change partition only before its first stateful operator, but " +
-                $"{string.Join(", ", topology.RekeysAfterState.Select(n => $"'{n}'"))} re-keys after one and feeds state again. " +
-                "Re-key before the first aggregate, join or table, or run the stream with one partition.",
+                $"With {options.Partitions} partitions {string.Join(", ", topology.RekeysAfterState.Select(n => $"'{n}'"))} re-keys after one " +
+                $"stateful operator and feeds state again, {why}. Re-key before the first aggregate, join or table, or run the stream with one partition.",
                 nameof(options));
         }
     }
@@ -379,7 +385,16 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     private string CheckpointId(int partition) => _options.Partitions == 1 ? "stream:" + Name : $"stream:{Name}:{partition}";
 
-    private StreamTask NewTask() => new(_topology, _options.AllowedOutOfOrderness, OnLate) { Services = _services };
+    private StreamTask NewTask(int stage = 0) => new(_topology, _options.AllowedOutOfOrderness, OnLate)
+    {
+        Services = _services,
+        Stage = stage,
+        Crossings = _repartitioned && stage < _topology.StageCount - 1 ? [] : null,
+    };
+
+    private string StageStateName(int partition, int stage) => $"{Name}:{partition}:stage-{stage}";
+
+    private string StageCheckpointId(int partition, int stage) => $"stream:{Name}:{partition}:stage-{stage}";
 
     private string[] EventTypeNames()
     {
@@ -414,7 +429,20 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             }
 
             var checkpoint = _options.Source.IsExternal ? 0 : await _checkpoints!.GetCheckpointAsync(CheckpointId(index), cancellationToken).ConfigureAwait(false) ?? 0;
-            partitions.Add(new StreamPartition(index, StateName(index), CheckpointId(index), task, checkpoint) { Lease = _leases.GetValueOrDefault(index) });
+            var partition = new StreamPartition(index, StateName(index), CheckpointId(index), task, checkpoint) { Lease = _leases.GetValueOrDefault(index) };
+            partitions.Add(partition);
+            for (var stage = 1; _repartitioned && stage < _topology.StageCount; stage++)
+            {
+                var stageTask = NewTask(stage);
+                await foreach (var entry in _state.ReadAllAsync(StageStateName(index, stage), cancellationToken).ConfigureAwait(false))
+                {
+                    stageTask.Load(entry.Store, entry.Key, entry.Value);
+                    entries++;
+                }
+
+                var taken = await _checkpoints!.GetCheckpointAsync(StageCheckpointId(index, stage), cancellationToken).ConfigureAwait(false) ?? 0;
+                partition.Stages.Add(new StreamStage(stage, partition, StageStateName(index, stage), StageCheckpointId(index, stage), stageTask, taken));
+            }
         }
 
         var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, OnLate, _services, _options.Partitions, partitions);
@@ -431,6 +459,10 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             foreach (var partition in partitions)
             {
                 partition.Loop = Task.Run(() => PartitionLoopAsync(run, partition), CancellationToken.None);
+                foreach (var stage in partition.Stages)
+                {
+                    stage.Loop = Task.Run(() => StageLoopAsync(run, stage), CancellationToken.None);
+                }
             }
 
             run.Subscription = new EventSubscription(
@@ -488,6 +520,23 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         }
 
         await Task.WhenAll(run.Partitions.Values.Select(p => p.Loop)).ConfigureAwait(false);
+
+        // Each later sub-topology takes what the one before committed, then ends.
+        for (var stage = 0; stage < _topology.StageCount - 1; stage++)
+        {
+            var stages = run.Partitions.Values.Where(p => p.Stages.Count > stage).Select(p => p.Stages[stage]).ToList();
+            foreach (var each in stages)
+            {
+                await each.Stopping.CancelAsync().ConfigureAwait(false);
+            }
+
+            await Task.WhenAll(stages.Select(s => s.Loop)).ConfigureAwait(false);
+            foreach (var each in stages)
+            {
+                each.Stopping.Dispose();
+            }
+        }
+
         Log.ProcessorStopped(_logger, Name, run.Subscription?.Position ?? 0);
     }
 
@@ -668,6 +717,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             try
             {
                 task.Current = null;
+                task.Position = work.Source!.Position;
                 task.ProcessRouted(node, work.Record, work.StreamTime);
             }
             catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
@@ -744,42 +794,63 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         List<StateChange> changes;
         List<PendingOutput> outputs;
         DeadLetter[] deadLetters;
+        Dictionary<string, List<StateChange>>? logs = null;
         lock (partition.Task.Gate)
         {
+            partition.Task.Position = position;
             partition.Task.Tick(streamTime);
             changes = partition.Task.TakeChanges();
             outputs = partition.Task.TakeOutputs();
             deadLetters = [.. partition.DeadLetters];
             partition.DeadLetters.Clear();
+            if (_repartitioned && (partition.Task.Crossings!.Count > 0 || position > partition.Writer.MarkedAt))
+            {
+                // Every barrier moves the mark, even without records: the next stage takes records only up to the lowest mark.
+                logs = partition.Writer.Changes(Name, 1, partition.Index, run.PartitionCount, partition.Task.TakeCrossings(), position, partition.Task.StreamTime);
+            }
         }
 
-        if (changes.Count > 0 || outputs.Count > 0 || deadLetters.Length > 0)
+        if (changes.Count > 0 || outputs.Count > 0 || deadLetters.Length > 0 || logs is not null)
         {
-            if (run.Failure is { } failure)
-            {
-                throw new InvalidOperationException($"Stream processor '{Name}' failed to commit; restart it to resume from its last commit.", failure);
-            }
-
-            // Another process may own the partition already: its commits, not this one's, must stand.
-            if (partition.Lease is { IsHeld: false })
-            {
-                throw new LeaseLostException($"Stream processor '{Name}' lost partition {partition.Index}; it commits nothing more for it.");
-            }
-
-            var started = System.Diagnostics.Stopwatch.GetTimestamp();
-            await _runner.RunAsync(
+            await CommitPartitionAsync(
+                run,
+                partition,
                 async (services, token) =>
                 {
                     await WriteAsync(services, partition.StateName, changes, outputs, deadLetters, token).ConfigureAwait(false);
+                    await WriteLogsAsync(services, logs, token).ConfigureAwait(false);
                     await _checkpoints!.SetCheckpointAsync(partition.CheckpointId, position, services.GetRequiredService<IUnitOfWork>(), token).ConfigureAwait(false);
-                },
-                cancellationToken: CancellationToken.None).ConfigureAwait(false);
-            Interlocked.Add(ref _commitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
-            Interlocked.Increment(ref _commits);
+                }).ConfigureAwait(false);
         }
 
         partition.MarkCommitted(position);
+        if (logs is not null)
+        {
+            partition.Writer.MarkedAt = position;
+            WakeStage(run, 1);
+        }
+
         Release(null);
+    }
+
+    /// <summary>Runs one commit of <paramref name="partition"/> (or of one of its later stages) in a unit of work, unless the run failed or the partition's lease is lost.</summary>
+    private async ValueTask CommitPartitionAsync(StreamRun run, StreamPartition partition, Func<IServiceProvider, CancellationToken, ValueTask> write)
+    {
+        if (run.Failure is { } failure)
+        {
+            throw new InvalidOperationException($"Stream processor '{Name}' failed to commit; restart it to resume from its last commit.", failure);
+        }
+
+        // Another process may own the partition already: its commits, not this one's, must stand.
+        if (partition.Lease is { IsHeld: false })
+        {
+            throw new LeaseLostException($"Stream processor '{Name}' lost partition {partition.Index}; it commits nothing more for it.");
+        }
+
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        await _runner.RunAsync(write, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+        Interlocked.Add(ref _commitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
+        Interlocked.Increment(ref _commits);
     }
 
     private async ValueTask WriteAsync(IServiceProvider services, string stateName, List<StateChange> changes, List<PendingOutput> outputs, IReadOnlyList<DeadLetter> deadLetters, CancellationToken cancellationToken)

@@ -43,8 +43,8 @@ internal sealed class StreamRun : IRecordRouter
     /// <summary>Where the source resumes: the lowest checkpoint of the owned partitions.</summary>
     public long StartPosition => Partitions.Count == 0 ? 0 : Partitions.Values.Min(p => p.Checkpoint);
 
-    /// <summary>The position up to which every owned partition has committed.</summary>
-    public long CommittedPosition => Partitions.Count == 0 ? 0 : Partitions.Values.Min(p => p.Committed);
+    /// <summary>The position up to which every owned partition (and each of its later sub-topologies) has committed.</summary>
+    public long CommittedPosition => Partitions.Count == 0 ? 0 : Partitions.Values.Min(p => p.Stages.Aggregate(p.Committed, (min, s) => Math.Min(min, s.Committed)));
 
     void IRecordRouter.Route(Node node, in StreamRecord record) =>
         Routed.Add((StreamPartitioner.PartitionOf(record.Key, PartitionCount), node, record));

@@ -45,6 +45,18 @@ internal sealed class StreamTask
 
     public Lock Gate { get; } = new();
 
+    /// <summary>The sub-topology this task runs (<see cref="Node.Stage"/>).</summary>
+    public int Stage { get; init; }
+
+    /// <summary>
+    /// Set on the partition tasks of a processor with several partitions and sub-topologies: the records leaving this
+    /// task's sub-topology, for the repartition log of the next commit. Null: every operator runs in this task.
+    /// </summary>
+    public List<Crossing>? Crossings { get; init; }
+
+    /// <summary>The source position of the record in hand (or of the commit barrier), which crossing records keep.</summary>
+    public long Position { get; set; }
+
     /// <summary>Where late records go when their operator has no side output of its own.</summary>
     public Action<LateRecord>? OnLate { get; }
 
@@ -112,8 +124,32 @@ internal sealed class StreamTask
     public void ProcessRouted(Node node, in StreamRecord record, long streamTime)
     {
         Observe(streamTime);
-        node.Process(record, this);
+        if (Crossings is not null && node.Stage > Stage)
+        {
+            Cross(node, record);
+        }
+        else
+        {
+            node.Process(record, this);
+        }
+
         AdvanceTimers();
+    }
+
+    /// <summary>Keeps a record bound for a later sub-topology, with the stream time and position it leaves at.</summary>
+    public void Cross(Node node, in StreamRecord record) => Crossings!.Add(new Crossing(node, record, _streamTime, Position));
+
+    /// <summary>The records that left the sub-topology since the last call, in the order they left.</summary>
+    public List<Crossing> TakeCrossings()
+    {
+        if (Crossings is not { Count: > 0 } crossing)
+        {
+            return [];
+        }
+
+        var taken = new List<Crossing>(crossing);
+        crossing.Clear();
+        return taken;
     }
 
     /// <summary>Moves the stream time to the router's (never back) and lets timed operators react, without a record.</summary>
@@ -181,6 +217,9 @@ internal sealed class StreamTask
         }
     }
 }
+
+/// <summary>A record leaving a sub-topology for <see cref="Node"/>, with the stream time and source position it left at.</summary>
+internal readonly record struct Crossing(Node Node, StreamRecord Record, long StreamTime, long Position);
 
 /// <summary>An output waiting for the next commit to reach its sink.</summary>
 internal readonly record struct PendingOutput(SinkNode Sink, StreamRecord Record);

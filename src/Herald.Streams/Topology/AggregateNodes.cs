@@ -41,10 +41,12 @@ internal sealed class TableNode<TKey, TValue>(string name, string store) : Node(
 }
 
 /// <summary>Joins each record of a stream with the current value of a table under the same key.</summary>
-internal sealed class TableJoinNode<TKey, TValue, TTable, TResult>(string name, string tableStore, Func<TValue, TTable?, TResult> joiner, bool inner) : Node(name)
+internal sealed class TableJoinNode<TKey, TValue, TTable, TResult>(string name, string tableStore, Func<TValue, TTable?, TResult> joiner, bool inner) : Node(name), ISharedStateNode
 {
     // It reads the table, which lives in the partition of the key.
     public override bool RunsInPartition => true;
+
+    public IEnumerable<string> ReadsStores => [tableStore];
 
     public override void Process(in StreamRecord record, StreamTask task)
     {

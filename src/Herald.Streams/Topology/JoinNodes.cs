@@ -180,10 +180,12 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
     }
 
     /// <summary>One input side of the join.</summary>
-    private sealed class SideNode(string name, StreamJoinNode<TKey, TLeft, TRight, TResult> join, bool isLeft) : Node(name)
+    private sealed class SideNode(string name, StreamJoinNode<TKey, TLeft, TRight, TResult> join, bool isLeft) : Node(name), ISharedStateNode
     {
         // It writes the join's buffers.
         public override bool RunsInPartition => true;
+
+        public IEnumerable<string> ReadsStores => [join._leftStore, join._rightStore];
 
         public override void Process(in StreamRecord record, StreamTask task)
         {

@@ -32,6 +32,12 @@ internal abstract class Node(string name)
     /// <summary>Set when the topology is built: this operator runs in a partition task (it or an operator before it has state).</summary>
     public bool IsPartitioned { get; internal set; }
 
+    /// <summary>
+    /// Set when the topology is built: the sub-topology this operator runs in. A re-key after state that feeds state again
+    /// starts the next one; with several partitions records reach it through the processor's repartition log.
+    /// </summary>
+    public int Stage { get; internal set; }
+
     public void AddChild(Node child) => _children = [.. _children, child];
 
     /// <summary>What is wrong with this operator's definition, if anything (checked at build).</summary>
@@ -55,6 +61,11 @@ internal abstract class Node(string name)
                 // Leaving the stateless part: the record continues in the task of its key's partition (after any re-key).
                 router.Route(children[i], record);
             }
+            else if (task.Crossings is not null && children[i].Stage > task.Stage)
+            {
+                // Leaving this sub-topology: the record goes to the repartition log, to the partition of its new key.
+                task.Cross(children[i], record);
+            }
             else
             {
                 children[i].Process(record, task);
@@ -67,6 +78,12 @@ internal abstract class Node(string name)
 internal interface IRecordRouter
 {
     void Route(Node node, in StreamRecord record);
+}
+
+/// <summary>An operator that reads state another operator keeps (a join side, a table join): both run in one sub-topology.</summary>
+internal interface ISharedStateNode
+{
+    IEnumerable<string> ReadsStores { get; }
 }
 
 /// <summary>A state store an operator owns: its name and how its values are written to the durable store.</summary>
