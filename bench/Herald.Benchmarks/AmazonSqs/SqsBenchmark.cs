@@ -16,8 +16,12 @@ internal sealed class SqsBenchmark : IBenchmark
     [
         ("publish", HeraldSqsContender.ContenderName, RawSqsContender.OnePerCall),
         ("publish", HeraldSqsContender.ContenderName, RawSqsContender.Batched),
+        ("publish", HeraldSqsContender.ContenderName, RawSqsContender.BatchedCloudEvents),
         ("consume", HeraldSqsContender.ContenderName, RawSqsContender.OnePerCall),
+        ("consume", HeraldSqsContender.ContenderName, RawSqsContender.BatchedCloudEvents),
     ];
+
+    private const double Target = 0.9;
 
     public string Name => "sqs";
 
@@ -35,7 +39,7 @@ internal sealed class SqsBenchmark : IBenchmark
         var consume = new List<MeasurementSeries>();
         try
         {
-            foreach (var contender in new IBrokerContender[] { new HeraldSqsContender(), new RawSqsContender(batchSends: false), new RawSqsContender(batchSends: true) })
+            foreach (var contender in new IBrokerContender[] { new HeraldSqsContender(), new RawSqsContender(batchSends: false), new RawSqsContender(batchSends: true), new RawSqsContender(batchSends: true, cloudEvents: true) })
             {
                 if (args.Includes(contender.Name))
                 {
@@ -142,6 +146,18 @@ internal sealed class SqsBenchmark : IBenchmark
         }
 
         text.Append(ratios);
+        text.AppendLine();
+        foreach (var phase in new[] { "publish", "consume" })
+        {
+            var series = phase == "publish" ? publish : consume;
+            if (series.FirstOrDefault(s => s.Contender == HeraldSqsContender.ContenderName) is { } h
+                && series.FirstOrDefault(s => s.Contender == RawSqsContender.BatchedCloudEvents) is { } o)
+            {
+                var ratio = h.MessagesPerSecond / o.MessagesPerSecond;
+                text.AppendLine(CultureInfo.InvariantCulture, $"- {phase}: ≥ {Target:0.00}× {RawSqsContender.BatchedCloudEvents} (like-for-like, issue 13): {ratio:0.00}×, {(ratio >= Target ? "**met**" : "**missed**")}");
+            }
+        }
+
         text.AppendLine();
         text.AppendLine("Setup:");
         text.AppendLine();

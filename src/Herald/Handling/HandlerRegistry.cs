@@ -5,11 +5,15 @@ internal sealed class HandlerRegistry
 {
     private readonly Dictionary<Type, HandlerInvoker> _invokers;
 
-    public HandlerRegistry(IEnumerable<HandlerRegistration> registrations)
+    /// <summary>
+    /// The invokers of <paramref name="registrations"/>; with the final <paramref name="services"/>, handlers that need no
+    /// scope are built from the root (<see cref="RootActivation"/>).
+    /// </summary>
+    public HandlerRegistry(IEnumerable<HandlerRegistration> registrations, Microsoft.Extensions.DependencyInjection.IServiceCollection? services = null)
     {
         _invokers = registrations
             .GroupBy(r => r.MessageType)
-            .ToDictionary(g => g.Key, g => HandlerInvoker.Create(g.Key, [.. g]));
+            .ToDictionary(g => g.Key, g => HandlerInvoker.Create(g.Key, [.. g], services));
     }
 
     /// <summary>A registry of ready invokers (a projection's handlers, which are not DI services).</summary>

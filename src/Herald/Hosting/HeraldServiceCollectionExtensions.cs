@@ -54,7 +54,8 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<IMessageSerializer>(_ => builder.CreateSerializer());
         services.TryAddSingleton<EnvelopeFactory>();
         services.TryAddSingleton<ITransport>(sp => new InMemoryTransport(InMemoryTransportOptions.Default, sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton(_ => new HandlerRegistry(builder.MessageHandlers));
+        // Resolved at start, when the collection is final: which scoped handlers can be built without a scope is read then.
+        services.AddSingleton(_ => new HandlerRegistry(builder.MessageHandlers, services));
         services.AddSingleton<IMessageBus, MessageBus>();
         services.TryAddSingleton<UnitOfWorkRunner>();
         services.TryAddSingleton<EndpointPipelineFactory>();

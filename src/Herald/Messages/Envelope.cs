@@ -6,8 +6,27 @@ namespace Herald.Messages;
 /// </summary>
 public sealed record Envelope
 {
+    // Stands in _correlationId for "this message's own id", so a new flow pays for the text only if it is read.
+    private static readonly string Self = new('\0', 1);
+
+    private readonly Guid _messageId;
+    private readonly string? _correlationId;
+
     /// <summary>Unique id of this message (a Guid v7, so ids sort by creation time).</summary>
-    public required Guid MessageId { get; init; }
+    public required Guid MessageId
+    {
+        get => _messageId;
+        init
+        {
+            // A copy with another id keeps the flow it belonged to: the id it correlated to is written down first.
+            if (ReferenceEquals(_correlationId, Self) && _messageId != Guid.Empty)
+            {
+                _correlationId = _messageId.ToString();
+            }
+
+            _messageId = value;
+        }
+    }
 
     /// <summary>Stable logical type name from the <see cref="MessageTypeRegistry"/>; never a CLR type name.</summary>
     public required string MessageType { get; init; }
@@ -19,7 +38,31 @@ public sealed record Envelope
     public required DateTimeOffset Time { get; init; }
 
     /// <summary>Id shared by every message of one business flow; carried over from the message being handled.</summary>
-    public string? CorrelationId { get; init; }
+    public string? CorrelationId
+    {
+        get => ReferenceEquals(_correlationId, Self) ? _messageId.ToString() : _correlationId;
+        init => _correlationId = value;
+    }
+
+    /// <summary>
+    /// True when the message starts its flow: <see cref="CorrelationId"/> is its own id, written as text only when read
+    /// (most in-process messages never read it, so they do not pay for the string).
+    /// </summary>
+    internal bool CorrelatesToSelf
+    {
+        get => ReferenceEquals(_correlationId, Self);
+        init
+        {
+            if (value)
+            {
+                _correlationId = Self;
+            }
+            else if (ReferenceEquals(_correlationId, Self))
+            {
+                _correlationId = null;
+            }
+        }
+    }
 
     /// <summary>Id of the message that caused this one (the incoming message id when sent from a handler).</summary>
     public string? CausationId { get; init; }
@@ -41,6 +84,26 @@ public sealed record Envelope
 
     /// <summary>Which delivery of the message this is: 1 for the first (also what a new envelope carries), more on redeliveries.</summary>
     public int DeliveryAttempt { get; init; }
+
+    /// <summary>Equal when every property is (the correlation id by its value, however it is held).</summary>
+    public bool Equals(Envelope? other) =>
+        ReferenceEquals(this, other)
+        || (other is not null
+            && _messageId == other._messageId
+            && string.Equals(MessageType, other.MessageType, StringComparison.Ordinal)
+            && SchemaVersion == other.SchemaVersion
+            && Time.Equals(other.Time)
+            && string.Equals(CorrelationId, other.CorrelationId, StringComparison.Ordinal)
+            && string.Equals(CausationId, other.CausationId, StringComparison.Ordinal)
+            && string.Equals(UserId, other.UserId, StringComparison.Ordinal)
+            && string.Equals(PartitionKey, other.PartitionKey, StringComparison.Ordinal)
+            && string.Equals(ContentType, other.ContentType, StringComparison.Ordinal)
+            && EqualityComparer<IReadOnlyDictionary<string, string>>.Default.Equals(Headers, other.Headers)
+            && Body.Equals(other.Body)
+            && DeliveryAttempt == other.DeliveryAttempt);
+
+    /// <inheritdoc />
+    public override int GetHashCode() => HashCode.Combine(_messageId, MessageType, SchemaVersion, Time, DeliveryAttempt);
 
     /// <summary>Returns the header value or null.</summary>
     public string? GetHeader(string name) => Headers.TryGetValue(name, out var value) ? value : null;

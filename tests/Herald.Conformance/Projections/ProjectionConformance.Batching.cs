@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using Herald.Diagnostics;
 using Herald.EventSourcing;
 using Herald.Projections;
 using Herald.Reliability.DeadLetters;
@@ -41,6 +43,54 @@ public abstract partial class ProjectionConformance
         Assert.Equal(2, projection.Calls(1));
         Assert.Equal(2, projection.Calls(13));
         Assert.Equal(1, projection.Calls(20));
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task AnUndecodableEventInABatch_IsDeadLetteredOnce_AndCountedAsOneFailure()
+    {
+        // The batch decodes ahead of its run, finds the poison, and hands every event to the chain one by one, which
+        // dead-letters it: messages.failed counted it in both places.
+        var failures = 0;
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == MetricNames.MessagesFailed)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == MetricNames.EndpointTag && Equals(tag.Value, BatchTallies.ProjectionName))
+                {
+                    Interlocked.Add(ref failures, (int)value);
+                }
+            }
+        });
+        listener.Start();
+        var store = NewStore();
+        var projection = new BatchTallies();
+        using var host = await StartAsync(store, projection, noRetries: true, batchSize: 50, commitEvery: 500);
+        var events = host.Services.GetRequiredService<IEventStore>();
+
+        var last = (await events.AppendAsync(
+            "tally-undecodable",
+            ExpectedVersion.NoStream,
+            [.. Enumerable.Range(1, 12).Select(i => i == 10 ? Added(host, "u", i) with { Body = "not json"u8.ToArray() } : Added(host, "u", i))])).LastPosition;
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, BatchTallies.ProjectionName);
+        await manager.WaitForPositionAsync(BatchTallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        var tally = await host.Services.GetRequiredService<ReadModels>().GetAsync(BatchTallies.Table, "u");
+        Assert.NotNull(tally);
+        Assert.Equal(78 - 10, tally.Sum); // 1..12 (no 13, the handler's own poison) but the undecodable 10
+        Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = BatchTallies.ProjectionName }));
+        Assert.Equal(1, Volatile.Read(ref failures));
         await host.StopAsync();
     }
 

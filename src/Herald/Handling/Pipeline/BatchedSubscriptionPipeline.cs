@@ -130,7 +130,7 @@ internal sealed class BatchedSubscriptionPipeline(
     // The chain's decoding steps on one event; a poison event fails the batch, and the chain dead-letters it on its own run.
     private async ValueTask<Consumption> DecodeAsync(RecordedEvent recorded, CancellationToken cancellationToken)
     {
-        var consumption = new Consumption();
+        var consumption = new Consumption { IsTrial = true };
         consumption.Start(new RecordedEventDelivery(recorded.Envelope with { DeliveryAttempt = 1 }, endpoint, recorded.Stream, recorded.Position), cancellationToken);
         TraceStep.Identify(registry, consumption);
         var outcome = await decode.InvokeAsync(consumption).ConfigureAwait(false);

@@ -30,6 +30,12 @@ internal sealed class Consumption
 
     public object? Message { get; set; }
 
+    /// <summary>
+    /// True while a batch decodes the delivery ahead of its own run (<see cref="BatchedSubscriptionPipeline"/>): a poison
+    /// found then is counted when the chain runs the event alone, not twice.
+    /// </summary>
+    public bool IsTrial { get; set; }
+
     public TagList Tags(string endpoint) => new()
     {
         { MetricNames.EndpointTag, endpoint },
@@ -54,5 +60,6 @@ internal sealed class Consumption
         Activity = null;
         Invoker = null;
         Message = null;
+        IsTrial = false;
     }
 }

@@ -53,10 +53,14 @@ internal sealed class DecodeStep(string endpoint, HandlerRegistry handlers, IMes
         return next.InvokeAsync(consumption);
     }
 
-    /// <summary>Counts a failure and marks the activity; the settle step dead-letters it as the first attempt.</summary>
+    /// <summary>Counts a failure (not in a batch's trial decode) and marks the activity; the settle step dead-letters it as the first attempt.</summary>
     internal static ValueTask<ConsumeOutcome> Poison(string endpoint, Consumption consumption, Exception exception, DeadLetterCause cause)
     {
-        HeraldDiagnostics.MessagesFailed.Add(1, consumption.Tags(endpoint));
+        if (!consumption.IsTrial)
+        {
+            HeraldDiagnostics.MessagesFailed.Add(1, consumption.Tags(endpoint));
+        }
+
         consumption.Activity?.SetStatus(ActivityStatusCode.Error, exception.Message);
         return new(ConsumeOutcome.DeadLetter(exception, cause, attempt: 1, firstFailure: null));
     }
