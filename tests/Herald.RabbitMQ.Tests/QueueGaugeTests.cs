@@ -1,7 +1,4 @@
-using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
 using Herald.Conformance;
-using Herald.Diagnostics;
 using Herald.RabbitMQ.Diagnostics;
 using Herald.RabbitMQ.Transport;
 using Herald.Transport;
@@ -38,7 +35,7 @@ public sealed class QueueGaugeTests(ITestOutputHelper output) : RabbitMqTestBase
             await release.Task.WaitAsync(ct);
         }, new ConsumerOptions { MaxConcurrency = 3, Prefetch = 3 });
 
-        using var gauge = new GaugeReader(queue);
+        using var gauge = new GaugeReader(RabbitMqQueueGauges.Messages, RabbitMqQueueGauges.StateTag, queue);
         try
         {
             await Eventually.UntilAsync(
@@ -85,7 +82,7 @@ public sealed class QueueGaugeTests(ITestOutputHelper output) : RabbitMqTestBase
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using (var consumer = await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1, Prefetch = 1 }, async (_, ct) => await release.Task.WaitAsync(ct)))
         {
-            using var gauge = new GaugeReader(queue);
+            using var gauge = new GaugeReader(RabbitMqQueueGauges.Messages, RabbitMqQueueGauges.StateTag, queue);
             await Eventually.UntilAsync(() => gauge.Read() is { } m && m.GetValueOrDefault("ready") == 3, "the gauge shows 3 ready", Deadline);
 
             // Several more reads, each falling back again.
@@ -119,62 +116,6 @@ public sealed class QueueGaugeTests(ITestOutputHelper output) : RabbitMqTestBase
         var errors = new RabbitMqTransportOptions { ConnectionUri = new Uri("amqp://u:p@rabbit.local/"), ManagementUri = new Uri("ftp://x:secret@rabbit.local/"), GaugeRefreshInterval = TimeSpan.Zero }.Validate();
         Assert.Contains(errors, e => e.Contains("ManagementUri", StringComparison.Ordinal) && !e.Contains("secret", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.Contains("GaugeRefreshInterval", StringComparison.Ordinal));
-    }
-
-    /// <summary>Collects the gauge's measurements of one queue, by state, each time it is read.</summary>
-    private sealed class GaugeReader : IDisposable
-    {
-        private readonly MeterListener _listener = new();
-        private readonly string _queue;
-        private ConcurrentDictionary<string, long> _round = new(StringComparer.Ordinal);
-        private Dictionary<string, long>? _last;
-
-        public GaugeReader(string queue)
-        {
-            _queue = queue;
-            _listener.InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == RabbitMqQueueGauges.Messages)
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            };
-            _listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-            {
-                string? name = null, state = null;
-                foreach (var tag in tags)
-                {
-                    if (tag.Key == MetricNames.DestinationTag)
-                    {
-                        name = tag.Value as string;
-                    }
-                    else if (tag.Key == RabbitMqQueueGauges.StateTag)
-                    {
-                        state = tag.Value as string;
-                    }
-                }
-
-                if (name == _queue && state is not null)
-                {
-                    _round[state] = value;
-                }
-            });
-            _listener.Start();
-        }
-
-        /// <summary>Collects once; the states measured for the queue, or null when it reported nothing yet.</summary>
-        public Dictionary<string, long>? Read()
-        {
-            _round = new ConcurrentDictionary<string, long>(StringComparer.Ordinal);
-            _listener.RecordObservableInstruments();
-            var round = new Dictionary<string, long>(_round, StringComparer.Ordinal);
-            _last = round.Count == 0 ? null : round;
-            return _last;
-        }
-
-        public override string ToString() => _last is null ? "nothing" : string.Join(", ", _last.Select(p => $"{p.Key}={p.Value}"));
-
-        public void Dispose() => _listener.Dispose();
     }
 
     private sealed class LineCollector : ITestOutputHelper
