@@ -49,4 +49,10 @@ internal static partial class Log
 
     [LoggerMessage(5030, LogLevel.Warning, "RabbitMQ returned an unconfirmed message published to exchange '{Exchange}' with routing key '{RoutingKey}': {ReplyCode} {ReplyText}")]
     public static partial void MessageReturned(ILogger logger, string exchange, string routingKey, ushort replyCode, string replyText);
+
+    [LoggerMessage(5040, LogLevel.Warning, "The RabbitMQ management API at {Endpoint} could not be read (for queue '{Queue}'); the queue gauges fall back to a passive declare, which gives the ready count only and no unacked count (logged once)")]
+    public static partial void ManagementApiUnavailable(ILogger logger, Exception exception, string endpoint, string queue);
+
+    [LoggerMessage(5041, LogLevel.Debug, "Reading the counts of RabbitMQ queue '{Queue}' for its gauges failed; the last counts stay")]
+    public static partial void GaugeReadFailed(ILogger logger, Exception exception, string queue);
 }

@@ -18,6 +18,9 @@ internal static class MockCluster
     private static readonly Lazy<string> Bootstrap = new(Start);
     private static IntPtr _cluster;
 
+    /// <summary>How long the mock keeps a KIP-848 group member that stopped heartbeating before it hands its partitions to the others.</summary>
+    public static readonly TimeSpan ConsumerSessionTimeout = TimeSpan.FromSeconds(10);
+
     /// <summary>True when the tests run against librdkafka's mock cluster rather than a real one.</summary>
     public static bool IsMock => string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HERALD_KAFKA_BOOTSTRAP"));
 
@@ -62,6 +65,10 @@ internal static class MockCluster
         // KIP-848 groups rebalance on the heartbeat: a short one makes a rebalance take moments instead of seconds.
         rd_kafka_mock_set_group_consumer_heartbeat_interval_ms(_cluster, 100);
         rd_kafka_mock_group_initial_rebalance_delay_ms(_cluster, 0);
+
+        // A member that stops heartbeating (a killed process in CompetingProcessesTests) loses its partitions after this,
+        // instead of the mock's default 30 s: long enough for a loaded machine's heartbeats, short enough for a test.
+        rd_kafka_mock_set_group_consumer_session_timeout_ms(_cluster, (int)ConsumerSessionTimeout.TotalMilliseconds);
         return Marshal.PtrToStringAnsi(rd_kafka_mock_cluster_bootstraps(_cluster))!;
     }
 
@@ -83,6 +90,9 @@ internal static class MockCluster
 
     [DllImport(Library)]
     private static extern IntPtr rd_kafka_mock_cluster_bootstraps(IntPtr cluster);
+
+    [DllImport(Library)]
+    private static extern void rd_kafka_mock_set_group_consumer_session_timeout_ms(IntPtr cluster, int ms);
 
     [DllImport(Library)]
     private static extern void rd_kafka_mock_set_group_consumer_heartbeat_interval_ms(IntPtr cluster, int ms);

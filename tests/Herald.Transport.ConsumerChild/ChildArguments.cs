@@ -6,13 +6,13 @@ namespace Herald.Transport.ConsumerChild;
 internal sealed record ChildArguments
 {
     public const string Usage =
-        "usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats|sqs> <connection> <queue> " +
-        "[--concurrency N] [--prefetch N] [--lease-ms N] [--poll-ms N] [--schema NAME] [--hold-after N] [--gate]";
+        "usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats|sqs|kafka> <connection> <queue> " +
+        "[--concurrency N] [--prefetch N] [--lease-ms N] [--poll-ms N] [--schema NAME] [--hold-after N] [--gate] [--kafka-mock]";
 
-    /// <summary>sqlite, postgres, rabbitmq, nats or sqs.</summary>
+    /// <summary>sqlite, postgres, rabbitmq, nats, sqs or kafka.</summary>
     public required string Kind { get; init; }
 
-    /// <summary>A database file, a PostgreSQL connection string, an amqp:// URI or an SQS endpoint URL.</summary>
+    /// <summary>A database file, a PostgreSQL connection string, an amqp:// URI, an SQS endpoint URL or Kafka bootstrap servers.</summary>
     public required string Connection { get; init; }
 
     public required string Queue { get; init; }
@@ -36,9 +36,12 @@ internal sealed record ChildArguments
     /// <summary>Handlers wait for a "go" line on stdin before they complete anything, so the parent can see every process hold work first.</summary>
     public bool Gate { get; init; }
 
+    /// <summary>Kafka: the cluster is librdkafka's mock (the KIP-848 group protocol; topics appear on first use, not through the admin API).</summary>
+    public bool KafkaMock { get; init; }
+
     public static ChildArguments? Parse(string[] args)
     {
-        if (args.Length < 3 || args[0] is not ("sqlite" or "postgres" or "rabbitmq" or "nats" or "sqs"))
+        if (args.Length < 3 || args[0] is not ("sqlite" or "postgres" or "rabbitmq" or "nats" or "sqs" or "kafka"))
         {
             return null;
         }
@@ -49,6 +52,12 @@ internal sealed record ChildArguments
             if (args[i] == "--gate")
             {
                 parsed = parsed with { Gate = true };
+                continue;
+            }
+
+            if (args[i] == "--kafka-mock")
+            {
+                parsed = parsed with { KafkaMock = true };
                 continue;
             }
 

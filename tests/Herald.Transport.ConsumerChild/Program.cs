@@ -1,4 +1,5 @@
 using Herald.AmazonSqs.Transport;
+using Herald.Kafka.Transport;
 using Herald.RabbitMQ.Transport;
 using Herald.Nats.Transport;
 using Herald.Postgres.Transport;
@@ -7,7 +8,7 @@ using Herald.Sqlite.Transport;
 using Herald.Transport;
 using Herald.Transport.ConsumerChild;
 
-// Usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats|sqs> <connection> <queue> [options] (see ChildArguments)
+// Usage: Herald.Transport.ConsumerChild <sqlite|postgres|rabbitmq|nats|sqs|kafka> <connection> <queue> [options] (see ChildArguments)
 // Consumes one queue until stdin reads "stop" or closes, then stops the consumer, disposes the transport and exits 0. With
 // --gate, handlers wait until stdin reads "go".
 // Stdout is the protocol, one line each, written and flushed before the next step:
@@ -112,6 +113,21 @@ static async Task<ITransport> OpenAsync(ChildArguments arguments, StandardErrorL
             sqs.ClientConfig.AuthenticationRegion = "us-east-1";
             sqs.VisibilityTimeout = arguments.Lease ?? sqs.VisibilityTimeout;
             return await AmazonSqsTransportFactory.CreateAsync(sqs, loggerFactory: loggers);
+        case "kafka":
+            // The queue is a topic consumed by the group {queue} (no prefix), the same group in both processes. Revocation
+            // waits as in the Kafka tests: a handler still running after it is cancelled and its record goes to the new owner.
+            return await KafkaTransportFactory.CreateAsync(
+                new KafkaTransportOptions
+                {
+                    BootstrapServers = arguments.Connection,
+                    GroupProtocol = arguments.KafkaMock ? KafkaGroupProtocol.Consumer : KafkaGroupProtocol.Classic,
+                    CreateTopics = !arguments.KafkaMock,
+                    TopicPartitions = 4,
+                    ReplicationFactor = arguments.KafkaMock ? (short)-1 : (short)1,
+                    CommitInterval = TimeSpan.FromMilliseconds(100),
+                    RevocationTimeout = TimeSpan.FromSeconds(10),
+                },
+                loggerFactory: loggers);
         default:
             return await RabbitMqTransportFactory.CreateAsync(
                 new RabbitMqTransportOptions { ConnectionUri = new Uri(arguments.Connection), ClientProvidedName = arguments.Queue },

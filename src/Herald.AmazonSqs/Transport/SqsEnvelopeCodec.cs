@@ -1,9 +1,9 @@
 using System.Buffers;
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Amazon.SQS.Model;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 
@@ -418,12 +418,7 @@ internal static class SqsEnvelopeCodec
             return guid;
         }
 
-        Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(Encoding.UTF8.GetBytes(text), hash);
-        var bytes = hash[..16];
-        bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80);
-        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
-        return new Guid(bytes, bigEndian: true);
+        return CloudEventValues.DerivedMessageId(Encoding.UTF8.GetBytes(text).AsSpan());
     }
 
     private static int SchemaVersion(string? dataSchema)

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Confluent.Kafka;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 
@@ -10,7 +11,8 @@ namespace Herald.Kafka.Transport;
 /// Maps an <see cref="Envelope"/> onto a Kafka record in the CloudEvents Kafka protocol binding, binary content mode
 /// (docs/cloudevents.md): the value is the data, the attributes are UTF-8 headers prefixed <c>ce_</c>, the content type
 /// is the <c>content-type</c> header and the partition key is the record key. Herald's own bookkeeping (the attempt
-/// count, a retry's due time and target, a dead letter's origin) travels in <c>x-herald-</c> headers.
+/// count, a retry's due time and target, a dead letter's origin) travels in <c>x-herald-</c> headers. Also reads plain
+/// records of other producers (no <c>ce_</c> headers, an <c>event-type</c> header, docs/kafka.md).
 /// </summary>
 internal static class KafkaEnvelopeCodec
 {
@@ -31,6 +33,12 @@ internal static class KafkaEnvelopeCodec
 
     /// <summary>Why a copy in a dead-letter topic was dead-lettered.</summary>
     public const string ReasonHeader = "x-herald-dead-letter-reason";
+
+    /// <summary>The message type of a plain record (no <c>ce_</c> headers), as plain Kafka producers write it.</summary>
+    public const string PlainTypeHeader = "event-type";
+
+    /// <summary>The source of a plain record (no <c>ce_</c> headers).</summary>
+    public const string PlainSourceHeader = "event-source";
 
     private const string SchemaPrefix = "urn:herald:schema:";
     private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
@@ -222,9 +230,15 @@ internal static class KafkaEnvelopeCodec
             }
         }
 
+        if (ceId is null && ceType is null && ceTime is null && headers is not null && headers.Remove(PlainTypeHeader, out var plainType))
+        {
+            headers.Remove(PlainSourceHeader, out var plainSource);
+            return DecodePlain(message, plainType, plainSource, contentType, headers, defaultSource);
+        }
+
         if (ceId is null)
         {
-            throw new MalformedMessageException("Malformed message: it has no id (no ce_id header).");
+            throw new MalformedMessageException($"Malformed message: it has no id (no ce_id header), and it is no plain record (no {PlainTypeHeader} header).");
         }
 
         if (!Guid.TryParse(ceId, out var id))
@@ -265,11 +279,52 @@ internal static class KafkaEnvelopeCodec
         };
     }
 
+    /// <summary>
+    /// A plain record of another producer: the type from <c>event-type</c>, the source from <c>event-source</c>, the partition
+    /// key from the record key, the time from the record's timestamp, and an id derived from what the record carries (type,
+    /// source, key, producer timestamp, value), so the same record sent twice has one id and the inbox takes it once.
+    /// </summary>
+    private static Envelope DecodePlain(Message<byte[]?, byte[]> message, string type, string? source, string? contentType, Dictionary<string, string> headers, string defaultSource)
+    {
+        if (type.Length == 0)
+        {
+            throw new MalformedMessageException($"Malformed message: its {PlainTypeHeader} header is empty.");
+        }
+
+        var key = KeyText(message.Key);
+        var timestamp = message.Timestamp;
+        var time = timestamp.Type == TimestampType.NotAvailable ? (DateTimeOffset?)null : DateTimeOffset.FromUnixTimeMilliseconds(timestamp.UnixTimestampMs);
+
+        // Only the producer's own time identifies the record: the broker's append time differs for each copy.
+        Span<byte> created = stackalloc byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64BigEndian(created, timestamp.Type == TimestampType.CreateTime ? timestamp.UnixTimestampMs : -1);
+        var id = CloudEventValues.DerivedMessageId(
+            PlainIdMarker, Utf8(type), source is null ? Array.Empty<byte>() : Utf8(source), message.Key ?? [], created.ToArray(), message.Value ?? []);
+        if (source is not null && source != defaultSource)
+        {
+            headers[HeaderNames.Source] = source;
+        }
+
+        return new Envelope
+        {
+            MessageId = id,
+            MessageType = type,
+            Time = time ?? throw new MalformedMessageException($"Malformed message: the plain record of type '{Truncate(type)}' has no timestamp."),
+            PartitionKey = key,
+            ContentType = string.IsNullOrEmpty(contentType) ? ContentTypes.Json : contentType,
+            Headers = headers,
+            Body = message.Value ?? [],
+            DeliveryAttempt = Attempt(message),
+        };
+    }
+
+    private static readonly byte[] PlainIdMarker = "herald:kafka:plain"u8.ToArray();
+
     /// <summary>What can be read of a malformed message, each part on its own, so one bad attribute hides no other.</summary>
     private static Envelope BestEffort(Message<byte[]?, byte[]> message, TimeProvider timeProvider)
     {
         var id = Attempted(() => Header(message, Prefix + "id") is { } text && Guid.TryParse(text, out var parsed) ? parsed : Guid.Empty, Guid.Empty);
-        var type = Attempted(() => Header(message, Prefix + "type"), null);
+        var type = Attempted(() => Header(message, Prefix + "type") ?? Header(message, PlainTypeHeader), null);
         var time = Attempted(() => Header(message, Prefix + "time") is { } text ? ParseTime(text) : null, null);
         var headers = new Dictionary<string, string>(StringComparer.Ordinal);
         if (message.Headers is not null)

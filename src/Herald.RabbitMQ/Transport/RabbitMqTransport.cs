@@ -3,6 +3,7 @@ using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
 using Herald.Internal;
 using Herald.Messages;
+using Herald.RabbitMQ.Diagnostics;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
@@ -60,6 +61,9 @@ internal sealed partial class RabbitMqTransport : ITransport
             DeadLetterQueueName = options.DeadLetterQueueName,
             DeadLetterQueueMaxLength = options.DeadLetterQueueMaxLength,
             DeadLetterQueueOverflow = options.DeadLetterQueueOverflow,
+            UseManagementApi = options.UseManagementApi,
+            ManagementUri = options.ManagementUri,
+            GaugeRefreshInterval = options.GaugeRefreshInterval,
         };
         _rawQueues = options.RawQueues.ToFrozenDictionary(StringComparer.Ordinal);
         TimeProvider = timeProvider;
@@ -183,6 +187,7 @@ internal sealed partial class RabbitMqTransport : ITransport
         }
 
         _consumers[consumer] = 0;
+        RabbitMqQueueGauges.Watch(this, queue);
         Log.ConsumerStarted(_logger, queue, prefetch, options.MaxConcurrency);
         return consumer;
     }
@@ -255,6 +260,8 @@ internal sealed partial class RabbitMqTransport : ITransport
         {
             _connectGate.Release();
         }
+
+        RabbitMqQueueGauges.Forget(this);
 
         foreach (var consumer in _consumers.Keys)
         {

@@ -73,6 +73,21 @@ public sealed class RabbitMqTransportOptions
     /// </summary>
     public IDictionary<string, string> RawQueues { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Whether the queue gauges read the management HTTP API (ready and unacked counts); off, or while the API is
+    /// unreachable, they fall back to a passive declare, which gives the ready count only.
+    /// </summary>
+    public bool UseManagementApi { get; set; } = true;
+
+    /// <summary>
+    /// The management HTTP API the queue gauges read, such as <c>http://monitor:secret@rabbit:15672/</c>. Null (the default):
+    /// the AMQP host on port 15672 (<c>https</c> on 15671 for <c>amqps</c>), with the AMQP credentials when it names none.
+    /// </summary>
+    public Uri? ManagementUri { get; set; }
+
+    /// <summary>How old the queue gauges' counts may be before a metrics collection starts a new read in the background.</summary>
+    public TimeSpan GaugeRefreshInterval { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Returns what is wrong with the settings; empty when they are usable.</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -140,6 +155,16 @@ public sealed class RabbitMqTransportOptions
         if (RetryQueueName is null || DelayQueueName is null || DeadLetterQueueName is null)
         {
             errors.Add("RetryQueueName, DelayQueueName and DeadLetterQueueName must be set.");
+        }
+
+        if (ManagementUri is not null && (!ManagementUri.IsAbsoluteUri || (ManagementUri.Scheme != Uri.UriSchemeHttp && ManagementUri.Scheme != Uri.UriSchemeHttps)))
+        {
+            errors.Add($"ManagementUri must be an absolute http:// or https:// URI when set, not '{UserInfo.Redact(ManagementUri)}'.");
+        }
+
+        if (GaugeRefreshInterval <= TimeSpan.Zero)
+        {
+            errors.Add($"GaugeRefreshInterval must be positive, not {GaugeRefreshInterval}.");
         }
 
         foreach (var (queue, type) in RawQueues)

@@ -52,5 +52,20 @@ public sealed class CloudEventValuesTests
         Assert.Equal(8, hashed.Version);
         Assert.Equal(hashed, CloudEventValues.ForeignMessageId("payment-123", clock));
         Assert.Equal(7, CloudEventValues.ForeignMessageId(null, clock).Version);
+
+        // Pinned: ids derived by earlier versions must not change, or the inbox would take old copies as new messages.
+        Assert.Equal(Guid.Parse("0220adf6-7b8f-8dc0-a68c-552a7e9072f0"), hashed);
+        Assert.Equal(hashed, CloudEventValues.DerivedMessageId("payment-123"u8));
+    }
+
+    [Fact]
+    public void DerivedMessageId_OfParts_IsStable_AndTellsApartPartsThatConcatenateAlike()
+    {
+        var id = CloudEventValues.DerivedMessageId("ab"u8.ToArray(), "c"u8.ToArray());
+        Assert.Equal(8, id.Version);
+        Assert.Equal(id, CloudEventValues.DerivedMessageId("ab"u8.ToArray(), "c"u8.ToArray()));
+        Assert.NotEqual(id, CloudEventValues.DerivedMessageId("a"u8.ToArray(), "bc"u8.ToArray()));
+        Assert.NotEqual(id, CloudEventValues.DerivedMessageId("abc"u8));
+        Assert.NotEqual(CloudEventValues.DerivedMessageId(ReadOnlyMemory<byte>.Empty, "x"u8.ToArray()), CloudEventValues.DerivedMessageId("x"u8.ToArray(), ReadOnlyMemory<byte>.Empty));
     }
 }

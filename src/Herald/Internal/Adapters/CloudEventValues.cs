@@ -6,7 +6,7 @@ namespace Herald.Internal;
 
 /// <summary>
 /// The text forms of the CloudEvents attributes every transport writes and reads the same way (docs/cloudevents.md):
-/// <c>time</c>, <c>dataschema</c>, and the id Herald gives a foreign message whose id is not a Guid.
+/// <c>time</c>, <c>dataschema</c>, and the id Herald gives a foreign message whose id is not a Guid or that has none.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public static class CloudEventValues
@@ -112,8 +112,42 @@ public static class CloudEventValues
             return id;
         }
 
+        return DerivedMessageId(Encoding.UTF8.GetBytes(messageId).AsSpan());
+    }
+
+    /// <summary>
+    /// A stable id derived from <paramref name="content"/> (SHA-256, as an RFC 9562 version 8 Guid): the same bytes always
+    /// give the same id, so copies of a message that carries no id of its own keep one id.
+    /// </summary>
+    public static Guid DerivedMessageId(ReadOnlySpan<byte> content)
+    {
         Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(Encoding.UTF8.GetBytes(messageId), hash);
+        SHA256.HashData(content, hash);
+        return Version8(hash);
+    }
+
+    /// <summary>
+    /// A stable id derived from several parts (each hashed with its length first, so <c>("ab", "c")</c> and
+    /// <c>("a", "bc")</c> differ), as an RFC 9562 version 8 Guid: for a foreign message identified by what it carries.
+    /// </summary>
+    public static Guid DerivedMessageId(params ReadOnlySpan<ReadOnlyMemory<byte>> parts)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        Span<byte> length = stackalloc byte[4];
+        foreach (var part in parts)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(length, part.Length);
+            sha.AppendData(length);
+            sha.AppendData(part.Span);
+        }
+
+        Span<byte> hash = stackalloc byte[32];
+        sha.GetHashAndReset(hash);
+        return Version8(hash);
+    }
+
+    private static Guid Version8(Span<byte> hash)
+    {
         var bytes = hash[..16];
         bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80);
         bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
