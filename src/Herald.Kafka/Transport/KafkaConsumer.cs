@@ -11,7 +11,8 @@ namespace Herald.Kafka.Transport;
 /// Consumes one queue: a member of the queue's consumer group, subscribed to the queue's topic and the topics bound to
 /// it. One thread polls the client (which is not thread-safe): it hands records to one lane per worker (the same key
 /// always to the same lane, so a key is handled in order; others to the least loaded lane), serves rebalances and
-/// commits. Each partition's offsets commit only over a contiguous run of settled messages (<see cref="PartitionProgress"/>),
+/// commits. What the client has fetched already is taken in one go and handed to each lane as one batch, so a worker
+/// wakes once per batch rather than once per record. Each partition's offsets commit only over a contiguous run of settled messages (<see cref="PartitionProgress"/>),
 /// after the handler's unit of work committed and any retry or dead-letter copy was confirmed. A revoked partition's
 /// running handlers may finish (then their offsets commit) until <see cref="KafkaTransportOptions.RevocationTimeout"/>;
 /// after that they are abandoned, and the partition's next owner handles their messages again.
@@ -21,6 +22,9 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private static readonly TimeSpan PollTimeout = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan LagInterval = TimeSpan.FromSeconds(1);
 
+    // The most records taken in one go before they are handed over and the commit timer is looked at again.
+    private const int MaxBatch = 256;
+
     private readonly KafkaTransport _transport;
     private readonly KafkaTransportOptions _options;
     private readonly DeliveryHandler _handler;
@@ -29,7 +33,15 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private readonly ConcurrentDictionary<TopicPartition, PartitionProgress> _partitions = new();
     private readonly List<PartitionProgress> _retired = [];
     private readonly HashSet<TopicPartition> _seen = [];
-    private readonly Channel<KafkaDelivery.Received>[] _lanes;
+    private readonly Channel<List<KafkaDelivery.Received>>[] _lanes;
+
+    // Per lane, the records taken but not handed over yet (poll thread only); and emptied batches for reuse.
+    private readonly List<KafkaDelivery.Received>?[] _pending;
+    private readonly ConcurrentQueue<List<KafkaDelivery.Received>> _spare = new();
+
+    // The partition of the last record taken (poll thread only; forgotten on every rebalance): records come in runs of one
+    // partition, and the lookup by TopicPartition costs an allocation and a hash of the topic name per record.
+    private PartitionProgress? _lastProgress;
     private readonly int[] _laneLoad;
     private readonly int _prefetch;
     private readonly ManualResetEventSlim _released = new(false);
@@ -54,13 +66,14 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         _handler = handler;
         _logger = logger;
         _prefetch = Math.Max(options.Prefetch, options.MaxConcurrency);
-        _lanes = new Channel<KafkaDelivery.Received>[options.MaxConcurrency];
+        _lanes = new Channel<List<KafkaDelivery.Received>>[options.MaxConcurrency];
+        _pending = new List<KafkaDelivery.Received>?[options.MaxConcurrency];
         _laneLoad = new int[options.MaxConcurrency];
         for (var i = 0; i < _lanes.Length; i++)
         {
             // Unbounded on purpose: the poll thread must never block on a lane (it serves rebalances); what bounds the
             // lanes is the prefetch count of dispatched, unfinished records, past which the poll thread stops taking more.
-            _lanes[i] = Channel.CreateUnbounded<KafkaDelivery.Received>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+            _lanes[i] = Channel.CreateUnbounded<List<KafkaDelivery.Received>>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         }
 
         _consumer = transport.BuildConsumer(GroupId)
@@ -207,7 +220,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
                 // Commits and the gauge go on while every slot is busy: slow handlers must not hold back what others settled.
                 if (HasRoom())
                 {
-                    ConsumeOne();
+                    ConsumeAvailable(MaxBatch);
                 }
 
                 var now = clock.GetTimestamp();
@@ -284,21 +297,53 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             _paused = true;
         }
 
-        ConsumeOne();
+        ConsumeAvailable(1);
         return false;
     }
 
-    private void ConsumeOne()
+    /// <summary>
+    /// Takes the next record (waiting up to the poll timeout), then, without waiting, whatever else the client has fetched
+    /// already, up to <paramref name="limit"/> records or the prefetch count, and hands them to their lanes together.
+    /// </summary>
+    private void ConsumeAvailable(int limit)
     {
-        if (KafkaTransport.Poll(_consumer, PollTimeout, _logger, Queue) is not { } result)
+        try
         {
-            return;
-        }
+            var timeout = PollTimeout;
+            for (var taken = 0; taken < limit; taken++)
+            {
+                if (KafkaTransport.Poll(_consumer, timeout, _logger, Queue) is not { } result)
+                {
+                    return;
+                }
 
-        if (!_partitions.TryGetValue(result.TopicPartition, out var progress))
+                Dispatch(result);
+                if (Volatile.Read(ref _inFlight) >= _prefetch)
+                {
+                    return;
+                }
+
+                timeout = TimeSpan.Zero;
+            }
+        }
+        finally
         {
-            // A record of a partition no longer held (revoked between fetch and now): its next owner reads it.
-            return;
+            HandOver();
+        }
+    }
+
+    private void Dispatch(ConsumeResult<byte[]?, byte[]> result)
+    {
+        var progress = _lastProgress;
+        if (progress is null || progress.Partition.Partition.Value != result.Partition.Value || !string.Equals(progress.Partition.Topic, result.Topic, StringComparison.Ordinal))
+        {
+            if (!_partitions.TryGetValue(result.TopicPartition, out progress))
+            {
+                // A record of a partition no longer held (revoked between fetch and now): its next owner reads it.
+                return;
+            }
+
+            _lastProgress = progress;
         }
 
         var entry = progress.Take(result.Offset.Value);
@@ -310,8 +355,26 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
         Interlocked.Increment(ref _inFlight);
         var lane = PickLane(result.Message.Key);
-        Interlocked.Increment(ref _laneLoad[lane]);
-        _lanes[lane].Writer.TryWrite(new KafkaDelivery.Received(result.Message, entry, envelope, failure));
+        if (_lanes.Length > 1)
+        {
+            // With one lane there is no load to balance, and a counter both threads write costs a cache line's trip per record.
+            Interlocked.Increment(ref _laneLoad[lane]);
+        }
+
+        (_pending[lane] ??= _spare.TryDequeue(out var spare) ? spare : []).Add(new KafkaDelivery.Received(result.Message, entry, envelope, failure));
+    }
+
+    /// <summary>Hands each lane the records taken for it since the last hand-over.</summary>
+    private void HandOver()
+    {
+        for (var lane = 0; lane < _pending.Length; lane++)
+        {
+            if (_pending[lane] is { } batch)
+            {
+                _pending[lane] = null;
+                _lanes[lane].Writer.TryWrite(batch);
+            }
+        }
     }
 
     private int PickLane(byte[]? key)
@@ -346,34 +409,45 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         var reader = _lanes[lane].Reader;
         while (await reader.WaitToReadAsync().ConfigureAwait(false))
         {
-            while (reader.TryRead(out var received))
+            while (reader.TryRead(out var batch))
             {
-                var progress = received.Entry.Partition;
-                var settled = false;
-                try
+                foreach (var received in batch)
                 {
-                    if (!_stopping.IsCancellationRequested && progress.CanStart)
+                    var progress = received.Entry.Partition;
+                    var settled = false;
+                    try
                     {
-                        var delivery = new KafkaDelivery(Queue, this, received);
-                        _ = await Herald.Internal.DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token, progress.Abandoned).ConfigureAwait(false);
-                        settled = delivery.Completed;
+                        if (!_stopping.IsCancellationRequested && progress.CanStart)
+                        {
+                            var delivery = new KafkaDelivery(Queue, this, received);
+                            _ = await Herald.Internal.DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token, progress.Abandoned).ConfigureAwait(false);
+                            settled = delivery.Completed;
+                        }
+                    }
+                    finally
+                    {
+                        // Not settled (stopping, revoked, abandoned, a failed settlement): the offset stays uncommitted, so
+                        // whoever reads the partition next handles the message again.
+                        progress.Finish(received.Entry, settled);
+                        if (_lanes.Length > 1)
+                        {
+                            Interlocked.Decrement(ref _laneLoad[lane]);
+                        }
+
+                        Interlocked.Decrement(ref _inFlight);
+                        _released.Set();
                     }
                 }
-                finally
-                {
-                    // Not settled (stopping, revoked, abandoned, a failed settlement): the offset stays uncommitted, so
-                    // whoever reads the partition next handles the message again.
-                    progress.Finish(received.Entry, settled);
-                    Interlocked.Decrement(ref _laneLoad[lane]);
-                    Interlocked.Decrement(ref _inFlight);
-                    _released.Set();
-                }
+
+                batch.Clear();
+                _spare.Enqueue(batch);
             }
         }
     }
 
     private IEnumerable<TopicPartitionOffset> OnAssigned(IConsumer<byte[]?, byte[]> consumer, List<TopicPartition> assigned)
     {
+        _lastProgress = null;
         foreach (var partition in assigned)
         {
             _partitions[partition] = new PartitionProgress(partition, _aborting.Token);
@@ -469,6 +543,10 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
     private void OnRevoked(List<TopicPartitionOffset> revoked, bool lost)
     {
+        // Called from within a poll, possibly in the middle of a batch: what was taken must reach the lanes before the
+        // revoked partitions' handlers are waited for.
+        HandOver();
+        _lastProgress = null;
         var partitions = revoked.Select(p => p.TopicPartition).ToList();
         Revoking?.Invoke(partitions);
         Log.PartitionsRevoked(_logger, Queue, string.Join(", ", partitions), lost);
