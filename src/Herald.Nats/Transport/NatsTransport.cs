@@ -180,6 +180,7 @@ internal sealed partial class NatsTransport : ITransport
         try
         {
             var durable = await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
+            await EnsureMaxDeliveriesCaptureAsync(queue, target, durable, cancellationToken).ConfigureAwait(false);
             consumer = NatsConsumer.Start(this, durable, queue, target, options.MaxConcurrency, prefetch, (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null), handler, _logger);
         }
         catch (Exception e) when (e is NatsException or NatsJSException)
