@@ -38,6 +38,15 @@ internal static partial class Log
     [LoggerMessage(8024, LogLevel.Warning, "Telling NATS a message of '{Queue}' is in progress failed; it may be delivered again after the ack wait")]
     public static partial void KeepAliveFailed(ILogger logger, Exception exception, string queue);
 
+    [LoggerMessage(8030, LogLevel.Warning, "A max-deliveries advisory of '{Queue}' could not be read; it is dropped: {Reason}")]
+    public static partial void MaxDeliveriesAdvisoryUnreadable(ILogger logger, string queue, string reason);
+
+    [LoggerMessage(8031, LogLevel.Information, "Message {Sequence} of stream '{Stream}' reached the most deliveries of the consumer of '{Queue}' but is no longer in the stream; nothing to dead-letter")]
+    public static partial void MaxDeliveredMessageGone(ILogger logger, ulong sequence, string stream, string queue);
+
+    [LoggerMessage(8032, LogLevel.Warning, "Removing message {Sequence} of stream '{Stream}' after it was dead-lettered failed; it stays in the stream, never delivered again")]
+    public static partial void MaxDeliveredRemoveFailed(ILogger logger, Exception exception, ulong sequence, string stream);
+
     [LoggerMessage(8025, LogLevel.Debug, "Reading the lag of the consumer of '{Queue}' failed; the gauge keeps its last reading")]
     public static partial void LagRefreshFailed(ILogger logger, Exception exception, string queue);
 }

@@ -36,20 +36,24 @@ public sealed class JetStreamTests : NatsTestBase
     [Fact]
     public async Task AHandlerRunningLongerThanTheAckWait_IsKeptAlive_AndItsMessageIsDeliveredOnce()
     {
+        // Issue 13: with a 1 s ack wait and a 200 ms keep-alive this failed once under full-suite load (a keep-alive came
+        // late behind a starved thread pool; the keep-alive now has a thread of its own). A 2 s ack wait leaves a late
+        // tick 1.75 s of slack, and the handler still outlives the ack wait twice over, so without the keep-alive the
+        // server would deliver the message again (to the second, idle worker) and this would fail.
+        var ackWait = TimeSpan.FromSeconds(2);
         var transport = await CreateTransportAsync(o =>
         {
-            o.AckWait = TimeSpan.FromSeconds(1);
-            o.KeepAliveInterval = TimeSpan.FromMilliseconds(200);
+            o.AckWait = ackWait;
+            o.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
         });
         var queue = "slow-" + Guid.NewGuid().ToString("N")[..8];
         var slow = NewEnvelope("slow");
         await transport.SendAsync(queue, slow);
         var (consumer, seen) = await ConsumeAsync(transport, queue, async (delivery, cancellationToken) =>
         {
-            // Slow work, three ack waits long: the server would deliver the message again without the keep-alive.
             if (TextOf(delivery.Envelope) == "slow")
             {
-                await Task.Delay(TimeSpan.FromSeconds(3), cancellationToken);
+                await Task.Delay(ackWait * 2.5, cancellationToken);
             }
         }, new ConsumerOptions { MaxConcurrency = 2 });
         await using (consumer)

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using Herald.Diagnostics;
 using Herald.Internal;
 using Herald.Nats.Diagnostics;
@@ -32,7 +33,10 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private readonly ILogger _logger;
     private readonly int _prefetch;
     private readonly DeliveryLanes<NatsDelivery> _lanes;
-    private readonly ConcurrentDictionary<NatsDelivery, byte> _unsettled = new();
+
+    // Every received, unsettled delivery, linked through the deliveries themselves (no node or hash per message).
+    private readonly Lock _unsettledLock = new();
+    private NatsDelivery? _unsettled;
 
     // Naks of delayed sends by stream sequence, taken off the server's delivery count; forgotten once the message is settled.
     private readonly ConcurrentDictionary<ulong, int> _deferrals = new();
@@ -44,6 +48,9 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private Task _pulling = Task.CompletedTask;
     private Task _running = Task.CompletedTask;
     private ITimer? _keepAlive;
+    private Thread? _keepAliveThread;
+    private readonly ManualResetEventSlim _keepAliveStop = new();
+    private TimeSpan _keepAliveEvery;
     private ITimer? _lagRefresh;
     private long _pending;
     private long _ackPending;
@@ -84,8 +91,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         var started = new NatsConsumer(transport, consumer, queue, target, concurrency, prefetch, rawType, handler, logger);
         started.ReadLag(consumer);
         var time = transport.TimeProvider;
-        var keepAlive = transport.Options.KeepAliveEvery;
-        started._keepAlive = time.CreateTimer(static s => ((NatsConsumer)s!).KeepAlive(), started, keepAlive, keepAlive);
+        started.StartKeepAlive(time, transport.Options.KeepAliveFor(consumer.Info.Config.AckWait));
         var lag = transport.Options.LagRefreshInterval;
         started._lagRefresh = time.CreateTimer(static s => _ = ((NatsConsumer)s!).RefreshLagAsync(), started, lag, lag);
         started._running = started._lanes.RunAsync(started.HandleAsync, started._stopping.Token);
@@ -109,10 +115,11 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         // Prefetched messages no handler started go back at once (not after the ack wait) to whoever consumes next.
         foreach (var delivery in _lanes.TakeLeftovers())
         {
-            _unsettled.TryRemove(delivery, out _);
+            Untrack(delivery);
             await NakQuietlyAsync(delivery.Message, TimeSpan.Zero).ConfigureAwait(false);
         }
 
+        _keepAliveStop.Set();
         if (_keepAlive is not null)
         {
             await _keepAlive.DisposeAsync().ConfigureAwait(false);
@@ -131,8 +138,10 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     public async ValueTask DisposeAsync()
     {
         await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        _keepAliveThread?.Join();
         _stopping.Dispose();
         _aborting.Dispose();
+        _keepAliveStop.Dispose();
     }
 
     internal ValueTask AckAsync(NatsDelivery delivery, CancellationToken cancellationToken)
@@ -178,7 +187,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     private void Forget(NatsDelivery delivery)
     {
-        _unsettled.TryRemove(delivery, out _);
+        Untrack(delivery);
         if (Volatile.Read(ref _deferred) > 0 && _deferrals.TryRemove(delivery.StreamSequence, out _))
         {
             Interlocked.Decrement(ref _deferred);
@@ -230,13 +239,14 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         NatsDelivery? delivery = null;
         try
         {
-            var metadata = message.Metadata;
-            if (metadata is { } m)
+            if (!NatsAckReply.TryParse(message.ReplyTo, out var reply) && message.Metadata is { } m)
             {
-                Volatile.Write(ref _pending, (long)Math.Min(m.NumPending, long.MaxValue));
+                reply = new NatsAckReply(m.NumDelivered, m.Sequence.Stream, m.NumPending, m.Timestamp);
             }
 
-            var sequence = metadata?.Sequence.Stream ?? 0;
+            // Zero when the message came without metadata (never from a pull consumer): read as the first delivery, stored now.
+            Volatile.Write(ref _pending, (long)Math.Min(reply.Pending, long.MaxValue));
+            var sequence = reply.StreamSequence;
             var now = _transport.TimeProvider.GetUtcNow();
             if (NatsEnvelopeCodec.NotBefore(message.Headers) is { } due && due - now > DueTolerance)
             {
@@ -249,25 +259,25 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
                 return;
             }
 
-            var delivered = (int)Math.Min(metadata?.NumDelivered ?? 1, int.MaxValue);
+            var delivered = (int)Math.Clamp(reply.Delivered, 1, int.MaxValue);
             var attempt = Math.Max(1, delivered - (Volatile.Read(ref _deferred) > 0 && _deferrals.TryGetValue(sequence, out var deferred) ? deferred : 0));
             var envelope = NatsEnvelopeCodec.Decode(
-                message.Headers, message.Data ?? [], attempt, metadata?.Timestamp ?? now, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
+                message.Headers, message.Data ?? [], attempt, reply.Delivered == 0 ? now : reply.Timestamp, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
             if (failure is not null)
             {
                 Log.Undecodable(_logger, Queue, failure.Message);
             }
 
             var key = failure is null ? envelope.PartitionKey ?? (_target.OrderBySubject ? message.Subject : null) : null;
-            delivery = new NatsDelivery(this, message, envelope, failure, delivered, sequence) { LaneKey = key };
-            _unsettled[delivery] = 0;
+            delivery = new NatsDelivery(this, message, envelope, failure, delivered, sequence);
+            Track(delivery);
             await _lanes.WriteAsync(delivery, key, stop).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
             if (delivery is not null)
             {
-                _unsettled.TryRemove(delivery, out _);
+                Untrack(delivery);
             }
 
             await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
@@ -279,7 +289,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             Log.ReceiveFailed(_logger, e, Queue);
             if (delivery is not null)
             {
-                _unsettled.TryRemove(delivery, out _);
+                Untrack(delivery);
             }
 
             await DeadLetterUnreceivedAsync(message, e).ConfigureAwait(false);
@@ -303,6 +313,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask HandleAsync(NatsDelivery delivery)
     {
         // Aborted by shutdown (false): not a failed attempt; handed back unchanged.
@@ -311,7 +322,56 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             await NakQuietlyAsync(delivery.Message, TimeSpan.Zero).ConfigureAwait(false);
         }
 
-        _unsettled.TryRemove(delivery, out _);
+        Untrack(delivery);
+    }
+
+    private void Track(NatsDelivery delivery)
+    {
+        lock (_unsettledLock)
+        {
+            delivery.Next = _unsettled;
+            if (_unsettled is not null)
+            {
+                _unsettled.Previous = delivery;
+            }
+
+            _unsettled = delivery;
+            delivery.Tracked = true;
+        }
+    }
+
+    private void Untrack(NatsDelivery delivery)
+    {
+        // Settling removes it, and so does the end of its handling: the second finds it gone without taking the lock.
+        if (!Volatile.Read(ref delivery.Tracked))
+        {
+            return;
+        }
+
+        lock (_unsettledLock)
+        {
+            if (!delivery.Tracked)
+            {
+                return;
+            }
+
+            if (delivery.Previous is { } previous)
+            {
+                previous.Next = delivery.Next;
+            }
+            else
+            {
+                _unsettled = delivery.Next;
+            }
+
+            if (delivery.Next is { } next)
+            {
+                next.Previous = delivery.Previous;
+            }
+
+            delivery.Previous = delivery.Next = null;
+            delivery.Tracked = false;
+        }
     }
 
     private async ValueTask NakQuietlyAsync(INatsJSMsg<byte[]> message, TimeSpan delay)
@@ -328,15 +388,59 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         }
     }
 
+    /// <summary>
+    /// Ticks the keep-alive. On the system clock a thread of its own does it, not a timer: a timer's callback waits for a
+    /// thread-pool thread, and a pool starved by blocking handlers held it past a short ack wait (a message was delivered
+    /// twice, JetStreamTests under full-suite load). Another clock (a test's) drives a timer of its own.
+    /// </summary>
+    private void StartKeepAlive(TimeProvider time, TimeSpan every)
+    {
+        _keepAliveEvery = every;
+        if (time != TimeProvider.System)
+        {
+            _keepAlive = time.CreateTimer(static s => ((NatsConsumer)s!).KeepAlive(), this, every, every);
+            return;
+        }
+
+        _keepAliveThread = new Thread(static s => ((NatsConsumer)s!).KeepAliveLoop())
+        {
+            IsBackground = true,
+            Name = "Herald NATS keep-alive",
+        };
+        _keepAliveThread.Start(this);
+    }
+
+    private void KeepAliveLoop()
+    {
+        while (!_keepAliveStop.Wait(_keepAliveEvery))
+        {
+            KeepAlive();
+        }
+    }
+
     /// <summary>Tells the server every received, unsettled message is still being worked on, so its ack wait starts again.</summary>
     private void KeepAlive()
     {
-        foreach (var delivery in _unsettled.Keys)
+        List<NatsDelivery>? due = null;
+        lock (_unsettledLock)
         {
-            if (!delivery.IsSettled)
+            for (var delivery = _unsettled; delivery is not null; delivery = delivery.Next)
             {
-                _ = KeepAliveAsync(delivery);
+                if (!delivery.IsSettled)
+                {
+                    (due ??= []).Add(delivery);
+                }
             }
+        }
+
+        if (due is null)
+        {
+            return;
+        }
+
+        foreach (var delivery in due)
+        {
+            _ = KeepAliveAsync(delivery);
         }
     }
 

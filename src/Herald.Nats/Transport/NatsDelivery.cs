@@ -15,8 +15,10 @@ internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> mes
 
     public ulong StreamSequence { get; } = streamSequence;
 
-    /// <summary>The key whose messages go to one lane (handled in order), or null.</summary>
-    public string? LaneKey { get; init; }
+    // The consumer's list of unsettled deliveries runs through these (guarded by its lock; Tracked also read without).
+    internal NatsDelivery? Previous;
+    internal NatsDelivery? Next;
+    internal bool Tracked;
 
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken) => consumer.AckAsync(this, cancellationToken);
 

@@ -43,15 +43,20 @@ internal static class NatsEnvelopeCodec
             [ContentTypeHeader] = Escape(envelope.ContentType),
         };
         var source = defaultSource;
-        foreach (var (name, value) in envelope.Headers)
+
+        // Most messages carry no headers of their own: no enumerator (an allocation through the interface) for them.
+        if (envelope.Headers.Count > 0)
         {
-            if (name == HeaderNames.Source)
+            foreach (var (name, value) in envelope.Headers)
             {
-                source = value;
-            }
-            else if (!ReservedAttributes.Contains(name))
-            {
-                headers[Prefix + name] = Escape(value);
+                if (name == HeaderNames.Source)
+                {
+                    source = value;
+                }
+                else if (!ReservedAttributes.Contains(name))
+                {
+                    headers[Prefix + name] = Escape(value);
+                }
             }
         }
 

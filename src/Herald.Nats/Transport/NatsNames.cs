@@ -28,6 +28,15 @@ internal sealed class NatsNames(string subjectPrefix, string streamPrefix)
 
     public string DeadLetterSubject(string queue) => $"{subjectPrefix}.dead-letter.{Token(queue)}";
 
+    /// <summary>The stream that keeps the server's max-deliveries advisories of a queue's durable consumer, until drained.</summary>
+    public string MaxDeliveriesStream(string queue) => $"{streamPrefix}_MAX_DELIVERIES_{Token(queue)}";
+
+    /// <summary>The subject the server sends a consumer's max-deliveries advisories on (a core NATS event, kept only where a stream takes it).</summary>
+    public static string MaxDeliveriesAdvisory(string stream, string consumer) => $"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}";
+
+    /// <summary>The durable consumer that drains a queue's max-deliveries advisories.</summary>
+    public const string MaxDeliveriesDurable = "drain";
+
     /// <summary>The durable consumer of a queue: one per queue, shared by every process consuming it (competing consumers).</summary>
     public static string Durable(string queue) => Token(queue);
 

@@ -7,7 +7,8 @@ namespace Herald.Nats.Transport;
 internal sealed partial class NatsTransport : INativeDeadLetterSource
 {
     /// <summary>
-    /// Reads the queue's dead letters (subject <c>{prefix}.dead-letter.{queue}</c> of the dead-letter stream, a work queue)
+    /// Moves the messages of the queue that reached the consumer's most deliveries unsettled (their max-deliveries
+    /// advisories, below), then reads the queue's dead letters (subject <c>{prefix}.dead-letter.{queue}</c> of the dead-letter stream, a work queue)
     /// through a durable consumer of their own, hands each on and acks it (removing it) only after that returned; on
     /// failure the message is handed back (nak) and the drain stops.
     /// </summary>
@@ -17,6 +18,12 @@ internal sealed partial class NatsTransport : INativeDeadLetterSource
         ValidateName(queue, nameof(queue));
         ObjectDisposedException.ThrowIf(_disposed, this);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        var moved = await DrainMaxDeliveriesAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
+        return moved + await DrainDeadLetterStreamAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async ValueTask<int> DrainDeadLetterStreamAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
+    {
         INatsJSConsumer consumer;
         try
         {

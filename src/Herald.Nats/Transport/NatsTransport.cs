@@ -99,12 +99,46 @@ internal sealed partial class NatsTransport : ITransport
     }
 
     /// <inheritdoc />
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(envelope);
         ValidateName(queue, nameof(queue));
         CheckSize(envelope);
+
+        // Connected and the queue's stream made already (every send but the first): the publish is the only async step.
+        if (_connected)
+        {
+            var target = EnsureQueueAsync(queue, cancellationToken);
+            return target.IsCompletedSuccessfully
+                ? PublishCoreAsync(target.Result.Subject, envelope, options, cancellationToken)
+                : SendWhenQueueReadyAsync(target, envelope, options, cancellationToken);
+        }
+
+        return SendSlowAsync(queue, envelope, options, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        ValidateName(topic, nameof(topic));
+        CheckSize(envelope);
+        if (_connected)
+        {
+            var subject = EnsureTopicAsync(topic, cancellationToken);
+            if (subject.IsCompletedSuccessfully)
+            {
+                return PublishCoreAsync(subject.Result, envelope, options, cancellationToken);
+            }
+
+            return PublishWhenTopicReadyAsync(subject, envelope, options, cancellationToken);
+        }
+
+        return PublishSlowAsync(topic, envelope, options, cancellationToken);
+    }
+
+    private async ValueTask SendSlowAsync(string queue, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
+    {
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
 
         // The stream first, so a message sent before any consumer exists waits in it instead of finding no stream.
@@ -112,15 +146,22 @@ internal sealed partial class NatsTransport : ITransport
         await PublishCoreAsync(target.Subject, envelope, options, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <inheritdoc />
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    private async ValueTask SendWhenQueueReadyAsync(ValueTask<QueueTarget> ensuring, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(envelope);
-        ValidateName(topic, nameof(topic));
-        CheckSize(envelope);
+        var target = await ensuring.ConfigureAwait(false);
+        await PublishCoreAsync(target.Subject, envelope, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async ValueTask PublishSlowAsync(string topic, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
+    {
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var subject = await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        await PublishCoreAsync(subject, envelope, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async ValueTask PublishWhenTopicReadyAsync(ValueTask<string> ensuring, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
+    {
+        var subject = await ensuring.ConfigureAwait(false);
         await PublishCoreAsync(subject, envelope, options, cancellationToken).ConfigureAwait(false);
     }
 
@@ -139,6 +180,7 @@ internal sealed partial class NatsTransport : ITransport
         try
         {
             var durable = await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
+            await EnsureMaxDeliveriesCaptureAsync(queue, target, durable, cancellationToken).ConfigureAwait(false);
             consumer = NatsConsumer.Start(this, durable, queue, target, options.MaxConcurrency, prefetch, (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null), handler, _logger);
         }
         catch (Exception e) when (e is NatsException or NatsJSException)
@@ -237,8 +279,7 @@ internal sealed partial class NatsTransport : ITransport
 
     internal void Forget(NatsConsumer consumer) => _consumers.TryRemove(consumer, out _);
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask PublishCoreAsync(string subject, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
+    private ValueTask PublishCoreAsync(string subject, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
     {
         DateTimeOffset? notBefore = options?.Delay is { } delay && delay > TimeSpan.Zero ? TimeProvider.GetUtcNow() + delay : null;
         var id = envelope.MessageId.ToString("D");
@@ -246,7 +287,7 @@ internal sealed partial class NatsTransport : ITransport
 
         // An envelope at attempt 0 is a re-send on purpose (a dead letter retried keeps its id): the dedup window must not drop it.
         var messageId = _options.Deduplicate && envelope.DeliveryAttempt != 0 ? id : null;
-        await PublishRawAsync(subject, envelope.Body, headers, messageId, cancellationToken).ConfigureAwait(false);
+        return PublishRawAsync(subject, envelope.Body, headers, messageId, cancellationToken);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]

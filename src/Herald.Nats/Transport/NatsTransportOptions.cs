@@ -52,7 +52,8 @@ public sealed class NatsTransportOptions
     public TimeSpan AckWait { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// How often a delivery still unsettled tells the server it is in progress (<c>+WPI</c>); null: a third of <see cref="AckWait"/>.
+    /// How often a delivery still unsettled tells the server it is in progress (<c>+WPI</c>), at most half of
+    /// <see cref="AckWait"/>; null: a third of it (and never more than a third of the durable consumer's own ack wait).
     /// </summary>
     public TimeSpan? KeepAliveInterval { get; set; }
 
@@ -181,7 +182,8 @@ public sealed class NatsTransportOptions
         problems.Between(nameof(AckWait), AckWait, TimeSpan.FromSeconds(1), TimeSpan.FromDays(1), "1 second to 1 day");
         if (KeepAliveInterval is { } keepAlive)
         {
-            problems.Between(nameof(KeepAliveInterval), keepAlive, TimeSpan.FromMilliseconds(100), AckWait, "100 ms to AckWait");
+            // At most half the ack wait: a tick that comes a little late must still come before the server gives the message up.
+            problems.Between(nameof(KeepAliveInterval), keepAlive, TimeSpan.FromMilliseconds(100), AckWait / 2, "100 ms to half of AckWait");
         }
 
         if (MaxDeliver is { } maxDeliver)
@@ -203,6 +205,14 @@ public sealed class NatsTransportOptions
     }
 
     internal TimeSpan KeepAliveEvery => KeepAliveInterval ?? AckWait / 3;
+
+    /// <summary>
+    /// The keep-alive interval for a durable consumer whose ack wait is <paramref name="consumerAckWait"/> (set by whichever
+    /// process made it, maybe shorter than this one's <see cref="AckWait"/>): never more than a third of it, so two ticks may
+    /// come late before the server gives up on a message.
+    /// </summary>
+    internal TimeSpan KeepAliveFor(TimeSpan consumerAckWait) =>
+        consumerAckWait > TimeSpan.Zero && consumerAckWait / 3 < KeepAliveEvery ? consumerAckWait / 3 : KeepAliveEvery;
 
     /// <summary>A snapshot, so changing the options object later does not change a running transport.</summary>
     internal NatsTransportOptions Snapshot()

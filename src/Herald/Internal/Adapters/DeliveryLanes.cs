@@ -35,11 +35,14 @@ public sealed class DeliveryLanes<T>
         }
     }
 
-    /// <summary>Puts an item in its lane, waiting while that lane is full.</summary>
+    /// <summary>
+    /// Puts an item in its lane, waiting while that lane is full. Once the workers were told to stop, throws
+    /// <see cref="OperationCanceledException"/>: the item was not taken.
+    /// </summary>
     public ValueTask WriteAsync(T item, string? key, CancellationToken cancellationToken)
     {
         var lane = Pick(key);
-        return lane.Writer.TryWrite(item) ? ValueTask.CompletedTask : lane.Writer.WriteAsync(item, cancellationToken);
+        return lane.Writer.TryWrite(item) ? ValueTask.CompletedTask : WriteSlowAsync(lane, item, cancellationToken);
     }
 
     /// <summary>
@@ -49,6 +52,11 @@ public sealed class DeliveryLanes<T>
     public Task RunAsync(Func<T, ValueTask> handle, CancellationToken stopping)
     {
         ArgumentNullException.ThrowIfNull(handle);
+
+        // Workers wait without a token (a wait with one allocates and registers on the token every time a lane runs dry,
+        // once per message when handlers are fast); stopping completes the lanes instead, which wakes them. Items still
+        // queued stay readable for TakeLeftovers.
+        _ = stopping.UnsafeRegister(static s => ((DeliveryLanes<T>)s!).Close(), this);
         return Task.WhenAll(Enumerable.Range(0, _lanes.Length).Select(lane => Task.Run(() => WorkAsync(lane, handle, stopping), CancellationToken.None)));
     }
 
@@ -110,12 +118,33 @@ public sealed class DeliveryLanes<T>
 
     private bool IsIdle(int lane) => Volatile.Read(ref _busy[lane]) == 0 && _lanes[lane].Reader.Count == 0;
 
+    private void Close()
+    {
+        foreach (var lane in _lanes)
+        {
+            lane.Writer.TryComplete();
+        }
+    }
+
+    private static async ValueTask WriteSlowAsync(Channel<T> lane, T item, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await lane.Writer.WriteAsync(item, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException e)
+        {
+            // Closed by the stop: the writer sees it as the cancellation it is.
+            throw new OperationCanceledException("The consumer is stopping.", e, cancellationToken);
+        }
+    }
+
     private async Task WorkAsync(int lane, Func<T, ValueTask> handle, CancellationToken stopping)
     {
         var reader = _lanes[lane].Reader;
         try
         {
-            while (await reader.WaitToReadAsync(stopping).ConfigureAwait(false))
+            while (!stopping.IsCancellationRequested && await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
             {
                 while (!stopping.IsCancellationRequested && reader.TryRead(out var item))
                 {

@@ -1,0 +1,122 @@
+using Herald.Conformance;
+using Herald.Nats.Transport;
+using Herald.Reliability.DeadLetters;
+using Herald.Transport;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using NATS.Client.JetStream;
+
+namespace Herald.Nats.Tests;
+
+/// <summary>
+/// Issue 13: a message whose last delivery MaxDeliver allows is never settled (its process stopped, or the ack wait ran
+/// out) is not delivered again; the server says so only in a max-deliveries advisory, which Herald keeps in a stream and
+/// drains into the dead-letter store.
+/// </summary>
+public sealed class MaxDeliveriesTests : NatsTestBase
+{
+    private const string Endpoint = "endpoint";
+
+    [Fact]
+    public async Task AMessageWhoseLastDeliveryIsNeverSettled_ReachesTheDeadLetterStoreOnce_ThroughTheAdvisory()
+    {
+        var transport = await CreateTransportAsync(Configure);
+
+        // Consuming declares the queue's consumer and the stream that keeps its advisories; no Herald consumer runs below.
+        await (await transport.ConsumeAsync(Endpoint, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask)).DisposeAsync();
+        var lost = NewEnvelope("never settled") with { MessageType = "nats-ping" };
+        await transport.SendAsync(Endpoint, lost);
+
+        // Two processes that each take the message and stop before settling it: a plain client pulling without acks.
+        var durable = await transport.JetStream.GetConsumerAsync(Names.QueueStream(Endpoint), Endpoint);
+        for (var delivery = 1UL; delivery <= 2; delivery++)
+        {
+            var delivered = new List<ulong>();
+            await foreach (var message in durable.FetchAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 1, Expires = Timeout }))
+            {
+                delivered.Add(message.Metadata!.Value.NumDelivered);
+            }
+
+            Assert.Equal([delivery], delivered);
+        }
+
+        // A process of the endpoint carries on: the server gives the message up (and says so) when the next pull comes.
+        using var host = await StartHostAsync();
+        try
+        {
+            var manager = host.Services.GetRequiredService<DeadLetterManager>();
+            await Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = Endpoint }) > 0, "the host drains it into the store", Timeout);
+            await Eventually.UntilAsync(
+                async () => (await transport.JetStream.GetStreamAsync(Names.MaxDeliveriesStream(Endpoint))).Info.State.Messages == 0, "the advisory is removed once drained", Timeout);
+
+            // Nothing is left to move (a drain now moves none), the message left its work queue, and it was stored once.
+            Assert.Equal(0, await transport.DrainDeadLettersAsync(Endpoint, (_, _) => throw new InvalidOperationException("nothing should be left to drain")));
+            Assert.Equal(0, (await transport.JetStream.GetStreamAsync(Names.QueueStream(Endpoint))).Info.State.Messages);
+            var deadLetter = Assert.Single((await manager.ListAsync(new DeadLetterQuery { Endpoint = Endpoint })).Items);
+            Assert.Equal(lost.MessageId, deadLetter.Envelope.MessageId);
+            Assert.Equal("nats-ping", deadLetter.Envelope.MessageType);
+            Assert.Equal(lost.Body.ToArray(), deadLetter.Envelope.Body.ToArray());
+            Assert.Equal(DeadLetterCause.TransportDeadLettered, deadLetter.Cause);
+            Assert.Equal(2, deadLetter.AttemptCount);
+            Assert.Contains("MaxDeliver 2", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    [Fact]
+    public void AStoredMessagesHeaderBlock_IsReadBack()
+    {
+        var block = Convert.ToBase64String("NATS/1.0\r\nce-id: 42\r\nce-type:order-placed\r\nX-Twice: a\r\nX-Twice: b\r\n\r\n"u8.ToArray());
+        var headers = NatsTransport.StoredHeaders(block)!;
+        Assert.Equal("42", headers["ce-id"].ToString());
+        Assert.Equal("order-placed", headers["ce-type"].ToString());
+        Assert.Equal(new[] { "a", "b" }, headers["X-Twice"].ToArray());
+        Assert.Null(NatsTransport.StoredHeaders(null));
+    }
+
+    [Fact]
+    public void AnAdvisory_IsRead_AndAnythingElseIsRefusedWithAReason()
+    {
+        var advisory = MaxDeliveriesAdvisory.Read(
+            """{"type":"io.nats.jetstream.advisory.v1.max_deliver","id":"x","timestamp":"2026-12-04T13:00:00.5Z","stream":"S","consumer":"c","stream_seq":7,"deliveries":3}"""u8.ToArray(),
+            out var failure);
+        Assert.Null(failure);
+        Assert.Equal(new MaxDeliveriesAdvisory("S", "c", 7, 3, new DateTimeOffset(2026, 12, 4, 13, 0, 0, 500, TimeSpan.Zero)), advisory);
+        Assert.Null(MaxDeliveriesAdvisory.Read("not json"u8.ToArray(), out failure));
+        Assert.NotNull(failure);
+        Assert.Null(MaxDeliveriesAdvisory.Read("""{"stream":"S","consumer":"c"}"""u8.ToArray(), out failure));
+        Assert.NotNull(failure);
+    }
+
+    private void Configure(NatsTransportOptions o)
+    {
+        o.MaxDeliver = 2;
+        o.AckWait = TimeSpan.FromSeconds(1);
+    }
+
+    private async Task<IHost> StartHostAsync()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(new HostingTests.Probe());
+        builder.Services.AddHerald(h => h
+            .UseNats(o =>
+            {
+                o.Url = NatsServer.Url;
+                o.StreamPrefix = Prefixes.Streams;
+                o.SubjectPrefix = Prefixes.Subjects;
+                Configure(o);
+            })
+            .AddMessageType<HostingTests.NatsPing>("nats-ping")
+            .AddHandler<HostingTests.NatsPingHandler>()
+            .ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromMilliseconds(200))
+            .Configure(o => o.EndpointName = Endpoint));
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+}
