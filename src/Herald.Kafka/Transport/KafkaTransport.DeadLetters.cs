@@ -14,7 +14,7 @@ internal sealed partial class KafkaTransport : INativeDeadLetterSource
     {
         ArgumentNullException.ThrowIfNull(moveAsync);
         ValidateName(queue, nameof(queue));
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var topic = _options.DeadLetterTopicName(queue);
         await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);

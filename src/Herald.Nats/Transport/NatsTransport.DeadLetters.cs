@@ -15,7 +15,7 @@ internal sealed partial class NatsTransport : INativeDeadLetterSource
     {
         ArgumentNullException.ThrowIfNull(moveAsync);
         ValidateName(queue, nameof(queue));
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         INatsJSConsumer consumer;
         try

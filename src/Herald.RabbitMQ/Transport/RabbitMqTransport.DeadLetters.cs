@@ -14,7 +14,7 @@ internal sealed partial class RabbitMqTransport : INativeDeadLetterSource
     {
         ArgumentNullException.ThrowIfNull(moveAsync);
         ValidateName(queue, nameof(queue));
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var deadLetterQueue = _options.DeadLetterQueueName(queue);
         var channel = await _consumeConnection!.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
