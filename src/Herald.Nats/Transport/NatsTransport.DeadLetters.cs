@@ -4,19 +4,15 @@ using NATS.Client.JetStream.Models;
 
 namespace Herald.Nats.Transport;
 
-internal sealed partial class NatsTransport : INativeDeadLetterSource
+internal sealed partial class NatsTransport
 {
     /// <summary>
     /// Reads the queue's dead letters (subject <c>{prefix}.dead-letter.{queue}</c> of the dead-letter stream, a work queue)
     /// through a durable consumer of their own, hands each on and acks it (removing it) only after that returned; on
     /// failure the message is handed back (nak) and the drain stops.
     /// </summary>
-    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    protected override async ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(moveAsync);
-        ValidateName(queue, nameof(queue));
-        ObjectDisposedException.ThrowIf(IsDisposed, this);
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
         INatsJSConsumer consumer;
         try
         {

@@ -1,15 +1,16 @@
 using System.Collections.Concurrent;
+using Herald.Transport;
 
 namespace Herald.Internal;
 
 /// <summary>
 /// What the broker transports (NATS, Kafka, RabbitMQ) share around their own protocol: a connect that runs once at a time,
-/// is remembered when it succeeded and tried again after a failure; the registry of running consumers; and a dispose that
-/// stops those consumers before the transport closes its clients.
+/// is remembered when it succeeded and tried again after a failure; the registry of running consumers; a dispose that
+/// stops those consumers before the transport closes its clients; and the checks before a drain of the native dead letters.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 /// <typeparam name="TConsumer">The transport's consumer, which calls <see cref="Untrack"/> when it stops on its own.</typeparam>
-public abstract class BrokerTransport<TConsumer> : IAsyncDisposable
+public abstract class BrokerTransport<TConsumer> : INativeDeadLetterSource, IAsyncDisposable
     where TConsumer : class, IAsyncDisposable
 {
     private readonly SemaphoreSlim _connectGate = new(1, 1);
@@ -76,6 +77,22 @@ public abstract class BrokerTransport<TConsumer> : IAsyncDisposable
         await DisposeCoreAsync().ConfigureAwait(false);
         GC.SuppressFinalize(this);
     }
+
+    /// <summary>Checks the queue's name, that the transport is not disposed, connects, then drains (<see cref="DrainDeadLettersCoreAsync"/>).</summary>
+    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(moveAsync);
+        ValidateQueueName(queue, nameof(queue));
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        return await DrainDeadLettersCoreAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Moves the queue's native dead letters with <paramref name="moveAsync"/>, on a connected transport; returns how many.</summary>
+    protected abstract ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken);
+
+    /// <summary>Throws an <see cref="ArgumentException"/> for a queue name the broker does not take; by default, an empty one.</summary>
+    protected virtual void ValidateQueueName(string queue, string parameter) => TransportArguments.ThrowIfEmptyName(queue, parameter);
 
     /// <summary>Opens the clients; runs under the connect gate, never twice at once, and never after dispose began.</summary>
     protected abstract ValueTask ConnectCoreAsync(CancellationToken cancellationToken);
