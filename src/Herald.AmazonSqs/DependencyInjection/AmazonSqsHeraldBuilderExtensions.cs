@@ -1,9 +1,6 @@
 using Herald.AmazonSqs.Transport;
 using Herald.Hosting;
 using Herald.Internal;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -14,16 +11,10 @@ public static class AmazonSqsHeraldBuilderExtensions
     /// Uses Amazon SQS as this host's transport. The options are validated and SQS called once when the host starts, so a
     /// wrong region, endpoint or credentials fail the start with the endpoint named.
     /// </summary>
-    public static HeraldBuilder UseAmazonSqs(this HeraldBuilder builder, Action<AmazonSqsTransportOptions> configure)
-    {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentNullException.ThrowIfNull(configure);
-        builder.Services.AddCheckedOptions(configure, static (options, problems) => options.Check(problems));
-        return builder.UseStartedTransport(
-            sp => new AmazonSqsTransport(
-                sp.GetRequiredService<IOptions<AmazonSqsTransportOptions>>().Value,
-                sp.GetService<TimeProvider>() ?? TimeProvider.System,
-                sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance),
+    public static HeraldBuilder UseAmazonSqs(this HeraldBuilder builder, Action<AmazonSqsTransportOptions> configure) =>
+        builder.UseStartedTransport<AmazonSqsTransportOptions, AmazonSqsTransport>(
+            configure,
+            static (options, problems) => options.Check(problems),
+            static (options, timeProvider, loggerFactory) => new AmazonSqsTransport(options, timeProvider, loggerFactory),
             static (transport, cancellationToken) => transport.ConnectAsync(cancellationToken));
-    }
 }

@@ -1,7 +1,6 @@
 using Herald.Internal;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Herald.AmazonSqs.Transport;
 
@@ -12,17 +11,15 @@ public static class AmazonSqsTransportFactory
     /// Validates the options, checks that SQS answers and returns the transport; throws a <see cref="HeraldException"/> naming
     /// the endpoint when it does not. Dispose the transport to stop its consumers (and its client, unless you gave one).
     /// </summary>
-    public static Task<ITransport> CreateAsync(
+    public static async Task<ITransport> CreateAsync(
         AmazonSqsTransportOptions options,
         TimeProvider? timeProvider = null,
         ILoggerFactory? loggerFactory = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var transport = new AmazonSqsTransport(options, timeProvider ?? TimeProvider.System, loggerFactory ?? NullLoggerFactory.Instance);
-        return StartAsync(transport, cancellationToken);
+        return await Components.CreateStartedAsync(
+            options, timeProvider, loggerFactory, static (o, t, l) => new AmazonSqsTransport(o, t, l), static (transport, ct) => transport.ConnectAsync(ct), cancellationToken)
+            .ConfigureAwait(false);
     }
-
-    private static async Task<ITransport> StartAsync(AmazonSqsTransport transport, CancellationToken cancellationToken) =>
-        await Components.StartOrDisposeAsync(transport, static (t, ct) => t.ConnectAsync(ct), cancellationToken).ConfigureAwait(false);
 }

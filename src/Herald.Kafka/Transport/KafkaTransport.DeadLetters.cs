@@ -3,19 +3,15 @@ using Herald.Transport;
 
 namespace Herald.Kafka.Transport;
 
-internal sealed partial class KafkaTransport : INativeDeadLetterSource
+internal sealed partial class KafkaTransport
 {
     /// <summary>
     /// Reads the queue's dead-letter topic with a consumer group of its own (<c>{dead-letter topic}.drain</c>) from its
     /// committed offsets up to the end the topic had when the drain began, hands each record on, and commits it only
     /// after that returned; on failure the drain stops and the record stays for the next drain.
     /// </summary>
-    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    protected override async ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(moveAsync);
-        ValidateName(queue, nameof(queue));
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var topic = _options.DeadLetterTopicName(queue);
         await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
         using var consumer = BuildConsumer(_options.GroupIdPrefix + topic + ".drain").Build();
@@ -84,4 +80,7 @@ internal sealed partial class KafkaTransport : INativeDeadLetterSource
 
         return (start, ends);
     }
+
+    /// <inheritdoc />
+    protected override void ValidateQueueName(string queue, string parameter) => ValidateName(queue, parameter);
 }

@@ -3,6 +3,7 @@ using System.Collections.Immutable;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Confluent.Kafka;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -15,31 +16,22 @@ namespace Herald.Kafka.Transport;
 /// Kafka topic, and binding a queue to it makes the queue's group read it too, from the end of the log at the time of
 /// the binding. The producer is idempotent with acks=all, so a send completes once every in-sync replica has it.
 /// </summary>
-internal sealed partial class KafkaTransport : ITransport
+internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, ITransport
 {
     private readonly KafkaTransportOptions _options;
     private readonly ILogger _logger;
-    private readonly ConcurrentDictionary<KafkaConsumer, byte> _consumers = new();
     private readonly ConcurrentDictionary<string, ImmutableSortedSet<string>> _bindings = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Lazy<RetryRelay>> _relays = new(StringComparer.Ordinal);
     private IProducer<byte[]?, byte[]>? _producer;
     private IAdminClient? _admin;
-    private Lazy<Task> _connection;
-    private bool _disposed;
 
     public KafkaTransport(KafkaTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(timeProvider);
         ArgumentNullException.ThrowIfNull(loggerFactory);
-        var errors = options.Validate();
-        if (errors.Count > 0)
-        {
-            throw new ArgumentException("Invalid Kafka transport options: " + string.Join(" ", errors), nameof(options));
-        }
-
+        TransportArguments.ThrowIfInvalid(options.Validate(), "Kafka transport");
         _options = options.Snapshot();
-        _connection = new Lazy<Task>(ConnectOnceAsync);
         TimeProvider = timeProvider;
         _logger = loggerFactory.CreateLogger("Herald.Kafka");
         Capabilities = new TransportCapabilities
@@ -94,7 +86,7 @@ internal sealed partial class KafkaTransport : ITransport
         // A binding copies what is published from now on: the group starts reading the topic at its current end.
         await StartGroupAtEndAsync(_options.GroupIdPrefix + queue, topic, cancellationToken).ConfigureAwait(false);
         var topics = _bindings.AddOrUpdate(queue, _ => before.Add(topic), (_, set) => set.Add(topic));
-        var running = _consumers.Keys.Where(c => c.Queue == queue).ToList();
+        var running = Consumers.Where(c => c.Queue == queue).ToList();
         if (running.Count > 0)
         {
             // Delayed publishes to the topic need a relay wherever it is consumed.
@@ -136,7 +128,7 @@ internal sealed partial class KafkaTransport : ITransport
         ArgumentNullException.ThrowIfNull(handler);
         ValidateName(queue, nameof(queue));
         options.Validate();
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var topics = TopicsOf(queue, _bindings.GetValueOrDefault(queue));
         foreach (var topic in topics)
@@ -146,29 +138,13 @@ internal sealed partial class KafkaTransport : ITransport
         }
 
         var consumer = await KafkaConsumer.StartAsync(this, queue, topics, options, handler, _logger, cancellationToken).ConfigureAwait(false);
-        _consumers[consumer] = 0;
+        Track(consumer);
         Log.ConsumerStarted(_logger, queue, consumer.GroupId, options.Prefetch, options.MaxConcurrency);
         return consumer;
     }
 
-    /// <summary>Creates the producer (once) and checks the cluster answers; fails naming the brokers when it does not.</summary>
-    public async ValueTask ConnectAsync(CancellationToken cancellationToken = default)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        var connecting = _connection;
-        try
-        {
-            await connecting.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (HeraldException)
-        {
-            // Tried again on the next call (the cluster may be back), not remembered as broken.
-            Interlocked.CompareExchange(ref _connection, new Lazy<Task>(ConnectOnceAsync), connecting);
-            throw;
-        }
-    }
-
-    private async Task ConnectOnceAsync()
+    /// <summary>Creates the producer and checks the cluster answers; fails naming the brokers when it does not.</summary>
+    protected override async ValueTask ConnectCoreAsync(CancellationToken cancellationToken)
     {
         var config = new ProducerConfig
         {
@@ -190,7 +166,7 @@ internal sealed partial class KafkaTransport : ITransport
         var admin = new DependentAdminClientBuilder(producer.Handle).Build();
         try
         {
-            await Task.Run(() => admin.GetMetadata(TimeSpan.FromSeconds(10))).ConfigureAwait(false);
+            await Task.Run(() => admin.GetMetadata(TimeSpan.FromSeconds(10)), cancellationToken).ConfigureAwait(false);
         }
         catch (KafkaException e)
         {
@@ -198,25 +174,21 @@ internal sealed partial class KafkaTransport : ITransport
             producer.Dispose();
             throw new HeraldException($"Could not reach Kafka at {_options.BootstrapServers}: {e.Error.Reason}", e);
         }
+        catch
+        {
+            admin.Dispose();
+            producer.Dispose();
+            throw;
+        }
 
         _producer = producer;
         _admin = admin;
         Log.Connected(_logger, _options.BootstrapServers);
     }
 
-    public async ValueTask DisposeAsync()
+    /// <inheritdoc />
+    protected override async ValueTask DisposeCoreAsync()
     {
-        if (_disposed)
-        {
-            return;
-        }
-
-        _disposed = true;
-        foreach (var consumer in _consumers.Keys)
-        {
-            await consumer.DisposeAsync().ConfigureAwait(false);
-        }
-
         foreach (var relay in _relays.Values.Where(r => r.IsValueCreated))
         {
             await relay.Value.DisposeAsync().ConfigureAwait(false);
@@ -275,7 +247,7 @@ internal sealed partial class KafkaTransport : ITransport
             .SetLogHandler((_, message) => Log.ClientLog(_logger, message.Name, message.Facility, message.Message));
     }
 
-    internal void Forget(KafkaConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    internal void Forget(KafkaConsumer consumer) => Untrack(consumer);
 
     /// <summary>One poll of a Herald consumer: the next record, or null (none yet, end of a partition, or an error, logged).</summary>
     internal static ConsumeResult<byte[]?, byte[]>? Poll(IConsumer<byte[]?, byte[]> consumer, TimeSpan timeout, ILogger logger, string owner)
@@ -319,13 +291,7 @@ internal sealed partial class KafkaTransport : ITransport
         _ = _relays.GetOrAdd(retryTopic, name => new Lazy<RetryRelay>(() => new RetryRelay(this, name, _logger))).Value;
     }
 
-    private void CheckSize(Envelope envelope)
-    {
-        if (envelope.Body.Length > _options.MaxMessageBytes)
-        {
-            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageBytes);
-        }
-    }
+    private void CheckSize(Envelope envelope) => TransportArguments.ThrowIfTooLarge(envelope, _options.MaxMessageBytes);
 
     private static void ValidateName(string name, string parameter)
     {

@@ -1,6 +1,6 @@
+using Herald.Internal;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Herald.Kafka.Transport;
 
@@ -17,17 +17,8 @@ public static class KafkaTransportFactory
         ILoggerFactory? loggerFactory = null,
         CancellationToken cancellationToken = default)
     {
-        var transport = new KafkaTransport(options, timeProvider ?? TimeProvider.System, loggerFactory ?? NullLoggerFactory.Instance);
-        try
-        {
-            await transport.ConnectAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch
-        {
-            await transport.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
-
-        return transport;
+        return await Components.CreateStartedAsync(
+            options, timeProvider, loggerFactory, static (o, t, l) => new KafkaTransport(o, t, l), static (transport, ct) => transport.ConnectAsync(ct).AsTask(), cancellationToken)
+            .ConfigureAwait(false);
     }
 }

@@ -4,7 +4,7 @@ using NATS.Client.JetStream.Models;
 
 namespace Herald.Nats.Transport;
 
-internal sealed partial class NatsTransport : INativeDeadLetterSource
+internal sealed partial class NatsTransport
 {
     /// <summary>
     /// Moves the messages of the queue that reached the consumer's most deliveries unsettled (their max-deliveries
@@ -12,12 +12,8 @@ internal sealed partial class NatsTransport : INativeDeadLetterSource
     /// through a durable consumer of their own, hands each on and acks it (removing it) only after that returned; on
     /// failure the message is handed back (nak) and the drain stops.
     /// </summary>
-    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    protected override async ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(moveAsync);
-        ValidateName(queue, nameof(queue));
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var moved = await DrainMaxDeliveriesAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
         return moved + await DrainDeadLetterStreamAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
     }

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using Herald.Internal;
 using Herald.Messages;
@@ -16,27 +15,19 @@ namespace Herald.Nats.Transport;
 /// A topic is a stream of its own that bound queues' streams source from, or a subject of a declared stream. A send
 /// completes when the stream stored it (the publish ack), carrying the message id as <c>Nats-Msg-Id</c>.
 /// </summary>
-internal sealed partial class NatsTransport : ITransport
+internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITransport
 {
     private readonly NatsTransportOptions _options;
     private readonly ILogger _logger;
-    private readonly SemaphoreSlim _connectGate = new(1, 1);
-    private readonly ConcurrentDictionary<NatsConsumer, byte> _consumers = new();
     private NatsConnection? _connection;
     private NatsJSContext? _js;
-    private volatile bool _connected;
-    private bool _disposed;
 
     public NatsTransport(NatsTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(timeProvider);
         ArgumentNullException.ThrowIfNull(loggerFactory);
-        var errors = options.Validate();
-        if (errors.Count > 0)
-        {
-            throw new ArgumentException("Invalid NATS transport options: " + string.Join(" ", errors), nameof(options));
-        }
+        TransportArguments.ThrowIfInvalid(options.Validate(), "NATS transport");
 
         _options = options.Snapshot();
         Names = new NatsNames(_options.SubjectPrefix, _options.StreamPrefix);
@@ -172,7 +163,7 @@ internal sealed partial class NatsTransport : ITransport
         ArgumentNullException.ThrowIfNull(handler);
         ValidateName(queue, nameof(queue));
         options.Validate();
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         var prefetch = Math.Max(_options.Prefetch ?? options.Prefetch, options.MaxConcurrency);
@@ -188,96 +179,56 @@ internal sealed partial class NatsTransport : ITransport
             throw new HeraldException($"Could not start consuming '{queue}' on NATS at {Endpoint}: {e.Message}", e);
         }
 
-        _consumers[consumer] = 0;
+        Track(consumer);
         Log.ConsumerStarted(_logger, queue, target.Stream, prefetch, options.MaxConcurrency);
         return consumer;
     }
 
-    /// <summary>Connects (once) and declares the configured streams; fails naming the server when it cannot be reached.</summary>
-    public async ValueTask ConnectAsync(CancellationToken cancellationToken = default)
+    /// <summary>Connects and declares the configured streams; fails naming the server when it cannot be reached.</summary>
+    protected override async ValueTask ConnectCoreAsync(CancellationToken cancellationToken)
     {
-        if (_connected)
-        {
-            return;
-        }
-
-        await _connectGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var connection = new NatsConnection(new NatsOpts { Url = _options.Url, Name = _options.ClientName });
         try
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_connected)
+            await connection.ConnectAsync().AsTask().WaitAsync(cancellationToken).ConfigureAwait(false);
+            var js = new NatsJSContext(connection);
+            foreach (var stream in _options.Streams)
             {
-                return;
+                await js.CreateOrUpdateStreamAsync(NatsTopology.StreamConfig(stream), cancellationToken).ConfigureAwait(false);
             }
 
-            var connection = new NatsConnection(new NatsOpts { Url = _options.Url, Name = _options.ClientName });
-            try
-            {
-                await connection.ConnectAsync().AsTask().WaitAsync(cancellationToken).ConfigureAwait(false);
-                var js = new NatsJSContext(connection);
-                foreach (var stream in _options.Streams)
-                {
-                    await js.CreateOrUpdateStreamAsync(NatsTopology.StreamConfig(stream), cancellationToken).ConfigureAwait(false);
-                }
-
-                _connection = connection;
-                _js = js;
-            }
-            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-            {
-                await connection.DisposeAsync().ConfigureAwait(false);
-                throw new HeraldException($"Could not connect to NATS JetStream at {Endpoint}: {UserInfo.Redact(e.Message)}", e);
-            }
-            catch
-            {
-                await connection.DisposeAsync().ConfigureAwait(false);
-                throw;
-            }
-
-            if (connection.ServerInfo?.MaxPayload is { } maxPayload && maxPayload < _options.MaxMessageBytes)
-            {
-                Log.MaxPayloadBelowLimit(_logger, Endpoint, maxPayload, _options.MaxMessageBytes);
-            }
-
-            _connected = true;
-            Log.Connected(_logger, Endpoint);
+            _connection = connection;
+            _js = js;
         }
-        finally
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            _connectGate.Release();
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw new HeraldException($"Could not connect to NATS JetStream at {Endpoint}: {UserInfo.Redact(e.Message)}", e);
         }
+        catch
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        if (connection.ServerInfo?.MaxPayload is { } maxPayload && maxPayload < _options.MaxMessageBytes)
+        {
+            Log.MaxPayloadBelowLimit(_logger, Endpoint, maxPayload, _options.MaxMessageBytes);
+        }
+
+        Log.Connected(_logger, Endpoint);
     }
 
     /// <inheritdoc />
-    public async ValueTask DisposeAsync()
+    protected override async ValueTask DisposeCoreAsync()
     {
-        await _connectGate.WaitAsync().ConfigureAwait(false);
-        try
-        {
-            if (_disposed)
-            {
-                return;
-            }
-
-            _disposed = true;
-        }
-        finally
-        {
-            _connectGate.Release();
-        }
-
-        foreach (var consumer in _consumers.Keys)
-        {
-            await consumer.DisposeAsync().ConfigureAwait(false);
-        }
-
         if (_connection is not null)
         {
             await _connection.DisposeAsync().ConfigureAwait(false);
         }
     }
 
-    internal void Forget(NatsConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    internal void Forget(NatsConsumer consumer) => Untrack(consumer);
 
     private ValueTask PublishCoreAsync(string subject, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
     {
@@ -313,19 +264,7 @@ internal sealed partial class NatsTransport : ITransport
         ack.EnsureSuccess();
     }
 
-    private void CheckSize(Envelope envelope)
-    {
-        if (envelope.Body.Length > _options.MaxMessageBytes)
-        {
-            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageBytes);
-        }
-    }
+    private void CheckSize(Envelope envelope) => TransportArguments.ThrowIfTooLarge(envelope, _options.MaxMessageBytes);
 
-    private static void ValidateName(string name, string parameter)
-    {
-        if (string.IsNullOrWhiteSpace(name))
-        {
-            throw new ArgumentException("A queue or topic name must not be empty.", parameter);
-        }
-    }
+    private static void ValidateName(string name, string parameter) => TransportArguments.ThrowIfEmptyName(name, parameter);
 }

@@ -1,7 +1,6 @@
 using Herald.Internal;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Herald.Nats.Transport;
 
@@ -12,16 +11,14 @@ public static class NatsTransportFactory
     /// Validates the options, connects to the server, declares the configured streams and returns the transport; throws a
     /// <see cref="HeraldException"/> naming the server when it cannot connect. Dispose the transport to close its connection.
     /// </summary>
-    public static Task<ITransport> CreateAsync(
+    public static async Task<ITransport> CreateAsync(
         NatsTransportOptions options,
         TimeProvider? timeProvider = null,
         ILoggerFactory? loggerFactory = null,
-        CancellationToken cancellationToken = default) =>
-        CreateCoreAsync(options, timeProvider, loggerFactory, cancellationToken);
-
-    private static async Task<ITransport> CreateCoreAsync(NatsTransportOptions options, TimeProvider? timeProvider, ILoggerFactory? loggerFactory, CancellationToken cancellationToken) =>
-        await Components.StartOrDisposeAsync(
-            new NatsTransport(options, timeProvider ?? TimeProvider.System, loggerFactory ?? NullLoggerFactory.Instance),
-            static (transport, ct) => transport.ConnectAsync(ct).AsTask(),
-            cancellationToken).ConfigureAwait(false);
+        CancellationToken cancellationToken = default)
+    {
+        return await Components.CreateStartedAsync(
+            options, timeProvider, loggerFactory, static (o, t, l) => new NatsTransport(o, t, l), static (transport, ct) => transport.ConnectAsync(ct).AsTask(), cancellationToken)
+            .ConfigureAwait(false);
+    }
 }

@@ -28,7 +28,7 @@ internal static class Migrations
     // Positions: ((xid8 of the writing transaction + position_offset) << 20) | ordinal within that transaction (ADR 0001).
     // The functions return a status instead of raising, so a conflicting member of a grouped commit writes nothing and
     // fails nobody else, without a subtransaction per member.
-    private const string V1 = """
+    private const string V1 = $$"""
         CREATE TABLE {schema}.log_settings (
             id int PRIMARY KEY CHECK (id = 1),
             position_offset bigint NOT NULL CHECK (position_offset >= 0)
@@ -52,15 +52,7 @@ internal static class Migrations
             version bigint NOT NULL,
             event_id uuid NOT NULL,
             type text NOT NULL,
-            schema_version int NOT NULL,
-            time timestamptz NOT NULL,
-            correlation_id text,
-            causation_id text,
-            user_id text,
-            partition_key text,
-            content_type text NOT NULL,
-            headers jsonb,
-            body bytea NOT NULL,
+        {{EnvelopeColumns}},
             recorded_at timestamptz NOT NULL,
             deleted boolean NOT NULL DEFAULT false,
             CONSTRAINT events_stream_version UNIQUE (stream, version)
@@ -307,7 +299,7 @@ internal static class Migrations
 
     // Times are timestamptz (microseconds); expiry columns hold times of the application's TimeProvider, never now().
     // The envelope columns match Internal/EnvelopeColumns.
-    private const string V2 = """
+    private const string V2 = $$"""
         CREATE TABLE {schema}.dead_letters (
             id uuid PRIMARY KEY,
             endpoint text COLLATE "C" NOT NULL,
@@ -324,15 +316,7 @@ internal static class Migrations
             last_retry_time timestamptz,
             message_id uuid NOT NULL,
             message_type text COLLATE "C" NOT NULL,
-            schema_version int NOT NULL,
-            time timestamptz NOT NULL,
-            correlation_id text,
-            causation_id text,
-            user_id text,
-            partition_key text,
-            content_type text NOT NULL,
-            headers jsonb,
-            body bytea NOT NULL,
+        {{EnvelopeColumns}},
             delivery_attempt int NOT NULL
         );
         CREATE INDEX dead_letters_endpoint_id ON {schema}.dead_letters (endpoint, id);
@@ -349,15 +333,7 @@ internal static class Migrations
             sent_at timestamptz,
             message_id uuid NOT NULL,
             message_type text COLLATE "C" NOT NULL,
-            schema_version int NOT NULL,
-            time timestamptz NOT NULL,
-            correlation_id text,
-            causation_id text,
-            user_id text,
-            partition_key text,
-            content_type text NOT NULL,
-            headers jsonb,
-            body bytea NOT NULL,
+        {{EnvelopeColumns}},
             delivery_attempt int NOT NULL
         );
         CREATE INDEX outbox_pending ON {schema}.outbox (seq) WHERE sent_at IS NULL;
@@ -381,6 +357,24 @@ internal static class Migrations
         CREATE INDEX idempotency_expires_at ON {schema}.idempotency (expires_at);
         """;
 
+    // The columns of every table holding an envelope after its id and type, as each released migration wrote them: the
+    // metadata, the partition key (collated in queue_messages only), the content.
+    private const string EnvelopeColumns = EnvelopeMetadataColumns + ",\n    partition_key text,\n" + EnvelopeContentColumns;
+
+    private const string EnvelopeMetadataColumns = """
+            schema_version int NOT NULL,
+            time timestamptz NOT NULL,
+            correlation_id text,
+            causation_id text,
+            user_id text
+        """;
+
+    private const string EnvelopeContentColumns = """
+            content_type text NOT NULL,
+            headers jsonb,
+            body bytea NOT NULL
+        """;
+
     /// <summary>The migration's SQL for a schema (already validated, so quoting cannot be escaped).</summary>
     public static string Render(Migration migration, string schema) =>
         migration.Sql.Replace("{schema}", Quote(schema), StringComparison.Ordinal).Replace("{channel}", ChannelFor(schema), StringComparison.Ordinal);
@@ -394,21 +388,15 @@ internal static class Migrations
     // The durable queue (Transport/PostgresQueueTransport). A message is a row: claimable when visible_at has passed and no
     // lease holds it; a consumer leases rows with FOR UPDATE SKIP LOCKED, deletes them on ack, moves them to
     // queue_dead_letters on dead-letter. attempts counts the deliveries that ended without an ack.
-    private const string V3 = """
+    private const string V3 = $$"""
         CREATE TABLE {schema}.queue_messages (
             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             queue text COLLATE "C" NOT NULL,
             message_id uuid NOT NULL,
             message_type text NOT NULL,
-            schema_version int NOT NULL,
-            time timestamptz NOT NULL,
-            correlation_id text,
-            causation_id text,
-            user_id text,
+        {{EnvelopeMetadataColumns}},
             partition_key text COLLATE "C",
-            content_type text NOT NULL,
-            headers jsonb,
-            body bytea NOT NULL,
+        {{EnvelopeContentColumns}},
             enqueued_at timestamptz NOT NULL,
             visible_at timestamptz NOT NULL,
             attempts int NOT NULL DEFAULT 0,
@@ -431,15 +419,7 @@ internal static class Migrations
             queue text COLLATE "C" NOT NULL,
             message_id uuid NOT NULL,
             message_type text NOT NULL,
-            schema_version int NOT NULL,
-            time timestamptz NOT NULL,
-            correlation_id text,
-            causation_id text,
-            user_id text,
-            partition_key text,
-            content_type text NOT NULL,
-            headers jsonb,
-            body bytea NOT NULL,
+        {{EnvelopeColumns}},
             enqueued_at timestamptz NOT NULL,
             delivery_attempt int NOT NULL,
             reason text NOT NULL,

@@ -2,9 +2,6 @@ using Herald.RabbitMQ.Transport;
 using Herald.Hosting;
 using Herald.RabbitMQ;
 using Herald.Internal;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -15,18 +12,10 @@ public static class RabbitMqHeraldBuilderExtensions
     /// Uses RabbitMQ as this host's transport. The options are validated and the broker connected when the host
     /// starts, so a wrong address fails the start with the host named.
     /// </summary>
-    public static HeraldBuilder UseRabbitMq(this HeraldBuilder builder, Action<RabbitMqTransportOptions> configure)
-    {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentNullException.ThrowIfNull(configure);
-        builder.Services.AddCheckedOptions(configure, static (options, problems) => problems.AddMessages(options.Validate()));
-
-        // Connected when the host starts, so send-only hosts also fail fast on a wrong address.
-        return builder.UseStartedTransport(
-            sp => new RabbitMqTransport(
-                sp.GetRequiredService<IOptions<RabbitMqTransportOptions>>().Value,
-                sp.GetService<TimeProvider>() ?? TimeProvider.System,
-                sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance),
-            (transport, cancellationToken) => transport.ConnectAsync(cancellationToken).AsTask());
-    }
+    public static HeraldBuilder UseRabbitMq(this HeraldBuilder builder, Action<RabbitMqTransportOptions> configure) =>
+        builder.UseStartedTransport<RabbitMqTransportOptions, RabbitMqTransport>(
+            configure,
+            static (options, problems) => problems.AddMessages(options.Validate()),
+            static (options, timeProvider, loggerFactory) => new RabbitMqTransport(options, timeProvider, loggerFactory),
+            static (transport, cancellationToken) => transport.ConnectAsync(cancellationToken).AsTask());
 }

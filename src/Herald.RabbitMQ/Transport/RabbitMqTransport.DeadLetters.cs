@@ -4,18 +4,14 @@ using RabbitMQ.Client.Exceptions;
 
 namespace Herald.RabbitMQ.Transport;
 
-internal sealed partial class RabbitMqTransport : INativeDeadLetterSource
+internal sealed partial class RabbitMqTransport
 {
     /// <summary>
     /// Reads the queue's dead-letter queue with basic.get on a channel of its own, hands each message on, and acks it only
     /// after that returned; on failure the message is handed back (nack, requeue) and the drain stops.
     /// </summary>
-    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    protected override async ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(moveAsync);
-        ValidateName(queue, nameof(queue));
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var deadLetterQueue = _options.DeadLetterQueueName(queue);
         var channel = await _consumeConnection!.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         await using (channel.ConfigureAwait(false))
@@ -60,4 +56,7 @@ internal sealed partial class RabbitMqTransport : INativeDeadLetterSource
             return moved;
         }
     }
+
+    /// <inheritdoc />
+    protected override void ValidateQueueName(string queue, string parameter) => ValidateName(queue, parameter);
 }

@@ -21,7 +21,7 @@ internal sealed partial class RabbitMqTransport
         MessageLabel what,
         CancellationToken cancellationToken)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         try
         {
             var channel = await _publishers!.GetAsync(cancellationToken).ConfigureAwait(false);

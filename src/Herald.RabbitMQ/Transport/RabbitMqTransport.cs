@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
 using Herald.Internal;
@@ -16,31 +15,23 @@ namespace Herald.RabbitMQ.Transport;
 /// Messages are persistent and, with publisher confirms, a send completes when the broker has stored it. Two
 /// connections (publish, consume) recover automatically with their topology and consumers.
 /// </summary>
-internal sealed partial class RabbitMqTransport : ITransport
+internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsumer>, ITransport
 {
     private readonly RabbitMqTransportOptions _options;
     private readonly FrozenDictionary<string, string> _rawQueues;
     private readonly ILogger _logger;
-    private readonly SemaphoreSlim _connectGate = new(1, 1);
-    private readonly ConcurrentDictionary<RabbitMqConsumer, byte> _consumers = new();
     private IConnection? _publishConnection;
     private IConnection? _consumeConnection;
     private ChannelPool? _publishers;
     private ChannelPool? _topology;
-    private volatile bool _connected;
     private int _recoveries;
-    private bool _disposed;
 
     public RabbitMqTransport(RabbitMqTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(timeProvider);
         ArgumentNullException.ThrowIfNull(loggerFactory);
-        var errors = options.Validate();
-        if (errors.Count > 0)
-        {
-            throw new ArgumentException("Invalid RabbitMQ transport options: " + string.Join(" ", errors), nameof(options));
-        }
+        TransportArguments.ThrowIfInvalid(options.Validate(), "RabbitMQ transport");
 
         // A snapshot, so changing the options object later does not change a running transport.
         _options = new RabbitMqTransportOptions
@@ -171,7 +162,7 @@ internal sealed partial class RabbitMqTransport : ITransport
         ArgumentNullException.ThrowIfNull(handler);
         ValidateName(queue, nameof(queue));
         options.Validate();
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         var prefetch = Math.Clamp(Math.Max(_options.Prefetch ?? options.Prefetch, options.MaxConcurrency), 1, ushort.MaxValue);
@@ -186,88 +177,47 @@ internal sealed partial class RabbitMqTransport : ITransport
             throw new HeraldException($"Could not start consuming '{queue}' on RabbitMQ at {Endpoint}: {e.Message}", e);
         }
 
-        _consumers[consumer] = 0;
+        Track(consumer);
         RabbitMqQueueGauges.Watch(this, queue);
         Log.ConsumerStarted(_logger, queue, prefetch, options.MaxConcurrency);
         return consumer;
     }
 
-    /// <summary>Opens the publish and consume connections (once); fails naming the broker when it cannot be reached.</summary>
-    public async ValueTask ConnectAsync(CancellationToken cancellationToken = default)
+    /// <summary>Opens the publish and consume connections; fails naming the broker when it cannot be reached.</summary>
+    protected override async ValueTask ConnectCoreAsync(CancellationToken cancellationToken)
     {
-        if (_connected)
+        var factory = new ConnectionFactory
         {
-            return;
-        }
-
-        await _connectGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+            Uri = _options.ConnectionUri,
+            AutomaticRecoveryEnabled = true,
+            TopologyRecoveryEnabled = true,
+            NetworkRecoveryInterval = _options.NetworkRecoveryInterval,
+        };
+        var publish = await OpenAsync(factory, _options.ClientProvidedName + ":publish", cancellationToken).ConfigureAwait(false);
+        IConnection consume;
         try
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_connected)
-            {
-                return;
-            }
-
-            var factory = new ConnectionFactory
-            {
-                Uri = _options.ConnectionUri,
-                AutomaticRecoveryEnabled = true,
-                TopologyRecoveryEnabled = true,
-                NetworkRecoveryInterval = _options.NetworkRecoveryInterval,
-            };
-            var publish = await OpenAsync(factory, _options.ClientProvidedName + ":publish", cancellationToken).ConfigureAwait(false);
-            IConnection consume;
-            try
-            {
-                consume = await OpenAsync(factory, _options.ClientProvidedName + ":consume", cancellationToken).ConfigureAwait(false);
-            }
-            catch
-            {
-                await publish.DisposeAsync().ConfigureAwait(false);
-                throw;
-            }
-
-            _publishConnection = publish;
-            _consumeConnection = consume;
-            // RabbitMQ orders messages per channel only. With confirms, a send completes once stored, so sends awaited one
-            // after another stay in order across channels; without them, one channel keeps that order.
-            var publisherChannels = _options.PublisherConfirms ? _options.PublisherChannels : 1;
-            _publishers = new ChannelPool(publish, publisherChannels, _options.PublisherConfirms, _logger);
-            _topology = new ChannelPool(publish, 1, confirms: false, _logger);
-            _connected = true;
+            consume = await OpenAsync(factory, _options.ClientProvidedName + ":consume", cancellationToken).ConfigureAwait(false);
         }
-        finally
+        catch
         {
-            _connectGate.Release();
+            await publish.DisposeAsync().ConfigureAwait(false);
+            throw;
         }
+
+        _publishConnection = publish;
+        _consumeConnection = consume;
+        // RabbitMQ orders messages per channel only. With confirms, a send completes once stored, so sends awaited one
+        // after another stay in order across channels; without them, one channel keeps that order.
+        var publisherChannels = _options.PublisherConfirms ? _options.PublisherChannels : 1;
+        _publishers = new ChannelPool(publish, publisherChannels, _options.PublisherConfirms, _logger);
+        _topology = new ChannelPool(publish, 1, confirms: false, _logger);
     }
 
     /// <inheritdoc />
-    public async ValueTask DisposeAsync()
+    protected override async ValueTask DisposeCoreAsync()
     {
-        await _connectGate.WaitAsync().ConfigureAwait(false);
-        try
-        {
-            if (_disposed)
-            {
-                return;
-            }
-
-            _disposed = true;
-        }
-        finally
-        {
-            _connectGate.Release();
-        }
-
         RabbitMqQueueGauges.Forget(this);
-
-        foreach (var consumer in _consumers.Keys)
-        {
-            await consumer.DisposeAsync().ConfigureAwait(false);
-        }
-
         if (_publishers is not null)
         {
             await _publishers.DisposeAsync().ConfigureAwait(false);
@@ -302,7 +252,7 @@ internal sealed partial class RabbitMqTransport : ITransport
     /// <summary>How many times one of the connections recovered (topology, channels and consumers included).</summary>
     internal int Recoveries => Volatile.Read(ref _recoveries);
 
-    internal void Forget(RabbitMqConsumer consumer) => _consumers.TryRemove(consumer, out _);
+    internal void Forget(RabbitMqConsumer consumer) => Untrack(consumer);
 
     private async Task<IConnection> OpenAsync(ConnectionFactory factory, string name, CancellationToken cancellationToken)
     {
@@ -341,22 +291,13 @@ internal sealed partial class RabbitMqTransport : ITransport
         return connection;
     }
 
-    private void CheckSize(Envelope envelope)
-    {
-        if (envelope.Body.Length > _options.MaxMessageBytes)
-        {
-            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageBytes);
-        }
-    }
+    private void CheckSize(Envelope envelope) => TransportArguments.ThrowIfTooLarge(envelope, _options.MaxMessageBytes);
 
     private static MessageLabel Describe(Envelope envelope) => new(envelope.MessageId, envelope.MessageType, null);
 
     private static void ValidateName(string name, string parameter)
     {
-        if (string.IsNullOrWhiteSpace(name))
-        {
-            throw new ArgumentException("A queue or topic name must not be empty.", parameter);
-        }
+        TransportArguments.ThrowIfEmptyName(name, parameter);
 
         // AMQP short strings: queue and exchange names are at most 255 bytes.
         if (System.Text.Encoding.UTF8.GetByteCount(name) > 255)

@@ -1,6 +1,6 @@
+using Herald.Internal;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Herald.RabbitMQ.Transport;
 
@@ -17,17 +17,8 @@ public static class RabbitMqTransportFactory
         ILoggerFactory? loggerFactory = null,
         CancellationToken cancellationToken = default)
     {
-        var transport = new RabbitMqTransport(options, timeProvider ?? TimeProvider.System, loggerFactory ?? NullLoggerFactory.Instance);
-        try
-        {
-            await transport.ConnectAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch
-        {
-            await transport.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
-
-        return transport;
+        return await Components.CreateStartedAsync(
+            options, timeProvider, loggerFactory, static (o, t, l) => new RabbitMqTransport(o, t, l), static (transport, ct) => transport.ConnectAsync(ct).AsTask(), cancellationToken)
+            .ConfigureAwait(false);
     }
 }

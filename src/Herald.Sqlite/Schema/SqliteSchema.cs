@@ -11,7 +11,7 @@ internal static class SqliteSchema
     /// <summary>The migrations in order; a migration is never edited once released, a change is a new one.</summary>
     public static IReadOnlyList<Migration> Migrations { get; } =
     [
-        new(1, "event store, checkpoints and snapshots", """
+        new(1, "event store, checkpoints and snapshots", $$"""
             CREATE TABLE herald_streams (
                 stream_id     INTEGER PRIMARY KEY,
                 name          TEXT    NOT NULL UNIQUE,
@@ -26,18 +26,7 @@ internal static class SqliteSchema
                 stream_id      INTEGER NOT NULL REFERENCES herald_streams (stream_id),
                 version        INTEGER NOT NULL,
                 category       TEXT    NOT NULL,
-                event_id       BLOB    NOT NULL,
-                event_type     TEXT    NOT NULL,
-                schema_version INTEGER NOT NULL,
-                time           INTEGER NOT NULL,
-                time_offset    INTEGER NOT NULL,
-                correlation_id TEXT,
-                causation_id   TEXT,
-                user_id        TEXT,
-                partition_key  TEXT,
-                content_type   TEXT    NOT NULL,
-                headers        TEXT,
-                body           BLOB    NOT NULL,
+            {{EnvelopeColumns("event", 15)}},
                 recorded_at    INTEGER NOT NULL,
                 UNIQUE (stream_id, version),
                 UNIQUE (stream_id, event_id)
@@ -67,7 +56,7 @@ internal static class SqliteSchema
                 created_offset INTEGER NOT NULL
             ) STRICT;
             """),
-        new(2, "reliability: dead letters, outbox, inbox, idempotency", """
+        new(2, "reliability: dead letters, outbox, inbox, idempotency", $$"""
             CREATE TABLE herald_dead_letters (
                 id                   BLOB    NOT NULL PRIMARY KEY,
                 endpoint             TEXT    NOT NULL,
@@ -85,18 +74,7 @@ internal static class SqliteSchema
                 last_retry_error     TEXT,
                 last_retry_time      INTEGER,
                 last_retry_offset    INTEGER,
-                message_id       BLOB    NOT NULL,
-                message_type     TEXT    NOT NULL,
-                schema_version   INTEGER NOT NULL,
-                time             INTEGER NOT NULL,
-                time_offset      INTEGER NOT NULL,
-                correlation_id   TEXT,
-                causation_id     TEXT,
-                user_id          TEXT,
-                partition_key    TEXT,
-                content_type     TEXT    NOT NULL,
-                headers          TEXT,
-                body             BLOB    NOT NULL,
+            {{EnvelopeColumns("message", 17)}},
                 delivery_attempt INTEGER NOT NULL
             ) STRICT;
             CREATE INDEX herald_dead_letters_by_endpoint ON herald_dead_letters (endpoint, id);
@@ -113,18 +91,7 @@ internal static class SqliteSchema
                 deliver_offset       INTEGER,
                 sent_at              INTEGER,
                 sent_offset          INTEGER,
-                message_id       BLOB    NOT NULL,
-                message_type     TEXT    NOT NULL,
-                schema_version   INTEGER NOT NULL,
-                time             INTEGER NOT NULL,
-                time_offset      INTEGER NOT NULL,
-                correlation_id   TEXT,
-                causation_id     TEXT,
-                user_id          TEXT,
-                partition_key    TEXT,
-                content_type     TEXT    NOT NULL,
-                headers          TEXT,
-                body             BLOB    NOT NULL,
+            {{EnvelopeColumns("message", 17)}},
                 delivery_attempt INTEGER NOT NULL
             ) STRICT;
             CREATE INDEX herald_outbox_pending ON herald_outbox (seq) WHERE sent_at IS NULL;
@@ -147,7 +114,7 @@ internal static class SqliteSchema
             ) STRICT, WITHOUT ROWID;
             CREATE INDEX herald_idempotency_by_expiry ON herald_idempotency (expires_at);
             """),
-        new(3, "durable local queue", """
+        new(3, "durable local queue", $$"""
             CREATE TABLE herald_queue_messages (
                 id             INTEGER PRIMARY KEY,
                 queue          TEXT    NOT NULL,
@@ -155,18 +122,7 @@ internal static class SqliteSchema
                 attempts       INTEGER NOT NULL,
                 lease_owner    TEXT,
                 lease_until    INTEGER,
-                message_id     BLOB    NOT NULL,
-                message_type   TEXT    NOT NULL,
-                schema_version INTEGER NOT NULL,
-                time           INTEGER NOT NULL,
-                time_offset    INTEGER NOT NULL,
-                correlation_id TEXT,
-                causation_id   TEXT,
-                user_id        TEXT,
-                partition_key  TEXT,
-                content_type   TEXT    NOT NULL,
-                headers        TEXT,
-                body           BLOB    NOT NULL,
+            {{EnvelopeColumns("message", 15)}},
                 enqueued_at    INTEGER NOT NULL
             ) STRICT;
             CREATE INDEX herald_queue_messages_due ON herald_queue_messages (queue, visible_at);
@@ -186,18 +142,7 @@ internal static class SqliteSchema
                 delivery_attempt INTEGER NOT NULL,
                 reason           TEXT    NOT NULL,
                 dead_lettered_at INTEGER NOT NULL,
-                message_id       BLOB    NOT NULL,
-                message_type     TEXT    NOT NULL,
-                schema_version   INTEGER NOT NULL,
-                time             INTEGER NOT NULL,
-                time_offset      INTEGER NOT NULL,
-                correlation_id   TEXT,
-                causation_id     TEXT,
-                user_id          TEXT,
-                partition_key    TEXT,
-                content_type     TEXT    NOT NULL,
-                headers          TEXT,
-                body             BLOB    NOT NULL,
+            {{EnvelopeColumns("message", 17)}},
                 enqueued_at      INTEGER NOT NULL
             ) STRICT;
             CREATE INDEX herald_queue_dead_letters_by_queue ON herald_queue_dead_letters (queue, id);
@@ -234,6 +179,29 @@ internal static class SqliteSchema
         new(7, "saga instances: the timeouts a state machine's instance holds", """
             ALTER TABLE herald_sagas ADD COLUMN timeouts TEXT;
             """),
+    ];
+
+    /// <summary>
+    /// The columns every table holding an envelope has, from its id (<c>{kind}_id</c>) to its body, one a line with a comma
+    /// between, the types aligned at <paramref name="width"/>: the text each released migration ran, built in one place.
+    /// </summary>
+    private static string EnvelopeColumns(string kind, int width) =>
+        string.Join(",\n", EnvelopeColumnTypes.Select(c => "    " + (c.Name.StartsWith('_') ? kind + c.Name : c.Name).PadRight(width) + c.Type));
+
+    private static (string Name, string Type)[] EnvelopeColumnTypes =>
+    [
+        ("_id", "BLOB    NOT NULL"),
+        ("_type", "TEXT    NOT NULL"),
+        ("schema_version", "INTEGER NOT NULL"),
+        ("time", "INTEGER NOT NULL"),
+        ("time_offset", "INTEGER NOT NULL"),
+        ("correlation_id", "TEXT"),
+        ("causation_id", "TEXT"),
+        ("user_id", "TEXT"),
+        ("partition_key", "TEXT"),
+        ("content_type", "TEXT    NOT NULL"),
+        ("headers", "TEXT"),
+        ("body", "BLOB    NOT NULL"),
     ];
 
     /// <summary>The newest schema version this code knows.</summary>

@@ -54,15 +54,7 @@ public sealed class SagaOrchestrator
     {
         ArgumentNullException.ThrowIfNull(definition);
         ArgumentNullException.ThrowIfNull(data);
-        var instance = new SagaInstance
-        {
-            SagaType = definition.Name,
-            Id = id,
-            Status = SagaStatus.Running,
-            State = definition.Steps[0].Name,
-            CurrentStep = 0,
-            Data = SagaData.Serialize(data),
-        };
+        var instance = NewInstance(definition, id, data);
         // Claimed in this process before it is saved, so the start-up resume never runs it beside this call.
         var key = (definition.Name, id);
         if (!_running.TryAdd(key, 0))
@@ -107,15 +99,7 @@ public sealed class SagaOrchestrator
         }
 
         await _store.SaveAsync(
-            new SagaInstance
-            {
-                SagaType = definition.Name,
-                Id = id,
-                Status = SagaStatus.Running,
-                State = definition.Steps[0].Name,
-                CurrentStep = 0,
-                Data = SagaData.Serialize(data),
-            },
+            NewInstance(definition, id, data),
             unitOfWork,
             cancellationToken).ConfigureAwait(false);
         var parent = System.Diagnostics.Activity.Current?.Context ?? default;
@@ -353,4 +337,17 @@ public sealed class SagaOrchestrator
     }
 
     private static string Describe(Exception exception) => $"{exception.GetType().Name}: {exception.Message}";
+
+    /// <summary>A new instance of <paramref name="definition"/>, running, at its first step, holding <paramref name="data"/>.</summary>
+    private static SagaInstance NewInstance<TData>(SagaDefinition<TData> definition, string id, TData data)
+        where TData : class =>
+        new()
+        {
+            SagaType = definition.Name,
+            Id = id,
+            Status = SagaStatus.Running,
+            State = definition.Steps[0].Name,
+            CurrentStep = 0,
+            Data = SagaData.Serialize(data),
+        };
 }

@@ -10,6 +10,8 @@ using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace Herald.Internal;
@@ -90,6 +92,32 @@ public static class AdapterRegistration
         ArgumentNullException.ThrowIfNull(create);
         builder.Services.StartWithHost<ITransport, TTransport>(start);
         return builder.UseTransport(create);
+    }
+
+    /// <summary>
+    /// Adds <typeparamref name="TOptions"/> checked at start (see <see cref="AddCheckedOptions"/>) and uses the transport
+    /// <paramref name="create"/> makes of them, with the host's clock and loggers, as the host's, started with <paramref name="start"/>:
+    /// the whole of a broker package's <c>UseX</c>.
+    /// </summary>
+    public static HeraldBuilder UseStartedTransport<TOptions, TTransport>(
+        this HeraldBuilder builder,
+        Action<TOptions> configure,
+        Action<TOptions, OptionsProblems> check,
+        Func<TOptions, TimeProvider, ILoggerFactory, TTransport> create,
+        Func<TTransport, CancellationToken, Task> start)
+        where TOptions : class
+        where TTransport : class, ITransport
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentNullException.ThrowIfNull(configure);
+        ArgumentNullException.ThrowIfNull(create);
+        builder.Services.AddCheckedOptions(configure, check);
+        return builder.UseStartedTransport(
+            sp => create(
+                sp.GetRequiredService<IOptions<TOptions>>().Value,
+                sp.GetService<TimeProvider>() ?? TimeProvider.System,
+                sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance),
+            start);
     }
 
     /// <summary>

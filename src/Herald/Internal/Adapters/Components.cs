@@ -1,3 +1,6 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
 namespace Herald.Internal;
 
 /// <summary>Helpers for the components adapters create without dependency injection (stores, transports).</summary>
@@ -23,5 +26,24 @@ public static class Components
             await component.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>
+    /// Creates a component of its options with <paramref name="timeProvider"/> and <paramref name="loggerFactory"/> (the system
+    /// clock and no logging when null), then starts it as <see cref="StartOrDisposeAsync"/> does: the whole of an adapter's
+    /// factory method.
+    /// </summary>
+    public static async Task<TComponent> CreateStartedAsync<TOptions, TComponent>(
+        TOptions options,
+        TimeProvider? timeProvider,
+        ILoggerFactory? loggerFactory,
+        Func<TOptions, TimeProvider, ILoggerFactory, TComponent> create,
+        Func<TComponent, CancellationToken, Task> start,
+        CancellationToken cancellationToken)
+        where TComponent : IAsyncDisposable
+    {
+        ArgumentNullException.ThrowIfNull(create);
+        var component = create(options, timeProvider ?? TimeProvider.System, loggerFactory ?? NullLoggerFactory.Instance);
+        return await StartOrDisposeAsync(component, start, cancellationToken).ConfigureAwait(false);
     }
 }

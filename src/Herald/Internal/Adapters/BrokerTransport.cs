@@ -1,0 +1,113 @@
+using System.Collections.Concurrent;
+using Herald.Transport;
+
+namespace Herald.Internal;
+
+/// <summary>
+/// What the broker transports (NATS, Kafka, RabbitMQ) share around their own protocol: a connect that runs once at a time,
+/// is remembered when it succeeded and tried again after a failure; the registry of running consumers; a dispose that
+/// stops those consumers before the transport closes its clients; and the checks before a drain of the native dead letters.
+/// </summary>
+/// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
+/// <typeparam name="TConsumer">The transport's consumer, which calls <see cref="Untrack"/> when it stops on its own.</typeparam>
+public abstract class BrokerTransport<TConsumer> : INativeDeadLetterSource, IAsyncDisposable
+    where TConsumer : class, IAsyncDisposable
+{
+    private readonly SemaphoreSlim _connectGate = new(1, 1);
+    private readonly ConcurrentDictionary<TConsumer, byte> _consumers = new();
+    private volatile bool _connected;
+    private volatile bool _disposed;
+
+    /// <summary>Whether <see cref="DisposeAsync"/> has begun.</summary>
+    protected bool IsDisposed => _disposed;
+
+    /// <summary>The consumers started and not yet stopped.</summary>
+    protected ICollection<TConsumer> Consumers => _consumers.Keys;
+
+    /// <summary>Connects (once); callers wait for one connect in progress, and a failed one is tried again by the next call.</summary>
+    public async ValueTask ConnectAsync(CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_connected)
+        {
+            return;
+        }
+
+        await _connectGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_connected)
+            {
+                return;
+            }
+
+            await ConnectCoreAsync(cancellationToken).ConfigureAwait(false);
+            _connected = true;
+        }
+        finally
+        {
+            _connectGate.Release();
+        }
+    }
+
+    /// <summary>Stops the consumers, then closes the clients (<see cref="DisposeCoreAsync"/>); waits for a connect in progress.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _connectGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+        }
+        finally
+        {
+            _connectGate.Release();
+        }
+
+        foreach (var consumer in _consumers.Keys)
+        {
+            await consumer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await DisposeCoreAsync().ConfigureAwait(false);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Checks the queue's name, that the transport is not disposed, connects, then drains (<see cref="DrainDeadLettersCoreAsync"/>).</summary>
+    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(moveAsync);
+        ValidateQueueName(queue, nameof(queue));
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        return await DrainDeadLettersCoreAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Moves the queue's native dead letters with <paramref name="moveAsync"/>, on a connected transport; returns how many.</summary>
+    protected abstract ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken);
+
+    /// <summary>Throws an <see cref="ArgumentException"/> for a queue name the broker does not take; by default, an empty one.</summary>
+    protected virtual void ValidateQueueName(string queue, string parameter) => TransportArguments.ThrowIfEmptyName(queue, parameter);
+
+    /// <summary>Opens the clients; runs under the connect gate, never twice at once, and never after dispose began.</summary>
+    protected abstract ValueTask ConnectCoreAsync(CancellationToken cancellationToken);
+
+    /// <summary>Closes what <see cref="ConnectCoreAsync"/> opened, if it did; the consumers are already stopped.</summary>
+    protected abstract ValueTask DisposeCoreAsync();
+
+    /// <summary>Remembers a started consumer, so dispose stops it; returns it.</summary>
+    protected TConsumer Track(TConsumer consumer)
+    {
+        ArgumentNullException.ThrowIfNull(consumer);
+        _consumers[consumer] = 0;
+        return consumer;
+    }
+
+    /// <summary>Forgets a consumer that stopped (disposed by its owner).</summary>
+    protected void Untrack(TConsumer consumer) => _consumers.TryRemove(consumer, out _);
+}
