@@ -97,7 +97,7 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         CheckSize(envelope);
 
         // Connected and the queue's stream made already (every send but the first): the publish is the only async step.
-        if (_connected)
+        if (IsConnected)
         {
             var target = EnsureQueueAsync(queue, cancellationToken);
             return target.IsCompletedSuccessfully
@@ -114,7 +114,7 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         ArgumentNullException.ThrowIfNull(envelope);
         ValidateName(topic, nameof(topic));
         CheckSize(envelope);
-        if (_connected)
+        if (IsConnected)
         {
             var subject = EnsureTopicAsync(topic, cancellationToken);
             if (subject.IsCompletedSuccessfully)

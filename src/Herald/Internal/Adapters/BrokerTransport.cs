@@ -21,6 +21,9 @@ public abstract class BrokerTransport<TConsumer> : INativeDeadLetterSource, IAsy
     /// <summary>Whether <see cref="DisposeAsync"/> has begun.</summary>
     protected bool IsDisposed => _disposed;
 
+    /// <summary>True once connected and until disposed: a send may take its fast path without <see cref="ConnectAsync"/>.</summary>
+    protected bool IsConnected => _connected && !_disposed;
+
     /// <summary>The consumers started and not yet stopped.</summary>
     protected ICollection<TConsumer> Consumers => _consumers.Keys;
 
