@@ -25,7 +25,11 @@ public static class KafkaHeraldBuilderExtensions
             sp => new KafkaTransport(
                 sp.GetRequiredService<IOptions<KafkaTransportOptions>>().Value,
                 sp.GetService<TimeProvider>() ?? TimeProvider.System,
-                sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance),
+                sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance)
+            {
+                // Resolved at the first rebalance, not here: an observer (a stream) may depend on what needs the transport.
+                ObserversSource = sp.GetServices<IBrokerPartitionObserver>,
+            },
             (transport, cancellationToken) => transport.ConnectAsync(cancellationToken).AsTask());
     }
 }

@@ -26,6 +26,7 @@ internal sealed partial class KafkaTransport : ITransport
     private IAdminClient? _admin;
     private Lazy<Task> _connection;
     private bool _disposed;
+    private Herald.Internal.IBrokerPartitionObserver[]? _observers;
 
     public KafkaTransport(KafkaTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
     {
@@ -68,6 +69,11 @@ internal sealed partial class KafkaTransport : ITransport
     public TimeProvider TimeProvider { get; }
 
     public KafkaTransportOptions Options => _options;
+
+    /// <summary>Told when a consumer is given partitions or gives them up (transport-source streams follow them); resolved on first use.</summary>
+    public Func<IEnumerable<Herald.Internal.IBrokerPartitionObserver>> ObserversSource { get; init; } = static () => [];
+
+    public IEnumerable<Herald.Internal.IBrokerPartitionObserver> PartitionObservers => _observers ??= [.. ObserversSource()];
 
     /// <inheritdoc />
     public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)

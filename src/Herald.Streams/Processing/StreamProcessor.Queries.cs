@@ -15,15 +15,18 @@ public sealed partial class StreamProcessor
         ArgumentNullException.ThrowIfNull(key);
         cancellationToken.ThrowIfCancellationRequested();
         CheckStore(storeName);
-        if (TaskOf(key) is not { } task)
+        foreach (var task in TasksOf(key))
         {
-            return ValueTask.FromResult<TValue?>(default);
+            lock (task.Gate)
+            {
+                if (task.Store(storeName).TryGet(StateCodec.Key(key), out var value))
+                {
+                    return ValueTask.FromResult((TValue?)Unwrap(value));
+                }
+            }
         }
 
-        lock (task.Gate)
-        {
-            return ValueTask.FromResult(task.Store(storeName).TryGet(StateCodec.Key(key), out var value) ? (TValue?)Unwrap(value) : default);
-        }
+        return ValueTask.FromResult<TValue?>(default);
     }
 
     /// <summary>Every key of the table kept in <paramref name="storeName"/> with its current value, in key order.</summary>
@@ -34,7 +37,7 @@ public sealed partial class StreamProcessor
         cancellationToken.ThrowIfCancellationRequested();
         CheckStore(storeName);
         var entries = new List<KeyValuePair<string, object>>();
-        foreach (var partition in _run?.Partitions.Values ?? [])
+        foreach (var partition in FollowsBroker ? BrokerRuns().SelectMany(r => r.Run.Partitions.Values) : _run?.Partitions.Values ?? [])
         {
             lock (partition.Task.Gate)
             {
@@ -62,12 +65,18 @@ public sealed partial class StreamProcessor
         CheckStore(storeName);
         var keyJson = StateCodec.Key(key);
         var result = new List<KeyValuePair<Windowed<TKey>, TValue>>();
-        if (TaskOf(key) is not { } task)
+        foreach (var task in TasksOf(key))
         {
-            return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
+            lock (task.Gate)
+            {
+                Collect(task);
+            }
         }
 
-        lock (task.Gate)
+        result.Sort((a, b) => a.Key.Window.Start.CompareTo(b.Key.Window.Start));
+        return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
+
+        void Collect(StreamTask task)
         {
             var store = task.Store(storeName);
             if (store.TryGet(keyJson, out var sessions) && sessions is Array array)
@@ -89,9 +98,6 @@ public sealed partial class StreamProcessor
             }
         }
 
-        result.Sort((a, b) => a.Key.Window.Start.CompareTo(b.Key.Window.Start));
-        return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
-
         void Add(long start, long end, object? value)
         {
             var window = new TimeWindow(new DateTimeOffset(start, TimeSpan.Zero), new DateTimeOffset(end, TimeSpan.Zero));
@@ -112,9 +118,19 @@ public sealed partial class StreamProcessor
         }
     }
 
-    /// <summary>The task of the partition that owns <paramref name="key"/>, or null when this process does not run it.</summary>
-    private StreamTask? TaskOf(object key) =>
-        _run is { } run && run.Partitions.TryGetValue(StreamPartitioner.PartitionOf(key, _options.Partitions), out var partition) ? partition.Task : null;
+    /// <summary>
+    /// The task of the partition that owns <paramref name="key"/>, or none when this process does not run it; with broker
+    /// partitions, those of every broker partition held here (the broker's hash of a key is its own).
+    /// </summary>
+    private IEnumerable<StreamTask> TasksOf(object key)
+    {
+        if (FollowsBroker)
+        {
+            return BrokerRuns().Select(r => r.Run.Partitions[0].Task);
+        }
+
+        return _run is { } run && run.Partitions.TryGetValue(StreamPartitioner.PartitionOf(key, _options.Partitions), out var partition) ? [partition.Task] : [];
+    }
 
     private readonly record struct SessionSlotView(long Start, long End, object? Value)
     {
