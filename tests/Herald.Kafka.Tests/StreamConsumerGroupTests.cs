@@ -5,6 +5,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Npgsql;
+using Xunit.Abstractions;
 
 namespace Herald.Kafka.Tests;
 
@@ -14,7 +15,7 @@ namespace Herald.Kafka.Tests;
 /// PostgreSQL state store when the partition is assigned, dropped when it is revoked), so the windows equal those one
 /// process computes: nothing lost, nothing counted twice.
 /// </summary>
-public sealed class StreamConsumerGroupTests : KafkaTestBase
+public sealed class StreamConsumerGroupTests(ITestOutputHelper output) : KafkaTestBase
 {
     private const int Records = 2400;
     private const int Keys = 12;
@@ -41,6 +42,7 @@ public sealed class StreamConsumerGroupTests : KafkaTestBase
 
         // B holds every partition at first; A joins (B gives some up, A loads their state) and leaves mid-run (B takes them
         // back and must reload what A committed for them).
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         using var b = await StartHostAsync();
         var bus = b.Services.GetRequiredService<IMessageBus>();
         var third = Records / 3;
@@ -50,12 +52,14 @@ public sealed class StreamConsumerGroupTests : KafkaTestBase
         var aStream = a.Services.GetRequiredService<StreamProcessors>()["clicks"];
         try
         {
-            await Eventually.UntilAsync(() => aStream.OwnedPartitions.Count > 0, "the joining host is given partitions", TimeSpan.FromSeconds(60));
+            await Eventually.UntilAsync(() => aStream.OwnedPartitions.Count > 0, "the joining host is given partitions", TimeSpan.FromSeconds(90));
+            output.WriteLine($"{clock.Elapsed}: the joining host holds partitions [{string.Join(",", aStream.OwnedPartitions)}]");
             await PublishAsync(bus, clicks[third..(2 * third)]);
             await Eventually.UntilAsync(
                 async () => (await CountsAsync(aStream)).Count > 0,
                 "the joining host counts records of its partitions",
-                TimeSpan.FromSeconds(60));
+                TimeSpan.FromSeconds(90));
+            output.WriteLine($"{clock.Elapsed}: the joining host counts; it leaves");
 
             // Leaves while records are still coming.
             await Task.WhenAll(a.StopAsync(), PublishAsync(bus, clicks[(2 * third)..]));
@@ -75,13 +79,15 @@ public sealed class StreamConsumerGroupTests : KafkaTestBase
                 return counted.Count == expected.Count && counted.All(c => expected.GetValueOrDefault(c.Key) == c.Value);
             },
             "the remaining host's windows equal the one-process result",
-            TimeSpan.FromSeconds(120)).ContinueWith(
+            TimeSpan.FromSeconds(300)).ContinueWith(
                 t => t.IsFaulted ? throw new Xunit.Sdk.XunitException($"Counted {counted.Values.Sum()} clicks in {counted.Count} windows; expected {Records} in {expected.Count}.", t.Exception) : t,
                 TaskScheduler.Default).Unwrap();
 
+        output.WriteLine($"{clock.Elapsed}: the remaining host's windows equal the one-process result");
+
         // Once the group committed every offset nothing can come again: the result still stands (nothing counted twice).
         Assert.Equal(Records, EndOffsets(_type));
-        await Eventually.UntilAsync(() => Uncommitted(_type, _endpoint) == 0, "the group committed every record", TimeSpan.FromSeconds(60));
+        await Eventually.UntilAsync(() => Uncommitted(_type, _endpoint) == 0, "the group committed every record", TimeSpan.FromSeconds(120));
         Assert.Equal(expected.OrderBy(e => e.Key).ToList(), (await CountsAsync(stream)).OrderBy(e => e.Key).ToList());
         await b.StopAsync();
     }
