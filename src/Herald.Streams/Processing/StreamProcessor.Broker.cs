@@ -10,17 +10,11 @@ public sealed partial class StreamProcessor
     private readonly Dictionary<int, BrokerSlot> _brokerSlots = [];
     private readonly HashSet<int> _brokerTouched = [];
 
-    /// <summary>True once a transport-source message came from a key-partitioned broker: state then follows its partitions.</summary>
-    private bool FollowsBroker
-    {
-        get
-        {
-            lock (_brokerGate)
-            {
-                return _brokerSlots.Count > 0;
-            }
-        }
-    }
+    // Set at the first assignment, and kept: a process holding no broker partition answers for none (not for "{name}").
+    private volatile bool _followsBroker;
+
+    /// <summary>True once a key-partitioned broker (Kafka) assigned partitions to this transport source: state then follows them.</summary>
+    private bool FollowsBroker => _followsBroker;
 
     private string BrokerStateName(int partition) => $"{Name}:b{partition}";
 
@@ -32,6 +26,7 @@ public sealed partial class StreamProcessor
     {
         lock (_brokerGate)
         {
+            _followsBroker = true;
             foreach (var partition in partitions.Where(p => p.Topic != queue))
             {
                 if (!_brokerSlots.TryGetValue(partition.Partition, out var slot))
@@ -147,10 +142,11 @@ public sealed partial class StreamProcessor
         }
     }
 
-    /// <summary>With broker partitions, a record reaches state under the key it came with, or its state would be split over processes.</summary>
+    /// <summary>With broker partitions, a record reaches state under the key it came with, or that key's state would be split over processes.</summary>
     private static void CheckBrokerKey(StreamRun run, string key)
     {
-        foreach (var (_, node, record) in run.Routed)
+        // A sink keeps nothing: what reaches it may have any key.
+        foreach (var (_, node, record) in run.Routed.Where(r => r.Node is not SinkNode))
         {
             var routed = record.Key is IWindowedKey windowed ? windowed.GroupKey : record.Key;
             if (routed is not string same || same != key)
