@@ -25,4 +25,10 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 11006, Level = LogLevel.Warning, Message = "Stream processor '{Processor}' could not check its share of the partitions; it tries again in {Delay}")]
     public static partial void BalanceFailed(ILogger logger, Exception exception, string processor, TimeSpan delay);
+
+    [LoggerMessage(EventId = 11007, Level = LogLevel.Information, Message = "Stream processor '{Processor}' holds broker partition {Partition}; loaded {Entries} state entries")]
+    public static partial void BrokerPartitionLoaded(ILogger logger, string processor, int partition, int entries);
+
+    [LoggerMessage(EventId = 11008, Level = LogLevel.Information, Message = "Stream processor '{Processor}' gave broker partition {Partition} up; its state leaves the memory")]
+    public static partial void BrokerPartitionDropped(ILogger logger, string processor, int partition);
 }

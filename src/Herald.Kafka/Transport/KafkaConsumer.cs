@@ -463,6 +463,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         if (assigned.Count > 0)
         {
             Log.PartitionsAssigned(_logger, Queue, string.Join(", ", assigned));
+            Herald.Internal.BrokerPartitions.Notify(_transport.PartitionObservers, Queue, [.. assigned.Select(p => _partitions[p].Broker)], assigned: true, _logger);
             _assigned.TrySetResult();
         }
 
@@ -552,6 +553,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         Log.PartitionsRevoked(_logger, Queue, string.Join(", ", partitions), lost);
         var deadline = _transport.TimeProvider.GetTimestamp();
         var offsets = new List<TopicPartitionOffset?>();
+        var given = new List<Herald.Internal.BrokerPartition>();
         foreach (var partition in partitions)
         {
             if (_partitions.TryRemove(partition, out var progress))
@@ -559,8 +561,12 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
                 var left = _options.RevocationTimeout - _transport.TimeProvider.GetElapsedTime(deadline);
                 offsets.Add(progress.Revoke(left > TimeSpan.Zero ? left : TimeSpan.Zero, commit: !lost));
                 _retired.Add(progress);
+                given.Add(progress.Broker);
             }
         }
+
+        // After the partitions' handlers finished (or were abandoned): nothing of them runs here any more.
+        Herald.Internal.BrokerPartitions.Notify(_transport.PartitionObservers, Queue, given, assigned: false, _logger);
 
         // A lost partition belongs to another member already: committing for it could move its offsets past work not done.
         if (!lost)

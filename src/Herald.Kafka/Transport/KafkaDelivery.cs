@@ -1,4 +1,5 @@
 using Confluent.Kafka;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 
@@ -10,8 +11,11 @@ namespace Herald.Kafka.Transport;
 /// finishes. Settling a delivery whose partition was abandoned does nothing: its next owner handles it again.
 /// </summary>
 internal sealed class KafkaDelivery(string queue, KafkaConsumer consumer, KafkaDelivery.Received received)
-    : Delivery(received.Envelope, queue, received.DecodeFailure)
+    : Delivery(received.Envelope, queue, received.DecodeFailure), IBrokerPartitionedDelivery
 {
+    /// <inheritdoc />
+    public BrokerPartition BrokerPartition => received.Entry.Partition.Broker;
+
     /// <summary>Set by the settlement that completed the offset, so the consumer finishes it once.</summary>
     public bool Completed { get; private set; }
 

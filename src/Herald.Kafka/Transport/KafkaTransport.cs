@@ -24,6 +24,7 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     private readonly ConcurrentDictionary<string, Lazy<RetryRelay>> _relays = new(StringComparer.Ordinal);
     private IProducer<byte[]?, byte[]>? _producer;
     private IAdminClient? _admin;
+    private Herald.Internal.IBrokerPartitionObserver[]? _observers;
 
     public KafkaTransport(KafkaTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
     {
@@ -60,6 +61,11 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     public TimeProvider TimeProvider { get; }
 
     public KafkaTransportOptions Options => _options;
+
+    /// <summary>Told when a consumer is given partitions or gives them up (transport-source streams follow them); resolved on first use.</summary>
+    public Func<IEnumerable<Herald.Internal.IBrokerPartitionObserver>> ObserversSource { get; init; } = static () => [];
+
+    public IEnumerable<Herald.Internal.IBrokerPartitionObserver> PartitionObservers => _observers ??= [.. ObserversSource()];
 
     /// <inheritdoc />
     public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)

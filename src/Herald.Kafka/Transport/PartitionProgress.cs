@@ -1,4 +1,5 @@
 using Confluent.Kafka;
+using Herald.Internal;
 
 namespace Herald.Kafka.Transport;
 
@@ -11,6 +12,7 @@ namespace Herald.Kafka.Transport;
 /// </summary>
 internal sealed class PartitionProgress : IDisposable
 {
+    private static long s_assignments;
     private readonly Lock _gate = new();
     private readonly Queue<Entry> _taken = new();
     private readonly CancellationTokenSource _abandon;
@@ -21,10 +23,14 @@ internal sealed class PartitionProgress : IDisposable
     public PartitionProgress(TopicPartition partition, CancellationToken aborting)
     {
         Partition = partition;
+        Broker = new BrokerPartition(partition.Topic, partition.Partition.Value, Interlocked.Increment(ref s_assignments));
         _abandon = CancellationTokenSource.CreateLinkedTokenSource(aborting);
     }
 
     public TopicPartition Partition { get; }
+
+    /// <summary>The partition as this assignment of it is told to observers and to handlers (a new assignment, a new value).</summary>
+    public BrokerPartition Broker { get; }
 
     /// <summary>Fires when the partition's work is abandoned (revocation timed out, partition lost) or the consumer aborts.</summary>
     public CancellationToken Abandoned => _abandon.Token;

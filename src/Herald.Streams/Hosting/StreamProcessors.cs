@@ -27,6 +27,9 @@ public sealed class StreamProcessors
 
     internal IEnumerable<StreamProcessor> All => _processors.Values;
 
+    /// <summary>The processors whose source is the host's endpoint.</summary>
+    internal IEnumerable<StreamProcessor> Transport => _transport.Values.SelectMany(p => p).Distinct();
+
     /// <summary>The processors fed by the endpoint that read <paramref name="messageType"/>, in registration order.</summary>
     internal IReadOnlyList<StreamProcessor> ReadingTransport(Type messageType) => _transport.TryGetValue(messageType, out var list) ? list : [];
 }

@@ -1,4 +1,5 @@
 using Herald.Hosting;
+using Herald.Internal;
 using Herald.Streams;
 using Herald.Streams.Hosting;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -37,6 +38,9 @@ public static class StreamsHeraldBuilderExtensions
             {
                 builder.AddHandler(typeof(StreamTransportHandler<>).MakeGenericType(type), ServiceLifetime.Singleton);
             }
+
+            // A key-partitioned transport (Kafka) tells which of its partitions this host holds: the state follows them.
+            builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IBrokerPartitionObserver, StreamPartitionObserver>());
         }
 
         builder.Services.TryAddSingleton(sp => new StreamProcessors(sp.GetServices<StreamRegistration>(), sp));

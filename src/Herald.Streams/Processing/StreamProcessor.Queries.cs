@@ -15,15 +15,18 @@ public sealed partial class StreamProcessor
         ArgumentNullException.ThrowIfNull(key);
         cancellationToken.ThrowIfCancellationRequested();
         CheckStore(storeName);
-        if (TaskOf(key, storeName) is not { } task)
+        foreach (var task in TasksOf(key, storeName))
         {
-            return ValueTask.FromResult<TValue?>(default);
+            lock (task.Gate)
+            {
+                if (task.Store(storeName).TryGet(StateCodec.Key(key), out var value))
+                {
+                    return ValueTask.FromResult((TValue?)Unwrap(value));
+                }
+            }
         }
 
-        lock (task.Gate)
-        {
-            return ValueTask.FromResult(task.Store(storeName).TryGet(StateCodec.Key(key), out var value) ? (TValue?)Unwrap(value) : default);
-        }
+        return ValueTask.FromResult<TValue?>(default);
     }
 
     /// <summary>Every key of the table kept in <paramref name="storeName"/> with its current value, in key order.</summary>
@@ -34,7 +37,7 @@ public sealed partial class StreamProcessor
         cancellationToken.ThrowIfCancellationRequested();
         CheckStore(storeName);
         var entries = new List<KeyValuePair<string, object>>();
-        foreach (var partition in _run?.Partitions.Values ?? [])
+        foreach (var partition in FollowsBroker ? BrokerRuns().SelectMany(r => r.Run.Partitions.Values) : _run?.Partitions.Values ?? [])
         {
             var task = TaskOf(partition, storeName);
             lock (task.Gate)
@@ -63,12 +66,18 @@ public sealed partial class StreamProcessor
         CheckStore(storeName);
         var keyJson = StateCodec.Key(key);
         var result = new List<KeyValuePair<Windowed<TKey>, TValue>>();
-        if (TaskOf(key, storeName) is not { } task)
+        foreach (var task in TasksOf(key, storeName))
         {
-            return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
+            lock (task.Gate)
+            {
+                Collect(task);
+            }
         }
 
-        lock (task.Gate)
+        result.Sort((a, b) => a.Key.Window.Start.CompareTo(b.Key.Window.Start));
+        return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
+
+        void Collect(StreamTask task)
         {
             var store = task.Store(storeName);
             if (store.TryGet(keyJson, out var sessions) && sessions is Array array)
@@ -90,9 +99,6 @@ public sealed partial class StreamProcessor
             }
         }
 
-        result.Sort((a, b) => a.Key.Window.Start.CompareTo(b.Key.Window.Start));
-        return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
-
         void Add(long start, long end, object? value)
         {
             var window = new TimeWindow(new DateTimeOffset(start, TimeSpan.Zero), new DateTimeOffset(end, TimeSpan.Zero));
@@ -113,9 +119,22 @@ public sealed partial class StreamProcessor
         }
     }
 
-    /// <summary>The task that keeps <paramref name="storeName"/> for the partition owning <paramref name="key"/>, or null when this process does not run it.</summary>
-    private StreamTask? TaskOf(object key, string storeName) =>
-        _run is { } run && run.Partitions.TryGetValue(StreamPartitioner.PartitionOf(key, _options.Partitions), out var partition) ? TaskOf(partition, storeName) : null;
+    /// <summary>
+    /// The task that keeps <paramref name="storeName"/> for the partition owning <paramref name="key"/>, or none when this
+    /// process does not run it; with broker partitions, those of every broker partition held here (the broker's hash of a
+    /// key is its own).
+    /// </summary>
+    private IEnumerable<StreamTask> TasksOf(object key, string storeName)
+    {
+        if (FollowsBroker)
+        {
+            return BrokerRuns().Select(r => TaskOf(r.Run.Partitions[0], storeName));
+        }
+
+        return _run is { } run && run.Partitions.TryGetValue(StreamPartitioner.PartitionOf(key, _options.Partitions), out var partition)
+            ? [TaskOf(partition, storeName)]
+            : [];
+    }
 
     /// <summary>The partition's task of the sub-topology that keeps <paramref name="storeName"/>.</summary>
     private StreamTask TaskOf(StreamPartition partition, string storeName) =>

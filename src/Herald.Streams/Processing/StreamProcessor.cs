@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Persistence;
 using Herald.Reliability.DeadLetters;
@@ -108,8 +109,13 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     /// <summary>Completes when the processor stops: faulted when a commit or the store failed (restart to resume from the last commit).</summary>
     public Task Completion => _completion?.Task ?? Task.CompletedTask;
 
-    /// <summary>The partitions this process runs now (all of them, unless other processes share the stream).</summary>
-    public IReadOnlyList<int> OwnedPartitions => _run is { Stopped: false } run ? [.. run.Partitions.Keys.Order()] : [];
+    /// <summary>
+    /// The partitions this process runs now (all of them, unless other processes share the stream); for a transport source
+    /// on a key-partitioned broker (Kafka), the numbers of the broker partitions it holds.
+    /// </summary>
+    public IReadOnlyList<int> OwnedPartitions => FollowsBroker
+        ? [.. BrokerRuns().Select(r => r.Partition)]
+        : _run is { Stopped: false } run ? [.. run.Partitions.Keys.Order()] : [];
 
     /// <summary>The current watermark (largest event time seen − allowed out-of-orderness), or null before the first event.</summary>
     public DateTimeOffset? Watermark
@@ -243,7 +249,15 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     /// time feeds the processor (others wait until it commits or rolls back; after a rollback the committed state is
     /// reloaded). Exceptions of user functions propagate to the caller (whose pipeline retries or dead-letters the message).
     /// </summary>
-    public async ValueTask ProcessAsync(object message, string key, DateTimeOffset eventTime, CancellationToken cancellationToken = default)
+    public ValueTask ProcessAsync(object message, string key, DateTimeOffset eventTime, CancellationToken cancellationToken = default) =>
+        ProcessFromAsync(message, key, eventTime, null, string.Empty, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="ProcessAsync(object, string, DateTimeOffset, CancellationToken)"/>; with <paramref name="from"/> (the
+    /// message came from that partition of a key-partitioned broker, through <paramref name="queue"/>), the state is the
+    /// broker partition's, loaded when this process was given it.
+    /// </summary>
+    internal async ValueTask ProcessFromAsync(object message, string key, DateTimeOffset eventTime, BrokerPartition? from, string queue, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
         ArgumentNullException.ThrowIfNull(key);
@@ -261,7 +275,11 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                     unitOfWork.OnRolledBack(_ => Leave(unitOfWork, realign: true));
                 }
 
-                var writes = Apply(await ExternalRunAsync(token).ConfigureAwait(false), message, key, eventTime);
+                // A message of a partition given up while it waited (revocation timed out): its next owner handles it.
+                token.ThrowIfCancellationRequested();
+                var writes = from is null
+                    ? Apply(await ExternalRunAsync(token).ConfigureAwait(false), message, key, eventTime)
+                    : Apply(await BrokerRunAsync(from, queue, token).ConfigureAwait(false), message, key, eventTime, checkKey: true);
                 Events.Add(1, _tag);
                 foreach (var (state, changes, outputs) in writes)
                 {
@@ -279,6 +297,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         if (ReferenceEquals(Interlocked.CompareExchange(ref _holder, null, unitOfWork), unitOfWork))
         {
             _realign |= realign;
+            LeaveBroker(realign);
             _external.Release();
         }
 
@@ -286,7 +305,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     }
 
     /// <summary>Runs one event fed from outside through the router and its partitions, and takes what each partition changed.</summary>
-    private List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)> Apply(StreamRun run, object message, string key, DateTimeOffset eventTime)
+    private List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)> Apply(StreamRun run, object message, string key, DateTimeOffset eventTime, bool checkKey = false)
     {
         var writes = new List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)>();
         lock (run.Router.Gate)
@@ -295,6 +314,11 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             {
                 run.Routed.Clear();
                 run.Router.Process(message, key, eventTime);
+                if (checkKey)
+                {
+                    CheckBrokerKey(run, key);
+                }
+
                 var streamTime = run.Router.StreamTime;
                 foreach (var group in run.Routed.GroupBy(r => r.Partition))
                 {
@@ -421,13 +445,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         var entries = 0;
         foreach (var index in owned)
         {
-            var task = NewTask();
-            await foreach (var entry in _state.ReadAllAsync(StateName(index), cancellationToken).ConfigureAwait(false))
-            {
-                task.Load(entry.Store, entry.Key, entry.Value);
-                entries++;
-            }
-
+            var (task, loaded) = await LoadTaskAsync(StateName(index), cancellationToken).ConfigureAwait(false);
+            entries += loaded;
             var checkpoint = _options.Source.IsExternal ? 0 : await _checkpoints!.GetCheckpointAsync(CheckpointId(index), cancellationToken).ConfigureAwait(false) ?? 0;
             var partition = new StreamPartition(index, StateName(index), CheckpointId(index), task, checkpoint) { Lease = _leases.GetValueOrDefault(index) };
             partitions.Add(partition);
@@ -496,6 +515,20 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         {
             Log.PartitionsOwned(_logger, Name, string.Join(",", run.Partitions.Keys.Order()), _options.Partitions);
         }
+    }
+
+    /// <summary>A task with the committed state kept under <paramref name="stateName"/>, and how many entries it loaded.</summary>
+    private async Task<(StreamTask Task, int Entries)> LoadTaskAsync(string stateName, CancellationToken cancellationToken)
+    {
+        var task = NewTask();
+        var entries = 0;
+        await foreach (var entry in _state.ReadAllAsync(stateName, cancellationToken).ConfigureAwait(false))
+        {
+            task.Load(entry.Store, entry.Key, entry.Value);
+            entries++;
+        }
+
+        return (task, entries);
     }
 
     /// <summary>Stops reading, lets every partition commit what it has, and ends the run.</summary>

@@ -96,6 +96,9 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
 
     internal HandlerInvoker? Invoker { get; set; }
 
+    /// <summary>The transport's delivery the message came in (none for an event-store subscription), for <see cref="Internal.BrokerPartitions"/>.</summary>
+    internal Transport.Delivery? Delivery { get; init; }
+
     /// <summary>When set, messages sent or published here go through the outbox of this attempt's unit of work.</summary>
     internal bool UseOutbox { get; init; }
 

@@ -32,6 +32,9 @@ internal static partial class Log
     [LoggerMessage(1040, LogLevel.Error, "Settling message {MessageId} from {Queue} after its handler failed did not succeed; the transport delivers it again")]
     public static partial void SettleFailed(ILogger logger, Exception exception, Guid messageId, string queue);
 
+    [LoggerMessage(1041, LogLevel.Error, "An observer of the broker partitions of {Queue} failed on a rebalance")]
+    public static partial void PartitionObserverFailed(ILogger logger, Exception exception, string queue);
+
     [LoggerMessage(1030, LogLevel.Warning, "Rolling back a unit of work failed; its transaction is discarded with its scope")]
     public static partial void UnitOfWorkRollbackFailed(ILogger logger, Exception exception);
 }

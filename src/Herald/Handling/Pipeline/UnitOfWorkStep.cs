@@ -24,7 +24,7 @@ internal sealed class UnitOfWorkStep(
     {
         var cancellationToken = consumption.CancellationToken;
         var invoker = consumption.Invoker!;
-        var context = new MessageContext(consumption.Envelope, consumption.Message!, endpoint, services, bus, cancellationToken, attempt) { Invoker = invoker, UseOutbox = useOutbox };
+        var context = new MessageContext(consumption.Envelope, consumption.Message!, endpoint, services, bus, cancellationToken, attempt) { Invoker = invoker, UseOutbox = useOutbox, Delivery = consumption.Delivery };
         await using (context.ConfigureAwait(false))
         {
             context.UserId = await userTrust.ResolveAsync(consumption.Envelope, cancellationToken).ConfigureAwait(false);
