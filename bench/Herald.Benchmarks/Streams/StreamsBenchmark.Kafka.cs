@@ -165,8 +165,8 @@ internal sealed partial class StreamsBenchmark
         if (changelog && MockCluster.IsMock)
         {
             // Streamiz creates its changelog topics through the admin API (CreateTopics), which the mock does not
-            // answer ("Failed while waiting for controller: Local: Timed out", retried 10 times, then the stream
-            // fails): create them with the mock's own call, as Streamiz names them, one partition like the source.
+            // answer (it logs "Failed while waiting for controller: Local: Timed out" and retries, up to 10 times):
+            // create them with the mock's own call, as Streamiz names them, one partition like the source.
             foreach (var name in topology.Describe().SubTopologies.SelectMany(s => s.Nodes).OfType<IProcessorNodeDescription>().SelectMany(n => n.Stores).Distinct())
             {
                 MockCluster.CreateTopic($"{appId}-{name}-changelog", 1);
@@ -184,9 +184,9 @@ internal sealed partial class StreamsBenchmark
             Check(first.Windows, count);
             return first.Stamp(changelog
                 ? new Row("Streamiz Kafka, changelog", count, elapsed, cpuTime, TimeSpan.Zero, 0,
-                    "Streamiz's defaults for this topology: the in-memory window store and the suppression buffer each log every change to a changelog topic (the stores' durability; one record per event per store, sent by the producer as it processes); timed from `KafkaStream.StartAsync`")
+                    "Streamiz's defaults for this topology: the in-memory window store and the suppression buffer each log every update to a changelog topic (the stores' durability; record caching is off by default, so about one record per event per store, sent by its producer as it processes); timed from `KafkaStream.StartAsync`")
                 : new Row("Streamiz Kafka", count, elapsed, cpuTime, TimeSpan.Zero, 0,
-                    "Streamiz.Kafka.Net: `Stream(topic, timestamp extractor = PlacedAt)`, `GroupByKey`, 1-minute tumbling window, `Aggregate` into an in-memory window store (retention 1 minute), `Suppress(UntilWindowClose, grace 0)`, `Foreach`; JSON value serdes (System.Text.Json, web defaults), changelogs off for both stores (state in memory only, as Herald's row); classic group, commit every 30 s (its default); timed from `KafkaStream.StartAsync`"));
+                    "Streamiz.Kafka.Net: `Stream(topic, timestamp extractor = PlacedAt)`, `GroupByKey`, 1-minute tumbling window, `Aggregate` into an in-memory window store (retention 1 minute), `Suppress(UntilWindowClose, grace 0)`, `Foreach`; JSON value serdes (System.Text.Json, web defaults), changelogs off for both stores (state in memory only, as Herald's row); one stream thread, classic group, at least once, commit every 30 s (its defaults); timed from `KafkaStream.StartAsync`"));
         }
         finally
         {
@@ -204,6 +204,7 @@ internal sealed partial class StreamsBenchmark
         private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private long _windows;
         private TimeSpan _first;
+        private TimeSpan _lastProgress;
 
         public Stopwatch Clock { get; } = new();
 
@@ -212,6 +213,7 @@ internal sealed partial class StreamsBenchmark
         public void Emitted()
         {
             var n = Interlocked.Increment(ref _windows);
+            _lastProgress = Clock.Elapsed;
             if (n == 1)
             {
                 _first = Clock.Elapsed;
@@ -228,11 +230,20 @@ internal sealed partial class StreamsBenchmark
         {
             try
             {
-                await _done.Task.WaitAsync(TimeSpan.FromMinutes(5), cancellationToken);
+                var deadline = Stopwatch.StartNew();
+                while (!_done.Task.IsCompleted)
+                {
+                    await Task.WhenAny(_done.Task, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
+                    Console.WriteLine($"    {Windows}/{expected} windows after {Clock.Elapsed.TotalSeconds:0.0} s");
+                    if (deadline.Elapsed > TimeSpan.FromMinutes(3))
+                    {
+                        throw new TimeoutException();
+                    }
+                }
             }
             catch (TimeoutException)
             {
-                throw new TimeoutException($"Saw {Windows} of {expected} closed windows within 5 minutes.");
+                throw new TimeoutException($"Saw {Windows} of {expected} closed windows within 3 minutes, the last {_lastProgress.TotalSeconds:0.0} s after the start.");
             }
 
             return Clock.Elapsed;

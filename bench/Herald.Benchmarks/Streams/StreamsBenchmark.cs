@@ -40,6 +40,7 @@ internal sealed partial class StreamsBenchmark : IBenchmark
         Console.WriteLine($"streams: {(args.Quick ? "quick" : "full")} run, {rounds} round(s), {durableEvents} events over $all and over Kafka, {memoryEvents} in memory");
 
         var rows = new List<Row>();
+        var failures = new List<string>();
         var kafka = KafkaContenders.Where(c => args.Includes(c.Name)).ToList();
         if (kafka.Count > 0)
         {
@@ -98,18 +99,29 @@ internal sealed partial class StreamsBenchmark : IBenchmark
             if (kafka.Count > 0)
             {
                 // One topic per round, read by every Kafka contender (each its own group or application id).
+                var fill = Stopwatch.StartNew();
                 var topic = await FillTopicAsync(durableEvents, cancellationToken);
+                Console.WriteLine($"  round {round + 1}: {durableEvents} events sent to {topic} in {fill.Elapsed.TotalSeconds:0.0} s");
                 foreach (var (name, run) in round % 2 == 0 ? kafka : Enumerable.Reverse(kafka))
                 {
-                    var row = await run(topic, durableEvents, cancellationToken);
-                    Console.WriteLine($"  round {round + 1}: {name} {row.Events / row.Elapsed.TotalSeconds:N0} events/s");
-                    rows.Add(row);
+                    try
+                    {
+                        var row = await run(topic, durableEvents, cancellationToken);
+                        Console.WriteLine($"  round {round + 1}: {name} {row.Events / row.Elapsed.TotalSeconds:N0} events/s");
+                        rows.Add(row);
+                    }
+                    catch (Exception e) when (e is TimeoutException or InvalidOperationException)
+                    {
+                        // A contender that stalls or miscounts is reported as such, and the others still run.
+                        Console.WriteLine($"  round {round + 1}: {name} failed: {e.Message}");
+                        failures.Add($"{name}, round {round + 1}: {e.GetType().Name}: {e.Message}");
+                    }
                 }
             }
         }
 
         var server = await EventStoreBenchmark.DescribeServerAsync(postgres, cancellationToken);
-        ResultsFile.Publish(args, Name, Render(args, server, rows, durableEvents, memoryEvents));
+        ResultsFile.Publish(args, Name, Render(args, server, rows, failures, durableEvents, memoryEvents));
     }
 
     private static readonly (string Name, Func<string, int, CancellationToken, Task<Row>> Run)[] KafkaContenders =
@@ -277,7 +289,7 @@ internal sealed partial class StreamsBenchmark : IBenchmark
         }
     }
 
-    private static string Render(BenchmarkArgs args, string server, List<Row> rows, int durableEvents, int memoryEvents)
+    private static string Render(BenchmarkArgs args, string server, List<Row> rows, List<string> failures, int durableEvents, int memoryEvents)
     {
         var text = ResultsFile.Open(args, "streams", "Stream processing: windowed aggregation", ("Servers", $"{server}; SQLite file in the temp directory"));
         text.AppendLine();
@@ -322,6 +334,18 @@ internal sealed partial class StreamsBenchmark : IBenchmark
                 text.AppendLine(CultureInfo.InvariantCulture, $"Herald Kafka ÷ {streamiz} (medians): {Ratio(herald.Events / herald.Elapsed.TotalSeconds, other.Events / other.Elapsed.TotalSeconds)}× events/s{running}, {Ratio(herald.Cpu.TotalMicroseconds / herald.Events, other.Cpu.TotalMicroseconds / other.Events)}× CPU µs/event.");
                 text.AppendLine();
             }
+        }
+
+        if (failures.Count > 0)
+        {
+            text.AppendLine("Runs that failed (not in the table):");
+            text.AppendLine();
+            foreach (var failure in failures)
+            {
+                text.AppendLine(CultureInfo.InvariantCulture, $"- {failure}");
+            }
+
+            text.AppendLine();
         }
 
         foreach (var row in rows.DistinctBy(r => r.Name))
