@@ -62,6 +62,16 @@ internal sealed partial class StreamsBenchmark
         }
 
         await Task.WhenAll(inFlight);
+
+        // The mock keeps about 5 MB per partition and deletes the oldest records past that: every reader would then
+        // start after them, and see fewer events than were sent.
+        using var probe = new ConsumerBuilder<Ignore, Ignore>(new ConsumerConfig { BootstrapServers = MockCluster.BootstrapServers, GroupId = topic }).Build();
+        var offsets = probe.QueryWatermarkOffsets(new TopicPartition(topic, 0), TimeSpan.FromSeconds(30));
+        if (offsets.Low.Value != 0 || offsets.High.Value != count)
+        {
+            throw new InvalidOperationException($"The topic holds offsets {offsets.Low.Value} to {offsets.High.Value} of the {count} records sent: the cluster deleted the oldest.");
+        }
+
         return topic;
     }
 
