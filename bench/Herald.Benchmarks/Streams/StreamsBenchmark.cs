@@ -4,6 +4,7 @@ using System.Threading.Channels;
 using Herald.Benchmarks.EventStore;
 using Herald.Benchmarks.Harness;
 using Herald.EventSourcing;
+using Herald.Kafka.Tests;
 using Herald.Messages;
 using Herald.Streams;
 using Microsoft.Extensions.DependencyInjection;
@@ -15,17 +16,18 @@ namespace Herald.Benchmarks.Streams;
 
 /// <summary>
 /// Stream processing (issue 15): a windowed aggregation (revenue per product in 1-minute tumbling windows, emitted when
-/// each window closes) over <c>$all</c> on SQLite and PostgreSQL, with the cost of the state checkpoint per event; and the
-/// same aggregation by Herald's engine and by a hand-written loop over a <see cref="Channel{T}"/> (the limit).
+/// each window closes) over <c>$all</c> on SQLite and PostgreSQL, with the cost of the state checkpoint per event; the
+/// same aggregation by Herald's engine and by a hand-written loop over a <see cref="Channel{T}"/> (the limit); and over a
+/// Kafka topic on librdkafka's mock cluster, by Streamiz.Kafka.Net and by Herald's transport-source stream.
 /// </summary>
-internal sealed class StreamsBenchmark : IBenchmark
+internal sealed partial class StreamsBenchmark : IBenchmark
 {
     private const int Products = 50;
     private static readonly DateTimeOffset T0 = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
 
     public string Name => "streams";
 
-    public string Description => "windowed aggregation events/s over $all on SQLite/PostgreSQL (+ checkpoint cost), Herald engine vs a Channel<T> loop";
+    public string Description => "windowed aggregation events/s over $all on SQLite/PostgreSQL (+ checkpoint cost), Herald engine vs a Channel<T> loop, Herald vs Streamiz over Kafka (mock cluster)";
 
     public async Task RunAsync(BenchmarkArgs args, CancellationToken cancellationToken)
     {
@@ -34,10 +36,25 @@ internal sealed class StreamsBenchmark : IBenchmark
             : "Host=127.0.0.1;Port=5432;Username=herald;Password=herald;Database=herald";
         var durableEvents = args.Quick ? 5_000 : 50_000;
         var memoryEvents = args.Quick ? 200_000 : 2_000_000;
+
+        // librdkafka's mock keeps about 5 MB per partition (older records are deleted): 15,000 of these records fit.
+        var kafkaEvents = Math.Min(durableEvents, MockCluster.IsMock ? 15_000 : durableEvents);
         var rounds = args.Repeat ?? (args.Quick ? 1 : 3);
-        Console.WriteLine($"streams: {(args.Quick ? "quick" : "full")} run, {rounds} round(s), {durableEvents} events over $all, {memoryEvents} in memory");
+        Console.WriteLine($"streams: {(args.Quick ? "quick" : "full")} run, {rounds} round(s), {durableEvents} events over $all and over Kafka, {memoryEvents} in memory");
 
         var rows = new List<Row>();
+        var failures = new List<string>();
+        var kafka = KafkaContenders.Where(c => args.Includes(c.Name)).ToList();
+        if (kafka.Count > 0)
+        {
+            // Warm-up, not recorded: each Kafka client's first start in the process pays for JIT and native loading.
+            var warmUp = await FillTopicAsync(600, cancellationToken);
+            foreach (var (_, run) in kafka)
+            {
+                await run(warmUp, 600, cancellationToken);
+            }
+        }
+
         for (var round = 0; round < rounds; round++)
         {
             if (args.Includes("Channel<T> loop"))
@@ -81,26 +98,63 @@ internal sealed class StreamsBenchmark : IBenchmark
                     await drop.ExecuteNonQueryAsync(cancellationToken);
                 }
             }
+
+            if (kafka.Count > 0)
+            {
+                // One topic per round, read by every Kafka contender (each its own group or application id).
+                var fill = Stopwatch.StartNew();
+                var topic = await FillTopicAsync(kafkaEvents, cancellationToken);
+                Console.WriteLine($"  round {round + 1}: {kafkaEvents} events sent to {topic} in {fill.Elapsed.TotalSeconds:0.0} s");
+                foreach (var (name, run) in round % 2 == 0 ? kafka : Enumerable.Reverse(kafka))
+                {
+                    try
+                    {
+                        var row = await run(topic, kafkaEvents, cancellationToken);
+                        Console.WriteLine($"  round {round + 1}: {name} {row.Events / row.Elapsed.TotalSeconds:N0} events/s");
+                        rows.Add(row);
+                    }
+                    catch (Exception e) when (e is TimeoutException or InvalidOperationException)
+                    {
+                        // A contender that stalls or miscounts is reported as such, and the others still run.
+                        Console.WriteLine($"  round {round + 1}: {name} failed: {e.Message}");
+                        failures.Add($"{name}, round {round + 1}: {e.GetType().Name}: {e.Message}");
+                    }
+                }
+            }
         }
 
         var server = await EventStoreBenchmark.DescribeServerAsync(postgres, cancellationToken);
-        ResultsFile.Publish(args, Name, Render(args, server, rows, durableEvents, memoryEvents));
+        ResultsFile.Publish(args, Name, Render(args, server, rows, failures, durableEvents, kafkaEvents, memoryEvents));
     }
+
+    private static readonly (string Name, Func<string, int, CancellationToken, Task<Row>> Run)[] KafkaContenders =
+    [
+        ("Herald Kafka", HeraldKafkaAsync),
+        ("Streamiz Kafka", (topic, count, ct) => StreamizAsync(topic, count, changelog: false, ct)),
+        ("Streamiz Kafka, changelog", (topic, count, ct) => StreamizAsync(topic, count, changelog: true, ct)),
+    ];
 
     private static BenchOrder OrderAt(int i) => new("p" + (i % Products).ToString(CultureInfo.InvariantCulture), 1 + (i % 7), T0.AddSeconds(i));
 
     private static StreamTopology Topology(Action<StreamOutput<Windowed<string>, decimal>> emitted)
     {
         var builder = new StreamBuilder();
-        builder.Stream<BenchOrder>(o => o.PlacedAt)
-            .GroupBy(o => o.ProductId)
+        Define(builder, byKey: false, emitted);
+        return builder.Build();
+    }
+
+    // The aggregation every Herald row runs. byKey: the records come keyed by product already (a Kafka topic keyed by
+    // it), as the Streamiz row reads them with GroupByKey; otherwise they are re-keyed by product.
+    private static void Define(StreamBuilder builder, bool byKey, Action<StreamOutput<Windowed<string>, decimal>> emitted)
+    {
+        var source = builder.Stream<BenchOrder>(o => o.PlacedAt);
+        (byKey ? source.GroupByKey() : source.GroupBy(o => o.ProductId))
             .WindowedBy(TumblingWindows.Of(TimeSpan.FromMinutes(1)))
             .SuppressUntilWindowCloses()
             .RetainClosedWindowsFor(TimeSpan.Zero)
             .Aggregate(() => 0m, (_, o, sum) => sum + o.Amount, "revenue")
             .ToStream()
             .To(StreamSinks.Callback(emitted));
-        return builder.Build();
     }
 
     private static async Task<Row> OverAllAsync(string name, int count, Action<Herald.Hosting.HeraldBuilder> configure, CancellationToken cancellationToken)
@@ -225,27 +279,29 @@ internal sealed class StreamsBenchmark : IBenchmark
         writer.Complete();
     });
 
+    private static long ExpectedWindows(int count) => ((count - 1) / 60) * (long)Products;
+
     // Every window but the last minute's has closed: a lost or repeated event would change nothing here, but a broken
     // window close would.
     private static void Check(long windows, int count)
     {
-        var expected = ((count - 1) / 60) * (long)Products;
+        var expected = ExpectedWindows(count);
         if (windows != expected)
         {
             throw new InvalidOperationException($"Expected {expected} closed windows, saw {windows}.");
         }
     }
 
-    private static string Render(BenchmarkArgs args, string server, List<Row> rows, int durableEvents, int memoryEvents)
+    private static string Render(BenchmarkArgs args, string server, List<Row> rows, List<string> failures, int durableEvents, int kafkaEvents, int memoryEvents)
     {
         var text = ResultsFile.Open(args, "streams", "Stream processing: windowed aggregation", ("Servers", $"{server}; SQLite file in the temp directory"));
         text.AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"The work: orders for {Products} products, one per second of event time, aggregated into revenue per product in 1-minute tumbling windows, each window emitted once when the watermark passes its end (allowed out-of-orderness 0). Over `$all`: {durableEvents} events appended first (not timed), then a new processor is timed from start until its commit covers the last position. In memory: {memoryEvents} events through a bounded `Channel<T>`.");
         text.AppendLine("Every run checks the number of closed windows. \"commit µs/event\" is the time spent in the processor's commits (state changes + checkpoint in one unit of work) ÷ events: the state checkpoint cost per event.");
         text.AppendLine();
-        text.AppendLine("Streamiz is not in this comparison: it runs only against Kafka, and no Kafka broker (nor Streamiz's mock cluster package) is available on this machine, so the like-for-like limit is the hand-written `Channel<T>` loop doing the same aggregation.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Over Kafka ({(MockCluster.IsMock ? "librdkafka's mock cluster: three brokers inside this process, so their CPU is in every Kafka row's CPU column and their speed says nothing of a real cluster's; only the ratios mean anything; it keeps about 5 MB per partition, so the Kafka rows use at most 15,000 events" : "the cluster HERALD_KAFKA_BOOTSTRAP names")}): {kafkaEvents} events are first sent (not timed) to a topic of one partition, each record keyed by its product with Herald's CloudEvents headers and a JSON body; each Kafka contender then reads that topic from the start with its own consumer group and is timed from the start of its client (group join and all) until its last window closes. Streamiz.Kafka.Net {PackageVersion.Of(typeof(Streamiz.Kafka.Net.KafkaStream))} and Herald both take event time from the order's `PlacedAt` and group by the record key. \"first window after\" is when the first window closed (event 60: the client's start-up, group join and assignment, is most of it); \"events/s after it\" is the rate from then to the last window, the rate once running.");
         text.AppendLine();
-        var table = new MarkdownTable("Contender", "events", "events/s (median)", "range", "CPU µs/event", "commits", "commit µs/event");
+        var table = new MarkdownTable("Contender", "events", "events/s (median)", "range", "CPU µs/event", "commits", "commit µs/event", "first window after", "events/s after it");
         foreach (var group in rows.GroupBy(r => r.Name))
         {
             var rates = group.Select(r => r.Events / r.Elapsed.TotalSeconds).Order().ToArray();
@@ -257,7 +313,9 @@ internal sealed class StreamsBenchmark : IBenchmark
                 $"{F(rates[0])}–{F(rates[^1])}",
                 (median.Cpu.TotalMicroseconds / median.Events).ToString("0.00", CultureInfo.InvariantCulture),
                 median.Commits == 0 ? "–" : F(median.Commits),
-                median.Commits == 0 ? "–" : (median.CommitTime.TotalMicroseconds / median.Events).ToString("0.00", CultureInfo.InvariantCulture));
+                median.Commits == 0 ? "–" : (median.CommitTime.TotalMicroseconds / median.Events).ToString("0.00", CultureInfo.InvariantCulture),
+                median.FirstWindow is { } first ? first.TotalSeconds.ToString("0.00 s", CultureInfo.InvariantCulture) : "–",
+                median.RunningRate is { } running ? F(running) : "–");
         }
 
         text.Append(table);
@@ -270,6 +328,29 @@ internal sealed class StreamsBenchmark : IBenchmark
             text.AppendLine();
         }
 
+        var heraldKafka = Median(rows, "Herald Kafka");
+        foreach (var streamiz in new[] { "Streamiz Kafka", "Streamiz Kafka, changelog" })
+        {
+            if (heraldKafka is { } herald && Median(rows, streamiz) is { } other)
+            {
+                var running = herald.RunningRate is { } a && other.RunningRate is { } b ? $", {Ratio(a, b)}× events/s after the first window" : "";
+                text.AppendLine(CultureInfo.InvariantCulture, $"Herald Kafka ÷ {streamiz} (medians): {Ratio(herald.Events / herald.Elapsed.TotalSeconds, other.Events / other.Elapsed.TotalSeconds)}× events/s{running}, {Ratio(herald.Cpu.TotalMicroseconds / herald.Events, other.Cpu.TotalMicroseconds / other.Events)}× CPU µs/event.");
+                text.AppendLine();
+            }
+        }
+
+        if (failures.Count > 0)
+        {
+            text.AppendLine("Runs that failed (not in the table):");
+            text.AppendLine();
+            foreach (var failure in failures)
+            {
+                text.AppendLine(CultureInfo.InvariantCulture, $"- {failure}");
+            }
+
+            text.AppendLine();
+        }
+
         foreach (var row in rows.DistinctBy(r => r.Name))
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"- **{row.Name}**: {row.Setup}");
@@ -277,6 +358,14 @@ internal sealed class StreamsBenchmark : IBenchmark
 
         return text.ToString();
     }
+
+    private static Row? Median(List<Row> rows, string name)
+    {
+        var group = rows.Where(r => r.Name == name).OrderBy(r => r.Events / r.Elapsed.TotalSeconds).ToArray();
+        return group.Length == 0 ? null : group[group.Length / 2];
+    }
+
+    private static string Ratio(double a, double b) => (a / b).ToString("0.00", CultureInfo.InvariantCulture);
 
     private static TimeSpan Cpu()
     {
@@ -286,7 +375,12 @@ internal sealed class StreamsBenchmark : IBenchmark
 
     private static string F(double value) => value.ToString("#,0", CultureInfo.InvariantCulture);
 
-    private sealed record Row(string Name, int Events, TimeSpan Elapsed, TimeSpan Cpu, TimeSpan CommitTime, long Commits, string Setup);
+    /// <summary>One measured run; <paramref name="FirstWindow"/>: when the first window closed (Kafka rows: the client's start-up shows there).</summary>
+    private sealed record Row(string Name, int Events, TimeSpan Elapsed, TimeSpan Cpu, TimeSpan CommitTime, long Commits, string Setup, TimeSpan? FirstWindow = null)
+    {
+        /// <summary>Events/s from the first closed window to the last: the rate once the client runs.</summary>
+        public double? RunningRate => FirstWindow is { } first && Elapsed > first ? (Events - 60) / (Elapsed - first).TotalSeconds : null;
+    }
 }
 
 /// <summary>The benchmark's order event.</summary>
