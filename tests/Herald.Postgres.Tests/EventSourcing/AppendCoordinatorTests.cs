@@ -56,6 +56,34 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
         }
     }
 
+    [Fact]
+    public async Task AMemberWhoseEventsAreStored_LeavesItsStreamAsItWas_WhileTheOthersInItsGroupCommit()
+    {
+        await using var store = await CreateStoreAsync();
+        var retried = TestEvents.NewStream();
+        var events = TestEvents.Many(2);
+        var original = await store.AppendAsync(retried, ExpectedVersion.NoStream, events);
+        var clashing = TestEvents.NewStream();
+        var stored = TestEvents.Many(1);
+        var clashingOriginal = await store.AppendAsync(clashing, ExpectedVersion.NoStream, stored);
+        await using var blocked = await HoldTheWriterAsync(store);
+
+        // One group: the append function moves both existing streams on before it finds their event ids stored.
+        var retry = store.AppendAsync(retried, ExpectedVersion.Any, events).AsTask();
+        var clash = store.AppendAsync(clashing, ExpectedVersion.Any, [stored[0] with { Body = "{\"n\":-1}"u8.ToArray() }]).AsTask();
+        var fresh = TestEvents.NewStream();
+        var other = store.AppendAsync(fresh, ExpectedVersion.NoStream, TestEvents.Many(1)).AsTask();
+        await blocked.ReleaseAsync();
+
+        Assert.Equal(original, await retry);
+        await Assert.ThrowsAsync<ConcurrencyException>(() => clash);
+        Assert.Equal(1, (await other).StreamVersion);
+        Assert.Equal(original, await store.AppendAsync(retried, ExpectedVersion.Exactly(2), []));
+        Assert.Equal(clashingOriginal, await store.AppendAsync(clashing, ExpectedVersion.Exactly(1), []));
+        Assert.Equal(3, (await store.AppendAsync(retried, ExpectedVersion.Exactly(2), TestEvents.Many(1))).StreamVersion);
+        Assert.Equal(3, (await TestEvents.ReadStreamAsync(store, retried)).Count);
+    }
+
     private Task<PostgresEventStore> CreateStoreAsync() =>
         PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, AppendWriters = 1 });
 
