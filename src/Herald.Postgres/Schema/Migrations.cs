@@ -21,7 +21,7 @@ internal static class Migrations
         new(6, "read models: the active generation of each table", V6),
         new(7, "saga instances: the timeouts a state machine's instance holds", V7),
         new(8, "events: analyzed at every half of growth, primary key pages packed full", V8),
-        new(10, "append function: one UPDATE ... RETURNING locks and moves the streams of a group", V10),
+        new(9, "append function: one UPDATE ... RETURNING locks and moves the streams of a group", V9),
     ];
 
     public static int Latest => All[^1].Version;
@@ -489,7 +489,7 @@ internal static class Migrations
     // event ids turn out to be stored (an idempotent retry or a mistake) is moved back before anything is written, since
     // its last event is still stored at its old version. The expectation test below is migration 1's, on the row's
     // version and deletion point (current version = version when above deleted_up_to, else 0).
-    private const string V10 = """
+    private const string V9 = """
         CREATE OR REPLACE FUNCTION {schema}.append_events(
             p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
             p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
