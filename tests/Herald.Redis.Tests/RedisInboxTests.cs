@@ -216,13 +216,37 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
         return new RedisInbox(RedisConnection.Create(options), options, clock ?? _clock, _logger);
     }
 
-    /// <summary>Advances the clock by a renewal period and waits until the pending mark's renewal landed in Redis.</summary>
+    /// <summary>
+    /// Advances the clock by a renewal period and waits until the pending mark's renewal landed in Redis. The renewal loop
+    /// schedules its next wait only once the previous write returned; on a loaded machine the test can see that write in
+    /// Redis and advance before the loop scheduled it, so the wait falls due a period later. While waiting, the clock is
+    /// moved on in small steps, by at most another period: the mark (renewed a whole pending timeout ahead) cannot lapse.
+    /// </summary>
     private async Task AdvanceARenewalAsync(RedisKey key)
     {
-        _clock.Advance(PendingTimeout / 3);
+        var period = PendingTimeout / 3;
+        var renewedTo = (_clock.GetUtcNow() + period + PendingTimeout).ToUnixTimeMilliseconds();
+        _clock.Advance(period);
         var database = redis.Multiplexer.GetDatabase();
-        var renewedTo = (_clock.GetUtcNow() + PendingTimeout).ToUnixTimeMilliseconds();
-        await Eventually.UntilAsync(async () => (long)await database.HashGetAsync(key, "e") >= renewedTo, "the pending mark is renewed");
+        var step = period / 20;
+        var extra = TimeSpan.Zero;
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                if ((long)await database.HashGetAsync(key, "e") >= renewedTo)
+                {
+                    return true;
+                }
+
+                if (extra < period)
+                {
+                    _clock.Advance(step);
+                    extra += step;
+                }
+
+                return false;
+            },
+            "the pending mark is renewed");
     }
 
     private RedisKey MarkKey(Guid id) => RedisKeys.Build(redis.KeyPrefix + "{inbox}:", _endpoint, ":" + id.ToString("N"));
