@@ -12,53 +12,36 @@ namespace Herald.Sqlite.Transport;
 /// <c>herald_queue_dead_letters</c> on dead-letter. Writes go through the file's grouped writer (the event store's, when
 /// they share a file in this process), so the queue and the store never wait on each other's locks here.
 /// </summary>
-internal sealed class SqliteQueueTransport : ITransport
+internal sealed class SqliteQueueTransport : LeasedQueueTransport<QueuedMessage>
 {
     private readonly SqliteEventStore _store;
     private readonly bool _ownsStore;
-    private readonly LeasedQueueConsumers<QueuedMessage> _consumers;
     private QueueStatements? _statements;
-    private int _disposed;
 
     public SqliteQueueTransport(SqliteEventStore store, bool ownsStore, SqliteQueueOptions options, TimeProvider timeProvider, ILogger logger)
+        : base(
+            new LeasedQueueSettings
+            {
+                LeaseDuration = options.LeaseDuration,
+                PollInterval = options.PollInterval,
+
+                // Another process may hold the file's write lock past a renewal; a message that waited meanwhile may have lost its lease.
+                StartsOnlyUnderASafeLease = true,
+                TimeProvider = timeProvider,
+                Logger = logger,
+                Name = "SQLite queue",
+            },
+            options.MaxMessageBytes)
     {
         _store = store;
         _ownsStore = ownsStore;
         Options = options;
-        TimeProvider = timeProvider;
-        Logger = logger;
-        _consumers = new LeasedQueueConsumers<QueuedMessage>(new LeasedQueueSettings
-        {
-            LeaseDuration = options.LeaseDuration,
-            PollInterval = options.PollInterval,
-
-            // Another process may hold the file's write lock past a renewal; a message that waited meanwhile may have lost its lease.
-            StartsOnlyUnderASafeLease = true,
-            TimeProvider = timeProvider,
-            Logger = logger,
-            Name = "SQLite queue",
-        });
-        Capabilities = new TransportCapabilities
-        {
-            IsDurable = true,
-            SupportsDelayedDelivery = true,
-            PreservesOrderPerPartitionKey = true,
-            SupportsNativeDeadLetter = true,
-            MaxMessageBytes = options.MaxMessageBytes,
-        };
     }
 
     /// <inheritdoc />
-    public string Name => "sqlite";
-
-    /// <inheritdoc />
-    public TransportCapabilities Capabilities { get; }
+    public override string Name => "sqlite";
 
     public SqliteQueueOptions Options { get; }
-
-    public TimeProvider TimeProvider { get; }
-
-    public ILogger Logger { get; }
 
     public KeyedSignals Signals { get; } = new();
 
@@ -72,7 +55,7 @@ internal sealed class SqliteQueueTransport : ITransport
     public ValueTask InitializeAsync(CancellationToken cancellationToken) => _store.InitializeAsync(cancellationToken);
 
     /// <inheritdoc />
-    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
+    public override async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
     {
         // A queue is the set of its rows: nothing to create, but the file is opened so a bad path fails here.
         ValidateName(queue, nameof(queue));
@@ -80,7 +63,7 @@ internal sealed class SqliteQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    public override async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
     {
         ValidateName(topic, nameof(topic));
         ValidateName(queue, nameof(queue));
@@ -93,10 +76,10 @@ internal sealed class SqliteQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    public override async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ValidateName(queue, nameof(queue));
-        CheckEnvelope(envelope);
+        ThrowIfTooLarge(envelope);
         var now = Now();
         var visibleAt = VisibleAt(now, options?.Delay);
         await WriteAsync(q =>
@@ -108,10 +91,10 @@ internal sealed class SqliteQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    public override async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ValidateName(topic, nameof(topic));
-        CheckEnvelope(envelope);
+        ThrowIfTooLarge(envelope);
         var now = Now();
         var visibleAt = VisibleAt(now, options?.Delay);
         var queues = await WriteAsync(q =>
@@ -132,16 +115,13 @@ internal sealed class SqliteQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    protected override ValueTask ReadyAsync(CancellationToken cancellationToken) => _store.InitializeAsync(cancellationToken);
+
+    /// <inheritdoc />
+    protected override ITransportConsumer StartConsumer(string queue, ConsumerOptions options, DeliveryHandler handler)
     {
-        ValidateName(queue, nameof(queue));
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(handler);
-        options.Validate();
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        await _store.InitializeAsync(cancellationToken).ConfigureAwait(false);
         var backend = new SqliteQueueBackend(this, queue);
-        return _consumers.Start(backend, backend.Name, queue, options, handler);
+        return Consumers.Start(backend, backend.Name, queue, options, handler);
     }
 
     /// <summary>
@@ -201,15 +181,8 @@ internal sealed class SqliteQueueTransport : ITransport
         }, cancellationToken);
 
     /// <inheritdoc />
-    public async ValueTask DisposeAsync()
+    protected override async ValueTask DisposeCoreAsync()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
-        {
-            return;
-        }
-
-        await _consumers.DisposeAllAsync().ConfigureAwait(false);
-
         if (_ownsStore)
         {
             await _store.DisposeAsync().ConfigureAwait(false);
@@ -231,21 +204,4 @@ internal sealed class SqliteQueueTransport : ITransport
     // Only the writer's thread calls this; its session lives as long as the store, so the statements are prepared once.
     private QueueStatements StatementsFor(WriteSession session) =>
         _statements is { } statements && ReferenceEquals(statements.Session, session) ? statements : _statements = new QueueStatements(session);
-
-    private void CheckEnvelope(Envelope envelope)
-    {
-        ArgumentNullException.ThrowIfNull(envelope);
-        if (envelope.Body.Length > Options.MaxMessageBytes)
-        {
-            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, Options.MaxMessageBytes);
-        }
-    }
-
-    private static void ValidateName(string name, string parameter)
-    {
-        if (string.IsNullOrWhiteSpace(name))
-        {
-            throw new ArgumentException("A queue or topic name must not be empty.", parameter);
-        }
-    }
 }
