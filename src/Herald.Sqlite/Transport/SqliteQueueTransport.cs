@@ -129,36 +129,27 @@ internal sealed class SqliteQueueTransport : LeasedQueueTransport<QueuedMessage>
     /// for an older one of its key counts) and when the next delayed one becomes visible.
     /// </summary>
     internal ValueTask<(bool Claimable, DateTimeOffset? NextVisible)> ProbeAsync(string queue, long now, CancellationToken cancellationToken) =>
-        _store.ReadAsync(reader =>
-        {
-            var command = reader.Command(
-                "SELECT EXISTS (SELECT 1 FROM herald_queue_messages WHERE queue = $p0 AND visible_at <= $p1 AND (lease_until IS NULL OR lease_until <= $p1)), " +
-                "(SELECT MIN(visible_at) FROM herald_queue_messages WHERE queue = $p0 AND visible_at > $p1)",
-                2);
-            command.Parameters[0].Value = queue;
-            command.Parameters[1].Value = now;
-            using var row = command.ExecuteReader();
-            row.Read();
-            var claimable = row.GetInt64(0) != 0;
-            DateTimeOffset? next = row.IsDBNull(1) ? null : new DateTimeOffset(row.GetInt64(1), TimeSpan.Zero);
-            return (claimable, next);
-        }, cancellationToken);
+        ReadQueueRowAsync<(bool, DateTimeOffset?)>(
+            "SELECT EXISTS (SELECT 1 FROM herald_queue_messages WHERE queue = $p0 AND visible_at <= $p1 AND (lease_until IS NULL OR lease_until <= $p1)), " +
+            "(SELECT MIN(visible_at) FROM herald_queue_messages WHERE queue = $p0 AND visible_at > $p1)",
+            queue,
+            now,
+            static row => (row.GetInt64(0) != 0, row.IsDBNull(1) ? null : new DateTimeOffset(row.GetInt64(1), TimeSpan.Zero)),
+            cancellationToken);
 
     /// <summary>The queue's messages by state at <paramref name="now"/>, read without the write lock (the queue gauge).</summary>
     internal ValueTask<QueueDepth> CountAsync(string queue, long now, CancellationToken cancellationToken) =>
-        _store.ReadAsync(reader =>
-        {
-            var command = reader.Command(
-                "SELECT COALESCE(SUM(lease_until > $p1), 0), COALESCE(SUM(visible_at > $p1 AND NOT COALESCE(lease_until > $p1, 0)), 0), COUNT(*) " +
-                "FROM herald_queue_messages WHERE queue = $p0",
-                2);
-            command.Parameters[0].Value = queue;
-            command.Parameters[1].Value = now;
-            using var row = command.ExecuteReader();
-            row.Read();
-            var (leased, delayed, all) = (row.GetInt64(0), row.GetInt64(1), row.GetInt64(2));
-            return new QueueDepth(all - leased - delayed, leased, delayed);
-        }, cancellationToken);
+        ReadQueueRowAsync(
+            "SELECT COALESCE(SUM(lease_until > $p1), 0), COALESCE(SUM(visible_at > $p1 AND NOT COALESCE(lease_until > $p1, 0)), 0), COUNT(*) " +
+            "FROM herald_queue_messages WHERE queue = $p0",
+            queue,
+            now,
+            static row =>
+            {
+                var (leased, delayed, all) = (row.GetInt64(0), row.GetInt64(1), row.GetInt64(2));
+                return new QueueDepth(all - leased - delayed, leased, delayed);
+            },
+            cancellationToken);
 
     /// <summary>The dead letters of a queue, oldest first.</summary>
     public ValueTask<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default) =>
@@ -188,6 +179,18 @@ internal sealed class SqliteQueueTransport : LeasedQueueTransport<QueuedMessage>
             await _store.DisposeAsync().ConfigureAwait(false);
         }
     }
+
+    // One row about the queue at a time ($p0 the queue, $p1 the time), read without the write lock.
+    private ValueTask<T> ReadQueueRowAsync<T>(string sql, string queue, long now, Func<Microsoft.Data.Sqlite.SqliteDataReader, T> read, CancellationToken cancellationToken) =>
+        _store.ReadAsync(reader =>
+        {
+            var command = reader.Command(sql, 2);
+            command.Parameters[0].Value = queue;
+            command.Parameters[1].Value = now;
+            using var row = command.ExecuteReader();
+            row.Read();
+            return read(row);
+        }, cancellationToken);
 
     /// <summary>Runs queue statements in the writer's transaction (each call in its own savepoint).</summary>
     internal Task<T> WriteAsync<T>(Func<QueueStatements, T> write, CancellationToken cancellationToken) =>
