@@ -17,61 +17,32 @@ namespace Herald.Postgres.Transport;
 /// consumers are woken directly and the others through a NOTIFY on the schema's queue channel, sent by the
 /// <see cref="CommitNotifier"/> in a transaction of its own; each instance LISTENs there, and polls as a fallback.
 /// </summary>
-internal sealed class PostgresQueueTransport : ITransport
+internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessage>
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
     private readonly NotificationListener _listener;
     private readonly CommitNotifier _notifier;
     private readonly SendCoordinator _sends;
-    private readonly LeasedQueueConsumers<QueuedMessage> _consumers;
     private readonly Lock _gate = new();
     private Task? _starting;
-    private int _disposed;
 
     public PostgresQueueTransport(NpgsqlDataSource dataSource, bool ownsDataSource, PostgresQueueOptions options)
+        : base(ConsumerSettings(options), options.MaxMessageBytes)
     {
         _dataSource = dataSource;
         _ownsDataSource = ownsDataSource;
         Options = options;
-        TimeProvider = options.TimeProvider ?? TimeProvider.System;
-        Logger = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Herald.Postgres.Queue");
         Sql = new QueueSql(options.Schema);
         _listener = new NotificationListener(dataSource, Sql.Channel, Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
         _notifier = new CommitNotifier(dataSource, Sql.Channel, Logger);
         _sends = new SendCoordinator(dataSource, Sql, Logger, Committed);
-        _consumers = new LeasedQueueConsumers<QueuedMessage>(new LeasedQueueSettings
-        {
-            LeaseDuration = options.LeaseDuration,
-            PollInterval = options.PollInterval,
-
-            // A claim is a round trip: a busy consumer claims once half its room is free, not once per settled message.
-            ClaimsInBatches = true,
-            TimeProvider = TimeProvider,
-            Logger = Logger,
-            Name = "PostgreSQL queue",
-        });
-        Capabilities = new TransportCapabilities
-        {
-            IsDurable = true,
-            SupportsDelayedDelivery = true,
-            PreservesOrderPerPartitionKey = true,
-            SupportsNativeDeadLetter = true,
-            MaxMessageBytes = options.MaxMessageBytes,
-        };
     }
 
     /// <inheritdoc />
-    public string Name => "postgres";
-
-    /// <inheritdoc />
-    public TransportCapabilities Capabilities { get; }
+    public override string Name => "postgres";
 
     public PostgresQueueOptions Options { get; }
-
-    public TimeProvider TimeProvider { get; }
-
-    public ILogger Logger { get; }
 
     public QueueSql Sql { get; }
 
@@ -90,7 +61,7 @@ internal sealed class PostgresQueueTransport : ITransport
         Task starting;
         lock (_gate)
         {
-            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            ObjectDisposedException.ThrowIf(IsDisposed, this);
             if (_starting is null || _starting.IsFaulted || _starting.IsCanceled)
             {
                 // Not bound to the first caller's token: other callers share this start.
@@ -104,7 +75,7 @@ internal sealed class PostgresQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
+    public override async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
     {
         // A queue is the set of its rows: nothing to create, but the schema is made ready so a bad connection fails here.
         ValidateName(queue, nameof(queue));
@@ -112,7 +83,7 @@ internal sealed class PostgresQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    public override async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
     {
         ValidateName(topic, nameof(topic));
         ValidateName(queue, nameof(queue));
@@ -125,20 +96,20 @@ internal sealed class PostgresQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    public override async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ValidateName(queue, nameof(queue));
-        CheckEnvelope(envelope);
+        ThrowIfTooLarge(envelope);
         await StartAsync(cancellationToken).ConfigureAwait(false);
         var now = Now();
         await _sends.SendAsync(new PendingSend(queue, envelope, now, Add(now, options?.Delay), cancellationToken), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
-    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    public override async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ValidateName(topic, nameof(topic));
-        CheckEnvelope(envelope);
+        ThrowIfTooLarge(envelope);
         await StartAsync(cancellationToken).ConfigureAwait(false);
         var queues = new List<string>();
         await using (var command = _dataSource.CreateCommand(Sql.Publish))
@@ -155,16 +126,10 @@ internal sealed class PostgresQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    protected override ITransportConsumer StartConsumer(string queue, ConsumerOptions options, DeliveryHandler handler)
     {
-        ValidateName(queue, nameof(queue));
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(handler);
-        options.Validate();
-        await StartAsync(cancellationToken).ConfigureAwait(false);
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         var backend = new PostgresQueueBackend(this, queue);
-        return _consumers.Start(backend, backend.Name, queue, options, handler);
+        return Consumers.Start(backend, backend.Name, queue, options, handler);
     }
 
     /// <summary>The dead letters of a queue, oldest first.</summary>
@@ -185,15 +150,8 @@ internal sealed class PostgresQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask DisposeAsync()
+    protected override async ValueTask DisposeCoreAsync()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
-        {
-            return;
-        }
-
-        await _consumers.DisposeAllAsync().ConfigureAwait(false);
-
         // Sends already queued commit, then their NOTIFY goes out.
         await _sends.DisposeAsync().ConfigureAwait(false);
         await _notifier.DisposeAsync().ConfigureAwait(false);
@@ -235,6 +193,9 @@ internal sealed class PostgresQueueTransport : ITransport
         }
     }
 
+    /// <inheritdoc />
+    protected override ValueTask ReadyAsync(CancellationToken cancellationToken) => new(StartAsync(cancellationToken));
+
     internal DateTimeOffset Now() => TimeProvider.GetUtcNow();
 
     internal static DateTimeOffset Add(DateTimeOffset time, TimeSpan? delay) =>
@@ -259,20 +220,15 @@ internal sealed class PostgresQueueTransport : ITransport
 
     internal static NpgsqlParameter<DateTimeOffset> Time(DateTimeOffset value) => new() { TypedValue = value };
 
-    private void CheckEnvelope(Envelope envelope)
+    private static LeasedQueueSettings ConsumerSettings(PostgresQueueOptions options) => new()
     {
-        ArgumentNullException.ThrowIfNull(envelope);
-        if (envelope.Body.Length > Options.MaxMessageBytes)
-        {
-            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, Options.MaxMessageBytes);
-        }
-    }
+        LeaseDuration = options.LeaseDuration,
+        PollInterval = options.PollInterval,
 
-    private static void ValidateName(string name, string parameter)
-    {
-        if (string.IsNullOrWhiteSpace(name))
-        {
-            throw new ArgumentException("A queue or topic name must not be empty.", parameter);
-        }
-    }
+        // A claim is a round trip: a busy consumer claims once half its room is free, not once per settled message.
+        ClaimsInBatches = true,
+        TimeProvider = options.TimeProvider ?? TimeProvider.System,
+        Logger = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Herald.Postgres.Queue"),
+        Name = "PostgreSQL queue",
+    };
 }

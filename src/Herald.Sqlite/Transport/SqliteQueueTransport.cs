@@ -12,53 +12,36 @@ namespace Herald.Sqlite.Transport;
 /// <c>herald_queue_dead_letters</c> on dead-letter. Writes go through the file's grouped writer (the event store's, when
 /// they share a file in this process), so the queue and the store never wait on each other's locks here.
 /// </summary>
-internal sealed class SqliteQueueTransport : ITransport
+internal sealed class SqliteQueueTransport : LeasedQueueTransport<QueuedMessage>
 {
     private readonly SqliteEventStore _store;
     private readonly bool _ownsStore;
-    private readonly LeasedQueueConsumers<QueuedMessage> _consumers;
     private QueueStatements? _statements;
-    private int _disposed;
 
     public SqliteQueueTransport(SqliteEventStore store, bool ownsStore, SqliteQueueOptions options, TimeProvider timeProvider, ILogger logger)
+        : base(
+            new LeasedQueueSettings
+            {
+                LeaseDuration = options.LeaseDuration,
+                PollInterval = options.PollInterval,
+
+                // Another process may hold the file's write lock past a renewal; a message that waited meanwhile may have lost its lease.
+                StartsOnlyUnderASafeLease = true,
+                TimeProvider = timeProvider,
+                Logger = logger,
+                Name = "SQLite queue",
+            },
+            options.MaxMessageBytes)
     {
         _store = store;
         _ownsStore = ownsStore;
         Options = options;
-        TimeProvider = timeProvider;
-        Logger = logger;
-        _consumers = new LeasedQueueConsumers<QueuedMessage>(new LeasedQueueSettings
-        {
-            LeaseDuration = options.LeaseDuration,
-            PollInterval = options.PollInterval,
-
-            // Another process may hold the file's write lock past a renewal; a message that waited meanwhile may have lost its lease.
-            StartsOnlyUnderASafeLease = true,
-            TimeProvider = timeProvider,
-            Logger = logger,
-            Name = "SQLite queue",
-        });
-        Capabilities = new TransportCapabilities
-        {
-            IsDurable = true,
-            SupportsDelayedDelivery = true,
-            PreservesOrderPerPartitionKey = true,
-            SupportsNativeDeadLetter = true,
-            MaxMessageBytes = options.MaxMessageBytes,
-        };
     }
 
     /// <inheritdoc />
-    public string Name => "sqlite";
-
-    /// <inheritdoc />
-    public TransportCapabilities Capabilities { get; }
+    public override string Name => "sqlite";
 
     public SqliteQueueOptions Options { get; }
-
-    public TimeProvider TimeProvider { get; }
-
-    public ILogger Logger { get; }
 
     public KeyedSignals Signals { get; } = new();
 
@@ -72,7 +55,7 @@ internal sealed class SqliteQueueTransport : ITransport
     public ValueTask InitializeAsync(CancellationToken cancellationToken) => _store.InitializeAsync(cancellationToken);
 
     /// <inheritdoc />
-    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
+    public override async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
     {
         // A queue is the set of its rows: nothing to create, but the file is opened so a bad path fails here.
         ValidateName(queue, nameof(queue));
@@ -80,7 +63,7 @@ internal sealed class SqliteQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    public override async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
     {
         ValidateName(topic, nameof(topic));
         ValidateName(queue, nameof(queue));
@@ -93,10 +76,10 @@ internal sealed class SqliteQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    public override async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ValidateName(queue, nameof(queue));
-        CheckEnvelope(envelope);
+        ThrowIfTooLarge(envelope);
         var now = Now();
         var visibleAt = VisibleAt(now, options?.Delay);
         await WriteAsync(q =>
@@ -108,10 +91,10 @@ internal sealed class SqliteQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    public override async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ValidateName(topic, nameof(topic));
-        CheckEnvelope(envelope);
+        ThrowIfTooLarge(envelope);
         var now = Now();
         var visibleAt = VisibleAt(now, options?.Delay);
         var queues = await WriteAsync(q =>
@@ -132,16 +115,13 @@ internal sealed class SqliteQueueTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    protected override ValueTask ReadyAsync(CancellationToken cancellationToken) => _store.InitializeAsync(cancellationToken);
+
+    /// <inheritdoc />
+    protected override ITransportConsumer StartConsumer(string queue, ConsumerOptions options, DeliveryHandler handler)
     {
-        ValidateName(queue, nameof(queue));
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(handler);
-        options.Validate();
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        await _store.InitializeAsync(cancellationToken).ConfigureAwait(false);
         var backend = new SqliteQueueBackend(this, queue);
-        return _consumers.Start(backend, backend.Name, queue, options, handler);
+        return Consumers.Start(backend, backend.Name, queue, options, handler);
     }
 
     /// <summary>
@@ -149,36 +129,27 @@ internal sealed class SqliteQueueTransport : ITransport
     /// for an older one of its key counts) and when the next delayed one becomes visible.
     /// </summary>
     internal ValueTask<(bool Claimable, DateTimeOffset? NextVisible)> ProbeAsync(string queue, long now, CancellationToken cancellationToken) =>
-        _store.ReadAsync(reader =>
-        {
-            var command = reader.Command(
-                "SELECT EXISTS (SELECT 1 FROM herald_queue_messages WHERE queue = $p0 AND visible_at <= $p1 AND (lease_until IS NULL OR lease_until <= $p1)), " +
-                "(SELECT MIN(visible_at) FROM herald_queue_messages WHERE queue = $p0 AND visible_at > $p1)",
-                2);
-            command.Parameters[0].Value = queue;
-            command.Parameters[1].Value = now;
-            using var row = command.ExecuteReader();
-            row.Read();
-            var claimable = row.GetInt64(0) != 0;
-            DateTimeOffset? next = row.IsDBNull(1) ? null : new DateTimeOffset(row.GetInt64(1), TimeSpan.Zero);
-            return (claimable, next);
-        }, cancellationToken);
+        ReadQueueRowAsync<(bool, DateTimeOffset?)>(
+            "SELECT EXISTS (SELECT 1 FROM herald_queue_messages WHERE queue = $p0 AND visible_at <= $p1 AND (lease_until IS NULL OR lease_until <= $p1)), " +
+            "(SELECT MIN(visible_at) FROM herald_queue_messages WHERE queue = $p0 AND visible_at > $p1)",
+            queue,
+            now,
+            static row => (row.GetInt64(0) != 0, row.IsDBNull(1) ? null : new DateTimeOffset(row.GetInt64(1), TimeSpan.Zero)),
+            cancellationToken);
 
     /// <summary>The queue's messages by state at <paramref name="now"/>, read without the write lock (the queue gauge).</summary>
     internal ValueTask<QueueDepth> CountAsync(string queue, long now, CancellationToken cancellationToken) =>
-        _store.ReadAsync(reader =>
-        {
-            var command = reader.Command(
-                "SELECT COALESCE(SUM(lease_until > $p1), 0), COALESCE(SUM(visible_at > $p1 AND NOT COALESCE(lease_until > $p1, 0)), 0), COUNT(*) " +
-                "FROM herald_queue_messages WHERE queue = $p0",
-                2);
-            command.Parameters[0].Value = queue;
-            command.Parameters[1].Value = now;
-            using var row = command.ExecuteReader();
-            row.Read();
-            var (leased, delayed, all) = (row.GetInt64(0), row.GetInt64(1), row.GetInt64(2));
-            return new QueueDepth(all - leased - delayed, leased, delayed);
-        }, cancellationToken);
+        ReadQueueRowAsync(
+            "SELECT COALESCE(SUM(lease_until > $p1), 0), COALESCE(SUM(visible_at > $p1 AND NOT COALESCE(lease_until > $p1, 0)), 0), COUNT(*) " +
+            "FROM herald_queue_messages WHERE queue = $p0",
+            queue,
+            now,
+            static row =>
+            {
+                var (leased, delayed, all) = (row.GetInt64(0), row.GetInt64(1), row.GetInt64(2));
+                return new QueueDepth(all - leased - delayed, leased, delayed);
+            },
+            cancellationToken);
 
     /// <summary>The dead letters of a queue, oldest first.</summary>
     public ValueTask<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default) =>
@@ -201,20 +172,25 @@ internal sealed class SqliteQueueTransport : ITransport
         }, cancellationToken);
 
     /// <inheritdoc />
-    public async ValueTask DisposeAsync()
+    protected override async ValueTask DisposeCoreAsync()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
-        {
-            return;
-        }
-
-        await _consumers.DisposeAllAsync().ConfigureAwait(false);
-
         if (_ownsStore)
         {
             await _store.DisposeAsync().ConfigureAwait(false);
         }
     }
+
+    // One row about the queue at a time ($p0 the queue, $p1 the time), read without the write lock.
+    private ValueTask<T> ReadQueueRowAsync<T>(string sql, string queue, long now, Func<Microsoft.Data.Sqlite.SqliteDataReader, T> read, CancellationToken cancellationToken) =>
+        _store.ReadAsync(reader =>
+        {
+            var command = reader.Command(sql, 2);
+            command.Parameters[0].Value = queue;
+            command.Parameters[1].Value = now;
+            using var row = command.ExecuteReader();
+            row.Read();
+            return read(row);
+        }, cancellationToken);
 
     /// <summary>Runs queue statements in the writer's transaction (each call in its own savepoint).</summary>
     internal Task<T> WriteAsync<T>(Func<QueueStatements, T> write, CancellationToken cancellationToken) =>
@@ -231,21 +207,4 @@ internal sealed class SqliteQueueTransport : ITransport
     // Only the writer's thread calls this; its session lives as long as the store, so the statements are prepared once.
     private QueueStatements StatementsFor(WriteSession session) =>
         _statements is { } statements && ReferenceEquals(statements.Session, session) ? statements : _statements = new QueueStatements(session);
-
-    private void CheckEnvelope(Envelope envelope)
-    {
-        ArgumentNullException.ThrowIfNull(envelope);
-        if (envelope.Body.Length > Options.MaxMessageBytes)
-        {
-            throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, Options.MaxMessageBytes);
-        }
-    }
-
-    private static void ValidateName(string name, string parameter)
-    {
-        if (string.IsNullOrWhiteSpace(name))
-        {
-            throw new ArgumentException("A queue or topic name must not be empty.", parameter);
-        }
-    }
 }

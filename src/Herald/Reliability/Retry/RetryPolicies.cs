@@ -20,34 +20,32 @@ internal sealed class RetryPolicies
     public void ConfigureEndpoint(string endpoint, Action<RetryPolicyBuilder> configure)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(endpoint);
-        lock (_gate)
-        {
-            if (!_endpoints.TryGetValue(endpoint, out var actions))
-            {
-                _endpoints[endpoint] = actions = [];
-            }
-
-            Add(actions, configure);
-        }
+        Add(_endpoints, endpoint, configure);
     }
 
     public void ConfigureMessageType(Type messageType, Action<RetryPolicyBuilder> configure)
     {
         ArgumentNullException.ThrowIfNull(messageType);
-        lock (_gate)
-        {
-            if (!_messageTypes.TryGetValue(messageType, out var actions))
-            {
-                _messageTypes[messageType] = actions = [];
-            }
-
-            Add(actions, configure);
-        }
+        Add(_messageTypes, messageType, configure);
     }
 
     /// <summary>The policy for a message type handled at an endpoint.</summary>
     public RetryPolicy Get(string endpoint, Type messageType) =>
         _cache.GetOrAdd((endpoint, messageType), static (key, self) => self.Build(key.Endpoint, key.MessageType), this);
+
+    private void Add<TKey>(Dictionary<TKey, List<Action<RetryPolicyBuilder>>> layers, TKey key, Action<RetryPolicyBuilder> configure)
+        where TKey : notnull
+    {
+        lock (_gate)
+        {
+            if (!layers.TryGetValue(key, out var actions))
+            {
+                layers[key] = actions = [];
+            }
+
+            Add(actions, configure);
+        }
+    }
 
     private void Add(List<Action<RetryPolicyBuilder>> layer, Action<RetryPolicyBuilder> configure)
     {
@@ -93,25 +91,15 @@ internal sealed class RetryPolicies
         lock (_gate)
         {
             var builder = new RetryPolicyBuilder();
-            foreach (var configure in _global)
-            {
-                configure(builder);
-            }
-
+            Apply(builder, _global);
             if (endpoint is not null && _endpoints.TryGetValue(endpoint, out var endpointActions))
             {
-                foreach (var configure in endpointActions)
-                {
-                    configure(builder);
-                }
+                Apply(builder, endpointActions);
             }
 
             if (messageType is not null && _messageTypes.TryGetValue(messageType, out var typeActions))
             {
-                foreach (var configure in typeActions)
-                {
-                    configure(builder);
-                }
+                Apply(builder, typeActions);
             }
 
             var scope = (endpoint, messageType) switch
@@ -122,6 +110,14 @@ internal sealed class RetryPolicies
                 ({ } e, { } t) => $"The retry policy of message type '{t.Name}' at endpoint '{e}'",
             };
             return builder.Build(scope);
+        }
+    }
+
+    private static void Apply(RetryPolicyBuilder builder, List<Action<RetryPolicyBuilder>> layer)
+    {
+        foreach (var configure in layer)
+        {
+            configure(builder);
         }
     }
 }
