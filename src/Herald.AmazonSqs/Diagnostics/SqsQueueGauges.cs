@@ -1,9 +1,7 @@
-using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
 using Amazon.SQS;
 using Amazon.SQS.Model;
 using Herald.AmazonSqs.Transport;
-using Herald.Diagnostics;
+using Herald.Internal;
 
 namespace Herald.AmazonSqs.Diagnostics;
 
@@ -29,89 +27,38 @@ internal static class SqsQueueGauges
         QueueAttributeName.ApproximateNumberOfMessagesDelayed,
     ];
 
-    private static readonly ConcurrentDictionary<(AmazonSqsTransport Transport, string Queue), Watched> Queues = new();
-
-    static SqsQueueGauges()
-    {
-        HeraldDiagnostics.Meter.CreateObservableGauge(Messages, Observe, "{message}", "Approximate messages of a consumed SQS queue, by state (visible, in_flight, delayed).");
-    }
+    private static readonly QueueCountGauge<AmazonSqsTransport, SqsQueueCounts> Gauge = new(
+        Messages, StateTag, "Approximate messages of a consumed SQS queue, by state (visible, in_flight, delayed).", States);
 
     /// <summary>Starts reporting the counts of a queue the transport consumes.</summary>
     public static void Watch(AmazonSqsTransport transport, string queue, string queueUrl) =>
-        Queues.TryAdd((transport, queue), new Watched(transport, queue, queueUrl));
+        Gauge.Watch(
+            transport,
+            queue,
+            transport.TimeProvider,
+            transport.Options.GaugeRefreshInterval,
+            () => ReadAsync(transport, queueUrl),
+            e => Log.GaugeReadFailed(transport.Logger, e, queue));
 
     /// <summary>Stops reporting the transport's queues (it is disposed).</summary>
-    public static void Forget(AmazonSqsTransport transport)
-    {
-        foreach (var key in Queues.Keys)
-        {
-            if (ReferenceEquals(key.Transport, transport))
-            {
-                Queues.TryRemove(key, out _);
-            }
-        }
-    }
+    public static void Forget(AmazonSqsTransport transport) => Gauge.Forget(transport);
 
     /// <summary>The counts last read for a watched queue (tests); null when it is not watched or was never read.</summary>
-    internal static (long Visible, long InFlight, long Delayed)? Last(AmazonSqsTransport transport, string queue) =>
-        Queues.TryGetValue((transport, queue), out var watched) ? watched.Counts : null;
+    internal static SqsQueueCounts? Last(AmazonSqsTransport transport, string queue) => Gauge.Last(transport, queue);
 
-    private static IEnumerable<Measurement<long>> Observe()
+    private static async Task<SqsQueueCounts?> ReadAsync(AmazonSqsTransport transport, string queueUrl)
     {
-        foreach (var watched in Queues.Values)
-        {
-            watched.RefreshIfStale();
-            if (watched.Counts is { } counts)
-            {
-                yield return Measure(counts.Visible, watched.Queue, "visible");
-                yield return Measure(counts.InFlight, watched.Queue, "in_flight");
-                yield return Measure(counts.Delayed, watched.Queue, "delayed");
-            }
-        }
+        var response = await transport.Client.GetQueueAttributesAsync(new GetQueueAttributesRequest { QueueUrl = queueUrl, AttributeNames = CountNames }).ConfigureAwait(false);
+        return new SqsQueueCounts(response.ApproximateNumberOfMessages, response.ApproximateNumberOfMessagesNotVisible, response.ApproximateNumberOfMessagesDelayed);
     }
 
-    private static Measurement<long> Measure(long value, string queue, string state) =>
-        new(value, new KeyValuePair<string, object?>(MetricNames.DestinationTag, queue), new KeyValuePair<string, object?>(StateTag, state));
-
-    /// <summary>One consumed queue and its counts as last read.</summary>
-    private sealed class Watched(AmazonSqsTransport transport, string queue, string queueUrl)
+    private static IEnumerable<(string State, long Value)> States(SqsQueueCounts counts)
     {
-        private int _refreshing;
-        private DateTimeOffset _readAt = DateTimeOffset.MinValue;
-
-        public string Queue => queue;
-
-        public (long Visible, long InFlight, long Delayed)? Counts { get; private set; }
-
-        public void RefreshIfStale()
-        {
-            if (transport.Now() - _readAt < transport.Options.GaugeRefreshInterval || Interlocked.Exchange(ref _refreshing, 1) != 0)
-            {
-                return;
-            }
-
-            _ = RefreshAsync();
-        }
-
-        /// <summary>Reads the counts now (the gauge's background read, and tests).</summary>
-        public async Task RefreshAsync()
-        {
-            try
-            {
-                var response = await transport.Client.GetQueueAttributesAsync(new GetQueueAttributesRequest { QueueUrl = queueUrl, AttributeNames = CountNames }).ConfigureAwait(false);
-                Counts = (response.ApproximateNumberOfMessages, response.ApproximateNumberOfMessagesNotVisible, response.ApproximateNumberOfMessagesDelayed);
-                _readAt = transport.Now();
-            }
-#pragma warning disable CA1031 // A gauge read runs in the background with nobody to report to: logged, and the last counts stay.
-            catch (Exception ex)
-#pragma warning restore CA1031
-            {
-                Log.GaugeReadFailed(transport.Logger, ex, queue);
-            }
-            finally
-            {
-                Interlocked.Exchange(ref _refreshing, 0);
-            }
-        }
+        yield return ("visible", counts.Visible);
+        yield return ("in_flight", counts.InFlight);
+        yield return ("delayed", counts.Delayed);
     }
 }
+
+/// <summary>A queue's approximate counts: visible (waiting), in flight (received, not yet deleted) and delayed.</summary>
+internal sealed record SqsQueueCounts(long Visible, long InFlight, long Delayed);

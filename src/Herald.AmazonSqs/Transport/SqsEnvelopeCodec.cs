@@ -34,8 +34,6 @@ internal static class SqsEnvelopeCodec
     /// <summary>The SQS system attribute holding when the message was sent (Unix milliseconds).</summary>
     public const string SentTimestamp = "SentTimestamp";
 
-    private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
-    private const string SchemaPrefix = "urn:herald:schema:";
 
     private static readonly HashSet<string> Known = new(StringComparer.Ordinal) { SpecVersion, Id, Type, Source, Time, PartitionKey, CorrelationId, ContentType, Extra, "message-id" };
 
@@ -55,7 +53,7 @@ internal static class SqsEnvelopeCodec
         {
             [SpecVersion] = Text("1.0"),
             [Id] = Text(envelope.MessageId.ToString("D")),
-            [Time] = Text(envelope.Time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture)),
+            [Time] = Text(CloudEventValues.FormatTime(envelope.Time)),
         };
 
         // Empty only on what was salvaged of an undecodable message (its dead-letter copy): SQS refuses an empty attribute.
@@ -275,7 +273,7 @@ internal static class SqsEnvelopeCodec
                 {
                     case "causationid": causationId = value.GetString(); break;
                     case "userid": userId = value.GetString(); break;
-                    case "dataschema": schemaVersion = SchemaVersion(value.GetString()); break;
+                    case "dataschema": schemaVersion = value.GetString() is { } schema ? CloudEventValues.SchemaVersion(schema) : 1; break;
                     case "body": base64 = value.GetString() == "base64"; break;
                     case "attempts": attempts = Math.Max(0, value.GetInt32()); break;
                     case "due":
@@ -326,7 +324,7 @@ internal static class SqsEnvelopeCodec
             WriteIfSet(writer, "userid", envelope.UserId);
             if (envelope.SchemaVersion != 1)
             {
-                writer.WriteString("dataschema", string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{envelope.MessageType}:{envelope.SchemaVersion}"));
+                writer.WriteString("dataschema", CloudEventValues.DataSchema(envelope.MessageType, envelope.SchemaVersion));
             }
 
             if (base64)
@@ -341,7 +339,7 @@ internal static class SqsEnvelopeCodec
 
             if (carried.Due is { } due)
             {
-                writer.WriteString("due", due.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture));
+                writer.WriteString("due", CloudEventValues.FormatTime(due));
             }
 
             WriteIfSet(writer, "reason", carried.DeadLetterReason);
@@ -396,9 +394,7 @@ internal static class SqsEnvelopeCodec
     internal static string? StringAttribute(Message message, string name) =>
         message.MessageAttributes is { } attributes && attributes.TryGetValue(name, out var value) ? value.StringValue : null;
 
-    internal static bool TryParseTime(string text, out DateTimeOffset time) =>
-        DateTimeOffset.TryParseExact(text, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
-        || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time);
+    internal static bool TryParseTime(string text, out DateTimeOffset time) => CloudEventValues.TryParseTime(text, out time);
 
     private static DateTimeOffset ParseTime(string text) =>
         TryParseTime(text, out var time) ? time : throw new FormatException($"'{Truncate(text)}' is not a time.");
@@ -419,20 +415,6 @@ internal static class SqsEnvelopeCodec
         }
 
         return CloudEventValues.DerivedMessageId(Encoding.UTF8.GetBytes(text).AsSpan());
-    }
-
-    private static int SchemaVersion(string? dataSchema)
-    {
-        if (dataSchema is not null
-            && dataSchema.StartsWith(SchemaPrefix, StringComparison.Ordinal)
-            && dataSchema.LastIndexOf(':') is var colon and > 0
-            && int.TryParse(dataSchema.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var version)
-            && version >= 1)
-        {
-            return version;
-        }
-
-        return 1;
     }
 
     private static MessageAttributeValue Text(string value) => new() { DataType = "String", StringValue = value };

@@ -27,24 +27,18 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     private Herald.Internal.IBrokerPartitionObserver[]? _observers;
 
     public KafkaTransport(KafkaTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+        : base(timeProvider)
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(timeProvider);
         ArgumentNullException.ThrowIfNull(loggerFactory);
         TransportArguments.ThrowIfInvalid(options.Validate(), "Kafka transport");
         _options = options.Snapshot();
-        TimeProvider = timeProvider;
         _logger = loggerFactory.CreateLogger("Herald.Kafka");
-        Capabilities = new TransportCapabilities
+        Capabilities = BrokerCapabilities(options.MaxMessageBytes) with
         {
-            IsDurable = true,
-
             // Kafka has no per-message delay: delayed nacks and sends wait in a retry topic, read in order, so a long delay
             // at the head of a partition holds up shorter ones behind it. Close enough for retries, not a delay promise.
             SupportsDelayedDelivery = false,
-            PreservesOrderPerPartitionKey = true,
-            SupportsNativeDeadLetter = true,
-            MaxMessageBytes = options.MaxMessageBytes,
             MaxNameBytes = MaxTopicNameLength,
         };
     }
@@ -58,8 +52,6 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     /// <inheritdoc />
     public TransportCapabilities Capabilities { get; }
 
-    public TimeProvider TimeProvider { get; }
-
     public KafkaTransportOptions Options => _options;
 
     /// <summary>Told when a consumer is given partitions or gives them up (transport-source streams follow them); resolved on first use.</summary>
@@ -68,19 +60,11 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     public IEnumerable<Herald.Internal.IBrokerPartitionObserver> PartitionObservers => _observers ??= [.. ObserversSource()];
 
     /// <inheritdoc />
-    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
-    {
-        ValidateName(queue, nameof(queue));
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
-        await EnsureTopicAsync(queue, cancellationToken).ConfigureAwait(false);
-    }
+    protected override ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken) => EnsureTopicAsync(queue, cancellationToken);
 
     /// <inheritdoc />
-    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    protected override async ValueTask BindCoreAsync(string topic, string queue, CancellationToken cancellationToken)
     {
-        ValidateName(topic, nameof(topic));
-        ValidateName(queue, nameof(queue));
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
         await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
         await EnsureTopicAsync(queue, cancellationToken).ConfigureAwait(false);
         var before = _bindings.GetValueOrDefault(queue, ImmutableSortedSet<string>.Empty.WithComparer(StringComparer.Ordinal));
@@ -128,14 +112,8 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     }
 
     /// <inheritdoc />
-    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    protected override async ValueTask<KafkaConsumer> StartConsumerAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(handler);
-        ValidateName(queue, nameof(queue));
-        options.Validate();
-        ObjectDisposedException.ThrowIf(IsDisposed, this);
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var topics = TopicsOf(queue, _bindings.GetValueOrDefault(queue));
         foreach (var topic in topics)
         {
@@ -144,7 +122,6 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
         }
 
         var consumer = await KafkaConsumer.StartAsync(this, queue, topics, options, handler, _logger, cancellationToken).ConfigureAwait(false);
-        Track(consumer);
         Log.ConsumerStarted(_logger, queue, consumer.GroupId, options.Prefetch, options.MaxConcurrency);
         return consumer;
     }

@@ -25,4 +25,6 @@ public sealed class NatsQueueOptions
     public bool OrderBySubject { get; set; } = true;
 
     internal string Subject => SendSubject ?? FilterSubject;
+
+    internal NatsQueueOptions Copy() => (NatsQueueOptions)MemberwiseClone();
 }

@@ -30,7 +30,7 @@ public sealed class NatsStreamOptions
     public string Name { get; set; } = string.Empty;
 
     /// <summary>The subjects the stream captures, wildcards allowed, such as <c>events.*</c>.</summary>
-    public IList<string> Subjects { get; } = [];
+    public IList<string> Subjects { get; private set; } = [];
 
     /// <summary>How messages are kept; <see cref="NatsRetention.Limits"/> by default.</summary>
     public NatsRetention Retention { get; set; } = NatsRetention.Limits;
@@ -56,30 +56,17 @@ public sealed class NatsStreamOptions
     /// <summary>A copy with the given name and subjects, the limits unchanged: how the template for queue streams is applied.</summary>
     internal NatsStreamOptions For(string name, string subject)
     {
-        var copy = new NatsStreamOptions
-        {
-            Name = name,
-            Retention = Retention,
-            Storage = Storage,
-            MaxMessages = MaxMessages,
-            MaxBytes = MaxBytes,
-            MaxAge = MaxAge,
-            Replicas = Replicas,
-            DuplicateWindow = DuplicateWindow,
-        };
-        copy.Subjects.Add(subject);
+        var copy = (NatsStreamOptions)MemberwiseClone();
+        copy.Name = name;
+        copy.Subjects = [subject];
         return copy;
     }
 
+    /// <summary>A copy of every setting, with a list of subjects of its own.</summary>
     internal NatsStreamOptions Copy()
     {
-        var copy = For(Name, string.Empty);
-        copy.Subjects.Clear();
-        foreach (var subject in Subjects)
-        {
-            copy.Subjects.Add(subject);
-        }
-
+        var copy = (NatsStreamOptions)MemberwiseClone();
+        copy.Subjects = [.. Subjects];
         return copy;
     }
 }

@@ -61,7 +61,8 @@ internal sealed partial class NatsTransport
         return lazy.Value.IsCompletedSuccessfully ? ValueTask.FromResult(lazy.Value.Result) : new(AwaitOrForgetAsync(_topics, topic, lazy, cancellationToken));
     }
 
-    private async ValueTask BindCoreAsync(string topic, string queue, CancellationToken cancellationToken)
+    /// <inheritdoc />
+    protected override async ValueTask BindCoreAsync(string topic, string queue, CancellationToken cancellationToken)
     {
         var mapped = _options.Topics.TryGetValue(topic, out var topicSubject);
         if (_options.Queues.TryGetValue(queue, out var mapping))

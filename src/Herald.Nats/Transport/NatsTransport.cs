@@ -23,27 +23,20 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
     private NatsJSContext? _js;
 
     public NatsTransport(NatsTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+        : base(timeProvider)
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(timeProvider);
         ArgumentNullException.ThrowIfNull(loggerFactory);
         TransportArguments.ThrowIfInvalid(options.Validate(), "NATS transport");
-
         _options = options.Snapshot();
         Names = new NatsNames(_options.SubjectPrefix, _options.StreamPrefix);
-        TimeProvider = timeProvider;
         _logger = loggerFactory.CreateLogger("Herald.Nats");
-        Capabilities = new TransportCapabilities
+        Capabilities = BrokerCapabilities(_options.MaxMessageBytes) with
         {
-            IsDurable = true,
-
             // Delayed nacks are JetStream's own (nak with a delay). A delayed send is stored at once with a due time in a
             // header; a consumer that gets it early naks it until then (not counted as an attempt), so a delay never
             // holds up other messages and needs no scheduler (NATS 2.9 has no per-message delivery time).
             SupportsDelayedDelivery = true,
-            PreservesOrderPerPartitionKey = true,
-            SupportsNativeDeadLetter = true,
-            MaxMessageBytes = _options.MaxMessageBytes,
 
             // A subject token per name, capped by NatsNames (longer names are shortened with a hash): no length limit here.
             MaxDelay = MaxDelay,
@@ -59,8 +52,6 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
     /// <inheritdoc />
     public TransportCapabilities Capabilities { get; }
 
-    public TimeProvider TimeProvider { get; }
-
     public NatsTransportOptions Options => _options;
 
     public NatsNames Names { get; }
@@ -73,21 +64,8 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
     internal NatsConnection Connection => _connection ?? throw new InvalidOperationException("The NATS transport is not connected yet.");
 
     /// <inheritdoc />
-    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
-    {
-        ValidateName(queue, nameof(queue));
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
+    protected override async ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken) =>
         await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <inheritdoc />
-    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
-    {
-        ValidateName(topic, nameof(topic));
-        ValidateName(queue, nameof(queue));
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
-        await BindCoreAsync(topic, queue, cancellationToken).ConfigureAwait(false);
-    }
 
     /// <inheritdoc />
     public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
@@ -157,14 +135,8 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
     }
 
     /// <inheritdoc />
-    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    protected override async ValueTask<NatsConsumer> StartConsumerAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(handler);
-        ValidateName(queue, nameof(queue));
-        options.Validate();
-        ObjectDisposedException.ThrowIf(IsDisposed, this);
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         var prefetch = Math.Max(_options.Prefetch ?? options.Prefetch, options.MaxConcurrency);
         NatsConsumer consumer;
@@ -179,7 +151,6 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
             throw new HeraldException($"Could not start consuming '{queue}' on NATS at {Endpoint}: {e.Message}", e);
         }
 
-        Track(consumer);
         Log.ConsumerStarted(_logger, queue, target.Stream, prefetch, options.MaxConcurrency);
         return consumer;
     }

@@ -30,23 +30,23 @@ public sealed class NatsTransportOptions
     /// Streams declared (created, or updated to these settings) when the transport starts, such as a stream <c>EVENTS</c>
     /// on <c>events.*</c> with limits; queues read them through <see cref="Queues"/>, topics publish to them through <see cref="Topics"/>.
     /// </summary>
-    public IList<NatsStreamOptions> Streams { get; } = [];
+    public IList<NatsStreamOptions> Streams { get; private set; } = [];
 
     /// <summary>Queues that read a declared stream instead of a stream of their own, keyed by queue name.</summary>
-    public IDictionary<string, NatsQueueOptions> Queues { get; } = new Dictionary<string, NatsQueueOptions>(StringComparer.Ordinal);
+    public IDictionary<string, NatsQueueOptions> Queues { get; private set; } = new Dictionary<string, NatsQueueOptions>(StringComparer.Ordinal);
 
     /// <summary>
     /// Topics that publish to a subject of a declared stream instead of a stream of their own, keyed by topic name:
     /// <c>Topics["order-placed"] = "events.order-placed"</c>. A queue in <see cref="Queues"/> whose filter takes that
     /// subject then gets the topic's messages.
     /// </summary>
-    public IDictionary<string, string> Topics { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+    public IDictionary<string, string> Topics { get; private set; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
     /// <summary>
     /// Queues that also take plain JSON messages from other clients (no CloudEvents headers), keyed by queue name, with the
     /// Herald message type to give them: <c>RawQueues["orders-in"] = "order-placed"</c>.
     /// </summary>
-    public IDictionary<string, string> RawQueues { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+    public IDictionary<string, string> RawQueues { get; private set; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
     /// <summary>How long the server waits for an ack before it delivers a message again; Herald sends progress while a handler runs longer.</summary>
     public TimeSpan AckWait { get; set; } = TimeSpan.FromSeconds(30);
@@ -217,49 +217,13 @@ public sealed class NatsTransportOptions
     /// <summary>A snapshot, so changing the options object later does not change a running transport.</summary>
     internal NatsTransportOptions Snapshot()
     {
-        var copy = new NatsTransportOptions
-        {
-            Url = Url,
-            ClientName = ClientName,
-            SubjectPrefix = SubjectPrefix,
-            StreamPrefix = StreamPrefix,
-            QueueStream = QueueStream.Copy(),
-            AckWait = AckWait,
-            KeepAliveInterval = KeepAliveInterval,
-            MaxDeliver = MaxDeliver,
-            Prefetch = Prefetch,
-            MaxMessageBytes = MaxMessageBytes,
-            Deduplicate = Deduplicate,
-            LagRefreshInterval = LagRefreshInterval,
-            Source = Source,
-        };
-        foreach (var stream in Streams)
-        {
-            copy.Streams.Add(stream.Copy());
-        }
-
-        foreach (var (queue, mapping) in Queues)
-        {
-            copy.Queues[queue] = new NatsQueueOptions
-            {
-                Stream = mapping.Stream,
-                FilterSubject = mapping.FilterSubject,
-                SendSubject = mapping.SendSubject,
-                StartFrom = mapping.StartFrom,
-                OrderBySubject = mapping.OrderBySubject,
-            };
-        }
-
-        foreach (var (topic, subject) in Topics)
-        {
-            copy.Topics[topic] = subject;
-        }
-
-        foreach (var (queue, type) in RawQueues)
-        {
-            copy.RawQueues[queue] = type;
-        }
-
+        // Every setting at once; the collections, and the streams and mappings in them, copied apart.
+        var copy = (NatsTransportOptions)MemberwiseClone();
+        copy.QueueStream = QueueStream.Copy();
+        copy.Streams = [.. Streams.Select(static stream => stream.Copy())];
+        copy.Queues = Queues.ToDictionary(static entry => entry.Key, static entry => entry.Value.Copy(), StringComparer.Ordinal);
+        copy.Topics = new Dictionary<string, string>(Topics, StringComparer.Ordinal);
+        copy.RawQueues = new Dictionary<string, string>(RawQueues, StringComparer.Ordinal);
         return copy;
     }
 

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
-using Herald.Diagnostics;
+using Herald.Internal;
 using Herald.RabbitMQ.Transport;
 
 namespace Herald.RabbitMQ.Diagnostics;
@@ -22,31 +21,26 @@ internal static class RabbitMqQueueGauges
 
     private static readonly ConcurrentDictionary<RabbitMqTransport, RabbitMqQueueCounter> Counters = new();
 
-    private static readonly ConcurrentDictionary<(RabbitMqTransport Transport, string Queue), Watched> Queues = new();
-
-    static RabbitMqQueueGauges()
-    {
-        HeraldDiagnostics.Meter.CreateObservableGauge(Messages, Observe, "{message}", "Messages of a consumed RabbitMQ queue, by state (ready, unacked).");
-    }
+    private static readonly QueueCountGauge<RabbitMqTransport, QueueCounts> Gauge = new(
+        Messages, StateTag, "Messages of a consumed RabbitMQ queue, by state (ready, unacked).", States);
 
     /// <summary>Starts reporting the counts of a queue the transport consumes.</summary>
     public static void Watch(RabbitMqTransport transport, string queue)
     {
         var counter = Counters.GetOrAdd(transport, static t => new RabbitMqQueueCounter(t));
-        Queues.TryAdd((transport, queue), new Watched(transport, counter, queue));
+        Gauge.Watch(
+            transport,
+            queue,
+            transport.TimeProvider,
+            transport.Options.GaugeRefreshInterval,
+            () => counter.CountAsync(queue, CancellationToken.None),
+            e => Log.GaugeReadFailed(transport.Logger, e, queue));
     }
 
     /// <summary>Stops reporting the transport's queues (it is disposed).</summary>
     public static void Forget(RabbitMqTransport transport)
     {
-        foreach (var key in Queues.Keys)
-        {
-            if (ReferenceEquals(key.Transport, transport))
-            {
-                Queues.TryRemove(key, out _);
-            }
-        }
-
+        Gauge.Forget(transport);
         if (Counters.TryRemove(transport, out var counter))
         {
             counter.Dispose();
@@ -54,72 +48,14 @@ internal static class RabbitMqQueueGauges
     }
 
     /// <summary>The watched queue's counts as last read (tests); null when it is not watched or was never read.</summary>
-    internal static QueueCounts? Last(RabbitMqTransport transport, string queue) =>
-        Queues.TryGetValue((transport, queue), out var watched) ? watched.Counts : null;
+    internal static QueueCounts? Last(RabbitMqTransport transport, string queue) => Gauge.Last(transport, queue);
 
-    private static IEnumerable<Measurement<long>> Observe()
+    private static IEnumerable<(string State, long Value)> States(QueueCounts counts)
     {
-        foreach (var watched in Queues.Values)
+        yield return ("ready", counts.Ready);
+        if (counts.Unacked is { } unacked)
         {
-            watched.RefreshIfStale();
-            if (watched.Counts is { } counts)
-            {
-                yield return Measure(counts.Ready, watched.Queue, "ready");
-                if (counts.Unacked is { } unacked)
-                {
-                    yield return Measure(unacked, watched.Queue, "unacked");
-                }
-            }
-        }
-    }
-
-    private static Measurement<long> Measure(long value, string queue, string state) =>
-        new(value, new KeyValuePair<string, object?>(MetricNames.DestinationTag, queue), new KeyValuePair<string, object?>(StateTag, state));
-
-    /// <summary>One consumed queue and its counts as last read.</summary>
-    private sealed class Watched(RabbitMqTransport transport, RabbitMqQueueCounter counter, string queue)
-    {
-        private int _refreshing;
-        private long _readAt = long.MinValue;
-        private QueueCounts? _counts;
-
-        public string Queue => queue;
-
-        public QueueCounts? Counts => Volatile.Read(ref _counts);
-
-        public void RefreshIfStale()
-        {
-            var readAt = Volatile.Read(ref _readAt);
-            if ((readAt != long.MinValue && transport.TimeProvider.GetElapsedTime(readAt) < transport.Options.GaugeRefreshInterval)
-                || Interlocked.Exchange(ref _refreshing, 1) != 0)
-            {
-                return;
-            }
-
-            _ = Task.Run(RefreshAsync);
-        }
-
-        private async Task RefreshAsync()
-        {
-            try
-            {
-                if (await counter.CountAsync(queue, CancellationToken.None).ConfigureAwait(false) is { } counts)
-                {
-                    Volatile.Write(ref _counts, counts);
-                }
-
-                Volatile.Write(ref _readAt, transport.TimeProvider.GetTimestamp());
-            }
-#pragma warning disable CA1031 // A gauge read runs in the background with nobody to report to: logged, and the last counts stay.
-            catch (Exception ex)
-#pragma warning restore CA1031
-            {
-                Log.GaugeReadFailed(transport.Logger, ex, queue);
-            }
-            finally
-            {
-                Volatile.Write(ref _refreshing, 0);
-            }
+            yield return ("unacked", unacked);
         }
     }
 }

@@ -27,45 +27,17 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
     private int _recoveries;
 
     public RabbitMqTransport(RabbitMqTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+        : base(timeProvider)
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(timeProvider);
         ArgumentNullException.ThrowIfNull(loggerFactory);
         TransportArguments.ThrowIfInvalid(options.Validate(), "RabbitMQ transport");
-
-        // A snapshot, so changing the options object later does not change a running transport.
-        _options = new RabbitMqTransportOptions
-        {
-            ConnectionUri = options.ConnectionUri,
-            ClientProvidedName = options.ClientProvidedName,
-            QueueType = options.QueueType,
-            Prefetch = options.Prefetch,
-            PublisherConfirms = options.PublisherConfirms,
-            MaxMessageBytes = options.MaxMessageBytes,
-            DeclareTopology = options.DeclareTopology,
-            PublisherChannels = options.PublisherChannels,
-            AckBatchSize = options.AckBatchSize,
-            NetworkRecoveryInterval = options.NetworkRecoveryInterval,
-            Source = options.Source,
-            RetryQueueName = options.RetryQueueName,
-            DelayQueueName = options.DelayQueueName,
-            DeadLetterQueueName = options.DeadLetterQueueName,
-            DeadLetterQueueMaxLength = options.DeadLetterQueueMaxLength,
-            DeadLetterQueueOverflow = options.DeadLetterQueueOverflow,
-            UseManagementApi = options.UseManagementApi,
-            ManagementUri = options.ManagementUri,
-            GaugeRefreshInterval = options.GaugeRefreshInterval,
-        };
+        _options = options.Snapshot();
         _rawQueues = options.RawQueues.ToFrozenDictionary(StringComparer.Ordinal);
-        TimeProvider = timeProvider;
         _logger = loggerFactory.CreateLogger("Herald.RabbitMQ");
-        Capabilities = new TransportCapabilities
+        Capabilities = BrokerCapabilities(options.MaxMessageBytes) with
         {
-            IsDurable = true,
             SupportsDelayedDelivery = true,
-            PreservesOrderPerPartitionKey = true,
-            SupportsNativeDeadLetter = true,
-            MaxMessageBytes = options.MaxMessageBytes,
             MaxNameBytes = 255,
             MaxDelay = MaxDelay,
             IsPermanentSendFailure = RabbitMqSendFailures.IsPermanent,
@@ -77,8 +49,6 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
 
     /// <inheritdoc />
     public TransportCapabilities Capabilities { get; }
-
-    public TimeProvider TimeProvider { get; }
 
     public RabbitMqTransportOptions Options => _options;
 
@@ -95,19 +65,11 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
     }
 
     /// <inheritdoc />
-    public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
-    {
-        ValidateName(queue, nameof(queue));
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
-        await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
-    }
+    protected override ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken) => EnsureQueueAsync(queue, cancellationToken);
 
     /// <inheritdoc />
-    public async ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default)
+    protected override async ValueTask BindCoreAsync(string topic, string queue, CancellationToken cancellationToken)
     {
-        ValidateName(topic, nameof(topic));
-        ValidateName(queue, nameof(queue));
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
         await EnsureExchangeAsync(topic, cancellationToken).ConfigureAwait(false);
         await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         await EnsureBindingAsync(topic, queue, cancellationToken).ConfigureAwait(false);
@@ -156,14 +118,8 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
     }
 
     /// <inheritdoc />
-    public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    protected override async ValueTask<RabbitMqConsumer> StartConsumerAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(handler);
-        ValidateName(queue, nameof(queue));
-        options.Validate();
-        ObjectDisposedException.ThrowIf(IsDisposed, this);
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
         await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         var prefetch = Math.Clamp(Math.Max(_options.Prefetch ?? options.Prefetch, options.MaxConcurrency), 1, ushort.MaxValue);
         RabbitMqConsumer consumer;
@@ -177,7 +133,6 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
             throw new HeraldException($"Could not start consuming '{queue}' on RabbitMQ at {Endpoint}: {e.Message}", e);
         }
 
-        Track(consumer);
         RabbitMqQueueGauges.Watch(this, queue);
         Log.ConsumerStarted(_logger, queue, prefetch, options.MaxConcurrency);
         return consumer;

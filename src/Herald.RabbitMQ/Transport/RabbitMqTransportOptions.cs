@@ -71,7 +71,7 @@ public sealed class RabbitMqTransportOptions
     /// Queues that also take plain JSON messages from other clients (no CloudEvents attributes), keyed by queue name, with
     /// the Herald message type to give them: <c>RawQueues["orders-in"] = "order-placed"</c>.
     /// </summary>
-    public IDictionary<string, string> RawQueues { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+    public IDictionary<string, string> RawQueues { get; private set; } = new Dictionary<string, string>(StringComparer.Ordinal);
 
     /// <summary>
     /// Whether the queue gauges read the management HTTP API (ready and unacked counts); off, or while the API is
@@ -176,6 +176,14 @@ public sealed class RabbitMqTransportOptions
         }
 
         return errors;
+    }
+
+    /// <summary>A snapshot, so changing the options object later does not change a running transport.</summary>
+    internal RabbitMqTransportOptions Snapshot()
+    {
+        var copy = (RabbitMqTransportOptions)MemberwiseClone();
+        copy.RawQueues = new Dictionary<string, string>(RawQueues, StringComparer.Ordinal);
+        return copy;
     }
 
     private static string DefaultRetryQueueName(string queue, TimeSpan delay) =>
