@@ -79,7 +79,7 @@ internal sealed class EventStoreBenchmark : IBenchmark
                 await contender.StartAsync(cancellationToken);
             }
 
-            foreach (var scenario in scenarios)
+            foreach (var scenario in scenarios.Where(s => args.IncludesScenario(s.Name)))
             {
                 if (scenario.Name.StartsWith("read stream", StringComparison.Ordinal))
                 {
