@@ -83,6 +83,7 @@ static void PrintUsage(IEnumerable<IBenchmark> benchmarks)
     Console.WriteLine("  --quick          small counts, one repetition: a smoke run in seconds (results file not written)");
     Console.WriteLine("  --repeat N       measured repetitions per contender (median reported; default 3)");
     Console.WriteLine("  --only A,B       run only contenders whose name contains one of these (case-insensitive)");
+    Console.WriteLine("  --scenario A,B   eventstore: run only scenarios whose name contains one of these (case-insensitive)");
     Console.WriteLine("  --max-events N   scale: the largest store, backlog or table size to grow to");
     Console.WriteLine("  --max-seconds S  scale: the wall-clock bound of the whole run");
     Console.WriteLine("  --out PATH       markdown results file (default bench/results/<benchmark>.md; '-' for none)");

@@ -12,6 +12,9 @@ internal sealed record BenchmarkArgs
     /// <summary>Name fragments of the contenders to run; empty: all.</summary>
     public IReadOnlyList<string> Only { get; init; } = [];
 
+    /// <summary>Name fragments of the scenarios to run, for benchmarks made of scenarios (eventstore); empty: all.</summary>
+    public IReadOnlyList<string> Scenarios { get; init; } = [];
+
     /// <summary>Where to write the markdown results; null: the default path; "-": nowhere.</summary>
     public string? Out { get; init; }
 
@@ -27,6 +30,7 @@ internal sealed record BenchmarkArgs
         var options = (Quick ? " --quick" : "")
             + (Repeat is { } repeat ? " --repeat " + repeat.ToString(System.Globalization.CultureInfo.InvariantCulture) : "")
             + (Only.Count > 0 ? " --only " + string.Join(',', Only) : "")
+            + (Scenarios.Count > 0 ? " --scenario \"" + string.Join(',', Scenarios) + "\"" : "")
             + (MaxEvents is { } maxEvents ? " --max-events " + maxEvents.ToString(System.Globalization.CultureInfo.InvariantCulture) : "")
             + (MaxSeconds is { } maxSeconds ? " --max-seconds " + maxSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture) : "");
         return $"`dotnet run -c Release --project bench/Herald.Benchmarks -- {benchmark}{options}` — {(Quick ? "quick smoke run: small counts, not representative" : "full run")}.";
@@ -34,6 +38,9 @@ internal sealed record BenchmarkArgs
 
     public bool Includes(string contender) =>
         Only.Count == 0 || Only.Any(o => contender.Contains(o, StringComparison.OrdinalIgnoreCase));
+
+    public bool IncludesScenario(string scenario) =>
+        Scenarios.Count == 0 || Scenarios.Any(o => scenario.Contains(o, StringComparison.OrdinalIgnoreCase));
 
     public static BenchmarkArgs Parse(ReadOnlySpan<string> args)
     {
@@ -51,6 +58,10 @@ internal sealed record BenchmarkArgs
                     break;
                 case "--only" when i + 1 < args.Length:
                     result = result with { Only = args[i + 1].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) };
+                    i++;
+                    break;
+                case "--scenario" when i + 1 < args.Length:
+                    result = result with { Scenarios = args[i + 1].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) };
                     i++;
                     break;
                 case "--max-events" when i + 1 < args.Length && long.TryParse(args[i + 1], out var maxEvents) && maxEvents > 0:
