@@ -243,59 +243,30 @@ internal static class AmqpEnvelopeCodec
         string defaultSource,
         TimeProvider timeProvider)
     {
-        Dictionary<string, string>? headers = null;
-        object? ceId = null, ceType = null, ceSource = null, ceTime = null, ceSchema = null, ceContentType = null;
-        object? ceCorrelation = null, ceCausation = null, ceUser = null, cePartition = null, attemptValue = null, deliveryCount = null;
-        var isCloudEvent = false;
+        var read = default(DeliveredHeaders);
 
         // One pass over the headers: attributes are kept as delivered (UTF-8 bytes) and turned into strings only as needed.
-        if (properties.Headers is { Count: > 0 } amqpHeaders)
+        // The client parses them into a Dictionary: enumerated as one, its enumerator is not boxed on every delivery.
+        if (properties.Headers is Dictionary<string, object?> { Count: > 0 } parsed)
+        {
+            foreach (var (name, value) in parsed)
+            {
+                read.Add(name, value);
+            }
+        }
+        else if (properties.Headers is { Count: > 0 } amqpHeaders)
         {
             foreach (var (name, value) in amqpHeaders)
             {
-                if (name.StartsWith(Prefix, StringComparison.Ordinal))
-                {
-                    var attribute = name.AsSpan(Prefix.Length);
-                    switch (attribute)
-                    {
-                        case "specversion": isCloudEvent = true; break;
-                        case "id": isCloudEvent = true; ceId = value; break;
-                        case "type": isCloudEvent = true; ceType = value; break;
-                        case "source": ceSource = value; break;
-                        case "time": ceTime = value; break;
-                        case "dataschema": ceSchema = value; break;
-                        case "datacontenttype": ceContentType = value; break;
-                        case "correlationid": ceCorrelation = value; break;
-                        case "causationid": ceCausation = value; break;
-                        case "userid": ceUser = value; break;
-                        case "partitionkey": cePartition = value; break;
-                        case "deliveryattempt": break;
-                        default:
-                            if (AsString(value) is { } text)
-                            {
-                                (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute.ToString()] = text;
-                            }
-
-                            break;
-                    }
-                }
-                else if (name.StartsWith("x-", StringComparison.Ordinal))
-                {
-                    if (name == AttemptHeader)
-                    {
-                        attemptValue = value;
-                    }
-                    else if (name == DeliveryCountHeader)
-                    {
-                        deliveryCount = value ?? 0;
-                    }
-                }
-                else if (AsString(value) is { } text)
-                {
-                    (headers ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, text);
-                }
+                read.Add(name, value);
             }
         }
+
+        var headers = read.Headers;
+        object? ceId = read.Id, ceType = read.Type, ceSource = read.Source, ceTime = read.Time, ceSchema = read.Schema, ceContentType = read.ContentType;
+        object? ceCorrelation = read.Correlation, ceCausation = read.Causation, ceUser = read.User, cePartition = read.Partition;
+        object? attemptValue = read.Attempt, deliveryCount = read.DeliveryCount;
+        var isCloudEvent = read.IsCloudEvent;
 
         var attempt = Attempt(attemptValue, deliveryCount, redelivered);
 
@@ -388,6 +359,59 @@ internal static class AmqpEnvelopeCodec
             Body = body,
             DeliveryAttempt = attempt,
         };
+    }
+
+    /// <summary>The headers of a delivery sorted into CloudEvents attributes, Herald's own headers and the rest, as delivered.</summary>
+    private struct DeliveredHeaders
+    {
+        public Dictionary<string, string>? Headers;
+        public object? Id, Type, Source, Time, Schema, ContentType, Correlation, Causation, User, Partition, Attempt, DeliveryCount;
+        public bool IsCloudEvent;
+
+        public void Add(string name, object? value)
+        {
+            if (name.StartsWith(Prefix, StringComparison.Ordinal))
+            {
+                var attribute = name.AsSpan(Prefix.Length);
+                switch (attribute)
+                {
+                    case "specversion": IsCloudEvent = true; break;
+                    case "id": IsCloudEvent = true; Id = value; break;
+                    case "type": IsCloudEvent = true; Type = value; break;
+                    case "source": Source = value; break;
+                    case "time": Time = value; break;
+                    case "dataschema": Schema = value; break;
+                    case "datacontenttype": ContentType = value; break;
+                    case "correlationid": Correlation = value; break;
+                    case "causationid": Causation = value; break;
+                    case "userid": User = value; break;
+                    case "partitionkey": Partition = value; break;
+                    case "deliveryattempt": break;
+                    default:
+                        if (AsString(value) is { } text)
+                        {
+                            (Headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute.ToString()] = text;
+                        }
+
+                        break;
+                }
+            }
+            else if (name.StartsWith("x-", StringComparison.Ordinal))
+            {
+                if (name == AttemptHeader)
+                {
+                    Attempt = value;
+                }
+                else if (name == DeliveryCountHeader)
+                {
+                    DeliveryCount = value ?? 0;
+                }
+            }
+            else if (AsString(value) is { } text)
+            {
+                (Headers ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, text);
+            }
+        }
     }
 
     /// <summary>What can be read of a malformed message, each part on its own, so one bad attribute hides no other.</summary>
