@@ -54,7 +54,11 @@ internal static class AmqpEnvelopeCodec
     public static BasicProperties Encode(Envelope envelope, string defaultSource)
     {
         var custom = envelope.Headers;
-        var headers = new Dictionary<string, object?>(custom.Count + 10, StringComparer.Ordinal);
+
+        // Sized for what goes in, plus the publish sequence number the client adds with confirms on: never resized.
+        var optional = (envelope.SchemaVersion != 1 ? 1 : 0) + (envelope.PartitionKey is null ? 0 : 1) + (envelope.CorrelationId is null ? 0 : 1)
+            + (envelope.CausationId is null ? 0 : 1) + (envelope.UserId is null ? 0 : 1);
+        var headers = new Dictionary<string, object?>(custom.Count + optional + 6, StringComparer.Ordinal);
         byte[]? source = null;
         if (custom.Count > 0)
         {
@@ -71,11 +75,12 @@ internal static class AmqpEnvelopeCodec
             }
         }
 
-        // Constant or repeating values go out as cached UTF-8 bytes (written as AMQP long strings, as a string would be).
+        // Constant or repeating values go out as cached UTF-8 bytes (written as AMQP long strings, as a string would be);
+        // the id as bytes too, so the client does not encode it again.
         var id = envelope.MessageId.ToString("D");
         var type = envelope.MessageType;
         headers[Prefix + "specversion"] = SpecVersion;
-        headers[Prefix + "id"] = id;
+        headers[Prefix + "id"] = FormatId(envelope.MessageId);
         headers[Prefix + "type"] = Utf8Constants.Get(type);
         headers[Prefix + "source"] = source ?? Utf8Constants.Get(defaultSource);
         headers[Prefix + "time"] = FormatTime(envelope.Time);
@@ -101,6 +106,14 @@ internal static class AmqpEnvelopeCodec
             DeliveryMode = DeliveryModes.Persistent,
             Headers = headers,
         };
+    }
+
+    /// <summary>The id in its canonical form (<c>D</c>) in UTF-8.</summary>
+    internal static byte[] FormatId(Guid id)
+    {
+        var text = GC.AllocateUninitializedArray<byte>(36);
+        _ = id.TryFormat(text, out _, "D");
+        return text;
     }
 
     /// <summary>The time as <see cref="TimeFormat"/> in UTF-8, written digit by digit: a custom format string is parsed on every call.</summary>
