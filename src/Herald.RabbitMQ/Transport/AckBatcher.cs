@@ -9,8 +9,9 @@ namespace Herald.RabbitMQ.Transport;
 /// delay (what the RabbitMQ documentation suggests for throughput; Spring AMQP's batch acks). Handled deliveries behind a
 /// still-running one wait for it to finish, so worker lanes finishing slightly out of order still share multiple acks;
 /// if the same delivery still holds them back one delay later, they are acked one by one, so a slow message never holds
-/// the prefetch window for long. Every ack and nack goes out in order through one gate: a multiple ack never passes a tag
-/// that was settled on its own. Delivery tags belong to one channel registration (a generation); a new one starts afresh.
+/// the prefetch window for long. With batching on, every ack and nack goes out in order through one gate: a multiple ack
+/// never passes a tag that was settled on its own (with it off there is no multiple ack, and no gate). Delivery tags
+/// belong to one channel registration (a generation); a new one starts afresh.
 /// </summary>
 internal sealed class AckBatcher : IAsyncDisposable
 {
@@ -23,7 +24,7 @@ internal sealed class AckBatcher : IAsyncDisposable
     private readonly SemaphoreSlim _send = new(1, 1);
 
     // Received on the current generation and neither handled nor settled: a multiple ack must stay below the oldest.
-    private readonly SortedSet<ulong> _running = [];
+    private readonly DeliveryTagSet _running = new();
 
     // Handled, ack not yet sent.
     private readonly List<ulong> _pending = [];
@@ -264,33 +265,54 @@ internal sealed class AckBatcher : IAsyncDisposable
         _heldBackBy = 0;
     }
 
-    private async ValueTask SettleOneAsync(ulong deliveryTag, int generation, bool ack, bool requeue, CancellationToken cancellationToken)
+    private ValueTask SettleOneAsync(ulong deliveryTag, int generation, bool ack, bool requeue, CancellationToken cancellationToken)
+    {
+        if (_batchSize > 1)
+        {
+            return SettleOneInOrderAsync(deliveryTag, generation, ack, requeue, cancellationToken);
+        }
+
+        // Without batching no multiple ack ever goes out, so single settles of distinct tags need no order among
+        // themselves: no gate to wait on (and no continuation to schedule when two workers settle at once).
+        lock (_lock)
+        {
+            if (!TakeLocked(deliveryTag, generation))
+            {
+                return ValueTask.CompletedTask;
+            }
+        }
+
+        return Send(deliveryTag, ack, requeue, cancellationToken);
+    }
+
+    private async ValueTask SettleOneInOrderAsync(ulong deliveryTag, int generation, bool ack, bool requeue, CancellationToken cancellationToken)
     {
         await _send.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             lock (_lock)
             {
-                if (generation != _generation || !(_running.Remove(deliveryTag) || _pending.Remove(deliveryTag)))
+                if (!TakeLocked(deliveryTag, generation))
                 {
                     return;
                 }
             }
 
-            if (ack)
-            {
-                await _channel.BasicAckAsync(deliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
-            }
-            else
-            {
-                await _channel.BasicNackAsync(deliveryTag, multiple: false, requeue, cancellationToken).ConfigureAwait(false);
-            }
+            await Send(deliveryTag, ack, requeue, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             _send.Release();
         }
     }
+
+    /// <summary>Takes a delivery of the current generation out of the running or waiting ones; false when it is not there (settled already).</summary>
+    private bool TakeLocked(ulong deliveryTag, int generation) =>
+        generation == _generation && (_running.Remove(deliveryTag) || _pending.Remove(deliveryTag));
+
+    private ValueTask Send(ulong deliveryTag, bool ack, bool requeue, CancellationToken cancellationToken) => ack
+        ? _channel.BasicAckAsync(deliveryTag, multiple: false, cancellationToken)
+        : _channel.BasicNackAsync(deliveryTag, multiple: false, requeue, cancellationToken);
 
     private void OnTimer() => _ = FlushQuietlyAsync();
 

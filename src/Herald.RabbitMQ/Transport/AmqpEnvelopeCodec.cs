@@ -54,7 +54,11 @@ internal static class AmqpEnvelopeCodec
     public static BasicProperties Encode(Envelope envelope, string defaultSource)
     {
         var custom = envelope.Headers;
-        var headers = new Dictionary<string, object?>(custom.Count + 10, StringComparer.Ordinal);
+
+        // Sized for what goes in, plus the publish sequence number the client adds with confirms on: never resized.
+        var optional = (envelope.SchemaVersion != 1 ? 1 : 0) + (envelope.PartitionKey is null ? 0 : 1) + (envelope.CorrelationId is null ? 0 : 1)
+            + (envelope.CausationId is null ? 0 : 1) + (envelope.UserId is null ? 0 : 1);
+        var headers = new Dictionary<string, object?>(custom.Count + optional + 6, StringComparer.Ordinal);
         byte[]? source = null;
         if (custom.Count > 0)
         {
@@ -71,11 +75,12 @@ internal static class AmqpEnvelopeCodec
             }
         }
 
-        // Constant or repeating values go out as cached UTF-8 bytes (written as AMQP long strings, as a string would be).
+        // Constant or repeating values go out as cached UTF-8 bytes (written as AMQP long strings, as a string would be);
+        // the id as bytes too, so the client does not encode it again.
         var id = envelope.MessageId.ToString("D");
         var type = envelope.MessageType;
         headers[Prefix + "specversion"] = SpecVersion;
-        headers[Prefix + "id"] = id;
+        headers[Prefix + "id"] = FormatId(envelope.MessageId);
         headers[Prefix + "type"] = Utf8Constants.Get(type);
         headers[Prefix + "source"] = source ?? Utf8Constants.Get(defaultSource);
         headers[Prefix + "time"] = FormatTime(envelope.Time);
@@ -101,6 +106,14 @@ internal static class AmqpEnvelopeCodec
             DeliveryMode = DeliveryModes.Persistent,
             Headers = headers,
         };
+    }
+
+    /// <summary>The id in its canonical form (<c>D</c>) in UTF-8.</summary>
+    internal static byte[] FormatId(Guid id)
+    {
+        var text = GC.AllocateUninitializedArray<byte>(36);
+        _ = id.TryFormat(text, out _, "D");
+        return text;
     }
 
     /// <summary>The time as <see cref="TimeFormat"/> in UTF-8, written digit by digit: a custom format string is parsed on every call.</summary>
@@ -243,59 +256,30 @@ internal static class AmqpEnvelopeCodec
         string defaultSource,
         TimeProvider timeProvider)
     {
-        Dictionary<string, string>? headers = null;
-        object? ceId = null, ceType = null, ceSource = null, ceTime = null, ceSchema = null, ceContentType = null;
-        object? ceCorrelation = null, ceCausation = null, ceUser = null, cePartition = null, attemptValue = null, deliveryCount = null;
-        var isCloudEvent = false;
+        var read = default(DeliveredHeaders);
 
         // One pass over the headers: attributes are kept as delivered (UTF-8 bytes) and turned into strings only as needed.
-        if (properties.Headers is { Count: > 0 } amqpHeaders)
+        // The client parses them into a Dictionary: enumerated as one, its enumerator is not boxed on every delivery.
+        if (properties.Headers is Dictionary<string, object?> { Count: > 0 } parsed)
+        {
+            foreach (var (name, value) in parsed)
+            {
+                read.Add(name, value);
+            }
+        }
+        else if (properties.Headers is { Count: > 0 } amqpHeaders)
         {
             foreach (var (name, value) in amqpHeaders)
             {
-                if (name.StartsWith(Prefix, StringComparison.Ordinal))
-                {
-                    var attribute = name.AsSpan(Prefix.Length);
-                    switch (attribute)
-                    {
-                        case "specversion": isCloudEvent = true; break;
-                        case "id": isCloudEvent = true; ceId = value; break;
-                        case "type": isCloudEvent = true; ceType = value; break;
-                        case "source": ceSource = value; break;
-                        case "time": ceTime = value; break;
-                        case "dataschema": ceSchema = value; break;
-                        case "datacontenttype": ceContentType = value; break;
-                        case "correlationid": ceCorrelation = value; break;
-                        case "causationid": ceCausation = value; break;
-                        case "userid": ceUser = value; break;
-                        case "partitionkey": cePartition = value; break;
-                        case "deliveryattempt": break;
-                        default:
-                            if (AsString(value) is { } text)
-                            {
-                                (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute.ToString()] = text;
-                            }
-
-                            break;
-                    }
-                }
-                else if (name.StartsWith("x-", StringComparison.Ordinal))
-                {
-                    if (name == AttemptHeader)
-                    {
-                        attemptValue = value;
-                    }
-                    else if (name == DeliveryCountHeader)
-                    {
-                        deliveryCount = value ?? 0;
-                    }
-                }
-                else if (AsString(value) is { } text)
-                {
-                    (headers ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, text);
-                }
+                read.Add(name, value);
             }
         }
+
+        var headers = read.Headers;
+        object? ceId = read.Id, ceType = read.Type, ceSource = read.Source, ceTime = read.Time, ceSchema = read.Schema, ceContentType = read.ContentType;
+        object? ceCorrelation = read.Correlation, ceCausation = read.Causation, ceUser = read.User, cePartition = read.Partition;
+        object? attemptValue = read.Attempt, deliveryCount = read.DeliveryCount;
+        var isCloudEvent = read.IsCloudEvent;
 
         var attempt = Attempt(attemptValue, deliveryCount, redelivered);
 
@@ -388,6 +372,59 @@ internal static class AmqpEnvelopeCodec
             Body = body,
             DeliveryAttempt = attempt,
         };
+    }
+
+    /// <summary>The headers of a delivery sorted into CloudEvents attributes, Herald's own headers and the rest, as delivered.</summary>
+    private struct DeliveredHeaders
+    {
+        public Dictionary<string, string>? Headers;
+        public object? Id, Type, Source, Time, Schema, ContentType, Correlation, Causation, User, Partition, Attempt, DeliveryCount;
+        public bool IsCloudEvent;
+
+        public void Add(string name, object? value)
+        {
+            if (name.StartsWith(Prefix, StringComparison.Ordinal))
+            {
+                var attribute = name.AsSpan(Prefix.Length);
+                switch (attribute)
+                {
+                    case "specversion": IsCloudEvent = true; break;
+                    case "id": IsCloudEvent = true; Id = value; break;
+                    case "type": IsCloudEvent = true; Type = value; break;
+                    case "source": Source = value; break;
+                    case "time": Time = value; break;
+                    case "dataschema": Schema = value; break;
+                    case "datacontenttype": ContentType = value; break;
+                    case "correlationid": Correlation = value; break;
+                    case "causationid": Causation = value; break;
+                    case "userid": User = value; break;
+                    case "partitionkey": Partition = value; break;
+                    case "deliveryattempt": break;
+                    default:
+                        if (AsString(value) is { } text)
+                        {
+                            (Headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute.ToString()] = text;
+                        }
+
+                        break;
+                }
+            }
+            else if (name.StartsWith("x-", StringComparison.Ordinal))
+            {
+                if (name == AttemptHeader)
+                {
+                    Attempt = value;
+                }
+                else if (name == DeliveryCountHeader)
+                {
+                    DeliveryCount = value ?? 0;
+                }
+            }
+            else if (AsString(value) is { } text)
+            {
+                (Headers ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, text);
+            }
+        }
     }
 
     /// <summary>What can be read of a malformed message, each part on its own, so one bad attribute hides no other.</summary>

@@ -27,20 +27,21 @@ internal sealed class ChannelPool : IAsyncDisposable
         _channelOptions = new CreateChannelOptions(publisherConfirmationsEnabled: confirms, publisherConfirmationTrackingEnabled: confirms);
     }
 
-    public async ValueTask<IChannel> GetAsync(CancellationToken cancellationToken)
+    public ValueTask<IChannel> GetAsync(CancellationToken cancellationToken)
     {
+        // Every publish comes here: the usual case, an open channel, completes without an async state machine.
         var index = (int)((uint)Interlocked.Increment(ref _next) % (uint)_channels.Length);
         var channel = Volatile.Read(ref _channels[index]);
-        if (IsUsable(channel))
-        {
-            return channel!;
-        }
+        return IsUsable(channel) ? new ValueTask<IChannel>(channel!) : OpenAsync(index, cancellationToken);
+    }
 
+    private async ValueTask<IChannel> OpenAsync(int index, CancellationToken cancellationToken)
+    {
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            channel = _channels[index];
+            var channel = _channels[index];
             if (IsUsable(channel))
             {
                 return channel!;

@@ -1,10 +1,8 @@
-using System.Runtime.CompilerServices;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
-using RabbitMQ.Client.Events;
 
 namespace Herald.RabbitMQ.Transport;
 
@@ -23,7 +21,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private readonly DeliveryHandler _handler;
     private readonly string? _rawType;
     private readonly ILogger _logger;
-    private readonly DeliveryLanes<Received> _lanes;
+    private readonly DeliveryLanes<RabbitMqDelivery> _lanes;
     private readonly AckBatcher _acks;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
@@ -48,7 +46,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         // A quarter of the prefetch window at most waits for its ack, so the broker keeps the rest of the window full.
         var ackBatch = transport.Options.AckBatchSize ?? Math.Clamp(prefetch / 4, 1, 64);
         _acks = new AckBatcher(channel, Math.Min(ackBatch, prefetch), AckBatchDelay, transport.TimeProvider, queue, logger);
-        _lanes = new DeliveryLanes<Received>(concurrency, prefetch);
+        _lanes = new DeliveryLanes<RabbitMqDelivery>(concurrency, prefetch);
     }
 
     public string Queue { get; }
@@ -70,10 +68,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         try
         {
             await channel.BasicQosAsync(0, (ushort)prefetch, false, cancellationToken).ConfigureAwait(false);
-            var basic = new AsyncEventingBasicConsumer(channel);
-            basic.RegisteredAsync += consumer.OnRegisteredAsync;
-            basic.ReceivedAsync += consumer.OnReceivedAsync;
-            basic.UnregisteredAsync += consumer.OnUnregisteredAsync;
+            var basic = new Subscriber(channel, consumer);
             consumer._running = consumer._lanes.RunAsync(consumer.HandleAsync, consumer._stopping.Token);
             consumer._consumerTag = await channel.BasicConsumeAsync(queue, autoAck: false, basic, cancellationToken).ConfigureAwait(false);
             return consumer;
@@ -128,10 +123,10 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         _aborting.Dispose();
     }
 
-    internal ValueTask AckAsync(in Received received, CancellationToken cancellationToken) =>
+    internal ValueTask AckAsync(RabbitMqDelivery received, CancellationToken cancellationToken) =>
         IsStale(received) ? ValueTask.CompletedTask : _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken);
 
-    internal async ValueTask RedeliverAsync(Received received, int attempts, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    internal async ValueTask RedeliverAsync(RabbitMqDelivery received, int attempts, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
         if (IsStale(received))
         {
@@ -145,7 +140,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             var target = delay > TimeSpan.Zero
                 ? await _transport.EnsureRetryQueueAsync(Queue, delay, cancellationToken).ConfigureAwait(false)
                 : Queue;
-            await _transport.PublishCoreAsync(string.Empty, target, mandatory: true, properties, received.Body, Describe(received), cancellationToken).ConfigureAwait(false);
+            await _transport.PublishCoreAsync(string.Empty, target, mandatory: true, properties, received.Envelope.Body, Describe(received), cancellationToken).ConfigureAwait(false);
             await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
         }
         catch
@@ -155,7 +150,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    internal async ValueTask DeadLetterAsync(Received received, int attempts, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    internal async ValueTask DeadLetterAsync(RabbitMqDelivery received, int attempts, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
         if (IsStale(received))
         {
@@ -166,7 +161,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         {
             var deadLetterQueue = await _transport.EnsureDeadLetterQueueAsync(Queue, cancellationToken).ConfigureAwait(false);
             var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, reason, Queue, headers);
-            await _transport.PublishCoreAsync(string.Empty, deadLetterQueue, mandatory: true, properties, received.Body, Describe(received), cancellationToken).ConfigureAwait(false);
+            await _transport.PublishCoreAsync(string.Empty, deadLetterQueue, mandatory: true, properties, received.Envelope.Body, Describe(received), cancellationToken).ConfigureAwait(false);
             await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
         }
         catch
@@ -176,14 +171,14 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    private static MessageLabel Describe(in Received received) => received.DecodeFailure is null
+    private static MessageLabel Describe(RabbitMqDelivery received) => received.DecodeFailure is null
         ? new(received.Envelope.MessageId, received.Envelope.MessageType, null)
         : new(Guid.Empty, null, received.Properties.MessageId);
 
     // After a connection or channel loss the broker has taken every unacked delivery back (and redelivers it); settling a
     // delivery of the lost channel would duplicate it (a retry copy) or be ignored (an ack), so it is left alone. A
     // delivery is of a lost channel when the channel is down now, or the consumer was registered again since it came.
-    private bool IsStale(in Received received)
+    private bool IsStale(RabbitMqDelivery received)
     {
         if (received.Generation == Volatile.Read(ref _generation) && _channel.IsOpen)
         {
@@ -194,7 +189,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         return true;
     }
 
-    private async ValueTask RequeueAsync(Received received)
+    private async ValueTask RequeueAsync(RabbitMqDelivery received)
     {
         // The settle failed half way: hand the delivery back so it is not stuck unacked on a channel that stays open.
         try
@@ -211,7 +206,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    private async Task OnReceivedAsync(object sender, BasicDeliverEventArgs args)
+    private async Task OnReceivedAsync(ulong deliveryTag, bool redelivered, IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> delivered)
     {
         var stop = _stopping.Token;
         if (stop.IsCancellationRequested)
@@ -221,21 +216,20 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
 
         var generation = Volatile.Read(ref _generation);
-        _acks.Received(args.DeliveryTag, generation);
+        _acks.Received(deliveryTag, generation);
         ReadOnlyMemory<byte> body = default;
         try
         {
             // The client reuses the body buffer after this handler returns; a delivery outlives it, so this is the one copy.
             // The properties are already parsed into an object of their own, which the client never reuses: kept as they are.
-            body = args.Body.ToArray();
-            var properties = args.BasicProperties;
-            var envelope = AmqpEnvelopeCodec.Decode(properties, body, args.Redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
+            body = Copy(delivered.Span);
+            var envelope = AmqpEnvelopeCodec.Decode(properties, body, redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
             if (failure is not null)
             {
                 Log.Undecodable(_logger, Queue, failure.Message);
             }
 
-            var received = new Received(args.DeliveryTag, properties, body, args.Redelivered, envelope, failure, generation);
+            var received = new RabbitMqDelivery(this, deliveryTag, properties, envelope, failure, generation);
             await _lanes.WriteAsync(received, failure is null ? envelope.PartitionKey : null, stop).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
@@ -247,18 +241,26 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
 #pragma warning restore CA1031
         {
             Log.ReceiveFailed(_logger, e, Queue);
-            await DeadLetterUnreceivedAsync(args, body, generation, e).ConfigureAwait(false);
+            await DeadLetterUnreceivedAsync(deliveryTag, properties, body, generation, e).ConfigureAwait(false);
         }
+    }
+
+    // Uninitialized: every byte is written at once.
+    private static byte[] Copy(ReadOnlySpan<byte> body)
+    {
+        var copy = GC.AllocateUninitializedArray<byte>(body.Length);
+        body.CopyTo(copy);
+        return copy;
     }
 
     /// <summary>
     /// Settles a delivery that failed before reaching the pipeline: a copy goes to the dead-letter queue with the reason
     /// (from which the drain moves it into the dead-letter store), or, if even that fails, it is handed back to the queue.
     /// </summary>
-    private async ValueTask DeadLetterUnreceivedAsync(BasicDeliverEventArgs args, ReadOnlyMemory<byte> body, int generation, Exception failure)
+    private async ValueTask DeadLetterUnreceivedAsync(ulong deliveryTag, IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, int generation, Exception failure)
     {
         var placeholder = new Envelope { MessageId = Guid.Empty, MessageType = string.Empty, Time = default, Body = body };
-        var received = new Received(args.DeliveryTag, args.BasicProperties, body, args.Redelivered, placeholder, failure, generation);
+        var received = new RabbitMqDelivery(this, deliveryTag, properties, placeholder, failure, generation);
         try
         {
             await DeadLetterAsync(received, attempts: 1, $"Receiving it failed: {failure.GetType().Name}: {failure.Message}", headers: null, CancellationToken.None).ConfigureAwait(false);
@@ -271,29 +273,32 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask HandleAsync(Received received)
+    private ValueTask HandleAsync(RabbitMqDelivery received)
     {
         // Aborted by shutdown (false): not a failed attempt; left unsettled, the channel close hands it back.
-        _ = await Herald.Internal.DeliverySettlement.RunAsync(_handler, new RabbitMqDelivery(Queue, this, received), _logger, _aborting.Token).ConfigureAwait(false);
+        var handled = Herald.Internal.DeliverySettlement.RunAsync(_handler, received, _logger, _aborting.Token);
+        if (handled.IsCompletedSuccessfully)
+        {
+            // Read, so a pooled source that finished meanwhile goes back to its pool.
+            _ = handled.Result;
+            return ValueTask.CompletedTask;
+        }
+
+        return AwaitAsync(handled);
+
+        static async ValueTask AwaitAsync(ValueTask<bool> handled) => _ = await handled.ConfigureAwait(false);
     }
 
     // Consume-ok comes through the same ordered dispatch as deliveries, before the first delivery of a (recovered)
     // channel: every delivery received after it belongs to the new registration.
-    private Task OnRegisteredAsync(object sender, ConsumerEventArgs args)
-    {
-        _acks.Reset(Interlocked.Increment(ref _generation));
-        return Task.CompletedTask;
-    }
+    private void OnRegistered() => _acks.Reset(Interlocked.Increment(ref _generation));
 
-    private Task OnUnregisteredAsync(object sender, ConsumerEventArgs args)
+    private void OnUnregistered()
     {
         if (!_stopping.IsCancellationRequested)
         {
             Log.ConsumerCancelledByBroker(_logger, Queue);
         }
-
-        return Task.CompletedTask;
     }
 
     private async ValueTask FlushAcksAsync()
@@ -343,13 +348,34 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
-    /// <summary>One delivery as received: its tag on the channel, its properties, a copy of its body, and its decoding.</summary>
-    internal readonly record struct Received(
-        ulong DeliveryTag,
-        IReadOnlyBasicProperties Properties,
-        ReadOnlyMemory<byte> Body,
-        bool Redelivered,
-        Envelope Envelope,
-        Exception? DecodeFailure,
-        int Generation);
+    /// <summary>
+    /// The client's consumer: hands deliveries and (re)registrations straight to the consumer, without the event
+    /// arguments and handler lists of the client's eventing consumer, one of each per delivery.
+    /// </summary>
+    private sealed class Subscriber(IChannel channel, RabbitMqConsumer consumer) : AsyncDefaultBasicConsumer(channel)
+    {
+        public override Task HandleBasicDeliverAsync(
+            string consumerTag,
+            ulong deliveryTag,
+            bool redelivered,
+            string exchange,
+            string routingKey,
+            IReadOnlyBasicProperties properties,
+            ReadOnlyMemory<byte> body,
+            CancellationToken cancellationToken = default) =>
+            consumer.OnReceivedAsync(deliveryTag, redelivered, properties, body);
+
+        public override async Task HandleBasicConsumeOkAsync(string consumerTag, CancellationToken cancellationToken = default)
+        {
+            await base.HandleBasicConsumeOkAsync(consumerTag, cancellationToken).ConfigureAwait(false);
+            consumer.OnRegistered();
+        }
+
+        // Called on basic.cancel from the broker, on cancel-ok and when the channel shuts down.
+        protected override async Task OnCancelAsync(string[] consumerTags, CancellationToken cancellationToken = default)
+        {
+            await base.OnCancelAsync(consumerTags, cancellationToken).ConfigureAwait(false);
+            consumer.OnUnregistered();
+        }
+    }
 }

@@ -1,23 +1,37 @@
+using Herald.Messages;
 using Herald.Transport;
+using RabbitMQ.Client;
 
 namespace Herald.RabbitMQ.Transport;
 
-/// <summary>One delivery from a consumer's channel; a malformed one carries its decode failure, so the pipeline dead-letters it.</summary>
-internal sealed class RabbitMqDelivery(string queue, RabbitMqConsumer consumer, RabbitMqConsumer.Received received)
-    : Delivery(received.Envelope, queue, received.DecodeFailure)
+/// <summary>
+/// One delivery from a consumer's channel, as received: its tag on the channel, its properties (kept for republishing),
+/// a copy of its body (the envelope's) and its decoding. A malformed one carries its decode failure, so the pipeline
+/// dead-letters it. The one object per delivery that the consumer's lanes carry and the pipeline sees.
+/// </summary>
+internal sealed class RabbitMqDelivery(
+    RabbitMqConsumer consumer, ulong deliveryTag, IReadOnlyBasicProperties properties, Envelope envelope, Exception? decodeFailure, int generation)
+    : Delivery(envelope, consumer.Queue, decodeFailure)
 {
+    public ulong DeliveryTag => deliveryTag;
+
+    public IReadOnlyBasicProperties Properties => properties;
+
+    /// <summary>The registration of the consumer (on the channel) it came through; see <see cref="AckBatcher.Reset"/>.</summary>
+    public int Generation => generation;
+
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken) =>
-        consumer.AckAsync(received, cancellationToken);
+        consumer.AckAsync(this, cancellationToken);
 
     protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken) =>
-        consumer.RedeliverAsync(received, Envelope.DeliveryAttempt, delay, headers: null, cancellationToken);
+        consumer.RedeliverAsync(this, Envelope.DeliveryAttempt, delay, headers: null, cancellationToken);
 
     protected override ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
-        consumer.RedeliverAsync(received, Envelope.DeliveryAttempt, delay, headers, cancellationToken);
+        consumer.RedeliverAsync(this, Envelope.DeliveryAttempt, delay, headers, cancellationToken);
 
     protected override ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken) =>
-        consumer.DeadLetterAsync(received, Envelope.DeliveryAttempt, reason, headers: null, cancellationToken);
+        consumer.DeadLetterAsync(this, Envelope.DeliveryAttempt, reason, headers: null, cancellationToken);
 
     protected override ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
-        consumer.DeadLetterAsync(received, Envelope.DeliveryAttempt, reason, headers, cancellationToken);
+        consumer.DeadLetterAsync(this, Envelope.DeliveryAttempt, reason, headers, cancellationToken);
 }

@@ -6,6 +6,9 @@ namespace Herald.RabbitMQ.Transport;
 
 internal sealed partial class RabbitMqTransport
 {
+    // Exchange and queue names in UTF-8, encoded once: the client would encode (and allocate) each one on every publish.
+    private readonly BoundedCache<string, CachedString> _names = new(static name => name.Length == 0 ? CachedString.Empty : new CachedString(name));
+
     /// <summary>
     /// Publishes one message and, with confirms on, completes only when the broker has it. Any failure throws: a
     /// returned (unroutable) or nacked message was not stored, and one interrupted by a connection loss may or may not
@@ -25,7 +28,7 @@ internal sealed partial class RabbitMqTransport
         try
         {
             var channel = await _publishers!.GetAsync(cancellationToken).ConfigureAwait(false);
-            await channel.BasicPublishAsync(exchange, routingKey, mandatory, properties, body, cancellationToken).ConfigureAwait(false);
+            await channel.BasicPublishAsync(_names.Get(exchange), _names.Get(routingKey), mandatory, properties, body, cancellationToken).ConfigureAwait(false);
         }
         catch (PublishException e) when (e.IsReturn)
         {

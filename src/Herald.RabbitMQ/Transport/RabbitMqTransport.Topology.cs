@@ -37,10 +37,13 @@ internal sealed partial class RabbitMqTransport
         return TimeSpan.FromMilliseconds(Math.Min(int.MaxValue, (ms + scale - 1) / scale * scale));
     }
 
+    // The declaring lambda lives in a method of its own: a lambda capturing a parameter allocates its closure on entry,
+    // so here it would on every send, declared or not.
     internal ValueTask EnsureQueueAsync(string queue, CancellationToken cancellationToken) =>
-        IsDeclared(('q', queue, string.Empty))
-            ? ValueTask.CompletedTask
-            : EnsureDeclaredAsync(('q', queue, string.Empty), channel => DeclareQueueCoreAsync(channel, queue, QueueArguments()), cancellationToken);
+        IsDeclared(('q', queue, string.Empty)) ? ValueTask.CompletedTask : DeclareQueueOnceAsync(queue, cancellationToken);
+
+    private ValueTask DeclareQueueOnceAsync(string queue, CancellationToken cancellationToken) =>
+        EnsureDeclaredAsync(('q', queue, string.Empty), channel => DeclareQueueCoreAsync(channel, queue, QueueArguments()), cancellationToken);
 
     internal void ForgetQueue(string queue)
     {
@@ -124,7 +127,10 @@ internal sealed partial class RabbitMqTransport
     }
 
     private ValueTask EnsureExchangeAsync(string topic, CancellationToken cancellationToken) =>
-        IsDeclared(('x', topic, string.Empty)) ? ValueTask.CompletedTask : EnsureDeclaredAsync(
+        IsDeclared(('x', topic, string.Empty)) ? ValueTask.CompletedTask : DeclareExchangeOnceAsync(topic, cancellationToken);
+
+    private ValueTask DeclareExchangeOnceAsync(string topic, CancellationToken cancellationToken) =>
+        EnsureDeclaredAsync(
             ('x', topic, string.Empty),
             async channel =>
             {

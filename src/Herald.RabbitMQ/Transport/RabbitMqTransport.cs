@@ -1,5 +1,4 @@
 using System.Collections.Frozen;
-using System.Runtime.CompilerServices;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.RabbitMQ.Diagnostics;
@@ -76,12 +75,39 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
     }
 
     /// <inheritdoc />
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(envelope);
         ValidateName(queue, nameof(queue));
         CheckSize(envelope);
+
+        // Connected, the queue declared and no delay (every send but the first): the publish is the only async step.
+        if (IsConnected && IsDeclared(('q', queue, string.Empty)) && !(options?.Delay > TimeSpan.Zero))
+        {
+            return PublishCoreAsync(string.Empty, queue, mandatory: true, AmqpEnvelopeCodec.Encode(envelope, _options.Source), envelope.Body, Describe(envelope), cancellationToken);
+        }
+
+        return SendSlowAsync(queue, envelope, options, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        ValidateName(topic, nameof(topic));
+        CheckSize(envelope);
+
+        // Not mandatory: a topic nobody subscribes to yet simply drops the message, like every other transport.
+        if (IsConnected && IsDeclared(('x', topic, string.Empty)) && !(options?.Delay > TimeSpan.Zero))
+        {
+            return PublishCoreAsync(topic, string.Empty, mandatory: false, AmqpEnvelopeCodec.Encode(envelope, _options.Source), envelope.Body, Describe(envelope), cancellationToken);
+        }
+
+        return PublishSlowAsync(topic, envelope, options, cancellationToken);
+    }
+
+    private async ValueTask SendSlowAsync(string queue, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
+    {
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
 
         // Declared first, so a message sent before any consumer exists waits in the queue instead of being lost.
@@ -96,13 +122,8 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         await PublishCoreAsync(string.Empty, target, mandatory: true, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
     }
 
-    /// <inheritdoc />
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    private async ValueTask PublishSlowAsync(string topic, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(envelope);
-        ValidateName(topic, nameof(topic));
-        CheckSize(envelope);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         await EnsureExchangeAsync(topic, cancellationToken).ConfigureAwait(false);
         var properties = AmqpEnvelopeCodec.Encode(envelope, _options.Source);
@@ -113,7 +134,6 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
             return;
         }
 
-        // Not mandatory: a topic nobody subscribes to yet simply drops the message, like every other transport.
         await PublishCoreAsync(topic, string.Empty, mandatory: false, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
     }
 
