@@ -28,6 +28,10 @@ internal sealed class SqliteDeadLetterStore : IDeadLetterStore
 
     private const string ListSql = "SELECT " + Columns + " FROM herald_dead_letters" + WhereSql + " ORDER BY id LIMIT $p6";
     private const string CountSql = "SELECT COUNT(*) FROM herald_dead_letters" + WhereSql;
+
+    // The counts the triggers of migration 8 keep (issue 16): one row per endpoint, whatever the size of the table.
+    private const string CountEndpointSql = "SELECT coalesce(SUM(count), 0) FROM herald_dead_letter_counts WHERE endpoint = $p0";
+    private const string CountAllSql = "SELECT coalesce(SUM(count), 0) FROM herald_dead_letter_counts";
     private const string DeleteManySql = "DELETE FROM herald_dead_letters WHERE id IN (SELECT id FROM herald_dead_letters" + WhereSql + " ORDER BY id LIMIT $p6)";
     private const string GetSql = "SELECT " + Columns + " FROM herald_dead_letters WHERE id = $p0";
     private const string DeleteSql = "DELETE FROM herald_dead_letters WHERE id = ?1";
@@ -113,6 +117,22 @@ internal sealed class SqliteDeadLetterStore : IDeadLetterStore
     public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
+        // The monitor, the retention and the health check count a whole endpoint or everything; any other filter counts rows.
+        if (query is { MessageType: null, Fingerprint: null, FailedFrom: null, FailedBefore: null, After: null })
+        {
+            return _store.ReadAsync(reader =>
+            {
+                if (query.Endpoint is null)
+                {
+                    return (long)reader.Command(CountAllSql, 0).ExecuteScalar()!;
+                }
+
+                var command = reader.Command(CountEndpointSql, 1);
+                command.Parameters[0].Value = query.Endpoint;
+                return (long)command.ExecuteScalar()!;
+            }, cancellationToken);
+        }
+
         return _store.ReadAsync(reader =>
         {
             var command = reader.Command(CountSql, 6);
