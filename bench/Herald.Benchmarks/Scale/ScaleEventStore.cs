@@ -9,8 +9,8 @@ namespace Herald.Benchmarks.Scale;
 /// <summary>An event store grown step by step: bulk-loaded between steps, measured at each.</summary>
 internal abstract class ScaleEventStore : IAsyncDisposable
 {
-    /// <summary>Events per append while bulk-loading between steps.</summary>
-    protected const int LoadBatch = 1_000;
+    /// <summary>Events per append while bulk-loading between steps (an import writes large batches).</summary>
+    protected const int LoadBatch = 10_000;
 
     /// <summary>Concurrent appenders while bulk-loading.</summary>
     protected const int LoadTasks = 4;
@@ -27,6 +27,19 @@ internal abstract class ScaleEventStore : IAsyncDisposable
 
     /// <summary>Bulk-load rate of the last growth, events per second (to predict the next step's time).</summary>
     public double LoadRate { get; private set; } = 30_000;
+
+    /// <summary>Rate of the last catch-up subscription from 0, events per second (to predict the next step's time).</summary>
+    public double CatchUpRate { get; set; } = 50_000;
+
+    /// <summary>Seconds the last step's measurements took besides the fill and the catch-up (to predict the next step's time).</summary>
+    public double MeasureSeconds { get; set; } = 10;
+
+    /// <summary>
+    /// Predicted seconds to grow from <paramref name="from"/> events to the step <paramref name="step"/> and measure there, at the
+    /// last rates; 20 % added, since fills and catch-ups slow down somewhat as the store grows.
+    /// </summary>
+    public double Predict(long from, long step) =>
+        1.2 * (Math.Max(0, step - from) / LoadRate + MeasureSeconds + (HasSubscription ? step / CatchUpRate : 0));
 
     public abstract Task StartAsync(CancellationToken cancellationToken);
 
@@ -145,7 +158,9 @@ internal sealed class HeraldScaleStore(string name, Func<CancellationToken, Task
         var last = await Store.GetLastPositionAsync(cancellationToken);
         var seen = 0L;
         var caughtUp = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        GC.Collect();
+        // The bulk fill before (appends of 10,000 events) leaves a large heap committed; give it back, so the peak is the
+        // catch-up's own working set and not what the fill left.
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         GC.WaitForPendingFinalizers();
         await using var sampler = new WorkingSetSampler();
         var clock = Stopwatch.StartNew();
