@@ -50,5 +50,12 @@ internal static class QueueFills
         {
             throw new InvalidOperationException("The queue had no message to copy.");
         }
+
+        // An import of this size leaves its rows in the -wal file; copy them into the file now, as an import would finish,
+        // or the transport's next commits pay for copying them back (the first sends measured were 3x slower at 1 M).
+        await using var checkpoint = connection.CreateCommand();
+        checkpoint.CommandText = "PRAGMA wal_checkpoint(TRUNCATE)";
+        checkpoint.CommandTimeout = 0;
+        await checkpoint.ExecuteNonQueryAsync(cancellationToken);
     }
 }
