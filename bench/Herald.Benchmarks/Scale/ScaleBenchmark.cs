@@ -8,6 +8,7 @@ using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Transport;
 using Herald.Sqlite.EventSourcing;
 using Herald.Sqlite.Transport;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
 namespace Herald.Benchmarks.Scale;
@@ -355,45 +356,80 @@ internal sealed class ScaleBenchmark : IBenchmark
         }
 
         var schema = $"herald_scalet_{Guid.NewGuid():N}"[..24];
-        await using var tables = new ScaleTables(postgres, admin, schema);
-        var curves = new List<Curve>
+        var sqlitePath = Path.Combine(Path.GetTempPath(), $"herald-scalet-{Guid.NewGuid():N}.db");
+        var sets = new List<ScaleTables>
+        {
+            new("PostgreSQL", h => h.UsePostgres(postgres, o => o.Schema = schema), (add, ct) => ScaleTables.FillPostgresAsync(admin, schema, add, ct),
+                () => HeraldEventStoreContender.DropSchemaAsync(postgres, schema)),
+            new("SQLite", h => h.UseSqlite(sqlitePath), (add, ct) => ScaleTables.FillSqliteAsync(sqlitePath, add, ct),
+                () => HeraldEventStoreContender.DeleteSqliteFiles(sqlitePath)),
+        };
+        var curves = sets.ToDictionary(t => t.Name, _ => new List<Curve>
         {
             new($"outbox relay: fetch 100 due + mark sent, {RelayMessages:N0} messages", "msg/s", true),
             new("dead letters: list one endpoint, 20 keyset pages of 100 from the middle", "rows/s", true),
-            new("dead letters: count one endpoint (a tenth of the table)", "ms", false),
-        };
+            new("dead letters: count one endpoint (a tenth of the table; median of 5)", "ms", false),
+        });
+        var measureSeconds = sets.ToDictionary(t => t.Name, _ => 5.0);
+        var running = new List<ScaleTables>();
         try
         {
-            await tables.StartAsync(cancellationToken);
-            await tables.GrowAsync(Math.Min(10_000, steps[0] / 2), cancellationToken);
-            await tables.MeasureRelayAsync(200, cancellationToken);
-            await tables.MeasureListAsync(cancellationToken);
-            await tables.MeasureCountAsync(cancellationToken);
-            var measureSeconds = 5.0;
+            foreach (var tables in sets)
+            {
+                try
+                {
+                    await tables.StartAsync(cancellationToken);
+                    await tables.GrowAsync(Math.Min(10_000, steps[0] / 2), cancellationToken);
+                    await tables.MeasureRelayAsync(200, cancellationToken);
+                    await tables.MeasureListAsync(cancellationToken);
+                    await tables.MeasureCountAsync(cancellationToken);
+                    running.Add(tables);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    notes.Add($"{tables.Name} outbox and dead letters failed: {ex.Message}");
+                }
+            }
+
             foreach (var step in steps)
             {
-                var predicted = 1.2 * (((step - tables.Rows) / tables.LoadRate) + measureSeconds);
-                if (clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
+                var predicted = running.Sum(t => 1.2 * (((step - t.Rows) / t.LoadRate) + measureSeconds[t.Name]));
+                if (running.Count == 0 || clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
                 {
                     notes.Add($"Outbox and dead letters stopped before {Curve.Size(step)} rows: about {predicted:0} s predicted, {(deadline - clock.Elapsed).TotalSeconds:0} s left.");
                     break;
                 }
 
-                await tables.GrowAsync(step, cancellationToken);
-                var measuring = Stopwatch.StartNew();
-                curves[0].Points[step] = await tables.MeasureRelayAsync(RelayMessages, cancellationToken);
-                curves[1].Points[step] = await tables.MeasureListAsync(cancellationToken);
-                curves[2].Points[step] = await tables.MeasureCountAsync(cancellationToken);
-                measureSeconds = measuring.Elapsed.TotalSeconds;
-                Console.WriteLine($"  outbox/dead letters at {Curve.Size(step)} rows each ({clock.Elapsed.TotalSeconds:0} s): " + string.Join("; ", curves.Select(x => $"{x.Points[step]:N1} {x.Unit}")));
+                foreach (var tables in running.ToList())
+                {
+                    try
+                    {
+                        await tables.GrowAsync(step, cancellationToken);
+                        var measuring = Stopwatch.StartNew();
+                        var c = curves[tables.Name];
+                        c[0].Points[step] = await tables.MeasureRelayAsync(RelayMessages, cancellationToken);
+                        c[1].Points[step] = await tables.MeasureListAsync(cancellationToken);
+                        c[2].Points[step] = await tables.MeasureCountAsync(cancellationToken);
+                        measureSeconds[tables.Name] = measuring.Elapsed.TotalSeconds;
+                        Console.WriteLine($"  {tables.Name} outbox/dead letters at {Curve.Size(step)} rows each ({clock.Elapsed.TotalSeconds:0} s): " + string.Join("; ", c.Select(x => $"{x.Points[step]:N1} {x.Unit}")));
+                    }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        notes.Add($"{tables.Name} outbox and dead letters failed at {Curve.Size(step)} rows: {ex.Message}");
+                        running.Remove(tables);
+                    }
+                }
             }
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        finally
         {
-            notes.Add("Outbox and dead letters failed: " + ex.Message);
+            foreach (var tables in sets)
+            {
+                await tables.DisposeAsync();
+            }
         }
 
-        return [("PostgreSQL outbox and dead letters (rows in each table)", Curve.Table("operation", curves).ToString())];
+        return [.. sets.Select(t => ($"{t.Name} outbox and dead letters (rows in each table)", Curve.Table("operation", curves[t.Name]).ToString()))];
     }
 
     private static async Task<string> DescribeServerAsync(NpgsqlDataSource admin, CancellationToken cancellationToken)

@@ -112,3 +112,38 @@ public sealed class SqliteDeadLetterCountTests
         Assert.Equal((long)database.Scalar("SELECT COUNT(*) FROM herald_dead_letters")!, await store.CountAsync(DeadLetterQuery.All));
     }
 }
+
+/// <summary>Issue 16: a page of dead letters starts where it starts in an index, not at the start of the table.</summary>
+public sealed class SqliteDeadLetterListPlanTests
+{
+    [Theory]
+    [InlineData(true, true, "herald_dead_letters_by_endpoint (endpoint=? AND id>?)")]
+    [InlineData(true, false, "herald_dead_letters_by_endpoint (endpoint=?)")]
+    [InlineData(false, true, "(id>?)")]
+    public async Task ListPage_StartsInTheIndexAtThePage(bool byEndpoint, bool after, string expected)
+    {
+        using var database = new TempDatabase();
+        await (await SqliteEventStore.OpenAsync(database.Path)).DisposeAsync();
+        var query = new DeadLetterQuery { Endpoint = byEndpoint ? "ep" : null, After = after ? Guid.CreateVersion7() : null };
+
+        using var raw = database.OpenRaw();
+        using var command = raw.CreateCommand();
+        command.CommandText = "EXPLAIN QUERY PLAN " + SqliteDeadLetterStore.ListSqlFor(query);
+        for (var i = 0; i < 7; i++)
+        {
+            command.Parameters.AddWithValue("$p" + i, DBNull.Value);
+        }
+
+        var plan = new List<string>();
+        using (var reader = command.ExecuteReader())
+        {
+            while (reader.Read())
+            {
+                plan.Add(reader.GetString(3));
+            }
+        }
+
+        Assert.Contains(plan, line => line.Contains(expected, StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, line => line.Contains("TEMP B-TREE", StringComparison.Ordinal));
+    }
+}
