@@ -58,7 +58,10 @@ internal sealed record Curve(string Name, string Unit, bool HigherIsBetter)
         return table;
     }
 
-    private static string Format(double value) => value >= 100
-        ? value.ToString("N0", CultureInfo.InvariantCulture)
-        : value.ToString("0.0", CultureInfo.InvariantCulture);
+    private static string Format(double value) => value switch
+    {
+        >= 100 => value.ToString("N0", CultureInfo.InvariantCulture),
+        >= 1 => value.ToString("0.0", CultureInfo.InvariantCulture),
+        _ => value.ToString("0.000", CultureInfo.InvariantCulture),
+    };
 }

@@ -8,6 +8,7 @@ using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Transport;
 using Herald.Sqlite.EventSourcing;
 using Herald.Sqlite.Transport;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
 namespace Herald.Benchmarks.Scale;
@@ -37,8 +38,8 @@ internal sealed class ScaleBenchmark : IBenchmark
         var postgres = Environment.GetEnvironmentVariable("HERALD_BENCH_POSTGRES") is { Length: > 0 } cs
             ? cs
             : "Host=127.0.0.1;Port=5432;Username=herald;Password=herald;Database=herald";
-        var maxEvents = args.MaxEvents ?? (args.Quick ? 30_000 : 3_000_000);
-        var budget = TimeSpan.FromSeconds(args.MaxSeconds ?? (args.Quick ? 120 : 1_500));
+        var maxEvents = args.MaxEvents ?? (args.Quick ? 30_000 : 10_000_000);
+        var budget = TimeSpan.FromSeconds(args.MaxSeconds ?? (args.Quick ? 120 : 2_100));
         var steps = (args.Quick ? QuickSteps : Steps).Where(s => s <= maxEvents).ToList();
         if (steps.Count == 0)
         {
@@ -52,14 +53,15 @@ internal sealed class ScaleBenchmark : IBenchmark
         Console.WriteLine($"scale: steps {string.Join(", ", steps.Select(Curve.Size))}, bound {budget.TotalSeconds:0} s; {server}");
 
         // Shares of the time bound: the event stores take the most (they load the most), then the queues, then the tables.
-        var storeCurves = await RunEventStoresAsync(args, postgres, admin, steps, clock.Elapsed + (budget * 0.6), clock, notes, cancellationToken);
-        var queueCurves = await RunQueuesAsync(args, postgres, steps, budget * 0.85, clock, notes, cancellationToken);
+        var storeCurves = await RunEventStoresAsync(args, postgres, admin, steps, clock.Elapsed + (budget * 0.7), clock, notes, cancellationToken);
+        var queueCurves = await RunQueuesAsync(args, postgres, admin, steps, budget * 0.85, clock, notes, cancellationToken);
         var tableCurves = await RunTablesAsync(args, postgres, admin, steps, budget, clock, notes, cancellationToken);
 
         var text = ResultsFile.Open(args, Name, "Scale: cost per event and message as the data grows", ("PostgreSQL", server));
         text.AppendLine();
         text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"Asked for up to {Curve.Size(maxEvents)} events/messages/rows within {budget.TotalSeconds:0} s; the run took {clock.Elapsed.TotalSeconds:0} s. ") +
-            "A step is only started when the time left covers it (predicted from the previous step's rates), so the largest size reached is the last column filled. " +
+            "A step is only started when the time left covers it (predicted from the previous step's rates, plus 20 %), so the largest size reached is the last column filled; Herald's stores have the first claim on the time, and Marten takes a step only when Herald's remaining steps still fit after it. " +
+            "Between steps the data grows as a bulk import would: the event stores by appends of 10,000 events to new streams from 4 writers; the queue backlogs, the outbox and the dead letters by SQL statements writing rows like the stores' own, vacuumed afterwards on PostgreSQL. Every measurement goes through the public API. " +
             "Rates are per second (higher is better); memory is the process's peak working set while a catch-up subscription read the whole store from position 0. " +
             "The ratio is cost(largest)/cost(first column): the first value over the last for a rate, the last over the first for memory or latency. Target (issue 16): ≤ 1.5×.");
         text.AppendLine();
@@ -114,9 +116,10 @@ internal sealed class ScaleBenchmark : IBenchmark
         var curves = new Dictionary<string, List<Curve>>();
         var diagnostics = new MarkdownTable("events in store", "heap MB", "indexes MB", "pkey MB", "(stream, version) MB", "event_id MB",
             "checkpoints in step", "buffers written in step", "index blocks read / hit in step", "autovacuum+analyze runs", "WAL MB in step");
+        var sqliteFile = new MarkdownTable("events in store", "file MB", "WAL MB");
+        var timings = new MarkdownTable("store", "step", "seconds", "predicted", "of which fill", "fill ev/s");
         var probe = new PostgresProbe(admin, pgSchema);
         PostgresProbe.Snapshot? before = null;
-        var catchUpRate = 150_000.0;
         try
         {
             foreach (var store in stores)
@@ -124,10 +127,11 @@ internal sealed class ScaleBenchmark : IBenchmark
                 await store.StartAsync(cancellationToken);
                 curves[store.Name] =
                 [
-                    new Curve("batch append (100 events per append, 1 writer)", "ev/s", true),
+                    new Curve("batch append (100 events per append, 1 writer; median of 3 parts)", "ev/s", true),
                     new Curve("single-event appends, 16 writers, 2 s", "ev/s", true),
-                    new Curve($"$all read of {Math.Min(ReadEvents, steps[0] / 4):N0} events from the middle", "ev/s", true),
+                    new Curve($"$all read of {Math.Min(ReadEvents, steps[0] / 4):N0} events from the middle (median of 3 reads, as every read below)", "ev/s", true),
                 ];
+                curves[store.Name].AddRange(store.MoreReads(Math.Min(ReadEvents, (int)(steps[0] / 4))).Select(n => new Curve(n, "ev/s", true)));
                 if (store.HasSubscription)
                 {
                     curves[store.Name].Add(new Curve("catch-up subscription from 0 to the end", "ev/s", true));
@@ -138,14 +142,26 @@ internal sealed class ScaleBenchmark : IBenchmark
             // A warm-up on a small store, so the first step does not pay for JIT compilation and cold pools.
             foreach (var store in stores)
             {
+                // Enough calls of each measured path for the JIT's tiers to settle (the first column was low with 10 appends).
                 await store.GrowAsync(Math.Min(10_000, steps[0] / 2), cancellationToken);
-                await store.MeasureBatchesAsync(1_000, cancellationToken);
-                await store.MeasureWritersAsync(16, TimeSpan.FromMilliseconds(500), cancellationToken);
-                await store.MeasureReadMiddleAsync(1_000, cancellationToken);
+                await store.MeasureBatchesAsync(Math.Min(10_000, (int)steps[0] / 10), cancellationToken);
+                await store.MeasureWritersAsync(16, TimeSpan.FromSeconds(1), cancellationToken);
+                for (var i = 0; i < 5; i++)
+                {
+                    await store.MeasureReadMiddleAsync(1_000, cancellationToken);
+                    await store.MeasureMoreReadsAsync(1_000, cancellationToken);
+                }
+
                 if (store.HasSubscription)
                 {
                     await store.MeasureCatchUpAsync(cancellationToken);
                 }
+            }
+
+            // The warm-up's small fill says little about a bulk load's rate; a short one in large batches says more.
+            foreach (var store in stores)
+            {
+                await store.GrowAsync(store.Count + Math.Min(40_000, steps[0] / 4), cancellationToken);
             }
 
             if (stores.Any(s => s.Name == "Herald PostgreSQL"))
@@ -153,37 +169,58 @@ internal sealed class ScaleBenchmark : IBenchmark
                 before = await probe.ReadAsync(cancellationToken);
             }
 
-            // Each store goes on to the next step while its own step fits in the time left (a slow store stops, the others go on;
-            // the stores earlier in the list have the first claim on the time).
+            // Each store goes on to the next step while its step fits in the time left. Herald's stores have the first claim
+            // on the time: Marten (the comparison) takes a step only if the Herald stores' remaining steps, up to the largest,
+            // still fit after it, so a slow comparison caps its own curve rather than Herald's.
             var running = new List<ScaleEventStore>(stores);
             foreach (var step in steps)
             {
                 foreach (var store in running.ToList())
                 {
-                    var predicted = Predict(store, step);
-                    if (clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
+                    var predicted = store.Predict(store.Count, step);
+                    var reserved = store.HasSubscription ? 0 : running.Where(s => s.HasSubscription).Sum(s => PredictRest(s, step));
+                    var left = (deadline - clock.Elapsed).TotalSeconds;
+                    if (predicted + reserved > left)
                     {
-                        notes.Add($"{store.Name} stopped before {Curve.Size(step)} events: about {predicted:0} s predicted, {(deadline - clock.Elapsed).TotalSeconds:0} s left of the event stores' share.");
+                        notes.Add(reserved > 0
+                            ? $"{store.Name} stopped before {Curve.Size(step)} events: about {predicted:0} s predicted for that step, and Herald's stores' remaining steps need about {reserved:0} s of the {left:0} s left of the event stores' share."
+                            : $"{store.Name} stopped before {Curve.Size(step)} events: about {predicted:0} s predicted, {left:0} s left of the event stores' share.");
                         running.Remove(store);
                         continue;
                     }
 
+                    var stepClock = Stopwatch.StartNew();
+
                     // Grow to a little under the step, so that the measurements (which append too) end near it.
                     await store.GrowAsync(step - BatchEvents, cancellationToken);
+                    var filled = stepClock.Elapsed;
                     var c = curves[store.Name];
                     c[0].Points[step] = await store.MeasureBatchesAsync(BatchEvents, cancellationToken);
                     c[1].Points[step] = await store.MeasureWritersAsync(16, WriterTime, cancellationToken);
-                    c[2].Points[step] = await store.MeasureReadMiddleAsync((int)Math.Min(ReadEvents, step / 4), cancellationToken);
-                    if (store.HasSubscription)
+                    var readEvents = (int)Math.Min(ReadEvents, steps[0] / 4);
+                    c[2].Points[step] = await store.MeasureReadMiddleAsync(readEvents, cancellationToken);
+                    var more = await store.MeasureMoreReadsAsync(readEvents, cancellationToken);
+                    for (var i = 0; i < more.Length; i++)
                     {
-                        var (rate, peak) = await store.MeasureCatchUpAsync(cancellationToken);
-                        catchUpRate = Math.Min(catchUpRate, rate);
-                        c[3].Points[step] = rate;
-                        c[4].Points[step] = peak / 1048576.0;
+                        c[3 + i].Points[step] = more[i];
                     }
 
-                    Console.WriteLine($"  {store.Name} at {Curve.Size(store.Count)} ({clock.Elapsed.TotalSeconds:0} s): " +
+                    var measured = stepClock.Elapsed - filled;
+                    if (store.HasSubscription)
+                    {
+                        var catchUp = Stopwatch.StartNew();
+                        var (rate, peak) = await store.MeasureCatchUpAsync(cancellationToken);
+                        store.CatchUpRate = store.Count / catchUp.Elapsed.TotalSeconds;
+                        c[^2].Points[step] = rate;
+                        c[^1].Points[step] = peak / 1048576.0;
+                    }
+
+                    store.MeasureSeconds = measured.TotalSeconds;
+                    Console.WriteLine($"  {store.Name} at {Curve.Size(store.Count)} ({clock.Elapsed.TotalSeconds:0} s; step {stepClock.Elapsed.TotalSeconds:0} s, predicted {predicted:0} s, fill {filled.TotalSeconds:0} s): " +
                         string.Join("; ", c.Select(x => $"{x.Name} {x.Points[step]:N0} {x.Unit}")) + $"; bulk load {store.LoadRate:N0} ev/s");
+                    timings.Add(store.Name, Curve.Size(step), stepClock.Elapsed.TotalSeconds.ToString("0", CultureInfo.InvariantCulture),
+                        predicted.ToString("0", CultureInfo.InvariantCulture), filled.TotalSeconds.ToString("0", CultureInfo.InvariantCulture),
+                        store.LoadRate.ToString("N0", CultureInfo.InvariantCulture));
 
                     if (store.Name == "Herald PostgreSQL" && before is not null)
                     {
@@ -197,10 +234,27 @@ internal sealed class ScaleBenchmark : IBenchmark
                             Mb(now.WalBytes - before.WalBytes));
                         before = now;
                     }
+
+                    if (store.Name == "Herald SQLite")
+                    {
+                        sqliteFile.Add(Curve.Size(step), Mb(FileSize(sqlitePath)), Mb(FileSize(sqlitePath + "-wal")));
+                    }
                 }
             }
 
-            double Predict(ScaleEventStore s, long step) => ((step - s.Count) / s.LoadRate) + 8 + (s.HasSubscription ? step / catchUpRate : 0);
+            // The time a store's steps from this one to the largest would take, each from the previous step's size.
+            double PredictRest(ScaleEventStore s, long step)
+            {
+                var from = s.Count;
+                var total = 0.0;
+                foreach (var next in steps.Where(x => x >= step))
+                {
+                    total += s.Predict(from, next);
+                    from = next;
+                }
+
+                return total;
+            }
         }
         finally
         {
@@ -216,11 +270,18 @@ internal sealed class ScaleBenchmark : IBenchmark
             sections.Add(("Herald PostgreSQL: the events table and the server at each step", diagnostics.ToString()));
         }
 
+        if (stores.Any(s => s.Name == "Herald SQLite"))
+        {
+            sections.Add(("Herald SQLite: the file at each step", sqliteFile.ToString()));
+        }
+
+        sections.Add(("Event stores: time per step (fill + measurements + catch-up) against the prediction", timings.ToString()));
+
         return sections;
     }
 
     private static async Task<List<(string Title, string Body)>> RunQueuesAsync(
-        BenchmarkArgs args, string postgres, List<long> steps, TimeSpan deadline, Stopwatch clock, List<string> notes, CancellationToken cancellationToken)
+        BenchmarkArgs args, string postgres, NpgsqlDataSource admin, List<long> steps, TimeSpan deadline, Stopwatch clock, List<string> notes, CancellationToken cancellationToken)
     {
         var pgSchema = $"herald_scaleq_{Guid.NewGuid():N}"[..24];
         var sqlitePath = Path.Combine(Path.GetTempPath(), $"herald-scaleq-{Guid.NewGuid():N}.db");
@@ -228,13 +289,13 @@ internal sealed class ScaleBenchmark : IBenchmark
         if (args.Includes("PostgreSQL queue"))
         {
             queues.Add(new ScaleQueue("PostgreSQL queue", async ct => await PostgresQueueTransportFactory.CreateAsync(postgres, o => o.Schema = pgSchema, ct),
-                () => HeraldEventStoreContender.DropSchemaAsync(postgres, pgSchema)));
+                (count, ct) => QueueFills.PostgresAsync(admin, pgSchema, count, ct), () => HeraldEventStoreContender.DropSchemaAsync(postgres, pgSchema)));
         }
 
         if (args.Includes("SQLite queue"))
         {
             queues.Add(new ScaleQueue("SQLite queue", async ct => await SqliteQueueTransportFactory.OpenAsync(sqlitePath, cancellationToken: ct),
-                () => HeraldEventStoreContender.DeleteSqliteFiles(sqlitePath)));
+                (count, ct) => QueueFills.SqliteAsync(sqlitePath, count, ct), () => HeraldEventStoreContender.DeleteSqliteFiles(sqlitePath)));
         }
 
         var curves = new Dictionary<string, List<Curve>>();
@@ -243,7 +304,8 @@ internal sealed class ScaleBenchmark : IBenchmark
             foreach (var queue in queues)
             {
                 await queue.StartAsync(cancellationToken);
-                await queue.GrowAsync(Math.Min(5_000, steps[0] / 2), cancellationToken);
+                await queue.SeedAsync((int)Math.Min(2_000, steps[0] / 4), cancellationToken);
+                await queue.GrowAsync(Math.Min(20_000, steps[0] / 2), cancellationToken);
                 await queue.MeasureSendAsync(TimeSpan.FromMilliseconds(500), cancellationToken);
                 await queue.MeasureClaimAckAsync(500, cancellationToken);
                 curves[queue.Name] =
@@ -255,7 +317,7 @@ internal sealed class ScaleBenchmark : IBenchmark
 
             foreach (var step in steps)
             {
-                var predicted = queues.Sum(q => ((step - q.Backlog) / q.LoadRate) + 6);
+                var predicted = queues.Sum(q => 1.2 * (((step - q.Backlog) / q.LoadRate) + q.MeasureSeconds));
                 if (clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
                 {
                     notes.Add($"Queues stopped before a backlog of {Curve.Size(step)}: about {predicted:0} s predicted, {(deadline - clock.Elapsed).TotalSeconds:0} s left of their share.");
@@ -266,8 +328,10 @@ internal sealed class ScaleBenchmark : IBenchmark
                 {
                     await queue.GrowAsync(step, cancellationToken);
                     var c = curves[queue.Name];
+                    var measuring = Stopwatch.StartNew();
                     c[0].Points[step] = await queue.MeasureSendAsync(WriterTime, cancellationToken);
                     c[1].Points[step] = await queue.MeasureClaimAckAsync(ClaimAckMessages, cancellationToken);
+                    queue.MeasureSeconds = measuring.Elapsed.TotalSeconds;
                     Console.WriteLine($"  {queue.Name} with a backlog of {Curve.Size(step)} ({clock.Elapsed.TotalSeconds:0} s): send {c[0].Points[step]:N0} msg/s, claim+ack {c[1].Points[step]:N0} msg/s; bulk send {queue.LoadRate:N0} msg/s");
                 }
             }
@@ -292,42 +356,80 @@ internal sealed class ScaleBenchmark : IBenchmark
         }
 
         var schema = $"herald_scalet_{Guid.NewGuid():N}"[..24];
-        await using var tables = new ScaleTables(postgres, admin, schema);
-        var curves = new List<Curve>
+        var sqlitePath = Path.Combine(Path.GetTempPath(), $"herald-scalet-{Guid.NewGuid():N}.db");
+        var sets = new List<ScaleTables>
+        {
+            new("PostgreSQL", h => h.UsePostgres(postgres, o => o.Schema = schema), (add, ct) => ScaleTables.FillPostgresAsync(admin, schema, add, ct),
+                () => HeraldEventStoreContender.DropSchemaAsync(postgres, schema)),
+            new("SQLite", h => h.UseSqlite(sqlitePath), (add, ct) => ScaleTables.FillSqliteAsync(sqlitePath, add, ct),
+                () => HeraldEventStoreContender.DeleteSqliteFiles(sqlitePath)),
+        };
+        var curves = sets.ToDictionary(t => t.Name, _ => new List<Curve>
         {
             new($"outbox relay: fetch 100 due + mark sent, {RelayMessages:N0} messages", "msg/s", true),
             new("dead letters: list one endpoint, 20 keyset pages of 100 from the middle", "rows/s", true),
-            new("dead letters: count one endpoint (a tenth of the table)", "ms", false),
-        };
+            new("dead letters: count one endpoint (a tenth of the table; median of 5)", "ms", false),
+        });
+        var measureSeconds = sets.ToDictionary(t => t.Name, _ => 5.0);
+        var running = new List<ScaleTables>();
         try
         {
-            await tables.StartAsync(cancellationToken);
-            await tables.GrowAsync(Math.Min(10_000, steps[0] / 2), cancellationToken);
-            await tables.MeasureRelayAsync(200, cancellationToken);
-            await tables.MeasureListAsync(cancellationToken);
-            await tables.MeasureCountAsync(cancellationToken);
+            foreach (var tables in sets)
+            {
+                try
+                {
+                    await tables.StartAsync(cancellationToken);
+                    await tables.GrowAsync(Math.Min(10_000, steps[0] / 2), cancellationToken);
+                    await tables.MeasureRelayAsync(200, cancellationToken);
+                    await tables.MeasureListAsync(cancellationToken);
+                    await tables.MeasureCountAsync(cancellationToken);
+                    running.Add(tables);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    notes.Add($"{tables.Name} outbox and dead letters failed: {ex.Message}");
+                }
+            }
+
             foreach (var step in steps)
             {
-                var predicted = ((step - tables.Rows) / tables.LoadRate) + 5;
-                if (clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
+                var predicted = running.Sum(t => 1.2 * (((step - t.Rows) / t.LoadRate) + measureSeconds[t.Name]));
+                if (running.Count == 0 || clock.Elapsed + TimeSpan.FromSeconds(predicted) > deadline)
                 {
                     notes.Add($"Outbox and dead letters stopped before {Curve.Size(step)} rows: about {predicted:0} s predicted, {(deadline - clock.Elapsed).TotalSeconds:0} s left.");
                     break;
                 }
 
-                await tables.GrowAsync(step, cancellationToken);
-                curves[0].Points[step] = await tables.MeasureRelayAsync(RelayMessages, cancellationToken);
-                curves[1].Points[step] = await tables.MeasureListAsync(cancellationToken);
-                curves[2].Points[step] = await tables.MeasureCountAsync(cancellationToken);
-                Console.WriteLine($"  outbox/dead letters at {Curve.Size(step)} rows each ({clock.Elapsed.TotalSeconds:0} s): " + string.Join("; ", curves.Select(x => $"{x.Points[step]:N1} {x.Unit}")));
+                foreach (var tables in running.ToList())
+                {
+                    try
+                    {
+                        await tables.GrowAsync(step, cancellationToken);
+                        var measuring = Stopwatch.StartNew();
+                        var c = curves[tables.Name];
+                        c[0].Points[step] = await tables.MeasureRelayAsync(RelayMessages, cancellationToken);
+                        c[1].Points[step] = await tables.MeasureListAsync(cancellationToken);
+                        c[2].Points[step] = await tables.MeasureCountAsync(cancellationToken);
+                        measureSeconds[tables.Name] = measuring.Elapsed.TotalSeconds;
+                        Console.WriteLine($"  {tables.Name} outbox/dead letters at {Curve.Size(step)} rows each ({clock.Elapsed.TotalSeconds:0} s): " + string.Join("; ", c.Select(x => $"{x.Points[step]:N1} {x.Unit}")));
+                    }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        notes.Add($"{tables.Name} outbox and dead letters failed at {Curve.Size(step)} rows: {ex.Message}");
+                        running.Remove(tables);
+                    }
+                }
             }
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        finally
         {
-            notes.Add("Outbox and dead letters failed: " + ex.Message);
+            foreach (var tables in sets)
+            {
+                await tables.DisposeAsync();
+            }
         }
 
-        return [("PostgreSQL outbox and dead letters (rows in each table)", Curve.Table("operation", curves).ToString())];
+        return [.. sets.Select(t => ($"{t.Name} outbox and dead letters (rows in each table)", Curve.Table("operation", curves[t.Name]).ToString()))];
     }
 
     private static async Task<string> DescribeServerAsync(NpgsqlDataSource admin, CancellationToken cancellationToken)
@@ -337,6 +439,8 @@ internal sealed class ScaleBenchmark : IBenchmark
             "', checkpoint_timeout ' || current_setting('checkpoint_timeout') || ', synchronous_commit ' || current_setting('synchronous_commit')");
         return (string)(await command.ExecuteScalarAsync(cancellationToken))!;
     }
+
+    private static long FileSize(string path) => File.Exists(path) ? new FileInfo(path).Length : 0;
 
     private static string Mb(long bytes) => (bytes / 1048576.0).ToString("N0", CultureInfo.InvariantCulture);
 }

@@ -9,8 +9,8 @@ namespace Herald.Benchmarks.Scale;
 /// <summary>An event store grown step by step: bulk-loaded between steps, measured at each.</summary>
 internal abstract class ScaleEventStore : IAsyncDisposable
 {
-    /// <summary>Events per append while bulk-loading between steps.</summary>
-    protected const int LoadBatch = 1_000;
+    /// <summary>Events per append while bulk-loading between steps (an import writes large batches).</summary>
+    protected const int LoadBatch = 10_000;
 
     /// <summary>Concurrent appenders while bulk-loading.</summary>
     protected const int LoadTasks = 4;
@@ -27,6 +27,19 @@ internal abstract class ScaleEventStore : IAsyncDisposable
 
     /// <summary>Bulk-load rate of the last growth, events per second (to predict the next step's time).</summary>
     public double LoadRate { get; private set; } = 30_000;
+
+    /// <summary>Rate of the last catch-up subscription from 0, events per second (to predict the next step's time).</summary>
+    public double CatchUpRate { get; set; } = 50_000;
+
+    /// <summary>Seconds the last step's measurements took besides the fill and the catch-up (to predict the next step's time).</summary>
+    public double MeasureSeconds { get; set; } = 10;
+
+    /// <summary>
+    /// Predicted seconds to grow from <paramref name="from"/> events to the step <paramref name="step"/> and measure there, at the
+    /// last rates; 20 % added, since fills and catch-ups slow down somewhat as the store grows.
+    /// </summary>
+    public double Predict(long from, long step) =>
+        1.2 * (Math.Max(0, step - from) / LoadRate + MeasureSeconds + (HasSubscription ? step / CatchUpRate : 0));
 
     public abstract Task StartAsync(CancellationToken cancellationToken);
 
@@ -58,16 +71,46 @@ internal abstract class ScaleEventStore : IAsyncDisposable
         LoadRate = (Count - start) / clock.Elapsed.TotalSeconds;
     }
 
-    /// <summary>Batch appends: <paramref name="events"/> events in appends of 100 to new streams, one writer; events per second.</summary>
+    /// <summary>
+    /// Batch appends: <paramref name="events"/> events in appends of 100 to new streams, one writer, timed in three equal parts;
+    /// the median part's events per second (one part slowed by the shared machine does not make the point).
+    /// </summary>
     public async Task<double> MeasureBatchesAsync(int events, CancellationToken cancellationToken)
     {
-        var clock = Stopwatch.StartNew();
-        for (var done = 0; done < events; done += 100)
+        var part = Math.Max(100, events / 300 * 100);
+        var rates = new double[3];
+        for (var p = 0; p < rates.Length; p++)
         {
-            await AppendBatchAsync(100, cancellationToken);
+            var clock = Stopwatch.StartNew();
+            for (var done = 0; done < part; done += 100)
+            {
+                await AppendBatchAsync(100, cancellationToken);
+            }
+
+            rates[p] = part / clock.Elapsed.TotalSeconds;
         }
 
-        return events / clock.Elapsed.TotalSeconds;
+        return Median(rates);
+    }
+
+    /// <summary>The median of three timings of <paramref name="read"/>, which returns how many events it read; events per second.</summary>
+    protected static async Task<double> MedianRateAsync(Func<Task<int>> read)
+    {
+        var rates = new double[3];
+        for (var p = 0; p < rates.Length; p++)
+        {
+            var clock = Stopwatch.StartNew();
+            var count = await read();
+            rates[p] = count / clock.Elapsed.TotalSeconds;
+        }
+
+        return Median(rates);
+    }
+
+    private static double Median(double[] values)
+    {
+        Array.Sort(values);
+        return values[values.Length / 2];
     }
 
     /// <summary>Single-event appends by <paramref name="writers"/> writers for <paramref name="duration"/>; events per second.</summary>
@@ -86,18 +129,19 @@ internal abstract class ScaleEventStore : IAsyncDisposable
         return appended / clock.Elapsed.TotalSeconds;
     }
 
-    /// <summary>Reads <paramref name="events"/> events of <c>$all</c> from the middle of the store; events per second.</summary>
-    public async Task<double> MeasureReadMiddleAsync(int events, CancellationToken cancellationToken)
-    {
-        var clock = Stopwatch.StartNew();
-        var read = await ReadMiddleAsync(events, cancellationToken);
-        if (read != events)
+    /// <summary>Reads <paramref name="events"/> events of <c>$all</c> from the middle of the store (median of three reads); events per second.</summary>
+    public Task<double> MeasureReadMiddleAsync(int events, CancellationToken cancellationToken) =>
+        MedianRateAsync(async () =>
         {
-            throw new InvalidOperationException($"{Name}: read {read} events of $all from the middle, expected {events}.");
-        }
+            var read = await ReadMiddleAsync(events, cancellationToken);
+            return read == events ? read : throw new InvalidOperationException($"{Name}: read {read} events of $all from the middle, expected {events}.");
+        });
 
-        return events / clock.Elapsed.TotalSeconds;
-    }
+    /// <summary>The names of the rows <see cref="MeasureMoreReadsAsync"/> measures (none unless a store has more to measure).</summary>
+    public virtual IReadOnlyList<string> MoreReads(int events) => [];
+
+    /// <summary>Events per second of each read named by <see cref="MoreReads"/>, in that order.</summary>
+    public virtual Task<double[]> MeasureMoreReadsAsync(int events, CancellationToken cancellationToken) => Task.FromResult(Array.Empty<double>());
 
     /// <summary>A catch-up subscription from position 0 to the end: events per second and the peak working set (bytes) while it ran.</summary>
     public virtual Task<(double Rate, long PeakWorkingSet)> MeasureCatchUpAsync(CancellationToken cancellationToken) =>
@@ -121,8 +165,10 @@ internal sealed class HeraldScaleStore(string name, Func<CancellationToken, Task
     private readonly string _runId = Guid.NewGuid().ToString("N")[..8];
     private readonly Lock _gate = new();
 
-    // (events in the store, the position of the last of them) after each bulk append: where the middle of the log is.
-    private readonly List<(long Count, long Position)> _marks = [];
+    // (events in the store, the position of the last of them, the stream) after each append to a new stream: where the middle
+    // of the log is, and which streams are there to read.
+    private readonly List<(long Count, long Position, string Stream, int Size)> _marks = [];
+    private int _streams;
     private EnvelopeFactory? _envelopes;
     private IEventStoreConnection? _store;
     private int _sequence;
@@ -145,7 +191,9 @@ internal sealed class HeraldScaleStore(string name, Func<CancellationToken, Task
         var last = await Store.GetLastPositionAsync(cancellationToken);
         var seen = 0L;
         var caughtUp = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        GC.Collect();
+        // The bulk fill before (appends of 10,000 events) leaves a large heap committed; give it back, so the peak is the
+        // catch-up's own working set and not what the fill left.
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         GC.WaitForPendingFinalizers();
         await using var sampler = new WorkingSetSampler();
         var clock = Stopwatch.StartNew();
@@ -186,11 +234,13 @@ internal sealed class HeraldScaleStore(string name, Func<CancellationToken, Task
             events[i] = Next();
         }
 
-        var result = await Store.AppendAsync($"ledger-{Guid.CreateVersion7():N}", ExpectedVersion.NoStream, events, cancellationToken);
+        // Four categories, so that a category read from the middle of $all picks one event in four.
+        var stream = $"ledger{Interlocked.Increment(ref _streams) % 4}-{Guid.CreateVersion7():N}";
+        var result = await Store.AppendAsync(stream, ExpectedVersion.NoStream, events, cancellationToken);
         Added(size);
         lock (_gate)
         {
-            _marks.Add((Count, result.LastPosition));
+            _marks.Add((Count, result.LastPosition, stream, size));
         }
     }
 
@@ -202,15 +252,75 @@ internal sealed class HeraldScaleStore(string name, Func<CancellationToken, Task
 
     protected override async Task<int> ReadMiddleAsync(int events, CancellationToken cancellationToken)
     {
-        long from;
+        return await ReadAllAsync(PositionAt(Count / 2), null, events, cancellationToken);
+    }
+
+    public override IReadOnlyList<string> MoreReads(int events) =>
+    [
+        $"$all read of {events:N0} events from the start",
+        $"$all read from about {events + 1_000:N0} events before the end",
+        $"$all read of {events / 4:N0} events of one category (a quarter of the log) from the middle",
+        $"stream read forward, {LoadBatch:N0} events of a stream from the middle of the log",
+        $"stream read backward, {LoadBatch:N0} events of a stream from the middle of the log",
+    ];
+
+    public override async Task<double[]> MeasureMoreReadsAsync(int events, CancellationToken cancellationToken)
+    {
+        (string Stream, int Size) stream;
         lock (_gate)
         {
             var half = Count / 2;
-            from = _marks.Where(m => m.Count <= half).Select(m => m.Position).DefaultIfEmpty(0).Max();
+            stream = _marks.Where(m => m.Count >= half).OrderByDescending(m => m.Size).ThenBy(m => m.Count).Select(m => (m.Stream, m.Size)).FirstOrDefault();
         }
 
+        if (stream.Stream is null)
+        {
+            throw new InvalidOperationException($"{Name}: no stream past the middle of the log.");
+        }
+
+        var middle = PositionAt(Count / 2);
+        var end = PositionAt(Count - events - 1_000);
+        var category = EventFilter.ForCategory(stream.Stream[..stream.Stream.IndexOf('-', StringComparison.Ordinal)]);
+        return
+        [
+            await MedianRateAsync(() => Exactly(events, ReadAllAsync(0, null, events, cancellationToken))),
+            await MedianRateAsync(() => ReadAllAsync(end, null, int.MaxValue, cancellationToken)),
+            await MedianRateAsync(() => Exactly(events / 4, ReadAllAsync(middle, category, events / 4, cancellationToken))),
+            await MedianRateAsync(() => Exactly(stream.Size, ReadStreamAsync(stream.Stream, ReadDirection.Forward, 1, cancellationToken))),
+            await MedianRateAsync(() => Exactly(stream.Size, ReadStreamAsync(stream.Stream, ReadDirection.Backward, long.MaxValue, cancellationToken))),
+        ];
+    }
+
+    private static async Task<int> Exactly(int expected, Task<int> read)
+    {
+        var count = await read;
+        return count == expected ? count : throw new InvalidOperationException($"Read {count} events, expected {expected}.");
+    }
+
+    // The position of the last event appended when the store held at most `count` events (0 before the first).
+    private long PositionAt(long count)
+    {
+        lock (_gate)
+        {
+            return _marks.Where(m => m.Count <= count).Select(m => m.Position).DefaultIfEmpty(0).Max();
+        }
+    }
+
+    private async Task<int> ReadAllAsync(long from, EventFilter? filter, int max, CancellationToken cancellationToken)
+    {
         var read = 0;
-        await foreach (var e in Store.ReadAllAsync(from, null, events, cancellationToken))
+        await foreach (var e in Store.ReadAllAsync(from, filter, max, cancellationToken))
+        {
+            read += e.Envelope.Body.Length > 0 ? 1 : 0;
+        }
+
+        return read;
+    }
+
+    private async Task<int> ReadStreamAsync(string stream, ReadDirection direction, long from, CancellationToken cancellationToken)
+    {
+        var read = 0;
+        await foreach (var e in Store.ReadStreamAsync(stream, direction, from, int.MaxValue, cancellationToken))
         {
             read += e.Envelope.Body.Length > 0 ? 1 : 0;
         }

@@ -4,10 +4,18 @@ using Herald.Transport;
 
 namespace Herald.Benchmarks.Scale;
 
-/// <summary>A durable queue (PostgreSQL or SQLite) with a backlog grown step by step through <c>SendAsync</c>.</summary>
-internal sealed class ScaleQueue(string name, Func<CancellationToken, Task<ITransport>> open, Func<ValueTask> cleanUp) : IAsyncDisposable
+/// <summary>
+/// A durable queue (PostgreSQL or SQLite) whose backlog grows step by step. The measured sends and claims go through the
+/// transport; between steps the backlog is filled as a bulk import would, by <paramref name="bulkAdd"/> (one SQL statement per
+/// chunk copying the newest message the transport wrote, with new message ids), since sending a million messages one by one
+/// would measure the send again at the cost of most of the run.
+/// </summary>
+internal sealed class ScaleQueue(string name, Func<CancellationToken, Task<ITransport>> open, Func<long, CancellationToken, Task> bulkAdd, Func<ValueTask> cleanUp) : IAsyncDisposable
 {
-    private const string Queue = "scale";
+    /// <summary>The queue's name.</summary>
+    public const string Queue = "scale";
+
+    private const int FillChunk = 250_000;
     private static readonly ReadOnlyMemory<byte> Body = new byte[300];
     private ITransport? _transport;
     private long _backlog;
@@ -20,25 +28,45 @@ internal sealed class ScaleQueue(string name, Func<CancellationToken, Task<ITran
     /// <summary>Send rate of the last growth, messages per second (to predict the next step's time).</summary>
     public double LoadRate { get; private set; } = 10_000;
 
+    /// <summary>Seconds the last step's measurements took (to predict the next step's time).</summary>
+    public double MeasureSeconds { get; set; } = 10;
+
     private ITransport Transport => _transport ?? throw new InvalidOperationException("Not started.");
 
     public async Task StartAsync(CancellationToken cancellationToken) => _transport = await open(cancellationToken);
 
-    /// <summary>Sends from 64 concurrent senders (grouped into shared commits) until the backlog holds <paramref name="target"/>.</summary>
+    /// <summary>Adds messages in bulk (chunks of <see cref="FillChunk"/>, one transaction each) until the backlog holds <paramref name="target"/>.</summary>
     public async Task GrowAsync(long target, CancellationToken cancellationToken)
     {
         var start = Backlog;
+        if (start >= target)
+        {
+            return;
+        }
+
         var clock = Stopwatch.StartNew();
+        while (Backlog < target)
+        {
+            var add = Math.Min(FillChunk, target - Backlog);
+            await bulkAdd(add, cancellationToken);
+            Interlocked.Add(ref _backlog, add);
+        }
+
+        LoadRate = Math.Max(1, Backlog - start) / clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>Sends <paramref name="count"/> messages from 64 concurrent senders (the seed that bulk fills copy).</summary>
+    public async Task SeedAsync(int count, CancellationToken cancellationToken)
+    {
+        var left = count;
         await Task.WhenAll(Enumerable.Range(0, 64).Select(_ => Task.Run(async () =>
         {
-            while (Interlocked.Increment(ref _backlog) <= target)
+            while (Interlocked.Decrement(ref left) >= 0)
             {
                 await SendOneAsync(cancellationToken);
+                Interlocked.Increment(ref _backlog);
             }
-
-            Interlocked.Decrement(ref _backlog);
         }, cancellationToken)));
-        LoadRate = Math.Max(1, Backlog - start) / clock.Elapsed.TotalSeconds;
     }
 
     /// <summary>16 senders awaiting each send, for <paramref name="duration"/>; messages per second.</summary>

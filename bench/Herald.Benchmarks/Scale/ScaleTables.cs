@@ -3,20 +3,25 @@ using Herald.Messages;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Outbox;
 using Microsoft.Extensions.DependencyInjection;
+using Herald.Hosting;
+using Microsoft.Data.Sqlite;
 using Npgsql;
 
 namespace Herald.Benchmarks.Scale;
 
 /// <summary>
-/// The PostgreSQL outbox and dead-letter tables of one schema, through the stores <c>UsePostgres</c> registers. Between steps
-/// both grow by one <c>INSERT ... SELECT FROM generate_series</c> each (already-sent outbox rows; dead letters spread over ten
-/// endpoints); the measured operations go through the stores.
+/// The outbox and dead-letter tables of one engine, through the stores its <c>UseX</c> registers (<paramref name="use"/>).
+/// Between steps both grow by one bulk statement each (<paramref name="fill"/>: already-sent outbox rows; dead letters spread
+/// over ten endpoints by <c>g % 10</c>, g from 1); the measured operations go through the stores.
 /// </summary>
-internal sealed class ScaleTables(string connectionString, NpgsqlDataSource admin, string schema) : IAsyncDisposable
+internal sealed class ScaleTables(string name, Action<HeraldBuilder> use, Func<long, CancellationToken, Task> fill, Func<ValueTask> cleanUp) : IAsyncDisposable
 {
+    public string Name => name;
+
     private ServiceProvider? _services;
     private IOutboxStore? _outbox;
     private IDeadLetterStore? _deadLetters;
+    private long _deadLetterRows;
 
     /// <summary>Rows in each table.</summary>
     public long Rows { get; private set; }
@@ -27,7 +32,7 @@ internal sealed class ScaleTables(string connectionString, NpgsqlDataSource admi
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var services = new ServiceCollection();
-        services.AddHerald(h => h.UsePostgres(connectionString, o => o.Schema = schema));
+        services.AddHerald(use);
         _services = services.BuildServiceProvider();
         _outbox = _services.GetRequiredService<IOutboxStore>();
         _deadLetters = _services.GetRequiredService<IDeadLetterStore>();
@@ -43,6 +48,15 @@ internal sealed class ScaleTables(string connectionString, NpgsqlDataSource admi
         }
 
         var clock = Stopwatch.StartNew();
+        await fill(add, cancellationToken);
+        Rows = target;
+        _deadLetterRows += add;
+        LoadRate = add / clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>The PostgreSQL fill: one <c>INSERT ... SELECT FROM generate_series</c> per table, then a vacuum.</summary>
+    public static async Task FillPostgresAsync(NpgsqlDataSource admin, string schema, long add, CancellationToken cancellationToken)
+    {
         var s = "\"" + schema + "\"";
         await using var batch = admin.CreateBatch();
         foreach (var sql in new[]
@@ -74,8 +88,44 @@ internal sealed class ScaleTables(string connectionString, NpgsqlDataSource admi
         await using var vacuum = admin.CreateCommand($"VACUUM {s}.outbox, {s}.dead_letters");
         vacuum.CommandTimeout = 0;
         await vacuum.ExecuteNonQueryAsync(cancellationToken);
-        Rows = target;
-        LoadRate = add / clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>The SQLite fill: one <c>INSERT ... SELECT</c> over a counting CTE per table (ids as random 16 bytes), then a WAL checkpoint.</summary>
+    public static async Task FillSqliteAsync(string path, long add, CancellationToken cancellationToken)
+    {
+        await using var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        await connection.OpenAsync(cancellationToken);
+        foreach (var sql in new[]
+        {
+            "PRAGMA busy_timeout = 60000",
+            """
+            WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < $add)
+            INSERT INTO herald_outbox (id, destination_kind, destination, created_at, created_offset, sent_at, sent_offset, message_id, message_type,
+                                       schema_version, time, time_offset, content_type, body, delivery_attempt)
+            SELECT randomblob(16), 'Queue', 'orders', $now, 0, $now, 0, randomblob(16), 'scale-message', 1, $now, 0, 'application/json', x'7b7d', 1 FROM g
+            """,
+            """
+            WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < $add)
+            INSERT INTO herald_dead_letters (id, endpoint, cause, error_type, error_message, fingerprint, first_failure, first_failure_offset, last_failure,
+                                             last_failure_offset, attempt_count, retry_count, message_id, message_type, schema_version, time, time_offset,
+                                             content_type, body, delivery_attempt)
+            SELECT randomblob(16), 'endpoint-' || (n % 10), 'RetriesExhausted', 'System.Exception', 'boom', 'fp-' || (n % 100), $now, 0, $now, 0, 3, 0,
+                   randomblob(16), 'scale-message', 1, $now, 0, 'application/json', x'7b7d', 1 FROM g
+            """,
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        })
+        {
+            await using var command = connection.CreateCommand();
+            command.CommandText = sql;
+            command.CommandTimeout = 0;
+            if (sql.Contains("$add", StringComparison.Ordinal))
+            {
+                command.Parameters.AddWithValue("$add", add);
+                command.Parameters.AddWithValue("$now", DateTimeOffset.UtcNow.UtcTicks);
+            }
+
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
     }
 
     /// <summary>Adds <paramref name="count"/> messages (lists of 100), then relays them as the relay does: fetch 100 due, mark them sent; messages per second of the relay.</summary>
@@ -134,12 +184,25 @@ internal sealed class ScaleTables(string connectionString, NpgsqlDataSource admi
         return read / clock.Elapsed.TotalSeconds;
     }
 
-    /// <summary>Counts one endpoint's dead letters; milliseconds.</summary>
+    /// <summary>Counts one endpoint's dead letters, five times, and checks the count; the median's milliseconds.</summary>
     public async Task<double> MeasureCountAsync(CancellationToken cancellationToken)
     {
-        var clock = Stopwatch.StartNew();
-        await DeadLetters.CountAsync(new DeadLetterQuery { Endpoint = "endpoint-3" }, cancellationToken);
-        return clock.Elapsed.TotalMilliseconds;
+        var times = new double[5];
+        for (var i = 0; i < times.Length; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            var count = await DeadLetters.CountAsync(new DeadLetterQuery { Endpoint = "endpoint-3" }, cancellationToken);
+            times[i] = clock.Elapsed.TotalMilliseconds;
+
+            // Each fill spreads its rows over ten endpoints by g % 10, g from 1: a tenth each, give or take one per fill.
+            if (Math.Abs(count - (_deadLetterRows / 10)) > 20)
+            {
+                throw new InvalidOperationException($"Counted {count} dead letters of endpoint-3 in {_deadLetterRows} rows.");
+            }
+        }
+
+        Array.Sort(times);
+        return times[times.Length / 2];
     }
 
     public async ValueTask DisposeAsync()
@@ -149,7 +212,7 @@ internal sealed class ScaleTables(string connectionString, NpgsqlDataSource admi
             await _services.DisposeAsync();
         }
 
-        await Herald.Benchmarks.EventStore.HeraldEventStoreContender.DropSchemaAsync(connectionString, schema);
+        await cleanUp();
     }
 
     private IOutboxStore Outbox => _outbox ?? throw new InvalidOperationException("Not started.");

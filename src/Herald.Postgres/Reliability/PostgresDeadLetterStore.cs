@@ -27,6 +27,8 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     private readonly string _get;
     private readonly string _list;
     private readonly string _count;
+    private readonly string _countEndpoint;
+    private readonly string _countAll;
     private readonly string _delete;
     private readonly string _deleteMany;
     private readonly string _recordRetry;
@@ -42,6 +44,9 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
         _get = $"SELECT {Columns} FROM {table} WHERE id = $1";
         _list = $"SELECT {Columns} FROM {table}{Where} ORDER BY id LIMIT $7";
         _count = $"SELECT count(*) FROM {table}{Where}";
+        var counts = Migrations.Quote(store.Schema) + ".dead_letter_counts";
+        _countEndpoint = $"SELECT coalesce(sum(count), 0)::bigint FROM {counts} WHERE endpoint = $1";
+        _countAll = $"SELECT coalesce(sum(count), 0)::bigint FROM {counts}";
         _delete = $"DELETE FROM {table} WHERE id = $1";
         _deleteMany = $"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}{Where} ORDER BY id LIMIT $7)";
         _recordRetry = $"UPDATE {table} SET retry_count = retry_count + 1, last_retry_error = $2, last_retry_time = $3 WHERE id = $1";
@@ -50,8 +55,17 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     /// <summary>A page of dead letters: the filters (<see cref="Filters"/>) then $7 the limit.</summary>
     internal string ListSql => _list;
 
-    /// <summary>The count of dead letters matching the filters.</summary>
+    /// <summary>The count of dead letters matching the filters, row by row (a query with more than an endpoint to match).</summary>
     internal string CountSql => _count;
+
+    /// <summary>Deletes a page of dead letters matching the filters (<see cref="Filters"/>) then $7 the limit.</summary>
+    internal string DeleteManySql => _deleteMany;
+
+    /// <summary>The count of one endpoint's dead letters ($1), from the counts the triggers of migration 10 keep.</summary>
+    internal string CountEndpointSql => _countEndpoint;
+
+    /// <summary>The count of every dead letter, from the counts the triggers of migration 10 keep.</summary>
+    internal string CountAllSql => _countAll;
 
     /// <inheritdoc />
     public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
@@ -113,6 +127,16 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     public async ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
+
+        // The monitor, the retention and the health check count a whole endpoint or everything: a few rows of the counts
+        // table, whatever the size of the table (issue 16). Any other filter counts the matching rows.
+        if (query is { MessageType: null, Fingerprint: null, FailedFrom: null, FailedBefore: null, After: null })
+        {
+            return query.Endpoint is { } endpoint
+                ? await _store.ScalarAloneAsync<long>(_countEndpoint, [EnvelopeColumns.Text(endpoint)], cancellationToken).ConfigureAwait(false)
+                : await _store.ScalarAloneAsync<long>(_countAll, [], cancellationToken).ConfigureAwait(false);
+        }
+
         return await _store.ScalarAloneAsync<long>(_count, Filters(query), cancellationToken).ConfigureAwait(false);
     }
 

@@ -22,6 +22,7 @@ internal static class Migrations
         new(7, "saga instances: the timeouts a state machine's instance holds", V7),
         new(8, "events: analyzed at every half of growth, primary key pages packed full", V8),
         new(9, "append function: one UPDATE ... RETURNING locks and moves the streams of a group", V9),
+        new(10, "dead letters: a count per endpoint kept by triggers", V10),
     ];
 
     public static int Latest => All[^1].Version;
@@ -744,5 +745,56 @@ internal static class Migrations
             o_detail := v_detail;
         END
         $fn$;
+        """;
+
+    // Issue 16. Counting an endpoint's dead letters read every one of its rows (the monitor and the retention count after
+    // every change). Triggers keep a count per endpoint in the statement that inserts or deletes the rows, so any writer
+    // (the store, a bulk INSERT ... SELECT, a DELETE by hand) keeps it exact and a count reads a few rows. Each endpoint's
+    // count is spread over 16 slots (chosen by the backend's pid) that the count sums, so concurrent dead-lettering
+    // sessions do not queue on one row lock until they commit. Statement triggers with transition tables add one row per
+    // endpoint and statement, not one per dead letter. CREATE TRIGGER locks out writers of dead_letters until the
+    // migration commits, so the backfill below counts exactly the rows the triggers will not see.
+    private const string V10 = """
+        CREATE TABLE {schema}.dead_letter_counts (
+            endpoint text COLLATE "C" NOT NULL,
+            slot int NOT NULL,
+            count bigint NOT NULL,
+            PRIMARY KEY (endpoint, slot)
+        );
+
+        CREATE FUNCTION {schema}.dead_letters_counted() RETURNS trigger
+        LANGUAGE plpgsql
+        AS $fn$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO {schema}.dead_letter_counts AS c (endpoint, slot, count)
+                SELECT endpoint, pg_backend_pid() % 16, count(*) FROM added GROUP BY endpoint ORDER BY endpoint
+                ON CONFLICT (endpoint, slot) DO UPDATE SET count = c.count + excluded.count;
+            ELSIF TG_OP = 'DELETE' THEN
+                INSERT INTO {schema}.dead_letter_counts AS c (endpoint, slot, count)
+                SELECT endpoint, pg_backend_pid() % 16, -count(*) FROM removed GROUP BY endpoint ORDER BY endpoint
+                ON CONFLICT (endpoint, slot) DO UPDATE SET count = c.count + excluded.count;
+            ELSIF TG_OP = 'UPDATE' THEN
+                INSERT INTO {schema}.dead_letter_counts AS c (endpoint, slot, count)
+                VALUES (OLD.endpoint, pg_backend_pid() % 16, -1), (NEW.endpoint, pg_backend_pid() % 16, 1)
+                ON CONFLICT (endpoint, slot) DO UPDATE SET count = c.count + excluded.count;
+            ELSE
+                DELETE FROM {schema}.dead_letter_counts;
+            END IF;
+            RETURN NULL;
+        END
+        $fn$;
+
+        CREATE TRIGGER dead_letters_counted_insert AFTER INSERT ON {schema}.dead_letters
+            REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION {schema}.dead_letters_counted();
+        CREATE TRIGGER dead_letters_counted_delete AFTER DELETE ON {schema}.dead_letters
+            REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION {schema}.dead_letters_counted();
+        CREATE TRIGGER dead_letters_counted_move AFTER UPDATE OF endpoint ON {schema}.dead_letters
+            FOR EACH ROW WHEN (OLD.endpoint IS DISTINCT FROM NEW.endpoint) EXECUTE FUNCTION {schema}.dead_letters_counted();
+        CREATE TRIGGER dead_letters_counted_truncate AFTER TRUNCATE ON {schema}.dead_letters
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.dead_letters_counted();
+
+        INSERT INTO {schema}.dead_letter_counts (endpoint, slot, count)
+        SELECT endpoint, 0, count(*) FROM {schema}.dead_letters GROUP BY endpoint;
         """;
 }

@@ -179,6 +179,38 @@ internal static class SqliteSchema
         new(7, "saga instances: the timeouts a state machine's instance holds", """
             ALTER TABLE herald_sagas ADD COLUMN timeouts TEXT;
             """),
+
+        // Issue 16: counting an endpoint's dead letters read all of its rows. Triggers keep a count per endpoint in the
+        // statement that inserts or deletes a row (an ignored duplicate fires nothing), so every writer keeps it exact and a
+        // count reads one row. The backfill runs in the migration's write transaction, so no row escapes both.
+        new(8, "dead letters: a count per endpoint kept by triggers", """
+            CREATE TABLE herald_dead_letter_counts (
+                endpoint TEXT    NOT NULL PRIMARY KEY,
+                count    INTEGER NOT NULL
+            ) STRICT, WITHOUT ROWID;
+
+            CREATE TRIGGER herald_dead_letters_counted_insert AFTER INSERT ON herald_dead_letters
+            BEGIN
+                INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
+                    ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
+            END;
+
+            CREATE TRIGGER herald_dead_letters_counted_delete AFTER DELETE ON herald_dead_letters
+            BEGIN
+                UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
+            END;
+
+            CREATE TRIGGER herald_dead_letters_counted_move AFTER UPDATE OF endpoint ON herald_dead_letters
+                WHEN OLD.endpoint IS NOT NEW.endpoint
+            BEGIN
+                UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
+                INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
+                    ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
+            END;
+
+            INSERT INTO herald_dead_letter_counts (endpoint, count)
+                SELECT endpoint, COUNT(*) FROM herald_dead_letters GROUP BY endpoint;
+            """),
     ];
 
     /// <summary>

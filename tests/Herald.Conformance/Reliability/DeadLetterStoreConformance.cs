@@ -213,6 +213,86 @@ public abstract class DeadLetterStoreConformance
         Assert.Equal(0, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint, MessageType = "nothing-like-it" }));
     }
 
+    // Issue 16: a store may keep counts beside the rows (so a count does not read every row); they must stay exact. (The
+    // suite may share its database, so only an endpoint of the test's own is counted.)
+    [Fact]
+    public async Task Count_OfAnEndpoint_StaysExactThroughAddRetryDeleteAndPurge()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var other = UniqueEndpoint();
+        var letters = Enumerable.Range(0, 12).Select(i => NewDeadLetter(endpoint, fingerprint: i % 3 == 0 ? "purge" : "keep")).ToList();
+        await AddAllAsync(store, [.. letters, NewDeadLetter(other)]);
+        await store.AddAsync(letters[0] with { ErrorMessage = "a redelivered write" });
+        Assert.Equal(12, await CountListedAsync(store, endpoint));
+        Assert.Equal(12, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint }));
+
+        Assert.True(await store.RecordRetryFailureAsync(letters[1].Id, "broker down", BaseTime.AddHours(1)));
+        Assert.Equal(12, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint }));
+
+        var manager = new DeadLetterManager(store, new Herald.Transport.InMemory.InMemoryTransport(), new FixedClock(BaseTime.AddDays(1)));
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await manager.RetryAsync(letters[2].Id));
+        Assert.Equal(DeadLetterRetryOutcome.NotFound, await manager.RetryAsync(letters[2].Id));
+        Assert.True(await store.DeleteAsync(letters[4].Id));
+        Assert.False(await store.DeleteAsync(letters[4].Id));
+        Assert.Equal(10, await CountListedAsync(store, endpoint));
+        Assert.Equal(10, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint }));
+
+        Assert.Equal(4, await manager.PurgeAsync(new DeadLetterQuery { Endpoint = endpoint, Fingerprint = "purge" }));
+        Assert.Equal(6, await CountListedAsync(store, endpoint));
+        Assert.Equal(6, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint }));
+        Assert.Equal(1, await store.CountAsync(new DeadLetterQuery { Endpoint = other }));
+
+        Assert.Equal(6, await manager.PurgeAsync(new DeadLetterQuery { Endpoint = endpoint }));
+        Assert.Equal(0, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint }));
+        Assert.Equal(0, await store.CountAsync(new DeadLetterQuery { Endpoint = UniqueEndpoint() }));
+    }
+
+    [Fact]
+    public async Task Count_OfAnEndpoint_IsExactAfterConcurrentAddsAndDeletes()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var letters = Enumerable.Range(0, 160).Select(_ => NewDeadLetter(endpoint)).ToList();
+
+        // Eight writers, each adding its share twice over (the second write of an id changes nothing) and deleting every
+        // fourth of what it added, all at once.
+        await Task.WhenAll(Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
+        {
+            var mine = letters.Where((_, i) => i % 8 == w).ToList();
+            foreach (var letter in mine)
+            {
+                await store.AddAsync(letter);
+                await store.AddAsync(letter);
+            }
+
+            foreach (var letter in mine.Where((_, i) => i % 4 == 0))
+            {
+                Assert.True(await store.DeleteAsync(letter.Id));
+            }
+        })));
+
+        Assert.Equal(120, await CountListedAsync(store, endpoint));
+        Assert.Equal(120, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint }));
+    }
+
+    private static async Task<int> CountListedAsync(IDeadLetterStore store, string endpoint)
+    {
+        var count = 0;
+        var query = new DeadLetterQuery { Endpoint = endpoint, Limit = DeadLetterQuery.MaxLimit };
+        while (true)
+        {
+            var page = await store.ListAsync(query);
+            count += page.Count;
+            if (page.Count < query.Limit)
+            {
+                return count;
+            }
+
+            query = query with { After = page[^1].Id };
+        }
+    }
+
     [Fact]
     public async Task Delete_RemovesOneAndReportsWhetherItExisted()
     {

@@ -45,6 +45,8 @@ public sealed class UnanalyzedSchema : IAsyncLifetime
             ALTER TABLE {s}.dead_letters SET (autovacuum_enabled = false);
             ALTER TABLE {s}.sagas SET (autovacuum_enabled = false);
             ALTER TABLE {s}.queue_dead_letters SET (autovacuum_enabled = false);
+            ALTER TABLE {s}.queue_messages SET (autovacuum_enabled = false);
+            ALTER TABLE {s}.dead_letter_counts SET (autovacuum_enabled = false);
             CREATE TABLE {s}."rm_docs_g1" (id text COLLATE "C" PRIMARY KEY, data jsonb NOT NULL) WITH (autovacuum_enabled = false);
             CREATE INDEX "rm_docs_g1_data" ON {s}."rm_docs_g1" USING gin (data jsonb_path_ops);
 
@@ -70,6 +72,9 @@ public sealed class UnanalyzedSchema : IAsyncLifetime
               FROM generate_series(0, {Rows - 1}) g;
             INSERT INTO {s}.queue_dead_letters (queue, message_id, message_type, schema_version, time, content_type, body, enqueued_at, delivery_attempt, reason, dead_lettered_at)
             SELECT 'q' || (g % 3), gen_random_uuid(), 't', 1, now(), 'application/json', '\x7b7d', now(), 1, 'r', now()
+              FROM generate_series(0, {Rows - 1}) g;
+            INSERT INTO {s}.queue_messages (queue, message_id, message_type, schema_version, time, content_type, body, enqueued_at, visible_at)
+            SELECT 'q' || (g % 3), gen_random_uuid(), 't', 1, now(), 'application/json', '\x7b7d', now(), now() - make_interval(secs => g)
               FROM generate_series(0, {Rows - 1}) g;
             INSERT INTO {s}."rm_docs_g1" SELECT 'doc-' || g, jsonb_build_object('status', CASE WHEN g % 10 = 0 THEN 'open' ELSE 'closed' END)
               FROM generate_series(0, {Rows - 1}) g;
@@ -221,11 +226,47 @@ public sealed class PlanWithoutStatisticsTests(UnanalyzedSchema schema) : IClass
     }
 
     [Fact]
-    public async Task DeadLetterCount_ByEndpoint_ReadsTheEndpointIndex()
+    public async Task DeadLetterCount_ByEndpointAndMore_ReadsTheEndpointIndex()
     {
-        var query = new DeadLetterQuery { Endpoint = "ep-3" };
+        var query = new DeadLetterQuery { Endpoint = "ep-3", Fingerprint = "f3" };
         var plan = await ExplainAsync(DeadLetters().CountSql, PostgresDeadLetterStore.Filters(query), guarded: true);
         plan.AssertOrderedIndexScan("dead_letters_endpoint_id");
+    }
+
+    [Fact]
+    public async Task DeadLetterCount_ByEndpoint_ProbesTheCountsAndReadsNoDeadLetter()
+    {
+        var plan = await ExplainAsync(DeadLetters().CountEndpointSql, [Text("ep-3")], guarded: true);
+        plan.AssertOrderedIndexScan("dead_letter_counts_pkey");
+        Assert.DoesNotContain(plan.Nodes, n => n.Relation == "dead_letters");
+    }
+
+    [Fact]
+    public async Task DeadLetterCount_OfAll_ReadsOnlyTheCounts()
+    {
+        var plan = await ExplainAsync(DeadLetters().CountAllSql, [], guarded: true);
+        Assert.Contains(plan.Nodes, n => n.Relation == "dead_letter_counts");
+        Assert.DoesNotContain(plan.Nodes, n => n.Relation == "dead_letters");
+    }
+
+    [Fact]
+    public async Task DeadLetterPurge_ByEndpoint_WalksTheEndpointIndex()
+    {
+        var query = new DeadLetterQuery { Endpoint = "ep-3", Limit = 100 };
+        var plan = await ExplainAsync(DeadLetters().DeleteManySql, [.. PostgresDeadLetterStore.Filters(query), new NpgsqlParameter<int> { TypedValue = 100 }], guarded: true);
+        plan.AssertOrderedIndexScan("dead_letters_endpoint_id");
+    }
+
+    [Fact]
+    public async Task QueueClaim_WalksTheReadyIndexInOrder()
+    {
+        NpgsqlParameter[] parameters =
+        [
+            Text("q1"), new NpgsqlParameter<DateTimeOffset> { TypedValue = DateTimeOffset.UtcNow }, new NpgsqlParameter<int> { TypedValue = 17 },
+            new NpgsqlParameter<Guid> { TypedValue = Guid.CreateVersion7() }, new NpgsqlParameter<DateTimeOffset> { TypedValue = DateTimeOffset.UtcNow.AddSeconds(30) },
+        ];
+        var plan = await ExplainAsync(schema.Queue.Sql.Claim, parameters, guarded: true);
+        plan.AssertOrderedIndexScan("queue_messages_ready");
     }
 
     [Fact]
@@ -301,7 +342,8 @@ public sealed class PlanWithoutStatisticsTests(UnanalyzedSchema schema) : IClass
         nodes.Add(new PlanNode(
             node.GetProperty("Node Type").GetString()!,
             node.TryGetProperty("Index Name", out var index) ? index.GetString() : null,
-            node.TryGetProperty("Scan Direction", out var direction) ? direction.GetString() : null));
+            node.TryGetProperty("Scan Direction", out var direction) ? direction.GetString() : null,
+            node.TryGetProperty("Relation Name", out var relation) ? relation.GetString() : null));
         if (node.TryGetProperty("Plans", out var children))
         {
             foreach (var child in children.EnumerateArray())
@@ -311,7 +353,7 @@ public sealed class PlanWithoutStatisticsTests(UnanalyzedSchema schema) : IClass
         }
     }
 
-    private sealed record PlanNode(string Type, string? Index, string? Direction);
+    private sealed record PlanNode(string Type, string? Index, string? Direction, string? Relation);
 
     private sealed record Plan(string Json, List<PlanNode> Nodes)
     {

@@ -24,7 +24,7 @@ public sealed class SchemaMigrationTests
 
         Assert.Equal(AllVersions, await VersionsAsync(schema.Name));
         Assert.Equal(
-            ["checkpoints", "dead_letters", "events", "idempotency", "inbox", "log_settings", "outbox", "queue_bindings", "queue_dead_letters", "queue_messages", "read_models", "sagas", "schema_version", "snapshots", "streams"],
+            ["checkpoints", "dead_letter_counts", "dead_letters", "events", "idempotency", "inbox", "log_settings", "outbox", "queue_bindings", "queue_dead_letters", "queue_messages", "read_models", "sagas", "schema_version", "snapshots", "streams"],
             await TablesAsync(schema.Name));
         Assert.Equal(1, await again.GetStreamVersionAsync(stream));
     }
