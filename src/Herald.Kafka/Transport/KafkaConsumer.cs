@@ -549,7 +549,10 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         {
             // A partition the group has no offset for starts where the reset policy says, told to the client now: left to
             // it, the client finds no offset and looks the policy's offset up only after a back-off (100 ms in librdkafka).
-            return [.. assigned.Select(p => new TopicPartitionOffset(p, uncommitted is not null && uncommitted.Contains(p) && _resetTo is { } reset ? reset : Offset.Unset))];
+            // A reset to the end is resolved here, as Latest is below, so a record sent once ConsumeAsync returned is read.
+            return [.. assigned.Select(p => new TopicPartitionOffset(p, uncommitted is not null && uncommitted.Contains(p) && _resetTo is { } reset
+                ? reset == Offset.End ? EndOf(consumer, p) : reset
+                : Offset.Unset))];
         }
 
         if (fresh.Count == 0)
