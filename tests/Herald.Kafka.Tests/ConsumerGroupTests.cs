@@ -248,6 +248,42 @@ public sealed class ConsumerGroupTests : KafkaTestBase
     }
 
     [Fact]
+    public async Task ANewGroup_StartsWhereTheConsumersResetPolicySays_ToldToTheClientAtAssignment_Issue14()
+    {
+        // Herald gives the client a fresh partition's start at assignment (instead of the client's look-up after a back-off);
+        // it must still be the reset policy's: the default (earliest) reads the backlog, a user's 'latest' skips it.
+        var queue = Name("reset");
+        var transport = await CreateTransportAsync();
+        var backlog = NewEnvelope("same-key");
+        await transport.SendAsync(queue, backlog);
+
+        var latest = await CreateTransportAsync(o => o.ConfigureConsumer = c => c.AutoOffsetReset = Confluent.Kafka.AutoOffsetReset.Latest);
+        var seenByLatest = new ConcurrentQueue<Guid>();
+        Own(await latest.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            seenByLatest.Enqueue(d.Envelope.MessageId);
+            return ValueTask.CompletedTask;
+        }));
+        var after = NewEnvelope("same-key");
+        await transport.SendAsync(queue, after);
+
+        // One key, one partition: had the consumer started at the beginning, the backlog would come first.
+        await Eventually.UntilAsync(() => !seenByLatest.IsEmpty, "the latest group handles what is sent after it started", Deadline);
+        Assert.Equal(after.MessageId, seenByLatest.First());
+
+        var earliest = await CreateTransportAsync(o => o.GroupIdPrefix = "earliest-");
+        var seenByEarliest = new ConcurrentQueue<Guid>();
+        Own(await earliest.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            seenByEarliest.Enqueue(d.Envelope.MessageId);
+            return ValueTask.CompletedTask;
+        }));
+        await Eventually.UntilAsync(() => seenByEarliest.Count >= 2, "the default group reads the backlog", Deadline);
+        Assert.Equal([backlog.MessageId, after.MessageId], seenByEarliest.Take(2));
+        Assert.DoesNotContain(backlog.MessageId, seenByLatest);
+    }
+
+    [Fact]
     public async Task StartPosition_Latest_SkipsTheBacklog_AndEarliest_ReplaysEverything()
     {
         var queue = Name("start");

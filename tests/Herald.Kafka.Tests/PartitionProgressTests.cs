@@ -114,4 +114,37 @@ public sealed class PartitionProgressTests
 
         Assert.Null(progress.Revoke(TimeSpan.FromSeconds(10), commit: false));
     }
+
+    [Fact]
+    public void Take_PastTheFirstRingSize_KeepsEachOffsetInItsPlace_Issue14()
+    {
+        // The offsets are held in a ring that grows; finishing out of order across the growth must commit exactly as a list would.
+        using var progress = new PartitionProgress(Partition, CancellationToken.None);
+        var entries = Enumerable.Range(0, 50).Select(i => progress.Take(1_000 + i)).ToList();
+        foreach (var entry in entries.Skip(1).Take(30))
+        {
+            progress.Finish(entry, settled: true);
+        }
+
+        entries.AddRange(Enumerable.Range(50, 250).Select(i => progress.Take(1_000 + i)));
+        Assert.Null(progress.ToCommit());
+
+        progress.Finish(entries[0], settled: true);
+        Assert.Equal(1_031, progress.ToCommit()!.Offset.Value);
+
+        foreach (var entry in entries.Skip(31).Reverse())
+        {
+            progress.Finish(entry, settled: true);
+        }
+
+        Assert.Equal(1_300, progress.ToCommit()!.Offset.Value);
+
+        // Finishing one twice changes nothing, before or after its offset was passed over.
+        progress.Finish(entries[0], settled: false);
+        progress.Finish(entries[^1], settled: false);
+        var next = progress.Take(1_300);
+        progress.Finish(next, settled: true);
+        progress.Finish(next, settled: false);
+        Assert.Equal(1_301, progress.ToCommit()!.Offset.Value);
+    }
 }

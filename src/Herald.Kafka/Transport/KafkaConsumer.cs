@@ -33,18 +33,31 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private readonly ConcurrentDictionary<TopicPartition, PartitionProgress> _partitions = new();
     private readonly List<PartitionProgress> _retired = [];
     private readonly HashSet<TopicPartition> _seen = [];
-    private readonly Channel<List<KafkaDelivery.Received>>[] _lanes;
+    private readonly Channel<List<KafkaDelivery>>[] _lanes;
 
     // Per lane, the records taken but not handed over yet (poll thread only); and emptied batches for reuse.
-    private readonly List<KafkaDelivery.Received>?[] _pending;
-    private readonly ConcurrentQueue<List<KafkaDelivery.Received>> _spare = new();
+    private readonly List<KafkaDelivery>?[] _pending;
+    private readonly ConcurrentQueue<List<KafkaDelivery>> _spare = new();
 
     // The partition of the last record taken (poll thread only; forgotten on every rebalance): records come in runs of one
     // partition, and the lookup by TopicPartition costs an allocation and a hash of the topic name per record.
     private PartitionProgress? _lastProgress;
+
+    // The attribute values records repeat, decoded once (poll thread only).
+    private readonly RepeatedTexts _texts = new();
     private readonly int[] _laneLoad;
+
+    // Where a partition the group has no offset for starts, told to the client at assignment (null: left to the client).
+    private readonly Offset? _resetTo;
     private readonly int _prefetch;
+
+    // Once every prefetch slot is taken, the poll thread waits until the handlers brought the count down to this, so it
+    // takes the next records in a batch (not one record per finished handler, each a wake-up of the poll thread).
+    private readonly int _resumeAt;
     private readonly ManualResetEventSlim _released = new(false);
+
+    // Set while the poll thread waits on _released: only then does a finishing handler signal it.
+    private int _waiting;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private readonly TaskCompletionSource _assigned = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -66,22 +79,29 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         _handler = handler;
         _logger = logger;
         _prefetch = Math.Max(options.Prefetch, options.MaxConcurrency);
-        _lanes = new Channel<List<KafkaDelivery.Received>>[options.MaxConcurrency];
-        _pending = new List<KafkaDelivery.Received>?[options.MaxConcurrency];
+        _resumeAt = _prefetch - Math.Max(1, _prefetch / 4);
+        _lanes = new Channel<List<KafkaDelivery>>[options.MaxConcurrency];
+        _pending = new List<KafkaDelivery>?[options.MaxConcurrency];
         _laneLoad = new int[options.MaxConcurrency];
         for (var i = 0; i < _lanes.Length; i++)
         {
             // Unbounded on purpose: the poll thread must never block on a lane (it serves rebalances); what bounds the
             // lanes is the prefetch count of dispatched, unfinished records, past which the poll thread stops taking more.
-            _lanes[i] = Channel.CreateUnbounded<List<KafkaDelivery.Received>>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+            _lanes[i] = Channel.CreateUnbounded<List<KafkaDelivery>>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         }
 
-        _consumer = transport.BuildConsumer(GroupId)
+        _consumer = transport.BuildConsumer(GroupId, out var settings)
             .SetPartitionsAssignedHandler(OnAssigned)
             .SetPartitionsRevokedHandler((_, revoked) => OnRevoked(revoked, lost: false))
             .SetPartitionsLostHandler((_, lost) => OnRevoked(lost, lost: true))
             .SetErrorHandler((_, error) => Log.ClientError(_logger, GroupId, error.Code, error.Reason))
             .Build();
+        _resetTo = settings.AutoOffsetReset switch
+        {
+            AutoOffsetReset.Earliest => Offset.Beginning,
+            AutoOffsetReset.Latest => Offset.End,
+            _ => null,
+        };
     }
 
     public string Queue { get; }
@@ -154,14 +174,14 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         _released.Dispose();
     }
 
-    internal async ValueTask RedeliverAsync(KafkaDelivery.Received received, TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+    internal async ValueTask RedeliverAsync(Message<byte[]?, byte[]> message, TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
     {
         // Saturated: a foreign attempt header of int.MaxValue must not wrap (issue 10).
-        var attempt = (int)Math.Min(int.MaxValue, KafkaEnvelopeCodec.Attempt(received.Message) + 1L);
+        var attempt = (int)Math.Min(int.MaxValue, KafkaEnvelopeCodec.Attempt(message) + 1L);
         var delayed = delay > TimeSpan.Zero;
         var due = delayed ? (_transport.TimeProvider.GetUtcNow() + delay).ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture) : null;
         var copy = KafkaEnvelopeCodec.CopyForRepublish(
-            received.Message,
+            message,
             [
                 new(KafkaEnvelopeCodec.AttemptHeader, attempt.ToString(CultureInfo.InvariantCulture)),
                 new(KafkaEnvelopeCodec.DueHeader, due),
@@ -172,12 +192,12 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         await _transport.ProduceAsync(topic, copy, cancellationToken).ConfigureAwait(false);
     }
 
-    internal async ValueTask DeadLetterAsync(KafkaDelivery.Received received, string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+    internal async ValueTask DeadLetterAsync(Message<byte[]?, byte[]> message, string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
     {
         var copy = KafkaEnvelopeCodec.CopyForRepublish(
-            received.Message,
+            message,
             [
-                new(KafkaEnvelopeCodec.AttemptHeader, KafkaEnvelopeCodec.Attempt(received.Message).ToString(CultureInfo.InvariantCulture)),
+                new(KafkaEnvelopeCodec.AttemptHeader, KafkaEnvelopeCodec.Attempt(message).ToString(CultureInfo.InvariantCulture)),
                 new(KafkaEnvelopeCodec.OriginQueueHeader, Queue),
                 new(KafkaEnvelopeCodec.ReasonHeader, reason),
                 new(KafkaEnvelopeCodec.DueHeader, null),
@@ -241,11 +261,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             // they settled is committed before the group hands the partitions to another member.
             while (Volatile.Read(ref _inFlight) > 0)
             {
-                _released.Reset();
-                if (Volatile.Read(ref _inFlight) > 0)
-                {
-                    _released.Wait(PollTimeout);
-                }
+                WaitForRelease(0, PollTimeout);
             }
 
             Commit(_partitions.Values.Select(p => p.ToCommit()));
@@ -285,8 +301,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             return true;
         }
 
-        _released.Reset();
-        if (Volatile.Read(ref _inFlight) < _prefetch || _released.Wait(_paused ? PollTimeout : TimeSpan.FromSeconds(1)))
+        if (WaitForRelease(_resumeAt, _paused ? PollTimeout : TimeSpan.FromSeconds(1)) || Volatile.Read(ref _inFlight) < _prefetch)
         {
             return false;
         }
@@ -299,6 +314,36 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
         ConsumeAvailable(1);
         return false;
+    }
+
+    /// <summary>
+    /// Waits up to <paramref name="timeout"/> until at most <paramref name="count"/> records are dispatched and unfinished;
+    /// true when they are.
+    /// </summary>
+    private bool WaitForRelease(int count, TimeSpan timeout)
+    {
+        _released.Reset();
+
+        // Announced before the count is read, and a handler reads it after its decrement: one of the two sees the other.
+        Interlocked.Exchange(ref _waiting, 1);
+        try
+        {
+            return Volatile.Read(ref _inFlight) <= count || (_released.Wait(timeout) && Volatile.Read(ref _inFlight) <= count);
+        }
+        finally
+        {
+            Volatile.Write(ref _waiting, 0);
+        }
+    }
+
+    /// <summary>A handler finished: the count goes down, and the poll thread is woken when it waits for that.</summary>
+    private void Release()
+    {
+        var left = Interlocked.Decrement(ref _inFlight);
+        if (Volatile.Read(ref _waiting) != 0 && (left <= _resumeAt || left == 0))
+        {
+            _released.Set();
+        }
     }
 
     /// <summary>
@@ -347,7 +392,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         }
 
         var entry = progress.Take(result.Offset.Value);
-        var envelope = KafkaEnvelopeCodec.Decode(result.Message, _options.Source, _transport.TimeProvider, out var failure);
+        var envelope = KafkaEnvelopeCodec.Decode(result.Message, _options.Source, _transport.TimeProvider, out var failure, _texts);
         if (failure is not null)
         {
             Log.Undecodable(_logger, Queue, result.TopicPartitionOffset.ToString(), failure.Message);
@@ -361,7 +406,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             Interlocked.Increment(ref _laneLoad[lane]);
         }
 
-        (_pending[lane] ??= _spare.TryDequeue(out var spare) ? spare : []).Add(new KafkaDelivery.Received(result.Message, entry, envelope, failure));
+        (_pending[lane] ??= _spare.TryDequeue(out var spare) ? spare : []).Add(new KafkaDelivery(Queue, this, result.Message, entry, envelope, failure));
     }
 
     /// <summary>Hands each lane the records taken for it since the last hand-over.</summary>
@@ -411,15 +456,14 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         {
             while (reader.TryRead(out var batch))
             {
-                foreach (var received in batch)
+                foreach (var delivery in batch)
                 {
-                    var progress = received.Entry.Partition;
+                    var progress = delivery.Entry.Partition;
                     var settled = false;
                     try
                     {
                         if (!_stopping.IsCancellationRequested && progress.CanStart)
                         {
-                            var delivery = new KafkaDelivery(Queue, this, received);
                             _ = await Herald.Internal.DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token, progress.Abandoned).ConfigureAwait(false);
                             settled = delivery.Completed;
                         }
@@ -428,14 +472,13 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
                     {
                         // Not settled (stopping, revoked, abandoned, a failed settlement): the offset stays uncommitted, so
                         // whoever reads the partition next handles the message again.
-                        progress.Finish(received.Entry, settled);
+                        progress.Finish(delivery.Entry, settled);
                         if (_lanes.Length > 1)
                         {
                             Interlocked.Decrement(ref _laneLoad[lane]);
                         }
 
-                        Interlocked.Decrement(ref _inFlight);
-                        _released.Set();
+                        Release();
                     }
                 }
 
@@ -453,13 +496,10 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             _partitions[partition] = new PartitionProgress(partition, _aborting.Token);
         }
 
-        if (_options.StartPosition == KafkaStartPosition.Committed && assigned.Count > 0)
-        {
-            ReadCommitted(consumer, assigned);
-        }
+        var uncommitted = _options.StartPosition == KafkaStartPosition.Committed && assigned.Count > 0 ? ReadCommitted(consumer, assigned) : null;
 
         // The start offsets are settled before ConsumeAsync returns, so a record sent after it is after them.
-        var offsets = StartOffsets(consumer, assigned);
+        var offsets = StartOffsets(consumer, assigned, uncommitted);
         if (assigned.Count > 0)
         {
             Log.PartitionsAssigned(_logger, Queue, string.Join(", ", assigned));
@@ -470,31 +510,52 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         return offsets;
     }
 
-    /// <summary>Where the group stands on the new partitions, so the lag gauge is right before this member's first commit.</summary>
-    private void ReadCommitted(IConsumer<byte[]?, byte[]> consumer, List<TopicPartition> assigned)
+    /// <summary>
+    /// Where the group stands on the new partitions, so the lag gauge is right before this member's first commit. Returns
+    /// the partitions the group has no offset for (null when that could not be read).
+    /// </summary>
+    private HashSet<TopicPartition>? ReadCommitted(IConsumer<byte[]?, byte[]> consumer, List<TopicPartition> assigned)
     {
         try
         {
+            var uncommitted = new HashSet<TopicPartition>();
             foreach (var committed in consumer.Committed(assigned, TimeSpan.FromSeconds(5)))
             {
-                if (committed.Offset.Value >= 0 && _partitions.TryGetValue(committed.TopicPartition, out var progress))
+                if (committed.Offset.Value < 0)
+                {
+                    uncommitted.Add(committed.TopicPartition);
+                }
+                else if (_partitions.TryGetValue(committed.TopicPartition, out var progress))
                 {
                     progress.MarkCommitted(committed.Offset.Value);
                 }
             }
+
+            return uncommitted;
         }
         catch (KafkaException e)
         {
             // Only the gauge needs it; the client itself resumes from the committed offsets.
             Log.CommitFailed(_logger, Queue, e.Error.Code, e.Error.Reason);
+            return null;
         }
     }
 
-    private List<TopicPartitionOffset> StartOffsets(IConsumer<byte[]?, byte[]> consumer, List<TopicPartition> assigned)
+    private List<TopicPartitionOffset> StartOffsets(IConsumer<byte[]?, byte[]> consumer, List<TopicPartition> assigned, HashSet<TopicPartition>? uncommitted)
     {
         var fresh = assigned.Where(_seen.Add).ToList();
         var position = _options.StartPosition;
-        if (position == KafkaStartPosition.Committed || fresh.Count == 0)
+        if (position == KafkaStartPosition.Committed)
+        {
+            // A partition the group has no offset for starts where the reset policy says, told to the client now: left to
+            // it, the client finds no offset and looks the policy's offset up only after a back-off (100 ms in librdkafka).
+            // A reset to the end is resolved here, as Latest is below, so a record sent once ConsumeAsync returned is read.
+            return [.. assigned.Select(p => new TopicPartitionOffset(p, uncommitted is not null && uncommitted.Contains(p) && _resetTo is { } reset
+                ? reset == Offset.End ? EndOf(consumer, p) : reset
+                : Offset.Unset))];
+        }
+
+        if (fresh.Count == 0)
         {
             return [.. assigned.Select(p => new TopicPartitionOffset(p, Offset.Unset))];
         }

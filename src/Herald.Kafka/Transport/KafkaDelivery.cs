@@ -9,21 +9,26 @@ namespace Herald.Kafka.Transport;
 /// A delivery from a Kafka partition. Ack finishes its offset; a nack produces a copy (to the queue's topic, or through
 /// its retry topic when delayed) and a dead letter a copy to the dead-letter topic, each confirmed before the offset
 /// finishes. Settling a delivery whose partition was abandoned does nothing: its next owner handles it again.
+/// Made on the poll thread as the record is taken (one object per record: the record, its decoding and its offset's place).
 /// </summary>
-internal sealed class KafkaDelivery(string queue, KafkaConsumer consumer, KafkaDelivery.Received received)
-    : Delivery(received.Envelope, queue, received.DecodeFailure), IBrokerPartitionedDelivery
+internal sealed class KafkaDelivery(string queue, KafkaConsumer consumer, Message<byte[]?, byte[]> message, PartitionProgress.Entry entry, Envelope envelope, Exception? decodeFailure)
+    : Delivery(envelope, queue, decodeFailure), IBrokerPartitionedDelivery
 {
     /// <inheritdoc />
-    public BrokerPartition BrokerPartition => received.Entry.Partition.Broker;
+    public BrokerPartition BrokerPartition => entry.Partition.Broker;
 
     /// <summary>Set by the settlement that completed the offset, so the consumer finishes it once.</summary>
     public bool Completed { get; private set; }
 
-    public Received Item => received;
+    /// <summary>The record as consumed (republished as it is by a nack or a dead letter).</summary>
+    public Message<byte[]?, byte[]> Message => message;
+
+    /// <summary>The offset's place in its partition's progress.</summary>
+    public PartitionProgress.Entry Entry => entry;
 
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken)
     {
-        Completed = !received.Entry.Partition.Abandoned.IsCancellationRequested;
+        Completed = !entry.Partition.Abandoned.IsCancellationRequested;
         return ValueTask.CompletedTask;
     }
 
@@ -32,12 +37,12 @@ internal sealed class KafkaDelivery(string queue, KafkaConsumer consumer, KafkaD
 
     protected override async ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
     {
-        if (received.Entry.Partition.Abandoned.IsCancellationRequested)
+        if (entry.Partition.Abandoned.IsCancellationRequested)
         {
             return;
         }
 
-        await consumer.RedeliverAsync(received, delay, headers, cancellationToken).ConfigureAwait(false);
+        await consumer.RedeliverAsync(message, delay, headers, cancellationToken).ConfigureAwait(false);
         Completed = true;
     }
 
@@ -46,17 +51,14 @@ internal sealed class KafkaDelivery(string queue, KafkaConsumer consumer, KafkaD
 
     protected override async ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
     {
-        if (received.Entry.Partition.Abandoned.IsCancellationRequested)
+        if (entry.Partition.Abandoned.IsCancellationRequested)
         {
             return;
         }
 
-        await consumer.DeadLetterAsync(received, reason, headers, cancellationToken).ConfigureAwait(false);
+        await consumer.DeadLetterAsync(message, reason, headers, cancellationToken).ConfigureAwait(false);
         Completed = true;
     }
 
     private static readonly IReadOnlyDictionary<string, string> EmptyHeaders = new Dictionary<string, string>(StringComparer.Ordinal);
-
-    /// <summary>One record as consumed: the raw message (republished as it is), its offset's entry and its decoding.</summary>
-    internal sealed record Received(Message<byte[]?, byte[]> Message, PartitionProgress.Entry Entry, Envelope Envelope, Exception? DecodeFailure);
 }

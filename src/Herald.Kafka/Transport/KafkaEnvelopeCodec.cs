@@ -1,5 +1,6 @@
 using System.Collections.ObjectModel;
 using System.Globalization;
+using System.Numerics;
 using System.Text;
 using Confluent.Kafka;
 using Herald.Internal;
@@ -129,13 +130,15 @@ internal static class KafkaEnvelopeCodec
     /// <summary>
     /// Turns a consumed record into an envelope; never throws. When it is malformed (or decoding throws for any reason),
     /// <paramref name="failure"/> says why and the envelope holds what could be read, so its dead letter shows as much as possible.
+    /// <paramref name="texts"/>, when given, hands out the same string for the attribute values records repeat (type,
+    /// source, content type) instead of a new one per record; it belongs to one thread.
     /// </summary>
-    public static Envelope Decode(Message<byte[]?, byte[]> message, string defaultSource, TimeProvider timeProvider, out MalformedMessageException? failure)
+    public static Envelope Decode(Message<byte[]?, byte[]> message, string defaultSource, TimeProvider timeProvider, out MalformedMessageException? failure, RepeatedTexts? texts = null)
     {
         try
         {
             failure = null;
-            return DecodeOrThrow(message, defaultSource);
+            return DecodeOrThrow(message, defaultSource, texts);
         }
 #pragma warning disable CA1031 // Nothing from the wire is trusted: whatever decoding throws makes the delivery undecodable.
         catch (Exception e)
@@ -149,9 +152,11 @@ internal static class KafkaEnvelopeCodec
 
     /// <summary>Deliveries so far including this one: the attempt header Herald writes when it redelivers, else 1.</summary>
     public static int Attempt(Message<byte[]?, byte[]> message) =>
-        Header(message, AttemptHeader) is { } text && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var attempt) && attempt >= 1
-            ? attempt
-            : 1;
+        message.Headers is not null && message.Headers.TryGetLastBytes(AttemptHeader, out var bytes) ? Attempt(bytes) : 1;
+
+    /// <summary>The attempt count an attempt header's value holds (digits only, at least 1), else 1.</summary>
+    private static int Attempt(ReadOnlySpan<byte> value) =>
+        int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var attempt) && attempt >= 1 ? attempt : 1;
 
     /// <summary>The text of a header (the last one of that name), or null when it is absent or not UTF-8.</summary>
     public static string? Header(Message<byte[]?, byte[]> message, string name)
@@ -173,35 +178,41 @@ internal static class KafkaEnvelopeCodec
 
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
-    private static Envelope DecodeOrThrow(Message<byte[]?, byte[]> message, string defaultSource)
+    private static Envelope DecodeOrThrow(Message<byte[]?, byte[]> message, string defaultSource, RepeatedTexts? texts)
     {
         Dictionary<string, string>? headers = null;
-        string? ceId = null, ceType = null, ceSource = null, ceTime = null, ceSchema = null, contentType = null;
+
+        // The id and the time are parsed from their bytes (text only for an error message or a form read the slow way);
+        // the last of each name wins, as it does for the other attributes.
+        byte[]? ceId = null, ceTime = null, attempt = null;
+        string? ceType = null, ceSource = null, ceSchema = null, contentType = null;
         string? ceCorrelation = null, ceCausation = null, ceUser = null, cePartition = null;
-        if (message.Headers is not null)
+        if (message.Headers is { } recordHeaders)
         {
-            foreach (var header in message.Headers)
+            // By index: the client's enumerator is an object per record.
+            for (var i = 0; i < recordHeaders.Count; i++)
             {
+                var header = recordHeaders[i];
                 var name = header.Key;
+                var bytes = header.GetValueBytes() ?? [];
                 if (name.StartsWith("x-herald-", StringComparison.Ordinal))
                 {
+                    if (name == AttemptHeader)
+                    {
+                        attempt = bytes;
+                    }
+
                     continue;
                 }
 
-                var bytes = header.GetValueBytes();
-                string value;
-                try
-                {
-                    value = bytes is null ? string.Empty : StrictUtf8.GetString(bytes);
-                }
-                catch (DecoderFallbackException)
+                if (!System.Text.Unicode.Utf8.IsValid(bytes))
                 {
                     throw new MalformedMessageException($"Malformed message: its header '{Truncate(name)}' is not UTF-8 text.");
                 }
 
                 if (name == ContentTypeHeader)
                 {
-                    contentType = value;
+                    contentType = Text(bytes, texts);
                 }
                 else if (name.StartsWith(Prefix, StringComparison.Ordinal))
                 {
@@ -210,24 +221,24 @@ internal static class KafkaEnvelopeCodec
                     switch (attribute)
                     {
                         case "specversion": break;
-                        case "id": ceId = value; break;
-                        case "type": ceType = value; break;
-                        case "source": ceSource = value; break;
-                        case "time": ceTime = value; break;
-                        case "dataschema": ceSchema = value; break;
-                        case "datacontenttype": contentType ??= value; break;
-                        case "correlationid": ceCorrelation = value; break;
-                        case "causationid": ceCausation = value; break;
-                        case "userid": ceUser = value; break;
-                        case "partitionkey": cePartition = value; break;
+                        case "id": ceId = bytes; break;
+                        case "type": ceType = Text(bytes, texts); break;
+                        case "source": ceSource = Text(bytes, texts); break;
+                        case "time": ceTime = bytes; break;
+                        case "dataschema": ceSchema = Text(bytes, texts); break;
+                        case "datacontenttype": contentType ??= Text(bytes, texts); break;
+                        case "correlationid": ceCorrelation = StrictUtf8.GetString(bytes); break;
+                        case "causationid": ceCausation = StrictUtf8.GetString(bytes); break;
+                        case "userid": ceUser = StrictUtf8.GetString(bytes); break;
+                        case "partitionkey": cePartition = StrictUtf8.GetString(bytes); break;
                         case "deliveryattempt": break;
-                        default: (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute.ToString()] = value; break;
+                        default: (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[attribute.ToString()] = StrictUtf8.GetString(bytes); break;
                     }
                 }
                 else
                 {
                     // A plain header from another client: kept, so a handler can read it.
-                    (headers ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, value);
+                    (headers ??= new Dictionary<string, string>(StringComparer.Ordinal)).TryAdd(name, StrictUtf8.GetString(bytes));
                 }
             }
         }
@@ -235,7 +246,7 @@ internal static class KafkaEnvelopeCodec
         if (ceId is null && ceType is null && ceTime is null && headers is not null && headers.Remove(PlainTypeHeader, out var plainType))
         {
             headers.Remove(PlainSourceHeader, out var plainSource);
-            return DecodePlain(message, plainType, plainSource, contentType, headers, defaultSource);
+            return DecodePlain(message, plainType, plainSource, contentType, headers, defaultSource, Attempt(attempt));
         }
 
         if (ceId is null)
@@ -243,9 +254,9 @@ internal static class KafkaEnvelopeCodec
             throw new MalformedMessageException($"Malformed message: it has no id (no ce_id header), and it is no plain record (no {PlainTypeHeader} header).");
         }
 
-        if (!Guid.TryParse(ceId, out var id))
+        if (!Guid.TryParse(ceId, out var id) && !Guid.TryParse(StrictUtf8.GetString(ceId), out id))
         {
-            throw new MalformedMessageException($"Malformed message: its id '{Truncate(ceId)}' is not a Guid.");
+            throw new MalformedMessageException($"Malformed message: its id '{Truncate(StrictUtf8.GetString(ceId))}' is not a Guid.");
         }
 
         if (string.IsNullOrEmpty(ceType))
@@ -258,7 +269,8 @@ internal static class KafkaEnvelopeCodec
             throw new MalformedMessageException($"Malformed message {id}: it has no time (no ce_time header).");
         }
 
-        var time = ParseTime(ceTime) ?? throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(ceTime)}' is not an RFC 3339 time.");
+        var time = ParseOwnTime(ceTime) ?? ParseTime(StrictUtf8.GetString(ceTime))
+            ?? throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(StrictUtf8.GetString(ceTime))}' is not an RFC 3339 time.");
         if (ceSource is not null && ceSource != defaultSource)
         {
             (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = ceSource;
@@ -277,16 +289,19 @@ internal static class KafkaEnvelopeCodec
             ContentType = string.IsNullOrEmpty(contentType) ? ContentTypes.Json : contentType,
             Headers = headers ?? (IReadOnlyDictionary<string, string>)ReadOnlyDictionary<string, string>.Empty,
             Body = message.Value ?? [],
-            DeliveryAttempt = Attempt(message),
+            DeliveryAttempt = Attempt(attempt),
         };
     }
+
+    /// <summary>The text of valid UTF-8 <paramref name="bytes"/>: one held by <paramref name="texts"/> when it has it.</summary>
+    private static string Text(byte[] bytes, RepeatedTexts? texts) => texts is null ? StrictUtf8.GetString(bytes) : texts.Get(bytes);
 
     /// <summary>
     /// A plain record of another producer: the type from <c>event-type</c>, the source from <c>event-source</c>, the partition
     /// key from the record key, the time from the record's timestamp, and an id derived from what the record carries (type,
     /// source, key, producer timestamp, value), so the same record sent twice has one id and the inbox takes it once.
     /// </summary>
-    private static Envelope DecodePlain(Message<byte[]?, byte[]> message, string type, string? source, string? contentType, Dictionary<string, string> headers, string defaultSource)
+    private static Envelope DecodePlain(Message<byte[]?, byte[]> message, string type, string? source, string? contentType, Dictionary<string, string> headers, string defaultSource, int attempt)
     {
         if (type.Length == 0)
         {
@@ -316,7 +331,7 @@ internal static class KafkaEnvelopeCodec
             ContentType = string.IsNullOrEmpty(contentType) ? ContentTypes.Json : contentType,
             Headers = headers,
             Body = message.Value ?? [],
-            DeliveryAttempt = Attempt(message),
+            DeliveryAttempt = attempt,
         };
     }
 
@@ -387,9 +402,15 @@ internal static class KafkaEnvelopeCodec
     /// The time in the exact form Herald writes (<see cref="TimeFormat"/>), read by hand: the general parser is the costliest
     /// step of decoding a record. Null for any other form (or an impossible date), which the general parser then decides on.
     /// </summary>
-    private static DateTimeOffset? ParseOwnTime(string text)
+    private static DateTimeOffset? ParseOwnTime(string text) => ParseOwnTime<char>(text);
+
+    /// <summary>As <see cref="ParseOwnTime(string)"/>, on the header's UTF-8 bytes (no text made for it).</summary>
+    private static DateTimeOffset? ParseOwnTime(ReadOnlySpan<byte> text) => ParseOwnTime<byte>(text);
+
+    private static DateTimeOffset? ParseOwnTime<T>(ReadOnlySpan<T> text)
+        where T : unmanaged, IBinaryInteger<T>
     {
-        if (text.Length != 24 || text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' || text[16] != ':' || text[19] != '.' || text[23] != 'Z'
+        if (text.Length != 24 || At(text, 4) != '-' || At(text, 7) != '-' || At(text, 10) != 'T' || At(text, 13) != ':' || At(text, 16) != ':' || At(text, 19) != '.' || At(text, 23) != 'Z'
             || Digits(text, 0, 4) is not (>= 1 and var year) || Digits(text, 5, 2) is not (>= 1 and <= 12 and var month)
             || Digits(text, 8, 2) is not (>= 1 and var day) || day > DateTime.DaysInMonth(year, month)
             || Digits(text, 11, 2) is not (>= 0 and <= 23 and var hour) || Digits(text, 14, 2) is not (>= 0 and <= 59 and var minute)
@@ -401,18 +422,24 @@ internal static class KafkaEnvelopeCodec
         return new DateTimeOffset(year, month, day, hour, minute, second, millisecond, TimeSpan.Zero);
     }
 
+    /// <summary>The character (UTF-16 unit or UTF-8 byte) at <paramref name="index"/>, as a number.</summary>
+    private static int At<T>(ReadOnlySpan<T> text, int index)
+        where T : unmanaged, IBinaryInteger<T> => int.CreateTruncating(text[index]);
+
     /// <summary>The number written in ASCII digits at <paramref name="start"/>, or -1 when a character there is not a digit.</summary>
-    private static int Digits(string text, int start, int length)
+    private static int Digits<T>(ReadOnlySpan<T> text, int start, int length)
+        where T : unmanaged, IBinaryInteger<T>
     {
         var value = 0;
         for (var i = start; i < start + length; i++)
         {
-            if (!char.IsAsciiDigit(text[i]))
+            var digit = At(text, i) - '0';
+            if ((uint)digit > 9)
             {
                 return -1;
             }
 
-            value = (value * 10) + (text[i] - '0');
+            value = (value * 10) + digit;
         }
 
         return value;

@@ -202,7 +202,10 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     }
 
     /// <summary>A consumer builder with Herald's settings: manual commits, the group protocol, and the user's additions.</summary>
-    internal ConsumerBuilder<byte[]?, byte[]> BuildConsumer(string groupId)
+    internal ConsumerBuilder<byte[]?, byte[]> BuildConsumer(string groupId) => BuildConsumer(groupId, out _);
+
+    /// <summary>As <see cref="BuildConsumer(string)"/>, also giving the settings the consumer is built with.</summary>
+    internal ConsumerBuilder<byte[]?, byte[]> BuildConsumer(string groupId, out ConsumerConfig settings)
     {
         var config = new ConsumerConfig
         {
@@ -226,6 +229,7 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
 
         _options.ConfigureConsumer?.Invoke(config);
         config.EnableAutoCommit = false;
+        settings = config;
         return new ConsumerBuilder<byte[]?, byte[]>(config)
             .SetLogHandler((_, message) => Log.ClientLog(_logger, message.Name, message.Facility, message.Message));
     }

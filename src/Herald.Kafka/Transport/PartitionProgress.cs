@@ -14,8 +14,13 @@ internal sealed class PartitionProgress : IDisposable
 {
     private static long s_assignments;
     private readonly Lock _gate = new();
-    private readonly Queue<Entry> _taken = new();
     private readonly CancellationTokenSource _abandon;
+
+    // The messages taken and not yet committable, oldest first: a ring of slots indexed by a running sequence number, so
+    // taking a message allocates nothing. _head is the sequence of the oldest slot still held, _tail the next one given.
+    private Slot[] _slots = new Slot[64];
+    private long _head;
+    private long _tail;
     private long _committable = Offset.Unset.Value;
     private int _outstanding;
     private TaskCompletionSource? _idle;
@@ -50,14 +55,18 @@ internal sealed class PartitionProgress : IDisposable
     /// <summary>Registers a message taken from the partition, in the order Kafka hands them out.</summary>
     public Entry Take(long offset)
     {
-        var entry = new Entry(this, offset);
         lock (_gate)
         {
-            _taken.Enqueue(entry);
-            _outstanding++;
-        }
+            if (_tail - _head == _slots.Length)
+            {
+                Grow();
+            }
 
-        return entry;
+            var sequence = _tail++;
+            _slots[Index(sequence)] = new Slot(offset);
+            _outstanding++;
+            return new Entry(this, sequence);
+        }
     }
 
     /// <summary>
@@ -71,12 +80,19 @@ internal sealed class PartitionProgress : IDisposable
     {
         lock (_gate)
         {
-            if (entry.Finished)
+            // Finished twice: the slot was marked (or already passed over) the first time.
+            if (entry.Sequence < _head || entry.Sequence >= _tail)
             {
                 return;
             }
 
-            entry.Finished = true;
+            ref var slot = ref _slots[Index(entry.Sequence)];
+            if (slot.State != SlotState.Running)
+            {
+                return;
+            }
+
+            slot.State = settled ? SlotState.Settled : SlotState.Unsettled;
             if (--_outstanding == 0 && _idle is { } idle)
             {
                 _idle = null;
@@ -88,16 +104,18 @@ internal sealed class PartitionProgress : IDisposable
                 return;
             }
 
-            entry.Settled = true;
-            while (_taken.TryPeek(out var oldest) && oldest.Finished)
+            while (_head < _tail)
             {
+                ref var oldest = ref _slots[Index(_head)];
+
                 // An unsettled message ends the run for good: its offset must be read again by whoever comes next.
-                if (!oldest.Settled)
+                if (oldest.State != SlotState.Settled)
                 {
                     break;
                 }
 
-                _committable = _taken.Dequeue().Offset + 1;
+                _committable = oldest.Offset + 1;
+                _head++;
             }
         }
     }
@@ -158,15 +176,33 @@ internal sealed class PartitionProgress : IDisposable
     private TopicPartitionOffset? CommittableLocked() =>
         _committable > Committed ? new TopicPartitionOffset(Partition, _committable) : null;
 
-    /// <summary>One message taken from the partition.</summary>
-    internal sealed class Entry(PartitionProgress partition, long offset)
+    private int Index(long sequence) => (int)(sequence & (_slots.Length - 1));
+
+    private void Grow()
     {
-        public PartitionProgress Partition { get; } = partition;
+        // Twice the room (still a power of two), the held slots moved over in order.
+        var grown = new Slot[_slots.Length * 2];
+        for (var sequence = _head; sequence < _tail; sequence++)
+        {
+            grown[(int)(sequence & (grown.Length - 1))] = _slots[Index(sequence)];
+        }
 
-        public long Offset { get; } = offset;
+        _slots = grown;
+    }
 
-        public bool Finished { get; set; }
+    /// <summary>One message taken from the partition: which slot of its progress it holds.</summary>
+    internal readonly record struct Entry(PartitionProgress Partition, long Sequence);
 
-        public bool Settled { get; set; }
+    private enum SlotState : byte
+    {
+        Running,
+        Unsettled,
+        Settled,
+    }
+
+    private struct Slot(long offset)
+    {
+        public readonly long Offset = offset;
+        public SlotState State = SlotState.Running;
     }
 }

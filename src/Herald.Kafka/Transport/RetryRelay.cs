@@ -17,7 +17,7 @@ internal sealed class RetryRelay : IAsyncDisposable
 
     private readonly KafkaTransport _transport;
     private readonly ILogger _logger;
-    private readonly IConsumer<byte[]?, byte[]> _consumer;
+    private IConsumer<byte[]?, byte[]> _consumer = null!;
     private readonly Dictionary<TopicPartition, DateTimeOffset> _heldUntil = [];
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _running;
@@ -27,11 +27,9 @@ internal sealed class RetryRelay : IAsyncDisposable
         _transport = transport;
         _logger = logger;
         Topic = retryTopic;
-        _consumer = transport.BuildConsumer(transport.Options.GroupIdPrefix + retryTopic)
-            .SetPartitionsRevokedHandler((_, revoked) => Forget(revoked.Select(p => p.TopicPartition)))
-            .SetPartitionsLostHandler((_, lost) => Forget(lost.Select(p => p.TopicPartition)))
-            .SetErrorHandler((_, error) => Log.ClientError(_logger, retryTopic, error.Code, error.Reason))
-            .Build();
+
+        // The client is made on the relay's own thread: making one takes milliseconds, which the ConsumeAsync that
+        // starts the relay would otherwise wait for before its own consumer joins the group.
         _running = Task.Factory.StartNew(Run, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
@@ -46,6 +44,22 @@ internal sealed class RetryRelay : IAsyncDisposable
 
     private void Run()
     {
+        try
+        {
+            _consumer = _transport.BuildConsumer(_transport.Options.GroupIdPrefix + Topic)
+                .SetPartitionsRevokedHandler((_, revoked) => Forget(revoked.Select(p => p.TopicPartition)))
+                .SetPartitionsLostHandler((_, lost) => Forget(lost.Select(p => p.TopicPartition)))
+                .SetErrorHandler((_, error) => Log.ClientError(_logger, Topic, error.Code, error.Reason))
+                .Build();
+        }
+#pragma warning disable CA1031 // Logged: the relay thread must end cleanly so disposal returns.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.PollFailed(_logger, e, Topic);
+            return;
+        }
+
         try
         {
             _consumer.Subscribe(Topic);
