@@ -146,4 +146,31 @@ public sealed class SqliteDeadLetterListPlanTests
         Assert.Contains(plan, line => line.Contains(expected, StringComparison.Ordinal));
         Assert.DoesNotContain(plan, line => line.Contains("TEMP B-TREE", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public async Task PurgeOfOneEndpoint_StartsInTheEndpointIndex()
+    {
+        using var database = new TempDatabase();
+        await (await SqliteEventStore.OpenAsync(database.Path)).DisposeAsync();
+
+        using var raw = database.OpenRaw();
+        using var command = raw.CreateCommand();
+        command.CommandText = "EXPLAIN QUERY PLAN " + SqliteDeadLetterStore.DeleteManySqlFor(new DeadLetterQuery { Endpoint = "ep" });
+        for (var i = 0; i < 7; i++)
+        {
+            command.Parameters.AddWithValue("$p" + i, DBNull.Value);
+        }
+
+        var plan = new List<string>();
+        using (var reader = command.ExecuteReader())
+        {
+            while (reader.Read())
+            {
+                plan.Add(reader.GetString(3));
+            }
+        }
+
+        Assert.Contains(plan, line => line.Contains("herald_dead_letters_by_endpoint (endpoint=?", StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, line => line.Contains("TEMP B-TREE", StringComparison.Ordinal));
+    }
 }
