@@ -14,20 +14,24 @@ namespace Herald.Handling;
 /// </summary>
 public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
 {
-    private readonly IServiceProvider _root;
-    private readonly IMessageBus _bus;
-    private AsyncServiceScope? _scope;
+    // What every attempt of one endpoint shares is held once (see EndpointContext), and the scope by its reference alone:
+    // one context is made per attempt, so each field here is paid per message.
+    private EndpointContext _endpoint;
+    private IServiceScope? _scope;
     private IUnitOfWork? _unitOfWork;
     private Dictionary<string, object?>? _items;
 
     internal MessageContext(Envelope envelope, object message, string endpoint, IServiceProvider root, IMessageBus bus, CancellationToken cancellationToken, int attempt = 1)
+        : this(envelope, message, new EndpointContext(endpoint, root, bus, UseOutbox: false), cancellationToken, attempt)
+    {
+    }
+
+    internal MessageContext(Envelope envelope, object message, EndpointContext endpoint, CancellationToken cancellationToken, int attempt)
     {
         Envelope = envelope;
         Message = message;
-        Endpoint = endpoint;
         Attempt = attempt;
-        _root = root;
-        _bus = bus;
+        _endpoint = endpoint;
         CancellationToken = cancellationToken;
     }
 
@@ -50,7 +54,7 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     public object Message { get; }
 
     /// <summary>The endpoint (queue) handling it.</summary>
-    public string Endpoint { get; }
+    public string Endpoint => _endpoint.Name;
 
     /// <summary>Which attempt this is, from 1, counting immediate retries and redeliveries as the retry policy does.</summary>
     public int Attempt { get; }
@@ -94,13 +98,23 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
         }
     }
 
-    internal HandlerInvoker? Invoker { get; set; }
+    /// <summary>The delivery on its way through the chain, while this attempt runs: its handlers, and the transport's delivery.</summary>
+    internal Pipeline.Consumption? Consumption { get; set; }
 
-    /// <summary>The transport's delivery the message came in (none for an event-store subscription), for <see cref="Internal.BrokerPartitions"/>.</summary>
-    internal Transport.Delivery? Delivery { get; init; }
+    internal HandlerInvoker? Invoker => Consumption?.Invoker;
+
+    /// <summary>
+    /// The transport's delivery the message came in (none for an event-store subscription), for <see cref="Internal.BrokerPartitions"/>;
+    /// none once the context is disposed, since the chain reuses its consumption and a transport may reuse the delivery.
+    /// </summary>
+    internal Transport.Delivery? Delivery => Consumption?.Delivery;
 
     /// <summary>When set, messages sent or published here go through the outbox of this attempt's unit of work.</summary>
-    internal bool UseOutbox { get; init; }
+    internal bool UseOutbox
+    {
+        get => _endpoint.UseOutbox;
+        init => _endpoint = _endpoint with { UseOutbox = value };
+    }
 
     /// <summary>True once the scope (and so possibly a unit of work) exists.</summary>
     internal bool HasScope => _scope is not null;
@@ -109,24 +123,29 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     public ValueTask PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
         where TMessage : notnull => UseOutbox
             ? Services.GetRequiredService<IOutbox>().PublishAsync(message, Follow(options), cancellationToken)
-            : _bus.PublishAsync(message, Follow(options), cancellationToken);
+            : _endpoint.Bus.PublishAsync(message, Follow(options), cancellationToken);
 
     /// <summary>Sends a message caused by the incoming message (through the outbox when it is on: it leaves only if this attempt commits).</summary>
     public ValueTask SendAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
         where TMessage : notnull => UseOutbox
             ? Services.GetRequiredService<IOutbox>().SendAsync(message, Follow(options), cancellationToken)
-            : _bus.SendAsync(message, Follow(options), cancellationToken);
+            : _endpoint.Bus.SendAsync(message, Follow(options), cancellationToken);
 
     /// <summary>Disposes the message's scope, if one was created.</summary>
-    public ValueTask DisposeAsync() => _scope is { } scope ? scope.DisposeAsync() : ValueTask.CompletedTask;
+    public ValueTask DisposeAsync()
+    {
+        Consumption = null;
+        return _scope is { } scope ? new AsyncServiceScope(scope).DisposeAsync() : ValueTask.CompletedTask;
+    }
 
+    // Boxed: only a batch of subscription events shares one scope between contexts.
     internal void UseScope(AsyncServiceScope scope) => _scope = scope;
 
     // The scope's unit of work must know this context commits it, and commands sent from here must join it: when the pipeline
     // did not make the attempt ambient up front (a singleton handler), the flow that first needs the scope does.
-    private AsyncServiceScope CreateScope()
+    private IServiceScope CreateScope()
     {
-        var scope = _root.CreateAsyncScope();
+        var scope = _endpoint.Root.CreateScope();
         _scope = scope;
         if (!ReferenceEquals(UnitOfWorkRunner.Current, this))
         {
