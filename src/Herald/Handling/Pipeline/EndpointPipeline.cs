@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Herald.Transport;
 
 namespace Herald.Handling.Pipeline;
@@ -19,6 +20,8 @@ internal sealed class EndpointPipeline(string endpoint, ConsumeStep head) : IFor
 
     public string Endpoint => endpoint;
 
+    // Pooled: it goes asynchronous whenever the handler does.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask HandleAsync(Delivery delivery, CancellationToken cancellationToken)
     {
         var consumption = t_spare ?? new Consumption();

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Herald.Internal;
 using Herald.Messages;
@@ -202,6 +203,8 @@ internal sealed class InMemoryConsumer : ITransportConsumer
         }
     }
 
+    // Pooled: it goes asynchronous whenever the handler does.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask HandleAsync(InMemoryDelivery delivery)
     {
         var envelope = delivery.Envelope;
