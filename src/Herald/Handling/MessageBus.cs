@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Herald.Diagnostics;
 using Herald.Hosting;
 using Herald.Messages;
@@ -51,6 +52,8 @@ internal sealed class MessageBus : IMessageBus
             options?.Headers);
     }
 
+    // Pooled: it goes asynchronous whenever the queue or broker makes the sender wait, once per message under load.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask DispatchAsync(Envelope envelope, string destination, bool publish, DeliveryOptions? options, CancellationToken cancellationToken)
     {
         using var activity = HeraldDiagnostics.ActivitySource.HasListeners()

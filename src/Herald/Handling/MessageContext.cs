@@ -14,20 +14,22 @@ namespace Herald.Handling;
 /// </summary>
 public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
 {
-    private readonly IServiceProvider _root;
-    private readonly IMessageBus _bus;
-    private AsyncServiceScope? _scope;
-    private IUnitOfWork? _unitOfWork;
-    private Dictionary<string, object?>? _items;
+    // One context is made per attempt, so each field here is paid per message: what every attempt of one endpoint shares is
+    // held once (see EndpointContext), and what only some attempts make (a scope, its unit of work, items) in one Extras.
+    private EndpointContext _endpoint;
+    private Extras? _extras;
 
     internal MessageContext(Envelope envelope, object message, string endpoint, IServiceProvider root, IMessageBus bus, CancellationToken cancellationToken, int attempt = 1)
+        : this(envelope, message, new EndpointContext(endpoint, root, bus, UseOutbox: false), cancellationToken, attempt)
+    {
+    }
+
+    internal MessageContext(Envelope envelope, object message, EndpointContext endpoint, CancellationToken cancellationToken, int attempt)
     {
         Envelope = envelope;
         Message = message;
-        Endpoint = endpoint;
         Attempt = attempt;
-        _root = root;
-        _bus = bus;
+        _endpoint = endpoint;
         CancellationToken = cancellationToken;
     }
 
@@ -50,7 +52,7 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     public object Message { get; }
 
     /// <summary>The endpoint (queue) handling it.</summary>
-    public string Endpoint { get; }
+    public string Endpoint => _endpoint.Name;
 
     /// <summary>Which attempt this is, from 1, counting immediate retries and redeliveries as the retry policy does.</summary>
     public int Attempt { get; }
@@ -62,19 +64,32 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     public CancellationToken CancellationToken { get; internal set; }
 
     /// <summary>The services of this message's scope (its unit of work), created on first use.</summary>
-    public IServiceProvider Services => (_scope ?? CreateScope()).ServiceProvider;
+    public IServiceProvider Services => (_extras?.Scope ?? CreateScope()).ServiceProvider;
 
     /// <summary>A place for middleware to pass values along the pipeline.</summary>
-    public IDictionary<string, object?> Items => _items ??= new Dictionary<string, object?>(StringComparer.Ordinal);
+    public IDictionary<string, object?> Items => (_extras ??= new()).Items ??= new Dictionary<string, object?>(StringComparer.Ordinal);
 
     /// <summary>
     /// This attempt's unit of work (the scoped <see cref="IUnitOfWork"/> of <see cref="Services"/>, which handlers may inject
     /// as well); the pipeline commits it after the handlers succeed, and rolls it back when they fail.
     /// </summary>
-    public IUnitOfWork UnitOfWork => _unitOfWork ??= Services.GetRequiredService<IUnitOfWork>();
+    public IUnitOfWork UnitOfWork
+    {
+        get
+        {
+            if (_extras?.UnitOfWork is { } unitOfWork)
+            {
+                return unitOfWork;
+            }
+
+            // Resolving it may adopt it already (the persistence package's factory); either way it is this attempt's.
+            unitOfWork = Services.GetRequiredService<IUnitOfWork>();
+            return _extras!.UnitOfWork ??= unitOfWork;
+        }
+    }
 
     /// <summary>True once this attempt's scope created its unit of work (asked for here or injected into a service).</summary>
-    internal bool HasUnitOfWork => _unitOfWork is not null;
+    internal bool HasUnitOfWork => _extras?.UnitOfWork is not null;
 
     /// <summary>The stored events' metadata: the incoming message's correlation (or its id), its id as the cause, its authenticated user.</summary>
     EventMetadata IUnitOfWorkScope.Metadata => new()
@@ -84,50 +99,65 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
         UserId = UserId,
     };
 
-    bool IUnitOfWorkScope.Owns(IUnitOfWork unitOfWork) => ReferenceEquals(_unitOfWork, unitOfWork);
+    bool IUnitOfWorkScope.Owns(IUnitOfWork unitOfWork) => ReferenceEquals(_extras?.UnitOfWork, unitOfWork);
 
     void IUnitOfWorkScope.Adopt(IServiceProvider services, IUnitOfWork unitOfWork)
     {
-        if (_scope is { } scope && ReferenceEquals(scope.ServiceProvider, services))
+        if (_extras is { Scope: { } scope } extras && ReferenceEquals(scope.ServiceProvider, services))
         {
-            _unitOfWork ??= unitOfWork;
+            extras.UnitOfWork ??= unitOfWork;
         }
     }
 
-    internal HandlerInvoker? Invoker { get; set; }
+    /// <summary>The delivery on its way through the chain, while this attempt runs: its handlers, and the transport's delivery.</summary>
+    internal Pipeline.Consumption? Consumption { get; set; }
 
-    /// <summary>The transport's delivery the message came in (none for an event-store subscription), for <see cref="Internal.BrokerPartitions"/>.</summary>
-    internal Transport.Delivery? Delivery { get; init; }
+    internal HandlerInvoker? Invoker => Consumption?.Invoker;
+
+    /// <summary>
+    /// The transport's delivery the message came in (none for an event-store subscription), for <see cref="Internal.BrokerPartitions"/>;
+    /// none once the context is disposed, since the chain reuses its consumption and a transport may reuse the delivery.
+    /// </summary>
+    internal Transport.Delivery? Delivery => Consumption?.Delivery;
 
     /// <summary>When set, messages sent or published here go through the outbox of this attempt's unit of work.</summary>
-    internal bool UseOutbox { get; init; }
+    internal bool UseOutbox
+    {
+        get => _endpoint.UseOutbox;
+        init => _endpoint = _endpoint with { UseOutbox = value };
+    }
 
     /// <summary>True once the scope (and so possibly a unit of work) exists.</summary>
-    internal bool HasScope => _scope is not null;
+    internal bool HasScope => _extras?.Scope is not null;
 
     /// <summary>Publishes an event caused by the incoming message (through the outbox when it is on: it leaves only if this attempt commits).</summary>
     public ValueTask PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
         where TMessage : notnull => UseOutbox
             ? Services.GetRequiredService<IOutbox>().PublishAsync(message, Follow(options), cancellationToken)
-            : _bus.PublishAsync(message, Follow(options), cancellationToken);
+            : _endpoint.Bus.PublishAsync(message, Follow(options), cancellationToken);
 
     /// <summary>Sends a message caused by the incoming message (through the outbox when it is on: it leaves only if this attempt commits).</summary>
     public ValueTask SendAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
         where TMessage : notnull => UseOutbox
             ? Services.GetRequiredService<IOutbox>().SendAsync(message, Follow(options), cancellationToken)
-            : _bus.SendAsync(message, Follow(options), cancellationToken);
+            : _endpoint.Bus.SendAsync(message, Follow(options), cancellationToken);
 
     /// <summary>Disposes the message's scope, if one was created.</summary>
-    public ValueTask DisposeAsync() => _scope is { } scope ? scope.DisposeAsync() : ValueTask.CompletedTask;
+    public ValueTask DisposeAsync()
+    {
+        Consumption = null;
+        return _extras?.Scope is { } scope ? new AsyncServiceScope(scope).DisposeAsync() : ValueTask.CompletedTask;
+    }
 
-    internal void UseScope(AsyncServiceScope scope) => _scope = scope;
+    // Boxed: only a batch of subscription events shares one scope between contexts.
+    internal void UseScope(AsyncServiceScope scope) => (_extras ??= new()).Scope = scope;
 
     // The scope's unit of work must know this context commits it, and commands sent from here must join it: when the pipeline
     // did not make the attempt ambient up front (a singleton handler), the flow that first needs the scope does.
-    private AsyncServiceScope CreateScope()
+    private IServiceScope CreateScope()
     {
-        var scope = _root.CreateAsyncScope();
-        _scope = scope;
+        var scope = _endpoint.Root.CreateScope();
+        (_extras ??= new()).Scope = scope;
         if (!ReferenceEquals(UnitOfWorkRunner.Current, this))
         {
             UnitOfWorkRunner.Enter(this);
@@ -145,5 +175,15 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
             CausationId = Envelope.MessageId.ToString(),
             UserId = options.UserId ?? UserId,
         };
+    }
+
+    // What only some attempts make: a light handler's attempt needs none of it.
+    private sealed class Extras
+    {
+        public IServiceScope? Scope { get; set; }
+
+        public IUnitOfWork? UnitOfWork { get; set; }
+
+        public Dictionary<string, object?>? Items { get; set; }
     }
 }

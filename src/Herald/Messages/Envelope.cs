@@ -9,8 +9,13 @@ public sealed record Envelope
     // Stands in _correlationId for "this message's own id", so a new flow pays for the text only if it is read.
     private static readonly string Self = new('\0', 1);
 
+    // Every message allocates an envelope, so it holds inline only what most messages carry: the time as UTC ticks, and
+    // the rarer attributes (user, partition key, a content type other than JSON, a time offset other than UTC) in one
+    // shared, immutable Rare object that exists only when one of them is set.
     private readonly Guid _messageId;
     private readonly string? _correlationId;
+    private readonly long _utcTicks;
+    private readonly Rare? _rare;
 
     /// <summary>Unique id of this message (a Guid v7, so ids sort by creation time).</summary>
     public required Guid MessageId
@@ -35,7 +40,21 @@ public sealed record Envelope
     public int SchemaVersion { get; init; } = 1;
 
     /// <summary>When the message was created.</summary>
-    public required DateTimeOffset Time { get; init; }
+    public required DateTimeOffset Time
+    {
+        get => _rare is { OffsetMinutes: not 0 and var minutes }
+            ? new DateTimeOffset(_utcTicks + (minutes * TimeSpan.TicksPerMinute), TimeSpan.FromMinutes(minutes))
+            : new DateTimeOffset(_utcTicks, TimeSpan.Zero);
+        init
+        {
+            _utcTicks = value.UtcTicks;
+            var minutes = (short)(value.Offset.Ticks / TimeSpan.TicksPerMinute);
+            if (minutes != (_rare?.OffsetMinutes ?? 0))
+            {
+                _rare = Rare.Of((_rare ?? Rare.None) with { OffsetMinutes = minutes });
+            }
+        }
+    }
 
     /// <summary>Id shared by every message of one business flow; carried over from the message being handled.</summary>
     public string? CorrelationId
@@ -68,13 +87,45 @@ public sealed record Envelope
     public string? CausationId { get; init; }
 
     /// <summary>The user on whose behalf the message was sent, if any.</summary>
-    public string? UserId { get; init; }
+    public string? UserId
+    {
+        get => _rare?.UserId;
+        init
+        {
+            if (!ReferenceEquals(value, _rare?.UserId))
+            {
+                _rare = Rare.Of((_rare ?? Rare.None) with { UserId = value });
+            }
+        }
+    }
 
     /// <summary>Key that orders messages: transports that preserve order do so per partition key.</summary>
-    public string? PartitionKey { get; init; }
+    public string? PartitionKey
+    {
+        get => _rare?.PartitionKey;
+        init
+        {
+            if (!ReferenceEquals(value, _rare?.PartitionKey))
+            {
+                _rare = Rare.Of((_rare ?? Rare.None) with { PartitionKey = value });
+            }
+        }
+    }
 
     /// <summary>Media type of <see cref="Body"/>, by default <c>application/json</c>.</summary>
-    public string ContentType { get; init; } = ContentTypes.Json;
+    public string ContentType
+    {
+        // Null in Rare is the default (JSON); a null set on purpose (an adapter's salvage of a broken message) is kept as one.
+        get => _rare?.ContentType is { } contentType ? (ReferenceEquals(contentType, NullContentType) ? null! : contentType) : ContentTypes.Json;
+        init
+        {
+            var stored = value is null ? NullContentType : string.Equals(value, ContentTypes.Json, StringComparison.Ordinal) ? null : value;
+            if (!ReferenceEquals(stored, _rare?.ContentType))
+            {
+                _rare = Rare.Of((_rare ?? Rare.None) with { ContentType = stored });
+            }
+        }
+    }
 
     /// <summary>Free-form headers (trace context among them). Names are case-sensitive.</summary>
     public IReadOnlyDictionary<string, string> Headers { get; init; } = EmptyHeaders.Instance;
@@ -159,5 +210,17 @@ public sealed record Envelope
         }
 
         return headers is null ? this : this with { Headers = headers };
+    }
+
+    // Stands in Rare.ContentType for a content type set to null, so it reads back as null rather than as the JSON default.
+    private static readonly string NullContentType = new('\0', 1);
+
+    // Immutable, so copies made with `with` share it; a setter makes a new one.
+    private sealed record Rare(string? UserId, string? PartitionKey, string? ContentType, short OffsetMinutes)
+    {
+        public static readonly Rare None = new(null, null, null, 0);
+
+        public static Rare? Of(Rare rare) =>
+            rare is { UserId: null, PartitionKey: null, ContentType: null, OffsetMinutes: 0 } ? null : rare;
     }
 }

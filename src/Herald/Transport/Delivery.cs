@@ -31,7 +31,7 @@ public abstract class Delivery
     }
 
     /// <summary>The delivered message; <see cref="Envelope.DeliveryAttempt"/> counts deliveries from 1.</summary>
-    public Envelope Envelope { get; }
+    public Envelope Envelope { get; private set; }
 
     /// <summary>The queue it came from.</summary>
     public string Queue { get; }
@@ -106,6 +106,16 @@ public abstract class Delivery
     /// </summary>
     protected virtual ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
         OnDeadLetterAsync(reason, cancellationToken);
+
+    /// <summary>
+    /// Makes this settled delivery the delivery of <paramref name="envelope"/>, unsettled: for a transport whose handler
+    /// keeps no delivery past its call (see <see cref="IForgetsDeliveries"/>), so one object serves a worker's deliveries.
+    /// </summary>
+    internal void Reuse(Envelope envelope)
+    {
+        Envelope = envelope;
+        Volatile.Write(ref _settled, 0);
+    }
 
     private bool TrySettle() => Interlocked.Exchange(ref _settled, 1) == 0;
 }

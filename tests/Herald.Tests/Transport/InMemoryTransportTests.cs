@@ -330,6 +330,59 @@ public sealed class InMemoryTransportTests
         await Assert.ThrowsAsync<ArgumentException>(async () => await transport.PublishAsync("", NewEnvelope(1)));
     }
 
+    [Fact]
+    public async Task AHandlerOfItsOwn_GetsADeliveryPerMessage_ThatKeepsItsEnvelope()
+    {
+        await using var transport = NewTransport(InMemoryTransportOptions.Default);
+        var queue = NewName();
+        for (var i = 0; i < 3; i++)
+        {
+            await transport.SendAsync(queue, NewEnvelope(i));
+        }
+
+        var kept = new List<Delivery>();
+        var all = NewSignal();
+        await using var consumer = await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1 }, (delivery, _) =>
+        {
+            lock (kept)
+            {
+                kept.Add(delivery);
+                if (kept.Count == 3)
+                {
+                    all.TrySetResult();
+                }
+            }
+
+            return ValueTask.CompletedTask;
+        });
+
+        await all.Task.WaitAsync(Timeout);
+        Assert.Equal(3, kept.Distinct().Count());
+        Assert.Equal([0, 1, 2], kept.Select(d => SequenceOf(d.Envelope)));
+        Assert.All(kept, d => Assert.True(d.IsSettled));
+    }
+
+    [Fact]
+    public async Task AHandlerThatForgetsItsDeliveries_GetsOneDeliveryObjectPerWorker_UnsettledForEachMessage()
+    {
+        // Issue 9: the endpoint pipeline keeps no delivery past its call, so a worker reuses one delivery object.
+        await using var transport = NewTransport(InMemoryTransportOptions.Default);
+        var queue = NewName();
+        for (var i = 0; i < 3; i++)
+        {
+            await transport.SendAsync(queue, NewEnvelope(i));
+        }
+
+        var handler = new ForgettingHandler(3);
+        await using var consumer = await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1 }, handler.HandleAsync);
+
+        await handler.All.Task.WaitAsync(Timeout);
+        Assert.Single(handler.Seen.Select(s => s.Delivery).Distinct());
+        Assert.Equal([0, 1, 2], handler.Seen.Select(s => s.Sequence));
+        Assert.All(handler.Seen, s => Assert.False(s.SettledOnArrival));
+        Assert.Equal(0, transport.GetReadyCount(queue));
+    }
+
     private InMemoryTransport NewTransport(InMemoryTransportOptions options) => new(options, _clock);
 
     private static string NewName() => "q-" + Guid.NewGuid().ToString("N");
@@ -363,5 +416,26 @@ public sealed class InMemoryTransportTests
         }
 
         Assert.Fail($"Expected {what} to wait, but it completed ({task.Status}).");
+    }
+
+    private sealed class ForgettingHandler(int expected) : IForgetsDeliveries
+    {
+        public List<(Delivery Delivery, int Sequence, bool SettledOnArrival)> Seen { get; } = [];
+
+        public TaskCompletionSource All { get; } = NewSignal();
+
+        public ValueTask HandleAsync(Delivery delivery, CancellationToken cancellationToken)
+        {
+            lock (Seen)
+            {
+                Seen.Add((delivery, SequenceOf(delivery.Envelope), delivery.IsSettled));
+                if (Seen.Count == expected)
+                {
+                    All.TrySetResult();
+                }
+            }
+
+            return ValueTask.CompletedTask;
+        }
     }
 }

@@ -87,7 +87,7 @@ internal sealed class BatchedSubscriptionPipeline(
                     var consumption = await DecodeAsync(events[i], cancellationToken).ConfigureAwait(false);
                     var context = new MessageContext(consumption.Envelope, consumption.Message!, endpoint, services, bus, cancellationToken)
                     {
-                        Invoker = consumption.Invoker,
+                        Consumption = consumption,
                         UseOutbox = useOutbox,
                     };
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Herald.Transport;
 
 namespace Herald.Handling.Pipeline;
@@ -7,7 +8,11 @@ namespace Herald.Handling.Pipeline;
 /// decode, upcast, deserialize, retries, then per attempt the unit of work, inbox and handlers. Its
 /// <see cref="HandleAsync"/> is the transport's <see cref="DeliveryHandler"/>.
 /// </summary>
-internal sealed class EndpointPipeline(string endpoint, ConsumeStep head)
+/// <remarks>
+/// It keeps no delivery once <see cref="HandleAsync"/> returned (the consumption is cleared, a context forgets it when
+/// disposed), so a transport may reuse the delivery object.
+/// </remarks>
+internal sealed class EndpointPipeline(string endpoint, ConsumeStep head) : IForgetsDeliveries
 {
     // One per thread, handed back after each delivery: the chain's state costs no allocation per message.
     [ThreadStatic]
@@ -15,6 +20,8 @@ internal sealed class EndpointPipeline(string endpoint, ConsumeStep head)
 
     public string Endpoint => endpoint;
 
+    // Pooled: it goes asynchronous whenever the handler does.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask HandleAsync(Delivery delivery, CancellationToken cancellationToken)
     {
         var consumption = t_spare ?? new Consumption();

@@ -19,12 +19,14 @@ internal sealed class UnitOfWorkStep(
     AttemptStep next,
     UserTrust userTrust = default)
 {
+    private readonly EndpointContext _endpoint = new(endpoint, services, bus, useOutbox);
+
     /// <summary>Runs attempt number <paramref name="attempt"/>; false when it found a duplicate (and rolled back).</summary>
     public async ValueTask<bool> RunAsync(Consumption consumption, int attempt)
     {
         var cancellationToken = consumption.CancellationToken;
         var invoker = consumption.Invoker!;
-        var context = new MessageContext(consumption.Envelope, consumption.Message!, endpoint, services, bus, cancellationToken, attempt) { Invoker = invoker, UseOutbox = useOutbox, Delivery = consumption.Delivery };
+        var context = new MessageContext(consumption.Envelope, consumption.Message!, _endpoint, cancellationToken, attempt) { Consumption = consumption };
         await using (context.ConfigureAwait(false))
         {
             context.UserId = await userTrust.ResolveAsync(consumption.Envelope, cancellationToken).ConfigureAwait(false);

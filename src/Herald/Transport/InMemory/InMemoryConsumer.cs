@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Herald.Internal;
 using Herald.Messages;
@@ -18,6 +19,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer
     private readonly CancellationTokenSource _aborting = new();
     private readonly Channel<Envelope>[] _lanes;
     private readonly Task _running;
+    private readonly bool _reusesDeliveries;
     private int _stopped;
     private int _disposing;
     private volatile bool _disposed;
@@ -26,6 +28,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer
     {
         _queue = queue;
         _handler = handler;
+        _reusesDeliveries = handler.Target is IForgetsDeliveries;
         if (options.MaxConcurrency == 1)
         {
             _lanes = [];
@@ -166,13 +169,27 @@ internal sealed class InMemoryConsumer : ITransportConsumer
     {
         var stop = _stopping.Token;
         var direct = _lanes.Length == 0;
+        // A worker handles one delivery at a time; when the handler forgets each one once settled, one object serves them all.
+        InMemoryDelivery? reusable = null;
         try
         {
             while (await reader.WaitToReadAsync(direct ? stop : CancellationToken.None).ConfigureAwait(false))
             {
                 while (!stop.IsCancellationRequested && reader.TryRead(out var envelope))
                 {
-                    await HandleAsync(envelope).ConfigureAwait(false);
+                    InMemoryDelivery delivery;
+                    if (reusable is null)
+                    {
+                        delivery = new InMemoryDelivery(envelope, _queue);
+                        reusable = _reusesDeliveries ? delivery : null;
+                    }
+                    else
+                    {
+                        reusable.Reuse(envelope);
+                        delivery = reusable;
+                    }
+
+                    await HandleAsync(delivery).ConfigureAwait(false);
                 }
 
                 if (stop.IsCancellationRequested)
@@ -186,9 +203,11 @@ internal sealed class InMemoryConsumer : ITransportConsumer
         }
     }
 
-    private async ValueTask HandleAsync(Envelope envelope)
+    // Pooled: it goes asynchronous whenever the handler does.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask HandleAsync(InMemoryDelivery delivery)
     {
-        var delivery = new InMemoryDelivery(envelope, _queue);
+        var envelope = delivery.Envelope;
         if (!await DeliverySettlement.RunAsync(_handler, delivery, NullLogger.Instance, _aborting.Token).ConfigureAwait(false))
         {
             // Aborted by shutdown: not a failed attempt, hand it back unchanged.

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Herald.Messages;
 
@@ -36,11 +37,29 @@ internal sealed class InMemoryQueue
 
     public IReadOnlyCollection<InMemoryDeadLetter> DeadLetters => _deadLetters;
 
-    public async ValueTask EnqueueAsync(Envelope envelope, TimeSpan? delay, CancellationToken cancellationToken)
+    public ValueTask EnqueueAsync(Envelope envelope, TimeSpan? delay, CancellationToken cancellationToken)
+    {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled(cancellationToken);
+        }
+
+        // A permit free at once (the usual case) costs no task; only a full queue makes the sender wait.
+        if (!_permits.Wait(0, CancellationToken.None))
+        {
+            return EnqueueWhenRoomAsync(envelope, delay, cancellationToken);
+        }
+
+        Schedule(envelope.DeliveryAttempt == 1 ? envelope : envelope with { DeliveryAttempt = 1 }, delay);
+        return ValueTask.CompletedTask;
+    }
+
+    // Pooled: under load a sender waits here for most messages.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask EnqueueWhenRoomAsync(Envelope envelope, TimeSpan? delay, CancellationToken cancellationToken)
     {
         await _permits.WaitAsync(cancellationToken).ConfigureAwait(false);
-        var first = envelope.DeliveryAttempt == 1 ? envelope : envelope with { DeliveryAttempt = 1 };
-        Schedule(first, delay);
+        Schedule(envelope.DeliveryAttempt == 1 ? envelope : envelope with { DeliveryAttempt = 1 }, delay);
     }
 
     /// <summary>Puts a delivered message back for another delivery (its permit is still held).</summary>
