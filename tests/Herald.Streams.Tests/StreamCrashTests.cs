@@ -228,9 +228,20 @@ internal static class StreamCrashRun
         Assert.Equal(appended.Count, appended.Select(a => (a.ProductId, a.WindowStart)).Distinct().Count());
         Assert.Equal(expected.Closed, appended.OrderBy(a => a.ProductId, StringComparer.Ordinal).ThenBy(a => a.WindowStart).ToList());
         Assert.Equal(await WindowCountsAsync(clean), appended);
+        // With several partitions each appends its own late events in its own commits, so their order across partitions
+        // follows the commits' timing (in the uninterrupted run too): compared as sets of ids there, each id once.
         var late = await ProcessorScenario.ReadAsync<CrashLateOrder>(resumedHost, StreamCrashScenario.LateStream);
-        Assert.Equal(orders.Where(o => o.Late).Select(o => o.Order.OrderId), late.Select(o => o.OrderId));
-        Assert.Equal(await ProcessorScenario.ReadAsync<CrashLateOrder>(clean, StreamCrashScenario.LateStream), late);
+        var cleanLate = await ProcessorScenario.ReadAsync<CrashLateOrder>(clean, StreamCrashScenario.LateStream);
+        if (rekey)
+        {
+            Assert.Equal(orders.Where(o => o.Late).Select(o => o.Order.OrderId).Order(StringComparer.Ordinal), late.Select(o => o.OrderId).Order(StringComparer.Ordinal));
+            Assert.Equal(cleanLate.OrderBy(o => o.OrderId, StringComparer.Ordinal), late.OrderBy(o => o.OrderId, StringComparer.Ordinal));
+        }
+        else
+        {
+            Assert.Equal(orders.Where(o => o.Late).Select(o => o.Order.OrderId), late.Select(o => o.OrderId));
+            Assert.Equal(cleanLate, late);
+        }
 
         // The state as the interactive queries see it equals the result computed in memory.
         await using var queries = new StreamProcessor(StreamCrashScenario.Name, StreamCrashScenario.Topology(rekey: rekey), resumedHost.Services, options);
