@@ -267,10 +267,15 @@ internal sealed class HeraldScaleStore(string name, Func<CancellationToken, Task
     public override async Task<double[]> MeasureMoreReadsAsync(int events, CancellationToken cancellationToken)
     {
         (string Stream, int Size) stream;
+        long from;
         lock (_gate)
         {
+            // The middle of the log, or the last bulk-loaded stream when the measurements' own appends (single-event writers
+            // add tens of thousands of events in a quiet run) moved the middle past the bulk load of the first step.
             var half = Count / 2;
-            stream = _marks.Where(m => m.Count >= half).OrderByDescending(m => m.Size).ThenBy(m => m.Count).Select(m => (m.Stream, m.Size)).FirstOrDefault();
+            var lastBulk = _marks.Where(m => m.Size >= LoadBatch).Select(m => m.Count).DefaultIfEmpty(0).Max();
+            from = Math.Min(half, lastBulk);
+            stream = _marks.Where(m => m.Count >= from).OrderByDescending(m => m.Size).ThenBy(m => m.Count).Select(m => (m.Stream, m.Size)).FirstOrDefault();
         }
 
         if (stream.Stream is null)
@@ -278,7 +283,8 @@ internal sealed class HeraldScaleStore(string name, Func<CancellationToken, Task
             throw new InvalidOperationException($"{Name}: no stream past the middle of the log.");
         }
 
-        var middle = PositionAt(Count / 2);
+        // Just before the chosen stream, so the category read finds at least its events after the position.
+        var middle = PositionAt(from - 1);
         var end = PositionAt(Count - events - 1_000);
         var category = EventFilter.ForCategory(stream.Stream[..stream.Stream.IndexOf('-', StringComparison.Ordinal)]);
         return
