@@ -88,12 +88,16 @@ internal sealed class KafkaBenchmark : IBenchmark
         text.AppendLine().AppendLine(table.ToString());
         if (publish.ContainsKey("herald") && publish.ContainsKey("raw"))
         {
-            var ratios = new[] { ("publish", publish), ("consume", consume) }.Select(p =>
-                $"{p.Item1} {new MeasurementSeries("herald", p.Item1, p.Item2["herald"]).MessagesPerSecond / new MeasurementSeries("raw", p.Item1, p.Item2["raw"]).MessagesPerSecond:0.00}x");
-            text.AppendLine().AppendLine("Herald / raw Confluent.Kafka: " + string.Join(", ", ratios) + " (target: at least 0.9x).");
-            text.AppendLine().AppendLine(
-                $"Consume from the first record handled to the last (start-up and group join left out on both sides): {Median(steady["herald"]) / Median(steady["raw"]):0.00}x "
-                + $"(per round: {string.Join(" ", steady["herald"].Zip(steady["raw"], (h, r) => (h / r).ToString("0.00", CultureInfo.InvariantCulture) + "x"))}).");
+            double Ratio(Dictionary<string, List<Measurement>> phase, string name) =>
+                new MeasurementSeries("herald", name, phase["herald"]).MessagesPerSecond / new MeasurementSeries("raw", name, phase["raw"]).MessagesPerSecond;
+            var steadyRatio = Median(steady["herald"]) / Median(steady["raw"]);
+
+            // The headline for consume is the per-record rate: the whole phase also holds the start-up, where Herald skips the
+            // bare client's reset back-off (see below), which is not the same work.
+            text.AppendLine().AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"Herald / raw Confluent.Kafka (target: at least 0.9x): publish {Ratio(publish, "publish"):0.00}x; consume {steadyRatio:0.00}x from the first record handled to the last "
+                + $"(per round: {string.Join(" ", steady["herald"].Zip(steady["raw"], (h, r) => (h / r).ToString("0.00", CultureInfo.InvariantCulture) + "x"))}), "
+                + $"the like-for-like rate with start-up and group join left out on both sides; {Ratio(consume, "consume"):0.00}x from creating the consumer to the last record."));
         }
 
         text.AppendLine().AppendLine("The mock cluster runs in this process: its work is in the CPU column of both contenders alike.");
