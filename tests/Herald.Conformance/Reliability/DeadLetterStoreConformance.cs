@@ -15,8 +15,8 @@ public abstract class DeadLetterStoreConformance
     /// <summary>Creates the store under test (a fresh one, or one over a shared database).</summary>
     protected abstract ValueTask<IDeadLetterStore> CreateStoreAsync();
 
-    /// <summary>A dead letter with every field set, of a unique endpoint unless one is given.</summary>
-    protected static DeadLetter NewDeadLetter(
+    /// <summary>A dead letter with every field set, of a unique endpoint unless one is given (the engines' own dead-letter tests use it too).</summary>
+    public static DeadLetter NewDeadLetter(
         string? endpoint = null,
         string messageType = "conformance-message",
         string fingerprint = "fp-1",

@@ -31,7 +31,7 @@ public sealed class PostgresDeadLetterCountTests
 
         await PostgresTestDatabase.ExecuteAsync($"TRUNCATE {s}.dead_letters");
         Assert.Equal(0, await deadLetters.CountAsync(DeadLetterQuery.All));
-        await deadLetters.AddAsync(NewDeadLetter("ep-0"));
+        await deadLetters.AddAsync(DeadLetterStoreConformance.NewDeadLetter("ep-0"));
         await AssertCountsMatchRowsAsync(s, deadLetters, ["ep-0", "ep-1"]);
     }
 
@@ -55,7 +55,7 @@ public sealed class PostgresDeadLetterCountTests
 
         Assert.Equal(100, await deadLetters.CountAsync(new DeadLetterQuery { Endpoint = "ep-2" }));
         Assert.Equal(300, await deadLetters.CountAsync(DeadLetterQuery.All));
-        await deadLetters.AddAsync(NewDeadLetter("ep-2"));
+        await deadLetters.AddAsync(DeadLetterStoreConformance.NewDeadLetter("ep-2"));
         await AssertCountsMatchRowsAsync(s, deadLetters, ["ep-0", "ep-1", "ep-2"]);
     }
 
@@ -114,20 +114,6 @@ public sealed class PostgresDeadLetterCountTests
                gen_random_uuid(), 't', 1, now(), 'application/json', '\x7b7d', 1
           FROM generate_series(1, {rows}) g
         """;
-
-    private static DeadLetter NewDeadLetter(string endpoint) => new()
-    {
-        Id = Guid.CreateVersion7(),
-        Envelope = TestEnvelopes.Create("count-test"),
-        Endpoint = endpoint,
-        Cause = DeadLetterCause.RetriesExhausted,
-        ErrorType = "System.Exception",
-        ErrorMessage = "boom",
-        Fingerprint = "fp",
-        FirstFailureTime = DateTimeOffset.UtcNow,
-        LastFailureTime = DateTimeOffset.UtcNow,
-        AttemptCount = 1,
-    };
 
     private static async Task AssertCountsMatchRowsAsync(string schema, PostgresDeadLetterStore store, string[] endpoints)
     {

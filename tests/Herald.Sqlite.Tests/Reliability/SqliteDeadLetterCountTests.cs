@@ -19,7 +19,7 @@ public sealed class SqliteDeadLetterCountTests
         using var database = new TempDatabase();
         await using var store = await SqliteEventStore.OpenAsync(database.Path);
         var deadLetters = new SqliteDeadLetterStore(store);
-        await deadLetters.AddAsync(NewDeadLetter("ep-0"));
+        await deadLetters.AddAsync(DeadLetterStoreConformance.NewDeadLetter("ep-0"));
 
         using (var raw = database.OpenRaw())
         {
@@ -66,7 +66,7 @@ public sealed class SqliteDeadLetterCountTests
 
         Assert.Equal(100, await deadLetters.CountAsync(new DeadLetterQuery { Endpoint = "ep-2" }));
         Assert.Equal(300, await deadLetters.CountAsync(DeadLetterQuery.All));
-        await deadLetters.AddAsync(NewDeadLetter("ep-2"));
+        await deadLetters.AddAsync(DeadLetterStoreConformance.NewDeadLetter("ep-2"));
         await AssertCountsMatchRowsAsync(database, deadLetters, ["ep-0", "ep-1", "ep-2"]);
     }
 
@@ -86,20 +86,6 @@ public sealed class SqliteDeadLetterCountTests
         command.CommandText = sql;
         command.ExecuteNonQuery();
     }
-
-    private static DeadLetter NewDeadLetter(string endpoint) => new()
-    {
-        Id = Guid.CreateVersion7(),
-        Envelope = TestEnvelopes.Create("count-test"),
-        Endpoint = endpoint,
-        Cause = DeadLetterCause.RetriesExhausted,
-        ErrorType = "System.Exception",
-        ErrorMessage = "boom",
-        Fingerprint = "fp",
-        FirstFailureTime = DateTimeOffset.UtcNow,
-        LastFailureTime = DateTimeOffset.UtcNow,
-        AttemptCount = 1,
-    };
 
     private static async Task AssertCountsMatchRowsAsync(TempDatabase database, SqliteDeadLetterStore store, string[] endpoints)
     {
