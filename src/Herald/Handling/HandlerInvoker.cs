@@ -7,9 +7,6 @@ internal abstract class HandlerInvoker
 {
     public abstract IReadOnlyList<Type> HandlerTypes { get; }
 
-    /// <summary>True when a handler is resolved from the message's scope (not a singleton), so every attempt has a scope.</summary>
-    public abstract bool NeedsScope { get; }
-
     public abstract ValueTask InvokeAsync(MessageContext context, IServiceProvider root);
 
     public static HandlerInvoker Create(Type messageType, IReadOnlyList<HandlerRegistration> registrations, IServiceCollection? services = null)
@@ -39,8 +36,6 @@ internal sealed class HandlerInvoker<TMessage> : HandlerInvoker
     }
 
     public override IReadOnlyList<Type> HandlerTypes => [.. _registrations.Select(r => r.HandlerType)];
-
-    public override bool NeedsScope => Array.Exists(_registrations, r => r.Lifetime != ServiceLifetime.Singleton);
 
     public override async ValueTask InvokeAsync(MessageContext context, IServiceProvider root)
     {

@@ -152,8 +152,8 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     // Boxed: only a batch of subscription events shares one scope between contexts.
     internal void UseScope(AsyncServiceScope scope) => (_extras ??= new()).Scope = scope;
 
-    // The scope's unit of work must know this context commits it, and commands sent from here must join it: when the pipeline
-    // did not make the attempt ambient up front (a singleton handler), the flow that first needs the scope does.
+    // The scope's unit of work must know this context commits it, and commands sent from here must join it: the pipeline makes
+    // every attempt ambient up front; a context made elsewhere becomes ambient on the flow that first needs its scope.
     private IServiceScope CreateScope()
     {
         var scope = _endpoint.Root.CreateScope();

@@ -67,8 +67,6 @@ internal sealed class ProjectionInvoker(Projection projection, IReadModelStore s
 {
     public override IReadOnlyList<Type> HandlerTypes => [projection.GetType()];
 
-    public override bool NeedsScope => true;
-
     public override async ValueTask InvokeAsync(MessageContext context, IServiceProvider root)
     {
         var run = (ProjectionRun)context.Items[ProjectionStep.RunKey]!;

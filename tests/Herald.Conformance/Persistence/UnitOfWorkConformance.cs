@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Herald.Cqrs;
 using Herald.EventSourcing;
 using Herald.Handling;
 using Herald.Hosting;
@@ -182,6 +183,66 @@ public abstract class UnitOfWorkConformance
         await AssertNeverSentAsync(host, work.Key);
     }
 
+    /// <summary>The lifetimes a handler that sends a command is registered with: both must join the message's unit of work.</summary>
+    public static TheoryData<ServiceLifetime> SenderLifetimes => new() { ServiceLifetime.Singleton, ServiceLifetime.Scoped };
+
+    // Issue 9: a singleton handler's ICommandBus ran the command in a unit of work of its own, committed when the command
+    // returned, unless the handler had touched context.Services. No inbox here: the inbox made every attempt ambient anyway.
+    [Theory]
+    [MemberData(nameof(SenderLifetimes))]
+    public async Task CommandSentFromAHandler_CommitsWithTheHandledMessage_NotBefore_Issue9(ServiceLifetime senderLifetime)
+    {
+        var gate = new HandlerGate();
+        await using var host = await StartAsync(gate, useInbox: false, senderLifetime);
+        var work = Work.New();
+
+        await host.Get<IMessageBus>().SendAsync(new UowDelegate(work.Stream, work.Key, Fail: false));
+        await gate.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // The command has returned, and the handler waits: its append, outbox row and user row wait for the message's commit.
+        Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.False(await UserRowExistsAsync(host.Services, work.Key));
+        Assert.DoesNotContain(work.Key, host.SentNotes());
+        Assert.Empty(host.Transport.Settlements);
+
+        gate.Release.SetResult();
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 1, "the delivery is settled after the commit");
+        Assert.Equal(SettlementKind.Ack, host.Transport.Settlements[0].Kind);
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.True(await UserRowExistsAsync(host.Services, work.Key));
+        await Eventually.UntilAsync(() => host.SentNotes().Contains(work.Key), "the command's outbox row is relayed after the commit");
+    }
+
+    // Issue 9: the command's writes had committed on their own before the handler failed.
+    [Theory]
+    [MemberData(nameof(SenderLifetimes))]
+    public async Task CommandSentFromAHandlerThatThenFails_WritesNothing_Issue9(ServiceLifetime senderLifetime)
+    {
+        await using var host = await StartAsync(useInbox: false, senderLifetime: senderLifetime);
+        var work = Work.New();
+
+        await host.Get<IMessageBus>().SendAsync(new UowDelegate(work.Stream, work.Key, Fail: true));
+
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count >= 1, "the failed attempt is settled");
+        Assert.NotEqual(SettlementKind.Ack, host.Transport.Settlements[0].Kind);
+        Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.False(await UserRowExistsAsync(host.Services, work.Key));
+        await AssertNeverSentAsync(host, work.Key);
+    }
+
+    [Fact]
+    public async Task CommandSentOutsideAnyHandler_CommitsInAUnitOfWorkOfItsOwn()
+    {
+        await using var host = await StartAsync(useInbox: false);
+        var work = Work.New();
+
+        await host.Get<ICommandBus>().SendAsync(new UowCommand(work.Stream, work.Key));
+
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.True(await UserRowExistsAsync(host.Services, work.Key));
+        await Eventually.UntilAsync(() => host.SentNotes().Contains(work.Key), "the command's outbox row is relayed once committed");
+    }
+
     private async ValueTask EnlistAllAsync(IServiceProvider services, IUnitOfWork unitOfWork, Work work, ExpectedVersion expected)
     {
         await services.GetRequiredService<IEventStore>().AppendAsync(work.Stream, expected, [Event(services)], unitOfWork);
@@ -221,7 +282,7 @@ public abstract class UnitOfWorkConformance
 
     private const string NotesQueue = "uow-notes";
 
-    private async Task<TestHost> StartAsync(HandlerGate? gate = null)
+    private async Task<TestHost> StartAsync(HandlerGate? gate = null, bool useInbox = true, ServiceLifetime senderLifetime = ServiceLifetime.Scoped)
     {
         var endpoint = "uow-" + Guid.NewGuid().ToString("N")[..12];
         var transport = new RecordingTransport(new InMemoryTransport(InMemoryTransportOptions.Default, TimeProvider.System));
@@ -239,7 +300,13 @@ public abstract class UnitOfWorkConformance
             });
             h.ConfigureRetries(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)));
             h.AddMessageType<UowNote>().AddMessageType<UowWork>().AddHandler<UowWorkHandler>().Route<UowNote>(NotesQueue).Route<UowWork>(endpoint);
-            h.UseOutbox(o => o.PollInterval = TimeSpan.FromMilliseconds(200)).UseInbox();
+            h.AddMessageType<UowDelegate>().AddHandler<UowDelegateHandler>(senderLifetime).AddHandler<UowCommandHandler>().Route<UowDelegate>(endpoint);
+            h.UseOutbox(o => o.PollInterval = TimeSpan.FromMilliseconds(200));
+            if (useInbox)
+            {
+                h.UseInbox();
+            }
+
             UseEngine(h);
         });
         var host = builder.Build();
@@ -255,6 +322,13 @@ public abstract class UnitOfWorkConformance
     /// <summary>Work for the handler: append to the stream, send a note and write the user row keyed <paramref name="Key"/>.</summary>
     [MessageType("uow-conformance-work")]
     public sealed record UowWork(string Stream, string Key);
+
+    /// <summary>Work for a handler that hands it to <see cref="UowCommand"/> through the command bus, then fails when <paramref name="Fail"/>.</summary>
+    [MessageType("uow-conformance-delegate")]
+    public sealed record UowDelegate(string Stream, string Key, bool Fail);
+
+    /// <summary>A command: append to the stream, send a note through the outbox and write the user row keyed <paramref name="Key"/>.</summary>
+    public sealed record UowCommand(string Stream, string Key) : ICommand;
 
     /// <summary>Lets a test hold the handler after it enlisted its writes and before its unit of work commits.</summary>
     public sealed class HandlerGate
@@ -297,6 +371,37 @@ public abstract class UnitOfWorkConformance
             {
                 await gate.PassAsync(cancellationToken);
             }
+        }
+    }
+
+    /// <summary>Sends the work on as a command through an injected <see cref="ICommandBus"/> (the handler never touches the context's services), then fails or waits at the gate.</summary>
+    public sealed class UowDelegateHandler(ICommandBus commands, HandlerGate gate) : IMessageHandler<UowDelegate>
+    {
+        /// <inheritdoc />
+        public async ValueTask HandleAsync(UowDelegate message, MessageContext context, CancellationToken cancellationToken)
+        {
+            ArgumentNullException.ThrowIfNull(message);
+            await commands.SendAsync(new UowCommand(message.Stream, message.Key), cancellationToken);
+            if (message.Fail)
+            {
+                throw new InvalidOperationException("The handler fails after its command returned.");
+            }
+
+            await gate.PassAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Enlists an append, an outbox note and a user row in the unit of work the command runs in.</summary>
+    public sealed class UowCommandHandler(IEventStore store, IUnitOfWork unitOfWork, IOutbox outbox, EnvelopeFactory envelopes, Func<IUnitOfWork, string, ValueTask> writeUserRow)
+        : ICommandHandler<UowCommand>
+    {
+        /// <inheritdoc />
+        public async ValueTask HandleAsync(UowCommand command, CancellationToken cancellationToken)
+        {
+            ArgumentNullException.ThrowIfNull(command);
+            await store.AppendAsync(command.Stream, ExpectedVersion.NoStream, [envelopes.Create(new UowNote("event"))], unitOfWork, cancellationToken);
+            await outbox.SendAsync(new UowNote(command.Key), cancellationToken: cancellationToken);
+            await writeUserRow(unitOfWork, command.Key);
         }
     }
 

@@ -47,6 +47,25 @@ public sealed class HandlingTests
         Assert.Null(pong.UserId);
     }
 
+    // Issue 9: a singleton handler was not the ambient unit of work, so what it sent through an injected IMessageBus carried
+    // neither the incoming correlation nor the incoming id as its cause (a scoped handler's did).
+    [Theory]
+    [InlineData(ServiceLifetime.Singleton)]
+    [InlineData(ServiceLifetime.Scoped)]
+    public async Task Send_ThroughAnInjectedBus_FromAHandlerOfAnyLifetime_FollowsTheIncomingMessage_Issue9(ServiceLifetime lifetime)
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h.AddHandler<BusForwardingHandler>(lifetime).AddHandler<PongHandler>());
+
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Ping("bus"), new DeliveryOptions { CorrelationId = "flow-9" });
+
+        await probe.WaitAsync(2);
+        var ping = probe.Envelopes.Single(e => e.MessageType == "test-ping");
+        var pong = probe.Envelopes.Single(e => e.MessageType == "test-pong");
+        Assert.Equal("flow-9", pong.CorrelationId);
+        Assert.Equal(ping.MessageId.ToString(), pong.CausationId);
+    }
+
     // Issue 10: the wire's user id was trusted and copied into every message a handler sent.
     [Fact]
     public async Task ClaimedUserId_IsNotTrustedByDefault_SoAHandlersMessagesDoNotCarryIt_Issue10()
@@ -366,6 +385,15 @@ public sealed class HandlingTests
         {
             probe.Add("ping:" + message.Text, context.Envelope);
             await context.SendAsync(new Pong(message.Text), cancellationToken: cancellationToken);
+        }
+    }
+
+    public sealed class BusForwardingHandler(Probe probe, IMessageBus bus) : IMessageHandler<Ping>
+    {
+        public async ValueTask HandleAsync(Ping message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Add("ping:" + message.Text, context.Envelope);
+            await bus.SendAsync(new Pong(message.Text), cancellationToken: cancellationToken);
         }
     }
 

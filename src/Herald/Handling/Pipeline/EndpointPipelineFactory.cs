@@ -75,7 +75,7 @@ internal sealed class EndpointPipelineFactory(
         // A subscription's events were stored by Herald with an authenticated user id; a transport's wire claim is trusted
         // only through the authenticator (issue 10).
         var userTrust = new UserTrust(authenticator, TrustEnvelope: checkpoint is not null);
-        var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, alwaysScoped: useInbox || checkpoint is not null, _logger, attempt, userTrust);
+        var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, _logger, attempt, userTrust);
         // A subscription reads events its own store accepted (under the store's size limit), not a transport's deliveries.
         var maxBodyBytes = checkpoint is null ? MaxReceivedBytes : int.MaxValue;
         var step = Decoding(endpoint, endpointHandlers ?? handlers, maxBodyBytes, new RetryStep(endpoint, retries, timeProvider, _logger, unitOfWork));

@@ -6,15 +6,14 @@ namespace Herald.Handling.Pipeline;
 
 /// <summary>
 /// One attempt in its own context, DI scope and unit of work: the steps of the attempt run, then the unit of work commits
-/// (only if one was created: nothing asked for it, nothing to write), or rolls back when they fail. With
-/// <c>alwaysScoped</c>, a step of every attempt uses the unit of work (the inbox, a checkpoint).
+/// (only if one was created: nothing asked for it, nothing to write), or rolls back when they fail. The attempt is the
+/// ambient unit of work while its steps run, whatever its handlers' lifetimes.
 /// </summary>
 internal sealed class UnitOfWorkStep(
     string endpoint,
     IServiceProvider services,
     IMessageBus bus,
     bool useOutbox,
-    bool alwaysScoped,
     ILogger logger,
     AttemptStep next,
     UserTrust userTrust = default)
@@ -25,18 +24,15 @@ internal sealed class UnitOfWorkStep(
     public async ValueTask<bool> RunAsync(Consumption consumption, int attempt)
     {
         var cancellationToken = consumption.CancellationToken;
-        var invoker = consumption.Invoker!;
         var context = new MessageContext(consumption.Envelope, consumption.Message!, _endpoint, cancellationToken, attempt) { Consumption = consumption };
         await using (context.ConfigureAwait(false))
         {
             context.UserId = await userTrust.ResolveAsync(consumption.Envelope, cancellationToken).ConfigureAwait(false);
             // The attempt is the ambient unit of work: a unit of work its scope creates (for an injected repository, the
-            // outbox, the inbox) is the context's, and commands sent from the handlers join it. An attempt that may need no
-            // scope (singleton handlers, no inbox) becomes ambient only if it creates one, which saves an allocation.
-            if (alwaysScoped || invoker.NeedsScope)
-            {
-                UnitOfWorkRunner.Enter(context);
-            }
+            // outbox, the inbox) is the context's, and what the handlers send through the buses they inject joins it or
+            // follows it. A singleton handler's ICommandBus cannot see the context otherwise, so this holds for every
+            // attempt (issue 9); the scope itself is still made only when something asks for it.
+            UnitOfWorkRunner.Enter(context);
 
             try
             {
