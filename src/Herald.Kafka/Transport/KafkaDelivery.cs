@@ -28,35 +28,29 @@ internal sealed class KafkaDelivery(string queue, KafkaConsumer consumer, Messag
 
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken)
     {
-        Completed = !entry.Partition.Abandoned.IsCancellationRequested;
+        Completed = !Abandoned;
         return ValueTask.CompletedTask;
     }
 
     protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken) =>
         OnNackAsync(delay, EmptyHeaders, cancellationToken);
 
-    protected override async ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
-    {
-        if (entry.Partition.Abandoned.IsCancellationRequested)
-        {
-            return;
-        }
-
-        await consumer.RedeliverAsync(message, delay, headers, cancellationToken).ConfigureAwait(false);
-        Completed = true;
-    }
+    protected override ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
+        Abandoned ? ValueTask.CompletedTask : CompleteAfterAsync(consumer.RedeliverAsync(message, delay, headers, cancellationToken));
 
     protected override ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken) =>
         OnDeadLetterAsync(reason, EmptyHeaders, cancellationToken);
 
-    protected override async ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
-    {
-        if (entry.Partition.Abandoned.IsCancellationRequested)
-        {
-            return;
-        }
+    protected override ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
+        Abandoned ? ValueTask.CompletedTask : CompleteAfterAsync(consumer.DeadLetterAsync(message, reason, headers, cancellationToken));
 
-        await consumer.DeadLetterAsync(message, reason, headers, cancellationToken).ConfigureAwait(false);
+    /// <summary>Whether its partition was abandoned: then its settlement does nothing, and the partition's next owner handles it again.</summary>
+    private bool Abandoned => entry.Partition.Abandoned.IsCancellationRequested;
+
+    /// <summary>A nack's or dead letter's copy, once confirmed, completes the offset.</summary>
+    private async ValueTask CompleteAfterAsync(ValueTask copy)
+    {
+        await copy.ConfigureAwait(false);
         Completed = true;
     }
 

@@ -90,10 +90,7 @@ internal sealed class PostgresReadModelStore : IReadModelStore
 
     public async ValueTask UpdateAsync(string table, int generation, string id, Func<string?, string?> change, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ReadModelNames.Validate(table);
-        ReadModelNames.ValidateGeneration(generation);
-        ArgumentNullException.ThrowIfNull(id);
-        ArgumentNullException.ThrowIfNull(change);
+        ReadModelNames.ValidateUpdate(table, generation, id, change);
         var own = _store.Own(unitOfWork);
         var sql = Sql(table, generation);
         await EnsureCreatedAsync(sql, cancellationToken).ConfigureAwait(false);

@@ -81,10 +81,7 @@ internal sealed class SqliteReadModelStore : IReadModelStore
 
     public ValueTask UpdateAsync(string table, int generation, string id, Func<string?, string?> change, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ReadModelNames.Validate(table);
-        ReadModelNames.ValidateGeneration(generation);
-        ArgumentNullException.ThrowIfNull(id);
-        ArgumentNullException.ThrowIfNull(change);
+        ReadModelNames.ValidateUpdate(table, generation, id, change);
         cancellationToken.ThrowIfCancellationRequested();
         var sql = Sql(table, generation);
         _store.Own(unitOfWork).Enlist(session => Update(session, sql, id, change));

@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+
 namespace Herald.Streams.Topology;
 
 /// <summary>
@@ -8,13 +10,11 @@ internal sealed class StateStore(StoreSpec spec)
 {
     private readonly Dictionary<string, object> _entries = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirty = new(StringComparer.Ordinal);
+    private PriorityQueue<string, long>? _due;
 
     public StoreSpec Spec => spec;
 
     public int Count => _entries.Count;
-
-    /// <summary>An operator's in-memory index over this store (rebuilt from the entries after a restart).</summary>
-    public object? Attachment { get; set; }
 
     public IEnumerable<KeyValuePair<string, object>> Entries => _entries;
 
@@ -31,6 +31,60 @@ internal sealed class StateStore(StoreSpec spec)
         if (_entries.Remove(key))
         {
             _dirty.Add(key);
+        }
+    }
+
+    /// <summary>
+    /// The operator's in-memory index of when each key is next due (a window closes, a buffered record expires), kept with
+    /// this copy of the store; <paramref name="rebuild"/> fills it from the entries the first time (after a restart).
+    /// </summary>
+    public PriorityQueue<string, long> DueIndex(Action<PriorityQueue<string, long>> rebuild)
+    {
+        if (_due is null)
+        {
+            var due = new PriorityQueue<string, long>();
+            rebuild(due);
+            _due = due;
+        }
+
+        return _due;
+    }
+
+    /// <summary>
+    /// Takes the next key of the <see cref="DueIndex"/> that is due before <paramref name="watermark"/> (or at it, when
+    /// <paramref name="inclusive"/>) and still has an entry, with that entry; false once no key is due.
+    /// </summary>
+    public bool TryTakeDue(long watermark, bool inclusive, [MaybeNullWhen(false)] out string key, [MaybeNullWhen(false)] out object value)
+    {
+        if (_due is null)
+        {
+            throw new InvalidOperationException("The store's due index is not built yet; call DueIndex first.");
+        }
+
+        while (_due.TryPeek(out key, out var due) && (due < watermark || (inclusive && due == watermark)))
+        {
+            _due.Dequeue();
+            if (_entries.TryGetValue(key, out value))
+            {
+                return true;
+            }
+        }
+
+        key = null;
+        value = null;
+        return false;
+    }
+
+    /// <summary>Keeps <paramref name="kept"/> as the entry of <paramref name="key"/>, or deletes the entry when none is left.</summary>
+    public void PutOrDelete<T>(string key, List<T> kept)
+    {
+        if (kept.Count == 0)
+        {
+            Delete(key);
+        }
+        else
+        {
+            Put(key, kept.ToArray());
         }
     }
 

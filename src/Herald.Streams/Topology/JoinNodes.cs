@@ -115,17 +115,11 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
     private void Expire<T>(StreamTask task, string storeName, Func<T, TResult> unmatched, bool emit)
     {
         var state = task.Store(storeName);
-        var index = Index(state);
+        _ = Index(state); // built from the entries after a restart, before anything is taken from it
         var watermark = task.Watermark;
-        while (index.TryPeek(out var keyJson, out var due) && due < watermark)
+        while (state.TryTakeDue(watermark, inclusive: false, out var keyJson, out var existing))
         {
-            index.Dequeue();
-            if (!state.TryGet(keyJson, out var existing))
-            {
-                continue;
-            }
-
-            var list = (Buffered<T>[])existing!;
+            var list = (Buffered<T>[])existing;
             var kept = new List<Buffered<T>>(list.Length);
             foreach (var item in list)
             {
@@ -142,30 +136,15 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
                 }
             }
 
-            if (kept.Count == list.Length)
+            if (kept.Count != list.Length)
             {
-                continue;
-            }
-
-            if (kept.Count == 0)
-            {
-                state.Delete(keyJson);
-            }
-            else
-            {
-                state.Put(keyJson, kept.ToArray());
+                state.PutOrDelete(keyJson, kept);
             }
         }
     }
 
-    private PriorityQueue<string, long> Index(StateStore state)
+    private PriorityQueue<string, long> Index(StateStore state) => state.DueIndex(index =>
     {
-        if (state.Attachment is PriorityQueue<string, long> index)
-        {
-            return index;
-        }
-
-        index = new PriorityQueue<string, long>();
         foreach (var (keyJson, value) in state.Entries)
         {
             // The element type differs per side; only the times matter here.
@@ -174,10 +153,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
                 index.Enqueue(keyJson, time + Within + Grace);
             }
         }
-
-        state.Attachment = index;
-        return index;
-    }
+    });
 
     /// <summary>One input side of the join.</summary>
     private sealed class SideNode(string name, StreamJoinNode<TKey, TLeft, TRight, TResult> join, bool isLeft) : Node(name), ISharedStateNode

@@ -56,20 +56,6 @@ internal abstract class WindowedNode(string name, WindowDefinition? windows, boo
             task.ReportLate(this, record);
         }
     }
-
-    /// <summary>The per-task index of when entries close, rebuilt from the state after a restart.</summary>
-    protected static PriorityQueue<string, long> Index(StateStore state, Action<PriorityQueue<string, long>> rebuild)
-    {
-        if (state.Attachment is PriorityQueue<string, long> index)
-        {
-            return index;
-        }
-
-        index = new PriorityQueue<string, long>();
-        rebuild(index);
-        state.Attachment = index;
-        return index;
-    }
 }
 
 /// <summary>Aggregates per key and tumbling or hopping window (aligned to the Unix epoch).</summary>
@@ -147,15 +133,9 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
         var state = task.Store(store);
         var index = Index(state);
         var watermark = task.Watermark;
-        while (index.TryPeek(out var stateKey, out var due) && due <= watermark)
+        while (state.TryTakeDue(watermark, inclusive: true, out var stateKey, out var existing))
         {
-            index.Dequeue();
-            if (!state.TryGet(stateKey, out var existing))
-            {
-                continue;
-            }
-
-            var slot = (WindowSlot<TAggregate>)existing!;
+            var slot = (WindowSlot<TAggregate>)existing;
             if (slot.Closed)
             {
                 state.Delete(stateKey);
@@ -184,7 +164,7 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
 
     private static TimeWindow Window(long start, long end) => new(new DateTimeOffset(start, TimeSpan.Zero), new DateTimeOffset(end, TimeSpan.Zero));
 
-    private PriorityQueue<string, long> Index(StateStore state) => Index(state, index =>
+    private PriorityQueue<string, long> Index(StateStore state) => state.DueIndex(index =>
     {
         foreach (var (stateKey, value) in state.Entries)
         {
@@ -265,15 +245,9 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
         var state = task.Store(store);
         var index = Index(state);
         var watermark = task.Watermark;
-        while (index.TryPeek(out var keyJson, out var due) && due < watermark)
+        while (state.TryTakeDue(watermark, inclusive: false, out var keyJson, out var existing))
         {
-            index.Dequeue();
-            if (!state.TryGet(keyJson, out var existing))
-            {
-                continue;
-            }
-
-            var sessions = (SessionSlot<TAggregate>[])existing!;
+            var sessions = (SessionSlot<TAggregate>[])existing;
             var kept = new List<SessionSlot<TAggregate>>(sessions.Length);
             var changed = false;
             foreach (var session in sessions)
@@ -309,25 +283,16 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
                 kept.Add(session);
             }
 
-            if (!changed)
+            if (changed)
             {
-                continue;
-            }
-
-            if (kept.Count == 0)
-            {
-                state.Delete(keyJson);
-            }
-            else
-            {
-                state.Put(keyJson, kept.ToArray());
+                state.PutOrDelete(keyJson, kept);
             }
         }
     }
 
     private static TimeWindow Window(long start, long end) => new(new DateTimeOffset(start, TimeSpan.Zero), new DateTimeOffset(end, TimeSpan.Zero));
 
-    private PriorityQueue<string, long> Index(StateStore state) => Index(state, index =>
+    private PriorityQueue<string, long> Index(StateStore state) => state.DueIndex(index =>
     {
         foreach (var (keyJson, value) in state.Entries)
         {

@@ -61,10 +61,7 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
 
     public ValueTask UpdateAsync(string table, int generation, string id, Func<string?, string?> change, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ReadModelNames.Validate(table);
-        ReadModelNames.ValidateGeneration(generation);
-        ArgumentNullException.ThrowIfNull(id);
-        ArgumentNullException.ThrowIfNull(change);
+        ReadModelNames.ValidateUpdate(table, generation, id, change);
         cancellationToken.ThrowIfCancellationRequested();
         var staged = InMemoryUnitOfWork.Of(unitOfWork).Enlist(this, () => new StagedChanges(this));
         var key = (table, generation, id);

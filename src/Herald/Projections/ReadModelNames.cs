@@ -42,6 +42,15 @@ public static partial class ReadModelNames
     /// <summary>Throws unless <paramref name="generation"/> is at least 1.</summary>
     public static void ValidateGeneration(int generation) => ArgumentOutOfRangeException.ThrowIfLessThan(generation, 1);
 
+    /// <summary>Validates the arguments of <see cref="IReadModelStore.UpdateAsync"/>: the table, the generation, the id and the change.</summary>
+    public static void ValidateUpdate(string table, int generation, string id, Func<string?, string?> change)
+    {
+        Validate(table);
+        ValidateGeneration(generation);
+        ArgumentNullException.ThrowIfNull(id);
+        ArgumentNullException.ThrowIfNull(change);
+    }
+
     [GeneratedRegex("^[a-z][a-z0-9_]*$", RegexOptions.CultureInvariant)]
     private static partial Regex TableName();
 
