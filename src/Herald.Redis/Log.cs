@@ -2,27 +2,27 @@ using Microsoft.Extensions.Logging;
 
 namespace Herald.Redis;
 
-/// <summary>Herald.Redis log messages, with stable event ids (6000-6999).</summary>
+/// <summary>Herald.Redis log messages, with stable event ids (12000-12999).</summary>
 internal static partial class Log
 {
-    [LoggerMessage(6001, LogLevel.Information, "Connected to Redis at {Endpoints}")]
+    [LoggerMessage(12001, LogLevel.Information, "Connected to Redis at {Endpoints}")]
     public static partial void Connected(ILogger logger, string endpoints);
 
-    [LoggerMessage(6010, LogLevel.Debug, "Inbox mark of message {MessageId} at '{Endpoint}' is held by an uncommitted unit of work; waiting for its outcome")]
+    [LoggerMessage(12010, LogLevel.Debug, "Inbox mark of message {MessageId} at '{Endpoint}' is held by an uncommitted unit of work; waiting for its outcome")]
     public static partial void InboxWaitingForPendingMark(ILogger logger, Guid messageId, string endpoint);
 
-    [LoggerMessage(6011, LogLevel.Warning,
+    [LoggerMessage(12011, LogLevel.Warning,
         "The committed inbox mark of message {MessageId} at '{Endpoint}' could not be made final; it lapses after the pending timeout, and a duplicate arriving later runs again")]
     public static partial void InboxCommitFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
 
-    [LoggerMessage(6012, LogLevel.Warning,
+    [LoggerMessage(12012, LogLevel.Warning,
         "The inbox mark of message {MessageId} at '{Endpoint}' could not be removed after a rollback; its retry waits until the mark lapses after the pending timeout")]
     public static partial void InboxRollbackFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
 
-    [LoggerMessage(6013, LogLevel.Warning,
+    [LoggerMessage(12013, LogLevel.Warning,
         "The pending inbox mark of message {MessageId} at '{Endpoint}' was lost while its unit of work was open (it lapsed and another delivery marked the message); this commit will not make it final")]
     public static partial void InboxPendingMarkLost(ILogger logger, Guid messageId, string endpoint);
 
-    [LoggerMessage(6014, LogLevel.Warning, "Renewing the pending inbox mark of message {MessageId} at '{Endpoint}' failed; trying again shortly")]
+    [LoggerMessage(12014, LogLevel.Warning, "Renewing the pending inbox mark of message {MessageId} at '{Endpoint}' failed; trying again shortly")]
     public static partial void InboxPendingMarkRenewalFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
 }

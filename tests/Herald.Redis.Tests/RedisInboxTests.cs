@@ -119,7 +119,7 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
         await redis.Multiplexer.GetDatabase().HashSetAsync(MarkKey(id), "t", "another unit of work");
         _clock.Advance(PendingTimeout / 3);
 
-        await Eventually.UntilAsync(() => _logger.Collector.GetSnapshot().Any(r => r.Id.Id == 6013), "the lost mark is logged");
+        await Eventually.UntilAsync(() => _logger.Collector.GetSnapshot().Any(r => r.Id.Id == 12013), "the lost mark is logged");
         await first.CommitAsync();
         Assert.Equal("another unit of work", (string?)await redis.Multiplexer.GetDatabase().HashGetAsync(MarkKey(id), "t"));
         Assert.False(await inbox.IsHandledAsync(_endpoint, id));
@@ -252,7 +252,7 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
     private RedisKey MarkKey(Guid id) => RedisKeys.Build(redis.KeyPrefix + "{inbox}:", _endpoint, ":" + id.ToString("N"));
 
     private Task WaitUntilWaitingAsync() =>
-        Eventually.UntilAsync(() => _logger.Collector.GetSnapshot().Any(r => r.Id.Id == 6010), "the duplicate waits for the pending mark");
+        Eventually.UntilAsync(() => _logger.Collector.GetSnapshot().Any(r => r.Id.Id == 12010), "the duplicate waits for the pending mark");
 
     /// <summary>Moves the fake clock (which drives the waiter's polling) until the task is done.</summary>
     private async Task<bool> RunClockUntilDoneAsync(Task<bool> task, TimeSpan? step = null)
