@@ -53,10 +53,11 @@ public sealed class AmqpDecodeFuzzTests(ITestOutputHelper output)
             from type in Gen.OneOf(Gen.Bool.Select(_ => (string?)null), Gen.Bool.Select(_ => (string?)"fuzz-order"), Gen.String[0, 30].Select(s => (string?)s))
             from timestamp in Gen.OneOf(Gen.Bool.Select(_ => (long?)null), Gen.Long.Select(l => (long?)l), Gen.Bool.Select(_ => (long?)9_000_000_000_000_000))
             from contentType in Gen.OneOf(Gen.Bool.Select(_ => (string?)null), Gen.Bool.Select(_ => (string?)"application/json"), Gen.String[0, 20].Select(s => (string?)s))
+            from appId in Gen.OneOf(Gen.Bool.Select(_ => (string?)null), Gen.Bool.Select(_ => (string?)"/herald"), Gen.String[0, 30].Select(s => (string?)s))
             from body in Gen.OneOf(Gen.Byte.Array[0, 300], FuzzInputs.Body)
             from redelivered in Gen.Bool
             from raw in Gen.Bool
-            select (headers, messageId, type, timestamp, contentType, body, redelivered, raw);
+            select (headers, messageId, type, timestamp, contentType, appId, body, redelivered, raw);
 
         var cases = await Fuzz.RunAsync(
             gen,
@@ -68,6 +69,7 @@ public sealed class AmqpDecodeFuzzTests(ITestOutputHelper output)
                     MessageId = sample.messageId,
                     Type = sample.type,
                     ContentType = sample.contentType,
+                    AppId = sample.appId,
                 };
                 if (sample.timestamp is { } ts)
                 {

@@ -46,10 +46,10 @@ public sealed class InteropTests : RabbitMqTestBase
         Assert.Equal("c-9", properties.GetProperty("correlationId").GetString());
         Assert.Equal("application/json", properties.GetProperty("contentType").GetString());
         Assert.Equal(sent.Time.ToUnixTimeSeconds(), properties.GetProperty("timestamp").GetInt64());
+        Assert.Equal("/herald", properties.GetProperty("appId").GetString());
         var headers = properties.GetProperty("headers");
-        Assert.Equal(sent.MessageId.ToString(), headers.GetProperty("cloudEvents:id").GetString());
-        Assert.Equal("order-placed", headers.GetProperty("cloudEvents:type").GetString());
         Assert.Equal("1.0", headers.GetProperty("cloudEvents:specversion").GetString());
+        Assert.Equal(sent.Time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture), headers.GetProperty("cloudEvents:time").GetString());
         Assert.Equal("acme", headers.GetProperty("cloudEvents:tenant").GetString());
     }
 

@@ -4,6 +4,7 @@ using System.Collections.Concurrent;
 using System.Text;
 using Herald.Messages;
 using Herald.Transport;
+using RabbitMQ.Client;
 
 namespace Herald.RabbitMQ.Tests;
 
@@ -55,7 +56,7 @@ public sealed class TransportTests : RabbitMqTestBase
     }
 
     [Fact]
-    public async Task Send_WritesCloudEventsAttributesAndPlainAmqpProperties()
+    public async Task Send_WritesAttributesWithAnAmqpPropertyThereAndTheRestAsCloudEventsHeaders()
     {
         var transport = await CreateTransportAsync();
         var queue = Name("wire");
@@ -67,19 +68,137 @@ public sealed class TransportTests : RabbitMqTestBase
         var headers = got.BasicProperties.Headers!;
         string Header(string name) => Encoding.UTF8.GetString((byte[])headers[name]!);
         Assert.Equal("1.0", Header("cloudEvents:specversion"));
-        Assert.Equal(sent.MessageId.ToString(), Header("cloudEvents:id"));
-        Assert.Equal("order-placed", Header("cloudEvents:type"));
-        Assert.Equal("/shop/orders", Header("cloudEvents:source"));
         Assert.Equal(sent.Time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture), Header("cloudEvents:time"));
-        Assert.False(headers.ContainsKey("cloudEvents:dataschema"), "schema version 1 is the default and travels without a dataschema");
-        Assert.Equal("corr-9", Header("cloudEvents:correlationid"));
         Assert.Equal(sent.MessageId.ToString(), got.BasicProperties.MessageId);
         Assert.Equal("order-placed", got.BasicProperties.Type);
+        Assert.Equal("/shop/orders", got.BasicProperties.AppId);
         Assert.Equal("corr-9", got.BasicProperties.CorrelationId);
         Assert.Equal("application/json", got.BasicProperties.ContentType);
         Assert.Equal(sent.Time.ToUnixTimeSeconds(), got.BasicProperties.Timestamp.UnixTime);
         Assert.True(got.BasicProperties.Persistent);
         Assert.Equal("{\"n\":1}", Encoding.UTF8.GetString(got.Body.Span));
+
+        // Each attribute once: what a property carries is not repeated as a header (issue 9: headers cost the broker per message).
+        Assert.Equal(
+            ["cloudEvents:specversion", "cloudEvents:time"],
+            headers.Keys.Where(k => k.StartsWith("cloudEvents:", StringComparison.Ordinal)).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public async Task Send_ValuesTooLongForAnAmqpProperty_TravelAsCloudEventsHeaders_AndRoundTrip()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("long");
+        var type = "order-placed-" + new string('t', 300);
+        var source = "/shop/" + new string('s', 300);
+        var correlation = new string('c', 200) + "é€" + new string('c', 60);
+        var sent = NewEnvelope(type) with { CorrelationId = correlation, Headers = new Dictionary<string, string> { [HeaderNames.Source] = source } };
+        await transport.SendAsync(queue, sent);
+
+        var channel = await CreateRawChannelAsync();
+        var got = await GetAsync(channel, queue);
+        var headers = got.BasicProperties.Headers!;
+        string Header(string name) => Encoding.UTF8.GetString((byte[])headers[name]!);
+        Assert.Equal(type, Header("cloudEvents:type"));
+        Assert.Equal(source, Header("cloudEvents:source"));
+        Assert.Equal(correlation, Header("cloudEvents:correlationid"));
+        Assert.Null(got.BasicProperties.Type);
+        Assert.Null(got.BasicProperties.AppId);
+        Assert.Null(got.BasicProperties.CorrelationId);
+
+        await transport.SendAsync(queue, sent);
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+        await collector.WaitForAsync(1);
+        var received = collector.Envelopes.Single();
+        Assert.Equal(sent.MessageId, received.MessageId);
+        Assert.Equal(type, received.MessageType);
+        Assert.Equal(correlation, received.CorrelationId);
+        Assert.Equal(source, received.GetHeader(HeaderNames.Source));
+    }
+
+    [Fact]
+    public async Task Consume_ReadsTheAllHeadersFormatOfOlderHeraldSenders()
+    {
+        // What Herald wrote before issue 9: every attribute as a cloudEvents: header, id, type and correlation id also as properties.
+        var transport = await CreateTransportAsync();
+        var queue = Name("old-format");
+        await transport.DeclareQueueAsync(queue);
+        var channel = await CreateRawChannelAsync();
+        var id = Guid.CreateVersion7();
+        var time = new DateTimeOffset(2026, 1, 2, 3, 4, 5, 678, TimeSpan.Zero);
+        await channel.BasicPublishAsync(string.Empty, queue, false, new BasicProperties
+        {
+            MessageId = id.ToString(),
+            Type = "order-placed",
+            Timestamp = new AmqpTimestamp(time.ToUnixTimeSeconds()),
+            CorrelationId = "corr-old",
+            ContentType = "application/json",
+            Persistent = true,
+            Headers = new Dictionary<string, object?>
+            {
+                ["cloudEvents:specversion"] = "1.0"u8.ToArray(),
+                ["cloudEvents:id"] = Encoding.UTF8.GetBytes(id.ToString()),
+                ["cloudEvents:type"] = "order-placed"u8.ToArray(),
+                ["cloudEvents:source"] = "/shop/old"u8.ToArray(),
+                ["cloudEvents:time"] = "2026-01-02T03:04:05.678Z"u8.ToArray(),
+                ["cloudEvents:dataschema"] = "urn:herald:schema:order-placed:2"u8.ToArray(),
+                ["cloudEvents:correlationid"] = "corr-old"u8.ToArray(),
+                ["cloudEvents:causationid"] = "cause-old"u8.ToArray(),
+                ["cloudEvents:partitionkey"] = "order-1"u8.ToArray(),
+                ["cloudEvents:tenant"] = "acme"u8.ToArray(),
+            },
+        }, Encoding.UTF8.GetBytes("{\"n\":1}"));
+
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+        await collector.WaitForAsync(1);
+        var received = collector.Envelopes.Single();
+        Assert.Equal(id, received.MessageId);
+        Assert.Equal("order-placed", received.MessageType);
+        Assert.Equal(2, received.SchemaVersion);
+        Assert.Equal(time, received.Time);
+        Assert.Equal("corr-old", received.CorrelationId);
+        Assert.Equal("cause-old", received.CausationId);
+        Assert.Equal("order-1", received.PartitionKey);
+        Assert.Equal("/shop/old", received.GetHeader(HeaderNames.Source));
+        Assert.Equal("acme", received.GetHeader("tenant"));
+    }
+
+    [Fact]
+    public async Task Consume_AnAttributeHeaderWinsOverTheAmqpProperty()
+    {
+        // A CloudEvents client that writes both: the cloudEvents: header is the attribute, the property only a copy for plain clients.
+        var transport = await CreateTransportAsync();
+        var queue = Name("both");
+        await transport.DeclareQueueAsync(queue);
+        var channel = await CreateRawChannelAsync();
+        var id = Guid.CreateVersion7();
+        await channel.BasicPublishAsync(string.Empty, queue, false, new BasicProperties
+        {
+            MessageId = Guid.CreateVersion7().ToString(),
+            Type = "property-type",
+            AppId = "/from-app-id",
+            CorrelationId = "property-corr",
+            Headers = new Dictionary<string, object?>
+            {
+                ["cloudEvents:specversion"] = "1.0"u8.ToArray(),
+                ["cloudEvents:id"] = Encoding.UTF8.GetBytes(id.ToString()),
+                ["cloudEvents:type"] = "header-type"u8.ToArray(),
+                ["cloudEvents:source"] = "/from-header"u8.ToArray(),
+                ["cloudEvents:time"] = "2026-01-02T03:04:05.678Z"u8.ToArray(),
+                ["cloudEvents:correlationid"] = "header-corr"u8.ToArray(),
+            },
+        }, Encoding.UTF8.GetBytes("{}"));
+
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+        await collector.WaitForAsync(1);
+        var received = collector.Envelopes.Single();
+        Assert.Equal(id, received.MessageId);
+        Assert.Equal("header-type", received.MessageType);
+        Assert.Equal("header-corr", received.CorrelationId);
+        Assert.Equal("/from-header", received.GetHeader(HeaderNames.Source));
     }
 
     [Fact]

@@ -10,8 +10,7 @@ namespace Herald.Benchmarks.RabbitMq;
 internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1, bool cloudEventHeaders = false, int ackBatch = 1) : IBrokerContender
 {
     private static readonly byte[] SpecVersion = "1.0"u8.ToArray();
-    private static readonly byte[] Type = "order-placed"u8.ToArray();
-    private static readonly byte[] Source = "/herald"u8.ToArray();
+    private const string Source = "/herald";
 
     private IConnection? _connection;
     private IChannel[] _publishers = [];
@@ -29,7 +28,7 @@ internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1
 
     public string Setup =>
         $"RabbitMQ.Client 7.2.2, one connection; {(publisherChannels == 1 ? "one channel" : $"{publisherChannels} channels (round-robin)")} with `publisherConfirmationsEnabled` and `publisherConfirmationTrackingEnabled`, {BrokerWorkload.Outstanding} concurrent `BasicPublishAsync` " +
-        $"(persistent, mandatory, message id + content type{(cloudEventHeaders ? " + the 5 `cloudEvents:` headers Herald writes: specversion, id, type, source, time" : "")}) to a durable classic queue; consume on its own channel: `AsyncEventingBasicConsumer`, `BasicQos({BrokerWorkload.Prefetch})`, a handler that deserializes the body to the message type, then " +
+        $"(persistent, mandatory, message id + content type{(cloudEventHeaders ? " + what Herald adds for CloudEvents: the source as app id, the `cloudEvents:specversion` and `cloudEvents:time` headers" : "")}) to a durable classic queue; consume on its own channel: `AsyncEventingBasicConsumer`, `BasicQos({BrokerWorkload.Prefetch})`, a handler that deserializes the body to the message type, then " +
         (ackBatch > 1 ? $"`BasicAckAsync(multiple: true)` every {ackBatch} messages" : "`BasicAckAsync` per message") + " (dispatch concurrency 1)";
 
     private IChannel Publisher => _publishers.Length > 0 ? _publishers[0] : throw new InvalidOperationException("Not started.");
@@ -59,12 +58,11 @@ internal sealed class RawRabbitMqContender(Uri broker, int publisherChannels = 1
             };
             if (cloudEventHeaders)
             {
+                // What Herald adds for CloudEvents (docs/rabbitmq.md): id and type are the message id and type set above.
+                properties.AppId = Source;
                 properties.Headers = new Dictionary<string, object?>(StringComparer.Ordinal)
                 {
                     ["cloudEvents:specversion"] = SpecVersion,
-                    ["cloudEvents:id"] = properties.MessageId,
-                    ["cloudEvents:type"] = Type,
-                    ["cloudEvents:source"] = Source,
                     ["cloudEvents:time"] = System.Text.Encoding.UTF8.GetBytes(DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture)),
                 };
             }

@@ -11,8 +11,10 @@ namespace Herald.RabbitMQ.Transport;
 
 /// <summary>
 /// Maps an <see cref="Envelope"/> onto an AMQP 0-9-1 message in CloudEvents binary mode (docs/cloudevents.md): the body
-/// is the data, the attributes are headers prefixed <c>cloudEvents:</c>, and message_id, timestamp, correlation_id,
-/// type and content_type are set too so plain clients see them. Reads both that shape and plain JSON (raw queues).
+/// is the data; id, type, source, correlationid and datacontenttype travel in the AMQP properties made for them
+/// (message_id, type, app_id, correlation_id, content_type), every other attribute as a header prefixed
+/// <c>cloudEvents:</c> (docs/rabbitmq.md says why). Reads that shape, the all-headers shape of older Herald senders
+/// and other CloudEvents clients, and plain JSON (raw queues).
 /// </summary>
 internal static class AmqpEnvelopeCodec
 {
@@ -54,19 +56,26 @@ internal static class AmqpEnvelopeCodec
     public static BasicProperties Encode(Envelope envelope, string defaultSource)
     {
         var custom = envelope.Headers;
+        var type = envelope.MessageType;
+        string? source = null;
+
+        // Where AMQP has a property for an attribute, the property alone carries it (message_id, type, app_id,
+        // correlation_id, content_type): every header costs the broker CPU on each hop of each message (docs/rabbitmq.md).
+        // A value too long for a property (short strings hold 255 bytes) travels as a header instead.
+        var typeInHeader = !FitsShortString(type);
+        var correlationInHeader = envelope.CorrelationId is { } correlation && !FitsShortString(correlation);
 
         // Sized for what goes in, plus the publish sequence number the client adds with confirms on: never resized.
-        var optional = (envelope.SchemaVersion != 1 ? 1 : 0) + (envelope.PartitionKey is null ? 0 : 1) + (envelope.CorrelationId is null ? 0 : 1)
-            + (envelope.CausationId is null ? 0 : 1) + (envelope.UserId is null ? 0 : 1);
-        var headers = new Dictionary<string, object?>(custom.Count + optional + 6, StringComparer.Ordinal);
-        byte[]? source = null;
+        var optional = (envelope.SchemaVersion != 1 ? 1 : 0) + (envelope.PartitionKey is null ? 0 : 1) + (correlationInHeader ? 1 : 0)
+            + (envelope.CausationId is null ? 0 : 1) + (envelope.UserId is null ? 0 : 1) + (typeInHeader ? 1 : 0);
+        var headers = new Dictionary<string, object?>(custom.Count + optional + 4, StringComparer.Ordinal);
         if (custom.Count > 0)
         {
             foreach (var (name, value) in custom)
             {
                 if (name == HeaderNames.Source)
                 {
-                    source = Utf8Constants.Get(value);
+                    source = value;
                 }
                 else if (!ReservedAttributes.Contains(name))
                 {
@@ -75,15 +84,22 @@ internal static class AmqpEnvelopeCodec
             }
         }
 
-        // Constant or repeating values go out as cached UTF-8 bytes (written as AMQP long strings, as a string would be);
-        // the id as bytes too, so the client does not encode it again.
-        var id = envelope.MessageId.ToString("D");
-        var type = envelope.MessageType;
+        source ??= defaultSource;
+        var sourceInHeader = !FitsShortString(source);
+
+        // Constant or repeating values go out as cached UTF-8 bytes (written as AMQP long strings, as a string would be).
         headers[Prefix + "specversion"] = SpecVersion;
-        headers[Prefix + "id"] = FormatId(envelope.MessageId);
-        headers[Prefix + "type"] = Utf8Constants.Get(type);
-        headers[Prefix + "source"] = source ?? Utf8Constants.Get(defaultSource);
         headers[Prefix + "time"] = FormatTime(envelope.Time);
+        if (typeInHeader)
+        {
+            headers[Prefix + "type"] = Utf8Constants.Get(type);
+        }
+
+        if (sourceInHeader)
+        {
+            headers[Prefix + "source"] = Utf8Constants.Get(source);
+        }
+
         if (envelope.SchemaVersion != 1)
         {
             // Version 1 is what a message without a dataschema reads as: the most common case costs no header.
@@ -91,30 +107,30 @@ internal static class AmqpEnvelopeCodec
         }
 
         AddIfSet(headers, Prefix + "partitionkey", envelope.PartitionKey);
-        AddIfSet(headers, Prefix + "correlationid", envelope.CorrelationId);
+        if (correlationInHeader)
+        {
+            headers[Prefix + "correlationid"] = envelope.CorrelationId;
+        }
+
         AddIfSet(headers, Prefix + "causationid", envelope.CausationId);
         AddIfSet(headers, Prefix + "userid", envelope.UserId);
 
         // The AMQP user_id is checked by the broker against the login, so the user travels only as an attribute.
         return new BasicProperties
         {
-            MessageId = id,
-            Type = type,
+            MessageId = envelope.MessageId.ToString("D"),
+            Type = typeInHeader ? null : type,
+            AppId = sourceInHeader ? null : source,
             Timestamp = new AmqpTimestamp(envelope.Time.ToUnixTimeSeconds()),
-            CorrelationId = envelope.CorrelationId,
+            CorrelationId = correlationInHeader ? null : envelope.CorrelationId,
             ContentType = envelope.ContentType,
             DeliveryMode = DeliveryModes.Persistent,
             Headers = headers,
         };
     }
 
-    /// <summary>The id in its canonical form (<c>D</c>) in UTF-8.</summary>
-    internal static byte[] FormatId(Guid id)
-    {
-        var text = GC.AllocateUninitializedArray<byte>(36);
-        _ = id.TryFormat(text, out _, "D");
-        return text;
-    }
+    /// <summary>Whether the text fits an AMQP short string (at most 255 bytes in UTF-8).</summary>
+    internal static bool FitsShortString(string text) => text.Length <= 85 || Encoding.UTF8.GetByteCount(text) <= 255;
 
     /// <summary>The time as <see cref="TimeFormat"/> in UTF-8, written digit by digit: a custom format string is parsed on every call.</summary>
     internal static byte[] FormatTime(DateTimeOffset time)
@@ -351,9 +367,17 @@ internal static class AmqpEnvelopeCodec
             throw new MalformedMessageException($"Malformed message {id}: it has no time (no cloudEvents:time attribute and no AMQP timestamp).");
         }
 
-        if (ceSource is not null && Chars(ceSource, buffer, out var sourceChars) && !sourceChars.SequenceEqual(defaultSource))
+        // The source as an attribute (older Herald senders, other CloudEvents clients, a source too long for app_id), else app_id.
+        if (ceSource is not null)
         {
-            (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = InternedString(ceSource)!;
+            if (Chars(ceSource, buffer, out var sourceChars) && !sourceChars.SequenceEqual(defaultSource))
+            {
+                (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = InternedString(ceSource)!;
+            }
+        }
+        else if (properties.AppId is { Length: > 0 } appId && appId != defaultSource)
+        {
+            (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = appId;
         }
 
         var schemaVersion = ceSchema is not null && Chars(ceSchema, buffer, out var schemaChars) ? CloudEventValues.SchemaVersion(schemaChars) : 1;
