@@ -247,22 +247,22 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             // Zero when the message came without metadata (never from a pull consumer): read as the first delivery, stored now.
             Volatile.Write(ref _pending, (long)Math.Min(reply.Pending, long.MaxValue));
             var sequence = reply.StreamSequence;
-            var now = _transport.TimeProvider.GetUtcNow();
-            if (NatsEnvelopeCodec.NotBefore(message.Headers) is { } due && due - now > DueTolerance)
+            // The clock is read only for a delayed send or a message without metadata, not for every message.
+            if (NatsEnvelopeCodec.NotBefore(message.Headers) is { } due && due - _transport.TimeProvider.GetUtcNow() is var early && early > DueTolerance)
             {
                 if (_deferrals.AddOrUpdate(sequence, 1, static (_, n) => n + 1) == 1)
                 {
                     Interlocked.Increment(ref _deferred);
                 }
 
-                await message.NakAsync(new AckOpts { NakDelay = due - now }, CancellationToken.None).ConfigureAwait(false);
+                await message.NakAsync(new AckOpts { NakDelay = early }, CancellationToken.None).ConfigureAwait(false);
                 return;
             }
 
             var delivered = (int)Math.Clamp(reply.Delivered, 1, int.MaxValue);
             var attempt = Math.Max(1, delivered - (Volatile.Read(ref _deferred) > 0 && _deferrals.TryGetValue(sequence, out var deferred) ? deferred : 0));
             var envelope = NatsEnvelopeCodec.Decode(
-                message.Headers, message.Data ?? [], attempt, reply.Delivered == 0 ? now : reply.Timestamp, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
+                message.Headers, message.Data ?? [], attempt, reply.Delivered == 0 ? _transport.TimeProvider.GetUtcNow() : reply.Timestamp, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
             if (failure is not null)
             {
                 Log.Undecodable(_logger, Queue, failure.Message);

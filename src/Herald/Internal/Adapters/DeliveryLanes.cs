@@ -1,61 +1,96 @@
-using System.Threading.Channels;
+using System.Threading.Tasks.Sources;
 
 namespace Herald.Internal;
 
 /// <summary>
-/// Hands a consumer's deliveries to its workers: one bounded lane per worker. The same key (a partition key, a subject)
-/// always goes to the same lane, so it is handled in order; others go to the lane used last while it is idle (fast
-/// handlers finish in delivery order on one warm worker), else to an idle or the least loaded lane, so a slow message
-/// holds up no other while any lane is free.
+/// Hands a consumer's deliveries to its workers. An item with a key (a partition key, a subject) goes to the lane of
+/// one worker, always the same for that key, so it is handled in order; an item without one goes to a queue every
+/// worker takes from, as a bare client's workers share one channel, so a worker that is not running (a handler that is
+/// slow, a thread the machine has not scheduled) holds up no other. A worker takes its own lane first. An idle worker is
+/// woken for a new item, the one that went idle last first (fast handlers finish in delivery order on one warm worker).
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public sealed class DeliveryLanes<T>
 {
-    private readonly Channel<T>[] _lanes;
+    // One lock over every queue: the writer and the workers hold it for a few instructions (a bounded channel takes one
+    // too), and it lets the writer see at once which worker is idle without reading counts under other locks.
+    private readonly Lock _gate = new();
+    private readonly Queue<T>[] _lanes;
+    private readonly Queue<T> _shared = new();
+    private readonly Signal[] _wake;
 
-    // 1 while the lane's worker runs a handler; read when a lane is picked.
-    private readonly int[] _busy;
-    private int _lastLane;
+    // Workers waiting for an item, the one that went idle last on top; _waiting[i] says whether worker i is among them.
+    private readonly int[] _idle;
+    private readonly bool[] _waiting;
+    private readonly Signal _writerWake = new();
+    private readonly int _capacity;
+    private int _idleCount;
+    private int _count;
+    private bool _writerWaiting;
+    private bool _closed;
 
     /// <summary>Creates <paramref name="concurrency"/> lanes sharing <paramref name="prefetch"/> slots; one writer feeds them.</summary>
     public DeliveryLanes(int concurrency, int prefetch)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(concurrency, 1);
-        var capacity = Math.Max(1, prefetch / concurrency);
-        _lanes = new Channel<T>[concurrency];
-        _busy = new int[concurrency];
+        _capacity = concurrency * Math.Max(1, prefetch / concurrency);
+        _lanes = new Queue<T>[concurrency];
+        _wake = new Signal[concurrency];
+        _idle = new int[concurrency];
+        _waiting = new bool[concurrency];
         for (var i = 0; i < concurrency; i++)
         {
-            _lanes[i] = Channel.CreateBounded<T>(new BoundedChannelOptions(capacity)
-            {
-                FullMode = BoundedChannelFullMode.Wait,
-                SingleReader = true,
-                SingleWriter = true,
-            });
+            _lanes[i] = new Queue<T>();
+            _wake[i] = new Signal();
         }
     }
 
     /// <summary>
-    /// Puts an item in its lane, waiting while that lane is full. Once the workers were told to stop, throws
-    /// <see cref="OperationCanceledException"/>: the item was not taken.
+    /// Puts an item in its lane (or the shared queue when <paramref name="key"/> is null), waiting while every slot is
+    /// taken. Once the workers were told to stop, throws <see cref="OperationCanceledException"/>: the item was not taken.
     /// </summary>
     public ValueTask WriteAsync(T item, string? key, CancellationToken cancellationToken)
     {
-        var lane = Pick(key);
-        return lane.Writer.TryWrite(item) ? ValueTask.CompletedTask : WriteSlowAsync(lane, item, cancellationToken);
+        Signal? wake = null;
+        bool full;
+        lock (_gate)
+        {
+            if (_closed)
+            {
+                return ValueTask.FromException(Stopping(cancellationToken));
+            }
+
+            full = _count >= _capacity;
+            if (full)
+            {
+                ArmWriter();
+            }
+            else
+            {
+                wake = Enqueue(item, key);
+            }
+        }
+
+        if (full)
+        {
+            return WriteSlowAsync(item, key, cancellationToken);
+        }
+
+        wake?.Set();
+        return ValueTask.CompletedTask;
     }
 
     /// <summary>
-    /// Runs one worker per lane until <paramref name="stopping"/> fires: each takes its lane's items one at a time and
-    /// awaits <paramref name="handle"/>. A worker finishes the item it runs; items still queued stay for <see cref="TakeLeftovers"/>.
+    /// Runs one worker per lane until <paramref name="stopping"/> fires: each takes items one at a time (its own lane's
+    /// first) and awaits <paramref name="handle"/>. A worker finishes the item it runs; items still queued stay for
+    /// <see cref="TakeLeftovers"/>.
     /// </summary>
     public Task RunAsync(Func<T, ValueTask> handle, CancellationToken stopping)
     {
         ArgumentNullException.ThrowIfNull(handle);
 
-        // Workers wait without a token (a wait with one allocates and registers on the token every time a lane runs dry,
-        // once per message when handlers are fast); stopping completes the lanes instead, which wakes them. Items still
-        // queued stay readable for TakeLeftovers.
+        // Workers wait without a token (a wait with one allocates and registers on the token every time a worker runs dry,
+        // once per message when handlers are fast); stopping wakes them instead. Items still queued stay for TakeLeftovers.
         _ = stopping.UnsafeRegister(static s => ((DeliveryLanes<T>)s!).Close(), this);
         return Task.WhenAll(Enumerable.Range(0, _lanes.Length).Select(lane => Task.Run(() => WorkAsync(lane, handle, stopping), CancellationToken.None)));
     }
@@ -64,106 +99,182 @@ public sealed class DeliveryLanes<T>
     public List<T> TakeLeftovers()
     {
         var left = new List<T>();
-        foreach (var lane in _lanes)
+        lock (_gate)
         {
-            while (lane.Reader.TryRead(out var item))
+            foreach (var lane in _lanes)
             {
-                left.Add(item);
+                left.AddRange(lane);
+                lane.Clear();
             }
+
+            left.AddRange(_shared);
+            _shared.Clear();
+            _count = 0;
         }
 
         return left;
     }
 
-    private Channel<T> Pick(string? key)
+    // Under the gate: queues the item and returns the signal of an idle worker that may take it, if there is one.
+    private Signal? Enqueue(T item, string? key)
     {
-        if (_lanes.Length == 1)
+        _count++;
+
+        // A single worker takes every item, keyed or not, in the order written, from one queue.
+        if (key is null || _lanes.Length == 1)
         {
-            return _lanes[0];
+            _shared.Enqueue(item);
+            return _idleCount > 0 ? TakeIdle(_idle[_idleCount - 1]) : null;
         }
 
-        if (key is not null)
-        {
-            return _lanes[(int)(StableHash(key) % (uint)_lanes.Length)];
-        }
-
-        var last = _lastLane;
-        if (IsIdle(last))
-        {
-            return _lanes[last];
-        }
-
-        var best = last;
-        var bestLoad = int.MaxValue;
-        for (var i = 0; i < _lanes.Length; i++)
-        {
-            var lane = (last + i) % _lanes.Length;
-            var load = _lanes[lane].Reader.Count + Volatile.Read(ref _busy[lane]);
-            if (load == 0)
-            {
-                best = lane;
-                break;
-            }
-
-            if (load < bestLoad)
-            {
-                best = lane;
-                bestLoad = load;
-            }
-        }
-
-        _lastLane = best;
-        return _lanes[best];
+        var lane = (int)(StableHash(key) % (uint)_lanes.Length);
+        _lanes[lane].Enqueue(item);
+        return _waiting[lane] ? TakeIdle(lane) : null;
     }
 
-    private bool IsIdle(int lane) => Volatile.Read(ref _busy[lane]) == 0 && _lanes[lane].Reader.Count == 0;
+    // Under the gate: the worker leaves the idle stack; the caller sets its signal once out of the gate.
+    private Signal TakeIdle(int worker)
+    {
+        _waiting[worker] = false;
+        var at = Array.LastIndexOf(_idle, worker, _idleCount - 1, _idleCount);
+        Array.Copy(_idle, at + 1, _idle, at, _idleCount - at - 1);
+        _idleCount--;
+        return _wake[worker];
+    }
+
+    // Under the gate: the (only) writer is about to wait for a slot.
+    private void ArmWriter()
+    {
+        _writerWake.Reset();
+        _writerWaiting = true;
+    }
+
+    private async ValueTask WriteSlowAsync(T item, string? key, CancellationToken cancellationToken)
+    {
+        using var registration = cancellationToken.UnsafeRegister(static s => ((DeliveryLanes<T>)s!).WakeWriter(), this);
+        while (true)
+        {
+            await _writerWake.WaitAsync().ConfigureAwait(false);
+            Signal? wake;
+            lock (_gate)
+            {
+                if (_closed)
+                {
+                    throw Stopping(cancellationToken);
+                }
+
+                if (cancellationToken.IsCancellationRequested)
+                {
+                    throw new OperationCanceledException(cancellationToken);
+                }
+
+                if (_count >= _capacity)
+                {
+                    ArmWriter();
+                    continue;
+                }
+
+                wake = Enqueue(item, key);
+            }
+
+            wake?.Set();
+            return;
+        }
+    }
+
+    private void WakeWriter()
+    {
+        lock (_gate)
+        {
+            if (!_writerWaiting)
+            {
+                return;
+            }
+
+            _writerWaiting = false;
+        }
+
+        _writerWake.Set();
+    }
 
     private void Close()
     {
-        foreach (var lane in _lanes)
+        List<Signal> wake = [];
+        lock (_gate)
         {
-            lane.Writer.TryComplete();
-        }
-    }
+            _closed = true;
+            while (_idleCount > 0)
+            {
+                wake.Add(TakeIdle(_idle[_idleCount - 1]));
+            }
 
-    private static async ValueTask WriteSlowAsync(Channel<T> lane, T item, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await lane.Writer.WriteAsync(item, cancellationToken).ConfigureAwait(false);
+            if (_writerWaiting)
+            {
+                _writerWaiting = false;
+                wake.Add(_writerWake);
+            }
         }
-        catch (ChannelClosedException e)
+
+        foreach (var signal in wake)
         {
-            // Closed by the stop: the writer sees it as the cancellation it is.
-            throw new OperationCanceledException("The consumer is stopping.", e, cancellationToken);
+            signal.Set();
         }
     }
 
     private async Task WorkAsync(int lane, Func<T, ValueTask> handle, CancellationToken stopping)
     {
-        var reader = _lanes[lane].Reader;
+        var own = _lanes[lane];
+        var wake = _wake[lane];
         try
         {
-            while (!stopping.IsCancellationRequested && await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
+            while (true)
             {
-                while (!stopping.IsCancellationRequested && reader.TryRead(out var item))
+                T item;
+                bool taken;
+                var wakeWriter = false;
+                lock (_gate)
                 {
-                    Volatile.Write(ref _busy[lane], 1);
-                    try
+                    if (_closed || stopping.IsCancellationRequested)
                     {
-                        await handle(item).ConfigureAwait(false);
+                        return;
                     }
-                    finally
+
+                    taken = own.TryDequeue(out item!) || _shared.TryDequeue(out item!);
+                    if (taken)
                     {
-                        Volatile.Write(ref _busy[lane], 0);
+                        _count--;
+                        wakeWriter = _writerWaiting;
+                        _writerWaiting = false;
+                    }
+                    else
+                    {
+                        wake.Reset();
+                        _waiting[lane] = true;
+                        _idle[_idleCount++] = lane;
                     }
                 }
+
+                if (!taken)
+                {
+                    await wake.WaitAsync().ConfigureAwait(false);
+                    continue;
+                }
+
+                if (wakeWriter)
+                {
+                    _writerWake.Set();
+                }
+
+                await handle(item).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
         }
     }
+
+    private static OperationCanceledException Stopping(CancellationToken cancellationToken) =>
+        new("The consumer is stopping.", cancellationToken);
 
     // FNV-1a over the key's UTF-16 units: the same key takes the same lane in every process and run (string.GetHashCode
     // is randomized per process), so which keys share a lane is reproducible.
@@ -176,5 +287,29 @@ public sealed class DeliveryLanes<T>
         }
 
         return hash;
+    }
+
+    /// <summary>
+    /// A reusable wake-up with one waiter at a time. Setting it queues the waiter's continuation to the pool's global queue
+    /// (as a channel does), so it never runs on the waker's thread and the waker goes on at once.
+    /// </summary>
+    private sealed class Signal : IValueTaskSource, IThreadPoolWorkItem
+    {
+        private ManualResetValueTaskSourceCore<bool> _core;
+
+        public void Reset() => _core.Reset();
+
+        public void Set() => ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+
+        public ValueTask WaitAsync() => new(this, _core.Version);
+
+        void IThreadPoolWorkItem.Execute() => _core.SetResult(true);
+
+        public void GetResult(short token) => _core.GetResult(token);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
     }
 }
