@@ -33,6 +33,12 @@ public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions
     /// <summary>How many appends may wait for the coordinator before callers are held back (back-pressure).</summary>
     public int AppendQueueCapacity { get; set; } = 4096;
 
+    /// <summary>
+    /// The shortest time between two NOTIFYs of grouped appends (2 ms): groups committed in between share the next one.
+    /// Internal: tests widen it to see a group's NOTIFY deferred.
+    /// </summary>
+    internal TimeSpan AppendNotifyInterval { get; set; } = TimeSpan.FromMilliseconds(2);
+
     /// <summary>How many events one query of a read fetches.</summary>
     public int ReadPageSize { get; set; } = 8000;
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
@@ -17,7 +18,9 @@ namespace Herald.Postgres.EventSourcing;
 /// gets its <see cref="ConcurrencyException"/>; the others commit. That takes no savepoint per member, so a large group
 /// never overflows PostgreSQL's subtransaction cache. A group is one transaction, so its events share a transaction id and
 /// are contiguous in <c>$all</c>, ordered by the ordinals assigned here. The same round trip then wakes readers on other
-/// nodes with a NOTIFY in a transaction of its own (see <see cref="ExecuteAsync"/>).
+/// nodes with a NOTIFY in a transaction of its own (see <see cref="ExecuteAsync"/>), at most once per
+/// <see cref="PostgresStoreOptions.AppendNotifyInterval"/>: a group committed in between is covered by the next NOTIFY sent after it, in a later
+/// group's round trip or, when no group follows in time, alone (see <see cref="TakeNotify"/>).
 /// </summary>
 internal sealed class AppendCoordinator : IAsyncDisposable
 {
@@ -29,6 +32,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
 
     private const int MaxRetries = 3;
 
+
     private static readonly Histogram<int> GroupSize =
         HeraldDiagnostics.Meter.CreateHistogram<int>(GroupSizeMetric, "{append}", "Appends committed together in one transaction by the PostgreSQL append coordinator.");
 
@@ -38,6 +42,20 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly Action<long> _committed;
     private readonly GroupCommitter<PendingAppend> _committer;
+    private readonly CommitNotifier _notifier;
+    private readonly ITimer _notifyTimer;
+
+    // The shortest time between two NOTIFYs (PostgresStoreOptions.AppendNotifyInterval, 2 ms). Each costs a transaction with
+    // a transaction id, a heavyweight lock and a signal to every listening backend of the database; under load groups
+    // commit faster than that, so they share one. A reader on another node learns of a commit at most this much (plus a
+    // round trip) later; this process's readers are woken at the commit itself.
+    private readonly TimeSpan _notifyInterval;
+
+    // Stopwatch timestamp of the last NOTIFY taken (0: none yet); 1 while a committed group waits for a NOTIFY sent after
+    // it; 1 while the timer that sends such a NOTIFY alone is armed.
+    private long _lastNotify;
+    private int _owed;
+    private int _timerArmed;
 
     public AppendCoordinator(NpgsqlDataSource dataSource, EventStoreSql sql, PostgresStoreOptions options, TimeProvider time, ILogger logger, Action<long> committed)
     {
@@ -46,6 +64,11 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         _time = time;
         _logger = logger;
         _committed = committed;
+        _notifyInterval = options.AppendNotifyInterval;
+
+        // The throttle of a wake-up, not a time of the log: the real clock, so a store on a fake clock still wakes others.
+        _notifier = new CommitNotifier(dataSource, sql.Channel, logger);
+        _notifyTimer = TimeProvider.System.CreateTimer(static state => ((AppendCoordinator)state!).SendOwedNotify(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         var groups = new GroupCommitOptions
         {
             QueueCapacity = options.AppendQueueCapacity,
@@ -68,8 +91,58 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         return await pending.Completion.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Stops taking appends, commits those already queued and waits for the writer loops to end.</summary>
-    public ValueTask DisposeAsync() => _committer.DisposeAsync();
+    /// <summary>Stops taking appends, commits those already queued, waits for the writer loops to end and sends a NOTIFY still owed.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _committer.DisposeAsync().ConfigureAwait(false);
+        await _notifyTimer.DisposeAsync().ConfigureAwait(false);
+        SendOwedNotify();
+        await _notifier.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Whether the group about to be sent carries a NOTIFY: yes when none was taken for the interval. Its
+    /// NOTIFY runs after its own commit, and after the commit of every group that completed before this call, so it
+    /// settles what they owe. A group sent without one owes it once it completes (<see cref="Owe"/>).
+    /// </summary>
+    private bool TakeNotify()
+    {
+        var last = Volatile.Read(ref _lastNotify);
+        if (last != 0 && Stopwatch.GetElapsedTime(last) < _notifyInterval)
+        {
+            return false;
+        }
+
+        if (Interlocked.CompareExchange(ref _lastNotify, Stopwatch.GetTimestamp(), last) != last)
+        {
+            // The other writer loop took it just now; its NOTIFY may run before this group commits, so this one owes.
+            return false;
+        }
+
+        Volatile.Write(ref _owed, 0);
+        return true;
+    }
+
+    // A group committed (or may have) without a NOTIFY after it: the next group that takes one settles it, or, if none
+    // does within the interval, the timer sends it alone.
+    private void Owe()
+    {
+        Volatile.Write(ref _owed, 1);
+        if (Interlocked.Exchange(ref _timerArmed, 1) == 0)
+        {
+            _notifyTimer.Change(_notifyInterval, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private void SendOwedNotify()
+    {
+        Volatile.Write(ref _timerArmed, 0);
+        if (Interlocked.Exchange(ref _owed, 0) == 1)
+        {
+            Volatile.Write(ref _lastNotify, Stopwatch.GetTimestamp());
+            _notifier.Request(string.Empty);
+        }
+    }
 
     private static bool IsRetryable(PostgresException ex) =>
         ex.SqlState is PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure;
@@ -190,45 +263,64 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         }
 
         // No explicit transaction: PostgreSQL runs the appends in one implicit transaction, which the error barrier (a Sync)
-        // after the last one commits. The NOTIFY behind it is a transaction of its own in the same round trip: kept out of
+        // after the last one commits. The NOTIFY behind it (when the group takes one) is a transaction of its own in the same round trip: kept out of
         // the appends' transaction, since PostgreSQL serialises notifying commits through their WAL flush, and sent here
         // rather than from another connection, which would cost every group a second round trip and a second backend's
         // wake-up. The results are only trusted once the reader is closed, after the commit.
         last!.AppendErrorBarrier = true;
-        var notify = new NpgsqlBatchCommand(_sql.NotifyAfterCommit);
-        batch.BatchCommands.Add(notify);
+        NpgsqlBatchCommand? notify = null;
+        if (TakeNotify())
+        {
+            notify = new NpgsqlBatchCommand(_sql.NotifyAfterCommit);
+            batch.BatchCommands.Add(notify);
+        }
+
         var members = new List<PendingAppend>(group.Count);
         var outcomes = new AppendOutcome[group.Count];
-        var reader = await batch.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
-        await using (reader.ConfigureAwait(false))
+        var notified = false;
+        try
         {
-            for (var r = 0; r < rounds.Count; r++)
+            var reader = await batch.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+            await using (reader.ConfigureAwait(false))
             {
-                if (r > 0)
+                for (var r = 0; r < rounds.Count; r++)
                 {
-                    await reader.NextResultAsync().ConfigureAwait(false);
+                    if (r > 0)
+                    {
+                        await reader.NextResultAsync().ConfigureAwait(false);
+                    }
+
+                    if (!await reader.ReadAsync().ConfigureAwait(false))
+                    {
+                        throw new InvalidOperationException("The append function returned no row.");
+                    }
+
+                    var round = AppendOutcome.ReadRow(reader, rounds[r].Count);
+                    round.CopyTo(outcomes, members.Count);
+                    members.AddRange(rounds[r]);
                 }
 
-                if (!await reader.ReadAsync().ConfigureAwait(false))
+                try
                 {
-                    throw new InvalidOperationException("The append function returned no row.");
-                }
+                    while (await reader.NextResultAsync().ConfigureAwait(false))
+                    {
+                    }
 
-                var round = AppendOutcome.ReadRow(reader, rounds[r].Count);
-                round.CopyTo(outcomes, members.Count);
-                members.AddRange(rounds[r]);
+                    notified = notify is not null;
+                }
+                catch (PostgresException ex) when (notify is not null && ex.BatchCommand == notify)
+                {
+                    // Only the NOTIFY failed, after the appends committed: it is owed, and sent again below.
+                    Log.NotifyFailed(_logger, ex, _sql.Channel);
+                }
             }
-
-            try
+        }
+        finally
+        {
+            // A group that committed, or may have, without its NOTIFY after it (none taken, or the batch failed) owes one.
+            if (!notified)
             {
-                while (await reader.NextResultAsync().ConfigureAwait(false))
-                {
-                }
-            }
-            catch (PostgresException ex) when (ex.BatchCommand == notify)
-            {
-                // Only the NOTIFY failed, after the appends committed: listeners elsewhere wake on the next one or their poll.
-                Log.NotifyFailed(_logger, ex, _sql.Channel);
+                Owe();
             }
         }
 

@@ -71,6 +71,73 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
     }
 
     [Fact]
+    public async Task AppendsWithinTheNotifyInterval_ShareANotify_AndTheLastIsNotifiedAfterItCommits()
+    {
+        var interval = TimeSpan.FromSeconds(5);
+        // Appends to this class's schema only come from this test while it runs (the class's tests run one at a time).
+        var channel = Herald.Postgres.Schema.Migrations.ChannelFor(fixture.Schema);
+        await using var listening = await fixture.DataSource.OpenConnectionAsync();
+        var notifications = 0;
+        listening.Notification += (_, _) => Interlocked.Increment(ref notifications);
+        await using (var listen = new NpgsqlCommand($"LISTEN \"{channel}\"", listening))
+        {
+            await listen.ExecuteNonQueryAsync();
+        }
+
+        using var stop = new CancellationTokenSource();
+        var pump = Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    await listening.WaitAsync(stop.Token);
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+            }
+        });
+
+        await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
+        await using var follower = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, NotificationFallbackInterval = NoFallback });
+        await using var writer = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions
+        {
+            Schema = fixture.Schema,
+            AppendNotifyInterval = interval,
+        });
+        var first = await writer.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, TestEvents.Many(1));
+        await Eventually.UntilAsync(() => Volatile.Read(ref notifications) >= 1, "the first append's NOTIFY");
+        var waiting = follower.WaitForEventsAsync(first.LastPosition).AsTask();
+        await Eventually.UntilAsync(() => follower.Listener is { IsListening: true }, "the follower to listen");
+
+        // The first append took the NOTIFY, so the next ones, within the interval, go without one of their own.
+        const int Appends = 10;
+        var burst = System.Diagnostics.Stopwatch.StartNew();
+        AppendResult last = first;
+        for (var i = 1; i < Appends; i++)
+        {
+            last = await writer.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, TestEvents.Many(1));
+        }
+
+        var before = Volatile.Read(ref notifications);
+        var withinInterval = burst.Elapsed < interval;
+
+        // Nothing else appends: only the NOTIFY the deferred appends owe (or, on a machine slow enough that the burst outlasted
+        // the interval, one a later append took) wakes the follower and counts here.
+        await waiting.WaitAsync(Timeout);
+        if (withinInterval)
+        {
+            await Eventually.UntilAsync(() => Volatile.Read(ref notifications) > before, "the NOTIFY owed after the last append", Timeout);
+        }
+
+        Assert.True(await follower.GetLastPositionAsync() >= last.LastPosition);
+        Assert.True(Volatile.Read(ref notifications) < Appends, $"{notifications} NOTIFYs for {Appends} appends");
+        await stop.CancelAsync();
+        await pump;
+    }
+
+    [Fact]
     public async Task WaitForEvents_WhenTheStoreIsDisposedMeanwhile_ThrowsObjectDisposed()
     {
         var store = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, NotificationFallbackInterval = NoFallback });
