@@ -316,6 +316,27 @@ public sealed class OutboxTests
         await Eventually.UntilAsync(async () => await host.Get<IOutboxStore>().CountPendingAsync() == 0, "no outbox row is left");
     }
 
+    // A send from work the handler left running after its attempt ended cannot join its unit of work; written into a scope
+    // made after the attempt, nothing would ever commit it. It leaves at once instead.
+    [Fact]
+    public async Task InjectedBus_UsedAfterTheHandlersAttemptEnded_SendsAtOnce_Issue9()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var late = new LateSend();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<LateSendingHandler>(ServiceLifetime.Singleton).AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox(),
+            s => s.AddSingleton(late));
+
+        await host.Get<IMessageBus>().SendAsync(new LateForward(8));
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 1, "the attempt commits and is acked");
+        late.Go.SetResult();
+        await late.Sent.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var sent = Assert.Single(SentTo(host, downstream));
+        Assert.Equal(8, JsonSerializer.Deserialize<Forwarded>(sent.Body.Span, JsonSerializerOptions.Web)!.Number);
+        Assert.Equal(host.Transport.Settlements[0].Envelope.MessageId.ToString(), sent.CausationId);
+    }
+
     [Fact]
     public async Task Bus_OutsideAnyHandler_SendsAtOnce_EvenWithTheOutbox()
     {
@@ -363,6 +384,40 @@ public sealed class OutboxTests
 
             gate.Entered.TrySetResult();
             await gate.Release.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    [MessageType("rel-late-forward")]
+    public sealed record LateForward(int Number);
+
+    public sealed class LateSend
+    {
+        public TaskCompletionSource Go { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Sent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Leaves a send running that waits for the test, after the attempt has ended.</summary>
+    public sealed class LateSendingHandler(IMessageBus bus, LateSend late) : IMessageHandler<LateForward>
+    {
+        public ValueTask HandleAsync(LateForward message, MessageContext context, CancellationToken cancellationToken)
+        {
+            _ = SendLaterAsync(message.Number);
+            return ValueTask.CompletedTask;
+        }
+
+        private async Task SendLaterAsync(int number)
+        {
+            try
+            {
+                await late.Go.Task;
+                await bus.SendAsync(new Forwarded(number));
+                late.Sent.SetResult();
+            }
+            catch (Exception ex)
+            {
+                late.Sent.SetException(ex);
+            }
         }
     }
 
