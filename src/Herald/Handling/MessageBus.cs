@@ -24,32 +24,55 @@ internal sealed class MessageBus : IMessageBus
         _defaultQueue = options.Value.EndpointName;
     }
 
+    // In a unit of work (a handler's attempt, a command's), the bus sends as the handler's MessageContext does (issue 9).
     public ValueTask PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
-        where TMessage : notnull
-    {
-        var envelope = Create(message, options);
-        return DispatchAsync(envelope, envelope.MessageType, publish: true, options, cancellationToken);
-    }
+        where TMessage : notnull => DeliverAsync(this, UnitOfWorkRunner.Current, message, options, publish: true, cancellationToken);
 
     public ValueTask SendAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
+        where TMessage : notnull => DeliverAsync(this, UnitOfWorkRunner.Current, message, options, publish: false, cancellationToken);
+
+    /// <summary>
+    /// How a message sent or published in <paramref name="scope"/> leaves, whether through the injected bus or a handler's
+    /// <see cref="MessageContext"/>: through the scope's outbox when it has one (it leaves only if the unit of work commits,
+    /// and the commit wakes the relay), else at once through <paramref name="bus"/>; either way carrying the scope's
+    /// correlation, cause and user unless <paramref name="options"/> set them. Without a scope, straight to the transport.
+    /// </summary>
+    internal static ValueTask DeliverAsync<TMessage>(IMessageBus bus, IUnitOfWorkScope? scope, TMessage message, DeliveryOptions? options, bool publish, CancellationToken cancellationToken)
         where TMessage : notnull
     {
-        var envelope = Create(message, options);
-        var queue = _routes.GetQueue(message.GetType()) ?? _defaultQueue;
-        return DispatchAsync(envelope, queue, publish: false, options, cancellationToken);
+        options = Follow(scope, options);
+        if (scope?.GetOutbox() is { } outbox)
+        {
+            return publish ? outbox.PublishAsync(message, options, cancellationToken) : outbox.SendAsync(message, options, cancellationToken);
+        }
+
+        if (bus is not MessageBus own)
+        {
+            // A bus registered in place of this one is asked to send it, as the scope stamped it.
+            return publish ? bus.PublishAsync(message, options, cancellationToken) : bus.SendAsync(message, options, cancellationToken);
+        }
+
+        var envelope = own._envelopes.Create(message, options?.CorrelationId, options?.CausationId, options?.UserId, options?.PartitionKey, options?.Headers);
+        var destination = publish ? envelope.MessageType : own._routes.GetQueue(message.GetType()) ?? own._defaultQueue;
+        return own.DispatchAsync(envelope, destination, publish, options, cancellationToken);
     }
 
-    // Unset, the correlation, cause and user are those of the running unit of work (the command sent over HTTP, the handled message).
-    private Envelope Create(object message, DeliveryOptions? options)
+    // Unset, the correlation, cause and user are those of the scope (the command sent over HTTP, the handled message).
+    private static DeliveryOptions? Follow(IUnitOfWorkScope? scope, DeliveryOptions? options)
     {
-        var ambient = UnitOfWorkRunner.Current?.Metadata;
-        return _envelopes.Create(
-            message,
-            options?.CorrelationId ?? ambient?.CorrelationId,
-            options?.CausationId ?? ambient?.CausationId,
-            options?.UserId ?? ambient?.UserId,
-            options?.PartitionKey,
-            options?.Headers);
+        if (scope is null)
+        {
+            return options;
+        }
+
+        var ambient = scope.Metadata;
+        options ??= DeliveryOptions.Default;
+        return options with
+        {
+            CorrelationId = options.CorrelationId ?? ambient.CorrelationId,
+            CausationId = options.CausationId ?? ambient.CausationId,
+            UserId = options.UserId ?? ambient.UserId,
+        };
     }
 
     // Pooled: it goes asynchronous whenever the queue or broker makes the sender wait, once per message under load.

@@ -9,7 +9,8 @@ namespace Herald.Handling;
 
 /// <summary>
 /// What a handler knows about the message it handles, and how it sends more: messages sent or published through
-/// the context carry the incoming correlation id, and their causation id is the incoming message id. Each attempt
+/// the context (or the injected <see cref="IMessageBus"/> while the attempt runs) carry the incoming correlation id, and
+/// their causation id is the incoming message id, unless their <see cref="DeliveryOptions"/> set them. Each attempt
 /// (immediate retries included) gets a context, a DI scope and a unit of work of its own.
 /// </summary>
 public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
@@ -18,6 +19,7 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     // held once (see EndpointContext), and what only some attempts make (a scope, its unit of work, items) in one Extras.
     private EndpointContext _endpoint;
     private Extras? _extras;
+    private bool _ended;
 
     internal MessageContext(Envelope envelope, object message, string endpoint, IServiceProvider root, IMessageBus bus, CancellationToken cancellationToken, int attempt = 1)
         : this(envelope, message, new EndpointContext(endpoint, root, bus, UseOutbox: false), cancellationToken, attempt)
@@ -120,7 +122,7 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     /// </summary>
     internal Transport.Delivery? Delivery => Consumption?.Delivery;
 
-    /// <summary>When set, messages sent or published here go through the outbox of this attempt's unit of work.</summary>
+    /// <summary>When set, messages sent or published here (or through the injected bus while the attempt runs) go through the outbox of this attempt's unit of work.</summary>
     internal bool UseOutbox
     {
         get => _endpoint.UseOutbox;
@@ -132,20 +134,22 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
 
     /// <summary>Publishes an event caused by the incoming message (through the outbox when it is on: it leaves only if this attempt commits).</summary>
     public ValueTask PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
-        where TMessage : notnull => UseOutbox
-            ? Services.GetRequiredService<IOutbox>().PublishAsync(message, Follow(options), cancellationToken)
-            : _endpoint.Bus.PublishAsync(message, Follow(options), cancellationToken);
+        where TMessage : notnull => MessageBus.DeliverAsync(_endpoint.Bus, this, message, options, publish: true, cancellationToken);
 
     /// <summary>Sends a message caused by the incoming message (through the outbox when it is on: it leaves only if this attempt commits).</summary>
     public ValueTask SendAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
-        where TMessage : notnull => UseOutbox
-            ? Services.GetRequiredService<IOutbox>().SendAsync(message, Follow(options), cancellationToken)
-            : _endpoint.Bus.SendAsync(message, Follow(options), cancellationToken);
+        where TMessage : notnull => MessageBus.DeliverAsync(_endpoint.Bus, this, message, options, publish: false, cancellationToken);
+
+    // The injected IMessageBus asks the same while this attempt is ambient (issue 9). Once the attempt has ended, a late send
+    // (from work the handler left running) could not join its unit of work, and a scope made for it would never commit: it
+    // leaves at once.
+    IOutbox? IUnitOfWorkScope.GetOutbox() => UseOutbox && !_ended ? Services.GetRequiredService<IOutbox>() : null;
 
     /// <summary>Disposes the message's scope, if one was created.</summary>
     public ValueTask DisposeAsync()
     {
         Consumption = null;
+        _ended = true;
         return _extras?.Scope is { } scope ? new AsyncServiceScope(scope).DisposeAsync() : ValueTask.CompletedTask;
     }
 
@@ -164,17 +168,6 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
         }
 
         return scope;
-    }
-
-    private DeliveryOptions Follow(DeliveryOptions? options)
-    {
-        options ??= DeliveryOptions.Default;
-        return options with
-        {
-            CorrelationId = options.CorrelationId ?? Envelope.CorrelationId ?? Envelope.MessageId.ToString(),
-            CausationId = Envelope.MessageId.ToString(),
-            UserId = options.UserId ?? UserId,
-        };
     }
 
     // What only some attempts make: a light handler's attempt needs none of it.

@@ -1,4 +1,5 @@
 using Herald.EventSourcing.Aggregates;
+using Herald.Reliability.Outbox;
 
 namespace Herald.Persistence;
 
@@ -14,6 +15,13 @@ internal interface IUnitOfWorkScope
 
     /// <summary>The metadata stamped on the events stored in this unit of work (correlation, causation, user).</summary>
     EventMetadata Metadata { get; }
+
+    /// <summary>
+    /// The outbox that messages sent in this unit of work go through, so they leave only if it commits (a handler's
+    /// <c>MessageContext</c> sends and the injected <c>IMessageBus</c> alike); null when they leave at once: no outbox, or
+    /// handler messages not routed through it, or the scope has ended.
+    /// </summary>
+    IOutbox? GetOutbox();
 
     /// <summary>True when <paramref name="unitOfWork"/> is the one this scope commits.</summary>
     bool Owns(IUnitOfWork unitOfWork);

@@ -1,7 +1,9 @@
 using Herald.EventSourcing.Aggregates;
+using Herald.Reliability.Outbox;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
 
 namespace Herald.Persistence;
 
@@ -110,10 +112,32 @@ public sealed class UnitOfWorkRunner
     private sealed class RunnerScope(AsyncServiceScope scope, EventMetadata metadata) : IUnitOfWorkScope, IAsyncDisposable
     {
         private IUnitOfWork? _unitOfWork;
+        private IOutbox? _outbox;
+        private bool _outboxLooked;
+        private bool _ended;
 
         public IServiceProvider Services => scope.ServiceProvider;
 
         public EventMetadata Metadata => metadata;
+
+        // What a command handler sends through its injected bus goes through the outbox when the host routes handlers'
+        // messages there (issue 9); once the scope has ended, a late send leaves at once.
+        public IOutbox? GetOutbox()
+        {
+            if (_ended)
+            {
+                return null;
+            }
+
+            if (!_outboxLooked)
+            {
+                var routed = scope.ServiceProvider.GetService<IOptions<OutboxOptions>>()?.Value.RouteHandlerMessages ?? true;
+                _outbox = routed ? scope.ServiceProvider.GetService<IOutbox>() : null;
+                _outboxLooked = true;
+            }
+
+            return _outbox;
+        }
 
         public bool Owns(IUnitOfWork unitOfWork) => ReferenceEquals(_unitOfWork, unitOfWork);
 
@@ -137,6 +161,10 @@ public sealed class UnitOfWorkRunner
         public ValueTask RollbackAsync(ILogger logger) =>
             _unitOfWork is { } unitOfWork ? RollbackQuietlyAsync(unitOfWork, logger) : ValueTask.CompletedTask;
 
-        public ValueTask DisposeAsync() => scope.DisposeAsync();
+        public ValueTask DisposeAsync()
+        {
+            _ended = true;
+            return scope.DisposeAsync();
+        }
     }
 }

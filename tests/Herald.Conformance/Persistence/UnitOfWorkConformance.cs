@@ -230,6 +230,75 @@ public abstract class UnitOfWorkConformance
         await AssertNeverSentAsync(host, work.Key);
     }
 
+    // Issue 9: a message sent or published through a handler's injected IMessageBus left at once, before the handler's unit of
+    // work committed (a MessageContext send went through the outbox). In a handler it now goes through the outbox too.
+    [Theory]
+    [MemberData(nameof(SenderLifetimes))]
+    public async Task MessagesSentThroughAnInjectedBusFromAHandler_LeaveOnceAfterTheCommit_NotBefore_Issue9(ServiceLifetime senderLifetime)
+    {
+        var gate = new HandlerGate();
+        await using var host = await StartAsync(gate, useInbox: false, senderLifetime);
+        var work = Work.New();
+
+        await host.Get<IMessageBus>().SendAsync(new UowBusWork(work.Key, Fail: false), new DeliveryOptions { CorrelationId = work.Key });
+        await gate.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // The handler has sent and published through its bus and waits: nothing may have left yet.
+        Assert.DoesNotContain(work.Key, host.SentNotes());
+        Assert.DoesNotContain(work.Key, host.PublishedNotes());
+        Assert.Empty(host.Transport.Settlements);
+
+        gate.Release.SetResult();
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 1, "the delivery is settled after the commit");
+        Assert.Equal(SettlementKind.Ack, host.Transport.Settlements[0].Kind);
+        await Eventually.UntilAsync(
+            () => host.SentNotes().Contains(work.Key) && host.PublishedNotes().Contains(work.Key),
+            "the bus's messages are relayed after the commit");
+        await AssertNeverSentAsync(host, "nothing-else");
+        Assert.Single(host.SentNotes(), work.Key);
+        Assert.Single(host.PublishedNotes(), work.Key);
+
+        // They follow the handled message, as a MessageContext send does.
+        var incoming = host.Transport.Settlements[0].Envelope;
+        var sent = host.Transport.Sent.Single(s => s.Destination == NotesQueue && Text(s.Envelope) == work.Key).Envelope;
+        Assert.Equal(work.Key, sent.CorrelationId);
+        Assert.Equal(incoming.MessageId.ToString(), sent.CausationId);
+    }
+
+    // Issue 9: the handler's bus had sent its messages before the handler failed; every attempt sent them again.
+    [Theory]
+    [MemberData(nameof(SenderLifetimes))]
+    public async Task MessagesSentThroughAnInjectedBusFromAHandlerThatThenFails_NeverLeave_Issue9(ServiceLifetime senderLifetime)
+    {
+        await using var host = await StartAsync(useInbox: false, senderLifetime: senderLifetime, deadLetterAfterRetries: true);
+        var work = Work.New();
+
+        await host.Get<IMessageBus>().SendAsync(new UowBusWork(work.Key, Fail: true));
+
+        // An immediate retry fails as well, then the message is dead-lettered (and acked).
+        await Eventually.UntilAsync(
+            async () => (await host.Get<Herald.Reliability.DeadLetters.IDeadLetterStore>().ListAsync(new() { Endpoint = host.Endpoint })).Count == 1,
+            "the message is dead-lettered once its retries are exhausted");
+        await AssertNeverSentAsync(host, work.Key);
+        Assert.DoesNotContain(work.Key, host.PublishedNotes());
+        await AssertNoPendingRowAsync(host, work.Key);
+    }
+
+    [Fact]
+    public async Task MessageSentThroughTheBusOutsideAnyHandler_LeavesAtOnce()
+    {
+        await using var host = await StartAsync(useInbox: false);
+        var key = "row-" + Guid.NewGuid().ToString("N");
+
+        await host.Get<IMessageBus>().SendAsync(new UowNote(key));
+        await host.Get<IMessageBus>().PublishAsync(new UowNote(key));
+
+        // No unit of work runs: the transport has both when the calls return, and the outbox holds neither.
+        Assert.Single(host.SentNotes(), key);
+        Assert.Single(host.PublishedNotes(), key);
+        await AssertNoPendingRowAsync(host, key);
+    }
+
     [Fact]
     public async Task CommandSentOutsideAnyHandler_CommitsInAUnitOfWorkOfItsOwn()
     {
@@ -273,6 +342,13 @@ public abstract class UnitOfWorkConformance
         Assert.DoesNotContain(key, host.SentNotes());
     }
 
+    // The store may be shared with other tests: look for this key's rows, not for an empty outbox.
+    private static async Task AssertNoPendingRowAsync(TestHost host, string key)
+    {
+        var pending = await host.Get<IOutboxStore>().FetchPendingAsync(100_000);
+        Assert.DoesNotContain(pending, row => row.Destination is NotesQueue or NoteTopic && Text(row.Envelope) == key);
+    }
+
     private static Envelope Event(IServiceProvider services) =>
         services.GetRequiredService<EnvelopeFactory>().Create(new UowNote("event"));
 
@@ -282,7 +358,11 @@ public abstract class UnitOfWorkConformance
 
     private const string NotesQueue = "uow-notes";
 
-    private async Task<TestHost> StartAsync(HandlerGate? gate = null, bool useInbox = true, ServiceLifetime senderLifetime = ServiceLifetime.Scoped)
+    private const string NoteTopic = "uow-conformance-note";
+
+    private static string Text(Envelope envelope) => JsonSerializer.Deserialize<UowNote>(envelope.Body.Span, JsonSerializerOptions.Web)!.Text;
+
+    private async Task<TestHost> StartAsync(HandlerGate? gate = null, bool useInbox = true, ServiceLifetime senderLifetime = ServiceLifetime.Scoped, bool deadLetterAfterRetries = false)
     {
         var endpoint = "uow-" + Guid.NewGuid().ToString("N")[..12];
         var transport = new RecordingTransport(new InMemoryTransport(InMemoryTransportOptions.Default, TimeProvider.System));
@@ -298,9 +378,20 @@ public abstract class UnitOfWorkConformance
                 o.EndpointName = endpoint;
                 o.MaxConcurrency = 1;
             });
-            h.ConfigureRetries(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)));
+            h.ConfigureRetries(r =>
+            {
+                if (deadLetterAfterRetries)
+                {
+                    r.Immediate(1).Delayed(0, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+                }
+                else
+                {
+                    r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
+                }
+            });
             h.AddMessageType<UowNote>().AddMessageType<UowWork>().AddHandler<UowWorkHandler>().Route<UowNote>(NotesQueue).Route<UowWork>(endpoint);
             h.AddMessageType<UowDelegate>().AddHandler<UowDelegateHandler>(senderLifetime).AddHandler<UowCommandHandler>().Route<UowDelegate>(endpoint);
+            h.AddMessageType<UowBusWork>().AddHandler<UowBusHandler>(senderLifetime).Route<UowBusWork>(endpoint);
             h.UseOutbox(o => o.PollInterval = TimeSpan.FromMilliseconds(200));
             if (useInbox)
             {
@@ -326,6 +417,10 @@ public abstract class UnitOfWorkConformance
     /// <summary>Work for a handler that hands it to <see cref="UowCommand"/> through the command bus, then fails when <paramref name="Fail"/>.</summary>
     [MessageType("uow-conformance-delegate")]
     public sealed record UowDelegate(string Stream, string Key, bool Fail);
+
+    /// <summary>Work for a handler that sends and publishes a note keyed <paramref name="Key"/> through an injected bus, then fails when <paramref name="Fail"/>.</summary>
+    [MessageType("uow-conformance-bus-work")]
+    public sealed record UowBusWork(string Key, bool Fail);
 
     /// <summary>A command: append to the stream, send a note through the outbox and write the user row keyed <paramref name="Key"/>.</summary>
     public sealed record UowCommand(string Stream, string Key) : ICommand;
@@ -391,6 +486,24 @@ public abstract class UnitOfWorkConformance
         }
     }
 
+    /// <summary>Sends and publishes a note through an injected <see cref="IMessageBus"/> (never the context), then fails or waits at the gate.</summary>
+    public sealed class UowBusHandler(IMessageBus bus, HandlerGate gate) : IMessageHandler<UowBusWork>
+    {
+        /// <inheritdoc />
+        public async ValueTask HandleAsync(UowBusWork message, MessageContext context, CancellationToken cancellationToken)
+        {
+            ArgumentNullException.ThrowIfNull(message);
+            await bus.SendAsync(new UowNote(message.Key), cancellationToken: cancellationToken);
+            await bus.PublishAsync(new UowNote(message.Key), cancellationToken: cancellationToken);
+            if (message.Fail)
+            {
+                throw new InvalidOperationException("The handler fails after its bus sent.");
+            }
+
+            await gate.PassAsync(cancellationToken);
+        }
+    }
+
     /// <summary>Enlists an append, an outbox note and a user row in the unit of work the command runs in.</summary>
     public sealed class UowCommandHandler(IEventStore store, IUnitOfWork unitOfWork, IOutbox outbox, EnvelopeFactory envelopes, Func<IUnitOfWork, string, ValueTask> writeUserRow)
         : ICommandHandler<UowCommand>
@@ -421,8 +534,10 @@ public abstract class UnitOfWorkConformance
         public T Get<T>()
             where T : notnull => host.Services.GetRequiredService<T>();
 
-        public List<string> SentNotes() =>
-            [.. transport.Sent.Where(s => s.Destination == NotesQueue).Select(s => JsonSerializer.Deserialize<UowNote>(s.Envelope.Body.Span, JsonSerializerOptions.Web)!.Text)];
+        public List<string> SentNotes() => [.. transport.Sent.Where(s => s.Destination == NotesQueue).Select(s => Text(s.Envelope))];
+
+        // A published note goes to its topic, its logical type name.
+        public List<string> PublishedNotes() => [.. transport.Sent.Where(s => s.Destination == NoteTopic).Select(s => Text(s.Envelope))];
 
         public async ValueTask DisposeAsync()
         {

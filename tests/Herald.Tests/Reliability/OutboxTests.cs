@@ -239,6 +239,116 @@ public sealed class OutboxTests
         await host.RunUntilAsync(() => SentTo(host, downstream).Count == 1, "the relay leads and sends", TimeSpan.FromSeconds(1));
     }
 
+    // Issue 9: what a handler sent through its injected IMessageBus left at once, before its unit of work committed, and again
+    // on every attempt of a handler that then failed; a MessageContext send went through the outbox.
+    [Theory]
+    [InlineData(ServiceLifetime.Singleton)]
+    [InlineData(ServiceLifetime.Scoped)]
+    public async Task InjectedBus_InAHandler_SendsThroughTheOutbox_OnceAfterTheCommit_Issue9(ServiceLifetime lifetime)
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var gate = new BusGate();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<BusForwardingHandler>(lifetime).AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox(),
+            s => s.AddSingleton(gate));
+
+        await host.Get<IMessageBus>().SendAsync(new BusForward(Number: 3, Fail: false), new DeliveryOptions { CorrelationId = "flow-3" });
+        await gate.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // Sent and published, not committed: the transport has neither, the outbox holds them uncommitted.
+        Assert.Empty(SentTo(host, downstream));
+        Assert.Empty(SentTo(host, "rel-forwarded"));
+        Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
+
+        gate.Release.SetResult();
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1 && SentTo(host, "rel-forwarded").Count == 1, "both leave after the commit");
+        await Eventually.UntilAsync(async () => await host.Get<IOutboxStore>().CountPendingAsync() == 0, "the relay marks them sent");
+        var incoming = Assert.Single(host.Transport.Settlements).Envelope;
+        var sent = Assert.Single(SentTo(host, downstream));
+        Assert.Equal("flow-3", sent.CorrelationId);
+        Assert.Equal(incoming.MessageId.ToString(), sent.CausationId);
+        Assert.Single(SentTo(host, "rel-forwarded"));
+    }
+
+    [Theory]
+    [InlineData(ServiceLifetime.Singleton)]
+    [InlineData(ServiceLifetime.Scoped)]
+    public async Task InjectedBus_InAHandlerThatFails_SendsNothing_AndTheMessageIsDeadLettered_Issue9(ServiceLifetime lifetime)
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<BusForwardingHandler>(lifetime).AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox()
+                .ConfigureRetries(r => r.Immediate(1).Delayed(1, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1))),
+            s => s.AddSingleton(new BusGate()));
+
+        await host.Get<IMessageBus>().SendAsync(new BusForward(Number: 4, Fail: true));
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync(step: TimeSpan.FromSeconds(1)));
+        Assert.Equal(3, deadLetter.AttemptCount);
+
+        // A message committed afterwards leaves, so one committed before would have: none was.
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(new Forwarded(99));
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count >= 1, "the marker leaves");
+        var only = Assert.Single(SentTo(host, downstream));
+        Assert.Equal(99, JsonSerializer.Deserialize<Forwarded>(only.Body.Span, JsonSerializerOptions.Web)!.Number);
+        Assert.Empty(SentTo(host, "rel-forwarded"));
+        await Eventually.UntilAsync(async () => await host.Get<IOutboxStore>().CountPendingAsync() == 0, "no outbox row is left");
+    }
+
+    [Fact]
+    public async Task InjectedBus_InACommandHandlerThatFails_SendsNothing_AndOneThatReturns_SendsAfterTheCommit_Issue9()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<BusCommandHandler>().AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+        var commands = host.Get<Herald.Cqrs.ICommandBus>();
+
+        await Assert.ThrowsAsync<InvalidOperationException>(() => commands.SendAsync(new BusCommand(Number: 5, Fail: true)).AsTask());
+        await commands.SendAsync(new BusCommand(Number: 6, Fail: false));
+
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count >= 1, "the committed command's message leaves");
+        var only = Assert.Single(SentTo(host, downstream));
+        Assert.Equal(6, JsonSerializer.Deserialize<Forwarded>(only.Body.Span, JsonSerializerOptions.Web)!.Number);
+        await Eventually.UntilAsync(async () => await host.Get<IOutboxStore>().CountPendingAsync() == 0, "no outbox row is left");
+    }
+
+    // A send from work the handler left running after its attempt ended cannot join its unit of work; written into a scope
+    // made after the attempt, nothing would ever commit it. It leaves at once instead.
+    [Fact]
+    public async Task InjectedBus_UsedAfterTheHandlersAttemptEnded_SendsAtOnce_Issue9()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var late = new LateSend();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<LateSendingHandler>(ServiceLifetime.Singleton).AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox(),
+            s => s.AddSingleton(late));
+
+        await host.Get<IMessageBus>().SendAsync(new LateForward(8));
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 1, "the attempt commits and is acked");
+        late.Go.SetResult();
+        await late.Sent.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var sent = Assert.Single(SentTo(host, downstream));
+        Assert.Equal(8, JsonSerializer.Deserialize<Forwarded>(sent.Body.Span, JsonSerializerOptions.Web)!.Number);
+        Assert.Equal(host.Transport.Settlements[0].Envelope.MessageId.ToString(), sent.CausationId);
+    }
+
+    [Fact]
+    public async Task Bus_OutsideAnyHandler_SendsAtOnce_EvenWithTheOutbox()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+
+        await host.Get<IMessageBus>().SendAsync(new Forwarded(1));
+
+        Assert.Single(SentTo(host, downstream));
+        Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
+    }
+
     private static List<Envelope> SentTo(ReliabilityHost host, string destination) =>
         [.. host.Transport.Sent.Where(s => s.Destination == destination).Select(s => s.Envelope)];
 
@@ -247,6 +357,81 @@ public sealed class OutboxTests
 
     [MessageType("rel-forwarded")]
     public sealed record Forwarded(int Number);
+
+    [MessageType("rel-bus-forward")]
+    public sealed record BusForward(int Number, bool Fail);
+
+    public sealed record BusCommand(int Number, bool Fail) : Herald.Cqrs.ICommand;
+
+    public sealed class BusGate
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Sends and publishes through its injected bus, never its context; then fails, or waits for the test.</summary>
+    public sealed class BusForwardingHandler(IMessageBus bus, BusGate gate) : IMessageHandler<BusForward>
+    {
+        public async ValueTask HandleAsync(BusForward message, MessageContext context, CancellationToken cancellationToken)
+        {
+            await bus.SendAsync(new Forwarded(message.Number), cancellationToken: cancellationToken);
+            await bus.PublishAsync(new Forwarded(message.Number), cancellationToken: cancellationToken);
+            if (message.Fail)
+            {
+                throw new InvalidOperationException($"failing after the bus sent, attempt {context.Attempt}");
+            }
+
+            gate.Entered.TrySetResult();
+            await gate.Release.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    [MessageType("rel-late-forward")]
+    public sealed record LateForward(int Number);
+
+    public sealed class LateSend
+    {
+        public TaskCompletionSource Go { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Sent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Leaves a send running that waits for the test, after the attempt has ended.</summary>
+    public sealed class LateSendingHandler(IMessageBus bus, LateSend late) : IMessageHandler<LateForward>
+    {
+        public ValueTask HandleAsync(LateForward message, MessageContext context, CancellationToken cancellationToken)
+        {
+            _ = SendLaterAsync(message.Number);
+            return ValueTask.CompletedTask;
+        }
+
+        private async Task SendLaterAsync(int number)
+        {
+            try
+            {
+                await late.Go.Task;
+                await bus.SendAsync(new Forwarded(number));
+                late.Sent.SetResult();
+            }
+            catch (Exception ex)
+            {
+                late.Sent.SetException(ex);
+            }
+        }
+    }
+
+    public sealed class BusCommandHandler(IMessageBus bus) : Herald.Cqrs.ICommandHandler<BusCommand>
+    {
+        public async ValueTask HandleAsync(BusCommand command, CancellationToken cancellationToken)
+        {
+            await bus.SendAsync(new Forwarded(command.Number), cancellationToken: cancellationToken);
+            if (command.Fail)
+            {
+                throw new InvalidOperationException("the command fails after its bus sent");
+            }
+        }
+    }
 
     public sealed class ForwardingHandler : IMessageHandler<Forward>
     {

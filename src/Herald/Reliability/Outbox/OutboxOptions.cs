@@ -33,7 +33,10 @@ public sealed class OutboxOptions
     /// <summary>Most sent messages deleted per round trip, so cleanup never holds long locks. Default 1,000.</summary>
     public int CleanupBatchSize { get; set; } = 1000;
 
-    /// <summary>Whether messages that handlers send or publish through their <c>MessageContext</c> go through the outbox. Default true.</summary>
+    /// <summary>
+    /// Whether messages that handlers send or publish, through their <c>MessageContext</c> or an injected <c>IMessageBus</c>
+    /// (in a message's or a command's unit of work), go through the outbox. Default true.
+    /// </summary>
     public bool RouteHandlerMessages { get; set; } = true;
 
     internal IEnumerable<string> Validate()
