@@ -275,7 +275,10 @@ internal sealed class ScaleBenchmark : IBenchmark
             sections.Add(("Herald SQLite: the file at each step", sqliteFile.ToString()));
         }
 
-        sections.Add(("Event stores: time per step (fill + measurements + catch-up) against the prediction", timings.ToString()));
+        if (stores.Count > 0)
+        {
+            sections.Add(("Event stores: time per step (fill + measurements + catch-up) against the prediction", timings.ToString()));
+        }
 
         return sections;
     }
