@@ -29,12 +29,15 @@ internal sealed record BenchmarkArgs
     {
         var options = (Quick ? " --quick" : "")
             + (Repeat is { } repeat ? " --repeat " + repeat.ToString(System.Globalization.CultureInfo.InvariantCulture) : "")
-            + (Only.Count > 0 ? " --only " + string.Join(',', Only) : "")
+            + (Only.Count > 0 ? " --only " + Quoted(string.Join(',', Only)) : "")
             + (Scenarios.Count > 0 ? " --scenario \"" + string.Join(',', Scenarios) + "\"" : "")
             + (MaxEvents is { } maxEvents ? " --max-events " + maxEvents.ToString(System.Globalization.CultureInfo.InvariantCulture) : "")
             + (MaxSeconds is { } maxSeconds ? " --max-seconds " + maxSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture) : "");
         return $"`dotnet run -c Release --project bench/Herald.Benchmarks -- {benchmark}{options}` — {(Quick ? "quick smoke run: small counts, not representative" : "full run")}.";
     }
+
+    // A value with a space is quoted, so the heading is a command that runs as written.
+    private static string Quoted(string value) => value.Contains(' ', StringComparison.Ordinal) ? "\"" + value + "\"" : value;
 
     public bool Includes(string contender) =>
         Only.Count == 0 || Only.Any(o => contender.Contains(o, StringComparison.OrdinalIgnoreCase));

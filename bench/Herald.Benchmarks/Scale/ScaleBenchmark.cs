@@ -61,7 +61,7 @@ internal sealed class ScaleBenchmark : IBenchmark
         text.AppendLine();
         text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"Asked for up to {Curve.Size(maxEvents)} events/messages/rows within {budget.TotalSeconds:0} s; the run took {clock.Elapsed.TotalSeconds:0} s. ") +
             "A step is only started when the time left covers it (predicted from the previous step's rates, plus 20 %), so the largest size reached is the last column filled; Herald's stores have the first claim on the time, and Marten takes a step only when Herald's remaining steps still fit after it. " +
-            "Between steps the data grows as a bulk import would: the event stores by appends of 10,000 events to new streams from 4 writers; the queue backlogs, the outbox and the dead letters by SQL statements writing rows like the stores' own, vacuumed afterwards on PostgreSQL. Every measurement goes through the public API. " +
+            "Between steps the data grows as a bulk import would: the event stores by appends of 10,000 events to new streams from 4 writers; the queue backlogs, the outbox and the dead letters by SQL statements writing rows like the stores' own, vacuumed afterwards on PostgreSQL (the outbox and dead letters also analyzed, as an import is finished, so autovacuum's analyze of the new rows does not run during the step's measurements). Every measurement goes through the public API. " +
             "Rates are per second (higher is better); memory is the process's peak working set while a catch-up subscription read the whole store from position 0. " +
             "The ratio is cost(largest)/cost(first column): the first value over the last for a rate, the last over the first for memory or latency. Target (issue 16): ≤ 1.5×.");
         text.AppendLine();
@@ -275,7 +275,10 @@ internal sealed class ScaleBenchmark : IBenchmark
             sections.Add(("Herald SQLite: the file at each step", sqliteFile.ToString()));
         }
 
-        sections.Add(("Event stores: time per step (fill + measurements + catch-up) against the prediction", timings.ToString()));
+        if (stores.Count > 0)
+        {
+            sections.Add(("Event stores: time per step (fill + measurements + catch-up) against the prediction", timings.ToString()));
+        }
 
         return sections;
     }
@@ -350,7 +353,12 @@ internal sealed class ScaleBenchmark : IBenchmark
     private static async Task<List<(string Title, string Body)>> RunTablesAsync(
         BenchmarkArgs args, string postgres, NpgsqlDataSource admin, List<long> steps, TimeSpan deadline, Stopwatch clock, List<string> notes, CancellationToken cancellationToken)
     {
-        if (!args.Includes("outbox") && !args.Includes("dead"))
+        // --only picks rows here by "<engine> outbox" and "<engine> dead letters" ("dead", "SQLite dead", "PostgreSQL outbox",
+        // ...): a set runs when one of its two is picked, and its fill still grows both tables to every step, so a row picked
+        // alone is measured on the same tables (and the same file) as in a full run.
+        var picked = new[] { "PostgreSQL", "SQLite" }.ToDictionary(
+            e => e, e => (Outbox: args.Includes($"{e} outbox"), DeadLetters: args.Includes($"{e} dead letters")));
+        if (!picked.Values.Any(p => p.Outbox || p.DeadLetters))
         {
             return [];
         }
@@ -364,11 +372,12 @@ internal sealed class ScaleBenchmark : IBenchmark
             new("SQLite", h => h.UseSqlite(sqlitePath), (add, ct) => ScaleTables.FillSqliteAsync(sqlitePath, add, ct),
                 () => HeraldEventStoreContender.DeleteSqliteFiles(sqlitePath)),
         };
+        sets.RemoveAll(t => picked[t.Name] is { Outbox: false, DeadLetters: false });
         var curves = sets.ToDictionary(t => t.Name, _ => new List<Curve>
         {
             new($"outbox relay: fetch 100 due + mark sent, {RelayMessages:N0} messages", "msg/s", true),
             new("dead letters: list one endpoint, 20 keyset pages of 100 from the middle", "rows/s", true),
-            new("dead letters: count one endpoint (a tenth of the table; median of 5)", "ms", false),
+            new($"dead letters: count one endpoint (a tenth of the table; median of {ScaleTables.CountSamples})", "ms", false),
         });
         var measureSeconds = sets.ToDictionary(t => t.Name, _ => 5.0);
         var running = new List<ScaleTables>();
@@ -407,11 +416,20 @@ internal sealed class ScaleBenchmark : IBenchmark
                         await tables.GrowAsync(step, cancellationToken);
                         var measuring = Stopwatch.StartNew();
                         var c = curves[tables.Name];
-                        c[0].Points[step] = await tables.MeasureRelayAsync(RelayMessages, cancellationToken);
-                        c[1].Points[step] = await tables.MeasureListAsync(cancellationToken);
-                        c[2].Points[step] = await tables.MeasureCountAsync(cancellationToken);
+                        if (picked[tables.Name].Outbox)
+                        {
+                            c[0].Points[step] = await tables.MeasureRelayAsync(RelayMessages, cancellationToken);
+                        }
+
+                        if (picked[tables.Name].DeadLetters)
+                        {
+                            c[1].Points[step] = await tables.MeasureListAsync(cancellationToken);
+                            c[2].Points[step] = await tables.MeasureCountAsync(cancellationToken);
+                        }
+
                         measureSeconds[tables.Name] = measuring.Elapsed.TotalSeconds;
-                        Console.WriteLine($"  {tables.Name} outbox/dead letters at {Curve.Size(step)} rows each ({clock.Elapsed.TotalSeconds:0} s): " + string.Join("; ", c.Select(x => $"{x.Points[step]:N1} {x.Unit}")));
+                        Console.WriteLine($"  {tables.Name} outbox/dead letters at {Curve.Size(step)} rows each ({clock.Elapsed.TotalSeconds:0} s): " +
+                            string.Join("; ", c.Where(x => x.Points.ContainsKey(step)).Select(x => $"{x.Name} {x.Points[step]:N1} {x.Unit}")));
                     }
                     catch (Exception ex) when (ex is not OperationCanceledException)
                     {
@@ -429,7 +447,7 @@ internal sealed class ScaleBenchmark : IBenchmark
             }
         }
 
-        return [.. sets.Select(t => ($"{t.Name} outbox and dead letters (rows in each table)", Curve.Table("operation", curves[t.Name]).ToString()))];
+        return [.. sets.Select(t => ($"{t.Name} outbox and dead letters (rows in each table)", Curve.Table("operation", [.. curves[t.Name].Where(c => c.Points.Count > 0)]).ToString()))];
     }
 
     private static async Task<string> DescribeServerAsync(NpgsqlDataSource admin, CancellationToken cancellationToken)

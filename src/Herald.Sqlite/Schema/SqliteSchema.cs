@@ -211,6 +211,65 @@ internal static class SqliteSchema
             INSERT INTO herald_dead_letter_counts (endpoint, count)
                 SELECT endpoint, COUNT(*) FROM herald_dead_letters GROUP BY endpoint;
             """),
+
+        // Issue 16: a page of one endpoint's dead letters read its rows through the (endpoint, id) index, each row a lookup of
+        // its rowid somewhere in the table, a page read per row once the endpoint's rows were spread over a table larger than
+        // the cache (20 pages of 100 fell from 163k to 45k rows/s between 100 k and 10 M rows). The table is now clustered by
+        // (endpoint, id): a page is a range of the table itself, a few leaf pages per 100 rows at any size. Ids stay unique by
+        // their own index, which a lookup or a delete by id, and a listing of every endpoint, go through. The copy keeps every
+        // row (the counts of migration 8 stay exact); the triggers of migration 8 go with the old table and are made again.
+        new(9, "dead letters: the table clustered by endpoint and id", $$"""
+            CREATE TABLE herald_dead_letters_clustered (
+                id                   BLOB    NOT NULL,
+                endpoint             TEXT    NOT NULL,
+                cause                TEXT    NOT NULL,
+                error_type           TEXT    NOT NULL,
+                error_message        TEXT    NOT NULL,
+                stack_trace          TEXT,
+                fingerprint          TEXT    NOT NULL,
+                first_failure        INTEGER NOT NULL,
+                first_failure_offset INTEGER NOT NULL,
+                last_failure         INTEGER NOT NULL,
+                last_failure_offset  INTEGER NOT NULL,
+                attempt_count        INTEGER NOT NULL,
+                retry_count          INTEGER NOT NULL,
+                last_retry_error     TEXT,
+                last_retry_time      INTEGER,
+                last_retry_offset    INTEGER,
+            {{EnvelopeColumns("message", 17)}},
+                delivery_attempt INTEGER NOT NULL,
+                PRIMARY KEY (endpoint, id)
+            ) STRICT, WITHOUT ROWID;
+
+            INSERT INTO herald_dead_letters_clustered
+                SELECT id, endpoint, cause, error_type, error_message, stack_trace, fingerprint, first_failure, first_failure_offset,
+                       last_failure, last_failure_offset, attempt_count, retry_count, last_retry_error, last_retry_time, last_retry_offset,
+                       message_id, message_type, schema_version, time, time_offset, correlation_id, causation_id, user_id, partition_key,
+                       content_type, headers, body, delivery_attempt
+                  FROM herald_dead_letters ORDER BY endpoint, id;
+            DROP TABLE herald_dead_letters;
+            ALTER TABLE herald_dead_letters_clustered RENAME TO herald_dead_letters;
+            CREATE UNIQUE INDEX herald_dead_letters_by_id ON herald_dead_letters (id);
+
+            CREATE TRIGGER herald_dead_letters_counted_insert AFTER INSERT ON herald_dead_letters
+            BEGIN
+                INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
+                    ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
+            END;
+
+            CREATE TRIGGER herald_dead_letters_counted_delete AFTER DELETE ON herald_dead_letters
+            BEGIN
+                UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
+            END;
+
+            CREATE TRIGGER herald_dead_letters_counted_move AFTER UPDATE OF endpoint ON herald_dead_letters
+                WHEN OLD.endpoint IS NOT NEW.endpoint
+            BEGIN
+                UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
+                INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
+                    ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
+            END;
+            """),
     ];
 
     /// <summary>
