@@ -183,30 +183,13 @@ internal static class SqliteSchema
         // Issue 16: counting an endpoint's dead letters read all of its rows. Triggers keep a count per endpoint in the
         // statement that inserts or deletes a row (an ignored duplicate fires nothing), so every writer keeps it exact and a
         // count reads one row. The backfill runs in the migration's write transaction, so no row escapes both.
-        new(8, "dead letters: a count per endpoint kept by triggers", """
+        new(8, "dead letters: a count per endpoint kept by triggers", $$"""
             CREATE TABLE herald_dead_letter_counts (
                 endpoint TEXT    NOT NULL PRIMARY KEY,
                 count    INTEGER NOT NULL
             ) STRICT, WITHOUT ROWID;
 
-            CREATE TRIGGER herald_dead_letters_counted_insert AFTER INSERT ON herald_dead_letters
-            BEGIN
-                INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
-                    ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
-            END;
-
-            CREATE TRIGGER herald_dead_letters_counted_delete AFTER DELETE ON herald_dead_letters
-            BEGIN
-                UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
-            END;
-
-            CREATE TRIGGER herald_dead_letters_counted_move AFTER UPDATE OF endpoint ON herald_dead_letters
-                WHEN OLD.endpoint IS NOT NEW.endpoint
-            BEGIN
-                UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
-                INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
-                    ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
-            END;
+            {{DeadLetterCountTriggers}}
 
             INSERT INTO herald_dead_letter_counts (endpoint, count)
                 SELECT endpoint, COUNT(*) FROM herald_dead_letters GROUP BY endpoint;
@@ -251,26 +234,31 @@ internal static class SqliteSchema
             ALTER TABLE herald_dead_letters_clustered RENAME TO herald_dead_letters;
             CREATE UNIQUE INDEX herald_dead_letters_by_id ON herald_dead_letters (id);
 
-            CREATE TRIGGER herald_dead_letters_counted_insert AFTER INSERT ON herald_dead_letters
-            BEGIN
-                INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
-                    ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
-            END;
-
-            CREATE TRIGGER herald_dead_letters_counted_delete AFTER DELETE ON herald_dead_letters
-            BEGIN
-                UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
-            END;
-
-            CREATE TRIGGER herald_dead_letters_counted_move AFTER UPDATE OF endpoint ON herald_dead_letters
-                WHEN OLD.endpoint IS NOT NEW.endpoint
-            BEGIN
-                UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
-                INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
-                    ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
-            END;
+            {{DeadLetterCountTriggers}}
             """),
     ];
+
+    // The triggers of migration 8 that keep herald_dead_letter_counts exact; migration 9 makes them again on the rebuilt table.
+    private const string DeadLetterCountTriggers = """
+        CREATE TRIGGER herald_dead_letters_counted_insert AFTER INSERT ON herald_dead_letters
+        BEGIN
+            INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
+                ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
+        END;
+
+        CREATE TRIGGER herald_dead_letters_counted_delete AFTER DELETE ON herald_dead_letters
+        BEGIN
+            UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
+        END;
+
+        CREATE TRIGGER herald_dead_letters_counted_move AFTER UPDATE OF endpoint ON herald_dead_letters
+            WHEN OLD.endpoint IS NOT NEW.endpoint
+        BEGIN
+            UPDATE herald_dead_letter_counts SET count = count - 1 WHERE endpoint = OLD.endpoint;
+            INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
+                ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
+        END;
+        """;
 
     /// <summary>
     /// The columns every table holding an envelope has, from its id (<c>{kind}_id</c>) to its body, one a line with a comma
