@@ -367,16 +367,16 @@ internal sealed class ScaleBenchmark : IBenchmark
         var sqlitePath = Path.Combine(Path.GetTempPath(), $"herald-scalet-{Guid.NewGuid():N}.db");
         var sets = new List<ScaleTables>
         {
-            new("PostgreSQL", h => h.UsePostgres(postgres, o => o.Schema = schema), (add, ct) => ScaleTables.FillPostgresAsync(admin, schema, add, ct),
+            new("PostgreSQL", h => h.UsePostgres(postgres, o => o.Schema = schema), (from, add, ct) => ScaleTables.FillPostgresAsync(admin, schema, from, add, ct),
                 () => HeraldEventStoreContender.DropSchemaAsync(postgres, schema)),
-            new("SQLite", h => h.UseSqlite(sqlitePath), (add, ct) => ScaleTables.FillSqliteAsync(sqlitePath, add, ct),
+            new("SQLite", h => h.UseSqlite(sqlitePath), (from, add, ct) => ScaleTables.FillSqliteAsync(sqlitePath, from, add, ct),
                 () => HeraldEventStoreContender.DeleteSqliteFiles(sqlitePath)),
         };
         sets.RemoveAll(t => picked[t.Name] is { Outbox: false, DeadLetters: false });
         var curves = sets.ToDictionary(t => t.Name, _ => new List<Curve>
         {
             new($"outbox relay: fetch 100 due + mark sent, {RelayMessages:N0} messages", "msg/s", true),
-            new("dead letters: list one endpoint, 20 keyset pages of 100 from the middle", "rows/s", true),
+            new($"dead letters: list one endpoint, 20 keyset pages of 100 from the middle half (median of {ScaleTables.ListSamples})", "rows/s", true),
             new($"dead letters: count one endpoint (a tenth of the table; median of {ScaleTables.CountSamples})", "ms", false),
         });
         var measureSeconds = sets.ToDictionary(t => t.Name, _ => 5.0);
