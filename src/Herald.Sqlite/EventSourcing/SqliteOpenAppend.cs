@@ -5,25 +5,13 @@ using Herald.Internal;
 namespace Herald.Sqlite.EventSourcing;
 
 /// <summary>An append inside a transaction that is still open; it holds the store's write lock until committed or rolled back.</summary>
-internal sealed class SqliteOpenAppend : IAsyncDisposable
+internal sealed class SqliteOpenAppend(WriteSession session, AppendResult result, SemaphoreSlim writeLock, SemaphoreSlim gate, PositionSignal signal)
+    : IAsyncDisposable
 {
-    private readonly WriteSession _session;
-    private readonly SemaphoreSlim _writeLock;
-    private readonly SemaphoreSlim _gate;
-    private readonly PositionSignal _signal;
     private int _ended;
 
-    public SqliteOpenAppend(WriteSession session, AppendResult result, SemaphoreSlim writeLock, SemaphoreSlim gate, PositionSignal signal)
-    {
-        _session = session;
-        _writeLock = writeLock;
-        _gate = gate;
-        _signal = signal;
-        Result = result;
-    }
-
     /// <summary>What the append will have done once committed.</summary>
-    public AppendResult Result { get; }
+    public AppendResult Result { get; } = result;
 
     /// <summary>Commits: the events become readable and waiters wake.</summary>
     public Task CommitAsync(CancellationToken cancellationToken = default)
@@ -58,23 +46,23 @@ internal sealed class SqliteOpenAppend : IAsyncDisposable
             throw new InvalidOperationException("The open append was already committed or rolled back.");
         }
 
-        var appended = _session.LastAppendedPosition;
+        var appended = session.LastAppendedPosition;
         try
         {
             if (commit)
             {
-                _session.Commit();
+                session.Commit();
             }
             else
             {
-                _session.Rollback();
+                session.Rollback();
             }
         }
         catch when (commit)
         {
             try
             {
-                _session.Rollback();
+                session.Rollback();
             }
             catch (Microsoft.Data.Sqlite.SqliteException)
             {
@@ -85,16 +73,16 @@ internal sealed class SqliteOpenAppend : IAsyncDisposable
         }
         finally
         {
-            _session.Dispose();
+            session.Dispose();
 
             // The write lock first: a writer already waiting for it goes before the next open append.
-            _writeLock.Release();
-            _gate.Release();
+            writeLock.Release();
+            gate.Release();
         }
 
         if (commit && appended > 0)
         {
-            _signal.Publish(appended);
+            signal.Publish(appended);
         }
     }
 }

@@ -10,63 +10,25 @@ namespace Herald.Streams;
 /// queue the router fills (records, dead letters, commit barriers) in source order. One loop drains the queue; queries
 /// lock <see cref="StreamTask.Gate"/>.
 /// </summary>
-internal sealed class StreamPartition
+internal sealed class StreamPartition(int index, string stateName, string checkpointId, StreamTask task, long checkpoint)
+    : StreamUnit(stateName, checkpointId, task, checkpoint)
 {
     // Bounded: a slow partition slows the reader of the source instead of filling memory.
     private readonly Channel<PartitionWork> _work = Channel.CreateBounded<PartitionWork>(
         new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true });
 
-    private long _committed;
-
-    public StreamPartition(int index, string stateName, string checkpointId, StreamTask task, long checkpoint)
-    {
-        Index = index;
-        StateName = stateName;
-        CheckpointId = checkpointId;
-        Task = task;
-        Checkpoint = checkpoint;
-        _committed = checkpoint;
-    }
-
-    public int Index { get; }
-
-    /// <summary>The name its state is kept under in the <see cref="IStreamStateStore"/>.</summary>
-    public string StateName { get; }
-
-    /// <summary>Its checkpoint in the <see cref="ICheckpointStore"/>.</summary>
-    public string CheckpointId { get; }
-
-    public StreamTask Task { get; }
+    public int Index { get; } = index;
 
     /// <summary>The checkpoint it was loaded at: events at or below it are in its state already, and the router skips them for it.</summary>
-    public long Checkpoint { get; }
-
-    /// <summary>Everything routed to it up to this position is committed (or had nothing to commit).</summary>
-    public long Committed => Volatile.Read(ref _committed);
-
-    /// <summary>Dead letters waiting for its next commit; guarded by the task's gate.</summary>
-    public List<DeadLetter> DeadLetters { get; } = [];
-
-    public Task Loop { get; set; } = System.Threading.Tasks.Task.CompletedTask;
+    public long Checkpoint { get; } = checkpoint;
 
     /// <summary>Its tasks of the later sub-topologies (stage 1 first), when the topology is split into several.</summary>
     public List<StreamStage> Stages { get; } = [];
-
-    /// <summary>Writes the records leaving its sub-topology to the repartition logs of stage 1.</summary>
-    public RepartitionWriter Writer { get; } = new();
 
     /// <summary>The leadership this process holds on the partition (none when no election is used).</summary>
     public Herald.Persistence.LeaderLease? Lease { get; init; }
 
     public ChannelReader<PartitionWork> Reader => _work.Reader;
-
-    public void MarkCommitted(long position)
-    {
-        if (position > Volatile.Read(ref _committed))
-        {
-            Volatile.Write(ref _committed, position);
-        }
-    }
 
     // Never cancelled: a record half routed (some partitions have it, others not) must reach them all before a barrier.
     public ValueTask EnqueueAsync(PartitionWork work) => _work.Writer.WriteAsync(work, CancellationToken.None);

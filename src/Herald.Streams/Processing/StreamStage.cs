@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text.Json;
 using System.Threading.Channels;
-using Herald.Reliability.DeadLetters;
 using Herald.Streams.Topology;
 
 namespace Herald.Streams;
@@ -13,49 +12,21 @@ namespace Herald.Streams;
 /// before writes. It shares the partition's lease; its state is <c>{name}:{partition}:stage-{stage}</c> and its checkpoint
 /// (the source position up to which it took every record) <c>stream:{name}:{partition}:stage-{stage}</c>.
 /// </summary>
-internal sealed class StreamStage
+internal sealed class StreamStage(int stage, StreamPartition partition, string stateName, string checkpointId, StreamTask task, long committed)
+    : StreamUnit(stateName, checkpointId, task, committed)
 {
     // A commit in this process wakes the stages at once; the poll finds the commits of other processes.
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
-    private long _committed;
 
-    public StreamStage(int stage, StreamPartition partition, string stateName, string checkpointId, StreamTask task, long committed)
-    {
-        Stage = stage;
-        Partition = partition;
-        StateName = stateName;
-        CheckpointId = checkpointId;
-        Task = task;
-        _committed = committed;
-    }
-
-    public int Stage { get; }
+    public int Stage { get; } = stage;
 
     /// <summary>The partition whose keys (and lease) it runs.</summary>
-    public StreamPartition Partition { get; }
+    public StreamPartition Partition { get; } = partition;
 
     public int Index => Partition.Index;
 
-    public string StateName { get; }
-
-    public string CheckpointId { get; }
-
-    public StreamTask Task { get; }
-
-    /// <summary>The source position up to which it has taken and committed every record of the stage before.</summary>
-    public long Committed => Volatile.Read(ref _committed);
-
-    /// <summary>Writes the records leaving it for the next stage's log (when there is one).</summary>
-    public RepartitionWriter Writer { get; } = new();
-
-    public List<DeadLetter> DeadLetters { get; } = [];
-
-    public System.Threading.Tasks.Task Loop { get; set; } = System.Threading.Tasks.Task.CompletedTask;
-
     /// <summary>Cancelled when the run stops, once the stage before has committed: the loop takes what is there and ends.</summary>
     public CancellationTokenSource Stopping { get; } = new();
-
-    public void MarkCommitted(long position) => Volatile.Write(ref _committed, position);
 
     public void Wake() => _wake.Writer.TryWrite(true);
 

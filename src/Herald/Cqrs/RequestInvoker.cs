@@ -41,39 +41,42 @@ internal abstract class RequestInvoker<TResult>
     }
 }
 
-internal sealed class CommandInvoker<TCommand> : RequestInvoker<Unit>
+/// <summary>Runs a request of type <typeparamref name="TRequest"/> through its one <typeparamref name="THandler"/> and the behaviours.</summary>
+internal abstract class RequestInvoker<TRequest, THandler, TResult> : RequestInvoker<TResult>
+    where TRequest : notnull
+    where THandler : class
+{
+    public sealed override ValueTask<TResult> InvokeAsync(object request, IServiceProvider services, CancellationToken cancellationToken)
+    {
+        var typed = (TRequest)request;
+        var handler = Single<THandler>(services, typeof(TRequest));
+        return Pipeline(typed, services, () => HandleAsync(handler, typed, cancellationToken), cancellationToken);
+    }
+
+    /// <summary>Calls the handler's own method.</summary>
+    protected abstract ValueTask<TResult> HandleAsync(THandler handler, TRequest request, CancellationToken cancellationToken);
+}
+
+internal sealed class CommandInvoker<TCommand> : RequestInvoker<TCommand, ICommandHandler<TCommand>, Unit>
     where TCommand : ICommand
 {
-    public override ValueTask<Unit> InvokeAsync(object request, IServiceProvider services, CancellationToken cancellationToken)
+    protected override async ValueTask<Unit> HandleAsync(ICommandHandler<TCommand> handler, TCommand request, CancellationToken cancellationToken)
     {
-        var command = (TCommand)request;
-        var handler = Single<ICommandHandler<TCommand>>(services, typeof(TCommand));
-        return Pipeline(command, services, async () =>
-        {
-            await handler.HandleAsync(command, cancellationToken).ConfigureAwait(false);
-            return Unit.Value;
-        }, cancellationToken);
+        await handler.HandleAsync(request, cancellationToken).ConfigureAwait(false);
+        return Unit.Value;
     }
 }
 
-internal sealed class CommandInvoker<TCommand, TResult> : RequestInvoker<TResult>
+internal sealed class CommandInvoker<TCommand, TResult> : RequestInvoker<TCommand, ICommandHandler<TCommand, TResult>, TResult>
     where TCommand : ICommand<TResult>
 {
-    public override ValueTask<TResult> InvokeAsync(object request, IServiceProvider services, CancellationToken cancellationToken)
-    {
-        var command = (TCommand)request;
-        var handler = Single<ICommandHandler<TCommand, TResult>>(services, typeof(TCommand));
-        return Pipeline(command, services, () => handler.HandleAsync(command, cancellationToken), cancellationToken);
-    }
+    protected override ValueTask<TResult> HandleAsync(ICommandHandler<TCommand, TResult> handler, TCommand request, CancellationToken cancellationToken) =>
+        handler.HandleAsync(request, cancellationToken);
 }
 
-internal sealed class QueryInvoker<TQuery, TResult> : RequestInvoker<TResult>
+internal sealed class QueryInvoker<TQuery, TResult> : RequestInvoker<TQuery, IQueryHandler<TQuery, TResult>, TResult>
     where TQuery : IQuery<TResult>
 {
-    public override ValueTask<TResult> InvokeAsync(object request, IServiceProvider services, CancellationToken cancellationToken)
-    {
-        var query = (TQuery)request;
-        var handler = Single<IQueryHandler<TQuery, TResult>>(services, typeof(TQuery));
-        return Pipeline(query, services, () => handler.HandleAsync(query, cancellationToken), cancellationToken);
-    }
+    protected override ValueTask<TResult> HandleAsync(IQueryHandler<TQuery, TResult> handler, TQuery request, CancellationToken cancellationToken) =>
+        handler.HandleAsync(request, cancellationToken);
 }

@@ -1,23 +1,19 @@
 namespace Herald.EventSourcing;
 
 /// <summary>Thrown before anything is written when an event body is larger than the store accepts.</summary>
-public sealed class EventTooLargeException : ArgumentException
+/// <param name="eventId">The refused event.</param>
+/// <param name="eventType">Its logical type.</param>
+/// <param name="bytes">Size of its body in bytes.</param>
+/// <param name="limit">The store's limit in bytes.</param>
+public sealed class EventTooLargeException(Guid eventId, string eventType, int bytes, int limit)
+    : ArgumentException($"The '{eventType}' event {eventId} has a body of {bytes} bytes, more than the store's limit of {limit} bytes. Nothing was written.", "events")
 {
-    /// <summary>Creates the exception naming the event, its size and the limit.</summary>
-    public EventTooLargeException(Guid eventId, string eventType, int bytes, int limit)
-        : base($"The '{eventType}' event {eventId} has a body of {bytes} bytes, more than the store's limit of {limit} bytes. Nothing was written.", "events")
-    {
-        EventId = eventId;
-        Bytes = bytes;
-        Limit = limit;
-    }
-
     /// <summary>The refused event.</summary>
-    public Guid EventId { get; }
+    public Guid EventId { get; } = eventId;
 
     /// <summary>Size of its body in bytes.</summary>
-    public int Bytes { get; }
+    public int Bytes { get; } = bytes;
 
     /// <summary>The store's limit in bytes.</summary>
-    public int Limit { get; }
+    public int Limit { get; } = limit;
 }

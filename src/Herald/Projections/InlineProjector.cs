@@ -14,12 +14,13 @@ internal sealed class InlineProjector(IEnumerable<ProjectionRegistration> regist
     public async ValueTask ApplyAsync(
         string stream, IReadOnlyList<object> events, IReadOnlyList<Envelope> envelopes, IUnitOfWork unitOfWork, IServiceProvider services, CancellationToken cancellationToken)
     {
+        // Inline projections are never rebuilt beside themselves, so they always write generation 1.
+        var run = new ProjectionRun(stream, Position: null, Generation: 1);
         for (var i = 0; i < events.Count; i++)
         {
             foreach (var projection in _projections)
             {
-                // Inline projections are never rebuilt beside themselves, so they always write generation 1.
-                var context = new ProjectionContext(projection, store, envelopes[i], stream, position: null, generation: 1, unitOfWork, services);
+                var context = new ProjectionContext(projection, store, envelopes[i], run, unitOfWork, services);
                 await projection.ApplyAsync(events[i], context, cancellationToken).ConfigureAwait(false);
             }
         }

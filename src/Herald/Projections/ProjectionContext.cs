@@ -11,15 +11,14 @@ public sealed class ProjectionContext
 {
     private readonly Projection _projection;
     private readonly IReadModelStore _store;
+    private readonly ProjectionRun _run;
 
-    internal ProjectionContext(Projection projection, IReadModelStore store, Envelope envelope, string stream, long? position, int generation, IUnitOfWork unitOfWork, IServiceProvider services)
+    internal ProjectionContext(Projection projection, IReadModelStore store, Envelope envelope, ProjectionRun run, IUnitOfWork unitOfWork, IServiceProvider services)
     {
         _projection = projection;
         _store = store;
+        _run = run;
         Envelope = envelope;
-        Stream = stream;
-        Position = position;
-        Generation = generation;
         UnitOfWork = unitOfWork;
         Services = services;
     }
@@ -28,13 +27,13 @@ public sealed class ProjectionContext
     public Envelope Envelope { get; }
 
     /// <summary>The stream the event belongs to.</summary>
-    public string Stream { get; }
+    public string Stream => _run.Stream;
 
     /// <summary>Its position in the global log; null for an inline projection, which runs before the commit assigns one.</summary>
-    public long? Position { get; }
+    public long? Position => _run.Position;
 
     /// <summary>The generation of the read models being written: the live one, or the next while a rebuild runs.</summary>
-    public int Generation { get; }
+    public int Generation => _run.Generation;
 
     /// <summary>The unit of work the read-model writes commit in; the handler may enlist its own tables' writes in it too.</summary>
     public IUnitOfWork UnitOfWork { get; }

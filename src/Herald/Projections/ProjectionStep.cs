@@ -70,7 +70,7 @@ internal sealed class ProjectionInvoker(Projection projection, IReadModelStore s
     public override async ValueTask InvokeAsync(MessageContext context, IServiceProvider root)
     {
         var run = (ProjectionRun)context.Items[ProjectionStep.RunKey]!;
-        var projectionContext = new ProjectionContext(projection, store, context.Envelope, run.Stream, run.Position, run.Generation, context.UnitOfWork, context.Services);
+        var projectionContext = new ProjectionContext(projection, store, context.Envelope, run, context.UnitOfWork, context.Services);
         await projection.ApplyAsync(context.Message, projectionContext, context.CancellationToken).ConfigureAwait(false);
     }
 }

@@ -87,7 +87,8 @@ public sealed class SagaStep<TData>
 public sealed class SagaDefinitionBuilder<TData>
     where TData : class
 {
-    private readonly List<(string? Name, Func<SagaStepContext<TData>, ValueTask>? Execute, Func<SagaStepContext<TData>, ValueTask>? Compensate, RetryPolicy? Retry, TimeSpan? Timeout)> _steps = [];
+    // The steps as added; Build checks them (a null name or action from a caller without nullable checks included) before a definition takes them.
+    private readonly List<SagaStep<TData>> _steps = [];
 
     internal SagaDefinitionBuilder()
     {
@@ -106,7 +107,7 @@ public sealed class SagaDefinitionBuilder<TData>
         RetryPolicy? retry = null,
         TimeSpan? timeout = null)
     {
-        _steps.Add((name, execute, compensate, retry, timeout));
+        _steps.Add(new SagaStep<TData>(name, execute, compensate, retry ?? RetryPolicy.Default, timeout));
         return this;
     }
 
@@ -130,24 +131,24 @@ public sealed class SagaDefinitionBuilder<TData>
         var seen = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < _steps.Count; i++)
         {
-            var (stepName, execute, _, _, timeout) = _steps[i];
-            if (string.IsNullOrWhiteSpace(stepName))
+            var step = _steps[i];
+            if (string.IsNullOrWhiteSpace(step.Name))
             {
                 problems.Add($"Step {i + 1} has no name.");
             }
-            else if (!seen.Add(stepName))
+            else if (!seen.Add(step.Name))
             {
-                problems.Add($"Step name '{stepName}' is used more than once.");
+                problems.Add($"Step name '{step.Name}' is used more than once.");
             }
 
-            if (execute is null)
+            if (step.Execute is null)
             {
-                problems.Add($"Step {i + 1} ('{stepName}') has no action.");
+                problems.Add($"Step {i + 1} ('{step.Name}') has no action.");
             }
 
-            if (timeout is { } limit && limit <= TimeSpan.Zero)
+            if (step.Timeout is { } limit && limit <= TimeSpan.Zero)
             {
-                problems.Add($"Step {i + 1} ('{stepName}') has a timeout of {limit}; a timeout is positive.");
+                problems.Add($"Step {i + 1} ('{step.Name}') has a timeout of {limit}; a timeout is positive.");
             }
         }
 
@@ -156,6 +157,6 @@ public sealed class SagaDefinitionBuilder<TData>
             throw new InvalidSagaDefinitionException(name, problems);
         }
 
-        return new SagaDefinition<TData>(name, [.. _steps.Select(s => new SagaStep<TData>(s.Name!, s.Execute!, s.Compensate, s.Retry ?? RetryPolicy.Default, s.Timeout))]);
+        return new SagaDefinition<TData>(name, [.. _steps]);
     }
 }

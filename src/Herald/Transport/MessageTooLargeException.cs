@@ -1,19 +1,15 @@
 namespace Herald.Transport;
 
 /// <summary>Thrown before sending when a message body is larger than the transport accepts.</summary>
-public sealed class MessageTooLargeException : HeraldException
+/// <param name="messageType">The logical type of the refused message.</param>
+/// <param name="bytes">Size of the refused body.</param>
+/// <param name="limit">The transport's limit.</param>
+public sealed class MessageTooLargeException(string messageType, int bytes, int limit)
+    : HeraldException($"A '{messageType}' message of {bytes} bytes is larger than the transport's limit of {limit} bytes; it was not sent.")
 {
-    /// <summary>Creates the exception naming the message type, its size and the limit.</summary>
-    public MessageTooLargeException(string messageType, int bytes, int limit)
-        : base($"A '{messageType}' message of {bytes} bytes is larger than the transport's limit of {limit} bytes; it was not sent.")
-    {
-        Bytes = bytes;
-        Limit = limit;
-    }
-
     /// <summary>Size of the refused body.</summary>
-    public int Bytes { get; }
+    public int Bytes { get; } = bytes;
 
     /// <summary>The transport's limit.</summary>
-    public int Limit { get; }
+    public int Limit { get; } = limit;
 }
