@@ -84,12 +84,7 @@ internal static class Migrations
         -- events in the event arrays (1-based); p_members gives each event's member. An event's ordinal in the transaction is
         -- p_first_ordinal + its index - 1.
         CREATE FUNCTION {schema}.append_events(
-            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
-            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
-            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
-            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
-            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
-            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
+        {{AppendEventsParameters}}
         LANGUAGE plpgsql
         -- Plans are made once per connection, often while the tables are still small; every statement here is meant to use
         -- an index, so keep the planner from settling on a sequential scan that would grow with the log.
@@ -440,12 +435,7 @@ internal static class Migrations
     // version and deletion point (current version = version when above deleted_up_to, else 0).
     private const string V9 = $$"""
         CREATE OR REPLACE FUNCTION {schema}.append_events(
-            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
-            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
-            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
-            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
-            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
-            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
+        {{AppendEventsParameters}}
         LANGUAGE plpgsql
         SET plan_cache_mode = force_generic_plan
         SET enable_seqscan = off
@@ -641,6 +631,17 @@ internal static class Migrations
             o_detail := v_detail;
         END
         $fn$;
+        """;
+
+    // The parameters of append_events: migration 9 replaces the function, which it can only do with the same ones. Indented
+    // as inside the function, so it stands at the literal's margin where it is interpolated.
+    private const string AppendEventsParameters = """
+            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
+            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
+            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
+            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
+            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
+            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
         """;
 
     // The idempotency check of append_events, the same in migrations 1 and 9 (migration 1's text is pinned; this is how it
