@@ -1,6 +1,5 @@
 using System.Collections.ObjectModel;
 using System.Globalization;
-using System.Numerics;
 using System.Text;
 using Confluent.Kafka;
 using Herald.Internal;
@@ -42,8 +41,6 @@ internal static class KafkaEnvelopeCodec
     /// <summary>The source of a plain record (no <c>ce_</c> headers).</summary>
     public const string PlainSourceHeader = "event-source";
 
-    private const string SchemaPrefix = "urn:herald:schema:";
-    private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
     private static readonly byte[] SpecVersion = "1.0"u8.ToArray();
 
     /// <summary>The record for <paramref name="envelope"/>: key from the partition key, attributes in headers.</summary>
@@ -55,12 +52,12 @@ internal static class KafkaEnvelopeCodec
             { Prefix + "id", Utf8(envelope.MessageId.ToString("D")) },
             { Prefix + "type", Utf8(envelope.MessageType) },
             { Prefix + "source", Utf8(envelope.GetHeader(HeaderNames.Source) ?? defaultSource) },
-            { Prefix + "time", Utf8(envelope.Time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture)) },
+            { Prefix + "time", CloudEventValues.FormatTimeUtf8(envelope.Time) },
             { ContentTypeHeader, Utf8(envelope.ContentType) },
         };
         if (envelope.SchemaVersion != 1)
         {
-            headers.Add(Prefix + "dataschema", Utf8(string.Create(CultureInfo.InvariantCulture, $"{SchemaPrefix}{envelope.MessageType}:{envelope.SchemaVersion}")));
+            headers.Add(Prefix + "dataschema", Utf8(CloudEventValues.DataSchema(envelope.MessageType, envelope.SchemaVersion)));
         }
 
         AddIfSet(headers, "correlationid", envelope.CorrelationId);
@@ -269,7 +266,7 @@ internal static class KafkaEnvelopeCodec
             throw new MalformedMessageException($"Malformed message {id}: it has no time (no ce_time header).");
         }
 
-        var time = ParseOwnTime(ceTime) ?? ParseTime(StrictUtf8.GetString(ceTime))
+        var time = CloudEventValues.TryParseExactTime(ceTime, out var ownTime) ? ownTime : ParseTime(StrictUtf8.GetString(ceTime))
             ?? throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(StrictUtf8.GetString(ceTime))}' is not an RFC 3339 time.");
         if (ceSource is not null && ceSource != defaultSource)
         {
@@ -280,7 +277,7 @@ internal static class KafkaEnvelopeCodec
         {
             MessageId = id,
             MessageType = ceType,
-            SchemaVersion = ceSchema is null ? 1 : SchemaVersion(ceSchema),
+            SchemaVersion = ceSchema is null ? 1 : CloudEventValues.SchemaVersion(ceSchema),
             Time = time,
             CorrelationId = ceCorrelation,
             CausationId = ceCausation,
@@ -381,81 +378,9 @@ internal static class KafkaEnvelopeCodec
         }
     }
 
-    private static DateTimeOffset? ParseTime(string text)
-    {
-        if (ParseOwnTime(text) is { } own)
-        {
-            return own;
-        }
-
-        const DateTimeStyles styles = DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal;
-        if (DateTimeOffset.TryParseExact(text, TimeFormat, CultureInfo.InvariantCulture, styles, out var time)
-            || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, styles, out time))
-        {
-            return time;
-        }
-
-        return null;
-    }
-
-    /// <summary>
-    /// The time in the exact form Herald writes (<see cref="TimeFormat"/>), read by hand: the general parser is the costliest
-    /// step of decoding a record. Null for any other form (or an impossible date), which the general parser then decides on.
-    /// </summary>
-    private static DateTimeOffset? ParseOwnTime(string text) => ParseOwnTime<char>(text);
-
-    /// <summary>As <see cref="ParseOwnTime(string)"/>, on the header's UTF-8 bytes (no text made for it).</summary>
-    private static DateTimeOffset? ParseOwnTime(ReadOnlySpan<byte> text) => ParseOwnTime<byte>(text);
-
-    private static DateTimeOffset? ParseOwnTime<T>(ReadOnlySpan<T> text)
-        where T : unmanaged, IBinaryInteger<T>
-    {
-        if (text.Length != 24 || At(text, 4) != '-' || At(text, 7) != '-' || At(text, 10) != 'T' || At(text, 13) != ':' || At(text, 16) != ':' || At(text, 19) != '.' || At(text, 23) != 'Z'
-            || Digits(text, 0, 4) is not (>= 1 and var year) || Digits(text, 5, 2) is not (>= 1 and <= 12 and var month)
-            || Digits(text, 8, 2) is not (>= 1 and var day) || day > DateTime.DaysInMonth(year, month)
-            || Digits(text, 11, 2) is not (>= 0 and <= 23 and var hour) || Digits(text, 14, 2) is not (>= 0 and <= 59 and var minute)
-            || Digits(text, 17, 2) is not (>= 0 and <= 59 and var second) || Digits(text, 20, 3) is not (>= 0 and var millisecond))
-        {
-            return null;
-        }
-
-        return new DateTimeOffset(year, month, day, hour, minute, second, millisecond, TimeSpan.Zero);
-    }
-
-    /// <summary>The character (UTF-16 unit or UTF-8 byte) at <paramref name="index"/>, as a number.</summary>
-    private static int At<T>(ReadOnlySpan<T> text, int index)
-        where T : unmanaged, IBinaryInteger<T> => int.CreateTruncating(text[index]);
-
-    /// <summary>The number written in ASCII digits at <paramref name="start"/>, or -1 when a character there is not a digit.</summary>
-    private static int Digits<T>(ReadOnlySpan<T> text, int start, int length)
-        where T : unmanaged, IBinaryInteger<T>
-    {
-        var value = 0;
-        for (var i = start; i < start + length; i++)
-        {
-            var digit = At(text, i) - '0';
-            if ((uint)digit > 9)
-            {
-                return -1;
-            }
-
-            value = (value * 10) + digit;
-        }
-
-        return value;
-    }
+    private static DateTimeOffset? ParseTime(string text) => CloudEventValues.TryParseTime(text, out var time) ? time : null;
 
     private static string? KeyText(byte[]? key) => key is null ? null : StrictUtf8.GetString(key);
-
-    private static int SchemaVersion(string dataSchema)
-    {
-        // urn:herald:schema:{type}:{version}; a schema Herald did not write means version 1.
-        var colon = dataSchema.LastIndexOf(':');
-        return dataSchema.StartsWith(SchemaPrefix, StringComparison.Ordinal)
-            && int.TryParse(dataSchema.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var version) && version >= 1
-            ? version
-            : 1;
-    }
 
     private static void AddIfSet(Headers headers, string attribute, string? value)
     {

@@ -68,70 +68,65 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
 
     /// <inheritdoc />
-    public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(envelope);
-        ValidateName(queue, nameof(queue));
-        CheckSize(envelope);
-
-        // Connected and the queue's stream made already (every send but the first): the publish is the only async step.
-        if (IsConnected)
-        {
-            var target = EnsureQueueAsync(queue, cancellationToken);
-            return target.IsCompletedSuccessfully
-                ? PublishCoreAsync(target.Result.Subject, envelope, options, cancellationToken)
-                : SendWhenQueueReadyAsync(target, envelope, options, cancellationToken);
-        }
-
-        return SendSlowAsync(queue, envelope, options, cancellationToken);
-    }
+    public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+        PublishToAsync(queue, nameof(queue), static (transport, name, token) => transport.QueueSubjectAsync(name, token), envelope, options, cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+        PublishToAsync(topic, nameof(topic), static (transport, name, token) => transport.EnsureTopicAsync(name, token), envelope, options, cancellationToken);
+
+    /// <summary>A send or a publish: to the subject <paramref name="subjectOf"/> gives for the queue or topic (making its stream).</summary>
+    private ValueTask PublishToAsync(
+        string name,
+        string parameter,
+        Func<NatsTransport, string, CancellationToken, ValueTask<string>> subjectOf,
+        Envelope envelope,
+        SendOptions? options,
+        CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        ValidateName(topic, nameof(topic));
+        ValidateName(name, parameter);
         CheckSize(envelope);
+
+        // Connected and the stream made already (every send but the first): the publish is the only async step.
         if (IsConnected)
         {
-            var subject = EnsureTopicAsync(topic, cancellationToken);
-            if (subject.IsCompletedSuccessfully)
-            {
-                return PublishCoreAsync(subject.Result, envelope, options, cancellationToken);
-            }
-
-            return PublishWhenTopicReadyAsync(subject, envelope, options, cancellationToken);
+            var subject = subjectOf(this, name, cancellationToken);
+            return subject.IsCompletedSuccessfully
+                ? PublishCoreAsync(subject.Result, envelope, options, cancellationToken)
+                : PublishWhenReadyAsync(subject, envelope, options, cancellationToken);
         }
 
-        return PublishSlowAsync(topic, envelope, options, cancellationToken);
+        return PublishSlowAsync(name, subjectOf, envelope, options, cancellationToken);
     }
 
-    private async ValueTask SendSlowAsync(string queue, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
+    private async ValueTask PublishSlowAsync(
+        string name,
+        Func<NatsTransport, string, CancellationToken, ValueTask<string>> subjectOf,
+        Envelope envelope,
+        SendOptions? options,
+        CancellationToken cancellationToken)
     {
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
 
         // The stream first, so a message sent before any consumer exists waits in it instead of finding no stream.
-        var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
-        await PublishCoreAsync(target.Subject, envelope, options, cancellationToken).ConfigureAwait(false);
-    }
-
-    private async ValueTask SendWhenQueueReadyAsync(ValueTask<QueueTarget> ensuring, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
-    {
-        var target = await ensuring.ConfigureAwait(false);
-        await PublishCoreAsync(target.Subject, envelope, options, cancellationToken).ConfigureAwait(false);
-    }
-
-    private async ValueTask PublishSlowAsync(string topic, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
-    {
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
-        var subject = await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        var subject = await subjectOf(this, name, cancellationToken).ConfigureAwait(false);
         await PublishCoreAsync(subject, envelope, options, cancellationToken).ConfigureAwait(false);
     }
 
-    private async ValueTask PublishWhenTopicReadyAsync(ValueTask<string> ensuring, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
+    private async ValueTask PublishWhenReadyAsync(ValueTask<string> ensuring, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
     {
         var subject = await ensuring.ConfigureAwait(false);
         await PublishCoreAsync(subject, envelope, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The subject a queue is sent to, once its stream is made (synchronously when it was made before).</summary>
+    private ValueTask<string> QueueSubjectAsync(string queue, CancellationToken cancellationToken)
+    {
+        var target = EnsureQueueAsync(queue, cancellationToken);
+        return target.IsCompletedSuccessfully ? new ValueTask<string>(target.Result.Subject) : AwaitedAsync(target);
+
+        static async ValueTask<string> AwaitedAsync(ValueTask<QueueTarget> target) => (await target.ConfigureAwait(false)).Subject;
     }
 
     /// <inheritdoc />

@@ -84,12 +84,7 @@ internal static class Migrations
         -- events in the event arrays (1-based); p_members gives each event's member. An event's ordinal in the transaction is
         -- p_first_ordinal + its index - 1.
         CREATE FUNCTION {schema}.append_events(
-            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
-            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
-            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
-            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
-            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
-            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
+        {{AppendEventsParameters}}
         LANGUAGE plpgsql
         -- Plans are made once per connection, often while the tables are still small; every statement here is meant to use
         -- an index, so keep the planner from settling on a sequential scan that would grow with the log.
@@ -171,60 +166,8 @@ internal static class Migrations
 
             -- Idempotency: which of the event ids are already stored (one index scan; rows only for retries and mistakes).
             IF v_existing THEN
-                FOR v_probe IN
-                    SELECT ev.event_id, ev.stream, ev.version FROM {schema}.events ev WHERE ev.event_id = ANY (p_ids)
-                LOOP
-                    v_k := array_position(p_ids, v_probe.event_id);
-                    v_m := p_members[v_k];
-                    CONTINUE WHEN v_probe.stream <> p_streams[v_m] OR v_version[v_m] <= 0;
-                    IF v_hit[v_m] IS NULL OR v_k < v_hit[v_m] THEN
-                        v_hit[v_m] := v_k;
-                        v_hit_version[v_m] := v_probe.version;
-                    END IF;
-                END LOOP;
-                FOR v_m IN 1 .. v_n LOOP
-                    CONTINUE WHEN v_hit[v_m] IS NULL;
-                    v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
-                    v_result_version[v_m] := v_current;
-                    IF v_hit[v_m] <> p_first[v_m] THEN
-                        v_status[v_m] := 3;
-                        v_detail[v_m] := format('The event id %s is already stored at version %s, but not as part of the same append.', p_ids[v_hit[v_m]], v_hit_version[v_m]);
-                        CONTINUE;
-                    END IF;
-                    v_start := v_hit_version[v_m];
-                    v_expected := p_expected[v_m];
-                    IF v_expected = -1 THEN
-                        SELECT s.deletions INTO v_deletions FROM {schema}.streams s WHERE s.stream = p_streams[v_m];
-                    END IF;
-                    v_place := CASE
-                        WHEN v_expected >= 1 THEN v_expected + 1
-                        WHEN v_expected = -1 THEN CASE WHEN v_start = 1 OR (v_start - 1) = ANY (v_deletions) THEN v_start ELSE -1 END
-                        ELSE v_start END;
-                    IF v_place <> v_start THEN
-                        v_status[v_m] := 3;
-                        v_detail[v_m] := format('The event id %s is already stored at version %s, not where this append would put it.', p_ids[p_first[v_m]], v_start);
-                        CONTINUE;
-                    END IF;
-                    v_status[v_m] := 1;
-                    FOR v_k IN 0 .. p_counts[v_m] - 1 LOOP
-                        SELECT ev.event_id, ev.type, ev.body, ev.position INTO v_event
-                          FROM {schema}.events ev WHERE ev.stream = p_streams[v_m] AND ev.version = v_start + v_k;
-                        IF NOT FOUND OR v_event.event_id <> p_ids[p_first[v_m] + v_k] THEN
-                            v_status[v_m] := 3;
-                            v_detail[v_m] := 'Some of the event ids were already appended, but not as this same batch.';
-                            EXIT;
-                        END IF;
-                        IF v_event.type <> p_types[p_first[v_m] + v_k] OR v_event.body <> p_bodies[p_first[v_m] + v_k] THEN
-                            v_status[v_m] := 3;
-                            v_detail[v_m] := format('The event id %s is already stored with another type or body.', p_ids[p_first[v_m] + v_k]);
-                            EXIT;
-                        END IF;
-                    END LOOP;
-                    IF v_status[v_m] = 1 THEN
-                        v_result_version[v_m] := v_start + p_counts[v_m] - 1;
-                        v_result_position[v_m] := v_event.position;
-                    END IF;
-                END LOOP;
+        {{AppendIdempotencyProbe}}
+        {{AppendIdempotentRetry}}
             END IF;
 
             -- Expected versions of the members not decided above; a member that fails writes nothing.
@@ -490,14 +433,9 @@ internal static class Migrations
     // event ids turn out to be stored (an idempotent retry or a mistake) is moved back before anything is written, since
     // its last event is still stored at its old version. The expectation test below is migration 1's, on the row's
     // version and deletion point (current version = version when above deleted_up_to, else 0).
-    private const string V9 = """
+    private const string V9 = $$"""
         CREATE OR REPLACE FUNCTION {schema}.append_events(
-            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
-            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
-            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
-            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
-            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
-            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
+        {{AppendEventsParameters}}
         LANGUAGE plpgsql
         SET plan_cache_mode = force_generic_plan
         SET enable_seqscan = off
@@ -634,61 +572,9 @@ internal static class Migrations
 
             -- Idempotency, as in migration 1: which of the event ids are already stored in their member's stream.
             IF v_existing THEN
-                FOR v_probe IN
-                    SELECT ev.event_id, ev.stream, ev.version FROM {schema}.events ev WHERE ev.event_id = ANY (p_ids)
-                LOOP
-                    v_k := array_position(p_ids, v_probe.event_id);
-                    v_m := p_members[v_k];
-                    CONTINUE WHEN v_probe.stream <> p_streams[v_m] OR v_version[v_m] <= 0;
-                    IF v_hit[v_m] IS NULL OR v_k < v_hit[v_m] THEN
-                        v_hit[v_m] := v_k;
-                        v_hit_version[v_m] := v_probe.version;
-                    END IF;
-                END LOOP;
-                FOR v_m IN 1 .. v_n LOOP
-                    CONTINUE WHEN v_hit[v_m] IS NULL;
+        {{AppendIdempotencyProbe}}
                     v_undo := v_undo OR v_moved[v_m];
-                    v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
-                    v_result_version[v_m] := v_current;
-                    IF v_hit[v_m] <> p_first[v_m] THEN
-                        v_status[v_m] := 3;
-                        v_detail[v_m] := format('The event id %s is already stored at version %s, but not as part of the same append.', p_ids[v_hit[v_m]], v_hit_version[v_m]);
-                        CONTINUE;
-                    END IF;
-                    v_start := v_hit_version[v_m];
-                    v_expected := p_expected[v_m];
-                    IF v_expected = -1 THEN
-                        SELECT s.deletions INTO v_deletions FROM {schema}.streams s WHERE s.stream = p_streams[v_m];
-                    END IF;
-                    v_place := CASE
-                        WHEN v_expected >= 1 THEN v_expected + 1
-                        WHEN v_expected = -1 THEN CASE WHEN v_start = 1 OR (v_start - 1) = ANY (v_deletions) THEN v_start ELSE -1 END
-                        ELSE v_start END;
-                    IF v_place <> v_start THEN
-                        v_status[v_m] := 3;
-                        v_detail[v_m] := format('The event id %s is already stored at version %s, not where this append would put it.', p_ids[p_first[v_m]], v_start);
-                        CONTINUE;
-                    END IF;
-                    v_status[v_m] := 1;
-                    FOR v_k IN 0 .. p_counts[v_m] - 1 LOOP
-                        SELECT ev.event_id, ev.type, ev.body, ev.position INTO v_event
-                          FROM {schema}.events ev WHERE ev.stream = p_streams[v_m] AND ev.version = v_start + v_k;
-                        IF NOT FOUND OR v_event.event_id <> p_ids[p_first[v_m] + v_k] THEN
-                            v_status[v_m] := 3;
-                            v_detail[v_m] := 'Some of the event ids were already appended, but not as this same batch.';
-                            EXIT;
-                        END IF;
-                        IF v_event.type <> p_types[p_first[v_m] + v_k] OR v_event.body <> p_bodies[p_first[v_m] + v_k] THEN
-                            v_status[v_m] := 3;
-                            v_detail[v_m] := format('The event id %s is already stored with another type or body.', p_ids[p_first[v_m] + v_k]);
-                            EXIT;
-                        END IF;
-                    END LOOP;
-                    IF v_status[v_m] = 1 THEN
-                        v_result_version[v_m] := v_start + p_counts[v_m] - 1;
-                        v_result_position[v_m] := v_event.position;
-                    END IF;
-                END LOOP;
+        {{AppendIdempotentRetry}}
 
                 -- A moved stream whose member writes nothing goes back to its version and last event (still stored).
                 IF v_undo THEN
@@ -745,6 +631,84 @@ internal static class Migrations
             o_detail := v_detail;
         END
         $fn$;
+        """;
+
+    // The parameters of append_events: migration 9 replaces the function, which it can only do with the same ones. Indented
+    // as inside the function, so it stands at the literal's margin where it is interpolated.
+    private const string AppendEventsParameters = """
+            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
+            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
+            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
+            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
+            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
+            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
+        """;
+
+    // The idempotency check of append_events, the same in migrations 1 and 9 (migration 1's text is pinned; this is how it
+    // is built, not a change). Each part keeps its indentation inside the function, so it stands at the literal's margin
+    // where it is interpolated. The probe: which of the event ids are already stored in their member's stream (one index
+    // scan; rows only for retries and mistakes); it ends by opening the loop over the members with a stored id, where
+    // migration 9 adds a line before the retry check, which closes it.
+    private const string AppendIdempotencyProbe = """
+                FOR v_probe IN
+                    SELECT ev.event_id, ev.stream, ev.version FROM {schema}.events ev WHERE ev.event_id = ANY (p_ids)
+                LOOP
+                    v_k := array_position(p_ids, v_probe.event_id);
+                    v_m := p_members[v_k];
+                    CONTINUE WHEN v_probe.stream <> p_streams[v_m] OR v_version[v_m] <= 0;
+                    IF v_hit[v_m] IS NULL OR v_k < v_hit[v_m] THEN
+                        v_hit[v_m] := v_k;
+                        v_hit_version[v_m] := v_probe.version;
+                    END IF;
+                END LOOP;
+                FOR v_m IN 1 .. v_n LOOP
+                    CONTINUE WHEN v_hit[v_m] IS NULL;
+        """;
+
+    // The retry check (migrations 1 and 9): a member some of whose event ids are stored is an idempotent retry (status 1,
+    // nothing written) when its whole batch is stored where this append would put it, else an idempotency conflict (status 3).
+    private const string AppendIdempotentRetry = """
+                    v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
+                    v_result_version[v_m] := v_current;
+                    IF v_hit[v_m] <> p_first[v_m] THEN
+                        v_status[v_m] := 3;
+                        v_detail[v_m] := format('The event id %s is already stored at version %s, but not as part of the same append.', p_ids[v_hit[v_m]], v_hit_version[v_m]);
+                        CONTINUE;
+                    END IF;
+                    v_start := v_hit_version[v_m];
+                    v_expected := p_expected[v_m];
+                    IF v_expected = -1 THEN
+                        SELECT s.deletions INTO v_deletions FROM {schema}.streams s WHERE s.stream = p_streams[v_m];
+                    END IF;
+                    v_place := CASE
+                        WHEN v_expected >= 1 THEN v_expected + 1
+                        WHEN v_expected = -1 THEN CASE WHEN v_start = 1 OR (v_start - 1) = ANY (v_deletions) THEN v_start ELSE -1 END
+                        ELSE v_start END;
+                    IF v_place <> v_start THEN
+                        v_status[v_m] := 3;
+                        v_detail[v_m] := format('The event id %s is already stored at version %s, not where this append would put it.', p_ids[p_first[v_m]], v_start);
+                        CONTINUE;
+                    END IF;
+                    v_status[v_m] := 1;
+                    FOR v_k IN 0 .. p_counts[v_m] - 1 LOOP
+                        SELECT ev.event_id, ev.type, ev.body, ev.position INTO v_event
+                          FROM {schema}.events ev WHERE ev.stream = p_streams[v_m] AND ev.version = v_start + v_k;
+                        IF NOT FOUND OR v_event.event_id <> p_ids[p_first[v_m] + v_k] THEN
+                            v_status[v_m] := 3;
+                            v_detail[v_m] := 'Some of the event ids were already appended, but not as this same batch.';
+                            EXIT;
+                        END IF;
+                        IF v_event.type <> p_types[p_first[v_m] + v_k] OR v_event.body <> p_bodies[p_first[v_m] + v_k] THEN
+                            v_status[v_m] := 3;
+                            v_detail[v_m] := format('The event id %s is already stored with another type or body.', p_ids[p_first[v_m] + v_k]);
+                            EXIT;
+                        END IF;
+                    END LOOP;
+                    IF v_status[v_m] = 1 THEN
+                        v_result_version[v_m] := v_start + p_counts[v_m] - 1;
+                        v_result_position[v_m] := v_event.position;
+                    END IF;
+                END LOOP;
         """;
 
     // Issue 16. Counting an endpoint's dead letters read every one of its rows (the monitor and the retention count after

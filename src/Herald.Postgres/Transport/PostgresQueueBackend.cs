@@ -172,23 +172,18 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
     internal static QueuedMessage Read(NpgsqlDataReader reader, long id, int deliveryAttempt, DateTimeOffset now)
     {
         const int First = 3;
-        try
-        {
-            return new QueuedMessage(id, EnvelopeColumns.Read(reader, First, deliveryAttempt));
-        }
-#pragma warning disable CA1031 // Whatever the row holds, the claim goes on; the failure travels with the message to the dead letters.
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            var envelope = Salvage.Envelope(
+        return QueuedRows.Read(
+            reader,
+            id,
+            deliveryAttempt,
+            static (r, attempt) => EnvelopeColumns.Read(r, First, attempt),
+            r => Salvage.Envelope(
                 deliveryAttempt,
                 now,
-                () => reader.GetGuid(First),
-                () => reader.GetString(First + 1),
-                () => reader.GetFieldValue<DateTimeOffset>(First + 3),
-                () => reader.IsDBNull(First + 7) ? null : reader.GetString(First + 7),
-                () => reader.GetFieldValue<byte[]>(First + 10));
-            return new QueuedMessage(id, envelope, ex);
-        }
+                () => r.GetGuid(First),
+                () => r.GetString(First + 1),
+                () => r.GetFieldValue<DateTimeOffset>(First + 3),
+                () => r.IsDBNull(First + 7) ? null : r.GetString(First + 7),
+                () => r.GetFieldValue<byte[]>(First + 10)));
     }
 }

@@ -41,8 +41,6 @@ internal static class AmqpEnvelopeCodec
     private static readonly BoundedCache<string, string> PrefixedNames = new(static name => Prefix + name);
     private static readonly BoundedCache<(string Type, int Version), byte[]> DataSchemas = new(
         static key => Encoding.UTF8.GetBytes(CloudEventValues.DataSchema(key.Type, key.Version)));
-    private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
-    private const int TimeLength = 24;
 
     private static readonly FrozenSet<string> ReservedAttributes = FrozenSet.ToFrozenSet(
         ["id", "type", "source", "specversion", "time", "dataschema", "datacontenttype", "partitionkey", "correlationid", "causationid", "userid", "deliveryattempt"],
@@ -132,65 +130,11 @@ internal static class AmqpEnvelopeCodec
     /// <summary>Whether the text fits an AMQP short string (at most 255 bytes in UTF-8).</summary>
     internal static bool FitsShortString(string text) => text.Length <= 85 || Encoding.UTF8.GetByteCount(text) <= 255;
 
-    /// <summary>The time as <see cref="TimeFormat"/> in UTF-8, written digit by digit: a custom format string is parsed on every call.</summary>
-    internal static byte[] FormatTime(DateTimeOffset time)
-    {
-        var utc = time.UtcDateTime;
-        var text = "0000-00-00T00:00:00.000Z"u8.ToArray();
-        Digits(text, 0, utc.Year, 4);
-        Digits(text, 5, utc.Month, 2);
-        Digits(text, 8, utc.Day, 2);
-        Digits(text, 11, utc.Hour, 2);
-        Digits(text, 14, utc.Minute, 2);
-        Digits(text, 17, utc.Second, 2);
-        Digits(text, 20, utc.Millisecond, 3);
-        return text;
+    /// <summary>The time in UTF-8 as every transport writes it (<see cref="CloudEventValues.FormatTimeUtf8"/>).</summary>
+    internal static byte[] FormatTime(DateTimeOffset time) => CloudEventValues.FormatTimeUtf8(time);
 
-        static void Digits(byte[] text, int at, int value, int count)
-        {
-            for (var i = at + count - 1; i >= at; i--)
-            {
-                text[i] = (byte)('0' + (value % 10));
-                value /= 10;
-            }
-        }
-    }
-
-    /// <summary>
-    /// Reads a time in exactly the form <see cref="FormatTime"/> writes; false for anything else (including an impossible
-    /// date), which then goes through the general parser as before.
-    /// </summary>
-    internal static bool TryParseTime(ReadOnlySpan<byte> text, out DateTimeOffset time)
-    {
-        time = default;
-        if (text.Length != TimeLength || text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' || text[16] != ':' || text[19] != '.' || text[23] != 'Z'
-            || !Number(text, 0, 4, out var year) || !Number(text, 5, 2, out var month) || !Number(text, 8, 2, out var day)
-            || !Number(text, 11, 2, out var hour) || !Number(text, 14, 2, out var minute) || !Number(text, 17, 2, out var second)
-            || !Number(text, 20, 3, out var millisecond)
-            || year < 1 || month is < 1 or > 12 || day < 1 || day > DateTime.DaysInMonth(year, month) || hour > 23 || minute > 59 || second > 59)
-        {
-            return false;
-        }
-
-        time = new DateTimeOffset(year, month, day, hour, minute, second, millisecond, TimeSpan.Zero);
-        return true;
-
-        static bool Number(ReadOnlySpan<byte> text, int at, int count, out int value)
-        {
-            value = 0;
-            foreach (var c in text.Slice(at, count))
-            {
-                if (!char.IsAsciiDigit((char)c))
-                {
-                    return false;
-                }
-
-                value = (value * 10) + (c - '0');
-            }
-
-            return true;
-        }
-    }
+    /// <summary>Reads a time in exactly the form <see cref="FormatTime"/> writes; false for anything else (which then goes through the general parser).</summary>
+    internal static bool TryParseTime(ReadOnlySpan<byte> text, out DateTimeOffset time) => CloudEventValues.TryParseExactTime(text, out time);
 
     /// <summary>
     /// A copy of a delivered message's properties for republishing it (retry, redelivery, dead letter), with
@@ -352,8 +296,7 @@ internal static class AmqpEnvelopeCodec
         }
         else if (ceTime is not null && Chars(ceTime, buffer, out var timeChars))
         {
-            if (!DateTimeOffset.TryParseExact(timeChars, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
-                && !DateTimeOffset.TryParse(timeChars, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time))
+            if (!CloudEventValues.TryParseTime(timeChars, out time))
             {
                 throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(timeChars.ToString())}' is not an RFC 3339 time.");
             }

@@ -14,7 +14,7 @@ namespace Herald.Sqlite.Projections;
 /// the document first, so they commit with the projection's checkpoint and several changes of one document in one unit of
 /// work compose. Reads use the pooled readers, each in one snapshot.
 /// </summary>
-internal sealed class SqliteReadModelStore : IReadModelStore
+internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelStore
 {
     // The active generation and whether its table exists, in one statement; $p1 is the table's name without the generation.
     private const string ActiveSql =
@@ -27,14 +27,8 @@ internal sealed class SqliteReadModelStore : IReadModelStore
         "INSERT INTO herald_read_models (table_name, active_generation, activated_at) VALUES (?1, ?2, ?3) " +
         "ON CONFLICT (table_name) DO UPDATE SET active_generation = excluded.active_generation, activated_at = excluded.activated_at";
 
-    private readonly SqliteEventStore _store;
+    private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
     private readonly ConcurrentDictionary<(string Table, int Generation), TableSql> _sql = new();
-
-    public SqliteReadModelStore(SqliteEventStore store)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-    }
 
     public ValueTask<string?> GetAsync(string table, string id, CancellationToken cancellationToken = default)
     {

@@ -10,7 +10,7 @@ namespace Herald.Sqlite.Reliability;
 /// Dead letters in the <c>herald_dead_letters</c> table of a <see cref="SqliteEventStore"/>'s file. Ids are stored as
 /// big-endian bytes, so SQLite's order is <see cref="Guid"/> order; writes go through the store's single writer.
 /// </summary>
-internal sealed class SqliteDeadLetterStore : IDeadLetterStore
+internal sealed class SqliteDeadLetterStore(SqliteEventStore store) : IDeadLetterStore
 {
     private const string Columns =
         "id, endpoint, cause, error_type, error_message, stack_trace, fingerprint, first_failure, first_failure_offset, last_failure, " +
@@ -56,14 +56,7 @@ internal sealed class SqliteDeadLetterStore : IDeadLetterStore
     private const string RecordRetrySql =
         "UPDATE herald_dead_letters SET retry_count = retry_count + 1, last_retry_error = ?2, last_retry_time = ?3, last_retry_offset = ?4 WHERE id = ?1";
 
-    private readonly SqliteEventStore _store;
-
-    /// <summary>Creates the store on the file of <paramref name="store"/> (which opens and migrates it).</summary>
-    public SqliteDeadLetterStore(SqliteEventStore store)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-    }
+    private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
 
     /// <inheritdoc />
     public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)

@@ -9,7 +9,9 @@ namespace Herald.Sqlite.Reliability;
 /// injected clock (never SQLite's). Every acquire, complete and release is one write of the store's single writer, so of
 /// concurrent acquires exactly one wins; expired keys are swept as acquires go by.
 /// </summary>
-internal sealed class SqliteIdempotencyStore : IIdempotencyStore
+/// <param name="store">The store whose file it uses (the store opens and migrates it).</param>
+/// <param name="timeProvider">The clock expiries follow; the system clock when null.</param>
+internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvider? timeProvider = null) : IIdempotencyStore
 {
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;
@@ -29,17 +31,9 @@ internal sealed class SqliteIdempotencyStore : IIdempotencyStore
     private const string SweepSql =
         "DELETE FROM herald_idempotency WHERE idempotency_key IN (SELECT idempotency_key FROM herald_idempotency WHERE expires_at <= ?1 LIMIT ?2)";
 
-    private readonly SqliteEventStore _store;
-    private readonly TimeProvider _timeProvider;
+    private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
     private int _acquires;
-
-    /// <summary>Creates the store on the file of <paramref name="store"/>, expiring keys on <paramref name="timeProvider"/> (the system clock when null).</summary>
-    public SqliteIdempotencyStore(SqliteEventStore store, TimeProvider? timeProvider = null)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-        _timeProvider = timeProvider ?? TimeProvider.System;
-    }
 
     /// <inheritdoc />
     public async ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default)

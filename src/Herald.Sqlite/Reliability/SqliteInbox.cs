@@ -16,7 +16,9 @@ namespace Herald.Sqlite.Reliability;
 /// Until that commit the mark is a claim held in this process, so a concurrent duplicate here sees it at once; a mark
 /// another process committed meanwhile makes the commit fail (and the retry then finds the duplicate).
 /// </remarks>
-internal sealed class SqliteInbox : IInbox
+/// <param name="store">The store whose file it uses (the store opens and migrates it).</param>
+/// <param name="timeProvider">The clock expiries follow; the system clock when null.</param>
+internal sealed class SqliteInbox(SqliteEventStore store, TimeProvider? timeProvider = null) : IInbox
 {
     // Takes the key when it is free or its mark has expired; changes no row when a live mark exists.
     private const string MarkSql =
@@ -29,17 +31,9 @@ internal sealed class SqliteInbox : IInbox
     private const string DeleteExpiredSql =
         "DELETE FROM herald_inbox WHERE (endpoint, message_id) IN (SELECT endpoint, message_id FROM herald_inbox WHERE expires_at <= ?1 LIMIT ?2)";
 
-    private readonly SqliteEventStore _store;
-    private readonly TimeProvider _timeProvider;
+    private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
     private readonly ConcurrentDictionary<(string Endpoint, Guid MessageId), byte> _claims = new();
-
-    /// <summary>Creates the inbox on the store's file, expiring marks on <paramref name="timeProvider"/> (the system clock when null).</summary>
-    public SqliteInbox(SqliteEventStore store, TimeProvider? timeProvider = null)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-        _timeProvider = timeProvider ?? TimeProvider.System;
-    }
 
     /// <inheritdoc />
     public async ValueTask<bool> TryMarkHandledAsync(string endpoint, Guid messageId, TimeSpan window, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)

@@ -13,7 +13,7 @@ namespace Herald.Sqlite.Reliability;
 /// <see cref="SqliteUnitOfWork"/> commit in its transaction; rows come back in the order they were committed (a row
 /// sequence), and writes go through the store's single writer.
 /// </summary>
-internal sealed class SqliteOutboxStore : IOutboxStore
+internal sealed class SqliteOutboxStore(SqliteEventStore store) : IOutboxStore
 {
     private const string Columns =
         "id, destination_kind, destination, created_at, created_offset, outbox_partition_key, deliver_at, deliver_offset, sent_at, sent_offset, " +
@@ -40,14 +40,7 @@ internal sealed class SqliteOutboxStore : IOutboxStore
     private const string DeleteSentSql =
         "DELETE FROM herald_outbox WHERE seq IN (SELECT seq FROM herald_outbox WHERE sent_at IS NOT NULL AND sent_at < ?1 LIMIT ?2)";
 
-    private readonly SqliteEventStore _store;
-
-    /// <summary>Creates the outbox on the store's file (the store opens and migrates it).</summary>
-    public SqliteOutboxStore(SqliteEventStore store)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-    }
+    private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
 
     /// <inheritdoc />
     public async ValueTask AddAsync(IReadOnlyList<OutboxMessage> messages, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)

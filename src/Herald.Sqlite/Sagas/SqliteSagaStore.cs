@@ -11,7 +11,7 @@ namespace Herald.Sqlite.Sagas;
 /// Saga instances in the SQLite file of the event store, written by its single writer, so a save in a unit of work
 /// commits with the appends, outbox rows and inbox marks of that unit.
 /// </summary>
-internal sealed class SqliteSagaStore : ISagaStore
+internal sealed class SqliteSagaStore(SqliteEventStore store) : ISagaStore
 {
     private const string Columns = "saga_type, id, status, state, current_step, completed_steps, data, error, created_at, updated_at, version, timeouts";
 
@@ -33,13 +33,7 @@ internal sealed class SqliteSagaStore : ISagaStore
         " AND ($p7 IS NULL OR saga_type > $p7 OR (saga_type = $p7 AND id > $p8))" +
         " ORDER BY saga_type, id LIMIT $p9";
 
-    private readonly SqliteEventStore _store;
-
-    public SqliteSagaStore(SqliteEventStore store)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-    }
+    private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
 
     public ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
     {

@@ -59,21 +59,7 @@ internal static class SqliteSchema
         new(2, "reliability: dead letters, outbox, inbox, idempotency", $$"""
             CREATE TABLE herald_dead_letters (
                 id                   BLOB    NOT NULL PRIMARY KEY,
-                endpoint             TEXT    NOT NULL,
-                cause                TEXT    NOT NULL,
-                error_type           TEXT    NOT NULL,
-                error_message        TEXT    NOT NULL,
-                stack_trace          TEXT,
-                fingerprint          TEXT    NOT NULL,
-                first_failure        INTEGER NOT NULL,
-                first_failure_offset INTEGER NOT NULL,
-                last_failure         INTEGER NOT NULL,
-                last_failure_offset  INTEGER NOT NULL,
-                attempt_count        INTEGER NOT NULL,
-                retry_count          INTEGER NOT NULL,
-                last_retry_error     TEXT,
-                last_retry_time      INTEGER,
-                last_retry_offset    INTEGER,
+            {{DeadLetterFailureColumns}}
             {{EnvelopeColumns("message", 17)}},
                 delivery_attempt INTEGER NOT NULL
             ) STRICT;
@@ -204,21 +190,7 @@ internal static class SqliteSchema
         new(9, "dead letters: the table clustered by endpoint and id", $$"""
             CREATE TABLE herald_dead_letters_clustered (
                 id                   BLOB    NOT NULL,
-                endpoint             TEXT    NOT NULL,
-                cause                TEXT    NOT NULL,
-                error_type           TEXT    NOT NULL,
-                error_message        TEXT    NOT NULL,
-                stack_trace          TEXT,
-                fingerprint          TEXT    NOT NULL,
-                first_failure        INTEGER NOT NULL,
-                first_failure_offset INTEGER NOT NULL,
-                last_failure         INTEGER NOT NULL,
-                last_failure_offset  INTEGER NOT NULL,
-                attempt_count        INTEGER NOT NULL,
-                retry_count          INTEGER NOT NULL,
-                last_retry_error     TEXT,
-                last_retry_time      INTEGER,
-                last_retry_offset    INTEGER,
+            {{DeadLetterFailureColumns}}
             {{EnvelopeColumns("message", 17)}},
                 delivery_attempt INTEGER NOT NULL,
                 PRIMARY KEY (endpoint, id)
@@ -258,6 +230,26 @@ internal static class SqliteSchema
             INSERT INTO herald_dead_letter_counts (endpoint, count) VALUES (NEW.endpoint, 1)
                 ON CONFLICT (endpoint) DO UPDATE SET count = count + 1;
         END;
+        """;
+
+    // The dead letters' own columns after their id, from the endpoint to the last retry: migration 2 made the table with them,
+    // migration 9 remakes it (clustered) with the same. Indented as inside the table, so it stands at the literal's margin.
+    private const string DeadLetterFailureColumns = """
+            endpoint             TEXT    NOT NULL,
+            cause                TEXT    NOT NULL,
+            error_type           TEXT    NOT NULL,
+            error_message        TEXT    NOT NULL,
+            stack_trace          TEXT,
+            fingerprint          TEXT    NOT NULL,
+            first_failure        INTEGER NOT NULL,
+            first_failure_offset INTEGER NOT NULL,
+            last_failure         INTEGER NOT NULL,
+            last_failure_offset  INTEGER NOT NULL,
+            attempt_count        INTEGER NOT NULL,
+            retry_count          INTEGER NOT NULL,
+            last_retry_error     TEXT,
+            last_retry_time      INTEGER,
+            last_retry_offset    INTEGER,
         """;
 
     /// <summary>

@@ -211,23 +211,18 @@ internal sealed class QueueStatements
         where TRow : IColumnReader
     {
         const int First = 2;
-        try
-        {
-            return new QueuedMessage(id, EnvelopeColumns.Read(row, First, deliveryAttempt));
-        }
-#pragma warning disable CA1031 // Whatever the row holds, the claim goes on; the failure travels with the message to the dead letters.
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            var envelope = Salvage.Envelope(
+        return QueuedRows.Read(
+            row,
+            id,
+            deliveryAttempt,
+            static (r, attempt) => EnvelopeColumns.Read(r, First, attempt),
+            r => Salvage.Envelope(
                 deliveryAttempt,
                 new DateTimeOffset(now, TimeSpan.Zero),
-                () => row.Guid(First),
-                () => row.Text(First + 1),
-                () => EventRows.ToTime(row.Int64(First + 3), (int)row.Int64(First + 4)),
-                () => row.IsNull(First + 8) ? null : row.Text(First + 8),
-                () => row.Bytes(First + 11));
-            return new QueuedMessage(id, envelope, ex);
-        }
+                () => r.Guid(First),
+                () => r.Text(First + 1),
+                () => EventRows.ToTime(r.Int64(First + 3), (int)r.Int64(First + 4)),
+                () => r.IsNull(First + 8) ? null : r.Text(First + 8),
+                () => r.Bytes(First + 11)));
     }
 }

@@ -32,6 +32,28 @@ public sealed class CloudEventValuesTests
     public void TryParseTime_RefusesWhatIsNoTime(string text) => Assert.False(CloudEventValues.TryParseTime(text, out _));
 
     [Theory]
+    [InlineData("0001-01-01T00:00:00.000Z")]
+    [InlineData("2024-02-29T23:59:59.999Z")]
+    [InlineData("9999-12-31T23:59:59.999Z")]
+    public void FormatTimeUtf8_WritesTheBytesOfFormatTime_AndTryParseExactTime_ReadsThemBack(string text)
+    {
+        Assert.True(CloudEventValues.TryParseTime(text, out var time));
+        var bytes = CloudEventValues.FormatTimeUtf8(time);
+        Assert.Equal(text, System.Text.Encoding.UTF8.GetString(bytes));
+        Assert.Equal(CloudEventValues.FormatTime(time), System.Text.Encoding.UTF8.GetString(bytes));
+        Assert.True(CloudEventValues.TryParseExactTime(bytes, out var read));
+        Assert.Equal(time, read);
+    }
+
+    [Theory]
+    [InlineData("2031-05-17T11:45:12Z")]
+    [InlineData("2031-05-17T13:45:12.345+02:00")]
+    [InlineData("2031-02-31T11:45:12.345Z")]
+    [InlineData("2031-05-17T11:45:1x.345Z")]
+    public void TryParseExactTime_LeavesEveryOtherFormToTryParseTime(string text) =>
+        Assert.False(CloudEventValues.TryParseExactTime(System.Text.Encoding.UTF8.GetBytes(text), out _));
+
+    [Theory]
     [InlineData("urn:herald:schema:order-placed:3", 3)]
     [InlineData("urn:herald:schema:order-placed:0", 1)]
     [InlineData("urn:herald:schema:x:-7", 1)]

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Numerics;
 using System.Security.Cryptography;
 using System.Text;
 
@@ -15,30 +16,43 @@ public static class CloudEventValues
     public const string SchemaPrefix = "urn:herald:schema:";
 
     private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
+    private const int TimeLength = 24;
 
     /// <summary>
     /// The time as RFC 3339 in UTC with milliseconds (<c>2031-05-17T11:45:12.345Z</c>), as every transport writes <c>time</c>;
     /// written digit by digit, since a custom format string is parsed again on every call and this runs for every message.
     /// </summary>
-    public static string FormatTime(DateTimeOffset time) => string.Create(24, time.UtcDateTime, static (text, utc) =>
+    public static string FormatTime(DateTimeOffset time) => string.Create(TimeLength, time.UtcDateTime, static (text, utc) => WriteTime(text, utc));
+
+    /// <summary>As <see cref="FormatTime"/>, in UTF-8 (for the transports whose headers are bytes).</summary>
+    public static byte[] FormatTimeUtf8(DateTimeOffset time)
     {
-        "0000-00-00T00:00:00.000Z".CopyTo(text);
-        Digits(text, 0, utc.Year, 4);
-        Digits(text, 5, utc.Month, 2);
-        Digits(text, 8, utc.Day, 2);
-        Digits(text, 11, utc.Hour, 2);
-        Digits(text, 14, utc.Minute, 2);
-        Digits(text, 17, utc.Second, 2);
-        Digits(text, 20, utc.Millisecond, 3);
-    });
+        var text = new byte[TimeLength];
+        WriteTime<byte>(text, time.UtcDateTime);
+        return text;
+    }
 
     /// <summary>
     /// Reads an RFC 3339 time: the exact form <see cref="FormatTime"/> writes straight from its digits, any other through the
     /// runtime's parsers; false when it is none (an impossible date included).
     /// </summary>
-    public static bool TryParseTime(ReadOnlySpan<char> text, out DateTimeOffset time)
+    public static bool TryParseTime(ReadOnlySpan<char> text, out DateTimeOffset time) =>
+        TryParseOwnTime(text, out time)
+        || DateTimeOffset.TryParseExact(text, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
+        || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time);
+
+    /// <summary>
+    /// Reads a time in UTF-8 in exactly the form <see cref="FormatTimeUtf8"/> writes, from its digits (no text made for it);
+    /// false for any other form (an impossible date included), which the caller then gives to <see cref="TryParseTime"/>.
+    /// </summary>
+    public static bool TryParseExactTime(ReadOnlySpan<byte> text, out DateTimeOffset time) => TryParseOwnTime(text, out time);
+
+    // One reader and one writer of Herald's own form for both UTF-16 and UTF-8.
+    private static bool TryParseOwnTime<T>(ReadOnlySpan<T> text, out DateTimeOffset time)
+        where T : unmanaged, IBinaryInteger<T>
     {
-        if (text.Length == 24 && text[4] == '-' && text[7] == '-' && text[10] == 'T' && text[13] == ':' && text[16] == ':' && text[19] == '.' && text[23] == 'Z'
+        if (text.Length == TimeLength && At(text, 4) == '-' && At(text, 7) == '-' && At(text, 10) == 'T' && At(text, 13) == ':' && At(text, 16) == ':'
+            && At(text, 19) == '.' && At(text, 23) == 'Z'
             && Number(text, 0, 4, out var year) && Number(text, 5, 2, out var month) && Number(text, 8, 2, out var day)
             && Number(text, 11, 2, out var hour) && Number(text, 14, 2, out var minute) && Number(text, 17, 2, out var second)
             && Number(text, 20, 3, out var millisecond)
@@ -48,32 +62,50 @@ public static class CloudEventValues
             return true;
         }
 
-        return DateTimeOffset.TryParseExact(text, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time)
-            || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time);
+        time = default;
+        return false;
 
-        static bool Number(ReadOnlySpan<char> text, int at, int count, out int value)
+        static bool Number(ReadOnlySpan<T> text, int at, int count, out int value)
         {
             value = 0;
-            foreach (var c in text.Slice(at, count))
+            for (var i = at; i < at + count; i++)
             {
-                if (!char.IsAsciiDigit(c))
+                var digit = At(text, i) - '0';
+                if ((uint)digit > 9)
                 {
                     return false;
                 }
 
-                value = (value * 10) + (c - '0');
+                value = (value * 10) + digit;
             }
 
             return true;
         }
+
+        static int At(ReadOnlySpan<T> text, int index) => int.CreateTruncating(text[index]);
     }
 
-    private static void Digits(Span<char> text, int at, int value, int count)
+    private static void WriteTime<T>(Span<T> text, DateTime utc)
+        where T : unmanaged, IBinaryInteger<T>
     {
-        for (var i = at + count - 1; i >= at; i--)
+        Digits(text, 0, utc.Year, 4, '-');
+        Digits(text, 5, utc.Month, 2, '-');
+        Digits(text, 8, utc.Day, 2, 'T');
+        Digits(text, 11, utc.Hour, 2, ':');
+        Digits(text, 14, utc.Minute, 2, ':');
+        Digits(text, 17, utc.Second, 2, '.');
+        Digits(text, 20, utc.Millisecond, 3, 'Z');
+
+        // The digits of value at text[at..at + count], then the separator after them.
+        static void Digits(Span<T> text, int at, int value, int count, char after)
         {
-            text[i] = (char)('0' + (value % 10));
-            value /= 10;
+            for (var i = at + count - 1; i >= at; i--)
+            {
+                text[i] = T.CreateTruncating('0' + (value % 10));
+                value /= 10;
+            }
+
+            text[at + count] = T.CreateTruncating(after);
         }
     }
 
