@@ -6,9 +6,6 @@ namespace Herald.Kafka;
 /// <summary>The Kafka transport's log messages, with stable event ids (6000-6999).</summary>
 internal static partial class Log
 {
-    [LoggerMessage(6001, LogLevel.Information, "Connected to Kafka at {BootstrapServers}")]
-    public static partial void Connected(ILogger logger, string bootstrapServers);
-
     [LoggerMessage(6002, LogLevel.Warning, "Kafka client of '{Owner}' reported {Code}: {Reason}")]
     public static partial void ClientError(ILogger logger, string owner, ErrorCode code, string reason);
 

@@ -5,9 +5,6 @@ namespace Herald.Nats;
 /// <summary>The NATS transport's log messages, with stable event ids (8000-8999).</summary>
 internal static partial class Log
 {
-    [LoggerMessage(8001, LogLevel.Information, "Connected to NATS JetStream at {Endpoint}")]
-    public static partial void Connected(ILogger logger, string endpoint);
-
     [LoggerMessage(8002, LogLevel.Warning, "The NATS server at {Endpoint} takes messages of at most {MaxPayload} bytes, headers included, less than MaxMessageBytes ({MaxMessageBytes}); larger sends will be refused by the server")]
     public static partial void MaxPayloadBelowLimit(ILogger logger, string endpoint, long maxPayload, int maxMessageBytes);
 
@@ -17,20 +14,8 @@ internal static partial class Log
     [LoggerMessage(8010, LogLevel.Information, "Consuming '{Queue}' from stream '{Stream}' on NATS (prefetch {Prefetch}, concurrency {Concurrency})")]
     public static partial void ConsumerStarted(ILogger logger, string queue, string stream, int prefetch, int concurrency);
 
-    [LoggerMessage(8011, LogLevel.Information, "Stopped consuming '{Queue}'")]
-    public static partial void ConsumerStopped(ILogger logger, string queue);
-
     [LoggerMessage(8012, LogLevel.Warning, "Pulling from the consumer of '{Queue}' failed; pulling again in a second")]
     public static partial void PullFailed(ILogger logger, Exception exception, string queue);
-
-    [LoggerMessage(8020, LogLevel.Warning, "A message on '{Queue}' could not be decoded; it goes to the dead letters as undecodable: {Reason}")]
-    public static partial void Undecodable(ILogger logger, string queue, string reason);
-
-    [LoggerMessage(8021, LogLevel.Error, "Settling delivery of message {MessageId} from '{Queue}' failed; it returns to the stream")]
-    public static partial void SettleFailed(ILogger logger, Exception exception, Guid messageId, string queue);
-
-    [LoggerMessage(8022, LogLevel.Error, "Receiving a message from '{Queue}' failed before it reached the pipeline; it is moved to the queue's dead letters, to be drained into the dead-letter store")]
-    public static partial void ReceiveFailed(ILogger logger, Exception exception, string queue);
 
     [LoggerMessage(8023, LogLevel.Warning, "Handing a message of '{Queue}' back (nak) failed; it returns after the ack wait")]
     public static partial void NakFailed(ILogger logger, Exception exception, string queue);
@@ -46,7 +31,4 @@ internal static partial class Log
 
     [LoggerMessage(8032, LogLevel.Warning, "Removing message {Sequence} of stream '{Stream}' after it was dead-lettered failed; it stays in the stream, never delivered again")]
     public static partial void MaxDeliveredRemoveFailed(ILogger logger, Exception exception, ulong sequence, string stream);
-
-    [LoggerMessage(8025, LogLevel.Debug, "Reading the lag of the consumer of '{Queue}' failed; the gauge keeps its last reading")]
-    public static partial void LagRefreshFailed(ILogger logger, Exception exception, string queue);
 }

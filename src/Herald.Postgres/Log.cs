@@ -2,7 +2,10 @@ using Microsoft.Extensions.Logging;
 
 namespace Herald.Postgres;
 
-/// <summary>Herald.Postgres log messages, with stable event ids (4000-4999).</summary>
+/// <summary>
+/// Herald.Postgres log messages, with stable event ids (4000-4999); the queue's consumers log through the core leased-queue
+/// consumer (1200-1299).
+/// </summary>
 internal static partial class Log
 {
     [LoggerMessage(4001, LogLevel.Information, "PostgreSQL schema '{Schema}' migrated from version {From} to {To}")]
@@ -17,8 +20,8 @@ internal static partial class Log
     [LoggerMessage(4012, LogLevel.Warning, "Could not notify channel '{Channel}' after a commit; readers elsewhere wake on the next notification or their fallback re-check")]
     public static partial void NotifyFailed(ILogger logger, Exception exception, string channel);
 
-    [LoggerMessage(4020, LogLevel.Warning, "A grouped commit of {Count} appends failed ({SqlState}); running them one by one")]
-    public static partial void GroupFailed(ILogger logger, Exception exception, int count, string sqlState);
+    [LoggerMessage(4020, LogLevel.Warning, "A grouped commit of {Count} {Kind} failed ({SqlState}); running them one by one")]
+    public static partial void GroupFailed(ILogger logger, Exception exception, int count, string kind, string sqlState);
 
     [LoggerMessage(4021, LogLevel.Warning, "An append coordinator connection failed; {Count} appends of the group report the error")]
     public static partial void WriterConnectionFailed(ILogger logger, Exception exception, int count);

@@ -23,20 +23,8 @@ internal static partial class Log
     [LoggerMessage(5010, LogLevel.Information, "Consuming '{Queue}' on RabbitMQ (prefetch {Prefetch}, concurrency {Concurrency})")]
     public static partial void ConsumerStarted(ILogger logger, string queue, int prefetch, int concurrency);
 
-    [LoggerMessage(5011, LogLevel.Information, "Stopped consuming '{Queue}'")]
-    public static partial void ConsumerStopped(ILogger logger, string queue);
-
     [LoggerMessage(5012, LogLevel.Warning, "RabbitMQ cancelled the consumer of '{Queue}' (was the queue deleted?)")]
     public static partial void ConsumerCancelledByBroker(ILogger logger, string queue);
-
-    [LoggerMessage(5020, LogLevel.Warning, "A message on '{Queue}' could not be decoded; it goes to the dead letters as undecodable: {Reason}")]
-    public static partial void Undecodable(ILogger logger, string queue, string reason);
-
-    [LoggerMessage(5021, LogLevel.Error, "Settling delivery of message {MessageId} from '{Queue}' failed; it returns to the queue")]
-    public static partial void SettleFailed(ILogger logger, Exception exception, Guid messageId, string queue);
-
-    [LoggerMessage(5022, LogLevel.Error, "Receiving a delivery from '{Queue}' failed before it reached the pipeline; it is moved to the queue's dead-letter queue, to be drained into the dead-letter store")]
-    public static partial void ReceiveFailed(ILogger logger, Exception exception, string queue);
 
     [LoggerMessage(5023, LogLevel.Debug, "Delivery of message {MessageId} from '{Queue}' was made on a channel since lost; the broker redelivers it, so it is not settled")]
     public static partial void StaleDeliveryNotSettled(ILogger logger, Guid messageId, string queue);
@@ -52,7 +40,4 @@ internal static partial class Log
 
     [LoggerMessage(5040, LogLevel.Warning, "The RabbitMQ management API at {Endpoint} could not be read (for queue '{Queue}'); the queue gauges fall back to a passive declare, which gives the ready count only and no unacked count (logged once)")]
     public static partial void ManagementApiUnavailable(ILogger logger, Exception exception, string endpoint, string queue);
-
-    [LoggerMessage(5041, LogLevel.Debug, "Reading the counts of RabbitMQ queue '{Queue}' for its gauges failed; the last counts stay")]
-    public static partial void GaugeReadFailed(ILogger logger, Exception exception, string queue);
 }

@@ -5,9 +5,6 @@ namespace Herald.Redis;
 /// <summary>Herald.Redis log messages, with stable event ids (12000-12999).</summary>
 internal static partial class Log
 {
-    [LoggerMessage(12001, LogLevel.Information, "Connected to Redis at {Endpoints}")]
-    public static partial void Connected(ILogger logger, string endpoints);
-
     [LoggerMessage(12010, LogLevel.Debug, "Inbox mark of message {MessageId} at '{Endpoint}' is held by an uncommitted unit of work; waiting for its outcome")]
     public static partial void InboxWaitingForPendingMark(ILogger logger, Guid messageId, string endpoint);
 

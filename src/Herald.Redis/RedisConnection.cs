@@ -82,7 +82,7 @@ internal sealed class RedisConnection : IAsyncDisposable, IDisposable
                     "of the configuration are right.", ex);
             }
 
-            Log.Connected(_logger, Endpoints);
+            Herald.Internal.AdapterLog.Connected(_logger, "Redis", Endpoints);
             _multiplexer = multiplexer;
             return multiplexer;
         }

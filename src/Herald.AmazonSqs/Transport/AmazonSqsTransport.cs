@@ -112,7 +112,7 @@ internal sealed partial class AmazonSqsTransport : ITransport
             throw new HeraldException($"Amazon SQS at {Describe()} did not answer: {e.Message}", e);
         }
 
-        Log.Connected(Logger, Describe());
+        AdapterLog.Connected(Logger, "Amazon SQS", Describe());
     }
 
     /// <inheritdoc />

@@ -68,7 +68,7 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
             var envelope = SqsEnvelopeCodec.Decode(received, _rawType, transport.Options.Source, now, out var carried, out var failure);
             if (failure is not null)
             {
-                Log.Undecodable(transport.Logger, queue, failure.Message);
+                AdapterLog.Undecodable(transport.Logger, queue, failure.Message);
             }
             else if (carried.Due is { } due && due > now)
             {

@@ -166,7 +166,7 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
 
         _producer = producer;
         _admin = admin;
-        Log.Connected(_logger, _options.BootstrapServers);
+        AdapterLog.Connected(_logger, "Kafka", _options.BootstrapServers);
     }
 
     /// <inheritdoc />

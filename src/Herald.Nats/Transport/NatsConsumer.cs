@@ -132,7 +132,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
         NatsConsumerLag.Untrack(this);
         _transport.Forget(this);
-        Log.ConsumerStopped(_logger, Queue);
+        AdapterLog.ConsumerStopped(_logger, Queue);
     }
 
     public async ValueTask DisposeAsync()
@@ -265,7 +265,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
                 message.Headers, message.Data ?? [], attempt, reply.Delivered == 0 ? _transport.TimeProvider.GetUtcNow() : reply.Timestamp, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
             if (failure is not null)
             {
-                Log.Undecodable(_logger, Queue, failure.Message);
+                AdapterLog.Undecodable(_logger, Queue, failure.Message);
             }
 
             var key = failure is null ? envelope.PartitionKey ?? (_target.OrderBySubject ? message.Subject : null) : null;
@@ -286,7 +286,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            Log.ReceiveFailed(_logger, e, Queue);
+            AdapterLog.ReceiveFailed(_logger, e, Queue);
             if (delivery is not null)
             {
                 Untrack(delivery);
@@ -308,7 +308,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            Log.SettleFailed(_logger, e, Guid.Empty, Queue);
+            AdapterLog.UnreceivedDeadLetterFailed(_logger, e, Queue);
             await NakQuietlyAsync(message, TimeSpan.FromSeconds(1)).ConfigureAwait(false);
         }
     }
@@ -469,7 +469,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            Log.LagRefreshFailed(_logger, e, Queue);
+            AdapterLog.GaugeReadFailed(_logger, e, Queue);
         }
     }
 

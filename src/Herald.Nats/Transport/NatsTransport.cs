@@ -182,7 +182,7 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
             Log.MaxPayloadBelowLimit(_logger, Endpoint, maxPayload, _options.MaxMessageBytes);
         }
 
-        Log.Connected(_logger, Endpoint);
+        AdapterLog.Connected(_logger, "NATS JetStream", Endpoint);
     }
 
     /// <inheritdoc />

@@ -162,7 +162,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         {
             // The group rolled back as a whole (a bad value in one member, or a deadlock with another transaction): give
             // every member its own transaction, so each caller gets its own outcome.
-            Log.GroupFailed(_logger, ex, group.Count, ex.SqlState);
+            Log.GroupFailed(_logger, ex, group.Count, "appends", ex.SqlState);
             return await RunOneByOneAsync(connection, group).ConfigureAwait(false);
         }
         catch (Exception ex)

@@ -72,7 +72,7 @@ internal sealed class SendCoordinator : IAsyncDisposable
         catch (PostgresException ex) when (group.Count > 1)
         {
             // The group rolled back as a whole: give every member its own transaction, so each caller gets its own outcome.
-            Log.QueueSendGroupFailed(_logger, ex, group.Count, ex.SqlState);
+            Log.GroupFailed(_logger, ex, group.Count, "queue sends", ex.SqlState);
             for (var i = 0; i < group.Count; i++)
             {
                 var pending = group[i];

@@ -112,7 +112,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         // cancelled handler left unsettled.
         await CloseChannelAsync().ConfigureAwait(false);
         _transport.Forget(this);
-        Log.ConsumerStopped(_logger, Queue);
+        AdapterLog.ConsumerStopped(_logger, Queue);
     }
 
     public async ValueTask DisposeAsync()
@@ -226,7 +226,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             var envelope = AmqpEnvelopeCodec.Decode(properties, body, redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
             if (failure is not null)
             {
-                Log.Undecodable(_logger, Queue, failure.Message);
+                AdapterLog.Undecodable(_logger, Queue, failure.Message);
             }
 
             var received = new RabbitMqDelivery(this, deliveryTag, properties, envelope, failure, generation);
@@ -240,7 +240,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            Log.ReceiveFailed(_logger, e, Queue);
+            AdapterLog.ReceiveFailed(_logger, e, Queue);
             await DeadLetterUnreceivedAsync(deliveryTag, properties, body, generation, e).ConfigureAwait(false);
         }
     }
@@ -269,7 +269,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            Log.SettleFailed(_logger, e, Guid.Empty, Queue);
+            AdapterLog.UnreceivedDeadLetterFailed(_logger, e, Queue);
         }
     }
 

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging;
 
 namespace Herald.Reliability;
 
-/// <summary>Log messages of retries, dead letters, inbox, outbox and idempotency, with stable event ids (2000-2999).</summary>
+/// <summary>Log messages of retries, dead letters, inbox, outbox and idempotency, with stable event ids (2000-2999; dead-letter retention 1500-1501).</summary>
 internal static partial class ReliabilityLog
 {
     [LoggerMessage(2001, LogLevel.Warning, "Message {MessageId} ({MessageType}) failed on attempt {Attempt} at '{Endpoint}'; retrying at once")]
