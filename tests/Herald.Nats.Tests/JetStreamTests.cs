@@ -68,6 +68,47 @@ public sealed class JetStreamTests : NatsTestBase
     }
 
     [Fact]
+    public async Task MessagesWaitingBehindAHandlerRunningLongerThanTheAckWait_AreKeptAlive_AndEachIsDeliveredOnce()
+    {
+        // Issue 13 (speed): the unsettled deliveries moved from a locked list to slots; those received and still waiting for
+        // the one worker must get +WPI as well, or the server delivers each of them again after the ack wait.
+        var ackWait = TimeSpan.FromSeconds(2);
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.AckWait = ackWait;
+            o.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
+        });
+        var queue = "waiting-" + Guid.NewGuid().ToString("N")[..8];
+        var slow = NewEnvelope("slow");
+        await transport.SendAsync(queue, slow);
+        var waiting = Enumerable.Range(0, 3).Select(i => NewEnvelope("waiting" + i)).ToList();
+        foreach (var envelope in waiting)
+        {
+            await transport.SendAsync(queue, envelope);
+        }
+
+        var (consumer, seen) = await ConsumeAsync(transport, queue, async (delivery, cancellationToken) =>
+        {
+            if (TextOf(delivery.Envelope) == "slow")
+            {
+                await Task.Delay(ackWait * 2.5, cancellationToken);
+            }
+        }, new ConsumerOptions { MaxConcurrency = 1, Prefetch = 4 });
+        await using (consumer)
+        {
+            await Eventually.UntilAsync(() => waiting.All(w => seen.Any(e => e.MessageId == w.MessageId)), "the waiting messages are handled after the slow one", Timeout);
+            await Eventually.UntilAsync(async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(queue))).Info.State.Messages == 0, "every message is acked", Timeout);
+
+            // One worker takes messages in the order received: a copy the server sent again after the ack wait comes before this.
+            await transport.SendAsync(queue, NewEnvelope("marker"));
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "marker"), "a message sent after them", Timeout);
+        }
+
+        Assert.Equal(1, seen.Count(e => e.MessageId == slow.MessageId));
+        Assert.All(waiting, w => Assert.Equal(1, seen.Count(e => e.MessageId == w.MessageId)));
+    }
+
+    [Fact]
     public async Task AStreamFromConfiguration_IsDeclaredWithItsLimits_AndAQueueReadsItThroughItsFilter_InOrderPerSubject()
     {
         var stream = Prefixes.Streams + "_EVENTS";

@@ -66,4 +66,37 @@ public sealed class NatsEnvelopeCodecTests
         var due = DateTimeOffset.UnixEpoch.AddSeconds(5);
         Assert.Equal(due, NatsEnvelopeCodec.NotBefore(NatsEnvelopeCodec.Encode(envelope, "/herald", due)));
     }
+
+    [Fact]
+    public void Decode_ReadsTheDueTime_InTheSamePass_AsNotBeforeDoes()
+    {
+        var envelope = new Envelope { MessageId = Guid.NewGuid(), MessageType = "t", Time = DateTimeOffset.UnixEpoch };
+        var due = DateTimeOffset.UnixEpoch.AddSeconds(5);
+        var headers = NatsEnvelopeCodec.Encode(envelope, "/herald", due);
+        var decoded = NatsEnvelopeCodec.Decode(headers, Encoding.UTF8.GetBytes("{}"), 1, DateTimeOffset.UtcNow, null, "/herald", TimeProvider.System, out var failure, out var notBefore);
+        Assert.Null(failure);
+        Assert.Equal(envelope.MessageId, decoded.MessageId);
+        Assert.Equal(due, notBefore);
+        Assert.False(decoded.Headers.ContainsKey(NatsEnvelopeCodec.NotBeforeHeader));
+
+        // Sent without a delay: none, as NotBefore reads it.
+        NatsEnvelopeCodec.Decode(NatsEnvelopeCodec.Encode(envelope, "/herald"), Encoding.UTF8.GetBytes("{}"), 1, DateTimeOffset.UtcNow, null, "/herald", TimeProvider.System, out _, out var none);
+        Assert.Null(none);
+        Assert.Null(NatsEnvelopeCodec.NotBefore(NatsEnvelopeCodec.Encode(envelope, "/herald")));
+    }
+
+    [Fact]
+    public void Decode_OfAMalformedDelayedMessage_StillReadsItsDueTime()
+    {
+        var due = DateTimeOffset.UnixEpoch.AddSeconds(5);
+        var headers = new NatsHeaders
+        {
+            ["ce-specversion"] = "1.0",
+            ["ce-id"] = "not a guid",
+            [NatsEnvelopeCodec.NotBeforeHeader] = "1970-01-01T00:00:05.000Z",
+        };
+        NatsEnvelopeCodec.Decode(headers, Encoding.UTF8.GetBytes("{}"), 1, DateTimeOffset.UtcNow, null, "/herald", TimeProvider.System, out var failure, out var notBefore);
+        Assert.NotNull(failure);
+        Assert.Equal(due, notBefore);
+    }
 }

@@ -34,9 +34,13 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private readonly int _prefetch;
     private readonly DeliveryLanes<NatsDelivery> _lanes;
 
-    // Every received, unsettled delivery, linked through the deliveries themselves (no node or hash per message).
-    private readonly Lock _unsettledLock = new();
-    private NatsDelivery? _unsettled;
+    // Every received, unsettled delivery, each in a slot of its own: the pull (the one task that receives) puts it in a free
+    // slot, and settling empties the slot with a compare-exchange, so a message costs no lock, node or hash. There are
+    // slots for as many as the consumer can hold at once (the lanes full, one running per worker, one waiting to be
+    // written); should that ever fall short, the rest wait in _overflow (guarded by itself).
+    private readonly NatsDelivery?[] _slots;
+    private readonly HashSet<NatsDelivery> _overflow = [];
+    private int _nextSlot;
 
     // Naks of delayed sends by stream sequence, taken off the server's delivery count; forgotten once the message is settled.
     private readonly ConcurrentDictionary<ulong, int> _deferrals = new();
@@ -68,6 +72,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         _handler = handler;
         _logger = logger;
         _lanes = new DeliveryLanes<NatsDelivery>(concurrency, prefetch);
+        _slots = new NatsDelivery?[Math.Max(prefetch, concurrency) + concurrency + 2];
         Tags =
         [
             new(MetricNames.DestinationTag, queue),
@@ -228,6 +233,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReceiveAsync(INatsJSMsg<byte[]> message, CancellationToken stop)
     {
         if (stop.IsCancellationRequested)
@@ -247,8 +253,16 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             // Zero when the message came without metadata (never from a pull consumer): read as the first delivery, stored now.
             Volatile.Write(ref _pending, (long)Math.Min(reply.Pending, long.MaxValue));
             var sequence = reply.StreamSequence;
+            var delivered = (int)Math.Clamp(reply.Delivered, 1, int.MaxValue);
+            var attempt = Math.Max(1, delivered - (Volatile.Read(ref _deferred) > 0 && _deferrals.TryGetValue(sequence, out var deferred) ? deferred : 0));
+
+            // One pass over the headers reads the envelope and the due time of a delayed send (decoded even when it is early:
+            // rare, and cheaper than a second look-up on every message).
+            var envelope = NatsEnvelopeCodec.Decode(
+                message.Headers, message.Data ?? [], attempt, reply.Delivered == 0 ? _transport.TimeProvider.GetUtcNow() : reply.Timestamp, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure, out var notBefore);
+
             // The clock is read only for a delayed send or a message without metadata, not for every message.
-            if (NatsEnvelopeCodec.NotBefore(message.Headers) is { } due && due - _transport.TimeProvider.GetUtcNow() is var early && early > DueTolerance)
+            if (notBefore is { } due && due - _transport.TimeProvider.GetUtcNow() is var early && early > DueTolerance)
             {
                 if (_deferrals.AddOrUpdate(sequence, 1, static (_, n) => n + 1) == 1)
                 {
@@ -259,10 +273,6 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
                 return;
             }
 
-            var delivered = (int)Math.Clamp(reply.Delivered, 1, int.MaxValue);
-            var attempt = Math.Max(1, delivered - (Volatile.Read(ref _deferred) > 0 && _deferrals.TryGetValue(sequence, out var deferred) ? deferred : 0));
-            var envelope = NatsEnvelopeCodec.Decode(
-                message.Headers, message.Data ?? [], attempt, reply.Delivered == 0 ? _transport.TimeProvider.GetUtcNow() : reply.Timestamp, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
             if (failure is not null)
             {
                 AdapterLog.Undecodable(_logger, Queue, failure.Message);
@@ -325,52 +335,47 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         Untrack(delivery);
     }
 
+    // Called by the pull alone (one message at a time), so a slot it finds empty stays empty until it fills it.
     private void Track(NatsDelivery delivery)
     {
-        lock (_unsettledLock)
+        var slots = _slots;
+        for (var i = 0; i < slots.Length; i++)
         {
-            delivery.Next = _unsettled;
-            if (_unsettled is not null)
+            var at = _nextSlot;
+            _nextSlot = at + 1 == slots.Length ? 0 : at + 1;
+            if (Volatile.Read(ref slots[at]) is null)
             {
-                _unsettled.Previous = delivery;
+                delivery.Slot = at;
+                Volatile.Write(ref slots[at], delivery);
+                return;
             }
+        }
 
-            _unsettled = delivery;
-            delivery.Tracked = true;
+        lock (_overflow)
+        {
+            delivery.Slot = NatsDelivery.InOverflow;
+            _overflow.Add(delivery);
         }
     }
 
     private void Untrack(NatsDelivery delivery)
     {
-        // Settling removes it, and so does the end of its handling: the second finds it gone without taking the lock.
-        if (!Volatile.Read(ref delivery.Tracked))
+        var slot = delivery.Slot;
+        if (slot >= 0)
         {
-            return;
+            // Settling empties it, and so does the end of its handling: the second finds it gone (or another delivery there,
+            // which the compare-exchange leaves alone) without an interlocked operation.
+            if (Volatile.Read(ref _slots[slot]) == delivery)
+            {
+                Interlocked.CompareExchange(ref _slots[slot], null, delivery);
+            }
         }
-
-        lock (_unsettledLock)
+        else if (slot == NatsDelivery.InOverflow)
         {
-            if (!delivery.Tracked)
+            lock (_overflow)
             {
-                return;
+                _overflow.Remove(delivery);
             }
-
-            if (delivery.Previous is { } previous)
-            {
-                previous.Next = delivery.Next;
-            }
-            else
-            {
-                _unsettled = delivery.Next;
-            }
-
-            if (delivery.Next is { } next)
-            {
-                next.Previous = delivery.Previous;
-            }
-
-            delivery.Previous = delivery.Next = null;
-            delivery.Tracked = false;
         }
     }
 
@@ -422,9 +427,17 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private void KeepAlive()
     {
         List<NatsDelivery>? due = null;
-        lock (_unsettledLock)
+        for (var i = 0; i < _slots.Length; i++)
         {
-            for (var delivery = _unsettled; delivery is not null; delivery = delivery.Next)
+            if (Volatile.Read(ref _slots[i]) is { IsSettled: false } delivery)
+            {
+                (due ??= []).Add(delivery);
+            }
+        }
+
+        lock (_overflow)
+        {
+            foreach (var delivery in _overflow)
             {
                 if (!delivery.IsSettled)
                 {

@@ -15,10 +15,11 @@ internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> mes
 
     public ulong StreamSequence { get; } = streamSequence;
 
-    // The consumer's list of unsettled deliveries runs through these (guarded by its lock; Tracked also read without).
-    internal NatsDelivery? Previous;
-    internal NatsDelivery? Next;
-    internal bool Tracked;
+    /// <summary><see cref="Slot"/> of a delivery the consumer keeps in its overflow set instead of a slot.</summary>
+    internal const int InOverflow = -2;
+
+    // Where the consumer keeps it among the unsettled deliveries: its slot, InOverflow, or -1 before it is tracked.
+    internal int Slot = -1;
 
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken) => consumer.AckAsync(this, cancellationToken);
 

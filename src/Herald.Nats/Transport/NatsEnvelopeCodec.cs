@@ -34,7 +34,8 @@ internal static class NatsEnvelopeCodec
 
     public static NatsHeaders Encode(Envelope envelope, string defaultSource, DateTimeOffset? notBefore = null, string? messageId = null)
     {
-        var headers = new NatsHeaders
+        // Sized for every header at once (the client adds Nats-Msg-Id), so the dictionary is not grown twice per message.
+        var headers = new NatsHeaders(Capacity(envelope, notBefore))
         {
             [Prefix + "specversion"] = "1.0",
             [Prefix + "id"] = messageId ?? envelope.MessageId.ToString("D"),
@@ -78,6 +79,10 @@ internal static class NatsEnvelopeCodec
 
         return headers;
     }
+
+    private static int Capacity(Envelope envelope, DateTimeOffset? notBefore) =>
+        7 + envelope.Headers.Count + (envelope.SchemaVersion != 1 ? 1 : 0) + (notBefore is null ? 0 : 1)
+        + (envelope.PartitionKey is null ? 0 : 1) + (envelope.CorrelationId is null ? 0 : 1) + (envelope.CausationId is null ? 0 : 1) + (envelope.UserId is null ? 0 : 1);
 
     /// <summary>A copy of a delivered message's headers for its dead-letter copy, with the reason, the attempt and the added headers.</summary>
     public static NatsHeaders ForDeadLetter(NatsHeaders? delivered, int attempt, string reason, string queue, IReadOnlyDictionary<string, string>? added)
@@ -133,12 +138,24 @@ internal static class NatsEnvelopeCodec
     /// </summary>
     public static Envelope Decode(
         NatsHeaders? headers, ReadOnlyMemory<byte> body, int attempt, DateTimeOffset stored, string? rawType, string defaultSource, TimeProvider timeProvider,
-        out MalformedMessageException? failure)
+        out MalformedMessageException? failure) =>
+        Decode(headers, body, attempt, stored, rawType, defaultSource, timeProvider, out failure, out _);
+
+    /// <summary>
+    /// As the other overload, and also reads <see cref="NotBeforeHeader"/> (as <see cref="NotBefore"/> does) in the same pass
+    /// over the headers, so a consumer does not look it up on its own for every message.
+    /// </summary>
+    public static Envelope Decode(
+        NatsHeaders? headers, ReadOnlyMemory<byte> body, int attempt, DateTimeOffset stored, string? rawType, string defaultSource, TimeProvider timeProvider,
+        out MalformedMessageException? failure, out DateTimeOffset? notBefore)
     {
+        string? due = null;
         try
         {
             failure = null;
-            return DecodeOrThrow(headers, body, attempt, stored, rawType, defaultSource, timeProvider);
+            var envelope = DecodeOrThrow(headers, body, attempt, stored, rawType, defaultSource, timeProvider, ref due);
+            notBefore = due is not null && CloudEventValues.TryParseTime(due, out var parsed) ? parsed : null;
+            return envelope;
         }
 #pragma warning disable CA1031 // Nothing from the wire is trusted: whatever decoding throws makes the delivery undecodable.
         catch (Exception e)
@@ -147,11 +164,28 @@ internal static class NatsEnvelopeCodec
             failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
         }
 
+        notBefore = NotBeforeOrNull(headers);
         return BestEffort(headers, body, attempt, stored, rawType, timeProvider);
     }
 
+    // A malformed message may have broken the pass before it reached the header: read on its own, never throwing.
+    private static DateTimeOffset? NotBeforeOrNull(NatsHeaders? headers)
+    {
+        try
+        {
+            return NotBefore(headers);
+        }
+#pragma warning disable CA1031 // Unreadable: the message is taken as due now (it goes to the dead letters anyway).
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            return null;
+        }
+    }
+
     private static Envelope DecodeOrThrow(
-        NatsHeaders? headers, ReadOnlyMemory<byte> body, int attempt, DateTimeOffset stored, string? rawType, string defaultSource, TimeProvider timeProvider)
+        NatsHeaders? headers, ReadOnlyMemory<byte> body, int attempt, DateTimeOffset stored, string? rawType, string defaultSource, TimeProvider timeProvider,
+        ref string? notBefore)
     {
         Dictionary<string, string>? custom = null;
         string? id = null, type = null, source = null, time = null, schema = null, contentType = null;
@@ -184,6 +218,10 @@ internal static class NatsEnvelopeCodec
                 else if (name.Equals(MessageIdHeader, StringComparison.OrdinalIgnoreCase))
                 {
                     messageId = value;
+                }
+                else if (name.Equals(NotBeforeHeader, StringComparison.OrdinalIgnoreCase))
+                {
+                    notBefore = value;
                 }
                 else if (!name.StartsWith("Nats-", StringComparison.OrdinalIgnoreCase) && !name.StartsWith("Herald-", StringComparison.OrdinalIgnoreCase))
                 {
