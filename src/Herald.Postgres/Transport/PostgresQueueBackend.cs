@@ -176,10 +176,11 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
             reader,
             id,
             deliveryAttempt,
+            (Attempt: deliveryAttempt, Now: now),
             static (r, attempt) => EnvelopeColumns.Read(r, First, attempt),
-            r => Salvage.Envelope(
-                deliveryAttempt,
-                now,
+            static (r, state) => Salvage.Envelope(
+                state.Attempt,
+                state.Now,
                 () => r.GetGuid(First),
                 () => r.GetString(First + 1),
                 () => r.GetFieldValue<DateTimeOffset>(First + 3),

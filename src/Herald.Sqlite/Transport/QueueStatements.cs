@@ -215,10 +215,11 @@ internal sealed class QueueStatements
             row,
             id,
             deliveryAttempt,
+            (Attempt: deliveryAttempt, Now: now),
             static (r, attempt) => EnvelopeColumns.Read(r, First, attempt),
-            r => Salvage.Envelope(
-                deliveryAttempt,
-                new DateTimeOffset(now, TimeSpan.Zero),
+            static (r, state) => Salvage.Envelope(
+                state.Attempt,
+                new DateTimeOffset(state.Now, TimeSpan.Zero),
                 () => r.Guid(First),
                 () => r.Text(First + 1),
                 () => EventRows.ToTime(r.Int64(First + 3), (int)r.Int64(First + 4)),

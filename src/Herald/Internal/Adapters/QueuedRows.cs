@@ -8,10 +8,14 @@ public static class QueuedRows
 {
     /// <summary>
     /// The claimed row as a message; never throws: when <paramref name="read"/> cannot decode its envelope, the message is
-    /// the envelope <paramref name="salvage"/> still makes of it (see <see cref="Salvage"/>), carrying the failure, so the
-    /// pipeline dead-letters it with the reason.
+    /// the envelope <paramref name="salvage"/> still makes of it with <paramref name="state"/> (see <see cref="Salvage"/>),
+    /// carrying the failure, so the pipeline dead-letters it with the reason.
     /// </summary>
-    public static QueuedMessage Read<TRow>(TRow row, long id, int deliveryAttempt, Func<TRow, int, Envelope> read, Func<TRow, Envelope> salvage)
+    /// <remarks>
+    /// Runs for every claimed row: pass static lambdas and what the salvage needs as <paramref name="state"/>, so the common
+    /// path allocates no closure.
+    /// </remarks>
+    public static QueuedMessage Read<TRow, TState>(TRow row, long id, int deliveryAttempt, TState state, Func<TRow, int, Envelope> read, Func<TRow, TState, Envelope> salvage)
     {
         ArgumentNullException.ThrowIfNull(read);
         ArgumentNullException.ThrowIfNull(salvage);
@@ -23,7 +27,7 @@ public static class QueuedRows
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            return new QueuedMessage(id, salvage(row), ex);
+            return new QueuedMessage(id, salvage(row, state), ex);
         }
     }
 }
