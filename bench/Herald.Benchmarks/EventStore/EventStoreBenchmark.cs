@@ -59,6 +59,7 @@ internal sealed class EventStoreBenchmark : IBenchmark
         Console.WriteLine($"eventstore: {(args.Quick ? "quick" : "full")} run, {repeat} measured round(s), PostgreSQL {Redact(postgres)}");
         var contenders = new List<IEventStoreContender>();
         var results = new List<(string Scenario, MeasurementSeries Series)>();
+        var warmups = new List<(string Scenario, WarmupReport Report)>();
         using var groupSizes = new AppendGroupSizes();
         try
         {
@@ -102,11 +103,17 @@ internal sealed class EventStoreBenchmark : IBenchmark
                 }
 
                 Console.WriteLine($"  {scenario.Name}: warm-up");
-                foreach (var c in contenders)
+
+                // Warm-up: the scenario itself, every contender, until the JIT settled (connections are open by then too).
+                var warmed = await JitWarmup.RunAsync(async _ =>
                 {
-                    // Warm-up: the scenario itself once, so connections are open and code is jitted.
-                    await scenario.Run(c, cancellationToken);
-                }
+                    foreach (var c in contenders)
+                    {
+                        await scenario.Run(c, cancellationToken);
+                    }
+                }, args.Quick);
+                warmups.Add((scenario.Name, warmed));
+                Console.WriteLine($"    {warmed.Describe()}");
 
                 var runs = contenders.ToDictionary(c => c, _ => new List<Measurement>());
                 for (var round = 1; round <= repeat; round++)
@@ -143,7 +150,7 @@ internal sealed class EventStoreBenchmark : IBenchmark
         }
 
         var server = await DescribeServerAsync(postgres, cancellationToken);
-        var markdown = Render(args, repeat, counts, server, results, contenders.Select(c => (c.Name, c.Setup)).ToList(), groupSizes.Describe());
+        var markdown = Render(args, repeat, counts, server, results, warmups, contenders.Select(c => (c.Name, c.Setup)).ToList(), groupSizes.Describe());
         ResultsFile.Publish(args, Name, markdown);
     }
 
@@ -187,11 +194,17 @@ internal sealed class EventStoreBenchmark : IBenchmark
         }
     }
 
-    private static string Render(BenchmarkArgs args, int repeat, Counts counts, string server, List<(string Scenario, MeasurementSeries Series)> results, List<(string Name, string Setup)> setups, string? groupSizes)
+    private static string Render(BenchmarkArgs args, int repeat, Counts counts, string server, List<(string Scenario, MeasurementSeries Series)> results, List<(string Scenario, WarmupReport Report)> warmups, List<(string Name, string Setup)> setups, string? groupSizes)
     {
         var text = ResultsFile.Open(args, "eventstore", "Event store throughput", ("Servers", $"{server}; SQLite file in the temp directory"));
         text.AppendLine();
-        text.AppendLine(CultureInfo.InvariantCulture, $"Each scenario: one warm-up pass per contender, then {repeat} measured round(s) interleaving the contenders; the table shows the median events/s and the range.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Each scenario: warm-up passes of every contender until the JIT settled (below), then {repeat} measured round(s) interleaving the contenders; the table shows the median events/s and the range.");
+        text.AppendLine();
+        foreach (var (scenario, warmed) in warmups)
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"- {scenario}: {warmed.Describe()}");
+        }
+
         text.AppendLine(CultureInfo.InvariantCulture, $"Counts: 1 writer × {counts.SingleAppends:N0} single-event appends; 16 writers × {counts.WriterAppends:N0} single-event appends (each writer over its own 64 streams); {counts.Batches:N0} appends of {BatchSize} events to new streams; {counts.StreamReads} reads of a {ReadStreamLength:N0}-event stream; one scan of the first {counts.ScanEvents:N0} events of the global log.");
         var bodyBytes = new SystemTextJsonMessageSerializer().Serialize(AccountCredited.Next(1), typeof(AccountCredited)).Length;
         text.AppendLine(CultureInfo.InvariantCulture, $"Every event is built as the real API would: Herald gets an envelope from `EnvelopeFactory` (Guid v7 id, registered type `account-credited`, a System.Text.Json body of about {bodyBytes} bytes); Marten gets the same `AccountCredited` object and serializes it itself. Reads decode every event's body into an `AccountCredited` on both sides (Herald: the registered type through `SystemTextJsonMessageSerializer`, as the aggregate repository does; Marten: `IEvent.Data`, which it deserializes) and count only those.");

@@ -45,6 +45,7 @@ internal sealed class InProcessBenchmark : IBenchmark
 
         Console.WriteLine($"inprocess: {(args.Quick ? "quick" : "full")} run, {repeat} measured round(s), producers {string.Join(" and ", producerCounts)}");
         var contenders = new List<(IContender Contender, Counts Counts)>();
+        var warmups = new List<(int Producers, WarmupReport Report)>();
         var results = new List<Row>();
         try
         {
@@ -65,13 +66,15 @@ internal sealed class InProcessBenchmark : IBenchmark
             foreach (var producers in producerCounts)
             {
                 Console.WriteLine($"  {producers} producer(s): warm-up");
-                foreach (var (contender, counts) in contenders)
+                var warmed = await JitWarmup.RunAsync(async _ =>
                 {
-                    // Two passes with a pause, so tiered compilation has installed optimized code before measuring.
-                    await contender.RunAsync(counts.Warmup, producers, cancellationToken).ConfigureAwait(false);
-                    await Task.Delay(200, cancellationToken).ConfigureAwait(false);
-                    await contender.RunAsync(counts.Warmup, producers, cancellationToken).ConfigureAwait(false);
-                }
+                    foreach (var (contender, counts) in contenders)
+                    {
+                        await contender.RunAsync(counts.Warmup, producers, cancellationToken).ConfigureAwait(false);
+                    }
+                }, args.Quick).ConfigureAwait(false);
+                warmups.Add((producers, warmed));
+                Console.WriteLine($"    {warmed.Describe()}");
 
                 // Rounds interleave the contenders, so a slow spell of the machine is spread over all of them.
                 var runs = contenders.ToDictionary(c => c.Contender, _ => new List<Measurement>());
@@ -100,7 +103,7 @@ internal sealed class InProcessBenchmark : IBenchmark
         }
 
         var setups = contenders.Select(c => (c.Contender.Name, c.Contender.Setup)).ToList();
-        var markdown = Render(args, repeat, results, setups);
+        var markdown = Render(args, repeat, results, warmups, setups);
         ResultsFile.Publish(args, Name, markdown);
     }
 
@@ -148,11 +151,17 @@ internal sealed class InProcessBenchmark : IBenchmark
     private static string Disturbance(Measurement measurement) =>
         measurement.ForeignCpu > DisturbedShare ? $" (other processes {measurement.ForeignCpu:P0})" : "";
 
-    private static string Render(BenchmarkArgs args, int repeat, List<Row> results, List<(string Name, string Setup)> setups)
+    private static string Render(BenchmarkArgs args, int repeat, List<Row> results, List<(int Producers, WarmupReport Report)> warmups, List<(string Name, string Setup)> setups)
     {
         var text = ResultsFile.Open(args, "inprocess", "In-process publish → handler throughput");
         text.AppendLine();
-        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: warm-up, then {repeat} measured run(s) of N messages; the table shows the median msg/s (and the range over the runs) and the median bytes allocated per message.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: warm-up passes of every contender until the JIT settled (below), then {repeat} measured run(s) of N messages; the table shows the median msg/s (and the range over the runs) and the median bytes allocated per message.");
+        text.AppendLine();
+        foreach (var (producers, warmed) in warmups)
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"- {producers} producer(s): {warmed.Describe()}");
+        }
+
         text.AppendLine("A run is timed with a `Stopwatch` from the first publish until the handler has counted N messages; bytes are `GC.GetTotalAllocatedBytes(precise: true)` over the run (whole process, every thread) ÷ N.");
         text.AppendLine("\"CPU µs/msg\" is this process's CPU time (every thread, user and kernel) over the run ÷ N (median): the cost of a message, less sensitive to other load than msg/s.");
         text.AppendLine(CultureInfo.InvariantCulture, $"All hosts run in one process; the rounds interleave the contenders. \"Other CPU\" is the share of the machine that other processes used during a run (from /proc/stat); a run above {DisturbedShare:P0} is measured again once the machine is quiet (waiting up to {QuietWait.TotalSeconds:0} s, {QuietBudget.TotalSeconds:0} s in all), up to {MaxAttempts} attempts, and the quietest attempt is kept.");

@@ -35,6 +35,7 @@ internal sealed class NatsBenchmark : IBenchmark
         await raw.StartAsync(cancellationToken);
         var contenders = new List<IBrokerContender>();
         var publish = new List<MeasurementSeries>();
+        WarmupReport warmed = default;
         var consume = new List<MeasurementSeries>();
         try
         {
@@ -55,12 +56,16 @@ internal sealed class NatsBenchmark : IBenchmark
                 string.Concat(c.Name.ToLowerInvariant().Select(ch => char.IsAsciiLetterOrDigit(ch) ? ch : '-')).Trim('-') + "-" + round;
 
             Console.WriteLine("  warm-up");
-            foreach (var c in contenders)
+            warmed = await JitWarmup.RunAsync(async pass =>
             {
-                var queue = QueueFor(c, "warmup");
-                await c.PublishAsync(queue, warmup, BrokerWorkload.Outstanding, cancellationToken);
-                await (await c.ConsumeAsync(queue, warmup, cancellationToken)).DisposeAsync();
-            }
+                foreach (var c in contenders)
+                {
+                    var queue = QueueFor(c, $"warmup{pass}");
+                    await c.PublishAsync(queue, warmup, BrokerWorkload.Outstanding, cancellationToken);
+                    await (await c.ConsumeAsync(queue, warmup, cancellationToken)).DisposeAsync();
+                }
+            }, args.Quick);
+            Console.WriteLine($"  {warmed.Describe()}");
 
             var publishRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
             var consumeRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
@@ -109,7 +114,7 @@ internal sealed class NatsBenchmark : IBenchmark
             }
         }
 
-        var markdown = Render(args, repeat, count, publish, consume, contenders.Select(c => (c.Name, c.Setup)).ToList());
+        var markdown = Render(args, repeat, count, warmed, publish, consume, contenders.Select(c => (c.Name, c.Setup)).ToList());
         foreach (var line in markdown.Split('\n').Where(l => l.StartsWith("- publish", StringComparison.Ordinal) || l.StartsWith("- consume", StringComparison.Ordinal)))
         {
             Console.WriteLine("  " + line);
@@ -118,7 +123,7 @@ internal sealed class NatsBenchmark : IBenchmark
         ResultsFile.Publish(args, Name, markdown);
     }
 
-    private static string Render(BenchmarkArgs args, int repeat, int count, List<MeasurementSeries> publish, List<MeasurementSeries> consume, List<(string Name, string Setup)> setups)
+    private static string Render(BenchmarkArgs args, int repeat, int count, WarmupReport warmed, List<MeasurementSeries> publish, List<MeasurementSeries> consume, List<(string Name, string Setup)> setups)
     {
         var text = new StringBuilder();
         text.AppendLine("# NATS JetStream publish and consume throughput");
@@ -134,8 +139,9 @@ internal sealed class NatsBenchmark : IBenchmark
         machine.Add("Server", "nats-server with JetStream (file storage) on 127.0.0.1 (same machine)");
         text.Append(machine);
         text.AppendLine();
-        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up publish + consume, then {repeat} measured round(s) interleaving the contenders. A round publishes {count:N0} {BrokerWorkload.MessageBytes}-byte messages to a fresh work-queue stream with {BrokerWorkload.Outstanding} publishes outstanding (each completes on the stream's publish ack), then consumes them all (prefetch {BrokerWorkload.Prefetch}, {BrokerWorkload.ConsumerConcurrency} workers; every handler deserializes the body and acks it on its own). Publish is timed from the first send to the last publish ack; consume from starting the consumer to the last ack (stopping it is not timed).");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: warm-up passes of publish + consume until the JIT settled (below), then {repeat} measured round(s) interleaving the contenders. A round publishes {count:N0} {BrokerWorkload.MessageBytes}-byte messages to a fresh work-queue stream with {BrokerWorkload.Outstanding} publishes outstanding (each completes on the stream's publish ack), then consumes them all (prefetch {BrokerWorkload.Prefetch}, {BrokerWorkload.ConsumerConcurrency} workers; every handler deserializes the body and acks it on its own). Publish is timed from the first send to the last publish ack; consume from starting the consumer to the last ack (stopping it is not timed).");
         text.AppendLine("\"CPU µs/msg\" is this process's CPU time ÷ messages; \"server CPU µs/msg\" is nats-server's over the same phase.");
+        text.AppendLine(warmed.Describe());
         text.AppendLine();
         var table = new MarkdownTable("Phase", "Contender", "Messages", "msg/s (median)", "range msg/s", "CPU µs/msg", "server CPU µs/msg", "bytes/msg");
         foreach (var (phase, series) in new[] { ("publish", publish), ("consume", consume) })

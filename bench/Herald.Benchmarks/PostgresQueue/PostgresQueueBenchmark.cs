@@ -42,6 +42,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
         // Every measured connection carries this prefix in its application name, so the server's CPU is counted per run.
         var serverCpu = new ServerCpu(admin, "herald-bench-" + Guid.NewGuid().ToString("N")[..8]);
         var contenders = new List<IQueueContender>();
+        WarmupReport warmed = default;
         var results = new List<Series>();
         var waited = TimeSpan.Zero;
         try
@@ -64,10 +65,14 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
             int SendCount(IQueueContender c, int n) => c.Drains.Count == 0 ? Math.Max(n / 4, 100) : n;
 
             Console.WriteLine("  warm-up");
-            foreach (var c in contenders)
+            warmed = await JitWarmup.RunAsync(async _ =>
             {
-                await RunContenderAsync(c, serverCpu, SendCount(c, warmup), warmup, null, cancellationToken);
-            }
+                foreach (var c in contenders)
+                {
+                    await RunContenderAsync(c, serverCpu, SendCount(c, warmup), warmup, null, cancellationToken);
+                }
+            }, args.Quick);
+            Console.WriteLine($"  {warmed.Describe()}");
 
             var runs = new Dictionary<(string Phase, IQueueContender Contender, string Shape), List<Run>>();
             var retries = 0;
@@ -146,7 +151,7 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
             }
         }
 
-        var markdown = Render(args, repeat, count, server, results, contenders.Select(c => (c.Name, c.Setup)).ToList());
+        var markdown = Render(args, repeat, count, server, warmed, results, contenders.Select(c => (c.Name, c.Setup)).ToList());
         ResultsFile.Publish(args, Name, markdown);
     }
 
@@ -212,11 +217,12 @@ internal sealed class PostgresQueueBenchmark : IBenchmark
         return $"PostgreSQL {reader.GetString(0).Split(' ')[0]} on the same machine (fsync {reader.GetString(1)}, synchronous_commit {reader.GetString(2)}, shared_buffers {reader.GetString(3)})";
     }
 
-    private static string Render(BenchmarkArgs args, int repeat, int count, string server, List<Series> results, List<(string Name, string Setup)> setups)
+    private static string Render(BenchmarkArgs args, int repeat, int count, string server, WarmupReport warmed, List<Series> results, List<(string Name, string Setup)> setups)
     {
         var text = ResultsFile.Open(args, "pgqueue", "PostgreSQL queue throughput", ("Server", server));
         text.AppendLine();
-        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up pass, then {repeat} measured round(s) interleaving the contenders. Every drain gets a fresh queue in a fresh table (a schema of its own, dropped afterwards), filled with {count:N0} messages of {QueueWorkload.MessageBytes} bytes by {QueueWorkload.Senders} concurrent senders (each awaits its send before the next); the first fill of a round is the send phase. The drain is timed from starting the consumers until the last message is acknowledged (acknowledgements are durable); stopping them is not timed. \"4 × 1\" is 4 independent instances (each its own connection pool, as 4 processes would be) of concurrency 1; \"1 × 4\" one instance of concurrency 4.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: warm-up passes of every contender until the JIT settled (below), then {repeat} measured round(s) interleaving the contenders. Every drain gets a fresh queue in a fresh table (a schema of its own, dropped afterwards), filled with {count:N0} messages of {QueueWorkload.MessageBytes} bytes by {QueueWorkload.Senders} concurrent senders (each awaits its send before the next); the first fill of a round is the send phase. The drain is timed from starting the consumers until the last message is acknowledged (acknowledgements are durable); stopping them is not timed. \"4 × 1\" is 4 independent instances (each its own connection pool, as 4 processes would be) of concurrency 1; \"1 × 4\" one instance of concurrency 4.");
+        text.AppendLine(warmed.Describe());
         text.AppendLine(CultureInfo.InvariantCulture, $"Before each round the harness waits (up to {QuietWait.TotalSeconds:0} s, {QuietBudget.TotalSeconds:0} s in all) for the machine to be quiet; a contender's round during which other processes took more than {DisturbedShare:P0} of the machine is run again, up to {MaxAttempts} attempts and {MaxRetries} repeats per run, and its quietest attempt counts.");
         text.AppendLine("\"CPU µs/msg\" is this process's CPU time ÷ messages; \"server µs/msg\" that of the PostgreSQL backends serving this run's connections (found by application name, read from /proc; PostgreSQL's background processes such as the WAL writer are not included). \"Other CPU\" is the share of the machine used by everything else (other processes, other clients' backends, PostgreSQL's background processes) during the run.");
         text.AppendLine();

@@ -49,6 +49,7 @@ internal sealed class RabbitMqBenchmark : IBenchmark
         var contenders = new List<IBrokerContender>();
         var declared = new List<string>();
         var publish = new List<MeasurementSeries>();
+        WarmupReport warmed = default;
         var consume = new List<MeasurementSeries>();
         try
         {
@@ -85,12 +86,16 @@ internal sealed class RabbitMqBenchmark : IBenchmark
             }
 
             Console.WriteLine("  warm-up");
-            foreach (var c in contenders)
+            warmed = await JitWarmup.RunAsync(async pass =>
             {
-                var queue = QueueFor(c, "warmup");
-                await c.PublishAsync(queue, warmup, BrokerWorkload.Outstanding, cancellationToken);
-                await (await c.ConsumeAsync(queue, warmup, cancellationToken)).DisposeAsync();
-            }
+                foreach (var c in contenders)
+                {
+                    var queue = QueueFor(c, $"warmup{pass}");
+                    await c.PublishAsync(queue, warmup, BrokerWorkload.Outstanding, cancellationToken);
+                    await (await c.ConsumeAsync(queue, warmup, cancellationToken)).DisposeAsync();
+                }
+            }, args.Quick);
+            Console.WriteLine($"  {warmed.Describe()}");
 
             var publishRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
             var consumeRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
@@ -142,16 +147,17 @@ internal sealed class RabbitMqBenchmark : IBenchmark
             }
         }
 
-        var markdown = Render(args, repeat, count, publish, consume, contenders.Select(c => (c.Name, c.Setup)).ToList());
+        var markdown = Render(args, repeat, count, warmed, publish, consume, contenders.Select(c => (c.Name, c.Setup)).ToList());
         ResultsFile.Publish(args, Name, markdown);
     }
 
-    private static string Render(BenchmarkArgs args, int repeat, int count, List<MeasurementSeries> publish, List<MeasurementSeries> consume, List<(string Name, string Setup)> setups)
+    private static string Render(BenchmarkArgs args, int repeat, int count, WarmupReport warmed, List<MeasurementSeries> publish, List<MeasurementSeries> consume, List<(string Name, string Setup)> setups)
     {
         var text = ResultsFile.Open(args, "rabbitmq", "RabbitMQ publish and consume throughput", ("Broker", "RabbitMQ on 127.0.0.1 (same machine)"));
         text.AppendLine();
-        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: a warm-up publish + consume, then {repeat} measured round(s) interleaving the contenders. A round publishes {count:N0} persistent {BrokerWorkload.MessageBytes}-byte messages to a fresh durable queue with {BrokerWorkload.Outstanding} sends outstanding (each completes on the publisher confirm), then consumes them all (prefetch {BrokerWorkload.Prefetch}; every handler deserializes the body to the message type; acks as each contender's name says). Publish is timed from the first send to the last confirm; consume from starting the consumer to the last ack (stopping the consumer afterwards is not timed).");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Each contender: warm-up passes of publish + consume until the JIT settled (below), then {repeat} measured round(s) interleaving the contenders. A round publishes {count:N0} persistent {BrokerWorkload.MessageBytes}-byte messages to a fresh durable queue with {BrokerWorkload.Outstanding} sends outstanding (each completes on the publisher confirm), then consumes them all (prefetch {BrokerWorkload.Prefetch}; every handler deserializes the body to the message type; acks as each contender's name says). Publish is timed from the first send to the last confirm; consume from starting the consumer to the last ack (stopping the consumer afterwards is not timed).");
         text.AppendLine("\"CPU µs/msg\" is this process's CPU time ÷ messages; \"broker CPU µs/msg\" is the RabbitMQ server's (beam.smp) over the same phase. On 2 shared cores the sum is what bounds throughput, and it moves far less with other load than msg/s does.");
+        text.AppendLine(warmed.Describe());
         text.AppendLine();
         var table = new MarkdownTable("Phase", "Contender", "Messages", "msg/s (median)", "range msg/s", "CPU µs/msg", "broker CPU µs/msg", "bytes/msg", "other CPU (max)");
         foreach (var (phase, series) in new[] { ("publish", publish), ("consume", consume) })
