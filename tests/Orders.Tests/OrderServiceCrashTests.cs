@@ -63,6 +63,12 @@ public sealed class OrderServiceCrashTests(ITestOutputHelper output)
             await connection.OpenAsync();
             await using var drop = new Npgsql.NpgsqlCommand($"DROP SCHEMA IF EXISTS {schema} CASCADE", connection);
             await drop.ExecuteNonQueryAsync();
+
+            // The endpoint's queue is durable and bound to the shared event exchanges: left behind, it would collect every
+            // order event any later run publishes on this broker.
+            await using var amqp = await new RabbitMQ.Client.ConnectionFactory { Uri = new Uri(rabbit) }.CreateConnectionAsync();
+            await using var channel = await amqp.CreateChannelAsync();
+            await channel.QueueDeleteAsync($"orders-crash-{run}", ifUnused: false, ifEmpty: false);
         }
     }
 
