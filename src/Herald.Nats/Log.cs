@@ -11,6 +11,9 @@ internal static partial class Log
     [LoggerMessage(8003, LogLevel.Debug, "Message {MessageId} was already stored on '{Subject}' (Nats-Msg-Id within the duplicate window); not stored again")]
     public static partial void DuplicateSuppressed(ILogger logger, string? messageId, string subject);
 
+    [LoggerMessage(8004, LogLevel.Warning, "Topic stream '{Stream}' (topic '{Topic}') does not keep its messages by limits (an earlier Herald made it with interest retention): a message published while a new binding's source is being set up, or while the server sets it up again after a restart, can be lost. Delete the stream while nothing is being published to it; Herald makes it again with the TopicStream limits")]
+    public static partial void TopicStreamNotKept(ILogger logger, string stream, string topic);
+
     [LoggerMessage(8010, LogLevel.Information, "Consuming '{Queue}' from stream '{Stream}' on NATS (prefetch {Prefetch}, concurrency {Concurrency})")]
     public static partial void ConsumerStarted(ILogger logger, string queue, string stream, int prefetch, int concurrency);
 

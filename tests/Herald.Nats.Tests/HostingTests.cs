@@ -56,6 +56,7 @@ public sealed class HostingTests : NatsTestBase
             o.Url = "http://localhost:4222";
             o.SubjectPrefix = "two.tokens";
             o.AckWait = TimeSpan.Zero;
+            o.TopicStream.Retention = NatsRetention.Interest;
             o.Queues["q"] = new NatsQueueOptions { Stream = "EVENTS", FilterSubject = "events.*" };
         }));
         using var host = builder.Build();
@@ -64,6 +65,7 @@ public sealed class HostingTests : NatsTestBase
         Assert.Contains(error.Failures, f => f.Contains("SubjectPrefix", StringComparison.Ordinal));
         Assert.Contains(error.Failures, f => f.Contains("AckWait", StringComparison.Ordinal));
         Assert.Contains(error.Failures, f => f.Contains("SendSubject", StringComparison.Ordinal));
+        Assert.Contains(error.Failures, f => f.Contains("TopicStream.Retention", StringComparison.Ordinal));
     }
 
     [Fact]

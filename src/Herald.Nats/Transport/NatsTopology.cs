@@ -1,3 +1,4 @@
+using System.Globalization;
 using NATS.Client.JetStream.Models;
 
 namespace Herald.Nats.Transport;
@@ -11,6 +12,9 @@ internal static class NatsTopology
 
     // JetStream's "stream name already in use with a different configuration".
     public const int StreamNameInUse = 10058;
+
+    // JetStream's "subjects overlap with an existing stream".
+    public const int StreamSubjectOverlap = 10065;
 
     public static StreamConfig StreamConfig(NatsStreamOptions stream)
     {
@@ -46,6 +50,43 @@ internal static class NatsTopology
         }
 
         return config;
+    }
+
+    /// <summary>
+    /// Where a new source of the stream starts: just after its last message, by the server's clock (the time the server
+    /// stored it, plus a tick), or at the stream's creation if it never had one. A time rather than a sequence: after a
+    /// restart the server restarts a source whose copies are all gone (acked off a work queue) from its configured start
+    /// time or the sourcing stream's last time, whichever is later, but from a configured sequence as it is, copying
+    /// everything kept since the binding again.
+    /// </summary>
+    public static DateTimeOffset StartAfterLast(StreamInfo stream) =>
+        stream.State.LastSeq > 0 && ParseServerTime(stream.State.LastTs) is { } last ? last.AddTicks(1) : stream.Created;
+
+    /// <summary>A server timestamp (RFC 3339, up to nanoseconds) cut to the 100 ns of a <see cref="DateTimeOffset"/>, so it is never later.</summary>
+    internal static DateTimeOffset? ParseServerTime(string? value)
+    {
+        if (string.IsNullOrEmpty(value))
+        {
+            return null;
+        }
+
+        // .NET reads at most 7 fraction digits; cut (not rounded) so the tick added after it lands past the real time.
+        var dot = value.IndexOf('.', StringComparison.Ordinal);
+        if (dot >= 0)
+        {
+            var end = dot + 1;
+            while (end < value.Length && char.IsAsciiDigit(value[end]))
+            {
+                end++;
+            }
+
+            if (end - dot - 1 > 7)
+            {
+                value = string.Concat(value.AsSpan(0, dot + 8), value.AsSpan(end));
+            }
+        }
+
+        return DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var time) ? time : null;
     }
 
     public static ConsumerConfig DurableConfig(string durable, QueueTarget target, NatsTransportOptions options)

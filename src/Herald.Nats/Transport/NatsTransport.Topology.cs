@@ -52,10 +52,9 @@ internal sealed partial class NatsTransport
 
         var lazy = _topics.GetOrAdd(topic, t => new Lazy<Task<string>>(async () =>
         {
-            // Interest retention: a message no bound queue sources is not kept, as a topic nobody subscribes to drops it.
-            var stream = new NatsStreamOptions { Name = Names.TopicStream(t), Retention = NatsRetention.Interest, Storage = _options.QueueStream.Storage, Replicas = _options.QueueStream.Replicas };
-            stream.Subjects.Add(Names.TopicSubject(t));
-            await EnsureStreamAsync(stream, CancellationToken.None).ConfigureAwait(false);
+            // Limits retention (TopicStream): a bound queue's stream copies the topic through a consumer the server sets up
+            // after the binding returns, and sets up again after a restart; the topic keeps each message until then.
+            await EnsureStreamAsync(_options.TopicStream.For(Names.TopicStream(t), Names.TopicSubject(t)), CancellationToken.None).ConfigureAwait(false);
             return Names.TopicSubject(t);
         }));
         return lazy.Value.IsCompletedSuccessfully ? ValueTask.FromResult(lazy.Value.Result) : new(AwaitOrForgetAsync(_topics, topic, lazy, cancellationToken));
@@ -96,10 +95,19 @@ internal sealed partial class NatsTransport
         var sources = config.Sources?.ToList() ?? [];
         if (sources.Any(s => s.Name == topicStream))
         {
+            // Bound already (by this process or another): the source keeps its position, so nothing is copied twice or skipped.
             return;
         }
 
-        sources.Add(new StreamSource { Name = topicStream, OptStartTime = TimeProvider.GetUtcNow() });
+        // The server sets up the source's consumer after the update returns; the topic stream keeps what is published
+        // meanwhile, and the source starts after the topic's last message now, by the server's clock, not this process's.
+        var topicInfo = (await JetStream.GetStreamAsync(topicStream, cancellationToken: cancellationToken).ConfigureAwait(false)).Info;
+        if (topicInfo.Config.Retention != StreamConfigRetention.Limits)
+        {
+            Log.TopicStreamNotKept(_logger, topicStream, topic);
+        }
+
+        sources.Add(new StreamSource { Name = topicStream, OptStartTime = NatsTopology.StartAfterLast(topicInfo) });
         config.Sources = sources;
         await JetStream.UpdateStreamAsync(config, cancellationToken).ConfigureAwait(false);
     }
@@ -141,8 +149,30 @@ internal sealed partial class NatsTransport
             {
                 // Made by another process meanwhile.
             }
+            catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.StreamSubjectOverlap)
+            {
+                // A create racing another process's for the same stream can be refused as overlapping that stream's
+                // subjects rather than as its name in use (two processes binding at once): fine if that is the stream.
+                if (!await ExistsAsync(stream.Name).ConfigureAwait(false))
+                {
+                    throw;
+                }
+            }
         }));
         return lazy.Value.IsCompletedSuccessfully ? Task.CompletedTask : AwaitOrForgetAsync(_streams, stream.Name, lazy, cancellationToken);
+    }
+
+    private async Task<bool> ExistsAsync(string stream)
+    {
+        try
+        {
+            await JetStream.GetStreamAsync(stream, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+            return true;
+        }
+        catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.StreamNotFound)
+        {
+            return false;
+        }
     }
 
     /// <summary>Awaits a cached creation; a failed one is forgotten, so the next use tries again.</summary>

@@ -27,6 +27,14 @@ public sealed class NatsTransportOptions
     public NatsStreamOptions QueueStream { get; set; } = new() { Retention = NatsRetention.WorkQueue };
 
     /// <summary>
+    /// The limits of the stream Herald makes for a topic that is not in <see cref="Topics"/> (its name and subject are set
+    /// by Herald). Its retention must be <see cref="NatsRetention.Limits"/>: each message is kept until a limit removes it,
+    /// so a queue's stream that sources the topic copies every message published after its binding even when the server
+    /// sets the source up late. By default on disk, each message kept an hour.
+    /// </summary>
+    public NatsStreamOptions TopicStream { get; set; } = new() { Retention = NatsRetention.Limits, MaxAge = TimeSpan.FromHours(1) };
+
+    /// <summary>
     /// Streams declared (created, or updated to these settings) when the transport starts, such as a stream <c>EVENTS</c>
     /// on <c>events.*</c> with limits; queues read them through <see cref="Queues"/>, topics publish to them through <see cref="Topics"/>.
     /// </summary>
@@ -113,6 +121,19 @@ public sealed class NatsTransportOptions
         else
         {
             CheckLimits(problems, nameof(QueueStream), QueueStream);
+        }
+
+        if (TopicStream is null)
+        {
+            problems.Add(nameof(TopicStream), "must be set.");
+        }
+        else
+        {
+            CheckLimits(problems, nameof(TopicStream), TopicStream);
+            if (TopicStream.Retention != NatsRetention.Limits)
+            {
+                problems.Add(nameof(TopicStream) + ".Retention", $"must be Limits, not {TopicStream.Retention}: bound queues copy a topic's messages through consumers the server sets up after the binding (and again after a restart), which interest retention does not wait for and a work queue allows only one of.");
+            }
         }
 
         var streams = new HashSet<string>(StringComparer.Ordinal);
@@ -220,6 +241,7 @@ public sealed class NatsTransportOptions
         // Every setting at once; the collections, and the streams and mappings in them, copied apart.
         var copy = (NatsTransportOptions)MemberwiseClone();
         copy.QueueStream = QueueStream.Copy();
+        copy.TopicStream = TopicStream.Copy();
         copy.Streams = [.. Streams.Select(static stream => stream.Copy())];
         copy.Queues = Queues.ToDictionary(static entry => entry.Key, static entry => entry.Value.Copy(), StringComparer.Ordinal);
         copy.Topics = new Dictionary<string, string>(Topics, StringComparer.Ordinal);
