@@ -57,6 +57,8 @@ public sealed class HostingTests : NatsTestBase
             o.SubjectPrefix = "two.tokens";
             o.AckWait = TimeSpan.Zero;
             o.TopicStream.Retention = NatsRetention.Interest;
+            o.QueueStream.MaxAge = TimeSpan.FromSeconds(30);
+            o.QueueStream.DuplicateWindow = TimeSpan.FromMinutes(2);
             o.Queues["q"] = new NatsQueueOptions { Stream = "EVENTS", FilterSubject = "events.*" };
         }));
         using var host = builder.Build();
@@ -66,6 +68,7 @@ public sealed class HostingTests : NatsTestBase
         Assert.Contains(error.Failures, f => f.Contains("AckWait", StringComparison.Ordinal));
         Assert.Contains(error.Failures, f => f.Contains("SendSubject", StringComparison.Ordinal));
         Assert.Contains(error.Failures, f => f.Contains("TopicStream.Retention", StringComparison.Ordinal));
+        Assert.Contains(error.Failures, f => f.Contains("QueueStream.DuplicateWindow", StringComparison.Ordinal));
     }
 
     [Fact]

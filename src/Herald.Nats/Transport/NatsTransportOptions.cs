@@ -261,6 +261,13 @@ public sealed class NatsTransportOptions
             problems.Add(setting, "limits (MaxMessages, MaxBytes, MaxAge, DuplicateWindow) must be positive when set.");
         }
 
+        // The server keeps the duplicate window within the age when the window is not set, and refuses a stream whose window
+        // is set longer than its age: say so at start rather than at the first send.
+        if (stream is { MaxAge: { } maxAge, DuplicateWindow: { } duplicates } && maxAge > TimeSpan.Zero && duplicates > maxAge)
+        {
+            problems.Add(setting + ".DuplicateWindow", $"({duplicates}) must not be longer than MaxAge ({maxAge}): JetStream refuses such a stream. Leave it unset to have the server use the shorter of 2 minutes and MaxAge.");
+        }
+
         problems.Between(setting + ".Replicas", stream.Replicas, 1, 5);
     }
 }
