@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Herald.Benchmarks.Harness;
 
 namespace Herald.Benchmarks.RabbitMq;
 
@@ -49,6 +50,26 @@ internal static class BrokerWorkload
     /// </summary>
     public static OrderPlaced Decode(ReadOnlySpan<byte> body) =>
         JsonSerializer.Deserialize(body, BrokerJson.Default.OrderPlaced) ?? throw new InvalidOperationException("The body decoded to null.");
+
+    /// <summary>
+    /// Warm-up passes until the JIT settled (<see cref="JitWarmup"/>): each pass publishes then consumes
+    /// <paramref name="count"/> messages with every contender, on the queue <paramref name="queueFor"/> names for the pass.
+    /// </summary>
+    public static async Task<WarmupReport> WarmUpAsync(IReadOnlyList<IBrokerContender> contenders, Func<IBrokerContender, string, string> queueFor, int count, bool quick, CancellationToken cancellationToken)
+    {
+        Console.WriteLine("  warm-up");
+        var warmed = await JitWarmup.RunAsync(async pass =>
+        {
+            foreach (var c in contenders)
+            {
+                var queue = queueFor(c, $"warmup{pass}");
+                await c.PublishAsync(queue, count, Outstanding, cancellationToken);
+                await (await c.ConsumeAsync(queue, count, cancellationToken)).DisposeAsync();
+            }
+        }, quick);
+        Console.WriteLine($"  {warmed.Describe()}");
+        return warmed;
+    }
 
     /// <summary>Runs <paramref name="send"/> for indexes 0..count-1 with at most <paramref name="outstanding"/> in flight.</summary>
     public static Task RunConcurrentlyAsync(int count, int outstanding, Func<int, CancellationToken, Task> send, CancellationToken cancellationToken)

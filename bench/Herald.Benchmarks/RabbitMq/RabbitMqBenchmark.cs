@@ -85,17 +85,7 @@ internal sealed class RabbitMqBenchmark : IBenchmark
                 return queue;
             }
 
-            Console.WriteLine("  warm-up");
-            warmed = await JitWarmup.RunAsync(async pass =>
-            {
-                foreach (var c in contenders)
-                {
-                    var queue = QueueFor(c, $"warmup{pass}");
-                    await c.PublishAsync(queue, warmup, BrokerWorkload.Outstanding, cancellationToken);
-                    await (await c.ConsumeAsync(queue, warmup, cancellationToken)).DisposeAsync();
-                }
-            }, args.Quick);
-            Console.WriteLine($"  {warmed.Describe()}");
+            warmed = await BrokerWorkload.WarmUpAsync(contenders, QueueFor, warmup, args.Quick, cancellationToken);
 
             var publishRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
             var consumeRuns = contenders.ToDictionary(c => c, _ => new List<Measurement>());
