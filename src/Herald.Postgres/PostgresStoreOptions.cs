@@ -30,6 +30,15 @@ public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions
     /// <summary>How many transactions the append coordinator runs at once (each on its own connection).</summary>
     public int AppendWriters { get; set; } = 2;
 
+    /// <summary>
+    /// How long a writer loop of the append coordinator, woken to fewer waiting appends than its previous group held,
+    /// waits for the rest before committing a smaller group (at most 1 ms; zero never waits). Writers whose appends just
+    /// committed usually append again within microseconds; waiting for them keeps one full group instead of a small group
+    /// and a second commit (about 12 % more events/s with 16 writers, see docs/postgres.md). The loop spins while it
+    /// waits, yielding the processor. A lone writer never waits: its previous group held one append.
+    /// </summary>
+    public TimeSpan AppendLinger { get; set; } = TimeSpan.FromMicroseconds(200);
+
     /// <summary>How many appends may wait for the coordinator before callers are held back (back-pressure).</summary>
     public int AppendQueueCapacity { get; set; } = 4096;
 
@@ -83,6 +92,7 @@ public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions
         problems.AtLeast(nameof(MaxAppendsPerCommit), options.MaxAppendsPerCommit, 1);
         problems.AtLeast(nameof(MaxEventsPerCommit), options.MaxEventsPerCommit, 1);
         problems.AtLeast(nameof(AppendWriters), options.AppendWriters, 1);
+        problems.Between(nameof(AppendLinger), options.AppendLinger, TimeSpan.Zero, TimeSpan.FromMilliseconds(1), "0 and 1 ms");
         problems.AtLeast(nameof(AppendQueueCapacity), options.AppendQueueCapacity, 1);
         problems.AtLeast(nameof(ReadPageSize), options.ReadPageSize, 1);
         problems.Positive(nameof(HorizonRecheckInterval), options.HorizonRecheckInterval);

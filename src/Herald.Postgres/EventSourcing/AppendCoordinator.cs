@@ -75,6 +75,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             Writers = options.AppendWriters,
             MaxItems = options.MaxAppendsPerCommit,
             MaxWeight = Math.Min(options.MaxEventsPerCommit, MaxEventsPerAppend),
+            Linger = options.AppendLinger,
             OwnerName = nameof(PostgresEventStore),
             DisposedMessage = "The event store was disposed; the append was not made.",
         };

@@ -188,6 +188,19 @@ public sealed class SchemaMigrationTests
         Assert.Equal(nameof(PostgresStoreOptions.Schema), error.ParamName);
     }
 
+    [Theory]
+    [InlineData(-1)]
+    [InlineData(1_001)]
+    public async Task Start_WithAnAppendLingerOutOfRange_IsRefusedBeforeConnecting(int microseconds)
+    {
+        var options = new PostgresStoreOptions { AppendLinger = TimeSpan.FromMicroseconds(microseconds) };
+
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => PostgresEventStore.CreateAsync("Host=127.0.0.1;Port=1", options));
+
+        Assert.Equal(nameof(PostgresStoreOptions.AppendLinger), error.ParamName);
+        Assert.Contains("between 0 and 1 ms", error.Message, StringComparison.Ordinal);
+    }
+
     private static List<int> AllVersions => [.. Migrations.All.Select(m => m.Version)];
 
     private static async Task<List<int>> VersionsAsync(string schema)

@@ -105,6 +105,81 @@ public sealed class GroupCommitterTests
         Assert.Equal("store", refused.ObjectName);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task WithALinger_ALoopWokenToFewerItemsThanTheLastGroup_WaitsForTheRest(int writers)
+    {
+        var writer = new RecordingWriter();
+        await using var committer = new GroupCommitter<Item>(new GroupCommitOptions { Writers = writers, Linger = TimeSpan.FromSeconds(5) }, () => writer);
+
+        // Every loop busy with a group of one (held by the writer), then three queued: they form the next group.
+        for (var i = 0; i < writers; i++)
+        {
+            await committer.EnqueueAsync(new Item(100 + i), CancellationToken.None);
+            Assert.True(await writer.Entries.WaitAsync(Timeout));
+        }
+
+        Item[] three = [new(1), new(2), new(3)];
+        foreach (var item in three)
+        {
+            await committer.EnqueueAsync(item, CancellationToken.None);
+        }
+
+        writer.Release.SetResult();
+        await Task.WhenAll(three.Select(i => i.Done.Task)).WaitAsync(Timeout);
+
+        // The last group held three: one item alone is held back (well within the linger), by every loop, until two more
+        // arrive.
+        var lone = new Item(4);
+        await committer.EnqueueAsync(lone, CancellationToken.None);
+        var early = await Task.WhenAny(lone.Done.Task, Task.Delay(TimeSpan.FromMilliseconds(300)));
+        Assert.NotSame(lone.Done.Task, early);
+        Item[] rest = [new(5), new(6)];
+        foreach (var item in rest)
+        {
+            await committer.EnqueueAsync(item, CancellationToken.None);
+        }
+
+        await Task.WhenAll(rest.Select(i => i.Done.Task).Append(lone.Done.Task)).WaitAsync(Timeout);
+        Assert.Contains(writer.Groups, g => g.SequenceEqual([1, 2, 3]));
+        Assert.Equal([4, 5, 6], writer.Groups[^1]);
+        Assert.Equal(writers + 2, writer.Groups.Count);
+    }
+
+    [Fact]
+    public async Task WithALinger_WhenTheRestDoNotCome_TheSmallerGroupGoesOnceTheLingerIsOver()
+    {
+        var writer = new RecordingWriter();
+        await using var committer = new GroupCommitter<Item>(new GroupCommitOptions { Linger = TimeSpan.FromMilliseconds(20) }, () => writer);
+        await committer.EnqueueAsync(new Item(0), CancellationToken.None);
+        await writer.Started.Task.WaitAsync(Timeout);
+        Item[] firstGroup = [new(1), new(2), new(3)];
+        foreach (var item in firstGroup)
+        {
+            await committer.EnqueueAsync(item, CancellationToken.None);
+        }
+
+        writer.Release.SetResult();
+        await Task.WhenAll(firstGroup.Select(i => i.Done.Task)).WaitAsync(Timeout);
+
+        var lone = new Item(4);
+        await committer.EnqueueAsync(lone, CancellationToken.None);
+        await lone.Done.Task.WaitAsync(Timeout);
+
+        // Then its group of one sets what the next wait is for: a lone caller goes at once from there on.
+        var next = new Item(5);
+        await committer.EnqueueAsync(next, CancellationToken.None);
+        await next.Done.Task.WaitAsync(Timeout);
+        Assert.Equal([[0], [1, 2, 3], [4], [5]], writer.Groups);
+    }
+
+    [Fact]
+    public void ANegativeLinger_IsRefused()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GroupCommitter<Item>(new GroupCommitOptions { Linger = TimeSpan.FromTicks(-1) }, () => new RecordingWriter()));
+    }
+
     private sealed class Item(int id, long weight = 1, CancellationToken cancellationToken = default) : IGroupCommitItem
     {
         public int Id { get; } = id;
@@ -129,6 +204,9 @@ public sealed class GroupCommitterTests
 
         public List<int[]> Groups { get; } = [];
 
+        // Released as each commit starts.
+        public SemaphoreSlim Entries { get; } = new(0);
+
         public int? FailOn { get; init; }
 
         public bool Disposed { get; private set; }
@@ -136,9 +214,14 @@ public sealed class GroupCommitterTests
         public async ValueTask CommitAsync(GroupCommitBatch<Item> batch)
         {
             Started.TrySetResult();
+            Entries.Release();
             await Release.Task;
             var ids = batch.Items.Select(i => i.Id).ToArray();
-            Groups.Add(ids);
+            lock (Groups)
+            {
+                Groups.Add(ids);
+            }
+
             if (ids.Contains(FailOn ?? -1))
             {
                 throw new InvalidOperationException("the writer broke");

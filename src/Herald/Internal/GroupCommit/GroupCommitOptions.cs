@@ -18,6 +18,13 @@ public sealed class GroupCommitOptions
     /// <summary>How long a loop waits for more items before taking a group that is not full (zero: never waits).</summary>
     public TimeSpan GroupDelay { get; init; }
 
+    /// <summary>
+    /// How long a loop woken to fewer waiting items than the previous group held waits for the rest before taking a smaller
+    /// group (zero: never waits). It spins, yielding the processor, so keep it well under a millisecond; for longer waits
+    /// use <see cref="GroupDelay"/>. A lone caller never waits: its previous group held one item.
+    /// </summary>
+    public TimeSpan Linger { get; init; }
+
     /// <summary>The clock of <see cref="GroupDelay"/>.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 

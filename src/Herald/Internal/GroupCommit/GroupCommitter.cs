@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 
 namespace Herald.Internal;
@@ -8,7 +9,10 @@ namespace Herald.Internal;
 /// hands it to its <see cref="IGroupCommitWriter{TItem}"/> as one group, which commits it once and completes each caller
 /// with its own outcome; work that arrives meanwhile forms the next group. So one commit (one disk sync, one round trip)
 /// serves many callers under load, while a lone caller waits for nobody. Used by the event stores' appends, the queues'
-/// sends and the SQLite writer. An extension point for adapter packages, not for application code.
+/// sends and the SQLite writer. With <see cref="GroupCommitOptions.Linger"/> a loop woken to fewer items than the
+/// previous group held waits a moment for the rest: closed-loop callers whose group just committed queue their next item
+/// within microseconds, and taking the first of them alone would split one full group into a small one and a second
+/// commit. An extension point for adapter packages, not for application code.
 /// </summary>
 /// <typeparam name="TItem">The queued work.</typeparam>
 public sealed class GroupCommitter<TItem> : IAsyncDisposable
@@ -18,6 +22,13 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
     private readonly GroupCommitOptions _options;
     private readonly Func<IGroupCommitWriter<TItem>> _createWriter;
     private readonly Task[] _loops;
+
+    // With a linger and more than one loop, loops take groups one at a time, so a loop that lingers for the rest of a
+    // group is not undercut by another taking its first items alone.
+    private readonly SemaphoreSlim? _taking;
+
+    // Items in the group taken last, by any loop: how many a lingering loop waits for.
+    private int _lastGroup;
 
     /// <summary>Starts <see cref="GroupCommitOptions.Writers"/> loops, each with a writer from <paramref name="createWriter"/>.</summary>
     public GroupCommitter(GroupCommitOptions options, Func<IGroupCommitWriter<TItem>> createWriter)
@@ -33,6 +44,12 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
             FullMode = BoundedChannelFullMode.Wait,
             SingleReader = options.Writers == 1,
         });
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.Linger, TimeSpan.Zero, nameof(options));
+        if (options.Linger > TimeSpan.Zero && options.Writers > 1)
+        {
+            _taking = new SemaphoreSlim(1, 1);
+        }
+
         _loops = new Task[options.Writers];
         for (var i = 0; i < _loops.Length; i++)
         {
@@ -55,6 +72,7 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
     {
         _queue.Writer.TryComplete();
         await Task.WhenAll(_loops).ConfigureAwait(false);
+        _taking?.Dispose();
     }
 
     private async ValueTask EnqueueSlowAsync(TItem item, CancellationToken cancellationToken)
@@ -84,7 +102,7 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
                     await Task.Delay(delay, _options.TimeProvider).ConfigureAwait(false);
                 }
 
-                if (!batch.TryTakeNext())
+                if (!await TakeAsync(batch).ConfigureAwait(false))
                 {
                     continue;
                 }
@@ -99,6 +117,55 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
                     batch.Fail(ex);
                 }
             }
+        }
+    }
+
+    private async ValueTask<bool> TakeAsync(GroupCommitBatch<TItem> batch)
+    {
+        if (_options.Linger <= TimeSpan.Zero)
+        {
+            return batch.TryTakeNext();
+        }
+
+        if (_taking is not null)
+        {
+            await _taking.WaitAsync().ConfigureAwait(false);
+        }
+
+        try
+        {
+            Linger(_queue.Reader);
+            if (!batch.TryTakeNext())
+            {
+                return false;
+            }
+
+            Volatile.Write(ref _lastGroup, batch.Items.Count);
+            return true;
+        }
+        finally
+        {
+            _taking?.Release();
+        }
+    }
+
+    // Waits, spinning and yielding the processor, until as many items wait as the last group held or the linger is over.
+    // Far shorter than a timer's tick, so no timer; a lone caller (groups of one) never waits, nor does a loop that finds
+    // nothing queued (another loop took it).
+    private void Linger(ChannelReader<TItem> reader)
+    {
+        var expected = Math.Min(Volatile.Read(ref _lastGroup), _options.MaxItems);
+        var queued = reader.Count;
+        if (queued == 0 || queued >= expected)
+        {
+            return;
+        }
+
+        var start = Stopwatch.GetTimestamp();
+        var spin = default(SpinWait);
+        while (reader.Count < expected && Stopwatch.GetElapsedTime(start) < _options.Linger)
+        {
+            spin.SpinOnce(sleep1Threshold: -1);
         }
     }
 }
