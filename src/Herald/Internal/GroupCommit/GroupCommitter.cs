@@ -162,10 +162,9 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
         }
 
         var start = Stopwatch.GetTimestamp();
-        var spin = default(SpinWait);
         while (reader.Count < expected && Stopwatch.GetElapsedTime(start) < _options.Linger)
         {
-            spin.SpinOnce(sleep1Threshold: -1);
+            Thread.Yield();
         }
     }
 }
