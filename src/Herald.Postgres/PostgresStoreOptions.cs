@@ -34,7 +34,7 @@ public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions
     /// How long a writer loop of the append coordinator, woken to fewer waiting appends than its previous group held,
     /// waits for the rest before committing a smaller group (at most 1 ms; zero never waits). Writers whose appends just
     /// committed usually append again within microseconds; waiting for them keeps one full group instead of a small group
-    /// and a second commit (about 12 % more events/s with 16 writers, see docs/postgres.md). The loop spins while it
+    /// and a second commit (about 10 % more events/s with 16 writers, see docs/postgres.md). The loop polls while it
     /// waits, yielding the processor. A lone writer never waits: its previous group held one append.
     /// </summary>
     public TimeSpan AppendLinger { get; set; } = TimeSpan.FromMicroseconds(200);

@@ -149,7 +149,7 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
         }
     }
 
-    // Waits, spinning and yielding the processor, until as many items wait as the last group held or the linger is over.
+    // Waits, polling the queue and yielding the processor between looks, until as many items wait as the last group held or the linger is over.
     // Far shorter than a timer's tick, so no timer; a lone caller (groups of one) never waits, nor does a loop that finds
     // nothing queued (another loop took it).
     private void Linger(ChannelReader<TItem> reader)
