@@ -40,6 +40,9 @@ internal sealed partial class PostgresEventStore : IEventStoreConnection, IDispo
     /// <summary>The schema the store's tables live in.</summary>
     public string Schema => _options.Schema;
 
+    /// <summary>The schema-qualified, quoted name of the table <paramref name="name"/> of this store's schema, for SQL text.</summary>
+    internal string Table(string name) => Migrations.Quote(Schema) + "." + name;
+
     /// <summary>The clock the store and the stores sharing its schema stamp their rows with.</summary>
     internal TimeProvider TimeProvider => _time;
 

@@ -29,6 +29,9 @@ internal static class EnvelopeColumns
     /// <summary>How many columns <see cref="StoredNames"/> lists.</summary>
     public const int StoredCount = Count + 1;
 
+    /// <summary>The positional parameters <c>$1, $2, …, $count</c> of a row's VALUES list.</summary>
+    public static string Placeholders(int count) => string.Join(", ", Enumerable.Range(1, count).Select(i => "$" + i));
+
     private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
 
     /// <summary>Adds the <see cref="Count"/> parameters of <see cref="Names"/>.</summary>

@@ -1,7 +1,6 @@
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;
-using Herald.Postgres.Schema;
 using Herald.Reliability.DeadLetters;
 using Npgsql;
 
@@ -38,13 +37,13 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     {
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
-        var table = Migrations.Quote(store.Schema) + ".dead_letters";
-        var values = string.Join(", ", Enumerable.Range(1, 13 + EnvelopeColumns.StoredCount).Select(i => "$" + i));
+        var table = store.Table("dead_letters");
+        var values = EnvelopeColumns.Placeholders(13 + EnvelopeColumns.StoredCount);
         _insert = $"INSERT INTO {table} ({Columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING";
         _get = $"SELECT {Columns} FROM {table} WHERE id = $1";
         _list = $"SELECT {Columns} FROM {table}{Where} ORDER BY id LIMIT $7";
         _count = $"SELECT count(*) FROM {table}{Where}";
-        var counts = Migrations.Quote(store.Schema) + ".dead_letter_counts";
+        var counts = store.Table("dead_letter_counts");
         _countEndpoint = $"SELECT coalesce(sum(count), 0)::bigint FROM {counts} WHERE endpoint = $1";
         _countAll = $"SELECT coalesce(sum(count), 0)::bigint FROM {counts}";
         _delete = $"DELETE FROM {table} WHERE id = $1";

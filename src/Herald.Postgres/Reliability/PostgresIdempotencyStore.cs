@@ -1,6 +1,5 @@
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;
-using Herald.Postgres.Schema;
 using Herald.Reliability.Idempotency;
 using Npgsql;
 using NpgsqlTypes;
@@ -33,7 +32,7 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
         _timeProvider = timeProvider ?? TimeProvider.System;
-        var table = Migrations.Quote(store.Schema) + ".idempotency";
+        var table = store.Table("idempotency");
         _take = $"INSERT INTO {table} AS k (idempotency_key, lock_token, completed, result, expires_at) VALUES ($1, $2, false, NULL, $3) " +
                 "ON CONFLICT (idempotency_key) DO UPDATE SET lock_token = excluded.lock_token, completed = false, result = NULL, expires_at = excluded.expires_at " +
                 "WHERE k.expires_at <= $4";

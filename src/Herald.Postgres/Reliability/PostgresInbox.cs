@@ -2,7 +2,6 @@ using Herald.Postgres.Persistence;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;
-using Herald.Postgres.Schema;
 using Herald.Reliability;
 using Herald.Reliability.Inbox;
 using Npgsql;
@@ -29,7 +28,7 @@ internal sealed class PostgresInbox : IInbox
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
         _timeProvider = timeProvider ?? TimeProvider.System;
-        var table = Migrations.Quote(store.Schema) + ".inbox";
+        var table = store.Table("inbox");
 
         // Takes the key when it is free or its mark has expired; changes no row (so reports a duplicate) when a live mark exists.
         _mark = $"INSERT INTO {table} AS i (endpoint, message_id, expires_at) VALUES ($1, $2, $3) " +

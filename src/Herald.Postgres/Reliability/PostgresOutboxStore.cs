@@ -2,7 +2,6 @@ using Herald.Postgres.Persistence;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;
-using Herald.Postgres.Schema;
 using Herald.Reliability;
 using Herald.Reliability.Outbox;
 using Npgsql;
@@ -40,8 +39,8 @@ internal sealed class PostgresOutboxStore : IOutboxStore
     {
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
-        var table = Migrations.Quote(store.Schema) + ".outbox";
-        var values = string.Join(", ", Enumerable.Range(1, 9 + EnvelopeColumns.StoredCount).Select(i => "$" + i));
+        var table = store.Table("outbox");
+        var values = EnvelopeColumns.Placeholders(9 + EnvelopeColumns.StoredCount);
         _insert = $"INSERT INTO {table} ({Columns}) VALUES ({values})";
         _fetch = $"SELECT {Columns} FROM {table} WHERE sent_at IS NULL ORDER BY seq LIMIT $1";
 

@@ -1,7 +1,6 @@
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;
-using Herald.Postgres.Schema;
 using Herald.Internal;
 using Herald.Sagas;
 using Npgsql;
@@ -30,7 +29,7 @@ internal sealed class PostgresSagaStore : ISagaStore
     {
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
-        var table = Migrations.Quote(store.Schema) + ".sagas";
+        var table = store.Table("sagas");
         _insert = $"INSERT INTO {table} ({Columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, $10) ON CONFLICT (saga_type, id) DO NOTHING";
         _update = $"UPDATE {table} SET status = $3, state = $4, current_step = $5, completed_steps = $6, data = $7, error = $8, updated_at = $9, timeouts = $10, " +
             $"version = version + 1 WHERE saga_type = $1 AND id = $2 AND version = $11";

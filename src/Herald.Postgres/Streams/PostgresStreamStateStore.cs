@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
-using Herald.Postgres.Schema;
 using Herald.Streams;
 using Npgsql;
 using NpgsqlTypes;
@@ -26,7 +25,7 @@ internal sealed class PostgresStreamStateStore : IStreamStateStore
     {
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
-        var table = Migrations.Quote(store.Schema) + ".stream_state";
+        var table = store.Table("stream_state");
         _create = $"CREATE TABLE IF NOT EXISTS {table} (processor text NOT NULL, store text NOT NULL, key text NOT NULL, value text NOT NULL, PRIMARY KEY (processor, store, key))";
         _upsert = $"INSERT INTO {table} (processor, store, key, value) SELECT $1, s, k, v FROM unnest($2::text[], $3::text[], $4::text[]) AS c(s, k, v) " +
             "ON CONFLICT (processor, store, key) DO UPDATE SET value = EXCLUDED.value";
