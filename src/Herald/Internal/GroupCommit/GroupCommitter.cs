@@ -37,6 +37,7 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(createWriter);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Writers, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxItems, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.Linger, TimeSpan.Zero, nameof(options));
         _options = options;
         _createWriter = createWriter;
         _queue = Channel.CreateBounded<TItem>(new BoundedChannelOptions(options.QueueCapacity)
@@ -44,7 +45,6 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
             FullMode = BoundedChannelFullMode.Wait,
             SingleReader = options.Writers == 1,
         });
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.Linger, TimeSpan.Zero, nameof(options));
         if (options.Linger > TimeSpan.Zero && options.Writers > 1)
         {
             _taking = new SemaphoreSlim(1, 1);
@@ -149,9 +149,9 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
         }
     }
 
-    // Waits, polling the queue and yielding the processor between looks, until as many items wait as the last group held or the linger is over.
-    // Far shorter than a timer's tick, so no timer; a lone caller (groups of one) never waits, nor does a loop that finds
-    // nothing queued (another loop took it).
+    // Waits, polling the queue and yielding the processor between looks, until as many items wait as the last group held
+    // or the linger is over. Far shorter than a timer's tick, so no timer; a lone caller (groups of one) never waits, nor
+    // does a loop that finds nothing queued (another loop took it).
     private void Linger(ChannelReader<TItem> reader)
     {
         var expected = Math.Min(Volatile.Read(ref _lastGroup), _options.MaxItems);
