@@ -124,25 +124,23 @@ public sealed class OrderServiceCrashTests(ITestOutputHelper output)
             using var http = new HttpClient { BaseAddress = service.Address, Timeout = TimeSpan.FromSeconds(30) };
             await ResolveUnknownAsync(http, traffic);
             var pending = new HashSet<Guid>(traffic.Accepted.Values);
-            using var deadline = new CancellationTokenSource(SettleDeadline);
-            while (pending.Count > 0)
-            {
-                foreach (var id in pending.ToArray())
+            await Eventually.UntilAsync(
+                async () =>
                 {
-                    using var response = await http.GetAsync($"/orders/{id}", deadline.Token);
-                    if (response.StatusCode == HttpStatusCode.OK
-                        && OrderStates.IsFinal((await response.Content.ReadFromJsonAsync<OrderView>(deadline.Token))!.Status))
+                    foreach (var id in pending.ToArray())
                     {
-                        pending.Remove(id);
+                        using var response = await http.GetAsync($"/orders/{id}");
+                        if (response.StatusCode == HttpStatusCode.OK
+                            && OrderStates.IsFinal((await response.Content.ReadFromJsonAsync<OrderView>())!.Status))
+                        {
+                            pending.Remove(id);
+                        }
                     }
-                }
 
-                if (pending.Count > 0)
-                {
-                    Assert.False(deadline.IsCancellationRequested, $"{pending.Count} accepted orders did not reach a final state within {SettleDeadline}:\n{string.Join('\n', service.Tail)}");
-                    await Task.Delay(100, deadline.Token);
-                }
-            }
+                    return pending.Count == 0;
+                },
+                () => $"every accepted order reached a final state ({pending.Count} did not within {SettleDeadline}):\n{string.Join('\n', service.Tail)}",
+                SettleDeadline);
 
             served = await SettledStatsAsync(http, traffic.Accepted.Values.Distinct().Count());
         }
@@ -216,23 +214,21 @@ public sealed class OrderServiceCrashTests(ITestOutputHelper output)
     // either replays the answer or places it now; never a second order.
     private static async Task ResolveUnknownAsync(HttpClient http, Traffic traffic)
     {
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(90));
-        while (!traffic.Unknown.IsEmpty)
-        {
-            foreach (var (key, request) in traffic.Unknown.ToArray())
+        // A key claimed by the life that was killed is held until its lock expires: retried until then.
+        await Eventually.UntilAsync(
+            async () =>
             {
-                if (await TryPlaceAsync(http, traffic, key, request, deadline.Token))
+                foreach (var (key, request) in traffic.Unknown.ToArray())
                 {
-                    traffic.Unknown.TryRemove(key, out _);
+                    if (await TryPlaceAsync(http, traffic, key, request, CancellationToken.None))
+                    {
+                        traffic.Unknown.TryRemove(key, out _);
+                    }
                 }
-            }
 
-            if (!traffic.Unknown.IsEmpty)
-            {
-                // A key claimed by the life that was killed is held until its lock expires.
-                await Task.Delay(200, deadline.Token);
-            }
-        }
+                return traffic.Unknown.IsEmpty;
+            },
+            () => $"every order cut off by a kill was placed or replayed ({traffic.Unknown.Count} were not)");
     }
 
     // Checked through the service's own stores (the app built, not started), once it is stopped.
