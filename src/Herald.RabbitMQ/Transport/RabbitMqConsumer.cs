@@ -9,7 +9,8 @@ namespace Herald.RabbitMQ.Transport;
 /// <summary>
 /// Consumes one queue on its own channel (manual ack, prefetch as basic.qos). Deliveries arrive one at a time from the
 /// client and go into one bounded lane per worker (DeliveryLanes): the same partition key always to the same lane (handled in order),
-/// others to the lane used last while it is idle, else to an idle or the least loaded lane. A retry or dead letter is
+/// others to the lane used last while it is idle, else to an idle or the least loaded lane; one whose worker is idle
+/// runs on the client's dispatch thread in that worker's turn, up to the handler's first await. A retry or dead letter is
 /// published (and confirmed) before the delivery is acked. A delivery that cannot be decoded goes to the pipeline all
 /// the same, carrying its DecodeFailure, and ends in the dead-letter store; nothing the wire sends can throw inside the
 /// client's callback or leave a delivery unsettled.
@@ -46,7 +47,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         // A quarter of the prefetch window at most waits for its ack, so the broker keeps the rest of the window full.
         var ackBatch = transport.Options.AckBatchSize ?? Math.Clamp(prefetch / 4, 1, 64);
         _acks = new AckBatcher(channel, Math.Min(ackBatch, prefetch), AckBatchDelay, transport.TimeProvider, queue, logger);
-        _lanes = new DeliveryLanes<RabbitMqDelivery>(concurrency, prefetch);
+        _lanes = new DeliveryLanes<RabbitMqDelivery>(concurrency, prefetch, runInline: true);
     }
 
     public string Queue { get; }

@@ -1,14 +1,18 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
+using Herald.Conformance;
 using Herald.Internal;
 
 namespace Herald.Tests.Internal;
 
 public sealed class DeliveryLanesTests
 {
-    [Fact]
-    public async Task ItemsOfOneKey_AreHandledOneAtATime_InTheOrderWritten_WhileOtherKeysRunBesideThem()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ItemsOfOneKey_AreHandledOneAtATime_InTheOrderWritten_WhileOtherKeysRunBesideThem(bool runInline)
     {
-        var lanes = new DeliveryLanes<(string Key, int Seq)>(concurrency: 4, prefetch: 64);
+        var lanes = new DeliveryLanes<(string Key, int Seq)>(concurrency: 4, prefetch: 64, runInline);
         var inFlight = new ConcurrentDictionary<string, int>();
         var order = new ConcurrentDictionary<string, ConcurrentQueue<int>>();
         var overlaps = 0;
@@ -168,5 +172,242 @@ public sealed class DeliveryLanesTests
         hold.SetResult();
         await blockedRunning.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal([11], blocked.TakeLeftovers());
+    }
+
+    [Fact]
+    public async Task Inline_AnItemWhoseWorkerIsIdle_RunsOnTheWriter_BeforeWriteAsyncReturns()
+    {
+        var lanes = new DeliveryLanes<int>(concurrency: 2, prefetch: 16, runInline: true, NoLimit);
+        var writer = new WriterProbe();
+        var inline = 0;
+        using var stop = new CancellationTokenSource();
+        var running = lanes.RunAsync(
+            item =>
+            {
+                if (writer.IsWriting)
+                {
+                    Interlocked.Increment(ref inline);
+                }
+
+                return ValueTask.CompletedTask;
+            },
+            stop.Token);
+        await writer.WarmUpAsync(lanes, () => Volatile.Read(ref inline));
+
+        // Once a worker is parked, every item without a key runs on the writer while it writes.
+        for (var i = 1; i <= 100; i++)
+        {
+            var before = Volatile.Read(ref inline);
+            await writer.WriteAsync(lanes, i, null);
+            Assert.Equal(before + 1, Volatile.Read(ref inline));
+        }
+
+        // An item with a key does once the worker of its key's lane is parked.
+        foreach (var key in new[] { "a", "b", "c", "d", "e" })
+        {
+            await Eventually.UntilAsync(
+                async () =>
+                {
+                    var before = Volatile.Read(ref inline);
+                    await writer.WriteAsync(lanes, 101, key);
+                    return Volatile.Read(ref inline) > before;
+                },
+                $"an item of key {key} runs inline");
+        }
+
+        await stop.CancelAsync();
+        await running.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Empty(lanes.TakeLeftovers());
+    }
+
+    [Fact]
+    public async Task Inline_AHandlerThatWaits_FreesTheWriter_AndItemsBehindItRunAfterIt_InOrder_NeverTwoAtOnce()
+    {
+        var lanes = new DeliveryLanes<int>(concurrency: 1, prefetch: 8, runInline: true, NoLimit);
+        var writer = new WriterProbe();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var order = new ConcurrentQueue<int>();
+        var inline = 0;
+        var running = 0;
+        var most = 0;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var stop = new CancellationTokenSource();
+        var workers = lanes.RunAsync(
+            async item =>
+            {
+                if (writer.IsWriting)
+                {
+                    Interlocked.Increment(ref inline);
+                }
+
+                InterlockedMax(ref most, Interlocked.Increment(ref running));
+                if (item == 1)
+                {
+                    await release.Task;
+                }
+
+                Interlocked.Decrement(ref running);
+                if (item > 0)
+                {
+                    order.Enqueue(item);
+                }
+
+                if (item == 3)
+                {
+                    done.SetResult();
+                }
+            },
+            stop.Token);
+        await writer.WarmUpAsync(lanes, () => Volatile.Read(ref inline));
+
+        // 1 runs on the writer until it waits, and WriteAsync returns; 2 (same key) and 3 (none) wait behind it.
+        Assert.True(lanes.WriteAsync(1, "k", CancellationToken.None).IsCompletedSuccessfully);
+        await lanes.WriteAsync(2, "k", CancellationToken.None);
+        await lanes.WriteAsync(3, null, CancellationToken.None);
+        Assert.Empty(order);
+
+        release.SetResult();
+        await done.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal([1, 2, 3], order);
+        Assert.Equal(1, most);
+        await stop.CancelAsync();
+        await workers.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Empty(lanes.TakeLeftovers());
+    }
+
+    [Fact]
+    public async Task Inline_AfterAHandlerKeptTheWriterLong_TheNextItemsGoToTheWorkers()
+    {
+        var lanes = new DeliveryLanes<int>(concurrency: 2, prefetch: 16, runInline: true, TimeSpan.FromMilliseconds(1));
+        var writer = new WriterProbe();
+        var inline = new ConcurrentQueue<int>();
+        var handled = 0;
+        using var stop = new CancellationTokenSource();
+        var running = lanes.RunAsync(
+            item =>
+            {
+                if (writer.IsWriting)
+                {
+                    inline.Enqueue(item);
+                }
+
+                if (item == 1)
+                {
+                    // Work of its own, not a wait: it holds whoever runs it.
+                    var spin = Stopwatch.StartNew();
+                    while (spin.Elapsed < TimeSpan.FromMilliseconds(2))
+                    {
+                        Thread.SpinWait(100);
+                    }
+                }
+
+                if (item >= 2)
+                {
+                    Interlocked.Increment(ref handled);
+                }
+
+                return ValueTask.CompletedTask;
+            },
+            stop.Token);
+        // Item 1 computes for 2 ms, past the 1 ms limit; once it ran inline, the items after it are queued.
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                await writer.WriteAsync(lanes, 1, null);
+                return inline.Contains(1);
+            },
+            "the long item runs inline");
+        for (var i = 2; i <= 10; i++)
+        {
+            await writer.WriteAsync(lanes, i, null);
+        }
+
+        await Eventually.UntilAsync(() => Volatile.Read(ref handled) == 9, "every item after it is handled");
+        Assert.DoesNotContain(inline, item => item >= 2);
+        await stop.CancelAsync();
+        await running.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task Inline_StoppingWhileAnInlineHandlerWaits_EndsTheWorkersOnlyOnceItIsDone()
+    {
+        var lanes = new DeliveryLanes<int>(concurrency: 1, prefetch: 4, runInline: true, NoLimit);
+        var writer = new WriterProbe();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var inline = 0;
+        var finished = false;
+        using var stop = new CancellationTokenSource();
+        var running = lanes.RunAsync(
+            async item =>
+            {
+                if (writer.IsWriting)
+                {
+                    Interlocked.Increment(ref inline);
+                }
+
+                if (item == 1)
+                {
+                    await release.Task;
+                    finished = true;
+                }
+            },
+            stop.Token);
+        await writer.WarmUpAsync(lanes, () => Volatile.Read(ref inline));
+
+        Assert.True(lanes.WriteAsync(1, null, CancellationToken.None).IsCompletedSuccessfully);
+        await lanes.WriteAsync(2, null, CancellationToken.None);
+        await stop.CancelAsync();
+        Assert.False(running.IsCompleted);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => lanes.WriteAsync(3, null, CancellationToken.None).AsTask());
+
+        release.SetResult();
+        await running.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(finished);
+        Assert.Equal([2], lanes.TakeLeftovers());
+    }
+
+    // An inline run never counts as long: a run the machine preempts must not send the items after it to the workers.
+    private static readonly TimeSpan NoLimit = TimeSpan.MaxValue;
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        var seen = Volatile.Read(ref target);
+        while (value > seen)
+        {
+            var now = Interlocked.CompareExchange(ref target, value, seen);
+            if (now == seen)
+            {
+                return;
+            }
+
+            seen = now;
+        }
+    }
+
+    /// <summary>Tells a handler whether it runs inside a write, on the writer's thread: inline.</summary>
+    private sealed class WriterProbe
+    {
+        private int _thread;
+
+        public bool IsWriting => Environment.CurrentManagedThreadId == Volatile.Read(ref _thread);
+
+        public async ValueTask WriteAsync(DeliveryLanes<int> lanes, int item, string? key)
+        {
+            Volatile.Write(ref _thread, Environment.CurrentManagedThreadId);
+            var written = lanes.WriteAsync(item, key, CancellationToken.None);
+            Volatile.Write(ref _thread, 0);
+            await written;
+        }
+
+        // Writes item 0 until one runs inline (the workers are parked by then); inlineCount counts the inline runs.
+        public Task WarmUpAsync(DeliveryLanes<int> lanes, Func<int> inlineCount) =>
+            Eventually.UntilAsync(
+                async () =>
+                {
+                    var before = inlineCount();
+                    await WriteAsync(lanes, 0, null);
+                    return inlineCount() > before;
+                },
+                "an item runs inline");
     }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Tasks.Sources;
 
 namespace Herald.Internal;
@@ -8,10 +9,16 @@ namespace Herald.Internal;
 /// worker takes from, as a bare client's workers share one channel, so a worker that is not running (a handler that is
 /// slow, a thread the machine has not scheduled) holds up no other. A worker takes its own lane first. An idle worker is
 /// woken for a new item, the one that went idle last first (fast handlers finish in delivery order on one warm worker).
+/// Optionally the writer runs such an item itself, in the idle worker's turn, as far as the handler's first wait: a fast
+/// handler then costs no hand-over to another thread, as with a bare client that handles on its dispatch thread.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public sealed class DeliveryLanes<T>
 {
+    // How long an inline run may hold the writer (see RunInline), and how many items per worker are queued after one that did.
+    private static readonly TimeSpan DefaultInlineLimit = TimeSpan.FromMicroseconds(50);
+    private const int InlineSkip = 256;
+
     // One lock over every queue: the writer and the workers hold it for a few instructions (a bounded channel takes one
     // too), and it lets the writer see at once which worker is idle without reading counts under other locks.
     private readonly Lock _gate = new();
@@ -22,15 +29,41 @@ public sealed class DeliveryLanes<T>
     // Workers waiting for an item, the one that went idle last on top; _waiting[i] says whether worker i is among them.
     private readonly int[] _idle;
     private readonly bool[] _waiting;
+
     private readonly Signal _writerWake = new();
     private readonly int _capacity;
+    private readonly bool _inline;
+    private readonly TimeSpan _inlineLimit;
+    private Func<T, ValueTask>? _handle;
     private int _idleCount;
+
+    // Items still to be queued rather than run inline, after an inline run held the writer longer than the inline limit.
+    private int _inlineSkip;
     private int _count;
     private bool _writerWaiting;
     private bool _closed;
 
     /// <summary>Creates <paramref name="concurrency"/> lanes sharing <paramref name="prefetch"/> slots; one writer feeds them.</summary>
     public DeliveryLanes(int concurrency, int prefetch)
+        : this(concurrency, prefetch, runInline: false)
+    {
+    }
+
+    /// <summary>
+    /// As <see cref="DeliveryLanes{T}(int, int)"/>; with <paramref name="runInline"/>, an item whose worker is idle and
+    /// that nothing waits ahead of runs at once on the writer's thread, in that worker's turn (so no more than
+    /// <paramref name="concurrency"/> run at once, and items of one key still run one at a time in order), until the
+    /// handler first waits; <see cref="WriteAsync"/> then returns while the handler goes on. After a handler kept the writer
+    /// for more than 50 µs without waiting, the next 256 items per worker are queued for the workers instead, so handlers
+    /// that compute for long still run side by side. For a writer that owns its thread (a client's dispatch loop).
+    /// </summary>
+    public DeliveryLanes(int concurrency, int prefetch, bool runInline)
+        : this(concurrency, prefetch, runInline, DefaultInlineLimit)
+    {
+    }
+
+    // inlineLimit: how long an inline run may hold the writer before the next items are queued (tests set it).
+    internal DeliveryLanes(int concurrency, int prefetch, bool runInline, TimeSpan inlineLimit)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(concurrency, 1);
         _capacity = concurrency * Math.Max(1, prefetch / concurrency);
@@ -38,6 +71,8 @@ public sealed class DeliveryLanes<T>
         _wake = new Signal[concurrency];
         _idle = new int[concurrency];
         _waiting = new bool[concurrency];
+        _inline = runInline;
+        _inlineLimit = inlineLimit;
         for (var i = 0; i < concurrency; i++)
         {
             _lanes[i] = new Queue<T>();
@@ -47,11 +82,13 @@ public sealed class DeliveryLanes<T>
 
     /// <summary>
     /// Puts an item in its lane (or the shared queue when <paramref name="key"/> is null), waiting while every slot is
-    /// taken. Once the workers were told to stop, throws <see cref="OperationCanceledException"/>: the item was not taken.
+    /// taken, or runs it inline (see <see cref="DeliveryLanes{T}(int, int, bool)"/>). Once the workers were told to stop,
+    /// throws <see cref="OperationCanceledException"/>: the item was not taken.
     /// </summary>
     public ValueTask WriteAsync(T item, string? key, CancellationToken cancellationToken)
     {
         Signal? wake = null;
+        var lent = -1;
         bool full;
         lock (_gate)
         {
@@ -65,10 +102,16 @@ public sealed class DeliveryLanes<T>
             {
                 ArmWriter();
             }
-            else
+            else if ((lent = Lend(key)) < 0)
             {
                 wake = Enqueue(item, key);
             }
+        }
+
+        if (lent >= 0)
+        {
+            RunInline(item, lent);
+            return ValueTask.CompletedTask;
         }
 
         if (full)
@@ -88,6 +131,7 @@ public sealed class DeliveryLanes<T>
     public Task RunAsync(Func<T, ValueTask> handle, CancellationToken stopping)
     {
         ArgumentNullException.ThrowIfNull(handle);
+        _handle = handle;
 
         // Workers wait without a token (a wait with one allocates and registers on the token every time a worker runs dry,
         // once per message when handlers are fast); stopping wakes them instead. Items still queued stay for TakeLeftovers.
@@ -130,6 +174,115 @@ public sealed class DeliveryLanes<T>
         var lane = (int)(StableHash(key) % (uint)_lanes.Length);
         _lanes[lane].Enqueue(item);
         return _waiting[lane] ? TakeIdle(lane) : null;
+    }
+
+    // Under the gate, for an inline run: the idle worker that would take an item of this key next, taken off the idle stack
+    // without waking it (it stays parked on its signal, and is given back after the run), when nothing waits ahead of the
+    // item; -1 when the item is to be queued.
+    private int Lend(string? key)
+    {
+        if (!_inline || _idleCount == 0 || _handle is null)
+        {
+            return -1;
+        }
+
+        if (_inlineSkip > 0)
+        {
+            _inlineSkip--;
+            return -1;
+        }
+
+        int worker;
+        if (key is null || _lanes.Length == 1)
+        {
+            if (_shared.Count > 0)
+            {
+                return -1;
+            }
+
+            worker = _idle[_idleCount - 1];
+        }
+        else
+        {
+            worker = (int)(StableHash(key) % (uint)_lanes.Length);
+            if (!_waiting[worker])
+            {
+                return -1;
+            }
+        }
+
+        _ = TakeIdle(worker);
+        return worker;
+    }
+
+    // Runs the item in the lent worker's turn, up to the handler's first wait; the rest runs on wherever that wait resumes,
+    // and the writer goes on. A handler that held the writer longer than the inline limit before returning (work of its own,
+    // not a wait) would hold up every item behind it while other workers idle: the next items are queued instead.
+    private void RunInline(T item, int worker)
+    {
+        var started = Stopwatch.GetTimestamp();
+        ValueTask handled;
+        try
+        {
+            handled = _handle!(item);
+        }
+        catch
+        {
+            GiveBack(worker);
+            throw;
+        }
+
+        if (Stopwatch.GetElapsedTime(started) > _inlineLimit)
+        {
+            lock (_gate)
+            {
+                _inlineSkip = InlineSkip * _lanes.Length;
+            }
+        }
+
+        if (!handled.IsCompleted)
+        {
+            _ = FinishAsync(handled, worker);
+            return;
+        }
+
+        try
+        {
+            handled.GetAwaiter().GetResult();
+        }
+        finally
+        {
+            GiveBack(worker);
+        }
+    }
+
+    private async Task FinishAsync(ValueTask handled, int worker)
+    {
+        try
+        {
+            await handled.ConfigureAwait(false);
+        }
+        finally
+        {
+            GiveBack(worker);
+        }
+    }
+
+    // A lent worker goes back on top of the idle stack, still parked, or is woken when items came for it meanwhile or the
+    // lanes were closed (it then ends as an idle one does).
+    private void GiveBack(int worker)
+    {
+        lock (_gate)
+        {
+            if (!_closed && _lanes[worker].Count == 0 && _shared.Count == 0)
+            {
+                _waiting[worker] = true;
+                _idle[_idleCount++] = worker;
+                return;
+            }
+        }
+
+        _wake[worker].Set();
     }
 
     // Under the gate: the worker leaves the idle stack; the caller sets its signal once out of the gate.
