@@ -329,7 +329,7 @@ public sealed class TransportTests : RabbitMqTestBase
         await ConsumeAsync(transport, queue, async (delivery, ct) =>
         {
             var now = Interlocked.Increment(ref running);
-            InterlockedMax(ref maxRunning, now);
+            Interlocks.Max(ref maxRunning, now);
 
             // The first handler holds on until a second one runs beside it (or a deadline passes, and the assertion below
             // reports that they never overlapped).
@@ -466,14 +466,6 @@ public sealed class TransportTests : RabbitMqTestBase
         var collector = new Collector();
         await ConsumeAsync(classic, other, collector.Handler);
         await collector.WaitForAsync(1);
-    }
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        int current;
-        while ((current = Volatile.Read(ref target)) < value && Interlocked.CompareExchange(ref target, value, current) != current)
-        {
-        }
     }
 
     [Fact]

@@ -95,7 +95,7 @@ public abstract partial class TransportConformance
             var now = Interlocked.Increment(ref inFlight);
             try
             {
-                InterlockedMax(ref highest, now);
+                Interlocks.Max(ref highest, now);
                 if (now == maxConcurrency)
                 {
                     allBusy.TrySetResult();
@@ -381,20 +381,5 @@ public abstract partial class TransportConformance
         // At least once: a message in flight when the connection died may come again, but none may be missing.
         await collector.WaitForMessagesAsync([.. sent.Select(e => e.MessageId)], DeliveryTimeout * 3, "every message after the connection was killed");
         Output.WriteLine($"{collector.Count} deliveries for {messageCount} messages.");
-    }
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        var current = Volatile.Read(ref target);
-        while (value > current)
-        {
-            var seen = Interlocked.CompareExchange(ref target, value, current);
-            if (seen == current)
-            {
-                return;
-            }
-
-            current = seen;
-        }
     }
 }

@@ -7,6 +7,9 @@ namespace Herald.Tests.Internal;
 
 public sealed class DeliveryLanesTests
 {
+    // An inline run never counts as long: a run the machine preempts must not send the items after it to the workers.
+    private static readonly TimeSpan NoLimit = TimeSpan.MaxValue;
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -240,7 +243,7 @@ public sealed class DeliveryLanesTests
                     Interlocked.Increment(ref inline);
                 }
 
-                InterlockedMax(ref most, Interlocked.Increment(ref running));
+                Interlocks.Max(ref most, Interlocked.Increment(ref running));
                 if (item == 1)
                 {
                     await release.Task;
@@ -364,24 +367,6 @@ public sealed class DeliveryLanesTests
         await running.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.True(finished);
         Assert.Equal([2], lanes.TakeLeftovers());
-    }
-
-    // An inline run never counts as long: a run the machine preempts must not send the items after it to the workers.
-    private static readonly TimeSpan NoLimit = TimeSpan.MaxValue;
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        var seen = Volatile.Read(ref target);
-        while (value > seen)
-        {
-            var now = Interlocked.CompareExchange(ref target, value, seen);
-            if (now == seen)
-            {
-                return;
-            }
-
-            seen = now;
-        }
     }
 
     /// <summary>Tells a handler whether it runs inside a write, on the writer's thread: inline.</summary>
