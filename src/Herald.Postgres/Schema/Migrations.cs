@@ -502,6 +502,26 @@ internal static class Migrations
                 v_existing := v_existing OR v_found_versions[v_k] > 0;
             END LOOP;
 
+        {{AppendAfterMove}}
+        $fn$;
+        """;
+
+    // The parameters of append_events: migration 9 replaces the function, which it can only do with the same ones. Indented
+    // as inside the function, so it stands at the literal's margin where it is interpolated.
+    private const string AppendEventsParameters = """
+            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
+            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
+            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
+            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
+            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
+            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
+        """;
+
+    // What append_events does once its UPDATE has moved the streams it could (migrations 9 and 11; migration 9's text is
+    // pinned, this is how it is built, not a change): start the missing streams, read and lock what is left, probe for stored
+    // event ids, check every member's expectation and write the members that pass. Indented as inside the function, so it
+    // stands at the literal's margin where it is interpolated.
+    private const string AppendAfterMove = $$"""
             -- Start the missing streams a member may start (no stream, any), already moved.
             IF v_left > 0 THEN
                 WITH created AS (
@@ -631,18 +651,6 @@ internal static class Migrations
             o_position := v_result_position;
             o_detail := v_detail;
         END
-        $fn$;
-        """;
-
-    // The parameters of append_events: migration 9 replaces the function, which it can only do with the same ones. Indented
-    // as inside the function, so it stands at the literal's margin where it is interpolated.
-    private const string AppendEventsParameters = """
-            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
-            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
-            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
-            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
-            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
-            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
         """;
 
     // The idempotency check of append_events, the same in migrations 1 and 9 (migration 1's text is pinned; this is how it
@@ -874,135 +882,7 @@ internal static class Migrations
                 v_existing := v_existing OR v_found_versions[v_k] > 0;
             END LOOP;
 
-            -- Start the missing streams a member may start (no stream, any), already moved.
-            IF v_left > 0 THEN
-                WITH created AS (
-                    INSERT INTO {schema}.streams (stream, category, version, last_position)
-                    SELECT u.stream, u.category, u.n, v_head | (p_first_ordinal + u.at + u.n - 2)
-                      FROM unnest(p_streams, p_categories, p_expected, p_first, p_counts, v_moved) WITH ORDINALITY
-                           AS u(stream, category, expected, at, n, moved, m)
-                     WHERE NOT u.moved AND u.expected IN (-1, -2)
-                     ORDER BY u.stream COLLATE "C"
-                    ON CONFLICT (stream) DO NOTHING
-                    RETURNING stream)
-                SELECT coalesce(array_agg(u.m::int), '{}')
-                  INTO v_found_members
-                  FROM created c JOIN unnest(p_streams) WITH ORDINALITY AS u(stream, m) ON u.stream = c.stream;
-                v_left := v_left - cardinality(v_found_members);
-                FOREACH v_m IN ARRAY v_found_members LOOP
-                    v_moved[v_m] := true;
-                    v_version[v_m] := 0;
-                END LOOP;
-            END IF;
-
-            -- What is left (a conflict, or a stream another writer created or moved meanwhile) is read without a lock, so a
-            -- conflict never waits for, or deadlocks with, another group. Only if one of them now meets its expectation are
-            -- they locked and read again, as migration 1 did, and written below like the others.
-            IF v_left > 0 THEN
-                FOR v_pass IN 1 .. 2 LOOP
-                    IF v_pass = 1 THEN
-                        SELECT coalesce(array_agg(u.m::int), '{}'), coalesce(array_agg(s.version), '{}'), coalesce(array_agg(s.deleted_up_to), '{}')
-                          INTO v_found_members, v_found_versions, v_found_deleted
-                          FROM unnest(p_streams, v_moved) WITH ORDINALITY AS u(stream, moved, m)
-                          JOIN {schema}.streams s ON s.stream = u.stream
-                         WHERE NOT u.moved;
-                    ELSE
-                        SELECT coalesce(array_agg(x.m), '{}'), coalesce(array_agg(x.version), '{}'), coalesce(array_agg(x.deleted_up_to), '{}')
-                          INTO v_found_members, v_found_versions, v_found_deleted
-                          FROM (SELECT u.m::int AS m, s.version, s.deleted_up_to
-                                  FROM unnest(p_streams, v_moved) WITH ORDINALITY AS u(stream, moved, m)
-                                  JOIN {schema}.streams s ON s.stream = u.stream
-                                 WHERE NOT u.moved
-                                 ORDER BY s.stream
-                                   FOR UPDATE OF s) x;
-                    END IF;
-                    FOR v_k IN 1 .. cardinality(v_found_members) LOOP
-                        v_version[v_found_members[v_k]] := v_found_versions[v_k];
-                        v_deleted[v_found_members[v_k]] := v_found_deleted[v_k];
-                    END LOOP;
-                    EXIT WHEN v_pass = 2;
-                    FOR v_m IN 1 .. v_n LOOP
-                        CONTINUE WHEN v_moved[v_m] OR v_version[v_m] < 0;
-                        v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
-                        v_expected := p_expected[v_m];
-                        v_slow := v_slow OR v_expected = -2 OR (v_expected = -1 AND v_current = 0)
-                            OR (v_expected = -4 AND v_current > 0) OR (v_expected >= 1 AND v_current = v_expected);
-                    END LOOP;
-                    EXIT WHEN NOT v_slow;
-                END LOOP;
-                FOR v_m IN 1 .. v_n LOOP
-                    v_existing := v_existing OR (NOT v_moved[v_m] AND v_version[v_m] > 0);
-                END LOOP;
-            END IF;
-
-            v_status := array_fill(-1, ARRAY[v_n]);
-            v_result_version := array_fill(0::bigint, ARRAY[v_n]);
-            v_result_position := array_fill(0::bigint, ARRAY[v_n]);
-            v_detail := array_fill(NULL::text, ARRAY[v_n]);
-            v_base := array_fill(NULL::bigint, ARRAY[v_n]);
-            v_hit := array_fill(NULL::int, ARRAY[v_n]);
-            v_hit_version := array_fill(NULL::bigint, ARRAY[v_n]);
-
-            -- Idempotency, as in migration 1: which of the event ids are already stored in their member's stream.
-            IF v_existing THEN
-        {{AppendIdempotencyProbe}}
-                    v_undo := v_undo OR v_moved[v_m];
-        {{AppendIdempotentRetry}}
-
-                -- A moved stream whose member writes nothing goes back to its version and last event (still stored).
-                IF v_undo THEN
-                    UPDATE {schema}.streams s
-                       SET version = u.version,
-                           last_position = (SELECT ev.position FROM {schema}.events ev WHERE ev.stream = s.stream AND ev.version = u.version)
-                      FROM unnest(p_streams, v_version, v_moved, v_hit) AS u(stream, version, moved, hit)
-                     WHERE u.moved AND u.hit IS NOT NULL AND s.stream = u.stream;
-                END IF;
-            END IF;
-
-            -- Expected versions of the members not decided above, as in migration 1 (a moved member passed it in the
-            -- UPDATE, on the same row); a member that fails writes nothing.
-            FOR v_m IN 1 .. v_n LOOP
-                CONTINUE WHEN v_status[v_m] <> -1;
-                v_current := CASE WHEN v_version[v_m] > v_deleted[v_m] THEN v_version[v_m] ELSE 0 END;
-                v_expected := p_expected[v_m];
-                IF v_version[v_m] >= 0 AND (v_expected = -2 OR (v_expected = -1 AND v_current = 0)
-                        OR (v_expected = -4 AND v_current > 0) OR (v_expected >= 1 AND v_current = v_expected)) THEN
-                    v_status[v_m] := 0;
-                    v_any := true;
-                    v_base[v_m] := v_version[v_m];
-                    v_result_version[v_m] := v_version[v_m] + p_counts[v_m];
-                    v_result_position[v_m] := v_head | (p_first_ordinal + p_first[v_m] + p_counts[v_m] - 2);
-                ELSE
-                    v_status[v_m] := 2;
-                    v_result_version[v_m] := v_current;
-                END IF;
-            END LOOP;
-
-            IF v_any THEN
-                -- The events, and the streams the UPDATE above did not move (members that took the old path).
-                WITH inserted AS (
-                    INSERT INTO {schema}.events (position, xid, stream, category, version, event_id, type, schema_version, time,
-                                                 correlation_id, causation_id, user_id, partition_key, content_type, headers, body, recorded_at)
-                    SELECT v_head | (p_first_ordinal + e.j - 1), pg_current_xact_id(), p_streams[e.m], p_categories[e.m],
-                           v_base[e.m] + (e.j - p_first[e.m] + 1), e.id, e.type, e.schema_version, e.time, e.correlation_id, e.causation_id,
-                           e.user_id, e.partition_key, e.content_type, e.headers, e.body, p_recorded_at
-                      FROM unnest(p_ids, p_types, p_schema_versions, p_times, p_correlation_ids, p_causation_ids, p_user_ids,
-                                  p_partition_keys, p_content_types, p_headers, p_bodies, p_members)
-                           WITH ORDINALITY AS e(id, type, schema_version, time, correlation_id, causation_id, user_id, partition_key,
-                                                content_type, headers, body, m, j)
-                     WHERE v_base[e.m] IS NOT NULL),
-                moved AS (
-                    UPDATE {schema}.streams s SET version = u.version, last_position = u.position
-                      FROM unnest(p_streams, v_result_version, v_result_position, v_status, v_moved) AS u(stream, version, position, status, moved)
-                     WHERE v_slow AND u.status = 0 AND NOT u.moved AND s.stream = u.stream)
-                SELECT 1 INTO v_written;
-            END IF;
-
-            o_status := v_status;
-            o_version := v_result_version;
-            o_position := v_result_position;
-            o_detail := v_detail;
-        END
+        {{AppendAfterMove}}
         $fn$;
         """;
 }
