@@ -84,6 +84,51 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
         Assert.Equal(3, (await TestEvents.ReadStreamAsync(store, retried)).Count);
     }
 
+    [Fact]
+    public async Task AGroupOfExistingStreamsWithARetriedMember_LeavesThatStreamAsItWas_WhileTheOthersCommit()
+    {
+        // Migration 11: every member's stream moves, so the group writes in one statement unless its probe finds a stored
+        // id; this one does, writes nothing there, and goes on as migration 9 did.
+        await using var store = await CreateStoreAsync();
+        var retried = TestEvents.NewStream();
+        var events = TestEvents.Many(2);
+        var original = await store.AppendAsync(retried, ExpectedVersion.NoStream, events);
+        var continued = TestEvents.NewStream();
+        await store.AppendAsync(continued, ExpectedVersion.NoStream, TestEvents.Many(1));
+        await using var blocked = await HoldTheWriterAsync(store);
+
+        var retry = store.AppendAsync(retried, ExpectedVersion.Any, events).AsTask();
+        var next = store.AppendAsync(continued, ExpectedVersion.Exactly(1), TestEvents.Many(2)).AsTask();
+        await blocked.ReleaseAsync();
+
+        Assert.Equal(original, await retry);
+        var appended = await next;
+        Assert.Equal(3, appended.StreamVersion);
+        Assert.Equal(original, await store.AppendAsync(retried, ExpectedVersion.Exactly(2), []));
+        Assert.Equal(appended, await store.AppendAsync(continued, ExpectedVersion.Exactly(3), []));
+        Assert.Equal(3, (await store.AppendAsync(retried, ExpectedVersion.Exactly(2), TestEvents.Many(1))).StreamVersion);
+        Assert.Equal(3, (await TestEvents.ReadStreamAsync(store, retried)).Count);
+    }
+
+    [Fact]
+    public async Task AnEventIdStoredInAnotherStream_IsAppendedAgain_AsMigration9Did()
+    {
+        // An id counts as stored only in its member's own stream. Migration 11's one-statement write gives way to any stored
+        // id, and the path it falls to still appends this one.
+        await using var store = await CreateStoreAsync();
+        var first = TestEvents.NewStream();
+        var second = TestEvents.NewStream();
+        var shared = TestEvents.Many(1);
+        await store.AppendAsync(first, ExpectedVersion.NoStream, shared);
+        await store.AppendAsync(second, ExpectedVersion.NoStream, TestEvents.Many(1));
+
+        var result = await store.AppendAsync(second, ExpectedVersion.Exactly(1), shared);
+
+        Assert.Equal(2, result.StreamVersion);
+        Assert.Equal(shared[0].MessageId, (await TestEvents.ReadStreamAsync(store, second))[1].EventId);
+        Assert.Equal(result, await store.AppendAsync(second, ExpectedVersion.Exactly(2), []));
+    }
+
     private Task<PostgresEventStore> CreateStoreAsync() =>
         PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, AppendWriters = 1 });
 

@@ -34,6 +34,36 @@ public sealed class AppendRaceTests(PostgresSchemaFixture fixture) : IClassFixtu
         }
     }
 
+    [Fact]
+    public async Task RacingRetriesOfOneAppendToAnExistingStream_WriteItOnce_AndAllGetItsResult()
+    {
+        // The probe for stored ids runs after the stream's row is locked: a retry that waited for the lock sees the events
+        // of the append it waited for (migration 11 probes in the statement that writes, after the locking UPDATE).
+        await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
+        await using var first = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema });
+        await using var second = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions { Schema = fixture.Schema });
+        PostgresEventStore[] contenders = [first, second, first, second];
+
+        for (var race = 0; race < Races; race++)
+        {
+            var stream = TestEvents.NewStream();
+            await first.AppendAsync(stream, ExpectedVersion.NoStream, TestEvents.Many(1));
+            var batch = TestEvents.Many(2);
+            var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var racing = contenders.Select(store => Task.Run(async () =>
+            {
+                await start.Task;
+                return await store.AppendAsync(stream, ExpectedVersion.Any, batch);
+            })).ToList();
+            start.SetResult();
+            var results = await Task.WhenAll(racing);
+
+            Assert.Single(results.Distinct());
+            Assert.Equal(3, results[0].StreamVersion);
+            Assert.Equal([.. batch.Select(e => e.MessageId)], (await TestEvents.ReadStreamAsync(first, stream)).Skip(1).Select(e => e.EventId));
+        }
+    }
+
     private static async Task<(bool Won, Guid[] Ids, long Actual)[]> RaceAsync(PostgresEventStore[] contenders, string stream, ExpectedVersion expected, int events)
     {
         var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

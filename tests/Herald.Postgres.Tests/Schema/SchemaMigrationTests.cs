@@ -58,6 +58,34 @@ public sealed class SchemaMigrationTests
         Assert.Equal("{fillfactor=100}", await ReloptionsAsync(schema.Name, "events_pkey"));
     }
 
+    [Fact]
+    public async Task Start_OnASchemaAtVersion10_ReplacesTheAppendFunction_AndAppendsGoOn()
+    {
+        // Issue 9: version 11 replaces migration 9's append function of an existing database (same signature).
+        await using var schema = new TemporarySchema();
+        var options = new PostgresStoreOptions { Schema = schema.Name };
+        var stream = $"order-{Guid.NewGuid():N}";
+        await using (var store = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options))
+        {
+            await store.AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.NoStream, [TestEvents.New()]);
+        }
+
+        await PostgresTestDatabase.ExecuteAsync(Migrations.Render(Migrations.All.Single(m => m.Version == 9), schema.Name));
+        await PostgresTestDatabase.ExecuteAsync($"DELETE FROM \"{schema.Name}\".schema_version WHERE version = 11");
+        Assert.False(await AppendFunctionHasTheShortPathAsync(schema.Name));
+
+        await using (var store = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, options))
+        {
+            Assert.Equal(AllVersions, await VersionsAsync(schema.Name));
+            Assert.True(await AppendFunctionHasTheShortPathAsync(schema.Name));
+            Assert.Equal(2, (await store.AppendAsync(stream, Herald.EventSourcing.ExpectedVersion.Exactly(1), [TestEvents.New()])).StreamVersion);
+        }
+    }
+
+    private static Task<bool> AppendFunctionHasTheShortPathAsync(string schema) =>
+        PostgresTestDatabase.ScalarAsync<bool>(
+            $"SELECT prosrc LIKE '%v_fast%' FROM pg_proc WHERE oid = '\"{schema}\".append_events'::regproc");
+
     private static async Task<string> ReloptionsAsync(string schema, string relation)
     {
         var options = await PostgresTestDatabase.ScalarAsync<string>(
