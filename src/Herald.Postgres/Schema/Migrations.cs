@@ -435,6 +435,39 @@ internal static class Migrations
     // its last event is still stored at its old version. The expectation test below is migration 1's, on the row's
     // version and deletion point (current version = version when above deleted_up_to, else 0).
     private const string V9 = $$"""
+        {{AppendEventsHead}}
+        BEGIN
+            v_moved := array_fill(false, ARRAY[v_n]);
+            v_version := array_fill(-1::bigint, ARRAY[v_n]);
+            v_deleted := array_fill(0::bigint, ARRAY[v_n]);
+
+            -- Lock and move, in stream order, every existing stream whose member's expectation holds.
+        {{AppendMoveStreams}}
+                RETURNING u.m, s.version - u.n AS base, s.deleted_up_to)
+            SELECT coalesce(array_agg(m), '{}'), coalesce(array_agg(base), '{}'), coalesce(array_agg(deleted_up_to), '{}')
+              INTO v_found_members, v_found_versions, v_found_deleted
+              FROM moved;
+        {{AppendMarkMoved}}
+
+        {{AppendAfterMove}}
+        $fn$;
+        """;
+
+    // The parameters of append_events: migration 9 replaces the function, which it can only do with the same ones. Indented
+    // as inside the function, so it stands at the literal's margin where it is interpolated.
+    private const string AppendEventsParameters = """
+            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
+            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
+            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
+            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
+            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
+            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
+        """;
+
+    // The parts of append_events that migrations 9 and 11 share (migration 9's text is pinned; this is how it is built, not
+    // a change), each indented as inside the function, so it stands at the literal's margin where it is interpolated. The
+    // head: the signature and the variables of migration 9 (migration 11 declares three more after them).
+    private const string AppendEventsHead = $$"""
         CREATE OR REPLACE FUNCTION {schema}.append_events(
         {{AppendEventsParameters}}
         LANGUAGE plpgsql
@@ -472,12 +505,11 @@ internal static class Migrations
             v_hit int[];
             v_written int;
             v_hit_version bigint[];
-        BEGIN
-            v_moved := array_fill(false, ARRAY[v_n]);
-            v_version := array_fill(-1::bigint, ARRAY[v_n]);
-            v_deleted := array_fill(0::bigint, ARRAY[v_n]);
+        """;
 
-            -- Lock and move, in stream order, every existing stream whose member's expectation holds.
+    // The stream UPDATE up to its RETURNING: every existing stream whose member's expectation holds, locked and moved in
+    // stream order.
+    private const string AppendMoveStreams = """
             WITH moved AS (
                 UPDATE {schema}.streams s
                    SET version = s.version + u.n,
@@ -490,10 +522,10 @@ internal static class Migrations
                         OR (u.expected = -1 AND s.version <= s.deleted_up_to)
                         OR (u.expected = -4 AND s.version > s.deleted_up_to)
                         OR (u.expected >= 1 AND s.version > s.deleted_up_to AND s.version = u.expected))
-                RETURNING u.m, s.version - u.n AS base, s.deleted_up_to)
-            SELECT coalesce(array_agg(m), '{}'), coalesce(array_agg(base), '{}'), coalesce(array_agg(deleted_up_to), '{}')
-              INTO v_found_members, v_found_versions, v_found_deleted
-              FROM moved;
+        """;
+
+    // The members the UPDATE moved, spread over the per-member arrays.
+    private const string AppendMarkMoved = """
             v_left := v_n - cardinality(v_found_members);
             FOR v_k IN 1 .. cardinality(v_found_members) LOOP
                 v_moved[v_found_members[v_k]] := true;
@@ -501,20 +533,6 @@ internal static class Migrations
                 v_deleted[v_found_members[v_k]] := v_found_deleted[v_k];
                 v_existing := v_existing OR v_found_versions[v_k] > 0;
             END LOOP;
-
-        {{AppendAfterMove}}
-        $fn$;
-        """;
-
-    // The parameters of append_events: migration 9 replaces the function, which it can only do with the same ones. Indented
-    // as inside the function, so it stands at the literal's margin where it is interpolated.
-    private const string AppendEventsParameters = """
-            p_offset bigint, p_recorded_at timestamptz, p_first_ordinal int,
-            p_streams text[], p_categories text[], p_expected bigint[], p_first int[], p_counts int[],
-            p_members int[], p_ids uuid[], p_types text[], p_schema_versions int[], p_times timestamptz[],
-            p_correlation_ids text[], p_causation_ids text[], p_user_ids text[], p_partition_keys text[],
-            p_content_types text[], p_headers jsonb[], p_bodies bytea[],
-            OUT o_status int[], OUT o_version bigint[], OUT o_position bigint[], OUT o_detail text[])
         """;
 
     // What append_events does once its UPDATE has moved the streams it could (migrations 9 and 11; migration 9's text is
@@ -783,61 +801,14 @@ internal static class Migrations
     // having written nothing, in the state migration 9 is in after its UPDATE, and migration 9's path runs on unchanged:
     // member for member the same checks and answers.
     private const string V11 = $$"""
-        CREATE OR REPLACE FUNCTION {schema}.append_events(
-        {{AppendEventsParameters}}
-        LANGUAGE plpgsql
-        SET plan_cache_mode = force_generic_plan
-        SET enable_seqscan = off
-        AS $fn$
-        DECLARE
-            v_n int := cardinality(p_streams);
-            v_head bigint := (pg_current_xact_id()::text::bigint + p_offset) << 20;
-            v_moved boolean[];
-            v_found_members int[];
-            v_found_versions bigint[];
-            v_found_deleted bigint[];
-            v_version bigint[];
-            v_deleted bigint[];
-            v_status int[];
-            v_result_version bigint[];
-            v_result_position bigint[];
-            v_detail text[];
-            v_base bigint[];
-            v_left int;
-            v_existing boolean := false;
-            v_any boolean := false;
-            v_slow boolean := false;
-            v_undo boolean := false;
-            v_current bigint;
-            v_expected bigint;
-            v_probe record;
-            v_event record;
-            v_start bigint;
-            v_place bigint;
-            v_deletions bigint[];
-            v_m int;
-            v_k int;
-            v_hit int[];
-            v_written int;
-            v_hit_version bigint[];
+        {{AppendEventsHead}}
             v_after bigint[];
             v_last bigint[];
             v_fast boolean;
         BEGIN
             -- Lock and move, in stream order, every existing stream whose member's expectation holds. The new versions and last
             -- positions come in member order (what the caller gets when every member moved), the rest in the order moved.
-            WITH moved AS (
-                UPDATE {schema}.streams s
-                   SET version = s.version + u.n,
-                       last_position = v_head | (p_first_ordinal + u.at + u.n - 2)
-                  FROM (SELECT x.stream, x.expected, x.at, x.n, x.m::int AS m
-                          FROM unnest(p_streams, p_expected, p_first, p_counts) WITH ORDINALITY AS x(stream, expected, at, n, m)
-                         ORDER BY x.stream COLLATE "C") u
-                 WHERE s.stream = u.stream
-                   AND (u.expected = -2
-                        OR (u.expected = -1 AND s.version <= s.deleted_up_to)
-                        OR (u.expected = -4 AND s.version > s.deleted_up_to)
-                        OR (u.expected >= 1 AND s.version > s.deleted_up_to AND s.version = u.expected))
+        {{AppendMoveStreams}}
                 RETURNING u.m, s.version - u.n AS base, s.deleted_up_to, s.version, s.last_position)
             SELECT coalesce(array_agg(m), '{}'), coalesce(array_agg(base), '{}'), coalesce(array_agg(deleted_up_to), '{}'),
                    coalesce(array_agg(version ORDER BY m), '{}'), coalesce(array_agg(last_position ORDER BY m), '{}')
@@ -874,13 +845,7 @@ internal static class Migrations
             v_moved := array_fill(false, ARRAY[v_n]);
             v_version := array_fill(-1::bigint, ARRAY[v_n]);
             v_deleted := array_fill(0::bigint, ARRAY[v_n]);
-            v_left := v_n - cardinality(v_found_members);
-            FOR v_k IN 1 .. cardinality(v_found_members) LOOP
-                v_moved[v_found_members[v_k]] := true;
-                v_version[v_found_members[v_k]] := v_found_versions[v_k];
-                v_deleted[v_found_members[v_k]] := v_found_deleted[v_k];
-                v_existing := v_existing OR v_found_versions[v_k] > 0;
-            END LOOP;
+        {{AppendMarkMoved}}
 
         {{AppendAfterMove}}
         $fn$;

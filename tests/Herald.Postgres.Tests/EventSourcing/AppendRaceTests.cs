@@ -12,10 +12,8 @@ public sealed class AppendRaceTests(PostgresSchemaFixture fixture) : IClassFixtu
     [Fact]
     public async Task RacingAppendsFromTwoNodesWithTheSameExpectedVersion_ExactlyOneWinsEachRace()
     {
-        await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
-        await using var first = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema });
-        await using var second = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions { Schema = fixture.Schema });
-        PostgresEventStore[] contenders = [first, second, first, second];
+        await using var nodes = await TwoNodes.StartAsync(fixture);
+        var (first, contenders) = (nodes.First, nodes.Contenders);
 
         for (var race = 0; race < Races; race++)
         {
@@ -39,24 +37,15 @@ public sealed class AppendRaceTests(PostgresSchemaFixture fixture) : IClassFixtu
     {
         // The probe for stored ids runs after the stream's row is locked: a retry that waited for the lock sees the events
         // of the append it waited for (migration 11 probes in the statement that writes, after the locking UPDATE).
-        await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
-        await using var first = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema });
-        await using var second = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions { Schema = fixture.Schema });
-        PostgresEventStore[] contenders = [first, second, first, second];
+        await using var nodes = await TwoNodes.StartAsync(fixture);
+        var (first, contenders) = (nodes.First, nodes.Contenders);
 
         for (var race = 0; race < Races; race++)
         {
             var stream = TestEvents.NewStream();
             await first.AppendAsync(stream, ExpectedVersion.NoStream, TestEvents.Many(1));
             var batch = TestEvents.Many(2);
-            var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            var racing = contenders.Select(store => Task.Run(async () =>
-            {
-                await start.Task;
-                return await store.AppendAsync(stream, ExpectedVersion.Any, batch);
-            })).ToList();
-            start.SetResult();
-            var results = await Task.WhenAll(racing);
+            var results = await AllAtOnceAsync(contenders, store => store.AppendAsync(stream, ExpectedVersion.Any, batch).AsTask());
 
             Assert.Single(results.Distinct());
             Assert.Equal(3, results[0].StreamVersion);
@@ -64,13 +53,10 @@ public sealed class AppendRaceTests(PostgresSchemaFixture fixture) : IClassFixtu
         }
     }
 
-    private static async Task<(bool Won, Guid[] Ids, long Actual)[]> RaceAsync(PostgresEventStore[] contenders, string stream, ExpectedVersion expected, int events)
-    {
-        var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var racing = contenders.Select(store => Task.Run(async () =>
+    private static Task<(bool Won, Guid[] Ids, long Actual)[]> RaceAsync(PostgresEventStore[] contenders, string stream, ExpectedVersion expected, int events) =>
+        AllAtOnceAsync(contenders, async store =>
         {
             var batch = TestEvents.Many(events);
-            await start.Task;
             try
             {
                 await store.AppendAsync(stream, expected, batch);
@@ -80,6 +66,16 @@ public sealed class AppendRaceTests(PostgresSchemaFixture fixture) : IClassFixtu
             {
                 return (false, batch.Select(e => e.MessageId).ToArray(), ex.Actual);
             }
+        });
+
+    // Runs the call for every contender on a thread of its own, all released at once.
+    private static async Task<T[]> AllAtOnceAsync<T>(PostgresEventStore[] contenders, Func<PostgresEventStore, Task<T>> call)
+    {
+        var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var racing = contenders.Select(store => Task.Run(async () =>
+        {
+            await start.Task;
+            return await call(store);
         })).ToList();
         start.SetResult();
         return await Task.WhenAll(racing);
@@ -89,5 +85,39 @@ public sealed class AppendRaceTests(PostgresSchemaFixture fixture) : IClassFixtu
     {
         Assert.Single(outcomes, o => o.Won);
         Assert.All(outcomes.Where(o => !o.Won), o => Assert.Equal(actualForLosers, o.Actual));
+    }
+
+    /// <summary>Two stores on two data sources, as two nodes; each contends twice.</summary>
+    private sealed class TwoNodes : IAsyncDisposable
+    {
+        private readonly NpgsqlDataSource _otherSource;
+        private readonly PostgresEventStore _second;
+
+        private TwoNodes(NpgsqlDataSource otherSource, PostgresEventStore first, PostgresEventStore second)
+        {
+            _otherSource = otherSource;
+            _second = second;
+            First = first;
+            Contenders = [first, second, first, second];
+        }
+
+        public PostgresEventStore First { get; }
+
+        public PostgresEventStore[] Contenders { get; }
+
+        public static async Task<TwoNodes> StartAsync(PostgresSchemaFixture fixture)
+        {
+            var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
+            var first = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema });
+            var second = await PostgresEventStore.CreateAsync(otherSource, new PostgresStoreOptions { Schema = fixture.Schema });
+            return new TwoNodes(otherSource, first, second);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await First.DisposeAsync();
+            await _second.DisposeAsync();
+            await _otherSource.DisposeAsync();
+        }
     }
 }
