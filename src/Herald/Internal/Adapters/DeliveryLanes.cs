@@ -15,9 +15,10 @@ namespace Herald.Internal;
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public sealed class DeliveryLanes<T>
 {
-    // How long an inline run may hold the writer (see RunInline), and how many items per worker are queued after one that did.
-    private static readonly TimeSpan DefaultInlineLimit = TimeSpan.FromMicroseconds(50);
+    // How many items per worker are queued after an inline run held the writer too long, and how long is too long by
+    // default (see RunInline).
     private const int InlineSkip = 256;
+    private static readonly TimeSpan DefaultInlineLimit = TimeSpan.FromMicroseconds(50);
 
     // One lock over every queue: the writer and the workers hold it for a few instructions (a bounded channel takes one
     // too), and it lets the writer see at once which worker is idle without reading counts under other locks.
@@ -29,7 +30,6 @@ public sealed class DeliveryLanes<T>
     // Workers waiting for an item, the one that went idle last on top; _waiting[i] says whether worker i is among them.
     private readonly int[] _idle;
     private readonly bool[] _waiting;
-
     private readonly Signal _writerWake = new();
     private readonly int _capacity;
     private readonly bool _inline;

@@ -20,8 +20,8 @@ public sealed class GroupCommitOptions
 
     /// <summary>
     /// How long a loop woken to fewer waiting items than the previous group held waits for the rest before taking a smaller
-    /// group (zero: never waits). It polls the queue, yielding the processor between looks, so keep it well under a millisecond; for longer waits
-    /// use <see cref="GroupDelay"/>. A lone caller never waits: its previous group held one item.
+    /// group (zero: never waits). It polls the queue, yielding the processor between looks, so keep it well under a
+    /// millisecond; for longer waits use <see cref="GroupDelay"/>. A lone caller never waits: its previous group held one item.
     /// </summary>
     public TimeSpan Linger { get; init; }
 
