@@ -54,37 +54,6 @@ internal sealed partial class PostgresEventStore
         }
     }
 
-    /// <summary>
-    /// Appends inside a transaction on its own connection and returns with the transaction still open; its events become
-    /// readable only when <see cref="OpenAppend.CommitAsync"/> commits. Used for units of work and to test that readers
-    /// wait for a slow transaction instead of skipping its events.
-    /// </summary>
-    internal async Task<OpenAppend> BeginAppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default)
-    {
-        AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
-        ArgumentOutOfRangeException.ThrowIfZero(events.Count, nameof(events));
-        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
-        var pending = new PendingAppend(stream, expectedVersion, events, cancellationToken);
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        NpgsqlTransaction? transaction = null;
-        try
-        {
-            transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-            var result = await AppendInTransactionAsync(runtime, connection, transaction, pending, firstOrdinal: 0, notify: true, cancellationToken).ConfigureAwait(false);
-            return new OpenAppend(connection, transaction, result, OnCommitted);
-        }
-        catch
-        {
-            if (transaction is not null)
-            {
-                await transaction.DisposeAsync().ConfigureAwait(false);
-            }
-
-            await connection.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
-    }
-
     // One append in a transaction the caller holds; its events are numbered from firstOrdinal within that transaction.
     private async Task<AppendResult> AppendInTransactionAsync(
         Runtime runtime, NpgsqlConnection connection, NpgsqlTransaction transaction, PendingAppend pending, int firstOrdinal, bool notify, CancellationToken cancellationToken)

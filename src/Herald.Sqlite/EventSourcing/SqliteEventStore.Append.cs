@@ -29,8 +29,9 @@ internal sealed partial class SqliteEventStore
 
     /// <summary>
     /// Begins a write transaction on a connection of its own, appends inside it and returns with the transaction still open
-    /// (the hook a unit of work and the conformance suite's torture test use). Until it ends, it holds the write lock: every
-    /// other writer of the file waits, as SQLite allows one writer at a time. Readers are not held back.
+    /// (the hook the conformance suite's torture test uses; a unit of work writes nothing before its commit). Until it ends,
+    /// it holds the write lock: every other writer of the file waits, as SQLite allows one writer at a time. Readers are not
+    /// held back.
     /// </summary>
     internal async Task<SqliteOpenAppend> BeginOpenAppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default)
     {

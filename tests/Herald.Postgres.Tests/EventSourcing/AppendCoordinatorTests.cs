@@ -136,9 +136,9 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
     private static async Task<HeldWriter> HoldTheWriterAsync(PostgresEventStore store)
     {
         var stream = TestEvents.NewStream();
-        var holder = await store.BeginAppendAsync(stream, ExpectedVersion.NoStream, TestEvents.Many(1));
+        var holder = await HeldAppend.BeginAsync(store, stream, ExpectedVersion.NoStream, TestEvents.Many(1));
         var waiting = store.AppendAsync(stream, ExpectedVersion.Any, TestEvents.Many(1)).AsTask();
-        await WaitUntilAsync(async () => await LockWaitersAsync(holder.Connection.ProcessID) > 0, "the writer loop to wait for the held row lock");
+        await WaitUntilAsync(async () => await LockWaitersAsync(holder.ProcessId) > 0, "the writer loop to wait for the held row lock");
         return new HeldWriter(holder, waiting);
     }
 
@@ -154,7 +154,7 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
     private static Task WaitUntilAsync(Func<Task<bool>> condition, string what) =>
         Eventually.UntilAsync(async () => await condition(), what);
 
-    private sealed class HeldWriter(OpenAppend holder, Task<AppendResult> waiting) : IAsyncDisposable
+    private sealed class HeldWriter(HeldAppend holder, Task<AppendResult> waiting) : IAsyncDisposable
     {
         public async Task ReleaseAsync()
         {

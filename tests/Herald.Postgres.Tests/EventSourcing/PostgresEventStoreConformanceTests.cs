@@ -29,15 +29,8 @@ public abstract class PostgresConformance(PostgresSchemaFixture fixture) : Event
     protected override async Task<IEventStore> CreateStoreAsync() =>
         await PostgresEventStore.CreateAsync(fixture.DataSource, Options(fixture.Schema));
 
+    // A unit of work writes its append at once, inside its transaction, and holds that open until it ends: the held
+    // transaction the torture test needs, on the path handlers use.
     protected override async Task<IOpenAppend?> BeginOpenAppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
-        new HeldAppend(await ((PostgresEventStore)Store).BeginAppendAsync(stream, expectedVersion, events, cancellationToken));
-
-    private sealed class HeldAppend(OpenAppend open) : IOpenAppend
-    {
-        public Task CommitAsync(CancellationToken cancellationToken = default) => open.CommitAsync(cancellationToken);
-
-        public Task RollbackAsync(CancellationToken cancellationToken = default) => open.RollbackAsync(cancellationToken);
-
-        public ValueTask DisposeAsync() => open.DisposeAsync();
-    }
+        await HeldAppend.BeginAsync((PostgresEventStore)Store, stream, expectedVersion, events, cancellationToken);
 }

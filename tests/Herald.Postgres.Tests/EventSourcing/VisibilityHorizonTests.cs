@@ -83,15 +83,19 @@ public sealed class VisibilityHorizonTests(PostgresSchemaFixture fixture) : ICla
         var category = TestEvents.NewCategory();
         var head = await reader.GetLastPositionAsync();
 
-        await using var slow = await store.BeginAppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(2));
-        var fast = await store.AppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(1));
-        Assert.True(slow.Result.LastPosition < fast.LastPosition, "the transaction that started first sorts first");
+        var slowStream = TestEvents.NewStream(category);
+        var fastStream = TestEvents.NewStream(category);
+        await using var slow = await HeldAppend.BeginAsync(store, slowStream, ExpectedVersion.NoStream, TestEvents.Many(2));
+        var fast = await store.AppendAsync(fastStream, ExpectedVersion.NoStream, TestEvents.Many(1));
         Assert.Empty(await TestEvents.ReadAllAsync(reader, head, EventFilter.ForCategory(category)));
 
         await slow.CommitAsync();
 
+        // The transaction that started first sorts first, though it committed last.
         var all = await TestEvents.ReadAllUntilAsync(reader, head, EventFilter.ForCategory(category), 3);
-        Assert.Equal([slow.Result.LastPosition - 1, slow.Result.LastPosition, fast.LastPosition], all.Select(e => e.Position));
+        Assert.Equal([slowStream, slowStream, fastStream], all.Select(e => e.Stream));
+        Assert.Equal(all[0].Position + 1, all[1].Position);
+        Assert.Equal(fast.LastPosition, all[2].Position);
     }
 
     [Fact]
@@ -100,7 +104,7 @@ public sealed class VisibilityHorizonTests(PostgresSchemaFixture fixture) : ICla
         await using var store = await CreateStoreAsync();
         var category = TestEvents.NewCategory();
         var head = await store.GetLastPositionAsync();
-        await using var held = await store.BeginAppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(1));
+        await using var held = await HeldAppend.BeginAsync(store, TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(1));
         var mine = await store.AppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(1));
 
         var reading = TestEvents.ReadAllAsync(store, head, EventFilter.ForCategory(category));
