@@ -159,11 +159,12 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
         return await transport.DeleteAsync(queueUrl, message.ReceiptHandle).ConfigureAwait(false);
     }
 
-    public async ValueTask<bool> DeadLetterAsync(SqsMessage message, string reason, CancellationToken cancellationToken)
+    public async ValueTask<bool> DeadLetterAsync(SqsMessage message, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
         _held.TryRemove(message, out _);
         var deadLetterUrl = await transport.DeadLetterQueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
-        await transport.SendCopyAsync(deadLetterUrl, message.Envelope, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, cancellationToken).ConfigureAwait(false);
+        var envelope = headers is null ? message.Envelope : message.Envelope with { Headers = headers };
+        await transport.SendCopyAsync(deadLetterUrl, envelope, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, cancellationToken).ConfigureAwait(false);
         return await transport.DeleteAsync(queueUrl, message.ReceiptHandle).ConfigureAwait(false);
     }
 

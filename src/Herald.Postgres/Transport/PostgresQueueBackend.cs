@@ -101,20 +101,20 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
     public ValueTask<bool> AckAsync(QueuedMessage message, CancellationToken cancellationToken) =>
         RunAsync(transport.Sql.Ack, message, [], wake: message.Envelope.PartitionKey is not null, cancellationToken);
 
-    // Headers as the envelope's columns store them; NULL keeps the row's.
     public ValueTask<bool> NackAsync(QueuedMessage message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) =>
         RunAsync(
             transport.Sql.Nack,
             message,
-            [
-                PostgresQueueTransport.Time(PostgresQueueTransport.Add(transport.Now(), delay)),
-                new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Jsonb, Value = (headers is null ? null : EnvelopeColumns.FormatHeaders(headers)) ?? (object)DBNull.Value },
-            ],
+            [PostgresQueueTransport.Time(PostgresQueueTransport.Add(transport.Now(), delay)), Headers(headers)],
             wake: true,
             cancellationToken);
 
-    public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, CancellationToken cancellationToken) =>
-        RunAsync(transport.Sql.DeadLetter, message, [PostgresQueueTransport.Text(reason), PostgresQueueTransport.Time(transport.Now())], wake: true, cancellationToken);
+    public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) =>
+        RunAsync(transport.Sql.DeadLetter, message, [PostgresQueueTransport.Text(reason), PostgresQueueTransport.Time(transport.Now()), Headers(headers)], wake: true, cancellationToken);
+
+    // Headers as the envelope's columns store them; NULL keeps the row's.
+    private static NpgsqlParameter Headers(IReadOnlyDictionary<string, string>? headers) =>
+        new() { NpgsqlDbType = NpgsqlDbType.Jsonb, Value = (headers is null ? null : EnvelopeColumns.FormatHeaders(headers)) ?? (object)DBNull.Value };
 
     public async ValueTask ReleaseAsync(QueuedMessage message, CancellationToken cancellationToken) =>
         await RunAsync(transport.Sql.Release, message, [], wake: true, cancellationToken).ConfigureAwait(false);

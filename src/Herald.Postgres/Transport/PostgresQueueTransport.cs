@@ -132,21 +132,32 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         return Consumers.Start(backend, backend.Name, queue, options, handler);
     }
 
-    /// <summary>The dead letters of a queue, oldest first.</summary>
-    public async Task<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default)
+    /// <inheritdoc />
+    protected override async ValueTask<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, long afterId, int max, CancellationToken cancellationToken)
     {
-        await StartAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var batch = PlannerGuard.Batch(connection, Sql.ReadDeadLetters, [Text(queue), new NpgsqlParameter<int> { TypedValue = max }]);
+        await using var batch = PlannerGuard.Batch(
+            connection, Sql.ReadDeadLetters, [Text(queue), new NpgsqlParameter<long> { TypedValue = afterId }, new NpgsqlParameter<int> { TypedValue = max }]);
         await using var reader = await PlannerGuard.ExecuteReaderAsync(batch, cancellationToken).ConfigureAwait(false);
         var list = new List<QueueDeadLetter>();
+        var now = TimeProvider.GetUtcNow();
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            var envelope = EnvelopeColumns.Read(reader, 0, reader.GetInt32(EnvelopeColumns.Count));
-            list.Add(new QueueDeadLetter(envelope, queue, reader.GetString(12), reader.GetFieldValue<DateTimeOffset>(13)));
+            var id = reader.GetInt64(0);
+            var row = PostgresQueueBackend.Read(reader, id, reader.GetInt32(3 + EnvelopeColumns.Count), now);
+            list.Add(new QueueDeadLetter(row, queue, reader.GetString(1), reader.GetFieldValue<DateTimeOffset>(2)));
         }
 
         return list;
+    }
+
+    /// <inheritdoc />
+    protected override async ValueTask DeleteDeadLetterAsync(long id, CancellationToken cancellationToken)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(Sql.DeleteDeadLetter, connection);
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = id });
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

@@ -69,16 +69,18 @@ internal sealed class QueueSql
             $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, visible_at = $3, " +
             "headers = coalesce($4, headers) WHERE id = $1 AND lease_owner = $2 AND attempts = $5";
         DeadLetter =
-            $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 AND attempts = $5 RETURNING *) " +
+            $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 AND attempts = $6 RETURNING *) " +
             $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns.Names}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
-            $"SELECT queue, {EnvelopeColumns.Names}, enqueued_at, attempts + 1, $3, $4 FROM moved";
+            $"SELECT queue, {EnvelopeColumns.Names.Replace("headers", "coalesce($5, headers)", StringComparison.Ordinal)}, enqueued_at, attempts + 1, $3, $4 FROM moved";
         Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1 RETURNING id, attempts";
         Release = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2 AND attempts = $3";
         ReleaseAll = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1";
 
+        // The envelope from column 3, as a claim returns it, so a dead letter is read (or salvaged) as a claimed message is.
         ReadDeadLetters =
-            $"SELECT {EnvelopeColumns.Names.Replace("headers", "headers::text", StringComparison.Ordinal)}, delivery_attempt, reason, dead_lettered_at " +
-            $"FROM {s}.queue_dead_letters WHERE queue = $1 ORDER BY id LIMIT $2";
+            $"SELECT id, reason, dead_lettered_at, {EnvelopeColumns.Names.Replace("headers", "headers::text", StringComparison.Ordinal)}, delivery_attempt " +
+            $"FROM {s}.queue_dead_letters WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3";
+        DeleteDeadLetter = $"DELETE FROM {s}.queue_dead_letters WHERE id = $1";
     }
 
     /// <summary>The notification channel of the schema's queues; the payload is the queue name.</summary>
@@ -108,7 +110,10 @@ internal sealed class QueueSql
 
     public string ReleaseAll { get; }
 
+    /// <summary>$1 queue, $2 after id, $3 limit: id, reason, time, the envelope's columns and the delivery attempt.</summary>
     public string ReadDeadLetters { get; }
+
+    public string DeleteDeadLetter { get; }
 
     /// <summary>The queue's messages by state ($1 queue, $2 now): ready, leased, delayed (the queue gauge).</summary>
     public string Count { get; }

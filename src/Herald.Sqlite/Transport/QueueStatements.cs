@@ -26,6 +26,7 @@ internal sealed class QueueStatements
     private readonly RawStatement _release;
     private readonly RawStatement _releaseOwner;
     private readonly RawStatement _copyToDeadLetters;
+    private readonly RawStatement _deleteDeadLetter;
 
     public QueueStatements(WriteSession session)
     {
@@ -57,7 +58,9 @@ internal sealed class QueueStatements
         _releaseOwner = session.Prepare("UPDATE herald_queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1");
         _copyToDeadLetters = session.Prepare(
             $"INSERT INTO herald_queue_dead_letters (queue, delivery_attempt, reason, dead_lettered_at, {MessageColumns}) " +
-            $"SELECT queue, attempts + 1, ?3, ?4, {MessageColumns} FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?5 RETURNING id");
+            $"SELECT queue, attempts + 1, ?3, ?4, {MessageColumns.Replace("headers", "coalesce(?6, headers)", StringComparison.Ordinal)} " +
+            "FROM herald_queue_messages WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?5 RETURNING id");
+        _deleteDeadLetter = session.Prepare("DELETE FROM herald_queue_dead_letters WHERE id = ?1");
     }
 
     /// <summary>The session these statements belong to (the writer keeps one for its whole life).</summary>
@@ -159,14 +162,23 @@ internal sealed class QueueStatements
         return _nack.ExecuteInt64() is not null;
     }
 
-    public bool DeadLetter(QueuedMessage message, string owner, string reason, long now)
+    public bool DeadLetter(QueuedMessage message, string owner, string reason, long now, string? headersJson = null)
     {
         _copyToDeadLetters.Bind(1, message.Id);
         _copyToDeadLetters.Bind(2, owner);
         _copyToDeadLetters.Bind(3, reason);
         _copyToDeadLetters.Bind(4, now);
         _copyToDeadLetters.Bind(5, message.Attempts);
+        _copyToDeadLetters.Bind(6, headersJson);
         return _copyToDeadLetters.ExecuteInt64() is not null && Ack(message, owner);
+    }
+
+    /// <summary>Deletes a dead letter once the drain moved it to the dead-letter store; true when it was still there.</summary>
+    public bool DeleteDeadLetter(long id)
+    {
+        _deleteDeadLetter.Bind(1, id);
+        _deleteDeadLetter.Execute();
+        return _deleteDeadLetter.Changes > 0;
     }
 
     /// <summary>Hands a message back unchanged (not counted as a delivery).</summary>

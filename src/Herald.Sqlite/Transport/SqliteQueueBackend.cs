@@ -93,9 +93,10 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
         return Changed(nacked, nacked);
     }
 
-    public async ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, CancellationToken cancellationToken)
+    public async ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
-        var moved = await transport.WriteAsync(q => q.DeadLetter(message, _owner, reason, transport.Now()), cancellationToken).ConfigureAwait(false);
+        var headersJson = headers is null ? null : EventRows.HeadersJson(headers);
+        var moved = await transport.WriteAsync(q => q.DeadLetter(message, _owner, reason, transport.Now(), headersJson), cancellationToken).ConfigureAwait(false);
         return Changed(moved && message.Envelope.PartitionKey is not null, moved);
     }
 

@@ -151,25 +151,35 @@ internal sealed class SqliteQueueTransport : LeasedQueueTransport<QueuedMessage>
             },
             cancellationToken);
 
-    /// <summary>The dead letters of a queue, oldest first.</summary>
-    public ValueTask<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default) =>
-        _store.ReadAsync<IReadOnlyList<QueueDeadLetter>>(reader =>
+    /// <inheritdoc />
+    protected override async ValueTask<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, long afterId, int max, CancellationToken cancellationToken) =>
+        await _store.ReadAsync<IReadOnlyList<QueueDeadLetter>>(reader =>
         {
+            // The envelope from column 2, as a candidate row has it, so a dead letter is read (or salvaged) as a claimed message is.
             var command = reader.Command(
-                $"SELECT {EnvelopeColumns.Names}, delivery_attempt, reason, dead_lettered_at FROM herald_queue_dead_letters WHERE queue = $p0 ORDER BY id LIMIT $p1",
-                2);
+                $"SELECT id, delivery_attempt, {EnvelopeColumns.Names}, reason, dead_lettered_at FROM herald_queue_dead_letters " +
+                "WHERE queue = $p0 AND id > $p1 ORDER BY id LIMIT $p2",
+                3);
             command.Parameters[0].Value = queue;
-            command.Parameters[1].Value = max;
+            command.Parameters[1].Value = afterId;
+            command.Parameters[2].Value = max;
             using var rows = command.ExecuteReader();
+            var columns = new DataReaderColumns(rows);
+            var now = Now();
             var list = new List<QueueDeadLetter>();
             while (rows.Read())
             {
-                var envelope = EnvelopeColumns.Read(new DataReaderColumns(rows), 0, rows.GetInt32(EnvelopeColumns.Count));
-                list.Add(new QueueDeadLetter(envelope, queue, rows.GetString(13), new DateTimeOffset(rows.GetInt64(14), TimeSpan.Zero)));
+                var row = QueueStatements.Read(columns, rows.GetInt64(0), rows.GetInt32(1), now);
+                const int After = 2 + EnvelopeColumns.Count;
+                list.Add(new QueueDeadLetter(row, queue, rows.GetString(After), new DateTimeOffset(rows.GetInt64(After + 1), TimeSpan.Zero)));
             }
 
             return list;
-        }, cancellationToken);
+        }, cancellationToken).ConfigureAwait(false);
+
+    /// <inheritdoc />
+    protected override async ValueTask DeleteDeadLetterAsync(long id, CancellationToken cancellationToken) =>
+        await WriteAsync(q => q.DeleteDeadLetter(id), cancellationToken).ConfigureAwait(false);
 
     /// <inheritdoc />
     protected override async ValueTask DisposeCoreAsync()

@@ -13,11 +13,5 @@ public sealed class PostgresQueueLivenessTests : LivenessConformance, IAsyncLife
 
     public Task DisposeAsync() => PostgresTestDatabase.DropSchemaAsync(_schema);
 
-    protected override void UseTransport(HeraldBuilder herald) => herald
-        .UsePostgres(PostgresTestDatabase.ConnectionString, o => o.Schema = _schema)
-        .UsePostgresQueue(PostgresTestDatabase.ConnectionString, o =>
-        {
-            o.Schema = _schema;
-            o.PollInterval = TimeSpan.FromMilliseconds(100);
-        });
+    protected override void UseTransport(HeraldBuilder herald) => herald.UsePostgresStoreAndQueue(_schema);
 }

@@ -14,13 +14,7 @@ public sealed class PostgresQueueUndecodableMessageTests : UndecodableMessageCon
 
     public Task DisposeAsync() => PostgresTestDatabase.DropSchemaAsync(_schema);
 
-    protected override void UseTransport(HeraldBuilder herald) => herald
-        .UsePostgres(PostgresTestDatabase.ConnectionString, o => o.Schema = _schema)
-        .UsePostgresQueue(PostgresTestDatabase.ConnectionString, o =>
-        {
-            o.Schema = _schema;
-            o.PollInterval = TimeSpan.FromMilliseconds(100);
-        });
+    protected override void UseTransport(HeraldBuilder herald) => herald.UsePostgresStoreAndQueue(_schema);
 
     protected override async Task WriteUndecodableAsync(string queue, Guid messageId)
     {

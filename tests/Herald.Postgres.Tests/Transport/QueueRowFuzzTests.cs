@@ -87,13 +87,7 @@ public sealed class QueueRowHostileBatchTests(ITestOutputHelper output) : Hostil
 
     public Task DisposeAsync() => PostgresTestDatabase.DropSchemaAsync(_schema);
 
-    protected override void UseTransport(HeraldBuilder herald) => herald
-        .UsePostgres(PostgresTestDatabase.ConnectionString, o => o.Schema = _schema)
-        .UsePostgresQueue(PostgresTestDatabase.ConnectionString, o =>
-        {
-            o.Schema = _schema;
-            o.PollInterval = TimeSpan.FromMilliseconds(100);
-        });
+    protected override void UseTransport(HeraldBuilder herald) => herald.UsePostgresStoreAndQueue(_schema);
 
     protected override async Task<bool> WriteHostileAsync(string queue, QueueRows.Row row)
     {

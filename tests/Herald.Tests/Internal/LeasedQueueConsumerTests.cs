@@ -254,7 +254,7 @@ public sealed class LeasedQueueConsumerTests
         public ValueTask<bool> NackAsync(Message message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) =>
             Record(headers is null ? $"nack {message.Number} after {delay}" : $"nack {message.Number} after {delay} with {string.Join(", ", headers.OrderBy(h => h.Key, StringComparer.Ordinal).Select(h => $"{h.Key}={h.Value}"))}", message);
 
-        public ValueTask<bool> DeadLetterAsync(Message message, string reason, CancellationToken cancellationToken) => Record($"dead-letter {message.Number}", message);
+        public ValueTask<bool> DeadLetterAsync(Message message, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) => Record($"dead-letter {message.Number}", message);
 
         public async ValueTask ReleaseAsync(Message message, CancellationToken cancellationToken) => await Record($"release {message.Number}");
 

@@ -13,12 +13,21 @@ public sealed class QueuedMessage(long id, Envelope envelope, Exception? decodeF
     public long Attempts => Envelope.DeliveryAttempt - 1L;
 }
 
-/// <summary>A message a SQL queue dead-lettered natively: the envelope as last delivered, where from, why and when.</summary>
+/// <summary>
+/// A message a SQL queue dead-lettered natively: its row there, the envelope as last delivered, where from, why and when.
+/// Read like a claimed message, so a row whose envelope does not decode still comes back, with its <see cref="DecodeFailure"/>.
+/// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
-public sealed class QueueDeadLetter(Envelope envelope, string queue, string reason, DateTimeOffset time)
+public sealed class QueueDeadLetter(QueuedMessage row, string queue, string reason, DateTimeOffset time)
 {
-    /// <summary>The envelope as last delivered.</summary>
-    public Envelope Envelope => envelope;
+    /// <summary>The row id in the queue's dead-letter table.</summary>
+    public long Id => row.Id;
+
+    /// <summary>The envelope as last delivered (what could be read of it when <see cref="DecodeFailure"/> is set).</summary>
+    public Envelope Envelope => row.Envelope;
+
+    /// <summary>Why the row's envelope could not be read, or null.</summary>
+    public Exception? DecodeFailure => row.DecodeFailure;
 
     /// <summary>The queue it was dead-lettered from.</summary>
     public string Queue => queue;

@@ -51,8 +51,12 @@ public interface ILeasedQueueBackend<TMessage>
     /// </summary>
     ValueTask<bool> NackAsync(TMessage message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken);
 
-    /// <summary>Moves the message to the engine's dead letters with the reason; false when its lease was lost.</summary>
-    ValueTask<bool> DeadLetterAsync(TMessage message, string reason, CancellationToken cancellationToken);
+    /// <summary>
+    /// Moves the message to the engine's dead letters with the reason; false when its lease was lost. When
+    /// <paramref name="headers"/> is given, the dead letter carries exactly those headers (the message's own with the
+    /// dead-letter record merged in, by the consumer, so the drain can store the record as it was); null keeps its headers.
+    /// </summary>
+    ValueTask<bool> DeadLetterAsync(TMessage message, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken);
 
     /// <summary>Hands back a message that was never started, unchanged and not counted as a delivery.</summary>
     ValueTask ReleaseAsync(TMessage message, CancellationToken cancellationToken);

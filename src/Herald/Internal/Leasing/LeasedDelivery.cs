@@ -23,6 +23,11 @@ internal sealed class LeasedDelivery<TMessage>(TMessage message, string queue, L
 
     protected override ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken) =>
         consumer.SettleAsync(message, LeasedSettlement.DeadLetter, TimeSpan.Zero, headers: null, reason);
+
+    // The pipeline's fallback while the dead-letter store is unreachable: the record travels in the headers, so the drain
+    // stores it later as it was (its id, cause, error and first failure), not rebuilt from the reason alone.
+    protected override ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
+        consumer.SettleAsync(message, LeasedSettlement.DeadLetter, TimeSpan.Zero, Envelope.WithHeaders(headers).Headers, reason);
 }
 
 /// <summary>How a leased message was settled.</summary>

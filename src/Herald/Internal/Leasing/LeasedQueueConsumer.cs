@@ -214,7 +214,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                 {
                     LeasedSettlement.Ack => await _backend.AckAsync(message, CancellationToken.None).ConfigureAwait(false),
                     LeasedSettlement.Nack => await _backend.NackAsync(message, delay, headers, CancellationToken.None).ConfigureAwait(false),
-                    _ => await _backend.DeadLetterAsync(message, reason!, CancellationToken.None).ConfigureAwait(false),
+                    _ => await _backend.DeadLetterAsync(message, reason!, headers, CancellationToken.None).ConfigureAwait(false),
                 };
             }
             catch (Exception ex) when ((time.GetElapsedTime(started) + pause).Ticks < _safeLeaseTicks)

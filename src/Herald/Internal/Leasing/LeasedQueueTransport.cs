@@ -7,13 +7,17 @@ namespace Herald.Internal;
 /// <summary>
 /// What the durable queues of the SQL stores (SQLite, PostgreSQL) share around their own statements: their capabilities,
 /// the checks before a send, consumers started over a <see cref="ILeasedQueueBackend{TMessage}"/> once the storage is ready,
-/// and a dispose that stops those consumers before the transport releases its storage.
+/// a dispose that stops those consumers before the transport releases its storage, and the drain of their dead-letter
+/// table into the dead-letter store (<see cref="INativeDeadLetterSource"/>).
 /// </summary>
 /// <typeparam name="TMessage">The backend's claimed message.</typeparam>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
-public abstract class LeasedQueueTransport<TMessage> : ITransport
+public abstract class LeasedQueueTransport<TMessage> : ITransport, INativeDeadLetterSource
     where TMessage : LeasedMessage
 {
+    // Dead letters a drain reads per query.
+    private const int DrainPage = 100;
+
     private readonly int _maxMessageBytes;
     private int _disposed;
 
@@ -78,6 +82,56 @@ public abstract class LeasedQueueTransport<TMessage> : ITransport
         return StartConsumer(queue, options, handler);
     }
 
+    /// <summary>The dead letters of <paramref name="queue"/>, oldest first, at most <paramref name="max"/>.</summary>
+    public async ValueTask<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, int max, CancellationToken cancellationToken = default)
+    {
+        ValidateName(queue, nameof(queue));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(max);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        await ReadyAsync(cancellationToken).ConfigureAwait(false);
+        return await ReadDeadLettersAsync(queue, afterId: 0, max, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Hands the queue's dead letters (rows the consumers moved to the dead-letter table while the dead-letter store was
+    /// unreachable), oldest first, to <paramref name="moveAsync"/>, and deletes each row only after it returned. A row whose
+    /// envelope does not decode is handed on with its <see cref="NativeDeadLetter.DecodeFailure"/>, never skipped, so no row
+    /// stops the drain; an exception from <paramref name="moveAsync"/> does, leaving that row where it was.
+    /// </summary>
+    public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
+    {
+        ValidateName(queue, nameof(queue));
+        ArgumentNullException.ThrowIfNull(moveAsync);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        await ReadyAsync(cancellationToken).ConfigureAwait(false);
+        var moved = 0;
+        var after = 0L;
+        while (true)
+        {
+            var page = await ReadDeadLettersAsync(queue, after, DrainPage, cancellationToken).ConfigureAwait(false);
+            foreach (var letter in page)
+            {
+                var native = new NativeDeadLetter
+                {
+                    Envelope = letter.Envelope,
+                    Queue = queue,
+                    Reason = letter.Reason,
+                    Time = letter.Time,
+                    DecodeFailure = letter.DecodeFailure,
+                };
+                await moveAsync(native, cancellationToken).ConfigureAwait(false);
+                await DeleteDeadLetterAsync(letter.Id, cancellationToken).ConfigureAwait(false);
+                after = letter.Id;
+                moved++;
+            }
+
+            if (page.Count < DrainPage)
+            {
+                return moved;
+            }
+        }
+    }
+
     /// <summary>Stops the consumers, then releases the storage (<see cref="DisposeCoreAsync"/>); later calls do nothing.</summary>
     public async ValueTask DisposeAsync()
     {
@@ -96,6 +150,15 @@ public abstract class LeasedQueueTransport<TMessage> : ITransport
 
     /// <summary>Starts a consumer of <paramref name="queue"/> in <see cref="Consumers"/>, over a backend of its own; the arguments are checked.</summary>
     protected abstract ITransportConsumer StartConsumer(string queue, ConsumerOptions options, DeliveryHandler handler);
+
+    /// <summary>
+    /// At most <paramref name="max"/> dead letters of <paramref name="queue"/> with a row id above <paramref name="afterId"/>,
+    /// oldest first; the storage is ready. Never throws for a row whose envelope does not decode: it comes with its failure.
+    /// </summary>
+    protected abstract ValueTask<IReadOnlyList<QueueDeadLetter>> ReadDeadLettersAsync(string queue, long afterId, int max, CancellationToken cancellationToken);
+
+    /// <summary>Deletes the dead letter with row id <paramref name="id"/> (one already gone is no error).</summary>
+    protected abstract ValueTask DeleteDeadLetterAsync(long id, CancellationToken cancellationToken);
 
     /// <summary>Releases the storage; the consumers are already stopped.</summary>
     protected abstract ValueTask DisposeCoreAsync();
