@@ -2,8 +2,9 @@ namespace Herald.Persistence;
 
 /// <summary>
 /// The unit of work when no database provides one. The in-memory stores stage their writes in it, and <see cref="CommitAsync"/>
-/// applies them: first the writes that can conflict (event appends, checked and applied under their store's lock), then the
-/// rest, then the commit callbacks. A conflict fails the commit before anything is applied and runs the rollback callbacks.
+/// applies them: first the writes that can conflict (event appends, saga saves), each store's checked under its lock and all
+/// of them checked before any is applied, then the rest, then the commit callbacks. A conflict in any store fails the commit
+/// before anything is applied and runs the rollback callbacks, as a database's transaction would.
 /// </summary>
 // It locks on itself: the instance is private to one attempt's scope, and one fewer object per message counts on the hot path.
 #pragma warning disable CA2002
@@ -78,14 +79,7 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
             }
 
             var created = create();
-            var list = _enlistments ??= [];
-            if (created.CanConflict && list.Exists(e => e.CanConflict))
-            {
-                // Two stores that may each refuse their writes could not be applied all-or-nothing without a shared lock.
-                throw new InvalidOperationException("One in-memory unit of work can hold the version-checked writes of one store only (the appends of one event store, or the saves of one saga store).");
-            }
-
-            list.Add(created);
+            (_enlistments ??= []).Add(created);
             return created;
         }
     }
@@ -113,22 +107,7 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
         {
             try
             {
-                // The one that may conflict checks and applies under its own lock first; the others cannot fail.
-                foreach (var enlistment in enlistments)
-                {
-                    if (enlistment.CanConflict)
-                    {
-                        enlistment.Apply();
-                    }
-                }
-
-                foreach (var enlistment in enlistments)
-                {
-                    if (!enlistment.CanConflict)
-                    {
-                        enlistment.Apply();
-                    }
-                }
+                ApplyAll(enlistments);
             }
             catch
             {
@@ -138,6 +117,77 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
         }
 
         await RunAsync(callbacks, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>A place in the order every commit takes the stores' locks in, so two commits never wait for each other crosswise.</summary>
+    internal static long NextGateOrder() => Interlocked.Increment(ref s_gateOrder);
+
+    private static long s_gateOrder;
+
+    // The stores that may refuse their writes are locked (in gate order), all checked, then all applied, and only then
+    // unlocked: nobody sees one store's writes without the others', and a refusal applies nothing. The rest cannot fail.
+    private static void ApplyAll(List<IInMemoryEnlistment> enlistments)
+    {
+        if (enlistments.Count == 1)
+        {
+            var only = enlistments[0];
+            if (only.Gate is { } gate)
+            {
+                lock (gate)
+                {
+                    only.Check();
+                    only.Apply();
+                }
+            }
+            else
+            {
+                only.Apply();
+            }
+
+            only.Applied();
+            return;
+        }
+
+        var gated = enlistments.FindAll(e => e.Gate is not null);
+        gated.Sort(static (a, b) => a.GateOrder.CompareTo(b.GateOrder));
+        var entered = 0;
+        try
+        {
+            for (; entered < gated.Count; entered++)
+            {
+                gated[entered].Gate!.Enter();
+            }
+
+            foreach (var enlistment in gated)
+            {
+                enlistment.Check();
+            }
+
+            foreach (var enlistment in gated)
+            {
+                enlistment.Apply();
+            }
+        }
+        finally
+        {
+            while (entered > 0)
+            {
+                gated[--entered].Gate!.Exit();
+            }
+        }
+
+        foreach (var enlistment in enlistments)
+        {
+            if (enlistment.Gate is null)
+            {
+                enlistment.Apply();
+            }
+        }
+
+        foreach (var enlistment in enlistments)
+        {
+            enlistment.Applied();
+        }
     }
 
     private static async ValueTask RunAsync(List<Func<CancellationToken, ValueTask>>? callbacks, CancellationToken cancellationToken)
@@ -163,11 +213,27 @@ internal interface IInMemoryEnlistment
     /// <summary>The store the writes belong to.</summary>
     object Owner { get; }
 
-    /// <summary>True when <see cref="Apply"/> may refuse the writes (a stale expected version); it then applies none of them.</summary>
-    bool CanConflict { get; }
+    /// <summary>
+    /// The store's lock when its writes may be refused (a stale expected version): the commit holds it across
+    /// <see cref="Check"/> and <see cref="Apply"/>. Null for writes that cannot fail.
+    /// </summary>
+    Lock? Gate => null;
 
-    /// <summary>Applies every staged write, or (when <see cref="CanConflict"/>) throws and applies none.</summary>
+    /// <summary>Where the commit takes <see cref="Gate"/> among the stores' locks (see <see cref="InMemoryUnitOfWork.NextGateOrder"/>).</summary>
+    long GateOrder => 0;
+
+    /// <summary>Under <see cref="Gate"/>: throws, changing nothing, when a staged write would be refused.</summary>
+    void Check()
+    {
+    }
+
+    /// <summary>Applies every staged write (under <see cref="Gate"/>, once every enlistment's <see cref="Check"/> passed).</summary>
     void Apply();
+
+    /// <summary>After the locks are released: wakes whoever waits for the writes.</summary>
+    void Applied()
+    {
+    }
 }
 
 /// <summary>An enlistment whose writes cannot fail: a list of actions applied in order.</summary>
@@ -176,8 +242,6 @@ internal sealed class InMemoryWrites(object owner) : IInMemoryEnlistment
     private readonly List<Action> _writes = [];
 
     public object Owner { get; } = owner;
-
-    public bool CanConflict => false;
 
     public void Add(Action write)
     {

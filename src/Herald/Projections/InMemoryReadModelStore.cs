@@ -204,8 +204,6 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
 
         public object Owner => store;
 
-        public bool CanConflict => false;
-
         public void Apply() => store.Apply(this);
     }
 }

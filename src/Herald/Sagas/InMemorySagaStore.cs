@@ -10,6 +10,7 @@ public sealed class InMemorySagaStore : ISagaStore
 {
     private readonly SortedDictionary<(string SagaType, string Id), SagaInstance> _instances = new(SagaKeyComparer.Instance);
     private readonly Lock _gate = new();
+    private readonly long _gateOrder = InMemoryUnitOfWork.NextGateOrder();
     private readonly TimeProvider _timeProvider;
 
     // Made once: a save in a unit of work would otherwise allocate this delegate every time.
@@ -97,14 +98,16 @@ public sealed class InMemorySagaStore : ISagaStore
         return saved.Version;
     }
 
-    // The saves one unit of work staged: all checked, then all applied, under the store's lock, or none.
+    // The saves one unit of work staged: all checked, then all applied, under the store's lock (which the commit holds), or none.
     private sealed class StagedSaves(InMemorySagaStore store) : IInMemoryEnlistment
     {
         private readonly List<SagaInstance> _saves = [];
 
         public object Owner => store;
 
-        public bool CanConflict => true;
+        public Lock Gate => store._gate;
+
+        public long GateOrder => store._gateOrder;
 
         public void Add(SagaInstance instance)
         {
@@ -114,36 +117,29 @@ public sealed class InMemorySagaStore : ISagaStore
             }
         }
 
+        public void Check()
+        {
+            // Two saves of one instance in one unit of work chain: the second expects the first's new version.
+            var planned = _saves.Count == 1 ? null : new Dictionary<(string, string), long>();
+            foreach (var save in _saves)
+            {
+                var key = (save.SagaType, save.Id);
+                var current = planned is not null && planned.TryGetValue(key, out var next) ? next : store._instances.GetValueOrDefault(key)?.Version ?? 0;
+                if (current != save.Version)
+                {
+                    throw new SagaConcurrencyException(save.SagaType, save.Id, save.Version, current == 0 ? null : current);
+                }
+
+                planned?[key] = save.Version + 1;
+            }
+        }
+
         public void Apply()
         {
-            lock (store._gate)
+            var now = store._timeProvider.GetUtcNow();
+            foreach (var save in _saves)
             {
-                if (_saves.Count == 1)
-                {
-                    // The usual unit of work saves one instance: SaveUnderLock checks its version alone.
-                    store.SaveUnderLock(_saves[0], store._timeProvider.GetUtcNow());
-                    return;
-                }
-
-                // Two saves of one instance in one unit of work chain: the second expects the first's new version.
-                var planned = new Dictionary<(string, string), long>();
-                foreach (var save in _saves)
-                {
-                    var key = (save.SagaType, save.Id);
-                    var current = planned.TryGetValue(key, out var next) ? next : store._instances.GetValueOrDefault(key)?.Version ?? 0;
-                    if (current != save.Version)
-                    {
-                        throw new SagaConcurrencyException(save.SagaType, save.Id, save.Version, current == 0 ? null : current);
-                    }
-
-                    planned[key] = save.Version + 1;
-                }
-
-                var now = store._timeProvider.GetUtcNow();
-                foreach (var save in _saves)
-                {
-                    store.SaveUnderLock(save, now);
-                }
+                store.SaveUnderLock(save, now);
             }
         }
     }

@@ -7,6 +7,7 @@ using Herald.Messages;
 using Herald.Persistence;
 using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
+using Herald.Sagas;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -105,6 +106,69 @@ public abstract class UnitOfWorkConformance
         }
 
         await AssertNothingWrittenAsync(host, work, streamVersion: 0);
+    }
+
+    [Fact]
+    public async Task AnAppendAndASagaSave_CommitTogether()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        var saga = NewSaga("placed");
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await host.Get<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)], unitOfWork);
+            await host.Get<ISagaStore>().SaveAsync(saga, unitOfWork);
+            await unitOfWork.CommitAsync();
+        }
+
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        var stored = await host.Get<ISagaStore>().LoadAsync(saga.SagaType, saga.Id);
+        Assert.Equal(("placed", 1L), (stored?.State, stored?.Version ?? 0));
+    }
+
+    [Fact]
+    public async Task AStaleSagaSave_FailsTheCommit_AndTheAppendBesideItIsNotWritten()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        var saga = NewSaga("placed");
+        await host.Get<ISagaStore>().SaveAsync(saga);
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await host.Get<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)], unitOfWork);
+
+            // Saved once already, so version 0 is stale.
+            await host.Get<ISagaStore>().SaveAsync(saga with { State = "shipped" }, unitOfWork);
+            await Assert.ThrowsAsync<SagaConcurrencyException>(() => unitOfWork.CommitAsync().AsTask());
+        }
+
+        Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        var stored = await host.Get<ISagaStore>().LoadAsync(saga.SagaType, saga.Id);
+        Assert.Equal(("placed", 1L), (stored?.State, stored?.Version ?? 0));
+    }
+
+    [Fact]
+    public async Task AStaleAppend_FailsTheCommit_AndTheSagaSaveBesideItIsNotWritten()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        var saga = NewSaga("placed");
+        await host.Get<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)]);
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await host.Get<ISagaStore>().SaveAsync(saga, unitOfWork);
+            await host.Get<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)], unitOfWork);
+            await Assert.ThrowsAsync<ConcurrencyException>(() => unitOfWork.CommitAsync().AsTask());
+        }
+
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.Null(await host.Get<ISagaStore>().LoadAsync(saga.SagaType, saga.Id));
     }
 
     [Fact]
@@ -353,6 +417,15 @@ public abstract class UnitOfWorkConformance
         services.GetRequiredService<EnvelopeFactory>().Create(new UowNote("event"));
 
     private static Envelope Event(TestHost host) => Event(host.Services);
+
+    private static SagaInstance NewSaga(string state) => new()
+    {
+        SagaType = "uow-conformance-saga",
+        Id = Guid.NewGuid().ToString("N"),
+        Status = SagaStatus.Running,
+        State = state,
+        Data = "{}"u8.ToArray(),
+    };
 
     private static string HostEndpoint(IServiceProvider services) => services.GetRequiredService<Microsoft.Extensions.Options.IOptions<HeraldOptions>>().Value.EndpointName;
 

@@ -15,6 +15,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     private const int ReadChunk = 256;
 
     private readonly Lock _gate = new();
+    private readonly long _gateOrder = InMemoryUnitOfWork.NextGateOrder();
     private readonly List<RecordedEvent> _all = [];
     private readonly Dictionary<string, StreamState> _streams = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, long> _checkpoints = new(StringComparer.Ordinal);
@@ -88,67 +89,71 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         return ValueTask.CompletedTask;
     }
 
-    // Checks every staged append of one unit of work against the streams (and the appends staged before it), then applies
-    // all of them, under one lock: a conflict throws before anything is written.
-    private void ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends, List<(string Id, long Position)> checkpoints)
+    // Checks every staged append of one unit of work against the streams (and the appends staged before it), under the
+    // lock the commit holds: a conflict throws before anything is written. Returns the appends to apply (an idempotent
+    // retry of a stored append is not applied again).
+    private List<int> CheckStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends, List<(string Id, long Position)> checkpoints)
     {
-        TaskCompletionSource? signal = null;
-        lock (_gate)
+        foreach (var (id, position) in checkpoints)
         {
-            foreach (var (id, position) in checkpoints)
+            if (_checkpoints.TryGetValue(id, out var stored) && stored >= position)
             {
-                if (_checkpoints.TryGetValue(id, out var stored) && stored >= position)
-                {
-                    throw new CheckpointConflictException(id, position);
-                }
-            }
-
-            var planned = new Dictionary<string, long>(StringComparer.Ordinal);
-            var apply = new List<int>(appends.Count);
-            for (var i = 0; i < appends.Count; i++)
-            {
-                var (stream, expected, events) = appends[i];
-                _streams.TryGetValue(stream, out var state);
-                var stagedBefore = planned.TryGetValue(stream, out var plannedVersion);
-                var current = stagedBefore ? plannedVersion : state?.CurrentVersion ?? 0;
-                if (events.Length > 0 && !stagedBefore && state is not null && TryGetIdempotentResult(stream, state, expected, events, out _))
-                {
-                    continue;
-                }
-
-                if (!expected.IsSatisfiedBy(current))
-                {
-                    throw new ConcurrencyException(stream, expected, current);
-                }
-
-                if (events.Length > 0)
-                {
-                    planned[stream] = (stagedBefore ? plannedVersion : state?.LastVersion ?? 0) + events.Length;
-                    apply.Add(i);
-                }
-            }
-
-            if (apply.Count > 0)
-            {
-                var now = _options.TimeProvider.GetUtcNow();
-                foreach (var i in apply)
-                {
-                    var (stream, _, events) = appends[i];
-                    _streams.TryGetValue(stream, out var state);
-                    AppendUnderLock(stream, state, events, now);
-                }
-
-                signal = _appended;
-                _appended = NewSignal();
-            }
-
-            foreach (var (id, position) in checkpoints)
-            {
-                _checkpoints[id] = position;
+                throw new CheckpointConflictException(id, position);
             }
         }
 
-        signal?.TrySetResult();
+        var planned = new Dictionary<string, long>(StringComparer.Ordinal);
+        var apply = new List<int>(appends.Count);
+        for (var i = 0; i < appends.Count; i++)
+        {
+            var (stream, expected, events) = appends[i];
+            _streams.TryGetValue(stream, out var state);
+            var stagedBefore = planned.TryGetValue(stream, out var plannedVersion);
+            var current = stagedBefore ? plannedVersion : state?.CurrentVersion ?? 0;
+            if (events.Length > 0 && !stagedBefore && state is not null && TryGetIdempotentResult(stream, state, expected, events, out _))
+            {
+                continue;
+            }
+
+            if (!expected.IsSatisfiedBy(current))
+            {
+                throw new ConcurrencyException(stream, expected, current);
+            }
+
+            if (events.Length > 0)
+            {
+                planned[stream] = (stagedBefore ? plannedVersion : state?.LastVersion ?? 0) + events.Length;
+                apply.Add(i);
+            }
+        }
+
+        return apply;
+    }
+
+    // Applies what CheckStaged passed, under the same hold of the lock; returns the signal to complete once it is released.
+    private TaskCompletionSource? ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends, List<int> apply, List<(string Id, long Position)> checkpoints)
+    {
+        TaskCompletionSource? signal = null;
+        if (apply.Count > 0)
+        {
+            var now = _options.TimeProvider.GetUtcNow();
+            foreach (var i in apply)
+            {
+                var (stream, _, events) = appends[i];
+                _streams.TryGetValue(stream, out var state);
+                AppendUnderLock(stream, state, events, now);
+            }
+
+            signal = _appended;
+            _appended = NewSignal();
+        }
+
+        foreach (var (id, position) in checkpoints)
+        {
+            _checkpoints[id] = position;
+        }
+
+        return signal;
     }
 
     private AppendResult AppendUnderLock(string stream, StreamState? state, IReadOnlyList<Envelope> events, DateTimeOffset now)
@@ -430,15 +435,19 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         return true;
     }
 
-    // The appends one unit of work staged on this store; applied all or none at its commit.
+    // The appends one unit of work staged on this store; checked, then applied, all or none, at its commit.
     private sealed class StagedAppends(InMemoryEventStore store) : IInMemoryEnlistment
     {
         private readonly List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> _appends = [];
         private readonly List<(string Id, long Position)> _checkpoints = [];
+        private List<int>? _apply;
+        private TaskCompletionSource? _signal;
 
         public object Owner => store;
 
-        public bool CanConflict => true;
+        public Lock Gate => store._gate;
+
+        public long GateOrder => store._gateOrder;
 
         public void Add(string stream, ExpectedVersion expected, Envelope[] events)
         {
@@ -456,7 +465,11 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
             }
         }
 
-        public void Apply() => store.ApplyStaged(_appends, _checkpoints);
+        public void Check() => _apply = store.CheckStaged(_appends, _checkpoints);
+
+        public void Apply() => _signal = store.ApplyStaged(_appends, _apply!, _checkpoints);
+
+        public void Applied() => _signal?.TrySetResult();
     }
 
     private sealed class StreamState
