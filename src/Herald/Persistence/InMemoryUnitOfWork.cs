@@ -126,29 +126,49 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
 
     // The stores that may refuse their writes are locked (in gate order), all checked, then all applied, and only then
     // unlocked: nobody sees one store's writes without the others', and a refusal applies nothing. The rest cannot fail.
+    // Runs for every handled message: the usual unit of work (one store that may refuse, or none) allocates nothing here.
     private static void ApplyAll(List<IInMemoryEnlistment> enlistments)
     {
-        if (enlistments.Count == 1)
+        IInMemoryEnlistment? gated = null;
+        var count = 0;
+        foreach (var enlistment in enlistments)
         {
-            var only = enlistments[0];
-            if (only.Gate is { } gate)
+            if (enlistment.Gate is not null)
             {
-                lock (gate)
-                {
-                    only.Check();
-                    only.Apply();
-                }
+                gated = enlistment;
+                count++;
             }
-            else
-            {
-                only.Apply();
-            }
-
-            only.Applied();
-            return;
         }
 
-        var gated = enlistments.FindAll(e => e.Gate is not null);
+        if (count > 1)
+        {
+            ApplyGated(enlistments.FindAll(e => e.Gate is not null));
+        }
+        else if (gated is not null)
+        {
+            lock (gated.Gate!)
+            {
+                gated.Check();
+                gated.Apply();
+            }
+        }
+
+        foreach (var enlistment in enlistments)
+        {
+            if (enlistment.Gate is null)
+            {
+                enlistment.Apply();
+            }
+        }
+
+        foreach (var enlistment in enlistments)
+        {
+            enlistment.Applied();
+        }
+    }
+
+    private static void ApplyGated(List<IInMemoryEnlistment> gated)
+    {
         gated.Sort(static (a, b) => a.GateOrder.CompareTo(b.GateOrder));
         var entered = 0;
         try
@@ -174,19 +194,6 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
             {
                 gated[--entered].Gate!.Exit();
             }
-        }
-
-        foreach (var enlistment in enlistments)
-        {
-            if (enlistment.Gate is null)
-            {
-                enlistment.Apply();
-            }
-        }
-
-        foreach (var enlistment in enlistments)
-        {
-            enlistment.Applied();
         }
     }
 
