@@ -32,18 +32,6 @@ internal sealed class SqliteUnitOfWork : UnitOfWorkBase
     /// <summary>The store whose file this unit of work writes to.</summary>
     internal SqliteEventStore Store { get; }
 
-    /// <summary>Number of writes waiting for the commit.</summary>
-    internal int PendingWrites
-    {
-        get
-        {
-            lock (Gate)
-            {
-                return _writes?.Count ?? 0;
-            }
-        }
-    }
-
     /// <inheritdoc />
     public override async ValueTask CommitAsync(CancellationToken cancellationToken = default)
     {

@@ -244,6 +244,25 @@ public abstract class UnitOfWorkConformance
         Assert.NotEqual(SettlementKind.Ack, host.Transport.Settlements[0].Kind);
         Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
         Assert.False(await UserRowExistsAsync(host.Services, work.Key));
+        Assert.False(await host.Get<IInbox>().IsHandledAsync(host.Endpoint, host.Transport.Settlements[0].Envelope.MessageId), "the inbox mark rolled back with the rest");
+        await AssertNeverSentAsync(host, work.Key);
+    }
+
+    [Fact]
+    public async Task HandlerThatFailsAfterItsWrites_InThePipelineWithTheInbox_WritesNothing_NotEvenTheInboxMark()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+
+        // The handler appends, writes its row and sends through the outbox (by a command in its unit of work), then throws.
+        await host.Get<IMessageBus>().SendAsync(new UowDelegate(work.Stream, work.Key, Fail: true));
+
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count >= 1, "the failed attempt is settled");
+        var settled = host.Transport.Settlements[0];
+        Assert.NotEqual(SettlementKind.Ack, settled.Kind);
+        Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.False(await UserRowExistsAsync(host.Services, work.Key));
+        Assert.False(await host.Get<IInbox>().IsHandledAsync(host.Endpoint, settled.Envelope.MessageId), "the inbox mark rolled back with the rest");
         await AssertNeverSentAsync(host, work.Key);
     }
 
