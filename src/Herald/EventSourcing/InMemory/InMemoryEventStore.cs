@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Collections.Frozen;
 using System.Runtime.CompilerServices;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Persistence;
 
@@ -21,7 +22,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     private readonly ConcurrentDictionary<string, long> _checkpoints = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Snapshot> _snapshots = new(StringComparer.Ordinal);
     private readonly InMemoryEventStoreOptions _options;
-    private TaskCompletionSource _appended = NewSignal();
+    private readonly Signal _appended = new();
 
     /// <summary>Creates an empty store with the default options.</summary>
     public InMemoryEventStore()
@@ -43,7 +44,6 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
         cancellationToken.ThrowIfCancellationRequested();
 
-        TaskCompletionSource? signal = null;
         AppendResult result;
         lock (_gate)
         {
@@ -70,11 +70,9 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
             }
 
             result = AppendUnderLock(stream, state, events, _options.TimeProvider.GetUtcNow());
-            signal = _appended;
-            _appended = NewSignal();
         }
 
-        signal.TrySetResult();
+        _appended.Pulse();
         return ValueTask.FromResult(result);
     }
 
@@ -130,22 +128,16 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         return apply;
     }
 
-    // Applies what CheckStaged passed, under the same hold of the lock; returns the signal to complete once it is released.
-    private TaskCompletionSource? ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends, List<int> apply, List<(string Id, long Position)> checkpoints)
+    // Applies what CheckStaged passed, under the same hold of the lock; true when it appended (readers are then woken, once
+    // the lock is released).
+    private bool ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends, List<int> apply, List<(string Id, long Position)> checkpoints)
     {
-        TaskCompletionSource? signal = null;
-        if (apply.Count > 0)
+        var now = _options.TimeProvider.GetUtcNow();
+        foreach (var i in apply)
         {
-            var now = _options.TimeProvider.GetUtcNow();
-            foreach (var i in apply)
-            {
-                var (stream, _, events) = appends[i];
-                _streams.TryGetValue(stream, out var state);
-                AppendUnderLock(stream, state, events, now);
-            }
-
-            signal = _appended;
-            _appended = NewSignal();
+            var (stream, _, events) = appends[i];
+            _streams.TryGetValue(stream, out var state);
+            AppendUnderLock(stream, state, events, now);
         }
 
         foreach (var (id, position) in checkpoints)
@@ -153,7 +145,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
             _checkpoints[id] = position;
         }
 
-        return signal;
+        return apply.Count > 0;
     }
 
     private AppendResult AppendUnderLock(string stream, StreamState? state, IReadOnlyList<Envelope> events, DateTimeOffset now)
@@ -313,7 +305,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
                 return ValueTask.CompletedTask;
             }
 
-            signal = _appended.Task;
+            signal = _appended.Next;
         }
 
         return new ValueTask(signal.WaitAsync(cancellationToken));
@@ -375,7 +367,6 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         return ValueTask.CompletedTask;
     }
 
-    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     // Stores its own copy, so a caller reusing its body array or header dictionary cannot change history.
     private static Envelope Copy(Envelope envelope) => envelope with
@@ -441,7 +432,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         private readonly List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> _appends = [];
         private readonly List<(string Id, long Position)> _checkpoints = [];
         private List<int>? _apply;
-        private TaskCompletionSource? _signal;
+        private bool _wrote;
 
         public object Owner => store;
 
@@ -467,9 +458,15 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
 
         public void Check() => _apply = store.CheckStaged(_appends, _checkpoints);
 
-        public void Apply() => _signal = store.ApplyStaged(_appends, _apply!, _checkpoints);
+        public void Apply() => _wrote = store.ApplyStaged(_appends, _apply!, _checkpoints);
 
-        public void Applied() => _signal?.TrySetResult();
+        public void Applied()
+        {
+            if (_wrote)
+            {
+                store._appended.Pulse();
+            }
+        }
     }
 
     private sealed class StreamState
