@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Herald.Conformance;
 using Herald.Diagnostics;
+using Herald.Kafka.Diagnostics;
 using Herald.Kafka.Transport;
 using Herald.Transport;
 

@@ -1,9 +1,10 @@
-using Herald.Redis.Reliability;
+using Herald.Conformance.Reliability;
 using Herald.Persistence;
+using Herald.Redis.Internal;
+using Herald.Redis.Reliability;
 using Herald.Reliability;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
-using Herald.Conformance.Reliability;
 
 namespace Herald.Redis.Tests;
 

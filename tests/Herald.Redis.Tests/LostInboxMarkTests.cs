@@ -1,6 +1,7 @@
 using Herald.Conformance;
 using Herald.Handling;
 using Herald.Messages;
+using Herald.Redis.Internal;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Inbox;
 using Microsoft.Extensions.DependencyInjection;

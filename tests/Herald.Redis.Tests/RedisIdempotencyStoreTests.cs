@@ -1,3 +1,4 @@
+using Herald.Redis.Internal;
 using Herald.Redis.Reliability;
 using Herald.Reliability.Idempotency;
 using Microsoft.Extensions.Time.Testing;

@@ -1,6 +1,7 @@
+using Herald.Conformance;
+using Herald.Redis.Internal;
 using Herald.Redis.Reliability;
 using Herald.Reliability;
-using Herald.Conformance;
 using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 using StackExchange.Redis;

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.Threading.Channels;
 using Confluent.Kafka;
+using Herald.Kafka.Diagnostics;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
 

@@ -1,7 +1,8 @@
-using Herald.Redis.Reliability;
 using Herald.Hosting;
-using Herald.Redis;
 using Herald.Internal;
+using Herald.Redis;
+using Herald.Redis.Internal;
+using Herald.Redis.Reliability;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Microsoft.Extensions.DependencyInjection.Extensions;

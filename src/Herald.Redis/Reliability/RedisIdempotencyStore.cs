@@ -1,3 +1,4 @@
+using Herald.Redis.Internal;
 using Herald.Reliability.Idempotency;
 using StackExchange.Redis;
 

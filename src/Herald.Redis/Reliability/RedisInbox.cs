@@ -1,5 +1,6 @@
 using Herald.Internal;
 using Herald.Persistence;
+using Herald.Redis.Internal;
 using Herald.Reliability;
 using Herald.Reliability.Inbox;
 using Microsoft.Extensions.Logging;

@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using StackExchange.Redis;
 
-namespace Herald.Redis;
+namespace Herald.Redis.Internal;
 
 /// <summary>
 /// The one connection (multiplexer) Herald's Redis stores share. It connects on first use or at host start, whichever

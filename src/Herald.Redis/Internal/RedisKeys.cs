@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Unicode;
 using StackExchange.Redis;
 
-namespace Herald.Redis;
+namespace Herald.Redis.Internal;
 
 /// <summary>
 /// Builds binary Redis keys from text so that distinct strings always give distinct keys (ordinal): well-formed text is

@@ -1,8 +1,9 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Herald.Diagnostics;
+using Herald.Kafka.Transport;
 
-namespace Herald.Kafka.Transport;
+namespace Herald.Kafka.Diagnostics;
 
 /// <summary>
 /// The per-partition consumer lag gauge, <c>herald.kafka.consumer.lag</c> on Herald's meter: for every partition a
