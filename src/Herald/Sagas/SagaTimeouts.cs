@@ -36,18 +36,27 @@ public sealed class SagaTimeouts
         return instance?.Timeouts ?? [];
     }
 
-    /// <summary>Cancels the timeout <paramref name="name"/> of an instance; false when it holds none of that name.</summary>
+    /// <summary>
+    /// Cancels the timeout <paramref name="name"/> of an instance; false when it holds none of that name. Called from a
+    /// handler or a command, the cancellation is part of its unit of work and holds only if that commits.
+    /// </summary>
     public async ValueTask<bool> CancelAsync(string sagaName, string id, string name, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(name);
-        var instance = await _store.LoadAsync(sagaName, id, cancellationToken).ConfigureAwait(false);
-        if (instance is null || !instance.Timeouts.Any(t => t.Name == name))
-        {
-            return false;
-        }
+        return await _runner.RunAsync(
+            async (services, token) =>
+            {
+                var instance = await _store.LoadAsync(sagaName, id, token).ConfigureAwait(false);
+                if (instance is null || !instance.Timeouts.Any(t => t.Name == name))
+                {
+                    return false;
+                }
 
-        await _store.SaveAsync(instance with { Timeouts = [.. instance.Timeouts.Where(t => t.Name != name)] }, cancellationToken).ConfigureAwait(false);
-        return true;
+                var unitOfWork = services.GetRequiredService<IUnitOfWork>();
+                await _store.SaveAsync(instance with { Timeouts = [.. instance.Timeouts.Where(t => t.Name != name)] }, unitOfWork, token).ConfigureAwait(false);
+                return true;
+            },
+            cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using Herald.Conformance;
 using Herald.Handling;
 using Herald.Messages;
+using Herald.Persistence;
 using Herald.Sagas;
 using Herald.Tests.Reliability;
 
@@ -123,6 +124,26 @@ public sealed class SagaTimeoutTests
         host.Clock.Advance(PaymentWindow + TimeSpan.FromMinutes(1));
         await IgnoredAsync(host, "o-3");
         Assert.Equal("AwaitingPayment", (await host.Get<ISagaStore>().LoadAsync("st-orders", "o-3"))!.State);
+    }
+
+    [Fact]
+    public async Task ATimeoutCancelledInAUnitOfWorkThatRollsBack_StaysAndFires()
+    {
+        await using var host = await StartAsync();
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-5"));
+        await StateAsync(host, "o-5", "AwaitingPayment");
+
+        // The cancellation joins the running unit of work, which then fails: it must not hold.
+        await Assert.ThrowsAsync<InvalidOperationException>(() => host.Get<UnitOfWorkRunner>().RunAsync(
+            async (_, token) =>
+            {
+                Assert.True(await host.Get<SagaTimeouts>().CancelAsync("st-orders", "o-5", "payment", token));
+                throw new InvalidOperationException("the caller fails after cancelling");
+            }).AsTask());
+        Assert.Single(await host.Get<SagaTimeouts>().ListAsync("st-orders", "o-5"));
+
+        host.Clock.Advance(PaymentWindow + TimeSpan.FromMinutes(1));
+        await StateAsync(host, "o-5", "Expired");
     }
 
     [Fact]
