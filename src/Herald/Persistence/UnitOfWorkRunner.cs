@@ -71,6 +71,18 @@ public sealed class UnitOfWorkRunner
     /// <summary>Makes <paramref name="scope"/> the ambient unit of work of the calling async flow (the message pipeline's attempt).</summary>
     internal static void Enter(IUnitOfWorkScope scope) => Ambient.Value = scope;
 
+    /// <summary>
+    /// Commits <paramref name="unitOfWork"/> the one way every runner of work does (this one, the message pipeline's attempt,
+    /// a batch of a subscription): first confirms the leases its writes rely on (<see cref="Internal.UnitOfWorkLeases"/>),
+    /// refusing the commit when one is lost, then commits. A commit that fails has rolled back (the contract of
+    /// <see cref="IUnitOfWork.CommitAsync"/>).
+    /// </summary>
+    internal static async ValueTask CommitAsync(IUnitOfWork unitOfWork, CancellationToken cancellationToken)
+    {
+        await Internal.UnitOfWorkLeases.ConfirmAsync(unitOfWork, cancellationToken).ConfigureAwait(false);
+        await unitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>Rolls back, logging (not throwing) a failure: the work's own exception is the one that counts.</summary>
     internal static async ValueTask RollbackQuietlyAsync(IUnitOfWork unitOfWork, ILogger logger)
     {
@@ -149,14 +161,8 @@ public sealed class UnitOfWorkRunner
             }
         }
 
-        public async ValueTask CommitAsync(CancellationToken cancellationToken)
-        {
-            // A commit that fails has rolled back already (the IUnitOfWork contract).
-            if (_unitOfWork is { } unitOfWork)
-            {
-                await unitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
-            }
-        }
+        public ValueTask CommitAsync(CancellationToken cancellationToken) =>
+            _unitOfWork is { } unitOfWork ? UnitOfWorkRunner.CommitAsync(unitOfWork, cancellationToken) : ValueTask.CompletedTask;
 
         public ValueTask RollbackAsync(ILogger logger) =>
             _unitOfWork is { } unitOfWork ? RollbackQuietlyAsync(unitOfWork, logger) : ValueTask.CompletedTask;

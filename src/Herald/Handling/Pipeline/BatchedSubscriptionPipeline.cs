@@ -106,8 +106,7 @@ internal sealed class BatchedSubscriptionPipeline(
                 }
 
                 await checkpoint(events[0].Position, events[^1].Position, unitOfWork!, cancellationToken).ConfigureAwait(false);
-                await UnitOfWorkLeases.ConfirmAsync(unitOfWork!, cancellationToken).ConfigureAwait(false);
-                await unitOfWork!.CommitAsync(cancellationToken).ConfigureAwait(false);
+                await UnitOfWorkRunner.CommitAsync(unitOfWork!, cancellationToken).ConfigureAwait(false);
             }
             catch
             {

@@ -43,8 +43,7 @@ internal sealed class UnitOfWorkStep(
 
                 if (context.HasUnitOfWork)
                 {
-                    await UnitOfWorkLeases.ConfirmAsync(context.UnitOfWork, cancellationToken).ConfigureAwait(false);
-                    await context.UnitOfWork.CommitAsync(cancellationToken).ConfigureAwait(false);
+                    await UnitOfWorkRunner.CommitAsync(context.UnitOfWork, cancellationToken).ConfigureAwait(false);
                 }
 
                 return true;
