@@ -93,6 +93,8 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
 
     private sealed class RecordingDelivery(Delivery inner, ConcurrentQueue<Settlement> settlements) : Delivery(inner.Envelope, inner.Queue, inner.DecodeFailure)
     {
+        public override bool IsLastDelivery => inner.IsLastDelivery;
+
         protected override ValueTask OnAckAsync(CancellationToken cancellationToken)
         {
             settlements.Enqueue(new Settlement(SettlementKind.Ack, Envelope, TimeSpan.Zero, null));

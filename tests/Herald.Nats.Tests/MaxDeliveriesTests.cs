@@ -67,6 +67,52 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         }
     }
 
+    // Issue 9: a failure on the last delivery MaxDeliver allows, which the retry policy would have redelivered, went to the
+    // transport's dead-letter stream with "MaxDeliver" as its reason, and reached the store only at the next drain.
+    [Fact]
+    public async Task AFailureOnTheLastDeliveryMaxDeliverAllows_IsDeadLetteredByThePipeline_WithItsError()
+    {
+        const string endpoint = "endpoint-last";
+        var transport = await CreateTransportAsync(Configure);
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h => h
+            .UseNats(o =>
+            {
+                o.Url = NatsServer.Url;
+                o.StreamPrefix = Prefixes.Streams;
+                o.SubjectPrefix = Prefixes.Subjects;
+                Configure(o);
+            })
+            .AddMessageType<HostingTests.NatsPing>("nats-ping")
+            .AddHandler<RefusingPingHandler>()
+            .ConfigureRetries(r => r.Immediate(0).Delayed(5, TimeSpan.FromMilliseconds(10), TimeSpan.FromMilliseconds(50)))
+            .Configure(o => o.EndpointName = endpoint));
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            await host.Services.GetRequiredService<Herald.Handling.IMessageBus>().SendAsync(new HostingTests.NatsPing("poison"));
+
+            var manager = host.Services.GetRequiredService<DeadLetterManager>();
+            await Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 1, "the poison is dead-lettered", Timeout);
+            await Eventually.UntilAsync(
+                async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(endpoint))).Info.State.Messages == 0, "the poison leaves its queue", Timeout);
+
+            // The pipeline's record, with the handler's error, after the two deliveries the server allows; nothing native.
+            var deadLetter = Assert.Single((await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items);
+            Assert.Equal(DeadLetterCause.RetriesExhausted, deadLetter.Cause);
+            Assert.Equal(typeof(InvalidOperationException).FullName, deadLetter.ErrorType);
+            Assert.Equal(RefusingPingHandler.Refusal, deadLetter.ErrorMessage);
+            Assert.Equal(2, deadLetter.Envelope.DeliveryAttempt);
+            Assert.Equal(0, await transport.DrainDeadLettersAsync(endpoint, (_, _) => throw new InvalidOperationException("nothing should have gone native")));
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
     [Fact]
     public void AStoredMessagesHeaderBlock_IsReadBack()
     {
@@ -96,6 +142,17 @@ public sealed class MaxDeliveriesTests : NatsTestBase
     {
         o.MaxDeliver = 2;
         o.AckWait = TimeSpan.FromSeconds(1);
+    }
+
+    /// <summary>Refuses every ping.</summary>
+    public sealed class RefusingPingHandler : Herald.Handling.IMessageHandler<HostingTests.NatsPing>
+    {
+        /// <summary>Why it refuses.</summary>
+        public const string Refusal = "the ping is refused";
+
+        /// <inheritdoc />
+        public ValueTask HandleAsync(HostingTests.NatsPing message, Herald.Handling.MessageContext context, CancellationToken cancellationToken) =>
+            throw new InvalidOperationException(Refusal);
     }
 
     private async Task<IHost> StartHostAsync()

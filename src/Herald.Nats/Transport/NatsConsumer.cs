@@ -155,10 +155,14 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         return delivery.Message.AckAsync(cancellationToken: cancellationToken);
     }
 
+    /// <summary>Whether the <paramref name="delivered"/>-th delivery is the last one <c>MaxDeliver</c> allows.</summary>
+    internal bool IsLastDelivery(int delivered) => _transport.Options.MaxDeliver is { } maxDeliver && delivered >= maxDeliver;
+
     internal async ValueTask NakAsync(NatsDelivery delivery, TimeSpan delay, CancellationToken cancellationToken)
     {
-        // On the last delivery the server allows, a nak would leave the message in the stream, never delivered again.
-        if (_transport.Options.MaxDeliver is { } maxDeliver && delivery.Delivered >= maxDeliver)
+        // On the last delivery the server allows, a nak would leave the message in the stream, never delivered again. The
+        // pipeline dead-letters such a failure itself (Delivery.IsLastDelivery); this covers a nak from anywhere else.
+        if (IsLastDelivery(delivery.Delivered) && _transport.Options.MaxDeliver is { } maxDeliver)
         {
             var reason = string.Create(CultureInfo.InvariantCulture, $"Delivered {delivery.Delivered} times, the most the consumer allows (MaxDeliver {maxDeliver}); it failed on the last.");
             await DeadLetterAsync(delivery, reason, headers: null, cancellationToken).ConfigureAwait(false);

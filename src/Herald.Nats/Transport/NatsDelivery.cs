@@ -15,6 +15,9 @@ internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> mes
 
     public ulong StreamSequence { get; } = streamSequence;
 
+    /// <summary>The last delivery <c>MaxDeliver</c> allows: a nak would leave the message undelivered in the stream.</summary>
+    public override bool IsLastDelivery => consumer.IsLastDelivery(Delivered);
+
     /// <summary><see cref="Slot"/> of a delivery the consumer keeps in its overflow set instead of a slot.</summary>
     internal const int InOverflow = -2;
 

@@ -91,6 +91,8 @@ internal sealed class ObservingTransport(ITransport inner, HarnessRecorder recor
 internal sealed class ObservingDelivery(Delivery inner, DeliveryObservation observation, HarnessRecorder recorder)
     : Delivery(inner.Envelope, inner.Queue, inner.DecodeFailure)
 {
+    public override bool IsLastDelivery => inner.IsLastDelivery;
+
     protected override async ValueTask OnAckAsync(CancellationToken cancellationToken)
     {
         await inner.AckAsync(cancellationToken).ConfigureAwait(false);

@@ -42,6 +42,13 @@ public abstract class Delivery
     /// <summary>True once ack, nack or dead-letter has been called.</summary>
     public bool IsSettled => Volatile.Read(ref _settled) != 0;
 
+    /// <summary>
+    /// True when the transport will not deliver this message again after a nack (its broker's delivery limit is reached, as
+    /// NATS JetStream's <c>MaxDeliver</c>): a failure the retry policy would redeliver is dead-lettered by the pipeline now,
+    /// with its error, instead of being left to the transport's own dead letters. False by default.
+    /// </summary>
+    public virtual bool IsLastDelivery => false;
+
     /// <summary>Marks the message handled; the transport forgets it.</summary>
     public ValueTask AckAsync(CancellationToken cancellationToken = default) =>
         TrySettle() ? OnAckAsync(cancellationToken) : ValueTask.CompletedTask;

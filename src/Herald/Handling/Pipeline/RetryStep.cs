@@ -64,6 +64,10 @@ internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProv
                     cancellationToken.ThrowIfCancellationRequested();
                     attempt++;
                     continue;
+                case RetryAction.Redeliver when consumption.Delivery.IsLastDelivery:
+                    // The transport would not deliver it again: dead-lettered now, with this failure, not by the transport
+                    // without it.
+                    return ConsumeOutcome.DeadLetter(failure, DeadLetterCause.RetriesExhausted, attempt, firstFailure);
                 case RetryAction.Redeliver:
                     Log.HandlerFailedWillRetry(logger, failure, envelope.MessageId, envelope.MessageType, attempt, endpoint, decision.Delay);
                     HeraldDiagnostics.MessagesRetried.Add(1, [.. consumption.Tags(endpoint), new(MetricNames.RetryKindTag, "delayed")]);
