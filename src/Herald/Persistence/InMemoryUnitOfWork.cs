@@ -10,6 +10,9 @@ namespace Herald.Persistence;
 #pragma warning disable CA2002
 internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
 {
+    // The last place handed out by NextGateOrder.
+    private static long s_gateOrder;
+
     private List<Func<CancellationToken, ValueTask>>? _committed;
     private List<Func<CancellationToken, ValueTask>>? _rolledBack;
     private List<IInMemoryEnlistment>? _enlistments;
@@ -121,8 +124,6 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
 
     /// <summary>A place in the order every commit takes the stores' locks in, so two commits never wait for each other crosswise.</summary>
     internal static long NextGateOrder() => Interlocked.Increment(ref s_gateOrder);
-
-    private static long s_gateOrder;
 
     // The stores that may refuse their writes are locked (in gate order), all checked, then all applied, and only then
     // unlocked: nobody sees one store's writes without the others', and a refusal applies nothing. The rest cannot fail.
