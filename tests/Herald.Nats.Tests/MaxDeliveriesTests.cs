@@ -1,4 +1,5 @@
 using Herald.Conformance;
+using Herald.Hosting;
 using Herald.Nats.Transport;
 using Herald.Reliability.DeadLetters;
 using Herald.Transport;
@@ -42,7 +43,9 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         }
 
         // A process of the endpoint carries on: the server gives the message up (and says so) when the next pull comes.
-        using var host = await StartHostAsync();
+        using var host = await StartHostAsync(Endpoint, h => h
+            .AddHandler<HostingTests.NatsPingHandler>()
+            .ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromMilliseconds(200)));
         try
         {
             var manager = host.Services.GetRequiredService<DeadLetterManager>();
@@ -74,22 +77,9 @@ public sealed class MaxDeliveriesTests : NatsTestBase
     {
         const string endpoint = "endpoint-last";
         var transport = await CreateTransportAsync(Configure);
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddHerald(h => h
-            .UseNats(o =>
-            {
-                o.Url = NatsServer.Url;
-                o.StreamPrefix = Prefixes.Streams;
-                o.SubjectPrefix = Prefixes.Subjects;
-                Configure(o);
-            })
-            .AddMessageType<HostingTests.NatsPing>("nats-ping")
+        using var host = await StartHostAsync(endpoint, h => h
             .AddHandler<RefusingPingHandler>()
-            .ConfigureRetries(r => r.Immediate(0).Delayed(5, TimeSpan.FromMilliseconds(10), TimeSpan.FromMilliseconds(50)))
-            .Configure(o => o.EndpointName = endpoint));
-        using var host = builder.Build();
-        await host.StartAsync();
+            .ConfigureRetries(r => r.Immediate(0).Delayed(5, TimeSpan.FromMilliseconds(10), TimeSpan.FromMilliseconds(50))));
         try
         {
             await host.Services.GetRequiredService<Herald.Handling.IMessageBus>().SendAsync(new HostingTests.NatsPing("poison"));
@@ -155,23 +145,25 @@ public sealed class MaxDeliveriesTests : NatsTestBase
             throw new InvalidOperationException(Refusal);
     }
 
-    private async Task<IHost> StartHostAsync()
+    // A host of the endpoint, with MaxDeliver 2, its handler and the rest as the test configures them.
+    private async Task<IHost> StartHostAsync(string endpoint, Action<HeraldBuilder> configure)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(new HostingTests.Probe());
-        builder.Services.AddHerald(h => h
-            .UseNats(o =>
-            {
-                o.Url = NatsServer.Url;
-                o.StreamPrefix = Prefixes.Streams;
-                o.SubjectPrefix = Prefixes.Subjects;
-                Configure(o);
-            })
-            .AddMessageType<HostingTests.NatsPing>("nats-ping")
-            .AddHandler<HostingTests.NatsPingHandler>()
-            .ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromMilliseconds(200))
-            .Configure(o => o.EndpointName = Endpoint));
+        builder.Services.AddHerald(h =>
+        {
+            h.UseNats(o =>
+                {
+                    o.Url = NatsServer.Url;
+                    o.StreamPrefix = Prefixes.Streams;
+                    o.SubjectPrefix = Prefixes.Subjects;
+                    Configure(o);
+                })
+                .AddMessageType<HostingTests.NatsPing>("nats-ping")
+                .Configure(o => o.EndpointName = endpoint);
+            configure(h);
+        });
         var host = builder.Build();
         await host.StartAsync();
         return host;

@@ -162,7 +162,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     {
         // On the last delivery the server allows, a nak would leave the message in the stream, never delivered again. The
         // pipeline dead-letters such a failure itself (Delivery.IsLastDelivery); this covers a nak from anywhere else.
-        if (IsLastDelivery(delivery.Delivered) && _transport.Options.MaxDeliver is { } maxDeliver)
+        if (delivery.IsLastDelivery && _transport.Options.MaxDeliver is { } maxDeliver)
         {
             var reason = string.Create(CultureInfo.InvariantCulture, $"Delivered {delivery.Delivered} times, the most the consumer allows (MaxDeliver {maxDeliver}); it failed on the last.");
             await DeadLetterAsync(delivery, reason, headers: null, cancellationToken).ConfigureAwait(false);
