@@ -43,7 +43,7 @@ internal sealed partial class KafkaTransport
                 await _admin!.CreateTopicsAsync(
                     [new TopicSpecification { Name = topic, NumPartitions = _options.TopicPartitions, ReplicationFactor = _options.ReplicationFactor }],
                     new CreateTopicsOptions { RequestTimeout = TimeSpan.FromSeconds(30) }).ConfigureAwait(false);
-                Log.TopicCreated(_logger, topic, _options.TopicPartitions);
+                Log.TopicCreated(Logger, topic, _options.TopicPartitions);
             }
             catch (CreateTopicsException e) when (e.Results.All(r => r.Error.Code is ErrorCode.TopicAlreadyExists or ErrorCode.NoError))
             {
@@ -87,7 +87,7 @@ internal sealed partial class KafkaTransport
             catch (KafkaException e)
             {
                 // The group is active (a member is reading): it starts the topic where its reset policy says instead.
-                Log.BindingStartNotSet(_logger, groupId, topic, e.Error.Reason);
+                Log.BindingStartNotSet(Logger, groupId, topic, e.Error.Reason);
             }
         },
         cancellationToken);

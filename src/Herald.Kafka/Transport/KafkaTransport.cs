@@ -19,7 +19,6 @@ namespace Herald.Kafka.Transport;
 internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, ITransport
 {
     private readonly KafkaTransportOptions _options;
-    private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, ImmutableSortedSet<string>> _bindings = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Lazy<RetryRelay>> _relays = new(StringComparer.Ordinal);
     private IProducer<byte[]?, byte[]>? _producer;
@@ -27,13 +26,11 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     private Herald.Internal.IBrokerPartitionObserver[]? _observers;
 
     public KafkaTransport(KafkaTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
-        : base(timeProvider)
+        : base(timeProvider, loggerFactory, "Herald.Kafka")
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(loggerFactory);
         TransportArguments.ThrowIfInvalid(options.Validate(), "Kafka transport");
         _options = options.Snapshot();
-        _logger = loggerFactory.CreateLogger("Herald.Kafka");
         Capabilities = BrokerCapabilities(options.MaxMessageBytes) with
         {
             // Kafka has no per-message delay: delayed nacks and sends wait in a retry topic, read in order, so a long delay
@@ -121,8 +118,8 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
             await EnsureRelayAsync(topic, cancellationToken).ConfigureAwait(false);
         }
 
-        var consumer = await KafkaConsumer.StartAsync(this, queue, topics, options, handler, _logger, cancellationToken).ConfigureAwait(false);
-        Log.ConsumerStarted(_logger, queue, consumer.GroupId, options.Prefetch, options.MaxConcurrency);
+        var consumer = await KafkaConsumer.StartAsync(this, queue, topics, options, handler, Logger, cancellationToken).ConfigureAwait(false);
+        Log.ConsumerStarted(Logger, queue, consumer.GroupId, options.Prefetch, options.MaxConcurrency);
         return consumer;
     }
 
@@ -143,8 +140,8 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
         config.EnableIdempotence = true;
         config.Acks = Acks.All;
         var producer = new ProducerBuilder<byte[]?, byte[]>(config)
-            .SetErrorHandler((_, error) => Log.ClientError(_logger, "producer", error.Code, error.Reason))
-            .SetLogHandler((_, message) => Log.ClientLog(_logger, message.Name, message.Facility, message.Message))
+            .SetErrorHandler((_, error) => Log.ClientError(Logger, "producer", error.Code, error.Reason))
+            .SetLogHandler((_, message) => Log.ClientLog(Logger, message.Name, message.Facility, message.Message))
             .Build();
         var admin = new DependentAdminClientBuilder(producer.Handle).Build();
         try
@@ -166,7 +163,7 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
 
         _producer = producer;
         _admin = admin;
-        AdapterLog.Connected(_logger, "Kafka", _options.BootstrapServers);
+        AdapterLog.Connected(Logger, "Kafka", _options.BootstrapServers);
     }
 
     /// <inheritdoc />
@@ -231,7 +228,7 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
         config.EnableAutoCommit = false;
         settings = config;
         return new ConsumerBuilder<byte[]?, byte[]>(config)
-            .SetLogHandler((_, message) => Log.ClientLog(_logger, message.Name, message.Facility, message.Message));
+            .SetLogHandler((_, message) => Log.ClientLog(Logger, message.Name, message.Facility, message.Message));
     }
 
     internal void Forget(KafkaConsumer consumer) => Untrack(consumer);
@@ -275,7 +272,7 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     {
         var retryTopic = _options.RetryTopicName(topic);
         await EnsureTopicAsync(retryTopic, cancellationToken).ConfigureAwait(false);
-        _ = _relays.GetOrAdd(retryTopic, name => new Lazy<RetryRelay>(() => new RetryRelay(this, name, _logger))).Value;
+        _ = _relays.GetOrAdd(retryTopic, name => new Lazy<RetryRelay>(() => new RetryRelay(this, name, Logger))).Value;
     }
 
     private void CheckSize(Envelope envelope) => TransportArguments.ThrowIfTooLarge(envelope, _options.MaxMessageBytes);

@@ -68,7 +68,7 @@ internal sealed partial class NatsTransport
                 fetched++;
                 if (MaxDeliveriesAdvisory.Read(advisory.Data, out var failure) is not { } read)
                 {
-                    Log.MaxDeliveriesAdvisoryUnreadable(_logger, queue, failure!);
+                    Log.MaxDeliveriesAdvisoryUnreadable(Logger, queue, failure!);
                 }
                 else if (await ReadMaxDeliveredAsync(queue, read, cancellationToken).ConfigureAwait(false) is { } deadLetter)
                 {
@@ -107,7 +107,7 @@ internal sealed partial class NatsTransport
         }
         catch (NatsJSApiException e) when (e.Error.ErrCode is MessageNotFound or NatsTopology.StreamNotFound)
         {
-            Log.MaxDeliveredMessageGone(_logger, advisory.StreamSequence, advisory.Stream, queue);
+            Log.MaxDeliveredMessageGone(Logger, advisory.StreamSequence, advisory.Stream, queue);
             return null;
         }
 
@@ -150,7 +150,7 @@ internal sealed partial class NatsTransport
         catch (Exception e) when (e is NatsException or NatsJSException)
 #pragma warning restore CA1031
         {
-            Log.MaxDeliveredRemoveFailed(_logger, e, advisory.StreamSequence, advisory.Stream);
+            Log.MaxDeliveredRemoveFailed(Logger, e, advisory.StreamSequence, advisory.Stream);
         }
     }
 

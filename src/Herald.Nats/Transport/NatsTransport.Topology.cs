@@ -104,7 +104,7 @@ internal sealed partial class NatsTransport
         var topicInfo = (await JetStream.GetStreamAsync(topicStream, cancellationToken: cancellationToken).ConfigureAwait(false)).Info;
         if (topicInfo.Config.Retention != StreamConfigRetention.Limits)
         {
-            Log.TopicStreamNotKept(_logger, topicStream, topic);
+            Log.TopicStreamNotKept(Logger, topicStream, topic);
         }
 
         sources.Add(new StreamSource { Name = topicStream, OptStartTime = NatsTopology.StartAfterLast(topicInfo) });

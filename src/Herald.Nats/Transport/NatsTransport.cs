@@ -18,19 +18,16 @@ namespace Herald.Nats.Transport;
 internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITransport
 {
     private readonly NatsTransportOptions _options;
-    private readonly ILogger _logger;
     private NatsConnection? _connection;
     private NatsJSContext? _js;
 
     public NatsTransport(NatsTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
-        : base(timeProvider)
+        : base(timeProvider, loggerFactory, "Herald.Nats")
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(loggerFactory);
         TransportArguments.ThrowIfInvalid(options.Validate(), "NATS transport");
         _options = options.Snapshot();
         Names = new NatsNames(_options.SubjectPrefix, _options.StreamPrefix);
-        _logger = loggerFactory.CreateLogger("Herald.Nats");
         Capabilities = BrokerCapabilities(_options.MaxMessageBytes) with
         {
             // Delayed nacks are JetStream's own (nak with a delay). A delayed send is stored at once with a due time in a
@@ -139,14 +136,14 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         {
             var durable = await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
             await EnsureMaxDeliveriesCaptureAsync(queue, target, durable, cancellationToken).ConfigureAwait(false);
-            consumer = NatsConsumer.Start(this, durable, queue, target, options.MaxConcurrency, prefetch, (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null), handler, _logger);
+            consumer = NatsConsumer.Start(this, durable, queue, target, options.MaxConcurrency, prefetch, (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null), handler, Logger);
         }
         catch (Exception e) when (e is NatsException or NatsJSException)
         {
             throw new HeraldException($"Could not start consuming '{queue}' on NATS at {Endpoint}: {e.Message}", e);
         }
 
-        Log.ConsumerStarted(_logger, queue, target.Stream, prefetch, options.MaxConcurrency);
+        Log.ConsumerStarted(Logger, queue, target.Stream, prefetch, options.MaxConcurrency);
         return consumer;
     }
 
@@ -179,10 +176,10 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
 
         if (connection.ServerInfo?.MaxPayload is { } maxPayload && maxPayload < _options.MaxMessageBytes)
         {
-            Log.MaxPayloadBelowLimit(_logger, Endpoint, maxPayload, _options.MaxMessageBytes);
+            Log.MaxPayloadBelowLimit(Logger, Endpoint, maxPayload, _options.MaxMessageBytes);
         }
 
-        AdapterLog.Connected(_logger, "NATS JetStream", Endpoint);
+        AdapterLog.Connected(Logger, "NATS JetStream", Endpoint);
     }
 
     /// <inheritdoc />
@@ -223,7 +220,7 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         // A duplicate within the stream's window is what Nats-Msg-Id is for: the message is stored once, the send succeeded.
         if (ack.Duplicate && ack.Error is null)
         {
-            Log.DuplicateSuppressed(_logger, messageId, subject);
+            Log.DuplicateSuppressed(Logger, messageId, subject);
             return;
         }
 

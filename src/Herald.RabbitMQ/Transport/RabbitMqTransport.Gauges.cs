@@ -1,13 +1,10 @@
-using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
 
 namespace Herald.RabbitMQ.Transport;
 
-/// <summary>What the queue gauges need of the transport: its logger and a ready count by passive declare.</summary>
+/// <summary>What the queue gauges need of the transport: a ready count by passive declare.</summary>
 internal sealed partial class RabbitMqTransport
 {
-    internal ILogger Logger => _logger;
-
     /// <summary>
     /// The queue's ready messages, by a passive declare on a channel of its own: a passive declare of a missing queue closes
     /// its channel, which must not be one that declares topology or publishes meanwhile.

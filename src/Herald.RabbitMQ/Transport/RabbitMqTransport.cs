@@ -18,7 +18,6 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
 {
     private readonly RabbitMqTransportOptions _options;
     private readonly FrozenDictionary<string, string> _rawQueues;
-    private readonly ILogger _logger;
     private IConnection? _publishConnection;
     private IConnection? _consumeConnection;
     private ChannelPool? _publishers;
@@ -26,14 +25,12 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
     private int _recoveries;
 
     public RabbitMqTransport(RabbitMqTransportOptions options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
-        : base(timeProvider)
+        : base(timeProvider, loggerFactory, "Herald.RabbitMQ")
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(loggerFactory);
         TransportArguments.ThrowIfInvalid(options.Validate(), "RabbitMQ transport");
         _options = options.Snapshot();
         _rawQueues = options.RawQueues.ToFrozenDictionary(StringComparer.Ordinal);
-        _logger = loggerFactory.CreateLogger("Herald.RabbitMQ");
         Capabilities = BrokerCapabilities(options.MaxMessageBytes) with
         {
             SupportsDelayedDelivery = true,
@@ -146,7 +143,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         try
         {
             consumer = await RabbitMqConsumer.StartAsync(
-                this, _consumeConnection!, queue, options.MaxConcurrency, prefetch, _rawQueues.GetValueOrDefault(queue), handler, _logger, cancellationToken).ConfigureAwait(false);
+                this, _consumeConnection!, queue, options.MaxConcurrency, prefetch, _rawQueues.GetValueOrDefault(queue), handler, Logger, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (IsBrokerFailure(e))
         {
@@ -154,7 +151,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         }
 
         RabbitMqQueueGauges.Watch(this, queue);
-        Log.ConsumerStarted(_logger, queue, prefetch, options.MaxConcurrency);
+        Log.ConsumerStarted(Logger, queue, prefetch, options.MaxConcurrency);
         return consumer;
     }
 
@@ -185,8 +182,8 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         // RabbitMQ orders messages per channel only. With confirms, a send completes once stored, so sends awaited one
         // after another stay in order across channels; without them, one channel keeps that order.
         var publisherChannels = _options.PublisherConfirms ? _options.PublisherChannels : 1;
-        _publishers = new ChannelPool(publish, publisherChannels, _options.PublisherConfirms, _logger);
-        _topology = new ChannelPool(publish, 1, confirms: false, _logger);
+        _publishers = new ChannelPool(publish, publisherChannels, _options.PublisherConfirms, Logger);
+        _topology = new ChannelPool(publish, 1, confirms: false, Logger);
     }
 
     /// <inheritdoc />
@@ -246,7 +243,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         {
             if (args.Initiator != ShutdownInitiator.Application)
             {
-                Log.ConnectionLost(_logger, name, args.ReplyCode, args.ReplyText);
+                Log.ConnectionLost(Logger, name, args.ReplyCode, args.ReplyText);
             }
 
             return Task.CompletedTask;
@@ -254,15 +251,15 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         connection.RecoverySucceededAsync += (_, _) =>
         {
             Interlocked.Increment(ref _recoveries);
-            Log.ConnectionRecovered(_logger, name);
+            Log.ConnectionRecovered(Logger, name);
             return Task.CompletedTask;
         };
         connection.ConnectionRecoveryErrorAsync += (_, args) =>
         {
-            Log.ConnectionRecoveryFailed(_logger, args.Exception, name);
+            Log.ConnectionRecoveryFailed(Logger, args.Exception, name);
             return Task.CompletedTask;
         };
-        Log.Connected(_logger, Endpoint, name);
+        Log.Connected(Logger, Endpoint, name);
         return connection;
     }
 

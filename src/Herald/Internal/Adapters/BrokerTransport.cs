@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Herald.Transport;
+using Microsoft.Extensions.Logging;
 
 namespace Herald.Internal;
 
@@ -19,15 +20,23 @@ public abstract class BrokerTransport<TConsumer> : INativeDeadLetterSource, IAsy
     private volatile bool _connected;
     private volatile bool _disposed;
 
-    /// <summary>Takes the clock the transport reads (delays, due times, dead-letter times).</summary>
-    protected BrokerTransport(TimeProvider timeProvider)
+    /// <summary>
+    /// Takes the clock the transport reads (delays, due times, dead-letter times) and creates its logger, of
+    /// <paramref name="loggerCategory"/> (the adapter package's name).
+    /// </summary>
+    protected BrokerTransport(TimeProvider timeProvider, ILoggerFactory loggerFactory, string loggerCategory)
     {
         ArgumentNullException.ThrowIfNull(timeProvider);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
         TimeProvider = timeProvider;
+        Logger = loggerFactory.CreateLogger(loggerCategory);
     }
 
     /// <summary>The clock the transport reads.</summary>
     public TimeProvider TimeProvider { get; }
+
+    /// <summary>The transport's logger, which its consumers and clients log to as well.</summary>
+    public ILogger Logger { get; }
 
     /// <summary>Whether <see cref="DisposeAsync"/> has begun.</summary>
     protected bool IsDisposed => _disposed;
