@@ -60,29 +60,19 @@ internal sealed class RetryRelay : IAsyncDisposable
             return;
         }
 
-        try
-        {
-            _consumer.Subscribe(Topic);
-            while (!_stopping.IsCancellationRequested)
-            {
-                ResumeDue();
-                if (KafkaTransport.Poll(_consumer, PollTimeout, _logger, Topic) is { } result)
-                {
-                    Relay(result);
-                }
-            }
+        KafkaTransport.RunClient(_consumer, _logger, Topic, RelayUntilStopped);
+    }
 
-            _consumer.Close();
-        }
-#pragma warning disable CA1031 // Logged: the relay thread must end cleanly so disposal returns.
-        catch (Exception e)
-#pragma warning restore CA1031
+    private void RelayUntilStopped()
+    {
+        _consumer.Subscribe(Topic);
+        while (!_stopping.IsCancellationRequested)
         {
-            Log.PollFailed(_logger, e, Topic);
-        }
-        finally
-        {
-            _consumer.Dispose();
+            ResumeDue();
+            if (KafkaTransport.Poll(_consumer, PollTimeout, _logger, Topic) is { } result)
+            {
+                Relay(result);
+            }
         }
     }
 
