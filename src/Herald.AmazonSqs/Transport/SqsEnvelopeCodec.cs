@@ -115,7 +115,7 @@ internal static class SqsEnvelopeCodec
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
+            failure = CloudEventValues.DecodeFailure(e);
         }
 
         var receives = ReceivesOf(message);
@@ -173,7 +173,7 @@ internal static class SqsEnvelopeCodec
             ?? throw new MalformedMessageException($"Malformed message: it has no {Id} attribute, and the queue is not a raw queue (SQS message id {message.MessageId}).");
         if (!Guid.TryParse(idText, out var id))
         {
-            throw new MalformedMessageException($"Malformed message: its id '{Truncate(idText)}' is not a Guid.");
+            throw new MalformedMessageException($"Malformed message: its id '{CloudEventValues.Excerpt(idText)}' is not a Guid.");
         }
 
         if (string.IsNullOrEmpty(typeText))
@@ -185,7 +185,7 @@ internal static class SqsEnvelopeCodec
             ?? throw new MalformedMessageException($"Malformed message {id}: it has no {Time} attribute.");
         if (!TryParseTime(timeText, out var time))
         {
-            throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(timeText)}' is not an RFC 3339 time.");
+            throw new MalformedMessageException($"Malformed message {id}: its time '{CloudEventValues.Excerpt(timeText)}' is not an RFC 3339 time.");
         }
 
         var schemaVersion = 1;
@@ -279,7 +279,7 @@ internal static class SqsEnvelopeCodec
                     case "due":
                         if (!TryParseTime(value.GetString() ?? "", out var at))
                         {
-                            throw new MalformedMessageException($"Malformed message {id}: its due time '{Truncate(value.GetString() ?? "")}' is not a time.");
+                            throw new MalformedMessageException($"Malformed message {id}: its due time '{CloudEventValues.Excerpt(value.GetString() ?? "")}' is not a time.");
                         }
 
                         due = at;
@@ -295,7 +295,7 @@ internal static class SqsEnvelopeCodec
                         {
                             (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[header.Name] = header.Value.ValueKind == JsonValueKind.String
                                 ? header.Value.GetString()!
-                                : throw new MalformedMessageException($"Malformed message {id}: its header '{Truncate(header.Name)}' is not a string.");
+                                : throw new MalformedMessageException($"Malformed message {id}: its header '{CloudEventValues.Excerpt(header.Name)}' is not a string.");
                         }
 
                         break;
@@ -397,7 +397,7 @@ internal static class SqsEnvelopeCodec
     internal static bool TryParseTime(string text, out DateTimeOffset time) => CloudEventValues.TryParseTime(text, out time);
 
     private static DateTimeOffset ParseTime(string text) =>
-        TryParseTime(text, out var time) ? time : throw new FormatException($"'{Truncate(text)}' is not a time.");
+        TryParseTime(text, out var time) ? time : throw new FormatException($"'{CloudEventValues.Excerpt(text)}' is not a time.");
 
     private static DateTimeOffset? SentTime(Message message) =>
         message.Attributes is { } system && system.TryGetValue(SentTimestamp, out var text)
@@ -435,6 +435,4 @@ internal static class SqsEnvelopeCodec
             writer.WriteString(name, value);
         }
     }
-
-    private static string Truncate(string text) => text.Length <= 64 ? text : text[..64] + "...";
 }

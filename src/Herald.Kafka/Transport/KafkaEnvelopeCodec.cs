@@ -141,7 +141,7 @@ internal static class KafkaEnvelopeCodec
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
+            failure = CloudEventValues.DecodeFailure(e);
         }
 
         return BestEffort(message, timeProvider);
@@ -204,7 +204,7 @@ internal static class KafkaEnvelopeCodec
 
                 if (!System.Text.Unicode.Utf8.IsValid(bytes))
                 {
-                    throw new MalformedMessageException($"Malformed message: its header '{Truncate(name)}' is not UTF-8 text.");
+                    throw new MalformedMessageException($"Malformed message: its header '{CloudEventValues.Excerpt(name)}' is not UTF-8 text.");
                 }
 
                 if (name == ContentTypeHeader)
@@ -253,7 +253,7 @@ internal static class KafkaEnvelopeCodec
 
         if (!Guid.TryParse(ceId, out var id) && !Guid.TryParse(StrictUtf8.GetString(ceId), out id))
         {
-            throw new MalformedMessageException($"Malformed message: its id '{Truncate(StrictUtf8.GetString(ceId))}' is not a Guid.");
+            throw new MalformedMessageException($"Malformed message: its id '{CloudEventValues.Excerpt(StrictUtf8.GetString(ceId))}' is not a Guid.");
         }
 
         if (string.IsNullOrEmpty(ceType))
@@ -267,7 +267,7 @@ internal static class KafkaEnvelopeCodec
         }
 
         var time = CloudEventValues.TryParseExactTime(ceTime, out var ownTime) ? ownTime : ParseTime(StrictUtf8.GetString(ceTime))
-            ?? throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(StrictUtf8.GetString(ceTime))}' is not an RFC 3339 time.");
+            ?? throw new MalformedMessageException($"Malformed message {id}: its time '{CloudEventValues.Excerpt(StrictUtf8.GetString(ceTime))}' is not an RFC 3339 time.");
         if (ceSource is not null && ceSource != defaultSource)
         {
             (headers ??= new Dictionary<string, string>(StringComparer.Ordinal))[HeaderNames.Source] = ceSource;
@@ -323,7 +323,7 @@ internal static class KafkaEnvelopeCodec
         {
             MessageId = id,
             MessageType = type,
-            Time = time ?? throw new MalformedMessageException($"Malformed message: the plain record of type '{Truncate(type)}' has no timestamp."),
+            Time = time ?? throw new MalformedMessageException($"Malformed message: the plain record of type '{CloudEventValues.Excerpt(type)}' has no timestamp."),
             PartitionKey = key,
             ContentType = string.IsNullOrEmpty(contentType) ? ContentTypes.Json : contentType,
             Headers = headers,
@@ -391,6 +391,4 @@ internal static class KafkaEnvelopeCodec
     }
 
     private static byte[] Utf8(string value) => Encoding.UTF8.GetBytes(value);
-
-    private static string Truncate(string text) => text.Length <= 64 ? text : text[..64] + "...";
 }

@@ -26,9 +26,7 @@ internal static class NatsEnvelopeCodec
     /// <summary>On a dead-letter copy: the delivery that failed.</summary>
     public const string AttemptHeader = "Herald-Attempt";
 
-    private static readonly FrozenSet<string> ReservedAttributes = FrozenSet.ToFrozenSet(
-        ["id", "type", "source", "specversion", "time", "dataschema", "datacontenttype", "partitionkey", "correlationid", "causationid", "userid", "deliveryattempt"],
-        StringComparer.OrdinalIgnoreCase);
+    private static readonly FrozenSet<string> ReservedAttributes = CloudEventValues.EnvelopeAttributes.ToFrozenSet(StringComparer.OrdinalIgnoreCase);
 
     private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
 
@@ -161,7 +159,7 @@ internal static class NatsEnvelopeCodec
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
+            failure = CloudEventValues.DecodeFailure(e);
         }
 
         notBefore = NotBeforeOrNull(headers);
@@ -272,7 +270,7 @@ internal static class NatsEnvelopeCodec
 
         if (!Guid.TryParse(id, out var messageGuid))
         {
-            throw new MalformedMessageException($"Malformed message: its id '{Truncate(id)}' is not a Guid.");
+            throw new MalformedMessageException($"Malformed message: its id '{CloudEventValues.Excerpt(id)}' is not a Guid.");
         }
 
         if (string.IsNullOrEmpty(type))
@@ -287,7 +285,7 @@ internal static class NatsEnvelopeCodec
 
         if (!CloudEventValues.TryParseTime(time, out var parsedTime))
         {
-            throw new MalformedMessageException($"Malformed message {messageGuid}: its time '{Truncate(time)}' is not an RFC 3339 time.");
+            throw new MalformedMessageException($"Malformed message {messageGuid}: its time '{CloudEventValues.Excerpt(time)}' is not an RFC 3339 time.");
         }
 
         if (source is not null && source != defaultSource)
@@ -430,6 +428,4 @@ internal static class NatsEnvelopeCodec
             return value;
         }
     }
-
-    private static string Truncate(string text) => text.Length <= 64 ? text : text[..64] + "...";
 }

@@ -42,9 +42,7 @@ internal static class AmqpEnvelopeCodec
     private static readonly BoundedCache<(string Type, int Version), byte[]> DataSchemas = new(
         static key => Encoding.UTF8.GetBytes(CloudEventValues.DataSchema(key.Type, key.Version)));
 
-    private static readonly FrozenSet<string> ReservedAttributes = FrozenSet.ToFrozenSet(
-        ["id", "type", "source", "specversion", "time", "dataschema", "datacontenttype", "partitionkey", "correlationid", "causationid", "userid", "deliveryattempt"],
-        StringComparer.Ordinal);
+    private static readonly FrozenSet<string> ReservedAttributes = CloudEventValues.EnvelopeAttributes.ToFrozenSet(StringComparer.Ordinal);
 
     // Headers the client or the broker adds to a copy; a republished copy must not carry them over.
     private static readonly FrozenSet<string> DroppedOnRepublish = FrozenSet.ToFrozenSet(
@@ -197,7 +195,7 @@ internal static class AmqpEnvelopeCodec
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            failure = e as MalformedMessageException ?? new MalformedMessageException($"Malformed message: decoding it failed ({e.GetType().Name}: {e.Message})", e);
+            failure = CloudEventValues.DecodeFailure(e);
         }
 
         return BestEffort(properties, body, redelivered, rawType, timeProvider);
@@ -268,14 +266,14 @@ internal static class AmqpEnvelopeCodec
         {
             if (!Guid.TryParse(idChars, out id))
             {
-                throw new MalformedMessageException($"Malformed message: its id '{Truncate(idChars.ToString())}' is not a Guid.");
+                throw new MalformedMessageException($"Malformed message: its id '{CloudEventValues.Excerpt(idChars.ToString())}' is not a Guid.");
             }
         }
         else if (properties.MessageId is { } messageId)
         {
             if (!Guid.TryParse(messageId, out id))
             {
-                throw new MalformedMessageException($"Malformed message: its id '{Truncate(messageId)}' is not a Guid.");
+                throw new MalformedMessageException($"Malformed message: its id '{CloudEventValues.Excerpt(messageId)}' is not a Guid.");
             }
         }
         else
@@ -298,7 +296,7 @@ internal static class AmqpEnvelopeCodec
         {
             if (!CloudEventValues.TryParseTime(timeChars, out time))
             {
-                throw new MalformedMessageException($"Malformed message {id}: its time '{Truncate(timeChars.ToString())}' is not an RFC 3339 time.");
+                throw new MalformedMessageException($"Malformed message {id}: its time '{CloudEventValues.Excerpt(timeChars.ToString())}' is not an RFC 3339 time.");
             }
         }
         else if (AmqpTime(properties) is { } amqpTime)
@@ -557,6 +555,4 @@ internal static class AmqpEnvelopeCodec
             headers[key] = value;
         }
     }
-
-    private static string Truncate(string text) => text.Length <= 64 ? text : text[..64] + "...";
 }

@@ -2,18 +2,27 @@ using System.Globalization;
 using System.Numerics;
 using System.Security.Cryptography;
 using System.Text;
+using Herald.Transport;
 
 namespace Herald.Internal;
 
 /// <summary>
 /// The text forms of the CloudEvents attributes every transport writes and reads the same way (docs/cloudevents.md):
-/// <c>time</c>, <c>dataschema</c>, and the id Herald gives a foreign message whose id is not a Guid or that has none.
+/// <c>time</c>, <c>dataschema</c>, and the id Herald gives a foreign message whose id is not a Guid or that has none;
+/// which attributes are the envelope's own, and how a decode failure reads.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public static class CloudEventValues
 {
     /// <summary>The start of the <c>dataschema</c> Herald writes: <c>urn:herald:schema:{type}:{version}</c>.</summary>
     public const string SchemaPrefix = "urn:herald:schema:";
+
+    /// <summary>
+    /// The attributes Herald reads into the envelope's own fields or sets itself (<c>deliveryattempt</c>); every other attribute
+    /// is an extension, carried as an envelope header.
+    /// </summary>
+    public static IReadOnlyList<string> EnvelopeAttributes { get; } =
+        ["id", "type", "source", "specversion", "time", "dataschema", "datacontenttype", "partitionkey", "correlationid", "causationid", "userid", "deliveryattempt"];
 
     private const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
     private const int TimeLength = 24;
@@ -107,6 +116,24 @@ public static class CloudEventValues
 
             text[at + count] = T.CreateTruncating(after);
         }
+    }
+
+    /// <summary>
+    /// What a decode that threw makes of the message's failure: the <see cref="MalformedMessageException"/> it threw, or one
+    /// naming the exception that broke it.
+    /// </summary>
+    public static MalformedMessageException DecodeFailure(Exception exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        return exception as MalformedMessageException
+            ?? new MalformedMessageException($"Malformed message: decoding it failed ({exception.GetType().Name}: {exception.Message})", exception);
+    }
+
+    /// <summary>A value read off the wire as a failure message quotes it: its first 64 characters.</summary>
+    public static string Excerpt(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return text.Length <= 64 ? text : text[..64] + "...";
     }
 
     /// <summary>The <c>dataschema</c> of a message type's schema version.</summary>
