@@ -5,10 +5,11 @@ using Microsoft.Extensions.Logging;
 namespace Herald.Internal;
 
 /// <summary>
-/// What the broker transports (NATS, Kafka, RabbitMQ) share around their own protocol: a connect that runs once at a time,
-/// is remembered when it succeeded and tried again after a failure; the argument checks and the connect before a queue is
-/// declared, a topic bound or a consumer started; the registry of running consumers; a dispose that stops those consumers
-/// before the transport closes its clients; and the checks before a drain of the native dead letters.
+/// What the broker transports (NATS, Kafka, RabbitMQ) share around their own protocol: their clock and logger; a connect
+/// that runs once at a time, is remembered when it succeeded and tried again after a failure; the argument checks and the
+/// connect before a queue is declared, a topic bound or a consumer started; the registry of running consumers; a dispose
+/// that stops those consumers before the transport closes its clients; and the checks before a drain of the native dead
+/// letters.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 /// <typeparam name="TConsumer">The transport's consumer, which calls <see cref="Untrack"/> when it stops on its own.</typeparam>
