@@ -14,53 +14,47 @@ public static class EventPages
     /// Reads a stream in pages of at most <paramref name="pageSize"/> events, checking the arguments when enumeration starts.
     /// <paramref name="readPage"/> gets whether the read is forward, the version to start at (inclusive) and the page's limit.
     /// </summary>
-    public static async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
+    public static IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
         string stream,
         ReadDirection direction,
         long fromVersion,
         int maxCount,
         int pageSize,
         Func<bool, long, int, CancellationToken, ValueTask<IReadOnlyList<RecordedEvent>>> readPage,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
+        CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(readPage);
-        ReadValidation.ValidateStreamRead(stream, fromVersion, maxCount);
         var forward = direction == ReadDirection.Forward;
-        var pages = ReadPagesAsync(
+        return ReadPagesAsync(
+            () => ReadValidation.ValidateStreamRead(stream, fromVersion, maxCount),
             fromVersion,
             maxCount,
             pageSize,
             (version, limit, token) => readPage(forward, version, limit, token),
             last => forward ? last.Version + 1 : last.Version - 1,
             cancellationToken);
-        await foreach (var recorded in pages.ConfigureAwait(false))
-        {
-            yield return recorded;
-        }
     }
 
     /// <summary>
     /// Reads the global log in pages of at most <paramref name="pageSize"/> events, checking the arguments when enumeration
     /// starts. <paramref name="readPage"/> gets the position to start after and the page's limit.
     /// </summary>
-    public static async IAsyncEnumerable<RecordedEvent> ReadAllAsync(
+    public static IAsyncEnumerable<RecordedEvent> ReadAllAsync(
         long fromPositionExclusive,
         int maxCount,
         int pageSize,
         Func<long, int, CancellationToken, ValueTask<IReadOnlyList<RecordedEvent>>> readPage,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
+        CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(readPage);
-        ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount);
-        await foreach (var recorded in ReadPagesAsync(fromPositionExclusive, maxCount, pageSize, readPage, last => last.Position, cancellationToken).ConfigureAwait(false))
-        {
-            yield return recorded;
-        }
+        return ReadPagesAsync(() => ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount), fromPositionExclusive, maxCount, pageSize, readPage, last => last.Position, cancellationToken);
     }
 
-    // Both reads stop after maxCount events, at a short page, or when the cursor falls below 1 (a backward stream read that
-    // passed version 1; positions never do).
+    // The arguments are checked on the first MoveNextAsync, as a store's own iterator would. Both reads stop after maxCount
+    // events, at a short page, or when the cursor falls below 1 (a backward stream read that passed version 1; positions
+    // never do).
     private static async IAsyncEnumerable<RecordedEvent> ReadPagesAsync(
+        Action validate,
         long cursor,
         int maxCount,
         int pageSize,
@@ -68,6 +62,7 @@ public static class EventPages
         Func<RecordedEvent, long> nextCursor,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
+        validate();
         var remaining = maxCount;
         while (remaining > 0)
         {
