@@ -10,36 +10,8 @@ namespace Herald.Postgres.EventSourcing;
 internal sealed partial class PostgresEventStore
 {
     /// <inheritdoc />
-    public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
-        string stream,
-        ReadDirection direction = ReadDirection.Forward,
-        long fromVersion = 1,
-        int maxCount = int.MaxValue,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
-    {
-        ReadValidation.ValidateStreamRead(stream, fromVersion, maxCount);
-        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
-        var forward = direction == ReadDirection.Forward;
-        var next = fromVersion;
-        var remaining = maxCount;
-        while (remaining > 0 && next >= 1)
-        {
-            var limit = Math.Min(_options.ReadPageSize, remaining);
-            var page = await ReadStreamPageAsync(runtime, stream, forward, next, limit, cancellationToken).ConfigureAwait(false);
-            foreach (var recorded in page)
-            {
-                yield return recorded;
-            }
-
-            if (page.Count < limit)
-            {
-                yield break;
-            }
-
-            remaining -= page.Count;
-            next = forward ? page[^1].Version + 1 : page[^1].Version - 1;
-        }
-    }
+    public IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
+        EventPages.ReadStreamAsync(stream, direction, fromVersion, maxCount, _options.ReadPageSize, (forward, from, limit, token) => ReadStreamPageAsync(stream, forward, from, limit, token), cancellationToken);
 
     /// <inheritdoc />
     public async IAsyncEnumerable<RecordedEvent> ReadAllAsync(
@@ -185,8 +157,9 @@ internal sealed partial class PostgresEventStore
         return (page, bound);
     }
 
-    private async Task<List<RecordedEvent>> ReadStreamPageAsync(Runtime runtime, string stream, bool forward, long from, int limit, CancellationToken cancellationToken)
+    private async ValueTask<IReadOnlyList<RecordedEvent>> ReadStreamPageAsync(string stream, bool forward, long from, int limit, CancellationToken cancellationToken)
     {
+        var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using var batch = PlannerGuard.Batch(connection, forward ? runtime.Sql.ReadStreamForward : runtime.Sql.ReadStreamBackward, ReadStreamParameters(stream, from, limit));
         var page = new List<RecordedEvent>(Math.Min(limit, 256));

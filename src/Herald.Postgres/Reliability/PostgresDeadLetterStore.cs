@@ -22,49 +22,30 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
         " AND ($4::timestamptz IS NULL OR last_failure >= $4) AND ($5::timestamptz IS NULL OR last_failure < $5) AND ($6::uuid IS NULL OR id > $6)";
 
     private readonly PostgresEventStore _store;
-    private readonly string _insert;
-    private readonly string _get;
-    private readonly string _list;
-    private readonly string _count;
-    private readonly string _countEndpoint;
-    private readonly string _countAll;
-    private readonly string _delete;
-    private readonly string _deleteMany;
-    private readonly string _recordRetry;
+    private readonly TableSql _sql;
 
     /// <summary>Creates the store in the schema of <paramref name="store"/> (which creates and migrates it).</summary>
     public PostgresDeadLetterStore(PostgresEventStore store)
     {
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
-        var table = store.Table("dead_letters");
-        var values = EnvelopeColumns.Placeholders(13 + EnvelopeColumns.StoredCount);
-        _insert = $"INSERT INTO {table} ({Columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING";
-        _get = $"SELECT {Columns} FROM {table} WHERE id = $1";
-        _list = $"SELECT {Columns} FROM {table}{Where} ORDER BY id LIMIT $7";
-        _count = $"SELECT count(*) FROM {table}{Where}";
-        var counts = store.Table("dead_letter_counts");
-        _countEndpoint = $"SELECT coalesce(sum(count), 0)::bigint FROM {counts} WHERE endpoint = $1";
-        _countAll = $"SELECT coalesce(sum(count), 0)::bigint FROM {counts}";
-        _delete = $"DELETE FROM {table} WHERE id = $1";
-        _deleteMany = $"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}{Where} ORDER BY id LIMIT $7)";
-        _recordRetry = $"UPDATE {table} SET retry_count = retry_count + 1, last_retry_error = $2, last_retry_time = $3 WHERE id = $1";
+        _sql = new TableSql(store.Table("dead_letters"), store.Table("dead_letter_counts"));
     }
 
     /// <summary>A page of dead letters: the filters (<see cref="Filters"/>) then $7 the limit.</summary>
-    internal string ListSql => _list;
+    internal string ListSql => _sql.List;
 
     /// <summary>The count of dead letters matching the filters, row by row (a query with more than an endpoint to match).</summary>
-    internal string CountSql => _count;
+    internal string CountSql => _sql.Count;
 
     /// <summary>Deletes a page of dead letters matching the filters (<see cref="Filters"/>) then $7 the limit.</summary>
-    internal string DeleteManySql => _deleteMany;
+    internal string DeleteManySql => _sql.DeleteMany;
 
     /// <summary>The count of one endpoint's dead letters ($1), from the counts the triggers of migration 10 keep.</summary>
-    internal string CountEndpointSql => _countEndpoint;
+    internal string CountEndpointSql => _sql.CountEndpoint;
 
     /// <summary>The count of every dead letter, from the counts the triggers of migration 10 keep.</summary>
-    internal string CountAllSql => _countAll;
+    internal string CountAllSql => _sql.CountAll;
 
     /// <inheritdoc />
     public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
@@ -90,7 +71,7 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
 
     private NpgsqlCommand InsertCommand(DeadLetter deadLetter, NpgsqlConnection connection, NpgsqlTransaction? transaction)
     {
-        var command = new NpgsqlCommand(_insert, connection, transaction);
+        var command = new NpgsqlCommand(_sql.Insert, connection, transaction);
         var p = command.Parameters;
         p.Add(EnvelopeColumns.Id(deadLetter.Id));
         p.Add(EnvelopeColumns.Text(deadLetter.Endpoint));
@@ -112,14 +93,14 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     /// <inheritdoc />
     public async ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default)
     {
-        return await _store.QueryFirstAloneAsync(_get, [EnvelopeColumns.Id(id)], Read, cancellationToken).ConfigureAwait(false);
+        return await _store.QueryFirstAloneAsync(_sql.Get, [EnvelopeColumns.Id(id)], Read, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
-        return await _store.QueryAloneAsync(_list, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], Read, cancellationToken).ConfigureAwait(false);
+        return await _store.QueryAloneAsync(_sql.List, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], Read, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -132,24 +113,24 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
         if (query is { MessageType: null, Fingerprint: null, FailedFrom: null, FailedBefore: null, After: null })
         {
             return query.Endpoint is { } endpoint
-                ? await _store.ScalarAloneAsync<long>(_countEndpoint, [EnvelopeColumns.Text(endpoint)], cancellationToken).ConfigureAwait(false)
-                : await _store.ScalarAloneAsync<long>(_countAll, [], cancellationToken).ConfigureAwait(false);
+                ? await _store.ScalarAloneAsync<long>(_sql.CountEndpoint, [EnvelopeColumns.Text(endpoint)], cancellationToken).ConfigureAwait(false)
+                : await _store.ScalarAloneAsync<long>(_sql.CountAll, [], cancellationToken).ConfigureAwait(false);
         }
 
-        return await _store.ScalarAloneAsync<long>(_count, Filters(query), cancellationToken).ConfigureAwait(false);
+        return await _store.ScalarAloneAsync<long>(_sql.Count, Filters(query), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default)
     {
-        return await _store.ExecuteAloneAsync(_delete, [EnvelopeColumns.Id(id)], cancellationToken).ConfigureAwait(false) == 1;
+        return await _store.ExecuteAloneAsync(_sql.Delete, [EnvelopeColumns.Id(id)], cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <inheritdoc />
     public async ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
-        return await _store.ExecuteGuardedAloneAsync(_deleteMany, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], cancellationToken).ConfigureAwait(false);
+        return await _store.ExecuteGuardedAloneAsync(_sql.DeleteMany, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -157,7 +138,7 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     {
         ArgumentNullException.ThrowIfNull(error);
         NpgsqlParameter[] parameters = [EnvelopeColumns.Id(id), EnvelopeColumns.Text(error), EnvelopeColumns.Time(time)];
-        return await _store.ExecuteAloneAsync(_recordRetry, parameters, cancellationToken).ConfigureAwait(false) == 1;
+        return await _store.ExecuteAloneAsync(_sql.RecordRetry, parameters, cancellationToken).ConfigureAwait(false) == 1;
     }
 
     internal static NpgsqlParameter[] Filters(DeadLetterQuery query) =>
@@ -187,4 +168,28 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
         LastRetryTime = EnvelopeColumns.NullableTime(reader, 12),
         Envelope = EnvelopeColumns.ReadStored(reader, 13),
     };
+
+    /// <summary>The statements on the <c>dead_letters</c> table of the store's schema and its counts per endpoint (<c>dead_letter_counts</c>).</summary>
+    private sealed class TableSql(string table, string counts)
+    {
+        private static readonly string Values = EnvelopeColumns.Placeholders(13 + EnvelopeColumns.StoredCount);
+
+        public string Insert { get; } = $"INSERT INTO {table} ({Columns}) VALUES ({Values}) ON CONFLICT (id) DO NOTHING";
+
+        public string Get { get; } = $"SELECT {Columns} FROM {table} WHERE id = $1";
+
+        public string List { get; } = $"SELECT {Columns} FROM {table}{Where} ORDER BY id LIMIT $7";
+
+        public string Count { get; } = $"SELECT count(*) FROM {table}{Where}";
+
+        public string CountEndpoint { get; } = $"SELECT coalesce(sum(count), 0)::bigint FROM {counts} WHERE endpoint = $1";
+
+        public string CountAll { get; } = $"SELECT coalesce(sum(count), 0)::bigint FROM {counts}";
+
+        public string Delete { get; } = $"DELETE FROM {table} WHERE id = $1";
+
+        public string DeleteMany { get; } = $"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}{Where} ORDER BY id LIMIT $7)";
+
+        public string RecordRetry { get; } = $"UPDATE {table} SET retry_count = retry_count + 1, last_retry_error = $2, last_retry_time = $3 WHERE id = $1";
+    }
 }

@@ -11,37 +11,17 @@ namespace Herald.Postgres.Reliability;
 /// injected clock (never the server's). An acquire is one <c>INSERT ... ON CONFLICT DO UPDATE ... WHERE expired</c>, so of
 /// concurrent acquires exactly one takes the lock; complete and release act only with the current lock token.
 /// </summary>
-internal sealed class PostgresIdempotencyStore : IIdempotencyStore
+/// <param name="store">The event store in whose schema the table lives (it creates and migrates it).</param>
+/// <param name="timeProvider">The clock the keys expire on; the system clock when null.</param>
+internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimeProvider? timeProvider = null) : IIdempotencyStore
 {
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;
 
-    private readonly PostgresEventStore _store;
-    private readonly TimeProvider _timeProvider;
-    private readonly string _take;
-    private readonly string _find;
-    private readonly string _complete;
-    private readonly string _release;
-    private readonly string _renew;
-    private readonly string _sweep;
+    private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
+    private readonly TableSql _sql = new(store.Table("idempotency"));
     private int _acquires;
-
-    /// <summary>Creates the store in the schema of <paramref name="store"/>, expiring keys on <paramref name="timeProvider"/> (the system clock when null).</summary>
-    public PostgresIdempotencyStore(PostgresEventStore store, TimeProvider? timeProvider = null)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-        _timeProvider = timeProvider ?? TimeProvider.System;
-        var table = store.Table("idempotency");
-        _take = $"INSERT INTO {table} AS k (idempotency_key, lock_token, completed, result, expires_at) VALUES ($1, $2, false, NULL, $3) " +
-                "ON CONFLICT (idempotency_key) DO UPDATE SET lock_token = excluded.lock_token, completed = false, result = NULL, expires_at = excluded.expires_at " +
-                "WHERE k.expires_at <= $4";
-        _find = $"SELECT completed, result FROM {table} WHERE idempotency_key = $1 AND expires_at > $2";
-        _complete = $"UPDATE {table} SET completed = true, result = $3, expires_at = $4 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
-        _release = $"DELETE FROM {table} WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
-        _renew = $"UPDATE {table} SET expires_at = $3 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
-        _sweep = $"DELETE FROM {table} WHERE idempotency_key IN (SELECT idempotency_key FROM {table} WHERE expires_at <= $1 LIMIT $2)";
-    }
 
     /// <inheritdoc />
     public async ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default)
@@ -52,7 +32,7 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
         if (Interlocked.Increment(ref _acquires) % SweepEvery == 0)
         {
-            await using var sweep = new NpgsqlCommand(_sweep, connection);
+            await using var sweep = new NpgsqlCommand(_sql.Sweep, connection);
             sweep.Parameters.Add(EnvelopeColumns.Time(now));
             sweep.Parameters.Add(EnvelopeColumns.Int(SweepBatch));
             await sweep.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
@@ -62,7 +42,7 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
         while (true)
         {
             var token = Guid.NewGuid();
-            await using (var take = new NpgsqlCommand(_take, connection))
+            await using (var take = new NpgsqlCommand(_sql.Take, connection))
             {
                 take.Parameters.Add(EnvelopeColumns.Text(key));
                 take.Parameters.Add(EnvelopeColumns.Id(token));
@@ -74,7 +54,7 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
                 }
             }
 
-            await using var find = new NpgsqlCommand(_find, connection);
+            await using var find = new NpgsqlCommand(_sql.Find, connection);
             find.Parameters.Add(EnvelopeColumns.Text(key));
             find.Parameters.Add(EnvelopeColumns.Time(now));
             await using var reader = await find.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
@@ -100,14 +80,14 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
             new NpgsqlParameter<byte[]> { TypedValue = result.ToArray(), NpgsqlDbType = NpgsqlDbType.Bytea },
             EnvelopeColumns.Time(expiresAt),
         ];
-        return await _store.ExecuteAloneAsync(_complete, parameters, cancellationToken).ConfigureAwait(false) == 1;
+        return await _store.ExecuteAloneAsync(_sql.Complete, parameters, cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <inheritdoc />
     public async ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(key);
-        return await _store.ExecuteAloneAsync(_release, [EnvelopeColumns.Text(key), EnvelopeColumns.Id(lockToken)], cancellationToken).ConfigureAwait(false) == 1;
+        return await _store.ExecuteAloneAsync(_sql.Release, [EnvelopeColumns.Text(key), EnvelopeColumns.Id(lockToken)], cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <inheritdoc />
@@ -117,6 +97,24 @@ internal sealed class PostgresIdempotencyStore : IIdempotencyStore
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var expiresAt = _timeProvider.GetUtcNow() + lockTtl;
         NpgsqlParameter[] parameters = [EnvelopeColumns.Text(key), EnvelopeColumns.Id(lockToken), EnvelopeColumns.Time(expiresAt)];
-        return await _store.ExecuteAloneAsync(_renew, parameters, cancellationToken).ConfigureAwait(false) == 1;
+        return await _store.ExecuteAloneAsync(_sql.Renew, parameters, cancellationToken).ConfigureAwait(false) == 1;
+    }
+
+    /// <summary>The statements on the <c>idempotency</c> table of the store's schema.</summary>
+    private sealed class TableSql(string table)
+    {
+        public string Take { get; } = $"INSERT INTO {table} AS k (idempotency_key, lock_token, completed, result, expires_at) VALUES ($1, $2, false, NULL, $3) " +
+            "ON CONFLICT (idempotency_key) DO UPDATE SET lock_token = excluded.lock_token, completed = false, result = NULL, expires_at = excluded.expires_at " +
+            "WHERE k.expires_at <= $4";
+
+        public string Find { get; } = $"SELECT completed, result FROM {table} WHERE idempotency_key = $1 AND expires_at > $2";
+
+        public string Complete { get; } = $"UPDATE {table} SET completed = true, result = $3, expires_at = $4 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
+
+        public string Release { get; } = $"DELETE FROM {table} WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
+
+        public string Renew { get; } = $"UPDATE {table} SET expires_at = $3 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
+
+        public string Sweep { get; } = $"DELETE FROM {table} WHERE idempotency_key IN (SELECT idempotency_key FROM {table} WHERE expires_at <= $1 LIMIT $2)";
     }
 }

@@ -13,30 +13,13 @@ namespace Herald.Postgres.Reliability;
 /// (never the server's). A mark made in a <see cref="PostgresUnitOfWork"/> is written in its transaction: it commits with
 /// the handler's writes, and a concurrent duplicate waits on the row until then (and is a duplicate if it committed).
 /// </summary>
-internal sealed class PostgresInbox : IInbox
+/// <param name="store">The event store in whose schema the table lives (it creates and migrates it).</param>
+/// <param name="timeProvider">The clock the marks expire on; the system clock when null.</param>
+internal sealed class PostgresInbox(PostgresEventStore store, TimeProvider? timeProvider = null) : IInbox
 {
-    private readonly PostgresEventStore _store;
-    private readonly TimeProvider _timeProvider;
-    private readonly string _mark;
-    private readonly string _unmark;
-    private readonly string _isHandled;
-    private readonly string _deleteExpired;
-
-    /// <summary>Creates the inbox in the schema of <paramref name="store"/>, expiring marks on <paramref name="timeProvider"/> (the system clock when null).</summary>
-    public PostgresInbox(PostgresEventStore store, TimeProvider? timeProvider = null)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-        _timeProvider = timeProvider ?? TimeProvider.System;
-        var table = store.Table("inbox");
-
-        // Takes the key when it is free or its mark has expired; changes no row (so reports a duplicate) when a live mark exists.
-        _mark = $"INSERT INTO {table} AS i (endpoint, message_id, expires_at) VALUES ($1, $2, $3) " +
-                "ON CONFLICT (endpoint, message_id) DO UPDATE SET expires_at = excluded.expires_at WHERE i.expires_at <= $4";
-        _unmark = $"DELETE FROM {table} WHERE endpoint = $1 AND message_id = $2 AND expires_at = $3";
-        _isHandled = $"SELECT EXISTS (SELECT 1 FROM {table} WHERE endpoint = $1 AND message_id = $2 AND expires_at > $3)";
-        _deleteExpired = $"DELETE FROM {table} WHERE (endpoint, message_id) IN (SELECT endpoint, message_id FROM {table} WHERE expires_at <= $1 LIMIT $2)";
-    }
+    private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
+    private readonly TableSql _sql = new(store.Table("inbox"));
 
     /// <inheritdoc />
     public async ValueTask<bool> TryMarkHandledAsync(string endpoint, Guid messageId, TimeSpan window, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
@@ -63,7 +46,7 @@ internal sealed class PostgresInbox : IInbox
             unitOfWork.OnRolledBack(async token =>
             {
                 NpgsqlParameter[] parameters = [EnvelopeColumns.Text(endpoint), EnvelopeColumns.Id(messageId), EnvelopeColumns.Time(expiresAt)];
-                await _store.ExecuteAloneAsync(_unmark, parameters, token).ConfigureAwait(false);
+                await _store.ExecuteAloneAsync(_sql.Unmark, parameters, token).ConfigureAwait(false);
             });
         }
 
@@ -75,7 +58,7 @@ internal sealed class PostgresInbox : IInbox
     {
         ArgumentNullException.ThrowIfNull(endpoint);
         NpgsqlParameter[] parameters = [EnvelopeColumns.Text(endpoint), EnvelopeColumns.Id(messageId), EnvelopeColumns.Time(_timeProvider.GetUtcNow())];
-        return await _store.ScalarAloneAsync<bool>(_isHandled, parameters, cancellationToken).ConfigureAwait(false);
+        return await _store.ScalarAloneAsync<bool>(_sql.IsHandled, parameters, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -83,17 +66,31 @@ internal sealed class PostgresInbox : IInbox
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
         NpgsqlParameter[] parameters = [EnvelopeColumns.Time(_timeProvider.GetUtcNow()), EnvelopeColumns.Int(maxCount)];
-        return await _store.ExecuteAloneAsync(_deleteExpired, parameters, cancellationToken).ConfigureAwait(false);
+        return await _store.ExecuteAloneAsync(_sql.DeleteExpired, parameters, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<bool> MarkAsync(
         NpgsqlConnection connection, NpgsqlTransaction? transaction, string endpoint, Guid messageId, DateTimeOffset expiresAt, DateTimeOffset now, CancellationToken cancellationToken)
     {
-        await using var command = new NpgsqlCommand(_mark, connection, transaction);
+        await using var command = new NpgsqlCommand(_sql.Mark, connection, transaction);
         command.Parameters.Add(EnvelopeColumns.Text(endpoint));
         command.Parameters.Add(EnvelopeColumns.Id(messageId));
         command.Parameters.Add(EnvelopeColumns.Time(expiresAt));
         command.Parameters.Add(EnvelopeColumns.Time(now));
         return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
+
+    /// <summary>The statements on the <c>inbox</c> table of the store's schema.</summary>
+    private sealed class TableSql(string table)
+    {
+        // Takes the key when it is free or its mark has expired; changes no row (so reports a duplicate) when a live mark exists.
+        public string Mark { get; } = $"INSERT INTO {table} AS i (endpoint, message_id, expires_at) VALUES ($1, $2, $3) " +
+            "ON CONFLICT (endpoint, message_id) DO UPDATE SET expires_at = excluded.expires_at WHERE i.expires_at <= $4";
+
+        public string Unmark { get; } = $"DELETE FROM {table} WHERE endpoint = $1 AND message_id = $2 AND expires_at = $3";
+
+        public string IsHandled { get; } = $"SELECT EXISTS (SELECT 1 FROM {table} WHERE endpoint = $1 AND message_id = $2 AND expires_at > $3)";
+
+        public string DeleteExpired { get; } = $"DELETE FROM {table} WHERE (endpoint, message_id) IN (SELECT endpoint, message_id FROM {table} WHERE expires_at <= $1 LIMIT $2)";
     }
 }

@@ -19,47 +19,20 @@ namespace Herald.Postgres.Reliability;
 /// <see cref="Herald.Persistence.ILeaderElection"/> (a session advisory lock, registered by <c>UsePostgres</c>), so one
 /// relay sends at a time and per-key order holds, as the port's contract asks.
 /// </remarks>
-internal sealed class PostgresOutboxStore : IOutboxStore
+/// <param name="store">The event store in whose schema the table lives (it creates and migrates it).</param>
+internal sealed class PostgresOutboxStore(PostgresEventStore store) : IOutboxStore
 {
     private const string Columns =
         "id, destination_kind, destination, created_at, outbox_partition_key, deliver_at, sent_at, attempts, next_attempt_at, " + EnvelopeColumns.StoredNames;
 
-    private readonly PostgresEventStore _store;
-    private readonly string _insert;
-    private readonly string _fetch;
-    private readonly string _fetchDue;
-    private readonly string _recordFailure;
-    private readonly string _get;
-    private readonly string _count;
-    private readonly string _markSent;
-    private readonly string _deleteSent;
-
-    /// <summary>Creates the outbox in the schema of <paramref name="store"/> (which creates and migrates it).</summary>
-    public PostgresOutboxStore(PostgresEventStore store)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-        var table = store.Table("outbox");
-        var values = EnvelopeColumns.Placeholders(9 + EnvelopeColumns.StoredCount);
-        _insert = $"INSERT INTO {table} ({Columns}) VALUES ({values})";
-        _fetch = $"SELECT {Columns} FROM {table} WHERE sent_at IS NULL ORDER BY seq LIMIT $1";
-
-        // A row waiting on its back-off is skipped, and so is every later row of its key (the key keeps its order).
-        _fetchDue = $"SELECT {Columns} FROM {table} o WHERE sent_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= $2) " +
-            $"AND (outbox_partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM {table} w WHERE w.sent_at IS NULL AND w.next_attempt_at > $2 " +
-            "AND w.outbox_partition_key = o.outbox_partition_key AND w.seq < o.seq)) ORDER BY seq LIMIT $1";
-        _recordFailure = $"UPDATE {table} SET attempts = attempts + 1, next_attempt_at = $2 WHERE id = $1 AND sent_at IS NULL";
-        _get = $"SELECT {Columns} FROM {table} WHERE id = $1";
-        _count = $"SELECT count(*) FROM {table} WHERE sent_at IS NULL";
-        _markSent = $"UPDATE {table} SET sent_at = $2 WHERE id = ANY ($1) AND sent_at IS NULL";
-        _deleteSent = $"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE sent_at < $1 ORDER BY sent_at LIMIT $2)";
-    }
+    private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly TableSql _sql = new(store.Table("outbox"));
 
     /// <summary>The relay's fetch: pending rows in order ($1 limit), or only the rows due ($2 the time) when <paramref name="due"/>.</summary>
-    internal string FetchSql(bool due) => due ? _fetchDue : _fetch;
+    internal string FetchSql(bool due) => due ? _sql.FetchDue : _sql.Fetch;
 
     /// <summary>The count of pending rows.</summary>
-    internal string CountSql => _count;
+    internal string CountSql => _sql.Count;
 
     /// <inheritdoc />
     public async ValueTask AddAsync(IReadOnlyList<OutboxMessage> messages, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
@@ -96,7 +69,7 @@ internal sealed class PostgresOutboxStore : IOutboxStore
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
         NpgsqlParameter[] parameters = dueBy is { } by ? [EnvelopeColumns.Int(maxCount), EnvelopeColumns.Time(by)] : [EnvelopeColumns.Int(maxCount)];
-        return await _store.QueryAloneAsync(dueBy is null ? _fetch : _fetchDue, parameters, Read, cancellationToken).ConfigureAwait(false);
+        return await _store.QueryAloneAsync(dueBy is null ? _sql.Fetch : _sql.FetchDue, parameters, Read, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -113,32 +86,32 @@ internal sealed class PostgresOutboxStore : IOutboxStore
             new NpgsqlParameter<Guid[]> { TypedValue = [.. ids], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid },
             EnvelopeColumns.Time(sentAt),
         ];
-        await _store.ExecuteAloneAsync(_markSent, parameters, cancellationToken).ConfigureAwait(false);
+        await _store.ExecuteAloneAsync(_sql.MarkSent, parameters, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask RecordFailedAttemptAsync(Guid id, DateTimeOffset nextAttemptAt, CancellationToken cancellationToken = default)
     {
-        await _store.ExecuteAloneAsync(_recordFailure, [EnvelopeColumns.Id(id), EnvelopeColumns.Time(nextAttemptAt)], cancellationToken).ConfigureAwait(false);
+        await _store.ExecuteAloneAsync(_sql.RecordFailure, [EnvelopeColumns.Id(id), EnvelopeColumns.Time(nextAttemptAt)], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<int> DeleteSentAsync(DateTimeOffset sentBefore, int maxCount, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
-        return await _store.ExecuteGuardedAloneAsync(_deleteSent, [EnvelopeColumns.Time(sentBefore), EnvelopeColumns.Int(maxCount)], cancellationToken).ConfigureAwait(false);
+        return await _store.ExecuteGuardedAloneAsync(_sql.DeleteSent, [EnvelopeColumns.Time(sentBefore), EnvelopeColumns.Int(maxCount)], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<long> CountPendingAsync(CancellationToken cancellationToken = default)
     {
-        return await _store.ScalarAloneAsync<long>(_count, [], cancellationToken).ConfigureAwait(false);
+        return await _store.ScalarAloneAsync<long>(_sql.Count, [], cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async ValueTask<OutboxMessage?> GetAsync(Guid id, CancellationToken cancellationToken = default)
     {
-        return await _store.QueryFirstAloneAsync(_get, [EnvelopeColumns.Id(id)], Read, cancellationToken).ConfigureAwait(false);
+        return await _store.QueryFirstAloneAsync(_sql.Get, [EnvelopeColumns.Id(id)], Read, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task InsertAloneAsync(OutboxMessage[] rows, CancellationToken cancellationToken)
@@ -155,7 +128,7 @@ internal sealed class PostgresOutboxStore : IOutboxStore
         await using var batch = new NpgsqlBatch(connection, transaction);
         foreach (var message in rows)
         {
-            var command = new NpgsqlBatchCommand(_insert);
+            var command = new NpgsqlBatchCommand(_sql.Insert);
             var p = command.Parameters;
             p.Add(EnvelopeColumns.Id(message.Id));
             p.Add(EnvelopeColumns.Text(message.DestinationKind.ToString()));
@@ -187,4 +160,29 @@ internal sealed class PostgresOutboxStore : IOutboxStore
         NextAttemptAt = EnvelopeColumns.NullableTime(reader, 8),
         Envelope = EnvelopeColumns.ReadStored(reader, 9),
     };
+
+    /// <summary>The statements on the <c>outbox</c> table of the store's schema.</summary>
+    private sealed class TableSql(string table)
+    {
+        private static readonly string Values = EnvelopeColumns.Placeholders(9 + EnvelopeColumns.StoredCount);
+
+        public string Insert { get; } = $"INSERT INTO {table} ({Columns}) VALUES ({Values})";
+
+        public string Fetch { get; } = $"SELECT {Columns} FROM {table} WHERE sent_at IS NULL ORDER BY seq LIMIT $1";
+
+        // A row waiting on its back-off is skipped, and so is every later row of its key (the key keeps its order).
+        public string FetchDue { get; } = $"SELECT {Columns} FROM {table} o WHERE sent_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= $2) " +
+            $"AND (outbox_partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM {table} w WHERE w.sent_at IS NULL AND w.next_attempt_at > $2 " +
+            "AND w.outbox_partition_key = o.outbox_partition_key AND w.seq < o.seq)) ORDER BY seq LIMIT $1";
+
+        public string RecordFailure { get; } = $"UPDATE {table} SET attempts = attempts + 1, next_attempt_at = $2 WHERE id = $1 AND sent_at IS NULL";
+
+        public string Get { get; } = $"SELECT {Columns} FROM {table} WHERE id = $1";
+
+        public string Count { get; } = $"SELECT count(*) FROM {table} WHERE sent_at IS NULL";
+
+        public string MarkSent { get; } = $"UPDATE {table} SET sent_at = $2 WHERE id = ANY ($1) AND sent_at IS NULL";
+
+        public string DeleteSent { get; } = $"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE sent_at < $1 ORDER BY sent_at LIMIT $2)";
+    }
 }

@@ -13,39 +13,17 @@ namespace Herald.Postgres.Sagas;
 /// appends, outbox rows and inbox marks of that unit; a version conflict there dooms the unit, which then fails at its
 /// commit with nothing written.
 /// </summary>
-internal sealed class PostgresSagaStore : ISagaStore
+internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
 {
     private const string Columns = "saga_type, id, status, state, current_step, completed_steps, data, error, created_at, updated_at, version, timeouts";
 
-    private readonly PostgresEventStore _store;
-    private readonly string _insert;
-    private readonly string _update;
-    private readonly string _version;
-    private readonly string _load;
-    private readonly string _list;
-    private readonly string _delete;
-
-    public PostgresSagaStore(PostgresEventStore store)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-        var table = store.Table("sagas");
-        _insert = $"INSERT INTO {table} ({Columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, $10) ON CONFLICT (saga_type, id) DO NOTHING";
-        _update = $"UPDATE {table} SET status = $3, state = $4, current_step = $5, completed_steps = $6, data = $7, error = $8, updated_at = $9, timeouts = $10, " +
-            $"version = version + 1 WHERE saga_type = $1 AND id = $2 AND version = $11";
-        _version = $"SELECT version FROM {table} WHERE saga_type = $1 AND id = $2";
-        _load = $"SELECT {Columns} FROM {table} WHERE saga_type = $1 AND id = $2";
-
-        // A null parameter turns its filter off.
-        _list = $"SELECT {Columns} FROM {table} WHERE ($1::text IS NULL OR saga_type = $1) AND ($2::text[] IS NULL OR status = ANY($2))" +
-            " AND ($3::text IS NULL OR (saga_type, id) > ($3, $4::text)) ORDER BY saga_type, id LIMIT $5";
-        _delete = $"DELETE FROM {table} WHERE saga_type = $1 AND id = $2 AND version = $3";
-    }
+    private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly TableSql _sql = new(store.Table("sagas"));
 
     public async ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
     {
         SagaValidation.ValidateKey(sagaType, id);
-        return await _store.QueryFirstAloneAsync(_load, [EnvelopeColumns.Text(sagaType), EnvelopeColumns.Text(id)], Read, cancellationToken).ConfigureAwait(false);
+        return await _store.QueryFirstAloneAsync(_sql.Load, [EnvelopeColumns.Text(sagaType), EnvelopeColumns.Text(id)], Read, cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask<long> SaveAsync(SagaInstance instance, CancellationToken cancellationToken = default)
@@ -77,11 +55,11 @@ internal sealed class PostgresSagaStore : ISagaStore
     public async ValueTask<IReadOnlyList<SagaInstance>> ListAsync(SagaQuery query, CancellationToken cancellationToken = default)
     {
         SagaValidation.Validate(query);
-        return await _store.QueryAloneAsync(_list, ListParameters(query), Read, cancellationToken).ConfigureAwait(false);
+        return await _store.QueryAloneAsync(_sql.List, ListParameters(query), Read, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>A page of instances: $1 type, $2 statuses, $3/$4 the key to start after, $5 the limit (a null turns a filter off).</summary>
-    internal string ListSql => _list;
+    internal string ListSql => _sql.List;
 
     /// <summary>The parameters of <see cref="ListSql"/> for a query.</summary>
     internal static NpgsqlParameter[] ListParameters(SagaQuery query) =>
@@ -101,13 +79,13 @@ internal sealed class PostgresSagaStore : ISagaStore
     {
         SagaValidation.ValidateKey(sagaType, id);
         NpgsqlParameter[] parameters = [EnvelopeColumns.Text(sagaType), EnvelopeColumns.Text(id), new NpgsqlParameter<long> { TypedValue = version }];
-        return await _store.ExecuteAloneAsync(_delete, parameters, cancellationToken).ConfigureAwait(false) > 0;
+        return await _store.ExecuteAloneAsync(_sql.Delete, parameters, cancellationToken).ConfigureAwait(false) > 0;
     }
 
     // The new version, or 0 when the stored version was not the expected one (nothing written).
     private async Task<long> TrySaveAsync(SagaInstance instance, NpgsqlConnection connection, NpgsqlTransaction? transaction, CancellationToken cancellationToken)
     {
-        await using var command = new NpgsqlCommand(instance.Version == 0 ? _insert : _update, connection, transaction);
+        await using var command = new NpgsqlCommand(instance.Version == 0 ? _sql.Insert : _sql.Update, connection, transaction);
         var p = command.Parameters;
         p.Add(EnvelopeColumns.Text(instance.SagaType));
         p.Add(EnvelopeColumns.Text(instance.Id));
@@ -129,7 +107,7 @@ internal sealed class PostgresSagaStore : ISagaStore
 
     private async Task<SagaConcurrencyException> ConflictAsync(SagaInstance instance, NpgsqlConnection connection, NpgsqlTransaction? transaction, CancellationToken cancellationToken)
     {
-        await using var command = new NpgsqlCommand(_version, connection, transaction);
+        await using var command = new NpgsqlCommand(_sql.Version, connection, transaction);
         command.Parameters.Add(EnvelopeColumns.Text(instance.SagaType));
         command.Parameters.Add(EnvelopeColumns.Text(instance.Id));
         var actual = await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as long?;
@@ -151,4 +129,23 @@ internal sealed class PostgresSagaStore : ISagaStore
         Version = row.GetInt64(10),
         Timeouts = SagaTimeoutColumn.Read(row.IsDBNull(11) ? null : row.GetString(11)),
     };
+
+    /// <summary>The statements on the <c>sagas</c> table of the store's schema.</summary>
+    private sealed class TableSql(string table)
+    {
+        public string Insert { get; } = $"INSERT INTO {table} ({Columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, $10) ON CONFLICT (saga_type, id) DO NOTHING";
+
+        public string Update { get; } = $"UPDATE {table} SET status = $3, state = $4, current_step = $5, completed_steps = $6, data = $7, error = $8, updated_at = $9, timeouts = $10, " +
+            "version = version + 1 WHERE saga_type = $1 AND id = $2 AND version = $11";
+
+        public string Version { get; } = $"SELECT version FROM {table} WHERE saga_type = $1 AND id = $2";
+
+        public string Load { get; } = $"SELECT {Columns} FROM {table} WHERE saga_type = $1 AND id = $2";
+
+        // A null parameter turns its filter off.
+        public string List { get; } = $"SELECT {Columns} FROM {table} WHERE ($1::text IS NULL OR saga_type = $1) AND ($2::text[] IS NULL OR status = ANY($2))" +
+            " AND ($3::text IS NULL OR (saga_type, id) > ($3, $4::text)) ORDER BY saga_type, id LIMIT $5";
+
+        public string Delete { get; } = $"DELETE FROM {table} WHERE saga_type = $1 AND id = $2 AND version = $3";
+    }
 }

@@ -12,33 +12,18 @@ namespace Herald.Postgres.Streams;
 /// in the unit of work's transaction, with the processor's checkpoint, so a restart sees the state of exactly the
 /// committed position. One statement per commit upserts (and one deletes) every changed key through arrays.
 /// </summary>
-internal sealed class PostgresStreamStateStore : IStreamStateStore
+internal sealed class PostgresStreamStateStore(PostgresEventStore store) : IStreamStateStore
 {
-    private readonly PostgresEventStore _store;
-    private readonly string _create;
-    private readonly string _upsert;
-    private readonly string _delete;
-    private readonly string _read;
+    private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly TableSql _sql = new(store.Table("stream_state"));
     private volatile bool _created;
-
-    public PostgresStreamStateStore(PostgresEventStore store)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        _store = store;
-        var table = store.Table("stream_state");
-        _create = $"CREATE TABLE IF NOT EXISTS {table} (processor text NOT NULL, store text NOT NULL, key text NOT NULL, value text NOT NULL, PRIMARY KEY (processor, store, key))";
-        _upsert = $"INSERT INTO {table} (processor, store, key, value) SELECT $1, s, k, v FROM unnest($2::text[], $3::text[], $4::text[]) AS c(s, k, v) " +
-            "ON CONFLICT (processor, store, key) DO UPDATE SET value = EXCLUDED.value";
-        _delete = $"DELETE FROM {table} t USING unnest($2::text[], $3::text[]) AS c(s, k) WHERE t.processor = $1 AND t.store = c.s AND t.key = c.k";
-        _read = $"SELECT store, key, value FROM {table} WHERE processor = $1";
-    }
 
     public async IAsyncEnumerable<StateEntry> ReadAllAsync(string processor, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(processor);
         await EnsureCreatedAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_read, connection);
+        await using var command = new NpgsqlCommand(_sql.Read, connection);
         command.Parameters.Add(new NpgsqlParameter { Value = processor, NpgsqlDbType = NpgsqlDbType.Text });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
@@ -59,7 +44,7 @@ internal sealed class PostgresStreamStateStore : IStreamStateStore
             {
                 if (upserts.Length > 0)
                 {
-                    await using var upsert = new NpgsqlCommand(_upsert, connection, transaction);
+                    await using var upsert = new NpgsqlCommand(_sql.Upsert, connection, transaction);
                     upsert.Parameters.Add(new NpgsqlParameter { Value = processor, NpgsqlDbType = NpgsqlDbType.Text });
                     upsert.Parameters.Add(TextArray(upserts.Select(c => c.Store)));
                     upsert.Parameters.Add(TextArray(upserts.Select(c => c.Key)));
@@ -69,7 +54,7 @@ internal sealed class PostgresStreamStateStore : IStreamStateStore
 
                 if (deletes.Length > 0)
                 {
-                    await using var delete = new NpgsqlCommand(_delete, connection, transaction);
+                    await using var delete = new NpgsqlCommand(_sql.Delete, connection, transaction);
                     delete.Parameters.Add(new NpgsqlParameter { Value = processor, NpgsqlDbType = NpgsqlDbType.Text });
                     delete.Parameters.Add(TextArray(deletes.Select(c => c.Store)));
                     delete.Parameters.Add(TextArray(deletes.Select(c => c.Key)));
@@ -93,8 +78,21 @@ internal sealed class PostgresStreamStateStore : IStreamStateStore
 
         // Its own short statement before the unit of work writes: an empty table left behind by a rollback is harmless.
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand(_create, connection);
+        await using var command = new NpgsqlCommand(_sql.Create, connection);
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         _created = true;
+    }
+
+    /// <summary>The statements on the <c>stream_state</c> table of the store's schema.</summary>
+    private sealed class TableSql(string table)
+    {
+        public string Create { get; } = $"CREATE TABLE IF NOT EXISTS {table} (processor text NOT NULL, store text NOT NULL, key text NOT NULL, value text NOT NULL, PRIMARY KEY (processor, store, key))";
+
+        public string Upsert { get; } = $"INSERT INTO {table} (processor, store, key, value) SELECT $1, s, k, v FROM unnest($2::text[], $3::text[], $4::text[]) AS c(s, k, v) " +
+            "ON CONFLICT (processor, store, key) DO UPDATE SET value = EXCLUDED.value";
+
+        public string Delete { get; } = $"DELETE FROM {table} t USING unnest($2::text[], $3::text[]) AS c(s, k) WHERE t.processor = $1 AND t.store = c.s AND t.key = c.k";
+
+        public string Read { get; } = $"SELECT store, key, value FROM {table} WHERE processor = $1";
     }
 }

@@ -31,7 +31,7 @@ namespace Herald.Redis.Reliability;
 /// sent; a sent script completes or fails with the client's timeout.
 /// </para>
 /// </remarks>
-internal sealed class RedisIdempotencyStore : IIdempotencyStore
+internal sealed class RedisIdempotencyStore(RedisConnection connection, RedisOptions options, TimeProvider timeProvider) : IIdempotencyStore
 {
     // KEYS[1] key; ARGV now, lock expiry, token, gc ms. Returns {0} acquired, {1, result} completed, {2} locked.
     private const string AcquireScript = """
@@ -72,21 +72,10 @@ internal sealed class RedisIdempotencyStore : IIdempotencyStore
         return 1
         """;
 
-    private readonly RedisConnection _connection;
-    private readonly TimeProvider _timeProvider;
-    private readonly string _prefix;
-    private readonly TimeSpan _grace;
-
-    public RedisIdempotencyStore(RedisConnection connection, RedisOptions options, TimeProvider timeProvider)
-    {
-        ArgumentNullException.ThrowIfNull(connection);
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(timeProvider);
-        _connection = connection;
-        _timeProvider = timeProvider;
-        _prefix = options.KeyPrefix + "idempotency:";
-        _grace = options.ExpiryGrace;
-    }
+    private readonly RedisConnection _connection = connection ?? throw new ArgumentNullException(nameof(connection));
+    private readonly TimeProvider _timeProvider = timeProvider ?? throw new ArgumentNullException(nameof(timeProvider));
+    private readonly string _prefix = (options ?? throw new ArgumentNullException(nameof(options))).KeyPrefix + "idempotency:";
+    private readonly TimeSpan _grace = options.ExpiryGrace;
 
     public async ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default)
     {

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text;
 using Herald.EventSourcing;
@@ -43,65 +42,47 @@ internal sealed partial class SqliteEventStore
     internal static string ReadAllSqlFor(bool category, bool eventTypes) => ReadAllVariants[(category ? 1 : 0) + (eventTypes ? 2 : 0)];
 
     /// <inheritdoc />
-    public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
-        string stream,
-        ReadDirection direction = ReadDirection.Forward,
-        long fromVersion = 1,
-        int maxCount = int.MaxValue,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
-    {
-        ReadValidation.ValidateStreamRead(stream, fromVersion, maxCount);
-
-        var forward = direction == ReadDirection.Forward;
-        var pages = ReadPagesAsync(
+    public IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
+        EventPages.ReadStreamAsync(
+            stream,
+            direction,
             fromVersion,
             maxCount,
-            (reader, next, limit) =>
-            {
-                var command = reader.Command(forward ? ReadStreamForwardSql : ReadStreamBackwardSql, 3);
-                command.Parameters[0].Value = stream;
-                command.Parameters[1].Value = next;
-                command.Parameters[2].Value = limit;
-                return command;
-            },
-            last => forward ? last.Version + 1 : last.Version - 1,
+            PageSize,
+            (forward, from, limit, token) => ReadAsync<IReadOnlyList<RecordedEvent>>(
+                reader =>
+                {
+                    var command = reader.Command(forward ? ReadStreamForwardSql : ReadStreamBackwardSql, 3);
+                    command.Parameters[0].Value = stream;
+                    command.Parameters[1].Value = from;
+                    command.Parameters[2].Value = limit;
+                    return command.ReadAll(EventRows.Read);
+                },
+                token),
             cancellationToken);
-        await foreach (var recorded in pages.ConfigureAwait(false))
-        {
-            yield return recorded;
-        }
-    }
 
     /// <inheritdoc />
-    public async IAsyncEnumerable<RecordedEvent> ReadAllAsync(
-        long fromPositionExclusive = 0,
-        EventFilter? filter = null,
-        int maxCount = int.MaxValue,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<RecordedEvent> ReadAllAsync(long fromPositionExclusive = 0, EventFilter? filter = null, int maxCount = int.MaxValue, CancellationToken cancellationToken = default)
     {
-        ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount);
-
         var category = filter?.Category;
         var types = filter?.EventTypes is { } eventTypes ? TypesJson(eventTypes) : null;
         var sql = ReadAllSqlFor(category is not null, types is not null);
-        var pages = ReadPagesAsync(
+        return EventPages.ReadAllAsync(
             fromPositionExclusive,
             maxCount,
-            (reader, after, limit) =>
-            {
-                var command = reader.Command(sql, 4);
-                command.Parameters[0].Value = after;
-                command.Parameters[1].Value = limit;
-                command.Parameters[2].Value = (object?)category ?? DBNull.Value;
-                command.Parameters[3].Value = (object?)types ?? DBNull.Value;
-                return command;
-            },
-            last => last.Position,
+            PageSize,
+            (after, limit, token) => ReadAsync<IReadOnlyList<RecordedEvent>>(
+                reader =>
+                {
+                    var command = reader.Command(sql, 4);
+                    command.Parameters[0].Value = after;
+                    command.Parameters[1].Value = limit;
+                    command.Parameters[2].Value = (object?)category ?? DBNull.Value;
+                    command.Parameters[3].Value = (object?)types ?? DBNull.Value;
+                    return command.ReadAll(EventRows.Read);
+                },
+                token),
             cancellationToken);
-        await foreach (var recorded in pages.ConfigureAwait(false))
-        {
-            yield return recorded;
-        }
     }
 
     /// <inheritdoc />
@@ -159,40 +140,6 @@ internal sealed partial class SqliteEventStore
                 // A commit of this store, or its disposal (which throws here).
                 await signal.ConfigureAwait(false);
                 return;
-            }
-        }
-    }
-
-    // Both reads page the same way: at most PageSize rows a query and no connection held between pages. They stop after
-    // maxCount events, at a short page, or when the cursor falls below 1 (a backward stream read that passed version 1;
-    // positions never do).
-    private async IAsyncEnumerable<RecordedEvent> ReadPagesAsync(
-        long cursor,
-        int maxCount,
-        Func<ReaderPool.Reader, long, int, Microsoft.Data.Sqlite.SqliteCommand> command,
-        Func<RecordedEvent, long> nextCursor,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        var remaining = maxCount;
-        while (remaining > 0)
-        {
-            var limit = Math.Min(remaining, PageSize);
-            var page = await ReadAsync(reader => command(reader, cursor, limit).ReadAll(EventRows.Read), cancellationToken).ConfigureAwait(false);
-            foreach (var recorded in page)
-            {
-                yield return recorded;
-            }
-
-            remaining -= page.Count;
-            if (page.Count < limit)
-            {
-                yield break;
-            }
-
-            cursor = nextCursor(page[^1]);
-            if (cursor < 1)
-            {
-                yield break;
             }
         }
     }

@@ -190,35 +190,27 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
     private TableSql Sql(string table, int generation) => _sql.GetOrAdd((table, generation), static key => new TableSql(key.Table, key.Generation));
 
     /// <summary>The statements on one generation's table; the name is built from a validated table name and a number.</summary>
-    private sealed class TableSql
+    private sealed class TableSql(string name)
     {
         public TableSql(string table, int generation)
+            : this("\"" + Prefix(table) + generation.ToString(CultureInfo.InvariantCulture) + "\"")
         {
-            var name = "\"" + Prefix(table) + generation.ToString(CultureInfo.InvariantCulture) + "\"";
-            Name = name;
-
-            // json_valid refuses what is not JSON when it is written, as PostgreSQL's jsonb does, so queries never meet it.
-            Create = $"CREATE TABLE IF NOT EXISTS {name} (id TEXT NOT NULL PRIMARY KEY, data TEXT NOT NULL CHECK (json_valid(data))) STRICT";
-            Drop = $"DROP TABLE IF EXISTS {name}";
-            Get = $"SELECT data FROM {name} WHERE id = $p0";
-            Select = $"SELECT data FROM {name} WHERE id = ?1";
-            Upsert = $"INSERT INTO {name} (id, data) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET data = excluded.data";
-            Delete = $"DELETE FROM {name} WHERE id = ?1";
         }
 
-        public string Name { get; }
+        public string Name { get; } = name;
 
-        public string Create { get; }
+        // json_valid refuses what is not JSON when it is written, as PostgreSQL's jsonb does, so queries never meet it.
+        public string Create { get; } = $"CREATE TABLE IF NOT EXISTS {name} (id TEXT NOT NULL PRIMARY KEY, data TEXT NOT NULL CHECK (json_valid(data))) STRICT";
 
-        public string Drop { get; }
+        public string Drop { get; } = $"DROP TABLE IF EXISTS {name}";
 
-        public string Get { get; }
+        public string Get { get; } = $"SELECT data FROM {name} WHERE id = $p0";
 
-        public string Select { get; }
+        public string Select { get; } = $"SELECT data FROM {name} WHERE id = ?1";
 
-        public string Upsert { get; }
+        public string Upsert { get; } = $"INSERT INTO {name} (id, data) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET data = excluded.data";
 
-        public string Delete { get; }
+        public string Delete { get; } = $"DELETE FROM {name} WHERE id = ?1";
 
         /// <summary>The table's name up to its generation number.</summary>
         public static string Prefix(string table) => "herald_rm_" + table + "_g";

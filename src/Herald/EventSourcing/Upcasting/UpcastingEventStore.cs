@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Herald.Messages;
 using Herald.Persistence;
 
@@ -33,31 +32,12 @@ internal sealed class UpcastingEventStore : IEventStore
         Inner.AppendAsync(stream, expectedVersion, events, unitOfWork, cancellationToken);
 
     /// <inheritdoc />
-    public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
-        string stream,
-        ReadDirection direction = ReadDirection.Forward,
-        long fromVersion = 1,
-        int maxCount = int.MaxValue,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
-    {
-        await foreach (var recorded in Inner.ReadStreamAsync(stream, direction, fromVersion, maxCount, cancellationToken).ConfigureAwait(false))
-        {
-            yield return _upcasters.Upcast(recorded);
-        }
-    }
+    public IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
+        Inner.ReadStreamAsync(stream, direction, fromVersion, maxCount, cancellationToken).Select(_upcasters.Upcast);
 
     /// <inheritdoc />
-    public async IAsyncEnumerable<RecordedEvent> ReadAllAsync(
-        long fromPositionExclusive = 0,
-        EventFilter? filter = null,
-        int maxCount = int.MaxValue,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
-    {
-        await foreach (var recorded in Inner.ReadAllAsync(fromPositionExclusive, filter, maxCount, cancellationToken).ConfigureAwait(false))
-        {
-            yield return _upcasters.Upcast(recorded);
-        }
-    }
+    public IAsyncEnumerable<RecordedEvent> ReadAllAsync(long fromPositionExclusive = 0, EventFilter? filter = null, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
+        Inner.ReadAllAsync(fromPositionExclusive, filter, maxCount, cancellationToken).Select(_upcasters.Upcast);
 
     /// <inheritdoc />
     public ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default) => Inner.GetLastPositionAsync(cancellationToken);
