@@ -6,7 +6,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace Herald.Hosting;
@@ -57,7 +56,7 @@ public sealed partial class HeraldBuilder
             sp.GetRequiredService<UnitOfWorkRunner>(),
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<IOptions<ProjectionOptions>>().Value,
-            (ILogger?)sp.GetService<ILoggerFactory>()?.CreateLogger("Herald.Projections") ?? NullLogger.Instance));
+            sp.GetService<ILoggerFactory>()));
         if (mode == ProjectionMode.Async)
         {
             Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, ProjectionService>());

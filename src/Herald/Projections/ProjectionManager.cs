@@ -10,6 +10,7 @@ using Herald.Hosting;
 using Herald.Persistence;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Herald.Projections;
 
@@ -44,7 +45,7 @@ public sealed class ProjectionManager
         UnitOfWorkRunner runner,
         TimeProvider time,
         ProjectionOptions options,
-        ILogger logger)
+        ILoggerFactory? loggerFactory)
     {
         _projections = registrations.ToDictionary(r => r.Projection.Name, r => new ProjectionRuntime(r.Projection, r.Mode), StringComparer.Ordinal);
         _events = events;
@@ -55,7 +56,7 @@ public sealed class ProjectionManager
         _runner = runner;
         _time = time;
         _options = options;
-        _logger = logger;
+        _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.Projections");
     }
 
     /// <summary>The names of the registered projections.</summary>

@@ -12,22 +12,14 @@ namespace Herald.Sagas;
 /// timeout's earlier delivery is ignored when it arrives; a rescheduled one is sent again in the same unit of work as the
 /// save (through the outbox when it is configured).
 /// </summary>
-public sealed class SagaTimeouts
+/// <param name="store">The saga store the instances are loaded from and saved to.</param>
+/// <param name="runner">Runs each change in a unit of work, so a rescheduled timeout is sent with the save.</param>
+/// <param name="time">The clock a rescheduled timeout's due time is counted from.</param>
+public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, TimeProvider time)
 {
-    private readonly ISagaStore _store;
-    private readonly UnitOfWorkRunner _runner;
-    private readonly TimeProvider _time;
-
-    /// <summary>Creates the service over the saga store.</summary>
-    public SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, TimeProvider time)
-    {
-        ArgumentNullException.ThrowIfNull(store);
-        ArgumentNullException.ThrowIfNull(runner);
-        ArgumentNullException.ThrowIfNull(time);
-        _store = store;
-        _runner = runner;
-        _time = time;
-    }
+    private readonly ISagaStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly UnitOfWorkRunner _runner = runner ?? throw new ArgumentNullException(nameof(runner));
+    private readonly TimeProvider _time = time ?? throw new ArgumentNullException(nameof(time));
 
     /// <summary>The timeouts the instance holds, in the order they were scheduled; empty when it holds none or does not exist.</summary>
     public async ValueTask<IReadOnlyList<SagaTimeout>> ListAsync(string sagaName, string id, CancellationToken cancellationToken = default)

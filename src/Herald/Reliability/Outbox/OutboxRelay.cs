@@ -20,45 +20,26 @@ namespace Herald.Reliability.Outbox;
 /// letters at once. Sent rows are deleted in bounded batches once past <see cref="OutboxOptions.Retention"/>. It relays only while this node leads the outbox
 /// (<see cref="ILeaderElection"/>, resource <see cref="LeadershipResource"/>), so one relay sends at a time per store.
 /// </summary>
-internal sealed class OutboxRelay : BackgroundService
+internal sealed class OutboxRelay(
+    IOutboxStore store,
+    ITransport transport,
+    IDeadLetterStore deadLetters,
+    OutboxSignal signal,
+    ILeaderElection election,
+    IOptions<OutboxOptions> options,
+    TimeProvider timeProvider,
+    ILoggerFactory? loggerFactory = null)
+    : BackgroundService
 {
     /// <summary>The resource whose leader relays: one relay sends at a time per outbox, so per-key order holds.</summary>
     internal const string LeadershipResource = "outbox-relay";
 
     private const int MaxFailuresPerBatch = 3;
     private static readonly ConcurrentDictionary<OutboxRelay, byte> Active = new();
-    private readonly IOutboxStore _store;
-    private readonly ITransport _transport;
-    private readonly IDeadLetterStore _deadLetters;
-    private readonly OutboxSignal _signal;
-    private readonly ILeaderElection _election;
-    private readonly OutboxOptions _options;
-    private readonly TimeProvider _timeProvider;
-    private readonly ILogger _logger;
+    private readonly OutboxOptions _options = options.Value;
+    private readonly ILogger _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.Outbox");
     private long _pending;
     private DateTimeOffset _nextCleanup;
-
-    public OutboxRelay(
-        IOutboxStore store,
-        ITransport transport,
-        IDeadLetterStore deadLetters,
-        OutboxSignal signal,
-        ILeaderElection election,
-        IOptions<OutboxOptions> options,
-        TimeProvider timeProvider,
-        ILoggerFactory? loggerFactory = null)
-    {
-        _store = store;
-        _transport = transport;
-        _deadLetters = deadLetters;
-        _signal = signal;
-        _election = election;
-        _options = options.Value;
-        _timeProvider = timeProvider;
-        _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.Outbox");
-        Active.TryAdd(this, 0);
-        _ = HeraldDiagnostics.OutboxPending;
-    }
 
     public static IEnumerable<Measurement<long>> Observe()
     {
@@ -74,7 +55,7 @@ internal sealed class OutboxRelay : BackgroundService
     /// </summary>
     public async ValueTask<(bool More, bool Failed)> RelayBatchAsync(CancellationToken cancellationToken)
     {
-        var pending = await _store.FetchPendingAsync(_options.BatchSize, _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+        var pending = await store.FetchPendingAsync(_options.BatchSize, timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
         if (pending.Count == 0)
         {
             return (false, false);
@@ -129,7 +110,7 @@ internal sealed class OutboxRelay : BackgroundService
             if (settled.Count > 0)
             {
                 // Whatever went out is marked even when the batch is cut short, so it is not sent twice.
-                await _store.MarkSentAsync(settled, _timeProvider.GetUtcNow(), CancellationToken.None).ConfigureAwait(false);
+                await store.MarkSentAsync(settled, timeProvider.GetUtcNow(), CancellationToken.None).ConfigureAwait(false);
             }
         }
 
@@ -139,12 +120,12 @@ internal sealed class OutboxRelay : BackgroundService
     /// <summary>Deletes sent messages past the retention, in bounded batches; returns how many.</summary>
     public async ValueTask<long> CleanupAsync(CancellationToken cancellationToken)
     {
-        var cutoff = _timeProvider.GetUtcNow() - _options.Retention;
+        var cutoff = timeProvider.GetUtcNow() - _options.Retention;
         long total = 0;
         int deleted;
         do
         {
-            deleted = await _store.DeleteSentAsync(cutoff, _options.CleanupBatchSize, cancellationToken).ConfigureAwait(false);
+            deleted = await store.DeleteSentAsync(cutoff, _options.CleanupBatchSize, cancellationToken).ConfigureAwait(false);
             total += deleted;
         }
         while (deleted == _options.CleanupBatchSize);
@@ -160,9 +141,12 @@ internal sealed class OutboxRelay : BackgroundService
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        // A running relay reports its backlog on the pending gauge (reading the gauge creates it) until it is disposed.
+        Active.TryAdd(this, 0);
+        _ = HeraldDiagnostics.OutboxPending;
         try
         {
-            await _election.RunWhileLeadingAsync(LeadershipResource, RelayAsync, _options.PollInterval, _timeProvider, _logger, stoppingToken)
+            await election.RunWhileLeadingAsync(LeadershipResource, RelayAsync, _options.PollInterval, timeProvider, _logger, stoppingToken)
                 .ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -174,7 +158,7 @@ internal sealed class OutboxRelay : BackgroundService
     private async Task RelayAsync(CancellationToken leading)
     {
         var backoff = TimeSpan.Zero;
-        _nextCleanup = _timeProvider.GetUtcNow() + _options.CleanupInterval;
+        _nextCleanup = timeProvider.GetUtcNow() + _options.CleanupInterval;
         try
         {
             while (!leading.IsCancellationRequested)
@@ -188,7 +172,7 @@ internal sealed class OutboxRelay : BackgroundService
                 {
                     backoff = NextBackoff(backoff);
                     ReliabilityLog.OutboxStoreFailed(_logger, ex, backoff);
-                    await Task.Delay(backoff, _timeProvider, leading).ConfigureAwait(false);
+                    await Task.Delay(backoff, timeProvider, leading).ConfigureAwait(false);
                     continue;
                 }
 
@@ -196,7 +180,7 @@ internal sealed class OutboxRelay : BackgroundService
                 {
                     // Commits do not cut a backoff short: the transport needs the pause, whatever is waiting.
                     backoff = NextBackoff(backoff);
-                    await Task.Delay(backoff, _timeProvider, leading).ConfigureAwait(false);
+                    await Task.Delay(backoff, timeProvider, leading).ConfigureAwait(false);
                     continue;
                 }
 
@@ -207,7 +191,7 @@ internal sealed class OutboxRelay : BackgroundService
                 }
 
                 await HousekeepAsync(leading).ConfigureAwait(false);
-                await _signal.WaitAsync(_options.PollInterval, _timeProvider, leading).ConfigureAwait(false);
+                await signal.WaitAsync(_options.PollInterval, timeProvider, leading).ConfigureAwait(false);
             }
         }
         finally
@@ -221,13 +205,13 @@ internal sealed class OutboxRelay : BackgroundService
     {
         try
         {
-            if (_timeProvider.GetUtcNow() >= _nextCleanup)
+            if (timeProvider.GetUtcNow() >= _nextCleanup)
             {
                 await CleanupAsync(cancellationToken).ConfigureAwait(false);
-                _nextCleanup = _timeProvider.GetUtcNow() + _options.CleanupInterval;
+                _nextCleanup = timeProvider.GetUtcNow() + _options.CleanupInterval;
             }
 
-            Interlocked.Exchange(ref _pending, await _store.CountPendingAsync(cancellationToken).ConfigureAwait(false));
+            Interlocked.Exchange(ref _pending, await store.CountPendingAsync(cancellationToken).ConfigureAwait(false));
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
@@ -262,7 +246,7 @@ internal sealed class OutboxRelay : BackgroundService
 
         try
         {
-            await _store.RecordFailedAttemptAsync(message.Id, _timeProvider.GetUtcNow() + RowBackoff(attempts), cancellationToken).ConfigureAwait(false);
+            await store.RecordFailedAttemptAsync(message.Id, timeProvider.GetUtcNow() + RowBackoff(attempts), cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
@@ -287,20 +271,20 @@ internal sealed class OutboxRelay : BackgroundService
 
     private async ValueTask<(SendOutcome Outcome, Exception? Failure)> TrySendAsync(OutboxMessage message, CancellationToken cancellationToken)
     {
-        var now = _timeProvider.GetUtcNow();
+        var now = timeProvider.GetUtcNow();
         var options = message.DeliverAt is { } at && at > now ? new SendOptions { Delay = at - now } : null;
-        var capabilities = _transport.Capabilities;
+        var capabilities = transport.Capabilities;
         try
         {
             // Rows written before add-time checks existed, or straight into the store, are checked here too.
             SendChecks.Validate(capabilities, message.Destination, message.Envelope, options?.Delay);
             if (message.DestinationKind == OutboxDestinationKind.Topic)
             {
-                await _transport.PublishAsync(message.Destination, message.Envelope, options, cancellationToken).ConfigureAwait(false);
+                await transport.PublishAsync(message.Destination, message.Envelope, options, cancellationToken).ConfigureAwait(false);
             }
             else
             {
-                await _transport.SendAsync(message.Destination, message.Envelope, options, cancellationToken).ConfigureAwait(false);
+                await transport.SendAsync(message.Destination, message.Envelope, options, cancellationToken).ConfigureAwait(false);
             }
 
             HeraldDiagnostics.OutboxSent.Add(1, new KeyValuePair<string, object?>(MetricNames.DestinationTag, message.Destination));
@@ -322,10 +306,10 @@ internal sealed class OutboxRelay : BackgroundService
 
     private async ValueTask<bool> DeadLetterAsync(OutboxMessage message, Exception exception, int attempts, string? reason, CancellationToken cancellationToken)
     {
-        var deadLetter = SendRejections.Create(message.Envelope, message.Destination, exception, _timeProvider.GetUtcNow(), attempts, reason);
+        var deadLetter = SendRejections.Create(message.Envelope, message.Destination, exception, timeProvider.GetUtcNow(), attempts, reason);
         try
         {
-            await _deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+            await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
