@@ -15,7 +15,7 @@ namespace Herald.EventSourcing.Publishing;
 /// (the leader of <c>$publish-stored-events:{subscription}</c>). A failure the transport
 /// calls permanent (see <see cref="SendChecks"/>) moves the event to the dead letters, so it cannot stop the log.
 /// </summary>
-internal sealed partial class StoredEventPublisher(
+internal sealed class StoredEventPublisher(
     IEventStore store,
     ICheckpointStore checkpoints,
     ITransport transport,
@@ -90,7 +90,7 @@ internal sealed partial class StoredEventPublisher(
                 }
 
                 // Never skip a stored event: keep trying (the checkpoint stays before it) until the transport takes it.
-                LogPublishFailed(logger, ex, recorded.EventType, recorded.Position, attempt, delay);
+                Log.StoredEventPublishFailed(logger, ex, recorded.EventType, recorded.Position, attempt, delay);
                 await Task.Delay(delay, timeProvider, linked.Token).ConfigureAwait(false);
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, settings.MaxRetryDelay.Ticks));
             }
@@ -107,20 +107,11 @@ internal sealed partial class StoredEventPublisher(
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
             // Not recorded: the event is published again after the back-off, like any other failure.
-            LogDeadLetterFailed(logger, ex, recorded.EventType, recorded.Position);
+            Log.StoredEventDeadLetterFailed(logger, ex, recorded.EventType, recorded.Position);
             return false;
         }
 
-        LogPublishRejected(logger, exception, recorded.EventType, recorded.Position);
+        Log.StoredEventRejected(logger, exception, recorded.EventType, recorded.Position);
         return true;
     }
-
-    [LoggerMessage(1102, LogLevel.Error, "The transport refuses stored event {EventType} at position {Position} for good; it is moved to the dead letters")]
-    private static partial void LogPublishRejected(ILogger logger, Exception exception, string eventType, long position);
-
-    [LoggerMessage(1103, LogLevel.Error, "Stored event {EventType} at position {Position} could not be moved to the dead letters; it is published again after the back-off")]
-    private static partial void LogDeadLetterFailed(ILogger logger, Exception exception, string eventType, long position);
-
-    [LoggerMessage(1101, LogLevel.Warning, "Publishing stored event {EventType} at position {Position} failed (attempt {Attempt}); trying again in {Delay}")]
-    private static partial void LogPublishFailed(ILogger logger, Exception exception, string eventType, long position, int attempt, TimeSpan delay);
 }

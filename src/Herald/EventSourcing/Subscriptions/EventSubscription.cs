@@ -1,3 +1,4 @@
+using Herald.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -10,7 +11,7 @@ namespace Herald.EventSourcing.Subscriptions;
 /// a failing store or checkpoint store (a database restarting) does not: the subscription logs it and tries again from
 /// its position, waiting 100 ms at first and up to 5 s between tries (issue 10).
 /// </summary>
-public sealed partial class EventSubscription : IAsyncDisposable
+public sealed class EventSubscription : IAsyncDisposable
 {
     private static readonly TimeSpan FirstRetryDelay = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(5);
@@ -267,7 +268,7 @@ public sealed partial class EventSubscription : IAsyncDisposable
                     // The store failed, not the handler: go on from the position reached once it answers again (issue 10);
                     // events buffered for a batch but not handed over are read again from there.
                     batch?.Clear();
-                    LogStoreFailed(Logger ?? NullLogger.Instance, ex, SubscriptionId, Position, retryDelay);
+                    Log.SubscriptionStoreFailed(Logger ?? NullLogger.Instance, ex, SubscriptionId, Position, retryDelay);
                     await Task.Delay(retryDelay, stopping).ConfigureAwait(false);
                     retryDelay = TimeSpan.FromTicks(Math.Min(retryDelay.Ticks * 2, MaxRetryDelay.Ticks));
                 }
@@ -351,9 +352,6 @@ public sealed partial class EventSubscription : IAsyncDisposable
             signal.TrySetException(error);
         }
     }
-
-    [LoggerMessage(1110, LogLevel.Warning, "Subscription '{SubscriptionId}' could not read the event store or save its checkpoint at position {Position}; trying again in {Delay}")]
-    private static partial void LogStoreFailed(ILogger logger, Exception exception, string subscriptionId, long position, TimeSpan delay);
 
     private enum Stage
     {

@@ -59,7 +59,7 @@ internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProv
             switch (decision.Action)
             {
                 case RetryAction.RetryImmediately:
-                    ReliabilityLog.RetryingImmediately(logger, failure, envelope.MessageId, envelope.MessageType, attempt, endpoint);
+                    Log.RetryingImmediately(logger, failure, envelope.MessageId, envelope.MessageType, attempt, endpoint);
                     HeraldDiagnostics.MessagesRetried.Add(1, [.. consumption.Tags(endpoint), new(MetricNames.RetryKindTag, "immediate")]);
                     cancellationToken.ThrowIfCancellationRequested();
                     attempt++;

@@ -31,7 +31,7 @@ internal sealed class SettleStep(
         switch (outcome.Verdict)
         {
             case ConsumeVerdict.Duplicate:
-                ReliabilityLog.DuplicateSkipped(logger, consumption.Envelope.MessageId, consumption.Envelope.MessageType, endpoint);
+                Log.DuplicateSkipped(logger, consumption.Envelope.MessageId, consumption.Envelope.MessageType, endpoint);
                 HeraldDiagnostics.MessagesDuplicate.Add(1, consumption.Tags(endpoint));
                 goto case ConsumeVerdict.Handled;
             case ConsumeVerdict.Handled:
@@ -81,7 +81,7 @@ internal sealed class SettleStep(
         }
         catch (Exception storeFailure) when (storeFailure is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            ReliabilityLog.DeadLetterStoreFailed(logger, storeFailure, envelope.MessageId, envelope.MessageType, endpoint);
+            Log.DeadLetterStoreFailed(logger, storeFailure, envelope.MessageId, envelope.MessageType, endpoint);
             if (!await TryNativeDeadLetterAsync(delivery, deadLetter, cancellationToken).ConfigureAwait(false))
             {
                 return;
@@ -104,7 +104,7 @@ internal sealed class SettleStep(
         var envelope = delivery.Envelope;
         if (!nativeDeadLetters)
         {
-            ReliabilityLog.NativeDeadLetterFailed(logger, null, envelope.MessageId, envelope.MessageType, endpoint, storeFailureRedeliveryDelay);
+            Log.NativeDeadLetterFailed(logger, null, envelope.MessageId, envelope.MessageType, endpoint, storeFailureRedeliveryDelay);
             await delivery.NackAsync(storeFailureRedeliveryDelay, DeadLetterHeaders.ForRedelivery(deadLetter.FirstFailureTime), cancellationToken).ConfigureAwait(false);
             return false;
         }
@@ -117,7 +117,7 @@ internal sealed class SettleStep(
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             // The delivery counts as settled now; the transport handed it back when the move failed.
-            ReliabilityLog.NativeDeadLetterFailed(logger, ex, envelope.MessageId, envelope.MessageType, endpoint, TimeSpan.Zero);
+            Log.NativeDeadLetterFailed(logger, ex, envelope.MessageId, envelope.MessageType, endpoint, TimeSpan.Zero);
             return false;
         }
     }

@@ -1,3 +1,4 @@
+using Herald.Hosting;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -131,7 +132,7 @@ public sealed class DeadLetterManager
         }
         while (deleted > 0);
 
-        ReliabilityLog.DeadLettersPurged(_logger, total);
+        Log.DeadLettersPurged(_logger, total);
         if (_monitor is not null)
         {
             await RefreshAsync(filter.Endpoint is { } endpoint ? [endpoint] : _monitor.Counts.Keys, cancellationToken).ConfigureAwait(false);
@@ -181,7 +182,7 @@ public sealed class DeadLetterManager
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            ReliabilityLog.DeadLetterRetryFailed(_logger, ex, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint);
+            Log.DeadLetterRetryFailed(_logger, ex, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint);
             await _store.RecordRetryFailureAsync(deadLetter.Id, $"{ex.GetType().FullName}: {ex.Message}", _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
             return (DeadLetterRetryOutcome.Failed, deadLetter.Endpoint);
         }
@@ -189,7 +190,7 @@ public sealed class DeadLetterManager
         // Sent: only now is it safe to forget the dead letter. If this delete fails the message was still sent, and a
         // second retry would send a duplicate, which the inbox of the endpoint absorbs.
         await _store.DeleteAsync(deadLetter.Id, cancellationToken).ConfigureAwait(false);
-        ReliabilityLog.DeadLetterRetried(_logger, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint);
+        Log.DeadLetterRetried(_logger, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint);
         return (DeadLetterRetryOutcome.Retried, deadLetter.Endpoint);
     }
 

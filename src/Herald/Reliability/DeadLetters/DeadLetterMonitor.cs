@@ -86,7 +86,7 @@ internal sealed class DeadLetterMonitor : BackgroundService
             }
             catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
             {
-                ReliabilityLog.DeadLetterCountFailed(_logger, ex, endpoint);
+                Log.DeadLetterCountFailed(_logger, ex, endpoint);
                 return;
             }
 
@@ -127,14 +127,14 @@ internal sealed class DeadLetterMonitor : BackgroundService
             var trimmed = await DeadLetterRetention.TrimAsync(_store, endpoint, _options.MaxAge, _options.MaxCount, _options.BatchSize, _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
             if (trimmed > 0)
             {
-                ReliabilityLog.DeadLettersTrimmed(_logger, trimmed, endpoint);
+                Log.DeadLettersTrimmed(_logger, trimmed, endpoint);
             }
 
             return trimmed;
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            ReliabilityLog.DeadLetterTrimFailed(_logger, ex, endpoint);
+            Log.DeadLetterTrimFailed(_logger, ex, endpoint);
             return 0;
         }
     }
@@ -199,7 +199,7 @@ internal sealed class DeadLetterMonitor : BackgroundService
 
     private async ValueTask RaiseAsync(DeadLetterThresholdReached alert, CancellationToken cancellationToken)
     {
-        ReliabilityLog.DeadLetterThresholdReached(_logger, alert.Endpoint, alert.Count, alert.Threshold);
+        Log.DeadLetterThresholdReached(_logger, alert.Endpoint, alert.Count, alert.Threshold);
         HeraldDiagnostics.DeadLetterAlerts.Add(1, new KeyValuePair<string, object?>(MetricNames.EndpointTag, alert.Endpoint));
         foreach (var hook in _services.GetServices<IDeadLetterAlert>())
         {
@@ -211,7 +211,7 @@ internal sealed class DeadLetterMonitor : BackgroundService
             catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
 #pragma warning restore CA1031
             {
-                ReliabilityLog.DeadLetterAlertFailed(_logger, ex, hook.GetType().Name, alert.Endpoint);
+                Log.DeadLetterAlertFailed(_logger, ex, hook.GetType().Name, alert.Endpoint);
             }
         }
     }

@@ -41,7 +41,7 @@ internal sealed class NativeDeadLetterDrain(
             cancellationToken).ConfigureAwait(false);
         if (moved > 0)
         {
-            ReliabilityLog.NativeDeadLettersDrained(_logger, moved, endpoint);
+            Log.NativeDeadLettersDrained(_logger, moved, endpoint);
             monitor?.Signal(endpoint);
         }
 
@@ -68,7 +68,7 @@ internal sealed class NativeDeadLetterDrain(
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
                 {
-                    ReliabilityLog.NativeDeadLetterDrainFailed(_logger, ex, settings.EndpointName, interval);
+                    Log.NativeDeadLetterDrainFailed(_logger, ex, settings.EndpointName, interval);
                 }
 
                 await Task.Delay(interval, timeProvider, stoppingToken).ConfigureAwait(false);

@@ -1,3 +1,4 @@
+using Herald.Hosting;
 using System.Collections.Concurrent;
 using System.Text.Json;
 using Herald.Internal;
@@ -140,8 +141,8 @@ public sealed class IdempotencyService
             _options.LockTimeout,
             "idempotency_lock",
             _timeProvider,
-            () => ReliabilityLog.IdempotencyLockTaken(_logger, key),
-            ex => ReliabilityLog.IdempotencyRenewalFailed(_logger, ex, key),
+            () => Log.IdempotencyLockTaken(_logger, key),
+            ex => Log.IdempotencyRenewalFailed(_logger, ex, key),
             cancellationToken);
         try
         {
@@ -156,7 +157,7 @@ public sealed class IdempotencyService
             }
             catch (Exception releaseFailure)
             {
-                ReliabilityLog.IdempotencyReleaseFailed(_logger, releaseFailure, key);
+                Log.IdempotencyReleaseFailed(_logger, releaseFailure, key);
             }
 
             Signal(key);
@@ -175,13 +176,13 @@ public sealed class IdempotencyService
             var bytes = JsonSerializer.SerializeToUtf8Bytes(result, _json);
             if (!await CompleteAsync(key, lockToken, bytes, ttl).ConfigureAwait(false))
             {
-                ReliabilityLog.IdempotencyLockLost(_logger, key);
+                Log.IdempotencyLockLost(_logger, key);
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
             // The operation took effect: its caller gets the result. Only later callers miss it once the lock expires.
-            ReliabilityLog.IdempotencyResultNotStored(_logger, ex, key);
+            Log.IdempotencyResultNotStored(_logger, ex, key);
         }
         finally
         {
@@ -208,7 +209,7 @@ public sealed class IdempotencyService
             }
             catch (Exception ex) when (ex is not OperationCanceledException && _timeProvider.GetElapsedTime(started) + pause < _options.LockTimeout * 0.6)
             {
-                ReliabilityLog.IdempotencyCompleteRetrying(_logger, ex, key, pause);
+                Log.IdempotencyCompleteRetrying(_logger, ex, key, pause);
                 await Task.Delay(pause, _timeProvider).ConfigureAwait(false);
                 pause = pause * 2 > MaxCompleteRetryDelay ? MaxCompleteRetryDelay : pause * 2;
             }

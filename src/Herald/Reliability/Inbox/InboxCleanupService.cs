@@ -1,3 +1,4 @@
+using Herald.Hosting;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -41,7 +42,7 @@ internal sealed class InboxCleanupService(IInbox inbox, IOptions<InboxOptions> o
                 }
                 catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
                 {
-                    ReliabilityLog.InboxCleanupFailed(_logger, ex, interval);
+                    Log.InboxCleanupFailed(_logger, ex, interval);
                 }
             }
         }

@@ -1,3 +1,4 @@
+using Herald.Hosting;
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Herald.Diagnostics;
@@ -171,7 +172,7 @@ internal sealed class OutboxRelay(
                 catch (Exception ex) when (!leading.IsCancellationRequested)
                 {
                     backoff = NextBackoff(backoff);
-                    ReliabilityLog.OutboxStoreFailed(_logger, ex, backoff);
+                    Log.OutboxStoreFailed(_logger, ex, backoff);
                     await Task.Delay(backoff, timeProvider, leading).ConfigureAwait(false);
                     continue;
                 }
@@ -216,7 +217,7 @@ internal sealed class OutboxRelay(
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             // Housekeeping waits for the next round; sending goes on.
-            ReliabilityLog.OutboxStoreFailed(_logger, ex, _options.PollInterval);
+            Log.OutboxStoreFailed(_logger, ex, _options.PollInterval);
         }
     }
 
@@ -251,7 +252,7 @@ internal sealed class OutboxRelay(
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             // Not counted this time: the row is tried again after the relay's own back-off.
-            ReliabilityLog.OutboxStoreFailed(_logger, ex, _options.MinBackoff);
+            Log.OutboxStoreFailed(_logger, ex, _options.MinBackoff);
         }
 
         return false;
@@ -299,7 +300,7 @@ internal sealed class OutboxRelay(
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             HeraldDiagnostics.OutboxSendFailures.Add(1, new KeyValuePair<string, object?>(MetricNames.DestinationTag, message.Destination));
-            ReliabilityLog.OutboxSendFailed(_logger, ex, message.Id, message.Envelope.MessageType, message.Destination);
+            Log.OutboxSendFailed(_logger, ex, message.Id, message.Envelope.MessageType, message.Destination);
             return (SendOutcome.Failed, ex);
         }
     }
@@ -314,11 +315,11 @@ internal sealed class OutboxRelay(
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             // Not recorded anywhere else yet: keep it in the outbox and try again after the backoff.
-            ReliabilityLog.OutboxStoreFailed(_logger, ex, _options.MinBackoff);
+            Log.OutboxStoreFailed(_logger, ex, _options.MinBackoff);
             return false;
         }
 
-        ReliabilityLog.OutboxMessageRejected(_logger, exception, message.Id, message.Envelope.MessageType, message.Destination);
+        Log.OutboxMessageRejected(_logger, exception, message.Id, message.Envelope.MessageType, message.Destination);
         return true;
     }
 

@@ -1,9 +1,9 @@
 using Microsoft.Extensions.Logging;
 
-namespace Herald.Reliability;
+namespace Herald.Hosting;
 
 /// <summary>Log messages of retries, dead letters, inbox, outbox and idempotency, with stable event ids (2000-2999; dead-letter retention 1500-1501).</summary>
-internal static partial class ReliabilityLog
+internal static partial class Log
 {
     [LoggerMessage(2001, LogLevel.Warning, "Message {MessageId} ({MessageType}) failed on attempt {Attempt} at '{Endpoint}'; retrying at once")]
     public static partial void RetryingImmediately(ILogger logger, Exception exception, Guid messageId, string messageType, int attempt, string endpoint);

@@ -1,0 +1,19 @@
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Hosting;
+
+/// <summary>The event-store subscriptions' and the stored-event publisher's log messages (event ids 1100-1199).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(1101, LogLevel.Warning, "Publishing stored event {EventType} at position {Position} failed (attempt {Attempt}); trying again in {Delay}")]
+    public static partial void StoredEventPublishFailed(ILogger logger, Exception exception, string eventType, long position, int attempt, TimeSpan delay);
+
+    [LoggerMessage(1102, LogLevel.Error, "The transport refuses stored event {EventType} at position {Position} for good; it is moved to the dead letters")]
+    public static partial void StoredEventRejected(ILogger logger, Exception exception, string eventType, long position);
+
+    [LoggerMessage(1103, LogLevel.Error, "Stored event {EventType} at position {Position} could not be moved to the dead letters; it is published again after the back-off")]
+    public static partial void StoredEventDeadLetterFailed(ILogger logger, Exception exception, string eventType, long position);
+
+    [LoggerMessage(1110, LogLevel.Warning, "Subscription '{SubscriptionId}' could not read the event store or save its checkpoint at position {Position}; trying again in {Delay}")]
+    public static partial void SubscriptionStoreFailed(ILogger logger, Exception exception, string subscriptionId, long position, TimeSpan delay);
+}
