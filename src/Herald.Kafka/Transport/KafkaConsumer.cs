@@ -225,7 +225,54 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     {
         try
         {
-            KafkaTransport.RunClient(_consumer, _logger, Queue, PollUntilStopped);
+            _consumer.Subscribe(_topics);
+            var clock = _transport.TimeProvider;
+            var nextCommit = clock.GetTimestamp();
+            var nextLag = nextCommit;
+            while (!_stopping.IsCancellationRequested)
+            {
+                if (_resubscribe is { } topics)
+                {
+                    _resubscribe = null;
+                    _topics = topics;
+                    _consumer.Subscribe(topics);
+                }
+
+                // Commits and the gauge go on while every slot is busy: slow handlers must not hold back what others settled.
+                if (HasRoom())
+                {
+                    ConsumeAvailable(MaxBatch);
+                }
+
+                var now = clock.GetTimestamp();
+                if (clock.GetElapsedTime(nextCommit, now) >= TimeSpan.Zero)
+                {
+                    Commit(_partitions.Values.Select(p => p.ToCommit()));
+                    nextCommit = now + (long)(_options.CommitInterval.TotalSeconds * clock.TimestampFrequency);
+                }
+
+                if (clock.GetElapsedTime(nextLag, now) >= TimeSpan.Zero)
+                {
+                    RefreshWatermarks();
+                    nextLag = now + (long)(LagInterval.TotalSeconds * clock.TimestampFrequency);
+                }
+            }
+
+            // Stopping: nothing new starts; running handlers finish (or are cancelled by StopAsync's token), then what
+            // they settled is committed before the group hands the partitions to another member.
+            while (Volatile.Read(ref _inFlight) > 0)
+            {
+                WaitForRelease(0, PollTimeout);
+            }
+
+            Commit(_partitions.Values.Select(p => p.ToCommit()));
+            _consumer.Close();
+        }
+#pragma warning disable CA1031 // Logged: the poll thread must end cleanly so StopAsync returns.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.PollFailed(_logger, e, Queue);
         }
         finally
         {
@@ -233,52 +280,9 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             {
                 lane.Writer.TryComplete();
             }
+
+            _consumer.Dispose();
         }
-    }
-
-    private void PollUntilStopped()
-    {
-        _consumer.Subscribe(_topics);
-        var clock = _transport.TimeProvider;
-        var nextCommit = clock.GetTimestamp();
-        var nextLag = nextCommit;
-        while (!_stopping.IsCancellationRequested)
-        {
-            if (_resubscribe is { } topics)
-            {
-                _resubscribe = null;
-                _topics = topics;
-                _consumer.Subscribe(topics);
-            }
-
-            // Commits and the gauge go on while every slot is busy: slow handlers must not hold back what others settled.
-            if (HasRoom())
-            {
-                ConsumeAvailable(MaxBatch);
-            }
-
-            var now = clock.GetTimestamp();
-            if (clock.GetElapsedTime(nextCommit, now) >= TimeSpan.Zero)
-            {
-                Commit(_partitions.Values.Select(p => p.ToCommit()));
-                nextCommit = now + (long)(_options.CommitInterval.TotalSeconds * clock.TimestampFrequency);
-            }
-
-            if (clock.GetElapsedTime(nextLag, now) >= TimeSpan.Zero)
-            {
-                RefreshWatermarks();
-                nextLag = now + (long)(LagInterval.TotalSeconds * clock.TimestampFrequency);
-            }
-        }
-
-        // Stopping: nothing new starts; running handlers finish (or are cancelled by StopAsync's token), then what
-        // they settled is committed before the group hands the partitions to another member.
-        while (Volatile.Read(ref _inFlight) > 0)
-        {
-            WaitForRelease(0, PollTimeout);
-        }
-
-        Commit(_partitions.Values.Select(p => p.ToCommit()));
     }
 
     /// <summary>

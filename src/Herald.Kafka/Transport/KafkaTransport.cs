@@ -233,30 +233,6 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
 
     internal void Forget(KafkaConsumer consumer) => Untrack(consumer);
 
-    /// <summary>
-    /// The life of a client thread (a consumer's poll loop, a retry relay): runs <paramref name="loop"/>, then closes the client
-    /// so its group hands the partitions on at once; logs a failure instead of throwing, so the thread ends cleanly and the
-    /// owner's stop returns; always disposes the client.
-    /// </summary>
-    internal static void RunClient(IConsumer<byte[]?, byte[]> consumer, ILogger logger, string owner, Action loop)
-    {
-        try
-        {
-            loop();
-            consumer.Close();
-        }
-#pragma warning disable CA1031 // Logged: the client thread must end cleanly so its owner's stop returns.
-        catch (Exception e)
-#pragma warning restore CA1031
-        {
-            Log.PollFailed(logger, e, owner);
-        }
-        finally
-        {
-            consumer.Dispose();
-        }
-    }
-
     /// <summary>One poll of a Herald consumer: the next record, or null (none yet, end of a partition, or an error, logged).</summary>
     internal static ConsumeResult<byte[]?, byte[]>? Poll(IConsumer<byte[]?, byte[]> consumer, TimeSpan timeout, ILogger logger, string owner)
     {

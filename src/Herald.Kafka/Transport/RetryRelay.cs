@@ -60,19 +60,29 @@ internal sealed class RetryRelay : IAsyncDisposable
             return;
         }
 
-        KafkaTransport.RunClient(_consumer, _logger, Topic, RelayUntilStopped);
-    }
-
-    private void RelayUntilStopped()
-    {
-        _consumer.Subscribe(Topic);
-        while (!_stopping.IsCancellationRequested)
+        try
         {
-            ResumeDue();
-            if (KafkaTransport.Poll(_consumer, PollTimeout, _logger, Topic) is { } result)
+            _consumer.Subscribe(Topic);
+            while (!_stopping.IsCancellationRequested)
             {
-                Relay(result);
+                ResumeDue();
+                if (KafkaTransport.Poll(_consumer, PollTimeout, _logger, Topic) is { } result)
+                {
+                    Relay(result);
+                }
             }
+
+            _consumer.Close();
+        }
+#pragma warning disable CA1031 // Logged: the relay thread must end cleanly so disposal returns.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.PollFailed(_logger, e, Topic);
+        }
+        finally
+        {
+            _consumer.Dispose();
         }
     }
 
