@@ -1,0 +1,165 @@
+using Herald.EventSourcing;
+using Herald.Internal;
+using Herald.Messages;
+
+namespace Herald.Tests.Internal;
+
+/// <summary>
+/// The paged reads the SQL event stores share (issue 9, one shared adapter layer): where each page starts, how large it is
+/// asked to be, and when the read stops, over a fake store of numbered events that records every page asked for.
+/// </summary>
+public sealed class EventPagesTests
+{
+    [Fact]
+    public async Task AForwardStreamRead_AsksPageAfterPage_AndStopsAtTheShortOne()
+    {
+        var store = new PagedStream(10);
+
+        var read = await Versions(EventPages.ReadStreamAsync("s-1", ReadDirection.Forward, 1, int.MaxValue, 3, store.ReadAsync, default));
+
+        Assert.Equal(Enumerable.Range(1, 10).Select(v => (long)v), read);
+        Assert.Equal([(true, 1L, 3), (true, 4L, 3), (true, 7L, 3), (true, 10L, 3)], store.Pages);
+    }
+
+    [Fact]
+    public async Task AStreamWhoseLengthIsAMultipleOfThePage_EndsOnAnEmptyPage()
+    {
+        var store = new PagedStream(6);
+
+        var read = await Versions(EventPages.ReadStreamAsync("s-1", ReadDirection.Forward, 1, int.MaxValue, 3, store.ReadAsync, default));
+
+        Assert.Equal(6, read.Count);
+        Assert.Equal([(true, 1L, 3), (true, 4L, 3), (true, 7L, 3)], store.Pages);
+    }
+
+    [Fact]
+    public async Task ABackwardStreamRead_EndsAtVersionOne_WithoutAskingBelowIt()
+    {
+        var store = new PagedStream(8);
+
+        var read = await Versions(EventPages.ReadStreamAsync("s-1", ReadDirection.Backward, 8, int.MaxValue, 4, store.ReadAsync, default));
+
+        Assert.Equal(Enumerable.Range(1, 8).Reverse().Select(v => (long)v), read);
+        Assert.Equal([(false, 8L, 4), (false, 4L, 4)], store.Pages);
+    }
+
+    [Fact]
+    public async Task MaxCount_CutsTheLastPageToWhatIsLeft()
+    {
+        var store = new PagedStream(100);
+
+        var read = await Versions(EventPages.ReadStreamAsync("s-1", ReadDirection.Forward, 5, 7, 3, store.ReadAsync, default));
+
+        Assert.Equal(Enumerable.Range(5, 7).Select(v => (long)v), read);
+        Assert.Equal([(true, 5L, 3), (true, 8L, 3), (true, 11L, 1)], store.Pages);
+    }
+
+    [Fact]
+    public async Task ReadingNothing_AsksForNoPage()
+    {
+        var store = new PagedStream(10);
+
+        var read = await Versions(EventPages.ReadStreamAsync("s-1", ReadDirection.Forward, 1, 0, 3, store.ReadAsync, default));
+
+        Assert.Empty(read);
+        Assert.Empty(store.Pages);
+    }
+
+    [Fact]
+    public async Task BadArguments_ThrowOnTheFirstMove_NotWhenTheReadIsMade()
+    {
+        var store = new PagedStream(10);
+
+        var badStream = EventPages.ReadStreamAsync("", ReadDirection.Forward, 1, 10, 3, store.ReadAsync, default);
+        var badVersion = EventPages.ReadStreamAsync("s-1", ReadDirection.Forward, 0, 10, 3, store.ReadAsync, default);
+        var badPosition = EventPages.ReadAllAsync(-1, 10, 3, (_, _, _) => throw new InvalidOperationException("not asked"), default);
+
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => Versions(badStream));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => Versions(badVersion));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => Versions(badPosition));
+        Assert.Empty(store.Pages);
+    }
+
+    [Fact]
+    public async Task AnAllRead_StartsEachPageAfterThePositionOfThePreviousPagesLastEvent()
+    {
+        // Positions with gaps (filtered reads skip positions): the cursor is the last position read, not a count.
+        long[] positions = [2, 3, 7, 11, 12, 20, 21];
+        var asked = new List<(long After, int Limit)>();
+
+        var read = await Positions(EventPages.ReadAllAsync(
+            0,
+            int.MaxValue,
+            2,
+            (after, limit, _) =>
+            {
+                asked.Add((after, limit));
+                IReadOnlyList<RecordedEvent> page = [.. positions.Where(p => p > after).Take(limit).Select(p => Event("s-1", p, p))];
+                return ValueTask.FromResult(page);
+            },
+            default));
+
+        Assert.Equal(positions, read);
+        Assert.Equal([(0L, 2), (3L, 2), (11L, 2), (20L, 2)], asked);
+    }
+
+    [Fact]
+    public async Task TheToken_ReachesEveryPage()
+    {
+        using var cancellation = new CancellationTokenSource();
+        var tokens = new List<CancellationToken>();
+
+        await Versions(EventPages.ReadStreamAsync(
+            "s-1",
+            ReadDirection.Forward,
+            1,
+            int.MaxValue,
+            2,
+            (_, from, limit, token) =>
+            {
+                tokens.Add(token);
+                IReadOnlyList<RecordedEvent> page = from > 3 ? [] : [.. Enumerable.Range((int)from, limit).Select(v => Event("s-1", v, v))];
+                return ValueTask.FromResult(page);
+            },
+            cancellation.Token));
+
+        Assert.Equal(3, tokens.Count);
+        Assert.All(tokens, t => Assert.Equal(cancellation.Token, t));
+    }
+
+    private static async Task<List<long>> Versions(IAsyncEnumerable<RecordedEvent> events) =>
+        [.. (await ToListAsync(events)).Select(e => e.Version)];
+
+    private static async Task<List<long>> Positions(IAsyncEnumerable<RecordedEvent> events) =>
+        [.. (await ToListAsync(events)).Select(e => e.Position)];
+
+    private static async Task<List<RecordedEvent>> ToListAsync(IAsyncEnumerable<RecordedEvent> events)
+    {
+        var list = new List<RecordedEvent>();
+        await foreach (var recorded in events)
+        {
+            list.Add(recorded);
+        }
+
+        return list;
+    }
+
+    private static RecordedEvent Event(string stream, long version, long position) =>
+        new(stream, version, position, DateTimeOffset.UnixEpoch, new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = "{}"u8.ToArray() });
+
+    // A stream of versions 1..length; every page asked for is recorded as (forward, from, limit).
+    private sealed class PagedStream(long length)
+    {
+        public List<(bool Forward, long From, int Limit)> Pages { get; } = [];
+
+        public ValueTask<IReadOnlyList<RecordedEvent>> ReadAsync(bool forward, long from, int limit, CancellationToken cancellationToken)
+        {
+            Pages.Add((forward, from, limit));
+            var versions = forward
+                ? Enumerable.Range(0, limit).Select(i => from + i).Where(v => v <= length)
+                : Enumerable.Range(0, limit).Select(i => from - i).Where(v => v >= 1 && v <= length);
+            IReadOnlyList<RecordedEvent> page = [.. versions.Select(v => Event("s-1", v, v))];
+            return ValueTask.FromResult(page);
+        }
+    }
+}
