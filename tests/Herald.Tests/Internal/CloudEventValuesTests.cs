@@ -90,4 +90,33 @@ public sealed class CloudEventValuesTests
         Assert.NotEqual(id, CloudEventValues.DerivedMessageId("abc"u8));
         Assert.NotEqual(CloudEventValues.DerivedMessageId(ReadOnlyMemory<byte>.Empty, "x"u8.ToArray()), CloudEventValues.DerivedMessageId("x"u8.ToArray(), ReadOnlyMemory<byte>.Empty));
     }
+
+    [Fact]
+    public void DecodeFailure_KeepsAMalformedMessageException_AndNamesAnyOtherWithItAsTheCause()
+    {
+        var malformed = new Herald.Transport.MalformedMessageException("Malformed message: no type.");
+        Assert.Same(malformed, CloudEventValues.DecodeFailure(malformed));
+
+        var broken = new FormatException("bad base64");
+        var failure = CloudEventValues.DecodeFailure(broken);
+        Assert.Equal("Malformed message: decoding it failed (FormatException: bad base64)", failure.Message);
+        Assert.Same(broken, failure.InnerException);
+    }
+
+    [Fact]
+    public void Excerpt_QuotesAWireValueUpTo64Characters()
+    {
+        var exact = new string('a', 64);
+        Assert.Equal(exact, CloudEventValues.Excerpt(exact));
+        Assert.Equal(exact + "...", CloudEventValues.Excerpt(exact + "b"));
+        Assert.Equal("", CloudEventValues.Excerpt(""));
+    }
+
+    [Fact]
+    public void EnvelopeAttributes_AreTheCloudEventsAttributesTheEnvelopeReadsItself()
+    {
+        Assert.Equal(
+            ["id", "type", "source", "specversion", "time", "dataschema", "datacontenttype", "partitionkey", "correlationid", "causationid", "userid", "deliveryattempt"],
+            CloudEventValues.EnvelopeAttributes);
+    }
 }
