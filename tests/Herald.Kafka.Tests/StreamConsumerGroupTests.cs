@@ -71,6 +71,7 @@ public sealed class StreamConsumerGroupTests(ITestOutputHelper output) : KafkaTe
         }
 
         var stream = b.Services.GetRequiredService<StreamProcessors>()["clicks"];
+        output.WriteLine($"{clock.Elapsed}: the joining host stopped; the remaining host holds partitions [{string.Join(",", stream.OwnedPartitions)}]");
         Dictionary<(string, DateTimeOffset), long> counted = [];
         await Eventually.UntilAsync(
             async () =>
@@ -80,7 +81,7 @@ public sealed class StreamConsumerGroupTests(ITestOutputHelper output) : KafkaTe
             },
             "the remaining host's windows equal the one-process result",
             TimeSpan.FromSeconds(300)).ContinueWith(
-                t => t.IsFaulted ? throw new Xunit.Sdk.XunitException($"Counted {counted.Values.Sum()} clicks in {counted.Count} windows; expected {Records} in {expected.Count}.", t.Exception) : t,
+                t => t.IsFaulted ? throw new Xunit.Sdk.XunitException($"Counted {counted.Values.Sum()} clicks in {counted.Count} windows; expected {Records} in {expected.Count}. The remaining host holds partitions [{string.Join(",", stream.OwnedPartitions)}]; the group has {Uncommitted(_type, _endpoint)} records not committed.", t.Exception) : t,
                 TaskScheduler.Default).Unwrap();
 
         output.WriteLine($"{clock.Elapsed}: the remaining host's windows equal the one-process result");
