@@ -337,15 +337,15 @@ internal static class KafkaEnvelopeCodec
     /// <summary>What can be read of a malformed message, each part on its own, so one bad attribute hides no other.</summary>
     private static Envelope BestEffort(Message<byte[]?, byte[]> message, TimeProvider timeProvider)
     {
-        var id = Attempted(() => Header(message, Prefix + "id") is { } text && Guid.TryParse(text, out var parsed) ? parsed : Guid.Empty, Guid.Empty);
-        var type = Attempted(() => Header(message, Prefix + "type") ?? Header(message, PlainTypeHeader), null);
-        var time = Attempted(() => Header(message, Prefix + "time") is { } text ? ParseTime(text) : null, null);
+        var id = Salvage.Read(() => Header(message, Prefix + "id") is { } text && Guid.TryParse(text, out var parsed) ? parsed : Guid.Empty, Guid.Empty);
+        var type = Salvage.Read(() => Header(message, Prefix + "type") ?? Header(message, PlainTypeHeader), null);
+        var time = Salvage.Read(() => Header(message, Prefix + "time") is { } text ? ParseTime(text) : null, null);
         var headers = new Dictionary<string, string>(StringComparer.Ordinal);
         if (message.Headers is not null)
         {
             foreach (var header in message.Headers)
             {
-                if (Attempted(() => header.GetValueBytes() is { } b ? StrictUtf8.GetString(b) : string.Empty, null) is { } text)
+                if (Salvage.Read(() => header.GetValueBytes() is { } b ? StrictUtf8.GetString(b) : string.Empty, null) is { } text)
                 {
                     headers.TryAdd(header.Key, text);
                 }
@@ -357,25 +357,11 @@ internal static class KafkaEnvelopeCodec
             MessageId = id,
             MessageType = type ?? string.Empty,
             Time = time ?? timeProvider.GetUtcNow(),
-            PartitionKey = Attempted(() => KeyText(message.Key), null),
+            PartitionKey = Salvage.Read(() => KeyText(message.Key), null),
             Headers = headers,
             Body = message.Value ?? [],
             DeliveryAttempt = Attempt(message),
         };
-    }
-
-    private static T Attempted<T>(Func<T> read, T fallback)
-    {
-        try
-        {
-            return read();
-        }
-#pragma warning disable CA1031 // Best effort: a part that cannot be read is left out.
-        catch (Exception)
-#pragma warning restore CA1031
-        {
-            return fallback;
-        }
     }
 
     private static DateTimeOffset? ParseTime(string text) => CloudEventValues.TryParseTime(text, out var time) ? time : null;

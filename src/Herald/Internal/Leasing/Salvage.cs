@@ -35,8 +35,10 @@ public static class Salvage
         DeliveryAttempt = deliveryAttempt,
     };
 
-    private static T Read<T>(Func<T> read, T fallback)
+    /// <summary>One part of a broken message: what <paramref name="read"/> returns, or <paramref name="fallback"/> when it throws.</summary>
+    public static T Read<T>(Func<T> read, T fallback)
     {
+        ArgumentNullException.ThrowIfNull(read);
         try
         {
             return read();
