@@ -66,6 +66,64 @@ public sealed class ConsumerGroupTests : KafkaTestBase
     }
 
     [Fact]
+    public async Task APartitionTakenAwayWhileTheConsumerWasPaused_IsConsumedAgainWhenItComesBack()
+    {
+        // librdkafka keeps a partition's pause across its revocation: a partition given up while every slot was busy came
+        // back paused, and its records were never read (one CI run of StreamConsumerGroupTests stalled on it).
+        var queue = Name("paused-revoke");
+        var first = await CreateTransportAsync();
+        var second = await CreateTransportAsync();
+        var handled = new ConcurrentDictionary<Guid, string>();
+        var busy = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumerA = (KafkaConsumer)Own(await first.ConsumeAsync(queue, new ConsumerOptions { Prefetch = 1, MaxConcurrency = 1 }, async (delivery, ct) =>
+        {
+            if (busy.TrySetResult())
+            {
+                await release.Task.WaitAsync(Deadline, ct);
+            }
+
+            handled[delivery.Envelope.MessageId] = "A";
+        }));
+        await first.SendAsync(queue, NewEnvelope("first"));
+        await busy.Task.WaitAsync(Deadline);
+        await Eventually.UntilAsync(() => consumerA.Paused, "the busy consumer paused its partitions", Deadline);
+
+        // B joins while A is paused, so A gives partitions up paused; then A has room again and B leaves.
+        var consumerB = (KafkaConsumer)await second.ConsumeAsync(queue, new ConsumerOptions(), (delivery, _) =>
+        {
+            handled[delivery.Envelope.MessageId] = "B";
+            return ValueTask.CompletedTask;
+        });
+        await Eventually.UntilAsync(() => consumerB.Assignment.Count > 0, "the joining consumer is given partitions", Deadline);
+        var given = consumerB.Assignment.Select(p => p.Partition.Value).ToList();
+        _output.WriteLine($"B holds partitions [{string.Join(",", given)}]");
+        release.TrySetResult();
+        await Eventually.UntilAsync(() => !consumerA.Paused, "A resumes once its handler is done", Deadline);
+        await consumerB.StopAsync();
+        await consumerB.DisposeAsync();
+        await Eventually.UntilAsync(() => consumerA.Assignment.Count == 4, "A holds every partition again", Deadline);
+
+        // Records of every partition, those A gave up paused included, reach A.
+        var sent = Enumerable.Range(0, 32).Select(i => NewEnvelope("key-" + i)).ToList();
+        foreach (var envelope in sent)
+        {
+            await first.SendAsync(queue, envelope);
+        }
+
+        try
+        {
+            await Eventually.UntilAsync(() => sent.All(e => handled.ContainsKey(e.MessageId)), "every record handled", Deadline);
+        }
+        finally
+        {
+            _output.WriteLine($"{sent.Count(e => handled.ContainsKey(e.MessageId))} of {sent.Count} handled; A holds [{string.Join(",", consumerA.Assignment.Select(p => p.Partition.Value))}]");
+        }
+
+        Assert.All(sent, e => Assert.Equal("A", handled[e.MessageId]));
+    }
+
+    [Fact]
     public async Task Rebalance_WhenARunningHandlerOutlivesTheRevocationTimeout_ItIsAbandoned_AndTheNewOwnerHandlesItsMessage()
     {
         var queue = Name("abandon");

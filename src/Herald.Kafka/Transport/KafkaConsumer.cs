@@ -67,6 +67,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private Task _running = Task.CompletedTask;
     private int _inFlight;
     private bool _paused;
+    private List<TopicPartition>? _assignedInPoll;
     private int _stopped;
     private int _disposed;
 
@@ -114,6 +115,9 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
     /// <summary>The partitions this consumer holds now.</summary>
     internal IReadOnlyCollection<TopicPartition> Assignment => _partitions.Keys.ToList();
+
+    /// <summary>Whether the poll loop has paused its partitions because every slot is busy.</summary>
+    internal bool Paused => Volatile.Read(ref _paused);
 
     public static async Task<KafkaConsumer> StartAsync(
         KafkaTransport transport, string queue, string[] topics, ConsumerOptions options, DeliveryHandler handler, ILogger logger, CancellationToken cancellationToken)
@@ -238,6 +242,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
                     _consumer.Subscribe(topics);
                 }
 
+                MatchPause();
+
                 // Commits and the gauge go on while every slot is busy: slow handlers must not hold back what others settled.
                 if (HasRoom())
                 {
@@ -282,6 +288,36 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             }
 
             _consumer.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Gives the partitions assigned during the last poll the consumer's pause state. librdkafka keeps a partition's pause
+    /// across its revocation: one given up while every slot was busy would come back paused, and its records would never be
+    /// read again. A partition new to this client is not paused, which it must be while the others are.
+    /// </summary>
+    private void MatchPause()
+    {
+        if (_assignedInPoll is not { } assigned)
+        {
+            return;
+        }
+
+        _assignedInPoll = null;
+        var held = _consumer.Assignment.ToHashSet();
+        var still = assigned.Where(held.Contains).ToList();
+        if (still.Count == 0)
+        {
+            return;
+        }
+
+        if (_paused)
+        {
+            _consumer.Pause(still);
+        }
+        else
+        {
+            _consumer.Resume(still);
         }
     }
 
@@ -503,6 +539,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         var offsets = StartOffsets(consumer, assigned, uncommitted);
         if (assigned.Count > 0)
         {
+            // Assigned once this handler returns: their pause state is set after the poll (MatchPause).
+            (_assignedInPoll ??= []).AddRange(assigned);
             Log.PartitionsAssigned(_logger, Queue, string.Join(", ", assigned));
             Herald.Internal.BrokerPartitions.Notify(_transport.PartitionObservers, Queue, [.. assigned.Select(p => _partitions[p].Broker)], assigned: true, _logger);
             _assigned.TrySetResult();
