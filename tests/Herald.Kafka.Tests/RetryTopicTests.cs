@@ -73,6 +73,43 @@ public sealed class RetryTopicTests : KafkaTestBase
     }
 
     [Fact]
+    public async Task ARetryPartitionTakenAwayWhileItHeldARecord_IsReadAgainWhenItComesBack()
+    {
+        // librdkafka keeps a partition's pause across its revocation. The relay pauses a partition at a record that is not
+        // due; one it gave up then and got back came back paused, and its delayed records were never relayed.
+        var first = await CreateTransportAsync();
+        var queue = Name("held");
+        var retryTopic = first.Options.RetryTopicName(queue);
+        var handled = new ConcurrentDictionary<Guid, byte>();
+        DeliveryHandler handler = (d, _) =>
+        {
+            handled.TryAdd(d.Envelope.MessageId, 0);
+            return ValueTask.CompletedTask;
+        };
+        Own(await first.ConsumeAsync(queue, ConsumerOptions.Default, handler));
+        var relay = first.RelayOf(retryTopic) ?? throw new InvalidOperationException("no relay");
+
+        // Delayed records on every partition of the retry topic: the relay holds (pauses) them all.
+        var sent = Enumerable.Range(0, 16).Select(i => NewEnvelope("key-" + i)).ToList();
+        foreach (var envelope in sent)
+        {
+            await first.SendAsync(queue, envelope, new SendOptions { Delay = TimeSpan.FromSeconds(10) });
+        }
+
+        await Eventually.UntilAsync(() => relay.Held.Count == 4, "the relay holds every partition at a record not due", Deadline);
+
+        // A second process relays the same topic: the first gives partitions up while it holds them, then gets them back.
+        var second = await CreateTransportAsync();
+        await using (var consumer = await second.ConsumeAsync(queue, ConsumerOptions.Default, handler))
+        {
+            await Eventually.UntilAsync(() => relay.Held.Count < 4, "the first relay gives held partitions up", Deadline);
+        }
+
+        await second.DisposeAsync();
+        await Eventually.UntilAsync(() => sent.All(e => handled.ContainsKey(e.MessageId)), "every delayed record relayed and handled", Deadline);
+    }
+
+    [Fact]
     public async Task DeadLetter_GoesToTheDeadLetterTopic_AndTheDrainMovesItOnceWithItsReason()
     {
         var transport = await CreateTransportAsync();

@@ -233,6 +233,9 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
 
     internal void Forget(KafkaConsumer consumer) => Untrack(consumer);
 
+    /// <summary>The relay of <paramref name="retryTopic"/>, once started.</summary>
+    internal RetryRelay? RelayOf(string retryTopic) => _relays.TryGetValue(retryTopic, out var relay) && relay.IsValueCreated ? relay.Value : null;
+
     /// <summary>One poll of a Herald consumer: the next record, or null (none yet, end of a partition, or an error, logged).</summary>
     internal static ConsumeResult<byte[]?, byte[]>? Poll(IConsumer<byte[]?, byte[]> consumer, TimeSpan timeout, ILogger logger, string owner)
     {

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using Confluent.Kafka;
 using Microsoft.Extensions.Logging;
@@ -18,7 +19,8 @@ internal sealed class RetryRelay : IAsyncDisposable
     private readonly KafkaTransport _transport;
     private readonly ILogger _logger;
     private IConsumer<byte[]?, byte[]> _consumer = null!;
-    private readonly Dictionary<TopicPartition, DateTimeOffset> _heldUntil = [];
+    private readonly ConcurrentDictionary<TopicPartition, DateTimeOffset> _heldUntil = new();
+    private List<TopicPartition>? _assignedInPoll;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _running;
 
@@ -35,6 +37,9 @@ internal sealed class RetryRelay : IAsyncDisposable
 
     public string Topic { get; }
 
+    /// <summary>The partitions held at a record that is not due yet (paused).</summary>
+    internal IReadOnlyCollection<TopicPartition> Held => [.. _heldUntil.Keys];
+
     public async ValueTask DisposeAsync()
     {
         await _stopping.CancelAsync().ConfigureAwait(false);
@@ -47,6 +52,7 @@ internal sealed class RetryRelay : IAsyncDisposable
         try
         {
             _consumer = _transport.BuildConsumer(_transport.Options.GroupIdPrefix + Topic)
+                .SetPartitionsAssignedHandler((_, assigned) => (_assignedInPoll ??= []).AddRange(assigned))
                 .SetPartitionsRevokedHandler((_, revoked) => Forget(revoked.Select(p => p.TopicPartition)))
                 .SetPartitionsLostHandler((_, lost) => Forget(lost.Select(p => p.TopicPartition)))
                 .SetErrorHandler((_, error) => Log.ClientError(_logger, Topic, error.Code, error.Reason))
@@ -65,6 +71,7 @@ internal sealed class RetryRelay : IAsyncDisposable
             _consumer.Subscribe(Topic);
             while (!_stopping.IsCancellationRequested)
             {
+                ResumeAssigned();
                 ResumeDue();
                 if (KafkaTransport.Poll(_consumer, PollTimeout, _logger, Topic) is { } result)
                 {
@@ -127,9 +134,29 @@ internal sealed class RetryRelay : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Resumes the partitions assigned during the last poll. librdkafka keeps a partition's pause across its revocation: one
+    /// this relay gave up while it held a record there would come back paused, with nothing here left to resume it.
+    /// </summary>
+    private void ResumeAssigned()
+    {
+        if (_assignedInPoll is not { } assigned)
+        {
+            return;
+        }
+
+        _assignedInPoll = null;
+        var held = _consumer.Assignment.ToHashSet();
+        var still = assigned.Where(held.Contains).ToList();
+        if (still.Count > 0)
+        {
+            _consumer.Resume(still);
+        }
+    }
+
     private void ResumeDue()
     {
-        if (_heldUntil.Count == 0)
+        if (_heldUntil.IsEmpty)
         {
             return;
         }
@@ -138,7 +165,7 @@ internal sealed class RetryRelay : IAsyncDisposable
         var due = _heldUntil.Where(h => h.Value <= now).Select(h => h.Key).ToList();
         foreach (var partition in due)
         {
-            _heldUntil.Remove(partition);
+            _heldUntil.TryRemove(partition, out _);
         }
 
         if (due.Count > 0)
@@ -151,7 +178,7 @@ internal sealed class RetryRelay : IAsyncDisposable
     {
         foreach (var partition in partitions)
         {
-            _heldUntil.Remove(partition);
+            _heldUntil.TryRemove(partition, out _);
         }
     }
 
