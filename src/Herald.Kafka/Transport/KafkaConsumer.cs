@@ -298,26 +298,18 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     /// </summary>
     private void MatchPause()
     {
-        if (_assignedInPoll is not { } assigned)
-        {
-            return;
-        }
-
-        _assignedInPoll = null;
-        var held = _consumer.Assignment.ToHashSet();
-        var still = assigned.Where(held.Contains).ToList();
-        if (still.Count == 0)
+        if (KafkaTransport.TakeAssigned(_consumer, ref _assignedInPoll) is not { } assigned)
         {
             return;
         }
 
         if (_paused)
         {
-            _consumer.Pause(still);
+            _consumer.Pause(assigned);
         }
         else
         {
-            _consumer.Resume(still);
+            _consumer.Resume(assigned);
         }
     }
 

@@ -236,6 +236,24 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     /// <summary>The relay of <paramref name="retryTopic"/>, once started.</summary>
     internal RetryRelay? RelayOf(string retryTopic) => _relays.TryGetValue(retryTopic, out var relay) && relay.IsValueCreated ? relay.Value : null;
 
+    /// <summary>
+    /// The partitions a rebalance assigned during the last poll that the client still holds, or null; clears
+    /// <paramref name="assignedInPoll"/>. Their pause state is the caller's to set: librdkafka keeps a partition's pause
+    /// across its revocation, so one given up while paused comes back paused.
+    /// </summary>
+    internal static List<TopicPartition>? TakeAssigned(IConsumer<byte[]?, byte[]> consumer, ref List<TopicPartition>? assignedInPoll)
+    {
+        if (assignedInPoll is not { } assigned)
+        {
+            return null;
+        }
+
+        assignedInPoll = null;
+        var held = consumer.Assignment.ToHashSet();
+        var still = assigned.Where(held.Contains).ToList();
+        return still.Count == 0 ? null : still;
+    }
+
     /// <summary>One poll of a Herald consumer: the next record, or null (none yet, end of a partition, or an error, logged).</summary>
     internal static ConsumeResult<byte[]?, byte[]>? Poll(IConsumer<byte[]?, byte[]> consumer, TimeSpan timeout, ILogger logger, string owner)
     {

@@ -140,17 +140,9 @@ internal sealed class RetryRelay : IAsyncDisposable
     /// </summary>
     private void ResumeAssigned()
     {
-        if (_assignedInPoll is not { } assigned)
+        if (KafkaTransport.TakeAssigned(_consumer, ref _assignedInPoll) is { } assigned)
         {
-            return;
-        }
-
-        _assignedInPoll = null;
-        var held = _consumer.Assignment.ToHashSet();
-        var still = assigned.Where(held.Contains).ToList();
-        if (still.Count > 0)
-        {
-            _consumer.Resume(still);
+            _consumer.Resume(assigned);
         }
     }
 
