@@ -437,29 +437,15 @@ internal static class AmqpEnvelopeCodec
 
         return new Envelope
         {
-            MessageId = Attempted(() => CloudEventValues.ForeignMessageId(id ?? properties.MessageId, timeProvider), Guid.CreateVersion7(now)),
+            MessageId = Salvage.Read(() => CloudEventValues.ForeignMessageId(id ?? properties.MessageId, timeProvider), Guid.CreateVersion7(now)),
             MessageType = type ?? properties.Type ?? rawType ?? string.Empty,
-            Time = Attempted(() => AmqpTime(properties), null) ?? now,
+            Time = Salvage.Read(() => AmqpTime(properties), null) ?? now,
             CorrelationId = properties.CorrelationId,
             ContentType = properties.ContentType ?? ContentTypes.Json,
             Headers = headers,
             Body = body,
-            DeliveryAttempt = Attempted(() => Attempt(properties, redelivered), 1),
+            DeliveryAttempt = Salvage.Read(() => Attempt(properties, redelivered), 1),
         };
-    }
-
-    private static T Attempted<T>(Func<T> read, T fallback)
-    {
-        try
-        {
-            return read();
-        }
-#pragma warning disable CA1031 // A part that cannot be read is left out of a best-effort envelope.
-        catch (Exception)
-#pragma warning restore CA1031
-        {
-            return fallback;
-        }
     }
 
     /// <summary>
