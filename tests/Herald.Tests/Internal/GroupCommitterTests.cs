@@ -175,6 +175,58 @@ public sealed class GroupCommitterTests
     }
 
     [Fact]
+    public async Task WithTwoWriters_GroupsThatDoNotOverlap_AllGoToTheFirst_AndTheSecondJoinsOnlyWhileTheFirstIsBusy()
+    {
+        var writers = new List<RecordingWriter>();
+        await using var committer = new GroupCommitter<Item>(new GroupCommitOptions { Writers = 2 }, () =>
+        {
+            var writer = new RecordingWriter();
+            writer.Release.SetResult();
+            writers.Add(writer);
+            return writer;
+        });
+
+        // One caller at a time: each group commits before the next arrives, so the first writer (and its connection) takes
+        // them all.
+        for (var i = 0; i < 20; i++)
+        {
+            var item = new Item(i);
+            await committer.EnqueueAsync(item, CancellationToken.None);
+            await item.Done.Task.WaitAsync(Timeout);
+        }
+
+        Assert.Equal(20, writers[0].Groups.Count);
+        Assert.Empty(writers[1].Groups);
+
+        // The first writer held by its group: the next group goes to the second at once, without waiting for the first.
+        var held = new RecordingWriter();
+        var busy = new List<RecordingWriter>();
+        await using var overlapping = new GroupCommitter<Item>(new GroupCommitOptions { Writers = 2 }, () =>
+        {
+            var writer = busy.Count == 0 ? held : new RecordingWriter();
+            if (writer != held)
+            {
+                writer.Release.SetResult();
+            }
+
+            busy.Add(writer);
+            return writer;
+        });
+        var first = new Item(100);
+        await overlapping.EnqueueAsync(first, CancellationToken.None);
+        await held.Started.Task.WaitAsync(Timeout);
+        var second = new Item(101);
+        await overlapping.EnqueueAsync(second, CancellationToken.None);
+        await second.Done.Task.WaitAsync(Timeout);
+        Assert.False(first.Done.Task.IsCompleted);
+        Assert.Equal([[101]], busy[1].Groups);
+
+        held.Release.SetResult();
+        await first.Done.Task.WaitAsync(Timeout);
+        Assert.Equal([[100]], held.Groups);
+    }
+
+    [Fact]
     public void ANegativeLinger_IsRefused()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => new GroupCommitter<Item>(new GroupCommitOptions { Linger = TimeSpan.FromTicks(-1) }, () => new RecordingWriter()));

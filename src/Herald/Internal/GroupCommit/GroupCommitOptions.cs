@@ -6,7 +6,7 @@ public sealed class GroupCommitOptions
     /// <summary>Items that may wait; a caller beyond it waits for room (back-pressure).</summary>
     public int QueueCapacity { get; init; } = 4096;
 
-    /// <summary>Loops that commit groups side by side, each with its own writer.</summary>
+    /// <summary>Writers that may commit groups side by side; the first idle one always takes the next group, so the others only join when groups overlap.</summary>
     public int Writers { get; init; } = 1;
 
     /// <summary>Items one group may hold.</summary>

@@ -4,15 +4,17 @@ using System.Threading.Channels;
 namespace Herald.Internal;
 
 /// <summary>
-/// Shares commits between concurrent callers (group commit). Callers queue their work in a bounded channel; each loop
+/// Shares commits between concurrent callers (group commit). Callers queue their work in a bounded channel; one loop
 /// takes whatever is waiting (up to a count and a weight budget, never waiting for more unless a group delay is set) and
-/// hands it to its <see cref="IGroupCommitWriter{TItem}"/> as one group, which commits it once and completes each caller
-/// with its own outcome; work that arrives meanwhile forms the next group. So one commit (one disk sync, one round trip)
-/// serves many callers under load, while a lone caller waits for nobody. Used by the event stores' appends, the queues'
-/// sends and the SQLite writer. With <see cref="GroupCommitOptions.Linger"/> a loop woken to fewer items than the
-/// previous group held waits a moment for the rest: closed-loop callers whose group just committed queue their next item
-/// within microseconds, and taking the first of them alone would split one full group into a small one and a second
-/// commit. An extension point for adapter packages, not for application code.
+/// hands it as one group to an idle <see cref="IGroupCommitWriter{TItem}"/>, which commits it once and completes each
+/// caller with its own outcome; work that arrives meanwhile forms the next group, for the next idle writer. So one commit
+/// (one disk sync, one round trip) serves many callers under load, while a lone caller waits for nobody. Of the idle
+/// writers the first always takes the group, so a load that one writer keeps up with stays on one writer (and its
+/// connection) and the others only join when groups overlap. Used by the event stores' appends, the queues' sends and
+/// the SQLite writer. With <see cref="GroupCommitOptions.Linger"/> the loop, woken to fewer items than the previous group
+/// held, waits a moment for the rest: closed-loop callers whose group just committed queue their next item within
+/// microseconds, and taking the first of them alone would split one full group into a small one and a second commit. An
+/// extension point for adapter packages, not for application code.
 /// </summary>
 /// <typeparam name="TItem">The queued work.</typeparam>
 public sealed class GroupCommitter<TItem> : IAsyncDisposable
@@ -20,17 +22,16 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
 {
     private readonly Channel<TItem> _queue;
     private readonly GroupCommitOptions _options;
-    private readonly Func<IGroupCommitWriter<TItem>> _createWriter;
-    private readonly Task[] _loops;
+    private readonly Slot[] _slots;
 
-    // With a linger and more than one loop, loops take groups one at a time, so a loop that lingers for the rest of a
-    // group is not undercut by another taking its first items alone.
-    private readonly SemaphoreSlim? _taking;
+    // One permit per idle writer: the loop takes a group only once a writer can commit it.
+    private readonly SemaphoreSlim _idle;
+    private readonly Task _loop;
 
-    // Items in the group taken last, by any loop: how many a lingering loop waits for.
+    // Items in the group taken last: how many a lingering loop waits for.
     private int _lastGroup;
 
-    /// <summary>Starts <see cref="GroupCommitOptions.Writers"/> loops, each with a writer from <paramref name="createWriter"/>.</summary>
+    /// <summary>Starts the loop and <see cref="GroupCommitOptions.Writers"/> writers from <paramref name="createWriter"/>.</summary>
     public GroupCommitter(GroupCommitOptions options, Func<IGroupCommitWriter<TItem>> createWriter)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -39,22 +40,19 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxItems, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Linger, TimeSpan.Zero, nameof(options));
         _options = options;
-        _createWriter = createWriter;
         _queue = Channel.CreateBounded<TItem>(new BoundedChannelOptions(options.QueueCapacity)
         {
             FullMode = BoundedChannelFullMode.Wait,
-            SingleReader = options.Writers == 1,
+            SingleReader = true,
         });
-        if (options.Linger > TimeSpan.Zero && options.Writers > 1)
+        _slots = new Slot[options.Writers];
+        for (var i = 0; i < _slots.Length; i++)
         {
-            _taking = new SemaphoreSlim(1, 1);
+            _slots[i] = new Slot(createWriter(), new GroupCommitBatch<TItem>(_queue.Reader, options));
         }
 
-        _loops = new Task[options.Writers];
-        for (var i = 0; i < _loops.Length; i++)
-        {
-            _loops[i] = Task.Run(RunAsync);
-        }
+        _idle = new SemaphoreSlim(_slots.Length, _slots.Length);
+        _loop = Task.Run(RunAsync);
     }
 
     /// <summary>
@@ -67,12 +65,12 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
         return _queue.Writer.TryWrite(item) ? ValueTask.CompletedTask : EnqueueSlowAsync(item, cancellationToken);
     }
 
-    /// <summary>Stops taking work, commits what is already queued and waits for the loops (and their writers) to end.</summary>
+    /// <summary>Stops taking work, commits what is already queued and waits for the loop and its writers to end.</summary>
     public async ValueTask DisposeAsync()
     {
         _queue.Writer.TryComplete();
-        await Task.WhenAll(_loops).ConfigureAwait(false);
-        _taking?.Dispose();
+        await _loop.ConfigureAwait(false);
+        _idle.Dispose();
     }
 
     private async ValueTask EnqueueSlowAsync(TItem item, CancellationToken cancellationToken)
@@ -89,12 +87,10 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
 
     private async Task RunAsync()
     {
-        var writer = _createWriter();
-        await using (writer.ConfigureAwait(false))
+        var reader = _queue.Reader;
+        var delay = _options.GroupDelay;
+        try
         {
-            var reader = _queue.Reader;
-            var batch = new GroupCommitBatch<TItem>(reader, _options);
-            var delay = _options.GroupDelay;
             while (await reader.WaitToReadAsync().ConfigureAwait(false))
             {
                 if (delay > TimeSpan.Zero && reader.Count < _options.MaxItems)
@@ -102,59 +98,59 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
                     await Task.Delay(delay, _options.TimeProvider).ConfigureAwait(false);
                 }
 
-                if (!await TakeAsync(batch).ConfigureAwait(false))
+                await _idle.WaitAsync().ConfigureAwait(false);
+                if (_options.Linger > TimeSpan.Zero)
                 {
+                    Linger(reader);
+                }
+
+                // The first idle writer, chosen after the linger: the one whose group just committed is idle again by then.
+                var slot = Array.Find(_slots, s => !s.Busy)!;
+                if (!slot.Batch.TryTakeNext())
+                {
+                    _idle.Release();
                     continue;
                 }
 
-                try
-                {
-                    await writer.CommitAsync(batch).ConfigureAwait(false);
-                }
-                catch (Exception ex)
-                {
-                    // A writer should complete every item itself; if it throws, its callers learn why instead of waiting forever.
-                    batch.Fail(ex);
-                }
+                _lastGroup = slot.Batch.Items.Count;
+                slot.Busy = true;
+                slot.Running = CommitAsync(slot);
+            }
+        }
+        finally
+        {
+            foreach (var slot in _slots)
+            {
+                await slot.Running.ConfigureAwait(false);
+                await slot.Writer.DisposeAsync().ConfigureAwait(false);
             }
         }
     }
 
-    private async ValueTask<bool> TakeAsync(GroupCommitBatch<TItem> batch)
+    private async Task CommitAsync(Slot slot)
     {
-        if (_options.Linger <= TimeSpan.Zero)
-        {
-            return batch.TryTakeNext();
-        }
-
-        if (_taking is not null)
-        {
-            await _taking.WaitAsync().ConfigureAwait(false);
-        }
-
         try
         {
-            Linger(_queue.Reader);
-            if (!batch.TryTakeNext())
-            {
-                return false;
-            }
-
-            Volatile.Write(ref _lastGroup, batch.Items.Count);
-            return true;
+            await slot.Writer.CommitAsync(slot.Batch).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // A writer should complete every item itself; if it throws, its callers learn why instead of waiting forever.
+            slot.Batch.Fail(ex);
         }
         finally
         {
-            _taking?.Release();
+            slot.Busy = false;
+            _idle.Release();
         }
     }
 
     // Waits, polling the queue and yielding the processor between looks, until as many items wait as the last group held
     // or the linger is over. Far shorter than a timer's tick, so no timer; a lone caller (groups of one) never waits, nor
-    // does a loop that finds nothing queued (another loop took it).
+    // does a loop that finds nothing queued.
     private void Linger(ChannelReader<TItem> reader)
     {
-        var expected = Math.Min(Volatile.Read(ref _lastGroup), _options.MaxItems);
+        var expected = Math.Min(_lastGroup, _options.MaxItems);
         var queued = reader.Count;
         if (queued == 0 || queued >= expected)
         {
@@ -166,5 +162,17 @@ public sealed class GroupCommitter<TItem> : IAsyncDisposable
         {
             Thread.Yield();
         }
+    }
+
+    // A writer with the batch it fills and commits; busy from taking a group until its commit ended.
+    private sealed class Slot(IGroupCommitWriter<TItem> writer, GroupCommitBatch<TItem> batch)
+    {
+        public IGroupCommitWriter<TItem> Writer { get; } = writer;
+
+        public GroupCommitBatch<TItem> Batch { get; } = batch;
+
+        public volatile bool Busy;
+
+        public Task Running = Task.CompletedTask;
     }
 }
