@@ -44,7 +44,7 @@ internal sealed class SendCoordinator : IAsyncDisposable
         _logger = logger;
         _committed = committed;
 
-        // The writers keep no state of their own (each insert takes a pooled connection): one serves both loops.
+        // The writers keep no state of their own (each insert takes a pooled connection): one serves both slots.
         var writer = new Writer(this);
         _committer = new GroupCommitter<PendingSend>(Groups, () => writer);
     }
