@@ -31,7 +31,7 @@ public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions
     public int AppendWriters { get; set; } = 2;
 
     /// <summary>
-    /// How long a writer loop of the append coordinator, woken to fewer waiting appends than its previous group held,
+    /// How long the append coordinator's loop, woken to fewer waiting appends than its previous group held,
     /// waits for the rest before committing a smaller group (at most 1 ms; zero never waits). Writers whose appends just
     /// committed usually append again within microseconds; waiting for them keeps one full group instead of a small group
     /// and a second commit (about 10 % more events/s with 16 writers, see docs/postgres.md). The loop polls while it

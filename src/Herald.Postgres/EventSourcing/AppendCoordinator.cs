@@ -11,8 +11,8 @@ namespace Herald.Postgres.EventSourcing;
 
 /// <summary>
 /// Groups concurrent appends into shared commits (ADR 0001, "the append coordinator") on the core's
-/// <see cref="GroupCommitter{TItem}"/>: each writer loop takes whatever is waiting (up to a count and an event budget, never
-/// waiting for more) and sends it as one batch, which PostgreSQL runs as one implicit transaction: one round trip, one
+/// <see cref="GroupCommitter{TItem}"/>: its loop takes whatever is waiting (up to a count and an event budget, never
+/// waiting for more) and the first idle writer sends it as one batch, which PostgreSQL runs as one implicit transaction: one round trip, one
 /// commit. Inside, one set-based call of the append function per round of distinct streams locks the streams' rows, checks each member's
 /// expected version and idempotency, and writes the members that pass. A member that fails its check writes nothing and
 /// gets its <see cref="ConcurrencyException"/>; the others commit. That takes no savepoint per member, so a large group
@@ -92,7 +92,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         return await pending.Completion.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Stops taking appends, commits those already queued, waits for the writer loops to end and sends a NOTIFY still owed.</summary>
+    /// <summary>Stops taking appends, commits those already queued, waits for the committer's loop and writers to end and sends a NOTIFY still owed.</summary>
     public async ValueTask DisposeAsync()
     {
         await _committer.DisposeAsync().ConfigureAwait(false);
@@ -116,7 +116,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
 
         if (Interlocked.CompareExchange(ref _lastNotify, Stopwatch.GetTimestamp(), last) != last)
         {
-            // The other writer loop took it just now; its NOTIFY may run before this group commits, so this one owes.
+            // Another writer's group took it just now; its NOTIFY may run before this group commits, so this one owes.
             return false;
         }
 
@@ -358,7 +358,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         }
     }
 
-    // One per writer loop: it keeps its connection from group to group, and opens a new one after a failure broke it.
+    // One per writer slot of the committer: it keeps its connection from group to group, and opens a new one after a failure broke it.
     private sealed class Writer(AppendCoordinator owner) : IGroupCommitWriter<PendingAppend>
     {
         private NpgsqlConnection? _connection;

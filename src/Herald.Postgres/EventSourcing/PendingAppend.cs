@@ -7,7 +7,7 @@ namespace Herald.Postgres.EventSourcing;
 
 /// <summary>
 /// One caller's append, waiting for the coordinator. Its column arrays are built on the caller's thread when it is
-/// queued, so the writer loop only concatenates them.
+/// queued, so the writer only concatenates them.
 /// </summary>
 internal sealed class PendingAppend : IGroupCommitItem
 {

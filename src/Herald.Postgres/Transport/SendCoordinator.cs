@@ -59,7 +59,7 @@ internal sealed class SendCoordinator : IAsyncDisposable
         await pending.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Stops taking sends, commits those already queued and waits for the writer loops to end.</summary>
+    /// <summary>Stops taking sends, commits those already queued and waits for the committer's loop and writers to end.</summary>
     public ValueTask DisposeAsync() => _committer.DisposeAsync();
 
     private async Task RunGroupAsync(IReadOnlyList<PendingSend> group)
