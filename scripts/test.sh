@@ -18,7 +18,8 @@ set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
-# summarize_trx DIR: lists the skipped tests (with their reasons) and the failed tests found in the
+# summarize_trx DIR: lists the skipped tests (with their reasons) and the failed tests (with the start of
+# their messages and stack traces, so that a failure on CI can be read from its log) found in the
 # .trx files of DIR, then sets PASSED FAILED SKIPPED. Counts come from each file's
 # <ResultSummary><Counters .../> element (xunit's skips count in neither executed nor notExecuted,
 # so skipped = total - passed - failed); names and reasons come from the <UnitTestResult> elements.
@@ -46,6 +47,12 @@ summarize_trx() {
       sub(/^[ \t\n]+/, "", s); sub(/[ \t\n]+$/, "", s); gsub(/\n/, "\n      ", s)
       return s
     }
+    function lines(s, most,   n, parts, i, r) { # the first most lines of s (a failure message or stack trace)
+      n = split(s, parts, "\n"); r = parts[1]
+      for (i = 2; i <= n && i <= most; i++) r = r "\n" parts[i]
+      if (n > most) r = r "\n      ... (" n - most " more lines)"
+      return r
+    }
     BEGIN { RS = "<UnitTestResult " }
     {
       rec = $0
@@ -59,7 +66,8 @@ summarize_trx() {
           why = unxml(why); if (why == "") why = "(no reason given)"
           skipped[++ns] = name ": " why
         } else if (outcome == "Failed" || outcome == "Error" || outcome == "Timeout" || outcome == "Aborted") {
-          failed[++nf] = name
+          why = unxml(element(body, "Message")); where = unxml(element(body, "StackTrace"))
+          failed[++nf] = name (why == "" ? "" : "\n      " lines(why, 20)) (where == "" ? "" : "\n      " lines(where, 12))
         }
       }
       if (match(rec, /<Counters [^>]*>/)) {

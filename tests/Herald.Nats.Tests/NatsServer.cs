@@ -35,7 +35,8 @@ internal static class NatsServer
             var names = new List<string>();
             await foreach (var name in js.ListStreamNamesAsync())
             {
-                if (name.StartsWith(prefix, StringComparison.Ordinal))
+                // KV_: the KV buckets Herald makes under the prefix (the binding locks).
+                if (name.StartsWith(prefix, StringComparison.Ordinal) || name.StartsWith("KV_" + prefix, StringComparison.Ordinal))
                 {
                     names.Add(name);
                 }

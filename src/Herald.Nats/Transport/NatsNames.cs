@@ -24,6 +24,9 @@ internal sealed class NatsNames(string subjectPrefix, string streamPrefix)
 
     public string DeadLetterStream => $"{streamPrefix}_DEAD_LETTERS";
 
+    /// <summary>The KV bucket of the locks held while a queue stream's sources change (its stream is <c>KV_</c> and this).</summary>
+    public string BindingLockBucket => $"{streamPrefix}_BINDING_LOCKS";
+
     public string DeadLetterSubjects => $"{subjectPrefix}.dead-letter.>";
 
     public string DeadLetterSubject(string queue) => $"{subjectPrefix}.dead-letter.{Token(queue)}";

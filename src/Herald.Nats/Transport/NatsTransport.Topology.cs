@@ -9,6 +9,10 @@ internal sealed partial class NatsTransport
     private readonly ConcurrentDictionary<string, Lazy<Task<QueueTarget>>> _queues = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Lazy<Task<string>>> _topics = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Lazy<Task>> _streams = new(StringComparer.Ordinal);
+    private NatsBindingLock? _bindingLock;
+
+    /// <summary>The lock on changing a queue stream's sources (made on first use: only a process that binds needs its bucket).</summary>
+    private NatsBindingLock BindingLock => _bindingLock ??= new NatsBindingLock(JetStream, Names.BindingLockBucket, TimeProvider);
 
     /// <summary>The queue's stream made sure of (once per transport; a failure is tried again on next use).</summary>
     internal ValueTask<QueueTarget> EnsureQueueAsync(string queue, CancellationToken cancellationToken)
@@ -90,6 +94,8 @@ internal sealed partial class NatsTransport
         var topicStream = Names.TopicStream(topic);
 
         // The queue's stream sources the topic's stream from now on: every message published to the topic is copied into it.
+        // Its sources are read and written back with one more, under a lock no other process binding to it holds meanwhile.
+        await using var held = await BindingLock.AcquireAsync(target.Stream, cancellationToken).ConfigureAwait(false);
         var stream = await JetStream.GetStreamAsync(target.Stream, cancellationToken: cancellationToken).ConfigureAwait(false);
         var config = stream.Info.Config;
         var sources = config.Sources?.ToList() ?? [];

@@ -1,0 +1,84 @@
+using NATS.Client.JetStream;
+using NATS.Client.KeyValueStore;
+
+namespace Herald.Nats.Transport;
+
+/// <summary>
+/// Keeps processes from changing one queue stream's sources at once. A binding reads the stream's sources and writes them
+/// back with one more, and JetStream has no compare-and-set on a stream's configuration: two processes binding at once
+/// lost one binding (two topics: the later write dropped the other's source) or left a source that copied nothing (one
+/// topic: two updates adding it at once, seen on NATS 2.9). The lock is a key per stream in a small KV bucket, created
+/// only while absent and deleted by its holder; the bucket's age limit removes a key whose holder died, after
+/// <see cref="Lease"/> (<see cref="DefaultLease"/> unless a test shortens it).
+/// </summary>
+internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, TimeProvider timeProvider, TimeSpan? lease = null)
+{
+    private static readonly TimeSpan FirstRetry = TimeSpan.FromMilliseconds(2);
+    private static readonly TimeSpan LongestRetry = TimeSpan.FromMilliseconds(100);
+
+    private readonly SemaphoreSlim _opening = new(1, 1);
+    private INatsKVStore? _store;
+
+    /// <summary>How long a lock lasts at most by default: a binding holds it for three JetStream requests.</summary>
+    public static TimeSpan DefaultLease { get; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a lock lasts at most: the bucket's age limit, which removes the key of a holder that died.</summary>
+    public TimeSpan Lease { get; } = lease ?? DefaultLease;
+
+    /// <summary>The name of the lock bucket (its stream is <c>KV_</c> and this).</summary>
+    public string Bucket => bucket;
+
+    /// <summary>Waits until this process holds the lock of the stream; disposing the result releases it.</summary>
+    public async ValueTask<Held> AcquireAsync(string stream, CancellationToken cancellationToken)
+    {
+        var store = await StoreAsync(cancellationToken).ConfigureAwait(false);
+        var retry = FirstRetry;
+        while (true)
+        {
+            var created = await store.TryCreateAsync(stream, Owner, cancellationToken: cancellationToken).ConfigureAwait(false);
+            if (created.Success)
+            {
+                return new Held(store, stream, created.Value);
+            }
+
+            if (created.Error is not NatsKVCreateException)
+            {
+                throw created.Error;
+            }
+
+            // Held by another process (or by this one for another binding of the stream): it holds it for a few requests.
+            await Task.Delay(retry, timeProvider, cancellationToken).ConfigureAwait(false);
+            retry = TimeSpan.FromTicks(Math.Min(retry.Ticks * 2, LongestRetry.Ticks));
+        }
+    }
+
+    private static string Owner { get; } = $"{Environment.MachineName}/{Environment.ProcessId}";
+
+    private async ValueTask<INatsKVStore> StoreAsync(CancellationToken cancellationToken)
+    {
+        if (_store is { } store)
+        {
+            return store;
+        }
+
+        await _opening.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // Every process asks for the same bucket, so creating it is idempotent; a failure is tried again on next use.
+            return _store ??= await new NatsKVContext(jetStream).CreateOrUpdateStoreAsync(
+                new NatsKVConfig(bucket) { History = 1, MaxAge = Lease, Storage = NatsKVStorageType.Memory, Description = "Herald: locks of queue streams' sources while a topic is bound" },
+                cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _opening.Release();
+        }
+    }
+
+    /// <summary>A held lock: disposing it deletes its key if it is still this holder's (not expired and taken by another).</summary>
+    internal readonly struct Held(INatsKVStore store, string key, ulong revision) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() =>
+            _ = await store.TryDeleteAsync(key, new NatsKVDeleteOpts { Revision = revision }).ConfigureAwait(false);
+    }
+}

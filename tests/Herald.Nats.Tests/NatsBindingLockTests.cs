@@ -1,0 +1,57 @@
+using System.Diagnostics;
+using Herald.Nats.Transport;
+
+namespace Herald.Nats.Tests;
+
+/// <summary>The lock binding takes on a queue stream's sources, on the real server.</summary>
+public sealed class NatsBindingLockTests : NatsTestBase
+{
+    [Fact]
+    public async Task WhileOneProcessHoldsTheLock_AnotherWaits_AndGetsItOnceItIsReleased()
+    {
+        var first = await CreateTransportAsync();
+        var second = await CreateTransportAsync();
+        var mine = new NatsBindingLock(first.JetStream, Names.BindingLockBucket, TimeProvider.System);
+        var theirs = new NatsBindingLock(second.JetStream, Names.BindingLockBucket, TimeProvider.System);
+
+        var held = await mine.AcquireAsync("stream-a", CancellationToken.None);
+        var waiting = theirs.AcquireAsync("stream-a", CancellationToken.None).AsTask();
+
+        // Another stream's lock is free meanwhile.
+        await using (await theirs.AcquireAsync("stream-b", CancellationToken.None))
+        {
+        }
+
+        // Still waiting once the other stream's lock was taken and given back: then released, it gets the lock.
+        Assert.False(waiting.IsCompleted);
+        await held.DisposeAsync();
+        await using var taken = await waiting.WaitAsync(Timeout);
+    }
+
+    [Fact]
+    public async Task ALockWhoseHolderDied_IsTakenByAnother_OnceItsLeaseIsOver()
+    {
+        var first = await CreateTransportAsync();
+        var second = await CreateTransportAsync();
+        var lease = TimeSpan.FromSeconds(1);
+        var died = new NatsBindingLock(first.JetStream, Names.BindingLockBucket, TimeProvider.System, lease);
+        var other = new NatsBindingLock(second.JetStream, Names.BindingLockBucket, TimeProvider.System, lease);
+
+        _ = await died.AcquireAsync("stream", CancellationToken.None); // never released
+        var waited = Stopwatch.StartNew();
+        await using var taken = await other.AcquireAsync("stream", CancellationToken.None).AsTask().WaitAsync(Timeout);
+
+        Assert.True(waited.Elapsed >= lease * 0.5, $"Taken after {waited.Elapsed}, while the dead holder's lease of {lease} was running.");
+    }
+
+    [Fact]
+    public async Task AWaitThatIsCancelled_Ends_AndLeavesTheLockToItsHolder()
+    {
+        var transport = await CreateTransportAsync();
+        var locks = new NatsBindingLock(transport.JetStream, Names.BindingLockBucket, TimeProvider.System);
+        await using var held = await locks.AcquireAsync("stream", CancellationToken.None);
+
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await locks.AcquireAsync("stream", cancel.Token));
+    }
+}
