@@ -279,7 +279,32 @@ public sealed class DeliveryLanesTests
     }
 
     [Fact]
-    public async Task Inline_AfterAHandlerKeptTheWriterLong_TheNextItemsGoToTheWorkers()
+    public async Task Inline_AfterHandlersKeptTheWriterLongTwiceRunning_TheNextItemsGoToTheWorkers()
+    {
+        // Items 1 and 2 compute for 2 ms each, past the 1 ms limit; once both ran inline, the items after them are queued.
+        var (inline, handled) = await RunInlineAsync(long1: 1, long2: 2, last: 10);
+
+        Assert.Equal(9, handled);
+        Assert.DoesNotContain(inline, item => item >= 3);
+    }
+
+    [Fact]
+    public async Task Inline_OneLongRunAlone_AsWhenTheWritersThreadWasPreempted_DoesNotStopTheInlineRuns()
+    {
+        // Only item 1 is long (the writer's thread losing its core for a while looks the same): every item after it still
+        // finds an idle worker, so each still runs inline. It used to send the next 256 items a worker to the workers.
+        var (inline, handled) = await RunInlineAsync(long1: 1, long2: null, last: 10);
+
+        Assert.Equal(9, handled);
+        Assert.Equal(Enumerable.Range(2, 9), inline.Where(item => item >= 2).Order());
+    }
+
+    /// <summary>
+    /// Writes 1 (until it ran inline), then 2 to <paramref name="last"/> one at a time, each once the one before was handled
+    /// (so a worker is always idle); the items <paramref name="long1"/> and <paramref name="long2"/> compute for 2 ms
+    /// against an inline limit of 1 ms. Returns the items that ran on the writer's thread and how many of 2.. were handled.
+    /// </summary>
+    private static async Task<(List<int> Inline, int Handled)> RunInlineAsync(int long1, int? long2, int last)
     {
         var lanes = new DeliveryLanes<int>(concurrency: 2, prefetch: 16, runInline: true, TimeSpan.FromMilliseconds(1));
         var writer = new WriterProbe();
@@ -294,7 +319,7 @@ public sealed class DeliveryLanesTests
                     inline.Enqueue(item);
                 }
 
-                if (item == 1)
+                if (item == long1 || item == long2)
                 {
                     // Work of its own, not a wait: it holds whoever runs it.
                     var spin = Stopwatch.StartNew();
@@ -312,23 +337,23 @@ public sealed class DeliveryLanesTests
                 return ValueTask.CompletedTask;
             },
             stop.Token);
-        // Item 1 computes for 2 ms, past the 1 ms limit; once it ran inline, the items after it are queued.
         await Eventually.UntilAsync(
             async () =>
             {
                 await writer.WriteAsync(lanes, 1, null);
                 return inline.Contains(1);
             },
-            "the long item runs inline");
-        for (var i = 2; i <= 10; i++)
+            "the first item runs inline");
+        for (var i = 2; i <= last; i++)
         {
             await writer.WriteAsync(lanes, i, null);
+            var expected = i - 1;
+            await Eventually.UntilAsync(() => Volatile.Read(ref handled) == expected, $"item {i} is handled");
         }
 
-        await Eventually.UntilAsync(() => Volatile.Read(ref handled) == 9, "every item after it is handled");
-        Assert.DoesNotContain(inline, item => item >= 2);
         await stop.CancelAsync();
         await running.WaitAsync(TimeSpan.FromSeconds(10));
+        return ([.. inline], Volatile.Read(ref handled));
     }
 
     [Fact]

@@ -20,6 +20,12 @@ public sealed class DeliveryLanes<T>
     private const int InlineSkip = 256;
     private static readonly TimeSpan DefaultInlineLimit = TimeSpan.FromMicroseconds(50);
 
+    // How much evidence it takes that inline runs hold the writer: a run over the limit adds 2, a run within it takes 1
+    // off (down to 0), and at this the next items are queued. A handler that computes past the limit every time (or every
+    // other time) is queued after two runs; a run that only looked long because the writer's thread lost its core for a
+    // while (frequent on 2 cores a broker shares: 9 ms once) is rare, and the runs within the limit after it take it off.
+    private const int OverLimitEvidence = 4;
+
     // One lock over every queue: the writer and the workers hold it for a few instructions (a bounded channel takes one
     // too), and it lets the writer see at once which worker is idle without reading counts under other locks.
     private readonly Lock _gate = new();
@@ -37,8 +43,11 @@ public sealed class DeliveryLanes<T>
     private Func<T, ValueTask>? _handle;
     private int _idleCount;
 
-    // Items still to be queued rather than run inline, after an inline run held the writer longer than the inline limit.
+    // Items still to be queued rather than run inline, after inline runs held the writer longer than the inline limit.
     private int _inlineSkip;
+
+    // The evidence that inline runs hold the writer (see OverLimitEvidence); only the writer touches it.
+    private int _overLimit;
     private int _count;
     private bool _writerWaiting;
     private bool _closed;
@@ -53,9 +62,10 @@ public sealed class DeliveryLanes<T>
     /// As <see cref="DeliveryLanes{T}(int, int)"/>; with <paramref name="runInline"/>, an item whose worker is idle and
     /// that nothing waits ahead of runs at once on the writer's thread, in that worker's turn (so no more than
     /// <paramref name="concurrency"/> run at once, and items of one key still run one at a time in order), until the
-    /// handler first waits; <see cref="WriteAsync"/> then returns while the handler goes on. After a handler kept the writer
-    /// for more than 50 µs without waiting, the next 256 items per worker are queued for the workers instead, so handlers
-    /// that compute for long still run side by side. For a writer that owns its thread (a client's dispatch loop).
+    /// handler first waits; <see cref="WriteAsync"/> then returns while the handler goes on. Once handlers kept the writer
+    /// for more than 50 µs without waiting in two runs in a row (or in more than every third run for a while), the next
+    /// 256 items per worker are queued for the workers instead, so handlers that compute for long still run side by side;
+    /// one long run alone, as when the writer's thread was preempted, does not stop the inline runs. For a writer that owns its thread (a client's dispatch loop).
     /// </summary>
     public DeliveryLanes(int concurrency, int prefetch, bool runInline)
         : this(concurrency, prefetch, runInline, DefaultInlineLimit)
@@ -217,7 +227,8 @@ public sealed class DeliveryLanes<T>
 
     // Runs the item in the lent worker's turn, up to the handler's first wait; the rest runs on wherever that wait resumes,
     // and the writer goes on. A handler that held the writer longer than the inline limit before returning (work of its own,
-    // not a wait) would hold up every item behind it while other workers idle: the next items are queued instead.
+    // not a wait) would hold up every item behind it while other workers idle: once that is seen twice running (see
+    // OverLimitEvidence), the next items are queued instead.
     private void RunInline(T item, int worker)
     {
         var started = Stopwatch.GetTimestamp();
@@ -234,10 +245,19 @@ public sealed class DeliveryLanes<T>
 
         if (Stopwatch.GetElapsedTime(started) > _inlineLimit)
         {
-            lock (_gate)
+            _overLimit += 2;
+            if (_overLimit >= OverLimitEvidence)
             {
-                _inlineSkip = InlineSkip * _lanes.Length;
+                _overLimit = 0;
+                lock (_gate)
+                {
+                    _inlineSkip = InlineSkip * _lanes.Length;
+                }
             }
+        }
+        else if (_overLimit > 0)
+        {
+            _overLimit--;
         }
 
         if (!handled.IsCompleted)
