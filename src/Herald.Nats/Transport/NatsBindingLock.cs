@@ -16,6 +16,9 @@ internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, Ti
     private static readonly TimeSpan FirstRetry = TimeSpan.FromMilliseconds(2);
     private static readonly TimeSpan LongestRetry = TimeSpan.FromMilliseconds(100);
 
+    // The value of a held lock's key: who holds it, for an operator looking at the bucket.
+    private static readonly string Owner = $"{Environment.MachineName}/{Environment.ProcessId}";
+
     private readonly SemaphoreSlim _opening = new(1, 1);
     private INatsKVStore? _store;
 
@@ -24,9 +27,6 @@ internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, Ti
 
     /// <summary>How long a lock lasts at most: the bucket's age limit, which removes the key of a holder that died.</summary>
     public TimeSpan Lease { get; } = lease ?? DefaultLease;
-
-    /// <summary>The name of the lock bucket (its stream is <c>KV_</c> and this).</summary>
-    public string Bucket => bucket;
 
     /// <summary>Waits until this process holds the lock of the stream; disposing the result releases it.</summary>
     public async ValueTask<Held> AcquireAsync(string stream, CancellationToken cancellationToken)
@@ -51,8 +51,6 @@ internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, Ti
             retry = TimeSpan.FromTicks(Math.Min(retry.Ticks * 2, LongestRetry.Ticks));
         }
     }
-
-    private static string Owner { get; } = $"{Environment.MachineName}/{Environment.ProcessId}";
 
     private async ValueTask<INatsKVStore> StoreAsync(CancellationToken cancellationToken)
     {

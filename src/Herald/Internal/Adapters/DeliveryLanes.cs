@@ -65,7 +65,8 @@ public sealed class DeliveryLanes<T>
     /// handler first waits; <see cref="WriteAsync"/> then returns while the handler goes on. Once handlers kept the writer
     /// for more than 50 µs without waiting in two runs in a row (or in more than every third run for a while), the next
     /// 256 items per worker are queued for the workers instead, so handlers that compute for long still run side by side;
-    /// one long run alone, as when the writer's thread was preempted, does not stop the inline runs. For a writer that owns its thread (a client's dispatch loop).
+    /// one long run alone, as when the writer's thread was preempted, does not stop the inline runs. For a writer that
+    /// owns its thread (a client's dispatch loop).
     /// </summary>
     public DeliveryLanes(int concurrency, int prefetch, bool runInline)
         : this(concurrency, prefetch, runInline, DefaultInlineLimit)
