@@ -56,4 +56,18 @@ public sealed class NatsBindingLockTests : NatsTestBase
         using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
         await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await locks.AcquireAsync("stream", cancel.Token));
     }
+
+    [Fact]
+    public async Task ABucketThatWentAway_IsMadeAgain_AndTheLockTaken()
+    {
+        var transport = await CreateTransportAsync();
+        var locks = new NatsBindingLock(transport.JetStream, Names.BindingLockBucket, TimeProvider.System);
+        await using (await locks.AcquireAsync("stream", CancellationToken.None))
+        {
+        }
+
+        await transport.JetStream.DeleteStreamAsync("KV_" + Names.BindingLockBucket);
+
+        await using var held = await locks.AcquireAsync("stream", CancellationToken.None).AsTask().WaitAsync(Timeout);
+    }
 }

@@ -1,3 +1,4 @@
+using NATS.Client.Core;
 using NATS.Client.JetStream;
 using NATS.Client.KeyValueStore;
 
@@ -31,11 +32,25 @@ internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, Ti
     /// <summary>Waits until this process holds the lock of the stream; disposing the result releases it.</summary>
     public async ValueTask<Held> AcquireAsync(string stream, CancellationToken cancellationToken)
     {
-        var store = await StoreAsync(cancellationToken).ConfigureAwait(false);
         var retry = FirstRetry;
+        var reopened = false;
         while (true)
         {
-            var created = await store.TryCreateAsync(stream, Owner, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var store = await StoreAsync(cancellationToken).ConfigureAwait(false);
+            NatsResult<ulong> created;
+            try
+            {
+                created = await store.TryCreateAsync(stream, Owner, cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+            catch (NatsException) when (!reopened && !cancellationToken.IsCancellationRequested)
+            {
+                // The bucket may be gone (deleted by an operator, or its server's storage lost): the client then asks for the
+                // key's entry and gets no reply. Make the bucket again, once.
+                Interlocked.CompareExchange(ref _store, null, store);
+                reopened = true;
+                continue;
+            }
+
             if (created.Success)
             {
                 return new Held(store, stream, created.Value);
@@ -63,8 +78,9 @@ internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, Ti
         try
         {
             // Every process asks for the same bucket, so creating it is idempotent; a failure is tried again on next use.
+            // On disk, as the streams it guards, so it outlives a server restart with the locks it holds.
             return _store ??= await new NatsKVContext(jetStream).CreateOrUpdateStoreAsync(
-                new NatsKVConfig(bucket) { History = 1, MaxAge = Lease, Storage = NatsKVStorageType.Memory, Description = "Herald: locks of queue streams' sources while a topic is bound" },
+                new NatsKVConfig(bucket) { History = 1, MaxAge = Lease, Storage = NatsKVStorageType.File, Description = "Herald: locks of queue streams' sources while a topic is bound" },
                 cancellationToken).ConfigureAwait(false);
         }
         finally
