@@ -11,8 +11,8 @@ public sealed class NatsBindingLockTests : NatsTestBase
     {
         var first = await CreateTransportAsync();
         var second = await CreateTransportAsync();
-        var mine = new NatsBindingLock(first.JetStream, Names.BindingLockBucket, TimeProvider.System);
-        var theirs = new NatsBindingLock(second.JetStream, Names.BindingLockBucket, TimeProvider.System);
+        var mine = new NatsBindingLock(first.JetStream, Names.BindingLockBucket);
+        var theirs = new NatsBindingLock(second.JetStream, Names.BindingLockBucket);
 
         var held = await mine.AcquireAsync("stream-a", CancellationToken.None);
         var waiting = theirs.AcquireAsync("stream-a", CancellationToken.None).AsTask();
@@ -34,8 +34,8 @@ public sealed class NatsBindingLockTests : NatsTestBase
         var first = await CreateTransportAsync();
         var second = await CreateTransportAsync();
         var lease = TimeSpan.FromSeconds(1);
-        var died = new NatsBindingLock(first.JetStream, Names.BindingLockBucket, TimeProvider.System, lease);
-        var other = new NatsBindingLock(second.JetStream, Names.BindingLockBucket, TimeProvider.System, lease);
+        var died = new NatsBindingLock(first.JetStream, Names.BindingLockBucket, lease);
+        var other = new NatsBindingLock(second.JetStream, Names.BindingLockBucket, lease);
 
         // Timed from before the first acquire: the server stores the key after that, and ages it from when it stored it
         // (under load the first acquire's answer came 0.5 s after the key was stored, so timing from it fell short).
@@ -50,7 +50,7 @@ public sealed class NatsBindingLockTests : NatsTestBase
     public async Task AWaitThatIsCancelled_Ends_AndLeavesTheLockToItsHolder()
     {
         var transport = await CreateTransportAsync();
-        var locks = new NatsBindingLock(transport.JetStream, Names.BindingLockBucket, TimeProvider.System);
+        var locks = new NatsBindingLock(transport.JetStream, Names.BindingLockBucket);
         await using var held = await locks.AcquireAsync("stream", CancellationToken.None);
 
         using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
@@ -61,7 +61,7 @@ public sealed class NatsBindingLockTests : NatsTestBase
     public async Task ABucketThatWentAway_IsMadeAgain_AndTheLockTaken()
     {
         var transport = await CreateTransportAsync();
-        var locks = new NatsBindingLock(transport.JetStream, Names.BindingLockBucket, TimeProvider.System);
+        var locks = new NatsBindingLock(transport.JetStream, Names.BindingLockBucket);
         await using (await locks.AcquireAsync("stream", CancellationToken.None))
         {
         }

@@ -12,7 +12,7 @@ namespace Herald.Nats.Transport;
 /// only while absent and deleted by its holder; the bucket's age limit removes a key whose holder died, after
 /// <see cref="Lease"/> (<see cref="DefaultLease"/> unless a test shortens it).
 /// </summary>
-internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, TimeProvider timeProvider, TimeSpan? lease = null)
+internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, TimeSpan? lease = null)
 {
     private static readonly TimeSpan FirstRetry = TimeSpan.FromMilliseconds(2);
     private static readonly TimeSpan LongestRetry = TimeSpan.FromMilliseconds(100);
@@ -62,7 +62,8 @@ internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, Ti
             }
 
             // Held by another process (or by this one for another binding of the stream): it holds it for a few requests.
-            await Task.Delay(retry, timeProvider, cancellationToken).ConfigureAwait(false);
+            // The real clock, whatever the transport's: the other holder and the key's age limit run on real time.
+            await Task.Delay(retry, cancellationToken).ConfigureAwait(false);
             retry = TimeSpan.FromTicks(Math.Min(retry.Ticks * 2, LongestRetry.Ticks));
         }
     }

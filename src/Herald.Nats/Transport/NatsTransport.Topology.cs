@@ -12,7 +12,7 @@ internal sealed partial class NatsTransport
     private NatsBindingLock? _bindingLock;
 
     /// <summary>The lock on changing a queue stream's sources (made on first use: only a process that binds needs its bucket).</summary>
-    private NatsBindingLock BindingLock => _bindingLock ??= new NatsBindingLock(JetStream, Names.BindingLockBucket, TimeProvider);
+    private NatsBindingLock BindingLock => _bindingLock ??= new NatsBindingLock(JetStream, Names.BindingLockBucket);
 
     /// <summary>The queue's stream made sure of (once per transport; a failure is tried again on next use).</summary>
     internal ValueTask<QueueTarget> EnsureQueueAsync(string queue, CancellationToken cancellationToken)
