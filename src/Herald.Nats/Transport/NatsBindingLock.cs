@@ -56,7 +56,9 @@ internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, Ti
                 return new Held(store, stream, created.Value);
             }
 
-            if (created.Error is not NatsKVCreateException)
+            // Not found: the client's create is two requests (a create that found the key, then a read of it to see whether
+            // it was a delete marker), and the key's lease ran out between them (seen in CI). Free now: try again.
+            if (created.Error is not NatsKVCreateException and not NatsKVKeyNotFoundException)
             {
                 throw created.Error;
             }
