@@ -34,4 +34,7 @@ internal static partial class Log
 
     [LoggerMessage(8032, LogLevel.Warning, "Removing message {Sequence} of stream '{Stream}' after it was dead-lettered failed; it stays in the stream, never delivered again")]
     public static partial void MaxDeliveredRemoveFailed(ILogger logger, Exception exception, ulong sequence, string stream);
+
+    [LoggerMessage(8033, LogLevel.Warning, "Publishing to '{Subject}' got no answer from JetStream ({Reason}); trying again in {Wait}")]
+    public static partial void PublishRetried(ILogger logger, string subject, TimeSpan wait, string reason);
 }

@@ -34,6 +34,36 @@ public sealed class JetStreamTests : NatsTestBase
     }
 
     [Fact]
+    public async Task ASendThatNoStreamTakes_IsTriedAgain_UntilTheStreamIsThere_AndStoredOnce()
+    {
+        // What a reconnect or a restarting server looks like to a send: no answer, or no responders (CI saw a send fail
+        // at once after a reconnect). Here the stream is made 300 ms after the send started.
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.FromSeconds(10));
+        var subject = Prefixes.Subjects + ".late.one";
+        var sending = transport.PublishRawAsync(subject, "{}"u8.ToArray(), [], "late-1", CancellationToken.None).AsTask();
+        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        Assert.False(sending.IsCompleted, "the send ended before any stream took its subject");
+        await transport.JetStream.CreateStreamAsync(new StreamConfig(Prefixes.Streams + "_LATE", [subject]));
+
+        await sending.WaitAsync(Timeout);
+        var stream = await transport.JetStream.GetStreamAsync(Prefixes.Streams + "_LATE");
+        Assert.Equal(1L, stream.Info.State.Messages);
+    }
+
+    [Fact]
+    public async Task ASendThatNoStreamTakes_FailsWithTheSubject_OnceItsRetryTimeoutIsOver()
+    {
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.FromMilliseconds(500));
+        var subject = Prefixes.Subjects + ".nowhere";
+        var started = System.Diagnostics.Stopwatch.StartNew();
+
+        var failure = await Assert.ThrowsAsync<HeraldException>(async () => await transport.PublishRawAsync(subject, "{}"u8.ToArray(), [], null, CancellationToken.None));
+
+        Assert.Contains(subject, failure.Message, StringComparison.Ordinal);
+        Assert.True(started.Elapsed >= TimeSpan.FromMilliseconds(450), $"Failed after {started.Elapsed}, before the 500 ms retry timeout.");
+    }
+
+    [Fact]
     public async Task AHandlerRunningLongerThanTheAckWait_IsKeptAlive_AndItsMessageIsDeliveredOnce()
     {
         // Issue 13: with a 1 s ack wait and a 200 ms keep-alive this failed once under full-suite load (a keep-alive came

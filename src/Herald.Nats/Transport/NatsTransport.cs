@@ -207,14 +207,29 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     internal async ValueTask PublishRawAsync(string subject, ReadOnlyMemory<byte> body, NatsHeaders headers, string? messageId, CancellationToken cancellationToken)
     {
+        var opts = messageId is null ? null : new NatsJSPubOpts { MsgId = messageId };
         PubAckResponse ack;
-        try
+        long? deadline = null;
+        var wait = PublishRetryFirstWait;
+        while (true)
         {
-            ack = await JetStream.PublishAsync(subject, body, opts: messageId is null ? null : new NatsJSPubOpts { MsgId = messageId }, headers: headers, cancellationToken: cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is NatsException && (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested))
-        {
-            throw new HeraldException($"Publishing to '{subject}' on NATS at {Endpoint} failed: {e.Message}", e);
+            try
+            {
+                ack = await JetStream.PublishAsync(subject, body, opts: opts, headers: headers, cancellationToken: cancellationToken).ConfigureAwait(false);
+                break;
+            }
+            catch (NatsJSPublishNoResponseException e) when (!cancellationToken.IsCancellationRequested && MayRetryPublish(ref deadline))
+            {
+                // No answer, or no stream took it: a reconnect, or JetStream coming back after a restart. The real clock, as
+                // the server's: a transport on a fake clock must not wait for it forever.
+                Log.PublishRetried(Logger, subject, wait, e.Message);
+                await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
+                wait = TimeSpan.FromTicks(Math.Min(wait.Ticks * 2, PublishRetryLongestWait.Ticks));
+            }
+            catch (Exception e) when (e is NatsException && (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested))
+            {
+                throw new HeraldException($"Publishing to '{subject}' on NATS at {Endpoint} failed: {e.Message}", e);
+            }
         }
 
         // A duplicate within the stream's window is what Nats-Msg-Id is for: the message is stored once, the send succeeded.
@@ -225,6 +240,17 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         }
 
         ack.EnsureSuccess();
+    }
+
+    private static readonly TimeSpan PublishRetryFirstWait = TimeSpan.FromMilliseconds(50);
+    private static readonly TimeSpan PublishRetryLongestWait = TimeSpan.FromSeconds(1);
+
+    // The first failure starts the send's retry window; false once it is over.
+    private bool MayRetryPublish(ref long? deadline)
+    {
+        var now = Environment.TickCount64;
+        deadline ??= now + (long)_options.PublishRetryTimeout.TotalMilliseconds;
+        return now < deadline;
     }
 
     private void CheckSize(Envelope envelope) => TransportArguments.ThrowIfTooLarge(envelope, _options.MaxMessageBytes);

@@ -83,6 +83,13 @@ public sealed class NatsTransportOptions
     /// <summary>Whether a send carries the message id as <c>Nats-Msg-Id</c>, so the stream drops a second send of it within its duplicate window.</summary>
     public bool Deduplicate { get; set; } = true;
 
+    /// <summary>
+    /// How long a send keeps trying while the server gives no answer, or answers that nothing took the message: during a
+    /// reconnect, or while a restarted server brings JetStream back. With <see cref="Deduplicate"/> a send tried again is
+    /// stored once; without it, it may be stored twice. Zero: one try.
+    /// </summary>
+    public TimeSpan PublishRetryTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>How often the consumer lag gauge reads the consumer's pending and ack-pending counts from the server.</summary>
     public TimeSpan LagRefreshInterval { get; set; } = TimeSpan.FromSeconds(10);
 
@@ -218,6 +225,7 @@ public sealed class NatsTransportOptions
         }
 
         problems.AtLeast(nameof(MaxMessageBytes), MaxMessageBytes, 1);
+        problems.Between(nameof(PublishRetryTimeout), PublishRetryTimeout, TimeSpan.Zero, TimeSpan.FromHours(1), "0 to 1 hour");
         problems.Positive(nameof(LagRefreshInterval), LagRefreshInterval);
         if (string.IsNullOrWhiteSpace(Source))
         {
