@@ -41,6 +41,22 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
         return null;
     }
 
+    public async ValueTask<bool> IsLedAsync(string resource, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(resource);
+
+        // A session lock on a bigint key shows in pg_locks as its high half (classid) and low half (objid), objsubid 1.
+        var key = AdvisoryLockKey.ForLeadership(store.Schema, resource);
+        await using var connection = await store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+            + " AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) AND classid = $1 AND objid = $2)",
+            connection);
+        command.Parameters.Add(new NpgsqlParameter<uint> { TypedValue = (uint)((ulong)key >> 32), NpgsqlDbType = NpgsqlDbType.Oid });
+        command.Parameters.Add(new NpgsqlParameter<uint> { TypedValue = (uint)key, NpgsqlDbType = NpgsqlDbType.Oid });
+        return (bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
     private static NpgsqlParameter<long> Key(long key) => new() { TypedValue = key, NpgsqlDbType = NpgsqlDbType.Bigint };
 
     private sealed class Lease : LeaderLease

@@ -19,4 +19,21 @@ public interface ILeaderElection
     /// it. Not re-entrant: a second call for a resource this node already leads returns null too.
     /// </summary>
     ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Whether some node (this one included) leads <paramref name="resource"/> now, without taking it: so nodes counting
+    /// each other by the resources they lead never mistake another's look for a leader. The answer may be stale as soon as
+    /// it is given. The default looks by taking and giving back a lease, which a concurrent look sees as a leader; an
+    /// engine answers without taking it (<c>UsePostgres</c> reads <c>pg_locks</c>).
+    /// </summary>
+    async ValueTask<bool> IsLedAsync(string resource, CancellationToken cancellationToken = default)
+    {
+        if (await TryAcquireAsync(resource, cancellationToken).ConfigureAwait(false) is not { } probe)
+        {
+            return true;
+        }
+
+        await probe.DisposeAsync().ConfigureAwait(false);
+        return false;
+    }
 }

@@ -19,6 +19,13 @@ internal sealed class InProcessLeaderElection : ILeaderElection
         return ValueTask.FromResult<LeaderLease?>(_leaders.TryAdd(resource, lease) ? lease : null);
     }
 
+    public ValueTask<bool> IsLedAsync(string resource, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(resource);
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult(_leaders.ContainsKey(resource));
+    }
+
     private sealed class Lease(InProcessLeaderElection election, string resource) : LeaderLease(resource)
     {
         protected override ValueTask ReleaseAsync()

@@ -77,6 +77,40 @@ public abstract class LeaderElectionConformance
     }
 
     [Fact]
+    public async Task IsLed_TellsWhetherAnyContenderLeads_WithoutTakingTheResource()
+    {
+        var contenders = await CreateContendersAsync(2);
+        var resource = NewResource();
+        Assert.False(await contenders[0].IsLedAsync(resource));
+        Assert.False(await contenders[1].IsLedAsync(resource));
+
+        var lease = await contenders[0].TryAcquireAsync(resource);
+        Assert.NotNull(lease);
+        Assert.True(await contenders[0].IsLedAsync(resource));
+        Assert.True(await contenders[1].IsLedAsync(resource));
+        Assert.False(await contenders[1].IsLedAsync(NewResource()));
+
+        await lease.DisposeAsync();
+        Assert.False(await contenders[1].IsLedAsync(resource));
+    }
+
+    [Fact]
+    public async Task IsLed_FromManyContendersAtOnce_NeverHoldsTheResource()
+    {
+        // Looks that took the resource, even for a moment, would make concurrent looks see a leader, and an acquire fail.
+        var contenders = await CreateContendersAsync(4);
+        var resource = NewResource();
+        for (var round = 0; round < 20; round++)
+        {
+            var looks = await Task.WhenAll(contenders.Select(c => Task.Run(async () => await c.IsLedAsync(resource))));
+            Assert.All(looks, Assert.False);
+        }
+
+        await using var lease = await contenders[3].TryAcquireAsync(resource);
+        Assert.NotNull(lease);
+    }
+
+    [Fact]
     public async Task DifferentResources_AreLedIndependently()
     {
         var contenders = await CreateContendersAsync(2);
