@@ -94,6 +94,32 @@ public sealed class PostgresLeaderElectionTests(LeaderElectionSchema schema) : L
     }
 
     [Fact]
+    public async Task LeasesGivenBackAtOnce_LeaveNoLockBehind_InManyRounds()
+    {
+        // A lease given back right after it was taken (a stream processor gives back partitions that way) cancels its
+        // watch while that may be starting; whatever the moment, the lock must be gone once the dispose returns.
+        var resource = NewResource();
+        var key = AdvisoryLockKey.ForLeadership(schema.Schema, resource);
+        for (var round = 0; round < 200; round++)
+        {
+            var lease = await Contender(round).TryAcquireAsync(resource);
+            Assert.NotNull(lease);
+            switch (round % 3)
+            {
+                case 1:
+                    await Task.Yield();
+                    break;
+                case 2:
+                    await Task.Delay(1);
+                    break;
+            }
+
+            await lease.DisposeAsync();
+            Assert.True(await LeaderElectionSchema.HolderAsync(key) is null, $"Round {round}: the lock is still held after the lease was given back.");
+        }
+    }
+
+    [Fact]
     public void LockKeys_AreTheOnesEarlierVersionsTook_SoNodesInARollingUpgradeShareThem()
     {
         Assert.Equal(216143739924590416L, AdvisoryLockKey.ForMigrations("herald"));
