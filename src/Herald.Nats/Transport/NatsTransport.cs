@@ -17,6 +17,10 @@ namespace Herald.Nats.Transport;
 /// </summary>
 internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITransport
 {
+    // Between tries of a send JetStream did not answer: doubling from the first to the longest.
+    private static readonly TimeSpan PublishRetryFirstWait = TimeSpan.FromMilliseconds(50);
+    private static readonly TimeSpan PublishRetryLongestWait = TimeSpan.FromSeconds(1);
+
     private readonly NatsTransportOptions _options;
     private NatsConnection? _connection;
     private NatsJSContext? _js;
@@ -241,9 +245,6 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
 
         ack.EnsureSuccess();
     }
-
-    private static readonly TimeSpan PublishRetryFirstWait = TimeSpan.FromMilliseconds(50);
-    private static readonly TimeSpan PublishRetryLongestWait = TimeSpan.FromSeconds(1);
 
     // The first failure starts the send's retry window; false once it is over.
     private bool MayRetryPublish(ref long? deadline)

@@ -114,7 +114,7 @@ public sealed partial class StreamProcessor
                 }
 
                 // A look that takes nothing: two processes probing a free slot at once by taking it each counted the other's
-                // probe as a member, took too small a share and gave partitions back (seen in CI with two hosts).
+                // probe as a member, took too small a share and gave partitions back (MemberCountTests).
                 if (await election.IsLedAsync(MemberResource(slot), cancellationToken).ConfigureAwait(false))
                 {
                     members++;
