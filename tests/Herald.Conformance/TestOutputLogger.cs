@@ -42,6 +42,10 @@ public sealed class TestOutputLogger(LogLevel minimum = LogLevel.Warning) : ILog
         }
     }
 
+    /// <summary>The kept entries (and how many were dropped), one a line: for an assertion's message.</summary>
+    public override string ToString() =>
+        string.Join('\n', _entries) + (_dropped > 0 ? $"\n({_dropped} more log entries not kept)" : string.Empty);
+
     /// <inheritdoc />
     public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
 

@@ -4,6 +4,7 @@ using Herald.Conformance;
 using Herald.Nats.Diagnostics;
 using Herald.Nats.Transport;
 using Herald.Transport;
+using Microsoft.Extensions.Logging;
 using NATS.Client.JetStream.Models;
 
 namespace Herald.Nats.Tests;
@@ -37,11 +38,14 @@ public sealed class JetStreamTests : NatsTestBase
     public async Task ASendThatNoStreamTakes_IsTriedAgain_UntilTheStreamIsThere_AndStoredOnce()
     {
         // What a reconnect or a restarting server looks like to a send: no answer, or no responders (CI saw a send fail
-        // at once after a reconnect). Here the stream is made 300 ms after the send started.
-        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.FromSeconds(10));
+        // at once after a reconnect). Here the stream is made once the send was refused and is waiting to try again.
+        var log = new TestOutputLogger();
+        using var loggers = LoggerFactory.Create(l => l.AddProvider(log));
+        await using var transport = (NatsTransport)await NatsTransportFactory.CreateAsync(NewOptions(o => o.PublishRetryTimeout = TimeSpan.FromSeconds(10)), loggerFactory: loggers);
         var subject = Prefixes.Subjects + ".late.one";
+        var retried = log.WhenLoggedAsync("trying again");
         var sending = transport.PublishRawAsync(subject, "{}"u8.ToArray(), [], "late-1", CancellationToken.None).AsTask();
-        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        await retried.WaitAsync(Timeout);
         Assert.False(sending.IsCompleted, "the send ended before any stream took its subject");
         await transport.JetStream.CreateStreamAsync(new StreamConfig(Prefixes.Streams + "_LATE", [subject]));
 

@@ -6,7 +6,6 @@ using Herald.Messages;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Xunit.Abstractions;
 
 namespace Herald.Streams.Tests;
 
@@ -224,7 +223,7 @@ public sealed class PostgresPartitionTests : IAsyncLifetime
 
             var half = await PartitionScenario.AppendAsync(first.Services, 0, Orders / 2);
             await Task.WhenAll(a.WaitForPositionAsync(half), b.WaitForPositionAsync(half)).WaitAsync(TimeSpan.FromSeconds(30));
-            Assert.True(a.OwnedPartitions.Count == 2 && b.OwnedPartitions.Count == 2, $"Both should still hold 2 partitions: [{string.Join(",", a.OwnedPartitions)}] and [{string.Join(",", b.OwnedPartitions)}]. Log:\n{LogOf(log)}");
+            Assert.True(a.OwnedPartitions.Count == 2 && b.OwnedPartitions.Count == 2, $"Both should still hold 2 partitions: [{string.Join(",", a.OwnedPartitions)}] and [{string.Join(",", b.OwnedPartitions)}]. Log:\n{log}");
 
             await second.StopAsync();
             await Eventually.UntilAsync(() => a.OwnedPartitions.Count == 4, "the first host takes over every partition");
@@ -255,22 +254,4 @@ public sealed class PostgresPartitionTests : IAsyncLifetime
     public Task InitializeAsync() => Task.CompletedTask;
 
     public Task DisposeAsync() => TestPostgres.DropAsync(_schema);
-
-    private static string LogOf(TestOutputLogger log)
-    {
-        var text = new Collected();
-        log.WriteTo(text);
-        return text.ToString();
-    }
-
-    private sealed class Collected : ITestOutputHelper
-    {
-        private readonly System.Text.StringBuilder _text = new();
-
-        public void WriteLine(string message) => _text.AppendLine(message);
-
-        public void WriteLine(string format, params object[] args) => _text.AppendLine(string.Format(System.Globalization.CultureInfo.InvariantCulture, format, args));
-
-        public override string ToString() => _text.ToString();
-    }
 }

@@ -110,7 +110,8 @@ public sealed class PostgresLeaderElectionTests(LeaderElectionSchema schema) : L
                     await Task.Yield();
                     break;
                 case 2:
-                    await Task.Delay(1);
+                    // Held across a round trip of another session, which sees it: time for the watch to start.
+                    Assert.NotNull(await LeaderElectionSchema.HolderAsync(key));
                     break;
             }
 
