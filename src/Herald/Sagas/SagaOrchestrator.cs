@@ -274,7 +274,12 @@ public sealed class SagaOrchestrator
                     var context = new SagaStepContext<TData>(definition.Name, instance.Id, step.Name, compensation, attempt, SagaData.Deserialize<TData>(instance.Data), services, token);
                     if (compensation)
                     {
-                        await step.Compensate!.Invoke(context).ConfigureAwait(false);
+                        // A step without a compensation has nothing to undo: its turn only records the progress, so the
+                        // compensations of the steps before it still run.
+                        if (step.Compensate is { } compensate)
+                        {
+                            await compensate(context).ConfigureAwait(false);
+                        }
                     }
                     else
                     {

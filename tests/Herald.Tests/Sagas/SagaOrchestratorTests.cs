@@ -96,6 +96,45 @@ public sealed class SagaOrchestratorTests
     }
 
     [Fact]
+    public async Task AFailingStep_AfterAStepWithNothingToUndo_StillCompensatesTheStepsBeforeIt()
+    {
+        var journal = new Journal();
+        await using var services = Build();
+
+        // create-shipment has no compensation (as docs/sagas.md shows); confirm-order fails after it.
+        var ended = await services.GetRequiredService<SagaOrchestrator>().StartAsync(Fulfilment(journal, failing: "confirm-order"), "order-2b", new Order());
+
+        Assert.True(ended.Status == SagaStatus.Compensated, $"status {ended.Status}: {ended.Error}");
+        Assert.Empty(ended.CompletedSteps);
+        Assert.Equal(["reserve", "charge", "ship", "confirm", "refund", "release"], journal.Calls);
+        Assert.Equal(["reserve", "charge", "ship", "refund", "release"], journal.Committed);
+        var stored = await services.GetRequiredService<ISagaStore>().LoadAsync("fulfilment", "order-2b");
+        Assert.Equal(SagaStatus.Compensated, stored!.Status);
+    }
+
+    [Fact]
+    public async Task Resume_OfAnInstanceLeftCompensating_AtAStepWithNothingToUndo_CompensatesTheStepsBeforeIt()
+    {
+        var journal = new Journal();
+        await using var services = Build();
+        await services.GetRequiredService<ISagaStore>().SaveAsync(new SagaInstance
+        {
+            SagaType = "fulfilment",
+            Id = "order-5b",
+            Status = SagaStatus.Compensating,
+            CurrentStep = 3,
+            CompletedSteps = ["reserve-inventory", "charge-payment", "create-shipment"],
+            Error = "Step 'confirm-order' failed: refused",
+            Data = """{"orderId":"order-5b","done":["reserve","charge","ship"]}"""u8.ToArray(),
+        });
+
+        var ended = await services.GetRequiredService<SagaOrchestrator>().ResumeAsync(Fulfilment(journal), "order-5b");
+
+        Assert.True(ended!.Status == SagaStatus.Compensated, $"status {ended.Status}: {ended.Error}");
+        Assert.Equal(["refund", "release"], journal.Committed);
+    }
+
+    [Fact]
     public async Task AResumeWhileThisProcessRunsTheInstance_RunsNoStepASecondTime()
     {
         var journal = new Journal();
