@@ -12,6 +12,9 @@ namespace Herald.Handling.Pipeline;
 /// first-failure time in a header; dead-letter one to the store, then ack. If the store fails, it goes to the transport's
 /// own dead letters with its record in headers (drained into the store later), and only if that fails too is it
 /// redelivered, never lost. Dead-letter alerting is only signalled from here and runs in the background.
+/// Once the chain has its verdict, the settlement runs with no cancellation token: the handler's token fires at the host's
+/// shutdown deadline, and a handler that finished after it has done its work, which a dropped ack would have the broker
+/// deliver again. Only the dead-letter store's write still honours the token (nothing is settled when it is cut short).
 /// </summary>
 internal sealed class SettleStep(
     string endpoint,
@@ -27,7 +30,6 @@ internal sealed class SettleStep(
     {
         var outcome = await next.InvokeAsync(consumption).ConfigureAwait(false);
         var delivery = consumption.Delivery;
-        var cancellationToken = consumption.CancellationToken;
         switch (outcome.Verdict)
         {
             case ConsumeVerdict.Duplicate:
@@ -35,11 +37,11 @@ internal sealed class SettleStep(
                 HeraldDiagnostics.MessagesDuplicate.Add(1, consumption.Tags(endpoint));
                 goto case ConsumeVerdict.Handled;
             case ConsumeVerdict.Handled:
-                await delivery.AckAsync(cancellationToken).ConfigureAwait(false);
+                await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
                 HeraldDiagnostics.MessagesProcessed.Add(1, consumption.Tags(endpoint));
                 break;
             case ConsumeVerdict.Redeliver:
-                await delivery.NackAsync(outcome.Delay, DeadLetterHeaders.ForRedelivery(outcome.FirstFailure!.Value), cancellationToken).ConfigureAwait(false);
+                await delivery.NackAsync(outcome.Delay, DeadLetterHeaders.ForRedelivery(outcome.FirstFailure!.Value), CancellationToken.None).ConfigureAwait(false);
                 break;
             default:
                 await DeadLetterAsync(consumption, outcome).ConfigureAwait(false);
@@ -82,14 +84,14 @@ internal sealed class SettleStep(
         catch (Exception storeFailure) when (storeFailure is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             Log.DeadLetterStoreFailed(logger, storeFailure, envelope.MessageId, envelope.MessageType, endpoint);
-            if (!await TryNativeDeadLetterAsync(delivery, deadLetter, cancellationToken).ConfigureAwait(false))
+            if (!await TryNativeDeadLetterAsync(delivery, deadLetter).ConfigureAwait(false))
             {
                 return;
             }
         }
 
         Log.DeadLettered(logger, exception, envelope.MessageId, envelope.MessageType, outcome.Attempt, endpoint, $"{outcome.Cause}: {DescribeFailure(exception)}");
-        await delivery.AckAsync(cancellationToken).ConfigureAwait(false);
+        await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
         HeraldDiagnostics.MessagesDeadLettered.Add(1, consumption.Tags(endpoint));
         monitor?.Signal(endpoint);
     }
@@ -99,22 +101,22 @@ internal sealed class SettleStep(
     /// can store it later. False when the message was handed back for redelivery instead (no native dead letters the
     /// drain can read, or they failed too).
     /// </summary>
-    private async ValueTask<bool> TryNativeDeadLetterAsync(Delivery delivery, DeadLetter deadLetter, CancellationToken cancellationToken)
+    private async ValueTask<bool> TryNativeDeadLetterAsync(Delivery delivery, DeadLetter deadLetter)
     {
         var envelope = delivery.Envelope;
         if (!nativeDeadLetters)
         {
             Log.NativeDeadLetterFailed(logger, null, envelope.MessageId, envelope.MessageType, endpoint, storeFailureRedeliveryDelay);
-            await delivery.NackAsync(storeFailureRedeliveryDelay, DeadLetterHeaders.ForRedelivery(deadLetter.FirstFailureTime), cancellationToken).ConfigureAwait(false);
+            await delivery.NackAsync(storeFailureRedeliveryDelay, DeadLetterHeaders.ForRedelivery(deadLetter.FirstFailureTime), CancellationToken.None).ConfigureAwait(false);
             return false;
         }
 
         try
         {
-            await delivery.DeadLetterAsync(deadLetter.ErrorMessage, DeadLetterHeaders.For(deadLetter), cancellationToken).ConfigureAwait(false);
+            await delivery.DeadLetterAsync(deadLetter.ErrorMessage, DeadLetterHeaders.For(deadLetter), CancellationToken.None).ConfigureAwait(false);
             return true;
         }
-        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        catch (Exception ex)
         {
             // The delivery counts as settled now; the transport handed it back when the move failed.
             Log.NativeDeadLetterFailed(logger, ex, envelope.MessageId, envelope.MessageType, endpoint, TimeSpan.Zero);
