@@ -90,6 +90,36 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task AMessageArrivingLateInAnIdleLongPoll_IsDeliveredAsTheFirstAttempt()
+    {
+        // The lease counts from when the poll returns: counted from the call, a message arriving past two thirds of the
+        // visibility into an idle poll looked nearly expired, was handed back at once and first delivered as attempt 2.
+        var client = new GatedSqsClient();
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.Client = client;
+            o.VisibilityTimeout = TimeSpan.FromSeconds(3);
+            o.WaitTime = TimeSpan.FromSeconds(6);
+        });
+        var queue = Name("late-poll");
+        await transport.DeclareQueueAsync(queue);
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d, "c");
+            return ValueTask.CompletedTask;
+        });
+
+        // Time is the subject: the message arrives 2.5 s into the consumer's first (empty, waiting) poll.
+        await client.ReceiveEntered.Task.WaitAsync(Timeout);
+        await Task.Delay(TimeSpan.FromSeconds(2.5));
+        await transport.SendAsync(queue, NewEnvelope());
+
+        var got = (await collector.WaitForCountAsync(1, Timeout))[0];
+        Assert.Equal(1, got.Envelope.DeliveryAttempt);
+    }
+
+    [Fact]
     public async Task Nack_BeyondTwelveHours_LeavesADelayedCopyCarryingTheDueTime_NotATruncatedVisibility()
     {
         var transport = await CreateTransportAsync();

@@ -10,7 +10,7 @@ internal sealed class SqsMessage(Envelope envelope, string receiptHandle, DateTi
     /// <summary>The handle every settlement of this receive goes through; a later receive of the message gets another.</summary>
     public string ReceiptHandle { get; } = receiptHandle;
 
-    /// <summary>When this receive started (the visibility limit of 12 hours counts from here).</summary>
+    /// <summary>When this receive returned (the visibility limit of 12 hours counts from here; SQS counts from a response's latency earlier, within <see cref="AmazonSqsTransport.VisibilityMargin"/>).</summary>
     public DateTimeOffset ReceivedAt { get; } = receivedAt;
 
     /// <summary>What Herald carried on the copy (attempts before it, a due time, a dead-letter reason).</summary>

@@ -33,9 +33,6 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
 
     public async ValueTask<LeasedClaim<SqsMessage>> ClaimAsync(int max, CancellationToken cancellationToken)
     {
-        // Taken before the call: the visibility starts when SQS answers, so the lease is known to last at least this long.
-        var receivedAt = transport.Now();
-
         // Not cancelled when the consumer stops: a long poll cut off client-side may still take messages on the server and
         // hide them for a visibility timeout with nobody to hand them to. A poll the consumer stopped waiting for hands back
         // whatever it brings, once it returns.
@@ -61,6 +58,10 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
             throw;
         }
 
+        // SQS starts a message's visibility when it hands the message out, as the poll returns, however long the poll waited
+        // for it (counted from the call, a message arriving late in an idle poll looked nearly expired and was handed back);
+        // the response's way back is within the third of the lease the consumer keeps in hand.
+        var receivedAt = transport.Now();
         var messages = new List<SqsMessage>(response.Messages?.Count ?? 0);
         foreach (var received in response.Messages ?? [])
         {
