@@ -25,6 +25,7 @@ public sealed class SqsHostileBatchTests(ITestOutputHelper output) : HostileBatc
         Gen.Const("{\"attempts\":\"many\"}"),
         Gen.Const("{\"attempts\":2147483648}"),
         Gen.Const("{\"due\":7}"),
+        Gen.Const("{\"due\":\"9999-12-31T23:59:59.9999999Z\"}"),
         Gen.Const("{\"body\":\"base64\"}"),
         Gen.Const("{\"headers\":{\"a\":1}}"),
         Gen.Const("{\"headers\":[1,2]}"),

@@ -120,6 +120,77 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task ACopyDueAtTheEndOfTheCalendar_IsHeldBack_AndTheGoodMessageOfItsBatchIsDeliveredOnce()
+    {
+        // Holding it back added the rest of the delay to the clock, past DateTimeOffset.MaxValue: the exception took the
+        // whole received batch with it, every time it came back.
+        var transport = await CreateTransportAsync(o => o.VisibilityTimeout = TimeSpan.FromSeconds(3));
+        var queue = Name("due-max");
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        using var client = SqsEmulator.NewClient();
+        var good = NewEnvelope();
+        var (goodBody, goodAttributes) = SqsEnvelopeCodec.Encode(good, transport.Options.Source);
+        await client.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = goodBody, MessageAttributes = goodAttributes });
+        var (body, attributes) = SqsEnvelopeCodec.Encode(NewEnvelope(), transport.Options.Source);
+        attributes[SqsEnvelopeCodec.Extra] = new MessageAttributeValue { DataType = "String", StringValue = "{\"due\":\"9999-12-31T23:59:59.9999999Z\"}" };
+        await client.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageAttributes = attributes });
+
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            collector.Add(d, "c");
+            await d.AckAsync(ct);
+        });
+
+        await collector.WaitForCountAsync(1, Timeout);
+        await Eventually.UntilAsync(async () =>
+        {
+            var counts = await client.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]);
+            return counts.ApproximateNumberOfMessagesDelayed == 1 && counts.ApproximateNumberOfMessagesNotVisible == 0 && counts.ApproximateNumberOfMessages == 0;
+        }, "the good message deleted, the other held back as one delayed copy", Timeout);
+        Assert.Equal(1, collector.CountOf(good.MessageId));
+        Assert.Equal(1, collector.Count);
+    }
+
+    [Fact]
+    public async Task AHoldBackThatFails_KeepsNoOtherMessageOfItsBatchFromItsHandler_AndIsTriedAgainWhenItComesBack()
+    {
+        var client = new GatedSqsClient();
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.Client = client;
+            o.VisibilityTimeout = TimeSpan.FromSeconds(3);
+        });
+        var queue = Name("holdback-fails");
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        using var raw = SqsEmulator.NewClient();
+        var (heldBody, heldAttributes) = SqsEnvelopeCodec.Encode(NewEnvelope(), transport.Options.Source, new SqsEnvelopeCodec.Carried(0, DateTimeOffset.UtcNow.AddHours(1)));
+        await raw.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = heldBody, MessageAttributes = heldAttributes });
+        var good = NewEnvelope();
+        var (goodBody, goodAttributes) = SqsEnvelopeCodec.Encode(good, transport.Options.Source);
+        await raw.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = goodBody, MessageAttributes = goodAttributes });
+
+        client.FailSends = true;
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            collector.Add(d, "c");
+            await d.AckAsync(ct);
+        });
+        var got = (await collector.WaitForCountAsync(1, Timeout))[0];
+        Assert.Equal(good.MessageId, got.Envelope.MessageId);
+
+        // Left to its visibility timeout, the message comes back and is held back then.
+        client.FailSends = false;
+        await Eventually.UntilAsync(async () =>
+        {
+            var counts = await raw.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]);
+            return counts.ApproximateNumberOfMessagesDelayed == 1 && counts.ApproximateNumberOfMessagesNotVisible == 0 && counts.ApproximateNumberOfMessages == 0;
+        }, "one delayed copy, the received message deleted", Timeout);
+        Assert.Equal(1, collector.Count);
+    }
+
+    [Fact]
     public async Task Nack_BeyondTwelveHours_LeavesADelayedCopyCarryingTheDueTime_NotATruncatedVisibility()
     {
         var transport = await CreateTransportAsync();

@@ -54,7 +54,7 @@ internal sealed partial class AmazonSqsTransport
         async Task SendToAsync(string queue)
         {
             var url = await QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
-            await SendAsync(url, envelope, attemptsBefore: 0, delay, reason: null, copy: false, cancellationToken).ConfigureAwait(false);
+            await SendAsync(url, envelope, attemptsBefore: 0, delay, due: null, reason: null, copy: false, cancellationToken).ConfigureAwait(false);
         }
     }
 

@@ -128,7 +128,7 @@ internal sealed partial class AmazonSqsTransport : ITransport
         Names.Validate(queue, nameof(queue));
         CheckEnvelope(envelope);
         var url = await QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
-        await SendAsync(url, envelope, attemptsBefore: 0, options?.Delay ?? TimeSpan.Zero, reason: null, copy: false, cancellationToken).ConfigureAwait(false);
+        await SendAsync(url, envelope, attemptsBefore: 0, options?.Delay ?? TimeSpan.Zero, due: null, reason: null, copy: false, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -167,7 +167,14 @@ internal sealed partial class AmazonSqsTransport : ITransport
 
     /// <summary>Sends a copy of a received message with the attempts so far (a redelivery, a held-back delay or a dead letter).</summary>
     internal Task SendCopyAsync(string queueUrl, Envelope envelope, int attemptsBefore, TimeSpan delay, string? reason, CancellationToken cancellationToken) =>
-        SendAsync(queueUrl, envelope, attemptsBefore, delay, reason, copy: true, cancellationToken);
+        SendAsync(queueUrl, envelope, attemptsBefore, delay, due: null, reason, copy: true, cancellationToken);
+
+    /// <summary>
+    /// Sends a copy of a message received before <paramref name="due"/>, carrying that due time as it was: re-adding the rest
+    /// of the delay to the clock drifted, and overflowed on a due time at the end of the calendar.
+    /// </summary>
+    internal Task SendHeldBackCopyAsync(string queueUrl, Envelope envelope, int attemptsBefore, DateTimeOffset due, CancellationToken cancellationToken) =>
+        SendAsync(queueUrl, envelope, attemptsBefore, due - Now(), due, reason: null, copy: true, cancellationToken);
 
     /// <summary>Deletes a received message (batched); false when its receipt is no longer valid (another receive took it).</summary>
     internal Task<bool> DeleteAsync(string queueUrl, string receiptHandle) => _deletes.RunAsync(queueUrl, receiptHandle);
@@ -196,23 +203,25 @@ internal sealed partial class AmazonSqsTransport : ITransport
 
     /// <summary>
     /// Sends one message: a delay within SQS's 15 minutes as <c>DelaySeconds</c> (standard queues), a longer one (or any on a
-    /// FIFO queue, which has no per-message delay) as a due time the consumer holds it back until, hop by hop.
+    /// FIFO queue, which has no per-message delay) as a due time the consumer holds it back until, hop by hop:
+    /// <paramref name="due"/> when given, else now + <paramref name="delay"/> (at most the end of the calendar).
     /// </summary>
-    private async Task SendAsync(string queueUrl, Envelope envelope, int attemptsBefore, TimeSpan delay, string? reason, bool copy, CancellationToken cancellationToken)
+    private async Task SendAsync(string queueUrl, Envelope envelope, int attemptsBefore, TimeSpan delay, DateTimeOffset? due, string? reason, bool copy, CancellationToken cancellationToken)
     {
-        DateTimeOffset? due = null;
+        DateTimeOffset? carriedDue = null;
         var delaySeconds = 0;
         if (delay > TimeSpan.Zero)
         {
             if (Options.FifoQueues || delay > MaxDelaySeconds)
             {
-                due = Now() + delay;
+                var now = Now();
+                carriedDue = due ?? (delay < DateTimeOffset.MaxValue - now ? now + delay : DateTimeOffset.MaxValue);
             }
 
             delaySeconds = Options.FifoQueues ? 0 : Seconds(delay < MaxDelaySeconds ? delay : MaxDelaySeconds);
         }
 
-        var (body, attributes) = SqsEnvelopeCodec.Encode(envelope, Options.Source, new SqsEnvelopeCodec.Carried(attemptsBefore, due, reason));
+        var (body, attributes) = SqsEnvelopeCodec.Encode(envelope, Options.Source, new SqsEnvelopeCodec.Carried(attemptsBefore, carriedDue, reason));
         var size = SqsEnvelopeCodec.SizeOf(body, attributes);
         if (size > SqsMaxMessageBytes)
         {

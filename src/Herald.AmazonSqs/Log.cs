@@ -1,0 +1,11 @@
+using Microsoft.Extensions.Logging;
+
+namespace Herald.AmazonSqs;
+
+/// <summary>The Amazon SQS transport's log messages, with stable event ids (9000-9999); the rest go through the core's shared adapter and leased-queue messages.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(9001, LogLevel.Warning, "Message {MessageId} of '{Queue}', received before its due time, could not be held back; it comes back when its visibility timeout ends and is held back then")]
+    public static partial void HoldBackFailed(ILogger logger, Exception exception, Guid messageId, string queue);
+
+}
