@@ -8,4 +8,6 @@ internal static partial class Log
     [LoggerMessage(9001, LogLevel.Warning, "Message {MessageId} of '{Queue}', received before its due time, could not be held back; it comes back when its visibility timeout ends and is held back then")]
     public static partial void HoldBackFailed(ILogger logger, Exception exception, Guid messageId, string queue);
 
+    [LoggerMessage(9002, LogLevel.Warning, "Message {MessageId} of '{Queue}' was held back as a new copy, but the received one could not be deleted; it comes back when its visibility timeout ends and is held back again, so the message is delivered twice (consumers deduplicate by id)")]
+    public static partial void HeldBackOriginalNotDeleted(ILogger logger, Exception? exception, Guid messageId, string queue);
 }

@@ -7,10 +7,20 @@ namespace Herald.AmazonSqs.Tests;
 internal sealed class GatedSqsClient()
     : AmazonSQSClient(SqsEmulator.Credentials, new AmazonSQSConfig { ServiceURL = SqsEmulator.ServiceUrl, AuthenticationRegion = "us-east-1", MaxErrorRetry = 2 })
 {
+    private volatile bool _holdSend;
     private volatile bool _failSends;
 
     /// <summary>Set when the first receive call is made.</summary>
     public TaskCompletionSource ReceiveEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Set when the send held by <see cref="HoldNextSend"/> is made; it waits for <see cref="ReleaseSend"/>.</summary>
+    public TaskCompletionSource SendEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Lets the held send go on to SQS.</summary>
+    public TaskCompletionSource ReleaseSend { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Holds the next send (one message) until <see cref="ReleaseSend"/>.</summary>
+    public void HoldNextSend() => _holdSend = true;
 
     /// <summary>While true, every send fails as an unavailable service would, without reaching SQS.</summary>
     public bool FailSends
@@ -25,10 +35,17 @@ internal sealed class GatedSqsClient()
         return base.ReceiveMessageAsync(request, cancellationToken);
     }
 
-    public override Task<SendMessageResponse> SendMessageAsync(SendMessageRequest request, CancellationToken cancellationToken = default)
+    public override async Task<SendMessageResponse> SendMessageAsync(SendMessageRequest request, CancellationToken cancellationToken = default)
     {
         ThrowIfFailing();
-        return base.SendMessageAsync(request, cancellationToken);
+        if (_holdSend)
+        {
+            _holdSend = false;
+            SendEntered.TrySetResult();
+            await ReleaseSend.Task.ConfigureAwait(false);
+        }
+
+        return await base.SendMessageAsync(request, cancellationToken).ConfigureAwait(false);
     }
 
     public override Task<SendMessageBatchResponse> SendMessageBatchAsync(SendMessageBatchRequest request, CancellationToken cancellationToken = default)

@@ -191,6 +191,36 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task StoppingWhileACopyIsHeldBack_DeletesTheReceivedOne_LeavingOneCopyOfTheMessage()
+    {
+        // The copy was sent with the stop token: stopping ended the wait for it, the batcher sent it anyway, and the
+        // received one was never deleted, to come back and be copied again.
+        var client = new GatedSqsClient();
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.Client = client;
+            o.VisibilityTimeout = TimeSpan.FromSeconds(3);
+        });
+        var queue = Name("holdback-stop");
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        var (body, attributes) = SqsEnvelopeCodec.Encode(NewEnvelope(), transport.Options.Source, new SqsEnvelopeCodec.Carried(0, DateTimeOffset.UtcNow.AddSeconds(30)));
+        using var raw = SqsEmulator.NewClient();
+        await raw.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageAttributes = attributes });
+
+        client.HoldNextSend();
+        var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask);
+        await client.SendEntered.Task.WaitAsync(Timeout);
+        var stopping = consumer.StopAsync();
+        client.ReleaseSend.TrySetResult();
+        await stopping.WaitAsync(Timeout);
+        await consumer.DisposeAsync();
+
+        // The copy, delayed; the received one deleted, not in flight (left, it would count there, and come back).
+        var counts = await raw.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]);
+        Assert.Equal((0, 0, 1), (counts.ApproximateNumberOfMessages, counts.ApproximateNumberOfMessagesNotVisible, counts.ApproximateNumberOfMessagesDelayed));
+    }
+
+    [Fact]
     public async Task Nack_BeyondTwelveHours_LeavesADelayedCopyCarryingTheDueTime_NotATruncatedVisibility()
     {
         var transport = await CreateTransportAsync();

@@ -171,10 +171,11 @@ internal sealed partial class AmazonSqsTransport : ITransport
 
     /// <summary>
     /// Sends a copy of a message received before <paramref name="due"/>, carrying that due time as it was: re-adding the rest
-    /// of the delay to the clock drifted, and overflowed on a due time at the end of the calendar.
+    /// of the delay to the clock drifted, and overflowed on a due time at the end of the calendar. Not cancellable: the
+    /// caller deletes the original after it, whatever happens meanwhile.
     /// </summary>
-    internal Task SendHeldBackCopyAsync(string queueUrl, Envelope envelope, int attemptsBefore, DateTimeOffset due, CancellationToken cancellationToken) =>
-        SendAsync(queueUrl, envelope, attemptsBefore, due - Now(), due, reason: null, copy: true, cancellationToken);
+    internal Task SendHeldBackCopyAsync(string queueUrl, Envelope envelope, int attemptsBefore, DateTimeOffset due) =>
+        SendAsync(queueUrl, envelope, attemptsBefore, due - Now(), due, reason: null, copy: true, CancellationToken.None);
 
     /// <summary>Deletes a received message (batched); false when its receipt is no longer valid (another receive took it).</summary>
     internal Task<bool> DeleteAsync(string queueUrl, string receiptHandle) => _deletes.RunAsync(queueUrl, receiptHandle);

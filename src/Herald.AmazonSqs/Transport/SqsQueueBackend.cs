@@ -73,7 +73,7 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
             }
             else if (carried.Due is { } due && due > now)
             {
-                await HoldBackAsync(received, envelope, carried, due, now, cancellationToken).ConfigureAwait(false);
+                await HoldBackAsync(received, envelope, carried, due, now).ConfigureAwait(false);
                 continue;
             }
 
@@ -206,10 +206,14 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     /// <summary>
     /// Holds back a copy received before its due time: on a standard queue a new copy with the rest of the delay (up to
     /// 15 minutes of DelaySeconds per hop) replaces it; on a FIFO queue, where a copy would lose its place in the group, the
-    /// message is hidden for the rest (up to 12 hours per hop). Throws only when the consumer stops: a message that cannot
-    /// be held back comes back when its visibility ends, and the rest of its batch is handed out meanwhile.
+    /// message is hidden for the rest (up to 12 hours per hop). Never throws: a message that cannot be held back comes back
+    /// when its visibility ends, and the rest of its batch is handed out meanwhile.
     /// </summary>
-    private async Task HoldBackAsync(Message received, Herald.Messages.Envelope envelope, SqsEnvelopeCodec.Carried carried, DateTimeOffset due, DateTimeOffset now, CancellationToken cancellationToken)
+    /// <remarks>
+    /// Not cancelled when the consumer stops: a copy handed to the batcher is sent whatever the consumer does, and an original
+    /// not deleted after it would come back to be copied again.
+    /// </remarks>
+    private async Task HoldBackAsync(Message received, Herald.Messages.Envelope envelope, SqsEnvelopeCodec.Carried carried, DateTimeOffset due, DateTimeOffset now)
     {
         try
         {
@@ -217,22 +221,32 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
             {
                 var left = due - now;
                 var hop = left < AmazonSqsTransportOptions.MaxVisibility - AmazonSqsTransport.VisibilityMargin ? left : AmazonSqsTransportOptions.MaxVisibility - AmazonSqsTransport.VisibilityMargin;
-                await transport.ChangeVisibilityAsync(queueUrl, received.ReceiptHandle, hop, cancellationToken).ConfigureAwait(false);
+                await transport.ChangeVisibilityAsync(queueUrl, received.ReceiptHandle, hop, CancellationToken.None).ConfigureAwait(false);
                 return;
             }
 
-            await transport.SendHeldBackCopyAsync(queueUrl, envelope, carried.AttemptsBefore, due, cancellationToken).ConfigureAwait(false);
-            await transport.DeleteAsync(queueUrl, received.ReceiptHandle).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            throw;
+            await transport.SendHeldBackCopyAsync(queueUrl, envelope, carried.AttemptsBefore, due).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // One message's failure must not cost the rest of the batch; this one is left to its visibility timeout.
         catch (Exception e)
 #pragma warning restore CA1031
         {
             Log.HoldBackFailed(transport.Logger, e, envelope.MessageId, queue);
+            return;
+        }
+
+        try
+        {
+            if (!await transport.DeleteAsync(queueUrl, received.ReceiptHandle).ConfigureAwait(false))
+            {
+                Log.HeldBackOriginalNotDeleted(transport.Logger, null, envelope.MessageId, queue);
+            }
+        }
+#pragma warning disable CA1031 // The copy is sent: nothing undoes it, and the original's second copy is what the log reports.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.HeldBackOriginalNotDeleted(transport.Logger, e, envelope.MessageId, queue);
         }
     }
 }
