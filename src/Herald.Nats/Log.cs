@@ -37,4 +37,13 @@ internal static partial class Log
 
     [LoggerMessage(8033, LogLevel.Warning, "Publishing to '{Subject}' got no answer from JetStream ({Reason}); trying again in {Wait}")]
     public static partial void PublishRetried(ILogger logger, string subject, TimeSpan wait, string reason);
+
+    [LoggerMessage(8035, LogLevel.Warning, "Pulling from the delay stream of '{Queue}' failed; pulling again in a second")]
+    public static partial void DelayPullFailed(ILogger logger, Exception exception, string queue);
+
+    [LoggerMessage(8036, LogLevel.Warning, "Moving a due delayed message of '{Queue}' to the queue failed; it stays in the delay stream and is tried again in a second")]
+    public static partial void DelayMoveFailed(ILogger logger, Exception exception, string queue);
+
+    [LoggerMessage(8037, LogLevel.Warning, "Handing an early message of '{Queue}' (sent with a delay by an earlier Herald, or published with a delay to a bound topic) to its delay stream failed; it is nakked until due instead, and that delivery counts as an attempt")]
+    public static partial void DelayHandOverFailed(ILogger logger, Exception exception, string queue);
 }

@@ -331,4 +331,111 @@ public sealed class JetStreamTests : NatsTestBase
             }, "the gauges show nothing pending once all is handled");
         }
     }
+
+    // Audit (NATS delayed sends): the early-arrival nak of a delayed send was a delivery of the queue's consumer, so with
+    // MaxDeliver 1 the server gave the message up before any handler ran. It now waits in the delay stream until due.
+    [Fact]
+    public async Task ADelayedSend_WithMaxDeliverOne_IsHandled_AsTheFirstAttempt()
+    {
+        var transport = await CreateTransportAsync(o => o.MaxDeliver = 1);
+        var queue = "delayed-max1-" + Guid.NewGuid().ToString("N")[..8];
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            var delayed = NewEnvelope("delayed");
+            await transport.SendAsync(queue, delayed, new SendOptions { Delay = TimeSpan.FromSeconds(1) });
+            await Eventually.UntilAsync(() => seen.Any(e => e.MessageId == delayed.MessageId), "the delayed message is handled");
+        }
+
+        Assert.Equal(1, Assert.Single(seen).DeliveryAttempt);
+    }
+
+    // Audit (NATS delayed sends): the count of a delayed send's deferrals was forgotten at the retry nak, so its second
+    // attempt read 3 (and immediate retries were skipped).
+    [Fact]
+    public async Task ADelayedSend_ThatFailsOnce_IsRedeliveredAsAttemptTwo()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = "delayed-retry-" + Guid.NewGuid().ToString("N")[..8];
+        var (consumer, seen) = await ConsumeAsync(transport, queue, (delivery, _) =>
+            delivery.Envelope.DeliveryAttempt == 1 ? throw new InvalidOperationException("first attempt fails") : ValueTask.CompletedTask);
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("delayed"), new SendOptions { Delay = TimeSpan.FromSeconds(1) });
+            await Eventually.UntilAsync(() => seen.Count >= 2, "the delayed message is handled twice");
+        }
+
+        Assert.Equal([1, 2], seen.Select(e => e.DeliveryAttempt));
+    }
+
+    // Audit (NATS delayed sends): the count of deferrals lived in the memory of the consumer that deferred, so the one that
+    // handled the message after a restart (or on another node) read its first attempt as 2.
+    [Fact]
+    public async Task ADelayedSend_SeenEarlyByOneConsumer_IsFirstHandledByTheNextAsAttemptOne()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = "delayed-restart-" + Guid.NewGuid().ToString("N")[..8];
+        var (first, firstSeen) = await ConsumeAsync(transport, queue);
+        await transport.SendAsync(queue, NewEnvelope("delayed"), new SendOptions { Delay = TimeSpan.FromSeconds(3) });
+        await Eventually.UntilAsync(
+            async () => (await transport.JetStream.GetConsumerAsync(Names.DelayStream(queue), NatsNames.DelayDurable)).Info.Delivered.ConsumerSeq >= 1,
+            "the first consumer's process received it early (and put it back until due)");
+        await first.DisposeAsync();
+        Assert.Empty(firstSeen);
+
+        var (second, seen) = await ConsumeAsync(transport, queue);
+        await using (second)
+        {
+            await Eventually.UntilAsync(() => !seen.IsEmpty, "the delayed message is handled");
+        }
+
+        Assert.Equal(1, Assert.Single(seen).DeliveryAttempt);
+    }
+
+    // A delayed publish to a topic is copied into each bound queue's stream at once, where it arrives early: it is handed
+    // to the queue's delay stream (and acked) rather than nakked, so it too reaches the handler as a first attempt.
+    [Fact]
+    public async Task ADelayedPublish_ToABoundTopic_WithMaxDeliverOne_IsHandled_AsTheFirstAttempt()
+    {
+        var transport = await CreateTransportAsync(o => o.MaxDeliver = 1);
+        var topic = "delayed-topic-" + Guid.NewGuid().ToString("N")[..8];
+        var queue = topic + "-sub";
+        await transport.BindAsync(topic, queue);
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            var delayed = NewEnvelope("delayed");
+            var sent = DateTimeOffset.UtcNow;
+            await transport.PublishAsync(topic, delayed, new SendOptions { Delay = TimeSpan.FromSeconds(1) });
+            await Eventually.UntilAsync(() => seen.Any(e => e.MessageId == delayed.MessageId), "the delayed message is handled");
+            Assert.True(DateTimeOffset.UtcNow - sent >= TimeSpan.FromSeconds(0.9), "handled before its delay");
+        }
+
+        Assert.Equal(1, Assert.Single(seen).DeliveryAttempt);
+    }
+
+    // A queue on a declared stream takes delayed sends through a delay stream of its own too, moved to its send subject.
+    [Fact]
+    public async Task ADelayedSend_ToAQueueOnADeclaredStream_WithMaxDeliverOne_IsHandled_AsTheFirstAttempt()
+    {
+        var stream = Prefixes.Streams + "_WORK";
+        var subject = Prefixes.Subjects + ".work";
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.MaxDeliver = 1;
+            var work = new NatsStreamOptions { Name = stream, Retention = NatsRetention.WorkQueue };
+            work.Subjects.Add(subject + ".*");
+            o.Streams.Add(work);
+            o.Queues["jobs"] = new NatsQueueOptions { Stream = stream, FilterSubject = subject + ".*", SendSubject = subject + ".jobs" };
+        });
+        var (consumer, seen) = await ConsumeAsync(transport, "jobs");
+        await using (consumer)
+        {
+            var delayed = NewEnvelope("delayed");
+            await transport.SendAsync("jobs", delayed, new SendOptions { Delay = TimeSpan.FromSeconds(1) });
+            await Eventually.UntilAsync(() => seen.Any(e => e.MessageId == delayed.MessageId), "the delayed message is handled");
+        }
+
+        Assert.Equal(1, Assert.Single(seen).DeliveryAttempt);
+    }
 }

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using Herald.Diagnostics;
@@ -15,18 +14,18 @@ namespace Herald.Nats.Transport;
 /// Consumes one queue through its durable pull consumer: a continuous pull of up to the prefetch, each message into a
 /// lane (<see cref="DeliveryLanes{T}"/>: one partition key, or one subject where the queue orders by subject, always to
 /// the same lane). Every message received and not settled is kept alive with <c>+WPI</c> while it waits or its handler
-/// runs. A delayed send that arrives early is nakked until due and does not count as an attempt. A message that cannot
+/// runs. Delayed sends wait in the queue's delay stream until due (<see cref="NatsDelayMover"/>, run alongside), so the
+/// server's delivery count is the attempt; an early message in the queue's stream itself (a delayed publish to a bound
+/// topic, or a delayed send of an earlier Herald) is handed to the delay stream. A message that cannot
 /// be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the dead-letter store. On stop,
 /// the pull drains and every message not handled is nakked at once, so another consumer gets it without waiting for
 /// the ack wait.
 /// </summary>
 internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 {
-    // A delayed message may come back a little before its due time by the clocks of two machines: not worth another nak.
-    private static readonly TimeSpan DueTolerance = TimeSpan.FromMilliseconds(5);
-
     private readonly NatsTransport _transport;
     private readonly INatsJSConsumer _consumer;
+    private readonly NatsDelayMover _mover;
     private readonly QueueTarget _target;
     private readonly DeliveryHandler _handler;
     private readonly string? _rawType;
@@ -42,11 +41,6 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private readonly HashSet<NatsDelivery> _overflow = [];
     private int _nextSlot;
 
-    // Naks of delayed sends by stream sequence, taken off the server's delivery count; forgotten once the message is settled.
-    private readonly ConcurrentDictionary<ulong, int> _deferrals = new();
-
-    // How many deferrals the map holds, so the common case (none) costs no lookup.
-    private int _deferred;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private Task _pulling = Task.CompletedTask;
@@ -61,10 +55,11 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private volatile bool _hasLag;
     private int _stopped;
 
-    private NatsConsumer(NatsTransport transport, INatsJSConsumer consumer, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
+    private NatsConsumer(NatsTransport transport, INatsJSConsumer consumer, INatsJSConsumer delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
         _transport = transport;
         _consumer = consumer;
+        _mover = NatsDelayMover.Start(transport, delays, queue, target.Subject, logger);
         Queue = queue;
         _target = target;
         _prefetch = prefetch;
@@ -91,9 +86,10 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     public KeyValuePair<string, object?>[] Tags { get; }
 
-    public static NatsConsumer Start(NatsTransport transport, INatsJSConsumer consumer, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
+    /// <summary>Starts consuming the queue through <paramref name="consumer"/>, and moving its due delayed messages from <paramref name="delays"/>.</summary>
+    public static NatsConsumer Start(NatsTransport transport, INatsJSConsumer consumer, INatsJSConsumer delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
-        var started = new NatsConsumer(transport, consumer, queue, target, concurrency, prefetch, rawType, handler, logger);
+        var started = new NatsConsumer(transport, consumer, delays, queue, target, concurrency, prefetch, rawType, handler, logger);
         started.ReadLag(consumer);
         var time = transport.TimeProvider;
         started.StartKeepAlive(time, transport.Options.KeepAliveFor(consumer.Info.Config.AckWait));
@@ -114,7 +110,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
         using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
         {
-            await Task.WhenAll(_pulling, _running).ConfigureAwait(false);
+            await Task.WhenAll(_pulling, _running, _mover.StopAsync()).ConfigureAwait(false);
         }
 
         // Prefetched messages no handler started go back at once (not after the ack wait) to whoever consumes next.
@@ -194,14 +190,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         await message.AckAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
-    private void Forget(NatsDelivery delivery)
-    {
-        Untrack(delivery);
-        if (Volatile.Read(ref _deferred) > 0 && _deferrals.TryRemove(delivery.StreamSequence, out _))
-        {
-            Interlocked.Decrement(ref _deferred);
-        }
-    }
+    private void Forget(NatsDelivery delivery) => Untrack(delivery);
 
     private async Task PullAsync()
     {
@@ -257,8 +246,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             // Zero when the message came without metadata (never from a pull consumer): read as the first delivery, stored now.
             Volatile.Write(ref _pending, (long)Math.Min(reply.Pending, long.MaxValue));
             var sequence = reply.StreamSequence;
-            var delivered = (int)Math.Clamp(reply.Delivered, 1, int.MaxValue);
-            var attempt = Math.Max(1, delivered - (Volatile.Read(ref _deferred) > 0 && _deferrals.TryGetValue(sequence, out var deferred) ? deferred : 0));
+            // Delayed messages reach this consumer only when due, so every delivery is an attempt.
+            var attempt = (int)Math.Clamp(reply.Delivered, 1, int.MaxValue);
 
             // One pass over the headers reads the envelope and the due time of a delayed send (decoded even when it is early:
             // rare, and cheaper than a second look-up on every message).
@@ -266,14 +255,9 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
                 message.Headers, message.Data ?? [], attempt, reply.Delivered == 0 ? _transport.TimeProvider.GetUtcNow() : reply.Timestamp, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure, out var notBefore);
 
             // The clock is read only for a delayed send or a message without metadata, not for every message.
-            if (notBefore is { } due && due - _transport.TimeProvider.GetUtcNow() is var early && early > DueTolerance)
+            if (notBefore is { } due && due - _transport.TimeProvider.GetUtcNow() is var early && early > NatsDelayMover.DueTolerance)
             {
-                if (_deferrals.AddOrUpdate(sequence, 1, static (_, n) => n + 1) == 1)
-                {
-                    Interlocked.Increment(ref _deferred);
-                }
-
-                await message.NakAsync(new AckOpts { NakDelay = early }, CancellationToken.None).ConfigureAwait(false);
+                await DeferAsync(message, sequence, early).ConfigureAwait(false);
                 return;
             }
 
@@ -283,7 +267,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             }
 
             var key = failure is null ? envelope.PartitionKey ?? (_target.OrderBySubject ? message.Subject : null) : null;
-            delivery = new NatsDelivery(this, message, envelope, failure, delivered, sequence);
+            delivery = new NatsDelivery(this, message, envelope, failure, attempt, sequence);
             Track(delivery);
             await _lanes.WriteAsync(delivery, key, stop).ConfigureAwait(false);
         }
@@ -308,6 +292,46 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
             await DeadLetterUnreceivedAsync(message, e).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// An early message in the queue's stream: moved to the delay stream and acked, so the copy the mover brings back when
+    /// it is due is delivered as a first attempt. A declared stream's (a mapped queue's) is nakked until due instead, that
+    /// delivery counted: a copy back to its send subject would also reach every other queue whose filter takes that subject.
+    /// </summary>
+    private async ValueTask DeferAsync(INatsJSMsg<byte[]> message, ulong sequence, TimeSpan early)
+    {
+        // No filter: the queue's own stream (NatsTransport.CreateQueueAsync), which only this queue's consumer reads.
+        if (_target.FilterSubject is null)
+        {
+            try
+            {
+                await _transport.HandOverToDelayStreamAsync(Queue, message, sequence, CancellationToken.None).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // Logged; deferred the old way.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                Log.DelayHandOverFailed(_logger, e, Queue);
+                await NakQuietlyAsync(message, early).ConfigureAwait(false);
+                return;
+            }
+
+            try
+            {
+                await message.AckAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // Delivered again after the ack wait, and handed over again: the delay stream's duplicate window drops the copy.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                Log.NakFailed(_logger, e, Queue);
+            }
+
+            return;
+        }
+
+        await NakQuietlyAsync(message, early).ConfigureAwait(false);
     }
 
     /// <summary>A message that failed before reaching the pipeline goes to the dead-letter subject with the reason (drained into the store later), or if even that fails, back to the stream.</summary>

@@ -24,6 +24,14 @@ internal sealed class NatsNames(string subjectPrefix, string streamPrefix)
 
     public string DeadLetterStream => $"{streamPrefix}_DEAD_LETTERS";
 
+    /// <summary>The stream that keeps a queue's delayed messages until they are due (a work queue, see <c>NatsDelayMover</c>).</summary>
+    public string DelayStream(string queue) => $"{streamPrefix}_DELAYED_{Token(queue)}";
+
+    public string DelaySubject(string queue) => $"{subjectPrefix}.delayed.{Token(queue)}";
+
+    /// <summary>The durable consumer of a queue's delay stream, shared by every process consuming the queue.</summary>
+    public const string DelayDurable = "mover";
+
     /// <summary>The KV bucket of the locks held while a queue stream's sources change (its stream is <c>KV_</c> and this).</summary>
     public string BindingLockBucket => $"{streamPrefix}_BINDING_LOCKS";
 

@@ -123,6 +123,23 @@ internal static class NatsTopology
 
         return config;
     }
+
+    /// <summary>
+    /// The durable consumer of a queue's delay stream: no <c>MaxDeliver</c> (its naks defer early messages, as often as
+    /// needed), and an ack wait a quarter of the queue stream's duplicate window (<paramref name="duplicateWindow"/>),
+    /// 1 to 30 s, so a move repeated after it is still dropped as a duplicate.
+    /// </summary>
+    public static ConsumerConfig DelayDurableConfig(TimeSpan duplicateWindow)
+    {
+        var ackWait = duplicateWindow > TimeSpan.Zero ? duplicateWindow / 4 : TimeSpan.FromSeconds(30);
+        return new ConsumerConfig(NatsNames.DelayDurable)
+        {
+            AckPolicy = ConsumerConfigAckPolicy.Explicit,
+            AckWait = TimeSpan.FromTicks(Math.Clamp(ackWait.Ticks, TimeSpan.TicksPerSecond, 30 * TimeSpan.TicksPerSecond)),
+            MaxDeliver = -1,
+            DeliverPolicy = ConsumerConfigDeliverPolicy.All,
+        };
+    }
 }
 
 /// <summary>

@@ -34,9 +34,10 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         Names = new NatsNames(_options.SubjectPrefix, _options.StreamPrefix);
         Capabilities = BrokerCapabilities(_options.MaxMessageBytes) with
         {
-            // Delayed nacks are JetStream's own (nak with a delay). A delayed send is stored at once with a due time in a
-            // header; a consumer that gets it early naks it until then (not counted as an attempt), so a delay never
-            // holds up other messages and needs no scheduler (NATS 2.9 has no per-message delivery time).
+            // Delayed nacks are JetStream's own (nak with a delay). A delayed send waits in the queue's delay stream,
+            // nakked there until due and then moved to the queue (NatsDelayMover), so a delay never holds up other
+            // messages, costs the queue's consumer no delivery, and needs no scheduler (NATS 2.9 has no per-message
+            // delivery time).
             SupportsDelayedDelivery = true,
 
             // A subject token per name, capped by NatsNames (longer names are shortened with a hash): no length limit here.
@@ -70,7 +71,9 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
 
     /// <inheritdoc />
     public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-        PublishToAsync(queue, nameof(queue), static (transport, name, token) => transport.QueueSubjectAsync(name, token), envelope, options, cancellationToken);
+        options?.Delay > TimeSpan.Zero
+            ? PublishToAsync(queue, nameof(queue), static (transport, name, token) => transport.DelaySubjectAsync(name, token), envelope, options, cancellationToken)
+            : PublishToAsync(queue, nameof(queue), static (transport, name, token) => transport.QueueSubjectAsync(name, token), envelope, options, cancellationToken);
 
     /// <inheritdoc />
     public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
@@ -140,7 +143,8 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         {
             var durable = await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
             await EnsureMaxDeliveriesCaptureAsync(queue, target, durable, cancellationToken).ConfigureAwait(false);
-            consumer = NatsConsumer.Start(this, durable, queue, target, options.MaxConcurrency, prefetch, (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null), handler, Logger);
+            var delays = await EnsureDelayDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
+            consumer = NatsConsumer.Start(this, durable, delays, queue, target, options.MaxConcurrency, prefetch, (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null), handler, Logger);
         }
         catch (Exception e) when (e is NatsException or NatsJSException)
         {

@@ -1,0 +1,163 @@
+using Microsoft.Extensions.Logging;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+
+namespace Herald.Nats.Transport;
+
+/// <summary>
+/// Keeps a queue's delayed messages off the queue's consumer until they are due, so that consumer's delivery count
+/// counts handler attempts only (NATS 2.9 has no per-message delivery time). A delayed send is stored in the queue's
+/// delay stream (<c>{prefix}_DELAYED_{queue}</c>, a work queue); every process consuming the queue also pulls from its
+/// durable consumer there (<see cref="NatsNames.DelayDurable"/>, no <c>MaxDeliver</c>), naks a message that is early
+/// with the rest of its delay, and moves a due one to the queue's subject, then acks it. The move publishes with a
+/// <c>Nats-Msg-Id</c> (<see cref="MoveId"/>), so a move done twice (its ack lost, or its process killed in between) is
+/// stored once: the durable's ack wait is kept well inside the queue stream's duplicate window.
+/// </summary>
+internal sealed class NatsDelayMover
+{
+    // A delayed message may come back a little before its due time by the clocks of two machines: not worth another nak.
+    internal static readonly TimeSpan DueTolerance = TimeSpan.FromMilliseconds(5);
+
+    private const string MessageIdHeader = "Nats-Msg-Id";
+
+    private readonly NatsTransport _transport;
+    private readonly INatsJSConsumer _consumer;
+    private readonly string _queue;
+    private readonly string _subject;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _pulling = Task.CompletedTask;
+    private int _stopped;
+
+    private NatsDelayMover(NatsTransport transport, INatsJSConsumer consumer, string queue, string subject, ILogger logger)
+    {
+        _transport = transport;
+        _consumer = consumer;
+        _queue = queue;
+        _subject = subject;
+        _logger = logger;
+    }
+
+    public static NatsDelayMover Start(NatsTransport transport, INatsJSConsumer consumer, string queue, string subject, ILogger logger)
+    {
+        var mover = new NatsDelayMover(transport, consumer, queue, subject, logger);
+        mover._pulling = Task.Run(mover.PullAsync, CancellationToken.None);
+        return mover;
+    }
+
+    /// <summary>Stops the pull (what it received and did not move goes back at once); may be called again.</summary>
+    public async Task StopAsync()
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 0)
+        {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+        }
+
+        await _pulling.ConfigureAwait(false);
+    }
+
+    /// <summary>The headers of a delayed message as it goes to the queue: without its due time (it is due) and without the server's own <c>Nats-</c> headers.</summary>
+    internal static NatsHeaders ForQueue(NatsHeaders? headers)
+    {
+        var copy = new NatsHeaders();
+        if (headers is not null)
+        {
+            foreach (var (name, value) in headers)
+            {
+                if (!name.StartsWith("Nats-", StringComparison.OrdinalIgnoreCase) && !name.Equals(NatsEnvelopeCodec.NotBeforeHeader, StringComparison.OrdinalIgnoreCase))
+                {
+                    copy[name] = value;
+                }
+            }
+        }
+
+        return copy;
+    }
+
+    /// <summary>
+    /// The <c>Nats-Msg-Id</c> of a move: the one the message was sent with (its message id, so the queue's duplicate window
+    /// treats it as a send of that message), else the delay stream and sequence (a re-send on purpose carries none).
+    /// </summary>
+    private string MoveId(INatsJSMsg<byte[]> message)
+    {
+        if (message.Headers is { } headers && headers.TryGetValue(MessageIdHeader, out var sent) && sent.Count > 0 && !string.IsNullOrEmpty(sent[^1]))
+        {
+            return sent[^1]!;
+        }
+
+        var sequence = message.Metadata?.Sequence.Stream ?? 0;
+        return _transport.Names.DelayStream(_queue) + ":" + sequence.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private async Task PullAsync()
+    {
+        var stop = _stopping.Token;
+        var options = new NatsJSConsumeOpts { MaxMsgs = 100, Expires = TimeSpan.FromSeconds(5), DrainOnCancel = true };
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                await foreach (var message in _consumer.ConsumeAsync<byte[]>(opts: options, cancellationToken: stop).ConfigureAwait(false))
+                {
+                    await MoveAsync(message, stop).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+            }
+#pragma warning disable CA1031 // A failed pull (stream deleted, server gone) is logged and started again; the mover must not die.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                Log.DelayPullFailed(_logger, e, _queue);
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), _transport.TimeProvider, stop).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            }
+        }
+    }
+
+    private async ValueTask MoveAsync(INatsJSMsg<byte[]> message, CancellationToken stop)
+    {
+        try
+        {
+            if (stop.IsCancellationRequested)
+            {
+                // Handed back at once: the next process's mover takes it.
+                await message.NakAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                return;
+            }
+
+            // Early: back until due. A nak costs nothing here (no MaxDeliver), unlike one on the queue's consumer.
+            if (NatsEnvelopeCodec.NotBefore(message.Headers) is { } due && due - _transport.TimeProvider.GetUtcNow() is var early && early > DueTolerance)
+            {
+                await message.NakAsync(new AckOpts { NakDelay = early }, CancellationToken.None).ConfigureAwait(false);
+                return;
+            }
+
+            await _transport.PublishRawAsync(_subject, message.Data ?? [], ForQueue(message.Headers), MoveId(message), CancellationToken.None).ConfigureAwait(false);
+
+            // Double ack: the move is not repeated unless this process dies first (and then the duplicate window drops it).
+            await message.AckAsync(new AckOpts { DoubleAck = true }, CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Logged; the message stays in the delay stream and is tried again shortly.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.DelayMoveFailed(_logger, e, _queue);
+            try
+            {
+                await message.NakAsync(new AckOpts { NakDelay = TimeSpan.FromSeconds(1) }, CancellationToken.None).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // It comes back after the ack wait.
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+        }
+    }
+}
