@@ -291,27 +291,7 @@ public sealed class JetStreamTests : NatsTestBase
 
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var readings = new ConcurrentDictionary<string, long>();
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == "Herald" && instrument.Name.StartsWith("herald.nats.consumer.", StringComparison.Ordinal))
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
-        {
-            foreach (var tag in tags)
-            {
-                if (tag.Key == "messaging.destination.name" && (string?)tag.Value == queue)
-                {
-                    readings[instrument.Name] = value;
-                }
-            }
-        });
-        listener.Start();
+        using var listener = ListenToGauges(queue, readings);
 
         // One handler holds the first message: what the client pulled is ack pending, the rest still pending in the stream.
         var (consumer, _) = await ConsumeAsync(transport, queue, async (_, ct) => await release.Task.WaitAsync(ct), new ConsumerOptions { Prefetch = 2 });
@@ -437,5 +417,54 @@ public sealed class JetStreamTests : NatsTestBase
         }
 
         Assert.Equal(1, Assert.Single(seen).DeliveryAttempt);
+    }
+
+    // Delayed messages wait in the queue's delay stream, so pending no longer counts them: their gauge does.
+    [Fact]
+    public async Task TheDelayedGauge_CountsDelayedMessagesNotYetDue_WhichPendingDoesNot()
+    {
+        var transport = await CreateTransportAsync(o => o.LagRefreshInterval = TimeSpan.FromMilliseconds(100));
+        var queue = "lag-delayed-" + Guid.NewGuid().ToString("N")[..8];
+        var readings = new ConcurrentDictionary<string, long>();
+        using var listener = ListenToGauges(queue, readings);
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("later"), new SendOptions { Delay = TimeSpan.FromMinutes(10) });
+            await Eventually.UntilAsync(() =>
+            {
+                listener.RecordObservableInstruments();
+                return readings.GetValueOrDefault(NatsMetricNames.ConsumerDelayed, -1) == 1 && readings.GetValueOrDefault(NatsMetricNames.ConsumerPending, -1) == 0;
+            }, "the delayed gauge shows the message, pending does not");
+        }
+
+        Assert.Empty(seen);
+    }
+
+    /// <summary>Records the latest value of each NATS consumer gauge of <paramref name="queue"/> (read with RecordObservableInstruments).</summary>
+    private static MeterListener ListenToGauges(string queue, ConcurrentDictionary<string, long> readings)
+    {
+        var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == "Herald" && instrument.Name.StartsWith("herald.nats.consumer.", StringComparison.Ordinal))
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "messaging.destination.name" && (string?)tag.Value == queue)
+                {
+                    readings[instrument.Name] = value;
+                }
+            }
+        });
+        listener.Start();
+        return listener;
     }
 }

@@ -5,7 +5,7 @@ using Herald.Diagnostics;
 namespace Herald.Nats.Diagnostics;
 
 /// <summary>
-/// The consumer lag gauges: for every running consumer of this process, its pending and ack-pending counts as last read
+/// The consumer lag gauges: for every running consumer of this process, its pending, ack-pending and delayed counts as last read
 /// from the server (each consumer refreshes them on a timer; an observable gauge's callback must not do I/O), tagged
 /// with the queue, the stream and the durable consumer. Consumers of one queue in one process report the same numbers.
 /// </summary>
@@ -17,6 +17,7 @@ internal static class NatsConsumerLag
     [
         HeraldDiagnostics.Meter.CreateObservableGauge(NatsMetricNames.ConsumerPending, () => Observe(static s => s.Pending), "{message}", "Messages of the stream not yet delivered to the queue's JetStream consumer."),
         HeraldDiagnostics.Meter.CreateObservableGauge(NatsMetricNames.ConsumerAckPending, () => Observe(static s => s.AckPending), "{message}", "Messages delivered to the queue's JetStream consumer and not yet acked."),
+        HeraldDiagnostics.Meter.CreateObservableGauge(NatsMetricNames.ConsumerDelayed, () => Observe(static s => s.Delayed), "{message}", "Delayed messages of the queue not yet due, waiting in its delay stream."),
     ];
 
     public static void Track(ILagSource source) => Sources[source] = (byte)Gauges.Length;
@@ -44,6 +45,8 @@ internal interface ILagSource
     long Pending { get; }
 
     long AckPending { get; }
+
+    long Delayed { get; }
 
     KeyValuePair<string, object?>[] Tags { get; }
 }

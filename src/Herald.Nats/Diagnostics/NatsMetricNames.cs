@@ -9,6 +9,9 @@ public static class NatsMetricNames
     /// <summary>Gauge of messages delivered to the queue's durable consumer and not acked yet (JetStream <c>num_ack_pending</c>).</summary>
     public const string ConsumerAckPending = "herald.nats.consumer.ack_pending";
 
+    /// <summary>Gauge of the queue's delayed messages not yet due: the messages waiting in its delay stream.</summary>
+    public const string ConsumerDelayed = "herald.nats.consumer.delayed";
+
     /// <summary>Tag: the stream the consumer reads.</summary>
     public const string StreamTag = "herald.nats.stream";
 

@@ -52,6 +52,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private ITimer? _lagRefresh;
     private long _pending;
     private long _ackPending;
+    private long _delayed;
     private volatile bool _hasLag;
     private int _stopped;
 
@@ -83,6 +84,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     public long Pending => Volatile.Read(ref _pending);
 
     public long AckPending => Volatile.Read(ref _ackPending);
+
+    public long Delayed => Volatile.Read(ref _delayed);
 
     public KeyValuePair<string, object?>[] Tags { get; }
 
@@ -504,6 +507,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         try
         {
             await _consumer.RefreshAsync(CancellationToken.None).ConfigureAwait(false);
+            var delays = await _transport.JetStream.GetStreamAsync(_transport.Names.DelayStream(Queue), cancellationToken: CancellationToken.None).ConfigureAwait(false);
+            Volatile.Write(ref _delayed, delays.Info.State.Messages);
             ReadLag(_consumer);
         }
 #pragma warning disable CA1031 // The gauge keeps its last reading; the next tick tries again.
