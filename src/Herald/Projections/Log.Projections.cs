@@ -35,6 +35,9 @@ internal static partial class Log
     [LoggerMessage(1410, LogLevel.Error, "Projection {Projection} could not be rebuilt as another node asked; the live generation still serves")]
     public static partial void ProjectionRebuildFailed(ILogger logger, Exception exception, string projection);
 
+    [LoggerMessage(1411, LogLevel.Warning, "Projection {Projection} runs generation {Generation}, but generation {Active} serves reads (switched by another runner); it starts again on that one")]
+    public static partial void ProjectionGenerationSwitchedElsewhere(ILogger logger, string projection, int generation, int active);
+
     [LoggerMessage(1406, LogLevel.Warning, "Projection {Projection} could not drop generation {Generation} of table {Table}; it is left in place")]
     public static partial void ProjectionDropFailed(ILogger logger, Exception exception, string projection, int generation, string table);
 }

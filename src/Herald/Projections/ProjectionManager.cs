@@ -237,9 +237,10 @@ public sealed class ProjectionManager
 
     private async Task LeadAsync(ProjectionRuntime projection, CancellationToken leading)
     {
-        var generation = await GenerationAsync(projection.Name, leading).ConfigureAwait(false);
         while (!leading.IsCancellationRequested)
         {
+            // Read at every start, so a runner started again (after a failure, or a switch made elsewhere) runs the live one.
+            var generation = await GenerationAsync(projection.Name, leading).ConfigureAwait(false);
             var live = await StartAsync(projection, generation, leading).ConfigureAwait(false);
             projection.Generation = generation;
             projection.Live = live;
@@ -260,6 +261,15 @@ public sealed class ProjectionManager
 
                     if (live.Completion.IsCompleted || leading.IsCancellationRequested)
                     {
+                        break;
+                    }
+
+                    // An old leader that overlapped this one during a handover may have finished a rebuild: this runner
+                    // would go on writing the retired generation while reads go to the new one. Follow the switch instead
+                    // (a request waiting on the channel stays there for the runner of the new generation).
+                    if (await SwitchedElsewhereAsync(projection.Name, generation, leading).ConfigureAwait(false) is { } switched)
+                    {
+                        Log.ProjectionGenerationSwitchedElsewhere(_logger, projection.Name, generation, switched);
                         break;
                     }
 
@@ -399,6 +409,22 @@ public sealed class ProjectionManager
         {
             Log.ProjectionStatusFailed(_logger, ex, _options.StatusInterval);
             return 0;
+        }
+    }
+
+    // The generation that serves reads when it is not the one this node's runner writes, or null (also when the store
+    // cannot answer now: the next look asks again).
+    private async ValueTask<int?> SwitchedElsewhereAsync(string name, int generation, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var stored = await GenerationAsync(name, cancellationToken).ConfigureAwait(false);
+            return stored != generation ? stored : null;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            Log.ProjectionStatusFailed(_logger, ex, _options.StatusInterval);
+            return null;
         }
     }
 

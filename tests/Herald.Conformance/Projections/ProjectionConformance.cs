@@ -149,6 +149,35 @@ public abstract partial class ProjectionConformance
     }
 
     [Fact]
+    public async Task ARunnerOfAGenerationAnotherRunnerRetired_StartsAgainOnTheGenerationThatServes()
+    {
+        // Regression (audit of ef1bbbb): a rebuild finished by one of two overlapping leaders left the other writing the
+        // retired generation (its table quietly made again) while reads went to the new one, which nobody updated.
+        var store = NewStore();
+        using var first = await StartAsync(store, new Tallies(), alwaysLeader: true);
+        var events = first.Services.GetRequiredService<IEventStore>();
+        var last = (await events.AppendAsync("tally-retired1", ExpectedVersion.NoStream, [Added(first, "o", 1), Added(first, "o", 2)])).LastPosition;
+        var firstManager = first.Services.GetRequiredService<ProjectionManager>();
+        await Running(firstManager, Tallies.ProjectionName);
+        await firstManager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        // A later leader, while the first still runs generation 1 (a handover), rebuilds into generation 2 and goes away.
+        using (var second = await StartAsync(store, new Tallies(), alwaysLeader: true))
+        {
+            var secondManager = second.Services.GetRequiredService<ProjectionManager>();
+            await Running(secondManager, Tallies.ProjectionName);
+            await secondManager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+            await second.StopAsync();
+        }
+
+        await events.AppendAsync("tally-retired2", ExpectedVersion.NoStream, [Added(first, "o", 100)]);
+        var readModels = first.Services.GetRequiredService<ReadModels>();
+        await Eventually.UntilAsync(async () => (await readModels.GetAsync(Tallies.Table, "o"))?.Sum == 103, "the served read model follows the event appended after the rebuild");
+        Assert.Equal(2, (await firstManager.GetStatusAsync(Tallies.ProjectionName)).Generation);
+        await first.StopAsync();
+    }
+
+    [Fact]
     public async Task ARebuildAskedOnANodeThatDoesNotRunTheProjection_IsRunByItsLeader()
     {
         var store = NewStore();
