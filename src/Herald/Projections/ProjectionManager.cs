@@ -159,6 +159,12 @@ public sealed class ProjectionManager
 
     internal static string GenerationKey(string projection) => "$projection-generation:" + projection;
 
+    /// <summary>
+    /// The checkpoint-store key of the leaders' fence: each leader's term in the high 32 bits (taken when it starts leading),
+    /// a count of its guarded writes in the low ones. It only moves forward, so a write of an earlier leader conflicts.
+    /// </summary>
+    internal static string FenceKey(string projection) => "$projection-leader:" + projection;
+
     /// <summary>The checkpoint-store key of the latest rebuild another node asked for (a number that only grows).</summary>
     internal static string RebuildRequestKey(string projection) => "$projection-rebuild-requested:" + projection;
 
@@ -237,6 +243,8 @@ public sealed class ProjectionManager
 
     private async Task LeadAsync(ProjectionRuntime projection, CancellationToken leading)
     {
+        // Before the generation is read: a rebuild of a leader that started before this one is refused from here on.
+        projection.Fence = await TakeTermAsync(projection.Name, leading).ConfigureAwait(false);
         while (!leading.IsCancellationRequested)
         {
             // Read at every start, so a runner started again (after a failure, or a switch made elsewhere) runs the live one.
@@ -428,6 +436,44 @@ public sealed class ProjectionManager
         }
     }
 
+    // A term above every earlier leader's, stored before this leader reads or writes anything of the projection.
+    private async ValueTask<long> TakeTermAsync(string name, CancellationToken cancellationToken)
+    {
+        var key = FenceKey(name);
+        while (true)
+        {
+            var stored = await _checkpoints.GetCheckpointAsync(key, cancellationToken).ConfigureAwait(false) ?? 0;
+            var term = ((stored >> 32) + 1) << 32;
+            if (await AdvanceAsync(key, term, cancellationToken).ConfigureAwait(false))
+            {
+                return term;
+            }
+        }
+    }
+
+    // Runs work in a unit of work that also writes the fence, so it commits only while no leader took a term after this
+    // one: the leadership lease cannot say so itself, since another node may hold it before this one notices the loss (a
+    // killed session is seen at the next keep-alive).
+    private async ValueTask FencedAsync(ProjectionRuntime projection, Func<IUnitOfWork, CancellationToken, ValueTask> work, CancellationToken cancellationToken)
+    {
+        var key = FenceKey(projection.Name);
+        try
+        {
+            await _runner.RunAsync(
+                async (services, token) =>
+                {
+                    var unitOfWork = services.GetRequiredService<IUnitOfWork>();
+                    await _checkpoints.SetCheckpointAsync(key, ++projection.Fence, unitOfWork, token).ConfigureAwait(false);
+                    await work(unitOfWork, token).ConfigureAwait(false);
+                },
+                cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (CheckpointConflictException conflict) when (conflict.SubscriptionId == key)
+        {
+            throw new LeaseLostException($"Another node started leading projection '{projection.Name}' after this one did; this node's rebuild is refused, and the generation it would replace still serves.");
+        }
+    }
+
     // Stores value under key only forward; false when the stored value is at or past it already.
     private async ValueTask<bool> AdvanceAsync(string key, long value, CancellationToken cancellationToken)
     {
@@ -464,6 +510,10 @@ public sealed class ProjectionManager
     {
         var next = generation + 1;
         Log.ProjectionRebuildStarted(_logger, projection.Name, next);
+
+        // The resets below cannot join a unit of work (DDL; a checkpoint moved back): the fence is confirmed just before
+        // them, so a leader supplanted by then leaves the new leader's generations alone.
+        await FencedAsync(projection, static (_, _) => ValueTask.CompletedTask, leading).ConfigureAwait(false);
         foreach (var table in projection.Projection.Tables)
         {
             await _readModels.ResetGenerationAsync(table, next, leading).ConfigureAwait(false);
@@ -481,17 +531,17 @@ public sealed class ProjectionManager
             await live.StopAsync(leading).ConfigureAwait(false);
             await WaitAsync(rebuild, live.Position, leading).ConfigureAwait(false);
 
-            await _runner.RunAsync(
-                async (services, token) =>
+            await FencedAsync(
+                projection,
+                async (unitOfWork, token) =>
                 {
-                    var unitOfWork = services.GetRequiredService<IUnitOfWork>();
                     await _checkpoints.SetCheckpointAsync(GenerationKey(projection.Name), next, unitOfWork, token).ConfigureAwait(false);
                     foreach (var table in projection.Projection.Tables)
                     {
                         await _readModels.ActivateGenerationAsync(table, next, unitOfWork, token).ConfigureAwait(false);
                     }
                 },
-                cancellationToken: leading).ConfigureAwait(false);
+                leading).ConfigureAwait(false);
         }
         catch
         {
@@ -545,6 +595,9 @@ public sealed class ProjectionManager
         public volatile string? Failure;
 
         public int Generation { get; set; } = 1;
+
+        /// <summary>The last value this node's leadership wrote under <see cref="FenceKey"/> (only its lead loop touches it).</summary>
+        public long Fence { get; set; }
 
         /// <summary>Behind the head and not moved since the first look for longer than <paramref name="stallAfter"/>.</summary>
         public bool IsStuck(long position, long lag, DateTimeOffset now, TimeSpan stallAfter)

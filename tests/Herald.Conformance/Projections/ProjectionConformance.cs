@@ -178,6 +178,34 @@ public abstract partial class ProjectionConformance
     }
 
     [Fact]
+    public async Task ARebuildByALeaderThatAnotherSupplanted_IsRefused_AndTheNewLeaderKeepsServing()
+    {
+        // Regression (audit of ef1bbbb): an old leader that had not yet noticed the loss of its lease switched generations
+        // under the new leader's runner.
+        var store = NewStore();
+        using var first = await StartAsync(store, new Tallies(), alwaysLeader: true);
+        var events = first.Services.GetRequiredService<IEventStore>();
+        var last = (await events.AppendAsync("tally-supplanted1", ExpectedVersion.NoStream, [Added(first, "o", 1), Added(first, "o", 2)])).LastPosition;
+        var firstManager = first.Services.GetRequiredService<ProjectionManager>();
+        await Running(firstManager, Tallies.ProjectionName);
+        using var second = await StartAsync(store, new Tallies(), alwaysLeader: true);
+        var secondManager = second.Services.GetRequiredService<ProjectionManager>();
+        await Running(secondManager, Tallies.ProjectionName);
+        await secondManager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        // The first leads since before the second started to: its rebuild is refused before it changes anything.
+        await Assert.ThrowsAsync<LeaseLostException>(() => firstManager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Equal(1, await second.Services.GetRequiredService<IReadModelStore>().GetActiveGenerationAsync(Tallies.Table.Name));
+
+        await first.StopAsync();
+        last = (await events.AppendAsync("tally-supplanted2", ExpectedVersion.NoStream, [Added(second, "o", 100)])).LastPosition;
+        await secondManager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        Assert.Equal(103, (await second.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "o"))!.Sum);
+        Assert.Equal(1, (await secondManager.GetStatusAsync(Tallies.ProjectionName)).Generation);
+        await second.StopAsync();
+    }
+
+    [Fact]
     public async Task ARebuildAskedOnANodeThatDoesNotRunTheProjection_IsRunByItsLeader()
     {
         var store = NewStore();
