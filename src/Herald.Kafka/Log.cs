@@ -45,6 +45,9 @@ internal static partial class Log
     [LoggerMessage(6020, LogLevel.Warning, "Record {Position} of retry topic '{Topic}' names no target topic; skipped")]
     public static partial void RetryRecordWithoutTarget(ILogger logger, string topic, string position);
 
-    [LoggerMessage(6021, LogLevel.Warning, "Relaying a record of '{Topic}' to '{Target}' failed; it is tried again")]
-    public static partial void RelayFailed(ILogger logger, Exception exception, string topic, string target);
+    [LoggerMessage(6021, LogLevel.Warning, "Relaying a record of '{Topic}' to '{Target}' failed; it is tried again in {Backoff}")]
+    public static partial void RelayFailed(ILogger logger, Exception exception, string topic, string target, TimeSpan backoff);
+
+    [LoggerMessage(6022, LogLevel.Error, "Record {Position} of retry topic '{Topic}' cannot be relayed ({Reason}); it goes to the dead letters")]
+    public static partial void RelayRefused(ILogger logger, Exception? exception, string topic, string position, string reason);
 }

@@ -79,6 +79,19 @@ internal static class MockCluster
         return File.Exists(centos) ? centos : Path.Combine(native, "librdkafka.so");
     }
 
+    /// <summary>
+    /// The next Produce requests (of any client, on any broker) fail with these Kafka error codes, in order: tests that
+    /// use it run alone (<see cref="ProduceErrorsCollection"/>).
+    /// </summary>
+    public static void PushProduceErrors(params int[] errors)
+    {
+        _ = Bootstrap.Value;
+        rd_kafka_mock_push_request_errors_array(_cluster, 0, (UIntPtr)errors.Length, errors);
+    }
+
+    [DllImport(Library)]
+    private static extern void rd_kafka_mock_push_request_errors_array(IntPtr cluster, short apiKey, UIntPtr count, int[] errors);
+
     [DllImport(Library)]
     private static extern IntPtr rd_kafka_conf_new();
 

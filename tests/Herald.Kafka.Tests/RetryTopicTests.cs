@@ -1,5 +1,8 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Herald.Kafka.Transport;
 using Herald.Conformance;
 using Herald.Messages;
 using Herald.Transport;
@@ -156,5 +159,41 @@ public sealed class RetryTopicTests : KafkaTestBase
         await Assert.ThrowsAsync<InvalidOperationException>(async () =>
             await transport.DrainDeadLettersAsync(queue, (_, _) => throw new InvalidOperationException("store down")));
         Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (_, _) => ValueTask.CompletedTask));
+    }
+
+    [Fact]
+    public async Task Relay_OfARecordWithAnInvalidTarget_DeadLettersIt_AndRelaysTheRecordsBehindIt()
+    {
+        // A target the cluster can never take failed the relay's copy, which ended the relay for good.
+        var transport = await CreateTransportAsync();
+        var queue = Name("bad-target");
+        var retryTopic = transport.Options.RetryTopicName(queue);
+        var handled = new ConcurrentDictionary<Guid, byte>();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            handled.TryAdd(d.Envelope.MessageId, 0);
+            return ValueTask.CompletedTask;
+        }));
+
+        // A record from another writer, due now, naming a target that is no topic name; then Herald's own, one key, behind it.
+        var stray = NewEnvelope("k");
+        using (var producer = RawProducer())
+        {
+            var message = KafkaEnvelopeCodec.Encode(stray, "tests");
+            message.Headers.Add(KafkaEnvelopeCodec.DueHeader, Encoding.UTF8.GetBytes(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)));
+            message.Headers.Add(KafkaEnvelopeCodec.TargetHeader, Encoding.UTF8.GetBytes("no such topic!"));
+            await producer.ProduceAsync(retryTopic, message);
+        }
+
+        var behind = NewEnvelope("k");
+        await transport.SendAsync(queue, behind, new SendOptions { Delay = TimeSpan.FromMilliseconds(300) });
+
+        await Eventually.UntilAsync(() => handled.ContainsKey(behind.MessageId), "the record behind the stray one relayed and handled", Deadline);
+        var moved = new List<NativeDeadLetter>();
+        await Eventually.UntilAsync(() => EndOffsets(retryTopic + ".dead-letter") == 1, "the stray record in the retry topic's dead letters", Deadline);
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(retryTopic, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        var deadLetter = Assert.Single(moved);
+        Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Contains("'no such topic!' is not a valid Kafka topic name", deadLetter.Reason, StringComparison.Ordinal);
     }
 }

@@ -197,20 +197,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         await _transport.ProduceAsync(topic, copy, cancellationToken).ConfigureAwait(false);
     }
 
-    internal async ValueTask DeadLetterAsync(Message<byte[]?, byte[]> message, string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
-    {
-        var copy = KafkaEnvelopeCodec.CopyForRepublish(
-            message,
-            [
-                new(KafkaEnvelopeCodec.AttemptHeader, KafkaEnvelopeCodec.Attempt(message).ToString(CultureInfo.InvariantCulture)),
-                new(KafkaEnvelopeCodec.OriginQueueHeader, Queue),
-                new(KafkaEnvelopeCodec.ReasonHeader, reason),
-                new(KafkaEnvelopeCodec.DueHeader, null),
-                new(KafkaEnvelopeCodec.TargetHeader, null),
-            ],
-            headers);
-        await _transport.ProduceAsync(_options.DeadLetterTopicName(Queue), copy, cancellationToken).ConfigureAwait(false);
-    }
+    internal ValueTask DeadLetterAsync(Message<byte[]?, byte[]> message, string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
+        _transport.DeadLetterAsync(message, Queue, reason, headers, cancellationToken);
 
     /// <summary>Lag of each held partition: the log end offset the client last saw minus the committed offset.</summary>
     internal IEnumerable<(TopicPartition Partition, long Lag)> Lag()

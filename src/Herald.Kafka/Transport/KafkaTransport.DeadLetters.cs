@@ -1,3 +1,4 @@
+using System.Globalization;
 using Confluent.Kafka;
 using Herald.Transport;
 
@@ -79,6 +80,25 @@ internal sealed partial class KafkaTransport
         }
 
         return (start, ends);
+    }
+
+    /// <summary>
+    /// Copies a record to the dead-letter topic of <paramref name="queue"/> with the queue it came from and the reason (what
+    /// the drain reads back), without the retry bookkeeping; completes once the cluster confirmed the copy.
+    /// </summary>
+    internal ValueTask DeadLetterAsync(Message<byte[]?, byte[]> message, string queue, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    {
+        var copy = KafkaEnvelopeCodec.CopyForRepublish(
+            message,
+            [
+                new(KafkaEnvelopeCodec.AttemptHeader, KafkaEnvelopeCodec.Attempt(message).ToString(CultureInfo.InvariantCulture)),
+                new(KafkaEnvelopeCodec.OriginQueueHeader, queue),
+                new(KafkaEnvelopeCodec.ReasonHeader, reason),
+                new(KafkaEnvelopeCodec.DueHeader, null),
+                new(KafkaEnvelopeCodec.TargetHeader, null),
+            ],
+            headers);
+        return ProduceAsync(_options.DeadLetterTopicName(queue), copy, cancellationToken);
     }
 
     /// <inheritdoc />

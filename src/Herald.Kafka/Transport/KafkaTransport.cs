@@ -296,12 +296,16 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
         _ = _relays.GetOrAdd(retryTopic, name => new Lazy<RetryRelay>(() => new RetryRelay(this, name, Logger))).Value;
     }
 
+    /// <summary>Whether Kafka accepts <paramref name="name"/> as a topic name.</summary>
+    internal static bool IsValidTopicName(string name) =>
+        name.Length is > 0 and <= MaxTopicNameLength && name is not ("." or "..") && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-');
+
     private void CheckSize(Envelope envelope) => TransportArguments.ThrowIfTooLarge(envelope, _options.MaxMessageBytes);
 
     private static void ValidateName(string name, string parameter)
     {
         ArgumentException.ThrowIfNullOrEmpty(name, parameter);
-        if (name.Length > MaxTopicNameLength || name is "." or ".." || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
+        if (!IsValidTopicName(name))
         {
             throw new ArgumentException($"'{name}' is not a valid Kafka topic name: 1 to {MaxTopicNameLength} characters of [a-zA-Z0-9._-].", parameter);
         }

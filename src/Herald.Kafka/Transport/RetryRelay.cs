@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using Confluent.Kafka;
+using Confluent.Kafka.Admin;
 using Microsoft.Extensions.Logging;
 
 namespace Herald.Kafka.Transport;
@@ -10,16 +11,26 @@ namespace Herald.Kafka.Transport;
 /// so a delayed nack (or delayed send) waits here instead of holding up its partition. The relay is a consumer group of
 /// its own (every process relaying the topic shares it). A partition whose oldest record is not due yet is paused and
 /// rewound to it, and resumed when it is due; records behind it in the same partition wait with it (head of line), which
-/// costs at most the difference between their delays. A record is committed only after its copy was confirmed.
+/// costs at most the difference between their delays. A record is committed only after its copy was confirmed; one its
+/// target will never take goes to the dead letters with the reason, and a failure that may pass (the cluster) holds the
+/// partition at the record for a back-off.
 /// </summary>
 internal sealed class RetryRelay : IAsyncDisposable
 {
     private static readonly TimeSpan PollTimeout = TimeSpan.FromMilliseconds(50);
 
+    // Polly.Core is not among the central packages, and an adapter adds only its client library: a doubling back-off
+    // by hand, as the outbox relay's.
+    private static readonly TimeSpan MinBackoff = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
+
     private readonly KafkaTransport _transport;
     private readonly ILogger _logger;
     private IConsumer<byte[]?, byte[]> _consumer = null!;
     private readonly ConcurrentDictionary<TopicPartition, DateTimeOffset> _heldUntil = new();
+
+    // The last back-off of each partition whose relay failed (poll thread only).
+    private readonly Dictionary<TopicPartition, TimeSpan> _backoff = [];
     private List<TopicPartition>? _assignedInPoll;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _running;
@@ -37,7 +48,7 @@ internal sealed class RetryRelay : IAsyncDisposable
 
     public string Topic { get; }
 
-    /// <summary>The partitions held at a record that is not due yet (paused).</summary>
+    /// <summary>The partitions held (paused) at a record that is not due yet, or whose relay failed and waits out a back-off.</summary>
     internal IReadOnlyCollection<TopicPartition> Held => [.. _heldUntil.Keys];
 
     public async ValueTask DisposeAsync()
@@ -113,10 +124,45 @@ internal sealed class RetryRelay : IAsyncDisposable
         if (due is { } at && at > _transport.TimeProvider.GetUtcNow())
         {
             // Not due: hold the partition at this record and read it again once it is due.
-            var partition = result.TopicPartition;
-            _consumer.Pause([partition]);
-            _consumer.Seek(result.TopicPartitionOffset);
-            _heldUntil[partition] = at;
+            Hold(result, at);
+            return;
+        }
+
+        // Nothing leaves this method: an exception out of it would end the poll loop, and with it every delayed
+        // delivery through this retry topic.
+        try
+        {
+            Copy(result, target);
+            Commit(result);
+            _backoff.Remove(result.TopicPartition);
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+        {
+            // Stopping: not committed, so it is relayed after the restart.
+        }
+#pragma warning disable CA1031 // Logged; the record is tried again after a back-off.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            // Not committed: held for a back-off and tried again (at-least-once), so a cluster that is down costs a
+            // retry now and then, not a tight loop.
+            var backoff = NextBackoff(result.TopicPartition);
+            Log.RelayFailed(_logger, e, Topic, target, backoff);
+            Hold(result, _transport.TimeProvider.GetUtcNow() + backoff);
+        }
+    }
+
+    /// <summary>
+    /// Produces the copy of a due record to its target; one the target will never take (refused by the cluster, a
+    /// missing or invalid topic) goes to the dead letters with the reason instead, so it cannot wedge its partition.
+    /// </summary>
+    private void Copy(ConsumeResult<byte[]?, byte[]> result, string target)
+    {
+        var message = result.Message;
+        if (!KafkaTransport.IsValidTopicName(target))
+        {
+            // Not a name Herald wrote (it checks them on send); its own dead-letter topic would not be one either.
+            DeadLetter(result, Topic, $"Its target '{target}' is not a valid Kafka topic name.", null);
             return;
         }
 
@@ -124,14 +170,56 @@ internal sealed class RetryRelay : IAsyncDisposable
         {
             var copy = KafkaEnvelopeCodec.CopyForRepublish(message, [new(KafkaEnvelopeCodec.DueHeader, null), new(KafkaEnvelopeCodec.TargetHeader, null)], added: null);
             _transport.ProduceAsync(target, copy, _stopping.Token).AsTask().GetAwaiter().GetResult();
-            Commit(result);
         }
-        catch (Exception e) when (e is KafkaException or OperationCanceledException)
+        catch (Exception e) when (IsPermanent(e))
         {
-            // Not committed: rewound and tried again (at-least-once), after a pause when it was the cluster.
-            Log.RelayFailed(_logger, e, Topic, target);
-            _consumer.Seek(result.TopicPartitionOffset);
+            DeadLetter(result, target, $"Relaying it to '{target}' failed for good: {e.Message}", e);
         }
+    }
+
+    private void DeadLetter(ConsumeResult<byte[]?, byte[]> result, string queue, string reason, Exception? failure)
+    {
+        Log.RelayRefused(_logger, failure, Topic, result.TopicPartitionOffset.ToString(), reason);
+        _transport.DeadLetterAsync(result.Message, queue, reason, headers: null, _stopping.Token).AsTask().GetAwaiter().GetResult();
+    }
+
+    /// <summary>Whether relaying would fail the same way every time: the cluster refused the record, or the target cannot be made.</summary>
+    private static bool IsPermanent(Exception e) => e switch
+    {
+        // MessageRejectedException (too large, invalid), or a target that does not exist while CreateTopics is off.
+        HeraldException => true,
+        CreateTopicsException created => created.Results.Any(r => IsPermanent(r.Error.Code)),
+        KafkaException kafka => IsPermanent(kafka.Error.Code),
+        _ => false,
+    };
+
+    private static bool IsPermanent(ErrorCode code) => code is ErrorCode.TopicException or ErrorCode.MsgSizeTooLarge or ErrorCode.InvalidMsg
+        or ErrorCode.RecordListTooLarge or ErrorCode.InvalidRecord or ErrorCode.TopicAuthorizationFailed or ErrorCode.PolicyViolation
+        or ErrorCode.InvalidPartitions or ErrorCode.InvalidReplicationFactor or ErrorCode.InvalidReplicaAssignment or ErrorCode.InvalidConfig;
+
+    /// <summary>Pauses the record's partition and rewinds it to the record, to be read again at <paramref name="until"/>.</summary>
+    private void Hold(ConsumeResult<byte[]?, byte[]> result, DateTimeOffset until)
+    {
+        var partition = result.TopicPartition;
+        try
+        {
+            _consumer.Pause([partition]);
+            _consumer.Seek(result.TopicPartitionOffset);
+            _heldUntil[partition] = until;
+        }
+        catch (KafkaException e)
+        {
+            // The partition is no longer this client's: its next owner reads from the committed offset, this record included.
+            Log.ClientError(_logger, Topic, e.Error.Code, e.Error.Reason);
+        }
+    }
+
+    /// <summary>The next back-off of a partition whose relay failed: doubling from 100 ms up to 30 s, reset by a success.</summary>
+    private TimeSpan NextBackoff(TopicPartition partition)
+    {
+        var next = _backoff.TryGetValue(partition, out var last) ? TimeSpan.FromTicks(Math.Min(last.Ticks * 2, MaxBackoff.Ticks)) : MinBackoff;
+        _backoff[partition] = next;
+        return next;
     }
 
     /// <summary>
@@ -171,6 +259,7 @@ internal sealed class RetryRelay : IAsyncDisposable
         foreach (var partition in partitions)
         {
             _heldUntil.TryRemove(partition, out _);
+            _backoff.Remove(partition);
         }
     }
 
