@@ -42,6 +42,12 @@ internal static partial class Log
     [LoggerMessage(6017, LogLevel.Warning, "Record {Position} of '{Queue}' cannot be decoded ({Reason}); it goes to the dead letters")]
     public static partial void Undecodable(ILogger logger, string queue, string position, string reason);
 
+    [LoggerMessage(6018, LogLevel.Warning, "The nack or dead-letter copy of message {MessageId} of '{Queue}' ({Partition}) failed; it is made again in {Backoff}")]
+    public static partial void SettlementCopyFailed(ILogger logger, Exception? exception, string queue, Guid messageId, string partition, TimeSpan backoff);
+
+    [LoggerMessage(6019, LogLevel.Error, "Kafka keeps refusing the redelivery copy of message {MessageId} of '{Queue}' ({Partition}); it goes to the dead letters")]
+    public static partial void RedeliveryRefused(ILogger logger, Exception? exception, string queue, Guid messageId, string partition);
+
     [LoggerMessage(6020, LogLevel.Warning, "Record {Position} of retry topic '{Topic}' names no target topic; skipped")]
     public static partial void RetryRecordWithoutTarget(ILogger logger, string topic, string position);
 

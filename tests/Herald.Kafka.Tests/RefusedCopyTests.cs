@@ -60,6 +60,55 @@ public sealed class RefusedCopyTests : KafkaTestBase
         Assert.Contains("refused", deadLetter.Reason, StringComparison.Ordinal);
         await Eventually.UntilAsync(() => Uncommitted(queue + ".retry", queue + ".retry") == 0, "the retry topic committed past both", Deadline);
     }
+
+    [Fact]
+    public async Task Nack_WhoseCopyTheClusterRefusedOnce_IsCopiedAgain_SoTheMessageComesBack_AndItsPartitionCommits()
+    {
+        // The failed copy left the offset settled but not complete: never handed back, and the partition's commits held
+        // behind it for good while this member owned it.
+        var transport = await CreateTransportAsync();
+        var queue = Name("nack-refused");
+        MockCluster.CreateTopic(queue, 1);
+        var first = NewEnvelope("k");
+        var second = NewEnvelope("k");
+        await transport.SendAsync(queue, first);
+        await transport.SendAsync(queue, second);
+
+        var deliveries = new ConcurrentQueue<(Guid Id, int Attempt)>();
+        var nackFailed = new TaskCompletionSource<Exception>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            deliveries.Enqueue((d.Envelope.MessageId, d.Envelope.DeliveryAttempt));
+            if (d.Envelope.MessageId == first.MessageId && d.Envelope.DeliveryAttempt == 1)
+            {
+                // What SettleStep does for a Redeliver verdict; the cluster refuses this one copy.
+                MockCluster.PushProduceErrors(MsgSizeTooLarge);
+                try
+                {
+                    await d.NackAsync(TimeSpan.FromMilliseconds(200), ct);
+                }
+                catch (Exception e)
+                {
+                    nackFailed.TrySetResult(e);
+                    throw;
+                }
+            }
+        }));
+
+        Assert.IsType<MessageRejectedException>(await nackFailed.Task.WaitAsync(Deadline));
+        try
+        {
+            await Eventually.UntilAsync(() => deliveries.Contains((first.MessageId, 2)), "the message whose nack failed comes back", Deadline);
+            await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "the partition committed past both", Deadline);
+        }
+        finally
+        {
+            _output.WriteLine($"deliveries: {string.Join(", ", deliveries.Select(d => $"{(d.Id == first.MessageId ? "first" : "second")}#{d.Attempt}"))}");
+        }
+
+        Assert.Contains((second.MessageId, 1), deliveries);
+        Assert.Equal(2, deliveries.Count(d => d.Id == first.MessageId));
+    }
 }
 
 /// <summary>Tests that inject errors into the shared mock cluster run alone, so no other test's request takes the error.</summary>

@@ -23,6 +23,13 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private static readonly TimeSpan PollTimeout = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan LagInterval = TimeSpan.FromSeconds(1);
 
+    // A failed nack or dead-letter copy is made again after a back-off doubling between these (by hand: an adapter adds only
+    // its client library, and Polly.Core is not among the central packages); a redelivery refused this many times running
+    // is dead-lettered instead.
+    private static readonly TimeSpan OwedMinBackoff = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan OwedMaxBackoff = TimeSpan.FromSeconds(10);
+    private const int RefusalsBeforeDeadLetter = 3;
+
     // The most records taken in one go before they are handed over and the commit timer is looked at again.
     private const int MaxBatch = 256;
 
@@ -482,6 +489,11 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
                         if (!_stopping.IsCancellationRequested && progress.CanStart)
                         {
                             _ = await Herald.Internal.DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token, progress.Abandoned).ConfigureAwait(false);
+                            if (delivery.Owes)
+                            {
+                                await SettleOwedAsync(delivery, progress).ConfigureAwait(false);
+                            }
+
                             settled = delivery.Completed;
                         }
                     }
@@ -501,6 +513,46 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
                 batch.Clear();
                 _spare.Enqueue(batch);
+            }
+        }
+    }
+
+    /// <summary>
+    /// A nack or dead letter whose copy failed: its offset cannot finish (the partition could never commit past it), so the
+    /// copy is made again after a back-off until it is confirmed, or until the partition is abandoned or the consumer
+    /// stops, when the offset stays uncommitted and whoever reads the partition next handles the message again. A
+    /// redelivery the cluster refused <see cref="RefusalsBeforeDeadLetter"/> times running goes to the dead letters instead.
+    /// </summary>
+    private async Task SettleOwedAsync(KafkaDelivery delivery, PartitionProgress progress)
+    {
+        using var giveUp = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, progress.Abandoned);
+        var backoff = TimeSpan.Zero;
+        var refusals = 0;
+        while (delivery.Owes && !giveUp.IsCancellationRequested)
+        {
+            refusals = delivery.OwedFailure is MessageRejectedException ? refusals + 1 : 0;
+            if (delivery.OwesRedelivery && refusals >= RefusalsBeforeDeadLetter)
+            {
+                Log.RedeliveryRefused(_logger, delivery.OwedFailure, Queue, delivery.Envelope.MessageId, progress.Partition.ToString());
+                delivery.DeadLetterInstead($"Kafka refused its redelivery copy: {delivery.OwedFailure!.Message}");
+                refusals = 0;
+            }
+
+            backoff = backoff < OwedMinBackoff ? OwedMinBackoff : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, OwedMaxBackoff.Ticks));
+            Log.SettlementCopyFailed(_logger, delivery.OwedFailure, Queue, delivery.Envelope.MessageId, progress.Partition.ToString(), backoff);
+            try
+            {
+                await Task.Delay(backoff, _transport.TimeProvider, giveUp.Token).ConfigureAwait(false);
+                await delivery.SettleOwedAsync(giveUp.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (giveUp.IsCancellationRequested)
+            {
+                return;
+            }
+#pragma warning disable CA1031 // Kept as the delivery's OwedFailure; logged on the next round.
+            catch (Exception)
+#pragma warning restore CA1031
+            {
             }
         }
     }

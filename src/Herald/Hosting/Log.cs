@@ -35,6 +35,9 @@ internal static partial class Log
     [LoggerMessage(1041, LogLevel.Error, "An observer of the broker partitions of {Queue} failed on a rebalance")]
     public static partial void PartitionObserverFailed(ILogger logger, Exception exception, string queue);
 
+    [LoggerMessage(1042, LogLevel.Warning, "Message {MessageId} from {Queue} failed after its settlement had started; the settlement stands, and the transport delivers it again if it did not complete")]
+    public static partial void SettledThenFailed(ILogger logger, Exception exception, Guid messageId, string queue);
+
     [LoggerMessage(1030, LogLevel.Warning, "Rolling back a unit of work failed; its transaction is discarded with its scope")]
     public static partial void UnitOfWorkRollbackFailed(ILogger logger, Exception exception);
 }

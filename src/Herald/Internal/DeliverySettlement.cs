@@ -46,12 +46,14 @@ public static class DeliverySettlement
             return true;
         }
 #pragma warning disable CA1031 // A handler failure must never stop the consumer: the message goes back to the queue.
-        catch (Exception)
+        catch (Exception e)
 #pragma warning restore CA1031
         {
-            // Settled already (by the handler, or by the ack that threw): the transport logged or brings it back.
+            // Settled already (by the handler, or by the ack that threw): the transport brings it back if the settlement
+            // did not complete. Logged, so a failed settlement is never silent.
             if (delivery.IsSettled)
             {
+                Log.SettledThenFailed(logger, e, delivery.Envelope.MessageId, delivery.Queue);
                 return true;
             }
 

@@ -1,5 +1,6 @@
 using Herald.Internal;
 using Herald.Messages;
+using Herald.Tests.Reliability;
 using Herald.Transport;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -73,6 +74,22 @@ public sealed class DeliverySettlementTests
 
         Assert.True(settled);
         Assert.True(delivery.IsSettled);
+    }
+
+    [Fact]
+    public async Task HandlerThrowing_AfterItsOwnSettlementFailed_IsLogged_NotSettledAgain()
+    {
+        // A failed settlement the handler started passed without a word: a message the transport then held back for good was silent.
+        var delivery = new TestDelivery { FailSettling = true };
+        using var log = new LogCollector();
+
+        var settled = await DeliverySettlement.RunAsync((d, ct) => d.NackAsync(TimeSpan.FromSeconds(5), ct), delivery, log.CreateLogger("t"), CancellationToken.None);
+
+        Assert.True(settled);
+        Assert.Equal(["nack 00:00:05"], delivery.Calls);
+        var entry = Assert.Single(log.Entries);
+        Assert.Equal(1042, entry.EventId);
+        Assert.Equal("settling failed", entry.Exception?.Message);
     }
 
     private sealed class TestDelivery(Exception? decodeFailure = null)
