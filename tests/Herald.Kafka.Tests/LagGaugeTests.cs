@@ -55,4 +55,33 @@ public sealed class LagGaugeTests : KafkaTestBase
         await Eventually.UntilAsync(() => Volatile.Read(ref handled) == 6, "every message handled", TimeSpan.FromSeconds(30));
         await Eventually.UntilAsync(() => { listener.RecordObservableInstruments(); return measured.Values.Sum() == 0; }, "no lag once committed", TimeSpan.FromSeconds(30));
     }
+
+    [Fact]
+    public async Task LagGauge_OfAConsumerStartedAtTheEnd_CountsOnlyWhatCameAfterItsStart()
+    {
+        // Before its first commit the gauge counted from the log's start: the backlog Latest skips showed as lag.
+        var queue = Name("lag-latest");
+        var sender = await CreateTransportAsync();
+        for (var i = 0; i < 5; i++)
+        {
+            await sender.SendAsync(queue, NewEnvelope("one-key"));
+        }
+
+        var transport = await CreateTransportAsync(o => o.StartPosition = KafkaStartPosition.Latest);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = (KafkaConsumer)Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (_, ct) =>
+        {
+            started.TrySetResult();
+            await release.Task.WaitAsync(ct);
+        }));
+
+        // One record after the start, held by its handler (so nothing is committed): the one message that lags.
+        await sender.SendAsync(queue, NewEnvelope("one-key"));
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await Eventually.UntilAsync(() => consumer.Lag().Sum(l => l.Lag) == 1, "a lag of the one record sent after the start", TimeSpan.FromSeconds(10));
+
+        release.SetResult();
+        await Eventually.UntilAsync(() => consumer.Lag().Sum(l => l.Lag) == 0, "no lag once it is committed", TimeSpan.FromSeconds(10));
+    }
 }

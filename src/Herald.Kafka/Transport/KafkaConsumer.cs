@@ -214,7 +214,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         {
             if (progress.HighWatermark is { } high)
             {
-                var from = progress.Committed >= 0 ? progress.Committed : progress.LowWatermark ?? high;
+                // Before this member's first commit: from where it started (what it skipped is not lag), else the log's start.
+                var from = progress.Committed >= 0 ? progress.Committed : progress.StartOffset ?? progress.LowWatermark ?? high;
                 yield return (partition, Math.Max(0, high - from));
             }
         }
@@ -569,6 +570,14 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
         // The start offsets are settled before ConsumeAsync returns, so a record sent after it is after them.
         var offsets = StartOffsets(consumer, assigned, uncommitted);
+        foreach (var start in offsets)
+        {
+            if (start.Offset.Value >= 0 && _partitions.TryGetValue(start.TopicPartition, out var progress))
+            {
+                progress.StartOffset = start.Offset.Value;
+            }
+        }
+
         if (assigned.Count > 0)
         {
             // Assigned once this handler returns: their pause state is set after the poll (MatchPause).

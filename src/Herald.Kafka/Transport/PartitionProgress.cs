@@ -49,6 +49,12 @@ internal sealed class PartitionProgress : IDisposable
     /// <summary>The log start offset the client last saw, or null.</summary>
     public long? LowWatermark { get; set; }
 
+    /// <summary>
+    /// Where this member started reading the partition, when that was resolved to an offset at assignment (the end for
+    /// <c>Latest</c>, a time's offset for <c>Timestamp</c>); null when the client resumes from the group's offset or the start.
+    /// </summary>
+    public long? StartOffset { get; set; }
+
     /// <summary>The last offset committed for this assignment (Unset: none yet).</summary>
     public long Committed { get; private set; } = Offset.Unset.Value;
 
