@@ -164,4 +164,46 @@ public abstract class LeasedQueueConformance
         await Eventually.UntilAsync(() => delivery.IsSettled, "the consumer tried to ack");
         Assert.Equal(1, await CountQueuedAsync(queue));
     }
+
+    // A graceful stop waits for the running handlers, but it stopped the lease renewals first: a handler still running a
+    // lease after the stop began lost its message to another instance, which ran it concurrently.
+    [Fact]
+    public async Task AHandlerStillRunningWhileItsConsumerStops_KeepsItsMessage_UntilItFinishes()
+    {
+        var queue = "stopping-" + Guid.NewGuid().ToString("N")[..8];
+        await using var a = await OpenInstanceAsync();
+        await using var b = await OpenInstanceAsync();
+        var seen = new DeliveryCollector();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var slow = await a.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            seen.Add(d, "a");
+            started.TrySetResult();
+            await release.Task;
+        });
+        await a.SendAsync(queue, TestEnvelopes.Create(partitionKey: null));
+        await started.Task.WaitAsync(Eventually.DefaultTimeout);
+        await using var other = await b.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            seen.Add(d, "b");
+            return ValueTask.CompletedTask;
+        });
+
+        // A graceful stop, as a host's shutdown starts it: it waits for the running handler, which still relies on its lease.
+        var stopping = slow.StopAsync();
+        try
+        {
+            // Four lease lengths: without renewals the other instance takes the message after one.
+            await seen.AssertNoMoreThanAsync(1, Lease * 4, "the message was taken from a handler its stopping consumer still ran");
+        }
+        finally
+        {
+            release.TrySetResult();
+            await stopping.WaitAsync(Eventually.DefaultTimeout);
+            await slow.DisposeAsync();
+        }
+
+        Assert.Equal(["a"], seen.Items.Select(d => d.Consumer));
+    }
 }

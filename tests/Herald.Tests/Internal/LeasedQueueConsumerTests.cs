@@ -4,6 +4,7 @@ using Herald.Internal;
 using Herald.Messages;
 using Herald.Tests.Reliability;
 using Herald.Transport;
+using Microsoft.Extensions.Logging;
 
 namespace Herald.Tests.Internal;
 
@@ -13,6 +14,7 @@ public sealed class LeasedQueueConsumerTests
 {
     private const int LeaseLostEvent = 1212;
     private const int ClaimLostEvent = 1217;
+    private const int NotStartedEvent = 1215;
 
     [Fact]
     public async Task AMessageTheBackendCouldNotDecode_IsDeliveredWithItsDecodeFailure_AndSettledLikeAnyOther()
@@ -163,20 +165,110 @@ public sealed class LeasedQueueConsumerTests
         }
     }
 
+    [Fact]
+    public async Task Renewals_GoOn_WhileAGracefulStopWaitsForARunningHandler()
+    {
+        // Stopping stopped the renewals before it waited for the workers, so the handler a graceful stop waits for ran on a
+        // lease that was no longer renewed.
+        var backend = new Backend();
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.Add(new Message(1));
+        var consumer = Start(backend, new LogCollector(), async (_, _) =>
+        {
+            running.TrySetResult();
+            await release.Task;
+        }, lease: TimeSpan.FromMilliseconds(300));
+        await running.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        var stopping = consumer.StopAsync();
+        var before = backend.Renewals;
+        try
+        {
+            // A renewal every 100 ms; a few show the lease is kept.
+            await Eventually.UntilAsync(() => backend.Renewals - before >= 5, "five renewals while stopping waits for the running handler");
+        }
+        finally
+        {
+            release.TrySetResult();
+            await stopping.WaitAsync(Eventually.DefaultTimeout);
+            await consumer.DisposeAsync();
+        }
+
+        Assert.Contains("ack 1", backend.Calls);
+    }
+
+    [Fact]
+    public async Task ABufferedMessageWhoseClaimARenewalFoundLost_IsNotStarted_BeforeItsTokenIsCancelled()
+    {
+        // The renewal took a lost claim out of the held ones and cancelled its token only afterwards, on the pool; a worker
+        // that read the message from the buffer in between saw a live token (and a freshly renewed lease) and started it. The
+        // renewal thread is held inside its report of the lost claim, between the two.
+        var backend = new Backend();
+        var logs = new LogCollector();
+        var reported = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var reportDone = new ManualResetEventSlim(false);
+        var logger = new BlockingLogger(logs.CreateLogger("Herald.Tests.Leased"), ClaimLostEvent, reported, reportDone);
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var startedLost = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var lost = new Message(2);
+        backend.Add(new Message(1));
+        backend.Add(lost);
+        await using var consumer = Start(
+            backend,
+            logs,
+            async (d, _) =>
+            {
+                if (d.Envelope.MessageId == lost.Envelope.MessageId)
+                {
+                    startedLost.TrySetResult();
+                    return;
+                }
+
+                running.TrySetResult();
+                await release.Task;
+            },
+            new ConsumerOptions { MaxConcurrency = 1, Prefetch = 1 },
+            lease: TimeSpan.FromMilliseconds(300),
+            logger: logger);
+        try
+        {
+            await running.Task.WaitAsync(Eventually.DefaultTimeout);
+            backend.Stolen[2] = true;
+            await reported.Task.WaitAsync(Eventually.DefaultTimeout);
+
+            // The only worker now takes message 2 from the buffer, while the renewal thread is held in its report.
+            release.TrySetResult();
+            await Eventually.UntilAsync(
+                () => startedLost.Task.IsCompleted || logs.Entries.Any(e => e.EventId == NotStartedEvent),
+                "the worker took the message whose claim was lost");
+        }
+        finally
+        {
+            release.TrySetResult();
+            reportDone.Set();
+        }
+
+        Assert.False(startedLost.Task.IsCompleted, "the message whose claim was lost was started");
+        Assert.DoesNotContain("ack 2", backend.Calls);
+    }
+
     private static LeasedQueueConsumer<Message> Start(
         Backend backend,
         LogCollector logs,
         DeliveryHandler handler,
         ConsumerOptions? options = null,
         int maxClaim = int.MaxValue,
-        TimeSpan? lease = null)
+        TimeSpan? lease = null,
+        ILogger? logger = null)
     {
         var settings = new LeasedQueueSettings
         {
             LeaseDuration = lease ?? TimeSpan.FromSeconds(30),
             PollInterval = TimeSpan.FromMilliseconds(50),
             MaxClaim = maxClaim,
-            Logger = logs.CreateLogger("Herald.Tests.Leased"),
+            Logger = logger ?? logs.CreateLogger("Herald.Tests.Leased"),
             Name = "an in-memory leased queue",
         };
         var consumer = new LeasedQueueConsumer<Message>(backend, "leased", options ?? ConsumerOptions.Default, handler, settings);
@@ -189,6 +281,25 @@ public sealed class LeasedQueueConsumerTests
         decodeFailure)
     {
         public int Number => number;
+    }
+
+    /// <summary>Passes every entry on, and holds the caller of one event until <paramref name="done"/> is set (a bounded wait).</summary>
+    private sealed class BlockingLogger(ILogger inner, int eventId, TaskCompletionSource reached, ManualResetEventSlim done) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => inner.BeginScope(state);
+
+        public bool IsEnabled(LogLevel logLevel) => inner.IsEnabled(logLevel);
+
+        public void Log<TState>(LogLevel logLevel, EventId id, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            inner.Log(logLevel, id, state, exception, formatter);
+            if (id.Id == eventId)
+            {
+                reached.TrySetResult();
+                done.Wait(Eventually.DefaultTimeout);
+            }
+        }
     }
 
     /// <summary>Messages in memory, claimed in order; records every call a consumer makes.</summary>

@@ -35,9 +35,9 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     private readonly long _safeLeaseTicks;
     private readonly Channel<Claimed> _buffer;
 
-    // Every message claimed and not yet settled or handed back, with the source of its handler's token; the renewal thread
-    // cancels the token of a message whose claim it found lost.
-    private readonly ConcurrentDictionary<TMessage, CancellationTokenSource> _leases = new();
+    // Every message claimed and not yet settled or handed back, with its claim; the renewal thread removes a claim it found
+    // lost and cancels its handler's token, and a worker starts a buffered message only while its claim is still here.
+    private readonly ConcurrentDictionary<TMessage, Claimed> _leases = new();
 
     // Set by the renewal timer and by stopping; the renewal thread waits on it as well as on the system clock.
     private readonly ManualResetEventSlim _renewalDue = new(false);
@@ -52,8 +52,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     private Task _running = Task.CompletedTask;
     private Task? _finishing;
     private int _held;
-    private long _renewedUntil;
     private int _disposing;
+
+    // Renewals go on until the consumer has finished, not only until it stops taking work: a graceful stop waits for the
+    // handlers still running, and they rely on their leases until they settle.
+    private volatile bool _renewalEnding;
     private volatile bool _isDisposed;
 
     /// <summary>Creates a consumer of <paramref name="queue"/>; <see cref="Start"/> starts it.</summary>
@@ -289,11 +292,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                 var leaseUntil = claimed.LeaseUntil.UtcTicks;
                 foreach (var message in claimed.Messages)
                 {
-                    var lease = CancellationTokenSource.CreateLinkedTokenSource(_aborting.Token);
-                    _leases[message] = lease;
+                    var claim = new Claimed(message, leaseUntil, CancellationTokenSource.CreateLinkedTokenSource(_aborting.Token));
+                    _leases[message] = claim;
 
                     // Never full: at most _capacity messages are held, buffered or running.
-                    _buffer.Writer.TryWrite(new Claimed(message, leaseUntil, lease));
+                    _buffer.Writer.TryWrite(claim);
                 }
             }
 
@@ -337,10 +340,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                 while (!stop.IsCancellationRequested && reader.TryRead(out var claimed))
                 {
                     using var lease = claimed.Lease;
-                    if (lease.IsCancellationRequested)
+                    if (lease.IsCancellationRequested || !_leases.TryGetValue(claimed.Message, out var held) || held != claimed)
                     {
                         // Its claim was lost while it waited here: another consumer holds it, so it is neither started nor
-                        // handed back.
+                        // handed back. Looked up as well as the token, which the renewal cancels only after it removed the
+                        // claim (on the pool, so not at once).
                         Log.LeasedQueueMessageNotStarted(_settings.Logger, claimed.Message.Envelope.MessageId, _settings.Name);
                         FreeSlot();
                     }
@@ -368,14 +372,12 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     }
 
     /// <summary>
-    /// True while at least a third of the lease is left as far as this consumer knows (claim or last renewal that landed),
-    /// that is while no renewal is overdue: once one is, the lease may have run out and another consumer may hold the message.
+    /// True while at least a third of the lease is left as far as this consumer knows (its claim, or the last renewal of it
+    /// that landed), that is while no renewal is overdue: once one is, the lease may have run out and another consumer may
+    /// hold the message.
     /// </summary>
-    private bool LeaseIsSafe(Claimed claimed)
-    {
-        var leaseUntil = Math.Max(claimed.LeaseUntil, Interlocked.Read(ref _renewedUntil));
-        return leaseUntil - _settings.TimeProvider.GetUtcNow().UtcTicks >= _safeLeaseTicks;
-    }
+    private bool LeaseIsSafe(Claimed claimed) =>
+        claimed.LeaseUntil - _settings.TimeProvider.GetUtcNow().UtcTicks >= _safeLeaseTicks;
 
     /// <summary>Frees the slot of a message not started and hands it back if this consumer still holds it.</summary>
     private async ValueTask HandBackAsync(TMessage message)
@@ -384,8 +386,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         Log.LeasedQueueMessageNotStarted(_settings.Logger, message.Envelope.MessageId, _settings.Name);
         try
         {
-            // Not left to run out: renewals, which extend everything this consumer holds, would keep it here while the
-            // consumer has other work.
+            // Not left to run out, so it comes back at once rather than a lease later.
             await _backend.ReleaseAsync(message, CancellationToken.None).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // Logged; the lease brings the message back once this consumer stops renewing.
@@ -424,10 +425,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         var retry = _settings.LeaseDuration / 12;
         var due = clock.GetUtcNow() + period;
         var held = new List<TMessage>();
+        var claims = new List<Claimed>();
         var lost = new List<TMessage>();
         try
         {
-            while (!_stopping.IsCancellationRequested)
+            while (!_renewalEnding)
             {
                 var wait = due - clock.GetUtcNow();
                 if (wait > TimeSpan.Zero)
@@ -438,7 +440,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                     continue;
                 }
 
-                due = clock.GetUtcNow() + (Renew(held, lost) ? period : retry);
+                due = clock.GetUtcNow() + (Renew(held, claims, lost) ? period : retry);
             }
         }
         finally
@@ -447,8 +449,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
     }
 
-    /// <summary>Renews what this consumer holds and cancels the handlers whose claim was lost; false when the renewal failed.</summary>
-    private bool Renew(List<TMessage> held, List<TMessage> lost)
+    /// <summary>
+    /// Renews the claims this consumer holds (only those: a message whose settlement or hand-back failed is no longer held,
+    /// and comes back when its lease runs out) and cancels the handlers whose claim was lost; false when the renewal failed.
+    /// </summary>
+    private bool Renew(List<TMessage> held, List<Claimed> claims, List<TMessage> lost)
     {
         if (Volatile.Read(ref _held) <= 0)
         {
@@ -456,26 +461,30 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
 
         held.Clear();
+        claims.Clear();
         lost.Clear();
         foreach (var lease in _leases)
         {
             held.Add(lease.Key);
+            claims.Add(lease.Value);
         }
 
+        if (held.Count == 0)
+        {
+            return true;
+        }
+
+        long leaseUntil;
         try
         {
             var renewal = _backend.RenewAsync(held, lost, CancellationToken.None);
-            var leaseUntil = (renewal.IsCompletedSuccessfully ? renewal.Result : renewal.AsTask().GetAwaiter().GetResult()).UtcTicks;
-
-            // Known only once it landed. Only this thread writes it; the maximum, as a renewal never shortens the lease of
-            // the claims that came before it.
-            Interlocked.Exchange(ref _renewedUntil, Math.Max(leaseUntil, Interlocked.Read(ref _renewedUntil)));
+            leaseUntil = (renewal.IsCompletedSuccessfully ? renewal.Result : renewal.AsTask().GetAwaiter().GetResult()).UtcTicks;
         }
 #pragma warning disable CA1031 // Runs on its own thread with nobody to report to: logged, and tried again soon.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            if (!_stopping.IsCancellationRequested)
+            if (!_renewalEnding)
             {
                 Log.LeasedQueueRenewalFailed(_settings.Logger, ex, _settings.Name);
             }
@@ -485,14 +494,26 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 
         foreach (var message in lost)
         {
-            // Not found when it was settled or handed back since the renewal looked: then it is not lost.
-            if (_leases.TryRemove(message, out var lease))
+            // Not found when it was settled or handed back since the renewal looked: then it is not lost. Removed before
+            // anything else, so a worker that reads it from the buffer from now on does not start it.
+            if (_leases.TryRemove(message, out var claim))
             {
                 Log.LeasedQueueClaimLost(_settings.Logger, message.Envelope.MessageId, _settings.Name);
                 HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, "queue"));
 
                 // On the pool, not here: cancelling runs the handler's continuations inline, and this thread must only renew.
-                ThreadPool.UnsafeQueueUserWorkItem(static state => state.Consumer.Cancel(state.Lease), (Consumer: this, Lease: lease), preferLocal: false);
+                ThreadPool.UnsafeQueueUserWorkItem(static state => state.Consumer.Cancel(state.Lease), (Consumer: this, Lease: claim.Lease), preferLocal: false);
+            }
+        }
+
+        // Known only once it landed, and only for the claims this renewal extended: not for a lost one, nor for one claimed
+        // after the renewal looked.
+        var renewed = lost.Count == 0 ? null : new HashSet<TMessage>(lost);
+        foreach (var claim in claims)
+        {
+            if (renewed is null || !renewed.Contains(claim.Message))
+            {
+                claim.Renewed(leaseUntil);
             }
         }
 
@@ -522,6 +543,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         if (_renewal is { } renewal)
         {
             await renewal.DisposeAsync().ConfigureAwait(false);
+            _renewalEnding = true;
             _renewalDue.Set();
             await _renewalStopped.Task.ConfigureAwait(false);
         }
@@ -548,6 +570,24 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         Log.LeasedQueueConsumerStopped(_settings.Logger, _settings.Name);
     }
 
-    /// <summary>A buffered message, when the lease its claim took runs out (UTC ticks), and the source of its handler's token.</summary>
-    private readonly record struct Claimed(TMessage Message, long LeaseUntil, CancellationTokenSource Lease);
+    /// <summary>A claimed message, when its lease runs out as far as this consumer knows (UTC ticks), and the source of its handler's token.</summary>
+    private sealed class Claimed(TMessage message, long leaseUntil, CancellationTokenSource lease)
+    {
+        private long _leaseUntil = leaseUntil;
+
+        public TMessage Message { get; } = message;
+
+        public CancellationTokenSource Lease { get; } = lease;
+
+        public long LeaseUntil => Interlocked.Read(ref _leaseUntil);
+
+        /// <summary>Called by the renewal thread only; a renewal never shortens a lease.</summary>
+        public void Renewed(long leaseUntil)
+        {
+            if (leaseUntil > LeaseUntil)
+            {
+                Interlocked.Exchange(ref _leaseUntil, leaseUntil);
+            }
+        }
+    }
 }
