@@ -78,6 +78,7 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
         {
             command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = _owner });
             command.Parameters.Add(PostgresQueueTransport.Time(leaseUntil));
+            command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = held.Select(m => m.Id).ToArray() });
             using var reader = command.ExecuteReader();
             while (reader.Read())
             {

@@ -72,7 +72,9 @@ internal sealed class QueueSql
             $"WITH moved AS (DELETE FROM {s}.queue_messages WHERE id = $1 AND lease_owner = $2 AND attempts = $6 RETURNING *) " +
             $"INSERT INTO {s}.queue_dead_letters (queue, {EnvelopeColumns.Names}, enqueued_at, delivery_attempt, reason, dead_lettered_at) " +
             $"SELECT queue, {EnvelopeColumns.Names.Replace("headers", "coalesce($5, headers)", StringComparison.Ordinal)}, enqueued_at, attempts + 1, $3, $4 FROM moved";
-        Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE lease_owner = $1 RETURNING id, attempts";
+        // Only the claims the consumer still holds ($3, their ids): a message whose settlement gave up is the owner's row
+        // still, and must come back when its lease runs out rather than be renewed for as long as the consumer has other work.
+        Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE id = ANY ($3) AND lease_owner = $1 RETURNING id, attempts";
         Release = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2 AND attempts = $3";
         ReleaseAll = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1";
 

@@ -198,14 +198,19 @@ internal sealed class QueueStatements
     }
 
     /// <summary>
-    /// Extends, in one statement, the lease of every row the owner holds, on <paramref name="connection"/> (a write at once,
-    /// outside the writer's group), and returns the claims it holds: each row's id and attempts.
+    /// Extends, in one statement, the lease of the rows <paramref name="ids"/> that the owner holds, on
+    /// <paramref name="connection"/> (a write at once, outside the writer's group), and returns the claims it holds: each
+    /// row's id and attempts. Only those rows: a message whose settlement gave up is the owner's row still, and must come back
+    /// when its lease runs out rather than be renewed for as long as the consumer has other work.
     /// </summary>
-    public static HashSet<(long Id, long Attempts)> Renew(SqliteConnection connection, string owner, long leaseUntil)
+    public static HashSet<(long Id, long Attempts)> Renew(SqliteConnection connection, string owner, long leaseUntil, IEnumerable<long> ids)
     {
-        using var renew = new RawStatement(connection, "UPDATE herald_queue_messages SET lease_until = ?2 WHERE lease_owner = ?1 RETURNING id, attempts");
+        using var renew = new RawStatement(
+            connection,
+            "UPDATE herald_queue_messages SET lease_until = ?2 WHERE id IN (SELECT value FROM json_each(?3)) AND lease_owner = ?1 RETURNING id, attempts");
         renew.Bind(1, owner);
         renew.Bind(2, leaseUntil);
+        renew.Bind(3, "[" + string.Join(',', ids.Select(id => id.ToString(System.Globalization.CultureInfo.InvariantCulture))) + "]");
         var held = new HashSet<(long, long)>();
         while (renew.Step())
         {

@@ -63,7 +63,7 @@ internal sealed class SqliteQueueBackend(SqliteQueueTransport transport, string 
             connection =>
             {
                 leaseUntil = transport.Now() + _leaseTicks;
-                return QueueStatements.Renew(connection, _owner, leaseUntil);
+                return QueueStatements.Renew(connection, _owner, leaseUntil, held.Select(m => m.Id));
             },
             _renewalMaxWait);
         foreach (var message in held)

@@ -27,6 +27,9 @@ public abstract class LeasedQueueConformance
     /// <summary>How many messages the queue holds, settled or not.</summary>
     protected abstract Task<long> CountQueuedAsync(string queue);
 
+    /// <summary>Makes the engine refuse, from now on, to delete the message (as a database that fails writes fails an ack).</summary>
+    protected abstract Task RefuseDeletingAsync(Guid messageId);
+
     // Regression (issue 10): the 1 s lease's renewal stalled behind the thread pool and the single writer, and a second
     // instance took the message from the running handler.
     [Fact]
@@ -205,5 +208,47 @@ public abstract class LeasedQueueConformance
         }
 
         Assert.Equal(["a"], seen.Items.Select(d => d.Consumer));
+    }
+
+    // A settlement that gave up leaves the message under its consumer's lease, and renewals extended every message the
+    // consumer's lease covered: while it held any other, the failed one was renewed for ever instead of coming back.
+    [Fact]
+    public async Task AMessageWhoseAckGaveUp_ComesBackWhenItsLeaseRunsOut_WhileItsConsumerHoldsAnother()
+    {
+        var queue = "ack-gave-up-" + Guid.NewGuid().ToString("N")[..8];
+        await using var a = await OpenInstanceAsync();
+        var holding = TestEnvelopes.Create(partitionKey: null);
+        var failing = TestEnvelopes.Create(partitionKey: null);
+        await RefuseDeletingAsync(failing.MessageId);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var attempts = new ConcurrentQueue<int>();
+        await using var consumer = await a.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 2 }, async (d, ct) =>
+        {
+            if (d.Envelope.MessageId == holding.MessageId)
+            {
+                held.TrySetResult();
+                await release.Task.WaitAsync(ct);
+                return;
+            }
+
+            // Returns, so the consumer acks; the engine refuses, and the ack gives up after a third of the lease.
+            attempts.Enqueue(d.Envelope.DeliveryAttempt);
+        });
+        await a.SendAsync(queue, holding);
+        await held.Task.WaitAsync(Eventually.DefaultTimeout);
+        await a.SendAsync(queue, failing);
+
+        try
+        {
+            // Back within a lease and a third of its delivery; five leases leave room for a loaded machine.
+            await Eventually.UntilAsync(() => attempts.Count >= 2, "the message whose ack gave up is delivered again", Lease * 5);
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+
+        Assert.Equal([1, 2], attempts.Take(2));
     }
 }

@@ -46,6 +46,12 @@ public sealed class PostgresQueueLeaseTests : LeasedQueueConformance, IAsyncLife
     protected override Task<long> CountQueuedAsync(string queue) =>
         PostgresTestDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{_schema}\".queue_messages WHERE queue = '{queue}'");
 
+    protected override Task RefuseDeletingAsync(Guid messageId) =>
+        PostgresTestDatabase.ExecuteAsync(
+            $"CREATE FUNCTION \"{_schema}\".refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; " +
+            $"CREATE TRIGGER refuse BEFORE DELETE ON \"{_schema}\".queue_messages FOR EACH ROW WHEN (OLD.message_id = '{messageId}') " +
+            $"EXECUTE FUNCTION \"{_schema}\".refuse_delete()");
+
     /// <summary>Another process's writer: back-to-back inserts and deletes on the queue table from a thread of its own.</summary>
     private sealed class Hammer : IDisposable
     {

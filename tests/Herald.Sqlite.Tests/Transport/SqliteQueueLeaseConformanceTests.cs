@@ -33,6 +33,15 @@ public sealed class SqliteQueueLeaseConformanceTests : LeasedQueueConformance, I
     protected override Task<long> CountQueuedAsync(string queue) =>
         Task.FromResult((long)_database.Scalar($"SELECT COUNT(*) FROM herald_queue_messages WHERE queue = '{queue}'")!);
 
+    protected override Task RefuseDeletingAsync(Guid messageId)
+    {
+        // The column holds the id's 16 bytes in the order its text shows them.
+        Execute(
+            "CREATE TRIGGER test_refuse_delete BEFORE DELETE ON herald_queue_messages " +
+            $"WHEN OLD.message_id = X'{messageId:N}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
+        return Task.CompletedTask;
+    }
+
     private void Execute(string sql)
     {
         using var connection = _database.OpenRaw();

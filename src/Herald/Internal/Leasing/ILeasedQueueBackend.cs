@@ -30,9 +30,11 @@ public interface ILeasedQueueBackend<TMessage>
     ValueTask<LeasedClaim<TMessage>> ClaimAsync(int max, CancellationToken cancellationToken);
 
     /// <summary>
-    /// Extends, in one statement, the lease of everything this consumer holds; returns when the renewed leases run out, and
-    /// adds to <paramref name="lost"/> each of <paramref name="held"/> whose claim it no longer holds (another claim took the
-    /// message, or it is gone). A lease that ran out but that no other claim took is still this claim's, and is renewed.
+    /// Extends, in one statement, the lease of each of <paramref name="held"/> and of nothing else this consumer's lease may
+    /// still cover (a message whose settlement failed must come back when its lease runs out); returns when the renewed leases
+    /// run out, and adds to <paramref name="lost"/> each of <paramref name="held"/> whose claim it no longer holds (another
+    /// claim took the message, or it is gone). A lease that ran out but that no other claim took is still this claim's, and
+    /// is renewed.
     /// </summary>
     /// <remarks>
     /// The consumer calls this from its own renewal thread and blocks there until it completes, so a renewal never queues
