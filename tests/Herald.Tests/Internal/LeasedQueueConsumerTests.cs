@@ -203,16 +203,17 @@ public sealed class LeasedQueueConsumerTests
     {
         // The renewal took a lost claim out of the held ones and cancelled its token only afterwards, on the pool; a worker
         // that read the message from the buffer in between saw a live token (and a freshly renewed lease) and started it. The
-        // renewal thread is held inside its report of the lost claim, between the two.
+        // renewal thread is held inside its report of the buffered message's lost claim, between the two. The running
+        // message is lost in the same renewal, reported first, so its settlement waits for nothing and frees the worker.
         var backend = new Backend();
         var logs = new LogCollector();
         var reported = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var reportDone = new ManualResetEventSlim(false);
-        var logger = new BlockingLogger(logs.CreateLogger("Herald.Tests.Leased"), ClaimLostEvent, reported, reportDone);
+        var lost = new Message(2);
+        var logger = new BlockingLogger(logs.CreateLogger("Herald.Tests.Leased"), ClaimLostEvent, lost.Envelope.MessageId, reported, reportDone);
         var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var startedLost = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var lost = new Message(2);
         backend.Add(new Message(1));
         backend.Add(lost);
         await using var consumer = Start(
@@ -235,6 +236,7 @@ public sealed class LeasedQueueConsumerTests
         try
         {
             await running.Task.WaitAsync(Eventually.DefaultTimeout);
+            backend.Stolen[1] = true;
             backend.Stolen[2] = true;
             await reported.Task.WaitAsync(Eventually.DefaultTimeout);
 
@@ -252,6 +254,44 @@ public sealed class LeasedQueueConsumerTests
 
         Assert.False(startedLost.Task.IsCompleted, "the message whose claim was lost was started");
         Assert.DoesNotContain("ack 2", backend.Calls);
+    }
+
+    [Fact]
+    public async Task ANackWithADelay_WaitsForARenewalInFlightThatCoversItsMessage_SoTheRenewalCannotUndoTheDelay()
+    {
+        // A renewal that took the message before the handler nacked it landed after the nack: on SQS its visibility change
+        // (the lease) overwrote the nack's (the delay), and the message came back early.
+        var backend = new Backend();
+        using var gate = new ManualResetEventSlim(false);
+        var nacking = new TaskCompletionSource<Task>(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.Add(new Message(1));
+        await using var consumer = Start(
+            backend,
+            new LogCollector(),
+            async (d, ct) =>
+            {
+                backend.RenewalGate = gate;
+                await backend.RenewalHeld.Task;
+
+                // Started while the renewal is held inside the backend; awaited by the test once the renewal is let go.
+                nacking.TrySetResult(d.NackAsync(TimeSpan.FromSeconds(5), ct).AsTask());
+            },
+            lease: TimeSpan.FromMilliseconds(300));
+        Task nack;
+        try
+        {
+            nack = await nacking.Task.WaitAsync(Eventually.DefaultTimeout);
+        }
+        finally
+        {
+            gate.Set();
+        }
+
+        await nack.WaitAsync(Eventually.DefaultTimeout);
+        var calls = backend.Calls.ToList();
+        Assert.True(
+            calls.IndexOf("renewed 1") is >= 0 and var renewed && renewed < calls.IndexOf("nack 1 after 00:00:05"),
+            $"the renewal landed after the nack: [{string.Join("; ", calls)}]");
     }
 
     private static LeasedQueueConsumer<Message> Start(
@@ -283,8 +323,8 @@ public sealed class LeasedQueueConsumerTests
         public int Number => number;
     }
 
-    /// <summary>Passes every entry on, and holds the caller of one event until <paramref name="done"/> is set (a bounded wait).</summary>
-    private sealed class BlockingLogger(ILogger inner, int eventId, TaskCompletionSource reached, ManualResetEventSlim done) : ILogger
+    /// <summary>Passes every entry on, and holds the caller of one event about one message until <paramref name="done"/> is set (a bounded wait).</summary>
+    private sealed class BlockingLogger(ILogger inner, int eventId, Guid messageId, TaskCompletionSource reached, ManualResetEventSlim done) : ILogger
     {
         public IDisposable? BeginScope<TState>(TState state)
             where TState : notnull => inner.BeginScope(state);
@@ -294,7 +334,7 @@ public sealed class LeasedQueueConsumerTests
         public void Log<TState>(LogLevel logLevel, EventId id, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
             inner.Log(logLevel, id, state, exception, formatter);
-            if (id.Id == eventId)
+            if (id.Id == eventId && state is IEnumerable<KeyValuePair<string, object?>> values && values.Contains(new("MessageId", messageId)))
             {
                 reached.TrySetResult();
                 done.Wait(Eventually.DefaultTimeout);
@@ -322,6 +362,11 @@ public sealed class LeasedQueueConsumerTests
 
         public int Renewals => Volatile.Read(ref _renewals);
 
+        /// <summary>When set, renewals signal <see cref="RenewalHeld"/>, wait for it (a bounded wait) and are recorded once they land.</summary>
+        public ManualResetEventSlim? RenewalGate { get; set; }
+
+        public TaskCompletionSource RenewalHeld { get; } = New();
+
         public int LargestClaim => Volatile.Read(ref _largestClaim);
 
         public void Add(Message message)
@@ -347,12 +392,20 @@ public sealed class LeasedQueueConsumerTests
 
         public ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<Message> held, ICollection<Message> lost, CancellationToken cancellationToken)
         {
-            foreach (var message in held)
+            // In order, so a test knows which lost claim the consumer deals with first.
+            foreach (var message in held.OrderBy(m => m.Number))
             {
                 if (Stolen.ContainsKey(message.Number))
                 {
                     lost.Add(message);
                 }
+            }
+
+            if (RenewalGate is { } gate)
+            {
+                RenewalHeld.TrySetResult();
+                gate.Wait(Eventually.DefaultTimeout, CancellationToken.None);
+                Calls.Enqueue($"renewed {string.Join(",", held.Select(m => m.Number))}");
             }
 
             Interlocked.Increment(ref _renewals);

@@ -173,7 +173,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         string? reason)
     {
         // Settled from here on, so a renewal that finds its row gone now does not report it lost.
-        _leases.TryRemove(message, out _);
+        if (_leases.TryRemove(message, out var claim))
+        {
+            await SettlingAsync(claim).ConfigureAwait(false);
+        }
+
         try
         {
             var held = await SettleWithRetriesAsync(message, settlement, delay, headers, reason).ConfigureAwait(false);
@@ -226,6 +230,18 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                 await Task.Delay(pause, time).ConfigureAwait(false);
                 pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, MaxSettleRetryDelay.Ticks));
             }
+        }
+    }
+
+    /// <summary>
+    /// Takes the claim out of the renewals; waits first for a renewal in flight that covers it to land, so that renewal cannot
+    /// land after the settlement and undo it (an SQS nack's delay overwritten by the renewed visibility).
+    /// </summary>
+    private static async ValueTask SettlingAsync(Claimed claim)
+    {
+        while (claim.TrySettle() is { } renewal)
+        {
+            await renewal.ConfigureAwait(false);
         }
     }
 
@@ -382,7 +398,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     /// <summary>Frees the slot of a message not started and hands it back if this consumer still holds it.</summary>
     private async ValueTask HandBackAsync(TMessage message)
     {
-        _leases.TryRemove(message, out _);
+        if (_leases.TryRemove(message, out var claim))
+        {
+            await SettlingAsync(claim).ConfigureAwait(false);
+        }
+
         Log.LeasedQueueMessageNotStarted(_settings.Logger, message.Envelope.MessageId, _settings.Name);
         try
         {
@@ -463,10 +483,15 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         held.Clear();
         claims.Clear();
         lost.Clear();
+        var landed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         foreach (var lease in _leases)
         {
-            held.Add(lease.Key);
-            claims.Add(lease.Value);
+            // A claim being settled or handed back is left out: the renewal must not land after its settlement.
+            if (lease.Value.TryRenew(landed.Task))
+            {
+                held.Add(lease.Key);
+                claims.Add(lease.Value);
+            }
         }
 
         if (held.Count == 0)
@@ -474,6 +499,20 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             return true;
         }
 
+        try
+        {
+            return RenewClaims(held, claims, lost);
+        }
+        finally
+        {
+            // Whatever happened, so a settlement waiting for this renewal never waits for ever.
+            Landed(claims, landed);
+        }
+    }
+
+    /// <summary>Renews the claims the renewal took and cancels the handlers whose claim was lost; false when it failed.</summary>
+    private bool RenewClaims(List<TMessage> held, List<Claimed> claims, List<TMessage> lost)
+    {
         long leaseUntil;
         try
         {
@@ -518,6 +557,17 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
 
         return true;
+    }
+
+    /// <summary>Lets the settlements that waited for this renewal go on.</summary>
+    private static void Landed(List<Claimed> claims, TaskCompletionSource landed)
+    {
+        foreach (var claim in claims)
+        {
+            claim.RenewalLanded();
+        }
+
+        landed.TrySetResult();
     }
 
     private void Cancel(CancellationTokenSource lease)
@@ -573,7 +623,13 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     /// <summary>A claimed message, when its lease runs out as far as this consumer knows (UTC ticks), and the source of its handler's token.</summary>
     private sealed class Claimed(TMessage message, long leaseUntil, CancellationTokenSource lease)
     {
+        private const int Held = 0;
+        private const int Renewing = 1;
+        private const int Settling = 2;
+
         private long _leaseUntil = leaseUntil;
+        private int _state;
+        private Task? _renewal;
 
         public TMessage Message { get; } = message;
 
@@ -589,5 +645,19 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                 Interlocked.Exchange(ref _leaseUntil, leaseUntil);
             }
         }
+
+        /// <summary>True when the renewal (completing once it landed) may include it: it is not being settled.</summary>
+        public bool TryRenew(Task renewal)
+        {
+            // Written before the state, so a settlement that sees the renewal in flight waits for this one.
+            Volatile.Write(ref _renewal, renewal);
+            return Interlocked.CompareExchange(ref _state, Renewing, Held) != Settling;
+        }
+
+        public void RenewalLanded() => Interlocked.CompareExchange(ref _state, Held, Renewing);
+
+        /// <summary>Takes it out of the renewals from now on; or, while a renewal that includes it is in flight, returns that renewal.</summary>
+        public Task? TrySettle() =>
+            Interlocked.CompareExchange(ref _state, Settling, Held) == Renewing ? Volatile.Read(ref _renewal) : null;
     }
 }
