@@ -195,39 +195,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     private void Forget(NatsDelivery delivery) => Untrack(delivery);
 
-    private async Task PullAsync()
-    {
-        var stop = _stopping.Token;
-
-        // Drain on cancel: a stopped pull still hands over what the server already sent, so it is nakked, not left to time out.
-        var options = new NatsJSConsumeOpts { MaxMsgs = _prefetch, Expires = TimeSpan.FromSeconds(5), DrainOnCancel = true };
-        while (!stop.IsCancellationRequested)
-        {
-            try
-            {
-                await foreach (var message in _consumer.ConsumeAsync<byte[]>(opts: options, cancellationToken: stop).ConfigureAwait(false))
-                {
-                    await ReceiveAsync(message, stop).ConfigureAwait(false);
-                }
-            }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
-            {
-            }
-#pragma warning disable CA1031 // A failed pull (consumer deleted, server gone) is logged and started again; the consumer must not die.
-            catch (Exception e)
-#pragma warning restore CA1031
-            {
-                Log.PullFailed(_logger, e, Queue);
-                try
-                {
-                    await Task.Delay(TimeSpan.FromSeconds(1), _transport.TimeProvider, stop).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                }
-            }
-        }
-    }
+    private Task PullAsync() =>
+        NatsPull.RunAsync(_consumer, _prefetch, ReceiveAsync, e => Log.PullFailed(_logger, e, Queue), _transport.TimeProvider, _stopping.Token);
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReceiveAsync(INatsJSMsg<byte[]> message, CancellationToken stop)

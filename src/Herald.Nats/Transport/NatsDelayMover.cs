@@ -89,37 +89,8 @@ internal sealed class NatsDelayMover
         return _transport.Names.DelayStream(_queue) + ":" + sequence.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    private async Task PullAsync()
-    {
-        var stop = _stopping.Token;
-        var options = new NatsJSConsumeOpts { MaxMsgs = 100, Expires = TimeSpan.FromSeconds(5), DrainOnCancel = true };
-        while (!stop.IsCancellationRequested)
-        {
-            try
-            {
-                await foreach (var message in _consumer.ConsumeAsync<byte[]>(opts: options, cancellationToken: stop).ConfigureAwait(false))
-                {
-                    await MoveAsync(message, stop).ConfigureAwait(false);
-                }
-            }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
-            {
-            }
-#pragma warning disable CA1031 // A failed pull (stream deleted, server gone) is logged and started again; the mover must not die.
-            catch (Exception e)
-#pragma warning restore CA1031
-            {
-                Log.DelayPullFailed(_logger, e, _queue);
-                try
-                {
-                    await Task.Delay(TimeSpan.FromSeconds(1), _transport.TimeProvider, stop).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                }
-            }
-        }
-    }
+    private Task PullAsync() =>
+        NatsPull.RunAsync(_consumer, 100, MoveAsync, e => Log.DelayPullFailed(_logger, e, _queue), _transport.TimeProvider, _stopping.Token);
 
     private async ValueTask MoveAsync(INatsJSMsg<byte[]> message, CancellationToken stop)
     {
