@@ -1,6 +1,9 @@
+using System.Text.Json.Nodes;
+using Herald.Conformance.EventSourcing;
 using Herald.Cqrs;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Aggregates;
+using Herald.EventSourcing.Upcasting;
 using Herald.Handling;
 using Herald.Hosting;
 using Herald.Messages;
@@ -228,5 +231,35 @@ public sealed class UnitOfWorkRunnerTests
         }
 
         Assert.Equal(incoming.MessageId.ToString(), Assert.Single(await ReadAsync(services, id)).Envelope.CausationId);
+    }
+
+    [Fact]
+    public async Task RepositoryFromDI_LoadsThroughTheRegisteredUpcasters_AsTheConsumingPipelineDoes()
+    {
+        var upcasters = new EventUpcasterRegistry()
+            .Add(ConformanceCounter.IncrementedType, 1, body => new JsonObject { ["amount"] = body["value"]!.GetValue<int>() })
+            .Add(ConformanceCounter.IncrementedType, 2, body =>
+            {
+                body["note"] = "upcast";
+                return body;
+            });
+        var collection = new ServiceCollection();
+        collection.AddLogging();
+        collection.AddSingleton(upcasters);
+        collection.AddHerald(h => h.AddMessageType<CounterIncremented>(ConformanceCounter.IncrementedType, 3).AddAggregate<ConformanceCounter>(new AggregateOptions { Category = "counter" }));
+        await using var services = collection.BuildServiceProvider(new ServiceProviderOptions { ValidateScopes = true });
+        var id = Guid.NewGuid().ToString("N");
+        var factory = services.GetRequiredService<EnvelopeFactory>();
+        await services.GetRequiredService<IEventStore>().AppendAsync(StreamName.For("counter", id), ExpectedVersion.NoStream,
+        [
+            factory.Create(new CounterIncremented(0, null)) with { SchemaVersion = 1, Body = "{\"value\":2}"u8.ToArray() },
+            factory.Create(new CounterIncremented(3, "v3")),
+        ]);
+
+        await using var scope = services.CreateAsyncScope();
+        var counter = await scope.ServiceProvider.GetRequiredService<AggregateRepository<ConformanceCounter>>().LoadAsync(id);
+
+        Assert.Equal((5, 2L), (counter.Total, counter.Version));
+        Assert.Equal(["upcast", "v3"], counter.Notes);
     }
 }

@@ -1,5 +1,6 @@
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
+using Herald.EventSourcing.Upcasting;
 using Herald.Messages;
 using Herald.Projections;
 using Herald.Persistence;
@@ -89,7 +90,7 @@ public sealed class AggregateRepository<TAggregate>
     /// <summary>The repository <c>AddAggregate</c> registers: it saves only inside the unit of work that commits its scope.</summary>
     internal AggregateRepository(IServiceProvider services, AggregateOptions? options)
         : this(
-            services.GetRequiredService<IEventStore>(),
+            ReadingThroughUpcasters(services),
             services.GetRequiredService<MessageTypeRegistry>(),
             services.GetRequiredService<IMessageSerializer>(),
             services.GetRequiredService<TimeProvider>(),
@@ -217,6 +218,13 @@ public sealed class AggregateRepository<TAggregate>
         }
 
         return builder.ToString();
+    }
+
+    // The upcasters registered in DI (which the consuming pipeline applies) apply to aggregate loads too.
+    private static IEventStore ReadingThroughUpcasters(IServiceProvider services)
+    {
+        var store = services.GetRequiredService<IEventStore>();
+        return services.GetService<EventUpcasterRegistry>() is { } upcasters ? store.WithUpcasting(upcasters) : store;
     }
 
     private (string Name, int Version) SnapshotTypeName(Type type) =>
