@@ -1,7 +1,9 @@
 using Herald.EventSourcing;
 using Herald.EventSourcing.Aggregates;
+using Herald.Conformance.EventSourcing;
 using Herald.EventSourcing.InMemory;
 using Herald.Messages;
+using Herald.Persistence;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Tests.EventSourcing;
@@ -170,4 +172,45 @@ public sealed class AggregateRepositoryTests
 
         await Assert.ThrowsAsync<UnknownMessageTypeException>(() => repository.LoadAsync("1"));
     }
+
+    [Fact]
+    public async Task SaveInAUnitOfWork_OfAStreamStartedAgainAfterADeletion_TakesNoSnapshotThatALoadWouldReplayEventsOnto()
+    {
+        var store = new InMemoryEventStore();
+        var direct = Counters(store, unitOfWork: null);
+        var first = new ConformanceCounter();
+        first.Start("7");
+        first.Increment(100);
+        first.Increment(100);
+        first.Increment(100);
+        await direct.SaveAsync(first);
+        await store.DeleteStreamAsync(direct.StreamNameFor("7"), ExpectedVersion.Any);
+
+        // The stream starts again above its deleted versions 1-3: these five events are versions 4-8, though the aggregate
+        // loaded as new (version 0). A snapshot claiming version 5 would hold all five, and a load would apply 6-8 again.
+        await using (var unitOfWork = new InMemoryUnitOfWork())
+        {
+            var inUnit = Counters(store, unitOfWork);
+            var again = await inUnit.LoadAsync("7");
+            for (var i = 0; i < 5; i++)
+            {
+                again.Increment(1);
+            }
+
+            await inUnit.SaveAsync(again);
+            await unitOfWork.CommitAsync();
+        }
+
+        var loaded = await direct.LoadAsync("7");
+        Assert.Equal((5, 8L), (loaded.Total, loaded.Version));
+    }
+
+    private static AggregateRepository<ConformanceCounter> Counters(InMemoryEventStore store, IUnitOfWork? unitOfWork) => new(
+        store,
+        ConformanceCounter.CreateRegistry(),
+        new SystemTextJsonMessageSerializer(),
+        new FakeTimeProvider(Now),
+        unitOfWork,
+        store,
+        new AggregateOptions { Category = "counter", SnapshotEvery = 5 });
 }

@@ -191,7 +191,12 @@ public sealed class AggregateRepository<TAggregate>
         }
 
         aggregate.MarkSaved(version);
-        if (_snapshotEvery > 0 && envelopes.Length > 0 && version / _snapshotEvery > loadedVersion / _snapshotEvery)
+
+        // In a unit of work, an aggregate loaded as new may start its stream again above deleted events, at a version only
+        // the commit learns: loadedVersion + n would then be too low, and a load would replay events onto a snapshot that
+        // already holds them. Such a save takes no snapshot (a later one does).
+        var versionKnown = _unitOfWork is null || loadedVersion > 0;
+        if (_snapshotEvery > 0 && envelopes.Length > 0 && versionKnown && version / _snapshotEvery > loadedVersion / _snapshotEvery)
         {
             await SaveSnapshotAsync(aggregate, stream, now, cancellationToken).ConfigureAwait(false);
         }
