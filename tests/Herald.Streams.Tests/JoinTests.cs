@@ -52,6 +52,25 @@ public sealed class JoinTests
     }
 
     [Fact]
+    public void LeftJoin_AJoinerThrowingForAnUnmatchedRecord_DoesNotStopTheOtherWindowsFromClosing()
+    {
+        // The joiner runs for an unmatched order when its window closes, in the timer: its exception escaped the timer,
+        // which had taken o2 off its index without dropping it, and skipped o3 (and every other timed operator) until the
+        // watermark moved again.
+        var (driver, outputs) = Build((o, p) => o.LeftJoin(p, (order, payment) => order.OrderId == "o2" && payment is null
+            ? throw new InvalidOperationException("no payment")
+            : $"{order.OrderId}:{payment?.Amount.ToString() ?? "unpaid"}", TenMinutes));
+
+        Order(driver, "o1", 0);
+        Order(driver, "o2", 1);
+        Order(driver, "o3", 2);
+        Pay(driver, "zz", 30); // closes the windows of o1, o2 and o3
+
+        Assert.Equal(["o1:unpaid", "o3:unpaid"], outputs.Select(o => o.Value));
+        Assert.Equal(0, driver.Task.Stores.Values.Where(s => s.Spec.Name.EndsWith("-left", StringComparison.Ordinal)).Sum(s => s.Count));
+    }
+
+    [Fact]
     public void OuterJoin_EmitsUnmatchedRecordsOfBothSides()
     {
         var (driver, outputs) = Build((o, p) => o.OuterJoin(p, (order, payment) => $"{order?.OrderId ?? "-"}|{payment?.OrderId ?? "-"}", TenMinutes));

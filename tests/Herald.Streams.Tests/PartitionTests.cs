@@ -3,6 +3,7 @@ using Herald.Conformance;
 using Herald.EventSourcing;
 using Herald.Hosting;
 using Herald.Messages;
+using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -131,6 +132,45 @@ public sealed class PartitionTests
         Assert.Equal(one.Windows, four.Windows);
         Assert.Equal(one.Outputs, four.Outputs);
         Assert.Equal(one.Late, four.Late);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task TwoPartitions_AFunctionThrowingOnAWindowClosedByACommitBarrier_IsDeadLettered_AndTheProcessorGoesOn()
+    {
+        // A window closes in the partition that owns its key when the stream time reaches it, which may be at a commit
+        // barrier (the records that moved it went to the other partition). The Map after it threw there, outside any
+        // event: the commit failed, and every restart failed the same way, so the stream never got past it.
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var bad = "p-bad";
+        var good = Enumerable.Range(0, 100).Select(i => "p" + i).First(k => StreamPartitioner.PartitionOf(k, 2) != StreamPartitioner.PartitionOf(bad, 2));
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        var t0 = new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+        var orders = new[] { (bad, 0), (good, 1), (good, 6), (good, 7) };
+        for (var i = 0; i < orders.Length; i++)
+        {
+            var (product, minutes) = orders[i];
+            await events.AppendAsync("order-" + i, ExpectedVersion.NoStream, [envelopes.Create(new Order($"o{i}", product, 1, t0.AddMinutes(minutes)))]);
+        }
+
+        var head = await events.GetLastPositionAsync();
+        var outputs = new ConcurrentQueue<string>();
+        var builder = new StreamBuilder();
+        builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId)
+            .WindowedBy(TumblingWindows.Of(TimeSpan.FromMinutes(5))).SuppressUntilWindowCloses().Count("per-window").ToStream()
+            .Map((w, count) => w.Key == bad ? throw new InvalidOperationException("cannot map " + w.Key) : $"{w.Key} {count}")
+            .To(StreamSinks.Callback<Windowed<string>, string>(o => outputs.Enqueue(o.Value)));
+        await using var processor = new StreamProcessor("timer-failure", builder.Build(), host.Services, new StreamProcessorOptions { Partitions = 2 });
+        await processor.StartAsync();
+
+        await processor.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.False(processor.Completion.IsFaulted);
+        Assert.Equal([$"{good} 1"], outputs);
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:timer-failure" }));
+        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
+        Assert.Contains("'map-", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Contains("cannot map " + bad, deadLetter.ErrorMessage, StringComparison.Ordinal);
         await host.StopAsync();
     }
 

@@ -165,7 +165,7 @@ public sealed partial class StreamProcessor
             task.Tick(frontier.StreamTime);
             changes = task.TakeChanges();
             outputs = task.TakeOutputs();
-            deadLetters = [.. stage.DeadLetters];
+            deadLetters = [.. stage.DeadLetters, .. TimerDeadLetters(task, stage.StateName)];
             stage.DeadLetters.Clear();
             if (task.Crossings is { } crossings && (crossings.Count > 0 || frontier.Position > stage.Writer.MarkedAt))
             {

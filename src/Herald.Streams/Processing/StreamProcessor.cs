@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Runtime.CompilerServices;
+using System.Text.Json;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;
@@ -281,9 +282,9 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                     ? Apply(await ExternalRunAsync(token).ConfigureAwait(false), message, key, eventTime)
                     : Apply(await BrokerRunAsync(from, queue, token).ConfigureAwait(false), message, key, eventTime, checkKey: true);
                 Events.Add(1, _tag);
-                foreach (var (state, changes, outputs) in writes)
+                foreach (var (state, changes, outputs, deadLetters) in writes)
                 {
-                    await WriteAsync(services, state, changes, outputs, [], token).ConfigureAwait(false);
+                    await WriteAsync(services, state, changes, outputs, deadLetters, token).ConfigureAwait(false);
                 }
 
                 // After the state store's own commit callbacks, so the next event sees the committed state everywhere.
@@ -305,9 +306,9 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     }
 
     /// <summary>Runs one event fed from outside through the router and its partitions, and takes what each partition changed.</summary>
-    private List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)> Apply(StreamRun run, object message, string key, DateTimeOffset eventTime, bool checkKey = false)
+    private List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs, List<DeadLetter> DeadLetters)> Apply(StreamRun run, object message, string key, DateTimeOffset eventTime, bool checkKey = false)
     {
-        var writes = new List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs)>();
+        var writes = new List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs, List<DeadLetter> DeadLetters)>();
         lock (run.Router.Gate)
         {
             try
@@ -330,7 +331,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                             partition.Task.ProcessRouted(node, record, streamTime);
                         }
 
-                        writes.Add((partition.StateName, partition.Task.TakeChanges(), partition.Task.TakeOutputs()));
+                        writes.Add((partition.StateName, partition.Task.TakeChanges(), partition.Task.TakeOutputs(), TimerDeadLetters(partition.Task, partition.StateName)));
                     }
                 }
             }
@@ -783,6 +784,40 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         };
     }
 
+    /// <summary>
+    /// The dead letters of what <paramref name="task"/>'s timers emitted and a user function refused since the last call:
+    /// the emitted record (key, value, time) as JSON under the task's state name, so nothing the timer closed vanishes.
+    /// </summary>
+    private List<DeadLetter> TimerDeadLetters(StreamTask task, string stateName)
+    {
+        var deadLetters = new List<DeadLetter>();
+        foreach (var failure in task.TakeTimerFailures())
+        {
+            var body = JsonSerializer.SerializeToUtf8Bytes(
+                new
+                {
+                    failure.Timer,
+                    Key = failure.Key is null ? (JsonElement?)null : JsonSerializer.SerializeToElement(failure.Key, failure.Key.GetType(), StateCodec.Json),
+                    Value = failure.Value is null ? (JsonElement?)null : JsonSerializer.SerializeToElement(failure.Value, failure.Value.GetType(), StateCodec.Json),
+                    Time = new DateTimeOffset(failure.Time, TimeSpan.Zero),
+                },
+                StateCodec.Json);
+            var envelope = new Envelope
+            {
+                MessageId = Guid.CreateVersion7(_time.GetUtcNow()),
+                MessageType = "$stream-timer",
+                Time = new DateTimeOffset(failure.Time, TimeSpan.Zero),
+                Body = body,
+            };
+            var error = failure.Error;
+            var reason = (error is StreamKeyException ? error.Message : $"'{failure.Operator}' threw {error.GetType().Name}: {error.Message}") +
+                $" (on what '{failure.Timer}' emitted when the watermark closed it)";
+            deadLetters.Add(CreateDeadLetter(new RecordedEvent(stateName, 0, failure.Position, _time.GetUtcNow(), envelope), error, DeadLetterCause.NotRetryable, reason, failure.Operator));
+        }
+
+        return deadLetters;
+    }
+
     // Groups dead letters of one cause: the exception type and the operator it came from (user lambdas have no stable frames).
     private static string Fingerprint(Exception error, string where) =>
         Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(error.GetType().FullName + "|" + where)))[..16];
@@ -834,7 +869,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             partition.Task.Tick(streamTime);
             changes = partition.Task.TakeChanges();
             outputs = partition.Task.TakeOutputs();
-            deadLetters = [.. partition.DeadLetters];
+            deadLetters = [.. partition.DeadLetters, .. TimerDeadLetters(partition.Task, partition.StateName)];
             partition.DeadLetters.Clear();
             if (_repartitioned && (partition.Task.Crossings!.Count > 0 || position > partition.Writer.MarkedAt))
             {

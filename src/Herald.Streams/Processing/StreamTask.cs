@@ -14,6 +14,7 @@ internal sealed class StreamTask
     private const string StreamTimeKey = "stream-time";
     private readonly Dictionary<string, StateStore> _stores = new(StringComparer.Ordinal);
     private readonly List<PendingOutput> _outputs = [];
+    private readonly List<TimerFailure> _timerFailures = [];
     private readonly long _outOfOrder;
     private long _streamTime = long.MinValue;
     private long _savedStreamTime = long.MinValue;
@@ -176,6 +177,32 @@ internal sealed class StreamTask
         OnLate?.Invoke(new LateRecord(node.Name, record.Key, record.Value, new DateTimeOffset(record.Time, TimeSpan.Zero), new DateTimeOffset(Watermark, TimeSpan.Zero)));
     }
 
+    /// <summary>
+    /// Runs what a timed operator emits as the watermark moves (a closed window, an unmatched join record). A user function
+    /// that throws there belongs to no input event, and the timer must still finish closing what is due (its index entry is
+    /// taken already), so the failure is kept for the processor to dead-letter with the next commit instead of escaping.
+    /// </summary>
+    public void RunTimed(Node timer, in StreamRecord record, Action<StreamRecord> emit)
+    {
+        try
+        {
+            Current = timer;
+            emit(record);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
+        {
+            _timerFailures.Add(new TimerFailure(Current?.Name ?? timer.Name, timer.Name, record.Key, record.Value, record.Time, Position, ex));
+        }
+    }
+
+    /// <summary>The failures of timed emissions since the last call.</summary>
+    public List<TimerFailure> TakeTimerFailures()
+    {
+        var failures = new List<TimerFailure>(_timerFailures);
+        _timerFailures.Clear();
+        return failures;
+    }
+
     /// <summary>The outputs produced since the last call, in the order they were produced.</summary>
     public List<PendingOutput> TakeOutputs()
     {
@@ -220,6 +247,9 @@ internal sealed class StreamTask
 
 /// <summary>A record leaving a sub-topology for <see cref="Node"/>, with the stream time and source position it left at.</summary>
 internal readonly record struct Crossing(Node Node, StreamRecord Record, long StreamTime, long Position);
+
+/// <summary>A user function that threw on what a timed operator emitted: where it threw, the timer, the record, and the position then.</summary>
+internal sealed record TimerFailure(string Operator, string Timer, object? Key, object? Value, long Time, long Position, Exception Error);
 
 /// <summary>An output waiting for the next commit to reach its sink.</summary>
 internal readonly record struct PendingOutput(SinkNode Sink, StreamRecord Record);

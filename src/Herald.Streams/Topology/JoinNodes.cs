@@ -131,8 +131,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
 
                 if (emit && !item.Matched)
                 {
-                    task.Current = this;
-                    Forward(new StreamRecord(StateCodec.DecodeKey<TKey>(keyJson), unmatched(item.Value), item.Time + Within), task);
+                    task.RunTimed(this, new StreamRecord(StateCodec.DecodeKey<TKey>(keyJson), item.Value, item.Time + Within), r => Forward(r with { Value = unmatched((T)r.Value!) }, task));
                 }
             }
 

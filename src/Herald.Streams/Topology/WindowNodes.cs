@@ -145,7 +145,7 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
             if (Suppress)
             {
                 var (keyJson, start) = StateCodec.SplitWindowKey(stateKey);
-                Forward(new StreamRecord(new Windowed<TKey>(StateCodec.DecodeKey<TKey>(keyJson), Window(start, slot.End)), slot.Value, slot.End), task);
+                task.RunTimed(this, new StreamRecord(new Windowed<TKey>(StateCodec.DecodeKey<TKey>(keyJson), Window(start, slot.End)), slot.Value, slot.End), r => Forward(r, task));
             }
 
             if (Retention == 0)
@@ -267,7 +267,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
                     if (Suppress)
                     {
                         var key = StateCodec.DecodeKey<TKey>(keyJson);
-                        Forward(new StreamRecord(new Windowed<TKey>(key, Window(session.Start, session.End)), session.Value, session.End), task);
+                        task.RunTimed(this, new StreamRecord(new Windowed<TKey>(key, Window(session.Start, session.End)), session.Value, session.End), r => Forward(r, task));
                     }
 
                     if (Retention == 0)
