@@ -1,3 +1,5 @@
+using Herald.Streams.Topology;
+
 namespace Herald.Streams.Tests;
 
 public sealed class WindowTests
@@ -167,5 +169,22 @@ public sealed class WindowTests
         driver.Send("u", new Click("u", "a"), 16);
         Assert.Equal(2, driver.Task.Store("counts").Count); // [0, 5) gone at 15, [5, 10) retained, [15, 20) open
         Assert.DoesNotContain(driver.Task.Store("counts").Entries, e => e.Key.EndsWith("@" + TestDriver.At(0).UtcTicks, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void AWindowWhoseFirstRecordTheAggregatorRefused_IsRetainedWhenItCloses()
+    {
+        // The refused record had put the window on the close index without a slot; the next record put it there again,
+        // so the window closed at the first entry and was deleted at the second, at once, instead of being retained.
+        var builder = new StreamBuilder();
+        builder.Stream<Click>().GroupByKey().WindowedBy(TumblingWindows.Of(Five)).RetainClosedWindowsFor(TimeSpan.FromMinutes(10))
+            .Aggregate(() => 0, (_, c, n) => c.Page == "bad" ? throw new InvalidOperationException("refused") : n + 1, "counts");
+        var driver = new TestDriver(builder.Build());
+
+        Assert.Throws<InvalidOperationException>(() => driver.Send("u", new Click("u", "bad"), 1));
+        driver.Send("u", new Click("u", "a"), 2).Send("u", new Click("u", "a"), 6);
+
+        var closed = Assert.Single(driver.Task.Store("counts").Entries, e => e.Key.EndsWith("@" + TestDriver.At(0).UtcTicks, StringComparison.Ordinal));
+        Assert.Equal(1, ((IWindowSlot)closed.Value).Value);
     }
 }

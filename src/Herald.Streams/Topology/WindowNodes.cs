@@ -93,20 +93,8 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
             var end = start + _size;
             var close = end + Grace;
             var stateKey = StateCodec.WindowKey(keyJson, start);
-            WindowSlot<TAggregate> slot;
-            if (state.TryGet(stateKey, out var existing))
-            {
-                slot = (WindowSlot<TAggregate>)existing!;
-            }
-            else
-            {
-                slot = new WindowSlot<TAggregate>(end, initializer(), false);
-                if (close > watermark)
-                {
-                    index.Enqueue(stateKey, close);
-                }
-            }
-
+            var created = !state.TryGet(stateKey, out var existing);
+            var slot = created ? new WindowSlot<TAggregate>(end, initializer(), false) : (WindowSlot<TAggregate>)existing!;
             if (slot.Closed || close <= watermark)
             {
                 missed = true;
@@ -116,6 +104,12 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
             task.Current = this;
             slot = slot with { Value = aggregator(key, value, slot.Value) };
             state.Put(stateKey, slot);
+            if (created)
+            {
+                // Only once the slot exists: an aggregator that threw first would leave an entry the next record repeats,
+                // and the window would close at one and be deleted at the other, losing its retention.
+                index.Enqueue(stateKey, close);
+            }
             if (!Suppress)
             {
                 Forward(new StreamRecord(new Windowed<TKey>(key, Window(start, end)), slot.Value, time), task);
