@@ -143,6 +143,25 @@ public sealed class WindowTests
     }
 
     [Fact]
+    public void SuppressedSessions_AFunctionThrowingOnOneClosedSession_DoesNotStopTheOthersFromClosing()
+    {
+        // The Map after the session aggregate runs in the timer that closes sessions: its exception escaped the timer and
+        // left the sessions after it (here b's) unclosed until the watermark moved again.
+        var builder = new StreamBuilder();
+        var outputs = new List<StreamOutput<Windowed<string>, long>>();
+        builder.Stream<Click>().GroupByKey().WindowedBy(SessionWindows.WithGap(TimeSpan.FromMinutes(1))).SuppressUntilWindowCloses().Count("sessions").ToStream()
+            .Map((w, n) => w.Key == "a" ? throw new InvalidOperationException("refused") : n)
+            .To(Collect.Into(outputs));
+        var driver = new TestDriver(builder.Build());
+
+        driver.Send("a", new Click("a", "x"), 0).Send("b", new Click("b", "x"), 0.5).Send("c", new Click("c", "x"), 10);
+
+        var b = Assert.Single(outputs);
+        Assert.Equal(("b", 1L), (b.Key.Key, b.Value));
+        Assert.Equal(2, driver.Task.Store("sessions").Entries.Count(e => ((SessionSlot<long>[])e.Value).All(s => s.Closed)));
+    }
+
+    [Fact]
     public void SessionWindows_WithoutSuppression_EmitTheGrowingSession()
     {
         var builder = new StreamBuilder();
