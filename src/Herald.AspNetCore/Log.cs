@@ -40,4 +40,7 @@ internal static partial class Log
 
     [LoggerMessage(10037, LogLevel.Warning, "Renewing the idempotency lock of {Method} {Path} failed; trying again shortly")]
     public static partial void IdempotencyRenewalFailed(ILogger logger, Exception exception, string method, string path);
+
+    [LoggerMessage(10038, LogLevel.Error, "The stored response of the idempotency key on {Method} {Path} cannot be read; answered 500 without running it again")]
+    public static partial void IdempotencyStoredResponseUnreadable(ILogger logger, string method, string path);
 }

@@ -32,6 +32,12 @@ public sealed class IdempotencyKeyTests
                         context.User = new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.Name, user.ToString())], "test"));
                     }
 
+                    if (context.Request.Headers.TryGetValue("X-Test-Subject", out var subject))
+                    {
+                        // Authenticated by a subject id only, with no name claim (a bearer token of an API client).
+                        context.User = new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.NameIdentifier, subject.ToString())], "test"));
+                    }
+
                     return next(context);
                 });
                 app.MapPost("/orders", async (PlaceOrder command, HttpContext http, ICommandBus bus, Observed observed, CancellationToken ct) =>
@@ -76,12 +82,17 @@ public sealed class IdempotencyKeyTests
                 services?.Invoke(s);
             });
 
-    private static HttpRequestMessage Order(string key, string orderId = "o-1", int quantity = 1, string path = "/orders", string? user = null)
+    private static HttpRequestMessage Order(string key, string orderId = "o-1", int quantity = 1, string path = "/orders", string? user = null, string? subject = null)
     {
         var request = Http.Json(HttpMethod.Post, path, $$"""{"orderId":"{{orderId}}","quantity":{{quantity}}}""", key);
         if (user is not null)
         {
             request.Headers.Add("X-Test-User", user);
+        }
+
+        if (subject is not null)
+        {
+            request.Headers.Add("X-Test-Subject", subject);
         }
 
         return request;
@@ -337,6 +348,73 @@ public sealed class IdempotencyKeyTests
         Assert.Equal(HttpStatusCode.Accepted, bob.StatusCode);
         Assert.False(bob.Headers.Contains("Idempotency-Replayed"));
         Assert.Equal(2, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    [Fact]
+    public async Task OneKeyOfTwoUsersWithoutANameClaim_IsTwoKeys()
+    {
+        await using var app = await StartAsync();
+
+        // Both users are authenticated by their subject id alone: their keys were scoped to the same empty name, so bob's
+        // request met ada's key (422 here, or ada's stored response had he sent her body).
+        var ada = await app.Client.SendAsync(Order("shared", orderId: "o-ada", subject: "ada-id"));
+        var bob = await app.Client.SendAsync(Order("shared", orderId: "o-bob", subject: "bob-id"));
+
+        Assert.Equal(HttpStatusCode.Accepted, ada.StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, bob.StatusCode);
+        Assert.False(bob.Headers.Contains("Idempotency-Replayed"));
+        Assert.Equal(2, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    /// <summary>The in-memory store, keeping a corrupted copy of each response it is given to store.</summary>
+    private sealed class CorruptingStore(TimeProvider time, string corruption) : IIdempotencyStore
+    {
+        private readonly InMemoryIdempotencyStore _inner = new(time);
+
+        public ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default) => _inner.TryAcquireAsync(key, lockTtl, cancellationToken);
+
+        public ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default) =>
+            _inner.CompleteAsync(key, lockToken, Corrupt(result.ToArray()), ttl, cancellationToken);
+
+        public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) => _inner.ReleaseAsync(key, lockToken, cancellationToken);
+
+        public ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default) => _inner.RenewAsync(key, lockToken, lockTtl, cancellationToken);
+
+        private byte[] Corrupt(byte[] stored)
+        {
+            if (corruption == "not json")
+            {
+                return Encoding.UTF8.GetBytes("{\"v\":1,\"fingerprint\":");
+            }
+
+            // The fingerprint is left intact, so the retry matches the request and reaches the replay.
+            var node = System.Text.Json.Nodes.JsonNode.Parse(stored)!.AsObject();
+            var (name, value) = (corruption[..corruption.IndexOf(':', StringComparison.Ordinal)], corruption[(corruption.IndexOf(':', StringComparison.Ordinal) + 1)..]);
+            node[name] = System.Text.Json.Nodes.JsonNode.Parse(value);
+            return Encoding.UTF8.GetBytes(node.ToJsonString());
+        }
+    }
+
+    [Theory]
+    [InlineData("not json")]
+    [InlineData("body:null")]
+    [InlineData("status:999")]
+    [InlineData("status:101")]
+    [InlineData("v:2")]
+    [InlineData("contentType:\"text/plain\\r\\nSet-Cookie: session=stolen\"")]
+    public async Task CorruptedStoredResponse_Answers500WithAProblem_AndIsNeitherReplayedNorRunAgain(string corruption)
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        await using var app = await StartAsync(services: s => s.AddSingleton<TimeProvider>(clock).AddSingleton<IIdempotencyStore>(new CorruptingStore(clock, corruption)));
+
+        var first = await app.Client.SendAsync(Order("key-corrupt"));
+        var retry = await app.Client.SendAsync(Order("key-corrupt"));
+
+        Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
+        Assert.Equal(HttpStatusCode.InternalServerError, retry.StatusCode);
+        Assert.False(retry.Headers.Contains("Idempotency-Replayed"));
+        Assert.Contains("stored response", (await retry.ProblemAsync()).GetProperty("title").GetString(), StringComparison.Ordinal);
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
     }
 
     /// <summary>The in-memory store, counting lock renewals so a test knows when one happened.</summary>

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Security.Claims;
 using System.Security.Cryptography;
 using System.Text;
 using Herald.AspNetCore.Internal;
@@ -81,7 +82,19 @@ internal sealed class IdempotentRequests(
         switch (found.Status)
         {
             case IdempotencyAcquireStatus.Completed:
-                await ReplayAsync(context, StoredResponse.FromBytes(found.Result.Span), fingerprint).ConfigureAwait(false);
+                if (StoredResponse.TryFromBytes(found.Result.Span) is not { } stored)
+                {
+                    // The key completed, so the operation is not run again; its response is unreadable, so it is not replayed.
+                    Log.IdempotencyStoredResponseUnreadable(logger, request.Method, Path(context));
+                    await HttpProblems.WriteAsync(
+                        context,
+                        StatusCodes.Status500InternalServerError,
+                        "The stored response of this Idempotency-Key cannot be read.",
+                        "The request with this key already ran, but its stored response is damaged; it is not run again.").ConfigureAwait(false);
+                    return;
+                }
+
+                await ReplayAsync(context, stored, fingerprint).ConfigureAwait(false);
                 return;
             case IdempotencyAcquireStatus.Locked:
                 Log.IdempotencyInFlight(logger, request.Method, Path(context));
@@ -254,12 +267,30 @@ internal sealed class IdempotentRequests(
     // user's key can never name another user's (or route's) entry.
     private static string StoreKey(HttpContext context, IdempotencyKeyScope scope, string key)
     {
-        var user = context.User.Identity is { IsAuthenticated: true, Name: { } name } ? name : "";
+        var user = User(context.User);
         var route = (context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? context.Request.Path.Value ?? "/";
         var scoped = scope == IdempotencyKeyScope.User
             ? $"user\n{user}\n{key}"
             : $"route\n{context.Request.Method} {route}\n{user}\n{key}";
         return StoreKeyPrefix + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(scoped)));
+    }
+
+    // The name as before; a user authenticated without a name claim (an API client's bearer token) by its subject id, marked
+    // with a control character names do not hold, so such users no longer all share the empty name, and each other's keys.
+    private static string User(ClaimsPrincipal principal)
+    {
+        if (principal.Identity is not { IsAuthenticated: true } identity)
+        {
+            return "";
+        }
+
+        if (identity.Name is { Length: > 0 } name)
+        {
+            return name;
+        }
+
+        var subject = principal.FindFirst(ClaimTypes.NameIdentifier) ?? principal.FindFirst("sub");
+        return subject is null ? "" : "\u0001" + subject.Value;
     }
 
     private static string Path(HttpContext context) => context.Request.Path.Value ?? "/";

@@ -26,9 +26,33 @@ internal sealed record StoredResponse
 
     public byte[] ToBytes() => JsonSerializer.SerializeToUtf8Bytes(this, StoredResponseJson.Default.StoredResponse);
 
-    public static StoredResponse FromBytes(ReadOnlySpan<byte> bytes) =>
-        JsonSerializer.Deserialize(bytes, StoredResponseJson.Default.StoredResponse)
-        ?? throw new HeraldException("A stored idempotent response is empty.");
+    /// <summary>
+    /// The stored response, or null when the bytes are not one this version stores (corrupted, or another format): such bytes
+    /// are neither trusted nor replayed as some other response.
+    /// </summary>
+    public static StoredResponse? TryFromBytes(ReadOnlySpan<byte> bytes)
+    {
+        StoredResponse? stored;
+        try
+        {
+            stored = JsonSerializer.Deserialize(bytes, StoredResponseJson.Default.StoredResponse);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+
+        // Only 2xx-4xx responses are stored (a 5xx releases the key); a header value holds no control character (CR, LF).
+        return stored is { Version: 1, Status: >= 200 and < 500 }
+            && stored.Fingerprint is not null
+            && stored.Body is not null
+            && IsHeaderValue(stored.ContentType)
+            && IsHeaderValue(stored.Location)
+            ? stored
+            : null;
+    }
+
+    private static bool IsHeaderValue(string? value) => value is null || !value.Any(char.IsControl);
 }
 
 [JsonSerializable(typeof(StoredResponse))]
