@@ -418,8 +418,10 @@ public sealed class IdempotencyKeyTests
     }
 
     /// <summary>The in-memory store, counting lock renewals so a test knows when one happened.</summary>
-    private sealed class RenewalCountingStore(TimeProvider time) : IIdempotencyStore
+    private sealed class RenewalCountingStore(TimeProvider time, int failures = 0) : IIdempotencyStore
     {
+        private int _failures = failures;
+
         private readonly InMemoryIdempotencyStore _inner = new(time);
         private readonly System.Threading.Channels.Channel<bool> _renewals = System.Threading.Channels.Channel.CreateUnbounded<bool>();
 
@@ -434,6 +436,12 @@ public sealed class IdempotencyKeyTests
 
         public async ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
         {
+            if (Interlocked.Decrement(ref _failures) >= 0)
+            {
+                _renewals.Writer.TryWrite(false);
+                throw new InvalidOperationException("the store is restarting");
+            }
+
             var renewed = await _inner.RenewAsync(key, lockToken, lockTtl, cancellationToken);
             _renewals.Writer.TryWrite(renewed);
             return renewed;
@@ -458,6 +466,35 @@ public sealed class IdempotencyKeyTests
         Assert.True(await store.NextRenewalAsync());
         clock.Advance(TimeSpan.FromSeconds(25));
         var during = await app.Client.SendAsync(Order("key-11", path: "/gated"));
+        gate.Open.SetResult();
+
+        Assert.Equal(HttpStatusCode.Conflict, during.StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await first).StatusCode);
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    [Fact]
+    public async Task FailedLockRenewal_IsTriedAgainSoon_SoTheKeyIsKeptThroughAShortStoreOutage()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var store = new RenewalCountingStore(clock, failures: 2);
+        await using var app = await StartAsync(
+            services: s => s.AddSingleton<TimeProvider>(clock).AddSingleton<IIdempotencyStore>(store),
+            herald: h => h.ConfigureIdempotency(o => o.LockTimeout = TimeSpan.FromSeconds(30)));
+        var gate = app.Services.GetRequiredService<Gate>();
+        var first = app.Client.SendAsync(Order("key-12", path: "/gated"));
+        await gate.Entered.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        // The renewals at 10 s and 12.5 s fail; the one at 15 s holds the lock to 45 s. A failed renewal was tried again only
+        // a third of the timeout later (20 s, then 30 s), so two failures let the lock lapse at 30 s under a running endpoint.
+        clock.Advance(TimeSpan.FromSeconds(10));
+        Assert.False(await store.NextRenewalAsync());
+        clock.Advance(TimeSpan.FromSeconds(2.5));
+        Assert.False(await store.NextRenewalAsync());
+        clock.Advance(TimeSpan.FromSeconds(2.5));
+        Assert.True(await store.NextRenewalAsync());
+        clock.Advance(TimeSpan.FromSeconds(16));
+        var during = await app.Client.SendAsync(Order("key-12", path: "/gated"));
         gate.Open.SetResult();
 
         Assert.Equal(HttpStatusCode.Conflict, during.StatusCode);

@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Herald.AspNetCore.Internal;
 using Herald.AspNetCore.Problems;
+using Herald.Internal;
 using Herald.Reliability.Idempotency;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -118,8 +119,16 @@ internal sealed class IdempotentRequests(
         using var captured = new MemoryStream();
         var capture = new StreamResponseBodyFeature(captured, originalFeature);
         context.Features.Set<IHttpResponseBodyFeature>(capture);
-        using var renewing = new CancellationTokenSource();
-        var renewal = RenewAsync(storeKey, lockToken, method, path, renewing.Token);
+        // The lock must outlive a slow endpoint: renewed every third of its timeout, and a failed renewal again after a
+        // twelfth (not a third), so a short store outage does not let the lock lapse under the running endpoint.
+        var timeout = storeOptions.Value.LockTimeout;
+        var renewal = new LeaseRenewal(
+            ct => store.RenewAsync(storeKey, lockToken, timeout, ct),
+            timeout,
+            "idempotency_lock",
+            timeProvider,
+            () => Log.IdempotencyLockLost(logger, method, path),
+            ex => Log.IdempotencyRenewalFailed(logger, ex, method, path));
         context.Features.Set(new IdempotencyKeyFeature(storeKey));
         try
         {
@@ -129,13 +138,14 @@ internal sealed class IdempotentRequests(
         catch
         {
             context.Features.Set(originalFeature);
-            await StopAsync(renewing, renewal).ConfigureAwait(false);
+            await renewal.DisposeAsync().ConfigureAwait(false);
             await ReleaseAsync(storeKey, lockToken, method, path).ConfigureAwait(false);
             throw;
         }
 
         context.Features.Set(originalFeature);
-        var lost = await StopAsync(renewing, renewal).ConfigureAwait(false);
+        await renewal.DisposeAsync().ConfigureAwait(false);
+        var lost = renewal.IsLost;
         var response = context.Response;
         if (response.StatusCode >= 500)
         {
@@ -215,40 +225,6 @@ internal sealed class IdempotentRequests(
         {
             await response.Body.WriteAsync(stored.Body, context.RequestAborted).ConfigureAwait(false);
         }
-    }
-
-    // The lock must outlive a slow endpoint: renewed every third of its timeout. Returns whether it was lost.
-    private async Task<bool> RenewAsync(string storeKey, Guid lockToken, string method, string path, CancellationToken cancellationToken)
-    {
-        var timeout = storeOptions.Value.LockTimeout;
-        try
-        {
-            while (true)
-            {
-                await Task.Delay(timeout / 3, timeProvider, cancellationToken).ConfigureAwait(false);
-                try
-                {
-                    if (!await store.RenewAsync(storeKey, lockToken, timeout, cancellationToken).ConfigureAwait(false))
-                    {
-                        return true;
-                    }
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException)
-                {
-                    Log.IdempotencyRenewalFailed(logger, ex, method, path);
-                }
-            }
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            return false;
-        }
-    }
-
-    private static async ValueTask<bool> StopAsync(CancellationTokenSource renewing, Task<bool> renewal)
-    {
-        await renewing.CancelAsync().ConfigureAwait(false);
-        return await renewal.ConfigureAwait(false);
     }
 
     private async ValueTask ReleaseAsync(string storeKey, Guid lockToken, string method, string path)
