@@ -43,4 +43,7 @@ internal static partial class Log
 
     [LoggerMessage(10038, LogLevel.Error, "The stored response of the idempotency key on {Method} {Path} cannot be read; answered 500 without running it again")]
     public static partial void IdempotencyStoredResponseUnreadable(ILogger logger, string method, string path);
+
+    [LoggerMessage(10039, LogLevel.Warning, "Storing the response of {Method} {Path} for its idempotency key failed; trying again in {Delay}")]
+    public static partial void IdempotencyCompleteRetrying(ILogger logger, Exception exception, string method, string path, TimeSpan delay);
 }

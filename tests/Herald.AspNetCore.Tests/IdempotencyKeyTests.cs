@@ -502,6 +502,61 @@ public sealed class IdempotencyKeyTests
         Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
     }
 
+    /// <summary>The in-memory store, whose first attempt to store a response fails (a server restarting).</summary>
+    private sealed class FirstCompleteFailsStore(TimeProvider time) : IIdempotencyStore
+    {
+        private readonly InMemoryIdempotencyStore _inner = new(time);
+        private int _failed;
+
+        public TaskCompletionSource Failed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default) => _inner.TryAcquireAsync(key, lockTtl, cancellationToken);
+
+        public ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
+        {
+            if (Interlocked.Exchange(ref _failed, 1) == 0)
+            {
+                Failed.TrySetResult();
+                throw new InvalidOperationException("the store is restarting");
+            }
+
+            return _inner.CompleteAsync(key, lockToken, result, ttl, cancellationToken);
+        }
+
+        public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) => _inner.ReleaseAsync(key, lockToken, cancellationToken);
+
+        public ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default) => _inner.RenewAsync(key, lockToken, lockTtl, cancellationToken);
+    }
+
+    [Fact]
+    public async Task ResponseThatFailsToBeStored_IsStoredAgainShortly_SoARetryReplaysItInsteadOfRunningAgain()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var store = new FirstCompleteFailsStore(clock);
+        await using var app = await StartAsync(
+            services: s => s.AddSingleton<TimeProvider>(clock).AddSingleton<IIdempotencyStore>(store),
+            herald: h => h.ConfigureIdempotency(o => o.LockTimeout = TimeSpan.FromSeconds(30)));
+
+        // The first store attempt fails; the response was sent unstored, so once the lock lapsed a retry ran it again
+        // (IdempotencyService already tried again, issue 10). Now it is stored on a later attempt, before it is sent.
+        var first = app.Client.SendAsync(Order("key-13"));
+        await store.Failed.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        // Moves the fake clock on in small steps until the response comes (the store's retry pauses run on it).
+        for (var deadline = DateTime.UtcNow.AddSeconds(10); !first.IsCompleted && DateTime.UtcNow < deadline;)
+        {
+            clock.Advance(TimeSpan.FromMilliseconds(50));
+            await Task.WhenAny(first, Task.Delay(5));
+        }
+
+        clock.Advance(TimeSpan.FromSeconds(31));
+        var retry = await app.Client.SendAsync(Order("key-13"));
+
+        Assert.Equal(HttpStatusCode.Accepted, (await first).StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, retry.StatusCode);
+        Assert.True(retry.Headers.Contains("Idempotency-Replayed"));
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
     [Fact]
     public async Task StoredResponse_ExpiresAfterTheExpiration_AndTheKeyRunsAgain()
     {
