@@ -53,6 +53,14 @@ public sealed class IdempotencyKeyTests
                     await gate.Open.Task;
                     return Results.Created($"/orders/{command.OrderId}", new { command.OrderId });
                 }).WithIdempotencyKey(configure);
+                app.MapPost("/held", async (PlaceOrder command, Observed observed, Gate gate, CancellationToken ct) =>
+                {
+                    // Runs until its request's token fires.
+                    observed.Run();
+                    gate.Entered.TrySetResult();
+                    await Task.Delay(Timeout.Infinite, ct);
+                    return Results.Ok(new { command.OrderId });
+                }).WithIdempotencyKey(configure);
                 app.MapPost("/flaky", (PlaceOrder command, Observed observed) =>
                 {
                     var run = observed.Run();
@@ -555,6 +563,41 @@ public sealed class IdempotencyKeyTests
         Assert.Equal(HttpStatusCode.Accepted, retry.StatusCode);
         Assert.True(retry.Headers.Contains("Idempotency-Replayed"));
         Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    /// <summary>The in-memory store, whose renewals find the lock taken by another holder.</summary>
+    private sealed class LockTakenStore(TimeProvider time) : IIdempotencyStore
+    {
+        private readonly InMemoryIdempotencyStore _inner = new(time);
+
+        public ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default) => _inner.TryAcquireAsync(key, lockTtl, cancellationToken);
+
+        public ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default) =>
+            _inner.CompleteAsync(key, lockToken, result, ttl, cancellationToken);
+
+        public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) => _inner.ReleaseAsync(key, lockToken, cancellationToken);
+
+        public ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default) => ValueTask.FromResult(false);
+    }
+
+    [Fact]
+    public async Task EndpointWhoseLockIsLost_IsCancelled_AndAnswers409()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        await using var app = await StartAsync(
+            services: s => s.AddSingleton<TimeProvider>(clock).AddSingleton<IIdempotencyStore>(new LockTakenStore(clock)),
+            herald: h => h.ConfigureIdempotency(o => o.LockTimeout = TimeSpan.FromSeconds(30)));
+        var gate = app.Services.GetRequiredService<Gate>();
+        var first = app.Client.SendAsync(Order("key-14", path: "/held"));
+        await gate.Entered.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        // The renewal at 10 s finds the key another request's: the endpoint's token fires, as IdempotencyService cancels its
+        // operation, instead of the endpoint running on beside the new holder.
+        clock.Advance(TimeSpan.FromSeconds(10));
+        var response = await first.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
     }
 
     [Fact]

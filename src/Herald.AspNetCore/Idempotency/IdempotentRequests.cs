@@ -101,12 +101,7 @@ internal sealed class IdempotentRequests(
                 return;
             case IdempotencyAcquireStatus.Locked:
                 Log.IdempotencyInFlight(logger, request.Method, Path(context));
-                context.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(options.RetryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
-                await HttpProblems.WriteAsync(
-                    context,
-                    StatusCodes.Status409Conflict,
-                    "A request with this Idempotency-Key is still being processed.",
-                    "Another request with the same key has not finished yet; retry after the Retry-After delay to get its response.").ConfigureAwait(false);
+                await WriteInFlightAsync(context, options).ConfigureAwait(false);
                 return;
         }
 
@@ -130,22 +125,38 @@ internal sealed class IdempotentRequests(
             "idempotency_lock",
             timeProvider,
             () => Log.IdempotencyLockLost(logger, method, path),
-            ex => Log.IdempotencyRenewalFailed(logger, ex, method, path));
+            ex => Log.IdempotencyRenewalFailed(logger, ex, method, path),
+            context.RequestAborted);
+
+        // The endpoint's token (RequestAborted) fires when the lock is lost too, as IdempotencyService cancels its operation:
+        // it does not run on beside the request that took the key.
+        var originalLifetime = context.Features.Get<IHttpRequestLifetimeFeature>();
+        context.Features.Set<IHttpRequestLifetimeFeature>(new LeaseLifetimeFeature(originalLifetime, renewal.Token));
         context.Features.Set(new IdempotencyKeyFeature(storeKey));
         try
         {
             await next(context).ConfigureAwait(false);
             await capture.CompleteAsync().ConfigureAwait(false);
         }
-        catch
+        catch (Exception failure)
         {
             context.Features.Set(originalFeature);
+            context.Features.Set(originalLifetime);
             await renewal.DisposeAsync().ConfigureAwait(false);
             await ReleaseAsync(storeKey, lockToken, method, path).ConfigureAwait(false);
+            if (failure is OperationCanceledException && renewal.IsLost && !context.RequestAborted.IsCancellationRequested)
+            {
+                // Cancelled because another request took the key: a retry gets that request's response once it finishes.
+                context.Response.Clear();
+                await WriteInFlightAsync(context, options).ConfigureAwait(false);
+                return;
+            }
+
             throw;
         }
 
         context.Features.Set(originalFeature);
+        context.Features.Set(originalLifetime);
         await renewal.DisposeAsync().ConfigureAwait(false);
         var lost = renewal.IsLost;
         var response = context.Response;
@@ -167,6 +178,16 @@ internal sealed class IdempotentRequests(
         {
             await response.Body.WriteAsync(captured.GetBuffer().AsMemory(0, (int)captured.Length), context.RequestAborted).ConfigureAwait(false);
         }
+    }
+
+    private static async Task WriteInFlightAsync(HttpContext context, IdempotencyKeyOptions options)
+    {
+        context.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(options.RetryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        await HttpProblems.WriteAsync(
+            context,
+            StatusCodes.Status409Conflict,
+            "A request with this Idempotency-Key is still being processed.",
+            "Another request with the same key has not finished yet; retry after the Retry-After delay to get its response.").ConfigureAwait(false);
     }
 
     private async ValueTask CompleteAsync(HttpContext context, IdempotencyKeyOptions options, string storeKey, Guid lockToken, string fingerprint, byte[] body)
@@ -290,4 +311,16 @@ internal sealed class IdempotentRequests(
     }
 
     private static string Path(HttpContext context) => context.Request.Path.Value ?? "/";
+
+    /// <summary>The request's lifetime while the endpoint runs under the key's lock: aborted with the request or the lock.</summary>
+    private sealed class LeaseLifetimeFeature(IHttpRequestLifetimeFeature? inner, CancellationToken aborted) : IHttpRequestLifetimeFeature
+    {
+        public CancellationToken RequestAborted
+        {
+            get => aborted;
+            set => aborted = value;
+        }
+
+        public void Abort() => inner?.Abort();
+    }
 }
