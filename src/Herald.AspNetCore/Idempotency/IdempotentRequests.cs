@@ -30,8 +30,6 @@ internal sealed class IdempotentRequests(
     ILogger<IdempotentRequests> logger)
 {
     private const string StoreKeyPrefix = "herald-http:";
-    private static readonly TimeSpan FirstCompleteRetryDelay = TimeSpan.FromMilliseconds(50);
-    private static readonly TimeSpan MaxCompleteRetryDelay = TimeSpan.FromSeconds(1);
 
     /// <summary>Runs <paramref name="next"/> under the request's key; the body is hashed up to <paramref name="bodyLimit"/> (the endpoint's guard), else the options' limit.</summary>
     public async Task InvokeAsync(HttpContext context, IdempotencyKeyOptions options, long? bodyLimit, RequestDelegate next)
@@ -201,36 +199,29 @@ internal sealed class IdempotentRequests(
             Location = response.Headers.Location.Count > 0 ? response.Headers.Location.ToString() : null,
             Body = body,
         };
-        var bytes = stored.ToBytes();
-        var started = timeProvider.GetTimestamp();
-        var pause = FirstCompleteRetryDelay;
-        while (true)
+        var method = context.Request.Method;
+        var path = Path(context);
+        try
         {
-            try
+            // Stored before it is sent: a client that retries the moment it reads the response finds it. A failing store is
+            // tried again while the lock is still this request's (IdempotentCompletion), as IdempotencyService does.
+            if (!await IdempotentCompletion.StoreAsync(
+                    store,
+                    storeKey,
+                    lockToken,
+                    stored.ToBytes(),
+                    options.Expiration,
+                    storeOptions.Value.LockTimeout,
+                    timeProvider,
+                    (ex, pause) => Log.IdempotencyCompleteRetrying(logger, ex, method, path, pause)).ConfigureAwait(false))
             {
-                // Stored before it is sent: a client that retries the moment it reads the response finds it.
-                if (!await store.CompleteAsync(storeKey, lockToken, bytes, options.Expiration, CancellationToken.None).ConfigureAwait(false))
-                {
-                    Log.IdempotencyLockLost(logger, context.Request.Method, Path(context));
-                }
-
-                return;
+                Log.IdempotencyLockLost(logger, method, path);
             }
-            catch (Exception ex) when (ex is not OperationCanceledException
-                && timeProvider.GetElapsedTime(started) + pause < storeOptions.Value.LockTimeout * 0.6)
-            {
-                // As IdempotencyService does (issue 10): an unstored response lets a retry run the endpoint again once the
-                // lock lapses, so a failing store (a server restarting) is tried again while the lock is still this request's.
-                Log.IdempotencyCompleteRetrying(logger, ex, context.Request.Method, Path(context), pause);
-                await Task.Delay(pause, timeProvider).ConfigureAwait(false);
-                pause = pause * 2 > MaxCompleteRetryDelay ? MaxCompleteRetryDelay : pause * 2;
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                // The operation took effect and its caller gets the response; only a later retry misses it.
-                Log.IdempotencyNotStored(logger, ex, context.Request.Method, Path(context));
-                return;
-            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // The operation took effect and its caller gets the response; only a later retry misses it.
+            Log.IdempotencyNotStored(logger, ex, method, path);
         }
     }
 

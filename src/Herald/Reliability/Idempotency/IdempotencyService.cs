@@ -23,8 +23,6 @@ public sealed class IdempotencyService
     /// <summary>Longest accepted key.</summary>
     public const int MaxKeyLength = 200;
 
-    private static readonly TimeSpan FirstCompleteRetryDelay = TimeSpan.FromMilliseconds(50);
-    private static readonly TimeSpan MaxCompleteRetryDelay = TimeSpan.FromSeconds(1);
 
     private readonly ConcurrentDictionary<string, TaskCompletionSource> _signals = new(StringComparer.Ordinal);
     private readonly IIdempotencyStore _store;
@@ -192,29 +190,9 @@ public sealed class IdempotencyService
         return result;
     }
 
-    /// <summary>
-    /// Stores the result under the lock. When the store fails (a server restarting), tries again with a growing pause for
-    /// up to 60% of <see cref="IdempotencyOptions.LockTimeout"/>, while the lock, renewed at most a third of it ago, is still
-    /// this caller's: a result left unstored would let the next caller run the operation again once the lock lapses (issue 10).
-    /// </summary>
-    private async ValueTask<bool> CompleteAsync(string key, Guid lockToken, byte[] result, TimeSpan ttl)
-    {
-        var started = _timeProvider.GetTimestamp();
-        var pause = FirstCompleteRetryDelay;
-        while (true)
-        {
-            try
-            {
-                return await _store.CompleteAsync(key, lockToken, result, ttl, CancellationToken.None).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException && _timeProvider.GetElapsedTime(started) + pause < _options.LockTimeout * 0.6)
-            {
-                Log.IdempotencyCompleteRetrying(_logger, ex, key, pause);
-                await Task.Delay(pause, _timeProvider).ConfigureAwait(false);
-                pause = pause * 2 > MaxCompleteRetryDelay ? MaxCompleteRetryDelay : pause * 2;
-            }
-        }
-    }
+    // Stored with retries while the lock is still this caller's (IdempotentCompletion).
+    private ValueTask<bool> CompleteAsync(string key, Guid lockToken, byte[] result, TimeSpan ttl) =>
+        IdempotentCompletion.StoreAsync(_store, key, lockToken, result, ttl, _options.LockTimeout, _timeProvider, (ex, pause) => Log.IdempotencyCompleteRetrying(_logger, ex, key, pause));
 
     private async ValueTask WaitAsync(Task signal, TimeSpan timeout, CancellationToken cancellationToken)
     {
