@@ -53,7 +53,7 @@ public sealed class SagaEventContext<TData>
     /// Schedules <paramref name="message"/> to reach this saga after <paramref name="delay"/> as the timeout
     /// <paramref name="name"/>, replacing a timeout of that name the instance holds (whose delivery is then ignored). It is
     /// sent in the message's unit of work and held by the instance when the transition saves. Route the message type to the
-    /// saga's queue and correlate it like any event of the machine.
+    /// saga's queue and correlate it like any event of the machine. Without an outbox it leaves once the transition commits.
     /// </summary>
     /// <returns>The timeout, with the id its delivery carries.</returns>
     public async ValueTask<SagaTimeout> ScheduleTimeoutAsync<TMessage>(string name, TMessage message, TimeSpan delay)
@@ -66,7 +66,8 @@ public sealed class SagaEventContext<TData>
         var type = services.GetRequiredService<MessageTypeRegistry>().GetByType(message.GetType());
         var body = services.GetRequiredService<IMessageSerializer>().Serialize(message, type.ClrType);
         var timeout = new SagaTimeout(name, Guid.NewGuid(), services.GetRequiredService<TimeProvider>().GetUtcNow() + delay, type.Name, body);
-        await SendAsync(message, SagaTimeouts.Options(timeout, delay)).ConfigureAwait(false);
+        var options = Correlate(SagaTimeouts.Options(timeout, delay));
+        await SagaTimeouts.SendOnCommitAsync(Message, Message.UnitOfWork, token => Message.SendAsync(message, options, token), Message.CancellationToken).ConfigureAwait(false);
         _timeouts.RemoveAll(t => t.Name == name);
         _timeouts.Add(timeout);
         return timeout;

@@ -10,7 +10,7 @@ namespace Herald.Sagas;
 /// reschedule one. Each change saves the instance with its version check, so it never overwrites a transition that ran
 /// meanwhile (a conflict throws <see cref="SagaConcurrencyException"/>; read and try again). A cancelled or rescheduled
 /// timeout's earlier delivery is ignored when it arrives; a rescheduled one is sent again in the same unit of work as the
-/// save (through the outbox when it is configured).
+/// save (through the outbox when it is configured, else once the save has committed).
 /// </summary>
 /// <param name="store">The saga store the instances are loaded from and saved to.</param>
 /// <param name="runner">Runs each change in a unit of work, so a rescheduled timeout is sent with the save.</param>
@@ -72,14 +72,30 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
                 var registry = services.GetRequiredService<MessageTypeRegistry>();
                 var message = services.GetRequiredService<IMessageSerializer>().Deserialize(current.Body, registry.GetByName(current.MessageType).ClrType);
                 var moved = current with { Id = Guid.NewGuid(), DueAt = _time.GetUtcNow() + delay };
-                await services.GetRequiredService<IMessageBus>()
-                    .SendAsync(message, Options(moved, delay) with { CorrelationId = id }, token)
-                    .ConfigureAwait(false);
                 var unitOfWork = services.GetRequiredService<IUnitOfWork>();
+                var bus = services.GetRequiredService<IMessageBus>();
+                var options = Options(moved, delay) with { CorrelationId = id };
+                await SendOnCommitAsync(UnitOfWorkRunner.Current, unitOfWork, t => bus.SendAsync(message, options, t), token).ConfigureAwait(false);
                 await _store.SaveAsync(instance with { Timeouts = [.. instance.Timeouts.Select(t => t.Name == name ? moved : t)] }, unitOfWork, token).ConfigureAwait(false);
                 return moved;
             },
             cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Sends a timeout's message so that it cannot arrive before the save that holds it commits: through the outbox of
+    /// <paramref name="scope"/> when it has one, else from <paramref name="unitOfWork"/>'s commit. Sent at once, a short
+    /// timeout could be handled before the instance held it, be ignored as cancelled, and never fire.
+    /// </summary>
+    internal static ValueTask SendOnCommitAsync(IUnitOfWorkScope? scope, IUnitOfWork unitOfWork, Func<CancellationToken, ValueTask> send, CancellationToken cancellationToken)
+    {
+        if (scope?.GetOutbox() is not null)
+        {
+            return send(cancellationToken);
+        }
+
+        unitOfWork.OnCommitted(send);
+        return ValueTask.CompletedTask;
     }
 
     /// <summary>How a timeout's message is sent: delayed, carrying the timeout's id.</summary>

@@ -147,6 +147,59 @@ public sealed class SagaTimeoutTests
     }
 
     [Fact]
+    public async Task ATimeoutDueAtOnce_WithoutAnOutbox_FiresOnceItsTransitionCommitted()
+    {
+        // Sent at once, the timeout reached the other consumer while its transition had not committed: the instance did
+        // not hold it yet, so it was ignored for good, and the instance then held a timeout that never fired.
+        ReliabilityHost? running = null;
+        var machine = SagaStateMachine.Create<OrderState>("st-orders", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId)
+            .Correlate<PaymentTimedOut>(e => e.OrderId)
+            .Initially<OrderPlaced>("AwaitingPayment", async (saga, placed) =>
+            {
+                await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), TimeSpan.Zero);
+                if (TimeoutsSent(running!) > 0)
+                {
+                    await IgnoredAsync(running!, placed.OrderId);
+                }
+            })
+            .During("AwaitingPayment", s => s.When<PaymentTimedOut>("Expired", Count))
+            .Final("Expired"));
+        await using var host = running = await ReliabilityHost.StartAsync(h => h
+            .AddMessageType<OrderPlaced>().AddMessageType<PaymentTimedOut>()
+            .AddSaga(machine));
+
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-6"));
+        var expired = await StateAsync(host, "o-6", "Expired");
+        Assert.Equal(1, SagaData.Deserialize<OrderState>(expired.Data).TimeoutsSeen);
+    }
+
+    [Fact]
+    public async Task ATimeoutRescheduledToNow_WithoutAnOutbox_FiresOnceTheSaveCommitted()
+    {
+        await using var host = await StartAsync();
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-7"));
+        await StateAsync(host, "o-7", "AwaitingPayment");
+        var sent = TimeoutsSent(host);
+
+        // The reschedule joins a unit of work that commits only after the moved timeout could have been handled: sent at
+        // once, it found the instance still holding the old id, was ignored, and the new id it then held never fired.
+        await host.Get<UnitOfWorkRunner>().RunAsync(async (_, token) =>
+        {
+            Assert.NotNull(await host.Get<SagaTimeouts>().RescheduleAsync("st-orders", "o-7", "payment", TimeSpan.Zero, token));
+            if (TimeoutsSent(host) > sent)
+            {
+                await IgnoredAsync(host, "o-7");
+            }
+        });
+
+        var expired = await StateAsync(host, "o-7", "Expired");
+        Assert.Equal(1, SagaData.Deserialize<OrderState>(expired.Data).TimeoutsSeen);
+    }
+
+    private static int TimeoutsSent(ReliabilityHost host) => host.Transport.Sent.Count(s => s.Envelope.MessageType == "st-payment-timed-out");
+
+    [Fact]
     public async Task ARescheduledTimeout_IgnoresItsFirstDelivery_AndFiresAtItsNewTime()
     {
         await using var host = await StartAsync();
