@@ -38,4 +38,7 @@ internal static partial class Log
 
     [LoggerMessage(1330, LogLevel.Information, "Saga {Saga} instance {SagaId} ignored {EventType}: {Reason}")]
     public static partial void SagaEventIgnored(ILogger logger, string saga, string sagaId, string eventType, string reason);
+
+    [LoggerMessage(1331, LogLevel.Error, "Saga {Saga} instance {SagaId} holds timeout {Timeout} ({TimeoutId}), but sending its message after the commit failed: it fires only if rescheduled (SagaTimeouts.RescheduleAsync)")]
+    public static partial void SagaTimeoutNotSent(ILogger logger, Exception exception, string saga, string sagaId, string timeout, Guid timeoutId);
 }

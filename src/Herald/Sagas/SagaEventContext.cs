@@ -67,7 +67,8 @@ public sealed class SagaEventContext<TData>
         var body = services.GetRequiredService<IMessageSerializer>().Serialize(message, type.ClrType);
         var timeout = new SagaTimeout(name, Guid.NewGuid(), services.GetRequiredService<TimeProvider>().GetUtcNow() + delay, type.Name, body);
         var options = Correlate(SagaTimeouts.Options(timeout, delay));
-        await SagaTimeouts.SendOnCommitAsync(Message, Message.UnitOfWork, token => Message.SendAsync(message, options, token), Message.CancellationToken).ConfigureAwait(false);
+        await SagaTimeouts.SendOnCommitAsync(Message, Message.UnitOfWork, services, SagaName, SagaId, timeout, token => Message.SendAsync(message, options, token), Message.CancellationToken)
+            .ConfigureAwait(false);
         _timeouts.RemoveAll(t => t.Name == name);
         _timeouts.Add(timeout);
         return timeout;

@@ -1,7 +1,10 @@
 using Herald.Handling;
+using Herald.Hosting;
 using Herald.Messages;
 using Herald.Persistence;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Herald.Sagas;
 
@@ -75,7 +78,7 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
                 var unitOfWork = services.GetRequiredService<IUnitOfWork>();
                 var bus = services.GetRequiredService<IMessageBus>();
                 var options = Options(moved, delay) with { CorrelationId = id };
-                await SendOnCommitAsync(UnitOfWorkRunner.Current, unitOfWork, t => bus.SendAsync(message, options, t), token).ConfigureAwait(false);
+                await SendOnCommitAsync(UnitOfWorkRunner.Current, unitOfWork, services, sagaName, id, moved, t => bus.SendAsync(message, options, t), token).ConfigureAwait(false);
                 await _store.SaveAsync(instance with { Timeouts = [.. instance.Timeouts.Select(t => t.Name == name ? moved : t)] }, unitOfWork, token).ConfigureAwait(false);
                 return moved;
             },
@@ -87,14 +90,35 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
     /// <paramref name="scope"/> when it has one, else from <paramref name="unitOfWork"/>'s commit. Sent at once, a short
     /// timeout could be handled before the instance held it, be ignored as cancelled, and never fire.
     /// </summary>
-    internal static ValueTask SendOnCommitAsync(IUnitOfWorkScope? scope, IUnitOfWork unitOfWork, Func<CancellationToken, ValueTask> send, CancellationToken cancellationToken)
+    internal static ValueTask SendOnCommitAsync(
+        IUnitOfWorkScope? scope,
+        IUnitOfWork unitOfWork,
+        IServiceProvider services,
+        string sagaName,
+        string sagaId,
+        SagaTimeout timeout,
+        Func<CancellationToken, ValueTask> send,
+        CancellationToken cancellationToken)
     {
         if (scope?.GetOutbox() is not null)
         {
             return send(cancellationToken);
         }
 
-        unitOfWork.OnCommitted(send);
+        var logger = services.GetService<ILoggerFactory>()?.CreateLogger("Herald.Sagas") ?? NullLogger.Instance;
+        unitOfWork.OnCommitted(async token =>
+        {
+            try
+            {
+                await send(token).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // The save has committed: failing now would retry a message whose transition is done.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                Log.SagaTimeoutNotSent(logger, ex, sagaName, sagaId, timeout.Name, timeout.Id);
+            }
+        });
         return ValueTask.CompletedTask;
     }
 

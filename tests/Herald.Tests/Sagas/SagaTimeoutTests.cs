@@ -197,6 +197,26 @@ public sealed class SagaTimeoutTests
         Assert.Equal(1, SagaData.Deserialize<OrderState>(expired.Data).TimeoutsSeen);
     }
 
+    [Fact]
+    public async Task ATimeoutWhoseSendFailsAfterItsTransitionCommitted_IsLogged_TheEventIsNotRunAgain_AndARescheduleFiresIt()
+    {
+        await using var host = await StartAsync();
+        host.Transport.FailSend = (_, envelope) => envelope.MessageType == "st-payment-timed-out" ? new InvalidOperationException("the broker is down") : null;
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-8"));
+        await StateAsync(host, "o-8", "AwaitingPayment");
+        await Eventually.UntilAsync(
+            () => host.Logs.Entries.Any(e => e.EventId == 1331 && e.Message.Contains("o-8", StringComparison.Ordinal)),
+            "the unsent timeout of o-8 is logged");
+
+        // The transition committed, so its message is acked, not retried against the state it already moved to.
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Any(s => s.Envelope.MessageType == "st-order-placed"), "the order is settled");
+        Assert.Equal(SettlementKind.Ack, Assert.Single(host.Transport.Settlements, s => s.Envelope.MessageType == "st-order-placed").Kind);
+
+        host.Transport.FailSend = null;
+        Assert.NotNull(await host.Get<SagaTimeouts>().RescheduleAsync("st-orders", "o-8", "payment", TimeSpan.Zero));
+        await StateAsync(host, "o-8", "Expired");
+    }
+
     private static int TimeoutsSent(ReliabilityHost host) => host.Transport.Sent.Count(s => s.Envelope.MessageType == "st-payment-timed-out");
 
     [Fact]
