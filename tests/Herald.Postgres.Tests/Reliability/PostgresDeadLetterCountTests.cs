@@ -1,3 +1,4 @@
+using Herald.Conformance;
 using Herald.Conformance.Reliability;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Reliability;
@@ -105,6 +106,37 @@ public sealed class PostgresDeadLetterCountTests
                 await connection.DisposeAsync();
             }
         }
+    }
+
+    [Fact]
+    public async Task Purge_WhileAnotherSessionDeletesItsFirstBatch_StillDeletesEveryMatchingDeadLetter()
+    {
+        await using var schema = new TemporarySchema();
+        await using var store = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, new PostgresStoreOptions { Schema = schema.Name });
+        var deadLetters = new PostgresDeadLetterStore(store);
+        var s = $"\"{schema.Name}\"";
+        await PostgresTestDatabase.ExecuteAsync(Insert(s, 250, "ep-purged"));
+        var manager = new DeadLetterManager(deadLetters, new Herald.Transport.InMemory.InMemoryTransport(), TimeProvider.System);
+
+        // Another session (a second operator, the retention trim) deletes the batch the purge takes first and commits only
+        // once the purge waits on its locks: the purge's first batch then deletes nothing, though 150 more match.
+        await using var other = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await other.OpenAsync();
+        await using var open = await other.BeginTransactionAsync();
+        await using (var delete = new NpgsqlCommand(
+            $"DELETE FROM {s}.dead_letters WHERE id IN (SELECT id FROM {s}.dead_letters WHERE endpoint = 'ep-purged' ORDER BY id LIMIT 100)", other, open))
+        {
+            Assert.Equal(100, await delete.ExecuteNonQueryAsync());
+        }
+
+        var purge = manager.PurgeAsync(new DeadLetterQuery { Endpoint = "ep-purged" }).AsTask();
+        await Eventually.UntilAsync(
+            async () => await PostgresTestDatabase.ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{schema.Name}%'") > 0 || purge.IsCompleted,
+            "the purge waits for the other session's locks");
+        await open.CommitAsync();
+
+        Assert.Equal(150, await purge);
+        Assert.Equal(0, await PostgresTestDatabase.ScalarAsync<long>($"SELECT count(*) FROM {s}.dead_letters WHERE endpoint = 'ep-purged'"));
     }
 
     private static string Insert(string schema, int rows, string endpoint) => $"""

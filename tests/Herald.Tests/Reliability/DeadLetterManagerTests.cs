@@ -156,6 +156,54 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Purge_WhileDeadLettersKeepComing_EndsAfterThoseThatMatchedWhenItBegan()
+    {
+        // The endpoint still fails while it is purged: a new dead letter after every batch. Before, the purge ran on for as
+        // long as they came (here, until the store below gives up).
+        var store = new HookedStore(_store);
+        var manager = new DeadLetterManager(store, _transport, _clock, logger: null, monitor: null, batchSize: 10);
+        for (var i = 0; i < 25; i++)
+        {
+            await AddAsync("orders", failedAt: Start.AddMinutes(-60 + i));
+        }
+
+        var added = 0;
+        store.AfterDeleteMany = async () =>
+        {
+            Assert.True(++added < 1000, "The purge does not end while dead letters keep coming.");
+            await _store.AddAsync(NewDeadLetter("orders", "fp", Start.AddMinutes(added)));
+        };
+
+        Assert.Equal(25, await manager.PurgeAsync(new DeadLetterQuery { Endpoint = "orders" }));
+        Assert.Equal(added, await _manager.CountAsync());
+    }
+
+    [Fact]
+    public async Task Purge_WhenAnotherDeleterTakesItsFirstBatch_StillDeletesEveryMatch()
+    {
+        // As PostgreSQL answers a batch whose rows a concurrent purge or trim deleted while this one waited for their locks:
+        // those are gone, nothing was deleted here. Before, the purge took that for "none left" and left the other 15.
+        var store = new HookedStore(_store);
+        var manager = new DeadLetterManager(store, _transport, _clock, logger: null, monitor: null, batchSize: 10);
+        for (var i = 0; i < 25; i++)
+        {
+            await AddAsync("orders", failedAt: Start.AddMinutes(-60 + i));
+        }
+
+        var other = await AddAsync("billing");
+        store.DeleteManyOverride = async query =>
+        {
+            store.DeleteManyOverride = null;
+            await _store.DeleteManyAsync(query);
+            return 0;
+        };
+
+        Assert.Equal(15, await manager.PurgeAsync(new DeadLetterQuery { Endpoint = "orders" }));
+        Assert.Equal(0, await _manager.CountAsync(new DeadLetterQuery { Endpoint = "orders" }));
+        Assert.NotNull(await _manager.GetAsync(other.Id));
+    }
+
+    [Fact]
     public async Task Count_AppliesTheFilter()
     {
         await AddAsync("orders", fingerprint: "a");
@@ -197,5 +245,40 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
             return ValueTask.CompletedTask;
         });
         return await received.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>A store that runs test code around <see cref="IDeadLetterStore.DeleteManyAsync"/>.</summary>
+    private sealed class HookedStore(IDeadLetterStore inner) : IDeadLetterStore
+    {
+        public Func<DeadLetterQuery, Task<int>>? DeleteManyOverride { get; set; }
+
+        public Func<Task>? AfterDeleteMany { get; set; }
+
+        public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default) => inner.AddAsync(deadLetter, cancellationToken);
+
+        public ValueTask AddAsync(DeadLetter deadLetter, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
+            inner.AddAsync(deadLetter, unitOfWork, cancellationToken);
+
+        public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => inner.GetAsync(id, cancellationToken);
+
+        public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => inner.ListAsync(query, cancellationToken);
+
+        public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => inner.CountAsync(query, cancellationToken);
+
+        public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => inner.DeleteAsync(id, cancellationToken);
+
+        public async ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+        {
+            var deleted = DeleteManyOverride is { } deleteMany ? await deleteMany(query) : await inner.DeleteManyAsync(query, cancellationToken);
+            if (AfterDeleteMany is { } after)
+            {
+                await after();
+            }
+
+            return deleted;
+        }
+
+        public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default) =>
+            inner.RecordRetryFailureAsync(id, error, time, cancellationToken);
     }
 }

@@ -123,14 +123,22 @@ public sealed class DeadLetterManager
             filter = filter with { FailedBefore = cutoff };
         }
 
+        // Bounded by what matched when it began: dead letters that keep coming while it runs (an endpoint still failing)
+        // would otherwise keep it deleting for as long as they come.
+        var matched = await _store.CountAsync(filter, cancellationToken).ConfigureAwait(false);
         long total = 0;
-        int deleted;
-        do
+        while (total < matched)
         {
-            deleted = await _store.DeleteManyAsync(filter, cancellationToken).ConfigureAwait(false);
+            var deleted = await _store.DeleteManyAsync(filter with { Limit = (int)Math.Min(_batchSize, matched - total) }, cancellationToken).ConfigureAwait(false);
             total += deleted;
+
+            // A batch that another deleter (a second purge, the retention) took first deletes nothing here (PostgreSQL skips
+            // the rows it waited for) though more may match: only none left ends the purge early.
+            if (deleted == 0 && (await _store.ListAsync(filter with { Limit = 1 }, cancellationToken).ConfigureAwait(false)).Count == 0)
+            {
+                break;
+            }
         }
-        while (deleted > 0);
 
         Log.DeadLettersPurged(_logger, total);
         if (_monitor is not null)
