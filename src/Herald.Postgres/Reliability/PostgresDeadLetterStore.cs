@@ -76,15 +76,15 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
         p.Add(EnvelopeColumns.Id(deadLetter.Id));
         p.Add(EnvelopeColumns.Text(deadLetter.Endpoint));
         p.Add(EnvelopeColumns.Text(deadLetter.Cause.ToString()));
-        p.Add(EnvelopeColumns.Text(deadLetter.ErrorType));
-        p.Add(EnvelopeColumns.Text(deadLetter.ErrorMessage));
-        p.Add(EnvelopeColumns.Text(deadLetter.StackTrace));
-        p.Add(EnvelopeColumns.Text(deadLetter.Fingerprint));
+        p.Add(ErrorText(deadLetter.ErrorType));
+        p.Add(ErrorText(deadLetter.ErrorMessage));
+        p.Add(ErrorText(deadLetter.StackTrace));
+        p.Add(ErrorText(deadLetter.Fingerprint));
         p.Add(EnvelopeColumns.Time(deadLetter.FirstFailureTime));
         p.Add(EnvelopeColumns.Time(deadLetter.LastFailureTime));
         p.Add(EnvelopeColumns.Int(deadLetter.AttemptCount));
         p.Add(EnvelopeColumns.Int(deadLetter.RetryCount));
-        p.Add(EnvelopeColumns.Text(deadLetter.LastRetryError));
+        p.Add(ErrorText(deadLetter.LastRetryError));
         p.Add(EnvelopeColumns.Time(deadLetter.LastRetryTime));
         EnvelopeColumns.AddStored(p, deadLetter.Envelope);
         return command;
@@ -137,7 +137,7 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     public async ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(error);
-        NpgsqlParameter[] parameters = [EnvelopeColumns.Id(id), EnvelopeColumns.Text(error), EnvelopeColumns.Time(time)];
+        NpgsqlParameter[] parameters = [EnvelopeColumns.Id(id), ErrorText(error), EnvelopeColumns.Time(time)];
         return await _store.ExecuteAloneAsync(_sql.RecordRetry, parameters, cancellationToken).ConfigureAwait(false) == 1;
     }
 
@@ -145,11 +145,15 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     [
         EnvelopeColumns.Text(query.Endpoint),
         EnvelopeColumns.Text(query.MessageType),
-        EnvelopeColumns.Text(query.Fingerprint),
+        ErrorText(query.Fingerprint),
         EnvelopeColumns.Time(query.FailedFrom),
         EnvelopeColumns.Time(query.FailedBefore),
         EnvelopeColumns.Id(query.After),
     ];
+
+    // PostgreSQL's text holds no NUL character, and an exception's message that echoes its input can have one: refusing the
+    // record would leave the message in the transport's own dead letters, their drain failing on it for ever.
+    private static NpgsqlParameter ErrorText(string? text) => EnvelopeColumns.Text(text?.Replace('\0', '\uFFFD'));
 
     private static DeadLetter Read(NpgsqlDataReader reader) => new()
     {

@@ -348,6 +348,34 @@ public abstract class DeadLetterStoreConformance
     }
 
     [Fact]
+    public async Task Add_OfAnErrorWithNulCharacters_KeepsTheRecordWithItsError()
+    {
+        // An exception message that echoes its input can hold NUL characters, which PostgreSQL's text refuses: the store
+        // failed the write, the message went to the transport's own dead letters, and their drain failed on it for ever.
+        var store = await CreateStoreAsync();
+        var deadLetter = NewDeadLetter() with
+        {
+            ErrorType = "Orders.Bad\0Input",
+            ErrorMessage = "Cannot parse 'a\0b' as a quantity",
+            StackTrace = "   at Orders.Parse(\0)",
+            Fingerprint = "fp\0",
+        };
+
+        await store.AddAsync(deadLetter);
+        Assert.True(await store.RecordRetryFailureAsync(deadLetter.Id, "send failed: '\0'", BaseTime.AddHours(1)));
+
+        // Kept as written, or with each NUL as U+FFFD where the engine cannot keep it.
+        var read = (await store.GetAsync(deadLetter.Id))!;
+        Assert.Equal(Readable(deadLetter.ErrorType), Readable(read.ErrorType));
+        Assert.Equal(Readable(deadLetter.ErrorMessage), Readable(read.ErrorMessage));
+        Assert.Equal(Readable(deadLetter.StackTrace), Readable(read.StackTrace));
+        Assert.Equal(Readable(deadLetter.Fingerprint), Readable(read.Fingerprint));
+        Assert.Equal(Readable("send failed: '\0'"), Readable(read.LastRetryError));
+
+        static string? Readable(string? text) => text?.Replace('\0', '\uFFFD');
+    }
+
+    [Fact]
     public async Task RecordRetryFailure_OfAnUnknownId_ReturnsFalse()
     {
         var store = await CreateStoreAsync();
