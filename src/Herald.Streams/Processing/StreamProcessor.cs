@@ -5,6 +5,7 @@ using System.Text.Json;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;
+using Herald.EventSourcing.Upcasting;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Persistence;
@@ -83,7 +84,11 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         _topology = topology;
         _options = options;
         _services = services;
-        _events = services.GetService<IEventStore>();
+        // Through the upcasters registered in DI, as the consuming pipeline and the aggregate repository read: an event
+        // stored at an old schema version reaches the topology migrated.
+        _events = services.GetService<IEventStore>() is { } events && services.GetService<EventUpcasterRegistry>() is { } upcasters
+            ? events.WithUpcasting(upcasters)
+            : services.GetService<IEventStore>();
         _checkpoints = services.GetService<ICheckpointStore>();
         _state = services.GetService<IStreamStateStore>() ?? InMemoryState.GetValue(services, static _ => new InMemoryStreamStateStore());
         _deadLetters = services.GetRequiredService<IDeadLetterStore>();
