@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Security.Claims;
 using System.Text;
@@ -510,6 +511,33 @@ public sealed class IdempotencyKeyTests
         Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
     }
 
+    /// <summary>A fake clock that tells when a timer of a given due time is made (the store's retry pause), so a test moves it on only then.</summary>
+    private sealed class TimerWatchingClock(DateTimeOffset start) : FakeTimeProvider(start)
+    {
+        private readonly ConcurrentQueue<(TimeSpan DueTime, TaskCompletionSource Made)> _watches = new();
+
+        public Task TimerMade(TimeSpan dueTime)
+        {
+            var made = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _watches.Enqueue((dueTime, made));
+            return made.Task;
+        }
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = base.CreateTimer(callback, state, dueTime, period);
+            foreach (var watch in _watches)
+            {
+                if (watch.DueTime == dueTime)
+                {
+                    watch.Made.TrySetResult();
+                }
+            }
+
+            return timer;
+        }
+    }
+
     /// <summary>The in-memory store, whose first attempt to store a response fails (a server restarting).</summary>
     private sealed class FirstCompleteFailsStore(TimeProvider time) : IIdempotencyStore
     {
@@ -539,7 +567,7 @@ public sealed class IdempotencyKeyTests
     [Fact]
     public async Task ResponseThatFailsToBeStored_IsStoredAgainShortly_SoARetryReplaysItInsteadOfRunningAgain()
     {
-        var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var clock = new TimerWatchingClock(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
         var store = new FirstCompleteFailsStore(clock);
         await using var app = await StartAsync(
             services: s => s.AddSingleton<TimeProvider>(clock).AddSingleton<IIdempotencyStore>(store),
@@ -547,14 +575,13 @@ public sealed class IdempotencyKeyTests
 
         // The first store attempt fails; the response was sent unstored, so once the lock lapsed a retry ran it again
         // (IdempotencyService already tried again, issue 10). Now it is stored on a later attempt, before it is sent.
+        // The first retry pause is 50 ms on the fake clock: moved on once that pause's timer is made.
+        var pause = clock.TimerMade(TimeSpan.FromMilliseconds(50));
         var first = app.Client.SendAsync(Order("key-13"));
         await store.Failed.Task.WaitAsync(TimeSpan.FromSeconds(10));
-        // Moves the fake clock on in small steps until the response comes (the store's retry pauses run on it).
-        for (var deadline = DateTime.UtcNow.AddSeconds(10); !first.IsCompleted && DateTime.UtcNow < deadline;)
-        {
-            clock.Advance(TimeSpan.FromMilliseconds(50));
-            await Task.WhenAny(first, Task.Delay(5));
-        }
+        await pause.WaitAsync(TimeSpan.FromSeconds(10));
+        clock.Advance(TimeSpan.FromMilliseconds(50));
+        await first.WaitAsync(TimeSpan.FromSeconds(10));
 
         clock.Advance(TimeSpan.FromSeconds(31));
         var retry = await app.Client.SendAsync(Order("key-13"));
