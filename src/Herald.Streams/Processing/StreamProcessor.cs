@@ -86,9 +86,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         _services = services;
         // Through the upcasters registered in DI, as the consuming pipeline and the aggregate repository read: an event
         // stored at an old schema version reaches the topology migrated.
-        _events = services.GetService<IEventStore>() is { } events && services.GetService<EventUpcasterRegistry>() is { } upcasters
-            ? events.WithUpcasting(upcasters)
-            : services.GetService<IEventStore>();
+        var events = services.GetService<IEventStore>();
+        _events = events is not null && services.GetService<EventUpcasterRegistry>() is { } upcasters ? events.WithUpcasting(upcasters) : events;
         _checkpoints = services.GetService<ICheckpointStore>();
         _state = services.GetService<IStreamStateStore>() ?? InMemoryState.GetValue(services, static _ => new InMemoryStreamStateStore());
         _deadLetters = services.GetRequiredService<IDeadLetterStore>();
