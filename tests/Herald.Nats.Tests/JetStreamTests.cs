@@ -419,6 +419,37 @@ public sealed class JetStreamTests : NatsTestBase
         Assert.Equal(1, Assert.Single(seen).DeliveryAttempt);
     }
 
+    // Audit (NATS delayed sends, round 3): a delayed publish to a topic mapped to a declared stream was stored there at once
+    // and nakked early by the queue reading it, using up a delivery: with MaxDeliver 1 it was never handled. It now waits in
+    // the topic's delay stream until due and is then published to the topic's subject.
+    [Fact]
+    public async Task ADelayedPublish_ToAMappedTopicOnADeclaredStream_WithMaxDeliverOne_IsHandled_AsTheFirstAttempt()
+    {
+        var stream = Prefixes.Streams + "_EVENTS";
+        var subject = Prefixes.Subjects + ".events";
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.MaxDeliver = 1;
+            var events = new NatsStreamOptions { Name = stream };
+            events.Subjects.Add(subject + ".*");
+            o.Streams.Add(events);
+            o.Queues["billing"] = new NatsQueueOptions { Stream = stream, FilterSubject = subject + ".*", SendSubject = subject + ".billing" };
+            o.Topics["order-placed"] = subject + ".order-placed";
+        });
+        await transport.BindAsync("order-placed", "billing");
+        var (consumer, seen) = await ConsumeAsync(transport, "billing");
+        await using (consumer)
+        {
+            var delayed = NewEnvelope("delayed");
+            var sent = DateTimeOffset.UtcNow;
+            await transport.PublishAsync("order-placed", delayed, new SendOptions { Delay = TimeSpan.FromSeconds(1) });
+            await Eventually.UntilAsync(() => seen.Any(e => e.MessageId == delayed.MessageId), "the delayed message is handled");
+            Assert.True(DateTimeOffset.UtcNow - sent >= TimeSpan.FromSeconds(0.9), "handled before its delay");
+        }
+
+        Assert.Equal(1, Assert.Single(seen).DeliveryAttempt);
+    }
+
     // Delayed messages wait in the queue's delay stream, so pending no longer counts them: their gauge does.
     [Fact]
     public async Task TheDelayedGauge_CountsDelayedMessagesNotYetDue_WhichPendingDoesNot()

@@ -25,7 +25,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 {
     private readonly NatsTransport _transport;
     private readonly INatsJSConsumer _consumer;
-    private readonly NatsDelayMover _mover;
+    private readonly NatsDelayMover[] _movers;
     private readonly QueueTarget _target;
     private readonly DeliveryHandler _handler;
     private readonly string? _rawType;
@@ -56,11 +56,11 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private volatile bool _hasLag;
     private int _stopped;
 
-    private NatsConsumer(NatsTransport transport, INatsJSConsumer consumer, INatsJSConsumer delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
+    private NatsConsumer(NatsTransport transport, INatsJSConsumer consumer, NatsDelayLine[] delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
         _transport = transport;
         _consumer = consumer;
-        _mover = NatsDelayMover.Start(transport, delays, queue, target.Subject, logger);
+        _movers = Array.ConvertAll(delays, line => NatsDelayMover.Start(transport, line, logger));
         Queue = queue;
         _target = target;
         _prefetch = prefetch;
@@ -89,8 +89,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     public KeyValuePair<string, object?>[] Tags { get; }
 
-    /// <summary>Starts consuming the queue through <paramref name="consumer"/>, and moving its due delayed messages from <paramref name="delays"/>.</summary>
-    public static NatsConsumer Start(NatsTransport transport, INatsJSConsumer consumer, INatsJSConsumer delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
+    /// <summary>Starts consuming the queue through <paramref name="consumer"/>, and moving due delayed messages from <paramref name="delays"/>.</summary>
+    public static NatsConsumer Start(NatsTransport transport, INatsJSConsumer consumer, NatsDelayLine[] delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
         var started = new NatsConsumer(transport, consumer, delays, queue, target, concurrency, prefetch, rawType, handler, logger);
         started.ReadLag(consumer);
@@ -113,7 +113,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
         using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
         {
-            await Task.WhenAll(_pulling, _running, _mover.StopAsync()).ConfigureAwait(false);
+            await Task.WhenAll([_pulling, _running, .. Array.ConvertAll(_movers, mover => mover.StopAsync())]).ConfigureAwait(false);
         }
 
         // Prefetched messages no handler started go back at once (not after the ack wait) to whoever consumes next.
@@ -270,6 +270,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     /// An early message in the queue's stream: moved to the delay stream and acked, so the copy the mover brings back when
     /// it is due is delivered as a first attempt. A declared stream's (a mapped queue's) is nakked until due instead, that
     /// delivery counted: a copy back to its send subject would also reach every other queue whose filter takes that subject.
+    /// (Only an earlier Herald stores a delayed message there: delayed publishes to a mapped topic wait in its delay stream.)
     /// </summary>
     private async ValueTask DeferAsync(INatsJSMsg<byte[]> message, ulong sequence, TimeSpan early)
     {

@@ -22,6 +22,7 @@ internal sealed class NatsDelayMover
 
     private readonly NatsTransport _transport;
     private readonly INatsJSConsumer _consumer;
+    private readonly string _stream;
     private readonly string _queue;
     private readonly string _subject;
     private readonly ILogger _logger;
@@ -29,18 +30,19 @@ internal sealed class NatsDelayMover
     private Task _pulling = Task.CompletedTask;
     private int _stopped;
 
-    private NatsDelayMover(NatsTransport transport, INatsJSConsumer consumer, string queue, string subject, ILogger logger)
+    private NatsDelayMover(NatsTransport transport, NatsDelayLine line, ILogger logger)
     {
         _transport = transport;
-        _consumer = consumer;
-        _queue = queue;
-        _subject = subject;
+        _consumer = line.Durable;
+        _stream = line.Stream;
+        _queue = line.Name;
+        _subject = line.Subject;
         _logger = logger;
     }
 
-    public static NatsDelayMover Start(NatsTransport transport, INatsJSConsumer consumer, string queue, string subject, ILogger logger)
+    public static NatsDelayMover Start(NatsTransport transport, NatsDelayLine line, ILogger logger)
     {
-        var mover = new NatsDelayMover(transport, consumer, queue, subject, logger);
+        var mover = new NatsDelayMover(transport, line, logger);
         mover._pulling = Task.Run(mover.PullAsync, CancellationToken.None);
         return mover;
     }
@@ -86,7 +88,7 @@ internal sealed class NatsDelayMover
         }
 
         var sequence = message.Metadata?.Sequence.Stream ?? 0;
-        return _transport.Names.DelayStream(_queue) + ":" + sequence.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return _stream + ":" + sequence.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private Task PullAsync() =>
@@ -132,3 +134,9 @@ internal sealed class NatsDelayMover
         }
     }
 }
+
+/// <summary>
+/// A delay stream's durable consumer (<paramref name="Durable"/> of <paramref name="Stream"/>), the subject its due
+/// messages are moved to, and the queue or mapped topic it delays (<paramref name="Name"/>, for logs).
+/// </summary>
+internal sealed record NatsDelayLine(INatsJSConsumer Durable, string Stream, string Subject, string Name);

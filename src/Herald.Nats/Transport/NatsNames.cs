@@ -29,6 +29,14 @@ internal sealed class NatsNames(string subjectPrefix, string streamPrefix)
 
     public string DelaySubject(string queue) => $"{subjectPrefix}.delayed.{Token(queue)}";
 
+    /// <summary>
+    /// The stream that keeps delayed publishes to a topic mapped to a declared stream until they are due ('-T', which no
+    /// queue's <see cref="DelayStream"/> has after <c>DELAYED</c>).
+    /// </summary>
+    public string TopicDelayStream(string topic) => $"{streamPrefix}_DELAYED-T_{Token(topic)}";
+
+    public string TopicDelaySubject(string topic) => $"{subjectPrefix}.delayed-t.{Token(topic)}";
+
     /// <summary>The durable consumer of a queue's delay stream, shared by every process consuming the queue.</summary>
     public const string DelayDurable = "mover";
 

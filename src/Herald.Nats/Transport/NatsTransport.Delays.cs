@@ -8,45 +8,78 @@ namespace Herald.Nats.Transport;
 /// <summary>
 /// Delayed sends: stored in the queue's delay stream, not the queue's, until due (<see cref="NatsDelayMover"/>): a
 /// nak of an early message on the queue's consumer would count as a delivery there, use up one of <c>MaxDeliver</c>
-/// and be read as an attempt.
+/// and be read as an attempt. A delayed publish to a topic mapped to a declared stream waits in the topic's delay stream
+/// the same way, moved to the topic's subject by the processes consuming a queue whose filter takes it.
 /// </summary>
 internal sealed partial class NatsTransport
 {
     /// <summary>The subject a delayed send to the queue is published to, once its delay stream is made.</summary>
     private async ValueTask<string> DelaySubjectAsync(string queue, CancellationToken cancellationToken)
     {
-        await EnsureStreamAsync(DelayStream(queue), cancellationToken).ConfigureAwait(false);
+        await EnsureStreamAsync(DelayStream(Names.DelayStream(queue), Names.DelaySubject(queue)), cancellationToken).ConfigureAwait(false);
         return Names.DelaySubject(queue);
     }
 
-    /// <summary>
-    /// The queue's delay stream: a work queue (a message is removed once moved) with the <c>QueueStream</c> storage,
-    /// replicas and size limits, but no <c>MaxAge</c>, which a long delay would outlive.
-    /// </summary>
-    private NatsStreamOptions DelayStream(string queue)
+    /// <summary>The subject a delayed publish to a mapped topic is published to, once its delay stream is made.</summary>
+    private async ValueTask<string> TopicDelaySubjectAsync(string topic, CancellationToken cancellationToken)
     {
-        var stream = _options.QueueStream.For(Names.DelayStream(queue), Names.DelaySubject(queue));
+        await EnsureStreamAsync(DelayStream(Names.TopicDelayStream(topic), Names.TopicDelaySubject(topic)), cancellationToken).ConfigureAwait(false);
+        return Names.TopicDelaySubject(topic);
+    }
+
+    /// <summary>
+    /// A delay stream: a work queue (a message is removed once moved) with the <c>QueueStream</c> storage, replicas and
+    /// size limits, but no <c>MaxAge</c>, which a long delay would outlive.
+    /// </summary>
+    private NatsStreamOptions DelayStream(string name, string subject)
+    {
+        var stream = _options.QueueStream.For(name, subject);
         stream.Retention = NatsRetention.WorkQueue;
         stream.MaxAge = null;
         return stream;
     }
 
-    /// <summary>The delay stream and its durable consumer, made sure of when a process starts consuming the queue.</summary>
-    private async Task<INatsJSConsumer> EnsureDelayDurableAsync(string queue, QueueTarget target, CancellationToken cancellationToken)
+    /// <summary>
+    /// What a process consuming the queue moves when due: the queue's delay stream, and for a queue on a declared stream
+    /// the delay stream of every mapped topic its filter takes (no other process may be there to move them).
+    /// </summary>
+    private async Task<NatsDelayLine[]> EnsureDelayLinesAsync(string queue, QueueTarget target, CancellationToken cancellationToken)
     {
-        var stream = Names.DelayStream(queue);
-        await EnsureStreamAsync(DelayStream(queue), cancellationToken).ConfigureAwait(false);
+        var lines = new List<NatsDelayLine>
+        {
+            await EnsureDelayLineAsync(Names.DelayStream(queue), Names.DelaySubject(queue), target.Subject, target.Stream, queue, cancellationToken).ConfigureAwait(false),
+        };
+        if (target.FilterSubject is { } filter)
+        {
+            foreach (var (topic, subject) in _options.Topics)
+            {
+                if (NatsNames.Matches(filter, subject))
+                {
+                    lines.Add(await EnsureDelayLineAsync(Names.TopicDelayStream(topic), Names.TopicDelaySubject(topic), subject, target.Stream, topic, cancellationToken).ConfigureAwait(false));
+                }
+            }
+        }
+
+        return [.. lines];
+    }
+
+    /// <summary>A delay stream and its durable consumer, made sure of when a process starts consuming a queue it moves to.</summary>
+    private async Task<NatsDelayLine> EnsureDelayLineAsync(string stream, string delaySubject, string subject, string targetStream, string name, CancellationToken cancellationToken)
+    {
+        await EnsureStreamAsync(DelayStream(stream, delaySubject), cancellationToken).ConfigureAwait(false);
         try
         {
-            return await JetStream.GetConsumerAsync(stream, NatsNames.DelayDurable, cancellationToken).ConfigureAwait(false);
+            var durable = await JetStream.GetConsumerAsync(stream, NatsNames.DelayDurable, cancellationToken).ConfigureAwait(false);
+            return new NatsDelayLine(durable, stream, subject, name);
         }
         catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.ConsumerNotFound)
         {
         }
 
-        // A move repeated after its ack wait must still fall in the queue stream's duplicate window to be dropped.
-        var window = (await JetStream.GetStreamAsync(target.Stream, cancellationToken: cancellationToken).ConfigureAwait(false)).Info.Config.DuplicateWindow;
-        return await JetStream.CreateOrUpdateConsumerAsync(stream, NatsTopology.DelayDurableConfig(window), cancellationToken).ConfigureAwait(false);
+        // A move repeated after its ack wait must still fall in the target stream's duplicate window to be dropped.
+        var window = (await JetStream.GetStreamAsync(targetStream, cancellationToken: cancellationToken).ConfigureAwait(false)).Info.Config.DuplicateWindow;
+        var created = await JetStream.CreateOrUpdateConsumerAsync(stream, NatsTopology.DelayDurableConfig(window), cancellationToken).ConfigureAwait(false);
+        return new NatsDelayLine(created, stream, subject, name);
     }
 
     /// <summary>

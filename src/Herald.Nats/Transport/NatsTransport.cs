@@ -77,7 +77,9 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
 
     /// <inheritdoc />
     public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-        PublishToAsync(topic, nameof(topic), static (transport, name, token) => transport.EnsureTopicAsync(name, token), envelope, options, cancellationToken);
+        options?.Delay > TimeSpan.Zero && _options.Topics.ContainsKey(topic)
+            ? PublishToAsync(topic, nameof(topic), static (transport, name, token) => transport.TopicDelaySubjectAsync(name, token), envelope, options, cancellationToken)
+            : PublishToAsync(topic, nameof(topic), static (transport, name, token) => transport.EnsureTopicAsync(name, token), envelope, options, cancellationToken);
 
     /// <summary>A send or a publish: to the subject <paramref name="subjectOf"/> gives for the queue or topic (making its stream).</summary>
     private ValueTask PublishToAsync(
@@ -143,7 +145,7 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         {
             var durable = await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
             await EnsureMaxDeliveriesCaptureAsync(queue, target, durable, cancellationToken).ConfigureAwait(false);
-            var delays = await EnsureDelayDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
+            var delays = await EnsureDelayLinesAsync(queue, target, cancellationToken).ConfigureAwait(false);
             consumer = NatsConsumer.Start(this, durable, delays, queue, target, options.MaxConcurrency, prefetch, (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null), handler, Logger);
         }
         catch (Exception e) when (e is NatsException or NatsJSException)
