@@ -120,10 +120,12 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
-    public async Task ACopyDueAtTheEndOfTheCalendar_IsHeldBack_AndTheGoodMessageOfItsBatchIsDeliveredOnce()
+    public async Task ACopyDueAtTheEndOfTheCalendar_IsHandedOutUndecodable_AndTheGoodMessageOfItsBatchIsDeliveredOnce()
     {
         // Holding it back added the rest of the delay to the clock, past DateTimeOffset.MaxValue: the exception took the
-        // whole received batch with it, every time it came back.
+        // whole received batch with it, every time it came back. Then (round 3) it was held back again every 15 minutes
+        // until the year 9999, never delivered and never reported: a due time beyond the longest delay the transport takes
+        // (MaxDelay) is now a malformed message, handed out with its failure to be dead-lettered.
         var transport = await CreateTransportAsync(o => o.VisibilityTimeout = TimeSpan.FromSeconds(3));
         var queue = Name("due-max");
         var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
@@ -131,25 +133,46 @@ public sealed class SqsTransportTests : SqsTestBase
         var good = NewEnvelope();
         var (goodBody, goodAttributes) = SqsEnvelopeCodec.Encode(good, transport.Options.Source);
         await client.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = goodBody, MessageAttributes = goodAttributes });
-        var (body, attributes) = SqsEnvelopeCodec.Encode(NewEnvelope(), transport.Options.Source);
+        var far = NewEnvelope();
+        var (body, attributes) = SqsEnvelopeCodec.Encode(far, transport.Options.Source);
         attributes[SqsEnvelopeCodec.Extra] = new MessageAttributeValue { DataType = "String", StringValue = "{\"due\":\"9999-12-31T23:59:59.9999999Z\"}" };
         await client.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageAttributes = attributes });
 
         var collector = new DeliveryCollector();
+        var failures = new ConcurrentDictionary<Guid, Exception>();
         await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
         {
             collector.Add(d, "c");
+            if (d.DecodeFailure is { } failure)
+            {
+                failures[d.Envelope.MessageId] = failure;
+                await d.DeadLetterAsync(failure.Message, ct);
+                return;
+            }
+
             await d.AckAsync(ct);
         });
 
-        await collector.WaitForCountAsync(1, Timeout);
+        await collector.WaitForCountAsync(2, Timeout);
         await Eventually.UntilAsync(async () =>
         {
             var counts = await client.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]);
-            return counts.ApproximateNumberOfMessagesDelayed == 1 && counts.ApproximateNumberOfMessagesNotVisible == 0 && counts.ApproximateNumberOfMessages == 0;
-        }, "the good message deleted, the other held back as one delayed copy", Timeout);
+            return counts.ApproximateNumberOfMessagesDelayed == 0 && counts.ApproximateNumberOfMessagesNotVisible == 0 && counts.ApproximateNumberOfMessages == 0;
+        }, "the good message deleted, the far one dead-lettered, nothing held back", Timeout);
         Assert.Equal(1, collector.CountOf(good.MessageId));
-        Assert.Equal(1, collector.Count);
+        Assert.Equal(1, collector.CountOf(far.MessageId));
+        Assert.Contains("9999-12-31", Assert.Single(failures, f => f.Key == far.MessageId).Value.Message, StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromDays(365), transport.Capabilities.MaxDelay);
+    }
+
+    [Fact]
+    public async Task ASendWithADelayBeyondMaxDelay_IsRefused_AndNothingIsSent()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("delay-too-long");
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () =>
+            await transport.SendAsync(queue, NewEnvelope(), new SendOptions { Delay = TimeSpan.FromDays(366) }));
+        await transport.SendAsync(queue, NewEnvelope(), new SendOptions { Delay = TimeSpan.FromDays(365) });
     }
 
     [Fact]

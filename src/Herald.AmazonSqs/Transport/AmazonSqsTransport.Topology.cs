@@ -34,7 +34,7 @@ internal sealed partial class AmazonSqsTransport
     public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         Names.Validate(topic, nameof(topic));
-        CheckEnvelope(envelope);
+        CheckSend(envelope, options);
         var queues = await BoundQueuesAsync(topic, cancellationToken).ConfigureAwait(false);
         if (queues.Length == 0)
         {

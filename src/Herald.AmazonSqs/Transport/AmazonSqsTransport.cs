@@ -23,6 +23,12 @@ internal sealed partial class AmazonSqsTransport : ITransport
     /// <summary>The longest <c>DelaySeconds</c> SQS takes on a send.</summary>
     internal static readonly TimeSpan MaxDelaySeconds = TimeSpan.FromMinutes(15);
 
+    /// <summary>
+    /// The longest delay a send takes (as on NATS): a longer one is chained 15 minutes at a time for that long, which no
+    /// real schedule needs and a due time at the end of the calendar (a "never" by mistake) turns into a loop forever.
+    /// </summary>
+    internal static readonly TimeSpan MaxDelay = TimeSpan.FromDays(365);
+
     private readonly bool _ownsClient;
     private readonly SqsBatcher<SendMessageBatchRequestEntry> _sends;
     private readonly SqsBatcher<string> _deletes;
@@ -77,8 +83,8 @@ internal sealed partial class AmazonSqsTransport : ITransport
             MaxMessageBytes = options.MaxMessageBytes,
             MaxNameBytes = Names.MaxNameBytes,
 
-            // Delays beyond SQS's own limits are chained (docs/sqs.md), so any delay is held.
-            MaxDelay = TimeSpan.MaxValue,
+            // Delays beyond SQS's own limits are chained (docs/sqs.md), up to a year.
+            MaxDelay = MaxDelay,
             IsPermanentSendFailure = IsPermanent,
         };
     }
@@ -126,7 +132,7 @@ internal sealed partial class AmazonSqsTransport : ITransport
     public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
         Names.Validate(queue, nameof(queue));
-        CheckEnvelope(envelope);
+        CheckSend(envelope, options);
         var url = await QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
         await SendAsync(url, envelope, attemptsBefore: 0, options?.Delay ?? TimeSpan.Zero, due: null, reason: null, copy: false, cancellationToken).ConfigureAwait(false);
     }
@@ -336,12 +342,17 @@ internal sealed partial class AmazonSqsTransport : ITransport
         }
     }
 
-    private void CheckEnvelope(Envelope envelope)
+    private void CheckSend(Envelope envelope, SendOptions? options)
     {
         ArgumentNullException.ThrowIfNull(envelope);
         if (envelope.Body.Length > Options.MaxMessageBytes)
         {
             throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, Options.MaxMessageBytes);
+        }
+
+        if (options?.Delay > MaxDelay)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.Delay, $"Amazon SQS delays are limited to {MaxDelay.Days} days.");
         }
     }
 

@@ -194,6 +194,14 @@ internal static class SqsEnvelopeCodec
         if (StringAttribute(message, Extra) is { } extra)
         {
             ReadExtra(id, extra, ref headers, ref causationId, ref userId, ref schemaVersion, ref base64, out carried);
+
+            // Held back 15 minutes at a time, it would come back forever and never be delivered: a failure to dead-letter
+            // instead (a day allowed for the sender's clock to be ahead).
+            if (carried.Due is { } due && due - now > AmazonSqsTransport.MaxDelay + TimeSpan.FromDays(1))
+            {
+                throw new MalformedMessageException(
+                    $"Malformed message {id}: its due time {CloudEventValues.FormatTime(due)} is more than {AmazonSqsTransport.MaxDelay.Days} days away, beyond the longest delay the SQS transport holds.");
+            }
         }
 
         if (StringAttribute(message, Source) is { } source && source != defaultSource)
