@@ -54,6 +54,9 @@ internal static partial class Log
     [LoggerMessage(6021, LogLevel.Warning, "Relaying a record of '{Topic}' to '{Target}' failed; it is tried again in {Backoff}")]
     public static partial void RelayFailed(ILogger logger, Exception exception, string topic, string target, TimeSpan backoff);
 
-    [LoggerMessage(6022, LogLevel.Error, "Record {Position} of retry topic '{Topic}' cannot be relayed ({Reason}); it goes to the dead letters")]
+    [LoggerMessage(6022, LogLevel.Error, "Record {Position} of retry topic '{Topic}' cannot be relayed ({Reason}); it went to the dead letters")]
     public static partial void RelayRefused(ILogger logger, Exception? exception, string topic, string position, string reason);
+
+    [LoggerMessage(6023, LogLevel.Error, "Record {Position} of retry topic '{Topic}' cannot be relayed ({Reason}) and could not be dead-lettered to '{DeadLetterTopic}' either; it stays in the retry topic (with the records behind it in its partition) and is tried again in {Backoff}: create the topic, or turn CreateTopics on")]
+    public static partial void RelayDeadLetterFailed(ILogger logger, Exception exception, string topic, string position, string reason, string deadLetterTopic, TimeSpan backoff);
 }

@@ -89,6 +89,19 @@ internal static class MockCluster
         rd_kafka_mock_push_request_errors_array(_cluster, 0, (UIntPtr)errors.Length, errors);
     }
 
+    /// <summary>
+    /// Makes the mock answer metadata requests for <paramref name="topic"/> with Kafka error <paramref name="error"/> (3:
+    /// unknown topic, as a topic that does not exist on a cluster without auto-creation; 0 to undo it).
+    /// </summary>
+    public static void SetTopicError(string topic, int error)
+    {
+        _ = Bootstrap.Value;
+        rd_kafka_mock_topic_set_error(_cluster, topic, error);
+    }
+
+    [DllImport(Library, CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
+    private static extern void rd_kafka_mock_topic_set_error(IntPtr cluster, string topic, int error);
+
     [DllImport(Library)]
     private static extern void rd_kafka_mock_push_request_errors_array(IntPtr cluster, short apiKey, UIntPtr count, int[] errors);
 

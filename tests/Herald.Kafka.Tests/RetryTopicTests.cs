@@ -1,11 +1,13 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
 using Herald.Kafka.Transport;
 using Herald.Conformance;
 using Herald.Messages;
 using Herald.Transport;
+using Microsoft.Extensions.Logging;
 
 namespace Herald.Kafka.Tests;
 
@@ -177,13 +179,7 @@ public sealed class RetryTopicTests : KafkaTestBase
 
         // A record from another writer, due now, naming a target that is no topic name; then Herald's own, one key, behind it.
         var stray = NewEnvelope("k");
-        using (var producer = RawProducer())
-        {
-            var message = KafkaEnvelopeCodec.Encode(stray, "tests");
-            message.Headers.Add(KafkaEnvelopeCodec.DueHeader, Encoding.UTF8.GetBytes(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)));
-            message.Headers.Add(KafkaEnvelopeCodec.TargetHeader, Encoding.UTF8.GetBytes("no such topic!"));
-            await producer.ProduceAsync(retryTopic, message);
-        }
+        await ProduceDueAsync(retryTopic, stray, "no such topic!");
 
         var behind = NewEnvelope("k");
         await transport.SendAsync(queue, behind, new SendOptions { Delay = TimeSpan.FromMilliseconds(300) });
@@ -195,5 +191,102 @@ public sealed class RetryTopicTests : KafkaTestBase
         var deadLetter = Assert.Single(moved);
         Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
         Assert.Contains("'no such topic!' is not a valid Kafka topic name", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
+    // Kafka's UNKNOWN_TOPIC_OR_PART: how the mock answers for a topic that does not exist on a cluster without auto-creation.
+    private const int UnknownTopic = 3;
+
+    // Round 3 (Kafka retry relay): with CreateTopics off, a target topic that does not exist is a permanent failure, as a
+    // refusal is: the record goes to the target's dead-letter topic with a reason naming the missing topic, and the records
+    // behind it are relayed (drained into the dead-letter store, it can be retried once the topic is there).
+    [Fact]
+    public async Task Relay_ToATargetTopicThatDoesNotExist_DeadLettersIt_WithAReasonNamingTheTopic()
+    {
+        var transport = await CreateTransportAsync();
+        Assert.False(transport.Options.CreateTopics);
+        var queue = Name("missing-target");
+        var target = Name("gone");
+        MockCluster.SetTopicError(target, UnknownTopic);
+        var handled = new ConcurrentDictionary<Guid, byte>();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            handled.TryAdd(d.Envelope.MessageId, 0);
+            return ValueTask.CompletedTask;
+        }));
+
+        var stray = NewEnvelope("k");
+        await ProduceDueAsync(transport.Options.RetryTopicName(queue), stray, target);
+        var behind = NewEnvelope("k");
+        await transport.SendAsync(queue, behind, new SendOptions { Delay = TimeSpan.FromMilliseconds(300) });
+
+        await Eventually.UntilAsync(() => handled.ContainsKey(behind.MessageId), "the record behind the one for the missing topic relayed", Deadline);
+        await Eventually.UntilAsync(() => EndOffsets(target + ".dead-letter") == 1, "the record in the missing target's dead letters", Deadline);
+        var moved = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(target, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        var deadLetter = Assert.Single(moved);
+        Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Contains($"Kafka topic '{target}' does not exist and CreateTopics is off", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
+    // Round 3 (Kafka retry relay): when the target's dead-letter topic is missing too, the record was held and tried again
+    // every 30 s for ever, logged as going to the dead letters (6022) although it never did, and counted nowhere. It is
+    // still kept in the retry topic (nothing lost), but the operator is told what to create (error 6023) and each failed
+    // relay is counted (herald.kafka.relay.failed); once the topic is there it is dead-lettered.
+    [Fact]
+    public async Task Relay_ToAMissingTargetWhoseDeadLetterTopicIsMissingToo_KeepsTheRecord_TellsTheOperator_AndDeadLettersItOnceTheTopicExists()
+    {
+        var logs = new TestOutputLogger(LogLevel.Warning);
+        LoggerFactory = new Microsoft.Extensions.Logging.LoggerFactory([logs]);
+        var transport = await CreateTransportAsync();
+        var queue = Name("missing-dead-letters");
+        var retryTopic = transport.Options.RetryTopicName(queue);
+        var target = Name("gone");
+        var deadLetterTopic = target + ".dead-letter";
+        MockCluster.SetTopicError(target, UnknownTopic);
+        MockCluster.SetTopicError(deadLetterTopic, UnknownTopic);
+        long failures = 0;
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == "Herald" && instrument.Name == "herald.kafka.relay.failed")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "messaging.destination.name" && (string?)tag.Value == target)
+                {
+                    Interlocked.Add(ref failures, value);
+                }
+            }
+        });
+        listener.Start();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask));
+
+        var told = logs.WhenLoggedAsync($"could not be dead-lettered to '{deadLetterTopic}' either");
+        var stray = NewEnvelope("k");
+        await ProduceDueAsync(retryTopic, stray, target);
+        await told.WaitAsync(Deadline);
+        await Eventually.UntilAsync(() => Interlocked.Read(ref failures) >= 1, "the failed relay counted", Deadline);
+        Assert.Equal(1, Uncommitted(retryTopic, transport.Options.GroupIdPrefix + retryTopic));
+
+        MockCluster.SetTopicError(deadLetterTopic, 0);
+        await Eventually.UntilAsync(() => EndOffsets(deadLetterTopic) == 1, "the record dead-lettered once its dead-letter topic exists", Deadline);
+        await Eventually.UntilAsync(() => Uncommitted(retryTopic, transport.Options.GroupIdPrefix + retryTopic) == 0, "the relay committed past it", Deadline);
+    }
+
+    /// <summary>Writes a record to a retry topic behind Herald's back, due now, for <paramref name="target"/>.</summary>
+    private static async Task ProduceDueAsync(string retryTopic, Envelope envelope, string target)
+    {
+        using var producer = RawProducer();
+        var message = KafkaEnvelopeCodec.Encode(envelope, "tests");
+        message.Headers.Add(KafkaEnvelopeCodec.DueHeader, Encoding.UTF8.GetBytes(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)));
+        message.Headers.Add(KafkaEnvelopeCodec.TargetHeader, Encoding.UTF8.GetBytes(target));
+        await producer.ProduceAsync(retryTopic, message);
     }
 }

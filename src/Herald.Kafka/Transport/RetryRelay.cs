@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using Confluent.Kafka;
 using Confluent.Kafka.Admin;
+using Herald.Kafka.Diagnostics;
 using Microsoft.Extensions.Logging;
 
 namespace Herald.Kafka.Transport;
@@ -140,14 +141,24 @@ internal sealed class RetryRelay : IAsyncDisposable
         {
             // Stopping: not committed, so it is relayed after the restart.
         }
-#pragma warning disable CA1031 // Logged; the record is tried again after a back-off.
+#pragma warning disable CA1031 // Logged and counted; the record is tried again after a back-off.
         catch (Exception e)
 #pragma warning restore CA1031
         {
             // Not committed: held for a back-off and tried again (at-least-once), so a cluster that is down costs a
             // retry now and then, not a tight loop.
             var backoff = NextBackoff(result.TopicPartition);
-            Log.RelayFailed(_logger, e, Topic, target, backoff);
+            if (e is DeadLetterFailedException dead)
+            {
+                // Nowhere to put it (a dead-letter topic missing while CreateTopics is off): kept, and the operator told what to create.
+                Log.RelayDeadLetterFailed(_logger, dead.InnerException!, Topic, result.TopicPartitionOffset.ToString(), dead.Reason, dead.DeadLetterTopic, backoff);
+            }
+            else
+            {
+                Log.RelayFailed(_logger, e, Topic, target, backoff);
+            }
+
+            KafkaRelayMetrics.CountFailure(Topic, target, e is DeadLetterFailedException ? e.InnerException! : e);
             Hold(result, _transport.TimeProvider.GetUtcNow() + backoff);
         }
     }
@@ -179,8 +190,24 @@ internal sealed class RetryRelay : IAsyncDisposable
 
     private void DeadLetter(ConsumeResult<byte[]?, byte[]> result, string queue, string reason, Exception? failure)
     {
+        try
+        {
+            _transport.DeadLetterAsync(result.Message, queue, reason, headers: null, _stopping.Token).AsTask().GetAwaiter().GetResult();
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !_stopping.IsCancellationRequested)
+        {
+            throw new DeadLetterFailedException(_transport.Options.DeadLetterTopicName(queue), reason, e);
+        }
+
         Log.RelayRefused(_logger, failure, Topic, result.TopicPartitionOffset.ToString(), reason);
-        _transport.DeadLetterAsync(result.Message, queue, reason, headers: null, _stopping.Token).AsTask().GetAwaiter().GetResult();
+    }
+
+    /// <summary>A record that cannot be relayed, and whose dead-letter copy failed too: the relay keeps it and says why.</summary>
+    private sealed class DeadLetterFailedException(string deadLetterTopic, string reason, Exception inner) : Exception(reason, inner)
+    {
+        public string DeadLetterTopic { get; } = deadLetterTopic;
+
+        public string Reason { get; } = reason;
     }
 
     /// <summary>Whether relaying would fail the same way every time: the cluster refused the record, or the target cannot be made.</summary>
