@@ -398,16 +398,7 @@ public sealed class JetStreamTests : NatsTestBase
     [Fact]
     public async Task ADelayedSend_ToAQueueOnADeclaredStream_WithMaxDeliverOne_IsHandled_AsTheFirstAttempt()
     {
-        var stream = Prefixes.Streams + "_WORK";
-        var subject = Prefixes.Subjects + ".work";
-        var transport = await CreateTransportAsync(o =>
-        {
-            o.MaxDeliver = 1;
-            var work = new NatsStreamOptions { Name = stream, Retention = NatsRetention.WorkQueue };
-            work.Subjects.Add(subject + ".*");
-            o.Streams.Add(work);
-            o.Queues["jobs"] = new NatsQueueOptions { Stream = stream, FilterSubject = subject + ".*", SendSubject = subject + ".jobs" };
-        });
+        var transport = await CreateWithMaxDeliverOneOnADeclaredStreamAsync("work", NatsRetention.WorkQueue, "jobs");
         var (consumer, seen) = await ConsumeAsync(transport, "jobs");
         await using (consumer)
         {
@@ -425,17 +416,7 @@ public sealed class JetStreamTests : NatsTestBase
     [Fact]
     public async Task ADelayedPublish_ToAMappedTopicOnADeclaredStream_WithMaxDeliverOne_IsHandled_AsTheFirstAttempt()
     {
-        var stream = Prefixes.Streams + "_EVENTS";
-        var subject = Prefixes.Subjects + ".events";
-        var transport = await CreateTransportAsync(o =>
-        {
-            o.MaxDeliver = 1;
-            var events = new NatsStreamOptions { Name = stream };
-            events.Subjects.Add(subject + ".*");
-            o.Streams.Add(events);
-            o.Queues["billing"] = new NatsQueueOptions { Stream = stream, FilterSubject = subject + ".*", SendSubject = subject + ".billing" };
-            o.Topics["order-placed"] = subject + ".order-placed";
-        });
+        var transport = await CreateWithMaxDeliverOneOnADeclaredStreamAsync("events", NatsRetention.Limits, "billing", "order-placed");
         await transport.BindAsync("order-placed", "billing");
         var (consumer, seen) = await ConsumeAsync(transport, "billing");
         await using (consumer)
@@ -470,6 +451,28 @@ public sealed class JetStreamTests : NatsTestBase
         }
 
         Assert.Empty(seen);
+    }
+
+    /// <summary>
+    /// A transport with MaxDeliver 1 and a declared stream on <c>{subjects}.{name}.*</c> that <paramref name="queue"/> reads
+    /// whole (sent to at <c>.{queue}</c>), and <paramref name="topic"/>, when given, mapped to <c>.{topic}</c> of it.
+    /// </summary>
+    private Task<NatsTransport> CreateWithMaxDeliverOneOnADeclaredStreamAsync(string name, NatsRetention retention, string queue, string? topic = null)
+    {
+        var stream = Prefixes.Streams + "_" + name.ToUpperInvariant();
+        var subject = Prefixes.Subjects + "." + name;
+        return CreateTransportAsync(o =>
+        {
+            o.MaxDeliver = 1;
+            var declared = new NatsStreamOptions { Name = stream, Retention = retention };
+            declared.Subjects.Add(subject + ".*");
+            o.Streams.Add(declared);
+            o.Queues[queue] = new NatsQueueOptions { Stream = stream, FilterSubject = subject + ".*", SendSubject = subject + "." + queue };
+            if (topic is not null)
+            {
+                o.Topics[topic] = subject + "." + topic;
+            }
+        });
     }
 
     /// <summary>Records the latest value of each NATS consumer gauge of <paramref name="queue"/> (read with RecordObservableInstruments).</summary>
