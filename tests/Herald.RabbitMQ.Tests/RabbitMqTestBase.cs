@@ -30,7 +30,7 @@ public abstract class RabbitMqTestBase : IAsyncLifetime
         await BrokerAdmin.DeleteAllAsync(Prefix);
     }
 
-    protected async Task<ITransport> CreateTransportAsync(Action<RabbitMqTransportOptions>? configure = null)
+    protected async Task<ITransport> CreateTransportAsync(Action<RabbitMqTransportOptions>? configure = null, TimeProvider? timeProvider = null)
     {
         var options = new RabbitMqTransportOptions
         {
@@ -39,7 +39,7 @@ public abstract class RabbitMqTestBase : IAsyncLifetime
             NetworkRecoveryInterval = TimeSpan.FromMilliseconds(250),
         };
         configure?.Invoke(options);
-        var transport = await RabbitMqTransportFactory.CreateAsync(options);
+        var transport = await RabbitMqTransportFactory.CreateAsync(options, timeProvider);
         _disposables.Add(transport);
         return transport;
     }

@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Text;
 using Herald.Messages;
 using Herald.Transport;
+using Microsoft.Extensions.Time.Testing;
 using RabbitMQ.Client;
 
 namespace Herald.RabbitMQ.Tests;
@@ -206,6 +207,41 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         await Herald.Conformance.Eventually.UntilAsync(() => deliveries.Count >= 2, "the nacked message came back");
         Assert.Null(deliveries.First().GetHeader(HeaderNames.FirstFailure));
         Assert.Equal("2030-01-02T03:00:00.0000000+00:00", deliveries.Skip(1).First().GetHeader(HeaderNames.FirstFailure));
+    }
+
+    [Fact]
+    public async Task Send_WithADelayOfWeeks_GoesOnlyToARetryQueueThatCannotExpireBeforeTheMessageLeavesIt()
+    {
+        // A retry queue expires once unused for x-expires since it was last declared (publishing to it does not count), and
+        // takes its messages with it. So every message the transport publishes there without declaring it again must leave
+        // (after x-message-ttl) before then. Above 12.4 days, x-expires was capped at 2^31 - 1 ms, within the re-declare window.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var transport = await CreateTransportAsync(timeProvider: clock);
+        var queue = Name("weeks");
+        var later = new SendOptions { Delay = TimeSpan.FromDays(20) };
+        for (var days = 1; days <= 30; days++)
+        {
+            // Declared now (the last round's returned send made the transport forget it).
+            await transport.SendAsync(queue, NewEnvelope(), later);
+            var retryQueue = Assert.Single(await BrokerAdmin.QueueNamesAsync(queue + ".retry."));
+            var arguments = (await BrokerAdmin.QueueArgumentsAsync(retryQueue)).GetProperty("arguments");
+            var ttl = TimeSpan.FromMilliseconds(arguments.GetProperty("x-message-ttl").GetInt64());
+            var expires = TimeSpan.FromMilliseconds(arguments.GetProperty("x-expires").GetInt64());
+
+            // Deleted behind the transport's back: a send returned as unroutable shows it was not declared again.
+            clock.Advance(TimeSpan.FromDays(days));
+            await BrokerAdmin.DeleteAllAsync(retryQueue);
+            var error = await Record.ExceptionAsync(async () => await transport.SendAsync(queue, NewEnvelope(), later));
+            if (error is null)
+            {
+                return;
+            }
+
+            Assert.Contains("could not route", Assert.IsType<HeraldException>(error).Message, StringComparison.Ordinal);
+            Assert.True(TimeSpan.FromDays(days) + ttl < expires, $"Published {days} days after the declaration, the message leaves at {TimeSpan.FromDays(days) + ttl}, after the queue expires at {expires}.");
+        }
+
+        Assert.Fail("The transport never declared the retry queue again.");
     }
 
     [Fact]

@@ -107,7 +107,9 @@ internal sealed partial class RabbitMqTransport
 
         var arguments = QueueArguments();
         arguments["x-message-ttl"] = (long)ttl.TotalMilliseconds;
-        arguments["x-expires"] = (long)Math.Min(int.MaxValue, (ttl + idle).TotalMilliseconds);
+        // Not capped: ttl + idle is at most 2 x MaxDelay = 2^32 - 2 ms, within RabbitMQ's limit of 2^32 - 1 ms, and a
+        // lower cap would let the queue expire, messages and all, before those published up to idle / 2 later leave it.
+        arguments["x-expires"] = (long)(ttl + idle).TotalMilliseconds;
         arguments["x-dead-letter-exchange"] = deadLetterExchange;
         if (deadLetterRoutingKey is not null)
         {
