@@ -136,6 +136,31 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
     }
 
     [Fact]
+    public async Task DeadLetter_OfAMessageWithAnExpiration_KeepsNoExpirationInTheDeadLetterQueue()
+    {
+        // Another client's message with a per-message TTL: copied as it was, the dead letter expired out of the dead-letter
+        // queue (which dead-letters nowhere) before it was drained. RabbitMQ's own dead-lettering drops the expiration too.
+        var transport = await CreateTransportAsync();
+        var queue = Name("short-lived");
+        await transport.DeclareQueueAsync(queue);
+        var properties = AmqpEnvelopeCodec.Encode(NewEnvelope(), "/test");
+        properties.Expiration = "600000";
+        var channel = await CreateRawChannelAsync();
+        await channel.BasicPublishAsync(string.Empty, queue, mandatory: true, properties, NewEnvelope().Body);
+
+        var handled = new Collector();
+        await ConsumeAsync(transport, queue, async (delivery, ct) =>
+        {
+            await delivery.DeadLetterAsync("Handler gave up", ct);
+            handled.Add(delivery.Envelope);
+        });
+
+        await handled.WaitForAsync(1);
+        var dead = await GetAsync(channel, queue + ".dead-letter");
+        Assert.False(dead.BasicProperties.IsExpirationPresent(), $"The dead letter expires after {dead.BasicProperties.Expiration} ms.");
+    }
+
+    [Fact]
     public async Task MalformedMessages_OnANormalQueue_ReachTheHandlerAsUndecodableWithTheReason_NotAsMessages()
     {
         var transport = await CreateTransportAsync();

@@ -169,6 +169,9 @@ internal static class AmqpEnvelopeCodec
         headers[AttemptHeader] = attempts;
         if (deadLetterReason is not null)
         {
+            // As RabbitMQ's own dead-lettering does: the dead-letter queue dead-letters nowhere, so a sender's per-message
+            // TTL would delete the dead letter before it is drained into the store.
+            properties.Expiration = null;
             headers[Prefix + HeaderNames.DeadLetterReason] = deadLetterReason;
             headers[OriginQueueHeader] = originQueue;
         }
