@@ -151,12 +151,22 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
             async () => (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount == 2, "the dead-letter queue holds the newest two");
     }
 
-    [Fact]
-    public async Task DeadLetterQueueMaxLength_RejectPublish_LosesNothing_TheOverflowWaitsInItsQueueUntilTheStoreIsBack_Issue10()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)] // Sends unconfirmed: the dead letter the full queue refused was not seen, and its original was acked.
+    public async Task DeadLetterQueueMaxLength_RejectPublish_LosesNothing_TheOverflowWaitsInItsQueueUntilTheStoreIsBack_Issue10(bool publisherConfirms)
     {
         var probe = new Probe();
         var store = new FaultyDeadLetterStore { Failing = true };
-        using var host = await StartHostAsync(probe, store, o => o.DeadLetterQueueMaxLength = 1, storeFailureRedelivery: TimeSpan.FromMilliseconds(100));
+        using var host = await StartHostAsync(
+            probe,
+            store,
+            o =>
+            {
+                o.DeadLetterQueueMaxLength = 1;
+                o.PublisherConfirms = publisherConfirms;
+            },
+            storeFailureRedelivery: TimeSpan.FromMilliseconds(100));
         var channel = await CreateRawChannelAsync();
         var endpoint = Name("endpoint");
         var deadLetterQueue = endpoint + ".dead-letter";

@@ -141,7 +141,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             var target = delay > TimeSpan.Zero
                 ? await _transport.EnsureRetryQueueAsync(Queue, delay, cancellationToken).ConfigureAwait(false)
                 : Queue;
-            await _transport.PublishCoreAsync(string.Empty, target, mandatory: true, properties, received.Envelope.Body, Describe(received), cancellationToken).ConfigureAwait(false);
+            await _transport.RepublishAsync(target, properties, received.Envelope.Body, Describe(received), cancellationToken).ConfigureAwait(false);
             await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
         }
         catch
@@ -162,7 +162,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         {
             var deadLetterQueue = await _transport.EnsureDeadLetterQueueAsync(Queue, cancellationToken).ConfigureAwait(false);
             var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, reason, Queue, headers);
-            await _transport.PublishCoreAsync(string.Empty, deadLetterQueue, mandatory: true, properties, received.Envelope.Body, Describe(received), cancellationToken).ConfigureAwait(false);
+            await _transport.RepublishAsync(deadLetterQueue, properties, received.Envelope.Body, Describe(received), cancellationToken).ConfigureAwait(false);
             await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
         }
         catch

@@ -14,8 +14,23 @@ internal sealed partial class RabbitMqTransport
     /// returned (unroutable) or nacked message was not stored, and one interrupted by a connection loss may or may not
     /// have been, so the caller retries (consumers deduplicate by message id).
     /// </summary>
+    private ValueTask PublishCoreAsync(
+        string exchange,
+        string routingKey,
+        bool mandatory,
+        BasicProperties properties,
+        ReadOnlyMemory<byte> body,
+        MessageLabel what,
+        CancellationToken cancellationToken) =>
+        PublishOnAsync(_publishers!, exchange, routingKey, mandatory, properties, body, what, cancellationToken);
+
+    /// <summary>Publishes a retry or dead-letter copy to a queue, confirmed even when sends are not (its original is acked next).</summary>
+    internal ValueTask RepublishAsync(string queue, BasicProperties properties, ReadOnlyMemory<byte> body, MessageLabel what, CancellationToken cancellationToken) =>
+        PublishOnAsync(_republishers!, string.Empty, queue, mandatory: true, properties, body, what, cancellationToken);
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    internal async ValueTask PublishCoreAsync(
+    private async ValueTask PublishOnAsync(
+        ChannelPool channels,
         string exchange,
         string routingKey,
         bool mandatory,
@@ -27,7 +42,7 @@ internal sealed partial class RabbitMqTransport
         ObjectDisposedException.ThrowIf(IsDisposed, this);
         try
         {
-            var channel = await _publishers!.GetAsync(cancellationToken).ConfigureAwait(false);
+            var channel = await channels.GetAsync(cancellationToken).ConfigureAwait(false);
             await channel.BasicPublishAsync(_names.Get(exchange), _names.Get(routingKey), mandatory, properties, body, cancellationToken).ConfigureAwait(false);
         }
         catch (PublishException e) when (e.IsReturn)

@@ -21,6 +21,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
     private IConnection? _publishConnection;
     private IConnection? _consumeConnection;
     private ChannelPool? _publishers;
+    private ChannelPool? _republishers;
     private ChannelPool? _topology;
     private int _recoveries;
 
@@ -183,6 +184,10 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         // after another stay in order across channels; without them, one channel keeps that order.
         var publisherChannels = _options.PublisherConfirms ? _options.PublisherChannels : 1;
         _publishers = new ChannelPool(publish, publisherChannels, _options.PublisherConfirms, Logger);
+
+        // A retry or dead-letter copy is confirmed whatever the sends do: its original is acked once it is published, so
+        // unconfirmed, a copy the broker refused (a full dead-letter queue) or returned was lost with that ack.
+        _republishers = _options.PublisherConfirms ? _publishers : new ChannelPool(publish, 1, confirms: true, Logger);
         _topology = new ChannelPool(publish, 1, confirms: false, Logger);
     }
 
@@ -190,14 +195,12 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
     protected override async ValueTask DisposeCoreAsync()
     {
         RabbitMqQueueGauges.Forget(this);
-        if (_publishers is not null)
+        foreach (var pool in new[] { _publishers, _republishers, _topology }.Distinct())
         {
-            await _publishers.DisposeAsync().ConfigureAwait(false);
-        }
-
-        if (_topology is not null)
-        {
-            await _topology.DisposeAsync().ConfigureAwait(false);
+            if (pool is not null)
+            {
+                await pool.DisposeAsync().ConfigureAwait(false);
+            }
         }
 
         foreach (var connection in new[] { _consumeConnection, _publishConnection })

@@ -20,7 +20,10 @@ public sealed class RabbitMqTransportOptions
     /// <summary>When set, replaces <c>ConsumerOptions.Prefetch</c> for every consumer (raised to the consumer's concurrency if lower).</summary>
     public int? Prefetch { get; set; }
 
-    /// <summary>Whether a send completes only once the broker confirmed it (on by default; off trades safety for throughput).</summary>
+    /// <summary>
+    /// Whether a send completes only once the broker confirmed it (on by default; off trades safety for throughput).
+    /// Retry and dead-letter copies are confirmed either way, since their original is acked once they are published.
+    /// </summary>
     public bool PublisherConfirms { get; set; } = true;
 
     /// <summary>Largest body accepted, in bytes; larger messages are refused before sending. 16 MiB, the RabbitMQ 4 default limit.</summary>
