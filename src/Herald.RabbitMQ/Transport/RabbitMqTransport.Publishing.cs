@@ -9,27 +9,17 @@ internal sealed partial class RabbitMqTransport
     // Exchange and queue names in UTF-8, encoded once: the client would encode (and allocate) each one on every publish.
     private readonly BoundedCache<string, CachedString> _names = new(static name => name.Length == 0 ? CachedString.Empty : new CachedString(name));
 
-    /// <summary>
-    /// Publishes one message and, with confirms on, completes only when the broker has it. Any failure throws: a
-    /// returned (unroutable) or nacked message was not stored, and one interrupted by a connection loss may or may not
-    /// have been, so the caller retries (consumers deduplicate by message id).
-    /// </summary>
-    private ValueTask PublishCoreAsync(
-        string exchange,
-        string routingKey,
-        bool mandatory,
-        BasicProperties properties,
-        ReadOnlyMemory<byte> body,
-        MessageLabel what,
-        CancellationToken cancellationToken) =>
-        PublishOnAsync(_publishers!, exchange, routingKey, mandatory, properties, body, what, cancellationToken);
-
     /// <summary>Publishes a retry or dead-letter copy to a queue, confirmed even when sends are not (its original is acked next).</summary>
     internal ValueTask RepublishAsync(string queue, BasicProperties properties, ReadOnlyMemory<byte> body, MessageLabel what, CancellationToken cancellationToken) =>
-        PublishOnAsync(_republishers!, string.Empty, queue, mandatory: true, properties, body, what, cancellationToken);
+        PublishCoreAsync(_republishers!, string.Empty, queue, mandatory: true, properties, body, what, cancellationToken);
 
+    /// <summary>
+    /// Publishes one message on a channel of <paramref name="channels"/> and, with confirms on there, completes only when
+    /// the broker has it. Any failure throws: a returned (unroutable) or nacked message was not stored, and one interrupted
+    /// by a connection loss may or may not have been, so the caller retries (consumers deduplicate by message id).
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask PublishOnAsync(
+    private async ValueTask PublishCoreAsync(
         ChannelPool channels,
         string exchange,
         string routingKey,

@@ -82,7 +82,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         // Connected, the queue declared and no delay (every send but the first): the publish is the only async step.
         if (IsConnected && IsDeclared(('q', queue, string.Empty)) && !(options?.Delay > TimeSpan.Zero))
         {
-            return PublishCoreAsync(string.Empty, queue, mandatory: true, AmqpEnvelopeCodec.Encode(envelope, _options.Source), envelope.Body, Describe(envelope), cancellationToken);
+            return PublishCoreAsync(_publishers!, string.Empty, queue, mandatory: true, AmqpEnvelopeCodec.Encode(envelope, _options.Source), envelope.Body, Describe(envelope), cancellationToken);
         }
 
         return SendSlowAsync(queue, envelope, options, cancellationToken);
@@ -98,7 +98,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         // Not mandatory: a topic nobody subscribes to yet simply drops the message, like every other transport.
         if (IsConnected && IsDeclared(('x', topic, string.Empty)) && !(options?.Delay > TimeSpan.Zero))
         {
-            return PublishCoreAsync(topic, string.Empty, mandatory: false, AmqpEnvelopeCodec.Encode(envelope, _options.Source), envelope.Body, Describe(envelope), cancellationToken);
+            return PublishCoreAsync(_publishers!, topic, string.Empty, mandatory: false, AmqpEnvelopeCodec.Encode(envelope, _options.Source), envelope.Body, Describe(envelope), cancellationToken);
         }
 
         return PublishSlowAsync(topic, envelope, options, cancellationToken);
@@ -117,7 +117,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
             target = await EnsureRetryQueueAsync(queue, delay, cancellationToken).ConfigureAwait(false);
         }
 
-        await PublishCoreAsync(string.Empty, target, mandatory: true, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
+        await PublishCoreAsync(_publishers!, string.Empty, target, mandatory: true, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
     }
 
     private async ValueTask PublishSlowAsync(string topic, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
@@ -128,11 +128,11 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         if (options?.Delay is { } delay && delay > TimeSpan.Zero)
         {
             var delayQueue = await EnsureDelayQueueAsync(topic, delay, cancellationToken).ConfigureAwait(false);
-            await PublishCoreAsync(string.Empty, delayQueue, mandatory: true, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
+            await PublishCoreAsync(_publishers!, string.Empty, delayQueue, mandatory: true, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
             return;
         }
 
-        await PublishCoreAsync(topic, string.Empty, mandatory: false, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
+        await PublishCoreAsync(_publishers!, topic, string.Empty, mandatory: false, properties, envelope.Body, Describe(envelope), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
