@@ -1,8 +1,12 @@
 using System.Collections.Concurrent;
 using Herald.EventSourcing;
+using Herald.Hosting;
 using Herald.Messages;
 using Herald.Persistence;
+using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
 
 namespace Herald.Streams.Tests;
 
@@ -41,6 +45,124 @@ public sealed class LeaseLossTests
         Assert.Contains("lost partition 1", failure.Message, StringComparison.Ordinal);
         Assert.Equal(before, await checkpoints.GetCheckpointAsync("stream:lossy:1"));
         await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task InMemory_ACommitOfAProcessThatAnotherSupplantedOnAPartition_FailsAndWritesNothing()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(h => h.Services.Replace(ServiceDescriptor.Singleton<ILeaderElection>(new AlwaysLeader())));
+        await SupplantedOwnerAsync(host, host);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Sqlite_ACommitOfAProcessThatAnotherSupplantedOnAPartition_FailsAndWritesNothing()
+    {
+        // SQLite elects within one process (its stores serve one by design): the two owners share a host, and the fence
+        // is the same checkpoint-store key on that engine.
+        var file = TestSqlite.NewFile("fence");
+        try
+        {
+            using var host = await ProcessorScenario.StartHostAsync(h =>
+            {
+                h.UseSqlite(file).UseSqliteStreamState();
+                h.Services.Replace(ServiceDescriptor.Singleton<ILeaderElection>(new AlwaysLeader()));
+            });
+            await SupplantedOwnerAsync(host, host);
+            await host.StopAsync();
+        }
+        finally
+        {
+            TestSqlite.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task Postgres_ACommitOfAProcessThatAnotherSupplantedOnAPartition_FailsAndWritesNothing()
+    {
+        var schema = TestPostgres.NewSchema();
+        try
+        {
+            Action<HeraldBuilder> configure = h =>
+            {
+                h.UsePostgres(TestPostgres.ConnectionString, o => o.Schema = schema).UsePostgresStreamState();
+                h.Services.Replace(ServiceDescriptor.Singleton<ILeaderElection>(new AlwaysLeader()));
+            };
+            using var first = await ProcessorScenario.StartHostAsync(configure);
+            using var second = await ProcessorScenario.StartHostAsync(configure);
+            await SupplantedOwnerAsync(first, second);
+            await second.StopAsync();
+            await first.StopAsync();
+        }
+        finally
+        {
+            await TestPostgres.DropAsync(schema);
+        }
+    }
+
+    /// <summary>
+    /// A process runs the partition; another takes it over while the first has not noticed that it lost it (its lock
+    /// session was killed, say: the keep-alive sees that up to 5 s later). Both then read the same events: the first one's
+    /// commit must fail and write nothing (neither its state, nor its dead letter, nor its checkpoint), and the second
+    /// counts every event once and goes on. Regression: the lease was checked only before the commit, so both committed.
+    /// </summary>
+    private static async Task SupplantedOwnerAsync(IHost first, IHost second)
+    {
+        var events = first.Services.GetRequiredService<IEventStore>();
+        var envelopes = first.Services.GetRequiredService<EnvelopeFactory>();
+        var checkpoints = second.Services.GetRequiredService<ICheckpointStore>();
+        async Task<long> AppendAsync(int from, int to)
+        {
+            for (var i = from; i < to; i++)
+            {
+                await events.AppendAsync("order-" + i, ExpectedVersion.NoStream, [envelopes.Create(ProcessorScenario.OrderAt(i))]);
+            }
+
+            return await events.GetLastPositionAsync();
+        }
+
+        static StreamTopology Topology()
+        {
+            // Order o10 (read after the takeover) is refused: its dead letter is written with the commit that passes it.
+            var builder = new StreamBuilder();
+            builder.Stream<Order>().GroupBy(o => o.OrderId == "o10" ? throw new InvalidOperationException("refused") : o.ProductId).Count("orders");
+            return builder.Build();
+        }
+
+        var options = new StreamProcessorOptions { Partitions = 1, PartitionBalanceInterval = TimeSpan.FromHours(1) }; // only the commit notices
+        var head = await AppendAsync(0, 8);
+        await using var supplanted = new StreamProcessor("fenced", Topology(), first.Services, options);
+        await supplanted.StartAsync();
+        await supplanted.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(30));
+
+        await using var owner = new StreamProcessor("fenced", Topology(), second.Services, options);
+        await owner.StartAsync();
+        Assert.Equal([0], owner.OwnedPartitions);
+        head = await AppendAsync(8, 16);
+
+        var failure = await Assert.ThrowsAsync<LeaseLostException>(() => supplanted.Completion.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("lost partition 0", failure.Message, StringComparison.Ordinal);
+        await owner.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.False(owner.Completion.IsCompleted);
+        Assert.Equal(head, await checkpoints.GetCheckpointAsync("stream:fenced"));
+        var expected = Enumerable.Range(0, 16).Where(i => i != 10).Select(ProcessorScenario.OrderAt)
+            .GroupBy(o => o.ProductId).Select(g => KeyValuePair.Create(g.Key, g.LongCount())).OrderBy(c => c.Key, StringComparer.Ordinal);
+        Assert.Equal(expected, (await owner.QueryAllAsync<string, long>("orders")).OrderBy(c => c.Key, StringComparer.Ordinal));
+        var deadLetter = Assert.Single(await second.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:fenced" }));
+        Assert.Contains("refused", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        await owner.StopAsync();
+    }
+
+    /// <summary>Grants every lease and never loses one: a process that has not noticed yet that its lock is gone.</summary>
+    private sealed class AlwaysLeader : ILeaderElection
+    {
+        public ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default) =>
+            ValueTask.FromResult<LeaderLease?>(new Held(resource));
+
+        private sealed class Held(string resource) : LeaderLease(resource)
+        {
+            protected override ValueTask ReleaseAsync() => ValueTask.CompletedTask;
+        }
     }
 
     /// <summary>An election whose leases the test can take away.</summary>

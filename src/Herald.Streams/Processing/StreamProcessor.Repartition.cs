@@ -178,6 +178,7 @@ public sealed partial class StreamProcessor
             await CommitPartitionAsync(
                 run,
                 stage.Partition,
+                stage,
                 async (services, token) =>
                 {
                     var unitOfWork = services.GetRequiredService<IUnitOfWork>();

@@ -450,13 +450,17 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         var entries = 0;
         foreach (var index in owned)
         {
+            // The term first: once it is stored, a process that held the partition before cannot commit what this one loads.
+            var lease = _leases.GetValueOrDefault(index);
+            var fence = lease is null ? null : await TakeFenceAsync(CheckpointId(index), cancellationToken).ConfigureAwait(false);
             var (task, loaded) = await LoadTaskAsync(StateName(index), cancellationToken).ConfigureAwait(false);
             entries += loaded;
             var checkpoint = _options.Source.IsExternal ? 0 : await _checkpoints!.GetCheckpointAsync(CheckpointId(index), cancellationToken).ConfigureAwait(false) ?? 0;
-            var partition = new StreamPartition(index, StateName(index), CheckpointId(index), task, checkpoint) { Lease = _leases.GetValueOrDefault(index) };
+            var partition = new StreamPartition(index, StateName(index), CheckpointId(index), task, checkpoint) { Lease = lease, Fence = fence };
             partitions.Add(partition);
             for (var stage = 1; _repartitioned && stage < _topology.StageCount; stage++)
             {
+                var stageFence = lease is null ? null : await TakeFenceAsync(StageCheckpointId(index, stage), cancellationToken).ConfigureAwait(false);
                 var stageTask = NewTask(stage);
                 await foreach (var entry in _state.ReadAllAsync(StageStateName(index, stage), cancellationToken).ConfigureAwait(false))
                 {
@@ -465,7 +469,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 }
 
                 var taken = await _checkpoints!.GetCheckpointAsync(StageCheckpointId(index, stage), cancellationToken).ConfigureAwait(false) ?? 0;
-                partition.Stages.Add(new StreamStage(stage, partition, StageStateName(index, stage), StageCheckpointId(index, stage), stageTask, taken));
+                partition.Stages.Add(new StreamStage(stage, partition, StageStateName(index, stage), StageCheckpointId(index, stage), stageTask, taken) { Fence = stageFence });
             }
         }
 
@@ -521,6 +525,10 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             Log.PartitionsOwned(_logger, Name, string.Join(",", run.Partitions.Keys.Order()), _options.Partitions);
         }
     }
+
+    // One fence per committing loop (a partition's and each of its later stages'), since each moves its fence in turn.
+    private ValueTask<LeaderFence> TakeFenceAsync(string checkpointId, CancellationToken cancellationToken) =>
+        LeaderFence.TakeAsync(_checkpoints!, _runner, "$stream-leader:" + checkpointId, cancellationToken);
 
     /// <summary>A task with the committed state kept under <paramref name="stateName"/>, and how many entries it loaded.</summary>
     private async Task<(StreamTask Task, int Entries)> LoadTaskAsync(string stateName, CancellationToken cancellationToken)
@@ -887,6 +895,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             await CommitPartitionAsync(
                 run,
                 partition,
+                partition,
                 async (services, token) =>
                 {
                     await WriteAsync(services, partition.StateName, changes, outputs, deadLetters, token).ConfigureAwait(false);
@@ -905,8 +914,12 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         Release(null);
     }
 
-    /// <summary>Runs one commit of <paramref name="partition"/> (or of one of its later stages) in a unit of work, unless the run failed or the partition's lease is lost.</summary>
-    private async ValueTask CommitPartitionAsync(StreamRun run, StreamPartition partition, Func<IServiceProvider, CancellationToken, ValueTask> write)
+    /// <summary>
+    /// Runs one commit of <paramref name="unit"/> (<paramref name="partition"/> or one of its later stages) in a unit of
+    /// work, unless the run failed or the partition's lease is lost; fenced by the unit's term, so it fails and writes
+    /// nothing once another process took the partition over, even before this one notices the loss of the lease.
+    /// </summary>
+    private async ValueTask CommitPartitionAsync(StreamRun run, StreamPartition partition, StreamUnit unit, Func<IServiceProvider, CancellationToken, ValueTask> write)
     {
         if (run.Failure is { } failure)
         {
@@ -914,13 +927,22 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         }
 
         // Another process may own the partition already: its commits, not this one's, must stand.
+        var lost = $"Stream processor '{Name}' lost partition {partition.Index}; it commits nothing more for it.";
         if (partition.Lease is { IsHeld: false })
         {
-            throw new LeaseLostException($"Stream processor '{Name}' lost partition {partition.Index}; it commits nothing more for it.");
+            throw new LeaseLostException(lost);
         }
 
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        await _runner.RunAsync(write, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+        if (unit.Fence is { } fence)
+        {
+            await fence.RunAsync(write, lost, CancellationToken.None).ConfigureAwait(false);
+        }
+        else
+        {
+            await _runner.RunAsync(write, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+        }
+
         Interlocked.Add(ref _commitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
         Interlocked.Increment(ref _commits);
     }

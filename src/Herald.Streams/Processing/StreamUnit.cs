@@ -31,6 +31,12 @@ internal abstract class StreamUnit(string stateName, string checkpointId, Stream
 
     public System.Threading.Tasks.Task Loop { get; set; } = System.Threading.Tasks.Task.CompletedTask;
 
+    /// <summary>
+    /// The term this process took on its commits when it took the partition's lease (none without an election): a process
+    /// that lost the lease but has not noticed yet cannot commit beside the one that took it over.
+    /// </summary>
+    public Herald.Internal.LeaderFence? Fence { get; init; }
+
     /// <summary>Moves <see cref="Committed"/> up to <paramref name="position"/>; never back.</summary>
     public void MarkCommitted(long position)
     {

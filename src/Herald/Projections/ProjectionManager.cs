@@ -7,6 +7,7 @@ using Herald.EventSourcing.Subscriptions;
 using Herald.Handling;
 using Herald.Handling.Pipeline;
 using Herald.Hosting;
+using Herald.Internal;
 using Herald.Persistence;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -244,7 +245,7 @@ public sealed class ProjectionManager
     private async Task LeadAsync(ProjectionRuntime projection, CancellationToken leading)
     {
         // Before the generation is read: a rebuild of a leader that started before this one is refused from here on.
-        projection.Fence = await TakeTermAsync(projection.Name, leading).ConfigureAwait(false);
+        projection.Fence = await LeaderFence.TakeAsync(_checkpoints, _runner, FenceKey(projection.Name), leading).ConfigureAwait(false);
         while (!leading.IsCancellationRequested)
         {
             // Read at every start, so a runner started again (after a failure, or a switch made elsewhere) runs the live one.
@@ -436,43 +437,14 @@ public sealed class ProjectionManager
         }
     }
 
-    // A term above every earlier leader's, stored before this leader reads or writes anything of the projection.
-    private async ValueTask<long> TakeTermAsync(string name, CancellationToken cancellationToken)
-    {
-        var key = FenceKey(name);
-        while (true)
-        {
-            var stored = await _checkpoints.GetCheckpointAsync(key, cancellationToken).ConfigureAwait(false) ?? 0;
-            var term = ((stored >> 32) + 1) << 32;
-            if (await AdvanceAsync(key, term, cancellationToken).ConfigureAwait(false))
-            {
-                return term;
-            }
-        }
-    }
-
     // Runs work in a unit of work that also writes the fence, so it commits only while no leader took a term after this
     // one: the leadership lease cannot say so itself, since another node may hold it before this one notices the loss (a
     // killed session is seen at the next keep-alive).
-    private async ValueTask FencedAsync(ProjectionRuntime projection, Func<IUnitOfWork, CancellationToken, ValueTask> work, CancellationToken cancellationToken)
-    {
-        var key = FenceKey(projection.Name);
-        try
-        {
-            await _runner.RunAsync(
-                async (services, token) =>
-                {
-                    var unitOfWork = services.GetRequiredService<IUnitOfWork>();
-                    await _checkpoints.SetCheckpointAsync(key, ++projection.Fence, unitOfWork, token).ConfigureAwait(false);
-                    await work(unitOfWork, token).ConfigureAwait(false);
-                },
-                cancellationToken: cancellationToken).ConfigureAwait(false);
-        }
-        catch (CheckpointConflictException conflict) when (conflict.SubscriptionId == key)
-        {
-            throw new LeaseLostException($"Another node started leading projection '{projection.Name}' after this one did; this node's rebuild is refused, and the generation it would replace still serves.");
-        }
-    }
+    private static ValueTask FencedAsync(ProjectionRuntime projection, Func<IUnitOfWork, CancellationToken, ValueTask> work, CancellationToken cancellationToken) =>
+        projection.Fence!.RunAsync(
+            (services, token) => work(services.GetRequiredService<IUnitOfWork>(), token),
+            $"Another node started leading projection '{projection.Name}' after this one did; this node's rebuild is refused, and the generation it would replace still serves.",
+            cancellationToken);
 
     // Stores value under key only forward; false when the stored value is at or past it already.
     private async ValueTask<bool> AdvanceAsync(string key, long value, CancellationToken cancellationToken)
@@ -596,8 +568,8 @@ public sealed class ProjectionManager
 
         public int Generation { get; set; } = 1;
 
-        /// <summary>The last value this node's leadership wrote under <see cref="FenceKey"/> (only its lead loop touches it).</summary>
-        public long Fence { get; set; }
+        /// <summary>This node's leadership's term under <see cref="FenceKey"/> (only its lead loop uses it).</summary>
+        public LeaderFence? Fence { get; set; }
 
         /// <summary>Behind the head and not moved since the first look for longer than <paramref name="stallAfter"/>.</summary>
         public bool IsStuck(long position, long lag, DateTimeOffset now, TimeSpan stallAfter)
