@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Herald.Conformance.Persistence;
 using Herald.EventSourcing;
 using Herald.Hosting;
 using Herald.Messages;
@@ -151,18 +152,6 @@ public sealed class LeaseLossTests
         var deadLetter = Assert.Single(await second.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:fenced" }));
         Assert.Contains("refused", deadLetter.ErrorMessage, StringComparison.Ordinal);
         await owner.StopAsync();
-    }
-
-    /// <summary>Grants every lease and never loses one: a process that has not noticed yet that its lock is gone.</summary>
-    private sealed class AlwaysLeader : ILeaderElection
-    {
-        public ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default) =>
-            ValueTask.FromResult<LeaderLease?>(new Held(resource));
-
-        private sealed class Held(string resource) : LeaderLease(resource)
-        {
-            protected override ValueTask ReleaseAsync() => ValueTask.CompletedTask;
-        }
     }
 
     /// <summary>An election whose leases the test can take away.</summary>

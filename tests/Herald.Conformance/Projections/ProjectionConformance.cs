@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Herald.Conformance.Persistence;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Aggregates;
 using Herald.Hosting;
@@ -438,16 +439,6 @@ public abstract partial class ProjectionConformance
 
         protected override void When(object @event)
         {
-        }
-    }
-
-    private sealed class AlwaysLeader : ILeaderElection
-    {
-        public ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default) => new(new Lease(resource));
-
-        private sealed class Lease(string resource) : LeaderLease(resource)
-        {
-            protected override ValueTask ReleaseAsync() => ValueTask.CompletedTask;
         }
     }
 }
