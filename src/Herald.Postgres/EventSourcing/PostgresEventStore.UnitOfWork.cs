@@ -14,9 +14,9 @@ internal sealed partial class PostgresEventStore
     /// Appends in a unit of work on this store's database: the events are written now, inside its transaction, and become
     /// readable (with the outbox rows and inbox mark enlisted in it) only when it commits; a rollback discards them.
     /// A stale expected version is found here, but, as on every engine, surfaces as a <see cref="ConcurrencyException"/> from
-    /// <see cref="IUnitOfWork.CommitAsync"/>, which then rolls everything back.
+    /// <see cref="IUnitOfWork.CommitAsync"/>, which then rolls everything back. Written now, the version returned is the stored one.
     /// </summary>
-    public async ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    public async ValueTask<long?> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(unitOfWork);
         AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
@@ -33,12 +33,11 @@ internal sealed partial class PostgresEventStore
             if (events.Count == 0)
             {
                 // Nothing to write: only the expected version is checked, now.
-                await CheckEmptyAppendAsync(runtime, stream, expectedVersion, cancellationToken).ConfigureAwait(false);
-                return;
+                return (await CheckEmptyAppendAsync(runtime, stream, expectedVersion, cancellationToken).ConfigureAwait(false)).StreamVersion;
             }
 
             var pending = new PendingAppend(stream, expectedVersion, events, cancellationToken);
-            await own.ExecuteAsync(
+            var appended = await own.ExecuteAsync(
                 async (connection, transaction, token) =>
                 {
                     var (firstOrdinal, notify) = own.ReserveOrdinals(events.Count);
@@ -47,10 +46,12 @@ internal sealed partial class PostgresEventStore
                     return result;
                 },
                 cancellationToken).ConfigureAwait(false);
+            return appended.StreamVersion;
         }
         catch (ConcurrencyException conflict)
         {
             own.Doom(conflict);
+            return null;
         }
     }
 

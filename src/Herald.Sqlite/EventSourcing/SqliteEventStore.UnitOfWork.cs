@@ -12,16 +12,61 @@ internal sealed partial class SqliteEventStore
     /// <summary>
     /// Appends in a unit of work on this file: the events commit in the same transaction as the outbox rows and inbox mark
     /// enlisted in it, or not at all. The append runs when <paramref name="unitOfWork"/> commits, so a conflict with the
-    /// expected version (a <see cref="ConcurrencyException"/>) is thrown by its <see cref="IUnitOfWork.CommitAsync"/>.
+    /// expected version (a <see cref="ConcurrencyException"/>) is thrown by its <see cref="IUnitOfWork.CommitAsync"/>; so is
+    /// a NoStream append whose stream was started again and deleted meanwhile, which would land above the version returned.
     /// </summary>
-    public ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    public async ValueTask<long?> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(unitOfWork);
         AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
+        var own = Own(unitOfWork);
         cancellationToken.ThrowIfCancellationRequested();
         var copy = events.ToArray();
-        Own(unitOfWork).Enlist(session => session.Append(stream, expectedVersion, copy));
-        return ValueTask.CompletedTask;
+        var planned = await PlannedVersionAsync(stream, expectedVersion, copy, cancellationToken).ConfigureAwait(false);
+        own.Enlist(session =>
+        {
+            var result = session.Append(stream, expectedVersion, copy);
+            if (planned is { } promise && copy.Length > 0 && result.StreamVersion != promise)
+            {
+                // Only a NoStream append can land elsewhere, and it passed its check: the stream read as version 0.
+                throw new ConcurrencyException(stream, expectedVersion, 0,
+                    $"The stream changed after the append was enlisted: its events would be stored up to version {result.StreamVersion}, not {promise}.");
+            }
+        });
+        return planned;
+    }
+
+    // Where the append will leave the stream, which the commit holds it to. Null for Any and StreamExists, which go
+    // wherever the stream is at the commit.
+    private async ValueTask<long?> PlannedVersionAsync(string stream, ExpectedVersion expected, Envelope[] events, CancellationToken cancellationToken)
+    {
+        if (expected.IsExact)
+        {
+            return expected.Value + events.Length;
+        }
+
+        if (!expected.IsNoStream)
+        {
+            return null;
+        }
+
+        if (events.Length == 0)
+        {
+            return 0;
+        }
+
+        // After a deletion the stream starts again above its deleted versions; a retry keeps its stored place.
+        var (last, retried) = await ReadAsync(reader =>
+        {
+            var command = reader.Command(
+                "SELECT s.version, (SELECT e.version FROM herald_events e WHERE e.stream_id = s.stream_id AND e.event_id = $p1) FROM herald_streams s WHERE s.name = $p0",
+                2);
+            command.Parameters[0].Value = stream;
+            command.Parameters[1].Value = events[0].MessageId.ToByteArray(bigEndian: true);
+            using var row = command.ExecuteReader();
+            return row.Read() ? (row.GetInt64(0), row.IsDBNull(1) ? (long?)null : row.GetInt64(1)) : (0L, null);
+        }, cancellationToken).ConfigureAwait(false);
+        return retried is { } start ? start + events.Length - 1 : last + events.Length;
     }
 
     /// <summary>Begins a unit of work on this file (the DI scope's one when the store is registered by <c>UseSqlite</c>).</summary>

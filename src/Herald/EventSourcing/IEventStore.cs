@@ -23,8 +23,12 @@ public interface IEventStore
     /// Appends events to a stream in <paramref name="unitOfWork"/>: they are written with its other writes when it commits, or
     /// not at all. The same rules as the direct append apply, but a conflict surfaces at <see cref="IUnitOfWork.CommitAsync"/>
     /// (a <see cref="ConcurrencyException"/>, with nothing written), never here. Invalid input still throws at once.
+    /// Returns the stream version the events are stored at if it commits (a deleted stream's next version counts on from its
+    /// deleted ones): always with an exact version or <see cref="ExpectedVersion.NoStream"/>, whose commit fails rather than
+    /// store them elsewhere; null when only the commit can place them (<see cref="ExpectedVersion.Any"/> or
+    /// <see cref="ExpectedVersion.StreamExists"/> on a store that writes at the commit) or when the append already conflicts.
     /// </summary>
-    ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default);
+    ValueTask<long?> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Reads a stream forward from a version (inclusive) or backward from a version (inclusive; pass <see cref="long.MaxValue"/>

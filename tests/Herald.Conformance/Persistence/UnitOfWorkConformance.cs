@@ -1,6 +1,8 @@
 using System.Text.Json;
 using Herald.Cqrs;
+using Herald.Conformance.EventSourcing;
 using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
 using Herald.Handling;
 using Herald.Hosting;
 using Herald.Messages;
@@ -35,6 +37,9 @@ public abstract class UnitOfWorkConformance
 
     /// <summary>True when the application's table holds a committed row keyed <paramref name="key"/>.</summary>
     protected abstract ValueTask<bool> UserRowExistsAsync(IServiceProvider services, string key);
+
+    /// <summary>True when an enlisted append is written only at the commit (false: at once, in the open transaction).</summary>
+    protected virtual bool WritesAtTheCommit => true;
 
     /// <summary>Runs once the host started (its store is ready): create the application's table here.</summary>
     protected virtual ValueTask OnStartedAsync(IServiceProvider services) => ValueTask.CompletedTask;
@@ -169,6 +174,122 @@ public abstract class UnitOfWorkConformance
 
         Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
         Assert.Null(await host.Get<ISagaStore>().LoadAsync(saga.SagaType, saga.Id));
+    }
+
+    [Fact]
+    public async Task AnAggregateSavedInAUnitOfWork_AfterItsStreamWasDeleted_ReportsTheVersionsItsEventsWereStoredAt()
+    {
+        await using var host = await StartAsync();
+        var id = Guid.NewGuid().ToString("N");
+        var direct = Counters(host.Services, unitOfWork: null);
+        var first = new ConformanceCounter();
+        first.Start(id);
+        first.Increment(100);
+        first.Increment(100);
+        first.Increment(100);
+        await direct.SaveAsync(first);
+        await host.Get<IEventStore>().DeleteStreamAsync(direct.StreamNameFor(id), ExpectedVersion.Exactly(3));
+
+        // The stream starts again after its deleted versions 1-3, though the aggregate loads as new (version 0): the two
+        // saves land at 4-5 and 6, and each must report that (the second save's expected version is the first's result).
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            var inUnit = Counters(scope.ServiceProvider, unitOfWork);
+            var again = await inUnit.LoadAsync(id);
+            Assert.Equal(0, again.Version);
+            again.Increment(1);
+            again.Increment(2);
+            Assert.Equal(5, await inUnit.SaveAsync(again));
+            Assert.Equal(5, again.Version);
+            again.Increment(4);
+            Assert.Equal(6, await inUnit.SaveAsync(again));
+            await unitOfWork.CommitAsync();
+        }
+
+        Assert.Equal(6, await host.Get<IEventStore>().GetStreamVersionAsync(direct.StreamNameFor(id)));
+
+        // The snapshot due at version 5 was taken in that commit, holding exactly versions 4-5.
+        var snapshot = await host.Get<ISnapshotStore>().LoadSnapshotAsync(direct.StreamNameFor(id));
+        Assert.Equal(5, snapshot?.Version);
+        var loaded = await direct.LoadAsync(id);
+        Assert.Equal((7, 6L, 1), (loaded.Total, loaded.Version, loaded.EventsApplied));
+
+        // The next unit of work saves on top without a conflict.
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            var inUnit = Counters(scope.ServiceProvider, unitOfWork);
+            var next = await inUnit.LoadAsync(id);
+            next.Increment(8);
+            Assert.Equal(7, await inUnit.SaveAsync(next));
+            await unitOfWork.CommitAsync();
+        }
+
+        Assert.Equal(15, (await direct.LoadAsync(id)).Total);
+    }
+
+    [Fact]
+    public async Task AnAppendInAUnitOfWork_ToADeletedStream_ReturnsTheVersionItIsStoredAt()
+    {
+        await using var host = await StartAsync();
+        var stream = Work.New().Stream;
+        var store = host.Get<IEventStore>();
+        await store.AppendAsync(stream, ExpectedVersion.NoStream, [Event(host), Event(host), Event(host)]);
+        await store.DeleteStreamAsync(stream, ExpectedVersion.Exactly(3));
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            Assert.Equal(5, await store.AppendAsync(stream, ExpectedVersion.NoStream, [Event(host), Event(host)], unitOfWork));
+            Assert.Equal(6, await store.AppendAsync(stream, ExpectedVersion.Exactly(5), [Event(host)], unitOfWork));
+            await unitOfWork.CommitAsync();
+        }
+
+        Assert.Equal(6, await store.GetStreamVersionAsync(stream));
+        var versions = new List<long>();
+        await foreach (var recorded in store.ReadStreamAsync(stream))
+        {
+            versions.Add(recorded.Version);
+        }
+
+        Assert.Equal([4L, 5L, 6L], versions);
+    }
+
+    [Fact]
+    public async Task AnAppendInAUnitOfWork_ToADeletedStreamStartedAgainAndDeletedBeforeTheCommit_IsNeverStoredElsewhere()
+    {
+        await using var host = await StartAsync();
+        var stream = Work.New().Stream;
+        var store = host.Get<IEventStore>();
+        await store.AppendAsync(stream, ExpectedVersion.NoStream, [Event(host)]);
+        await store.DeleteStreamAsync(stream, ExpectedVersion.Exactly(1));
+
+        await using var scope = host.Services.CreateAsyncScope();
+        var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+        Assert.Equal(3, await store.AppendAsync(stream, ExpectedVersion.NoStream, [Event(host), Event(host)], unitOfWork));
+
+        // Another writer starts the stream again (version 2) and deletes it: NoStream still holds, but versions 2-3 are gone.
+        var other = Task.Run(async () =>
+        {
+            await store.AppendAsync(stream, ExpectedVersion.Any, [Event(host)]);
+            await store.DeleteStreamAsync(stream, ExpectedVersion.Any);
+        });
+        if (WritesAtTheCommit)
+        {
+            await other;
+            await Assert.ThrowsAsync<ConcurrencyException>(() => unitOfWork.CommitAsync().AsTask());
+
+            // Nothing of the unit of work was written: the stream starts again right after the other writer's version 2.
+            Assert.Equal(3, (await store.AppendAsync(stream, ExpectedVersion.NoStream, [Event(host)])).StreamVersion);
+        }
+        else
+        {
+            // The append was written at once, holding the stream until the commit: the other writer goes after it.
+            await unitOfWork.CommitAsync();
+            await other;
+            Assert.Equal(5, (await store.AppendAsync(stream, ExpectedVersion.NoStream, [Event(host)])).StreamVersion);
+        }
     }
 
     [Fact]
@@ -394,6 +515,15 @@ public abstract class UnitOfWorkConformance
         Assert.True(await UserRowExistsAsync(host.Services, work.Key));
         await Eventually.UntilAsync(() => host.SentNotes().Contains(work.Key), "the command's outbox row is relayed once committed");
     }
+
+    private static AggregateRepository<ConformanceCounter> Counters(IServiceProvider services, IUnitOfWork? unitOfWork) => new(
+        services.GetRequiredService<IEventStore>(),
+        ConformanceCounter.CreateRegistry(),
+        services.GetRequiredService<IMessageSerializer>(),
+        TimeProvider.System,
+        unitOfWork,
+        services.GetRequiredService<ISnapshotStore>(),
+        new AggregateOptions { Category = "uowcounter", SnapshotEvery = 5 });
 
     private async ValueTask EnlistAllAsync(IServiceProvider services, IUnitOfWork unitOfWork, Work work, ExpectedVersion expected)
     {

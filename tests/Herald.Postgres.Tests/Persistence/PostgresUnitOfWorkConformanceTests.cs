@@ -15,6 +15,8 @@ public sealed class PostgresUnitOfWorkConformanceTests : UnitOfWorkConformance, 
 
     public Task DisposeAsync() => PostgresTestDatabase.DropSchemaAsync(_schema);
 
+    protected override bool WritesAtTheCommit => false;
+
     protected override void UseEngine(HeraldBuilder herald) => herald.UsePostgres(PostgresTestDatabase.ConnectionString, o => o.Schema = _schema);
 
     protected override async ValueTask OnStartedAsync(IServiceProvider services) =>

@@ -131,7 +131,7 @@ public sealed class EventStoreBuildingBlocksTests
         public ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
             inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
 
-        public ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
+        public ValueTask<long?> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
             inner.AppendAsync(stream, expectedVersion, events, unitOfWork, cancellationToken);
 
         public IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>

@@ -174,15 +174,18 @@ public sealed class AggregateRepository<TAggregate>
         var loadedVersion = aggregate.Version;
         var expected = ExpectedVersion.FromLoadedVersion(loadedVersion);
         long version;
+        var versionKnown = true;
         if (_unitOfWork is null)
         {
             version = (await _store.AppendAsync(stream, expected, envelopes, cancellationToken).ConfigureAwait(false)).StreamVersion;
         }
         else
         {
-            // Written at the commit, where a conflict (which also undoes a snapshot staged below) surfaces.
-            await _store.AppendAsync(stream, expected, envelopes, _unitOfWork, cancellationToken).ConfigureAwait(false);
-            version = loadedVersion + envelopes.Length;
+            // Written at the commit, where a conflict (which also undoes a snapshot staged below) surfaces. The store says
+            // where the events go: an aggregate loaded as new may start its stream again above deleted versions.
+            var planned = await _store.AppendAsync(stream, expected, envelopes, _unitOfWork, cancellationToken).ConfigureAwait(false);
+            versionKnown = planned is not null || loadedVersion > 0;
+            version = planned ?? loadedVersion + envelopes.Length;
             if (_inline is not null)
             {
                 // Inline projections change their read models in this unit of work: with the events, or not at all.
@@ -192,11 +195,9 @@ public sealed class AggregateRepository<TAggregate>
 
         aggregate.MarkSaved(version);
 
-        // In a unit of work, an aggregate loaded as new may start its stream again above deleted events, at a version only
-        // the commit learns: loadedVersion + n would then be too low, and a load would replay events onto a snapshot that
-        // already holds them. Such a save takes no snapshot (a later one does).
-        var versionKnown = _unitOfWork is null || loadedVersion > 0;
-        if (_snapshotEvery > 0 && envelopes.Length > 0 && versionKnown && version / _snapshotEvery > loadedVersion / _snapshotEvery)
+        // A store that could not say where a new aggregate's events go (it owes that for NoStream) leaves the version a guess:
+        // a snapshot claiming it could be below the events it holds, and a load would replay them onto it. No snapshot then.
+        if (_snapshotEvery > 0 && envelopes.Length > 0 && versionKnown && version / _snapshotEvery > (version - envelopes.Length) / _snapshotEvery)
         {
             await SaveSnapshotAsync(aggregate, stream, now, cancellationToken).ConfigureAwait(false);
         }

@@ -77,20 +77,52 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     }
 
     /// <inheritdoc />
-    public ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    public ValueTask<long?> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
         AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
         cancellationToken.ThrowIfCancellationRequested();
         var own = InMemoryUnitOfWork.Of(unitOfWork);
         var staged = events.Select(Copy).ToArray();
-        own.Enlist(this, () => new StagedAppends(this)).Add(stream, expectedVersion, staged);
-        return ValueTask.CompletedTask;
+        var planned = PlannedVersion(stream, expectedVersion, staged);
+        own.Enlist(this, () => new StagedAppends(this)).Add(stream, expectedVersion, staged, planned);
+        return ValueTask.FromResult(planned);
+    }
+
+    // Where a staged append will leave the stream; the commit refuses to put its events anywhere else. Null for Any and
+    // StreamExists, which go wherever the stream is at the commit.
+    private long? PlannedVersion(string stream, ExpectedVersion expected, Envelope[] events)
+    {
+        if (expected.IsExact)
+        {
+            return expected.Value + events.Length;
+        }
+
+        if (!expected.IsNoStream)
+        {
+            return null;
+        }
+
+        if (events.Length == 0)
+        {
+            return 0;
+        }
+
+        lock (_gate)
+        {
+            // After a deletion the stream starts again above its deleted versions; a retry keeps its stored place.
+            if (!_streams.TryGetValue(stream, out var state))
+            {
+                return events.Length;
+            }
+
+            return state.VersionsById.TryGetValue(events[0].MessageId, out var start) ? start + events.Length - 1 : state.LastVersion + events.Length;
+        }
     }
 
     // Checks every staged append of one unit of work against the streams (and the appends staged before it), under the
     // lock the commit holds: a conflict throws before anything is written. Returns the appends to apply (an idempotent
     // retry of a stored append is not applied again).
-    private List<int> CheckStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends, List<(string Id, long Position)> checkpoints)
+    private List<int> CheckStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events, long? Planned)> appends, List<(string Id, long Position)> checkpoints)
     {
         foreach (var (id, position) in checkpoints)
         {
@@ -104,12 +136,13 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         var apply = new List<int>(appends.Count);
         for (var i = 0; i < appends.Count; i++)
         {
-            var (stream, expected, events) = appends[i];
+            var (stream, expected, events, promised) = appends[i];
             _streams.TryGetValue(stream, out var state);
             var stagedBefore = planned.TryGetValue(stream, out var plannedVersion);
             var current = stagedBefore ? plannedVersion : state?.CurrentVersion ?? 0;
-            if (events.Length > 0 && !stagedBefore && state is not null && TryGetIdempotentResult(stream, state, expected, events, out _))
+            if (events.Length > 0 && !stagedBefore && state is not null && TryGetIdempotentResult(stream, state, expected, events, out var original))
             {
+                ThrowUnlessWherePromised(stream, expected, current, original.StreamVersion, promised);
                 continue;
             }
 
@@ -121,6 +154,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
             if (events.Length > 0)
             {
                 planned[stream] = (stagedBefore ? plannedVersion : state?.LastVersion ?? 0) + events.Length;
+                ThrowUnlessWherePromised(stream, expected, current, planned[stream], promised);
                 apply.Add(i);
             }
         }
@@ -128,14 +162,25 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         return apply;
     }
 
+    // The enlisted append told its caller where its events go (a NoStream append to a stream deleted meanwhile, once more
+    // started and deleted, would go higher): anywhere else is a conflict, as the caller's next expected version would be wrong.
+    private static void ThrowUnlessWherePromised(string stream, ExpectedVersion expected, long current, long version, long? promised)
+    {
+        if (promised is { } promise && promise != version)
+        {
+            throw new ConcurrencyException(stream, expected, current,
+                $"The stream changed after the append was enlisted: its events would be stored up to version {version}, not {promise}.");
+        }
+    }
+
     // Applies what CheckStaged passed, under the same hold of the lock; true when it appended (readers are then woken, once
     // the lock is released).
-    private bool ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> appends, List<int> apply, List<(string Id, long Position)> checkpoints)
+    private bool ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events, long? Planned)> appends, List<int> apply, List<(string Id, long Position)> checkpoints)
     {
         var now = _options.TimeProvider.GetUtcNow();
         foreach (var i in apply)
         {
-            var (stream, _, events) = appends[i];
+            var (stream, _, events, _) = appends[i];
             _streams.TryGetValue(stream, out var state);
             AppendUnderLock(stream, state, events, now);
         }
@@ -429,7 +474,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     // The appends one unit of work staged on this store; checked, then applied, all or none, at its commit.
     private sealed class StagedAppends(InMemoryEventStore store) : IInMemoryEnlistment
     {
-        private readonly List<(string Stream, ExpectedVersion Expected, Envelope[] Events)> _appends = [];
+        private readonly List<(string Stream, ExpectedVersion Expected, Envelope[] Events, long? Planned)> _appends = [];
         private readonly List<(string Id, long Position)> _checkpoints = [];
         private List<int>? _apply;
         private bool _wrote;
@@ -440,11 +485,11 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
 
         public long GateOrder => store._gateOrder;
 
-        public void Add(string stream, ExpectedVersion expected, Envelope[] events)
+        public void Add(string stream, ExpectedVersion expected, Envelope[] events, long? planned)
         {
             lock (_appends)
             {
-                _appends.Add((stream, expected, events));
+                _appends.Add((stream, expected, events, planned));
             }
         }
 

@@ -28,7 +28,7 @@ internal sealed class UpcastingEventStore : IEventStore
         Inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
+    public ValueTask<long?> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
         Inner.AppendAsync(stream, expectedVersion, events, unitOfWork, cancellationToken);
 
     /// <inheritdoc />
