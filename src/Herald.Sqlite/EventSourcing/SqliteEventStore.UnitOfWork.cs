@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Sqlite.Persistence;
 using Herald.Persistence;
 using Herald.EventSourcing;
@@ -22,52 +23,32 @@ internal sealed partial class SqliteEventStore
         var own = Own(unitOfWork);
         cancellationToken.ThrowIfCancellationRequested();
         var copy = events.ToArray();
-        var planned = await PlannedVersionAsync(stream, expectedVersion, copy, cancellationToken).ConfigureAwait(false);
+        var planned = await EnlistedAppends.PlanAsync(expectedVersion, copy.Length, () => ReadStreamForPlanAsync(stream, copy[0].MessageId, cancellationToken)).ConfigureAwait(false);
         own.Enlist(session =>
         {
             var result = session.Append(stream, expectedVersion, copy);
-            if (planned is { } promise && copy.Length > 0 && result.StreamVersion != promise)
+            if (copy.Length > 0)
             {
                 // Only a NoStream append can land elsewhere, and it passed its check: the stream read as version 0.
-                throw new ConcurrencyException(stream, expectedVersion, 0,
-                    $"The stream changed after the append was enlisted: its events would be stored up to version {result.StreamVersion}, not {promise}.");
+                EnlistedAppends.ThrowUnlessAsPromised(stream, expectedVersion, 0, result.StreamVersion, planned);
             }
         });
         return planned;
     }
 
-    // Where the append will leave the stream, which the commit holds it to. Null for Any and StreamExists, which go
-    // wherever the stream is at the commit.
-    private async ValueTask<long?> PlannedVersionAsync(string stream, ExpectedVersion expected, Envelope[] events, CancellationToken cancellationToken)
-    {
-        if (expected.IsExact)
-        {
-            return expected.Value + events.Length;
-        }
-
-        if (!expected.IsNoStream)
-        {
-            return null;
-        }
-
-        if (events.Length == 0)
-        {
-            return 0;
-        }
-
-        // After a deletion the stream starts again above its deleted versions; a retry keeps its stored place.
-        var (last, retried) = await ReadAsync(reader =>
+    // The stream's last version (deleted ones included) and where the first event id is stored, if it is: what a NoStream
+    // append's place depends on.
+    private ValueTask<(long LastVersion, long? FirstIdStoredAt)> ReadStreamForPlanAsync(string stream, Guid firstId, CancellationToken cancellationToken) =>
+        ReadAsync(reader =>
         {
             var command = reader.Command(
                 "SELECT s.version, (SELECT e.version FROM herald_events e WHERE e.stream_id = s.stream_id AND e.event_id = $p1) FROM herald_streams s WHERE s.name = $p0",
                 2);
             command.Parameters[0].Value = stream;
-            command.Parameters[1].Value = events[0].MessageId.ToByteArray(bigEndian: true);
+            command.Parameters[1].Value = firstId.ToByteArray(bigEndian: true);
             using var row = command.ExecuteReader();
             return row.Read() ? (row.GetInt64(0), row.IsDBNull(1) ? (long?)null : row.GetInt64(1)) : (0L, null);
-        }, cancellationToken).ConfigureAwait(false);
-        return retried is { } start ? start + events.Length - 1 : last + events.Length;
-    }
+        }, cancellationToken);
 
     /// <summary>Begins a unit of work on this file (the DI scope's one when the store is registered by <c>UseSqlite</c>).</summary>
     public SqliteUnitOfWork BeginUnitOfWork() => new(this);

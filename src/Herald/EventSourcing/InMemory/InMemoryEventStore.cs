@@ -83,40 +83,22 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         cancellationToken.ThrowIfCancellationRequested();
         var own = InMemoryUnitOfWork.Of(unitOfWork);
         var staged = events.Select(Copy).ToArray();
-        var planned = PlannedVersion(stream, expectedVersion, staged);
-        own.Enlist(this, () => new StagedAppends(this)).Add(stream, expectedVersion, staged, planned);
-        return ValueTask.FromResult(planned);
+        return EnlistAsync(own, stream, expectedVersion, staged);
     }
 
-    // Where a staged append will leave the stream; the commit refuses to put its events anywhere else. Null for Any and
-    // StreamExists, which go wherever the stream is at the commit.
-    private long? PlannedVersion(string stream, ExpectedVersion expected, Envelope[] events)
+    private async ValueTask<long?> EnlistAsync(InMemoryUnitOfWork own, string stream, ExpectedVersion expectedVersion, Envelope[] staged)
     {
-        if (expected.IsExact)
+        var planned = await EnlistedAppends.PlanAsync(expectedVersion, staged.Length, () =>
         {
-            return expected.Value + events.Length;
-        }
-
-        if (!expected.IsNoStream)
-        {
-            return null;
-        }
-
-        if (events.Length == 0)
-        {
-            return 0;
-        }
-
-        lock (_gate)
-        {
-            // After a deletion the stream starts again above its deleted versions; a retry keeps its stored place.
-            if (!_streams.TryGetValue(stream, out var state))
+            lock (_gate)
             {
-                return events.Length;
+                return ValueTask.FromResult(_streams.TryGetValue(stream, out var state)
+                    ? (state.LastVersion, state.VersionsById.TryGetValue(staged[0].MessageId, out var start) ? start : (long?)null)
+                    : (0L, (long?)null));
             }
-
-            return state.VersionsById.TryGetValue(events[0].MessageId, out var start) ? start + events.Length - 1 : state.LastVersion + events.Length;
-        }
+        }).ConfigureAwait(false);
+        own.Enlist(this, () => new StagedAppends(this)).Add(stream, expectedVersion, staged, planned);
+        return planned;
     }
 
     // Checks every staged append of one unit of work against the streams (and the appends staged before it), under the
@@ -142,7 +124,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
             var current = stagedBefore ? plannedVersion : state?.CurrentVersion ?? 0;
             if (events.Length > 0 && !stagedBefore && state is not null && TryGetIdempotentResult(stream, state, expected, events, out var original))
             {
-                ThrowUnlessWherePromised(stream, expected, current, original.StreamVersion, promised);
+                EnlistedAppends.ThrowUnlessAsPromised(stream, expected, current, original.StreamVersion, promised);
                 continue;
             }
 
@@ -154,23 +136,12 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
             if (events.Length > 0)
             {
                 planned[stream] = (stagedBefore ? plannedVersion : state?.LastVersion ?? 0) + events.Length;
-                ThrowUnlessWherePromised(stream, expected, current, planned[stream], promised);
+                EnlistedAppends.ThrowUnlessAsPromised(stream, expected, current, planned[stream], promised);
                 apply.Add(i);
             }
         }
 
         return apply;
-    }
-
-    // The enlisted append told its caller where its events go (a NoStream append to a stream deleted meanwhile, once more
-    // started and deleted, would go higher): anywhere else is a conflict, as the caller's next expected version would be wrong.
-    private static void ThrowUnlessWherePromised(string stream, ExpectedVersion expected, long current, long version, long? promised)
-    {
-        if (promised is { } promise && promise != version)
-        {
-            throw new ConcurrencyException(stream, expected, current,
-                $"The stream changed after the append was enlisted: its events would be stored up to version {version}, not {promise}.");
-        }
     }
 
     // Applies what CheckStaged passed, under the same hold of the lock; true when it appended (readers are then woken, once
