@@ -101,6 +101,8 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
         UserId = UserId,
     };
 
+    bool IUnitOfWorkScope.HasEnded => _ended;
+
     bool IUnitOfWorkScope.Owns(IUnitOfWork unitOfWork) => ReferenceEquals(_extras?.UnitOfWork, unitOfWork);
 
     void IUnitOfWorkScope.Adopt(IServiceProvider services, IUnitOfWork unitOfWork)

@@ -23,6 +23,12 @@ internal interface IUnitOfWorkScope
     /// </summary>
     IOutbox? GetOutbox();
 
+    /// <summary>
+    /// True once the scope's work is over (the handled message's attempt, the runner's work): nothing will commit a unit of
+    /// work it creates any more, so work still running on its flow (a command a handler left running) must not join it.
+    /// </summary>
+    bool HasEnded { get; }
+
     /// <summary>True when <paramref name="unitOfWork"/> is the one this scope commits.</summary>
     bool Owns(IUnitOfWork unitOfWork);
 

@@ -34,13 +34,14 @@ public sealed class UnitOfWorkRunner
     /// <summary>
     /// Runs <paramref name="work"/> with the services of a new scope and commits its unit of work when it returns; rolls back
     /// and rethrows when it throws (or when the commit fails, for example with a <see cref="EventSourcing.ConcurrencyException"/>).
-    /// Inside another unit of work it runs in that one, which its owner commits. <paramref name="metadata"/> is stamped on the
-    /// events stored in a new unit of work; a joined one keeps its own.
+    /// Inside another unit of work it runs in that one, which its owner commits (once that one's work is over, as for work a
+    /// handler left running, in a new one). <paramref name="metadata"/> is stamped on the events stored in a new unit of work;
+    /// a joined one keeps its own.
     /// </summary>
     public ValueTask RunAsync(Func<IServiceProvider, CancellationToken, ValueTask> work, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(work);
-        return Ambient.Value is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
+        return Joinable() is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
     }
 
     private async ValueTask RunScopedAsync(Func<IServiceProvider, CancellationToken, ValueTask> work, EventMetadata? metadata, CancellationToken cancellationToken) =>
@@ -57,8 +58,11 @@ public sealed class UnitOfWorkRunner
     public ValueTask<TResult> RunAsync<TResult>(Func<IServiceProvider, CancellationToken, ValueTask<TResult>> work, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(work);
-        return Ambient.Value is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
+        return Joinable() is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
     }
+
+    // The ambient scope stays on the flows its work started, after that work is over; nothing would commit what joined it then.
+    private static IUnitOfWorkScope? Joinable() => Ambient.Value is { HasEnded: false } current ? current : null;
 
     /// <summary>Wraps a persistence package's factory of the scoped unit of work, so the running scope commits what it creates.</summary>
     internal static Func<IServiceProvider, IUnitOfWork> Adopting(Func<IServiceProvider, IUnitOfWork> factory) => services =>
@@ -131,6 +135,8 @@ public sealed class UnitOfWorkRunner
         public IServiceProvider Services => scope.ServiceProvider;
 
         public EventMetadata Metadata => metadata;
+
+        public bool HasEnded => _ended;
 
         // What a command handler sends through its injected bus goes through the outbox when the host routes handlers'
         // messages there (issue 9); once the scope has ended, a late send leaves at once.

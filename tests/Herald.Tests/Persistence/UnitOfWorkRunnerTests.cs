@@ -113,6 +113,26 @@ public sealed class UnitOfWorkRunnerTests
         Assert.Single(await ReadAsync(services, taken));
     }
 
+    // A handler that leaves work running (fire and forget) leaves its attempt ambient on that work's flow: a command sent
+    // from there once the attempt ended joined it, and its writes went to a unit of work nothing commits.
+    [Fact]
+    public async Task CommandSentAfterTheHandledMessagesAttemptEnded_CommitsInAUnitOfWorkOfItsOwn()
+    {
+        await using var services = Build();
+        var id = Guid.NewGuid().ToString("N");
+        var incoming = services.GetRequiredService<EnvelopeFactory>().Create(new Note("go"));
+        var context = new MessageContext(incoming, new Note("go"), "tickets", services, services.GetRequiredService<IMessageBus>(), CancellationToken.None);
+        await using (context)
+        {
+            // A light handler's attempt: ambient, but it never asked for its scope.
+            UnitOfWorkRunner.Enter(context);
+        }
+
+        await services.GetRequiredService<ICommandBus>().SendAsync(new OpenTicket(id));
+
+        Assert.Single(await ReadAsync(services, id));
+    }
+
     [Fact]
     public async Task RepositoryFromAScopeNobodyCommits_RefusesToSave_InsteadOfLosingTheEvents()
     {
