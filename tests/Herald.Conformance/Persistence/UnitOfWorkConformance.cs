@@ -257,6 +257,26 @@ public abstract class UnitOfWorkConformance
     }
 
     [Fact]
+    public async Task AnAppendInAUnitOfWork_RetryingOneStored_ReturnsItsOriginalVersion_AndWritesNothingMore()
+    {
+        await using var host = await StartAsync();
+        var stream = Work.New().Stream;
+        var store = host.Get<IEventStore>();
+        Envelope[] events = [Event(host), Event(host)];
+        await store.AppendAsync(stream, ExpectedVersion.NoStream, events);
+        await store.AppendAsync(stream, ExpectedVersion.Exactly(2), [Event(host)]);
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            Assert.Equal(2, await store.AppendAsync(stream, ExpectedVersion.NoStream, events, unitOfWork));
+            await unitOfWork.CommitAsync();
+        }
+
+        Assert.Equal(3, await store.GetStreamVersionAsync(stream));
+    }
+
+    [Fact]
     public async Task AnAppendInAUnitOfWork_ToADeletedStreamStartedAgainAndDeletedBeforeTheCommit_IsNeverStoredElsewhere()
     {
         await using var host = await StartAsync();
