@@ -20,7 +20,8 @@ namespace Herald.Postgres.Projections;
 /// its commit, in its transaction: per table, one statement loads every touched document <c>FOR UPDATE</c>, the changes run
 /// in memory in order (several changes of one document compose), and one batch of statements writes the results back. So
 /// the read model commits with the projection's checkpoint, concurrent units changing one document take turns, and a batch
-/// of events costs a few round trips, not one per event.
+/// of events costs a few round trips, not one per event. A unit of work writing a generation older than the active one fails
+/// (a runner a rebuild left behind), and the retired generation's table is never made again.
 /// </summary>
 internal sealed class PostgresReadModelStore : IReadModelStore
 {
@@ -28,6 +29,7 @@ internal sealed class PostgresReadModelStore : IReadModelStore
     private readonly string _schema;
     private readonly string _active;
     private readonly string _activeInTransaction;
+    private readonly string _activeNow;
     private readonly string _activate;
     private readonly ConcurrentDictionary<(string Table, int Generation), TableSql> _sql = new();
 
@@ -46,6 +48,7 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         _active = $"SELECT g, to_regclass(format('%I.%I', $3::text, $2::text || g)) IS NOT NULL " +
             $"FROM (SELECT COALESCE((SELECT active_generation FROM {registry} WHERE table_name = $1), 1) AS g) AS active";
         _activeInTransaction = $"SELECT active_generation FROM {registry} WHERE table_name = $1 FOR SHARE";
+        _activeNow = $"SELECT active_generation FROM {registry} WHERE table_name = $1";
         _activate = $"INSERT INTO {registry} (table_name, active_generation, activated_at) VALUES ($1, $2, $3) " +
             "ON CONFLICT (table_name) DO UPDATE SET active_generation = EXCLUDED.active_generation, activated_at = EXCLUDED.activated_at";
     }
@@ -136,13 +139,9 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         await ChangeStorageAsync(sql, async (connection, transaction, token) =>
         {
             // FOR SHARE waits for a unit of work switching this read model to commit, so the answer is its outcome.
-            await using (var command = new NpgsqlCommand(_activeInTransaction, connection, transaction))
+            if (await ActiveInTransactionAsync(connection, transaction, _activeInTransaction, table, token).ConfigureAwait(false) == generation)
             {
-                command.Parameters.Add(EnvelopeColumns.Text(table));
-                if ((await command.ExecuteScalarAsync(token).ConfigureAwait(false) as int? ?? 1) == generation)
-                {
-                    throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one and cannot be {verb}.");
-                }
+                throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one and cannot be {verb}.");
             }
 
             await ExecuteAsync(connection, transaction, sql.Drop, token).ConfigureAwait(false);
@@ -327,6 +326,9 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         // CREATE ... IF NOT EXISTS needs the right to create in the schema, which an application role may not have.
         await ChangeStorageAsync(sql, async (connection, transaction, token) =>
         {
+            // A runner a rebuild left behind: the retired generation's table, dropped (under this lock) once the switch
+            // committed, is never made again.
+            await ThrowIfRetiredAsync(connection, transaction, _activeInTransaction, sql, token).ConfigureAwait(false);
             await using (var exists = new NpgsqlCommand("SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL", connection, transaction))
             {
                 exists.Parameters.Add(EnvelopeColumns.Text(_store.Schema));
@@ -340,6 +342,36 @@ internal sealed class PostgresReadModelStore : IReadModelStore
             await ExecuteAsync(connection, transaction, sql.Create, token).ConfigureAwait(false);
         }, cancellationToken).ConfigureAwait(false);
         _created.TryAdd(sql.Name, true);
+    }
+
+    private async Task ThrowIfRetiredAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string activeSql, TableSql sql, CancellationToken cancellationToken)
+    {
+        var active = await ActiveInTransactionAsync(connection, transaction, activeSql, sql.Table, cancellationToken).ConfigureAwait(false);
+        if (sql.Generation < active)
+        {
+            throw new ReadModelGenerationRetiredException(sql.Table, sql.Generation, active);
+        }
+    }
+
+    private static async Task<int> ActiveInTransactionAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string activeSql, string table, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(activeSql, connection, transaction);
+        command.Parameters.Add(EnvelopeColumns.Text(table));
+        return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as int? ?? 1;
+    }
+
+    // Before a unit of work writes a generation's table: the table's advisory lock, shared, so a drop of it (which takes
+    // the lock alone, once the switch committed) waits for this unit; then the active generation, read after the lock
+    // (a statement of its own, so read committed takes its snapshot then). A retired generation fails the unit.
+    private async Task GuardWriteAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, TableSql sql, CancellationToken cancellationToken)
+    {
+        await using (var command = new NpgsqlCommand("SELECT pg_advisory_xact_lock_shared($1)", connection, transaction))
+        {
+            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = AdvisoryLockKey.ForReadModelTable(_store.Schema, sql.Name) });
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        await ThrowIfRetiredAsync(connection, transaction, _activeNow, sql, cancellationToken).ConfigureAwait(false);
     }
 
     // DDL on one generation's table, in a transaction of its own under an advisory lock: two sessions creating one table
@@ -390,6 +422,7 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         {
             foreach (var (sql, documents) in _tables)
             {
+                await store.GuardWriteAsync(connection, transaction, sql, cancellationToken).ConfigureAwait(false);
                 try
                 {
                     await WriteAsync(connection, transaction, sql, documents, cancellationToken).ConfigureAwait(false);
@@ -412,6 +445,8 @@ internal sealed class PostgresReadModelStore : IReadModelStore
 
         public TableSql(string schema, string table, int generation)
         {
+            Table = table;
+            Generation = generation;
             Name = Prefix(table) + generation.ToString(CultureInfo.InvariantCulture);
             var name = schema + "." + Migrations.Quote(Name);
             _qualified = name;
@@ -427,6 +462,12 @@ internal sealed class PostgresReadModelStore : IReadModelStore
             Update = $"UPDATE {name} AS t SET data = v.data FROM unnest($1::text[], $2::jsonb[]) AS v(id, data) WHERE t.id = v.id";
             Delete = $"DELETE FROM {name} WHERE id = ANY($1)";
         }
+
+        /// <summary>The read-model table.</summary>
+        public string Table { get; }
+
+        /// <summary>The generation.</summary>
+        public int Generation { get; }
 
         /// <summary>The table's name within the schema, unquoted.</summary>
         public string Name { get; }

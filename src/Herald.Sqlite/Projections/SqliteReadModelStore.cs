@@ -12,7 +12,8 @@ namespace Herald.Sqlite.Projections;
 /// (<c>herald_rm_{table}_g{generation}</c>: the id and the JSON), created on first write, and the active generation of each
 /// read model in <c>herald_read_models</c>. Changes run at the commit of their unit of work on the single writer, reading
 /// the document first, so they commit with the projection's checkpoint and several changes of one document in one unit of
-/// work compose. Reads use the pooled readers, each in one snapshot.
+/// work compose; a change of a generation older than the active one fails its unit of work. Reads use the pooled readers,
+/// each in one snapshot.
 /// </summary>
 internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelStore
 {
@@ -78,7 +79,7 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
         ReadModelNames.ValidateUpdate(table, generation, id, change);
         cancellationToken.ThrowIfCancellationRequested();
         var sql = Sql(table, generation);
-        _store.Own(unitOfWork).Enlist(session => Update(session, sql, id, change));
+        _store.Own(unitOfWork).Enlist(session => Update(session, table, generation, sql, id, change));
         return ValueTask.CompletedTask;
     }
 
@@ -125,9 +126,7 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
         var sql = Sql(table, generation);
         await _store.WriteAsync(session =>
         {
-            var active = session.Statement(ActiveInWriterSql);
-            active.Bind(1, table);
-            if ((active.ExecuteInt64() ?? 1) == generation)
+            if (ActiveInWriter(session, table) == generation)
             {
                 throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one and cannot be {verb}.");
             }
@@ -142,9 +141,24 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
         }, cancellationToken).ConfigureAwait(false);
     }
 
-    // Runs at the commit, inside the writer's savepoint for the unit of work: a change that throws undoes the whole unit.
-    private static void Update(WriteSession session, TableSql sql, string id, Func<string?, string?> change)
+    // The generation that serves reads, as the writer sees it.
+    private static int ActiveInWriter(WriteSession session, string table)
     {
+        var active = session.Statement(ActiveInWriterSql);
+        active.Bind(1, table);
+        return (int)(active.ExecuteInt64() ?? 1);
+    }
+
+    // Runs at the commit, inside the writer's savepoint for the unit of work: a change that throws undoes the whole unit.
+    private static void Update(WriteSession session, string table, int generation, TableSql sql, string id, Func<string?, string?> change)
+    {
+        // A runner a rebuild left behind: refused before its dropped table is made again, in the write that would change it.
+        var active = ActiveInWriter(session, table);
+        if (generation < active)
+        {
+            throw new ReadModelGenerationRetiredException(table, generation, active);
+        }
+
         // A no-op once the table exists (the prepared statement then checks the schema only). Not cached in process: a
         // creation undone with its savepoint, or a table another process dropped, would leave such a cache wrong.
         session.Statement(sql.Create).Execute();

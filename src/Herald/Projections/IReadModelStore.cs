@@ -14,7 +14,9 @@ namespace Herald.Projections;
 /// table never activated serves generation 1. Reads see committed documents of the active generation only. The storage of
 /// a generation is created on first write (or by <see cref="ResetGenerationAsync"/>). <see cref="UpdateAsync"/> runs its
 /// change against the document as the unit of work sees it (earlier updates of the same unit of work included), so
-/// several events of one unit of work compose.
+/// several events of one unit of work compose. Generations only move forward: a write of one older than the active one
+/// (a runner a rebuild left behind) fails its unit of work with <see cref="ReadModelGenerationRetiredException"/>, checked
+/// atomically with the write, and never creates that generation's storage again.
 /// </remarks>
 public interface IReadModelStore
 {

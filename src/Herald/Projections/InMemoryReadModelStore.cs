@@ -8,13 +8,15 @@ namespace Herald.Projections;
 /// at once against the document as its unit of work sees it (earlier changes of the same unit included), so a change that
 /// throws fails the unit of work before anything is applied; at the commit the changes run again, in order, under the
 /// store's lock, against the documents as committed then, so two units of work changing one document never lose an update.
-/// Changes must therefore be pure functions of the document they get.
+/// Changes must therefore be pure functions of the document they get. A unit of work writing a generation older than the
+/// active one fails at its commit (<see cref="ReadModelGenerationRetiredException"/>) and applies nothing.
 /// </summary>
 internal sealed class InMemoryReadModelStore : IReadModelStore
 {
     private readonly Lock _gate = new();
     private readonly Dictionary<(string Table, int Generation), SortedDictionary<string, string>> _tables = [];
     private readonly Dictionary<string, int> _active = new(StringComparer.Ordinal);
+    private readonly long _gateOrder = InMemoryUnitOfWork.NextGateOrder();
 
     public ValueTask<string?> GetAsync(string table, string id, CancellationToken cancellationToken = default)
     {
@@ -155,6 +157,20 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
 
     private int ActiveGeneration(string table) => _active.GetValueOrDefault(table, 1);
 
+    // Under the gate, before any store of the unit of work applies: a write of a generation a newer one replaced (a runner
+    // a rebuild left behind) fails the whole unit, so the retired generation is never made again.
+    private void Check(StagedChanges staged)
+    {
+        foreach (var ((table, generation, _), _) in staged.Changes)
+        {
+            var active = ActiveGeneration(table);
+            if (generation < active)
+            {
+                throw new ReadModelGenerationRetiredException(table, generation, active);
+            }
+        }
+    }
+
     private void Apply(StagedChanges staged)
     {
         lock (_gate)
@@ -203,6 +219,12 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
         public Dictionary<string, int> Activations { get; } = new(StringComparer.Ordinal);
 
         public object Owner => store;
+
+        public Lock Gate => store._gate;
+
+        public long GateOrder => store._gateOrder;
+
+        public void Check() => store.Check(this);
 
         public void Apply() => store.Apply(this);
     }

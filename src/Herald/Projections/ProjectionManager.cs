@@ -335,6 +335,15 @@ public sealed class ProjectionManager
             if (live.Completion.IsFaulted && !leading.IsCancellationRequested)
             {
                 var failure = live.Completion.Exception!.GetBaseException();
+
+                // Its write was refused, a rebuild having switched reads since: no failure, it follows the switch at once.
+                if (failure is ReadModelGenerationRetiredException
+                    && await SwitchedElsewhereAsync(projection.Name, generation, leading).ConfigureAwait(false) is { } switched)
+                {
+                    Log.ProjectionGenerationSwitchedElsewhere(_logger, projection.Name, generation, switched);
+                    continue;
+                }
+
                 projection.Failure = failure.Message;
                 Log.ProjectionFailed(_logger, failure, projection.Name, _options.RetryInterval);
                 await Task.Delay(_options.RetryInterval, _time, leading).ConfigureAwait(false);

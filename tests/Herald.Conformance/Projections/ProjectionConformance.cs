@@ -179,6 +179,42 @@ public abstract partial class ProjectionConformance
     }
 
     [Fact]
+    public async Task ARunnerThatARebuildLeftBehind_WritesNothingOfTheRetiredGeneration_AndFollowsTheSwitchAtOnce()
+    {
+        // Regression (audit of 22ee879): until its next look at the generation, a runner still on the old one after another
+        // leader's rebuild went on writing it, making the dropped table again and moving the retired checkpoint.
+        var store = NewStore();
+
+        // It looks for a switch once an hour: only the refusal of its write can move it within the test.
+        using var first = await StartAsync(store, new Tallies(), alwaysLeader: true, statusInterval: TimeSpan.FromHours(1));
+        var events = first.Services.GetRequiredService<IEventStore>();
+        var last = (await events.AppendAsync("tally-behind1", ExpectedVersion.NoStream, [Added(first, "o", 1), Added(first, "o", 2)])).LastPosition;
+        var firstManager = first.Services.GetRequiredService<ProjectionManager>();
+        await Running(firstManager, Tallies.ProjectionName);
+        await firstManager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        using (var second = await StartAsync(store, new Tallies(), alwaysLeader: true))
+        {
+            var secondManager = second.Services.GetRequiredService<ProjectionManager>();
+            await Running(secondManager, Tallies.ProjectionName);
+            await secondManager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+            await second.StopAsync();
+        }
+
+        var checkpoints = first.Services.GetRequiredService<ICheckpointStore>();
+        var retired = await checkpoints.GetCheckpointAsync(Tallies.ProjectionName);
+        await events.AppendAsync("tally-behind2", ExpectedVersion.NoStream, [Added(first, "o", 100)]);
+        var readModels = first.Services.GetRequiredService<ReadModels>();
+        await Eventually.UntilAsync(async () => (await readModels.GetAsync(Tallies.Table, "o"))?.Sum == 103, "the served read model follows the event appended after the rebuild");
+
+        var status = await firstManager.GetStatusAsync(Tallies.ProjectionName);
+        Assert.Equal(2, status.Generation);
+        Assert.Null(status.LastError);
+        Assert.Equal(retired, await checkpoints.GetCheckpointAsync(Tallies.ProjectionName));
+        await first.StopAsync();
+    }
+
+    [Fact]
     public async Task ARebuildByALeaderThatAnotherSupplanted_IsRefused_AndTheNewLeaderKeepsServing()
     {
         // Regression (audit of ef1bbbb): an old leader that had not yet noticed the loss of its lease switched generations
@@ -316,7 +352,8 @@ public abstract partial class ProjectionConformance
         bool noRetries = false,
         bool alwaysLeader = false,
         int batchSize = 7,
-        int? commitEvery = null)
+        int? commitEvery = null,
+        TimeSpan? statusInterval = null)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
@@ -329,7 +366,7 @@ public abstract partial class ProjectionConformance
                 .ConfigureProjections(o =>
                 {
                     o.RetryInterval = TimeSpan.FromMilliseconds(100);
-                    o.StatusInterval = TimeSpan.FromMilliseconds(100);
+                    o.StatusInterval = statusInterval ?? TimeSpan.FromMilliseconds(100);
                     o.BatchSize = batchSize;
                     o.CommitEvery = commitEvery ?? o.CommitEvery;
                 });

@@ -216,6 +216,42 @@ public abstract class ReadModelStoreConformance
     }
 
     [Fact]
+    public async Task AWriteOfARetiredGeneration_FailsItsUnitOfWork_AndWritesNothing()
+    {
+        // Regression (audit of 22ee879): a runner that a rebuild left on the old generation wrote it, making its dropped
+        // table again, with the checkpoint of that generation.
+        var store = await CreateStoreAsync();
+        var (_, checkpoints) = await GetEventLogAsync(store);
+        var table = UniqueTable();
+        var projection = "retired-" + table;
+        await ChangeAsync(store, table, 1, "a", _ => """{"n":1}""");
+        await store.ResetGenerationAsync(table, 2);
+        await ChangeAsync(store, table, 2, "a", _ => """{"n":2}""");
+        var switching = await BeginUnitOfWorkAsync(store);
+        await store.ActivateGenerationAsync(table, 2, switching);
+        await switching.CommitAsync();
+        await store.DropGenerationAsync(table, 1);
+
+        // Refused at once or at the commit (engines differ), with the checkpoint written in the same unit.
+        var stale = await BeginUnitOfWorkAsync(store);
+        await checkpoints.SetCheckpointAsync(projection, 10, stale);
+        var refused = await Assert.ThrowsAsync<ReadModelGenerationRetiredException>(async () =>
+        {
+            await store.UpdateAsync(table, 1, "b", _ => """{"n":3}""", stale);
+            await stale.CommitAsync();
+        });
+        await stale.RollbackAsync();
+
+        Assert.Equal((table, 1, 2), (refused.Table, refused.Generation, refused.ActiveGeneration));
+        Assert.Null(await checkpoints.GetCheckpointAsync(projection));
+        Assert.Equal(2, Number(await store.GetAsync(table, "a")));
+        Assert.Null(await store.GetAsync(table, "b"));
+
+        // A generation past the active one (the next rebuild's) is written as ever.
+        await ChangeAsync(store, table, 3, "c", _ => """{"n":4}""");
+    }
+
+    [Fact]
     public async Task AnActivationRolledBack_LeavesReadsOnTheOldGeneration()
     {
         var store = await CreateStoreAsync();

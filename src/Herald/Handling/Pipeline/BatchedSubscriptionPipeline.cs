@@ -4,6 +4,7 @@ using Herald.EventSourcing;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Persistence;
+using Herald.Projections;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -54,7 +55,7 @@ internal sealed class BatchedSubscriptionPipeline(
             Hosting.Log.ProjectionCheckpointConflict(logger, conflict.SubscriptionId, conflict.Position);
         }
 #pragma warning disable CA1031 // Any failure of a batch is handled by running its events one by one, which settles each.
-        catch (Exception ex)
+        catch (Exception ex) when (ex is not ReadModelGenerationRetiredException)
 #pragma warning restore CA1031
         {
             Hosting.Log.BatchFailed(logger, ex, endpoint, events.Count, events[0].Position, events[^1].Position);

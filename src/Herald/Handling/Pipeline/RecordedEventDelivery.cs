@@ -21,6 +21,9 @@ internal sealed class RecordedEventDelivery(Envelope envelope, string subscripti
     /// <summary>The headers the next run carries (the first-failure time), when the nack set any.</summary>
     public IReadOnlyDictionary<string, string>? RedeliveryHeaders { get; private set; }
 
+    /// <summary>Set when the chain refused it as a write of a retired read-model generation: the subscription stops on it.</summary>
+    public Exception? Retired { get; set; }
+
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
 
     protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken)

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
 using Herald.Hosting;
+using Herald.Projections;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Retry;
@@ -42,6 +43,12 @@ internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProv
                 // attempt wrote nothing, and running it again would apply it twice. Acked like a duplicate.
                 Log.ProjectionCheckpointConflict(logger, conflict.SubscriptionId, conflict.Position);
                 return ConsumeOutcome.Duplicate;
+            }
+            catch (ReadModelGenerationRetiredException)
+            {
+                // A projection runner that a rebuild left behind: this attempt wrote nothing, and no retry can succeed.
+                // Its subscription stops here, and the runner starts again on the generation that serves.
+                throw;
             }
 #pragma warning disable CA1031 // Any handler failure is settled (retry, redelivery or dead letter); the consumer loop goes on.
             catch (Exception ex)

@@ -1,5 +1,7 @@
+using System.Runtime.ExceptionServices;
 using Herald.EventSourcing;
 using Herald.Internal;
+using Herald.Projections;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
 
@@ -8,7 +10,9 @@ namespace Herald.Handling.Pipeline;
 /// <summary>
 /// Runs each event of an <see cref="EventSourcing.Subscriptions.EventSubscription"/> through an endpoint's chain, as a transport
 /// runs its deliveries: decode, upcast, retries, unit of work (with the checkpoint), handlers, settle. A poison event is
-/// dead-lettered and the subscription moves on; a redelivery the retry policy asks for waits here, in process.
+/// dead-lettered and the subscription moves on; a redelivery the retry policy asks for waits here, in process. A write of a
+/// retired read-model generation stops the subscription instead: no retry can succeed, and its projection's runner starts
+/// again on the generation that serves.
 /// </summary>
 internal sealed class SubscriptionPipeline
 {
@@ -20,7 +24,7 @@ internal sealed class SubscriptionPipeline
     public SubscriptionPipeline(EndpointPipeline pipeline, TimeProvider timeProvider, ILogger logger)
     {
         _pipeline = pipeline;
-        _handle = pipeline.HandleAsync;
+        _handle = HandleOrStopAsync;
         _timeProvider = timeProvider;
         _logger = logger;
     }
@@ -38,6 +42,11 @@ internal sealed class SubscriptionPipeline
                 cancellationToken.ThrowIfCancellationRequested();
             }
 
+            if (delivery.Retired is { } retired)
+            {
+                ExceptionDispatchInfo.Throw(retired);
+            }
+
             if (delivery.RedeliveryDelay is not { } delay)
             {
                 return;
@@ -52,6 +61,20 @@ internal sealed class SubscriptionPipeline
             {
                 envelope = envelope.WithHeaders(headers);
             }
+        }
+    }
+
+    // The settlement would nack the refused event for a run again at once, forever: it is marked here, and thrown above.
+    private async ValueTask HandleOrStopAsync(Delivery delivery, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _pipeline.HandleAsync(delivery, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ReadModelGenerationRetiredException retired)
+        {
+            ((RecordedEventDelivery)delivery).Retired = retired;
+            throw;
         }
     }
 }
