@@ -210,8 +210,11 @@ public sealed class ProjectionManager
         };
     }
 
-    private async ValueTask<int> GenerationAsync(string projection, CancellationToken cancellationToken) =>
-        (int)(await _checkpoints.GetCheckpointAsync(GenerationKey(projection), cancellationToken).ConfigureAwait(false) ?? 1);
+    /// <summary>The generation of <paramref name="projection"/> that serves reads, as stored by its last rebuild (1 before any).</summary>
+    internal static async ValueTask<int> GenerationAsync(ICheckpointStore checkpoints, string projection, CancellationToken cancellationToken) =>
+        (int)(await checkpoints.GetCheckpointAsync(GenerationKey(projection), cancellationToken).ConfigureAwait(false) ?? 1);
+
+    private ValueTask<int> GenerationAsync(string projection, CancellationToken cancellationToken) => GenerationAsync(_checkpoints, projection, cancellationToken);
 
     private async Task WatchAsync(CancellationToken stoppingToken)
     {

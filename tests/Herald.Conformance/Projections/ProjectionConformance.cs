@@ -339,6 +339,35 @@ public abstract partial class ProjectionConformance
         await host.StopAsync();
     }
 
+    [Fact]
+    public async Task AnInlineProjection_RebuiltWhileRegisteredAsAsync_WritesTheGenerationThatServes()
+    {
+        // Regression (audit of 22ee879): rebuilt as the docs say (registered as async), an inline projection went on writing
+        // generation 1 once inline again, while reads went to generation 2.
+        var store = NewStore();
+        using (var rebuilding = await StartAsync(store, new Tallies()))
+        {
+            var events = rebuilding.Services.GetRequiredService<IEventStore>();
+            var last = (await events.AppendAsync("tally-inline-rebuilt", ExpectedVersion.NoStream, [Added(rebuilding, "inline", 5)])).LastPosition;
+            var manager = rebuilding.Services.GetRequiredService<ProjectionManager>();
+            await Running(manager, Tallies.ProjectionName);
+            await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+            await manager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+            await rebuilding.StopAsync();
+        }
+
+        using var host = await StartAsync(store, new Tallies(), ProjectionMode.Inline);
+        await host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, token) =>
+        {
+            var counter = new Counter();
+            counter.Add("inline", 7);
+            await services.GetRequiredService<AggregateRepository<Counter>>().SaveAsync(counter, cancellationToken: token);
+        });
+
+        Assert.Equal(12, (await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "inline"))!.Sum);
+        await host.StopAsync();
+    }
+
     private static Envelope Added(IHost host, string key, int amount) =>
         host.Services.GetRequiredService<EnvelopeFactory>().Create(new TallyAdded(key, amount));
 
