@@ -166,6 +166,9 @@ public sealed class ProjectionManager
     /// </summary>
     internal static string FenceKey(string projection) => "$projection-leader:" + projection;
 
+    /// <summary>The checkpoint-store key of the latest generation a rebuild was started into (only forward).</summary>
+    internal static string RebuildGenerationKey(string projection) => "$projection-rebuild-generation:" + projection;
+
     /// <summary>The checkpoint-store key of the latest rebuild another node asked for (a number that only grows).</summary>
     internal static string RebuildRequestKey(string projection) => "$projection-rebuild-requested:" + projection;
 
@@ -492,12 +495,15 @@ public sealed class ProjectionManager
 
     private async Task<EventSubscription> RebuildAsync(ProjectionRuntime projection, EventSubscription live, int generation, CancellationToken leading)
     {
-        var next = generation + 1;
+        // A generation a rebuild was started into may still be written by that rebuild (a supplanted leader's, until it
+        // notices): this one takes a generation past every such one, so neither resets nor fills the other's.
+        var started = RebuildGenerationKey(projection.Name);
+        var next = (int)Math.Max(generation, await _checkpoints.GetCheckpointAsync(started, leading).ConfigureAwait(false) ?? 0) + 1;
         Log.ProjectionRebuildStarted(_logger, projection.Name, next);
 
         // The resets below cannot join a unit of work (DDL; a checkpoint moved back): the fence is confirmed just before
-        // them, so a leader supplanted by then leaves the new leader's generations alone.
-        await FencedAsync(projection, static (_, _) => ValueTask.CompletedTask, leading).ConfigureAwait(false);
+        // them, with the generation taken, so a leader supplanted by then leaves the new leader's generations alone.
+        await FencedAsync(projection, (unitOfWork, token) => _checkpoints.SetCheckpointAsync(started, next, unitOfWork, token), leading).ConfigureAwait(false);
         foreach (var table in projection.Projection.Tables)
         {
             await _readModels.ResetGenerationAsync(table, next, leading).ConfigureAwait(false);
@@ -536,15 +542,20 @@ public sealed class ProjectionManager
 
         projection.Rebuild = null;
         Log.ProjectionRebuilt(_logger, projection.Name, next, rebuild.Position);
-        foreach (var table in projection.Projection.Tables)
+
+        // The old generation, and those of rebuilds that did not finish: retired now, so no runner can make them again.
+        for (var retired = generation; retired < next; retired++)
         {
-            try
+            foreach (var table in projection.Projection.Tables)
             {
-                await _readModels.DropGenerationAsync(table, generation, leading).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                Log.ProjectionDropFailed(_logger, ex, projection.Name, generation, table);
+                try
+                {
+                    await _readModels.DropGenerationAsync(table, retired, leading).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    Log.ProjectionDropFailed(_logger, ex, projection.Name, retired, table);
+                }
             }
         }
 

@@ -243,6 +243,52 @@ public abstract partial class ProjectionConformance
     }
 
     [Fact]
+    public async Task ARebuildBesideASupplantedLeadersRebuild_NeitherResetsNorFillsItsGeneration()
+    {
+        // Regression (audit of 22ee879): a new leader's rebuild reset the generation an old leader's rebuild was still
+        // filling; the old runner, not yet aware of its loss, went on writing it with its checkpoint, so the new runner
+        // skipped those events as applied, and reads switched to a generation missing what the old one applied before.
+        var store = NewStore();
+        var (firstBlocked, firstGate, secondBlocked, secondGate) = (Signal(), Signal(), Signal(), Signal());
+
+        // Each host's rebuild runner (a generation above 1) stops at one event until its gate opens; one event a unit.
+        using var first = await StartAsync(store, new Tallies((e, context) => context.Generation > 1 && e.Amount == 2 ? Pass(firstBlocked, firstGate) : Task.CompletedTask), alwaysLeader: true, batchSize: 1);
+        var events = first.Services.GetRequiredService<IEventStore>();
+        var last = (await events.AppendAsync("tally-beside", ExpectedVersion.NoStream, [Added(first, "o", 1), Added(first, "o", 2), Added(first, "o", 3)])).LastPosition;
+        var firstManager = first.Services.GetRequiredService<ProjectionManager>();
+        await Running(firstManager, Tallies.ProjectionName);
+        await firstManager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        // The first leader's rebuild has applied amount 1 when a second leader starts and rebuilds too.
+        var firstRebuild = firstManager.RebuildAsync(Tallies.ProjectionName);
+        await firstBlocked.Task.WaitAsync(Eventually.DefaultTimeout);
+        using var second = await StartAsync(store, new Tallies((e, context) => context.Generation > 1 && e.Amount == 1 ? Pass(secondBlocked, secondGate) : Task.CompletedTask), alwaysLeader: true, batchSize: 1);
+        var secondManager = second.Services.GetRequiredService<ProjectionManager>();
+        await Running(secondManager, Tallies.ProjectionName);
+        var secondRebuild = secondManager.RebuildAsync(Tallies.ProjectionName);
+        await secondBlocked.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        // The old leader's runner goes on to the end; its switch is refused. Then the new leader's finishes.
+        firstGate.SetResult();
+        await Assert.ThrowsAsync<LeaseLostException>(() => firstRebuild.WaitAsync(TimeSpan.FromSeconds(60)));
+        secondGate.SetResult();
+        await secondRebuild.WaitAsync(TimeSpan.FromSeconds(60));
+
+        var tally = await second.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "o");
+        Assert.Equal((6, 3), (tally!.Sum, tally.Count));
+        await first.StopAsync();
+        await second.StopAsync();
+
+        static TaskCompletionSource Signal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        static Task Pass(TaskCompletionSource blocked, TaskCompletionSource gate)
+        {
+            blocked.TrySetResult();
+            return gate.Task;
+        }
+    }
+
+    [Fact]
     public async Task ARebuildAskedOnANodeThatDoesNotRunTheProjection_IsRunByItsLeader()
     {
         var store = NewStore();
@@ -479,12 +525,18 @@ public abstract partial class ProjectionConformance
 
         public static readonly ReadModelTable<Tally> Table = new("conformance_tallies");
 
-        public Tallies()
+        /// <summary>Creates it; <paramref name="before"/> runs before each event is applied (a test's gate).</summary>
+        public Tallies(Func<TallyAdded, ProjectionContext, Task>? before = null)
             : base(ProjectionName)
         {
             Table(Table);
             On<TallyAdded>(async (e, context, _) =>
             {
+                if (before is not null)
+                {
+                    await before(e, context);
+                }
+
                 await context.UpdateAsync(Table, e.Key, t => t is null ? new Tally(e.Key, e.Amount, 1) : t with { Sum = t.Sum + e.Amount, Count = t.Count + 1 });
                 if (e.Amount == 13)
                 {
