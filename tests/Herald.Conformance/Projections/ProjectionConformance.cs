@@ -149,13 +149,18 @@ public abstract partial class ProjectionConformance
         await second.StopAsync();
     }
 
-    [Fact]
-    public async Task ARunnerOfAGenerationAnotherRunnerRetired_StartsAgainOnTheGenerationThatServes()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ARunnerOfAGenerationAnotherRunnerRetired_WritesNothingOfIt_AndStartsAgainOnTheGenerationThatServes(bool looksOnceAnHour)
     {
         // Regression (audit of ef1bbbb): a rebuild finished by one of two overlapping leaders left the other writing the
         // retired generation (its table quietly made again) while reads went to the new one, which nobody updated.
+        // Regression (audit of 22ee879): until its next look at the generation, the runner left behind still wrote the
+        // retired generation, making its dropped table again and moving its checkpoint. Looking for a switch once an hour,
+        // only the refusal of its write can move it within the test.
         var store = NewStore();
-        using var first = await StartAsync(store, new Tallies(), alwaysLeader: true);
+        using var first = await StartAsync(store, new Tallies(), alwaysLeader: true, statusInterval: looksOnceAnHour ? TimeSpan.FromHours(1) : null);
         var events = first.Services.GetRequiredService<IEventStore>();
         var last = (await events.AppendAsync("tally-retired1", ExpectedVersion.NoStream, [Added(first, "o", 1), Added(first, "o", 2)])).LastPosition;
         var firstManager = first.Services.GetRequiredService<ProjectionManager>();
@@ -171,39 +176,9 @@ public abstract partial class ProjectionConformance
             await second.StopAsync();
         }
 
-        await events.AppendAsync("tally-retired2", ExpectedVersion.NoStream, [Added(first, "o", 100)]);
-        var readModels = first.Services.GetRequiredService<ReadModels>();
-        await Eventually.UntilAsync(async () => (await readModels.GetAsync(Tallies.Table, "o"))?.Sum == 103, "the served read model follows the event appended after the rebuild");
-        Assert.Equal(2, (await firstManager.GetStatusAsync(Tallies.ProjectionName)).Generation);
-        await first.StopAsync();
-    }
-
-    [Fact]
-    public async Task ARunnerThatARebuildLeftBehind_WritesNothingOfTheRetiredGeneration_AndFollowsTheSwitchAtOnce()
-    {
-        // Regression (audit of 22ee879): until its next look at the generation, a runner still on the old one after another
-        // leader's rebuild went on writing it, making the dropped table again and moving the retired checkpoint.
-        var store = NewStore();
-
-        // It looks for a switch once an hour: only the refusal of its write can move it within the test.
-        using var first = await StartAsync(store, new Tallies(), alwaysLeader: true, statusInterval: TimeSpan.FromHours(1));
-        var events = first.Services.GetRequiredService<IEventStore>();
-        var last = (await events.AppendAsync("tally-behind1", ExpectedVersion.NoStream, [Added(first, "o", 1), Added(first, "o", 2)])).LastPosition;
-        var firstManager = first.Services.GetRequiredService<ProjectionManager>();
-        await Running(firstManager, Tallies.ProjectionName);
-        await firstManager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
-
-        using (var second = await StartAsync(store, new Tallies(), alwaysLeader: true))
-        {
-            var secondManager = second.Services.GetRequiredService<ProjectionManager>();
-            await Running(secondManager, Tallies.ProjectionName);
-            await secondManager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
-            await second.StopAsync();
-        }
-
         var checkpoints = first.Services.GetRequiredService<ICheckpointStore>();
         var retired = await checkpoints.GetCheckpointAsync(Tallies.ProjectionName);
-        await events.AppendAsync("tally-behind2", ExpectedVersion.NoStream, [Added(first, "o", 100)]);
+        await events.AppendAsync("tally-retired2", ExpectedVersion.NoStream, [Added(first, "o", 100)]);
         var readModels = first.Services.GetRequiredService<ReadModels>();
         await Eventually.UntilAsync(async () => (await readModels.GetAsync(Tallies.Table, "o"))?.Sum == 103, "the served read model follows the event appended after the rebuild");
 
