@@ -44,7 +44,7 @@ internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProv
                 Log.ProjectionCheckpointConflict(logger, conflict.SubscriptionId, conflict.Position);
                 return ConsumeOutcome.Duplicate;
             }
-            catch (ReadModelGenerationRetiredException)
+            catch (ReadModelGenerationRetiredException) when (consumption.Delivery is RecordedEventDelivery)
             {
                 // A projection runner that a rebuild left behind: this attempt wrote nothing, and no retry can succeed.
                 // Its subscription stops here, and the runner starts again on the generation that serves.
