@@ -77,7 +77,11 @@ internal static class EnvelopeColumns
     /// <summary>Reads the envelope from the columns of <see cref="StoredNames"/>, starting at <paramref name="first"/>.</summary>
     public static Envelope ReadStored(NpgsqlDataReader reader, int first) => Read(reader, first, reader.GetInt32(first + Count));
 
-    /// <summary>The headers as a JSON object, or null when there are none (most messages), so reads skip parsing.</summary>
+    /// <summary>
+    /// The headers as a JSON object, or null when there are none (most messages), so reads skip parsing. jsonb refuses a NUL
+    /// character in a string, so headers holding one are written as an array instead: each name, then its value, as the
+    /// array of its pieces between NULs (<c>"a\0b"</c> is <c>["a","b"]</c>), which <see cref="ParseHeaders"/> joins back.
+    /// </summary>
     public static string? FormatHeaders(IReadOnlyDictionary<string, string> headers)
     {
         if (headers.Count == 0)
@@ -85,32 +89,76 @@ internal static class EnvelopeColumns
             return null;
         }
 
+        var withNul = headers.Any(h => h.Key.Contains('\0', StringComparison.Ordinal) || h.Value.Contains('\0', StringComparison.Ordinal));
         var buffer = new ArrayBufferWriter<byte>(64);
         using (var writer = new Utf8JsonWriter(buffer))
         {
-            writer.WriteStartObject();
-            foreach (var (name, value) in headers)
+            if (withNul)
             {
-                writer.WriteString(name, value);
-            }
+                writer.WriteStartArray();
+                foreach (var (name, value) in headers)
+                {
+                    WritePieces(writer, name);
+                    WritePieces(writer, value);
+                }
 
-            writer.WriteEndObject();
+                writer.WriteEndArray();
+            }
+            else
+            {
+                writer.WriteStartObject();
+                foreach (var (name, value) in headers)
+                {
+                    writer.WriteString(name, value);
+                }
+
+                writer.WriteEndObject();
+            }
         }
 
         return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
+
+        static void WritePieces(Utf8JsonWriter writer, string text)
+        {
+            writer.WriteStartArray();
+            foreach (var piece in text.Split('\0'))
+            {
+                writer.WriteStringValue(piece);
+            }
+
+            writer.WriteEndArray();
+        }
     }
 
-    /// <summary>Headers from their JSON object.</summary>
+    /// <summary>Headers from their JSON object, or from the array <see cref="FormatHeaders"/> writes for headers holding NUL.</summary>
     public static Dictionary<string, string> ParseHeaders(string json)
     {
         using var document = JsonDocument.Parse(json);
         var headers = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var property in document.RootElement.EnumerateObject())
+        var root = document.RootElement;
+        if (root.ValueKind == JsonValueKind.Array)
+        {
+            if (root.GetArrayLength() % 2 != 0)
+            {
+                throw new JsonException("Headers stored as an array hold a name without its value.");
+            }
+
+            for (var i = 0; i < root.GetArrayLength(); i += 2)
+            {
+                headers[Joined(root[i])] = Joined(root[i + 1]);
+            }
+
+            return headers;
+        }
+
+        foreach (var property in root.EnumerateObject())
         {
             headers[property.Name] = property.Value.GetString() ?? "";
         }
 
         return headers;
+
+        static string Joined(JsonElement pieces) => string.Join('\0', pieces.EnumerateArray().Select(p => p.GetString()));
     }
 
     /// <summary>The body as an array, without a copy when the memory already is a whole array.</summary>

@@ -376,6 +376,37 @@ public abstract class DeadLetterStoreConformance
     }
 
     [Fact]
+    public async Task Add_OfAHeaderWithNulCharacters_KeepsItAsWritten_ThroughListGetAndRetry()
+    {
+        // A header's key or value can hold NUL (a broker passes any string on), which PostgreSQL's jsonb refuses: the store
+        // failed the write, the message went to the transport's own dead letters, and their drain failed on it for ever.
+        var store = await CreateStoreAsync();
+        var original = NewDeadLetter();
+        var headers = new Dictionary<string, string>(original.Envelope.Headers, StringComparer.Ordinal)
+        {
+            ["x-bad\0key"] = "a\0b\0",
+            ["\0"] = "",
+            ["x-plain"] = "\0",
+        };
+        var deadLetter = original with { Envelope = original.Envelope with { Headers = headers } };
+
+        await store.AddAsync(deadLetter);
+
+        AssertEqual(deadLetter, (await store.GetAsync(deadLetter.Id))!);
+        AssertEqual(deadLetter, Assert.Single(await store.ListAsync(new DeadLetterQuery { Endpoint = deadLetter.Endpoint })));
+
+        var transport = new RecordingTransport(new Herald.Transport.InMemory.InMemoryTransport());
+        var manager = new DeadLetterManager(store, transport, TimeProvider.System);
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await manager.RetryAsync(deadLetter.Id));
+        var (destination, sent) = Assert.Single(transport.Sent);
+        Assert.Equal(deadLetter.Endpoint, destination);
+        Assert.Equal("a\0b\0", sent.Headers["x-bad\0key"]);
+        Assert.Equal("", sent.Headers["\0"]);
+        Assert.Equal("\0", sent.Headers["x-plain"]);
+        Assert.Null(await store.GetAsync(deadLetter.Id));
+    }
+
+    [Fact]
     public async Task RecordRetryFailure_OfAnUnknownId_ReturnsFalse()
     {
         var store = await CreateStoreAsync();
