@@ -20,6 +20,9 @@ internal static partial class Log
     [LoggerMessage(2009, LogLevel.Warning, "Moving the transport's own dead letters of '{Endpoint}' into the dead-letter store failed; trying again in {Delay}")]
     public static partial void NativeDeadLetterDrainFailed(ILogger logger, Exception exception, string endpoint, TimeSpan delay);
 
+    [LoggerMessage(2013, LogLevel.Warning, "The dead-letter store refused message {MessageId} ({MessageType}) from the transport's own dead letters of '{Endpoint}'; it stays there, and the drain goes on with the others")]
+    public static partial void NativeDeadLetterRefused(ILogger logger, Exception exception, Guid messageId, string messageType, string endpoint);
+
     [LoggerMessage(2003, LogLevel.Warning, "Endpoint '{Endpoint}' holds {Count} dead letters, reaching the alert threshold of {Threshold}")]
     public static partial void DeadLetterThresholdReached(ILogger logger, string endpoint, long count, int threshold);
 

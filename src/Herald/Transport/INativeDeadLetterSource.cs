@@ -9,8 +9,10 @@ public interface INativeDeadLetterSource
 {
     /// <summary>
     /// Hands the native dead letters of <paramref name="queue"/>, oldest first, to <paramref name="moveAsync"/> one at a
-    /// time, and removes each only after <paramref name="moveAsync"/> returned. An exception from it stops the drain and
-    /// leaves that dead letter where it was. Returns how many were moved; none left (or none ever) is not an error.
+    /// time, and removes each only after <paramref name="moveAsync"/> returned. An exception from it leaves that dead letter
+    /// where it was and the drain goes on with the next (so one that keeps failing does not hold back the others), then
+    /// throws the first such exception once the rest were handed on; a cancelled <paramref name="cancellationToken"/> stops
+    /// it, leaving the rest. Returns how many were moved; none left (or none ever) is not an error.
     /// </summary>
     ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default);
 }

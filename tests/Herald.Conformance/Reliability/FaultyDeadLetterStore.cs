@@ -5,7 +5,8 @@ namespace Herald.Conformance.Reliability;
 
 /// <summary>
 /// An in-memory dead-letter store whose writes fail on demand, as an unreachable database's would: the first
-/// <c>failures</c> writes, and every write while <see cref="Failing"/> is set. Reads always work.
+/// <c>failures</c> writes, and every write while <see cref="Failing"/> is set; and, for good, each dead letter
+/// <see cref="Refuses"/> picks (one the store rejects for reasons that will not pass). Reads always work.
 /// </summary>
 public sealed class FaultyDeadLetterStore : IDeadLetterStore
 {
@@ -24,17 +25,16 @@ public sealed class FaultyDeadLetterStore : IDeadLetterStore
         set => _failing = value;
     }
 
+    /// <summary>When set, every write of a dead letter it returns true for throws, whatever <see cref="Failing"/> says.</summary>
+    public Func<DeadLetter, bool>? Refuses { get; set; }
+
     /// <summary>How many writes were refused so far.</summary>
     public int Refused => Volatile.Read(ref _refused);
 
     /// <inheritdoc />
     public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
-        if (_failing || Interlocked.Decrement(ref _failuresLeft) >= 0)
-        {
-            Interlocked.Increment(ref _refused);
-            throw new InvalidOperationException("the dead-letter database is unreachable");
-        }
+        ThrowIfRefused(deadLetter);
 
         return _inner.AddAsync(deadLetter, cancellationToken);
     }
@@ -42,13 +42,24 @@ public sealed class FaultyDeadLetterStore : IDeadLetterStore
     /// <inheritdoc />
     public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
+        ThrowIfRefused(deadLetter);
+
+        return _inner.AddAsync(deadLetter, unitOfWork, cancellationToken);
+    }
+
+    private void ThrowIfRefused(DeadLetter deadLetter)
+    {
+        if (Refuses?.Invoke(deadLetter) == true)
+        {
+            Interlocked.Increment(ref _refused);
+            throw new InvalidOperationException($"the dead-letter database rejects dead letter {deadLetter.Id}");
+        }
+
         if (_failing || Interlocked.Decrement(ref _failuresLeft) >= 0)
         {
             Interlocked.Increment(ref _refused);
             throw new InvalidOperationException("the dead-letter database is unreachable");
         }
-
-        return _inner.AddAsync(deadLetter, unitOfWork, cancellationToken);
     }
 
     /// <inheritdoc />

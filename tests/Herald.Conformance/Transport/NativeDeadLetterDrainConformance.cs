@@ -68,6 +68,35 @@ public abstract class NativeDeadLetterDrainConformance
         Assert.Equal([2], handled);
     }
 
+    [Fact]
+    public async Task ADeadLetterTheStoreKeepsRefusing_StaysInTheNativeDeadLetters_AndTheOnesBehindItAreDrainedIntoTheStore()
+    {
+        var queue = "drain-" + Guid.NewGuid().ToString("N")[..8];
+        var store = new FaultyDeadLetterStore { Failing = true };
+        using var host = await StartHostAsync(queue, [], store);
+        var bus = host.Services.GetRequiredService<IMessageBus>();
+
+        // Three poisons in the native dead letters while the store is down, the one it will reject for good first.
+        await bus.SendAsync(new DrainProbe(Poison));
+        await Eventually.UntilAsync(async () => await CountNativeDeadLettersAsync(queue) == 1, "the first poison waits in the native dead letters");
+        await bus.SendAsync(new DrainProbe(Poison - 1));
+        await bus.SendAsync(new DrainProbe(Poison - 2));
+        await Eventually.UntilAsync(async () => await CountNativeDeadLettersAsync(queue) == 3, "all three wait in the native dead letters");
+
+        store.Refuses = d => System.Text.Encoding.UTF8.GetString(d.Envelope.Body.Span).Contains(":" + Poison + "}", StringComparison.Ordinal);
+        store.Failing = false;
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        await Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = queue }) == 2, "the drain moves the two behind the refused one");
+        await Eventually.UntilAsync(async () => await CountNativeDeadLettersAsync(queue) == 1, "their native copies are gone");
+
+        // Rounds go on refusing it; it stays, and nothing else moves.
+        var refused = store.Refused;
+        await Eventually.UntilAsync(() => store.Refused > refused + 1, "later rounds try it again");
+        await host.StopAsync();
+        Assert.Equal(1L, await CountNativeDeadLettersAsync(queue));
+        Assert.Equal(2L, await manager.CountAsync(new DeadLetterQuery { Endpoint = queue }));
+    }
+
     private const string DrainProbeType = "conformance-drain-probe";
 
     private async Task<IHost> StartHostAsync(string queue, ConcurrentBag<int> handled, FaultyDeadLetterStore store)
@@ -96,7 +125,7 @@ public abstract class NativeDeadLetterDrainConformance
     [MessageType(DrainProbeType)]
     public sealed record DrainProbe(int Number);
 
-    /// <summary>Handles every probe but the poison, which it always refuses.</summary>
+    /// <summary>Handles every probe but the poisons (the poison number and below), which it always refuses.</summary>
     public sealed class DrainProbeHandler(ConcurrentBag<int> handled) : IMessageHandler<DrainProbe>
     {
         /// <summary>Why the poison is refused.</summary>
@@ -105,7 +134,7 @@ public abstract class NativeDeadLetterDrainConformance
         /// <inheritdoc />
         public ValueTask HandleAsync(DrainProbe message, MessageContext context, CancellationToken cancellationToken)
         {
-            if (message.Number == Poison)
+            if (message.Number <= Poison)
             {
                 throw new InvalidOperationException(Refusal);
             }

@@ -173,6 +173,66 @@ public sealed class FailureInjectionTests
     }
 
     [Fact]
+    public async Task NativeDrain_ADeadLetterTheStoreKeepsRefusing_StaysInTheTransport_AndTheOnesBehindItAreStored()
+    {
+        var store = new FaultyDeadLetterStore { Failing = true };
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromHours(1)),
+            s => s.AddSingleton(new Effects()).AddSingleton<IDeadLetterStore>(store));
+        var sent = await SendToNativeDeadLettersAsync(host, 3);
+
+        // The store is back, but rejects the oldest for good: the drain used to stop at it, at every round.
+        store.Failing = false;
+        store.Refuses = d => d.Envelope.MessageId == sent[0].MessageId;
+        var drain = host.Get<NativeDeadLetterDrain>();
+        for (var round = 0; round < 2; round++)
+        {
+            var refusal = await Assert.ThrowsAsync<InvalidOperationException>(async () => await drain.DrainAsync(CancellationToken.None));
+            Assert.Contains("rejects", refusal.Message, StringComparison.Ordinal);
+            var left = Assert.Single(host.InMemory.GetDeadLetters(host.Endpoint));
+            Assert.Equal(sent[0].MessageId, left.Envelope.MessageId);
+            var stored = await host.DeadLetters.ListAsync(new DeadLetterQuery { Endpoint = host.Endpoint });
+            Assert.Equal(sent.Skip(1).Select(e => e.MessageId).Order(), stored.Select(d => d.Envelope.MessageId).Order());
+        }
+
+        Assert.Contains(host.Logs.Entries, e => e.EventId == 2013 && e.Level == LogLevel.Warning);
+    }
+
+    [Fact]
+    public async Task NativeDrain_StoreDown_StopsTheRoundAfterAFewRefusals_LeavingEveryDeadLetterInTheTransport()
+    {
+        var store = new FaultyDeadLetterStore { Failing = true };
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromHours(1)),
+            s => s.AddSingleton(new Effects()).AddSingleton<IDeadLetterStore>(store));
+        await SendToNativeDeadLettersAsync(host, NativeDeadLetterDrain.RefusalsToStop + 2);
+        var drain = host.Get<NativeDeadLetterDrain>();
+        var refused = store.Refused;
+
+        // A store that refuses letter after letter looks down: the round does not try the whole backlog.
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await drain.DrainAsync(CancellationToken.None));
+
+        Assert.Equal(NativeDeadLetterDrain.RefusalsToStop, store.Refused - refused);
+        Assert.Equal(NativeDeadLetterDrain.RefusalsToStop + 2, host.InMemory.GetDeadLetters(host.Endpoint).Count);
+        Assert.Equal(0, await store.CountAsync(DeadLetterQuery.All));
+    }
+
+    // Sends undecodable messages one at a time while the store is down, so they wait in the transport's dead letters in order.
+    private static async Task<List<Envelope>> SendToNativeDeadLettersAsync(ReliabilityHost host, int count)
+    {
+        var sent = new List<Envelope>();
+        for (var i = 0; i < count; i++)
+        {
+            var envelope = RawEnvelope("rel-flaky", "{not json " + i);
+            sent.Add(envelope);
+            await host.Transport.SendAsync(host.Endpoint, envelope);
+            await Eventually.UntilAsync(() => host.InMemory.GetDeadLetters(host.Endpoint).Count == i + 1, $"dead letter {i} waits in the transport");
+        }
+
+        return sent;
+    }
+
+    [Fact]
     public async Task FirstFailureTime_TravelsWithTheMessage_SoADeadLetterOnAnyNodeKnowsIt()
     {
         var effects = new Effects();

@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -96,7 +97,8 @@ public abstract class LeasedQueueTransport<TMessage> : ITransport, INativeDeadLe
     /// Hands the queue's dead letters (rows the consumers moved to the dead-letter table while the dead-letter store was
     /// unreachable), oldest first, to <paramref name="moveAsync"/>, and deletes each row only after it returned. A row whose
     /// envelope does not decode is handed on with its <see cref="NativeDeadLetter.DecodeFailure"/>, never skipped, so no row
-    /// stops the drain; an exception from <paramref name="moveAsync"/> does, leaving that row where it was.
+    /// stops the drain; a row <paramref name="moveAsync"/> throws on stays where it was, the drain goes on with the next,
+    /// and the first such exception is thrown at the end.
     /// </summary>
     public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
     {
@@ -106,6 +108,7 @@ public abstract class LeasedQueueTransport<TMessage> : ITransport, INativeDeadLe
         await ReadyAsync(cancellationToken).ConfigureAwait(false);
         var moved = 0;
         var after = 0L;
+        ExceptionDispatchInfo? refused = null;
         while (true)
         {
             var page = await ReadDeadLettersAsync(queue, after, DrainPage, cancellationToken).ConfigureAwait(false);
@@ -119,14 +122,24 @@ public abstract class LeasedQueueTransport<TMessage> : ITransport, INativeDeadLe
                     Time = letter.Time,
                     DecodeFailure = letter.DecodeFailure,
                 };
-                await moveAsync(native, cancellationToken).ConfigureAwait(false);
-                await DeleteDeadLetterAsync(letter.Id, cancellationToken).ConfigureAwait(false);
                 after = letter.Id;
+                try
+                {
+                    await moveAsync(native, cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+                {
+                    refused ??= ExceptionDispatchInfo.Capture(e);
+                    continue;
+                }
+
+                await DeleteDeadLetterAsync(letter.Id, cancellationToken).ConfigureAwait(false);
                 moved++;
             }
 
             if (page.Count < DrainPage)
             {
+                refused?.Throw();
                 return moved;
             }
         }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using System.Threading.Channels;
 using Herald.Messages;
 
@@ -14,7 +15,8 @@ internal sealed class InMemoryQueue
 {
     private readonly SemaphoreSlim _permits;
     private readonly Channel<Envelope> _ready = Channel.CreateUnbounded<Envelope>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
-    private readonly ConcurrentQueue<InMemoryDeadLetter> _deadLetters = new();
+    // A list, not a queue: a drain removes the one it moved, which need not be the oldest when an older one was refused.
+    private readonly LinkedList<InMemoryDeadLetter> _deadLetters = new();
     private readonly ConcurrentDictionary<ITimer, byte> _timers = new();
     private readonly SemaphoreSlim _draining = new(1, 1);
     private readonly InMemoryTransport _transport;
@@ -35,7 +37,16 @@ internal sealed class InMemoryQueue
 
     public int ReadyCount => _ready.Reader.Count;
 
-    public IReadOnlyCollection<InMemoryDeadLetter> DeadLetters => _deadLetters;
+    public IReadOnlyList<InMemoryDeadLetter> DeadLetters
+    {
+        get
+        {
+            lock (_deadLetters)
+            {
+                return [.. _deadLetters];
+            }
+        }
+    }
 
     public ValueTask EnqueueAsync(Envelope envelope, TimeSpan? delay, CancellationToken cancellationToken)
     {
@@ -83,28 +94,58 @@ internal sealed class InMemoryQueue
                 $"The in-memory dead letters of queue '{Name}' are full ({_deadLetterCapacity}); the message stays in the queue.");
         }
 
-        _deadLetters.Enqueue(new InMemoryDeadLetter(envelope, Name, reason, _transport.TimeProvider.GetUtcNow()));
+        lock (_deadLetters)
+        {
+            _deadLetters.AddLast(new InMemoryDeadLetter(envelope, Name, reason, _transport.TimeProvider.GetUtcNow()));
+        }
+
         _permits.Release();
     }
 
-    /// <summary>Moves the dead letters out one at a time, each removed only after <paramref name="moveAsync"/> returned.</summary>
+    /// <summary>
+    /// Moves the dead letters there when it began out one at a time, each removed only after <paramref name="moveAsync"/>
+    /// returned; one it throws on stays, and the others are still moved (see <see cref="INativeDeadLetterSource"/>).
+    /// </summary>
     public async ValueTask<int> DrainDeadLettersAsync(Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
-        // One drain at a time, so the head looked at is the head removed.
+        // One drain at a time, so a dead letter is moved once.
         await _draining.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            LinkedListNode<InMemoryDeadLetter>[] nodes;
+            lock (_deadLetters)
+            {
+                nodes = new LinkedListNode<InMemoryDeadLetter>[_deadLetters.Count];
+                var i = 0;
+                for (var node = _deadLetters.First; node is not null; node = node.Next)
+                {
+                    nodes[i++] = node;
+                }
+            }
+
             var moved = 0;
-            while (_deadLetters.TryPeek(out var head))
+            ExceptionDispatchInfo? refused = null;
+            foreach (var node in nodes)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                await moveAsync(new NativeDeadLetter { Envelope = head.Envelope, Queue = Name, Reason = head.Reason, Time = head.Time }, cancellationToken).ConfigureAwait(false);
-                if (_deadLetters.TryPeek(out var still) && ReferenceEquals(still, head) && TryTakeDeadLetter(out _))
+                var letter = node.Value;
+                try
+                {
+                    await moveAsync(new NativeDeadLetter { Envelope = letter.Envelope, Queue = Name, Reason = letter.Reason, Time = letter.Time }, cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+                {
+                    refused ??= ExceptionDispatchInfo.Capture(e);
+                    continue;
+                }
+
+                if (TryRemove(node))
                 {
                     moved++;
                 }
             }
 
+            refused?.Throw();
             return moved;
         }
         finally
@@ -115,13 +156,27 @@ internal sealed class InMemoryQueue
 
     public bool TryTakeDeadLetter(out InMemoryDeadLetter? deadLetter)
     {
-        if (_deadLetters.TryDequeue(out deadLetter))
+        lock (_deadLetters)
         {
+            deadLetter = _deadLetters.First?.Value;
+            return _deadLetters.First is { } first && TryRemove(first);
+        }
+    }
+
+    // False when a take removed it meanwhile.
+    private bool TryRemove(LinkedListNode<InMemoryDeadLetter> node)
+    {
+        lock (_deadLetters)
+        {
+            if (node.List is null)
+            {
+                return false;
+            }
+
+            _deadLetters.Remove(node);
             Interlocked.Decrement(ref _deadLetterCount);
             return true;
         }
-
-        return false;
     }
 
     public void DisposeTimers()
