@@ -118,6 +118,44 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
         Assert.Equal([7], probe.Handled);
     }
 
+    [Fact]
+    public async Task DeadLetterTheStoreKeepsRefusing_StaysInTheDeadLetterQueue_AndTheOnesBehindItAreDrainedIntoTheStore()
+    {
+        var probe = new Probe();
+        var store = new FaultyDeadLetterStore { Failing = true };
+        using var host = await StartHostAsync(probe, store);
+        var channel = await CreateRawChannelAsync();
+        var endpoint = Name("endpoint");
+        var deadLetterQueue = endpoint + ".dead-letter";
+        var now = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+        async Task<uint> WaitingAsync() =>
+            (await BrokerAdmin.QueueNamesAsync(Prefix)).Contains(deadLetterQueue) ? (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount : 0;
+
+        // Three poisons wait in the dead-letter queue while the store is down, the one it will reject for good at the head.
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = now }, """{"quantity":-5}""");
+        await Herald.Conformance.Eventually.UntilAsync(async () => await WaitingAsync() == 1, "the first poison waits in the dead-letter queue");
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = now }, """{"quantity":-6}""");
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = now }, """{"quantity":-7}""");
+        await Herald.Conformance.Eventually.UntilAsync(async () => await WaitingAsync() == 3, "all three wait in the dead-letter queue");
+
+        store.Refuses = d => Encoding.UTF8.GetString(d.Envelope.Body.Span) == """{"quantity":-5}""";
+        store.Failing = false;
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        await Herald.Conformance.Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 2, "the drain moves the two behind the refused one");
+        var refused = store.Refused;
+        await Herald.Conformance.Eventually.UntilAsync(() => store.Refused > refused + 1, "later rounds try the refused one again");
+        await host.StopAsync();
+
+        // The refused one is back in the dead-letter queue, and only it.
+        Assert.Equal(1u, (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount);
+        var left = await channel.BasicGetAsync(deadLetterQueue, autoAck: false);
+        Assert.Equal("""{"quantity":-5}""", Encoding.UTF8.GetString(left!.Body.Span));
+        await channel.BasicNackAsync(left.DeliveryTag, multiple: false, requeue: true);
+        var stored = (await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items;
+        Assert.Equal(["""{"quantity":-6}""", """{"quantity":-7}"""], stored.Select(d => Encoding.UTF8.GetString(d.Envelope.Body.Span)).Order());
+        Assert.Empty(probe.Handled);
+    }
+
     // Issue 10: the transport's own dead letters had no retention.
     [Fact]
     public async Task DeadLetterQueueMaxLength_DropHead_KeepsTheNewestDeadLettersOnly_Issue10()

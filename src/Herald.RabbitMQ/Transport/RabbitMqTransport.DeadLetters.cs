@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Herald.Transport;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
@@ -8,7 +9,8 @@ internal sealed partial class RabbitMqTransport
 {
     /// <summary>
     /// Reads the queue's dead-letter queue with basic.get on a channel of its own, hands each message on, and acks it only
-    /// after that returned; on failure the message is handed back (nack, requeue) and the drain stops.
+    /// after that returned. One it fails on is held unacked while the drain goes on with the next (basic.get skips it), and
+    /// handed back at the end (nack, requeue, to its place), so it does not hold back those behind it.
     /// </summary>
     protected override async ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
@@ -28,31 +30,49 @@ internal sealed partial class RabbitMqTransport
 
             var rawType = _rawQueues.GetValueOrDefault(queue);
             var moved = 0;
-            while (await channel.BasicGetAsync(deadLetterQueue, autoAck: false, cancellationToken).ConfigureAwait(false) is { } message)
+            var unacked = 0;
+            ExceptionDispatchInfo? refused = null;
+            try
             {
-                var properties = message.BasicProperties;
-                var envelope = AmqpEnvelopeCodec.Decode(properties, message.Body.ToArray(), message.Redelivered, rawType, _options.Source, TimeProvider, out var failure);
-                var deadLetter = new NativeDeadLetter
+                while (await channel.BasicGetAsync(deadLetterQueue, autoAck: false, cancellationToken).ConfigureAwait(false) is { } message)
                 {
-                    // The copy counts one more delivery than the one that failed; the record keeps the failed one.
-                    Envelope = envelope with { DeliveryAttempt = AmqpEnvelopeCodec.DeadLetteredAttempt(properties) },
-                    Queue = queue,
-                    DecodeFailure = failure,
-                };
-                try
-                {
-                    await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
-                }
-                catch
-                {
-                    await channel.BasicNackAsync(message.DeliveryTag, multiple: false, requeue: true, CancellationToken.None).ConfigureAwait(false);
-                    throw;
-                }
+                    // Unacked until acked below, so handed back by the nack in finally however this ends.
+                    unacked++;
+                    var properties = message.BasicProperties;
+                    var envelope = AmqpEnvelopeCodec.Decode(properties, message.Body.ToArray(), message.Redelivered, rawType, _options.Source, TimeProvider, out var failure);
+                    var deadLetter = new NativeDeadLetter
+                    {
+                        // The copy counts one more delivery than the one that failed; the record keeps the failed one.
+                        Envelope = envelope with { DeliveryAttempt = AmqpEnvelopeCodec.DeadLetteredAttempt(properties) },
+                        Queue = queue,
+                        DecodeFailure = failure,
+                    };
 
-                await channel.BasicAckAsync(message.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
-                moved++;
+                    try
+                    {
+                        await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+                    {
+                        refused ??= ExceptionDispatchInfo.Capture(e);
+                        continue;
+                    }
+
+                    await channel.BasicAckAsync(message.DeliveryTag, multiple: false, cancellationToken).ConfigureAwait(false);
+                    unacked--;
+                    moved++;
+                }
+            }
+            finally
+            {
+                // Delivery tag 0 with multiple: every delivery of this channel still unacked.
+                if (unacked > 0)
+                {
+                    await channel.BasicNackAsync(0, multiple: true, requeue: true, CancellationToken.None).ConfigureAwait(false);
+                }
             }
 
+            refused?.Throw();
             return moved;
         }
     }
