@@ -314,6 +314,50 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task Drain_ADeadLetterTheMoveKeepsRefusing_StaysInTheDeadLetterQueue_AndTheOnesBehindItAreMoved()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("native-dl-refused");
+        var settled = 0;
+        await using (var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            await d.DeadLetterAsync("poison: store down", ct);
+            Interlocked.Increment(ref settled);
+        }))
+        {
+            // The one the store will refuse for good goes first.
+            var refused = NewEnvelope();
+            await transport.SendAsync(queue, refused);
+            await Eventually.UntilAsync(() => Volatile.Read(ref settled) == 1, "the first is dead-lettered", Timeout);
+            await transport.SendAsync(queue, NewEnvelope());
+            await transport.SendAsync(queue, NewEnvelope());
+            await Eventually.UntilAsync(() => Volatile.Read(ref settled) == 3, "all three are dead-lettered", Timeout);
+
+            var moved = new ConcurrentQueue<NativeDeadLetter>();
+            await Eventually.UntilAsync(async () =>
+            {
+                var error = await Record.ExceptionAsync(async () => await transport.DrainDeadLettersAsync(queue, (d, _) =>
+                {
+                    if (d.Envelope.MessageId == refused.MessageId)
+                    {
+                        throw new InvalidOperationException("the store rejects it");
+                    }
+
+                    moved.Enqueue(d);
+                    return ValueTask.CompletedTask;
+                }));
+                Assert.True(error is null or InvalidOperationException { Message: "the store rejects it" }, error?.ToString());
+                return moved.Count == 2;
+            }, "the two behind the refused one are moved", Timeout);
+            Assert.DoesNotContain(moved, d => d.Envelope.MessageId == refused.MessageId);
+
+            // Visible again at once, for the next drain.
+            var left = await DrainAsync(transport, queue);
+            Assert.Equal(refused.MessageId, Assert.Single(left).Envelope.MessageId);
+        }
+    }
+
+    [Fact]
     public async Task Gauge_ReportsInFlightAndVisibleMessagesOfAConsumedQueue_TaggedWithTheQueue()
     {
         var transport = await CreateTransportAsync(o => o.GaugeRefreshInterval = TimeSpan.FromMilliseconds(100));

@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Amazon.SQS;
 using Amazon.SQS.Model;
 using Herald.Transport;
@@ -10,7 +11,8 @@ internal sealed partial class AmazonSqsTransport : INativeDeadLetterSource
 
     /// <summary>
     /// Reads the queue's dead-letter queue (short polls, hidden for a visibility timeout while each is moved), hands each
-    /// message on, and deletes it only after that returned; on failure the message is made visible again and the drain stops.
+    /// message on, and deletes it only after that returned. One it fails on stays hidden while the drain goes on with the
+    /// rest (so it does not hold back those behind it), and is made visible again at the end.
     /// Holds both Herald's copies (with their reason) and what SQS's redrive policy moved there after too many receives.
     /// </summary>
     public async ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default)
@@ -30,51 +32,67 @@ internal sealed partial class AmazonSqsTransport : INativeDeadLetterSource
 
         var rawType = Options.RawQueues.TryGetValue(queue, out var raw) ? raw : null;
         var moved = 0;
-        while (true)
+        var held = new List<string>();
+        ExceptionDispatchInfo? refused = null;
+        try
         {
-            var response = await Client.ReceiveMessageAsync(
-                new ReceiveMessageRequest
-                {
-                    QueueUrl = url,
-                    MaxNumberOfMessages = SqsBatcher<string>.MaxBatch,
-                    WaitTimeSeconds = 0,
-                    VisibilityTimeout = Seconds(Options.VisibilityTimeout),
-                    MessageAttributeNames = AllAttributes,
-                    MessageSystemAttributeNames = [SqsEnvelopeCodec.ReceiveCount, SqsEnvelopeCodec.SentTimestamp],
-                },
-                cancellationToken).ConfigureAwait(false);
-            if (response.Messages is not { Count: > 0 } messages)
+            while (true)
             {
-                return moved;
-            }
-
-            foreach (var message in messages)
-            {
-                var envelope = SqsEnvelopeCodec.Decode(message, rawType, Options.Source, Now(), out var carried, out var failure);
-                var deadLetter = new NativeDeadLetter
-                {
-                    // Herald's copy counts the attempts before it; a message SQS moved counts its receives on the source queue.
-                    Envelope = envelope with
+                var response = await Client.ReceiveMessageAsync(
+                    new ReceiveMessageRequest
                     {
-                        DeliveryAttempt = carried.DeadLetterReason is null ? carried.AttemptsBefore + (Options.MaxReceiveCount ?? 1) : carried.AttemptsBefore + 1,
+                        QueueUrl = url,
+                        MaxNumberOfMessages = SqsBatcher<string>.MaxBatch,
+                        WaitTimeSeconds = 0,
+                        VisibilityTimeout = Seconds(Options.VisibilityTimeout),
+                        MessageAttributeNames = AllAttributes,
+                        MessageSystemAttributeNames = [SqsEnvelopeCodec.ReceiveCount, SqsEnvelopeCodec.SentTimestamp],
                     },
-                    Queue = queue,
-                    Reason = carried.DeadLetterReason
-                        ?? $"Received {Options.MaxReceiveCount} times from SQS queue '{Names.Queue(queue)}' without being settled (its consumers failed or stopped each time); SQS's redrive policy moved it to the dead-letter queue.",
-                    DecodeFailure = failure,
-                };
-                try
+                    cancellationToken).ConfigureAwait(false);
+                if (response.Messages is not { Count: > 0 } messages)
                 {
-                    await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
-                }
-                catch
-                {
-                    await ChangeVisibilityAsync(url, message.ReceiptHandle, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
-                    throw;
+                    refused?.Throw();
+                    return moved;
                 }
 
-                await DeleteAsync(url, message.ReceiptHandle).ConfigureAwait(false);
-                moved++;
+                // Hidden until deleted below, so made visible again by the finally however this ends.
+                held.AddRange(messages.Select(m => m.ReceiptHandle));
+                foreach (var message in messages)
+                {
+                    var envelope = SqsEnvelopeCodec.Decode(message, rawType, Options.Source, Now(), out var carried, out var failure);
+                    var deadLetter = new NativeDeadLetter
+                    {
+                        // Herald's copy counts the attempts before it; a message SQS moved counts its receives on the source queue.
+                        Envelope = envelope with
+                        {
+                            DeliveryAttempt = carried.DeadLetterReason is null ? carried.AttemptsBefore + (Options.MaxReceiveCount ?? 1) : carried.AttemptsBefore + 1,
+                        },
+                        Queue = queue,
+                        Reason = carried.DeadLetterReason
+                            ?? $"Received {Options.MaxReceiveCount} times from SQS queue '{Names.Queue(queue)}' without being settled (its consumers failed or stopped each time); SQS's redrive policy moved it to the dead-letter queue.",
+                        DecodeFailure = failure,
+                    };
+                    try
+                    {
+                        await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+                    {
+                        refused ??= ExceptionDispatchInfo.Capture(e);
+                        continue;
+                    }
+
+                    await DeleteAsync(url, message.ReceiptHandle).ConfigureAwait(false);
+                    held.Remove(message.ReceiptHandle);
+                    moved++;
+                }
+            }
+        }
+        finally
+        {
+            foreach (var receiptHandle in held)
+            {
+                await ChangeVisibilityAsync(url, receiptHandle, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
             }
         }
     }
