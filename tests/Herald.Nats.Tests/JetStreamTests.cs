@@ -280,6 +280,49 @@ public sealed class JetStreamTests : NatsTestBase
     }
 
     [Fact]
+    public async Task Drain_ADeadLetterTheMoveKeepsRefusing_StaysInTheDeadLetters_AndTheOnesBehindItAreMoved()
+    {
+        var transport = await CreateTransportAsync(o => o.MaxDeliver = 2);
+        var queue = "max-deliver-" + Guid.NewGuid().ToString("N")[..8];
+        var refused = NewEnvelope("refused");
+        var (consumer, _) = await ConsumeAsync(transport, queue, (_, _) => throw new InvalidOperationException("always fails"));
+        await using (consumer)
+        {
+            async ValueTask<bool> QueueEmptyAsync() => (await transport.JetStream.GetStreamAsync(Names.QueueStream(queue))).Info.State.Messages == 0;
+
+            // The one the store will refuse for good goes first.
+            await transport.SendAsync(queue, refused);
+            await Eventually.UntilAsync(QueueEmptyAsync, "the first leaves the queue");
+            await transport.SendAsync(queue, NewEnvelope("behind1"));
+            await transport.SendAsync(queue, NewEnvelope("behind2"));
+            await Eventually.UntilAsync(QueueEmptyAsync, "the others leave the queue");
+        }
+
+        var moved = new List<NativeDeadLetter>();
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(async () => await transport.DrainDeadLettersAsync(queue, (deadLetter, _) =>
+        {
+            if (deadLetter.Envelope.MessageId == refused.MessageId)
+            {
+                throw new InvalidOperationException("the store rejects it");
+            }
+
+            moved.Add(deadLetter);
+            return ValueTask.CompletedTask;
+        }));
+        Assert.Equal("the store rejects it", error.Message);
+        Assert.Equal(["behind1", "behind2"], moved.Select(d => TextOf(d.Envelope)));
+
+        // Handed back at once, for the next drain.
+        var left = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (deadLetter, _) =>
+        {
+            left.Add(deadLetter);
+            return ValueTask.CompletedTask;
+        }));
+        Assert.Equal(refused.MessageId, Assert.Single(left).Envelope.MessageId);
+    }
+
+    [Fact]
     public async Task TheLagGauges_ReportPendingAndAckPending_TaggedWithTheConsumer()
     {
         var transport = await CreateTransportAsync(o => o.LagRefreshInterval = TimeSpan.FromMilliseconds(100));

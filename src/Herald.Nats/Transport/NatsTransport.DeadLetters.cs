@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Herald.Transport;
 using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
@@ -9,13 +10,27 @@ internal sealed partial class NatsTransport
     /// <summary>
     /// Moves the messages of the queue that reached the consumer's most deliveries unsettled (their max-deliveries
     /// advisories, below), then reads the queue's dead letters (subject <c>{prefix}.dead-letter.{queue}</c> of the dead-letter stream, a work queue)
-    /// through a durable consumer of their own, hands each on and acks it (removing it) only after that returned; on
-    /// failure the message is handed back (nak) and the drain stops.
+    /// through a durable consumer of their own, hands each on and acks it (removing it) only after that returned. One it
+    /// fails on is held unacked while the drain goes on with the rest (so it does not hold back those behind it), and
+    /// handed back (nak) at the end.
     /// </summary>
     protected override async ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
-        var moved = await DrainMaxDeliveriesAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
-        return moved + await DrainDeadLetterStreamAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
+        // A refusal among the first does not keep the drain from the second; the first refusal is thrown at the end.
+        ExceptionDispatchInfo? refused = null;
+        var moved = 0;
+        try
+        {
+            moved = await DrainMaxDeliveriesAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+        {
+            refused = ExceptionDispatchInfo.Capture(e);
+        }
+
+        moved += await DrainDeadLetterStreamAsync(queue, moveAsync, cancellationToken).ConfigureAwait(false);
+        refused?.Throw();
+        return moved;
     }
 
     private async ValueTask<int> DrainDeadLetterStreamAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
@@ -39,39 +54,84 @@ internal sealed partial class NatsTransport
 
         var rawType = (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null);
         var moved = 0;
-        while (true)
+        var held = new HeldDeadLetters();
+        try
         {
-            var fetched = 0;
-            await foreach (var message in consumer.FetchNoWaitAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 100 }, cancellationToken: cancellationToken).ConfigureAwait(false))
+            while (true)
             {
-                fetched++;
-                var envelope = NatsEnvelopeCodec.Decode(
-                    message.Headers, message.Data ?? [], 1, message.Metadata?.Timestamp ?? TimeProvider.GetUtcNow(), rawType, _options.Source, TimeProvider, out var failure);
-                var deadLetter = new NativeDeadLetter
+                var fetched = 0;
+                await foreach (var message in consumer.FetchNoWaitAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 100 }, cancellationToken: cancellationToken).ConfigureAwait(false))
                 {
-                    Envelope = envelope with { DeliveryAttempt = NatsEnvelopeCodec.DeadLetteredAttempt(message.Headers) },
-                    Queue = queue,
-                    Time = message.Metadata?.Timestamp,
-                    DecodeFailure = failure,
-                };
-                try
-                {
-                    await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+                    fetched++;
+                    var envelope = NatsEnvelopeCodec.Decode(
+                        message.Headers, message.Data ?? [], 1, message.Metadata?.Timestamp ?? TimeProvider.GetUtcNow(), rawType, _options.Source, TimeProvider, out var failure);
+                    var deadLetter = new NativeDeadLetter
+                    {
+                        Envelope = envelope with { DeliveryAttempt = NatsEnvelopeCodec.DeadLetteredAttempt(message.Headers) },
+                        Queue = queue,
+                        Time = message.Metadata?.Timestamp,
+                        DecodeFailure = failure,
+                    };
+                    if (!await held.TryMoveAsync(message, deadLetter, moveAsync, cancellationToken).ConfigureAwait(false))
+                    {
+                        continue;
+                    }
+
+                    // Double ack: removed from the work queue before the next is read, so a drain that stops here moves it once.
+                    await message.AckAsync(new AckOpts { DoubleAck = true }, cancellationToken).ConfigureAwait(false);
+                    moved++;
                 }
-                catch
+
+                if (fetched == 0)
                 {
-                    await message.NakAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                    held.ThrowIfRefused();
+                    return moved;
+                }
+            }
+        }
+        finally
+        {
+            await held.NakAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// The messages a drain holds unacked because moving their dead letter failed, so later ones are moved meanwhile (a nak
+    /// would hand the same one back at once); naked when the drain ends, and the first failure thrown then.
+    /// </summary>
+    private sealed class HeldDeadLetters
+    {
+        private readonly List<INatsJSMsg<byte[]>> _messages = [];
+        private ExceptionDispatchInfo? _refused;
+
+        /// <summary>Moves the dead letter; false when that failed and <paramref name="message"/> is held (true cancellation stops the drain, the message held).</summary>
+        public async ValueTask<bool> TryMoveAsync(INatsJSMsg<byte[]> message, NativeDeadLetter deadLetter, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+                return true;
+            }
+            catch (Exception e)
+            {
+                _messages.Add(message);
+                if (cancellationToken.IsCancellationRequested)
+                {
                     throw;
                 }
 
-                // Double ack: removed from the work queue before the next is read, so a drain that stops here moves it once.
-                await message.AckAsync(new AckOpts { DoubleAck = true }, cancellationToken).ConfigureAwait(false);
-                moved++;
+                _refused ??= ExceptionDispatchInfo.Capture(e);
+                return false;
             }
+        }
 
-            if (fetched == 0)
+        public void ThrowIfRefused() => _refused?.Throw();
+
+        public async ValueTask NakAsync()
+        {
+            foreach (var message in _messages)
             {
-                return moved;
+                await message.NakAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
             }
         }
     }

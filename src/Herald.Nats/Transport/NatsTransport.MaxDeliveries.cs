@@ -60,39 +60,44 @@ internal sealed partial class NatsTransport
         }
 
         var moved = 0;
-        while (true)
+        var held = new HeldDeadLetters();
+        try
         {
-            var fetched = 0;
-            await foreach (var advisory in consumer.FetchNoWaitAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 100 }, cancellationToken: cancellationToken).ConfigureAwait(false))
+            while (true)
             {
-                fetched++;
-                if (MaxDeliveriesAdvisory.Read(advisory.Data, out var failure) is not { } read)
+                var fetched = 0;
+                await foreach (var advisory in consumer.FetchNoWaitAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 100 }, cancellationToken: cancellationToken).ConfigureAwait(false))
                 {
-                    Log.MaxDeliveriesAdvisoryUnreadable(Logger, queue, failure!);
+                    fetched++;
+                    if (MaxDeliveriesAdvisory.Read(advisory.Data, out var failure) is not { } read)
+                    {
+                        Log.MaxDeliveriesAdvisoryUnreadable(Logger, queue, failure!);
+                    }
+                    else if (await ReadMaxDeliveredAsync(queue, read, cancellationToken).ConfigureAwait(false) is { } deadLetter)
+                    {
+                        // Refused, the advisory is held (and its message kept) while the drain goes on with the others.
+                        if (!await held.TryMoveAsync(advisory, deadLetter, moveAsync, cancellationToken).ConfigureAwait(false))
+                        {
+                            continue;
+                        }
+
+                        await RemoveMaxDeliveredAsync(read, cancellationToken).ConfigureAwait(false);
+                        moved++;
+                    }
+
+                    await advisory.AckAsync(new AckOpts { DoubleAck = true }, cancellationToken).ConfigureAwait(false);
                 }
-                else if (await ReadMaxDeliveredAsync(queue, read, cancellationToken).ConfigureAwait(false) is { } deadLetter)
+
+                if (fetched == 0)
                 {
-                    try
-                    {
-                        await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
-                    }
-                    catch
-                    {
-                        await advisory.NakAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
-                        throw;
-                    }
-
-                    await RemoveMaxDeliveredAsync(read, cancellationToken).ConfigureAwait(false);
-                    moved++;
+                    held.ThrowIfRefused();
+                    return moved;
                 }
-
-                await advisory.AckAsync(new AckOpts { DoubleAck = true }, cancellationToken).ConfigureAwait(false);
             }
-
-            if (fetched == 0)
-            {
-                return moved;
-            }
+        }
+        finally
+        {
+            await held.NakAsync().ConfigureAwait(false);
         }
     }
 
