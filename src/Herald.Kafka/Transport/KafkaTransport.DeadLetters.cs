@@ -9,7 +9,8 @@ internal sealed partial class KafkaTransport
     /// <summary>
     /// Reads the queue's dead-letter topic with a consumer group of its own (<c>{dead-letter topic}.drain</c>) from its
     /// committed offsets up to the end the topic had when the drain began, hands each record on, and commits it only
-    /// after that returned; on failure the drain stops and the record stays for the next drain.
+    /// after that returned; on failure the drain stops and the record stays for the next drain. Offsets are committed in
+    /// order, so unlike the other sources this one does not go on past a refused record (see <see cref="INativeDeadLetterSource"/>).
     /// </summary>
     protected override async ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
