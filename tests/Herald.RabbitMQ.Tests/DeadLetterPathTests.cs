@@ -121,21 +121,21 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
     [Fact]
     public async Task DeadLetterTheStoreKeepsRefusing_StaysInTheDeadLetterQueue_AndTheOnesBehindItAreDrainedIntoTheStore()
     {
-        var probe = new Probe();
-        var store = new FaultyDeadLetterStore { Failing = true };
+        var (probe, store) = (new Probe(), new FaultyDeadLetterStore { Failing = true });
         using var host = await StartHostAsync(probe, store);
         var channel = await CreateRawChannelAsync();
         var endpoint = Name("endpoint");
         var deadLetterQueue = endpoint + ".dead-letter";
-        var now = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
         async Task<uint> WaitingAsync() =>
             (await BrokerAdmin.QueueNamesAsync(Prefix)).Contains(deadLetterQueue) ? (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount : 0;
+        Task PublishQuantityAsync(int quantity) => PublishAsync(
+            channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()) }, $$"""{"quantity":{{quantity}}}""");
 
         // Three poisons wait in the dead-letter queue while the store is down, the one it will reject for good at the head.
-        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = now }, """{"quantity":-5}""");
+        await PublishQuantityAsync(-5);
         await Herald.Conformance.Eventually.UntilAsync(async () => await WaitingAsync() == 1, "the first poison waits in the dead-letter queue");
-        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = now }, """{"quantity":-6}""");
-        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = now }, """{"quantity":-7}""");
+        await PublishQuantityAsync(-6);
+        await PublishQuantityAsync(-7);
         await Herald.Conformance.Eventually.UntilAsync(async () => await WaitingAsync() == 3, "all three wait in the dead-letter queue");
 
         store.Refuses = d => Encoding.UTF8.GetString(d.Envelope.Body.Span) == """{"quantity":-5}""";

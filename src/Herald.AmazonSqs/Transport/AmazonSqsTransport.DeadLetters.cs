@@ -1,6 +1,6 @@
-using System.Runtime.ExceptionServices;
 using Amazon.SQS;
 using Amazon.SQS.Model;
+using Herald.Internal;
 using Herald.Transport;
 
 namespace Herald.AmazonSqs.Transport;
@@ -33,7 +33,7 @@ internal sealed partial class AmazonSqsTransport : INativeDeadLetterSource
         var rawType = Options.RawQueues.TryGetValue(queue, out var raw) ? raw : null;
         var moved = 0;
         var held = new List<string>();
-        ExceptionDispatchInfo? refused = null;
+        var round = new DeadLetterDrainRound();
         try
         {
             while (true)
@@ -51,7 +51,7 @@ internal sealed partial class AmazonSqsTransport : INativeDeadLetterSource
                     cancellationToken).ConfigureAwait(false);
                 if (response.Messages is not { Count: > 0 } messages)
                 {
-                    refused?.Throw();
+                    round.ThrowIfAnyFailed();
                     return moved;
                 }
 
@@ -72,13 +72,8 @@ internal sealed partial class AmazonSqsTransport : INativeDeadLetterSource
                             ?? $"Received {Options.MaxReceiveCount} times from SQS queue '{Names.Queue(queue)}' without being settled (its consumers failed or stopped each time); SQS's redrive policy moved it to the dead-letter queue.",
                         DecodeFailure = failure,
                     };
-                    try
+                    if (!await round.TryMoveAsync(moveAsync, deadLetter, cancellationToken).ConfigureAwait(false))
                     {
-                        await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
-                    }
-                    catch (Exception e) when (!cancellationToken.IsCancellationRequested)
-                    {
-                        refused ??= ExceptionDispatchInfo.Capture(e);
                         continue;
                     }
 

@@ -1,4 +1,5 @@
 using System.Runtime.ExceptionServices;
+using Herald.Internal;
 using Herald.Transport;
 using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
@@ -102,30 +103,27 @@ internal sealed partial class NatsTransport
     private sealed class HeldDeadLetters
     {
         private readonly List<INatsJSMsg<byte[]>> _messages = [];
-        private ExceptionDispatchInfo? _refused;
+        private readonly DeadLetterDrainRound _round = new();
 
-        /// <summary>Moves the dead letter; false when that failed and <paramref name="message"/> is held (true cancellation stops the drain, the message held).</summary>
+        /// <summary>Moves the dead letter; false when that failed and <paramref name="message"/> is held (held too when cancellation stops the drain).</summary>
         public async ValueTask<bool> TryMoveAsync(INatsJSMsg<byte[]> message, NativeDeadLetter deadLetter, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
         {
+            var moved = false;
             try
             {
-                await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
-                return true;
+                moved = await _round.TryMoveAsync(moveAsync, deadLetter, cancellationToken).ConfigureAwait(false);
+                return moved;
             }
-            catch (Exception e)
+            finally
             {
-                _messages.Add(message);
-                if (cancellationToken.IsCancellationRequested)
+                if (!moved)
                 {
-                    throw;
+                    _messages.Add(message);
                 }
-
-                _refused ??= ExceptionDispatchInfo.Capture(e);
-                return false;
             }
         }
 
-        public void ThrowIfRefused() => _refused?.Throw();
+        public void ThrowIfRefused() => _round.ThrowIfAnyFailed();
 
         public async ValueTask NakAsync()
         {

@@ -1,4 +1,4 @@
-using System.Runtime.ExceptionServices;
+using Herald.Internal;
 using Herald.Transport;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
@@ -31,7 +31,7 @@ internal sealed partial class RabbitMqTransport
             var rawType = _rawQueues.GetValueOrDefault(queue);
             var moved = 0;
             var unacked = 0;
-            ExceptionDispatchInfo? refused = null;
+            var round = new DeadLetterDrainRound();
             try
             {
                 while (await channel.BasicGetAsync(deadLetterQueue, autoAck: false, cancellationToken).ConfigureAwait(false) is { } message)
@@ -48,13 +48,8 @@ internal sealed partial class RabbitMqTransport
                         DecodeFailure = failure,
                     };
 
-                    try
+                    if (!await round.TryMoveAsync(moveAsync, deadLetter, cancellationToken).ConfigureAwait(false))
                     {
-                        await moveAsync(deadLetter, cancellationToken).ConfigureAwait(false);
-                    }
-                    catch (Exception e) when (!cancellationToken.IsCancellationRequested)
-                    {
-                        refused ??= ExceptionDispatchInfo.Capture(e);
                         continue;
                     }
 
@@ -72,7 +67,7 @@ internal sealed partial class RabbitMqTransport
                 }
             }
 
-            refused?.Throw();
+            round.ThrowIfAnyFailed();
             return moved;
         }
     }

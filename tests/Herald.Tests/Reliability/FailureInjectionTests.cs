@@ -176,9 +176,7 @@ public sealed class FailureInjectionTests
     public async Task NativeDrain_ADeadLetterTheStoreKeepsRefusing_StaysInTheTransport_AndTheOnesBehindItAreStored()
     {
         var store = new FaultyDeadLetterStore { Failing = true };
-        await using var host = await ReliabilityHost.StartAsync(
-            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromHours(1)),
-            s => s.AddSingleton(new Effects()).AddSingleton<IDeadLetterStore>(store));
+        await using var host = await StartForDrainAsync(store);
         var sent = await SendToNativeDeadLettersAsync(host, 3);
 
         // The store is back, but rejects the oldest for good: the drain used to stop at it, at every round.
@@ -202,9 +200,7 @@ public sealed class FailureInjectionTests
     public async Task NativeDrain_StoreDown_StopsTheRoundAfterAFewRefusals_LeavingEveryDeadLetterInTheTransport()
     {
         var store = new FaultyDeadLetterStore { Failing = true };
-        await using var host = await ReliabilityHost.StartAsync(
-            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromHours(1)),
-            s => s.AddSingleton(new Effects()).AddSingleton<IDeadLetterStore>(store));
+        await using var host = await StartForDrainAsync(store);
         await SendToNativeDeadLettersAsync(host, NativeDeadLetterDrain.RefusalsToStop + 2);
         var drain = host.Get<NativeDeadLetterDrain>();
         var refused = store.Refused;
@@ -216,6 +212,12 @@ public sealed class FailureInjectionTests
         Assert.Equal(NativeDeadLetterDrain.RefusalsToStop + 2, host.InMemory.GetDeadLetters(host.Endpoint).Count);
         Assert.Equal(0, await store.CountAsync(DeadLetterQuery.All));
     }
+
+    // A host whose drain runs only when a test calls it (its rounds an hour apart on a clock no one moves).
+    private static Task<ReliabilityHost> StartForDrainAsync(FaultyDeadLetterStore store) =>
+        ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromHours(1)),
+            s => s.AddSingleton(new Effects()).AddSingleton<IDeadLetterStore>(store));
 
     // Sends undecodable messages one at a time while the store is down, so they wait in the transport's dead letters in order.
     private static async Task<List<Envelope>> SendToNativeDeadLettersAsync(ReliabilityHost host, int count)

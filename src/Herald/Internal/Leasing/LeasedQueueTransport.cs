@@ -1,4 +1,3 @@
-using System.Runtime.ExceptionServices;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -108,7 +107,7 @@ public abstract class LeasedQueueTransport<TMessage> : ITransport, INativeDeadLe
         await ReadyAsync(cancellationToken).ConfigureAwait(false);
         var moved = 0;
         var after = 0L;
-        ExceptionDispatchInfo? refused = null;
+        var round = new DeadLetterDrainRound();
         while (true)
         {
             var page = await ReadDeadLettersAsync(queue, after, DrainPage, cancellationToken).ConfigureAwait(false);
@@ -123,13 +122,8 @@ public abstract class LeasedQueueTransport<TMessage> : ITransport, INativeDeadLe
                     DecodeFailure = letter.DecodeFailure,
                 };
                 after = letter.Id;
-                try
+                if (!await round.TryMoveAsync(moveAsync, native, cancellationToken).ConfigureAwait(false))
                 {
-                    await moveAsync(native, cancellationToken).ConfigureAwait(false);
-                }
-                catch (Exception e) when (!cancellationToken.IsCancellationRequested)
-                {
-                    refused ??= ExceptionDispatchInfo.Capture(e);
                     continue;
                 }
 
@@ -139,7 +133,7 @@ public abstract class LeasedQueueTransport<TMessage> : ITransport, INativeDeadLe
 
             if (page.Count < DrainPage)
             {
-                refused?.Throw();
+                round.ThrowIfAnyFailed();
                 return moved;
             }
         }

@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
-using System.Runtime.ExceptionServices;
 using System.Threading.Channels;
+using Herald.Internal;
 using Herald.Messages;
 
 namespace Herald.Transport.InMemory;
@@ -124,28 +124,19 @@ internal sealed class InMemoryQueue
             }
 
             var moved = 0;
-            ExceptionDispatchInfo? refused = null;
+            var round = new DeadLetterDrainRound();
             foreach (var node in nodes)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 var letter = node.Value;
-                try
-                {
-                    await moveAsync(new NativeDeadLetter { Envelope = letter.Envelope, Queue = Name, Reason = letter.Reason, Time = letter.Time }, cancellationToken).ConfigureAwait(false);
-                }
-                catch (Exception e) when (!cancellationToken.IsCancellationRequested)
-                {
-                    refused ??= ExceptionDispatchInfo.Capture(e);
-                    continue;
-                }
-
-                if (TryRemove(node))
+                var native = new NativeDeadLetter { Envelope = letter.Envelope, Queue = Name, Reason = letter.Reason, Time = letter.Time };
+                if (await round.TryMoveAsync(moveAsync, native, cancellationToken).ConfigureAwait(false) && TryRemove(node))
                 {
                     moved++;
                 }
             }
 
-            refused?.Throw();
+            round.ThrowIfAnyFailed();
             return moved;
         }
         finally
