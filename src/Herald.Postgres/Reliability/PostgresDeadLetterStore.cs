@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+using Herald.Messages;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;
@@ -86,7 +88,7 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
         p.Add(EnvelopeColumns.Int(deadLetter.RetryCount));
         p.Add(ErrorText(deadLetter.LastRetryError));
         p.Add(EnvelopeColumns.Time(deadLetter.LastRetryTime));
-        EnvelopeColumns.AddStored(p, deadLetter.Envelope);
+        EnvelopeColumns.AddStored(p, Storable(deadLetter.Envelope));
         return command;
     }
 
@@ -144,7 +146,7 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     internal static NpgsqlParameter[] Filters(DeadLetterQuery query) =>
     [
         EnvelopeColumns.Text(query.Endpoint),
-        EnvelopeColumns.Text(query.MessageType),
+        ErrorText(query.MessageType),
         ErrorText(query.Fingerprint),
         EnvelopeColumns.Time(query.FailedFrom),
         EnvelopeColumns.Time(query.FailedBefore),
@@ -153,7 +155,21 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
 
     // PostgreSQL's text holds no NUL character, and an exception's message that echoes its input can have one: refusing the
     // record would leave the message in the transport's own dead letters, their drain failing on it for ever.
-    private static NpgsqlParameter ErrorText(string? text) => EnvelopeColumns.Text(text?.Replace('\0', '\uFFFD'));
+    private static NpgsqlParameter ErrorText(string? text) => EnvelopeColumns.Text(Readable(text));
+
+    // The same for the envelope's text attributes, which a broker passes on as any client sent them (headers keep NUL).
+    private static Envelope Storable(Envelope envelope) => envelope with
+    {
+        MessageType = Readable(envelope.MessageType),
+        CorrelationId = Readable(envelope.CorrelationId),
+        CausationId = Readable(envelope.CausationId),
+        UserId = Readable(envelope.UserId),
+        PartitionKey = Readable(envelope.PartitionKey),
+        ContentType = Readable(envelope.ContentType),
+    };
+
+    [return: NotNullIfNotNull(nameof(text))]
+    private static string? Readable(string? text) => text?.Replace('\0', '\uFFFD');
 
     private static DeadLetter Read(NpgsqlDataReader reader) => new()
     {
