@@ -41,6 +41,15 @@ public sealed class HealthTests
         protected override object? Invoke(MethodInfo? targetMethod, object?[]? args) => throw new IOException("connection refused");
     }
 
+    /// <summary>An event store whose database hangs: every call waits forever, deaf to cancellation (a driver blocked in a synchronous wait).</summary>
+    public class HangingStore : DispatchProxy
+    {
+        protected override object? Invoke(MethodInfo? targetMethod, object?[]? args) =>
+            targetMethod?.ReturnType == typeof(ValueTask<long>)
+                ? new ValueTask<long>(new TaskCompletionSource<long>().Task)
+                : throw new NotSupportedException(targetMethod?.Name);
+    }
+
     private static Task<TestApp> StartAsync(Action<HeraldHealthOptions>? health = null, Action<IServiceCollection>? services = null, bool projections = false) =>
         TestApp.StartAsync(
             app => app.MapHeraldHealth(),
@@ -134,6 +143,22 @@ public sealed class HealthTests
         var check = body.GetProperty("checks").GetProperty("herald-event-store");
         Assert.Equal("Unhealthy", check.GetProperty("status").GetString());
         Assert.Contains("IOException", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task EventStoreThatHangsDeafToCancellation_IsUnhealthy_WithinTheTimeout()
+    {
+        await using var app = await StartAsync(
+            health: o => o.Timeout = TimeSpan.FromMilliseconds(200),
+            services: s => s.Replace(ServiceDescriptor.Singleton(DispatchProxy.Create<IEventStore, HangingStore>())));
+
+        // Bounded here so that a check waiting forever fails the test instead of hanging it.
+        var (status, body) = await HealthAsync(app).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
+        var check = body.GetProperty("checks").GetProperty("herald-event-store");
+        Assert.Equal("Unhealthy", check.GetProperty("status").GetString());
+        Assert.Contains("did not answer within 0.2 s", check.GetProperty("description").GetString(), StringComparison.Ordinal);
     }
 
     [Fact]

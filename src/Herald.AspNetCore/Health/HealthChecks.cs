@@ -20,7 +20,9 @@ internal static class Probe
         deadline.CancelAfter(timeout);
         try
         {
-            return await probe(deadline.Token).ConfigureAwait(false);
+            // Waited on up to the deadline, not only told of it: a driver blocked in a synchronous wait (SQLite's busy
+            // timeout, a socket without its own timeout) never looks at the token, and the check must still answer.
+            return await probe(deadline.Token).WaitAsync(deadline.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
