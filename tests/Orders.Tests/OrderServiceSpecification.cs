@@ -132,6 +132,12 @@ public abstract class OrderServiceSpecification
         using var wrongType = await SendAsync("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"keyboard\", \"quantity\": \"many\"}]}", "application/json", correlationId);
         Assert.Equal(HttpStatusCode.BadRequest, wrongType.StatusCode);
 
+        // A property named twice: which customer was meant is ambiguous, so neither is taken.
+        using var duplicate = await SendAsync(
+            "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1}], \"customerId\": \"bad-card\"}", "application/json", correlationId);
+        Assert.Equal(HttpStatusCode.BadRequest, duplicate.StatusCode);
+        Assert.Equal("application/problem+json", duplicate.Content.Headers.ContentType?.MediaType);
+
         using var notJson = await SendAsync("customerId=ada", "text/plain", correlationId);
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, notJson.StatusCode);
         Assert.Equal("application/problem+json", notJson.Content.Headers.ContentType?.MediaType);
