@@ -19,7 +19,7 @@ public static class OrderEndpoints
     public static IEndpointRouteBuilder MapOrderEndpoints(this IEndpointRouteBuilder app)
     {
         app.MapPost("/orders", PlaceAsync).AcceptsJson<PlaceOrderRequest>().WithIdempotencyKey();
-        app.MapPost("/orders/{id:guid}/cancel", CancelAsync).WithIdempotencyKey();
+        app.MapPost("/orders/{id:guid}/cancel", CancelAsync).AcceptsJson<CancelOrderRequest>().WithIdempotencyKey();
         app.MapGet("/orders/{id:guid}", GetAsync);
         app.MapGet("/orders", ListAsync);
         app.MapGet("/orders/{id:guid}/history", HistoryAsync);
