@@ -10,6 +10,7 @@ using Herald.Reliability.DeadLetters;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 namespace Herald.AspNetCore.Tests;
 
@@ -159,6 +160,21 @@ public sealed class HealthTests
         var check = body.GetProperty("checks").GetProperty("herald-event-store");
         Assert.Equal("Unhealthy", check.GetProperty("status").GetString());
         Assert.Contains("did not answer within 0.2 s", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task CheckReportingANonFiniteNumber_IsStillReported_NotA500()
+    {
+        await using var app = await StartAsync(services: s => s.AddHealthChecks().AddCheck(
+            "ratio",
+            () => HealthCheckResult.Unhealthy("no samples", data: new Dictionary<string, object> { ["ratio"] = double.NaN, ["rate"] = float.PositiveInfinity })));
+
+        var (status, body) = await HealthAsync(app);
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
+        var data = body.GetProperty("checks").GetProperty("ratio").GetProperty("data");
+        Assert.Equal("NaN", data.GetProperty("ratio").GetString());
+        Assert.Equal("Infinity", data.GetProperty("rate").GetString());
     }
 
     [Fact]

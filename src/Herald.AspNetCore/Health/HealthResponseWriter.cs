@@ -55,6 +55,13 @@ internal static class HealthResponseWriter
             case bool flag:
                 json.WriteBooleanValue(flag);
                 break;
+            case double d when !double.IsFinite(d):
+                // JSON has no NaN or Infinity: written raw, they made the whole report fail with a 500.
+                json.WriteStringValue(d.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                break;
+            case float f when !float.IsFinite(f):
+                json.WriteStringValue(f.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                break;
             case int or long or short or byte or uint or ulong or double or float or decimal:
                 json.WriteRawValue(Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)!);
                 break;
