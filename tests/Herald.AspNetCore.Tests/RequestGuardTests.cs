@@ -125,6 +125,34 @@ public sealed class RequestGuardTests
         Assert.Contains("application/xml", (await response.ProblemAsync()).GetProperty("detail").GetString(), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("application/json; charset=bogus", "bogus")]
+    [InlineData("application/json; charset=utf-7", "utf-7")]
+    [InlineData("application/json; charset=\"\"", "charset")]
+    public async Task JsonBodyInACharsetThatCannotBeRead_Answers415_NotA500(string contentType, string named)
+    {
+        await using var app = await StartAsync();
+        var content = new ByteArrayContent(Encoding.UTF8.GetBytes("""{"orderId":"a","quantity":1}"""));
+        content.Headers.TryAddWithoutValidation("Content-Type", contentType);
+
+        var response = await app.Client.PostAsync("/small", content);
+
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+        Assert.Contains(named, (await response.ProblemAsync()).GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task JsonBodyInAKnownCharset_IsBoundAsUsual()
+    {
+        await using var app = await StartAsync();
+        var content = new ByteArrayContent(Encoding.Latin1.GetBytes("""{"orderId":"a","quantity":1}"""));
+        content.Headers.TryAddWithoutValidation("Content-Type", "application/json; charset=iso-8859-1");
+
+        var response = await app.Client.PostAsync("/small", content);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+    }
+
     [Fact]
     public async Task BodyWithoutAContentType_Answers415()
     {

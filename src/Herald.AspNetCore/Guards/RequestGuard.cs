@@ -1,8 +1,10 @@
+using System.Text;
 using Herald.AspNetCore.Internal;
 using Herald.AspNetCore.Problems;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Microsoft.Net.Http.Headers;
 
 namespace Herald.AspNetCore.Guards;
 
@@ -24,6 +26,15 @@ internal sealed class RequestGuard(IOptions<HeraldHttpOptions> options, ILogger<
                 $"This endpoint reads a JSON body (Content-Type: application/json); the request sent {got}.").ConfigureAwait(false);
         }
 
+        if (hasBody && UnreadableCharset(request.ContentType) is { } charset)
+        {
+            return await RejectAsync(
+                context,
+                StatusCodes.Status415UnsupportedMediaType,
+                "The request's content type is not supported.",
+                $"This endpoint cannot read a body in the charset '{charset}'; send JSON in UTF-8 (Content-Type: application/json).").ConfigureAwait(false);
+        }
+
         var limit = metadata.MaxBodyBytes ?? options.Value.MaxRequestBodyBytes;
         if (!await RequestBody.BufferAsync(context, limit, hash: null).ConfigureAwait(false))
         {
@@ -35,6 +46,27 @@ internal sealed class RequestGuard(IOptions<HeraldHttpOptions> options, ILogger<
         }
 
         return true;
+    }
+
+    // The body binder decodes any charset Encoding knows, and throws an InvalidOperationException (a 500) on any other.
+    private static string? UnreadableCharset(string? contentType)
+    {
+        if (!MediaTypeHeaderValue.TryParse(contentType, out var mediaType) || !mediaType.Charset.HasValue
+            || mediaType.Charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase))
+        {
+            return null;
+        }
+
+        var charset = mediaType.Charset.Value!;
+        try
+        {
+            _ = Encoding.GetEncoding(charset);
+            return null;
+        }
+        catch (Exception ex) when (ex is ArgumentException or NotSupportedException)
+        {
+            return charset;
+        }
     }
 
     private async ValueTask<bool> RejectAsync(HttpContext context, int status, string title, string detail)
