@@ -107,3 +107,26 @@ public sealed class PlaceOrderValidator : IValidator<PlaceOrder>
         }
     }
 }
+
+/// <summary>
+/// Rejects a cancellation reason that cannot be stored everywhere it goes (HTTP 400), before anything is stored: the
+/// reason lands in the order's read model, and PostgreSQL's jsonb refuses a NUL character, so one such reason would stop
+/// the projection for every order after it.
+/// </summary>
+public sealed class CancelOrderValidator : IValidator<CancelOrder>
+{
+    public const int MaxReasonLength = 500;
+
+    public IEnumerable<ValidationError> Validate(CancelOrder instance)
+    {
+        if (instance.Reason.Length > MaxReasonLength)
+        {
+            yield return new ValidationError("reason", $"must be at most {MaxReasonLength} characters, not {instance.Reason.Length}");
+        }
+
+        if (instance.Reason.Any(char.IsControl))
+        {
+            yield return new ValidationError("reason", "may not hold control characters");
+        }
+    }
+}

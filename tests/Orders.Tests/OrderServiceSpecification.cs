@@ -174,6 +174,28 @@ public abstract class OrderServiceSpecification
     }
 
     [Fact]
+    public async Task CancelReasonWithANulCharacterOrTooLong_Answers400_AndStoresNothing()
+    {
+        var correlationId = "cancel-reason-" + Guid.NewGuid().ToString("N");
+        using var placed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } });
+        var id = (await placed.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId;
+
+        // Stored, a NUL would stop the read model on PostgreSQL (jsonb refuses it) for every order after this one.
+        foreach (var reason in new[] { "changed my mind\u0000", new string('r', 501) })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"/orders/{id}/cancel") { Content = JsonContent.Create(new { reason }) };
+            request.Headers.Add("X-Correlation-Id", correlationId);
+            using var response = await Service.Http.SendAsync(request);
+
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            Assert.True(problem.RootElement.GetProperty("errors").TryGetProperty("reason", out _));
+        }
+
+        Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
+    }
+
+    [Fact]
     public async Task Orders_AreListedFromTheReadModel_ByCustomerAndStatus_InPages()
     {
         var ids = new List<Guid>();
