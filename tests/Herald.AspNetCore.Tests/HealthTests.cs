@@ -73,6 +73,14 @@ public sealed class HealthTests
         return (response.StatusCode, await response.Content.ReadFromJsonAsync<JsonElement>());
     }
 
+    private static void AssertEventStoreUnhealthy((HttpStatusCode Status, JsonElement Body) health, string description)
+    {
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, health.Status);
+        var check = health.Body.GetProperty("checks").GetProperty("herald-event-store");
+        Assert.Equal("Unhealthy", check.GetProperty("status").GetString());
+        Assert.Contains(description, check.GetProperty("description").GetString(), StringComparison.Ordinal);
+    }
+
     private static async Task AppendAsync(TestApp app, int count)
     {
         var envelopes = app.Services.GetRequiredService<EnvelopeFactory>();
@@ -138,12 +146,7 @@ public sealed class HealthTests
     {
         await using var app = await StartAsync(services: s => s.Replace(ServiceDescriptor.Singleton(DispatchProxy.Create<IEventStore, UnreachableStore>())));
 
-        var (status, body) = await HealthAsync(app);
-
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
-        var check = body.GetProperty("checks").GetProperty("herald-event-store");
-        Assert.Equal("Unhealthy", check.GetProperty("status").GetString());
-        Assert.Contains("IOException", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+        AssertEventStoreUnhealthy(await HealthAsync(app), "IOException");
     }
 
     [Fact]
@@ -154,12 +157,7 @@ public sealed class HealthTests
             services: s => s.Replace(ServiceDescriptor.Singleton(DispatchProxy.Create<IEventStore, HangingStore>())));
 
         // Bounded here so that a check waiting forever fails the test instead of hanging it.
-        var (status, body) = await HealthAsync(app).WaitAsync(TimeSpan.FromSeconds(30));
-
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
-        var check = body.GetProperty("checks").GetProperty("herald-event-store");
-        Assert.Equal("Unhealthy", check.GetProperty("status").GetString());
-        Assert.Contains("did not answer within 0.2 s", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+        AssertEventStoreUnhealthy(await HealthAsync(app).WaitAsync(TimeSpan.FromSeconds(30)), "did not answer within 0.2 s");
     }
 
     [Fact]
