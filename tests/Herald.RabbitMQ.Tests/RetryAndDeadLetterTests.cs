@@ -161,6 +161,37 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
     }
 
     [Fact]
+    public async Task Nack_WithDelay_OfAMessageWithAShorterExpiration_ComesBackOnlyAfterTheDelay()
+    {
+        // Another client's message with a per-message TTL shorter than the retry delay: copied with it into the retry
+        // queue, it expired there at its own TTL and dead-lettered back into the queue early, so back-offs were cut short.
+        var transport = await CreateTransportAsync();
+        var queue = Name("expiring-retry");
+        await transport.DeclareQueueAsync(queue);
+        var deliveries = new ConcurrentQueue<(int Attempt, long At)>();
+        await ConsumeAsync(transport, queue, async (delivery, ct) =>
+        {
+            deliveries.Enqueue((delivery.Envelope.DeliveryAttempt, Stopwatch.GetTimestamp()));
+            if (delivery.Envelope.DeliveryAttempt == 1)
+            {
+                await delivery.NackAsync(TimeSpan.FromMilliseconds(2000), ct);
+            }
+        });
+
+        // Published once the consumer is there, so it is delivered well within its own TTL.
+        var properties = AmqpEnvelopeCodec.Encode(NewEnvelope(), "/test");
+        properties.Expiration = "300";
+        var channel = await CreateRawChannelAsync();
+        await channel.BasicPublishAsync(string.Empty, queue, mandatory: true, properties, NewEnvelope().Body);
+
+        await Herald.Conformance.Eventually.UntilAsync(() => deliveries.Count >= 2, "the nacked message came back");
+        var (firstAttempt, firstAt) = deliveries.First();
+        var (secondAttempt, secondAt) = deliveries.Skip(1).First();
+        Assert.Equal((1, 2), (firstAttempt, secondAttempt));
+        Assert.True(Stopwatch.GetElapsedTime(firstAt, secondAt) >= TimeSpan.FromMilliseconds(1980), $"redelivered after {Stopwatch.GetElapsedTime(firstAt, secondAt)}");
+    }
+
+    [Fact]
     public async Task MalformedMessages_OnANormalQueue_ReachTheHandlerAsUndecodableWithTheReason_NotAsMessages()
     {
         var transport = await CreateTransportAsync();

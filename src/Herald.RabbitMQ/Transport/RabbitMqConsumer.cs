@@ -138,9 +138,15 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         {
             // The copy carries the headers through the retry queue too: dead-lettering back from its TTL keeps them.
             var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, deadLetterReason: null, originQueue: null, headers);
-            var target = delay > TimeSpan.Zero
-                ? await _transport.EnsureRetryQueueAsync(Queue, delay, cancellationToken).ConfigureAwait(false)
-                : Queue;
+            var target = Queue;
+            if (delay > TimeSpan.Zero)
+            {
+                // The retry queue lets a message go at the shorter of its TTL and the message's own expiration, so a
+                // sender's shorter expiration would bring it back early. Dead-lettering back drops the expiration anyway.
+                properties.Expiration = null;
+                target = await _transport.EnsureRetryQueueAsync(Queue, delay, cancellationToken).ConfigureAwait(false);
+            }
+
             await _transport.RepublishAsync(target, properties, received.Envelope.Body, Describe(received), cancellationToken).ConfigureAwait(false);
             await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
         }
