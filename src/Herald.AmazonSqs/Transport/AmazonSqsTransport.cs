@@ -350,10 +350,7 @@ internal sealed partial class AmazonSqsTransport : ITransport
             throw new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, Options.MaxMessageBytes);
         }
 
-        if (options?.Delay > MaxDelay)
-        {
-            throw new ArgumentOutOfRangeException(nameof(options), options.Delay, $"Amazon SQS delays are limited to {MaxDelay.Days} days.");
-        }
+        TransportArguments.ThrowIfDelayTooLong(options, MaxDelay);
     }
 
     /// <summary>A send SQS refuses for what the message is (a bad attribute, too large) fails every retry the same way.</summary>

@@ -93,6 +93,7 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         ArgumentNullException.ThrowIfNull(envelope);
         ValidateName(name, parameter);
         CheckSize(envelope);
+        TransportArguments.ThrowIfDelayTooLong(options, MaxDelay);
 
         // Connected and the stream made already (every send but the first): the publish is the only async step.
         if (IsConnected)

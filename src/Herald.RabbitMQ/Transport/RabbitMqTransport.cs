@@ -78,6 +78,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         ArgumentNullException.ThrowIfNull(envelope);
         ValidateName(queue, nameof(queue));
         CheckSize(envelope);
+        TransportArguments.ThrowIfDelayTooLong(options, MaxDelay);
 
         // Connected, the queue declared and no delay (every send but the first): the publish is the only async step.
         if (IsConnected && IsDeclared(('q', queue, string.Empty)) && !(options?.Delay > TimeSpan.Zero))
@@ -94,6 +95,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         ArgumentNullException.ThrowIfNull(envelope);
         ValidateName(topic, nameof(topic));
         CheckSize(envelope);
+        TransportArguments.ThrowIfDelayTooLong(options, MaxDelay);
 
         // Not mandatory: a topic nobody subscribes to yet simply drops the message, like every other transport.
         if (IsConnected && IsDeclared(('x', topic, string.Empty)) && !(options?.Delay > TimeSpan.Zero))

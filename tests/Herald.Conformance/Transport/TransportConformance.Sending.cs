@@ -244,4 +244,33 @@ public abstract partial class TransportConformance
         Assert.True(first.Envelope.MessageId == atLimit.MessageId, $"The refused message must not have been sent. {collector.Describe()}");
         Assert.Equal(limit, first.Envelope.Body.Length);
     }
+
+    [Fact]
+    public async Task Send_WithDelayOverMaxDelay_IsRefusedBeforeSending()
+    {
+        // Only the outbox checked MaxDelay: a direct send or publish with a longer delay was stored by some transports
+        // (NATS kept it in its delay stream) and never delivered when asked.
+        var limit = Transport.Capabilities.MaxDelay;
+        if (limit == TimeSpan.MaxValue)
+        {
+            NotApplicable("Capabilities.MaxDelay is TimeSpan.MaxValue (no delay limit), so no delay is too long.");
+            return;
+        }
+
+        var queue = NewName("delay-too-long");
+        var topic = NewName("delay-too-long-topic");
+        await Transport.BindAsync(topic, queue);
+        var tooLong = new SendOptions { Delay = limit + TimeSpan.FromDays(1) };
+
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await Transport.SendAsync(queue, NewEnvelope(1), tooLong));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await Transport.PublishAsync(topic, NewEnvelope(2), tooLong));
+
+        // Nothing was stored: an immediate message sent next is the first thing the queue delivers.
+        var next = NewEnvelope(3);
+        await Transport.SendAsync(queue, next);
+        var collector = NewCollector();
+        await using var consumer = await StartConsumerAsync(Transport, queue, collector);
+        var first = (await collector.WaitForCountAsync(1, DeliveryTimeout))[0];
+        Assert.True(first.Envelope.MessageId == next.MessageId, $"The refused message must not have been sent. {collector.Describe()}");
+    }
 }

@@ -17,6 +17,19 @@ public static class TransportArguments
         }
     }
 
+    /// <summary>
+    /// Throws an <see cref="ArgumentOutOfRangeException"/> when the send asks for a delay longer than <paramref name="maxDelay"/>
+    /// (the transport's <see cref="TransportCapabilities.MaxDelay"/>), so no transport stores a message it cannot deliver on time.
+    /// </summary>
+    public static void ThrowIfDelayTooLong(SendOptions? options, TimeSpan maxDelay)
+    {
+        if (options?.Delay is { } delay && delay > maxDelay)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(options), delay, $"A delay of {delay} is longer than the transport's limit of {maxDelay} (its Capabilities.MaxDelay); the message was not sent.");
+        }
+    }
+
     /// <summary>Throws an <see cref="ArgumentException"/> for <paramref name="parameter"/> when a queue or topic name is empty or white space.</summary>
     public static void ThrowIfEmptyName(string name, string parameter)
     {
