@@ -34,6 +34,9 @@ internal sealed partial class KafkaTransport
         }
     }
 
+    /// <summary>Forgets that the topic was made or found, so its next use checks it again.</summary>
+    private void ForgetTopic(string topic) => _topics.TryRemove(topic, out _);
+
     private async Task CreateTopicAsync(string topic)
     {
         if (_options.CreateTopics)

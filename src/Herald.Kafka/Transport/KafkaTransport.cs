@@ -196,6 +196,13 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
             // The cluster will refuse it every time: not worth retrying.
             throw new MessageRejectedException($"Kafka refused a record for '{topic}': {e.Error.Reason}", e);
         }
+        catch (ProduceException<byte[]?, byte[]> e) when (e.Error.Code is ErrorCode.Local_UnknownTopic or ErrorCode.UnknownTopicOrPart or ErrorCode.Local_UnknownPartition)
+        {
+            // Deleted since it was checked: the next produce checks it again, so it is made again (CreateTopics on) or
+            // reported missing (off), instead of failing this way for as long as the process runs.
+            ForgetTopic(topic);
+            throw;
+        }
     }
 
     /// <summary>A consumer builder with Herald's settings: manual commits, the group protocol, and the user's additions.</summary>
