@@ -38,7 +38,7 @@ internal sealed class RequestBus(UnitOfWorkRunner runner) : ICommandBus, IQueryB
         ArgumentNullException.ThrowIfNull(query);
         var invoker = (RequestInvoker<TResult>)Invokers.GetOrAdd(query.GetType(), static t =>
             Activator.CreateInstance(typeof(QueryInvoker<,>).MakeGenericType(t, ResultOf(t, typeof(IQuery<>))))!);
-        return RunAsync(invoker, query, EventMetadata.None, cancellationToken);
+        return runner.RunReadingAsync((services, token) => invoker.InvokeAsync(query, services, token), cancellationToken);
     }
 
     private static Type ResultOf(Type requestType, Type openInterface)

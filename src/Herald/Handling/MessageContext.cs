@@ -103,6 +103,12 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
 
     bool IUnitOfWorkScope.HasEnded => _ended;
 
+    Exception? IUnitOfWorkScope.DoomedBy => _extras is { } extras ? Volatile.Read(ref extras.DoomedBy) : null;
+
+    // Per attempt, like the context itself: the next attempt (or message) starts with a unit of work that can commit. Work
+    // that joined this context asked for its services, so the extras exist already.
+    void IUnitOfWorkScope.Doom(Exception failure) => Interlocked.CompareExchange(ref (_extras ??= new()).DoomedBy, failure, null);
+
     bool IUnitOfWorkScope.Owns(IUnitOfWork unitOfWork) => ReferenceEquals(_extras?.UnitOfWork, unitOfWork);
 
     void IUnitOfWorkScope.Adopt(IServiceProvider services, IUnitOfWork unitOfWork)
@@ -178,6 +184,10 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
         public IServiceScope? Scope { get; set; }
 
         public IUnitOfWork? UnitOfWork { get; set; }
+
+#pragma warning disable SA1401, CA1051 // A field, so the first failure is kept with one compare-and-swap.
+        public Exception? DoomedBy;
+#pragma warning restore SA1401, CA1051
 
         public Dictionary<string, object?>? Items { get; set; }
     }

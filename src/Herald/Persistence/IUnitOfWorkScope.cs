@@ -34,4 +34,13 @@ internal interface IUnitOfWorkScope
 
     /// <summary>Called when the scope's services create its unit of work, so the scope commits it.</summary>
     void Adopt(IServiceProvider services, IUnitOfWork unitOfWork);
+
+    /// <summary>The failure of work that joined this scope (a command sent from its handler) once one failed; its owner then rolls back.</summary>
+    Exception? DoomedBy { get; }
+
+    /// <summary>
+    /// Marks the scope rollback-only: work that joined it failed, and its writes (already enlisted) cannot be told apart from
+    /// the rest, so the owner must not commit even if the caller caught the failure. The first failure is kept.
+    /// </summary>
+    void Doom(Exception failure);
 }

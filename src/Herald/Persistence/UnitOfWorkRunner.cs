@@ -35,13 +35,14 @@ public sealed class UnitOfWorkRunner
     /// Runs <paramref name="work"/> with the services of a new scope and commits its unit of work when it returns; rolls back
     /// and rethrows when it throws (or when the commit fails, for example with a <see cref="EventSourcing.ConcurrencyException"/>).
     /// Inside another unit of work it runs in that one, which its owner commits (once that one's work is over, as for work a
-    /// handler left running, in a new one). <paramref name="metadata"/> is stamped on the events stored in a new unit of work;
-    /// a joined one keeps its own.
+    /// handler left running, in a new one); when it throws there, that unit of work is rolled back too, even if the caller
+    /// catches the exception. <paramref name="metadata"/> is stamped on the events stored in a new unit of work; a joined one
+    /// keeps its own.
     /// </summary>
     public ValueTask RunAsync(Func<IServiceProvider, CancellationToken, ValueTask> work, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(work);
-        return Joinable() is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
+        return Joinable() is { } current ? RunJoinedAsync(current, work, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
     }
 
     private async ValueTask RunScopedAsync(Func<IServiceProvider, CancellationToken, ValueTask> work, EventMetadata? metadata, CancellationToken cancellationToken) =>
@@ -58,7 +59,54 @@ public sealed class UnitOfWorkRunner
     public ValueTask<TResult> RunAsync<TResult>(Func<IServiceProvider, CancellationToken, ValueTask<TResult>> work, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(work);
-        return Joinable() is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
+        return Joinable() is { } current ? RunJoinedAsync(current, work, cancellationToken) : RunScopedAsync(work, metadata, cancellationToken);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> that only reads (a query) as <see cref="RunAsync{TResult}"/> does, except that its failure
+    /// in a joined unit of work leaves that unit of work as it was: a query writes nothing to take back.
+    /// </summary>
+    internal ValueTask<TResult> RunReadingAsync<TResult>(Func<IServiceProvider, CancellationToken, ValueTask<TResult>> work, CancellationToken cancellationToken) =>
+        Joinable() is { } current ? work(current.Services, cancellationToken) : RunScopedAsync(work, null, cancellationToken);
+
+    /// <summary>
+    /// Fails the owner of <paramref name="scope"/> instead of letting it commit when work that joined it failed: that work's
+    /// writes are enlisted in the same unit of work, so committing it would store half of a failed command. Called where the
+    /// owner's own work has returned and before its commit, so the owner rolls back as for any failure.
+    /// </summary>
+    internal static void ThrowIfDoomed(IUnitOfWorkScope scope)
+    {
+        if (scope.DoomedBy is { } failure)
+        {
+            throw new HeraldException(
+                $"The unit of work was rolled back: work that joined it (a command sent from the handler) failed with {failure.GetType().Name}: {failure.Message} Its writes share this unit of work, so nothing of it commits, even though the failure was caught.",
+                failure);
+        }
+    }
+
+    // The joined work's writes are enlisted in the owner's unit of work with nothing to take only them back, so its failure
+    // makes the whole unit of work rollback-only (as a failed nested TransactionScope dooms its transaction).
+    private static async ValueTask RunJoinedAsync(IUnitOfWorkScope current, Func<IServiceProvider, CancellationToken, ValueTask> work, CancellationToken cancellationToken) =>
+        await RunJoinedAsync<bool>(
+            current,
+            async (services, token) =>
+            {
+                await work(services, token).ConfigureAwait(false);
+                return true;
+            },
+            cancellationToken).ConfigureAwait(false);
+
+    private static async ValueTask<TResult> RunJoinedAsync<TResult>(IUnitOfWorkScope current, Func<IServiceProvider, CancellationToken, ValueTask<TResult>> work, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await work(current.Services, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            current.Doom(ex);
+            throw;
+        }
     }
 
     // The ambient scope stays on the flows its work started, after that work is over; nothing would commit what joined it then.
@@ -112,6 +160,7 @@ public sealed class UnitOfWorkRunner
             try
             {
                 result = await work(scope.Services, cancellationToken).ConfigureAwait(false);
+                ThrowIfDoomed(scope);
             }
             catch
             {
@@ -131,12 +180,17 @@ public sealed class UnitOfWorkRunner
         private IOutbox? _outbox;
         private bool _outboxLooked;
         private bool _ended;
+        private Exception? _doomedBy;
 
         public IServiceProvider Services => scope.ServiceProvider;
 
         public EventMetadata Metadata => metadata;
 
         public bool HasEnded => _ended;
+
+        public Exception? DoomedBy => Volatile.Read(ref _doomedBy);
+
+        public void Doom(Exception failure) => Interlocked.CompareExchange(ref _doomedBy, failure, null);
 
         // What a command handler sends through its injected bus goes through the outbox when the host routes handlers'
         // messages there (issue 9); once the scope has ended, a late send leaves at once.

@@ -454,6 +454,33 @@ public abstract class UnitOfWorkConformance
         await AssertNeverSentAsync(host, work.Key);
     }
 
+    // A handler that caught the failure of a command it sent committed the command's writes made before it threw (its append,
+    // outbox row and user row were enlisted in the handler's unit of work): half of a failed command. Now the failure dooms the
+    // unit of work, the attempt fails, and the next attempt or message starts afresh.
+    [Theory]
+    [MemberData(nameof(SenderLifetimes))]
+    public async Task CommandThatFailsAfterItsWrites_CaughtByTheHandler_FailsTheMessage_AndWritesNothing(ServiceLifetime senderLifetime)
+    {
+        var gate = new HandlerGate();
+        gate.Release.SetResult();
+        await using var host = await StartAsync(gate, useInbox: false, senderLifetime);
+        var failed = Work.New();
+        var next = Work.New();
+
+        await host.Get<IMessageBus>().SendAsync(new UowCatch(failed.Stream, failed.Key));
+
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count >= 1, "the failed attempt is settled");
+        Assert.NotEqual(SettlementKind.Ack, host.Transport.Settlements[0].Kind);
+        Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(failed.Stream));
+        Assert.False(await UserRowExistsAsync(host.Services, failed.Key));
+
+        await host.Get<IMessageBus>().SendAsync(new UowDelegate(next.Stream, next.Key, Fail: false));
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Any(s => s.Kind == SettlementKind.Ack), "the next message is acked");
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(next.Stream));
+        Assert.True(await UserRowExistsAsync(host.Services, next.Key));
+        await AssertNeverSentAsync(host, failed.Key);
+    }
+
     // Issue 9: a message sent or published through a handler's injected IMessageBus left at once, before the handler's unit of
     // work committed (a MessageContext send went through the outbox). In a handler it now goes through the outbox too.
     [Theory]
@@ -634,6 +661,7 @@ public abstract class UnitOfWorkConformance
             h.AddMessageType<UowNote>().AddMessageType<UowWork>().AddHandler<UowWorkHandler>().Route<UowNote>(NotesQueue).Route<UowWork>(endpoint);
             h.AddMessageType<UowDelegate>().AddHandler<UowDelegateHandler>(senderLifetime).AddHandler<UowCommandHandler>().Route<UowDelegate>(endpoint);
             h.AddMessageType<UowBusWork>().AddHandler<UowBusHandler>(senderLifetime).Route<UowBusWork>(endpoint);
+            h.AddMessageType<UowCatch>().AddHandler<UowCatchHandler>(senderLifetime).Route<UowCatch>(endpoint);
             h.UseOutbox(o => o.PollInterval = TimeSpan.FromMilliseconds(200));
             if (useInbox)
             {
@@ -664,8 +692,12 @@ public abstract class UnitOfWorkConformance
     [MessageType("uow-conformance-bus-work")]
     public sealed record UowBusWork(string Key, bool Fail);
 
-    /// <summary>A command: append to the stream, send a note through the outbox and write the user row keyed <paramref name="Key"/>.</summary>
-    public sealed record UowCommand(string Stream, string Key) : ICommand;
+    /// <summary>Work for a handler that sends it as a <see cref="UowCommand"/> that fails after its writes, and catches the failure.</summary>
+    [MessageType("uow-conformance-catch")]
+    public sealed record UowCatch(string Stream, string Key);
+
+    /// <summary>A command: append to the stream, send a note through the outbox and write the user row keyed <paramref name="Key"/>, then fail when <paramref name="Fail"/>.</summary>
+    public sealed record UowCommand(string Stream, string Key, bool Fail = false) : ICommand;
 
     /// <summary>Lets a test hold the handler after it enlisted its writes and before its unit of work commits.</summary>
     public sealed class HandlerGate
@@ -746,6 +778,24 @@ public abstract class UnitOfWorkConformance
         }
     }
 
+    /// <summary>Sends the work as a command that fails after its writes, through an injected <see cref="ICommandBus"/>, and catches the failure.</summary>
+    public sealed class UowCatchHandler(ICommandBus commands) : IMessageHandler<UowCatch>
+    {
+        /// <inheritdoc />
+        public async ValueTask HandleAsync(UowCatch message, MessageContext context, CancellationToken cancellationToken)
+        {
+            ArgumentNullException.ThrowIfNull(message);
+            try
+            {
+                await commands.SendAsync(new UowCommand(message.Stream, message.Key, Fail: true), cancellationToken);
+            }
+            catch (InvalidOperationException)
+            {
+                // The handler carries on as if the command had done nothing.
+            }
+        }
+    }
+
     /// <summary>Enlists an append, an outbox note and a user row in the unit of work the command runs in.</summary>
     public sealed class UowCommandHandler(IEventStore store, IUnitOfWork unitOfWork, IOutbox outbox, EnvelopeFactory envelopes, Func<IUnitOfWork, string, ValueTask> writeUserRow)
         : ICommandHandler<UowCommand>
@@ -757,6 +807,10 @@ public abstract class UnitOfWorkConformance
             await store.AppendAsync(command.Stream, ExpectedVersion.NoStream, [envelopes.Create(new UowNote("event"))], unitOfWork, cancellationToken);
             await outbox.SendAsync(new UowNote(command.Key), cancellationToken: cancellationToken);
             await writeUserRow(unitOfWork, command.Key);
+            if (command.Fail)
+            {
+                throw new InvalidOperationException("The command fails after its writes.");
+            }
         }
     }
 

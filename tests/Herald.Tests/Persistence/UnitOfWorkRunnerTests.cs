@@ -24,6 +24,10 @@ public sealed class UnitOfWorkRunnerTests
 
     public sealed record OpenTwo(string First, string Second) : ICommand;
 
+    public sealed record OpenThenFail(string Id) : ICommand;
+
+    public sealed record TryOpenThenFail(string Id, string Other) : ICommand;
+
     public sealed class Ticket : Aggregate
     {
         public void Open(string id) => Raise(new Opened(id));
@@ -37,7 +41,8 @@ public sealed class UnitOfWorkRunnerTests
         }
     }
 
-    public sealed class TicketCommands(AggregateRepository<Ticket> tickets, ICommandBus commands) : ICommandHandler<OpenTicket>, ICommandHandler<OpenTwo>
+    public sealed class TicketCommands(AggregateRepository<Ticket> tickets, ICommandBus commands) : ICommandHandler<OpenTicket>, ICommandHandler<OpenTwo>,
+        ICommandHandler<OpenThenFail>, ICommandHandler<TryOpenThenFail>
     {
         public async ValueTask HandleAsync(OpenTicket command, CancellationToken cancellationToken)
         {
@@ -56,6 +61,26 @@ public sealed class UnitOfWorkRunnerTests
         {
             await commands.SendAsync(new OpenTicket(command.First), cancellationToken);
             await commands.SendAsync(new OpenTicket(command.Second), cancellationToken);
+        }
+
+        public async ValueTask HandleAsync(OpenThenFail command, CancellationToken cancellationToken)
+        {
+            await HandleAsync(new OpenTicket(command.Id), cancellationToken);
+            throw new InvalidOperationException($"ticket {command.Id} fails after its save");
+        }
+
+        // Catches the failure of the command it sent, and goes on to write its own ticket.
+        public async ValueTask HandleAsync(TryOpenThenFail command, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await commands.SendAsync(new OpenThenFail(command.Id), cancellationToken);
+            }
+            catch (InvalidOperationException)
+            {
+            }
+
+            await commands.SendAsync(new OpenTicket(command.Other), cancellationToken);
         }
     }
 
@@ -111,6 +136,49 @@ public sealed class UnitOfWorkRunnerTests
 
         Assert.Empty(await ReadAsync(services, fresh));
         Assert.Single(await ReadAsync(services, taken));
+    }
+
+    // The inner command saved, then threw; the outer handler caught it and returned, and the outer unit of work committed the
+    // failed command's ticket (and the outer one's) as if it had succeeded.
+    [Fact]
+    public async Task JoinedCommandThatFailsAfterItsSave_CaughtByItsSender_RollsBackTheWholeUnitOfWork_AndFailsIt()
+    {
+        await using var services = Build();
+        var failing = Guid.NewGuid().ToString("N");
+        var other = Guid.NewGuid().ToString("N");
+        var bus = services.GetRequiredService<ICommandBus>();
+
+        var thrown = await Assert.ThrowsAsync<HeraldException>(() => bus.SendAsync(new TryOpenThenFail(failing, other)).AsTask());
+
+        Assert.IsType<InvalidOperationException>(thrown.InnerException);
+        Assert.Empty(await ReadAsync(services, failing));
+        Assert.Empty(await ReadAsync(services, other));
+
+        // The doom was that unit of work's: the next command commits.
+        await bus.SendAsync(new OpenTicket(other));
+        Assert.Single(await ReadAsync(services, other));
+    }
+
+    [Fact]
+    public async Task JoinedQueryThatFails_CaughtByItsSender_LeavesTheUnitOfWorkToCommit()
+    {
+        await using var services = Build(h => h.AddHandler<FailingQueries>());
+        var id = Guid.NewGuid().ToString("N");
+
+        await services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (provider, token) =>
+        {
+            await Assert.ThrowsAsync<InvalidOperationException>(() => provider.GetRequiredService<IQueryBus>().QueryAsync(new FailingQuery(), token).AsTask());
+            await provider.GetRequiredService<ICommandBus>().SendAsync(new OpenTicket(id), token);
+        });
+
+        Assert.Single(await ReadAsync(services, id));
+    }
+
+    public sealed record FailingQuery : IQuery<int>;
+
+    public sealed class FailingQueries : IQueryHandler<FailingQuery, int>
+    {
+        public ValueTask<int> HandleAsync(FailingQuery query, CancellationToken cancellationToken) => throw new InvalidOperationException("no answer");
     }
 
     // A handler that leaves work running (fire and forget) leaves its attempt ambient on that work's flow: a command sent

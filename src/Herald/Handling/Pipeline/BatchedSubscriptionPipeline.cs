@@ -103,6 +103,7 @@ internal sealed class BatchedSubscriptionPipeline(
                         throw new InvalidOperationException($"Event {consumption.Envelope.MessageId} of batch on '{endpoint}' was found handled already.");
                     }
 
+                    UnitOfWorkRunner.ThrowIfDoomed(context);
                     applied[i] = consumption;
                 }
 

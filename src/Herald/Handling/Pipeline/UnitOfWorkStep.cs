@@ -41,6 +41,7 @@ internal sealed class UnitOfWorkStep(
                     return false;
                 }
 
+                UnitOfWorkRunner.ThrowIfDoomed(context);
                 if (context.HasUnitOfWork)
                 {
                     await UnitOfWorkRunner.CommitAsync(context.UnitOfWork, cancellationToken).ConfigureAwait(false);
