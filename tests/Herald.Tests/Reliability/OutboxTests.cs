@@ -263,6 +263,9 @@ public sealed class OutboxTests
         gate.Release.SetResult();
         await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1 && SentTo(host, "rel-forwarded").Count == 1, "both leave after the commit");
         await Eventually.UntilAsync(async () => await host.Get<IOutboxStore>().CountPendingAsync() == 0, "the relay marks them sent");
+
+        // The commit wakes the relay and only then returns for the ack: the rows may leave before the delivery is settled.
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 1, "the delivery is acked after the commit");
         var incoming = Assert.Single(host.Transport.Settlements).Envelope;
         var sent = Assert.Single(SentTo(host, downstream));
         Assert.Equal("flow-3", sent.CorrelationId);

@@ -66,6 +66,15 @@ public sealed class SagaTimeoutTests
             async () => await host.Get<ISagaStore>().LoadAsync("st-orders", id) is { } instance && instance.State == state ? instance : null,
             $"instance {id} reaches {state}");
 
+    // The transition's commit shows in the store before its commit callback sends the delayed timeout, and the transport counts
+    // the delay from that send: a clock advanced in between would leave the timeout due later than the test waits for.
+    private static async Task<SagaInstance> AwaitingPaymentAsync(ReliabilityHost host, string id)
+    {
+        var waiting = await StateAsync(host, id, "AwaitingPayment");
+        await Eventually.UntilAsync(() => TimeoutsSent(host) >= 1, $"the payment timeout of {id} is sent");
+        return waiting;
+    }
+
     private static Task IgnoredAsync(ReliabilityHost host, string id, int count = 1) =>
         Eventually.UntilAsync(
             () => host.Logs.Entries.Count(e => e.EventId == 1330 && e.Message.Contains(id, StringComparison.Ordinal) && e.Message.Contains("timeout", StringComparison.Ordinal)) >= count,
@@ -76,7 +85,7 @@ public sealed class SagaTimeoutTests
     {
         await using var host = await StartAsync();
         await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-1"));
-        var waiting = await StateAsync(host, "o-1", "AwaitingPayment");
+        var waiting = await AwaitingPaymentAsync(host, "o-1");
         var timeout = Assert.Single(waiting.Timeouts);
         Assert.Equal("payment", timeout.Name);
         Assert.Equal(host.Clock.GetUtcNow() + PaymentWindow, timeout.DueAt);
@@ -97,7 +106,7 @@ public sealed class SagaTimeoutTests
         await using var host = await StartAsync();
         var bus = host.Get<IMessageBus>();
         await bus.SendAsync(new OrderPlaced("o-2"));
-        await StateAsync(host, "o-2", "AwaitingPayment");
+        await AwaitingPaymentAsync(host, "o-2");
         await bus.SendAsync(new PaymentTaken("o-2"));
         var paid = await StateAsync(host, "o-2", "Paid");
         Assert.Empty(paid.Timeouts);
@@ -115,7 +124,7 @@ public sealed class SagaTimeoutTests
     {
         await using var host = await StartAsync();
         await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-3"));
-        await StateAsync(host, "o-3", "AwaitingPayment");
+        await AwaitingPaymentAsync(host, "o-3");
 
         Assert.True(await host.Get<SagaTimeouts>().CancelAsync("st-orders", "o-3", "payment"));
         Assert.False(await host.Get<SagaTimeouts>().CancelAsync("st-orders", "o-3", "payment"));
@@ -131,7 +140,7 @@ public sealed class SagaTimeoutTests
     {
         await using var host = await StartAsync();
         await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-5"));
-        await StateAsync(host, "o-5", "AwaitingPayment");
+        await AwaitingPaymentAsync(host, "o-5");
 
         // The cancellation joins the running unit of work, which then fails: it must not hold.
         await Assert.ThrowsAsync<InvalidOperationException>(() => host.Get<UnitOfWorkRunner>().RunAsync(
@@ -179,7 +188,7 @@ public sealed class SagaTimeoutTests
     {
         await using var host = await StartAsync();
         await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-7"));
-        await StateAsync(host, "o-7", "AwaitingPayment");
+        await AwaitingPaymentAsync(host, "o-7");
         var sent = TimeoutsSent(host);
 
         // The reschedule joins a unit of work that commits only after the moved timeout could have been handled: sent at
@@ -224,7 +233,7 @@ public sealed class SagaTimeoutTests
     {
         await using var host = await StartAsync();
         await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-4"));
-        var waiting = await StateAsync(host, "o-4", "AwaitingPayment");
+        var waiting = await AwaitingPaymentAsync(host, "o-4");
 
         var moved = await host.Get<SagaTimeouts>().RescheduleAsync("st-orders", "o-4", "payment", TimeSpan.FromMinutes(30));
         Assert.NotNull(moved);
