@@ -47,7 +47,7 @@ public sealed class ProjectionContext
     {
         ArgumentNullException.ThrowIfNull(document);
         var json = Writable(table).Serialize(document);
-        return _store.UpdateAsync(table.Name, Generation, id, _ => json, UnitOfWork);
+        return WriteAsync(table.Name, id, _ => json);
     }
 
     /// <summary>
@@ -59,7 +59,7 @@ public sealed class ProjectionContext
     {
         ArgumentNullException.ThrowIfNull(change);
         Writable(table);
-        return _store.UpdateAsync(table.Name, Generation, id, json => change(table.Deserialize(json)) is { } changed ? table.Serialize(changed) : null, UnitOfWork);
+        return WriteAsync(table.Name, id, json => change(table.Deserialize(json)) is { } changed ? table.Serialize(changed) : null);
     }
 
     /// <summary>
@@ -78,18 +78,25 @@ public sealed class ProjectionContext
         where T : class
     {
         Writable(table);
-        return _store.UpdateAsync(table.Name, Generation, id, static _ => null, UnitOfWork);
+        return WriteAsync(table.Name, id, static _ => null);
     }
 
     /// <summary>
-    /// Reads a committed document of any table's live generation: a lookup for enrichment (a customer's name for an order
-    /// summary). To change a document of this projection use <see cref="UpdateAsync{T}"/>, which sees uncommitted changes.
+    /// Reads a document of any table's live generation, with the changes this unit of work made to it before (an earlier
+    /// event of the batch): a lookup for enrichment (a customer's name for an order summary).
     /// </summary>
     public async ValueTask<T?> LookupAsync<T>(ReadModelTable<T> table, string id, CancellationToken cancellationToken = default)
         where T : class
     {
         ArgumentNullException.ThrowIfNull(table);
-        return table.Deserialize(await _store.GetAsync(table.Name, id, cancellationToken).ConfigureAwait(false));
+        var committed = await _store.GetAsync(table.Name, id, cancellationToken).ConfigureAwait(false);
+        return table.Deserialize(PendingReadModelWrites.Overlay(UnitOfWork, table.Name, Generation, id, committed));
+    }
+
+    private async ValueTask WriteAsync(string table, string id, Func<string?, string?> change)
+    {
+        await _store.UpdateAsync(table, Generation, id, change, UnitOfWork).ConfigureAwait(false);
+        PendingReadModelWrites.Add(UnitOfWork, table, Generation, id, change);
     }
 
     private ReadModelTable<T> Writable<T>(ReadModelTable<T> table)

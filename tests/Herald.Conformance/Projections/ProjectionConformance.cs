@@ -120,6 +120,44 @@ public abstract partial class ProjectionConformance
     }
 
     [Fact]
+    public async Task ALookup_SeesTheWritesAndDeletesOfEarlierEventsOfItsBatch()
+    {
+        // Regression (the order sample's "(unknown)" product names): a lookup read committed documents only, so an event
+        // missed the document an earlier event of its batch wrote.
+        var store = NewStore();
+        var seen = new ConcurrentDictionary<int, Tally?>();
+        var projection = new Tallies(async (e, context) =>
+        {
+            if (e.Amount == 6)
+            {
+                await context.DeleteAsync(Tallies.Table, e.Key);
+            }
+
+            if (e.Amount is 2 or 6 or 7)
+            {
+                seen[e.Amount] = await context.LookupAsync(Tallies.Table, e.Key);
+            }
+        });
+        using var host = await StartAsync(store, projection);
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, Tallies.ProjectionName);
+
+        // "deleted" is committed first; then one append, so one batch (of up to 7) holds every later event.
+        var last = (await events.AppendAsync("tally-lookup-committed", ExpectedVersion.NoStream, [Added(host, "deleted", 5)])).LastPosition;
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        last = (await events.AppendAsync(
+            "tally-lookup", ExpectedVersion.NoStream, [Added(host, "written", 1), Added(host, "written", 2), Added(host, "deleted", 6), Added(host, "deleted", 7)])).LastPosition;
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        Assert.Equal(new Tally("written", 1, 1), seen[2]);
+        Assert.Null(seen[6]);
+        Assert.Equal(new Tally("deleted", 6, 1), seen[7]);
+        Assert.Equal(new Tally("deleted", 13, 2), await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "deleted"));
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task TwoRunnersThatOverlap_NeverBothApplyAnEvent()
     {
         var store = NewStore();
