@@ -104,7 +104,7 @@ public sealed class HealthTests
         Assert.Equal("Healthy", body.GetProperty("status").GetString());
         var checks = body.GetProperty("checks");
         Assert.Equal(
-            ["herald-dead-letters", "herald-event-store", "herald-projections", "herald-transport"],
+            ["herald-dead-letters", "herald-event-store", "herald-projections", "herald-servers", "herald-transport"],
             checks.EnumerateObject().Select(c => c.Name).Order(StringComparer.Ordinal));
         foreach (var check in checks.EnumerateObject())
         {
@@ -115,6 +115,40 @@ public sealed class HealthTests
         Assert.Equal(2, checks.GetProperty("herald-event-store").GetProperty("data").GetProperty("headPosition").GetInt64());
         Assert.Equal("in-memory", checks.GetProperty("herald-transport").GetProperty("data").GetProperty("transport").GetString());
         Assert.Equal(0, checks.GetProperty("herald-dead-letters").GetProperty("data").GetProperty("total").GetInt64());
+    }
+
+    [Fact]
+    public async Task RedisStoresWithRedisDown_AreUnhealthy_AndWithRedisUp_Healthy()
+    {
+        // A port nobody listens on: taken from the system, then released.
+        var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var unused = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+
+        // Redis down after the start (given multiplexers are not connected at start): the idempotency store and inbox fail.
+        using var down = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(
+            new StackExchange.Redis.ConfigurationOptions { EndPoints = { { "127.0.0.1", unused } }, AbortOnConnectFail = false, ConnectTimeout = 500 });
+        await using (var app = await TestApp.StartAsync(a => a.MapHeraldHealth(), h => h.UseRedis(down), s => s.AddHealthChecks().AddHerald(o => o.Timeout = TimeSpan.FromSeconds(2))))
+        {
+            var (status, body) = await HealthAsync(app);
+
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
+            var check = body.GetProperty("checks").GetProperty("herald-servers");
+            Assert.Equal("Unhealthy", check.GetProperty("status").GetString());
+            Assert.Contains($"127.0.0.1:{unused}", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+        }
+
+        var redis = Environment.GetEnvironmentVariable("HERALD_TEST_REDIS") is { Length: > 0 } configured ? configured : "127.0.0.1:6379";
+        await using (var app = await TestApp.StartAsync(a => a.MapHeraldHealth(), h => h.UseRedis(redis), s => s.AddHealthChecks().AddHerald()))
+        {
+            var (status, body) = await HealthAsync(app);
+
+            Assert.Equal(HttpStatusCode.OK, status);
+            var check = body.GetProperty("checks").GetProperty("herald-servers");
+            Assert.Equal("Healthy", check.GetProperty("status").GetString());
+            Assert.Equal("Healthy", check.GetProperty("data").EnumerateObject().Single().Value.GetString());
+        }
     }
 
     [Fact]

@@ -8,4 +8,5 @@ internal static class HealthCheckNames
     public const string Transport = "herald-transport";
     public const string Projections = "herald-projections";
     public const string DeadLetters = "herald-dead-letters";
+    public const string Servers = "herald-servers";
 }

@@ -1,5 +1,6 @@
 using Herald.EventSourcing;
 using Herald.Hosting;
+using Herald.Internal;
 using Herald.Projections;
 using Herald.Reliability.DeadLetters;
 using Herald.Transport;
@@ -145,5 +146,35 @@ internal sealed class DeadLettersHealthCheck(IDeadLetterStore store, TimeProvide
                 ? HealthCheckResult.Degraded($"{recent} dead letter(s) in the last {settings.DeadLetterWindow}, more than {settings.MaxDeadLetterGrowth}.", data: data)
                 : HealthCheckResult.Healthy($"{recent} dead letter(s) in the last {settings.DeadLetterWindow} ({total} in all).", data);
         }, cancellationToken);
+    }
+}
+
+/// <summary>
+/// PINGs every server an adapter registered an <see cref="IServerProbe"/> for (Redis), each under the timeout: Unhealthy when
+/// one does not answer. Healthy when there is none.
+/// </summary>
+internal sealed class ServersHealthCheck(IEnumerable<IServerProbe> probes, IOptions<HeraldHealthOptions> options) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var data = new Dictionary<string, object>();
+        var failed = new List<HealthCheckResult>();
+        foreach (var probe in probes)
+        {
+            var result = await Probe.RunAsync(context, options.Value.Timeout, probe.Name, async token =>
+            {
+                await probe.ProbeAsync(token).ConfigureAwait(false);
+                return HealthCheckResult.Healthy();
+            }, cancellationToken).ConfigureAwait(false);
+            data[probe.Name] = result.Status.ToString();
+            if (result.Status != HealthStatus.Healthy)
+            {
+                failed.Add(result);
+            }
+        }
+
+        return failed.Count == 0
+            ? HealthCheckResult.Healthy(data.Count == 0 ? "No other servers to probe." : $"{data.Count} server(s) answer.", data)
+            : new HealthCheckResult(context.Registration.FailureStatus, string.Join(" ", failed.Select(f => f.Description)), failed[0].Exception, data);
     }
 }

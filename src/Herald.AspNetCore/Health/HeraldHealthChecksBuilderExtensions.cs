@@ -9,7 +9,7 @@ public static class HeraldHealthChecksBuilderExtensions
     /// <summary>
     /// Adds <c>herald-event-store</c> (the log's head position), <c>herald-transport</c> (consumer started, broker answers),
     /// <c>herald-projections</c> (Degraded when one is stalled or lags too far) and <c>herald-dead-letters</c> (Degraded when
-    /// too many failed within the window), tagged <c>herald</c>, each reporting its figures as data.
+    /// too many failed within the window) and <c>herald-servers</c> (PINGs the other servers adapters use, such as Redis), tagged <c>herald</c>, each reporting its figures as data.
     /// </summary>
     public static IHealthChecksBuilder AddHerald(this IHealthChecksBuilder builder, Action<HeraldHealthOptions>? configure = null)
     {
@@ -29,6 +29,7 @@ public static class HeraldHealthChecksBuilderExtensions
             .AddCheck<EventStoreHealthCheck>(HealthCheckNames.EventStore, tags: tags)
             .AddCheck<TransportHealthCheck>(HealthCheckNames.Transport, tags: tags)
             .AddCheck<ProjectionsHealthCheck>(HealthCheckNames.Projections, tags: tags)
-            .AddCheck<DeadLettersHealthCheck>(HealthCheckNames.DeadLetters, tags: tags);
+            .AddCheck<DeadLettersHealthCheck>(HealthCheckNames.DeadLetters, tags: tags)
+            .AddCheck<ServersHealthCheck>(HealthCheckNames.Servers, tags: tags);
     }
 }

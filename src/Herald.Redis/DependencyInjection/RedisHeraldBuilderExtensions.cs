@@ -52,6 +52,8 @@ public static class RedisHeraldBuilderExtensions
         services.TryAddSingleton(sp => RedisConnection.Create(
             sp.GetRequiredService<IOptions<RedisOptions>>().Value,
             sp.GetService<ILoggerFactory>()?.CreateLogger("Herald.Redis")));
+        // Herald's health check PINGs it: the stores sit behind ports it does not otherwise exercise.
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IServerProbe, RedisConnection>(sp => sp.GetRequiredService<RedisConnection>()));
         services.Replace(ServiceDescriptor.Singleton<IIdempotencyStore>(sp => new RedisIdempotencyStore(
             sp.GetRequiredService<RedisConnection>(),
             sp.GetRequiredService<IOptions<RedisOptions>>().Value.Clone(),

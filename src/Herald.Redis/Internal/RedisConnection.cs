@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Herald.Internal;
 using StackExchange.Redis;
 
 namespace Herald.Redis.Internal;
@@ -9,7 +10,7 @@ namespace Herald.Redis.Internal;
 /// The one connection (multiplexer) Herald's Redis stores share. It connects on first use or at host start, whichever
 /// comes first; a connection that cannot be made throws naming the servers, and the next use tries again.
 /// </summary>
-internal sealed class RedisConnection : IAsyncDisposable, IDisposable
+internal sealed class RedisConnection : IServerProbe, IAsyncDisposable, IDisposable
 {
     private readonly ConfigurationOptions? _configuration;
     private readonly bool _owned;
@@ -52,6 +53,17 @@ internal sealed class RedisConnection : IAsyncDisposable, IDisposable
     {
         var multiplexer = _multiplexer ?? await ConnectAsync(cancellationToken).ConfigureAwait(false);
         return multiplexer.GetDatabase();
+    }
+
+    string IServerProbe.Name => $"Redis at {Endpoints}";
+
+    /// <summary>For the health check: connects unless connected, then PINGs the server.</summary>
+    async ValueTask IServerProbe.ProbeAsync(CancellationToken cancellationToken)
+    {
+        var database = await GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
+
+        // The client's commands take no token: the caller's deadline ends the wait, the PING then fails on its own timeout.
+        await database.PingAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Connects unless connected; throws <see cref="HeraldException"/> naming the servers when it cannot.</summary>
