@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using Herald.Cqrs;
+using Herald.Cqrs.Validation;
 using Herald.EventSourcing;
 using Herald.Sagas;
 using Microsoft.AspNetCore.Builder;
@@ -22,6 +23,10 @@ public sealed class ProblemDetailsTests
             });
             app.MapPost("/conflict", () => { throw new ConcurrencyException("order-secret-7", ExpectedVersion.NoStream, 3); });
             app.MapPost("/saga-conflict", () => { throw new SagaConcurrencyException("fulfilment", "7", 2, 3); });
+            app.MapPost("/many-errors", () =>
+            {
+                throw new ValidationException(typeof(PlaceOrder), [.. Enumerable.Range(0, 5000).Select(i => new ValidationError($"Lines[{i}]", "is required"))]);
+            });
             app.MapPost("/boom", () => { throw new InvalidOperationException("password=hunter2 in the connection string"); });
             app.MapPost("/too-large", () => { throw new BadHttpRequestException("Request body too large. The max request body size is 10 bytes.", 413); });
         },
@@ -41,6 +46,21 @@ public sealed class ProblemDetailsTests
         Assert.Equal(["is required"], errors.GetProperty("orderId").EnumerateArray().Select(e => e.GetString()));
         Assert.Equal(["must be positive", "must be between 1 and 100"], errors.GetProperty("quantity").EnumerateArray().Select(e => e.GetString()));
         Assert.Equal(0, await app.Services.GetRequiredService<IEventStore>().GetLastPositionAsync());
+    }
+
+    [Fact]
+    public async Task ThousandsOfValidationErrors_Answers400_ListingTheFirst20_AndCountingTheRest()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.PostAsync("/many-errors", null);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ProblemAsync();
+        Assert.Equal(
+            Enumerable.Range(0, 20).Select(i => $"lines[{i}]"),
+            problem.GetProperty("errors").EnumerateObject().Select(e => e.Name));
+        Assert.Equal("5000 errors; the first 20 are listed, 4980 more are not.", problem.GetProperty("detail").GetString());
     }
 
     [Fact]

@@ -10,7 +10,7 @@ namespace Herald.AspNetCore.Problems;
 
 /// <summary>
 /// Answers every exception that reaches <c>UseExceptionHandler()</c> with problem details: a validation failure 400 with
-/// every error, a malformed or unreadable body 400/413/415 with the reason, a concurrency conflict 409, the application's
+/// its first errors, a malformed or unreadable body 400/413/415 with the reason, a concurrency conflict 409, the application's
 /// mapped exceptions their status, and anything else 500 without its message.
 /// </summary>
 internal sealed class HeraldExceptionHandler(
@@ -45,7 +45,12 @@ internal sealed class HeraldExceptionHandler(
                 {
                     Status = StatusCodes.Status400BadRequest,
                     Title = "The request is not valid.",
-                    Detail = validation.Errors.Count == 1 ? "1 error." : $"{validation.Errors.Count} errors.",
+                    Detail = validation.Errors.Count switch
+                    {
+                        1 => "1 error.",
+                        > MaxListedErrors => $"{validation.Errors.Count} errors; the first {MaxListedErrors} are listed, {validation.Errors.Count - MaxListedErrors} more are not.",
+                        var count => $"{count} errors.",
+                    },
                 };
             case BadHttpRequestException bad:
                 return new ProblemDetails
@@ -81,9 +86,13 @@ internal sealed class HeraldExceptionHandler(
         };
     }
 
+    // A body of thousands of bad lines fails thousands of times: listing every error made the answer as large as the body.
+    internal const int MaxListedErrors = 20;
+
     // Keyed by the names the client used in its JSON ("items[0].quantity"), not by the CLR members ("Items[0].Quantity").
     private static Dictionary<string, string[]> Errors(ValidationException validation, JsonNamingPolicy? naming) =>
         validation.Errors
+            .Take(MaxListedErrors)
             .GroupBy(e => JsonPath(e.Property, naming), StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => g.Select(e => e.Message).ToArray(), StringComparer.Ordinal);
 
