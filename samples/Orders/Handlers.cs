@@ -74,6 +74,8 @@ public sealed class PlaceOrderValidator : IValidator<PlaceOrder>
             yield return new ValidationError("lines", $"must have at most {MaxLines} lines");
         }
 
+        // The quantity limit is per product: a product repeated over several lines would pass it line by line.
+        var lineOfSku = new Dictionary<string, int>(StringComparer.Ordinal);
         for (var i = 0; i < instance.Items.Count; i++)
         {
             var item = instance.Items[i];
@@ -86,6 +88,10 @@ public sealed class PlaceOrderValidator : IValidator<PlaceOrder>
             if (string.IsNullOrWhiteSpace(item.Sku))
             {
                 yield return new ValidationError($"lines[{i}].sku", "is required");
+            }
+            else if (!lineOfSku.TryAdd(item.Sku, i))
+            {
+                yield return new ValidationError($"lines[{i}].sku", $"'{item.Sku}' is already on lines[{lineOfSku[item.Sku]}]; put its whole quantity on one line");
             }
             else if (Catalog.FindProduct(item.Sku) is null)
             {

@@ -108,6 +108,26 @@ public abstract class OrderServiceSpecification
     }
 
     [Fact]
+    public async Task OrderRepeatingAProduct_IsRefusedNamingIt_SoNoLineLimitIsPassedLineByLine()
+    {
+        var correlationId = "repeat-" + Guid.NewGuid().ToString("N");
+
+        using var repeated = await PostOrderAsync(
+            new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1000 }, new { sku = "mouse", quantity = 1 }, new { sku = "cable", quantity = 1000 } } },
+            correlationId: correlationId);
+
+        Assert.Equal(HttpStatusCode.BadRequest, repeated.StatusCode);
+        using (var problem = JsonDocument.Parse(await repeated.Content.ReadAsStringAsync()))
+        {
+            var error = Assert.Single(problem.RootElement.GetProperty("errors").EnumerateObject());
+            Assert.Equal("lines[2].sku", error.Name);
+            Assert.Contains("'cable'", error.Value[0].GetString(), StringComparison.Ordinal);
+        }
+
+        Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
+    }
+
+    [Fact]
     public async Task BadRequests_AreRefusedWithTheirReasons_AndStoreNothing()
     {
         var correlationId = "bad-" + Guid.NewGuid().ToString("N");
