@@ -27,6 +27,8 @@ public sealed class ProblemDetailsTests
             {
                 throw new ValidationException(typeof(PlaceOrder), [.. Enumerable.Range(0, 5000).Select(i => new ValidationError($"Lines[{i}]", "is required"))]);
             });
+            app.MapGet("/page", (int? pageSize, Guid? after, bool? open) => Results.Ok(pageSize));
+            app.MapGet("/required", (int pageSize) => Results.Ok(pageSize));
             app.MapPost("/boom", () => { throw new InvalidOperationException("password=hunter2 in the connection string"); });
             app.MapPost("/too-large", () => { throw new BadHttpRequestException("Request body too large. The max request body size is 10 bytes.", 413); });
         },
@@ -61,6 +63,22 @@ public sealed class ProblemDetailsTests
             Enumerable.Range(0, 20).Select(i => $"lines[{i}]"),
             problem.GetProperty("errors").EnumerateObject().Select(e => e.Name));
         Assert.Equal("5000 errors; the first 20 are listed, 4980 more are not.", problem.GetProperty("detail").GetString());
+    }
+
+    [Theory]
+    [InlineData("/page?pageSize=twenty", "pageSize must be a whole number.")]
+    [InlineData("/page?after=last", "after must be a GUID (such as 0190d6f0-3c8e-7b6a-9f1e-2d4c5b6a7e8f).")]
+    [InlineData("/page?open=maybe", "open must be true or false.")]
+    [InlineData("/required", "pageSize is required.")]
+    public async Task UnboundQueryParameter_Answers400_SayingWhatIsExpected_WithoutNamingClrTypes(string uri, string detail)
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.GetAsync(uri);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ProblemAsync();
+        Assert.Equal(detail, problem.GetProperty("detail").GetString());
     }
 
     [Fact]

@@ -247,6 +247,12 @@ public abstract class OrderServiceSpecification
 
         using var badPage = await Service.Http.GetAsync("/orders?pageSize=0");
         Assert.Equal(HttpStatusCode.BadRequest, badPage.StatusCode);
+
+        // Not a number at all: said in the client's terms, not as the parameter's CLR type.
+        using var wordPage = await Service.Http.GetAsync("/orders?pageSize=twenty");
+        Assert.Equal(HttpStatusCode.BadRequest, wordPage.StatusCode);
+        using var problem = JsonDocument.Parse(await wordPage.Content.ReadAsStringAsync());
+        Assert.Equal("pageSize must be a whole number.", problem.RootElement.GetProperty("detail").GetString());
     }
 
     [Fact]

@@ -13,7 +13,7 @@ namespace Herald.AspNetCore.Problems;
 /// its first errors, a malformed or unreadable body 400/413/415 with the reason, a concurrency conflict 409, the application's
 /// mapped exceptions their status, and anything else 500 without its message.
 /// </summary>
-internal sealed class HeraldExceptionHandler(
+internal sealed partial class HeraldExceptionHandler(
     IOptions<HeraldHttpOptions> options,
     IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> json,
     ILogger<HeraldExceptionHandler> logger) : IExceptionHandler
@@ -62,7 +62,7 @@ internal sealed class HeraldExceptionHandler(
                         StatusCodes.Status415UnsupportedMediaType => "The request's content type is not supported.",
                         _ => "The request could not be read.",
                     },
-                    Detail = bad.InnerException is JsonException json ? JsonReason(json) : bad.Message,
+                    Detail = bad.InnerException is JsonException json ? JsonReason(json) : BindingReason(bad.Message) ?? bad.Message,
                 };
         }
 
@@ -114,6 +114,49 @@ internal sealed class HeraldExceptionHandler(
 
         return string.Join('.', segments);
     }
+
+    // ASP.NET's binding failures name the parameter's CLR type ("Failed to bind parameter \"Nullable<int> pageSize\" from
+    // \"x\"."); the client needs the parameter's name and what it takes. Null for any other message.
+    internal static string? BindingReason(string message)
+    {
+        if (BindingFailure().Match(message) is not { Success: true } match)
+        {
+            return null;
+        }
+
+        var name = match.Groups["name"].Value;
+        if (match.Groups["required"].Success)
+        {
+            return $"{name} is required.";
+        }
+
+        var type = match.Groups["type"].Value;
+        var list = type.EndsWith("[]", StringComparison.Ordinal);
+        type = type.TrimEnd('[', ']');
+        if (type.StartsWith("Nullable<", StringComparison.Ordinal))
+        {
+            type = type["Nullable<".Length..^1];
+        }
+
+        var expected = type switch
+        {
+            "int" or "long" or "short" or "byte" or "sbyte" or "uint" or "ulong" or "ushort" or "Int128" or "UInt128" or "BigInteger" => "a whole number",
+            "decimal" or "double" or "float" or "Half" => "a number",
+            "bool" => "true or false",
+            "Guid" => "a GUID (such as 0190d6f0-3c8e-7b6a-9f1e-2d4c5b6a7e8f)",
+            "DateTime" or "DateTimeOffset" => "a date and time (such as 2026-01-31T12:00:00Z)",
+            "DateOnly" => "a date (such as 2026-01-31)",
+            "TimeOnly" => "a time of day (such as 12:00:00)",
+            "TimeSpan" => "a duration (such as 00:05:00)",
+            _ => "a valid value",
+        };
+        return list ? $"Every {name} must be {expected}." : $"{name} must be {expected}.";
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(
+        "^(?:Failed to bind parameter \"(?<type>[^\"]+) (?<name>[^\" ]+)\" from|(?<required>Required) parameter \"(?<type>[^\"]+) (?<name>[^\" ]+)\" was not provided)",
+        System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
+    private static partial System.Text.RegularExpressions.Regex BindingFailure();
 
     // The serializer's own message names CLR types; the client needs where its JSON went wrong, not our type names.
     internal static string JsonReason(JsonException json)
