@@ -65,8 +65,9 @@ public static class DemoRunner
         {
             var roll = random.Next(100);
             var customer = roll < 10 ? Domain.Catalog.BadCardCustomer : good[random.Next(good.Length)];
-            var lines = Enumerable.Range(0, 1 + random.Next(3))
-                .Select(_ => new OrderLineRequest(skus[random.Next(skus.Length)], 1 + random.Next(3)))
+            // Each product once: the service refuses an order that repeats one (its per-line limit would not hold).
+            var lines = skus.OrderBy(_ => random.Next()).Take(1 + random.Next(3))
+                .Select(sku => new OrderLineRequest(sku, 1 + random.Next(3)))
                 .ToList();
             if (roll is >= 10 and < 15)
             {
