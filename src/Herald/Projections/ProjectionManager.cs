@@ -462,36 +462,13 @@ public sealed class ProjectionManager
             cancellationToken);
 
     // Stores value under key only forward; false when the stored value is at or past it already.
-    private async ValueTask<bool> AdvanceAsync(string key, long value, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await _runner.RunAsync(
-                (services, token) => _checkpoints.SetCheckpointAsync(key, value, services.GetRequiredService<IUnitOfWork>(), token),
-                cancellationToken: cancellationToken).ConfigureAwait(false);
-            return true;
-        }
-        catch (CheckpointConflictException)
-        {
-            return false;
-        }
-    }
+    private ValueTask<bool> AdvanceAsync(string key, long value, CancellationToken cancellationToken) =>
+        ForwardCheckpoint.TryAdvanceAsync(_checkpoints, _runner, key, value, cancellationToken);
 
     // The loop's own checkpoint writes (past events its filter skipped) only ever move forward: a runner that lost its
-    // leadership must not move back a checkpoint its successor advanced.
-    private async ValueTask SaveForwardAsync(string checkpointId, long position, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await _runner.RunAsync(
-                (services, token) => _checkpoints.SetCheckpointAsync(checkpointId, position, services.GetRequiredService<IUnitOfWork>(), token),
-                cancellationToken: cancellationToken).ConfigureAwait(false);
-        }
-        catch (CheckpointConflictException)
-        {
-            // Another runner is further on already.
-        }
-    }
+    // leadership must not move back a checkpoint its successor advanced (which then keeps it).
+    private async ValueTask SaveForwardAsync(string checkpointId, long position, CancellationToken cancellationToken) =>
+        await AdvanceAsync(checkpointId, position, cancellationToken).ConfigureAwait(false);
 
     private async Task<EventSubscription> RebuildAsync(ProjectionRuntime projection, EventSubscription live, int generation, CancellationToken leading)
     {

@@ -40,17 +40,12 @@ public sealed class LeaderFence
         {
             var stored = await checkpoints.GetCheckpointAsync(key, cancellationToken).ConfigureAwait(false) ?? 0;
             var term = ((stored >> 32) + 1) << 32;
-            try
+            if (await ForwardCheckpoint.TryAdvanceAsync(checkpoints, runner, key, term, cancellationToken).ConfigureAwait(false))
             {
-                await runner.RunAsync(
-                    (services, token) => checkpoints.SetCheckpointAsync(key, term, services.GetRequiredService<IUnitOfWork>(), token),
-                    cancellationToken: cancellationToken).ConfigureAwait(false);
                 return new LeaderFence(checkpoints, runner, key, term);
             }
-            catch (CheckpointConflictException)
-            {
-                // Another owner took a term meanwhile: take one above it.
-            }
+
+            // Another owner took a term meanwhile: take one above it.
         }
     }
 
