@@ -151,6 +151,39 @@ public sealed class HealthTests
         }
     }
 
+    /// <summary>Answers only once every probe of its group has been asked: probed one after another, the first never answers.</summary>
+    private sealed class RendezvousProbe(string name, CountdownEvent asked) : Herald.Internal.IServerProbe
+    {
+        public string Name => name;
+
+        public async ValueTask ProbeAsync(CancellationToken cancellationToken)
+        {
+            asked.Signal();
+            await Task.Run(() => asked.Wait(cancellationToken), cancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task ServersCheck_ProbesEveryServerSideBySide_SoOneSlowServerCostsOneTimeoutNotOneEach()
+    {
+        using var asked = new CountdownEvent(2);
+        await using var app = await TestApp.StartAsync(
+            a => a.MapHeraldHealth(),
+            h => { },
+            s =>
+            {
+                s.AddSingleton<Herald.Internal.IServerProbe>(new RendezvousProbe("first", asked));
+                s.AddSingleton<Herald.Internal.IServerProbe>(new RendezvousProbe("second", asked));
+                s.AddHealthChecks().AddHerald(o => o.Timeout = TimeSpan.FromSeconds(5));
+            });
+
+        var (_, body) = await HealthAsync(app);
+
+        var check = body.GetProperty("checks").GetProperty("herald-servers");
+        Assert.Equal("Healthy", check.GetProperty("status").GetString());
+        Assert.Equal(["first", "second"], check.GetProperty("data").EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal));
+    }
+
     [Fact]
     public async Task HostThatDoesNotConsume_ReportsItsTransportWithoutProbingIt()
     {

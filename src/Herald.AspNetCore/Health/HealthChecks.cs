@@ -150,23 +150,24 @@ internal sealed class DeadLettersHealthCheck(IDeadLetterStore store, TimeProvide
 }
 
 /// <summary>
-/// PINGs every server an adapter registered an <see cref="IServerProbe"/> for (Redis), each under the timeout: Unhealthy when
+/// PINGs every server an adapter registered an <see cref="IServerProbe"/> for (Redis), side by side, each under the timeout: Unhealthy when
 /// one does not answer. Healthy when there is none.
 /// </summary>
 internal sealed class ServersHealthCheck(IEnumerable<IServerProbe> probes, IOptions<HeraldHealthOptions> options) : IHealthCheck
 {
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
+        // Probed side by side: one server that does not answer costs the check one timeout, not one per server behind it.
+        var probed = await Task.WhenAll(probes.Select(async probe => (probe.Name, Result: await Probe.RunAsync(context, options.Value.Timeout, probe.Name, async token =>
+        {
+            await probe.ProbeAsync(token).ConfigureAwait(false);
+            return HealthCheckResult.Healthy();
+        }, cancellationToken).ConfigureAwait(false)))).ConfigureAwait(false);
         var data = new Dictionary<string, object>();
         var failed = new List<HealthCheckResult>();
-        foreach (var probe in probes)
+        foreach (var (name, result) in probed)
         {
-            var result = await Probe.RunAsync(context, options.Value.Timeout, probe.Name, async token =>
-            {
-                await probe.ProbeAsync(token).ConfigureAwait(false);
-                return HealthCheckResult.Healthy();
-            }, cancellationToken).ConfigureAwait(false);
-            data[probe.Name] = result.Status.ToString();
+            data[name] = result.Status.ToString();
             if (result.Status != HealthStatus.Healthy)
             {
                 failed.Add(result);
