@@ -13,6 +13,7 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
     private readonly ITransport _inner;
     private readonly ConcurrentQueue<Settlement> _settlements = new();
     private readonly ConcurrentQueue<(string Destination, Envelope Envelope)> _sent = new();
+    private readonly ConcurrentDictionary<Guid, TimeSpan?> _delays = new();
     private TransportCapabilities? _capabilities;
 
     /// <summary>Wraps the transport.</summary>
@@ -37,6 +38,9 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
     /// <summary>Every envelope the transport accepted (sent or published), with its destination, in order.</summary>
     public IReadOnlyList<(string Destination, Envelope Envelope)> Sent => [.. _sent];
 
+    /// <summary>The delay the last accepted send or publish of a message id asked for (null: none); absent when none was accepted.</summary>
+    public IReadOnlyDictionary<Guid, TimeSpan?> Delays => _delays;
+
     /// <inheritdoc />
     public string Name => _inner.Name;
 
@@ -58,6 +62,7 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
     {
         ThrowIfFailing(queue, envelope);
         await _inner.SendAsync(queue, envelope, options, cancellationToken).ConfigureAwait(false);
+        _delays[envelope.MessageId] = options?.Delay;
         _sent.Enqueue((queue, envelope));
     }
 
@@ -66,6 +71,7 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
     {
         ThrowIfFailing(topic, envelope);
         await _inner.PublishAsync(topic, envelope, options, cancellationToken).ConfigureAwait(false);
+        _delays[envelope.MessageId] = options?.Delay;
         _sent.Enqueue((topic, envelope));
     }
 

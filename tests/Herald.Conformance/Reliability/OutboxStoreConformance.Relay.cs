@@ -116,6 +116,32 @@ public abstract partial class OutboxStoreConformance
         Assert.Equal(9, relay.Attempts.Count(id => failing.Any(r => r.Envelope.MessageId == id)));
     }
 
+    [Fact]
+    public async Task Relay_ADelayedMessageIsDueFromWhenItWasEnqueued_SoALaggingRelayAsksOnlyForTheRestOfTheDelay()
+    {
+        // A saga timeout of 30 s enqueued at T must fire at T + 30 s however late the relay gets to it (outage, backlog,
+        // failover): the relay asks the transport for what is left of the delay, and sends at once what is already due.
+        await using var relay = await RelayHost.StartAsync(await CreateStoreAsync());
+        var enqueuedAt = relay.Clock.GetUtcNow();
+        var rows = relay.NewRows(2).Select(r => r with { CreatedAt = enqueuedAt, DeliverAt = enqueuedAt.AddSeconds(30) }).ToArray();
+        var (early, late) = (rows[0].Envelope.MessageId, rows[1].Envelope.MessageId);
+        var down = new System.Collections.Concurrent.ConcurrentDictionary<Guid, bool> { [early] = true, [late] = true };
+        relay.Fail = envelope => down.ContainsKey(envelope.MessageId) ? new InvalidOperationException("The broker is down.") : null;
+        await relay.Store.AddAsync(rows);
+        await relay.RunUntilAsync(() => relay.Attempts.Contains(early) && relay.Attempts.Contains(late), "the relay tries both while the broker is down");
+
+        down.TryRemove(early, out _);
+        relay.Clock.SetUtcNow(enqueuedAt.AddSeconds(20));
+        await relay.RunUntilAsync(() => relay.Transport.Delays.ContainsKey(early), "the first row goes once the broker is back, 20 s late");
+        // The clock steps on while the relay is woken, so "about 10 s" allows for those steps, not for the 20 s of lag.
+        Assert.InRange(relay.Transport.Delays[early]!.Value, TimeSpan.FromSeconds(9), TimeSpan.FromSeconds(10));
+
+        down.TryRemove(late, out _);
+        relay.Clock.SetUtcNow(enqueuedAt.AddSeconds(40));
+        await relay.RunUntilAsync(() => relay.Transport.Delays.ContainsKey(late), "the second row goes once the broker is back, after it was due");
+        Assert.Null(relay.Transport.Delays[late]);
+    }
+
     /// <summary>A host running the outbox relay over the store under test, the in-memory transport and a fake clock.</summary>
     private sealed class RelayHost : IAsyncDisposable
     {

@@ -352,6 +352,23 @@ public sealed class OutboxTests
         Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
     }
 
+    [Fact]
+    public async Task Outbox_ADelayedSend_IsDueFromWhenItWasEnqueued_NotFromWhenTheRelaySendsIt()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+        await using var scope = host.Host.Services.CreateAsyncScope();
+        await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(new Forwarded(1), new DeliveryOptions { Delay = TimeSpan.FromSeconds(30) });
+
+        // The unit of work commits 20 s later (a slow handler): the message stays due at 30 s from its enqueueing.
+        host.Clock.Advance(TimeSpan.FromSeconds(20));
+        await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the committed message leaves");
+        var sent = SentTo(host, downstream)[0];
+        Assert.Equal(TimeSpan.FromSeconds(10), host.Transport.Delays[sent.MessageId]);
+    }
+
     private static List<Envelope> SentTo(ReliabilityHost host, string destination) =>
         [.. host.Transport.Sent.Where(s => s.Destination == destination).Select(s => s.Envelope)];
 
