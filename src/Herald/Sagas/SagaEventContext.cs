@@ -65,9 +65,10 @@ public sealed class SagaEventContext<TData>
         var services = Message.Services;
         var type = services.GetRequiredService<MessageTypeRegistry>().GetByType(message.GetType());
         var body = services.GetRequiredService<IMessageSerializer>().Serialize(message, type.ClrType);
-        var timeout = new SagaTimeout(name, Guid.NewGuid(), services.GetRequiredService<TimeProvider>().GetUtcNow() + delay, type.Name, body);
-        var options = Correlate(SagaTimeouts.Options(timeout, delay));
-        await SagaTimeouts.SendOnCommitAsync(Message, Message.UnitOfWork, services, SagaName, SagaId, timeout, token => Message.SendAsync(message, options, token), Message.CancellationToken)
+        var time = services.GetRequiredService<TimeProvider>();
+        var timeout = new SagaTimeout(name, Guid.NewGuid(), time.GetUtcNow() + delay, type.Name, body);
+        await SagaTimeouts.SendOnCommitAsync(
+            Message, Message.UnitOfWork, services, SagaName, SagaId, timeout, time, (wait, token) => Message.SendAsync(message, Correlate(SagaTimeouts.Options(timeout, wait)), token), Message.CancellationToken)
             .ConfigureAwait(false);
         _timeouts.RemoveAll(t => t.Name == name);
         _timeouts.Add(timeout);

@@ -77,8 +77,9 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
                 var moved = current with { Id = Guid.NewGuid(), DueAt = _time.GetUtcNow() + delay };
                 var unitOfWork = services.GetRequiredService<IUnitOfWork>();
                 var bus = services.GetRequiredService<IMessageBus>();
-                var options = Options(moved, delay) with { CorrelationId = id };
-                await SendOnCommitAsync(UnitOfWorkRunner.Current, unitOfWork, services, sagaName, id, moved, t => bus.SendAsync(message, options, t), token).ConfigureAwait(false);
+                await SendOnCommitAsync(
+                    UnitOfWorkRunner.Current, unitOfWork, services, sagaName, id, moved, _time, (wait, t) => bus.SendAsync(message, Options(moved, wait) with { CorrelationId = id }, t), token)
+                    .ConfigureAwait(false);
                 await _store.SaveAsync(instance with { Timeouts = [.. instance.Timeouts.Select(t => t.Name == name ? moved : t)] }, unitOfWork, token).ConfigureAwait(false);
                 return moved;
             },
@@ -88,7 +89,9 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
     /// <summary>
     /// Sends a timeout's message so that it cannot arrive before the save that holds it commits: through the outbox of
     /// <paramref name="scope"/> when it has one, else from <paramref name="unitOfWork"/>'s commit. Sent at once, a short
-    /// timeout could be handled before the instance held it, be ignored as cancelled, and never fire.
+    /// timeout could be handled before the instance held it, be ignored as cancelled, and never fire. <paramref name="send"/>
+    /// gets the delay left until the timeout's due time on <paramref name="time"/> when it sends, so a late commit does not
+    /// make it fire late.
     /// </summary>
     internal static ValueTask SendOnCommitAsync(
         IUnitOfWorkScope? scope,
@@ -97,12 +100,13 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
         string sagaName,
         string sagaId,
         SagaTimeout timeout,
-        Func<CancellationToken, ValueTask> send,
+        TimeProvider time,
+        Func<TimeSpan, CancellationToken, ValueTask> send,
         CancellationToken cancellationToken)
     {
         if (scope?.GetOutbox() is not null)
         {
-            return send(cancellationToken);
+            return send(Remaining(timeout, time), cancellationToken);
         }
 
         var logger = services.GetService<ILoggerFactory>()?.CreateLogger("Herald.Sagas") ?? NullLogger.Instance;
@@ -110,7 +114,7 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
         {
             try
             {
-                await send(token).ConfigureAwait(false);
+                await send(Remaining(timeout, time), token).ConfigureAwait(false);
             }
 #pragma warning disable CA1031 // The save has committed: failing now would retry a message whose transition is done.
             catch (Exception ex)
@@ -120,6 +124,13 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
             }
         });
         return ValueTask.CompletedTask;
+    }
+
+    // The due time was fixed when the timeout was scheduled; one already past goes at once.
+    private static TimeSpan Remaining(SagaTimeout timeout, TimeProvider time)
+    {
+        var left = timeout.DueAt - time.GetUtcNow();
+        return left > TimeSpan.Zero ? left : TimeSpan.Zero;
     }
 
     /// <summary>How a timeout's message is sent: delayed, carrying the timeout's id.</summary>

@@ -184,6 +184,35 @@ public sealed class SagaTimeoutTests
     }
 
     [Fact]
+    public async Task ATimeout_WithoutAnOutbox_FiresAtItsDueTime_EvenWhenItsTransitionCommitsLate()
+    {
+        // Without an outbox the timeout leaves from the commit; it used to ask the transport for its whole delay then, so a
+        // transition that took 4 minutes after scheduling it fired it 4 minutes after the due time the instance holds.
+        ReliabilityHost? running = null;
+        var machine = SagaStateMachine.Create<OrderState>("st-orders", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId)
+            .Correlate<PaymentTimedOut>(e => e.OrderId)
+            .Initially<OrderPlaced>("AwaitingPayment", async (saga, placed) =>
+            {
+                await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), PaymentWindow);
+                running!.Clock.Advance(TimeSpan.FromMinutes(4));
+            })
+            .During("AwaitingPayment", s => s.When<PaymentTimedOut>("Expired", Count))
+            .Final("Expired"));
+        await using var host = running = await ReliabilityHost.StartAsync(h => h
+            .AddMessageType<OrderPlaced>().AddMessageType<PaymentTimedOut>()
+            .AddSaga(machine));
+
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-9"));
+        var timeout = Assert.Single((await AwaitingPaymentAsync(host, "o-9")).Timeouts);
+        var sent = Assert.Single(host.Transport.Sent, s => s.Envelope.MessageType == "st-payment-timed-out");
+        Assert.Equal(timeout.DueAt - host.Clock.GetUtcNow(), host.Transport.Delays[sent.Envelope.MessageId]);
+
+        host.Clock.SetUtcNow(timeout.DueAt);
+        await StateAsync(host, "o-9", "Expired");
+    }
+
+    [Fact]
     public async Task ATimeoutRescheduledToNow_WithoutAnOutbox_FiresOnceTheSaveCommitted()
     {
         await using var host = await StartAsync();
