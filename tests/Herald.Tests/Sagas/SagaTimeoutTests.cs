@@ -61,6 +61,21 @@ public sealed class SagaTimeoutTests
             .AddMessageType<OrderPlaced>().AddMessageType<PaymentTaken>().AddMessageType<PaymentTimedOut>().AddMessageType<Shipped>()
             .AddSaga(Machine()));
 
+    // Orders whose payment timeout expires them; the first transition runs placed, given the started host.
+    private static async Task<ReliabilityHost> StartSchedulingAsync(Func<ReliabilityHost, SagaEventContext<OrderState>, OrderPlaced, Task> placed)
+    {
+        ReliabilityHost? running = null;
+        var machine = SagaStateMachine.Create<OrderState>("st-orders", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId)
+            .Correlate<PaymentTimedOut>(e => e.OrderId)
+            .Initially<OrderPlaced>("AwaitingPayment", async (saga, message) => await placed(running!, saga, message))
+            .During("AwaitingPayment", s => s.When<PaymentTimedOut>("Expired", Count))
+            .Final("Expired"));
+        return running = await ReliabilityHost.StartAsync(h => h
+            .AddMessageType<OrderPlaced>().AddMessageType<PaymentTimedOut>()
+            .AddSaga(machine));
+    }
+
     private static Task<SagaInstance> StateAsync(ReliabilityHost host, string id, string state) =>
         Eventually.ValueAsync(
             async () => await host.Get<ISagaStore>().LoadAsync("st-orders", id) is { } instance && instance.State == state ? instance : null,
@@ -160,23 +175,14 @@ public sealed class SagaTimeoutTests
     {
         // Sent at once, the timeout reached the other consumer while its transition had not committed: the instance did
         // not hold it yet, so it was ignored for good, and the instance then held a timeout that never fired.
-        ReliabilityHost? running = null;
-        var machine = SagaStateMachine.Create<OrderState>("st-orders", m => m
-            .Correlate<OrderPlaced>(e => e.OrderId)
-            .Correlate<PaymentTimedOut>(e => e.OrderId)
-            .Initially<OrderPlaced>("AwaitingPayment", async (saga, placed) =>
+        await using var host = await StartSchedulingAsync(async (running, saga, placed) =>
+        {
+            await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), TimeSpan.Zero);
+            if (TimeoutsSent(running) > 0)
             {
-                await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), TimeSpan.Zero);
-                if (TimeoutsSent(running!) > 0)
-                {
-                    await IgnoredAsync(running!, placed.OrderId);
-                }
-            })
-            .During("AwaitingPayment", s => s.When<PaymentTimedOut>("Expired", Count))
-            .Final("Expired"));
-        await using var host = running = await ReliabilityHost.StartAsync(h => h
-            .AddMessageType<OrderPlaced>().AddMessageType<PaymentTimedOut>()
-            .AddSaga(machine));
+                await IgnoredAsync(running, placed.OrderId);
+            }
+        });
 
         await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-6"));
         var expired = await StateAsync(host, "o-6", "Expired");
@@ -188,20 +194,11 @@ public sealed class SagaTimeoutTests
     {
         // Without an outbox the timeout leaves from the commit; it used to ask the transport for its whole delay then, so a
         // transition that took 4 minutes after scheduling it fired it 4 minutes after the due time the instance holds.
-        ReliabilityHost? running = null;
-        var machine = SagaStateMachine.Create<OrderState>("st-orders", m => m
-            .Correlate<OrderPlaced>(e => e.OrderId)
-            .Correlate<PaymentTimedOut>(e => e.OrderId)
-            .Initially<OrderPlaced>("AwaitingPayment", async (saga, placed) =>
-            {
-                await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), PaymentWindow);
-                running!.Clock.Advance(TimeSpan.FromMinutes(4));
-            })
-            .During("AwaitingPayment", s => s.When<PaymentTimedOut>("Expired", Count))
-            .Final("Expired"));
-        await using var host = running = await ReliabilityHost.StartAsync(h => h
-            .AddMessageType<OrderPlaced>().AddMessageType<PaymentTimedOut>()
-            .AddSaga(machine));
+        await using var host = await StartSchedulingAsync(async (running, saga, placed) =>
+        {
+            await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), PaymentWindow);
+            running.Clock.Advance(TimeSpan.FromMinutes(4));
+        });
 
         await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-9"));
         var timeout = Assert.Single((await AwaitingPaymentAsync(host, "o-9")).Timeouts);
