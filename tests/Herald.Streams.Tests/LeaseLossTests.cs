@@ -8,6 +8,7 @@ using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Streams.Tests;
 
@@ -102,6 +103,93 @@ public sealed class LeaseLossTests
     }
 
     /// <summary>
+    /// The run fails while a balance round is under way, and the round finds no partition left for this process (its
+    /// only one was lost and another process holds it): the processor must stop and fault Completion. Regression: the
+    /// failure watcher stopped the balancing first, then found that the round had replaced the failed run with an empty
+    /// one and returned; the processor ran on with no partition and no balancing, never reported the failure, and kept
+    /// its member slot, so the other processes left a share of the partitions to it for good.
+    /// </summary>
+    [Fact]
+    public async Task ARunFailingDuringABalanceRound_FaultsTheProcessor_AndGivesItsMemberSlotUp()
+    {
+        var election = new ControlledElection();
+        var time = new FakeTimeProvider();
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var options = new StreamProcessorOptions { Partitions = 1, PartitionBalanceInterval = TimeSpan.FromMinutes(1) };
+        await using var processor = new StreamProcessor("rebalanced", CountTopology(), new WithElection(host.Services, election, time), options);
+        await processor.StartAsync();
+        await processor.WaitForPositionAsync(await AppendAsync(host.Services, 0, 4)).WaitAsync(TimeSpan.FromSeconds(30));
+
+        // The partition is another process's now. The next round looks for it again (it would take it back were it
+        // free), and that look is a slow round trip.
+        election.Lose("$stream:rebalanced:0");
+        var answer = new TaskCompletionSource();
+        var looking = election.HoldNextAttempt("$stream:rebalanced:0", answer.Task);
+        time.Advance(options.PartitionBalanceInterval);
+        await looking.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // Meanwhile the run's next commit finds the lease lost: the run fails; then the look answers.
+        var head = await AppendAsync(host.Services, 4, 8);
+        await Assert.ThrowsAsync<LeaseLostException>(() => processor.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(30)));
+        answer.SetResult();
+
+        var failure = await Assert.ThrowsAsync<LeaseLostException>(() => processor.Completion.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("lost partition 0", failure.Message, StringComparison.Ordinal);
+        Assert.False(processor.Balancing);
+        Assert.False(election.Holds("$stream:rebalanced:member:0"));
+        await host.StopAsync();
+    }
+
+    /// <summary>
+    /// The first run fails before StartAsync has started the balancing: the processor must fault with no balancing loop
+    /// left. Regression: the failure watcher stopped the balancing before it had started, so the loop StartAsync started
+    /// next outlived the failure: it took partitions again for the failed processor, and once that processor restarted
+    /// (as the hosted service does) it ran two loops, one of which StopAsync never stopped.
+    /// </summary>
+    [Fact]
+    public async Task ARunFailingBeforeTheBalancingStarts_FaultsTheProcessor_WithNoBalancingLeft()
+    {
+        var election = new ControlledElection();
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var options = new StreamProcessorOptions { Partitions = 1, PartitionBalanceInterval = TimeSpan.FromMinutes(1) };
+        await using var processor = new StreamProcessor("early", CountTopology(), new WithElection(host.Services, election, new FakeTimeProvider()), options);
+
+        // The first run fails as soon as it reads: its partition is lost, and its first commit finds that.
+        processor.RunReading = async run =>
+        {
+            processor.RunReading = null;
+            election.Lose("$stream:early:0");
+            await AppendAsync(host.Services, 0, 4);
+            await run.Failed.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        };
+        await processor.StartAsync();
+
+        await Assert.ThrowsAsync<LeaseLostException>(() => processor.Completion.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.False(processor.Balancing);
+        Assert.False(election.Holds("$stream:early:member:0"));
+        await host.StopAsync();
+    }
+
+    private static StreamTopology CountTopology()
+    {
+        var builder = new StreamBuilder();
+        builder.Stream<Order>().GroupBy(o => o.ProductId).Count("orders");
+        return builder.Build();
+    }
+
+    private static async Task<long> AppendAsync(IServiceProvider services, int from, int to)
+    {
+        var events = services.GetRequiredService<IEventStore>();
+        var envelopes = services.GetRequiredService<EnvelopeFactory>();
+        for (var i = from; i < to; i++)
+        {
+            await events.AppendAsync("order-" + i, ExpectedVersion.NoStream, [envelopes.Create(ProcessorScenario.OrderAt(i))]);
+        }
+
+        return await events.GetLastPositionAsync();
+    }
+
+    /// <summary>
     /// A process runs the partition; another takes it over while the first has not noticed that it lost it (its lock
     /// session was killed, say: the keep-alive sees that up to 5 s later). Both then read the same events: the first one's
     /// commit must fail and write nothing (neither its state, nor its dead letter, nor its checkpoint), and the second
@@ -109,18 +197,8 @@ public sealed class LeaseLossTests
     /// </summary>
     private static async Task SupplantedOwnerAsync(IHost first, IHost second)
     {
-        var events = first.Services.GetRequiredService<IEventStore>();
-        var envelopes = first.Services.GetRequiredService<EnvelopeFactory>();
         var checkpoints = second.Services.GetRequiredService<ICheckpointStore>();
-        async Task<long> AppendAsync(int from, int to)
-        {
-            for (var i = from; i < to; i++)
-            {
-                await events.AppendAsync("order-" + i, ExpectedVersion.NoStream, [envelopes.Create(ProcessorScenario.OrderAt(i))]);
-            }
-
-            return await events.GetLastPositionAsync();
-        }
+        Task<long> AppendAsync(int from, int to) => LeaseLossTests.AppendAsync(first.Services, from, to);
 
         static StreamTopology Topology()
         {
@@ -159,11 +237,29 @@ public sealed class LeaseLossTests
     {
         private readonly ConcurrentDictionary<string, Lease> _held = new(StringComparer.Ordinal);
         private readonly ConcurrentDictionary<string, bool> _taken = new(StringComparer.Ordinal);
+        private readonly ConcurrentDictionary<string, (TaskCompletionSource Entered, Task Answer)> _slowed = new(StringComparer.Ordinal);
 
-        public ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default)
+        public async ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default)
         {
+            if (_slowed.TryRemove(resource, out var attempt))
+            {
+                // A round trip under way answers, whatever its token says meanwhile.
+                attempt.Entered.TrySetResult();
+                await attempt.Answer;
+            }
+
             var lease = new Lease(this, resource);
-            return ValueTask.FromResult<LeaderLease?>(!_taken.ContainsKey(resource) && _held.TryAdd(resource, lease) ? lease : null);
+            return !_taken.ContainsKey(resource) && _held.TryAdd(resource, lease) ? lease : null;
+        }
+
+        public bool Holds(string resource) => _held.ContainsKey(resource);
+
+        /// <summary>Holds the next attempt on <paramref name="resource"/> until <paramref name="answer"/> completes; the task returned completes once it began.</summary>
+        public Task HoldNextAttempt(string resource, Task answer)
+        {
+            var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _slowed[resource] = (entered, answer);
+            return entered.Task;
         }
 
         public void Lose(string resource)

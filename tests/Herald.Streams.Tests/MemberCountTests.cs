@@ -53,11 +53,6 @@ public sealed class MemberCountTests
         }
     }
 
-    private sealed class WithElection(IServiceProvider services, ILeaderElection election) : IServiceProvider
-    {
-        public object? GetService(Type serviceType) => serviceType == typeof(ILeaderElection) ? election : services.GetService(serviceType);
-    }
-
     private sealed class SlowElection(TimeSpan grant) : ILeaderElection
     {
         private readonly ConcurrentDictionary<string, Lease> _held = new(StringComparer.Ordinal);

@@ -153,9 +153,15 @@ public sealed partial class StreamProcessor
         }
 
         // Commit what the current run holds before another process may take a partition it gives back.
-        if (_run is { } old)
+        if (_run is { Stopped: false } old)
         {
             await StopRunAsync(old).ConfigureAwait(false);
+            if (old.Failure is not null)
+            {
+                // It failed during this round (or in its last commits): a new run would hide that; the run's watcher
+                // stops the processor and faults Completion, as for a failure between rounds.
+                return;
+            }
         }
 
         foreach (var partition in _leases.Keys.Where(p => !next.Contains(p)).ToList())

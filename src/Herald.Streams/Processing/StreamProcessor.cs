@@ -147,6 +147,12 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     internal long Commits => Interlocked.Read(ref _commits);
 
+    /// <summary>Test seam: awaited once a run reads its source, before its failure watcher starts.</summary>
+    internal Func<StreamRun, Task>? RunReading { get; set; }
+
+    /// <summary>Whether a balancing loop runs (tests: none may outlive a stop or a failure).</summary>
+    internal bool Balancing => Volatile.Read(ref _balancing) is not null;
+
     /// <summary>
     /// Takes its share of the partitions (all of them when no other process runs this stream), loads their committed state
     /// and, for an event-store source, starts following the log from their checkpoints.
@@ -514,6 +520,11 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 throw;
             }
 
+            if (RunReading is { } reading)
+            {
+                await reading(run).ConfigureAwait(false);
+            }
+
             _ = WatchAsync(run);
         }
 
@@ -596,20 +607,20 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             Fail(run, subscription.Exception!.InnerException ?? subscription.Exception);
         }
 
-        if (run.Failure is not { } failure)
-        {
-            return;
-        }
-
-        await StopBalancingAsync().ConfigureAwait(false);
+        // Decided holding the switch: whoever stopped the run meanwhile (a balance round, StopAsync) has finished its last
+        // commits, and a run the balancer replaced or a processor stopped is not this watcher's. Stopping the balancing
+        // before looking left a processor running without it (the round had replaced the run), or missed a loop
+        // StartAsync had not started yet (LeaseLossTests).
         await _switch.WaitAsync().ConfigureAwait(false);
         try
         {
-            if (!ReferenceEquals(_run, run) || !_running)
+            if (run.Failure is not { } failure || !ReferenceEquals(_run, run) || !_running)
             {
                 return;
             }
 
+            // Under the switch the loop sleeps or waits for it, so it ends without another round.
+            await StopBalancingAsync().ConfigureAwait(false);
             await StopRunAsync(run).ConfigureAwait(false);
             await ReleaseLeasesAsync().ConfigureAwait(false);
             _running = false;
