@@ -1,4 +1,5 @@
 using System.Text;
+using Herald.Conformance;
 using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
@@ -11,6 +12,39 @@ public sealed class ProcessorTests
     [Fact]
     public async Task InMemory_AFailedCommitMidStream_ResumesWithoutLossOrDoubleCount() =>
         await ProcessorScenario.RunAsync(_ => { }, sharedHost: true);
+
+    /// <summary>
+    /// The commit under way when StopAsync is called fails: Completion must fault with that failure. Regression: StopAsync
+    /// let the run end and then completed Completion successfully, so a last commit that failed went unreported.
+    /// </summary>
+    [Fact]
+    public async Task StopAsync_WhileACommitThatFailsIsUnderWay_FaultsCompletion()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        var sink = new RefusingSink();
+        var builder = new StreamBuilder();
+        builder.Stream<Order>().To(sink);
+        await using var processor = new StreamProcessor("last-commit", builder.Build(), host.Services);
+        await processor.StartAsync();
+        await events.AppendAsync("order-0", ExpectedVersion.NoStream, [envelopes.Create(ProcessorScenario.OrderAt(0))]);
+        await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+
+        sink.Armed = true;
+        await events.AppendAsync("order-1", ExpectedVersion.NoStream, [envelopes.Create(ProcessorScenario.OrderAt(1))]);
+        await sink.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        var stopping = processor.StopAsync();
+
+        // StopAsync has marked the run stopped and waits for the commit; then the commit fails.
+        await Eventually.UntilAsync(() => processor.OwnedPartitions.Count == 0, "StopAsync stopped the run");
+        sink.Answer.SetResult();
+        await stopping.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => processor.Completion);
+        Assert.Contains("refused", failure.Message, StringComparison.Ordinal);
+        await host.StopAsync();
+    }
 
     [Fact]
     public async Task UndecodableAndUnkeyableEvents_GoToTheDeadLettersWithTheReason_AndTheProcessorGoesOn()
@@ -90,5 +124,27 @@ public sealed class ProcessorTests
         await again.StartAsync();
         Assert.Equal(2L, await again.QueryAsync<string, long>("counts", "p0"));
         await host.StopAsync();
+    }
+
+    /// <summary>A sink whose write, once armed, waits for the test and then refuses the commit.</summary>
+    private sealed class RefusingSink : IStreamSink<string, Order>
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Answer { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public bool Armed { get; set; }
+
+        public async ValueTask WriteAsync(IReadOnlyList<StreamOutput<string, Order>> outputs, StreamSinkContext context, CancellationToken cancellationToken = default)
+        {
+            if (!Armed)
+            {
+                return;
+            }
+
+            Entered.TrySetResult();
+            await Answer.Task;
+            throw new InvalidOperationException("Simulated failure: the last commit is refused.");
+        }
     }
 }

@@ -217,7 +217,16 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
             await ReleaseLeasesAsync().ConfigureAwait(false);
             _running = false;
-            _completion?.TrySetResult();
+
+            // A run that failed and was not reported yet (its last commits, say): its watcher leaves a stopped processor alone.
+            if (_run?.Failure is { } failure)
+            {
+                _completion?.TrySetException(failure);
+            }
+            else
+            {
+                _completion?.TrySetResult();
+            }
         }
         finally
         {
