@@ -204,7 +204,7 @@ internal sealed class IdempotentRequests(
         try
         {
             // Stored before it is sent: a client that retries the moment it reads the response finds it. A failing store is
-            // tried again while the lock is still this request's (IdempotentCompletion), as IdempotencyService does.
+            // tried again until it answers, the lock renewed between tries (IdempotentCompletion), as IdempotencyService does.
             if (!await IdempotentCompletion.StoreAsync(
                     store,
                     storeKey,

@@ -46,10 +46,9 @@ public sealed class RedisRestartTests(ITestOutputHelper output) : IAsyncLifetime
         }
 
         // Kill Redis once the handlers are busy, and start it again once work has failed on it: an attempt failed twice,
-        // or a charge that ran could not store its result and is tried again while its lock holds. A restart, not an
-        // outage longer than the lock timeout (30 s): once the lock lapsed unrenewed, Redis itself expires it, and the
-        // next attempt may run the charge again (IdempotentCompletion's documented bound). Waiting only for a second
-        // failed attempt waited that long when all four handlers were storing results at the kill.
+        // or a charge that ran could not store its result and is tried again while its lock holds (until Redis answers).
+        // Waiting only for a second failed attempt waited the whole lock timeout when all four handlers were storing
+        // results at the kill.
         await probe.Busy.Task.WaitAsync(Deadline);
         output.WriteLine($"{clock.Elapsed}: killing Redis with {probe.Completed.Count} messages completed");
         var failing = Task.WhenAny(_scene.Log.WhenLoggedAsync("failed on attempt 2"), _scene.Log.WhenLoggedAsync("while its lock holds"));

@@ -216,7 +216,7 @@ public sealed class IdempotencyServiceTests
     [Fact]
     public async Task AResultTheStoreFailsToTakeForAWhile_IsStoredOnceItAnswers_SoTheNextCallerDoesNotRunTheOperationAgain_Issue10()
     {
-        // The system clock: the retry pauses are real (50 ms, then 100 ms), well within 60% of the 30 s lock.
+        // The system clock: the retry pauses are real (50 ms, then 100 ms).
         var store = new FailingCompletionStore(new InMemoryIdempotencyStore(TimeProvider.System)) { FailuresLeft = 2 };
         var service = new IdempotencyService(store, TimeProvider.System);
         var runs = 0;
@@ -226,6 +226,80 @@ public sealed class IdempotencyServiceTests
 
         Assert.Equal(1, runs);
         Assert.Equal(3, store.Completions);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AStoreOutageOutlastingTheLockTimeout_WhileTheResultIsStored_DoesNotLetTheOperationRunAgain(bool renewalsWork)
+    {
+        // Issue 10: the result was tried again only for 60% of the lock timeout; a longer outage left it unstored, the lock
+        // lapsed, and the next caller (the message's retry) ran the operation, a payment, a second time.
+        var lockTimeout = TimeSpan.FromSeconds(30);
+        var store = new OutageStore(_store) { RenewalsWork = renewalsWork };
+        var service = new IdempotencyService(store, _clock, Options.Create(new IdempotencyOptions { LockTimeout = lockTimeout }));
+        var runs = 0;
+        ValueTask<int> Charge(CancellationToken _)
+        {
+            store.Down = true;
+            return ValueTask.FromResult(Interlocked.Increment(ref runs));
+        }
+
+        var first = service.ExecuteAsync("charge-outage", Charge, Ttl).AsTask();
+        var outage = _clock.GetUtcNow();
+        await Eventually.UntilAsync(
+            () =>
+            {
+                _clock.Advance(TimeSpan.FromSeconds(1));
+                return _clock.GetUtcNow() - outage > lockTimeout * 2 && store.Completions > 10;
+            },
+            "the store has been down for two lock timeouts");
+        if (renewalsWork)
+        {
+            // Only completions fail: the lock, renewed between them, keeps other callers out.
+            Assert.Equal(IdempotencyAcquireStatus.Locked, (await _store.TryAcquireAsync("charge-outage", lockTimeout)).Status);
+        }
+
+        store.Down = false;
+        await Eventually.UntilAsync(
+            () =>
+            {
+                _clock.Advance(TimeSpan.FromSeconds(1));
+                return first.IsCompleted;
+            },
+            "the first caller returns once the store is back");
+
+        Assert.Equal(1, await first);
+        var retry = await service.ExecuteAsync("charge-outage", _ => ValueTask.FromResult(Interlocked.Increment(ref runs)), Ttl).AsTask().WaitAsync(Eventually.DefaultTimeout);
+        Assert.Equal(1, retry);
+        Assert.Equal(1, runs);
+    }
+
+    /// <summary>A store that throws while <see cref="Down"/> is set, as a server that is down does (renewals aside when <see cref="RenewalsWork"/>).</summary>
+    private sealed class OutageStore(IIdempotencyStore inner) : IIdempotencyStore
+    {
+        private int _completions;
+
+        public volatile bool Down;
+
+        public bool RenewalsWork { get; init; }
+
+        public int Completions => Volatile.Read(ref _completions);
+
+        public ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default) =>
+            Down ? throw new TimeoutException("the server is down") : inner.TryAcquireAsync(key, lockTtl, cancellationToken);
+
+        public ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref _completions);
+            return Down ? throw new TimeoutException("the server is down") : inner.CompleteAsync(key, lockToken, result, ttl, cancellationToken);
+        }
+
+        public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) =>
+            Down ? throw new TimeoutException("the server is down") : inner.ReleaseAsync(key, lockToken, cancellationToken);
+
+        public ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default) =>
+            Down && !RenewalsWork ? throw new TimeoutException("the server is down") : inner.RenewAsync(key, lockToken, lockTtl, cancellationToken);
     }
 
     /// <summary>A store whose first <see cref="FailuresLeft"/> completions throw, as a restarting server does.</summary>

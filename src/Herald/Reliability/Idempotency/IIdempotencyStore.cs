@@ -8,7 +8,9 @@ namespace Herald.Reliability.Idempotency;
 /// <item>Of concurrent acquires of a free key, exactly one gets <see cref="IdempotencyAcquireStatus.Acquired"/>.</item>
 /// <item>Expiry follows the store's <see cref="TimeProvider"/> (never a server clock alone), so tests can drive it.</item>
 /// <item>Complete, release and renew act only with the current lock token: a holder whose lock expired and was taken by
-/// another caller can neither overwrite, free nor extend the new holder's key.</item>
+/// another caller can neither overwrite, free nor extend the new holder's key. Until another caller takes it, an expired
+/// lock is still its holder's: complete and renew succeed (a holder back from a store outage longer than the lock ttl
+/// stores its result rather than leave the operation to run again).</item>
 /// <item>Result bytes round-trip exactly (empty included). Keys are ordinal strings of 1 to 200 characters.</item>
 /// </list>
 /// </summary>

@@ -3,7 +3,7 @@ namespace Herald.Reliability.Idempotency;
 /// <summary>Settings of the <see cref="IdempotencyService"/>, set with <c>h.ConfigureIdempotency(o => ...)</c>; validated at start.</summary>
 public sealed class IdempotencyOptions
 {
-    /// <summary>How long the first caller's lock lasts; it must outlive the slowest operation, or a second caller runs it too. Default 30 seconds.</summary>
+    /// <summary>How long the first caller's lock lasts unrenewed: renewed every third of it while the operation runs and its result is stored, it bounds how long a dead caller's lock keeps the key. Default 30 seconds.</summary>
     public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>How long a concurrent caller waits for the first caller's result before <see cref="IdempotencyTimeoutException"/>. Default 30 seconds.</summary>

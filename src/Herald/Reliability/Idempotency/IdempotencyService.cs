@@ -16,7 +16,8 @@ namespace Herald.Reliability.Idempotency;
 /// processes, for at most <see cref="IdempotencyOptions.WaitTimeout"/>); later callers get the stored result. A failed
 /// operation frees the key, so the next caller runs it. The lock is renewed every third of
 /// <see cref="IdempotencyOptions.LockTimeout"/> while the operation runs; if it is lost anyway (another caller took it),
-/// the operation's token fires and its result is not stored.
+/// the operation's token fires and its result is not stored. A result the store fails to take is tried again until it
+/// answers, with the lock renewed between tries.
 /// </summary>
 public sealed class IdempotencyService
 {
