@@ -57,12 +57,24 @@ internal sealed class PostgresReadModelStore : IReadModelStore
     {
         ReadModelNames.Validate(table);
         ArgumentNullException.ThrowIfNull(id);
-        return await ReadActiveAsync(table, none: null, async (connection, sql, token) =>
+        return await ReadActiveAsync(table, none: null, (connection, sql, token) => ReadDocumentAsync(connection, sql, id, token), cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask<string?> GetAsync(string table, int generation, string id, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        ArgumentNullException.ThrowIfNull(id);
+        await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            await using var command = new NpgsqlCommand(sql.Get, connection);
-            command.Parameters.Add(EnvelopeColumns.Text(id));
-            return await command.ExecuteScalarAsync(token).ConfigureAwait(false) as string;
-        }, cancellationToken).ConfigureAwait(false);
+            return await ReadDocumentAsync(connection, Sql(table, generation), id, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedTable)
+        {
+            // Not made yet (nothing written to it), or dropped: no document.
+            return null;
+        }
     }
 
     public async ValueTask<IReadOnlyList<ReadModelDocument>> QueryAsync(string table, ReadModelQuery query, CancellationToken cancellationToken = default)
@@ -272,6 +284,13 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         }
 
         return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    private static async Task<string?> ReadDocumentAsync(NpgsqlConnection connection, TableSql sql, string id, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(sql.Get, connection);
+        command.Parameters.Add(EnvelopeColumns.Text(id));
+        return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string;
     }
 
     private static async Task ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql, CancellationToken cancellationToken)

@@ -22,6 +22,8 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
         "SELECT g, EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $p1 || g) " +
         "FROM (SELECT COALESCE((SELECT active_generation FROM herald_read_models WHERE table_name = $p0), 1) AS g)";
 
+    private const string ExistsSql = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $p0)";
+
     private const string ActiveInWriterSql = "SELECT active_generation FROM herald_read_models WHERE table_name = ?1";
 
     private const string ActivateSql =
@@ -37,14 +39,22 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
         ArgumentNullException.ThrowIfNull(id);
         return _store.ReadAsync(reader => reader.InSnapshot(() =>
         {
-            if (ActiveTable(reader, table) is not { } sql)
-            {
-                return null;
-            }
+            return ActiveTable(reader, table) is { } sql ? ReadDocument(reader, sql, id) : null;
+        }), cancellationToken);
+    }
 
-            var command = reader.Command(sql.Get, 1);
-            command.Parameters[0].Value = id;
-            return command.ExecuteScalar() as string;
+    public ValueTask<string?> GetAsync(string table, int generation, string id, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        ArgumentNullException.ThrowIfNull(id);
+        var sql = Sql(table, generation);
+        return _store.ReadAsync(reader => reader.InSnapshot(() =>
+        {
+            // Not made yet (nothing written to it), or dropped: no document.
+            var exists = reader.Command(ExistsSql, 1);
+            exists.Parameters[0].Value = TableSql.Prefix(table) + generation.ToString(CultureInfo.InvariantCulture);
+            return Convert.ToBoolean(exists.ExecuteScalar(), CultureInfo.InvariantCulture) ? ReadDocument(reader, sql, id) : null;
         }), cancellationToken);
     }
 
@@ -188,6 +198,13 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
         upsert.Bind(1, id);
         upsert.Bind(2, next);
         upsert.Execute();
+    }
+
+    private static string? ReadDocument(ReaderPool.Reader reader, TableSql sql, string id)
+    {
+        var command = reader.Command(sql.Get, 1);
+        command.Parameters[0].Value = id;
+        return command.ExecuteScalar() as string;
     }
 
     // The statements of the active generation's table, or null when that table does not exist (yet, or any more).

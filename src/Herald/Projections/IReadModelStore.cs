@@ -23,6 +23,12 @@ public interface IReadModelStore
     /// <summary>The JSON of the document <paramref name="id"/> in the active generation of <paramref name="table"/>, or null.</summary>
     ValueTask<string?> GetAsync(string table, string id, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The committed JSON of the document <paramref name="id"/> in <paramref name="generation"/> of <paramref name="table"/>,
+    /// or null (also when that generation has no storage): what a projection reads of its own tables while a rebuild fills them.
+    /// </summary>
+    ValueTask<string?> GetAsync(string table, int generation, string id, CancellationToken cancellationToken = default);
+
     /// <summary>The documents of the active generation matching <paramref name="query"/>, in id order (ordinal).</summary>
     ValueTask<IReadOnlyList<ReadModelDocument>> QueryAsync(string table, ReadModelQuery query, CancellationToken cancellationToken = default);
 

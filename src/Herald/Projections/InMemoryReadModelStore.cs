@@ -28,6 +28,17 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
         }
     }
 
+    public ValueTask<string?> GetAsync(string table, int generation, string id, CancellationToken cancellationToken = default)
+    {
+        ReadModelNames.Validate(table);
+        ReadModelNames.ValidateGeneration(generation);
+        ArgumentNullException.ThrowIfNull(id);
+        lock (_gate)
+        {
+            return new(_tables.GetValueOrDefault((table, generation))?.GetValueOrDefault(id));
+        }
+    }
+
     public ValueTask<IReadOnlyList<ReadModelDocument>> QueryAsync(string table, ReadModelQuery query, CancellationToken cancellationToken = default)
     {
         ReadModelNames.Validate(table);

@@ -82,14 +82,20 @@ public sealed class ProjectionContext
     }
 
     /// <summary>
-    /// Reads a document of any table's live generation, with the changes this unit of work made to it before (an earlier
-    /// event of the batch): a lookup for enrichment (a customer's name for an order summary).
+    /// Reads a document, with the changes this unit of work made to it before (an earlier event of the batch): of another
+    /// projection's table, its live generation (a lookup for enrichment, a customer's name for an order summary); of one of
+    /// this projection's own tables, the generation it writes (while a rebuild runs, the one being rebuilt).
     /// </summary>
     public async ValueTask<T?> LookupAsync<T>(ReadModelTable<T> table, string id, CancellationToken cancellationToken = default)
         where T : class
     {
         ArgumentNullException.ThrowIfNull(table);
-        var committed = await _store.GetAsync(table.Name, id, cancellationToken).ConfigureAwait(false);
+        ArgumentNullException.ThrowIfNull(id);
+
+        // A rebuild replays into a fresh generation: its own earlier results are there, not in the one that still serves.
+        var committed = _projection.Keeps(table.Name)
+            ? await _store.GetAsync(table.Name, Generation, id, cancellationToken).ConfigureAwait(false)
+            : await _store.GetAsync(table.Name, id, cancellationToken).ConfigureAwait(false);
         return table.Deserialize(PendingReadModelWrites.Overlay(UnitOfWork, table.Name, Generation, id, committed));
     }
 

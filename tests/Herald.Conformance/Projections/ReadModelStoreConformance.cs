@@ -198,6 +198,36 @@ public abstract class ReadModelStoreConformance
     }
 
     [Fact]
+    public async Task GetOfAGeneration_ReadsItsCommittedDocuments_WhicheverServes_AndNullWhereItHasNoStorage()
+    {
+        // What a projection being rebuilt reads of its own tables: the generation it fills, not the one that serves.
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        Assert.Null(await store.GetAsync(table, 1, "a"));
+        await ChangeAsync(store, table, 1, "a", _ => """{"v":"old"}""");
+        await store.ResetGenerationAsync(table, 2);
+        Assert.Null(await store.GetAsync(table, 2, "a"));
+
+        await ChangeAsync(store, table, 2, "a", _ => """{"v":"new"}""");
+        var uncommitted = await BeginUnitOfWorkAsync(store);
+        await store.UpdateAsync(table, 2, "b", _ => """{"v":"uncommitted"}""", uncommitted);
+
+        Assert.Contains("old", await store.GetAsync(table, 1, "a"), StringComparison.Ordinal);
+        Assert.Contains("new", await store.GetAsync(table, 2, "a"), StringComparison.Ordinal);
+        Assert.Null(await store.GetAsync(table, 2, "b"));
+        Assert.Null(await store.GetAsync(table, 3, "a"));
+        await uncommitted.RollbackAsync();
+
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await store.ActivateGenerationAsync(table, 2, unitOfWork);
+        await unitOfWork.CommitAsync();
+        await store.DropGenerationAsync(table, 1);
+        Assert.Null(await store.GetAsync(table, 1, "a"));
+        Assert.Contains("new", await store.GetAsync(table, 2, "a"), StringComparison.Ordinal);
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.GetAsync(table, 0, "a"));
+    }
+
+    [Fact]
     public async Task Reset_EmptiesWhatAFailedRebuildLeft_AndNeverTouchesTheActiveGeneration()
     {
         var store = await CreateStoreAsync();
