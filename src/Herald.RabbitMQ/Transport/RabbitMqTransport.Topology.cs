@@ -16,6 +16,10 @@ internal sealed partial class RabbitMqTransport
     private readonly ConcurrentDictionary<(char Kind, string Name, string Other), Task> _declared = new();
     private readonly ConcurrentDictionary<string, long> _retryQueuesDeclaredAt = new(StringComparer.Ordinal);
 
+    // Every binding made: an exchange or queue declared again (deleted behind Herald's back) gets its bindings back too,
+    // else a publish to the exchange would reach no queue and be dropped without an error.
+    private readonly ConcurrentDictionary<(string Topic, string Queue), byte> _bindings = new();
+
     /// <summary>
     /// Rounds a delay up to whole milliseconds and then to two significant digits (1234 ms becomes 1300 ms), so jittered
     /// back-offs share a bounded set of retry queues while no message comes back earlier than asked.
@@ -43,7 +47,14 @@ internal sealed partial class RabbitMqTransport
         IsDeclared(('q', queue, string.Empty)) ? ValueTask.CompletedTask : DeclareQueueOnceAsync(queue, cancellationToken);
 
     private ValueTask DeclareQueueOnceAsync(string queue, CancellationToken cancellationToken) =>
-        EnsureDeclaredAsync(('q', queue, string.Empty), channel => DeclareQueueCoreAsync(channel, queue, QueueArguments()), cancellationToken);
+        EnsureDeclaredAsync(
+            ('q', queue, string.Empty),
+            async channel =>
+            {
+                await DeclareQueueCoreAsync(channel, queue, QueueArguments()).ConfigureAwait(false);
+                await DeclareBindingsAsync(channel, topic: null, queue).ConfigureAwait(false);
+            },
+            cancellationToken);
 
     internal void ForgetQueue(string queue)
     {
@@ -136,21 +147,39 @@ internal sealed partial class RabbitMqTransport
             ('x', topic, string.Empty),
             async channel =>
             {
-                try
-                {
-                    await channel.ExchangeDeclareAsync(topic, ExchangeType.Fanout, durable: true, autoDelete: false).ConfigureAwait(false);
-                }
-                catch (OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
-                {
-                    throw new HeraldException($"RabbitMQ refused to declare exchange '{topic}' as a durable fanout exchange: {e.ShutdownReason.ReplyText}. An exchange of that name with other settings already exists.", e);
-                }
+                await DeclareExchangeCoreAsync(channel, topic).ConfigureAwait(false);
+                await DeclareBindingsAsync(channel, topic, queue: null).ConfigureAwait(false);
             },
             cancellationToken);
 
     private void ForgetExchange(string topic) => _declared.TryRemove(('x', topic, string.Empty), out _);
 
     private ValueTask EnsureBindingAsync(string topic, string queue, CancellationToken cancellationToken) =>
-        EnsureDeclaredAsync(('b', topic, queue), channel => channel.QueueBindAsync(queue, topic, string.Empty), cancellationToken);
+        EnsureDeclaredAsync(
+            ('b', topic, queue),
+            async channel =>
+            {
+                await channel.QueueBindAsync(queue, topic, string.Empty).ConfigureAwait(false);
+                _bindings.TryAdd((topic, queue), 0);
+            },
+            cancellationToken);
+
+    /// <summary>
+    /// Declares again the bindings made from <paramref name="topic"/> or to <paramref name="queue"/>, with the exchange and
+    /// queue at each end, as either may have been deleted too; a first declaration finds none.
+    /// </summary>
+    private async Task DeclareBindingsAsync(IChannel channel, string? topic, string? queue)
+    {
+        foreach (var (boundTopic, boundQueue) in _bindings.Keys)
+        {
+            if (boundTopic == topic || boundQueue == queue)
+            {
+                await DeclareExchangeCoreAsync(channel, boundTopic).ConfigureAwait(false);
+                await DeclareQueueCoreAsync(channel, boundQueue, QueueArguments()).ConfigureAwait(false);
+                await channel.QueueBindAsync(boundQueue, boundTopic, string.Empty).ConfigureAwait(false);
+            }
+        }
+    }
 
     private Dictionary<string, object?> QueueArguments()
     {
@@ -162,6 +191,18 @@ internal sealed partial class RabbitMqTransport
         }
 
         return arguments;
+    }
+
+    private static async Task DeclareExchangeCoreAsync(IChannel channel, string topic)
+    {
+        try
+        {
+            await channel.ExchangeDeclareAsync(topic, ExchangeType.Fanout, durable: true, autoDelete: false).ConfigureAwait(false);
+        }
+        catch (OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
+        {
+            throw new HeraldException($"RabbitMQ refused to declare exchange '{topic}' as a durable fanout exchange: {e.ShutdownReason.ReplyText}. An exchange of that name with other settings already exists.", e);
+        }
     }
 
     private static async Task DeclareQueueCoreAsync(IChannel channel, string queue, IDictionary<string, object?> arguments)
