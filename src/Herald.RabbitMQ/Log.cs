@@ -23,8 +23,14 @@ internal static partial class Log
     [LoggerMessage(5010, LogLevel.Information, "Consuming '{Queue}' on RabbitMQ (prefetch {Prefetch}, concurrency {Concurrency})")]
     public static partial void ConsumerStarted(ILogger logger, string queue, int prefetch, int concurrency);
 
-    [LoggerMessage(5012, LogLevel.Warning, "RabbitMQ cancelled the consumer of '{Queue}' (was the queue deleted?)")]
+    [LoggerMessage(5012, LogLevel.Warning, "RabbitMQ cancelled the consumer of '{Queue}' (was the queue deleted?); declaring it again and consuming again")]
     public static partial void ConsumerCancelledByBroker(ILogger logger, string queue);
+
+    [LoggerMessage(5013, LogLevel.Information, "Consuming '{Queue}' on RabbitMQ again, after the broker cancelled its consumer")]
+    public static partial void ConsumerResumed(ILogger logger, string queue);
+
+    [LoggerMessage(5014, LogLevel.Warning, "Consuming '{Queue}' again after the broker cancelled its consumer failed; trying again in {Interval}")]
+    public static partial void ConsumerResumeFailed(ILogger logger, Exception exception, string queue, TimeSpan interval);
 
     [LoggerMessage(5023, LogLevel.Debug, "Delivery of message {MessageId} from '{Queue}' was made on a channel since lost; the broker redelivers it, so it is not settled")]
     public static partial void StaleDeliveryNotSettled(ILogger logger, Guid messageId, string queue);

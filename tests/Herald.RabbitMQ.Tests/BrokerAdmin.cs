@@ -81,6 +81,18 @@ internal static class BrokerAdmin
         return doc.RootElement.EnumerateArray().Select(e => e.GetProperty("name").GetString()!).Where(n => n.StartsWith(prefix, StringComparison.Ordinal)).ToList();
     }
 
+    /// <summary>How many consumers a queue has, or null while it does not exist.</summary>
+    public static async Task<int?> ConsumerCountAsync(string queue)
+    {
+        using var doc = JsonDocument.Parse(await Http.GetStringAsync($"api/queues/{VHost}?columns=name,consumers"));
+        foreach (var entry in doc.RootElement.EnumerateArray().Where(e => e.GetProperty("name").GetString() == queue))
+        {
+            return entry.TryGetProperty("consumers", out var consumers) ? consumers.GetInt32() : 0;
+        }
+
+        return null;
+    }
+
     /// <summary>The declared arguments of a queue, from the management API.</summary>
     public static async Task<JsonElement> QueueArgumentsAsync(string queue)
     {

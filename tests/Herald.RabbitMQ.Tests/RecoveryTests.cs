@@ -148,6 +148,47 @@ public sealed class RecoveryTests : RabbitMqTestBase
         Assert.Equal(sent, collector.Envelopes.Select(e => e.MessageId));
     }
 
+    // Review round 4: the broker cancels the consumer of a deleted queue; the consumer stayed idle for good, with
+    // nothing but a log line to show it, and the queue's bindings were gone.
+    [Fact]
+    public async Task Consume_QueueDeletedBehindItsBack_DeclaresItWithItsBindingsAndConsumesAgain()
+    {
+        var transport = await CreateTransportAsync();
+        var topic = Name("placed");
+        var queue = Name("audit");
+        await transport.BindAsync(topic, queue);
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+        await transport.PublishAsync(topic, NewEnvelope());
+        await collector.WaitForAsync(1);
+
+        await BrokerAdmin.DeleteAllAsync(queue);
+        await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 1, "the queue is back with one consumer");
+
+        var sent = NewEnvelope();
+        await transport.PublishAsync(topic, sent);
+        await collector.WaitForAsync(2);
+        Assert.Equal(sent.MessageId, collector.Envelopes[1].MessageId);
+    }
+
+    [Fact]
+    public async Task Consume_WithoutTopologyDeclaration_QueueDeletedAndMadeAgain_ConsumesAgain()
+    {
+        var queue = Name("operated");
+        var channel = await CreateRawChannelAsync();
+        await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false);
+        var transport = await CreateTransportAsync(o => o.DeclareTopology = false);
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+
+        await BrokerAdmin.DeleteAllAsync(queue);
+        await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false);
+        await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 1, "the consumer is back on the queue made again");
+
+        await transport.SendAsync(queue, NewEnvelope());
+        await collector.WaitForAsync(1);
+    }
+
     // As an outbox relay would: a publish that failed is not known to be stored, so it is published again.
     private static async Task<Guid> PublishWithRetryAsync(ITransport transport, string topic)
     {

@@ -28,6 +28,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private readonly CancellationTokenSource _aborting = new();
     private readonly SemaphoreSlim _closeGate = new(1, 1);
     private Task _running = Task.CompletedTask;
+    private Task _resuming = Task.CompletedTask;
     private string? _consumerTag;
     private int _generation;
     private int _stopped;
@@ -86,6 +87,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         if (Interlocked.Exchange(ref _stopped, 1) == 0)
         {
             await _stopping.CancelAsync().ConfigureAwait(false);
+            await Volatile.Read(ref _resuming).ConfigureAwait(false);
             if (_consumerTag is { } tag && _channel.IsOpen)
             {
                 try
@@ -300,11 +302,54 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     // channel: every delivery received after it belongs to the new registration.
     private void OnRegistered() => _acks.Reset(Interlocked.Increment(ref _generation));
 
-    private void OnUnregistered()
+    // The broker cancelled the consumer, its queue deleted behind Herald's back: left alone it would stay idle for good
+    // while the process looks healthy, so the queue (with its bindings) is declared again and consumed again.
+    private void OnCancelledByBroker()
     {
         if (!_stopping.IsCancellationRequested)
         {
             Log.ConsumerCancelledByBroker(_logger, Queue);
+            Volatile.Write(ref _resuming, Task.Run(() => ResumeAsync(_stopping.Token)));
+        }
+    }
+
+    private async Task ResumeAsync(CancellationToken stop)
+    {
+        var interval = _transport.Options.NetworkRecoveryInterval;
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                await _transport.RestoreQueueAsync(Queue, stop).ConfigureAwait(false);
+
+                // The client still records the cancelled consumer and would start it again when the connection recovers;
+                // cancelling its tag forgets it (the broker ignores a tag it does not know).
+                if (_consumerTag is { } cancelled)
+                {
+                    await _channel.BasicCancelAsync(cancelled, noWait: true, stop).ConfigureAwait(false);
+                }
+
+                _consumerTag = await _channel.BasicConsumeAsync(Queue, autoAck: false, new Subscriber(_channel, this), stop).ConfigureAwait(false);
+                Log.ConsumerResumed(_logger, Queue);
+                return;
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is HeraldException || RabbitMqTransport.IsBrokerFailure(e))
+            {
+                Log.ConsumerResumeFailed(_logger, e, Queue, interval);
+            }
+
+            try
+            {
+                await Task.Delay(interval, _transport.TimeProvider, stop).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
         }
     }
 
@@ -378,11 +423,11 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             consumer.OnRegistered();
         }
 
-        // Called on basic.cancel from the broker, on cancel-ok and when the channel shuts down.
-        protected override async Task OnCancelAsync(string[] consumerTags, CancellationToken cancellationToken = default)
+        // Only on basic.cancel from the broker (not on cancel-ok, nor when the channel shuts down with its connection).
+        public override async Task HandleBasicCancelAsync(string consumerTag, CancellationToken cancellationToken = default)
         {
-            await base.OnCancelAsync(consumerTags, cancellationToken).ConfigureAwait(false);
-            consumer.OnUnregistered();
+            await base.HandleBasicCancelAsync(consumerTag, cancellationToken).ConfigureAwait(false);
+            consumer.OnCancelledByBroker();
         }
     }
 }

@@ -56,6 +56,21 @@ internal sealed partial class RabbitMqTransport
             },
             cancellationToken);
 
+    /// <summary>
+    /// Declares a queue again, with its bindings, after the broker cancelled its consumer (the queue was deleted); without
+    /// <see cref="RabbitMqTransportOptions.DeclareTopology"/>, only checks that the operator made it again.
+    /// </summary>
+    internal ValueTask RestoreQueueAsync(string queue, CancellationToken cancellationToken)
+    {
+        if (!_options.DeclareTopology)
+        {
+            return new ValueTask(DeclareNowAsync(channel => channel.QueueDeclarePassiveAsync(queue)).WaitAsync(cancellationToken));
+        }
+
+        ForgetQueue(queue);
+        return EnsureQueueAsync(queue, cancellationToken);
+    }
+
     internal void ForgetQueue(string queue)
     {
         _declared.TryRemove(('q', queue, string.Empty), out _);
