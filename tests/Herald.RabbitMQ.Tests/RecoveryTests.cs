@@ -148,6 +148,54 @@ public sealed class RecoveryTests : RabbitMqTestBase
         Assert.Equal(sent, collector.Envelopes.Select(e => e.MessageId));
     }
 
+    // Without confirms the broker's 404 closes the channel after the publish returned, and a return is only logged: Herald
+    // never forgot the exchange or queue, so every later publish to it was lost too, until a restart.
+    [Fact]
+    public async Task PublisherConfirmsOff_PublishAfterTheExchangeWasDeleted_ReachesTheBoundQueueAgain()
+    {
+        var transport = await CreateTransportAsync(o => o.PublisherConfirms = false);
+        var topic = Name("placed");
+        var queue = Name("billing");
+        await transport.BindAsync(topic, queue);
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+        await transport.PublishAsync(topic, NewEnvelope());
+        await collector.WaitForAsync(1);
+
+        // Unconfirmed, the publishes right after the delete are lost; a later one must get through.
+        await BrokerAdmin.DeleteAllAsync(topic);
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () =>
+            {
+                await PublishWithRetryAsync(transport, topic);
+                return collector.Count > 1;
+            },
+            "a publish reaches the bound queue again");
+    }
+
+    [Fact]
+    public async Task PublisherConfirmsOff_SendAfterTheQueueWasDeleted_DeclaresItAgain()
+    {
+        var transport = await CreateTransportAsync(o => o.PublisherConfirms = false);
+        var queue = Name("orders");
+        await transport.SendAsync(queue, NewEnvelope());
+
+        await BrokerAdmin.DeleteAllAsync(queue);
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () =>
+            {
+                await transport.SendAsync(queue, NewEnvelope());
+                return (await BrokerAdmin.QueueNamesAsync(queue)).Contains(queue);
+            },
+            "a send declares the queue again");
+
+        var marker = NewEnvelope("marker");
+        await transport.SendAsync(queue, marker);
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+        await Herald.Conformance.Eventually.UntilAsync(() => collector.Envelopes.Any(e => e.MessageId == marker.MessageId), "the marker is handled");
+    }
+
     // Review round 4: the broker cancels the consumer of a deleted queue; the consumer stayed idle for good, with
     // nothing but a log line to show it, and the queue's bindings were gone.
     [Fact]

@@ -7,7 +7,8 @@ namespace Herald.RabbitMQ.Transport;
 /// <summary>
 /// A fixed set of channels on one connection, handed out round-robin. Each channel carries many publishes at once
 /// (with confirms, each publish awaits its own confirm, so outstanding confirms overlap). A channel the broker closed
-/// on its own (a channel error) is replaced on next use; channels closed with the connection recover with it.
+/// on its own (a channel error) is replaced on next use; channels closed with the connection recover with it. A returned
+/// message, or a channel closed for a missing exchange, is reported, so the topology is declared again at next use.
 /// </summary>
 internal sealed class ChannelPool : IAsyncDisposable
 {
@@ -15,15 +16,21 @@ internal sealed class ChannelPool : IAsyncDisposable
     private readonly IChannel?[] _channels;
     private readonly CreateChannelOptions _channelOptions;
     private readonly ILogger _logger;
+    private readonly Action<string, string>? _returned;
+    private readonly Action? _notFound;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private int _next = -1;
     private bool _disposed;
 
-    public ChannelPool(IConnection connection, int size, bool confirms, ILogger logger)
+    // returned: told the exchange and routing key of a message the broker returned as unroutable; notFound: told when
+    // the broker closed a channel for a missing exchange (a publish to it).
+    public ChannelPool(IConnection connection, int size, bool confirms, ILogger logger, Action<string, string>? returned = null, Action? notFound = null)
     {
         _connection = connection;
         _channels = new IChannel?[size];
         _logger = logger;
+        _returned = returned;
+        _notFound = notFound;
         _channelOptions = new CreateChannelOptions(publisherConfirmationsEnabled: confirms, publisherConfirmationTrackingEnabled: confirms);
     }
 
@@ -93,6 +100,12 @@ internal sealed class ChannelPool : IAsyncDisposable
         if (args.Initiator == ShutdownInitiator.Peer && _connection.IsOpen)
         {
             Log.ChannelClosed(_logger, _connection.ClientProvidedName ?? "", args.ReplyCode, args.ReplyText);
+
+            // Without confirms this close, after the publish returned, is the only sign the exchange is gone.
+            if (args.ReplyCode == Constants.NotFound)
+            {
+                _notFound?.Invoke();
+            }
         }
 
         return Task.CompletedTask;
@@ -105,6 +118,8 @@ internal sealed class ChannelPool : IAsyncDisposable
         {
             Log.MessageReturned(_logger, args.Exchange, args.RoutingKey, args.ReplyCode, args.ReplyText);
         }
+
+        _returned?.Invoke(args.Exchange, args.RoutingKey);
 
         return Task.CompletedTask;
     }

@@ -169,6 +169,18 @@ internal sealed partial class RabbitMqTransport
 
     private void ForgetExchange(string topic) => _declared.TryRemove(('x', topic, string.Empty), out _);
 
+    // The broker's close names the missing exchange only in its text: every exchange is declared again at next use.
+    private void ForgetExchanges()
+    {
+        foreach (var key in _declared.Keys)
+        {
+            if (key.Kind == 'x')
+            {
+                _declared.TryRemove(key, out _);
+            }
+        }
+    }
+
     private ValueTask EnsureBindingAsync(string topic, string queue, CancellationToken cancellationToken) =>
         EnsureDeclaredAsync(
             ('b', topic, queue),

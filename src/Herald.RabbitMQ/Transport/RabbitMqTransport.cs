@@ -185,11 +185,11 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         // RabbitMQ orders messages per channel only. With confirms, a send completes once stored, so sends awaited one
         // after another stay in order across channels; without them, one channel keeps that order.
         var publisherChannels = _options.PublisherConfirms ? _options.PublisherChannels : 1;
-        _publishers = new ChannelPool(publish, publisherChannels, _options.PublisherConfirms, Logger);
+        _publishers = new ChannelPool(publish, publisherChannels, _options.PublisherConfirms, Logger, Forget, ForgetExchanges);
 
         // A retry or dead-letter copy is confirmed whatever the sends do: its original is acked once it is published, so
         // unconfirmed, a copy the broker refused (a full dead-letter queue) or returned was lost with that ack.
-        _republishers = _options.PublisherConfirms ? _publishers : new ChannelPool(publish, 1, confirms: true, Logger);
+        _republishers = _options.PublisherConfirms ? _publishers : new ChannelPool(publish, 1, confirms: true, Logger, Forget, ForgetExchanges);
         _topology = new ChannelPool(publish, 1, confirms: false, Logger);
     }
 
