@@ -237,6 +237,23 @@ public sealed class RecoveryTests : RabbitMqTestBase
         await collector.WaitForAsync(1);
     }
 
+    [Fact]
+    public async Task Consume_StartedOnAQueueDeletedBehindItsBack_FailsOnceThenStartsOnTheNextTry()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("restarted");
+        await transport.DeclareQueueAsync(queue);
+        await BrokerAdmin.DeleteAllAsync(queue);
+
+        var error = await Assert.ThrowsAsync<HeraldException>(async () => await transport.ConsumeAsync(queue, ConsumerOptions.Default, new Collector().Handler));
+        Assert.Contains("404", error.Message, StringComparison.Ordinal);
+
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+        await transport.SendAsync(queue, NewEnvelope());
+        await collector.WaitForAsync(1);
+    }
+
     // As an outbox relay would: a publish that failed is not known to be stored, so it is published again.
     private static async Task<Guid> PublishWithRetryAsync(ITransport transport, string topic)
     {

@@ -150,6 +150,8 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         }
         catch (Exception e) when (IsBrokerFailure(e))
         {
+            // The next start declares the queue again, in case it was deleted behind our back (a 404 here).
+            ForgetQueue(queue);
             throw new HeraldException($"Could not start consuming '{queue}' on RabbitMQ at {Endpoint}: {e.Message}", e);
         }
 
