@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Herald.Messages;
+using Herald.RabbitMQ.Transport;
 using Herald.Transport;
 
 namespace Herald.RabbitMQ.Tests;
@@ -106,14 +107,9 @@ public sealed class RecoveryTests : RabbitMqTestBase
     [Fact]
     public async Task Publish_AfterTheExchangeWasDeletedBehindItsBack_ReachesTheBoundQueueAgain()
     {
-        var transport = await CreateTransportAsync();
         var topic = Name("placed");
         var queue = Name("billing");
-        await transport.BindAsync(topic, queue);
-        var collector = new Collector();
-        await ConsumeAsync(transport, queue, collector.Handler);
-        await transport.PublishAsync(topic, NewEnvelope());
-        await collector.WaitForAsync(1);
+        var (transport, collector) = await ConsumeBoundQueueAsync(topic, queue);
 
         await BrokerAdmin.DeleteAllAsync(topic);
         var sent = new List<Guid>();
@@ -153,14 +149,9 @@ public sealed class RecoveryTests : RabbitMqTestBase
     [Fact]
     public async Task PublisherConfirmsOff_PublishAfterTheExchangeWasDeleted_ReachesTheBoundQueueAgain()
     {
-        var transport = await CreateTransportAsync(o => o.PublisherConfirms = false);
         var topic = Name("placed");
         var queue = Name("billing");
-        await transport.BindAsync(topic, queue);
-        var collector = new Collector();
-        await ConsumeAsync(transport, queue, collector.Handler);
-        await transport.PublishAsync(topic, NewEnvelope());
-        await collector.WaitForAsync(1);
+        var (transport, collector) = await ConsumeBoundQueueAsync(topic, queue, o => o.PublisherConfirms = false);
 
         // Unconfirmed, the publishes right after the delete are lost; a later one must get through.
         await BrokerAdmin.DeleteAllAsync(topic);
@@ -201,14 +192,9 @@ public sealed class RecoveryTests : RabbitMqTestBase
     [Fact]
     public async Task Consume_QueueDeletedBehindItsBack_DeclaresItWithItsBindingsAndConsumesAgain()
     {
-        var transport = await CreateTransportAsync();
         var topic = Name("placed");
         var queue = Name("audit");
-        await transport.BindAsync(topic, queue);
-        var collector = new Collector();
-        await ConsumeAsync(transport, queue, collector.Handler);
-        await transport.PublishAsync(topic, NewEnvelope());
-        await collector.WaitForAsync(1);
+        var (transport, collector) = await ConsumeBoundQueueAsync(topic, queue);
 
         await BrokerAdmin.DeleteAllAsync(queue);
         await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 1, "the queue is back with one consumer");
@@ -252,6 +238,18 @@ public sealed class RecoveryTests : RabbitMqTestBase
         await ConsumeAsync(transport, queue, collector.Handler);
         await transport.SendAsync(queue, NewEnvelope());
         await collector.WaitForAsync(1);
+    }
+
+    // A transport consuming a queue bound to a topic, with one published message handled.
+    private async Task<(ITransport Transport, Collector Collector)> ConsumeBoundQueueAsync(string topic, string queue, Action<RabbitMqTransportOptions>? configure = null)
+    {
+        var transport = await CreateTransportAsync(configure);
+        await transport.BindAsync(topic, queue);
+        var collector = new Collector();
+        await ConsumeAsync(transport, queue, collector.Handler);
+        await transport.PublishAsync(topic, NewEnvelope());
+        await collector.WaitForAsync(1);
+        return (transport, collector);
     }
 
     // As an outbox relay would: a publish that failed is not known to be stored, so it is published again.
