@@ -358,6 +358,63 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task AHandlerRunningLongerThanTheVisibilityTimeout_AndTheMessagesBufferedBehindIt_KeepTheirMessages_AndEachIsHandledOnce()
+    {
+        // The house rule on leases: the visibility timeout is extended while a handler outlives it, and while the messages
+        // received with it wait in the prefetch buffer; a second process polling the queue meanwhile gets none of them.
+        var visibility = TimeSpan.FromSeconds(3);
+        var a = await CreateTransportAsync(o => o.VisibilityTimeout = visibility);
+        var b = await CreateTransportAsync(o => o.VisibilityTimeout = visibility);
+        var queue = Name("long-handler");
+        var sent = Enumerable.Range(0, 4).Select(_ => NewEnvelope()).ToList();
+        foreach (var envelope in sent)
+        {
+            await a.SendAsync(queue, envelope);
+        }
+
+        var seen = new DeliveryCollector();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancelled = false;
+        await using var slow = await a.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1, Prefetch = 3 }, async (d, ct) =>
+        {
+            seen.Add(d, "a");
+            if (started.TrySetResult())
+            {
+                await release.Task.WaitAsync(ct);
+                cancelled = ct.IsCancellationRequested;
+            }
+        });
+        await started.Task.WaitAsync(Timeout);
+
+        // Every message is with the first consumer: one running, three in its buffer.
+        var url = await a.QueueUrlAsync(queue, CancellationToken.None);
+        using var client = SqsEmulator.NewClient();
+        await Eventually.UntilAsync(
+            async () => (await client.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessagesNotVisible"])).ApproximateNumberOfMessagesNotVisible == sent.Count,
+            "the first consumer holds every message",
+            Timeout);
+        await using var other = await b.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            seen.Add(d, "b");
+            return ValueTask.CompletedTask;
+        });
+
+        // Four visibility timeouts: a message whose visibility was not extended comes back and reaches either consumer.
+        await seen.AssertNoMoreThanAsync(1, visibility * 4, "a message was delivered again while its consumer held it");
+
+        release.TrySetResult();
+        await seen.WaitForMessagesAsync([.. sent.Select(e => e.MessageId)], Timeout, "every message handled");
+        await Eventually.UntilAsync(
+            async () => (await client.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessagesNotVisible"])).ApproximateNumberOfMessagesNotVisible == 0,
+            "every message deleted",
+            Timeout);
+        Assert.False(cancelled, "the handler's token fired though its visibility was extended");
+        Assert.All(sent, e => Assert.Equal(1, seen.CountOf(e.MessageId)));
+        Assert.All(seen.Items, d => Assert.Equal("a", d.Consumer));
+    }
+
+    [Fact]
     public async Task Gauge_ReportsInFlightAndVisibleMessagesOfAConsumedQueue_TaggedWithTheQueue()
     {
         var transport = await CreateTransportAsync(o => o.GaugeRefreshInterval = TimeSpan.FromMilliseconds(100));
