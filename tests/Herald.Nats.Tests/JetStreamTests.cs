@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Herald.Conformance;
+using Herald.Conformance.Transport;
 using Herald.Nats.Diagnostics;
 using Herald.Nats.Transport;
 using Herald.Transport;
@@ -140,6 +141,64 @@ public sealed class JetStreamTests : NatsTestBase
 
         Assert.Equal(1, seen.Count(e => e.MessageId == slow.MessageId));
         Assert.All(waiting, w => Assert.Equal(1, seen.Count(e => e.MessageId == w.MessageId)));
+    }
+
+    [Fact]
+    public async Task AMessageWhoseDeadLetterCopyIsRetriedLongerThanTheAckWait_IsKeptAlive_AndIsNeitherDeliveredAgainNorDeadLetteredTwice()
+    {
+        // The dead-letter copy's publish is retried (no stream answers: JetStream restarting) for longer than the ack wait.
+        // The message was settled already, so the keep-alive left it, and the server delivered it again meanwhile: handled a
+        // second time, and dead-lettered twice.
+        var ackWait = TimeSpan.FromSeconds(2);
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.AckWait = ackWait;
+            o.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
+            o.PublishRetryTimeout = TimeSpan.FromSeconds(30);
+        });
+        var queue = "dead-letter-slow-" + Guid.NewGuid().ToString("N")[..8];
+        var poison = NewEnvelope("poison");
+        var retrying = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var seen = new DeliveryCollector();
+        await using (var consumer = await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 2 }, async (delivery, cancellationToken) =>
+        {
+            if (delivery.Envelope.MessageId == poison.MessageId)
+            {
+                seen.Add(delivery);
+                retrying.TrySetResult();
+            }
+
+            await delivery.DeadLetterAsync("poison", cancellationToken);
+        }))
+        {
+            // The first dead letter makes the stream, which the transport then takes as there; then it goes away.
+            await transport.SendAsync(queue, NewEnvelope("first"));
+            await Eventually.UntilAsync(async () => await DeadLettersAsync() == 1, "the first message is dead-lettered", Timeout);
+            await transport.JetStream.DeleteStreamAsync(Names.DeadLetterStream);
+
+            await transport.SendAsync(queue, poison);
+            await retrying.Task.WaitAsync(Timeout);
+            await seen.AssertNoMoreThanAsync(1, ackWait * 3, "the message was delivered again while its dead-letter copy was retried");
+
+            var config = new StreamConfig(Names.DeadLetterStream, [Names.DeadLetterSubjects]) { Retention = StreamConfigRetention.Workqueue };
+            await transport.JetStream.CreateStreamAsync(config);
+            await Eventually.UntilAsync(async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(queue))).Info.State.Messages == 0, "the message is acked once its copy is stored", Timeout);
+        }
+
+        Assert.Equal(1, seen.CountOf(poison.MessageId));
+        Assert.Equal(1, await DeadLettersAsync());
+
+        async Task<long> DeadLettersAsync()
+        {
+            try
+            {
+                return (long)(await transport.JetStream.GetStreamAsync(Names.DeadLetterStream)).Info.State.Messages;
+            }
+            catch (NATS.Client.JetStream.NatsJSApiException e) when (e.Error.Code == 404)
+            {
+                return 0;
+            }
+        }
     }
 
     [Fact]

@@ -14,8 +14,8 @@ namespace Herald.Nats.Transport;
 /// Consumes one queue through its durable pull consumer: a continuous pull of up to the prefetch, each message into a
 /// lane (<see cref="DeliveryLanes{T}"/>: one partition key, or one subject where the queue orders by subject, always to
 /// the same lane). Every message received and not settled is kept alive with <c>+WPI</c> while it waits or its handler
-/// runs. Delayed sends wait in the queue's delay stream until due (<see cref="NatsDelayMover"/>, run alongside), so the
-/// server's delivery count is the attempt; an early message in the queue's stream itself (a delayed publish to a bound
+/// runs, and until its dead-letter copy is stored. Delayed sends wait in the queue's delay stream until due
+/// (<see cref="NatsDelayMover"/>, run alongside), so the server's delivery count is the attempt; an early message in the queue's stream itself (a delayed publish to a bound
 /// topic, or a delayed send of an earlier Herald) is handed to the delay stream. A message that cannot
 /// be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the dead-letter store. On stop,
 /// the pull drains and every message not handled is nakked at once, so another consumer gets it without waiting for
@@ -178,7 +178,9 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     /// </summary>
     internal async ValueTask DeadLetterAsync(NatsDelivery delivery, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
-        Forget(delivery);
+        // Kept alive until the copy is stored: its publish is retried for up to PublishRetryTimeout, which may outlast the
+        // ack wait, and the server would deliver the message again meanwhile (handled twice, dead-lettered twice).
+        delivery.StoringCopy();
         var message = delivery.Message;
         try
         {
@@ -186,10 +188,12 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         }
         catch
         {
+            Forget(delivery);
             await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
             throw;
         }
 
+        Forget(delivery);
         await message.AckAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
@@ -430,7 +434,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         List<NatsDelivery>? due = null;
         for (var i = 0; i < _slots.Length; i++)
         {
-            if (Volatile.Read(ref _slots[i]) is { IsSettled: false } delivery)
+            if (Volatile.Read(ref _slots[i]) is { IsKeptAlive: true } delivery)
             {
                 (due ??= []).Add(delivery);
             }
@@ -440,7 +444,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         {
             foreach (var delivery in _overflow)
             {
-                if (!delivery.IsSettled)
+                if (delivery.IsKeptAlive)
                 {
                     (due ??= []).Add(delivery);
                 }

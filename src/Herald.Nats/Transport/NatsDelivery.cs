@@ -24,6 +24,15 @@ internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> mes
     // Where the consumer keeps it among the unsettled deliveries: its slot, InOverflow, or -1 before it is tracked.
     internal int Slot = -1;
 
+    // Set while its dead-letter copy is stored: settled, yet still the server's to deliver again until the ack after the copy.
+    private volatile bool _storingCopy;
+
+    /// <summary>Whether the keep-alive tells the server it is still being worked on: unsettled, or its dead-letter copy is being stored.</summary>
+    internal bool IsKeptAlive => !IsSettled || _storingCopy;
+
+    /// <summary>Keeps it alive, though settled, until the consumer forgets it: its dead-letter copy is being stored.</summary>
+    internal void StoringCopy() => _storingCopy = true;
+
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken) => consumer.AckAsync(this, cancellationToken);
 
     protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken) => consumer.NakAsync(this, delay, cancellationToken);
