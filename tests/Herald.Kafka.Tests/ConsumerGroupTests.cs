@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Herald.Conformance;
+using Herald.Conformance.Transport;
 using Herald.Kafka.Transport;
 using Herald.Messages;
 using Herald.Transport;
@@ -162,6 +163,80 @@ public sealed class ConsumerGroupTests : KafkaTestBase
         await Eventually.UntilAsync(() => acked.ContainsKey(stuck.MessageId), "the abandoned message is handled by the new owner", Deadline);
         await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "its offset is committed once", Deadline);
         Assert.Equal(1, acked[stuck.MessageId]);
+    }
+
+    [Fact]
+    public async Task AHandlerRunningLongerThanMaxPollInterval_KeepsItsPartition_AndItsMessageIsHandledOnce()
+    {
+        // The client leaves the group when it is not polled for max.poll.interval.ms; the poll thread goes on polling
+        // (paused) while every slot is busy, so a long handler keeps its partition and nothing is read again.
+        var maxPoll = TimeSpan.FromSeconds(2);
+        var queue = Name("long-handler");
+        var transport = await CreateTransportAsync(o => o.ConfigureConsumer = c => c.MaxPollIntervalMs = (int)maxPoll.TotalMilliseconds);
+        var slow = NewEnvelope("slow");
+        await transport.SendAsync(queue, slow);
+        var handled = new ConcurrentDictionary<Guid, int>();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var revoked = false;
+        var consumer = (KafkaConsumer)Own(await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1, Prefetch = 1 }, async (delivery, ct) =>
+        {
+            if (handled.AddOrUpdate(delivery.Envelope.MessageId, 1, (_, n) => n + 1) == 1)
+            {
+                started.TrySetResult();
+                await Task.Delay(maxPoll * 3, ct);
+            }
+        }));
+        consumer.Revoking += _ => revoked = true;
+        await started.Task.WaitAsync(Deadline);
+
+        await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "the slow message's offset is committed", Deadline);
+        Assert.Equal(1, handled[slow.MessageId]);
+        Assert.False(revoked, "the consumer lost its partitions while its handler ran");
+    }
+
+    [Fact]
+    public async Task AGracefulStopWaitingForAHandlerLongerThanMaxPollInterval_KeepsItsPartition_SoTheNextMemberDoesNotHandleItsMessageAgain()
+    {
+        // Stopping waited for running handlers without polling: past max.poll.interval.ms the client left the group, the
+        // other member took every partition and handled the running handler's message a second time.
+        var maxPoll = TimeSpan.FromSeconds(2);
+        var queue = Name("stop-long-handler");
+        var first = await CreateTransportAsync(o =>
+        {
+            o.ConfigureConsumer = c => c.MaxPollIntervalMs = (int)maxPoll.TotalMilliseconds;
+
+            // Longer than the handler runs: a partition the joining member asks for waits for it, and is not abandoned.
+            o.RevocationTimeout = Deadline;
+        });
+        var second = await CreateTransportAsync(o => o.ConfigureConsumer = c => c.MaxPollIntervalMs = (int)maxPoll.TotalMilliseconds);
+        var slow = NewEnvelope("slow");
+        await first.SendAsync(queue, slow);
+        var seen = new DeliveryCollector();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumerA = (KafkaConsumer)await first.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, ct) =>
+        {
+            seen.Add(delivery, "A");
+            started.TrySetResult();
+            await release.Task.WaitAsync(Deadline, ct);
+        });
+        await started.Task.WaitAsync(Deadline);
+        var stopping = consumerA.StopAsync();
+        Own(await second.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
+        {
+            seen.Add(delivery, "B");
+            return ValueTask.CompletedTask;
+        }));
+
+        // Long enough for the client to leave the group and the other member to take every partition and read it (13 s on
+        // the mock); well within the revocation timeout, the handler then finishes.
+        await seen.AssertNoMoreThanAsync(1, maxPoll * 10, "the message was handled again while its first handler ran");
+        release.TrySetResult();
+        await stopping.WaitAsync(Deadline);
+        await consumerA.DisposeAsync();
+        await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "the slow message's offset is committed", Deadline);
+        Assert.Equal(["A"], seen.Items.Select(d => d.Consumer));
+        Assert.Equal(slow.MessageId, seen.Items[0].Envelope.MessageId);
     }
 
     [Fact]

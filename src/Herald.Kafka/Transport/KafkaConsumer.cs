@@ -261,10 +261,16 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             }
 
             // Stopping: nothing new starts; running handlers finish (or are cancelled by StopAsync's token), then what
-            // they settled is committed before the group hands the partitions to another member.
+            // they settled is committed before the group hands the partitions to another member. The client is polled
+            // meanwhile, paused: unpolled past max.poll.interval.ms it left the group, and the partitions' next owner
+            // handled the running handlers' messages again while they ran.
             while (Volatile.Read(ref _inFlight) > 0)
             {
-                WaitForRelease(0, PollTimeout);
+                MatchPause();
+                if (!WaitForRelease(0, PollTimeout))
+                {
+                    PauseAndPollOnce();
+                }
             }
 
             Commit(_partitions.Values.Select(p => p.ToCommit()));
@@ -331,6 +337,13 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             return false;
         }
 
+        PauseAndPollOnce();
+        return false;
+    }
+
+    /// <summary>Pauses the partitions and polls once: rebalances are served, and the client stays in the group, while handlers hold it up.</summary>
+    private void PauseAndPollOnce()
+    {
         if (!_paused)
         {
             _consumer.Pause(_consumer.Assignment);
@@ -338,7 +351,6 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         }
 
         ConsumeAvailable(1);
-        return false;
     }
 
     /// <summary>
