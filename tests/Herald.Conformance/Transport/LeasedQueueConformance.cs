@@ -72,6 +72,48 @@ public abstract class LeasedQueueConformance
     }
 
     [Fact]
+    public async Task MessagesWaitingInThePrefetchBuffer_BehindAHandlerRunningForSeveralLeases_KeepTheirLeases_AndEachIsHandledOnce()
+    {
+        // The house rule on leases: a claimed message waiting for a worker is renewed like a running one, so another
+        // instance polling the queue meanwhile takes none of them.
+        var queue = "buffered-" + Guid.NewGuid().ToString("N")[..8];
+        await using var a = await OpenInstanceAsync();
+        await using var b = await OpenInstanceAsync();
+        var sent = Enumerable.Range(0, 4).Select(_ => TestEnvelopes.Create(partitionKey: null)).ToList();
+        foreach (var envelope in sent)
+        {
+            await a.SendAsync(queue, envelope);
+        }
+
+        var seen = new DeliveryCollector();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // One claim takes all four: one runs, three wait in the buffer for the one worker.
+        await using var slow = await a.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1, Prefetch = 3 }, async (d, ct) =>
+        {
+            seen.Add(d, "a");
+            if (started.TrySetResult())
+            {
+                await release.Task.WaitAsync(ct);
+            }
+        });
+        await started.Task.WaitAsync(Eventually.DefaultTimeout);
+        await using var other = await b.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            seen.Add(d, "b");
+            return ValueTask.CompletedTask;
+        });
+
+        await seen.AssertNoMoreThanAsync(1, Lease * 4, "a message was taken while it waited in its consumer's buffer");
+        release.TrySetResult();
+        await seen.WaitForMessagesAsync([.. sent.Select(e => e.MessageId)], Eventually.DefaultTimeout, "every message handled");
+        await Eventually.UntilAsync(async () => await CountQueuedAsync(queue) == 0, "every message is acked");
+        Assert.All(sent, e => Assert.Equal(1, seen.CountOf(e.MessageId)));
+        Assert.All(seen.Items, d => Assert.Equal("a", d.Consumer));
+    }
+
+    [Fact]
     public async Task TheQueueGauge_ReportsReadyLeasedAndDelayedMessages_OfAConsumedQueue()
     {
         var queue = "gauge-" + Guid.NewGuid().ToString("N")[..8];
