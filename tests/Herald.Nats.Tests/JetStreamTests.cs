@@ -13,6 +13,17 @@ namespace Herald.Nats.Tests;
 /// <summary>What JetStream adds beyond the conformance suite (issue 13): dedup, keep-alive, declared streams, start positions, MaxDeliver, lag.</summary>
 public sealed class JetStreamTests : NatsTestBase
 {
+    /// <summary>An ack wait a handler outlives within a test, with a keep-alive that leaves a late tick 1.75 s of slack.</summary>
+    private static readonly TimeSpan ShortAckWait = TimeSpan.FromSeconds(2);
+
+    private Task<NatsTransport> CreateShortAckWaitTransportAsync(Action<NatsTransportOptions>? configure = null) =>
+        CreateTransportAsync(o =>
+        {
+            o.AckWait = ShortAckWait;
+            o.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
+            configure?.Invoke(o);
+        });
+
     [Fact]
     public async Task Send_TheSameEnvelopeTwice_IsStoredOnce_ByItsNatsMsgId()
     {
@@ -75,12 +86,8 @@ public sealed class JetStreamTests : NatsTestBase
         // late behind a starved thread pool; the keep-alive now has a thread of its own). A 2 s ack wait leaves a late
         // tick 1.75 s of slack, and the handler still outlives the ack wait twice over, so without the keep-alive the
         // server would deliver the message again (to the second, idle worker) and this would fail.
-        var ackWait = TimeSpan.FromSeconds(2);
-        var transport = await CreateTransportAsync(o =>
-        {
-            o.AckWait = ackWait;
-            o.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
-        });
+        var ackWait = ShortAckWait;
+        var transport = await CreateShortAckWaitTransportAsync();
         var queue = "slow-" + Guid.NewGuid().ToString("N")[..8];
         var slow = NewEnvelope("slow");
         await transport.SendAsync(queue, slow);
@@ -107,12 +114,8 @@ public sealed class JetStreamTests : NatsTestBase
     {
         // Issue 13 (speed): the unsettled deliveries moved from a locked list to slots; those received and still waiting for
         // the one worker must get +WPI as well, or the server delivers each of them again after the ack wait.
-        var ackWait = TimeSpan.FromSeconds(2);
-        var transport = await CreateTransportAsync(o =>
-        {
-            o.AckWait = ackWait;
-            o.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
-        });
+        var ackWait = ShortAckWait;
+        var transport = await CreateShortAckWaitTransportAsync();
         var queue = "waiting-" + Guid.NewGuid().ToString("N")[..8];
         var slow = NewEnvelope("slow");
         await transport.SendAsync(queue, slow);
@@ -149,13 +152,8 @@ public sealed class JetStreamTests : NatsTestBase
         // The dead-letter copy's publish is retried (no stream answers: JetStream restarting) for longer than the ack wait.
         // The message was settled already, so the keep-alive left it, and the server delivered it again meanwhile: handled a
         // second time, and dead-lettered twice.
-        var ackWait = TimeSpan.FromSeconds(2);
-        var transport = await CreateTransportAsync(o =>
-        {
-            o.AckWait = ackWait;
-            o.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
-            o.PublishRetryTimeout = TimeSpan.FromSeconds(30);
-        });
+        var ackWait = ShortAckWait;
+        var transport = await CreateShortAckWaitTransportAsync(o => o.PublishRetryTimeout = TimeSpan.FromSeconds(30));
         var queue = "dead-letter-slow-" + Guid.NewGuid().ToString("N")[..8];
         var poison = NewEnvelope("poison");
         var retrying = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
