@@ -21,6 +21,9 @@ public static class HeaderNames
     /// <summary>When the message first failed to be handled (RFC 3339), carried on its redeliveries so its dead letter knows.</summary>
     public const string FirstFailure = "herald-first-failure";
 
+    /// <summary>When a dead-lettered message that was not yet due is due (RFC 3339); a retry from the dead letters waits until then.</summary>
+    public const string DeliverAt = "herald-deliver-at";
+
     /// <summary>The id of the dead-letter record a message in a transport's own dead letters stands for, so draining it twice stores it once.</summary>
     public const string DeadLetterId = "herald-dead-letter-id";
 

@@ -1,4 +1,7 @@
+using System.Globalization;
+using Herald.Messages;
 using Herald.Reliability.DeadLetters;
+using Microsoft.Extensions.Time.Testing;
 using Xunit;
 
 namespace Herald.Conformance.Reliability;
@@ -437,6 +440,33 @@ public abstract class DeadLetterStoreConformance
         Assert.Equal(Readable(written.ContentType), Readable(read.ContentType));
         Assert.Equal(written.Body.ToArray(), read.Body.ToArray());
         Assert.Single(await store.ListAsync(new DeadLetterQuery { Endpoint = deadLetter.Endpoint }));
+    }
+
+    [Fact]
+    public async Task Retry_OfADeadLetterNotYetDue_KeepsItsDueTime_SendingItWithTheTimeLeft_OrAtOnceWhenPast()
+    {
+        // A saga timeout or scheduled message the outbox relay gave up on before it was due: the store keeps its due time, and
+        // a retry waits for it instead of delivering early.
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var notDue = DueAt(NewDeadLetter(endpoint, cause: DeadLetterCause.SendRejected), BaseTime.AddHours(2));
+        var pastDue = DueAt(NewDeadLetter(endpoint, cause: DeadLetterCause.SendRejected), BaseTime.AddMinutes(10));
+        await AddAllAsync(store, [notDue, pastDue]);
+        AssertEqual(notDue, (await store.GetAsync(notDue.Id))!);
+
+        var clock = new FakeTimeProvider(BaseTime.AddMinutes(30));
+        var transport = new RecordingTransport(new Herald.Transport.InMemory.InMemoryTransport(Herald.Transport.InMemory.InMemoryTransportOptions.Default, clock));
+        var manager = new DeadLetterManager(store, transport, clock);
+        Assert.Equal(new DeadLetterRetryResult(2, 0), await manager.RetryAllAsync(new DeadLetterQuery { Endpoint = endpoint }));
+
+        Assert.Equal(TimeSpan.FromMinutes(90), transport.Delays[notDue.Envelope.MessageId]);
+        Assert.Null(transport.Delays[pastDue.Envelope.MessageId]);
+        Assert.All(transport.Sent, s => Assert.Null(s.Envelope.GetHeader(HeaderNames.DeliverAt)));
+
+        static DeadLetter DueAt(DeadLetter deadLetter, DateTimeOffset dueAt) => deadLetter with
+        {
+            Envelope = deadLetter.Envelope.WithHeader(HeaderNames.DeliverAt, dueAt.ToString("O", CultureInfo.InvariantCulture)),
+        };
     }
 
     [Fact]

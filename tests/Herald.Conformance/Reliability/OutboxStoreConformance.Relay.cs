@@ -1,3 +1,4 @@
+using System.Globalization;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Outbox;
@@ -140,6 +141,44 @@ public abstract partial class OutboxStoreConformance
         relay.Clock.SetUtcNow(enqueuedAt.AddSeconds(40));
         await relay.RunUntilAsync(() => relay.Transport.Delays.ContainsKey(late), "the second row goes once the broker is back, after it was due");
         Assert.Null(relay.Transport.Delays[late]);
+    }
+
+    [Fact]
+    public async Task Relay_ADelayedMessageDeadLetteredBeforeItIsDue_KeepsItsDueTime_AndARetryFromTheDeadLettersWaitsForIt()
+    {
+        // The broker stays down past the attempt cap while a saga timeout waits for its due time two hours on: the dead letter
+        // kept no due time, so retrying it sent it at once and the timeout fired early.
+        await using var relay = await RelayHost.StartAsync(await CreateStoreAsync(), maxAttempts: 3);
+        var dueAt = relay.Clock.GetUtcNow().AddHours(2);
+        var rows = relay.NewRows(3).Select(r => r with { DeliverAt = dueAt }).ToArray();
+        var down = new System.Collections.Concurrent.ConcurrentDictionary<Guid, bool>(rows.Select(r => KeyValuePair.Create(r.Envelope.MessageId, true)));
+        relay.Fail = envelope => down.ContainsKey(envelope.MessageId) ? new InvalidOperationException("The broker is down.") : null;
+        await relay.Store.AddAsync(rows);
+        await relay.RunUntilAsync(
+            () => relay.DeadLetterStore.ListAsync(relay.DeadLetterQuery).AsTask().Result.Count == 3,
+            "the rows are dead-lettered after three attempts each, long before they are due");
+
+        var deadLetters = await relay.DeadLettersAsync();
+        Assert.All(deadLetters, d => Assert.Equal(dueAt, DateTimeOffset.Parse(d.Envelope.GetHeader(HeaderNames.DeliverAt)!, CultureInfo.InvariantCulture)));
+        down.Clear();
+        var (early, tooFar, late) = (deadLetters[0], deadLetters[1], deadLetters[2]);
+        var manager = new DeadLetterManager(relay.DeadLetterStore, relay.Transport, relay.Clock);
+
+        relay.Clock.SetUtcNow(dueAt.AddMinutes(-30));
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await manager.RetryAsync(early.Id));
+        Assert.Equal(TimeSpan.FromMinutes(30), relay.Transport.Delays[early.Envelope.MessageId]);
+        Assert.Null(relay.Transport.Sent.Single(s => s.Envelope.MessageId == early.Envelope.MessageId).Envelope.GetHeader(HeaderNames.DeliverAt));
+
+        // What is left of the delay is past what the transport holds: refused as the relay refuses it, and kept.
+        relay.Transport.Capabilities = relay.Transport.Capabilities with { MaxDelay = TimeSpan.FromMinutes(10) };
+        Assert.Equal(DeadLetterRetryOutcome.Failed, await manager.RetryAsync(tooFar.Id));
+        Assert.Contains("longer than the transport's limit", (await manager.GetAsync(tooFar.Id))!.LastRetryError, StringComparison.Ordinal);
+        Assert.DoesNotContain(tooFar.Envelope.MessageId, relay.SentIds);
+
+        relay.Clock.SetUtcNow(dueAt.AddMinutes(1));
+        Assert.Equal(new DeadLetterRetryResult(2, 0), await manager.RetryAllAsync(relay.DeadLetterQuery));
+        Assert.Null(relay.Transport.Delays[late.Envelope.MessageId]);
+        Assert.Null(relay.Transport.Delays[tooFar.Envelope.MessageId]);
     }
 
     /// <summary>A host running the outbox relay over the store under test, the in-memory transport and a fake clock.</summary>

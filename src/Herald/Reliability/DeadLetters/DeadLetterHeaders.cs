@@ -20,8 +20,8 @@ internal static class DeadLetterHeaders
         HeaderNames.DeadLetterFingerprint, HeaderNames.DeadLetterAttempts, HeaderNames.DeadLetterTime,
     ];
 
-    // What a retry from the dead letters takes off: it starts over, as a new message would.
-    private static readonly string[] FailureHeaders = [.. RecordHeaders, HeaderNames.FirstFailure];
+    // What a retry from the dead letters takes off: it starts over, as a new message would (its due time goes as the send's delay).
+    private static readonly string[] FailureHeaders = [.. RecordHeaders, HeaderNames.FirstFailure, HeaderNames.DeliverAt];
 
     /// <summary>When the message first failed, as its header says (never later than <paramref name="now"/>); null when it has not failed before.</summary>
     public static DateTimeOffset? FirstFailure(Envelope envelope, DateTimeOffset now) =>
@@ -76,6 +76,17 @@ internal static class DeadLetterHeaders
                 : Math.Max(1, envelope.DeliveryAttempt),
         };
     }
+
+    /// <summary>
+    /// The envelope a dead letter keeps of a message that was to be delivered at <paramref name="deliverAt"/>: while that
+    /// is still ahead, with it in a header, so a retry does not deliver it early (a saga timeout, a scheduled message).
+    /// </summary>
+    public static Envelope WithDeliverAt(Envelope envelope, DateTimeOffset? deliverAt, DateTimeOffset now) =>
+        deliverAt is { } at && at > now ? envelope.WithHeader(HeaderNames.DeliverAt, FormatTime(at)) : envelope;
+
+    /// <summary>How long a retry from the dead letters must still delay the message to keep its due time; null when it is due.</summary>
+    public static TimeSpan? RemainingDelay(Envelope envelope, DateTimeOffset now) =>
+        ParseTime(envelope.GetHeader(HeaderNames.DeliverAt)) is { } at && at > now ? at - now : null;
 
     /// <summary>The envelope a retry from the dead letters sends: without the failure bookkeeping of its earlier life.</summary>
     public static Envelope ForRetry(Envelope envelope) => envelope.WithoutHeaders(FailureHeaders);

@@ -186,7 +186,12 @@ public sealed class DeadLetterManager
         var envelope = deadLetter.Envelope;
         try
         {
-            await _transport.SendAsync(deadLetter.Endpoint, DeadLetterHeaders.ForRetry(envelope) with { DeliveryAttempt = 0 }, options: null, cancellationToken).ConfigureAwait(false);
+            // A message dead-lettered before it was due (a saga timeout, a scheduled message) still waits for its due time.
+            var options = DeadLetterHeaders.RemainingDelay(envelope, _timeProvider.GetUtcNow()) is { } delay ? new SendOptions { Delay = delay } : null;
+
+            // A delay past the transport's limit is refused as the outbox relay refuses it, with that reason on the dead letter.
+            SendChecks.Validate(_transport.Capabilities, deadLetter.Endpoint, envelope, options?.Delay);
+            await _transport.SendAsync(deadLetter.Endpoint, DeadLetterHeaders.ForRetry(envelope) with { DeliveryAttempt = 0 }, options, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {

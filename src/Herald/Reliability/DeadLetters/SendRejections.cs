@@ -5,11 +5,15 @@ namespace Herald.Reliability.DeadLetters;
 /// <summary>The dead letter of a message that could not be sent (the outbox relay, the stored-event publisher): one shape for both.</summary>
 internal static class SendRejections
 {
-    /// <summary>A <see cref="DeadLetterCause.SendRejected"/> record for <paramref name="destination"/>, with the send's exception as the reason.</summary>
-    public static DeadLetter Create(Envelope envelope, string destination, Exception exception, DateTimeOffset now, int attempts, string? reason = null) => new()
+    /// <summary>
+    /// A <see cref="DeadLetterCause.SendRejected"/> record for <paramref name="destination"/>, with the send's exception as
+    /// the reason; a message not yet due at <paramref name="deliverAt"/> keeps that due time for its retry.
+    /// </summary>
+    public static DeadLetter Create(
+        Envelope envelope, string destination, Exception exception, DateTimeOffset now, int attempts, string? reason = null, DateTimeOffset? deliverAt = null) => new()
     {
         Id = Guid.CreateVersion7(now),
-        Envelope = envelope,
+        Envelope = DeadLetterHeaders.WithDeliverAt(envelope, deliverAt, now),
         Endpoint = destination,
         Cause = DeadLetterCause.SendRejected,
         ErrorType = exception.GetType().FullName ?? exception.GetType().Name,
