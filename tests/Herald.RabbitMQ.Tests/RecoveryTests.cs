@@ -240,6 +240,29 @@ public sealed class RecoveryTests : RabbitMqTestBase
         await collector.WaitForAsync(1);
     }
 
+    // Round 4 follow-up: the transport health check probes with DeclareQueueAsync, which was answered from Herald's
+    // declared-topology cache, so /health stayed Healthy with the endpoint queue deleted or the broker not answering.
+    [Fact]
+    public async Task DeclareQueue_AfterTheQueueWasDeletedBehindItsBack_AsksTheBrokerAndMakesItAgain()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("probed");
+        await transport.DeclareQueueAsync(queue);
+        await BrokerAdmin.DeleteAllAsync(queue);
+
+        await transport.DeclareQueueAsync(queue);
+        await Herald.Conformance.Eventually.UntilAsync(async () => (await BrokerAdmin.QueueNamesAsync(queue)).Contains(queue), "the queue is made again");
+    }
+
+    [Fact]
+    public async Task DeclareQueue_WithoutTopologyDeclaration_OnAQueueNobodyMade_FailsWith404()
+    {
+        var transport = await CreateTransportAsync(o => o.DeclareTopology = false);
+        var error = await Assert.ThrowsAsync<HeraldException>(async () => await transport.DeclareQueueAsync(Name("unmade")));
+        Assert.Contains("404", error.Message, StringComparison.Ordinal);
+        Assert.Empty(await BrokerAdmin.QueueNamesAsync(Prefix));
+    }
+
     // A transport consuming a queue bound to a topic, with one published message handled.
     private async Task<(ITransport Transport, Collector Collector)> ConsumeBoundQueueAsync(string topic, string queue, Action<RabbitMqTransportOptions>? configure = null)
     {

@@ -57,8 +57,9 @@ internal sealed partial class RabbitMqTransport
             cancellationToken);
 
     /// <summary>
-    /// Declares a queue again, with its bindings, after the broker cancelled its consumer (the queue was deleted); without
-    /// <see cref="RabbitMqTransportOptions.DeclareTopology"/>, only checks that the operator made it again.
+    /// Declares a queue again, with its bindings, on the broker whatever Herald declared before (after the broker cancelled
+    /// its consumer, or on an explicit declare); without <see cref="RabbitMqTransportOptions.DeclareTopology"/>, only checks
+    /// that the operator made it.
     /// </summary>
     internal ValueTask RestoreQueueAsync(string queue, CancellationToken cancellationToken)
     {

@@ -61,8 +61,10 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         }
     }
 
+    // An explicit declare asks the broker every time, past the declared-topology cache that sends rely on: the health
+    // check probes with it, and must see a queue deleted behind Herald's back or a broker that no longer answers.
     /// <inheritdoc />
-    protected override ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken) => EnsureQueueAsync(queue, cancellationToken);
+    protected override ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken) => RestoreQueueAsync(queue, cancellationToken);
 
     /// <inheritdoc />
     protected override async ValueTask BindCoreAsync(string topic, string queue, CancellationToken cancellationToken)
