@@ -240,6 +240,41 @@ public sealed class RecoveryTests : RabbitMqTestBase
         await collector.WaitForAsync(1);
     }
 
+    // Round 4 follow-up: the queue deleted again between the resuming consumer's re-declare and its basic.consume; the
+    // 404 closed the consumer's channel and every later try failed on it (warning 5014 each interval) for good.
+    [Fact]
+    public async Task Consume_QueueDeletedAgainBeforeTheResumedConsume_ConsumesAgainOnANewChannel()
+    {
+        var topic = Name("placed");
+        var queue = Name("twice");
+        var transport = await CreateTransportAsync();
+        await transport.BindAsync(topic, queue);
+        var collector = new Collector();
+        var consumer = await ConsumeAsync(transport, queue, collector.Handler);
+        var deletedAgain = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        ((RabbitMqTransport)transport).QueueRestoredForTests = async name =>
+        {
+            if (!deletedAgain.Task.IsCompleted)
+            {
+                await BrokerAdmin.DeleteAllAsync(name);
+                deletedAgain.SetResult();
+            }
+        };
+
+        await BrokerAdmin.DeleteAllAsync(queue);
+        await deletedAgain.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 1, "the queue is back with one consumer");
+
+        var sent = NewEnvelope();
+        await transport.PublishAsync(topic, sent);
+        await collector.WaitForAsync(1);
+        Assert.Equal(sent.MessageId, collector.Envelopes[0].MessageId);
+
+        // Stopping cancels on and closes the new channel: nothing is left consuming the queue.
+        await consumer.StopAsync();
+        await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 0, "no consumer is left on the queue");
+    }
+
     // Round 4 follow-up: the transport health check probes with DeclareQueueAsync, which was answered from Herald's
     // declared-topology cache, so /health stayed Healthy with the endpoint queue deleted or the broker not answering.
     [Fact]

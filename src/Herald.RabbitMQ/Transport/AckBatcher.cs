@@ -15,7 +15,7 @@ namespace Herald.RabbitMQ.Transport;
 /// </summary>
 internal sealed class AckBatcher : IAsyncDisposable
 {
-    private readonly IChannel _channel;
+    private IChannel _channel;
     private readonly int _batchSize;
     private readonly TimeSpan _maxDelay;
     private readonly ILogger _logger;
@@ -85,6 +85,16 @@ internal sealed class AckBatcher : IAsyncDisposable
     }
 
     /// <summary>Records a delivery as it arrives (in tag order, from the client's dispatch).</summary>
+    /// <summary>Settles on a new channel from now on, for a new generation: the old channel's deliveries are never settled on it.</summary>
+    public void UseChannel(IChannel channel, int generation)
+    {
+        lock (_lock)
+        {
+            _channel = channel;
+            ResetLocked(generation);
+        }
+    }
+
     public void Received(ulong deliveryTag, int generation)
     {
         lock (_lock)
@@ -153,6 +163,7 @@ internal sealed class AckBatcher : IAsyncDisposable
             ulong upTo;
             int run;
             ulong[]? singles = null;
+            IChannel channel;
             lock (_lock)
             {
                 if (mode != Flush.Batch)
@@ -165,6 +176,8 @@ internal sealed class AckBatcher : IAsyncDisposable
                     return;
                 }
 
+                // Taken with the tags: they are of the channel current now, and never settled on one that replaced it.
+                channel = _channel;
                 run = LeadingRunLocked(out upTo);
                 var heldBack = _pending.Count - run;
                 var oldestRunning = OldestRunningLocked();
@@ -216,14 +229,14 @@ internal sealed class AckBatcher : IAsyncDisposable
 
             if (run > 0)
             {
-                await _channel.BasicAckAsync(upTo, multiple: run > 1, cancellationToken).ConfigureAwait(false);
+                await channel.BasicAckAsync(upTo, multiple: run > 1, cancellationToken).ConfigureAwait(false);
             }
 
             if (singles is not null)
             {
                 foreach (var tag in singles)
                 {
-                    await _channel.BasicAckAsync(tag, multiple: false, cancellationToken).ConfigureAwait(false);
+                    await channel.BasicAckAsync(tag, multiple: false, cancellationToken).ConfigureAwait(false);
                 }
             }
         }
@@ -274,15 +287,18 @@ internal sealed class AckBatcher : IAsyncDisposable
 
         // Without batching no multiple ack ever goes out, so single settles of distinct tags need no order among
         // themselves: no gate to wait on (and no continuation to schedule when two workers settle at once).
+        IChannel channel;
         lock (_lock)
         {
             if (!TakeLocked(deliveryTag, generation))
             {
                 return ValueTask.CompletedTask;
             }
+
+            channel = _channel;
         }
 
-        return Send(deliveryTag, ack, requeue, cancellationToken);
+        return Send(channel, deliveryTag, ack, requeue, cancellationToken);
     }
 
     private async ValueTask SettleOneInOrderAsync(ulong deliveryTag, int generation, bool ack, bool requeue, CancellationToken cancellationToken)
@@ -290,15 +306,18 @@ internal sealed class AckBatcher : IAsyncDisposable
         await _send.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            IChannel channel;
             lock (_lock)
             {
                 if (!TakeLocked(deliveryTag, generation))
                 {
                     return;
                 }
+
+                channel = _channel;
             }
 
-            await Send(deliveryTag, ack, requeue, cancellationToken).ConfigureAwait(false);
+            await Send(channel, deliveryTag, ack, requeue, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -310,9 +329,9 @@ internal sealed class AckBatcher : IAsyncDisposable
     private bool TakeLocked(ulong deliveryTag, int generation) =>
         generation == _generation && (_running.Remove(deliveryTag) || _pending.Remove(deliveryTag));
 
-    private ValueTask Send(ulong deliveryTag, bool ack, bool requeue, CancellationToken cancellationToken) => ack
-        ? _channel.BasicAckAsync(deliveryTag, multiple: false, cancellationToken)
-        : _channel.BasicNackAsync(deliveryTag, multiple: false, requeue, cancellationToken);
+    private static ValueTask Send(IChannel channel, ulong deliveryTag, bool ack, bool requeue, CancellationToken cancellationToken) => ack
+        ? channel.BasicAckAsync(deliveryTag, multiple: false, cancellationToken)
+        : channel.BasicNackAsync(deliveryTag, multiple: false, requeue, cancellationToken);
 
     private void OnTimer() => _ = FlushQuietlyAsync();
 

@@ -18,7 +18,9 @@ namespace Herald.RabbitMQ.Transport;
 internal sealed class RabbitMqConsumer : ITransportConsumer
 {
     private readonly RabbitMqTransport _transport;
-    private readonly IChannel _channel;
+    private readonly IConnection _connection;
+    private readonly int _prefetch;
+    private IChannel _channel;
     private readonly DeliveryHandler _handler;
     private readonly string? _rawType;
     private readonly ILogger _logger;
@@ -37,9 +39,11 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     // How long a handled delivery's ack may wait for others to share one multiple ack.
     private static readonly TimeSpan AckBatchDelay = TimeSpan.FromMilliseconds(2);
 
-    private RabbitMqConsumer(RabbitMqTransport transport, IChannel channel, string queue, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
+    private RabbitMqConsumer(RabbitMqTransport transport, IConnection connection, IChannel channel, string queue, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
         _transport = transport;
+        _connection = connection;
+        _prefetch = prefetch;
         _channel = channel;
         Queue = queue;
         _rawType = rawType;
@@ -64,12 +68,10 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         ILogger logger,
         CancellationToken cancellationToken)
     {
-        // One dispatch at a time from the client keeps the broker's order; concurrency comes from the lanes.
-        var channel = await connection.CreateChannelAsync(new CreateChannelOptions(false, false, consumerDispatchConcurrency: 1), cancellationToken).ConfigureAwait(false);
-        var consumer = new RabbitMqConsumer(transport, channel, queue, concurrency, prefetch, rawType, handler, logger);
+        var channel = await OpenChannelAsync(connection, prefetch, cancellationToken).ConfigureAwait(false);
+        var consumer = new RabbitMqConsumer(transport, connection, channel, queue, concurrency, prefetch, rawType, handler, logger);
         try
         {
-            await channel.BasicQosAsync(0, (ushort)prefetch, false, cancellationToken).ConfigureAwait(false);
             var basic = new Subscriber(channel, consumer);
             consumer._running = consumer._lanes.RunAsync(consumer.HandleAsync, consumer._stopping.Token);
             consumer._consumerTag = await channel.BasicConsumeAsync(queue, autoAck: false, basic, cancellationToken).ConfigureAwait(false);
@@ -78,6 +80,22 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         catch
         {
             await consumer.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static async Task<IChannel> OpenChannelAsync(IConnection connection, int prefetch, CancellationToken cancellationToken)
+    {
+        // One dispatch at a time from the client keeps the broker's order; concurrency comes from the lanes.
+        var channel = await connection.CreateChannelAsync(new CreateChannelOptions(false, false, consumerDispatchConcurrency: 1), cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await channel.BasicQosAsync(0, (ushort)prefetch, false, cancellationToken).ConfigureAwait(false);
+            return channel;
+        }
+        catch
+        {
+            await channel.DisposeAsync().ConfigureAwait(false);
             throw;
         }
     }
@@ -320,7 +338,18 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         {
             try
             {
+                // A 404 on basic.consume (the queue deleted again since it was declared) closed the channel, and the
+                // client reopens channels only with their connection: every later try would fail on the closed one.
+                if (!_channel.IsOpen && _connection.IsOpen)
+                {
+                    await ReplaceChannelAsync(stop).ConfigureAwait(false);
+                }
+
                 await _transport.RestoreQueueAsync(Queue, stop).ConfigureAwait(false);
+                if (_transport.QueueRestoredForTests is { } restored)
+                {
+                    await restored(Queue).ConfigureAwait(false);
+                }
 
                 // The client still records the cancelled consumer and would start it again when the connection recovers;
                 // cancelling its tag forgets it (the broker ignores a tag it does not know).
@@ -350,6 +379,27 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             {
                 return;
             }
+        }
+    }
+
+    private async Task ReplaceChannelAsync(CancellationToken stop)
+    {
+        var channel = await OpenChannelAsync(_connection, _prefetch, stop).ConfigureAwait(false);
+        var closed = _channel;
+
+        // A new generation first: a delivery of the closed channel is stale from now on, its tag never settled on the new one.
+        _acks.UseChannel(channel, Interlocked.Increment(ref _generation));
+        _channel = channel;
+        _consumerTag = null;
+        try
+        {
+            await closed.DisposeAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // The closed channel is done with; the consumer goes on with the new one.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.ConsumerStopFailed(_logger, e, Queue);
         }
     }
 

@@ -66,6 +66,9 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
     /// <inheritdoc />
     protected override ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken) => RestoreQueueAsync(queue, cancellationToken);
 
+    // A test seam: runs after a resuming consumer declared its queue again, before it consumes (a test deletes the queue there).
+    internal Func<string, Task>? QueueRestoredForTests { get; set; }
+
     /// <inheritdoc />
     protected override async ValueTask BindCoreAsync(string topic, string queue, CancellationToken cancellationToken)
     {
