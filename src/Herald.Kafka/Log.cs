@@ -59,4 +59,7 @@ internal static partial class Log
 
     [LoggerMessage(6023, LogLevel.Error, "Record {Position} of retry topic '{Topic}' cannot be relayed ({Reason}) and could not be dead-lettered to '{DeadLetterTopic}' either; it stays in the retry topic (with the records behind it in its partition) and is tried again in {Backoff}: create the topic, or turn CreateTopics on")]
     public static partial void RelayDeadLetterFailed(ILogger logger, Exception exception, string topic, string position, string reason, string deadLetterTopic, TimeSpan backoff);
+
+    [LoggerMessage(6024, LogLevel.Warning, "The dead-letter store refused record {Position} of '{Topic}' ({Refusals} times so far) while it took others; the record was copied to the end of its partition so the ones behind it drain")]
+    public static partial void DeadLetterCopiedToTheEnd(ILogger logger, string topic, string position, int refusals);
 }

@@ -159,6 +159,34 @@ public sealed class DeadLetterPathTests : KafkaTestBase
         await host.StopAsync();
     }
 
+    // Round 4 (native dead-letter drain): a dead letter without Herald's dead-letter id (another tool put it in the topic,
+    // or the relay dead-lettered it) got a new id each time the drain read it, so one the store took while the drain never
+    // heard (a lost answer, a crash before the commit) was stored again under another id: two dead letters, retried twice.
+    [Fact]
+    public async Task ADeadLetterWithoutHeraldsRecord_StoredWhileItsAnswerWasLost_IsStoredOnce()
+    {
+        var endpoint = Name("lost-answer");
+        var deadLetterTopic = endpoint + ".dead-letter";
+        var id = Guid.CreateVersion7();
+        using (var producer = RawProducer())
+        {
+            await RawAsync(
+                producer, deadLetterTopic, "k"u8.ToArray(), """{"quantity":5}""",
+                ("ce_id", id.ToString()), ("ce_type", OrderType), ("ce_time", DateTimeOffset.UtcNow.ToString("O")), ("ce_specversion", "1.0"),
+                ("x-herald-dead-letter-reason", "dead-lettered by another tool"));
+        }
+
+        var store = new FaultyDeadLetterStore { AnswersToLose = 1 };
+        using var host = await StartHostAsync(endpoint, new Probe(), store);
+        await Eventually.UntilAsync(() => Uncommitted(deadLetterTopic, deadLetterTopic + ".drain") == 0, "the drain committed the dead letter", Deadline);
+        await host.StopAsync();
+
+        Assert.Equal(1, store.Refused);
+        var deadLetter = Assert.Single(await store.ListAsync(DeadLetterQuery.All));
+        Assert.Equal(id, deadLetter.Envelope.MessageId);
+        Assert.Equal("dead-lettered by another tool", deadLetter.ErrorMessage);
+    }
+
     private static async Task RawAsync(IProducer<byte[]?, byte[]> producer, string topic, byte[]? key, string body, params (string Name, string Value)[] headers)
     {
         var kafkaHeaders = new Headers();

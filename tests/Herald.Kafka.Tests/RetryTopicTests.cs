@@ -164,6 +164,72 @@ public sealed class RetryTopicTests : KafkaTestBase
         Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (_, _) => ValueTask.CompletedTask));
     }
 
+    // Round 4 (native dead-letter drain): the drain stopped at a record the store refused, its offsets being committed in
+    // order, so every dead letter behind one the store kept refusing stayed out of the store for good. Now, once the store
+    // took another in the round, the refused record is copied to the end of its partition and committed past; while the
+    // store refuses everything (down), nothing is copied.
+    [Fact]
+    public async Task Drain_ARecordTheMoveKeepsRefusing_IsCopiedToTheEndOfItsPartition_AndTheRecordsBehindItAreMoved()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("dlt-refused");
+        var deadLetterTopic = transport.Options.DeadLetterTopicName(queue);
+        var sent = Enumerable.Range(0, 3).Select(_ => NewEnvelope("one-partition")).ToList();
+        foreach (var envelope in sent)
+        {
+            await transport.SendAsync(queue, envelope);
+        }
+
+        var settled = 0;
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, ct) =>
+        {
+            await delivery.DeadLetterAsync("broken", ct);
+            Interlocked.Increment(ref settled);
+        }));
+        await Eventually.UntilAsync(() => Volatile.Read(ref settled) == 3 && EndOffsets(deadLetterTopic) == 3, "three dead letters in one partition", Deadline);
+        var poison = sent[0].MessageId;
+
+        // The store down: every record refused, none copied.
+        await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+            await transport.DrainDeadLettersAsync(queue, (_, _) => throw new InvalidOperationException("store down")));
+        Assert.Equal(3, EndOffsets(deadLetterTopic));
+
+        // The store refuses the first for good: the two behind it are moved, it is copied to the end.
+        var moved = new List<NativeDeadLetter>();
+        var refusedOnce = new List<NativeDeadLetter>();
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await transport.DrainDeadLettersAsync(queue, (d, _) =>
+        {
+            if (d.Envelope.MessageId == poison)
+            {
+                refusedOnce.Add(d);
+                throw new InvalidOperationException("refused for good");
+            }
+
+            moved.Add(d);
+            return ValueTask.CompletedTask;
+        }));
+        Assert.Equal(sent.Skip(1).Select(e => e.MessageId), moved.Select(d => d.Envelope.MessageId));
+        Assert.Equal(4, EndOffsets(deadLetterTopic));
+
+        // Refused alone in a round, it is not copied again; taken later, it is the same dead letter, with its reason.
+        await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+            await transport.DrainDeadLettersAsync(queue, (_, _) => throw new InvalidOperationException("refused for good")));
+        Assert.Equal(4, EndOffsets(deadLetterTopic));
+        var later = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { later.Add(d); return ValueTask.CompletedTask; }));
+        var copy = Assert.Single(later);
+        var first = Assert.Single(refusedOnce);
+        Assert.Equal(poison, copy.Envelope.MessageId);
+        Assert.Equal(sent[0].Body.ToArray(), copy.Envelope.Body.ToArray());
+        Assert.Equal(sent[0].PartitionKey, copy.Envelope.PartitionKey);
+        Assert.Equal("broken", copy.Reason);
+        Assert.Equal(queue, copy.Queue);
+        Assert.Equal(first.Time, copy.Time);
+        Assert.NotNull(copy.NativeId);
+        Assert.Equal(first.NativeId, copy.NativeId);
+        Assert.Equal(0, Uncommitted(deadLetterTopic, deadLetterTopic + ".drain"));
+    }
+
     [Fact]
     public async Task Relay_OfARecordWithAnInvalidTarget_DeadLettersIt_AndRelaysTheRecordsBehindIt()
     {

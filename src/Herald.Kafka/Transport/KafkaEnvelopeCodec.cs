@@ -35,6 +35,12 @@ internal static class KafkaEnvelopeCodec
     /// <summary>Why a copy in a dead-letter topic was dead-lettered.</summary>
     public const string ReasonHeader = "x-herald-dead-letter-reason";
 
+    /// <summary>Where in its dead-letter topic a dead letter the store refused was first (its copies keep it, and so its id).</summary>
+    public const string DeadLetterOriginHeader = "x-herald-dead-letter-origin";
+
+    /// <summary>How often the dead-letter store refused a dead letter the drain copied to the end of its topic.</summary>
+    public const string DrainRefusalsHeader = "x-herald-drain-refusals";
+
     /// <summary>The message type of a plain record (no <c>ce_</c> headers), as plain Kafka producers write it.</summary>
     public const string PlainTypeHeader = "event-type";
 

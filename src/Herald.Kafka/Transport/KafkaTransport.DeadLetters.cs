@@ -1,5 +1,6 @@
 using System.Globalization;
 using Confluent.Kafka;
+using Herald.Internal;
 using Herald.Transport;
 
 namespace Herald.Kafka.Transport;
@@ -9,8 +10,10 @@ internal sealed partial class KafkaTransport
     /// <summary>
     /// Reads the queue's dead-letter topic with a consumer group of its own (<c>{dead-letter topic}.drain</c>) from its
     /// committed offsets up to the end the topic had when the drain began, hands each record on, and commits it only
-    /// after that returned; on failure the drain stops and the record stays for the next drain. Offsets are committed in
-    /// order, so unlike the other sources this one does not go on past a refused record (see <see cref="INativeDeadLetterSource"/>).
+    /// after that returned. Offsets are committed in order, so a record <paramref name="moveAsync"/> fails on cannot be
+    /// skipped where it is: once the store took another record in this round (so the failure is the record's, not the
+    /// store being down), it is copied to the end of its partition (confirmed by the cluster) and committed past, so the
+    /// records behind it drain while it stays in Kafka for the next rounds. Until then its partition is committed no further.
     /// </summary>
     protected override async ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
@@ -26,6 +29,8 @@ internal sealed partial class KafkaTransport
 
         consumer.Assign(left);
         var remaining = left.ToDictionary(p => p.TopicPartition, p => ends[p.TopicPartition]);
+        var round = new DeadLetterDrainRound();
+        var refused = new RefusedDeadLetters(this, consumer);
         var moved = 0;
         var quiet = TimeProvider.GetTimestamp();
         while (remaining.Count > 0)
@@ -45,18 +50,30 @@ internal sealed partial class KafkaTransport
             quiet = TimeProvider.GetTimestamp();
             var message = result.Message;
             var envelope = KafkaEnvelopeCodec.Decode(message, _options.Source, TimeProvider, out var failure);
-            await moveAsync(
-                new NativeDeadLetter
-                {
-                    Envelope = envelope,
-                    Queue = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.OriginQueueHeader) ?? queue,
-                    Reason = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.ReasonHeader),
-                    Time = result.Message.Timestamp.Type == TimestampType.NotAvailable ? null : result.Message.Timestamp.UtcDateTime,
-                    DecodeFailure = failure,
-                },
-                cancellationToken).ConfigureAwait(false);
-            consumer.Commit([new TopicPartitionOffset(result.TopicPartition, result.Offset + 1)]);
-            moved++;
+            var deadLetter = new NativeDeadLetter
+            {
+                Envelope = envelope,
+                Queue = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.OriginQueueHeader) ?? queue,
+                Reason = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.ReasonHeader),
+                Time = message.Timestamp.Type == TimestampType.NotAvailable ? null : message.Timestamp.UtcDateTime,
+                DecodeFailure = failure,
+                NativeId = topic + "/" + Origin(result),
+            };
+            if (await round.TryMoveAsync(moveAsync, deadLetter, cancellationToken).ConfigureAwait(false))
+            {
+                moved++;
+                refused.Moved(result);
+            }
+            else
+            {
+                refused.Add(result);
+            }
+
+            if (moved > 0)
+            {
+                await refused.CopyToTheEndAsync(cancellationToken).ConfigureAwait(false);
+            }
+
             if (result.Offset.Value + 1 >= remaining[result.TopicPartition])
             {
                 remaining.Remove(result.TopicPartition);
@@ -64,7 +81,77 @@ internal sealed partial class KafkaTransport
         }
 
         consumer.Close();
+        round.ThrowIfAnyFailed();
         return moved;
+    }
+
+    /// <summary>Where a dead letter first was in its topic (its copies carry it): one id for it however often it is read or copied.</summary>
+    private static string Origin(ConsumeResult<byte[]?, byte[]> result) =>
+        KafkaEnvelopeCodec.Header(result.Message, KafkaEnvelopeCodec.DeadLetterOriginHeader)
+        ?? string.Create(CultureInfo.InvariantCulture, $"{result.Partition.Value}/{result.Offset.Value}/{result.Message.Timestamp.UnixTimestampMs}");
+
+    /// <summary>
+    /// The records of a drain round the store refused, each holding its partition's commit back until it is copied to the
+    /// end of that partition; the records after it that were moved meanwhile are committed with it.
+    /// </summary>
+    private sealed class RefusedDeadLetters(KafkaTransport transport, IConsumer<byte[]?, byte[]> consumer)
+    {
+        private readonly List<ConsumeResult<byte[]?, byte[]>> _held = [];
+
+        // The offset to commit in each partition once its held records are copied.
+        private readonly Dictionary<TopicPartition, Offset> _next = [];
+
+        public void Add(ConsumeResult<byte[]?, byte[]> result)
+        {
+            _held.Add(result);
+            _next[result.TopicPartition] = result.Offset + 1;
+        }
+
+        /// <summary>A record moved into the store: committed now, unless a refused one before it holds its partition.</summary>
+        public void Moved(ConsumeResult<byte[]?, byte[]> result)
+        {
+            if (_next.ContainsKey(result.TopicPartition))
+            {
+                _next[result.TopicPartition] = result.Offset + 1;
+            }
+            else
+            {
+                consumer.Commit([new TopicPartitionOffset(result.TopicPartition, result.Offset + 1)]);
+            }
+        }
+
+        /// <summary>Copies each held record to the end of its partition, waits for the cluster to confirm it, then commits past it.</summary>
+        public async ValueTask CopyToTheEndAsync(CancellationToken cancellationToken)
+        {
+            if (_held.Count == 0)
+            {
+                return;
+            }
+
+            foreach (var result in _held)
+            {
+                var message = result.Message;
+                var refusals = int.TryParse(KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.DrainRefusalsHeader), NumberStyles.None, CultureInfo.InvariantCulture, out var before)
+                    ? before + 1
+                    : 1;
+                var copy = KafkaEnvelopeCodec.CopyForRepublish(
+                    message,
+                    [
+                        new(KafkaEnvelopeCodec.DeadLetterOriginHeader, Origin(result)),
+                        new(KafkaEnvelopeCodec.DrainRefusalsHeader, refusals.ToString(CultureInfo.InvariantCulture)),
+                    ],
+                    added: null);
+
+                // The dead letter's time when it carries no record of its own.
+                copy.Timestamp = message.Timestamp.Type == TimestampType.NotAvailable ? Timestamp.Default : new Timestamp(message.Timestamp.UnixTimestampMs, TimestampType.CreateTime);
+                await transport._producer!.ProduceAsync(result.TopicPartition, copy, cancellationToken).ConfigureAwait(false);
+                Log.DeadLetterCopiedToTheEnd(transport.Logger, result.Topic, result.TopicPartitionOffset.ToString(), refusals);
+            }
+
+            consumer.Commit(_next.Select(n => new TopicPartitionOffset(n.Key, n.Value)));
+            _held.Clear();
+            _next.Clear();
+        }
     }
 
     private (List<TopicPartitionOffset> Start, Dictionary<TopicPartition, long> Ends) Positions(IConsumer<byte[]?, byte[]> consumer, string topic)

@@ -19,4 +19,11 @@ public sealed record NativeDeadLetter
 
     /// <summary>Why the transport could not decode it (then <see cref="Envelope"/> holds what could be read), or null.</summary>
     public Exception? DecodeFailure { get; init; }
+
+    /// <summary>
+    /// What identifies it in the transport each time it is read (say its dead-letter queue and message id), or null. One that
+    /// carries no dead-letter id of Herald's is stored under an id derived from this, so reading it again after the store took
+    /// it but before it was removed from the transport does not store it twice.
+    /// </summary>
+    public string? NativeId { get; init; }
 }

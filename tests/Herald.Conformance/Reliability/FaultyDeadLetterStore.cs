@@ -13,6 +13,7 @@ public sealed class FaultyDeadLetterStore : IDeadLetterStore
     private readonly InMemoryDeadLetterStore _inner = new();
     private int _failuresLeft;
     private int _refused;
+    private int _answersToLose;
     private volatile bool _failing;
 
     /// <summary>Creates the store failing its first <paramref name="failures"/> writes.</summary>
@@ -28,15 +29,29 @@ public sealed class FaultyDeadLetterStore : IDeadLetterStore
     /// <summary>When set, every write of a dead letter it returns true for throws, whatever <see cref="Failing"/> says.</summary>
     public Func<DeadLetter, bool>? Refuses { get; set; }
 
+    /// <summary>
+    /// How many of the next writes are stored and then throw, as when the database committed but its answer was lost (or
+    /// the caller stopped before acting on it): the caller cannot tell them from refusals and writes them again.
+    /// </summary>
+    public int AnswersToLose
+    {
+        get => Volatile.Read(ref _answersToLose);
+        set => Volatile.Write(ref _answersToLose, value);
+    }
+
     /// <summary>How many writes were refused so far.</summary>
     public int Refused => Volatile.Read(ref _refused);
 
     /// <inheritdoc />
-    public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
         ThrowIfRefused(deadLetter);
-
-        return _inner.AddAsync(deadLetter, cancellationToken);
+        await _inner.AddAsync(deadLetter, cancellationToken);
+        if (Interlocked.Decrement(ref _answersToLose) >= 0)
+        {
+            Interlocked.Increment(ref _refused);
+            throw new TimeoutException($"the dead-letter database stored dead letter {deadLetter.Id} but its answer was lost");
+        }
     }
 
     /// <inheritdoc />

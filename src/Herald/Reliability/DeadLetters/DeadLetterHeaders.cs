@@ -1,4 +1,5 @@
 using System.Globalization;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 
@@ -61,7 +62,7 @@ internal static class DeadLetterHeaders
             ?? typeof(HeraldException).FullName!;
         return new DeadLetter
         {
-            Id = Guid.TryParse(envelope.GetHeader(HeaderNames.DeadLetterId), out var id) && id != Guid.Empty ? id : Guid.CreateVersion7(now),
+            Id = Guid.TryParse(envelope.GetHeader(HeaderNames.DeadLetterId), out var id) && id != Guid.Empty ? id : NativeDeadLetterId(native, now),
             Envelope = envelope.WithoutHeaders(RecordHeaders),
             Endpoint = native.Queue,
             Cause = cause,
@@ -87,6 +88,12 @@ internal static class DeadLetterHeaders
     /// <summary>How long a retry from the dead letters must still delay the message to keep its due time; null when it is due.</summary>
     public static TimeSpan? RemainingDelay(Envelope envelope, DateTimeOffset now) =>
         ParseTime(envelope.GetHeader(HeaderNames.DeliverAt)) is { } at && at > now ? at - now : null;
+
+    // Derived from the native identity, so a dead letter read again (the drain stopped after the store took it) keeps its id
+    // and the store's add of it changes nothing; a new id only when the transport has no identity for it.
+    private static Guid NativeDeadLetterId(NativeDeadLetter native, DateTimeOffset now) => native.NativeId is { } nativeId
+        ? CloudEventValues.DerivedMessageId(System.Text.Encoding.UTF8.GetBytes("native-dead-letter/" + nativeId))
+        : Guid.CreateVersion7(now);
 
     /// <summary>The envelope a retry from the dead letters sends: without the failure bookkeeping of its earlier life.</summary>
     public static Envelope ForRetry(Envelope envelope) => envelope.WithoutHeaders(FailureHeaders);
