@@ -291,6 +291,38 @@ public sealed class SqsTransportTests : SqsTestBase
         Assert.Equal(2, deadLetter.Envelope.DeliveryAttempt);
     }
 
+    // Round 4 (native dead-letter drain): a message SQS's redrive moved carries no dead-letter id of Herald's, and got a new
+    // one each time the drain read it, so one the store took while the drain failed to delete it was stored twice.
+    [Fact]
+    public async Task ARedrivenMessage_ReadAgainByALaterDrain_HasTheSameNativeIdentity()
+    {
+        var transport = await CreateTransportAsync(o => o.MaxReceiveCount = 2);
+        var queue = Name("redrive-id");
+        await transport.SendAsync(queue, NewEnvelope());
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        using var client = SqsEmulator.NewClient();
+        for (var i = 0; i < 2; i++)
+        {
+            await Eventually.UntilAsync(async () => (await client.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, VisibilityTimeout = 1 })).Messages is { Count: 1 }, "a receive");
+        }
+
+        // The first drain's move fails after the store took it (the drain cannot tell): the message stays for the next.
+        var first = new ConcurrentQueue<NativeDeadLetter>();
+        await Eventually.UntilAsync(async () =>
+        {
+            await Record.ExceptionAsync(async () => await transport.DrainDeadLettersAsync(queue, (d, _) =>
+            {
+                first.Enqueue(d);
+                throw new TimeoutException("the store's answer was lost");
+            }));
+            return !first.IsEmpty;
+        }, "the redriven message read", Timeout);
+        var again = Assert.Single(await DrainAsync(transport, queue));
+
+        Assert.NotNull(again.NativeId);
+        Assert.Equal(Assert.Single(first).NativeId, again.NativeId);
+    }
+
     [Fact]
     public async Task DeadLetter_WhenTheStoreIsUnreachable_GoesToTheDeadLetterQueue_WithItsReason()
     {

@@ -71,6 +71,9 @@ internal sealed partial class AmazonSqsTransport : INativeDeadLetterSource
                         Reason = carried.DeadLetterReason
                             ?? $"Received {Options.MaxReceiveCount} times from SQS queue '{Names.Queue(queue)}' without being settled (its consumers failed or stopped each time); SQS's redrive policy moved it to the dead-letter queue.",
                         DecodeFailure = failure,
+
+                        // SQS keeps a message's id through the redrive and every receive.
+                        NativeId = "sqs/" + url + "/" + message.MessageId,
                     };
                     if (!await round.TryMoveAsync(moveAsync, deadLetter, cancellationToken).ConfigureAwait(false))
                     {

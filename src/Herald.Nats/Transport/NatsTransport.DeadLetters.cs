@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.ExceptionServices;
 using Herald.Internal;
 using Herald.Transport;
@@ -72,6 +73,11 @@ internal sealed partial class NatsTransport
                         Queue = queue,
                         Time = message.Metadata?.Timestamp,
                         DecodeFailure = failure,
+
+                        // Its place in the stream (and time, as a stream made anew numbers from 1 again).
+                        NativeId = message.Metadata is { } metadata
+                            ? string.Create(CultureInfo.InvariantCulture, $"{Names.DeadLetterStream}/{metadata.Sequence.Stream}/{metadata.Timestamp.UtcTicks}")
+                            : null,
                     };
                     if (!await held.TryMoveAsync(message, deadLetter, moveAsync, cancellationToken).ConfigureAwait(false))
                     {

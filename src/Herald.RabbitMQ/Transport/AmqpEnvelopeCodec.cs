@@ -136,14 +136,16 @@ internal static class AmqpEnvelopeCodec
 
     /// <summary>
     /// A copy of a delivered message's properties for republishing it (retry, redelivery, dead letter), with
-    /// <paramref name="added"/> set as CloudEvents extension attributes (so they read back as envelope headers).
+    /// <paramref name="added"/> set as CloudEvents extension attributes (so they read back as envelope headers). A dead
+    /// letter without a dead-letter id among them gets <paramref name="deadLetterId"/>.
     /// </summary>
     public static BasicProperties CopyForRepublish(
         IReadOnlyBasicProperties delivered,
         int attempts,
         string? deadLetterReason,
         string? originQueue,
-        IReadOnlyDictionary<string, string>? added = null)
+        IReadOnlyDictionary<string, string>? added = null,
+        Guid deadLetterId = default)
     {
         var properties = new BasicProperties(delivered) { DeliveryMode = DeliveryModes.Persistent };
         var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
@@ -174,6 +176,13 @@ internal static class AmqpEnvelopeCodec
             properties.Expiration = null;
             headers[Prefix + HeaderNames.DeadLetterReason] = deadLetterReason;
             headers[OriginQueueHeader] = originQueue;
+
+            // RabbitMQ gives a queued message no identity of its own: without this, a drain that read it again (stored,
+            // then its ack lost with the connection) could not tell and stored it twice.
+            if (deadLetterId != Guid.Empty)
+            {
+                headers.TryAdd(Prefix + HeaderNames.DeadLetterId, deadLetterId.ToString("D"));
+            }
         }
 
         properties.Headers = headers;

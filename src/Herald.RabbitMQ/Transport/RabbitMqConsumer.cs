@@ -187,7 +187,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         try
         {
             var deadLetterQueue = await _transport.EnsureDeadLetterQueueAsync(Queue, cancellationToken).ConfigureAwait(false);
-            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, reason, Queue, headers);
+            var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, reason, Queue, headers, Guid.CreateVersion7(_transport.TimeProvider.GetUtcNow()));
             await _transport.RepublishAsync(deadLetterQueue, properties, received.Envelope.Body, Describe(received), cancellationToken).ConfigureAwait(false);
             await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
         }

@@ -101,6 +101,64 @@ public abstract partial class TransportConformance
         }
     }
 
+    // Round 4 (native dead-letter drain): a native dead letter without Herald's dead-letter id (dead-lettered before the
+    // pipeline, or by the broker) got a new id each time a drain read it, so one the store took while the drain failed to
+    // remove it (a lost answer, a crash, a connection loss) was stored again by the next drain: two dead letters.
+    [Fact]
+    public async Task DeadLetter_WithoutHeraldsRecord_IsReadAgainByTheNextDrainAsTheSameDeadLetter()
+    {
+        if (Transport is not INativeDeadLetterSource source || !NativeDeadLettersCanBeReadAgainAfterStoring)
+        {
+            Output.WriteLine("The transport has no native dead letters a drain could read twice.");
+            return;
+        }
+
+        var queue = NewName("dead-letter-identity");
+        var collector = NewCollector();
+        var sent = NewEnvelope(1);
+        await using (var consumer = await StartConsumerAsync(Transport, queue, collector, (delivery, cancellationToken) =>
+            delivery.Envelope.MessageType == MarkerType
+                ? ValueTask.CompletedTask
+                : delivery.DeadLetterAsync("conformance test: dead-lettered without a record", cancellationToken)))
+        {
+            await Transport.SendAsync(queue, sent);
+            await collector.WaitForMessagesAsync([sent.MessageId], DeliveryTimeout, "the message");
+            await SendMarkersAndWaitAsync(Transport, queue, collector);
+        }
+
+        // The first drain's store took it, but the drain heard a failure (it cannot tell): the dead letter stays.
+        var first = await DrainOneAsync(source, queue, lose: true);
+        var again = await DrainOneAsync(source, queue, lose: false);
+
+        Assert.Equal(sent.MessageId, first.Envelope.MessageId);
+        Assert.Equal(sent.MessageId, again.Envelope.MessageId);
+        Assert.NotNull(Identity(first));
+        Assert.Equal(Identity(first), Identity(again));
+
+        // What the store keeps it under: Herald's dead-letter id when it carries one, else the id derived from this.
+        static string? Identity(NativeDeadLetter deadLetter) => deadLetter.Envelope.GetHeader(Herald.Messages.HeaderNames.DeadLetterId) ?? deadLetter.NativeId;
+    }
+
+    /// <summary>Drains the queue until one dead letter came; with <paramref name="lose"/> the move fails, so it stays.</summary>
+    private async Task<NativeDeadLetter> DrainOneAsync(INativeDeadLetterSource source, string queue, bool lose)
+    {
+        var read = new ConcurrentQueue<NativeDeadLetter>();
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                var failure = await Record.ExceptionAsync(async () => await source.DrainDeadLettersAsync(queue, (deadLetter, _) =>
+                {
+                    read.Enqueue(deadLetter);
+                    return lose ? throw new TimeoutException("the dead-letter store's answer was lost") : ValueTask.CompletedTask;
+                }));
+                Assert.True(failure is null or TimeoutException, $"the drain failed: {failure}");
+                return !read.IsEmpty;
+            },
+            "a dead letter drained",
+            DeliveryTimeout * 3);
+        return Assert.Single(read);
+    }
+
     [Fact]
     public async Task Settle_Twice_IsHarmless_AndTheFirstSettlementWins()
     {

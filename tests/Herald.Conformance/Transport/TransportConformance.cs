@@ -63,6 +63,12 @@ public abstract partial class TransportConformance : IAsyncLifetime
     protected virtual bool CanKillConnection => false;
 
     /// <summary>
+    /// False where a drain's removal of a native dead letter cannot fail after the store took it (an in-process transport),
+    /// so a dead letter is never read again once stored and needs no identity of its own.
+    /// </summary>
+    protected virtual bool NativeDeadLettersCanBeReadAgainAfterStoring => true;
+
+    /// <summary>
     /// Creates a transport connected to the engine under test. Called once per test for <see cref="Transport"/> and again
     /// when a test needs a second, independent client of the same engine (another process, as far as the broker can tell).
     /// A transport whose queues live inside the object (in-memory) returns the same instance every time.

@@ -7,6 +7,7 @@ using Herald.Diagnostics;
 using Herald.Handling;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
+using Herald.Transport;
 using Herald.Conformance;
 using Herald.Conformance.Reliability;
 using Microsoft.Extensions.DependencyInjection;
@@ -211,6 +212,34 @@ public sealed class FailureInjectionTests
         Assert.Equal(NativeDeadLetterDrain.RefusalsToStop, store.Refused - refused);
         Assert.Equal(NativeDeadLetterDrain.RefusalsToStop + 2, host.InMemory.GetDeadLetters(host.Endpoint).Count);
         Assert.Equal(0, await store.CountAsync(DeadLetterQuery.All));
+    }
+
+    // Round 4 (native dead-letter drain): a native dead letter without Herald's dead-letter id got a new id each time a
+    // drain read it, so one stored by a drain that then failed to remove it was stored again under another id.
+    [Fact]
+    public void NativeDeadLetter_WithoutHeraldsId_IsStoredUnderAnIdDerivedFromItsNativeIdentity_TimeOrderedWhenItsTimeIsKnown()
+    {
+        var time = new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
+        var envelope = RawEnvelope("rel-flaky", "{}");
+        NativeDeadLetter Native(string? nativeId, DateTimeOffset? at = null) =>
+            new() { Envelope = envelope, Queue = "orders", Reason = "broker dead-lettered it", NativeId = nativeId, Time = at ?? time };
+        Guid IdOf(NativeDeadLetter native, int minutesLater = 0) => DeadLetterHeaders.ToDeadLetter(native, time.AddMinutes(minutesLater)).Id;
+
+        // Read twice, later: one id. Another native identity: another id. None: a new id each time.
+        var id = IdOf(Native("sqs/orders-dlq/m-1"));
+        Assert.Equal(id, IdOf(Native("sqs/orders-dlq/m-1"), minutesLater: 5));
+        Assert.NotEqual(id, IdOf(Native("sqs/orders-dlq/m-2")));
+        Assert.NotEqual(IdOf(Native(null)), IdOf(Native(null)));
+
+        // Version 7 at the dead letter's time, so it sorts among the store's other ids (retention trims the lowest first).
+        Assert.Equal(7, id.Version);
+        Assert.True(Guid.CreateVersion7(time.AddMilliseconds(-1)) < id && id < Guid.CreateVersion7(time.AddMilliseconds(1)));
+        Assert.Equal(IdOf(Native("x", DateTimeOffset.MinValue)), IdOf(Native("x", DateTimeOffset.MinValue)));
+
+        // Herald's own record wins.
+        var recorded = Guid.CreateVersion7();
+        var withRecord = Native("sqs/orders-dlq/m-1") with { Envelope = envelope.WithHeader(HeaderNames.DeadLetterId, recorded.ToString()) };
+        Assert.Equal(recorded, IdOf(withRecord));
     }
 
     // A host whose drain runs only when a test calls it (its rounds an hour apart on a clock no one moves).

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -120,6 +121,9 @@ public abstract class LeasedQueueTransport<TMessage> : ITransport, INativeDeadLe
                     Reason = letter.Reason,
                     Time = letter.Time,
                     DecodeFailure = letter.DecodeFailure,
+
+                    // The row, and what it holds: a table emptied and numbered anew gives its new rows other identities.
+                    NativeId = string.Create(CultureInfo.InvariantCulture, $"{Name}/{queue}/{letter.Id}/{letter.Envelope.MessageId:N}/{letter.Time.UtcTicks}"),
                 };
                 after = letter.Id;
                 if (!await round.TryMoveAsync(moveAsync, native, cancellationToken).ConfigureAwait(false))

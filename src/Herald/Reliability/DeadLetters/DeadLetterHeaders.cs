@@ -1,4 +1,7 @@
+using System.Buffers.Binary;
 using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
@@ -62,7 +65,7 @@ internal static class DeadLetterHeaders
             ?? typeof(HeraldException).FullName!;
         return new DeadLetter
         {
-            Id = Guid.TryParse(envelope.GetHeader(HeaderNames.DeadLetterId), out var id) && id != Guid.Empty ? id : NativeDeadLetterId(native, now),
+            Id = Guid.TryParse(envelope.GetHeader(HeaderNames.DeadLetterId), out var id) && id != Guid.Empty ? id : NativeDeadLetterId(native, ParseTime(envelope.GetHeader(HeaderNames.DeadLetterTime)) ?? native.Time, now),
             Envelope = envelope.WithoutHeaders(RecordHeaders),
             Endpoint = native.Queue,
             Cause = cause,
@@ -90,10 +93,28 @@ internal static class DeadLetterHeaders
         ParseTime(envelope.GetHeader(HeaderNames.DeliverAt)) is { } at && at > now ? at - now : null;
 
     // Derived from the native identity, so a dead letter read again (the drain stopped after the store took it) keeps its id
-    // and the store's add of it changes nothing; a new id only when the transport has no identity for it.
-    private static Guid NativeDeadLetterId(NativeDeadLetter native, DateTimeOffset now) => native.NativeId is { } nativeId
-        ? CloudEventValues.DerivedMessageId(System.Text.Encoding.UTF8.GetBytes("native-dead-letter/" + nativeId))
-        : Guid.CreateVersion7(now);
+    // and the store's add of it changes nothing; time-ordered as the store's other ids are (version 7, the rest hashed)
+    // when the transport knows when it was dead-lettered. A new id only when the transport has no identity for it.
+    private static Guid NativeDeadLetterId(NativeDeadLetter native, DateTimeOffset? time, DateTimeOffset now)
+    {
+        if (native.NativeId is not { } nativeId)
+        {
+            return Guid.CreateVersion7(now);
+        }
+
+        var name = Encoding.UTF8.GetBytes("native-dead-letter/" + nativeId);
+        if (time is not { } deadLettered)
+        {
+            return CloudEventValues.DerivedMessageId(name);
+        }
+
+        Span<byte> bytes = stackalloc byte[32];
+        SHA256.HashData(name, bytes);
+        BinaryPrimitives.WriteInt64BigEndian(bytes, Math.Max(0, deadLettered.ToUnixTimeMilliseconds()) << 16 | BinaryPrimitives.ReadUInt16BigEndian(bytes[6..]));
+        bytes[6] = (byte)((bytes[6] & 0x0F) | 0x70);
+        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
+        return new Guid(bytes[..16], bigEndian: true);
+    }
 
     /// <summary>The envelope a retry from the dead letters sends: without the failure bookkeeping of its earlier life.</summary>
     public static Envelope ForRetry(Envelope envelope) => envelope.WithoutHeaders(FailureHeaders);
