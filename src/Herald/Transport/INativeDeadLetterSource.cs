@@ -10,7 +10,7 @@ public interface INativeDeadLetterSource
     /// <summary>
     /// Hands the native dead letters of <paramref name="queue"/>, oldest first, to <paramref name="moveAsync"/> one at a
     /// time, and removes each only after <paramref name="moveAsync"/> returned. An exception from it leaves that dead letter
-    /// where it was and the drain goes on with the next (so one that keeps failing does not hold back the others), then
+    /// in the transport (where it was, or at the end of a log that commits in order) and the drain goes on with the next (so one that keeps failing does not hold back the others), then
     /// throws the first such exception once the rest were handed on; a cancelled <paramref name="cancellationToken"/> stops
     /// it, leaving the rest. Returns how many were moved; none left (or none ever) is not an error.
     /// </summary>

@@ -8,7 +8,7 @@ namespace Herald.Conformance.Transport;
 /// Passes every call on to a transport on a shared engine, remembering the queue and topic names used, so a test can
 /// delete them (with what the engine derives from them) afterwards.
 /// </summary>
-public sealed class NameTrackingTransport(ITransport inner, ConcurrentDictionary<string, byte> names) : ITransport
+public sealed class NameTrackingTransport(ITransport inner, ConcurrentDictionary<string, byte> names) : ITransport, INativeDeadLetterSource
 {
     /// <summary>The transport the calls go to.</summary>
     public ITransport Inner => inner;
@@ -38,6 +38,10 @@ public sealed class NameTrackingTransport(ITransport inner, ConcurrentDictionary
     /// <inheritdoc />
     public ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
         inner.ConsumeAsync(Track(queue), options, handler, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<int> DrainDeadLettersAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken = default) =>
+        inner is INativeDeadLetterSource source ? source.DrainDeadLettersAsync(Track(queue), moveAsync, cancellationToken) : ValueTask.FromResult(0);
 
     /// <inheritdoc />
     public ValueTask DisposeAsync() => inner.DisposeAsync();
