@@ -1,5 +1,6 @@
 using Herald.EventSourcing;
 using Herald.Messages;
+using Herald.Persistence;
 using Herald.Projections;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -35,6 +36,32 @@ public sealed class SinkTests
         var session = Assert.Single(sessions); // p0 every 80 s: one session of orders 0 and 4
         Assert.Equal(2L, session.Value);
         Assert.Equal(TimeSpan.FromSeconds(80), session.Key.Window.End - session.Key.Window.Start);
+        await host.StopAsync();
+    }
+
+    [Theory]
+    [InlineData("a\0b", "p1")]
+    [InlineData("p1", "a\0b")]
+    public async Task ReadModelSink_RefusesADocumentOrIdHoldingANulCharacter_NamingProcessorTableAndId(string product, string documentId)
+    {
+        // Regression (round-4 review of the projections): the sink wrote past the projections' check, so PostgreSQL failed
+        // the commit with a bare 22P05 (or 22021 for the id) while SQLite and memory stored the document.
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var table = new ReadModelTable<ProductTotal>("stream_nul_totals");
+        var sink = StreamSinks.ReadModel<string, ProductTotal>(table, (_, _) => documentId);
+
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+            await host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, token) =>
+                await sink.WriteAsync(
+                    [new StreamOutput<string, ProductTotal>("k", new ProductTotal(product, 1), DateTimeOffset.UnixEpoch)],
+                    new StreamSinkContext("nul-sink", services, services.GetRequiredService<IUnitOfWork>()),
+                    token)));
+
+        Assert.Contains("'nul-sink'", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("'stream_nul_totals'", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("U+0000", refused.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("\0", refused.Message, StringComparison.Ordinal);
+        Assert.Null(await host.Services.GetRequiredService<ReadModels>().GetAsync(table, documentId));
         await host.StopAsync();
     }
 }

@@ -1,5 +1,6 @@
 using Herald.EventSourcing;
 using Herald.Handling;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Projections;
 using Herald.Reliability.Outbox;
@@ -79,7 +80,11 @@ public static class StreamSinks
             foreach (var output in outputs)
             {
                 var json = System.Text.Json.JsonSerializer.Serialize(output.Value, table.JsonOptions);
-                await store.UpdateAsync(table.Name, generation, id(output.Key, output.Value), _ => json, context.UnitOfWork, cancellationToken).ConfigureAwait(false);
+                var documentId = id(output.Key, output.Value);
+
+                // Refused alike on every engine, as a projection's write is (what PostgreSQL cannot store).
+                var change = StorableReadModelWrites.Storable($"Stream processor '{context.Processor}'", table.Name, documentId, _ => json);
+                await store.UpdateAsync(table.Name, generation, documentId, change, context.UnitOfWork, cancellationToken).ConfigureAwait(false);
             }
         }
     }

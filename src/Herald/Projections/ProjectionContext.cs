@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Persistence;
 
@@ -101,37 +102,11 @@ public sealed class ProjectionContext
 
     private async ValueTask WriteAsync(string table, string id, Func<string?, string?> change)
     {
-        var storable = Storable(table, id, change);
+        // Refused alike on every engine (what PostgreSQL cannot store): the event takes the projection's failure policy
+        // (retries, then the dead letters).
+        var storable = StorableReadModelWrites.Storable($"Projection '{_projection.Name}'", table, id, change);
         await _store.UpdateAsync(table, Generation, id, storable, UnitOfWork).ConfigureAwait(false);
         PendingReadModelWrites.Add(UnitOfWork, table, Generation, id, storable);
-    }
-
-    // PostgreSQL's jsonb cannot hold U+0000 (its commit fails with a bare 22P05): every engine refuses such a document
-    // alike, saying which, and its event takes the projection's failure policy (retries, then the dead letters).
-    private Func<string?, string?> Storable(string table, string id, Func<string?, string?> change) => current =>
-    {
-        var json = change(current);
-        if (json is not null && HoldsNul(json))
-        {
-            throw new InvalidOperationException(
-                $"Projection '{_projection.Name}' cannot write document '{id}' of read model '{table}': a string in it holds the character U+0000, which PostgreSQL's jsonb cannot store, so no read-model store takes it. Remove or replace the character in the projection's handler.");
-        }
-
-        return json;
-    };
-
-    // A JSON escape \u0000 (not an escaped backslash followed by "u0000"), or a raw NUL.
-    private static bool HoldsNul(string json)
-    {
-        for (var i = json.IndexOf('\\', StringComparison.Ordinal); i >= 0 && i + 1 < json.Length; i = json.IndexOf('\\', i + 2))
-        {
-            if (json[i + 1] == 'u' && json.AsSpan(i + 2).StartsWith("0000", StringComparison.Ordinal))
-            {
-                return true;
-            }
-        }
-
-        return json.Contains('\0', StringComparison.Ordinal);
     }
 
     private ReadModelTable<T> Writable<T>(ReadModelTable<T> table)

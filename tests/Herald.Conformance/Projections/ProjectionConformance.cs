@@ -157,22 +157,25 @@ public abstract partial class ProjectionConformance
     }
 
     [Fact]
-    public async Task ADocumentHoldingANulCharacter_IsRefusedNamingItsProjectionAndId_AndTheProjectionGoesOn()
+    public async Task ADocumentOrIdHoldingANulCharacter_IsRefusedNamingItsProjectionAndId_AndTheProjectionGoesOn()
     {
-        // Regression (round-4 review of the projections): PostgreSQL's jsonb cannot hold U+0000, so there the event failed
-        // with a bare 22P05 naming neither projection nor document, while SQLite and memory stored the document.
+        // Regression (round-4 review of the projections): PostgreSQL's jsonb cannot hold U+0000, nor its text an id holding
+        // it, so there the event failed with a bare 22P05 (22021) naming neither projection nor document, while SQLite and
+        // memory stored the document.
         var store = NewStore();
 
-        // Amount 66 writes a NUL; amount 67 the six characters of its JSON escape, which every engine stores.
+        // Amount 66 writes a NUL; amount 67 the six characters of its JSON escape, which every engine stores; 68 a NUL id.
         var projection = new Tallies((e, context) => e.Amount switch
         {
             66 => context.UpsertAsync(Tallies.Table, "with-nul", new Tally("a\0b", 0, 0)).AsTask(),
             67 => context.UpsertAsync(Tallies.Table, "escaped", new Tally("a\\u0000b", 0, 0)).AsTask(),
+            68 => context.UpsertAsync(Tallies.Table, "id\0nul", new Tally("b", 0, 0)).AsTask(),
             _ => Task.CompletedTask,
         });
         using var host = await StartAsync(store, projection, noRetries: true);
         var events = host.Services.GetRequiredService<IEventStore>();
-        var last = (await events.AppendAsync("tally-nul", ExpectedVersion.NoStream, [Added(host, "n", 1), Added(host, "n", 66), Added(host, "n", 67), Added(host, "n", 100)])).LastPosition;
+        var last = (await events.AppendAsync(
+            "tally-nul", ExpectedVersion.NoStream, [Added(host, "n", 1), Added(host, "n", 66), Added(host, "n", 67), Added(host, "n", 68), Added(host, "n", 100)])).LastPosition;
         var manager = host.Services.GetRequiredService<ProjectionManager>();
         await Running(manager, Tallies.ProjectionName);
         await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
@@ -181,10 +184,16 @@ public abstract partial class ProjectionConformance
         Assert.Null(await readModels.GetAsync(Tallies.Table, "with-nul"));
         Assert.Equal(new Tally("n", 168, 3), await readModels.GetAsync(Tallies.Table, "n"));
         Assert.Equal(new Tally("a\\u0000b", 0, 0), await readModels.GetAsync(Tallies.Table, "escaped"));
-        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName }));
-        Assert.Contains($"'{Tallies.ProjectionName}'", deadLetter.ErrorMessage, StringComparison.Ordinal);
-        Assert.Contains("'with-nul'", deadLetter.ErrorMessage, StringComparison.Ordinal);
-        Assert.Contains("U+0000", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        var deadLetters = await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName });
+        Assert.Equal(2, deadLetters.Count);
+        Assert.All(deadLetters, d =>
+        {
+            Assert.Contains($"'{Tallies.ProjectionName}'", d.ErrorMessage, StringComparison.Ordinal);
+            Assert.Contains($"'{Tallies.Table.Name}'", d.ErrorMessage, StringComparison.Ordinal);
+            Assert.Contains("U+0000", d.ErrorMessage, StringComparison.Ordinal);
+        });
+        Assert.Contains(deadLetters, d => d.ErrorMessage.Contains("'with-nul'", StringComparison.Ordinal));
+        Assert.Contains(deadLetters, d => d.ErrorMessage.Contains("'id\\u0000nul'", StringComparison.Ordinal) && d.ErrorMessage.Contains("its id", StringComparison.Ordinal));
         Assert.Null((await manager.GetStatusAsync(Tallies.ProjectionName)).LastError);
         await host.StopAsync();
     }

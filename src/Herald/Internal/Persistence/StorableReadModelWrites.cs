@@ -1,0 +1,56 @@
+namespace Herald.Internal;
+
+/// <summary>
+/// What every read-model store refuses alike, so a write that one engine cannot store fails the same way on all of them,
+/// naming its writer, table and document, rather than only on PostgreSQL with a bare error naming neither.
+/// </summary>
+/// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
+public static class StorableReadModelWrites
+{
+    /// <summary>
+    /// <paramref name="change"/> of the document <paramref name="id"/>, refusing the JSON it returns when a string in it holds
+    /// U+0000; throws at once when <paramref name="id"/> holds it. <paramref name="writer"/> names who writes ("Projection 'orders'").
+    /// </summary>
+    public static Func<string?, string?> Storable(string writer, string table, string id, Func<string?, string?> change)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        ArgumentNullException.ThrowIfNull(table);
+        ArgumentNullException.ThrowIfNull(id);
+        ArgumentNullException.ThrowIfNull(change);
+
+        // PostgreSQL's text cannot hold U+0000 either (a bare 22021); the message escapes it, since the error itself may be
+        // stored there (a dead letter's error message).
+        if (id.Contains('\0', StringComparison.Ordinal))
+        {
+            throw new InvalidOperationException(
+                $"{writer} cannot write document '{id.Replace("\0", "\\u0000", StringComparison.Ordinal)}' of read model '{table}': its id holds the character U+0000, which PostgreSQL cannot store, so no read-model store takes it. Remove or replace the character in the id.");
+        }
+
+        // PostgreSQL's jsonb cannot hold U+0000 (a bare 22P05 at its commit).
+        return current =>
+        {
+            var json = change(current);
+            if (json is not null && HoldsNul(json))
+            {
+                throw new InvalidOperationException(
+                    $"{writer} cannot write document '{id}' of read model '{table}': a string in it holds the character U+0000, which PostgreSQL's jsonb cannot store, so no read-model store takes it. Remove or replace the character before writing it.");
+            }
+
+            return json;
+        };
+    }
+
+    // A JSON escape \u0000 (not an escaped backslash followed by "u0000"), or a raw NUL.
+    private static bool HoldsNul(string json)
+    {
+        for (var i = json.IndexOf('\\', StringComparison.Ordinal); i >= 0 && i + 1 < json.Length; i = json.IndexOf('\\', i + 2))
+        {
+            if (json[i + 1] == 'u' && json.AsSpan(i + 2).StartsWith("0000", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return json.Contains('\0', StringComparison.Ordinal);
+    }
+}
