@@ -94,10 +94,23 @@ public sealed class ProjectionContext
         ArgumentNullException.ThrowIfNull(id);
 
         // A rebuild replays into a fresh generation: its own earlier results are there, not in the one that still serves.
-        var committed = _projection.Keeps(table.Name)
-            ? await _store.GetAsync(table.Name, Generation, id, cancellationToken).ConfigureAwait(false)
-            : await _store.GetAsync(table.Name, id, cancellationToken).ConfigureAwait(false);
-        return table.Deserialize(PendingReadModelWrites.Overlay(UnitOfWork, table.Name, Generation, id, committed));
+        // Another projection's table serves a generation of its own (2 once rebuilt, while this one is at 1), which its
+        // writes earlier in this unit of work (inline, the same append) went to. (Its committed document is read by the
+        // store's own active-generation read, which copes with a rebuild dropping the generation it just found.)
+        int generation;
+        string? committed;
+        if (_projection.Keeps(table.Name))
+        {
+            generation = Generation;
+            committed = await _store.GetAsync(table.Name, generation, id, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            generation = await _store.GetActiveGenerationAsync(table.Name, cancellationToken).ConfigureAwait(false);
+            committed = await _store.GetAsync(table.Name, id, cancellationToken).ConfigureAwait(false);
+        }
+
+        return table.Deserialize(PendingReadModelWrites.Overlay(UnitOfWork, table.Name, generation, id, committed));
     }
 
     private async ValueTask WriteAsync(string table, string id, Func<string?, string?> change)

@@ -483,28 +483,56 @@ public abstract partial class ProjectionConformance
         // Regression (audit of 22ee879): rebuilt as the docs say (registered as async), an inline projection went on writing
         // generation 1 once inline again, while reads went to generation 2.
         var store = NewStore();
-        using (var rebuilding = await StartAsync(store, new Tallies()))
-        {
-            var events = rebuilding.Services.GetRequiredService<IEventStore>();
-            var last = (await events.AppendAsync("tally-inline-rebuilt", ExpectedVersion.NoStream, [Added(rebuilding, "inline", 5)])).LastPosition;
-            var manager = rebuilding.Services.GetRequiredService<ProjectionManager>();
-            await Running(manager, Tallies.ProjectionName);
-            await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
-            await manager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
-            await rebuilding.StopAsync();
-        }
+        await RebuildTalliesAsync(store, "tally-inline-rebuilt", "inline", 5);
 
         using var host = await StartAsync(store, new Tallies(), ProjectionMode.Inline);
-        await host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, token) =>
-        {
-            var counter = new Counter();
-            counter.Add("inline", 7);
-            await services.GetRequiredService<AggregateRepository<Counter>>().SaveAsync(counter, cancellationToken: token);
-        });
+        await SaveAsync(host, ("inline", 7));
 
         Assert.Equal(12, (await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "inline"))!.Sum);
         await host.StopAsync();
     }
+
+    [Fact]
+    public async Task AnInlineLookupOfAnotherProjectionsTable_OfAnotherGeneration_SeesItsWritesOfTheSameUnitOfWork()
+    {
+        // Regression (round-4 review of the projections): the lookup overlaid the unit of work's pending writes of the looking
+        // projection's generation (1), so it missed those the rebuilt projection made to its generation 2 for earlier events.
+        var store = NewStore();
+        await RebuildTalliesAsync(store, "tally-inline-looked-up", "inline", 5);
+
+        var seen = new ConcurrentQueue<long?>();
+        var watcher = new TallyWatcher(async (e, context) => seen.Enqueue((await context.LookupAsync(Tallies.Table, e.Key))?.Sum));
+        using var host = await StartAsync(store, new Tallies(), ProjectionMode.Inline, also: watcher);
+        await SaveAsync(host, ("inline", 7), ("inline", 1));
+
+        Assert.Equal([12L, 13L], seen);
+        await host.StopAsync();
+    }
+
+    // Projects one event of key into a fresh store as async, then rebuilds it: its tables serve generation 2.
+    private async Task RebuildTalliesAsync(string store, string stream, string key, int amount)
+    {
+        using var rebuilding = await StartAsync(store, new Tallies());
+        var events = rebuilding.Services.GetRequiredService<IEventStore>();
+        var last = (await events.AppendAsync(stream, ExpectedVersion.NoStream, [Added(rebuilding, key, amount)])).LastPosition;
+        var manager = rebuilding.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, Tallies.ProjectionName);
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        await manager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+        await rebuilding.StopAsync();
+    }
+
+    private static Task SaveAsync(IHost host, params (string Key, int Amount)[] added) =>
+        host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, token) =>
+        {
+            var counter = new Counter();
+            foreach (var (key, amount) in added)
+            {
+                counter.Add(key, amount);
+            }
+
+            await services.GetRequiredService<AggregateRepository<Counter>>().SaveAsync(counter, cancellationToken: token);
+        }).AsTask();
 
     private static Envelope Added(IHost host, string key, int amount) =>
         host.Services.GetRequiredService<EnvelopeFactory>().Create(new TallyAdded(key, amount));
@@ -520,7 +548,8 @@ public abstract partial class ProjectionConformance
         bool alwaysLeader = false,
         int batchSize = 7,
         int? commitEvery = null,
-        TimeSpan? statusInterval = null)
+        TimeSpan? statusInterval = null,
+        Projection? also = null)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
@@ -540,6 +569,12 @@ public abstract partial class ProjectionConformance
             if (noRetries)
             {
                 h.ConfigureRetries(r => r.NoRetries());
+            }
+
+            if (also is not null)
+            {
+                // Registered after the first, so inline it runs second on each event.
+                h.AddProjection(also, mode);
             }
         });
         if (alwaysLeader)
@@ -636,6 +671,13 @@ public abstract partial class ProjectionConformance
                 }
             });
         }
+    }
+
+    /// <summary>A projection that only runs <paramref name="apply"/> on each event (a lookup of another projection's table).</summary>
+    public sealed class TallyWatcher : Projection
+    {
+        public TallyWatcher(Func<TallyAdded, ProjectionContext, Task> apply)
+            : base("conformance-tally-watcher") => On<TallyAdded>(async (e, context, _) => await apply(e, context));
     }
 
     /// <summary>An aggregate whose events the inline test projects.</summary>
