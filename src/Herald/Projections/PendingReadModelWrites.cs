@@ -15,6 +15,7 @@ internal sealed class PendingReadModelWrites
 
     private readonly Lock _gate = new();
     private readonly Dictionary<(string Table, int Generation, string Id), List<Func<string?, string?>>> _changes = [];
+    private readonly HashSet<(string Table, string Id)> _documents = [];
 
     /// <summary>Remembers a change the store accepted in <paramref name="unitOfWork"/>.</summary>
     public static void Add(IUnitOfWork unitOfWork, string table, int generation, string id, Func<string?, string?> change)
@@ -26,9 +27,24 @@ internal sealed class PendingReadModelWrites
             if (!writes._changes.TryGetValue(key, out var changes))
             {
                 writes._changes[key] = changes = [];
+                writes._documents.Add((table, id));
             }
 
             changes.Add(change);
+        }
+    }
+
+    /// <summary>Whether <paramref name="unitOfWork"/> changed the document in any generation of <paramref name="table"/>.</summary>
+    public static bool Touches(IUnitOfWork unitOfWork, string table, string id)
+    {
+        if (!ByUnitOfWork.TryGetValue(unitOfWork, out var writes))
+        {
+            return false;
+        }
+
+        lock (writes._gate)
+        {
+            return writes._documents.Contains((table, id));
         }
     }
 

@@ -106,8 +106,14 @@ public sealed class ProjectionContext
         }
         else
         {
-            generation = await _store.GetActiveGenerationAsync(table.Name, cancellationToken).ConfigureAwait(false);
             committed = await _store.GetAsync(table.Name, id, cancellationToken).ConfigureAwait(false);
+            if (!PendingReadModelWrites.Touches(UnitOfWork, table.Name, id))
+            {
+                // Nothing of this unit of work to overlay: no round trip for the generation (the common enrichment lookup).
+                return table.Deserialize(committed);
+            }
+
+            generation = await _store.GetActiveGenerationAsync(table.Name, cancellationToken).ConfigureAwait(false);
         }
 
         return table.Deserialize(PendingReadModelWrites.Overlay(UnitOfWork, table.Name, generation, id, committed));
