@@ -9,6 +9,7 @@ internal sealed class GatedSqsClient()
 {
     private volatile bool _holdSend;
     private volatile bool _failSends;
+    private int _deletesToFail;
 
     /// <summary>Set when the first receive call is made.</summary>
     public TaskCompletionSource ReceiveEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -27,6 +28,21 @@ internal sealed class GatedSqsClient()
     {
         get => _failSends;
         set => _failSends = value;
+    }
+
+    /// <summary>Fails the next <paramref name="count"/> delete calls as an unavailable service would, without reaching SQS.</summary>
+    public void FailNextDeletes(int count) => Volatile.Write(ref _deletesToFail, count);
+
+    public override Task<DeleteMessageResponse> DeleteMessageAsync(DeleteMessageRequest request, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDeleteFails();
+        return base.DeleteMessageAsync(request, cancellationToken);
+    }
+
+    public override Task<DeleteMessageBatchResponse> DeleteMessageBatchAsync(DeleteMessageBatchRequest request, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDeleteFails();
+        return base.DeleteMessageBatchAsync(request, cancellationToken);
     }
 
     public override Task<ReceiveMessageResponse> ReceiveMessageAsync(ReceiveMessageRequest request, CancellationToken cancellationToken = default)
@@ -52,6 +68,14 @@ internal sealed class GatedSqsClient()
     {
         ThrowIfFailing();
         return base.SendMessageBatchAsync(request, cancellationToken);
+    }
+
+    private void ThrowIfDeleteFails()
+    {
+        if (Interlocked.Decrement(ref _deletesToFail) >= 0)
+        {
+            throw new AmazonSQSException("Injected by the test.") { ErrorCode = "ServiceUnavailable" };
+        }
     }
 
     private void ThrowIfFailing()

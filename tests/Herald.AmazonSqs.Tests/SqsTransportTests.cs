@@ -346,6 +346,67 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task DeadLetter_WhoseDeleteFailsOnce_LeavesOneCopyInTheDeadLetterQueue()
+    {
+        // Each retry of the settlement sent the copy again before deleting: a delete that failed once left two dead letters.
+        var client = new GatedSqsClient();
+        var transport = await CreateTransportAsync(o => o.Client = client);
+        var queue = Name("native-dl-delete-fails");
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using (var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            client.FailNextDeletes(1);
+            await d.DeadLetterAsync("poison: store down", ct);
+            settled.TrySetResult();
+        }))
+        {
+            await transport.SendAsync(queue, NewEnvelope());
+            await settled.Task.WaitAsync(Timeout);
+        }
+
+        using var raw = SqsEmulator.NewClient();
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        var counts = await raw.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]);
+        Assert.Equal((0, 0), (counts.ApproximateNumberOfMessages, counts.ApproximateNumberOfMessagesNotVisible));
+        var drained = await DrainAsync(transport, queue);
+        Assert.Equal("poison: store down", Assert.Single(drained).Reason);
+    }
+
+    [Fact]
+    public async Task NackWithHeaders_WhoseDeleteFailsOnce_LeavesOneCopyToBeDeliveredAgain()
+    {
+        // The same for a nack that re-sends a copy (new headers): two copies, the message handled twice more.
+        var client = new GatedSqsClient();
+        var transport = await CreateTransportAsync(o => o.Client = client);
+        var queue = Name("nack-copy-delete-fails");
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            collector.Add(d, "c");
+            if (d.Envelope.DeliveryAttempt == 1)
+            {
+                client.FailNextDeletes(1);
+                await d.NackAsync(TimeSpan.Zero, new Dictionary<string, string> { ["x-test"] = "1" }, ct);
+            }
+            else
+            {
+                await d.AckAsync(ct);
+            }
+        });
+        await transport.SendAsync(queue, NewEnvelope());
+        await collector.WaitForCountAsync(2, Timeout);
+
+        using var raw = SqsEmulator.NewClient();
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        await Eventually.UntilAsync(async () =>
+        {
+            var counts = await raw.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]);
+            return counts.ApproximateNumberOfMessages + counts.ApproximateNumberOfMessagesNotVisible + counts.ApproximateNumberOfMessagesDelayed == 0;
+        }, "the queue empty", Timeout);
+        Assert.Equal(2, collector.Count);
+    }
+
+    [Fact]
     public async Task Drain_ADeadLetterTheMoveKeepsRefusing_StaysInTheDeadLetterQueue_AndTheOnesBehindItAreMoved()
     {
         var transport = await CreateTransportAsync();

@@ -15,4 +15,10 @@ internal sealed class SqsMessage(Envelope envelope, string receiptHandle, DateTi
 
     /// <summary>What Herald carried on the copy (attempts before it, a due time, a dead-letter reason).</summary>
     public SqsEnvelopeCodec.Carried Carried { get; } = carried;
+
+    /// <summary>
+    /// Set once a settlement's copy (a nack's or a dead letter's) was sent: a retry of the settlement, after the delete of
+    /// this message failed, only deletes, rather than send a second copy.
+    /// </summary>
+    public bool CopySent { get; set; }
 }

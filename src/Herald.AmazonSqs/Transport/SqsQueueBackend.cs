@@ -155,17 +155,36 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
 
         // Otherwise a copy carries the headers and the attempts so far, sent (with the delay, chained beyond SQS's limits)
         // before the message is deleted: at least once, never lost.
-        var envelope = headers is null ? message.Envelope : message.Envelope with { Headers = headers };
-        await transport.SendCopyAsync(queueUrl, envelope, message.Envelope.DeliveryAttempt, delay, reason: null, cancellationToken).ConfigureAwait(false);
-        return await transport.DeleteAsync(queueUrl, message.ReceiptHandle).ConfigureAwait(false);
+        return await ReplaceWithCopyAsync(message, queueUrl, headers, message.Envelope.DeliveryAttempt, delay, reason: null, cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask<bool> DeadLetterAsync(SqsMessage message, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
         _held.TryRemove(message, out _);
         var deadLetterUrl = await transport.DeadLetterQueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
-        var envelope = headers is null ? message.Envelope : message.Envelope with { Headers = headers };
-        await transport.SendCopyAsync(deadLetterUrl, envelope, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, cancellationToken).ConfigureAwait(false);
+        return await ReplaceWithCopyAsync(message, deadLetterUrl, headers, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Sends a copy of the message to <paramref name="copyUrl"/>, then deletes the message; false when its receipt was lost.
+    /// The consumer retries a settlement that threw: the copy is sent once, so a retry after a failed delete only deletes.
+    /// </summary>
+    private async Task<bool> ReplaceWithCopyAsync(
+        SqsMessage message,
+        string copyUrl,
+        IReadOnlyDictionary<string, string>? headers,
+        int attemptsBefore,
+        TimeSpan delay,
+        string? reason,
+        CancellationToken cancellationToken)
+    {
+        if (!message.CopySent)
+        {
+            var envelope = headers is null ? message.Envelope : message.Envelope with { Headers = headers };
+            await transport.SendCopyAsync(copyUrl, envelope, attemptsBefore, delay, reason, cancellationToken).ConfigureAwait(false);
+            message.CopySent = true;
+        }
+
         return await transport.DeleteAsync(queueUrl, message.ReceiptHandle).ConfigureAwait(false);
     }
 
