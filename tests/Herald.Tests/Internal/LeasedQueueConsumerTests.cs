@@ -294,6 +294,37 @@ public sealed class LeasedQueueConsumerTests
             $"the renewal landed after the nack: [{string.Join("; ", calls)}]");
     }
 
+    [Fact]
+    public async Task ASettlementThatKeepsFailing_IsNotTriedAgainOnceTooLittleOfItsLeaseIsLeft_AfterRenewalsFailed()
+    {
+        // The retries ran for a third of the lease counted from the first attempt, whatever was left of the lease: after
+        // failed renewals they went on past its end, while another consumer might handle the message again.
+        var lease = TimeSpan.FromMilliseconds(1200);
+        var backend = new Backend { Lease = lease, RenewalsFail = true, SettlementsFail = true };
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.Add(new Message(1));
+        await using var consumer = Start(
+            backend,
+            new LogCollector(),
+            async (d, _) =>
+            {
+                // A sixth of the lease left, the renewals having failed meanwhile.
+                var left = backend.LeaseUntil - DateTimeOffset.UtcNow - (lease / 6);
+                if (left > TimeSpan.Zero)
+                {
+                    await Task.Delay(left, CancellationToken.None);
+                }
+
+                await Assert.ThrowsAsync<InvalidOperationException>(async () => await d.DeadLetterAsync("poison", CancellationToken.None));
+                settled.TrySetResult();
+            },
+            lease: lease);
+
+        await settled.Task.WaitAsync(Eventually.DefaultTimeout);
+        var late = backend.SettleAttempts.Where(at => at >= backend.LeaseUntil).ToList();
+        Assert.True(late.Count == 0, $"{late.Count} of {backend.SettleAttempts.Count} attempts ran after the lease ran out at {backend.LeaseUntil:HH:mm:ss.fff}");
+    }
+
     private static LeasedQueueConsumer<Message> Start(
         Backend backend,
         LogCollector logs,
@@ -369,6 +400,20 @@ public sealed class LeasedQueueConsumerTests
 
         public int LargestClaim => Volatile.Read(ref _largestClaim);
 
+        /// <summary>How long a claim or a renewal holds a message.</summary>
+        public TimeSpan Lease { get; init; } = TimeSpan.FromSeconds(30);
+
+        /// <summary>When the last claim's lease runs out (renewals, failing here, do not move it).</summary>
+        public DateTimeOffset LeaseUntil { get; private set; }
+
+        /// <summary>When set, every renewal throws, as an engine that cannot be reached.</summary>
+        public bool RenewalsFail { get; init; }
+
+        /// <summary>When set, every dead letter throws, after recording when it was tried in <see cref="SettleAttempts"/>.</summary>
+        public bool SettlementsFail { get; init; }
+
+        public ConcurrentQueue<DateTimeOffset> SettleAttempts { get; } = new();
+
         public void Add(Message message)
         {
             _ready.Enqueue(message);
@@ -387,11 +432,22 @@ public sealed class LeasedQueueConsumerTests
                 claimed.Add(message);
             }
 
-            return ValueTask.FromResult(new LeasedClaim<Message>(claimed, DateTimeOffset.UtcNow.AddSeconds(30), NextVisibleAt: null));
+            var leaseUntil = DateTimeOffset.UtcNow + Lease;
+            if (claimed.Count > 0)
+            {
+                LeaseUntil = leaseUntil;
+            }
+
+            return ValueTask.FromResult(new LeasedClaim<Message>(claimed, leaseUntil, NextVisibleAt: null));
         }
 
         public ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<Message> held, ICollection<Message> lost, CancellationToken cancellationToken)
         {
+            if (RenewalsFail)
+            {
+                throw new InvalidOperationException("the engine cannot be reached");
+            }
+
             // In order, so a test knows which lost claim the consumer deals with first.
             foreach (var message in held.OrderBy(m => m.Number))
             {
@@ -410,7 +466,7 @@ public sealed class LeasedQueueConsumerTests
 
             Interlocked.Increment(ref _renewals);
             Renewed.Release();
-            return ValueTask.FromResult(DateTimeOffset.UtcNow.AddSeconds(30));
+            return ValueTask.FromResult(DateTimeOffset.UtcNow + Lease);
         }
 
         public ValueTask<bool> AckAsync(Message message, CancellationToken cancellationToken) => Record($"ack {message.Number}", message);
@@ -418,7 +474,16 @@ public sealed class LeasedQueueConsumerTests
         public ValueTask<bool> NackAsync(Message message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) =>
             Record(headers is null ? $"nack {message.Number} after {delay}" : $"nack {message.Number} after {delay} with {string.Join(", ", headers.OrderBy(h => h.Key, StringComparer.Ordinal).Select(h => $"{h.Key}={h.Value}"))}", message);
 
-        public ValueTask<bool> DeadLetterAsync(Message message, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) => Record($"dead-letter {message.Number}", message);
+        public ValueTask<bool> DeadLetterAsync(Message message, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+        {
+            if (SettlementsFail)
+            {
+                SettleAttempts.Enqueue(DateTimeOffset.UtcNow);
+                throw new InvalidOperationException("the engine cannot be reached");
+            }
+
+            return Record($"dead-letter {message.Number}", message);
+        }
 
         public async ValueTask ReleaseAsync(Message message, CancellationToken cancellationToken) => await Record($"release {message.Number}");
 

@@ -173,14 +173,16 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         string? reason)
     {
         // Settled from here on, so a renewal that finds its row gone now does not report it lost.
+        var leaseUntil = 0L;
         if (_leases.TryRemove(message, out var claim))
         {
             await SettlingAsync(claim).ConfigureAwait(false);
+            leaseUntil = claim.LeaseUntil;
         }
 
         try
         {
-            var held = await SettleWithRetriesAsync(message, settlement, delay, headers, reason).ConfigureAwait(false);
+            var held = await SettleWithRetriesAsync(message, settlement, delay, headers, reason, leaseUntil).ConfigureAwait(false);
             if (!held)
             {
                 Log.LeasedQueueLeaseLost(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
@@ -199,19 +201,22 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     }
 
     /// <summary>
-    /// Writes the settlement; when the engine fails (a database restarting), tries again with a growing pause for up to a
-    /// third of the lease, which the message still holds unrenewed, rather than leave it to come back only when its lease
-    /// runs out (issue 10). No caller's token: a settlement that was decided must reach the engine.
+    /// Writes the settlement; when the engine fails (a database restarting), tries again with a growing pause while the
+    /// message, no longer renewed, still holds a third of its lease (<paramref name="leaseUntil"/>, UTC ticks, as the last
+    /// renewal that landed left it) after the pause, rather than leave it to come back only when its lease runs out
+    /// (issue 10). Counted from the lease's end, not from the first attempt: after failed renewals, or a slow attempt, a
+    /// retry could otherwise run after the lease ran out, while another consumer handles the message (on SQS, a dead-letter
+    /// copy sent as it is handled again). No caller's token: a settlement that was decided must reach the engine.
     /// </summary>
     private async ValueTask<bool> SettleWithRetriesAsync(
         TMessage message,
         LeasedSettlement settlement,
         TimeSpan delay,
         IReadOnlyDictionary<string, string>? headers,
-        string? reason)
+        string? reason,
+        long leaseUntil)
     {
         var time = _settings.TimeProvider;
-        var started = time.GetTimestamp();
         var pause = FirstSettleRetryDelay;
         while (true)
         {
@@ -224,7 +229,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                     _ => await _backend.DeadLetterAsync(message, reason!, headers, CancellationToken.None).ConfigureAwait(false),
                 };
             }
-            catch (Exception ex) when ((time.GetElapsedTime(started) + pause).Ticks < _safeLeaseTicks)
+            catch (Exception ex) when (leaseUntil - (time.GetUtcNow() + pause).UtcTicks >= _safeLeaseTicks)
             {
                 Log.LeasedQueueSettleRetrying(_settings.Logger, ex, Describe(settlement), message.Envelope.MessageId, _settings.Name, pause);
                 await Task.Delay(pause, time).ConfigureAwait(false);
