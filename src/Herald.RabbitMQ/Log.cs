@@ -26,13 +26,16 @@ internal static partial class Log
     [LoggerMessage(5012, LogLevel.Warning, "RabbitMQ cancelled the consumer of '{Queue}' (was the queue deleted?); declaring it again and consuming again")]
     public static partial void ConsumerCancelledByBroker(ILogger logger, string queue);
 
-    [LoggerMessage(5013, LogLevel.Information, "Consuming '{Queue}' on RabbitMQ again, after the broker cancelled its consumer")]
+    [LoggerMessage(5013, LogLevel.Information, "Consuming '{Queue}' on RabbitMQ again, after the broker cancelled its consumer or closed its channel")]
     public static partial void ConsumerResumed(ILogger logger, string queue);
 
-    [LoggerMessage(5014, LogLevel.Warning, "Consuming '{Queue}' again after the broker cancelled its consumer failed; trying again in {Interval}")]
+    [LoggerMessage(5014, LogLevel.Warning, "Consuming '{Queue}' again after the broker cancelled its consumer or closed its channel failed; trying again in {Interval}")]
     public static partial void ConsumerResumeFailed(ILogger logger, Exception exception, string queue, TimeSpan interval);
 
-    [LoggerMessage(5023, LogLevel.Debug, "Delivery of message {MessageId} from '{Queue}' was made on a channel since lost; the broker redelivers it, so it is not settled")]
+    [LoggerMessage(5015, LogLevel.Warning, "The broker closed the channel consuming '{Queue}' ({ReplyCode} {ReplyText}); consuming again on a new channel")]
+    public static partial void ConsumerChannelClosedByBroker(ILogger logger, string queue, ushort replyCode, string replyText);
+
+    [LoggerMessage(5023, LogLevel.Information, "Delivery of message {MessageId} from '{Queue}' was made on a channel since lost; it is not settled, and the broker redelivers it, so it may be handled again")]
     public static partial void StaleDeliveryNotSettled(ILogger logger, Guid messageId, string queue);
 
     [LoggerMessage(5024, LogLevel.Warning, "Stopping the consumer of '{Queue}' did not complete cleanly")]

@@ -275,6 +275,45 @@ public sealed class RecoveryTests : RabbitMqTestBase
         await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 0, "no consumer is left on the queue");
     }
 
+    // Round 4 follow-up: the broker closed the consumer's channel on its own (consumer_timeout's 406, or any channel
+    // error) with the connection up; the client reopens channels only with their connection, so the consumer stayed
+    // idle for good while the host looked healthy. An ack of an unknown delivery tag stands in for consumer_timeout.
+    [Fact]
+    public async Task Consume_ChannelClosedByTheBroker_ConsumesAgainOnANewChannelAndHandlesEveryMessage()
+    {
+        var queue = Name("timedout");
+        var transport = await CreateTransportAsync();
+        await transport.DeclareQueueAsync(queue);
+        var handled = new ConcurrentQueue<Guid>();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = (RabbitMqConsumer)await ConsumeAsync(transport, queue, async (delivery, ct) =>
+        {
+            started.TrySetResult();
+            await release.Task.WaitAsync(ct);
+            handled.Enqueue(delivery.Envelope.MessageId);
+        });
+        var first = NewEnvelope();
+        await transport.SendAsync(queue, first);
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(15));
+
+        var channel = consumer.ChannelForTests;
+        await channel.BasicAckAsync(deliveryTag: 999_999, multiple: false);
+        await Herald.Conformance.Eventually.UntilAsync(() => !channel.IsOpen, "the broker closed the consumer's channel");
+        release.SetResult();
+
+        // The unacked delivery of the closed channel comes again on the new one; the next is handled too.
+        await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 1, "the queue has its consumer again");
+        var second = NewEnvelope();
+        await transport.SendAsync(queue, second);
+        await Herald.Conformance.Eventually.UntilAsync(() => handled.Contains(first.MessageId) && handled.Contains(second.MessageId), "every message was handled");
+        Assert.NotSame(channel, consumer.ChannelForTests);
+
+        // Stopping closes the new channel: nothing is left consuming the queue, nothing left unacked.
+        await consumer.StopAsync();
+        await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 0, "no consumer is left on the queue");
+    }
+
     // Round 4 follow-up: the transport health check probes with DeclareQueueAsync, which was answered from Herald's
     // declared-topology cache, so /health stayed Healthy with the endpoint queue deleted or the broker not answering.
     [Fact]

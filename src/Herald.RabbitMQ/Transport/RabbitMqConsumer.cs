@@ -29,8 +29,11 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private readonly SemaphoreSlim _closeGate = new(1, 1);
+    private readonly Lock _resumeGate = new();
     private Task _running = Task.CompletedTask;
     private Task _resuming = Task.CompletedTask;
+    private bool _resumeActive;
+    private bool _resumeAgain;
     private string? _consumerTag;
     private int _generation;
     private int _stopped;
@@ -53,9 +56,13 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         var ackBatch = transport.Options.AckBatchSize ?? Math.Clamp(prefetch / 4, 1, 64);
         _acks = new AckBatcher(channel, Math.Min(ackBatch, prefetch), AckBatchDelay, transport.TimeProvider, queue, logger);
         _lanes = new DeliveryLanes<RabbitMqDelivery>(concurrency, prefetch, runInline: true);
+        Watch(channel);
     }
 
     public string Queue { get; }
+
+    // The channel consumed on now, for tests that make the broker close it.
+    internal IChannel ChannelForTests => _channel;
 
     public static async Task<RabbitMqConsumer> StartAsync(
         RabbitMqTransport transport,
@@ -105,7 +112,14 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         if (Interlocked.Exchange(ref _stopped, 1) == 0)
         {
             await _stopping.CancelAsync().ConfigureAwait(false);
-            await Volatile.Read(ref _resuming).ConfigureAwait(false);
+            Task resuming;
+            lock (_resumeGate)
+            {
+                // Read under the gate: a resume requested from now on sees the stop and does not start.
+                resuming = _resuming;
+            }
+
+            await resuming.ConfigureAwait(false);
             if (_consumerTag is { } tag && _channel.IsOpen)
             {
                 try
@@ -327,11 +341,79 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         if (!_stopping.IsCancellationRequested)
         {
             Log.ConsumerCancelledByBroker(_logger, Queue);
-            Volatile.Write(ref _resuming, Task.Run(() => ResumeAsync(_stopping.Token)));
+            RequestResume();
+        }
+    }
+
+    // The broker closed the channel on its own with the connection up (consumer_timeout's 406 on an unacked delivery, or
+    // any channel error): the client reopens channels only with a lost connection, so the consumer would stay idle for
+    // good. A channel shut down with its connection is left to the client's recovery.
+    // The event's sender is the client's inner channel, not this one: each channel is captured instead, and a replaced
+    // channel's event ignored.
+    private void Watch(IChannel channel) => channel.ChannelShutdownAsync += (_, reason) =>
+    {
+        if (reason.Initiator == ShutdownInitiator.Peer && ReferenceEquals(channel, _channel) && _connection.IsOpen && !_stopping.IsCancellationRequested)
+        {
+            Log.ConsumerChannelClosedByBroker(_logger, Queue, reason.ReplyCode, reason.ReplyText);
+            RequestResume();
+        }
+
+        return Task.CompletedTask;
+    };
+
+    // One resume at a time; a request while one runs makes it go round once more, so a channel closed (or a consumer
+    // cancelled) just after it consumed again is not left idle.
+    private void RequestResume()
+    {
+        lock (_resumeGate)
+        {
+            if (_stopping.IsCancellationRequested)
+            {
+                return;
+            }
+
+            if (_resumeActive)
+            {
+                _resumeAgain = true;
+                return;
+            }
+
+            _resumeActive = true;
+            _resuming = Task.Run(() => ResumeAsync(_stopping.Token));
         }
     }
 
     private async Task ResumeAsync(CancellationToken stop)
+    {
+        try
+        {
+            do
+            {
+                await ResumeOnceAsync(stop).ConfigureAwait(false);
+            }
+            while (AgainOrDone());
+        }
+        finally
+        {
+            lock (_resumeGate)
+            {
+                _resumeActive = false;
+            }
+        }
+
+        bool AgainOrDone()
+        {
+            lock (_resumeGate)
+            {
+                var again = _resumeAgain && !stop.IsCancellationRequested;
+                _resumeAgain = false;
+                _resumeActive = again;
+                return again;
+            }
+        }
+    }
+
+    private async Task ResumeOnceAsync(CancellationToken stop)
     {
         var interval = _transport.Options.NetworkRecoveryInterval;
         while (!stop.IsCancellationRequested)
@@ -389,6 +471,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
 
         // A new generation first: a delivery of the closed channel is stale from now on, its tag never settled on the new one.
         _acks.UseChannel(channel, Interlocked.Increment(ref _generation));
+        Watch(channel);
         _channel = channel;
         _consumerTag = null;
         try
