@@ -13,6 +13,7 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
     private readonly ITransport _inner;
     private readonly ConcurrentQueue<Settlement> _settlements = new();
     private readonly ConcurrentQueue<(string Destination, Envelope Envelope)> _sent = new();
+    private readonly ConcurrentQueue<(string Topic, Envelope Envelope)> _published = new();
     private readonly ConcurrentDictionary<Guid, TimeSpan?> _delays = new();
     private TransportCapabilities? _capabilities;
 
@@ -37,6 +38,9 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
 
     /// <summary>Every envelope the transport accepted (sent or published), with its destination, in order.</summary>
     public IReadOnlyList<(string Destination, Envelope Envelope)> Sent => [.. _sent];
+
+    /// <summary>The envelopes the transport accepted by a publish (not a send), with their topic, in order.</summary>
+    public IReadOnlyList<(string Topic, Envelope Envelope)> Published => [.. _published];
 
     /// <summary>The delay the last accepted send or publish of a message id asked for (null: none); absent when none was accepted.</summary>
     public IReadOnlyDictionary<Guid, TimeSpan?> Delays => _delays;
@@ -73,6 +77,7 @@ public sealed class RecordingTransport : ITransport, INativeDeadLetterSource
         await _inner.PublishAsync(topic, envelope, options, cancellationToken).ConfigureAwait(false);
         _delays[envelope.MessageId] = options?.Delay;
         _sent.Enqueue((topic, envelope));
+        _published.Enqueue((topic, envelope));
     }
 
     /// <inheritdoc />

@@ -24,6 +24,9 @@ public static class HeaderNames
     /// <summary>When a dead-lettered message that was not yet due is due (RFC 3339); a retry from the dead letters waits until then.</summary>
     public const string DeliverAt = "herald-deliver-at";
 
+    /// <summary>The topic a dead-lettered message was to be published to (the outbox relay, the stored-event publisher); a retry from the dead letters publishes it there.</summary>
+    public const string DeadLetterTopic = "herald-dead-letter-topic";
+
     /// <summary>The id of the dead-letter record a message in a transport's own dead letters stands for, so draining it twice stores it once.</summary>
     public const string DeadLetterId = "herald-dead-letter-id";
 

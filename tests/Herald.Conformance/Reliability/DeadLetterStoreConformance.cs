@@ -470,6 +470,30 @@ public abstract class DeadLetterStoreConformance
     }
 
     [Fact]
+    public async Task Retry_OfADeadLetterOfAPublish_PublishesItToItsTopic_NotToAQueueOfThatName()
+    {
+        // An event the outbox relay or the stored-event publisher could not publish: the store keeps its topic, and a retry
+        // publishes it to the subscribers instead of sending it to a queue named like the topic.
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var deadLetter = NewDeadLetter(endpoint, cause: DeadLetterCause.SendRejected);
+        var published = NewDeadLetter(endpoint, cause: DeadLetterCause.SendRejected);
+        published = published with { Envelope = published.Envelope.WithHeader(HeaderNames.DeadLetterTopic, endpoint) };
+        await AddAllAsync(store, [published, deadLetter]);
+        AssertEqual(published, (await store.GetAsync(published.Id))!);
+
+        var clock = new FakeTimeProvider(BaseTime.AddMinutes(30));
+        var transport = new RecordingTransport(new Herald.Transport.InMemory.InMemoryTransport(Herald.Transport.InMemory.InMemoryTransportOptions.Default, clock));
+        var manager = new DeadLetterManager(store, transport, clock);
+        Assert.Equal(new DeadLetterRetryResult(2, 0), await manager.RetryAllAsync(new DeadLetterQuery { Endpoint = endpoint }));
+
+        var retried = Assert.Single(transport.Published);
+        Assert.Equal((endpoint, published.Envelope.MessageId), (retried.Topic, retried.Envelope.MessageId));
+        Assert.Null(retried.Envelope.GetHeader(HeaderNames.DeadLetterTopic));
+        Assert.Contains(transport.Sent, s => s.Destination == endpoint && s.Envelope.MessageId == deadLetter.Envelope.MessageId);
+    }
+
+    [Fact]
     public async Task RecordRetryFailure_OfAnUnknownId_ReturnsFalse()
     {
         var store = await CreateStoreAsync();

@@ -181,6 +181,39 @@ public abstract partial class OutboxStoreConformance
         Assert.Null(relay.Transport.Delays[tooFar.Envelope.MessageId]);
     }
 
+    [Fact]
+    public async Task Relay_ATopicRowDeadLettered_IsPublishedToTheTopicOnRetry_WhileAQueueRowIsStillSentToTheQueue()
+    {
+        // The broker refuses a published event (a saga's, a scheduled one) past the attempt cap: its dead letter recorded only
+        // the topic's name as its endpoint, so a retry sent it to a queue of that name (on RabbitMQ a new queue nobody reads)
+        // and the subscribers never got it.
+        await using var relay = await RelayHost.StartAsync(await CreateStoreAsync(), maxAttempts: 2);
+        var dueAt = relay.Clock.GetUtcNow().AddHours(2);
+        var rows = relay.NewRows(2);
+        var (topicRow, queueRow) = (rows[0] with { DestinationKind = OutboxDestinationKind.Topic, DeliverAt = dueAt }, rows[1]);
+        var down = true;
+        relay.Fail = _ => down ? new InvalidOperationException("The broker is down.") : null;
+        await relay.Store.AddAsync([topicRow, queueRow]);
+        await relay.RunUntilAsync(
+            () => relay.DeadLetterStore.ListAsync(relay.DeadLetterQuery).AsTask().Result.Count == 2, "both rows are dead-lettered after two attempts each");
+
+        var deadLetters = (await relay.DeadLettersAsync()).ToDictionary(d => d.Envelope.MessageId);
+        Assert.Equal(topicRow.Destination, deadLetters[topicRow.Envelope.MessageId].Envelope.GetHeader(HeaderNames.DeadLetterTopic));
+        Assert.Null(deadLetters[queueRow.Envelope.MessageId].Envelope.GetHeader(HeaderNames.DeadLetterTopic));
+        down = false;
+
+        relay.Clock.SetUtcNow(dueAt.AddMinutes(-30));
+        var manager = new DeadLetterManager(relay.DeadLetterStore, relay.Transport, relay.Clock);
+        Assert.Equal(new DeadLetterRetryResult(2, 0), await manager.RetryAllAsync(relay.DeadLetterQuery));
+
+        var published = Assert.Single(relay.Transport.Published, p => p.Envelope.MessageId == topicRow.Envelope.MessageId);
+        Assert.Equal(topicRow.Destination, published.Topic);
+        Assert.Null(published.Envelope.GetHeader(HeaderNames.DeadLetterTopic));
+        Assert.Equal(TimeSpan.FromMinutes(30), relay.Transport.Delays[topicRow.Envelope.MessageId]);
+        Assert.DoesNotContain(relay.Transport.Published, p => p.Envelope.MessageId == queueRow.Envelope.MessageId);
+        Assert.Contains(relay.Transport.Sent, s => s.Destination == queueRow.Destination && s.Envelope.MessageId == queueRow.Envelope.MessageId);
+    }
+
     /// <summary>A host running the outbox relay over the store under test, the in-memory transport and a fake clock.</summary>
     private sealed class RelayHost : IAsyncDisposable
     {

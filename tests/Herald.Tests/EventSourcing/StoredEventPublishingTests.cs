@@ -80,6 +80,12 @@ public sealed class StoredEventPublishingTests
             new Herald.Reliability.DeadLetters.DeadLetterQuery { Endpoint = "lamp-toggled" }));
         Assert.Equal(Herald.Reliability.DeadLetters.DeadLetterCause.SendRejected, deadLetter.Cause);
         Assert.NotEqual(deadLetter.Envelope.MessageId, Assert.Single(seen).MessageId);
+
+        // A retry publishes it to the topic's subscribers; it used to be sent to a queue named like the topic, which nobody reads.
+        Assert.Equal("lamp-toggled", deadLetter.Envelope.GetHeader(HeaderNames.DeadLetterTopic));
+        var retried = await host.Services.GetRequiredService<Herald.Reliability.DeadLetters.DeadLetterManager>().RetryAsync(deadLetter.Id);
+        Assert.Equal(Herald.Reliability.DeadLetters.DeadLetterRetryOutcome.Retried, retried);
+        await Eventually.UntilAsync(() => seen.Any(e => e.MessageId == deadLetter.Envelope.MessageId), "the retried event is handled by the subscriber");
     }
 
     private static async Task<IHost> StartAsync(ConcurrentQueue<Envelope> seen, Action<IServiceCollection>? extra = null)

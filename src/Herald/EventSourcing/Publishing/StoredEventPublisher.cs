@@ -99,7 +99,7 @@ internal sealed class StoredEventPublisher(
 
     private async ValueTask<bool> TryDeadLetterAsync(RecordedEvent recorded, Exception exception, int attempt, CancellationToken cancellationToken)
     {
-        var deadLetter = SendRejections.Create(recorded.Envelope, recorded.EventType, exception, timeProvider.GetUtcNow(), attempt);
+        var deadLetter = SendRejections.Create(recorded.Envelope, recorded.EventType, topic: true, exception, timeProvider.GetUtcNow(), attempt);
         try
         {
             await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);

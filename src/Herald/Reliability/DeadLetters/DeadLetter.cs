@@ -14,7 +14,10 @@ public sealed record DeadLetter
     /// <summary>The message, unchanged (its <see cref="Envelope.DeliveryAttempt"/> is the delivery that failed last).</summary>
     public required Envelope Envelope { get; init; }
 
-    /// <summary>The endpoint (queue) that failed to handle it; a retry sends it back there.</summary>
+    /// <summary>
+    /// The endpoint (queue) that failed to handle it, or the destination a send was rejected by; a retry sends it back there
+    /// (publishes it, when its <see cref="HeaderNames.DeadLetterTopic"/> header names a topic).
+    /// </summary>
     public required string Endpoint { get; init; }
 
     /// <summary>Why it was dead-lettered.</summary>

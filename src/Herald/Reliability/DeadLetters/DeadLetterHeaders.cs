@@ -24,8 +24,9 @@ internal static class DeadLetterHeaders
         HeaderNames.DeadLetterFingerprint, HeaderNames.DeadLetterAttempts, HeaderNames.DeadLetterTime,
     ];
 
-    // What a retry from the dead letters takes off: it starts over, as a new message would (its due time goes as the send's delay).
-    private static readonly string[] FailureHeaders = [.. RecordHeaders, HeaderNames.FirstFailure, HeaderNames.DeliverAt];
+    // What a retry from the dead letters takes off: it starts over, as a new message would (its due time goes as the send's
+    // delay, its topic as where it is published).
+    private static readonly string[] FailureHeaders = [.. RecordHeaders, HeaderNames.FirstFailure, HeaderNames.DeliverAt, HeaderNames.DeadLetterTopic];
 
     /// <summary>When the message first failed, as its header says (never later than <paramref name="now"/>); null when it has not failed before.</summary>
     public static DateTimeOffset? FirstFailure(Envelope envelope, DateTimeOffset now) =>
@@ -91,6 +92,16 @@ internal static class DeadLetterHeaders
     /// <summary>How long a retry from the dead letters must still delay the message to keep its due time; null when it is due.</summary>
     public static TimeSpan? RemainingDelay(Envelope envelope, DateTimeOffset now) =>
         ParseTime(envelope.GetHeader(HeaderNames.DeliverAt)) is { } at && at > now ? at - now : null;
+
+    /// <summary>
+    /// The envelope a dead letter keeps of a message that was to be published to <paramref name="topic"/> (null: sent to a
+    /// queue): with the topic in a header, so a retry publishes it to the subscribers instead of sending it to a queue of that name.
+    /// </summary>
+    public static Envelope WithTopic(Envelope envelope, string? topic) =>
+        topic is null ? envelope : envelope.WithHeader(HeaderNames.DeadLetterTopic, topic);
+
+    /// <summary>The topic a retry from the dead letters publishes the message to; null when it is sent to the dead letter's endpoint.</summary>
+    public static string? Topic(Envelope envelope) => envelope.GetHeader(HeaderNames.DeadLetterTopic) is { Length: > 0 } topic ? topic : null;
 
     // Derived from the native identity, so a dead letter read again (the drain stopped after the store took it) keeps its id
     // and the store's add of it changes nothing; time-ordered as the store's other ids are (version 7, the rest hashed)

@@ -189,9 +189,20 @@ public sealed class DeadLetterManager
             // A message dead-lettered before it was due (a saga timeout, a scheduled message) still waits for its due time.
             var options = DeadLetterHeaders.RemainingDelay(envelope, _timeProvider.GetUtcNow()) is { } delay ? new SendOptions { Delay = delay } : null;
 
+            // A message that was to be published (an outbox topic row, a stored event) goes to the topic's subscribers, not to a queue of its name.
+            var topic = DeadLetterHeaders.Topic(envelope);
+
             // A delay past the transport's limit is refused as the outbox relay refuses it, with that reason on the dead letter.
-            SendChecks.Validate(_transport.Capabilities, deadLetter.Endpoint, envelope, options?.Delay);
-            await _transport.SendAsync(deadLetter.Endpoint, DeadLetterHeaders.ForRetry(envelope) with { DeliveryAttempt = 0 }, options, cancellationToken).ConfigureAwait(false);
+            SendChecks.Validate(_transport.Capabilities, topic ?? deadLetter.Endpoint, envelope, options?.Delay);
+            var retry = DeadLetterHeaders.ForRetry(envelope) with { DeliveryAttempt = 0 };
+            if (topic is not null)
+            {
+                await _transport.PublishAsync(topic, retry, options, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                await _transport.SendAsync(deadLetter.Endpoint, retry, options, cancellationToken).ConfigureAwait(false);
+            }
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {

@@ -6,14 +6,14 @@ namespace Herald.Reliability.DeadLetters;
 internal static class SendRejections
 {
     /// <summary>
-    /// A <see cref="DeadLetterCause.SendRejected"/> record for <paramref name="destination"/>, with the send's exception as
-    /// the reason; a message not yet due at <paramref name="deliverAt"/> keeps that due time for its retry.
+    /// A <see cref="DeadLetterCause.SendRejected"/> record for <paramref name="destination"/> (a topic when <paramref name="topic"/>),
+    /// with the send's exception as the reason; a message not yet due at <paramref name="deliverAt"/> keeps that due time for its retry.
     /// </summary>
     public static DeadLetter Create(
-        Envelope envelope, string destination, Exception exception, DateTimeOffset now, int attempts, string? reason = null, DateTimeOffset? deliverAt = null) => new()
+        Envelope envelope, string destination, bool topic, Exception exception, DateTimeOffset now, int attempts, string? reason = null, DateTimeOffset? deliverAt = null) => new()
     {
         Id = Guid.CreateVersion7(now),
-        Envelope = DeadLetterHeaders.WithDeliverAt(envelope, deliverAt, now),
+        Envelope = DeadLetterHeaders.WithTopic(DeadLetterHeaders.WithDeliverAt(envelope, deliverAt, now), topic ? destination : null),
         Endpoint = destination,
         Cause = DeadLetterCause.SendRejected,
         ErrorType = exception.GetType().FullName ?? exception.GetType().Name,

@@ -307,7 +307,8 @@ internal sealed class OutboxRelay(
 
     private async ValueTask<bool> DeadLetterAsync(OutboxMessage message, Exception exception, int attempts, string? reason, CancellationToken cancellationToken)
     {
-        var deadLetter = SendRejections.Create(message.Envelope, message.Destination, exception, timeProvider.GetUtcNow(), attempts, reason, message.DeliverAt);
+        var deadLetter = SendRejections.Create(
+            message.Envelope, message.Destination, message.DestinationKind == OutboxDestinationKind.Topic, exception, timeProvider.GetUtcNow(), attempts, reason, message.DeliverAt);
         try
         {
             await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
