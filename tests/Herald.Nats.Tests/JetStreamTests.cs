@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Herald.Conformance;
+using Herald.Conformance.Faults;
 using Herald.Conformance.Transport;
 using Herald.Nats.Diagnostics;
 using Herald.Nats.Transport;
@@ -600,5 +601,22 @@ public sealed class JetStreamTests : NatsTestBase
         });
         listener.Start();
         return listener;
+    }
+
+    /// <summary>The transport health check's probe: once the queue is known, sends answer from the cache, but a declare asks the server.</summary>
+    [Fact]
+    public async Task DeclareQueue_AfterTheServerBecomesUnreachable_Fails_InsteadOfAnsweringFromTheCache()
+    {
+        var forwarder = new TcpForwarder(new Uri(NatsServer.Url).Port);
+        var queue = "probe-" + Guid.NewGuid().ToString("N")[..8];
+        NatsTransport transport;
+        await using (forwarder)
+        {
+            transport = await CreateTransportAsync(o => o.Url = $"nats://127.0.0.1:{forwarder.Port}");
+            await transport.DeclareQueueAsync(queue);
+        }
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+        await Assert.ThrowsAnyAsync<Exception>(() => transport.DeclareQueueAsync(queue, timeout.Token).AsTask());
     }
 }

@@ -66,8 +66,13 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
     internal NatsConnection Connection => _connection ?? throw new InvalidOperationException("The NATS transport is not connected yet.");
 
     /// <inheritdoc />
-    protected override async ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken) =>
-        await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+    protected override async ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken)
+    {
+        var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+
+        // The health check's probe: sends answer from the cache (a mapped stream from the options), this asks the server.
+        await JetStream.GetStreamAsync(target.Stream, cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
 
     /// <inheritdoc />
     public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
