@@ -263,6 +263,26 @@ public sealed class RetryTopicTests : KafkaTestBase
     // Kafka's UNKNOWN_TOPIC_OR_PART: how the mock answers for a topic that does not exist on a cluster without auto-creation.
     private const int UnknownTopic = 3;
 
+    // The transport health check's probe: EnsureTopicAsync remembers a topic once found, so a declare answered from that
+    // cache stayed healthy with the topic gone; it now asks a broker for the topic's metadata each time.
+    [Fact]
+    public async Task DeclareQueue_AfterTheTopicIsGone_Fails_InsteadOfAnsweringFromTheCache()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("probe");
+        await transport.DeclareQueueAsync(queue);
+        MockCluster.SetTopicError(queue, UnknownTopic);
+        try
+        {
+            using var timeout = new CancellationTokenSource(Deadline);
+            await Assert.ThrowsAsync<HeraldException>(() => transport.DeclareQueueAsync(queue, timeout.Token).AsTask());
+        }
+        finally
+        {
+            MockCluster.SetTopicError(queue, 0);
+        }
+    }
+
     // Round 3 (Kafka retry relay): with CreateTopics off, a target topic that does not exist is a permanent failure, as a
     // refusal is: the record goes to the target's dead-letter topic with a reason naming the missing topic, and the records
     // behind it are relayed (drained into the dead-letter store, it can be retried once the topic is there).

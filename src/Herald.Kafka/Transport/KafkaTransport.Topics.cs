@@ -55,12 +55,36 @@ internal sealed partial class KafkaTransport
             return;
         }
 
+        ThrowUnlessTopicExists(topic);
+    }
+
+    /// <summary>
+    /// The health check's probe (<see cref="DeclareQueueCoreAsync"/>): sends answer from <see cref="EnsureTopicAsync"/>'s
+    /// cache, this asks a broker for the topic's metadata each time. A failure forgets the topic, so its next use checks it again.
+    /// </summary>
+    private async Task ProbeTopicAsync(string topic, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await Task.Run(() => ThrowUnlessTopicExists(topic), cancellationToken).WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception) when (!cancellationToken.IsCancellationRequested)
+        {
+            ForgetTopic(topic);
+            throw;
+        }
+    }
+
+    private void ThrowUnlessTopicExists(string topic)
+    {
         var metadata = _admin!.GetMetadata(topic, TimeSpan.FromSeconds(10));
         var found = metadata.Topics.FirstOrDefault(t => t.Topic == topic);
         if (found is null || found.Error.Code != ErrorCode.NoError || found.Partitions.Count == 0)
         {
-            throw new HeraldException(
-                $"Kafka topic '{topic}' does not exist and CreateTopics is off ({found?.Error.Reason ?? "no metadata"}): create it, enable auto-creation on the brokers, or turn CreateTopics on.");
+            var reason = found?.Error.Reason ?? "no metadata";
+            throw new HeraldException(_options.CreateTopics
+                ? $"Kafka topic '{topic}' is not available ({reason})."
+                : $"Kafka topic '{topic}' does not exist and CreateTopics is off ({reason}): create it, enable auto-creation on the brokers, or turn CreateTopics on.");
         }
     }
 

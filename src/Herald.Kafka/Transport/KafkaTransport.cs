@@ -57,7 +57,11 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     public IEnumerable<Herald.Internal.IBrokerPartitionObserver> PartitionObservers => _observers ??= [.. ObserversSource()];
 
     /// <inheritdoc />
-    protected override ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken) => EnsureTopicAsync(queue, cancellationToken);
+    protected override async ValueTask DeclareQueueCoreAsync(string queue, CancellationToken cancellationToken)
+    {
+        await EnsureTopicAsync(queue, cancellationToken).ConfigureAwait(false);
+        await ProbeTopicAsync(queue, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <inheritdoc />
     protected override async ValueTask BindCoreAsync(string topic, string queue, CancellationToken cancellationToken)
