@@ -4,6 +4,7 @@ using Amazon.SQS.Model;
 using Herald.AmazonSqs.Diagnostics;
 using Herald.AmazonSqs.Transport;
 using Herald.Conformance;
+using Herald.Conformance.Faults;
 using Herald.Conformance.Transport;
 using Herald.Diagnostics;
 using Herald.Transport;
@@ -18,6 +19,23 @@ namespace Herald.AmazonSqs.Tests;
 public sealed class SqsTransportTests : SqsTestBase
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
+
+    /// <summary>The transport health check's probe: the queue's URL is cached, but a declare asks SQS each time.</summary>
+    [Fact]
+    public async Task DeclareQueue_AfterTheServerBecomesUnreachable_Fails_InsteadOfAnsweringFromTheCachedUrl()
+    {
+        var forwarder = new TcpForwarder(new Uri(SqsEmulator.ServiceUrl).Port);
+        var queue = Name("probe");
+        AmazonSqsTransport transport;
+        await using (forwarder)
+        {
+            transport = await CreateTransportAsync(o => o.ClientConfig.ServiceURL = $"http://127.0.0.1:{forwarder.Port}");
+            await transport.DeclareQueueAsync(queue);
+        }
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        await Assert.ThrowsAnyAsync<Exception>(() => transport.DeclareQueueAsync(queue, timeout.Token).AsTask());
+    }
 
     [Fact]
     public async Task Fifo_TheGroupIsThePartitionKey_TheDeduplicationIdTheMessageId_SoASecondSendIsDropped()

@@ -125,7 +125,10 @@ internal sealed partial class AmazonSqsTransport : ITransport
     public async ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default)
     {
         Names.Validate(queue, nameof(queue));
-        await QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
+        var url = await QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
+
+        // The health check's probe: sends answer from the cached URL, this asks SQS about the queue each time.
+        await ArnAsync(url, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
