@@ -80,6 +80,10 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         // A queue is the set of its rows: nothing to create, but the schema is made ready so a bad connection fails here.
         ValidateName(queue, nameof(queue));
         await StartAsync(cancellationToken).ConfigureAwait(false);
+
+        // The health check's probe: the start is remembered, so this asks the server each time, as sends' statements would.
+        await using var command = _dataSource.CreateCommand(Sql.Probe);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

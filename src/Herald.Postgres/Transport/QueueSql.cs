@@ -19,6 +19,7 @@ internal sealed class QueueSql
             "count(*) FILTER (WHERE lease_until > $2), " +
             "count(*) FILTER (WHERE visible_at > $2 AND (lease_until IS NULL OR lease_until <= $2)) " +
             $"FROM {s}.queue_messages WHERE queue = $1";
+        Probe = $"SELECT 1 FROM {s}.queue_messages LIMIT 0";
         Channel = schema + "_queue";
 
         // A group of sends, one element of each array per message, inserted in the order given (so in send order).
@@ -119,4 +120,7 @@ internal sealed class QueueSql
 
     /// <summary>The queue's messages by state ($1 queue, $2 now): ready, leased, delayed (the queue gauge).</summary>
     public string Count { get; }
+
+    /// <summary>A round trip to the queue's table that reads nothing (the health check's probe).</summary>
+    public string Probe { get; }
 }

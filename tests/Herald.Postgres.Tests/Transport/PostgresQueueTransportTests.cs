@@ -4,6 +4,7 @@ using Herald.Internal;
 using Herald.Messages;
 using Herald.Postgres.Transport;
 using Herald.Conformance;
+using Herald.Conformance.Faults;
 using Herald.Conformance.Transport;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
@@ -58,6 +59,25 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         Assert.All(sent, e => Assert.Equal(1, completed[e.MessageId]));
         Assert.Equal(2, handled.Items.Select(d => d.Consumer).Distinct().Count());
         Assert.Equal(0L, await CountAsync("queue_messages", queue));
+    }
+
+    /// <summary>The transport health check's probe: the start is remembered, but a declare asks the server each time.</summary>
+    [Fact]
+    public async Task DeclareQueue_AfterTheServerBecomesUnreachable_Fails_InsteadOfAnsweringFromTheRememberedStart()
+    {
+        var server = new NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString);
+        var forwarder = new TcpForwarder(server.Port);
+        var queue = NewQueue();
+        var pool = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(server.ConnectionString) { Host = "127.0.0.1", Port = forwarder.Port }.ConnectionString);
+        var transport = new PostgresQueueTransport(pool, ownsDataSource: true, new PostgresQueueOptions { Schema = schema.Schema });
+        _transports.Add(transport);
+        await using (forwarder)
+        {
+            await transport.DeclareQueueAsync(queue);
+        }
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        await Assert.ThrowsAnyAsync<Exception>(() => transport.DeclareQueueAsync(queue, timeout.Token).AsTask());
     }
 
     [Fact]
