@@ -80,6 +80,47 @@ public sealed class JetStreamTests : NatsTestBase
         Assert.True(started.Elapsed >= TimeSpan.FromMilliseconds(450), $"Failed after {started.Elapsed}, before the 500 ms retry timeout.");
     }
 
+    /// <summary>A queue's stream deleted behind the transport's back (by an operator, or lost by JetStream) is declared again by the next send.</summary>
+    [Fact]
+    public async Task Send_AfterTheQueueStreamIsDeleted_FailsOnce_ThenDeclaresItAgain_AndTheMessageIsConsumed()
+    {
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.Zero);
+        var queue = "gone-" + Guid.NewGuid().ToString("N")[..8];
+        await transport.DeclareQueueAsync(queue);
+        await transport.SendAsync(queue, NewEnvelope("before"));
+        await transport.JetStream.DeleteStreamAsync(Names.QueueStream(queue));
+
+        // The send that finds no stream stored nothing: it must say so, not claim it was sent.
+        await Assert.ThrowsAsync<HeraldException>(async () => await transport.SendAsync(queue, NewEnvelope("lost")));
+        await transport.SendAsync(queue, NewEnvelope("after"));
+
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "after"), "the message sent after the stream was declared again");
+            Assert.DoesNotContain(seen, e => TextOf(e) is "before" or "lost");
+        }
+    }
+
+    /// <summary>
+    /// The same for a topic's stream: the next publish declares it again and it stores the message. (A queue stream that
+    /// sourced the deleted one resumes only when the server retries the source, not within a test.)
+    /// </summary>
+    [Fact]
+    public async Task Publish_AfterTheTopicStreamIsDeleted_FailsOnce_ThenDeclaresItAgain_AndItStoresTheMessage()
+    {
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.Zero);
+        var topic = "gone-topic-" + Guid.NewGuid().ToString("N")[..8];
+        await transport.PublishAsync(topic, NewEnvelope("before"));
+        await transport.JetStream.DeleteStreamAsync(Names.TopicStream(topic));
+
+        await Assert.ThrowsAsync<HeraldException>(async () => await transport.PublishAsync(topic, NewEnvelope("lost")));
+        await transport.PublishAsync(topic, NewEnvelope("after"));
+
+        var stream = await transport.JetStream.GetStreamAsync(Names.TopicStream(topic));
+        Assert.Equal(1L, stream.Info.State.Messages);
+    }
+
     [Fact]
     public async Task AHandlerRunningLongerThanTheAckWait_IsKeptAlive_AndItsMessageIsDeliveredOnce()
     {

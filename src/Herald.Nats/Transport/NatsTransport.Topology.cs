@@ -168,6 +168,33 @@ internal sealed partial class NatsTransport
         return lazy.Value.IsCompletedSuccessfully ? Task.CompletedTask : AwaitOrForgetAsync(_streams, stream.Name, lazy, cancellationToken);
     }
 
+    /// <summary>
+    /// Forgets the made stream of the queue or topic published to on <paramref name="subject"/>: no stream took a publish
+    /// there (deleted behind this process's back, or lost by JetStream), and the cache would otherwise fail every later
+    /// send until a restart. The next use asks the server and makes the stream again. A mapped queue or topic is the
+    /// operator's and is never made, so it is not cached here.
+    /// </summary>
+    private void ForgetStreamOf(string subject)
+    {
+        foreach (var (queue, lazy) in _queues)
+        {
+            if (Names.QueueSubject(queue) == subject)
+            {
+                _queues.TryRemove(new KeyValuePair<string, Lazy<Task<QueueTarget>>>(queue, lazy));
+                _streams.TryRemove(Names.QueueStream(queue), out _);
+            }
+        }
+
+        foreach (var (topic, lazy) in _topics)
+        {
+            if (Names.TopicSubject(topic) == subject)
+            {
+                _topics.TryRemove(new KeyValuePair<string, Lazy<Task<string>>>(topic, lazy));
+                _streams.TryRemove(Names.TopicStream(topic), out _);
+            }
+        }
+    }
+
     private async Task<bool> ExistsAsync(string stream)
     {
         try

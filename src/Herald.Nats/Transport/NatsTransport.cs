@@ -244,6 +244,11 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
             }
             catch (Exception e) when (e is NatsException && (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested))
             {
+                if (e is NatsJSPublishNoResponseException)
+                {
+                    ForgetStreamOf(subject);
+                }
+
                 throw new HeraldException($"Publishing to '{subject}' on NATS at {Endpoint} failed: {e.Message}", e);
             }
         }
