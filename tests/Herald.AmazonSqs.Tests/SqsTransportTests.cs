@@ -606,6 +606,80 @@ public sealed class SqsTransportTests : SqsTestBase
         Assert.Equal(80 - "-dead-letter".Length, transport.Capabilities.MaxNameBytes);
     }
 
+    /// <summary>Regression (queue deleted behind Herald's back): the cached URL was kept, so every later send failed until a restart.</summary>
+    [Fact]
+    public async Task Send_AfterAnOperatorDeletedTheQueue_FailsOnce_ThenCreatesItAgain_AndTheMessageIsConsumed()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("deleted");
+        await transport.SendAsync(queue, NewEnvelope());
+        using var client = SqsEmulator.NewClient();
+        await client.DeleteQueueAsync(await transport.QueueUrlAsync(queue, CancellationToken.None));
+
+        // The send that meets the missing queue reports its failure; it never claims to have sent.
+        await Assert.ThrowsAnyAsync<QueueDoesNotExistException>(() => transport.SendAsync(queue, NewEnvelope()).AsTask());
+        var sent = NewEnvelope();
+        await transport.SendAsync(queue, sent);
+
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d, "c");
+            return ValueTask.CompletedTask;
+        });
+        Assert.Equal(sent.MessageId, (await collector.WaitForCountAsync(1, Timeout))[0].Envelope.MessageId);
+    }
+
+    /// <summary>Regression (queue deleted behind Herald's back): a running consumer received from the missing queue forever.</summary>
+    [Fact]
+    public async Task Consume_AfterAnOperatorDeletedTheQueue_CreatesItAgain_AndConsumesWhatIsSentToIt()
+    {
+        var transport = await CreateTransportAsync(o => o.WaitTime = TimeSpan.FromSeconds(1));
+        var queue = Name("deleted-consumed");
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d, "c");
+            return ValueTask.CompletedTask;
+        });
+        using var client = SqsEmulator.NewClient();
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        await client.DeleteQueueAsync(url);
+
+        // Another process sends to it once it exists again (only the consumer here creates it).
+        var name = transport.Names.Queue(queue);
+        await Eventually.UntilAsync(async () => (await client.ListQueuesAsync(new ListQueuesRequest { QueueNamePrefix = name })).QueueUrls?.Any(u => u.EndsWith("/" + name, StringComparison.Ordinal)) == true, "the consumer created its queue again", Timeout);
+        var sent = NewEnvelope();
+        var again = (await client.GetQueueUrlAsync(name)).QueueUrl;
+        var (body, attributes) = SqsEnvelopeCodec.Encode(sent, transport.Options.Source);
+        await client.SendMessageAsync(new SendMessageRequest { QueueUrl = again, MessageBody = body, MessageAttributes = attributes });
+        Assert.Equal(sent.MessageId, (await collector.WaitForCountAsync(1, Timeout))[0].Envelope.MessageId);
+    }
+
+    /// <summary>Regression (dead-letter queue deleted behind Herald's back): every settlement of a dead letter failed on its cached URL.</summary>
+    [Fact]
+    public async Task DeadLetter_AfterAnOperatorDeletedTheDeadLetterQueue_CreatesItAgain_AndTheDeadLetterIsThere()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("deleted-dl");
+        await transport.DeclareQueueAsync(queue);
+        using var client = SqsEmulator.NewClient();
+        await client.DeleteQueueAsync(await transport.DeadLetterQueueUrlAsync(queue, CancellationToken.None));
+
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using (var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            await d.DeadLetterAsync("poison", ct);
+            settled.TrySetResult();
+        }))
+        {
+            await transport.SendAsync(queue, NewEnvelope());
+            await settled.Task.WaitAsync(Timeout);
+        }
+
+        Assert.Equal("poison", Assert.Single(await DrainAsync(transport, queue)).Reason);
+    }
+
     /// <summary>Drains the queue's dead letters until at least one came (the dead-letter queue fills asynchronously).</summary>
     private static async Task<ConcurrentQueue<NativeDeadLetter>> DrainAsync(AmazonSqsTransport transport, string queue)
     {

@@ -51,11 +51,36 @@ internal sealed partial class AmazonSqsTransport
 
         await Task.WhenAll(sends).ConfigureAwait(false);
 
-        async Task SendToAsync(string queue)
+        Task SendToAsync(string queue) => SendToQueueAsync(queue, envelope, delay, cancellationToken);
+    }
+
+    /// <summary>Sends to a queue by name; a send that finds the queue deleted fails, and the next one creates or looks it up again.</summary>
+    private async Task SendToQueueAsync(string queue, Envelope envelope, TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var url = await QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
+        try
         {
-            var url = await QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
             await SendAsync(url, envelope, attemptsBefore: 0, delay, due: null, reason: null, copy: false, cancellationToken).ConfigureAwait(false);
         }
+        catch (Exception e) when (IsQueueGone(e))
+        {
+            ForgetQueue(queue);
+            throw;
+        }
+    }
+
+    /// <summary>True when SQS answered that the queue does not exist (deleted behind Herald's back, or never made).</summary>
+    internal static bool IsQueueGone(Exception exception) =>
+        exception is QueueDoesNotExistException or AmazonSQSException { ErrorCode: "AWS.SimpleQueueService.NonExistentQueue" or "QueueDoesNotExist" };
+
+    /// <summary>
+    /// Forgets the cached URLs of a queue and of its dead-letter queue (whose ARN the queue's redrive policy is made from), so
+    /// the next use creates them again when Herald owns the topology, or looks them up, instead of failing on a stale URL until a restart.
+    /// </summary>
+    internal void ForgetQueue(string queue)
+    {
+        _queueUrls.TryRemove(Names.Queue(queue), out _);
+        _queueUrls.TryRemove(Names.DeadLetterQueue(queue), out _);
     }
 
     /// <summary>The URL of a queue, created with its dead-letter queue and redrive policy on first use when Herald owns the topology.</summary>
@@ -71,7 +96,15 @@ internal sealed partial class AmazonSqsTransport
         if (Options.DeclareTopology && Options.MaxReceiveCount is not null)
         {
             var deadLetterUrl = await DeadLetterQueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
-            deadLetterArn = await ArnAsync(deadLetterUrl, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                deadLetterArn = await ArnAsync(deadLetterUrl, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (IsQueueGone(e))
+            {
+                ForgetQueue(queue);
+                throw;
+            }
         }
 
         return await UrlAsync(name, deadLetterArn, cancellationToken).ConfigureAwait(false);

@@ -128,7 +128,15 @@ internal sealed partial class AmazonSqsTransport : ITransport
         var url = await QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
 
         // The health check's probe: sends answer from the cached URL, this asks SQS about the queue each time.
-        await ArnAsync(url, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await ArnAsync(url, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (IsQueueGone(e))
+        {
+            ForgetQueue(queue);
+            throw;
+        }
     }
 
     /// <inheritdoc />
@@ -136,8 +144,7 @@ internal sealed partial class AmazonSqsTransport : ITransport
     {
         Names.Validate(queue, nameof(queue));
         CheckSend(envelope, options);
-        var url = await QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
-        await SendAsync(url, envelope, attemptsBefore: 0, options?.Delay ?? TimeSpan.Zero, due: null, reason: null, copy: false, cancellationToken).ConfigureAwait(false);
+        await SendToQueueAsync(queue, envelope, options?.Delay ?? TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

@@ -57,6 +57,14 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
             _ = HandBackWhenReceivedAsync(receiving);
             throw;
         }
+        catch (Exception e) when (AmazonSqsTransport.IsQueueGone(e))
+        {
+            // Deleted behind Herald's back: the next receive goes to the queue created again (when Herald owns the topology)
+            // or looked up again, not to the stale URL forever. This claim still fails, and is logged as one.
+            transport.ForgetQueue(queue);
+            queueUrl = await transport.QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
+            throw;
+        }
 
         // SQS starts a message's visibility when it hands the message out, as the poll returns, however long the poll waited
         // for it (counted from the call, a message arriving late in an idle poll looked nearly expired and was handed back);
@@ -162,7 +170,16 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     {
         _held.TryRemove(message, out _);
         var deadLetterUrl = await transport.DeadLetterQueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
-        return await ReplaceWithCopyAsync(message, deadLetterUrl, headers, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await ReplaceWithCopyAsync(message, deadLetterUrl, headers, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (AmazonSqsTransport.IsQueueGone(e))
+        {
+            // The dead-letter queue was deleted behind Herald's back: the consumer's retry of this settlement finds it again.
+            transport.ForgetQueue(queue);
+            throw;
+        }
     }
 
     /// <summary>
