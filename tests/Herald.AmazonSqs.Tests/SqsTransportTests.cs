@@ -656,6 +656,21 @@ public sealed class SqsTransportTests : SqsTestBase
         Assert.Equal(sent.MessageId, (await collector.WaitForCountAsync(1, Timeout))[0].Envelope.MessageId);
     }
 
+    /// <summary>The health check's probe after a deletion: it reports the missing queue once, then creates it again.</summary>
+    [Fact]
+    public async Task DeclareQueue_AfterAnOperatorDeletedTheQueue_FailsOnce_ThenCreatesItAgain()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("deleted-probe");
+        await transport.DeclareQueueAsync(queue);
+        using var client = SqsEmulator.NewClient();
+        await client.DeleteQueueAsync(await transport.QueueUrlAsync(queue, CancellationToken.None));
+
+        await Assert.ThrowsAnyAsync<QueueDoesNotExistException>(() => transport.DeclareQueueAsync(queue).AsTask());
+        await transport.DeclareQueueAsync(queue);
+        await client.GetQueueUrlAsync(transport.Names.Queue(queue));
+    }
+
     /// <summary>Regression (dead-letter queue deleted behind Herald's back): every settlement of a dead letter failed on its cached URL.</summary>
     [Fact]
     public async Task DeadLetter_AfterAnOperatorDeletedTheDeadLetterQueue_CreatesItAgain_AndTheDeadLetterIsThere()
