@@ -83,7 +83,7 @@ public static class StreamSinks
                 var documentId = id(output.Key, output.Value);
 
                 // Refused alike on every engine, as a projection's write is (what PostgreSQL cannot store).
-                var change = StorableReadModelWrites.Storable($"Stream processor '{context.Processor}'", table.Name, documentId, _ => json);
+                var change = StorableReadModelWrites.Storable("Stream processor", context.Processor, table.Name, documentId, _ => json);
                 await store.UpdateAsync(table.Name, generation, documentId, change, context.UnitOfWork, cancellationToken).ConfigureAwait(false);
             }
         }

@@ -123,7 +123,7 @@ public sealed class ProjectionContext
     {
         // Refused alike on every engine (what PostgreSQL cannot store): the event takes the projection's failure policy
         // (retries, then the dead letters).
-        var storable = StorableReadModelWrites.Storable($"Projection '{_projection.Name}'", table, id, change);
+        var storable = StorableReadModelWrites.Storable("Projection", _projection.Name, table, id, change);
         await _store.UpdateAsync(table, Generation, id, storable, UnitOfWork).ConfigureAwait(false);
         PendingReadModelWrites.Add(UnitOfWork, table, Generation, id, storable);
     }

@@ -9,11 +9,13 @@ public static class StorableReadModelWrites
 {
     /// <summary>
     /// <paramref name="change"/> of the document <paramref name="id"/>, refusing the JSON it returns when a string in it holds
-    /// U+0000; throws at once when <paramref name="id"/> holds it. <paramref name="writer"/> names who writes ("Projection 'orders'").
+    /// U+0000; throws at once when <paramref name="id"/> holds it. <paramref name="writerKind"/> and <paramref name="writerName"/>
+    /// name who writes ("Projection", "orders"), joined only for the error, so a write that passes allocates no label.
     /// </summary>
-    public static Func<string?, string?> Storable(string writer, string table, string id, Func<string?, string?> change)
+    public static Func<string?, string?> Storable(string writerKind, string writerName, string table, string id, Func<string?, string?> change)
     {
-        ArgumentNullException.ThrowIfNull(writer);
+        ArgumentNullException.ThrowIfNull(writerKind);
+        ArgumentNullException.ThrowIfNull(writerName);
         ArgumentNullException.ThrowIfNull(table);
         ArgumentNullException.ThrowIfNull(id);
         ArgumentNullException.ThrowIfNull(change);
@@ -23,7 +25,7 @@ public static class StorableReadModelWrites
         if (id.Contains('\0', StringComparison.Ordinal))
         {
             throw new InvalidOperationException(
-                $"{writer} cannot write document '{id.Replace("\0", "\\u0000", StringComparison.Ordinal)}' of read model '{table}': its id holds the character U+0000, which PostgreSQL cannot store, so no read-model store takes it. Remove or replace the character in the id.");
+                $"{writerKind} '{writerName}' cannot write document '{id.Replace("\0", "\\u0000", StringComparison.Ordinal)}' of read model '{table}': its id holds the character U+0000, which PostgreSQL cannot store, so no read-model store takes it. Remove or replace the character in the id.");
         }
 
         // PostgreSQL's jsonb cannot hold U+0000 (a bare 22P05 at its commit).
@@ -33,7 +35,7 @@ public static class StorableReadModelWrites
             if (json is not null && HoldsNul(json))
             {
                 throw new InvalidOperationException(
-                    $"{writer} cannot write document '{id}' of read model '{table}': a string in it holds the character U+0000, which PostgreSQL's jsonb cannot store, so no read-model store takes it. Remove or replace the character before writing it.");
+                    $"{writerKind} '{writerName}' cannot write document '{id}' of read model '{table}': a string in it holds the character U+0000, which PostgreSQL's jsonb cannot store, so no read-model store takes it. Remove or replace the character before writing it.");
             }
 
             return json;
