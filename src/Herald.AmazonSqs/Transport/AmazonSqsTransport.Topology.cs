@@ -62,22 +62,32 @@ internal sealed partial class AmazonSqsTransport
         {
             await SendAsync(url, envelope, attemptsBefore: 0, delay, due: null, reason: null, copy: false, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (IsQueueGone(e))
+        catch (Exception e) when (ForgetIfGone(queue, e))
         {
-            ForgetQueue(queue);
             throw;
         }
     }
 
-    /// <summary>True when SQS answered that the queue does not exist (deleted behind Herald's back, or never made).</summary>
-    internal static bool IsQueueGone(Exception exception) =>
-        exception is QueueDoesNotExistException or AmazonSQSException { ErrorCode: "AWS.SimpleQueueService.NonExistentQueue" or "QueueDoesNotExist" };
+    /// <summary>
+    /// For an exception filter: true, after forgetting <paramref name="queue"/>'s cached URLs (<see cref="ForgetQueue"/>),
+    /// when SQS answered that the queue does not exist (deleted behind Herald's back, or never made); the caller rethrows.
+    /// </summary>
+    internal bool ForgetIfGone(string queue, Exception exception)
+    {
+        if (exception is not (QueueDoesNotExistException or AmazonSQSException { ErrorCode: "AWS.SimpleQueueService.NonExistentQueue" or "QueueDoesNotExist" }))
+        {
+            return false;
+        }
+
+        ForgetQueue(queue);
+        return true;
+    }
 
     /// <summary>
     /// Forgets the cached URLs of a queue and of its dead-letter queue (whose ARN the queue's redrive policy is made from), so
     /// the next use creates them again when Herald owns the topology, or looks them up, instead of failing on a stale URL until a restart.
     /// </summary>
-    internal void ForgetQueue(string queue)
+    private void ForgetQueue(string queue)
     {
         _queueUrls.TryRemove(Names.Queue(queue), out _);
         _queueUrls.TryRemove(Names.DeadLetterQueue(queue), out _);
@@ -100,9 +110,8 @@ internal sealed partial class AmazonSqsTransport
             {
                 deadLetterArn = await ArnAsync(deadLetterUrl, cancellationToken).ConfigureAwait(false);
             }
-            catch (Exception e) when (IsQueueGone(e))
+            catch (Exception e) when (ForgetIfGone(queue, e))
             {
-                ForgetQueue(queue);
                 throw;
             }
         }

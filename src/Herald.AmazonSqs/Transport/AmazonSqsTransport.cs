@@ -132,9 +132,8 @@ internal sealed partial class AmazonSqsTransport : ITransport
         {
             await ArnAsync(url, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (IsQueueGone(e))
+        catch (Exception e) when (ForgetIfGone(queue, e))
         {
-            ForgetQueue(queue);
             throw;
         }
     }

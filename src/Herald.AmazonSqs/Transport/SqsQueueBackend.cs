@@ -57,11 +57,10 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
             _ = HandBackWhenReceivedAsync(receiving);
             throw;
         }
-        catch (Exception e) when (AmazonSqsTransport.IsQueueGone(e))
+        catch (Exception e) when (transport.ForgetIfGone(queue, e))
         {
             // Deleted behind Herald's back: the next receive goes to the queue created again (when Herald owns the topology)
             // or looked up again, not to the stale URL forever. This claim still fails, and is logged as one.
-            transport.ForgetQueue(queue);
             queueUrl = await transport.QueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
             throw;
         }
@@ -174,10 +173,9 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
         {
             return await ReplaceWithCopyAsync(message, deadLetterUrl, headers, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (AmazonSqsTransport.IsQueueGone(e))
+        catch (Exception e) when (transport.ForgetIfGone(queue, e))
         {
             // The dead-letter queue was deleted behind Herald's back: the consumer's retry of this settlement finds it again.
-            transport.ForgetQueue(queue);
             throw;
         }
     }
