@@ -21,7 +21,15 @@ public sealed class OrderCommands(AggregateRepository<Order> orders) : ICommandH
         var order = await orders.LoadAsync(command.OrderId.ToString(), cancellationToken);
         if (order.Version > 0)
         {
-            // Placed already by an earlier attempt of the same Idempotency-Key (its response lost in a crash): the same answer.
+            // Placed already by an earlier attempt of the same Idempotency-Key (its response lost in a crash, or expired): the
+            // same answer. Another order under that key is refused, as a reused key is while its response is kept: answered
+            // as placed, it would be lost without the client knowing.
+            if (order.CustomerId != command.CustomerId
+                || !order.Lines.Select(l => (l.Sku, l.Quantity)).SequenceEqual(lines.Select(l => (l.Sku, l.Quantity))))
+            {
+                throw new IdempotencyKeyReusedException();
+            }
+
             return new OrderAccepted(command.OrderId, order.CustomerId, order.Total);
         }
 
@@ -42,6 +50,9 @@ public sealed class OrderCommands(AggregateRepository<Order> orders) : ICommandH
         await orders.SaveAsync(order, cancellationToken: cancellationToken);
     }
 }
+
+/// <summary>The request's Idempotency-Key placed another order already (HTTP 422); nothing is stored.</summary>
+public sealed class IdempotencyKeyReusedException() : InvalidOperationException("This Idempotency-Key placed another order already; use a new key for a new order.");
 
 /// <summary>No order has this id (HTTP 404).</summary>
 public sealed class OrderNotFoundException(Guid orderId) : InvalidOperationException($"There is no order {orderId}.");

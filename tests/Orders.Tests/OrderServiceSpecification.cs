@@ -108,6 +108,35 @@ public abstract class OrderServiceSpecification
     }
 
     [Fact]
+    public async Task KeyWhoseStoredResponseIsGone_FindsItsOrderForTheSameBody_AndAnswersAnotherBody422_PlacingNothing()
+    {
+        var key = "gone-" + Guid.NewGuid().ToString("N");
+        var body = new { customerId = "grace", lines = new[] { new { sku = "monitor", quantity = 1 } } };
+        using var first = await PostOrderAsync(body, key);
+        Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
+        var placed = (await first.Content.ReadFromJsonAsync<PlaceOrderResponse>())!;
+
+        // The stored response expired (or the first attempt crashed before storing it): the key's order is found again.
+        Assert.True(await Service.ForgetStoredOrderResponseAsync(key), "the first response was stored under the key");
+        using var same = await PostOrderAsync(body, key);
+        Assert.Equal(HttpStatusCode.Accepted, same.StatusCode);
+        Assert.Equal(placed.OrderId, (await same.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId);
+
+        // Another order under the used key: refused as the key's kept response refuses it, not answered as if placed.
+        Assert.True(await Service.ForgetStoredOrderResponseAsync(key), "the retry's response was stored under the key");
+        var correlationId = "gone-" + Guid.NewGuid().ToString("N");
+        using var other = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 3 } } }, key, correlationId);
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, other.StatusCode);
+        Assert.Equal("application/problem+json", other.Content.Headers.ContentType?.MediaType);
+        Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
+
+        // The refusal did not take the key: the first order is still what it answers.
+        using var again = await PostOrderAsync(body, key);
+        Assert.Equal(HttpStatusCode.Accepted, again.StatusCode);
+        Assert.Equal(placed.OrderId, (await again.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId);
+    }
+
+    [Fact]
     public async Task OrderRepeatingAProduct_IsRefusedNamingIt_SoNoLineLimitIsPassedLineByLine()
     {
         var correlationId = "repeat-" + Guid.NewGuid().ToString("N");

@@ -70,6 +70,32 @@ public sealed class ServiceInstance : IAsyncDisposable
     /// <summary>What <c>GET /stats/orders-per-status</c> should serve, counted from the whole log.</summary>
     public Task<List<StatusCount>> OrderEventsPerStatusPerMinuteAsync() => StatusCounts.FromLogAsync(Events);
 
+    /// <summary>
+    /// Deletes the stored response of <paramref name="key"/> on <c>POST /orders</c> (anonymous), as its expiration does, or as
+    /// a crash before it was stored leaves it; true when there was one.
+    /// </summary>
+    public async Task<bool> ForgetStoredOrderResponseAsync(string key)
+    {
+        // The store's key as WithIdempotencyKey makes it: scoped to the route and the (anonymous) user, hashed.
+        var storeKey = "herald-http:" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes($"route\nPOST /orders\n\n{key}")));
+        var settings = App.Services.GetRequiredService<OrderServiceSettings>();
+        if (settings.Profile == OrderServiceSettings.Embedded)
+        {
+            await using var sqlite = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={settings.SqlitePath};Pooling=False");
+            await sqlite.OpenAsync();
+            await using var delete = sqlite.CreateCommand();
+            delete.CommandText = "PRAGMA busy_timeout = 30000; DELETE FROM herald_idempotency WHERE idempotency_key = $key AND completed = 1";
+            delete.Parameters.AddWithValue("$key", storeKey);
+            return await delete.ExecuteNonQueryAsync() == 1;
+        }
+
+        await using var postgres = new Npgsql.NpgsqlConnection(settings.Postgres);
+        await postgres.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand($"DELETE FROM \"{settings.Schema}\".idempotency WHERE idempotency_key = $1 AND completed", postgres);
+        command.Parameters.AddWithValue(storeKey);
+        return await command.ExecuteNonQueryAsync() == 1;
+    }
+
     public async ValueTask DisposeAsync()
     {
         Http.Dispose();

@@ -59,7 +59,8 @@ public static class OrderServiceApp
         builder.Services.AddSingleton<Shipping>();
         builder.Services.AddHeraldAspNetCore(o => o
             .MapException<OrderRuleException>(StatusCodes.Status422UnprocessableEntity, "Order rule broken")
-            .MapException<OrderNotFoundException>(StatusCodes.Status404NotFound, "Order not found"));
+            .MapException<OrderNotFoundException>(StatusCodes.Status404NotFound, "Order not found")
+            .MapException<IdempotencyKeyReusedException>(StatusCodes.Status422UnprocessableEntity, "The Idempotency-Key was already used for another request."));
         // A body naming a property twice is ambiguous (a proxy reading the first "customerId" and this service the last
         // would disagree on whose order it is): refused with 400 instead of read last-wins.
         builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.AllowDuplicateProperties = false);
