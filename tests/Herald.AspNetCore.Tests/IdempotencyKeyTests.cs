@@ -80,6 +80,11 @@ public sealed class IdempotencyKeyTests
                         ? Results.StatusCode(StatusCodes.Status503ServiceUnavailable)
                         : Results.Ok(new { id, key = http.GetIdempotencyKey() });
                 }).WithIdempotencyKey(configure);
+                app.MapPost("/bare-404", (Observed observed) =>
+                {
+                    observed.Run();
+                    return Results.NotFound();
+                }).WithIdempotencyKey(configure);
                 app.MapPost("/no-key", (HttpContext http) => Results.Ok(new { id = http.GetIdempotentId(), key = http.GetIdempotencyKey() }));
                 var group = app.MapGroup("/group").WithIdempotencyKey(configure);
                 group.MapPost("/items/{id}", (string id, Observed observed) => Results.Ok(new { id, run = observed.Run() }));
@@ -153,6 +158,22 @@ public sealed class IdempotencyKeyTests
         var body = System.Text.Json.JsonDocument.Parse(await none.Content.ReadAsStringAsync()).RootElement;
         Assert.Equal(System.Text.Json.JsonValueKind.Null, body.GetProperty("id").ValueKind);
         Assert.Equal(System.Text.Json.JsonValueKind.Null, body.GetProperty("key").ValueKind);
+    }
+
+    [Fact]
+    public async Task BareClientError_IsReplayedAsTheSameProblem_NotAsAnEmptyBody()
+    {
+        await using var app = await StartAsync();
+
+        var first = await app.Client.SendAsync(Order("key-bare", path: "/bare-404"));
+        var second = await app.Client.SendAsync(Order("key-bare", path: "/bare-404"));
+
+        Assert.Equal(HttpStatusCode.NotFound, first.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, second.StatusCode);
+        Assert.Equal("true", Assert.Single(second.Headers.GetValues("Idempotency-Replayed")));
+        Assert.Equal(404, (await first.ProblemAsync()).GetProperty("status").GetInt32());
+        Assert.Equal(404, (await second.ProblemAsync()).GetProperty("status").GetInt32());
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
     }
 
     [Fact]

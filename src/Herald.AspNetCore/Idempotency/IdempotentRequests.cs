@@ -252,9 +252,11 @@ internal sealed class IdempotentRequests(
         }
 
         response.Headers[IdempotencyKeyHeader.ReplayedHeader] = "true";
-        response.ContentLength = stored.Body.Length;
+        // A bare status (no body) is left as the endpoint left it, so what the pipeline made of it the first time (a problem
+        // body from UseStatusCodePages) it makes again: a Content-Length of 0 would stop that.
         if (stored.Body.Length > 0)
         {
+            response.ContentLength = stored.Body.Length;
             await response.Body.WriteAsync(stored.Body, context.RequestAborted).ConfigureAwait(false);
         }
     }
