@@ -20,6 +20,9 @@ internal static partial class Log
     [LoggerMessage(8012, LogLevel.Warning, "Pulling from the consumer of '{Queue}' failed; pulling again in a second")]
     public static partial void PullFailed(ILogger logger, Exception exception, string queue);
 
+    [LoggerMessage(8013, LogLevel.Warning, "The durable consumer '{Consumer}' of stream '{Stream}' ('{Queue}') was gone, deleted behind Herald's back (alone, or with its stream and the messages it held); made again, pulling again")]
+    public static partial void ConsumerRemade(ILogger logger, string consumer, string stream, string queue);
+
     [LoggerMessage(8023, LogLevel.Warning, "Handing a message of '{Queue}' back (nak) failed; it returns after the ack wait")]
     public static partial void NakFailed(ILogger logger, Exception exception, string queue);
 

@@ -121,6 +121,173 @@ public sealed class JetStreamTests : NatsTestBase
         Assert.Equal(1L, stream.Info.State.Messages);
     }
 
+    /// <summary>
+    /// A consumer running when its queue's stream is deleted (its durable consumer with it) used to fail its pulls
+    /// forever (8012), even once a send had made the stream again: it now makes the stream and its durable again and
+    /// handles what is sent after.
+    /// </summary>
+    [Fact]
+    public async Task Consume_QueueStreamDeletedWhileRunning_MakesItAndItsDurableAgain_AndHandlesWhatIsSentAfter()
+    {
+        var log = new TestOutputLogger();
+        using var loggers = LoggerFactory.Create(l => l.AddProvider(log));
+        await using var transport = await NatsTransportFactory.CreateAsync(NewOptions(o => o.PublishRetryTimeout = TimeSpan.Zero), loggerFactory: loggers);
+        var queue = "gone-consumed-" + Guid.NewGuid().ToString("N")[..8];
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("before"));
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "before"), "the message sent before the delete");
+            var remade = log.WhenLoggedAsync("made again, pulling again");
+            await ((NatsTransport)transport).JetStream.DeleteStreamAsync(Names.QueueStream(queue));
+
+            await SendUntilStoredAsync(() => transport.SendAsync(queue, NewEnvelope("after")));
+
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "after"), "the running consumer handles a message sent after the stream was made again");
+            await remade.WaitAsync(Timeout);
+            Assert.Equal(1, seen.Count(e => TextOf(e) == "after"));
+        }
+    }
+
+    /// <summary>
+    /// A queue stream made again gets the sources of the topics bound to it in this process (their streams made again too
+    /// when they went with it), so their publishes reach it again.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Publish_ToABoundTopic_AfterTheQueueStreamWasDeletedAndMadeAgain_ReachesTheQueue(bool topicStreamDeletedToo)
+    {
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.Zero);
+        var topic = "gone-bound-topic-" + Guid.NewGuid().ToString("N")[..8];
+        var queue = "gone-bound-" + Guid.NewGuid().ToString("N")[..8];
+        await transport.BindAsync(topic, queue);
+        await transport.PublishAsync(topic, NewEnvelope("before"));
+        await transport.JetStream.DeleteStreamAsync(Names.QueueStream(queue));
+        if (topicStreamDeletedToo)
+        {
+            await transport.JetStream.DeleteStreamAsync(Names.TopicStream(topic));
+        }
+
+        await SendUntilStoredAsync(() => transport.SendAsync(queue, NewEnvelope("sent")));
+        await transport.PublishAsync(topic, NewEnvelope("published"));
+
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "published"), "the publish to the bound topic reaches the queue stream made again");
+            Assert.DoesNotContain(seen, e => TextOf(e) == "before");
+        }
+    }
+
+    /// <summary>
+    /// A queue's delay stream deleted behind the transport's back stayed cached, so every delayed send failed until a
+    /// restart: the one that finds it gone fails, and the next makes it again.
+    /// </summary>
+    [Fact]
+    public async Task DelayedSend_AfterTheDelayStreamIsDeleted_FailsOnce_ThenMakesItAgain_AndStoresTheMessage()
+    {
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.Zero);
+        var queue = "gone-delayed-" + Guid.NewGuid().ToString("N")[..8];
+        var delay = new SendOptions { Delay = TimeSpan.FromMinutes(10) };
+        await transport.SendAsync(queue, NewEnvelope("before"), delay);
+        await transport.JetStream.DeleteStreamAsync(Names.DelayStream(queue));
+
+        // The send that finds no stream stored nothing: it must say so, not claim it was sent.
+        await Assert.ThrowsAsync<HeraldException>(async () => await transport.SendAsync(queue, NewEnvelope("lost"), delay));
+        await transport.SendAsync(queue, NewEnvelope("after"), delay);
+
+        var stream = await transport.JetStream.GetStreamAsync(Names.DelayStream(queue));
+        Assert.Equal(1L, stream.Info.State.Messages);
+    }
+
+    /// <summary>
+    /// A running consumer's mover whose delay stream is deleted (its durable with it) failed its pulls forever, so delayed
+    /// sends stayed there: it now makes the stream and its durable again and moves what is sent after when due.
+    /// </summary>
+    [Fact]
+    public async Task Consume_DelayStreamDeletedWhileRunning_MakesItAndItsMoverAgain_AndADelayedSendIsHandledWhenDue()
+    {
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.Zero);
+        var queue = "gone-delayed-consumed-" + Guid.NewGuid().ToString("N")[..8];
+        var delay = new SendOptions { Delay = TimeSpan.FromMilliseconds(200) };
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("before"), delay);
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "before"), "the delayed message sent before the delete");
+            await transport.JetStream.DeleteStreamAsync(Names.DelayStream(queue));
+
+            await SendUntilStoredAsync(() => transport.SendAsync(queue, NewEnvelope("after"), delay));
+
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "after"), "the delayed message sent after the delay stream was made again");
+        }
+    }
+
+    /// <summary>
+    /// The dead-letter stream deleted behind the transport's back stayed cached, so every dead letter's copy failed (and its
+    /// message was handed back) until a restart: the copy that finds it gone fails, and the next makes it again.
+    /// </summary>
+    [Fact]
+    public async Task DeadLetter_AfterTheDeadLetterStreamIsDeleted_FailsOnce_ThenMakesItAgain_AndStoresTheCopy()
+    {
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.Zero);
+        var queue = "gone-dead-letters-" + Guid.NewGuid().ToString("N")[..8];
+        var failed = 0;
+        var (consumer, _) = await ConsumeAsync(transport, queue, async (delivery, cancellationToken) =>
+        {
+            try
+            {
+                await delivery.DeadLetterAsync("poison", cancellationToken);
+            }
+            catch (HeraldException)
+            {
+                Interlocked.Increment(ref failed);
+                throw;
+            }
+        });
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("first"));
+            await Eventually.UntilAsync(async () => await DeadLettersAsync(transport) == 1, "the first message is dead-lettered");
+            await transport.JetStream.DeleteStreamAsync(Names.DeadLetterStream);
+
+            await transport.SendAsync(queue, NewEnvelope("second"));
+            await Eventually.UntilAsync(async () => await DeadLettersAsync(transport) == 1, "the second message's copy is stored in the dead-letter stream made again");
+            Assert.True(Volatile.Read(ref failed) >= 1, "no dead letter met the deleted stream");
+        }
+    }
+
+    /// <summary>The messages in the dead-letter stream (none while it does not exist).</summary>
+    private async Task<long> DeadLettersAsync(NatsTransport transport)
+    {
+        try
+        {
+            return (long)(await transport.JetStream.GetStreamAsync(Names.DeadLetterStream)).Info.State.Messages;
+        }
+        catch (NATS.Client.JetStream.NatsJSApiException e) when (e.Error.Code == 404)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>Sends until a send is stored: one finding the stream gone fails (and forgets it), the next makes it again.</summary>
+    private static async Task SendUntilStoredAsync(Func<ValueTask> send) =>
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                try
+                {
+                    await send();
+                    return true;
+                }
+                catch (HeraldException)
+                {
+                    return false;
+                }
+            },
+            "a send is stored in the stream made again");
+
     [Fact]
     public async Task AHandlerRunningLongerThanTheAckWait_IsKeptAlive_AndItsMessageIsDeliveredOnce()
     {
@@ -213,7 +380,7 @@ public sealed class JetStreamTests : NatsTestBase
         {
             // The first dead letter makes the stream, which the transport then takes as there; then it goes away.
             await transport.SendAsync(queue, NewEnvelope("first"));
-            await Eventually.UntilAsync(async () => await DeadLettersAsync() == 1, "the first message is dead-lettered", Timeout);
+            await Eventually.UntilAsync(async () => await DeadLettersAsync(transport) == 1, "the first message is dead-lettered", Timeout);
             await transport.JetStream.DeleteStreamAsync(Names.DeadLetterStream);
 
             await transport.SendAsync(queue, poison);
@@ -226,19 +393,7 @@ public sealed class JetStreamTests : NatsTestBase
         }
 
         Assert.Equal(1, seen.CountOf(poison.MessageId));
-        Assert.Equal(1, await DeadLettersAsync());
-
-        async Task<long> DeadLettersAsync()
-        {
-            try
-            {
-                return (long)(await transport.JetStream.GetStreamAsync(Names.DeadLetterStream)).Info.State.Messages;
-            }
-            catch (NATS.Client.JetStream.NatsJSApiException e) when (e.Error.Code == 404)
-            {
-                return 0;
-            }
-        }
+        Assert.Equal(1, await DeadLettersAsync(transport));
     }
 
     [Fact]

@@ -24,7 +24,8 @@ namespace Herald.Nats.Transport;
 internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 {
     private readonly NatsTransport _transport;
-    private readonly INatsJSConsumer _consumer;
+    // Replaced when the pull finds the durable consumer gone and makes it again.
+    private volatile INatsJSConsumer _consumer;
     private readonly NatsDelayMover[] _movers;
     private readonly QueueTarget _target;
     private readonly DeliveryHandler _handler;
@@ -200,7 +201,15 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private void Forget(NatsDelivery delivery) => Untrack(delivery);
 
     private Task PullAsync() =>
-        NatsPull.RunAsync(_consumer, _prefetch, ReceiveAsync, e => Log.PullFailed(_logger, e, Queue), _transport.TimeProvider, _stopping.Token);
+        NatsPull.RunAsync(_consumer, _prefetch, ReceiveAsync, e => Log.PullFailed(_logger, e, Queue), RemakeAsync, _transport.TimeProvider, _stopping.Token);
+
+    private async Task<INatsJSConsumer> RemakeAsync(CancellationToken stop)
+    {
+        var durable = await _transport.RemakeDurableAsync(Queue, stop).ConfigureAwait(false);
+        _consumer = durable;
+        Log.ConsumerRemade(_logger, durable.Info.Name, _target.Stream, Queue);
+        return durable;
+    }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReceiveAsync(INatsJSMsg<byte[]> message, CancellationToken stop)

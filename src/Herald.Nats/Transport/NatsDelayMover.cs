@@ -21,7 +21,7 @@ internal sealed class NatsDelayMover
     private const string MessageIdHeader = "Nats-Msg-Id";
 
     private readonly NatsTransport _transport;
-    private readonly INatsJSConsumer _consumer;
+    private readonly NatsDelayLine _line;
     private readonly string _stream;
     private readonly string _queue;
     private readonly string _subject;
@@ -33,7 +33,7 @@ internal sealed class NatsDelayMover
     private NatsDelayMover(NatsTransport transport, NatsDelayLine line, ILogger logger)
     {
         _transport = transport;
-        _consumer = line.Durable;
+        _line = line;
         _stream = line.Stream;
         _queue = line.Name;
         _subject = line.Subject;
@@ -92,7 +92,14 @@ internal sealed class NatsDelayMover
     }
 
     private Task PullAsync() =>
-        NatsPull.RunAsync(_consumer, 100, MoveAsync, e => Log.DelayPullFailed(_logger, e, _queue), _transport.TimeProvider, _stopping.Token);
+        NatsPull.RunAsync(_line.Durable, 100, MoveAsync, e => Log.DelayPullFailed(_logger, e, _queue), RemakeAsync, _transport.TimeProvider, _stopping.Token);
+
+    private async Task<INatsJSConsumer> RemakeAsync(CancellationToken stop)
+    {
+        var durable = await _transport.RemakeDelayLineAsync(_line, stop).ConfigureAwait(false);
+        Log.ConsumerRemade(_logger, durable.Info.Name, _stream, _queue);
+        return durable;
+    }
 
     private async ValueTask MoveAsync(INatsJSMsg<byte[]> message, CancellationToken stop)
     {
@@ -136,7 +143,8 @@ internal sealed class NatsDelayMover
 }
 
 /// <summary>
-/// A delay stream's durable consumer (<paramref name="Durable"/> of <paramref name="Stream"/>), the subject its due
-/// messages are moved to, and the queue or mapped topic it delays (<paramref name="Name"/>, for logs).
+/// A delay stream's durable consumer (<paramref name="Durable"/> of <paramref name="Stream"/>, which takes
+/// <paramref name="DelaySubject"/>), the subject its due messages are moved to (of <paramref name="TargetStream"/>), and
+/// the queue or mapped topic it delays (<paramref name="Name"/>, for logs).
 /// </summary>
-internal sealed record NatsDelayLine(INatsJSConsumer Durable, string Stream, string Subject, string Name);
+internal sealed record NatsDelayLine(INatsJSConsumer Durable, string Stream, string DelaySubject, string Subject, string TargetStream, string Name);

@@ -8,14 +8,17 @@ internal static class NatsPull
     /// <summary>
     /// Pulls up to <paramref name="maxMessages"/> at a time and hands each message to <paramref name="receive"/> until
     /// <paramref name="stop"/> fires. A failed pull (consumer deleted, server gone) goes to <paramref name="failed"/> and is
-    /// started again a second later: the loop never dies. Drain on cancel: a stopped pull still hands over what the server
-    /// already sent, so it is nakked, not left to time out.
+    /// started again a second later: the loop never dies. When the server says the durable consumer or its stream is
+    /// gone (deleted behind Herald's back), <paramref name="remake"/> makes them again and the pull goes on with the
+    /// consumer it returns. Drain on cancel: a stopped pull still hands over what the server already sent, so it is
+    /// nakked, not left to time out.
     /// </summary>
     public static async Task RunAsync(
         INatsJSConsumer consumer,
         int maxMessages,
         Func<INatsJSMsg<byte[]>, CancellationToken, ValueTask> receive,
         Action<Exception> failed,
+        Func<CancellationToken, Task<INatsJSConsumer>> remake,
         TimeProvider time,
         CancellationToken stop)
     {
@@ -39,12 +42,52 @@ internal static class NatsPull
                 failed(e);
                 try
                 {
+                    // Pulling again from a consumer that no longer exists would fail forever.
+                    if (await IsGoneAsync(consumer, stop).ConfigureAwait(false))
+                    {
+                        consumer = await remake(stop).ConfigureAwait(false);
+                        continue;
+                    }
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    break;
+                }
+#pragma warning disable CA1031 // Reported; tried again after the next failed pull.
+                catch (Exception remakeFailure)
+#pragma warning restore CA1031
+                {
+                    failed(remakeFailure);
+                }
+
+                try
+                {
                     await Task.Delay(TimeSpan.FromSeconds(1), time, stop).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {
                 }
             }
+        }
+    }
+
+    /// <summary>Whether the server says the durable consumer, or its stream, no longer exists (not merely unreachable).</summary>
+    private static async Task<bool> IsGoneAsync(INatsJSConsumer consumer, CancellationToken stop)
+    {
+        try
+        {
+            await consumer.RefreshAsync(stop).ConfigureAwait(false);
+            return false;
+        }
+        catch (NatsJSApiException e) when (e.Error.ErrCode is NatsTopology.ConsumerNotFound or NatsTopology.StreamNotFound)
+        {
+            return true;
+        }
+#pragma warning disable CA1031 // Unreachable, or any other answer: the pull is tried again as it is.
+        catch (Exception e) when (e is not OperationCanceledException || !stop.IsCancellationRequested)
+#pragma warning restore CA1031
+        {
+            return false;
         }
     }
 }

@@ -70,7 +70,7 @@ internal sealed partial class NatsTransport
         try
         {
             var durable = await JetStream.GetConsumerAsync(stream, NatsNames.DelayDurable, cancellationToken).ConfigureAwait(false);
-            return new NatsDelayLine(durable, stream, subject, name);
+            return new NatsDelayLine(durable, stream, delaySubject, subject, targetStream, name);
         }
         catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.ConsumerNotFound)
         {
@@ -79,7 +79,15 @@ internal sealed partial class NatsTransport
         // A move repeated after its ack wait must still fall in the target stream's duplicate window to be dropped.
         var window = (await JetStream.GetStreamAsync(targetStream, cancellationToken: cancellationToken).ConfigureAwait(false)).Info.Config.DuplicateWindow;
         var created = await JetStream.CreateOrUpdateConsumerAsync(stream, NatsTopology.DelayDurableConfig(window), cancellationToken).ConfigureAwait(false);
-        return new NatsDelayLine(created, stream, subject, name);
+        return new NatsDelayLine(created, stream, delaySubject, subject, targetStream, name);
+    }
+
+    /// <summary>Makes a delay stream and its durable consumer again, after the mover's pull found them gone (deleted behind this process's back).</summary>
+    internal async Task<INatsJSConsumer> RemakeDelayLineAsync(NatsDelayLine line, CancellationToken cancellationToken)
+    {
+        ForgetStreamOf(line.DelaySubject);
+        var remade = await EnsureDelayLineAsync(line.Stream, line.DelaySubject, line.Subject, line.TargetStream, line.Name, cancellationToken).ConfigureAwait(false);
+        return remade.Durable;
     }
 
     /// <summary>

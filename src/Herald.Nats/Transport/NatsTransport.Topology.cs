@@ -9,6 +9,12 @@ internal sealed partial class NatsTransport
     private readonly ConcurrentDictionary<string, Lazy<Task<QueueTarget>>> _queues = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Lazy<Task<string>>> _topics = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Lazy<Task>> _streams = new(StringComparer.Ordinal);
+
+    // The subjects of each stream in _streams, so a publish no stream took forgets the one made for its subject.
+    private readonly ConcurrentDictionary<string, string[]> _streamSubjects = new(StringComparer.Ordinal);
+
+    // The topics bound to each queue of its own stream by this process: a queue stream made again sources them again.
+    private readonly ConcurrentDictionary<(string Topic, string Queue), bool> _bindings = new();
     private NatsBindingLock? _bindingLock;
 
     /// <summary>The lock on changing a queue stream's sources (made on first use: only a process that binds needs its bucket).</summary>
@@ -38,8 +44,26 @@ internal sealed partial class NatsTransport
         var subject = Names.QueueSubject(queue);
         await EnsureStreamAsync(_options.QueueStream.For(stream, subject), CancellationToken.None).ConfigureAwait(false);
 
+        // Made again after it was deleted (none are known on first use): without its sources, bound topics no longer reach it.
+        foreach (var (topic, bound) in _bindings.Keys)
+        {
+            if (bound == queue)
+            {
+                await RebindAsync(topic, stream).ConfigureAwait(false);
+            }
+        }
+
         // No filter: the stream also holds what it sources from bound topics, under the topics' subjects.
         return new QueueTarget(stream, subject, FilterSubject: null, NatsStartPosition.All, OrderBySubject: false);
+    }
+
+    /// <summary>A binding made again on a queue stream made again; the topic's stream too, if it went with it.</summary>
+    private async Task RebindAsync(string topic, string queueStream)
+    {
+        // Asked of the server, not the cache: an operator deleting the queue's stream may have deleted the topic's as well.
+        ForgetStreamOf(Names.TopicSubject(topic));
+        await EnsureTopicAsync(topic, CancellationToken.None).ConfigureAwait(false);
+        await AddSourceAsync(topic, queueStream, CancellationToken.None).ConfigureAwait(false);
     }
 
     private ValueTask<string> EnsureTopicAsync(string topic, CancellationToken cancellationToken)
@@ -91,12 +115,20 @@ internal sealed partial class NatsTransport
 
         await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
         var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
-        var topicStream = Names.TopicStream(topic);
+        await AddSourceAsync(topic, target.Stream, cancellationToken).ConfigureAwait(false);
+        _bindings.TryAdd((topic, queue), true);
+    }
 
-        // The queue's stream sources the topic's stream from now on: every message published to the topic is copied into it.
-        // Its sources are read and written back with one more, under a lock no other process binding to it holds meanwhile.
-        await using var held = await BindingLock.AcquireAsync(target.Stream, cancellationToken).ConfigureAwait(false);
-        var stream = await JetStream.GetStreamAsync(target.Stream, cancellationToken: cancellationToken).ConfigureAwait(false);
+    /// <summary>
+    /// Makes the queue's stream <paramref name="queueStream"/> source the topic's stream from now on: every message published
+    /// to the topic is copied into it. Its sources are read and written back with one more, under a lock no other process
+    /// binding to it holds meanwhile.
+    /// </summary>
+    private async Task AddSourceAsync(string topic, string queueStream, CancellationToken cancellationToken)
+    {
+        var topicStream = Names.TopicStream(topic);
+        await using var held = await BindingLock.AcquireAsync(queueStream, cancellationToken).ConfigureAwait(false);
+        var stream = await JetStream.GetStreamAsync(queueStream, cancellationToken: cancellationToken).ConfigureAwait(false);
         var config = stream.Info.Config;
         var sources = config.Sources?.ToList() ?? [];
         if (sources.Any(s => s.Name == topicStream))
@@ -118,19 +150,36 @@ internal sealed partial class NatsTransport
         await JetStream.UpdateStreamAsync(config, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>The queue's durable consumer: the one that exists (its start position kept), else a new one.</summary>
+    /// <summary>
+    /// The queue's durable consumer: the one that exists (its start position kept), else a new one; and the stream keeping
+    /// its max-deliveries advisories, when it has a limit.
+    /// </summary>
     private async Task<INatsJSConsumer> EnsureDurableAsync(string queue, QueueTarget target, CancellationToken cancellationToken)
     {
-        var durable = NatsNames.Durable(queue);
+        var name = NatsNames.Durable(queue);
+        INatsJSConsumer durable;
         try
         {
-            return await JetStream.GetConsumerAsync(target.Stream, durable, cancellationToken).ConfigureAwait(false);
+            durable = await JetStream.GetConsumerAsync(target.Stream, name, cancellationToken).ConfigureAwait(false);
         }
         catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.ConsumerNotFound)
         {
+            durable = await JetStream.CreateOrUpdateConsumerAsync(target.Stream, NatsTopology.DurableConfig(name, target, _options), cancellationToken).ConfigureAwait(false);
         }
 
-        return await JetStream.CreateOrUpdateConsumerAsync(target.Stream, NatsTopology.DurableConfig(durable, target, _options), cancellationToken).ConfigureAwait(false);
+        await EnsureMaxDeliveriesCaptureAsync(queue, target, durable, cancellationToken).ConfigureAwait(false);
+        return durable;
+    }
+
+    /// <summary>
+    /// Makes the queue's stream (with the sources of the topics bound to it here) and its durable consumer again, after a
+    /// pull found them gone (deleted behind this process's back): as a start would, once the made stream is forgotten.
+    /// </summary>
+    internal async Task<INatsJSConsumer> RemakeDurableAsync(string queue, CancellationToken cancellationToken)
+    {
+        ForgetStreamOf(Names.QueueSubject(queue));
+        var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        return await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Creates the stream unless it exists (as it is: another process may have added sources to it).</summary>
@@ -138,6 +187,7 @@ internal sealed partial class NatsTransport
     {
         var lazy = _streams.GetOrAdd(stream.Name, _ => new Lazy<Task>(async () =>
         {
+            _streamSubjects[stream.Name] = [.. stream.Subjects];
             try
             {
                 await JetStream.GetStreamAsync(stream.Name, cancellationToken: CancellationToken.None).ConfigureAwait(false);
@@ -169,19 +219,26 @@ internal sealed partial class NatsTransport
     }
 
     /// <summary>
-    /// Forgets the made stream of the queue or topic published to on <paramref name="subject"/>: no stream took a publish
-    /// there (deleted behind this process's back, or lost by JetStream), and the cache would otherwise fail every later
-    /// send until a restart. The next use asks the server and makes the stream again. A mapped queue or topic is the
-    /// operator's and is never made, so it is not cached here.
+    /// Forgets the made stream published to on <paramref name="subject"/> (a queue's, topic's, delay or dead-letter stream),
+    /// and the queue or topic it was made for: no stream took a publish there (deleted behind this process's back, or lost
+    /// by JetStream), and the cache would otherwise fail every later send until a restart. The next use asks the server and
+    /// makes the stream again. A mapped queue or topic is the operator's and is never made, so it is not cached here.
     /// </summary>
     private void ForgetStreamOf(string subject)
     {
+        foreach (var (stream, subjects) in _streamSubjects)
+        {
+            if (Array.Exists(subjects, taken => NatsNames.Matches(taken, subject)))
+            {
+                _streams.TryRemove(stream, out _);
+            }
+        }
+
         foreach (var (queue, lazy) in _queues)
         {
             if (Names.QueueSubject(queue) == subject)
             {
                 _queues.TryRemove(new KeyValuePair<string, Lazy<Task<QueueTarget>>>(queue, lazy));
-                _streams.TryRemove(Names.QueueStream(queue), out _);
             }
         }
 
@@ -190,7 +247,6 @@ internal sealed partial class NatsTransport
             if (Names.TopicSubject(topic) == subject)
             {
                 _topics.TryRemove(new KeyValuePair<string, Lazy<Task<string>>>(topic, lazy));
-                _streams.TryRemove(Names.TopicStream(topic), out _);
             }
         }
     }

@@ -150,7 +150,6 @@ internal sealed partial class NatsTransport : BrokerTransport<NatsConsumer>, ITr
         try
         {
             var durable = await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
-            await EnsureMaxDeliveriesCaptureAsync(queue, target, durable, cancellationToken).ConfigureAwait(false);
             var delays = await EnsureDelayLinesAsync(queue, target, cancellationToken).ConfigureAwait(false);
             consumer = NatsConsumer.Start(this, durable, delays, queue, target, options.MaxConcurrency, prefetch, (_options.RawQueues.TryGetValue(queue, out var raw) ? raw : null), handler, Logger);
         }
