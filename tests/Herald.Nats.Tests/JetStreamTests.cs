@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
+using System.Reflection;
 using Herald.Conformance;
 using Herald.Conformance.Faults;
 using Herald.Conformance.Transport;
@@ -7,6 +8,7 @@ using Herald.Nats.Diagnostics;
 using Herald.Nats.Transport;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 using NATS.Client.JetStream.Models;
 
 namespace Herald.Nats.Tests;
@@ -394,6 +396,67 @@ public sealed class JetStreamTests : NatsTestBase
 
         Assert.Equal(1, seen.CountOf(poison.MessageId));
         Assert.Equal(1, await DeadLettersAsync(transport));
+    }
+
+    [Fact]
+    public async Task AKeepAliveTickThatReadTheUnsettledDeliveriesBeforeADelayedNak_SendsNoWpiAfterIt_SoTheNakDelayHolds()
+    {
+        // The keep-alive reads the unsettled deliveries, then sends each +WPI. A nak with a delay in between went out first,
+        // and the +WPI after it started the ack wait again: the message came back after the ack wait, not the nak's delay
+        // (and a retry delay longer than the ack wait came back early).
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var ackWait = TimeSpan.FromSeconds(10);
+        var every = TimeSpan.FromSeconds(1);
+        var transport = await CreateTransportAsync(o => (o.AckWait, o.KeepAliveInterval) = (ackWait, every), clock);
+        var queue = "nak-during-tick-" + Guid.NewGuid().ToString("N")[..8];
+        var handling = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var nakNow = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var nakked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var seen = new DeliveryCollector();
+        var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, cancellationToken) =>
+        {
+            seen.Add(delivery);
+            if (delivery.Envelope.DeliveryAttempt > 1)
+            {
+                await delivery.AckAsync(cancellationToken);
+                return;
+            }
+
+            handling.TrySetResult();
+            await nakNow.Task;
+            await delivery.NackAsync(TimeSpan.FromMilliseconds(200), cancellationToken);
+            nakked.TrySetResult();
+        });
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("retried"));
+            await handling.Task.WaitAsync(Timeout);
+
+            // The tick is held where it has read the slots and waits for the lock on the overflow set, taken in between.
+            var overflow = typeof(NatsConsumer).GetField("_overflow", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(consumer)!;
+            using var held = new ManualResetEventSlim();
+            using var release = new ManualResetEventSlim();
+            var holder = new Thread(() =>
+            {
+                lock (overflow)
+                {
+                    held.Set();
+                    release.Wait();
+                }
+            }) { IsBackground = true };
+            holder.Start();
+            held.Wait(Timeout);
+            var tick = new Thread(() => clock.Advance(every)) { IsBackground = true };
+            tick.Start();
+            await Eventually.UntilAsync(() => (tick.ThreadState & ThreadState.WaitSleepJoin) != 0, "the tick waits for the lock", Timeout);
+
+            nakNow.TrySetResult();
+            await nakked.Task.WaitAsync(Timeout);
+            release.Set();
+            Assert.True(tick.Join(Timeout), "the tick ends");
+
+            await seen.WaitForCountAsync(2, ackWait / 2, "the message is delivered again after the nak's delay, not after the ack wait");
+        }
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using System.Text;
 using Herald.Messages;
 using Herald.Nats.Transport;
 using Herald.Transport;
+using Microsoft.Extensions.Logging;
 
 namespace Herald.Nats.Tests;
 
@@ -37,9 +38,10 @@ public abstract class NatsTestBase : IAsyncLifetime
         return options;
     }
 
-    internal async Task<NatsTransport> CreateTransportAsync(Action<NatsTransportOptions>? configure = null)
+    internal async Task<NatsTransport> CreateTransportAsync(
+        Action<NatsTransportOptions>? configure = null, TimeProvider? timeProvider = null, ILoggerFactory? loggerFactory = null)
     {
-        var transport = await NatsTransportFactory.CreateAsync(NewOptions(configure));
+        var transport = await NatsTransportFactory.CreateAsync(NewOptions(configure), timeProvider, loggerFactory);
         _transports.Add(transport);
         return (NatsTransport)transport;
     }

@@ -33,6 +33,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private readonly ILogger _logger;
     private readonly int _prefetch;
     private readonly DeliveryLanes<NatsDelivery> _lanes;
+    private readonly Func<NatsDelivery, Task> _sendProgress;
 
     // Every received, unsettled delivery, each in a slot of its own: the pull (the one task that receives) puts it in a free
     // slot, and settling empties the slot with a compare-exchange, so a message costs no lock, node or hash. There are
@@ -69,6 +70,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         _handler = handler;
         _logger = logger;
         _lanes = new DeliveryLanes<NatsDelivery>(concurrency, prefetch);
+        _sendProgress = KeepAliveAsync;
         _slots = new NatsDelivery?[Math.Max(prefetch, concurrency) + concurrency + 2];
         Tags =
         [
@@ -170,6 +172,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         }
 
         Forget(delivery);
+        await delivery.ReleaseAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
         await delivery.Message.NakAsync(delay > TimeSpan.Zero ? new AckOpts { NakDelay = delay } : null, cancellationToken).ConfigureAwait(false);
     }
 
@@ -467,7 +470,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
         foreach (var delivery in due)
         {
-            _ = KeepAliveAsync(delivery);
+            delivery.KeepAlive(_sendProgress);
         }
     }
 

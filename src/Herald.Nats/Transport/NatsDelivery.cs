@@ -33,6 +33,36 @@ internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> mes
     /// <summary>Keeps it alive, though settled, until the consumer forgets it: its dead-letter copy is being stored.</summary>
     internal void StoringCopy() => _storingCopy = true;
 
+    // The keep-alive's last +WPI for it, and whether a nak took it out of the keep-alive; both guarded by this.
+    private Task _progress = Task.CompletedTask;
+    private bool _released;
+
+    /// <summary>Starts the keep-alive's <c>+WPI</c> for it (<paramref name="send"/>, which never throws) unless it is no longer kept alive.</summary>
+    internal void KeepAlive(Func<NatsDelivery, Task> send)
+    {
+        // Checked and started under the lock Release takes, so a nak never goes out before a +WPI started after it.
+        lock (this)
+        {
+            if (!_released && IsKeptAlive)
+            {
+                _progress = send(this);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Takes it out of the keep-alive before a nak; completes once a <c>+WPI</c> the keep-alive started before is written.
+    /// A +WPI the server gets after a nak with a delay starts the ack wait again, so the delay is lost.
+    /// </summary>
+    internal Task ReleaseAsync()
+    {
+        lock (this)
+        {
+            _released = true;
+            return _progress;
+        }
+    }
+
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken) => consumer.AckAsync(this, cancellationToken);
 
     protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken) => consumer.NakAsync(this, delay, cancellationToken);
