@@ -9,6 +9,7 @@ using Herald.Nats.Transport;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
+using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
 
 namespace Herald.Nats.Tests;
@@ -19,13 +20,15 @@ public sealed class JetStreamTests : NatsTestBase
     /// <summary>An ack wait a handler outlives within a test, with a keep-alive that leaves a late tick 1.75 s of slack.</summary>
     private static readonly TimeSpan ShortAckWait = TimeSpan.FromSeconds(2);
 
-    private Task<NatsTransport> CreateShortAckWaitTransportAsync(Action<NatsTransportOptions>? configure = null) =>
-        CreateTransportAsync(o =>
-        {
-            o.AckWait = ShortAckWait;
-            o.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
-            configure?.Invoke(o);
-        });
+    private Task<NatsTransport> CreateShortAckWaitTransportAsync(Action<NatsTransportOptions>? configure = null, ILoggerFactory? loggerFactory = null) =>
+        CreateTransportAsync(
+            o =>
+            {
+                o.AckWait = ShortAckWait;
+                o.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
+                configure?.Invoke(o);
+            },
+            loggerFactory: loggerFactory);
 
     [Fact]
     public async Task Send_TheSameEnvelopeTwice_IsStoredOnce_ByItsNatsMsgId()
@@ -380,21 +383,46 @@ public sealed class JetStreamTests : NatsTestBase
             await delivery.DeadLetterAsync("poison", cancellationToken);
         }))
         {
-            // The first dead letter makes the stream, which the transport then takes as there; then it goes away.
-            await transport.SendAsync(queue, NewEnvelope("first"));
-            await Eventually.UntilAsync(async () => await DeadLettersAsync(transport) == 1, "the first message is dead-lettered", Timeout);
-            await transport.JetStream.DeleteStreamAsync(Names.DeadLetterStream);
+            await DeadLetterThenLoseTheStreamAsync(transport, () => transport.SendAsync(queue, NewEnvelope("first")).AsTask());
 
             await transport.SendAsync(queue, poison);
             await retrying.Task.WaitAsync(Timeout);
             await seen.AssertNoMoreThanAsync(1, ackWait * 3, "the message was delivered again while its dead-letter copy was retried");
 
-            var config = new StreamConfig(Names.DeadLetterStream, [Names.DeadLetterSubjects]) { Retention = StreamConfigRetention.Workqueue };
-            await transport.JetStream.CreateStreamAsync(config);
-            await Eventually.UntilAsync(async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(queue))).Info.State.Messages == 0, "the message is acked once its copy is stored", Timeout);
+            await RecreateDeadLetterStreamAsync(transport);
+            await Eventually.UntilAsync(async () => await QueuedAsync(transport, queue) == 0, "the message is acked once its copy is stored", Timeout);
         }
 
         Assert.Equal(1, seen.CountOf(poison.MessageId));
+        Assert.Equal(1, await DeadLettersAsync(transport));
+    }
+
+    [Fact]
+    public async Task AMessageWhoseReceiveFails_AndWhoseDeadLetterCopyIsRetriedLongerThanTheAckWait_IsKeptAlive_AndNotDeliveredAgain()
+    {
+        // A message whose receive fails before the pipeline (here the warning that it is undecodable throws, from a broken
+        // logging provider) is dead-lettered by the consumer itself. That path did not keep it alive, so while its copy's
+        // publish was retried (JetStream restarting) the server delivered it again after the ack wait: dead-lettered twice.
+        using var logging = LoggerFactory.Create(b => b.AddProvider(new ThrowingLoggerProvider(UndecodableEventId)));
+        var transport = await CreateShortAckWaitTransportAsync(o => o.PublishRetryTimeout = TimeSpan.FromSeconds(30), logging);
+        var queue = "unreceived-slow-" + Guid.NewGuid().ToString("N")[..8];
+        await using (await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask))
+        {
+            await DeadLetterThenLoseTheStreamAsync(transport, () => PublishUndecodableAsync(transport, queue));
+
+            await PublishUndecodableAsync(transport, queue);
+            await Eventually.UntilAsync(async () => await DeliveredAsync(transport, queue) == 2, "the second message is delivered", Timeout);
+            var started = TimeProvider.System.GetTimestamp();
+            while (TimeProvider.System.GetElapsedTime(started) < ShortAckWait * 3)
+            {
+                Assert.True(await DeliveredAsync(transport, queue) == 2, "the message was delivered again while its dead-letter copy was retried");
+                await Task.Delay(TimeSpan.FromMilliseconds(100));
+            }
+
+            await RecreateDeadLetterStreamAsync(transport);
+            await Eventually.UntilAsync(async () => await QueuedAsync(transport, queue) == 0, "the message is acked once its copy is stored", Timeout);
+        }
+
         Assert.Equal(1, await DeadLettersAsync(transport));
     }
 
@@ -456,6 +484,68 @@ public sealed class JetStreamTests : NatsTestBase
             Assert.True(tick.Join(Timeout), "the tick ends");
 
             await seen.WaitForCountAsync(2, ackWait / 2, "the message is delivered again after the nak's delay, not after the ack wait");
+        }
+    }
+
+    private const int UndecodableEventId = 1620;
+
+    /// <summary>Deadletters the message <paramref name="sendAsync"/> sends, which makes the dead-letter stream the transport then takes as there; then deletes it.</summary>
+    private async Task DeadLetterThenLoseTheStreamAsync(NatsTransport transport, Func<Task> sendAsync)
+    {
+        await sendAsync();
+        await Eventually.UntilAsync(async () => await DeadLettersAsync(transport) == 1, "the first message is dead-lettered", Timeout);
+        await transport.JetStream.DeleteStreamAsync(Names.DeadLetterStream);
+    }
+
+    private async Task RecreateDeadLetterStreamAsync(NatsTransport transport) =>
+        await transport.JetStream.CreateStreamAsync(new StreamConfig(Names.DeadLetterStream, [Names.DeadLetterSubjects]) { Retention = StreamConfigRetention.Workqueue });
+
+    private async Task<long> DeadLettersAsync(NatsTransport transport)
+    {
+        try
+        {
+            return (long)(await transport.JetStream.GetStreamAsync(Names.DeadLetterStream)).Info.State.Messages;
+        }
+        catch (NatsJSApiException e) when (e.Error.Code == 404)
+        {
+            return 0;
+        }
+    }
+
+    private async Task<long> QueuedAsync(NatsTransport transport, string queue) =>
+        (long)(await transport.JetStream.GetStreamAsync(Names.QueueStream(queue))).Info.State.Messages;
+
+    /// <summary>How many deliveries the queue's durable made, redeliveries included.</summary>
+    private async Task<ulong> DeliveredAsync(NatsTransport transport, string queue) =>
+        (await transport.JetStream.GetConsumerAsync(Names.QueueStream(queue), NatsNames.Durable(queue))).Info.Delivered.ConsumerSeq;
+
+    /// <summary>A message no decoder takes (no id, no type) straight on the queue's subject.</summary>
+    private async Task PublishUndecodableAsync(NatsTransport transport, string queue) =>
+        (await transport.JetStream.PublishAsync(Names.QueueSubject(queue), "not an event"u8.ToArray())).EnsureSuccess();
+
+    /// <summary>A logging provider whose loggers throw on one event, as a broken one might.</summary>
+    private sealed class ThrowingLoggerProvider(int eventId) : ILoggerProvider
+    {
+        public ILogger CreateLogger(string categoryName) => new ThrowingLogger(eventId);
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class ThrowingLogger(int eventId) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId id, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                if (id.Id == eventId)
+                {
+                    throw new InvalidOperationException("The logging provider failed.");
+                }
+            }
         }
     }
 

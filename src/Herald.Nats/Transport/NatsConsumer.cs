@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using Herald.Diagnostics;
 using Herald.Internal;
+using Herald.Messages;
 using Herald.Nats.Diagnostics;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -167,7 +168,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         if (delivery.IsLastDelivery && _transport.Options.MaxDeliver is { } maxDeliver)
         {
             var reason = string.Create(CultureInfo.InvariantCulture, $"Delivered {delivery.Delivered} times, the most the consumer allows (MaxDeliver {maxDeliver}); it failed on the last.");
-            await DeadLetterAsync(delivery, reason, headers: null, cancellationToken).ConfigureAwait(false);
+            await DeadLetterAsync(delivery, reason, headers: null, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
             return;
         }
 
@@ -178,9 +179,10 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     /// <summary>
     /// Publishes a copy to the queue's dead-letter subject (stored before this returns), then acks the message; if the copy
-    /// fails the message is handed back (nak) and the failure thrown.
+    /// fails the message is handed back (nak, redelivered after <paramref name="handBackDelay"/>) and the failure thrown.
     /// </summary>
-    internal async ValueTask DeadLetterAsync(NatsDelivery delivery, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    internal async ValueTask DeadLetterAsync(
+        NatsDelivery delivery, string reason, IReadOnlyDictionary<string, string>? headers, TimeSpan handBackDelay, CancellationToken cancellationToken)
     {
         // Kept alive until the copy is stored: its publish is retried for up to PublishRetryTimeout, which may outlast the
         // ack wait, and the server would deliver the message again meanwhile (handled twice, dead-lettered twice).
@@ -193,7 +195,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         catch
         {
             Forget(delivery);
-            await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
+            await delivery.ReleaseAsync().ConfigureAwait(false);
+            await NakQuietlyAsync(message, handBackDelay).ConfigureAwait(false);
             throw;
         }
 
@@ -224,6 +227,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         }
 
         NatsDelivery? delivery = null;
+        Envelope? envelope = null;
+        var attempt = 1;
         try
         {
             if (!NatsAckReply.TryParse(message.ReplyTo, out var reply) && message.Metadata is { } m)
@@ -235,11 +240,11 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             Volatile.Write(ref _pending, (long)Math.Min(reply.Pending, long.MaxValue));
             var sequence = reply.StreamSequence;
             // Delayed messages reach this consumer only when due, so every delivery is an attempt.
-            var attempt = (int)Math.Clamp(reply.Delivered, 1, int.MaxValue);
+            attempt = (int)Math.Clamp(reply.Delivered, 1, int.MaxValue);
 
             // One pass over the headers reads the envelope and the due time of a delayed send (decoded even when it is early:
             // rare, and cheaper than a second look-up on every message).
-            var envelope = NatsEnvelopeCodec.Decode(
+            envelope = NatsEnvelopeCodec.Decode(
                 message.Headers, message.Data ?? [], attempt, reply.Delivered == 0 ? _transport.TimeProvider.GetUtcNow() : reply.Timestamp, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure, out var notBefore);
 
             // The clock is read only for a delayed send or a message without metadata, not for every message.
@@ -273,12 +278,15 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 #pragma warning restore CA1031
         {
             AdapterLog.ReceiveFailed(_logger, e, Queue);
-            if (delivery is not null)
+            if (delivery is null)
             {
-                Untrack(delivery);
+                // A delivery of its own (decoding never throws), so the keep-alive holds it while its copy is stored.
+                envelope ??= NatsEnvelopeCodec.Decode(message.Headers, message.Data ?? [], attempt, default, _rawType, _transport.Options.Source, _transport.TimeProvider, out _);
+                delivery = new NatsDelivery(this, message, envelope, e, attempt, 0);
+                Track(delivery);
             }
 
-            await DeadLetterUnreceivedAsync(message, e).ConfigureAwait(false);
+            await DeadLetterUnreceivedAsync(delivery, e).ConfigureAwait(false);
         }
     }
 
@@ -323,20 +331,22 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         await NakQuietlyAsync(message, early).ConfigureAwait(false);
     }
 
-    /// <summary>A message that failed before reaching the pipeline goes to the dead-letter subject with the reason (drained into the store later), or if even that fails, back to the stream.</summary>
-    private async ValueTask DeadLetterUnreceivedAsync(INatsJSMsg<byte[]> message, Exception failure)
+    /// <summary>
+    /// A message that failed before reaching the pipeline goes to the dead-letter subject with the reason (drained into the
+    /// store later) as a handler's dead letter does, kept alive until its copy is stored; if even that fails, back to the stream.
+    /// </summary>
+    private async ValueTask DeadLetterUnreceivedAsync(NatsDelivery delivery, Exception failure)
     {
         try
         {
-            await _transport.PublishDeadLetterAsync(Queue, message, 1, $"Receiving it failed: {failure.GetType().Name}: {failure.Message}", null, CancellationToken.None).ConfigureAwait(false);
-            await message.AckAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+            // Handed back a second later, not at once: a receive that fails every time must not spin.
+            await DeadLetterAsync(delivery, $"Receiving it failed: {failure.GetType().Name}: {failure.Message}", null, TimeSpan.FromSeconds(1), CancellationToken.None).ConfigureAwait(false);
         }
-#pragma warning disable CA1031 // Logged; handed back to the stream.
+#pragma warning disable CA1031 // Logged; handed back to the stream (or, the ack lost, delivered again after the ack wait).
         catch (Exception e)
 #pragma warning restore CA1031
         {
             AdapterLog.UnreceivedDeadLetterFailed(_logger, e, Queue);
-            await NakQuietlyAsync(message, TimeSpan.FromSeconds(1)).ConfigureAwait(false);
         }
     }
 

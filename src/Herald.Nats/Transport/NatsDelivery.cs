@@ -68,8 +68,8 @@ internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> mes
     protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken) => consumer.NakAsync(this, delay, cancellationToken);
 
     protected override ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken) =>
-        consumer.DeadLetterAsync(this, reason, headers: null, cancellationToken);
+        consumer.DeadLetterAsync(this, reason, headers: null, TimeSpan.Zero, cancellationToken);
 
     protected override ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken) =>
-        consumer.DeadLetterAsync(this, reason, headers, cancellationToken);
+        consumer.DeadLetterAsync(this, reason, headers, TimeSpan.Zero, cancellationToken);
 }
