@@ -427,6 +427,34 @@ public sealed class JetStreamTests : NatsTestBase
     }
 
     [Fact]
+    public async Task ADeadLetterCopyStoredAgainForTheSameDelivery_IsKeptOnce_ButTheSameMessageSentAgainIsDeadLetteredAgain()
+    {
+        // A copy stored a second time for one delivery (its publish retried after the answer was lost, or the message
+        // delivered again after its ack was lost) was kept twice: the copy carried no Nats-Msg-Id for the duplicate window.
+        var transport = await CreateTransportAsync();
+        var queue = "dead-letter-twice-" + Guid.NewGuid().ToString("N")[..8];
+        var poison = NewEnvelope("poison");
+        var (consumer, _) = await ConsumeAsync(transport, queue, async (delivery, cancellationToken) =>
+        {
+            // The copy an earlier delivery stored before its ack was lost, then this delivery's own.
+            await transport.PublishDeadLetterAsync(queue, ((NatsDelivery)delivery).Message, 1, "stored before the ack was lost", null, cancellationToken);
+            await delivery.DeadLetterAsync("poison", cancellationToken);
+        });
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, poison);
+            await Eventually.UntilAsync(async () => await QueuedAsync(transport, queue) == 0, "the message is dead-lettered", Timeout);
+            Assert.Equal(1, await DeadLettersAsync(transport));
+
+            // Sent again on purpose (attempt 0, as a dead letter retried): a new message in the stream, with a dead letter of its own.
+            await transport.SendAsync(queue, poison with { DeliveryAttempt = 0 });
+            await Eventually.UntilAsync(async () => await DeadLettersAsync(transport) >= 2 && await QueuedAsync(transport, queue) == 0, "the message sent again is dead-lettered", Timeout);
+        }
+
+        Assert.Equal(2, await DeadLettersAsync(transport));
+    }
+
+    [Fact]
     public async Task AKeepAliveTickThatReadTheUnsettledDeliveriesBeforeADelayedNak_SendsNoWpiAfterIt_SoTheNakDelayHolds()
     {
         // The keep-alive reads the unsettled deliveries, then sends each +WPI. A nak with a delay in between went out first,

@@ -65,6 +65,9 @@ internal sealed partial class NatsTransport
                 await foreach (var message in consumer.FetchNoWaitAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 100 }, cancellationToken: cancellationToken).ConfigureAwait(false))
                 {
                     fetched++;
+
+                    // The copy's own dedup id (PublishDeadLetterAsync), not the message's: decoded as the message was.
+                    message.Headers?.Remove(NatsEnvelopeCodec.MessageIdHeader);
                     var envelope = NatsEnvelopeCodec.Decode(
                         message.Headers, message.Data ?? [], 1, message.Metadata?.Timestamp ?? TimeProvider.GetUtcNow(), rawType, _options.Source, TimeProvider, out var failure);
                     var deadLetter = new NativeDeadLetter
@@ -140,7 +143,12 @@ internal sealed partial class NatsTransport
         }
     }
 
-    /// <summary>Stores a copy of a delivered message in the queue's dead letters, its headers kept, with the reason and the failed attempt.</summary>
+    /// <summary>
+    /// Stores a copy of a delivered message in the queue's dead letters, its headers kept, with the reason and the failed
+    /// attempt. The copy's <c>Nats-Msg-Id</c> is the queue and the message's place in its stream: a copy stored again (its
+    /// publish retried after a lost answer, or the message delivered again after its ack was lost) is dropped by the
+    /// dead-letter stream's duplicate window, while a later dead letter of the same message sent again (a new place) is kept.
+    /// </summary>
     internal async ValueTask PublishDeadLetterAsync(
         string queue, INatsJSMsg<byte[]> message, int attempt, string reason, IReadOnlyDictionary<string, string>? added, CancellationToken cancellationToken)
     {
@@ -148,6 +156,11 @@ internal sealed partial class NatsTransport
         stream.Subjects.Add(Names.DeadLetterSubjects);
         await EnsureStreamAsync(stream, cancellationToken).ConfigureAwait(false);
         var headers = NatsEnvelopeCodec.ForDeadLetter(message.Headers, attempt, reason, queue, added);
-        await PublishRawAsync(Names.DeadLetterSubject(queue), message.Data ?? [], headers, messageId: null, cancellationToken).ConfigureAwait(false);
+
+        // The time as well as the sequence: a stream made again (deleted behind Herald's back) numbers from 1 again.
+        var id = NatsAckReply.TryParse(message.ReplyTo, out var reply)
+            ? string.Create(CultureInfo.InvariantCulture, $"{queue}:{reply.StreamSequence}:{reply.Timestamp.ToUnixTimeMilliseconds()}")
+            : null;
+        await PublishRawAsync(Names.DeadLetterSubject(queue), message.Data ?? [], headers, id, cancellationToken).ConfigureAwait(false);
     }
 }
