@@ -528,18 +528,6 @@ public sealed class JetStreamTests : NatsTestBase
     private async Task RecreateDeadLetterStreamAsync(NatsTransport transport) =>
         await transport.JetStream.CreateStreamAsync(new StreamConfig(Names.DeadLetterStream, [Names.DeadLetterSubjects]) { Retention = StreamConfigRetention.Workqueue });
 
-    private async Task<long> DeadLettersAsync(NatsTransport transport)
-    {
-        try
-        {
-            return (long)(await transport.JetStream.GetStreamAsync(Names.DeadLetterStream)).Info.State.Messages;
-        }
-        catch (NatsJSApiException e) when (e.Error.Code == 404)
-        {
-            return 0;
-        }
-    }
-
     private async Task<long> QueuedAsync(NatsTransport transport, string queue) =>
         (long)(await transport.JetStream.GetStreamAsync(Names.QueueStream(queue))).Info.State.Messages;
 
