@@ -5,6 +5,7 @@ using Herald.Messages;
 using Herald.Tests.Reliability;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Tests.Internal;
 
@@ -325,6 +326,54 @@ public sealed class LeasedQueueConsumerTests
         Assert.True(late.Count == 0, $"{late.Count} of {backend.SettleAttempts.Count} attempts ran after the lease ran out at {backend.LeaseUntil:HH:mm:ss.fff}");
     }
 
+    [Fact]
+    public async Task AClaimThatFailsAtOnce_IsTriedAgainAfterAPauseThatDoublesToACap_StartsAgainAfterASuccess_AndEndsOnStop()
+    {
+        // A long-polling backend (poll interval zero, as SQS) whose receive failed at once (its queue missing) was claimed
+        // again at once, in a loop that burned a core and logged a warning per turn.
+        var time = new DelayRecordingTimeProvider();
+        var backend = new Backend { ClaimFailures = 12, LongPolls = true };
+        var consumer = Start(backend, new LogCollector(), (_, _) => ValueTask.CompletedTask, poll: TimeSpan.Zero, time: time);
+        try
+        {
+            var pauses = new List<TimeSpan>();
+            async Task<TimeSpan> NextPauseAsync(int claims)
+            {
+                await Eventually.UntilAsync(() => time.Delays.Count > pauses.Count || backend.Claims > claims, "the consumer pauses after a failed claim");
+                Assert.True(backend.Claims == claims, $"{backend.Claims} claims where {claims} were expected before the pause");
+                var pause = time.Delays.ElementAt(pauses.Count);
+                pauses.Add(pause);
+                return pause;
+            }
+
+            // A minute of failures: a dozen claims, not a spin.
+            var elapsed = TimeSpan.Zero;
+            while (elapsed < TimeSpan.FromMinutes(1))
+            {
+                var pause = await NextPauseAsync(pauses.Count + 1);
+                time.Advance(pause);
+                elapsed += pause;
+            }
+
+            Assert.Equal(
+                new[] { 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10, 10, 10, 10, 10 }.Select(TimeSpan.FromSeconds),
+                pauses);
+            await Eventually.UntilAsync(() => backend.Claims == 13, "the thirteenth claim, which works, waits in its long poll");
+
+            // After a claim that worked, the next failure pauses for the first pause again.
+            backend.ClaimFailures = int.MaxValue;
+            backend.Wake();
+            Assert.Equal(TimeSpan.FromSeconds(0.1), await NextPauseAsync(14));
+
+            // Stopping does not wait for the pause.
+            await consumer.DisposeAsync().AsTask().WaitAsync(Eventually.DefaultTimeout);
+        }
+        finally
+        {
+            await consumer.DisposeAsync();
+        }
+    }
+
     private static LeasedQueueConsumer<Message> Start(
         Backend backend,
         LogCollector logs,
@@ -332,12 +381,15 @@ public sealed class LeasedQueueConsumerTests
         ConsumerOptions? options = null,
         int maxClaim = int.MaxValue,
         TimeSpan? lease = null,
-        ILogger? logger = null)
+        ILogger? logger = null,
+        TimeSpan? poll = null,
+        TimeProvider? time = null)
     {
         var settings = new LeasedQueueSettings
         {
             LeaseDuration = lease ?? TimeSpan.FromSeconds(30),
-            PollInterval = TimeSpan.FromMilliseconds(50),
+            PollInterval = poll ?? TimeSpan.FromMilliseconds(50),
+            TimeProvider = time ?? TimeProvider.System,
             MaxClaim = maxClaim,
             Logger = logger ?? logs.CreateLogger("Herald.Tests.Leased"),
             Name = "an in-memory leased queue",
@@ -373,6 +425,22 @@ public sealed class LeasedQueueConsumerTests
         }
     }
 
+    /// <summary>A fake clock that records the due time of every one-shot timer (a <see cref="Task.Delay(TimeSpan, TimeProvider)"/>) created on it.</summary>
+    private sealed class DelayRecordingTimeProvider : FakeTimeProvider
+    {
+        public ConcurrentQueue<TimeSpan> Delays { get; } = new();
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            if (period == Timeout.InfiniteTimeSpan)
+            {
+                Delays.Enqueue(dueTime);
+            }
+
+            return base.CreateTimer(callback, state, dueTime, period);
+        }
+    }
+
     /// <summary>Messages in memory, claimed in order; records every call a consumer makes.</summary>
     private sealed class Backend : ILeasedQueueBackend<Message>
     {
@@ -380,6 +448,8 @@ public sealed class LeasedQueueConsumerTests
         private TaskCompletionSource _wake = New();
         private int _largestClaim;
         private int _renewals;
+        private int _claimFailures;
+        private int _claims;
 
         public ConcurrentQueue<string> Calls { get; } = new();
 
@@ -414,17 +484,39 @@ public sealed class LeasedQueueConsumerTests
 
         public ConcurrentQueue<DateTimeOffset> SettleAttempts { get; } = new();
 
+        /// <summary>How many of the next claims throw at once, as an engine refusing or a queue missing.</summary>
+        public int ClaimFailures
+        {
+            get => Volatile.Read(ref _claimFailures);
+            set => Volatile.Write(ref _claimFailures, value);
+        }
+
+        public int Claims => Volatile.Read(ref _claims);
+
+        /// <summary>When set, a claim that finds nothing waits for a wake-up (an SQS long poll) before it returns.</summary>
+        public bool LongPolls { get; init; }
+
         public void Add(Message message)
         {
             _ready.Enqueue(message);
-            Interlocked.Exchange(ref _wake, New()).TrySetResult();
+            Wake();
         }
+
+        public void Wake() => Interlocked.Exchange(ref _wake, New()).TrySetResult();
 
         public Task NextWakeUp() => Volatile.Read(ref _wake).Task;
 
-        public ValueTask<LeasedClaim<Message>> ClaimAsync(int max, CancellationToken cancellationToken)
+        public async ValueTask<LeasedClaim<Message>> ClaimAsync(int max, CancellationToken cancellationToken)
         {
             // One fetch loop claims at a time.
+            var wake = NextWakeUp();
+            Interlocked.Increment(ref _claims);
+            if (ClaimFailures > 0)
+            {
+                ClaimFailures--;
+                throw new InvalidOperationException("the queue does not exist");
+            }
+
             Volatile.Write(ref _largestClaim, Math.Max(_largestClaim, max));
             var claimed = new List<Message>();
             while (claimed.Count < max && _ready.TryDequeue(out var message))
@@ -438,7 +530,12 @@ public sealed class LeasedQueueConsumerTests
                 LeaseUntil = leaseUntil;
             }
 
-            return ValueTask.FromResult(new LeasedClaim<Message>(claimed, leaseUntil, NextVisibleAt: null));
+            if (claimed.Count == 0 && LongPolls)
+            {
+                await wake.WaitAsync(cancellationToken);
+            }
+
+            return new LeasedClaim<Message>(claimed, leaseUntil, NextVisibleAt: null);
         }
 
         public ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<Message> held, ICollection<Message> lost, CancellationToken cancellationToken)

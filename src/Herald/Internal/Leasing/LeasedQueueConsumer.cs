@@ -24,6 +24,8 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 {
     private static readonly TimeSpan FirstSettleRetryDelay = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan MaxSettleRetryDelay = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan FirstClaimRetryDelay = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan MaxClaimRetryDelay = TimeSpan.FromSeconds(10);
 
     private readonly ILeasedQueueBackend<TMessage> _backend;
     private readonly LeasedQueueSettings _settings;
@@ -273,6 +275,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var registration = stop.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped);
         var poll = _settings.PollInterval;
+
+        // A claim that fails at once (an engine refusing, an SQS queue missing) is tried again after a pause that doubles up
+        // to a cap and starts again after a claim that worked: after the poll interval alone, a long-polling backend (poll
+        // interval zero) spun, logging a warning per turn.
+        var claimRetry = FirstClaimRetryDelay;
         while (!stop.IsCancellationRequested)
         {
             // Both taken before looking, so a commit between the claim and the wait, or a slot freed after the look at the
@@ -301,10 +308,14 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             }
             catch (Exception ex)
             {
-                Log.LeasedQueueClaimFailed(_settings.Logger, ex, _settings.Name);
-                await SleepAsync(null, poll, stopped.Task).ConfigureAwait(false);
+                var pause = claimRetry > poll ? claimRetry : poll;
+                Log.LeasedQueueClaimFailed(_settings.Logger, ex, _settings.Name, pause);
+                await SleepAsync(null, pause, stopped.Task).ConfigureAwait(false);
+                claimRetry = TimeSpan.FromTicks(Math.Min(claimRetry.Ticks * 2, MaxClaimRetryDelay.Ticks));
                 continue;
             }
+
+            claimRetry = FirstClaimRetryDelay;
 
             var count = claimed.Messages.Count;
             if (count > 0)

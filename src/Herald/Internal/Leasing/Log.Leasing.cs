@@ -11,8 +11,8 @@ internal static partial class Log
     [LoggerMessage(1201, LogLevel.Debug, "Consumer of {Consumer} stopped")]
     public static partial void LeasedQueueConsumerStopped(ILogger logger, string consumer);
 
-    [LoggerMessage(1210, LogLevel.Warning, "Claiming messages for the consumer of {Consumer} failed; trying again after the poll interval")]
-    public static partial void LeasedQueueClaimFailed(ILogger logger, Exception exception, string consumer);
+    [LoggerMessage(1210, LogLevel.Warning, "Claiming messages for the consumer of {Consumer} failed; trying again in {Delay}")]
+    public static partial void LeasedQueueClaimFailed(ILogger logger, Exception exception, string consumer, TimeSpan delay);
 
     [LoggerMessage(1211, LogLevel.Warning, "Renewing the leases of the consumer of {Consumer} failed; its messages may be delivered again elsewhere")]
     public static partial void LeasedQueueRenewalFailed(ILogger logger, Exception exception, string consumer);
