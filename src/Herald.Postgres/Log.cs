@@ -26,6 +26,9 @@ internal static partial class Log
     [LoggerMessage(4021, LogLevel.Warning, "An append coordinator connection failed; {Count} appends of the group report the error")]
     public static partial void WriterConnectionFailed(ILogger logger, Exception exception, int count);
 
+    [LoggerMessage(4040, LogLevel.Warning, "The queue's tables in PostgreSQL schema '{Schema}' are missing (dropped behind Herald's back); making them again")]
+    public static partial void QueueTablesMissing(ILogger logger, Exception exception, string schema);
+
     [LoggerMessage(4030, LogLevel.Warning, "Lost the leadership of '{Resource}' in schema '{Schema}': the connection holding its lock failed")]
     public static partial void LeadershipLost(ILogger logger, Exception exception, string resource, string schema);
 }

@@ -325,6 +325,15 @@ internal static class Migrations
     public static string Render(Migration migration, string schema) =>
         migration.Sql.Replace("{schema}", Quote(schema), StringComparison.Ordinal).Replace("{channel}", ChannelFor(schema), StringComparison.Ordinal);
 
+    /// <summary>
+    /// The SQL of a migration that only creates tables and indexes (the queue's, migration 3), creating only those missing:
+    /// how tables dropped behind Herald's back are made again.
+    /// </summary>
+    public static string RenderIfMissing(Migration migration, string schema) =>
+        Render(migration, schema)
+            .Replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", StringComparison.Ordinal)
+            .Replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", StringComparison.Ordinal);
+
     /// <summary>The schema name as a quoted identifier.</summary>
     public static string Quote(string schema) => "\"" + schema + "\"";
 

@@ -22,11 +22,7 @@ internal static class SchemaMigrator
         await using var connection = await OpenAsync(dataSource, schema, cancellationToken).ConfigureAwait(false);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
 
-        await using (var command = new NpgsqlCommand("SELECT pg_advisory_xact_lock($1)", connection, transaction))
-        {
-            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = AdvisoryLockKey.ForMigrations(schema) });
-            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }
+        await LockAsync(connection, transaction, schema, cancellationToken).ConfigureAwait(false);
 
         // A current schema needs no DDL at all, so an application role without CREATE rights starts on a schema set up for it.
         bool schemaExists;
@@ -102,6 +98,31 @@ internal static class SchemaMigrator
         }
 
         return new SchemaState(Migrations.Latest, offset);
+    }
+
+    /// <summary>
+    /// Makes the tables of <paramref name="version"/> again after they, or the whole schema, were dropped behind Herald's back:
+    /// migrates (a schema dropped whole comes back whole), then creates whichever of that migration's tables and indexes are
+    /// missing, under the migrations' lock. The version table still lists a dropped table's migration, so migrating alone
+    /// would not make it again.
+    /// </summary>
+    public static async Task RecreateAsync(NpgsqlDataSource dataSource, string schema, int version, ILogger logger, CancellationToken cancellationToken)
+    {
+        await MigrateAsync(dataSource, schema, logger, cancellationToken).ConfigureAwait(false);
+        await using var connection = await OpenAsync(dataSource, schema, cancellationToken).ConfigureAwait(false);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        await LockAsync(connection, transaction, schema, cancellationToken).ConfigureAwait(false);
+        var migration = Migrations.All.Single(m => m.Version == version);
+        await ExecuteAsync(connection, transaction, Migrations.RenderIfMissing(migration, schema), cancellationToken).ConfigureAwait(false);
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Takes the schema's migration lock until the transaction ends, so nodes migrating together take turns.</summary>
+    private static async Task LockAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string schema, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand("SELECT pg_advisory_xact_lock($1)", connection, transaction);
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = AdvisoryLockKey.ForMigrations(schema) });
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Opens a connection, turning a failure to connect into an error that names the server.</summary>

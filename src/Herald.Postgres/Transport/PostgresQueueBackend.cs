@@ -23,7 +23,10 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
     public Task NextWakeUp() => transport.Wakeups.Next(queue);
 
     /// <summary>Leases up to <paramref name="max"/> claimable messages, and says when the next delayed one is due.</summary>
-    public async ValueTask<LeasedClaim<QueuedMessage>> ClaimAsync(int max, CancellationToken cancellationToken)
+    public ValueTask<LeasedClaim<QueuedMessage>> ClaimAsync(int max, CancellationToken cancellationToken) =>
+        transport.RestoringAsync((Backend: this, Max: max), static (s, ct) => s.Backend.ClaimOnceAsync(s.Max, ct), cancellationToken);
+
+    private async ValueTask<LeasedClaim<QueuedMessage>> ClaimOnceAsync(int max, CancellationToken cancellationToken)
     {
         var now = transport.Now();
         var leaseUntil = PostgresQueueTransport.Add(now, transport.Options.LeaseDuration);

@@ -82,8 +82,14 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         await StartAsync(cancellationToken).ConfigureAwait(false);
 
         // The health check's probe: the start is remembered, so this asks the server each time, as sends' statements would.
-        await using var command = _dataSource.CreateCommand(Sql.Probe);
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        await RestoringAsync(
+            this,
+            static async (transport, ct) =>
+            {
+                await using var command = transport._dataSource.CreateCommand(transport.Sql.Probe);
+                return await command.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            },
+            cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -92,11 +98,17 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         ValidateName(topic, nameof(topic));
         ValidateName(queue, nameof(queue));
         await StartAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = _dataSource.CreateCommand(Sql.Bind);
-        command.Parameters.Add(Text(topic));
-        command.Parameters.Add(Text(queue));
-        command.Parameters.Add(Time(Now()));
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        await RestoringAsync(
+            (Transport: this, Topic: topic, Queue: queue),
+            static async (s, ct) =>
+            {
+                await using var command = s.Transport._dataSource.CreateCommand(s.Transport.Sql.Bind);
+                command.Parameters.Add(Text(s.Topic));
+                command.Parameters.Add(Text(s.Queue));
+                command.Parameters.Add(Time(s.Transport.Now()));
+                return await command.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            },
+            cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -105,8 +117,15 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         ValidateName(queue, nameof(queue));
         ThrowIfTooLarge(envelope);
         await StartAsync(cancellationToken).ConfigureAwait(false);
-        var now = Now();
-        await _sends.SendAsync(new PendingSend(queue, envelope, now, Add(now, options?.Delay), cancellationToken), cancellationToken).ConfigureAwait(false);
+        await RestoringAsync(
+            (Transport: this, Queue: queue, Envelope: envelope, Delay: options?.Delay),
+            static async (s, ct) =>
+            {
+                var now = s.Transport.Now();
+                await s.Transport._sends.SendAsync(new PendingSend(s.Queue, s.Envelope, now, Add(now, s.Delay), ct), ct).ConfigureAwait(false);
+                return true;
+            },
+            cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -115,18 +134,58 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         ValidateName(topic, nameof(topic));
         ThrowIfTooLarge(envelope);
         await StartAsync(cancellationToken).ConfigureAwait(false);
-        var queues = new List<string>();
-        await using (var command = _dataSource.CreateCommand(Sql.Publish))
-        {
-            AddMessageParameters(command.Parameters, topic, envelope, options?.Delay);
-            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        var queues = await RestoringAsync(
+            (Transport: this, Topic: topic, Envelope: envelope, Delay: options?.Delay),
+            static async (s, ct) =>
             {
-                queues.Add(reader.GetString(0));
-            }
-        }
+                var queues = new List<string>();
+                await using var command = s.Transport._dataSource.CreateCommand(s.Transport.Sql.Publish);
+                s.Transport.AddMessageParameters(command.Parameters, s.Topic, s.Envelope, s.Delay);
+                await using var reader = await command.ExecuteReaderAsync(ct).ConfigureAwait(false);
+                while (await reader.ReadAsync(ct).ConfigureAwait(false))
+                {
+                    queues.Add(reader.GetString(0));
+                }
+
+                return queues;
+            },
+            cancellationToken).ConfigureAwait(false);
 
         Committed(queues);
+    }
+
+    /// <summary>
+    /// Runs a queue statement; when it finds the queue's tables or their schema dropped behind Herald's back, makes them
+    /// again (one restore shared by the callers that find them missing meanwhile) and runs it once more. Nothing is asked of
+    /// the server beforehand, so a statement that works costs no more than before.
+    /// </summary>
+    internal async ValueTask<TResult> RestoringAsync<TState, TResult>(TState state, Func<TState, CancellationToken, ValueTask<TResult>> statement, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await statement(state, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName)
+        {
+            Log.QueueTablesMissing(Logger, e, Options.Schema);
+            Task restoring;
+            lock (_gate)
+            {
+                ObjectDisposedException.ThrowIf(IsDisposed, this);
+
+                // Replaces the finished start, so StartAsync waits for it too; callers that find the tables missing while
+                // it runs share it.
+                if (_starting is null || _starting.IsCompleted)
+                {
+                    _starting = RestoreCoreAsync();
+                }
+
+                restoring = _starting;
+            }
+
+            await restoring.WaitAsync(cancellationToken).ConfigureAwait(false);
+            return await statement(state, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <inheritdoc />
@@ -219,6 +278,12 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
     private async Task StartCoreAsync()
     {
         await SchemaMigrator.MigrateAsync(_dataSource, Options.Schema, Logger, CancellationToken.None).ConfigureAwait(false);
+        _listener.EnsureStarted();
+    }
+
+    private async Task RestoreCoreAsync()
+    {
+        await SchemaMigrator.RecreateAsync(_dataSource, Options.Schema, QueueSql.Migration, Logger, CancellationToken.None).ConfigureAwait(false);
         _listener.EnsureStarted();
     }
 

@@ -11,6 +11,9 @@ namespace Herald.Postgres.Transport;
 /// </summary>
 internal sealed class QueueSql
 {
+    /// <summary>The migration that creates the queue's tables.</summary>
+    public const int Migration = 3;
+
     public QueueSql(string schema)
     {
         var s = Migrations.Quote(schema);

@@ -413,6 +413,46 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         Assert.Equal(2, again.DeliveryAttempt);
     }
 
+    [Theory]
+    [InlineData("DROP TABLE \"{0}\".queue_messages")]
+    [InlineData("DROP SCHEMA \"{0}\" CASCADE")]
+    public async Task AQueueTableDroppedBehindHeraldsBack_IsMadeAgain_ByTheNextSendOrClaim(string drop)
+    {
+        // RabbitMQ, NATS and SQS make a queue deleted behind Herald's back again; here /health reported the missing table,
+        // but every send and claim failed (42P01 undefined_table) until a restart.
+        await using var fresh = new TemporarySchema();
+        var transport = await PostgresQueueTransportFactory.CreateAsync(PostgresTestDatabase.ConnectionString, o =>
+        {
+            o.Schema = fresh.Name;
+            o.PollInterval = TimeSpan.FromMilliseconds(50);
+        });
+        _transports.Add(transport);
+        var queue = NewQueue();
+        await transport.SendAsync(queue, NewEnvelope());
+
+        // A send finds the table missing.
+        await PostgresTestDatabase.ExecuteAsync(string.Format(System.Globalization.CultureInfo.InvariantCulture, drop, fresh.Name));
+        var sent = NewEnvelope();
+        await transport.SendAsync(queue, sent);
+        var handled = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, cancellationToken) =>
+        {
+            await delivery.AckAsync(cancellationToken);
+            handled.Add(delivery, "consumer");
+        });
+        await handled.WaitForMessagesAsync([sent.MessageId], Deadline, "the message sent after the drop");
+
+        // A consumer's claim finds it missing, with nothing sent meanwhile.
+        await PostgresTestDatabase.ExecuteAsync(string.Format(System.Globalization.CultureInfo.InvariantCulture, drop, fresh.Name));
+        await WaitUntilAsync(
+            async () => await PostgresTestDatabase.ScalarAsync<bool>($"SELECT to_regclass('\"{fresh.Name}\".queue_messages') IS NOT NULL"),
+            "the consumer's claim makes the table again");
+        var later = NewEnvelope();
+        await transport.SendAsync(queue, later);
+        await handled.WaitForMessagesAsync([sent.MessageId, later.MessageId], Deadline, "the message sent after the claim made the table again");
+        await transport.DeclareQueueAsync(queue);
+    }
+
     private async Task<ITransport> OpenAsync(Action<PostgresQueueOptions>? configure = null)
     {
         var transport = await PostgresQueueTransportFactory.CreateAsync(PostgresTestDatabase.ConnectionString, o =>
