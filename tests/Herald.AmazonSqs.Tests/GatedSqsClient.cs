@@ -9,6 +9,7 @@ internal sealed class GatedSqsClient()
 {
     private volatile bool _holdSend;
     private volatile bool _failSends;
+    private volatile bool _failVisibilityChanges;
     private int _deletesToFail;
 
     /// <summary>Set when the first receive call is made.</summary>
@@ -30,6 +31,13 @@ internal sealed class GatedSqsClient()
         set => _failSends = value;
     }
 
+    /// <summary>While true, every visibility change (a lease renewal, a nack, a hand-back) fails as an unavailable service would, without reaching SQS.</summary>
+    public bool FailVisibilityChanges
+    {
+        get => _failVisibilityChanges;
+        set => _failVisibilityChanges = value;
+    }
+
     /// <summary>Fails the next <paramref name="count"/> delete calls as an unavailable service would, without reaching SQS.</summary>
     public void FailNextDeletes(int count) => Volatile.Write(ref _deletesToFail, count);
 
@@ -44,6 +52,12 @@ internal sealed class GatedSqsClient()
         ThrowIfDeleteFails();
         return base.DeleteMessageBatchAsync(request, cancellationToken);
     }
+
+    public override Task<ChangeMessageVisibilityResponse> ChangeMessageVisibilityAsync(ChangeMessageVisibilityRequest request, CancellationToken cancellationToken = default) =>
+        _failVisibilityChanges ? throw Unavailable() : base.ChangeMessageVisibilityAsync(request, cancellationToken);
+
+    public override Task<ChangeMessageVisibilityBatchResponse> ChangeMessageVisibilityBatchAsync(ChangeMessageVisibilityBatchRequest request, CancellationToken cancellationToken = default) =>
+        _failVisibilityChanges ? throw Unavailable() : base.ChangeMessageVisibilityBatchAsync(request, cancellationToken);
 
     public override Task<ReceiveMessageResponse> ReceiveMessageAsync(ReceiveMessageRequest request, CancellationToken cancellationToken = default)
     {
@@ -74,7 +88,7 @@ internal sealed class GatedSqsClient()
     {
         if (Interlocked.Decrement(ref _deletesToFail) >= 0)
         {
-            throw new AmazonSQSException("Injected by the test.") { ErrorCode = "ServiceUnavailable" };
+            throw Unavailable();
         }
     }
 
@@ -82,7 +96,9 @@ internal sealed class GatedSqsClient()
     {
         if (_failSends)
         {
-            throw new AmazonSQSException("Injected by the test.") { ErrorCode = "ServiceUnavailable" };
+            throw Unavailable();
         }
     }
+
+    private static AmazonSQSException Unavailable() => new("Injected by the test.") { ErrorCode = "ServiceUnavailable" };
 }

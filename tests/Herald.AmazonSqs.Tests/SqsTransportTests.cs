@@ -12,6 +12,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.AmazonSqs.Tests;
 
@@ -388,6 +389,38 @@ public sealed class SqsTransportTests : SqsTestBase
         Assert.Equal((0, 0), (counts.ApproximateNumberOfMessages, counts.ApproximateNumberOfMessagesNotVisible));
         var drained = await DrainAsync(transport, queue);
         Assert.Equal("poison: store down", Assert.Single(drained).Reason);
+    }
+
+    [Fact]
+    public async Task DeadLetter_AfterTheLeaseRanOut_IsNotSent_SoNoCopyIsMadeAndTheMessageIsNotDeleted()
+    {
+        // SQS (and the emulator) apply a stale receipt handle to the message's current delivery: after the visibility
+        // timeout ran out, with renewals failing meanwhile, a dead letter still copied the message to the dead-letter queue
+        // and deleted it, whether or not another consumer was handling it by then.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var client = new GatedSqsClient { FailVisibilityChanges = true };
+        var transport = await CreateTransportAsync(o => o.Client = client, clock);
+        var queue = Name("late-dl");
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using (var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            clock.Advance(transport.Options.VisibilityTimeout + TimeSpan.FromSeconds(1));
+            await d.DeadLetterAsync("poison", ct);
+            settled.TrySetResult();
+        }))
+        {
+            await transport.SendAsync(queue, NewEnvelope());
+            await settled.Task.WaitAsync(Timeout);
+        }
+
+        using var raw = SqsEmulator.NewClient();
+        string[] counted = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"];
+        var main = await raw.GetQueueAttributesAsync(await transport.QueueUrlAsync(queue, CancellationToken.None), [.. counted]);
+        var dead = await raw.GetQueueAttributesAsync(await transport.DeadLetterQueueUrlAsync(queue, CancellationToken.None), [.. counted]);
+
+        // Still in flight (the emulator counts an in-flight message as visible too), and no dead letter.
+        Assert.Equal(1, main.ApproximateNumberOfMessagesNotVisible);
+        Assert.Equal((0, 0, 0), (dead.ApproximateNumberOfMessages, dead.ApproximateNumberOfMessagesNotVisible, dead.ApproximateNumberOfMessagesDelayed));
     }
 
     [Fact]

@@ -67,6 +67,10 @@ internal sealed partial class AmazonSqsTransport : ITransport
             // A receive is a round trip: a busy consumer receives once half its room is free.
             ClaimsInBatches = true,
             StartsOnlyUnderASafeLease = true,
+
+            // SQS applies a stale receipt handle to the message's current delivery: a late delete or visibility change
+            // would end or expose another consumer's.
+            SettlesOnlyUnderItsLease = true,
             TimeProvider = timeProvider,
             Logger = Logger,
             Name = "SQS queue",

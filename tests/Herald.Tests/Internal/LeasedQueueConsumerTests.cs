@@ -326,6 +326,43 @@ public sealed class LeasedQueueConsumerTests
         Assert.True(late.Count == 0, $"{late.Count} of {backend.SettleAttempts.Count} attempts ran after the lease ran out at {backend.LeaseUntil:HH:mm:ss.fff}");
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ASettlementAfterTheLeaseRanOut_IsNotSent_WhereTheEngineWouldApplyItToTheNextClaim(bool settlesOnlyUnderItsLease)
+    {
+        // SQS applies a stale receipt handle to the message's current delivery: an ack sent after the lease ran out deleted,
+        // and a nack exposed, the copy another consumer was handling. A SQL queue's settlement is guarded by its claim.
+        var time = new FakeTimeProvider();
+        var backend = new Backend { Time = time, RenewalsFail = true };
+        var logs = new LogCollector();
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.Add(new Message(1));
+        await using var consumer = Start(
+            backend,
+            logs,
+            async (d, ct) =>
+            {
+                time.Advance(backend.Lease + TimeSpan.FromSeconds(1));
+                await d.AckAsync(ct);
+                settled.TrySetResult();
+            },
+            time: time,
+            settlesOnlyUnderItsLease: settlesOnlyUnderItsLease);
+
+        await settled.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        if (settlesOnlyUnderItsLease)
+        {
+            Assert.DoesNotContain("ack 1", backend.Calls);
+            Assert.Contains(logs.Entries, e => e.EventId == LeaseLostEvent);
+        }
+        else
+        {
+            Assert.Contains("ack 1", backend.Calls);
+        }
+    }
+
     [Fact]
     public async Task AClaimThatFailsAtOnce_IsTriedAgainAfterAPauseThatDoublesToACap_StartsAgainAfterASuccess_AndEndsOnStop()
     {
@@ -383,13 +420,15 @@ public sealed class LeasedQueueConsumerTests
         TimeSpan? lease = null,
         ILogger? logger = null,
         TimeSpan? poll = null,
-        TimeProvider? time = null)
+        TimeProvider? time = null,
+        bool settlesOnlyUnderItsLease = false)
     {
         var settings = new LeasedQueueSettings
         {
             LeaseDuration = lease ?? TimeSpan.FromSeconds(30),
             PollInterval = poll ?? TimeSpan.FromMilliseconds(50),
             TimeProvider = time ?? TimeProvider.System,
+            SettlesOnlyUnderItsLease = settlesOnlyUnderItsLease,
             MaxClaim = maxClaim,
             Logger = logger ?? logs.CreateLogger("Herald.Tests.Leased"),
             Name = "an in-memory leased queue",
@@ -470,6 +509,9 @@ public sealed class LeasedQueueConsumerTests
 
         public int LargestClaim => Volatile.Read(ref _largestClaim);
 
+        /// <summary>The clock of leases.</summary>
+        public TimeProvider Time { get; init; } = TimeProvider.System;
+
         /// <summary>How long a claim or a renewal holds a message.</summary>
         public TimeSpan Lease { get; init; } = TimeSpan.FromSeconds(30);
 
@@ -524,7 +566,7 @@ public sealed class LeasedQueueConsumerTests
                 claimed.Add(message);
             }
 
-            var leaseUntil = DateTimeOffset.UtcNow + Lease;
+            var leaseUntil = Time.GetUtcNow() + Lease;
             if (claimed.Count > 0)
             {
                 LeaseUntil = leaseUntil;
@@ -563,7 +605,7 @@ public sealed class LeasedQueueConsumerTests
 
             Interlocked.Increment(ref _renewals);
             Renewed.Release();
-            return ValueTask.FromResult(DateTimeOffset.UtcNow + Lease);
+            return ValueTask.FromResult(Time.GetUtcNow() + Lease);
         }
 
         public ValueTask<bool> AckAsync(Message message, CancellationToken cancellationToken) => Record($"ack {message.Number}", message);

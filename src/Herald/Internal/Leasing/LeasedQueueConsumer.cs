@@ -184,7 +184,10 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 
         try
         {
-            var held = await SettleWithRetriesAsync(message, settlement, delay, headers, reason, leaseUntil).ConfigureAwait(false);
+            // Where the engine would apply it to whatever claim holds the message now, a settlement after the lease ran out
+            // (or was found lost) is not sent: the message comes back, or another consumer has it already.
+            var held = !(_settings.SettlesOnlyUnderItsLease && leaseUntil <= _settings.TimeProvider.GetUtcNow().UtcTicks)
+                && await SettleWithRetriesAsync(message, settlement, delay, headers, reason, leaseUntil).ConfigureAwait(false);
             if (!held)
             {
                 Log.LeasedQueueLeaseLost(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);

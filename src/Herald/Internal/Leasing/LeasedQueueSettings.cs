@@ -29,6 +29,13 @@ public sealed record LeasedQueueSettings
     /// </summary>
     public bool StartsOnlyUnderASafeLease { get; init; }
 
+    /// <summary>
+    /// True: a settlement is not sent once the message's lease is known to have run out (or a renewal found it lost); it is
+    /// logged as a lost lease instead. For an engine that applies a stale claim's settlement to whichever claim holds the
+    /// message now (SQS honours an old receipt handle), so it would hide, release or delete another consumer's delivery.
+    /// </summary>
+    public bool SettlesOnlyUnderItsLease { get; init; }
+
     /// <summary>The clock of leases, delays and polling.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
