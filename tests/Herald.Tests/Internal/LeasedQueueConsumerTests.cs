@@ -327,12 +327,14 @@ public sealed class LeasedQueueConsumerTests
     }
 
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public async Task ASettlementAfterTheLeaseRanOut_IsNotSent_WhereTheEngineWouldApplyItToTheNextClaim(bool settlesOnlyUnderItsLease)
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public async Task ANackAfterTheLeaseRanOut_IsNotSent_WhereTheEngineWouldApplyItToTheNextClaim_ButAnAckIs(bool settlesOnlyUnderItsLease, bool ack)
     {
-        // SQS applies a stale receipt handle to the message's current delivery: an ack sent after the lease ran out deleted,
-        // and a nack exposed, the copy another consumer was handling. A SQL queue's settlement is guarded by its claim.
+        // SQS applies a stale receipt handle to the message's current delivery: a nack sent after the lease ran out exposed
+        // (and a dead letter copied and deleted) the copy another consumer was handling. A SQL queue's settlement is guarded
+        // by its claim. An ack is sent either way: the message was handled.
         var time = new FakeTimeProvider();
         var backend = new Backend { Time = time, RenewalsFail = true };
         var logs = new LogCollector();
@@ -344,7 +346,15 @@ public sealed class LeasedQueueConsumerTests
             async (d, ct) =>
             {
                 time.Advance(backend.Lease + TimeSpan.FromSeconds(1));
-                await d.AckAsync(ct);
+                if (ack)
+                {
+                    await d.AckAsync(ct);
+                }
+                else
+                {
+                    await d.NackAsync(TimeSpan.Zero, ct);
+                }
+
                 settled.TrySetResult();
             },
             time: time,
@@ -352,14 +362,18 @@ public sealed class LeasedQueueConsumerTests
 
         await settled.Task.WaitAsync(Eventually.DefaultTimeout);
 
-        if (settlesOnlyUnderItsLease)
+        if (ack)
         {
-            Assert.DoesNotContain("ack 1", backend.Calls);
+            Assert.Contains("ack 1", backend.Calls);
+        }
+        else if (settlesOnlyUnderItsLease)
+        {
+            Assert.DoesNotContain(backend.Calls, c => c.StartsWith("nack 1", StringComparison.Ordinal));
             Assert.Contains(logs.Entries, e => e.EventId == LeaseLostEvent);
         }
         else
         {
-            Assert.Contains("ack 1", backend.Calls);
+            Assert.Contains(backend.Calls, c => c.StartsWith("nack 1", StringComparison.Ordinal));
         }
     }
 

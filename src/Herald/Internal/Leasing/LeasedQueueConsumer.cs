@@ -184,9 +184,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 
         try
         {
-            // Where the engine would apply it to whatever claim holds the message now, a settlement after the lease ran out
-            // (or was found lost) is not sent: the message comes back, or another consumer has it already.
-            var held = !(_settings.SettlesOnlyUnderItsLease && leaseUntil <= _settings.TimeProvider.GetUtcNow().UtcTicks)
+            // Where the engine would apply it to whatever claim holds the message now, a nack or dead letter after the lease
+            // ran out (or was found lost) is not sent: it would expose, or copy and delete, a delivery another consumer may be
+            // handling; the message comes back instead. An ack still goes: the message was handled, and removing it spares a
+            // consumer that has not received it yet a second run (one that has is running it twice either way).
+            var held = !(_settings.SettlesOnlyUnderItsLease && settlement != LeasedSettlement.Ack && leaseUntil <= _settings.TimeProvider.GetUtcNow().UtcTicks)
                 && await SettleWithRetriesAsync(message, settlement, delay, headers, reason, leaseUntil).ConfigureAwait(false);
             if (!held)
             {

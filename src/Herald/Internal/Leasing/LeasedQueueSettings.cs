@@ -30,9 +30,10 @@ public sealed record LeasedQueueSettings
     public bool StartsOnlyUnderASafeLease { get; init; }
 
     /// <summary>
-    /// True: a settlement is not sent once the message's lease is known to have run out (or a renewal found it lost); it is
-    /// logged as a lost lease instead. For an engine that applies a stale claim's settlement to whichever claim holds the
-    /// message now (SQS honours an old receipt handle), so it would hide, release or delete another consumer's delivery.
+    /// True: a nack or dead letter is not sent once the message's lease is known to have run out (or a renewal found it
+    /// lost); it is logged as a lost lease instead, and the message comes back. For an engine that applies a stale claim's
+    /// settlement to whichever claim holds the message now (SQS honours an old receipt handle), so it would release, or
+    /// copy and delete, another consumer's delivery. An ack is still sent: the message was handled.
     /// </summary>
     public bool SettlesOnlyUnderItsLease { get; init; }
 
