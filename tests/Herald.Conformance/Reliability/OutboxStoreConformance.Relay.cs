@@ -144,6 +144,30 @@ public abstract partial class OutboxStoreConformance
     }
 
     [Fact]
+    public async Task Relay_ADelayAtTheTransportsLimit_AddedOnANodeWhoseClockIsAhead_IsSentWithTheLimit_NotDeadLettered()
+    {
+        // A node whose clock runs a minute ahead of the relay's adds a message delayed by the transport's whole MaxDelay (the
+        // add checks it on its own clock): on the relay's clock a minute more is left than the transport holds, and the relay
+        // dead-lettered it as refused. A due time far past the limit is still refused.
+        await using var relay = await RelayHost.StartAsync(await CreateStoreAsync());
+        var maxDelay = TimeSpan.FromDays(1);
+        relay.Transport.Capabilities = relay.Transport.Capabilities with { MaxDelay = maxDelay };
+        var rows = relay.NewRows(2);
+        var (skewed, tooFar) = (rows[0] with { DeliverAt = relay.Clock.GetUtcNow() + TimeSpan.FromMinutes(1) + maxDelay }, rows[1] with { DeliverAt = relay.Clock.GetUtcNow() + maxDelay + TimeSpan.FromHours(1) });
+        await relay.Store.AddAsync([skewed, tooFar]);
+
+        await relay.RunUntilAsync(
+            () => relay.Transport.Delays.ContainsKey(skewed.Envelope.MessageId) || relay.DeadLetterStore.ListAsync(relay.DeadLetterQuery).AsTask().Result.Count == 2,
+            "the relay settles both rows");
+        await relay.RunUntilAsync(() => relay.DeadLetterStore.ListAsync(relay.DeadLetterQuery).AsTask().Result.Count >= 1, "the row far past the limit is dead-lettered");
+
+        Assert.Equal(maxDelay, Assert.Contains(skewed.Envelope.MessageId, relay.Transport.Delays));
+        var deadLetter = Assert.Single(await relay.DeadLettersAsync());
+        Assert.Equal(tooFar.Envelope.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Equal(DeadLetterCause.SendRejected, deadLetter.Cause);
+    }
+
+    [Fact]
     public async Task Relay_ADelayedMessageDeadLetteredBeforeItIsDue_KeepsItsDueTime_AndARetryFromTheDeadLettersWaitsForIt()
     {
         // The broker stays down past the attempt cap while a saga timeout waits for its due time two hours on: the dead letter

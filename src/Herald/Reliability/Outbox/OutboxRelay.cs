@@ -36,6 +36,9 @@ internal sealed class OutboxRelay(
     internal const string LeadershipResource = "outbox-relay";
 
     private const int MaxFailuresPerBatch = 3;
+
+    /// <summary>How far past the transport's MaxDelay a due time may lie and still be taken for clock skew between nodes.</summary>
+    private static readonly TimeSpan ClockSkewAllowance = TimeSpan.FromMinutes(5);
     private static readonly ConcurrentDictionary<OutboxRelay, byte> Active = new();
     private readonly OutboxOptions _options = options.Value;
     private readonly ILogger _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.Outbox");
@@ -273,8 +276,8 @@ internal sealed class OutboxRelay(
     private async ValueTask<(SendOutcome Outcome, Exception? Failure)> TrySendAsync(OutboxMessage message, CancellationToken cancellationToken)
     {
         var now = timeProvider.GetUtcNow();
-        var options = message.DeliverAt is { } at && at > now ? new SendOptions { Delay = at - now } : null;
         var capabilities = transport.Capabilities;
+        var options = message.DeliverAt is { } at && at > now ? new SendOptions { Delay = WithinReach(at - now, capabilities.MaxDelay) } : null;
         try
         {
             // Rows written before add-time checks existed, or straight into the store, are checked here too.
@@ -304,6 +307,12 @@ internal sealed class OutboxRelay(
             return (SendOutcome.Failed, ex);
         }
     }
+
+    // The due time was set on the clock of the node that added the row, which checked the delay against the limit there: a
+    // little past the limit on this node's clock is the two clocks disagreeing (or this one stepped back), not a delay the
+    // transport cannot hold. Sent with the limit, it arrives off by less than that disagreement instead of dead-lettered.
+    private static TimeSpan WithinReach(TimeSpan delay, TimeSpan maxDelay) =>
+        delay > maxDelay && delay - maxDelay <= ClockSkewAllowance ? maxDelay : delay;
 
     private async ValueTask<bool> DeadLetterAsync(OutboxMessage message, Exception exception, int attempts, string? reason, CancellationToken cancellationToken)
     {
