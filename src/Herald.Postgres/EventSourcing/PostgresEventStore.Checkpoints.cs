@@ -12,6 +12,12 @@ internal sealed partial class PostgresEventStore
     public async ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        if (NulText.Holds(subscriptionId))
+        {
+            // No checkpoint can have it (storing one refuses it).
+            return null;
+        }
+
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using var command = new NpgsqlCommand(runtime.Sql.GetCheckpoint, connection);
@@ -22,8 +28,7 @@ internal sealed partial class PostgresEventStore
     /// <inheritdoc />
     public async ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
-        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        ValidateCheckpoint(subscriptionId, position);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using var command = SetCheckpointCommand(runtime.Sql.SetCheckpoint, subscriptionId, position, connection, transaction: null);
@@ -33,8 +38,7 @@ internal sealed partial class PostgresEventStore
     /// <inheritdoc />
     public async ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
-        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        ValidateCheckpoint(subscriptionId, position);
         var own = Own(unitOfWork);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await own.ExecuteAsync(
@@ -101,6 +105,13 @@ internal sealed partial class PostgresEventStore
                 return await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
             },
             cancellationToken).ConfigureAwait(false);
+    }
+
+    private static void ValidateCheckpoint(string subscriptionId, long position)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        NulText.ThrowIfHeld(subscriptionId, "subscription id", nameof(subscriptionId));
+        ArgumentOutOfRangeException.ThrowIfNegative(position);
     }
 
     private NpgsqlCommand SetCheckpointCommand(string sql, string subscriptionId, long position, NpgsqlConnection connection, NpgsqlTransaction? transaction)

@@ -21,6 +21,18 @@ internal sealed partial class PostgresEventStore
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount);
+        if (NulText.Holds(filter?.Category))
+        {
+            // No stream name holds U+0000, so no event is in such a category (and asking would fail with a bare 22021).
+            yield break;
+        }
+
+        if (filter?.EventTypes is { } types && types.Any(NulText.Holds))
+        {
+            // No stored event type holds it either: those types match nothing, the others still match.
+            filter = filter with { EventTypes = [.. types.Where(type => !NulText.Holds(type))] };
+        }
+
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         var own = _changes.LastPosition;
         var position = fromPositionExclusive;

@@ -57,6 +57,12 @@ internal sealed class PostgresReadModelStore : IReadModelStore
     {
         ReadModelNames.Validate(table);
         ArgumentNullException.ThrowIfNull(id);
+        if (NulText.Holds(id))
+        {
+            // No document can have it (writes refuse it), and asking would fail with a bare 22021.
+            return null;
+        }
+
         return await ReadActiveAsync(table, none: null, (connection, sql, token) => ReadDocumentAsync(connection, sql, id, token), cancellationToken).ConfigureAwait(false);
     }
 
@@ -65,6 +71,11 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         ReadModelNames.Validate(table);
         ReadModelNames.ValidateGeneration(generation);
         ArgumentNullException.ThrowIfNull(id);
+        if (NulText.Holds(id))
+        {
+            return null;
+        }
+
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -81,11 +92,18 @@ internal sealed class PostgresReadModelStore : IReadModelStore
     {
         ReadModelNames.Validate(table);
         ReadModelNames.Validate(query);
+        if (query.Where.Values.Any(NulText.Holds))
+        {
+            // jsonb holds no U+0000, so no document matches (and the containment would fail with 22P05).
+            return [];
+        }
+
+        var afterId = query.AfterId is { } after ? NulText.BeforeNul(after) : null;
         var containment = query.Where.Count > 0 ? Containment(query.Where) : null;
         return await ReadActiveAsync<IReadOnlyList<ReadModelDocument>>(table, none: [], async (connection, sql, token) =>
         {
-            await using var command = new NpgsqlCommand(sql.Query(query.AfterId is not null, containment is not null), connection);
-            command.Parameters.Add(EnvelopeColumns.Text(query.AfterId));
+            await using var command = new NpgsqlCommand(sql.Query(afterId is not null, containment is not null), connection);
+            command.Parameters.Add(EnvelopeColumns.Text(afterId));
             command.Parameters.Add(EnvelopeColumns.Int(query.Limit));
             if (containment is not null)
             {
@@ -106,6 +124,7 @@ internal sealed class PostgresReadModelStore : IReadModelStore
     public async ValueTask UpdateAsync(string table, int generation, string id, Func<string?, string?> change, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
         ReadModelNames.ValidateUpdate(table, generation, id, change);
+        NulText.ThrowIfHeld(id, "read-model document id", nameof(id));
         var own = _store.Own(unitOfWork);
         var sql = Sql(table, generation);
         await EnsureCreatedAsync(sql, cancellationToken).ConfigureAwait(false);

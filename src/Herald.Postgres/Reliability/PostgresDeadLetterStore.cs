@@ -53,6 +53,7 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
+        ThrowIfUnstorable(deadLetter);
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
         await using var command = InsertCommand(deadLetter, connection, transaction: null);
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
@@ -62,6 +63,7 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     public async ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
+        ThrowIfUnstorable(deadLetter);
         await _store.Own(unitOfWork).ExecuteAsync(
             async (connection, transaction, token) =>
             {
@@ -70,6 +72,10 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
             },
             cancellationToken).ConfigureAwait(false);
     }
+
+    // The endpoint is where a retry sends the message, so it is kept as given or refused, never made readable. No stored
+    // dead letter has one holding U+0000, so a query for such an endpoint matches none.
+    private static void ThrowIfUnstorable(DeadLetter deadLetter) => NulText.ThrowIfHeld(deadLetter.Endpoint, "dead letter's endpoint", nameof(deadLetter));
 
     private NpgsqlCommand InsertCommand(DeadLetter deadLetter, NpgsqlConnection connection, NpgsqlTransaction? transaction)
     {
@@ -102,6 +108,11 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     public async ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
+        if (NulText.Holds(query.Endpoint))
+        {
+            return [];
+        }
+
         return await _store.QueryAloneAsync(_sql.List, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], Read, cancellationToken).ConfigureAwait(false);
     }
 
@@ -109,6 +120,10 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     public async ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
+        if (NulText.Holds(query.Endpoint))
+        {
+            return 0;
+        }
 
         // The monitor, the retention and the health check count a whole endpoint or everything: a few rows of the counts
         // table, whatever the size of the table (issue 16). Any other filter counts the matching rows.
@@ -132,6 +147,11 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     public async ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
+        if (NulText.Holds(query.Endpoint))
+        {
+            return 0;
+        }
+
         return await _store.ExecuteGuardedAloneAsync(_sql.DeleteMany, [.. Filters(query), EnvelopeColumns.Int(query.Limit)], cancellationToken).ConfigureAwait(false);
     }
 

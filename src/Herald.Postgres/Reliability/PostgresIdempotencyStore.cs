@@ -26,7 +26,7 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
     /// <inheritdoc />
     public async ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrEmpty(key);
+        ValidateKey(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var now = _timeProvider.GetUtcNow();
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
@@ -70,7 +70,7 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
     /// <inheritdoc />
     public async ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrEmpty(key);
+        ValidateKey(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
         var expiresAt = _timeProvider.GetUtcNow() + ttl;
         NpgsqlParameter[] parameters =
@@ -86,18 +86,24 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
     /// <inheritdoc />
     public async ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrEmpty(key);
+        ValidateKey(key);
         return await _store.ExecuteAloneAsync(_sql.Release, [EnvelopeColumns.Text(key), EnvelopeColumns.Id(lockToken)], cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <inheritdoc />
     public async ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrEmpty(key);
+        ValidateKey(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var expiresAt = _timeProvider.GetUtcNow() + lockTtl;
         NpgsqlParameter[] parameters = [EnvelopeColumns.Text(key), EnvelopeColumns.Id(lockToken), EnvelopeColumns.Time(expiresAt)];
         return await _store.ExecuteAloneAsync(_sql.Renew, parameters, cancellationToken).ConfigureAwait(false) == 1;
+    }
+
+    private static void ValidateKey(string key)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        NulText.ThrowIfHeld(key, "idempotency key", nameof(key));
     }
 
     /// <summary>The statements on the <c>idempotency</c> table of the store's schema.</summary>

@@ -25,6 +25,7 @@ internal sealed class PostgresInbox(PostgresEventStore store, TimeProvider? time
     public async ValueTask<bool> TryMarkHandledAsync(string endpoint, Guid messageId, TimeSpan window, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(endpoint);
+        NulText.ThrowIfHeld(endpoint, "inbox endpoint", nameof(endpoint));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(window, TimeSpan.Zero);
         var now = _timeProvider.GetUtcNow();
         var expiresAt = now + window;
@@ -57,6 +58,12 @@ internal sealed class PostgresInbox(PostgresEventStore store, TimeProvider? time
     public async ValueTask<bool> IsHandledAsync(string endpoint, Guid messageId, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
+        if (NulText.Holds(endpoint))
+        {
+            // No mark can have it (marking refuses it).
+            return false;
+        }
+
         NpgsqlParameter[] parameters = [EnvelopeColumns.Text(endpoint), EnvelopeColumns.Id(messageId), EnvelopeColumns.Time(_timeProvider.GetUtcNow())];
         return await _store.ScalarAloneAsync<bool>(_sql.IsHandled, parameters, cancellationToken).ConfigureAwait(false);
     }

@@ -23,12 +23,18 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
     public async ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
     {
         SagaValidation.ValidateKey(sagaType, id);
+        if (NulText.Holds(sagaType) || NulText.Holds(id))
+        {
+            // No instance can have it (saves refuse it).
+            return null;
+        }
+
         return await _store.QueryFirstAloneAsync(_sql.Load, [EnvelopeColumns.Text(sagaType), EnvelopeColumns.Text(id)], Read, cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask<long> SaveAsync(SagaInstance instance, CancellationToken cancellationToken = default)
     {
-        SagaValidation.Validate(instance);
+        Validate(instance);
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
         var version = await TrySaveAsync(instance, connection, transaction: null, cancellationToken).ConfigureAwait(false);
         return version > 0 ? version : throw await ConflictAsync(instance, connection, transaction: null, cancellationToken).ConfigureAwait(false);
@@ -36,7 +42,7 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
 
     public async ValueTask SaveAsync(SagaInstance instance, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        SagaValidation.Validate(instance);
+        Validate(instance);
         var own = _store.Own(unitOfWork);
         await own.ExecuteAsync(
             async (connection, transaction, token) =>
@@ -55,6 +61,11 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
     public async ValueTask<IReadOnlyList<SagaInstance>> ListAsync(SagaQuery query, CancellationToken cancellationToken = default)
     {
         SagaValidation.Validate(query);
+        if (NulText.Holds(query.SagaType))
+        {
+            return [];
+        }
+
         return await _store.QueryAloneAsync(_sql.List, ListParameters(query), Read, cancellationToken).ConfigureAwait(false);
     }
 
@@ -70,14 +81,36 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
             Value = query.Statuses is { Count: > 0 } statuses ? statuses.Select(s => s.ToString()).ToArray() : DBNull.Value,
             NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text,
         },
-        EnvelopeColumns.Text(query.After?.SagaType),
-        EnvelopeColumns.Text(query.After?.Id),
+        EnvelopeColumns.Text(After(query).SagaType),
+        EnvelopeColumns.Text(After(query).Id),
         EnvelopeColumns.Int(query.Limit),
     ];
+
+    // The key to start after, up to its first U+0000 (no stored key holds one, and it sorts first): a name cut there starts
+    // after every instance of the shorter name, as a null id does ((t, id) > (name, NULL) holds only for t > name); an id cut
+    // there starts after the shorter id.
+    private static (string? SagaType, string? Id) After(SagaQuery query) => query.After switch
+    {
+        null => (null, null),
+        var (type, _) when NulText.Holds(type) => (NulText.BeforeNul(type), null),
+        var (type, id) => (type, NulText.BeforeNul(id)),
+    };
+
+    private static void Validate(SagaInstance instance)
+    {
+        SagaValidation.Validate(instance);
+        NulText.ThrowIfHeld(instance.SagaType, "saga name", nameof(instance));
+        NulText.ThrowIfHeld(instance.Id, "saga instance id", nameof(instance));
+    }
 
     public async ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default)
     {
         SagaValidation.ValidateKey(sagaType, id);
+        if (NulText.Holds(sagaType) || NulText.Holds(id))
+        {
+            return false;
+        }
+
         NpgsqlParameter[] parameters = [EnvelopeColumns.Text(sagaType), EnvelopeColumns.Text(id), new NpgsqlParameter<long> { TypedValue = version }];
         return await _store.ExecuteAloneAsync(_sql.Delete, parameters, cancellationToken).ConfigureAwait(false) > 0;
     }

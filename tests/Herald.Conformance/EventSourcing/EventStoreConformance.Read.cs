@@ -132,6 +132,22 @@ public abstract partial class EventStoreConformance
     }
 
     [Fact]
+    public async Task ReadAll_FilteredByACategoryOrTypeHoldingU0000_MatchesNothingOfIt_AndNoCheckpointHasSuchAnId()
+    {
+        // No stream name or stored event type holds U+0000 (PostgreSQL's text cannot), so such a filter matches nothing: on
+        // PostgreSQL these reads failed with a bare 22021.
+        var prefix = NewCategory();
+        var head = await Store.GetLastPositionAsync();
+        var stream = NewStream(prefix);
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, [NewEvent(prefix + "-placed"), NewEvent(prefix + "-paid")]);
+
+        Assert.Empty(await ReadAllAsync(head, EventFilter.ForCategory(prefix + "\0")));
+        Assert.Equal([1L], (await ReadAllAsync(head, EventFilter.ForEventTypes(prefix + "-paid\0", prefix + "-placed"))).Select(e => e.Version));
+        Assert.Empty(await ReadAllAsync(head, EventFilter.ForEventTypes(prefix + "-paid\0")));
+        Assert.Null(await Checkpoints.GetCheckpointAsync(prefix + "\0"));
+    }
+
+    [Fact]
     public async Task ReadAll_GlobalPositions_AreUniqueAndStrictlyIncreasingAcrossStreams()
     {
         var category = NewCategory();

@@ -44,6 +44,23 @@ public abstract class ReadModelStoreConformance
     }
 
     [Fact]
+    public async Task Lookups_ByAnIdOrValueHoldingU0000_FindNothing_AsForAnyIdNoDocumentHas()
+    {
+        // No document can have such an id (writes refuse it, StorableReadModelWrites) or such a value: PostgreSQL answered
+        // the lookup with a bare 22021 (22P05 for the value), where SQLite and memory found nothing.
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        await ChangeAsync(store, table, 1, "a", _ => """{"name":"x"}""");
+        await ChangeAsync(store, table, 1, "b", _ => """{"name":"x"}""");
+
+        Assert.Null(await store.GetAsync(table, "a\0"));
+        Assert.Null(await store.GetAsync(table, 1, "a\0"));
+        Assert.Empty(await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["name"] = "x\0" } }));
+        // As a page's cursor it sorts right after "a".
+        Assert.Equal(["b"], (await store.QueryAsync(table, new ReadModelQuery { AfterId = "a\0" })).Select(d => d.Id));
+    }
+
+    [Fact]
     public async Task Update_InsertsChangesAndDeletes_OnlyWhenCommitted()
     {
         var store = await CreateStoreAsync();

@@ -48,6 +48,15 @@ public abstract class InboxConformance
     }
 
     [Fact]
+    public async Task IsHandled_ForAnEndpointHoldingU0000_IsFalse()
+    {
+        // No mark can have it on PostgreSQL (its text cannot hold U+0000), which answered with a bare 22021.
+        var inbox = await CreateInboxAsync(NewClock());
+
+        Assert.False(await inbox.IsHandledAsync(UniqueEndpoint() + "\0", Guid.CreateVersion7()));
+    }
+
+    [Fact]
     public async Task SecondMark_WithinTheWindow_ReturnsFalse()
     {
         var clock = NewClock();

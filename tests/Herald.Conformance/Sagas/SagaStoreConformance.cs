@@ -101,6 +101,24 @@ public abstract class SagaStoreConformance
     }
 
     [Fact]
+    public async Task Lookups_ByAKeyHoldingU0000_FindNothing_AndAsACursorItSortsWhereItWould()
+    {
+        // PostgreSQL's text cannot hold U+0000, so no instance has such a key: it answered these with a bare 22021.
+        var store = await CreateStoreAsync();
+        var saga = UniqueSaga();
+        await store.SaveAsync(NewInstance(saga, "a"));
+        await store.SaveAsync(NewInstance(saga, "b"));
+
+        Assert.Null(await store.LoadAsync(saga, "a\0"));
+        Assert.Null(await store.LoadAsync(saga + "\0", "a"));
+        Assert.False(await store.DeleteAsync(saga, "a\0", version: 1));
+        Assert.Empty(await store.ListAsync(new SagaQuery { SagaType = saga + "\0" }));
+        Assert.Equal(["b"], (await store.ListAsync(new SagaQuery { SagaType = saga, After = (saga, "a\0") })).Select(i => i.Id));
+        Assert.Empty(await store.ListAsync(new SagaQuery { SagaType = saga, After = (saga + "\0", "") }));
+        Assert.NotNull(await store.LoadAsync(saga, "a"));
+    }
+
+    [Fact]
     public async Task Save_OfTheLoadedVersion_MovesTheVersionOnAndKeepsTheCreationTime()
     {
         var store = await CreateStoreAsync();

@@ -11,6 +11,16 @@ public sealed class PostgresEventStoreConformanceTests(PostgresSchemaFixture fix
     protected override int TortureAppendsPerWriter => 64;
 
     protected override PostgresStoreOptions Options(string schema) => new() { Schema = schema };
+
+    [Fact]
+    public async Task SetCheckpoint_OfAnIdHoldingU0000_IsRefusedNamingTheId()
+    {
+        // PostgreSQL's text cannot hold it: the write failed with a bare 22021.
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await Checkpoints.SetCheckpointAsync(NewCategory() + "\0", 1));
+
+        Assert.Equal("subscriptionId", refused.ParamName);
+        Assert.Contains("subscription id", refused.Message, StringComparison.Ordinal);
+    }
 }
 
 /// <summary>The suite again with many small groups in flight at once, so grouped commits race each other for stream locks.</summary>

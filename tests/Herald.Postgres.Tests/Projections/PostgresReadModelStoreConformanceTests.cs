@@ -38,6 +38,20 @@ public sealed class PostgresReadModelStoreConformanceTests(ReliabilitySchema sch
     }
 
     [Fact]
+    public async Task Update_OfAnIdHoldingU0000_IsRefusedNamingTheId()
+    {
+        // PostgreSQL's text cannot hold it: the unit of work failed at its commit with a bare 22021.
+        var store = new PostgresReadModelStore(schema.Store);
+        var unitOfWork = schema.Store.BeginUnitOfWork();
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await store.UpdateAsync(UniqueTable(), 1, "a\0", _ => "{}", unitOfWork));
+
+        Assert.Equal("id", refused.ParamName);
+        Assert.Contains("read-model document id 'a\\u0000' holds the character U+0000", refused.Message, StringComparison.Ordinal);
+        await unitOfWork.RollbackAsync();
+    }
+
+    [Fact]
     public async Task TwoUnitsCreatingOneDocument_AtOnce_LoseNoUpdate()
     {
         var store = new PostgresReadModelStore(schema.Store);

@@ -36,6 +36,17 @@ public sealed class ReliabilitySchema : IAsyncLifetime
 public sealed class PostgresDeadLetterStoreConformanceTests(ReliabilitySchema schema) : DeadLetterStoreConformance, IClassFixture<ReliabilitySchema>
 {
     protected override ValueTask<IDeadLetterStore> CreateStoreAsync() => ValueTask.FromResult<IDeadLetterStore>(new PostgresDeadLetterStore(schema.Store));
+
+    [Fact]
+    public async Task Add_WithAnEndpointHoldingU0000_IsRefusedNamingTheEndpoint()
+    {
+        // The endpoint is where a retry sends the message, so it is not made readable like the error texts: refused, where
+        // the write failed with a bare 22021.
+        var refused = await Assert.ThrowsAsync<ArgumentException>(
+            async () => await new PostgresDeadLetterStore(schema.Store).AddAsync(NewDeadLetter(endpoint: "orders\0")));
+
+        Assert.Contains("dead letter's endpoint 'orders\\u0000' holds the character U+0000", refused.Message, StringComparison.Ordinal);
+    }
 }
 
 public sealed class PostgresOutboxStoreConformanceTests(ReliabilitySchema schema) : OutboxStoreConformance, IClassFixture<ReliabilitySchema>
@@ -50,10 +61,35 @@ public sealed class PostgresInboxConformanceTests(ReliabilitySchema schema) : In
     protected override ValueTask<IInbox> CreateInboxAsync(TimeProvider timeProvider) => ValueTask.FromResult<IInbox>(new PostgresInbox(schema.Store, timeProvider));
 
     protected override ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(IInbox inbox) => ValueTask.FromResult<IUnitOfWork>(schema.Store.BeginUnitOfWork());
+
+    [Fact]
+    public async Task Mark_ForAnEndpointHoldingU0000_IsRefusedNamingTheEndpoint()
+    {
+        var refused = await Assert.ThrowsAsync<ArgumentException>(
+            async () => await new PostgresInbox(schema.Store).TryMarkHandledAsync("orders\0", Guid.CreateVersion7(), TimeSpan.FromMinutes(1)));
+
+        Assert.Equal("endpoint", refused.ParamName);
+        Assert.Contains("inbox endpoint 'orders\\u0000' holds the character U+0000", refused.Message, StringComparison.Ordinal);
+    }
 }
 
 public sealed class PostgresIdempotencyStoreConformanceTests(ReliabilitySchema schema) : IdempotencyStoreConformance, IClassFixture<ReliabilitySchema>
 {
     protected override ValueTask<IIdempotencyStore> CreateStoreAsync(TimeProvider timeProvider) =>
         ValueTask.FromResult<IIdempotencyStore>(new PostgresIdempotencyStore(schema.Store, timeProvider));
+
+    [Fact]
+    public async Task AKeyHoldingU0000_IsRefusedNamingTheKey()
+    {
+        // PostgreSQL's text cannot hold it: each call failed with a bare 22021.
+        var store = new PostgresIdempotencyStore(schema.Store, TimeProvider.System);
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await store.TryAcquireAsync("order-1\0", TimeSpan.FromMinutes(1)));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await store.CompleteAsync("order-1\0", Guid.NewGuid(), new byte[1], TimeSpan.FromMinutes(1)));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await store.ReleaseAsync("order-1\0", Guid.NewGuid()));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await store.RenewAsync("order-1\0", Guid.NewGuid(), TimeSpan.FromMinutes(1)));
+
+        Assert.Equal("key", refused.ParamName);
+        Assert.Contains("idempotency key 'order-1\\u0000' holds the character U+0000", refused.Message, StringComparison.Ordinal);
+    }
 }
