@@ -2,6 +2,7 @@ using System.Text;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Upcasting;
 using Herald.Messages;
+using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -45,6 +46,45 @@ public sealed class UpcastingTests
         var totals = await processor.QueryAllAsync<string, decimal>("totals");
 
         Assert.Equal(12.5m, Assert.Single(totals).Value);
+        await host.StopAsync();
+    }
+
+    /// <summary>
+    /// An event whose upcaster throws could not be read at all: the subscription took the failure for the store's and read it
+    /// again every few seconds forever, so the stream stalled at that event and nothing was dead-lettered.
+    /// </summary>
+    [Fact]
+    public async Task AnEventTheUpcastersCannotMigrate_IsDeadLetteredAsUndecodable_AndTheProcessorGoesOn()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddSingleton(new EventUpcasterRegistry().Add(OrderType, 1, body =>
+            body["price"] is null ? throw new InvalidOperationException("no price") : body));
+        builder.Services.AddHerald(h => h
+            .AddMessageType<Order>(OrderType, version: 2)
+            .AddStream("upcast-poison", b => b.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId).Aggregate(() => 0m, (_, o, sum) => sum + o.Amount, "totals")));
+        using var host = builder.Build();
+        await host.StartAsync();
+
+        var good = host.Services.GetRequiredService<EnvelopeFactory>().Create(new Order("o1", "p1", 3m, DateTimeOffset.UnixEpoch));
+        var poison = good with
+        {
+            MessageId = Guid.CreateVersion7(),
+            SchemaVersion = 1,
+            Body = Encoding.UTF8.GetBytes("""{"orderId":"o0","productId":"p1","placedAt":"2026-01-01T00:00:00+00:00"}"""),
+        };
+        var store = host.Services.GetRequiredService<IEventStore>();
+        await store.AppendAsync("order-o0", ExpectedVersion.NoStream, [poison]);
+        var head = (await store.AppendAsync("order-o1", ExpectedVersion.NoStream, [good])).LastPosition;
+
+        var processor = host.Services.GetRequiredService<StreamProcessors>()["upcast-poison"];
+        await processor.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(15));
+
+        Assert.Equal(3m, Assert.Single(await processor.QueryAllAsync<string, decimal>("totals")).Value);
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:upcast-poison" }));
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+        Assert.Equal(poison.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Equal(1, deadLetter.Envelope.SchemaVersion);
+        Assert.Contains("no price", deadLetter.ErrorMessage, StringComparison.Ordinal);
         await host.StopAsync();
     }
 }

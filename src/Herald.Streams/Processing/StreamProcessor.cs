@@ -43,6 +43,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     private readonly StreamProcessorOptions _options;
     private readonly IServiceProvider _services;
     private readonly IEventStore? _events;
+    private readonly EventUpcasterRegistry? _upcasters;
     private readonly ICheckpointStore? _checkpoints;
     private readonly IStreamStateStore _state;
     private readonly IDeadLetterStore _deadLetters;
@@ -84,10 +85,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         _topology = topology;
         _options = options;
         _services = services;
-        // Through the upcasters registered in DI, as the consuming pipeline and the aggregate repository read: an event
-        // stored at an old schema version reaches the topology migrated.
-        var events = services.GetService<IEventStore>();
-        _events = events is not null && services.GetService<EventUpcasterRegistry>() is { } upcasters ? events.WithUpcasting(upcasters) : events;
+        _events = services.GetService<IEventStore>();
+        _upcasters = services.GetService<EventUpcasterRegistry>();
         _checkpoints = services.GetService<ICheckpointStore>();
         _state = services.GetService<IStreamStateStore>() ?? InMemoryState.GetValue(services, static _ => new InMemoryStreamStateStore());
         _deadLetters = services.GetRequiredService<IDeadLetterStore>();
@@ -667,8 +666,13 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         object message;
         try
         {
-            var type = _types.GetType(recorded.EventType);
-            message = _serializer.Deserialize(recorded.Envelope.Body, type);
+            // Through the upcasters registered in DI, as the consuming pipeline and the aggregate repository read: an event
+            // stored at an old schema version reaches the topology migrated. Here and not in the read, so an event the
+            // upcasters cannot migrate is dead-lettered like any undecodable one instead of failing the read forever.
+            var upcast = _upcasters?.Upcast(recorded) ?? recorded;
+            var type = _types.GetType(upcast.EventType);
+            message = _serializer.Deserialize(upcast.Envelope.Body, type);
+            recorded = upcast;
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
