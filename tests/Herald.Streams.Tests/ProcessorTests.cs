@@ -126,6 +126,41 @@ public sealed class ProcessorTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// An event fed from outside that reached no partition (filtered out) moved the watermark in memory only: the handler's
+    /// unit of work committed nothing of it, so a restart (or the reload after any rolled-back unit of work) went back to the
+    /// partition's older stream time, and a record that was late before was then counted into its closed window.
+    /// </summary>
+    [Fact]
+    public async Task ExternalSource_AnEventFilteredOut_StillMovesTheCommittedWatermark()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var t0 = DateTimeOffset.UnixEpoch;
+        var late = new List<LateRecord>();
+        var builder = new StreamBuilder();
+        builder.Stream<Order>(o => o.PlacedAt).Filter(o => o.Amount > 0).GroupBy(o => o.ProductId)
+            .WindowedBy(TumblingWindows.Of(TimeSpan.FromMinutes(5))).Count("per-5-minutes");
+        var topology = builder.Build();
+        var options = new StreamProcessorOptions { Source = StreamSource.External, OnLate = late.Add };
+        await using (var processor = new StreamProcessor("external-watermark", topology, host.Services, options))
+        {
+            await processor.StartAsync();
+            await processor.ProcessAsync(new Order("o1", "p", 1m, t0.AddMinutes(1)), "o1", t0);
+            await processor.ProcessAsync(new Order("o2", "p", 0m, t0.AddMinutes(20)), "o2", t0); // filtered out
+            Assert.Equal(t0.AddMinutes(20), processor.Watermark);
+        }
+
+        await using var again = new StreamProcessor("external-watermark", topology, host.Services, options);
+        await again.StartAsync();
+        Assert.Equal(t0.AddMinutes(20), again.Watermark);
+        await again.ProcessAsync(new Order("o3", "p", 1m, t0.AddMinutes(2)), "o3", t0); // [0, 5) closed at 5 ≤ 20: late
+
+        Assert.Equal("o3", ((Order)Assert.Single(late).Value!).OrderId);
+        var window = Assert.Single(await again.QueryWindowsAsync<string, long>("per-5-minutes", "p", t0, t0.AddMinutes(30)));
+        Assert.Equal(1L, window.Value);
+        await host.StopAsync();
+    }
+
     /// <summary>A sink whose write, once armed, waits for the test and then refuses the commit.</summary>
     private sealed class RefusingSink : IStreamSink<string, Order>
     {

@@ -339,16 +339,20 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 }
 
                 var streamTime = run.Router.StreamTime;
-                foreach (var group in run.Routed.GroupBy(r => r.Partition))
+                var routed = run.Routed.ToLookup(r => r.Partition);
+                foreach (var partition in run.Partitions.Values)
                 {
-                    var partition = run.Partitions[group.Key];
                     lock (partition.Task.Gate)
                     {
-                        foreach (var (_, node, record) in group)
+                        foreach (var (_, node, record) in routed[partition.Index])
                         {
                             partition.Task.ProcessRouted(node, record, streamTime);
                         }
 
+                        // Every partition sees the stream time move, as at the event store's commit barriers, even when the
+                        // event reached none (filtered out): its windows close, and the stream time commits with this unit
+                        // of work, so a reload resumes at the same watermark instead of an older one.
+                        partition.Task.Tick(streamTime);
                         writes.Add((partition.StateName, partition.Task.TakeChanges(), partition.Task.TakeOutputs(), TimerDeadLetters(partition.Task, partition.StateName)));
                     }
                 }
