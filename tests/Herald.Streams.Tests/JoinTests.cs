@@ -36,6 +36,22 @@ public sealed class JoinTests
         Assert.Equal(TestDriver.At(20), outputs[1].EventTime);
     }
 
+    /// <summary>
+    /// A join grace of TimeSpan.MaxValue overflowed (time + grace) to a negative tick count: every record of both sides was
+    /// reported late and nothing joined.
+    /// </summary>
+    [Fact]
+    public void Join_WithAGraceOfTimeSpanMaxValue_JoinsInsteadOfOverflowing()
+    {
+        var (driver, outputs) = Build((o, p) => o.Join(p, (order, payment) => $"{order.OrderId} paid", TenMinutes.WithGrace(TimeSpan.MaxValue)));
+
+        Order(driver, "o1", 0);
+        Pay(driver, "o1", 5);
+
+        Assert.Equal(["o1 paid"], outputs.Select(o => o.Value));
+        Assert.Empty(driver.Late);
+    }
+
     [Fact]
     public void LeftJoin_EmitsAnUnmatchedOrderWhenItsWindowCloses()
     {

@@ -87,6 +87,29 @@ public sealed class WindowTests
         Assert.Single(late);
     }
 
+    /// <summary>
+    /// A grace period or retention meant as "forever" (TimeSpan.MaxValue, which the build accepts) overflowed the window's
+    /// close time (end + grace, + retention) to a negative tick count: every record was late and nothing was aggregated, or
+    /// a closed window was dropped at once instead of being retained.
+    /// </summary>
+    [Fact]
+    public void AGraceOrRetentionOfTimeSpanMaxValue_KeepsWindowsOpenOrRetainedInsteadOfOverflowing()
+    {
+        var (driver, outputs, late) = Revenue(TumblingWindows.Of(Five).WithGrace(TimeSpan.MaxValue), suppress: false, outOfOrder: TimeSpan.Zero);
+        Send(driver, At("a", 1, 1));
+        Send(driver, At("a", 2, 600));
+        Send(driver, At("a", 4, 2)); // within the endless grace
+        Assert.Empty(late);
+        Assert.Equal([1m, 2m, 5m], outputs.Select(o => o.Value));
+
+        var builder = new StreamBuilder();
+        builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId).WindowedBy(TumblingWindows.Of(Five)).RetainClosedWindowsFor(TimeSpan.MaxValue).Count("counts");
+        var retained = new TestDriver(builder.Build());
+        Send(retained, At("a", 1, 1));
+        Send(retained, At("a", 1, 600)); // closes [0, 5), which stays
+        Assert.Equal(2, retained.Task.Store("counts").Count);
+    }
+
     [Fact]
     public void LateEvents_WithoutASideOutput_GoToTheProcessorsLateHandler()
     {

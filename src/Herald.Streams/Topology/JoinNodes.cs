@@ -67,7 +67,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
     private void Arrive<TThis, TOther>(in StreamRecord record, StreamTask task, string thisStore, string otherStore, Func<TThis, TOther, TResult> join)
     {
         var time = record.Time;
-        if (time + Grace < task.Watermark)
+        if (EventTime.Plus(time, Grace) < task.Watermark)
         {
             task.ReportLate(this, record);
             return;
@@ -109,7 +109,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
         var list = mine.TryGet(keyJson, out var existing) ? (Buffered<TThis>[])existing! : [];
         Buffered<TThis>[] next = [.. list, new Buffered<TThis>(time, value, matched)];
         mine.Put(keyJson, next);
-        Index(mine).Enqueue(keyJson, time + Within + Grace);
+        Index(mine).Enqueue(keyJson, EventTime.Plus(time, Within, Grace));
     }
 
     private void Expire<T>(StreamTask task, string storeName, Func<T, TResult> unmatched, bool emit)
@@ -123,7 +123,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
             var kept = new List<Buffered<T>>(list.Length);
             foreach (var item in list)
             {
-                if (item.Time + Within + Grace >= watermark)
+                if (EventTime.Plus(item.Time, Within, Grace) >= watermark)
                 {
                     kept.Add(item);
                     continue;
@@ -131,7 +131,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
 
                 if (emit && !item.Matched)
                 {
-                    task.RunTimed(this, new StreamRecord(StateCodec.DecodeKey<TKey>(keyJson), item.Value, item.Time + Within), r => Forward(r with { Value = unmatched((T)r.Value!) }, task));
+                    task.RunTimed(this, new StreamRecord(StateCodec.DecodeKey<TKey>(keyJson), item.Value, EventTime.Plus(item.Time, Within)), r => Forward(r with { Value = unmatched((T)r.Value!) }, task));
                 }
             }
 
@@ -149,7 +149,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
             // The element type differs per side; only the times matter here.
             foreach (var time in value is Buffered<TLeft>[] left ? left.Select(b => b.Time) : ((Buffered<TRight>[])value).Select(b => b.Time))
             {
-                index.Enqueue(keyJson, time + Within + Grace);
+                index.Enqueue(keyJson, EventTime.Plus(time, Within, Grace));
             }
         }
     });

@@ -91,7 +91,7 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
         for (var start = lastStart; start > time - _size; start -= _advance)
         {
             var end = start + _size;
-            var close = end + Grace;
+            var close = EventTime.Plus(end, Grace);
             var stateKey = StateCodec.WindowKey(keyJson, start);
             var created = !state.TryGet(stateKey, out var existing);
             var slot = created ? new WindowSlot<TAggregate>(end, initializer(), false) : (WindowSlot<TAggregate>)existing!;
@@ -149,7 +149,7 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
             else
             {
                 state.Put(stateKey, slot with { Closed = true });
-                index.Enqueue(stateKey, slot.End + Grace + Retention);
+                index.Enqueue(stateKey, EventTime.Plus(slot.End, Grace, Retention));
             }
         }
     }
@@ -163,7 +163,7 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
         foreach (var (stateKey, value) in state.Entries)
         {
             var slot = (WindowSlot<TAggregate>)value;
-            index.Enqueue(stateKey, slot.End + Grace + (slot.Closed ? Retention : 0));
+            index.Enqueue(stateKey, EventTime.Plus(slot.End, Grace, slot.Closed ? Retention : 0));
         }
     });
 }
@@ -193,7 +193,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
         var key = (TKey)record.Key!;
         var time = record.Time;
         var watermark = task.Watermark;
-        if (time + Grace < watermark)
+        if (EventTime.Plus(time, Grace) < watermark)
         {
             Late(record, task);
             return;
@@ -210,7 +210,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
         task.Current = this;
         foreach (var session in sessions)
         {
-            if (!session.Closed && session.Start - _gap <= time && time <= session.End + _gap)
+            if (!session.Closed && session.Start <= EventTime.Plus(time, _gap) && time <= EventTime.Plus(session.End, _gap))
             {
                 start = Math.Min(start, session.Start);
                 end = Math.Max(end, session.End);
@@ -227,7 +227,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
         kept.Add(new SessionSlot<TAggregate>(start, end, aggregate, false));
         kept.Sort((a, b) => a.Start.CompareTo(b.Start));
         state.Put(keyJson, kept.ToArray());
-        index.Enqueue(keyJson, end + _gap + Grace);
+        index.Enqueue(keyJson, EventTime.Plus(end, _gap, Grace));
         if (!Suppress)
         {
             Forward(new StreamRecord(new Windowed<TKey>(key, Window(start, end)), aggregate, time), task);
@@ -246,10 +246,10 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
             var changed = false;
             foreach (var session in sessions)
             {
-                var close = session.End + _gap + Grace;
+                var close = EventTime.Plus(session.End, _gap, Grace);
                 if (session.Closed)
                 {
-                    if (close + Retention < watermark)
+                    if (EventTime.Plus(close, Retention) < watermark)
                     {
                         changed = true;
                         continue;
@@ -270,7 +270,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
                     }
 
                     kept.Add(session with { Closed = true });
-                    index.Enqueue(keyJson, close + Retention);
+                    index.Enqueue(keyJson, EventTime.Plus(close, Retention));
                     continue;
                 }
 
@@ -292,7 +292,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
         {
             foreach (var session in (SessionSlot<TAggregate>[])value)
             {
-                index.Enqueue(keyJson, session.End + _gap + Grace + (session.Closed ? Retention : 0));
+                index.Enqueue(keyJson, EventTime.Plus(session.End, _gap, Grace, session.Closed ? Retention : 0));
             }
         }
     });
