@@ -20,18 +20,12 @@ public sealed class UpcastingTests
     [Fact]
     public async Task AnEventStoredAtAnOldSchemaVersion_ReachesTheTopologyThroughTheRegisteredUpcasters()
     {
-        var builder = Host.CreateApplicationBuilder();
-        builder.Services.AddSingleton(new EventUpcasterRegistry().Add(OrderType, 1, body =>
+        using var host = await StartHostAsync("upcast-totals", body =>
         {
             // Version 1 called the amount "price".
             body["amount"] = body["price"]!.DeepClone();
             return body;
-        }));
-        builder.Services.AddHerald(h => h
-            .AddMessageType<Order>(OrderType, version: 2)
-            .AddStream("upcast-totals", b => b.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId).Aggregate(() => 0m, (_, o, sum) => sum + o.Amount, "totals")));
-        using var host = builder.Build();
-        await host.StartAsync();
+        });
 
         var current = host.Services.GetRequiredService<EnvelopeFactory>().Create(new Order("o1", "p1", 1m, DateTimeOffset.UnixEpoch));
         var old = current with
@@ -56,14 +50,7 @@ public sealed class UpcastingTests
     [Fact]
     public async Task AnEventTheUpcastersCannotMigrate_IsDeadLetteredAsUndecodable_AndTheProcessorGoesOn()
     {
-        var builder = Host.CreateApplicationBuilder();
-        builder.Services.AddSingleton(new EventUpcasterRegistry().Add(OrderType, 1, body =>
-            body["price"] is null ? throw new InvalidOperationException("no price") : body));
-        builder.Services.AddHerald(h => h
-            .AddMessageType<Order>(OrderType, version: 2)
-            .AddStream("upcast-poison", b => b.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId).Aggregate(() => 0m, (_, o, sum) => sum + o.Amount, "totals")));
-        using var host = builder.Build();
-        await host.StartAsync();
+        using var host = await StartHostAsync("upcast-poison", body => body["price"] is null ? throw new InvalidOperationException("no price") : body);
 
         var good = host.Services.GetRequiredService<EnvelopeFactory>().Create(new Order("o1", "p1", 3m, DateTimeOffset.UnixEpoch));
         var poison = good with
@@ -86,5 +73,18 @@ public sealed class UpcastingTests
         Assert.Equal(1, deadLetter.Envelope.SchemaVersion);
         Assert.Contains("no price", deadLetter.ErrorMessage, StringComparison.Ordinal);
         await host.StopAsync();
+    }
+
+    /// <summary>A started host whose stream <paramref name="name"/> sums order amounts per product, with one upcaster from v1.</summary>
+    private static async Task<IHost> StartHostAsync(string name, Func<System.Text.Json.Nodes.JsonNode, System.Text.Json.Nodes.JsonNode> fromV1)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddSingleton(new EventUpcasterRegistry().Add(OrderType, 1, fromV1));
+        builder.Services.AddHerald(h => h
+            .AddMessageType<Order>(OrderType, version: 2)
+            .AddStream(name, b => b.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId).Aggregate(() => 0m, (_, o, sum) => sum + o.Amount, "totals")));
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
     }
 }
