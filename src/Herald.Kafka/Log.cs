@@ -62,4 +62,7 @@ internal static partial class Log
 
     [LoggerMessage(6024, LogLevel.Warning, "The dead-letter store refused record {Position} of '{Topic}' ({Refusals} times so far) while it took others; the record was copied to the end of its partition so the ones behind it drain")]
     public static partial void DeadLetterCopiedToTheEnd(ILogger logger, string topic, string position, int refusals);
+
+    [LoggerMessage(6025, LogLevel.Error, "Kafka refused a dead-letter copy for '{Topic}' as too large; it is dead-lettered without its body of {Bytes} bytes")]
+    public static partial void DeadLetterBodyLeftOut(ILogger logger, Exception exception, string topic, int bytes);
 }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Herald.Conformance;
+using Herald.Kafka.Transport;
 using Herald.Transport;
 using Xunit.Abstractions;
 
@@ -108,6 +109,45 @@ public sealed class RefusedCopyTests : KafkaTestBase
 
         Assert.Contains((second.MessageId, 1), deliveries);
         Assert.Equal(2, deliveries.Count(d => d.Id == first.MessageId));
+    }
+
+    [Fact]
+    public async Task DeadLetter_OfARecordTooLargeToCopy_GoesToTheDeadLetterTopicWithoutItsBody_AndTheMessagesBehindItAreHandled()
+    {
+        // The dead-letter copy the producer refused as too large was owed for good: made again every 10 s, holding the
+        // lane (every key on it) and the partition's commits for as long as the consumer ran.
+        var transport = await CreateTransportAsync(o => o.MaxMessageBytes = 1024);
+        var queue = Name("dead-letter-too-large");
+        MockCluster.CreateTopic(queue, 1);
+        var poison = NewEnvelope("k", "\"" + new string('x', 200_000) + "\"");
+        var behind = NewEnvelope("k");
+        using (var producer = RawProducer())
+        {
+            // Written by another producer whose limit is higher than this transport's.
+            await producer.ProduceAsync(queue, KafkaEnvelopeCodec.Encode(poison, "/other"));
+            await producer.ProduceAsync(queue, KafkaEnvelopeCodec.Encode(behind, "/other"));
+        }
+
+        var handled = new ConcurrentDictionary<Guid, byte>();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            if (d.Envelope.MessageId == poison.MessageId)
+            {
+                await d.DeadLetterAsync("poison", ct);
+                return;
+            }
+
+            handled.TryAdd(d.Envelope.MessageId, 0);
+        }));
+
+        await Eventually.UntilAsync(() => handled.ContainsKey(behind.MessageId), "the message behind the one too large to copy is handled", Deadline);
+        await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "the partition committed past both", Deadline);
+        var moved = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        var deadLetter = Assert.Single(moved);
+        Assert.Equal(poison.MessageId, deadLetter.Envelope.MessageId);
+        Assert.True(deadLetter.Envelope.Body.IsEmpty);
+        Assert.StartsWith("poison (its body of ", deadLetter.Reason, StringComparison.Ordinal);
     }
 }
 

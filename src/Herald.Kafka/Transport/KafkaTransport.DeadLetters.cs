@@ -172,11 +172,28 @@ internal sealed partial class KafkaTransport
 
     /// <summary>
     /// Copies a record to the dead-letter topic of <paramref name="queue"/> with the queue it came from and the reason (what
-    /// the drain reads back), without the retry bookkeeping; completes once the cluster confirmed the copy.
+    /// the drain reads back), without the retry bookkeeping; completes once the cluster confirmed the copy. A record too
+    /// large to copy is dead-lettered without its body, the reason saying so: a copy refused every time would otherwise be
+    /// owed for good, holding its partition's commits (and its consumer lane, or its retry partition) for as long as it runs.
     /// </summary>
-    internal ValueTask DeadLetterAsync(Message<byte[]?, byte[]> message, string queue, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
+    internal async ValueTask DeadLetterAsync(Message<byte[]?, byte[]> message, string queue, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
-        var copy = KafkaEnvelopeCodec.CopyForRepublish(
+        var topic = _options.DeadLetterTopicName(queue);
+        try
+        {
+            await ProduceAsync(topic, DeadLetterCopy(message, queue, reason, headers), cancellationToken).ConfigureAwait(false);
+        }
+        catch (MessageRejectedException e) when (e.InnerException is ProduceException<byte[]?, byte[]> { Error.Code: ErrorCode.MsgSizeTooLarge } && message.Value is { Length: > 0 } body)
+        {
+            Log.DeadLetterBodyLeftOut(Logger, e, topic, body.Length);
+            var bodiless = new Message<byte[]?, byte[]> { Key = message.Key, Value = [], Headers = message.Headers, Timestamp = message.Timestamp };
+            var why = string.Create(CultureInfo.InvariantCulture, $"{reason} (its body of {body.Length} bytes was left out: {e.Message})");
+            await ProduceAsync(topic, DeadLetterCopy(bodiless, queue, why, headers), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static Message<byte[]?, byte[]> DeadLetterCopy(Message<byte[]?, byte[]> message, string queue, string reason, IReadOnlyDictionary<string, string>? headers) =>
+        KafkaEnvelopeCodec.CopyForRepublish(
             message,
             [
                 new(KafkaEnvelopeCodec.AttemptHeader, KafkaEnvelopeCodec.Attempt(message).ToString(CultureInfo.InvariantCulture)),
@@ -186,8 +203,6 @@ internal sealed partial class KafkaTransport
                 new(KafkaEnvelopeCodec.TargetHeader, null),
             ],
             headers);
-        return ProduceAsync(_options.DeadLetterTopicName(queue), copy, cancellationToken);
-    }
 
     /// <inheritdoc />
     protected override void ValidateQueueName(string queue, string parameter) => ValidateName(queue, parameter);
