@@ -230,6 +230,56 @@ public sealed class RetryTopicTests : KafkaTestBase
         Assert.Equal(0, Uncommitted(deadLetterTopic, deadLetterTopic + ".drain"));
     }
 
+    // The drain looked each record's partition up among those it still had to read; a record of one it had finished (the
+    // copy of a refused record at its end, or a dead letter written since the drain began) threw KeyNotFoundException
+    // while other partitions were still being read, after the refused record had been copied a second time.
+    [Fact]
+    public async Task Drain_AfterAPartitionIsDone_LeavesTheRecordsWrittenToItSince_ForTheNextDrain()
+    {
+        // One record fetched at a time, so the finished partition's copy is read while the other is still drained.
+        var transport = await CreateTransportAsync(o => o.ConfigureConsumer = c =>
+        {
+            c.QueuedMinMessages = 1;
+            c.MaxPartitionFetchBytes = 1;
+            c.FetchWaitMaxMs = 10;
+            c.FetchQueueBackoffMs = 20;
+        });
+        var queue = Name("dlt-done");
+        var deadLetterTopic = transport.Options.DeadLetterTopicName(queue);
+        MockCluster.CreateTopic(deadLetterTopic, 2);
+        var poison = NewEnvelope();
+        var others = Enumerable.Range(0, 41).Select(_ => NewEnvelope()).ToList();
+        using (var producer = RawProducer())
+        {
+            foreach (var (envelope, partition) in others.Select((e, i) => (e, i == 0 ? 0 : 1)).Prepend((poison, 0)))
+            {
+                await producer.ProduceAsync(new TopicPartition(deadLetterTopic, partition), KafkaEnvelopeCodec.Encode(envelope, "/other"));
+            }
+        }
+
+        var moved = new List<Guid>();
+        var refused = 0;
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await transport.DrainDeadLettersAsync(queue, (d, _) =>
+        {
+            if (d.Envelope.MessageId == poison.MessageId)
+            {
+                refused++;
+                throw new InvalidOperationException("refused for good");
+            }
+
+            moved.Add(d.Envelope.MessageId);
+            return ValueTask.CompletedTask;
+        }));
+
+        Assert.Equal(others.Select(e => e.MessageId).Order(), moved.Order());
+        Assert.Equal(1, refused);
+        Assert.Equal(43, EndOffsets(deadLetterTopic));
+        var later = new List<Guid>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { later.Add(d.Envelope.MessageId); return ValueTask.CompletedTask; }));
+        Assert.Equal([poison.MessageId], later);
+        Assert.Equal(0, Uncommitted(deadLetterTopic, deadLetterTopic + ".drain"));
+    }
+
     [Fact]
     public async Task Relay_OfARecordWithAnInvalidTarget_DeadLettersIt_AndRelaysTheRecordsBehindIt()
     {

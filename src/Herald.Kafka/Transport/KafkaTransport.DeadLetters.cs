@@ -47,6 +47,13 @@ internal sealed partial class KafkaTransport
                 continue;
             }
 
+            if (!remaining.TryGetValue(result.TopicPartition, out var end))
+            {
+                // A partition read to its end already: what it holds now (a refused record's copy, a dead letter written
+                // since the round began) is the next round's, uncommitted.
+                continue;
+            }
+
             quiet = TimeProvider.GetTimestamp();
             var message = result.Message;
             var envelope = KafkaEnvelopeCodec.Decode(message, _options.Source, TimeProvider, out var failure);
@@ -74,7 +81,7 @@ internal sealed partial class KafkaTransport
                 await refused.CopyToTheEndAsync(cancellationToken).ConfigureAwait(false);
             }
 
-            if (result.Offset.Value + 1 >= remaining[result.TopicPartition])
+            if (result.Offset.Value + 1 >= end)
             {
                 remaining.Remove(result.TopicPartition);
             }
