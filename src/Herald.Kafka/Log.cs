@@ -48,8 +48,7 @@ internal static partial class Log
     [LoggerMessage(6019, LogLevel.Error, "Kafka keeps refusing the redelivery copy of message {MessageId} of '{Queue}' ({Partition}); it goes to the dead letters")]
     public static partial void RedeliveryRefused(ILogger logger, Exception? exception, string queue, Guid messageId, string partition);
 
-    [LoggerMessage(6020, LogLevel.Warning, "Record {Position} of retry topic '{Topic}' names no target topic; skipped")]
-    public static partial void RetryRecordWithoutTarget(ILogger logger, string topic, string position);
+    // 6020 (a retry record without a target, skipped) is retired: such a record is dead-lettered now (6022).
 
     [LoggerMessage(6021, LogLevel.Warning, "Relaying a record of '{Topic}' to '{Target}' failed; it is tried again in {Backoff}")]
     public static partial void RelayFailed(ILogger logger, Exception exception, string topic, string target, TimeSpan backoff);

@@ -316,6 +316,35 @@ public sealed class RetryTopicTests : KafkaTestBase
     // The transport health check's probe: EnsureTopicAsync remembers a topic once found, so a declare answered from that
     // cache stayed healthy with the topic gone; it now asks a broker for the topic's metadata each time.
     [Fact]
+    public async Task Relay_OfARecordWithoutATarget_DeadLettersItWithTheReason_InsteadOfDroppingIt()
+    {
+        // The relay committed past a record naming no target and dropped it, a log line the only trace of it.
+        var transport = await CreateTransportAsync();
+        var queue = Name("no-target");
+        var retryTopic = transport.Options.RetryTopicName(queue);
+        var handled = new ConcurrentDictionary<Guid, byte>();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            handled.TryAdd(d.Envelope.MessageId, 0);
+            return ValueTask.CompletedTask;
+        }));
+
+        var stray = NewEnvelope("k");
+        await ProduceDueAsync(retryTopic, stray, target: null);
+        var behind = NewEnvelope("k");
+        await transport.SendAsync(queue, behind, new SendOptions { Delay = TimeSpan.FromMilliseconds(300) });
+
+        await Eventually.UntilAsync(() => handled.ContainsKey(behind.MessageId), "the record behind the stray one relayed and handled", Deadline);
+        await Eventually.UntilAsync(() => EndOffsets(retryTopic + ".dead-letter") == 1, "the stray record in the retry topic's dead letters", Deadline);
+        var moved = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(retryTopic, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        var deadLetter = Assert.Single(moved);
+        Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Contains("names no target topic", deadLetter.Reason, StringComparison.Ordinal);
+        await Eventually.UntilAsync(() => Uncommitted(retryTopic, retryTopic) == 0, "the retry topic committed past both", Deadline);
+    }
+
+    [Fact]
     public async Task DeclareQueue_AfterTheTopicIsGone_Fails_InsteadOfAnsweringFromTheCache()
     {
         var transport = await CreateTransportAsync();
@@ -470,12 +499,16 @@ public sealed class RetryTopicTests : KafkaTestBase
     }
 
     /// <summary>Writes a record to a retry topic behind Herald's back, due now, for <paramref name="target"/>.</summary>
-    private static async Task ProduceDueAsync(string retryTopic, Envelope envelope, string target)
+    private static async Task ProduceDueAsync(string retryTopic, Envelope envelope, string? target)
     {
         using var producer = RawProducer();
         var message = KafkaEnvelopeCodec.Encode(envelope, "tests");
         message.Headers.Add(KafkaEnvelopeCodec.DueHeader, Encoding.UTF8.GetBytes(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)));
-        message.Headers.Add(KafkaEnvelopeCodec.TargetHeader, Encoding.UTF8.GetBytes(target));
+        if (target is not null)
+        {
+            message.Headers.Add(KafkaEnvelopeCodec.TargetHeader, Encoding.UTF8.GetBytes(target));
+        }
+
         await producer.ProduceAsync(retryTopic, message);
     }
 }

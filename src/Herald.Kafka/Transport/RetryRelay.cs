@@ -114,14 +114,6 @@ internal sealed class RetryRelay : IAsyncDisposable
             && ms is >= 0 and <= 253402300799999
             ? DateTimeOffset.FromUnixTimeMilliseconds(ms)
             : (DateTimeOffset?)null;
-        if (string.IsNullOrEmpty(target))
-        {
-            // Not Herald's: nowhere to send it. Skipped and logged, so one stray record cannot wedge the partition.
-            Log.RetryRecordWithoutTarget(_logger, Topic, result.TopicPartitionOffset.ToString());
-            Commit(result);
-            return;
-        }
-
         if (due is { } at && at > _transport.TimeProvider.GetUtcNow())
         {
             // Not due: hold the partition at this record and read it again once it is due.
@@ -155,10 +147,10 @@ internal sealed class RetryRelay : IAsyncDisposable
             }
             else
             {
-                Log.RelayFailed(_logger, e, Topic, target, backoff);
+                Log.RelayFailed(_logger, e, Topic, target ?? string.Empty, backoff);
             }
 
-            KafkaRelayMetrics.CountFailure(Topic, target, e is DeadLetterFailedException ? e.InnerException! : e);
+            KafkaRelayMetrics.CountFailure(Topic, target ?? string.Empty, e is DeadLetterFailedException ? e.InnerException! : e);
             Hold(result, _transport.TimeProvider.GetUtcNow() + backoff);
         }
     }
@@ -167,9 +159,16 @@ internal sealed class RetryRelay : IAsyncDisposable
     /// Produces the copy of a due record to its target; one the target will never take (refused by the cluster, a
     /// missing or invalid topic) goes to the dead letters with the reason instead, so it cannot wedge its partition.
     /// </summary>
-    private void Copy(ConsumeResult<byte[]?, byte[]> result, string target)
+    private void Copy(ConsumeResult<byte[]?, byte[]> result, string? target)
     {
         var message = result.Message;
+        if (string.IsNullOrEmpty(target))
+        {
+            // Not Herald's (it names the target of every record it puts here): nowhere to send it, but not to be dropped.
+            DeadLetter(result, Topic, $"It names no target topic (no {KafkaEnvelopeCodec.TargetHeader} header of UTF-8 text).", null);
+            return;
+        }
+
         if (!KafkaTransport.IsValidTopicName(target))
         {
             // Not a name Herald wrote (it checks them on send); its own dead-letter topic would not be one either.
