@@ -417,6 +417,31 @@ public sealed class ConsumerGroupTests : KafkaTestBase
     }
 
     [Fact]
+    public async Task APartitionReadWithoutARecord_KeepsItsStart_SoWhatIsWrittenWhileNoConsumerRuns_IsNotSkipped()
+    {
+        // Only settled records moved a partition's offset: one the group read while it was empty was never committed, so
+        // the next member started it where the reset policy said (here the end, as a binding's start does), past what
+        // had been written to it while no consumer ran.
+        var queue = Name("empty-partition");
+        MockCluster.CreateTopic(queue, 1);
+        var transport = await CreateTransportAsync(o => o.ConfigureConsumer = c => c.AutoOffsetReset = Confluent.Kafka.AutoOffsetReset.Latest);
+        var first = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask);
+        Assert.NotEmpty(((KafkaConsumer)first).Assignment);
+        await first.StopAsync();
+        await first.DisposeAsync();
+
+        var written = NewEnvelope();
+        await transport.SendAsync(queue, written);
+        var handled = new TaskCompletionSource<Guid>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            handled.TrySetResult(d.Envelope.MessageId);
+            return ValueTask.CompletedTask;
+        }));
+        Assert.Equal(written.MessageId, await handled.Task.WaitAsync(Deadline));
+    }
+
+    [Fact]
     public async Task StartPosition_Latest_SkipsTheBacklog_AndEarliest_ReplaysEverything()
     {
         var queue = Name("start");

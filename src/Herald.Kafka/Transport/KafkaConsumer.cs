@@ -584,9 +584,19 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         var offsets = StartOffsets(consumer, assigned, uncommitted);
         foreach (var start in offsets)
         {
-            if (start.Offset.Value >= 0 && _partitions.TryGetValue(start.TopicPartition, out var progress))
+            if (!_partitions.TryGetValue(start.TopicPartition, out var progress))
+            {
+                continue;
+            }
+
+            if (start.Offset.Value >= 0)
             {
                 progress.StartOffset = start.Offset.Value;
+            }
+
+            if (uncommitted is not null && uncommitted.Contains(start.TopicPartition) && FirstOffset(consumer, start) is { } first)
+            {
+                progress.CommitFrom(first);
             }
         }
 
@@ -678,6 +688,31 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         }
 
         return [.. offsets.Values];
+    }
+
+    /// <summary>The offset <paramref name="start"/> stands for (the log's start for the beginning), or null when unknown.</summary>
+    private long? FirstOffset(IConsumer<byte[]?, byte[]> consumer, TopicPartitionOffset start)
+    {
+        if (start.Offset.Value >= 0)
+        {
+            return start.Offset.Value;
+        }
+
+        if (start.Offset != Offset.Beginning)
+        {
+            return null;
+        }
+
+        try
+        {
+            // Records below it are gone: committing it skips nothing the client will read.
+            return consumer.QueryWatermarkOffsets(start.TopicPartition, TimeSpan.FromSeconds(10)).Low.Value;
+        }
+        catch (KafkaException e)
+        {
+            Log.ClientError(_logger, GroupId, e.Error.Code, e.Error.Reason);
+            return null;
+        }
     }
 
     // Latest means the end as of the start: resolved here rather than left to the client's first fetch (Offset.End), which

@@ -135,6 +135,19 @@ internal sealed class PartitionProgress : IDisposable
         }
     }
 
+    /// <summary>
+    /// Makes <paramref name="offset"/>, where reading starts on a partition the group has no offset for, the first offset
+    /// to commit: a partition read without a record settled would otherwise stay without one, and the next reader would
+    /// start wherever the reset policy (or a binding's start at the end) says, past what was written meanwhile.
+    /// </summary>
+    public void CommitFrom(long offset)
+    {
+        lock (_gate)
+        {
+            _committable = Math.Max(_committable, offset);
+        }
+    }
+
     /// <summary>Notes that <paramref name="offset"/> was committed.</summary>
     public void MarkCommitted(long offset)
     {
