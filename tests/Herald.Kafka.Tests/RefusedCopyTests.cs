@@ -112,6 +112,18 @@ public sealed class RefusedCopyTests : KafkaTestBase
     }
 
     [Fact]
+    public async Task Send_WithDeliveryReportsTurnedOffByTheProducerHook_StillWaitsForTheCluster_AndThrowsWhenItRefuses()
+    {
+        // The hook could turn delivery reports off: a send then completed before the cluster answered, and one the cluster
+        // refused was lost without an error (the outbox marked it sent).
+        var transport = await CreateTransportAsync(o => o.ConfigureProducer = c => c.EnableDeliveryReports = false);
+        var queue = Name("no-reports");
+        await transport.DeclareQueueAsync(queue);
+        MockCluster.PushProduceErrors(MsgSizeTooLarge);
+        await Assert.ThrowsAsync<MessageRejectedException>(async () => await transport.SendAsync(queue, NewEnvelope()));
+    }
+
+    [Fact]
     public async Task DeadLetter_OfARecordTooLargeToCopy_GoesToTheDeadLetterTopicWithoutItsBody_AndTheMessagesBehindItAreHandled()
     {
         // The dead-letter copy the producer refused as too large was owed for good: made again every 10 s, holding the

@@ -140,9 +140,11 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
         };
         _options.ConfigureProducer?.Invoke(config);
 
-        // What Herald's guarantees rest on is not left to the hook.
+        // What Herald's guarantees rest on is not left to the hook: without delivery reports a send completes before the
+        // cluster answered, and one it refused is lost without an error.
         config.EnableIdempotence = true;
         config.Acks = Acks.All;
+        config.EnableDeliveryReports = true;
         var producer = new ProducerBuilder<byte[]?, byte[]>(config)
             .SetErrorHandler((_, error) => Log.ClientError(Logger, "producer", error.Code, error.Reason))
             .SetLogHandler((_, message) => Log.ClientLog(Logger, message.Name, message.Facility, message.Message))
