@@ -285,7 +285,7 @@ public sealed class RetryTopicTests : KafkaTestBase
     [Theory]
     [InlineData("no such topic!", "'no such topic!' is not a valid Kafka topic name")]
     [InlineData(null, "names no target topic")]
-    public async Task Relay_OfARecordWithAnInvalidOrNoTarget_DeadLettersIt_AndRelaysTheRecordsBehindIt(string? target, string reason)
+    public async Task Relay_OfARecordWithAnInvalidTarget_DeadLettersIt_AndRelaysTheRecordsBehindIt(string? target, string reason)
     {
         var transport = await CreateTransportAsync();
         var queue = Name("bad-target");
