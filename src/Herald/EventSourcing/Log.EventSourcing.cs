@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging;
 
 namespace Herald.Hosting;
 
-/// <summary>The event-store subscriptions' and the stored-event publisher's log messages (event ids 1100-1199).</summary>
+/// <summary>The log messages of the event-store subscriptions, the stored-event publisher and the aggregate repository (event ids 1100-1199).</summary>
 internal static partial class Log
 {
     [LoggerMessage(1101, LogLevel.Warning, "Publishing stored event {EventType} at position {Position} failed (attempt {Attempt}); trying again in {Delay}")]
@@ -13,6 +13,12 @@ internal static partial class Log
 
     [LoggerMessage(1103, LogLevel.Error, "Stored event {EventType} at position {Position} could not be moved to the dead letters; it is published again after the back-off")]
     public static partial void StoredEventDeadLetterFailed(ILogger logger, Exception exception, string eventType, long position);
+
+    [LoggerMessage(1120, LogLevel.Warning, "The snapshot of stream {Stream} at version {Version} could not be restored; the aggregate is loaded from all its events")]
+    public static partial void SnapshotRestoreFailed(ILogger logger, Exception exception, string stream, long version);
+
+    [LoggerMessage(1121, LogLevel.Warning, "The events of stream {Stream} are saved up to version {Version}, but their snapshot could not be stored; a later save takes one")]
+    public static partial void SnapshotSaveFailed(ILogger logger, Exception exception, string stream, long version);
 
     [LoggerMessage(1110, LogLevel.Warning, "Subscription '{SubscriptionId}' could not read the event store or save its checkpoint at position {Position}; trying again in {Delay}")]
     public static partial void SubscriptionStoreFailed(ILogger logger, Exception exception, string subscriptionId, long position, TimeSpan delay);

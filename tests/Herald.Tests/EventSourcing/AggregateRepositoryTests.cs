@@ -205,6 +205,45 @@ public sealed class AggregateRepositoryTests
         Assert.Equal((5, 8L), (loaded.Total, loaded.Version));
     }
 
+    [Fact]
+    public async Task Save_WhenTheSnapshotWriteFails_ReturnsTheVersionOfTheCommittedEvents()
+    {
+        var store = new InMemoryEventStore();
+        var repository = new AggregateRepository<ConformanceCounter>(
+            store,
+            ConformanceCounter.CreateRegistry(),
+            new SystemTextJsonMessageSerializer(),
+            new FakeTimeProvider(Now),
+            new FailingSnapshotSaves(store),
+            new AggregateOptions { Category = "counter", SnapshotEvery = 2 });
+        var counter = new ConformanceCounter();
+        counter.Start("9");
+        counter.Increment(1);
+        counter.Increment(2);
+
+        // The events are committed before the snapshot is taken: reporting the save as failed would have the caller run
+        // the command again on top of them.
+        var version = await repository.SaveAsync(counter);
+
+        Assert.Equal((2L, 2L), (version, counter.Version));
+        Assert.Empty(counter.UncommittedEvents);
+        Assert.Equal(2, await store.GetStreamVersionAsync("counter-9"));
+        Assert.Null(await store.LoadSnapshotAsync("counter-9"));
+        Assert.Equal(3, (await repository.LoadAsync("9")).Total);
+    }
+
+    private sealed class FailingSnapshotSaves(ISnapshotStore inner) : ISnapshotStore
+    {
+        public ValueTask<Snapshot?> LoadSnapshotAsync(string stream, CancellationToken cancellationToken = default) =>
+            inner.LoadSnapshotAsync(stream, cancellationToken);
+
+        public ValueTask SaveSnapshotAsync(Snapshot snapshot, CancellationToken cancellationToken = default) =>
+            throw new TimeoutException("the snapshot table is locked");
+
+        public ValueTask SaveSnapshotAsync(Snapshot snapshot, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
+            throw new TimeoutException("the snapshot table is locked");
+    }
+
     private static AggregateRepository<ConformanceCounter> Counters(InMemoryEventStore store, IUnitOfWork? unitOfWork) => new(
         store,
         ConformanceCounter.CreateRegistry(),

@@ -1,6 +1,9 @@
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Herald.EventSourcing.Upcasting;
+using Herald.Hosting;
 using Herald.Messages;
 using Herald.Projections;
 using Herald.Persistence;
@@ -28,6 +31,7 @@ public sealed class AggregateRepository<TAggregate>
     private readonly IServiceProvider? _services;
     private readonly InlineProjector? _inline;
     private readonly bool _scoped;
+    private readonly ILogger _logger = NullLogger.Instance;
 
     /// <summary>
     /// Creates a repository that appends directly (each save commits on its own); pass a snapshot store when
@@ -101,6 +105,7 @@ public sealed class AggregateRepository<TAggregate>
         _scoped = true;
         _services = services;
         _inline = services.GetService<InlineProjector>();
+        _logger = (ILogger?)services.GetService<ILoggerFactory>()?.CreateLogger<AggregateRepository<TAggregate>>() ?? NullLogger.Instance;
     }
 
     /// <summary>The stream category of this aggregate type.</summary>
@@ -113,8 +118,8 @@ public sealed class AggregateRepository<TAggregate>
     public async Task<TAggregate> LoadAsync(string id, CancellationToken cancellationToken = default)
     {
         var stream = StreamNameFor(id);
-        var aggregate = new TAggregate { Id = id };
-        var from = await TryRestoreSnapshotAsync(aggregate, stream, cancellationToken).ConfigureAwait(false) + 1;
+        var (aggregate, snapshotVersion) = await RestoreAsync(id, stream, cancellationToken).ConfigureAwait(false);
+        var from = snapshotVersion + 1;
         await foreach (var recorded in _store.ReadStreamAsync(stream, ReadDirection.Forward, from, int.MaxValue, cancellationToken).ConfigureAwait(false))
         {
             var type = _messageTypes.GetByName(recorded.EventType).ClrType;
@@ -129,6 +134,7 @@ public sealed class AggregateRepository<TAggregate>
     /// returns the stream's version after them. With nothing to save it only checks the version. A stream that moved on throws
     /// <see cref="ConcurrencyException"/>: here when the repository appends directly, at the commit when it has a unit of work.
     /// Without <paramref name="metadata"/>, the events carry the running unit of work's (the handled message's or command's).
+    /// Appending directly, a snapshot that cannot be stored is logged, not thrown: the events are committed.
     /// </summary>
     public async Task<long> SaveAsync(TAggregate aggregate, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
     {
@@ -236,19 +242,21 @@ public sealed class AggregateRepository<TAggregate>
     private (string Name, int Version) SnapshotTypeName(Type type) =>
         _messageTypes.TryGetByType(type, out var info) ? (info.Name, info.Version) : (type.FullName ?? type.Name, 1);
 
-    // Returns the version the snapshot covers, or 0 when the aggregate loads from the start.
-    private async Task<long> TryRestoreSnapshotAsync(TAggregate aggregate, string stream, CancellationToken cancellationToken)
+    // Returns the aggregate restored from its snapshot and the version the snapshot covers, or a new one and 0 when it
+    // loads from the start.
+    private async Task<(TAggregate Aggregate, long Version)> RestoreAsync(string id, string stream, CancellationToken cancellationToken)
     {
+        var aggregate = new TAggregate { Id = id };
         if (_snapshots is null || _snapshotType is null)
         {
-            return 0;
+            return (aggregate, 0);
         }
 
         var snapshot = await _snapshots.LoadSnapshotAsync(stream, cancellationToken).ConfigureAwait(false);
         var (name, version) = SnapshotTypeName(_snapshotType);
         if (snapshot is null || snapshot.StateType != name || snapshot.SchemaVersion != version)
         {
-            return 0;
+            return (aggregate, 0);
         }
 
         // A snapshot taken before the stream was soft-deleted covers events that no longer count: ignore it.
@@ -260,25 +268,48 @@ public sealed class AggregateRepository<TAggregate>
 
         if (firstVisible == 0 || snapshot.Version < firstVisible)
         {
-            return 0;
+            return (aggregate, 0);
         }
 
-        aggregate.ApplySnapshot(_serializer.Deserialize(snapshot.State, _snapshotType), snapshot.Version);
-        return snapshot.Version;
+        try
+        {
+            aggregate.ApplySnapshot(_serializer.Deserialize(snapshot.State, _snapshotType), snapshot.Version);
+            return (aggregate, snapshot.Version);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // A snapshot only spares replaying its events: one that no longer reads (its state type changed shape under the
+            // same name and schema version) must not keep the aggregate from loading. RestoreSnapshot may have run halfway,
+            // so the replay starts on a new instance.
+            Log.SnapshotRestoreFailed(_logger, ex, stream, snapshot.Version);
+            return (new TAggregate { Id = id }, 0);
+        }
     }
 
     private async Task SaveSnapshotAsync(TAggregate aggregate, string stream, DateTimeOffset now, CancellationToken cancellationToken)
     {
+        if (_unitOfWork is not null)
+        {
+            await _snapshots!.SaveSnapshotAsync(CreateSnapshot(aggregate, stream, now), _unitOfWork, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            await _snapshots!.SaveSnapshotAsync(CreateSnapshot(aggregate, stream, now), cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // The events are committed already: failing the save would have the caller run its command again on top of
+            // them. Without the snapshot a load replays a few more events, until the next one is taken.
+            Log.SnapshotSaveFailed(_logger, ex, stream, aggregate.Version);
+        }
+    }
+
+    private Snapshot CreateSnapshot(TAggregate aggregate, string stream, DateTimeOffset now)
+    {
         var (name, version) = SnapshotTypeName(_snapshotType!);
         var state = _serializer.Serialize(aggregate.CreateSnapshot(), _snapshotType!);
-        var snapshot = new Snapshot(stream, aggregate.Version, name, version, state, now);
-        if (_unitOfWork is null)
-        {
-            await _snapshots!.SaveSnapshotAsync(snapshot, cancellationToken).ConfigureAwait(false);
-        }
-        else
-        {
-            await _snapshots!.SaveSnapshotAsync(snapshot, _unitOfWork, cancellationToken).ConfigureAwait(false);
-        }
+        return new Snapshot(stream, aggregate.Version, name, version, state, now);
     }
 }
