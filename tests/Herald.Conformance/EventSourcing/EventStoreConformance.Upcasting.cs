@@ -92,6 +92,46 @@ public abstract partial class EventStoreConformance
         Assert.Equal(["upcast", "upcast", "v3"], counter.Notes);
     }
 
+    [Fact]
+    public async Task Upcasting_Subscription_WhenAnUpcasterThrows_StopsWithTheErrorRatherThanRetryingForever()
+    {
+        var type = NewCategory() + "-person-named";
+        var store = Store.WithUpcasting(new EventUpcasterRegistry().Add(type, 1, _ => throw new FormatException("no name")));
+        var head = await store.GetLastPositionAsync();
+        var seen = new List<RecordedEvent>();
+        await using var subscription = await EventSubscription.StartNewAsync(store, Checkpoints, Collect(seen),
+            new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForEventTypes(type) });
+
+        var stream = NewStream();
+        await store.AppendAsync(stream, ExpectedVersion.NoStream, [NewEvent(type, "{\"name\":\"Ada Lovelace\"}", 1)]);
+
+        // The upcaster fails the same way on every read: retrying it as if the store were down would loop forever.
+        await WithinTimeoutAsync(Task.WhenAny(subscription.Completion), "the subscription to stop");
+        var failure = await Assert.ThrowsAsync<EventUpcastingException>(() => subscription.Completion);
+        Assert.Contains(stream, failure.Message, StringComparison.Ordinal);
+        Assert.Empty(seen);
+    }
+
+    [Fact]
+    public async Task Upcasting_AggregateLoad_WhenAnUpcasterThrows_NamesTheStreamAndVersion()
+    {
+        var store = Store.WithUpcasting(new EventUpcasterRegistry().Add(ConformanceCounter.IncrementedType, 2, _ => throw new FormatException("no amount")));
+        var repository = CounterRepository(store, snapshotEvery: 0);
+        var id = Guid.NewGuid().ToString("N");
+        var stream = repository.StreamNameFor(id);
+        await store.AppendAsync(stream, ExpectedVersion.NoStream,
+        [
+            NewEvent(ConformanceCounter.IncrementedType, "{\"amount\":1,\"note\":\"v3\"}", 3),
+            NewEvent(ConformanceCounter.IncrementedType, "{\"amount\":3}", 2),
+        ]);
+
+        var failure = await Assert.ThrowsAsync<EventUpcastingException>(() => repository.LoadAsync(id));
+
+        Assert.Contains($"'{stream}'", failure.Message, StringComparison.Ordinal);
+        Assert.Contains("version 2", failure.Message, StringComparison.Ordinal);
+        Assert.Contains("no amount", failure.Message, StringComparison.Ordinal);
+    }
+
     private static EventUpcasterRegistry PersonUpcasters(string type) => new EventUpcasterRegistry()
         .Add(type, 1, body =>
         {

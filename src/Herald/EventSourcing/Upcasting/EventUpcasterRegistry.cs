@@ -110,11 +110,24 @@ public sealed class EventUpcasterRegistry
         return current;
     }
 
-    /// <summary>Migrates a recorded event's envelope (see <see cref="Upcast(Envelope)"/>); returns the same instance when nothing applies.</summary>
+    /// <summary>
+    /// Migrates a recorded event's envelope (see <see cref="Upcast(Envelope)"/>); returns the same instance when nothing applies.
+    /// The <see cref="EventUpcastingException"/> names the stream and version of the event.
+    /// </summary>
     public RecordedEvent Upcast(RecordedEvent recorded)
     {
         ArgumentNullException.ThrowIfNull(recorded);
-        var upcast = Upcast(recorded.Envelope);
+        Envelope upcast;
+        try
+        {
+            upcast = Upcast(recorded.Envelope);
+        }
+        catch (EventUpcastingException ex)
+        {
+            throw new EventUpcastingException(ex.EventType, ex.SchemaVersion,
+                $"Stream '{recorded.Stream}' version {recorded.Version} (position {recorded.Position}): {ex.Message}", ex.InnerException);
+        }
+
         return ReferenceEquals(upcast, recorded.Envelope) ? recorded : recorded with { Envelope = upcast };
     }
 
