@@ -32,7 +32,7 @@ public static class StreamName
         return separator < 0 ? stream : stream[..separator];
     }
 
-    /// <summary>Throws <see cref="ArgumentException"/> when the name is empty, too long, starts with '$' or holds whitespace or control characters.</summary>
+    /// <summary>Throws <see cref="ArgumentException"/> when the name is empty, too long, starts with '$' or holds whitespace, control characters or half of a surrogate pair.</summary>
     public static void Validate(string stream)
     {
         if (TryGetError(stream, out var error))
@@ -53,7 +53,7 @@ public static class StreamName
         }
         else if (stream.Length > MaxLength)
         {
-            error = $"The stream name '{stream[..40]}...' has {stream.Length} characters; at most {MaxLength} are allowed.";
+            error = $"The stream name '{Printable(stream[..40])}...' has {stream.Length} characters; at most {MaxLength} are allowed.";
         }
         else if (stream[0] == '$')
         {
@@ -61,12 +61,25 @@ public static class StreamName
         }
         else
         {
-            foreach (var c in stream)
+            for (var i = 0; i < stream.Length; i++)
             {
+                var c = stream[i];
                 if (char.IsWhiteSpace(c) || char.IsControl(c))
                 {
                     error = $"The stream name '{Printable(stream)}' contains whitespace or a control character (U+{(int)c:X4}); use a name like 'order-42'.";
                     break;
+                }
+
+                if (IsUnpairedSurrogate(stream, i))
+                {
+                    // Not valid UTF-16: SQLite would store it as U+FFFD (so two such names share a stream), PostgreSQL refuses it.
+                    error = $"The stream name '{Printable(stream)}' contains half of a surrogate pair (U+{(int)c:X4}), as when an id is cut inside an emoji; use a name like 'order-42'.";
+                    break;
+                }
+
+                if (char.IsHighSurrogate(c))
+                {
+                    i++;
                 }
             }
         }
@@ -74,12 +87,18 @@ public static class StreamName
         return error is not null;
     }
 
+    private static bool IsUnpairedSurrogate(string value, int i) =>
+        char.IsHighSurrogate(value[i])
+            ? i + 1 == value.Length || !char.IsLowSurrogate(value[i + 1])
+            : char.IsLowSurrogate(value[i]) && (i == 0 || !char.IsHighSurrogate(value[i - 1]));
+
+    // The name as an error message can carry it (to a log, or a dead letter stored in a database).
     private static string Printable(string value)
     {
         var chars = value.ToCharArray();
         for (var i = 0; i < chars.Length; i++)
         {
-            if (char.IsControl(chars[i]))
+            if (char.IsControl(chars[i]) || IsUnpairedSurrogate(value, i))
             {
                 chars[i] = '?';
             }

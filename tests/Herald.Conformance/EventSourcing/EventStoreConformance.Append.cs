@@ -272,6 +272,24 @@ public abstract partial class EventStoreConformance
     }
 
     [Fact]
+    public async Task Append_ToANameWithAnUnpairedSurrogate_IsRefused_WhileAPairIsStoredAsWritten()
+    {
+        // A half of a surrogate pair (an id cut in the middle of an emoji) is stored by SQLite as U+FFFD, so two such names
+        // would share one stream there; every engine refuses it instead, naming the problem.
+        var category = NewCategory();
+        foreach (var bad in new[] { $"{category}-a\uD83D", $"{category}-a\uDE00b", $"{category}-\uDE00\uD83D" })
+        {
+            var ex = await Assert.ThrowsAnyAsync<ArgumentException>(() => Store.AppendAsync(bad, ExpectedVersion.Any, NewEvents(1)).AsTask());
+            Assert.Contains("surrogate", ex.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain('\uD83D', ex.Message);
+        }
+
+        var paired = $"{category}-a\uD83D\uDE00";
+        Assert.Equal(1, (await Store.AppendAsync(paired, ExpectedVersion.NoStream, NewEvents(1))).StreamVersion);
+        Assert.Equal(paired, (await ReadStreamAsync(paired)).Single().Stream);
+    }
+
+    [Fact]
     public async Task Append_LongestValidNameAndCategoryIdNames_AreAccepted()
     {
         var category = NewCategory();
