@@ -1,5 +1,6 @@
 using System.Text;
 using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
 using Xunit;
 
 namespace Herald.Conformance.EventSourcing;
@@ -101,20 +102,9 @@ public abstract partial class EventStoreConformance
     [Fact]
     public async Task Aggregate_LoadsFromTheSnapshotPlusTheEventsAfterIt()
     {
-        var repository = CounterRepository(Store, snapshotEvery: 0);
-        var id = Guid.NewGuid().ToString("N");
-        var counter = new ConformanceCounter();
-        counter.Start(id);
-        for (var i = 0; i < 5; i++)
-        {
-            counter.Increment(1);
-        }
-
-        await repository.SaveAsync(counter);
+        var (repository, id) = await SaveFiveIncrementsWithASnapshotAtThreeAsync("{\"total\":1000}"u8.ToArray());
 
         // A snapshot whose state differs from the events proves the load used it rather than replaying everything.
-        var stream = repository.StreamNameFor(id);
-        await Snapshots.SaveSnapshotAsync(new Snapshot(stream, 3, typeof(CounterState).FullName!, 1, "{\"total\":1000}"u8.ToArray(), EventTime));
 
         var loaded = await repository.LoadAsync(id);
 
@@ -129,17 +119,7 @@ public abstract partial class EventStoreConformance
     [InlineData("not json")]
     public async Task Aggregate_WithASnapshotItCannotRead_ReplaysTheWholeStream(string state)
     {
-        var repository = CounterRepository(Store, snapshotEvery: 0);
-        var id = Guid.NewGuid().ToString("N");
-        var counter = new ConformanceCounter();
-        counter.Start(id);
-        for (var i = 0; i < 5; i++)
-        {
-            counter.Increment(1);
-        }
-
-        await repository.SaveAsync(counter);
-        await Snapshots.SaveSnapshotAsync(new Snapshot(repository.StreamNameFor(id), 3, typeof(CounterState).FullName!, 1, System.Text.Encoding.UTF8.GetBytes(state), EventTime));
+        var (repository, id) = await SaveFiveIncrementsWithASnapshotAtThreeAsync(Encoding.UTF8.GetBytes(state));
 
         // A snapshot is a cache of the events: one that no longer reads is skipped, not a reason the aggregate cannot load.
         var loaded = await repository.LoadAsync(id);
@@ -195,5 +175,22 @@ public abstract partial class EventStoreConformance
 
         var loaded = await repository.LoadAsync(id);
         Assert.Equal((1, 3L), (loaded.Total, loaded.Version));
+    }
+
+    // Saves a counter of five increments of 1, then a snapshot of the given state at version 3.
+    private async Task<(AggregateRepository<ConformanceCounter> Repository, string Id)> SaveFiveIncrementsWithASnapshotAtThreeAsync(byte[] state)
+    {
+        var repository = CounterRepository(Store, snapshotEvery: 0);
+        var id = Guid.NewGuid().ToString("N");
+        var counter = new ConformanceCounter();
+        counter.Start(id);
+        for (var i = 0; i < 5; i++)
+        {
+            counter.Increment(1);
+        }
+
+        await repository.SaveAsync(counter);
+        await Snapshots.SaveSnapshotAsync(new Snapshot(repository.StreamNameFor(id), 3, typeof(CounterState).FullName!, 1, state, EventTime));
+        return (repository, id);
     }
 }
