@@ -1,5 +1,6 @@
 using Herald.EventSourcing;
 using Herald.Messages;
+using Herald.Postgres.Internal;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -10,12 +11,7 @@ internal sealed partial class PostgresEventStore
     /// <inheritdoc />
     public async ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default)
     {
-        AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
-        if (events.Count > AppendCoordinator.MaxEventsPerAppend)
-        {
-            throw new ArgumentException($"The append to '{stream}' holds {events.Count} events; one append may hold at most {AppendCoordinator.MaxEventsPerAppend}.", nameof(events));
-        }
-
+        ValidateAppend(stream, expectedVersion, events);
         cancellationToken.ThrowIfCancellationRequested();
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         if (events.Count == 0)
@@ -51,6 +47,23 @@ internal sealed partial class PostgresEventStore
         if (reader.GetInt32(0) != 0)
         {
             throw new ConcurrencyException(stream, expectedVersion, reader.GetInt64(1));
+        }
+    }
+
+    // Checked on the caller's thread, before the append joins a group: a value PostgreSQL refuses would otherwise fail the
+    // group's transaction with a bare 22021, naming neither the stream nor the field. Other engines store U+0000, but an
+    // event is kept exactly or not at all, never altered (headers holding one are stored exactly, as pieces).
+    private void ValidateAppend(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events)
+    {
+        AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
+        if (events.Count > AppendCoordinator.MaxEventsPerAppend)
+        {
+            throw new ArgumentException($"The append to '{stream}' holds {events.Count} events; one append may hold at most {AppendCoordinator.MaxEventsPerAppend}.", nameof(events));
+        }
+
+        foreach (var envelope in events)
+        {
+            NulText.ThrowIfHeld(envelope, nameof(events), $"event {envelope.MessageId} of the append to '{stream}'");
         }
     }
 

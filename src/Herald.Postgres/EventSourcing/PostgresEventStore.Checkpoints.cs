@@ -79,10 +79,7 @@ internal sealed partial class PostgresEventStore
     /// <inheritdoc />
     public async ValueTask SaveSnapshotAsync(Snapshot snapshot, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(snapshot);
-        StreamName.Validate(snapshot.Stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
-        ArgumentException.ThrowIfNullOrEmpty(snapshot.StateType, nameof(snapshot));
+        ValidateSnapshot(snapshot);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using var command = SaveSnapshotCommand(runtime, snapshot, connection, transaction: null);
@@ -92,10 +89,7 @@ internal sealed partial class PostgresEventStore
     /// <inheritdoc />
     public async ValueTask SaveSnapshotAsync(Snapshot snapshot, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(snapshot);
-        StreamName.Validate(snapshot.Stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
-        ArgumentException.ThrowIfNullOrEmpty(snapshot.StateType, nameof(snapshot));
+        ValidateSnapshot(snapshot);
         var own = Own(unitOfWork);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await own.ExecuteAsync(
@@ -105,6 +99,17 @@ internal sealed partial class PostgresEventStore
                 return await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
             },
             cancellationToken).ConfigureAwait(false);
+    }
+
+    private static void ValidateSnapshot(Snapshot snapshot)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        StreamName.Validate(snapshot.Stream);
+        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
+        ArgumentException.ThrowIfNullOrEmpty(snapshot.StateType, nameof(snapshot));
+
+        // It names the state's type, against which a loaded snapshot is checked: kept exactly or refused, never altered.
+        NulText.ThrowIfHeld(snapshot.StateType, "state type", nameof(snapshot), $"the snapshot of '{snapshot.Stream}'");
     }
 
     private static void ValidateCheckpoint(string subscriptionId, long position)

@@ -19,11 +19,7 @@ internal sealed partial class PostgresEventStore
     public async ValueTask<long?> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(unitOfWork);
-        AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
-        if (events.Count > AppendCoordinator.MaxEventsPerAppend)
-        {
-            throw new ArgumentException($"The append to '{stream}' holds {events.Count} events; one append may hold at most {AppendCoordinator.MaxEventsPerAppend}.", nameof(events));
-        }
+        ValidateAppend(stream, expectedVersion, events);
 
         var own = Own(unitOfWork);
         cancellationToken.ThrowIfCancellationRequested();

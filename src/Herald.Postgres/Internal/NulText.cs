@@ -1,3 +1,6 @@
+using System.Diagnostics.CodeAnalysis;
+using Herald.Messages;
+
 namespace Herald.Postgres.Internal;
 
 /// <summary>
@@ -19,15 +22,36 @@ internal static class NulText
         return nul < 0 ? value : value[..nul];
     }
 
-    /// <summary>Throws an <see cref="ArgumentException"/> for <paramref name="parameter"/>, naming <paramref name="field"/>, when <paramref name="value"/> holds U+0000.</summary>
-    public static void ThrowIfHeld(string? value, string field, string parameter)
+    /// <summary>The text with each U+0000 replaced by U+FFFD, for texts only read by people (error messages), never refused.</summary>
+    [return: NotNullIfNotNull(nameof(text))]
+    public static string? Readable(string? text) => text?.Replace('\0', '\uFFFD');
+
+    /// <summary>
+    /// Throws an <see cref="ArgumentException"/> for <paramref name="parameter"/>, naming <paramref name="field"/> (and what
+    /// it belongs to, <paramref name="of"/>), when <paramref name="value"/> holds U+0000.
+    /// </summary>
+    public static void ThrowIfHeld(string? value, string field, string parameter, string? of = null)
     {
         if (Holds(value))
         {
             // Escaped: the message itself may end up stored here (a dead letter's error).
             throw new ArgumentException(
-                $"The {field} '{value!.Replace("\0", "\\u0000", StringComparison.Ordinal)}' holds the character U+0000, which PostgreSQL cannot store. Remove or replace the character.",
+                $"The {field} '{value!.Replace("\0", "\\u0000", StringComparison.Ordinal)}'{(of is null ? "" : " of " + of)} holds the character U+0000, which PostgreSQL cannot store. Remove or replace the character.",
                 parameter);
         }
+    }
+
+    /// <summary>
+    /// Throws for an envelope whose text attributes (stored as text columns) hold U+0000, naming the attribute and
+    /// <paramref name="of"/>. Headers are not checked: <see cref="EnvelopeColumns.FormatHeaders"/> stores them exactly.
+    /// </summary>
+    public static void ThrowIfHeld(Envelope envelope, string parameter, string of)
+    {
+        ThrowIfHeld(envelope.MessageType, "message type", parameter, of);
+        ThrowIfHeld(envelope.CorrelationId, "correlation id", parameter, of);
+        ThrowIfHeld(envelope.CausationId, "causation id", parameter, of);
+        ThrowIfHeld(envelope.UserId, "user id", parameter, of);
+        ThrowIfHeld(envelope.PartitionKey, "partition key", parameter, of);
+        ThrowIfHeld(envelope.ContentType, "content type", parameter, of);
     }
 }

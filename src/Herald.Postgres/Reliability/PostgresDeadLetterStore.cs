@@ -1,4 +1,3 @@
-using System.Diagnostics.CodeAnalysis;
 using Herald.Messages;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
@@ -175,21 +174,18 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
 
     // PostgreSQL's text holds no NUL character, and an exception's message that echoes its input can have one: refusing the
     // record would leave the message in the transport's own dead letters, their drain failing on it for ever.
-    private static NpgsqlParameter ErrorText(string? text) => EnvelopeColumns.Text(Readable(text));
+    private static NpgsqlParameter ErrorText(string? text) => EnvelopeColumns.Text(NulText.Readable(text));
 
     // The same for the envelope's text attributes, which a broker passes on as any client sent them (headers keep NUL).
     private static Envelope Storable(Envelope envelope) => envelope with
     {
-        MessageType = Readable(envelope.MessageType),
-        CorrelationId = Readable(envelope.CorrelationId),
-        CausationId = Readable(envelope.CausationId),
-        UserId = Readable(envelope.UserId),
-        PartitionKey = Readable(envelope.PartitionKey),
-        ContentType = Readable(envelope.ContentType),
+        MessageType = NulText.Readable(envelope.MessageType),
+        CorrelationId = NulText.Readable(envelope.CorrelationId),
+        CausationId = NulText.Readable(envelope.CausationId),
+        UserId = NulText.Readable(envelope.UserId),
+        PartitionKey = NulText.Readable(envelope.PartitionKey),
+        ContentType = NulText.Readable(envelope.ContentType),
     };
-
-    [return: NotNullIfNotNull(nameof(text))]
-    private static string? Readable(string? text) => text?.Replace('\0', '\uFFFD');
 
     private static DeadLetter Read(NpgsqlDataReader reader) => new()
     {

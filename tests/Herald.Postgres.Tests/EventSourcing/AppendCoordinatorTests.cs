@@ -40,11 +40,12 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
     public async Task AGroupWithAnInvalidMember_RunsItsMembersOneByOne_AndOnlyThatMemberFails()
     {
         await using var store = await CreateStoreAsync();
+        var refusedType = await RefusedByTheServerAsync();
         await using var blocked = await HoldTheWriterAsync(store);
 
         var fine = Enumerable.Range(0, 10).Select(_ => (Stream: TestEvents.NewStream(), Events: TestEvents.Many(1))).ToList();
         var appends = fine.Select(f => store.AppendAsync(f.Stream, ExpectedVersion.NoStream, f.Events).AsTask()).ToList();
-        var invalid = store.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, [TestEvents.New("type-with-\0-inside")]).AsTask();
+        var invalid = store.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, [TestEvents.New(refusedType)]).AsTask();
         await blocked.ReleaseAsync();
 
         var results = await Task.WhenAll(appends);
@@ -54,6 +55,28 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
         {
             Assert.Equal(events.Select(e => e.MessageId), (await TestEvents.ReadStreamAsync(store, stream)).Select(e => e.EventId));
         }
+    }
+
+    [Fact]
+    public async Task AnAppendWhoseEnvelopeHoldsU0000_IsRefusedBeforeItJoinsAGroup_AndTheOthersCommitTogether()
+    {
+        // PostgreSQL's text cannot hold U+0000: the member failed with a bare 22021 naming nothing, and its group rolled back.
+        await using var store = await CreateStoreAsync();
+        await using var blocked = await HoldTheWriterAsync(store);
+
+        var fine = Enumerable.Range(0, 10).Select(_ => (Stream: TestEvents.NewStream(), Events: TestEvents.Many(1))).ToList();
+        var appends = fine.Select(f => store.AppendAsync(f.Stream, ExpectedVersion.NoStream, f.Events).AsTask()).ToList();
+        var stream = TestEvents.NewStream();
+        var bad = TestEvents.New() with { CorrelationId = "order-1\0" };
+        var invalid = store.AppendAsync(stream, ExpectedVersion.NoStream, [bad]).AsTask();
+        await blocked.ReleaseAsync();
+
+        var results = await Task.WhenAll(appends);
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => invalid);
+        Assert.Equal("events", refused.ParamName);
+        Assert.Contains($"correlation id 'order-1\\u0000' of event {bad.MessageId} of the append to '{stream}'", refused.Message, StringComparison.Ordinal);
+        Assert.Single(results.Select(r => r.LastPosition >> 20).Distinct());
+        Assert.Equal(0, await store.GetStreamVersionAsync(stream));
     }
 
     [Fact]
@@ -127,6 +150,27 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
         Assert.Equal(2, result.StreamVersion);
         Assert.Equal(shared[0].MessageId, (await TestEvents.ReadStreamAsync(store, second))[1].EventId);
         Assert.Equal(result, await store.AppendAsync(second, ExpectedVersion.Exactly(2), []));
+    }
+
+    // A message type the events table's trigger refuses, so that member, and the group holding it, fails on the server.
+    // Created before the writer is held: the trigger takes a lock the held append's transaction would block.
+    private async Task<string> RefusedByTheServerAsync()
+    {
+        var refused = "refused-by-a-trigger-" + Guid.NewGuid().ToString("N");
+        await using var connection = await fixture.DataSource.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand(
+            $"""
+            CREATE OR REPLACE FUNCTION {fixture.Schema}.refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.type = '{refused}' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+                RETURN NEW;
+            END $$;
+            DROP TRIGGER IF EXISTS refuse_marked ON {fixture.Schema}.events;
+            CREATE TRIGGER refuse_marked BEFORE INSERT ON {fixture.Schema}.events FOR EACH ROW EXECUTE FUNCTION {fixture.Schema}.refuse_marked();
+            """,
+            connection);
+        await command.ExecuteNonQueryAsync();
+        return refused;
     }
 
     private Task<PostgresEventStore> CreateStoreAsync() =>

@@ -21,6 +21,65 @@ public sealed class PostgresEventStoreConformanceTests(PostgresSchemaFixture fix
         Assert.Equal("subscriptionId", refused.ParamName);
         Assert.Contains("subscription id", refused.Message, StringComparison.Ordinal);
     }
+
+    public static TheoryData<string> EnvelopeTextFields => ["message type", "correlation id", "causation id", "user id", "partition key", "content type"];
+
+    [Theory]
+    [MemberData(nameof(EnvelopeTextFields))]
+    public async Task Append_OfAnEventWhoseTextAttributeHoldsU0000_IsRefusedNamingStreamAndField_AndWritesNothing(string field)
+    {
+        // PostgreSQL's text cannot hold it: the append failed with a bare 22021 naming neither. SQLite and memory store it;
+        // here the event is refused, never stored altered.
+        var stream = NewStream();
+        var good = NewEvents(1)[0];
+        var bad = field switch
+        {
+            "message type" => good with { MessageType = "order-placed\0" },
+            "correlation id" => good with { CorrelationId = "order-placed\0" },
+            "causation id" => good with { CausationId = "order-placed\0" },
+            "user id" => good with { UserId = "order-placed\0" },
+            "partition key" => good with { PartitionKey = "order-placed\0" },
+            _ => good with { ContentType = "order-placed\0" },
+        };
+        var store = (PostgresEventStore)Store;
+        var unitOfWork = store.BeginUnitOfWork();
+
+        var alone = await Assert.ThrowsAsync<ArgumentException>(async () => await Store.AppendAsync(stream, ExpectedVersion.NoStream, [NewEvents(1)[0], bad]));
+        var inUnit = await Assert.ThrowsAsync<ArgumentException>(async () => await store.AppendAsync(stream, ExpectedVersion.NoStream, [bad], unitOfWork));
+        await unitOfWork.CommitAsync();
+
+        Assert.All([alone, inUnit], refused =>
+        {
+            Assert.Equal("events", refused.ParamName);
+            Assert.Contains($"The {field} 'order-placed\\u0000' of event {bad.MessageId} of the append to '{stream}' holds the character U+0000", refused.Message, StringComparison.Ordinal);
+        });
+        Assert.Equal(0, await Store.GetStreamVersionAsync(stream));
+    }
+
+    [Fact]
+    public async Task Append_OfHeadersHoldingU0000_ReadsThemBackExactly()
+    {
+        // jsonb holds no U+0000 either; headers holding one are stored as pieces, so the event is kept exactly, as elsewhere.
+        var stream = NewStream();
+        var headers = new Dictionary<string, string> { ["trace\0id"] = "a\0b", ["plain"] = "\0" };
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, [NewEvents(1)[0] with { Headers = headers }]);
+
+        Assert.Equal(headers, (await ReadStreamAsync(stream)).Single().Envelope.Headers);
+    }
+
+    [Fact]
+    public async Task SaveSnapshot_OfAStateTypeHoldingU0000_IsRefusedNamingIt()
+    {
+        // The save failed with a bare 22021.
+        var stream = NewStream();
+        var snapshot = new Snapshot(stream, 1, "counter\0state", 1, "{}"u8.ToArray(), DateTimeOffset.UnixEpoch);
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await Snapshots.SaveSnapshotAsync(snapshot));
+
+        Assert.Equal("snapshot", refused.ParamName);
+        Assert.Contains($"state type 'counter\\u0000state' of the snapshot of '{stream}' holds the character U+0000", refused.Message, StringComparison.Ordinal);
+        Assert.Null(await Snapshots.LoadSnapshotAsync(stream));
+    }
 }
 
 /// <summary>The suite again with many small groups in flight at once, so grouped commits race each other for stream locks.</summary>
