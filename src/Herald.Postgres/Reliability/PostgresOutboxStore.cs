@@ -42,6 +42,7 @@ internal sealed class PostgresOutboxStore(PostgresEventStore store) : IOutboxSto
         foreach (var row in rows)
         {
             ArgumentNullException.ThrowIfNull(row, nameof(messages));
+            ThrowIfUnstorable(row);
         }
 
         if (rows.Length == 0)
@@ -112,6 +113,16 @@ internal sealed class PostgresOutboxStore(PostgresEventStore store) : IOutboxSto
     public async ValueTask<OutboxMessage?> GetAsync(Guid id, CancellationToken cancellationToken = default)
     {
         return await _store.QueryFirstAloneAsync(_sql.Get, [EnvelopeColumns.Id(id)], Read, cancellationToken).ConfigureAwait(false);
+    }
+
+    // Checked before anything is written: the message is sent exactly as stored, so it is kept exactly or refused, never
+    // altered, and a bare 22021 from the batch would name neither the row nor the field.
+    private static void ThrowIfUnstorable(OutboxMessage message)
+    {
+        var of = $"outbox message {message.Id}";
+        NulText.ThrowIfHeld(message.Destination, "destination", "messages", of);
+        NulText.ThrowIfHeld(message.PartitionKey, "partition key", "messages", of);
+        NulText.ThrowIfHeld(message.Envelope, "messages", of);
     }
 
     private async Task InsertAloneAsync(OutboxMessage[] rows, CancellationToken cancellationToken)

@@ -101,6 +101,20 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
         SagaValidation.Validate(instance);
         NulText.ThrowIfHeld(instance.SagaType, "saga name", nameof(instance));
         NulText.ThrowIfHeld(instance.Id, "saga instance id", nameof(instance));
+
+        // Step names and timeouts drive the saga on, so they are kept exactly or refused; the error (below) is only read.
+        var of = $"saga '{instance.SagaType}' instance '{instance.Id}'";
+        NulText.ThrowIfHeld(instance.State, "saga state", nameof(instance), of);
+        foreach (var step in instance.CompletedSteps)
+        {
+            NulText.ThrowIfHeld(step, "completed step", nameof(instance), of);
+        }
+
+        foreach (var timeout in instance.Timeouts)
+        {
+            NulText.ThrowIfHeld(timeout.Name, "timeout name", nameof(instance), of);
+            NulText.ThrowIfHeld(timeout.MessageType, "timeout's message type", nameof(instance), of);
+        }
     }
 
     public async ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default)
@@ -127,7 +141,9 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
         p.Add(EnvelopeColumns.Int(instance.CurrentStep));
         p.Add(new NpgsqlParameter<string[]> { TypedValue = [.. instance.CompletedSteps], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
         p.Add(new NpgsqlParameter<ReadOnlyMemory<byte>> { TypedValue = instance.Data, NpgsqlDbType = NpgsqlDbType.Bytea });
-        p.Add(EnvelopeColumns.Text(instance.Error));
+        // An exception's message that echoes its input can hold U+0000: refusing it would leave the saga unable to record
+        // its failure, so, as a dead letter's error, it is stored readable.
+        p.Add(EnvelopeColumns.Text(NulText.Readable(instance.Error)));
         p.Add(EnvelopeColumns.Time(_store.TimeProvider.GetUtcNow()));
         p.Add(new NpgsqlParameter<string?> { TypedValue = SagaTimeoutColumn.Write(instance.Timeouts), NpgsqlDbType = NpgsqlDbType.Jsonb });
         if (instance.Version != 0)

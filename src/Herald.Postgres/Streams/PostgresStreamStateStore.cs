@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
+using Herald.Postgres.Internal;
 using Herald.Streams;
 using Npgsql;
 using NpgsqlTypes;
@@ -21,6 +22,12 @@ internal sealed class PostgresStreamStateStore(PostgresEventStore store) : IStre
     public async IAsyncEnumerable<StateEntry> ReadAllAsync(string processor, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(processor);
+        if (NulText.Holds(processor))
+        {
+            // No state can be stored under it (writes refuse it).
+            yield break;
+        }
+
         await EnsureCreatedAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
         await using var command = new NpgsqlCommand(_sql.Read, connection);
@@ -36,6 +43,16 @@ internal sealed class PostgresStreamStateStore(PostgresEventStore store) : IStre
     {
         ArgumentNullException.ThrowIfNull(processor);
         ArgumentNullException.ThrowIfNull(changes);
+        NulText.ThrowIfHeld(processor, "stream processor name", nameof(processor));
+        foreach (var change in changes)
+        {
+            // Kept exactly or refused: a store, key or value read back altered would be another one.
+            var of = $"stream processor '{processor}'";
+            NulText.ThrowIfHeld(change.Store, "state store name", nameof(changes), of);
+            NulText.ThrowIfHeld(change.Key, "state key", nameof(changes), of);
+            NulText.ThrowIfHeld(change.Value, "state value", nameof(changes), of);
+        }
+
         await EnsureCreatedAsync(cancellationToken).ConfigureAwait(false);
         var upserts = changes.Where(c => c.Value is not null).ToArray();
         var deletes = changes.Where(c => c.Value is null).ToArray();

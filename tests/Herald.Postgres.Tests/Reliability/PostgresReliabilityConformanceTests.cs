@@ -54,6 +54,26 @@ public sealed class PostgresOutboxStoreConformanceTests(ReliabilitySchema schema
     protected override ValueTask<IOutboxStore> CreateStoreAsync() => ValueTask.FromResult<IOutboxStore>(schema.Outbox);
 
     protected override ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(IOutboxStore store) => ValueTask.FromResult<IUnitOfWork>(schema.Store.BeginUnitOfWork());
+
+    [Fact]
+    public async Task Add_OfARowHoldingU0000_IsRefusedNamingTheField_AndWritesNoRowOfTheCall()
+    {
+        // PostgreSQL's text cannot hold it: the batch failed with a bare 22021, naming neither the row nor the field. The
+        // message is sent as stored, so it is refused rather than altered.
+        var fine = NewMessage();
+        var destination = NewMessage() with { Destination = "orders\0" };
+        var correlation = NewMessage() with { Envelope = NewMessage().Envelope with { CorrelationId = "order-1\0" } };
+        var unitOfWork = schema.Store.BeginUnitOfWork();
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await schema.Outbox.AddAsync([fine, destination]));
+        var inUnit = await Assert.ThrowsAsync<ArgumentException>(async () => await schema.Outbox.AddAsync([fine, correlation], unitOfWork));
+        await unitOfWork.CommitAsync();
+
+        Assert.Equal("messages", refused.ParamName);
+        Assert.Contains($"destination 'orders\\u0000' of outbox message {destination.Id} holds the character U+0000", refused.Message, StringComparison.Ordinal);
+        Assert.Contains($"correlation id 'order-1\\u0000' of outbox message {correlation.Id}", inUnit.Message, StringComparison.Ordinal);
+        Assert.Null(await schema.Outbox.GetAsync(fine.Id));
+    }
 }
 
 public sealed class PostgresInboxConformanceTests(ReliabilitySchema schema) : InboxConformance, IClassFixture<ReliabilitySchema>
