@@ -41,4 +41,7 @@ internal static partial class Log
 
     [LoggerMessage(1331, LogLevel.Error, "Saga {Saga} instance {SagaId} holds timeout {Timeout} ({TimeoutId}), but sending its message after the commit failed: it fires only if rescheduled (SagaTimeouts.RescheduleAsync)")]
     public static partial void SagaTimeoutNotSent(ILogger logger, Exception exception, string saga, string sagaId, string timeout, Guid timeoutId);
+
+    [LoggerMessage(1332, LogLevel.Error, "Saga {Saga} instance {SagaId} moved on, but sending its {MessageType} after the commit failed; configure an outbox so a transition's messages commit with it")]
+    public static partial void SagaMessageNotSent(ILogger logger, Exception exception, string saga, string sagaId, string messageType);
 }

@@ -1,4 +1,5 @@
 using Herald.Handling;
+using Herald.Hosting;
 using Herald.Messages;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -39,15 +40,24 @@ public sealed class SagaEventContext<TData>
     /// <summary>The handled message's context: its services, unit of work, and sends that join it (through the outbox when configured).</summary>
     public MessageContext Message { get; }
 
-    /// <summary>Sends a command in the message's unit of work, correlated to the instance.</summary>
+    /// <summary>
+    /// Sends a command in the message's unit of work, correlated to the instance: through the outbox when configured,
+    /// else once the transition has committed (a transition that fails or runs again sends nothing of its failed run).
+    /// </summary>
     public ValueTask SendAsync<TMessage>(TMessage command, DeliveryOptions? options = null)
-        where TMessage : notnull =>
-        Message.SendAsync(command, Correlate(options), Message.CancellationToken);
+        where TMessage : notnull
+    {
+        var correlated = Correlate(options);
+        return OnCommitAsync<TMessage>(token => Message.SendAsync(command, correlated, token));
+    }
 
-    /// <summary>Publishes an event in the message's unit of work, correlated to the instance.</summary>
+    /// <summary>Publishes an event in the message's unit of work, correlated to the instance, as <see cref="SendAsync{TMessage}"/> sends.</summary>
     public ValueTask PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null)
-        where TMessage : notnull =>
-        Message.PublishAsync(message, Correlate(options), Message.CancellationToken);
+        where TMessage : notnull
+    {
+        var correlated = Correlate(options);
+        return OnCommitAsync<TMessage>(token => Message.PublishAsync(message, correlated, token));
+    }
 
     /// <summary>
     /// Schedules <paramref name="message"/> to reach this saga after <paramref name="delay"/> as the timeout
@@ -84,6 +94,10 @@ public sealed class SagaEventContext<TData>
 
     /// <summary>Drops the timeout whose delivery is being handled, so it fires once.</summary>
     internal void Fired(Guid id) => _timeouts.RemoveAll(t => t.Id == id);
+
+    private ValueTask OnCommitAsync<TMessage>(Func<CancellationToken, ValueTask> send) =>
+        SagaSends.OnCommitAsync(
+            Message, Message.UnitOfWork, Message.Services, send, (logger, ex) => Log.SagaMessageNotSent(logger, ex, SagaName, SagaId, typeof(TMessage).Name), Message.CancellationToken);
 
     private DeliveryOptions? Correlate(DeliveryOptions? options) =>
         options?.CorrelationId is not null ? options : (options ?? DeliveryOptions.Default) with { CorrelationId = Message.Envelope.CorrelationId ?? SagaId };

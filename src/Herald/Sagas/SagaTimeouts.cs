@@ -102,29 +102,14 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
         SagaTimeout timeout,
         TimeProvider time,
         Func<TimeSpan, CancellationToken, ValueTask> send,
-        CancellationToken cancellationToken)
-    {
-        if (scope?.GetOutbox() is not null)
-        {
-            return send(Remaining(timeout, time), cancellationToken);
-        }
-
-        var logger = services.GetService<ILoggerFactory>()?.CreateLogger("Herald.Sagas") ?? NullLogger.Instance;
-        unitOfWork.OnCommitted(async token =>
-        {
-            try
-            {
-                await send(Remaining(timeout, time), token).ConfigureAwait(false);
-            }
-#pragma warning disable CA1031 // The save has committed: failing now would retry a message whose transition is done.
-            catch (Exception ex)
-#pragma warning restore CA1031
-            {
-                Log.SagaTimeoutNotSent(logger, ex, sagaName, sagaId, timeout.Name, timeout.Id);
-            }
-        });
-        return ValueTask.CompletedTask;
-    }
+        CancellationToken cancellationToken) =>
+        SagaSends.OnCommitAsync(
+            scope,
+            unitOfWork,
+            services,
+            token => send(Remaining(timeout, time), token),
+            (logger, ex) => Log.SagaTimeoutNotSent(logger, ex, sagaName, sagaId, timeout.Name, timeout.Id),
+            cancellationToken);
 
     // The due time was fixed when the timeout was scheduled; one already past goes at once.
     private static TimeSpan Remaining(SagaTimeout timeout, TimeProvider time)

@@ -153,6 +153,52 @@ public sealed class SagaStateMachineTests
     }
 
     [Fact]
+    public async Task ATransitionRetriedAfterAConflict_WithoutAnOutbox_SendsItsCommandOnce()
+    {
+        // The StockReserved transition sends a command; while its first attempt runs, a LineAdded for the same instance
+        // commits first (a second consumer), so that attempt fails at its commit and runs again. Only the attempt that
+        // committed may send: sent before the commit, the command would leave twice (and a reply to it could arrive while
+        // the instance is still in the state before, and be ignored).
+        ReliabilityHost? started = null;
+        var attempts = 0;
+        var machine = SagaStateMachine.Create<OrderState>("sm-orders", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId)
+            .Correlate<StockReserved>(e => e.OrderId)
+            .Correlate<LineAdded>(e => e.OrderId)
+            .Initially<OrderPlaced>("Reserving")
+            .During("Reserving", s => s
+                .When<LineAdded>("Reserving", (saga, line) =>
+                {
+                    saga.Data.Lines.Add(line.Line);
+                    return ValueTask.CompletedTask;
+                })
+                .When<StockReserved>("Charging", async (saga, reserved) =>
+                {
+                    if (Interlocked.Increment(ref attempts) == 1)
+                    {
+                        var host = started!;
+                        await host.Get<IMessageBus>().SendAsync(new LineAdded(reserved.OrderId, 1));
+                        await Eventually.UntilAsync(async () => (await host.Get<ISagaStore>().LoadAsync("sm-orders", reserved.OrderId))!.Version > 1, "the other transition commits first");
+                    }
+
+                    await saga.SendAsync(new ReserveStock(reserved.OrderId));
+                }))
+            .Final("Charging"));
+        await using var host = await StartAsync(machine, concurrency: 4);
+        started = host;
+        var bus = host.Get<IMessageBus>();
+        await bus.SendAsync(new OrderPlaced("o-5", 1));
+        await WaitForStateAsync(host, "o-5", "Reserving");
+
+        await bus.SendAsync(new StockReserved("o-5"));
+        var charging = await WaitForStateAsync(host, "o-5", "Charging");
+
+        Assert.Equal(2, attempts);
+        Assert.Contains("\"lines\":[1]", Encoding.UTF8.GetString(charging.Data.Span), StringComparison.Ordinal);
+        Assert.Single(host.Transport.Sent, s => s.Envelope.MessageType == "sm-reserve-stock");
+    }
+
+    [Fact]
     public void ABadMachine_IsRejectedWhenBuilt_WithEveryReason()
     {
         var error = Assert.Throws<InvalidSagaDefinitionException>(() => SagaStateMachine.Create<OrderState>("bad", m => m
