@@ -148,9 +148,19 @@ public sealed class SagaOrchestrator
     {
         try
         {
-            while (instance.Status == SagaStatus.Running && instance.CurrentStep < definition.Steps.Count)
+            while (instance.Status == SagaStatus.Running)
             {
-                var step = definition.Steps[instance.CurrentStep];
+                // The step it stopped at, found by name: under a definition changed since (a step added or removed before
+                // it), its index would run a completed step again or skip this one. Only an instance saved without a step
+                // name goes by the index.
+                var index = instance.State is { } at ? definition.IndexOf(at) : instance.CurrentStep < definition.Steps.Count ? instance.CurrentStep : -1;
+                if (index < 0)
+                {
+                    return await ParkAsync(instance, $"Step '{instance.State}' is not in the saga's definition; it cannot be resumed.", cancellationToken).ConfigureAwait(false);
+                }
+
+                var step = definition.Steps[index];
+                instance = instance with { CurrentStep = index };
                 var (next, failure) = await RunStepAsync(definition, instance, step, compensation: false, cancellationToken).ConfigureAwait(false);
                 if (failure is null)
                 {

@@ -255,6 +255,51 @@ public sealed class SagaOrchestratorTests
     }
 
     [Fact]
+    public async Task Resume_UnderADefinitionThatChangedBeforeItsStep_RunsTheStepItStoppedAt_OrParksItWhenThatStepIsGone()
+    {
+        // Stopped at create-shipment (index 2); the next deploy adds a step before it, and another removes it. By index
+        // the resume would charge the payment again, or skip the shipment.
+        var journal = new Journal();
+        await using var services = Build();
+        var store = services.GetRequiredService<ISagaStore>();
+        foreach (var id in new[] { "order-12", "order-13" })
+        {
+            await store.SaveAsync(new SagaInstance
+            {
+                SagaType = "fulfilment",
+                Id = id,
+                Status = SagaStatus.Running,
+                State = "create-shipment",
+                CurrentStep = 2,
+                CompletedSteps = ["reserve-inventory", "charge-payment"],
+                Data = """{"orderId":"o","done":["reserve","charge"]}"""u8.ToArray(),
+            });
+        }
+
+        var added = SagaDefinition.Create<Order>("fulfilment", s => s
+            .Step("reserve-inventory", journal.Act("reserve"), journal.Act("release"), NoRetries)
+            .Step("check-fraud", journal.Act("check"), retry: NoRetries)
+            .Step("charge-payment", journal.Act("charge"), journal.Act("refund"), NoRetries)
+            .Step("create-shipment", journal.Act("ship"), retry: NoRetries)
+            .Step("confirm-order", journal.Act("confirm"), retry: NoRetries));
+        var removed = SagaDefinition.Create<Order>("fulfilment", s => s
+            .Step("reserve-inventory", journal.Act("reserve"), journal.Act("release"), NoRetries)
+            .Step("charge-payment", journal.Act("charge"), journal.Act("refund"), NoRetries)
+            .Step("confirm-order", journal.Act("confirm"), retry: NoRetries));
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+
+        var resumed = await orchestrator.ResumeAsync(added, "order-12");
+        Assert.Equal(SagaStatus.Completed, resumed!.Status);
+        Assert.Equal(["ship", "confirm"], journal.Committed);
+
+        var parked = await orchestrator.ResumeAsync(removed, "order-13");
+        Assert.Equal(SagaStatus.Failed, parked!.Status);
+        Assert.Contains("'create-shipment' is not in the saga's definition", parked.Error, StringComparison.Ordinal);
+        Assert.Equal(["ship", "confirm"], journal.Committed);
+        Assert.Equal(["reserve-inventory", "charge-payment"], (await store.LoadAsync("fulfilment", "order-13"))!.CompletedSteps);
+    }
+
+    [Fact]
     public async Task Resume_OfAnInstanceLeftCompensating_CompensatesWhatIsStillDone()
     {
         var journal = new Journal();
