@@ -72,7 +72,7 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
         }
         else
         {
-            data = SagaData.Deserialize<TData>(instance.Data);
+            data = Read(instance);
         }
 
         var events = new SagaEventContext<TData>(machine.Name, id, instance.Version == 0 ? null : instance.State, data, context, instance.Timeouts);
@@ -99,5 +99,20 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
             },
             context.UnitOfWork,
             cancellationToken).ConfigureAwait(false);
+    }
+
+    // Data stored by an earlier shape of TData reads the same on every attempt: retrying cannot help, and the reason must
+    // name the instance, not only a JSON path.
+    private TData Read(SagaInstance instance)
+    {
+        try
+        {
+            return SagaData.Deserialize<TData>(instance.Data);
+        }
+        catch (Exception ex) when (ex is System.Text.Json.JsonException or InvalidOperationException or NotSupportedException)
+        {
+            throw new SagaMessageRejectedException(
+                $"Saga '{machine.Name}' instance '{instance.Id}' (state '{instance.State}') holds data that cannot be read as {typeof(TData).Name}: {ex.Message}", ex);
+        }
     }
 }

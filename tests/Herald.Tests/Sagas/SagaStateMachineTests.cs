@@ -199,6 +199,30 @@ public sealed class SagaStateMachineTests
     }
 
     [Fact]
+    public async Task AnEventForAnInstanceWhoseDataNoLongerReads_IsDeadLetteredAtOnce_NamingTheInstance_AndChangesNothing()
+    {
+        // Stored by an earlier shape of the data (Total was a string then): every attempt would fail the same way.
+        await using var host = await StartAsync(Machine());
+        var store = host.Get<ISagaStore>();
+        var version = await store.SaveAsync(new SagaInstance
+        {
+            SagaType = "sm-orders",
+            Id = "o-6",
+            Status = SagaStatus.Running,
+            State = "Reserving",
+            Data = """{"total":"forty-two","lines":[]}"""u8.ToArray(),
+        });
+
+        await host.Get<IMessageBus>().SendAsync(new StockReserved("o-6"));
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+
+        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
+        Assert.Equal(1, deadLetter.AttemptCount);
+        Assert.Contains("Saga 'sm-orders' instance 'o-6' (state 'Reserving') holds data that cannot be read as OrderState", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(version, (await store.LoadAsync("sm-orders", "o-6"))!.Version);
+    }
+
+    [Fact]
     public void ABadMachine_IsRejectedWhenBuilt_WithEveryReason()
     {
         var error = Assert.Throws<InvalidSagaDefinitionException>(() => SagaStateMachine.Create<OrderState>("bad", m => m
