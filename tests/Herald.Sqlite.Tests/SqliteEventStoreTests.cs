@@ -112,6 +112,41 @@ public sealed class SqliteEventStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Append_AfterTheFileWasDeletedWhileOpen_FailsInsteadOfReportingALostWrite()
+    {
+        // SQLite keeps writing to the unlinked file, which vanishes with the store's last connection: an append that
+        // returned would be lost. It must fail, and so must the grouped writes and the writes at once after it.
+        await using var store = await SqliteEventStore.OpenAsync(_database.Path);
+        await store.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent()]);
+        Assert.True(store.WriteAtOnce(_ => true, Deadline), "the connection of writes at once is open before the file goes");
+        foreach (var suffix in new[] { "", "-wal", "-shm" })
+        {
+            File.Delete(_database.Path + suffix);
+        }
+
+        var appending = await Assert.ThrowsAsync<IOException>(() => store.AppendAsync("order-1", ExpectedVersion.Exactly(1), [NewEvent()]).AsTask());
+        Assert.Contains("deleted, moved or replaced", appending.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<IOException>(() => store.SetCheckpointAsync("projection", 1).AsTask());
+        Assert.Throws<IOException>(() => store.WriteAtOnce(_ => true, Deadline));
+    }
+
+    [Fact]
+    public async Task Append_AfterTheFileWasReplacedWhileOpen_Fails()
+    {
+        using var other = new TempDatabase();
+        await using (var replacement = await SqliteEventStore.OpenAsync(other.Path))
+        {
+            await replacement.AppendAsync("invoice-1", ExpectedVersion.NoStream, [NewEvent()]);
+        }
+
+        await using var store = await SqliteEventStore.OpenAsync(_database.Path);
+        await store.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent()]);
+        File.Move(other.Path, _database.Path, overwrite: true);
+
+        await Assert.ThrowsAsync<IOException>(() => store.AppendAsync("order-1", ExpectedVersion.Exactly(1), [NewEvent()]).AsTask());
+    }
+
+    [Fact]
     public async Task TwoStoresOnOneFile_SeeEachOthersEventsThroughTheRecheck()
     {
         await using var writer = await SqliteEventStore.OpenAsync(_database.Path);

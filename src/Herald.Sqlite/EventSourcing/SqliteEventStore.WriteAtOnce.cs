@@ -61,6 +61,7 @@ internal sealed partial class SqliteEventStore
                 try
                 {
                     var result = write(connection);
+                    SqliteFileGuard.ThrowIfMoved(connection);
                     using var commit = new RawStatement(connection, "COMMIT");
                     commit.Execute();
                     return result;

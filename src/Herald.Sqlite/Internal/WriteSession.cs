@@ -109,8 +109,10 @@ internal sealed class WriteSession : IDisposable
         LastAppendedPosition = 0;
     }
 
+    /// <summary>Commits, unless the file is no longer where it was opened (then the caller rolls back).</summary>
     public void Commit()
     {
+        SqliteFileGuard.ThrowIfMoved(_connection);
         _commit.Execute();
         InTransaction = false;
     }
