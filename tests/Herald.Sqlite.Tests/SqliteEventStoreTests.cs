@@ -261,6 +261,42 @@ public sealed class SqliteEventStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task GroupedWrites_ADiskFullUndoingTheTransaction_FailsEveryCallerWithTheCause()
+    {
+        await using var store = await SqliteEventStore.OpenAsync(_database.Path);
+        await store.AppendAsync("order-0", ExpectedVersion.NoStream, [NewEvent()]);
+
+        // The file may not grow past its size now: SQLite answers SQLITE_FULL and, for this write, ends the whole transaction.
+        await SetMaxPageCount(store, (long)_database.Scalar("PRAGMA page_count")!);
+        var big = Enumerable.Range(0, 200).Select(_ => NewEvent() with { Body = new byte[4000] }).ToArray();
+        var hold = await store.BeginOpenAppendAsync("order-held", ExpectedVersion.NoStream, [NewEvent()]);
+        var appends = Enumerable.Range(1, 5).Select(i => store.AppendAsync($"order-{i}", ExpectedVersion.NoStream, i == 3 ? big : [NewEvent()]).AsTask()).ToList();
+        await hold.RollbackAsync();
+
+        foreach (var append in appends)
+        {
+            var failure = await Assert.ThrowsAsync<SqliteException>(() => append);
+            Assert.Equal(13, failure.SqliteErrorCode); // SQLITE_FULL, not the savepoint SQLite dropped with the transaction
+        }
+
+        Assert.Equal(1L, _database.Scalar("SELECT COUNT(*) FROM herald_events"));
+        await SetMaxPageCount(store, int.MaxValue);
+        Assert.Equal(1, (await store.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent()])).StreamVersion);
+
+        static async Task SetMaxPageCount(SqliteEventStore store, long pages)
+        {
+            var unitOfWork = new Herald.Sqlite.Persistence.SqliteUnitOfWork(store);
+            unitOfWork.EnlistSqliteWrite(connection =>
+            {
+                using var command = connection.CreateCommand();
+                command.CommandText = $"PRAGMA max_page_count = {pages}";
+                command.ExecuteNonQuery();
+            });
+            await unitOfWork.CommitAsync();
+        }
+    }
+
+    [Fact]
     public async Task QueuedAppend_CancelledBeforeItRuns_ThrowsAndWritesNothing()
     {
         await using var store = await SqliteEventStore.OpenAsync(_database.Path);

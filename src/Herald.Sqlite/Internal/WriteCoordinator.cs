@@ -115,6 +115,13 @@ internal sealed class WriteCoordinator : IAsyncDisposable
                 }
                 catch (Exception ex) when (_session.InTransaction)
                 {
+                    // SQLite itself ended the transaction (a full disk, an I/O error): the whole group is undone, and every
+                    // caller learns this cause, not the missing savepoint.
+                    if (!_session.TransactionOpen)
+                    {
+                        throw;
+                    }
+
                     // Undo only this write; if that is impossible the whole group fails below.
                     _session.RollbackToSavepoint();
                     pending.Failure = ex;

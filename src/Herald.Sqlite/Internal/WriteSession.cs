@@ -99,6 +99,9 @@ internal sealed class WriteSession : IDisposable
     /// <summary>True between <see cref="Begin"/> and <see cref="Commit"/> or <see cref="Rollback"/>.</summary>
     public bool InTransaction { get; private set; }
 
+    /// <summary>False once SQLite ended the transaction on its own after an error (SQLITE_FULL, an I/O error, ...).</summary>
+    public bool TransactionOpen => SQLitePCL.raw.sqlite3_get_autocommit(_connection.Handle) == 0;
+
     /// <summary>Begins a write transaction (waits for the write lock of another connection up to the busy timeout).</summary>
     public void Begin()
     {
@@ -122,7 +125,7 @@ internal sealed class WriteSession : IDisposable
     {
         InTransaction = false;
         LastAppendedPosition = 0;
-        if (SQLitePCL.raw.sqlite3_get_autocommit(_connection.Handle) == 0)
+        if (TransactionOpen)
         {
             _rollback.Execute();
         }
