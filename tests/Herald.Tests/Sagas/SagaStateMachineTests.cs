@@ -195,6 +195,9 @@ public sealed class SagaStateMachineTests
 
         Assert.Equal(2, attempts);
         Assert.Contains("\"lines\":[1]", Encoding.UTF8.GetString(charging.Data.Span), StringComparison.Ordinal);
+
+        // Sent once the commit is done, which may be just after the state is seen; the failed attempt sent nothing.
+        await Eventually.UntilAsync(() => host.Transport.Sent.Any(s => s.Envelope.MessageType == "sm-reserve-stock"), "the committed transition sends its command");
         Assert.Single(host.Transport.Sent, s => s.Envelope.MessageType == "sm-reserve-stock");
     }
 
