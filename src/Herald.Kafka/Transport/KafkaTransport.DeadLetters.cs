@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.ExceptionServices;
 using Confluent.Kafka;
 using Herald.Internal;
 using Herald.Transport;
@@ -15,10 +16,64 @@ internal sealed partial class KafkaTransport
     /// store being down), it is copied to the end of its partition (confirmed by the cluster) and committed past, so the
     /// records behind it drain while it stays in Kafka for the next rounds. Until then its partition is committed no further.
     /// </summary>
+    /// <remarks>
+    /// The dead letters of the retry relays serving the queue's topics are drained with the queue's own: the relay writes
+    /// a record it cannot relay to <c>{retry topic}.dead-letter</c> (no or an invalid target) or <c>{bound topic}.dead-letter</c>
+    /// (a target refusing it for good), which a host, draining only its endpoint's, left out of the dead-letter store.
+    /// </remarks>
     protected override async ValueTask<int> DrainDeadLettersCoreAsync(string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
-        var topic = _options.DeadLetterTopicName(queue);
-        await EnsureTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        var own = _options.DeadLetterTopicName(queue);
+        await EnsureTopicAsync(own, cancellationToken).ConfigureAwait(false);
+        var moved = 0;
+        ExceptionDispatchInfo? failed = null;
+        foreach (var topic in DeadLetterTopicsOf(queue))
+        {
+            // Relays' dead-letter topics exist only once one was written to: a missing one holds nothing, and is not made.
+            if (topic != own && !await Task.Run(() => TopicExists(topic), cancellationToken).ConfigureAwait(false))
+            {
+                continue;
+            }
+
+            try
+            {
+                moved += await DrainDeadLetterTopicAsync(topic, queue, moveAsync, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // The others are drained all the same: one topic's refused record must not hold theirs back.
+                failed ??= ExceptionDispatchInfo.Capture(e);
+            }
+        }
+
+        failed?.Throw();
+        return moved;
+    }
+
+    /// <summary>The queue's dead-letter topic, then those of the retry relays serving its topics (its own and those bound to it).</summary>
+    private IEnumerable<string> DeadLetterTopicsOf(string queue)
+    {
+        var topics = TopicsOf(queue, _bindings.GetValueOrDefault(queue));
+        return topics.Select(_options.DeadLetterTopicName)
+            .Concat(topics.Select(t => _options.DeadLetterTopicName(_options.RetryTopicName(t))))
+            .Distinct(StringComparer.Ordinal);
+    }
+
+    private bool TopicExists(string topic)
+    {
+        try
+        {
+            ThrowUnlessTopicExists(topic);
+            return true;
+        }
+        catch (HeraldException)
+        {
+            return false;
+        }
+    }
+
+    private async ValueTask<int> DrainDeadLetterTopicAsync(string topic, string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
+    {
         using var consumer = BuildConsumer(_options.GroupIdPrefix + topic + ".drain").Build();
         var (start, ends) = await Task.Run(() => Positions(consumer, topic), cancellationToken).ConfigureAwait(false);
         var left = start.Where(s => s.Offset.Value < ends[s.TopicPartition]).ToList();
