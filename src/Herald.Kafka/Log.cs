@@ -64,4 +64,13 @@ internal static partial class Log
 
     [LoggerMessage(6025, LogLevel.Error, "Kafka refused a dead-letter copy for '{Topic}' as too large; it is dead-lettered without its body of {Bytes} bytes")]
     public static partial void DeadLetterBodyLeftOut(ILogger logger, Exception exception, string topic, int bytes);
+
+    [LoggerMessage(6026, LogLevel.Error, "The poll loop of '{Queue}' failed; its client leaves the group and a new one resumes polling in {Backoff}")]
+    public static partial void PollFailedResuming(ILogger logger, Exception exception, string queue, TimeSpan backoff);
+
+    [LoggerMessage(6027, LogLevel.Information, "The consumer of '{Queue}' resumed polling with a new client in group '{GroupId}'")]
+    public static partial void PollResumed(ILogger logger, string queue, string groupId);
+
+    [LoggerMessage(6028, LogLevel.Warning, "The failed client of '{Queue}' did not leave the group cleanly; the group hands its partitions on once it times out")]
+    public static partial void FailedClientNotClosed(ILogger logger, Exception exception, string queue);
 }

@@ -442,6 +442,31 @@ public sealed class ConsumerGroupTests : KafkaTestBase
     }
 
     [Fact]
+    public async Task PollLoop_WhenTheAssignmentCallbackThrows_ResumesWithANewClient_AndHandlesWhatIsSentAfterwards()
+    {
+        // The poll thread ended for good on any exception but a consume error (6015): the consumer stayed silently stopped.
+        var queue = Name("resume");
+        var throws = 1;
+        var transport = Own(new KafkaTransport(TestOptions(), TimeProvider.System, LoggerFactory!)
+        {
+            // Resolved in the assignment callback: a failing observer registration throws there once.
+            ObserversSource = () => Interlocked.Exchange(ref throws, 0) == 1 ? throw new InvalidOperationException("assignment failed once") : [],
+        });
+        await transport.ConnectAsync();
+        var handled = new ConcurrentBag<Guid>();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            handled.Add(d.Envelope.MessageId);
+            return ValueTask.CompletedTask;
+        }));
+        Assert.Equal(0, Volatile.Read(ref throws));
+
+        var sent = NewEnvelope();
+        await transport.SendAsync(queue, sent);
+        await Eventually.UntilAsync(() => handled.Contains(sent.MessageId), "the message sent after the failed assignment", Deadline);
+    }
+
+    [Fact]
     public async Task StartPosition_Latest_SkipsTheBacklog_AndEarliest_ReplaysEverything()
     {
         var queue = Name("start");

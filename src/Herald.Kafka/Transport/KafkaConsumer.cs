@@ -30,6 +30,11 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private static readonly TimeSpan OwedMaxBackoff = TimeSpan.FromSeconds(10);
     private const int RefusalsBeforeDeadLetter = 3;
 
+    // A poll loop that failed starts again with a new client after a back-off doubling between these, reset once the new
+    // client is given partitions.
+    private static readonly TimeSpan ResumeMinBackoff = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan ResumeMaxBackoff = TimeSpan.FromSeconds(30);
+
     // The most records taken in one go before they are handed over and the commit timer is looked at again.
     private const int MaxBatch = 256;
 
@@ -37,7 +42,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private readonly KafkaTransportOptions _options;
     private readonly DeliveryHandler _handler;
     private readonly ILogger _logger;
-    private readonly IConsumer<byte[]?, byte[]> _consumer;
+    private readonly ConsumerBuilder<byte[]?, byte[]> _builder;
+    private IConsumer<byte[]?, byte[]> _consumer;
     private readonly ConcurrentDictionary<TopicPartition, PartitionProgress> _partitions = new();
     private readonly List<PartitionProgress> _retired = [];
     private readonly HashSet<TopicPartition> _seen = [];
@@ -76,6 +82,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private bool _paused;
     private List<TopicPartition>? _assignedInPoll;
     private int _stopped;
+    private int _failures;
     private int _disposed;
 
     private KafkaConsumer(KafkaTransport transport, string queue, string[] topics, ConsumerOptions options, DeliveryHandler handler, ILogger logger)
@@ -99,12 +106,12 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             _lanes[i] = Channel.CreateUnbounded<List<KafkaDelivery>>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         }
 
-        _consumer = transport.BuildConsumer(GroupId, out var settings)
+        _builder = transport.BuildConsumer(GroupId, out var settings)
             .SetPartitionsAssignedHandler(OnAssigned)
             .SetPartitionsRevokedHandler((_, revoked) => OnRevoked(revoked, lost: false))
             .SetPartitionsLostHandler((_, lost) => OnRevoked(lost, lost: true))
-            .SetErrorHandler((_, error) => Log.ClientError(_logger, GroupId, error.Code, error.Reason))
-            .Build();
+            .SetErrorHandler((_, error) => Log.ClientError(_logger, GroupId, error.Code, error.Reason));
+        _consumer = _builder.Build();
         _resetTo = settings.AutoOffsetReset switch
         {
             AutoOffsetReset.Earliest => Offset.Beginning,
@@ -221,60 +228,42 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         }
     }
 
+    /// <summary>
+    /// Runs the poll loop until the consumer stops. A loop that fails (an exception other than a consume error, say in the
+    /// assignment callback) would leave the consumer stopped with nobody told: its client leaves the group instead, what
+    /// settled committed, and a new client of the same group starts polling after a back-off.
+    /// </summary>
     private void Poll()
     {
         try
         {
-            _consumer.Subscribe(_topics);
-            var clock = _transport.TimeProvider;
-            var nextCommit = clock.GetTimestamp();
-            var nextLag = nextCommit;
-            while (!_stopping.IsCancellationRequested)
+            while (true)
             {
-                if (_resubscribe is { } topics)
+                try
                 {
-                    _resubscribe = null;
-                    _topics = topics;
-                    _consumer.Subscribe(topics);
+                    PollClient();
+                    return;
                 }
-
-                MatchPause();
-
-                // Commits and the gauge go on while every slot is busy: slow handlers must not hold back what others settled.
-                if (HasRoom())
+                catch (Exception e) when (!_stopping.IsCancellationRequested)
                 {
-                    ConsumeAvailable(MaxBatch);
-                }
+                    var backoff = TimeSpan.FromTicks(Math.Min(ResumeMinBackoff.Ticks << Math.Min(_failures++, 8), ResumeMaxBackoff.Ticks));
+                    Log.PollFailedResuming(_logger, e, Queue, backoff);
+                    Leave();
 
-                var now = clock.GetTimestamp();
-                if (clock.GetElapsedTime(nextCommit, now) >= TimeSpan.Zero)
-                {
-                    Commit(_partitions.Values.Select(p => p.ToCommit()));
-                    nextCommit = now + (long)(_options.CommitInterval.TotalSeconds * clock.TimestampFrequency);
-                }
+                    // Built (not subscribed: it joins the group once polling) before the wait, so a stop meanwhile disposes it.
+                    _consumer = _builder.Build();
+                    try
+                    {
+                        Task.Delay(backoff, _transport.TimeProvider, _stopping.Token).GetAwaiter().GetResult();
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
 
-                if (clock.GetElapsedTime(nextLag, now) >= TimeSpan.Zero)
-                {
-                    RefreshWatermarks();
-                    nextLag = now + (long)(LagInterval.TotalSeconds * clock.TimestampFrequency);
+                    Log.PollResumed(_logger, Queue, GroupId);
                 }
             }
-
-            // Stopping: nothing new starts; running handlers finish (or are cancelled by StopAsync's token), then what
-            // they settled is committed before the group hands the partitions to another member. The client is polled
-            // meanwhile, paused: unpolled past max.poll.interval.ms it left the group, and the partitions' next owner
-            // handled the running handlers' messages again while they ran.
-            while (Volatile.Read(ref _inFlight) > 0)
-            {
-                MatchPause();
-                if (!WaitForRelease(0, PollTimeout))
-                {
-                    PauseAndPollOnce();
-                }
-            }
-
-            Commit(_partitions.Values.Select(p => p.ToCommit()));
-            _consumer.Close();
         }
 #pragma warning disable CA1031 // Logged: the poll thread must end cleanly so StopAsync returns.
         catch (Exception e)
@@ -291,6 +280,92 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
             _consumer.Dispose();
         }
+    }
+
+    /// <summary>
+    /// The failed client leaves the group as a stopping one does: its partitions are given up (running handlers finish up to
+    /// the revocation timeout, what settled is committed) and it is closed. Whatever fails here is logged: the new client
+    /// joins the group anyway, and the group hands it the partitions once this member is gone or timed out.
+    /// </summary>
+    private void Leave()
+    {
+        try
+        {
+            var held = _partitions.Keys.Select(p => new TopicPartitionOffset(p, Offset.Unset)).ToList();
+            if (held.Count > 0)
+            {
+                OnRevoked(held, lost: false);
+            }
+
+            _consumer.Close();
+        }
+#pragma warning disable CA1031 // Logged: the failed client is dropped either way.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.FailedClientNotClosed(_logger, e, Queue);
+        }
+        finally
+        {
+            _consumer.Dispose();
+            _paused = false;
+            _assignedInPoll = null;
+            _lastProgress = null;
+        }
+    }
+
+    private void PollClient()
+    {
+        _consumer.Subscribe(_topics);
+        var clock = _transport.TimeProvider;
+        var nextCommit = clock.GetTimestamp();
+        var nextLag = nextCommit;
+        while (!_stopping.IsCancellationRequested)
+        {
+            if (_resubscribe is { } topics)
+            {
+                _resubscribe = null;
+                _topics = topics;
+                _consumer.Subscribe(topics);
+            }
+
+            MatchPause();
+
+            // Commits and the gauge go on while every slot is busy: slow handlers must not hold back what others settled.
+            if (HasRoom())
+            {
+                ConsumeAvailable(MaxBatch);
+            }
+
+            var now = clock.GetTimestamp();
+            if (clock.GetElapsedTime(nextCommit, now) >= TimeSpan.Zero)
+            {
+                Commit(_partitions.Values.Select(p => p.ToCommit()));
+                nextCommit = now + (long)(_options.CommitInterval.TotalSeconds * clock.TimestampFrequency);
+            }
+
+            if (clock.GetElapsedTime(nextLag, now) >= TimeSpan.Zero)
+            {
+                RefreshWatermarks();
+                nextLag = now + (long)(LagInterval.TotalSeconds * clock.TimestampFrequency);
+            }
+        }
+
+        // Stopping: nothing new starts; running handlers finish (or are cancelled by StopAsync's token), then what
+        // they settled is committed before the group hands the partitions to another member. The client is polled
+        // meanwhile, paused: unpolled past max.poll.interval.ms it left the group, and the partitions' next owner
+        // handled the running handlers' messages again while they ran.
+        while (Volatile.Read(ref _inFlight) > 0)
+        {
+            MatchPause();
+            if (!WaitForRelease(0, PollTimeout))
+            {
+                PauseAndPollOnce();
+            }
+        }
+
+        Commit(_partitions.Values.Select(p => p.ToCommit()));
+        _consumer.Close();
     }
 
     /// <summary>
@@ -607,6 +682,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             Log.PartitionsAssigned(_logger, Queue, string.Join(", ", assigned));
             Herald.Internal.BrokerPartitions.Notify(_transport.PartitionObservers, Queue, [.. assigned.Select(p => _partitions[p].Broker)], assigned: true, _logger);
             _assigned.TrySetResult();
+            _failures = 0;
         }
 
         return offsets;
@@ -645,7 +721,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
     private List<TopicPartitionOffset> StartOffsets(IConsumer<byte[]?, byte[]> consumer, List<TopicPartition> assigned, HashSet<TopicPartition>? uncommitted)
     {
-        var fresh = assigned.Where(_seen.Add).ToList();
+        // Seen only once resolved: a lookup that failed (and took the client down) is made again at the next assignment.
+        var fresh = assigned.Where(p => !_seen.Contains(p)).ToList();
         var position = _options.StartPosition;
         if (position == KafkaStartPosition.Committed)
         {
@@ -687,6 +764,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             }
         }
 
+        _seen.UnionWith(fresh);
         return [.. offsets.Values];
     }
 
