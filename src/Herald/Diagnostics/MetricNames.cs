@@ -15,7 +15,7 @@ public static class MetricNames
     /// <summary>Counter of messages moved to the dead letters.</summary>
     public const string MessagesDeadLettered = "herald.messages.dead_lettered";
 
-    /// <summary>Counter of failed attempts that are retried (tag <see cref="RetryKindTag"/>: immediate or delayed).</summary>
+    /// <summary>Counter of failed attempts that are retried (tag <see cref="RetryKindTag"/>: immediate, delayed, or conflict for a version conflict run again outside the retry budget).</summary>
     public const string MessagesRetried = "herald.messages.retried";
 
     /// <summary>Counter of duplicate deliveries the inbox acked without running handlers.</summary>
@@ -63,7 +63,7 @@ public static class MetricNames
     /// <summary>Tag: the logical message type.</summary>
     public const string MessageTypeTag = "herald.message_type";
 
-    /// <summary>Tag: immediate or delayed, on <see cref="MessagesRetried"/>.</summary>
+    /// <summary>Tag: immediate, delayed or conflict, on <see cref="MessagesRetried"/>.</summary>
     public const string RetryKindTag = "herald.retry.kind";
 
     /// <summary>Tag: what kind of lease was lost, on <see cref="LeasesLost"/>: queue, idempotency_lock or inbox_mark.</summary>

@@ -8,6 +8,9 @@ internal static partial class Log
     [LoggerMessage(2001, LogLevel.Warning, "Message {MessageId} ({MessageType}) failed on attempt {Attempt} at '{Endpoint}'; retrying at once")]
     public static partial void RetryingImmediately(ILogger logger, Exception exception, Guid messageId, string messageType, int attempt, string endpoint);
 
+    [LoggerMessage(2014, LogLevel.Debug, "Message {MessageId} ({MessageType}) lost version conflict {Conflict} at '{Endpoint}'; running it again against the fresh state, not counted as a failed attempt: {Reason}")]
+    public static partial void RetryingAfterConflict(ILogger logger, Guid messageId, string messageType, int conflict, string endpoint, string reason);
+
     [LoggerMessage(2002, LogLevel.Error, "Message {MessageId} ({MessageType}) could not be written to the dead-letter store for '{Endpoint}'; it goes to the transport's own dead letters, from which it is drained into the store once the store is back")]
     public static partial void DeadLetterStoreFailed(ILogger logger, Exception exception, Guid messageId, string messageType, string endpoint);
 

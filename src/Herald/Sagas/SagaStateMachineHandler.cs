@@ -9,7 +9,7 @@ namespace Herald.Sagas;
 /// Handles one event type for one state machine: finds the instance by the event's correlation, runs the transition of
 /// its state, and saves the new state in the message's unit of work, so the state, the messages the action sent (through
 /// the outbox) and the inbox mark commit together. A concurrent change of the instance fails that commit with a
-/// <see cref="SagaConcurrencyException"/>, and the message runs again against the fresh state (the retry policy).
+/// <see cref="SagaConcurrencyException"/>, and the message runs again at once against the fresh state (RetryStep).
 /// </summary>
 internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TData> machine, ISagaStore store, ILogger<SagaStateMachine<TData>> logger)
     : IMessageHandler<TEvent>

@@ -76,6 +76,41 @@ public sealed class FailureInjectionTests
     }
 
     [Fact]
+    public async Task VersionConflicts_RunAgainAtOnce_WithoutSpendingTheRetryBudget()
+    {
+        // An aggregate's stream (or a saga instance) changed by another message meanwhile: the message is not at fault.
+        // Ten conflicts in a row, more than the default 2 immediate + 3 delayed retries, used to dead-letter it.
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddHandler<ConflictingHandler>(ServiceLifetime.Singleton), s => s.AddSingleton(effects));
+
+        await host.Get<IMessageBus>().SendAsync(new Conflicting("busy", Conflicts: 10));
+
+        await Eventually.UntilAsync(() => effects.Applied.Count == 1, "the message takes effect without a redelivery");
+        Assert.Equal(Enumerable.Repeat(1, 11), effects.Attempts);
+        Assert.Empty(host.Transport.NackDelays);
+        Assert.Equal(0, await host.DeadLetters.CountAsync(new DeadLetterQuery { Endpoint = host.Endpoint }));
+        Assert.Equal(10, host.Logs.Entries.Count(e => e.EventId == 2014));
+    }
+
+    [Fact]
+    public async Task VersionConflicts_PastTheirCap_CountAsFailedAttempts()
+    {
+        // A conflict that never clears (an expected version the handler took from its input) must still end.
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<ConflictingHandler>(ServiceLifetime.Singleton).ConfigureRetries(r => r.Immediate(1).Delayed(0, MinDelay, MaxDelay)),
+            s => s.AddSingleton(effects));
+
+        await host.Get<IMessageBus>().SendAsync(new Conflicting("stuck", Conflicts: int.MaxValue));
+
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+        Assert.Equal(DeadLetterCause.RetriesExhausted, deadLetter.Cause);
+        Assert.Equal(2, deadLetter.AttemptCount);
+        Assert.Equal(typeof(Herald.EventSourcing.ConcurrencyException).FullName, deadLetter.ErrorType);
+        Assert.Equal(Herald.Handling.Pipeline.RetryStep.MaxConflictRetries + 2, effects.Attempts.Count);
+    }
+
+    [Fact]
     public async Task NeverRetriedException_IsDeadLetteredOnTheFirstAttempt()
     {
         var effects = new Effects();
@@ -391,6 +426,9 @@ public sealed class FailureInjectionTests
     [MessageType("rel-flaky")]
     public sealed record Flaky(string Name, int FailTimes);
 
+    [MessageType("rel-conflicting")]
+    public sealed record Conflicting(string Name, int Conflicts);
+
     [MessageType("rel-invalid")]
     public sealed record Invalid(string Name);
 
@@ -441,6 +479,23 @@ public sealed class FailureInjectionTests
             if (context.Attempt <= message.FailTimes)
             {
                 throw new InvalidOperationException($"failing attempt {context.Attempt}");
+            }
+
+            effects.Apply(message.Name);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    public sealed class ConflictingHandler(Effects effects) : IMessageHandler<Conflicting>
+    {
+        private int _runs;
+
+        public ValueTask HandleAsync(Conflicting message, MessageContext context, CancellationToken cancellationToken)
+        {
+            effects.Attempt(context.Attempt);
+            if (Interlocked.Increment(ref _runs) <= message.Conflicts)
+            {
+                throw new Herald.EventSourcing.ConcurrencyException("order-1", Herald.EventSourcing.ExpectedVersion.Exactly(3), 4);
             }
 
             effects.Apply(message.Name);

@@ -6,6 +6,7 @@ using Herald.Projections;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Retry;
+using Herald.Sagas;
 using Microsoft.Extensions.Logging;
 
 namespace Herald.Handling.Pipeline;
@@ -13,10 +14,15 @@ namespace Herald.Handling.Pipeline;
 /// <summary>
 /// Runs attempts under the retry policy: a failed attempt runs again at once, is redelivered after a delay, or is
 /// dead-lettered. Attempts count as documented on <see cref="RetryPolicy"/>: the first delivery holds attempt 1 and the
-/// immediate retries; every redelivery (counted by the transport) is one more attempt.
+/// immediate retries; every redelivery (counted by the transport) is one more attempt. An optimistic version conflict
+/// (a saga instance or a stream another message changed meanwhile) is not a failure of the message: it runs again at once
+/// against the fresh state, up to <see cref="MaxConflictRetries"/> times per delivery, without spending an attempt.
 /// </summary>
 internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProvider timeProvider, ILogger logger, UnitOfWorkStep attempts) : ConsumeStep
 {
+    /// <summary>Version conflicts a delivery retries outside its attempts; past them, each conflict counts as a failed attempt.</summary>
+    internal const int MaxConflictRetries = 100;
+
     public override async ValueTask<ConsumeOutcome> InvokeAsync(Consumption consumption)
     {
         var envelope = consumption.Envelope;
@@ -25,6 +31,7 @@ internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProv
         var delivered = Math.Max(1, envelope.DeliveryAttempt);
         var attempt = delivered == 1 ? 1 : policy.ImmediateRetries + delivered;
         DateTimeOffset? firstFailure = null;
+        var conflicts = 0;
         while (true)
         {
             Exception failure;
@@ -43,6 +50,17 @@ internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProv
                 // attempt wrote nothing, and running it again would apply it twice. Acked like a duplicate.
                 Log.ProjectionCheckpointConflict(logger, conflict.SubscriptionId, conflict.Position);
                 return ConsumeOutcome.Duplicate;
+            }
+            catch (HeraldException conflict) when (conflict is SagaConcurrencyException or ConcurrencyException && conflicts < MaxConflictRetries)
+            {
+                // Each conflict means another message committed, so the system progresses; the message itself is fine and
+                // must not be dead-lettered for losing races under load. Yielding lets the winner finish before the reload.
+                conflicts++;
+                Log.RetryingAfterConflict(logger, envelope.MessageId, envelope.MessageType, conflicts, endpoint, conflict.Message);
+                HeraldDiagnostics.MessagesRetried.Add(1, [.. consumption.Tags(endpoint), new(MetricNames.RetryKindTag, "conflict")]);
+                cancellationToken.ThrowIfCancellationRequested();
+                await Task.Yield();
+                continue;
             }
             catch (ReadModelGenerationRetiredException) when (consumption.Delivery is RecordedEventDelivery)
             {
