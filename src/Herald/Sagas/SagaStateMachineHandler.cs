@@ -68,6 +68,14 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
         {
             // Events a state does not expect (a late duplicate, an out-of-order reply) change nothing.
             Log.SagaEventIgnored(logger, machine.Name, id, typeof(TEvent).Name, instance.IsFinished ? "instance finished" : $"not handled in state '{instance.State}'");
+            if (timeoutId is { } unhandled)
+            {
+                // The timeout fired, into nothing: still held, it would be listed as pending and a reschedule would send
+                // it again.
+                await store.SaveAsync(instance with { Timeouts = [.. instance.Timeouts.Where(t => t.Id != unhandled)] }, context.UnitOfWork, cancellationToken)
+                    .ConfigureAwait(false);
+            }
+
             return;
         }
         else

@@ -31,13 +31,7 @@ public sealed class SagaTimeoutTests
 
     // "Paid" still handles the timeout (into "Expired"), so a cancelled timeout that fired would show in the state.
     private static SagaStateMachine<OrderState> Machine() =>
-        SagaStateMachine.Create<OrderState>("st-orders", m => m
-            .Correlate<OrderPlaced>(e => e.OrderId)
-            .Correlate<PaymentTaken>(e => e.OrderId)
-            .Correlate<PaymentTimedOut>(e => e.OrderId)
-            .Correlate<Shipped>(e => e.OrderId)
-            .Initially<OrderPlaced>("AwaitingPayment", async (saga, placed) =>
-                await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), PaymentWindow))
+        SagaStateMachine.Create<OrderState>("st-orders", m => PlacedAwaitingPayment(m)
             .During("AwaitingPayment", s => s
                 .When<PaymentTaken>("Paid", (saga, _) =>
                 {
@@ -50,16 +44,25 @@ public sealed class SagaTimeoutTests
                 .When<PaymentTimedOut>("Expired", Count))
             .Final("Shipped", "Expired"));
 
+    // Every event correlated by order id; an order placed waits for its payment, with a payment timeout scheduled.
+    private static SagaStateMachineBuilder<OrderState> PlacedAwaitingPayment(SagaStateMachineBuilder<OrderState> m) => m
+        .Correlate<OrderPlaced>(e => e.OrderId)
+        .Correlate<PaymentTaken>(e => e.OrderId)
+        .Correlate<PaymentTimedOut>(e => e.OrderId)
+        .Correlate<Shipped>(e => e.OrderId)
+        .Initially<OrderPlaced>("AwaitingPayment", async (saga, placed) =>
+            await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), PaymentWindow));
+
     private static ValueTask Count(SagaEventContext<OrderState> saga, PaymentTimedOut _)
     {
         saga.Data.TimeoutsSeen++;
         return ValueTask.CompletedTask;
     }
 
-    private static Task<ReliabilityHost> StartAsync() =>
+    private static Task<ReliabilityHost> StartAsync(SagaStateMachine<OrderState>? machine = null) =>
         ReliabilityHost.StartAsync(h => h
             .AddMessageType<OrderPlaced>().AddMessageType<PaymentTaken>().AddMessageType<PaymentTimedOut>().AddMessageType<Shipped>()
-            .AddSaga(Machine()));
+            .AddSaga(machine ?? Machine()));
 
     // Orders whose payment timeout expires them; the first transition runs placed, given the started host.
     private static async Task<ReliabilityHost> StartSchedulingAsync(Func<ReliabilityHost, SagaEventContext<OrderState>, OrderPlaced, Task> placed)
@@ -132,6 +135,35 @@ public sealed class SagaTimeoutTests
         var after = (await host.Get<ISagaStore>().LoadAsync("st-orders", "o-2"))!;
         Assert.Equal("Paid", after.State);
         Assert.Equal(paid.Version, after.Version);
+    }
+
+    [Fact]
+    public async Task ATimeoutFiringInAStateThatDoesNotHandleIt_IsIgnored_AndNoLongerHeldByTheInstance()
+    {
+        // "Packing" keeps the payment timeout (the transition does not cancel it) but has no transition for it. Ignored,
+        // it used to stay in the instance's timeouts: listed as pending forever, and a reschedule sent it once more.
+        var machine = SagaStateMachine.Create<OrderState>("st-orders", m => PlacedAwaitingPayment(m)
+            .During("AwaitingPayment", s => s
+                .When<PaymentTaken>("Packing")
+                .When<PaymentTimedOut>("Expired", Count))
+            .During("Packing", s => s.When<Shipped>("Shipped"))
+            .Final("Shipped", "Expired"));
+        await using var host = await StartAsync(machine);
+        var bus = host.Get<IMessageBus>();
+        await bus.SendAsync(new OrderPlaced("o-20"));
+        await AwaitingPaymentAsync(host, "o-20");
+        await bus.SendAsync(new PaymentTaken("o-20"));
+        Assert.Single((await StateAsync(host, "o-20", "Packing")).Timeouts);
+
+        host.Clock.Advance(PaymentWindow);
+        var timeouts = host.Get<SagaTimeouts>();
+        await Eventually.UntilAsync(async () => (await timeouts.ListAsync("st-orders", "o-20")).Count == 0, "the fired timeout leaves the instance");
+
+        var after = (await host.Get<ISagaStore>().LoadAsync("st-orders", "o-20"))!;
+        Assert.Equal("Packing", after.State);
+        Assert.Equal(0, SagaData.Deserialize<OrderState>(after.Data).TimeoutsSeen);
+        Assert.Null(await timeouts.RescheduleAsync("st-orders", "o-20", "payment", TimeSpan.Zero));
+        Assert.Equal(1, TimeoutsSent(host));
     }
 
     [Fact]
