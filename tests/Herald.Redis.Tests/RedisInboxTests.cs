@@ -1,3 +1,4 @@
+using System.Reflection;
 using Herald.Conformance;
 using Herald.Redis.Internal;
 using Herald.Redis.Reliability;
@@ -211,6 +212,23 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
         Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window));
     }
 
+    [Fact]
+    public async Task PendingMark_WhoseReplyWasLost_IsRemovedByTheRollback_SoTheRetryDoesNotWaitForIt()
+    {
+        // The mark script runs on the server but the connection drops before its reply: the attempt fails and rolls back.
+        var lossy = LostReplies.Wrap(redis.Multiplexer);
+        var inbox = Inbox(lossy.Multiplexer);
+        var id = Guid.CreateVersion7();
+        var first = redis.BeginUnitOfWork();
+        lossy.LoseNextReply = true;
+        await Assert.ThrowsAsync<RedisConnectionException>(() => inbox.TryMarkHandledAsync(_endpoint, id, Window, first).AsTask());
+        await first.RollbackAsync();
+
+        // The clock stands still, so a pending mark left behind would hold the retry off for ever.
+        var retry = inbox.TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork()).AsTask();
+        Assert.True(await retry.WaitAsync(TimeSpan.FromSeconds(10)));
+    }
+
     private RedisInbox Inbox(IConnectionMultiplexer? multiplexer = null, TimeProvider? clock = null)
     {
         var options = redis.Options(multiplexer, o => o.InboxPendingTimeout = PendingTimeout);
@@ -271,5 +289,53 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
             },
             "the waiting mark finishes");
         return await task;
+    }
+
+    /// <summary>A multiplexer whose databases run the next script on the server, then fail it as a dropped connection would.</summary>
+    public class LostReplies : DispatchProxy
+    {
+        private object _target = null!;
+        private LostReplies _owner = null!;
+
+        public bool LoseNextReply { get; set; }
+
+        public IConnectionMultiplexer Multiplexer { get; private set; } = null!;
+
+        public static LostReplies Wrap(IConnectionMultiplexer multiplexer)
+        {
+            var proxy = Create<IConnectionMultiplexer, LostReplies>();
+            var self = (LostReplies)(object)proxy;
+            self._target = multiplexer;
+            self._owner = self;
+            self.Multiplexer = proxy;
+            return self;
+        }
+
+        protected override object? Invoke(MethodInfo? targetMethod, object?[]? args)
+        {
+            var result = targetMethod!.Invoke(_target, args);
+            if (result is IDatabase database)
+            {
+                var proxy = Create<IDatabase, LostReplies>();
+                var wrapper = (LostReplies)(object)proxy;
+                wrapper._target = database;
+                wrapper._owner = _owner;
+                return proxy;
+            }
+
+            if (targetMethod.Name == nameof(IDatabase.ScriptEvaluateAsync) && _owner.LoseNextReply)
+            {
+                _owner.LoseNextReply = false;
+                return LoseAsync((Task<RedisResult>)result!);
+            }
+
+            return result;
+        }
+
+        private static async Task<RedisResult> LoseAsync(Task<RedisResult> applied)
+        {
+            await applied;
+            throw new RedisConnectionException(ConnectionFailureType.SocketClosed, "The connection dropped before the reply.");
+        }
     }
 }

@@ -159,6 +159,7 @@ internal sealed class RedisInbox : IInbox
             cancellationToken.ThrowIfCancellationRequested();
             var now = _timeProvider.GetUtcNow();
             var expiry = now + hold;
+            pending?.Sending();
             var found = await database.ScriptEvaluateAsync(
                 MarkScript,
                 [key, _index],
@@ -220,6 +221,7 @@ internal sealed class RedisInbox : IInbox
         private readonly Lock _gate = new();
         private DateTimeOffset? _finalExpiry;
         private LeaseRenewal? _renewal;
+        private bool _sent;
 
         public string Token { get; } = Guid.NewGuid().ToString("N");
 
@@ -231,6 +233,15 @@ internal sealed class RedisInbox : IInbox
                 {
                     return _finalExpiry;
                 }
+            }
+        }
+
+        /// <summary>The mark script is about to be sent: from here the pending mark may exist even if no reply comes.</summary>
+        public void Sending()
+        {
+            lock (_gate)
+            {
+                _sent = true;
             }
         }
 
@@ -285,7 +296,15 @@ internal sealed class RedisInbox : IInbox
 
         public async ValueTask RollbackAsync(CancellationToken cancellationToken)
         {
-            if (FinalExpiry is null)
+            // Not only after Made: a script applied whose reply was lost (connection dropped) left a pending mark with this
+            // token, which would otherwise hold off the retry for the whole pending timeout.
+            bool sent;
+            lock (_gate)
+            {
+                sent = _sent;
+            }
+
+            if (!sent)
             {
                 return;
             }
