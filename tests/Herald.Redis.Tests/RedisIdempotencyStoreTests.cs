@@ -1,5 +1,6 @@
 using Herald.Redis.Internal;
 using Herald.Redis.Reliability;
+using Herald.Redis.Tests.Faults;
 using Herald.Reliability.Idempotency;
 using Microsoft.Extensions.Time.Testing;
 using StackExchange.Redis;
@@ -43,6 +44,22 @@ public sealed class RedisIdempotencyStoreTests(RedisFixture redis) : IClassFixtu
 
         Assert.True(await nodeB.CompleteAsync(key, current.LockToken, new byte[] { 2 }, TimeSpan.FromHours(1)));
         Assert.Equal(new byte[] { 2 }, (await nodeA.TryAcquireAsync(key, LockTtl)).Result.ToArray());
+    }
+
+    [Fact]
+    public async Task AnAcquireWhoseReplyWasLost_IsRetriedWithItsToken_SoTheCallerHoldsTheLockInsteadOfFindingItLocked()
+    {
+        // The acquire script runs on the server but the connection drops before its reply (a failover, say).
+        var lossy = LostReplies.Wrap(await redis.ConnectAsync());
+        var store = await StoreAsync(lossy.Multiplexer);
+        var key = NewKey();
+        lossy.LoseNextReply = true;
+
+        var found = await store.TryAcquireAsync(key, LockTtl);
+
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, found.Status);
+        Assert.True(await store.CompleteAsync(key, found.LockToken, new byte[] { 7 }, TimeSpan.FromHours(1)));
+        Assert.Equal(new byte[] { 7 }, (await store.TryAcquireAsync(key, LockTtl)).Result.ToArray());
     }
 
     [Fact]

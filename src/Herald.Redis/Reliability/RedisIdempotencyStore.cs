@@ -34,9 +34,10 @@ namespace Herald.Redis.Reliability;
 internal sealed class RedisIdempotencyStore(RedisConnection connection, RedisOptions options, TimeProvider timeProvider) : IIdempotencyStore
 {
     // KEYS[1] key; ARGV now, lock expiry, token, gc ms. Returns {0} acquired, {1, result} completed, {2} locked.
+    // A live lock holding this very token is this call's own, taken by an attempt whose reply was lost: acquired again.
     private const string AcquireScript = """
-        local found = redis.call('HMGET', KEYS[1], 'e', 'r')
-        if found[1] and tonumber(found[1]) > tonumber(ARGV[1]) then
+        local found = redis.call('HMGET', KEYS[1], 'e', 'r', 't')
+        if found[1] and tonumber(found[1]) > tonumber(ARGV[1]) and (found[2] or found[3] ~= ARGV[3]) then
           if found[2] then return {1, found[2]} end
           return {2}
         end
@@ -85,10 +86,20 @@ internal sealed class RedisIdempotencyStore(RedisConnection connection, RedisOpt
         cancellationToken.ThrowIfCancellationRequested();
         var now = _timeProvider.GetUtcNow();
         var token = Guid.NewGuid();
-        var found = await database.ScriptEvaluateAsync(
-            AcquireScript,
-            [RedisKeys.Build(_prefix, key)],
-            [now.ToUnixTimeMilliseconds(), (now + lockTtl).ToUnixTimeMilliseconds(), token.ToString("N"), GarbageCollectionMilliseconds(lockTtl)]).ConfigureAwait(false);
+        RedisKey[] keys = [RedisKeys.Build(_prefix, key)];
+        RedisValue[] values = [now.ToUnixTimeMilliseconds(), (now + lockTtl).ToUnixTimeMilliseconds(), token.ToString("N"), GarbageCollectionMilliseconds(lockTtl)];
+        RedisResult found;
+        try
+        {
+            found = await database.ScriptEvaluateAsync(AcquireScript, keys, values).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException)
+        {
+            // The script may have taken the lock with its reply lost: unless run again with the same token (which it takes
+            // as ours), that lock would block every caller, this one's own retries included, as "locked" for the whole ttl.
+            found = await database.ScriptEvaluateAsync(AcquireScript, keys, values).ConfigureAwait(false);
+        }
+
         return (int)found[0] switch
         {
             0 => IdempotencyAcquireResult.Acquired(token),
