@@ -61,9 +61,10 @@ internal sealed partial class PostgresEventStore
             throw new ArgumentException($"The append to '{stream}' holds {events.Count} events; one append may hold at most {AppendCoordinator.MaxEventsPerAppend}.", nameof(events));
         }
 
-        foreach (var envelope in events)
+        for (var i = 0; i < events.Count; i++)
         {
-            NulText.ThrowIfHeld(envelope, nameof(events), $"event {envelope.MessageId} of the append to '{stream}'");
+            var envelope = events[i];
+            NulText.ThrowIfHeld(envelope, nameof(events), (envelope.MessageId, stream), static s => $"event {s.MessageId} of the append to '{s.stream}'");
         }
     }
 

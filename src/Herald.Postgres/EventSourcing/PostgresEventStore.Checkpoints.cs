@@ -109,7 +109,7 @@ internal sealed partial class PostgresEventStore
         ArgumentException.ThrowIfNullOrEmpty(snapshot.StateType, nameof(snapshot));
 
         // It names the state's type, against which a loaded snapshot is checked: kept exactly or refused, never altered.
-        NulText.ThrowIfHeld(snapshot.StateType, "state type", nameof(snapshot), $"the snapshot of '{snapshot.Stream}'");
+        NulText.ThrowIfHeld(snapshot.StateType, "state type", nameof(snapshot), snapshot, static s => $"the snapshot of '{s.Stream}'");
     }
 
     private static void ValidateCheckpoint(string subscriptionId, long position)

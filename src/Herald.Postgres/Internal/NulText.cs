@@ -26,32 +26,43 @@ internal static class NulText
     [return: NotNullIfNotNull(nameof(text))]
     public static string? Readable(string? text) => text?.Replace('\0', '\uFFFD');
 
-    /// <summary>
-    /// Throws an <see cref="ArgumentException"/> for <paramref name="parameter"/>, naming <paramref name="field"/> (and what
-    /// it belongs to, <paramref name="of"/>), when <paramref name="value"/> holds U+0000.
-    /// </summary>
-    public static void ThrowIfHeld(string? value, string field, string parameter, string? of = null)
+    /// <summary>Throws an <see cref="ArgumentException"/> for <paramref name="parameter"/>, naming <paramref name="field"/>, when <paramref name="value"/> holds U+0000.</summary>
+    public static void ThrowIfHeld(string? value, string field, string parameter)
     {
         if (Holds(value))
         {
-            // Escaped: the message itself may end up stored here (a dead letter's error).
-            throw new ArgumentException(
-                $"The {field} '{value!.Replace("\0", "\\u0000", StringComparison.Ordinal)}'{(of is null ? "" : " of " + of)} holds the character U+0000, which PostgreSQL cannot store. Remove or replace the character.",
-                parameter);
+            throw Refused(value!, field, parameter, of: null);
         }
     }
 
     /// <summary>
-    /// Throws for an envelope whose text attributes (stored as text columns) hold U+0000, naming the attribute and
-    /// <paramref name="of"/>. Headers are not checked: <see cref="EnvelopeColumns.FormatHeaders"/> stores them exactly.
+    /// As <see cref="ThrowIfHeld(string?, string, string)"/>, also naming what the value belongs to: <paramref name="of"/> of
+    /// <paramref name="state"/>, made only when refusing (a static lambda), so a write that passes allocates nothing here.
     /// </summary>
-    public static void ThrowIfHeld(Envelope envelope, string parameter, string of)
+    public static void ThrowIfHeld<TState>(string? value, string field, string parameter, TState state, Func<TState, string> of)
     {
-        ThrowIfHeld(envelope.MessageType, "message type", parameter, of);
-        ThrowIfHeld(envelope.CorrelationId, "correlation id", parameter, of);
-        ThrowIfHeld(envelope.CausationId, "causation id", parameter, of);
-        ThrowIfHeld(envelope.UserId, "user id", parameter, of);
-        ThrowIfHeld(envelope.PartitionKey, "partition key", parameter, of);
-        ThrowIfHeld(envelope.ContentType, "content type", parameter, of);
+        if (Holds(value))
+        {
+            throw Refused(value!, field, parameter, of(state));
+        }
     }
+
+    /// <summary>
+    /// Throws for an envelope whose text attributes (stored as text columns) hold U+0000, naming the attribute and what it
+    /// belongs to. Headers are not checked: <see cref="EnvelopeColumns.FormatHeaders"/> stores them exactly.
+    /// </summary>
+    public static void ThrowIfHeld<TState>(Envelope envelope, string parameter, TState state, Func<TState, string> of)
+    {
+        ThrowIfHeld(envelope.MessageType, "message type", parameter, state, of);
+        ThrowIfHeld(envelope.CorrelationId, "correlation id", parameter, state, of);
+        ThrowIfHeld(envelope.CausationId, "causation id", parameter, state, of);
+        ThrowIfHeld(envelope.UserId, "user id", parameter, state, of);
+        ThrowIfHeld(envelope.PartitionKey, "partition key", parameter, state, of);
+        ThrowIfHeld(envelope.ContentType, "content type", parameter, state, of);
+    }
+
+    // Escaped: the message itself may end up stored here (a dead letter's error).
+    private static ArgumentException Refused(string value, string field, string parameter, string? of) => new(
+        $"The {field} '{value.Replace("\0", "\\u0000", StringComparison.Ordinal)}'{(of is null ? "" : " of " + of)} holds the character U+0000, which PostgreSQL cannot store. Remove or replace the character.",
+        parameter);
 }

@@ -119,10 +119,11 @@ internal sealed class PostgresOutboxStore(PostgresEventStore store) : IOutboxSto
     // altered, and a bare 22021 from the batch would name neither the row nor the field.
     private static void ThrowIfUnstorable(OutboxMessage message)
     {
-        var of = $"outbox message {message.Id}";
-        NulText.ThrowIfHeld(message.Destination, "destination", "messages", of);
-        NulText.ThrowIfHeld(message.PartitionKey, "partition key", "messages", of);
-        NulText.ThrowIfHeld(message.Envelope, "messages", of);
+        NulText.ThrowIfHeld(message.Destination, "destination", "messages", message, Of);
+        NulText.ThrowIfHeld(message.PartitionKey, "partition key", "messages", message, Of);
+        NulText.ThrowIfHeld(message.Envelope, "messages", message, Of);
+
+        static string Of(OutboxMessage message) => $"outbox message {message.Id}";
     }
 
     private async Task InsertAloneAsync(OutboxMessage[] rows, CancellationToken cancellationToken)

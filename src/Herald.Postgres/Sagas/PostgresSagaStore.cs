@@ -103,18 +103,19 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
         NulText.ThrowIfHeld(instance.Id, "saga instance id", nameof(instance));
 
         // Step names and timeouts drive the saga on, so they are kept exactly or refused; the error (below) is only read.
-        var of = $"saga '{instance.SagaType}' instance '{instance.Id}'";
-        NulText.ThrowIfHeld(instance.State, "saga state", nameof(instance), of);
+        NulText.ThrowIfHeld(instance.State, "saga state", nameof(instance), instance, Of);
         foreach (var step in instance.CompletedSteps)
         {
-            NulText.ThrowIfHeld(step, "completed step", nameof(instance), of);
+            NulText.ThrowIfHeld(step, "completed step", nameof(instance), instance, Of);
         }
 
         foreach (var timeout in instance.Timeouts)
         {
-            NulText.ThrowIfHeld(timeout.Name, "timeout name", nameof(instance), of);
-            NulText.ThrowIfHeld(timeout.MessageType, "timeout's message type", nameof(instance), of);
+            NulText.ThrowIfHeld(timeout.Name, "timeout name", nameof(instance), instance, Of);
+            NulText.ThrowIfHeld(timeout.MessageType, "timeout's message type", nameof(instance), instance, Of);
         }
+
+        static string Of(SagaInstance instance) => $"saga '{instance.SagaType}' instance '{instance.Id}'";
     }
 
     public async ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default)

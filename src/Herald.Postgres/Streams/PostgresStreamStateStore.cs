@@ -47,11 +47,12 @@ internal sealed class PostgresStreamStateStore(PostgresEventStore store) : IStre
         foreach (var change in changes)
         {
             // Kept exactly or refused: a store, key or value read back altered would be another one.
-            var of = $"stream processor '{processor}'";
-            NulText.ThrowIfHeld(change.Store, "state store name", nameof(changes), of);
-            NulText.ThrowIfHeld(change.Key, "state key", nameof(changes), of);
-            NulText.ThrowIfHeld(change.Value, "state value", nameof(changes), of);
+            NulText.ThrowIfHeld(change.Store, "state store name", nameof(changes), processor, Of);
+            NulText.ThrowIfHeld(change.Key, "state key", nameof(changes), processor, Of);
+            NulText.ThrowIfHeld(change.Value, "state value", nameof(changes), processor, Of);
         }
+
+        static string Of(string processor) => $"stream processor '{processor}'";
 
         await EnsureCreatedAsync(cancellationToken).ConfigureAwait(false);
         var upserts = changes.Where(c => c.Value is not null).ToArray();
