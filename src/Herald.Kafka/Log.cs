@@ -73,4 +73,7 @@ internal static partial class Log
 
     [LoggerMessage(6028, LogLevel.Warning, "The failed client of '{Queue}' did not leave the group cleanly; the group hands its partitions on once it times out")]
     public static partial void FailedClientNotClosed(ILogger logger, Exception exception, string queue);
+
+    [LoggerMessage(6029, LogLevel.Error, "Kafka refused a dead-letter copy for '{Topic}' as too large; it is dead-lettered without its body and {LeftOut}")]
+    public static partial void DeadLetterHeadersLeftOut(ILogger logger, Exception exception, string topic, string leftOut);
 }

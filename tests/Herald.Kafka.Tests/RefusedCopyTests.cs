@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Herald.Conformance;
 using Herald.Kafka.Transport;
+using Herald.Messages;
 using Herald.Transport;
 using Xunit.Abstractions;
 
@@ -128,14 +129,56 @@ public sealed class RefusedCopyTests : KafkaTestBase
     {
         // The dead-letter copy the producer refused as too large was owed for good: made again every 10 s, holding the
         // lane (every key on it) and the partition's commits for as long as the consumer ran.
-        var transport = await CreateTransportAsync(o => o.MaxMessageBytes = 1024);
-        var queue = Name("dead-letter-too-large");
-        MockCluster.CreateTopic(queue, 1);
         var poison = NewEnvelope("k", "\"" + new string('x', 200_000) + "\"");
+        var deadLetter = await DeadLetterTooLargeToCopyAsync("dead-letter-too-large", poison);
+        Assert.True(deadLetter.Envelope.Body.IsEmpty);
+        Assert.StartsWith("poison (its body of ", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task DeadLetter_OfARecordWhoseHeadersAloneAreTooLargeToCopy_GoesToTheDeadLetterTopicWithoutThem_AndTheMessagesBehindItAreHandled()
+    {
+        // Only the body was left out of a copy refused as too large, so one whose headers were what was large was refused
+        // again (or, its body empty, not retried at all): owed for good, holding the lane and the partition's commits.
+        var poison = NewEnvelope("k", "") with
+        {
+            CorrelationId = "c-1",
+            Headers = new Dictionary<string, string> { ["big"] = new string('x', 200_000), ["small"] = "s" },
+        };
+        var deadLetter = await DeadLetterTooLargeToCopyAsync("dead-letter-headers-too-large", poison);
+        Assert.Equal("c-1", deadLetter.Envelope.CorrelationId);
+        Assert.False(deadLetter.Envelope.Headers.ContainsKey("big"));
+        Assert.False(deadLetter.Envelope.Headers.ContainsKey("small"));
+        Assert.StartsWith("poison (its headers ce_big (200000 bytes), ce_small (1 bytes) were left out", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task DeadLetter_OfARecordWhoseOwnAttributesAreTooLargeToCopy_GoesToTheDeadLetterTopicWithOnlyWhatNamesIt()
+    {
+        // Neither the body nor the custom headers were what was large: the copy was owed for good.
+        var poison = NewEnvelope("k", "{\"a\":1}") with
+        {
+            CorrelationId = new string('c', 200_000),
+            Headers = new Dictionary<string, string> { ["small"] = "s" },
+        };
+        var deadLetter = await DeadLetterTooLargeToCopyAsync("dead-letter-attributes-too-large", poison);
+        Assert.Equal(poison.MessageType, deadLetter.Envelope.MessageType);
+        Assert.NotEqual(poison.CorrelationId, deadLetter.Envelope.CorrelationId);
+        Assert.StartsWith("poison (its body of 7 bytes and all its headers but those naming the message (", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Has <paramref name="poison"/>, written by a producer whose limit is higher than the transport's, dead-lettered by
+    /// the handler; waits for the record behind it to be handled and the partition committed; returns the drained dead letter.
+    /// </summary>
+    private async Task<NativeDeadLetter> DeadLetterTooLargeToCopyAsync(string name, Envelope poison)
+    {
+        var transport = await CreateTransportAsync(o => o.MaxMessageBytes = 1024);
+        var queue = Name(name);
+        MockCluster.CreateTopic(queue, 1);
         var behind = NewEnvelope("k");
         using (var producer = RawProducer())
         {
-            // Written by another producer whose limit is higher than this transport's.
             await producer.ProduceAsync(queue, KafkaEnvelopeCodec.Encode(poison, "/other"));
             await producer.ProduceAsync(queue, KafkaEnvelopeCodec.Encode(behind, "/other"));
         }
@@ -157,9 +200,9 @@ public sealed class RefusedCopyTests : KafkaTestBase
         var moved = new List<NativeDeadLetter>();
         Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
         var deadLetter = Assert.Single(moved);
+        Assert.Null(deadLetter.DecodeFailure);
         Assert.Equal(poison.MessageId, deadLetter.Envelope.MessageId);
-        Assert.True(deadLetter.Envelope.Body.IsEmpty);
-        Assert.StartsWith("poison (its body of ", deadLetter.Reason, StringComparison.Ordinal);
+        return deadLetter;
     }
 }
 

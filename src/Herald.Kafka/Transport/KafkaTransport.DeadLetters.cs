@@ -235,24 +235,110 @@ internal sealed partial class KafkaTransport
     /// <summary>
     /// Copies a record to the dead-letter topic of <paramref name="queue"/> with the queue it came from and the reason (what
     /// the drain reads back), without the retry bookkeeping; completes once the cluster confirmed the copy. A record too
-    /// large to copy is dead-lettered without its body, the reason saying so: a copy refused every time would otherwise be
+    /// large to copy is dead-lettered without its body, then also without its custom headers, then with only the headers
+    /// that say which message it was, the reason saying what was left out: a copy refused every time would otherwise be
     /// owed for good, holding its partition's commits (and its consumer lane, or its retry partition) for as long as it runs.
     /// </summary>
     internal async ValueTask DeadLetterAsync(Message<byte[]?, byte[]> message, string queue, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
         var topic = _options.DeadLetterTopicName(queue);
-        try
+        var copy = DeadLetterCopy(message, queue, reason, headers);
+        var leftOut = LeftOut.Nothing;
+        while (true)
         {
-            await ProduceAsync(topic, DeadLetterCopy(message, queue, reason, headers), cancellationToken).ConfigureAwait(false);
-        }
-        catch (MessageRejectedException e) when (e.InnerException is ProduceException<byte[]?, byte[]> { Error.Code: ErrorCode.MsgSizeTooLarge } && message.Value is { Length: > 0 } body)
-        {
-            Log.DeadLetterBodyLeftOut(Logger, e, topic, body.Length);
-            var bodiless = new Message<byte[]?, byte[]> { Key = message.Key, Value = [], Headers = message.Headers, Timestamp = message.Timestamp };
-            var why = string.Create(CultureInfo.InvariantCulture, $"{reason} (its body of {body.Length} bytes was left out: {e.Message})");
-            await ProduceAsync(topic, DeadLetterCopy(bodiless, queue, why, headers), cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await ProduceAsync(topic, copy, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (MessageRejectedException e) when (e.InnerException is ProduceException<byte[]?, byte[]> { Error.Code: ErrorCode.MsgSizeTooLarge }
+                && SmallerDeadLetterCopy(message, queue, reason, headers, ref leftOut, e) is { } smaller)
+            {
+                copy = smaller;
+            }
         }
     }
+
+    /// <summary>What a dead-letter copy refused as too large is made again without, each step leaving out more.</summary>
+    private enum LeftOut
+    {
+        Nothing,
+        Body,
+        CustomHeaders,
+        AllButIdentity,
+    }
+
+    /// <summary>
+    /// The copy of <paramref name="message"/> with the next thing that makes it smaller left out (what it does not have is
+    /// skipped), logged and said in the reason; null once nothing is left to leave out.
+    /// </summary>
+    private Message<byte[]?, byte[]>? SmallerDeadLetterCopy(
+        Message<byte[]?, byte[]> message, string queue, string reason, IReadOnlyDictionary<string, string>? headers, ref LeftOut leftOut, MessageRejectedException refusal)
+    {
+        var topic = _options.DeadLetterTopicName(queue);
+        var body = message.Value?.Length ?? 0;
+        if (leftOut < LeftOut.Body && body > 0)
+        {
+            leftOut = LeftOut.Body;
+            Log.DeadLetterBodyLeftOut(Logger, refusal, topic, body);
+            return DeadLetterCopy(Without(message, _ => true), queue, string.Create(CultureInfo.InvariantCulture, $"{reason} (its body of {body} bytes was left out: {refusal.Message})"), headers);
+        }
+
+        var bodyLeftOut = body > 0 ? string.Create(CultureInfo.InvariantCulture, $"its body of {body} bytes and ") : "";
+        var custom = message.Headers?.Where(h => !IsKeptWithoutCustomHeaders(h.Key)).ToList() ?? [];
+        if (leftOut < LeftOut.CustomHeaders && custom.Count > 0)
+        {
+            leftOut = LeftOut.CustomHeaders;
+            var names = string.Join(", ", custom.Select(h => string.Create(CultureInfo.InvariantCulture, $"{h.Key} ({h.GetValueBytes()?.Length ?? 0} bytes)")));
+            Log.DeadLetterHeadersLeftOut(Logger, refusal, topic, names);
+            return DeadLetterCopy(
+                Without(message, IsKeptWithoutCustomHeaders), queue, $"{reason} ({bodyLeftOut}its headers {names} were left out: {refusal.Message})", headers);
+        }
+
+        if (leftOut < LeftOut.AllButIdentity)
+        {
+            leftOut = LeftOut.AllButIdentity;
+
+            // No names: a header's name may be what is large.
+            var dropped = message.Headers?.Where(h => !IsIdentity(h.Key)).ToList() ?? [];
+            var what = string.Create(
+                CultureInfo.InvariantCulture,
+                $"all its headers but those naming the message ({dropped.Count} headers of {dropped.Sum(h => h.Key.Length + (h.GetValueBytes()?.Length ?? 0))} bytes, and the dead letter's own)");
+            Log.DeadLetterHeadersLeftOut(Logger, refusal, topic, what);
+            return DeadLetterCopy(Without(message, IsIdentity), queue, $"{reason} ({bodyLeftOut}{what} were left out: {refusal.Message})", headers: null);
+        }
+
+        return null;
+    }
+
+    /// <summary>The record without its body, with only the headers <paramref name="kept"/> keeps.</summary>
+    private static Message<byte[]?, byte[]> Without(Message<byte[]?, byte[]> message, Func<string, bool> kept)
+    {
+        var headers = new Headers();
+        foreach (var header in message.Headers ?? [])
+        {
+            if (kept(header.Key))
+            {
+                headers.Add(header.Key, header.GetValueBytes());
+            }
+        }
+
+        return new Message<byte[]?, byte[]> { Key = message.Key, Value = [], Headers = headers, Timestamp = message.Timestamp };
+    }
+
+    /// <summary>Herald's bookkeeping, the CloudEvents attributes and Herald's own, and a plain record's type and source.</summary>
+    private static bool IsKeptWithoutCustomHeaders(string name) =>
+        name.StartsWith("x-herald-", StringComparison.Ordinal)
+        || IsIdentity(name)
+        || name is KafkaEnvelopeCodec.Prefix + "dataschema" or KafkaEnvelopeCodec.Prefix + "datacontenttype" or KafkaEnvelopeCodec.Prefix + "subject"
+            or KafkaEnvelopeCodec.Prefix + "correlationid" or KafkaEnvelopeCodec.Prefix + "causationid" or KafkaEnvelopeCodec.Prefix + "userid"
+            or KafkaEnvelopeCodec.Prefix + "partitionkey";
+
+    /// <summary>The headers without which the dead letter would not decode as the message it is.</summary>
+    private static bool IsIdentity(string name) =>
+        name is KafkaEnvelopeCodec.Prefix + "specversion" or KafkaEnvelopeCodec.Prefix + "id" or KafkaEnvelopeCodec.Prefix + "type"
+            or KafkaEnvelopeCodec.Prefix + "source" or KafkaEnvelopeCodec.Prefix + "time" or KafkaEnvelopeCodec.ContentTypeHeader
+            or KafkaEnvelopeCodec.PlainTypeHeader or KafkaEnvelopeCodec.PlainSourceHeader or KafkaEnvelopeCodec.AttemptHeader;
 
     private static Message<byte[]?, byte[]> DeadLetterCopy(Message<byte[]?, byte[]> message, string queue, string reason, IReadOnlyDictionary<string, string>? headers) =>
         KafkaEnvelopeCodec.CopyForRepublish(
