@@ -7,7 +7,9 @@ namespace Herald.Postgres.EventSourcing;
 
 /// <summary>
 /// One caller's append, waiting for the coordinator. Its column arrays are built on the caller's thread when it is
-/// queued, so the writer only concatenates them.
+/// queued, so the writer only concatenates them; an event PostgreSQL cannot store is refused then, before it joins a group
+/// (a bare 22021 would fail the group's transaction naming neither the stream nor the field). Other engines store U+0000,
+/// but an event is kept exactly or not at all, never altered.
 /// </summary>
 internal sealed class PendingAppend : IGroupCommitItem
 {
@@ -21,6 +23,10 @@ internal sealed class PendingAppend : IGroupCommitItem
         for (var i = 0; i < events.Count; i++)
         {
             Columns.Set(i, events[i]);
+            if (Columns.HoldsNul(i))
+            {
+                NulText.ThrowIfHeld(events[i], nameof(events), (events[i].MessageId, stream), static s => $"event {s.MessageId} of the append to '{s.stream}'");
+            }
         }
     }
 

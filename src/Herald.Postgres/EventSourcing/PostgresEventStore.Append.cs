@@ -12,14 +12,14 @@ internal sealed partial class PostgresEventStore
     public async ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default)
     {
         ValidateAppend(stream, expectedVersion, events);
+        var pending = events.Count == 0 ? null : new PendingAppend(stream, expectedVersion, events, cancellationToken);
         cancellationToken.ThrowIfCancellationRequested();
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
-        if (events.Count == 0)
+        if (pending is null)
         {
             return await CheckEmptyAppendAsync(runtime, stream, expectedVersion, cancellationToken).ConfigureAwait(false);
         }
 
-        var pending = new PendingAppend(stream, expectedVersion, events, cancellationToken);
         return await runtime.Coordinator.AppendAsync(pending, cancellationToken).ConfigureAwait(false);
     }
 
@@ -50,21 +50,14 @@ internal sealed partial class PostgresEventStore
         }
     }
 
-    // Checked on the caller's thread, before the append joins a group: a value PostgreSQL refuses would otherwise fail the
-    // group's transaction with a bare 22021, naming neither the stream nor the field. Other engines store U+0000, but an
-    // event is kept exactly or not at all, never altered (headers holding one are stored exactly, as pieces).
+    // Checked on the caller's thread, before anything is written or the append joins a group (U+0000 in the events' text
+    // columns is refused as their PendingAppend is built).
     private void ValidateAppend(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events)
     {
         AppendValidation.Validate(stream, expectedVersion, events, _options.MaxEventBytes);
         if (events.Count > AppendCoordinator.MaxEventsPerAppend)
         {
             throw new ArgumentException($"The append to '{stream}' holds {events.Count} events; one append may hold at most {AppendCoordinator.MaxEventsPerAppend}.", nameof(events));
-        }
-
-        for (var i = 0; i < events.Count; i++)
-        {
-            var envelope = events[i];
-            NulText.ThrowIfHeld(envelope, nameof(events), (envelope.MessageId, stream), static s => $"event {s.MessageId} of the append to '{s.stream}'");
         }
     }
 

@@ -20,19 +20,19 @@ internal sealed partial class PostgresEventStore
     {
         ArgumentNullException.ThrowIfNull(unitOfWork);
         ValidateAppend(stream, expectedVersion, events);
+        var pending = events.Count == 0 ? null : new PendingAppend(stream, expectedVersion, events, cancellationToken);
 
         var own = Own(unitOfWork);
         cancellationToken.ThrowIfCancellationRequested();
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            if (events.Count == 0)
+            if (pending is null)
             {
                 // Nothing to write: only the expected version is checked, now.
                 return (await CheckEmptyAppendAsync(runtime, stream, expectedVersion, cancellationToken).ConfigureAwait(false)).StreamVersion;
             }
 
-            var pending = new PendingAppend(stream, expectedVersion, events, cancellationToken);
             var appended = await own.ExecuteAsync(
                 async (connection, transaction, token) =>
                 {

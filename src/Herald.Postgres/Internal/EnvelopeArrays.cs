@@ -66,6 +66,15 @@ internal readonly struct EnvelopeArrays
         Bodies[index] = EnvelopeColumns.BodyArray(envelope.Body);
     }
 
+    /// <summary>
+    /// Whether a text column of row <paramref name="index"/> holds U+0000, which PostgreSQL's text cannot (headers are
+    /// stored as pieces, so they can). Read from the columns, not the envelope: an envelope's own-id correlation is made
+    /// into text each time it is read.
+    /// </summary>
+    public bool HoldsNul(int index) =>
+        NulText.Holds(Types[index]) || NulText.Holds(CorrelationIds[index]) || NulText.Holds(CausationIds[index])
+        || NulText.Holds(UserIds[index]) || NulText.Holds(PartitionKeys[index]) || NulText.Holds(ContentTypes[index]);
+
     /// <summary>Copies every row into <paramref name="target"/> from row <paramref name="at"/> on.</summary>
     public void CopyTo(EnvelopeArrays target, int at)
     {
