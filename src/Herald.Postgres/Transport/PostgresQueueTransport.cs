@@ -117,15 +117,21 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         ValidateName(queue, nameof(queue));
         ThrowIfTooLarge(envelope);
         await StartAsync(cancellationToken).ConfigureAwait(false);
-        await RestoringAsync(
-            (Transport: this, Queue: queue, Envelope: envelope, Delay: options?.Delay),
-            static async (s, ct) =>
+
+        // Inline, not through RestoringAsync: a delegate's state machine would cost every send an allocation.
+        for (var restored = false; ; restored = true)
+        {
+            try
             {
-                var now = s.Transport.Now();
-                await s.Transport._sends.SendAsync(new PendingSend(s.Queue, s.Envelope, now, Add(now, s.Delay), ct), ct).ConfigureAwait(false);
-                return true;
-            },
-            cancellationToken).ConfigureAwait(false);
+                var now = Now();
+                await _sends.SendAsync(new PendingSend(queue, envelope, now, Add(now, options?.Delay), cancellationToken), cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (PostgresException e) when (!restored && TablesMissing(e))
+            {
+                await RestoreAsync(e, cancellationToken).ConfigureAwait(false);
+            }
+        }
     }
 
     /// <inheritdoc />
@@ -134,58 +140,76 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         ValidateName(topic, nameof(topic));
         ThrowIfTooLarge(envelope);
         await StartAsync(cancellationToken).ConfigureAwait(false);
-        var queues = await RestoringAsync(
-            (Transport: this, Topic: topic, Envelope: envelope, Delay: options?.Delay),
-            static async (s, ct) =>
+
+        // Inline, not through RestoringAsync: a delegate's state machine would cost every publish an allocation.
+        var queues = new List<string>();
+        for (var restored = false; ; restored = true)
+        {
+            try
             {
-                var queues = new List<string>();
-                await using var command = s.Transport._dataSource.CreateCommand(s.Transport.Sql.Publish);
-                s.Transport.AddMessageParameters(command.Parameters, s.Topic, s.Envelope, s.Delay);
-                await using var reader = await command.ExecuteReaderAsync(ct).ConfigureAwait(false);
-                while (await reader.ReadAsync(ct).ConfigureAwait(false))
+                await using var command = _dataSource.CreateCommand(Sql.Publish);
+                AddMessageParameters(command.Parameters, topic, envelope, options?.Delay);
+                await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
                 {
                     queues.Add(reader.GetString(0));
                 }
 
-                return queues;
-            },
-            cancellationToken).ConfigureAwait(false);
+                break;
+            }
+            catch (PostgresException e) when (!restored && TablesMissing(e))
+            {
+                await RestoreAsync(e, cancellationToken).ConfigureAwait(false);
+            }
+        }
 
         Committed(queues);
     }
 
     /// <summary>
     /// Runs a queue statement; when it finds the queue's tables or their schema dropped behind Herald's back, makes them
-    /// again (one restore shared by the callers that find them missing meanwhile) and runs it once more. Nothing is asked of
-    /// the server beforehand, so a statement that works costs no more than before.
+    /// again (<see cref="RestoreAsync"/>) and runs it once more. Nothing is asked of the server beforehand. For the probe,
+    /// binds and claims; sends and publishes run the same loop inline, sparing each message the delegate's state machine.
     /// </summary>
     internal async ValueTask<TResult> RestoringAsync<TState, TResult>(TState state, Func<TState, CancellationToken, ValueTask<TResult>> statement, CancellationToken cancellationToken)
     {
-        try
+        for (var restored = false; ; restored = true)
         {
-            return await statement(state, cancellationToken).ConfigureAwait(false);
-        }
-        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName)
-        {
-            Log.QueueTablesMissing(Logger, e, Options.Schema);
-            Task restoring;
-            lock (_gate)
+            try
             {
-                ObjectDisposedException.ThrowIf(IsDisposed, this);
+                return await statement(state, cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException e) when (!restored && TablesMissing(e))
+            {
+                await RestoreAsync(e, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
 
-                // Replaces the finished start, so StartAsync waits for it too; callers that find the tables missing while
-                // it runs share it.
-                if (_starting is null || _starting.IsCompleted)
-                {
-                    _starting = RestoreCoreAsync();
-                }
+    /// <summary>Whether a statement failed because the queue's tables, or their schema, are gone.</summary>
+    private static bool TablesMissing(PostgresException e) =>
+        e.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName;
 
-                restoring = _starting;
+    /// <summary>Makes the dropped tables again: one restore, shared by the callers that find them missing meanwhile.</summary>
+    private async Task RestoreAsync(PostgresException missing, CancellationToken cancellationToken)
+    {
+        Log.QueueTablesMissing(Logger, missing, Options.Schema);
+        Task restoring;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(IsDisposed, this);
+
+            // Replaces the finished start, so StartAsync waits for it too; callers that find the tables missing while it
+            // runs share it.
+            if (_starting is null || _starting.IsCompleted)
+            {
+                _starting = RestoreCoreAsync();
             }
 
-            await restoring.WaitAsync(cancellationToken).ConfigureAwait(false);
-            return await statement(state, cancellationToken).ConfigureAwait(false);
+            restoring = _starting;
         }
+
+        await restoring.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
