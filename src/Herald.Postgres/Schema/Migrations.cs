@@ -157,13 +157,7 @@ internal static class Migrations
                 ON CONFLICT (stream) DO NOTHING;
             END LOOP;
 
-            v_status := array_fill(-1, ARRAY[v_n]);
-            v_result_version := array_fill(0::bigint, ARRAY[v_n]);
-            v_result_position := array_fill(0::bigint, ARRAY[v_n]);
-            v_detail := array_fill(NULL::text, ARRAY[v_n]);
-            v_base := array_fill(NULL::bigint, ARRAY[v_n]);
-            v_hit := array_fill(NULL::int, ARRAY[v_n]);
-            v_hit_version := array_fill(NULL::bigint, ARRAY[v_n]);
+        {{AppendMemberArrays}}
 
             -- Idempotency: which of the event ids are already stored (one index scan; rows only for retries and mistakes).
             IF v_existing THEN
@@ -610,13 +604,7 @@ internal static class Migrations
                 END LOOP;
             END IF;
 
-            v_status := array_fill(-1, ARRAY[v_n]);
-            v_result_version := array_fill(0::bigint, ARRAY[v_n]);
-            v_result_position := array_fill(0::bigint, ARRAY[v_n]);
-            v_detail := array_fill(NULL::text, ARRAY[v_n]);
-            v_base := array_fill(NULL::bigint, ARRAY[v_n]);
-            v_hit := array_fill(NULL::int, ARRAY[v_n]);
-            v_hit_version := array_fill(NULL::bigint, ARRAY[v_n]);
+        {{AppendMemberArrays}}
 
             -- Idempotency, as in migration 1: which of the event ids are already stored in their member's stream.
             IF v_existing THEN
@@ -678,6 +666,20 @@ internal static class Migrations
             o_position := v_result_position;
             o_detail := v_detail;
         END
+        """;
+
+    // The per-member arrays append_events fills as it decides each member, the same in migrations 1 and 9 (migration 1's
+    // text is pinned; this is how it is built, not a change): the answers, the version a member writes after, and the first
+    // stored event id the idempotency probe finds (with its version). Indented as inside the function, so it stands at the
+    // literal's margin where it is interpolated.
+    private const string AppendMemberArrays = """
+            v_status := array_fill(-1, ARRAY[v_n]);
+            v_result_version := array_fill(0::bigint, ARRAY[v_n]);
+            v_result_position := array_fill(0::bigint, ARRAY[v_n]);
+            v_detail := array_fill(NULL::text, ARRAY[v_n]);
+            v_base := array_fill(NULL::bigint, ARRAY[v_n]);
+            v_hit := array_fill(NULL::int, ARRAY[v_n]);
+            v_hit_version := array_fill(NULL::bigint, ARRAY[v_n]);
         """;
 
     // The idempotency check of append_events, the same in migrations 1 and 9 (migration 1's text is pinned; this is how it
