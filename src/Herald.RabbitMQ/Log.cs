@@ -35,6 +35,12 @@ internal static partial class Log
     [LoggerMessage(5015, LogLevel.Warning, "The broker closed the channel consuming '{Queue}' ({ReplyCode} {ReplyText}); consuming again on a new channel")]
     public static partial void ConsumerChannelClosedByBroker(ILogger logger, string queue, ushort replyCode, string replyText);
 
+    [LoggerMessage(5016, LogLevel.Warning, "The broker's consumer_timeout cut off the handler of message {MessageId} on '{Queue}' ({CutOffs} time(s)); it is redelivered, and dead-lettered instead of run again after {MaxCutOffs}. Raise consumer_timeout for this queue above the handler's longest run")]
+    public static partial void ConsumerTimeoutCutOff(ILogger logger, Guid messageId, string queue, int cutOffs, int maxCutOffs);
+
+    [LoggerMessage(5017, LogLevel.Error, "Message {MessageId} on '{Queue}' was cut off by the broker's consumer_timeout {CutOffs} times; it is dead-lettered instead of run again")]
+    public static partial void ConsumerTimeoutDeadLettered(ILogger logger, Guid messageId, string queue, int cutOffs);
+
     [LoggerMessage(5023, LogLevel.Information, "Delivery of message {MessageId} from '{Queue}' was made on a channel since lost; it is not settled, and the broker redelivers it, so it may be handled again")]
     public static partial void StaleDeliveryNotSettled(ILogger logger, Guid messageId, string queue);
 

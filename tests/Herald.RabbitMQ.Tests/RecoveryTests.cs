@@ -2,6 +2,8 @@ using System.Collections.Concurrent;
 using Herald.Messages;
 using Herald.RabbitMQ.Transport;
 using Herald.Transport;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
 
 namespace Herald.RabbitMQ.Tests;
 
@@ -312,6 +314,128 @@ public sealed class RecoveryTests : RabbitMqTestBase
         // Stopping closes the new channel: nothing is left consuming the queue, nothing left unacked.
         await consumer.StopAsync();
         await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 0, "no consumer is left on the queue");
+    }
+
+    // Round 7, consumer_timeout: the close is told from other 406s by the broker's text (RabbitMQ 3.10.8's, as sent).
+    [Fact]
+    public void ConsumerTimeouts_KnowTheBrokersConsumerTimeoutCloseAndItsTimeout()
+    {
+        var timedOut = new ShutdownEventArgs(
+            ShutdownInitiator.Peer,
+            406,
+            "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 1800000 ms. This timeout value can be configured, see consumers doc guide to learn more");
+        Assert.True(ConsumerTimeouts.IsConsumerTimeout(timedOut, out var timeout));
+        Assert.Equal(TimeSpan.FromMinutes(30), timeout);
+
+        var unknownTag = new ShutdownEventArgs(ShutdownInitiator.Peer, 406, "PRECONDITION_FAILED - unknown delivery tag 999999");
+        Assert.False(ConsumerTimeouts.IsConsumerTimeout(unknownTag, out _));
+    }
+
+    // Round 7, consumer_timeout: a delivery still waiting in its lane when its channel was lost was run all the same once
+    // its turn came, though the broker had already taken it back and handed it out again: every message queued behind a
+    // slow handler the broker cut off ran twice, and behind a handler cut off again and again the lane filled with such
+    // copies. It is now passed over; its redelivery is what runs.
+    [Fact]
+    public async Task Consume_ChannelLostWithDeliveriesWaitingInTheLane_RunsEachOnlyFromItsRedelivery()
+    {
+        var queue = Name("waiting");
+        var transport = await CreateTransportAsync();
+        await transport.DeclareQueueAsync(queue);
+        var runs = new ConcurrentQueue<Guid>();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var slow = NewEnvelope();
+        var waiting = NewEnvelope();
+        var consumer = (RabbitMqConsumer)await ConsumeAsync(
+            transport,
+            queue,
+            async (delivery, ct) =>
+            {
+                runs.Enqueue(delivery.Envelope.MessageId);
+                if (delivery.Envelope.MessageId == slow.MessageId)
+                {
+                    started.TrySetResult();
+                    await release.Task.WaitAsync(ct);
+                }
+            },
+            new ConsumerOptions { MaxConcurrency = 1, Prefetch = 10 });
+        await transport.SendAsync(queue, slow);
+        await transport.SendAsync(queue, waiting);
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        var raw = await CreateRawChannelAsync();
+        await Herald.Conformance.Eventually.UntilAsync(async () => (await raw.QueueDeclarePassiveAsync(queue)).MessageCount == 0, "both are delivered, one waiting behind the other");
+
+        var channel = consumer.ChannelForTests;
+        await channel.BasicAckAsync(deliveryTag: 999_999, multiple: false);
+        await Herald.Conformance.Eventually.UntilAsync(() => !channel.IsOpen, "the broker closed the consumer's channel");
+        await Herald.Conformance.Eventually.UntilAsync(async () => await BrokerAdmin.ConsumerCountAsync(queue) == 1, "the queue has its consumer again");
+        release.SetResult();
+
+        // One lane: once the last one sent is handled, everything queued before it was run or passed over.
+        var last = NewEnvelope();
+        await transport.SendAsync(queue, last);
+        await Herald.Conformance.Eventually.UntilAsync(() => runs.Contains(last.MessageId), "the last message was handled");
+        Assert.Equal(1, runs.Count(id => id == waiting.MessageId));
+        await consumer.StopAsync();
+    }
+
+    // Round 7, consumer_timeout: a handler that runs longer than the broker's consumer_timeout was cut off (the broker
+    // closes the channel with 406 and redelivers), run again, cut off again, for ever. Now a message cut off twice is
+    // dead-lettered on its next delivery (through the pipeline, with the reason) instead of run a third time. RabbitMQ
+    // 3.10 has the timeout only server-wide and checks it once a minute, so a 406 carrying consumer_timeout's text stands
+    // in: an exchange named with that text, declared again with another type on the consumer's channel.
+    [Fact]
+    public async Task Consume_HandlerCutOffByConsumerTimeoutTwice_IsDeadLetteredInsteadOfRunAgain()
+    {
+        var queue = Name("slow");
+        var exchange = Name("x delivery acknowledgement on channel 1 timed out. Timeout value used: 1 ms");
+        var raw = await CreateRawChannelAsync();
+        await raw.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: false, autoDelete: false);
+        var transport = await CreateTransportAsync();
+        await transport.DeclareQueueAsync(queue);
+        var runs = new ConcurrentQueue<int>();
+        var ran = new SemaphoreSlim(0);
+        var deadLettered = new TaskCompletionSource<Exception>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = (RabbitMqConsumer)await ConsumeAsync(
+            transport,
+            queue,
+            async (delivery, ct) =>
+            {
+                if (delivery.DecodeFailure is { } failure)
+                {
+                    deadLettered.TrySetResult(failure);
+                    return;
+                }
+
+                runs.Enqueue(delivery.Envelope.DeliveryAttempt);
+                ran.Release();
+                await release.Task.WaitAsync(ct);
+            },
+            new ConsumerOptions { MaxConcurrency = 3 });
+        var sent = NewEnvelope();
+        await transport.SendAsync(queue, sent);
+
+        try
+        {
+            for (var cut = 0; cut < ConsumerTimeouts.MaxCutOffs; cut++)
+            {
+                Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), $"run {cut + 1} started");
+                var channel = consumer.ChannelForTests;
+                await Assert.ThrowsAnyAsync<Exception>(() => channel.ExchangeDeclareAsync(exchange, ExchangeType.Direct, durable: false, autoDelete: false));
+                await Herald.Conformance.Eventually.UntilAsync(() => !channel.IsOpen, "the broker closed the consumer's channel");
+            }
+
+            var reason = await deadLettered.Task.WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.Contains("consumer_timeout", reason.Message, StringComparison.Ordinal);
+            Assert.Equal(ConsumerTimeouts.MaxCutOffs, runs.Count);
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+
+        await consumer.StopAsync();
     }
 
     // Round 4 follow-up: the transport health check probes with DeclareQueueAsync, which was answered from Herald's

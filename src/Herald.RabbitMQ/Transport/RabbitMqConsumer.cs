@@ -26,6 +26,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private readonly ILogger _logger;
     private readonly DeliveryLanes<RabbitMqDelivery> _lanes;
     private readonly AckBatcher _acks;
+    private readonly ConsumerTimeouts _timeouts;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private readonly SemaphoreSlim _closeGate = new(1, 1);
@@ -56,6 +57,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         var ackBatch = transport.Options.AckBatchSize ?? Math.Clamp(prefetch / 4, 1, 64);
         _acks = new AckBatcher(channel, Math.Min(ackBatch, prefetch), AckBatchDelay, transport.TimeProvider, queue, logger);
         _lanes = new DeliveryLanes<RabbitMqDelivery>(concurrency, prefetch, runInline: true);
+        _timeouts = new ConsumerTimeouts(transport.TimeProvider, concurrency);
         Watch(channel);
     }
 
@@ -158,8 +160,21 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         _aborting.Dispose();
     }
 
-    internal ValueTask AckAsync(RabbitMqDelivery received, CancellationToken cancellationToken) =>
-        IsStale(received) ? ValueTask.CompletedTask : _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken);
+    internal ValueTask AckAsync(RabbitMqDelivery received, CancellationToken cancellationToken)
+    {
+        if (IsStale(received))
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        if (received.DecodeFailure is not null)
+        {
+            // Dead-lettered by the pipeline: a message cut off by consumer_timeout too often is done with.
+            _timeouts.Settled(received.Envelope.MessageId);
+        }
+
+        return _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken);
+    }
 
     internal async ValueTask RedeliverAsync(RabbitMqDelivery received, int attempts, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
@@ -204,6 +219,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             var properties = AmqpEnvelopeCodec.CopyForRepublish(received.Properties, attempts, reason, Queue, headers, Guid.CreateVersion7(_transport.TimeProvider.GetUtcNow()));
             await _transport.RepublishAsync(deadLetterQueue, properties, received.Envelope.Body, Describe(received), cancellationToken).ConfigureAwait(false);
             await _acks.AckAsync(received.DeliveryTag, received.Generation, cancellationToken).ConfigureAwait(false);
+            _timeouts.Settled(received.Envelope.MessageId);
         }
         catch
         {
@@ -257,6 +273,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
 
         var generation = Volatile.Read(ref _generation);
+        var receivedAt = _transport.TimeProvider.GetTimestamp();
         _acks.Received(deliveryTag, generation);
         ReadOnlyMemory<byte> body = default;
         try
@@ -264,13 +281,20 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             // The client reuses the body buffer after this handler returns; a delivery outlives it, so this is the one copy.
             // The properties are already parsed into an object of their own, which the client never reuses: kept as they are.
             body = Copy(delivered.Span);
-            var envelope = AmqpEnvelopeCodec.Decode(properties, body, redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var failure);
+            var envelope = AmqpEnvelopeCodec.Decode(properties, body, redelivered, _rawType, _transport.Options.Source, _transport.TimeProvider, out var malformed);
+            Exception? failure = malformed;
             if (failure is not null)
             {
                 AdapterLog.Undecodable(_logger, Queue, failure.Message);
             }
+            else if (redelivered && _timeouts.CutOffTooOften(envelope.MessageId) is { } cutOffs)
+            {
+                // Run again, it would be cut off again, and come back for ever: the pipeline dead-letters it with the reason.
+                failure = new HeraldException($"Its handler ran longer than the broker's consumer_timeout on {cutOffs} deliveries, each cut off by the broker closing the channel and redelivering it; it is not run again. Raise consumer_timeout for queue '{Queue}' (a consumer-timeout policy on RabbitMQ 3.11.15 and later) above the handler's longest run, then replay it.");
+                Log.ConsumerTimeoutDeadLettered(_logger, envelope.MessageId, Queue, cutOffs);
+            }
 
-            var received = new RabbitMqDelivery(this, deliveryTag, properties, envelope, failure, generation);
+            var received = new RabbitMqDelivery(this, deliveryTag, properties, envelope, failure, generation) { ReceivedAt = receivedAt };
             await _lanes.WriteAsync(received, failure is null ? envelope.PartitionKey : null, stop).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
@@ -316,18 +340,39 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
 
     private ValueTask HandleAsync(RabbitMqDelivery received)
     {
+        // The broker took it back with its lost channel and hands it out again: running it would only duplicate that run
+        // (and, behind a handler cut off by consumer_timeout, keep the lane busy with copies the broker no longer waits on).
+        if (IsStale(received))
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        // Tracked while it runs, so a consumer_timeout closing the channel can tell which handlers it cut off.
+        _timeouts.Started(received);
+
         // Aborted by shutdown (false): not a failed attempt; left unsettled, the channel close hands it back.
         var handled = Herald.Internal.DeliverySettlement.RunAsync(_handler, received, _logger, _aborting.Token);
         if (handled.IsCompletedSuccessfully)
         {
             // Read, so a pooled source that finished meanwhile goes back to its pool.
             _ = handled.Result;
+            _timeouts.Finished(received);
             return ValueTask.CompletedTask;
         }
 
-        return AwaitAsync(handled);
+        return AwaitAsync(handled, received, _timeouts);
 
-        static async ValueTask AwaitAsync(ValueTask<bool> handled) => _ = await handled.ConfigureAwait(false);
+        static async ValueTask AwaitAsync(ValueTask<bool> handled, RabbitMqDelivery received, ConsumerTimeouts timeouts)
+        {
+            try
+            {
+                _ = await handled.ConfigureAwait(false);
+            }
+            finally
+            {
+                timeouts.Finished(received);
+            }
+        }
     }
 
     // Consume-ok comes through the same ordered dispatch as deliveries, before the first delivery of a (recovered)
@@ -355,6 +400,15 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         if (reason.Initiator == ShutdownInitiator.Peer && ReferenceEquals(channel, _channel) && _connection.IsOpen && !_stopping.IsCancellationRequested)
         {
             Log.ConsumerChannelClosedByBroker(_logger, Queue, reason.ReplyCode, reason.ReplyText);
+            if (ConsumerTimeouts.IsConsumerTimeout(reason, out var timeout))
+            {
+                // Counted before consuming again, so the redelivery of a handler cut off too often is already known.
+                foreach (var (messageId, cutOffs) in _timeouts.ChannelTimedOut(Volatile.Read(ref _generation), timeout))
+                {
+                    Log.ConsumerTimeoutCutOff(_logger, messageId, Queue, cutOffs, ConsumerTimeouts.MaxCutOffs);
+                }
+            }
+
             RequestResume();
         }
 

@@ -20,6 +20,9 @@ internal sealed class RabbitMqDelivery(
     /// <summary>The registration of the consumer (on the channel) it came through; see <see cref="AckBatcher.Reset"/>.</summary>
     public int Generation => generation;
 
+    /// <summary>When it was received (a <see cref="TimeProvider.GetTimestamp"/>), to tell which ones a consumer_timeout cut off.</summary>
+    public long ReceivedAt { get; init; }
+
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken) =>
         consumer.AckAsync(this, cancellationToken);
 
