@@ -388,7 +388,7 @@ public sealed class RecoveryTests : RabbitMqTestBase
     public async Task Consume_HandlerCutOffByConsumerTimeoutTwice_IsDeadLetteredInsteadOfRunAgain()
     {
         var queue = Name("slow");
-        var exchange = Name("x delivery acknowledgement on channel 1 timed out. Timeout value used: 1 ms");
+        var exchange = Name("x delivery acknowledgement on channel 1 timed out. Timeout value used: 0 ms");
         var raw = await CreateRawChannelAsync();
         await raw.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: false, autoDelete: false);
         var transport = await CreateTransportAsync();

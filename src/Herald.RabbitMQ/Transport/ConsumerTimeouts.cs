@@ -9,9 +9,10 @@ namespace Herald.RabbitMQ.Transport;
 /// 406 for a delivery unacked too long). The broker puts such a delivery back and hands it out again, and a handler that
 /// always runs that long would be cut off and run again for ever (the count is in no header: a classic queue only flags a
 /// redelivery); past <see cref="MaxCutOffs"/> cut-offs the consumer dead-letters it instead of running it again. Tracks the
-/// deliveries whose handlers run, so a close can tell which ones it cut off: those running, received at least the timeout
-/// before (the broker counts from the delivery, so time waiting in a lane behind a slow one counts too), not the ones
-/// that merely ran beside them or waited in a lane.
+/// deliveries whose handlers run, so a close can tell which ones it cut off: those running, received at least half the
+/// timeout before (the broker counts from the delivery, so time waiting in a lane behind a slow one counts too; half, as
+/// the broker's clock started a little earlier, when it sent the delivery), not the ones that merely started beside them
+/// or waited in a lane.
 /// </summary>
 internal sealed partial class ConsumerTimeouts(TimeProvider timeProvider, int concurrency)
 {
@@ -65,8 +66,8 @@ internal sealed partial class ConsumerTimeouts(TimeProvider timeProvider, int co
 
     /// <summary>
     /// The channel of <paramref name="generation"/> was closed for <c>consumer_timeout</c>: counts a cut-off for each of
-    /// its deliveries whose handler runs, received at least <paramref name="timeout"/> ago (each running one when unknown),
-    /// and returns them with their counts.
+    /// its deliveries whose handler runs, received at least half <paramref name="timeout"/> ago (each running one when
+    /// unknown), and returns them with their counts.
     /// </summary>
     public List<(Guid MessageId, int CutOffs)> ChannelTimedOut(int generation, TimeSpan? timeout)
     {
@@ -77,7 +78,7 @@ internal sealed partial class ConsumerTimeouts(TimeProvider timeProvider, int co
             foreach (var received in _handling)
             {
                 if (received.Generation != generation || received.DecodeFailure is not null
-                    || (timeout is { } t && timeProvider.GetElapsedTime(received.ReceivedAt, now) < t))
+                    || (timeout is { } t && timeProvider.GetElapsedTime(received.ReceivedAt, now) < t / 2))
                 {
                     continue;
                 }
