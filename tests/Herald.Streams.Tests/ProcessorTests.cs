@@ -161,6 +161,82 @@ public sealed class ProcessorTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// The late handler ran as the event was processed, before its unit of work committed: a rolled-back unit of work (a
+    /// sink that refused it) made the retry process the late event again, and the handler (and the late counter) saw it twice.
+    /// </summary>
+    [Fact]
+    public async Task ExternalSource_ALateEventWhoseUnitOfWorkRollsBack_IsReportedOnceWhenItsRetryCommits()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var t0 = DateTimeOffset.UnixEpoch;
+        var late = new List<LateRecord>();
+        var sink = new RefusingSink();
+        sink.Answer.SetResult();
+        var options = new StreamProcessorOptions { Source = StreamSource.External, OnLate = late.Add };
+        await using var processor = new StreamProcessor("external-late-once", SinkAndWindows(sink), host.Services, options);
+        await processor.StartAsync();
+        await processor.ProcessAsync(new Order("o1", "p", 1m, t0.AddMinutes(1)), "o1", t0);
+        await processor.ProcessAsync(new Order("o2", "p", 1m, t0.AddMinutes(20)), "o2", t0);
+
+        var lateOrder = new Order("o3", "p", 1m, t0.AddMinutes(2)); // [0, 5) closed at 5 ≤ 20: late
+        sink.Armed = true;
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await processor.ProcessAsync(lateOrder, "o3", t0));
+        Assert.Empty(late); // rolled back: not reported
+
+        sink.Armed = false;
+        await processor.ProcessAsync(lateOrder, "o3", t0);
+        Assert.Equal("o3", ((Order)Assert.Single(late).Value!).OrderId);
+        await host.StopAsync();
+    }
+
+    /// <summary>
+    /// An event store source whose commit failed: the late handler had already seen the late event, and the restart that
+    /// resumed from the last commit processed it again and reported it a second time.
+    /// </summary>
+    [Fact]
+    public async Task EventStoreSource_ALateEventWhoseCommitFails_IsReportedOnceAfterTheRestartCommitsIt()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        var t0 = DateTimeOffset.UnixEpoch;
+        var late = new List<LateRecord>();
+        var sink = new RefusingSink();
+        sink.Answer.SetResult();
+        var topology = SinkAndWindows(sink);
+        var options = new StreamProcessorOptions { OnLate = late.Add };
+        await using (var processor = new StreamProcessor("store-late-once", topology, host.Services, options))
+        {
+            await processor.StartAsync();
+            await events.AppendAsync("order-1", ExpectedVersion.NoStream, [envelopes.Create(new Order("o1", "p", 1m, t0.AddMinutes(1)))]);
+            await events.AppendAsync("order-2", ExpectedVersion.NoStream, [envelopes.Create(new Order("o2", "p", 1m, t0.AddMinutes(20)))]);
+            await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+
+            sink.Armed = true;
+            await events.AppendAsync("order-3", ExpectedVersion.NoStream, [envelopes.Create(new Order("o3", "p", 1m, t0.AddMinutes(2)))]); // late
+            await Assert.ThrowsAsync<InvalidOperationException>(() => processor.Completion.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Empty(late); // its commit failed: not reported
+        }
+
+        sink.Armed = false;
+        await using var again = new StreamProcessor("store-late-once", topology, host.Services, options);
+        await again.StartAsync();
+        await again.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal("o3", ((Order)Assert.Single(late).Value!).OrderId);
+        await host.StopAsync();
+    }
+
+    /// <summary>Orders go to <paramref name="sink"/> and are counted per product in 5-minute windows: a late order reaches both.</summary>
+    private static StreamTopology SinkAndWindows(RefusingSink sink)
+    {
+        var builder = new StreamBuilder();
+        var orders = builder.Stream<Order>(o => o.PlacedAt);
+        orders.To(sink);
+        orders.GroupBy(o => o.ProductId).WindowedBy(TumblingWindows.Of(TimeSpan.FromMinutes(5))).Count("per-5-minutes");
+        return builder.Build();
+    }
+
     /// <summary>A sink whose write, once armed, waits for the test and then refuses the commit.</summary>
     private sealed class RefusingSink : IStreamSink<string, Order>
     {

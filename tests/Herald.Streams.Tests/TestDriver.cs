@@ -11,7 +11,7 @@ internal sealed class TestDriver
 
     public TestDriver(StreamTopology topology, TimeSpan? outOfOrder = null)
     {
-        Task = new StreamTask(topology, outOfOrder ?? TimeSpan.Zero, Late.Add);
+        Task = new StreamTask(topology, outOfOrder ?? TimeSpan.Zero);
     }
 
     public StreamTask Task { get; }
@@ -36,6 +36,8 @@ internal sealed class TestDriver
         {
             group.Key.Writer.WriteAsync([.. group.Select(o => o.Record)], context, CancellationToken.None).AsTask().GetAwaiter().GetResult();
         }
+
+        Late.AddRange(Task.TakeLate() ?? []);
     }
 
     private sealed class EmptyServices : IServiceProvider

@@ -121,7 +121,7 @@ public sealed partial class StreamProcessor
         var (task, entries) = await LoadTaskAsync(stateName, CancellationToken.None).ConfigureAwait(false);
         // The run's one partition (index 0: every key of the broker partition routes to it).
         var partition = new StreamPartition(0, stateName, "stream:" + stateName, task, 0);
-        var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, OnLate, _services, 1, [partition]);
+        var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, _services, 1, [partition]);
 
         // Stream time is the partition's own: the order of one broker partition is fixed, so its windows close the same
         // whichever process reads it, and however the partitions are spread.

@@ -140,6 +140,7 @@ public sealed partial class StreamProcessor
         List<StateChange> changes;
         List<PendingOutput> outputs;
         DeadLetter[] deadLetters;
+        List<LateRecord>? late;
         Dictionary<string, List<StateChange>>? logs = null;
         lock (task.Gate)
         {
@@ -165,6 +166,7 @@ public sealed partial class StreamProcessor
             task.Tick(frontier.StreamTime);
             changes = task.TakeChanges();
             outputs = task.TakeOutputs();
+            late = task.TakeLate();
             deadLetters = [.. stage.DeadLetters, .. TimerDeadLetters(task, stage.StateName)];
             stage.DeadLetters.Clear();
             if (task.Crossings is { } crossings && (crossings.Count > 0 || frontier.Position > stage.Writer.MarkedAt))
@@ -195,6 +197,7 @@ public sealed partial class StreamProcessor
                 }).ConfigureAwait(false);
         }
 
+        ReportLate(late);
         stage.MarkCommitted(frontier.Position);
         if (logs is not null)
         {

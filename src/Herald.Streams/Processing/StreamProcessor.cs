@@ -297,12 +297,17 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 // A message of a partition given up while it waited (revocation timed out): its next owner handles it.
                 token.ThrowIfCancellationRequested();
                 var writes = from is null
-                    ? Apply(await ExternalRunAsync(token).ConfigureAwait(false), message, key, eventTime)
-                    : Apply(await BrokerRunAsync(from, queue, token).ConfigureAwait(false), message, key, eventTime, checkKey: true);
+                    ? Apply(await ExternalRunAsync(token).ConfigureAwait(false), message, key, eventTime, out var late)
+                    : Apply(await BrokerRunAsync(from, queue, token).ConfigureAwait(false), message, key, eventTime, out late, checkKey: true);
                 Events.Add(1, _tag);
                 foreach (var (state, changes, outputs, deadLetters) in writes)
                 {
                     await WriteAsync(services, state, changes, outputs, deadLetters, token).ConfigureAwait(false);
+                }
+
+                if (late is not null)
+                {
+                    ReportLateOnCommit(unitOfWork, late);
                 }
 
                 // After the state store's own commit callbacks, so the next event sees the committed state everywhere.
@@ -323,10 +328,22 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>Runs one event fed from outside through the router and its partitions, and takes what each partition changed.</summary>
-    private List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs, List<DeadLetter> DeadLetters)> Apply(StreamRun run, object message, string key, DateTimeOffset eventTime, bool checkKey = false)
+    // Separate from the caller, so the closure is made only for an event with late records.
+    private void ReportLateOnCommit(IUnitOfWork unitOfWork, List<LateRecord> late) =>
+        unitOfWork.OnCommitted(_ =>
+        {
+            ReportLate(late);
+            return ValueTask.CompletedTask;
+        });
+
+    /// <summary>
+    /// Runs one event fed from outside through the router and its partitions, and takes what each partition changed and
+    /// the late records it reported (null when none).
+    /// </summary>
+    private List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs, List<DeadLetter> DeadLetters)> Apply(StreamRun run, object message, string key, DateTimeOffset eventTime, out List<LateRecord>? late, bool checkKey = false)
     {
         var writes = new List<(string State, List<StateChange> Changes, List<PendingOutput> Outputs, List<DeadLetter> DeadLetters)>();
+        late = null;
         lock (run.Router.Gate)
         {
             try
@@ -354,6 +371,10 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                         // of work, so a reload resumes at the same watermark instead of an older one.
                         partition.Task.Tick(streamTime);
                         writes.Add((partition.StateName, partition.Task.TakeChanges(), partition.Task.TakeOutputs(), TimerDeadLetters(partition.Task, partition.StateName)));
+                        if (partition.Task.TakeLate() is { } partitionLate)
+                        {
+                            late = late is null ? partitionLate : [.. late, .. partitionLate];
+                        }
                     }
                 }
             }
@@ -432,7 +453,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     private string CheckpointId(int partition) => _options.Partitions == 1 ? "stream:" + Name : $"stream:{Name}:{partition}";
 
-    private StreamTask NewTask(int stage = 0) => new(_topology, _options.AllowedOutOfOrderness, OnLate)
+    private StreamTask NewTask(int stage = 0) => new(_topology, _options.AllowedOutOfOrderness)
     {
         Services = _services,
         Stage = stage,
@@ -454,11 +475,23 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         return [.. _topology.SourceTypes.Select(t => { _types.TryGetByType(t, out var info); return info!.Name; })];
     }
 
-    private void OnLate(LateRecord record)
+    /// <summary>
+    /// Hands the late records of a commit that succeeded to the counter, the log and <see cref="StreamProcessorOptions.OnLate"/>:
+    /// only then, since a rolled-back or failed commit runs its events again and would report them twice.
+    /// </summary>
+    private void ReportLate(List<LateRecord>? late)
     {
-        LateEvents.Add(1, _tag);
-        Log.LateRecord(_logger, Name, record.Operator, record.EventTime, record.Watermark);
-        _options.OnLate?.Invoke(record);
+        if (late is null)
+        {
+            return;
+        }
+
+        foreach (var record in late)
+        {
+            LateEvents.Add(1, _tag);
+            Log.LateRecord(_logger, Name, record.Operator, record.EventTime, record.Watermark);
+            _options.OnLate?.Invoke(record);
+        }
     }
 
     /// <summary>Loads the state and checkpoints of <paramref name="owned"/> and starts reading the source for them.</summary>
@@ -491,7 +524,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             }
         }
 
-        var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, OnLate, _services, _options.Partitions, partitions);
+        var run = new StreamRun(_topology, _options.AllowedOutOfOrderness, _services, _options.Partitions, partitions);
 
         // The source resumes at the lowest checkpoint, with the stream time that partition committed there; events fed from
         // outside have no position, and the stream time is the largest any partition saw.
@@ -902,6 +935,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         List<StateChange> changes;
         List<PendingOutput> outputs;
         DeadLetter[] deadLetters;
+        List<LateRecord>? late;
         Dictionary<string, List<StateChange>>? logs = null;
         lock (partition.Task.Gate)
         {
@@ -909,6 +943,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             partition.Task.Tick(streamTime);
             changes = partition.Task.TakeChanges();
             outputs = partition.Task.TakeOutputs();
+            late = partition.Task.TakeLate();
             deadLetters = [.. partition.DeadLetters, .. TimerDeadLetters(partition.Task, partition.StateName)];
             partition.DeadLetters.Clear();
             if (_repartitioned && (partition.Task.Crossings!.Count > 0 || position > partition.Writer.MarkedAt))
@@ -918,7 +953,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             }
         }
 
-        if (changes.Count > 0 || outputs.Count > 0 || deadLetters.Length > 0 || logs is not null)
+        // Late records alone still move the checkpoint: replayed after a restart, they would be reported again.
+        if (changes.Count > 0 || outputs.Count > 0 || deadLetters.Length > 0 || logs is not null || late is not null)
         {
             await CommitPartitionAsync(
                 run,
@@ -932,6 +968,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 }).ConfigureAwait(false);
         }
 
+        ReportLate(late);
         partition.MarkCommitted(position);
         if (logs is not null)
         {

@@ -12,11 +12,11 @@ internal sealed class StreamRun : IRecordRouter
 {
     private Exception? _failure;
 
-    public StreamRun(StreamTopology topology, TimeSpan allowedOutOfOrderness, Action<LateRecord> onLate, IServiceProvider services, int partitionCount, IEnumerable<StreamPartition> partitions)
+    public StreamRun(StreamTopology topology, TimeSpan allowedOutOfOrderness, IServiceProvider services, int partitionCount, IEnumerable<StreamPartition> partitions)
     {
         PartitionCount = partitionCount;
         Partitions = partitions.ToDictionary(p => p.Index);
-        Router = new StreamTask(topology, allowedOutOfOrderness, onLate) { Router = this, Services = services };
+        Router = new StreamTask(topology, allowedOutOfOrderness) { Router = this, Services = services };
     }
 
     /// <summary>The partitions of the whole stream (this run owns <see cref="Partitions"/> of them).</summary>

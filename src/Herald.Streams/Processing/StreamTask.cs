@@ -15,16 +15,16 @@ internal sealed class StreamTask
     private readonly Dictionary<string, StateStore> _stores = new(StringComparer.Ordinal);
     private readonly List<PendingOutput> _outputs = [];
     private readonly List<TimerFailure> _timerFailures = [];
+    private List<LateRecord>? _late;
     private readonly long _outOfOrder;
     private long _streamTime = long.MinValue;
     private long _savedStreamTime = long.MinValue;
     private long _lastWatermarkRun = long.MinValue;
 
-    public StreamTask(StreamTopology topology, TimeSpan allowedOutOfOrderness, Action<LateRecord>? onLate = null)
+    public StreamTask(StreamTopology topology, TimeSpan allowedOutOfOrderness)
     {
         Topology = topology;
         _outOfOrder = allowedOutOfOrderness.Ticks;
-        OnLate = onLate;
         foreach (var spec in topology.Stores)
         {
             _stores.Add(spec.Name, new StateStore(spec));
@@ -58,16 +58,13 @@ internal sealed class StreamTask
     /// <summary>The source position of the record in hand (or of the commit barrier), which crossing records keep.</summary>
     public long Position { get; set; }
 
-    /// <summary>Where late records go when their operator has no side output of its own.</summary>
-    public Action<LateRecord>? OnLate { get; }
-
     /// <summary>The largest event time seen (UTC ticks), or <see cref="long.MinValue"/> before the first record.</summary>
     public long StreamTime => _streamTime;
 
     /// <summary>Stream time minus the allowed out-of-orderness: no record older than it is expected any more.</summary>
     public long Watermark => _streamTime == long.MinValue ? long.MinValue : _streamTime - _outOfOrder;
 
-    /// <summary>Late records handed to <see cref="OnLate"/> (the operators' own side outputs not counted).</summary>
+    /// <summary>Late records without a side output of their operator (<see cref="TakeLate"/>).</summary>
     public long LateCount { get; private set; }
 
     public IReadOnlyDictionary<string, StateStore> Stores => _stores;
@@ -171,10 +168,22 @@ internal sealed class StreamTask
 
     public void Emit(SinkNode sink, in StreamRecord record) => _outputs.Add(new PendingOutput(sink, record));
 
+    /// <summary>
+    /// Keeps a late record whose operator has no side output until the commit of what refused it: the processor's late
+    /// handler then sees it once, not again each time a rolled-back or failed commit makes the event run anew.
+    /// </summary>
     public void ReportLate(Node node, in StreamRecord record)
     {
         LateCount++;
-        OnLate?.Invoke(new LateRecord(node.Name, record.Key, record.Value, new DateTimeOffset(record.Time, TimeSpan.Zero), new DateTimeOffset(Watermark, TimeSpan.Zero)));
+        (_late ??= []).Add(new LateRecord(node.Name, record.Key, record.Value, new DateTimeOffset(record.Time, TimeSpan.Zero), new DateTimeOffset(Watermark, TimeSpan.Zero)));
+    }
+
+    /// <summary>The late records reported since the last call, for the processor's late handler once they commit; null when none.</summary>
+    public List<LateRecord>? TakeLate()
+    {
+        var late = _late;
+        _late = null;
+        return late;
     }
 
     /// <summary>
