@@ -227,6 +227,40 @@ public sealed class ProcessorTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// A late event that changed nothing else (no state, no output) left nothing to commit, so the checkpoint stayed before
+    /// it: a plain restart read it again and the late handler saw it a second time.
+    /// </summary>
+    [Fact]
+    public async Task EventStoreSource_ALateEventThatChangesNothingElse_IsNotReportedAgainAfterARestart()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        var t0 = DateTimeOffset.UnixEpoch;
+        var late = new List<LateRecord>();
+        var builder = new StreamBuilder();
+        builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId).WindowedBy(TumblingWindows.Of(TimeSpan.FromMinutes(5))).Count("per-5-minutes");
+        var topology = builder.Build();
+        var options = new StreamProcessorOptions { OnLate = late.Add };
+        await using (var processor = new StreamProcessor("store-late-restart", topology, host.Services, options))
+        {
+            await processor.StartAsync();
+            await events.AppendAsync("order-1", ExpectedVersion.NoStream, [envelopes.Create(new Order("o1", "p", 1m, t0.AddMinutes(20)))]);
+            await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+            await events.AppendAsync("order-2", ExpectedVersion.NoStream, [envelopes.Create(new Order("o2", "p", 1m, t0.AddMinutes(2)))]); // late
+            await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Single(late);
+            await processor.StopAsync();
+        }
+
+        await using var again = new StreamProcessor("store-late-restart", topology, host.Services, options);
+        await again.StartAsync();
+        await again.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal("o2", ((Order)Assert.Single(late).Value!).OrderId);
+        await host.StopAsync();
+    }
+
     /// <summary>Orders go to <paramref name="sink"/> and are counted per product in 5-minute windows: a late order reaches both.</summary>
     private static StreamTopology SinkAndWindows(RefusingSink sink)
     {
