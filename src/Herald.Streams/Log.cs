@@ -31,4 +31,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 11008, Level = LogLevel.Information, Message = "Stream processor '{Processor}' gave broker partition {Partition} up; its state leaves the memory")]
     public static partial void BrokerPartitionDropped(ILogger logger, string processor, int partition);
+
+    [LoggerMessage(EventId = 11009, Level = LogLevel.Error, Message = "Stream processor '{Processor}': the late handler threw on a late record of '{Operator}' (event time {EventTime:o}); the record is committed and is not handed to it again")]
+    public static partial void LateHandlerFailed(ILogger logger, Exception exception, string processor, string @operator, DateTimeOffset eventTime);
 }

@@ -261,6 +261,35 @@ public sealed class ProcessorTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// The late handler runs after the commit, so an exception it throws can undo nothing: it must not fail the processor
+    /// (whose later events would then wait for a restart), only be logged.
+    /// </summary>
+    [Fact]
+    public async Task EventStoreSource_ALateHandlerThatThrows_IsLoggedAndTheProcessorGoesOn()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        var t0 = DateTimeOffset.UnixEpoch;
+        var builder = new StreamBuilder();
+        var byProduct = builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId);
+        byProduct.Count("counts");
+        byProduct.WindowedBy(TumblingWindows.Of(TimeSpan.FromMinutes(5))).Count("per-5-minutes");
+        var options = new StreamProcessorOptions { OnLate = _ => throw new InvalidOperationException("Simulated failure of the late handler.") };
+        await using var processor = new StreamProcessor("late-handler-throws", builder.Build(), host.Services, options);
+        await processor.StartAsync();
+        await events.AppendAsync("order-1", ExpectedVersion.NoStream, [envelopes.Create(new Order("o1", "p", 1m, t0.AddMinutes(20)))]);
+        await events.AppendAsync("order-2", ExpectedVersion.NoStream, [envelopes.Create(new Order("o2", "p", 1m, t0.AddMinutes(2)))]); // late
+        await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+        await events.AppendAsync("order-3", ExpectedVersion.NoStream, [envelopes.Create(new Order("o3", "p", 1m, t0.AddMinutes(21)))]);
+        await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(3L, await processor.QueryAsync<string, long>("counts", "p"));
+        Assert.False(processor.Completion.IsCompleted);
+        await host.StopAsync();
+    }
+
     /// <summary>Orders go to <paramref name="sink"/> and are counted per product in 5-minute windows: a late order reaches both.</summary>
     private static StreamTopology SinkAndWindows(RefusingSink sink)
     {

@@ -490,7 +490,15 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         {
             LateEvents.Add(1, _tag);
             Log.LateRecord(_logger, Name, record.Operator, record.EventTime, record.Watermark);
-            _options.OnLate?.Invoke(record);
+            try
+            {
+                _options.OnLate?.Invoke(record);
+            }
+            catch (Exception ex)
+            {
+                // The commit is done: a throw could undo nothing, only fail the processor or skip the unit of work's other callbacks.
+                Log.LateHandlerFailed(_logger, ex, Name, record.Operator, record.EventTime);
+            }
         }
     }
 
