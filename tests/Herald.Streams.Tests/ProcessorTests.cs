@@ -4,6 +4,7 @@ using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 
 namespace Herald.Streams.Tests;
 
@@ -198,8 +199,6 @@ public sealed class ProcessorTests
     public async Task EventStoreSource_ALateEventWhoseCommitFails_IsReportedOnceAfterTheRestartCommitsIt()
     {
         using var host = await ProcessorScenario.StartHostAsync(_ => { });
-        var events = host.Services.GetRequiredService<IEventStore>();
-        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
         var t0 = DateTimeOffset.UnixEpoch;
         var late = new List<LateRecord>();
         var sink = new RefusingSink();
@@ -209,12 +208,12 @@ public sealed class ProcessorTests
         await using (var processor = new StreamProcessor("store-late-once", topology, host.Services, options))
         {
             await processor.StartAsync();
-            await events.AppendAsync("order-1", ExpectedVersion.NoStream, [envelopes.Create(new Order("o1", "p", 1m, t0.AddMinutes(1)))]);
-            await events.AppendAsync("order-2", ExpectedVersion.NoStream, [envelopes.Create(new Order("o2", "p", 1m, t0.AddMinutes(20)))]);
-            await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+            await AppendAsync(host, "order-1", new Order("o1", "p", 1m, t0.AddMinutes(1)));
+            await AppendAsync(host, "order-2", new Order("o2", "p", 1m, t0.AddMinutes(20)));
+            await CaughtUpAsync(host, processor);
 
             sink.Armed = true;
-            await events.AppendAsync("order-3", ExpectedVersion.NoStream, [envelopes.Create(new Order("o3", "p", 1m, t0.AddMinutes(2)))]); // late
+            await AppendAsync(host, "order-3", new Order("o3", "p", 1m, t0.AddMinutes(2))); // late
             await Assert.ThrowsAsync<InvalidOperationException>(() => processor.Completion.WaitAsync(TimeSpan.FromSeconds(30)));
             Assert.Empty(late); // its commit failed: not reported
         }
@@ -222,7 +221,7 @@ public sealed class ProcessorTests
         sink.Armed = false;
         await using var again = new StreamProcessor("store-late-once", topology, host.Services, options);
         await again.StartAsync();
-        await again.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+        await CaughtUpAsync(host, again);
         Assert.Equal("o3", ((Order)Assert.Single(late).Value!).OrderId);
         await host.StopAsync();
     }
@@ -235,8 +234,6 @@ public sealed class ProcessorTests
     public async Task EventStoreSource_ALateEventThatChangesNothingElse_IsNotReportedAgainAfterARestart()
     {
         using var host = await ProcessorScenario.StartHostAsync(_ => { });
-        var events = host.Services.GetRequiredService<IEventStore>();
-        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
         var t0 = DateTimeOffset.UnixEpoch;
         var late = new List<LateRecord>();
         var builder = new StreamBuilder();
@@ -246,17 +243,17 @@ public sealed class ProcessorTests
         await using (var processor = new StreamProcessor("store-late-restart", topology, host.Services, options))
         {
             await processor.StartAsync();
-            await events.AppendAsync("order-1", ExpectedVersion.NoStream, [envelopes.Create(new Order("o1", "p", 1m, t0.AddMinutes(20)))]);
-            await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
-            await events.AppendAsync("order-2", ExpectedVersion.NoStream, [envelopes.Create(new Order("o2", "p", 1m, t0.AddMinutes(2)))]); // late
-            await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+            await AppendAsync(host, "order-1", new Order("o1", "p", 1m, t0.AddMinutes(20)));
+            await CaughtUpAsync(host, processor);
+            await AppendAsync(host, "order-2", new Order("o2", "p", 1m, t0.AddMinutes(2))); // late
+            await CaughtUpAsync(host, processor);
             Assert.Single(late);
             await processor.StopAsync();
         }
 
         await using var again = new StreamProcessor("store-late-restart", topology, host.Services, options);
         await again.StartAsync();
-        await again.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+        await CaughtUpAsync(host, again);
         Assert.Equal("o2", ((Order)Assert.Single(late).Value!).OrderId);
         await host.StopAsync();
     }
@@ -269,8 +266,6 @@ public sealed class ProcessorTests
     public async Task EventStoreSource_ALateHandlerThatThrows_IsLoggedAndTheProcessorGoesOn()
     {
         using var host = await ProcessorScenario.StartHostAsync(_ => { });
-        var events = host.Services.GetRequiredService<IEventStore>();
-        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
         var t0 = DateTimeOffset.UnixEpoch;
         var builder = new StreamBuilder();
         var byProduct = builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId);
@@ -279,16 +274,24 @@ public sealed class ProcessorTests
         var options = new StreamProcessorOptions { OnLate = _ => throw new InvalidOperationException("Simulated failure of the late handler.") };
         await using var processor = new StreamProcessor("late-handler-throws", builder.Build(), host.Services, options);
         await processor.StartAsync();
-        await events.AppendAsync("order-1", ExpectedVersion.NoStream, [envelopes.Create(new Order("o1", "p", 1m, t0.AddMinutes(20)))]);
-        await events.AppendAsync("order-2", ExpectedVersion.NoStream, [envelopes.Create(new Order("o2", "p", 1m, t0.AddMinutes(2)))]); // late
-        await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
-        await events.AppendAsync("order-3", ExpectedVersion.NoStream, [envelopes.Create(new Order("o3", "p", 1m, t0.AddMinutes(21)))]);
-        await processor.WaitForPositionAsync(await events.GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
+        await AppendAsync(host, "order-1", new Order("o1", "p", 1m, t0.AddMinutes(20)));
+        await AppendAsync(host, "order-2", new Order("o2", "p", 1m, t0.AddMinutes(2))); // late
+        await CaughtUpAsync(host, processor);
+        await AppendAsync(host, "order-3", new Order("o3", "p", 1m, t0.AddMinutes(21)));
+        await CaughtUpAsync(host, processor);
 
         Assert.Equal(3L, await processor.QueryAsync<string, long>("counts", "p"));
         Assert.False(processor.Completion.IsCompleted);
         await host.StopAsync();
     }
+
+    /// <summary>Appends <paramref name="order"/> as the first event of <paramref name="stream"/>.</summary>
+    private static async Task AppendAsync(IHost host, string stream, Order order) =>
+        await host.Services.GetRequiredService<IEventStore>().AppendAsync(stream, ExpectedVersion.NoStream, [host.Services.GetRequiredService<EnvelopeFactory>().Create(order)]);
+
+    /// <summary>Waits until <paramref name="processor"/> has committed every event appended so far.</summary>
+    private static async Task CaughtUpAsync(IHost host, StreamProcessor processor) =>
+        await processor.WaitForPositionAsync(await host.Services.GetRequiredService<IEventStore>().GetLastPositionAsync()).WaitAsync(TimeSpan.FromSeconds(30));
 
     /// <summary>Orders go to <paramref name="sink"/> and are counted per product in 5-minute windows: a late order reaches both.</summary>
     private static StreamTopology SinkAndWindows(RefusingSink sink)
