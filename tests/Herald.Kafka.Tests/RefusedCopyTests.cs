@@ -167,11 +167,42 @@ public sealed class RefusedCopyTests : KafkaTestBase
         Assert.StartsWith("poison (its body of 7 bytes and all its headers but those naming the message (", deadLetter.Reason, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task DeadLetter_OfARecordWhoseKeyIsTooLargeToCopy_GoesToTheDeadLetterTopicWithoutIt_ItsHashInTheReason()
+    {
+        // Every smaller copy kept the key: one whose key was what was large was refused each time and owed for good,
+        // holding the partition's commits for as long as the consumer ran.
+        var poison = NewEnvelope(new string('k', 200_000), "{\"a\":1}");
+        var deadLetter = await DeadLetterTooLargeToCopyAsync("dead-letter-key-too-large", poison);
+        Assert.Equal(poison.MessageType, deadLetter.Envelope.MessageType);
+        Assert.Null(deadLetter.Envelope.PartitionKey);
+        Assert.StartsWith("poison (its body of 7 bytes and all its headers but those naming the message, its key of 200000 bytes (SHA-256 ", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task DeadLetter_OfARecordWhoseTypeIsTooLargeToCopy_GoesToTheDeadLetterTopicWithoutIt_AndIsStoredAsUndecodable()
+    {
+        // A header naming the message was kept by every smaller copy: one that was itself what was large was owed for good.
+        var poison = NewEnvelope("k") with { MessageType = new string('t', 200_000) };
+        var deadLetter = await DeadLetterTooLargeToCopyAsync("dead-letter-type-too-large", poison, decodable: false);
+        Assert.StartsWith("poison (its body of 2 bytes and all its headers but those naming the message, its header ce_type of 200000 bytes were left out", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task DeadLetter_WithAReasonTooLargeToCopy_GoesToTheDeadLetterTopicWithTheReasonCutShort()
+    {
+        // The reason (a handler's exception message) was kept whole by every smaller copy: one too large was owed for good.
+        var poison = NewEnvelope("k");
+        var deadLetter = await DeadLetterTooLargeToCopyAsync("dead-letter-reason-too-large", poison, reason: new string('r', 200_000));
+        Assert.Equal(poison.MessageType, deadLetter.Envelope.MessageType);
+        Assert.StartsWith(new string('r', 4096) + " (its body of 2 bytes and all its headers but those naming the message, its reason past 4096 of 200000 characters were left out", deadLetter.Reason, StringComparison.Ordinal);
+    }
+
     /// <summary>
     /// Has <paramref name="poison"/>, written by a producer whose limit is higher than the transport's, dead-lettered by
     /// the handler; waits for the record behind it to be handled and the partition committed; returns the drained dead letter.
     /// </summary>
-    private async Task<NativeDeadLetter> DeadLetterTooLargeToCopyAsync(string name, Envelope poison)
+    private async Task<NativeDeadLetter> DeadLetterTooLargeToCopyAsync(string name, Envelope poison, bool decodable = true, string reason = "poison")
     {
         var transport = await CreateTransportAsync(o => o.MaxMessageBytes = 1024);
         var queue = Name(name);
@@ -188,7 +219,7 @@ public sealed class RefusedCopyTests : KafkaTestBase
         {
             if (d.Envelope.MessageId == poison.MessageId)
             {
-                await d.DeadLetterAsync("poison", ct);
+                await d.DeadLetterAsync(reason, ct);
                 return;
             }
 
@@ -200,8 +231,16 @@ public sealed class RefusedCopyTests : KafkaTestBase
         var moved = new List<NativeDeadLetter>();
         Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
         var deadLetter = Assert.Single(moved);
-        Assert.Null(deadLetter.DecodeFailure);
-        Assert.Equal(poison.MessageId, deadLetter.Envelope.MessageId);
+        if (decodable)
+        {
+            Assert.Null(deadLetter.DecodeFailure);
+            Assert.Equal(poison.MessageId, deadLetter.Envelope.MessageId);
+        }
+        else
+        {
+            Assert.NotNull(deadLetter.DecodeFailure);
+        }
+
         return deadLetter;
     }
 }

@@ -236,8 +236,9 @@ internal sealed partial class KafkaTransport
     /// Copies a record to the dead-letter topic of <paramref name="queue"/> with the queue it came from and the reason (what
     /// the drain reads back), without the retry bookkeeping; completes once the cluster confirmed the copy. A record too
     /// large to copy is dead-lettered without its body, then also without its custom headers, then with only the headers
-    /// that say which message it was, the reason saying what was left out: a copy refused every time would otherwise be
-    /// owed for good, holding its partition's commits (and its consumer lane, or its retry partition) for as long as it runs.
+    /// that say which message it was, then without its key and any of those headers or reason that is itself large, the
+    /// reason saying what was left out: a copy refused every time would otherwise be owed for good, holding its partition's
+    /// commits (and its consumer lane, or its retry partition) for as long as it runs.
     /// </summary>
     internal async ValueTask DeadLetterAsync(Message<byte[]?, byte[]> message, string queue, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
     {
@@ -266,7 +267,13 @@ internal sealed partial class KafkaTransport
         Body,
         CustomHeaders,
         AllButIdentity,
+        Oversized,
     }
+
+    // The last copy keeps a key, a header naming the message, and a reason only up to these sizes: a record written by a
+    // client with a larger limit may carry any of them larger than this transport's producer takes.
+    private const int MinimalCopyMaxBytes = 1024;
+    private const int MinimalCopyMaxReasonChars = 4096;
 
     /// <summary>
     /// The copy of <paramref name="message"/> with the next thing that makes it smaller left out (what it does not have is
@@ -308,7 +315,47 @@ internal sealed partial class KafkaTransport
             return DeadLetterCopy(Without(message, IsIdentity), queue, $"{reason} ({bodyLeftOut}{what} were left out: {refusal.Message})", headers: null);
         }
 
+        if (leftOut < LeftOut.Oversized)
+        {
+            leftOut = LeftOut.Oversized;
+            return MinimalDeadLetterCopy(message, queue, reason, bodyLeftOut, refusal);
+        }
+
         return null;
+    }
+
+    /// <summary>
+    /// The last copy: no key (its hash in the reason), and only the headers naming the message that are small, with the
+    /// reason cut short; null when none of them is large, so nothing is left to leave out. Without a large identity header
+    /// the drain reads it as undecodable, which still stores it with the reason: better than owing it for good.
+    /// </summary>
+    private Message<byte[]?, byte[]>? MinimalDeadLetterCopy(Message<byte[]?, byte[]> message, string queue, string reason, string bodyLeftOut, MessageRejectedException refusal)
+    {
+        var key = message.Key?.Length ?? 0;
+        var large = message.Headers?.Where(h => IsIdentity(h.Key) && (h.GetValueBytes()?.Length ?? 0) > MinimalCopyMaxBytes).ToList() ?? [];
+        if (key <= MinimalCopyMaxBytes && large.Count == 0 && reason.Length <= MinimalCopyMaxReasonChars)
+        {
+            return null;
+        }
+
+        var what = new List<string> { "all its headers but those naming the message" };
+        if (key > MinimalCopyMaxBytes)
+        {
+            what.Add(string.Create(CultureInfo.InvariantCulture, $"its key of {key} bytes (SHA-256 {Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(message.Key!))})"));
+        }
+
+        what.AddRange(large.Select(h => string.Create(CultureInfo.InvariantCulture, $"its header {h.Key} of {h.GetValueBytes().Length} bytes")));
+        if (reason.Length > MinimalCopyMaxReasonChars)
+        {
+            what.Add(string.Create(CultureInfo.InvariantCulture, $"its reason past {MinimalCopyMaxReasonChars} of {reason.Length} characters"));
+            reason = reason[..MinimalCopyMaxReasonChars];
+        }
+
+        var leftOut = string.Join(", ", what);
+        Log.DeadLetterHeadersLeftOut(Logger, refusal, _options.DeadLetterTopicName(queue), leftOut);
+        var minimal = Without(message, name => IsIdentity(name) && !large.Exists(h => h.Key == name));
+        minimal.Key = key > MinimalCopyMaxBytes ? null : message.Key;
+        return DeadLetterCopy(minimal, queue, $"{reason} ({bodyLeftOut}{leftOut} were left out: {refusal.Message})", headers: null);
     }
 
     /// <summary>The record without its body, with only the headers <paramref name="kept"/> keeps.</summary>
