@@ -281,11 +281,14 @@ public sealed class RetryTopicTests : KafkaTestBase
     }
 
     // A target the cluster can never take failed the relay's copy, which ended the relay for good; a record naming no
-    // target was committed past and dropped, a log line the only trace of it.
+    // target was committed past and dropped, a log line the only trace of it. Such a record (not Herald's) due far ahead
+    // was held until then before being dead-lettered: its partition, and Herald's delayed records behind it, waited with it.
     [Theory]
-    [InlineData("no such topic!", "'no such topic!' is not a valid Kafka topic name")]
-    [InlineData(null, "names no target topic")]
-    public async Task Relay_OfARecordWithAnInvalidTarget_DeadLettersIt_AndRelaysTheRecordsBehindIt(string? target, string reason)
+    [InlineData("no such topic!", "'no such topic!' is not a valid Kafka topic name", false)]
+    [InlineData(null, "names no target topic", false)]
+    [InlineData("no such topic!", "'no such topic!' is not a valid Kafka topic name", true)]
+    [InlineData(null, "names no target topic", true)]
+    public async Task Relay_OfARecordWithAnInvalidTarget_DeadLettersIt_WhateverItsDueTime_AndRelaysTheRecordsBehindIt(string? target, string reason, bool dueFarAhead)
     {
         var transport = await CreateTransportAsync();
         var queue = Name("bad-target");
@@ -297,9 +300,9 @@ public sealed class RetryTopicTests : KafkaTestBase
             return ValueTask.CompletedTask;
         }));
 
-        // A record from another writer, due now, naming a target that is no topic name (or none); then Herald's own, one key, behind it.
+        // A record from another writer, due now (or in a century), naming a target that is no topic name (or none); then Herald's own, one key, behind it.
         var stray = NewEnvelope("k");
-        await ProduceDueAsync(retryTopic, stray, target);
+        await ProduceDueAsync(retryTopic, stray, target, dueFarAhead ? DateTimeOffset.UtcNow.AddYears(100) : null);
 
         var behind = NewEnvelope("k");
         await transport.SendAsync(queue, behind, new SendOptions { Delay = TimeSpan.FromMilliseconds(300) });
@@ -314,6 +317,12 @@ public sealed class RetryTopicTests : KafkaTestBase
         Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
         Assert.Contains(reason, deadLetter.Reason, StringComparison.Ordinal);
         await Eventually.UntilAsync(() => Uncommitted(retryTopic, retryTopic) == 0, "the retry topic committed past both", Deadline);
+
+        // Retried as the dead-letter manager does, to the queue it names: that was the retry topic, whose relay
+        // dead-lettered it again, for as often as it was retried.
+        Assert.Equal(queue, deadLetter.Queue);
+        await transport.SendAsync(deadLetter.Queue, deadLetter.Envelope with { DeliveryAttempt = 0 });
+        await Eventually.UntilAsync(() => handled.ContainsKey(stray.MessageId), "the retried dead letter handled", Deadline);
     }
 
     // Kafka's UNKNOWN_TOPIC_OR_PART: how the mock answers for a topic that does not exist on a cluster without auto-creation.
@@ -475,12 +484,12 @@ public sealed class RetryTopicTests : KafkaTestBase
         Assert.Contains($"Kafka topic '{target}' does not exist", sendError.Message, StringComparison.Ordinal);
     }
 
-    /// <summary>Writes a record to a retry topic behind Herald's back, due now, for <paramref name="target"/>.</summary>
-    private static async Task ProduceDueAsync(string retryTopic, Envelope envelope, string? target)
+    /// <summary>Writes a record to a retry topic behind Herald's back, due now (or at <paramref name="due"/>), for <paramref name="target"/>.</summary>
+    private static async Task ProduceDueAsync(string retryTopic, Envelope envelope, string? target, DateTimeOffset? due = null)
     {
         using var producer = RawProducer();
         var message = KafkaEnvelopeCodec.Encode(envelope, "tests");
-        message.Headers.Add(KafkaEnvelopeCodec.DueHeader, Encoding.UTF8.GetBytes(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)));
+        message.Headers.Add(KafkaEnvelopeCodec.DueHeader, Encoding.UTF8.GetBytes((due ?? DateTimeOffset.UtcNow).ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)));
         if (target is not null)
         {
             message.Headers.Add(KafkaEnvelopeCodec.TargetHeader, Encoding.UTF8.GetBytes(target));

@@ -27,7 +27,7 @@ internal sealed partial class KafkaTransport
         await EnsureTopicAsync(own, cancellationToken).ConfigureAwait(false);
         var moved = 0;
         ExceptionDispatchInfo? failed = null;
-        foreach (var topic in DeadLetterTopicsOf(queue))
+        foreach (var (topic, retryTopic) in DeadLetterTopicsOf(queue))
         {
             // Relays' dead-letter topics exist only once one was written to: a missing one holds nothing, and is not made.
             if (topic != own && !await Task.Run(() => TopicExists(topic), cancellationToken).ConfigureAwait(false))
@@ -37,7 +37,7 @@ internal sealed partial class KafkaTransport
 
             try
             {
-                moved += await DrainDeadLetterTopicAsync(topic, queue, moveAsync, cancellationToken).ConfigureAwait(false);
+                moved += await DrainDeadLetterTopicAsync(topic, retryTopic, queue, moveAsync, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
@@ -50,13 +50,16 @@ internal sealed partial class KafkaTransport
         return moved;
     }
 
-    /// <summary>The queue's dead-letter topic, then those of the retry relays serving its topics (its own and those bound to it).</summary>
-    private IEnumerable<string> DeadLetterTopicsOf(string queue)
+    /// <summary>
+    /// The queue's dead-letter topic, then those of the retry relays serving its topics (its own and those bound to it),
+    /// each of these with the retry topic it is of.
+    /// </summary>
+    private IEnumerable<(string Topic, string? RetryTopic)> DeadLetterTopicsOf(string queue)
     {
         var topics = TopicsOf(queue, _bindings.GetValueOrDefault(queue));
-        return topics.Select(_options.DeadLetterTopicName)
-            .Concat(topics.Select(t => _options.DeadLetterTopicName(_options.RetryTopicName(t))))
-            .Distinct(StringComparer.Ordinal);
+        return topics.Select(t => (_options.DeadLetterTopicName(t), (string?)null))
+            .Concat(topics.Select(_options.RetryTopicName).Select(r => (_options.DeadLetterTopicName(r), (string?)r)))
+            .DistinctBy(t => t.Item1, StringComparer.Ordinal);
     }
 
     private bool TopicExists(string topic)
@@ -72,7 +75,8 @@ internal sealed partial class KafkaTransport
         }
     }
 
-    private async ValueTask<int> DrainDeadLetterTopicAsync(string topic, string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
+    private async ValueTask<int> DrainDeadLetterTopicAsync(
+        string topic, string? retryTopic, string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
         using var consumer = BuildConsumer(_options.GroupIdPrefix + topic + ".drain").Build();
         var (start, ends) = await Task.Run(() => Positions(consumer, topic), cancellationToken).ConfigureAwait(false);
@@ -115,7 +119,7 @@ internal sealed partial class KafkaTransport
             var deadLetter = new NativeDeadLetter
             {
                 Envelope = envelope,
-                Queue = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.OriginQueueHeader) ?? queue,
+                Queue = QueueOf(message, retryTopic, queue),
                 Reason = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.ReasonHeader),
                 Time = message.Timestamp.Type == TimestampType.NotAvailable ? null : message.Timestamp.UtcDateTime,
                 DecodeFailure = failure,
@@ -146,6 +150,14 @@ internal sealed partial class KafkaTransport
         round.ThrowIfAnyFailed();
         return moved;
     }
+
+    /// <summary>
+    /// The queue a dead letter is retried to: the one it names, unless that is the retry topic it was relayed from (a record
+    /// naming no valid target, which the relay dead-letters under its retry topic's name) or it names none: then the queue
+    /// draining it. Sent to the retry topic, a retry would be dead-lettered by the relay again, for as often as it is retried.
+    /// </summary>
+    private static string QueueOf(Message<byte[]?, byte[]> message, string? retryTopic, string queue) =>
+        KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.OriginQueueHeader) is { } origin && origin != retryTopic ? origin : queue;
 
     /// <summary>Where a dead letter first was in its topic (its copies carry it): one id for it however often it is read or copied.</summary>
     private static string Origin(ConsumeResult<byte[]?, byte[]> result) =>

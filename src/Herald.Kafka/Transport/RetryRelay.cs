@@ -109,12 +109,19 @@ internal sealed class RetryRelay : IAsyncDisposable
     {
         var message = result.Message;
         var target = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.TargetHeader);
+
+        // Herald names a valid target on every record it puts here: one without is not Herald's, and is dead-lettered at
+        // once whatever its due time says; held until then it would hold its partition (and Herald's records behind it) up
+        // to the year 9999.
+        var refusal = string.IsNullOrEmpty(target)
+            ? $"It names no target topic (no {KafkaEnvelopeCodec.TargetHeader} header of UTF-8 text)."
+            : KafkaTransport.IsValidTopicName(target) ? null : $"Its target '{target}' is not a valid Kafka topic name.";
         var due = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.DueHeader) is { } text
             && long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var ms)
             && ms is >= 0 and <= 253402300799999
             ? DateTimeOffset.FromUnixTimeMilliseconds(ms)
             : (DateTimeOffset?)null;
-        if (due is { } at && at > _transport.TimeProvider.GetUtcNow())
+        if (refusal is null && due is { } at && at > _transport.TimeProvider.GetUtcNow())
         {
             // Not due: hold the partition at this record and read it again once it is due.
             Hold(result, at);
@@ -125,7 +132,16 @@ internal sealed class RetryRelay : IAsyncDisposable
         // delivery through this retry topic.
         try
         {
-            Copy(result, target);
+            if (refusal is not null)
+            {
+                // Its own dead-letter topic (its target's would not be a name either).
+                DeadLetter(result, Topic, refusal, null);
+            }
+            else
+            {
+                Copy(result, target!);
+            }
+
             Commit(result);
             _backoff.Remove(result.TopicPartition);
         }
@@ -157,25 +173,11 @@ internal sealed class RetryRelay : IAsyncDisposable
 
     /// <summary>
     /// Produces the copy of a due record to its target; one the target will never take (refused by the cluster, a
-    /// missing or invalid topic) goes to the dead letters with the reason instead, so it cannot wedge its partition.
+    /// missing topic) goes to the dead letters with the reason instead, so it cannot wedge its partition.
     /// </summary>
-    private void Copy(ConsumeResult<byte[]?, byte[]> result, string? target)
+    private void Copy(ConsumeResult<byte[]?, byte[]> result, string target)
     {
         var message = result.Message;
-        if (string.IsNullOrEmpty(target))
-        {
-            // Not Herald's (it names the target of every record it puts here): nowhere to send it, but not to be dropped.
-            DeadLetter(result, Topic, $"It names no target topic (no {KafkaEnvelopeCodec.TargetHeader} header of UTF-8 text).", null);
-            return;
-        }
-
-        if (!KafkaTransport.IsValidTopicName(target))
-        {
-            // Not a name Herald wrote (it checks them on send); its own dead-letter topic would not be one either.
-            DeadLetter(result, Topic, $"Its target '{target}' is not a valid Kafka topic name.", null);
-            return;
-        }
-
         try
         {
             var copy = KafkaEnvelopeCodec.CopyForRepublish(message, [new(KafkaEnvelopeCodec.DueHeader, null), new(KafkaEnvelopeCodec.TargetHeader, null)], added: null);
