@@ -83,10 +83,13 @@ internal static class MockCluster
     /// The next Produce requests (of any client, on any broker) fail with these Kafka error codes, in order: tests that
     /// use it run alone (<see cref="ProduceErrorsCollection"/>).
     /// </summary>
-    public static void PushProduceErrors(params int[] errors)
+    public static void PushProduceErrors(params int[] errors) => PushRequestErrors(0, errors);
+
+    /// <summary>As <see cref="PushProduceErrors"/>, for the requests of Kafka API <paramref name="apiKey"/> (2: ListOffsets).</summary>
+    public static void PushRequestErrors(short apiKey, params int[] errors)
     {
         _ = Bootstrap.Value;
-        rd_kafka_mock_push_request_errors_array(_cluster, 0, (UIntPtr)errors.Length, errors);
+        rd_kafka_mock_push_request_errors_array(_cluster, apiKey, (UIntPtr)errors.Length, errors);
     }
 
     /// <summary>

@@ -8,8 +8,8 @@ using Xunit.Abstractions;
 namespace Herald.Kafka.Tests;
 
 /// <summary>
-/// Copies the cluster refuses: a relayed record, a nack's redelivery. The refusal is injected into the mock's next produce
-/// request, whoever sends it, so these tests run alone (<see cref="ProduceErrorsCollection"/>).
+/// Copies the cluster refuses: a relayed record, a nack's redelivery (and a start-time lookup). The refusal is injected into
+/// the mock's next request of its kind, whoever sends it, so these tests run alone (<see cref="ProduceErrorsCollection"/>).
 /// </summary>
 [Collection(nameof(ProduceErrorsCollection))]
 public sealed class RefusedCopyTests : KafkaTestBase
@@ -197,6 +197,47 @@ public sealed class RefusedCopyTests : KafkaTestBase
         Assert.Equal(poison.MessageType, deadLetter.Envelope.MessageType);
         Assert.StartsWith(new string('r', 4096) + " (its body of 2 bytes and all its headers but those naming the message, its reason past 4096 of 200000 characters were left out", deadLetter.Reason, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task StartPosition_Timestamp_WhoseLookupFailed_IsLookedUpAgainByTheResumedClient_NotReadFromTheBeginning()
+    {
+        // The poll-loop resume of 6026-6028: a partition whose start-time lookup failed (taking the poll loop down) must be
+        // looked up again by the new client, not taken as started and read from the committed offsets, of which a new
+        // group has none (the reset policy's beginning: the whole backlog). A start in the future is where the mock and a
+        // real cluster agree (the log end), so this holds on both.
+        var logs = new TestOutputLogger(Microsoft.Extensions.Logging.LogLevel.Information);
+        LoggerFactory = new Microsoft.Extensions.Logging.LoggerFactory([logs]);
+        var queue = Name("from-time-resumed");
+        var writer = await CreateTransportAsync();
+        var backlog = NewEnvelope();
+        await writer.SendAsync(queue, backlog);
+        var reader = await CreateTransportAsync(o =>
+        {
+            o.StartPosition = KafkaStartPosition.Timestamp;
+            o.StartTimestamp = DateTimeOffset.UtcNow.AddDays(1);
+        });
+
+        var failed = logs.WhenLoggedAsync("resumes polling in");
+        var assigned = logs.WhenLoggedAsync("was given partitions");
+        MockCluster.PushRequestErrors(ListOffsets, TopicAuthorizationFailed);
+        var seen = new ConcurrentQueue<Guid>();
+        Own(await reader.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            seen.Enqueue(d.Envelope.MessageId);
+            return ValueTask.CompletedTask;
+        }));
+        await failed.WaitAsync(Deadline);
+        await assigned.WaitAsync(Deadline);
+
+        var fresh = NewEnvelope();
+        await writer.SendAsync(queue, fresh);
+        await Eventually.UntilAsync(() => seen.Contains(fresh.MessageId), "the message sent after the start", Deadline);
+        Assert.Equal([fresh.MessageId], seen);
+    }
+
+    // Kafka's ListOffsets API (what a start-time lookup sends) and TOPIC_AUTHORIZATION_FAILED (an answer it does not retry).
+    private const short ListOffsets = 2;
+    private const int TopicAuthorizationFailed = 29;
 
     /// <summary>
     /// Has <paramref name="poison"/>, written by a producer whose limit is higher than the transport's, dead-lettered by
