@@ -623,6 +623,59 @@ public sealed class JetStreamTests : NatsTestBase
         Assert.Equal(40L, (await transport.JetStream.GetStreamAsync(stream)).Info.State.Messages);
     }
 
+    /// <summary>
+    /// A mapped queue's durable consumer deleted behind Herald's back was made again from the queue's StartFrom, as after a
+    /// restart: with New, a message delivered before and handed back after (or stored and not yet delivered) was never
+    /// delivered again, and with All the stream's whole history was. It now resumes after the lost consumer's ack floor.
+    /// </summary>
+    [Fact]
+    public async Task AMappedQueuesDurableDeletedWhileRunning_IsMadeAgainAfterItsAckFloor_SoAMessageHandedBackMeanwhileComesBack()
+    {
+        var stream = Prefixes.Streams + "_RESUME";
+        var subject = Prefixes.Subjects + ".resume";
+        var log = new TestOutputLogger();
+        using var loggers = LoggerFactory.Create(l => l.AddProvider(log));
+        var queue = "resume-reader";
+        var transport = await CreateTransportAsync(
+            o =>
+            {
+                var declared = new NatsStreamOptions { Name = stream };
+                declared.Subjects.Add(subject);
+                o.Streams.Add(declared);
+                o.Queues[queue] = new NatsQueueOptions { Stream = stream, FilterSubject = subject, StartFrom = NatsStartPosition.New };
+            },
+            loggerFactory: loggers);
+        await transport.SendAsync(queue, NewEnvelope("old"));
+
+        var remade = log.WhenLoggedAsync("made again, pulling again");
+        var deleted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var firstTries = 0;
+        var (consumer, seen) = await ConsumeAsync(transport, queue, async (d, ct) =>
+        {
+            if (TextOf(d.Envelope) == "first" && Interlocked.Increment(ref firstTries) == 1)
+            {
+                // Fails once its durable was made again: the nak goes to the one that is gone.
+                await deleted.Task.WaitAsync(ct);
+                await remade.WaitAsync(Timeout, ct);
+                throw new InvalidOperationException("failed while its durable was gone");
+            }
+        });
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("first"));
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "first"), "the message delivered before the delete");
+            await transport.JetStream.DeleteConsumerAsync(stream, NatsNames.Durable(queue));
+            deleted.SetResult();
+            await remade.WaitAsync(Timeout);
+            await transport.SendAsync(queue, NewEnvelope("after"));
+
+            await Eventually.UntilAsync(() => seen.Count(e => TextOf(e) == "first") == 2, "the message handed back while its durable was gone delivered again");
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "after"), "the message sent after the durable was made again");
+        }
+
+        Assert.DoesNotContain(seen, e => TextOf(e) == "old");
+    }
+
     [Theory]
     [InlineData("new")]
     [InlineData("sequence")]

@@ -56,6 +56,10 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private long _pending;
     private long _ackPending;
     private long _delayed;
+
+    // The stream sequence through which the durable had every message acked, as last read from the server (at the start
+    // and at each lag refresh): where a mapped queue's durable made again resumes (NatsTransport.ResumeAfter).
+    private ulong _ackedThrough;
     private volatile bool _hasLag;
     private int _stopped;
 
@@ -211,8 +215,12 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     private async Task<INatsJSConsumer> RemakeAsync(CancellationToken stop)
     {
-        var durable = await _transport.RemakeDurableAsync(Queue, stop).ConfigureAwait(false);
+        var durable = await _transport.RemakeDurableAsync(Queue, _consumer.Info.Created, Volatile.Read(ref _ackedThrough), stop).ConfigureAwait(false);
         _consumer = durable;
+
+        // Its sequences may have started over with its stream: read again from the one made.
+        Volatile.Write(ref _ackedThrough, 0);
+        ReadLag(durable);
         Log.ConsumerRemade(_logger, durable.Info.Name, _target.Stream, Queue);
         return durable;
     }
@@ -520,6 +528,15 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         var info = consumer.Info;
         Volatile.Write(ref _pending, (long)Math.Min(info.NumPending, long.MaxValue));
         Volatile.Write(ref _ackPending, info.NumAckPending);
+
+        // With nothing pending an ack, every message delivered was acked: a floor the server may not have moved yet (2.9
+        // leaves it at 0 for a consumer made to start at a later sequence until one is acked in order).
+        var acked = info.NumAckPending == 0 ? Math.Max(info.AckFloor.StreamSeq, info.Delivered.StreamSeq) : info.AckFloor.StreamSeq;
+        if (acked > Volatile.Read(ref _ackedThrough))
+        {
+            Volatile.Write(ref _ackedThrough, acked);
+        }
+
         _hasLag = true;
     }
 

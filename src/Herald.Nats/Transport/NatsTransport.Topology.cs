@@ -173,14 +173,35 @@ internal sealed partial class NatsTransport
 
     /// <summary>
     /// Makes the queue's stream (with the sources of the topics bound to it here) and its durable consumer again, after a
-    /// pull found them gone (deleted behind this process's back): as a start would, once the made stream is forgotten.
+    /// pull found them gone (deleted behind this process's back): as a start would, once the made stream is forgotten; a
+    /// mapped queue's durable resumes after the sequence the lost one (made at <paramref name="lostCreated"/>) had every
+    /// message acked through, <paramref name="ackedThrough"/>, instead (<see cref="ResumeAfter"/>).
     /// </summary>
-    internal async Task<INatsJSConsumer> RemakeDurableAsync(string queue, CancellationToken cancellationToken)
+    internal async Task<INatsJSConsumer> RemakeDurableAsync(string queue, DateTimeOffset lostCreated, ulong ackedThrough, CancellationToken cancellationToken)
     {
         ForgetStreamOf(Names.QueueSubject(queue));
         var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        if (_options.Queues.ContainsKey(queue))
+        {
+            var stream = await JetStream.GetStreamAsync(target.Stream, cancellationToken: cancellationToken).ConfigureAwait(false);
+            target = ResumeAfter(target, lostCreated, ackedThrough, stream.Info);
+        }
+
         return await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// Where a mapped queue's durable made again starts: after the stream sequence through which the lost one had every
+    /// message acked (as last read: at the start, or at the lag gauge's last refresh; never ahead of the server). Its start
+    /// position would skip what was stored and not yet delivered, or handed back, before it was made again
+    /// (<see cref="NatsStartPosition.New"/>, or a time) or deliver the stream's whole history again (<see cref="NatsStartPosition.All"/>);
+    /// this delivers again only what was acked since that reading. Not on a work queue (it takes only consumers that deliver
+    /// all, and keeps no acked message) or a stream made after the lost consumer (its sequences start over).
+    /// </summary>
+    private static QueueTarget ResumeAfter(QueueTarget target, DateTimeOffset lostCreated, ulong ackedThrough, StreamInfo stream) =>
+        stream.Config.Retention == StreamConfigRetention.Workqueue || stream.Created > lostCreated
+            ? target
+            : target with { StartFrom = NatsStartPosition.FromSequence(ackedThrough + 1) };
 
     /// <summary>Creates the stream unless it exists (as it is: another process may have added sources to it).</summary>
     internal Task EnsureStreamAsync(NatsStreamOptions stream, CancellationToken cancellationToken)
