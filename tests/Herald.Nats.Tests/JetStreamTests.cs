@@ -676,6 +676,21 @@ public sealed class JetStreamTests : NatsTestBase
         Assert.DoesNotContain(seen, e => TextOf(e) == "old");
     }
 
+    /// <summary>A send whose queue stream the server refuses to make threw NATS.Net's NatsJSApiException, not the HeraldException a failed publish throws.</summary>
+    [Fact]
+    public async Task Send_WhoseQueueStreamCannotBeMade_ThrowsAHeraldExceptionNamingTheStream()
+    {
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.Zero);
+        var queue = "squatted-" + Guid.NewGuid().ToString("N")[..8];
+
+        // Another stream already takes the queue's subject: the server refuses the queue's stream as overlapping it.
+        await transport.JetStream.CreateStreamAsync(new NATS.Client.JetStream.Models.StreamConfig(Prefixes.Streams + "_SQUAT", [Names.QueueSubject(queue)]));
+
+        var error = await Assert.ThrowsAsync<HeraldException>(async () => await transport.SendAsync(queue, NewEnvelope("refused")));
+        Assert.Contains(Names.QueueStream(queue), error.Message, StringComparison.Ordinal);
+        Assert.IsAssignableFrom<NATS.Client.JetStream.NatsJSApiException>(error.InnerException);
+    }
+
     [Theory]
     [InlineData("new")]
     [InlineData("sequence")]

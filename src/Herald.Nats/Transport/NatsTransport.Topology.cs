@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using NATS.Client.Core;
 using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
 
@@ -203,12 +204,21 @@ internal sealed partial class NatsTransport
             ? target
             : target with { StartFrom = NatsStartPosition.FromSequence(ackedThrough + 1) };
 
-    /// <summary>Creates the stream unless it exists (as it is: another process may have added sources to it).</summary>
+    /// <summary>
+    /// Creates the stream unless it exists (as it is: another process may have added sources to it). Fails with a
+    /// <see cref="HeraldException"/> naming the stream, as a failed publish does, when the server refuses it.
+    /// </summary>
     internal Task EnsureStreamAsync(NatsStreamOptions stream, CancellationToken cancellationToken)
     {
-        var lazy = _streams.GetOrAdd(stream.Name, _ => new Lazy<Task>(async () =>
+        var lazy = _streams.GetOrAdd(stream.Name, _ => new Lazy<Task>(() => CreateStreamUnlessItExistsAsync(stream)));
+        return lazy.Value.IsCompletedSuccessfully ? Task.CompletedTask : AwaitOrForgetAsync(_streams, stream.Name, lazy, cancellationToken);
+    }
+
+    private async Task CreateStreamUnlessItExistsAsync(NatsStreamOptions stream)
+    {
+        _streamSubjects[stream.Name] = [.. stream.Subjects];
+        try
         {
-            _streamSubjects[stream.Name] = [.. stream.Subjects];
             try
             {
                 await JetStream.GetStreamAsync(stream.Name, cancellationToken: CancellationToken.None).ConfigureAwait(false);
@@ -235,8 +245,12 @@ internal sealed partial class NatsTransport
                     throw;
                 }
             }
-        }));
-        return lazy.Value.IsCompletedSuccessfully ? Task.CompletedTask : AwaitOrForgetAsync(_streams, stream.Name, lazy, cancellationToken);
+        }
+        catch (Exception e) when (e is NatsException or NatsJSException)
+        {
+            // The client's own exception would reach a send's caller, who is told a HeraldException elsewhere.
+            throw new HeraldException($"Could not make stream '{stream.Name}' (subjects {string.Join(", ", stream.Subjects)}) on NATS at {Endpoint}: {e.Message}", e);
+        }
     }
 
     /// <summary>
