@@ -115,7 +115,21 @@ public sealed class SagaOrchestrator
     /// Loads an instance and runs it on from where it stood (the step it was at, or the compensations still due). A
     /// finished instance is returned as it is; null when none is stored.
     /// </summary>
-    public async Task<SagaInstance?> ResumeAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
+    public Task<SagaInstance?> ResumeAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
+        where TData : class =>
+        ResumeCoreAsync(definition, id, parked: false, cancellationToken);
+
+    /// <summary>
+    /// Runs a parked (<see cref="SagaStatus.Failed"/>) instance again once its cause is fixed: it turns
+    /// <see cref="SagaStatus.Compensating"/> and the compensations still due run, from the one that failed. Any other
+    /// instance is returned as it is; null when none is stored.
+    /// </summary>
+    /// <exception cref="SagaConcurrencyException">The instance changed meanwhile (another call resumed it): load it and look again.</exception>
+    public Task<SagaInstance?> ResumeParkedAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
+        where TData : class =>
+        ResumeCoreAsync(definition, id, parked: true, cancellationToken);
+
+    private async Task<SagaInstance?> ResumeCoreAsync<TData>(SagaDefinition<TData> definition, string id, bool parked, CancellationToken cancellationToken)
         where TData : class
     {
         ArgumentNullException.ThrowIfNull(definition);
@@ -129,6 +143,13 @@ public sealed class SagaOrchestrator
         try
         {
             var instance = await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
+            if (parked && instance?.Status == SagaStatus.Failed)
+            {
+                // Nothing runs a parked instance, and nothing else would ever undo its completed steps. Saved first (with
+                // the version check), so a crash from here leaves it compensating, where the resume sweep finds it.
+                instance = await SaveDirectAsync(instance with { Status = SagaStatus.Compensating }, cancellationToken).ConfigureAwait(false);
+            }
+
             if (instance is null || instance.IsFinished)
             {
                 return instance;

@@ -215,6 +215,28 @@ public sealed class SagaOrchestratorTests
     }
 
     [Fact]
+    public async Task AParkedInstance_ResumedOnceItsCauseIsFixed_RunsTheCompensationsStillDue()
+    {
+        // Parked, nothing ever undid the reserved stock: ResumeAsync and the sweep leave a finished instance alone.
+        var journal = new Journal();
+        await using var services = Build();
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+        await orchestrator.StartAsync(Fulfilment(journal, failing: "charge-payment", compensationFails: true), "order-p", new Order());
+        Assert.Equal(SagaStatus.Failed, (await orchestrator.ResumeAsync(Fulfilment(journal, failing: "charge-payment"), "order-p"))!.Status);
+        Assert.DoesNotContain("release", journal.Committed);
+
+        // The release works again (the stock service is back, a fixed definition is deployed).
+        var ended = await orchestrator.ResumeParkedAsync(Fulfilment(journal, failing: "charge-payment"), "order-p");
+
+        Assert.Equal(SagaStatus.Compensated, ended!.Status);
+        Assert.Empty(ended.CompletedSteps);
+        Assert.Equal(["reserve", "release"], journal.Committed);
+        Assert.Equal(SagaStatus.Compensated, (await services.GetRequiredService<ISagaStore>().LoadAsync("fulfilment", "order-p"))!.Status);
+        Assert.Equal(SagaStatus.Compensated, (await orchestrator.ResumeParkedAsync(Fulfilment(journal), "order-p"))!.Status);
+        Assert.Equal(["reserve", "release"], journal.Committed);
+    }
+
+    [Fact]
     public async Task AStepRunningPastItsTimeout_IsCancelledAndCountsAsFailed()
     {
         var journal = new Journal();
