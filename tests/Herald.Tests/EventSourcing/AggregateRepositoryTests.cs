@@ -38,6 +38,8 @@ public sealed class AggregateRepositoryTests
                     Id = opened.Id;
                     Log.Add("opened");
                     break;
+                case TicketNoted { Text: "boom" }:
+                    throw new InvalidOperationException("boom refused");
                 case TicketNoted noted:
                     Log.Add(noted.Text);
                     break;
@@ -170,7 +172,33 @@ public sealed class AggregateRepositoryTests
         var (repository, store, _) = Create();
         await store.AppendAsync("shoppingCart-1", ExpectedVersion.NoStream, [new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "nobody-knows", Time = Now, Body = "{}"u8.ToArray() }]);
 
-        await Assert.ThrowsAsync<UnknownMessageTypeException>(() => repository.LoadAsync("1"));
+        var failure = await Assert.ThrowsAsync<AggregateLoadException>(() => repository.LoadAsync("1"));
+
+        Assert.IsType<UnknownMessageTypeException>(failure.InnerException);
+        Assert.Contains("stream 'shoppingCart-1' version 1 (event 'nobody-knows'", failure.Message, StringComparison.Ordinal);
+        Assert.True(Herald.Reliability.Retry.RetryPolicy.Default.IsNeverRetried(failure));
+    }
+
+    [Fact]
+    public async Task Load_AStoredEventThatDoesNotDecodeOrThatWhenRefuses_ThrowsNamingTheStreamAndVersion_ClassifiedByItsCause()
+    {
+        // The causes alone name neither: a handler's dead letter said "the body of a 'ticket-noted' message could not be
+        // decoded", pointing at the handled message instead of the stored event.
+        var (repository, store, _) = Create();
+        Envelope Noted(string body) => new() { MessageId = Guid.CreateVersion7(), MessageType = "ticket-noted", Time = Now, Body = System.Text.Encoding.UTF8.GetBytes(body) };
+        await store.AppendAsync("shoppingCart-2", ExpectedVersion.NoStream, [Noted("""{"text":"fine"}"""), Noted("""{"text":42}""")]);
+        await store.AppendAsync("shoppingCart-3", ExpectedVersion.NoStream, [Noted("""{"text":"fine"}"""), Noted("""{"text":"x"}"""), Noted("""{"text":"boom"}""")]);
+
+        var undecodable = await Assert.ThrowsAsync<AggregateLoadException>(() => repository.LoadAsync("2"));
+        var refused = await Assert.ThrowsAsync<AggregateLoadException>(() => repository.LoadAsync("3"));
+
+        Assert.IsType<MessageDeserializationException>(undecodable.InnerException);
+        Assert.Contains("stream 'shoppingCart-2' version 2 (event 'ticket-noted'", undecodable.Message, StringComparison.Ordinal);
+        Assert.True(Herald.Reliability.Retry.RetryPolicy.Default.IsNeverRetried(undecodable));
+        Assert.Equal("boom refused", Assert.IsType<InvalidOperationException>(refused.InnerException).Message);
+        Assert.Contains("stream 'shoppingCart-3' version 3 (event 'ticket-noted'", refused.Message, StringComparison.Ordinal);
+        Assert.EndsWith("InvalidOperationException: boom refused", refused.Message, StringComparison.Ordinal);
+        Assert.False(Herald.Reliability.Retry.RetryPolicy.Default.IsNeverRetried(refused));
     }
 
     [Fact]

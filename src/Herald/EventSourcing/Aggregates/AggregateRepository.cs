@@ -122,8 +122,17 @@ public sealed class AggregateRepository<TAggregate>
         var from = snapshotVersion + 1;
         await foreach (var recorded in _store.ReadStreamAsync(stream, ReadDirection.Forward, from, int.MaxValue, cancellationToken).ConfigureAwait(false))
         {
-            var type = _messageTypes.GetByName(recorded.EventType).ClrType;
-            aggregate.ApplyStored(_serializer.Deserialize(recorded.Envelope.Body, type), recorded.Version);
+            try
+            {
+                var type = _messageTypes.GetByName(recorded.EventType).ClrType;
+                aggregate.ApplyStored(_serializer.Deserialize(recorded.Envelope.Body, type), recorded.Version);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // The cause alone does not say which event of which stream: a dead letter's reason would point at the
+                // handled message (a "message could not be decoded") instead of the stored event.
+                throw new AggregateLoadException(typeof(TAggregate), recorded, ex);
+            }
         }
 
         return aggregate;

@@ -70,10 +70,16 @@ public sealed class RetryPolicy
     /// <summary>A builder holding this policy's settings, to derive a changed copy.</summary>
     public RetryPolicyBuilder ToBuilder() => new(this);
 
-    /// <summary>True when the exception is of a never-retried type (or derives from one).</summary>
+    /// <summary>True when the exception is of a never-retried type (or derives from one); a failed aggregate load goes by its cause.</summary>
     public bool IsNeverRetried(Exception exception)
     {
         ArgumentNullException.ThrowIfNull(exception);
+        if (exception is EventSourcing.Aggregates.AggregateLoadException { InnerException: { } cause })
+        {
+            // It only adds where the failure happened: retried, or not, as its cause would be.
+            return IsNeverRetried(cause);
+        }
+
         for (var type = exception.GetType(); type is not null; type = type.BaseType)
         {
             if (NeverRetried.Contains(type))
