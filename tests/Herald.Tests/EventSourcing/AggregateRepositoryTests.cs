@@ -4,6 +4,7 @@ using Herald.Conformance.EventSourcing;
 using Herald.EventSourcing.InMemory;
 using Herald.Messages;
 using Herald.Persistence;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Tests.EventSourcing;
@@ -234,8 +235,11 @@ public sealed class AggregateRepositoryTests
     }
 
     [Fact]
-    public async Task Save_WhenTheSnapshotWriteFails_ReturnsTheVersionOfTheCommittedEvents()
+    public async Task Save_WhenTheSnapshotWriteFails_ReturnsTheVersionOfTheCommittedEvents_AndLogsTheWarning()
     {
+        // Only a repository built by hand appends directly, and it had no logger: the failure was swallowed unseen.
+        var logs = new Herald.Tests.Reliability.LogCollector();
+        using var loggers = LoggerFactory.Create(b => b.AddProvider(logs));
         var store = new InMemoryEventStore();
         var repository = new AggregateRepository<ConformanceCounter>(
             store,
@@ -243,7 +247,8 @@ public sealed class AggregateRepositoryTests
             new SystemTextJsonMessageSerializer(),
             new FakeTimeProvider(Now),
             new FailingSnapshotSaves(store),
-            new AggregateOptions { Category = "counter", SnapshotEvery = 2 });
+            new AggregateOptions { Category = "counter", SnapshotEvery = 2 },
+            loggers.CreateLogger<AggregateRepository<ConformanceCounter>>());
         var counter = new ConformanceCounter();
         counter.Start("9");
         counter.Increment(1);
@@ -258,6 +263,9 @@ public sealed class AggregateRepositoryTests
         Assert.Equal(2, await store.GetStreamVersionAsync("counter-9"));
         Assert.Null(await store.LoadSnapshotAsync("counter-9"));
         Assert.Equal(3, (await repository.LoadAsync("9")).Total);
+        var warning = Assert.Single(logs.Entries, e => e.EventId == 1121);
+        Assert.IsType<TimeoutException>(warning.Exception);
+        Assert.Contains("counter-9", warning.Message, StringComparison.Ordinal);
     }
 
     private sealed class FailingSnapshotSaves(ISnapshotStore inner) : ISnapshotStore

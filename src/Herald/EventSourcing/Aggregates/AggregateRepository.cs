@@ -31,11 +31,11 @@ public sealed class AggregateRepository<TAggregate>
     private readonly IServiceProvider? _services;
     private readonly InlineProjector? _inline;
     private readonly bool _scoped;
-    private readonly ILogger _logger = NullLogger.Instance;
+    private readonly ILogger _logger;
 
     /// <summary>
     /// Creates a repository that appends directly (each save commits on its own); pass a snapshot store when
-    /// <see cref="AggregateOptions.SnapshotEvery"/> is above 0.
+    /// <see cref="AggregateOptions.SnapshotEvery"/> is above 0, and a logger to see a snapshot that could not be stored or read.
     /// </summary>
     public AggregateRepository(
         IEventStore store,
@@ -43,8 +43,9 @@ public sealed class AggregateRepository<TAggregate>
         IMessageSerializer serializer,
         TimeProvider timeProvider,
         ISnapshotStore? snapshots = null,
-        AggregateOptions? options = null)
-        : this(store, messageTypes, serializer, timeProvider, unitOfWork: null, snapshots, options)
+        AggregateOptions? options = null,
+        ILogger<AggregateRepository<TAggregate>>? logger = null)
+        : this(store, messageTypes, serializer, timeProvider, unitOfWork: null, snapshots, options, logger)
     {
     }
 
@@ -59,7 +60,8 @@ public sealed class AggregateRepository<TAggregate>
         TimeProvider timeProvider,
         IUnitOfWork? unitOfWork,
         ISnapshotStore? snapshots = null,
-        AggregateOptions? options = null)
+        AggregateOptions? options = null,
+        ILogger<AggregateRepository<TAggregate>>? logger = null)
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(messageTypes);
@@ -89,6 +91,7 @@ public sealed class AggregateRepository<TAggregate>
         _snapshots = snapshots;
         _snapshotEvery = options.SnapshotEvery;
         _unitOfWork = unitOfWork;
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
     }
 
     /// <summary>The repository <c>AddAggregate</c> registers: it saves only inside the unit of work that commits its scope.</summary>
@@ -100,12 +103,12 @@ public sealed class AggregateRepository<TAggregate>
             services.GetRequiredService<TimeProvider>(),
             services.GetRequiredService<IUnitOfWork>(),
             services.GetService<ISnapshotStore>(),
-            options)
+            options,
+            services.GetService<ILoggerFactory>()?.CreateLogger<AggregateRepository<TAggregate>>())
     {
         _scoped = true;
         _services = services;
         _inline = services.GetService<InlineProjector>();
-        _logger = (ILogger?)services.GetService<ILoggerFactory>()?.CreateLogger<AggregateRepository<TAggregate>>() ?? NullLogger.Instance;
     }
 
     /// <summary>The stream category of this aggregate type.</summary>
