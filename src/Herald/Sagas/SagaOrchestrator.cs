@@ -251,8 +251,10 @@ public sealed class SagaOrchestrator
             {
                 return (await RunOnceAsync(definition, instance, step, compensation, attempt, cancellationToken).ConfigureAwait(false), null);
             }
-            catch (SagaConcurrencyException)
+            catch (SagaConcurrencyException conflict) when (conflict.SagaType == definition.Name && conflict.Id == instance.Id)
             {
+                // This instance moved on under us: it is the other runner's now. A conflict on another saga's instance the
+                // step wrote (a child it starts, a timeout it cancels) is the step's failure, retried by its policy.
                 throw;
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)

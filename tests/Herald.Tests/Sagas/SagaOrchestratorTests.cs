@@ -237,6 +237,30 @@ public sealed class SagaOrchestratorTests
     }
 
     [Fact]
+    public async Task AStepWhoseWriteConflictsOnAnotherSagasInstance_IsRetriedByItsPolicy_NotTakenForATakeOver()
+    {
+        // The step starts a child instance that a racing writer created first: the conflict names the child, not this
+        // instance. Taken for a takeover, the run stopped with the instance Running and its step's retries unspent.
+        await using var services = Build();
+        var store = services.GetRequiredService<ISagaStore>();
+        await store.SaveAsync(new SagaInstance { SagaType = "shipping", Id = "child-1", Status = SagaStatus.Running });
+        var runs = 0;
+        var definition = SagaDefinition.Create<Order>("parent", s => s
+            .Step("start-child", async context =>
+            {
+                var child = new SagaInstance { SagaType = "shipping", Id = ++runs == 1 ? "child-1" : "child-2", Status = SagaStatus.Running };
+                await context.Services.GetRequiredService<ISagaStore>().SaveAsync(child, context.Services.GetRequiredService<IUnitOfWork>(), context.CancellationToken);
+            }, retry: TwoImmediate)
+            .Step("confirm", _ => ValueTask.CompletedTask, retry: NoRetries));
+
+        var ended = await services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "p-1", new Order());
+
+        Assert.Equal(SagaStatus.Completed, ended.Status);
+        Assert.Equal(2, runs);
+        Assert.NotNull(await store.LoadAsync("shipping", "child-2"));
+    }
+
+    [Fact]
     public async Task AStepRunningPastItsTimeout_IsCancelledAndCountsAsFailed()
     {
         var journal = new Journal();
