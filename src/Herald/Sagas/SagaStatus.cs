@@ -15,6 +15,6 @@ public enum SagaStatus
     /// <summary>A step failed and every completed step was compensated.</summary>
     Compensated = 3,
 
-    /// <summary>A compensation failed after its retries: the instance is parked, visible, and never dropped.</summary>
+    /// <summary>A compensation failed after its retries: the instance is parked, visible, and never dropped; <see cref="SagaOrchestrator.ResumeParkedAsync{TData}"/> runs its compensations again.</summary>
     Failed = 4,
 }
