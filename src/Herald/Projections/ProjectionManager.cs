@@ -377,7 +377,10 @@ public sealed class ProjectionManager
             new SubscriptionBatching(
                 _options.CommitEvery,
                 next => new ProjectionBatchStep(generation, next),
-                (first, last, unitOfWork, token) => ProjectionStep.CheckpointBatchAsync(_checkpoints, checkpointId, first, last, unitOfWork, token)));
+                (first, last, unitOfWork, token) => ProjectionStep.CheckpointBatchAsync(_checkpoints, checkpointId, first, last, unitOfWork, token)),
+            // Every generation's chain goes by the projection's name, not its checkpoint's ("{name}#g2"): a rebuilt
+            // projection keeps the retry policy configured for it, and files its dead letters under its name.
+            endpoint: projection.Name);
         await subscription.StartAsync(cancellationToken).ConfigureAwait(false);
         return subscription;
     }

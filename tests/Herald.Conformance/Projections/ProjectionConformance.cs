@@ -119,6 +119,36 @@ public abstract partial class ProjectionConformance
         await host.StopAsync();
     }
 
+    [Fact]
+    public async Task AfterARebuild_APoisonEvent_TakesTheProjectionsRetryPolicy_AndIsDeadLetteredUnderItsName()
+    {
+        // Regression (round-7 audit of the projections): a generation after the first ran its chain under its checkpoint's
+        // name ("{name}#g2"), so once rebuilt the projection lost the retry policy configured for it, and its dead letters
+        // were filed under that name, not the projection's.
+        var store = NewStore();
+        using var host = await StartAsync(
+            store,
+            new Tallies(),
+            configure: h => h.ConfigureRetries(r => r.NoRetries()).ConfigureRetries(Tallies.ProjectionName, r => r.Immediate(2)));
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, Tallies.ProjectionName);
+        var last = (await events.AppendAsync("tally-policy1", ExpectedVersion.NoStream, [Added(host, "q", 1)])).LastPosition;
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        await manager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(2, (await manager.GetStatusAsync(Tallies.ProjectionName)).Generation);
+
+        last = (await events.AppendAsync("tally-policy2", ExpectedVersion.NoStream, [Added(host, "q", 13), Added(host, "q", 100)])).LastPosition;
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
+        var deadLetter = Assert.Single(await deadLetters.ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName }));
+        Assert.Equal(3, deadLetter.AttemptCount);
+        Assert.Single(await deadLetters.ListAsync(DeadLetterQuery.All));
+        Assert.Equal(new Tally("q", 101, 2), await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "q"));
+        await host.StopAsync();
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(7)]
@@ -549,7 +579,8 @@ public abstract partial class ProjectionConformance
         int batchSize = 7,
         int? commitEvery = null,
         TimeSpan? statusInterval = null,
-        Projection? also = null)
+        Projection? also = null,
+        Action<HeraldBuilder>? configure = null)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
@@ -576,6 +607,8 @@ public abstract partial class ProjectionConformance
                 // Registered after the first, so inline it runs second on each event.
                 h.AddProjection(also, mode);
             }
+
+            configure?.Invoke(h);
         });
         if (alwaysLeader)
         {

@@ -100,7 +100,8 @@ internal sealed class EndpointPipelineFactory(
     /// A subscription whose events run through a chain with <paramref name="attempt"/> around the handlers (the checkpoint
     /// written in their unit of work) and, when given, handlers of its own instead of the host's (a projection's). With
     /// <paramref name="batching"/> (more than one event per commit), the events of a read are applied in batches, each in one
-    /// unit of work; a batch that fails runs again event by event through the chain.
+    /// unit of work; a batch that fails runs again event by event through the chain. The chain goes by
+    /// <paramref name="endpoint"/> (its retry policy, dead letters, traces), else by the subscription's id.
     /// </summary>
     internal EventSubscription CreateSubscription(
         IEventStore store,
@@ -109,10 +110,11 @@ internal sealed class EndpointPipelineFactory(
         Func<AttemptStep, AttemptStep> attempt,
         HandlerRegistry? endpointHandlers,
         Func<long, CancellationToken, ValueTask>? saveCheckpoint = null,
-        SubscriptionBatching? batching = null)
+        SubscriptionBatching? batching = null,
+        string? endpoint = null)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var endpoint = options.SubscriptionId;
+        endpoint ??= options.SubscriptionId;
         var pipeline = Create(endpoint, nativeDeadLetters: false, attempt, endpointHandlers);
         var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
         if (batching is not { CommitEvery: > 1 })
