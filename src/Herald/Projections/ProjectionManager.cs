@@ -303,9 +303,9 @@ public sealed class ProjectionManager
 
                     try
                     {
-                        var rebuilt = await RebuildAsync(projection, live, generation, leading).ConfigureAwait(false);
+                        var (rebuilt, next) = await RebuildAsync(projection, live, generation, leading).ConfigureAwait(false);
                         await live.DisposeAsync().ConfigureAwait(false);
-                        (live, generation) = (rebuilt, generation + 1);
+                        (live, generation) = (rebuilt, next);
                         projection.Live = live;
                         projection.Generation = generation;
                         request?.TrySetResult();
@@ -473,7 +473,8 @@ public sealed class ProjectionManager
     private async ValueTask SaveForwardAsync(string checkpointId, long position, CancellationToken cancellationToken) =>
         await AdvanceAsync(checkpointId, position, cancellationToken).ConfigureAwait(false);
 
-    private async Task<EventSubscription> RebuildAsync(ProjectionRuntime projection, EventSubscription live, int generation, CancellationToken leading)
+    // Returns the new runner and its generation: past every one a rebuild was started into, so not always generation + 1.
+    private async Task<(EventSubscription Runner, int Generation)> RebuildAsync(ProjectionRuntime projection, EventSubscription live, int generation, CancellationToken leading)
     {
         // A generation a rebuild was started into may still be written by that rebuild (a supplanted leader's, until it
         // notices): this one takes a generation past every such one, so neither resets nor fills the other's.
@@ -539,7 +540,7 @@ public sealed class ProjectionManager
             }
         }
 
-        return rebuild;
+        return (rebuild, next);
     }
 
     private static async Task WaitAsync(EventSubscription subscription, long position, CancellationToken cancellationToken)

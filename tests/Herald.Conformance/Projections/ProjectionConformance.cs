@@ -149,6 +149,35 @@ public abstract partial class ProjectionConformance
         await host.StopAsync();
     }
 
+    [Fact]
+    public async Task ARebuildAfterOneThatDidNotFinish_RunsAndReportsTheGenerationItSwitchedTo()
+    {
+        // Regression (round-7 audit of the projections): a rebuild takes a generation past every one a rebuild was started
+        // into, but its leader counted one up from the generation it served: after a rebuild that did not finish, it
+        // reported a generation behind the one it switched to, until its next look (here an hour away) took that for a
+        // switch made elsewhere and started its runner again.
+        var store = NewStore();
+        using var host = await StartAsync(store, new Tallies(), statusInterval: TimeSpan.FromHours(1));
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, Tallies.ProjectionName);
+        var last = (await events.AppendAsync("tally-unfinished1", ExpectedVersion.NoStream, [Added(host, "u", 1)])).LastPosition;
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        // What a rebuild into generation 2 leaves when its leader goes away before the switch.
+        await host.Services.GetRequiredService<ICheckpointStore>().SetCheckpointAsync("$projection-rebuild-generation:" + Tallies.ProjectionName, 2);
+        await manager.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(3, await host.Services.GetRequiredService<IReadModelStore>().GetActiveGenerationAsync(Tallies.Table.Name));
+        var status = await manager.GetStatusAsync(Tallies.ProjectionName);
+        Assert.True(status.IsRunningHere);
+        Assert.Equal(3, status.Generation);
+        last = (await events.AppendAsync("tally-unfinished2", ExpectedVersion.NoStream, [Added(host, "u", 10)])).LastPosition;
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        Assert.Equal(new Tally("u", 11, 2), await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "u"));
+        await host.StopAsync();
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(7)]
