@@ -87,13 +87,22 @@ public static class StreamName
         return error is not null;
     }
 
-    private static bool IsUnpairedSurrogate(string value, int i) =>
-        char.IsHighSurrogate(value[i])
-            ? i + 1 == value.Length || !char.IsLowSurrogate(value[i + 1])
-            : char.IsLowSurrogate(value[i]) && (i == 0 || !char.IsHighSurrogate(value[i - 1]));
+    /// <summary>The index of the first half of a surrogate pair without its other half in <paramref name="value"/>, or -1.</summary>
+    internal static int IndexOfUnpairedSurrogate(string value)
+    {
+        for (var i = 0; i < value.Length; i++)
+        {
+            if (IsUnpairedSurrogate(value, i))
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
 
     // The name as an error message can carry it (to a log, or a dead letter stored in a database).
-    private static string Printable(string value)
+    internal static string Printable(string value)
     {
         var chars = value.ToCharArray();
         for (var i = 0; i < chars.Length; i++)
@@ -106,4 +115,10 @@ public static class StreamName
 
         return new string(chars);
     }
+
+    private static bool IsUnpairedSurrogate(string value, int i) =>
+        char.IsHighSurrogate(value[i])
+            ? i + 1 == value.Length || !char.IsLowSurrogate(value[i + 1])
+            : char.IsLowSurrogate(value[i]) && (i == 0 || !char.IsHighSurrogate(value[i - 1]));
+
 }

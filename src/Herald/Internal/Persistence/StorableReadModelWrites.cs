@@ -1,3 +1,5 @@
+using Herald.EventSourcing;
+
 namespace Herald.Internal;
 
 /// <summary>
@@ -9,7 +11,7 @@ public static class StorableReadModelWrites
 {
     /// <summary>
     /// <paramref name="change"/> of the document <paramref name="id"/>, refusing the JSON it returns when a string in it holds
-    /// U+0000; throws at once when <paramref name="id"/> holds it. <paramref name="writerKind"/> and <paramref name="writerName"/>
+    /// U+0000; throws at once when <paramref name="id"/> holds it, or half of a surrogate pair. <paramref name="writerKind"/> and <paramref name="writerName"/>
     /// name who writes ("Projection", "orders"), joined only for the error, so a write that passes allocates no label.
     /// </summary>
     public static Func<string?, string?> Storable(string writerKind, string writerName, string table, string id, Func<string?, string?> change)
@@ -26,6 +28,14 @@ public static class StorableReadModelWrites
         {
             throw new InvalidOperationException(
                 $"{writerKind} '{writerName}' cannot write document '{id.Replace("\0", "\\u0000", StringComparison.Ordinal)}' of read model '{table}': its id holds the character U+0000, which PostgreSQL cannot store, so no read-model store takes it. Remove or replace the character in the id.");
+        }
+
+        // Not valid UTF-16 (an id cut inside an emoji): SQLite would store U+FFFD in its place, so two such ids would share a
+        // document, and PostgreSQL refuses it with a bare encoding error.
+        if (StreamName.IndexOfUnpairedSurrogate(id) is var half and >= 0)
+        {
+            throw new InvalidOperationException(
+                $"{writerKind} '{writerName}' cannot write document '{StreamName.Printable(id)}' of read model '{table}': its id holds half of a surrogate pair (U+{(int)id[half]:X4}), as when an id is cut inside an emoji, which SQLite would store as U+FFFD (so two such ids would share a document) and PostgreSQL cannot store, so no read-model store takes it. Use the whole character or none of it.");
         }
 
         // PostgreSQL's jsonb cannot hold U+0000 (a bare 22P05 at its commit).
