@@ -104,15 +104,13 @@ public sealed class ProjectionManager
             throw new InvalidOperationException($"Projection '{name}' is inline: it changes in the appending unit of work and cannot be replayed beside itself. Register it as async to rebuild it.");
         }
 
-        if (projection.Live is null)
+        if (projection.QueueRebuild() is { } request && await request.Task.WaitAsync(cancellationToken).ConfigureAwait(false))
         {
-            await RequestRebuildAsync(name, cancellationToken).ConfigureAwait(false);
             return;
         }
 
-        var request = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await projection.Rebuilds.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
-        await request.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // Not run here, or this node stopped leading it before taking the request: asked of whichever node leads it.
+        await RequestRebuildAsync(name, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Waits until the async projection <paramref name="name"/> running here has applied everything up to <paramref name="position"/>.</summary>
@@ -250,6 +248,21 @@ public sealed class ProjectionManager
 
     private async Task LeadAsync(ProjectionRuntime projection, CancellationToken leading)
     {
+        try
+        {
+            await RunLeaderAsync(projection, leading).ConfigureAwait(false);
+        }
+        finally
+        {
+            // This node runs it no more: its runner's failure describes nothing here now (another node may run it well),
+            // and the rebuilds asked of it that it did not take are asked of the next leader.
+            projection.Failure = null;
+            projection.ReleaseRebuilds();
+        }
+    }
+
+    private async Task RunLeaderAsync(ProjectionRuntime projection, CancellationToken leading)
+    {
         // Before the generation is read: a rebuild of a leader that started before this one is refused from here on.
         projection.Fence = await LeaderFence.TakeAsync(_checkpoints, _runner, FenceKey(projection.Name), leading).ConfigureAwait(false);
         while (!leading.IsCancellationRequested)
@@ -288,7 +301,7 @@ public sealed class ProjectionManager
                         break;
                     }
 
-                    TaskCompletionSource? request = null;
+                    TaskCompletionSource<bool>? request = null;
                     var remote = 0L;
                     if (requested.IsCompleted)
                     {
@@ -308,7 +321,7 @@ public sealed class ProjectionManager
                         (live, generation) = (rebuilt, next);
                         projection.Live = live;
                         projection.Generation = generation;
-                        request?.TrySetResult();
+                        request?.TrySetResult(true);
                     }
                     catch (Exception ex)
                     {
@@ -553,6 +566,7 @@ public sealed class ProjectionManager
     private sealed class ProjectionRuntime(Projection projection, ProjectionMode mode)
     {
         private readonly Lock _observed = new();
+        private readonly Lock _leading = new();
         private long _observedPosition = -1;
         private DateTimeOffset _observedAt;
 
@@ -562,7 +576,8 @@ public sealed class ProjectionManager
 
         public ProjectionMode Mode => mode;
 
-        public Channel<TaskCompletionSource> Rebuilds { get; } = Channel.CreateUnbounded<TaskCompletionSource>();
+        /// <summary>Rebuilds asked on this node while it leads; each completes with true once done, false when left to the next leader.</summary>
+        public Channel<TaskCompletionSource<bool>> Rebuilds { get; } = Channel.CreateUnbounded<TaskCompletionSource<bool>>();
 
         public volatile EventSubscription? Live;
 
@@ -574,6 +589,36 @@ public sealed class ProjectionManager
 
         /// <summary>This node's leadership's term under <see cref="FenceKey"/> (only its lead loop uses it).</summary>
         public LeaderFence? Fence { get; set; }
+
+        /// <summary>Queues a rebuild for this node's leadership; null when this node does not run the projection.</summary>
+        public TaskCompletionSource<bool>? QueueRebuild()
+        {
+            // Under the lock ReleaseRebuilds takes, so no request is queued after the last leadership's release.
+            lock (_leading)
+            {
+                if (Live is null)
+                {
+                    return null;
+                }
+
+                var request = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+                Rebuilds.Writer.TryWrite(request);
+                return request;
+            }
+        }
+
+        /// <summary>Once this node stops leading: the rebuilds it did not take complete with false (ask the next leader).</summary>
+        public void ReleaseRebuilds()
+        {
+            lock (_leading)
+            {
+                Live = null;
+                while (Rebuilds.Reader.TryRead(out var request))
+                {
+                    request.TrySetResult(false);
+                }
+            }
+        }
 
         /// <summary>Behind the head and not moved since the first look for longer than <paramref name="stallAfter"/>.</summary>
         public bool IsStuck(long position, long lag, DateTimeOffset now, TimeSpan stallAfter)

@@ -1,9 +1,14 @@
 using Herald.Conformance;
 using Herald.EventSourcing;
+using Herald.EventSourcing.InMemory;
+using Herald.EventSourcing.Upcasting;
 using Herald.Hosting;
 using Herald.Messages;
+using Herald.Persistence;
 using Herald.Projections;
+using Herald.Tests.Persistence;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -85,6 +90,101 @@ public sealed class ProjectionTests
     }
 
     [Fact]
+    public async Task ARunnerThatFailed_ThenLostItsLeadership_LeavesNoFailureOnTheNodeThatNoLongerRunsIt()
+    {
+        // Regression (round-7 audit of the projections): the failure of a runner stayed in its node's status after the node
+        // lost the leadership (during the wait before starting again), so that node reported the projection stalled with
+        // that error, and its health check Degraded, for as long as another node ran it.
+        var election = new ScriptedElection();
+        var upcasters = new EventUpcasterRegistry().Add("projection-tests-happened", 1, _ => throw new InvalidOperationException("no v2"));
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h => h
+            .AddProjection(new Gated())
+            .Configure(o => o.StartConsumer = false)
+            .ConfigureProjections(o =>
+            {
+                // The runner, once failed, waits here for an hour: the loss comes during that wait.
+                o.RetryInterval = TimeSpan.FromHours(1);
+                o.StatusInterval = TimeSpan.FromMilliseconds(50);
+            }));
+        builder.Services.Replace(ServiceDescriptor.Singleton<ILeaderElection>(election));
+
+        // A store whose reads of $all fail for good (an upcaster that cannot migrate), which stops the runner.
+        builder.Services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => new UpcastingEventStore(sp.GetRequiredService<InMemoryEventStore>(), upcasters)));
+        using var host = builder.Build();
+        await host.StartAsync();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        var lease = await election.NextTryAsync();
+        Assert.NotNull(lease);
+        await AppendAsync(host, "cannot-upcast");
+        await Eventually.UntilAsync(async () => (await manager.GetStatusAsync("gated")).LastError is not null, "the runner is reported failed");
+
+        // Another node leads from now on: this one's next try finds the lease taken (here, the engine unreachable).
+        election.FailNext = new InvalidOperationException("another node leads");
+        lease.Lose();
+        Assert.Null(await election.NextTryAsync());
+        Assert.True(lease.Released);
+
+        var status = await manager.GetStatusAsync("gated");
+        Assert.False(status.IsRunningHere);
+        Assert.Null(status.LastError);
+        Assert.False(status.IsStalled);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task ARebuildAskedOfALeaderThatLosesTheLeadershipBeforeTakingIt_IsHandedToTheNextLeader_NotLeftWaiting()
+    {
+        // Regression (round-7 audit of the projections): a rebuild asked of the node that ran the projection waited on that
+        // node's queue of requests, which only that node's next leadership would read: when it lost the leadership first
+        // (here, while another rebuild held it), the call waited for good, and no leader was asked.
+        var election = new ScriptedElection();
+        var projection = new HeldInRebuild();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h => h
+            .AddProjection(projection)
+            .Configure(o => o.StartConsumer = false)
+            .ConfigureProjections(o =>
+            {
+                // After the loss, this node tries to lead again only in an hour: another node leads meanwhile.
+                o.RetryInterval = TimeSpan.FromHours(1);
+                o.StatusInterval = TimeSpan.FromMilliseconds(50);
+            }));
+        builder.Services.Replace(ServiceDescriptor.Singleton<ILeaderElection>(election));
+        using var host = builder.Build();
+        await host.StartAsync();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        var lease = await election.NextTryAsync();
+        Assert.NotNull(lease);
+        var position = await AppendAsync(host, "held");
+        await Eventually.UntilAsync(async () => (await manager.GetStatusAsync(HeldInRebuild.ProjectionName)).IsRunningHere, "the projection runs");
+        await manager.WaitForPositionAsync(HeldInRebuild.ProjectionName, position).WaitAsync(Eventually.DefaultTimeout);
+
+        // The first rebuild holds the leader (its replay waits); the second waits behind it.
+        var first = manager.RebuildAsync(HeldInRebuild.ProjectionName);
+        await projection.Replaying.Task.WaitAsync(Eventually.DefaultTimeout);
+        using var asking = new CancellationTokenSource();
+        var second = manager.RebuildAsync(HeldInRebuild.ProjectionName, asking.Token);
+
+        election.FailNext = new InvalidOperationException("another node leads");
+        lease.Lose();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first.WaitAsync(Eventually.DefaultTimeout));
+        Assert.Null(await election.NextTryAsync());
+
+        // The second is asked of whichever node leads now, through the store, as from a node that never ran it.
+        var checkpoints = host.Services.GetRequiredService<ICheckpointStore>();
+        await Eventually.UntilAsync(
+            async () => await checkpoints.GetCheckpointAsync("$projection-rebuild-requested:" + HeldInRebuild.ProjectionName) > 0,
+            "the rebuild is asked of the next leader");
+        Assert.False(second.IsCompleted);
+        await asking.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => second);
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task AnInlineProjection_CannotBeRebuilt_AndReportsNoLag()
     {
         using var host = await StartAsync(new Gated(), ProjectionMode.Inline);
@@ -139,6 +239,32 @@ public sealed class ProjectionTests
 
         public Undeclared()
             : base("undeclared") => On<Happened>((e, context, _) => context.UpsertAsync(Docs, e.Name, new Doc(e.Name)));
+    }
+
+    /// <summary>Applies at once in its first generation; a rebuild's replay waits for good, so a test holds its leader busy.</summary>
+    private sealed class HeldInRebuild : Projection
+    {
+        public const string ProjectionName = "held-in-rebuild";
+
+        private static readonly ReadModelTable<Doc> Docs = new("held_docs");
+
+        public HeldInRebuild()
+            : base(ProjectionName)
+        {
+            Table(Docs);
+            On<Happened>(async (e, context, token) =>
+            {
+                if (context.Generation > 1)
+                {
+                    Replaying.TrySetResult();
+                    await Task.Delay(Timeout.Infinite, token);
+                }
+
+                await context.UpsertAsync(Docs, e.Name, new Doc(e.Name));
+            });
+        }
+
+        public TaskCompletionSource Replaying { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>Waits on a gate before applying anything, so a test can hold it behind the head.</summary>
