@@ -232,28 +232,16 @@ public abstract partial class ProjectionConformance
             _ => Task.CompletedTask,
         });
         using var host = await StartAsync(store, projection, noRetries: true);
-        var events = host.Services.GetRequiredService<IEventStore>();
-        var last = (await events.AppendAsync(
-            "tally-nul", ExpectedVersion.NoStream, [Added(host, "n", 1), Added(host, "n", 66), Added(host, "n", 67), Added(host, "n", 68), Added(host, "n", 100)])).LastPosition;
-        var manager = host.Services.GetRequiredService<ProjectionManager>();
-        await Running(manager, Tallies.ProjectionName);
-        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        await ApplyAsync(host, "tally-nul", "n", 1, 66, 67, 68, 100);
 
         var readModels = host.Services.GetRequiredService<ReadModels>();
         Assert.Null(await readModels.GetAsync(Tallies.Table, "with-nul"));
         Assert.Equal(new Tally("n", 168, 3), await readModels.GetAsync(Tallies.Table, "n"));
         Assert.Equal(new Tally("a\\u0000b", 0, 0), await readModels.GetAsync(Tallies.Table, "escaped"));
-        var deadLetters = await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName });
-        Assert.Equal(2, deadLetters.Count);
-        Assert.All(deadLetters, d =>
-        {
-            Assert.Contains($"'{Tallies.ProjectionName}'", d.ErrorMessage, StringComparison.Ordinal);
-            Assert.Contains($"'{Tallies.Table.Name}'", d.ErrorMessage, StringComparison.Ordinal);
-            Assert.Contains("U+0000", d.ErrorMessage, StringComparison.Ordinal);
-        });
+        var deadLetters = await RefusalsAsync(host, 2, "U+0000");
         Assert.Contains(deadLetters, d => d.ErrorMessage.Contains("'with-nul'", StringComparison.Ordinal));
         Assert.Contains(deadLetters, d => d.ErrorMessage.Contains("'id\\u0000nul'", StringComparison.Ordinal) && d.ErrorMessage.Contains("its id", StringComparison.Ordinal));
-        Assert.Null((await manager.GetStatusAsync(Tallies.ProjectionName)).LastError);
+        Assert.Null((await host.Services.GetRequiredService<ProjectionManager>().GetStatusAsync(Tallies.ProjectionName)).LastError);
         await host.StopAsync();
     }
 
@@ -272,24 +260,11 @@ public abstract partial class ProjectionConformance
             _ => Task.CompletedTask,
         });
         using var host = await StartAsync(store, projection, noRetries: true);
-        var events = host.Services.GetRequiredService<IEventStore>();
-        var last = (await events.AppendAsync(
-            "tally-surrogate", ExpectedVersion.NoStream, [Added(host, "s", 1), Added(host, "s", 69), Added(host, "s", 70), Added(host, "s", 71), Added(host, "s", 100)])).LastPosition;
-        var manager = host.Services.GetRequiredService<ProjectionManager>();
-        await Running(manager, Tallies.ProjectionName);
-        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+        await ApplyAsync(host, "tally-surrogate", "s", 1, 69, 70, 71, 100);
 
         var documents = (await host.Services.GetRequiredService<ReadModels>().QueryAsync(Tallies.Table, new ReadModelQuery())).Items;
         Assert.Equal([new Tally("pair", 0, 0), new Tally("s", 172, 3)], documents);
-        var deadLetters = await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName });
-        Assert.Equal(2, deadLetters.Count);
-        Assert.All(deadLetters, d =>
-        {
-            Assert.Contains($"'{Tallies.ProjectionName}'", d.ErrorMessage, StringComparison.Ordinal);
-            Assert.Contains($"'{Tallies.Table.Name}'", d.ErrorMessage, StringComparison.Ordinal);
-            Assert.Contains("'half?'", d.ErrorMessage, StringComparison.Ordinal);
-            Assert.Contains("surrogate pair", d.ErrorMessage, StringComparison.Ordinal);
-        });
+        Assert.All(await RefusalsAsync(host, 2, "surrogate pair"), d => Assert.Contains("'half?'", d.ErrorMessage, StringComparison.Ordinal));
         await host.StopAsync();
     }
 
@@ -631,6 +606,29 @@ public abstract partial class ProjectionConformance
 
     private static Envelope Added(IHost host, string key, int amount) =>
         host.Services.GetRequiredService<EnvelopeFactory>().Create(new TallyAdded(key, amount));
+
+    // Appends one event of key per amount to a new stream, and waits until the projection has passed them.
+    private static async Task ApplyAsync(IHost host, string stream, string key, params int[] amounts)
+    {
+        var last = (await host.Services.GetRequiredService<IEventStore>().AppendAsync(stream, ExpectedVersion.NoStream, [.. amounts.Select(a => Added(host, key, a))])).LastPosition;
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, Tallies.ProjectionName);
+        await manager.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+    }
+
+    // The projection's dead letters, as many as expected, each naming the projection, the table and why it was refused.
+    private static async Task<IReadOnlyList<DeadLetter>> RefusalsAsync(IHost host, int expected, string why)
+    {
+        var deadLetters = await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName });
+        Assert.Equal(expected, deadLetters.Count);
+        Assert.All(deadLetters, d =>
+        {
+            Assert.Contains($"'{Tallies.ProjectionName}'", d.ErrorMessage, StringComparison.Ordinal);
+            Assert.Contains($"'{Tallies.Table.Name}'", d.ErrorMessage, StringComparison.Ordinal);
+            Assert.Contains(why, d.ErrorMessage, StringComparison.Ordinal);
+        });
+        return deadLetters;
+    }
 
     private static Task Running(ProjectionManager manager, string name) =>
         Eventually.UntilAsync(async () => (await manager.GetStatusAsync(name)).IsRunningHere, $"projection '{name}' runs here");
