@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Herald.Sagas;
 using Orders.Api;
 using Orders.ReadModel;
 
@@ -76,6 +77,81 @@ public abstract class OrderServiceSpecification
         // Cancelling an order that does not exist: 404.
         using var again = await Service.Http.PostAsync($"/orders/{Guid.NewGuid()}/cancel", null);
         Assert.Equal(HttpStatusCode.NotFound, again.StatusCode);
+    }
+
+    [Theory]
+    [InlineData("inventory_reservations", new[] { "order-placed", "order-cancelled" })]
+    [InlineData("payments", new[] { "order-placed", "stock-reserved", "order-cancelled", "stock-released" })]
+    [InlineData("shipments", new[] { "order-placed", "stock-reserved", "payment-charged", "order-cancelled", "payment-refunded", "stock-released" })]
+    public async Task CustomerCancellingDuringFulfilment_StopsIt_AndItsDoneStepsAreCompensated(string heldAt, string[] expectedHistory)
+    {
+        // The saga is held where a step writes (stock, payment or shipment): the steps before it are committed.
+        var correlationId = "cancel-during-" + Guid.NewGuid().ToString("N");
+        var hold = Service.Gate.HoldWrite(correlationId, heldAt);
+        Guid id;
+        try
+        {
+            using var placed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 2 } } }, correlationId: correlationId);
+            Assert.Equal(HttpStatusCode.Accepted, placed.StatusCode);
+            id = (await placed.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId;
+            await hold.Reached.WaitAsync(Eventually.DefaultTimeout);
+
+            using var cancel = new HttpRequestMessage(HttpMethod.Post, $"/orders/{id}/cancel") { Content = JsonContent.Create(new { reason = "changed my mind" }) };
+            cancel.Headers.Add("X-Correlation-Id", correlationId);
+            using var cancelled = await Service.Http.SendAsync(cancel);
+            Assert.Equal(HttpStatusCode.Accepted, cancelled.StatusCode);
+        }
+        finally
+        {
+            hold.Release();
+        }
+
+        // The held step finds the order cancelled (a rule of the order, never retried): the saga undoes what was done.
+        Assert.Equal(SagaStatus.Compensated, await Service.WaitForFulfilmentToEndAsync(id));
+        var reserved = heldAt != "inventory_reservations" ? 1L : 0L;
+        var charged = heldAt == "shipments" ? 1L : 0L;
+        var order = await Service.WaitForOrderAsync(
+            id, o => o.Status == OrderStates.Cancelled && o.StockReleased == (reserved == 1) && o.Refunded == (charged == 1), "shows its compensation");
+        Assert.False(order.CancelledByCompensation);
+        Assert.Equal("changed my mind", order.CancelReason);
+        Assert.Null(order.TrackingNumber);
+
+        var history = (await Service.Http.GetFromJsonAsync<OrderHistory>($"/orders/{id}/history"))!;
+        Assert.Equal(expectedHistory, history.Events.Select(e => e.Type));
+        var counts = await Service.Ledger.CountAsync(id, CancellationToken.None);
+        Assert.Equal((reserved, reserved, charged, charged, 0L), (counts.Reservations, counts.Released, counts.Payments, counts.Refunded, counts.Shipments));
+    }
+
+    [Fact]
+    public async Task CancelsAtOnce_CancelTheOrderOnce_AndEachIsAnswered202Or409()
+    {
+        var correlationId = "cancels-" + Guid.NewGuid().ToString("N");
+        var hold = Service.Gate.HoldWrite(correlationId, "payments");
+        Guid id;
+        try
+        {
+            using var placed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "mouse", quantity = 1 } } }, correlationId: correlationId);
+            id = (await placed.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId;
+            await hold.Reached.WaitAsync(Eventually.DefaultTimeout);
+
+            // They load the same version of the order: one appends, the others conflict (or, later, find it cancelled).
+            var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(async i =>
+            {
+                using var response = await Service.Http.PostAsync($"/orders/{id}/cancel", JsonContent.Create(new { reason = $"cancel {i}" }));
+                var body = await response.Content.ReadAsStringAsync();
+                return (response.StatusCode, body);
+            }));
+            Assert.All(answers, a => Assert.True(a.StatusCode is HttpStatusCode.Accepted or HttpStatusCode.Conflict, $"{(int)a.StatusCode}: {a.body}"));
+            Assert.Contains(answers, a => a.StatusCode == HttpStatusCode.Accepted);
+        }
+        finally
+        {
+            hold.Release();
+        }
+
+        Assert.Equal(SagaStatus.Compensated, await Service.WaitForFulfilmentToEndAsync(id));
+        var history = (await Service.Http.GetFromJsonAsync<OrderHistory>($"/orders/{id}/history"))!;
+        Assert.Single(history.Events, e => e.Type == "order-cancelled");
     }
 
     [Fact]
@@ -197,6 +273,61 @@ public abstract class OrderServiceSpecification
         // Nothing of any of them reached the store.
         Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
     }
+
+    [Fact]
+    public async Task OddBodies_AreAnswered4xxProblems_NeverA500_AndStoreNothing()
+    {
+        var correlationId = "odd-" + Guid.NewGuid().ToString("N");
+        using var placed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } });
+        var id = (await placed.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId;
+        var deep = new string('[', 200) + new string(']', 200);
+        (string Path, byte[] Body, string? ContentType)[] requests =
+        [
+            ("/orders", Utf8("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 99999999999999999999}]}"), "application/json"),
+            ("/orders", Utf8("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1e3}]}"), "application/json"),
+            ("/orders", Utf8("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1.5}]}"), "application/json"),
+            ("/orders", Utf8("{\"customerId\": \"ada\\u0000\", \"lines\": [{\"sku\": \"cable\\u0000\", \"quantity\": 1}]}"), "application/json"),
+            ("/orders", Utf8("{\"customerId\": \"\\ud800\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1}]}"), "application/json"),
+            ("/orders", Utf8("{\"customerId\": \"ada\"}"), "application/json"),
+            ("/orders", Utf8("{\"customerId\": \"ada\", \"lines\": [null]}"), "application/json"),
+            ("/orders", Utf8("null"), "application/json"),
+            ("/orders", Utf8("[]"), "application/json"),
+            ("/orders", Utf8(""), "application/json"),
+            ("/orders", Utf8("{\"customerId\": \"ada\", \"lines\": " + deep + "}"), "application/json"),
+            ("/orders", [0x7B, 0x22, 0xC3, 0x28, 0x22, 0x3A, 0x31, 0x7D], "application/json"),
+            ("/orders", Utf8("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1}]}"), "application/json; charset=utf-32"),
+            ("/orders", Utf8("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1}]}"), null),
+            ($"/orders/{id}/cancel", Utf8("{\"reason\": \"\\udc00 changed my mind\"}"), "application/json"),
+            ($"/orders/{id}/cancel", Utf8("{\"reason\": 42}"), "application/json"),
+            ($"/orders/{id}/cancel", Utf8("{\"reason\": \"a\", \"reason\": \"b\"}"), "application/json"),
+            ($"/orders/{id}/cancel", Utf8("\"changed my mind\""), "application/json"),
+        ];
+
+        var answers = new List<string>();
+        foreach (var (path, body, contentType) in requests)
+        {
+            using var content = new ByteArrayContent(body);
+            if (contentType is not null)
+            {
+                content.Headers.TryAddWithoutValidation("Content-Type", contentType);
+            }
+
+            using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = content };
+            request.Headers.Add("X-Correlation-Id", correlationId);
+            using var response = await Service.Http.SendAsync(request);
+            var status = (int)response.StatusCode;
+            if (status is < 400 or >= 500 || response.Content.Headers.ContentType?.MediaType != "application/problem+json")
+            {
+                var text = Encoding.UTF8.GetString(body);
+                answers.Add($"{path} {text[..Math.Min(text.Length, 80)]} ({contentType}): {status} {response.Content.Headers.ContentType?.MediaType}");
+            }
+        }
+
+        Assert.Empty(answers);
+        Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
+    }
+
+    private static byte[] Utf8(string text) => Encoding.UTF8.GetBytes(text);
 
     [Fact]
     public async Task CancelWithAnOversizedBody_Answers413_AndStoresNothing()

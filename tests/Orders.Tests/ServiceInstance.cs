@@ -1,5 +1,6 @@
 using System.Net.Http.Json;
 using Herald.EventSourcing;
+using Herald.Sagas;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -12,10 +13,11 @@ namespace Orders.Tests;
 /// <summary>One running order service, built by the sample's own <see cref="OrderServiceApp"/>, on a free port of 127.0.0.1.</summary>
 public sealed class ServiceInstance : IAsyncDisposable
 {
-    private ServiceInstance(WebApplication app, HttpClient http)
+    private ServiceInstance(WebApplication app, HttpClient http, LedgerGate gate)
     {
         App = app;
         Http = http;
+        Gate = gate;
     }
 
     public WebApplication App { get; }
@@ -27,17 +29,29 @@ public sealed class ServiceInstance : IAsyncDisposable
 
     public Ledger Ledger => App.Services.GetRequiredService<Ledger>();
 
+    /// <summary>Holds a saga step where it writes a service's table, to act while fulfilment is under way.</summary>
+    public LedgerGate Gate { get; }
+
     public static async Task<ServiceInstance> StartAsync(params string[] settings)
     {
         string[] args = ["--urls", "http://127.0.0.1:0", .. settings];
-        var app = OrderServiceApp.Build(args, builder => builder.Logging.ClearProviders());
+        var gate = new LedgerGate();
+        var app = OrderServiceApp.Build(args, builder =>
+        {
+            builder.Logging.ClearProviders();
+            gate.Install(builder.Services);
+        });
         await app.StartAsync();
         var http = new HttpClient { BaseAddress = new Uri(Banner.Address(app)), Timeout = TimeSpan.FromSeconds(30) };
-        return new ServiceInstance(app, http);
+        return new ServiceInstance(app, http, gate);
     }
 
     /// <summary>Polls <c>GET /orders/{id}</c> until the order is Confirmed or Cancelled.</summary>
-    public async Task<OrderView> WaitForFinalStateAsync(Guid id, TimeSpan? timeout = null)
+    public Task<OrderView> WaitForFinalStateAsync(Guid id, TimeSpan? timeout = null) =>
+        WaitForOrderAsync(id, o => OrderStates.IsFinal(o.Status), "reaches a final state", timeout);
+
+    /// <summary>Polls <c>GET /orders/{id}</c> until the order is as <paramref name="expected"/> says.</summary>
+    public async Task<OrderView> WaitForOrderAsync(Guid id, Func<OrderView, bool> expected, string what, TimeSpan? timeout = null)
     {
         OrderView? order = null;
         await Eventually.UntilAsync(
@@ -45,11 +59,22 @@ public sealed class ServiceInstance : IAsyncDisposable
             {
                 using var response = await Http.GetAsync($"/orders/{id}");
                 order = response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<OrderView>() : null;
-                return OrderStates.IsFinal(order?.Status);
+                return order is not null && expected(order);
             },
-            () => $"order {id} reaches a final state (last seen: {order?.Status ?? "not in the read model"})",
+            () => $"order {id} {what} (last seen: {order?.Status ?? "not in the read model"})",
             timeout);
         return order!;
+    }
+
+    /// <summary>Waits until the order's fulfilment saga has ended, and returns how.</summary>
+    public async Task<SagaStatus> WaitForFulfilmentToEndAsync(Guid id)
+    {
+        var sagas = App.Services.GetRequiredService<ISagaStore>();
+        SagaInstance? saga = null;
+        await Eventually.UntilAsync(
+            async () => (saga = await sagas.LoadAsync(FulfilmentSaga.Name, id.ToString())) is { Status: not (SagaStatus.Running or SagaStatus.Compensating) },
+            () => $"the fulfilment of order {id} ends (last seen: {saga?.Status.ToString() ?? "not started"})");
+        return saga!.Status;
     }
 
     /// <summary>The events in the whole log that carry this correlation id.</summary>
