@@ -30,6 +30,21 @@ public sealed class HealthTests
         }
     }
 
+    /// <summary>
+    /// A projection whose runner stops on a failure whose message no anonymous caller should read. A handler's ordinary
+    /// exception dead-letters its event and the runner goes on; a retired generation's refusal stops the runner.
+    /// </summary>
+    public sealed class FailingSummaries : Projection
+    {
+        public const string Secret = "Host=db.internal;Password=hunter2";
+
+        public FailingSummaries()
+            : base("http-health-failing")
+        {
+            On<OrderPlaced>((_, _, _) => throw new ReadModelGenerationRetiredException(Secret, 1, 2));
+        }
+    }
+
     /// <summary>An election this node never wins: its projections never run here, so they fall behind.</summary>
     private sealed class NeverLeader : ILeaderElection
     {
@@ -258,6 +273,38 @@ public sealed class HealthTests
         Assert.Equal("Degraded", check.GetProperty("status").GetString());
         Assert.Equal(3, check.GetProperty("data").GetProperty("http-health-orders.lag").GetInt64());
         Assert.Contains("http-health-orders", check.GetProperty("description").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ProjectionStalledOnAFailure_IsDegraded_WithoutTheFailuresTextOnTheOpenEndpoint()
+    {
+        // The health endpoint is often open to anyone (load balancers, probes); a failure's message may name hosts,
+        // credentials or data, so it goes to the log, as the other checks give only an exception's type.
+        await using var app = await TestApp.StartAsync(
+            app => app.MapHeraldHealth(),
+            h => h.AddProjection(new FailingSummaries()),
+            s => s.AddHealthChecks().AddHerald());
+        await AppendAsync(app, 1);
+
+        string? description;
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        JsonElement check;
+        while (true)
+        {
+            var (_, body) = await HealthAsync(app);
+            check = body.GetProperty("checks").GetProperty("herald-projections");
+            description = check.GetProperty("description").GetString();
+            if (check.GetProperty("data").GetProperty("http-health-failing.stalled").GetBoolean())
+            {
+                break;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(50), deadline.Token);
+        }
+
+        Assert.Equal("Degraded", check.GetProperty("status").GetString());
+        Assert.Contains("'http-health-failing' is stalled", description, StringComparison.Ordinal);
+        Assert.DoesNotContain("hunter2", description, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -108,7 +108,9 @@ internal sealed class ProjectionsHealthCheck(IOptions<HeraldHealthOptions> optio
                 data[status.Name + ".runningHere"] = status.IsRunningHere;
                 if (status.IsStalled)
                 {
-                    behind.Add($"'{status.Name}' is stalled{(status.LastError is null ? "" : ": " + status.LastError)}");
+                    // Not the failure's message: it may name hosts, data or credentials, and the health endpoint is often
+                    // open to anyone (the probes give only an exception's type). The log and ProjectionStatus.LastError have it.
+                    behind.Add(status.LastError is null ? $"'{status.Name}' is stalled" : $"'{status.Name}' is stalled: its runner failed (see the log)");
                 }
                 else if (status.Lag > maxLag)
                 {
