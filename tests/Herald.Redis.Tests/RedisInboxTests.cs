@@ -110,6 +110,34 @@ public sealed class RedisInboxTests(RedisFixture redis) : IClassFixture<RedisFix
     }
 
     [Fact]
+    public async Task PendingMark_RenewedAfterTheIndexExpired_StillHoldsTheId_AndCommits()
+    {
+        // The index only lists marks for DeleteExpiredAsync, and a renewal does not extend its PEXPIRE, so Redis may drop it
+        // under a long handler. Nothing else reads it: each mark holds its own expiry, and the cleanup checks it.
+        var inbox = Inbox();
+        var id = Guid.CreateVersion7();
+        var first = redis.BeginUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync(_endpoint, id, Window, first));
+        var database = redis.Multiplexer.GetDatabase();
+        var index = RedisKeys.Build(redis.KeyPrefix + "{inbox}:", "expiries");
+        Assert.True(await database.KeyDeleteAsync(index));
+
+        for (var step = 0; step < 4; step++)
+        {
+            await AdvanceARenewalAsync(MarkKey(id));
+        }
+
+        Assert.Equal(0, await inbox.DeleteExpiredAsync(100));
+        var duplicate = Inbox(await redis.ConnectAsync()).TryMarkHandledAsync(_endpoint, id, Window, redis.BeginUnitOfWork()).AsTask();
+        await WaitUntilWaitingAsync();
+        await first.CommitAsync();
+
+        Assert.False(await RunClockUntilDoneAsync(duplicate));
+        Assert.True(await inbox.IsHandledAsync(_endpoint, id));
+        Assert.NotNull(await database.KeyTimeToLiveAsync(index));
+    }
+
+    [Fact]
     public async Task PendingMark_AnotherHolderTook_IsReportedLost_AndItsCommitLeavesTheOtherHoldersMark()
     {
         var inbox = Inbox();
