@@ -204,7 +204,7 @@ internal sealed class IdempotentRequests(
         try
         {
             // Stored before it is sent: a client that retries the moment it reads the response finds it. A failing store is
-            // tried again until it answers, the lock renewed between tries (IdempotentCompletion), as IdempotencyService does.
+            // tried again, the lock renewed between tries, for up to CompletionTimeout (IdempotentCompletion), as IdempotencyService does.
             if (!await IdempotentCompletion.StoreAsync(
                     store,
                     storeKey,
@@ -212,6 +212,7 @@ internal sealed class IdempotentRequests(
                     stored.ToBytes(),
                     options.Expiration,
                     storeOptions.Value.LockTimeout,
+                    storeOptions.Value.CompletionTimeout,
                     timeProvider,
                     (ex, pause) => Log.IdempotencyCompleteRetrying(logger, ex, method, path, pause)).ConfigureAwait(false))
             {

@@ -5,11 +5,13 @@ namespace Herald.Internal;
 /// <summary>
 /// Stores the result of an operation run under an idempotency lock, for the idempotency service and the HTTP
 /// <c>Idempotency-Key</c> endpoints alike. A result left unstored lets the next caller run the operation again once the
-/// lock lapses, so a failing store (a server restarting) is tried again, with a growing pause (50 ms doubling to 1 s), for as
-/// long as it takes: each pause ends with a renewal of the lock, so the key stays this caller's where the store still takes
-/// renewals, and a completion after an outage longer than the lock timeout still succeeds while no other caller has taken
-/// the key (the store contract). Only a completion or renewal the store refuses (the key is no longer this caller's) ends
-/// the retries without the result stored (issue 10).
+/// lock lapses, so a failing store (a server restarting) is tried again, with a growing pause (50 ms doubling to 1 s), for up
+/// to <see cref="IdempotencyOptions.CompletionTimeout"/>: each pause ends with a renewal of the lock, so the key stays this
+/// caller's where the store still takes renewals, and a completion after an outage longer than the lock timeout still
+/// succeeds while no other caller has taken the key (the store contract). A completion or renewal the store refuses (the
+/// key is no longer this caller's) ends the retries without the result stored (issue 10); so does the timeout, with a
+/// <see cref="TimeoutException"/>, rather than hold the caller (a request, a consumer's worker) for as long as the store
+/// stays down or keeps rejecting the result: the lock, no longer renewed, then lapses as a dead holder's does.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public static class IdempotentCompletion
@@ -19,7 +21,8 @@ public static class IdempotentCompletion
 
     /// <summary>
     /// Stores <paramref name="result"/> under <paramref name="key"/> if <paramref name="lockToken"/> still holds it; false
-    /// when the lock is no longer this caller's. A failing store is tried again until it answers.
+    /// when the lock is no longer this caller's. A failing store is tried again for up to <paramref name="timeout"/>, then
+    /// <see cref="TimeoutException"/> (carrying the last failure) says the result was not stored.
     /// </summary>
     /// <param name="store">The idempotency store.</param>
     /// <param name="key">The key.</param>
@@ -27,7 +30,8 @@ public static class IdempotentCompletion
     /// <param name="result">The result to keep.</param>
     /// <param name="ttl">How long the result is kept.</param>
     /// <param name="lockTimeout">The lock's timeout, which each renewal between tries extends it by.</param>
-    /// <param name="clock">The clock the pauses run on.</param>
+    /// <param name="timeout">How long a failing store is tried again before the result is given up.</param>
+    /// <param name="clock">The clock the pauses and the timeout run on.</param>
     /// <param name="retrying">Told of each failure that is tried again, with the pause before the next try.</param>
     public static async ValueTask<bool> StoreAsync(
         IIdempotencyStore store,
@@ -36,6 +40,7 @@ public static class IdempotentCompletion
         ReadOnlyMemory<byte> result,
         TimeSpan ttl,
         TimeSpan lockTimeout,
+        TimeSpan timeout,
         TimeProvider clock,
         Action<Exception, TimeSpan> retrying)
     {
@@ -43,6 +48,7 @@ public static class IdempotentCompletion
         ArgumentNullException.ThrowIfNull(clock);
         ArgumentNullException.ThrowIfNull(retrying);
         var pause = FirstRetryDelay;
+        var deadline = clock.GetUtcNow() + timeout;
         while (true)
         {
             // No cancellation: the operation took effect, and only its stored result keeps it from running again. A
@@ -53,6 +59,13 @@ public static class IdempotentCompletion
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
+                var remaining = deadline - clock.GetUtcNow();
+                if (remaining <= TimeSpan.Zero)
+                {
+                    throw new TimeoutException($"The result of idempotency key '{key}' was not stored: the store kept failing for {timeout} (IdempotencyOptions.CompletionTimeout).", ex);
+                }
+
+                pause = pause < remaining ? pause : remaining;
                 retrying(ex, pause);
             }
 

@@ -275,6 +275,53 @@ public sealed class IdempotencyServiceTests
         Assert.Equal(1, runs);
     }
 
+    [Fact]
+    public async Task AStoreThatNeverTakesTheResult_HoldsTheCallerOnlyForTheCompletionTimeout_ThenGivesItTheResultUnstored()
+    {
+        // The completion used to be tried again for as long as the store failed: a store down for good (or one that keeps
+        // rejecting the result while it takes renewals) held the caller, a request or a consumer's worker, forever.
+        var completionTimeout = TimeSpan.FromMinutes(2);
+        var options = new IdempotencyOptions { LockTimeout = TimeSpan.FromSeconds(30), CompletionTimeout = completionTimeout };
+        var store = new OutageStore(_store) { RenewalsWork = true };
+        var service = new IdempotencyService(store, _clock, Options.Create(options));
+        var runs = 0;
+        var start = _clock.GetUtcNow();
+        var first = service.ExecuteAsync("charge-down", _ =>
+        {
+            store.Down = true;
+            return ValueTask.FromResult(Interlocked.Increment(ref runs));
+        }, Ttl).AsTask();
+
+        await Eventually.UntilAsync(
+            () =>
+            {
+                _clock.Advance(TimeSpan.FromSeconds(1));
+                return first.IsCompleted || _clock.GetUtcNow() - start > completionTimeout * 3;
+            },
+            "the first caller returns");
+
+        Assert.True(first.IsCompleted, "the caller is still held after three completion timeouts");
+        Assert.Equal(1, await first);
+        Assert.InRange(_clock.GetUtcNow() - start, completionTimeout, completionTimeout + TimeSpan.FromSeconds(5));
+
+        // Given up, the lock is no longer renewed: it lapses, as a dead holder's does, and the key is free again.
+        store.Down = false;
+        _clock.Advance(options.LockTimeout + TimeSpan.FromSeconds(1));
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, (await _store.TryAcquireAsync("charge-down", options.LockTimeout)).Status);
+    }
+
+    [Fact]
+    public async Task ATtlTooLongForTheStoreToHoldAnExpiry_IsRefusedBeforeTheOperationRuns()
+    {
+        // Every store computes now + ttl on completion: TimeSpan.MaxValue overflowed there on each try, after the operation
+        // had run, and the completion was tried again forever.
+        var runs = 0;
+        var call = _service.ExecuteAsync("forever", _ => ValueTask.FromResult(++runs), TimeSpan.MaxValue).AsTask();
+
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => call.WaitAsync(Eventually.DefaultTimeout));
+        Assert.Equal(0, runs);
+    }
+
     /// <summary>A store that throws while <see cref="Down"/> is set, as a server that is down does (renewals aside when <see cref="RenewalsWork"/>).</summary>
     private sealed class OutageStore(IIdempotencyStore inner) : IIdempotencyStore
     {

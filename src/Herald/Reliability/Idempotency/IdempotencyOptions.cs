@@ -15,6 +15,9 @@ public sealed class IdempotencyOptions
     /// <summary>Longest pause between polls. Default 1 second.</summary>
     public TimeSpan MaxPollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>How long a result the store fails to take is tried again (the lock renewed between tries) before the caller gets it unstored and the lock is left to lapse. Default 5 minutes.</summary>
+    public TimeSpan CompletionTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
     internal IEnumerable<string> Validate()
     {
         if (LockTimeout <= TimeSpan.Zero)
@@ -25,6 +28,11 @@ public sealed class IdempotencyOptions
         if (WaitTimeout < TimeSpan.Zero)
         {
             yield return $"IdempotencyOptions.WaitTimeout must not be negative, not {WaitTimeout}.";
+        }
+
+        if (CompletionTimeout <= TimeSpan.Zero)
+        {
+            yield return $"IdempotencyOptions.CompletionTimeout must be positive, not {CompletionTimeout}.";
         }
 
         if (MinPollInterval <= TimeSpan.Zero || MaxPollInterval < MinPollInterval)

@@ -16,8 +16,8 @@ namespace Herald.Reliability.Idempotency;
 /// processes, for at most <see cref="IdempotencyOptions.WaitTimeout"/>); later callers get the stored result. A failed
 /// operation frees the key, so the next caller runs it. The lock is renewed every third of
 /// <see cref="IdempotencyOptions.LockTimeout"/> while the operation runs; if it is lost anyway (another caller took it),
-/// the operation's token fires and its result is not stored. A result the store fails to take is tried again until it
-/// answers, with the lock renewed between tries.
+/// the operation's token fires and its result is not stored. A result the store fails to take is tried again, with the lock
+/// renewed between tries, for up to <see cref="IdempotencyOptions.CompletionTimeout"/>; then the caller gets it unstored.
 /// </summary>
 public sealed class IdempotencyService
 {
@@ -65,7 +65,11 @@ public sealed class IdempotencyService
         ValidateKey(key);
         ArgumentNullException.ThrowIfNull(operation);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
-        var deadline = _timeProvider.GetUtcNow() + _options.WaitTimeout;
+        var now = _timeProvider.GetUtcNow();
+        // The store keeps the result until now + ttl: a ttl past the last representable time would fail every completion
+        // after the operation ran, so it is refused before.
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(ttl, DateTimeOffset.MaxValue - now - _options.WaitTimeout - _options.CompletionTimeout);
+        var deadline = now + _options.WaitTimeout;
         var poll = _options.MinPollInterval;
         TaskCompletionSource? signal = null;
         try
@@ -191,9 +195,9 @@ public sealed class IdempotencyService
         return result;
     }
 
-    // Stored with retries while the lock is still this caller's (IdempotentCompletion).
+    // Stored with retries while the lock is still this caller's, for up to CompletionTimeout (IdempotentCompletion).
     private ValueTask<bool> CompleteAsync(string key, Guid lockToken, byte[] result, TimeSpan ttl) =>
-        IdempotentCompletion.StoreAsync(_store, key, lockToken, result, ttl, _options.LockTimeout, _timeProvider, (ex, pause) => Log.IdempotencyCompleteRetrying(_logger, ex, key, pause));
+        IdempotentCompletion.StoreAsync(_store, key, lockToken, result, ttl, _options.LockTimeout, _options.CompletionTimeout, _timeProvider, (ex, pause) => Log.IdempotencyCompleteRetrying(_logger, ex, key, pause));
 
     private async ValueTask WaitAsync(Task signal, TimeSpan timeout, CancellationToken cancellationToken)
     {
