@@ -119,6 +119,39 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task RetryOne_WhileAnotherRetryOfItIsSending_SendsNothing_SoTheMessageGoesBackOnce()
+    {
+        // An operator's double click, or a retry-all meeting a retry-one: both read the dead letter before the first
+        // deleted it, and both sent it, so its endpoint handled it twice.
+        var deadLetter = await AddAsync("orders");
+        var sending = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var release = new ManualResetEventSlim();
+        var sends = 0;
+        _transport.FailSend = (_, _) =>
+        {
+            if (Interlocked.Increment(ref sends) == 1)
+            {
+                sending.TrySetResult();
+                release.Wait(Eventually.DefaultTimeout);
+            }
+
+            return null;
+        };
+
+        var first = Task.Run(async () => await _manager.RetryAsync(deadLetter.Id));
+        await sending.Task.WaitAsync(Eventually.DefaultTimeout);
+        var second = await _manager.RetryAsync(deadLetter.Id).AsTask().WaitAsync(Eventually.DefaultTimeout);
+        var all = await _manager.RetryAllAsync().AsTask().WaitAsync(Eventually.DefaultTimeout);
+        release.Set();
+
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await first.WaitAsync(Eventually.DefaultTimeout));
+        Assert.Equal(DeadLetterRetryOutcome.NotFound, second);
+        Assert.Equal(new DeadLetterRetryResult(0, 0), all);
+        Assert.Equal(1, Volatile.Read(ref sends));
+        Assert.Null(await _manager.GetAsync(deadLetter.Id));
+    }
+
+    [Fact]
     public async Task List_PagesThroughEveryMatch()
     {
         var added = new List<Guid>();

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Herald.Hosting;
 using Herald.Transport;
 using Microsoft.Extensions.Logging;
@@ -18,6 +19,10 @@ public sealed class DeadLetterManager
     private readonly ILogger _logger;
     private readonly DeadLetterMonitor? _monitor;
     private readonly int _batchSize;
+
+    // The dead letters this manager is sending back now: a second retry of one of them (a double click, a retry-all
+    // meeting a retry-one) sends nothing, instead of sending the message again before the first retry deleted it.
+    private readonly ConcurrentDictionary<Guid, byte> _retrying = new();
 
     /// <summary>Creates a manager over the store, sending retried messages through the transport.</summary>
     public DeadLetterManager(IDeadLetterStore store, ITransport transport, TimeProvider timeProvider, ILogger<DeadLetterManager>? logger = null)
@@ -57,6 +62,7 @@ public sealed class DeadLetterManager
     /// <summary>
     /// Sends one dead letter's envelope, unchanged but for a fresh delivery count (and without the failure headers of its earlier attempts), back to its endpoint's queue; deletes
     /// the dead letter once the send completed. When the send fails the dead letter stays and its retry count goes up.
+    /// While this manager is retrying it already, it sends nothing and reports <see cref="DeadLetterRetryOutcome.NotFound"/>.
     /// </summary>
     public async ValueTask<DeadLetterRetryOutcome> RetryAsync(Guid id, CancellationToken cancellationToken = default)
     {
@@ -177,6 +183,23 @@ public sealed class DeadLetterManager
     }
 
     private async ValueTask<(DeadLetterRetryOutcome Outcome, string? Endpoint)> RetryOneAsync(Guid id, CancellationToken cancellationToken)
+    {
+        if (!_retrying.TryAdd(id, 0))
+        {
+            return (DeadLetterRetryOutcome.NotFound, null);
+        }
+
+        try
+        {
+            return await RetryClaimedAsync(id, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _retrying.TryRemove(id, out _);
+        }
+    }
+
+    private async ValueTask<(DeadLetterRetryOutcome Outcome, string? Endpoint)> RetryClaimedAsync(Guid id, CancellationToken cancellationToken)
     {
         if (await _store.GetAsync(id, cancellationToken).ConfigureAwait(false) is not { } deadLetter)
         {

@@ -6,7 +6,7 @@ public enum DeadLetterRetryOutcome
     /// <summary>Sent back to its endpoint and deleted from the dead letters.</summary>
     Retried,
 
-    /// <summary>No dead letter has that id (already retried or purged).</summary>
+    /// <summary>No dead letter has that id (already retried or purged), or this manager is retrying it already.</summary>
     NotFound,
 
     /// <summary>The send failed: the dead letter stays, its retry count and last retry error updated.</summary>
