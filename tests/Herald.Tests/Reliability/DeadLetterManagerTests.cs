@@ -237,6 +237,49 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Purge_WhileAnotherDeleterTakesSomeOfItsMatches_LeavesTheDeadLettersThatFailedAfterItBegan()
+    {
+        // The purge deleted as many as matched when it began: when a trim took 5 of those meanwhile, it made up the count
+        // with 5 dead letters of the still failing endpoint that came after it began, messages nobody had seen, lost.
+        var store = new HookedStore(_store);
+        var manager = new DeadLetterManager(store, _transport, _clock, logger: null, monitor: null, batchSize: 10);
+        for (var i = 0; i < 25; i++)
+        {
+            await AddAsync("orders", failedAt: Start.AddMinutes(-60 + i));
+        }
+
+        var later = new List<Guid>();
+        store.AfterDeleteMany = async () =>
+        {
+            if (later.Count > 0)
+            {
+                return;
+            }
+
+            var oldest = await _store.ListAsync(new DeadLetterQuery { Endpoint = "orders", Limit = 5 });
+            foreach (var deadLetter in oldest)
+            {
+                await _store.DeleteAsync(deadLetter.Id);
+            }
+
+            _clock.Advance(TimeSpan.FromSeconds(1));
+            for (var i = 0; i < 5; i++)
+            {
+                var deadLetter = NewDeadLetter("orders", "fp", _clock.GetUtcNow());
+                await _store.AddAsync(deadLetter);
+                later.Add(deadLetter.Id);
+            }
+        };
+
+        Assert.Equal(20, await manager.PurgeAsync(new DeadLetterQuery { Endpoint = "orders" }));
+        Assert.Equal(5, await _manager.CountAsync());
+        foreach (var id in later)
+        {
+            Assert.NotNull(await _manager.GetAsync(id));
+        }
+    }
+
+    [Fact]
     public async Task Count_AppliesTheFilter()
     {
         await AddAsync("orders", fingerprint: "a");

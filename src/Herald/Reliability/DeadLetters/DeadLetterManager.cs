@@ -120,11 +120,20 @@ public sealed class DeadLetterManager
         return new DeadLetterRetryResult(succeeded, failed);
     }
 
-    /// <summary>Deletes the dead letters matching the query (filters only), optionally only those that failed before <paramref name="olderThan"/>; returns how many.</summary>
+    /// <summary>Deletes the dead letters matching the query (filters only) that failed before the purge began (or before <paramref name="olderThan"/>); returns how many.</summary>
     public async ValueTask<long> PurgeAsync(DeadLetterQuery? query = null, DateTimeOffset? olderThan = null, CancellationToken cancellationToken = default)
     {
+        // Only what failed before it began (stores keep times to the millisecond: one of the same millisecond counts as
+        // before): when another deleter (a trim, a retry) takes some of what matched, the count below would otherwise
+        // leave room for dead letters that failed after it began, which nobody asked to purge.
+        var cutoff = _timeProvider.GetUtcNow().AddMilliseconds(1);
+        if (olderThan is { } older && older < cutoff)
+        {
+            cutoff = older;
+        }
+
         var filter = (query ?? DeadLetterQuery.All) with { After = null, Limit = _batchSize };
-        if (olderThan is { } cutoff && (filter.FailedBefore is null || cutoff < filter.FailedBefore))
+        if (filter.FailedBefore is null || cutoff < filter.FailedBefore)
         {
             filter = filter with { FailedBefore = cutoff };
         }
