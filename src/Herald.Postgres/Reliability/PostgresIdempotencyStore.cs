@@ -18,6 +18,9 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;
 
+    // How long past its expiry a lock nobody took is kept for its holder (back from a store outage) before the sweep.
+    private static readonly TimeSpan AbandonedLockGrace = TimeSpan.FromDays(1);
+
     private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
     private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
     private readonly TableSql _sql = new(store.Table("idempotency"));
@@ -35,6 +38,7 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
             await using var sweep = new NpgsqlCommand(_sql.Sweep, connection);
             sweep.Parameters.Add(EnvelopeColumns.Time(now));
             sweep.Parameters.Add(EnvelopeColumns.Int(SweepBatch));
+            sweep.Parameters.Add(EnvelopeColumns.Time(now - AbandonedLockGrace));
             await sweep.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
 
@@ -121,6 +125,7 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
 
         public string Renew { get; } = $"UPDATE {table} SET expires_at = $3 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
 
-        public string Sweep { get; } = $"DELETE FROM {table} WHERE idempotency_key IN (SELECT idempotency_key FROM {table} WHERE expires_at <= $1 LIMIT $2)";
+        // An expired lock nobody took is still its holder's (the store contract): swept only once abandoned ($3).
+        public string Sweep { get; } = $"DELETE FROM {table} WHERE idempotency_key IN (SELECT idempotency_key FROM {table} WHERE expires_at <= $1 AND (completed OR expires_at <= $3) LIMIT $2)";
     }
 }

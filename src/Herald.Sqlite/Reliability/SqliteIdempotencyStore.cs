@@ -15,6 +15,9 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
 {
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;
+
+    // How long past its expiry a lock nobody took is kept for its holder (back from a store outage) before the sweep.
+    private static readonly TimeSpan AbandonedLockGrace = TimeSpan.FromDays(1);
     private const string FindSql = "SELECT completed, result, expires_at FROM herald_idempotency WHERE idempotency_key = ?1";
 
     private const string LockSql =
@@ -28,8 +31,9 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
 
     private const string RenewSql = "UPDATE herald_idempotency SET expires_at = ?3 WHERE idempotency_key = ?1 AND lock_token = ?2 AND completed = 0";
 
+    // An expired lock nobody took is still its holder's (the store contract): swept only once abandoned (?3).
     private const string SweepSql =
-        "DELETE FROM herald_idempotency WHERE idempotency_key IN (SELECT idempotency_key FROM herald_idempotency WHERE expires_at <= ?1 LIMIT ?2)";
+        "DELETE FROM herald_idempotency WHERE idempotency_key IN (SELECT idempotency_key FROM herald_idempotency WHERE expires_at <= ?1 AND (completed = 1 OR expires_at <= ?3) LIMIT ?2)";
 
     private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
     private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
@@ -50,6 +54,7 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
                 var delete = session.Statement(SweepSql);
                 delete.Bind(1, now.UtcTicks);
                 delete.Bind(2, SweepBatch);
+                delete.Bind(3, (now - AbandonedLockGrace).UtcTicks);
                 delete.Execute();
             }
 

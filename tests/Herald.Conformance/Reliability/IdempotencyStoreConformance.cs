@@ -183,6 +183,30 @@ public abstract class IdempotencyStoreConformance
     }
 
     [Fact]
+    public async Task AnExpiredLockNobodyTook_OutlivesTheSweepOfExpiredKeys_SoItsHolderStillStoresItsResult()
+    {
+        // The stores sweep expired keys every so many acquires. They swept expired locks too: a holder back from a store
+        // outage longer than the lock ttl, whose completion came after a sweep, found its key gone and its result was not
+        // stored, so the next caller ran the operation a second time.
+        var clock = NewClock();
+        var store = await CreateStoreAsync(clock);
+        var key = UniqueKey();
+        var held = await store.TryAcquireAsync(key, LockTtl);
+        var done = UniqueKey();
+        Assert.True(await store.CompleteAsync(done, (await store.TryAcquireAsync(done, LockTtl)).LockToken, new byte[] { 1 }, LockTtl));
+
+        await AdvanceTimeAsync(clock, LockTtl * 3);
+        for (var i = 0; i < 1100; i++)
+        {
+            Assert.Equal(IdempotencyAcquireStatus.Acquired, (await store.TryAcquireAsync(UniqueKey(), LockTtl)).Status);
+        }
+
+        Assert.True(await store.CompleteAsync(key, held.LockToken, new byte[] { 7 }, ResultTtl));
+        Assert.Equal(new byte[] { 7 }, (await store.TryAcquireAsync(key, LockTtl)).Result.ToArray());
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, (await store.TryAcquireAsync(done, LockTtl)).Status);
+    }
+
+    [Fact]
     public async Task Renew_WithAStaleToken_ReturnsFalse_AndLeavesTheNewHoldersLock()
     {
         var clock = NewClock();
