@@ -193,12 +193,7 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
     {
         // The endpoint still fails while it is purged: a new dead letter after every batch. Before, the purge ran on for as
         // long as they came (here, until the store below gives up).
-        var store = new HookedStore(_store);
-        var manager = new DeadLetterManager(store, _transport, _clock, logger: null, monitor: null, batchSize: 10);
-        for (var i = 0; i < 25; i++)
-        {
-            await AddAsync("orders", failedAt: Start.AddMinutes(-60 + i));
-        }
+        var (store, manager) = await PurgeSetupAsync();
 
         var added = 0;
         store.AfterDeleteMany = async () =>
@@ -216,12 +211,7 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
     {
         // As PostgreSQL answers a batch whose rows a concurrent purge or trim deleted while this one waited for their locks:
         // those are gone, nothing was deleted here. Before, the purge took that for "none left" and left the other 15.
-        var store = new HookedStore(_store);
-        var manager = new DeadLetterManager(store, _transport, _clock, logger: null, monitor: null, batchSize: 10);
-        for (var i = 0; i < 25; i++)
-        {
-            await AddAsync("orders", failedAt: Start.AddMinutes(-60 + i));
-        }
+        var (store, manager) = await PurgeSetupAsync();
 
         var other = await AddAsync("billing");
         store.DeleteManyOverride = async query =>
@@ -241,12 +231,7 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
     {
         // The purge deleted as many as matched when it began: when a trim took 5 of those meanwhile, it made up the count
         // with 5 dead letters of the still failing endpoint that came after it began, messages nobody had seen, lost.
-        var store = new HookedStore(_store);
-        var manager = new DeadLetterManager(store, _transport, _clock, logger: null, monitor: null, batchSize: 10);
-        for (var i = 0; i < 25; i++)
-        {
-            await AddAsync("orders", failedAt: Start.AddMinutes(-60 + i));
-        }
+        var (store, manager) = await PurgeSetupAsync();
 
         var later = new List<Guid>();
         store.AfterDeleteMany = async () =>
@@ -310,6 +295,19 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
         var deadLetter = NewDeadLetter(endpoint, fingerprint, failedAt);
         await _store.AddAsync(deadLetter);
         return deadLetter;
+    }
+
+    /// <summary>25 dead letters of "orders" an hour old and a manager purging 10 at a time through a hooked store.</summary>
+    private async Task<(HookedStore Store, DeadLetterManager Manager)> PurgeSetupAsync()
+    {
+        var store = new HookedStore(_store);
+        var manager = new DeadLetterManager(store, _transport, _clock, logger: null, monitor: null, batchSize: 10);
+        for (var i = 0; i < 25; i++)
+        {
+            await AddAsync("orders", failedAt: Start.AddMinutes(-60 + i));
+        }
+
+        return (store, manager);
     }
 
     private async Task<Envelope> ReceiveAsync(string queue)
