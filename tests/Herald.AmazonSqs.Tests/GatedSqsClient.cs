@@ -21,6 +21,9 @@ internal sealed class GatedSqsClient()
     /// <summary>Lets the held send go on to SQS.</summary>
     public TaskCompletionSource ReleaseSend { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>The payload of each <c>SendMessageBatch</c> call made (bodies and attributes, as SQS counts them), in bytes.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<int> BatchPayloads { get; } = new();
+
     /// <summary>Holds the next send (one message) until <see cref="ReleaseSend"/>.</summary>
     public void HoldNextSend() => _holdSend = true;
 
@@ -81,6 +84,8 @@ internal sealed class GatedSqsClient()
     public override Task<SendMessageBatchResponse> SendMessageBatchAsync(SendMessageBatchRequest request, CancellationToken cancellationToken = default)
     {
         ThrowIfFailing();
+        BatchPayloads.Enqueue(request.Entries.Sum(e => System.Text.Encoding.UTF8.GetByteCount(e.MessageBody)
+            + (e.MessageAttributes ?? []).Sum(a => System.Text.Encoding.UTF8.GetByteCount(a.Key) + a.Value.DataType.Length + System.Text.Encoding.UTF8.GetByteCount(a.Value.StringValue ?? ""))));
         return base.SendMessageBatchAsync(request, cancellationToken);
     }
 

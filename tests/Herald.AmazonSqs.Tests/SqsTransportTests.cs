@@ -84,6 +84,30 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task LargeSendsAtOnce_ShareBatchCallsOnlyWithinSqsBatchPayloadLimit_AndAllLand()
+    {
+        // SQS refuses a SendMessageBatch whose messages add up to more than its payload limit (BatchRequestTooLong; 256 KiB
+        // on AWS before 2025, 1 MiB since and on the emulator): sends of 200 KiB batched together all failed, each of which
+        // SQS would have taken alone, and a relay's retries sent together failed together again.
+        var client = new GatedSqsClient();
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.Client = client;
+            o.MaxMessageBytes = 256 * 1024;
+        });
+        var queue = Name("large-batch");
+        await transport.DeclareQueueAsync(queue);
+        var body = "{\"pad\":\"" + new string('x', 200 * 1024) + "\"}";
+        var sends = Enumerable.Range(0, 30).Select(_ => transport.SendAsync(queue, NewEnvelope(body: body)).AsTask()).ToList();
+        await Task.WhenAll(sends).WaitAsync(Timeout);
+
+        Assert.All(client.BatchPayloads, bytes => Assert.True(bytes <= 256 * 1024, $"a batch call of {bytes} bytes"));
+        using var raw = SqsEmulator.NewClient();
+        var counts = await raw.GetQueueAttributesAsync(await transport.QueueUrlAsync(queue, CancellationToken.None), ["ApproximateNumberOfMessages"]);
+        Assert.Equal(30, counts.ApproximateNumberOfMessages);
+    }
+
+    [Fact]
     public async Task ACopyReceivedBeforeItsDueTime_IsHeldBackAgain_AndDeliveredOnceDue_AsTheFirstAttempt()
     {
         // What a delay beyond 15 minutes of DelaySeconds does at each hop, in seconds: a copy whose due time has not come.

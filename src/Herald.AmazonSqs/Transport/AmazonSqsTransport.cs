@@ -54,7 +54,9 @@ internal sealed partial class AmazonSqsTransport : ITransport
             _ownsClient = true;
         }
 
-        _sends = new SqsBatcher<SendMessageBatchRequestEntry>(FlushSendsAsync);
+        // SQS refuses a whole SendMessageBatch whose messages add up to more than its payload limit (BatchRequestTooLong):
+        // a batch holds at most what one message may (256 KiB, the limit on AWS before 2025; 1 MiB since).
+        _sends = new SqsBatcher<SendMessageBatchRequestEntry>(FlushSendsAsync, SqsMaxMessageBytes);
         _deletes = new SqsBatcher<string>(FlushDeletesAsync);
         _consumers = new LeasedQueueConsumers<SqsMessage>(new LeasedQueueSettings
         {
@@ -265,7 +267,7 @@ internal sealed partial class AmazonSqsTransport : ITransport
                 : envelope.MessageId.ToString("N");
         }
 
-        await _sends.RunAsync(queueUrl, entry).WaitAsync(cancellationToken).ConfigureAwait(false);
+        await _sends.RunAsync(queueUrl, entry, size).WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>SQS's limit on one message, body and attributes together.</summary>

@@ -14,29 +14,37 @@ internal sealed class SqsBatcher<TEntry> : IAsyncDisposable
     /// <summary>The most entries one SQS batch call takes.</summary>
     public const int MaxBatch = 10;
 
-    private static readonly GroupCommitOptions Options = new()
-    {
-        Writers = 4,
-        MaxItems = MaxBatch,
-        OwnerName = nameof(AmazonSqsTransport),
-        DisposedMessage = "The SQS transport was disposed; the call was not made.",
-    };
-
     // Lazy: GetOrAdd may run its factory twice in a race, and the loops of a committer that lost it would never end.
     private readonly ConcurrentDictionary<string, Lazy<GroupCommitter<Pending>>> _queues = new(StringComparer.Ordinal);
     private readonly Func<string, IReadOnlyList<Pending>, CancellationToken, Task> _flush;
+    private readonly GroupCommitOptions _options;
 
     /// <param name="flush">
     /// Makes one batch call to the queue URL and completes each entry's task (an entry the call did not cover fails); no
     /// caller's token reaches it, since an entry taken into a call is no longer its caller's to cancel.
     /// </param>
-    public SqsBatcher(Func<string, IReadOnlyList<Pending>, CancellationToken, Task> flush) => _flush = flush;
-
-    /// <summary>Queues the entry for the next batch of <paramref name="queueUrl"/>; completes when its call did (false: the entry's receipt was no longer valid).</summary>
-    public async Task<bool> RunAsync(string queueUrl, TEntry entry)
+    /// <param name="maxBytes">The most bytes (<see cref="RunAsync"/>'s <c>bytes</c>) one call carries; a larger entry goes alone.</param>
+    public SqsBatcher(Func<string, IReadOnlyList<Pending>, CancellationToken, Task> flush, long maxBytes = long.MaxValue)
     {
-        var pending = new Pending(entry);
-        var committer = _queues.GetOrAdd(queueUrl, url => new Lazy<GroupCommitter<Pending>>(() => new GroupCommitter<Pending>(Options, () => new Writer(this, url)))).Value;
+        _flush = flush;
+        _options = new GroupCommitOptions
+        {
+            Writers = 4,
+            MaxItems = MaxBatch,
+            MaxWeight = maxBytes,
+            OwnerName = nameof(AmazonSqsTransport),
+            DisposedMessage = "The SQS transport was disposed; the call was not made.",
+        };
+    }
+
+    /// <summary>
+    /// Queues the entry (of <paramref name="bytes"/> as SQS counts them) for the next batch of <paramref name="queueUrl"/>;
+    /// completes when its call did (false: the entry's receipt was no longer valid).
+    /// </summary>
+    public async Task<bool> RunAsync(string queueUrl, TEntry entry, int bytes = 0)
+    {
+        var pending = new Pending(entry, bytes);
+        var committer = _queues.GetOrAdd(queueUrl, url => new Lazy<GroupCommitter<Pending>>(() => new GroupCommitter<Pending>(_options, () => new Writer(this, url)))).Value;
         await committer.EnqueueAsync(pending, CancellationToken.None).ConfigureAwait(false);
         return await pending.Done.Task.ConfigureAwait(false);
     }
@@ -51,7 +59,7 @@ internal sealed class SqsBatcher<TEntry> : IAsyncDisposable
     }
 
     /// <summary>One call waiting for its batch.</summary>
-    internal sealed class Pending(TEntry entry) : IGroupCommitItem
+    internal sealed class Pending(TEntry entry, int bytes) : IGroupCommitItem
     {
         public TEntry Entry { get; } = entry;
 
@@ -59,7 +67,7 @@ internal sealed class SqsBatcher<TEntry> : IAsyncDisposable
 
         public CancellationToken CancellationToken => CancellationToken.None;
 
-        public long Weight => 0;
+        public long Weight => bytes;
 
         public void Cancel() => Done.TrySetCanceled();
 
