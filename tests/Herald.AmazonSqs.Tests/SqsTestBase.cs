@@ -46,5 +46,8 @@ public abstract class SqsTestBase : IAsyncLifetime
         Time = DateTimeOffset.UtcNow,
         PartitionKey = partitionKey,
         Body = Encoding.UTF8.GetBytes(body),
+
+        // As EnvelopeFactory makes it: attempt 0 is a re-send on purpose (a dead letter retried), which FIFO queues must not deduplicate.
+        DeliveryAttempt = 1,
     };
 }

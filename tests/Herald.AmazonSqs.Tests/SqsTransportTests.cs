@@ -63,6 +63,29 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task Fifo_AResendOnPurposeAtAttemptZero_AsADeadLetterRetrySendsIt_IsNotDroppedAsADuplicateOfTheFirstSend()
+    {
+        // DeadLetterManager retries a dead letter with its id and DeliveryAttempt = 0 (as on NATS, a re-send on purpose): with
+        // the message id as its deduplication id, SQS took the send and dropped it within five minutes of the first one, and
+        // the manager then deleted the dead letter, so a message handled and dead-lettered quickly was lost when retried.
+        var transport = await CreateTransportAsync(o => o.FifoQueues = true);
+        var queue = Name("fifo-retry");
+        var sent = NewEnvelope(partitionKey: "customer-7");
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d, "c");
+            return ValueTask.CompletedTask;
+        });
+        await transport.SendAsync(queue, sent);
+        await collector.WaitForCountAsync(1, Timeout);
+
+        await transport.SendAsync(queue, sent with { DeliveryAttempt = 0 });
+        var items = await collector.WaitForCountAsync(2, Timeout);
+        Assert.All(items, d => Assert.Equal(sent.MessageId, d.Envelope.MessageId));
+    }
+
+    [Fact]
     public async Task Fifo_OneKeyOnOneHandler_IsHandledInSendOrder()
     {
         var transport = await CreateTransportAsync(o => o.FifoQueues = true);

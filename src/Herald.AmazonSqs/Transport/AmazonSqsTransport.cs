@@ -261,8 +261,9 @@ internal sealed partial class AmazonSqsTransport : ITransport
             // Unkeyed messages get a group of their own: no order among them is promised, so none holds up another.
             entry.MessageGroupId = string.IsNullOrEmpty(envelope.PartitionKey) ? envelope.MessageId.ToString("N") : envelope.PartitionKey;
 
-            // The message id deduplicates sends; a copy of a received one is a new send of it and must not be taken for one.
-            entry.MessageDeduplicationId = copy
+            // The message id deduplicates sends; a copy of a received one is a new send of it and must not be taken for one,
+            // nor a send at attempt 0, a re-send on purpose (a dead letter retried keeps its id, as on NATS).
+            entry.MessageDeduplicationId = copy || envelope.DeliveryAttempt == 0
                 ? string.Create(CultureInfo.InvariantCulture, $"{envelope.MessageId:N}-{attemptsBefore}-{Now().ToUnixTimeMilliseconds()}")
                 : envelope.MessageId.ToString("N");
         }
