@@ -10,6 +10,8 @@ internal sealed class GatedSqsClient()
     private volatile bool _holdSend;
     private volatile bool _failSends;
     private volatile bool _failVisibilityChanges;
+    private volatile bool _receivesAfterTheFirstWait;
+    private readonly TaskCompletionSource _receivesLetGo = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _deletesToFail;
 
     /// <summary>Set when the first receive call is made.</summary>
@@ -41,6 +43,20 @@ internal sealed class GatedSqsClient()
         set => _failVisibilityChanges = value;
     }
 
+    /// <summary>While true, every receive after the first waits (set false to let them go, each returning no messages) without reaching SQS.</summary>
+    public bool ReceivesAfterTheFirstWait
+    {
+        get => _receivesAfterTheFirstWait;
+        set
+        {
+            _receivesAfterTheFirstWait = value;
+            if (!value)
+            {
+                _receivesLetGo.TrySetResult();
+            }
+        }
+    }
+
     /// <summary>Fails the next <paramref name="count"/> delete calls as an unavailable service would, without reaching SQS.</summary>
     public void FailNextDeletes(int count) => Volatile.Write(ref _deletesToFail, count);
 
@@ -62,10 +78,16 @@ internal sealed class GatedSqsClient()
     public override Task<ChangeMessageVisibilityBatchResponse> ChangeMessageVisibilityBatchAsync(ChangeMessageVisibilityBatchRequest request, CancellationToken cancellationToken = default) =>
         _failVisibilityChanges ? throw Unavailable() : base.ChangeMessageVisibilityBatchAsync(request, cancellationToken);
 
-    public override Task<ReceiveMessageResponse> ReceiveMessageAsync(ReceiveMessageRequest request, CancellationToken cancellationToken = default)
+    public override async Task<ReceiveMessageResponse> ReceiveMessageAsync(ReceiveMessageRequest request, CancellationToken cancellationToken = default)
     {
-        ReceiveEntered.TrySetResult();
-        return base.ReceiveMessageAsync(request, cancellationToken);
+        if (!ReceiveEntered.TrySetResult() && _receivesAfterTheFirstWait)
+        {
+            // Returns nothing once let go, as an empty long poll would.
+            await _receivesLetGo.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            return new ReceiveMessageResponse { Messages = [] };
+        }
+
+        return await base.ReceiveMessageAsync(request, cancellationToken).ConfigureAwait(false);
     }
 
     public override async Task<SendMessageResponse> SendMessageAsync(SendMessageRequest request, CancellationToken cancellationToken = default)

@@ -471,6 +471,54 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task Stopping_AfterANackSkippedForAVisibilityThatRanOut_DoesNotExposeTheDeliveryAnotherConsumerHoldsNow()
+    {
+        // The consumer skips such a nack, but the backend still counted the message as held, and stopping handed back all it
+        // held under their receipt handles: SQS applies a stale handle to the message's current delivery, so the stop made
+        // visible a message another consumer was handling (and every such message stayed in memory until the stop).
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        // Only the first receive reaches SQS, so the message this consumer holds is the one it received first.
+        var client = new GatedSqsClient { FailVisibilityChanges = true, ReceivesAfterTheFirstWait = true };
+        var transport = await CreateTransportAsync(
+            o =>
+            {
+                o.Client = client;
+                o.VisibilityTimeout = TimeSpan.FromSeconds(3);
+            },
+            clock);
+        var queue = Name("stale-release");
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var go = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            entered.TrySetResult();
+            await go.Task;
+            clock.Advance(transport.Options.VisibilityTimeout + TimeSpan.FromSeconds(1));
+            await d.NackAsync(TimeSpan.Zero, ct);
+            settled.TrySetResult();
+        });
+        await transport.SendAsync(queue, NewEnvelope());
+        await entered.Task.WaitAsync(Timeout);
+
+        // Its renewals failing, the message comes back, and another consumer receives it and handles it for a minute.
+        using var raw = SqsEmulator.NewClient();
+        await Eventually.UntilAsync(
+            async () => (await raw.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, VisibilityTimeout = 60 })).Messages is { Count: 1 },
+            "the message received by another consumer",
+            Timeout);
+        go.TrySetResult();
+        await settled.Task.WaitAsync(Timeout);
+        client.FailVisibilityChanges = false;
+        await consumer.DisposeAsync();
+        client.ReceivesAfterTheFirstWait = false;
+
+        var again = await raw.ReceiveMessageAsync(new ReceiveMessageRequest { QueueUrl = url, VisibilityTimeout = 60 });
+        Assert.Empty(again.Messages ?? []);
+    }
+
+    [Fact]
     public async Task NackWithHeaders_WhoseDeleteFailsOnce_LeavesOneCopyToBeDeliveredAgain()
     {
         // The same for a nack that re-sends a copy (new headers): two copies, the message handled twice more.

@@ -84,7 +84,7 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
                 continue;
             }
 
-            var message = new SqsMessage(envelope, received.ReceiptHandle, receivedAt, carried, failure);
+            var message = new SqsMessage(envelope, received.ReceiptHandle, receivedAt, _lease, carried, failure);
             _held[message] = 0;
             messages.Add(message);
         }
@@ -128,14 +128,32 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
                 cancellationToken).GetAwaiter().GetResult();
             foreach (var failed in response.Failed ?? [])
             {
-                if (AmazonSqsTransport.IsLostReceipt(failed.Code) && byId.TryGetValue(failed.Id, out var message))
+                if (AmazonSqsTransport.IsLostReceipt(failed.Code) && byId.Remove(failed.Id, out var message))
                 {
+                    // No longer this consumer's to hand back.
+                    _held.TryRemove(message, out _);
                     lost.Add(message);
                 }
                 else if (!AmazonSqsTransport.IsLostReceipt(failed.Code))
                 {
                     throw new AmazonSQSException($"Extending the visibility of a message of '{queue}' failed: {failed.Code} {failed.Message}");
                 }
+            }
+
+            foreach (var renewed in byId.Values)
+            {
+                renewed.VisibleUntil = leaseUntil.UtcTicks;
+            }
+        }
+
+        // Forgets what this consumer gave up unsettled (a settlement skipped, or a start, once its visibility ran out): its
+        // receipt may hold another consumer's delivery now, and nothing else would ever remove it.
+        var now = transport.Now().UtcTicks;
+        foreach (var (message, _) in _held)
+        {
+            if (message.VisibleUntil <= now)
+            {
+                _held.TryRemove(message, out _);
             }
         }
 
@@ -207,15 +225,26 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     public async ValueTask ReleaseAsync(SqsMessage message, CancellationToken cancellationToken)
     {
         _held.TryRemove(message, out _);
-        await transport.ChangeVisibilityAsync(queueUrl, message.ReceiptHandle, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+        if (StillHidden(message, transport.Now().UtcTicks))
+        {
+            await transport.ChangeVisibilityAsync(queueUrl, message.ReceiptHandle, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     public async ValueTask ReleaseAllAsync(CancellationToken cancellationToken)
     {
-        var held = _held.Keys.Select(m => m.ReceiptHandle).ToList();
+        var now = transport.Now().UtcTicks;
+        var held = _held.Keys.Where(m => StillHidden(m, now)).Select(m => m.ReceiptHandle).ToList();
         _held.Clear();
         await ChangeVisibilityToZeroAsync(held, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// True while at least a third of the message's visibility is known to be left (the rule the consumer starts a message
+    /// by), so a hand-back is made only under a receipt that still holds it: SQS applies a stale receipt handle to the
+    /// message's current delivery, and would expose one another consumer is handling. Otherwise it comes back by itself.
+    /// </summary>
+    private bool StillHidden(SqsMessage message, long now) => message.VisibleUntil - now >= _lease.Ticks / 3;
 
     private async Task ChangeVisibilityToZeroAsync(IReadOnlyList<string> receiptHandles, CancellationToken cancellationToken)
     {
