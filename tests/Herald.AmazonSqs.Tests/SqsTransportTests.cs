@@ -63,6 +63,46 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task Fifo_APartitionKeySqsTakesNoGroupIdOf_IsSent_ItsMessagesShareAGroup_AndTheKeyArrivesAsItWas()
+    {
+        // SQS takes only 1 to 128 ASCII letters, digits and punctuation as a MessageGroupId: a send whose partition key had
+        // a space, another letter or more characters was refused (InvalidParameterValue, a permanent failure) every time.
+        var transport = await CreateTransportAsync(o => o.FifoQueues = true);
+        var queue = Name("fifo-key");
+        var key = "Müller & Söhne " + new string('k', 200);
+        var sent = new[] { NewEnvelope(partitionKey: key), NewEnvelope(partitionKey: key), NewEnvelope(partitionKey: "other key") };
+        foreach (var envelope in sent)
+        {
+            await transport.SendAsync(queue, envelope);
+        }
+
+        using var client = SqsEmulator.NewClient();
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        var received = new List<Message>();
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                var response = await client.ReceiveMessageAsync(new ReceiveMessageRequest
+                {
+                    QueueUrl = url,
+                    MaxNumberOfMessages = 10,
+                    MessageSystemAttributeNames = ["All"],
+                    MessageAttributeNames = ["All"],
+                });
+                received.AddRange(response.Messages ?? []);
+                return received.Count >= 3;
+            },
+            "three messages",
+            Timeout);
+        var groups = sent.Select(e => received.Single(m => m.MessageAttributes["ce_id"].StringValue == e.MessageId.ToString()).Attributes["MessageGroupId"]).ToList();
+        Assert.Equal(groups[0], groups[1]);
+        Assert.NotEqual(groups[0], groups[2]);
+        Assert.All(received, m => Assert.Equal(
+            sent.Single(e => e.MessageId.ToString() == m.MessageAttributes["ce_id"].StringValue).PartitionKey,
+            m.MessageAttributes["ce_partitionkey"].StringValue));
+    }
+
+    [Fact]
     public async Task Fifo_AResendOnPurposeAtAttemptZero_AsADeadLetterRetrySendsIt_IsNotDroppedAsADuplicateOfTheFirstSend()
     {
         // DeadLetterManager retries a dead letter with its id and DeliveryAttempt = 0 (as on NATS, a re-send on purpose): with

@@ -259,7 +259,7 @@ internal sealed partial class AmazonSqsTransport : ITransport
         if (Options.FifoQueues)
         {
             // Unkeyed messages get a group of their own: no order among them is promised, so none holds up another.
-            entry.MessageGroupId = string.IsNullOrEmpty(envelope.PartitionKey) ? envelope.MessageId.ToString("N") : envelope.PartitionKey;
+            entry.MessageGroupId = string.IsNullOrEmpty(envelope.PartitionKey) ? envelope.MessageId.ToString("N") : GroupId(envelope.PartitionKey);
 
             // The message id deduplicates sends; a copy of a received one is a new send of it and must not be taken for one,
             // nor a send at attempt 0, a re-send on purpose (a dead letter retried keeps its id, as on NATS).
@@ -269,6 +269,23 @@ internal sealed partial class AmazonSqsTransport : ITransport
         }
 
         await _sends.RunAsync(queueUrl, entry, size).WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The message group of a partition key: the key itself when SQS takes it (1 to 128 ASCII letters, digits and
+    /// punctuation), else a hash of it, so a key with a space, another letter or more characters is not refused for good
+    /// and its messages still share a group (the key travels in <c>ce_partitionkey</c> as it was).
+    /// </summary>
+    internal static string GroupId(string partitionKey)
+    {
+        if (partitionKey.Length <= 128 && !partitionKey.AsSpan().ContainsAnyExceptInRange('!', '~'))
+        {
+            return partitionKey;
+        }
+
+        Span<byte> hash = stackalloc byte[32];
+        System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(partitionKey), hash);
+        return "herald-key-" + Convert.ToHexStringLower(hash);
     }
 
     /// <summary>SQS's limit on one message, body and attributes together.</summary>
