@@ -452,6 +452,32 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task DeadLetter_OfAMessageWithoutAType_WhenTheStoreIsUnreachable_IsDrainedWithItsReasonAndAttempts()
+    {
+        // What could be read of a message without ce_type has no type, so its dead-letter copy has none either and failed to
+        // decode in the drain too: the drain took it for one SQS's redrive moved, its reason replaced by "received 1000 times".
+        var transport = await CreateTransportAsync();
+        var queue = Name("untyped-dl");
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        using var raw = SqsEmulator.NewClient();
+        await raw.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = "{\"plain\":true}" });
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using (var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            await d.DeadLetterAsync("undecodable: store down", ct);
+            settled.TrySetResult();
+        }))
+        {
+            await settled.Task.WaitAsync(Timeout);
+        }
+
+        var deadLetter = Assert.Single(await DrainAsync(transport, queue));
+        Assert.Equal("undecodable: store down", deadLetter.Reason);
+        Assert.Equal(1, deadLetter.Envelope.DeliveryAttempt);
+        Assert.NotNull(deadLetter.DecodeFailure);
+    }
+
+    [Fact]
     public async Task DeadLetter_WhoseDeleteFailsOnce_LeavesOneCopyInTheDeadLetterQueue()
     {
         // Each retry of the settlement sent the copy again before deleting: a delete that failed once left two dead letters.

@@ -118,9 +118,12 @@ internal static class SqsEnvelopeCodec
             failure = CloudEventValues.DecodeFailure(e);
         }
 
+        // What Herald carried on its own copy is read on its own: a dead-letter copy of a message that could not be decoded
+        // (no type, say) cannot be decoded either, and keeps its reason and attempts for the drain.
+        carried = Internal.Salvage.Read(() => CarriedOf(message), default);
         var receives = ReceivesOf(message);
         return Internal.Salvage.Envelope(
-            receives,
+            (int)Math.Min(int.MaxValue, (long)carried.AttemptsBefore + receives),
             now,
             () => ParseId(StringAttribute(message, Id), message.MessageId),
             () => StringAttribute(message, Type) ?? rawType ?? "",
@@ -242,6 +245,22 @@ internal static class SqsEnvelopeCodec
             // Saturated: a foreign "attempts" near int.MaxValue must not wrap to a negative attempt (issue 10, found by the decode fuzz test).
             DeliveryAttempt = (int)Math.Min(int.MaxValue, (long)carried.AttemptsBefore + receives),
         };
+    }
+
+    /// <summary>What the <c>herald</c> attribute carries (default without one); throws when it is malformed.</summary>
+    private static Carried CarriedOf(Message message)
+    {
+        if (StringAttribute(message, Extra) is not { } extra)
+        {
+            return default;
+        }
+
+        Dictionary<string, string>? headers = null;
+        string? causationId = null, userId = null;
+        var schemaVersion = 1;
+        var base64 = false;
+        ReadExtra(Guid.Empty, extra, ref headers, ref causationId, ref userId, ref schemaVersion, ref base64, out var carried);
+        return carried;
     }
 
     private static void ReadExtra(
