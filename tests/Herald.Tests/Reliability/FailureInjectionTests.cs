@@ -402,6 +402,45 @@ public sealed class FailureInjectionTests
         await Eventually.UntilAsync(() => alerts.Received.Count == 2, "the alert fires again");
     }
 
+    [Fact]
+    public async Task Alert_WhoseHookHangs_HoldsUpNeitherThePurgeNorTheCountsOfOtherDeadLetters()
+    {
+        // The monitor raised its alert while holding the lock every refresh takes: a hook that never answered stalled the
+        // counts of every endpoint, and every retry and purge of the manager, which refresh through that lock.
+        var hanging = new HangingAlert();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<FlakyHandler>(ServiceLifetime.Singleton).ConfigureDeadLetters(o => o.AlertThreshold = 1),
+            s => s.AddSingleton(new Effects()).AddSingleton<IDeadLetterAlert>(hanging),
+            concurrency: 1);
+
+        await host.Transport.SendAsync(host.Endpoint, RawEnvelope("rel-unknown", "{}"));
+        await hanging.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        try
+        {
+            var purged = await host.Get<DeadLetterManager>().PurgeAsync(new DeadLetterQuery { Endpoint = host.Endpoint }).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(1, purged);
+            Assert.Equal(0, host.Get<DeadLetterMonitor>().Counts.GetValueOrDefault(host.Endpoint));
+        }
+        finally
+        {
+            hanging.Release.TrySetResult();
+        }
+    }
+
+    public sealed class HangingAlert : IDeadLetterAlert
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async ValueTask OnThresholdReachedAsync(DeadLetterThresholdReached alert, CancellationToken cancellationToken = default)
+        {
+            Entered.TrySetResult();
+            await Release.Task.ConfigureAwait(false);
+        }
+    }
+
     private static string? EndpointOf(ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
         foreach (var tag in tags)

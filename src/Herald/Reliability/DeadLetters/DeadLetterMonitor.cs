@@ -76,6 +76,9 @@ internal sealed class DeadLetterMonitor : BackgroundService
     /// <summary>Counts an endpoint's dead letters again and raises or re-arms its alert. Never throws (failures are logged).</summary>
     public async ValueTask RefreshAsync(string endpoint, CancellationToken cancellationToken = default)
     {
+        // Raised after the lock is let go: a hook that hangs (a chat service that never answers) must not hold up the
+        // other endpoints' counts, nor the manager's retries and purges, which refresh through this lock.
+        DeadLetterThresholdReached? alert = null;
         await _refreshing.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -105,12 +108,17 @@ internal sealed class DeadLetterMonitor : BackgroundService
 
             if (_alerted.TryAdd(endpoint, 0))
             {
-                await RaiseAsync(new DeadLetterThresholdReached(endpoint, count, threshold, _timeProvider.GetUtcNow()), cancellationToken).ConfigureAwait(false);
+                alert = new DeadLetterThresholdReached(endpoint, count, threshold, _timeProvider.GetUtcNow());
             }
         }
         finally
         {
             _refreshing.Release();
+        }
+
+        if (alert is not null)
+        {
+            await RaiseAsync(alert, cancellationToken).ConfigureAwait(false);
         }
     }
 
