@@ -285,6 +285,68 @@ public sealed class ProcessorTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// An aggregator that throws on the second of the two hopping windows an event falls in: the event is dead-lettered as a
+    /// whole, so neither the first window's count nor its output may commit. Regression: they did, and a replay of the dead
+    /// letter counted that window twice.
+    /// </summary>
+    [Fact]
+    public async Task EventStoreSource_AnEventThatFailsOnItsSecondWindow_IsDeadLetteredWithNothingOfItsFirstCommitted()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var t0 = DateTimeOffset.UnixEpoch;
+        var calls = 0;
+        var outputs = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var builder = new StreamBuilder();
+        builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId)
+            .WindowedBy(HoppingWindows.Of(TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(1))).RetainClosedWindowsFor(TimeSpan.FromDays(1))
+            .Aggregate(() => 0L, (_, o, n) => o.OrderId == "bad" && Interlocked.Increment(ref calls) == 2 ? throw new InvalidOperationException("Simulated failure on the second window.") : n + 1, "per-window")
+            .ToStream()
+            .To(StreamSinks.Callback<Windowed<string>, long>(o => outputs.Enqueue($"{o.Key.Key} {o.Key.Window.Start:HH:mm} {o.Value}")));
+        await using var processor = new StreamProcessor("fails-on-second-window", builder.Build(), host.Services);
+        await processor.StartAsync();
+        await AppendAsync(host, "order-1", new Order("bad", "p", 1m, t0.AddSeconds(70)));
+        await AppendAsync(host, "order-2", new Order("good", "p", 1m, t0.AddSeconds(80)));
+
+        // Closes both windows: each closes once and is kept, though the failed order had made the first before the good one.
+        await AppendAsync(host, "order-3", new Order("later", "q", 1m, t0.AddMinutes(10)));
+        await CaughtUpAsync(host, processor);
+
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:fails-on-second-window" }));
+        Assert.Contains("second window", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        var windows = await processor.QueryWindowsAsync<string, long>("per-window", "p", DateTimeOffset.MinValue, DateTimeOffset.MaxValue);
+        Assert.Equal([1L, 1L], windows.Select(w => w.Value)); // the good order only, in [00:00, 00:02) and [00:01, 00:03)
+        Assert.Equal(["p 00:00 1", "p 00:01 1", "q 00:09 1", "q 00:10 1"], outputs.Order(StringComparer.Ordinal));
+        await host.StopAsync();
+    }
+
+    /// <summary>
+    /// A stateless operator that throws on the second of two records its event fanned out to: the event is dead-lettered as a
+    /// whole, so the record routed to a partition before the failure must not be counted. Regression: it was.
+    /// </summary>
+    [Fact]
+    public async Task EventStoreSource_AnEventThatFailsAfterPartOfItWasRouted_IsDeadLetteredWithNothingOfItCounted()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var t0 = DateTimeOffset.UnixEpoch;
+        var calls = 0;
+        var builder = new StreamBuilder();
+        builder.Stream<Order>(o => o.PlacedAt)
+            .FlatMap(o => new[] { o, o })
+            .Map(o => o.OrderId == "bad" && Interlocked.Increment(ref calls) == 2 ? throw new InvalidOperationException("Simulated failure on the second copy.") : o)
+            .GroupBy(o => o.ProductId).Count("counts");
+        await using var processor = new StreamProcessor("fails-after-routing", builder.Build(), host.Services);
+        await processor.StartAsync();
+        await AppendAsync(host, "order-1", new Order("bad", "p", 1m, t0.AddSeconds(70)));
+        await AppendAsync(host, "order-2", new Order("good", "p", 1m, t0.AddSeconds(80)));
+        await CaughtUpAsync(host, processor);
+
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:fails-after-routing" }));
+        Assert.Contains("second copy", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(2L, await processor.QueryAsync<string, long>("counts", "p")); // the good order's two copies only
+        await host.StopAsync();
+    }
+
     /// <summary>Appends <paramref name="order"/> as the first event of <paramref name="stream"/>.</summary>
     private static async Task AppendAsync(IHost host, string stream, Order order) =>
         await host.Services.GetRequiredService<IEventStore>().AppendAsync(stream, ExpectedVersion.NoStream, [host.Services.GetRequiredService<EnvelopeFactory>().Create(order)]);

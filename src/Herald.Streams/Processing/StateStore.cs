@@ -12,6 +12,11 @@ internal sealed class StateStore(StoreSpec spec)
     private readonly HashSet<string> _dirty = new(StringComparer.Ordinal);
     private PriorityQueue<string, long>? _due;
 
+    // While a record is in hand (Journal): each key's entry before the record first changed it, and whether the key was
+    // changed since the last commit then, so a record that fails partway can be undone. Reused, so a record allocates nothing.
+    private readonly Dictionary<string, (bool Had, object? Value, bool Dirty)> _undo = new(StringComparer.Ordinal);
+    private bool _journaling;
+
     public StoreSpec Spec => spec;
 
     public int Count => _entries.Count;
@@ -22,15 +27,66 @@ internal sealed class StateStore(StoreSpec spec)
 
     public void Put(string key, object value)
     {
+        Remember(key);
         _entries[key] = value;
         _dirty.Add(key);
     }
 
     public void Delete(string key)
     {
+        Remember(key);
         if (_entries.Remove(key))
         {
             _dirty.Add(key);
+        }
+    }
+
+    /// <summary>Starts keeping what the changes from now on replace, for <see cref="Undo"/>.</summary>
+    public void Journal() => _journaling = true;
+
+    /// <summary>Keeps the changes since <see cref="Journal"/> and stops journaling.</summary>
+    public void Accept()
+    {
+        _journaling = false;
+        _undo.Clear();
+    }
+
+    /// <summary>
+    /// Puts back every entry changed since <see cref="Journal"/>, and stops journaling. A key that had no entry loses its
+    /// due-index entries too: left there, a later record making the key anew would index it twice, and its window would
+    /// close at the first and be deleted as closed at the second, losing its retention.
+    /// </summary>
+    public void Undo()
+    {
+        foreach (var (key, before) in _undo)
+        {
+            if (before.Had)
+            {
+                _entries[key] = before.Value!;
+            }
+            else
+            {
+                _entries.Remove(key);
+                while (_due is not null && _due.Remove(key, out _, out _, StringComparer.Ordinal))
+                {
+                }
+            }
+
+            if (!before.Dirty)
+            {
+                _dirty.Remove(key);
+            }
+        }
+
+        Accept();
+    }
+
+    private void Remember(string key)
+    {
+        if (_journaling && !_undo.ContainsKey(key))
+        {
+            var had = _entries.TryGetValue(key, out var value);
+            _undo.Add(key, (had, value, _dirty.Contains(key)));
         }
     }
 

@@ -750,13 +750,17 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             routed = [.. run.Routed];
         }
 
-        foreach (var (partition, node, record) in routed)
+        if (refused is null)
         {
-            await Send(run, partition, recorded.Position, new PartitionWork(node, record, streamTime, recorded, 0, null)).ConfigureAwait(false);
+            foreach (var (partition, node, record) in routed)
+            {
+                await Send(run, partition, recorded.Position, new PartitionWork(node, record, streamTime, recorded, 0, null)).ConfigureAwait(false);
+            }
         }
-
-        if (refused is var (error, where) && Owns(run, home, recorded.Position))
+        else if (refused is var (error, where) && Owns(run, home, recorded.Position))
         {
+            // Dead-lettered as a whole: what the router sent on before the failure is not processed, or a replay of the
+            // dead letter would count it twice.
             var reason = error is StreamKeyException ? error.Message : $"'{where}' threw {error.GetType().Name}: {error.Message}";
             await Send(run, home, recorded.Position, DeadLetterWork(recorded, error, DeadLetterCause.NotRetryable, reason, where)).ConfigureAwait(false);
         }

@@ -122,13 +122,45 @@ internal sealed class StreamTask
     public void ProcessRouted(Node node, in StreamRecord record, long streamTime)
     {
         Observe(streamTime);
-        if (Crossings is not null && node.Stage > Stage)
+        var outputs = _outputs.Count;
+        var crossings = Crossings?.Count ?? 0;
+        var late = _late?.Count ?? 0;
+        var lateCount = LateCount;
+        foreach (var store in _stores.Values)
         {
-            Cross(node, record);
+            store.Journal();
         }
-        else
+
+        try
         {
-            node.Process(record, this);
+            if (Crossings is not null && node.Stage > Stage)
+            {
+                Cross(node, record);
+            }
+            else
+            {
+                node.Process(record, this);
+            }
+        }
+        catch
+        {
+            // The record is dead-lettered as a whole: what it changed before the failure (a first window of two, a first
+            // output) must not commit, or a replay of the dead letter would count it twice.
+            _outputs.RemoveRange(outputs, _outputs.Count - outputs);
+            Crossings?.RemoveRange(crossings, Crossings.Count - crossings);
+            _late?.RemoveRange(late, _late.Count - late);
+            LateCount = lateCount;
+            foreach (var store in _stores.Values)
+            {
+                store.Undo();
+            }
+
+            throw;
+        }
+
+        foreach (var store in _stores.Values)
+        {
+            store.Accept();
         }
 
         AdvanceTimers();
