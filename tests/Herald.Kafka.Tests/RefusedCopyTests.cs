@@ -63,6 +63,52 @@ public sealed class RefusedCopyTests : KafkaTestBase
         await Eventually.UntilAsync(() => Uncommitted(queue + ".retry", queue + ".retry") == 0, "the retry topic committed past both", Deadline);
     }
 
+    /// <summary>
+    /// A delayed publish to a bound topic whose relay copy the cluster refused reached none of the queues bound to it: its
+    /// dead letter names the topic, moves into the store once (whichever bound queue drains), and retried there it reaches
+    /// every bound queue exactly once, as the publish would have.
+    /// </summary>
+    [Fact]
+    public async Task Relay_OfADelayedPublishToABoundTopicTheClusterRefuses_IsDeadLetteredOnce_AndItsRetryReachesEachBoundQueueOnce()
+    {
+        var transport = await CreateTransportAsync();
+        var topic = Name("relay-refused-topic");
+        string[] queues = [Name("relay-refused-a"), Name("relay-refused-b")];
+        var handled = new ConcurrentDictionary<(string Queue, Guid Id), int>();
+        foreach (var queue in queues)
+        {
+            await transport.BindAsync(topic, queue);
+            Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+            {
+                handled.AddOrUpdate((queue, d.Envelope.MessageId), 1, (_, n) => n + 1);
+                return ValueTask.CompletedTask;
+            }));
+        }
+
+        var probe = NewEnvelope("k");
+        await transport.PublishAsync(topic, probe);
+        await Eventually.UntilAsync(() => queues.All(q => handled.ContainsKey((q, probe.MessageId))), "both queues read the topic", Deadline);
+
+        var refused = NewEnvelope("k");
+        await transport.PublishAsync(topic, refused, new SendOptions { Delay = TimeSpan.FromMilliseconds(1500) });
+        MockCluster.PushProduceErrors(MsgSizeTooLarge);
+        await Eventually.UntilAsync(() => EndOffsets(topic + ".dead-letter") == 1, "the refused copy in the topic's dead-letter topic", Deadline);
+        var moved = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queues[0], (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        Assert.Equal(0, await transport.DrainDeadLettersAsync(queues[1], (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        var deadLetter = Assert.Single(moved);
+        Assert.Equal(topic, deadLetter.Queue);
+        Assert.DoesNotContain(handled.Keys, h => h.Id == refused.MessageId);
+
+        // Retried as DeadLetterManager does (to the queue the dead letter names), then a record behind it in its partition.
+        await transport.SendAsync(deadLetter.Queue, deadLetter.Envelope);
+        await Eventually.UntilAsync(() => queues.All(q => handled.ContainsKey((q, refused.MessageId))), "both queues handle the retry", Deadline);
+        var behind = NewEnvelope("k");
+        await transport.PublishAsync(topic, behind);
+        await Eventually.UntilAsync(() => queues.All(q => handled.ContainsKey((q, behind.MessageId))), "both queues read past the retry", Deadline);
+        Assert.All(queues, q => Assert.Equal(1, handled.GetValueOrDefault((q, refused.MessageId))));
+    }
+
     [Fact]
     public async Task Nack_WhoseCopyTheClusterRefusedOnce_IsCopiedAgain_SoTheMessageComesBack_AndItsPartitionCommits()
     {
