@@ -36,8 +36,9 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
 
         Assert.Equal(DeadLetterRetryOutcome.Retried, await _manager.RetryAsync(deadLetter.Id));
 
+        // Unchanged but for the dead letter it came from, which gives a dead letter of it, should it fail again, a new id.
         var received = await ReceiveAsync("orders");
-        TestEnvelopes.AssertEqual(deadLetter.Envelope with { DeliveryAttempt = 1 }, received);
+        TestEnvelopes.AssertEqual(deadLetter.Envelope.WithHeader("herald-dead-letter-retried-from", deadLetter.Id.ToString()) with { DeliveryAttempt = 1 }, received);
         Assert.Null(await _manager.GetAsync(deadLetter.Id));
     }
 

@@ -126,6 +126,30 @@ public sealed class FailureInjectionTests
     }
 
     [Fact]
+    public async Task Redelivery_OfADeadLetteredMessageWhoseAckWasLost_IsStoredOnce_AndARetryFailingAgainIsStoredAnew()
+    {
+        var effects = new Effects();
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddHandler<InvalidHandler>(ServiceLifetime.Singleton), s => s.AddSingleton(effects));
+        var sent = RawEnvelope("rel-invalid", """{"Name":"x"}""");
+
+        // The store took the dead letter but the ack was lost (a crash, a dropped connection): the broker delivers it again.
+        await host.Transport.SendAsync(host.Endpoint, sent);
+        var first = Assert.Single(await host.WaitForDeadLettersAsync());
+        await host.Transport.SendAsync(host.Endpoint, sent with { DeliveryAttempt = 2 });
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 2, "the redelivery is settled");
+
+        Assert.Equal(first.Id, Assert.Single(await host.DeadLetters.ListAsync(DeadLetterQuery.All)).Id);
+        Assert.Equal([1, 1], effects.Attempts);
+
+        // A retry from the dead letters that fails again is a new failure: stored under a new id, not dropped as the one it deletes.
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await host.Get<DeadLetterManager>().RetryAsync(first.Id));
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 3, "the retry is settled");
+        var again = Assert.Single(await host.WaitForDeadLettersAsync());
+        Assert.NotEqual(first.Id, again.Id);
+        Assert.Equal(sent.MessageId, again.Envelope.MessageId);
+    }
+
+    [Fact]
     public async Task RetryPolicyOfAMessageType_OverridesTheGlobalOne()
     {
         var effects = new Effects();

@@ -63,7 +63,7 @@ internal sealed class SettleStep(
         var now = timeProvider.GetUtcNow();
         var deadLetter = new DeadLetter
         {
-            Id = Guid.CreateVersion7(now),
+            Id = DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now),
             Envelope = envelope,
             Endpoint = endpoint,
             Cause = outcome.Cause,
@@ -76,7 +76,8 @@ internal sealed class SettleStep(
             AttemptCount = outcome.Attempt,
         };
 
-        // The record first, the ack second: a crash in between redelivers the message, it is never lost.
+        // The record first, the ack second: a crash in between redelivers the message, it is never lost (and its dead letter
+        // again has the same id, so the store keeps it once).
         try
         {
             await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);

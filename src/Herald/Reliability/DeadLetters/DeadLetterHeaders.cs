@@ -17,6 +17,10 @@ internal static class DeadLetterHeaders
 {
     private const string TimeFormat = "O";
 
+    // The id of the dead letter a retry from the dead letters came from: a dead letter of the retried message is a new
+    // failure, so its id must differ from the one the retry deletes once sent.
+    private const string RetriedFrom = "herald-dead-letter-retried-from";
+
     // What the fallback adds to a native dead letter; the drain takes them off again, so the stored envelope is the delivered one.
     private static readonly string[] RecordHeaders =
     [
@@ -103,6 +107,26 @@ internal static class DeadLetterHeaders
     /// <summary>The topic a retry from the dead letters publishes the message to; null when it is sent to the dead letter's endpoint.</summary>
     public static string? Topic(Envelope envelope) => envelope.GetHeader(HeaderNames.DeadLetterTopic) is { Length: > 0 } topic ? topic : null;
 
+    /// <summary>
+    /// The id of the dead letter the pipeline makes of a delivery: derived from the endpoint, the message and the retry from
+    /// the dead letters it came from (none the first time), so the redelivery of one whose ack was lost after the store took
+    /// it (a crash, a dropped connection) gets the same id, and the store keeps it once. Time-ordered by the message's time.
+    /// A new id only for a message without one (undecodable).
+    /// </summary>
+    public static Guid PipelineDeadLetterId(string endpoint, Envelope envelope, DateTimeOffset now)
+    {
+        if (envelope.MessageId == Guid.Empty)
+        {
+            return Guid.CreateVersion7(now);
+        }
+
+        // The id first (fixed length), the endpoint with its length: no two different inputs give the same name.
+        var name = string.Create(
+            CultureInfo.InvariantCulture,
+            $"pipeline-dead-letter/{envelope.MessageId:D}/{endpoint.Length}:{endpoint}/{envelope.GetHeader(RetriedFrom)}");
+        return HashedVersion7(Encoding.UTF8.GetBytes(name), envelope.Time);
+    }
+
     // Derived from the native identity, so a dead letter read again (the drain stopped after the store took it) keeps its id
     // and the store's add of it changes nothing; time-ordered as the store's other ids are (version 7, the rest hashed)
     // when the transport knows when it was dead-lettered. A new id only when the transport has no identity for it.
@@ -114,21 +138,26 @@ internal static class DeadLetterHeaders
         }
 
         var name = Encoding.UTF8.GetBytes("native-dead-letter/" + nativeId);
-        if (time is not { } deadLettered)
-        {
-            return CloudEventValues.DerivedMessageId(name);
-        }
+        return time is { } deadLettered ? HashedVersion7(name, deadLettered) : CloudEventValues.DerivedMessageId(name);
+    }
 
+    // A version 7 id of the time, the rest of it hashed from the name.
+    private static Guid HashedVersion7(byte[] name, DateTimeOffset time)
+    {
         Span<byte> bytes = stackalloc byte[32];
         SHA256.HashData(name, bytes);
-        BinaryPrimitives.WriteInt64BigEndian(bytes, Math.Max(0, deadLettered.ToUnixTimeMilliseconds()) << 16 | BinaryPrimitives.ReadUInt16BigEndian(bytes[6..]));
+        BinaryPrimitives.WriteInt64BigEndian(bytes, Math.Max(0, time.ToUnixTimeMilliseconds()) << 16 | BinaryPrimitives.ReadUInt16BigEndian(bytes[6..]));
         bytes[6] = (byte)((bytes[6] & 0x0F) | 0x70);
         bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
         return new Guid(bytes[..16], bigEndian: true);
     }
 
-    /// <summary>The envelope a retry from the dead letters sends: without the failure bookkeeping of its earlier life.</summary>
-    public static Envelope ForRetry(Envelope envelope) => envelope.WithoutHeaders(FailureHeaders);
+    /// <summary>
+    /// The envelope a retry of <paramref name="deadLetter"/> sends: without the failure bookkeeping of its earlier life, and
+    /// naming the dead letter it came from, so failing again makes a dead letter of a new id.
+    /// </summary>
+    public static Envelope ForRetry(DeadLetter deadLetter) =>
+        deadLetter.Envelope.WithoutHeaders(FailureHeaders).WithHeader(RetriedFrom, deadLetter.Id.ToString("D"));
 
     private static string FormatTime(DateTimeOffset time) => time.ToUniversalTime().ToString(TimeFormat, CultureInfo.InvariantCulture);
 
