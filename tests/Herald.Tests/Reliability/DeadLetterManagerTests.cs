@@ -36,9 +36,11 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
 
         Assert.Equal(DeadLetterRetryOutcome.Retried, await _manager.RetryAsync(deadLetter.Id));
 
-        // Unchanged but for the dead letter it came from, which gives a dead letter of it, should it fail again, a new id.
+        // Unchanged but for an id of the retry, which gives a dead letter of it, should it fail again, a new id.
         var received = await ReceiveAsync("orders");
-        TestEnvelopes.AssertEqual(deadLetter.Envelope.WithHeader("herald-dead-letter-retried-from", deadLetter.Id.ToString()) with { DeliveryAttempt = 1 }, received);
+        var retry = Guid.Parse(received.GetHeader("herald-dead-letter-retry")!);
+        Assert.Equal((7, _clock.GetUtcNow().ToUnixTimeMilliseconds()), (retry.Version, (long)(Convert.ToUInt64(retry.ToString("N")[..12], 16))));
+        TestEnvelopes.AssertEqual(deadLetter.Envelope.WithHeader("herald-dead-letter-retry", retry.ToString()) with { DeliveryAttempt = 1 }, received);
         Assert.Null(await _manager.GetAsync(deadLetter.Id));
     }
 

@@ -17,9 +17,9 @@ internal static class DeadLetterHeaders
 {
     private const string TimeFormat = "O";
 
-    // The id of the dead letter a retry from the dead letters came from: a dead letter of the retried message is a new
-    // failure, so its id must differ from the one the retry deletes once sent.
-    private const string RetriedFrom = "herald-dead-letter-retried-from";
+    // A retry from the dead letters: a new (version 7) id per retry, as a dead letter of the retried message is a new
+    // failure, whose id must differ from the one the retry deletes once sent, and sort by when it was retried.
+    private const string Retry = "herald-dead-letter-retry";
 
     // What the fallback adds to a native dead letter; the drain takes them off again, so the stored envelope is the delivered one.
     private static readonly string[] RecordHeaders =
@@ -109,9 +109,9 @@ internal static class DeadLetterHeaders
 
     /// <summary>
     /// The id of the dead letter the pipeline makes of a delivery: derived from the endpoint, the message and the retry from
-    /// the dead letters it came from (none the first time), so the redelivery of one whose ack was lost after the store took
-    /// it (a crash, a dropped connection) gets the same id, and the store keeps it once. Time-ordered by the message's time.
-    /// A new id only for a message without one (undecodable).
+    /// the dead letters it came in (none the first time), so the redelivery of one whose ack was lost after the store took
+    /// it (a crash, a dropped connection) gets the same id, and the store keeps it once. Time-ordered by the message's time,
+    /// or the retry's. A new id only for a message without one (undecodable).
     /// </summary>
     public static Guid PipelineDeadLetterId(string endpoint, Envelope envelope, DateTimeOffset now)
     {
@@ -120,11 +120,19 @@ internal static class DeadLetterHeaders
             return Guid.CreateVersion7(now);
         }
 
+        var retry = envelope.GetHeader(Retry);
+        var time = envelope.Time;
+        Span<byte> retryBytes = stackalloc byte[16];
+        if (Guid.TryParse(retry, out var retryId) && retryId.Version == 7 && retryId.TryWriteBytes(retryBytes, bigEndian: true, out _))
+        {
+            time = DateTimeOffset.FromUnixTimeMilliseconds((long)(BinaryPrimitives.ReadUInt64BigEndian(retryBytes) >> 16));
+        }
+
         // The id first (fixed length), the endpoint with its length: no two different inputs give the same name.
         var name = string.Create(
             CultureInfo.InvariantCulture,
-            $"pipeline-dead-letter/{envelope.MessageId:D}/{endpoint.Length}:{endpoint}/{envelope.GetHeader(RetriedFrom)}");
-        return HashedVersion7(Encoding.UTF8.GetBytes(name), envelope.Time);
+            $"pipeline-dead-letter/{envelope.MessageId:D}/{endpoint.Length}:{endpoint}/{retry}");
+        return HashedVersion7(Encoding.UTF8.GetBytes(name), time);
     }
 
     // Derived from the native identity, so a dead letter read again (the drain stopped after the store took it) keeps its id
@@ -153,11 +161,11 @@ internal static class DeadLetterHeaders
     }
 
     /// <summary>
-    /// The envelope a retry of <paramref name="deadLetter"/> sends: without the failure bookkeeping of its earlier life, and
-    /// naming the dead letter it came from, so failing again makes a dead letter of a new id.
+    /// The envelope a retry from the dead letters sends at <paramref name="now"/>: without the failure bookkeeping of its
+    /// earlier life, and with an id of this retry, so failing again makes a dead letter of a new id.
     /// </summary>
-    public static Envelope ForRetry(DeadLetter deadLetter) =>
-        deadLetter.Envelope.WithoutHeaders(FailureHeaders).WithHeader(RetriedFrom, deadLetter.Id.ToString("D"));
+    public static Envelope ForRetry(Envelope envelope, DateTimeOffset now) =>
+        envelope.WithoutHeaders(FailureHeaders).WithHeader(Retry, Guid.CreateVersion7(now).ToString("D"));
 
     private static string FormatTime(DateTimeOffset time) => time.ToUniversalTime().ToString(TimeFormat, CultureInfo.InvariantCulture);
 

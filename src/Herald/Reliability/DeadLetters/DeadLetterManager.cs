@@ -226,7 +226,7 @@ public sealed class DeadLetterManager
 
             // A delay past the transport's limit is refused as the outbox relay refuses it, with that reason on the dead letter.
             SendChecks.Validate(_transport.Capabilities, topic ?? deadLetter.Endpoint, envelope, options?.Delay);
-            var retry = DeadLetterHeaders.ForRetry(deadLetter) with { DeliveryAttempt = 0 };
+            var retry = DeadLetterHeaders.ForRetry(envelope, _timeProvider.GetUtcNow()) with { DeliveryAttempt = 0 };
             if (topic is not null)
             {
                 await _transport.PublishAsync(topic, retry, options, cancellationToken).ConfigureAwait(false);
