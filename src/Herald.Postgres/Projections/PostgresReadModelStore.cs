@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text.Json;
+using Herald.Internal;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;
@@ -57,9 +58,9 @@ internal sealed class PostgresReadModelStore : IReadModelStore
     {
         ReadModelNames.Validate(table);
         ArgumentNullException.ThrowIfNull(id);
-        if (NulText.Holds(id))
+        if (StorableReadModelWrites.NoDocumentHolds(id))
         {
-            // No document can have it (writes refuse it), and asking would fail with a bare 22021.
+            // No document can have it (writes refuse it), and asking would fail with a bare 22021 (an encoding error).
             return null;
         }
 
@@ -71,7 +72,7 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         ReadModelNames.Validate(table);
         ReadModelNames.ValidateGeneration(generation);
         ArgumentNullException.ThrowIfNull(id);
-        if (NulText.Holds(id))
+        if (StorableReadModelWrites.NoDocumentHolds(id))
         {
             return null;
         }
@@ -92,9 +93,9 @@ internal sealed class PostgresReadModelStore : IReadModelStore
     {
         ReadModelNames.Validate(table);
         ReadModelNames.Validate(query);
-        if (query.Where.Values.Any(NulText.Holds))
+        if (query.Where.Values.Any(StorableReadModelWrites.NoDocumentHolds))
         {
-            // jsonb holds no U+0000, so no document matches (and the containment would fail with 22P05).
+            // jsonb holds no U+0000 nor half of a surrogate pair, so no document matches (and the containment would fail).
             return [];
         }
 

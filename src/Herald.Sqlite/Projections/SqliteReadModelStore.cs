@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
+using Herald.Internal;
 using Herald.Persistence;
 using Herald.Projections;
 using Herald.Sqlite.EventSourcing;
@@ -37,6 +38,12 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
     {
         ReadModelNames.Validate(table);
         ArgumentNullException.ThrowIfNull(id);
+        if (StorableReadModelWrites.NoDocumentHolds(id))
+        {
+            // No document can have it (writes refuse it); asking would find the document whose id has U+FFFD in its place.
+            return ValueTask.FromResult<string?>(null);
+        }
+
         return _store.ReadAsync(reader => reader.InSnapshot(() =>
         {
             return ActiveTable(reader, table) is { } sql ? ReadDocument(reader, sql, id) : null;
@@ -48,6 +55,11 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
         ReadModelNames.Validate(table);
         ReadModelNames.ValidateGeneration(generation);
         ArgumentNullException.ThrowIfNull(id);
+        if (StorableReadModelWrites.NoDocumentHolds(id))
+        {
+            return ValueTask.FromResult<string?>(null);
+        }
+
         var sql = Sql(table, generation);
         return _store.ReadAsync(reader => reader.InSnapshot(() =>
         {
@@ -62,6 +74,12 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
     {
         ReadModelNames.Validate(table);
         ReadModelNames.Validate(query);
+        if (query.Where.Values.Any(StorableReadModelWrites.NoDocumentHolds))
+        {
+            // As on PostgreSQL: no document holds such a value (SQLite would match U+FFFD in its place).
+            return ValueTask.FromResult<IReadOnlyList<ReadModelDocument>>([]);
+        }
+
         var where = query.Where.ToArray();
         return _store.ReadAsync<IReadOnlyList<ReadModelDocument>>(reader => reader.InSnapshot<IReadOnlyList<ReadModelDocument>>(() =>
         {

@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Herald.EventSourcing;
 
 namespace Herald.Projections;
 
@@ -22,12 +23,21 @@ public static partial class ReadModelNames
         }
     }
 
-    /// <summary>Validates a query: its limit and its property names (letters, digits, underscores, starting with a letter).</summary>
+    /// <summary>Validates a query: its limit, its property names (letters, digits, underscores, starting with a letter) and that its <see cref="ReadModelQuery.AfterId"/> holds no half of a surrogate pair.</summary>
     public static void Validate(ReadModelQuery query)
     {
         ArgumentNullException.ThrowIfNull(query);
         ArgumentOutOfRangeException.ThrowIfLessThan(query.Limit, 1, nameof(query));
         ArgumentOutOfRangeException.ThrowIfGreaterThan(query.Limit, ReadModelQuery.MaxLimit, nameof(query));
+        if (query.AfterId is { } after && StreamName.IndexOfUnpairedSurrogate(after) is var half and >= 0)
+        {
+            // No id holds one (writes refuse it), and where it sorts differs by engine: PostgreSQL cannot bind it, SQLite
+            // would page after U+FFFD in its place.
+            throw new ArgumentException(
+                $"The query's AfterId '{StreamName.Printable(after)}' holds half of a surrogate pair (U+{(int)after[half]:X4}), which no document's id holds; start a page after the id of the last document of the page before.",
+                nameof(query));
+        }
+
         foreach (var (property, value) in query.Where)
         {
             if (property is not { Length: > 0 and <= 64 } || !PropertyName().IsMatch(property))

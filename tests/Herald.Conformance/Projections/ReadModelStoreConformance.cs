@@ -61,6 +61,27 @@ public abstract class ReadModelStoreConformance
     }
 
     [Fact]
+    public async Task Lookups_ByAnIdOrValueHoldingHalfOfASurrogatePair_FindNothing_NotTheDocumentWithU_FFFDInItsPlace()
+    {
+        // Regression (round-8 audit of the projections): no document can have such an id (writes refuse it) or such a
+        // value. PostgreSQL answered the lookup with a bare encoding error, and SQLite, which binds U+FFFD in its place,
+        // found the document that has U+FFFD there.
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        await ChangeAsync(store, table, 1, "a\uFFFD", _ => """{"name":"x\uFFFD"}""");
+
+        Assert.Null(await store.GetAsync(table, "a\uD83D"));
+        Assert.Null(await store.GetAsync(table, 1, "a\uDE00"));
+        Assert.Empty(await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["name"] = "x\uD83D" } }));
+        Assert.NotNull(await store.GetAsync(table, "a\uFFFD"));
+        Assert.Single(await store.QueryAsync(table, new ReadModelQuery { Where = new Dictionary<string, string> { ["name"] = "x\uFFFD" } }));
+
+        // A page cannot start after one: refused alike, not an encoding error here and a page after U+FFFD there.
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await store.QueryAsync(table, new ReadModelQuery { AfterId = "a\uD83D" }));
+        Assert.Contains("half of a surrogate pair", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Update_InsertsChangesAndDeletes_OnlyWhenCommitted()
     {
         var store = await CreateStoreAsync();

@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text;
 using Herald.EventSourcing;
 
 namespace Herald.Internal;
@@ -10,8 +12,25 @@ namespace Herald.Internal;
 public static class StorableReadModelWrites
 {
     /// <summary>
+    /// The longest document id, in UTF-8 bytes: PostgreSQL's primary-key index holds an entry of at most about 2.7 kB (a bare
+    /// 54000 beyond), and every store refuses alike. Five times the longest stream name (200 characters of up to 4 bytes).
+    /// </summary>
+    internal const int MaxIdBytes = 1024;
+
+    /// <summary>
+    /// True when <paramref name="key"/> holds U+0000 or half of a surrogate pair, which no document's id nor string holds
+    /// (writes refuse them; PostgreSQL cannot bind them, SQLite would read U+FFFD): a lookup by it finds nothing, on every
+    /// store, without asking the engine.
+    /// </summary>
+    public static bool NoDocumentHolds(string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        return key.Contains('\0', StringComparison.Ordinal) || StreamName.IndexOfUnpairedSurrogate(key) >= 0;
+    }
+
+    /// <summary>
     /// <paramref name="change"/> of the document <paramref name="id"/>, refusing the JSON it returns when a string in it holds
-    /// U+0000; throws at once when <paramref name="id"/> holds it, or half of a surrogate pair. <paramref name="writerKind"/> and <paramref name="writerName"/>
+    /// U+0000; throws at once when <paramref name="id"/> holds it, or half of a surrogate pair, or is longer than 1,024 UTF-8 bytes. <paramref name="writerKind"/> and <paramref name="writerName"/>
     /// name who writes ("Projection", "orders"), joined only for the error, so a write that passes allocates no label.
     /// </summary>
     public static Func<string?, string?> Storable(string writerKind, string writerName, string table, string id, Func<string?, string?> change)
@@ -36,6 +55,15 @@ public static class StorableReadModelWrites
         {
             throw new InvalidOperationException(
                 $"{writerKind} '{writerName}' cannot write document '{StreamName.Printable(id)}' of read model '{table}': its id holds half of a surrogate pair (U+{(int)id[half]:X4}), as when an id is cut inside an emoji, which SQLite would store as U+FFFD (so two such ids would share a document) and PostgreSQL cannot store, so no read-model store takes it. Use the whole character or none of it.");
+        }
+
+        // Three bytes at most per UTF-16 unit (a pair makes four), so only a long id is counted; counted exactly, as it is
+        // valid UTF-16 here.
+        if (id.Length > MaxIdBytes / 3 && Encoding.UTF8.GetByteCount(id) is var bytes and > MaxIdBytes)
+        {
+            throw new InvalidOperationException(string.Create(
+                CultureInfo.InvariantCulture,
+                $"{writerKind} '{writerName}' cannot write document '{StreamName.Printable(id[..40])}...' of read model '{table}': its id is {bytes} bytes long in UTF-8, and at most {MaxIdBytes} are allowed (PostgreSQL's primary-key index cannot hold much longer ones), so no read-model store takes it. Use a shorter id, such as a hash of the long one."));
         }
 
         // PostgreSQL's jsonb cannot hold U+0000 (a bare 22P05 at its commit).
