@@ -63,7 +63,9 @@ internal sealed class SettleStep(
         var now = timeProvider.GetUtcNow();
         var deadLetter = new DeadLetter
         {
-            Id = DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now),
+            // A delivery that did not decode has an id the sender's bytes made up (two different broken messages may claim
+            // one): only a decoded one's id says which message it is, so only that one's dead letter is derived from it.
+            Id = delivery.DecodeFailure is null ? DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now) : Guid.CreateVersion7(now),
             Envelope = envelope,
             Endpoint = endpoint,
             Cause = outcome.Cause,
