@@ -82,9 +82,18 @@ internal sealed class NatsBindingLock(NatsJSContext jetStream, string bucket, Ti
         {
             // Every process asks for the same bucket, so creating it is idempotent; a failure is tried again on next use.
             // On disk, as the streams it guards, so it outlives a server restart with the locks it holds.
-            return _store ??= await new NatsKVContext(jetStream).CreateOrUpdateStoreAsync(
-                new NatsKVConfig(bucket) { History = 1, MaxAge = Lease, Storage = NatsKVStorageType.File, Description = "Herald: locks of queue streams' sources while a topic is bound" },
-                cancellationToken).ConfigureAwait(false);
+            var config = new NatsKVConfig(bucket) { History = 1, MaxAge = Lease, Storage = NatsKVStorageType.File, Description = "Herald: locks of queue streams' sources while a topic is bound" };
+            var context = new NatsKVContext(jetStream);
+            try
+            {
+                return _store ??= await context.CreateOrUpdateStoreAsync(config, cancellationToken).ConfigureAwait(false);
+            }
+            catch (NatsJSApiException) when (!cancellationToken.IsCancellationRequested)
+            {
+                // Another process made the bucket between the client's look for it and its create, and the server refused
+                // this create ("subjects overlap with an existing stream", seen in CI): it exists now, so this is an update.
+                return _store ??= await context.CreateOrUpdateStoreAsync(config, cancellationToken).ConfigureAwait(false);
+            }
         }
         finally
         {
