@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Internal;
 using Herald.Reliability.Idempotency;
@@ -18,8 +19,6 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;
 
-    // How long past its expiry a lock nobody took is kept for its holder (back from a store outage) before the sweep.
-    private static readonly TimeSpan AbandonedLockGrace = TimeSpan.FromDays(1);
 
     private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
     private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
@@ -38,7 +37,7 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
             await using var sweep = new NpgsqlCommand(_sql.Sweep, connection);
             sweep.Parameters.Add(EnvelopeColumns.Time(now));
             sweep.Parameters.Add(EnvelopeColumns.Int(SweepBatch));
-            sweep.Parameters.Add(EnvelopeColumns.Time(now - AbandonedLockGrace));
+            sweep.Parameters.Add(EnvelopeColumns.Time(now - IdempotentCompletion.AbandonedLockGrace));
             await sweep.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
 

@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Sqlite.EventSourcing;
 using Herald.Reliability.Idempotency;
 using Herald.Sqlite.Internal;
@@ -16,8 +17,6 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;
 
-    // How long past its expiry a lock nobody took is kept for its holder (back from a store outage) before the sweep.
-    private static readonly TimeSpan AbandonedLockGrace = TimeSpan.FromDays(1);
     private const string FindSql = "SELECT completed, result, expires_at FROM herald_idempotency WHERE idempotency_key = ?1";
 
     private const string LockSql =
@@ -54,7 +53,7 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
                 var delete = session.Statement(SweepSql);
                 delete.Bind(1, now.UtcTicks);
                 delete.Bind(2, SweepBatch);
-                delete.Bind(3, (now - AbandonedLockGrace).UtcTicks);
+                delete.Bind(3, (now - IdempotentCompletion.AbandonedLockGrace).UtcTicks);
                 delete.Execute();
             }
 

@@ -17,6 +17,12 @@ namespace Herald.Internal;
 public static class IdempotentCompletion
 {
     private static readonly TimeSpan FirstRetryDelay = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>
+    /// How long past its expiry a store keeps a lock nobody took before its sweep of expired keys removes it: until then it
+    /// is still its holder's (the store contract), so a holder back from a store outage still stores its result.
+    /// </summary>
+    public static TimeSpan AbandonedLockGrace { get; } = TimeSpan.FromDays(1);
     private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(1);
 
     /// <summary>

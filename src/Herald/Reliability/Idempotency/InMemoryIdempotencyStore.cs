@@ -1,10 +1,10 @@
+using Herald.Internal;
+
 namespace Herald.Reliability.Idempotency;
 
 /// <summary>Idempotency keys in process memory, expiring on the injected clock; expired keys are swept as the store grows.</summary>
 public sealed class InMemoryIdempotencyStore : IIdempotencyStore
 {
-    // How long past its expiry a lock nobody took is kept for its holder (back from a store outage) before the sweep.
-    private static readonly TimeSpan AbandonedLockGrace = TimeSpan.FromDays(1);
     private readonly Dictionary<string, Entry> _entries = new(StringComparer.Ordinal);
     private readonly Lock _gate = new();
     private readonly TimeProvider _timeProvider;
@@ -97,7 +97,7 @@ public sealed class InMemoryIdempotencyStore : IIdempotencyStore
         }
 
         // An expired lock nobody took is still its holder's (the store contract): swept only a day past its expiry.
-        var abandoned = now - AbandonedLockGrace;
+        var abandoned = now - IdempotentCompletion.AbandonedLockGrace;
         foreach (var expired in _entries.Where(e => e.Value.ExpiresAt <= (e.Value.Result is null ? abandoned : now)).Select(e => e.Key).ToList())
         {
             _entries.Remove(expired);
