@@ -33,17 +33,31 @@ public sealed class RetryPolicyTests
         Assert.Equal(RetryAction.DeadLetter, policy.Decide(Failure, policy.MaxAttempts + 5, random).Action);
     }
 
+    // docs/reliability.md "How attempts count" states these values.
+    [Fact]
+    public void Default_IsTwoImmediateAndThreeDelayedRetries_From1SecondTo1Minute_GrowingFourfold()
+    {
+        Assert.Equal(2, RetryPolicy.Default.ImmediateRetries);
+        Assert.Equal(3, RetryPolicy.Default.DelayedRetries);
+        Assert.Equal(TimeSpan.FromSeconds(1), RetryPolicy.Default.MinDelay);
+        Assert.Equal(TimeSpan.FromMinutes(1), RetryPolicy.Default.MaxDelay);
+        Assert.Equal(4, RetryPolicy.Default.Factor);
+    }
+
     [Theory]
     [InlineData(typeof(MessageDeserializationException))]
     [InlineData(typeof(UnknownMessageTypeException))]
     [InlineData(typeof(ValidationException))]
+    [InlineData(typeof(Herald.Sagas.SagaMessageRejectedException))]
     public void Decide_ForADefaultNeverRetriedException_DeadLettersOnTheFirstAttempt(Type exceptionType)
     {
         var exception = exceptionType == typeof(ValidationException)
             ? new ValidationException(typeof(string), [new ValidationError("Name", "is required")])
             : exceptionType == typeof(UnknownMessageTypeException)
                 ? new UnknownMessageTypeException("who-knows")
-                : (Exception)new MessageDeserializationException("x", null);
+                : exceptionType == typeof(Herald.Sagas.SagaMessageRejectedException)
+                    ? new Herald.Sagas.SagaMessageRejectedException("no correlation id")
+                    : (Exception)new MessageDeserializationException("x", null);
 
         Assert.True(RetryPolicy.Default.IsNeverRetried(exception));
         Assert.Equal(RetryDecision.DeadLetter, RetryPolicy.Default.Decide(exception, 1, new Random(1)));
