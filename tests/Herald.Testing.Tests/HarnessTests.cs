@@ -1,3 +1,4 @@
+using Herald.Reliability.DeadLetters;
 using Herald.Testing.Observing;
 using Herald.Testing.Tests.Sample;
 using Herald.Transport.InMemory;
@@ -161,6 +162,19 @@ public sealed class HarnessTests
         var builder = Host.CreateApplicationBuilder();
         builder.Services.AddHeraldTestHarness(OrderSagas.Configure);
         builder.Services.AddHerald(h => h.UseInMemoryTransport(InMemoryTransportOptions.Default));
+        using var host = builder.Build();
+
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync());
+        Assert.Contains("AddHeraldTestHarness", error.Message, StringComparison.Ordinal);
+    }
+
+    // docs/testing.md: the dead-letter store, like the transport, must not be replaced after the harness wrapped it.
+    [Fact]
+    public async Task DeadLetterStoreConfiguredAfterTheHarness_FailsTheStart()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddHeraldTestHarness(OrderSagas.Configure);
+        builder.Services.AddSingleton<IDeadLetterStore>(new InMemoryDeadLetterStore());
         using var host = builder.Build();
 
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync());
