@@ -168,6 +168,16 @@ public sealed class HarnessTests
         Assert.Contains("AddHeraldTestHarness", error.Message, StringComparison.Ordinal);
     }
 
+    // docs/testing.md's settings table states these defaults.
+    [Fact]
+    public async Task Defaults_WaitTenSeconds_AndStartTheClockAt2030()
+    {
+        await using var harness = await HeraldTestHarness.StartAsync();
+
+        Assert.Equal(TimeSpan.FromSeconds(10), harness.DefaultTimeout);
+        Assert.Equal(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero), harness.Time.GetUtcNow());
+    }
+
     // docs/testing.md: the dead-letter store, like the transport, must not be replaced after the harness wrapped it.
     [Fact]
     public async Task DeadLetterStoreConfiguredAfterTheHarness_FailsTheStart()
