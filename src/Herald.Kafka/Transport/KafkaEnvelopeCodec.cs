@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Collections.ObjectModel;
 using System.Globalization;
 using System.Text;
@@ -49,6 +50,10 @@ internal static class KafkaEnvelopeCodec
 
     private static readonly byte[] SpecVersion = "1.0"u8.ToArray();
 
+    // A header named like an attribute the envelope carries itself is not sent: as a second ce_ header of that name it
+    // would be read in the attribute's place (the last one wins), as on RabbitMQ and NATS.
+    private static readonly FrozenSet<string> ReservedAttributes = CloudEventValues.EnvelopeAttributes.ToFrozenSet(StringComparer.Ordinal);
+
     /// <summary>The record for <paramref name="envelope"/>: key from the partition key, attributes in headers.</summary>
     public static Message<byte[]?, byte[]> Encode(Envelope envelope, string defaultSource)
     {
@@ -72,7 +77,7 @@ internal static class KafkaEnvelopeCodec
         AddIfSet(headers, "partitionkey", envelope.PartitionKey);
         foreach (var (name, value) in envelope.Headers)
         {
-            if (name != HeaderNames.Source)
+            if (name != HeaderNames.Source && !ReservedAttributes.Contains(name))
             {
                 headers.Add(Prefix + name, Utf8(value));
             }

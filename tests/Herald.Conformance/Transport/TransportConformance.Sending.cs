@@ -36,13 +36,63 @@ public abstract partial class TransportConformance
             Body = body,
         };
 
-        await Transport.SendAsync(queue, sent);
-        var collector = NewCollector();
-        await using var consumer = await StartConsumerAsync(Transport, queue, collector);
-        var got = (await collector.WaitForCountAsync(1, DeliveryTimeout))[0];
+        var got = await SendAndReceiveOneAsync(queue, sent);
 
         var received = got.Envelope;
         Assert.Equal(queue, got.Queue);
+        AssertSameAttributes(sent, received);
+        foreach (var header in sent.Headers)
+        {
+            // A transport may add headers of its own; every header sent must come back unchanged.
+            Assert.True(
+                received.Headers.TryGetValue(header.Key, out var value) && value == header.Value,
+                $"Header '{header.Key}' must round-trip as '{header.Value}'; received headers: "
+                + string.Join(", ", received.Headers.Select(h => $"{h.Key}={h.Value}")));
+        }
+
+        Assert.Equal(body, received.Body.ToArray());
+    }
+
+    // docs/cloudevents.md: other headers travel as extensions of their own name; one named like an attribute the envelope
+    // carries itself must not take that attribute's place (on Kafka a header "type" became the message type).
+    [Fact]
+    public async Task Send_WithHeadersNamedLikeTheEnvelopesOwnAttributes_KeepsTheEnvelopesValues()
+    {
+        var queue = NewName("impostors");
+        var sent = new Envelope
+        {
+            MessageId = Guid.CreateVersion7(),
+            MessageType = "conformance-impostors",
+            SchemaVersion = 2,
+            Time = new DateTimeOffset(2031, 5, 17, 11, 45, 12, 345, TimeSpan.Zero),
+            CorrelationId = "correlation-1",
+            CausationId = "causation-1",
+            UserId = "user-1",
+            PartitionKey = "key-1",
+            ContentType = "application/x-herald-conformance",
+            Headers = new Dictionary<string, string>(StringComparer.Ordinal)
+            {
+                ["id"] = "not-a-guid",
+                ["type"] = "impostor",
+                ["specversion"] = "0.3",
+                ["time"] = "yesterday",
+                ["dataschema"] = "urn:herald:schema:impostor:9",
+                ["datacontenttype"] = "text/plain",
+                ["partitionkey"] = "key-2",
+                ["correlationid"] = "correlation-2",
+                ["causationid"] = "causation-2",
+                ["userid"] = "user-2",
+                ["deliveryattempt"] = "7",
+            },
+            Body = "{}"u8.ToArray(),
+        };
+
+        AssertSameAttributes(sent, (await SendAndReceiveOneAsync(queue, sent)).Envelope);
+    }
+
+    // Every attribute the envelope carries itself, as a first delivery.
+    private static void AssertSameAttributes(Envelope sent, Envelope received)
+    {
         Assert.Equal(sent.MessageId, received.MessageId);
         Assert.Equal(sent.MessageType, received.MessageType);
         Assert.Equal(sent.SchemaVersion, received.SchemaVersion);
@@ -54,17 +104,15 @@ public abstract partial class TransportConformance
         Assert.Equal(sent.UserId, received.UserId);
         Assert.Equal(sent.PartitionKey, received.PartitionKey);
         Assert.Equal(sent.ContentType, received.ContentType);
-        foreach (var header in sent.Headers)
-        {
-            // A transport may add headers of its own; every header sent must come back unchanged.
-            Assert.True(
-                received.Headers.TryGetValue(header.Key, out var value) && value == header.Value,
-                $"Header '{header.Key}' must round-trip as '{header.Value}'; received headers: "
-                + string.Join(", ", received.Headers.Select(h => $"{h.Key}={h.Value}")));
-        }
-
-        Assert.Equal(body, received.Body.ToArray());
         Assert.Equal(1, received.DeliveryAttempt);
+    }
+
+    private async Task<CollectedDelivery> SendAndReceiveOneAsync(string queue, Envelope sent)
+    {
+        await Transport.SendAsync(queue, sent);
+        var collector = NewCollector();
+        await using var consumer = await StartConsumerAsync(Transport, queue, collector);
+        return (await collector.WaitForCountAsync(1, DeliveryTimeout))[0];
     }
 
     [Fact]
@@ -78,10 +126,7 @@ public abstract partial class TransportConformance
             Time = new DateTimeOffset(2030, 1, 2, 3, 4, 5, 6, TimeSpan.Zero),
         };
 
-        await Transport.SendAsync(queue, sent);
-        var collector = NewCollector();
-        await using var consumer = await StartConsumerAsync(Transport, queue, collector);
-        var received = (await collector.WaitForCountAsync(1, DeliveryTimeout))[0].Envelope;
+        var received = (await SendAndReceiveOneAsync(queue, sent)).Envelope;
 
         Assert.Equal(sent.MessageId, received.MessageId);
         Assert.Equal(sent.MessageType, received.MessageType);
