@@ -150,6 +150,67 @@ public sealed class OutboxTests
             "the sent row is deleted");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Relay_WithNoCleanup_OrSentMessagesKeptForEver_Sends_AndCountsItsBacklog(bool keptForEver)
+    {
+        // TimeSpan.MaxValue passed validation, then overflowed: as the cleanup interval, at the relay's first step (it failed,
+        // let go of its leadership and tried again for ever, sending nothing); as the retention, in every cleanup, which
+        // failed each round before the backlog was counted.
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var store = new CapturingOutboxStore();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox(o =>
+            {
+                o.Retention = keptForEver ? TimeSpan.MaxValue : TimeSpan.FromMinutes(1);
+                o.CleanupInterval = keptForEver ? TimeSpan.FromMinutes(1) : TimeSpan.MaxValue;
+            }),
+            s => s.AddSingleton<IOutboxStore>(store));
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(new Forwarded(1));
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await host.RunUntilAsync(() => SentTo(host, downstream).Count == 1, "the message leaves", TimeSpan.FromSeconds(1));
+        var id = Assert.Single(store.Added);
+        await Eventually.UntilAsync(async () => (await store.GetAsync(id))?.SentAt is not null, "its row is marked sent");
+        host.Clock.Advance(TimeSpan.FromDays(400));
+        var counted = store.Counts;
+        await host.RunUntilAsync(() => store.Counts > counted, "a round after the cleanup was due counts the backlog", TimeSpan.FromSeconds(1));
+
+        Assert.NotNull(await store.GetAsync(id));
+        Assert.DoesNotContain(host.Logs.Entries, e => e.EventId is 1023 or 2032);
+    }
+
+    [Theory]
+    [InlineData("PollInterval")]
+    [InlineData("MaxBackoff")]
+    public void Options_WithAWaitLongerThanATimerHolds_AreRefusedAtStart_NamingTheSetting(string setting)
+    {
+        // A poll interval past a timer's limit passed validation, then threw at the relay's first wait, out of the background
+        // service, stopping the host; a back-off that long threw at the first failure.
+        var services = new ServiceCollection();
+        services.AddHerald(h => h.UseOutbox(o =>
+        {
+            if (setting == "PollInterval")
+            {
+                o.PollInterval = TimeSpan.FromDays(60);
+            }
+            else
+            {
+                o.MaxBackoff = TimeSpan.MaxValue;
+            }
+        }));
+        using var provider = services.BuildServiceProvider();
+
+        var error = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(
+            () => provider.GetRequiredService<Microsoft.Extensions.Options.IOptions<OutboxOptions>>().Value);
+
+        Assert.Contains(setting, error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Relay_MovesAMessageTheTransportRefuses_ToTheDeadLetters_AndGoesOn()
     {
@@ -469,6 +530,7 @@ public sealed class OutboxTests
     {
         private readonly InMemoryOutboxStore _inner = new();
         private readonly ConcurrentQueue<Guid> _added = new();
+        private int _counts;
 
         public IReadOnlyList<Guid> Added => [.. _added];
 
@@ -491,7 +553,14 @@ public sealed class OutboxTests
 
         public ValueTask<int> DeleteSentAsync(DateTimeOffset sentBefore, int maxCount, CancellationToken cancellationToken = default) => _inner.DeleteSentAsync(sentBefore, maxCount, cancellationToken);
 
-        public ValueTask<long> CountPendingAsync(CancellationToken cancellationToken = default) => _inner.CountPendingAsync(cancellationToken);
+        /// <summary>How many times the backlog was counted (the relay counts it after each round's cleanup).</summary>
+        public int Counts => Volatile.Read(ref _counts);
+
+        public ValueTask<long> CountPendingAsync(CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref _counts);
+            return _inner.CountPendingAsync(cancellationToken);
+        }
 
         public ValueTask<OutboxMessage?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _inner.GetAsync(id, cancellationToken);
     }

@@ -77,6 +77,6 @@ internal sealed class Outbox(
     }
 
     // A delay the transport allows may still pass the calendar's end; such a message is due at the end of time.
-    private static DateTimeOffset Later(DateTimeOffset now, TimeSpan delay) =>
+    internal static DateTimeOffset Later(DateTimeOffset now, TimeSpan delay) =>
         delay < DateTimeOffset.MaxValue - now ? now + delay : DateTimeOffset.MaxValue;
 }

@@ -3,7 +3,7 @@ namespace Herald.Reliability.Outbox;
 /// <summary>Settings of the outbox relay, turned on with <c>h.UseOutbox(o => ...)</c>; validated at start.</summary>
 public sealed class OutboxOptions
 {
-    /// <summary>How often the relay looks for pending messages when no commit woke it. Default 1 second.</summary>
+    /// <summary>How often the relay looks for pending messages when no commit woke it (at most about 24.8 days). Default 1 second.</summary>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>Most messages read per round trip. Default 100.</summary>
@@ -12,7 +12,7 @@ public sealed class OutboxOptions
     /// <summary>First pause after a failed send; it doubles on every failure in a row up to <see cref="MaxBackoff"/>. Default 100 ms.</summary>
     public TimeSpan MinBackoff { get; set; } = TimeSpan.FromMilliseconds(100);
 
-    /// <summary>Longest pause while the transport keeps failing. Default 30 seconds.</summary>
+    /// <summary>Longest pause while the transport keeps failing (at most about 24.8 days). Default 30 seconds.</summary>
     public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
@@ -24,10 +24,10 @@ public sealed class OutboxOptions
     /// </summary>
     public int MaxAttempts { get; set; } = 100;
 
-    /// <summary>How long sent messages are kept before cleanup deletes them. Default 10 minutes.</summary>
+    /// <summary>How long sent messages are kept before cleanup deletes them (<see cref="TimeSpan.MaxValue"/>: for ever). Default 10 minutes.</summary>
     public TimeSpan Retention { get; set; } = TimeSpan.FromMinutes(10);
 
-    /// <summary>How often sent messages past <see cref="Retention"/> are deleted. Default 1 minute.</summary>
+    /// <summary>How often sent messages past <see cref="Retention"/> are deleted (<see cref="TimeSpan.MaxValue"/>: never). Default 1 minute.</summary>
     public TimeSpan CleanupInterval { get; set; } = TimeSpan.FromMinutes(1);
 
     /// <summary>Most sent messages deleted per round trip, so cleanup never holds long locks. Default 1,000.</summary>
@@ -39,11 +39,16 @@ public sealed class OutboxOptions
     /// </summary>
     public bool RouteHandlerMessages { get; set; } = true;
 
+    // The longest wait the relay's timers are given: a signed 32-bit count of milliseconds (about 24.8 days), well within
+    // what a timer holds (about 49.7 days).
+    private static readonly TimeSpan LongestWait = TimeSpan.FromMilliseconds(int.MaxValue);
+
     internal IEnumerable<string> Validate()
     {
-        if (PollInterval <= TimeSpan.Zero)
+        // The relay waits these out on timers: a longer one passed here, then stopped the relay (and the host) at its first wait.
+        if (PollInterval <= TimeSpan.Zero || PollInterval > LongestWait)
         {
-            yield return $"OutboxOptions.PollInterval must be positive, not {PollInterval}.";
+            yield return $"OutboxOptions.PollInterval must be positive and at most {LongestWait}, not {PollInterval}.";
         }
 
         if (BatchSize < 1)
@@ -54,6 +59,11 @@ public sealed class OutboxOptions
         if (MinBackoff <= TimeSpan.Zero || MaxBackoff < MinBackoff)
         {
             yield return $"OutboxOptions.MinBackoff ({MinBackoff}) must be positive and at most MaxBackoff ({MaxBackoff}).";
+        }
+
+        if (MaxBackoff > LongestWait)
+        {
+            yield return $"OutboxOptions.MaxBackoff must be at most {LongestWait}, not {MaxBackoff}.";
         }
 
         if (MaxAttempts < 1)

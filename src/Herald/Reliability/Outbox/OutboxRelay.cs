@@ -124,7 +124,14 @@ internal sealed class OutboxRelay(
     /// <summary>Deletes sent messages past the retention, in bounded batches; returns how many.</summary>
     public async ValueTask<long> CleanupAsync(CancellationToken cancellationToken)
     {
-        var cutoff = timeProvider.GetUtcNow() - _options.Retention;
+        var now = timeProvider.GetUtcNow();
+        if (_options.Retention >= now - DateTimeOffset.MinValue)
+        {
+            // Kept for longer than the calendar reaches back (TimeSpan.MaxValue: for ever): nothing is old enough.
+            return 0;
+        }
+
+        var cutoff = now - _options.Retention;
         long total = 0;
         int deleted;
         do
@@ -162,7 +169,7 @@ internal sealed class OutboxRelay(
     private async Task RelayAsync(CancellationToken leading)
     {
         var backoff = TimeSpan.Zero;
-        _nextCleanup = timeProvider.GetUtcNow() + _options.CleanupInterval;
+        _nextCleanup = Outbox.Later(timeProvider.GetUtcNow(), _options.CleanupInterval);
         try
         {
             while (!leading.IsCancellationRequested)
@@ -212,7 +219,7 @@ internal sealed class OutboxRelay(
             if (timeProvider.GetUtcNow() >= _nextCleanup)
             {
                 await CleanupAsync(cancellationToken).ConfigureAwait(false);
-                _nextCleanup = timeProvider.GetUtcNow() + _options.CleanupInterval;
+                _nextCleanup = Outbox.Later(timeProvider.GetUtcNow(), _options.CleanupInterval);
             }
 
             Interlocked.Exchange(ref _pending, await store.CountPendingAsync(cancellationToken).ConfigureAwait(false));
