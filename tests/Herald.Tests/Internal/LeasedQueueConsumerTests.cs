@@ -16,6 +16,7 @@ public sealed class LeasedQueueConsumerTests
     private const int LeaseLostEvent = 1212;
     private const int ClaimLostEvent = 1217;
     private const int NotStartedEvent = 1215;
+    private const int LeaseRanOutEvent = 1219;
 
     [Fact]
     public async Task AMessageTheBackendCouldNotDecode_IsDeliveredWithItsDecodeFailure_AndSettledLikeAnyOther()
@@ -197,6 +198,63 @@ public sealed class LeasedQueueConsumerTests
         }
 
         Assert.Contains("ack 1", backend.Calls);
+    }
+
+    [Fact]
+    public async Task AMessageWhoseLeaseRanOutWhileRenewalsFailed_HasItsHandlerCancelled_AndIsNotStartedFromTheBuffer()
+    {
+        // The handler's token fired only when a renewal found the claim taken; while renewals failed (this process cut off
+        // from the engine, its pool exhausted) the lease ran out, another consumer could claim the message and run it, and
+        // this one still ran it, and started the prefetched one, beside that run.
+        var time = new FakeTimeProvider();
+        var backend = new Backend { Time = time, RenewalsFail = true };
+        var logs = new LogCollector();
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancelled = new TaskCompletionSource<DateTimeOffset>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new ConcurrentQueue<Guid>();
+        var first = new Message(1);
+        backend.Add(first);
+        backend.Add(new Message(2));
+        await using var consumer = Start(
+            backend,
+            logs,
+            async (d, ct) =>
+            {
+                started.Enqueue(d.Envelope.MessageId);
+                running.TrySetResult();
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    cancelled.TrySetResult(time.GetUtcNow());
+                    throw;
+                }
+            },
+            new ConsumerOptions { MaxConcurrency = 1, Prefetch = 1 },
+            time: time);
+        await running.Task.WaitAsync(Eventually.DefaultTimeout);
+        var leaseUntil = backend.LeaseUntil;
+
+        // A twelfth of the lease at a time: the pace of the renewals' retries.
+        await Eventually.UntilAsync(
+            () =>
+            {
+                if (cancelled.Task.IsCompleted)
+                {
+                    return true;
+                }
+
+                time.Advance(backend.Lease / 12);
+                return false;
+            },
+            "the handler is cancelled once its lease has run out");
+        await Eventually.UntilAsync(() => logs.Entries.Count(e => e.EventId == NotStartedEvent) == 1, "the prefetched message is not started");
+
+        Assert.True(await cancelled.Task >= leaseUntil, $"cancelled at {await cancelled.Task:O}, before the lease ran out at {leaseUntil:O}");
+        Assert.Equal([first.Envelope.MessageId], started);
+        Assert.Equal(2, logs.Entries.Count(e => e.EventId == LeaseRanOutEvent));
     }
 
     [Fact]

@@ -522,7 +522,13 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 
         try
         {
-            return RenewClaims(held, claims, lost);
+            if (RenewClaims(held, claims, lost))
+            {
+                return true;
+            }
+
+            DropLapsed(claims);
+            return false;
         }
         finally
         {
@@ -559,10 +565,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             if (_leases.TryRemove(message, out var claim))
             {
                 Log.LeasedQueueClaimLost(_settings.Logger, message.Envelope.MessageId, _settings.Name);
-                HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, "queue"));
-
-                // On the pool, not here: cancelling runs the handler's continuations inline, and this thread must only renew.
-                ThreadPool.UnsafeQueueUserWorkItem(static state => state.Consumer.Cancel(state.Lease), (Consumer: this, Lease: claim.Lease), preferLocal: false);
+                GiveUp(claim);
             }
         }
 
@@ -578,6 +581,35 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// After a failed renewal: gives up the claims whose lease has run out as far as this consumer knows. Another consumer
+    /// may claim such a message from now on, so its handler is cancelled (its settlement then applies only if nobody did),
+    /// and a worker that reads it from the buffer does not start it; kept, it ran beside the other consumer's run for as
+    /// long as the renewals kept failing.
+    /// </summary>
+    private void DropLapsed(List<Claimed> claims)
+    {
+        var now = _settings.TimeProvider.GetUtcNow().UtcTicks;
+        foreach (var claim in claims)
+        {
+            // Only this claim: not one settled, handed back or found lost meanwhile.
+            if (claim.LeaseUntil <= now && _leases.TryRemove(new KeyValuePair<TMessage, Claimed>(claim.Message, claim)))
+            {
+                Log.LeasedQueueLeaseRanOut(_settings.Logger, claim.Message.Envelope.MessageId, _settings.Name);
+                GiveUp(claim);
+            }
+        }
+    }
+
+    /// <summary>Counts a claim this consumer no longer holds and cancels its handler's token.</summary>
+    private void GiveUp(Claimed claim)
+    {
+        HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, "queue"));
+
+        // On the pool, not here: cancelling runs the handler's continuations inline, and this thread must only renew.
+        ThreadPool.UnsafeQueueUserWorkItem(static state => state.Consumer.Cancel(state.Lease), (Consumer: this, Lease: claim.Lease), preferLocal: false);
     }
 
     /// <summary>Lets the settlements that waited for this renewal go on.</summary>

@@ -37,4 +37,7 @@ internal static partial class Log
 
     [LoggerMessage(1217, LogLevel.Warning, "The lease of message {MessageId} held by the consumer of {Consumer} was lost (another consumer claimed it after it ran out): its handler is cancelled and its settlement will be refused")]
     public static partial void LeasedQueueClaimLost(ILogger logger, Guid messageId, string consumer);
+
+    [LoggerMessage(1219, LogLevel.Warning, "The lease of message {MessageId} held by the consumer of {Consumer} ran out while its renewals failed (another consumer may claim it now): its handler is cancelled, and a settlement applies only if no other consumer took the message")]
+    public static partial void LeasedQueueLeaseRanOut(ILogger logger, Guid messageId, string consumer);
 }
