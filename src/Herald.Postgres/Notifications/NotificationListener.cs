@@ -35,7 +35,9 @@ internal sealed class NotificationListener : IAsyncDisposable
         _dataSource = dataSource;
         _channel = channel;
         _notify = notify;
-        _reconnectDelay = reconnectDelay;
+        // A first delay past the cap (a TimeSpan.MaxValue passes validation) is the cap: longer, the first wait threw and the
+        // listener stopped for good, its DisposeAsync throwing too.
+        _reconnectDelay = reconnectDelay < MaxReconnectDelay ? reconnectDelay : MaxReconnectDelay;
         _time = time;
         _logger = logger;
     }

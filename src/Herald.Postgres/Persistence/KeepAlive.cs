@@ -7,9 +7,10 @@ internal static class KeepAlive
 {
     /// <summary>
     /// Waits on <paramref name="connection"/> until it fails (throws its error) or <paramref name="cancellationToken"/>
-    /// fires; after every <paramref name="interval"/> without a message it makes a round trip, so a silent drop is noticed too.
+    /// fires; after every <paramref name="interval"/> without a message it makes a round trip, so a silent drop is noticed
+    /// too. A round trip unanswered after twice <paramref name="interval"/> calls <paramref name="late"/> at once.
     /// </summary>
-    public static async Task RunAsync(NpgsqlConnection connection, TimeSpan interval, CancellationToken cancellationToken)
+    public static async Task RunAsync(NpgsqlConnection connection, TimeSpan interval, Action late, CancellationToken cancellationToken)
     {
         while (true)
         {
@@ -17,7 +18,22 @@ internal static class KeepAlive
             {
                 await using var ping = new NpgsqlCommand("SELECT 1", connection);
                 ping.CommandTimeout = (int)Math.Ceiling(interval.TotalSeconds);
-                await ping.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false);
+                var answered = ping.ExecuteScalarAsync(cancellationToken);
+                using (var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+                {
+                    // Npgsql's own timeout first sends a cancel over a new connection, which a dead path holds up as long as
+                    // the client's timeouts allow (40 s with the defaults): the connection is given up now, and left alone
+                    // until the round trip ends, since it is not to be used by two callers at once.
+                    var timeout = Task.Delay(interval * 2, timer.Token);
+                    if (await Task.WhenAny(answered, timeout).ConfigureAwait(false) == timeout && !cancellationToken.IsCancellationRequested)
+                    {
+                        late();
+                    }
+
+                    await timer.CancelAsync().ConfigureAwait(false);
+                }
+
+                await answered.ConfigureAwait(false);
             }
         }
     }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
 using Microsoft.Extensions.Logging;
@@ -17,6 +18,20 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
     /// <summary>How long a held lock's connection may stay silent before a round trip proves it still works.</summary>
     internal static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// How long the server keeps a held lock's session that it hears nothing from (its keep-alive round trips stopped
+    /// arriving: the leader's host or the network path died). Without it the server held the lock until TCP noticed the
+    /// dead peer, two hours and more by default, and no other node could lead meanwhile. Well past the time the leader
+    /// takes to give up on its side (<see cref="KeepAlive"/>: three keep-alive intervals), so two never lead at once.
+    /// </summary>
+    internal TimeSpan IdleSessionTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    // One statement, so the limit comes with the lock or not at all: 0 not acquired; 1 acquired on a server older than
+    // PostgreSQL 14, which has no idle_session_timeout (the lock stays until TCP notices, as before); 2 acquired and limited.
+    private const string TryLock =
+        "SELECT CASE WHEN NOT pg_try_advisory_lock($1) THEN 0 WHEN current_setting('server_version_num')::int < 140000 THEN 1 " +
+        "ELSE 2 + 0 * length(set_config('idle_session_timeout', $2, false)) END";
+
     public async ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(resource);
@@ -24,11 +39,12 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
         var connection = await store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await using var command = new NpgsqlCommand("SELECT pg_try_advisory_lock($1)", connection);
+            await using var command = new NpgsqlCommand(TryLock, connection);
             command.Parameters.Add(Key(key));
-            if ((bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
+            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = ((long)IdleSessionTimeout.TotalMilliseconds).ToString(CultureInfo.InvariantCulture) });
+            if ((int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))! is var acquired and > 0)
             {
-                return new Lease(connection, key, resource, store.Schema, logger);
+                return new Lease(connection, key, limited: acquired == 2, resource, store.Schema, logger);
             }
         }
         catch
@@ -63,16 +79,18 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
     {
         private readonly NpgsqlConnection _connection;
         private readonly long _key;
+        private readonly bool _limited;
         private readonly string _schema;
         private readonly ILogger _logger;
         private readonly CancellationTokenSource _released = new();
         private readonly Task _watch;
 
-        public Lease(NpgsqlConnection connection, long key, string resource, string schema, ILogger logger)
+        public Lease(NpgsqlConnection connection, long key, bool limited, string resource, string schema, ILogger logger)
             : base(resource)
         {
             _connection = connection;
             _key = key;
+            _limited = limited;
             _schema = schema;
             _logger = logger;
             _watch = Task.Run(() => WatchAsync(_released.Token));
@@ -85,12 +103,20 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
             await _watch.ConfigureAwait(false);
             try
             {
-                // Unlock before the connection goes back to the pool, where its session would keep the lock.
+                // Unlock before the connection goes back to the pool, where its session would keep the lock; and give the
+                // session back its own idle limit, or the server would end it while it waits in the pool.
                 if (_connection.State == System.Data.ConnectionState.Open)
                 {
-                    await using var command = new NpgsqlCommand("SELECT pg_advisory_unlock($1)", _connection);
-                    command.Parameters.Add(Key(_key));
-                    await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+                    await using var batch = new NpgsqlBatch(_connection);
+                    var unlock = new NpgsqlBatchCommand("SELECT pg_advisory_unlock($1)");
+                    unlock.Parameters.Add(Key(_key));
+                    batch.BatchCommands.Add(unlock);
+                    if (_limited)
+                    {
+                        batch.BatchCommands.Add(new NpgsqlBatchCommand("RESET idle_session_timeout"));
+                    }
+
+                    await batch.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
                 }
             }
             catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or ObjectDisposedException)
@@ -108,7 +134,7 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
         {
             try
             {
-                await KeepAlive.RunAsync(_connection, KeepAliveInterval, released).ConfigureAwait(false);
+                await KeepAlive.RunAsync(_connection, KeepAliveInterval, SignalLost, released).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (released.IsCancellationRequested)
             {

@@ -14,6 +14,7 @@ public sealed class TcpForwarder : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly List<TcpClient> _connections = [];
     private readonly Task _accepting;
+    private volatile bool _frozen;
 
     public TcpForwarder(int targetPort)
     {
@@ -25,6 +26,12 @@ public sealed class TcpForwarder : IAsyncDisposable
 
     /// <summary>The port to point a client at.</summary>
     public int Port { get; }
+
+    /// <summary>
+    /// Drops everything either side sends from now on while keeping every connection open, as a network path that died
+    /// silently: neither the client nor the server hears of it until a timeout of its own.
+    /// </summary>
+    public void Freeze() => _frozen = true;
 
     public async ValueTask DisposeAsync()
     {
@@ -99,7 +106,17 @@ public sealed class TcpForwarder : IAsyncDisposable
     {
         try
         {
-            await from.GetStream().CopyToAsync(to.GetStream(), _stop.Token);
+            var source = from.GetStream();
+            var target = to.GetStream();
+            var buffer = new byte[16 * 1024];
+            int read;
+            while ((read = await source.ReadAsync(buffer, _stop.Token)) > 0)
+            {
+                if (!_frozen)
+                {
+                    await target.WriteAsync(buffer.AsMemory(0, read), _stop.Token);
+                }
+            }
         }
         catch (Exception)
         {

@@ -138,6 +138,29 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
     }
 
     [Fact]
+    public async Task AListener_WithAFirstReconnectDelayPastItsCap_KeepsReconnecting_AndDisposesCleanly()
+    {
+        // ListenerReconnectDelay only had to be positive: TimeSpan.MaxValue made the first wait after a failure throw, so
+        // the listener stopped for good (consumers and readers polling from then on) and its DisposeAsync threw.
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        await using var unreachable = NpgsqlDataSource.Create("Host=127.0.0.1;Port=1;Username=herald;Password=herald;Timeout=2");
+        var failures = 0;
+        var listener = new Herald.Postgres.Notifications.NotificationListener(
+            unreachable, "nowhere", _ => Interlocked.Increment(ref failures), TimeSpan.MaxValue, time, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        listener.EnsureStarted();
+
+        await Eventually.UntilAsync(
+            () =>
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+                return Volatile.Read(ref failures) >= 2;
+            },
+            "the listener tries again after its first failure");
+
+        await listener.DisposeAsync();
+    }
+
+    [Fact]
     public async Task WaitForEvents_WhenTheStoreIsDisposedMeanwhile_ThrowsObjectDisposed()
     {
         var store = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, NotificationFallbackInterval = NoFallback });

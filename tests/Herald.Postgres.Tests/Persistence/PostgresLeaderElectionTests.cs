@@ -1,5 +1,6 @@
 using System.Globalization;
 using Herald.Conformance;
+using Herald.Conformance.Faults;
 using Herald.Conformance.Persistence;
 using Herald.Persistence;
 using Herald.Postgres.EventSourcing;
@@ -75,6 +76,56 @@ public sealed class PostgresLeaderElectionTests(LeaderElectionSchema schema) : L
         }
 
         Assert.Null(await LeaderElectionSchema.HolderAsync(key));
+    }
+
+    [Fact]
+    public async Task ALeaderWhoseNetworkPathDiesSilently_GivesUpFirst_AndTheServerThenFreesItsLockForAnotherContender()
+    {
+        // The server kept the advisory lock of a leader it no longer heard from until TCP noticed the dead peer (two hours
+        // and more by default), so no other node could lead meanwhile; and the leader itself took 40 s to give up.
+        var resource = NewResource();
+        var key = AdvisoryLockKey.ForLeadership(schema.Schema, resource);
+        await using var forwarder = new TcpForwarder(new Npgsql.NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString).Port);
+        var throughForwarder = new Npgsql.NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString) { Host = "127.0.0.1", Port = forwarder.Port, Pooling = false };
+        await using var cutOff = await PostgresEventStore.CreateAsync(throughForwarder.ConnectionString, new PostgresStoreOptions { Schema = schema.Schema });
+        var election = new PostgresLeaderElection(cutOff, NullLogger.Instance) { IdleSessionTimeout = TimeSpan.FromSeconds(25) };
+        var first = await election.TryAcquireAsync(resource);
+        Assert.NotNull(first);
+        var lost = new TaskCompletionSource<TimeSpan>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await using var registration = first.LeadershipLost.Register(() => lost.TrySetResult(clock.Elapsed));
+        Assert.NotNull(await LeaderElectionSchema.HolderAsync(key));
+
+        forwarder.Freeze();
+        clock.Restart();
+
+        var second = await Eventually.ValueAsync(
+            async () => await Contender(1).TryAcquireAsync(resource), "another contender acquires the lock", election.IdleSessionTimeout + Eventually.DefaultTimeout);
+        var acquiredAt = clock.Elapsed;
+        await second.DisposeAsync();
+
+        // Three keep-alive intervals at most: a wait, then a round trip given twice as long.
+        var lostAt = await lost.Task.WaitAsync(TimeSpan.Zero);
+        Assert.True(lostAt < acquiredAt, $"the cut-off leader gave up after {lostAt}, another led from {acquiredAt}");
+        Assert.True(lostAt < PostgresLeaderElection.KeepAliveInterval * 4, $"the cut-off leader gave up only after {lostAt}");
+        await first.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task ALeaseGivenBack_LeavesItsPooledSessionWithoutTheIdleLimit()
+    {
+        // The lease's session is given the idle limit while it holds the lock; left on it, the server would end the pooled
+        // connection while it waited for its next user, who would then fail. One pooled session that Npgsql does not reset,
+        // so what the lease left on it shows.
+        var oneSession = new Npgsql.NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString) { MaxPoolSize = 1, NoResetOnClose = true };
+        await using var node = await PostgresEventStore.CreateAsync(oneSession.ConnectionString, new PostgresStoreOptions { Schema = schema.Schema });
+        var lease = await new PostgresLeaderElection(node, NullLogger.Instance).TryAcquireAsync(NewResource());
+        Assert.NotNull(lease);
+        await lease.DisposeAsync();
+
+        await using var connection = await node.OpenStartedAsync(CancellationToken.None);
+        await using var command = new Npgsql.NpgsqlCommand("SHOW idle_session_timeout", connection);
+        Assert.Equal("0", (string)(await command.ExecuteScalarAsync())!);
     }
 
     [Fact]
