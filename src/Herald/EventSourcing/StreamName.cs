@@ -87,6 +87,10 @@ public static class StreamName
         return error is not null;
     }
 
+    /// <summary>True when <paramref name="value"/> holds half of a surrogate pair without its other half (a quick scan first: most text holds no surrogate).</summary>
+    internal static bool HoldsUnpairedSurrogate(string? value) =>
+        value is not null && value.AsSpan().ContainsAnyInRange('\uD800', '\uDFFF') && IndexOfUnpairedSurrogate(value) >= 0;
+
     /// <summary>The index of the first half of a surrogate pair without its other half in <paramref name="value"/>, or -1.</summary>
     internal static int IndexOfUnpairedSurrogate(string value)
     {

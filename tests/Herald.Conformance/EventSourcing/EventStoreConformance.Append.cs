@@ -289,6 +289,41 @@ public abstract partial class EventStoreConformance
         Assert.Equal(paired, (await ReadStreamAsync(paired)).Single().Stream);
     }
 
+    /// <summary>The envelope's text attributes an append stores, by the name its refusal gives them.</summary>
+    public static TheoryData<string> EnvelopeTextAttributes => ["message type", "correlation id", "causation id", "user id", "partition key", "content type", "header name", "header value"];
+
+    [Theory]
+    [MemberData(nameof(EnvelopeTextAttributes))]
+    public async Task Append_OfAnEventWhoseTextHoldsHalfOfASurrogatePair_IsRefusedNamingStreamAndField_AndWritesNothing(string field)
+    {
+        // Half of a surrogate pair (a value cut inside an emoji) is no text UTF-8 can hold: SQLite stored it as U+FFFD (the
+        // event read back altered), PostgreSQL's client failed with a bare EncoderFallbackException (and with it every append
+        // grouped in the same commit), memory kept it. Every engine now refuses it, naming the stream, event and field.
+        var stream = NewStream();
+        var good = NewEvents(1)[0];
+        var bad = field switch
+        {
+            "message type" => good with { MessageType = "order-placed\uD83D" },
+            "correlation id" => good with { CorrelationId = "order-placed\uD83D" },
+            "causation id" => good with { CausationId = "order-placed\uD83D" },
+            "user id" => good with { UserId = "order-placed\uD83D" },
+            "partition key" => good with { PartitionKey = "order-placed\uD83D" },
+            "content type" => good with { ContentType = "order-placed\uD83D" },
+            "header name" => good with { Headers = new Dictionary<string, string> { ["order-placed\uD83D"] = "x" } },
+            _ => good with { Headers = new Dictionary<string, string> { ["trace"] = "order-placed\uD83D" } },
+        };
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await Store.AppendAsync(stream, ExpectedVersion.NoStream, [NewEvents(1)[0], bad]));
+
+        Assert.Equal("events", refused.ParamName);
+        Assert.Contains($"The {field} 'order-placed?' of event {bad.MessageId} of the append to '{stream}' holds half of a surrogate pair", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(0, await Store.GetStreamVersionAsync(stream));
+
+        var paired = good with { CorrelationId = "order-\uD83D\uDE00", Headers = new Dictionary<string, string> { ["\uD83D\uDE00"] = "\uD83D\uDE00" } };
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, [paired]);
+        AssertSameEnvelope(paired, (await ReadStreamAsync(stream)).Single().Envelope);
+    }
+
     [Fact]
     public async Task Append_LongestValidNameAndCategoryIdNames_AreAccepted()
     {

@@ -80,6 +80,29 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
     }
 
     [Fact]
+    public async Task AnAppendWhoseEnvelopeHoldsHalfASurrogatePair_IsRefusedBeforeItJoinsAGroup_AndTheOthersCommit()
+    {
+        // Npgsql cannot encode half of a surrogate pair as UTF-8: the client threw while writing the group's batch, which
+        // failed every member of the group with a bare EncoderFallbackException and broke the writer's connection.
+        await using var store = await CreateStoreAsync();
+        await using var blocked = await HoldTheWriterAsync(store);
+
+        var fine = Enumerable.Range(0, 10).Select(_ => (Stream: TestEvents.NewStream(), Events: TestEvents.Many(1))).ToList();
+        var appends = fine.Select(f => store.AppendAsync(f.Stream, ExpectedVersion.NoStream, f.Events).AsTask()).ToList();
+        var stream = TestEvents.NewStream();
+        var bad = TestEvents.New() with { CorrelationId = "order-\uD83D" };
+        var invalid = store.AppendAsync(stream, ExpectedVersion.NoStream, [bad]).AsTask();
+        await blocked.ReleaseAsync();
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => invalid);
+        var results = await Task.WhenAll(appends);
+        Assert.Equal("events", refused.ParamName);
+        Assert.Contains($"correlation id 'order-?' of event {bad.MessageId} of the append to '{stream}'", refused.Message, StringComparison.Ordinal);
+        Assert.Single(results.Select(r => r.LastPosition >> 20).Distinct());
+        Assert.Equal(0, await store.GetStreamVersionAsync(stream));
+    }
+
+    [Fact]
     public async Task AMemberWhoseEventsAreStored_LeavesItsStreamAsItWas_WhileTheOthersInItsGroupCommit()
     {
         await using var store = await CreateStoreAsync();
