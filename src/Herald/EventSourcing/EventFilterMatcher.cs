@@ -32,7 +32,11 @@ internal sealed class EventFilterMatcher
         return _eventTypes is null || _eventTypes.Contains(recorded.EventType);
     }
 
-    private static bool IsInCategory(string stream, string category) =>
-        stream.StartsWith(category, StringComparison.Ordinal)
-        && (stream.Length == category.Length || stream[category.Length] == StreamName.CategorySeparator);
+    // The stream's category (up to its first separator) equals the filter's, as the SQL stores compare their stored column:
+    // a category holding the separator matches no stream.
+    private static bool IsInCategory(string stream, string category)
+    {
+        var separator = stream.IndexOf(StreamName.CategorySeparator, StringComparison.Ordinal);
+        return stream.AsSpan(0, separator < 0 ? stream.Length : separator).SequenceEqual(category);
+    }
 }
