@@ -11,8 +11,7 @@ internal sealed partial class PostgresEventStore
     /// <inheritdoc />
     public async ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
-        if (NulText.Holds(subscriptionId))
+        if (!CheckpointValidation.CanBeStored(subscriptionId) || NulText.Holds(subscriptionId))
         {
             // No checkpoint can have it (storing one refuses it).
             return null;
@@ -114,9 +113,8 @@ internal sealed partial class PostgresEventStore
 
     private static void ValidateCheckpoint(string subscriptionId, long position)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        CheckpointValidation.Validate(subscriptionId, position);
         NulText.ThrowIfHeld(subscriptionId, "subscription id", nameof(subscriptionId));
-        ArgumentOutOfRangeException.ThrowIfNegative(position);
     }
 
     private NpgsqlCommand SetCheckpointCommand(string sql, string subscriptionId, long position, NpgsqlConnection connection, NpgsqlTransaction? transaction)

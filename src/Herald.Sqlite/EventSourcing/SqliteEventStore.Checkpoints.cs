@@ -9,7 +9,11 @@ internal sealed partial class SqliteEventStore
     /// <inheritdoc />
     public ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+        if (!CheckpointValidation.CanBeStored(subscriptionId))
+        {
+            return ValueTask.FromResult<long?>(null);
+        }
+
         return ReadAsync(reader =>
         {
             var command = reader.Command("SELECT position FROM herald_checkpoints WHERE subscription_id = $p0", 1);
@@ -21,8 +25,7 @@ internal sealed partial class SqliteEventStore
     /// <inheritdoc />
     public async ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
-        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        CheckpointValidation.Validate(subscriptionId, position);
         await WriteAsync(session =>
         {
             session.SetCheckpoint(subscriptionId, position);
@@ -49,8 +52,7 @@ internal sealed partial class SqliteEventStore
     /// <inheritdoc />
     public ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
-        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        CheckpointValidation.Validate(subscriptionId, position);
         cancellationToken.ThrowIfCancellationRequested();
         Own(unitOfWork).Enlist(session => session.AdvanceCheckpoint(subscriptionId, position));
         return ValueTask.CompletedTask;

@@ -171,6 +171,26 @@ public abstract partial class EventStoreConformance
         Assert.Null(await Checkpoints.GetCheckpointAsync(NewCategory()));
     }
 
+    [Fact]
+    public async Task Checkpoints_OfIdsHoldingHalfOfASurrogatePair_AreRefused_SoTwoSuchIdsNeverShareOne()
+    {
+        // SQLite stored such an id as U+FFFD, so "p\uD83D" and "p\uD800" shared one checkpoint (a subscription skipped what
+        // the other had handled); PostgreSQL failed with a bare EncoderFallbackException. Every store now refuses the write,
+        // and a lookup finds nothing, not a checkpoint stored under U+FFFD.
+        var id = NewCategory();
+        await Checkpoints.SetCheckpointAsync(id + "\uFFFD", 9);
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await Checkpoints.SetCheckpointAsync(id + "\uD83D", 5));
+
+        Assert.Equal("subscriptionId", refused.ParamName);
+        Assert.Contains($"The subscription id '{id}?' holds half of a surrogate pair", refused.Message, StringComparison.Ordinal);
+        Assert.Null(await Checkpoints.GetCheckpointAsync(id + "\uD800"));
+        Assert.Equal(9, await Checkpoints.GetCheckpointAsync(id + "\uFFFD"));
+        var paired = id + "\uD83D\uDE00";
+        await Checkpoints.SetCheckpointAsync(paired, 7);
+        Assert.Equal(7, await Checkpoints.GetCheckpointAsync(paired));
+    }
+
     private static Func<RecordedEvent, CancellationToken, ValueTask> Collect(List<RecordedEvent> into) => (recorded, _) =>
     {
         lock (into)

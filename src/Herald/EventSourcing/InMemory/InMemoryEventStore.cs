@@ -330,15 +330,13 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     /// <inheritdoc />
     public ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
-        return ValueTask.FromResult(_checkpoints.TryGetValue(subscriptionId, out var position) ? position : (long?)null);
+        return ValueTask.FromResult(CheckpointValidation.CanBeStored(subscriptionId) && _checkpoints.TryGetValue(subscriptionId, out var position) ? position : (long?)null);
     }
 
     /// <inheritdoc />
     public ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
-        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        CheckpointValidation.Validate(subscriptionId, position);
         _checkpoints[subscriptionId] = position;
         return ValueTask.CompletedTask;
     }
@@ -346,8 +344,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     /// <inheritdoc />
     public ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
-        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        CheckpointValidation.Validate(subscriptionId, position);
         // Staged with the appends, checked under the same lock: a checkpoint moves only forward, or the unit of work fails.
         InMemoryUnitOfWork.Of(unitOfWork).Enlist(this, () => new StagedAppends(this)).AddCheckpoint(subscriptionId, position);
         return ValueTask.CompletedTask;
