@@ -301,17 +301,7 @@ public abstract partial class EventStoreConformance
         // grouped in the same commit), memory kept it. Every engine now refuses it, naming the stream, event and field.
         var stream = NewStream();
         var good = NewEvents(1)[0];
-        var bad = field switch
-        {
-            "message type" => good with { MessageType = "order-placed\uD83D" },
-            "correlation id" => good with { CorrelationId = "order-placed\uD83D" },
-            "causation id" => good with { CausationId = "order-placed\uD83D" },
-            "user id" => good with { UserId = "order-placed\uD83D" },
-            "partition key" => good with { PartitionKey = "order-placed\uD83D" },
-            "content type" => good with { ContentType = "order-placed\uD83D" },
-            "header name" => good with { Headers = new Dictionary<string, string> { ["order-placed\uD83D"] = "x" } },
-            _ => good with { Headers = new Dictionary<string, string> { ["trace"] = "order-placed\uD83D" } },
-        };
+        var bad = WithText(good, field, "order-placed\uD83D");
 
         var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await Store.AppendAsync(stream, ExpectedVersion.NoStream, [NewEvents(1)[0], bad]));
 

@@ -88,6 +88,20 @@ public abstract partial class EventStoreConformance : IAsyncLifetime
         Body = Encoding.UTF8.GetBytes(json ?? $"{{\"n\":{Interlocked.Increment(ref _bodyCounter)}}}"),
     };
 
+    /// <summary>The event with <paramref name="text"/> in the attribute an append's refusal names <paramref name="field"/> (a header's name or value included).</summary>
+    protected static Envelope WithText(Envelope envelope, string field, string text) => field switch
+    {
+        "message type" => envelope with { MessageType = text },
+        "correlation id" => envelope with { CorrelationId = text },
+        "causation id" => envelope with { CausationId = text },
+        "user id" => envelope with { UserId = text },
+        "partition key" => envelope with { PartitionKey = text },
+        "content type" => envelope with { ContentType = text },
+        "header name" => envelope with { Headers = new Dictionary<string, string> { [text] = "x" } },
+        "header value" => envelope with { Headers = new Dictionary<string, string> { ["trace"] = text } },
+        _ => throw new ArgumentOutOfRangeException(nameof(field), field, "Not an attribute an append names."),
+    };
+
     /// <summary>Several new events of one type.</summary>
     protected static Envelope[] NewEvents(int count, string type = "thing-happened") =>
         Enumerable.Range(0, count).Select(_ => NewEvent(type)).ToArray();

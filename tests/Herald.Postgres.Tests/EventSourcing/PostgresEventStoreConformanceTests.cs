@@ -32,15 +32,7 @@ public sealed class PostgresEventStoreConformanceTests(PostgresSchemaFixture fix
         // here the event is refused, never stored altered.
         var stream = NewStream();
         var good = NewEvents(1)[0];
-        var bad = field switch
-        {
-            "message type" => good with { MessageType = "order-placed\0" },
-            "correlation id" => good with { CorrelationId = "order-placed\0" },
-            "causation id" => good with { CausationId = "order-placed\0" },
-            "user id" => good with { UserId = "order-placed\0" },
-            "partition key" => good with { PartitionKey = "order-placed\0" },
-            _ => good with { ContentType = "order-placed\0" },
-        };
+        var bad = WithText(good, field, "order-placed\0");
         var store = (PostgresEventStore)Store;
         var unitOfWork = store.BeginUnitOfWork();
 
