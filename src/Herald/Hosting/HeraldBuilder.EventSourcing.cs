@@ -2,6 +2,7 @@ using Herald.EventSourcing;
 using Herald.EventSourcing.Aggregates;
 using Herald.EventSourcing.InMemory;
 using Herald.EventSourcing.Publishing;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Persistence;
 using Microsoft.Extensions.DependencyInjection;
@@ -37,12 +38,7 @@ public sealed partial class HeraldBuilder
     /// </summary>
     public HeraldBuilder PublishStoredEvents(Action<EventPublishingOptions>? configure = null)
     {
-        Services.AddOptions<EventPublishingOptions>();
-        if (configure is not null)
-        {
-            Services.Configure(configure);
-        }
-
+        Services.AddCheckedOptions(configure, EventPublishingOptions.Check);
         Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, StoredEventPublisher>());
         return this;
     }

@@ -50,5 +50,10 @@ public sealed class HeraldOptions
         {
             yield return $"ShutdownTimeout must not be negative, not {ShutdownTimeout}.";
         }
+
+        foreach (var problem in OptionLimits.Waits(nameof(HeraldOptions), (nameof(ShutdownTimeout), ShutdownTimeout)))
+        {
+            yield return problem;
+        }
     }
 }

@@ -1,3 +1,5 @@
+using Herald.Hosting;
+
 namespace Herald.Projections;
 
 /// <summary>How async projections run.</summary>
@@ -46,6 +48,11 @@ public sealed class ProjectionOptions
         if (StatusInterval <= TimeSpan.Zero)
         {
             yield return $"ProjectionOptions.StatusInterval must be positive, not {StatusInterval}.";
+        }
+
+        foreach (var problem in OptionLimits.Waits(nameof(ProjectionOptions), (nameof(RetryInterval), RetryInterval), (nameof(StallAfter), StallAfter), (nameof(StatusInterval), StatusInterval)))
+        {
+            yield return problem;
         }
     }
 }

@@ -25,5 +25,7 @@ public sealed class SagaOptions
         problems.Positive(nameof(StaleAfter), options.StaleAfter);
         problems.Between(nameof(ResumeConcurrency), options.ResumeConcurrency, 1, 256);
         problems.Between(nameof(RunConcurrency), options.RunConcurrency, 1, 256);
+        problems.AddMessages(Hosting.OptionLimits.Waits(nameof(SagaOptions), (nameof(ResumeInterval), options.ResumeInterval)));
+        problems.AddMessages(Hosting.OptionLimits.Spans(nameof(SagaOptions), (nameof(StaleAfter), options.StaleAfter)));
     }
 }

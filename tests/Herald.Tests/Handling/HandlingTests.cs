@@ -276,6 +276,68 @@ public sealed class HandlingTests
         Assert.Contains("MaxConcurrency", ex.Message, StringComparison.Ordinal);
     }
 
+    public static TheoryData<string> TimeSettingsTooLong => new()
+    {
+        "HeraldOptions.ShutdownTimeout",
+        "DeadLetterOptions.MonitorInterval",
+        "DeadLetterOptions.StoreFailureRedeliveryDelay",
+        "DeadLetterOptions.DrainInterval",
+        "DeadLetterOptions.MaxAge",
+        "OutboxOptions.PollInterval",
+        "OutboxOptions.MaxBackoff",
+        "OutboxOptions.CleanupInterval",
+        "OutboxOptions.Retention",
+        "InboxOptions.Window",
+        "InboxOptions.CleanupInterval",
+        "ProjectionOptions.StatusInterval",
+        "IdempotencyOptions.CompletionTimeout",
+        "SagaOptions.ResumeInterval",
+        "SagaOptions.StaleAfter",
+        "EventPublishingOptions.MaxRetryDelay",
+        "EventPublishingOptions.RetryDelay",
+    };
+
+    [Theory]
+    [MemberData(nameof(TimeSettingsTooLong))]
+    public async Task ATimeSettingTooLongToWaitOrAddToADate_FailsTheStartNamingIt(string setting)
+    {
+        // TimeSpan.MaxValue passed the checks, then threw where it was used: the host's stop (leaving the consumer running),
+        // the dead-letter monitor and drain, the outbox poll and inbox cleanup (each stopping the host right after its
+        // start), the outbox relay (never sending), the inbox (failing every message). A zero publish delay spun a busy loop.
+        var huge = TimeSpan.MaxValue;
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h =>
+        {
+            h.AddHandler<PingHandler>();
+            _ = setting switch
+            {
+                "HeraldOptions.ShutdownTimeout" => h.Configure(o => o.ShutdownTimeout = huge),
+                "DeadLetterOptions.MonitorInterval" => h.ConfigureDeadLetters(o => o.MonitorInterval = huge),
+                "DeadLetterOptions.StoreFailureRedeliveryDelay" => h.ConfigureDeadLetters(o => o.StoreFailureRedeliveryDelay = huge),
+                "DeadLetterOptions.DrainInterval" => h.ConfigureDeadLetters(o => o.DrainInterval = huge),
+                "DeadLetterOptions.MaxAge" => h.ConfigureDeadLetters(o => o.MaxAge = huge),
+                "OutboxOptions.PollInterval" => h.UseOutbox(o => o.PollInterval = huge),
+                "OutboxOptions.MaxBackoff" => h.UseOutbox(o => o.MaxBackoff = huge),
+                "OutboxOptions.CleanupInterval" => h.UseOutbox(o => o.CleanupInterval = huge),
+                "OutboxOptions.Retention" => h.UseOutbox(o => o.Retention = huge),
+                "InboxOptions.Window" => h.UseInbox(o => o.Window = huge),
+                "InboxOptions.CleanupInterval" => h.UseInbox(o => o.CleanupInterval = huge),
+                "ProjectionOptions.StatusInterval" => h.ConfigureProjections(o => o.StatusInterval = huge),
+                "IdempotencyOptions.CompletionTimeout" => h.ConfigureIdempotency(o => o.CompletionTimeout = huge),
+                "SagaOptions.ResumeInterval" => h.ConfigureSagas(o => o.ResumeInterval = huge),
+                "SagaOptions.StaleAfter" => h.ConfigureSagas(o => o.StaleAfter = huge),
+                "EventPublishingOptions.MaxRetryDelay" => h.PublishStoredEvents(o => o.MaxRetryDelay = huge),
+                "EventPublishingOptions.RetryDelay" => h.PublishStoredEvents(o => o.RetryDelay = TimeSpan.Zero),
+                _ => throw new ArgumentOutOfRangeException(nameof(setting), setting, null),
+            };
+        });
+        using var host = builder.Build();
+
+        var ex = await Assert.ThrowsAsync<Microsoft.Extensions.Options.OptionsValidationException>(() => host.StartAsync());
+        Assert.Contains(setting, ex.Message, StringComparison.Ordinal);
+    }
+
     private static Envelope RawEnvelope(string type, string json) => new()
     {
         MessageId = Guid.CreateVersion7(),

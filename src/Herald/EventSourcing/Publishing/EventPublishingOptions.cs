@@ -14,4 +14,17 @@ public sealed class EventPublishingOptions
 
     /// <summary>Longest delay between publish attempts.</summary>
     public TimeSpan MaxRetryDelay { get; set; } = TimeSpan.FromSeconds(30);
+
+    // A zero delay stayed zero when doubled, so a failing transport was retried in a busy loop; a negative one threw.
+    internal static void Check(EventPublishingOptions options, Herald.Internal.OptionsProblems problems)
+    {
+        if (string.IsNullOrWhiteSpace(options.SubscriptionId))
+        {
+            problems.Add(nameof(SubscriptionId), "is empty; it names the publisher's checkpoint.");
+        }
+
+        problems.Positive(nameof(RetryDelay), options.RetryDelay);
+        problems.Positive(nameof(MaxRetryDelay), options.MaxRetryDelay);
+        problems.AddMessages(Hosting.OptionLimits.Waits(nameof(EventPublishingOptions), (nameof(RetryDelay), options.RetryDelay), (nameof(MaxRetryDelay), options.MaxRetryDelay)));
+    }
 }

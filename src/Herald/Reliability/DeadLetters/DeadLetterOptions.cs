@@ -1,3 +1,5 @@
+using Herald.Hosting;
+
 namespace Herald.Reliability.DeadLetters;
 
 /// <summary>Dead-letter alerts and handling, set with <c>h.ConfigureDeadLetters(o => ...)</c>; validated at start.</summary>
@@ -86,6 +88,13 @@ public sealed class DeadLetterOptions
         if (BatchSize is < 1 or > DeadLetterQuery.MaxLimit)
         {
             yield return $"DeadLetterOptions.BatchSize must be between 1 and {DeadLetterQuery.MaxLimit}, not {BatchSize}.";
+        }
+
+        var tooLong = OptionLimits.Waits(nameof(DeadLetterOptions), (nameof(MonitorInterval), MonitorInterval), (nameof(StoreFailureRedeliveryDelay), StoreFailureRedeliveryDelay), (nameof(DrainInterval), DrainInterval))
+            .Concat(OptionLimits.Spans(nameof(DeadLetterOptions), (nameof(MaxAge), MaxAge ?? TimeSpan.Zero)));
+        foreach (var problem in tooLong)
+        {
+            yield return problem;
         }
     }
 }

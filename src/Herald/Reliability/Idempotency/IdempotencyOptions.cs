@@ -1,3 +1,5 @@
+using Herald.Hosting;
+
 namespace Herald.Reliability.Idempotency;
 
 /// <summary>Settings of the <see cref="IdempotencyService"/>, set with <c>h.ConfigureIdempotency(o => ...)</c>; validated at start.</summary>
@@ -38,6 +40,17 @@ public sealed class IdempotencyOptions
         if (MinPollInterval <= TimeSpan.Zero || MaxPollInterval < MinPollInterval)
         {
             yield return $"IdempotencyOptions.MinPollInterval ({MinPollInterval}) must be positive and at most MaxPollInterval ({MaxPollInterval}).";
+        }
+
+        var tooLong = OptionLimits.Waits(
+            nameof(IdempotencyOptions),
+            (nameof(LockTimeout), LockTimeout),
+            (nameof(WaitTimeout), WaitTimeout),
+            (nameof(MaxPollInterval), MaxPollInterval),
+            (nameof(CompletionTimeout), CompletionTimeout));
+        foreach (var problem in tooLong)
+        {
+            yield return problem;
         }
     }
 }

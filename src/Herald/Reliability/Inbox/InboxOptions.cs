@@ -1,3 +1,5 @@
+using Herald.Hosting;
+
 namespace Herald.Reliability.Inbox;
 
 /// <summary>Settings of the inbox, turned on with <c>h.UseInbox(o => ...)</c>; validated at start.</summary>
@@ -32,6 +34,13 @@ public sealed class InboxOptions
         if (CleanupBatchSize < 1)
         {
             yield return $"InboxOptions.CleanupBatchSize must be at least 1, not {CleanupBatchSize}.";
+        }
+
+        var tooLong = OptionLimits.Waits(nameof(InboxOptions), (nameof(CleanupInterval), CleanupInterval))
+            .Concat(OptionLimits.Spans(nameof(InboxOptions), (nameof(Window), Window)));
+        foreach (var problem in tooLong)
+        {
+            yield return problem;
         }
     }
 }

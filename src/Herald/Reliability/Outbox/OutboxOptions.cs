@@ -1,3 +1,5 @@
+using Herald.Hosting;
+
 namespace Herald.Reliability.Outbox;
 
 /// <summary>Settings of the outbox relay, turned on with <c>h.UseOutbox(o => ...)</c>; validated at start.</summary>
@@ -84,6 +86,13 @@ public sealed class OutboxOptions
         if (CleanupBatchSize < 1)
         {
             yield return $"OutboxOptions.CleanupBatchSize must be at least 1, not {CleanupBatchSize}.";
+        }
+
+        var tooLong = OptionLimits.Waits(nameof(OutboxOptions), (nameof(PollInterval), PollInterval), (nameof(MaxBackoff), MaxBackoff), (nameof(CleanupInterval), CleanupInterval))
+            .Concat(OptionLimits.Spans(nameof(OutboxOptions), (nameof(Retention), Retention)));
+        foreach (var problem in tooLong)
+        {
+            yield return problem;
         }
     }
 }
