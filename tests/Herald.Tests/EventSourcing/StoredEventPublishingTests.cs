@@ -9,6 +9,7 @@ using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Tests.EventSourcing;
 
@@ -88,6 +89,79 @@ public sealed class StoredEventPublishingTests
         await Eventually.UntilAsync(() => seen.Any(e => e.MessageId == deadLetter.Envelope.MessageId), "the retried event is handled by the subscriber");
     }
 
+    [Fact]
+    public async Task APublishCancelledByTheTransportsOwnTimeout_IsRetried_AndPublishingGoesOn()
+    {
+        // An OperationCanceledException the publisher did not ask for (a client's request timeout) escaped the retry loop and
+        // stopped the subscription for good: nothing was published again until a restart, and nothing was logged.
+        var seen = new ConcurrentQueue<Envelope>();
+        var timeouts = 1;
+        var clock = new FakeTimeProvider();
+        using var host = await StartAsync(seen, services => services
+            .AddSingleton<TimeProvider>(clock)
+            .AddSingleton<Func<Exception?>>(() => Interlocked.Decrement(ref timeouts) >= 0 ? new TaskCanceledException("the client's request timed out") : null));
+        await SaveToggledAsync(host, "attic", times: 2);
+
+        // The clock moves a millisecond a look, far less than the publisher's 5 s before it leads again: the event must be
+        // published by the retry loop, not by starting over.
+        await Eventually.UntilAsync(
+            () =>
+            {
+                clock.Advance(TimeSpan.FromMilliseconds(1));
+                return seen.Count == 2;
+            },
+            "both events are published after the timed-out publish");
+        Assert.True(Volatile.Read(ref timeouts) < 0, "the first publish timed out");
+    }
+
+    [Fact]
+    public async Task ASubscriptionThatFails_IsStartedAgain_NotLeftHoldingTheLeadPublishingNothing()
+    {
+        // The publisher waited on its leadership only, so a subscription that stopped on a failure (here a checkpoint another
+        // leader moved) left this node leading and publishing nothing until a restart.
+        var seen = new ConcurrentQueue<Envelope>();
+        var clock = new FakeTimeProvider();
+        using var host = await StartAsync(seen, services => services
+            .AddSingleton<TimeProvider>(clock)
+            .AddSingleton<ICheckpointStore>(sp => new ConflictingOnceCheckpoints(sp.GetRequiredService<Herald.EventSourcing.InMemory.InMemoryEventStore>())));
+        await SaveToggledAsync(host, "cellar", times: 1);
+        var checkpoints = (ConflictingOnceCheckpoints)host.Services.GetRequiredService<ICheckpointStore>();
+        await Eventually.UntilAsync(() => checkpoints.Conflicted, "the checkpoint save conflicts");
+
+        var later = await SaveToggledAsync(host, "cellar", times: 1);
+        await Eventually.UntilAsync(
+            () =>
+            {
+                clock.Advance(TimeSpan.FromSeconds(1));
+                return seen.Any(e => e.MessageId == later);
+            },
+            "the event saved after the failure is published");
+    }
+
+    private static async Task<Guid> SaveToggledAsync(IHost host, string id, int times)
+    {
+        var stream = await host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, ct) =>
+        {
+            var repository = services.GetRequiredService<AggregateRepository<Lamp>>();
+            var lamp = await repository.LoadAsync(id, ct);
+            for (var i = 0; i < times; i++)
+            {
+                lamp.Toggle();
+            }
+
+            await repository.SaveAsync(lamp, cancellationToken: ct);
+            return repository.StreamNameFor(id);
+        });
+
+        RecordedEvent? last = null;
+        await foreach (var recorded in host.Services.GetRequiredService<IEventStore>().ReadStreamAsync(stream))
+        {
+            last = recorded;
+        }
+
+        return last!.EventId;
+    }
+
     private static async Task<IHost> StartAsync(ConcurrentQueue<Envelope> seen, Action<IServiceCollection>? extra = null)
     {
         var builder = Host.CreateApplicationBuilder();
@@ -130,6 +204,24 @@ public sealed class StoredEventPublishingTests
             seen.Enqueue(context.Envelope);
             return ValueTask.CompletedTask;
         }
+    }
+
+    private sealed class ConflictingOnceCheckpoints(ICheckpointStore inner) : ICheckpointStore
+    {
+        private int _conflicts = 1;
+
+        public bool Conflicted => Volatile.Read(ref _conflicts) <= 0;
+
+        public ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default) =>
+            inner.GetCheckpointAsync(subscriptionId, cancellationToken);
+
+        public ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default) =>
+            Interlocked.Decrement(ref _conflicts) >= 0
+                ? throw new CheckpointConflictException(subscriptionId, position)
+                : inner.SetCheckpointAsync(subscriptionId, position, cancellationToken);
+
+        public ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
+            inner.SetCheckpointAsync(subscriptionId, position, unitOfWork, cancellationToken);
     }
 
     private sealed class FlakyTransport(ITransport inner, Func<bool>? fail, Func<Exception?>? refuse) : ITransport

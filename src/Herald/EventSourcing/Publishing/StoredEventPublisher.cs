@@ -58,7 +58,9 @@ internal sealed class StoredEventPublisher(
         {
             try
             {
-                await Task.Delay(Timeout.InfiniteTimeSpan, timeProvider, leading).ConfigureAwait(false);
+                // A subscription that failed (a checkpoint another leader moved, an upcaster) has stopped for good: its failure
+                // goes to the leadership loop, which logs it, lets go and starts again, instead of holding the lead publishing nothing.
+                await subscription.Completion.WaitAsync(leading).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (leading.IsCancellationRequested)
             {
@@ -81,8 +83,9 @@ internal sealed class StoredEventPublisher(
                 await transport.PublishAsync(recorded.EventType, recorded.Envelope, options: null, linked.Token).ConfigureAwait(false);
                 return;
             }
-            catch (Exception ex) when (ex is not OperationCanceledException)
+            catch (Exception ex) when (!linked.Token.IsCancellationRequested)
             {
+                // A cancellation this publisher did not ask for (a client's own timeout) is a failed publish like any other.
                 if (SendChecks.IsPermanent(ex, transport.Capabilities) && await TryDeadLetterAsync(recorded, ex, attempt, linked.Token).ConfigureAwait(false))
                 {
                     // Retrying cannot help: the event is kept in the dead letters (and in the store), and the log goes on.
@@ -104,7 +107,7 @@ internal sealed class StoredEventPublisher(
         {
             await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             // Not recorded: the event is published again after the back-off, like any other failure.
             Log.StoredEventDeadLetterFailed(logger, ex, recorded.EventType, recorded.Position);
