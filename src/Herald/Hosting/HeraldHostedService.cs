@@ -20,6 +20,12 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        if (_consumer is not null)
+        {
+            // Started already: a second consumer would run beside the first, and the stop would reach only one of them.
+            return;
+        }
+
         var settings = options.Value;
         var handlers = services.GetRequiredService<HandlerRegistry>();
         var registry = services.GetRequiredService<MessageTypeRegistry>();
@@ -46,7 +52,8 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        if (_consumer is not { } consumer)
+        // Taken, so a second stop does nothing and a start after the stop runs a new consumer.
+        if (Interlocked.Exchange(ref _consumer, null) is not { } consumer)
         {
             return;
         }

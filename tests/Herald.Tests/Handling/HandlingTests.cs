@@ -244,6 +244,28 @@ public sealed class HandlingTests
     }
 
     [Fact]
+    public async Task TheHostedConsumer_StartedTwiceAndStoppedTwice_RunsOneConsumer_WhichTheStopStops()
+    {
+        // A second start ran a second consumer beside the first and the stop reached only the second: the first went on
+        // taking messages after the host stopped, and its handlers were cut off without grace when the host was disposed.
+        var transport = new CountingTransport(new InMemoryTransport());
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(new Probe());
+        builder.Services.AddHerald(h => h.AddHandler<PingHandler>().UseTransport(_ => transport).Configure(o => o.EndpointName = "tests"));
+        using var host = builder.Build();
+        var hosted = host.Services.GetServices<IHostedService>().Single(s => s is Herald.Hosting.HeraldHostedService);
+
+        await host.StartAsync();
+        await hosted.StartAsync(CancellationToken.None);
+        await host.StopAsync();
+        await hosted.StopAsync(CancellationToken.None);
+
+        Assert.Equal(1, transport.Started);
+        Assert.Equal(1, transport.Stopped);
+    }
+
+    [Fact]
     public void AddHerald_Twice_ConfiguresOneInstance()
     {
         var services = new ServiceCollection();
@@ -372,6 +394,51 @@ public sealed class HandlingTests
         var host = builder.Build();
         await host.StartAsync();
         return host;
+    }
+
+    private sealed class CountingTransport(ITransport inner) : ITransport
+    {
+        private int _started;
+        private int _stopped;
+
+        public int Started => Volatile.Read(ref _started);
+
+        public int Stopped => Volatile.Read(ref _stopped);
+
+        public string Name => inner.Name;
+
+        public TransportCapabilities Capabilities => inner.Capabilities;
+
+        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, cancellationToken);
+
+        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => inner.BindAsync(topic, queue, cancellationToken);
+
+        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+            inner.SendAsync(queue, envelope, options, cancellationToken);
+
+        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+            inner.PublishAsync(topic, envelope, options, cancellationToken);
+
+        public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref _started);
+            return new Counted(this, await inner.ConsumeAsync(queue, options, handler, cancellationToken));
+        }
+
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
+
+        private sealed class Counted(CountingTransport owner, ITransportConsumer inner) : ITransportConsumer
+        {
+            public string Queue => inner.Queue;
+
+            public Task StopAsync(CancellationToken cancellationToken = default)
+            {
+                Interlocked.Increment(ref owner._stopped);
+                return inner.StopAsync(cancellationToken);
+            }
+
+            public ValueTask DisposeAsync() => inner.DisposeAsync();
+        }
     }
 
     [MessageType("test-ping")]
