@@ -224,29 +224,13 @@ public sealed class StoredEventPublishingTests
             inner.SetCheckpointAsync(subscriptionId, position, unitOfWork, cancellationToken);
     }
 
-    private sealed class FlakyTransport(ITransport inner, Func<bool>? fail, Func<Exception?>? refuse) : ITransport
+    private sealed class FlakyTransport(ITransport inner, Func<bool>? fail, Func<Exception?>? refuse) : Herald.Tests.Transport.DelegatingTransport(inner)
     {
-        public string Name => inner.Name;
-
-        public TransportCapabilities Capabilities => inner.Capabilities;
-
-        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, cancellationToken);
-
-        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => inner.BindAsync(topic, queue, cancellationToken);
-
-        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            inner.SendAsync(queue, envelope, options, cancellationToken);
-
-        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+        public override ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
             fail?.Invoke() == true
                 ? throw new InvalidOperationException("broker down")
                 : refuse?.Invoke() is { } refusal
                     ? throw refusal
-                    : inner.PublishAsync(topic, envelope, options, cancellationToken);
-
-        public ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
-            inner.ConsumeAsync(queue, options, handler, cancellationToken);
-
-        public ValueTask DisposeAsync() => inner.DisposeAsync();
+                    : base.PublishAsync(topic, envelope, options, cancellationToken);
     }
 }

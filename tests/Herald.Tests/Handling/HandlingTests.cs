@@ -396,7 +396,7 @@ public sealed class HandlingTests
         return host;
     }
 
-    private sealed class CountingTransport(ITransport inner) : ITransport
+    private sealed class CountingTransport(ITransport inner) : Herald.Tests.Transport.DelegatingTransport(inner)
     {
         private int _started;
         private int _stopped;
@@ -405,27 +405,11 @@ public sealed class HandlingTests
 
         public int Stopped => Volatile.Read(ref _stopped);
 
-        public string Name => inner.Name;
-
-        public TransportCapabilities Capabilities => inner.Capabilities;
-
-        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, cancellationToken);
-
-        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => inner.BindAsync(topic, queue, cancellationToken);
-
-        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            inner.SendAsync(queue, envelope, options, cancellationToken);
-
-        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            inner.PublishAsync(topic, envelope, options, cancellationToken);
-
-        public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+        public override async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
         {
             Interlocked.Increment(ref _started);
-            return new Counted(this, await inner.ConsumeAsync(queue, options, handler, cancellationToken));
+            return new Counted(this, await base.ConsumeAsync(queue, options, handler, cancellationToken));
         }
-
-        public ValueTask DisposeAsync() => inner.DisposeAsync();
 
         private sealed class Counted(CountingTransport owner, ITransportConsumer inner) : ITransportConsumer
         {

@@ -74,30 +74,14 @@ public sealed class SettleAfterShutdownDeadlineTests
     }
 
     // Settles through the inner transport, refusing (as RabbitMQ's client does) a settlement whose token has fired.
-    private sealed class TokenHonouringTransport(ITransport inner) : ITransport
+    private sealed class TokenHonouringTransport(ITransport inner) : Herald.Tests.Transport.DelegatingTransport(inner)
     {
         private readonly ConcurrentQueue<string> _settlements = new();
 
         public IReadOnlyList<string> Settlements => [.. _settlements];
 
-        public string Name => inner.Name;
-
-        public TransportCapabilities Capabilities => inner.Capabilities;
-
-        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, cancellationToken);
-
-        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => inner.BindAsync(topic, queue, cancellationToken);
-
-        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            inner.SendAsync(queue, envelope, options, cancellationToken);
-
-        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            inner.PublishAsync(topic, envelope, options, cancellationToken);
-
-        public ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
-            inner.ConsumeAsync(queue, options, (delivery, ct) => handler(new Checked(delivery, _settlements), ct), cancellationToken);
-
-        public ValueTask DisposeAsync() => inner.DisposeAsync();
+        public override ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
+            base.ConsumeAsync(queue, options, (delivery, ct) => handler(new Checked(delivery, _settlements), ct), cancellationToken);
 
         private sealed class Checked(Delivery inner, ConcurrentQueue<string> settlements) : Delivery(inner.Envelope, inner.Queue, inner.DecodeFailure)
         {

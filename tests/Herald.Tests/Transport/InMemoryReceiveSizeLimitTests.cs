@@ -31,27 +31,8 @@ public sealed class InMemoryReceiveSizeLimitTests : ReceiveSizeLimitConformance
     }
 
     /// <summary>The in-memory transport, reporting a smaller send limit than it enforces.</summary>
-    private sealed class LimitedTransport(ITransport inner, int maxMessageBytes) : ITransport
+    private sealed class LimitedTransport(ITransport inner, int maxMessageBytes) : DelegatingTransport(inner)
     {
-        public ITransport Inner => inner;
-
-        public string Name => inner.Name;
-
-        public TransportCapabilities Capabilities { get; } = inner.Capabilities with { MaxMessageBytes = maxMessageBytes };
-
-        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, cancellationToken);
-
-        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => inner.BindAsync(topic, queue, cancellationToken);
-
-        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            inner.SendAsync(queue, envelope, options, cancellationToken);
-
-        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            inner.PublishAsync(topic, envelope, options, cancellationToken);
-
-        public ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
-            inner.ConsumeAsync(queue, options, handler, cancellationToken);
-
-        public ValueTask DisposeAsync() => inner.DisposeAsync();
+        public override TransportCapabilities Capabilities { get; } = inner.Capabilities with { MaxMessageBytes = maxMessageBytes };
     }
 }
