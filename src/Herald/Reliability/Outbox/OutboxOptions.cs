@@ -41,16 +41,11 @@ public sealed class OutboxOptions
     /// </summary>
     public bool RouteHandlerMessages { get; set; } = true;
 
-    // The longest wait the relay's timers are given: a signed 32-bit count of milliseconds (about 24.8 days), well within
-    // what a timer holds (about 49.7 days).
-    private static readonly TimeSpan LongestWait = TimeSpan.FromMilliseconds(int.MaxValue);
-
     internal IEnumerable<string> Validate()
     {
-        // The relay waits these out on timers: a longer one passed here, then stopped the relay (and the host) at its first wait.
-        if (PollInterval <= TimeSpan.Zero || PollInterval > LongestWait)
+        if (PollInterval <= TimeSpan.Zero)
         {
-            yield return $"OutboxOptions.PollInterval must be positive and at most {LongestWait}, not {PollInterval}.";
+            yield return $"OutboxOptions.PollInterval must be positive, not {PollInterval}.";
         }
 
         if (BatchSize < 1)
@@ -61,11 +56,6 @@ public sealed class OutboxOptions
         if (MinBackoff <= TimeSpan.Zero || MaxBackoff < MinBackoff)
         {
             yield return $"OutboxOptions.MinBackoff ({MinBackoff}) must be positive and at most MaxBackoff ({MaxBackoff}).";
-        }
-
-        if (MaxBackoff > LongestWait)
-        {
-            yield return $"OutboxOptions.MaxBackoff must be at most {LongestWait}, not {MaxBackoff}.";
         }
 
         if (MaxAttempts < 1)
@@ -88,9 +78,9 @@ public sealed class OutboxOptions
             yield return $"OutboxOptions.CleanupBatchSize must be at least 1, not {CleanupBatchSize}.";
         }
 
-        var tooLong = OptionLimits.Waits(nameof(OutboxOptions), (nameof(PollInterval), PollInterval), (nameof(MaxBackoff), MaxBackoff), (nameof(CleanupInterval), CleanupInterval))
-            .Concat(OptionLimits.Spans(nameof(OutboxOptions), (nameof(Retention), Retention)));
-        foreach (var problem in tooLong)
+        // The relay waits these out on timers: a longer one passed here, then stopped the relay (and the host) at its first
+        // wait. CleanupInterval and Retention are only added to dates, saturating: TimeSpan.MaxValue means never and for ever.
+        foreach (var problem in OptionLimits.Waits(nameof(OutboxOptions), (nameof(PollInterval), PollInterval), (nameof(MaxBackoff), MaxBackoff)))
         {
             yield return problem;
         }
