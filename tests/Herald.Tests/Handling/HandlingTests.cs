@@ -182,6 +182,26 @@ public sealed class HandlingTests
         Assert.Empty(transport.GetDeadLetters("tests"));
     }
 
+    // A failed attempt's writes are rolled back, but the message object it was handed was the one its retry got: a handler
+    // that changed it (added a line, applied a discount) before failing ran again on its own change. Each run in the same
+    // delivery (an immediate retry, a run again after a version conflict) now gets the message as it was delivered.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ARetryInTheSameDelivery_GetsTheMessageAsDelivered_NotAsTheFailedAttemptLeftIt(bool conflict)
+    {
+        var probe = new Probe();
+        using var host = await StartAsync(probe, h => h
+            .AddHandler<BasketHandler>(ServiceLifetime.Singleton)
+            .ConfigureRetries<Basket>(r => r.Immediate(conflict ? 0 : 1)));
+
+        await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new Basket { Lines = ["apple"], FailWithConflict = conflict });
+
+        await probe.WaitAsync(2);
+        Assert.Equal(["apple", "apple"], probe.Seen);
+        Assert.All(probe.Envelopes, e => Assert.Equal(1, e.DeliveryAttempt));
+    }
+
     [Fact]
     public async Task UnknownMessageType_Arriving_IsDeadLetteredAtOnceWithTheName()
     {
@@ -430,6 +450,14 @@ public sealed class HandlingTests
     [MessageType("test-flaky")]
     public sealed record Flaky(int FailTimes);
 
+    [MessageType("test-basket")]
+    public sealed class Basket
+    {
+        public List<string> Lines { get; init; } = [];
+
+        public bool FailWithConflict { get; init; }
+    }
+
     [MessageType("test-gated")]
     public sealed record Gated(int Number);
 
@@ -526,6 +554,24 @@ public sealed class HandlingTests
             }
 
             probe.Add("flaky", context.Envelope);
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    // Records the lines it was handed, adds one, and fails its first run.
+    public sealed class BasketHandler(Probe probe) : IMessageHandler<Basket>
+    {
+        public ValueTask HandleAsync(Basket message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Add(string.Join(",", message.Lines), context.Envelope);
+            message.Lines.Add("delivery fee");
+            if (probe.Seen.Count == 1)
+            {
+                throw message.FailWithConflict
+                    ? new Herald.EventSourcing.ConcurrencyException("basket-1", Herald.EventSourcing.ExpectedVersion.Exactly(1), 2)
+                    : new InvalidOperationException("the first run fails");
+            }
+
             return ValueTask.CompletedTask;
         }
     }

@@ -78,7 +78,7 @@ internal sealed class EndpointPipelineFactory(
         var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, _logger, attempt, userTrust);
         // A subscription reads events its own store accepted (under the store's size limit), not a transport's deliveries.
         var maxBodyBytes = checkpoint is null ? MaxReceivedBytes : int.MaxValue;
-        var step = Decoding(endpoint, endpointHandlers ?? handlers, maxBodyBytes, new RetryStep(endpoint, retries, timeProvider, _logger, unitOfWork));
+        var step = Decoding(endpoint, endpointHandlers ?? handlers, maxBodyBytes, new RetryStep(endpoint, retries, serializer, timeProvider, _logger, unitOfWork));
         step = new SettleStep(endpoint, deadLetters, monitor, deadLetterOptions.Value.StoreFailureRedeliveryDelay, nativeDeadLetters, timeProvider, _logger, step);
         step = new TraceStep(endpoint, registry, step);
         return new EndpointPipeline(endpoint, step);

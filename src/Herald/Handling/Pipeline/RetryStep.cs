@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
 using Herald.Hosting;
+using Herald.Messages;
 using Herald.Projections;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
@@ -17,8 +18,9 @@ namespace Herald.Handling.Pipeline;
 /// immediate retries; every redelivery (counted by the transport) is one more attempt. An optimistic version conflict
 /// (a saga instance or a stream another message changed meanwhile) is not a failure of the message: it runs again at once
 /// against the fresh state, up to <see cref="MaxConflictRetries"/> times per delivery, without spending an attempt.
+/// Every run after the first is handed the message read again from the body, as a redelivery is.
 /// </summary>
-internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProvider timeProvider, ILogger logger, UnitOfWorkStep attempts) : ConsumeStep
+internal sealed class RetryStep(string endpoint, RetryPolicies retries, IMessageSerializer serializer, TimeProvider timeProvider, ILogger logger, UnitOfWorkStep attempts) : ConsumeStep
 {
     /// <summary>Version conflicts a delivery retries outside its attempts; past them, each conflict counts as a failed attempt.</summary>
     internal const int MaxConflictRetries = 100;
@@ -32,11 +34,19 @@ internal sealed class RetryStep(string endpoint, RetryPolicies retries, TimeProv
         var attempt = delivered == 1 ? 1 : policy.ImmediateRetries + delivered;
         DateTimeOffset? firstFailure = null;
         var conflicts = 0;
+        var rerun = false;
         while (true)
         {
             Exception failure;
             try
             {
+                if (rerun)
+                {
+                    // The failed run's writes were rolled back, but not what its handlers changed in the message object.
+                    consumption.Message = serializer.Deserialize(consumption.Envelope.Body, consumption.Type!.ClrType);
+                }
+
+                rerun = true;
                 return await attempts.RunAsync(consumption, attempt).ConfigureAwait(false) ? ConsumeOutcome.Handled : ConsumeOutcome.Duplicate;
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
