@@ -1,3 +1,5 @@
+using Herald.Cqrs.Validation;
+using Herald.Persistence;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Herald.Cqrs;
@@ -24,13 +26,25 @@ internal abstract class RequestInvoker<TResult>
         return found ?? throw new HandlerNotFoundException(requestType, typeof(THandler));
     }
 
-    protected static ValueTask<TResult> Pipeline<TRequest>(TRequest request, IServiceProvider services, RequestHandlerDelegate<TResult> handler, CancellationToken cancellationToken)
+    /// <summary>True for a command: what its handler writes is enlisted in the unit of work it runs in (a query writes nothing).</summary>
+    protected virtual bool Writes => true;
+
+    protected ValueTask<TResult> Pipeline<TRequest>(TRequest request, IServiceProvider services, RequestHandlerDelegate<TResult> handler, CancellationToken cancellationToken)
         where TRequest : notnull
     {
         var behaviors = services.GetServices<IPipelineBehavior<TRequest, TResult>>() as IPipelineBehavior<TRequest, TResult>[]
             ?? [.. services.GetServices<IPipelineBehavior<TRequest, TResult>>()];
+        var first = 0;
+        if (behaviors.Length > 0 && behaviors[0] is ValidationBehavior<TRequest, TResult> validation)
+        {
+            // Validation first, as registered: a command it refuses ran nothing that could have written, so the unit of
+            // work it joined is not doomed by the refusal (UnitOfWorkRunner).
+            validation.Validate(request, Writes ? UnitOfWorkRunner.Current : null);
+            first = 1;
+        }
+
         var next = handler;
-        for (var i = behaviors.Length - 1; i >= 0; i--)
+        for (var i = behaviors.Length - 1; i >= first; i--)
         {
             var behavior = behaviors[i];
             var following = next;
@@ -77,6 +91,8 @@ internal sealed class CommandInvoker<TCommand, TResult> : RequestInvoker<TComman
 internal sealed class QueryInvoker<TQuery, TResult> : RequestInvoker<TQuery, IQueryHandler<TQuery, TResult>, TResult>
     where TQuery : IQuery<TResult>
 {
+    protected override bool Writes => false;
+
     protected override ValueTask<TResult> HandleAsync(IQueryHandler<TQuery, TResult> handler, TQuery request, CancellationToken cancellationToken) =>
         handler.HandleAsync(request, cancellationToken);
 }

@@ -104,7 +104,12 @@ public sealed class UnitOfWorkRunner
         }
         catch (Exception ex)
         {
-            current.Doom(ex);
+            // Unless validation refused this command before anything of it ran: it enlisted nothing to take back.
+            if (ex is not Cqrs.Validation.ValidationException refusal || !refusal.TakeRefusal(current))
+            {
+                current.Doom(ex);
+            }
+
             throw;
         }
     }

@@ -28,6 +28,10 @@ public sealed class UnitOfWorkRunnerTests
 
     public sealed record TryOpenThenFail(string Id, string Other) : ICommand;
 
+    public sealed record OpenThenRefuse(string Id) : ICommand;
+
+    public sealed record TryOpenThenRefuse(string Id, string Other) : ICommand;
+
     public sealed class Ticket : Aggregate
     {
         public void Open(string id) => Raise(new Opened(id));
@@ -42,7 +46,7 @@ public sealed class UnitOfWorkRunnerTests
     }
 
     public sealed class TicketCommands(AggregateRepository<Ticket> tickets, ICommandBus commands) : ICommandHandler<OpenTicket>, ICommandHandler<OpenTwo>,
-        ICommandHandler<OpenThenFail>, ICommandHandler<TryOpenThenFail>
+        ICommandHandler<OpenThenFail>, ICommandHandler<TryOpenThenFail>, ICommandHandler<OpenThenRefuse>, ICommandHandler<TryOpenThenRefuse>
     {
         public async ValueTask HandleAsync(OpenTicket command, CancellationToken cancellationToken)
         {
@@ -77,6 +81,27 @@ public sealed class UnitOfWorkRunnerTests
                 await commands.SendAsync(new OpenThenFail(command.Id), cancellationToken);
             }
             catch (InvalidOperationException)
+            {
+            }
+
+            await commands.SendAsync(new OpenTicket(command.Other), cancellationToken);
+        }
+
+        // Saves its ticket, then sends a command its validation refuses, and lets the refusal through.
+        public async ValueTask HandleAsync(OpenThenRefuse command, CancellationToken cancellationToken)
+        {
+            await HandleAsync(new OpenTicket(command.Id), cancellationToken);
+            await commands.SendAsync(new OpenTicket(" "), cancellationToken);
+        }
+
+        // Catches the refusal that the command it sent let through after its save, and goes on to write its own ticket.
+        public async ValueTask HandleAsync(TryOpenThenRefuse command, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await commands.SendAsync(new OpenThenRefuse(command.Id), cancellationToken);
+            }
+            catch (Herald.Cqrs.Validation.ValidationException)
             {
             }
 
@@ -172,6 +197,47 @@ public sealed class UnitOfWorkRunnerTests
         });
 
         Assert.Single(await ReadAsync(services, id));
+    }
+
+    // A command its validation refuses runs neither its handler nor another behaviour, so it enlisted nothing; yet the refusal
+    // doomed the unit of work it joined, so a sender that caught it to take another way failed all the same (as a handled
+    // message: retried, then dead-lettered, its other way never taken).
+    [Fact]
+    public async Task JoinedCommandRefusedByItsValidation_CaughtByItsSender_LeavesTheUnitOfWorkToCommit()
+    {
+        await using var services = Build(h => h.AddValidator<NoBlankTicket>());
+        var id = Guid.NewGuid().ToString("N");
+
+        await services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (provider, token) =>
+        {
+            var commands = provider.GetRequiredService<ICommandBus>();
+            await Assert.ThrowsAsync<Herald.Cqrs.Validation.ValidationException>(() => commands.SendAsync(new OpenTicket(" "), token).AsTask());
+            await commands.SendAsync(new OpenTicket(id), token);
+        });
+
+        Assert.Single(await ReadAsync(services, id));
+    }
+
+    // The refusal is only its own command's: a joined command that saved and then let another command's refusal through
+    // failed after its writes, and still dooms the unit of work it joined.
+    [Fact]
+    public async Task JoinedCommandFailingWithAnotherCommandsRefusal_AfterItsSave_StillRollsBackTheWholeUnitOfWork()
+    {
+        await using var services = Build(h => h.AddValidator<NoBlankTicket>());
+        var saved = Guid.NewGuid().ToString("N");
+        var other = Guid.NewGuid().ToString("N");
+
+        var thrown = await Assert.ThrowsAsync<HeraldException>(() => services.GetRequiredService<ICommandBus>().SendAsync(new TryOpenThenRefuse(saved, other)).AsTask());
+
+        Assert.IsType<Herald.Cqrs.Validation.ValidationException>(thrown.InnerException);
+        Assert.Empty(await ReadAsync(services, saved));
+        Assert.Empty(await ReadAsync(services, other));
+    }
+
+    public sealed class NoBlankTicket : Herald.Cqrs.Validation.IValidator<OpenTicket>
+    {
+        public IEnumerable<Herald.Cqrs.Validation.ValidationError> Validate(OpenTicket instance) =>
+            string.IsNullOrWhiteSpace(instance.Id) ? [new("Id", "is blank")] : [];
     }
 
     public sealed record FailingQuery : IQuery<int>;

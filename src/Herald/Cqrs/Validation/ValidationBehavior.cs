@@ -8,6 +8,16 @@ internal sealed class ValidationBehavior<TRequest, TResult>(IEnumerable<IValidat
 {
     public ValueTask<TResult> HandleAsync(TRequest request, RequestHandlerDelegate<TResult> next, CancellationToken cancellationToken)
     {
+        Validate(request, refusedIn: null);
+        return next();
+    }
+
+    /// <summary>
+    /// Throws the <see cref="ValidationException"/> of <paramref name="request"/>, if any; <paramref name="refusedIn"/> is the
+    /// unit of work a command was refused in before anything of it ran (see <see cref="ValidationException.TakeRefusal"/>).
+    /// </summary>
+    internal void Validate(TRequest request, Persistence.IUnitOfWorkScope? refusedIn)
+    {
         List<ValidationError>? errors = null;
         foreach (var validator in validators)
         {
@@ -17,6 +27,9 @@ internal sealed class ValidationBehavior<TRequest, TResult>(IEnumerable<IValidat
             }
         }
 
-        return errors is null ? next() : throw new ValidationException(typeof(TRequest), errors);
+        if (errors is not null)
+        {
+            throw new ValidationException(typeof(TRequest), errors) { RefusedIn = refusedIn };
+        }
     }
 }
