@@ -106,6 +106,12 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
             return;
         }
 
+        lock (Gate)
+        {
+            // The writes gathered for the commit die with the rollback: a later commit does nothing, as on every engine.
+            _deferred = null;
+        }
+
         await _connectionGate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {

@@ -102,6 +102,24 @@ public abstract class ReadModelStoreConformance
         Assert.Null(await store.GetAsync(table, "a"));
     }
 
+    // IUnitOfWork's contract: once rolled back, a later commit does nothing. On PostgreSQL the changes gathered for the commit
+    // outlived the rollback, and the later commit threw writing them into the completed unit of work (so a handler that
+    // rolled back its unit of work and returned failed there, and was acked on the other engines).
+    [Fact]
+    public async Task ACommitAfterARollback_DoesNothing_AndWritesNoneOfTheRolledBackChanges()
+    {
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await store.UpdateAsync(table, 1, "a", _ => """{"n":1}""", unitOfWork);
+
+        await unitOfWork.RollbackAsync();
+        await unitOfWork.CommitAsync();
+
+        Assert.True(unitOfWork.IsCompleted);
+        Assert.Null(await store.GetAsync(table, "a"));
+    }
+
     [Fact]
     public async Task SeveralUpdatesOfOneDocument_InOneUnitOfWork_Compose()
     {
