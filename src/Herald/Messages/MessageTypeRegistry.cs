@@ -46,7 +46,7 @@ public sealed class MessageTypeRegistry
             throw new MessageTypeRegistrationException($"The schema version of message type '{name}' ({type.FullName}) must be 1 or more, not {version}.");
         }
 
-        if (type.IsAbstract || type.IsInterface || type.IsGenericTypeDefinition)
+        if (type.IsAbstract || type.IsInterface || type.ContainsGenericParameters)
         {
             throw new MessageTypeRegistrationException($"The type '{type.FullName}' cannot be a message type: it must be a concrete, closed type.");
         }

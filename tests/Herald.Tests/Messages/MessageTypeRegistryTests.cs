@@ -45,4 +45,17 @@ public sealed class MessageTypeRegistryTests
         var ex = Assert.Throws<MessageTypeRegistrationException>(() => registry.Register<NotMarked>("thing-happened"));
         Assert.Contains("thing-happened", ex.Message, StringComparison.Ordinal);
     }
+
+    // The registry refused an open generic definition but took a type still holding a generic parameter (as reflection makes
+    // them): no message can be of it, and its name read from the wire failed only at deserialization.
+    [Fact]
+    public void Register_ATypeStillHoldingAGenericParameter_Throws()
+    {
+        var registry = new MessageTypeRegistry();
+        var partlyOpen = typeof(Dictionary<,>).MakeGenericType(typeof(string), typeof(Dictionary<,>).GetGenericArguments()[1]);
+
+        var ex = Assert.Throws<MessageTypeRegistrationException>(() => registry.Register(partlyOpen, "partly-open"));
+        Assert.Contains("closed", ex.Message, StringComparison.Ordinal);
+        Assert.False(registry.TryGetByName("partly-open", out _));
+    }
 }
