@@ -29,6 +29,7 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
     private NpgsqlConnection? _connection;
     private NpgsqlTransaction? _transaction;
     private bool _aborted;
+    private bool _handedOut;
     private Exception? _doomed;
     private int _nextOrdinal;
     private long _lastPosition;
@@ -54,10 +55,11 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
         try
         {
             bool aborted;
+            bool handedOut;
             Exception? doomed;
             lock (Gate)
             {
-                (aborted, doomed) = (_aborted, _doomed);
+                (aborted, handedOut, doomed) = (_aborted, _handedOut, _doomed);
             }
 
             if (doomed is not null)
@@ -76,6 +78,12 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
                 if (aborted)
                 {
                     throw new InvalidOperationException("A statement of this unit of work failed in the database, so its transaction was aborted; it was rolled back instead of committed.");
+                }
+
+                if (handedOut && await IsAbortedAsync(_connection!, _transaction, cancellationToken).ConfigureAwait(false))
+                {
+                    throw new InvalidOperationException(
+                        "A statement the application ran on this unit of work's transaction (GetNpgsqlTransactionAsync) failed in the database, so its transaction was aborted; it was rolled back instead of committed.");
                 }
 
                 await _transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
@@ -218,8 +226,15 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
     /// The transaction of this unit of work, begun now if no write has begun it: the application's own statements run in it
     /// and commit with Herald's writes. Run them one at a time, not concurrently with other writes of the same unit of work.
     /// </summary>
-    internal ValueTask<NpgsqlTransaction> GetTransactionAsync(CancellationToken cancellationToken) =>
-        ExecuteAsync((_, transaction, _) => Task.FromResult(transaction), cancellationToken);
+    internal ValueTask<NpgsqlTransaction> GetTransactionAsync(CancellationToken cancellationToken)
+    {
+        lock (Gate)
+        {
+            _handedOut = true;
+        }
+
+        return ExecuteAsync((_, transaction, _) => Task.FromResult(transaction), cancellationToken);
+    }
 
     /// <summary>Fails the commit with <paramref name="conflict"/> (the first one wins): a write found that it cannot commit.</summary>
     internal void Doom(Exception conflict)
@@ -279,6 +294,22 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
         {
             await RollbackAsync(CancellationToken.None).ConfigureAwait(false);
             throw;
+        }
+    }
+
+    // PostgreSQL answers the COMMIT of an aborted transaction with a silent ROLLBACK. A failed statement of Herald's marks the
+    // unit of work aborted; one the application ran on the transaction it was handed is only found by asking.
+    private static async Task<bool> IsAbortedAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CancellationToken cancellationToken)
+    {
+        await using var probe = new NpgsqlCommand("SELECT 1", connection, transaction);
+        try
+        {
+            await probe.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false);
+            return false;
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.InFailedSqlTransaction)
+        {
+            return true;
         }
     }
 
