@@ -36,15 +36,8 @@ public sealed class SystemTextJsonMessageSerializer : IMessageSerializer
     /// <summary>The options in use.</summary>
     public JsonSerializerOptions Options => _options;
 
-    /// <summary>
-    /// Web defaults with reflection as the last resolver (add source-generated contexts in front of it); a body that names a
-    /// property twice is refused, not read with the last one winning.
-    /// </summary>
-    public static JsonSerializerOptions CreateDefaultOptions() => new(JsonSerializerDefaults.Web)
-    {
-        // Which of two values a reader takes differs between parsers: a check upstream may have passed the other one.
-        AllowDuplicateProperties = false,
-    };
+    /// <summary>Web defaults with reflection as the last resolver; add source-generated contexts in front of it.</summary>
+    public static JsonSerializerOptions CreateDefaultOptions() => new(JsonSerializerDefaults.Web);
 
     /// <inheritdoc />
     public byte[] Serialize(object message, Type type) => JsonSerializer.SerializeToUtf8Bytes(message, type, _options);

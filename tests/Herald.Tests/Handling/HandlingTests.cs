@@ -233,25 +233,6 @@ public sealed class HandlingTests
         Assert.Equal("ping:after", Assert.Single(probe.Seen));
     }
 
-    // A body naming one property twice (or twice in two cases, as the web defaults match names whatever their case) was read
-    // with the last one winning, silently: a check upstream that read the first saw another message than the handler did.
-    [Theory]
-    [InlineData("""{"text":"checked","text":"handled"}""")]
-    [InlineData("""{"text":"checked","Text":"handled"}""")]
-    public async Task BodyWithADuplicateProperty_IsDeadLetteredAsUndecodable_NotReadWithTheLastOneWinning(string body)
-    {
-        var probe = new Probe();
-        using var host = await StartAsync(probe, h => h.AddHandler<PingHandler>());
-        var transport = (InMemoryTransport)host.Services.GetRequiredService<ITransport>();
-
-        await transport.SendAsync("tests", RawEnvelope("test-ping", body));
-
-        var deadLetter = await WaitForDeadLetterAsync(host);
-        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
-        Assert.Contains("could not be decoded", deadLetter.ErrorMessage, StringComparison.Ordinal);
-        Assert.Empty(probe.Seen);
-    }
-
     [Fact]
     public async Task RegisteredTypeWithoutHandler_IsDeadLetteredAsNoHandler()
     {
