@@ -7,26 +7,36 @@ namespace Herald.Diagnostics;
 internal static class TraceContext
 {
     /// <summary>Returns the envelope with the activity's traceparent (and tracestate) in its headers.</summary>
-    public static Envelope Inject(Envelope envelope, Activity? activity)
+    public static Envelope Inject(Envelope envelope, Activity? activity) =>
+        IsW3C(activity) ? envelope with { Headers = With(envelope.Headers, activity!) } : envelope;
+
+    /// <summary>
+    /// The headers with the current activity's traceparent (and tracestate) added, unless they carry a traceparent
+    /// already or there is no W3C activity: then the same headers, with nothing allocated.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> WithCurrentUnlessSet(IReadOnlyDictionary<string, string> headers)
     {
-        if (activity is null || activity.IdFormat != ActivityIdFormat.W3C || activity.Id is not { } id)
+        var current = Activity.Current;
+        return IsW3C(current) && !headers.ContainsKey(HeaderNames.TraceParent) ? With(headers, current!) : headers;
+    }
+
+    private static bool IsW3C(Activity? activity) => activity is { IdFormat: ActivityIdFormat.W3C, Id: not null };
+
+    private static Dictionary<string, string> With(IReadOnlyDictionary<string, string> headers, Activity activity)
+    {
+        var copy = new Dictionary<string, string>(headers.Count + 2, StringComparer.Ordinal);
+        foreach (var pair in headers)
         {
-            return envelope;
+            copy[pair.Key] = pair.Value;
         }
 
-        var headers = new Dictionary<string, string>(envelope.Headers.Count + 2, StringComparer.Ordinal);
-        foreach (var pair in envelope.Headers)
-        {
-            headers[pair.Key] = pair.Value;
-        }
-
-        headers[HeaderNames.TraceParent] = id;
+        copy[HeaderNames.TraceParent] = activity.Id!;
         if (activity.TraceStateString is { Length: > 0 } state)
         {
-            headers[HeaderNames.TraceState] = state;
+            copy[HeaderNames.TraceState] = state;
         }
 
-        return envelope with { Headers = headers };
+        return copy;
     }
 
     /// <summary>The parent context carried by the envelope, or default when it carries none (or a malformed one).</summary>

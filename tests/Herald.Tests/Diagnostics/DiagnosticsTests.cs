@@ -2,7 +2,10 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Herald.Diagnostics;
+using Herald.EventSourcing;
+using Herald.EventSourcing.Aggregates;
 using Herald.Handling;
+using Herald.Hosting;
 using Herald.Messages;
 using Herald.Transport;
 using Herald.Conformance;
@@ -45,6 +48,50 @@ public sealed class DiagnosticsTests
         Assert.Equal(send.SpanId, process.ParentSpanId);
         Assert.Equal(ActivityKind.Producer, send.Kind);
         Assert.Equal(ActivityKind.Consumer, process.Kind);
+    }
+
+    [Fact]
+    public async Task EventsSavedByAHandler_CarryTheTraceOfTheMessageItHandled()
+    {
+        // Stored events had the handled message's correlation and cause but no trace context, so the projections and
+        // subscriptions that apply them started traces of their own, unlinked to the message's.
+        var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HeraldDiagnostics.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+        };
+        ActivitySource.AddActivityListener(listener);
+        var handled = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(endpoint, handled, h => h.AddHandler<BeaconHandler>().AddAggregate<Beacon>().AddMessageType<BeaconLit>());
+
+        string traceId;
+        using (var root = new Activity("test-root").SetIdFormat(ActivityIdFormat.W3C).Start())
+        {
+            traceId = root.TraceId.ToString();
+            await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Lit(endpoint));
+        }
+
+        await handled.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        var store = host.Services.GetRequiredService<IEventStore>();
+        await using var scope = host.Services.CreateAsyncScope();
+        var stream = scope.ServiceProvider.GetRequiredService<AggregateRepository<Beacon>>().StreamNameFor(endpoint);
+        var stored = new List<Envelope>();
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                stored.Clear();
+                await foreach (var recorded in store.ReadStreamAsync(stream))
+                {
+                    stored.Add(recorded.Envelope);
+                }
+
+                return stored.Count > 0;
+            },
+            "the handler's unit of work commits the event");
+
+        var traceParent = Assert.Single(stored).GetHeader(HeaderNames.TraceParent);
+        Assert.StartsWith("00-" + traceId + "-", traceParent, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -135,12 +182,16 @@ public sealed class DiagnosticsTests
         return null;
     }
 
-    private static async Task<IHost> StartAsync(string endpoint, TaskCompletionSource<Envelope> handled)
+    private static async Task<IHost> StartAsync(string endpoint, TaskCompletionSource<Envelope> handled, Action<HeraldBuilder>? more = null)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(handled);
-        builder.Services.AddHerald(h => h.AddHandler<TracedHandler>().Configure(o => o.EndpointName = endpoint));
+        builder.Services.AddHerald(h =>
+        {
+            h.AddHandler<TracedHandler>().Configure(o => o.EndpointName = endpoint);
+            more?.Invoke(h);
+        });
         var host = builder.Build();
         await host.StartAsync();
         return host;
@@ -155,6 +206,36 @@ public sealed class DiagnosticsTests
         {
             handled.TrySetResult(context.Envelope);
             return ValueTask.CompletedTask;
+        }
+    }
+
+    [MessageType("diag-lit")]
+    public sealed record Lit(string Id);
+
+    [MessageType("diag-beacon-lit")]
+    public sealed record BeaconLit(string Id);
+
+    public sealed class Beacon : Aggregate
+    {
+        public void Light(string id)
+        {
+            Id = id;
+            Raise(new BeaconLit(id));
+        }
+
+        protected override void When(object @event)
+        {
+        }
+    }
+
+    public sealed class BeaconHandler(AggregateRepository<Beacon> beacons, TaskCompletionSource<Envelope> handled) : IMessageHandler<Lit>
+    {
+        public async ValueTask HandleAsync(Lit message, MessageContext context, CancellationToken cancellationToken)
+        {
+            var beacon = await beacons.LoadAsync(message.Id, cancellationToken);
+            beacon.Light(message.Id);
+            await beacons.SaveAsync(beacon, cancellationToken: cancellationToken);
+            handled.TrySetResult(context.Envelope);
         }
     }
 }

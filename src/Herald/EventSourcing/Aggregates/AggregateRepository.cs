@@ -168,6 +168,10 @@ public sealed class AggregateRepository<TAggregate>
         metadata ??= (_unitOfWork is not null ? running?.Metadata : null) ?? EventMetadata.None;
         var stream = StreamNameFor(aggregate.Id);
         var now = _timeProvider.GetUtcNow();
+
+        // The events continue the trace of the code that saved them (a handled message, a command), as outbox messages do,
+        // so the projections and subscriptions that apply them join it; metadata that names a trace of its own keeps it.
+        var headers = Diagnostics.TraceContext.WithCurrentUnlessSet(metadata.Headers ?? EmptyHeaders.Instance);
         var envelopes = new Envelope[aggregate.UncommittedEvents.Count];
         for (var i = 0; i < envelopes.Length; i++)
         {
@@ -184,7 +188,7 @@ public sealed class AggregateRepository<TAggregate>
                 UserId = metadata.UserId,
                 PartitionKey = stream,
                 ContentType = _serializer.ContentType,
-                Headers = metadata.Headers ?? EmptyHeaders.Instance,
+                Headers = headers,
                 Body = _serializer.Serialize(@event, info.ClrType),
             };
         }
