@@ -1,7 +1,9 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
+using Herald.Messages;
 using Herald.Projections;
 using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
@@ -118,6 +120,51 @@ public abstract partial class ProjectionConformance
         Assert.Contains("refused", deadLetter.ErrorMessage, StringComparison.Ordinal);
         Assert.Equal(last, await host.Services.GetRequiredService<ICheckpointStore>().GetCheckpointAsync(BatchTallies.ProjectionName));
         Assert.Equal(2, projection.Calls(1));
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task ABatchsSpan_LinksTheTraceOfEveryEventItApplies()
+    {
+        // The batch's span had no parent and no links: a projection applying events in batches started a trace of its
+        // own for each, and nothing led from the request or message that stored the events to the projection's work.
+        var batches = new ConcurrentQueue<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HeraldDiagnostics.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity =>
+            {
+                if (activity.OperationName == "process batch " + BatchTallies.ProjectionName)
+                {
+                    batches.Enqueue(activity);
+                }
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
+        var store = NewStore();
+        using var host = await StartAsync(store, new BatchTallies(), noRetries: true, batchSize: 50, commitEvery: 500);
+        var events = host.Services.GetRequiredService<IEventStore>();
+
+        // Two saves under two traces, read by the runner in one batch.
+        var traces = new[] { ActivityTraceId.CreateRandom(), ActivityTraceId.CreateRandom() };
+        var appended = new List<Envelope>();
+        for (var save = 0; save < traces.Length; save++)
+        {
+            var traceParent = $"00-{traces[save]}-{ActivitySpanId.CreateRandom()}-01";
+            appended.AddRange(Enumerable.Range(1, 5).Select(i => Added(host, "t", i + (save * 5)).WithHeader(HeaderNames.TraceParent, traceParent)));
+        }
+
+        var last = (await events.AppendAsync("tally-traced", ExpectedVersion.NoStream, appended)).LastPosition;
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, BatchTallies.ProjectionName);
+        await manager.WaitForPositionAsync(BatchTallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        await Eventually.UntilAsync(
+            () => batches.Any(b => b.Links.Any(l => l.Context.TraceId == traces[0])),
+            "the batch's span stops, linked to the first save's trace");
+        var batch = Assert.Single(batches, b => b.Links.Any(l => l.Context.TraceId == traces[0]));
+        Assert.Contains(batch.Links, l => l.Context.TraceId == traces[1]);
         await host.StopAsync();
     }
 

@@ -73,7 +73,7 @@ internal sealed class BatchedSubscriptionPipeline(
     private async ValueTask ApplyAsync(IReadOnlyList<RecordedEvent> events, CancellationToken cancellationToken)
     {
         using var activity = HeraldDiagnostics.ActivitySource.HasListeners()
-            ? HeraldDiagnostics.ActivitySource.StartActivity("process batch " + endpoint, ActivityKind.Consumer)
+            ? HeraldDiagnostics.ActivitySource.StartActivity("process batch " + endpoint, ActivityKind.Consumer, parentContext: default, links: Links(events))
             : null;
         activity?.SetTag("messaging.batch.message_count", events.Count);
         var applied = new Consumption[events.Count];
@@ -126,6 +126,26 @@ internal sealed class BatchedSubscriptionPipeline(
         {
             HeraldDiagnostics.MessagesProcessed.Add(1, consumption.Tags(endpoint));
         }
+    }
+
+    // A batch has as many parents as the saves that stored its events: each one's trace is linked (OpenTelemetry's batch
+    // processing), so the request or message that stored an event leads to the work that applied it. Events of one save
+    // are side by side and share their trace context, so a repeat of the previous one adds no link.
+    private static List<ActivityLink>? Links(IReadOnlyList<RecordedEvent> events)
+    {
+        List<ActivityLink>? links = null;
+        var previous = default(ActivityContext);
+        for (var i = 0; i < events.Count; i++)
+        {
+            var context = TraceContext.Extract(events[i].Envelope);
+            if (context != default && context != previous)
+            {
+                (links ??= new List<ActivityLink>(events.Count)).Add(new ActivityLink(context));
+                previous = context;
+            }
+        }
+
+        return links;
     }
 
     // The chain's decoding steps on one event; a poison event fails the batch, and the chain dead-letters it on its own run.
