@@ -10,6 +10,7 @@ using Herald.Conformance;
 using Herald.Tests.Persistence;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 
 namespace Herald.Tests.Reliability;
 
@@ -117,6 +118,75 @@ public sealed class OutboxTests
         var backoffs = host.Logs.Entries.Where(e => e.EventId == 2030).ToList();
         Assert.Equal(6, backoffs.Count);
         Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
+    }
+
+    [Fact]
+    public async Task PendingGauge_WhileTheTransportIsDown_CountsTheBacklogThatBuildsUp()
+    {
+        // The relay counted its backlog only when it ran out of due messages: through an outage every round failed and
+        // backed off, so herald.outbox.pending kept the count from before it (0) while the backlog grew.
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream)
+            .UseOutbox(o =>
+            {
+                o.MinBackoff = TimeSpan.FromMilliseconds(100);
+                o.MaxBackoff = TimeSpan.FromSeconds(2);
+            }));
+        var relay = host.Host.Services.GetServices<IHostedService>().OfType<OutboxRelay>().Single();
+        var down = 1;
+        host.Transport.FailSend = (destination, _) => destination == downstream && Volatile.Read(ref down) == 1 ? new InvalidOperationException("broker unreachable") : null;
+
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
+            for (var i = 1; i <= 3; i++)
+            {
+                await outbox.SendAsync(new Forwarded(i));
+            }
+
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await host.RunUntilAsync(() => relay.Pending == 3, "the gauge counts the three messages waiting out the outage", TimeSpan.FromMilliseconds(100));
+        Volatile.Write(ref down, 0);
+        await host.RunUntilAsync(() => SentTo(host, downstream).Count == 3 && relay.Pending == 0, "the backlog leaves and the gauge follows", TimeSpan.FromMilliseconds(100));
+    }
+
+    [Fact]
+    public async Task PendingGauge_WhileABacklogGoesOutInFullBatches_CountsItOnTheWay()
+    {
+        // Counted only once the relay ran out of due messages, the gauge kept the count from before a burst (0) until
+        // the whole burst was sent.
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream)
+            .UseOutbox(o => o.BatchSize = 2));
+        var relay = host.Host.Services.GetServices<IHostedService>().OfType<OutboxRelay>().Single();
+        using var fifthSend = new ManualResetEventSlim();
+        host.Transport.FailSend = (destination, envelope) =>
+        {
+            // The third batch waits in its send, so the relay is held in the middle of the burst.
+            if (destination == downstream && JsonSerializer.Deserialize<Forwarded>(envelope.Body.Span, JsonSerializerOptions.Web)!.Number == 5)
+            {
+                fifthSend.Wait(TimeSpan.FromSeconds(30));
+            }
+
+            return null;
+        };
+
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
+            for (var i = 1; i <= 6; i++)
+            {
+                await outbox.SendAsync(new Forwarded(i));
+            }
+
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await Eventually.UntilAsync(() => relay.Pending == 4, "the gauge counts what the first full batch left");
+        fifthSend.Set();
+        await host.RunUntilAsync(() => SentTo(host, downstream).Count == 6 && relay.Pending == 0, "the burst leaves and the gauge follows", TimeSpan.FromMilliseconds(100));
     }
 
     [Fact]

@@ -44,6 +44,10 @@ internal sealed class OutboxRelay(
     private readonly ILogger _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.Outbox");
     private long _pending;
     private DateTimeOffset _nextCleanup;
+    private DateTimeOffset _nextCount;
+
+    /// <summary>The backlog as the gauge reports it (tests).</summary>
+    internal long Pending => Interlocked.Read(ref _pending);
 
     public static IEnumerable<Measurement<long>> Observe()
     {
@@ -189,6 +193,10 @@ internal sealed class OutboxRelay(
 
                 if (failed)
                 {
+                    // The backlog builds up while the transport is down: counted on every back-off, or the gauge would show
+                    // the count from before the outage for as long as it lasts.
+                    await CountPendingAsync(leading).ConfigureAwait(false);
+
                     // Commits do not cut a backoff short: the transport needs the pause, whatever is waiting.
                     backoff = NextBackoff(backoff);
                     await Task.Delay(backoff, timeProvider, leading).ConfigureAwait(false);
@@ -198,6 +206,12 @@ internal sealed class OutboxRelay(
                 backoff = TimeSpan.Zero;
                 if (more)
                 {
+                    // A backlog sent in full batches is counted once a poll interval on the way, not only once it is gone.
+                    if (timeProvider.GetUtcNow() >= _nextCount)
+                    {
+                        await CountPendingAsync(leading).ConfigureAwait(false);
+                    }
+
                     continue;
                 }
 
@@ -221,12 +235,26 @@ internal sealed class OutboxRelay(
                 await CleanupAsync(cancellationToken).ConfigureAwait(false);
                 _nextCleanup = Outbox.Later(timeProvider.GetUtcNow(), _options.CleanupInterval);
             }
-
-            Interlocked.Exchange(ref _pending, await store.CountPendingAsync(cancellationToken).ConfigureAwait(false));
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             // Housekeeping waits for the next round; sending goes on.
+            Log.OutboxStoreFailed(_logger, ex, _options.PollInterval);
+        }
+
+        await CountPendingAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Counts the backlog for the pending gauge; a failed count is logged and the next round counts again.</summary>
+    private async ValueTask CountPendingAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            Interlocked.Exchange(ref _pending, await store.CountPendingAsync(cancellationToken).ConfigureAwait(false));
+            _nextCount = timeProvider.GetUtcNow() + _options.PollInterval;
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        {
             Log.OutboxStoreFailed(_logger, ex, _options.PollInterval);
         }
     }
