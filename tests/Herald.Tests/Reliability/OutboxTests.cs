@@ -161,13 +161,17 @@ public sealed class OutboxTests
         await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream)
             .UseOutbox(o => o.BatchSize = 2));
         var relay = host.Host.Services.GetServices<IHostedService>().OfType<OutboxRelay>().Single();
+        // The second and third batches wait in their sends, holding the relay in the middle of the burst.
+        using var thirdSend = new ManualResetEventSlim();
         using var fifthSend = new ManualResetEventSlim();
+        var waiting = 0;
         host.Transport.FailSend = (destination, envelope) =>
         {
-            // The third batch waits in its send, so the relay is held in the middle of the burst.
-            if (destination == downstream && JsonSerializer.Deserialize<Forwarded>(envelope.Body.Span, JsonSerializerOptions.Web)!.Number == 5)
+            var number = destination == downstream ? JsonSerializer.Deserialize<Forwarded>(envelope.Body.Span, JsonSerializerOptions.Web)!.Number : 0;
+            if (number is 3 or 5)
             {
-                fifthSend.Wait(TimeSpan.FromSeconds(30));
+                Volatile.Write(ref waiting, number);
+                (number == 3 ? thirdSend : fifthSend).Wait(TimeSpan.FromSeconds(30));
             }
 
             return null;
@@ -184,7 +188,11 @@ public sealed class OutboxTests
             await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
         }
 
-        await Eventually.UntilAsync(() => relay.Pending == 4, "the gauge counts what the first full batch left");
+        await Eventually.UntilAsync(() => Volatile.Read(ref waiting) == 3, "the second batch is sending");
+        host.Clock.Advance(TimeSpan.FromSeconds(1));
+        thirdSend.Set();
+        await Eventually.UntilAsync(() => Volatile.Read(ref waiting) == 5, "the third batch is sending");
+        Assert.Equal(2, relay.Pending);
         fifthSend.Set();
         await host.RunUntilAsync(() => SentTo(host, downstream).Count == 6 && relay.Pending == 0, "the burst leaves and the gauge follows", TimeSpan.FromMilliseconds(100));
     }
