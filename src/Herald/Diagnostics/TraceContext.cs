@@ -42,12 +42,47 @@ internal static class TraceContext
     /// <summary>The parent context carried by the envelope, or default when it carries none (or a malformed one).</summary>
     public static ActivityContext Extract(Envelope envelope)
     {
-        if (envelope.Headers.TryGetValue(HeaderNames.TraceParent, out var parent)
-            && ActivityContext.TryParse(parent, envelope.GetHeader(HeaderNames.TraceState), isRemote: true, out var context))
+        var headers = envelope.Headers;
+        if (Find(headers, HeaderNames.TraceParent) is { } parent
+            && ActivityContext.TryParse(parent, Find(headers, HeaderNames.TraceState), isRemote: true, out var context))
         {
             return context;
         }
 
         return default;
+    }
+
+    // Herald writes the names in lower case, but they are case-insensitive (W3C): another client's may come as Go's
+    // canonical "Traceparent", or "ce-Traceparent" read as the attribute "Traceparent". Looked for in any case only when
+    // the lower-case name is missing, without allocating (the decoders' headers are dictionaries, with a struct enumerator).
+    private static string? Find(IReadOnlyDictionary<string, string> headers, string name)
+    {
+        if (headers.TryGetValue(name, out var value) || headers.Count == 0)
+        {
+            return value;
+        }
+
+        if (headers is Dictionary<string, string> dictionary)
+        {
+            foreach (var (key, text) in dictionary)
+            {
+                if (key.Equals(name, StringComparison.OrdinalIgnoreCase))
+                {
+                    return text;
+                }
+            }
+
+            return null;
+        }
+
+        foreach (var (key, text) in headers)
+        {
+            if (key.Equals(name, StringComparison.OrdinalIgnoreCase))
+            {
+                return text;
+            }
+        }
+
+        return null;
     }
 }

@@ -50,6 +50,49 @@ public sealed class DiagnosticsTests
         Assert.Equal(ActivityKind.Consumer, process.Kind);
     }
 
+    [Theory]
+    [InlineData("Traceparent", "Tracestate")] // a Go client's canonical header names (OpenTelemetry's HeaderCarrier)
+    [InlineData("TRACEPARENT", "TRACESTATE")]
+    public async Task ATraceContextFromTheWireInAnotherCase_IsTheProcessSpansParent(string parentName, string stateName)
+    {
+        // Looked up in lower case only, a traceparent another client wrote as "Traceparent" (or "ce-Traceparent" on NATS)
+        // was not found, and the consumer started a trace of its own.
+        var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
+        var traceId = ActivityTraceId.CreateRandom();
+        var spanId = ActivitySpanId.CreateRandom();
+        var processes = new ConcurrentQueue<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HeraldDiagnostics.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity =>
+            {
+                if (activity.TraceId == traceId)
+                {
+                    processes.Enqueue(activity);
+                }
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
+        var handled = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(endpoint, handled);
+
+        await host.Services.GetRequiredService<ITransport>().SendAsync(endpoint, new Envelope
+        {
+            MessageId = Guid.CreateVersion7(),
+            MessageType = "diag-traced",
+            Time = DateTimeOffset.UtcNow,
+            Body = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new Traced(endpoint), System.Text.Json.JsonSerializerOptions.Web),
+            Headers = new Dictionary<string, string> { ["other"] = "x", [parentName] = $"00-{traceId}-{spanId}-01", [stateName] = "vendor=value" },
+        });
+
+        await handled.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await Eventually.UntilAsync(() => !processes.IsEmpty, "the process span stops in the sender's trace");
+        var process = Assert.Single(processes);
+        Assert.Equal(spanId, process.ParentSpanId);
+        Assert.Equal("vendor=value", process.TraceStateString);
+    }
+
     [Fact]
     public async Task EventsSavedByAHandler_CarryTheTraceOfTheMessageItHandled()
     {
