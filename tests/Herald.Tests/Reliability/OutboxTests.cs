@@ -126,12 +126,7 @@ public sealed class OutboxTests
         // The relay counted its backlog only when it ran out of due messages: through an outage every round failed and
         // backed off, so herald.outbox.pending kept the count from before it (0) while the backlog grew.
         var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
-        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream)
-            .UseOutbox(o =>
-            {
-                o.MinBackoff = TimeSpan.FromMilliseconds(100);
-                o.MaxBackoff = TimeSpan.FromSeconds(2);
-            }));
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
         var relay = host.Host.Services.GetServices<IHostedService>().OfType<OutboxRelay>().Single();
         var down = 1;
         host.Transport.FailSend = (destination, _) => destination == downstream && Volatile.Read(ref down) == 1 ? new InvalidOperationException("broker unreachable") : null;
