@@ -89,6 +89,12 @@ internal sealed class MessageBus : IMessageBus
             activity.SetTag("messaging.message.id", envelope.MessageId.ToString());
             envelope = TraceContext.Inject(envelope, activity);
         }
+        else
+        {
+            // Nothing listens to Herald here, but the caller's trace (an ASP.NET Core request's) goes on with the message, as
+            // through the outbox: a service downstream that listens continues it. No W3C activity: nothing is allocated.
+            envelope = TraceContext.Inject(envelope, Activity.Current);
+        }
 
         var sendOptions = options?.Delay is { } delay ? new SendOptions { Delay = delay } : null;
         try

@@ -50,6 +50,27 @@ public sealed class DiagnosticsTests
         Assert.Equal(ActivityKind.Consumer, process.Kind);
     }
 
+    [Fact]
+    public async Task ASendWhileNothingListensToHerald_CarriesTheAmbientTrace_AsTheOutboxDoes()
+    {
+        // Without a listener on Herald's source, a direct send started no span and put no trace context on the message,
+        // while the same send through the outbox carried the ambient one (an ASP.NET Core request's): the consumer, in a
+        // service that does listen, started a trace of its own. (Another test's listener can only make this pass.)
+        var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
+        var handled = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(endpoint, handled);
+
+        string traceId;
+        using (var root = new Activity("request").SetIdFormat(ActivityIdFormat.W3C).Start())
+        {
+            traceId = root.TraceId.ToString();
+            await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Traced(endpoint));
+        }
+
+        var envelope = await handled.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.StartsWith("00-" + traceId + "-", envelope.GetHeader(HeaderNames.TraceParent), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("Traceparent", "Tracestate")] // a Go client's canonical header names (OpenTelemetry's HeaderCarrier)
     [InlineData("TRACEPARENT", "TRACESTATE")]
