@@ -93,6 +93,30 @@ public sealed class OptionsProblems
         }
     }
 
+    /// <summary>
+    /// Adds a problem when <paramref name="value"/> is longer than a timer, <c>Task.Delay</c> or <c>CancelAfter</c> can wait
+    /// (<see cref="Hosting.OptionLimits.LongestWait"/>, about 24.8 days): a longer one passed the start and threw where it was waited on.
+    /// </summary>
+    public void AtMostLongestWait(string setting, TimeSpan value)
+    {
+        if (Hosting.OptionLimits.TooLongWait(value) is { } problem)
+        {
+            Add(setting, problem);
+        }
+    }
+
+    /// <summary>
+    /// Adds a problem when <paramref name="value"/>, added to or taken from the time of day, is longer than 100 years
+    /// (<see cref="Hosting.OptionLimits.LongestSpan"/>): a longer one passed the start and threw where the date was computed.
+    /// </summary>
+    public void AtMostLongestSpan(string setting, TimeSpan value)
+    {
+        if (Hosting.OptionLimits.TooLongSpan(value) is { } problem)
+        {
+            Add(setting, problem);
+        }
+    }
+
     /// <summary>Checks <paramref name="options"/> with <paramref name="check"/> and returns the problems it found.</summary>
     public static OptionsProblems Of<TOptions>(TOptions options, Action<TOptions, OptionsProblems> check)
     {
