@@ -70,7 +70,10 @@ public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions
     /// </summary>
     public TimeSpan ReadOwnAppendsTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
-    /// <summary>First delay before the notification connection reconnects; it doubles up to 5 seconds while reconnects fail.</summary>
+    /// <summary>
+    /// First delay before the notification connection reconnects; it doubles up to 5 seconds while reconnects fail (a longer
+    /// one, <see cref="TimeSpan.MaxValue"/> included, is taken as 5 seconds).
+    /// </summary>
     public TimeSpan ListenerReconnectDelay { get; set; } = TimeSpan.FromMilliseconds(200);
 
     /// <summary>The clock that stamps recorded events, snapshots and checkpoints; null for the system clock.</summary>
@@ -98,6 +101,11 @@ public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions
         problems.Positive(nameof(HorizonRecheckInterval), options.HorizonRecheckInterval);
         problems.Positive(nameof(NotificationFallbackInterval), options.NotificationFallbackInterval);
         problems.NotNegative(nameof(ReadOwnAppendsTimeout), options.ReadOwnAppendsTimeout);
+
+        // Waited on by waiting readers, and added to the time of day for a read's deadline: longer ones threw there.
+        problems.AtMostLongestWait(nameof(HorizonRecheckInterval), options.HorizonRecheckInterval);
+        problems.AtMostLongestWait(nameof(NotificationFallbackInterval), options.NotificationFallbackInterval);
+        problems.AtMostLongestSpan(nameof(ReadOwnAppendsTimeout), options.ReadOwnAppendsTimeout);
         problems.Positive(nameof(ListenerReconnectDelay), options.ListenerReconnectDelay);
     }
 

@@ -61,6 +61,10 @@ public sealed class RedisOptions
 
         problems.NotNegative(nameof(ExpiryGrace), options.ExpiryGrace);
         problems.Positive(nameof(InboxPendingTimeout), options.InboxPendingTimeout);
+
+        // The grace is added to every key's ttl and the pending mark renewed on a timer: longer ones threw on every call.
+        problems.AtMostLongestSpan(nameof(ExpiryGrace), options.ExpiryGrace);
+        problems.AtMostLongestWait(nameof(InboxPendingTimeout), options.InboxPendingTimeout);
     }
 
     internal RedisOptions Clone() => (RedisOptions)MemberwiseClone();

@@ -215,6 +215,21 @@ public sealed class HealthTests
         Assert.Contains("does not probe", check.GetProperty("description").GetString(), StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// A time setting too long passed the start and failed every check: Timeout in the probe's CancelAfter, DeadLetterWindow
+    /// taken from the time of day.
+    /// </summary>
+    [Theory]
+    [InlineData(nameof(HeraldHealthOptions.Timeout))]
+    [InlineData(nameof(HeraldHealthOptions.DeadLetterWindow))]
+    public async Task ATimeSettingTooLongToWaitOrAddToADate_FailsTheStartNamingIt(string setting)
+    {
+        var failure = await Assert.ThrowsAnyAsync<Microsoft.Extensions.Options.OptionsValidationException>(
+            () => StartAsync(health: o => typeof(HeraldHealthOptions).GetProperty(setting)!.SetValue(o, TimeSpan.MaxValue)));
+
+        Assert.Contains(failure.Failures, f => f.Contains(setting, StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task NegativeThreshold_FailsAtStart()
     {

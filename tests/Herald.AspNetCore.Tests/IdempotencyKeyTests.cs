@@ -648,6 +648,15 @@ public sealed class IdempotencyKeyTests
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
     }
 
+    /// <summary>An Expiration too long to add to the time of day was accepted and failed every request with a key when its response was stored.</summary>
+    [Fact]
+    public async Task AnExpirationTooLongToAddToADate_FailsTheMappingNamingIt()
+    {
+        var refused = await Assert.ThrowsAnyAsync<ArgumentException>(() => StartAsync(o => o.Expiration = TimeSpan.MaxValue));
+
+        Assert.Equal(nameof(IdempotencyKeyOptions.Expiration), refused.ParamName);
+    }
+
     [Fact]
     public async Task StoredResponse_ExpiresAfterTheExpiration_AndTheKeyRunsAgain()
     {

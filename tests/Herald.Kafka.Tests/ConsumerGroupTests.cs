@@ -11,6 +11,24 @@ namespace Herald.Kafka.Tests;
 /// <summary>Consumer groups on the cluster under test: rebalances while handlers run, restarts, start positions.</summary>
 public sealed class ConsumerGroupTests : KafkaTestBase
 {
+
+    /// <summary>
+    /// A time setting too long to wait on passed validation and threw where it was used: AssignmentTimeout's WaitAsync
+    /// failed every ConsumeAsync, RevocationTimeout's wait failed the rebalance callback, and CommitInterval overflowed
+    /// the next commit's timestamp so the loop committed on every pass.
+    /// </summary>
+    [Theory]
+    [InlineData(nameof(KafkaTransportOptions.CommitInterval))]
+    [InlineData(nameof(KafkaTransportOptions.RevocationTimeout))]
+    [InlineData(nameof(KafkaTransportOptions.AssignmentTimeout))]
+    public void ATimeSettingTooLongToWaitOn_FailsTheValidationNamingIt(string setting)
+    {
+        var options = new KafkaTransportOptions { BootstrapServers = "127.0.0.1:9092" };
+        typeof(KafkaTransportOptions).GetProperty(setting)!.SetValue(options, TimeSpan.MaxValue);
+
+        var problem = Assert.Single(options.Validate());
+        Assert.Contains(setting, problem, StringComparison.Ordinal);
+    }
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(30);
 
     public ConsumerGroupTests(ITestOutputHelper output)

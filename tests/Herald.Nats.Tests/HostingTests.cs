@@ -71,6 +71,18 @@ public sealed class HostingTests : NatsTestBase
         Assert.Contains(error.Failures, f => f.Contains("QueueStream.DuplicateWindow", StringComparison.Ordinal));
     }
 
+    /// <summary>A LagRefreshInterval too long for a timer passed validation and made every consumer's start throw (its lag timer).</summary>
+    [Theory]
+    [InlineData(nameof(NatsTransportOptions.LagRefreshInterval))]
+    public void ATimeSettingTooLongToWaitOn_FailsTheValidationNamingIt(string setting)
+    {
+        var options = new NatsTransportOptions();
+        typeof(NatsTransportOptions).GetProperty(setting)!.SetValue(options, TimeSpan.MaxValue);
+
+        var problem = Assert.Single(options.Validate());
+        Assert.Contains(setting, problem, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task UseNats_WithUnreachableServer_FailsTheHostStartNamingTheServer()
     {

@@ -74,6 +74,22 @@ public sealed class HostingTests : RabbitMqTestBase
         Assert.Contains(error.Failures, f => f.Contains("Prefetch", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// A time setting too long to wait on passed validation and threw where it was waited on: NetworkRecoveryInterval's
+    /// Task.Delay between a consumer's resume attempts ended its recovery. GaugeRefreshInterval is only compared with an
+    /// age, so its MaxValue (read once) stays accepted.
+    /// </summary>
+    [Theory]
+    [InlineData(nameof(RabbitMqTransportOptions.NetworkRecoveryInterval))]
+    public void ATimeSettingTooLongToWaitOn_FailsTheValidationNamingIt(string setting)
+    {
+        var options = new RabbitMqTransportOptions { ConnectionUri = new Uri("amqp://herald:secret@127.0.0.1:5672/"), GaugeRefreshInterval = TimeSpan.MaxValue };
+        typeof(RabbitMqTransportOptions).GetProperty(setting)!.SetValue(options, TimeSpan.MaxValue);
+
+        var problem = Assert.Single(options.Validate());
+        Assert.Contains(setting, problem, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Factory_WithInvalidOptions_Throws()
     {

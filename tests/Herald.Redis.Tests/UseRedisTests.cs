@@ -73,6 +73,22 @@ public sealed class UseRedisTests(RedisFixture redis) : IClassFixture<RedisFixtu
         Assert.Single(builder.Services, d => d.ImplementationType == first.ImplementationType);
     }
 
+    /// <summary>
+    /// A time setting too long passed the start and threw on every call: ExpiryGrace overflowed the ttl it is added to,
+    /// InboxPendingTimeout is renewed on a timer.
+    /// </summary>
+    [Theory]
+    [InlineData(nameof(RedisOptions.ExpiryGrace))]
+    [InlineData(nameof(RedisOptions.InboxPendingTimeout))]
+    public async Task ATimeSettingTooLongToWaitOrAddToADate_FailsTheStartNamingIt(string setting)
+    {
+        using var host = TestHost.CreateBuilder(h => h.UseRedis(RedisFixture.Configuration, o => typeof(RedisOptions).GetProperty(setting)!.SetValue(o, TimeSpan.MaxValue))).Build();
+
+        var failure = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+
+        Assert.Contains(failure.Failures, f => f.Contains(setting, StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task WrongOptions_FailTheStart_NamingEachSetting()
     {

@@ -14,6 +14,20 @@ namespace Herald.Streams.Tests;
 
 public sealed class LeaseLossTests
 {
+    /// <summary>A PartitionBalanceInterval too long to wait on was accepted and ended the balance loop at its first Task.Delay.</summary>
+    [Theory]
+    [InlineData(nameof(StreamProcessorOptions.PartitionBalanceInterval))]
+    public async Task ATimeSettingTooLongToWaitOn_FailsTheProcessorNamingIt(string setting)
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var options = new StreamProcessorOptions { Partitions = 2 };
+        typeof(StreamProcessorOptions).GetProperty(setting)!.SetValue(options, TimeSpan.MaxValue);
+
+        var refused = Assert.ThrowsAny<ArgumentException>(() => new StreamProcessor("too-long", CountTopology(), host.Services, options));
+
+        Assert.Equal(setting, refused.ParamName);
+    }
+
     [Fact]
     public async Task APartitionWhoseLeaseIsLost_CommitsNothingMore()
     {

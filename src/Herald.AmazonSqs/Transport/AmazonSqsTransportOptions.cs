@@ -65,10 +65,16 @@ public sealed class AmazonSqsTransportOptions
     /// </summary>
     public Func<string, string> TopicQueueName { get; set; } = static topic => $"{topic}-topic";
 
-    /// <summary>How long a publisher trusts the bound queues it read for a topic before reading them again (bindings made in this process apply at once).</summary>
+    /// <summary>
+    /// How long a publisher trusts the bound queues it read for a topic before reading them again (bindings made in this
+    /// process apply at once); <see cref="TimeSpan.MaxValue"/> reads them once (it is only compared with their age).
+    /// </summary>
     public TimeSpan BindingCacheDuration { get; set; } = TimeSpan.FromSeconds(5);
 
-    /// <summary>How often the queue gauges (<c>herald.sqs.messages</c>) read a consumed queue's approximate counts, at most.</summary>
+    /// <summary>
+    /// How often the queue gauges (<c>herald.sqs.messages</c>) read a consumed queue's approximate counts, at most;
+    /// <see cref="TimeSpan.MaxValue"/> reads them once (it is only compared with their age, never waited on).
+    /// </summary>
     public TimeSpan GaugeRefreshInterval { get; set; } = TimeSpan.FromSeconds(15);
 
     /// <summary>

@@ -1,5 +1,6 @@
 using Herald.AspNetCore;
 using Herald.AspNetCore.Health;
+using Herald.Internal;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -14,12 +15,7 @@ public static class HeraldHealthChecksBuilderExtensions
     public static IHealthChecksBuilder AddHerald(this IHealthChecksBuilder builder, Action<HeraldHealthOptions>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var options = builder.Services.AddOptions<HeraldHealthOptions>();
-        if (configure is not null)
-        {
-            options.Configure(configure);
-        }
-
+        var options = builder.Services.AddCheckedOptions(configure, HeraldHealthOptions.Check);
         options.Validate(
                 o => o.Timeout > TimeSpan.Zero && o.MaxProjectionLag >= 0 && o.MaxDeadLetterGrowth >= 0 && o.DeadLetterWindow > TimeSpan.Zero,
                 "HeraldHealthOptions: Timeout and DeadLetterWindow must be positive, MaxProjectionLag and MaxDeadLetterGrowth not negative.")

@@ -1,3 +1,5 @@
+using Herald.Internal;
+
 namespace Herald.AspNetCore;
 
 /// <summary>Thresholds of Herald's health checks (set in <c>services.AddHealthChecks().AddHerald(o => ...)</c>).</summary>
@@ -17,4 +19,14 @@ public sealed class HeraldHealthOptions
 
     /// <summary>When true (the default), the transport check declares this host's endpoint queue, a round trip to the broker.</summary>
     public bool ProbeTransport { get; set; } = true;
+
+    /// <summary>
+    /// Adds the settings too long to wait on (<see cref="Timeout"/>, a cancellation timer) or to take from the time of day
+    /// (<see cref="DeadLetterWindow"/>): longer ones passed the start and made every check throw.
+    /// </summary>
+    internal static void Check(HeraldHealthOptions options, OptionsProblems problems)
+    {
+        problems.AtMostLongestWait(nameof(Timeout), options.Timeout);
+        problems.AtMostLongestSpan(nameof(DeadLetterWindow), options.DeadLetterWindow);
+    }
 }

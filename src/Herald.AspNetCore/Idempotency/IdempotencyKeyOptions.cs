@@ -1,3 +1,5 @@
+using Herald.Internal;
+
 namespace Herald.AspNetCore;
 
 /// <summary>How an endpoint honours the <c>Idempotency-Key</c> header (set in <c>WithIdempotencyKey(o => ...)</c>).</summary>
@@ -32,6 +34,9 @@ public sealed class IdempotencyKeyOptions
         {
             throw new ArgumentException($"IdempotencyKeyOptions.Expiration must be positive, not {Expiration}.");
         }
+
+        // Added to the time of day when a response is stored: a longer one passed here and failed every request with a key.
+        OptionsProblems.Of(this, static (options, problems) => problems.AtMostLongestSpan(nameof(Expiration), options.Expiration)).ThrowFirstAsArgumentException();
 
         if (RetryAfter < TimeSpan.Zero)
         {

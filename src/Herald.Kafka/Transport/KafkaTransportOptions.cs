@@ -1,4 +1,5 @@
 using Confluent.Kafka;
+using Herald.Internal;
 
 namespace Herald.Kafka.Transport;
 
@@ -124,6 +125,15 @@ public sealed class KafkaTransportOptions
         {
             errors.Add($"AssignmentTimeout must not be negative, not {AssignmentTimeout}.");
         }
+
+        // Each is waited on (a timed wait, a task's WaitAsync) or turned into a timestamp: a longer one passed here and threw
+        // (or overflowed) there, in the consume loop or the rebalance callback.
+        errors.AddRange(OptionsProblems.Of(this, static (options, problems) =>
+        {
+            problems.AtMostLongestWait(nameof(CommitInterval), options.CommitInterval);
+            problems.AtMostLongestWait(nameof(RevocationTimeout), options.RevocationTimeout);
+            problems.AtMostLongestWait(nameof(AssignmentTimeout), options.AssignmentTimeout);
+        }).Messages);
 
         if (string.IsNullOrWhiteSpace(Source))
         {

@@ -227,6 +227,7 @@ public sealed class NatsTransportOptions
         problems.AtLeast(nameof(MaxMessageBytes), MaxMessageBytes, 1);
         problems.Between(nameof(PublishRetryTimeout), PublishRetryTimeout, TimeSpan.Zero, TimeSpan.FromHours(1), "0 to 1 hour");
         problems.Positive(nameof(LagRefreshInterval), LagRefreshInterval);
+        problems.AtMostLongestWait(nameof(LagRefreshInterval), LagRefreshInterval);
         if (string.IsNullOrWhiteSpace(Source))
         {
             problems.Add(nameof(Source), "must not be empty.");

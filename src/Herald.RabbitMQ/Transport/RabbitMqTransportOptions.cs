@@ -88,7 +88,10 @@ public sealed class RabbitMqTransportOptions
     /// </summary>
     public Uri? ManagementUri { get; set; }
 
-    /// <summary>How old the queue gauges' counts may be before a metrics collection starts a new read in the background.</summary>
+    /// <summary>
+    /// How old the queue gauges' counts may be before a metrics collection starts a new read in the background;
+    /// <see cref="TimeSpan.MaxValue"/> reads them once and never again (it is only compared with their age, never waited on).
+    /// </summary>
     public TimeSpan GaugeRefreshInterval { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>Returns what is wrong with the settings; empty when they are usable.</summary>
@@ -169,6 +172,9 @@ public sealed class RabbitMqTransportOptions
         {
             errors.Add($"GaugeRefreshInterval must be positive, not {GaugeRefreshInterval}.");
         }
+
+        // Waited on between recovery attempts: a longer interval passed here and threw there, ending the consumer's recovery.
+        errors.AddRange(OptionsProblems.Of(this, static (options, problems) => problems.AtMostLongestWait(nameof(NetworkRecoveryInterval), options.NetworkRecoveryInterval)).Messages);
 
         foreach (var (queue, type) in RawQueues)
         {

@@ -437,6 +437,10 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Partitions, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.AllowedOutOfOrderness, TimeSpan.Zero, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.PartitionBalanceInterval, TimeSpan.Zero, nameof(options));
+
+        // Waited on between balance rounds: a longer one passed here and ended the balance loop at its first wait.
+        OptionsProblems.Of(options, static (o, problems) => problems.AtMostLongestWait(nameof(o.PartitionBalanceInterval), o.PartitionBalanceInterval))
+            .ThrowFirstAsArgumentException();
         if (options.Partitions > 1 && topology.RekeysAfterState.Count > 0 && (options.Source.IsExternal || topology.StageCount == 0))
         {
             var why = options.Source.IsExternal

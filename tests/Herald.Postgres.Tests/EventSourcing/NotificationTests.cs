@@ -137,6 +137,23 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
         await pump;
     }
 
+    /// <summary>
+    /// A time setting too long to wait on (or to add to the time of day) passed validation and threw where a reader waited:
+    /// the recheck intervals in a waiting reader's Task.Delay, ReadOwnAppendsTimeout in its deadline's date sum.
+    /// </summary>
+    [Theory]
+    [InlineData(nameof(PostgresStoreOptions.HorizonRecheckInterval))]
+    [InlineData(nameof(PostgresStoreOptions.NotificationFallbackInterval))]
+    [InlineData(nameof(PostgresStoreOptions.ReadOwnAppendsTimeout))]
+    public async Task ATimeSettingTooLongToWaitOrAddToADate_FailsTheStoreCreationNamingIt(string setting)
+    {
+        var options = new PostgresStoreOptions { Schema = fixture.Schema, ListenerReconnectDelay = TimeSpan.MaxValue };
+        typeof(PostgresStoreOptions).GetProperty(setting)!.SetValue(options, TimeSpan.MaxValue);
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await PostgresEventStore.CreateAsync(fixture.DataSource, options));
+        Assert.Equal(setting, refused.ParamName);
+    }
+
     [Fact]
     public async Task AListener_WithAFirstReconnectDelayPastItsCap_KeepsReconnecting_AndDisposesCleanly()
     {
