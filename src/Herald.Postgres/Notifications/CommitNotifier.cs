@@ -126,9 +126,10 @@ internal sealed class CommitNotifier : IAsyncDisposable
                 await command.ExecuteNonQueryAsync().ConfigureAwait(false);
                 break;
             }
-            catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or TimeoutException)
+            catch (Exception ex)
             {
-                // Listeners elsewhere then wake on the next notification or their poll.
+                // Whatever failed, the loop goes on (it ends only with the store): listeners elsewhere then wake on the next
+                // notification or their poll. A request is tried twice at most, so a failure that repeats cannot spin here.
                 Log.NotifyFailed(_logger, ex, _channel);
                 if (connection is not null)
                 {

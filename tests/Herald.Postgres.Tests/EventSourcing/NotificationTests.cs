@@ -187,4 +187,58 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
 
         await Assert.ThrowsAsync<ObjectDisposedException>(() => waiting.WaitAsync(Timeout));
     }
+
+    [Fact]
+    public async Task ACommitNotifier_WhoseSendFailsWithAnUnexpectedException_GoesOn_AndSendsTheNextNotify()
+    {
+        // Only NpgsqlException, InvalidOperationException and TimeoutException were caught: any other exception (here from a
+        // connection initializer) ended the notifier's loop for good, and every later NOTIFY was dropped without a word.
+        var channel = "herald_notify_" + Guid.NewGuid().ToString("N");
+        var opens = 0;
+        var builder = new NpgsqlDataSourceBuilder(PostgresTestDatabase.ConnectionString);
+        builder.UsePhysicalConnectionInitializer(
+            _ => { },
+            _ => Interlocked.Increment(ref opens) == 1 ? throw new NotSupportedException("the connection hook failed") : Task.CompletedTask);
+        await using var failing = builder.Build();
+        await using var listening = await fixture.DataSource.OpenConnectionAsync();
+        var payloads = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        listening.Notification += (_, e) => payloads.Enqueue(e.Payload);
+        await using (var listen = new NpgsqlCommand($"LISTEN \"{channel}\"", listening))
+        {
+            await listen.ExecuteNonQueryAsync();
+        }
+
+        using var stop = new CancellationTokenSource();
+        var pump = Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    await listening.WaitAsync(stop.Token);
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+            }
+        });
+
+        var notifier = new Herald.Postgres.Notifications.CommitNotifier(failing, channel, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        try
+        {
+            notifier.Request("lost");
+            await Eventually.UntilAsync(() => Volatile.Read(ref opens) >= 1, "the first NOTIFY to fail");
+            notifier.Request("after");
+
+            await Eventually.UntilAsync(() => payloads.Contains("after"), "the NOTIFY requested after the failure", Timeout);
+        }
+        finally
+        {
+            // The listening connection cannot be disposed while the pump waits on it.
+            await stop.CancelAsync();
+            await pump;
+        }
+
+        await notifier.DisposeAsync();
+    }
 }
