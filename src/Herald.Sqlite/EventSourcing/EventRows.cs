@@ -17,12 +17,24 @@ internal static class EventRows
         "e.position, s.name, e.version, e.recorded_at, e.event_id, e.event_type, e.schema_version, e.time, e.time_offset, " +
         "e.correlation_id, e.causation_id, e.user_id, e.partition_key, e.content_type, e.headers, e.body";
 
-    public static RecordedEvent Read(SqliteDataReader reader) => new(
-        reader.GetString(1),
-        reader.GetInt64(2),
-        reader.GetInt64(0),
-        ToTime(reader.GetInt64(3), 0),
-        EnvelopeColumns.Read(new DataReaderColumns(reader), 4, deliveryAttempt: 0));
+    /// <summary>Reads an event row of <see cref="Columns"/>; a row another tool changed so that it no longer reads is an <see cref="UnreadableEventException"/>.</summary>
+    public static RecordedEvent Read(SqliteDataReader reader)
+    {
+        var position = reader.GetInt64(0);
+        try
+        {
+            return new(
+                reader.GetString(1),
+                reader.GetInt64(2),
+                position,
+                ToTime(reader.GetInt64(3), 0),
+                EnvelopeColumns.Read(new DataReaderColumns(reader), 4, deliveryAttempt: 0));
+        }
+        catch (Exception ex)
+        {
+            throw new UnreadableEventException(position, ex);
+        }
+    }
 
     public static Guid ToGuid(byte[] bytes) => new(bytes, bigEndian: true);
 

@@ -191,6 +191,38 @@ public abstract partial class EventStoreConformance
         Assert.Equal(7, await Checkpoints.GetCheckpointAsync(paired));
     }
 
+    [Fact]
+    public async Task Subscription_ReachingAStoredEventThatNoLongerReads_StopsNamingItsPosition_InsteadOfRetryingItAsAnOutage()
+    {
+        // A header another tool set to a number failed every read of the page, and the subscription retried it forever,
+        // logged as a store failure.
+        var category = NewCategory();
+        var head = await Store.GetLastPositionAsync();
+        var result = await Store.AppendAsync(NewStream(category), ExpectedVersion.NoStream, NewEvents(3));
+        var spoiled = result.LastPosition - 1;
+        if (!await OverwriteHeadersColumnAsync(spoiled, """{"spoiled":1}"""))
+        {
+            return;
+        }
+
+        try
+        {
+            var seen = new List<RecordedEvent>();
+            await using var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(seen),
+                new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForCategory(category) });
+
+            var failure = await Assert.ThrowsAsync<UnreadableEventException>(() => subscription.Completion.WaitAsync(WaitTimeout));
+            Assert.Equal(spoiled, failure.Position);
+            Assert.Contains($"position {spoiled}", failure.Message, StringComparison.Ordinal);
+            Assert.True(subscription.Position < spoiled, "the subscription did not move past the unreadable event");
+        }
+        finally
+        {
+            // The log is shared by the class's other tests.
+            await OverwriteHeadersColumnAsync(spoiled, null);
+        }
+    }
+
     private static Func<RecordedEvent, CancellationToken, ValueTask> Collect(List<RecordedEvent> into) => (recorded, _) =>
     {
         lock (into)

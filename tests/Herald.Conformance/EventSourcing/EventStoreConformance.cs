@@ -46,6 +46,12 @@ public abstract partial class EventStoreConformance : IAsyncLifetime
     protected virtual ISnapshotStore SnapshotStoreFor(IEventStore store) =>
         store as ISnapshotStore ?? throw new InvalidOperationException($"{store.GetType().Name} is no ISnapshotStore; override SnapshotStoreFor.");
 
+    /// <summary>
+    /// Sets the stored headers of the event at <paramref name="position"/> as another tool might (<paramref name="json"/>,
+    /// or none when null), writing the column directly; false when the engine keeps no such column (memory).
+    /// </summary>
+    protected virtual Task<bool> OverwriteHeadersColumnAsync(long position, string? json) => Task.FromResult(false);
+
     /// <summary>Releases the store after a test; by default disposes it when it is disposable.</summary>
     protected virtual async ValueTask DisposeStoreAsync(IEventStore store)
     {

@@ -9,7 +9,8 @@ namespace Herald.EventSourcing.Subscriptions;
 /// A catch-up subscription on the global log: it reads history from its checkpoint in batches, then waits for new events
 /// with <see cref="IEventStore.WaitForEventsAsync"/>, handing each event to the handler in position order exactly once
 /// past the checkpoint. It works with any <see cref="IEventStore"/>. A handler exception stops it (see <see cref="Completion"/>),
-/// as does an event the store's upcasters cannot migrate (an <see cref="EventUpcastingException"/>); a failing store or checkpoint store (a database restarting) does not: the subscription logs it and tries again from
+/// as does an event the store's upcasters cannot migrate (an <see cref="EventUpcastingException"/>) or whose row no longer
+/// reads (an <see cref="UnreadableEventException"/> naming its position); a failing store or checkpoint store (a database restarting) does not: the subscription logs it and tries again from
 /// its position, waiting 100 ms at first and up to 5 s between tries (issue 10).
 /// </summary>
 public sealed class EventSubscription : IAsyncDisposable
@@ -264,9 +265,10 @@ public sealed class EventSubscription : IAsyncDisposable
                     retryDelay = FirstRetryDelay;
                     await _store.WaitForEventsAsync(Position, stopping).ConfigureAwait(false);
                 }
-                catch (Exception ex) when (stage == Stage.Store && !stopping.IsCancellationRequested && ex is not CheckpointConflictException and not EventUpcastingException)
+                catch (Exception ex) when (stage == Stage.Store && !stopping.IsCancellationRequested && ex is not CheckpointConflictException and not EventUpcastingException and not UnreadableEventException)
                 {
-                    // An upcaster fails the same way on every read, so it is not retried like an outage (which would loop forever).
+                    // An upcaster or an unreadable row fails the same way on every read, so it is not retried like an outage
+                    // (which would loop forever): the subscription stops on it, naming the event.
                     // The store failed, not the handler: go on from the position reached once it answers again (issue 10);
                     // events buffered for a batch but not handed over are read again from there.
                     batch?.Clear();
