@@ -79,25 +79,8 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
         await using var listening = await fixture.DataSource.OpenConnectionAsync();
         var notifications = 0;
         listening.Notification += (_, _) => Interlocked.Increment(ref notifications);
-        await using (var listen = new NpgsqlCommand($"LISTEN \"{channel}\"", listening))
-        {
-            await listen.ExecuteNonQueryAsync();
-        }
-
         using var stop = new CancellationTokenSource();
-        var pump = Task.Run(async () =>
-        {
-            try
-            {
-                while (true)
-                {
-                    await listening.WaitAsync(stop.Token);
-                }
-            }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
-            {
-            }
-        });
+        var pump = await ListenAsync(listening, channel, stop.Token);
 
         await using var otherSource = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
         await using var follower = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, NotificationFallbackInterval = NoFallback });
@@ -203,25 +186,8 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
         await using var listening = await fixture.DataSource.OpenConnectionAsync();
         var payloads = new System.Collections.Concurrent.ConcurrentQueue<string>();
         listening.Notification += (_, e) => payloads.Enqueue(e.Payload);
-        await using (var listen = new NpgsqlCommand($"LISTEN \"{channel}\"", listening))
-        {
-            await listen.ExecuteNonQueryAsync();
-        }
-
         using var stop = new CancellationTokenSource();
-        var pump = Task.Run(async () =>
-        {
-            try
-            {
-                while (true)
-                {
-                    await listening.WaitAsync(stop.Token);
-                }
-            }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
-            {
-            }
-        });
+        var pump = await ListenAsync(listening, channel, stop.Token);
 
         var notifier = new Herald.Postgres.Notifications.CommitNotifier(failing, channel, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         try
@@ -240,5 +206,28 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
         }
 
         await notifier.DisposeAsync();
+    }
+
+    // LISTENs on the channel and delivers its notifications (to the connection's Notification event) until stopped.
+    private static async Task<Task> ListenAsync(NpgsqlConnection listening, string channel, CancellationToken stop)
+    {
+        await using (var listen = new NpgsqlCommand($"LISTEN \"{channel}\"", listening))
+        {
+            await listen.ExecuteNonQueryAsync(stop);
+        }
+
+        return Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    await listening.WaitAsync(stop);
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+            }
+        }, CancellationToken.None);
     }
 }
