@@ -124,5 +124,11 @@ public abstract class Delivery
         Volatile.Write(ref _settled, 0);
     }
 
+    /// <summary>
+    /// Settles nothing, but takes the settlement from whoever comes later: true when nothing settled it yet, so the consumer
+    /// hands the message back itself and the handler's late ack or nack does nothing (a handler a stop abandoned).
+    /// </summary>
+    internal bool TryTakeBack() => TrySettle();
+
     private bool TrySettle() => Interlocked.Exchange(ref _settled, 1) == 0;
 }

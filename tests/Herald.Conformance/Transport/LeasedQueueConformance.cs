@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Herald.Conformance.Reliability;
+using Herald.Internal;
 using Herald.Transport;
 using Xunit;
 
@@ -250,6 +251,52 @@ public abstract class LeasedQueueConformance
         }
 
         Assert.Equal(["a"], seen.Items.Select(d => d.Consumer));
+    }
+
+    // Regression (audit, round 8): a stop whose deadline had passed still waited for a handler that ignores its token for as
+    // long as it ran (the host's stop, and the transport's dispose, with it). It now abandons it after a short grace: the
+    // message goes back, and the handler's ack when it ends is not sent (on SQS it deleted the message handed back).
+    [Fact]
+    public async Task AHandlerThatIgnoresItsCancellation_IsAbandonedByTheStop_AndItsMessageIsDeliveredAgain()
+    {
+        var queue = "abandoned-" + Guid.NewGuid().ToString("N")[..8];
+        await using var a = await OpenInstanceAsync();
+        await using var b = await OpenInstanceAsync();
+        var seen = new DeliveryCollector();
+        var started = new TaskCompletionSource<Delivery>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stubborn = await a.ConsumeAsync(queue, ConsumerOptions.Default, async (d, _) =>
+        {
+            seen.Add(d, "a");
+            started.TrySetResult(d);
+            await release.Task;
+        });
+        try
+        {
+            await a.SendAsync(queue, TestEnvelopes.Create(partitionKey: null));
+            var abandoned = await started.Task.WaitAsync(Eventually.DefaultTimeout);
+
+            using var deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+            await stubborn.StopAsync(deadline.Token).WaitAsync(Eventually.DefaultTimeout);
+            Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(3));
+
+            // The handler ends after the stop: its ack is due now, and must not remove the message handed back.
+            release.TrySetResult();
+            await Eventually.UntilAsync(() => abandoned.IsSettled, "the abandoned handler ended");
+            await using var other = await b.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+            {
+                seen.Add(d, "b");
+                return ValueTask.CompletedTask;
+            });
+            await seen.WaitForCountAsync(2, Lease * 5, "the abandoned message delivered again");
+            Assert.Equal(["a", "b"], seen.Items.Select(d => d.Consumer));
+        }
+        finally
+        {
+            release.TrySetResult();
+            await stubborn.DisposeAsync().AsTask().WaitAsync(Eventually.DefaultTimeout);
+        }
     }
 
     // A settlement that gave up leaves the message under its consumer's lease, and renewals extended every message the

@@ -200,6 +200,48 @@ public sealed class LeasedQueueConsumerTests
         Assert.Contains("ack 1", backend.Calls);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Stopping_WhileAHandlerIgnoresItsCancellation_ReturnsAfterTheGrace_HandsTheMessageBack_AndNeverSettlesIt(bool dispose)
+    {
+        // Regression (audit, round 8): the stop (and the transport's dispose, which awaits it) waited for a handler that
+        // ignores its token for as long as it ran; once it returns, the handler's ack went out after the message was handed
+        // back, while another consumer may hold it.
+        var backend = new Backend();
+        var logs = new LogCollector();
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.Add(new Message(1));
+        var consumer = Start(backend, logs, async (d, _) =>
+        {
+            running.TrySetResult();
+            await release.Task;
+            ended.TrySetResult();
+        });
+        try
+        {
+            await running.Task.WaitAsync(Eventually.DefaultTimeout);
+
+            using var deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+            await (dispose ? consumer.DisposeAsync().AsTask() : consumer.StopAsync(deadline.Token)).WaitAsync(Eventually.DefaultTimeout);
+            Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(2));
+            Assert.Contains("release all", backend.Calls);
+            Assert.Contains("abandoned 1 handler", Assert.Single(logs.Entries, e => e.EventId == 1612).Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+
+        await ended.Task.WaitAsync(Eventually.DefaultTimeout);
+        await Eventually.UntilAsync(() => logs.Entries.Any(e => e.EventId == 1220), "the abandoned handler's ack is left out");
+        Assert.DoesNotContain("ack 1", backend.Calls);
+        await consumer.DisposeAsync().AsTask().WaitAsync(Eventually.DefaultTimeout);
+    }
+
     [Fact]
     public async Task AMessageWhoseLeaseRanOutWhileRenewalsFailed_HasItsHandlerCancelled_AndIsNotStartedFromTheBuffer()
     {

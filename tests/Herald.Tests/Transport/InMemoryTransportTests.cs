@@ -297,6 +297,51 @@ public sealed class InMemoryTransportTests
         Assert.Equal(2, transport.GetReadyCount(queue));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Stopping_WhileAHandlerIgnoresItsCancellation_ReturnsAfterTheGrace_AndTheMessageIsDeliveredAgain(bool dispose)
+    {
+        // Regression (audit, round 8): a stop, and the transport's dispose, awaited a handler that ignores its token for as
+        // long as it ran, so the host's stop waited 20 s for a 20 s handler whatever its shutdown timeouts said.
+        var transport = new InMemoryTransport(InMemoryTransportOptions.Default, TimeProvider.System);
+        var queue = NewName();
+        var release = NewSignal();
+        try
+        {
+            await transport.SendAsync(queue, NewEnvelope(1));
+            var started = NewSignal();
+            var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (_, _) =>
+            {
+                started.TrySetResult();
+                await release.Task;
+            });
+            await started.Task.WaitAsync(Timeout);
+
+            using var deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+            await (dispose ? consumer.DisposeAsync().AsTask() : consumer.StopAsync(deadline.Token)).WaitAsync(Timeout);
+            Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + Herald.Internal.ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(2));
+
+            // Abandoned, not settled: the message is handed back, and the handler's end after the stop settles nothing.
+            var collector = new DeliveryCollector();
+            await using var next = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
+            {
+                collector.Add(delivery);
+                return ValueTask.CompletedTask;
+            });
+            var delivered = await collector.WaitForCountAsync(1, Timeout, "the abandoned message delivered again");
+            Assert.Equal(1, SequenceOf(delivered[0].Envelope));
+            release.TrySetResult();
+            await collector.AssertNoMoreThanAsync(1, QuietWindow, "the abandoned handler's late end sent its message again");
+        }
+        finally
+        {
+            release.TrySetResult();
+            await transport.DisposeAsync().AsTask().WaitAsync(Timeout);
+        }
+    }
+
     [Fact]
     public async Task Consumer_DisposedTwiceAndThenByTheTransport_IsHarmless()
     {

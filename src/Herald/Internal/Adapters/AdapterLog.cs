@@ -18,6 +18,10 @@ public static partial class AdapterLog
     [LoggerMessage(1611, LogLevel.Information, "Stopped consuming '{Queue}'")]
     public static partial void ConsumerStopped(ILogger logger, string queue);
 
+    /// <summary>A stop of <paramref name="queue"/>'s consumer went on without handlers that ignored their cancellation.</summary>
+    [LoggerMessage(1612, LogLevel.Warning, "Stopping the consumer of '{Queue}' abandoned {Count} handler(s) that went on after their cancellation; their messages are not settled and come back to the queue")]
+    public static partial void HandlersAbandoned(ILogger logger, string queue, int count);
+
     /// <summary>A message of <paramref name="queue"/> could not be decoded; it reaches the pipeline with its decode failure, which dead-letters it.</summary>
     [LoggerMessage(1620, LogLevel.Warning, "A message on '{Queue}' could not be decoded; it goes to the dead letters as undecodable: {Reason}")]
     public static partial void Undecodable(ILogger logger, string queue, string reason);

@@ -52,6 +52,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     private readonly Lock _gate = new();
     private ITimer? _renewal;
     private Task _running = Task.CompletedTask;
+    private Task[] _tasks = [];
     private Task? _finishing;
     private int _held;
     private int _disposing;
@@ -60,6 +61,10 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     // handlers still running, and they rely on their leases until they settle.
     private volatile bool _renewalEnding;
     private volatile bool _isDisposed;
+
+    // Set when a stop went on without handlers that ignored their cancellation: their messages are handed back with the
+    // rest, so what those handlers settle when they end is not sent.
+    private volatile bool _abandoned;
 
     /// <summary>Creates a consumer of <paramref name="queue"/>; <see cref="Start"/> starts it.</summary>
     /// <param name="backend">This consumer's hold on the queue (one backend per consumer).</param>
@@ -122,6 +127,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             tasks[i] = Task.Run(WorkAsync);
         }
 
+        _tasks = tasks;
         _running = Task.WhenAll(tasks);
         Log.LeasedQueueConsumerStarted(_settings.Logger, _settings.Name, _workers, _capacity);
     }
@@ -135,9 +141,10 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
 
         await _stopping.CancelAsync().ConfigureAwait(false);
-        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        if (!_abandoned && !await ConsumerStop.WaitAsync(_running, _aborting, _settings.TimeProvider, cancellationToken).ConfigureAwait(false))
         {
-            await _running.ConfigureAwait(false);
+            _abandoned = true;
+            AdapterLog.HandlersAbandoned(_settings.Logger, Queue, _tasks.Count(static t => !t.IsCompleted));
         }
 
         Task finishing;
@@ -174,6 +181,14 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         IReadOnlyDictionary<string, string>? headers,
         string? reason)
     {
+        if (_abandoned)
+        {
+            // Its handler ended after the stop abandoned it and handed the message back; another consumer may hold it now.
+            Log.LeasedQueueAbandonedNotSettled(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
+            FreeSlot();
+            return;
+        }
+
         // Settled from here on, so a renewal that finds its row gone now does not report it lost.
         var leaseUntil = 0L;
         if (_leases.TryRemove(message, out var claim))

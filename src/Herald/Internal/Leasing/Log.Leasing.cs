@@ -40,4 +40,7 @@ internal static partial class Log
 
     [LoggerMessage(1219, LogLevel.Warning, "The lease of message {MessageId} held by the consumer of {Consumer} ran out while its renewals failed (another consumer may claim it now): its handler is cancelled, and a settlement applies only if no other consumer took the message")]
     public static partial void LeasedQueueLeaseRanOut(ILogger logger, Guid messageId, string consumer);
+
+    [LoggerMessage(1220, LogLevel.Information, "The {Settlement} of message {MessageId} is not sent: the stop of the consumer of {Consumer} abandoned its handler and handed the message back; it is delivered again")]
+    public static partial void LeasedQueueAbandonedNotSettled(ILogger logger, string settlement, Guid messageId, string consumer);
 }

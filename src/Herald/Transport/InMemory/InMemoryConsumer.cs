@@ -18,6 +18,9 @@ internal sealed class InMemoryConsumer : ITransportConsumer
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private readonly Channel<Envelope>[] _lanes;
+
+    // The delivery each worker is handling, so a stop that abandons a handler can hand its message back.
+    private readonly InMemoryDelivery?[] _handling;
     private readonly Task _running;
     private readonly bool _reusesDeliveries;
     private int _stopped;
@@ -32,12 +35,14 @@ internal sealed class InMemoryConsumer : ITransportConsumer
         if (options.MaxConcurrency == 1)
         {
             _lanes = [];
-            _running = Task.Run(() => WorkAsync(queue.Reader));
+            _handling = new InMemoryDelivery?[1];
+            _running = Task.Run(() => WorkAsync(queue.Reader, 0));
         }
         else
         {
             var laneCapacity = Math.Max(1, options.Prefetch / options.MaxConcurrency);
             _lanes = new Channel<Envelope>[options.MaxConcurrency];
+            _handling = new InMemoryDelivery?[options.MaxConcurrency];
             var tasks = new Task[options.MaxConcurrency + 1];
             for (var i = 0; i < _lanes.Length; i++)
             {
@@ -48,7 +53,8 @@ internal sealed class InMemoryConsumer : ITransportConsumer
                     SingleWriter = true,
                 });
                 var lane = _lanes[i].Reader;
-                tasks[i] = Task.Run(() => WorkAsync(lane));
+                var worker = i;
+                tasks[i] = Task.Run(() => WorkAsync(lane, worker));
             }
 
             tasks[^1] = Task.Run(PumpAsync);
@@ -71,15 +77,27 @@ internal sealed class InMemoryConsumer : ITransportConsumer
             await _stopping.CancelAsync().ConfigureAwait(false);
         }
 
-        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        bool ended;
+        try
         {
-            try
+            ended = await ConsumerStop.WaitAsync(_running, _aborting, _queue.TimeProvider, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // The workers end by cancellation; what matters is that they ended.
+            ended = true;
+        }
+
+        if (!ended)
+        {
+            // Handlers that ignore their cancellation are left running; there is no broker to bring their messages back, so
+            // they go back here, and the handler's ack or nack when it ends does nothing.
+            foreach (var delivery in _handling)
             {
-                await _running.ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                // The workers end by cancellation; what matters is that they ended.
+                if (delivery is not null && delivery.TryTakeBack())
+                {
+                    _queue.Return(delivery.Envelope);
+                }
             }
         }
 
@@ -165,7 +183,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer
         return best;
     }
 
-    private async Task WorkAsync(ChannelReader<Envelope> reader)
+    private async Task WorkAsync(ChannelReader<Envelope> reader, int worker)
     {
         var stop = _stopping.Token;
         var direct = _lanes.Length == 0;
@@ -189,7 +207,9 @@ internal sealed class InMemoryConsumer : ITransportConsumer
                         delivery = reusable;
                     }
 
+                    Volatile.Write(ref _handling[worker], delivery);
                     await HandleAsync(delivery).ConfigureAwait(false);
+                    Volatile.Write(ref _handling[worker], null);
                 }
 
                 if (stop.IsCancellationRequested)
@@ -208,9 +228,9 @@ internal sealed class InMemoryConsumer : ITransportConsumer
     private async ValueTask HandleAsync(InMemoryDelivery delivery)
     {
         var envelope = delivery.Envelope;
-        if (!await DeliverySettlement.RunAsync(_handler, delivery, NullLogger.Instance, _aborting.Token).ConfigureAwait(false))
+        if (!await DeliverySettlement.RunAsync(_handler, delivery, NullLogger.Instance, _aborting.Token).ConfigureAwait(false) && delivery.TryTakeBack())
         {
-            // Aborted by shutdown: not a failed attempt, hand it back unchanged.
+            // Aborted by shutdown: not a failed attempt, hand it back unchanged (unless the stop abandoned it and did).
             _queue.Return(envelope);
         }
     }

@@ -82,6 +82,8 @@ internal sealed class InMemoryQueue
 
     public void Complete() => _permits.Release();
 
+    public TimeProvider TimeProvider => _transport.TimeProvider;
+
     public void DeadLetter(Envelope envelope, string reason)
     {
         if (Interlocked.Increment(ref _deadLetterCount) > _deadLetterCapacity)
