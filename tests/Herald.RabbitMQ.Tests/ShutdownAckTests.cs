@@ -1,3 +1,4 @@
+using Herald.Conformance;
 using Herald.Handling;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -46,6 +47,79 @@ public sealed class ShutdownAckTests : RabbitMqTestBase
         var channel = await CreateRawChannelAsync();
         var back = await channel.BasicGetAsync(endpoint, autoAck: true);
         Assert.True(back is null, $"the handled message is back in '{endpoint}' (redelivered: {back?.Redelivered}), to be handled a second time");
+    }
+
+    // Regression (audit, round 8): with a handler that ignores its token, HeraldOptions.ShutdownTimeout 200 ms and the
+    // host's 1 s, the host's stop returned when the handler did (20 s in the audit's run). The stop now abandons it a
+    // grace after its token fired; the closed channel hands its delivery back, and its end settles nothing.
+    [Fact]
+    public async Task HandlerIgnoringItsCancellation_IsAbandonedByTheStop_AndItsMessageStaysInTheQueue()
+    {
+        var probe = new StubbornProbe();
+        var endpoint = Name("endpoint");
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddSingleton(probe);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(1));
+        builder.Services.AddHerald(h => h
+            .UseRabbitMq(o =>
+            {
+                o.ConnectionUri = BrokerAdmin.AmqpUri;
+                o.ClientProvidedName = Prefix;
+            })
+            .AddMessageType<StubbornPing>(Name("stubborn"))
+            .AddHandler<StubbornPingHandler>()
+            .Configure(o =>
+            {
+                o.EndpointName = endpoint;
+                o.MaxConcurrency = 1;
+                o.ShutdownTimeout = TimeSpan.FromMilliseconds(200);
+            }));
+        var host = builder.Build();
+        try
+        {
+            await host.StartAsync();
+            await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new StubbornPing("once"));
+            await probe.Started.Task.WaitAsync(TimeSpan.FromSeconds(15));
+
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+            await host.StopAsync().WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + Herald.Internal.ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(3));
+
+            // The handler ends after the stop returned: its ack must not go, and the message is there to be handled again.
+            probe.Release.TrySetResult();
+            await probe.Finished.Task.WaitAsync(TimeSpan.FromSeconds(15));
+            await ((IAsyncDisposable)host).DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(15));
+            var channel = await CreateRawChannelAsync();
+            var back = await Eventually.ValueAsync(() => new ValueTask<global::RabbitMQ.Client.BasicGetResult?>(channel.BasicGetAsync(endpoint, autoAck: true)), "the abandoned message back in the queue");
+            Assert.True(back.Redelivered);
+        }
+        finally
+        {
+            probe.Release.TrySetResult();
+            host.Dispose();
+        }
+    }
+
+    public sealed record StubbornPing(string Text);
+
+    public sealed class StubbornProbe
+    {
+        public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Finished { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    public sealed class StubbornPingHandler(StubbornProbe probe) : IMessageHandler<StubbornPing>
+    {
+        public async ValueTask HandleAsync(StubbornPing message, MessageContext context, CancellationToken cancellationToken)
+        {
+            probe.Started.TrySetResult();
+            // Ignores its token: runs on until the test lets it go.
+            await probe.Release.Task.WaitAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+            probe.Finished.TrySetResult();
+        }
     }
 
     public sealed record SlowPing(string Text);

@@ -39,6 +39,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private int _generation;
     private int _stopped;
     private bool _closed;
+    private volatile bool _abandoned;
 
     // How long a handled delivery's ack may wait for others to share one multiple ack.
     private static readonly TimeSpan AckBatchDelay = TimeSpan.FromMilliseconds(2);
@@ -137,9 +138,12 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
             }
         }
 
-        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        if (!_abandoned && !await ConsumerStop.WaitAsync(_running, _aborting, _transport.TimeProvider, cancellationToken).ConfigureAwait(false))
         {
-            await _running.ConfigureAwait(false);
+            // Left running: closing the channel below hands their deliveries back, and a settlement on a closed channel is
+            // not sent (IsStale), so what they do when they end settles nothing.
+            _abandoned = true;
+            AdapterLog.HandlersAbandoned(_logger, Queue, _lanes.WorkersLeft);
         }
 
         // Handled deliveries are acked before the channel closes; else the broker would hand them out again.

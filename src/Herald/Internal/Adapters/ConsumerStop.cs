@@ -34,7 +34,9 @@ public static class ConsumerStop
             }
             catch (OperationCanceledException) when (!running.IsCompleted && cancellationToken.IsCancellationRequested)
             {
-                // Aborted: the handlers' token fired with the registration; they get the grace below to see it.
+                // Aborted. Cancelled here too: this wait's own callback may have run first and brought us here on the same
+                // thread, so leaving the block would unregister the callback above before it ran.
+                await aborting.CancelAsync().ConfigureAwait(false);
             }
         }
 

@@ -49,6 +49,9 @@ public sealed class DeliveryLanes<T>
     // The evidence that inline runs hold the writer (see OverLimitEvidence); only the writer touches it.
     private int _overLimit;
     private int _count;
+
+    // Workers that have not ended: once stopping, those still finishing an item.
+    private int _workersLeft;
     private bool _writerWaiting;
     private bool _closed;
 
@@ -147,8 +150,12 @@ public sealed class DeliveryLanes<T>
         // Workers wait without a token (a wait with one allocates and registers on the token every time a worker runs dry,
         // once per message when handlers are fast); stopping wakes them instead. Items still queued stay for TakeLeftovers.
         _ = stopping.UnsafeRegister(static s => ((DeliveryLanes<T>)s!).Close(), this);
+        _workersLeft = _lanes.Length;
         return Task.WhenAll(Enumerable.Range(0, _lanes.Length).Select(lane => Task.Run(() => WorkAsync(lane, handle, stopping), CancellationToken.None)));
     }
+
+    /// <summary>How many workers have not ended; once stopping fired, those still running an item (a handler a stop abandons).</summary>
+    public int WorkersLeft => Volatile.Read(ref _workersLeft);
 
     /// <summary>Takes every item no worker started (after the workers stopped), for the consumer to hand back.</summary>
     public List<T> TakeLeftovers()
@@ -444,6 +451,10 @@ public sealed class DeliveryLanes<T>
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _workersLeft);
         }
     }
 
