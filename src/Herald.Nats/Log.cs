@@ -49,4 +49,7 @@ internal static partial class Log
 
     [LoggerMessage(8037, LogLevel.Warning, "Handing an early message of '{Queue}' (sent with a delay by an earlier Herald, or published with a delay to a bound topic) to its delay stream failed; it is nakked until due instead, and that delivery counts as an attempt")]
     public static partial void DelayHandOverFailed(ILogger logger, Exception exception, string queue);
+
+    [LoggerMessage(8038, LogLevel.Information, "Message {MessageId} of '{Queue}' is not settled: the consumer's stop abandoned its handler, and the server delivers it again once its ack wait runs out")]
+    public static partial void AbandonedNotSettled(ILogger logger, Guid messageId, string queue);
 }

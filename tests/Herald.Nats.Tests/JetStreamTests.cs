@@ -127,6 +127,49 @@ public sealed class JetStreamTests : NatsTestBase
     }
 
     /// <summary>
+    /// Regression (audit, round 8): a stop whose deadline had passed still waited for a handler that ignores its token for
+    /// as long as it ran (the host's stop and the transport's dispose with it). It now abandons it a grace after its token
+    /// fired; the handler's ack when it ends is not sent, and the server delivers the message again after its ack wait.
+    /// </summary>
+    [Fact]
+    public async Task Stop_WhileAHandlerIgnoresItsCancellation_ReturnsAfterTheGrace_AndTheMessageIsDeliveredAgain()
+    {
+        var transport = await CreateShortAckWaitTransportAsync();
+        var queue = "abandoned-" + Guid.NewGuid().ToString("N")[..8];
+        var started = new TaskCompletionSource<Delivery>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stubborn = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, _) =>
+        {
+            started.TrySetResult(delivery);
+            await release.Task;
+        });
+        try
+        {
+            await transport.SendAsync(queue, NewEnvelope("stubborn"));
+            var abandoned = await started.Task.WaitAsync(Timeout);
+
+            using var deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+            await stubborn.StopAsync(deadline.Token).WaitAsync(Timeout);
+            Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + Herald.Internal.ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(3));
+
+            // The handler ends after the stop: its ack must not go, so the message comes back.
+            release.TrySetResult();
+            await Eventually.UntilAsync(() => abandoned.IsSettled, "the abandoned handler ended");
+            var (next, seen) = await ConsumeAsync(transport, queue);
+            await using (next)
+            {
+                await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "stubborn"), "the abandoned message delivered again", ShortAckWait * 5);
+            }
+        }
+        finally
+        {
+            release.TrySetResult();
+            await stubborn.DisposeAsync().AsTask().WaitAsync(Timeout);
+        }
+    }
+
+    /// <summary>
     /// A consumer running when its queue's stream is deleted (its durable consumer with it) used to fail its pulls
     /// forever (8012), even once a send had made the stream again: it now makes the stream and its durable again and
     /// handles what is sent after.

@@ -63,6 +63,10 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private volatile bool _hasLag;
     private int _stopped;
 
+    // Set when a stop went on without handlers that ignored their cancellation: what they settle when they end is not sent
+    // (another consumer may hold the message by then); the server delivers it again once its ack wait runs out.
+    private volatile bool _abandoned;
+
     private NatsConsumer(NatsTransport transport, INatsJSConsumer consumer, NatsDelayLine[] delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
         _transport = transport;
@@ -119,9 +123,11 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             await _stopping.CancelAsync().ConfigureAwait(false);
         }
 
-        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        var workers = Task.WhenAll([_pulling, _running, .. Array.ConvertAll(_movers, mover => mover.StopAsync())]);
+        if (!_abandoned && !await ConsumerStop.WaitAsync(workers, _aborting, _transport.TimeProvider, cancellationToken).ConfigureAwait(false))
         {
-            await Task.WhenAll([_pulling, _running, .. Array.ConvertAll(_movers, mover => mover.StopAsync())]).ConfigureAwait(false);
+            _abandoned = true;
+            AdapterLog.HandlersAbandoned(_logger, Queue, _lanes.WorkersLeft);
         }
 
         // Prefetched messages no handler started go back at once (not after the ack wait) to whoever consumes next.
@@ -158,6 +164,11 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     internal ValueTask AckAsync(NatsDelivery delivery, CancellationToken cancellationToken)
     {
+        if (IsAbandoned(delivery))
+        {
+            return ValueTask.CompletedTask;
+        }
+
         Forget(delivery);
         return delivery.Message.AckAsync(cancellationToken: cancellationToken);
     }
@@ -167,6 +178,11 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     internal async ValueTask NakAsync(NatsDelivery delivery, TimeSpan delay, CancellationToken cancellationToken)
     {
+        if (IsAbandoned(delivery))
+        {
+            return;
+        }
+
         // On the last delivery the server allows, a nak would leave the message in the stream, never delivered again. The
         // pipeline dead-letters such a failure itself (Delivery.IsLastDelivery); this covers a nak from anywhere else.
         if (delivery.IsLastDelivery && _transport.Options.MaxDeliver is { } maxDeliver)
@@ -188,6 +204,11 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     internal async ValueTask DeadLetterAsync(
         NatsDelivery delivery, string reason, IReadOnlyDictionary<string, string>? headers, TimeSpan handBackDelay, CancellationToken cancellationToken)
     {
+        if (IsAbandoned(delivery))
+        {
+            return;
+        }
+
         // Kept alive until the copy is stored: its publish is retried for up to PublishRetryTimeout, which may outlast the
         // ack wait, and the server would deliver the message again meanwhile (handled twice, dead-lettered twice).
         delivery.StoringCopy();
@@ -209,6 +230,18 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     }
 
     private void Forget(NatsDelivery delivery) => Untrack(delivery);
+
+    // True, and logged, for a delivery whose handler ended after the stop abandoned it: it is not settled.
+    private bool IsAbandoned(NatsDelivery delivery)
+    {
+        if (!_abandoned)
+        {
+            return false;
+        }
+
+        Log.AbandonedNotSettled(_logger, delivery.Envelope.MessageId, Queue);
+        return true;
+    }
 
     private Task PullAsync() =>
         NatsPull.RunAsync(_consumer, _prefetch, ReceiveAsync, e => Log.PullFailed(_logger, e, Queue), RemakeAsync, _transport.TimeProvider, _stopping.Token);
@@ -362,7 +395,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     private async ValueTask HandleAsync(NatsDelivery delivery)
     {
         // Aborted by shutdown (false): not a failed attempt; handed back unchanged.
-        if (!await DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token).ConfigureAwait(false))
+        if (!await DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token).ConfigureAwait(false) && !IsAbandoned(delivery))
         {
             await NakQuietlyAsync(delivery.Message, TimeSpan.Zero).ConfigureAwait(false);
         }
