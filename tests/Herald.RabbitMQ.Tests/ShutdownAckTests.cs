@@ -19,24 +19,7 @@ public sealed class ShutdownAckTests : RabbitMqTestBase
     {
         var probe = new SlowProbe();
         var endpoint = Name("endpoint");
-        var builder = Host.CreateApplicationBuilder();
-        builder.Services.AddSingleton(probe);
-        builder.Services.AddHerald(h => h
-            .UseRabbitMq(o =>
-            {
-                o.ConnectionUri = BrokerAdmin.AmqpUri;
-                o.ClientProvidedName = Prefix;
-            })
-            .AddMessageType<SlowPing>(Name("slow"))
-            .AddHandler<SlowPingHandler>()
-            .Configure(o =>
-            {
-                o.EndpointName = endpoint;
-                o.MaxConcurrency = 1;
-                o.Prefetch = 4; // acks unbatched (prefetch / 4 = 1)
-                o.ShutdownTimeout = TimeSpan.FromMilliseconds(200);
-            }));
-        using var host = builder.Build();
+        using var host = BuildHost<SlowPing, SlowPingHandler>(probe, endpoint, prefetch: 4); // acks unbatched (prefetch / 4 = 1)
         await host.StartAsync();
         await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new SlowPing("once"));
         await probe.Started.Task.WaitAsync(TimeSpan.FromSeconds(15));
@@ -57,24 +40,7 @@ public sealed class ShutdownAckTests : RabbitMqTestBase
     {
         var probe = new StubbornProbe();
         var endpoint = Name("endpoint");
-        var builder = Host.CreateApplicationBuilder();
-        builder.Services.AddSingleton(probe);
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(1));
-        builder.Services.AddHerald(h => h
-            .UseRabbitMq(o =>
-            {
-                o.ConnectionUri = BrokerAdmin.AmqpUri;
-                o.ClientProvidedName = Prefix;
-            })
-            .AddMessageType<StubbornPing>(Name("stubborn"))
-            .AddHandler<StubbornPingHandler>()
-            .Configure(o =>
-            {
-                o.EndpointName = endpoint;
-                o.MaxConcurrency = 1;
-                o.ShutdownTimeout = TimeSpan.FromMilliseconds(200);
-            }));
-        var host = builder.Build();
+        var host = BuildHost<StubbornPing, StubbornPingHandler>(probe, endpoint, prefetch: null);
         try
         {
             await host.StartAsync();
@@ -120,6 +86,32 @@ public sealed class ShutdownAckTests : RabbitMqTestBase
             await probe.Release.Task.WaitAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
             probe.Finished.TrySetResult();
         }
+    }
+
+    // One consumer with HeraldOptions.ShutdownTimeout 200 ms and the host's own 1 s, as in the audit's reproduction.
+    private IHost BuildHost<TMessage, THandler>(object probe, string endpoint, int? prefetch)
+        where TMessage : class
+        where THandler : class, IMessageHandler<TMessage>
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddSingleton(probe.GetType(), probe);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(1));
+        builder.Services.AddHerald(h => h
+            .UseRabbitMq(o =>
+            {
+                o.ConnectionUri = BrokerAdmin.AmqpUri;
+                o.ClientProvidedName = Prefix;
+            })
+            .AddMessageType<TMessage>(Name(typeof(TMessage).Name))
+            .AddHandler<THandler>()
+            .Configure(o =>
+            {
+                o.EndpointName = endpoint;
+                o.MaxConcurrency = 1;
+                o.Prefetch = prefetch ?? o.Prefetch;
+                o.ShutdownTimeout = TimeSpan.FromMilliseconds(200);
+            }));
+        return builder.Build();
     }
 
     public sealed record SlowPing(string Text);
