@@ -32,9 +32,10 @@ public static class ConsumerStop
                 await running.WaitAsync(cancellationToken).ConfigureAwait(false);
                 return true;
             }
-            catch (OperationCanceledException) when (!running.IsCompleted && cancellationToken.IsCancellationRequested)
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
-                // Aborted. Cancelled here too: this wait's own callback may have run first and brought us here on the same
+                // Aborted (or the workers ended meanwhile: the wait below then returns, or throws their failure, at once).
+                // Cancelled here too: this wait's own callback may have run first and brought us here on the same
                 // thread, so leaving the block would unregister the callback above before it ran.
                 await aborting.CancelAsync().ConfigureAwait(false);
             }
