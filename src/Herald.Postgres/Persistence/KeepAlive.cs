@@ -19,18 +19,19 @@ internal static class KeepAlive
                 await using var ping = new NpgsqlCommand("SELECT 1", connection);
                 ping.CommandTimeout = (int)Math.Ceiling(interval.TotalSeconds);
                 var answered = ping.ExecuteScalarAsync(cancellationToken);
-                using (var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+                try
+                {
+                    await answered.WaitAsync(interval * 2, CancellationToken.None).ConfigureAwait(false); // the round trip itself carries the token
+                }
+                catch (TimeoutException)
                 {
                     // Npgsql's own timeout first sends a cancel over a new connection, which a dead path holds up as long as
                     // the client's timeouts allow (40 s with the defaults): the connection is given up now, and left alone
-                    // until the round trip ends, since it is not to be used by two callers at once.
-                    var timeout = Task.Delay(interval * 2, timer.Token);
-                    if (await Task.WhenAny(answered, timeout).ConfigureAwait(false) == timeout && !cancellationToken.IsCancellationRequested)
+                    // until the round trip ends (below), since it is not to be used by two callers at once.
+                    if (!cancellationToken.IsCancellationRequested)
                     {
                         late();
                     }
-
-                    await timer.CancelAsync().ConfigureAwait(false);
                 }
 
                 await answered.ConfigureAwait(false);
