@@ -61,4 +61,11 @@ public static class HeraldDiagnostics
 
     internal static ObservableGauge<long> ProjectionLag { get; } =
         Meter.CreateObservableGauge(MetricNames.ProjectionLag, Projections.ProjectionManager.Observe, "{event}", "Positions an async projection is behind the head of the global log.");
+
+    /// <summary>Marks <paramref name="activity"/> failed by <paramref name="failure"/>: status Error with its message, and the exception as an event.</summary>
+    internal static void Failed(Activity? activity, Exception failure)
+    {
+        activity?.SetStatus(ActivityStatusCode.Error, failure.Message);
+        activity?.AddException(failure);
+    }
 }

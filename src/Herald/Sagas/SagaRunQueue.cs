@@ -56,6 +56,7 @@ internal sealed class SagaRunQueue : BackgroundService
                 catch (Exception ex)
 #pragma warning restore CA1031
                 {
+                    HeraldDiagnostics.Failed(activity, ex);
                     Log.SagaResumeFailed(_logger, ex, run.Saga, run.Id);
                 }
             }

@@ -7,11 +7,15 @@ using Herald.EventSourcing.Aggregates;
 using Herald.Handling;
 using Herald.Hosting;
 using Herald.Messages;
+using Herald.Persistence;
+using Herald.Sagas;
 using Herald.Transport;
 using Herald.Conformance;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
 
 namespace Herald.Tests.Diagnostics;
 
@@ -231,6 +235,43 @@ public sealed class DiagnosticsTests
 
         await Eventually.UntilAsync(() => types.Count == 3, "the three messages are dead-lettered");
         Assert.All(types, type => Assert.Equal("unknown", type));
+    }
+
+    [Fact]
+    public async Task ASagaRunThatThrows_EndsItsSpanWithStatusError_AndTheException()
+    {
+        // The run's failure was only logged: its span ended Unset, so a trace showed a failed saga run as a success.
+        var saga = "diag-saga-" + Guid.NewGuid().ToString("N")[..8];
+        var stopped = new TaskCompletionSource<Activity>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HeraldDiagnostics.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity =>
+            {
+                if (activity.DisplayName == "saga " + saga)
+                {
+                    stopped.TrySetResult(activity);
+                }
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
+        await using var services = new ServiceCollection().BuildServiceProvider();
+        var orchestrator = new SagaOrchestrator(new InMemorySagaStore(), new UnitOfWorkRunner(services.GetRequiredService<IServiceScopeFactory>()));
+        var queue = new SagaRunQueue(orchestrator, Options.Create(new SagaOptions { RunConcurrency = 1 }), NullLogger<SagaRunQueue>.Instance);
+        await queue.StartAsync(CancellationToken.None);
+        try
+        {
+            await queue.EnqueueAsync(saga, "i-1", default, _ => Task.FromException(new InvalidOperationException("the saga store is down")), CancellationToken.None);
+            var span = await stopped.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.Equal(ActivityStatusCode.Error, span.Status);
+            Assert.Equal("the saga store is down", span.StatusDescription);
+            Assert.Contains(span.Events, e => e.Name == "exception");
+        }
+        finally
+        {
+            await queue.StopAsync(CancellationToken.None);
+        }
     }
 
     private static string? Tag(ReadOnlySpan<KeyValuePair<string, object?>> tags, string name)

@@ -86,8 +86,7 @@ internal sealed class RetryStep(string endpoint, RetryPolicies retries, IMessage
             }
 
             HeraldDiagnostics.MessagesFailed.Add(1, consumption.Tags(endpoint));
-            consumption.Activity?.SetStatus(ActivityStatusCode.Error, failure.Message);
-            consumption.Activity?.AddException(failure);
+            HeraldDiagnostics.Failed(consumption.Activity, failure);
             // Carried by the message itself (set on its first redelivery), so any node that dead-letters it knows it.
             firstFailure ??= DeadLetterHeaders.FirstFailure(envelope, timeProvider.GetUtcNow()) ?? timeProvider.GetUtcNow();
             var decision = policy.Decide(failure, attempt, Random.Shared);
