@@ -78,9 +78,7 @@ public sealed class UnitOfWorkRunner
     {
         if (scope.DoomedBy is { } failure)
         {
-            throw new HeraldException(
-                $"The unit of work was rolled back: work that joined it (a command sent from the handler) failed with {failure.GetType().Name}: {failure.Message} Its writes share this unit of work, so nothing of it commits, even though the failure was caught.",
-                failure);
+            throw new UnitOfWorkDoomedException(failure);
         }
     }
 

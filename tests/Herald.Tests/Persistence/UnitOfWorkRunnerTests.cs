@@ -173,7 +173,7 @@ public sealed class UnitOfWorkRunnerTests
         var other = Guid.NewGuid().ToString("N");
         var bus = services.GetRequiredService<ICommandBus>();
 
-        var thrown = await Assert.ThrowsAsync<HeraldException>(() => bus.SendAsync(new TryOpenThenFail(failing, other)).AsTask());
+        var thrown = await Assert.ThrowsAnyAsync<HeraldException>(() => bus.SendAsync(new TryOpenThenFail(failing, other)).AsTask());
 
         Assert.IsType<InvalidOperationException>(thrown.InnerException);
         Assert.Empty(await ReadAsync(services, failing));
@@ -227,9 +227,11 @@ public sealed class UnitOfWorkRunnerTests
         var saved = Guid.NewGuid().ToString("N");
         var other = Guid.NewGuid().ToString("N");
 
-        var thrown = await Assert.ThrowsAsync<HeraldException>(() => services.GetRequiredService<ICommandBus>().SendAsync(new TryOpenThenRefuse(saved, other)).AsTask());
+        var thrown = await Assert.ThrowsAnyAsync<HeraldException>(() => services.GetRequiredService<ICommandBus>().SendAsync(new TryOpenThenRefuse(saved, other)).AsTask());
 
         Assert.IsType<Herald.Cqrs.Validation.ValidationException>(thrown.InnerException);
+        // A message failing so is dead-lettered at once, as the refusal would be: it was retried to exhaustion.
+        Assert.True(Herald.Reliability.Retry.RetryPolicy.Default.IsNeverRetried(thrown));
         Assert.Empty(await ReadAsync(services, saved));
         Assert.Empty(await ReadAsync(services, other));
     }

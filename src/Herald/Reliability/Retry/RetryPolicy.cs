@@ -70,13 +70,16 @@ public sealed class RetryPolicy
     /// <summary>A builder holding this policy's settings, to derive a changed copy.</summary>
     public RetryPolicyBuilder ToBuilder() => new(this);
 
-    /// <summary>True when the exception is of a never-retried type (or derives from one); a failed aggregate load goes by its cause.</summary>
+    /// <summary>
+    /// True when the exception is of a never-retried type (or derives from one); a failed aggregate load, and a unit of work
+    /// rolled back for a failure of work that joined it, go by their cause.
+    /// </summary>
     public bool IsNeverRetried(Exception exception)
     {
         ArgumentNullException.ThrowIfNull(exception);
-        if (exception is EventSourcing.Aggregates.AggregateLoadException { InnerException: { } cause })
+        if (exception is EventSourcing.Aggregates.AggregateLoadException or Persistence.UnitOfWorkDoomedException && exception.InnerException is { } cause)
         {
-            // It only adds where the failure happened: retried, or not, as its cause would be.
+            // Each only adds where the failure happened: retried, or not, as its cause would be.
             return IsNeverRetried(cause);
         }
 
