@@ -17,7 +17,7 @@ internal sealed class RequestBus(UnitOfWorkRunner runner) : ICommandBus, IQueryB
         ArgumentNullException.ThrowIfNull(command);
         ArgumentNullException.ThrowIfNull(metadata);
         var invoker = (RequestInvoker<Unit>)Invokers.GetOrAdd(command.GetType(), static t =>
-            Activator.CreateInstance(typeof(CommandInvoker<>).MakeGenericType(t))!);
+            Activator.CreateInstance(typeof(CommandInvoker<>).MakeGenericType(OfOneKind(t)))!);
         await RunAsync(invoker, command, metadata, cancellationToken).ConfigureAwait(false);
     }
 
@@ -29,7 +29,7 @@ internal sealed class RequestBus(UnitOfWorkRunner runner) : ICommandBus, IQueryB
         ArgumentNullException.ThrowIfNull(command);
         ArgumentNullException.ThrowIfNull(metadata);
         var invoker = (RequestInvoker<TResult>)Invokers.GetOrAdd(command.GetType(), static t =>
-            Activator.CreateInstance(typeof(CommandInvoker<,>).MakeGenericType(t, ResultOf(t, typeof(ICommand<>))))!);
+            Activator.CreateInstance(typeof(CommandInvoker<,>).MakeGenericType(OfOneKind(t), ResultOf(t, typeof(ICommand<>))))!);
         return RunAsync(invoker, command, metadata, cancellationToken);
     }
 
@@ -37,8 +37,23 @@ internal sealed class RequestBus(UnitOfWorkRunner runner) : ICommandBus, IQueryB
     {
         ArgumentNullException.ThrowIfNull(query);
         var invoker = (RequestInvoker<TResult>)Invokers.GetOrAdd(query.GetType(), static t =>
-            Activator.CreateInstance(typeof(QueryInvoker<,>).MakeGenericType(t, ResultOf(t, typeof(IQuery<>))))!);
+            Activator.CreateInstance(typeof(QueryInvoker<,>).MakeGenericType(OfOneKind(t), ResultOf(t, typeof(IQuery<>))))!);
         return runner.RunReadingAsync((services, token) => invoker.InvokeAsync(query, services, token), cancellationToken);
+    }
+
+    /// <summary>
+    /// Refuses a request type that is more than one kind of request (a command and a command with a result, or a command and
+    /// a query): its invokers are cached by its type, and one handler runs it (AddHandler refuses it the same way).
+    /// </summary>
+    internal static Type OfOneKind(Type requestType)
+    {
+        var kinds = requestType.GetInterfaces()
+            .Where(i => i == typeof(ICommand) || (i.IsGenericType && (i.GetGenericTypeDefinition() == typeof(ICommand<>) || i.GetGenericTypeDefinition() == typeof(IQuery<>))))
+            .ToList();
+        return kinds.Count <= 1
+            ? requestType
+            : throw new HeraldException(
+                $"'{requestType.FullName}' is {string.Join(" and ", kinds.Select(HandlerNotFoundException.Describe))} at once; a request is one command or one query, with one result type, run by one handler. Make a type per kind.");
     }
 
     private static Type ResultOf(Type requestType, Type openInterface)

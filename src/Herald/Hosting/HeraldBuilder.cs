@@ -210,7 +210,7 @@ public sealed partial class HeraldBuilder
             foreach (var service in Closed(type, open))
             {
                 found = true;
-                var requestType = service.GetGenericArguments()[0];
+                var requestType = RequestBus.OfOneKind(service.GetGenericArguments()[0]);
                 if (_requestHandlers.TryGetValue(requestType, out var existing))
                 {
                     if (existing == type)

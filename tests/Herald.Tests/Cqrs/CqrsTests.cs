@@ -107,6 +107,34 @@ public sealed class CqrsTests
         await Assert.ThrowsAsync<ValidationException>(async () => await provider.GetRequiredService<ICommandBus>().SendAsync(new ScannedCommand(-1)));
     }
 
+    [Fact]
+    public async Task ATypeThatIsACommandAndACommandWithAResult_IsRefusedByAddHandlerAndTheBus_NamingBothKinds()
+    {
+        // The bus cached one invoker per request type: sent as the other kind, it got the first one's invoker, cast to the
+        // wrong result type (InvalidCastException); and AddHandler kept only one kind of a handler implementing both.
+        var services = new ServiceCollection();
+        var refused = Assert.Throws<HeraldException>(() => services.AddHerald(h => h.AddHandler<ArchiveHandler>()));
+        Assert.Contains("ICommand and ICommand<Int32>", refused.Message, StringComparison.Ordinal);
+
+        using var provider = Build(_ => { });
+        var commands = provider.GetRequiredService<ICommandBus>();
+        foreach (var send in new Func<ValueTask>[] { () => commands.SendAsync((ICommand)new Archive("a")), async () => await commands.SendAsync<int>(new Archive("b")) })
+        {
+            var error = await Assert.ThrowsAsync<HeraldException>(async () => await send());
+            Assert.Contains(nameof(Archive), error.Message, StringComparison.Ordinal);
+            Assert.Contains("ICommand and ICommand<Int32>", error.Message, StringComparison.Ordinal);
+        }
+    }
+
+    public sealed record Archive(string Name) : ICommand, ICommand<int>;
+
+    public sealed class ArchiveHandler : ICommandHandler<Archive>, ICommandHandler<Archive, int>
+    {
+        public ValueTask HandleAsync(Archive command, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        ValueTask<int> ICommandHandler<Archive, int>.HandleAsync(Archive command, CancellationToken cancellationToken) => ValueTask.FromResult(1);
+    }
+
     private static ServiceProvider Build(Action<Herald.Hosting.HeraldBuilder> configure, List<string>? log = null)
     {
         var services = new ServiceCollection();
