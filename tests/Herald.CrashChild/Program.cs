@@ -10,6 +10,7 @@ using Herald.Reliability;
 using Herald.Reliability.Outbox;
 using Herald.Sqlite;
 using Herald.Sqlite.Reliability;
+using Herald.Handling;
 using Herald.Hosting;
 using Herald.Postgres.Transport;
 using Herald.Sqlite.Transport;
@@ -32,6 +33,10 @@ using Microsoft.Extensions.Logging;
 // Starts saga "crash-saga" instance "saga-1" (steps one, two, three; each inserts its name into the file's saga_effects
 // table through the step's unit of work). Step two inserts, prints "ready" and never finishes, so the kill lands in the
 // middle of a step whose writes are not committed.
+//        Herald.CrashChild saga-timeout-sqlite <database file>
+// Runs state machine "crash-orders" on the file's SQL queue, without an outbox, prints "ready" and sends it OrderPlaced
+// "order-1", whose transition schedules a payment timeout: once the transition has committed, the timeout's send kills
+// the process with SIGKILL ("killing <id>") before the queue has it.
 //        Herald.CrashChild outbox-relay-sqlite <database file> <message count> <kill at send>
 //        Herald.CrashChild outbox-relay-postgres <connection string> <schema> <message count> <kill at send>
 // Starts a host whose outbox relay sends to the durable SQL queue of the same database (queue "crash-queue", which outlives
@@ -49,7 +54,7 @@ using Microsoft.Extensions.Logging;
 //        Herald.CrashChild stream-rekey-sqlite <database file> <target position> <pace ms>
 //        Herald.CrashChild stream-rekey-postgres <connection string> <schema> <target position> <pace ms>
 // The same with the variant that re-keys after state, in four partitions (its repartition log in the same database).
-const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file>"
+const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file> | saga-timeout-sqlite <database file>"
     + " | outbox-relay-sqlite <database file> <message count> <kill at send> | outbox-relay-postgres <connection string> <schema> <message count> <kill at send>"
     + " | stream-sqlite <database file> <target position> <pace ms> | stream-postgres <connection string> <schema> <target position> <pace ms>"
     + " | stream-rekey-sqlite <database file> <target position> <pace ms> | stream-rekey-postgres <connection string> <schema> <target position> <pace ms>";
@@ -65,6 +70,9 @@ switch (args)
     case ["saga-sqlite", var file]:
         await RunSagaAsync(file);
         break;
+    case ["saga-timeout-sqlite", var file]:
+        await RunSagaTimeoutAsync(file);
+        return 0;
     case ["outbox-relay-sqlite", var file, var count, var killAt] when Count(count) is { } messages && KillAt(killAt) is { } send:
         relay = await RunRelayAsync(
             h => h.UseSqlite(file).UseTransport(sp => new KillingTransport(SqliteQueueTransportFactory.Open(sp.GetRequiredService<SqliteEventStore>()), send)),
@@ -201,6 +209,25 @@ static async Task RunSagaAsync(string file)
     await host.StartAsync();
     _ = host.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "saga-1", new CrashSagaData());
     await inStepTwo.Task;
+}
+
+// Never returns: the timeout's send kills the process.
+static async Task RunSagaTimeoutAsync(string file)
+{
+    var builder = Host.CreateApplicationBuilder();
+    builder.Logging.ClearProviders();
+    builder.Services.AddHerald(h => h
+        .Configure(o => o.EndpointName = "crash-child")
+        .UseSqlite(file)
+        .UseTransport(sp => new KillOnSendTransport(SqliteQueueTransportFactory.Open(sp.GetRequiredService<SqliteEventStore>()), CrashOrders.TimeoutType))
+        .AddMessageType<CrashOrderPlaced>()
+        .AddMessageType<CrashPaymentTimedOut>()
+        .AddSaga(CrashOrders.Machine()));
+    var host = builder.Build();
+    await host.StartAsync();
+    Console.WriteLine("ready");
+    await host.Services.GetRequiredService<IMessageBus>().SendAsync(new CrashOrderPlaced("order-1"));
+    await Task.Delay(Timeout.Infinite);
 }
 
 // The step's visible effect: a row in the application's own table, in the step's unit of work.

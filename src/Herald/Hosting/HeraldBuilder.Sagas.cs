@@ -28,10 +28,15 @@ public sealed partial class HeraldBuilder
 
         Services.AddSingleton(definition);
         Services.AddSingleton<ISagaResumption>(new SagaResumption<TData>(definition));
-        Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SagaResumeService>());
         Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SagaRunQueue>());
-        Services.AddCheckedOptions<SagaOptions>(configure: null, SagaOptions.Check);
+        AddSagaSweep();
         return this;
+    }
+
+    private void AddSagaSweep()
+    {
+        Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, SagaResumeService>());
+        Services.AddCheckedOptions<SagaOptions>(configure: null, SagaOptions.Check);
     }
 
     /// <summary>
@@ -65,6 +70,9 @@ public sealed partial class HeraldBuilder
             AddHandler(typeof(SagaStateMachineHandler<,>).MakeGenericType(typeof(TData), eventType), ServiceLifetime.Scoped);
         }
 
+        // The sweep sends again a timeout that a crash lost between its transition's commit and its send (no outbox).
+        Services.AddSingleton(new SagaStateMachineRegistration(machine.Name));
+        AddSagaSweep();
         return this;
     }
 }

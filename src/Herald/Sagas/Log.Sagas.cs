@@ -39,9 +39,15 @@ internal static partial class Log
     [LoggerMessage(1330, LogLevel.Information, "Saga {Saga} instance {SagaId} ignored {EventType}: {Reason}")]
     public static partial void SagaEventIgnored(ILogger logger, string saga, string sagaId, string eventType, string reason);
 
-    [LoggerMessage(1331, LogLevel.Error, "Saga {Saga} instance {SagaId} holds timeout {Timeout} ({TimeoutId}), but sending its message after the commit failed: it fires only if rescheduled (SagaTimeouts.RescheduleAsync)")]
+    [LoggerMessage(1331, LogLevel.Error, "Saga {Saga} instance {SagaId} holds timeout {Timeout} ({TimeoutId}), but sending its message after the commit failed: the resume sweep sends it again once it is SagaOptions.StaleAfter past its due time, or reschedule it (SagaTimeouts.RescheduleAsync)")]
     public static partial void SagaTimeoutNotSent(ILogger logger, Exception exception, string saga, string sagaId, string timeout, Guid timeoutId);
 
     [LoggerMessage(1332, LogLevel.Error, "Saga {Saga} instance {SagaId} moved on, but sending its {MessageType} after the commit failed; configure an outbox so a transition's messages commit with it")]
     public static partial void SagaMessageNotSent(ILogger logger, Exception exception, string saga, string sagaId, string messageType);
+
+    [LoggerMessage(1333, LogLevel.Warning, "Saga {Saga} instance {SagaId} still held timeout {Timeout} ({TimeoutId}) well past its due time {DueAt}; its message was sent again (lost in a crash or a failed send after its transition committed, or only late)")]
+    public static partial void SagaTimeoutResent(ILogger logger, string saga, string sagaId, string timeout, Guid timeoutId, DateTimeOffset dueAt);
+
+    [LoggerMessage(1334, LogLevel.Warning, "Saga {Saga} instance {SagaId} holds timeout {Timeout} ({TimeoutId}) well past its due time, but sending it again failed; the next sweep tries again")]
+    public static partial void SagaTimeoutResendFailed(ILogger logger, Exception exception, string saga, string sagaId, string timeout, Guid timeoutId);
 }

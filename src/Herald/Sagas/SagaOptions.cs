@@ -9,7 +9,8 @@ public sealed class SagaOptions
     /// <summary>
     /// With a store shared by several processes (PostgreSQL), how long an unfinished instance must go without a save before
     /// another process takes it over: longer than your slowest step, so a live runner is not raced. Default 2 minutes.
-    /// A single-process store (in-memory, SQLite) resumes every instance this process does not run, at once.
+    /// A single-process store (in-memory, SQLite) resumes every instance this process does not run, at once. Without an
+    /// outbox, it is also how long past its due time a state machine's timeout may still be held before the sweep sends it again.
     /// </summary>
     public TimeSpan StaleAfter { get; set; } = TimeSpan.FromMinutes(2);
 

@@ -1,5 +1,6 @@
 using Herald.Hosting;
 using Herald.Persistence;
+using Herald.Reliability.Outbox;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -23,6 +24,9 @@ internal sealed class SagaResumption<TData>(SagaDefinition<TData> definition) : 
         orchestrator.ResumeAsync(definition, id, cancellationToken);
 }
 
+/// <summary>A registered state machine, whose instances' timeouts the sweep sends again when they were lost.</summary>
+internal sealed record SagaStateMachineRegistration(string SagaName);
+
 /// <summary>
 /// Finds the instances of the registered sagas that no runner drives (a crash or a stop left them running or
 /// compensating, or a resume failed on a store error) and resumes them, in the background, so the host starts at once.
@@ -36,20 +40,33 @@ internal sealed class SagaResumption<TData>(SagaDefinition<TData> definition) : 
 /// right now, so only instances without a save for <see cref="SagaOptions.StaleAfter"/> are taken over; if a runner was
 /// merely slow, the two race and the version check at each step's commit leaves the instance to one of them.
 /// </remarks>
+/// <para>
+/// Without an outbox a state machine's timeout leaves once its transition has committed, so a crash (or a send failure)
+/// in between leaves an instance holding a timeout whose message was never sent: the sweep sends again every timeout an
+/// unfinished instance still holds <see cref="SagaOptions.StaleAfter"/> past its due time, under its id (a delivery that was
+/// only late fires once all the same). With an outbox the timeout commits with its transition, and nothing is sent again.
+/// </para>
 internal sealed class SagaResumeService(
     IEnumerable<ISagaResumption> sagas,
+    IEnumerable<SagaStateMachineRegistration> machines,
     ISagaStore store,
     SagaOrchestrator orchestrator,
+    SagaTimeouts timeouts,
     ILeaderElection election,
     IOptions<SagaOptions> options,
     TimeProvider timeProvider,
-    ILogger<SagaResumeService> logger)
+    ILogger<SagaResumeService> logger,
+    OutboxRelay? outboxRelay = null,
+    IOptions<OutboxOptions>? outboxOptions = null)
     : BackgroundService
 {
     internal const string Resource = "$saga-resume";
 
     private readonly SagaOptions _options = options.Value;
     private readonly bool _singleProcess = election is InProcessLeaderElection;
+
+    // As the handlers' pipeline decides (EndpointPipelineFactory): a transition's timeout went through the outbox.
+    private readonly bool _timeoutsInOutbox = outboxRelay is not null && outboxOptions is { Value.RouteHandlerMessages: true };
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
         election.RunWhileLeadingAsync(Resource, SweepEveryIntervalAsync, _options.ResumeInterval, timeProvider, logger, stoppingToken);
@@ -94,21 +111,84 @@ internal sealed class SagaResumeService(
                 }).ConfigureAwait(false);
         }
 
+        if (!_timeoutsInOutbox)
+        {
+            foreach (var machine in machines)
+            {
+                await ResendLostTimeoutsAsync(machine.SagaName, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
         return resumed;
     }
 
-    private async Task<List<string>> UndrivenAsync(string sagaName, CancellationToken cancellationToken)
+    private async Task ResendLostTimeoutsAsync(string sagaName, CancellationToken cancellationToken)
     {
-        // Collect the ids first: a resumed instance changes status, which would move the paging under our feet.
+        var overdueBefore = timeProvider.GetUtcNow() - _options.StaleAfter;
+        var lost = await UnfinishedAsync<(string Id, SagaTimeout Timeout)>(
+            sagaName,
+            (instance, found) =>
+            {
+                foreach (var timeout in instance.Timeouts)
+                {
+                    if (timeout.DueAt <= overdueBefore)
+                    {
+                        found.Add((instance.Id, timeout));
+                    }
+                }
+            },
+            cancellationToken).ConfigureAwait(false);
+        foreach (var (id, timeout) in lost)
+        {
+            try
+            {
+                if (await timeouts.ResendAsync(sagaName, id, timeout.Id, cancellationToken).ConfigureAwait(false) is not null)
+                {
+                    Log.SagaTimeoutResent(logger, sagaName, id, timeout.Name, timeout.Id, timeout.DueAt);
+                }
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                throw;
+            }
+#pragma warning disable CA1031 // A transition that ran meanwhile, or a store or transport failure: the next sweep looks again.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                Log.SagaTimeoutResendFailed(logger, ex, sagaName, id, timeout.Name, timeout.Id);
+            }
+        }
+    }
+
+    private Task<List<string>> UndrivenAsync(string sagaName, CancellationToken cancellationToken)
+    {
         var staleBefore = timeProvider.GetUtcNow() - _options.StaleAfter;
-        var due = new List<string>();
+        return UnfinishedAsync<string>(
+            sagaName,
+            (instance, due) =>
+            {
+                if (!orchestrator.IsRunningHere(sagaName, instance.Id) && (_singleProcess || instance.UpdatedAt <= staleBefore))
+                {
+                    due.Add(instance.Id);
+                }
+            },
+            cancellationToken);
+    }
+
+    // What `pick` takes from every unfinished instance of the saga.
+    private async Task<List<T>> UnfinishedAsync<T>(string sagaName, Action<SagaInstance, List<T>> pick, CancellationToken cancellationToken)
+    {
+        // Collect first: a resumed instance changes status, which would move the paging under our feet.
+        var due = new List<T>();
         var query = SagaQuery.Unfinished(limit: 500) with { SagaType = sagaName };
         while (true)
         {
             var page = await store.ListAsync(query, cancellationToken).ConfigureAwait(false);
-            due.AddRange(page
-                .Where(i => !orchestrator.IsRunningHere(sagaName, i.Id) && (_singleProcess || i.UpdatedAt <= staleBefore))
-                .Select(i => i.Id));
+            foreach (var instance in page)
+            {
+                pick(instance, due);
+            }
+
             if (page.Count < query.Limit)
             {
                 return due;

@@ -63,28 +63,43 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
     {
         ArgumentNullException.ThrowIfNull(name);
         ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
-        return await _runner.RunAsync<SagaTimeout?>(
+        return await MoveAsync(sagaName, id, t => t.Name == name, (t, now) => t with { Id = Guid.NewGuid(), DueAt = now + delay }, cancellationToken)
+            .ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Sends the timeout <paramref name="timeoutId"/> again, due now, under its id (so of its two deliveries only the first
+    /// handled fires), when the instance still holds it. Without an outbox a crash between a transition's commit and the
+    /// timeout's send lost the message, while the instance went on holding the timeout: the resume sweep calls this for a
+    /// timeout held well past its due time.
+    /// </summary>
+    internal ValueTask<SagaTimeout?> ResendAsync(string sagaName, string id, Guid timeoutId, CancellationToken cancellationToken) =>
+        MoveAsync(sagaName, id, t => t.Id == timeoutId, (t, now) => t with { DueAt = now }, cancellationToken);
+
+    // Saves the instance with the timeout `which` picks moved, and sends that timeout's message with the save.
+    private async ValueTask<SagaTimeout?> MoveAsync(
+        string sagaName, string id, Func<SagaTimeout, bool> which, Func<SagaTimeout, DateTimeOffset, SagaTimeout> move, CancellationToken cancellationToken) =>
+        await _runner.RunAsync<SagaTimeout?>(
             async (services, token) =>
             {
                 var instance = await _store.LoadAsync(sagaName, id, token).ConfigureAwait(false);
-                if (instance?.Timeouts.FirstOrDefault(t => t.Name == name) is not { } current)
+                if (instance?.Timeouts.FirstOrDefault(which) is not { } current)
                 {
                     return null;
                 }
 
                 var registry = services.GetRequiredService<MessageTypeRegistry>();
                 var message = services.GetRequiredService<IMessageSerializer>().Deserialize(current.Body, registry.GetByName(current.MessageType).ClrType);
-                var moved = current with { Id = Guid.NewGuid(), DueAt = _time.GetUtcNow() + delay };
+                var moved = move(current, _time.GetUtcNow());
                 var unitOfWork = services.GetRequiredService<IUnitOfWork>();
                 var bus = services.GetRequiredService<IMessageBus>();
                 await SendOnCommitAsync(
                     UnitOfWorkRunner.Current, unitOfWork, services, sagaName, id, moved, _time, (wait, t) => bus.SendAsync(message, Options(moved, wait) with { CorrelationId = id }, t), token)
                     .ConfigureAwait(false);
-                await _store.SaveAsync(instance with { Timeouts = [.. instance.Timeouts.Select(t => t.Name == name ? moved : t)] }, unitOfWork, token).ConfigureAwait(false);
+                await _store.SaveAsync(instance with { Timeouts = [.. instance.Timeouts.Select(t => ReferenceEquals(t, current) ? moved : t)] }, unitOfWork, token).ConfigureAwait(false);
                 return moved;
             },
             cancellationToken: cancellationToken).ConfigureAwait(false);
-    }
 
     /// <summary>
     /// Sends a timeout's message so that it cannot arrive before the save that holds it commits: through the outbox of

@@ -1,8 +1,11 @@
 using Herald.Conformance;
+using Herald.CrashChild;
 using Herald.Persistence;
 using Herald.Processes;
 using Herald.Sagas;
+using Herald.Sqlite.EventSourcing;
 using Herald.Sqlite.Tests.Reliability;
+using Herald.Sqlite.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -54,6 +57,43 @@ public sealed class SagaCrashTests : IDisposable
         Assert.Equal(SagaStatus.Completed, ended.Status);
         Assert.Equal(["one", "two", "three"], ended.CompletedSteps);
         Assert.Equal(["one", "two", "three"], Effects());
+    }
+
+    [Fact]
+    public async Task StateMachineKilledBetweenATransitionsCommitAndItsTimeoutsSend_WithoutAnOutbox_SendsTheTimeoutAgainAtTheNextStart()
+    {
+        // The child's transition committed holding a payment timeout whose send then died with the process: nothing ever
+        // sent it, so the instance waited in AwaitingPayment for good. The saga sweep of the next start sends it again.
+        using (var child = await CrashChildProcess.StartAsync("saga-timeout-sqlite", _database.Path))
+        {
+            Assert.NotEqual(0, await child.WaitForExitAsync());
+
+            // Its "killing <id>" line: here the kill comes before the timeout's send, not after it.
+            Assert.NotNull(child.KilledAfterSending);
+        }
+
+        using var host = await SqliteReliabilityHostTests.StartAsync(_database.Path, h => h
+            .Configure(o => o.EndpointName = "crash-child")
+            .UseTransport(sp => SqliteQueueTransportFactory.Open(sp.GetRequiredService<SqliteEventStore>()))
+            .AddMessageType<CrashOrderPlaced>()
+            .AddMessageType<CrashPaymentTimedOut>()
+            .AddSaga(CrashOrders.Machine())
+            .ConfigureSagas(o =>
+            {
+                o.StaleAfter = TimeSpan.FromSeconds(1);
+                o.ResumeInterval = TimeSpan.FromMilliseconds(200);
+            }));
+        var store = host.Services.GetRequiredService<ISagaStore>();
+        var waiting = await store.LoadAsync(CrashOrders.Name, "order-1");
+        Assert.Equal("AwaitingPayment", waiting?.State);
+        Assert.Single(waiting!.Timeouts);
+
+        var ended = await Eventually.ValueAsync(
+            async () => await store.LoadAsync(CrashOrders.Name, "order-1") is { IsFinished: true } instance ? instance : null,
+            "the lost timeout is sent again and fires");
+        await host.StopAsync();
+
+        Assert.Equal("Expired", ended.State);
     }
 
     private static ValueTask Effect(SagaStepContext<CrashSagaData> context)

@@ -284,6 +284,38 @@ public sealed class SagaTimeoutTests
         await StateAsync(host, "o-8", "Expired");
     }
 
+    [Fact]
+    public async Task ATimeoutLostAfterItsTransitionCommitted_WithoutAnOutbox_IsSentAgainByTheSweep_AndFiresOnce()
+    {
+        // A crash right after the transition's commit, before its commit callback sent the timeout, leaves what this failed
+        // send leaves: the event acked and an instance holding a timeout whose message was never sent. Nothing sent it
+        // again, so the saga waited for good; the sweep now sends a timeout held StaleAfter past its due time again.
+        await using var host = await StartAsync();
+        host.Transport.FailSend = (_, envelope) => envelope.MessageType == "st-payment-timed-out" ? new InvalidOperationException("the process dies here") : null;
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-10"));
+        var timeout = Assert.Single((await StateAsync(host, "o-10", "AwaitingPayment")).Timeouts);
+        await Eventually.UntilAsync(
+            () => host.Logs.Entries.Any(e => e.EventId == 1331 && e.Message.Contains("o-10", StringComparison.Ordinal)),
+            "the timeout of o-10 is not sent");
+        host.Transport.FailSend = null;
+
+        host.Clock.SetUtcNow(timeout.DueAt + new SagaOptions().StaleAfter);
+        var expired = await Eventually.ValueAsync(
+            async ValueTask<SagaInstance?> () =>
+            {
+                if (await host.Get<ISagaStore>().LoadAsync("st-orders", "o-10") is { State: "Expired" } instance)
+                {
+                    return instance;
+                }
+
+                host.Clock.Advance(new SagaOptions().ResumeInterval);
+                return null;
+            },
+            "the lost timeout of o-10 is sent again and fires");
+        Assert.Equal(1, SagaData.Deserialize<OrderState>(expired.Data).TimeoutsSeen);
+        Assert.Contains(host.Logs.Entries, e => e.EventId == 1333 && e.Message.Contains("o-10", StringComparison.Ordinal));
+    }
+
     private static int TimeoutsSent(ReliabilityHost host) => host.Transport.Sent.Count(s => s.Envelope.MessageType == "st-payment-timed-out");
 
     [Fact]
