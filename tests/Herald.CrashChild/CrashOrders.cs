@@ -13,8 +13,8 @@ internal static class CrashOrders
 
     public const string TimeoutType = "crash-payment-timed-out";
 
-    public static SagaStateMachine<CrashOrder> Machine() =>
-        SagaStateMachine.Create<CrashOrder>(Name, m => m
+    public static SagaStateMachine<CrashOrderSaga> Machine() =>
+        SagaStateMachine.Create<CrashOrderSaga>(Name, m => m
             .Correlate<CrashOrderPlaced>(e => e.OrderId)
             .Correlate<CrashPaymentTimedOut>(e => e.OrderId)
             .Initially<CrashOrderPlaced>("AwaitingPayment", async (saga, placed) =>
@@ -24,7 +24,7 @@ internal static class CrashOrders
 }
 
 /// <summary>The machine's data (nothing the test reads; it reads the state).</summary>
-internal sealed class CrashOrder
+internal sealed class CrashOrderSaga
 {
     public string Note { get; set; } = "crash";
 }
