@@ -183,6 +183,54 @@ public sealed class ConsumerGroupTests : KafkaTestBase
         Assert.Equal(1, acked[stuck.MessageId]);
     }
 
+    /// <summary>
+    /// Regression (audit, round 9): a stop whose deadline had passed still waited for a handler that ignores its token for as
+    /// long as it ran (the poll loop waited for every running handler), and so did dispose and the host's stop. It now
+    /// abandons it ConsumerStop's grace after its token fired: the poll loop commits what settled and leaves the group, the
+    /// handler's ack when it ends commits nothing, and the next member of the group handles the message again.
+    /// </summary>
+    [Fact]
+    public async Task Stop_WhileAHandlerIgnoresItsCancellation_ReturnsAfterTheGrace_AndTheNextMemberHandlesItsMessageAgain()
+    {
+        var queue = Name("stop-abandon");
+        var transport = await CreateTransportAsync();
+        var stubborn = NewEnvelope("stubborn");
+        await transport.SendAsync(queue, stubborn);
+        var started = new TaskCompletionSource<Delivery>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var first = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, _) =>
+        {
+            started.TrySetResult(delivery);
+            await release.Task;
+        });
+        try
+        {
+            var abandoned = await started.Task.WaitAsync(Deadline);
+            using var deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+            await first.StopAsync(deadline.Token).WaitAsync(TimeSpan.FromSeconds(10));
+            await first.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + Herald.Internal.ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(3));
+
+            // The handler ends after the stop: its ack must commit nothing, so the next member reads the record again.
+            release.TrySetResult();
+            await Eventually.UntilAsync(() => abandoned.IsSettled, "the abandoned handler ended", Deadline);
+            var seen = new ConcurrentQueue<Guid>();
+            Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
+            {
+                seen.Enqueue(delivery.Envelope.MessageId);
+                return ValueTask.CompletedTask;
+            }));
+            await Eventually.UntilAsync(() => seen.Contains(stubborn.MessageId), "the abandoned record consumed again", Deadline);
+            await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "its offset committed by the next member", Deadline);
+        }
+        finally
+        {
+            release.TrySetResult();
+            await first.DisposeAsync();
+        }
+    }
+
     [Fact]
     public async Task AHandlerRunningLongerThanMaxPollInterval_KeepsItsPartition_AndItsMessageIsHandledOnce()
     {

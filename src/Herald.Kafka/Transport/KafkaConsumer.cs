@@ -78,6 +78,10 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private volatile string[]? _resubscribe;
     private string[] _topics;
     private Task _running = Task.CompletedTask;
+    private Task _poll = Task.CompletedTask;
+
+    // Set when the stop gave up on handlers that ignore their cancellation: the poll loop no longer waits for them.
+    private volatile bool _abandoned;
     private int _inFlight;
     private bool _paused;
     private List<TopicPartition>? _assignedInPoll;
@@ -138,8 +142,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     {
         var consumer = new KafkaConsumer(transport, queue, topics, options, handler, logger);
         var workers = Enumerable.Range(0, consumer._lanes.Length).Select(lane => Task.Run(() => consumer.WorkAsync(lane), CancellationToken.None));
-        var poll = Task.Factory.StartNew(consumer.Poll, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        consumer._running = Task.WhenAll([poll, .. workers]);
+        consumer._poll = Task.Factory.StartNew(consumer.Poll, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        consumer._running = Task.WhenAll([consumer._poll, .. workers]);
         KafkaLag.Register(consumer);
 
         // Returns once the group gave this member its partitions, so work sent now is spread over every member started
@@ -166,9 +170,14 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
             await _stopping.CancelAsync().ConfigureAwait(false);
         }
 
-        using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _aborting))
+        if (!_abandoned && !await Herald.Internal.ConsumerStop.WaitAsync(_running, _aborting, _transport.TimeProvider, cancellationToken).ConfigureAwait(false))
         {
-            await _running.ConfigureAwait(false);
+            // Left running: _aborting abandoned every partition, so what they settle when they end is dropped (KafkaDelivery)
+            // and their offsets are never committed. The poll loop stops waiting for them, commits the settled run before
+            // them and leaves the group, whose next member reads their records again.
+            _abandoned = true;
+            Herald.Internal.AdapterLog.HandlersAbandoned(_logger, Queue, Volatile.Read(ref _inFlight));
+            await _poll.ConfigureAwait(false);
         }
 
         KafkaLag.Unregister(this);
@@ -355,7 +364,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         // they settled is committed before the group hands the partitions to another member. The client is polled
         // meanwhile, paused: unpolled past max.poll.interval.ms it left the group, and the partitions' next owner
         // handled the running handlers' messages again while they ran.
-        while (Volatile.Read(ref _inFlight) > 0)
+        while (Volatile.Read(ref _inFlight) > 0 && !_abandoned)
         {
             MatchPause();
             if (!WaitForRelease(0, PollTimeout))

@@ -83,7 +83,7 @@ internal sealed class KafkaDelivery(string queue, KafkaConsumer consumer, Messag
         Abandoned ? ValueTask.CompletedTask : CompleteAfterAsync(ct => consumer.DeadLetterAsync(message, reason, headers, ct), redelivery: false, headers, cancellationToken);
 
     /// <summary>Whether its partition was abandoned: then its settlement does nothing, and the partition's next owner handles it again.</summary>
-    private bool Abandoned => entry.Partition.Abandoned.IsCancellationRequested;
+    private bool Abandoned => entry.Partition.IsAbandoned;
 
     /// <summary>A nack's or dead letter's copy, once confirmed, completes the offset; one that failed is owed.</summary>
     private async ValueTask CompleteAfterAsync(Func<CancellationToken, ValueTask> copy, bool redelivery, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)

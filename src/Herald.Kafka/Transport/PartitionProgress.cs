@@ -40,6 +40,9 @@ internal sealed class PartitionProgress : IDisposable
     /// <summary>Fires when the partition's work is abandoned (revocation timed out, partition lost) or the consumer aborts.</summary>
     public CancellationToken Abandoned => _abandon.Token;
 
+    /// <summary>Whether <see cref="Abandoned"/> fired; safe after <see cref="Dispose"/> (a handler the stop abandoned settles late).</summary>
+    public bool IsAbandoned => _abandon.IsCancellationRequested;
+
     /// <summary>True once the partition was revoked or lost: the poll loop commits nothing more of it through this object.</summary>
     public bool IsRevoked { get; private set; }
 
@@ -79,7 +82,7 @@ internal sealed class PartitionProgress : IDisposable
     /// Whether the handler of a taken message may start: yes until the partition's work is abandoned. A revoked
     /// partition's taken messages still run (within the revocation timeout), so their offsets commit before it moves.
     /// </summary>
-    public bool CanStart => !_abandon.IsCancellationRequested;
+    public bool CanStart => !IsAbandoned;
 
     /// <summary>The message of <paramref name="entry"/> is done with; when it was settled, its offset may be committed.</summary>
     public void Finish(Entry entry, bool settled)
@@ -177,8 +180,9 @@ internal sealed class PartitionProgress : IDisposable
         }
 
         // Finishing is the clean way out (the offsets then commit); past the timeout, or when the partition already
-        // belongs to another member, the work is abandoned and its messages handled again there.
-        if (!commit || !idle.Wait(timeout))
+        // belongs to another member, the work is abandoned and its messages handled again there. Abandoned already (the
+        // consumer's stop aborted its handlers, and gave up on those that ignore it), nothing is waited for.
+        if (!IsAbandoned && (!commit || !idle.Wait(timeout)))
         {
             _abandon.Cancel();
             idle.Wait(TimeSpan.FromSeconds(5));
