@@ -10,4 +10,10 @@ internal static partial class Log
 
     [LoggerMessage(9002, LogLevel.Warning, "Message {MessageId} of '{Queue}' was held back as a new copy, but the received one could not be deleted; it comes back when its visibility timeout ends and is held back again, so the message is delivered twice (consumers deduplicate by id)")]
     public static partial void HeldBackOriginalNotDeleted(ILogger logger, Exception? exception, Guid messageId, string queue);
+
+    [LoggerMessage(9003, LogLevel.Warning, "Message {MessageId} of '{Queue}' was nacked with headers, but a copy carrying them would be too large for SQS; it is hidden for {Delay} instead and comes back without them")]
+    public static partial void NackCopyTooLarge(ILogger logger, Exception exception, Guid messageId, string queue, TimeSpan delay);
+
+    [LoggerMessage(9004, LogLevel.Warning, "Message {MessageId} of '{Queue}', received before its due time, is too large for SQS to take a copy of; it is hidden until due instead (up to 12 hours a receive)")]
+    public static partial void HeldBackCopyTooLarge(ILogger logger, Exception exception, Guid messageId, string queue);
 }

@@ -584,6 +584,88 @@ public sealed class SqsTransportTests : SqsTestBase
         Assert.Empty(again.Messages ?? []);
     }
 
+    /// <summary>
+    /// Regression (audit, round 9): on a standard queue a nack with headers sends a copy, which for a message near SQS's
+    /// 256 KiB is refused as too large every time; the retry delay was ignored and the message came back only when its
+    /// visibility ran out. It is now hidden for the delay instead (its headers left out), and comes back after it.
+    /// </summary>
+    [Fact]
+    public async Task NackWithHeaders_OfAMessageWithNoRoomForThem_ComesBackAfterItsDelay_NotWhenItsVisibilityRunsOut()
+    {
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.MaxMessageBytes = 256 * 1024;
+            o.VisibilityTimeout = TimeSpan.FromSeconds(40);
+        });
+        var queue = Name("nack-no-room");
+        var envelope = EnvelopeOfSize(transport, 256 * 1024 - 16);
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            collector.Add(d, "c");
+            if (d.Envelope.DeliveryAttempt == 1)
+            {
+                await d.NackAsync(TimeSpan.FromSeconds(1), new Dictionary<string, string> { ["x-test"] = new string('h', 64) }, ct);
+            }
+            else
+            {
+                await d.AckAsync(ct);
+            }
+        });
+        await transport.SendAsync(queue, envelope);
+
+        // Well before the 40 s visibility ends.
+        var got = await collector.WaitForCountAsync(2, TimeSpan.FromSeconds(20));
+        Assert.Equal(envelope.MessageId, got[1].Envelope.MessageId);
+        Assert.True(got[1].ReceivedAt - got[0].ReceivedAt >= TimeSpan.FromSeconds(0.9), $"delivered again {got[1].ReceivedAt - got[0].ReceivedAt} after the nack of 1 s");
+    }
+
+    /// <summary>
+    /// Regression (audit, round 9): a copy received before its due time whose held-back copy is too large for SQS (a message
+    /// over 256 KiB, which SQS takes since 2025, from another producer) failed to be held back every time it came back: with
+    /// <c>MaxReceiveCount</c> null it cycled until its due time, each round a visibility timeout late, and a due time further
+    /// away than that never ended well. It is now hidden until due, as on a FIFO queue, and delivered then.
+    /// </summary>
+    [Fact]
+    public async Task ACopyReceivedBeforeItsDueTime_TooLargeToCopyAgain_IsHiddenUntilDue_AndDeliveredThen()
+    {
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.VisibilityTimeout = TimeSpan.FromSeconds(40);
+            o.MaxReceiveCount = null;
+        });
+        var queue = Name("holdback-too-large");
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        var envelope = NewEnvelope(body: "{\"pad\":\"" + new string('x', 300 * 1024) + "\"}");
+        var due = DateTimeOffset.UtcNow.AddSeconds(3);
+        var (body, attributes) = SqsEnvelopeCodec.Encode(envelope, transport.Options.Source, new SqsEnvelopeCodec.Carried(0, due));
+        using var client = SqsEmulator.NewClient();
+        await client.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageAttributes = attributes });
+
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d, "c");
+            return ValueTask.CompletedTask;
+        });
+
+        // Well before the 40 s visibility ends.
+        var got = (await collector.WaitForCountAsync(1, TimeSpan.FromSeconds(20)))[0];
+        Assert.Equal(envelope.MessageId, got.Envelope.MessageId);
+        Assert.True(got.ReceivedAt >= due.AddMilliseconds(-100), $"delivered at {got.ReceivedAt:O}, before it was due at {due:O}");
+    }
+
+    /// <summary>An envelope whose encoding on <paramref name="transport"/> takes <paramref name="bytes"/> of SQS's message size.</summary>
+    private static Herald.Messages.Envelope EnvelopeOfSize(AmazonSqsTransport transport, int bytes)
+    {
+        var envelope = NewEnvelope(body: "{\"pad\":\"\"}");
+        var (body, attributes) = SqsEnvelopeCodec.Encode(envelope, transport.Options.Source);
+        var padded = envelope with { Body = System.Text.Encoding.UTF8.GetBytes("{\"pad\":\"" + new string('x', bytes - SqsEnvelopeCodec.SizeOf(body, attributes)) + "\"}") };
+        (body, attributes) = SqsEnvelopeCodec.Encode(padded, transport.Options.Source);
+        Assert.Equal(bytes, SqsEnvelopeCodec.SizeOf(body, attributes));
+        return padded;
+    }
+
     [Fact]
     public async Task NackWithHeaders_WhoseDeleteFailsOnce_LeavesOneCopyToBeDeliveredAgain()
     {

@@ -1,6 +1,7 @@
 using Amazon.SQS;
 using Amazon.SQS.Model;
 using Herald.Internal;
+using Herald.Transport;
 
 namespace Herald.AmazonSqs.Transport;
 
@@ -180,7 +181,18 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
 
         // Otherwise a copy carries the headers and the attempts so far, sent (with the delay, chained beyond SQS's limits)
         // before the message is deleted: at least once, never lost.
-        return await ReplaceWithCopyAsync(message, queueUrl, headers, message.Envelope.DeliveryAttempt, delay, reason: null, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await ReplaceWithCopyAsync(message, queueUrl, headers, message.Envelope.DeliveryAttempt, delay, reason: null, cancellationToken).ConfigureAwait(false);
+        }
+        catch (MessageTooLargeException e)
+        {
+            // No room for the headers (refused before sending, every time): the message itself comes back after the delay,
+            // as far as one visibility change holds it, rather than when its visibility runs out.
+            var hidden = delay < visibilityLeft ? delay : visibilityLeft;
+            Log.NackCopyTooLarge(transport.Logger, e, message.Envelope.MessageId, queue, hidden);
+            return await transport.ChangeVisibilityAsync(queueUrl, message.ReceiptHandle, hidden, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     public async ValueTask<bool> DeadLetterAsync(SqsMessage message, string reason, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken)
@@ -268,9 +280,10 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
 
     /// <summary>
     /// Holds back a copy received before its due time: on a standard queue a new copy with the rest of the delay (up to
-    /// 15 minutes of DelaySeconds per hop) replaces it; on a FIFO queue, where a copy would lose its place in the group, the
-    /// message is hidden for the rest (up to 12 hours per hop). Never throws: a message that cannot be held back comes back
-    /// when its visibility ends, and the rest of its batch is handed out meanwhile.
+    /// 15 minutes of DelaySeconds per hop) replaces it; on a FIFO queue, where a copy would lose its place in the group, or
+    /// for a message too large for SQS to take a copy of, the message is hidden for the rest (up to 12 hours per hop).
+    /// Never throws: a message that cannot be held back comes back when its visibility ends, and the rest of its batch is
+    /// handed out meanwhile.
     /// </summary>
     /// <remarks>
     /// Not cancelled when the consumer stops: a copy handed to the batcher is sent whatever the consumer does, and an original
@@ -280,15 +293,13 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     {
         try
         {
-            if (transport.Options.FifoQueues)
+            if (transport.Options.FifoQueues || !await TrySendHeldBackCopyAsync(envelope, carried, due).ConfigureAwait(false))
             {
                 var left = due - now;
                 var hop = left < AmazonSqsTransportOptions.MaxVisibility - AmazonSqsTransport.VisibilityMargin ? left : AmazonSqsTransportOptions.MaxVisibility - AmazonSqsTransport.VisibilityMargin;
                 await transport.ChangeVisibilityAsync(queueUrl, received.ReceiptHandle, hop, CancellationToken.None).ConfigureAwait(false);
                 return;
             }
-
-            await transport.SendHeldBackCopyAsync(queueUrl, envelope, carried.AttemptsBefore, due).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // One message's failure must not cost the rest of the batch; this one is left to its visibility timeout.
         catch (Exception e)
@@ -310,6 +321,24 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
 #pragma warning restore CA1031
         {
             Log.HeldBackOriginalNotDeleted(transport.Logger, e, envelope.MessageId, queue);
+        }
+    }
+
+    /// <summary>
+    /// Sends the held-back copy; false when it would be larger than SQS takes (refused before sending, every time: a message
+    /// from another producer, which SQS takes up to 1 MiB since 2025), so it would otherwise come back and fail until due.
+    /// </summary>
+    private async Task<bool> TrySendHeldBackCopyAsync(Herald.Messages.Envelope envelope, SqsEnvelopeCodec.Carried carried, DateTimeOffset due)
+    {
+        try
+        {
+            await transport.SendHeldBackCopyAsync(queueUrl, envelope, carried.AttemptsBefore, due).ConfigureAwait(false);
+            return true;
+        }
+        catch (MessageTooLargeException e)
+        {
+            Log.HeldBackCopyTooLarge(transport.Logger, e, envelope.MessageId, queue);
+            return false;
         }
     }
 }
