@@ -175,10 +175,18 @@ public sealed class SqsTransportTests : SqsTestBase
     {
         // What a delay beyond 15 minutes of DelaySeconds does at each hop, in seconds: a copy whose due time has not come.
         var transport = await CreateTransportAsync();
-        var queue = Name("chained");
+        var got = await DeliverCopyDueLaterAsync(transport, Name("chained"), NewEnvelope(), TimeSpan.FromSeconds(2), Timeout);
+        Assert.Equal(1, got.Envelope.DeliveryAttempt);
+    }
+
+    /// <summary>
+    /// Sends a copy of <paramref name="envelope"/> due <paramref name="dueIn"/> from now, as a hop of a long delay leaves it,
+    /// to <paramref name="queue"/>, and returns its first delivery (within <paramref name="timeout"/>), checked to be once due.
+    /// </summary>
+    private static async Task<CollectedDelivery> DeliverCopyDueLaterAsync(AmazonSqsTransport transport, string queue, Herald.Messages.Envelope envelope, TimeSpan dueIn, TimeSpan timeout)
+    {
         var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
-        var envelope = NewEnvelope();
-        var due = DateTimeOffset.UtcNow.AddSeconds(2);
+        var due = DateTimeOffset.UtcNow + dueIn;
         var (body, attributes) = SqsEnvelopeCodec.Encode(envelope, transport.Options.Source, new SqsEnvelopeCodec.Carried(0, due));
         using var client = SqsEmulator.NewClient();
         await client.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageAttributes = attributes });
@@ -189,10 +197,10 @@ public sealed class SqsTransportTests : SqsTestBase
             collector.Add(d, "c");
             return ValueTask.CompletedTask;
         });
-        var got = (await collector.WaitForCountAsync(1, Timeout))[0];
+        var got = (await collector.WaitForCountAsync(1, timeout))[0];
         Assert.Equal(envelope.MessageId, got.Envelope.MessageId);
         Assert.True(got.ReceivedAt >= due.AddMilliseconds(-100), $"delivered at {got.ReceivedAt:O}, before it was due at {due:O}");
-        Assert.Equal(1, got.Envelope.DeliveryAttempt);
+        return got;
     }
 
     [Fact]
@@ -634,25 +642,10 @@ public sealed class SqsTransportTests : SqsTestBase
             o.VisibilityTimeout = TimeSpan.FromSeconds(40);
             o.MaxReceiveCount = null;
         });
-        var queue = Name("holdback-too-large");
-        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
         var envelope = NewEnvelope(body: "{\"pad\":\"" + new string('x', 300 * 1024) + "\"}");
-        var due = DateTimeOffset.UtcNow.AddSeconds(3);
-        var (body, attributes) = SqsEnvelopeCodec.Encode(envelope, transport.Options.Source, new SqsEnvelopeCodec.Carried(0, due));
-        using var client = SqsEmulator.NewClient();
-        await client.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageAttributes = attributes });
-
-        var collector = new DeliveryCollector();
-        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
-        {
-            collector.Add(d, "c");
-            return ValueTask.CompletedTask;
-        });
 
         // Well before the 40 s visibility ends.
-        var got = (await collector.WaitForCountAsync(1, TimeSpan.FromSeconds(20)))[0];
-        Assert.Equal(envelope.MessageId, got.Envelope.MessageId);
-        Assert.True(got.ReceivedAt >= due.AddMilliseconds(-100), $"delivered at {got.ReceivedAt:O}, before it was due at {due:O}");
+        await DeliverCopyDueLaterAsync(transport, Name("holdback-too-large"), envelope, TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(20));
     }
 
     /// <summary>An envelope whose encoding on <paramref name="transport"/> takes <paramref name="bytes"/> of SQS's message size.</summary>
