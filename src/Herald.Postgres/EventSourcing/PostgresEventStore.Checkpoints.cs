@@ -102,10 +102,7 @@ internal sealed partial class PostgresEventStore
 
     private static void ValidateSnapshot(Snapshot snapshot)
     {
-        ArgumentNullException.ThrowIfNull(snapshot);
-        StreamName.Validate(snapshot.Stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
-        ArgumentException.ThrowIfNullOrEmpty(snapshot.StateType, nameof(snapshot));
+        SnapshotValidation.Validate(snapshot);
 
         // It names the state's type, against which a loaded snapshot is checked: kept exactly or refused, never altered.
         NulText.ThrowIfHeld(snapshot.StateType, "state type", nameof(snapshot), snapshot, static s => $"the snapshot of '{s.Stream}'");

@@ -61,10 +61,7 @@ internal sealed partial class SqliteEventStore
     /// <inheritdoc />
     public ValueTask SaveSnapshotAsync(Snapshot snapshot, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(snapshot);
-        StreamName.Validate(snapshot.Stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
-        ArgumentNullException.ThrowIfNull(snapshot.StateType, nameof(snapshot));
+        SnapshotValidation.Validate(snapshot);
         cancellationToken.ThrowIfCancellationRequested();
         var copy = snapshot with { State = snapshot.State.ToArray() };
         Own(unitOfWork).Enlist(session => session.SaveSnapshot(copy));
@@ -74,10 +71,7 @@ internal sealed partial class SqliteEventStore
     /// <inheritdoc />
     public async ValueTask SaveSnapshotAsync(Snapshot snapshot, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(snapshot);
-        StreamName.Validate(snapshot.Stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
-        ArgumentNullException.ThrowIfNull(snapshot.StateType, nameof(snapshot));
+        SnapshotValidation.Validate(snapshot);
         await WriteAsync(session =>
         {
             session.SaveSnapshot(snapshot);

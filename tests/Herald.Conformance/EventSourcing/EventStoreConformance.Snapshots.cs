@@ -22,6 +22,22 @@ public abstract partial class EventStoreConformance
         Assert.Equal(snapshot.State.ToArray(), loaded.State.ToArray());
     }
 
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    public async Task Snapshots_WithoutAStateType_AreRefusedAlikeOnEveryEngine(string? stateType)
+    {
+        // The in-memory store kept null and "", SQLite kept "" (and refused null), PostgreSQL refused both.
+        var stream = NewStream();
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(async () =>
+            await Snapshots.SaveSnapshotAsync(new Snapshot(stream, 3, stateType!, 1, Encoding.UTF8.GetBytes("{}"), EventTime)));
+
+        Assert.Equal("snapshot", refused.ParamName);
+        Assert.Contains($"The snapshot of '{stream}' at version 3 has no state type", refused.Message, StringComparison.Ordinal);
+        Assert.Null(await Snapshots.LoadSnapshotAsync(stream));
+    }
+
     [Fact]
     public async Task Snapshots_NewerReplacesOlder()
     {

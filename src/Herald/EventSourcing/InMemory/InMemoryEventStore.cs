@@ -360,9 +360,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     /// <inheritdoc />
     public ValueTask SaveSnapshotAsync(Snapshot snapshot, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(snapshot);
-        StreamName.Validate(snapshot.Stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
+        SnapshotValidation.Validate(snapshot);
         var stored = snapshot with { State = snapshot.State.ToArray() };
         _snapshots.AddOrUpdate(snapshot.Stream, stored, (_, existing) => existing.Version > stored.Version ? existing : stored);
         return ValueTask.CompletedTask;
@@ -371,9 +369,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     /// <inheritdoc />
     public ValueTask SaveSnapshotAsync(Snapshot snapshot, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(snapshot);
-        StreamName.Validate(snapshot.Stream);
-        ArgumentOutOfRangeException.ThrowIfLessThan(snapshot.Version, 1, nameof(snapshot));
+        SnapshotValidation.Validate(snapshot);
         var stored = snapshot with { State = snapshot.State.ToArray() };
         InMemoryUnitOfWork.Of(unitOfWork).Enlist(_snapshots, () => new InMemoryWrites(_snapshots))
             .Add(() => _snapshots.AddOrUpdate(stored.Stream, stored, (_, existing) => existing.Version > stored.Version ? existing : stored));
