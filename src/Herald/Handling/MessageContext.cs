@@ -156,9 +156,15 @@ public sealed class MessageContext : IAsyncDisposable, IUnitOfWorkScope
     /// <summary>Disposes the message's scope, if one was created.</summary>
     public ValueTask DisposeAsync()
     {
+        End();
+        return _extras?.Scope is { } scope ? new AsyncServiceScope(scope).DisposeAsync() : ValueTask.CompletedTask;
+    }
+
+    /// <summary>Ends the attempt without disposing its scope (a batch's contexts share one, which the batch disposes).</summary>
+    internal void End()
+    {
         Consumption = null;
         _ended = true;
-        return _extras?.Scope is { } scope ? new AsyncServiceScope(scope).DisposeAsync() : ValueTask.CompletedTask;
     }
 
     // Boxed: only a batch of subscription events shares one scope between contexts.

@@ -53,28 +53,7 @@ public abstract partial class ProjectionConformance
     {
         // The batch decodes ahead of its run, finds the poison, and hands every event to the chain one by one, which
         // dead-letters it: messages.failed counted it in both places.
-        var failures = 0;
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == MetricNames.MessagesFailed)
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-        {
-            foreach (var tag in tags)
-            {
-                if (tag.Key == MetricNames.EndpointTag && Equals(tag.Value, BatchTallies.ProjectionName))
-                {
-                    Interlocked.Add(ref failures, (int)value);
-                }
-            }
-        });
-        listener.Start();
+        using var failures = new ProjectionMeasurements(MetricNames.MessagesFailed);
         var store = NewStore();
         var projection = new BatchTallies();
         using var host = await StartAsync(store, projection, noRetries: true, batchSize: 50, commitEvery: 500);
@@ -92,7 +71,28 @@ public abstract partial class ProjectionConformance
         Assert.NotNull(tally);
         Assert.Equal(78 - 10, tally.Sum); // 1..12 (no 13, the handler's own poison) but the undecodable 10
         Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = BatchTallies.ProjectionName }));
-        Assert.Equal(1, Volatile.Read(ref failures));
+        Assert.Equal(1, failures.Total);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task EveryEventOfABatch_RecordsItsProcessingDuration_AsAnEventAppliedAloneDoes()
+    {
+        // Only the events applied alone (through the chain's trace step) recorded herald.message.processing.duration: a
+        // projection applying in batches reported none for the events of its committed batches.
+        using var durations = new ProjectionMeasurements(MetricNames.ProcessingDuration);
+        var store = NewStore();
+        using var host = await StartAsync(store, new BatchTallies(), noRetries: true, batchSize: 50, commitEvery: 500);
+
+        // One append, so one read finds the 12 events: one batch, no poison in it.
+        var last = (await host.Services.GetRequiredService<IEventStore>().AppendAsync(
+            "tally-timed", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 12).Select(i => Added(host, "t", i))])).LastPosition;
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Running(manager, BatchTallies.ProjectionName);
+        await manager.WaitForPositionAsync(BatchTallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        Assert.Equal(12, (await host.Services.GetRequiredService<ReadModels>().GetAsync(BatchTallies.Table, "t"))?.Count);
+        Assert.Equal(12, durations.Count);
         await host.StopAsync();
     }
 
@@ -291,5 +291,48 @@ public abstract partial class ProjectionConformance
 
         /// <summary>How many times the handler ran for <paramref name="amount"/>.</summary>
         public int Calls(int amount) => _calls.GetValueOrDefault(amount);
+    }
+
+    /// <summary>The measurements of one Herald instrument on the endpoint of <see cref="BatchTallies"/>: how many, and their sum.</summary>
+    private sealed class ProjectionMeasurements : IDisposable
+    {
+        private readonly MeterListener _listener;
+        private long _total;
+        private int _count;
+
+        public ProjectionMeasurements(string instrument)
+        {
+            _listener = new MeterListener
+            {
+                InstrumentPublished = (published, listener) =>
+                {
+                    if (published.Meter.Name == HeraldDiagnostics.Name && published.Name == instrument)
+                    {
+                        listener.EnableMeasurementEvents(published);
+                    }
+                },
+            };
+            _listener.SetMeasurementEventCallback<long>((_, value, tags, _) => Record(value, tags));
+            _listener.SetMeasurementEventCallback<double>((_, value, tags, _) => Record((long)value, tags));
+            _listener.Start();
+        }
+
+        public long Total => Interlocked.Read(ref _total);
+
+        public int Count => Volatile.Read(ref _count);
+
+        public void Dispose() => _listener.Dispose();
+
+        private void Record(long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == MetricNames.EndpointTag && Equals(tag.Value, BatchTallies.ProjectionName))
+                {
+                    Interlocked.Add(ref _total, value);
+                    Interlocked.Increment(ref _count);
+                }
+            }
+        }
     }
 }

@@ -199,6 +199,30 @@ public sealed class ProjectionTests
         await host.StopAsync();
     }
 
+    [Fact]
+    public async Task WorkAHandlerLeftRunning_AfterItsBatchCommitted_RunsInAUnitOfWorkOfItsOwn_NotInTheBatchsDisposedOne()
+    {
+        // The contexts of a batch were never ended: a command sent from work a handler left running joined the batch's unit
+        // of work after its commit, and failed on its disposed scope (ObjectDisposedException) instead of running in its own.
+        var projection = new LeavesWorkRunning();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h => h.AddProjection(projection).Configure(o => o.StartConsumer = false));
+        using var host = builder.Build();
+
+        // Stored before the runner starts, so its first read applies both in one batch.
+        await AppendAsync(host, "first");
+        var last = await AppendAsync(host, "second");
+        await host.StartAsync();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Eventually.UntilAsync(async () => (await manager.GetStatusAsync(LeavesWorkRunning.ProjectionName)).Position >= last, "the batch commits");
+
+        projection.Go.SetResult();
+        var late = await projection.Late.Task.WaitAsync(Eventually.DefaultTimeout);
+        await late.WaitAsync(Eventually.DefaultTimeout);
+        await host.StopAsync();
+    }
+
     private static async Task<long> AppendAsync(IHost host, string stream)
     {
         var envelope = host.Services.GetRequiredService<EnvelopeFactory>().Create(new Happened(stream));
@@ -265,6 +289,38 @@ public sealed class ProjectionTests
         }
 
         public TaskCompletionSource Replaying { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Its first event's handler leaves work running that, once let go, runs a unit of work of its own.</summary>
+    private sealed class LeavesWorkRunning : Projection
+    {
+        public const string ProjectionName = "leaves-work-running";
+
+        private static readonly ReadModelTable<Doc> Docs = new("leaves_work_running_docs");
+
+        public LeavesWorkRunning()
+            : base(ProjectionName)
+        {
+            Table(Docs);
+            On<Happened>((e, context, _) =>
+            {
+                var runner = context.Services.GetRequiredService<UnitOfWorkRunner>();
+                Late.TrySetResult(Task.Run(async () =>
+                {
+                    await Go.Task;
+                    await runner.RunAsync((services, _) =>
+                    {
+                        services.GetRequiredService<IUnitOfWork>();
+                        return ValueTask.CompletedTask;
+                    });
+                }, CancellationToken.None));
+                return context.UpsertAsync(Docs, e.Name, new Doc(e.Name));
+            });
+        }
+
+        public TaskCompletionSource Go { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource<Task> Late { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>Waits on a gate before applying anything, so a test can hold it behind the head.</summary>

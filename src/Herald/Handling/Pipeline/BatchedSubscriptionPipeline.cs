@@ -76,7 +76,9 @@ internal sealed class BatchedSubscriptionPipeline(
             ? HeraldDiagnostics.ActivitySource.StartActivity("process batch " + endpoint, ActivityKind.Consumer, parentContext: default, links: Links(events))
             : null;
         activity?.SetTag("messaging.batch.message_count", events.Count);
+        var started = Stopwatch.GetTimestamp();
         var applied = new Consumption[events.Count];
+        var contexts = new MessageContext?[events.Count];
         var scope = services.CreateAsyncScope();
         await using (scope.ConfigureAwait(false))
         {
@@ -94,6 +96,7 @@ internal sealed class BatchedSubscriptionPipeline(
 
                     // Every event of the batch shares the scope, so they share its unit of work; each is the ambient
                     // context while its handlers run (the metadata of what they store names it as the cause).
+                    contexts[i] = context;
                     context.UseScope(scope);
                     UnitOfWorkRunner.Enter(context);
                     context.UserId = await userTrust.ResolveAsync(consumption.Envelope, cancellationToken).ConfigureAwait(false);
@@ -120,11 +123,24 @@ internal sealed class BatchedSubscriptionPipeline(
                 activity?.SetStatus(ActivityStatusCode.Error);
                 throw;
             }
+            finally
+            {
+                // Each context ends with the batch, as an attempt's does: work its handlers left running no longer joins
+                // its unit of work (over, its scope disposed just below) but runs in one of its own.
+                foreach (var context in contexts)
+                {
+                    context?.End();
+                }
+            }
         }
 
+        // Every event of the batch was settled by its commit, so each took the batch's time (one by one, TraceStep records it).
+        var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
         foreach (var consumption in applied)
         {
-            HeraldDiagnostics.MessagesProcessed.Add(1, consumption.Tags(endpoint));
+            var tags = consumption.Tags(endpoint);
+            HeraldDiagnostics.MessagesProcessed.Add(1, tags);
+            HeraldDiagnostics.ProcessingDuration.Record(elapsed, tags);
         }
     }
 
