@@ -9,16 +9,42 @@ public static class CheckpointValidation
     /// </summary>
     public static void Validate(string subscriptionId, long position)
     {
-        if (!CanBeStored(subscriptionId))
+        ArgumentException.ThrowIfNullOrWhiteSpace(subscriptionId);
+
+        // SQLite stored it as U+FFFD, so two such ids shared one checkpoint (one subscription skipped what the other
+        // handled); PostgreSQL's client could not encode it.
+        ThrowIfUnstorable(subscriptionId, "subscription id", nameof(subscriptionId));
+        ArgumentOutOfRangeException.ThrowIfNegative(position);
+    }
+
+    /// <summary>
+    /// Throws an <see cref="ArgumentException"/> for a subscription's options no store can follow: its id (as
+    /// <see cref="Validate(string, long)"/>) or its filter's category or event types holding half of a surrogate pair.
+    /// </summary>
+    internal static void Validate(string subscriptionId, EventFilter? filter, string paramName)
+    {
+        ThrowIfUnstorable(subscriptionId, "subscription id", paramName);
+
+        // PostgreSQL's client cannot encode such a filter, so every read of the log failed and was retried as an outage.
+        if (filter?.Category is { } category)
         {
-            // SQLite stored it as U+FFFD, so two such ids shared one checkpoint (one subscription skipped what the other
-            // handled); PostgreSQL's client could not encode it.
-            throw new ArgumentException(
-                $"The subscription id '{StreamName.Printable(subscriptionId)}' holds half of a surrogate pair (as when a name is cut inside an emoji); no store can keep it as written.",
-                nameof(subscriptionId));
+            ThrowIfUnstorable(category, "filter's category", paramName);
         }
 
-        ArgumentOutOfRangeException.ThrowIfNegative(position);
+        foreach (var eventType in filter?.EventTypes ?? [])
+        {
+            ThrowIfUnstorable(eventType, "filter's event type", paramName);
+        }
+    }
+
+    private static void ThrowIfUnstorable(string value, string what, string paramName)
+    {
+        if (StreamName.HoldsUnpairedSurrogate(value))
+        {
+            throw new ArgumentException(
+                $"The {what} '{StreamName.Printable(value)}' holds half of a surrogate pair (as when a name is cut inside an emoji); no store can keep it as written.",
+                paramName);
+        }
     }
 
     /// <summary>

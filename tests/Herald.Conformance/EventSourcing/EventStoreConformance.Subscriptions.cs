@@ -192,6 +192,32 @@ public abstract partial class EventStoreConformance
     }
 
     [Fact]
+    public async Task Subscription_WhoseFilterOrIdHoldsHalfOfASurrogatePair_IsRefusedWhenCreated_InsteadOfFailingEveryRead()
+    {
+        // PostgreSQL's client could not encode such a filter: every poll of the subscription failed, and it retried for ever.
+        static EventSubscription Create(IEventStore store, ICheckpointStore checkpoints, string id, EventFilter filter) =>
+            new(store, checkpoints, (_, _) => ValueTask.CompletedTask, new EventSubscriptionOptions { SubscriptionId = id, Filter = filter });
+
+        var category = NewCategory();
+        var refused = Assert.Throws<ArgumentException>(() => Create(Store, Checkpoints, NewCategory(), EventFilter.ForCategory(category + "\uD83D")));
+        Assert.Equal("options", refused.ParamName);
+        Assert.Contains($"The filter's category '{category}?' holds half of a surrogate pair", refused.Message, StringComparison.Ordinal);
+        var type = Assert.Throws<ArgumentException>(() => Create(Store, Checkpoints, NewCategory(), EventFilter.ForEventTypes("thing-happened", "thing\uDE00")));
+        Assert.Contains("The filter's event type 'thing?'", type.Message, StringComparison.Ordinal);
+        var id = Assert.Throws<ArgumentException>(() => Create(Store, Checkpoints, category + "\uD800", EventFilter.ForCategory(category)));
+        Assert.Contains($"The subscription id '{category}?'", id.Message, StringComparison.Ordinal);
+
+        // A whole pair is a name like any other: followed as written.
+        var stream = NewStream(category + "\uD83D\uDE00");
+        var result = await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(1));
+        var seen = new List<RecordedEvent>();
+        await using var paired = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(seen),
+            new EventSubscriptionOptions { SubscriptionId = NewCategory(), Filter = EventFilter.ForCategory(category + "\uD83D\uDE00") });
+        await ReachAsync(paired, result.LastPosition);
+        Assert.Equal(stream, Assert.Single(Delivered(seen)).Stream);
+    }
+
+    [Fact]
     public async Task Subscription_ReachingAStoredEventThatNoLongerReads_StopsNamingItsPosition_InsteadOfRetryingItAsAnOutage()
     {
         // A header another tool set to a number failed every read of the page, and the subscription retried it forever,

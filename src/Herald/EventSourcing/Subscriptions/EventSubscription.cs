@@ -42,6 +42,7 @@ public sealed class EventSubscription : IAsyncDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(options.BatchSize, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.CheckpointEvery, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(options.StartAfterPosition, nameof(options));
+        CheckpointValidation.Validate(options.SubscriptionId, options.Filter, nameof(options));
         _store = store;
         _checkpoints = checkpoints;
         _handler = handler;
