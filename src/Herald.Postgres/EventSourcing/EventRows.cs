@@ -1,4 +1,5 @@
 using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Postgres.Internal;
 using Npgsql;
 
@@ -25,7 +26,9 @@ internal static class EventRows
         }
         catch (Exception ex)
         {
-            throw new UnreadableEventException(position, ex);
+            // What still reads of the row goes with the failure, for a subscription that dead-letters it.
+            var recordedAt = Salvage.Read(() => reader.GetFieldValue<DateTimeOffset>(first + 3 + EnvelopeColumns.Count), DateTimeOffset.UnixEpoch);
+            throw new UnreadableEventException(position, Salvage.Read(() => reader.GetString(first + 1), null), EnvelopeColumns.Salvaged(reader, first + 3, deliveryAttempt: 1, recordedAt), ex);
         }
     }
 }

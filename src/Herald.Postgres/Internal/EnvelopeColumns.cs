@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Collections.Frozen;
 using System.Runtime.InteropServices;
 using System.Text.Json;
+using Herald.Internal;
 using Herald.Messages;
 using Npgsql;
 using NpgsqlTypes;
@@ -73,6 +74,16 @@ internal static class EnvelopeColumns
         Body = reader.GetFieldValue<byte[]>(first + 10),
         DeliveryAttempt = deliveryAttempt,
     };
+
+    /// <summary>What still reads of the envelope in the columns of <see cref="Names"/> when <see cref="Read"/> failed (see <see cref="Salvage"/>).</summary>
+    public static Envelope Salvaged(NpgsqlDataReader reader, int first, int deliveryAttempt, DateTimeOffset now) => Salvage.Envelope(
+        deliveryAttempt,
+        now,
+        () => reader.GetGuid(first),
+        () => reader.GetString(first + 1),
+        () => reader.GetFieldValue<DateTimeOffset>(first + 3),
+        () => reader.IsDBNull(first + 7) ? null : reader.GetString(first + 7),
+        () => reader.GetFieldValue<byte[]>(first + 10));
 
     /// <summary>Reads the envelope from the columns of <see cref="StoredNames"/>, starting at <paramref name="first"/>.</summary>
     public static Envelope ReadStored(NpgsqlDataReader reader, int first) => Read(reader, first, reader.GetInt32(first + Count));

@@ -182,13 +182,6 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
             deliveryAttempt,
             (Attempt: deliveryAttempt, Now: now),
             static (r, attempt) => EnvelopeColumns.Read(r, First, attempt),
-            static (r, state) => Salvage.Envelope(
-                state.Attempt,
-                state.Now,
-                () => r.GetGuid(First),
-                () => r.GetString(First + 1),
-                () => r.GetFieldValue<DateTimeOffset>(First + 3),
-                () => r.IsDBNull(First + 7) ? null : r.GetString(First + 7),
-                () => r.GetFieldValue<byte[]>(First + 10)));
+            static (r, state) => EnvelopeColumns.Salvaged(r, First, state.Attempt, state.Now));
     }
 }

@@ -4,6 +4,7 @@ using System.Collections.Frozen;
 using System.Text;
 using System.Text.Json;
 using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Messages;
 using Microsoft.Data.Sqlite;
 
@@ -32,7 +33,10 @@ internal static class EventRows
         }
         catch (Exception ex)
         {
-            throw new UnreadableEventException(position, ex);
+            // What still reads of the row goes with the failure, for a subscription that dead-letters it.
+            var row = new DataReaderColumns(reader);
+            var recordedAt = Salvage.Read(() => ToTime(reader.GetInt64(3), 0), DateTimeOffset.UnixEpoch);
+            throw new UnreadableEventException(position, Salvage.Read(() => reader.GetString(1), null), EnvelopeColumns.Salvaged(row, 4, deliveryAttempt: 1, recordedAt), ex);
         }
     }
 

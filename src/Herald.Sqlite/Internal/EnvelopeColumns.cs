@@ -1,5 +1,6 @@
 using Herald.Sqlite.EventSourcing;
 using System.Collections.Frozen;
+using Herald.Internal;
 using Herald.Messages;
 using Microsoft.Data.Sqlite;
 
@@ -67,6 +68,17 @@ internal static class EnvelopeColumns
         Body = row.Bytes(first + 11),
         DeliveryAttempt = deliveryAttempt,
     };
+
+    /// <summary>What still reads of the envelope in columns <paramref name="first"/> .. <paramref name="first"/> + 11 when <see cref="Read"/> failed (see <see cref="Salvage"/>).</summary>
+    public static Envelope Salvaged<TRow>(TRow row, int first, int deliveryAttempt, DateTimeOffset now)
+        where TRow : IColumnReader => Salvage.Envelope(
+            deliveryAttempt,
+            now,
+            () => row.Guid(first),
+            () => row.Text(first + 1),
+            () => EventRows.ToTime(row.Int64(first + 3), (int)row.Int64(first + 4)),
+            () => row.IsNull(first + 8) ? null : row.Text(first + 8),
+            () => row.Bytes(first + 11));
 
     /// <summary>Reads the envelope and its delivery attempt from columns <paramref name="first"/> .. <paramref name="first"/> + 12.</summary>
     public static Envelope ReadStored(SqliteDataReader row, int first) =>

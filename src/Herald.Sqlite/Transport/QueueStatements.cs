@@ -234,13 +234,6 @@ internal sealed class QueueStatements
             deliveryAttempt,
             (Attempt: deliveryAttempt, Now: now),
             static (r, attempt) => EnvelopeColumns.Read(r, First, attempt),
-            static (r, state) => Salvage.Envelope(
-                state.Attempt,
-                new DateTimeOffset(state.Now, TimeSpan.Zero),
-                () => r.Guid(First),
-                () => r.Text(First + 1),
-                () => EventRows.ToTime(r.Int64(First + 3), (int)r.Int64(First + 4)),
-                () => r.IsNull(First + 8) ? null : r.Text(First + 8),
-                () => r.Bytes(First + 11)));
+            static (r, state) => EnvelopeColumns.Salvaged(r, First, state.Attempt, new DateTimeOffset(state.Now, TimeSpan.Zero)));
     }
 }

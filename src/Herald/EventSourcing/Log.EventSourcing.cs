@@ -22,4 +22,7 @@ internal static partial class Log
 
     [LoggerMessage(1110, LogLevel.Warning, "Subscription '{SubscriptionId}' could not read the event store or save its checkpoint at position {Position}; trying again in {Delay}")]
     public static partial void SubscriptionStoreFailed(ILogger logger, Exception exception, string subscriptionId, long position, TimeSpan delay);
+
+    [LoggerMessage(1111, LogLevel.Error, "Subscription '{SubscriptionId}' moved the stored event at position {Position}, which no longer reads, to the dead letters and goes on past it")]
+    public static partial void SubscriptionUnreadableEventDeadLettered(ILogger logger, Exception exception, string subscriptionId, long position);
 }

@@ -46,6 +46,13 @@ public abstract partial class Projection
     /// <summary>The event types it handles; the subscription of an async projection reads only these.</summary>
     public IReadOnlyCollection<Type> EventTypes => _handlers.Keys;
 
+    /// <summary>
+    /// True to move a stored event that no longer reads (an <see cref="EventSourcing.UnreadableEventException"/>) to the host's
+    /// dead letters, under the projection's name, and go on past it; false (the default) stops the projection on it. Set it in
+    /// the constructor.
+    /// </summary>
+    public bool DeadLetterUnreadableEvents { get; protected init; }
+
     /// <summary>The read-model tables it keeps: a rebuild fills new generations of all of them and swaps them in at once.</summary>
     public IReadOnlyList<string> Tables => _tables;
 

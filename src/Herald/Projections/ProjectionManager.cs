@@ -379,6 +379,7 @@ public sealed class ProjectionManager
             SubscriptionId = checkpointId,
             Filter = EventFilter.ForEventTypes([.. projection.Projection.EventTypes.Select(_pipelines.TypeName)]),
             BatchSize = _options.BatchSize,
+            DeadLetterUnreadableEventsTo = projection.Projection.DeadLetterUnreadableEvents ? _pipelines.DeadLetters : null,
         };
         var subscription = _pipelines.CreateSubscription(
             _events,

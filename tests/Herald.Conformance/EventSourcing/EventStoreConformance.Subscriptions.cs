@@ -1,5 +1,6 @@
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;
+using Herald.Reliability.DeadLetters;
 using Xunit;
 
 namespace Herald.Conformance.EventSourcing;
@@ -241,6 +242,51 @@ public abstract partial class EventStoreConformance
             Assert.Equal(spoiled, failure.Position);
             Assert.Contains($"position {spoiled}", failure.Message, StringComparison.Ordinal);
             Assert.True(subscription.Position < spoiled, "the subscription did not move past the unreadable event");
+        }
+        finally
+        {
+            // The log is shared by the class's other tests.
+            await OverwriteHeadersColumnAsync(spoiled, null);
+        }
+    }
+
+    [Fact]
+    public async Task Subscription_DeadLetteringUnreadableEvents_MovesAStoredEventThatNoLongerReadsToTheDeadLetters_AndGoesOnPastIt()
+    {
+        // The subscription could only stop on it (UnreadableEventException): nothing after it was ever handled.
+        var category = NewCategory();
+        var head = await Store.GetLastPositionAsync();
+        var stream = NewStream(category);
+        var events = NewEvents(3);
+        var result = await Store.AppendAsync(stream, ExpectedVersion.NoStream, events);
+        var spoiled = result.LastPosition - 1;
+        if (!await OverwriteHeadersColumnAsync(spoiled, """{"spoiled":1}"""))
+        {
+            return;
+        }
+
+        try
+        {
+            var seen = new List<RecordedEvent>();
+            var deadLetters = new InMemoryDeadLetterStore();
+            var subscriptionId = NewCategory();
+            await using var subscription = await EventSubscription.StartNewAsync(Store, Checkpoints, Collect(seen),
+                new EventSubscriptionOptions { SubscriptionId = subscriptionId, StartAfterPosition = head, Filter = EventFilter.ForCategory(category), DeadLetterUnreadableEventsTo = deadLetters });
+
+            await ReachAsync(subscription, result.LastPosition);
+
+            Assert.Equal([spoiled - 1, result.LastPosition], Delivered(seen).Select(e => e.Position));
+            var deadLetter = Assert.Single(await deadLetters.ListAsync(new DeadLetterQuery()));
+            Assert.Equal(subscriptionId, deadLetter.Endpoint);
+            Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+            Assert.Equal(typeof(UnreadableEventException).FullName, deadLetter.ErrorType);
+            Assert.Contains($"position {spoiled} (stream '{stream}')", deadLetter.ErrorMessage, StringComparison.Ordinal);
+
+            // What still reads of the row is kept: the event's id, type and bytes.
+            Assert.Equal(events[1].MessageId, deadLetter.Envelope.MessageId);
+            Assert.Equal(events[1].MessageType, deadLetter.MessageType);
+            Assert.Equal(events[1].Body.ToArray(), deadLetter.Envelope.Body.ToArray());
+            Assert.False(subscription.Completion.IsCompleted);
         }
         finally
         {

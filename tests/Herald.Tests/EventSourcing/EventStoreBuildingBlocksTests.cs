@@ -99,7 +99,7 @@ public sealed class EventStoreBuildingBlocksTests
     public async Task Subscription_WhenTheStoreFails_TriesAgainFromItsPosition_InsteadOfFaulting_Issue10()
     {
         var inner = new InMemoryEventStore();
-        var store = new FailingReadsStore(inner) { FailuresLeft = 2 };
+        var store = new FaultyReadsStore(inner) { FailuresLeft = 2 };
         var first = await inner.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent()]);
         var seen = new List<long>();
         await using var subscription = await EventSubscription.StartNewAsync(
@@ -122,33 +122,4 @@ public sealed class EventStoreBuildingBlocksTests
     }
 
     private static Envelope NewEvent() => new() { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = "{}"u8.ToArray() };
-
-    /// <summary>An event store whose first <see cref="FailuresLeft"/> reads of the log throw, as a restarting database does.</summary>
-    private sealed class FailingReadsStore(IEventStore inner) : IEventStore
-    {
-        public int FailuresLeft;
-
-        public ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
-            inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
-
-        public ValueTask<long?> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
-            inner.AppendAsync(stream, expectedVersion, events, unitOfWork, cancellationToken);
-
-        public IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
-            inner.ReadStreamAsync(stream, direction, fromVersion, maxCount, cancellationToken);
-
-        public IAsyncEnumerable<RecordedEvent> ReadAllAsync(long fromPositionExclusive = 0, EventFilter? filter = null, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
-            Interlocked.Decrement(ref FailuresLeft) >= 0
-                ? throw new TimeoutException("the database is restarting")
-                : inner.ReadAllAsync(fromPositionExclusive, filter, maxCount, cancellationToken);
-
-        public ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default) => inner.GetLastPositionAsync(cancellationToken);
-
-        public ValueTask<long> GetStreamVersionAsync(string stream, CancellationToken cancellationToken = default) => inner.GetStreamVersionAsync(stream, cancellationToken);
-
-        public ValueTask DeleteStreamAsync(string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken = default) =>
-            inner.DeleteStreamAsync(stream, expectedVersion, cancellationToken);
-
-        public ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken = default) => inner.WaitForEventsAsync(afterPosition, cancellationToken);
-    }
 }

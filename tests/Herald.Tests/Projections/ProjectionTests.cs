@@ -6,6 +6,8 @@ using Herald.Hosting;
 using Herald.Messages;
 using Herald.Persistence;
 using Herald.Projections;
+using Herald.Reliability.DeadLetters;
+using Herald.Tests.EventSourcing;
 using Herald.Tests.Persistence;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -200,6 +202,48 @@ public sealed class ProjectionTests
     }
 
     [Fact]
+    public async Task AStoredEventThatNoLongerReads_OfAProjectionThatDeadLettersThem_IsDeadLettered_AndTheEventsAroundItAreApplied()
+    {
+        // The runner stopped on it (UnreadableEventException), with no way to move past it but a hand-made checkpoint.
+        var projection = new SkipsUnreadable();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h => h
+            .AddProjection(projection)
+            .ConfigureRetries(r => r.NoRetries())
+            .Configure(o => o.StartConsumer = false)
+            .ConfigureProjections(o =>
+            {
+                o.StatusInterval = TimeSpan.FromMilliseconds(50);
+                o.RetryInterval = TimeSpan.FromMilliseconds(50);
+            }));
+        builder.Services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => new FaultyReadsStore(sp.GetRequiredService<InMemoryEventStore>())));
+        using var host = builder.Build();
+
+        // Stored before the runner starts, so its first read meets the spoiled event between two good ones, in one batch.
+        await AppendAsync(host, "before");
+        var spoiled = await AppendAsync(host, "spoiled");
+        var after = await AppendAsync(host, "after");
+        ((FaultyReadsStore)host.Services.GetRequiredService<IEventStore>()).UnreadableAt = spoiled;
+        await host.StartAsync();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Eventually.UntilAsync(async () => (await manager.GetStatusAsync(SkipsUnreadable.ProjectionName)).Position >= after, "the projection passes the spoiled event");
+
+        var readModels = host.Services.GetRequiredService<ReadModels>();
+        Assert.NotNull(await readModels.GetAsync(SkipsUnreadable.Docs, "before"));
+        Assert.Null(await readModels.GetAsync(SkipsUnreadable.Docs, "spoiled"));
+        Assert.NotNull(await readModels.GetAsync(SkipsUnreadable.Docs, "after"));
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = SkipsUnreadable.ProjectionName }));
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+        Assert.Equal(typeof(UnreadableEventException).FullName, deadLetter.ErrorType);
+        Assert.Contains($"position {spoiled} (stream 'spoiled')", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal("projection-tests-happened", deadLetter.MessageType);
+        Assert.Contains("spoiled", System.Text.Encoding.UTF8.GetString(deadLetter.Envelope.Body.Span), StringComparison.Ordinal);
+        Assert.Null((await manager.GetStatusAsync(SkipsUnreadable.ProjectionName)).LastError);
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task WorkAHandlerLeftRunning_AfterItsBatchCommitted_RunsInAUnitOfWorkOfItsOwn_NotInTheBatchsDisposedOne()
     {
         // The contexts of a batch were never ended: a command sent from work a handler left running joined the batch's unit
@@ -289,6 +333,22 @@ public sealed class ProjectionTests
         }
 
         public TaskCompletionSource Replaying { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Keeps one document per event, and dead-letters a stored event that no longer reads.</summary>
+    private sealed class SkipsUnreadable : Projection
+    {
+        public const string ProjectionName = "skips-unreadable";
+
+        public static readonly ReadModelTable<Doc> Docs = new("skips_unreadable_docs");
+
+        public SkipsUnreadable()
+            : base(ProjectionName)
+        {
+            DeadLetterUnreadableEvents = true;
+            Table(Docs);
+            On<Happened>((e, context, _) => context.UpsertAsync(Docs, e.Name, new Doc(e.Name)));
+        }
     }
 
     /// <summary>Its first event's handler leaves work running that, once let go, runs a unit of work of its own.</summary>

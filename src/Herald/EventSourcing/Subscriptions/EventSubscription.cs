@@ -1,5 +1,6 @@
 using Herald.EventSourcing.Upcasting;
 using Herald.Hosting;
+using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -10,7 +11,8 @@ namespace Herald.EventSourcing.Subscriptions;
 /// with <see cref="IEventStore.WaitForEventsAsync"/>, handing each event to the handler in position order exactly once
 /// past the checkpoint. It works with any <see cref="IEventStore"/>. A handler exception stops it (see <see cref="Completion"/>),
 /// as does an event the store's upcasters cannot migrate (an <see cref="EventUpcastingException"/>) or whose row no longer
-/// reads (an <see cref="UnreadableEventException"/> naming its position); a failing store or checkpoint store (a database restarting) does not: the subscription logs it and tries again from
+/// reads (an <see cref="UnreadableEventException"/> naming its position), unless <see cref="EventSubscriptionOptions.DeadLetterUnreadableEventsTo"/>
+/// takes such events to the dead letters; a failing store or checkpoint store (a database restarting) does not: the subscription logs it and tries again from
 /// its position, waiting 100 ms at first and up to 5 s between tries (issue 10).
 /// </summary>
 public sealed class EventSubscription : IAsyncDisposable
@@ -67,6 +69,12 @@ public sealed class EventSubscription : IAsyncDisposable
 
     /// <summary>The most events one call of <see cref="BatchHandler"/> gets.</summary>
     internal int BatchLimit { get; init; } = 1;
+
+    /// <summary>The endpoint the dead letter of an unreadable event names (the subscription's id by default; a projection's name).</summary>
+    internal string? DeadLetterEndpoint { get; init; }
+
+    /// <summary>The clock of the dead letters' times.</summary>
+    internal TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
     /// <summary>The subscription's id (its checkpoint name).</summary>
     public string SubscriptionId => _options.SubscriptionId;
@@ -172,6 +180,12 @@ public sealed class EventSubscription : IAsyncDisposable
         var retryDelay = FirstRetryDelay;
         var stage = Stage.Store;
         var batch = BatchHandler is null ? null : new List<RecordedEvent>(Math.Min(BatchLimit, _options.BatchSize));
+        UnreadableEventException? unreadable = null;
+
+        // Up to an unreadable event seen ahead, the log is read one event at a time: a store may fail a whole page on it, so
+        // only a read of one tells that it is the next event to handle (the events before it are handled first).
+        var unreadableAhead = -1L;
+        var readSize = _options.BatchSize;
 
         // Hands the buffered run to the batch handler, then moves past it.
         async Task FlushAsync()
@@ -205,6 +219,15 @@ public sealed class EventSubscription : IAsyncDisposable
             {
                 try
                 {
+                    if (unreadable is not null)
+                    {
+                        // Its dead letter, then past it; a failure to store it is retried from here like any store failure.
+                        await DeadLetterAsync(unreadable, stopping).ConfigureAwait(false);
+                        Advance(unreadable.Position);
+                        handledSinceSave++;
+                        unreadable = null;
+                    }
+
                     // Everything at or below the head is readable now, so once the reads below run dry the
                     // subscription has seen all of it, even events its filter dropped.
                     var head = await _store.GetLastPositionAsync(stopping).ConfigureAwait(false);
@@ -212,7 +235,8 @@ public sealed class EventSubscription : IAsyncDisposable
                     {
                         var read = 0;
                         var previous = Position;
-                        await foreach (var recorded in _store.ReadAllAsync(Position, _options.Filter, _options.BatchSize, stopping).ConfigureAwait(false))
+                        readSize = unreadableAhead > Position ? 1 : _options.BatchSize;
+                        await foreach (var recorded in _store.ReadAllAsync(Position, _options.Filter, readSize, stopping).ConfigureAwait(false))
                         {
                             read++;
                             if (recorded.Position <= previous)
@@ -246,7 +270,7 @@ public sealed class EventSubscription : IAsyncDisposable
                         }
 
                         await FlushAsync().ConfigureAwait(false);
-                        if (read < _options.BatchSize)
+                        if (read < readSize)
                         {
                             break;
                         }
@@ -265,6 +289,21 @@ public sealed class EventSubscription : IAsyncDisposable
 
                     retryDelay = FirstRetryDelay;
                     await _store.WaitForEventsAsync(Position, stopping).ConfigureAwait(false);
+                }
+                catch (UnreadableEventException ex) when (stage == Stage.Store && !stopping.IsCancellationRequested && _options.DeadLetterUnreadableEventsTo is not null)
+                {
+                    if (readSize == 1)
+                    {
+                        // The next event: dead-lettered at the top of the loop, where a failure to store it is retried like
+                        // any store failure.
+                        unreadable = ex;
+                    }
+                    else
+                    {
+                        // Events of the page before it may not have been handed over: read again one by one up to it.
+                        unreadableAhead = ex.Position;
+                        batch?.Clear();
+                    }
                 }
                 catch (Exception ex) when (stage == Stage.Store && !stopping.IsCancellationRequested && ex is not CheckpointConflictException and not EventUpcastingException and not UnreadableEventException)
                 {
@@ -296,6 +335,29 @@ public sealed class EventSubscription : IAsyncDisposable
             await SaveCheckpointAsync(CancellationToken.None).ConfigureAwait(false);
             throw;
         }
+    }
+
+    private async ValueTask DeadLetterAsync(UnreadableEventException unreadable, CancellationToken cancellationToken)
+    {
+        var now = TimeProvider.GetUtcNow();
+        var endpoint = DeadLetterEndpoint ?? SubscriptionId;
+        var deadLetter = new DeadLetter
+        {
+            Id = Guid.CreateVersion7(now),
+            // What still reads of the row (id, type, time, body bytes); the exception's message names its position and stream.
+            Envelope = unreadable.Salvaged ?? new() { MessageId = Guid.Empty, MessageType = "", Time = now, Body = ReadOnlyMemory<byte>.Empty },
+            Endpoint = endpoint,
+            Cause = DeadLetterCause.Undecodable,
+            ErrorType = typeof(UnreadableEventException).FullName!,
+            ErrorMessage = unreadable.Message,
+            StackTrace = unreadable.StackTrace,
+            Fingerprint = ExceptionFingerprint.Compute(unreadable),
+            FirstFailureTime = now,
+            LastFailureTime = now,
+            AttemptCount = 1,
+        };
+        await _options.DeadLetterUnreadableEventsTo!.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+        Log.SubscriptionUnreadableEventDeadLettered(Logger ?? NullLogger.Instance, unreadable, SubscriptionId, unreadable.Position);
     }
 
     private async Task SaveCheckpointAsync(CancellationToken cancellationToken)

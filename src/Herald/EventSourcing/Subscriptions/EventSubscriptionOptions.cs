@@ -1,3 +1,5 @@
+using Herald.Reliability.DeadLetters;
+
 namespace Herald.EventSourcing.Subscriptions;
 
 /// <summary>What an <see cref="EventSubscription"/> follows and how often it saves its checkpoint.</summary>
@@ -20,4 +22,10 @@ public sealed record EventSubscriptionOptions
     /// the subscription is caught up, on stop and on failure. A crash replays at most this many events (at least once).
     /// </summary>
     public int CheckpointEvery { get; init; } = 100;
+
+    /// <summary>
+    /// Where a stored event that no longer reads (an <see cref="UnreadableEventException"/>) goes, with its position, stream,
+    /// type and bytes, so the subscription moves past it; null (the default) stops the subscription on it instead.
+    /// </summary>
+    public IDeadLetterStore? DeadLetterUnreadableEventsTo { get; init; }
 }

@@ -119,7 +119,13 @@ internal sealed class EndpointPipelineFactory(
         var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
         if (batching is not { CommitEvery: > 1 })
         {
-            return new EventSubscription(store, checkpoints, events.HandleAsync, options) { SaveCheckpoint = saveCheckpoint, Logger = _logger };
+            return new EventSubscription(store, checkpoints, events.HandleAsync, options)
+            {
+                SaveCheckpoint = saveCheckpoint,
+                Logger = _logger,
+                DeadLetterEndpoint = endpoint,
+                TimeProvider = timeProvider,
+            };
         }
 
         // The same decoding steps as the chain's, ending where the chain would start its retries: a batch applies what they
@@ -144,6 +150,8 @@ internal sealed class EndpointPipelineFactory(
             Logger = _logger,
             BatchHandler = batch.HandleAsync,
             BatchLimit = batching.CommitEvery,
+            DeadLetterEndpoint = endpoint,
+            TimeProvider = timeProvider,
         };
     }
 
@@ -158,6 +166,9 @@ internal sealed class EndpointPipelineFactory(
 
         return new DecodeStep(endpoint, endpointHandlers, serializer, maxBodyBytes, step);
     }
+
+    /// <summary>The host's dead letters.</summary>
+    internal IDeadLetterStore DeadLetters => deadLetters;
 
     /// <summary>The name a message type is stored under.</summary>
     internal string TypeName(Type type) => registry.GetName(type);
