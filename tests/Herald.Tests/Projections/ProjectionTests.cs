@@ -205,20 +205,9 @@ public sealed class ProjectionTests
     public async Task AStoredEventThatNoLongerReads_OfAProjectionThatDeadLettersThem_IsDeadLettered_AndTheEventsAroundItAreApplied()
     {
         // The runner stopped on it (UnreadableEventException), with no way to move past it but a hand-made checkpoint.
-        var projection = new SkipsUnreadable();
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddHerald(h => h
-            .AddProjection(projection)
-            .ConfigureRetries(r => r.NoRetries())
-            .Configure(o => o.StartConsumer = false)
-            .ConfigureProjections(o =>
-            {
-                o.StatusInterval = TimeSpan.FromMilliseconds(50);
-                o.RetryInterval = TimeSpan.FromMilliseconds(50);
-            }));
-        builder.Services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => new FaultyReadsStore(sp.GetRequiredService<InMemoryEventStore>())));
-        using var host = builder.Build();
+        using var host = Build(
+            new SkipsUnreadable(),
+            services => services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => new FaultyReadsStore(sp.GetRequiredService<InMemoryEventStore>()))));
 
         // Stored before the runner starts, so its first read meets the spoiled event between two good ones, in one batch.
         await AppendAsync(host, "before");
@@ -249,10 +238,7 @@ public sealed class ProjectionTests
         // The contexts of a batch were never ended: a command sent from work a handler left running joined the batch's unit
         // of work after its commit, and failed on its disposed scope (ObjectDisposedException) instead of running in its own.
         var projection = new LeavesWorkRunning();
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddHerald(h => h.AddProjection(projection).Configure(o => o.StartConsumer = false));
-        using var host = builder.Build();
+        using var host = Build(projection);
 
         // Stored before the runner starts, so its first read applies both in one batch.
         await AppendAsync(host, "first");
@@ -275,6 +261,14 @@ public sealed class ProjectionTests
 
     private static async Task<IHost> StartAsync(Projection projection, ProjectionMode mode = ProjectionMode.Async)
     {
+        var host = Build(projection, mode: mode);
+        await host.StartAsync();
+        return host;
+    }
+
+    // Not started: a test may store events first, so the runner's first read finds them all (one batch).
+    private static IHost Build(Projection projection, Action<IServiceCollection>? services = null, ProjectionMode mode = ProjectionMode.Async)
+    {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddHerald(h => h
@@ -287,9 +281,8 @@ public sealed class ProjectionTests
                 o.StatusInterval = TimeSpan.FromMilliseconds(50);
                 o.RetryInterval = TimeSpan.FromMilliseconds(50);
             }));
-        var host = builder.Build();
-        await host.StartAsync();
-        return host;
+        services?.Invoke(builder.Services);
+        return builder.Build();
     }
 
     [MessageType("projection-tests-happened")]

@@ -341,11 +341,13 @@ public sealed class EventSubscription : IAsyncDisposable
     {
         var now = TimeProvider.GetUtcNow();
         var endpoint = DeadLetterEndpoint ?? SubscriptionId;
+        // What still reads of the row (id, type, time, body bytes); the exception's message names its position and stream.
+        var envelope = unreadable.Salvaged ?? new() { MessageId = Guid.Empty, MessageType = "", Time = now, Body = ReadOnlyMemory<byte>.Empty };
         var deadLetter = new DeadLetter
         {
-            Id = Guid.CreateVersion7(now),
-            // What still reads of the row (id, type, time, body bytes); the exception's message names its position and stream.
-            Envelope = unreadable.Salvaged ?? new() { MessageId = Guid.Empty, MessageType = "", Time = now, Body = ReadOnlyMemory<byte>.Empty },
+            // As the chain's own dead letters: the same event met again (a restart before the checkpoint, a rebuild) is kept once.
+            Id = DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now),
+            Envelope = envelope,
             Endpoint = endpoint,
             Cause = DeadLetterCause.Undecodable,
             ErrorType = typeof(UnreadableEventException).FullName!,
