@@ -41,7 +41,8 @@ internal sealed class MessageBus : IMessageBus
         where TMessage : notnull
     {
         options = Follow(scope, options);
-        if (scope?.GetOutbox() is { } outbox)
+        // A send racing the end of the attempt (its unit of work completing before the scope ends) leaves at once, as one after it.
+        if (scope?.GetOutbox() is { } outbox && outbox is not Reliability.Outbox.Outbox { HasEnded: true })
         {
             return publish ? outbox.PublishAsync(message, options, cancellationToken) : outbox.SendAsync(message, options, cancellationToken);
         }

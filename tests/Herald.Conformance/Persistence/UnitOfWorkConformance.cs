@@ -113,6 +113,38 @@ public abstract class UnitOfWorkConformance
         await AssertNothingWrittenAsync(host, work, streamVersion: 0);
     }
 
+    // An outbox whose unit of work had completed wrote the message at once, so one added after a rollback (work a failed
+    // handler left running, a caller that caught the failure) left although its transaction never committed.
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task AnOutboxSend_AfterItsUnitOfWorkCommittedOrRolledBack_Throws_AndNothingLeaves(bool committed)
+    {
+        await using var host = await StartAsync();
+        var key = "late-" + Guid.NewGuid().ToString("N");
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            if (committed)
+            {
+                await unitOfWork.CommitAsync();
+            }
+            else
+            {
+                await unitOfWork.RollbackAsync();
+            }
+
+            await Assert.ThrowsAsync<InvalidOperationException>(() => outbox.SendAsync(new UowNote(key)).AsTask());
+            await Assert.ThrowsAsync<InvalidOperationException>(() => outbox.PublishAsync(new UowNote(key)).AsTask());
+        }
+
+        await AssertNoPendingRowAsync(host, key);
+        await AssertNeverSentAsync(host, key);
+        Assert.DoesNotContain(key, host.PublishedNotes());
+    }
+
     [Fact]
     public async Task AnAppendAndASagaSave_CommitTogether()
     {

@@ -64,6 +64,25 @@ public sealed class OutboxTests
         await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the committed message leaves");
     }
 
+    // The outbox refuses a unit of work that has completed; the bus, asked while the scope's unit of work commits (a commit
+    // callback) and before the scope ends, must not hand it the message and fail the commit: it sends at once, as after the end.
+    [Fact]
+    public async Task ABusSend_FromACommitCallbackOfTheUnitOfWork_LeavesAtOnce_InsteadOfFailingTheCommit()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+
+        await host.Get<UnitOfWorkRunner>().RunAsync((services, _) =>
+        {
+            var bus = services.GetRequiredService<IMessageBus>();
+            services.GetRequiredService<IUnitOfWork>().OnCommitted(token => bus.SendAsync(new Forwarded(3), cancellationToken: token));
+            return ValueTask.CompletedTask;
+        });
+
+        Assert.Single(SentTo(host, downstream));
+        Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
+    }
+
     [Fact]
     public async Task Outbox_InAUnitOfWorkThatRollsBack_SendsNothing()
     {

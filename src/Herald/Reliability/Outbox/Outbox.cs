@@ -31,6 +31,15 @@ internal sealed class Outbox(
     private async ValueTask AddAsync(object message, OutboxDestinationKind kind, string? destination, DeliveryOptions? delivery, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
+
+        // Its transaction has ended: written at once, the message would leave although that transaction rolled back (or is
+        // rolling back in a failing commit), and never atomically with what it belonged to. An enlisting store refuses alike.
+        if (unitOfWork.IsCompleted)
+        {
+            throw new InvalidOperationException(
+                "The outbox's unit of work is already committed or rolled back, so the message cannot join it; send it in a new unit of work (UnitOfWorkRunner, ICommandBus) or through IMessageBus.");
+        }
+
         // Unset, the correlation, cause and user are those of the running unit of work (the command sent over HTTP, the handled message).
         var ambient = UnitOfWorkRunner.Current?.Metadata;
         var envelope = envelopes.Create(
@@ -60,14 +69,6 @@ internal sealed class Outbox(
             DeliverAt = delay is { } wait ? Later(now, wait) : null,
         };
 
-        if (unitOfWork.IsCompleted)
-        {
-            // Outside a live unit of work (its scope already committed): write at once.
-            await store.AddAsync([row], unitOfWork: null, cancellationToken).ConfigureAwait(false);
-            signal.Wake();
-            return;
-        }
-
         await store.AddAsync([row], unitOfWork, cancellationToken).ConfigureAwait(false);
         unitOfWork.OnCommitted(_ =>
         {
@@ -75,6 +76,9 @@ internal sealed class Outbox(
             return ValueTask.CompletedTask;
         });
     }
+
+    /// <summary>True once the unit of work this outbox writes in has completed: nothing can be added any more.</summary>
+    internal bool HasEnded => unitOfWork.IsCompleted;
 
     // A delay the transport allows may still pass the calendar's end; such a message is due at the end of time.
     internal static DateTimeOffset Later(DateTimeOffset now, TimeSpan delay) =>
