@@ -117,6 +117,32 @@ public abstract partial class OutboxStoreConformance
         Assert.Equal(9, relay.Attempts.Count(id => failing.Any(r => r.Envelope.MessageId == id)));
     }
 
+    // A row at the attempt cap whose dead letter could not be written was left due, so the relay sent it again on every poll
+    // (and every commit's wake-up) for as long as the dead-letter store failed, instead of waiting out its back-off.
+    [Fact]
+    public async Task Relay_ARowAtTheAttemptCapWhoseDeadLetterWriteFails_BacksOffLikeAnyFailure_AndIsDeadLetteredOnceTheStoreIsBack()
+    {
+        var deadLetters = new FaultyDeadLetterStore { Failing = true };
+        await using var relay = await RelayHost.StartAsync(await CreateStoreAsync(), maxAttempts: 1, deadLetters, minBackoff: TimeSpan.FromHours(1));
+        var failing = relay.NewRows(1)[0];
+        var good = relay.NewRows(2);
+        relay.Fail = envelope => envelope.MessageId == failing.Envelope.MessageId ? new InvalidOperationException("The broker is busy for this destination.") : null;
+        int FailingAttempts() => relay.Attempts.Count(id => id == failing.Envelope.MessageId);
+
+        // A row sent beside it keeps the relay from backing off as a whole: it polls on, every 100 ms.
+        await relay.Store.AddAsync([failing, good[0]]);
+        await relay.RunUntilAsync(() => relay.SentIds.Count == 1 && deadLetters.Refused >= 1, "the dead letter of the row at the cap is refused");
+        await relay.Store.AddAsync([good[1]]);
+        await relay.RunUntilAsync(() => relay.SentIds.Count == 2, "a row added later is sent on a later poll");
+        Assert.Equal(1, FailingAttempts());
+
+        deadLetters.Failing = false;
+        relay.Clock.Advance(TimeSpan.FromHours(1));
+        await relay.RunUntilAsync(() => relay.DeadLetterStore.ListAsync(relay.DeadLetterQuery).AsTask().Result.Count == 1, "the row is dead-lettered once its back-off passed");
+        Assert.Equal(2, FailingAttempts());
+        Assert.Equal(failing.Envelope.MessageId, Assert.Single(await relay.DeadLettersAsync()).Envelope.MessageId);
+    }
+
     [Fact]
     public async Task Relay_ADelayedMessageIsDueFromWhenItWasEnqueued_SoALaggingRelayAsksOnlyForTheRestOfTheDelay()
     {
@@ -271,7 +297,7 @@ public abstract partial class OutboxStoreConformance
 
         public IReadOnlyList<Guid> SentIds => [.. Transport.Sent.Where(s => s.Destination == _destination).Select(s => s.Envelope.MessageId)];
 
-        public static async Task<RelayHost> StartAsync(IOutboxStore store, int maxAttempts = 100)
+        public static async Task<RelayHost> StartAsync(IOutboxStore store, int maxAttempts = 100, IDeadLetterStore? deadLetters = null, TimeSpan? minBackoff = null)
         {
             // After every row of the suite is due: rows left pending by other tests go out at once, without a delay.
             var clock = new FakeTimeProvider(BaseTime.AddDays(1));
@@ -282,11 +308,16 @@ public abstract partial class OutboxStoreConformance
             builder.Services.AddHerald(h => h.UseTransport(_ => transport).UseOutbox(o =>
             {
                 o.PollInterval = TimeSpan.FromMilliseconds(100);
-                o.MinBackoff = TimeSpan.FromMilliseconds(100);
-                o.MaxBackoff = TimeSpan.FromSeconds(1);
+                o.MinBackoff = minBackoff ?? TimeSpan.FromMilliseconds(100);
+                o.MaxBackoff = minBackoff ?? TimeSpan.FromSeconds(1);
                 o.MaxAttempts = maxAttempts;
             }));
             builder.Services.AddSingleton(store);
+            if (deadLetters is not null)
+            {
+                builder.Services.AddSingleton(deadLetters);
+            }
+
             var host = builder.Build();
             var relay = new RelayHost(host, store, transport, clock);
             transport.FailSend = (destination, envelope) =>

@@ -272,17 +272,19 @@ internal sealed class OutboxRelay(
 
     /// <summary>
     /// After a transient failure: dead-letters the message once it has failed <see cref="OutboxOptions.MaxAttempts"/>
-    /// times (true), else holds it back on its own back-off so the rows behind it go on (false).
+    /// times (true), else (or when the dead letters refuse it) holds it back on its own back-off so the rows behind it go
+    /// on (false).
     /// </summary>
     private async ValueTask<bool> GiveUpOrWaitAsync(OutboxMessage message, Exception failure, CancellationToken cancellationToken)
     {
         var attempts = message.Attempts + 1;
-        if (attempts >= _options.MaxAttempts)
+        if (attempts >= _options.MaxAttempts
+            && await DeadLetterAsync(message, failure, attempts, $"The outbox relay gave up after {attempts} failed sends", cancellationToken).ConfigureAwait(false))
         {
-            var reason = $"The outbox relay gave up after {attempts} failed sends";
-            return await DeadLetterAsync(message, failure, attempts, reason, cancellationToken).ConfigureAwait(false);
+            return true;
         }
 
+        // Also when the dead letters refused it: left due, the row was sent again on every poll and every commit's wake-up.
         try
         {
             await store.RecordFailedAttemptAsync(message.Id, timeProvider.GetUtcNow() + RowBackoff(attempts), cancellationToken).ConfigureAwait(false);
