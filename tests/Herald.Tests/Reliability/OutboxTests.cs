@@ -5,8 +5,10 @@ using Herald.Handling;
 using Herald.Messages;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
 using Herald.Conformance;
+using Herald.Conformance.Reliability;
 using Herald.Tests.Persistence;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
@@ -16,6 +18,60 @@ namespace Herald.Tests.Reliability;
 
 public sealed class OutboxTests
 {
+    // The room was checked when the row was added, but the outbox could fill before the commit: the row was then appended by
+    // a commit callback, which threw after the unit of work's other writes had applied and without its rollback callbacks,
+    // so the inbox mark stayed and the message's retry was taken for a duplicate (the outbox row lost).
+    [Fact]
+    public async Task AUnitOfWork_WhoseInMemoryOutboxFilledSinceItsRowWasAdded_FailsAtTheCommit_BeforeAnythingIsApplied()
+    {
+        var outbox = new InMemoryOutboxStore(capacity: 1);
+        var inbox = new InMemoryInbox(TimeProvider.System);
+        var deadLetters = new InMemoryDeadLetterStore();
+        var messageId = Guid.CreateVersion7();
+        var committed = false;
+        await using var first = new InMemoryUnitOfWork();
+        await using var second = new InMemoryUnitOfWork();
+        await outbox.AddAsync([OutboxRow()], first);
+        await outbox.AddAsync([OutboxRow()], second);
+        Assert.True(await inbox.TryMarkHandledAsync("orders", messageId, TimeSpan.FromMinutes(5), second));
+        var deadLetter = new DeadLetter
+        {
+            Id = Guid.CreateVersion7(),
+            Envelope = TestEnvelopes.Create(),
+            Endpoint = "orders",
+            Cause = DeadLetterCause.RetriesExhausted,
+            ErrorType = "none",
+            ErrorMessage = "none",
+            Fingerprint = "none",
+            FirstFailureTime = DateTimeOffset.UtcNow,
+            LastFailureTime = DateTimeOffset.UtcNow,
+        };
+        await deadLetters.AddAsync(deadLetter, second);
+        second.OnCommitted(_ =>
+        {
+            committed = true;
+            return ValueTask.CompletedTask;
+        });
+        await first.CommitAsync();
+
+        var full = await Assert.ThrowsAsync<InvalidOperationException>(() => second.CommitAsync().AsTask());
+
+        Assert.Contains("outbox is full", full.Message, StringComparison.Ordinal);
+        Assert.False(committed);
+        Assert.Null(await deadLetters.GetAsync(deadLetter.Id));
+        Assert.False(await inbox.IsHandledAsync("orders", messageId), "the mark is rolled back, so the retry runs");
+        Assert.Equal(1, await outbox.CountPendingAsync());
+    }
+
+    private static OutboxMessage OutboxRow() => new()
+    {
+        Id = Guid.CreateVersion7(),
+        DestinationKind = OutboxDestinationKind.Queue,
+        Destination = "orders",
+        Envelope = TestEnvelopes.Create(),
+        CreatedAt = DateTimeOffset.UtcNow,
+    };
+
     [Fact]
     public async Task HandlerFailingKTimes_SendsItsMessageOnce_OnlyFromTheAttemptThatCommitted()
     {

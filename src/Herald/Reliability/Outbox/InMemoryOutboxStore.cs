@@ -9,6 +9,8 @@ public sealed class InMemoryOutboxStore : IOutboxStore
 {
     private readonly List<OutboxMessage> _rows = [];
     private readonly Lock _gate = new();
+    private readonly long _gateOrder = InMemoryUnitOfWork.NextGateOrder();
+    private readonly Func<StagedRows> _newStagedRows;
 
     /// <summary>Creates a store holding at most 100,000 rows.</summary>
     public InMemoryOutboxStore()
@@ -21,6 +23,7 @@ public sealed class InMemoryOutboxStore : IOutboxStore
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         Capacity = capacity;
+        _newStagedRows = () => new StagedRows(this);
     }
 
     /// <summary>Most rows kept, pending and sent.</summary>
@@ -30,19 +33,27 @@ public sealed class InMemoryOutboxStore : IOutboxStore
     public ValueTask AddAsync(IReadOnlyList<OutboxMessage> messages, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var copy = messages.ToList();
         if (unitOfWork is null)
         {
-            Append(copy);
+            Append([.. messages]);
+            return ValueTask.CompletedTask;
+        }
+
+        lock (_gate)
+        {
+            // Check room now, so the handler fails (and is retried) rather than the commit.
+            EnsureRoom(messages.Count);
+        }
+
+        if (unitOfWork is InMemoryUnitOfWork own)
+        {
+            // Checked again at the commit, under the store's lock and before any write of the unit of work applies: the
+            // outbox may have filled since. Appended from a commit callback, the rows failed after the rest had committed.
+            own.Enlist(this, _newStagedRows).Add(messages);
         }
         else
         {
-            lock (_gate)
-            {
-                // Check room now, so the handler fails (and is retried) rather than the commit.
-                EnsureRoom(copy.Count);
-            }
-
+            List<OutboxMessage> copy = [.. messages];
             unitOfWork.OnCommitted(_ =>
             {
                 Append(copy);
@@ -173,5 +184,29 @@ public sealed class InMemoryOutboxStore : IOutboxStore
         {
             throw new InvalidOperationException($"The in-memory outbox is full ({Capacity} rows); the messages were not added.");
         }
+    }
+
+    // The rows one unit of work added: checked for room, then appended, under the store's lock (which the commit holds).
+    private sealed class StagedRows(InMemoryOutboxStore store) : IInMemoryEnlistment
+    {
+        private readonly List<OutboxMessage> _rows = [];
+
+        public object Owner => store;
+
+        public Lock Gate => store._gate;
+
+        public long GateOrder => store._gateOrder;
+
+        public void Add(IReadOnlyList<OutboxMessage> rows)
+        {
+            lock (_rows)
+            {
+                _rows.AddRange(rows);
+            }
+        }
+
+        public void Check() => store.EnsureRoom(_rows.Count);
+
+        public void Apply() => store._rows.AddRange(_rows);
     }
 }
