@@ -126,6 +126,18 @@ internal sealed class CommitNotifier : IAsyncDisposable
                 await command.ExecuteNonQueryAsync().ConfigureAwait(false);
                 break;
             }
+            catch (PostgresException ex) when (payloads.Length > 1)
+            {
+                // The server refused a payload (one of 8,000 bytes or more, a queue's long name): the statement notified none,
+                // so each goes alone and the others still wake their listeners. The connection is still good.
+                Log.NotifyFailed(_logger, ex, _channel);
+                foreach (var payload in payloads)
+                {
+                    connection = await SendAsync(connection, [payload]).ConfigureAwait(false);
+                }
+
+                break;
+            }
             catch (Exception ex)
             {
                 // Whatever failed, the loop goes on (it ends only with the store): listeners elsewhere then wake on the next

@@ -208,6 +208,34 @@ public sealed class NotificationTests(PostgresSchemaFixture fixture) : IClassFix
         await notifier.DisposeAsync();
     }
 
+    [Fact]
+    public async Task ACommitNotifier_GivenAPayloadTheServerRefuses_StillNotifiesThePayloadsRequestedWithIt()
+    {
+        // One statement notified every waiting payload, so one the server refuses (8,000 bytes or more: a queue's long name)
+        // failed it twice and the wake-ups of every other queue in it were lost, their consumers left to their poll.
+        var channel = "herald_notify_" + Guid.NewGuid().ToString("N");
+        await using var listening = await fixture.DataSource.OpenConnectionAsync();
+        var payloads = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        listening.Notification += (_, e) => payloads.Enqueue(e.Payload);
+        using var stop = new CancellationTokenSource();
+        var pump = await ListenAsync(listening, channel, stop.Token);
+
+        var notifier = new Herald.Postgres.Notifications.CommitNotifier(fixture.DataSource, channel, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        try
+        {
+            notifier.Request([new string('q', 8000), "orders", "payments"]);
+
+            await Eventually.UntilAsync(() => payloads.Contains("orders") && payloads.Contains("payments"), "the NOTIFY of the other payloads", Timeout);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await pump;
+        }
+
+        await notifier.DisposeAsync();
+    }
+
     // LISTENs on the channel and delivers its notifications (to the connection's Notification event) until stopped.
     private static async Task<Task> ListenAsync(NpgsqlConnection listening, string channel, CancellationToken stop)
     {
