@@ -51,13 +51,16 @@ internal readonly struct EnvelopeArrays
     public int Count => Ids.Length;
 
     /// <summary>Sets row <paramref name="index"/> to the envelope's columns.</summary>
-    public void Set(int index, Envelope envelope)
+    public void Set(int index, Envelope envelope) => Set(index, envelope, envelope.CorrelationId);
+
+    /// <summary>Sets row <paramref name="index"/> to the envelope's columns, with its correlation id as already read.</summary>
+    public void Set(int index, Envelope envelope, string? correlationId)
     {
         Ids[index] = envelope.MessageId;
         Types[index] = envelope.MessageType;
         SchemaVersions[index] = envelope.SchemaVersion;
         Times[index] = envelope.Time.UtcDateTime;
-        CorrelationIds[index] = envelope.CorrelationId;
+        CorrelationIds[index] = correlationId;
         CausationIds[index] = envelope.CausationId;
         UserIds[index] = envelope.UserId;
         PartitionKeys[index] = envelope.PartitionKey;

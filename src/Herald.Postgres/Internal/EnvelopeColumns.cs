@@ -36,13 +36,16 @@ internal static class EnvelopeColumns
     private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
 
     /// <summary>Adds the <see cref="Count"/> parameters of <see cref="Names"/>.</summary>
-    public static void Add(NpgsqlParameterCollection parameters, Envelope envelope)
+    public static void Add(NpgsqlParameterCollection parameters, Envelope envelope) => Add(parameters, envelope, envelope.CorrelationId);
+
+    /// <summary>Adds the <see cref="Count"/> parameters of <see cref="Names"/>, with the correlation id as already read.</summary>
+    public static void Add(NpgsqlParameterCollection parameters, Envelope envelope, string? correlationId)
     {
         parameters.Add(new NpgsqlParameter<Guid> { TypedValue = envelope.MessageId, NpgsqlDbType = NpgsqlDbType.Uuid });
         parameters.Add(Text(envelope.MessageType));
         parameters.Add(Int(envelope.SchemaVersion));
         parameters.Add(Time(envelope.Time));
-        parameters.Add(Text(envelope.CorrelationId));
+        parameters.Add(Text(correlationId));
         parameters.Add(Text(envelope.CausationId));
         parameters.Add(Text(envelope.UserId));
         parameters.Add(Text(envelope.PartitionKey));

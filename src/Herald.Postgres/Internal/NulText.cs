@@ -61,6 +61,20 @@ internal static class NulText
         ThrowIfHeld(envelope.ContentType, "content type", parameter, state, of);
     }
 
+    /// <summary>
+    /// As <see cref="ThrowIfHeld{TState}(Envelope, string, TState, Func{TState, string})"/>, with the envelope's correlation id
+    /// as the caller read it for its row (an own-id correlation is made into text on each read), so a send that passes
+    /// allocates nothing here.
+    /// </summary>
+    public static void ThrowIfHeld<TState>(Envelope envelope, string? correlationId, string parameter, TState state, Func<TState, string> of)
+    {
+        if (Holds(envelope.MessageType) || Holds(correlationId) || Holds(envelope.CausationId) || Holds(envelope.UserId)
+            || Holds(envelope.PartitionKey) || Holds(envelope.ContentType))
+        {
+            ThrowIfHeld(envelope, parameter, state, of);
+        }
+    }
+
     // Escaped: the message itself may end up stored here (a dead letter's error).
     private static ArgumentException Refused(string value, string field, string parameter, string? of) => new(
         $"The {field} '{value.Replace("\0", "\\u0000", StringComparison.Ordinal)}'{(of is null ? "" : " of " + of)} holds the character U+0000, which PostgreSQL cannot store. Remove or replace the character.",

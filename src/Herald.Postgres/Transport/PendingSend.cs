@@ -4,12 +4,15 @@ using Herald.Messages;
 namespace Herald.Postgres.Transport;
 
 /// <summary>One caller's send, waiting for the <see cref="SendCoordinator"/>; it completes once its row has committed.</summary>
-internal sealed class PendingSend(string queue, Envelope envelope, DateTimeOffset enqueuedAt, DateTimeOffset visibleAt, CancellationToken cancellationToken)
+internal sealed class PendingSend(string queue, Envelope envelope, string? correlationId, DateTimeOffset enqueuedAt, DateTimeOffset visibleAt, CancellationToken cancellationToken)
     : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), IGroupCommitItem
 {
     public string Queue { get; } = queue;
 
     public Envelope Envelope { get; } = envelope;
+
+    /// <summary>The envelope's correlation id, read once (an own-id correlation is made into text on each read).</summary>
+    public string? CorrelationId { get; } = correlationId;
 
     public DateTimeOffset EnqueuedAt { get; } = enqueuedAt;
 

@@ -116,6 +116,8 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
     {
         ValidateName(queue, nameof(queue));
         ThrowIfTooLarge(envelope);
+        var correlationId = envelope.CorrelationId;
+        ThrowIfUnstorable(queue, nameof(queue), envelope, correlationId);
         await StartAsync(cancellationToken).ConfigureAwait(false);
 
         // Inline, not through RestoringAsync: a delegate's state machine would cost every send an allocation.
@@ -124,7 +126,7 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
             try
             {
                 var now = Now();
-                await _sends.SendAsync(new PendingSend(queue, envelope, now, Add(now, options?.Delay), cancellationToken), cancellationToken).ConfigureAwait(false);
+                await _sends.SendAsync(new PendingSend(queue, envelope, correlationId, now, Add(now, options?.Delay), cancellationToken), cancellationToken).ConfigureAwait(false);
                 return;
             }
             catch (PostgresException e) when (!restored && TablesMissing(e))
@@ -139,6 +141,8 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
     {
         ValidateName(topic, nameof(topic));
         ThrowIfTooLarge(envelope);
+        var correlationId = envelope.CorrelationId;
+        ThrowIfUnstorable(topic, nameof(topic), envelope, correlationId);
         await StartAsync(cancellationToken).ConfigureAwait(false);
 
         // Inline, not through RestoringAsync: a delegate's state machine would cost every publish an allocation.
@@ -148,7 +152,7 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
             try
             {
                 await using var command = _dataSource.CreateCommand(Sql.Publish);
-                AddMessageParameters(command.Parameters, topic, envelope, options?.Delay);
+                AddMessageParameters(command.Parameters, topic, envelope, correlationId, options?.Delay);
                 await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
                 while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
                 {
@@ -311,13 +315,21 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         _listener.EnsureStarted();
     }
 
-    private void AddMessageParameters(NpgsqlParameterCollection parameters, string queueOrTopic, Envelope envelope, TimeSpan? delay)
+    private void AddMessageParameters(NpgsqlParameterCollection parameters, string queueOrTopic, Envelope envelope, string? correlationId, TimeSpan? delay)
     {
         var now = Now();
         parameters.Add(Text(queueOrTopic));
-        EnvelopeColumns.Add(parameters, envelope);
+        EnvelopeColumns.Add(parameters, envelope, correlationId);
         parameters.Add(Time(now));
         parameters.Add(Time(Add(now, delay)));
+    }
+
+    // PostgreSQL's text cannot hold U+0000: the row's insert failed with a bare 22021 (PostgresException) naming neither the
+    // message nor the field. Refused before it is queued, as the event store and the outbox refuse it; never stored altered.
+    private static void ThrowIfUnstorable(string name, string parameter, Envelope envelope, string? correlationId)
+    {
+        NulText.ThrowIfHeld(name, parameter == "queue" ? "queue name" : "topic name", parameter);
+        NulText.ThrowIfHeld(envelope, correlationId, nameof(envelope), (Name: name, envelope.MessageId), static s => $"message {s.MessageId} sent to '{s.Name}'");
     }
 
     internal static NpgsqlParameter<string> Text(string value) => new() { TypedValue = value };

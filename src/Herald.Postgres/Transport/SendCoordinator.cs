@@ -107,7 +107,7 @@ internal sealed class SendCoordinator : IAsyncDisposable
         {
             var pending = group[i];
             queues[i] = pending.Queue;
-            columns.Set(i, pending.Envelope);
+            columns.Set(i, pending.Envelope, pending.CorrelationId);
             enqueuedAt[i] = pending.EnqueuedAt;
             visibleAt[i] = pending.VisibleAt;
         }

@@ -260,17 +260,19 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
     [Fact]
     public async Task Send_WithAValuePostgresRejects_FailsAlone_AndTheOthersSentWithItCommit()
     {
-        // A NUL character is refused in a text column: the group holding it rolls back and its members are sent one by one.
+        // A queue name too long for the ready index (random, so it does not compress) is refused by the server: the group
+        // holding it rolls back and its members are sent one by one.
         const int count = 40;
         var queue = NewQueue();
+        var tooLong = string.Concat(Enumerable.Range(0, 250).Select(_ => Guid.NewGuid().ToString("N")));
         var transport = await OpenAsync();
-        var envelopes = Enumerable.Range(0, count).Select(i => NewEnvelope() with { CorrelationId = i == count / 2 ? "bad\0value" : "good" }).ToList();
+        var envelopes = Enumerable.Range(0, count).Select(_ => NewEnvelope()).ToList();
 
-        var outcomes = await Task.WhenAll(envelopes.Select(e => Task.Run(async () =>
+        var outcomes = await Task.WhenAll(envelopes.Select((e, i) => Task.Run(async () =>
         {
             try
             {
-                await transport.SendAsync(queue, e);
+                await transport.SendAsync(i == count / 2 ? tooLong : queue, e);
                 return null;
             }
             catch (PostgresException ex)
@@ -282,6 +284,30 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         Assert.Single(outcomes, o => o is not null);
         Assert.NotNull(outcomes[count / 2]);
         Assert.Equal(count - 1L, await CountAsync("queue_messages", queue));
+    }
+
+    [Fact]
+    public async Task SendOrPublish_OfTextHoldingU0000_IsRefusedNamingTheField_BeforeItIsQueued()
+    {
+        // PostgreSQL's text cannot hold it: the send failed with a bare 22021 (PostgresException) naming neither the message
+        // nor the field, after its group had rolled back. Refused up front, as the event store and the outbox refuse it.
+        var queue = NewQueue();
+        var topic = NewQueue();
+        var transport = await OpenAsync();
+        await transport.BindAsync(topic, queue);
+        var correlated = NewEnvelope() with { CorrelationId = "order-1\0" };
+        var user = NewEnvelope() with { UserId = "ann\0" };
+
+        var send = await Assert.ThrowsAsync<ArgumentException>(() => transport.SendAsync(queue, correlated).AsTask());
+        var publish = await Assert.ThrowsAsync<ArgumentException>(() => transport.PublishAsync(topic, user).AsTask());
+        var name = await Assert.ThrowsAsync<ArgumentException>(() => transport.SendAsync(queue + "\0", NewEnvelope()).AsTask());
+        await transport.SendAsync(queue, NewEnvelope());
+
+        Assert.Equal(("envelope", "envelope", "queue"), (send.ParamName, publish.ParamName, name.ParamName));
+        Assert.Contains($"The correlation id 'order-1\\u0000' of message {correlated.MessageId} sent to '{queue}' holds the character U+0000", send.Message, StringComparison.Ordinal);
+        Assert.Contains($"The user id 'ann\\u0000' of message {user.MessageId} sent to '{topic}'", publish.Message, StringComparison.Ordinal);
+        Assert.Contains("The queue name", name.Message, StringComparison.Ordinal);
+        Assert.Equal(1L, await CountAsync("queue_messages", queue));
     }
 
     [Fact]
