@@ -3,7 +3,8 @@ namespace Herald.Reliability.Outbox;
 
 /// <summary>
 /// Outbox rows in process memory, for tests and the in-process host. Rows added in a unit of work appear when it
-/// commits. Bounded: beyond <see cref="Capacity"/> rows an add fails (so the handler fails and is retried, nothing is lost).
+/// commits. Bounded: beyond <see cref="Capacity"/> rows an add fails, or the in-memory unit of work's commit when the store
+/// filled since, before anything of it applies (so the handler fails and is retried, nothing is lost).
 /// </summary>
 public sealed class InMemoryOutboxStore : IOutboxStore
 {
