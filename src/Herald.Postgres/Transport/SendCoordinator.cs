@@ -69,10 +69,12 @@ internal sealed class SendCoordinator : IAsyncDisposable
             await InsertAsync(group).ConfigureAwait(false);
             Complete(group);
         }
-        catch (PostgresException ex) when (group.Count > 1)
+        catch (Exception ex) when (group.Count > 1 && ex is PostgresException or ArgumentException)
         {
-            // The group rolled back as a whole: give every member its own transaction, so each caller gets its own outcome.
-            Log.GroupFailed(_logger, ex, group.Count, "queue sends", ex.SqlState);
+            // The group rolled back as a whole, or was never sent: one member's value was refused by the server, or by the
+            // client before anything went out (text it cannot encode, half of a surrogate pair). Give every member its own
+            // transaction, so each caller gets its own outcome.
+            Log.GroupFailed(_logger, ex, group.Count, "queue sends", (ex as PostgresException)?.SqlState ?? ex.GetType().Name);
             for (var i = 0; i < group.Count; i++)
             {
                 var pending = group[i];

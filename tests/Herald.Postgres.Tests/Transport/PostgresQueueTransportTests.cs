@@ -287,6 +287,34 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
     }
 
     [Fact]
+    public async Task Send_WithTextTheClientCannotEncode_FailsAlone_AndTheOthersSentWithItCommit()
+    {
+        // Half of a surrogate pair cannot be encoded as UTF-8: the client threw before the group's statement went out, and
+        // every send of the group failed with that one's error.
+        const int count = 40;
+        var queue = NewQueue();
+        var transport = await OpenAsync();
+        var envelopes = Enumerable.Range(0, count).Select(i => NewEnvelope() with { CorrelationId = i == count / 2 ? "bad\uD800" : "good" }).ToList();
+
+        var outcomes = await Task.WhenAll(envelopes.Select(e => Task.Run(async () =>
+        {
+            try
+            {
+                await transport.SendAsync(queue, e);
+                return null;
+            }
+            catch (ArgumentException ex)
+            {
+                return ex;
+            }
+        })));
+
+        Assert.Single(outcomes, o => o is not null);
+        Assert.NotNull(outcomes[count / 2]);
+        Assert.Equal(count - 1L, await CountAsync("queue_messages", queue));
+    }
+
+    [Fact]
     public async Task SendOrPublish_OfTextHoldingU0000_IsRefusedNamingTheField_BeforeItIsQueued()
     {
         // PostgreSQL's text cannot hold it: the send failed with a bare 22021 (PostgresException) naming neither the message
