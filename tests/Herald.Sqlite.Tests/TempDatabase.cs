@@ -2,7 +2,7 @@ using Microsoft.Data.Sqlite;
 
 namespace Herald.Sqlite.Tests;
 
-/// <summary>A database file under the temp directory with a unique name, deleted (with its WAL files) when disposed.</summary>
+/// <summary>A database file under the temp directory with a unique name, deleted (with its WAL and lock files) when disposed.</summary>
 public sealed class TempDatabase : IDisposable
 {
     public TempDatabase()
@@ -35,6 +35,12 @@ public sealed class TempDatabase : IDisposable
         foreach (var suffix in new[] { "", "-wal", "-shm", "-journal" })
         {
             File.Delete(Path + suffix);
+        }
+
+        // The leaders' lock files (UseSqlite's leader election).
+        if (Directory.Exists(Path + "-leaders"))
+        {
+            Directory.Delete(Path + "-leaders", recursive: true);
         }
     }
 }

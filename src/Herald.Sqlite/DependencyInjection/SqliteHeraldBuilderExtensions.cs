@@ -9,6 +9,7 @@ using Herald.Sqlite.EventSourcing;
 using Herald.Sqlite.Persistence;
 using Herald.Sqlite.Projections;
 using Herald.Sqlite.Reliability;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -22,8 +23,8 @@ public static class SqliteHeraldBuilderExtensions
     /// models in one SQLite file:
     /// registers one store as <see cref="IEventStore"/>, <see cref="ICheckpointStore"/> and <see cref="ISnapshotStore"/>,
     /// replaces the in-memory reliability stores and the scoped <see cref="IUnitOfWork"/> with ones on the same file,
-    /// validates the options and opens the file when the host starts. Leader election stays the core's in-process default:
-    /// the file serves one process by design, so the host's own relay is the one leader.
+    /// validates the options and opens the file when the host starts, and elects leaders (one outbox relay per file) across
+    /// every process on the file with a lock file per resource in <c>{file}-leaders/</c>.
     /// </summary>
     /// <param name="builder">The Herald builder.</param>
     /// <param name="pathOrConnectionString">A file path (<c>herald.db</c>) or a Microsoft.Data.Sqlite connection string.</param>
@@ -31,6 +32,8 @@ public static class SqliteHeraldBuilderExtensions
     public static HeraldBuilder UseSqlite(this HeraldBuilder builder, string pathOrConnectionString, Action<SqliteStoreOptions>? configure = null)
     {
         builder.AddFileOptions(pathOrConnectionString, configure, SqliteStoreOptions.Check);
+        builder.Services.Replace(ServiceDescriptor.Singleton<ILeaderElection>(sp =>
+            new SqliteLeaderElection(sp.GetRequiredService<SqliteEventStore>().DataSource)));
         return builder.UsePersistenceStores(new PersistenceRegistration<SqliteEventStore>
         {
             Package = "Herald.Sqlite",

@@ -3,8 +3,8 @@ namespace Herald.Persistence;
 /// <summary>
 /// The port that picks one leader per named resource among the nodes sharing a store, so work that must run in one place
 /// at a time (the outbox relay, a projection's runner) runs there. The persistence package registers it:
-/// <c>UsePostgres</c> uses a session advisory lock, so one node leads across processes; the default (the in-memory
-/// stores and <c>UseSqlite</c>) elects within one host, since those stores serve one process by design.
+/// <c>UsePostgres</c> uses a session advisory lock and <c>UseSqlite</c> a lock file, so one node leads across processes;
+/// the default (the in-memory stores) elects within one host.
 /// </summary>
 /// <remarks>
 /// A lease is held until it is disposed or lost. Losing it (its database connection dropped, say) fires

@@ -4,8 +4,8 @@ namespace Herald.Persistence;
 
 /// <summary>
 /// The default <see cref="ILeaderElection"/>: one leader per resource among the callers of this instance (one per host).
-/// Right for the in-memory stores and for SQLite, whose database serves one process by design; stores shared by several
-/// processes register an election of their own (<c>UsePostgres</c> does).
+/// Right for the in-memory stores; stores shared by several processes register an election of their own
+/// (<c>UsePostgres</c> and <c>UseSqlite</c> do).
 /// </summary>
 internal sealed class InProcessLeaderElection : ILeaderElection
 {

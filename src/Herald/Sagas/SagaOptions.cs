@@ -7,9 +7,9 @@ public sealed class SagaOptions
     public TimeSpan ResumeInterval { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// With a store shared by several processes (PostgreSQL), how long an unfinished instance must go without a save before
-    /// another process takes it over: longer than your slowest step, so a live runner is not raced. Default 2 minutes.
-    /// A single-process store (in-memory, SQLite) resumes every instance this process does not run, at once. Without an
+    /// With a store several processes may share (SQLite, PostgreSQL), how long an unfinished instance must go without a save
+    /// before a sweep takes it over: longer than your slowest step, so a live runner is not raced. Default 2 minutes.
+    /// The in-memory stores, which serve one process, resume every instance this process does not run, at once. Without an
     /// outbox, it is also how long past its due time a state machine's timeout may still be held before the sweep sends it again.
     /// </summary>
     public TimeSpan StaleAfter { get; set; } = TimeSpan.FromMinutes(2);

@@ -35,8 +35,8 @@ internal sealed record SagaStateMachineRegistration(string SagaName);
 /// waiting for a restart.
 /// </summary>
 /// <remarks>
-/// Which instances are "not driven": with a single-process store (the in-process election of the in-memory stores and
-/// SQLite), every unfinished instance this process does not run. With a shared store, another process may be running one
+/// Which instances are "not driven": with a single-process store (the in-process election of the in-memory stores),
+/// every unfinished instance this process does not run. With a shared store (SQLite, PostgreSQL), another process may be running one
 /// right now, so only instances without a save for <see cref="SagaOptions.StaleAfter"/> are taken over; if a runner was
 /// merely slow, the two race and the version check at each step's commit leaves the instance to one of them.
 /// </remarks>

@@ -84,6 +84,35 @@ public sealed class SqliteReliabilityHostTests : IDisposable
         Assert.Equal(1L, _database.Scalar("SELECT COUNT(*) FROM herald_dead_letters"));
     }
 
+    [Fact]
+    public async Task TwoHostsOnOneFile_RunOneOutboxRelay_AndTheOtherLeadsOnceTheFirstStops()
+    {
+        // Two processes on one file each led in their own process, so both relayed every pending row (a second copy of
+        // every message). Two hosts in this process, each with its own connections, stand for them.
+        var first = await StartAsync(_database.Path, h => h.Configure(o => o.StartConsumer = false).UseOutbox());
+        using var second = await StartAsync(_database.Path, h => h.Configure(o => o.StartConsumer = false));
+        var firstElection = first.Services.GetRequiredService<ILeaderElection>();
+        var secondElection = second.Services.GetRequiredService<ILeaderElection>();
+        try
+        {
+            await Eventually.UntilAsync(async () => await firstElection.IsLedAsync("outbox-relay"), "the first host's relay leads");
+            Assert.True(await secondElection.IsLedAsync("outbox-relay"));
+            Assert.Null(await secondElection.TryAcquireAsync("outbox-relay"));
+            Assert.Null(await firstElection.TryAcquireAsync("outbox-relay")); // not re-entrant either
+        }
+        finally
+        {
+            await first.StopAsync();
+            first.Dispose();
+        }
+
+        Assert.False(await secondElection.IsLedAsync("outbox-relay"));
+        var lease = await secondElection.TryAcquireAsync("outbox-relay");
+        Assert.NotNull(lease);
+        await lease.DisposeAsync();
+        await second.StopAsync();
+    }
+
     internal static async Task<IHost> StartAsync(string path, Action<HeraldBuilder> configure)
     {
         var builder = Host.CreateApplicationBuilder();

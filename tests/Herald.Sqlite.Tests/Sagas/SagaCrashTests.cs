@@ -46,6 +46,12 @@ public sealed class SagaCrashTests : IDisposable
             .Step("three", Effect));
         using var host = await SqliteReliabilityHostTests.StartAsync(_database.Path, h => h
             .Configure(o => o.StartConsumer = false)
+            // Another process may share the file, so only an instance without a save for StaleAfter is taken over.
+            .ConfigureSagas(o =>
+            {
+                o.StaleAfter = TimeSpan.FromMilliseconds(200);
+                o.ResumeInterval = TimeSpan.FromMilliseconds(100);
+            })
             .AddSaga(definition));
         var store = host.Services.GetRequiredService<ISagaStore>();
 
