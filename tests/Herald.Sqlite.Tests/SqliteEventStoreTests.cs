@@ -131,6 +131,23 @@ public sealed class SqliteEventStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task ConnectionsOpenedAfterTheFileWasDeleted_FailAndLeaveNoEmptyFileInItsPlace()
+    {
+        // The connection of writes at once (queue lease renewals) and an open append's connection are opened on demand;
+        // they created a new empty database at the path, where the first "write" succeeded, and the next start opened it.
+        await using var store = await SqliteEventStore.OpenAsync(_database.Path);
+        await store.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent()]);
+        foreach (var suffix in new[] { "", "-wal", "-shm" })
+        {
+            File.Delete(_database.Path + suffix);
+        }
+
+        Assert.ThrowsAny<Exception>(() => store.WriteAtOnce(_ => true, Deadline));
+        await Assert.ThrowsAnyAsync<Exception>(() => store.BeginOpenAppendAsync("order-2", ExpectedVersion.NoStream, [NewEvent()]));
+        Assert.False(File.Exists(_database.Path), "no empty database was created in the deleted file's place");
+    }
+
+    [Fact]
     public async Task Append_AfterTheFileWasReplacedWhileOpen_Fails()
     {
         using var other = new TempDatabase();
@@ -362,7 +379,7 @@ public sealed class SqliteEventStoreTests : IDisposable
     public void WriterConnections_UseTheConfiguredDurabilityInWalMode(SqliteSynchronousMode mode, long pragmaValue)
     {
         var connections = new SqliteConnections(new SqliteStoreOptions { ConnectionString = _database.Path, Synchronous = mode });
-        using var connection = connections.OpenWriter();
+        using var connection = connections.OpenCreating();
         using var command = connection.CreateCommand();
         command.CommandText = "PRAGMA synchronous";
         Assert.Equal(pragmaValue, command.ExecuteScalar());

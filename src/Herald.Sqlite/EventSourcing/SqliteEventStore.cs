@@ -109,7 +109,7 @@ internal sealed partial class SqliteEventStore : IEventStoreConnection, IDisposa
                 return opened;
             }
 
-            var connection = _connections.OpenWriter();
+            var connection = _connections.OpenCreating();
             try
             {
                 string journalMode;

@@ -6,6 +6,7 @@ namespace Herald.Sqlite.Internal;
 /// <summary>Opens the store's connections to one file with the settings every connection needs.</summary>
 internal sealed class SqliteConnections
 {
+    private readonly string _creatingConnectionString;
     private readonly string _writerConnectionString;
     private readonly string _readerConnectionString;
     private readonly string _pragmas;
@@ -22,6 +23,10 @@ internal sealed class SqliteConnections
         // The provider's own retry on a busy file, in whole seconds; 0 would mean "retry forever".
         builder.DefaultTimeout = Math.Max(1, (int)Math.Ceiling(options.BusyTimeout.TotalSeconds));
         builder.Mode = SqliteOpenMode.ReadWriteCreate;
+        _creatingConnectionString = builder.ConnectionString;
+        // Only the store's first connection creates the file: one opened later (writes at once, an open append) into a
+        // file deleted meanwhile made a new empty database there, took the write and was opened by the next start.
+        builder.Mode = SqliteOpenMode.ReadWrite;
         _writerConnectionString = builder.ConnectionString;
         builder.Mode = SqliteOpenMode.ReadWrite;
         _readerConnectionString = builder.ConnectionString;
@@ -43,6 +48,9 @@ internal sealed class SqliteConnections
             ? new SqliteConnectionStringBuilder(pathOrConnectionString)
             : new SqliteConnectionStringBuilder { DataSource = pathOrConnectionString };
     }
+
+    /// <summary>Opens the store's first connection, creating the file when missing.</summary>
+    public SqliteConnection OpenCreating() => Open(_creatingConnectionString, _pragmas);
 
     /// <summary>Opens a connection that writes: busy timeout, foreign keys and the configured durability.</summary>
     public SqliteConnection OpenWriter() => Open(_writerConnectionString, _pragmas);
