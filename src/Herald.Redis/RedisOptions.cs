@@ -13,7 +13,7 @@ namespace Herald.Redis;
 /// </remarks>
 public sealed class RedisOptions
 {
-    /// <summary>The default key prefix.</summary>
+    /// <summary>The key prefix without a host, and the start of a host's default one (<c>herald:{application name}:</c>).</summary>
     public const string DefaultKeyPrefix = "herald:";
 
     /// <summary>A StackExchange.Redis configuration string (<c>"host:6379,password=..."</c>); ignored when <see cref="ConnectionMultiplexer"/> is set.</summary>
@@ -22,7 +22,11 @@ public sealed class RedisOptions
     /// <summary>An existing connection to share with the rest of the application; Herald then neither opens nor disposes one.</summary>
     public IConnectionMultiplexer? ConnectionMultiplexer { get; set; }
 
-    /// <summary>Put before every key Herald writes, so several applications can share one database. Default <c>"herald:"</c>.</summary>
+    /// <summary>
+    /// Put before every key Herald writes, so several applications can share one database. Default under a host
+    /// <c>"herald:{IHostEnvironment.ApplicationName}:"</c>, so the instances of one application share their keys and other
+    /// applications do not see them (set one prefix where differently named programs must share keys); <c>"herald:"</c> without one.
+    /// </summary>
     public string KeyPrefix { get; set; } = DefaultKeyPrefix;
 
     /// <summary>
@@ -68,6 +72,13 @@ public sealed class RedisOptions
     }
 
     internal RedisOptions Clone() => (RedisOptions)MemberwiseClone();
+
+    /// <summary>The default prefix of the application named <paramref name="applicationName"/> (none: <see cref="DefaultKeyPrefix"/>).</summary>
+    internal static string ApplicationKeyPrefix(string? applicationName) =>
+        string.IsNullOrEmpty(applicationName)
+            ? DefaultKeyPrefix
+            // Braces would make a Redis Cluster hash tag of the name, moving the inbox's "{inbox}" keys to other slots.
+            : DefaultKeyPrefix + applicationName.Replace('{', '(').Replace('}', ')') + ":";
 
     private static string? ConfigurationProblem(string configuration)
     {

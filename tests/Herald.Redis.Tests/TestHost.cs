@@ -7,9 +7,9 @@ namespace Herald.Redis.Tests;
 /// <summary>Starts a Herald host (one application node) on the real Redis server.</summary>
 internal static class TestHost
 {
-    public static HostApplicationBuilder CreateBuilder(Action<HeraldBuilder> configure)
+    public static HostApplicationBuilder CreateBuilder(Action<HeraldBuilder> configure, string? applicationName = null)
     {
-        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings { ApplicationName = applicationName });
         builder.Services.AddLogging();
         builder.Services.AddHerald(h =>
         {

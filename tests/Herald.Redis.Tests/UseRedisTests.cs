@@ -121,6 +121,42 @@ public sealed class UseRedisTests(RedisFixture redis) : IClassFixture<RedisFixtu
         Assert.True(await multiplexer.GetDatabase().KeyExistsAsync(RedisKeys.Build(redis.KeyPrefix + "idempotency:", key)));
     }
 
+    [Fact]
+    public async Task TheDefaultKeyPrefix_KeepsEachApplicationsIdempotencyKeys_AndSharesThemBetweenItsInstances()
+    {
+        // Every application on the server shared "herald:", so one reusing another's key got the other's stored result
+        // (and, through Herald.AspNetCore, its HTTP response) instead of running its own operation.
+        var app = "herald-test-app-" + Guid.NewGuid().ToString("N");
+        var other = "herald-test-other-" + Guid.NewGuid().ToString("N");
+        var key = "charge-" + Guid.NewGuid().ToString("N");
+        await using var multiplexer = await redis.ConnectAsync();
+        var ran = new List<string>();
+        foreach (var name in new[] { app, other, app })
+        {
+            var host = TestHost.CreateBuilder(h => h.UseRedis(multiplexer), name).Build();
+            await host.StartAsync();
+            try
+            {
+                var result = await host.Services.GetRequiredService<IdempotencyService>()
+                    .ExecuteAsync(key, _ => ValueTask.FromResult(name), TimeSpan.FromMinutes(1));
+                ran.Add(result);
+            }
+            finally
+            {
+                await host.StopAsync();
+                await ((IAsyncDisposable)host).DisposeAsync();
+            }
+        }
+
+        Assert.Equal([app, other, app], ran);
+        Assert.True(await multiplexer.GetDatabase().KeyExistsAsync(RedisKeys.Build($"herald:{app}:idempotency:", key)));
+        await multiplexer.GetDatabase().KeyDeleteAsync([RedisKeys.Build($"herald:{app}:idempotency:", key), RedisKeys.Build($"herald:{other}:idempotency:", key)]);
+    }
+
+    [Fact]
+    public void TheDefaultKeyPrefix_KeepsBracesOfTheApplicationNameOutOfRedisClusterHashTags() =>
+        Assert.Equal("herald:my(app):", RedisOptions.ApplicationKeyPrefix("my{app}"));
+
     private async Task<int> CountClientsAsync(string name)
     {
         var list = (string?)await redis.Multiplexer.GetDatabase().ExecuteAsync("CLIENT", "LIST") ?? string.Empty;

@@ -6,6 +6,7 @@ using Herald.Redis.Reliability;
 using Herald.Reliability.Idempotency;
 using Herald.Reliability.Inbox;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using StackExchange.Redis;
@@ -48,6 +49,11 @@ public static class RedisHeraldBuilderExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         var services = builder.Services;
+        // Before the caller's configure, which may set a prefix of its own: each application keeps its own keys by default,
+        // where every application on the server shared "herald:" and so saw the others' idempotency keys (one app's stored
+        // result, or HTTP response, came back to another using the same key).
+        services.AddOptions<RedisOptions>().Configure<IServiceProvider>((options, sp) =>
+            options.KeyPrefix = RedisOptions.ApplicationKeyPrefix(sp.GetService<IHostEnvironment>()?.ApplicationName));
         services.AddCheckedOptions(configure, RedisOptions.Check);
         services.TryAddSingleton(sp => RedisConnection.Create(
             sp.GetRequiredService<IOptions<RedisOptions>>().Value,
