@@ -124,8 +124,9 @@ internal sealed class PostgresReadModelStore : IReadModelStore
 
     public async ValueTask UpdateAsync(string table, int generation, string id, Func<string?, string?> change, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ReadModelNames.ValidateUpdate(table, generation, id, change);
+        ArgumentNullException.ThrowIfNull(id);
         NulText.ThrowIfHeld(id, "read-model document id", nameof(id));
+        change = ReadModelNames.ValidateUpdate(table, generation, id, change);
         var own = _store.Own(unitOfWork);
         var sql = Sql(table, generation);
         await EnsureCreatedAsync(sql, cancellationToken).ConfigureAwait(false);

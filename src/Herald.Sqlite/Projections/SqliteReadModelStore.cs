@@ -104,7 +104,7 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
 
     public ValueTask UpdateAsync(string table, int generation, string id, Func<string?, string?> change, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ReadModelNames.ValidateUpdate(table, generation, id, change);
+        change = ReadModelNames.ValidateUpdate(table, generation, id, change);
         cancellationToken.ThrowIfCancellationRequested();
         var sql = Sql(table, generation);
         _store.Own(unitOfWork).Enlist(session => Update(session, table, generation, sql, id, change));

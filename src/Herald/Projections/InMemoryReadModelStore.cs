@@ -53,7 +53,7 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
 
             foreach (var (id, json) in documents)
             {
-                if (query.AfterId is { } after && string.CompareOrdinal(id, after) <= 0)
+                if (query.AfterId is { } after && CodePointOrder.Instance.Compare(id, after) <= 0)
                 {
                     continue;
                 }
@@ -74,7 +74,7 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
 
     public ValueTask UpdateAsync(string table, int generation, string id, Func<string?, string?> change, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ReadModelNames.ValidateUpdate(table, generation, id, change);
+        change = ReadModelNames.ValidateUpdate(table, generation, id, change);
         cancellationToken.ThrowIfCancellationRequested();
         var staged = InMemoryUnitOfWork.Of(unitOfWork).Enlist(this, () => new StagedChanges(this));
         var key = (table, generation, id);
@@ -112,7 +112,7 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
                 throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one; only another generation can be reset.");
             }
 
-            _tables[(table, generation)] = new SortedDictionary<string, string>(StringComparer.Ordinal);
+            _tables[(table, generation)] = new SortedDictionary<string, string>(CodePointOrder.Instance);
         }
 
         return ValueTask.CompletedTask;
@@ -201,7 +201,7 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
             {
                 if (!_tables.TryGetValue((table, generation), out var documents))
                 {
-                    documents = _tables[(table, generation)] = new SortedDictionary<string, string>(StringComparer.Ordinal);
+                    documents = _tables[(table, generation)] = new SortedDictionary<string, string>(CodePointOrder.Instance);
                 }
 
                 if (json is null)

@@ -52,13 +52,18 @@ public static partial class ReadModelNames
     /// <summary>Throws unless <paramref name="generation"/> is at least 1.</summary>
     public static void ValidateGeneration(int generation) => ArgumentOutOfRangeException.ThrowIfLessThan(generation, 1);
 
-    /// <summary>Validates the arguments of <see cref="IReadModelStore.UpdateAsync"/>: the table, the generation, the id and the change.</summary>
-    public static void ValidateUpdate(string table, int generation, string id, Func<string?, string?> change)
+    /// <summary>
+    /// Validates the arguments of <see cref="IReadModelStore.UpdateAsync"/> (the table, the generation, the id and the change)
+    /// and returns the change to run: refusing what no store can take (<see cref="Internal.StorableReadModelWrites.Storable"/>),
+    /// as a projection's writes are, so a direct write is refused alike on every engine.
+    /// </summary>
+    public static Func<string?, string?> ValidateUpdate(string table, int generation, string id, Func<string?, string?> change)
     {
         Validate(table);
         ValidateGeneration(generation);
         ArgumentNullException.ThrowIfNull(id);
         ArgumentNullException.ThrowIfNull(change);
+        return Internal.StorableReadModelWrites.Storable("Caller of", "IReadModelStore.UpdateAsync", table, id, change);
     }
 
     [GeneratedRegex("^[a-z][a-z0-9_]*$", RegexOptions.CultureInvariant)]

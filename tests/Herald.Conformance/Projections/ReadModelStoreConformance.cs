@@ -165,6 +165,49 @@ public abstract class ReadModelStoreConformance
     }
 
     [Fact]
+    public async Task ADirectUpdate_OfWhatNoStoreCanTake_IsRefusedNamingTheTableAndId_AsAProjectionsWriteIs()
+    {
+        // IReadModelStore.UpdateAsync skipped the checks a projection's writes get: SQLite and memory stored such a
+        // document (SQLite an id with U+FFFD in its place) and PostgreSQL failed the commit with a bare 22P02 or 22021.
+        var store = await CreateStoreAsync();
+        (string Id, string Json, string What)[] refusals =
+        [
+            ("a\uD83D", "{}", "half of a surrogate pair"),
+            ("a\0", "{}", "U+0000"),
+            ("doc", """{"name":"x\ud83d"}""", "half of a surrogate pair"),
+            ("doc", """{"name":"\ude00x"}""", "half of a surrogate pair"),
+            ("doc", "{\"name\":\"x\uD83D\"}", "half of a surrogate pair"),
+            ("doc", """{"name":"x\u0000"}""", "U+0000"),
+        ];
+        foreach (var (id, json, what) in refusals)
+        {
+            var table = UniqueTable();
+            var unitOfWork = await BeginUnitOfWorkAsync(store);
+            Exception? refused = null;
+            try
+            {
+                await store.UpdateAsync(table, 1, "kept", _ => """{"name":"\ud83d\ude00 \\ud83d"}""", unitOfWork);
+                await store.UpdateAsync(table, 1, id, _ => json, unitOfWork);
+                await unitOfWork.CommitAsync();
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
+            {
+                refused = ex;
+                await unitOfWork.RollbackAsync();
+            }
+
+            Assert.True(refused is not null, $"{json} under an id of {id.Length} characters is refused");
+            Assert.Contains(what, refused.Message, StringComparison.Ordinal);
+            Assert.Null(await store.GetAsync(table, "kept"));
+        }
+
+        // A whole pair, escaped or not, and an escaped backslash before "ud83d" are stored.
+        var stored = UniqueTable();
+        await ChangeAsync(store, stored, 1, "kept\uD83D\uDE00", _ => """{"name":"\ud83d\ude00 \\ud83d \uD83D\uDE00"}""");
+        Assert.NotNull(await store.GetAsync(stored, "kept\uD83D\uDE00"));
+    }
+
+    [Fact]
     public async Task Query_FiltersOnStringProperties_InIdOrder_WithKeysetPaging()
     {
         var store = await CreateStoreAsync();
@@ -208,6 +251,27 @@ public abstract class ReadModelStoreConformance
 
         Assert.Equal(all.Select(d => d.Id), pages);
         Assert.Contains("\"status\"", all[0].Json, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Query_PagesIdsInCodePointOrder_SoIdsAboveUFFFFComeAfterPrivateUseOnes_OnEveryEngine()
+    {
+        // UTF-16 ordinal order puts U+1F600 (its surrogates start at D83D) before U+E000; SQLite and PostgreSQL ("C") order
+        // by code point, so in-memory paged the same ids in another order than production.
+        var store = await CreateStoreAsync();
+        var table = UniqueTable();
+        string[] ids = ["a", "a\uE000", "a\uFFFD", "a\U0001F600", "b"];
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        foreach (var id in ids.Reverse())
+        {
+            await store.UpdateAsync(table, 1, id, _ => "{}", unitOfWork);
+        }
+
+        await unitOfWork.CommitAsync();
+
+        Assert.Equal(ids, (await store.QueryAsync(table, new ReadModelQuery { Limit = 100 })).Select(d => d.Id));
+        Assert.Equal(ids[3..], (await store.QueryAsync(table, new ReadModelQuery { Limit = 100, AfterId = ids[2] })).Select(d => d.Id));
+        Assert.Equal(ids[2..], (await store.QueryAsync(table, new ReadModelQuery { Limit = 100, AfterId = ids[1] })).Select(d => d.Id));
     }
 
     [Fact]

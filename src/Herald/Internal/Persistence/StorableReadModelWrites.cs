@@ -30,8 +30,10 @@ public static class StorableReadModelWrites
 
     /// <summary>
     /// <paramref name="change"/> of the document <paramref name="id"/>, refusing the JSON it returns when a string in it holds
-    /// U+0000; throws at once when <paramref name="id"/> holds it, or half of a surrogate pair, or is longer than 1,024 UTF-8 bytes. <paramref name="writerKind"/> and <paramref name="writerName"/>
-    /// name who writes ("Projection", "orders"), joined only for the error, so a write that passes allocates no label.
+    /// U+0000 or half of a surrogate pair; throws at once when <paramref name="id"/> holds either, or is longer than 1,024 UTF-8
+    /// bytes. <paramref name="writerKind"/> and <paramref name="writerName"/> name who writes ("Projection", "orders"), joined
+    /// only for the error, so a write that passes allocates no label. A change it already checked is returned as it is, so
+    /// the store's own check (<see cref="Projections.ReadModelNames.ValidateUpdate"/>) of a projection's write adds nothing.
     /// </summary>
     public static Func<string?, string?> Storable(string writerKind, string writerName, string table, string id, Func<string?, string?> change)
     {
@@ -40,6 +42,10 @@ public static class StorableReadModelWrites
         ArgumentNullException.ThrowIfNull(table);
         ArgumentNullException.ThrowIfNull(id);
         ArgumentNullException.ThrowIfNull(change);
+        if (change.Target is StorableChange)
+        {
+            return change;
+        }
 
         // PostgreSQL's text cannot hold U+0000 either (a bare 22021); the message escapes it, since the error itself may be
         // stored there (a dead letter's error message).
@@ -66,31 +72,76 @@ public static class StorableReadModelWrites
                 $"{writerKind} '{writerName}' cannot write document '{StreamName.Printable(id[..40])}...' of read model '{table}': its id is {bytes} bytes long in UTF-8, and at most {MaxIdBytes} are allowed (PostgreSQL's primary-key index cannot hold much longer ones), so no read-model store takes it. Use a shorter id, such as a hash of the long one."));
         }
 
-        // PostgreSQL's jsonb cannot hold U+0000 (a bare 22P05 at its commit).
-        return current =>
+        return new StorableChange(writerKind, writerName, table, id, change).Apply;
+    }
+
+    // A class of its own rather than a lambda, so a change it made is recognised (above) and not checked twice.
+    private sealed class StorableChange(string writerKind, string writerName, string table, string id, Func<string?, string?> change)
+    {
+        public string? Apply(string? current)
         {
             var json = change(current);
-            if (json is not null && HoldsNul(json))
+            if (json is not null && Unstorable(json) is { } what)
             {
+                // PostgreSQL's jsonb cannot hold U+0000 (a bare 22P05 at its commit) nor half of a pair (a bare 22P02).
                 throw new InvalidOperationException(
-                    $"{writerKind} '{writerName}' cannot write document '{id}' of read model '{table}': a string in it holds the character U+0000, which PostgreSQL's jsonb cannot store, so no read-model store takes it. Remove or replace the character before writing it.");
+                    $"{writerKind} '{writerName}' cannot write document '{id}' of read model '{table}': a string in it holds {what}, which PostgreSQL's jsonb cannot store, so no read-model store takes it. Remove or replace the character before writing it.");
             }
 
             return json;
-        };
+        }
     }
 
-    // A JSON escape \u0000 (not an escaped backslash followed by "u0000"), or a raw NUL.
-    private static bool HoldsNul(string json)
+    // What of the JSON PostgreSQL's jsonb refuses: a NUL or half of a surrogate pair, raw or as a \u escape (not an escaped
+    // backslash followed by "u..."), or null when it holds neither.
+    private static string? Unstorable(string json)
     {
+        if (json.Contains('\0', StringComparison.Ordinal))
+        {
+            return "the character U+0000";
+        }
+
+        if (StreamName.IndexOfUnpairedSurrogate(json) >= 0)
+        {
+            return "half of a surrogate pair";
+        }
+
         for (var i = json.IndexOf('\\', StringComparison.Ordinal); i >= 0 && i + 1 < json.Length; i = json.IndexOf('\\', i + 2))
         {
-            if (json[i + 1] == 'u' && json.AsSpan(i + 2).StartsWith("0000", StringComparison.Ordinal))
+            if (json[i + 1] != 'u' || !TryEscaped(json, i, out var unit))
             {
-                return true;
+                continue;
+            }
+
+            if (unit == 0)
+            {
+                return "the character U+0000";
+            }
+
+            if (char.IsHighSurrogate(unit) && TryEscaped(json, i + 6, out var low) && char.IsLowSurrogate(low))
+            {
+                i += 6; // The pair's second escape is read: the loop goes on after it.
+            }
+            else if (char.IsSurrogate(unit))
+            {
+                return "half of a surrogate pair";
             }
         }
 
-        return json.Contains('\0', StringComparison.Ordinal);
+        return null;
+    }
+
+    // The UTF-16 unit of the escape \uXXXX at position i.
+    private static bool TryEscaped(string json, int i, out char unit)
+    {
+        unit = default;
+        if (i + 6 > json.Length || json[i] != '\\' || json[i + 1] != 'u'
+            || !ushort.TryParse(json.AsSpan(i + 2, 4), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var value))
+        {
+            return false;
+        }
+
+        unit = (char)value;
+        return true;
     }
 }
