@@ -12,6 +12,7 @@ using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
 using Herald.Sqlite.Reliability;
 using Herald.Conformance;
+using Herald.Processes;
 using Herald.Transport.InMemory;
 using Herald.Projections;
 using Herald.Sqlite.Projections;
@@ -111,6 +112,27 @@ public sealed class SqliteReliabilityHostTests : IDisposable
         Assert.NotNull(lease);
         await lease.DisposeAsync();
         await second.StopAsync();
+    }
+
+    [Fact]
+    public async Task ALeaderOfTheFile_HoldsAnOsLockAnotherProcessSees_UntilItsLeaseEnds()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return; // flock(1) of util-linux stands for the other process.
+        }
+
+        var election = new SqliteLeaderElection(_database.Path);
+        var lease = await election.TryAcquireAsync("outbox-relay");
+        Assert.NotNull(lease);
+        var lockFile = Assert.Single(Directory.GetFiles(_database.Path + "-leaders"));
+
+        // flock --nonblock exits 1 while another process holds the lock, 0 once it is free.
+        var held = await ExternalProcess.RunAsync("flock", ["--nonblock", "--exclusive", lockFile, "true"], TimeSpan.FromSeconds(30));
+        Assert.Equal(1, held.Code);
+        await lease.DisposeAsync();
+        var free = await ExternalProcess.RunAsync("flock", ["--nonblock", "--exclusive", lockFile, "true"], TimeSpan.FromSeconds(30));
+        Assert.Equal(0, free.Code);
     }
 
     internal static async Task<IHost> StartAsync(string path, Action<HeraldBuilder> configure)
