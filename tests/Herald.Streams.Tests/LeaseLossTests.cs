@@ -74,8 +74,8 @@ public sealed class LeaseLossTests
     [Fact]
     public async Task Sqlite_ACommitOfAProcessThatAnotherSupplantedOnAPartition_FailsAndWritesNothing()
     {
-        // SQLite elects within one process (its stores serve one by design): the two owners share a host, and the fence
-        // is the same checkpoint-store key on that engine.
+        // The two owners share a host (an election that always grants stands in for a lost lease), and the fence is the
+        // same checkpoint-store key on that engine.
         var file = TestSqlite.NewFile("fence");
         try
         {

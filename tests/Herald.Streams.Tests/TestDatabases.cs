@@ -21,7 +21,7 @@ internal static class TestPostgres
     }
 }
 
-/// <summary>A SQLite file in the temp folder, deleted with its WAL files.</summary>
+/// <summary>A SQLite file in the temp folder, deleted with its WAL files and its leaders' lock files.</summary>
 internal static class TestSqlite
 {
     public static string NewFile(string purpose) => Path.Combine(Path.GetTempPath(), $"herald-streams-{purpose}-{Guid.NewGuid():N}.db");
@@ -31,6 +31,11 @@ internal static class TestSqlite
         foreach (var path in new[] { file, file + "-wal", file + "-shm" })
         {
             File.Delete(path);
+        }
+
+        if (Directory.Exists(file + "-leaders"))
+        {
+            Directory.Delete(file + "-leaders", recursive: true);
         }
     }
 }
