@@ -49,6 +49,11 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
         }
         catch
         {
+            // Cancelled or failed once the server may have granted the lock (the reply was on its way): a session lock
+            // outlives the statement that took it, so the pooled session would keep it, and nobody could lead, until the
+            // pool reused or dropped the connection.
+            await UnlockAsync(connection, key, resetIdleLimit: connection.State == System.Data.ConnectionState.Open && connection.PostgreSqlVersion.Major >= 14)
+                .ConfigureAwait(false);
             await connection.DisposeAsync().ConfigureAwait(false);
             throw;
         }
@@ -74,6 +79,35 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
     }
 
     private static NpgsqlParameter<long> Key(long key) => new() { TypedValue = key, NpgsqlDbType = NpgsqlDbType.Bigint };
+
+    /// <summary>
+    /// Unlocks before the connection goes back to the pool, where its session would keep the lock; and gives the session
+    /// back its own idle limit, or the server would end it while it waits in the pool. An unlock of a lock the session
+    /// does not hold changes nothing.
+    /// </summary>
+    private static async ValueTask UnlockAsync(NpgsqlConnection connection, long key, bool resetIdleLimit)
+    {
+        try
+        {
+            if (connection.State == System.Data.ConnectionState.Open)
+            {
+                await using var batch = new NpgsqlBatch(connection);
+                var unlock = new NpgsqlBatchCommand("SELECT pg_advisory_unlock($1)");
+                unlock.Parameters.Add(Key(key));
+                batch.BatchCommands.Add(unlock);
+                if (resetIdleLimit)
+                {
+                    batch.BatchCommands.Add(new NpgsqlBatchCommand("RESET idle_session_timeout"));
+                }
+
+                await batch.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or ObjectDisposedException)
+        {
+            // A broken connection holds no lock any more: the server released it with the session.
+        }
+    }
 
     private sealed class Lease : LeaderLease
     {
@@ -103,25 +137,7 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
             await _watch.ConfigureAwait(false);
             try
             {
-                // Unlock before the connection goes back to the pool, where its session would keep the lock; and give the
-                // session back its own idle limit, or the server would end it while it waits in the pool.
-                if (_connection.State == System.Data.ConnectionState.Open)
-                {
-                    await using var batch = new NpgsqlBatch(_connection);
-                    var unlock = new NpgsqlBatchCommand("SELECT pg_advisory_unlock($1)");
-                    unlock.Parameters.Add(Key(_key));
-                    batch.BatchCommands.Add(unlock);
-                    if (_limited)
-                    {
-                        batch.BatchCommands.Add(new NpgsqlBatchCommand("RESET idle_session_timeout"));
-                    }
-
-                    await batch.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
-                }
-            }
-            catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or ObjectDisposedException)
-            {
-                // A broken connection holds no lock any more: the server released it with the session.
+                await UnlockAsync(_connection, _key, _limited).ConfigureAwait(false);
             }
             finally
             {

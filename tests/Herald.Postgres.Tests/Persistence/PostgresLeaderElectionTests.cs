@@ -112,6 +112,25 @@ public sealed class PostgresLeaderElectionTests(LeaderElectionSchema schema) : L
     }
 
     [Fact]
+    public async Task AnAcquireFailingAfterTheServerGrantedTheLock_LeavesNoLockOnItsPooledSession()
+    {
+        // An acquire that threw once the server had run pg_try_advisory_lock (cancelled by its caller while the statement
+        // ran, a cancel the server acts on, or, as here, a later part of the statement failing) gave its connection back to
+        // the pool with the session still holding the lock: a session lock outlives the statement that took it. No other
+        // node could lead until the pool reused or dropped that connection (minutes on an idle pool).
+        var resource = NewResource();
+        var key = AdvisoryLockKey.ForLeadership(schema.Schema, resource);
+        var failing = new PostgresLeaderElection(schema.Nodes[0], NullLogger.Instance) { IdleSessionTimeout = TimeSpan.FromDays(30) };
+
+        await Assert.ThrowsAsync<Npgsql.PostgresException>(async () => await failing.TryAcquireAsync(resource));
+
+        Assert.Null(await LeaderElectionSchema.HolderAsync(key));
+        var other = await Contender(1).TryAcquireAsync(resource);
+        Assert.NotNull(other);
+        await other.DisposeAsync();
+    }
+
+    [Fact]
     public async Task ALeaseGivenBack_LeavesItsPooledSessionWithoutTheIdleLimit()
     {
         // The lease's session is given the idle limit while it holds the lock; left on it, the server would end the pooled
