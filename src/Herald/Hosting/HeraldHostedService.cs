@@ -14,8 +14,12 @@ namespace Herald.Hosting;
 /// Starts this host's endpoint with the host: declares its queue, binds it to the topic of every message type it
 /// handles, and consumes. On shutdown, in-flight messages finish (bounded by <see cref="HeraldOptions.ShutdownTimeout"/>).
 /// </summary>
-internal sealed class HeraldHostedService(IServiceProvider services, IOptions<HeraldOptions> options) : IHostedService
+internal sealed class HeraldHostedService(IServiceProvider services, IOptions<HeraldOptions> options) : IHostedService, IAsyncDisposable, IDisposable
 {
+    // Resolved with this service, not at its start: the container disposes singletons in the reverse order of their
+    // creation, so this service's dispose (below) comes before the transport's, and needs nothing from the container.
+    private readonly ITransport _transport = services.GetRequiredService<ITransport>();
+    private readonly ILogger _logger = (services.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance).CreateLogger("Herald");
     private ITransportConsumer? _consumer;
 
     public async Task StartAsync(CancellationToken cancellationToken)
@@ -35,9 +39,7 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
             return;
         }
 
-        var transport = services.GetRequiredService<ITransport>();
-        var loggerFactory = services.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance;
-        var logger = loggerFactory.CreateLogger("Herald");
+        var transport = _transport;
         await transport.DeclareQueueAsync(settings.EndpointName, cancellationToken).ConfigureAwait(false);
         foreach (var topic in topics)
         {
@@ -47,7 +49,7 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
         var pipeline = services.GetRequiredService<EndpointPipelineFactory>().Create(settings.EndpointName);
         var consumerOptions = new ConsumerOptions { MaxConcurrency = settings.MaxConcurrency, Prefetch = Math.Max(settings.Prefetch, settings.MaxConcurrency) };
         _consumer = await transport.ConsumeAsync(settings.EndpointName, consumerOptions, pipeline.HandleAsync, cancellationToken).ConfigureAwait(false);
-        Log.ConsumerStarted(logger, settings.EndpointName, transport.Name, topics.Count, settings.MaxConcurrency);
+        Log.ConsumerStarted(_logger, settings.EndpointName, transport.Name, topics.Count, settings.MaxConcurrency);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
@@ -61,7 +63,15 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(options.Value.ShutdownTimeout);
         await consumer.StopAsync(deadline.Token).ConfigureAwait(false);
-        var logger = (services.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance).CreateLogger("Herald");
-        Log.ConsumerStopped(logger, consumer.Queue);
+        Log.ConsumerStopped(_logger, consumer.Queue);
     }
+
+    /// <summary>
+    /// Stops a consumer the host never stopped, as a stop would: a host whose start failed (a hosted service registered
+    /// after Herald threw) does not call <see cref="StopAsync"/>, it only disposes, and the transport's dispose would cut
+    /// the running handlers off without their grace.
+    /// </summary>
+    public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
+
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }

@@ -286,6 +286,34 @@ public sealed class HandlingTests
     }
 
     [Fact]
+    public async Task AHostWhoseLaterHostedServiceFailsToStart_StopsHeraldsConsumer_BeforeTheTransportGoes()
+    {
+        // The host calls no StopAsync after a failed start, it only disposes: Herald's consumer, started by then, was
+        // disposed with the transport (its handlers cut off without the shutdown grace) and never stopped.
+        var transport = new CountingTransport(new InMemoryTransport());
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(new Probe());
+        builder.Services.AddHerald(h => h.AddHandler<PingHandler>().UseTransport(_ => transport).Configure(o => o.EndpointName = "tests"));
+        builder.Services.AddHostedService<FailingToStart>();
+        var host = builder.Build();
+
+        await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync());
+        Assert.Equal(1, transport.Started);
+        Assert.Equal(0, transport.Stopped);
+        await ((IAsyncDisposable)host).DisposeAsync();
+
+        Assert.Equal(1, transport.Stopped);
+    }
+
+    private sealed class FailingToStart : IHostedService
+    {
+        public Task StartAsync(CancellationToken cancellationToken) => throw new InvalidOperationException("refused by the test");
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    [Fact]
     public void AddHerald_Twice_ConfiguresOneInstance()
     {
         var services = new ServiceCollection();
