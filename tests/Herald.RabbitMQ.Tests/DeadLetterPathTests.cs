@@ -225,6 +225,61 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
         await Herald.Conformance.Eventually.UntilAsync(async () => (await channel.QueueDeclarePassiveAsync(endpoint)).MessageCount == 0, "the queue is empty");
     }
 
+    /// <summary>
+    /// A message that both the dead-letter store and the dead-letter queue refused was handed back to the queue at once, so
+    /// the broker redelivered it, and it failed again, as fast as the broker could: a redelivery loop for as long as both
+    /// were down. It now waits one <c>NetworkRecoveryInterval</c> before it goes back, and still reaches the store.
+    /// </summary>
+    [Fact]
+    public async Task RefusedByTheStoreAndTheDeadLetterQueue_GoesBackOnlyAfterARecoveryInterval_NoRedeliveryLoop()
+    {
+        var interval = TimeSpan.FromMilliseconds(500);
+        var refusals = new ConcurrentQueue<long>();
+        var store = new FaultyDeadLetterStore
+        {
+            Failing = true,
+            Refuses = d =>
+            {
+                // The second poison message: the first one filled the dead-letter queue, so this one loops.
+                if (Encoding.UTF8.GetString(d.Envelope.Body.Span).Contains("-2", StringComparison.Ordinal))
+                {
+                    refusals.Enqueue(TimeProvider.System.GetTimestamp());
+                }
+
+                return false;
+            },
+        };
+        using var host = await StartHostAsync(
+            new Probe(),
+            store,
+            o =>
+            {
+                o.DeadLetterQueueMaxLength = 1;
+                o.NetworkRecoveryInterval = interval;
+            });
+        var channel = await CreateRawChannelAsync();
+        var endpoint = Name("endpoint");
+        var now = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = "poison-1", Timestamp = now }, """{"quantity":-1}""");
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () => await BrokerAdmin.QueueNamesAsync(Prefix) is var names && names.Contains(endpoint + ".dead-letter") && (await channel.QueueDeclarePassiveAsync(endpoint + ".dead-letter")).MessageCount == 1,
+            "the first dead letter fills the dead-letter queue");
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = "poison-2", Timestamp = now }, """{"quantity":-2}""");
+
+        await Herald.Conformance.Eventually.UntilAsync(() => refusals.Count >= 3, "the second one is refused three times");
+        var times = refusals.ToArray();
+        for (var i = 1; i < 3; i++)
+        {
+            var gap = TimeProvider.System.GetElapsedTime(times[i - 1], times[i]);
+            Assert.True(gap >= interval * 0.9, $"redelivered {gap.TotalMilliseconds:F0} ms after it was refused, not after the {interval.TotalMilliseconds} ms recovery interval");
+        }
+
+        store.Failing = false;
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        await Herald.Conformance.Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 2, "both reach the store: none was lost");
+    }
+
     private async Task<IHost> StartHostAsync(Probe probe, IDeadLetterStore? store = null, Action<Herald.RabbitMQ.Transport.RabbitMqTransportOptions>? configure = null, TimeSpan? storeFailureRedelivery = null)
     {
         var endpoint = Name("endpoint");

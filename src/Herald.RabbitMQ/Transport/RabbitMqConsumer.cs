@@ -227,7 +227,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
         catch
         {
-            await RequeueAsync(received).ConfigureAwait(false);
+            // The pipeline's last resort failed too (the store and the dead-letter queue both refuse): handed back at once,
+            // the broker would redeliver it as fast as it can, to fail the same way, for as long as both stay down.
+            RequeueLater(received);
             throw;
         }
     }
@@ -248,6 +250,24 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
 
         Log.StaleDeliveryNotSettled(_logger, received.Envelope.MessageId, Queue);
         return true;
+    }
+
+    // Held unacked for one recovery interval before it goes back to the queue; a stop or a lost channel meanwhile hands
+    // it back with the channel instead.
+    private void RequeueLater(RabbitMqDelivery received) => _ = RequeueLaterAsync(received);
+
+    private async Task RequeueLaterAsync(RabbitMqDelivery received)
+    {
+        try
+        {
+            await Task.Delay(_transport.Options.NetworkRecoveryInterval, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
+        {
+            return;
+        }
+
+        await RequeueAsync(received).ConfigureAwait(false);
     }
 
     private async ValueTask RequeueAsync(RabbitMqDelivery received)

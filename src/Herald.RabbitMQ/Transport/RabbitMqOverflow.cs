@@ -5,7 +5,7 @@ public enum RabbitMqOverflow
 {
     /// <summary>
     /// <c>reject-publish</c>: the broker refuses the new dead letter, so Herald keeps the message in its queue and
-    /// redelivers it after <c>DeadLetterOptions.StoreFailureRedeliveryDelay</c>: nothing is lost, the queue waits.
+    /// redelivers it after <see cref="RabbitMqTransportOptions.NetworkRecoveryInterval"/>: nothing is lost, the queue waits.
     /// </summary>
     RejectPublish,
 

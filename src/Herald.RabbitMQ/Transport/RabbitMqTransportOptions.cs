@@ -45,7 +45,7 @@ public sealed class RabbitMqTransportOptions
     /// </summary>
     public int? AckBatchSize { get; set; }
 
-    /// <summary>How long the client waits between attempts to recover a lost connection.</summary>
+    /// <summary>How long the client waits between attempts to recover a lost connection, and a message the dead-letter store and queue both refused waits before it goes back to its queue.</summary>
     public TimeSpan NetworkRecoveryInterval { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>The CloudEvents <c>source</c> written when a message carries no <c>herald-source</c> header.</summary>
