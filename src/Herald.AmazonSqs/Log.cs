@@ -16,4 +16,7 @@ internal static partial class Log
 
     [LoggerMessage(9004, LogLevel.Warning, "Message {MessageId} of '{Queue}', received before its due time, is too large for SQS to take a copy of; it is hidden until due instead (up to 12 hours a receive)")]
     public static partial void HeldBackCopyTooLarge(ILogger logger, Exception exception, Guid messageId, string queue);
+
+    [LoggerMessage(9005, LogLevel.Warning, "The dead-letter copy of message {MessageId} of '{Queue}' would be too large for SQS with its reason and record; it goes without its body of {Bytes} bytes, the reason saying so")]
+    public static partial void DeadLetterBodyLeftOut(ILogger logger, Exception exception, Guid messageId, string queue, int bytes);
 }

@@ -459,6 +459,44 @@ public sealed class SqsTransportTests : SqsTestBase
         Assert.Equal(1, deadLetter.Envelope.DeliveryAttempt);
     }
 
+    /// <summary>
+    /// Regression (audit, round 9): the dead-letter copy of a message near SQS's 256 KiB (made while the dead-letter store is
+    /// down) carries the reason and the record besides, so it was refused as too large before sending, every time: the
+    /// message came back and failed again, never dead-lettered. The copy now goes without its body (as on Kafka), its reason
+    /// saying so, and keeps the record's headers.
+    /// </summary>
+    [Fact]
+    public async Task DeadLetter_OfAMessageWithNoRoomForTheDeadLetterRecord_GoesWithoutItsBody_WithItsReasonAndHeaders()
+    {
+        var transport = await CreateTransportAsync(o => o.MaxMessageBytes = 256 * 1024);
+        var queue = Name("native-dl-too-large");
+        var envelope = EnvelopeOfSize(transport, 256 * 1024 - 16);
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using (var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            try
+            {
+                await d.DeadLetterAsync("poison: store down", new Dictionary<string, string> { ["x-record"] = "kept" }, ct);
+                settled.TrySetResult();
+            }
+            catch (Exception e)
+            {
+                settled.TrySetException(e);
+                throw;
+            }
+        }))
+        {
+            await transport.SendAsync(queue, envelope);
+            await settled.Task.WaitAsync(Timeout);
+        }
+
+        var deadLetter = Assert.Single(await DrainAsync(transport, queue));
+        Assert.Equal(envelope.MessageId, deadLetter.Envelope.MessageId);
+        Assert.StartsWith("poison: store down (its body of ", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.Equal(0, deadLetter.Envelope.Body.Length);
+        Assert.Equal("kept", deadLetter.Envelope.Headers["x-record"]);
+    }
+
     [Fact]
     public async Task DeadLetter_OfAMessageWithoutAType_WhenTheStoreIsUnreachable_IsDrainedWithItsReasonAndAttempts()
     {

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Amazon.SQS;
 using Amazon.SQS.Model;
 using Herald.Internal;
@@ -183,7 +184,7 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
         // before the message is deleted: at least once, never lost.
         try
         {
-            return await ReplaceWithCopyAsync(message, queueUrl, headers, message.Envelope.DeliveryAttempt, delay, reason: null, cancellationToken).ConfigureAwait(false);
+            return await ReplaceWithCopyAsync(message, queueUrl, headers, message.Envelope.DeliveryAttempt, delay, reason: null, withoutBody: false, cancellationToken).ConfigureAwait(false);
         }
         catch (MessageTooLargeException e)
         {
@@ -201,7 +202,20 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
         var deadLetterUrl = await transport.DeadLetterQueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
         try
         {
-            return await ReplaceWithCopyAsync(message, deadLetterUrl, headers, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                return await ReplaceWithCopyAsync(message, deadLetterUrl, headers, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, withoutBody: false, cancellationToken).ConfigureAwait(false);
+            }
+            catch (MessageTooLargeException e) when (!message.Envelope.Body.IsEmpty)
+            {
+                // No room beside the body for the reason and the record (refused before sending, every time): the message would
+                // come back and fail again for good. Without its body, as on Kafka, the dead letter still says which message it
+                // was and why, and the drain stores it with its record.
+                var body = message.Envelope.Body.Length;
+                Log.DeadLetterBodyLeftOut(transport.Logger, e, message.Envelope.MessageId, queue, body);
+                var leftOut = string.Create(CultureInfo.InvariantCulture, $"{reason} (its body of {body} bytes was left out: {e.Message})");
+                return await ReplaceWithCopyAsync(message, deadLetterUrl, headers, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, leftOut, withoutBody: true, cancellationToken).ConfigureAwait(false);
+            }
         }
         catch (Exception e) when (transport.ForgetIfGone(queue, e))
         {
@@ -221,11 +235,17 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
         int attemptsBefore,
         TimeSpan delay,
         string? reason,
+        bool withoutBody,
         CancellationToken cancellationToken)
     {
         if (!message.CopySent)
         {
             var envelope = headers is null ? message.Envelope : message.Envelope with { Headers = headers };
+            if (withoutBody)
+            {
+                envelope = envelope with { Body = ReadOnlyMemory<byte>.Empty };
+            }
+
             await transport.SendCopyAsync(copyUrl, envelope, attemptsBefore, delay, reason, cancellationToken).ConfigureAwait(false);
             message.CopySent = true;
         }
