@@ -38,7 +38,7 @@ internal static class SqsQueueGauges
             transport.TimeProvider,
             transport.Options.GaugeRefreshInterval,
             () => ReadAsync(transport, queueUrl),
-            e => AdapterLog.GaugeReadFailed(transport.Logger, e, queue));
+            transport.Logger);
 
     /// <summary>Stops reporting the transport's queues (it is disposed).</summary>
     public static void Forget(AmazonSqsTransport transport) => Gauge.Forget(transport);

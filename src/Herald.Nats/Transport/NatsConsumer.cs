@@ -61,6 +61,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     // and at each lag refresh): where a mapped queue's durable made again resumes (NatsTransport.ResumeAfter).
     private ulong _ackedThrough;
     private volatile bool _hasLag;
+    private readonly GaugeFreshness _lagFreshness;
     private int _stopped;
 
     // Set when a stop went on without handlers that ignored their cancellation: what they settle when they end is not sent
@@ -78,6 +79,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         _rawType = rawType;
         _handler = handler;
         _logger = logger;
+        _lagFreshness = new GaugeFreshness(transport.TimeProvider, transport.Options.LagRefreshInterval, logger, NatsMetricNames.ConsumerPending, queue);
         _lanes = new DeliveryLanes<NatsDelivery>(concurrency, prefetch);
         _sendProgress = KeepAliveAsync;
         _slots = new NatsDelivery?[Math.Max(prefetch, concurrency) + concurrency + 2];
@@ -91,7 +93,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     public string Queue { get; }
 
-    public bool HasLag => _hasLag;
+    // Not while the server could not be read for a few refreshes: the last counts would read as a healthy flat line.
+    public bool HasLag => _hasLag && _lagFreshness.IsFresh();
 
     public long Pending => Volatile.Read(ref _pending);
 
@@ -541,6 +544,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     private async Task RefreshLagAsync()
     {
+        _lagFreshness.Refreshing();
         try
         {
             await _consumer.RefreshAsync(CancellationToken.None).ConfigureAwait(false);
@@ -548,7 +552,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             Volatile.Write(ref _delayed, delays.Info.State.Messages);
             ReadLag(_consumer);
         }
-#pragma warning disable CA1031 // The gauge keeps its last reading; the next tick tries again.
+#pragma warning disable CA1031 // The gauge keeps its last reading until it goes stale; the next tick tries again.
         catch (Exception e)
 #pragma warning restore CA1031
         {
@@ -571,6 +575,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         }
 
         _hasLag = true;
+        _lagFreshness.Refreshed();
     }
 
     /// <summary>Reads the lag from the server now (tests; the gauges otherwise refresh on their timer).</summary>

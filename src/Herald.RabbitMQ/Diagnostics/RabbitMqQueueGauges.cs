@@ -34,7 +34,7 @@ internal static class RabbitMqQueueGauges
             transport.TimeProvider,
             transport.Options.GaugeRefreshInterval,
             () => counter.CountAsync(queue, CancellationToken.None),
-            e => AdapterLog.GaugeReadFailed(transport.Logger, e, queue));
+            transport.Logger);
     }
 
     /// <summary>Stops reporting the transport's queues (it is disposed).</summary>

@@ -34,6 +34,7 @@ public sealed class ProjectionManager
     private readonly TimeProvider _time;
     private readonly ProjectionOptions _options;
     private readonly ILogger _logger;
+    private readonly GaugeFreshness _lagFreshness;
     private IReadOnlyList<ProjectionStatus> _latest = [];
 
     internal ProjectionManager(
@@ -58,6 +59,7 @@ public sealed class ProjectionManager
         _time = time;
         _options = options;
         _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Herald.Projections");
+        _lagFreshness = new GaugeFreshness(time, options.StatusInterval, _logger, MetricNames.ProjectionLag, string.Join(", ", _projections.Keys));
     }
 
     /// <summary>The names of the registered projections.</summary>
@@ -125,6 +127,12 @@ public sealed class ProjectionManager
     {
         foreach (var manager in Active.Keys)
         {
+            // While the store is unreachable the last lags would read as a healthy flat line: reported only while refreshed.
+            if (!manager._lagFreshness.IsFresh())
+            {
+                continue;
+            }
+
             foreach (var status in manager._latest)
             {
                 yield return new Measurement<long>(status.Lag, new KeyValuePair<string, object?>(MetricNames.ProjectionTag, status.Name));
@@ -224,7 +232,10 @@ public sealed class ProjectionManager
         {
             try
             {
-                foreach (var status in await GetStatusAsync(stoppingToken).ConfigureAwait(false))
+                _lagFreshness.Refreshing();
+                var statuses = await GetStatusAsync(stoppingToken).ConfigureAwait(false);
+                _lagFreshness.Refreshed();
+                foreach (var status in statuses)
                 {
                     if (status.IsStalled && reported.Add(status.Name))
                     {

@@ -6,6 +6,7 @@ using Herald.EventSourcing;
 using Herald.EventSourcing.Aggregates;
 using Herald.Handling;
 using Herald.Hosting;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Persistence;
 using Herald.Sagas;
@@ -16,6 +17,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Tests.Diagnostics;
 
@@ -274,6 +276,59 @@ public sealed class DiagnosticsTests
         }
     }
 
+    [Fact]
+    public async Task AQueueGaugeWhoseReadsKeepFailing_StopsReportingTheLastCounts_UntilAReadSucceeds()
+    {
+        // Round-9 item: through an outage the gauge reported its last counts, a healthy-looking flat line.
+        var name = "test.queue.gauge." + Guid.NewGuid().ToString("N")[..8];
+        var clock = new FakeTimeProvider();
+        var interval = TimeSpan.FromSeconds(5);
+        var logger = new CountingLogger();
+        var failing = 0;
+        var reads = 0;
+        var gauge = new QueueCountGauge<object, long[]>(name, "state", "test", static c => [("ready", c[0])]);
+        gauge.Watch(this, "q", clock, interval, () =>
+        {
+            Interlocked.Increment(ref reads);
+            return Volatile.Read(ref failing) == 1 ? Task.FromException<long[]?>(new InvalidOperationException("broker down")) : Task.FromResult<long[]?>([7]);
+        }, logger);
+        var observed = new ConcurrentQueue<long>();
+        using var meterListener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Name == name)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meterListener.SetMeasurementEventCallback<long>((_, v, _, _) => observed.Enqueue(v));
+        meterListener.Start();
+        long[] Collect()
+        {
+            observed.Clear();
+            meterListener.RecordObservableInstruments();
+            return [.. observed];
+        }
+
+        await Eventually.UntilAsync(() => Collect() is [7], "the first read is reported");
+
+        Volatile.Write(ref failing, 1);
+        clock.Advance(interval);
+        Assert.Equal([7], Collect()); // starts a read that fails; one failed read is not yet stale
+        await Eventually.UntilAsync(() => Volatile.Read(ref reads) >= 2, "the failing read ran");
+        clock.Advance(interval * GaugeFreshness.StaleAfterIntervals);
+        Assert.Empty(Collect());
+        Assert.Empty(Collect());
+        Assert.Equal(1, logger.Warnings);
+
+        Volatile.Write(ref failing, 0);
+        clock.Advance(interval);
+        await Eventually.UntilAsync(() => Collect() is [7], "a read that succeeds is reported again");
+        gauge.Forget(this);
+    }
+
     private static string? Tag(ReadOnlySpan<KeyValuePair<string, object?>> tags, string name)
     {
         foreach (var tag in tags)
@@ -341,6 +396,26 @@ public sealed class DiagnosticsTests
             beacon.Light(message.Id);
             await beacons.SaveAsync(beacon, cancellationToken: cancellationToken);
             handled.TrySetResult(context.Envelope);
+        }
+    }
+
+    private sealed class CountingLogger : ILogger
+    {
+        private int _warnings;
+
+        public int Warnings => Volatile.Read(ref _warnings);
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (logLevel == LogLevel.Warning)
+            {
+                Interlocked.Increment(ref _warnings);
+            }
         }
     }
 }

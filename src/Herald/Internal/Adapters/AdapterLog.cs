@@ -37,4 +37,8 @@ public static partial class AdapterLog
     /// <summary>Reading the counts of <paramref name="queue"/> for its gauges failed; the gauges keep the last counts.</summary>
     [LoggerMessage(1641, LogLevel.Debug, "Reading the counts of queue '{Queue}' for its gauges failed; the last counts stay")]
     public static partial void GaugeReadFailed(ILogger logger, Exception exception, string queue);
+
+    /// <summary>The value <paramref name="subject"/> of the gauge <paramref name="gauge"/> could not be refreshed for <paramref name="staleAfter"/>; it is not reported until it is.</summary>
+    [LoggerMessage(1642, LogLevel.Warning, "The gauge {Gauge} could not refresh its value for '{Subject}' for {StaleAfter}; it reports nothing for it until a refresh succeeds")]
+    public static partial void GaugeStale(ILogger logger, string gauge, string subject, TimeSpan staleAfter);
 }

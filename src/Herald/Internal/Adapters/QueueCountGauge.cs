@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Herald.Diagnostics;
+using Microsoft.Extensions.Logging;
 
 namespace Herald.Internal;
 
@@ -8,7 +9,8 @@ namespace Herald.Internal;
 /// An observable gauge on Herald's meter of the messages of each queue this process consumes, by state, tagged with the queue
 /// and the state. A collection reports the counts last read and, when they are older than the transport's refresh interval,
 /// starts one read in the background (never two at once for a queue): a collection never waits on the broker. A failed read
-/// is reported to the transport, and the last counts stay.
+/// is logged and the last counts stay, until reads have failed for a few refresh intervals (<see cref="GaugeFreshness"/>):
+/// the queue is then not reported until a read succeeds.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 /// <typeparam name="TTransport">The transport whose queues are counted.</typeparam>
@@ -18,6 +20,7 @@ public sealed class QueueCountGauge<TTransport, TCounts>
     where TCounts : class
 {
     private readonly ConcurrentDictionary<(TTransport Transport, string Queue), Watched> _queues = new();
+    private readonly string _name;
     private readonly string _stateTag;
     private readonly Func<TCounts, IEnumerable<(string State, long Value)>> _states;
 
@@ -30,6 +33,7 @@ public sealed class QueueCountGauge<TTransport, TCounts>
         ArgumentException.ThrowIfNullOrEmpty(name);
         ArgumentException.ThrowIfNullOrEmpty(stateTag);
         ArgumentNullException.ThrowIfNull(states);
+        _name = name;
         _stateTag = stateTag;
         _states = states;
         HeraldDiagnostics.Meter.CreateObservableGauge(name, Observe, "{message}", description);
@@ -38,13 +42,13 @@ public sealed class QueueCountGauge<TTransport, TCounts>
     /// <summary>
     /// Starts reporting a queue the transport consumes (once; a second call for the same queue changes nothing). <paramref name="read"/>
     /// reads its counts (null: nothing new to report), at most once every <paramref name="refreshInterval"/> on <paramref name="clock"/>;
-    /// <paramref name="readFailed"/> is told when a read throws.
+    /// a read that throws, and the counts going stale, are logged to <paramref name="logger"/>.
     /// </summary>
-    public void Watch(TTransport transport, string queue, TimeProvider clock, TimeSpan refreshInterval, Func<Task<TCounts?>> read, Action<Exception> readFailed)
+    public void Watch(TTransport transport, string queue, TimeProvider clock, TimeSpan refreshInterval, Func<Task<TCounts?>> read, ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(transport);
         ArgumentNullException.ThrowIfNull(queue);
-        _queues.TryAdd((transport, queue), new Watched(queue, clock, refreshInterval, read, readFailed));
+        _queues.TryAdd((transport, queue), new Watched(queue, clock, refreshInterval, read, logger, new GaugeFreshness(clock, refreshInterval, logger, _name, queue)));
     }
 
     /// <summary>Stops reporting the transport's queues (it is disposed).</summary>
@@ -68,7 +72,7 @@ public sealed class QueueCountGauge<TTransport, TCounts>
         foreach (var watched in _queues.Values)
         {
             watched.RefreshIfStale();
-            if (watched.Counts is { } counts)
+            if (watched.Counts is { } counts && watched.Freshness.IsFresh())
             {
                 foreach (var (state, value) in _states(counts))
                 {
@@ -79,13 +83,15 @@ public sealed class QueueCountGauge<TTransport, TCounts>
     }
 
     /// <summary>One consumed queue and its counts as last read.</summary>
-    private sealed class Watched(string queue, TimeProvider clock, TimeSpan refreshInterval, Func<Task<TCounts?>> read, Action<Exception> readFailed)
+    private sealed class Watched(string queue, TimeProvider clock, TimeSpan refreshInterval, Func<Task<TCounts?>> read, ILogger logger, GaugeFreshness freshness)
     {
         private int _refreshing;
         private long _readAt = long.MinValue;
         private TCounts? _counts;
 
         public string Queue => queue;
+
+        public GaugeFreshness Freshness => freshness;
 
         public TCounts? Counts => Volatile.Read(ref _counts);
 
@@ -97,6 +103,7 @@ public sealed class QueueCountGauge<TTransport, TCounts>
                 return;
             }
 
+            freshness.Refreshing();
             _ = Task.Run(RefreshAsync);
         }
 
@@ -110,12 +117,13 @@ public sealed class QueueCountGauge<TTransport, TCounts>
                 }
 
                 Volatile.Write(ref _readAt, clock.GetTimestamp());
+                freshness.Refreshed();
             }
-#pragma warning disable CA1031 // A gauge read runs in the background with nobody to report to: reported, and the last counts stay.
+#pragma warning disable CA1031 // A gauge read runs in the background with nobody to throw to: logged, and the last counts stay.
             catch (Exception ex)
 #pragma warning restore CA1031
             {
-                readFailed(ex);
+                AdapterLog.GaugeReadFailed(logger, ex, queue);
             }
             finally
             {

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Herald.Diagnostics;
 using Herald.Transport;
 
 namespace Herald.Internal;
@@ -27,7 +28,7 @@ public sealed class LeasedQueueConsumers<TMessage>
     {
         var consumer = new LeasedQueueConsumer<TMessage>(backend, queue, options, handler, _settings with { Name = name }, Forget);
         _running[consumer] = 0;
-        QueueDepthGauge.Watch(consumer, queue, backend.CountAsync);
+        QueueDepthGauge.Watch(consumer, queue, backend.CountAsync, new GaugeFreshness(_settings.TimeProvider, QueueDepthGauge.RefreshAfter, _settings.Logger, MetricNames.QueueMessages, queue));
         consumer.Start();
         return consumer;
     }

@@ -8,7 +8,8 @@ namespace Herald.Internal;
 /// The observable gauge <c>herald.queue.messages</c>: for each leased queue this process consumes, its messages by state
 /// (tags <c>herald.endpoint</c> and <c>herald.queue.state</c>: ready, leased, delayed). A collection reports the counts
 /// last read and, when they are older than <see cref="RefreshAfter"/>, starts one count in the background, so a
-/// collection never waits on the database.
+/// collection never waits on the database. Counts that could not be read for a few refresh intervals are not reported
+/// (<see cref="GaugeFreshness"/>) until a count succeeds.
 /// </summary>
 internal static class QueueDepthGauge
 {
@@ -23,8 +24,8 @@ internal static class QueueDepthGauge
     }
 
     /// <summary>Reports <paramref name="queue"/> through <paramref name="count"/> while <paramref name="owner"/> (its consumer) runs.</summary>
-    public static void Watch(object owner, string queue, Func<CancellationToken, ValueTask<QueueDepth?>> count) =>
-        Queues.TryAdd(owner, new Watched(queue, count));
+    public static void Watch(object owner, string queue, Func<CancellationToken, ValueTask<QueueDepth?>> count, GaugeFreshness freshness) =>
+        Queues.TryAdd(owner, new Watched(queue, count, freshness));
 
     /// <summary>Stops reporting the queue of <paramref name="owner"/>.</summary>
     public static void Forget(object owner) => Queues.TryRemove(owner, out _);
@@ -35,7 +36,7 @@ internal static class QueueDepthGauge
         foreach (var watched in Queues.Values)
         {
             watched.RefreshIfStale(now);
-            if (watched.Depth is not { } depth)
+            if (watched.Depth is not { } depth || !watched.Freshness.IsFresh())
             {
                 continue;
             }
@@ -49,13 +50,15 @@ internal static class QueueDepthGauge
     private static Measurement<long> Measure(long value, string queue, string state) =>
         new(value, new KeyValuePair<string, object?>(MetricNames.EndpointTag, queue), new KeyValuePair<string, object?>(MetricNames.QueueStateTag, state));
 
-    private sealed class Watched(string queue, Func<CancellationToken, ValueTask<QueueDepth?>> count)
+    private sealed class Watched(string queue, Func<CancellationToken, ValueTask<QueueDepth?>> count, GaugeFreshness freshness)
     {
         private long _readAt = long.MinValue;
         private int _refreshing;
         private QueueDepth? _depth;
 
         public string Queue => queue;
+
+        public GaugeFreshness Freshness => freshness;
 
         public QueueDepth? Depth => Volatile.Read(ref _readAt) == long.MinValue ? null : _depth;
 
@@ -67,14 +70,16 @@ internal static class QueueDepthGauge
                 return;
             }
 
+            freshness.Refreshing();
             _ = Task.Run(async () =>
             {
                 try
                 {
                     _depth = await count(CancellationToken.None).ConfigureAwait(false);
                     Volatile.Write(ref _readAt, Environment.TickCount64);
+                    freshness.Refreshed();
                 }
-#pragma warning disable CA1031 // A count that fails (the database is down) leaves the last counts; the next collection tries again.
+#pragma warning disable CA1031 // A count that fails (the database is down) leaves the last counts until they go stale; the next collection tries again.
                 catch (Exception)
 #pragma warning restore CA1031
                 {
