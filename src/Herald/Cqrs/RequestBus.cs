@@ -9,28 +9,24 @@ internal sealed class RequestBus(UnitOfWorkRunner runner) : ICommandBus, IQueryB
 {
     private static readonly ConcurrentDictionary<Type, object> Invokers = new();
 
+    // Without metadata of its own a command takes the runner's: that of the work it was sent from, even once that work's
+    // unit of work has ended (as a message sent through IMessageBus from there does).
     public ValueTask SendAsync(ICommand command, CancellationToken cancellationToken = default) =>
-        SendAsync(command, EventMetadata.None, cancellationToken);
+        SendCommandAsync(command, null, cancellationToken);
 
-    public async ValueTask SendAsync(ICommand command, EventMetadata metadata, CancellationToken cancellationToken = default)
+    public ValueTask SendAsync(ICommand command, EventMetadata metadata, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(command);
         ArgumentNullException.ThrowIfNull(metadata);
-        var invoker = (RequestInvoker<Unit>)Invokers.GetOrAdd(command.GetType(), static t =>
-            Activator.CreateInstance(typeof(CommandInvoker<>).MakeGenericType(OfOneKind(t)))!);
-        await RunAsync(invoker, command, metadata, cancellationToken).ConfigureAwait(false);
+        return SendCommandAsync(command, metadata, cancellationToken);
     }
 
     public ValueTask<TResult> SendAsync<TResult>(ICommand<TResult> command, CancellationToken cancellationToken = default) =>
-        SendAsync(command, EventMetadata.None, cancellationToken);
+        SendCommandAsync(command, null, cancellationToken);
 
     public ValueTask<TResult> SendAsync<TResult>(ICommand<TResult> command, EventMetadata metadata, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(command);
         ArgumentNullException.ThrowIfNull(metadata);
-        var invoker = (RequestInvoker<TResult>)Invokers.GetOrAdd(command.GetType(), static t =>
-            Activator.CreateInstance(typeof(CommandInvoker<,>).MakeGenericType(OfOneKind(t), ResultOf(t, typeof(ICommand<>))))!);
-        return RunAsync(invoker, command, metadata, cancellationToken);
+        return SendCommandAsync(command, metadata, cancellationToken);
     }
 
     public ValueTask<TResult> QueryAsync<TResult>(IQuery<TResult> query, CancellationToken cancellationToken = default)
@@ -68,6 +64,22 @@ internal sealed class RequestBus(UnitOfWorkRunner runner) : ICommandBus, IQueryB
             : throw new HeraldException($"'{requestType.FullName}' implements {openInterface.Name} for {matches.Count} result types; a request has exactly one result type.");
     }
 
-    private ValueTask<TResult> RunAsync<TResult>(RequestInvoker<TResult> invoker, object request, EventMetadata metadata, CancellationToken cancellationToken) =>
+    private async ValueTask SendCommandAsync(ICommand command, EventMetadata? metadata, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        var invoker = (RequestInvoker<Unit>)Invokers.GetOrAdd(command.GetType(), static t =>
+            Activator.CreateInstance(typeof(CommandInvoker<>).MakeGenericType(OfOneKind(t)))!);
+        await RunAsync(invoker, command, metadata, cancellationToken).ConfigureAwait(false);
+    }
+
+    private ValueTask<TResult> SendCommandAsync<TResult>(ICommand<TResult> command, EventMetadata? metadata, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        var invoker = (RequestInvoker<TResult>)Invokers.GetOrAdd(command.GetType(), static t =>
+            Activator.CreateInstance(typeof(CommandInvoker<,>).MakeGenericType(OfOneKind(t), ResultOf(t, typeof(ICommand<>))))!);
+        return RunAsync(invoker, command, metadata, cancellationToken);
+    }
+
+    private ValueTask<TResult> RunAsync<TResult>(RequestInvoker<TResult> invoker, object request, EventMetadata? metadata, CancellationToken cancellationToken) =>
         runner.RunAsync((services, token) => invoker.InvokeAsync(request, services, token), metadata, cancellationToken);
 }

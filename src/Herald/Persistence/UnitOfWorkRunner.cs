@@ -37,7 +37,8 @@ public sealed class UnitOfWorkRunner
     /// Inside another unit of work it runs in that one, which its owner commits (once that one's work is over, as for work a
     /// handler left running, in a new one); when it throws there, that unit of work is rolled back too, even if the caller
     /// catches the exception. <paramref name="metadata"/> is stamped on the events stored in a new unit of work; a joined one
-    /// keeps its own.
+    /// keeps its own. Without it, work started from work whose unit of work has ended takes that one's metadata, as a
+    /// message sent through the bus from there does.
     /// </summary>
     public ValueTask RunAsync(Func<IServiceProvider, CancellationToken, ValueTask> work, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
     {
@@ -155,7 +156,8 @@ public sealed class UnitOfWorkRunner
 
     private async ValueTask<TResult> RunScopedAsync<TResult>(Func<IServiceProvider, CancellationToken, ValueTask<TResult>> work, EventMetadata? metadata, CancellationToken cancellationToken)
     {
-        var scope = new RunnerScope(_scopes.CreateAsyncScope(), metadata ?? EventMetadata.None);
+        // Null: the metadata of the work this was started from, if its unit of work has ended (a joinable one was joined).
+        var scope = new RunnerScope(_scopes.CreateAsyncScope(), metadata ?? Ambient.Value?.Metadata ?? EventMetadata.None);
         await using (scope.ConfigureAwait(false))
         {
             Ambient.Value = scope;

@@ -549,6 +549,28 @@ public sealed class OutboxTests
         Assert.Equal(host.Transport.Settlements[0].Envelope.MessageId.ToString(), sent.CausationId);
     }
 
+    // Round-9 item: a command sent from work the handler left running ran with no metadata, while a message the same work
+    // sent through IMessageBus kept the handled message's correlation, cause and user (none here: a transport's is not trusted).
+    [Fact]
+    public async Task ACommandSentAfterTheHandlersAttemptEnded_CarriesTheHandledMessagesMetadata_AsTheBusDoes()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var late = new LateSend();
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<LateCommandingHandler>(ServiceLifetime.Singleton).AddHandler<BusCommandHandler>().AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox(),
+            s => s.AddSingleton(late));
+
+        await host.Get<IMessageBus>().SendAsync(new LateCommand(9), new DeliveryOptions { CorrelationId = "corr-late" });
+        await Eventually.UntilAsync(() => host.Transport.Settlements.Count == 1, "the attempt commits and is acked");
+        late.Go.SetResult();
+        await late.Sent.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the command's message leaves");
+        var sent = Assert.Single(SentTo(host, downstream));
+        Assert.Equal(host.Transport.Settlements[0].Envelope.MessageId.ToString(), sent.CausationId);
+        Assert.Equal("corr-late", sent.CorrelationId);
+    }
+
     [Fact]
     public async Task Bus_OutsideAnyHandler_SendsAtOnce_EvenWithTheOutbox()
     {
@@ -641,6 +663,33 @@ public sealed class OutboxTests
             {
                 await late.Go.Task;
                 await bus.SendAsync(new Forwarded(number));
+                late.Sent.SetResult();
+            }
+            catch (Exception ex)
+            {
+                late.Sent.SetException(ex);
+            }
+        }
+    }
+
+    [MessageType("rel-late-command")]
+    public sealed record LateCommand(int Number);
+
+    /// <summary>Leaves a command running that waits for the test, after the attempt has ended.</summary>
+    public sealed class LateCommandingHandler(Herald.Cqrs.ICommandBus commands, LateSend late) : IMessageHandler<LateCommand>
+    {
+        public ValueTask HandleAsync(LateCommand message, MessageContext context, CancellationToken cancellationToken)
+        {
+            _ = SendLaterAsync(message.Number);
+            return ValueTask.CompletedTask;
+        }
+
+        private async Task SendLaterAsync(int number)
+        {
+            try
+            {
+                await late.Go.Task;
+                await commands.SendAsync(new BusCommand(number, Fail: false));
                 late.Sent.SetResult();
             }
             catch (Exception ex)
