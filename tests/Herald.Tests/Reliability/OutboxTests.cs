@@ -646,6 +646,21 @@ public sealed class OutboxTests
         public TaskCompletionSource Go { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public TaskCompletionSource Sent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Runs <paramref name="send"/> once the test says go, after the attempt that started it has ended.</summary>
+        public async Task SendLaterAsync(Func<ValueTask> send)
+        {
+            try
+            {
+                await Go.Task;
+                await send();
+                Sent.SetResult();
+            }
+            catch (Exception ex)
+            {
+                Sent.SetException(ex);
+            }
+        }
     }
 
     /// <summary>Leaves a send running that waits for the test, after the attempt has ended.</summary>
@@ -653,22 +668,8 @@ public sealed class OutboxTests
     {
         public ValueTask HandleAsync(LateForward message, MessageContext context, CancellationToken cancellationToken)
         {
-            _ = SendLaterAsync(message.Number);
+            _ = late.SendLaterAsync(() => bus.SendAsync(new Forwarded(message.Number)));
             return ValueTask.CompletedTask;
-        }
-
-        private async Task SendLaterAsync(int number)
-        {
-            try
-            {
-                await late.Go.Task;
-                await bus.SendAsync(new Forwarded(number));
-                late.Sent.SetResult();
-            }
-            catch (Exception ex)
-            {
-                late.Sent.SetException(ex);
-            }
         }
     }
 
@@ -680,22 +681,8 @@ public sealed class OutboxTests
     {
         public ValueTask HandleAsync(LateCommand message, MessageContext context, CancellationToken cancellationToken)
         {
-            _ = SendLaterAsync(message.Number);
+            _ = late.SendLaterAsync(() => commands.SendAsync(new BusCommand(message.Number, Fail: false)));
             return ValueTask.CompletedTask;
-        }
-
-        private async Task SendLaterAsync(int number)
-        {
-            try
-            {
-                await late.Go.Task;
-                await commands.SendAsync(new BusCommand(number, Fail: false));
-                late.Sent.SetResult();
-            }
-            catch (Exception ex)
-            {
-                late.Sent.SetException(ex);
-            }
         }
     }
 
