@@ -8,7 +8,7 @@ namespace Herald.Tests.EventSourcing;
 /// An event store whose first <see cref="FailuresLeft"/> reads of the log throw, as a restarting database does, and whose
 /// event at <see cref="UnreadableAt"/> reads as a row another tool spoiled does (an <see cref="UnreadableEventException"/>).
 /// </summary>
-internal sealed class FaultyReadsStore(IEventStore inner) : IEventStore
+internal sealed class FaultyReadsStore(IEventStore inner) : DelegatingEventStore(inner)
 {
 #pragma warning disable SA1401, CA1051 // Fields, so tests count down with Interlocked.
     public int FailuresLeft;
@@ -16,32 +16,14 @@ internal sealed class FaultyReadsStore(IEventStore inner) : IEventStore
     public long UnreadableAt = -1;
 #pragma warning restore SA1401, CA1051
 
-    public ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
-        inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
-
-    public ValueTask<long?> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
-        inner.AppendAsync(stream, expectedVersion, events, unitOfWork, cancellationToken);
-
-    public IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
-        inner.ReadStreamAsync(stream, direction, fromVersion, maxCount, cancellationToken);
-
-    public IAsyncEnumerable<RecordedEvent> ReadAllAsync(long fromPositionExclusive = 0, EventFilter? filter = null, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
+    public override IAsyncEnumerable<RecordedEvent> ReadAllAsync(long fromPositionExclusive = 0, EventFilter? filter = null, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
         Interlocked.Decrement(ref FailuresLeft) >= 0
             ? throw new TimeoutException("the database is restarting")
             : ReadAllSpoiledAsync(fromPositionExclusive, filter, maxCount, cancellationToken);
 
-    public ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default) => inner.GetLastPositionAsync(cancellationToken);
-
-    public ValueTask<long> GetStreamVersionAsync(string stream, CancellationToken cancellationToken = default) => inner.GetStreamVersionAsync(stream, cancellationToken);
-
-    public ValueTask DeleteStreamAsync(string stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken = default) =>
-        inner.DeleteStreamAsync(stream, expectedVersion, cancellationToken);
-
-    public ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken = default) => inner.WaitForEventsAsync(afterPosition, cancellationToken);
-
     private async IAsyncEnumerable<RecordedEvent> ReadAllSpoiledAsync(long fromPositionExclusive, EventFilter? filter, int maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        await foreach (var recorded in inner.ReadAllAsync(fromPositionExclusive, filter, maxCount, cancellationToken).ConfigureAwait(false))
+        await foreach (var recorded in base.ReadAllAsync(fromPositionExclusive, filter, maxCount, cancellationToken).ConfigureAwait(false))
         {
             if (recorded.Position == Volatile.Read(ref UnreadableAt))
             {

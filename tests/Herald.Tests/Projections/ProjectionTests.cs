@@ -253,6 +253,60 @@ public sealed class ProjectionTests
         await host.StopAsync();
     }
 
+    [Fact]
+    public async Task TheLagGauge_WhileTheStoreCannotBeRead_ReportsNothing_AndReportsAgainOnceItCan()
+    {
+        // Round-9 item: the gauge kept reporting the last lag through an outage, a healthy-looking flat line.
+        var name = "lag-" + Guid.NewGuid().ToString("N")[..8];
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h => h
+            .AddProjection(new Named(name))
+            .Configure(o => o.StartConsumer = false)
+            .ConfigureProjections(o => o.StatusInterval = TimeSpan.FromMilliseconds(50)));
+        builder.Services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => new HeadUnreachableStore(sp.GetRequiredService<InMemoryEventStore>())));
+        using var host = builder.Build();
+        var store = (HeadUnreachableStore)host.Services.GetRequiredService<IEventStore>();
+        var reported = 0;
+        using var listener = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Name == Herald.Diagnostics.MetricNames.ProjectionLag)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == Herald.Diagnostics.MetricNames.ProjectionTag && Equals(tag.Value, name))
+                {
+                    reported++;
+                }
+            }
+        });
+        listener.Start();
+        bool Reported()
+        {
+            reported = 0;
+            listener.RecordObservableInstruments();
+            return reported > 0;
+        }
+
+        await host.StartAsync();
+        await Eventually.UntilAsync(Reported, "the lag is reported");
+
+        store.Down = true;
+        await Eventually.UntilAsync(() => !Reported(), "the lag is not reported while the store cannot be read");
+
+        store.Down = false;
+        await Eventually.UntilAsync(Reported, "the lag is reported again once read");
+        await host.StopAsync();
+    }
+
     private static async Task<long> AppendAsync(IHost host, string stream)
     {
         var envelope = host.Services.GetRequiredService<EnvelopeFactory>().Create(new Happened(stream));
@@ -289,6 +343,21 @@ public sealed class ProjectionTests
     public sealed record Happened(string Name);
 
     public sealed record Doc(string Name);
+
+    private sealed class Named : Projection
+    {
+        public Named(string name)
+            : base(name) => On<Happened>((_, _, _) => ValueTask.CompletedTask);
+    }
+
+    /// <summary>An event store whose head cannot be read while <see cref="Down"/> (the database is unreachable).</summary>
+    private sealed class HeadUnreachableStore(IEventStore inner) : Herald.Tests.EventSourcing.DelegatingEventStore(inner)
+    {
+        public volatile bool Down;
+
+        public override ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default) =>
+            Down ? ValueTask.FromException<long>(new TimeoutException("the database is unreachable")) : base.GetLastPositionAsync(cancellationToken);
+    }
 
     private sealed class Empty() : Projection("empty");
 
