@@ -243,6 +243,40 @@ public sealed class LeasedQueueConsumerTests
     }
 
     [Fact]
+    public async Task AnAbandoningStop_WaitsForASettlementAlreadyUnderWay_BeforeItHandsBackWhatItHolds()
+    {
+        // Regression (audit, round 9): a settlement that passed the abandoned check just before the stop abandoned its
+        // handler went on after the stop had handed the message back; on SQS, whose backend still held it, the message was
+        // made visible, received by another consumer, and then deleted (or hidden) under the old receipt while it ran there.
+        var backend = new Backend { AckGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) };
+        var logs = new LogCollector();
+        backend.Add(new Message(1));
+        var consumer = Start(backend, logs, (_, _) => ValueTask.CompletedTask);
+        try
+        {
+            await backend.AckHeld.Task.WaitAsync(Eventually.DefaultTimeout);
+            var stopping = consumer.StopAsync(new CancellationToken(canceled: true));
+
+            // The settlement is held inside the backend until the stop has abandoned the handler and, fixed, waits for it;
+            // unfixed, the stop hands everything back meanwhile and ends.
+            await Eventually.UntilAsync(() => stopping.IsCompleted || logs.Entries.Any(e => e.EventId == 1221), "the stop abandons the handler");
+            backend.AckGate.TrySetResult();
+            await stopping.WaitAsync(Eventually.DefaultTimeout);
+
+            var calls = backend.Calls.ToList();
+            Assert.True(
+                calls.IndexOf("ack 1") is >= 0 and var acked && acked < calls.IndexOf("release all"),
+                $"the message was handed back before its settlement ended: [{string.Join("; ", calls)}]");
+            Assert.Contains("abandoned 0 handler", Assert.Single(logs.Entries, e => e.EventId == 1612).Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            backend.AckGate.TrySetResult();
+            await consumer.DisposeAsync().AsTask().WaitAsync(Eventually.DefaultTimeout);
+        }
+    }
+
+    [Fact]
     public async Task AMessageWhoseLeaseRanOutWhileRenewalsFailed_HasItsHandlerCancelled_AndIsNotStartedFromTheBuffer()
     {
         // The handler's token fired only when a renewal found the claim taken; while renewals failed (this process cut off
@@ -722,7 +756,21 @@ public sealed class LeasedQueueConsumerTests
             return ValueTask.FromResult(Time.GetUtcNow() + Lease);
         }
 
-        public ValueTask<bool> AckAsync(Message message, CancellationToken cancellationToken) => Record($"ack {message.Number}", message);
+        /// <summary>When set, an ack signals <see cref="AckHeld"/> and waits for it (a bounded wait) before it is recorded.</summary>
+        public TaskCompletionSource? AckGate { get; init; }
+
+        public TaskCompletionSource AckHeld { get; } = New();
+
+        public async ValueTask<bool> AckAsync(Message message, CancellationToken cancellationToken)
+        {
+            if (AckGate is { } gate)
+            {
+                AckHeld.TrySetResult();
+                await gate.Task.WaitAsync(Eventually.DefaultTimeout, CancellationToken.None);
+            }
+
+            return await Record($"ack {message.Number}", message);
+        }
 
         public ValueTask<bool> NackAsync(Message message, TimeSpan delay, IReadOnlyDictionary<string, string>? headers, CancellationToken cancellationToken) =>
             Record(headers is null ? $"nack {message.Number} after {delay}" : $"nack {message.Number} after {delay} with {string.Join(", ", headers.OrderBy(h => h.Key, StringComparer.Ordinal).Select(h => $"{h.Key}={h.Value}"))}", message);

@@ -57,6 +57,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     private int _held;
     private int _disposing;
 
+    // Settlements past the abandoned check and not yet ended, and what an abandoning stop waits on for them, both under
+    // _gate: the stop must not hand back a message whose settlement is still going to reach the engine.
+    private int _settling;
+    private TaskCompletionSource? _settled;
+
     // Renewals go on until the consumer has finished, not only until it stops taking work: a graceful stop waits for the
     // handlers still running, and they rely on their leases until they settle.
     private volatile bool _renewalEnding;
@@ -143,8 +148,23 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         await _stopping.CancelAsync().ConfigureAwait(false);
         if (!_abandoned && !await ConsumerStop.WaitAsync(_running, _aborting, _settings.TimeProvider, cancellationToken).ConfigureAwait(false))
         {
-            _abandoned = true;
-            AdapterLog.HandlersAbandoned(_settings.Logger, Queue, _tasks.Count(static t => !t.IsCompleted));
+            int settling;
+            lock (_gate)
+            {
+                _abandoned = true;
+                settling = _settling;
+                if (settling > 0)
+                {
+                    _settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                }
+            }
+
+            // A handler whose settlement is under way is not abandoned with its message: FinishAsync waits for the settlement.
+            AdapterLog.HandlersAbandoned(_settings.Logger, Queue, Math.Max(0, _tasks.Count(static t => !t.IsCompleted) - settling));
+            if (settling > 0)
+            {
+                Log.LeasedQueueWaitingForSettlements(_settings.Logger, settling, _settings.Name);
+            }
         }
 
         Task finishing;
@@ -181,7 +201,20 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         IReadOnlyDictionary<string, string>? headers,
         string? reason)
     {
-        if (_abandoned)
+        // Looked at and counted together, so a stop that abandons its handlers either refuses this settlement or waits for it
+        // before handing back what it holds: handed back first, the message could reach another consumer, and this settlement
+        // (under its old claim, which SQS applies to the new delivery) delete it or hide it while that consumer runs it.
+        bool abandoned;
+        lock (_gate)
+        {
+            abandoned = _abandoned;
+            if (!abandoned)
+            {
+                _settling++;
+            }
+        }
+
+        if (abandoned)
         {
             // Its handler ended after the stop abandoned it and handed the message back; another consumer may hold it now.
             Log.LeasedQueueAbandonedNotSettled(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
@@ -189,6 +222,30 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             return;
         }
 
+        try
+        {
+            await SettleHeldAsync(message, settlement, delay, headers, reason).ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                if (--_settling == 0)
+                {
+                    _settled?.TrySetResult();
+                }
+            }
+        }
+    }
+
+    /// <summary>Writes a settlement the stop has not refused; the slot is free afterwards whatever happened.</summary>
+    private async ValueTask SettleHeldAsync(
+        TMessage message,
+        LeasedSettlement settlement,
+        TimeSpan delay,
+        IReadOnlyDictionary<string, string>? headers,
+        string? reason)
+    {
         // Settled from here on, so a renewal that finds its row gone now does not report it lost.
         var leaseUntil = 0L;
         if (_leases.TryRemove(message, out var claim))
@@ -664,6 +721,19 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             _renewalEnding = true;
             _renewalDue.Set();
             await _renewalStopped.Task.ConfigureAwait(false);
+        }
+
+        Task? settled;
+        lock (_gate)
+        {
+            settled = _settled?.Task;
+        }
+
+        if (settled is not null)
+        {
+            // Bounded by a lease: a settlement still going after that has retried as long as its lease allowed, and a message
+            // whose lease ran out is not handed back.
+            await settled.WaitAsync(_settings.LeaseDuration, _settings.TimeProvider).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
         while (_buffer.Reader.TryRead(out var claimed))

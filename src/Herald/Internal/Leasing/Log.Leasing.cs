@@ -43,4 +43,7 @@ internal static partial class Log
 
     [LoggerMessage(1220, LogLevel.Information, "The {Settlement} of message {MessageId} is not sent: the stop of the consumer of {Consumer} abandoned its handler and handed the message back; it is delivered again")]
     public static partial void LeasedQueueAbandonedNotSettled(ILogger logger, string settlement, Guid messageId, string consumer);
+
+    [LoggerMessage(1221, LogLevel.Information, "The stop of the consumer of {Consumer} waits for {Count} settlement(s) under way before handing back what it holds")]
+    public static partial void LeasedQueueWaitingForSettlements(ILogger logger, int count, string consumer);
 }
