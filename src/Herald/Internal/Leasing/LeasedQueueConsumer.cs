@@ -222,9 +222,41 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             return;
         }
 
+        // One method, not two: a second async layer would allocate a second box for every settlement that goes async.
         try
         {
-            await SettleHeldAsync(message, settlement, delay, headers, reason).ConfigureAwait(false);
+            // Settled from here on, so a renewal that finds its row gone now does not report it lost.
+            var leaseUntil = 0L;
+            if (_leases.TryRemove(message, out var claim))
+            {
+                await SettlingAsync(claim).ConfigureAwait(false);
+                leaseUntil = claim.LeaseUntil;
+            }
+
+            try
+            {
+                // Where the engine would apply it to whatever claim holds the message now, a nack or dead letter after the
+                // lease ran out (or was found lost) is not sent: it would expose, or copy and delete, a delivery another
+                // consumer may be handling; the message comes back instead. An ack still goes: the message was handled, and
+                // removing it spares a consumer that has not received it yet a second run (one that has is running it twice
+                // either way).
+                var held = !(_settings.SettlesOnlyUnderItsLease && settlement != LeasedSettlement.Ack && leaseUntil <= _settings.TimeProvider.GetUtcNow().UtcTicks)
+                    && await SettleWithRetriesAsync(message, settlement, delay, headers, reason, leaseUntil).ConfigureAwait(false);
+                if (!held)
+                {
+                    Log.LeasedQueueLeaseLost(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
+                    HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, "queue"));
+                }
+            }
+            catch (Exception ex)
+            {
+                Log.LeasedQueueSettleFailed(_settings.Logger, ex, message.Envelope.MessageId, _settings.Name);
+                throw;
+            }
+            finally
+            {
+                FreeSlot();
+            }
         }
         finally
         {
@@ -235,47 +267,6 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                     _settled?.TrySetResult();
                 }
             }
-        }
-    }
-
-    /// <summary>Writes a settlement the stop has not refused; the slot is free afterwards whatever happened.</summary>
-    private async ValueTask SettleHeldAsync(
-        TMessage message,
-        LeasedSettlement settlement,
-        TimeSpan delay,
-        IReadOnlyDictionary<string, string>? headers,
-        string? reason)
-    {
-        // Settled from here on, so a renewal that finds its row gone now does not report it lost.
-        var leaseUntil = 0L;
-        if (_leases.TryRemove(message, out var claim))
-        {
-            await SettlingAsync(claim).ConfigureAwait(false);
-            leaseUntil = claim.LeaseUntil;
-        }
-
-        try
-        {
-            // Where the engine would apply it to whatever claim holds the message now, a nack or dead letter after the lease
-            // ran out (or was found lost) is not sent: it would expose, or copy and delete, a delivery another consumer may be
-            // handling; the message comes back instead. An ack still goes: the message was handled, and removing it spares a
-            // consumer that has not received it yet a second run (one that has is running it twice either way).
-            var held = !(_settings.SettlesOnlyUnderItsLease && settlement != LeasedSettlement.Ack && leaseUntil <= _settings.TimeProvider.GetUtcNow().UtcTicks)
-                && await SettleWithRetriesAsync(message, settlement, delay, headers, reason, leaseUntil).ConfigureAwait(false);
-            if (!held)
-            {
-                Log.LeasedQueueLeaseLost(_settings.Logger, Describe(settlement), message.Envelope.MessageId, _settings.Name);
-                HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, "queue"));
-            }
-        }
-        catch (Exception ex)
-        {
-            Log.LeasedQueueSettleFailed(_settings.Logger, ex, message.Envelope.MessageId, _settings.Name);
-            throw;
-        }
-        finally
-        {
-            FreeSlot();
         }
     }
 
