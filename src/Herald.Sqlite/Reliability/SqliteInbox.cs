@@ -1,7 +1,6 @@
 using Herald.Sqlite.Persistence;
 using Herald.Sqlite.EventSourcing;
 using Herald.Persistence;
-using System.Collections.Concurrent;
 using Herald.Reliability;
 using Herald.Reliability.Inbox;
 using Herald.Sqlite.Internal;
@@ -13,8 +12,9 @@ namespace Herald.Sqlite.Reliability;
 /// (never SQLite's). A mark made in a <see cref="SqliteUnitOfWork"/> is written by its commit, with the handler's writes.
 /// </summary>
 /// <remarks>
-/// Until that commit the mark is a claim held in this process, so a concurrent duplicate here sees it at once; a mark
-/// another process committed meanwhile makes the commit fail (and the retry then finds the duplicate).
+/// Until that commit the mark is a claim held in this process: a concurrent duplicate here waits for its unit of work to end
+/// (a duplicate after a commit, the mark's new holder after a rollback); a mark another process committed meanwhile makes
+/// the commit fail (and the retry then finds the duplicate).
 /// </remarks>
 /// <param name="store">The store whose file it uses (the store opens and migrates it).</param>
 /// <param name="timeProvider">The clock expiries follow; the system clock when null.</param>
@@ -33,7 +33,8 @@ internal sealed class SqliteInbox(SqliteEventStore store, TimeProvider? timeProv
 
     private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
     private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
-    private readonly ConcurrentDictionary<(string Endpoint, Guid MessageId), byte> _claims = new();
+    private readonly Dictionary<(string Endpoint, Guid MessageId), Claim> _claims = [];
+    private readonly Lock _claimsGate = new();
 
     /// <inheritdoc />
     public async ValueTask<bool> TryMarkHandledAsync(string endpoint, Guid messageId, TimeSpan window, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
@@ -46,11 +47,7 @@ internal sealed class SqliteInbox(SqliteEventStore store, TimeProvider? timeProv
         var own = _store.OwnUnitOfWork(unitOfWork);
         if (own is null)
         {
-            var key = (endpoint, messageId);
-            if (_claims.ContainsKey(key))
-            {
-                return false;
-            }
+            await ClaimAsync((endpoint, messageId), null, cancellationToken).ConfigureAwait(false);
 
             var marked = await _store.WriteAsync(session => Mark(session, endpoint, id, expiresAt, now.UtcTicks), cancellationToken).ConfigureAwait(false);
             if (marked && unitOfWork is not null)
@@ -63,7 +60,7 @@ internal sealed class SqliteInbox(SqliteEventStore store, TimeProvider? timeProv
         }
 
         var claim = (endpoint, messageId);
-        if (!_claims.TryAdd(claim, 0))
+        if (!await ClaimAsync(claim, own, cancellationToken).ConfigureAwait(false))
         {
             return false;
         }
@@ -72,15 +69,15 @@ internal sealed class SqliteInbox(SqliteEventStore store, TimeProvider? timeProv
         {
             if (await IsHandledAsync(endpoint, messageId, cancellationToken).ConfigureAwait(false))
             {
-                _claims.TryRemove(claim, out _);
+                Release(claim);
                 return false;
             }
 
-            own.OnEnded(() => _claims.TryRemove(claim, out _));
+            own.OnEnded(() => Release(claim));
         }
         catch
         {
-            _claims.TryRemove(claim, out _);
+            Release(claim);
             throw;
         }
 
@@ -125,6 +122,60 @@ internal sealed class SqliteInbox(SqliteEventStore store, TimeProvider? timeProv
         }, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Waits while a unit of work of this process other than <paramref name="own"/> holds the key's claim (its commit or
+    /// rollback decides whether this is a duplicate, as a row lock would), then takes the claim for <paramref name="own"/>
+    /// if given; false when <paramref name="own"/> holds it already.
+    /// </summary>
+    private async ValueTask<bool> ClaimAsync((string Endpoint, Guid MessageId) key, SqliteUnitOfWork? own, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task ended;
+            lock (_claimsGate)
+            {
+                if (!_claims.TryGetValue(key, out var held))
+                {
+                    if (own is not null)
+                    {
+                        _claims.Add(key, new Claim(own, null));
+                    }
+
+                    return true;
+                }
+
+                if (ReferenceEquals(held.Owner, own))
+                {
+                    return false;
+                }
+
+                // Created only when a second mark waits, so the uncontended path allocates no signal.
+                if (held.Ended is null)
+                {
+                    _claims[key] = held = held with { Ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) };
+                }
+
+                ended = held.Ended!.Task;
+            }
+
+            await ended.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private void Release((string Endpoint, Guid MessageId) key)
+    {
+        Claim held;
+        lock (_claimsGate)
+        {
+            if (!_claims.Remove(key, out held))
+            {
+                return;
+            }
+        }
+
+        held.Ended?.TrySetResult();
+    }
+
     private static bool Mark(WriteSession session, string endpoint, byte[] id, long expiresAt, long now)
     {
         var mark = session.Statement(MarkSql);
@@ -145,4 +196,7 @@ internal sealed class SqliteInbox(SqliteEventStore store, TimeProvider? timeProv
         unmark.Execute();
         return true;
     }
+
+    /// <summary>The claim of an id by the unit of work that marked it, with the signal a waiting second mark gets when it ends.</summary>
+    private readonly record struct Claim(SqliteUnitOfWork Owner, TaskCompletionSource? Ended);
 }

@@ -187,6 +187,44 @@ public abstract class InboxConformance
     }
 
     [Fact]
+    public async Task ASecondMark_WhileTheFirstsUnitOfWorkIsOpen_WaitsForIt_AndWinsIfItRollsBack()
+    {
+        // The system clock: an engine may poll for the first mark's outcome on the inbox's clock (Redis).
+        var inbox = await CreateInboxAsync(TimeProvider.System);
+        var endpoint = UniqueEndpoint();
+        var id = Guid.CreateVersion7();
+        var first = await BeginUnitOfWorkAsync(inbox);
+        Assert.True(await inbox.TryMarkHandledAsync(endpoint, id, Window, first));
+        var second = await BeginUnitOfWorkAsync(inbox);
+
+        // Answering "duplicate" now would ack the second copy although the first attempt is about to fail.
+        var secondMark = inbox.TryMarkHandledAsync(endpoint, id, Window, second).AsTask();
+        await first.RollbackAsync();
+
+        Assert.True(await secondMark.WaitAsync(TimeSpan.FromSeconds(30)));
+        await second.CommitAsync();
+        Assert.True(await inbox.IsHandledAsync(endpoint, id));
+    }
+
+    [Fact]
+    public async Task ASecondMark_WhileTheFirstsUnitOfWorkIsOpen_IsADuplicateOnceItCommits()
+    {
+        var inbox = await CreateInboxAsync(TimeProvider.System);
+        var endpoint = UniqueEndpoint();
+        var id = Guid.CreateVersion7();
+        var first = await BeginUnitOfWorkAsync(inbox);
+        Assert.True(await inbox.TryMarkHandledAsync(endpoint, id, Window, first));
+        var second = await BeginUnitOfWorkAsync(inbox);
+
+        var secondMark = inbox.TryMarkHandledAsync(endpoint, id, Window, second).AsTask();
+        await first.CommitAsync();
+
+        Assert.False(await secondMark.WaitAsync(TimeSpan.FromSeconds(30)));
+        await second.RollbackAsync();
+        Assert.True(await inbox.IsHandledAsync(endpoint, id));
+    }
+
+    [Fact]
     public async Task Mark_WithANonPositiveWindow_Throws()
     {
         var inbox = await CreateInboxAsync(NewClock());

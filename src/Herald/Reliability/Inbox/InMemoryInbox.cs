@@ -16,37 +16,46 @@ public sealed class InMemoryInbox : IInbox
     }
 
     /// <inheritdoc />
-    public ValueTask<bool> TryMarkHandledAsync(string endpoint, Guid messageId, TimeSpan window, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
+    public async ValueTask<bool> TryMarkHandledAsync(string endpoint, Guid messageId, TimeSpan window, IUnitOfWork? unitOfWork = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(endpoint);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(window, TimeSpan.Zero);
         var key = (endpoint, messageId);
-        var now = _timeProvider.GetUtcNow();
         Mark mark;
-        lock (_gate)
+        while (true)
         {
-            if (_marks.TryGetValue(key, out var existing) && existing.ExpiresAt > now)
-            {
-                return ValueTask.FromResult(false);
-            }
-
-            _marks[key] = mark = new Mark(now + window);
-        }
-
-        unitOfWork?.OnRolledBack(_ =>
-        {
+            var now = _timeProvider.GetUtcNow();
+            Task ended;
             lock (_gate)
             {
-                // Remove only our own mark: after it expired, someone else may hold a newer one.
-                if (_marks.TryGetValue(key, out var current) && ReferenceEquals(current, mark))
+                if (_marks.TryGetValue(key, out var existing) && existing.ExpiresAt > now)
                 {
-                    _marks.Remove(key);
+                    // A mark whose unit of work is still open may yet roll back: wait for its outcome, as a database's row lock
+                    // makes a second transaction wait, instead of acking this copy as a duplicate of an attempt that fails.
+                    if (existing.UnitOfWork is null || ReferenceEquals(existing.UnitOfWork, unitOfWork))
+                    {
+                        return false;
+                    }
+
+                    ended = (existing.Ended ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+                }
+                else
+                {
+                    _marks[key] = mark = new Mark(this, key, now + window, unitOfWork);
+                    break;
                 }
             }
 
-            return ValueTask.CompletedTask;
-        });
-        return ValueTask.FromResult(true);
+            await ended.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        if (unitOfWork is not null)
+        {
+            unitOfWork.OnCommitted(mark.CommittedAsync);
+            unitOfWork.OnRolledBack(mark.RolledBackAsync);
+        }
+
+        return true;
     }
 
     /// <inheritdoc />
@@ -76,5 +85,37 @@ public sealed class InMemoryInbox : IInbox
         }
     }
 
-    private sealed record Mark(DateTimeOffset ExpiresAt);
+    /// <summary>A mark; while its unit of work is open, <see cref="UnitOfWork"/> holds it and a second mark waits on <see cref="Ended"/>.</summary>
+    private sealed class Mark(InMemoryInbox inbox, (string Endpoint, Guid MessageId) key, DateTimeOffset expiresAt, IUnitOfWork? unitOfWork)
+    {
+        public DateTimeOffset ExpiresAt { get; } = expiresAt;
+
+        public IUnitOfWork? UnitOfWork { get; private set; } = unitOfWork;
+
+        // Created only by a second mark that found this one pending, so the uncontended path allocates no signal.
+        public TaskCompletionSource? Ended { get; set; }
+
+        public ValueTask CommittedAsync(CancellationToken cancellationToken) => End(remove: false);
+
+        public ValueTask RolledBackAsync(CancellationToken cancellationToken) => End(remove: true);
+
+        private ValueTask End(bool remove)
+        {
+            TaskCompletionSource? ended;
+            lock (inbox._gate)
+            {
+                // Remove only our own mark: after it expired, someone else may hold a newer one.
+                if (remove && inbox._marks.TryGetValue(key, out var current) && ReferenceEquals(current, this))
+                {
+                    inbox._marks.Remove(key);
+                }
+
+                UnitOfWork = null;
+                (ended, Ended) = (Ended, null);
+            }
+
+            ended?.TrySetResult();
+            return ValueTask.CompletedTask;
+        }
+    }
 }
