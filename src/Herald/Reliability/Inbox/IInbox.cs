@@ -9,7 +9,8 @@ namespace Herald.Reliability.Inbox;
 /// store's <see cref="TimeProvider"/>, never a database clock), after which the same id can be marked again.</item>
 /// <item>Of concurrent marks of one id at one endpoint, exactly one returns true.</item>
 /// <item>With a unit of work, the mark is written in its transaction: it commits with the handler's writes and vanishes
-/// with a rollback (stores without transactions undo it through <see cref="IUnitOfWork.OnRolledBack"/>).</item>
+/// with a rollback (stores without transactions undo it through <see cref="IUnitOfWork.OnRolledBack"/>). A mark of the
+/// same id meanwhile waits for that unit of work: false after its commit, a mark of its own after its rollback.</item>
 /// </list>
 /// </summary>
 public interface IInbox
