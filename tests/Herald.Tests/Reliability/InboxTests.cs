@@ -28,6 +28,21 @@ public sealed class InboxTests
     }
 
     [Fact]
+    public async Task AMark_InAUnitOfWorkThatCanNoLongerTakeCallbacks_Throws_AndLeavesNoMarkForASecondMarkToWaitOn()
+    {
+        // Nothing would end such a mark, and a second mark of the id waits for a pending mark's unit of work to end.
+        var inbox = new InMemoryInbox(TimeProvider.System);
+        var endpoint = "orders";
+        var id = Guid.CreateVersion7();
+        var committed = new InMemoryUnitOfWork();
+        await committed.CommitAsync();
+
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await inbox.TryMarkHandledAsync(endpoint, id, TimeSpan.FromMinutes(1), committed));
+
+        Assert.True(await inbox.TryMarkHandledAsync(endpoint, id, TimeSpan.FromMinutes(1)).AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+    }
+
+    [Fact]
     public async Task FailedAttempt_LeavesNoMark_SoItsRetryRuns()
     {
         var effects = new Effects();

@@ -51,8 +51,17 @@ public sealed class InMemoryInbox : IInbox
 
         if (unitOfWork is not null)
         {
-            unitOfWork.OnCommitted(mark.CommittedAsync);
-            unitOfWork.OnRolledBack(mark.RolledBackAsync);
+            try
+            {
+                unitOfWork.OnCommitted(mark.CommittedAsync);
+                unitOfWork.OnRolledBack(mark.RolledBackAsync);
+            }
+            catch
+            {
+                // A unit of work that can no longer take callbacks would never end the mark, and a second mark would wait on it.
+                await mark.RolledBackAsync(CancellationToken.None).ConfigureAwait(false);
+                throw;
+            }
         }
 
         return true;
