@@ -47,13 +47,16 @@ public sealed class SqliteUnitOfWorkTests : IAsyncLifetime
             return ValueTask.CompletedTask;
         });
 
-        // Nothing reaches the file before the commit, and a duplicate in this process already sees the claim.
+        // Nothing reaches the file before the commit, and a duplicate in this process waits for the unit of work holding
+        // the claim, as a row lock makes it wait on PostgreSQL: a duplicate once that commits.
         Assert.Equal(0L, _database.Scalar("SELECT COUNT(*) FROM herald_events"));
         Assert.Equal(0L, await _outbox.CountPendingAsync());
-        Assert.False(await _inbox.TryMarkHandledAsync("orders", messageId, Window));
+        var duplicate = _inbox.TryMarkHandledAsync("orders", messageId, Window).AsTask();
+        Assert.False(duplicate.IsCompleted);
 
         await unitOfWork.CommitAsync();
 
+        Assert.False(await duplicate.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(1, committed);
         Assert.Equal(1L, _database.Scalar("SELECT COUNT(*) FROM herald_events"));
         Assert.Equal(rows.Select(r => r.Id), (await _outbox.FetchPendingAsync(10)).Select(r => r.Id));
