@@ -114,10 +114,7 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
     /// <inheritdoc />
     public override async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
-        ValidateName(queue, nameof(queue));
-        ThrowIfTooLarge(envelope);
-        var correlationId = envelope.CorrelationId;
-        ThrowIfUnstorable(queue, nameof(queue), envelope, correlationId);
+        var correlationId = Checked(queue, nameof(queue), envelope);
         await StartAsync(cancellationToken).ConfigureAwait(false);
 
         // Inline, not through RestoringAsync: a delegate's state machine would cost every send an allocation.
@@ -139,10 +136,7 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
     /// <inheritdoc />
     public override async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
     {
-        ValidateName(topic, nameof(topic));
-        ThrowIfTooLarge(envelope);
-        var correlationId = envelope.CorrelationId;
-        ThrowIfUnstorable(topic, nameof(topic), envelope, correlationId);
+        var correlationId = Checked(topic, nameof(topic), envelope);
         await StartAsync(cancellationToken).ConfigureAwait(false);
 
         // Inline, not through RestoringAsync: a delegate's state machine would cost every publish an allocation.
@@ -324,12 +318,17 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         parameters.Add(Time(Add(now, delay)));
     }
 
-    // PostgreSQL's text cannot hold U+0000: the row's insert failed with a bare 22021 (PostgresException) naming neither the
-    // message nor the field. Refused before it is queued, as the event store and the outbox refuse it; never stored altered.
-    private static void ThrowIfUnstorable(string name, string parameter, Envelope envelope, string? correlationId)
+    // What a send or a publish checks before anything is queued; returns the correlation id, read once for the check and the
+    // row. PostgreSQL's text cannot hold U+0000: the row's insert failed with a bare 22021 (PostgresException) naming neither
+    // the message nor the field. Refused before it is queued, as the event store and the outbox refuse it; never stored altered.
+    private string? Checked(string name, string parameter, Envelope envelope)
     {
+        ValidateName(name, parameter);
+        ThrowIfTooLarge(envelope);
+        var correlationId = envelope.CorrelationId;
         NulText.ThrowIfHeld(name, parameter == "queue" ? "queue name" : "topic name", parameter);
         NulText.ThrowIfHeld(envelope, correlationId, nameof(envelope), (Name: name, envelope.MessageId), static s => $"message {s.MessageId} sent to '{s.Name}'");
+        return correlationId;
     }
 
     internal static NpgsqlParameter<string> Text(string value) => new() { TypedValue = value };
