@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Herald.Messages;
 using Herald.Transport;
 
@@ -24,10 +23,7 @@ internal sealed class KillOnSendTransport(ITransport inner, string messageType) 
         ArgumentNullException.ThrowIfNull(envelope);
         if (envelope.MessageType == messageType)
         {
-            Console.WriteLine("killing " + envelope.MessageId);
-            using var self = Process.GetCurrentProcess();
-            self.Kill();
-            Thread.Sleep(Timeout.Infinite);
+            SelfKill.Now(envelope.MessageId);
         }
 
         return inner.SendAsync(queue, envelope, options, cancellationToken);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Herald.Messages;
 using Herald.Transport;
 
@@ -85,12 +84,7 @@ internal sealed class KillingTransport(ITransport inner, int killAtSend) : ITran
             return;
         }
 
-        // Console.Out flushes every line, so the parent reads this one before the pipe closes.
-        Console.WriteLine("killing " + messageId);
-        using var self = Process.GetCurrentProcess();
-        self.Kill();
-
-        // A signal to itself is delivered before kill(2) returns; this only makes sure the relay never goes on to the mark.
-        Thread.Sleep(Timeout.Infinite);
+        // The relay never goes on to the mark.
+        SelfKill.Now(messageId);
     }
 }
