@@ -66,7 +66,7 @@ internal sealed class SagaResumeService(
     private readonly bool _singleProcess = election is InProcessLeaderElection;
 
     // As the handlers' pipeline decides (EndpointPipelineFactory): a transition's timeout went through the outbox.
-    private readonly bool _timeoutsInOutbox = outboxRelay is not null && outboxOptions is { Value.RouteHandlerMessages: true };
+    private readonly bool _timeoutsInOutbox = OutboxRelay.CarriesHandlerMessages(outboxRelay, outboxOptions);
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
         election.RunWhileLeadingAsync(Resource, SweepEveryIntervalAsync, _options.ResumeInterval, timeProvider, logger, stoppingToken);

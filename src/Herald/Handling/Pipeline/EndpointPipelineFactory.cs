@@ -71,7 +71,7 @@ internal sealed class EndpointPipelineFactory(
             attempt = new InboxCheckStep(inbox!, attempt);
         }
 
-        var useOutbox = outboxRelay is not null && outboxOptions is { Value.RouteHandlerMessages: true };
+        var useOutbox = OutboxRelay.CarriesHandlerMessages(outboxRelay, outboxOptions);
         // A subscription's events were stored by Herald with an authenticated user id; a transport's wire claim is trusted
         // only through the authenticator (issue 10).
         var userTrust = new UserTrust(authenticator, TrustEnvelope: checkpoint is not null);
@@ -131,7 +131,7 @@ internal sealed class EndpointPipelineFactory(
         // The same decoding steps as the chain's, ending where the chain would start its retries: a batch applies what they
         // decoded in one unit of work of its own, and falls back to the chain when anything fails.
         var decode = Decoding(endpoint, endpointHandlers ?? handlers, int.MaxValue, new DecodedStep());
-        var useOutbox = outboxRelay is not null && outboxOptions is { Value.RouteHandlerMessages: true };
+        var useOutbox = OutboxRelay.CarriesHandlerMessages(outboxRelay, outboxOptions);
         var batch = new BatchedSubscriptionPipeline(
             endpoint,
             registry,

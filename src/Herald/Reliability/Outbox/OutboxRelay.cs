@@ -32,6 +32,13 @@ internal sealed class OutboxRelay(
     ILoggerFactory? loggerFactory = null)
     : BackgroundService
 {
+    /// <summary>
+    /// Whether handlers' messages go through the outbox, committing with their unit of work: a relay runs and
+    /// <see cref="OutboxOptions.RouteHandlerMessages"/> is on. The handlers' pipeline and the saga sweep decide alike.
+    /// </summary>
+    internal static bool CarriesHandlerMessages(OutboxRelay? relay, IOptions<OutboxOptions>? options) =>
+        relay is not null && options is { Value.RouteHandlerMessages: true };
+
     /// <summary>The resource whose leader relays: one relay sends at a time per outbox, so per-key order holds.</summary>
     internal const string LeadershipResource = "outbox-relay";
 
