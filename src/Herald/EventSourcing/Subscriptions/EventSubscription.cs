@@ -343,21 +343,9 @@ public sealed class EventSubscription : IAsyncDisposable
         var endpoint = DeadLetterEndpoint ?? SubscriptionId;
         // What still reads of the row (id, type, time, body bytes); the exception's message names its position and stream.
         var envelope = unreadable.Salvaged ?? new() { MessageId = Guid.Empty, MessageType = "", Time = now, Body = ReadOnlyMemory<byte>.Empty };
-        var deadLetter = new DeadLetter
-        {
-            // As the chain's own dead letters: the same event met again (a restart before the checkpoint, a rebuild) is kept once.
-            Id = DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now),
-            Envelope = envelope,
-            Endpoint = endpoint,
-            Cause = DeadLetterCause.Undecodable,
-            ErrorType = typeof(UnreadableEventException).FullName!,
-            ErrorMessage = unreadable.Message,
-            StackTrace = unreadable.StackTrace,
-            Fingerprint = ExceptionFingerprint.Compute(unreadable),
-            FirstFailureTime = now,
-            LastFailureTime = now,
-            AttemptCount = 1,
-        };
+        // As the chain's own dead letters: the same event met again (a restart before the checkpoint, a rebuild) is kept once.
+        var deadLetter = FailureRecords.Create(
+            DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now), envelope, endpoint, DeadLetterCause.Undecodable, unreadable, now, now, attempts: 1);
         await _options.DeadLetterUnreadableEventsTo!.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
         Log.SubscriptionUnreadableEventDeadLettered(Logger ?? NullLogger.Instance, unreadable, SubscriptionId, unreadable.Position);
     }

@@ -61,22 +61,17 @@ internal sealed class SettleStep(
         // The envelope as delivered, not as upcast: a dead letter keeps the message unchanged, to be retried as it came.
         var envelope = delivery.Envelope;
         var now = timeProvider.GetUtcNow();
-        var deadLetter = new DeadLetter
-        {
+        var deadLetter = FailureRecords.Create(
             // A delivery that did not decode has an id the sender's bytes made up (two different broken messages may claim
             // one): only a decoded one's id says which message it is, so only that one's dead letter is derived from it.
-            Id = delivery.DecodeFailure is null ? DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now) : Guid.CreateVersion7(now),
-            Envelope = envelope,
-            Endpoint = endpoint,
-            Cause = outcome.Cause,
-            ErrorType = exception.GetType().FullName ?? exception.GetType().Name,
-            ErrorMessage = exception.Message,
-            StackTrace = exception.StackTrace,
-            Fingerprint = ExceptionFingerprint.Compute(exception),
-            FirstFailureTime = outcome.FirstFailure ?? DeadLetterHeaders.FirstFailure(envelope, now) ?? now,
-            LastFailureTime = now,
-            AttemptCount = outcome.Attempt,
-        };
+            delivery.DecodeFailure is null ? DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now) : Guid.CreateVersion7(now),
+            envelope,
+            endpoint,
+            outcome.Cause,
+            exception,
+            outcome.FirstFailure ?? DeadLetterHeaders.FirstFailure(envelope, now) ?? now,
+            now,
+            outcome.Attempt);
 
         // The record first, the ack second: a crash in between redelivers the message, it is never lost (and its dead letter
         // again has the same id, so the store keeps it once).
