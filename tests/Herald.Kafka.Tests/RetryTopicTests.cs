@@ -325,6 +325,64 @@ public sealed class RetryTopicTests : KafkaTestBase
         await Eventually.UntilAsync(() => handled.ContainsKey(stray.MessageId), "the retried dead letter handled", Deadline);
     }
 
+    /// <summary>
+    /// Regression (stop 40): a record in a retry topic naming a valid target but due at the end of the calendar (another
+    /// writer's, or a corrupt due time) was held until then, and every record behind it in its partition (Herald's own
+    /// delayed retries) with it. No delay Herald writes is longer than the transport's MaxDelay: a due time further away
+    /// than that (and a day for clocks) is malformed, and the record goes to the dead letters at once with the reason.
+    /// </summary>
+    [Theory]
+    [InlineData(null)]
+    [InlineData(367)]
+    public async Task Relay_OfARecordDueBeyondTheLongestDelayHeraldWrites_DeadLettersIt_AndRelaysTheRecordsBehindIt(int? daysAhead)
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("far-due");
+        var retryTopic = transport.Options.RetryTopicName(queue);
+        var handled = new ConcurrentDictionary<Guid, byte>();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            handled.TryAdd(d.Envelope.MessageId, 0);
+            return ValueTask.CompletedTask;
+        }));
+
+        // Due at the end of the year 9999 (or just past a year and a day), for the queue itself; then Herald's own, one key, behind it.
+        var stray = NewEnvelope("k");
+        var due = daysAhead is { } days ? DateTimeOffset.UtcNow.AddDays(days) : DateTimeOffset.FromUnixTimeMilliseconds(253402300799999L);
+        await ProduceDueAsync(retryTopic, stray, queue, due);
+
+        var behind = NewEnvelope("k");
+        await transport.SendAsync(queue, behind, new SendOptions { Delay = TimeSpan.FromMilliseconds(300) });
+
+        await Eventually.UntilAsync(() => handled.ContainsKey(behind.MessageId), "the record behind the far-due one relayed and handled", Deadline);
+        var moved = new List<NativeDeadLetter>();
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; });
+                return moved.Count > 0;
+            },
+            "the far-due record drained from the dead letters",
+            Deadline);
+        var deadLetter = Assert.Single(moved);
+        Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Equal(queue, deadLetter.Queue);
+        Assert.Contains("x-herald-due", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.Contains("beyond the longest delay", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.False(handled.ContainsKey(stray.MessageId));
+        await Eventually.UntilAsync(() => Uncommitted(retryTopic, retryTopic) == 0, "the retry topic committed past both", Deadline);
+    }
+
+    [Fact]
+    public async Task Send_WithADelayBeyondMaxDelay_IsRefused_SoHeraldNeverWritesADueItsRelayRefuses()
+    {
+        var transport = await CreateTransportAsync();
+        Assert.Equal(TimeSpan.FromDays(365), transport.Capabilities.MaxDelay);
+        var queue = Name("too-long");
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () =>
+            await transport.SendAsync(queue, NewEnvelope(), new SendOptions { Delay = transport.Capabilities.MaxDelay + TimeSpan.FromSeconds(1) }));
+    }
+
     // Kafka's UNKNOWN_TOPIC_OR_PART: how the mock answers for a topic that does not exist on a cluster without auto-creation.
     private const int UnknownTopic = 3;
 

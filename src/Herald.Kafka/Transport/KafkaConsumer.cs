@@ -207,6 +207,10 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         // Saturated: a foreign attempt header of int.MaxValue must not wrap (issue 10).
         var attempt = (int)Math.Min(int.MaxValue, KafkaEnvelopeCodec.Attempt(message) + 1L);
         var delayed = delay > TimeSpan.Zero;
+
+        // At most the transport's MaxDelay (the retry policy's delays are well within it): a due time further away is one
+        // the relay refuses as malformed.
+        delay = delay < KafkaTransport.MaxDelay ? delay : KafkaTransport.MaxDelay;
         var due = delayed ? (_transport.TimeProvider.GetUtcNow() + delay).ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture) : null;
         var copy = KafkaEnvelopeCodec.CopyForRepublish(
             message,

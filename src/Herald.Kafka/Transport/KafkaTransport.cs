@@ -37,8 +37,15 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
             // at the head of a partition holds up shorter ones behind it. Close enough for retries, not a delay promise.
             SupportsDelayedDelivery = false,
             MaxNameBytes = MaxTopicNameLength,
+            MaxDelay = MaxDelay,
         };
     }
+
+    /// <summary>
+    /// The longest delay a send or nack writes into a retry topic (as on NATS and SQS): the relay takes a record due further
+    /// away for malformed, since held until then it would hold up its partition, Herald's own retries behind it included.
+    /// </summary>
+    internal static readonly TimeSpan MaxDelay = TimeSpan.FromDays(365);
 
     /// <summary>Kafka's limit on topic names (249 characters, of [a-zA-Z0-9._-]).</summary>
     public const int MaxTopicNameLength = 249;
@@ -97,6 +104,7 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
         ArgumentNullException.ThrowIfNull(envelope);
         ValidateName(queue, nameof(queue));
         CheckSize(envelope);
+        TransportArguments.ThrowIfDelayTooLong(options, MaxDelay);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         await ProduceEnvelopeAsync(queue, envelope, options, cancellationToken).ConfigureAwait(false);
     }
@@ -108,6 +116,7 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
         ArgumentNullException.ThrowIfNull(envelope);
         ValidateName(topic, nameof(topic));
         CheckSize(envelope);
+        TransportArguments.ThrowIfDelayTooLong(options, MaxDelay);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
         await ProduceEnvelopeAsync(topic, envelope, options, cancellationToken).ConfigureAwait(false);
     }

@@ -25,6 +25,9 @@ internal sealed class RetryRelay : IAsyncDisposable
     private static readonly TimeSpan MinBackoff = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
 
+    /// <summary>How far past the longest delay a due time may lie and still be taken for the writer's clock being ahead (as on SQS).</summary>
+    private static readonly TimeSpan DueClockSkew = TimeSpan.FromDays(1);
+
     private readonly KafkaTransport _transport;
     private readonly ILogger _logger;
     private IConsumer<byte[]?, byte[]> _consumer = null!;
@@ -121,7 +124,16 @@ internal sealed class RetryRelay : IAsyncDisposable
             && ms is >= 0 and <= 253402300799999
             ? DateTimeOffset.FromUnixTimeMilliseconds(ms)
             : (DateTimeOffset?)null;
-        if (refusal is null && due is { } at && at > _transport.TimeProvider.GetUtcNow())
+        var now = _transport.TimeProvider.GetUtcNow();
+
+        // Nor is a due time further away than any delay Herald writes (the transport's MaxDelay, and a day for the writer's
+        // clock being ahead): held until then (the year 9999, say), it would hold its partition and Herald's records behind it.
+        if (refusal is null && due is { } far && far - now > KafkaTransport.MaxDelay + DueClockSkew)
+        {
+            refusal = $"Its {KafkaEnvelopeCodec.DueHeader} header ({far.ToString("O", CultureInfo.InvariantCulture)}) is more than {KafkaTransport.MaxDelay.Days} days away, beyond the longest delay Herald writes: the due time is malformed.";
+        }
+
+        if (refusal is null && due is { } at && at > now)
         {
             // Not due: hold the partition at this record and read it again once it is due.
             Hold(result, at);
@@ -134,7 +146,7 @@ internal sealed class RetryRelay : IAsyncDisposable
         {
             if (refusal is not null)
             {
-                // Its own dead-letter topic (its target's would not be a name either).
+                // Its own dead-letter topic (its target's would not be a name either, nor need it be a Herald queue's).
                 DeadLetter(result, Topic, refusal, null);
             }
             else
