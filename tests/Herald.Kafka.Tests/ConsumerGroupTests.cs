@@ -231,6 +231,67 @@ public sealed class ConsumerGroupTests : KafkaTestBase
         }
     }
 
+    /// <summary>
+    /// Regression (stop 40): a rebalance's revocation waits on the poll thread for the revoked partitions' running handlers,
+    /// up to RevocationTimeout. A stop whose token fired meanwhile abandoned those handlers, but the wait went on (and 5 s
+    /// more after it): the stop, a dispose and the host's shutdown waited out the whole RevocationTimeout. The wait now ends
+    /// when the stop abandons the handlers; what they settle later is dropped, so the next member handles the record again.
+    /// </summary>
+    [Fact]
+    public async Task Stop_DuringARevocationWaitForAHandlerThatIgnoresItsCancellation_ReturnsAfterTheGrace_AndTheRecordIsHandledAgain()
+    {
+        var queue = Name("stop-revoking");
+        var first = await CreateTransportAsync(o => o.RevocationTimeout = TimeSpan.FromMinutes(2));
+        var second = await CreateTransportAsync();
+        var stubborn = NewEnvelope("stubborn");
+        await first.SendAsync(queue, stubborn);
+        var started = new TaskCompletionSource<Delivery>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var revoking = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumerA = (KafkaConsumer)await first.ConsumeAsync(queue, ConsumerOptions.Default, async (delivery, _) =>
+        {
+            started.TrySetResult(delivery);
+            await release.Task;
+        });
+        consumerA.Revoking += _ => revoking.TrySetResult();
+        var seen = new ConcurrentQueue<Guid>();
+        Task<ITransportConsumer>? joining = null;
+        try
+        {
+            var abandoned = await started.Task.WaitAsync(Deadline);
+
+            // A second member joins: the first's poll thread waits in the revocation for the handler, which ignores its token.
+            joining = second.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
+            {
+                seen.Enqueue(delivery.Envelope.MessageId);
+                return ValueTask.CompletedTask;
+            }, CancellationToken.None).AsTask();
+            await revoking.Task.WaitAsync(Deadline);
+
+            using var deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+            await consumerA.StopAsync(deadline.Token).WaitAsync(TimeSpan.FromSeconds(15));
+            await consumerA.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + Herald.Internal.ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(3));
+
+            // The handler ends after the stop: what it settles commits nothing, and the other member handles the record.
+            release.TrySetResult();
+            await Eventually.UntilAsync(() => abandoned.IsSettled, "the abandoned handler ended", Deadline);
+            await joining.WaitAsync(Deadline);
+            await Eventually.UntilAsync(() => seen.Contains(stubborn.MessageId), "the abandoned record consumed again by the other member", Deadline);
+            await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "its offset committed by the other member", Deadline);
+        }
+        finally
+        {
+            release.TrySetResult();
+            await consumerA.DisposeAsync();
+            if (joining is not null)
+            {
+                Own(await joining);
+            }
+        }
+    }
+
     [Fact]
     public async Task AHandlerRunningLongerThanMaxPollInterval_KeepsItsPartition_AndItsMessageIsHandledOnce()
     {

@@ -13,8 +13,12 @@ namespace Herald.Kafka.Transport;
 internal sealed class PartitionProgress : IDisposable
 {
     private static long s_assignments;
+
+    // How long abandoned handlers have to see their cancellation and end before the partition moves on.
+    private static readonly TimeSpan AbandonedWait = TimeSpan.FromSeconds(5);
     private readonly Lock _gate = new();
     private readonly CancellationTokenSource _abandon;
+    private readonly CancellationToken _aborting;
 
     // The messages taken and not yet committable, oldest first: a ring of slots indexed by a running sequence number, so
     // taking a message allocates nothing. _head is the sequence of the oldest slot still held, _tail the next one given.
@@ -29,6 +33,7 @@ internal sealed class PartitionProgress : IDisposable
     {
         Partition = partition;
         Broker = new BrokerPartition(partition.Topic, partition.Partition.Value, Interlocked.Increment(ref s_assignments));
+        _aborting = aborting;
         _abandon = CancellationTokenSource.CreateLinkedTokenSource(aborting);
     }
 
@@ -163,7 +168,8 @@ internal sealed class PartitionProgress : IDisposable
     /// <summary>
     /// Gives the partition up: waits up to <paramref name="timeout"/> for every message taken from it to finish (those
     /// not started yet still run), then abandons (cancels) what is left and waits a little more. Returns the offset to
-    /// commit for what was settled, or null. A lost partition (<paramref name="commit"/> false) is abandoned at once.
+    /// commit for what was settled, or null. A lost partition (<paramref name="commit"/> false) is abandoned at once. The
+    /// consumer's stop aborting its handlers ends either wait: the stop gave them its own grace, and returns after it.
     /// </summary>
     public TopicPartitionOffset? Revoke(TimeSpan timeout, bool commit)
     {
@@ -182,10 +188,16 @@ internal sealed class PartitionProgress : IDisposable
         // Finishing is the clean way out (the offsets then commit); past the timeout, or when the partition already
         // belongs to another member, the work is abandoned and its messages handled again there. Abandoned already (the
         // consumer's stop aborted its handlers, and gave up on those that ignore it), nothing is waited for.
-        if (!IsAbandoned && (!commit || !idle.Wait(timeout)))
+        if (!IsAbandoned && (!commit || !Wait(idle, timeout, _abandon.Token)))
         {
+            // Abandoned by the stop meanwhile (not by the timeout): nothing it settles from now on counts, and the stop
+            // returns once its grace is over, so the poll thread must not sit here (up to the whole timeout) for them.
+            var stopping = IsAbandoned;
             _abandon.Cancel();
-            idle.Wait(TimeSpan.FromSeconds(5));
+            if (!stopping)
+            {
+                Wait(idle, AbandonedWait, _aborting);
+            }
         }
 
         lock (_gate)
@@ -195,6 +207,19 @@ internal sealed class PartitionProgress : IDisposable
     }
 
     public void Dispose() => _abandon.Dispose();
+
+    /// <summary>Waits up to <paramref name="timeout"/> for <paramref name="idle"/>; false when it timed out or <paramref name="cancellationToken"/> fired.</summary>
+    private static bool Wait(Task idle, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return idle.Wait(timeout, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
 
     private TopicPartitionOffset? CommittableLocked() =>
         _committable > Committed ? new TopicPartitionOffset(Partition, _committable) : null;
