@@ -72,8 +72,19 @@ internal sealed class GatedSqsClient()
         return base.DeleteMessageBatchAsync(request, cancellationToken);
     }
 
-    public override Task<ChangeMessageVisibilityResponse> ChangeMessageVisibilityAsync(ChangeMessageVisibilityRequest request, CancellationToken cancellationToken = default) =>
-        _failVisibilityChanges ? throw Unavailable() : base.ChangeMessageVisibilityAsync(request, cancellationToken);
+    /// <summary>The timeout of each single <c>ChangeMessageVisibility</c> call made (a nack, a hold-back), in seconds.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<int> VisibilityChanges { get; } = new();
+
+    public override Task<ChangeMessageVisibilityResponse> ChangeMessageVisibilityAsync(ChangeMessageVisibilityRequest request, CancellationToken cancellationToken = default)
+    {
+        if (_failVisibilityChanges)
+        {
+            throw Unavailable();
+        }
+
+        VisibilityChanges.Enqueue(request.VisibilityTimeout ?? 0);
+        return base.ChangeMessageVisibilityAsync(request, cancellationToken);
+    }
 
     public override Task<ChangeMessageVisibilityBatchResponse> ChangeMessageVisibilityBatchAsync(ChangeMessageVisibilityBatchRequest request, CancellationToken cancellationToken = default) =>
         _failVisibilityChanges ? throw Unavailable() : base.ChangeMessageVisibilityBatchAsync(request, cancellationToken);

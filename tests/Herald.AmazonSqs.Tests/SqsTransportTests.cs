@@ -497,6 +497,65 @@ public sealed class SqsTransportTests : SqsTestBase
         Assert.Equal("kept", deadLetter.Envelope.Headers["x-record"]);
     }
 
+    /// <summary>
+    /// Regression (stop 40): the dead-letter copy of a message whose attributes alone are over SQS's 256 KiB (another
+    /// producer's, which SQS takes up to 1 MiB since 2025) was too large even without its body: the settlement threw, the
+    /// message came back when its visibility ended and failed the same way, for as long as its receives allowed. The copy now
+    /// goes without its headers too, the reason saying how many bytes of them were left out, and is drained with it.
+    /// </summary>
+    [Fact]
+    public async Task DeadLetter_OfAMessageWhoseAttributesAloneAreTooLargeForACopy_GoesWithoutThem_WithItsReason()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("dl-attrs-too-large");
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        var envelope = NewEnvelope(partitionKey: new string('k', 2048));
+        var (body, attributes) = SqsEnvelopeCodec.Encode(envelope, "another-producer");
+        attributes["x-bulk"] = new MessageAttributeValue { DataType = "String", StringValue = new string('b', 300 * 1024) };
+        using (var raw = SqsEmulator.NewClient())
+        {
+            await raw.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageAttributes = attributes });
+        }
+
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using (var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            try
+            {
+                await d.DeadLetterAsync("poison: store down", new Dictionary<string, string>(d.Envelope.Headers) { ["x-record"] = "kept?" }, ct);
+                settled.TrySetResult();
+            }
+            catch (Exception e)
+            {
+                settled.TrySetException(e);
+                throw;
+            }
+        }))
+        {
+            await settled.Task.WaitAsync(Timeout);
+        }
+
+        var deadLetter = Assert.Single(await DrainAsync(transport, queue));
+        Assert.Equal(envelope.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Equal(envelope.MessageType, deadLetter.Envelope.MessageType);
+        Assert.Null(deadLetter.DecodeFailure);
+        Assert.StartsWith("poison: store down (", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.Contains("headers of", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.Contains("its partition key of 2048 bytes", deadLetter.Reason, StringComparison.Ordinal);
+        Assert.Null(deadLetter.Envelope.PartitionKey);
+        Assert.Contains("were left out", deadLetter.Reason, StringComparison.Ordinal);
+
+        // Only the source is kept (small, and whose message it was).
+        Assert.Equal("another-producer", Assert.Single(deadLetter.Envelope.Headers, h => h.Key == Herald.Messages.HeaderNames.Source).Value);
+        Assert.Single(deadLetter.Envelope.Headers);
+        Assert.Equal(0, deadLetter.Envelope.Body.Length);
+
+        // Settled: nothing comes back to the queue.
+        using var client = SqsEmulator.NewClient();
+        var counts = await client.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]);
+        Assert.Equal((0, 0), (counts.ApproximateNumberOfMessages, counts.ApproximateNumberOfMessagesNotVisible));
+    }
+
     [Fact]
     public async Task DeadLetter_OfAMessageWithoutAType_WhenTheStoreIsUnreachable_IsDrainedWithItsReasonAndAttempts()
     {
@@ -664,6 +723,48 @@ public sealed class SqsTransportTests : SqsTestBase
         var got = await collector.WaitForCountAsync(2, TimeSpan.FromSeconds(20));
         Assert.Equal(envelope.MessageId, got[1].Envelope.MessageId);
         Assert.True(got[1].ReceivedAt - got[0].ReceivedAt >= TimeSpan.FromSeconds(0.9), $"delivered again {got[1].ReceivedAt - got[0].ReceivedAt} after the nack of 1 s");
+    }
+
+    /// <summary>
+    /// The limit of the fallback above, pinned (stop 40): a nack whose copy SQS cannot take (a message of another producer
+    /// over 256 KiB) can only hide the message itself, for at most SQS's 12 hours of visibility from its receive (less a
+    /// minute). A longer delay is cut to that, said in warning 9007: SQS changes none of a message's attributes, so nothing
+    /// on it could say it is not due yet when it comes back. It is not deleted, nor copied, nor delivered again before then.
+    /// </summary>
+    [Fact]
+    public async Task Nack_BeyondTwelveHours_OfAMessageTooLargeToCopy_HidesItForTheLongestVisibility()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var client = new GatedSqsClient();
+        var transport = await CreateTransportAsync(o => o.Client = client, clock);
+        var queue = Name("nack-long-too-large");
+        var url = await transport.QueueUrlAsync(queue, CancellationToken.None);
+        var (body, attributes) = SqsEnvelopeCodec.Encode(NewEnvelope(body: "{\"pad\":\"" + new string('x', 300 * 1024) + "\"}"), "another-producer");
+        using (var raw = SqsEmulator.NewClient())
+        {
+            await raw.SendMessageAsync(new SendMessageRequest { QueueUrl = url, MessageBody = body, MessageAttributes = attributes });
+        }
+
+        var handled = 0;
+        var nacked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using (var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+        {
+            Interlocked.Increment(ref handled);
+            await d.NackAsync(TimeSpan.FromHours(13), ct);
+            nacked.TrySetResult();
+        }))
+        {
+            await nacked.Task.WaitAsync(Timeout);
+            var longest = AmazonSqsTransportOptions.MaxVisibility - AmazonSqsTransport.VisibilityMargin;
+            await Eventually.UntilAsync(() => client.VisibilityChanges.Contains((int)longest.TotalSeconds), "the message hidden for 12 hours less a minute", Timeout);
+        }
+
+        Assert.Equal(1, handled);
+        using var check = SqsEmulator.NewClient();
+        var counts = await check.GetQueueAttributesAsync(url, ["ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]);
+
+        // The one message, hidden (the emulator counts an in-flight message as visible too); no delayed copy.
+        Assert.Equal((1, 0), (counts.ApproximateNumberOfMessagesNotVisible, counts.ApproximateNumberOfMessagesDelayed));
     }
 
     /// <summary>

@@ -1,7 +1,9 @@
 using System.Globalization;
+using System.Text;
 using Amazon.SQS;
 using Amazon.SQS.Model;
 using Herald.Internal;
+using Herald.Messages;
 using Herald.Transport;
 
 namespace Herald.AmazonSqs.Transport;
@@ -184,15 +186,22 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
         // before the message is deleted: at least once, never lost.
         try
         {
-            return await ReplaceWithCopyAsync(message, queueUrl, headers, message.Envelope.DeliveryAttempt, delay, reason: null, withoutBody: false, cancellationToken).ConfigureAwait(false);
+            return await ReplaceWithCopyAsync(message, queueUrl, WithHeaders(message.Envelope, headers), message.Envelope.DeliveryAttempt, delay, reason: null, cancellationToken).ConfigureAwait(false);
         }
         catch (MessageTooLargeException e)
         {
-            // No room for the headers (refused before sending, every time): the message itself comes back after the delay,
-            // as far as one visibility change holds it, rather than when its visibility runs out.
-            var hidden = delay < visibilityLeft ? delay : visibilityLeft;
-            Log.NackCopyTooLarge(transport.Logger, e, message.Envelope.MessageId, queue, hidden);
-            return await transport.ChangeVisibilityAsync(queueUrl, message.ReceiptHandle, hidden, cancellationToken).ConfigureAwait(false);
+            // No room for the headers or the due time (refused before sending, every time): the message itself comes back
+            // after the delay, as far as one visibility change holds it, rather than when its visibility runs out. A longer
+            // delay is cut to that: nothing on the message itself (SQS changes none of its attributes) could say it is not due
+            // when it comes back, so it is handed out then, its receive count one higher.
+            if (delay > visibilityLeft)
+            {
+                Log.NackDelayCut(transport.Logger, e, message.Envelope.MessageId, queue, delay, visibilityLeft);
+                return await transport.ChangeVisibilityAsync(queueUrl, message.ReceiptHandle, visibilityLeft, cancellationToken).ConfigureAwait(false);
+            }
+
+            Log.NackCopyTooLarge(transport.Logger, e, message.Envelope.MessageId, queue, delay);
+            return await transport.ChangeVisibilityAsync(queueUrl, message.ReceiptHandle, delay, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -200,21 +209,23 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     {
         _held.TryRemove(message, out _);
         var deadLetterUrl = await transport.DeadLetterQueueUrlAsync(queue, cancellationToken).ConfigureAwait(false);
+        var copy = WithHeaders(message.Envelope, headers);
+        var copyReason = reason;
+        var leftOut = DeadLetterLeftOut.Nothing;
         try
         {
-            try
+            while (true)
             {
-                return await ReplaceWithCopyAsync(message, deadLetterUrl, headers, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, reason, withoutBody: false, cancellationToken).ConfigureAwait(false);
-            }
-            catch (MessageTooLargeException e) when (!message.Envelope.Body.IsEmpty)
-            {
-                // No room beside the body for the reason and the record (refused before sending, every time): the message would
-                // come back and fail again for good. Without its body, as on Kafka, the dead letter still says which message it
-                // was and why, and the drain stores it with its record.
-                var body = message.Envelope.Body.Length;
-                Log.DeadLetterBodyLeftOut(transport.Logger, e, message.Envelope.MessageId, queue, body);
-                var leftOut = string.Create(CultureInfo.InvariantCulture, $"{reason} (its body of {body} bytes was left out: {e.Message})");
-                return await ReplaceWithCopyAsync(message, deadLetterUrl, headers, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, leftOut, withoutBody: true, cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    return await ReplaceWithCopyAsync(message, deadLetterUrl, copy, message.Envelope.DeliveryAttempt - 1, TimeSpan.Zero, copyReason, cancellationToken).ConfigureAwait(false);
+                }
+                catch (MessageTooLargeException e) when (SmallerDeadLetter(message.Envelope, copy, reason, e, ref leftOut) is { } smaller)
+                {
+                    // No room for the reason and the record beside the rest (refused before sending, every time): the message
+                    // would come back and fail again for good. A smaller copy still says which message it was and why.
+                    (copy, copyReason) = smaller;
+                }
             }
         }
         catch (Exception e) when (transport.ForgetIfGone(queue, e))
@@ -224,6 +235,89 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
         }
     }
 
+    /// <summary>What a dead-letter copy too large for SQS is made again without, each step leaving out more.</summary>
+    private enum DeadLetterLeftOut
+    {
+        Nothing,
+        Body,
+        Headers,
+    }
+
+    // The last copy keeps an attribute naming the message, and the reason, only up to these sizes: a message of another
+    // producer may carry any of them larger than SQS takes on a copy (up to 1 MiB in all since 2025, 256 KiB here).
+    private const int MinimalCopyMaxBytes = 1024;
+    private const int MinimalCopyMaxReasonChars = 4096;
+
+    /// <summary>
+    /// The dead-letter copy with the next thing that makes it smaller left out (what it does not have is skipped), logged
+    /// and said in its reason; null once nothing is left to leave out. First its body (as on Kafka); then its headers
+    /// (the record's and the dead letter's own), any other attribute over 1 KiB and the reason past 4,096 characters, which
+    /// leaves a copy far below SQS's limit. Without a type the drain reads it as undecodable, which still stores it with
+    /// the reason: better than a message that comes back and fails for good.
+    /// </summary>
+    private (Envelope Copy, string Reason)? SmallerDeadLetter(Envelope original, Envelope copy, string reason, MessageTooLargeException refusal, ref DeadLetterLeftOut leftOut)
+    {
+        var body = original.Body.Length;
+        if (leftOut < DeadLetterLeftOut.Body && body > 0)
+        {
+            leftOut = DeadLetterLeftOut.Body;
+            Log.DeadLetterBodyLeftOut(transport.Logger, refusal, original.MessageId, queue, body);
+            return (copy with { Body = ReadOnlyMemory<byte>.Empty }, string.Create(CultureInfo.InvariantCulture, $"{reason} (its body of {body} bytes was left out: {refusal.Message})"));
+        }
+
+        if (leftOut >= DeadLetterLeftOut.Headers)
+        {
+            return null;
+        }
+
+        leftOut = DeadLetterLeftOut.Headers;
+
+        // No names: a header's name may be what is large. The source stays when small: it says whose message it was.
+        var what = new List<string>
+        {
+            string.Create(CultureInfo.InvariantCulture, $"its {copy.Headers.Count} headers of {copy.Headers.Sum(h => Encoding.UTF8.GetByteCount(h.Key) + Encoding.UTF8.GetByteCount(h.Value))} bytes"),
+        };
+        var source = copy.Headers.TryGetValue(HeaderNames.Source, out var named) && IsSmall(named) ? named : null;
+        var minimal = copy with
+        {
+            Body = ReadOnlyMemory<byte>.Empty,
+            Headers = source is null ? new Dictionary<string, string>(StringComparer.Ordinal) : new Dictionary<string, string>(StringComparer.Ordinal) { [HeaderNames.Source] = source },
+            MessageType = Small(copy.MessageType, "type", what) ?? "",
+            ContentType = Small(copy.ContentType, "content type", what)!,
+            PartitionKey = Small(copy.PartitionKey, "partition key", what),
+            CorrelationId = Small(copy.CorrelationId, "correlation id", what),
+            CausationId = Small(copy.CausationId, "causation id", what),
+            UserId = Small(copy.UserId, "user id", what),
+        };
+        if (reason.Length > MinimalCopyMaxReasonChars)
+        {
+            what.Add(string.Create(CultureInfo.InvariantCulture, $"its reason past {MinimalCopyMaxReasonChars} of {reason.Length} characters"));
+            reason = reason[..(char.IsHighSurrogate(reason[MinimalCopyMaxReasonChars - 1]) ? MinimalCopyMaxReasonChars - 1 : MinimalCopyMaxReasonChars)];
+        }
+
+        var leftOutText = string.Join(", ", what);
+        Log.DeadLetterHeadersLeftOut(transport.Logger, refusal, original.MessageId, queue, leftOutText);
+        var bodyLeftOut = body > 0 ? string.Create(CultureInfo.InvariantCulture, $"its body of {body} bytes, ") : "";
+        return (minimal, $"{reason} ({bodyLeftOut}{leftOutText} were left out: {refusal.Message})");
+    }
+
+    private static bool IsSmall(string value) => Encoding.UTF8.GetByteCount(value) <= MinimalCopyMaxBytes;
+
+    /// <summary><paramref name="value"/> when small, else null, with what was left out added to <paramref name="what"/>.</summary>
+    private static string? Small(string? value, string name, List<string> what)
+    {
+        if (value is null || IsSmall(value))
+        {
+            return value;
+        }
+
+        what.Add(string.Create(CultureInfo.InvariantCulture, $"its {name} of {Encoding.UTF8.GetByteCount(value)} bytes"));
+        return null;
+    }
+
+    private static Envelope WithHeaders(Envelope envelope, IReadOnlyDictionary<string, string>? headers) =>
+        headers is null ? envelope : envelope with { Headers = headers };
+
     /// <summary>
     /// Sends a copy of the message to <paramref name="copyUrl"/>, then deletes the message; false when its receipt was lost.
     /// The consumer retries a settlement that threw: the copy is sent once, so a retry after a failed delete only deletes.
@@ -231,22 +325,15 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     private async Task<bool> ReplaceWithCopyAsync(
         SqsMessage message,
         string copyUrl,
-        IReadOnlyDictionary<string, string>? headers,
+        Envelope copy,
         int attemptsBefore,
         TimeSpan delay,
         string? reason,
-        bool withoutBody,
         CancellationToken cancellationToken)
     {
         if (!message.CopySent)
         {
-            var envelope = headers is null ? message.Envelope : message.Envelope with { Headers = headers };
-            if (withoutBody)
-            {
-                envelope = envelope with { Body = ReadOnlyMemory<byte>.Empty };
-            }
-
-            await transport.SendCopyAsync(copyUrl, envelope, attemptsBefore, delay, reason, cancellationToken).ConfigureAwait(false);
+            await transport.SendCopyAsync(copyUrl, copy, attemptsBefore, delay, reason, cancellationToken).ConfigureAwait(false);
             message.CopySent = true;
         }
 
@@ -309,7 +396,7 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     /// Not cancelled when the consumer stops: a copy handed to the batcher is sent whatever the consumer does, and an original
     /// not deleted after it would come back to be copied again.
     /// </remarks>
-    private async Task HoldBackAsync(Message received, Herald.Messages.Envelope envelope, SqsEnvelopeCodec.Carried carried, DateTimeOffset due, DateTimeOffset now)
+    private async Task HoldBackAsync(Message received, Envelope envelope, SqsEnvelopeCodec.Carried carried, DateTimeOffset due, DateTimeOffset now)
     {
         try
         {
@@ -348,7 +435,7 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     /// Sends the held-back copy; false when it would be larger than SQS takes (refused before sending, every time: a message
     /// from another producer, which SQS takes up to 1 MiB since 2025), so it would otherwise come back and fail until due.
     /// </summary>
-    private async Task<bool> TrySendHeldBackCopyAsync(Herald.Messages.Envelope envelope, SqsEnvelopeCodec.Carried carried, DateTimeOffset due)
+    private async Task<bool> TrySendHeldBackCopyAsync(Envelope envelope, SqsEnvelopeCodec.Carried carried, DateTimeOffset due)
     {
         try
         {
