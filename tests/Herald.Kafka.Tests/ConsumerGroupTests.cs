@@ -206,11 +206,7 @@ public sealed class ConsumerGroupTests : KafkaTestBase
         try
         {
             var abandoned = await started.Task.WaitAsync(Deadline);
-            using var deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
-            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
-            await first.StopAsync(deadline.Token).WaitAsync(TimeSpan.FromSeconds(10));
-            await first.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
-            Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + Herald.Internal.ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(3));
+            await StopWithinTheGraceAsync(first);
 
             // The handler ends after the stop: its ack must commit nothing, so the next member reads the record again.
             release.TrySetResult();
@@ -268,11 +264,7 @@ public sealed class ConsumerGroupTests : KafkaTestBase
             }, CancellationToken.None).AsTask();
             await revoking.Task.WaitAsync(Deadline);
 
-            using var deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
-            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
-            await consumerA.StopAsync(deadline.Token).WaitAsync(TimeSpan.FromSeconds(15));
-            await consumerA.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(15));
-            Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + Herald.Internal.ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(3));
+            await StopWithinTheGraceAsync(consumerA);
 
             // The handler ends after the stop: what it settles commits nothing, and the other member handles the record.
             release.TrySetResult();
@@ -290,6 +282,16 @@ public sealed class ConsumerGroupTests : KafkaTestBase
                 Own(await joining);
             }
         }
+    }
+
+    /// <summary>Stops <paramref name="consumer"/> with a token firing after 200 ms and disposes it: both must return within the abandon grace (and 3 s of slack).</summary>
+    private static async Task StopWithinTheGraceAsync(ITransportConsumer consumer)
+    {
+        using var deadline = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+        var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+        await consumer.StopAsync(deadline.Token).WaitAsync(TimeSpan.FromSeconds(15));
+        await consumer.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.InRange(stopwatch.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(200) + Herald.Internal.ConsumerStop.AbandonGrace + TimeSpan.FromSeconds(3));
     }
 
     [Fact]

@@ -290,15 +290,7 @@ public sealed class RetryTopicTests : KafkaTestBase
     [InlineData(null, "names no target topic", true)]
     public async Task Relay_OfARecordWithAnInvalidTarget_DeadLettersIt_WhateverItsDueTime_AndRelaysTheRecordsBehindIt(string? target, string reason, bool dueFarAhead)
     {
-        var transport = await CreateTransportAsync();
-        var queue = Name("bad-target");
-        var retryTopic = transport.Options.RetryTopicName(queue);
-        var handled = new ConcurrentDictionary<Guid, byte>();
-        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
-        {
-            handled.TryAdd(d.Envelope.MessageId, 0);
-            return ValueTask.CompletedTask;
-        }));
+        var (transport, queue, retryTopic, handled) = await ConsumeRecordingAsync("bad-target");
 
         // A record from another writer, due now (or in a century), naming a target that is no topic name (or none); then Herald's own, one key, behind it.
         var stray = NewEnvelope("k");
@@ -336,15 +328,7 @@ public sealed class RetryTopicTests : KafkaTestBase
     [InlineData(367)]
     public async Task Relay_OfARecordDueBeyondTheLongestDelayHeraldWrites_DeadLettersIt_AndRelaysTheRecordsBehindIt(int? daysAhead)
     {
-        var transport = await CreateTransportAsync();
-        var queue = Name("far-due");
-        var retryTopic = transport.Options.RetryTopicName(queue);
-        var handled = new ConcurrentDictionary<Guid, byte>();
-        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
-        {
-            handled.TryAdd(d.Envelope.MessageId, 0);
-            return ValueTask.CompletedTask;
-        }));
+        var (transport, queue, retryTopic, handled) = await ConsumeRecordingAsync("far-due");
 
         // Due at the end of the year 9999 (or just past a year and a day), for the queue itself; then Herald's own, one key, behind it.
         var stray = NewEnvelope("k");
@@ -540,6 +524,20 @@ public sealed class RetryTopicTests : KafkaTestBase
         // A direct send is told the topic is missing too, not refused by the client for as long as the process runs.
         var sendError = await Assert.ThrowsAsync<HeraldException>(async () => await transport.SendAsync(target, NewEnvelope()));
         Assert.Contains($"Kafka topic '{target}' does not exist", sendError.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>A transport consuming a new queue, recording the ids of what it handled, and the queue's retry topic.</summary>
+    private async Task<(KafkaTransport Transport, string Queue, string RetryTopic, ConcurrentDictionary<Guid, byte> Handled)> ConsumeRecordingAsync(string purpose)
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name(purpose);
+        var handled = new ConcurrentDictionary<Guid, byte>();
+        Own(await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            handled.TryAdd(d.Envelope.MessageId, 0);
+            return ValueTask.CompletedTask;
+        }));
+        return (transport, queue, transport.Options.RetryTopicName(queue), handled);
     }
 
     /// <summary>Writes a record to a retry topic behind Herald's back, due now (or at <paramref name="due"/>), for <paramref name="target"/>.</summary>
