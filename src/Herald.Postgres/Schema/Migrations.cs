@@ -417,7 +417,7 @@ internal static class Migrations
 
     // Issue 16. Herald's own statements on events no longer depend on statistics (the append function plans generically with
     // sequential scans off; reads run behind Internal/PlannerGuard), so the default autoanalyze at every 10% of growth only
-    // costs: a sample read of the whole table (2.6 s at 1 M events on the 2-core test machine), about seven times per doubling,
+    // costs: a sample read of the whole table (0.6-1.2 s at 1 M events on the 2-core test machine, docs/postgres.md), about seven times per doubling,
     // competing with the appends. Every 50% keeps statistics for the user's own queries. The primary key only ever grows at its
     // right edge, so its pages are packed full (the default leaves 10% free for inserts that never come). Both take effect
     // without rewriting anything: at the next autoanalyze and on the next page splits.
