@@ -93,11 +93,11 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
                 }
             }
         }
-        catch
+        catch (Exception ex)
         {
             await ReleaseAsync().ConfigureAwait(false);
             _connectionGate.Release();
-            await callbacks.RolledBackAsync(CancellationToken.None).ConfigureAwait(false);
+            await callbacks.CommitFailedAsync(ex).ConfigureAwait(false);
             throw;
         }
 

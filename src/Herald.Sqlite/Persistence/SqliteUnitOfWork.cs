@@ -56,10 +56,10 @@ internal sealed class SqliteUnitOfWork : UnitOfWorkBase
                 }, cancellationToken).ConfigureAwait(false);
             }
         }
-        catch
+        catch (Exception ex)
         {
             RunEnded(ended);
-            await callbacks.RolledBackAsync(CancellationToken.None).ConfigureAwait(false);
+            await callbacks.CommitFailedAsync(ex).ConfigureAwait(false);
             throw;
         }
 

@@ -11,6 +11,13 @@ namespace Herald.Persistence;
 /// <see cref="OnCommitted"/> callbacks in registration order; <see cref="RollbackAsync"/> discards them and runs the
 /// <see cref="OnRolledBack"/> callbacks. Each completes the unit of work: later commits or rollbacks do nothing, and a
 /// unit of work that is disposed (its scope ended) without either is rolled back.
+/// <para>
+/// Every callback runs, also after one before it threw (a later one may end an in-memory inbox mark or wake the outbox
+/// relay); then the call throws what failed: one failure as is, several in an <see cref="AggregateException"/> in
+/// registration order, and the cancellation alone when every failure was one. A commit that fails (a conflict) runs the
+/// rollback callbacks and throws its own failure, or, when callbacks failed too, an <see cref="AggregateException"/> that
+/// holds it first. A commit callback's failure comes after the writes committed: they stay committed.
+/// </para>
 /// </remarks>
 public interface IUnitOfWork
 {

@@ -112,14 +112,14 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
             {
                 ApplyAll(enlistments);
             }
-            catch
+            catch (Exception ex)
             {
-                await RunAsync(rolledBack, CancellationToken.None).ConfigureAwait(false);
+                await UnitOfWorkCallbacks.RunAsync(rolledBack, CancellationToken.None, ex).ConfigureAwait(false);
                 throw;
             }
         }
 
-        await RunAsync(callbacks, cancellationToken).ConfigureAwait(false);
+        await UnitOfWorkCallbacks.RunAsync(callbacks, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>A place in the order every commit takes the stores' locks in, so two commits never wait for each other crosswise.</summary>
@@ -195,14 +195,6 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
             {
                 gated[--entered].Gate!.Exit();
             }
-        }
-    }
-
-    private static async ValueTask RunAsync(List<Func<CancellationToken, ValueTask>>? callbacks, CancellationToken cancellationToken)
-    {
-        foreach (var callback in callbacks ?? [])
-        {
-            await callback(cancellationToken).ConfigureAwait(false);
         }
     }
 

@@ -595,6 +595,127 @@ public abstract class UnitOfWorkConformance
         await Eventually.UntilAsync(() => host.SentNotes().Contains(work.Key), "the command's outbox row is relayed once committed");
     }
 
+    // A throwing callback stopped the ones registered after it, so the in-memory inbox's mark (ended by a callback) stayed
+    // pending and the relay was never woken. Every engine runs every callback and reports the failure as is.
+    [Fact]
+    public async Task CommitCallbacks_AllRun_WhenOneThrows_AndItsFailureSurfacesAsIs()
+    {
+        await using var host = await StartAsync();
+        var failure = new InvalidOperationException("the first commit callback fails");
+        var ran = new List<string>();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            unitOfWork.OnCommitted(_ => throw failure);
+            unitOfWork.OnCommitted(_ => Ran(ran, "second"));
+            unitOfWork.OnRolledBack(_ => Ran(ran, "rolled back"));
+
+            var thrown = await Assert.ThrowsAsync<InvalidOperationException>(() => unitOfWork.CommitAsync().AsTask());
+
+            Assert.Same(failure, thrown);
+            Assert.True(unitOfWork.IsCompleted);
+        }
+
+        Assert.Equal(["second"], ran);
+    }
+
+    [Fact]
+    public async Task RollbackCallbacks_AllRun_WhenSeveralThrow_AndTheFailuresSurfaceTogetherInOrder()
+    {
+        await using var host = await StartAsync();
+        var first = new InvalidOperationException("the first rollback callback fails");
+        var third = new TimeoutException("the third rollback callback fails");
+        var ran = new List<string>();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            unitOfWork.OnRolledBack(_ => throw first);
+            unitOfWork.OnRolledBack(_ => Ran(ran, "second"));
+            unitOfWork.OnRolledBack(async _ =>
+            {
+                await Task.Yield();
+                throw third;
+            });
+            unitOfWork.OnRolledBack(_ => Ran(ran, "fourth"));
+
+            var thrown = await Assert.ThrowsAsync<AggregateException>(() => unitOfWork.RollbackAsync().AsTask());
+
+            Assert.Equal<Exception>([first, third], thrown.InnerExceptions);
+        }
+
+        Assert.Equal(["second", "fourth"], ran);
+    }
+
+    [Fact]
+    public async Task AFailedCommit_RunsEveryRollbackCallback_AndReportsItsOwnFailureFirst()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        await host.Get<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)]);
+        var callbackFailure = new InvalidOperationException("a rollback callback fails");
+        var ran = new List<string>();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            unitOfWork.OnRolledBack(_ => throw callbackFailure);
+            unitOfWork.OnRolledBack(_ => Ran(ran, "second"));
+            await EnlistAllAsync(scope.ServiceProvider, unitOfWork, work, ExpectedVersion.NoStream);
+
+            var thrown = await Assert.ThrowsAsync<AggregateException>(() => unitOfWork.CommitAsync().AsTask());
+
+            Assert.Collection(thrown.InnerExceptions, e => Assert.IsType<ConcurrencyException>(e), e => Assert.Same(callbackFailure, e));
+        }
+
+        Assert.Equal(["second"], ran);
+        await AssertNothingWrittenAsync(host, work, streamVersion: 1);
+    }
+
+    // The in-memory inbox ends its mark in callbacks registered after the user's: a second copy of the message waited for
+    // that mark's outcome until its cancellation.
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task AnInboxMark_WhoseUnitOfWorkHadAThrowingCallbackBeforeIt_IsSettledAtTheEnd(bool commit)
+    {
+        await using var host = await StartAsync();
+        var messageId = Guid.CreateVersion7();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            unitOfWork.OnCommitted(_ => throw new InvalidOperationException("a commit callback fails"));
+            unitOfWork.OnRolledBack(_ => throw new InvalidOperationException("a rollback callback fails"));
+            Assert.True(await host.Get<IInbox>().TryMarkHandledAsync(host.Endpoint, messageId, InboxWindow, unitOfWork));
+
+            await Assert.ThrowsAsync<InvalidOperationException>(() => (commit ? unitOfWork.CommitAsync() : unitOfWork.RollbackAsync()).AsTask());
+        }
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+
+            // Committed: the second copy is a duplicate; rolled back: it is marked anew. Either way it does not wait.
+            var marked = await host.Get<IInbox>().TryMarkHandledAsync(host.Endpoint, messageId, InboxWindow, unitOfWork, deadline.Token);
+
+            Assert.Equal(!commit, marked);
+            await unitOfWork.RollbackAsync();
+        }
+    }
+
+    private static ValueTask Ran(List<string> ran, string name)
+    {
+        lock (ran)
+        {
+            ran.Add(name);
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
     private static AggregateRepository<ConformanceCounter> Counters(IServiceProvider services, IUnitOfWork? unitOfWork) => new(
         services.GetRequiredService<IEventStore>(),
         ConformanceCounter.CreateRegistry(),

@@ -89,18 +89,16 @@ public abstract class UnitOfWorkBase : IUnitOfWork, IAsyncDisposable
     /// <summary>The callbacks of a completed unit of work.</summary>
     protected readonly struct Callbacks(List<Func<CancellationToken, ValueTask>>? committed, List<Func<CancellationToken, ValueTask>>? rolledBack)
     {
-        /// <summary>Runs the commit callbacks in registration order.</summary>
-        public ValueTask CommittedAsync(CancellationToken cancellationToken) => RunAsync(committed, cancellationToken);
+        /// <summary>Runs the commit callbacks in registration order (all of them; see <see cref="IUnitOfWork"/> for what it throws).</summary>
+        public ValueTask CommittedAsync(CancellationToken cancellationToken) => UnitOfWorkCallbacks.RunAsync(committed, cancellationToken);
 
-        /// <summary>Runs the rollback callbacks in registration order.</summary>
-        public ValueTask RolledBackAsync(CancellationToken cancellationToken) => RunAsync(rolledBack, cancellationToken);
+        /// <summary>Runs the rollback callbacks in registration order (all of them; see <see cref="IUnitOfWork"/> for what it throws).</summary>
+        public ValueTask RolledBackAsync(CancellationToken cancellationToken) => UnitOfWorkCallbacks.RunAsync(rolledBack, cancellationToken);
 
-        private static async ValueTask RunAsync(List<Func<CancellationToken, ValueTask>>? callbacks, CancellationToken cancellationToken)
-        {
-            foreach (var callback in callbacks ?? [])
-            {
-                await callback(cancellationToken).ConfigureAwait(false);
-            }
-        }
+        /// <summary>
+        /// Runs the rollback callbacks after a commit that failed with <paramref name="commitFailure"/>; returns when none
+        /// failed (the caller rethrows the commit's failure), else throws it together with theirs.
+        /// </summary>
+        public ValueTask CommitFailedAsync(Exception commitFailure) => UnitOfWorkCallbacks.RunAsync(rolledBack, CancellationToken.None, commitFailure);
     }
 }
