@@ -13,7 +13,7 @@ public static class CheckpointValidation
 
         // SQLite stored it as U+FFFD, so two such ids shared one checkpoint (one subscription skipped what the other
         // handled); PostgreSQL's client could not encode it.
-        ThrowIfUnstorable(subscriptionId, "subscription id", nameof(subscriptionId));
+        StreamName.ThrowIfHoldsUnpairedSurrogate(subscriptionId, "subscription id", nameof(subscriptionId));
         ArgumentOutOfRangeException.ThrowIfNegative(position);
     }
 
@@ -23,27 +23,17 @@ public static class CheckpointValidation
     /// </summary>
     internal static void Validate(string subscriptionId, EventFilter? filter, string paramName)
     {
-        ThrowIfUnstorable(subscriptionId, "subscription id", paramName);
+        StreamName.ThrowIfHoldsUnpairedSurrogate(subscriptionId, "subscription id", paramName);
 
         // PostgreSQL's client cannot encode such a filter, so every read of the log failed and was retried as an outage.
         if (filter?.Category is { } category)
         {
-            ThrowIfUnstorable(category, "filter's category", paramName);
+            StreamName.ThrowIfHoldsUnpairedSurrogate(category, "filter's category", paramName);
         }
 
         foreach (var eventType in filter?.EventTypes ?? [])
         {
-            ThrowIfUnstorable(eventType, "filter's event type", paramName);
-        }
-    }
-
-    private static void ThrowIfUnstorable(string value, string what, string paramName)
-    {
-        if (StreamName.HoldsUnpairedSurrogate(value))
-        {
-            throw new ArgumentException(
-                $"The {what} '{StreamName.Printable(value)}' holds half of a surrogate pair (as when a name is cut inside an emoji); no store can keep it as written.",
-                paramName);
+            StreamName.ThrowIfHoldsUnpairedSurrogate(eventType, "filter's event type", paramName);
         }
     }
 

@@ -4,8 +4,8 @@ namespace Herald.EventSourcing;
 public static class SnapshotValidation
 {
     /// <summary>
-    /// Throws an <see cref="ArgumentException"/> for a snapshot with an invalid stream name or a null or empty state type, and
-    /// an <see cref="ArgumentOutOfRangeException"/> for a version below 1.
+    /// Throws an <see cref="ArgumentException"/> for a snapshot with an invalid stream name or a null or empty state type or
+    /// one holding half of a surrogate pair, and an <see cref="ArgumentOutOfRangeException"/> for a version below 1.
     /// </summary>
     public static void Validate(Snapshot snapshot)
     {
@@ -21,5 +21,9 @@ public static class SnapshotValidation
                 $"The snapshot of '{snapshot.Stream}' at version {snapshot.Version} has no state type; give the stable name of its state's type, which a load checks.",
                 nameof(snapshot));
         }
+
+        // The in-memory store and SQLite took it (SQLite writes U+FFFD in its place), PostgreSQL's client threw an
+        // EncoderFallbackException: refused alike up front, as the other names the stores keep.
+        StreamName.ThrowIfHoldsUnpairedSurrogate(snapshot.StateType, "snapshot's state type", nameof(snapshot));
     }
 }

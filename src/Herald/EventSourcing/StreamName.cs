@@ -91,6 +91,20 @@ public static class StreamName
     internal static bool HoldsUnpairedSurrogate(string? value) =>
         value is not null && value.AsSpan().ContainsAnyInRange('\uD800', '\uDFFF') && IndexOfUnpairedSurrogate(value) >= 0;
 
+    /// <summary>
+    /// Throws an <see cref="ArgumentException"/> naming <paramref name="what"/> when <paramref name="value"/> holds half of a
+    /// surrogate pair, which SQLite would store as U+FFFD and PostgreSQL's client cannot encode: no store keeps it as written.
+    /// </summary>
+    internal static void ThrowIfHoldsUnpairedSurrogate(string? value, string what, string paramName)
+    {
+        if (HoldsUnpairedSurrogate(value))
+        {
+            throw new ArgumentException(
+                $"The {what} '{Printable(value!)}' holds half of a surrogate pair (as when a name is cut inside an emoji); no store can keep it as written.",
+                paramName);
+        }
+    }
+
     /// <summary>The index of the first half of a surrogate pair without its other half in <paramref name="value"/>, or -1.</summary>
     internal static int IndexOfUnpairedSurrogate(string value)
     {
