@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Messages;
 using Npgsql;
 using NpgsqlTypes;
@@ -59,7 +60,7 @@ internal readonly struct EnvelopeArrays
         Ids[index] = envelope.MessageId;
         Types[index] = envelope.MessageType;
         SchemaVersions[index] = envelope.SchemaVersion;
-        Times[index] = envelope.Time.UtcDateTime;
+        Times[index] = StoredTime.Of(envelope.Time).UtcDateTime;
         CorrelationIds[index] = correlationId;
         CausationIds[index] = envelope.CausationId;
         UserIds[index] = envelope.UserId;

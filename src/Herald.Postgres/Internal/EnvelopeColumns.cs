@@ -44,7 +44,7 @@ internal static class EnvelopeColumns
         parameters.Add(new NpgsqlParameter<Guid> { TypedValue = envelope.MessageId, NpgsqlDbType = NpgsqlDbType.Uuid });
         parameters.Add(Text(envelope.MessageType));
         parameters.Add(Int(envelope.SchemaVersion));
-        parameters.Add(Time(envelope.Time));
+        parameters.Add(Time(StoredTime.Of(envelope.Time)));
         parameters.Add(Text(correlationId));
         parameters.Add(Text(envelope.CausationId));
         parameters.Add(Text(envelope.UserId));

@@ -33,8 +33,9 @@ internal static class EnvelopeColumns
         statement.Bind(first, id);
         statement.Bind(first + 1, envelope.MessageType);
         statement.Bind(first + 2, envelope.SchemaVersion);
-        statement.Bind(first + 3, envelope.Time.UtcTicks);
-        statement.Bind(first + 4, EventRows.OffsetMinutes(envelope.Time));
+        // Kept as every engine keeps it (in UTC, to the microsecond), so an envelope reads back the same on each.
+        statement.Bind(first + 3, StoredTime.Of(envelope.Time).UtcTicks);
+        statement.Bind(first + 4, 0);
         statement.Bind(first + 5, envelope.CorrelationId);
         statement.Bind(first + 6, envelope.CausationId);
         statement.Bind(first + 7, envelope.UserId);

@@ -5,6 +5,29 @@ namespace Herald.Conformance.EventSourcing;
 
 public abstract partial class EventStoreConformance
 {
+    // PostgreSQL's timestamptz kept the instant in UTC to the microsecond, while the in-memory store and SQLite kept the
+    // offset and every tick: the same event read back differed per engine. Every engine now keeps what PostgreSQL keeps.
+    [Fact]
+    public async Task Append_KeepsTheEventsTimeInUtcToTheMicrosecond_OnEveryEngine()
+    {
+        var category = NewCategory();
+        var stream = NewStream(category);
+
+        // 567.8 microseconds past the millisecond, at UTC+2.
+        var written = NewEvent() with { Time = new DateTimeOffset(2026, 3, 4, 7, 6, 7, 890, TimeSpan.FromHours(2)).AddTicks(5_678) };
+        var kept = new DateTimeOffset(2026, 3, 4, 5, 6, 7, 890, TimeSpan.Zero).AddTicks(5_670);
+
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, [written]);
+
+        var fromStream = Assert.Single(await ReadStreamAsync(stream)).Envelope.Time;
+        var fromLog = Assert.Single(await ReadAllAsync(0, EventFilter.ForCategory(category))).Envelope.Time;
+        foreach (var time in new[] { fromStream, fromLog })
+        {
+            Assert.Equal(TimeSpan.Zero, time.Offset);
+            Assert.Equal(kept.UtcTicks, time.UtcTicks);
+        }
+    }
+
     [Fact]
     public async Task ReadStream_ForwardFromVersionWithMaxCount_ReturnsThatWindow()
     {

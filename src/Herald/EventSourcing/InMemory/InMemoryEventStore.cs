@@ -377,9 +377,11 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     }
 
 
-    // Stores its own copy, so a caller reusing its body array or header dictionary cannot change history.
+    // Stores its own copy, so a caller reusing its body array or header dictionary cannot change history; its time as every
+    // engine keeps it, so an event reads back the same on each.
     private static Envelope Copy(Envelope envelope) => envelope with
     {
+        Time = Internal.StoredTime.Of(envelope.Time),
         Body = envelope.Body.ToArray(),
         Headers = envelope.Headers.Count == 0 ? envelope.Headers : envelope.Headers.ToFrozenDictionary(StringComparer.Ordinal),
     };
