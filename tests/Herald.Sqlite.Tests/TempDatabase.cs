@@ -2,7 +2,7 @@ using Microsoft.Data.Sqlite;
 
 namespace Herald.Sqlite.Tests;
 
-/// <summary>A database file under the temp directory with a unique name, deleted (with its WAL and lock files) when disposed.</summary>
+/// <summary>A database file under the temp directory with a unique name, deleted (with its WAL files and leaders' lock folder) when disposed.</summary>
 public sealed class TempDatabase : IDisposable
 {
     public TempDatabase()
@@ -30,17 +30,5 @@ public sealed class TempDatabase : IDisposable
         return command.ExecuteScalar();
     }
 
-    public void Dispose()
-    {
-        foreach (var suffix in new[] { "", "-wal", "-shm", "-journal" })
-        {
-            File.Delete(Path + suffix);
-        }
-
-        // The leaders' lock files (UseSqlite's leader election).
-        if (Directory.Exists(Path + "-leaders"))
-        {
-            Directory.Delete(Path + "-leaders", recursive: true);
-        }
-    }
+    public void Dispose() => Herald.Conformance.SqliteFiles.Delete(Path);
 }

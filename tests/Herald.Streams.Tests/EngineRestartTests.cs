@@ -5,19 +5,13 @@ namespace Herald.Streams.Tests;
 
 public sealed class SqliteRestartTests : IDisposable
 {
-    private readonly string _file = Path.Combine(Path.GetTempPath(), $"herald-streams-{Guid.NewGuid():N}.db");
+    private readonly string _file = TestSqlite.NewFile("restart");
 
     [Fact]
     public async Task Sqlite_AFailedCommitMidStream_ResumesInANewHostWithoutLossOrDoubleCount() =>
         await ProcessorScenario.RunAsync(h => h.UseSqlite(_file).UseSqliteStreamState());
 
-    public void Dispose()
-    {
-        foreach (var file in new[] { _file, _file + "-wal", _file + "-shm" })
-        {
-            File.Delete(file);
-        }
-    }
+    public void Dispose() => TestSqlite.Delete(_file);
 }
 
 public sealed class PostgresRestartTests : IAsyncLifetime

@@ -19,8 +19,8 @@ namespace Herald.Streams.Tests;
 [Collection("stream-crash")]
 public sealed class SqliteStreamCrashTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly string _crashed = Path.Combine(Path.GetTempPath(), $"herald-streams-crash-{Guid.NewGuid():N}.db");
-    private readonly string _uninterrupted = Path.Combine(Path.GetTempPath(), $"herald-streams-clean-{Guid.NewGuid():N}.db");
+    private readonly string _crashed = TestSqlite.NewFile("crash");
+    private readonly string _uninterrupted = TestSqlite.NewFile("clean");
 
     [Fact]
     public async Task Sqlite_KilledThreeTimesMidAggregation_ResumedResultEqualsTheUninterruptedOne_AndEachWindowIsAppendedOnce() =>
@@ -32,10 +32,8 @@ public sealed class SqliteStreamCrashTests(ITestOutputHelper output) : IDisposab
 
     public void Dispose()
     {
-        foreach (var file in new[] { _crashed, _uninterrupted }.SelectMany(f => new[] { f, f + "-wal", f + "-shm" }))
-        {
-            File.Delete(file);
-        }
+        TestSqlite.Delete(_crashed);
+        TestSqlite.Delete(_uninterrupted);
     }
 }
 

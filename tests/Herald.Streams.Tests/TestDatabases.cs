@@ -26,16 +26,5 @@ internal static class TestSqlite
 {
     public static string NewFile(string purpose) => Path.Combine(Path.GetTempPath(), $"herald-streams-{purpose}-{Guid.NewGuid():N}.db");
 
-    public static void Delete(string file)
-    {
-        foreach (var path in new[] { file, file + "-wal", file + "-shm" })
-        {
-            File.Delete(path);
-        }
-
-        if (Directory.Exists(file + "-leaders"))
-        {
-            Directory.Delete(file + "-leaders", recursive: true);
-        }
-    }
+    public static void Delete(string file) => Herald.Conformance.SqliteFiles.Delete(file);
 }

@@ -41,6 +41,12 @@ public sealed class OrderServiceCrashTests(ITestOutputHelper output)
             {
                 File.Delete(path);
             }
+
+            // The leaders' lock files of UseSqlite's leader election.
+            if (Directory.Exists(file + "-leaders"))
+            {
+                Directory.Delete(file + "-leaders", recursive: true);
+            }
         }
     }
 
