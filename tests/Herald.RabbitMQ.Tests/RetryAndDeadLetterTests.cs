@@ -300,6 +300,59 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         Assert.Fail("The transport never declared the retry queue again.");
     }
 
+    /// <summary>
+    /// A retry copy the broker refused (its retry queue full with reject-publish, or gone) made the consumer hand the delivery
+    /// back to its queue at once: the broker redelivered it, the handler failed again, the copy was refused again, as fast as
+    /// the broker could, for as long as the retry queue refused. It now waits one <c>NetworkRecoveryInterval</c> before it
+    /// goes back, as a delivery the dead-letter store and queue both refused does.
+    /// </summary>
+    [Fact]
+    public async Task Nack_WithDelay_WhenTheRetryQueueRefusesTheCopy_GoesBackOnlyAfterARecoveryInterval_NoRedeliveryLoop()
+    {
+        var interval = TimeSpan.FromMilliseconds(500);
+        var queue = Name("refused");
+        var retryQueue = Name("refusing-retry");
+        var raw = await CreateRawChannelAsync();
+        await raw.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false);
+        await raw.QueueDeclareAsync(retryQueue, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
+        {
+            ["x-max-length"] = 0,
+            ["x-overflow"] = "reject-publish",
+        });
+
+        // Herald declares nothing here, so the retry queue stays the refusing one declared above.
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.DeclareTopology = false;
+            o.NetworkRecoveryInterval = interval;
+            o.RetryQueueName = (_, _) => retryQueue;
+        });
+        var runs = new ConcurrentQueue<long>();
+        var refused = new ConcurrentQueue<Exception>();
+        await ConsumeAsync(transport, queue, async (delivery, ct) =>
+        {
+            runs.Enqueue(Stopwatch.GetTimestamp());
+            try
+            {
+                await delivery.NackAsync(TimeSpan.FromSeconds(1), ct);
+            }
+            catch (HeraldException e)
+            {
+                refused.Enqueue(e);
+            }
+        });
+        await transport.SendAsync(queue, NewEnvelope());
+
+        await Herald.Conformance.Eventually.UntilAsync(() => runs.Count >= 3, "the message is run three times");
+        Assert.NotEmpty(refused);
+        var times = runs.ToArray();
+        for (var i = 1; i < 3; i++)
+        {
+            var gap = Stopwatch.GetElapsedTime(times[i - 1], times[i]);
+            Assert.True(gap >= interval * 0.9, $"redelivered {gap.TotalMilliseconds:F0} ms after its retry copy was refused, not after the {interval.TotalMilliseconds} ms recovery interval");
+        }
+    }
+
     [Fact]
     public void BucketDelay_RoundsUpToTwoSignificantDigitsOfMilliseconds()
     {

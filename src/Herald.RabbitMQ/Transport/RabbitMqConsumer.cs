@@ -205,7 +205,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
         catch
         {
-            await RequeueAsync(received).ConfigureAwait(false);
+            // The retry copy was refused (its queue full with reject-publish, gone, or the broker out of reach): handed back
+            // at once, the broker would redeliver it as fast as it can, to fail and be refused the same way.
+            RequeueLater(received);
             throw;
         }
     }
