@@ -1,11 +1,13 @@
 using System.Collections.Concurrent;
 using System.Text;
+using Herald.Conformance;
 using Herald.Conformance.Reliability;
 using Herald.Handling;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
 
 namespace Herald.RabbitMQ.Tests;
@@ -228,12 +230,14 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
     /// <summary>
     /// A message that both the dead-letter store and the dead-letter queue refused was handed back to the queue at once, so
     /// the broker redelivered it, and it failed again, as fast as the broker could: a redelivery loop for as long as both
-    /// were down. It now waits one <c>NetworkRecoveryInterval</c> before it goes back, and still reaches the store.
+    /// were down. It now waits one <c>NetworkRecoveryInterval</c> before it goes back, and still reaches the store. Its
+    /// error 2008 said "it is redelivered in 00:00:00" all the same; it now names that wait.
     /// </summary>
     [Fact]
-    public async Task RefusedByTheStoreAndTheDeadLetterQueue_GoesBackOnlyAfterARecoveryInterval_NoRedeliveryLoop()
+    public async Task RefusedByTheStoreAndTheDeadLetterQueue_GoesBackOnlyAfterARecoveryInterval_NoRedeliveryLoop_AndLogsThatWait()
     {
         var interval = TimeSpan.FromMilliseconds(500);
+        var logs = new TestOutputLogger(LogLevel.Error);
         var refusals = new ConcurrentQueue<long>();
         var store = new FaultyDeadLetterStore
         {
@@ -256,7 +260,8 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
             {
                 o.DeadLetterQueueMaxLength = 1;
                 o.NetworkRecoveryInterval = interval;
-            });
+            },
+            logs: logs);
         var channel = await CreateRawChannelAsync();
         var endpoint = Name("endpoint");
         var now = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
@@ -275,15 +280,24 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
             Assert.True(gap >= interval * 0.9, $"redelivered {gap.TotalMilliseconds:F0} ms after it was refused, not after the {interval.TotalMilliseconds} ms recovery interval");
         }
 
+        var refusedTwice = logs.ToString().Split('\n').Where(l => l.Contains("could not be moved to the transport's own dead letters", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(refusedTwice);
+        Assert.All(refusedTwice, l => Assert.True(l.Contains($"it is redelivered in {interval}", StringComparison.Ordinal), l));
+
         store.Failing = false;
         var manager = host.Services.GetRequiredService<DeadLetterManager>();
         await Herald.Conformance.Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 2, "both reach the store: none was lost");
     }
 
-    private async Task<IHost> StartHostAsync(Probe probe, IDeadLetterStore? store = null, Action<Herald.RabbitMQ.Transport.RabbitMqTransportOptions>? configure = null, TimeSpan? storeFailureRedelivery = null)
+    private async Task<IHost> StartHostAsync(Probe probe, IDeadLetterStore? store = null, Action<Herald.RabbitMQ.Transport.RabbitMqTransportOptions>? configure = null, TimeSpan? storeFailureRedelivery = null, ILoggerProvider? logs = null)
     {
         var endpoint = Name("endpoint");
         var builder = Host.CreateApplicationBuilder();
+        if (logs is not null)
+        {
+            builder.Logging.AddProvider(logs);
+        }
+
         builder.Services.AddSingleton(probe);
         builder.Services.AddHerald(h => h
             .UseRabbitMq(o =>

@@ -254,6 +254,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         return true;
     }
 
+    /// <summary>How long a delivery whose retry copy or dead-letter copy was refused is held unacked before it goes back.</summary>
+    internal TimeSpan HandBackDelay => _transport.Options.NetworkRecoveryInterval;
+
     // Held unacked for one recovery interval before it goes back to the queue; a stop or a lost channel meanwhile hands
     // it back with the channel instead.
     private void RequeueLater(RabbitMqDelivery received) => _ = RequeueLaterAsync(received);
@@ -262,7 +265,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     {
         try
         {
-            await Task.Delay(_transport.Options.NetworkRecoveryInterval, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false);
+            await Task.Delay(HandBackDelay, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
         {

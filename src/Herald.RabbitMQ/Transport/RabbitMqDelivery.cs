@@ -23,6 +23,9 @@ internal sealed class RabbitMqDelivery(
     /// <summary>When it was received (a <see cref="TimeProvider.GetTimestamp"/>), to tell which ones a consumer_timeout cut off.</summary>
     public long ReceivedAt { get; init; }
 
+    /// <summary>See <see cref="RabbitMqConsumer.HandBackDelay"/>.</summary>
+    public override TimeSpan HandBackDelayAfterFailedSettle => consumer.HandBackDelay;
+
     protected override ValueTask OnAckAsync(CancellationToken cancellationToken) =>
         consumer.AckAsync(this, cancellationToken);
 

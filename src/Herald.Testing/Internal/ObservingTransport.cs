@@ -93,6 +93,8 @@ internal sealed class ObservingDelivery(Delivery inner, DeliveryObservation obse
 {
     public override bool IsLastDelivery => inner.IsLastDelivery;
 
+    public override TimeSpan HandBackDelayAfterFailedSettle => inner.HandBackDelayAfterFailedSettle;
+
     protected override async ValueTask OnAckAsync(CancellationToken cancellationToken)
     {
         await inner.AckAsync(cancellationToken).ConfigureAwait(false);

@@ -49,6 +49,13 @@ public abstract class Delivery
     /// </summary>
     public virtual bool IsLastDelivery => false;
 
+    /// <summary>
+    /// How long the transport holds this delivery, unsettled, after a nack or dead-letter move of it failed, before it hands
+    /// it back to be delivered again (so a refusing broker does not make a redelivery loop); what the pipeline logs. Zero by
+    /// default: at once.
+    /// </summary>
+    public virtual TimeSpan HandBackDelayAfterFailedSettle => TimeSpan.Zero;
+
     /// <summary>Marks the message handled; the transport forgets it.</summary>
     public ValueTask AckAsync(CancellationToken cancellationToken = default) =>
         TrySettle() ? OnAckAsync(cancellationToken) : ValueTask.CompletedTask;

@@ -117,7 +117,7 @@ internal sealed class SettleStep(
         catch (Exception ex)
         {
             // The delivery counts as settled now; the transport handed it back when the move failed.
-            Log.NativeDeadLetterFailed(logger, ex, envelope.MessageId, envelope.MessageType, endpoint, TimeSpan.Zero);
+            Log.NativeDeadLetterFailed(logger, ex, envelope.MessageId, envelope.MessageType, endpoint, delivery.HandBackDelayAfterFailedSettle);
             return false;
         }
     }
