@@ -365,7 +365,7 @@ public sealed class HealthTests
         Assert.Equal("Degraded", degraded.GetProperty("status").GetString());
     }
 
-    private static ValueTask AddDeadLetterAsync(TestApp app, DateTimeOffset failedAt)
+    private static ValueTask<bool> AddDeadLetterAsync(TestApp app, DateTimeOffset failedAt)
     {
         var envelope = app.Services.GetRequiredService<EnvelopeFactory>().Create(new OrderNoted("dead"));
         return app.Services.GetRequiredService<IDeadLetterStore>().AddAsync(new DeadLetter

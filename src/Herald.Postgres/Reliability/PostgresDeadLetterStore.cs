@@ -49,27 +49,38 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     internal string CountAllSql => _sql.CountAll;
 
     /// <inheritdoc />
-    public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    public async ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
         ThrowIfUnstorable(deadLetter);
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
         await using var command = InsertCommand(deadLetter, connection, transaction: null);
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <inheritdoc />
-    public async ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    public async ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
         ThrowIfUnstorable(deadLetter);
-        await _store.Own(unitOfWork).ExecuteAsync(
+        var own = _store.Own(unitOfWork);
+        // The insert runs now, in the open transaction: ON CONFLICT DO NOTHING waits for a concurrent transaction holding the
+        // same id, so its row count is what the commit makes durable (and a rollback, which skips the callback, discards it).
+        var inserted = await own.ExecuteAsync(
             async (connection, transaction, token) =>
             {
                 await using var command = InsertCommand(deadLetter, connection, transaction);
                 return await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
             },
             cancellationToken).ConfigureAwait(false);
+        if (added is not null)
+        {
+            own.OnCommitted(_ =>
+            {
+                added(inserted == 1);
+                return ValueTask.CompletedTask;
+            });
+        }
     }
 
     // The endpoint is where a retry sends the message, so it is kept as given or refused, never made readable. No stored

@@ -59,26 +59,35 @@ internal sealed class SqliteDeadLetterStore(SqliteEventStore store) : IDeadLette
     private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
 
     /// <inheritdoc />
-    public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    public async ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
-        await _store.WriteAsync(session =>
-        {
-            Insert(session, deadLetter);
-            return true;
-        }, cancellationToken).ConfigureAwait(false);
+        return await _store.WriteAsync(session => Insert(session, deadLetter), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
-    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
         cancellationToken.ThrowIfCancellationRequested();
-        _store.Own(unitOfWork).Enlist(session => Insert(session, deadLetter));
+        var own = _store.Own(unitOfWork);
+        var stored = false;
+        own.Enlist(session => stored = Insert(session, deadLetter));
+        if (added is not null)
+        {
+            own.OnCommitted(_ =>
+            {
+                added(stored);
+                return ValueTask.CompletedTask;
+            });
+        }
+
         return ValueTask.CompletedTask;
     }
 
-    private static void Insert(WriteSession session, DeadLetter deadLetter)
+    // True when the row went in: OR IGNORE leaves an existing id as it is, and SQLite then counts no change (its triggers'
+    // writes to the counts are never counted).
+    private static bool Insert(WriteSession session, DeadLetter deadLetter)
     {
         var insert = session.Statement(InsertSql);
         insert.Bind(1, GuidBytes.Of(deadLetter.Id));
@@ -99,6 +108,7 @@ internal sealed class SqliteDeadLetterStore(SqliteEventStore store) : IDeadLette
         insert.Bind(16, deadLetter.LastRetryTime is { } retried ? EventRows.OffsetMinutes(retried) : null);
         EnvelopeColumns.BindStored(insert, 17, deadLetter.Envelope);
         insert.Execute();
+        return insert.Changes == 1;
     }
 
     /// <inheritdoc />

@@ -1047,7 +1047,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
         foreach (var deadLetter in deadLetters)
         {
-            await _deadLetters.AddAsync(deadLetter, unitOfWork, cancellationToken).ConfigureAwait(false);
+            await _deadLetters.AddAsync(deadLetter, unitOfWork, cancellationToken: cancellationToken).ConfigureAwait(false);
         }
     }
 

@@ -6,22 +6,23 @@ namespace Herald.Testing.Internal;
 /// <summary>The host's dead-letter store, reporting every dead letter that was stored (by the pipeline, the outbox or a drain).</summary>
 internal sealed class ObservingDeadLetterStore(IDeadLetterStore inner, HarnessRecorder recorder) : IDeadLetterStore
 {
-    public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    public async ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
-        await inner.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+        var added = await inner.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
         Stored(deadLetter);
+        return added;
     }
 
-    public async ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(unitOfWork);
-        await inner.AddAsync(deadLetter, unitOfWork, cancellationToken).ConfigureAwait(false);
-        unitOfWork.OnCommitted(_ =>
-        {
-            Stored(deadLetter);
-            return ValueTask.CompletedTask;
-        });
-    }
+    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default) =>
+        inner.AddAsync(
+            deadLetter,
+            unitOfWork,
+            stored =>
+            {
+                Stored(deadLetter);
+                added?.Invoke(stored);
+            },
+            cancellationToken);
 
     public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => inner.GetAsync(id, cancellationToken);
 

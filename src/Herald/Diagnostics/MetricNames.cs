@@ -12,7 +12,7 @@ public static class MetricNames
     /// <summary>Counter of failed handling attempts.</summary>
     public const string MessagesFailed = "herald.messages.failed";
 
-    /// <summary>Counter of messages moved to the dead letters.</summary>
+    /// <summary>Counter of messages moved to the dead letters, each once: a redelivery whose dead letter the store held already is not counted.</summary>
     public const string MessagesDeadLettered = "herald.messages.dead_lettered";
 
     /// <summary>Counter of failed attempts that are retried (tag <see cref="RetryKindTag"/>: immediate, delayed, or conflict for a version conflict run again outside the retry budget).</summary>

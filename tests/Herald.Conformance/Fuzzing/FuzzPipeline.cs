@@ -290,15 +290,19 @@ public sealed class FuzzPipeline : IAsyncDisposable
 
         public IReadOnlyDictionary<DeadLetterCause, int> Causes => _causes;
 
-        public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+        public ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
         {
             Last = deadLetter;
             _causes.AddOrUpdate(deadLetter.Cause, 1, static (_, n) => n + 1);
             Interlocked.Increment(ref _added);
-            return ValueTask.CompletedTask;
+            return ValueTask.FromResult(true);
         }
 
-        public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) => AddAsync(deadLetter, cancellationToken);
+        public async ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default)
+        {
+            var stored = await AddAsync(deadLetter, cancellationToken);
+            added?.Invoke(stored);
+        }
 
         public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => new((DeadLetter?)null);
 

@@ -1,12 +1,14 @@
 using System.Text.Json;
 using Herald.Cqrs;
 using Herald.Conformance.EventSourcing;
+using Herald.Conformance.Reliability;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Aggregates;
 using Herald.Handling;
 using Herald.Hosting;
 using Herald.Messages;
 using Herald.Persistence;
+using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
 using Herald.Sagas;
@@ -111,6 +113,38 @@ public abstract class UnitOfWorkConformance
         }
 
         await AssertNothingWrittenAsync(host, work, streamVersion: 0);
+    }
+
+    // Whether an enlisted dead letter was added is known only at the commit: the store says so after it, and not at all when
+    // the unit of work rolls back.
+    [Fact]
+    public async Task ADeadLetterAddedInAUnitOfWork_ReportsAfterTheCommit_TrueThenFalseForTheSameId_AndNothingOnRollback()
+    {
+        await using var host = await StartAsync();
+        var store = host.Get<IDeadLetterStore>();
+        var deadLetter = DeadLetterStoreConformance.NewDeadLetter();
+        var reports = new List<bool>();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await store.AddAsync(deadLetter, unitOfWork, reports.Add);
+            await unitOfWork.RollbackAsync();
+        }
+
+        Assert.Empty(reports);
+        Assert.Null(await store.GetAsync(deadLetter.Id));
+        for (var attempt = 0; attempt < 2; attempt++)
+        {
+            await using var scope = host.Services.CreateAsyncScope();
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await store.AddAsync(deadLetter, unitOfWork, reports.Add);
+            Assert.Equal(attempt, reports.Count);
+            await unitOfWork.CommitAsync();
+        }
+
+        Assert.Equal([true, false], reports);
+        Assert.Equal(1, await store.CountAsync(new DeadLetterQuery { Endpoint = deadLetter.Endpoint }));
     }
 
     // An outbox whose unit of work had completed wrote the message at once, so one added after a rollback (work a failed

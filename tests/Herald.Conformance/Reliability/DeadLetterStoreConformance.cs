@@ -110,6 +110,22 @@ public abstract class DeadLetterStoreConformance
         Assert.Equal(1, await store.CountAsync(new DeadLetterQuery { Endpoint = first.Endpoint }));
     }
 
+    // The pipeline counts herald.messages.dead_lettered by this answer: a redelivery whose dead letter the store held already
+    // was counted as a second dead letter, overstating the metric (and anything alerting on it).
+    [Fact]
+    public async Task Add_OfTheSameDeadLetterTwice_ReportsTrueThenFalse()
+    {
+        var store = await CreateStoreAsync();
+        var deadLetter = NewDeadLetter();
+
+        Assert.True(await store.AddAsync(deadLetter));
+        Assert.False(await store.AddAsync(deadLetter));
+        Assert.False(await store.AddAsync(deadLetter with { ErrorMessage = "second write" }));
+        Assert.True(await store.AddAsync(NewDeadLetter(deadLetter.Endpoint)));
+
+        Assert.Equal(2, await store.CountAsync(new DeadLetterQuery { Endpoint = deadLetter.Endpoint }));
+    }
+
     [Fact]
     public async Task Causes_RoundTripEveryValue()
     {

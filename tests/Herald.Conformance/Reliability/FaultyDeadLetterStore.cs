@@ -43,23 +43,25 @@ public sealed class FaultyDeadLetterStore : IDeadLetterStore
     public int Refused => Volatile.Read(ref _refused);
 
     /// <inheritdoc />
-    public async ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    public async ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
         ThrowIfRefused(deadLetter);
-        await _inner.AddAsync(deadLetter, cancellationToken);
+        var added = await _inner.AddAsync(deadLetter, cancellationToken);
         if (Interlocked.Decrement(ref _answersToLose) >= 0)
         {
             Interlocked.Increment(ref _refused);
             throw new TimeoutException($"the dead-letter database stored dead letter {deadLetter.Id} but its answer was lost");
         }
+
+        return added;
     }
 
     /// <inheritdoc />
-    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default)
     {
         ThrowIfRefused(deadLetter);
 
-        return _inner.AddAsync(deadLetter, unitOfWork, cancellationToken);
+        return _inner.AddAsync(deadLetter, unitOfWork, added, cancellationToken);
     }
 
     private void ThrowIfRefused(DeadLetter deadLetter)

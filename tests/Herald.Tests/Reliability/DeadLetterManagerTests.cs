@@ -331,10 +331,10 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
 
         public Func<Task>? AfterDeleteMany { get; set; }
 
-        public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default) => inner.AddAsync(deadLetter, cancellationToken);
+        public ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default) => inner.AddAsync(deadLetter, cancellationToken);
 
-        public ValueTask AddAsync(DeadLetter deadLetter, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
-            inner.AddAsync(deadLetter, unitOfWork, cancellationToken);
+        public ValueTask AddAsync(DeadLetter deadLetter, Herald.Persistence.IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default) =>
+            inner.AddAsync(deadLetter, unitOfWork, added, cancellationToken);
 
         public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => inner.GetAsync(id, cancellationToken);
 

@@ -74,10 +74,11 @@ internal sealed class SettleStep(
             outcome.Attempt);
 
         // The record first, the ack second: a crash in between redelivers the message, it is never lost (and its dead letter
-        // again has the same id, so the store keeps it once).
+        // again has the same id, so the store keeps it once, and it is counted once: only the add that stored it counts).
+        bool added;
         try
         {
-            await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+            added = await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception storeFailure) when (storeFailure is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
@@ -86,12 +87,18 @@ internal sealed class SettleStep(
             {
                 return;
             }
+
+            // In the transport's dead letters now, which the drain moves to the store without counting them again.
+            added = true;
         }
 
         Log.DeadLettered(logger, exception, envelope.MessageId, envelope.MessageType, outcome.Attempt, endpoint, $"{outcome.Cause}: {DescribeFailure(exception)}");
         await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
-        HeraldDiagnostics.MessagesDeadLettered.Add(1, consumption.Tags(endpoint));
-        monitor?.Signal(endpoint);
+        if (added)
+        {
+            HeraldDiagnostics.MessagesDeadLettered.Add(1, consumption.Tags(endpoint));
+            monitor?.Signal(endpoint);
+        }
     }
 
     /// <summary>

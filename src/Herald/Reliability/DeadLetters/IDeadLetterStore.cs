@@ -7,7 +7,8 @@ namespace Herald.Reliability.DeadLetters;
 /// <list type="bullet">
 /// <item>Every field of <see cref="DeadLetter"/> round-trips, the envelope unchanged (headers, body bytes, every attribute);
 /// times at least to the millisecond.</item>
-/// <item>Adding an id that exists already changes nothing (a redelivered write is harmless).</item>
+/// <item>Adding an id that exists already changes nothing (a redelivered write is harmless), and says so: the add reports
+/// whether it added the record, so a caller counts each dead letter once.</item>
 /// <item>Listing and deleting many honour every filter of <see cref="DeadLetterQuery"/>, go in id order and take at most
 /// <see cref="DeadLetterQuery.Limit"/>; <see cref="DeadLetterQuery.After"/> continues after the given id.</item>
 /// <item>A write that returned is durable (for durable stores); a failed write throws, so the caller can keep the message.</item>
@@ -15,11 +16,15 @@ namespace Herald.Reliability.DeadLetters;
 /// </summary>
 public interface IDeadLetterStore
 {
-    /// <summary>Stores a dead letter; an existing id is left as it is.</summary>
-    ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default);
+    /// <summary>Stores a dead letter; an existing id is left as it is. True when it was added, false when its id was held already.</summary>
+    ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default);
 
-    /// <summary>Stores a dead letter when <paramref name="unitOfWork"/> commits, together with its other writes.</summary>
-    ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Stores a dead letter when <paramref name="unitOfWork"/> commits, together with its other writes. Whether it was added is
+    /// known only then: after the commit, <paramref name="added"/> is called with true when it was, false when its id was held
+    /// already; it is not called when the unit of work rolls back (nothing was added).
+    /// </summary>
+    ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default);
 
     /// <summary>Returns one dead letter, or null when there is none with that id.</summary>
     ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default);

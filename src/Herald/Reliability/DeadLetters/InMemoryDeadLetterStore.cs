@@ -28,50 +28,51 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
     public int Capacity { get; }
 
     /// <inheritdoc />
-    public ValueTask AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+    public ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
         lock (_gate)
         {
             if (_records.ContainsKey(deadLetter.Id))
             {
-                return ValueTask.CompletedTask;
+                return ValueTask.FromResult(false);
             }
 
-            if (_records.Count >= Capacity)
-            {
-                throw new InvalidOperationException(
-                    $"The in-memory dead-letter store is full ({Capacity} records); the message stays in its queue. Retry or purge dead letters, or use a durable store.");
-            }
-
+            ThrowIfFull();
             _records.Add(deadLetter.Id, deadLetter);
         }
 
-        return ValueTask.CompletedTask;
+        return ValueTask.FromResult(true);
     }
 
     /// <inheritdoc />
-    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
         var own = InMemoryUnitOfWork.Of(unitOfWork);
         lock (_gate)
         {
             // Check room now, so the caller fails rather than the commit.
-            if (_records.Count >= Capacity)
-            {
-                throw new InvalidOperationException(
-                    $"The in-memory dead-letter store is full ({Capacity} records); the message stays in its queue. Retry or purge dead letters, or use a durable store.");
-            }
+            ThrowIfFull();
         }
 
+        var stored = false;
         own.Enlist(this, () => new InMemoryWrites(this)).Add(() =>
         {
             lock (_gate)
             {
-                _records.TryAdd(deadLetter.Id, deadLetter);
+                stored = _records.TryAdd(deadLetter.Id, deadLetter);
             }
         });
+        if (added is not null)
+        {
+            own.OnCommitted(_ =>
+            {
+                added(stored);
+                return ValueTask.CompletedTask;
+            });
+        }
+
         return ValueTask.CompletedTask;
     }
 
@@ -142,6 +143,15 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
 
             _records[id] = deadLetter with { RetryCount = deadLetter.RetryCount + 1, LastRetryError = error, LastRetryTime = time };
             return ValueTask.FromResult(true);
+        }
+    }
+
+    private void ThrowIfFull()
+    {
+        if (_records.Count >= Capacity)
+        {
+            throw new InvalidOperationException(
+                $"The in-memory dead-letter store is full ({Capacity} records); the message stays in its queue. Retry or purge dead letters, or use a durable store.");
         }
     }
 
