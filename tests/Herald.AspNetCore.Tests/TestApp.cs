@@ -34,9 +34,10 @@ internal sealed class TestApp : IAsyncDisposable
         Action<HeraldBuilder>? herald = null,
         Action<IServiceCollection>? services = null,
         Action<HeraldHttpOptions>? http = null,
-        bool kestrel = false)
+        bool kestrel = false,
+        string? applicationName = null)
     {
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { EnvironmentName = "Production" });
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { EnvironmentName = "Production", ApplicationName = applicationName });
         if (kestrel)
         {
             // A real server on a free loopback port: its own body size limit and its pipe-based response body.

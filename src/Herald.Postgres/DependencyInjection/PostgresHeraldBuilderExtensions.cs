@@ -38,7 +38,7 @@ public static class PostgresHeraldBuilderExtensions
             DeadLetters = store => new PostgresDeadLetterStore(store),
             Outbox = store => new PostgresOutboxStore(store),
             Inbox = (store, time) => new PostgresInbox(store, time),
-            Idempotency = (store, time) => new PostgresIdempotencyStore(store, time),
+            Idempotency = (store, time, keyPrefix) => new PostgresIdempotencyStore(store, time, keyPrefix),
             Sagas = store => new PostgresSagaStore(store),
             ReadModels = store => new PostgresReadModelStore(store),
         });

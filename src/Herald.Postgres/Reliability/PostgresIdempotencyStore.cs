@@ -14,7 +14,8 @@ namespace Herald.Postgres.Reliability;
 /// </summary>
 /// <param name="store">The event store in whose schema the table lives (it creates and migrates it).</param>
 /// <param name="timeProvider">The clock the keys expire on; the system clock when null.</param>
-internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimeProvider? timeProvider = null) : IIdempotencyStore
+/// <param name="keyPrefix">Put before every key as stored: the host's application's, so applications sharing the schema keep their own keys.</param>
+internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimeProvider? timeProvider = null, string keyPrefix = "") : IIdempotencyStore
 {
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;
@@ -22,13 +23,14 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
 
     private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
     private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
+    private readonly string _keyPrefix = keyPrefix ?? throw new ArgumentNullException(nameof(keyPrefix));
     private readonly TableSql _sql = new(store.Table("idempotency"));
     private int _acquires;
 
     /// <inheritdoc />
     public async ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default)
     {
-        ValidateKey(key);
+        key = ScopedKey(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var now = _timeProvider.GetUtcNow();
         await using var connection = await _store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
@@ -73,7 +75,7 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
     /// <inheritdoc />
     public async ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
     {
-        ValidateKey(key);
+        key = ScopedKey(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
         var expiresAt = _timeProvider.GetUtcNow() + ttl;
         NpgsqlParameter[] parameters =
@@ -89,24 +91,25 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
     /// <inheritdoc />
     public async ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default)
     {
-        ValidateKey(key);
+        key = ScopedKey(key);
         return await _store.ExecuteAloneAsync(_sql.Release, [EnvelopeColumns.Text(key), EnvelopeColumns.Id(lockToken)], cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <inheritdoc />
     public async ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
     {
-        ValidateKey(key);
+        key = ScopedKey(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var expiresAt = _timeProvider.GetUtcNow() + lockTtl;
         NpgsqlParameter[] parameters = [EnvelopeColumns.Text(key), EnvelopeColumns.Id(lockToken), EnvelopeColumns.Time(expiresAt)];
         return await _store.ExecuteAloneAsync(_sql.Renew, parameters, cancellationToken).ConfigureAwait(false) == 1;
     }
 
-    private static void ValidateKey(string key)
+    private string ScopedKey(string key)
     {
         ArgumentException.ThrowIfNullOrEmpty(key);
         NulText.ThrowIfHeld(key, "idempotency key", nameof(key));
+        return _keyPrefix + key;
     }
 
     /// <summary>The statements on the <c>idempotency</c> table of the store's schema.</summary>

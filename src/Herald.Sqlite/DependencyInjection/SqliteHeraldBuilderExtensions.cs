@@ -46,7 +46,7 @@ public static class SqliteHeraldBuilderExtensions
             DeadLetters = store => new SqliteDeadLetterStore(store),
             Outbox = store => new SqliteOutboxStore(store),
             Inbox = (store, time) => new SqliteInbox(store, time),
-            Idempotency = (store, time) => new SqliteIdempotencyStore(store, time),
+            Idempotency = (store, time, keyPrefix) => new SqliteIdempotencyStore(store, time, keyPrefix),
             Sagas = store => new SqliteSagaStore(store),
             ReadModels = store => new SqliteReadModelStore(store),
         });

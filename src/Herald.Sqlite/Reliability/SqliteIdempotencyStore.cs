@@ -12,7 +12,8 @@ namespace Herald.Sqlite.Reliability;
 /// </summary>
 /// <param name="store">The store whose file it uses (the store opens and migrates it).</param>
 /// <param name="timeProvider">The clock expiries follow; the system clock when null.</param>
-internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvider? timeProvider = null) : IIdempotencyStore
+/// <param name="keyPrefix">Put before every key as stored: the host's application's, so applications sharing the file keep their own keys.</param>
+internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvider? timeProvider = null, string keyPrefix = "") : IIdempotencyStore
 {
     private const int SweepEvery = 1024;
     private const int SweepBatch = 1000;
@@ -36,12 +37,13 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
 
     private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
     private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
+    private readonly string _keyPrefix = keyPrefix ?? throw new ArgumentNullException(nameof(keyPrefix));
     private int _acquires;
 
     /// <inheritdoc />
     public async ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrEmpty(key);
+        key = ScopedKey(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var now = _timeProvider.GetUtcNow();
         var token = Guid.NewGuid();
@@ -80,7 +82,7 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
     /// <inheritdoc />
     public async ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrEmpty(key);
+        key = ScopedKey(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
         var expiresAt = (_timeProvider.GetUtcNow() + ttl).UtcTicks;
         var bytes = result.ToArray();
@@ -99,7 +101,7 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
     /// <inheritdoc />
     public async ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrEmpty(key);
+        key = ScopedKey(key);
         return await _store.WriteAsync(session =>
         {
             var release = session.Statement(ReleaseSql);
@@ -113,7 +115,7 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
     /// <inheritdoc />
     public async ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrEmpty(key);
+        key = ScopedKey(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var expiresAt = (_timeProvider.GetUtcNow() + lockTtl).UtcTicks;
         return await _store.WriteAsync(session =>
@@ -125,5 +127,11 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
             renew.Execute();
             return renew.Changes == 1;
         }, cancellationToken).ConfigureAwait(false);
+    }
+
+    private string ScopedKey(string key)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        return _keyPrefix + key;
     }
 }

@@ -52,6 +52,28 @@ public sealed class PostgresReliabilityHostTests : IAsyncLifetime
         await host.StopAsync();
     }
 
+    // Two applications on one schema shared its idempotency keys: one reusing another's key got the other's stored result
+    // (over HTTP, its response), as Redis did before its prefix took the application name.
+    [Fact]
+    public async Task TwoApplicationsOnOneSchema_KeepTheirOwnIdempotencyKeys_WhileInstancesOfOneApplicationShareThem()
+    {
+        var key = "shared-" + Guid.NewGuid().ToString("N");
+        var ttl = TimeSpan.FromMinutes(1);
+        using var billing = await StartAsync(h => h.Configure(o => o.StartConsumer = false), "billing");
+        using var billingToo = await StartAsync(h => h.Configure(o => o.StartConsumer = false), "billing");
+        using var shipping = await StartAsync(h => h.Configure(o => o.StartConsumer = false), "shipping");
+        var store = billing.Services.GetRequiredService<IIdempotencyStore>();
+        var taken = await store.TryAcquireAsync(key, ttl);
+        Assert.True(await store.CompleteAsync(key, taken.LockToken, "billing's result"u8.ToArray(), ttl));
+
+        var other = await shipping.Services.GetRequiredService<IIdempotencyStore>().TryAcquireAsync(key, ttl);
+        var same = await billingToo.Services.GetRequiredService<IIdempotencyStore>().TryAcquireAsync(key, ttl);
+
+        Assert.Equal(IdempotencyAcquireStatus.Acquired, other.Status);
+        Assert.Equal(IdempotencyAcquireStatus.Completed, same.Status);
+        Assert.Equal("billing's result"u8.ToArray(), same.Result.ToArray());
+    }
+
     [Fact]
     public async Task HandlerMessages_LeaveOnlyFromTheAttemptThatCommits_AndAFailingHandlerSendsNothing()
     {
@@ -91,9 +113,9 @@ public sealed class PostgresReliabilityHostTests : IAsyncLifetime
 
     private Task<long> CountAsync(string table) => PostgresTestDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{_schema}\".{table}");
 
-    private async Task<IHost> StartAsync(Action<HeraldBuilder> configure)
+    private async Task<IHost> StartAsync(Action<HeraldBuilder> configure, string? applicationName = null)
     {
-        var builder = Host.CreateApplicationBuilder();
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { ApplicationName = applicationName });
         builder.Logging.ClearProviders();
         builder.Services.AddHerald(h =>
         {

@@ -39,8 +39,12 @@ public sealed class PersistenceRegistration<TStore>
     /// <summary>Creates the inbox on the store's database, with the host's clock (null: the system clock).</summary>
     public required Func<TStore, TimeProvider?, IInbox> Inbox { get; init; }
 
-    /// <summary>Creates the idempotency store on the store's database, with the host's clock (null: the system clock).</summary>
-    public required Func<TStore, TimeProvider?, IIdempotencyStore> Idempotency { get; init; }
+    /// <summary>
+    /// Creates the idempotency store on the store's database, with the host's clock (null: the system clock) and the prefix
+    /// it puts before every key, which scopes them to the host's application (empty without an application name), so
+    /// applications sharing the database never see each other's keys.
+    /// </summary>
+    public required Func<TStore, TimeProvider?, string, IIdempotencyStore> Idempotency { get; init; }
 
     /// <summary>Creates the saga store on the store's database.</summary>
     public required Func<TStore, ISagaStore> Sagas { get; init; }
