@@ -203,24 +203,7 @@ public sealed class DiagnosticsTests
         // Issue 10: the type tag came from the wire before the registry check, so every made-up type was a new series.
         var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
         var types = new ConcurrentQueue<string?>();
-        using var meterListener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == MetricNames.MessagesDeadLettered)
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        meterListener.SetMeasurementEventCallback<long>((_, _, tags, _) =>
-        {
-            if (Tag(tags, MetricNames.EndpointTag) == endpoint)
-            {
-                types.Enqueue(Tag(tags, MetricNames.MessageTypeTag));
-            }
-        });
-        meterListener.Start();
+        using var meterListener = ListenToDeadLettered(endpoint, (_, type) => types.Enqueue(type));
         using var host = await StartAsync(endpoint, new TaskCompletionSource<Envelope>());
         var transport = host.Services.GetRequiredService<ITransport>();
 
@@ -246,24 +229,7 @@ public sealed class DiagnosticsTests
     {
         var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
         var counted = new ConcurrentQueue<long>();
-        using var meterListener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == MetricNames.MessagesDeadLettered)
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        meterListener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-        {
-            if (Tag(tags, MetricNames.EndpointTag) == endpoint)
-            {
-                counted.Enqueue(value);
-            }
-        });
-        meterListener.Start();
+        using var meterListener = ListenToDeadLettered(endpoint, (value, _) => counted.Enqueue(value));
         var handled = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
         // One message at a time, so the marker sent after the redelivery is handled only once the redelivery was settled.
         using var host = await StartAsync(endpoint, handled, h => h.Configure(o => o.MaxConcurrency = 1));
@@ -375,6 +341,30 @@ public sealed class DiagnosticsTests
         clock.Advance(interval);
         await Eventually.UntilAsync(() => Collect() is [7], "a read that succeeds is reported again");
         gauge.Forget(this);
+    }
+
+    /// <summary>Listens to <c>herald.messages.dead_lettered</c> of one endpoint: each measurement's value and message type tag.</summary>
+    private static MeterListener ListenToDeadLettered(string endpoint, Action<long, string?> measured)
+    {
+        var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == MetricNames.MessagesDeadLettered)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            if (Tag(tags, MetricNames.EndpointTag) == endpoint)
+            {
+                measured(value, Tag(tags, MetricNames.MessageTypeTag));
+            }
+        });
+        listener.Start();
+        return listener;
     }
 
     private static string? Tag(ReadOnlySpan<KeyValuePair<string, object?>> tags, string name)
