@@ -71,6 +71,7 @@ public sealed class ProcessorTests
         // Listed by dead-letter id (a UUID v7 of when each was written): two written in the same millisecond may list either
         // way round, so each is found by its cause.
         Assert.Equal(2, deadLetters.Count);
+        Assert.All(deadLetters, d => Assert.Equal(DeadLetterOrigin.StreamProcessor, d.Origin));
         var undecodable = Assert.Single(deadLetters, d => d.Cause == DeadLetterCause.Undecodable);
         Assert.Equal(broken.MessageId, undecodable.Envelope.MessageId);
         Assert.Contains("could not be decoded", undecodable.ErrorMessage, StringComparison.Ordinal);

@@ -860,7 +860,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         return new DeadLetter
         {
             Id = Guid.CreateVersion7(now),
-            Envelope = recorded.Envelope,
+            // Named as a stream processor's, so a retry from the dead letters refuses it rather than send it to a queue.
+            Envelope = recorded.Envelope.WithHeader(HeaderNames.DeadLetterOrigin, nameof(DeadLetterOrigin.StreamProcessor)),
             Endpoint = "stream:" + Name,
             Cause = cause,
             ErrorType = error.GetType().FullName ?? error.GetType().Name,

@@ -2,6 +2,7 @@ using Herald.EventSourcing;
 using Herald.Handling.Pipeline;
 using Herald.Persistence;
 using Herald.Projections;
+using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
@@ -57,6 +58,8 @@ public sealed partial class HeraldBuilder
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<IOptions<ProjectionOptions>>().Value,
             sp.GetService<ILoggerFactory>()));
+        // A retry of a projection's dead letter applies its event to the projection again, on whichever node retries it.
+        Services.TryAddEnumerable(ServiceDescriptor.Singleton<IDeadLetterRetryTarget, ProjectionRetryTarget>());
         if (mode == ProjectionMode.Async)
         {
             Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, ProjectionService>());

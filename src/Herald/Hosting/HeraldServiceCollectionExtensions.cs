@@ -111,7 +111,8 @@ public static class HeraldServiceCollectionExtensions
             sp.GetRequiredService<TimeProvider>(),
             sp.GetService<ILoggerFactory>()?.CreateLogger<DeadLetterManager>(),
             sp.GetRequiredService<DeadLetterMonitor>(),
-            sp.GetRequiredService<IOptions<DeadLetterOptions>>().Value.BatchSize));
+            sp.GetRequiredService<IOptions<DeadLetterOptions>>().Value.BatchSize,
+            sp.GetServices<IDeadLetterRetryTarget>()));
         services.TryAddSingleton(sp => new IdempotencyService(
             sp.GetRequiredService<IIdempotencyStore>(),
             sp.GetRequiredService<TimeProvider>(),

@@ -27,6 +27,12 @@ public static class HeaderNames
     /// <summary>The topic a dead-lettered message was to be published to (the outbox relay, the stored-event publisher); a retry from the dead letters publishes it there.</summary>
     public const string DeadLetterTopic = "herald-dead-letter-topic";
 
+    /// <summary>
+    /// The kind of consumer a dead letter came from (a <c>DeadLetterOrigin</c>, by name), for every kind but an endpoint's
+    /// queue: a retry from the dead letters takes it back to that kind of consumer.
+    /// </summary>
+    public const string DeadLetterOrigin = "herald-dead-letter-origin";
+
     /// <summary>The id of the dead-letter record a message in a transport's own dead letters stands for, so draining it twice stores it once.</summary>
     public const string DeadLetterId = "herald-dead-letter-id";
 

@@ -9,6 +9,7 @@ using Herald.Handling.Pipeline;
 using Herald.Hosting;
 using Herald.Internal;
 using Herald.Persistence;
+using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -384,7 +385,6 @@ public sealed class ProjectionManager
     private async Task<EventSubscription> StartAsync(ProjectionRuntime projection, int generation, CancellationToken cancellationToken)
     {
         var checkpointId = CheckpointId(projection.Name, generation);
-        var invokers = projection.Projection.EventTypes.ToDictionary(t => t, HandlerInvoker (_) => new ProjectionInvoker(projection.Projection, _readModels));
         var options = new EventSubscriptionOptions
         {
             SubscriptionId = checkpointId,
@@ -397,7 +397,8 @@ public sealed class ProjectionManager
             _checkpoints,
             options,
             next => new ProjectionStep(checkpointId, generation, _checkpoints, next),
-            new HandlerRegistry(invokers),
+            ProjectionInvoker.Handlers(projection.Projection, _readModels),
+            DeadLetterOrigin.Projection,
             (position, token) => SaveForwardAsync(checkpointId, position, token),
             new SubscriptionBatching(
                 _options.CommitEvery,

@@ -49,7 +49,10 @@ internal sealed class ProjectionStep(string checkpointId, int generation, ICheck
     }
 }
 
-/// <summary>The step of one event of a batch: as <see cref="ProjectionStep"/>, but the batch writes the checkpoint once.</summary>
+/// <summary>
+/// As <see cref="ProjectionStep"/>, but writes no checkpoint: the step of one event of a batch (the batch writes it once), and
+/// of a dead letter's retry (the checkpoint is past its event already).
+/// </summary>
 internal sealed class ProjectionBatchStep(int generation, AttemptStep next) : AttemptStep
 {
     public override ValueTask<bool> InvokeAsync(Consumption consumption, MessageContext context)
@@ -66,6 +69,10 @@ internal sealed record ProjectionRun(string Stream, long? Position, int Generati
 internal sealed class ProjectionInvoker(Projection projection, IReadModelStore store) : HandlerInvoker
 {
     public override IReadOnlyList<Type> HandlerTypes => [projection.GetType()];
+
+    /// <summary>The handlers of <paramref name="projection"/>'s chain: it, for each event type it handles.</summary>
+    public static HandlerRegistry Handlers(Projection projection, IReadModelStore store) =>
+        new(projection.EventTypes.ToDictionary(t => t, HandlerInvoker (_) => new ProjectionInvoker(projection, store)));
 
     public override async ValueTask InvokeAsync(MessageContext context, IServiceProvider root)
     {

@@ -35,11 +35,14 @@ internal static partial class Log
     [LoggerMessage(2005, LogLevel.Warning, "Could not count the dead letters of endpoint '{Endpoint}'")]
     public static partial void DeadLetterCountFailed(ILogger logger, Exception exception, string endpoint);
 
-    [LoggerMessage(2010, LogLevel.Information, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) sent back to '{Endpoint}'")]
+    [LoggerMessage(2010, LogLevel.Information, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) taken back to '{Endpoint}'")]
     public static partial void DeadLetterRetried(ILogger logger, Guid deadLetterId, Guid messageId, string messageType, string endpoint);
 
-    [LoggerMessage(2011, LogLevel.Warning, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) could not be sent back to '{Endpoint}'; it stays")]
+    [LoggerMessage(2011, LogLevel.Warning, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) could not be taken back to '{Endpoint}'; it stays")]
     public static partial void DeadLetterRetryFailed(ILogger logger, Exception exception, Guid deadLetterId, Guid messageId, string messageType, string endpoint);
+
+    [LoggerMessage(2015, LogLevel.Warning, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) of '{Endpoint}' was not retried: {Reason}")]
+    public static partial void DeadLetterRetryRefused(ILogger logger, Guid deadLetterId, Guid messageId, string messageType, string endpoint, string reason);
 
     [LoggerMessage(2012, LogLevel.Information, "{Count} dead letters purged")]
     public static partial void DeadLettersPurged(ILogger logger, long count);

@@ -278,6 +278,7 @@ public abstract partial class EventStoreConformance
             Assert.Equal([spoiled - 1, result.LastPosition], Delivered(seen).Select(e => e.Position));
             var deadLetter = Assert.Single(await deadLetters.ListAsync(new DeadLetterQuery()));
             Assert.Equal(subscriptionId, deadLetter.Endpoint);
+            Assert.Equal(DeadLetterOrigin.EventSubscription, deadLetter.Origin);
             Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
             Assert.Equal(typeof(UnreadableEventException).FullName, deadLetter.ErrorType);
             Assert.Contains($"position {spoiled} (stream '{stream}')", deadLetter.ErrorMessage, StringComparison.Ordinal);

@@ -81,6 +81,7 @@ public abstract partial class ProjectionConformance
         Assert.Equal(2, tally.Count);
         var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName }));
         Assert.Contains("unlucky", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(DeadLetterOrigin.Projection, deadLetter.Origin);
         await host.StopAsync();
     }
 

@@ -76,6 +76,28 @@ public abstract class DeadLetterStoreConformance
         AssertEqual(deadLetter, read);
     }
 
+    [Theory]
+    [InlineData(DeadLetterOrigin.Endpoint)]
+    [InlineData(DeadLetterOrigin.Projection)]
+    [InlineData(DeadLetterOrigin.EventSubscription)]
+    [InlineData(DeadLetterOrigin.StreamProcessor)]
+    public async Task Add_ThenGetAndList_KeepsTheOriginItsEnvelopeNames(DeadLetterOrigin origin)
+    {
+        // The origin decides what a retry does (a projection's event goes back to the projection, never to a queue of its name).
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var deadLetter = NewDeadLetter() with
+        {
+            Endpoint = endpoint,
+            Envelope = origin == DeadLetterOrigin.Endpoint ? TestEnvelopes.Create() : TestEnvelopes.Create().WithHeader(HeaderNames.DeadLetterOrigin, origin.ToString()),
+        };
+
+        await store.AddAsync(deadLetter);
+
+        Assert.Equal(origin, (await store.GetAsync(deadLetter.Id))!.Origin);
+        Assert.Equal(origin, Assert.Single(await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Origin);
+    }
+
     [Fact]
     public async Task Get_OfAnUnknownId_ReturnsNull()
     {

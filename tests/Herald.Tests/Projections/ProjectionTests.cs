@@ -233,6 +233,31 @@ public sealed class ProjectionTests
     }
 
     [Fact]
+    public async Task RetryingTheDeadLetterOfAStoredEventThatNoLongerRead_AppliesWhatWasSalvagedOfIt_ToTheProjection()
+    {
+        // Regression (projection dead letters): the retry sent it to a queue named after the projection, which nothing
+        // consumes, and deleted the dead letter.
+        using var host = Build(
+            new SkipsUnreadable(),
+            services => services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => new FaultyReadsStore(sp.GetRequiredService<InMemoryEventStore>()))));
+        var spoiled = await AppendAsync(host, "salvaged");
+        var after = await AppendAsync(host, "after");
+        ((FaultyReadsStore)host.Services.GetRequiredService<IEventStore>()).UnreadableAt = spoiled;
+        await host.StartAsync();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Eventually.UntilAsync(async () => (await manager.GetStatusAsync(SkipsUnreadable.ProjectionName)).Position >= after, "the projection passes the spoiled event");
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(DeadLetterQuery.All));
+        Assert.Equal(DeadLetterOrigin.Projection, deadLetter.Origin);
+
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await host.Services.GetRequiredService<DeadLetterManager>().RetryAsync(deadLetter.Id));
+
+        Assert.Equal(new Doc("salvaged"), await host.Services.GetRequiredService<ReadModels>().GetAsync(SkipsUnreadable.Docs, "salvaged"));
+        Assert.Empty(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(DeadLetterQuery.All));
+        Assert.Equal(after, await host.Services.GetRequiredService<ICheckpointStore>().GetCheckpointAsync(SkipsUnreadable.ProjectionName));
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task WorkAHandlerLeftRunning_AfterItsBatchCommitted_RunsInAUnitOfWorkOfItsOwn_NotInTheBatchsDisposedOne()
     {
         // The contexts of a batch were never ended: a command sent from work a handler left running joined the batch's unit

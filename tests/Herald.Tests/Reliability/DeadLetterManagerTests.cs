@@ -62,6 +62,52 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
         Assert.Equal(0, _inMemory.GetReadyCount("orders"));
     }
 
+    [Theory]
+    [InlineData(DeadLetterOrigin.StreamProcessor, "stream processor 'stream:totals'")]
+    [InlineData(DeadLetterOrigin.EventSubscription, "event subscription 'stream:totals'")]
+    [InlineData(DeadLetterOrigin.Projection, "no projection is registered on this host")]
+    public async Task RetryOne_OfADeadLetterWhoseOriginNothingHereTakesBack_IsRefused_SendsNothing_AndKeepsItWithTheReason(DeadLetterOrigin origin, string reason)
+    {
+        // Regression (projection dead letters): a retry sent every dead letter to a queue of its endpoint's name, which for a
+        // projection, a subscription or a stream processor nothing consumes, and deleted it as if retried.
+        var deadLetter = NewDeadLetter("stream:totals") with { Envelope = TestEnvelopes.Create().WithHeader(HeaderNames.DeadLetterOrigin, origin.ToString()) };
+        await _store.AddAsync(deadLetter);
+        Assert.Equal(origin, deadLetter.Origin);
+
+        Assert.Equal(DeadLetterRetryOutcome.Refused, await _manager.RetryAsync(deadLetter.Id));
+
+        var kept = (await _manager.GetAsync(deadLetter.Id))!;
+        Assert.Contains(reason, kept.LastRetryError, StringComparison.Ordinal);
+        Assert.Contains("It stays", kept.LastRetryError, StringComparison.Ordinal);
+        Assert.Equal(1, kept.RetryCount);
+        Assert.Empty(_transport.Sent);
+    }
+
+    [Fact]
+    public async Task RetryOne_OfADeadLetterNamingAnOriginThisVersionDoesNotKnow_IsRefused()
+    {
+        var deadLetter = NewDeadLetter("somewhere") with { Envelope = TestEnvelopes.Create().WithHeader(HeaderNames.DeadLetterOrigin, "Projection, StreamProcessor") };
+        await _store.AddAsync(deadLetter);
+
+        Assert.Equal(DeadLetterRetryOutcome.Refused, await _manager.RetryAsync(deadLetter.Id));
+
+        Assert.Contains("does not know", (await _manager.GetAsync(deadLetter.Id))!.LastRetryError, StringComparison.Ordinal);
+        Assert.Empty(_transport.Sent);
+    }
+
+    [Fact]
+    public async Task RetryAll_SendsTheEndpointsDeadLetters_AndCountsTheRefusedOnes_WhichStay()
+    {
+        await AddAsync("orders");
+        var refused = NewDeadLetter("stream:totals") with { Envelope = TestEnvelopes.Create().WithHeader(HeaderNames.DeadLetterOrigin, nameof(DeadLetterOrigin.StreamProcessor)) };
+        await _store.AddAsync(refused);
+
+        Assert.Equal(new DeadLetterRetryResult(1, 0) { Refused = 1 }, await _manager.RetryAllAsync());
+
+        Assert.Equal(refused.Id, Assert.Single((await _manager.ListAsync()).Items).Id);
+        Assert.Equal("orders", Assert.Single(_transport.Sent).Destination);
+    }
+
     [Fact]
     public async Task RetryOne_OfAnUnknownId_ReportsNotFound()
     {

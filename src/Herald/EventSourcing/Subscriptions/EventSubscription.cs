@@ -73,6 +73,9 @@ public sealed class EventSubscription : IAsyncDisposable
     /// <summary>The endpoint the dead letter of an unreadable event names (the subscription's id by default; a projection's name).</summary>
     internal string? DeadLetterEndpoint { get; init; }
 
+    /// <summary>The kind of consumer the dead letter of an unreadable event names (a subscription by default; a projection).</summary>
+    internal DeadLetterOrigin DeadLetterOrigin { get; init; } = DeadLetterOrigin.EventSubscription;
+
     /// <summary>The clock of the dead letters' times.</summary>
     internal TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
@@ -342,7 +345,8 @@ public sealed class EventSubscription : IAsyncDisposable
         var now = TimeProvider.GetUtcNow();
         var endpoint = DeadLetterEndpoint ?? SubscriptionId;
         // What still reads of the row (id, type, time, body bytes); the exception's message names its position and stream.
-        var envelope = unreadable.Salvaged ?? new() { MessageId = Guid.Empty, MessageType = "", Time = now, Body = ReadOnlyMemory<byte>.Empty };
+        var salvaged = unreadable.Salvaged ?? new() { MessageId = Guid.Empty, MessageType = "", Time = now, Body = ReadOnlyMemory<byte>.Empty };
+        var envelope = DeadLetterHeaders.WithOrigin(salvaged, DeadLetterOrigin, unreadable.Stream, unreadable.Position);
         // As the chain's own dead letters: the same event met again (a restart before the checkpoint, a rebuild) is kept once.
         var deadLetter = FailureRecords.Create(
             DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now), envelope, endpoint, DeadLetterCause.Undecodable, unreadable, now, now, attempts: 1);

@@ -44,7 +44,7 @@ internal sealed class EndpointPipelineFactory(
 
     /// <summary>The chain of a transport's endpoint: a dead letter the store refuses falls back to the transport's own.</summary>
     public EndpointPipeline Create(string endpoint) =>
-        Create(endpoint, nativeDeadLetters: transport is { Capabilities.SupportsNativeDeadLetter: true } and INativeDeadLetterSource, checkpoint: null);
+        Create(endpoint, nativeDeadLetters: transport is { Capabilities.SupportsNativeDeadLetter: true } and INativeDeadLetterSource, checkpoint: null, DeadLetterOrigin.Endpoint);
 
     /// <summary>The receive limit of a transport's endpoint: the option, or else what the transport accepts on a send.</summary>
     internal int MaxReceivedBytes => heraldOptions?.Value.MaxReceivedMessageBytes ?? transport.Capabilities.MaxMessageBytes;
@@ -53,8 +53,9 @@ internal sealed class EndpointPipelineFactory(
     /// The chain of <paramref name="endpoint"/>. <paramref name="nativeDeadLetters"/>: dead letters the store refuses go to
     /// the transport's own (only those a drain can move back into the store; others would be stranded out of sight).
     /// <paramref name="checkpoint"/>: a step run in each attempt's unit of work after the handlers (a subscription's checkpoint).
+    /// <paramref name="origin"/>: the kind of consumer its dead letters name, which a retry takes them back to.
     /// </summary>
-    internal EndpointPipeline Create(string endpoint, bool nativeDeadLetters, Func<AttemptStep, AttemptStep>? checkpoint, HandlerRegistry? endpointHandlers = null)
+    internal EndpointPipeline Create(string endpoint, bool nativeDeadLetters, Func<AttemptStep, AttemptStep>? checkpoint, DeadLetterOrigin origin, HandlerRegistry? endpointHandlers = null)
     {
         AttemptStep attempt = new HandlerStep(_middleware, services);
         if (checkpoint is not null)
@@ -71,15 +72,13 @@ internal sealed class EndpointPipelineFactory(
             attempt = new InboxCheckStep(inbox!, attempt);
         }
 
-        var useOutbox = OutboxRelay.CarriesHandlerMessages(outboxRelay, outboxOptions);
         // A subscription's events were stored by Herald with an authenticated user id; a transport's wire claim is trusted
         // only through the authenticator (issue 10).
-        var userTrust = new UserTrust(authenticator, TrustEnvelope: checkpoint is not null);
-        var unitOfWork = new UnitOfWorkStep(endpoint, services, bus, useOutbox, _logger, attempt, userTrust);
+        var unitOfWork = UnitOfWork(endpoint, attempt, storedEvents: checkpoint is not null);
         // A subscription reads events its own store accepted (under the store's size limit), not a transport's deliveries.
         var maxBodyBytes = checkpoint is null ? MaxReceivedBytes : int.MaxValue;
         var step = Decoding(endpoint, endpointHandlers ?? handlers, maxBodyBytes, new RetryStep(endpoint, retries, serializer, timeProvider, _logger, unitOfWork));
-        step = new SettleStep(endpoint, deadLetters, monitor, deadLetterOptions.Value.StoreFailureRedeliveryDelay, nativeDeadLetters, timeProvider, _logger, step);
+        step = new SettleStep(endpoint, origin, deadLetters, monitor, deadLetterOptions.Value.StoreFailureRedeliveryDelay, nativeDeadLetters, timeProvider, _logger, step);
         step = new TraceStep(endpoint, registry, step);
         return new EndpointPipeline(endpoint, step);
     }
@@ -93,7 +92,8 @@ internal sealed class EndpointPipelineFactory(
         ArgumentNullException.ThrowIfNull(options);
         var endpoint = options.SubscriptionId;
         var filter = options.Filter ?? EventFilter.ForEventTypes([.. handlers.MessageTypes.Select(registry.GetName)]);
-        return CreateSubscription(store, checkpoints, options with { Filter = filter }, next => new CheckpointStep(endpoint, checkpoints, next), endpointHandlers: null);
+        return CreateSubscription(
+            store, checkpoints, options with { Filter = filter }, next => new CheckpointStep(endpoint, checkpoints, next), endpointHandlers: null, DeadLetterOrigin.EventSubscription);
     }
 
     /// <summary>
@@ -101,7 +101,8 @@ internal sealed class EndpointPipelineFactory(
     /// written in their unit of work) and, when given, handlers of its own instead of the host's (a projection's). With
     /// <paramref name="batching"/> (more than one event per commit), the events of a read are applied in batches, each in one
     /// unit of work; a batch that fails runs again event by event through the chain. The chain goes by
-    /// <paramref name="endpoint"/> (its retry policy, dead letters, traces), else by the subscription's id.
+    /// <paramref name="endpoint"/> (its retry policy, dead letters, traces), else by the subscription's id; its dead letters
+    /// (also those of unreadable events) name <paramref name="origin"/>.
     /// </summary>
     internal EventSubscription CreateSubscription(
         IEventStore store,
@@ -109,13 +110,14 @@ internal sealed class EndpointPipelineFactory(
         EventSubscriptionOptions options,
         Func<AttemptStep, AttemptStep> attempt,
         HandlerRegistry? endpointHandlers,
+        DeadLetterOrigin origin,
         Func<long, CancellationToken, ValueTask>? saveCheckpoint = null,
         SubscriptionBatching? batching = null,
         string? endpoint = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         endpoint ??= options.SubscriptionId;
-        var pipeline = Create(endpoint, nativeDeadLetters: false, attempt, endpointHandlers);
+        var pipeline = Create(endpoint, nativeDeadLetters: false, attempt, origin, endpointHandlers);
         var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
         if (batching is not { CommitEvery: > 1 })
         {
@@ -124,6 +126,7 @@ internal sealed class EndpointPipelineFactory(
                 SaveCheckpoint = saveCheckpoint,
                 Logger = _logger,
                 DeadLetterEndpoint = endpoint,
+                DeadLetterOrigin = origin,
                 TimeProvider = timeProvider,
             };
         }
@@ -151,9 +154,22 @@ internal sealed class EndpointPipelineFactory(
             BatchHandler = batch.HandleAsync,
             BatchLimit = batching.CommitEvery,
             DeadLetterEndpoint = endpoint,
+            DeadLetterOrigin = origin,
             TimeProvider = timeProvider,
         };
     }
+
+    /// <summary>
+    /// Applies one stored event once, outside its subscription, through the steps of <paramref name="endpoint"/>'s chain:
+    /// decode, upcast, deserialize, then <paramref name="attempt"/> around <paramref name="endpointHandlers"/> in one unit of
+    /// work, which commits. No retries, no dead letters: what fails is thrown (the retry of a dead letter).
+    /// </summary>
+    internal ReplayPipeline CreateReplay(string endpoint, Func<AttemptStep, AttemptStep> attempt, HandlerRegistry endpointHandlers) =>
+        new(new TraceStep(endpoint, registry, Decoding(endpoint, endpointHandlers, int.MaxValue, new ReplayStep(UnitOfWork(endpoint, attempt(new HandlerStep(_middleware, services)), storedEvents: true)))));
+
+    // One attempt's unit of work around attempt; storedEvents: the envelope's user id is Herald's own record (issue 10).
+    private UnitOfWorkStep UnitOfWork(string endpoint, AttemptStep attempt, bool storedEvents) =>
+        new(endpoint, services, bus, OutboxRelay.CarriesHandlerMessages(outboxRelay, outboxOptions), _logger, attempt, new UserTrust(authenticator, TrustEnvelope: storedEvents));
 
     // Decode, upcast and deserialize, in front of next: the steps every source's deliveries take before their attempts.
     private ConsumeStep Decoding(string endpoint, HandlerRegistry endpointHandlers, int maxBodyBytes, ConsumeStep next)

@@ -15,9 +15,12 @@ namespace Herald.Handling.Pipeline;
 /// Once the chain has its verdict, the settlement runs with no cancellation token: the handler's token fires at the host's
 /// shutdown deadline, and a handler that finished after it has done its work, which a dropped ack would have the broker
 /// deliver again. Only the dead-letter store's write still honours the token (nothing is settled when it is cut short).
+/// A dead letter of a chain that is not an endpoint's (a projection's, a subscription's) names its <paramref name="origin"/>
+/// and where its event is stored, so a retry takes it back there.
 /// </summary>
 internal sealed class SettleStep(
     string endpoint,
+    DeadLetterOrigin origin,
     IDeadLetterStore deadLetters,
     DeadLetterMonitor? monitor,
     TimeSpan storeFailureRedeliveryDelay,
@@ -61,11 +64,12 @@ internal sealed class SettleStep(
         // The envelope as delivered, not as upcast: a dead letter keeps the message unchanged, to be retried as it came.
         var envelope = delivery.Envelope;
         var now = timeProvider.GetUtcNow();
+        var recorded = delivery as RecordedEventDelivery;
         var deadLetter = FailureRecords.Create(
             // A delivery that did not decode has an id the sender's bytes made up (two different broken messages may claim
             // one): only a decoded one's id says which message it is, so only that one's dead letter is derived from it.
             delivery.DecodeFailure is null ? DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now) : Guid.CreateVersion7(now),
-            envelope,
+            DeadLetterHeaders.WithOrigin(envelope, origin, recorded?.Stream, recorded?.Position),
             endpoint,
             outcome.Cause,
             exception,

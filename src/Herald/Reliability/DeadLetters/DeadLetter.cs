@@ -16,7 +16,8 @@ public sealed record DeadLetter
 
     /// <summary>
     /// The endpoint (queue) that failed to handle it, or the destination a send was rejected by; a retry sends it back there
-    /// (publishes it, when its <see cref="HeaderNames.DeadLetterTopic"/> header names a topic).
+    /// (publishes it, when its <see cref="HeaderNames.DeadLetterTopic"/> header names a topic). For a dead letter of another
+    /// <see cref="Origin"/>, the name of that consumer (a projection's, a subscription's, <c>stream:</c> and a stream processor's).
     /// </summary>
     public required string Endpoint { get; init; }
 
@@ -52,6 +53,12 @@ public sealed record DeadLetter
 
     /// <summary>When the last failed retry happened, if any.</summary>
     public DateTimeOffset? LastRetryTime { get; init; }
+
+    /// <summary>
+    /// The kind of consumer <see cref="Endpoint"/> is (from the envelope's <see cref="HeaderNames.DeadLetterOrigin"/> header;
+    /// <see cref="DeadLetterOrigin.Endpoint"/> when it has none), which decides what a retry does with it.
+    /// </summary>
+    public DeadLetterOrigin Origin => DeadLetterHeaders.TryGetOrigin(Envelope, out var origin) ? origin : DeadLetterOrigin.Endpoint;
 
     /// <summary>The logical message type (from the envelope).</summary>
     public string MessageType => Envelope.MessageType;

@@ -21,6 +21,10 @@ internal static class DeadLetterHeaders
     // failure, whose id must differ from the one the retry deletes once sent, and sort by when it was retried.
     private const string Retry = "herald-dead-letter-retry";
 
+    // Where the stored event of a dead letter of a projection or a subscription is in the log, for a retry that applies it again.
+    private const string SourceStream = "herald-dead-letter-stream";
+    private const string SourcePosition = "herald-dead-letter-position";
+
     // What the fallback adds to a native dead letter; the drain takes them off again, so the stored envelope is the delivered one.
     private static readonly string[] RecordHeaders =
     [
@@ -30,7 +34,8 @@ internal static class DeadLetterHeaders
 
     // What a retry from the dead letters takes off: it starts over, as a new message would (its due time goes as the send's
     // delay, its topic as where it is published).
-    private static readonly string[] FailureHeaders = [.. RecordHeaders, HeaderNames.FirstFailure, HeaderNames.DeliverAt, HeaderNames.DeadLetterTopic];
+    private static readonly string[] FailureHeaders =
+        [.. RecordHeaders, HeaderNames.FirstFailure, HeaderNames.DeliverAt, HeaderNames.DeadLetterTopic, HeaderNames.DeadLetterOrigin, SourceStream, SourcePosition];
 
     /// <summary>When the message first failed, as its header says (never later than <paramref name="now"/>); null when it has not failed before.</summary>
     public static DateTimeOffset? FirstFailure(Envelope envelope, DateTimeOffset now) =>
@@ -108,6 +113,48 @@ internal static class DeadLetterHeaders
     public static string? Topic(Envelope envelope) => envelope.GetHeader(HeaderNames.DeadLetterTopic) is { Length: > 0 } topic ? topic : null;
 
     /// <summary>
+    /// The envelope a dead letter keeps of a message a consumer of <paramref name="origin"/> gave up on: for any but an
+    /// endpoint, with the origin in a header, and the stream and position of the stored event when known, so a retry takes
+    /// it back to that consumer instead of sending it to a queue of the consumer's name.
+    /// </summary>
+    public static Envelope WithOrigin(Envelope envelope, DeadLetterOrigin origin, string? stream, long? position)
+    {
+        if (origin == DeadLetterOrigin.Endpoint)
+        {
+            return envelope;
+        }
+
+        var headers = new Dictionary<string, string>(3, StringComparer.Ordinal) { [HeaderNames.DeadLetterOrigin] = origin.ToString() };
+        if (stream is not null)
+        {
+            headers[SourceStream] = stream;
+        }
+
+        if (position is { } at)
+        {
+            headers[SourcePosition] = at.ToString(CultureInfo.InvariantCulture);
+        }
+
+        return envelope.WithHeaders(headers);
+    }
+
+    /// <summary>
+    /// The origin a dead letter's envelope names (<see cref="DeadLetterOrigin.Endpoint"/> when none); false when its header
+    /// names one this version does not know.
+    /// </summary>
+    public static bool TryGetOrigin(Envelope envelope, out DeadLetterOrigin origin)
+    {
+        origin = DeadLetterOrigin.Endpoint;
+        return envelope.GetHeader(HeaderNames.DeadLetterOrigin) is not { } name
+            || (Enum.TryParse(name, ignoreCase: false, out origin) && string.Equals(origin.ToString(), name, StringComparison.Ordinal));
+    }
+
+    /// <summary>The stream and global position of the stored event a dead letter's envelope names, as far as it names them.</summary>
+    public static (string? Stream, long? Position) Source(Envelope envelope) =>
+        (envelope.GetHeader(SourceStream),
+         long.TryParse(envelope.GetHeader(SourcePosition), NumberStyles.None, CultureInfo.InvariantCulture, out var position) ? position : null);
+
+    /// <summary>
     /// The id of the dead letter the pipeline makes of a delivery: derived from the endpoint, the message and the retry from
     /// the dead letters it came in (none the first time), so the redelivery of one whose ack was lost after the store took
     /// it (a crash, a dropped connection) gets the same id, and the store keeps it once. Time-ordered by the message's time,
@@ -165,7 +212,10 @@ internal static class DeadLetterHeaders
     /// earlier life, and with an id of this retry, so failing again makes a dead letter of a new id.
     /// </summary>
     public static Envelope ForRetry(Envelope envelope, DateTimeOffset now) =>
-        envelope.WithoutHeaders(FailureHeaders).WithHeader(Retry, Guid.CreateVersion7(now).ToString("D"));
+        Original(envelope).WithHeader(Retry, Guid.CreateVersion7(now).ToString("D"));
+
+    /// <summary>The envelope of a dead letter as its source had it: without the failure bookkeeping the dead letter added.</summary>
+    public static Envelope Original(Envelope envelope) => envelope.WithoutHeaders(FailureHeaders);
 
     private static string FormatTime(DateTimeOffset time) => time.ToUniversalTime().ToString(TimeFormat, CultureInfo.InvariantCulture);
 

@@ -7,14 +7,16 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Herald.Reliability.DeadLetters;
 
 /// <summary>
-/// What operators do with dead letters: list and filter them, inspect one, send one or all matching back to their
-/// endpoint, purge, count. A retried dead letter is deleted only after the transport accepted the send; when the send
-/// fails it stays, with its retry count raised. Resolve it from DI (<c>AddHerald</c> registers it).
+/// What operators do with dead letters: list and filter them, inspect one, take one or all matching back to where they came
+/// from, purge, count. A retry takes a dead letter back by its <see cref="DeadLetter.Origin"/>: an endpoint's is sent back
+/// to its queue, a projection's is applied to the projection again; one whose origin cannot take it back (a stream
+/// processor's) is refused and stays. A retried dead letter is deleted only once that is done; when it fails it stays, with
+/// its retry count raised. Resolve it from DI (<c>AddHerald</c> registers it).
 /// </summary>
 public sealed class DeadLetterManager
 {
     private readonly IDeadLetterStore _store;
-    private readonly ITransport _transport;
+    private readonly DeadLetterRetryTargets _targets;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
     private readonly DeadLetterMonitor? _monitor;
@@ -24,19 +26,21 @@ public sealed class DeadLetterManager
     // meeting a retry-one) sends nothing, instead of sending the message again before the first retry deleted it.
     private readonly ConcurrentDictionary<Guid, byte> _retrying = new();
 
-    /// <summary>Creates a manager over the store, sending retried messages through the transport.</summary>
+    /// <summary>Creates a manager over the store, sending retried messages of endpoints through the transport (those of other origins are refused).</summary>
     public DeadLetterManager(IDeadLetterStore store, ITransport transport, TimeProvider timeProvider, ILogger<DeadLetterManager>? logger = null)
         : this(store, transport, timeProvider, logger, monitor: null, batchSize: 100)
     {
     }
 
-    internal DeadLetterManager(IDeadLetterStore store, ITransport transport, TimeProvider timeProvider, ILogger? logger, DeadLetterMonitor? monitor, int batchSize)
+    /// <summary><paramref name="targets"/>: where the dead letters of origins other than an endpoint go back to (the projection host's).</summary>
+    internal DeadLetterManager(
+        IDeadLetterStore store, ITransport transport, TimeProvider timeProvider, ILogger? logger, DeadLetterMonitor? monitor, int batchSize, IEnumerable<IDeadLetterRetryTarget>? targets = null)
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(transport);
         ArgumentNullException.ThrowIfNull(timeProvider);
         _store = store;
-        _transport = transport;
+        _targets = new DeadLetterRetryTargets([new TransportRetryTarget(transport, timeProvider), .. targets ?? []]);
         _timeProvider = timeProvider;
         _logger = logger ?? NullLogger.Instance;
         _monitor = monitor;
@@ -60,9 +64,13 @@ public sealed class DeadLetterManager
         _store.CountAsync(query ?? DeadLetterQuery.All, cancellationToken);
 
     /// <summary>
-    /// Sends one dead letter's envelope, unchanged but for a fresh delivery count (and without the failure headers of its earlier attempts), back to its endpoint's queue; deletes
-    /// the dead letter once the send completed. When the send fails the dead letter stays and its retry count goes up.
-    /// While this manager is retrying it already, it sends nothing and reports <see cref="DeadLetterRetryOutcome.NotFound"/>.
+    /// Takes one dead letter back to where it came from and deletes it once that is done: an endpoint's envelope, unchanged
+    /// but for a fresh delivery count (and without the failure headers of its earlier attempts), is sent back to its queue;
+    /// a projection's event is applied to the projection again, in a unit of work of its read models (its checkpoint stays
+    /// where it is). When that fails the dead letter stays and its retry count goes up; when its origin cannot take it back
+    /// (a stream processor's, an event subscription's) nothing is done, it stays with the reason as its last retry error, and
+    /// the outcome is <see cref="DeadLetterRetryOutcome.Refused"/>. While this manager is retrying it already, it does
+    /// nothing and reports <see cref="DeadLetterRetryOutcome.NotFound"/>.
     /// </summary>
     public async ValueTask<DeadLetterRetryOutcome> RetryAsync(Guid id, CancellationToken cancellationToken = default)
     {
@@ -95,7 +103,7 @@ public sealed class DeadLetterManager
             page = page with { After = items[^1].Id };
         }
 
-        int succeeded = 0, failed = 0;
+        int succeeded = 0, failed = 0, refused = 0;
         var endpoints = new HashSet<string>(StringComparer.Ordinal);
         foreach (var id in ids)
         {
@@ -113,11 +121,14 @@ public sealed class DeadLetterManager
                 case DeadLetterRetryOutcome.Failed:
                     failed++;
                     break;
+                case DeadLetterRetryOutcome.Refused:
+                    refused++;
+                    break;
             }
         }
 
         await RefreshAsync(endpoints, cancellationToken).ConfigureAwait(false);
-        return new DeadLetterRetryResult(succeeded, failed);
+        return new DeadLetterRetryResult(succeeded, failed) { Refused = refused };
     }
 
     /// <summary>Deletes the dead letters matching the query (filters only) that failed before the purge began (or before <paramref name="olderThan"/>); returns how many.</summary>
@@ -218,23 +229,14 @@ public sealed class DeadLetterManager
         var envelope = deadLetter.Envelope;
         try
         {
-            // A message dead-lettered before it was due (a saga timeout, a scheduled message) still waits for its due time.
-            var options = DeadLetterHeaders.RemainingDelay(envelope, _timeProvider.GetUtcNow()) is { } delay ? new SendOptions { Delay = delay } : null;
-
-            // A message that was to be published (an outbox topic row, a stored event) goes to the topic's subscribers, not to a queue of its name.
-            var topic = DeadLetterHeaders.Topic(envelope);
-
-            // A delay past the transport's limit is refused as the outbox relay refuses it, with that reason on the dead letter.
-            SendChecks.Validate(_transport.Capabilities, topic ?? deadLetter.Endpoint, envelope, options?.Delay);
-            var retry = DeadLetterHeaders.ForRetry(envelope, _timeProvider.GetUtcNow()) with { DeliveryAttempt = 0 };
-            if (topic is not null)
-            {
-                await _transport.PublishAsync(topic, retry, options, cancellationToken).ConfigureAwait(false);
-            }
-            else
-            {
-                await _transport.SendAsync(deadLetter.Endpoint, retry, options, cancellationToken).ConfigureAwait(false);
-            }
+            await _targets.For(deadLetter).RetryAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+        }
+        catch (DeadLetterRetryRefusedException refusal)
+        {
+            // Nothing was done: the reason goes on the record, where the operator who asked sees it.
+            Log.DeadLetterRetryRefused(_logger, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint, refusal.Message);
+            await _store.RecordRetryFailureAsync(deadLetter.Id, refusal.Message, _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+            return (DeadLetterRetryOutcome.Refused, deadLetter.Endpoint);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
@@ -243,8 +245,9 @@ public sealed class DeadLetterManager
             return (DeadLetterRetryOutcome.Failed, deadLetter.Endpoint);
         }
 
-        // Sent: only now is it safe to forget the dead letter. If this delete fails the message was still sent, and a
-        // second retry would send a duplicate, which the inbox of the endpoint absorbs.
+        // Taken back: only now is it safe to forget the dead letter. If this delete fails the message was still taken back,
+        // and a second retry would take it back again: a duplicate the endpoint's inbox absorbs, or an event a projection
+        // applies twice (idempotent writes, as after a crash of its runner, make that harmless).
         await _store.DeleteAsync(deadLetter.Id, cancellationToken).ConfigureAwait(false);
         Log.DeadLetterRetried(_logger, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint);
         return (DeadLetterRetryOutcome.Retried, deadLetter.Endpoint);

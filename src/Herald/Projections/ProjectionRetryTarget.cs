@@ -1,0 +1,39 @@
+using Herald.EventSourcing;
+using Herald.Handling.Pipeline;
+using Herald.Reliability.DeadLetters;
+
+namespace Herald.Projections;
+
+/// <summary>
+/// The retry of a projection's dead letter (registered by <c>AddProjection</c>): its stored event applied to the projection
+/// again, through the projection's own steps (decode, upcast, its handler) in one unit of work on the generation of its read
+/// models that serves. Its checkpoint is not written: it is past the event already (the runner moved on when it dead-lettered
+/// it) and stays where the runner has it.
+/// </summary>
+internal sealed class ProjectionRetryTarget(
+    IEnumerable<ProjectionRegistration> registrations, EndpointPipelineFactory pipelines, IReadModelStore readModels, ICheckpointStore checkpoints) : IDeadLetterRetryTarget
+{
+    private readonly Dictionary<string, Projection> _projections = registrations.ToDictionary(r => r.Projection.Name, r => r.Projection, StringComparer.Ordinal);
+
+    public DeadLetterOrigin Origin => DeadLetterOrigin.Projection;
+
+    public async ValueTask RetryAsync(DeadLetter deadLetter, CancellationToken cancellationToken)
+    {
+        if (!_projections.TryGetValue(deadLetter.Endpoint, out var projection))
+        {
+            throw new DeadLetterRetryRefusedException(
+                $"Dead letter {deadLetter.Id} came from projection '{deadLetter.Endpoint}', which is not registered on this host: retry it on a host that registers it (AddProjection). It stays.");
+        }
+
+        if (DeadLetterHeaders.Source(deadLetter.Envelope) is not (Stream: { } stream, Position: { } position))
+        {
+            throw new DeadLetterRetryRefusedException(
+                $"Dead letter {deadLetter.Id} of projection '{projection.Name}' does not say where its event is stored (its stream and position headers are missing), so it cannot be applied again. It stays.");
+        }
+
+        var generation = await ProjectionManager.GenerationAsync(checkpoints, projection.Name, cancellationToken).ConfigureAwait(false);
+        var replay = pipelines.CreateReplay(projection.Name, next => new ProjectionBatchStep(generation, next), ProjectionInvoker.Handlers(projection, readModels));
+        var envelope = DeadLetterHeaders.Original(deadLetter.Envelope) with { DeliveryAttempt = 1 };
+        await replay.RunAsync(new RecordedEventDelivery(envelope, projection.Name, stream, position), cancellationToken).ConfigureAwait(false);
+    }
+}

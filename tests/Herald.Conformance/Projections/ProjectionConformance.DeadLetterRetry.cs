@@ -1,0 +1,163 @@
+using Herald.EventSourcing;
+using Herald.Projections;
+using Herald.Reliability.DeadLetters;
+using Herald.Transport.InMemory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Xunit;
+
+namespace Herald.Conformance.Projections;
+
+/// <summary>
+/// A retry of a projection's dead letter applies its event to the projection again, in a unit of work of the projection's
+/// read models, and leaves its checkpoint where it is; the dead letter goes only once that committed, and stays (its
+/// retry count raised) when it fails again. A retry of all dead letters takes each back to where it came from.
+/// </summary>
+public abstract partial class ProjectionConformance
+{
+    [Fact]
+    public async Task RetryingAProjectionsDeadLetter_OnceItsHandlerIsFixed_AppliesTheEvent_AndThenDeletesTheDeadLetter()
+    {
+        // Regression (projection dead letters): a retry sent the event to a transport queue named after the projection,
+        // which nothing consumes, and deleted the dead letter as if retried; the read model never had the event.
+        var store = NewStore();
+        var broken = new Breakable(7);
+        using var host = await StartAsync(store, new Tallies(broken.ThrowWhileBroken), noRetries: true);
+        await ApplyAsync(host, "tally-retry", "fixed", 1, 7, 100);
+        var checkpoint = await host.Services.GetRequiredService<ICheckpointStore>().GetCheckpointAsync(Tallies.ProjectionName);
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName }));
+        Assert.Equal(DeadLetterOrigin.Projection, deadLetter.Origin);
+        var readModels = host.Services.GetRequiredService<ReadModels>();
+        Assert.Equal(new Tally("fixed", 101, 2), await readModels.GetAsync(Tallies.Table, "fixed"));
+
+        var attempts = broken.Attempts;
+        broken.Fix();
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await manager.RetryAsync(deadLetter.Id));
+
+        Assert.Equal(new Tally("fixed", 108, 3), await readModels.GetAsync(Tallies.Table, "fixed"));
+        Assert.Null(await manager.GetAsync(deadLetter.Id));
+        Assert.Equal(checkpoint, await host.Services.GetRequiredService<ICheckpointStore>().GetCheckpointAsync(Tallies.ProjectionName));
+        Assert.Equal(attempts + 1, broken.Attempts);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task RetryingAProjectionsDeadLetter_ThatFailsAgain_WritesNothing_AndKeepsTheDeadLetterWithTheRetryError()
+    {
+        var store = NewStore();
+        using var host = await StartAsync(store, new Tallies(), noRetries: true);
+        await ApplyAsync(host, "tally-retry-again", "again", 2, 13);
+        var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
+        var deadLetter = Assert.Single(await deadLetters.ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName }));
+
+        // Amount 13 writes its change, then throws: the retry's unit of work is rolled back.
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        Assert.Equal(DeadLetterRetryOutcome.Failed, await manager.RetryAsync(deadLetter.Id));
+
+        Assert.Equal(new Tally("again", 2, 1), await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "again"));
+        var kept = await manager.GetAsync(deadLetter.Id);
+        Assert.NotNull(kept);
+        Assert.Equal(1, kept.RetryCount);
+        Assert.Contains("unlucky amount", kept.LastRetryError, StringComparison.Ordinal);
+        Assert.Equal(deadLetter.ErrorMessage, kept.ErrorMessage);
+        Assert.Single(await deadLetters.ListAsync(DeadLetterQuery.All));
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task RetryingAllDeadLetters_SendsAQueuesBack_AndAppliesAProjectionsToIt()
+    {
+        var store = NewStore();
+        var broken = new Breakable(7);
+        var transport = new RecordingTransport(new InMemoryTransport());
+        using var host = await StartAsync(store, new Tallies(broken.ThrowWhileBroken), noRetries: true, configure: h => h.UseTransport(_ => transport));
+        await ApplyAsync(host, "tally-retry-all", "all", 7, 10);
+        var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
+        var projected = Assert.Single(await deadLetters.ListAsync(DeadLetterQuery.All));
+
+        // A message a handler of an endpoint's queue gave up on.
+        var queued = Added(host, "queued", 5);
+        var now = DateTimeOffset.UtcNow;
+        await deadLetters.AddAsync(new DeadLetter
+        {
+            Id = Guid.CreateVersion7(),
+            Envelope = queued,
+            Endpoint = "conformance-orders",
+            Cause = DeadLetterCause.RetriesExhausted,
+            ErrorType = typeof(InvalidOperationException).FullName!,
+            ErrorMessage = "the handler failed",
+            Fingerprint = "f",
+            FirstFailureTime = now,
+            LastFailureTime = now,
+            AttemptCount = 3,
+        });
+
+        broken.Fix();
+        var result = await host.Services.GetRequiredService<DeadLetterManager>().RetryAllAsync();
+
+        Assert.Equal(new DeadLetterRetryResult(2, 0), result);
+        Assert.Empty(await deadLetters.ListAsync(DeadLetterQuery.All));
+        Assert.Equal(new Tally("all", 17, 2), await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "all"));
+        var sent = Assert.Single(transport.Sent);
+        Assert.Equal(("conformance-orders", queued.MessageId), (sent.Destination, sent.Envelope.MessageId));
+        Assert.DoesNotContain(transport.Sent, s => s.Envelope.MessageId == projected.Envelope.MessageId);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task RetryingTheDeadLetterOfAProjectionThisHostDoesNotRegister_IsRefused_AndKeepsIt()
+    {
+        var store = NewStore();
+        using var host = await StartAsync(store, new Tallies());
+        var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
+        var now = DateTimeOffset.UtcNow;
+        var deadLetter = new DeadLetter
+        {
+            Id = Guid.CreateVersion7(),
+            Envelope = Added(host, "gone", 1).WithHeader(Messages.HeaderNames.DeadLetterOrigin, nameof(DeadLetterOrigin.Projection)),
+            Endpoint = "conformance-retired-projection",
+            Cause = DeadLetterCause.NotRetryable,
+            ErrorType = typeof(InvalidOperationException).FullName!,
+            ErrorMessage = "the handler failed",
+            Fingerprint = "f",
+            FirstFailureTime = now,
+            LastFailureTime = now,
+            AttemptCount = 1,
+        };
+        await deadLetters.AddAsync(deadLetter);
+
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        Assert.Equal(DeadLetterRetryOutcome.Refused, await manager.RetryAsync(deadLetter.Id));
+
+        Assert.Contains("'conformance-retired-projection', which is not registered on this host", (await manager.GetAsync(deadLetter.Id))!.LastRetryError, StringComparison.Ordinal);
+        Assert.Null(await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "gone"));
+        await host.StopAsync();
+    }
+
+    /// <summary>A handler's bug on one amount, which the test fixes: until then the event of that amount throws.</summary>
+    private sealed class Breakable(int amount)
+    {
+        private volatile bool _fixed;
+        private int _attempts;
+
+        /// <summary>How often the handler met the event of that amount.</summary>
+        public int Attempts => Volatile.Read(ref _attempts);
+
+        public void Fix() => _fixed = true;
+
+        public Task ThrowWhileBroken(TallyAdded e, ProjectionContext context)
+        {
+            if (e.Amount == amount)
+            {
+                Interlocked.Increment(ref _attempts);
+                if (!_fixed)
+                {
+                    throw new InvalidOperationException($"the handler cannot take amount {amount} yet");
+                }
+            }
+
+            return Task.CompletedTask;
+        }
+    }
+}
