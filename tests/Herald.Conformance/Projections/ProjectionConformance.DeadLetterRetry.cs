@@ -78,20 +78,7 @@ public abstract partial class ProjectionConformance
 
         // A message a handler of an endpoint's queue gave up on.
         var queued = Added(host, "queued", 5);
-        var now = DateTimeOffset.UtcNow;
-        await deadLetters.AddAsync(new DeadLetter
-        {
-            Id = Guid.CreateVersion7(),
-            Envelope = queued,
-            Endpoint = "conformance-orders",
-            Cause = DeadLetterCause.RetriesExhausted,
-            ErrorType = typeof(InvalidOperationException).FullName!,
-            ErrorMessage = "the handler failed",
-            Fingerprint = "f",
-            FirstFailureTime = now,
-            LastFailureTime = now,
-            AttemptCount = 3,
-        });
+        await deadLetters.AddAsync(HandMadeDeadLetter(queued, "conformance-orders"));
 
         broken.Fix();
         var result = await host.Services.GetRequiredService<DeadLetterManager>().RetryAllAsync();
@@ -111,20 +98,8 @@ public abstract partial class ProjectionConformance
         var store = NewStore();
         using var host = await StartAsync(store, new Tallies());
         var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
-        var now = DateTimeOffset.UtcNow;
-        var deadLetter = new DeadLetter
-        {
-            Id = Guid.CreateVersion7(),
-            Envelope = Added(host, "gone", 1).WithHeader(Messages.HeaderNames.DeadLetterOrigin, nameof(DeadLetterOrigin.Projection)),
-            Endpoint = "conformance-retired-projection",
-            Cause = DeadLetterCause.NotRetryable,
-            ErrorType = typeof(InvalidOperationException).FullName!,
-            ErrorMessage = "the handler failed",
-            Fingerprint = "f",
-            FirstFailureTime = now,
-            LastFailureTime = now,
-            AttemptCount = 1,
-        };
+        var deadLetter = HandMadeDeadLetter(
+            Added(host, "gone", 1).WithHeader(Messages.HeaderNames.DeadLetterOrigin, nameof(DeadLetterOrigin.Projection)), "conformance-retired-projection");
         await deadLetters.AddAsync(deadLetter);
 
         var manager = host.Services.GetRequiredService<DeadLetterManager>();
@@ -134,6 +109,21 @@ public abstract partial class ProjectionConformance
         Assert.Null(await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "gone"));
         await host.StopAsync();
     }
+
+    // A dead letter of envelope at endpoint, as a failed handler leaves it.
+    private static DeadLetter HandMadeDeadLetter(Messages.Envelope envelope, string endpoint) => new()
+    {
+        Id = Guid.CreateVersion7(),
+        Envelope = envelope,
+        Endpoint = endpoint,
+        Cause = DeadLetterCause.RetriesExhausted,
+        ErrorType = typeof(InvalidOperationException).FullName!,
+        ErrorMessage = "the handler failed",
+        Fingerprint = "f",
+        FirstFailureTime = DateTimeOffset.UtcNow,
+        LastFailureTime = DateTimeOffset.UtcNow,
+        AttemptCount = 3,
+    };
 
     /// <summary>A handler's bug on one amount, which the test fixes: until then the event of that amount throws.</summary>
     private sealed class Breakable(int amount)

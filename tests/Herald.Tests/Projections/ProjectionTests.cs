@@ -205,9 +205,7 @@ public sealed class ProjectionTests
     public async Task AStoredEventThatNoLongerReads_OfAProjectionThatDeadLettersThem_IsDeadLettered_AndTheEventsAroundItAreApplied()
     {
         // The runner stopped on it (UnreadableEventException), with no way to move past it but a hand-made checkpoint.
-        using var host = Build(
-            new SkipsUnreadable(),
-            services => services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => new FaultyReadsStore(sp.GetRequiredService<InMemoryEventStore>()))));
+        using var host = BuildOverFaultyReads(new SkipsUnreadable());
 
         // Stored before the runner starts, so its first read meets the spoiled event between two good ones, in one batch.
         await AppendAsync(host, "before");
@@ -237,9 +235,7 @@ public sealed class ProjectionTests
     {
         // Regression (projection dead letters): the retry sent it to a queue named after the projection, which nothing
         // consumes, and deleted the dead letter.
-        using var host = Build(
-            new SkipsUnreadable(),
-            services => services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => new FaultyReadsStore(sp.GetRequiredService<InMemoryEventStore>()))));
+        using var host = BuildOverFaultyReads(new SkipsUnreadable());
         var spoiled = await AppendAsync(host, "salvaged");
         var after = await AppendAsync(host, "after");
         ((FaultyReadsStore)host.Services.GetRequiredService<IEventStore>()).UnreadableAt = spoiled;
@@ -346,6 +342,10 @@ public sealed class ProjectionTests
     }
 
     // Not started: a test may store events first, so the runner's first read finds them all (one batch).
+    // A host whose event store reads as FaultyReadsStore says (set its UnreadableAt to spoil an event).
+    private static IHost BuildOverFaultyReads(Projection projection) =>
+        Build(projection, services => services.Replace(ServiceDescriptor.Singleton<IEventStore>(sp => new FaultyReadsStore(sp.GetRequiredService<InMemoryEventStore>()))));
+
     private static IHost Build(Projection projection, Action<IServiceCollection>? services = null, ProjectionMode mode = ProjectionMode.Async)
     {
         var builder = Host.CreateApplicationBuilder();
