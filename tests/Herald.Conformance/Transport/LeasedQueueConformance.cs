@@ -39,37 +39,18 @@ public abstract class LeasedQueueConformance
         var queue = "long-handler-" + Guid.NewGuid().ToString("N")[..8];
         await using var a = await OpenInstanceAsync();
         await using var b = await OpenInstanceAsync();
-        var seen = new DeliveryCollector();
-        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var cancelled = false;
-        await using var slow = await a.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
-        {
-            seen.Add(d, "a");
-            started.TrySetResult();
-            await release.Task.WaitAsync(ct);
-            cancelled = ct.IsCancellationRequested;
-        });
-        await a.SendAsync(queue, TestEnvelopes.Create(partitionKey: null));
-        await started.Task.WaitAsync(Eventually.DefaultTimeout);
-        await using var other = await b.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
-        {
-            seen.Add(d, "b");
-            return ValueTask.CompletedTask;
-        });
+        await using var slow = await LongHandler.StartAsync(a, queue);
+        await using var other = await slow.CompeteAsync(b);
 
         // Every pool hop waits behind the load, as it did for the renewal's timer callback, writer and continuations.
         using (StartConcurrentWriter())
         using (new ThreadPoolStarvation(backlog: 64, hold: TimeSpan.FromMilliseconds(20)))
         {
             // Four lease lengths: a renewal that starves lets the other instance take the message.
-            await seen.AssertNoMoreThanAsync(1, Lease * 4, "the message was taken from a running handler");
+            await slow.Seen.AssertNoMoreThanAsync(1, Lease * 4, "the message was taken from a running handler");
         }
 
-        release.TrySetResult();
-        await Eventually.UntilAsync(async () => await CountQueuedAsync(queue) == 0, "the handler's ack is applied");
-        Assert.False(cancelled, "the handler's token fired though its lease was renewed");
-        Assert.Equal(["a"], seen.Items.Select(d => d.Consumer));
+        await slow.ReleaseAndAssertHandledOnlyByItAsync(() => CountQueuedAsync(queue));
     }
 
     [Fact]
@@ -339,5 +320,65 @@ public abstract class LeasedQueueConformance
         }
 
         Assert.Equal([1, 2], attempts.Take(2));
+    }
+
+    /// <summary>
+    /// A handler on one instance ("a") that runs until released, for several leases; another instance ("b") competing for
+    /// its queue should never get the message meanwhile.
+    /// </summary>
+    protected sealed class LongHandler : IAsyncDisposable
+    {
+        private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly string _queue;
+        private ITransportConsumer? _consumer;
+        private volatile bool _cancelled;
+
+        private LongHandler(string queue) => _queue = queue;
+
+        /// <summary>What "a" and "b" received.</summary>
+        public DeliveryCollector Seen { get; } = new();
+
+        /// <summary>Consumes <paramref name="queue"/> on <paramref name="instance"/>, sends it one message and returns once the handler runs it.</summary>
+        public static async Task<LongHandler> StartAsync(ITransport instance, string queue)
+        {
+            var handler = new LongHandler(queue);
+            handler._consumer = await instance.ConsumeAsync(queue, ConsumerOptions.Default, async (d, ct) =>
+            {
+                handler.Seen.Add(d, "a");
+                handler._started.TrySetResult();
+                await handler._release.Task.WaitAsync(ct);
+                handler._cancelled = ct.IsCancellationRequested;
+            });
+            await instance.SendAsync(queue, TestEnvelopes.Create(partitionKey: null));
+            await handler._started.Task.WaitAsync(Eventually.DefaultTimeout);
+            return handler;
+        }
+
+        /// <summary>Consumes the queue on <paramref name="other"/> as "b", which handles whatever it gets at once.</summary>
+        public Task<ITransportConsumer> CompeteAsync(ITransport other) =>
+            other.ConsumeAsync(_queue, ConsumerOptions.Default, (d, _) =>
+            {
+                Seen.Add(d, "b");
+                return ValueTask.CompletedTask;
+            }).AsTask();
+
+        /// <summary>Lets the handler finish, waits for its ack, and asserts that only it ran the message, never cancelled.</summary>
+        public async Task ReleaseAndAssertHandledOnlyByItAsync(Func<Task<long>> countQueued)
+        {
+            _release.TrySetResult();
+            await Eventually.UntilAsync(async () => await countQueued() == 0, "the handler's ack is applied");
+            Assert.False(_cancelled, "the handler's token fired though its lease was renewed");
+            Assert.Equal(["a"], Seen.Items.Select(d => d.Consumer));
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _release.TrySetResult();
+            if (_consumer is not null)
+            {
+                await _consumer.DisposeAsync();
+            }
+        }
     }
 }
