@@ -29,6 +29,9 @@ internal static partial class Log
     [LoggerMessage(4040, LogLevel.Warning, "The queue's tables in PostgreSQL schema '{Schema}' are missing (dropped behind Herald's back); making them again")]
     public static partial void QueueTablesMissing(ILogger logger, Exception exception, string schema);
 
+    [LoggerMessage(4041, LogLevel.Debug, "Could not open the lease renewals' connection of the queue in PostgreSQL schema '{Schema}' ahead of the first renewal, which connects by itself")]
+    public static partial void RenewalConnectionNotOpened(ILogger logger, Exception exception, string schema);
+
     [LoggerMessage(4030, LogLevel.Warning, "Lost the leadership of '{Resource}' in schema '{Schema}': the connection holding its lock failed")]
     public static partial void LeadershipLost(ILogger logger, Exception exception, string resource, string schema);
 }

@@ -14,9 +14,6 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
 {
     private readonly Guid _owner = Guid.CreateVersion7();
 
-    // A renewal runs every third of the lease and again after a twelfth when it failed; Npgsql counts whole seconds.
-    private readonly int _renewalTimeoutSeconds = Math.Max(1, (int)(transport.Options.LeaseDuration / 6).TotalSeconds);
-
     /// <summary>How logs name this consumer.</summary>
     public string Name => $"PostgreSQL queue '{queue}' in schema '{transport.Options.Schema}' (owner {_owner})";
 
@@ -73,11 +70,13 @@ internal sealed class PostgresQueueBackend(PostgresQueueTransport transport, str
     public ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<QueuedMessage> held, ICollection<QueuedMessage> lost, CancellationToken cancellationToken)
     {
         // Synchronous, on the consumer's renewal thread: Npgsql's blocking calls need no thread-pool thread, so handlers
-        // that starve the pool cannot delay the renewal (issue 10).
+        // that starve the pool cannot delay the renewal (issue 10). On the renewals' own connections, not the queue's pool:
+        // with every connection of that pool held (sends and settlements behind a slow server, more workers than its
+        // Maximum Pool Size), the open waited the pool's Timeout, 15 s by default, and the lease ran out meanwhile.
         var leaseUntil = PostgresQueueTransport.Add(transport.Now(), transport.Options.LeaseDuration);
         var holds = new HashSet<(long, long)>();
-        using (var connection = transport.DataSource.OpenConnection())
-        using (var command = new NpgsqlCommand(transport.Sql.Renew, connection) { CommandTimeout = _renewalTimeoutSeconds })
+        using (var connection = transport.Renewals.OpenConnection())
+        using (var command = new NpgsqlCommand(transport.Sql.Renew, connection) { CommandTimeout = transport.Options.RenewalTimeoutSeconds })
         {
             command.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = _owner });
             command.Parameters.Add(PostgresQueueTransport.Time(leaseUntil));

@@ -36,6 +36,12 @@ public sealed class PostgresQueueOptions : IPostgresOptions<PostgresQueueOptions
     /// <summary>Where the queue logs; null for no logging.</summary>
     public ILoggerFactory? LoggerFactory { get; set; }
 
+    /// <summary>
+    /// Longest a lease renewal waits for its connection and for its statement, in whole seconds as Npgsql counts them: a
+    /// sixth of the lease, so a renewal (every third of the lease) that gives up is tried again well before the lease runs out.
+    /// </summary>
+    internal int RenewalTimeoutSeconds => Math.Max(1, (int)(LeaseDuration / 6).TotalSeconds);
+
     /// <summary>Throws an <see cref="ArgumentException"/> naming the first setting that is out of range.</summary>
     internal void Validate() => OptionsProblems.Of(this, Check).ThrowFirstAsArgumentException();
 

@@ -21,17 +21,27 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
+    private readonly NpgsqlDataSource _renewals;
     private readonly NotificationListener _listener;
     private readonly CommitNotifier _notifier;
     private readonly SendCoordinator _sends;
     private readonly Lock _gate = new();
     private Task? _starting;
+    private Task? _openingRenewals;
 
-    public PostgresQueueTransport(NpgsqlDataSource dataSource, bool ownsDataSource, PostgresQueueOptions options)
+    /// <param name="dataSource">The pool of the queue's statements.</param>
+    /// <param name="ownsDataSource">Whether disposing the transport disposes <paramref name="dataSource"/>.</param>
+    /// <param name="renewals">
+    /// The consumers' lease renewals' own small pool (<see cref="PostgresQueueTransportFactory.CreateRenewals"/>); the
+    /// transport owns it and disposes it after its consumers.
+    /// </param>
+    /// <param name="options">The validated options.</param>
+    public PostgresQueueTransport(NpgsqlDataSource dataSource, bool ownsDataSource, NpgsqlDataSource renewals, PostgresQueueOptions options)
         : base(ConsumerSettings(options), options.MaxMessageBytes)
     {
         _dataSource = dataSource;
         _ownsDataSource = ownsDataSource;
+        _renewals = renewals;
         Options = options;
         Sql = new QueueSql(options.Schema);
         _listener = new NotificationListener(dataSource, Sql.Channel, Wake, options.ListenerReconnectDelay, TimeProvider, Logger);
@@ -51,6 +61,12 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
 
     /// <summary>The connection pool the queue's statements run on.</summary>
     internal NpgsqlDataSource DataSource => _dataSource;
+
+    /// <summary>
+    /// The pool the consumers' lease renewals run on, apart from <see cref="DataSource"/>: a renewal never waits behind the
+    /// queue's other statements for a connection.
+    /// </summary>
+    internal NpgsqlDataSource Renewals => _renewals;
 
     /// <summary>The LISTEN connection; tests terminate its backend.</summary>
     internal NotificationListener Listener => _listener;
@@ -213,8 +229,30 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
     /// <inheritdoc />
     protected override ITransportConsumer StartConsumer(string queue, ConsumerOptions options, DeliveryHandler handler)
     {
+        lock (_gate)
+        {
+            // Once, with the first consumer: the renewal pool keeps the connection from then on, and a first renewal no longer
+            // connects while the lease runs (tens to hundreds of milliseconds on a loaded machine, against a lease of one
+            // second in the tests). Not awaited: a renewal that finds it not open yet connects by itself.
+            _openingRenewals ??= OpenRenewalsAsync();
+        }
+
         var backend = new PostgresQueueBackend(this, queue);
         return Consumers.Start(backend, backend.Name, queue, options, handler);
+    }
+
+    private async Task OpenRenewalsAsync()
+    {
+        try
+        {
+            await using var connection = await _renewals.OpenConnectionAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Only a head start: the first renewal connects by itself, and reports what fails then.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Log.RenewalConnectionNotOpened(Logger, ex, Options.Schema);
+        }
     }
 
     /// <inheritdoc />
@@ -252,6 +290,20 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
         await _sends.DisposeAsync().ConfigureAwait(false);
         await _notifier.DisposeAsync().ConfigureAwait(false);
         await _listener.DisposeAsync().ConfigureAwait(false);
+
+        // The consumers, and their renewal threads, are stopped by now.
+        Task? opening;
+        lock (_gate)
+        {
+            opening = _openingRenewals;
+        }
+
+        if (opening is not null)
+        {
+            await opening.ConfigureAwait(false);
+        }
+
+        await _renewals.DisposeAsync().ConfigureAwait(false);
         if (_ownsDataSource)
         {
             await _dataSource.DisposeAsync().ConfigureAwait(false);

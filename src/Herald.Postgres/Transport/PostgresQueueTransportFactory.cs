@@ -43,6 +43,33 @@ public static class PostgresQueueTransportFactory
             builder.UseLoggerFactory(validated.LoggerFactory);
         }
 
-        return new PostgresQueueTransport(builder.Build(), ownsDataSource: true, validated);
+        return new PostgresQueueTransport(builder.Build(), ownsDataSource: true, CreateRenewals(settings.ConnectionString, validated), validated);
+    }
+
+    /// <summary>
+    /// The pool the consumers' lease renewals run on, from the queue's connection string: at most two connections (a
+    /// renewal is one short statement per consumer every third of the lease), named <c>&lt;application name&gt;-renewals</c>,
+    /// that wait at most <see cref="PostgresQueueOptions.RenewalTimeoutSeconds"/> to connect or for a free connection, and
+    /// never multiplexed (a renewal runs synchronously on its consumer's thread). One connection, opened when the first
+    /// consumer starts, stays open (a broken one is made again by the next renewal); a second is closed once idle for the
+    /// pool's idle lifetime.
+    /// </summary>
+    internal static NpgsqlDataSource CreateRenewals(string connectionString, PostgresQueueOptions options)
+    {
+        var bound = options.RenewalTimeoutSeconds;
+        var builder = new NpgsqlDataSourceBuilder(connectionString);
+        var settings = builder.ConnectionStringBuilder;
+        settings.ApplicationName = (string.IsNullOrEmpty(settings.ApplicationName) ? "herald-queue" : settings.ApplicationName) + "-renewals";
+        settings.Pooling = true;
+        settings.MinPoolSize = 1;
+        settings.MaxPoolSize = 2;
+        settings.Multiplexing = false;
+        settings.Timeout = settings.Timeout > 0 && settings.Timeout < bound ? settings.Timeout : bound;
+        if (options.LoggerFactory is not null)
+        {
+            builder.UseLoggerFactory(options.LoggerFactory);
+        }
+
+        return builder.Build();
     }
 }

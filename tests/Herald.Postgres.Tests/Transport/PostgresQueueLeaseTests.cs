@@ -1,3 +1,4 @@
+using Herald.Conformance;
 using Herald.Conformance.Transport;
 using Herald.Postgres.Transport;
 using Herald.Transport;
@@ -24,9 +25,68 @@ public sealed class PostgresQueueLeaseTests : LeasedQueueConformance, IAsyncLife
         await PostgresTestDatabase.DropSchemaAsync(_schema);
     }
 
-    protected override async Task<ITransport> OpenInstanceAsync()
+    // Regression: a renewal opened its connection from the queue's pool; with every connection of that pool held (by sends or
+    // settlements behind a slow server, or by more workers than a small Maximum Pool Size), the open waited the pool's
+    // Timeout (15 s), well past the 1 s lease, and the other instance took the message from the running handler.
+    [Fact]
+    public async Task AHandlerRunningForSeveralLeases_KeepsItsMessage_AndItsLeaseIsRenewedInTime_WhileTheQueuesConnectionPoolIsExhausted()
     {
-        var transport = await PostgresQueueTransportFactory.CreateAsync(PostgresTestDatabase.ConnectionString, o =>
+        var queue = "exhausted-" + Guid.NewGuid().ToString("N")[..8];
+        var a = (PostgresQueueTransport)await OpenInstanceAsync(PostgresTestDatabase.ConnectionString + $";Maximum Pool Size=3;Application Name={queue}");
+        await using var b = await OpenInstanceAsync();
+        await using var slow = await LongHandler.StartAsync(a, queue);
+
+        // Takes every connection of a's pool (its LISTEN connection holds one) until none comes free for half a second.
+        var held = new List<NpgsqlConnection>();
+        try
+        {
+            while (true)
+            {
+                using var wait = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+                try
+                {
+                    held.Add(await a.DataSource.OpenConnectionAsync(wait.Token));
+                }
+                catch (OperationCanceledException) when (wait.IsCancellationRequested)
+                {
+                    break;
+                }
+            }
+
+            await using var other = await slow.CompeteAsync(b);
+
+            // Four lease lengths, the lease looked at in the table all along: it must never have run out.
+            var window = TimeProvider.System.GetTimestamp();
+            while (TimeProvider.System.GetElapsedTime(window) < Lease * 4)
+            {
+                var ahead = await PostgresTestDatabase.ScalarAsync<double>(
+                    $"SELECT coalesce(extract(epoch FROM max(lease_until) - clock_timestamp()), -1)::float8 FROM \"{_schema}\".queue_messages WHERE queue = '{queue}'");
+                Assert.True(ahead > 0, $"the running handler's lease ran out ({ahead:F3} s ahead): no renewal landed within the lease");
+                await slow.Seen.AssertNoMoreThanAsync(1, Lease / 10, "the message was taken from a running handler");
+            }
+        }
+        finally
+        {
+            foreach (var connection in held)
+            {
+                await connection.DisposeAsync();
+            }
+        }
+
+        await slow.ReleaseAndAssertHandledOnlyByItAsync(() => CountQueuedAsync(queue));
+
+        // The renewals' own connections, at most two, named after the transport's, are closed with it.
+        var renewalConnections = $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{queue}-renewals'";
+        Assert.InRange(await PostgresTestDatabase.ScalarAsync<long>(renewalConnections), 1, 2);
+        await a.DisposeAsync();
+        await Eventually.UntilAsync(async () => await PostgresTestDatabase.ScalarAsync<long>(renewalConnections) == 0, "the renewals' connections are closed");
+    }
+
+    protected override Task<ITransport> OpenInstanceAsync() => OpenInstanceAsync(PostgresTestDatabase.ConnectionString);
+
+    private async Task<ITransport> OpenInstanceAsync(string connectionString)
+    {
+        var transport = await PostgresQueueTransportFactory.CreateAsync(connectionString, o =>
         {
             o.Schema = _schema;
             o.LeaseDuration = Lease;

@@ -68,8 +68,10 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         var server = new NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString);
         var forwarder = new TcpForwarder(server.Port);
         var queue = NewQueue();
-        var pool = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(server.ConnectionString) { Host = "127.0.0.1", Port = forwarder.Port }.ConnectionString);
-        var transport = new PostgresQueueTransport(pool, ownsDataSource: true, new PostgresQueueOptions { Schema = schema.Schema });
+        var forwarded = new NpgsqlConnectionStringBuilder(server.ConnectionString) { Host = "127.0.0.1", Port = forwarder.Port }.ConnectionString;
+        var pool = NpgsqlDataSource.Create(forwarded);
+        var options = new PostgresQueueOptions { Schema = schema.Schema };
+        var transport = new PostgresQueueTransport(pool, ownsDataSource: true, PostgresQueueTransportFactory.CreateRenewals(forwarded, options), options);
         _transports.Add(transport);
         await using (forwarder)
         {
@@ -86,7 +88,8 @@ public sealed class PostgresQueueTransportTests(PostgresSchemaFixture schema) : 
         var queue = NewQueue();
         // The dying instance runs on a pool the test closes under it, as a killed process's connections would close.
         var pool = NpgsqlDataSource.Create(PostgresTestDatabase.ConnectionString);
-        var dying = new PostgresQueueTransport(pool, ownsDataSource: false, new PostgresQueueOptions { Schema = schema.Schema, LeaseDuration = TimeSpan.FromSeconds(1) });
+        var options = new PostgresQueueOptions { Schema = schema.Schema, LeaseDuration = TimeSpan.FromSeconds(1) };
+        var dying = new PostgresQueueTransport(pool, ownsDataSource: false, PostgresQueueTransportFactory.CreateRenewals(PostgresTestDatabase.ConnectionString, options), options);
         _transports.Add(dying);
         await dying.StartAsync(CancellationToken.None);
         var survivor = await OpenAsync(o => o.PollInterval = TimeSpan.FromMilliseconds(100));
