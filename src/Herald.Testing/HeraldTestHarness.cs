@@ -103,8 +103,9 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
     }
 
     /// <summary>
-    /// Waits until nothing more happens without the clock moving: no delivery runs, none is due now, and the outbox holds
-    /// nothing unsent. Messages due later (delays, redeliveries) wait for <see cref="Time"/> to be advanced.
+    /// Waits until nothing more happens without the clock moving: no delivery runs, none is due now, the outbox holds
+    /// nothing unsent, and no orchestrated saga run goes on. Messages due later (delays, redeliveries) and saga steps'
+    /// delayed retries wait for <see cref="Time"/> to be advanced.
     /// </summary>
     /// <exception cref="HarnessAssertionException">The host was still busy at the deadline; the message says with what.</exception>
     public async Task WaitForIdleAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
@@ -113,15 +114,27 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
         var deadline = TimeProvider.System.GetUtcNow() + limit;
         var outbox = _services.GetRequiredService<IOutboxStore>();
         var tracker = Recorder.Tracker;
+
+        // Orchestrated sagas a handler started in its unit of work run on the host's saga runner, outside any delivery.
+        var sagas = _services.GetRequiredService<SagaOrchestrator>().Activity;
+        long Version() => tracker.Version + sagas.Version;
+        bool IsIdle(out string underWay)
+        {
+            var idle = tracker.IsIdle(out underWay);
+            var runs = sagas.Busy(Time.GetUtcNow());
+            underWay += $", {runs} orchestrated saga runs under way";
+            return idle && runs == 0;
+        }
+
         while (true)
         {
             // Idle twice with nothing in between: a handler that filled the outbox, or a relay that emptied it into the
             // transport, between the two looks moves the version.
-            var version = tracker.Version;
-            if (tracker.IsIdle(out var underWay))
+            var version = Version();
+            if (IsIdle(out var underWay))
             {
                 var pending = await outbox.CountPendingAsync(cancellationToken).ConfigureAwait(false);
-                if (pending == 0 && tracker.Version == version && tracker.IsIdle(out _))
+                if (pending == 0 && Version() == version && IsIdle(out _))
                 {
                     return;
                 }

@@ -198,6 +198,94 @@ public sealed class SagaTests
         Assert.Equal(SagaStatus.Failed, stored!.Status);
     }
 
+    // A handler that starts an orchestrated saga in its unit of work (StartInAsync) leaves it to the host's saga runner,
+    // in the background: the host is not idle while that run goes on, or ExpectNoneAsync would pass before the run sends.
+    [Fact]
+    public async Task WaitForIdle_WaitsForAnOrchestratedSagaAHandlerStarted()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = SagaDefinition.Create<FulfilmentData>("held-shipping", s => s
+            .Step("wait", async ctx =>
+            {
+                entered.TrySetResult();
+                await gate.Task.WaitAsync(ctx.CancellationToken);
+            })
+            .Step("ship", ctx => ctx.SendAsync(new ShipOrder(ctx.Data.OrderId)), retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.NoRetries())));
+        await using var harness = await HeraldTestHarness.StartAsync(h => h
+            .AddMessageTypesFromAssembly(typeof(PlaceOrder).Assembly)
+            .AddSaga(held)
+            .AddHandler<StartsShipping>()
+            .Route<ShipOrder>(Routes.Shipping));
+        var orderId = Guid.NewGuid();
+
+        await harness.SendAsync(new PlaceOrder(orderId, "ada", 1m));
+        await entered.Task.WaitAsync(harness.DefaultTimeout);
+
+        var busy = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.WaitForIdleAsync(TimeSpan.FromMilliseconds(300)));
+        Assert.Contains("saga", busy.Message, StringComparison.Ordinal);
+        gate.SetResult();
+        await harness.WaitForIdleAsync();
+        Assert.Equal(orderId, Assert.Single(harness.Sent.Select<ShipOrder>()).As<ShipOrder>().OrderId);
+        Assert.Equal(SagaStatus.Completed, (await harness.Services.GetRequiredService<ISagaStore>().LoadAsync(held.Name, orderId.ToString()))!.Status);
+    }
+
+    [Fact]
+    public async Task ExpectNoneAsync_FailsForAMessageAnOrchestratedSagaAHandlerStartedSends()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = SagaDefinition.Create<FulfilmentData>("held-shipping", s => s
+            .Step("wait", ctx => new ValueTask(gate.Task.WaitAsync(ctx.CancellationToken)))
+            .Step("ship", ctx => ctx.SendAsync(new ShipOrder(ctx.Data.OrderId)), retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.NoRetries())));
+        await using var harness = await HeraldTestHarness.StartAsync(h => h
+            .AddMessageTypesFromAssembly(typeof(PlaceOrder).Assembly)
+            .AddSaga(held)
+            .AddHandler<StartsShipping>()
+            .Route<ShipOrder>(Routes.Shipping));
+        await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m));
+
+        // Released only once the expectation has started waiting: it must see what the saga sends after that.
+        var none = harness.Sent.ExpectNoneAsync<ShipOrder>();
+        gate.SetResult();
+
+        await Assert.ThrowsAsync<HarnessAssertionException>(() => none);
+    }
+
+    [Fact]
+    public async Task WaitForIdle_DoesNotWaitForAStartedSagasDelayedRetry_WhichAdvanceTimeAsyncThenRuns()
+    {
+        var failures = 1;
+        var retried = SagaDefinition.Create<FulfilmentData>("retried-shipping", s => s
+            .Step(
+                "ship",
+                async ctx =>
+                {
+                    if (Interlocked.Decrement(ref failures) >= 0)
+                    {
+                        throw new TimeoutException("No courier answered.");
+                    }
+
+                    await ctx.SendAsync(new ShipOrder(ctx.Data.OrderId));
+                },
+                retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)))));
+        await using var harness = await HeraldTestHarness.StartAsync(h => h
+            .AddMessageTypesFromAssembly(typeof(PlaceOrder).Assembly)
+            .AddSaga(retried)
+            .AddHandler<StartsShipping>()
+            .Route<ShipOrder>(Routes.Shipping));
+        var orderId = Guid.NewGuid();
+        var store = harness.Services.GetRequiredService<ISagaStore>();
+
+        await harness.SendAsync(new PlaceOrder(orderId, "ada", 1m));
+        await harness.WaitForIdleAsync();
+        Assert.Equal(SagaStatus.Running, (await store.LoadAsync(retried.Name, orderId.ToString()))!.Status);
+        Assert.Empty(harness.Sent.Select<ShipOrder>());
+
+        await harness.AdvanceTimeAsync(TimeSpan.FromMinutes(1));
+        Assert.Single(harness.Sent.Select<ShipOrder>());
+        Assert.Equal(SagaStatus.Completed, (await store.LoadAsync(retried.Name, orderId.ToString()))!.Status);
+    }
+
     [Fact]
     public async Task OrchestratedSaga_AFaultForSomeRuns_IsRetriedByTheStepsPolicy()
     {
@@ -210,5 +298,12 @@ public sealed class SagaTests
         run.ExpectStatus(SagaStatus.Completed).ExpectSteps(["reserve-stock"]);
         Assert.Equal([1, 2, 3], run.Steps.Select(s => s.Attempt));
         Assert.Single(run.Sent);
+    }
+
+    /// <summary>Starts the orchestrated shipping saga registered in the host for each order, in the handler's unit of work.</summary>
+    private sealed class StartsShipping(SagaOrchestrator orchestrator, SagaDefinition<FulfilmentData> shipping) : Herald.Handling.IMessageHandler<PlaceOrder>
+    {
+        public async ValueTask HandleAsync(PlaceOrder message, Herald.Handling.MessageContext context, CancellationToken cancellationToken) =>
+            await orchestrator.StartInAsync(shipping, message.OrderId.ToString(), new FulfilmentData { OrderId = message.OrderId, Amount = message.Amount }, context.UnitOfWork, cancellationToken);
     }
 }

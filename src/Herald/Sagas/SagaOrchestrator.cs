@@ -41,6 +41,9 @@ public sealed class SagaOrchestrator
     /// <summary>The host's runner of instances started in a unit of work; set when the host builds it (<c>AddSaga</c>).</summary>
     internal SagaRunQueue? Queue { get; set; }
 
+    /// <summary>The runs under way in this process, for the test harness's idleness.</summary>
+    internal SagaActivity Activity { get; } = new();
+
     /// <summary>Whether this process runs the instance now (a start or a resume in flight).</summary>
     internal bool IsRunningHere(string sagaType, string id) => _running.ContainsKey((sagaType, id));
 
@@ -62,6 +65,7 @@ public sealed class SagaOrchestrator
             throw new SagaConcurrencyException(definition.Name, id, expectedVersion: 0, actualVersion: null);
         }
 
+        Activity.Started();
         try
         {
             var version = await _store.SaveAsync(instance, cancellationToken).ConfigureAwait(false);
@@ -71,6 +75,7 @@ public sealed class SagaOrchestrator
         finally
         {
             _running.TryRemove(key, out _);
+            Activity.Ended();
         }
     }
 
@@ -140,6 +145,8 @@ public sealed class SagaOrchestrator
             return await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
         }
 
+        // Before the first await: the saga runner hands its count of a queued run over to this one when the call returns.
+        Activity.Started();
         try
         {
             var instance = await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
@@ -161,6 +168,7 @@ public sealed class SagaOrchestrator
         finally
         {
             _running.TryRemove(key, out _);
+            Activity.Ended();
         }
     }
 
@@ -278,7 +286,17 @@ public sealed class SagaOrchestrator
                 case RetryAction.Redeliver:
                     delayedRetries++;
                     Log.SagaStepRetrying(_logger, failure, definition.Name, instance.Id, step.Name, compensation, attempt, decision.Delay);
-                    await Task.Delay(decision.Delay, _timeProvider, cancellationToken).ConfigureAwait(false);
+                    var until = _timeProvider.GetUtcNow() + decision.Delay;
+                    Activity.Waiting(until);
+                    try
+                    {
+                        await Task.Delay(decision.Delay, _timeProvider, cancellationToken).ConfigureAwait(false);
+                    }
+                    finally
+                    {
+                        Activity.Woke(until);
+                    }
+
                     attempt++;
                     continue;
                 default:

@@ -19,17 +19,31 @@ internal sealed class SagaRunQueue : BackgroundService
     private readonly Channel<Run> _runs = Channel.CreateBounded<Run>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait });
     private readonly SagaOptions _options;
     private readonly ILogger _logger;
+    private readonly SagaActivity _activity;
 
     public SagaRunQueue(SagaOrchestrator orchestrator, IOptions<SagaOptions> options, ILogger<SagaRunQueue> logger)
     {
         _options = options.Value;
         _logger = logger;
+        _activity = orchestrator.Activity;
         orchestrator.Queue = this;
     }
 
     /// <summary>Queues a committed instance to run; waits while the queue is full (back-pressure on the starting messages).</summary>
-    public ValueTask EnqueueAsync(string saga, string id, ActivityContext parent, Func<CancellationToken, Task> run, CancellationToken cancellationToken) =>
-        _runs.Writer.WriteAsync(new Run(saga, id, parent, run), cancellationToken);
+    public async ValueTask EnqueueAsync(string saga, string id, ActivityContext parent, Func<CancellationToken, Task> run, CancellationToken cancellationToken)
+    {
+        // Under way from here, before its message is acked: the harness's idleness never misses a run still queued.
+        _activity.Started();
+        try
+        {
+            await _runs.Writer.WriteAsync(new Run(saga, id, parent, run), cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            _activity.Ended();
+            throw;
+        }
+    }
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
         Task.WhenAll(Enumerable.Range(0, _options.RunConcurrency).Select(_ => Task.Run(() => WorkAsync(stoppingToken), CancellationToken.None)));
@@ -46,7 +60,18 @@ internal sealed class SagaRunQueue : BackgroundService
                 activity?.SetTag("herald.saga.id", run.Id);
                 try
                 {
-                    await run.Execute(stoppingToken).ConfigureAwait(false);
+                    Task running;
+                    try
+                    {
+                        running = run.Execute(stoppingToken);
+                    }
+                    finally
+                    {
+                        // From here the orchestrator counts the run (it does before its first await): counted once, not twice.
+                        _activity.Ended();
+                    }
+
+                    await running.ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
                 {
