@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Herald.Internal;
 using Herald.Persistence;
 using Herald.Redis.Internal;
@@ -39,11 +40,12 @@ namespace Herald.Redis.Reliability;
 internal sealed class RedisInbox : IInbox
 {
     // KEYS[1] mark, KEYS[2] index; ARGV now, expiry, token ('' for a final mark), gc ms.
-    // Returns {1} marked, {0} a final mark is live (duplicate), {2, expiry} a pending mark is live.
+    // Returns {1} marked, {0} a final mark or this unit of work's own pending one is live (duplicate), {2, expiry} another
+    // unit of work's pending mark is live.
     private const string MarkScript = """
         local found = redis.call('HMGET', KEYS[1], 'e', 't')
         if found[1] and tonumber(found[1]) > tonumber(ARGV[1]) then
-          if found[2] then return {2, found[1]} end
+          if found[2] and found[2] ~= ARGV[3] then return {2, found[1]} end
           return {0}
         end
         redis.call('DEL', KEYS[1])
@@ -114,6 +116,9 @@ internal sealed class RedisInbox : IInbox
     private static readonly TimeSpan MaxPoll = TimeSpan.FromMilliseconds(250);
     private static readonly RedisValue[] MarkFields = ["e", "t"];
 
+    // One token per unit of work, so a second mark of an id in the unit of work that holds it pending is a duplicate (as its
+    // own row is to a database transaction), instead of waiting for its own commit.
+    private readonly ConditionalWeakTable<IUnitOfWork, string> _tokens = new();
     private readonly RedisConnection _connection;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
@@ -223,7 +228,7 @@ internal sealed class RedisInbox : IInbox
         private LeaseRenewal? _renewal;
         private bool _sent;
 
-        public string Token { get; } = Guid.NewGuid().ToString("N");
+        public string Token { get; } = inbox._tokens.GetValue(unitOfWork, static _ => Guid.NewGuid().ToString("N"));
 
         private DateTimeOffset? FinalExpiry
         {

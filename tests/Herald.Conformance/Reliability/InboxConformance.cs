@@ -186,6 +186,22 @@ public abstract class InboxConformance
         Assert.False(await inbox.TryMarkHandledAsync(endpoint, id, Window));
     }
 
+    [Fact]
+    public async Task ASecondMark_InTheSameUnitOfWork_ReturnsFalseAtOnce_AndTheMarkCommits()
+    {
+        // A unit of work does not wait for itself: a database's transaction sees its own row (a conflict, so a duplicate).
+        var inbox = await CreateInboxAsync(TimeProvider.System);
+        var endpoint = UniqueEndpoint();
+        var id = Guid.CreateVersion7();
+        var unitOfWork = await BeginUnitOfWorkAsync(inbox);
+        Assert.True(await inbox.TryMarkHandledAsync(endpoint, id, Window, unitOfWork));
+
+        Assert.False(await inbox.TryMarkHandledAsync(endpoint, id, Window, unitOfWork).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
+        await unitOfWork.CommitAsync();
+        Assert.True(await inbox.IsHandledAsync(endpoint, id));
+        Assert.False(await inbox.TryMarkHandledAsync(endpoint, id, Window));
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
