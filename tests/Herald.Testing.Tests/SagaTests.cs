@@ -205,18 +205,8 @@ public sealed class SagaTests
     {
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var held = SagaDefinition.Create<FulfilmentData>("held-shipping", s => s
-            .Step("wait", async ctx =>
-            {
-                entered.TrySetResult();
-                await gate.Task.WaitAsync(ctx.CancellationToken);
-            })
-            .Step("ship", ctx => ctx.SendAsync(new ShipOrder(ctx.Data.OrderId)), retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.NoRetries())));
-        await using var harness = await HeraldTestHarness.StartAsync(h => h
-            .AddMessageTypesFromAssembly(typeof(PlaceOrder).Assembly)
-            .AddSaga(held)
-            .AddHandler<StartsShipping>()
-            .Route<ShipOrder>(Routes.Shipping));
+        var held = HeldShipping(gate.Task, entered);
+        await using var harness = await StartShippingForEachOrderAsync(held);
         var orderId = Guid.NewGuid();
 
         await harness.SendAsync(new PlaceOrder(orderId, "ada", 1m));
@@ -234,14 +224,7 @@ public sealed class SagaTests
     public async Task ExpectNoneAsync_FailsForAMessageAnOrchestratedSagaAHandlerStartedSends()
     {
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var held = SagaDefinition.Create<FulfilmentData>("held-shipping", s => s
-            .Step("wait", ctx => new ValueTask(gate.Task.WaitAsync(ctx.CancellationToken)))
-            .Step("ship", ctx => ctx.SendAsync(new ShipOrder(ctx.Data.OrderId)), retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.NoRetries())));
-        await using var harness = await HeraldTestHarness.StartAsync(h => h
-            .AddMessageTypesFromAssembly(typeof(PlaceOrder).Assembly)
-            .AddSaga(held)
-            .AddHandler<StartsShipping>()
-            .Route<ShipOrder>(Routes.Shipping));
+        await using var harness = await StartShippingForEachOrderAsync(HeldShipping(gate.Task, entered: null));
         await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m));
 
         // Released only once the expectation has started waiting: it must see what the saga sends after that.
@@ -268,11 +251,7 @@ public sealed class SagaTests
                     await ctx.SendAsync(new ShipOrder(ctx.Data.OrderId));
                 },
                 retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)))));
-        await using var harness = await HeraldTestHarness.StartAsync(h => h
-            .AddMessageTypesFromAssembly(typeof(PlaceOrder).Assembly)
-            .AddSaga(retried)
-            .AddHandler<StartsShipping>()
-            .Route<ShipOrder>(Routes.Shipping));
+        await using var harness = await StartShippingForEachOrderAsync(retried);
         var orderId = Guid.NewGuid();
         var store = harness.Services.GetRequiredService<ISagaStore>();
 
@@ -299,6 +278,23 @@ public sealed class SagaTests
         Assert.Equal([1, 2, 3], run.Steps.Select(s => s.Attempt));
         Assert.Single(run.Sent);
     }
+
+    // Waits for the gate in its first step, then ships.
+    private static SagaDefinition<FulfilmentData> HeldShipping(Task gate, TaskCompletionSource? entered) =>
+        SagaDefinition.Create<FulfilmentData>("held-shipping", s => s
+            .Step("wait", async ctx =>
+            {
+                entered?.TrySetResult();
+                await gate.WaitAsync(ctx.CancellationToken);
+            })
+            .Step("ship", ctx => ctx.SendAsync(new ShipOrder(ctx.Data.OrderId)), retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.NoRetries())));
+
+    private static Task<HeraldTestHarness> StartShippingForEachOrderAsync(SagaDefinition<FulfilmentData> shipping) =>
+        HeraldTestHarness.StartAsync(h => h
+            .AddMessageTypesFromAssembly(typeof(PlaceOrder).Assembly)
+            .AddSaga(shipping)
+            .AddHandler<StartsShipping>()
+            .Route<ShipOrder>(Routes.Shipping));
 
     /// <summary>Starts the orchestrated shipping saga registered in the host for each order, in the handler's unit of work.</summary>
     private sealed class StartsShipping(SagaOrchestrator orchestrator, SagaDefinition<FulfilmentData> shipping) : Herald.Handling.IMessageHandler<PlaceOrder>
