@@ -41,6 +41,9 @@ internal static partial class Log
     [LoggerMessage(5017, LogLevel.Error, "Message {MessageId} on '{Queue}' was cut off by the broker's consumer_timeout {CutOffs} times; it is dead-lettered instead of run again")]
     public static partial void ConsumerTimeoutDeadLettered(ILogger logger, Guid messageId, string queue, int cutOffs);
 
+    [LoggerMessage(5018, LogLevel.Error, "Message {MessageId} on '{Queue}' was delivered {Deliveries} times without being settled (MaxDeliveries {MaxDeliveries}); it is dead-lettered instead of run again. Its handler outlived consumer_timeout, or the process stopped or crashed while handling it")]
+    public static partial void DeliveryLimitDeadLettered(ILogger logger, Guid messageId, string queue, int deliveries, int maxDeliveries);
+
     [LoggerMessage(5023, LogLevel.Information, "Delivery of message {MessageId} from '{Queue}' was made on a channel since lost; it is not settled, and the broker redelivers it, so it may be handled again")]
     public static partial void StaleDeliveryNotSettled(ILogger logger, Guid messageId, string queue);
 

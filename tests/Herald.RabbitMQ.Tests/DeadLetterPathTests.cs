@@ -289,6 +289,44 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
         await Herald.Conformance.Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 2, "both reach the store: none was lost");
     }
 
+    // Stop 40: on a quorum queue, a message the broker delivered MaxDeliveries times without it being settled (each time
+    // a consumer went away while holding it, as a crashing process does) goes to the dead-letter store with the count and
+    // the likely causes, through the pipeline's one dead-letter path, and its handler never runs.
+    [Fact]
+    public async Task OnAQuorumQueue_AMessageDeliveredMaxDeliveriesTimesUnsettled_IsStoredAsADeadLetterAndNotHandled()
+    {
+        var endpoint = Name("endpoint");
+        var channel = await CreateRawChannelAsync();
+        await channel.QueueDeclareAsync(endpoint, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?> { ["x-queue-type"] = "quorum" });
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.NewGuid().ToString(), Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()) }, """{"quantity":7}""");
+        for (var taken = 0; taken < 2; taken++)
+        {
+            // A consumer that takes the message and goes away without settling it: the broker counts one more delivery.
+            var consumer = await CreateRawChannelAsync();
+            var got = await Herald.Conformance.Eventually.ValueAsync(() => new ValueTask<BasicGetResult?>(consumer.BasicGetAsync(endpoint, autoAck: false)), "the message is there");
+            Assert.Equal(taken > 0, got.Redelivered);
+            await consumer.CloseAsync();
+        }
+
+        var probe = new Probe();
+        using var host = await StartHostAsync(probe, configure: o =>
+        {
+            o.QueueType = Herald.RabbitMQ.Transport.RabbitMqQueueType.Quorum;
+            o.MaxDeliveries = 2;
+        });
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        await Herald.Conformance.Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) >= 1, "the message is stored as a dead letter");
+        var deadLetter = Assert.Single((await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items);
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+        Assert.Contains("delivered 2 times without being settled", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Contains("consumer_timeout", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal("""{"quantity":7}""", Encoding.UTF8.GetString(deadLetter.Envelope.Body.Span));
+        await host.StopAsync();
+
+        Assert.Empty(probe.Handled);
+        Assert.Equal(0u, (await channel.QueueDeclarePassiveAsync(endpoint)).MessageCount);
+    }
+
     private async Task<IHost> StartHostAsync(Probe probe, IDeadLetterStore? store = null, Action<Herald.RabbitMQ.Transport.RabbitMqTransportOptions>? configure = null, TimeSpan? storeFailureRedelivery = null, ILoggerProvider? logs = null)
     {
         var endpoint = Name("endpoint");

@@ -90,6 +90,23 @@ public sealed class HostingTests : RabbitMqTestBase
         Assert.Contains(setting, problem, StringComparison.Ordinal);
     }
 
+    // Stop 40: MaxDeliveries (quorum queues' delivery limit) is off with null, else at least 1; 10 by default.
+    [Theory]
+    [InlineData(0, true)]
+    [InlineData(-1, true)]
+    [InlineData(1, false)]
+    [InlineData(null, false)]
+    public void MaxDeliveries_BelowOne_FailsTheValidationNamingIt(int? maxDeliveries, bool invalid)
+    {
+        var options = new RabbitMqTransportOptions { ConnectionUri = new Uri("amqp://herald:secret@127.0.0.1:5672/") };
+        Assert.Equal(10, options.MaxDeliveries);
+        options.MaxDeliveries = maxDeliveries;
+
+        var problems = options.Validate();
+        Assert.Equal(invalid, problems.Any(p => p.Contains(nameof(RabbitMqTransportOptions.MaxDeliveries), StringComparison.Ordinal)));
+        Assert.Equal(invalid ? 1 : 0, problems.Count);
+    }
+
     [Fact]
     public async Task Factory_WithInvalidOptions_Throws()
     {

@@ -6,6 +6,43 @@ namespace Herald.RabbitMQ.Tests;
 
 public sealed class QuorumTests : RabbitMqTestBase
 {
+    // Stop 40: RabbitMQ 4.3 split the count: x-delivery-count counts only returns it takes for failures, x-acquired-count
+    // every return; the delivery limit reads the larger (before 4.3 only the first is there, counting every return).
+    [Theory]
+    [InlineData(null, null, null)]
+    [InlineData(3, null, 3)]
+    [InlineData(null, 4, 4)]
+    [InlineData(1, 5, 5)]
+    [InlineData(6, 2, 6)]
+    public void UnsettledDeliveries_IsTheLargerOfTheBrokersTwoCounts(int? deliveryCount, int? acquiredCount, int? expected)
+    {
+        var headers = new Dictionary<string, object?> { ["cloudEvents:specversion"] = "1.0" };
+        if (deliveryCount is { } d)
+        {
+            headers["x-delivery-count"] = (long)d;
+        }
+
+        if (acquiredCount is { } a)
+        {
+            headers["x-acquired-count"] = (long)a;
+        }
+
+        Assert.Equal(expected, AmqpEnvelopeCodec.UnsettledDeliveries(new global::RabbitMQ.Client.BasicProperties { Headers = headers }));
+    }
+
+    // A retry copy is a new message to the broker: it must not carry the original's counts into its own delivery limit.
+    [Fact]
+    public void CopyForRepublish_LeavesTheBrokersDeliveryCountsBehind()
+    {
+        var delivered = new global::RabbitMQ.Client.BasicProperties
+        {
+            MessageId = Guid.NewGuid().ToString(),
+            Headers = new Dictionary<string, object?> { ["x-delivery-count"] = 3L, ["x-acquired-count"] = 4L },
+        };
+
+        Assert.Null(AmqpEnvelopeCodec.UnsettledDeliveries(AmqpEnvelopeCodec.CopyForRepublish(delivered, 1, deadLetterReason: null, originQueue: null)));
+    }
+
     [Fact]
     public async Task QuorumQueues_RoundTrip_RetryAndDeadLetter()
     {

@@ -421,9 +421,7 @@ public sealed class RecoveryTests : RabbitMqTestBase
             for (var cut = 0; cut < ConsumerTimeouts.MaxCutOffs; cut++)
             {
                 Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), $"run {cut + 1} started");
-                var channel = consumer.ChannelForTests;
-                await Assert.ThrowsAnyAsync<Exception>(() => channel.ExchangeDeclareAsync(exchange, ExchangeType.Direct, durable: false, autoDelete: false));
-                await Herald.Conformance.Eventually.UntilAsync(() => !channel.IsOpen, "the broker closed the consumer's channel");
+                await CutOffAsync(consumer, exchange);
             }
 
             var reason = await deadLettered.Task.WaitAsync(TimeSpan.FromSeconds(15));
@@ -436,6 +434,173 @@ public sealed class RecoveryTests : RabbitMqTestBase
         }
 
         await consumer.StopAsync();
+    }
+
+    // Stop 40, consumer_timeout across processes: the cut-offs were counted in each consumer's memory only, so a message
+    // cut off once in a process that then stopped (a restart, a scale-in) started again from nothing in the next one,
+    // and one that always outlives the timeout came back for ever as processes came and went. On a quorum queue the
+    // broker's delivery count, which outlives processes, ends it: the delivery after MaxDeliveries unsettled ones is
+    // dead-lettered, whichever consumers ran it. (On a classic queue the count stays per process: docs/rabbitmq.md.)
+    [Fact]
+    public async Task Consume_OnAQuorumQueue_HandlerCutOffByConsumerTimeoutOnceInEachOfTwoTransports_IsDeadLetteredAfterMaxDeliveries()
+    {
+        var queue = Name("slow-across");
+        var exchange = Name("x delivery acknowledgement on channel 1 timed out. Timeout value used: 0 ms");
+        var raw = await CreateRawChannelAsync();
+        await raw.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: false, autoDelete: false);
+        var runs = new ConcurrentQueue<string>();
+        var ran = new SemaphoreSlim(0);
+        var deadLettered = new TaskCompletionSource<Exception>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        DeliveryHandler Slow(string process) => async (delivery, ct) =>
+        {
+            if (delivery.DecodeFailure is { } failure)
+            {
+                deadLettered.TrySetResult(failure);
+                return;
+            }
+
+            runs.Enqueue(process);
+            ran.Release();
+            await release.Task.WaitAsync(ct);
+        };
+
+        try
+        {
+            // The first process: cut off once, then stopped while it runs the message again (2 unsettled deliveries).
+            var first = await CreateTransportAsync(QuorumWithMaxDeliveries(3));
+            await first.DeclareQueueAsync(queue);
+            var consumer = (RabbitMqConsumer)await ConsumeAsync(first, queue, Slow("first"), new ConsumerOptions { MaxConcurrency = 3 });
+            await first.SendAsync(queue, NewEnvelope());
+            Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), "the first run started");
+            await CutOffAsync(consumer, exchange);
+            Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), "the second run started");
+            // Stopped as a host stops at its deadline: the handlers are cancelled, their message handed back.
+            await consumer.StopAsync(new CancellationToken(canceled: true));
+
+            // The second process: cut off once (a third unsettled delivery), below MaxCutOffs in this process.
+            var second = await CreateTransportAsync(QuorumWithMaxDeliveries(3));
+            consumer = (RabbitMqConsumer)await ConsumeAsync(second, queue, Slow("second"), new ConsumerOptions { MaxConcurrency = 3 });
+            Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), "the third run started");
+            await CutOffAsync(consumer, exchange);
+
+            var runAgain = ran.WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.True(await Task.WhenAny(deadLettered.Task, runAgain) == deadLettered.Task, $"not dead-lettered after 3 unsettled deliveries; runs: {string.Join(", ", runs)}");
+            var reason = (await deadLettered.Task).Message;
+            Assert.Contains("delivered 3 times without being settled", reason, StringComparison.Ordinal);
+            Assert.Contains("consumer_timeout", reason, StringComparison.Ordinal);
+            Assert.Equal(["first", "first", "second"], runs);
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+    }
+
+    // Stop 40, poison message that kills its host: a message whose handling brings the process down never settles, and
+    // the restarted process (or the next one) took it again, for ever. Each crash drops the connection with the delivery
+    // unsettled; on a quorum queue the broker counts them, and the delivery after MaxDeliveries is dead-lettered.
+    [Fact]
+    public async Task Consume_OnAQuorumQueue_ProcessGoingDownWhileHandlingAMessageEachTime_DeadLettersItAfterMaxDeliveries()
+    {
+        const int maxDeliveries = 3;
+        var queue = Name("crash-loop");
+        var transport = await CreateTransportAsync(QuorumWithMaxDeliveries(maxDeliveries));
+        var runs = new ConcurrentQueue<int>();
+        var ran = new SemaphoreSlim(0);
+        var deadLettered = new TaskCompletionSource<Exception>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // A worker per run: a handler whose connection went down is still held, as a crashed process's would never end.
+        await ConsumeAsync(
+            transport,
+            queue,
+            async (delivery, ct) =>
+            {
+                if (delivery.DecodeFailure is { } failure)
+                {
+                    deadLettered.TrySetResult(failure);
+                    return;
+                }
+
+                runs.Enqueue(delivery.Envelope.DeliveryAttempt);
+                ran.Release();
+                await release.Task.WaitAsync(ct);
+            },
+            new ConsumerOptions { MaxConcurrency = maxDeliveries + 1 });
+        await transport.SendAsync(queue, NewEnvelope());
+
+        try
+        {
+            for (var run = 1; run <= maxDeliveries; run++)
+            {
+                Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), $"run {run} started");
+                await BrokerAdmin.KillConnectionsAsync(Prefix + ":consume");
+            }
+
+            var runAgain = ran.WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.True(await Task.WhenAny(deadLettered.Task, runAgain) == deadLettered.Task, $"not dead-lettered after {maxDeliveries} unsettled deliveries; runs (attempts): {string.Join(", ", runs)}");
+            Assert.Contains($"delivered {maxDeliveries} times without being settled", (await deadLettered.Task).Message, StringComparison.Ordinal);
+            Assert.Equal([1, 2, 3], runs);
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+    }
+
+    // Stop 40: a classic queue keeps no delivery count, so MaxDeliveries does not apply there, even to a message whose
+    // sender wrote an x-delivery-count header of its own: a redelivery is handled, however often it came before.
+    [Fact]
+    public async Task Consume_OnAClassicQueue_RedeliveryIsHandled_WhateverMaxDeliveriesAndAnXDeliveryCountHeaderSay()
+    {
+        var queue = Name("classic-returns");
+        var transport = await CreateTransportAsync(o => o.MaxDeliveries = 1);
+        await transport.DeclareQueueAsync(queue);
+        var raw = await CreateRawChannelAsync();
+        var sent = Guid.CreateVersion7();
+        await raw.BasicPublishAsync(string.Empty, queue, mandatory: true, new BasicProperties
+        {
+            MessageId = sent.ToString(),
+            Type = "test-message",
+            Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
+            Headers = new Dictionary<string, object?> { ["cloudEvents:specversion"] = "1.0", ["x-delivery-count"] = 5 },
+        }, "{}"u8.ToArray());
+
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var first = await ConsumeAsync(transport, queue, async (_, ct) =>
+        {
+            started.TrySetResult();
+            await Task.Delay(Timeout.Infinite, ct);
+        });
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        await first.StopAsync(new CancellationToken(canceled: true));
+
+        var redelivered = new TaskCompletionSource<(Guid Id, int Attempt, Exception? Failure)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await ConsumeAsync(transport, queue, (delivery, _) =>
+        {
+            redelivered.TrySetResult((delivery.Envelope.MessageId, delivery.Envelope.DeliveryAttempt, delivery.DecodeFailure));
+            return ValueTask.CompletedTask;
+        });
+        var (id, attempt, failure) = await redelivered.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.Null(failure);
+        Assert.Equal(sent, id);
+        Assert.True(attempt > 1, $"handled as a redelivery (attempt {attempt})");
+    }
+
+    private static Action<RabbitMqTransportOptions> QuorumWithMaxDeliveries(int maxDeliveries) => o =>
+    {
+        o.QueueType = RabbitMqQueueType.Quorum;
+        o.MaxDeliveries = maxDeliveries;
+    };
+
+    // RabbitMQ 3.10 has the timeout only server-wide and checks it once a minute, so a 406 carrying consumer_timeout's
+    // text stands in: an exchange named with that text, declared again with another type on the consumer's channel.
+    private static async Task CutOffAsync(RabbitMqConsumer consumer, string exchange)
+    {
+        var channel = consumer.ChannelForTests;
+        await Assert.ThrowsAnyAsync<Exception>(() => channel.ExchangeDeclareAsync(exchange, ExchangeType.Direct, durable: false, autoDelete: false));
+        await Herald.Conformance.Eventually.UntilAsync(() => !channel.IsOpen, "the broker closed the consumer's channel");
     }
 
     // Round 4 follow-up: the transport health check probes with DeclareQueueAsync, which was answered from Herald's

@@ -26,6 +26,7 @@ internal static class AmqpEnvelopeCodec
     public const string OriginQueueHeader = "x-herald-origin-queue";
 
     private const string DeliveryCountHeader = "x-delivery-count";
+    private const string AcquiredCountHeader = "x-acquired-count";
     private const int CharBufferLength = 256;
 
 
@@ -46,7 +47,7 @@ internal static class AmqpEnvelopeCodec
 
     // Headers the client or the broker adds to a copy; a republished copy must not carry them over.
     private static readonly FrozenSet<string> DroppedOnRepublish = FrozenSet.ToFrozenSet(
-        [DeliveryCountHeader, Constants.PublishSequenceNumberHeader],
+        [DeliveryCountHeader, AcquiredCountHeader, Constants.PublishSequenceNumberHeader],
         StringComparer.Ordinal);
 
     public static BasicProperties Encode(Envelope envelope, string defaultSource)
@@ -470,6 +471,33 @@ internal static class AmqpEnvelopeCodec
         var before = headers is not null && headers.TryGetValue(AttemptHeader, out var a) ? a : null;
         var returns = headers is not null && headers.TryGetValue(DeliveryCountHeader, out var d) ? d ?? 0 : null;
         return Attempt(before, returns, redelivered);
+    }
+
+    /// <summary>
+    /// How many times a quorum queue delivered this copy before without it being settled, or null when the broker keeps no
+    /// count (a classic queue): the larger of <c>x-delivery-count</c> and <c>x-acquired-count</c>. Before RabbitMQ 4.3 the
+    /// first counts every return; from 4.3 on it counts only returns the broker takes for failures (a reject, a lost
+    /// consumer), and the second counts every return.
+    /// </summary>
+    public static int? UnsettledDeliveries(IReadOnlyBasicProperties properties)
+    {
+        if (properties.Headers is not { } headers)
+        {
+            return null;
+        }
+
+        int? count = null;
+        if (headers.TryGetValue(DeliveryCountHeader, out var delivered) && delivered is not null)
+        {
+            count = AsInt(delivered);
+        }
+
+        if (headers.TryGetValue(AcquiredCountHeader, out var acquired) && acquired is not null)
+        {
+            count = Math.Max(count ?? 0, AsInt(acquired));
+        }
+
+        return count;
     }
 
     /// <summary>Which delivery a dead-letter queue's copy failed on: the attempt count written when it was dead-lettered.</summary>

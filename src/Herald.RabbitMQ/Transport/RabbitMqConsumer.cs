@@ -27,6 +27,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private readonly DeliveryLanes<RabbitMqDelivery> _lanes;
     private readonly AckBatcher _acks;
     private readonly ConsumerTimeouts _timeouts;
+    private readonly int? _maxDeliveries;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
     private readonly SemaphoreSlim _closeGate = new(1, 1);
@@ -59,6 +60,9 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         _acks = new AckBatcher(channel, Math.Min(ackBatch, prefetch), AckBatchDelay, transport.TimeProvider, queue, logger);
         _lanes = new DeliveryLanes<RabbitMqDelivery>(concurrency, prefetch, runInline: true);
         _timeouts = new ConsumerTimeouts(transport.TimeProvider, concurrency);
+
+        // Only quorum queues count deliveries; on a classic queue an x-delivery-count header is a sender's, not the broker's.
+        _maxDeliveries = transport.Options.QueueType == RabbitMqQueueType.Quorum ? transport.Options.MaxDeliveries : null;
         Watch(channel);
     }
 
@@ -321,6 +325,13 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
                 // Run again, it would be cut off again, and come back for ever: the pipeline dead-letters it with the reason.
                 failure = new HeraldException($"Its handler ran longer than the broker's consumer_timeout on {cutOffs} deliveries, each cut off by the broker closing the channel and redelivering it; it is not run again. Raise consumer_timeout for queue '{Queue}' (a consumer-timeout policy on RabbitMQ 3.11.15 and later) above the handler's longest run, then replay it.");
                 Log.ConsumerTimeoutDeadLettered(_logger, envelope.MessageId, Queue, cutOffs);
+            }
+            else if (redelivered && _maxDeliveries is { } max && AmqpEnvelopeCodec.UnsettledDeliveries(properties) is { } unsettled && unsettled >= max)
+            {
+                // The broker's count outlives this process: a message whose handler never gets to settle it (cut off by
+                // consumer_timeout, or bringing its process down) would come back for ever, whichever process takes it.
+                failure = new HeraldException($"It was delivered {unsettled} times without being settled (the quorum queue's delivery count), as many as MaxDeliveries ({max}) allows; it is not run again. Likely its handler ran longer than the broker's consumer_timeout, or the process stopped or crashed while handling it (a message that brings its process down does so each time): see the logs of the processes that ran it, then replay it.");
+                Log.DeliveryLimitDeadLettered(_logger, envelope.MessageId, Queue, unsettled, max);
             }
 
             var received = new RabbitMqDelivery(this, deliveryTag, properties, envelope, failure, generation) { ReceivedAt = receivedAt };

@@ -17,6 +17,14 @@ public sealed class RabbitMqTransportOptions
     /// <summary>The kind of queue declared for queues, retry queues and dead-letter queues.</summary>
     public RabbitMqQueueType QueueType { get; set; } = RabbitMqQueueType.Classic;
 
+    /// <summary>
+    /// On quorum queues, how often a message may be delivered without being settled (its handler cut off, its process
+    /// stopped or crashed) before its next delivery is dead-lettered instead of handled, by the broker's count; null: no limit.
+    /// </summary>
+    // Below RabbitMQ 4's own default delivery-limit of 20 ("Messages that are redelivered 20 times or more will be
+    // dead-lettered or dropped", 4.0 release notes): Herald's queues have no dead-letter exchange, so the broker would drop it.
+    public int? MaxDeliveries { get; set; } = 10;
+
     /// <summary>When set, replaces <c>ConsumerOptions.Prefetch</c> for every consumer (raised to the consumer's concurrency if lower).</summary>
     public int? Prefetch { get; set; }
 
@@ -148,10 +156,8 @@ public sealed class RabbitMqTransportOptions
             errors.Add("Source must not be empty.");
         }
 
-        if (DeadLetterQueueMaxLength is < 1)
-        {
-            errors.Add($"DeadLetterQueueMaxLength must be at least 1 when set, not {DeadLetterQueueMaxLength}.");
-        }
+        AtLeastOneWhenSet(errors, nameof(DeadLetterQueueMaxLength), DeadLetterQueueMaxLength);
+        AtLeastOneWhenSet(errors, nameof(MaxDeliveries), MaxDeliveries);
 
         if (!Enum.IsDefined(DeadLetterQueueOverflow))
         {
@@ -185,6 +191,14 @@ public sealed class RabbitMqTransportOptions
         }
 
         return errors;
+    }
+
+    private static void AtLeastOneWhenSet(List<string> errors, string setting, int? value)
+    {
+        if (value is < 1)
+        {
+            errors.Add($"{setting} must be at least 1 when set, not {value}.");
+        }
     }
 
     /// <summary>A snapshot, so changing the options object later does not change a running transport.</summary>
