@@ -388,31 +388,11 @@ public sealed class RecoveryTests : RabbitMqTestBase
     public async Task Consume_HandlerCutOffByConsumerTimeoutTwice_IsDeadLetteredInsteadOfRunAgain()
     {
         var queue = Name("slow");
-        var exchange = Name("x delivery acknowledgement on channel 1 timed out. Timeout value used: 0 ms");
-        var raw = await CreateRawChannelAsync();
-        await raw.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: false, autoDelete: false);
+        var exchange = await DeclareCutOffExchangeAsync();
         var transport = await CreateTransportAsync();
         await transport.DeclareQueueAsync(queue);
-        var runs = new ConcurrentQueue<int>();
-        var ran = new SemaphoreSlim(0);
-        var deadLettered = new TaskCompletionSource<Exception>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var consumer = (RabbitMqConsumer)await ConsumeAsync(
-            transport,
-            queue,
-            async (delivery, ct) =>
-            {
-                if (delivery.DecodeFailure is { } failure)
-                {
-                    deadLettered.TrySetResult(failure);
-                    return;
-                }
-
-                runs.Enqueue(delivery.Envelope.DeliveryAttempt);
-                ran.Release();
-                await release.Task.WaitAsync(ct);
-            },
-            new ConsumerOptions { MaxConcurrency = 3 });
+        var held = new HeldRuns<int>();
+        var consumer = (RabbitMqConsumer)await ConsumeAsync(transport, queue, held.Handler(d => d.Envelope.DeliveryAttempt), new ConsumerOptions { MaxConcurrency = 3 });
         var sent = NewEnvelope();
         await transport.SendAsync(queue, sent);
 
@@ -420,17 +400,17 @@ public sealed class RecoveryTests : RabbitMqTestBase
         {
             for (var cut = 0; cut < ConsumerTimeouts.MaxCutOffs; cut++)
             {
-                Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), $"run {cut + 1} started");
+                await held.StartedAsync($"run {cut + 1}");
                 await CutOffAsync(consumer, exchange);
             }
 
-            var reason = await deadLettered.Task.WaitAsync(TimeSpan.FromSeconds(15));
-            Assert.Contains("consumer_timeout", reason.Message, StringComparison.Ordinal);
-            Assert.Equal(ConsumerTimeouts.MaxCutOffs, runs.Count);
+            var reason = await held.DeadLetteredInsteadOfRunAgainAsync();
+            Assert.Contains("consumer_timeout", reason, StringComparison.Ordinal);
+            Assert.Equal(ConsumerTimeouts.MaxCutOffs, held.Runs.Count);
         }
         finally
         {
-            release.TrySetResult();
+            held.Release();
         }
 
         await consumer.StopAsync();
@@ -445,55 +425,36 @@ public sealed class RecoveryTests : RabbitMqTestBase
     public async Task Consume_OnAQuorumQueue_HandlerCutOffByConsumerTimeoutOnceInEachOfTwoTransports_IsDeadLetteredAfterMaxDeliveries()
     {
         var queue = Name("slow-across");
-        var exchange = Name("x delivery acknowledgement on channel 1 timed out. Timeout value used: 0 ms");
-        var raw = await CreateRawChannelAsync();
-        await raw.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: false, autoDelete: false);
-        var runs = new ConcurrentQueue<string>();
-        var ran = new SemaphoreSlim(0);
-        var deadLettered = new TaskCompletionSource<Exception>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        DeliveryHandler Slow(string process) => async (delivery, ct) =>
-        {
-            if (delivery.DecodeFailure is { } failure)
-            {
-                deadLettered.TrySetResult(failure);
-                return;
-            }
-
-            runs.Enqueue(process);
-            ran.Release();
-            await release.Task.WaitAsync(ct);
-        };
+        var exchange = await DeclareCutOffExchangeAsync();
+        var held = new HeldRuns<string>();
 
         try
         {
             // The first process: cut off once, then stopped while it runs the message again (2 unsettled deliveries).
             var first = await CreateTransportAsync(QuorumWithMaxDeliveries(3));
             await first.DeclareQueueAsync(queue);
-            var consumer = (RabbitMqConsumer)await ConsumeAsync(first, queue, Slow("first"), new ConsumerOptions { MaxConcurrency = 3 });
+            var consumer = (RabbitMqConsumer)await ConsumeAsync(first, queue, held.Handler(_ => "first"), new ConsumerOptions { MaxConcurrency = 3 });
             await first.SendAsync(queue, NewEnvelope());
-            Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), "the first run started");
+            await held.StartedAsync("the first run");
             await CutOffAsync(consumer, exchange);
-            Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), "the second run started");
+            await held.StartedAsync("the second run");
             // Stopped as a host stops at its deadline: the handlers are cancelled, their message handed back.
             await consumer.StopAsync(new CancellationToken(canceled: true));
 
             // The second process: cut off once (a third unsettled delivery), below MaxCutOffs in this process.
             var second = await CreateTransportAsync(QuorumWithMaxDeliveries(3));
-            consumer = (RabbitMqConsumer)await ConsumeAsync(second, queue, Slow("second"), new ConsumerOptions { MaxConcurrency = 3 });
-            Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), "the third run started");
+            consumer = (RabbitMqConsumer)await ConsumeAsync(second, queue, held.Handler(_ => "second"), new ConsumerOptions { MaxConcurrency = 3 });
+            await held.StartedAsync("the third run");
             await CutOffAsync(consumer, exchange);
 
-            var runAgain = ran.WaitAsync(TimeSpan.FromSeconds(15));
-            Assert.True(await Task.WhenAny(deadLettered.Task, runAgain) == deadLettered.Task, $"not dead-lettered after 3 unsettled deliveries; runs: {string.Join(", ", runs)}");
-            var reason = (await deadLettered.Task).Message;
+            var reason = await held.DeadLetteredInsteadOfRunAgainAsync();
             Assert.Contains("delivered 3 times without being settled", reason, StringComparison.Ordinal);
             Assert.Contains("consumer_timeout", reason, StringComparison.Ordinal);
-            Assert.Equal(["first", "first", "second"], runs);
+            Assert.Equal(["first", "first", "second"], held.Runs);
         }
         finally
         {
-            release.TrySetResult();
+            held.Release();
         }
     }
 
@@ -506,46 +467,27 @@ public sealed class RecoveryTests : RabbitMqTestBase
         const int maxDeliveries = 3;
         var queue = Name("crash-loop");
         var transport = await CreateTransportAsync(QuorumWithMaxDeliveries(maxDeliveries));
-        var runs = new ConcurrentQueue<int>();
-        var ran = new SemaphoreSlim(0);
-        var deadLettered = new TaskCompletionSource<Exception>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = new HeldRuns<int>();
 
         // A worker per run: a handler whose connection went down is still held, as a crashed process's would never end.
-        await ConsumeAsync(
-            transport,
-            queue,
-            async (delivery, ct) =>
-            {
-                if (delivery.DecodeFailure is { } failure)
-                {
-                    deadLettered.TrySetResult(failure);
-                    return;
-                }
-
-                runs.Enqueue(delivery.Envelope.DeliveryAttempt);
-                ran.Release();
-                await release.Task.WaitAsync(ct);
-            },
-            new ConsumerOptions { MaxConcurrency = maxDeliveries + 1 });
+        await ConsumeAsync(transport, queue, held.Handler(d => d.Envelope.DeliveryAttempt), new ConsumerOptions { MaxConcurrency = maxDeliveries + 1 });
         await transport.SendAsync(queue, NewEnvelope());
 
         try
         {
             for (var run = 1; run <= maxDeliveries; run++)
             {
-                Assert.True(await ran.WaitAsync(TimeSpan.FromSeconds(15)), $"run {run} started");
+                await held.StartedAsync($"run {run}");
                 await BrokerAdmin.KillConnectionsAsync(Prefix + ":consume");
             }
 
-            var runAgain = ran.WaitAsync(TimeSpan.FromSeconds(15));
-            Assert.True(await Task.WhenAny(deadLettered.Task, runAgain) == deadLettered.Task, $"not dead-lettered after {maxDeliveries} unsettled deliveries; runs (attempts): {string.Join(", ", runs)}");
-            Assert.Contains($"delivered {maxDeliveries} times without being settled", (await deadLettered.Task).Message, StringComparison.Ordinal);
-            Assert.Equal([1, 2, 3], runs);
+            var reason = await held.DeadLetteredInsteadOfRunAgainAsync();
+            Assert.Contains($"delivered {maxDeliveries} times without being settled", reason, StringComparison.Ordinal);
+            Assert.Equal([1, 2, 3], held.Runs);
         }
         finally
         {
-            release.TrySetResult();
+            held.Release();
         }
     }
 
@@ -588,6 +530,45 @@ public sealed class RecoveryTests : RabbitMqTestBase
         Assert.True(attempt > 1, $"handled as a redelivery (attempt {attempt})");
     }
 
+    /// <summary>
+    /// A handler that records each run and holds it until released, as one cut off by consumer_timeout or one whose process
+    /// went down never ends, and catches the delivery the consumer hands over dead-lettered instead of to be run.
+    /// </summary>
+    private sealed class HeldRuns<T>
+    {
+        private readonly SemaphoreSlim _ran = new(0);
+        private readonly TaskCompletionSource<Exception> _deadLettered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly ConcurrentQueue<T> _runs = new();
+
+        public IReadOnlyList<T> Runs => [.. _runs];
+
+        public DeliveryHandler Handler(Func<Delivery, T> run) => async (delivery, ct) =>
+        {
+            if (delivery.DecodeFailure is { } failure)
+            {
+                _deadLettered.TrySetResult(failure);
+                return;
+            }
+
+            _runs.Enqueue(run(delivery));
+            _ran.Release();
+            await _release.Task.WaitAsync(ct);
+        };
+
+        public async Task StartedAsync(string run) => Assert.True(await _ran.WaitAsync(TimeSpan.FromSeconds(15)), $"{run} started");
+
+        /// <summary>Waits for the dead-lettered delivery, failing if the message runs again first; returns the reason.</summary>
+        public async Task<string> DeadLetteredInsteadOfRunAgainAsync()
+        {
+            var runAgain = _ran.WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.True(await Task.WhenAny(_deadLettered.Task, runAgain) == _deadLettered.Task, $"not dead-lettered but run again (or neither); runs: {string.Join(", ", _runs)}");
+            return (await _deadLettered.Task).Message;
+        }
+
+        public void Release() => _release.TrySetResult();
+    }
+
     private static Action<RabbitMqTransportOptions> QuorumWithMaxDeliveries(int maxDeliveries) => o =>
     {
         o.QueueType = RabbitMqQueueType.Quorum;
@@ -596,6 +577,14 @@ public sealed class RecoveryTests : RabbitMqTestBase
 
     // RabbitMQ 3.10 has the timeout only server-wide and checks it once a minute, so a 406 carrying consumer_timeout's
     // text stands in: an exchange named with that text, declared again with another type on the consumer's channel.
+    private async Task<string> DeclareCutOffExchangeAsync()
+    {
+        var exchange = Name("x delivery acknowledgement on channel 1 timed out. Timeout value used: 0 ms");
+        var raw = await CreateRawChannelAsync();
+        await raw.ExchangeDeclareAsync(exchange, ExchangeType.Fanout, durable: false, autoDelete: false);
+        return exchange;
+    }
+
     private static async Task CutOffAsync(RabbitMqConsumer consumer, string exchange)
     {
         var channel = consumer.ChannelForTests;
