@@ -13,7 +13,7 @@ namespace Herald.AspNetCore.Tests;
 
 public sealed class ProblemDetailsTests
 {
-    private static Task<TestApp> StartAsync() => TestApp.StartAsync(
+    private static Task<TestApp> StartAsync(Action<IServiceCollection>? servicesAfterHerald = null) => TestApp.StartAsync(
         app =>
         {
             app.MapPost("/orders", async (PlaceOrder command, HttpContext http, ICommandBus bus, CancellationToken ct) =>
@@ -32,7 +32,8 @@ public sealed class ProblemDetailsTests
             app.MapPost("/boom", () => { throw new InvalidOperationException("password=hunter2 in the connection string"); });
             app.MapPost("/too-large", () => { throw new BadHttpRequestException("Request body too large. The max request body size is 10 bytes.", 413); });
         },
-        http: o => o.MapException<OrderRuleBrokenException>(StatusCodes.Status422UnprocessableEntity, "The order breaks a rule."));
+        http: o => o.MapException<OrderRuleBrokenException>(StatusCodes.Status422UnprocessableEntity, "The order breaks a rule."),
+        servicesAfterHerald: servicesAfterHerald);
 
     [Fact]
     public async Task ValidationFailure_Answers400_ListingEveryErrorByItsJsonName_AndStoresNothing()
@@ -210,6 +211,30 @@ public sealed class ProblemDetailsTests
         Assert.Equal("flow-42", problem.GetProperty("correlationId").GetString());
         Assert.False(string.IsNullOrEmpty(problem.GetProperty("traceId").GetString()));
         Assert.Equal("flow-42", Assert.Single(response.Headers.GetValues("X-Correlation-Id")));
+    }
+
+    /// <summary>
+    /// An application customizing its problems the usual way after AddHeraldAspNetCore (<c>AddProblemDetails(o =>
+    /// o.CustomizeProblemDetails = ...)</c>) replaced Herald's customization: its problems lost traceId and correlationId.
+    /// </summary>
+    [Theory]
+    [InlineData("POST", "/conflict", 409)]
+    [InlineData("GET", "/page?pageSize=many", 400)]
+    [InlineData("GET", "/nowhere", 404)]
+    public async Task ProblemsCustomizedByTheApplicationAfterwards_StillCarryTheTraceIdAndTheCorrelationId(string method, string path, int status)
+    {
+        await using var app = await StartAsync(s => s.AddProblemDetails(o => o.CustomizeProblemDetails = c => c.ProblemDetails.Extensions["node"] = "node-1"));
+        using var request = new HttpRequestMessage(new HttpMethod(method), path);
+        request.Headers.Add("X-Correlation-Id", "flow-43");
+
+        var response = await app.Client.SendAsync(request);
+
+        Assert.Equal(status, (int)response.StatusCode);
+        var problem = await response.ProblemAsync();
+        Assert.Equal("node-1", problem.GetProperty("node").GetString());
+        Assert.True(problem.TryGetProperty("correlationId", out var correlationId), problem.ToString());
+        Assert.Equal("flow-43", correlationId.GetString());
+        Assert.False(string.IsNullOrEmpty(problem.GetProperty("traceId").GetString()));
     }
 }
 

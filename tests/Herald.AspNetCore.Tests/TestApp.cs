@@ -35,7 +35,8 @@ internal sealed class TestApp : IAsyncDisposable
         Action<IServiceCollection>? services = null,
         Action<HeraldHttpOptions>? http = null,
         bool kestrel = false,
-        string? applicationName = null)
+        string? applicationName = null,
+        Action<IServiceCollection>? servicesAfterHerald = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { EnvironmentName = "Production", ApplicationName = applicationName });
         if (kestrel)
@@ -58,6 +59,7 @@ internal sealed class TestApp : IAsyncDisposable
             herald?.Invoke(h);
         });
         builder.Services.AddHeraldAspNetCore(http);
+        servicesAfterHerald?.Invoke(builder.Services);
         var app = builder.Build();
         app.UseExceptionHandler();
         app.UseStatusCodePages();

@@ -29,7 +29,11 @@ public static class HeraldAspNetCoreServiceCollectionExtensions
         }
 
         options.Validate(o => !o.Validate().Any(), "HeraldHttpOptions.MaxRequestBodyBytes must be positive.").ValidateOnStart();
-        services.AddProblemDetails(o =>
+        services.AddProblemDetails();
+
+        // After every Configure: an application setting CustomizeProblemDetails once this ran replaced the stamp, and its
+        // problems lost their correlation id. Its own customization runs first, as before.
+        services.PostConfigure<ProblemDetailsOptions>(o =>
         {
             var customize = o.CustomizeProblemDetails;
             o.CustomizeProblemDetails = context =>
