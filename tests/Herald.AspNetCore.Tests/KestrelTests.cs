@@ -21,13 +21,14 @@ public sealed class KestrelTests
         }
     }
 
-    private static Task<TestApp> StartAsync() => TestApp.StartAsync(
+    private static Task<TestApp> StartAsync(Action<IServiceCollection>? services = null) => TestApp.StartAsync(
         app => app.MapPost("/orders", async (PlaceOrder command, HttpContext http, ICommandBus bus, Observed observed, CancellationToken ct) =>
         {
             observed.Run();
             await bus.SendAsync(command, http.GetEventMetadata(), ct);
             return Results.Accepted($"/orders/{command.OrderId}", new { command.OrderId, at = Guid.CreateVersion7() });
         }).AcceptsJson<PlaceOrder>(maxBodyBytes: 1000).WithIdempotencyKey(),
+        services: services,
         kestrel: true);
 
     [Fact]
@@ -62,6 +63,30 @@ public sealed class KestrelTests
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, withLength.StatusCode);
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, withoutLength.StatusCode);
         Assert.Equal(413, (await withoutLength.ProblemAsync()).GetProperty("status").GetInt32());
+        Assert.Equal(0, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    /// <summary>
+    /// The guard set the server's body limit to its own, raising a stricter one the application gave Kestrel: a body the
+    /// server refuses everywhere else was read and run on every guarded endpoint.
+    /// </summary>
+    [Fact]
+    public async Task OnKestrel_AStricterServerLimit_IsKeptByTheGuard_WithOrWithoutAContentLength()
+    {
+        await using var app = await StartAsync(s => s.Configure<Microsoft.AspNetCore.Server.Kestrel.Core.KestrelServerOptions>(o => o.Limits.MaxRequestBodySize = 100));
+        // 300 bytes, within the endpoint's 1000 but over the server's 100.
+        var body = Encoding.UTF8.GetBytes("""{"orderId":"k-3","quantity":1}""" + new string(' ', 270));
+        var sized = new ByteArrayContent(body);
+        sized.Headers.ContentType = new("application/json");
+        var chunked = new ChunkedContent(body);
+        chunked.Headers.ContentType = new("application/json");
+
+        var withLength = await app.Client.PostAsync("/orders", sized);
+        var withoutLength = await app.Client.PostAsync("/orders", chunked);
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, withLength.StatusCode);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, withoutLength.StatusCode);
+        Assert.Equal(413, (await withLength.ProblemAsync()).GetProperty("status").GetInt32());
         Assert.Equal(0, app.Services.GetRequiredService<Observed>().Runs);
     }
 }

@@ -22,9 +22,11 @@ internal static class RequestBody
             return false;
         }
 
-        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size
+            && (size.MaxRequestBodySize is null || size.MaxRequestBodySize > limit))
         {
-            // The server stops a body that outgrows the limit while it arrives, not only once it is read here.
+            // The server stops a body that outgrows the limit while it arrives, not only once it is read here. Lowered only:
+            // raised, a stricter limit the application gave the server let larger bodies through on guarded endpoints.
             size.MaxRequestBodySize = limit;
         }
 
