@@ -73,6 +73,9 @@ internal sealed partial class AmazonSqsTransport : ITransport
             // SQS applies a stale receipt handle to the message's current delivery: a late delete or visibility change
             // would end or expose another consumer's.
             SettlesOnlyUnderItsLease = true,
+
+            // Not RenewsUntilSettled: a visibility change is no guarded statement, so a renewal landing after a nack would
+            // replace the nack's delay; a settled message leaves the renewals first.
             TimeProvider = timeProvider,
             Logger = Logger,
             Name = "SQS queue",

@@ -394,6 +394,10 @@ internal sealed class PostgresQueueTransport : LeasedQueueTransport<QueuedMessag
 
         // A claim is a round trip: a busy consumer claims once half its room is free, not once per settled message.
         ClaimsInBatches = true,
+
+        // A settlement opens its connection from the queue's pool, which may be full for up to its Timeout: the claim is
+        // renewed meanwhile (on the renewals' pool), and a renewal never brings back a settled row (QueueSql.Renew).
+        RenewsUntilSettled = true,
         TimeProvider = options.TimeProvider ?? TimeProvider.System,
         Logger = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Herald.Postgres.Queue"),
         Name = "PostgreSQL queue",

@@ -78,6 +78,8 @@ internal sealed class QueueSql
             $"SELECT queue, {EnvelopeColumns.Names.Replace("headers", "coalesce($5, headers)", StringComparison.Ordinal)}, enqueued_at, attempts + 1, $3, $4 FROM moved";
         // Only the claims the consumer still holds ($3, their ids): a message whose settlement gave up is the owner's row
         // still, and must come back when its lease runs out rather than be renewed for as long as the consumer has other work.
+        // Only rows still leased to the owner: every settlement deletes the row or clears its owner, so a renewal that lands
+        // after one (the consumer renews a claim until its settlement returns) changes nothing.
         Renew = $"UPDATE {s}.queue_messages SET lease_until = $2 WHERE id = ANY ($3) AND lease_owner = $1 RETURNING id, attempts";
         Release = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2 AND attempts = $3";
         ReleaseAll = $"UPDATE {s}.queue_messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1";

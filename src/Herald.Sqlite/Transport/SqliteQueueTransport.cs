@@ -27,6 +27,10 @@ internal sealed class SqliteQueueTransport : LeasedQueueTransport<QueuedMessage>
 
                 // Another process may hold the file's write lock past a renewal; a message that waited meanwhile may have lost its lease.
                 StartsOnlyUnderASafeLease = true,
+
+                // A settlement may wait behind the grouped writes and another process's lock: the claim is renewed meanwhile,
+                // and a renewal never brings back a settled row (it extends only rows this consumer still leases).
+                RenewsUntilSettled = true,
                 TimeProvider = timeProvider,
                 Logger = logger,
                 Name = "SQLite queue",

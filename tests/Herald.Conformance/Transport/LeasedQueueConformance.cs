@@ -363,10 +363,13 @@ public abstract class LeasedQueueConformance
                 return ValueTask.CompletedTask;
             }).AsTask();
 
+        /// <summary>Lets the handler finish (it returns, so its consumer acks).</summary>
+        public void Release() => _release.TrySetResult();
+
         /// <summary>Lets the handler finish, waits for its ack, and asserts that only it ran the message, never cancelled.</summary>
         public async Task ReleaseAndAssertHandledOnlyByItAsync(Func<Task<long>> countQueued)
         {
-            _release.TrySetResult();
+            Release();
             await Eventually.UntilAsync(async () => await countQueued() == 0, "the handler's ack is applied");
             Assert.False(_cancelled, "the handler's token fired though its lease was renewed");
             Assert.Equal(["a"], Seen.Items.Select(d => d.Consumer));

@@ -36,41 +36,10 @@ public sealed class PostgresQueueLeaseTests : LeasedQueueConformance, IAsyncLife
         await using var b = await OpenInstanceAsync();
         await using var slow = await LongHandler.StartAsync(a, queue);
 
-        // Takes every connection of a's pool (its LISTEN connection holds one) until none comes free for half a second.
-        var held = new List<NpgsqlConnection>();
-        try
+        await using (await ExhaustPoolAsync(a))
         {
-            while (true)
-            {
-                using var wait = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
-                try
-                {
-                    held.Add(await a.DataSource.OpenConnectionAsync(wait.Token));
-                }
-                catch (OperationCanceledException) when (wait.IsCancellationRequested)
-                {
-                    break;
-                }
-            }
-
             await using var other = await slow.CompeteAsync(b);
-
-            // Four lease lengths, the lease looked at in the table all along: it must never have run out.
-            var window = TimeProvider.System.GetTimestamp();
-            while (TimeProvider.System.GetElapsedTime(window) < Lease * 4)
-            {
-                var ahead = await PostgresTestDatabase.ScalarAsync<double>(
-                    $"SELECT coalesce(extract(epoch FROM max(lease_until) - clock_timestamp()), -1)::float8 FROM \"{_schema}\".queue_messages WHERE queue = '{queue}'");
-                Assert.True(ahead > 0, $"the running handler's lease ran out ({ahead:F3} s ahead): no renewal landed within the lease");
-                await slow.Seen.AssertNoMoreThanAsync(1, Lease / 10, "the message was taken from a running handler");
-            }
-        }
-        finally
-        {
-            foreach (var connection in held)
-            {
-                await connection.DisposeAsync();
-            }
+            await AssertLeaseHeldAsync(slow, queue, "the running handler's lease ran out", "the message was taken from a running handler");
         }
 
         await slow.ReleaseAndAssertHandledOnlyByItAsync(() => CountQueuedAsync(queue));
@@ -80,6 +49,28 @@ public sealed class PostgresQueueLeaseTests : LeasedQueueConformance, IAsyncLife
         Assert.InRange(await PostgresTestDatabase.ScalarAsync<long>(renewalConnections), 1, 2);
         await a.DisposeAsync();
         await Eventually.UntilAsync(async () => await PostgresTestDatabase.ScalarAsync<long>(renewalConnections) == 0, "the renewals' connections are closed");
+    }
+
+    // Regression: a claim being settled was taken out of the renewals, and its settlement opened its connection from the
+    // queue's pool; with every connection of that pool held, the ack waited the pool's Timeout (15 s), the 1 s lease ran out
+    // meanwhile, and the other instance handled the message again although its handler had returned (the late ack was refused).
+    [Fact]
+    public async Task AHandlersAck_WaitingForAConnectionOfTheExhaustedPool_KeepsTheMessageLeased_AndItIsHandledOnce()
+    {
+        var queue = "settling-" + Guid.NewGuid().ToString("N")[..8];
+        var a = (PostgresQueueTransport)await OpenInstanceAsync(PostgresTestDatabase.ConnectionString + $";Maximum Pool Size=3;Application Name={queue}");
+        await using var b = await OpenInstanceAsync();
+        await using var slow = await LongHandler.StartAsync(a, queue);
+        await using (await ExhaustPoolAsync(a))
+        {
+            await using var other = await slow.CompeteAsync(b);
+
+            // The handler returns; its ack waits for a connection until the pool comes free below.
+            slow.Release();
+            await AssertLeaseHeldAsync(slow, queue, "the settling message's lease ran out", "the message was handled again while its ack waited");
+        }
+
+        await slow.ReleaseAndAssertHandledOnlyByItAsync(() => CountQueuedAsync(queue));
     }
 
     protected override Task<ITransport> OpenInstanceAsync() => OpenInstanceAsync(PostgresTestDatabase.ConnectionString);
@@ -94,6 +85,37 @@ public sealed class PostgresQueueLeaseTests : LeasedQueueConformance, IAsyncLife
         });
         _transports.Add(transport);
         return transport;
+    }
+
+    /// <summary>Takes every connection of the instance's pool (its LISTEN connection holds one) until none comes free for half a second; disposing gives them back.</summary>
+    private static async Task<IAsyncDisposable> ExhaustPoolAsync(PostgresQueueTransport instance)
+    {
+        var held = new HeldConnections();
+        while (true)
+        {
+            using var wait = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+            try
+            {
+                held.Add(await instance.DataSource.OpenConnectionAsync(wait.Token));
+            }
+            catch (OperationCanceledException) when (wait.IsCancellationRequested)
+            {
+                return held;
+            }
+        }
+    }
+
+    /// <summary>For four lease lengths, looks at the queue's lease in the table (it must never run out) and at what was handled (once, by "a").</summary>
+    private async Task AssertLeaseHeldAsync(LongHandler slow, string queue, string ranOut, string takenAgain)
+    {
+        var window = TimeProvider.System.GetTimestamp();
+        while (TimeProvider.System.GetElapsedTime(window) < Lease * 4)
+        {
+            var ahead = await PostgresTestDatabase.ScalarAsync<double>(
+                $"SELECT coalesce(extract(epoch FROM max(lease_until) - clock_timestamp()), -1)::float8 FROM \"{_schema}\".queue_messages WHERE queue = '{queue}'");
+            Assert.True(ahead > 0, $"{ranOut} ({ahead:F3} s ahead): no renewal landed within the lease");
+            await slow.Seen.AssertNoMoreThanAsync(1, Lease / 10, takenAgain);
+        }
     }
 
     protected override IDisposable StartConcurrentWriter() => new Hammer(_schema);
@@ -111,6 +133,17 @@ public sealed class PostgresQueueLeaseTests : LeasedQueueConformance, IAsyncLife
             $"CREATE FUNCTION \"{_schema}\".refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; " +
             $"CREATE TRIGGER refuse BEFORE DELETE ON \"{_schema}\".queue_messages FOR EACH ROW WHEN (OLD.message_id = '{messageId}') " +
             $"EXECUTE FUNCTION \"{_schema}\".refuse_delete()");
+
+    private sealed class HeldConnections : List<NpgsqlConnection>, IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var connection in this)
+            {
+                await connection.DisposeAsync();
+            }
+        }
+    }
 
     /// <summary>Another process's writer: back-to-back inserts and deletes on the queue table from a thread of its own.</summary>
     private sealed class Hammer : IDisposable

@@ -430,6 +430,49 @@ public sealed class LeasedQueueConsumerTests
     }
 
     [Fact]
+    public async Task WhereRenewalsCannotUndoASettlement_AnAckThatWaits_IsRenewedUntilItReturns_AndARenewalFindingItGoneMeanwhileReportsNothingLost()
+    {
+        // The claim left the renewals when its settlement began; an ack that waited longer than the lease (for a connection of
+        // a full pool) let it run out, and another consumer handled the message again.
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var backend = new Backend { AckGate = gate };
+        var logs = new LogCollector();
+        var token = new TaskCompletionSource<CancellationToken>(TaskCreationOptions.RunContinuationsAsynchronously);
+        backend.Add(new Message(1));
+        await using var consumer = Start(
+            backend,
+            logs,
+            (_, ct) =>
+            {
+                token.TrySetResult(ct);
+                return ValueTask.CompletedTask;
+            },
+            lease: TimeSpan.FromMilliseconds(300),
+            renewsUntilSettled: true);
+        try
+        {
+            await backend.AckHeld.Task.WaitAsync(Eventually.DefaultTimeout);
+
+            // Two renewals while the ack waits: the lease is kept. The message is then gone as far as a renewal can tell
+            // (the ack committed while the renewal ran), which is not a lost claim: the ack's own result says.
+            var renewals = backend.Renewals;
+            await Eventually.UntilAsync(() => backend.Renewals >= renewals + 2, "the settling message's lease is renewed while its ack waits");
+            backend.Stolen[1] = true;
+            renewals = backend.Renewals;
+            await Eventually.UntilAsync(() => backend.Renewals >= renewals + 2, "a renewal finds the settling message gone");
+            backend.Stolen.TryRemove(1, out _);
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+
+        await Eventually.UntilAsync(() => backend.Calls.Contains("ack 1"), "the ack returns");
+        Assert.DoesNotContain(logs.Entries, e => e.EventId is ClaimLostEvent or LeaseLostEvent or LeaseRanOutEvent);
+        Assert.False((await token.Task).IsCancellationRequested, "the handler's token fired though its claim was settled, not lost");
+    }
+
+    [Fact]
     public async Task ASettlementThatKeepsFailing_IsNotTriedAgainOnceTooLittleOfItsLeaseIsLeft_AfterRenewalsFailed()
     {
         // The retries ran for a third of the lease counted from the first attempt, whatever was left of the lease: after
@@ -569,7 +612,8 @@ public sealed class LeasedQueueConsumerTests
         ILogger? logger = null,
         TimeSpan? poll = null,
         TimeProvider? time = null,
-        bool settlesOnlyUnderItsLease = false)
+        bool settlesOnlyUnderItsLease = false,
+        bool renewsUntilSettled = false)
     {
         var settings = new LeasedQueueSettings
         {
@@ -577,6 +621,7 @@ public sealed class LeasedQueueConsumerTests
             PollInterval = poll ?? TimeSpan.FromMilliseconds(50),
             TimeProvider = time ?? TimeProvider.System,
             SettlesOnlyUnderItsLease = settlesOnlyUnderItsLease,
+            RenewsUntilSettled = renewsUntilSettled,
             MaxClaim = maxClaim,
             Logger = logger ?? logs.CreateLogger("Herald.Tests.Leased"),
             Name = "an in-memory leased queue",

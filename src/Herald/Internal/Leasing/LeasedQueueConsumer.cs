@@ -226,10 +226,15 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         try
         {
             // Settled from here on, so a renewal that finds its row gone now does not report it lost.
+            var claim = TakeForSettling(message);
             var leaseUntil = 0L;
-            if (_leases.TryRemove(message, out var claim))
+            if (claim is not null)
             {
-                await SettlingAsync(claim).ConfigureAwait(false);
+                if (!_settings.RenewsUntilSettled)
+                {
+                    await SettlingAsync(claim).ConfigureAwait(false);
+                }
+
                 leaseUntil = claim.LeaseUntil;
             }
 
@@ -255,6 +260,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
             }
             finally
             {
+                Settled(message, claim);
                 FreeSlot();
             }
         }
@@ -272,11 +278,13 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 
     /// <summary>
     /// Writes the settlement; when the engine fails (a database restarting), tries again with a growing pause while the
-    /// message, no longer renewed, still holds a third of its lease (<paramref name="leaseUntil"/>, UTC ticks, as the last
-    /// renewal that landed left it) after the pause, rather than leave it to come back only when its lease runs out
+    /// message still holds a third of its lease (<paramref name="leaseUntil"/>, UTC ticks, as the last renewal that landed
+    /// before the settlement began left it) after the pause, rather than leave it to come back only when its lease runs out
     /// (issue 10). Counted from the lease's end, not from the first attempt: after failed renewals, or a slow attempt, a
     /// retry could otherwise run after the lease ran out, while another consumer handles the message (on SQS, a dead-letter
-    /// copy sent as it is handled again). No caller's token: a settlement that was decided must reach the engine.
+    /// copy sent as it is handled again). Not from a renewal landing meanwhile (<see cref="LeasedQueueSettings.RenewsUntilSettled"/>):
+    /// a settlement the engine keeps refusing would then be retried, and its message kept, for as long as renewals land.
+    /// No caller's token: a settlement that was decided must reach the engine.
     /// </summary>
     private async ValueTask<bool> SettleWithRetriesAsync(
         TMessage message,
@@ -305,6 +313,33 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                 await Task.Delay(pause, time).ConfigureAwait(false);
                 pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, MaxSettleRetryDelay.Ticks));
             }
+        }
+    }
+
+    /// <summary>
+    /// The claim of a message about to be settled or handed back; null when this consumer no longer holds it. Marked as
+    /// settling, so a renewal that finds the message gone (settled) or lapsed leaves the verdict to the settlement rather
+    /// than report it lost. Where renewals cannot undo a settlement (<see cref="LeasedQueueSettings.RenewsUntilSettled"/>) it
+    /// stays in the renewals until <see cref="Settled"/>, so its lease does not run out while the settlement waits (for a
+    /// connection of a full pool); otherwise it leaves them now, and <see cref="SettlingAsync"/> waits for a renewal in flight.
+    /// </summary>
+    private Claimed? TakeForSettling(TMessage message)
+    {
+        Claimed? claim;
+        if (_settings.RenewsUntilSettled)
+        {
+            return _leases.TryGetValue(message, out claim) && claim.TryBeginSettling() ? claim : null;
+        }
+
+        return _leases.TryRemove(message, out claim) ? claim : null;
+    }
+
+    /// <summary>Takes a claim <see cref="TakeForSettling"/> left in the renewals out of them, once its settlement returned.</summary>
+    private void Settled(TMessage message, Claimed? claim)
+    {
+        if (claim is not null && _settings.RenewsUntilSettled)
+        {
+            _leases.TryRemove(new KeyValuePair<TMessage, Claimed>(message, claim));
         }
     }
 
@@ -482,7 +517,8 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     /// <summary>Frees the slot of a message not started and hands it back if this consumer still holds it.</summary>
     private async ValueTask HandBackAsync(TMessage message)
     {
-        if (_leases.TryRemove(message, out var claim))
+        var claim = TakeForSettling(message);
+        if (claim is not null && !_settings.RenewsUntilSettled)
         {
             await SettlingAsync(claim).ConfigureAwait(false);
         }
@@ -501,6 +537,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
         finally
         {
+            Settled(message, claim);
             FreeSlot();
         }
     }
@@ -623,9 +660,10 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 
         foreach (var message in lost)
         {
-            // Not found when it was settled or handed back since the renewal looked: then it is not lost. Removed before
-            // anything else, so a worker that reads it from the buffer from now on does not start it.
-            if (_leases.TryRemove(message, out var claim))
+            // Not found when it was settled or handed back since the renewal looked, and left alone while it is being settled
+            // (its settlement, guarded by the same claim, finds out whether it was lost): then it is not lost here. Removed
+            // before anything else, so a worker that reads it from the buffer from now on does not start it.
+            if (_leases.TryGetValue(message, out var claim) && TryGiveUp(claim))
             {
                 Log.LeasedQueueClaimLost(_settings.Logger, message.Envelope.MessageId, _settings.Name);
                 GiveUp(claim);
@@ -657,14 +695,18 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         var now = _settings.TimeProvider.GetUtcNow().UtcTicks;
         foreach (var claim in claims)
         {
-            // Only this claim: not one settled, handed back or found lost meanwhile.
-            if (claim.LeaseUntil <= now && _leases.TryRemove(new KeyValuePair<TMessage, Claimed>(claim.Message, claim)))
+            // Only this claim: not one settled, handed back or found lost meanwhile, nor one being settled.
+            if (claim.LeaseUntil <= now && TryGiveUp(claim))
             {
                 Log.LeasedQueueLeaseRanOut(_settings.Logger, claim.Message.Envelope.MessageId, _settings.Name);
                 GiveUp(claim);
             }
         }
     }
+
+    /// <summary>Takes a claim out of the renewals as lost, unless it is being settled or was taken out already.</summary>
+    private bool TryGiveUp(Claimed claim) =>
+        claim.TryGiveUp() && _leases.TryRemove(new KeyValuePair<TMessage, Claimed>(claim.Message, claim));
 
     /// <summary>Counts a claim this consumer no longer holds and cancels its handler's token.</summary>
     private void GiveUp(Claimed claim)
@@ -756,8 +798,13 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         private const int Renewing = 1;
         private const int Settling = 2;
 
+        private const int Holding = 0;
+        private const int Ending = 1;
+        private const int GivenUp = 2;
+
         private long _leaseUntil = leaseUntil;
         private int _state;
+        private int _end;
         private Task? _renewal;
 
         public TMessage Message { get; } = message;
@@ -784,6 +831,12 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         }
 
         public void RenewalLanded() => Interlocked.CompareExchange(ref _state, Held, Renewing);
+
+        /// <summary>True when it is settled or handed back from now on: a renewal did not give it up first.</summary>
+        public bool TryBeginSettling() => Interlocked.CompareExchange(ref _end, Ending, Holding) != GivenUp;
+
+        /// <summary>True when a renewal gives it up as lost: it is not being settled or handed back.</summary>
+        public bool TryGiveUp() => Interlocked.CompareExchange(ref _end, GivenUp, Holding) != Ending;
 
         /// <summary>Takes it out of the renewals from now on; or, while a renewal that includes it is in flight, returns that renewal.</summary>
         public Task? TrySettle() =>

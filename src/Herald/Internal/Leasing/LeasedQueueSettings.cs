@@ -37,6 +37,15 @@ public sealed record LeasedQueueSettings
     /// </summary>
     public bool SettlesOnlyUnderItsLease { get; init; }
 
+    /// <summary>
+    /// True: a claim being settled or handed back is renewed until that statement returns, so its lease does not run out
+    /// while the settlement waits (for a connection of a full pool, for a lock) and another consumer does not handle the
+    /// message again. For an engine whose renewal extends only a message still held under its claim, which every settlement
+    /// ends, so a renewal landing after the settlement cannot undo it. False: the claim leaves the renewals first, and a
+    /// renewal in flight lands before the settlement is sent (an SQS renewal landing after a nack would replace its delay).
+    /// </summary>
+    public bool RenewsUntilSettled { get; init; }
+
     /// <summary>The clock of leases, delays and polling.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
