@@ -317,11 +317,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     }
 
     /// <summary>
-    /// The claim of a message about to be settled or handed back; null when this consumer no longer holds it. Marked as
-    /// settling, so a renewal that finds the message gone (settled) or lapsed leaves the verdict to the settlement rather
-    /// than report it lost. Where renewals cannot undo a settlement (<see cref="LeasedQueueSettings.RenewsUntilSettled"/>) it
-    /// stays in the renewals until <see cref="Settled"/>, so its lease does not run out while the settlement waits (for a
-    /// connection of a full pool); otherwise it leaves them now, and <see cref="SettlingAsync"/> waits for a renewal in flight.
+    /// The claim of a message about to be settled or handed back; null when this consumer no longer holds it. Where renewals
+    /// cannot undo a settlement (<see cref="LeasedQueueSettings.RenewsUntilSettled"/>) it stays in the renewals until
+    /// <see cref="Settled"/>, so its lease does not run out while the settlement waits (for a connection of a full pool),
+    /// marked as settling, so a renewal that finds the message gone (settled) or lapsed leaves the verdict to the settlement
+    /// rather than report it lost. Otherwise it leaves them now, and <see cref="SettlingAsync"/> waits for a renewal in flight.
     /// </summary>
     private Claimed? TakeForSettling(TMessage message)
     {
