@@ -30,6 +30,7 @@ public sealed class ProblemDetailsTests
             app.MapGet("/page", (int? pageSize, Guid? after, bool? open) => Results.Ok(pageSize));
             app.MapGet("/required", (int pageSize) => Results.Ok(pageSize));
             app.MapPost("/boom", () => { throw new InvalidOperationException("password=hunter2 in the connection string"); });
+            app.MapPost("/app-bug", () => { throw new ArgumentException("password=hunter2 is not a valid port", "port"); });
             app.MapPost("/too-large", () => { throw new BadHttpRequestException("Request body too large. The max request body size is 10 bytes.", 413); });
         },
         http: o => o.MapException<OrderRuleBrokenException>(StatusCodes.Status422UnprocessableEntity, "The order breaks a rule."),
@@ -179,6 +180,32 @@ public sealed class ProblemDetailsTests
         var problem = await response.ProblemAsync();
         Assert.Equal("The order breaks a rule.", problem.GetProperty("title").GetString());
         Assert.Equal("Order twice was placed already.", problem.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task AggregateIdThatMakesTooLongAStreamName_Answers400_SayingTheStreamNameIsInvalid_AndStoresNothing()
+    {
+        await using var app = await StartAsync();
+        var id = new string('x', 300);
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", $$"""{"orderId":"{{id}}","quantity":1}"""));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ProblemAsync();
+        Assert.Equal("The stream name is not valid.", problem.GetProperty("title").GetString());
+        Assert.Contains($"at most {StreamName.MaxLength}", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(0, await app.Services.GetRequiredService<IEventStore>().GetLastPositionAsync());
+    }
+
+    [Fact]
+    public async Task ArgumentExceptionFromTheApplication_StillAnswers500_WithoutItsMessage()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.PostAsync("/app-bug", null);
+
+        Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
+        Assert.DoesNotContain("hunter2", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
     }
 
     [Fact]

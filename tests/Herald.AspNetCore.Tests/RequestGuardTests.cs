@@ -153,6 +153,24 @@ public sealed class RequestGuardTests
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
 
+    // RFC 9110 8.3.1: a quoted charset equals the unquoted one, and charset names are case-insensitive.
+    [Theory]
+    [InlineData("/small", "application/json; charset=\"utf-8\"")]
+    [InlineData("/small", "application/json; charset=\"UTF-8\"")]
+    [InlineData("/small", "application/json; charset=UTF-8")]
+    [InlineData("/raw", "application/json; charset=\"utf-8\"")]
+    [InlineData("/small", "application/json; charset=\"iso-8859-1\"")]
+    public async Task JsonBodyInUtf8WithAQuotedOrUpperCaseCharset_IsAccepted(string path, string contentType)
+    {
+        await using var app = await StartAsync();
+        var content = new ByteArrayContent(Encoding.UTF8.GetBytes("""{"orderId":"a","quantity":1}"""));
+        content.Headers.TryAddWithoutValidation("Content-Type", contentType);
+
+        var response = await app.Client.PostAsync(path, content);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+    }
+
     [Fact]
     public async Task BodyWithoutAContentType_Answers415()
     {

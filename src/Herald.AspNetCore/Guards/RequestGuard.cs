@@ -26,7 +26,7 @@ internal sealed class RequestGuard(IOptions<HeraldHttpOptions> options, ILogger<
                 $"This endpoint reads a JSON body (Content-Type: application/json); the request sent {got}.").ConfigureAwait(false);
         }
 
-        if (hasBody && UnreadableCharset(request.ContentType) is { } charset)
+        if (hasBody && UnreadableCharset(request) is { } charset)
         {
             return await RejectAsync(
                 context,
@@ -49,24 +49,34 @@ internal sealed class RequestGuard(IOptions<HeraldHttpOptions> options, ILogger<
     }
 
     // The body binder decodes any charset Encoding knows, and throws an InvalidOperationException (a 500) on any other.
-    private static string? UnreadableCharset(string? contentType)
+    private static string? UnreadableCharset(HttpRequest request)
     {
-        if (!MediaTypeHeaderValue.TryParse(contentType, out var mediaType) || !mediaType.Charset.HasValue
-            || mediaType.Charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase))
+        if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType) || !mediaType.Charset.HasValue)
         {
             return null;
         }
 
-        var charset = mediaType.Charset.Value!;
-        try
+        var charset = HeaderUtilities.RemoveQuotes(mediaType.Charset);
+        if (!charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase))
         {
-            _ = Encoding.GetEncoding(charset);
-            return null;
+            try
+            {
+                _ = Encoding.GetEncoding(charset.Value!); // "" throws too
+            }
+            catch (Exception ex) when (ex is ArgumentException or NotSupportedException)
+            {
+                return charset.Value;
+            }
         }
-        catch (Exception ex) when (ex is ArgumentException or NotSupportedException)
+
+        if (charset.Length != mediaType.Charset.Length)
         {
-            return charset;
+            // RFC 9110 8.3.1: charset="utf-8" is charset=utf-8, but the binder looks the name up quotes and all, and fails.
+            mediaType.Charset = charset;
+            request.ContentType = mediaType.ToString();
         }
+
+        return null;
     }
 
     private async ValueTask<bool> RejectAsync(HttpContext context, int status, string title, string detail)
