@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Herald.Cqrs.Validation;
+using Herald.EventSourcing;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Mvc;
@@ -10,8 +11,9 @@ namespace Herald.AspNetCore.Problems;
 
 /// <summary>
 /// Answers every exception that reaches <c>UseExceptionHandler()</c> with problem details: a validation failure 400 with
-/// its first errors, a malformed or unreadable body 400/413/415 with the reason, a concurrency conflict 409, the application's
-/// mapped exceptions their status, and anything else 500 without its message.
+/// its first errors, an invalid stream name (an id the client sent) 400, a malformed or unreadable body 400/413/415 with
+/// the reason, a concurrency conflict 409, the application's mapped exceptions their status, and anything else 500 without
+/// its message.
 /// </summary>
 internal sealed partial class HeraldExceptionHandler(
     IOptions<HeraldHttpOptions> options,
@@ -51,6 +53,14 @@ internal sealed partial class HeraldExceptionHandler(
                         > MaxListedErrors => $"{validation.Errors.Count} errors; the first {MaxListedErrors} are listed, {validation.Errors.Count - MaxListedErrors} more are not.",
                         var count => $"{count} errors.",
                     },
+                };
+            case InvalidStreamNameException stream:
+                // Usually an id the client sent (too long, empty, with whitespace): its fault, unlike other ArgumentExceptions.
+                return new ProblemDetails
+                {
+                    Status = StatusCodes.Status400BadRequest,
+                    Title = "The stream name is not valid.",
+                    Detail = stream.Reason,
                 };
             case BadHttpRequestException bad:
                 return new ProblemDetails

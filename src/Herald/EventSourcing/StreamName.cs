@@ -9,11 +9,20 @@ public static class StreamName
     /// <summary>Separates the category from the id; the category is everything before the first one.</summary>
     public const char CategorySeparator = '-';
 
-    /// <summary>Builds <c>{category}-{id}</c>; the category must not contain <see cref="CategorySeparator"/>.</summary>
+    /// <summary>
+    /// Builds <c>{category}-{id}</c>; the category must not contain <see cref="CategorySeparator"/>. An empty id, or one that
+    /// makes a name <see cref="Validate"/> refuses, throws <see cref="InvalidStreamNameException"/>.
+    /// </summary>
     public static string For(string category, string id)
     {
         ArgumentException.ThrowIfNullOrEmpty(category);
-        ArgumentException.ThrowIfNullOrEmpty(id);
+        ArgumentNullException.ThrowIfNull(id);
+        if (id.Length == 0)
+        {
+            // Often a client's id, like the rules Validate checks: not a bug of the caller's.
+            throw new InvalidStreamNameException($"The id is empty; a stream name needs one after the category, like '{category}-42'.", nameof(id));
+        }
+
         if (category.Contains(CategorySeparator, StringComparison.Ordinal))
         {
             throw new ArgumentException($"The category '{category}' contains '{CategorySeparator}', which separates the category from the id.", nameof(category));
@@ -32,19 +41,19 @@ public static class StreamName
         return separator < 0 ? stream : stream[..separator];
     }
 
-    /// <summary>Throws <see cref="ArgumentException"/> when the name is empty, too long, starts with '$' or holds whitespace, control characters or half of a surrogate pair.</summary>
+    /// <summary>Throws <see cref="InvalidStreamNameException"/> when the name is empty, too long, starts with '$' or holds whitespace, control characters or half of a surrogate pair.</summary>
     public static void Validate(string stream)
     {
         if (TryGetError(stream, out var error))
         {
-            throw new ArgumentException(error, nameof(stream));
+            throw new InvalidStreamNameException(error, nameof(stream));
         }
     }
 
     /// <summary>True when the name is acceptable; otherwise false with the reason.</summary>
     public static bool IsValid(string? stream, out string? error) => !TryGetError(stream, out error);
 
-    private static bool TryGetError(string? stream, out string? error)
+    private static bool TryGetError(string? stream, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? error)
     {
         error = null;
         if (string.IsNullOrEmpty(stream))

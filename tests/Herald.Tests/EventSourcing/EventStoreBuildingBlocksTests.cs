@@ -30,6 +30,29 @@ public sealed class EventStoreBuildingBlocksTests
         Assert.Contains("U+000A", error, StringComparison.Ordinal);
     }
 
+    // An id from a client that breaks a rule throws a type HTTP can answer 400, still an ArgumentException; the
+    // category (from code) breaking one stays a plain ArgumentException, a bug, answered 500.
+    [Fact]
+    public async Task StreamName_BrokenByTheId_ThrowsInvalidStreamNameException_ThatIsAnArgumentException()
+    {
+        var tooLong = Assert.Throws<InvalidStreamNameException>(() => StreamName.For("order", new string('x', 300)));
+        Assert.Equal("stream", tooLong.ParamName);
+        Assert.Contains($"at most {StreamName.MaxLength} are allowed", tooLong.Reason, StringComparison.Ordinal);
+        Assert.DoesNotContain("Parameter", tooLong.Reason, StringComparison.Ordinal);
+
+        var empty = Assert.Throws<InvalidStreamNameException>(() => StreamName.For("order", ""));
+        Assert.Equal("id", empty.ParamName);
+        Assert.Throws<InvalidStreamNameException>(() => StreamName.Validate("order 1"));
+        Assert.Throws<ArgumentNullException>(() => StreamName.For("order", null!));
+        Assert.IsType<ArgumentException>(Assert.ThrowsAny<ArgumentException>(() => StreamName.For("shopping-cart", "1")), exactMatch: true);
+
+        var store = new InMemoryEventStore();
+        await Assert.ThrowsAsync<InvalidStreamNameException>(() => store.AppendAsync(
+            "order-" + new string('x', 300),
+            ExpectedVersion.Any,
+            [new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = "{}"u8.ToArray() }]).AsTask());
+    }
+
     [Fact]
     public async Task InMemoryStore_KeepsItsOwnCopyOfBodiesAndHeaders()
     {
