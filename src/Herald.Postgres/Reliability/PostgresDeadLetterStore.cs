@@ -154,6 +154,26 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
     }
 
     /// <inheritdoc />
+    public async ValueTask DeleteAsync(Guid id, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        var own = _store.Own(unitOfWork);
+        // The delete runs now, in the open transaction, and locks the row: a concurrent delete of it waits for this unit of
+        // work to end, then deletes nothing if it committed. Nothing deleted here dooms the commit.
+        var deleted = await own.ExecuteAsync(
+            async (connection, transaction, token) =>
+            {
+                await using var command = new NpgsqlCommand(_sql.Delete, connection, transaction);
+                command.Parameters.Add(EnvelopeColumns.Id(id));
+                return await command.ExecuteNonQueryAsync(token).ConfigureAwait(false);
+            },
+            cancellationToken).ConfigureAwait(false);
+        if (deleted == 0)
+        {
+            own.Doom(new DeadLetterNotFoundException(id));
+        }
+    }
+
+    /// <inheritdoc />
     public async ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);

@@ -177,13 +177,34 @@ internal sealed class SqliteDeadLetterStore(SqliteEventStore store) : IDeadLette
     public async ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default)
     {
         var key = GuidBytes.Of(id);
-        return await _store.WriteAsync(session =>
+        return await _store.WriteAsync(session => Delete(session, key), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public ValueTask DeleteAsync(Guid id, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var own = _store.Own(unitOfWork);
+        var key = GuidBytes.Of(id);
+
+        // Runs in the commit's one write: found gone (another unit of work's commit, which the single writer ran first,
+        // deleted it), it throws, and that write undoes the unit of work's other writes.
+        own.Enlist(session =>
         {
-            var delete = session.Statement(DeleteSql);
-            delete.Bind(1, key);
-            delete.Execute();
-            return delete.Changes == 1;
-        }, cancellationToken).ConfigureAwait(false);
+            if (!Delete(session, key))
+            {
+                throw new DeadLetterNotFoundException(id);
+            }
+        });
+        return ValueTask.CompletedTask;
+    }
+
+    private static bool Delete(WriteSession session, byte[] key)
+    {
+        var delete = session.Statement(DeleteSql);
+        delete.Bind(1, key);
+        delete.Execute();
+        return delete.Changes == 1;
     }
 
     /// <inheritdoc />

@@ -32,6 +32,8 @@ internal sealed class ObservingDeadLetterStore(IDeadLetterStore inner, HarnessRe
 
     public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => inner.DeleteAsync(id, cancellationToken);
 
+    public ValueTask DeleteAsync(Guid id, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) => inner.DeleteAsync(id, unitOfWork, cancellationToken);
+
     public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => inner.DeleteManyAsync(query, cancellationToken);
 
     public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default) =>

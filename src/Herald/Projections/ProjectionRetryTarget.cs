@@ -7,8 +7,9 @@ namespace Herald.Projections;
 /// <summary>
 /// The retry of a projection's dead letter (registered by <c>AddProjection</c>): its stored event applied to the projection
 /// again, through the projection's own steps (decode, upcast, its handler) in one unit of work on the generation of its read
-/// models that serves. Its checkpoint is not written: it is past the event already (the runner moved on when it dead-lettered
-/// it) and stays where the runner has it.
+/// models that serves, which also deletes the dead letter: the event is applied once, however many retries of it run at once
+/// (all but one find it gone at their commit and write nothing) or fail after the commit. Its checkpoint is not written: it
+/// is past the event already (the runner moved on when it dead-lettered it) and stays where the runner has it.
 /// </summary>
 internal sealed class ProjectionRetryTarget(
     IEnumerable<ProjectionRegistration> registrations, EndpointPipelineFactory pipelines, IReadModelStore readModels, ICheckpointStore checkpoints) : IDeadLetterRetryTarget
@@ -17,7 +18,7 @@ internal sealed class ProjectionRetryTarget(
 
     public DeadLetterOrigin Origin => DeadLetterOrigin.Projection;
 
-    public async ValueTask RetryAsync(DeadLetter deadLetter, CancellationToken cancellationToken)
+    public async ValueTask<bool> RetryAsync(DeadLetter deadLetter, CancellationToken cancellationToken)
     {
         if (!_projections.TryGetValue(deadLetter.Endpoint, out var projection))
         {
@@ -32,8 +33,10 @@ internal sealed class ProjectionRetryTarget(
         }
 
         var generation = await ProjectionManager.GenerationAsync(checkpoints, projection.Name, cancellationToken).ConfigureAwait(false);
-        var replay = pipelines.CreateReplay(projection.Name, next => new ProjectionBatchStep(generation, next), ProjectionInvoker.Handlers(projection, readModels));
+        var replay = pipelines.CreateReplay(
+            projection.Name, next => new ProjectionRetryStep(generation, pipelines.DeadLetters, deadLetter.Id, next), ProjectionInvoker.Handlers(projection, readModels));
         var envelope = DeadLetterHeaders.Original(deadLetter.Envelope) with { DeliveryAttempt = 1 };
         await replay.RunAsync(new RecordedEventDelivery(envelope, projection.Name, stream, position), cancellationToken).ConfigureAwait(false);
+        return true;
     }
 }

@@ -2,6 +2,7 @@ using Herald.EventSourcing;
 using Herald.Handling;
 using Herald.Handling.Pipeline;
 using Herald.Persistence;
+using Herald.Reliability.DeadLetters;
 
 namespace Herald.Projections;
 
@@ -50,8 +51,7 @@ internal sealed class ProjectionStep(string checkpointId, int generation, ICheck
 }
 
 /// <summary>
-/// As <see cref="ProjectionStep"/>, but writes no checkpoint: the step of one event of a batch (the batch writes it once), and
-/// of a dead letter's retry (the checkpoint is past its event already).
+/// As <see cref="ProjectionStep"/>, but writes no checkpoint: the step of one event of a batch (the batch writes it once).
 /// </summary>
 internal sealed class ProjectionBatchStep(int generation, AttemptStep next) : AttemptStep
 {
@@ -59,6 +59,26 @@ internal sealed class ProjectionBatchStep(int generation, AttemptStep next) : At
     {
         ProjectionStep.Enter(consumption, context, generation);
         return next.InvokeAsync(consumption, context);
+    }
+}
+
+/// <summary>
+/// The step of a dead letter's retry: as <see cref="ProjectionBatchStep"/> (no checkpoint: it is past the event already), then the dead letter deleted in the handlers' unit
+/// of work, so the event is applied and the dead letter gone together, or neither (the commit fails when another retry took
+/// the dead letter first).
+/// </summary>
+internal sealed class ProjectionRetryStep(int generation, IDeadLetterStore deadLetters, Guid deadLetterId, AttemptStep next) : AttemptStep
+{
+    public override async ValueTask<bool> InvokeAsync(Consumption consumption, MessageContext context)
+    {
+        ProjectionStep.Enter(consumption, context, generation);
+        if (!await next.InvokeAsync(consumption, context).ConfigureAwait(false))
+        {
+            return false;
+        }
+
+        await deadLetters.DeleteAsync(deadLetterId, context.UnitOfWork, context.CancellationToken).ConfigureAwait(false);
+        return true;
     }
 }
 

@@ -44,6 +44,9 @@ internal static partial class Log
     [LoggerMessage(2015, LogLevel.Warning, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) of '{Endpoint}' was not retried: {Reason}")]
     public static partial void DeadLetterRetryRefused(ILogger logger, Guid deadLetterId, Guid messageId, string messageType, string endpoint, string reason);
 
+    [LoggerMessage(2016, LogLevel.Information, "Dead letter {DeadLetterId} (message {MessageId}, {MessageType}) of '{Endpoint}' was taken back by another retry first; this one wrote nothing")]
+    public static partial void DeadLetterRetriedElsewhere(ILogger logger, Guid deadLetterId, Guid messageId, string messageType, string endpoint);
+
     [LoggerMessage(2012, LogLevel.Information, "{Count} dead letters purged")]
     public static partial void DeadLettersPurged(ILogger logger, long count);
 

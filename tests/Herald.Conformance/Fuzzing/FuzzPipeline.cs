@@ -312,6 +312,8 @@ public sealed class FuzzPipeline : IAsyncDisposable
 
         public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => new(false);
 
+        public ValueTask DeleteAsync(Guid id, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+
         public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => new(0);
 
         public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default) => new(false);

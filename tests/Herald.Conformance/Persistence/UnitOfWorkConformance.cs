@@ -147,6 +147,57 @@ public abstract class UnitOfWorkConformance
         Assert.Equal(1, await store.CountAsync(new DeadLetterQuery { Endpoint = deadLetter.Endpoint }));
     }
 
+    // A projection's retry deletes its dead letter in the unit of work of the event's writes: a rollback keeps the dead letter,
+    // a commit removes it with them, and a commit that finds it gone (another retry's commit took it) writes nothing.
+    [Fact]
+    public async Task ADeadLetterDeletedInAUnitOfWork_StaysOnRollback_GoesOnCommit_AndOnceGoneFailsTheCommitWithNothingWritten()
+    {
+        await using var host = await StartAsync();
+        var store = host.Get<IDeadLetterStore>();
+        var deadLetter = DeadLetterStoreConformance.NewDeadLetter();
+        await store.AddAsync(deadLetter);
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await store.DeleteAsync(deadLetter.Id, unitOfWork);
+            await unitOfWork.RollbackAsync();
+        }
+
+        Assert.NotNull(await store.GetAsync(deadLetter.Id));
+        var first = Work.New();
+        var second = Work.New();
+        await using (var firstScope = host.Services.CreateAsyncScope())
+        await using (var secondScope = host.Services.CreateAsyncScope())
+        {
+            // Two retries of it at once: the second deletes it while the first's delete is not committed yet (where the engine
+            // deletes at once, PostgreSQL, that waits on the first's row lock until the first ends), and commits after it.
+            var firstWork = firstScope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            var secondWork = secondScope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await WriteUserRowAsync(firstWork, first.Key);
+            await store.DeleteAsync(deadLetter.Id, firstWork);
+            await WriteUserRowAsync(secondWork, second.Key);
+            var firstCommitted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var secondDelete = Task.Run(async () =>
+            {
+                await store.DeleteAsync(deadLetter.Id, secondWork);
+                await firstCommitted.Task;
+                await secondWork.CommitAsync();
+            });
+
+            await firstWork.CommitAsync();
+            firstCommitted.SetResult();
+            var gone = await Assert.ThrowsAsync<DeadLetterNotFoundException>(() => secondDelete.WaitAsync(Eventually.DefaultTimeout));
+            Assert.Equal(deadLetter.Id, gone.DeadLetterId);
+            Assert.True(secondWork.IsCompleted);
+        }
+
+        Assert.Null(await store.GetAsync(deadLetter.Id));
+        Assert.Equal(0, await store.CountAsync(new DeadLetterQuery { Endpoint = deadLetter.Endpoint }));
+        Assert.True(await UserRowExistsAsync(host.Services, first.Key));
+        Assert.False(await UserRowExistsAsync(host.Services, second.Key));
+    }
+
     // An outbox whose unit of work had completed wrote the message at once, so one added after a rollback (work a failed
     // handler left running, a caller that caught the failure) left although its transaction never committed.
     [Theory]

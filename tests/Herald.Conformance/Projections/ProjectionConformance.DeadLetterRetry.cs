@@ -43,6 +43,44 @@ public abstract partial class ProjectionConformance
     }
 
     [Fact]
+    public async Task TwoHostsRetryingOneProjectionsDeadLetterAtOnce_ApplyItsEventOnce_AndTheSecondFindsItGone()
+    {
+        // Regression (projection dead letters, exactly-once retry): the dead letter was deleted after the retry's unit of work
+        // committed, so two processes that both read it before either deleted it both applied its event (the tally counted 7
+        // twice), and a delete that failed after the commit left it to be applied again by the next retry.
+        var store = NewStore();
+        var broken = new Breakable(7);
+        var meeting = new Meeting(2);
+        async Task Apply(TallyAdded e, ProjectionContext context)
+        {
+            await broken.ThrowWhileBroken(e, context);
+            if (e.Amount == 7 && broken.IsFixed)
+            {
+                // Both retries have read the dead letter and run the handler before either goes on to its commit.
+                await meeting.ArriveAsync();
+            }
+        }
+
+        using var first = await StartAsync(store, new Tallies(Apply), noRetries: true);
+        await ApplyAsync(first, "tally-retry-twice", "twice", 1, 7, 100);
+        using var second = await StartAsync(store, new Tallies(Apply), noRetries: true);
+        var deadLetter = Assert.Single(await first.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName }));
+        var attempts = broken.Attempts;
+
+        broken.Fix();
+        var outcomes = await Task.WhenAll(
+            first.Services.GetRequiredService<DeadLetterManager>().RetryAsync(deadLetter.Id).AsTask(),
+            second.Services.GetRequiredService<DeadLetterManager>().RetryAsync(deadLetter.Id).AsTask()).WaitAsync(Eventually.DefaultTimeout);
+
+        Assert.Equal(attempts + 2, broken.Attempts);
+        Assert.Equal([DeadLetterRetryOutcome.Retried, DeadLetterRetryOutcome.NotFound], outcomes.Order());
+        Assert.Equal(new Tally("twice", 108, 3), await first.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "twice"));
+        Assert.Null(await first.Services.GetRequiredService<IDeadLetterStore>().GetAsync(deadLetter.Id));
+        await second.StopAsync();
+        await first.StopAsync();
+    }
+
+    [Fact]
     public async Task RetryingAProjectionsDeadLetter_ThatFailsAgain_WritesNothing_AndKeepsTheDeadLetterWithTheRetryError()
     {
         var store = NewStore();
@@ -125,6 +163,23 @@ public abstract partial class ProjectionConformance
         AttemptCount = 3,
     };
 
+    /// <summary>Holds each of <paramref name="count"/> arrivals until all of them arrived (within the test's deadline).</summary>
+    private sealed class Meeting(int count)
+    {
+        private readonly TaskCompletionSource _all = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _arrived;
+
+        public Task ArriveAsync()
+        {
+            if (Interlocked.Increment(ref _arrived) == count)
+            {
+                _all.TrySetResult();
+            }
+
+            return _all.Task.WaitAsync(Eventually.DefaultTimeout);
+        }
+    }
+
     /// <summary>A handler's bug on one amount, which the test fixes: until then the event of that amount throws.</summary>
     private sealed class Breakable(int amount)
     {
@@ -133,6 +188,8 @@ public abstract partial class ProjectionConformance
 
         /// <summary>How often the handler met the event of that amount.</summary>
         public int Attempts => Volatile.Read(ref _attempts);
+
+        public bool IsFixed => _fixed;
 
         public void Fix() => _fixed = true;
 

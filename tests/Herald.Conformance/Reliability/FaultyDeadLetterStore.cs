@@ -92,6 +92,9 @@ public sealed class FaultyDeadLetterStore : IDeadLetterStore
     public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => _inner.DeleteAsync(id, cancellationToken);
 
     /// <inheritdoc />
+    public ValueTask DeleteAsync(Guid id, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) => _inner.DeleteAsync(id, unitOfWork, cancellationToken);
+
+    /// <inheritdoc />
     public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.DeleteManyAsync(query, cancellationToken);
 
     /// <inheritdoc />

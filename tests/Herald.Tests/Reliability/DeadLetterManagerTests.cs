@@ -390,6 +390,9 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
 
         public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => inner.DeleteAsync(id, cancellationToken);
 
+        public ValueTask DeleteAsync(Guid id, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) =>
+            inner.DeleteAsync(id, unitOfWork, cancellationToken);
+
         public async ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
         {
             var deleted = DeleteManyOverride is { } deleteMany ? await deleteMany(query) : await inner.DeleteManyAsync(query, cancellationToken);

@@ -10,8 +10,9 @@ namespace Herald.Reliability.DeadLetters;
 /// What operators do with dead letters: list and filter them, inspect one, take one or all matching back to where they came
 /// from, purge, count. A retry takes a dead letter back by its <see cref="DeadLetter.Origin"/>: an endpoint's is sent back
 /// to its queue, a projection's is applied to the projection again; one whose origin cannot take it back (a stream
-/// processor's) is refused and stays. A retried dead letter is deleted only once that is done; when it fails it stays, with
-/// its retry count raised. Resolve it from DI (<c>AddHerald</c> registers it).
+/// processor's) is refused and stays. A retried dead letter is deleted only once that is done (a projection's in the same
+/// unit of work as the event's writes, so its event is applied once); when it fails it stays, with its retry count raised.
+/// Resolve it from DI (<c>AddHerald</c> registers it).
 /// </summary>
 public sealed class DeadLetterManager
 {
@@ -66,11 +67,12 @@ public sealed class DeadLetterManager
     /// <summary>
     /// Takes one dead letter back to where it came from and deletes it once that is done: an endpoint's envelope, unchanged
     /// but for a fresh delivery count (and without the failure headers of its earlier attempts), is sent back to its queue;
-    /// a projection's event is applied to the projection again, in a unit of work of its read models (its checkpoint stays
-    /// where it is). When that fails the dead letter stays and its retry count goes up; when its origin cannot take it back
-    /// (a stream processor's, an event subscription's) nothing is done, it stays with the reason as its last retry error, and
-    /// the outcome is <see cref="DeadLetterRetryOutcome.Refused"/>. While this manager is retrying it already, it does
-    /// nothing and reports <see cref="DeadLetterRetryOutcome.NotFound"/>.
+    /// a projection's event is applied to the projection again, in a unit of work of its read models that also deletes the
+    /// dead letter (its checkpoint stays where it is). When that fails the dead letter stays and its retry count goes up; when
+    /// its origin cannot take it back (a stream processor's, an event subscription's) nothing is done, it stays with the
+    /// reason as its last retry error, and the outcome is <see cref="DeadLetterRetryOutcome.Refused"/>. While this manager is
+    /// retrying it already, it does nothing and reports <see cref="DeadLetterRetryOutcome.NotFound"/>; so does a projection's
+    /// retry that another retry (of another process) beat to it, its unit of work rolled back.
     /// </summary>
     public async ValueTask<DeadLetterRetryOutcome> RetryAsync(Guid id, CancellationToken cancellationToken = default)
     {
@@ -227,9 +229,16 @@ public sealed class DeadLetterManager
         }
 
         var envelope = deadLetter.Envelope;
+        bool deleted;
         try
         {
-            await _targets.For(deadLetter).RetryAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+            deleted = await _targets.For(deadLetter).RetryAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+        }
+        catch (DeadLetterNotFoundException gone) when (gone.DeadLetterId == deadLetter.Id)
+        {
+            // Another retry (of another process) took it back first, and this one's unit of work wrote nothing.
+            Log.DeadLetterRetriedElsewhere(_logger, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint);
+            return (DeadLetterRetryOutcome.NotFound, deadLetter.Endpoint);
         }
         catch (DeadLetterRetryRefusedException refusal)
         {
@@ -245,10 +254,14 @@ public sealed class DeadLetterManager
             return (DeadLetterRetryOutcome.Failed, deadLetter.Endpoint);
         }
 
-        // Taken back: only now is it safe to forget the dead letter. If this delete fails the message was still taken back,
-        // and a second retry would take it back again: a duplicate the endpoint's inbox absorbs, or an event a projection
-        // applies twice (idempotent writes, as after a crash of its runner, make that harmless).
-        await _store.DeleteAsync(deadLetter.Id, cancellationToken).ConfigureAwait(false);
+        // Taken back: only now is it safe to forget the dead letter (a projection's retry deleted it in its unit of work). If
+        // this delete fails the message was still sent back, and a second retry would send it again: a duplicate the
+        // endpoint's inbox absorbs.
+        if (!deleted)
+        {
+            await _store.DeleteAsync(deadLetter.Id, cancellationToken).ConfigureAwait(false);
+        }
+
         Log.DeadLetterRetried(_logger, deadLetter.Id, envelope.MessageId, envelope.MessageType, deadLetter.Endpoint);
         return (DeadLetterRetryOutcome.Retried, deadLetter.Endpoint);
     }

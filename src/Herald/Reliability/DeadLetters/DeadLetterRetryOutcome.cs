@@ -6,7 +6,10 @@ public enum DeadLetterRetryOutcome
     /// <summary>Taken back where it came from (sent to its endpoint, applied to its projection) and deleted from the dead letters.</summary>
     Retried,
 
-    /// <summary>No dead letter has that id (already retried or purged), or this manager is retrying it already.</summary>
+    /// <summary>
+    /// No dead letter has that id (already retried or purged), this manager is retrying it already, or another retry took a
+    /// projection's dead letter back while this one ran (this one wrote nothing).
+    /// </summary>
     NotFound,
 
     /// <summary>The send (or the projection's apply) failed: the dead letter stays, its retry count and last retry error updated.</summary>

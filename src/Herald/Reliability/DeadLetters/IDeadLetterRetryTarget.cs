@@ -11,10 +11,12 @@ internal interface IDeadLetterRetryTarget
     DeadLetterOrigin Origin { get; }
 
     /// <summary>
-    /// Takes the dead letter's message back; returns once that is done (the manager deletes the dead letter then). Throws
-    /// when it failed (the dead letter stays), a <see cref="DeadLetterRetryRefusedException"/> when it cannot take this one.
+    /// Takes the dead letter's message back; returns once that is done: true when it deleted the dead letter in the same unit
+    /// of work, false when the manager is to delete it now. Throws when it failed (the dead letter stays), a
+    /// <see cref="DeadLetterRetryRefusedException"/> when it cannot take this one, a <see cref="DeadLetterNotFoundException"/>
+    /// when it found the dead letter gone at its commit (another retry took it; nothing was done).
     /// </summary>
-    ValueTask RetryAsync(DeadLetter deadLetter, CancellationToken cancellationToken);
+    ValueTask<bool> RetryAsync(DeadLetter deadLetter, CancellationToken cancellationToken);
 }
 
 /// <summary>A retry that cannot be done at all (not a failure to be tried again as it is): the dead letter stays, with the reason.</summary>

@@ -11,6 +11,8 @@ namespace Herald.Reliability.DeadLetters;
 /// whether it added the record, so a caller counts each dead letter once.</item>
 /// <item>Listing and deleting many honour every filter of <see cref="DeadLetterQuery"/>, go in id order and take at most
 /// <see cref="DeadLetterQuery.Limit"/>; <see cref="DeadLetterQuery.After"/> continues after the given id.</item>
+/// <item>A delete in a unit of work commits with its other writes or not at all, and fails the commit when the dead letter is
+/// gone by then, so two units of work deleting one dead letter never both commit.</item>
 /// <item>A write that returned is durable (for durable stores); a failed write throws, so the caller can keep the message.</item>
 /// </list>
 /// </summary>
@@ -37,6 +39,14 @@ public interface IDeadLetterStore
 
     /// <summary>Deletes one dead letter; false when there was none with that id.</summary>
     ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Deletes one dead letter with <paramref name="unitOfWork"/>'s commit, together with its other writes, or not at all: when
+    /// it is gone by then (a concurrent retry or a purge deleted it), the commit throws <see cref="DeadLetterNotFoundException"/>
+    /// and writes nothing. A rollback keeps it. A database deletes the row in the open transaction (PostgreSQL: at once, so a
+    /// concurrent delete of it waits for this unit of work to end), so of two units of work deleting one dead letter one commits.
+    /// </summary>
+    ValueTask DeleteAsync(Guid id, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default);
 
     /// <summary>Deletes exactly the dead letters <see cref="ListAsync"/> would return for the query (so at most its limit) and returns how many.</summary>
     ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default);

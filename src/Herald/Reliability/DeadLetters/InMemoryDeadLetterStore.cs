@@ -10,6 +10,10 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
 {
     private readonly SortedDictionary<Guid, DeadLetter> _records = [];
     private readonly Lock _gate = new();
+    private readonly long _gateOrder = InMemoryUnitOfWork.NextGateOrder();
+
+    // The owner of a unit of work's staged deletes: the store itself owns its staged adds, which cannot fail.
+    private readonly object _deletesOwner = new();
 
     /// <summary>Creates a store holding at most 100,000 dead letters.</summary>
     public InMemoryDeadLetterStore()
@@ -115,6 +119,16 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
     }
 
     /// <inheritdoc />
+    public ValueTask DeleteAsync(Guid id, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+    {
+        // Checked and deleted under the lock at the commit, with the unit of work's other stores locked too: of two units
+        // of work deleting one dead letter, the second to commit fails and applies nothing.
+        var own = InMemoryUnitOfWork.Of(unitOfWork);
+        own.Enlist(_deletesOwner, () => new StagedDeletes(this)).Add(id);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
     public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(query);
@@ -143,6 +157,45 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
 
             _records[id] = deadLetter with { RetryCount = deadLetter.RetryCount + 1, LastRetryError = error, LastRetryTime = time };
             return ValueTask.FromResult(true);
+        }
+    }
+
+    /// <summary>The dead letters one unit of work deletes: each must still be here at its commit, or the commit applies nothing.</summary>
+    private sealed class StagedDeletes(InMemoryDeadLetterStore store) : IInMemoryEnlistment
+    {
+        private readonly List<Guid> _ids = [];
+
+        public object Owner => store._deletesOwner;
+
+        public Lock Gate => store._gate;
+
+        public long GateOrder => store._gateOrder;
+
+        public void Add(Guid id)
+        {
+            lock (_ids)
+            {
+                _ids.Add(id);
+            }
+        }
+
+        public void Check()
+        {
+            foreach (var id in _ids)
+            {
+                if (!store._records.ContainsKey(id))
+                {
+                    throw new DeadLetterNotFoundException(id);
+                }
+            }
+        }
+
+        public void Apply()
+        {
+            foreach (var id in _ids)
+            {
+                store._records.Remove(id);
+            }
         }
     }
 

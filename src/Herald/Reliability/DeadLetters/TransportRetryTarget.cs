@@ -10,7 +10,7 @@ internal sealed class TransportRetryTarget(ITransport transport, TimeProvider ti
 {
     public DeadLetterOrigin Origin => DeadLetterOrigin.Endpoint;
 
-    public async ValueTask RetryAsync(DeadLetter deadLetter, CancellationToken cancellationToken)
+    public async ValueTask<bool> RetryAsync(DeadLetter deadLetter, CancellationToken cancellationToken)
     {
         var envelope = deadLetter.Envelope;
 
@@ -31,5 +31,9 @@ internal sealed class TransportRetryTarget(ITransport transport, TimeProvider ti
         {
             await transport.SendAsync(deadLetter.Endpoint, retry, options, cancellationToken).ConfigureAwait(false);
         }
+
+        // A send cannot share a transaction with the dead letters: the manager deletes it after (the endpoint's inbox absorbs
+        // the duplicate a second retry would send, should that delete fail).
+        return false;
     }
 }
