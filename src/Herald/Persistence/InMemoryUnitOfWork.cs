@@ -236,6 +236,34 @@ internal interface IInMemoryEnlistment
     }
 }
 
+/// <summary>
+/// An enlistment whose writes may be refused: the items one unit of work staged in a store, checked (<see cref="Check"/>)
+/// and applied (<see cref="Apply"/>) under the store's lock, which the commit holds.
+/// </summary>
+internal abstract class GatedEnlistment<T>(object owner, Lock gate, long gateOrder) : IInMemoryEnlistment
+{
+    public object Owner => owner;
+
+    public Lock Gate => gate;
+
+    public long GateOrder => gateOrder;
+
+    /// <summary>The staged items, in the order they were added.</summary>
+    protected List<T> Staged { get; } = [];
+
+    public void Add(T item)
+    {
+        lock (Staged)
+        {
+            Staged.Add(item);
+        }
+    }
+
+    public abstract void Check();
+
+    public abstract void Apply();
+}
+
 /// <summary>An enlistment whose writes cannot fail: a list of actions applied in order.</summary>
 internal sealed class InMemoryWrites(object owner) : IInMemoryEnlistment
 {

@@ -99,29 +99,13 @@ public sealed class InMemorySagaStore : ISagaStore
     }
 
     // The saves one unit of work staged: all checked, then all applied, under the store's lock (which the commit holds), or none.
-    private sealed class StagedSaves(InMemorySagaStore store) : IInMemoryEnlistment
+    private sealed class StagedSaves(InMemorySagaStore store) : GatedEnlistment<SagaInstance>(store, store._gate, store._gateOrder)
     {
-        private readonly List<SagaInstance> _saves = [];
-
-        public object Owner => store;
-
-        public Lock Gate => store._gate;
-
-        public long GateOrder => store._gateOrder;
-
-        public void Add(SagaInstance instance)
-        {
-            lock (_saves)
-            {
-                _saves.Add(instance);
-            }
-        }
-
-        public void Check()
+        public override void Check()
         {
             // Two saves of one instance in one unit of work chain: the second expects the first's new version.
-            var planned = _saves.Count == 1 ? null : new Dictionary<(string, string), long>();
-            foreach (var save in _saves)
+            var planned = Staged.Count == 1 ? null : new Dictionary<(string, string), long>();
+            foreach (var save in Staged)
             {
                 var key = (save.SagaType, save.Id);
                 var current = planned is not null && planned.TryGetValue(key, out var next) ? next : store._instances.GetValueOrDefault(key)?.Version ?? 0;
@@ -134,10 +118,10 @@ public sealed class InMemorySagaStore : ISagaStore
             }
         }
 
-        public void Apply()
+        public override void Apply()
         {
             var now = store._timeProvider.GetUtcNow();
-            foreach (var save in _saves)
+            foreach (var save in Staged)
             {
                 store.SaveUnderLock(save, now);
             }

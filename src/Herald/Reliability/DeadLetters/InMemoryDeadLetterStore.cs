@@ -161,27 +161,11 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
     }
 
     /// <summary>The dead letters one unit of work deletes: each must still be here at its commit, or the commit applies nothing.</summary>
-    private sealed class StagedDeletes(InMemoryDeadLetterStore store) : IInMemoryEnlistment
+    private sealed class StagedDeletes(InMemoryDeadLetterStore store) : GatedEnlistment<Guid>(store._deletesOwner, store._gate, store._gateOrder)
     {
-        private readonly List<Guid> _ids = [];
-
-        public object Owner => store._deletesOwner;
-
-        public Lock Gate => store._gate;
-
-        public long GateOrder => store._gateOrder;
-
-        public void Add(Guid id)
+        public override void Check()
         {
-            lock (_ids)
-            {
-                _ids.Add(id);
-            }
-        }
-
-        public void Check()
-        {
-            foreach (var id in _ids)
+            foreach (var id in Staged)
             {
                 if (!store._records.ContainsKey(id))
                 {
@@ -190,9 +174,9 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
             }
         }
 
-        public void Apply()
+        public override void Apply()
         {
-            foreach (var id in _ids)
+            foreach (var id in Staged)
             {
                 store._records.Remove(id);
             }
