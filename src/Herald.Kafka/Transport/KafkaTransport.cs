@@ -98,27 +98,23 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     }
 
     /// <inheritdoc />
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(envelope);
-        ValidateName(queue, nameof(queue));
-        CheckSize(envelope);
-        TransportArguments.ThrowIfDelayTooLong(options, MaxDelay);
-        await ConnectAsync(cancellationToken).ConfigureAwait(false);
-        await ProduceEnvelopeAsync(queue, envelope, options, cancellationToken).ConfigureAwait(false);
-    }
+    public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+        ProduceCheckedAsync(queue, nameof(queue), envelope, options, cancellationToken);
 
     /// <inheritdoc />
+    public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+        ProduceCheckedAsync(topic, nameof(topic), envelope, options, cancellationToken);
+
+    /// <summary>A send or publish: the checks both make (envelope, name, size, delay), then the record produced.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+    private async ValueTask ProduceCheckedAsync(string name, string paramName, Envelope envelope, SendOptions? options, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        ValidateName(topic, nameof(topic));
+        ValidateName(name, paramName);
         CheckSize(envelope);
         TransportArguments.ThrowIfDelayTooLong(options, MaxDelay);
         await ConnectAsync(cancellationToken).ConfigureAwait(false);
-        await ProduceEnvelopeAsync(topic, envelope, options, cancellationToken).ConfigureAwait(false);
+        await ProduceEnvelopeAsync(name, envelope, options, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

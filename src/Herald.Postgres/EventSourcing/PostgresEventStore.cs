@@ -1,5 +1,6 @@
 using Herald.EventSourcing;
 using Herald.Internal;
+using Herald.Postgres.Internal;
 using Herald.Postgres.Notifications;
 using Herald.Postgres.Schema;
 using Microsoft.Extensions.Logging;
@@ -119,25 +120,7 @@ internal sealed partial class PostgresEventStore : IEventStoreConnection, IDispo
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
         var validated = Validated(options);
-        var builder = new NpgsqlDataSourceBuilder(connectionString);
-        var settings = builder.ConnectionStringBuilder;
-        if (string.IsNullOrEmpty(settings.ApplicationName))
-        {
-            settings.ApplicationName = "herald";
-        }
-
-        // The store's statements are few and hot: let Npgsql prepare them unless the connection string says otherwise.
-        if (settings.MaxAutoPrepare == 0)
-        {
-            settings.MaxAutoPrepare = 32;
-            settings.AutoPrepareMinUsages = 2;
-        }
-
-        if (validated.LoggerFactory is not null)
-        {
-            builder.UseLoggerFactory(validated.LoggerFactory);
-        }
-
+        var builder = PooledDataSource.Builder(connectionString, "herald", validated.LoggerFactory);
         return new PostgresEventStore(builder.Build(), ownsDataSource: true, validated);
     }
 

@@ -1,4 +1,5 @@
 using Herald.Internal;
+using Herald.Postgres.Internal;
 using Herald.Transport;
 using Npgsql;
 
@@ -24,25 +25,8 @@ public static class PostgresQueueTransportFactory
         ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
         var validated = options.Clone();
         validated.Validate();
-        var builder = new NpgsqlDataSourceBuilder(connectionString);
+        var builder = PooledDataSource.Builder(connectionString, "herald-queue", validated.LoggerFactory);
         var settings = builder.ConnectionStringBuilder;
-        if (string.IsNullOrEmpty(settings.ApplicationName))
-        {
-            settings.ApplicationName = "herald-queue";
-        }
-
-        // A handful of hot statements: let Npgsql prepare them unless the connection string says otherwise.
-        if (settings.MaxAutoPrepare == 0)
-        {
-            settings.MaxAutoPrepare = 32;
-            settings.AutoPrepareMinUsages = 2;
-        }
-
-        if (validated.LoggerFactory is not null)
-        {
-            builder.UseLoggerFactory(validated.LoggerFactory);
-        }
-
         return new PostgresQueueTransport(builder.Build(), ownsDataSource: true, CreateRenewals(settings.ConnectionString, validated), validated);
     }
 
