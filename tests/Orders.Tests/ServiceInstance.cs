@@ -101,8 +101,11 @@ public sealed class ServiceInstance : IAsyncDisposable
     /// </summary>
     public async Task<bool> ForgetStoredOrderResponseAsync(string key)
     {
-        // The store's key as WithIdempotencyKey makes it: scoped to the route and the (anonymous) user, hashed.
-        var storeKey = "herald-http:" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes($"route\nPOST /orders\n\n{key}")));
+        // The store's key as WithIdempotencyKey makes it: scoped to the route and the (anonymous) user, hashed, and as the SQL
+        // stores keep it: after the application's prefix, its name with its length (docs/aspnetcore.md).
+        var application = App.Services.GetRequiredService<Microsoft.Extensions.Hosting.IHostEnvironment>().ApplicationName;
+        var prefix = string.IsNullOrEmpty(application) ? "" : $"{application.Length}:{application}:";
+        var storeKey = prefix + "herald-http:" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes($"route\nPOST /orders\n\n{key}")));
         var settings = App.Services.GetRequiredService<OrderServiceSettings>();
         if (settings.Profile == OrderServiceSettings.Embedded)
         {
