@@ -81,6 +81,74 @@ public sealed class ProcessorTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// herald.stream.dead_lettered counts a dead letter once it is stored: the commit holding it fails, the restarted
+    /// processor dead-letters the replayed event again and commits, and one dead letter is counted, as one is stored.
+    /// Regression: it was counted when the record was made, before the commit, so the failed commit counted it too.
+    /// </summary>
+    [Fact]
+    public async Task DeadLetteredMetric_ACommitThatFailsOnce_CountsTheDeadLetterOnce()
+    {
+        const string name = "dead-lettered-once";
+        var counted = 0L;
+        using var listener = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == Herald.Diagnostics.HeraldDiagnostics.Name && instrument.Name == "herald.stream.dead_lettered")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag is { Key: "herald.stream", Value: name })
+                {
+                    Interlocked.Add(ref counted, value);
+                }
+            }
+        });
+        listener.Start();
+
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var events = host.Services.GetRequiredService<IEventStore>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        // Both in the first commit (CommitEvery 100): the undecodable event's dead letter and the order's output, which fails it.
+        await events.AppendAsync("order-1", ExpectedVersion.Any, [envelopes.Create(ProcessorScenario.OrderAt(1)) with { Body = Encoding.UTF8.GetBytes("{not json") }]);
+        await events.AppendAsync("order-2", ExpectedVersion.Any, [envelopes.Create(ProcessorScenario.OrderAt(2))]);
+        var head = await events.GetLastPositionAsync();
+        var refusals = 1;
+        StreamTopology Topology()
+        {
+            var builder = new StreamBuilder();
+            builder.Stream<Order>().To(StreamSinks.Callback<string, Order>(_ =>
+            {
+                if (Interlocked.Decrement(ref refusals) >= 0)
+                {
+                    throw new InvalidOperationException("Simulated failure: this commit is refused.");
+                }
+            }));
+            return builder.Build();
+        }
+
+        await using (var failing = new StreamProcessor(name, Topology(), host.Services))
+        {
+            await failing.StartAsync();
+            await Assert.ThrowsAsync<InvalidOperationException>(() => failing.Completion.WaitAsync(TimeSpan.FromSeconds(30)));
+        }
+
+        await using var resumed = new StreamProcessor(name, Topology(), host.Services);
+        await resumed.StartAsync();
+        await resumed.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:" + name }));
+        Assert.Equal(1L, Interlocked.Read(ref counted));
+        await host.StopAsync();
+    }
+
     [Fact]
     public async Task QueryAsync_ReadsTablesAndRefusesUnknownStores()
     {

@@ -2,6 +2,8 @@ using System.Net.Http.Json;
 using Herald.EventSourcing;
 using Herald.Sagas;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Orders.Api;
@@ -32,7 +34,13 @@ public sealed class ServiceInstance : IAsyncDisposable
     /// <summary>Holds a saga step where it writes a service's table, to act while fulfilment is under way.</summary>
     public LedgerGate Gate { get; }
 
-    public static async Task<ServiceInstance> StartAsync(params string[] settings)
+    public static Task<ServiceInstance> StartAsync(params string[] settings) => StartUnderPathBaseAsync(PathString.Empty, settings);
+
+    /// <summary>
+    /// Starts an instance whose whole app is under <paramref name="pathBase"/> (<c>UsePathBase</c> first in the pipeline, as an
+    /// app behind a reverse proxy forwarding a prefix is hosted). <see cref="Http"/> still addresses the server's root.
+    /// </summary>
+    public static async Task<ServiceInstance> StartUnderPathBaseAsync(PathString pathBase, params string[] settings)
     {
         string[] args = ["--urls", "http://127.0.0.1:0", .. settings];
         var gate = new LedgerGate();
@@ -40,6 +48,10 @@ public sealed class ServiceInstance : IAsyncDisposable
         {
             builder.Logging.ClearProviders();
             gate.Install(builder.Services);
+            if (pathBase.HasValue)
+            {
+                builder.Services.AddSingleton<IStartupFilter>(new PathBaseFirst(pathBase));
+            }
         });
         await app.StartAsync();
         var http = new HttpClient { BaseAddress = new Uri(Banner.Address(app)), Timeout = TimeSpan.FromSeconds(30) };
@@ -122,6 +134,16 @@ public sealed class ServiceInstance : IAsyncDisposable
         await using var command = new Npgsql.NpgsqlCommand($"DELETE FROM \"{settings.Schema}\".idempotency WHERE idempotency_key = $1 AND completed", postgres);
         command.Parameters.AddWithValue(storeKey);
         return await command.ExecuteNonQueryAsync() == 1;
+    }
+
+    // A startup filter runs before the routing WebApplication adds itself, so routes match below the path base.
+    private sealed class PathBaseFirst(PathString pathBase) : IStartupFilter
+    {
+        public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
+        {
+            app.UsePathBase(pathBase);
+            next(app);
+        };
     }
 
     public async ValueTask DisposeAsync()

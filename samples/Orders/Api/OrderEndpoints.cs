@@ -37,14 +37,14 @@ public static class OrderEndpoints
             request?.Lines?.Select(l => l is null ? null! : new OrderItem(l.Sku, l.Quantity)).ToList());
         var accepted = await commands.SendAsync(command, http.GetEventMetadata(), cancellationToken);
         return Results.Accepted(
-            $"/orders/{accepted.OrderId}",
+            OrderLink(http.Request, accepted.OrderId),
             new PlaceOrderResponse(accepted.OrderId, OrderStates.Placed, accepted.CustomerId, accepted.Total, http.GetCorrelationId()));
     }
 
     private static async Task<IResult> CancelAsync(Guid id, CancelOrderRequest? request, HttpContext http, ICommandBus commands, CancellationToken cancellationToken)
     {
         await commands.SendAsync(new CancelOrder(id, request?.Reason is { Length: > 0 } reason ? reason : "cancelled by the customer"), http.GetEventMetadata(), cancellationToken);
-        return Results.Accepted($"/orders/{id}", new { orderId = id, status = OrderStates.Cancelled });
+        return Results.Accepted(OrderLink(http.Request, id), new { orderId = id, status = OrderStates.Cancelled });
     }
 
     private static async Task<IResult> GetAsync(Guid id, ReadModels readModels, CancellationToken cancellationToken) =>
@@ -52,7 +52,7 @@ public static class OrderEndpoints
             ? Results.Ok(order)
             : NotFound(id);
 
-    private static async Task<IResult> ListAsync(string? status, string? customerId, int? pageSize, string? after, ReadModels readModels, CancellationToken cancellationToken)
+    private static async Task<IResult> ListAsync(string? status, string? customerId, int? pageSize, string? after, HttpRequest request, ReadModels readModels, CancellationToken cancellationToken)
     {
         if (pageSize is < 1 or > MaxPageSize)
         {
@@ -74,7 +74,7 @@ public static class OrderEndpoints
 
         var limit = pageSize ?? 20;
         var page = await readModels.QueryAsync(OrderProjection.Orders, new ReadModelQuery { Where = where, Limit = limit, AfterId = after }, cancellationToken);
-        var next = page.NextAfterId is { } nextId ? NextLink(status, customerId, limit, nextId) : null;
+        var next = page.NextAfterId is { } nextId ? NextLink(request, status, customerId, limit, nextId) : null;
         return Results.Ok(new OrderPage(page.Items, page.NextAfterId, next));
     }
 
@@ -103,8 +103,12 @@ public static class OrderEndpoints
     private static IResult NotFound(Guid id) =>
         Results.Problem(statusCode: StatusCodes.Status404NotFound, title: "Order not found", detail: $"There is no order {id}.");
 
+    // Links start with the request's path base: under UsePathBase (an app behind a proxy forwarding a prefix), a link
+    // without it points outside the app.
+    private static string OrderLink(HttpRequest request, Guid id) => request.PathBase + "/orders/" + id.ToString();
+
     // The link to the next page keeps the filters.
-    private static string NextLink(string? status, string? customerId, int pageSize, string after)
+    private static string NextLink(HttpRequest request, string? status, string? customerId, int pageSize, string after)
     {
         var query = QueryString.Empty;
         if (!string.IsNullOrEmpty(status))
@@ -117,7 +121,7 @@ public static class OrderEndpoints
             query = query.Add("customerId", customerId);
         }
 
-        return "/orders" + query.Add("pageSize", pageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)).Add("after", after);
+        return request.PathBase + "/orders" + query.Add("pageSize", pageSize.ToString(System.Globalization.CultureInfo.InvariantCulture)).Add("after", after);
     }
 }
 
