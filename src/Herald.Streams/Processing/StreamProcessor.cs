@@ -55,6 +55,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly bool _repartitioned;
     private readonly KeyValuePair<string, object?> _tag;
+    private readonly Action<bool> _countDeadLetter;
     private readonly SemaphoreSlim _switch = new(1, 1);
     private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
     private readonly SemaphoreSlim _external = new(1, 1);
@@ -97,6 +98,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         _time = services.GetService<TimeProvider>() ?? TimeProvider.System;
         _logger = services.GetService<ILoggerFactory>()?.CreateLogger<StreamProcessor>() ?? NullLogger<StreamProcessor>.Instance;
         _tag = new("herald.stream", name);
+        _countDeadLetter = CountDeadLetter;
         _repartitioned = options.Partitions > 1 && topology.StageCount > 1 && !options.Source.IsExternal;
         if (!options.Source.IsExternal && (_events is null || _checkpoints is null))
         {
@@ -852,9 +854,18 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         }
     }
 
+    // Counted once stored, from the store's report after the commit: a commit that fails is replayed and makes the dead
+    // letter again, and an id held already adds nothing.
+    private void CountDeadLetter(bool added)
+    {
+        if (added)
+        {
+            DeadLettered.Add(1, _tag);
+        }
+    }
+
     private DeadLetter CreateDeadLetter(RecordedEvent recorded, Exception error, DeadLetterCause cause, string reason, string where)
     {
-        DeadLettered.Add(1, _tag);
         Log.EventDeadLettered(_logger, error, Name, recorded.Position, recorded.EventType, reason);
         var now = _time.GetUtcNow();
         return new DeadLetter
@@ -1048,7 +1059,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
         foreach (var deadLetter in deadLetters)
         {
-            await _deadLetters.AddAsync(deadLetter, unitOfWork, cancellationToken: cancellationToken).ConfigureAwait(false);
+            await _deadLetters.AddAsync(deadLetter, unitOfWork, _countDeadLetter, cancellationToken).ConfigureAwait(false);
         }
     }
 
