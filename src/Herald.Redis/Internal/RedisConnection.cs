@@ -83,9 +83,16 @@ internal sealed class RedisConnection : IServerProbe, IAsyncDisposable, IDisposa
             }
 
             ConnectionMultiplexer multiplexer;
+            var connecting = ConnectionMultiplexer.ConnectAsync(_configuration!);
             try
             {
-                multiplexer = await ConnectionMultiplexer.ConnectAsync(_configuration!).WaitAsync(cancellationToken).ConfigureAwait(false);
+                multiplexer = await connecting.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // The client's connect takes no token and goes on: what it opens is closed, since no one will hold it.
+                _ = CloseAbandonedAsync(connecting);
+                throw;
             }
             catch (RedisException ex)
             {
@@ -101,6 +108,18 @@ internal sealed class RedisConnection : IServerProbe, IAsyncDisposable, IDisposa
         finally
         {
             _gate.Release();
+        }
+    }
+
+    private static async Task CloseAbandonedAsync(Task<ConnectionMultiplexer> connecting)
+    {
+        try
+        {
+            await (await connecting.ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // A connect that failed opened nothing; its failure is no one's to hear now (the caller was answered cancelled).
         }
     }
 

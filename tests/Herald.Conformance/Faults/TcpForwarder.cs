@@ -14,7 +14,11 @@ public sealed class TcpForwarder : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly List<TcpClient> _connections = [];
     private readonly Task _accepting;
+    private readonly TaskCompletionSource _accepted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _frozen;
+    private volatile TaskCompletionSource _released = Released();
+    private int _open;
+    private long _fromServer;
 
     public TcpForwarder(int targetPort)
     {
@@ -32,6 +36,21 @@ public sealed class TcpForwarder : IAsyncDisposable
     /// silently: neither the client nor the server hears of it until a timeout of its own.
     /// </summary>
     public void Freeze() => _frozen = true;
+
+    /// <summary>Keeps what either side sends from now on until <see cref="Release"/>, then forwards it: a server slow to answer.</summary>
+    public void Hold() => _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Forwards what <see cref="Hold"/> kept, and everything after it.</summary>
+    public void Release() => _released.TrySetResult();
+
+    /// <summary>Completes when the first client connection is accepted.</summary>
+    public Task Accepted => _accepted.Task;
+
+    /// <summary>Client connections accepted and not closed yet.</summary>
+    public int OpenConnections => Volatile.Read(ref _open);
+
+    /// <summary>The bytes forwarded from the server to clients.</summary>
+    public long BytesFromServer => Interlocked.Read(ref _fromServer);
 
     public async ValueTask DisposeAsync()
     {
@@ -97,12 +116,21 @@ public sealed class TcpForwarder : IAsyncDisposable
                 _connections.Add(server);
             }
 
-            _ = PumpAsync(client, server);
-            _ = PumpAsync(server, client);
+            Interlocked.Increment(ref _open);
+            _accepted.TrySetResult();
+            _ = PumpAsync(client, server, fromClient: true);
+            _ = PumpAsync(server, client, fromClient: false);
         }
     }
 
-    private async Task PumpAsync(TcpClient from, TcpClient to)
+    private static TaskCompletionSource Released()
+    {
+        var released = new TaskCompletionSource();
+        released.SetResult();
+        return released;
+    }
+
+    private async Task PumpAsync(TcpClient from, TcpClient to, bool fromClient)
     {
         try
         {
@@ -112,15 +140,26 @@ public sealed class TcpForwarder : IAsyncDisposable
             int read;
             while ((read = await source.ReadAsync(buffer, _stop.Token)) > 0)
             {
+                await _released.Task.WaitAsync(_stop.Token);
                 if (!_frozen)
                 {
                     await target.WriteAsync(buffer.AsMemory(0, read), _stop.Token);
+                    if (!fromClient)
+                    {
+                        Interlocked.Add(ref _fromServer, read);
+                    }
                 }
             }
         }
         catch (Exception)
         {
             // A closed side: the connection ends.
+        }
+
+        if (fromClient)
+        {
+            // The client closed (or the server did, which ends this side too).
+            Interlocked.Decrement(ref _open);
         }
 
         from.Dispose();
