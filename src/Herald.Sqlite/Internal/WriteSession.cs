@@ -1,5 +1,6 @@
 using Herald.Sqlite.EventSourcing;
 using Herald.EventSourcing;
+using Herald.Internal;
 using Herald.Messages;
 using Microsoft.Data.Sqlite;
 
@@ -267,8 +268,10 @@ internal sealed class WriteSession : IDisposable
         _saveSnapshot.Bind(3, snapshot.StateType);
         _saveSnapshot.Bind(4, snapshot.SchemaVersion);
         _saveSnapshot.Bind(5, snapshot.State.Span);
-        _saveSnapshot.Bind(6, snapshot.CreatedAt.UtcTicks);
-        _saveSnapshot.Bind(7, EventRows.OffsetMinutes(snapshot.CreatedAt));
+        // Kept as PostgreSQL's timestamptz keeps it, so a snapshot reads back the same on every engine.
+        var createdAt = StoredTime.Of(snapshot.CreatedAt);
+        _saveSnapshot.Bind(6, createdAt.UtcTicks);
+        _saveSnapshot.Bind(7, EventRows.OffsetMinutes(createdAt));
         _saveSnapshot.Execute();
     }
 

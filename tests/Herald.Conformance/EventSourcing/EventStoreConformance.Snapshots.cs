@@ -22,6 +22,21 @@ public abstract partial class EventStoreConformance
         Assert.Equal(snapshot.State.ToArray(), loaded.State.ToArray());
     }
 
+    // PostgreSQL kept a snapshot's CreatedAt in UTC to the microsecond, SQLite and the in-memory store kept its offset and
+    // every tick: the same snapshot read back differed per engine. Every engine now keeps it as PostgreSQL does.
+    [Fact]
+    public async Task Snapshots_KeepCreatedAtInUtcToTheMicrosecond_OnEveryEngine()
+    {
+        var stream = NewStream();
+        var createdAt = new DateTimeOffset(2026, 3, 4, 7, 6, 7, 890, TimeSpan.FromHours(2)).AddTicks(5_678);
+
+        await Snapshots.SaveSnapshotAsync(new Snapshot(stream, 5, "counter-state", 1, "{}"u8.ToArray(), createdAt));
+
+        var loaded = (await Snapshots.LoadSnapshotAsync(stream))!.CreatedAt;
+        Assert.Equal(TimeSpan.Zero, loaded.Offset);
+        Assert.Equal(new DateTimeOffset(2026, 3, 4, 5, 6, 7, 890, TimeSpan.Zero).AddTicks(5_670).UtcTicks, loaded.UtcTicks);
+    }
+
     [Theory]
     [InlineData(null)]
     [InlineData("")]

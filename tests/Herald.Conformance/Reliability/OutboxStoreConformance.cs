@@ -54,6 +54,27 @@ public abstract partial class OutboxStoreConformance
         Assert.Null(await store.GetAsync(Guid.CreateVersion7()));
     }
 
+    // PostgreSQL kept the envelope's time in UTC to the microsecond, the in-memory outbox kept it as given: a row read back
+    // differed per engine. Every engine now keeps it as PostgreSQL does, added alone or in a unit of work.
+    [Fact]
+    public async Task Add_KeepsTheEnvelopesTimeInUtcToTheMicrosecond_OnEveryEngine()
+    {
+        var store = await CreateStoreAsync();
+        var alone = NewMessage();
+        alone = alone with { Envelope = alone.Envelope with { Time = TestEnvelopes.OffsetTimeWithTicks } };
+        var inUnitOfWork = NewMessage();
+        inUnitOfWork = inUnitOfWork with { Envelope = inUnitOfWork.Envelope with { Time = TestEnvelopes.OffsetTimeWithTicks } };
+
+        await store.AddAsync([alone]);
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await store.AddAsync([inUnitOfWork], unitOfWork);
+        await unitOfWork.CommitAsync();
+
+        TestEnvelopes.AssertKeptInUtcToTheMicrosecond((await store.GetAsync(alone.Id))!.Envelope.Time);
+        TestEnvelopes.AssertKeptInUtcToTheMicrosecond((await store.GetAsync(inUnitOfWork.Id))!.Envelope.Time);
+        Assert.Equal(TimeSpan.FromHours(2), alone.Envelope.Time.Offset);
+    }
+
     [Fact]
     public async Task FetchPending_ReturnsMessagesInTheOrderTheyWereAdded_NotInIdOrder()
     {

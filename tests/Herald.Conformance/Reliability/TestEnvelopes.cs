@@ -33,6 +33,16 @@ public static class TestEnvelopes
         };
     }
 
+    /// <summary>A time at UTC+2, 567.8 microseconds past its millisecond: what no engine keeps as given.</summary>
+    public static readonly DateTimeOffset OffsetTimeWithTicks = new DateTimeOffset(2026, 3, 4, 7, 6, 7, 890, TimeSpan.FromHours(2)).AddTicks(5_678);
+
+    /// <summary>Asserts that <paramref name="actual"/> is <see cref="OffsetTimeWithTicks"/> as PostgreSQL's timestamptz keeps it: in UTC, cut to the microsecond.</summary>
+    public static void AssertKeptInUtcToTheMicrosecond(DateTimeOffset actual)
+    {
+        Assert.Equal(TimeSpan.Zero, actual.Offset);
+        Assert.Equal(new DateTimeOffset(2026, 3, 4, 5, 6, 7, 890, TimeSpan.Zero).AddTicks(5_670).UtcTicks, actual.UtcTicks);
+    }
+
     /// <summary>Asserts that two envelopes agree on every attribute, headers and body bytes included.</summary>
     public static void AssertEqual(Envelope expected, Envelope actual)
     {

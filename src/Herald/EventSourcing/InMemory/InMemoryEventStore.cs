@@ -361,7 +361,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     public ValueTask SaveSnapshotAsync(Snapshot snapshot, CancellationToken cancellationToken = default)
     {
         SnapshotValidation.Validate(snapshot);
-        var stored = snapshot with { State = snapshot.State.ToArray() };
+        var stored = Copy(snapshot);
         _snapshots.AddOrUpdate(snapshot.Stream, stored, (_, existing) => existing.Version > stored.Version ? existing : stored);
         return ValueTask.CompletedTask;
     }
@@ -370,7 +370,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     public ValueTask SaveSnapshotAsync(Snapshot snapshot, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
         SnapshotValidation.Validate(snapshot);
-        var stored = snapshot with { State = snapshot.State.ToArray() };
+        var stored = Copy(snapshot);
         InMemoryUnitOfWork.Of(unitOfWork).Enlist(_snapshots, () => new InMemoryWrites(_snapshots))
             .Add(() => _snapshots.AddOrUpdate(stored.Stream, stored, (_, existing) => existing.Version > stored.Version ? existing : stored));
         return ValueTask.CompletedTask;
@@ -385,6 +385,9 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         Body = envelope.Body.ToArray(),
         Headers = envelope.Headers.Count == 0 ? envelope.Headers : envelope.Headers.ToFrozenDictionary(StringComparer.Ordinal),
     };
+
+    // Its own copy of the state, and its time as every engine keeps it, so a snapshot reads back the same on each.
+    private static Snapshot Copy(Snapshot snapshot) => snapshot with { State = snapshot.State.ToArray(), CreatedAt = Internal.StoredTime.Of(snapshot.CreatedAt) };
 
     private static bool SameContent(Envelope stored, Envelope sent) =>
         string.Equals(stored.MessageType, sent.MessageType, StringComparison.Ordinal) && stored.Body.Span.SequenceEqual(sent.Body.Span);

@@ -13,4 +13,7 @@ public static class StoredTime
         var ticks = time.UtcTicks;
         return new DateTimeOffset(ticks - (ticks % TimeSpan.TicksPerMicrosecond), TimeSpan.Zero);
     }
+
+    /// <summary>Whether <paramref name="time"/> already is in the form every store keeps (UTC, whole microseconds).</summary>
+    internal static bool IsStored(DateTimeOffset time) => time.Offset == TimeSpan.Zero && time.UtcTicks % TimeSpan.TicksPerMicrosecond == 0;
 }

@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Persistence;
 
 namespace Herald.Reliability.DeadLetters;
@@ -35,6 +36,7 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
     public ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
+        deadLetter = Stored(deadLetter);
         lock (_gate)
         {
             if (_records.ContainsKey(deadLetter.Id))
@@ -53,6 +55,7 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
     public ValueTask AddAsync(DeadLetter deadLetter, IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deadLetter);
+        deadLetter = Stored(deadLetter);
         var own = InMemoryUnitOfWork.Of(unitOfWork);
         lock (_gate)
         {
@@ -182,6 +185,13 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
             }
         }
     }
+
+    // The dead letter with its envelope's time as every engine keeps it, so it reads back the same on each; a copy only when
+    // the time is not in that form already (never for an envelope Herald made), so the usual add allocates nothing.
+    private static DeadLetter Stored(DeadLetter deadLetter) =>
+        StoredTime.IsStored(deadLetter.Envelope.Time)
+            ? deadLetter
+            : deadLetter with { Envelope = deadLetter.Envelope with { Time = StoredTime.Of(deadLetter.Envelope.Time) } };
 
     private void ThrowIfFull()
     {

@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Persistence;
 namespace Herald.Reliability.Outbox;
 
@@ -175,9 +176,19 @@ public sealed class InMemoryOutboxStore : IOutboxStore
         lock (_gate)
         {
             EnsureRoom(messages.Count);
-            _rows.AddRange(messages);
+            foreach (var message in messages)
+            {
+                _rows.Add(Stored(message));
+            }
         }
     }
+
+    // The row with its envelope's time as every engine keeps it, so it reads back the same on each; a copy only when the
+    // time is not in that form already (never for an envelope the EnvelopeFactory made), so the usual add allocates nothing.
+    private static OutboxMessage Stored(OutboxMessage message) =>
+        StoredTime.IsStored(message.Envelope.Time)
+            ? message
+            : message with { Envelope = message.Envelope with { Time = StoredTime.Of(message.Envelope.Time) } };
 
     private void EnsureRoom(int count)
     {
@@ -202,7 +213,10 @@ public sealed class InMemoryOutboxStore : IOutboxStore
         {
             lock (_rows)
             {
-                _rows.AddRange(rows);
+                foreach (var row in rows)
+                {
+                    _rows.Add(Stored(row));
+                }
             }
         }
 
