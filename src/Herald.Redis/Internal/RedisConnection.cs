@@ -15,8 +15,10 @@ internal sealed class RedisConnection : IServerProbe, IAsyncDisposable, IDisposa
     private readonly ConfigurationOptions? _configuration;
     private readonly bool _owned;
     private readonly ILogger _logger;
+    // Never disposed: a connect running at dispose still releases it (it has no wait handle to free).
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile IConnectionMultiplexer? _multiplexer;
+    private int _disposed;
 
     private RedisConnection(ConfigurationOptions? configuration, IConnectionMultiplexer? multiplexer, ILogger? logger)
     {
@@ -82,6 +84,8 @@ internal sealed class RedisConnection : IServerProbe, IAsyncDisposable, IDisposa
                 return raced;
             }
 
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
             ConnectionMultiplexer multiplexer;
             var connecting = ConnectionMultiplexer.ConnectAsync(_configuration!);
             try
@@ -101,8 +105,20 @@ internal sealed class RedisConnection : IServerProbe, IAsyncDisposable, IDisposa
                     "of the configuration are right.", ex);
             }
 
+            // Disposed during the connect: a full fence each side (here the store, in dispose the flag), so either dispose
+            // takes this multiplexer or this sees the flag; whichever takes it from the field closes it.
+            Interlocked.Exchange(ref _multiplexer, multiplexer);
+            if (Volatile.Read(ref _disposed) != 0)
+            {
+                if (Interlocked.Exchange(ref _multiplexer, null) is { } opened)
+                {
+                    await opened.DisposeAsync().ConfigureAwait(false);
+                }
+
+                throw new ObjectDisposedException(GetType().FullName);
+            }
+
             Herald.Internal.AdapterLog.Connected(_logger, "Redis", Endpoints);
-            _multiplexer = multiplexer;
             return multiplexer;
         }
         finally
@@ -125,24 +141,19 @@ internal sealed class RedisConnection : IServerProbe, IAsyncDisposable, IDisposa
 
     public async ValueTask DisposeAsync()
     {
-        if (_owned && _multiplexer is { } multiplexer)
+        if (TakeOwnedOnDispose() is { } multiplexer)
         {
             await multiplexer.DisposeAsync().ConfigureAwait(false);
         }
-
-        _gate.Dispose();
     }
 
-    public void Dispose()
-    {
-        // A container disposed synchronously still closes the connection Herald opened.
-        if (_owned)
-        {
-            _multiplexer?.Dispose();
-        }
+    // A container disposed synchronously still closes the connection Herald opened.
+    public void Dispose() => TakeOwnedOnDispose()?.Dispose();
 
-        _gate.Dispose();
-    }
+    // Marks the connection disposed, then takes the multiplexer Herald opened (null if none, or if the options gave it):
+    // a connect still running sees the mark and closes what it opens itself.
+    private IConnectionMultiplexer? TakeOwnedOnDispose() =>
+        Interlocked.Exchange(ref _disposed, 1) == 0 && _owned ? Interlocked.Exchange(ref _multiplexer, null) : null;
 
     private static string Describe(IEnumerable<EndPoint> endpoints) => string.Join(", ", endpoints.Select(endpoint => endpoint switch
     {
