@@ -832,8 +832,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 
         public void RenewalLanded() => Interlocked.CompareExchange(ref _state, Held, Renewing);
 
-        /// <summary>True when it is settled or handed back from now on: a renewal did not give it up first.</summary>
-        public bool TryBeginSettling() => Interlocked.CompareExchange(ref _end, Ending, Holding) != GivenUp;
+        /// <summary>
+        /// True for the one caller that settles or hands it back from now on: a renewal did not give it up first, and no other
+        /// settlement took it (as taking it out of the renewals made one caller its owner where they are left in).
+        /// </summary>
+        public bool TryBeginSettling() => Interlocked.CompareExchange(ref _end, Ending, Holding) == Holding;
 
         /// <summary>True when a renewal gives it up as lost: it is not being settled or handed back.</summary>
         public bool TryGiveUp() => Interlocked.CompareExchange(ref _end, GivenUp, Holding) != Ending;
