@@ -334,6 +334,61 @@ public sealed class LeasedQueueConsumerTests
     }
 
     [Fact]
+    public async Task ABufferedMessageWhoseLeaseRanOut_BeforeTheRenewalUnderWayGaveItUp_IsNotStarted()
+    {
+        // A worker started a buffered message whose lease had run out while the renewal that would give it up was still
+        // under way (held in an engine that cannot be reached, or giving up the running message's claim first): it ran
+        // beside the consumer that claimed the message next. In CI it showed as the test above timing out, 1 run in 10.
+        var time = new FakeTimeProvider();
+        var backend = new Backend { Time = time, RenewalsFail = true };
+        var logs = new LogCollector();
+        using var gate = new ManualResetEventSlim(false);
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var finish = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new ConcurrentQueue<Guid>();
+        var first = new Message(1);
+        var second = new Message(2);
+        backend.Add(first);
+        backend.Add(second);
+        await using var consumer = Start(
+            backend,
+            logs,
+            async (d, _) =>
+            {
+                started.Enqueue(d.Envelope.MessageId);
+                running.TrySetResult();
+                await finish.Task;
+            },
+            new ConsumerOptions { MaxConcurrency = 1, Prefetch = 1 },
+            time: time,
+            renewsUntilSettled: true);
+        await running.Task.WaitAsync(Eventually.DefaultTimeout);
+        backend.RenewalGate = gate;
+        try
+        {
+            // The first renewal, due a third of the lease on, is held in the engine while both leases run out.
+            time.Advance(backend.Lease / 3);
+            await backend.RenewalHeld.Task.WaitAsync(Eventually.DefaultTimeout);
+            time.Advance(backend.Lease);
+
+            // The first handler returns; the worker reads the second message from the buffer.
+            finish.TrySetResult();
+            await Eventually.UntilAsync(
+                () => started.Count > 1 || logs.Entries.Any(e => e.EventId == NotStartedEvent),
+                "the buffered message is started or not");
+        }
+        finally
+        {
+            gate.Set();
+        }
+
+        Assert.Equal([first.Envelope.MessageId], started);
+        var ranOut = Assert.Single(logs.Entries, e => e.EventId == LeaseRanOutEvent);
+        Assert.Contains(second.Envelope.MessageId.ToString(), ranOut.Message, StringComparison.Ordinal);
+        Assert.Contains("ack 1", backend.Calls);
+    }
+
+    [Fact]
     public async Task ABufferedMessageWhoseClaimARenewalFoundLost_IsNotStarted_BeforeItsTokenIsCancelled()
     {
         // The renewal took a lost claim out of the held ones and cancelled its token only afterwards, on the pool; a worker
@@ -695,7 +750,7 @@ public sealed class LeasedQueueConsumerTests
 
         public int Renewals => Volatile.Read(ref _renewals);
 
-        /// <summary>When set, renewals signal <see cref="RenewalHeld"/>, wait for it (a bounded wait) and are recorded once they land.</summary>
+        /// <summary>When set, renewals signal <see cref="RenewalHeld"/>, wait for it (a bounded wait), then fail (<see cref="RenewalsFail"/>) or are recorded once they land.</summary>
         public ManualResetEventSlim? RenewalGate { get; set; }
 
         public TaskCompletionSource RenewalHeld { get; } = New();
@@ -775,6 +830,12 @@ public sealed class LeasedQueueConsumerTests
 
         public ValueTask<DateTimeOffset> RenewAsync(IReadOnlyCollection<Message> held, ICollection<Message> lost, CancellationToken cancellationToken)
         {
+            if (RenewalGate is { } gate)
+            {
+                RenewalHeld.TrySetResult();
+                gate.Wait(Eventually.DefaultTimeout, CancellationToken.None);
+            }
+
             if (RenewalsFail)
             {
                 throw new InvalidOperationException("the engine cannot be reached");
@@ -789,10 +850,8 @@ public sealed class LeasedQueueConsumerTests
                 }
             }
 
-            if (RenewalGate is { } gate)
+            if (RenewalGate is not null)
             {
-                RenewalHeld.TrySetResult();
-                gate.Wait(Eventually.DefaultTimeout, CancellationToken.None);
                 Calls.Enqueue($"renewed {string.Join(",", held.Select(m => m.Number))}");
             }
 

@@ -475,11 +475,16 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                 while (!stop.IsCancellationRequested && reader.TryRead(out var claimed))
                 {
                     using var lease = claimed.Lease;
-                    if (lease.IsCancellationRequested || !_leases.TryGetValue(claimed.Message, out var held) || held != claimed)
+                    if (lease.IsCancellationRequested
+                        || !_leases.TryGetValue(claimed.Message, out var held)
+                        || held != claimed
+                        || GiveUpIfLapsed(claimed, _settings.TimeProvider.GetUtcNow().UtcTicks))
                     {
-                        // Its claim was lost while it waited here: another consumer holds it, so it is neither started nor
-                        // handed back. Looked up as well as the token, which the renewal cancels only after it removed the
-                        // claim (on the pool, so not at once).
+                        // Its claim was lost while it waited here, or its lease ran out (renewals failing) before a renewal
+                        // gave it up: another consumer may hold it, so it is neither started nor handed back. Looked up as
+                        // well as the token, which the renewal cancels only after it removed the claim (on the pool, so not at
+                        // once); and its lease looked at, as a renewal under way (held in the engine, or giving up the claims
+                        // before it) gets to it only later, and it was started meanwhile, beside the next consumer's run.
                         Log.LeasedQueueMessageNotStarted(_settings.Logger, claimed.Message.Envelope.MessageId, _settings.Name);
                         FreeSlot();
                     }
@@ -695,13 +700,29 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
         var now = _settings.TimeProvider.GetUtcNow().UtcTicks;
         foreach (var claim in claims)
         {
-            // Only this claim: not one settled, handed back or found lost meanwhile, nor one being settled.
-            if (claim.LeaseUntil <= now && TryGiveUp(claim))
-            {
-                Log.LeasedQueueLeaseRanOut(_settings.Logger, claim.Message.Envelope.MessageId, _settings.Name);
-                GiveUp(claim);
-            }
+            GiveUpIfLapsed(claim, now);
         }
+    }
+
+    /// <summary>
+    /// True when the claim's lease has run out as far as this consumer knows (<paramref name="now"/>, UTC ticks); then it is
+    /// given up, unless it was settled, handed back or found lost meanwhile, or is being settled (that verdict is its
+    /// settlement's).
+    /// </summary>
+    private bool GiveUpIfLapsed(Claimed claim, long now)
+    {
+        if (claim.LeaseUntil > now)
+        {
+            return false;
+        }
+
+        if (TryGiveUp(claim))
+        {
+            Log.LeasedQueueLeaseRanOut(_settings.Logger, claim.Message.Envelope.MessageId, _settings.Name);
+            GiveUp(claim);
+        }
+
+        return true;
     }
 
     /// <summary>Takes a claim out of the renewals as lost, unless it is being settled or was taken out already.</summary>
