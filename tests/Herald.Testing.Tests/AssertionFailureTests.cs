@@ -163,6 +163,17 @@ public sealed class AssertionFailureTests
     }
 
     [Fact]
+    public async Task ScenarioWhenFailing_AMessageThatIsHandled_Throws()
+    {
+        await using var harness = await SampleHarness.StartAsync();
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Scenario(OrderSagas.Machine).WhenFailingAsync(new OrderPlaced(Guid.NewGuid(), 40m)));
+
+        Assert.Contains("Expected OrderPlaced to fail, but it was handled: OrderPlaced", error.Message, StringComparison.Ordinal);
+        Assert.Contains(": Succeeded", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Scenario_AMessageTheMachineDoesNotCorrelate_IsRefused()
     {
         await using var harness = await SampleHarness.StartAsync();

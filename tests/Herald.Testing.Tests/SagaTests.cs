@@ -7,6 +7,14 @@ namespace Herald.Testing.Tests;
 /// <summary>Saga scenarios: a state machine given events, when a message, then a state and commands; an orchestrated saga run with its steps observed.</summary>
 public sealed class SagaTests
 {
+    // A machine whose transition throws for a negative amount, and which correlates an event the host can never read.
+    private static readonly SagaStateMachine<FulfilmentState> Fragile = SagaStateMachine.Create<FulfilmentState>("fragile", m => m
+        .Correlate<OrderPlaced>(e => e.OrderId.ToString())
+        .Correlate<UnreadableOrderPlaced>(e => e.OrderId.ToString())
+        .Initially<OrderPlaced>("Done", (_, e) => e.Amount < 0 ? throw new InvalidOperationException("A negative amount.") : ValueTask.CompletedTask)
+        .Initially<UnreadableOrderPlaced>("Done")
+        .Final("Done"));
+
     [Fact]
     public async Task StateMachine_WhenOrderPlaced_StartsReservingAndSendsReserveStockToInventory()
     {
@@ -99,7 +107,7 @@ public sealed class SagaTests
     {
         await using var harness = await SampleHarness.StartAsync();
 
-        var result = await harness.Scenario(OrderSagas.Machine).WhenAsync(new StockReserved(Guid.NewGuid()));
+        var result = await harness.Scenario(OrderSagas.Machine).WhenFailingAsync(new StockReserved(Guid.NewGuid()));
 
         Assert.Equal(Herald.Testing.Observing.HandlingOutcome.DeadLettered, result.Handled.Outcome);
         Assert.Null(result.Saga);
@@ -108,25 +116,70 @@ public sealed class SagaTests
     }
 
     [Fact]
-    public async Task StateMachine_WhenTheTransitionFails_ReturnsRetryingWithoutWaitingForTheClock_ThenDeadLettersWhenItComes()
+    public async Task StateMachine_WhenFailingAsync_WhenTheTransitionFails_ReturnsRetryingWithoutWaitingForTheClock_ThenDeadLettersWhenItComes()
     {
-        var fragile = SagaStateMachine.Create<FulfilmentState>("fragile", m => m
-            .Correlate<OrderPlaced>(e => e.OrderId.ToString())
-            .Initially<OrderPlaced>("Done", (_, e) => e.Amount < 0 ? throw new InvalidOperationException("A negative amount.") : ValueTask.CompletedTask)
-            .Final("Done"));
-        await using var harness = await HeraldTestHarness.StartAsync(h => h
-            .AddMessageTypesFromAssembly(typeof(OrderPlaced).Assembly)
-            .AddSaga(fragile)
-            .ConfigureRetries(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1))));
+        await using var harness = await StartFragileAsync(delayedRetries: 1);
         var orderId = Guid.NewGuid();
 
-        var result = await harness.Scenario(fragile).WhenAsync(new OrderPlaced(orderId, -1m));
+        var result = await harness.Scenario(Fragile).WhenFailingAsync(new OrderPlaced(orderId, -1m));
 
         Assert.Equal(Herald.Testing.Observing.HandlingOutcome.Retrying, result.Handled.Outcome);
+        Assert.Equal("A negative amount.", Assert.Single(result.Handled.Failures).Message);
         Assert.Null(result.Saga);
         harness.Time.Advance(result.Handled.RedeliveryDelay!.Value);
         var deadLetter = await harness.DeadLettered.ExpectAsync<OrderPlaced>(e => e.OrderId == orderId);
         Assert.Equal("A negative amount.", deadLetter.DeadLetter.ErrorMessage);
+    }
+
+    [Theory]
+    [InlineData(1, "Retrying")]
+    [InlineData(0, "DeadLettered")]
+    public async Task StateMachine_WhenTheTransitionThrows_WhenAsyncThrowsWithItsException(int delayedRetries, string outcome)
+    {
+        await using var harness = await StartFragileAsync(delayedRetries);
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Scenario(Fragile).WhenAsync(new OrderPlaced(Guid.NewGuid(), -1m)));
+
+        Assert.Contains("When OrderPlaced was not handled", error.Message, StringComparison.Ordinal);
+        Assert.Contains($"{outcome} (InvalidOperationException: A negative amount.)", error.Message, StringComparison.Ordinal);
+        Assert.Contains("WhenFailingAsync", error.Message, StringComparison.Ordinal);
+        var cause = Assert.IsType<InvalidOperationException>(error.InnerException);
+        Assert.Equal("A negative amount.", cause.Message);
+    }
+
+    [Fact]
+    public async Task StateMachine_WhenAnEventForAMissingInstanceIsDeadLettered_WhenAsyncThrowsWithTheReason()
+    {
+        await using var harness = await SampleHarness.StartAsync();
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Scenario(OrderSagas.Machine).WhenAsync(new StockReserved(Guid.NewGuid())));
+
+        Assert.Contains("When StockReserved was not handled", error.Message, StringComparison.Ordinal);
+        Assert.Contains("DeadLettered (SagaMessageRejectedException: Saga 'order-fulfilment' has no instance", error.Message, StringComparison.Ordinal);
+        Assert.IsType<SagaMessageRejectedException>(error.InnerException);
+    }
+
+    [Fact]
+    public async Task StateMachine_WhenTheHostCannotReadTheEvent_WhenAsyncThrowsWithTheDeadLetterReason()
+    {
+        await using var harness = await StartFragileAsync(delayedRetries: 0);
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Scenario(Fragile).WhenAsync(new UnreadableOrderPlaced(Guid.NewGuid())));
+
+        Assert.Contains("When UnreadableOrderPlaced was not handled", error.Message, StringComparison.Ordinal);
+        Assert.Contains("DeadLettered (Undecodable:", error.Message, StringComparison.Ordinal);
+        Assert.Contains("This body is never readable.", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task StateMachine_GivenAnEventWhoseTransitionThrows_GivenAsyncThrowsWithItsException()
+    {
+        await using var harness = await StartFragileAsync(delayedRetries: 0);
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Scenario(Fragile).GivenAsync([new OrderPlaced(Guid.NewGuid(), -1m)]));
+
+        Assert.Contains("Given OrderPlaced was not handled", error.Message, StringComparison.Ordinal);
+        Assert.Equal("A negative amount.", Assert.IsType<InvalidOperationException>(error.InnerException).Message);
     }
 
     [Fact]
@@ -301,5 +354,30 @@ public sealed class SagaTests
     {
         public async ValueTask HandleAsync(PlaceOrder message, Herald.Handling.MessageContext context, CancellationToken cancellationToken) =>
             await orchestrator.StartInAsync(shipping, message.OrderId.ToString(), new FulfilmentData { OrderId = message.OrderId, Amount = message.Amount }, context.UnitOfWork, cancellationToken);
+    }
+
+    private static Task<HeraldTestHarness> StartFragileAsync(int delayedRetries) =>
+        HeraldTestHarness.StartAsync(h => h
+            .AddMessageTypesFromAssembly(typeof(OrderPlaced).Assembly)
+            .AddSaga(Fragile)
+            .ConfigureRetries(r => r.Immediate(0).Delayed(delayedRetries, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1))));
+}
+
+/// <summary>An event whose body the host cannot read back: its converter writes it, but refuses to read it.</summary>
+[Herald.Messages.MessageType("unreadable-order-placed")]
+[System.Text.Json.Serialization.JsonConverter(typeof(UnreadableOrderPlaced.Converter))]
+public sealed record UnreadableOrderPlaced(Guid OrderId)
+{
+    internal sealed class Converter : System.Text.Json.Serialization.JsonConverter<UnreadableOrderPlaced>
+    {
+        public override UnreadableOrderPlaced Read(ref System.Text.Json.Utf8JsonReader reader, Type typeToConvert, System.Text.Json.JsonSerializerOptions options) =>
+            throw new System.Text.Json.JsonException("This body is never readable.");
+
+        public override void Write(System.Text.Json.Utf8JsonWriter writer, UnreadableOrderPlaced value, System.Text.Json.JsonSerializerOptions options)
+        {
+            writer.WriteStartObject();
+            writer.WriteString("orderId", value.OrderId);
+            writer.WriteEndObject();
+        }
     }
 }

@@ -57,11 +57,12 @@ internal sealed class HarnessRecorder
         (published ? Published : Sent).Add(observation);
     }
 
-    public void RecordHandled(string endpoint, HandlingOutcome outcome, DeliveryObservation delivery, TimeSpan? redeliveryDelay)
+    public void RecordHandled(string endpoint, HandlingOutcome outcome, DeliveryObservation delivery, TimeSpan? redeliveryDelay, string? deadLetterReason = null)
     {
         var envelope = delivery.Envelope;
         Log.Settled(_logger, endpoint, envelope.MessageType, envelope.MessageId, outcome.ToString(), envelope.DeliveryAttempt);
-        Handled.Add(new HandledMessage(endpoint, outcome, delivery.Failures, redeliveryDelay, envelope, Decode(envelope), _clock.GetUtcNow()));
+        deadLetterReason = delivery.DeadLetter is { } deadLetter ? $"{deadLetter.Cause}: {deadLetter.ErrorMessage}" : deadLetterReason;
+        Handled.Add(new HandledMessage(endpoint, outcome, delivery.Failures, redeliveryDelay, deadLetterReason, envelope, Decode(envelope), _clock.GetUtcNow()));
     }
 
     public void RecordDeadLetter(DeadLetter deadLetter) =>

@@ -116,18 +116,18 @@ internal sealed class ObservingDelivery(Delivery inner, DeliveryObservation obse
     protected override async ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken)
     {
         await inner.DeadLetterAsync(reason, cancellationToken).ConfigureAwait(false);
-        Report(HandlingOutcome.DeadLettered, redeliverAfter: null);
+        Report(HandlingOutcome.DeadLettered, redeliverAfter: null, reason);
     }
 
     protected override async ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
     {
         await inner.DeadLetterAsync(reason, headers, cancellationToken).ConfigureAwait(false);
-        Report(HandlingOutcome.DeadLettered, redeliverAfter: null);
+        Report(HandlingOutcome.DeadLettered, redeliverAfter: null, reason);
     }
 
-    private void Report(HandlingOutcome outcome, TimeSpan? redeliverAfter)
+    private void Report(HandlingOutcome outcome, TimeSpan? redeliverAfter, string? deadLetterReason = null)
     {
-        recorder.RecordHandled(Queue, outcome, observation, redeliverAfter);
+        recorder.RecordHandled(Queue, outcome, observation, redeliverAfter, deadLetterReason);
         recorder.Tracker.Settled(Queue, Envelope.MessageId, redeliverAfter);
     }
 }

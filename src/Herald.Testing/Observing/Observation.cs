@@ -71,13 +71,14 @@ public enum HandlingOutcome
 /// <summary>One delivery of a message to an endpoint of the harness's host, and how it ended.</summary>
 public sealed class HandledMessage : Observation
 {
-    internal HandledMessage(string endpoint, HandlingOutcome outcome, IReadOnlyList<Exception> failures, TimeSpan? redeliveryDelay, Envelope envelope, object? message, DateTimeOffset time)
+    internal HandledMessage(string endpoint, HandlingOutcome outcome, IReadOnlyList<Exception> failures, TimeSpan? redeliveryDelay, string? deadLetterReason, Envelope envelope, object? message, DateTimeOffset time)
         : base(envelope, message, time)
     {
         Endpoint = endpoint;
         Outcome = outcome;
         Failures = failures;
         RedeliveryDelay = redeliveryDelay;
+        DeadLetterReason = deadLetterReason;
     }
 
     /// <summary>The endpoint (queue) that consumed it.</summary>
@@ -95,8 +96,20 @@ public sealed class HandledMessage : Observation
     /// <summary>Which delivery of the message this was, from 1.</summary>
     public int DeliveryAttempt => Envelope.DeliveryAttempt;
 
+    /// <summary>True when the handlers did not get through it: it will be delivered again, or it was dead-lettered.</summary>
+    internal bool Failed => Outcome is HandlingOutcome.Retrying or HandlingOutcome.DeadLettered;
+
+    /// <summary>What the handlers threw last, if they threw.</summary>
+    internal Exception? LastFailure => Failures.Count > 0 ? Failures[^1] : null;
+
+    /// <summary>When dead-lettered: why (<c>Undecodable: ...</c>), also for a message no handler ran for.</summary>
+    internal string? DeadLetterReason { get; }
+
     /// <inheritdoc />
-    public override string ToString() => $"{base.ToString()} at '{Endpoint}': {Outcome}" + (Failures.Count > 0 ? $" ({Failures[^1].GetType().Name}: {Failures[^1].Message})" : string.Empty);
+    public override string ToString() =>
+        $"{base.ToString()} at '{Endpoint}': {Outcome}" + (LastFailure is { } failure
+            ? $" ({failure.GetType().Name}: {failure.Message})"
+            : DeadLetterReason is { } reason ? $" ({reason})" : string.Empty);
 }
 
 /// <summary>A message that reached the dead-letter store, with the record the store keeps (cause, error, attempts).</summary>

@@ -25,16 +25,18 @@ public sealed class SagaScenario<TData>
     /// Publishes each event in turn and waits until it is handled, so the saga stands where they lead before the message
     /// under test arrives.
     /// </summary>
-    /// <exception cref="HarnessAssertionException">An event was dead-lettered or still failing, or not handled in time.</exception>
+    /// <exception cref="HarnessAssertionException">
+    /// An event was dead-lettered or still failing (its inner exception is what the handler threw last), or not handled in time.
+    /// </exception>
     public async Task GivenAsync(IEnumerable<object> events, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(events);
         foreach (var message in events)
         {
             var handled = await HandleAsync(message, cancellationToken).ConfigureAwait(false);
-            if (handled.Outcome is not (HandlingOutcome.Succeeded or HandlingOutcome.Skipped))
+            if (handled.Failed)
             {
-                throw new HarnessAssertionException($"Given {message.GetType().Name} was not handled: {handled}.");
+                throw NotHandled("Given", message, handled, hint: null);
             }
         }
 
@@ -42,18 +44,33 @@ public sealed class SagaScenario<TData>
     }
 
     /// <summary>
-    /// Publishes <paramref name="message"/>, waits until it is handled (or failed and waits for a delayed redelivery) and
-    /// the host is idle, and returns what it led to: the saga instance it correlates to, and the messages sent and
-    /// published because of it.
+    /// Publishes <paramref name="message"/>, waits until it is handled and the host is idle, and returns what it led to:
+    /// the saga instance it correlates to, and the messages sent and published because of it.
     /// </summary>
+    /// <exception cref="HarnessAssertionException">
+    /// The message was dead-lettered, or failed and waits for a delayed redelivery (its inner exception is what the
+    /// handler threw last; <see cref="WhenFailingAsync"/> asserts such a failure instead), or was not handled in time.
+    /// </exception>
     public async Task<SagaScenarioResult<TData>> WhenAsync(object message, CancellationToken cancellationToken = default)
     {
         var handled = await HandleAsync(message, cancellationToken).ConfigureAwait(false);
-        await _harness.WaitForIdleAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        var cause = handled.Envelope.MessageId.ToString();
-        bool Caused(SentMessage m) => string.Equals(m.Envelope.CausationId, cause, StringComparison.Ordinal);
-        var saga = await LoadAsync(Correlate(message), cancellationToken).ConfigureAwait(false);
-        return new SagaScenarioResult<TData>(_machine.Name, handled, saga, [.. _harness.Sent.All.Where(Caused)], [.. _harness.Published.All.Where(Caused)]);
+        return handled.Failed
+            ? throw NotHandled("When", message, handled, hint: " To assert that it fails, call WhenFailingAsync.")
+            : await ResultAsync(message, handled, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Publishes <paramref name="message"/> expecting its handling to fail: waits until it is dead-lettered, or failed and
+    /// waits for a delayed redelivery (the clock is not moved), and the host is idle, and returns what it led to, with
+    /// <see cref="SagaScenarioResult{TData}.Handled"/> holding the outcome and what the handler threw.
+    /// </summary>
+    /// <exception cref="HarnessAssertionException">The message was handled (or skipped), or not handled in time.</exception>
+    public async Task<SagaScenarioResult<TData>> WhenFailingAsync(object message, CancellationToken cancellationToken = default)
+    {
+        var handled = await HandleAsync(message, cancellationToken).ConfigureAwait(false);
+        return handled.Failed
+            ? await ResultAsync(message, handled, cancellationToken).ConfigureAwait(false)
+            : throw new HarnessAssertionException($"Expected {message.GetType().Name} to fail, but it was handled: {handled}.");
     }
 
     /// <summary>Loads the instance with <paramref name="id"/> from the host's saga store; null when there is none.</summary>
@@ -62,6 +79,18 @@ public sealed class SagaScenario<TData>
         var store = _harness.Services.GetRequiredService<ISagaStore>();
         var instance = await store.LoadAsync(_machine.Name, id, cancellationToken).ConfigureAwait(false);
         return instance is null ? null : new SagaState<TData>(instance, SagaData.Deserialize<TData>(instance.Data));
+    }
+
+    private static HarnessAssertionException NotHandled(string step, object message, HandledMessage handled, string? hint) =>
+        new($"{step} {message.GetType().Name} was not handled: {handled}.{hint}", handled.LastFailure);
+
+    private async Task<SagaScenarioResult<TData>> ResultAsync(object message, HandledMessage handled, CancellationToken cancellationToken)
+    {
+        await _harness.WaitForIdleAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        var cause = handled.Envelope.MessageId.ToString();
+        bool Caused(SentMessage m) => string.Equals(m.Envelope.CausationId, cause, StringComparison.Ordinal);
+        var saga = await LoadAsync(Correlate(message), cancellationToken).ConfigureAwait(false);
+        return new SagaScenarioResult<TData>(_machine.Name, handled, saga, [.. _harness.Sent.All.Where(Caused)], [.. _harness.Published.All.Where(Caused)]);
     }
 
     private async Task<HandledMessage> HandleAsync(object message, CancellationToken cancellationToken)
