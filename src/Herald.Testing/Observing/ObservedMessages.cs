@@ -217,13 +217,16 @@ public sealed class HandledMessages : ObservedMessages<HandledMessage>
         ExpectAsync(o => o.Envelope.MessageId == messageId && o.Outcome != HandlingOutcome.Retrying, $"message {messageId} (settled)", timeout, cancellationToken);
 
     /// <summary>
-    /// Waits until a delivery of the message with <paramref name="messageId"/> ended in a way that needs nothing more
-    /// without the clock moving: settled, or to be redelivered after a delay.
+    /// Waits until a delivery of the message with <paramref name="messageId"/> to <paramref name="endpoint"/> ended in a
+    /// way that needs nothing more without the clock moving: settled, or to be redelivered after a delay. Deliveries of it
+    /// to other queues of the host do not count.
     /// </summary>
-    internal Task<HandledMessage> ExpectDeliveredAsync(Guid messageId, CancellationToken cancellationToken) =>
+    internal Task<HandledMessage> ExpectDeliveredAsync(Guid messageId, string endpoint, CancellationToken cancellationToken) =>
         ExpectAsync(
-            o => o.Envelope.MessageId == messageId && (o.Outcome != HandlingOutcome.Retrying || o.RedeliveryDelay > TimeSpan.Zero),
-            $"message {messageId} (handled)",
+            o => o.Envelope.MessageId == messageId
+                && string.Equals(o.Endpoint, endpoint, StringComparison.Ordinal)
+                && (o.Outcome != HandlingOutcome.Retrying || o.RedeliveryDelay > TimeSpan.Zero),
+            $"message {messageId} (handled at '{endpoint}')",
             timeout: null,
             cancellationToken);
 }

@@ -1,12 +1,16 @@
+using Herald.Hosting;
 using Herald.Sagas;
 using Herald.Testing.Observing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 
 namespace Herald.Testing.Sagas;
 
 /// <summary>
 /// "Given these events, when this message, then this state and these commands" for a state-machine saga registered in
 /// the harness. Every message goes through the host's real pipeline (transport, unit of work, saga store), one at a time.
+/// Each step waits for, and judges, the message's delivery to the host's endpoint, where the saga's handlers run; a
+/// consumer of the same message on another queue of the host neither ends the wait nor decides the outcome.
 /// </summary>
 /// <typeparam name="TData">The saga's data.</typeparam>
 public sealed class SagaScenario<TData>
@@ -15,10 +19,14 @@ public sealed class SagaScenario<TData>
     private readonly HeraldTestHarness _harness;
     private readonly SagaStateMachine<TData> _machine;
 
+    // The queue the host's endpoint consumes: AddSaga registers the machine's handlers there, beside every other handler.
+    private readonly string _endpoint;
+
     internal SagaScenario(HeraldTestHarness harness, SagaStateMachine<TData> machine)
     {
         _harness = harness;
         _machine = machine;
+        _endpoint = harness.Services.GetRequiredService<IOptions<HeraldOptions>>().Value.EndpointName;
     }
 
     /// <summary>
@@ -98,7 +106,7 @@ public sealed class SagaScenario<TData>
         ArgumentNullException.ThrowIfNull(message);
         Correlate(message);
         var published = await _harness.PublishAsync(message, cancellationToken: cancellationToken).ConfigureAwait(false);
-        return await _harness.Handled.ExpectDeliveredAsync(published.Envelope.MessageId, cancellationToken).ConfigureAwait(false);
+        return await _harness.Handled.ExpectDeliveredAsync(published.Envelope.MessageId, _endpoint, cancellationToken).ConfigureAwait(false);
     }
 
     // The instance id the machine itself finds for the message, so a scenario never repeats the correlation.
@@ -148,7 +156,7 @@ public sealed class SagaScenarioResult<TData>
         Published = published;
     }
 
-    /// <summary>How the message's delivery ended.</summary>
+    /// <summary>How the message's delivery to the host's endpoint, where the saga's handlers run, ended.</summary>
     public HandledMessage Handled { get; }
 
     /// <summary>The instance the message correlates to, as stored after it; null when there is none.</summary>
