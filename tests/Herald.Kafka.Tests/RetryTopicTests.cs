@@ -357,6 +357,65 @@ public sealed class RetryTopicTests : KafkaTestBase
         await Eventually.UntilAsync(() => Uncommitted(retryTopic, retryTopic) == 0, "the retry topic committed past both", Deadline);
     }
 
+    /// <summary>
+    /// Regression (stop 41): a record in a retry topic whose x-herald-due header was there but no Unix milliseconds in range
+    /// (not Herald's, which always writes a number, or corrupt) was taken for one without a due time and relayed to its
+    /// target at once. Nothing from the wire is trusted: it goes to the dead letters at once, the reason naming the header
+    /// and its value; a record without the header at all is still due at once.
+    /// </summary>
+    [Theory]
+    [InlineData("soon")]
+    [InlineData("12ab")]
+    [InlineData("-1")]
+    [InlineData(" 5")]
+    [InlineData("253402300800000")]
+    [InlineData("99999999999999999999")]
+    public async Task Relay_OfARecordWithAMalformedDueTime_DeadLettersIt_NamingTheHeaderAndItsValue_AndRelaysTheRecordsBehindIt(string dueText)
+    {
+        var (transport, queue, retryTopic, handled) = await ConsumeRecordingAsync("bad-due");
+
+        // For the queue itself, due at a time that is no time; then Herald's own, one key, behind it.
+        var stray = NewEnvelope("k");
+        await ProduceAsync(retryTopic, stray, queue, Encoding.UTF8.GetBytes(dueText));
+
+        var behind = NewEnvelope("k");
+        await transport.SendAsync(queue, behind, new SendOptions { Delay = TimeSpan.FromMilliseconds(300) });
+
+        await Eventually.UntilAsync(() => handled.ContainsKey(behind.MessageId), "the record behind the malformed one relayed and handled", Deadline);
+        Assert.False(handled.ContainsKey(stray.MessageId), "the record with a malformed due time was relayed to its target");
+        await Eventually.UntilAsync(() => EndOffsets(retryTopic + ".dead-letter") == 1, "the malformed record in the retry topic's dead letters", Deadline);
+        var moved = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        var deadLetter = Assert.Single(moved);
+        Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Contains($"{KafkaEnvelopeCodec.DueHeader} header ('{dueText}')", deadLetter.Reason, StringComparison.Ordinal);
+        await Eventually.UntilAsync(() => Uncommitted(retryTopic, retryTopic) == 0, "the retry topic committed past both", Deadline);
+    }
+
+    [Fact]
+    public async Task Relay_OfARecordWithADueHeaderThatIsNotUtf8_DeadLettersIt()
+    {
+        var (transport, queue, retryTopic, handled) = await ConsumeRecordingAsync("bad-due-bytes");
+        var stray = NewEnvelope("k");
+        await ProduceAsync(retryTopic, stray, queue, [0x31, 0xFF, 0x32]);
+
+        await Eventually.UntilAsync(() => EndOffsets(retryTopic + ".dead-letter") == 1, "the malformed record in the retry topic's dead letters", Deadline);
+        var moved = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        Assert.Contains($"{KafkaEnvelopeCodec.DueHeader} header (not UTF-8 text)", Assert.Single(moved).Reason, StringComparison.Ordinal);
+        Assert.False(handled.ContainsKey(stray.MessageId));
+    }
+
+    [Fact]
+    public async Task Relay_OfARecordWithoutADueHeader_RelaysItAtOnce()
+    {
+        var (_, queue, retryTopic, handled) = await ConsumeRecordingAsync("no-due");
+        var stray = NewEnvelope("k");
+        await ProduceAsync(retryTopic, stray, queue, due: null);
+
+        await Eventually.UntilAsync(() => handled.ContainsKey(stray.MessageId), "the record without a due time relayed and handled", Deadline);
+    }
+
     [Fact]
     public async Task Send_WithADelayBeyondMaxDelay_IsRefused_SoHeraldNeverWritesADueItsRelayRefuses()
     {
@@ -541,11 +600,19 @@ public sealed class RetryTopicTests : KafkaTestBase
     }
 
     /// <summary>Writes a record to a retry topic behind Herald's back, due now (or at <paramref name="due"/>), for <paramref name="target"/>.</summary>
-    private static async Task ProduceDueAsync(string retryTopic, Envelope envelope, string? target, DateTimeOffset? due = null)
+    private static Task ProduceDueAsync(string retryTopic, Envelope envelope, string? target, DateTimeOffset? due = null) =>
+        ProduceAsync(retryTopic, envelope, target, Encoding.UTF8.GetBytes((due ?? DateTimeOffset.UtcNow).ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)));
+
+    /// <summary>Writes a record to a retry topic behind Herald's back, its due header holding <paramref name="due"/> (none when null), for <paramref name="target"/>.</summary>
+    private static async Task ProduceAsync(string retryTopic, Envelope envelope, string? target, byte[]? due)
     {
         using var producer = RawProducer();
         var message = KafkaEnvelopeCodec.Encode(envelope, "tests");
-        message.Headers.Add(KafkaEnvelopeCodec.DueHeader, Encoding.UTF8.GetBytes((due ?? DateTimeOffset.UtcNow).ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)));
+        if (due is not null)
+        {
+            message.Headers.Add(KafkaEnvelopeCodec.DueHeader, due);
+        }
+
         if (target is not null)
         {
             message.Headers.Add(KafkaEnvelopeCodec.TargetHeader, Encoding.UTF8.GetBytes(target));

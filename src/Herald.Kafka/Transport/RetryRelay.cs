@@ -119,11 +119,8 @@ internal sealed class RetryRelay : IAsyncDisposable
         var refusal = string.IsNullOrEmpty(target)
             ? $"It names no target topic (no {KafkaEnvelopeCodec.TargetHeader} header of UTF-8 text)."
             : KafkaTransport.IsValidTopicName(target) ? null : $"Its target '{target}' is not a valid Kafka topic name.";
-        var due = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.DueHeader) is { } text
-            && long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var ms)
-            && ms is >= 0 and <= 253402300799999
-            ? DateTimeOffset.FromUnixTimeMilliseconds(ms)
-            : (DateTimeOffset?)null;
+        var (due, malformedDue) = Due(message);
+        refusal ??= malformedDue;
         var now = _transport.TimeProvider.GetUtcNow();
 
         // Nor is a due time further away than any delay Herald writes (the transport's MaxDelay, and a day for the writer's
@@ -181,6 +178,31 @@ internal sealed class RetryRelay : IAsyncDisposable
             KafkaRelayMetrics.CountFailure(Topic, target ?? string.Empty, e is DeadLetterFailedException ? e.InnerException! : e);
             Hold(result, _transport.TimeProvider.GetUtcNow() + backoff);
         }
+    }
+
+    /// <summary>
+    /// The due time of a record: null without an x-herald-due header (due at once). Herald writes it as Unix milliseconds in
+    /// digits, so a header that is not that, in the calendar's range, is not Herald's or is corrupt: the refusal says so, and
+    /// the record is dead-lettered at once rather than relayed as if it were due.
+    /// </summary>
+    private static (DateTimeOffset? Due, string? Refusal) Due(Message<byte[]?, byte[]> message)
+    {
+        if (message.Headers is null || !message.Headers.TryGetLastBytes(KafkaEnvelopeCodec.DueHeader, out _))
+        {
+            return (null, null);
+        }
+
+        var text = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.DueHeader);
+        if (text is not null
+            && long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var ms)
+            && ms <= 253402300799999)
+        {
+            return (DateTimeOffset.FromUnixTimeMilliseconds(ms), null);
+        }
+
+        // Cut, as a header may be as long as the record: the dead letter keeps the record, headers and all.
+        var value = text is null ? "not UTF-8 text" : text.Length <= 64 ? $"'{text}'" : $"'{text[..64]}...'";
+        return (null, $"Its {KafkaEnvelopeCodec.DueHeader} header ({value}) is not a time in Unix milliseconds up to the year 9999: the due time is malformed.");
     }
 
     /// <summary>
