@@ -45,8 +45,6 @@ internal static class EventRows
     public static DateTimeOffset ToTime(long utcTicks, int offsetMinutes) =>
         new DateTimeOffset(utcTicks, TimeSpan.Zero).ToOffset(TimeSpan.FromMinutes(offsetMinutes));
 
-    public static int OffsetMinutes(DateTimeOffset time) => (int)(time.Offset.Ticks / TimeSpan.TicksPerMinute);
-
     public static string? HeadersJson(IReadOnlyDictionary<string, string> headers)
     {
         if (headers.Count == 0)

@@ -33,9 +33,7 @@ internal static class EnvelopeColumns
         statement.Bind(first, id);
         statement.Bind(first + 1, envelope.MessageType);
         statement.Bind(first + 2, envelope.SchemaVersion);
-        // Kept as every engine keeps it (in UTC, to the microsecond), so an envelope reads back the same on each.
-        statement.Bind(first + 3, StoredTime.Of(envelope.Time).UtcTicks);
-        statement.Bind(first + 4, 0);
+        BindTime(statement, first + 3, envelope.Time);
         statement.Bind(first + 5, envelope.CorrelationId);
         statement.Bind(first + 6, envelope.CausationId);
         statement.Bind(first + 7, envelope.UserId);
@@ -43,6 +41,16 @@ internal static class EnvelopeColumns
         statement.Bind(first + 9, envelope.ContentType);
         statement.Bind(first + 10, EventRows.HeadersJson(envelope.Headers));
         statement.Bind(first + 11, envelope.Body.Span);
+    }
+
+    /// <summary>
+    /// Binds a time to parameter <paramref name="ticks"/> and its offset to the next, as every engine keeps it (in UTC, to
+    /// the microsecond: offset 0), so a row reads back the same on each; NULL to both when there is none.
+    /// </summary>
+    public static void BindTime(RawStatement statement, int ticks, DateTimeOffset? time)
+    {
+        statement.Bind(ticks, StoredTime.Of(time)?.UtcTicks);
+        statement.Bind(ticks + 1, time is null ? null : 0L);
     }
 
     /// <summary>Binds the envelope and its delivery attempt to parameters <paramref name="first"/> .. <paramref name="first"/> + 12.</summary>

@@ -268,10 +268,7 @@ internal sealed class WriteSession : IDisposable
         _saveSnapshot.Bind(3, snapshot.StateType);
         _saveSnapshot.Bind(4, snapshot.SchemaVersion);
         _saveSnapshot.Bind(5, snapshot.State.Span);
-        // Kept as PostgreSQL's timestamptz keeps it, so a snapshot reads back the same on every engine.
-        var createdAt = StoredTime.Of(snapshot.CreatedAt);
-        _saveSnapshot.Bind(6, createdAt.UtcTicks);
-        _saveSnapshot.Bind(7, EventRows.OffsetMinutes(createdAt));
+        EnvelopeColumns.BindTime(_saveSnapshot, 6, snapshot.CreatedAt);
         _saveSnapshot.Execute();
     }
 

@@ -97,15 +97,13 @@ internal sealed class SqliteDeadLetterStore(SqliteEventStore store) : IDeadLette
         insert.Bind(5, deadLetter.ErrorMessage);
         insert.Bind(6, deadLetter.StackTrace);
         insert.Bind(7, deadLetter.Fingerprint);
-        insert.Bind(8, deadLetter.FirstFailureTime.UtcTicks);
-        insert.Bind(9, EventRows.OffsetMinutes(deadLetter.FirstFailureTime));
-        insert.Bind(10, deadLetter.LastFailureTime.UtcTicks);
-        insert.Bind(11, EventRows.OffsetMinutes(deadLetter.LastFailureTime));
+        // Its times kept as every engine keeps them (in UTC, to the microsecond), so a dead letter reads back the same on each.
+        EnvelopeColumns.BindTime(insert, 8, deadLetter.FirstFailureTime);
+        EnvelopeColumns.BindTime(insert, 10, deadLetter.LastFailureTime);
         insert.Bind(12, deadLetter.AttemptCount);
         insert.Bind(13, deadLetter.RetryCount);
         insert.Bind(14, deadLetter.LastRetryError);
-        insert.Bind(15, deadLetter.LastRetryTime?.UtcTicks);
-        insert.Bind(16, deadLetter.LastRetryTime is { } retried ? EventRows.OffsetMinutes(retried) : null);
+        EnvelopeColumns.BindTime(insert, 15, deadLetter.LastRetryTime);
         EnvelopeColumns.BindStored(insert, 17, deadLetter.Envelope);
         insert.Execute();
         return insert.Changes == 1;
@@ -244,8 +242,7 @@ internal sealed class SqliteDeadLetterStore(SqliteEventStore store) : IDeadLette
             var update = session.Statement(RecordRetrySql);
             update.Bind(1, key);
             update.Bind(2, error);
-            update.Bind(3, time.UtcTicks);
-            update.Bind(4, EventRows.OffsetMinutes(time));
+            EnvelopeColumns.BindTime(update, 3, time);
             update.Execute();
             return update.Changes == 1;
         }, cancellationToken).ConfigureAwait(false);

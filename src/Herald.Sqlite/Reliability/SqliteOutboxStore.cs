@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Sqlite.Persistence;
 using Herald.Sqlite.EventSourcing;
 using Herald.Persistence;
@@ -100,8 +101,7 @@ internal sealed class SqliteOutboxStore(SqliteEventStore store) : IOutboxStore
             foreach (var key in keys)
             {
                 update.Bind(1, key);
-                update.Bind(2, sentAt.UtcTicks);
-                update.Bind(3, EventRows.OffsetMinutes(sentAt));
+                EnvelopeColumns.BindTime(update, 2, sentAt);
                 update.Execute();
             }
 
@@ -117,7 +117,7 @@ internal sealed class SqliteOutboxStore(SqliteEventStore store) : IOutboxStore
         {
             var update = session.Statement(RecordFailureSql);
             update.Bind(1, key);
-            update.Bind(2, nextAttemptAt.UtcTicks);
+            update.Bind(2, StoredTime.Of(nextAttemptAt).UtcTicks);
             update.Execute();
             return true;
         }, cancellationToken).ConfigureAwait(false);
@@ -158,15 +158,13 @@ internal sealed class SqliteOutboxStore(SqliteEventStore store) : IOutboxStore
             insert.Bind(1, GuidBytes.Of(message.Id));
             insert.Bind(2, message.DestinationKind.ToString());
             insert.Bind(3, message.Destination);
-            insert.Bind(4, message.CreatedAt.UtcTicks);
-            insert.Bind(5, EventRows.OffsetMinutes(message.CreatedAt));
+            // Its times kept as every engine keeps them (in UTC, to the microsecond), so a row reads back the same on each.
+            EnvelopeColumns.BindTime(insert, 4, message.CreatedAt);
             insert.Bind(6, message.PartitionKey);
-            insert.Bind(7, message.DeliverAt?.UtcTicks);
-            insert.Bind(8, message.DeliverAt is { } at ? EventRows.OffsetMinutes(at) : null);
-            insert.Bind(9, message.SentAt?.UtcTicks);
-            insert.Bind(10, message.SentAt is { } sent ? EventRows.OffsetMinutes(sent) : null);
+            EnvelopeColumns.BindTime(insert, 7, message.DeliverAt);
+            EnvelopeColumns.BindTime(insert, 9, message.SentAt);
             insert.Bind(11, message.Attempts);
-            insert.Bind(12, message.NextAttemptAt?.UtcTicks);
+            insert.Bind(12, StoredTime.Of(message.NextAttemptAt)?.UtcTicks);
             EnvelopeColumns.BindStored(insert, 13, message.Envelope);
             insert.Execute();
         }

@@ -74,6 +74,29 @@ public abstract class DeadLetterStoreConformance
         TestEnvelopes.AssertKeptInUtcToTheMicrosecond(Assert.Single(await store.ListAsync(new DeadLetterQuery { Endpoint = deadLetter.Endpoint })).Envelope.Time);
     }
 
+    // Regression (stop 41): PostgreSQL kept a dead letter's own times in UTC to the microsecond, SQLite and the in-memory
+    // store kept the caller's offset and every tick: a dead letter read back differed per engine. Every engine now keeps
+    // them as PostgreSQL does, the retry failure's time too.
+    [Fact]
+    public async Task Add_AndRecordRetryFailure_KeepTheDeadLettersOwnTimesInUtcToTheMicrosecond_OnEveryEngine()
+    {
+        var store = await CreateStoreAsync();
+        var at = TestEnvelopes.OffsetTimeWithTicks;
+        var deadLetter = NewDeadLetter() with { FirstFailureTime = at, LastFailureTime = at, RetryCount = 1, LastRetryError = "broker down", LastRetryTime = at };
+        var retried = NewDeadLetter(deadLetter.Endpoint);
+
+        Assert.True(await store.AddAsync(deadLetter));
+        Assert.True(await store.AddAsync(retried));
+        Assert.True(await store.RecordRetryFailureAsync(retried.Id, "broker down again", at));
+
+        var read = (await store.GetAsync(deadLetter.Id))!;
+        TestEnvelopes.AssertKeptInUtcToTheMicrosecond(read.FirstFailureTime);
+        TestEnvelopes.AssertKeptInUtcToTheMicrosecond(read.LastFailureTime);
+        TestEnvelopes.AssertKeptInUtcToTheMicrosecond(read.LastRetryTime!.Value);
+        TestEnvelopes.AssertKeptInUtcToTheMicrosecond((await store.GetAsync(retried.Id))!.LastRetryTime!.Value);
+        Assert.All(await store.ListAsync(new DeadLetterQuery { Endpoint = deadLetter.Endpoint }), listed => Assert.Equal(TimeSpan.Zero, listed.FirstFailureTime.Offset));
+    }
+
     [Fact]
     public async Task Add_WithoutOptionalFields_RoundTripsThemAsNull()
     {

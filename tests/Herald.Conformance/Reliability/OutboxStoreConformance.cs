@@ -75,6 +75,43 @@ public abstract partial class OutboxStoreConformance
         Assert.Equal(TimeSpan.FromHours(2), alone.Envelope.Time.Offset);
     }
 
+    // Regression (stop 41): PostgreSQL kept an outbox row's own times (created, deliver at, sent, next attempt) in UTC to the
+    // microsecond, SQLite and the in-memory store kept the caller's offset and every tick: a row read back differed per
+    // engine. Every engine now keeps them as PostgreSQL does, added alone or in a unit of work, and as the relay sets them.
+    [Fact]
+    public async Task Add_RecordFailedAttempt_AndMarkSent_KeepTheRowsOwnTimesInUtcToTheMicrosecond_OnEveryEngine()
+    {
+        var store = await CreateStoreAsync();
+        var at = TestEnvelopes.OffsetTimeWithTicks;
+        var alone = NewMessage() with { CreatedAt = at, DeliverAt = at, SentAt = at, Attempts = 1, NextAttemptAt = at };
+        var inUnitOfWork = NewMessage() with { CreatedAt = at, DeliverAt = at, Attempts = 1, NextAttemptAt = at };
+        var relayed = NewMessage();
+        var endOfTime = NewMessage() with { DeliverAt = DateTimeOffset.MaxValue };
+
+        await store.AddAsync([alone, relayed, endOfTime]);
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await store.AddAsync([inUnitOfWork], unitOfWork);
+        await unitOfWork.CommitAsync();
+        await store.RecordFailedAttemptAsync(relayed.Id, at);
+        var afterFailure = (await store.GetAsync(relayed.Id))!;
+        await store.MarkSentAsync([relayed.Id], at);
+
+        foreach (var row in new[] { (await store.GetAsync(alone.Id))!, (await store.GetAsync(inUnitOfWork.Id))! })
+        {
+            TestEnvelopes.AssertKeptInUtcToTheMicrosecond(row.CreatedAt);
+            TestEnvelopes.AssertKeptInUtcToTheMicrosecond(row.DeliverAt!.Value);
+            TestEnvelopes.AssertKeptInUtcToTheMicrosecond(row.NextAttemptAt!.Value);
+        }
+
+        TestEnvelopes.AssertKeptInUtcToTheMicrosecond((await store.GetAsync(alone.Id))!.SentAt!.Value);
+        TestEnvelopes.AssertKeptInUtcToTheMicrosecond(afterFailure.NextAttemptAt!.Value);
+        TestEnvelopes.AssertKeptInUtcToTheMicrosecond((await store.GetAsync(relayed.Id))!.SentAt!.Value);
+
+        // The end of time stays the end of time (PostgreSQL's infinity), not a tick before it.
+        Assert.Equal(DateTimeOffset.MaxValue, (await store.GetAsync(endOfTime.Id))!.DeliverAt);
+        Assert.Equal(TimeSpan.FromHours(2), alone.CreatedAt.Offset);
+    }
+
     [Fact]
     public async Task FetchPending_ReturnsMessagesInTheOrderTheyWereAdded_NotInIdOrder()
     {

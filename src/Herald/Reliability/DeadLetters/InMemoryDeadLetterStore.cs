@@ -158,7 +158,7 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
                 return ValueTask.FromResult(false);
             }
 
-            _records[id] = deadLetter with { RetryCount = deadLetter.RetryCount + 1, LastRetryError = error, LastRetryTime = time };
+            _records[id] = deadLetter with { RetryCount = deadLetter.RetryCount + 1, LastRetryError = error, LastRetryTime = StoredTime.Of(time) };
             return ValueTask.FromResult(true);
         }
     }
@@ -186,12 +186,19 @@ public sealed class InMemoryDeadLetterStore : IDeadLetterStore
         }
     }
 
-    // The dead letter with its envelope's time as every engine keeps it, so it reads back the same on each; a copy only when
-    // the time is not in that form already (never for an envelope Herald made), so the usual add allocates nothing.
+    // The dead letter with its times (its envelope's and its own) as every engine keeps them, so it reads back the same on
+    // each; a copy only when one is not in that form already.
     private static DeadLetter Stored(DeadLetter deadLetter) =>
-        StoredTime.IsStored(deadLetter.Envelope.Time)
+        StoredTime.IsStored(deadLetter.Envelope.Time) && StoredTime.IsStored(deadLetter.FirstFailureTime)
+            && StoredTime.IsStored(deadLetter.LastFailureTime) && StoredTime.IsStored(deadLetter.LastRetryTime)
             ? deadLetter
-            : deadLetter with { Envelope = deadLetter.Envelope with { Time = StoredTime.Of(deadLetter.Envelope.Time) } };
+            : deadLetter with
+            {
+                Envelope = StoredTime.Of(deadLetter.Envelope),
+                FirstFailureTime = StoredTime.Of(deadLetter.FirstFailureTime),
+                LastFailureTime = StoredTime.Of(deadLetter.LastFailureTime),
+                LastRetryTime = StoredTime.Of(deadLetter.LastRetryTime),
+            };
 
     private void ThrowIfFull()
     {

@@ -115,7 +115,7 @@ public sealed class InMemoryOutboxStore : IOutboxStore
             var i = _rows.FindIndex(r => r.Id == id);
             if (i >= 0 && _rows[i].SentAt is null)
             {
-                _rows[i] = _rows[i] with { Attempts = _rows[i].Attempts + 1, NextAttemptAt = nextAttemptAt };
+                _rows[i] = _rows[i] with { Attempts = _rows[i].Attempts + 1, NextAttemptAt = StoredTime.Of(nextAttemptAt) };
             }
         }
 
@@ -127,6 +127,7 @@ public sealed class InMemoryOutboxStore : IOutboxStore
     {
         ArgumentNullException.ThrowIfNull(ids);
         var set = ids.ToHashSet();
+        sentAt = StoredTime.Of(sentAt);
         lock (_gate)
         {
             for (var i = 0; i < _rows.Count; i++)
@@ -183,12 +184,20 @@ public sealed class InMemoryOutboxStore : IOutboxStore
         }
     }
 
-    // The row with its envelope's time as every engine keeps it, so it reads back the same on each; a copy only when the
-    // time is not in that form already (never for an envelope the EnvelopeFactory made), so the usual add allocates nothing.
+    // The row with its times (its envelope's and its own) as every engine keeps them, so it reads back the same on each; a
+    // copy only when one is not in that form already (never for a row the Outbox wrote), so the usual add allocates nothing.
     private static OutboxMessage Stored(OutboxMessage message) =>
-        StoredTime.IsStored(message.Envelope.Time)
+        StoredTime.IsStored(message.Envelope.Time) && StoredTime.IsStored(message.CreatedAt) && StoredTime.IsStored(message.DeliverAt)
+            && StoredTime.IsStored(message.SentAt) && StoredTime.IsStored(message.NextAttemptAt)
             ? message
-            : message with { Envelope = message.Envelope with { Time = StoredTime.Of(message.Envelope.Time) } };
+            : message with
+            {
+                Envelope = StoredTime.Of(message.Envelope),
+                CreatedAt = StoredTime.Of(message.CreatedAt),
+                DeliverAt = StoredTime.Of(message.DeliverAt),
+                SentAt = StoredTime.Of(message.SentAt),
+                NextAttemptAt = StoredTime.Of(message.NextAttemptAt),
+            };
 
     private void EnsureRoom(int count)
     {

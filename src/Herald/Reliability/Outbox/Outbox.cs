@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Persistence;
 using System.Diagnostics;
 using Herald.Diagnostics;
@@ -57,7 +58,8 @@ internal sealed class Outbox(
 
         // What the transport will refuse on every try fails here, in the caller, instead of at the head of the outbox.
         SendChecks.Validate(transport.Capabilities, destination, envelope, delay);
-        var now = timeProvider.GetUtcNow();
+        // In the form every store keeps, so the in-memory store need not copy the row to keep it so.
+        var now = StoredTime.Of(timeProvider.GetUtcNow());
         var row = new OutboxMessage
         {
             Id = MessageIds.NewId(now),
