@@ -23,7 +23,7 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
 
     private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
     private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
-    private readonly string _keyPrefix = keyPrefix ?? throw new ArgumentNullException(nameof(keyPrefix));
+    private readonly IdempotencyKeys _keys = new(keyPrefix);
     private readonly TableSql _sql = new(store.Table("idempotency"));
     private int _acquires;
 
@@ -107,9 +107,9 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
 
     private string ScopedKey(string key)
     {
-        ArgumentException.ThrowIfNullOrEmpty(key);
+        var scoped = _keys.Scoped(key);
         NulText.ThrowIfHeld(key, "idempotency key", nameof(key));
-        return _keyPrefix + key;
+        return scoped;
     }
 
     /// <summary>The statements on the <c>idempotency</c> table of the store's schema.</summary>

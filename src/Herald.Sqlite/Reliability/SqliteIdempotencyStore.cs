@@ -37,13 +37,13 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
 
     private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
     private readonly TimeProvider _timeProvider = timeProvider ?? TimeProvider.System;
-    private readonly string _keyPrefix = keyPrefix ?? throw new ArgumentNullException(nameof(keyPrefix));
+    private readonly IdempotencyKeys _keys = new(keyPrefix);
     private int _acquires;
 
     /// <inheritdoc />
     public async ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default)
     {
-        key = ScopedKey(key);
+        key = _keys.Scoped(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var now = _timeProvider.GetUtcNow();
         var token = Guid.NewGuid();
@@ -82,7 +82,7 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
     /// <inheritdoc />
     public async ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
     {
-        key = ScopedKey(key);
+        key = _keys.Scoped(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ttl, TimeSpan.Zero);
         var expiresAt = (_timeProvider.GetUtcNow() + ttl).UtcTicks;
         var bytes = result.ToArray();
@@ -101,7 +101,7 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
     /// <inheritdoc />
     public async ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default)
     {
-        key = ScopedKey(key);
+        key = _keys.Scoped(key);
         return await _store.WriteAsync(session =>
         {
             var release = session.Statement(ReleaseSql);
@@ -115,7 +115,7 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
     /// <inheritdoc />
     public async ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default)
     {
-        key = ScopedKey(key);
+        key = _keys.Scoped(key);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lockTtl, TimeSpan.Zero);
         var expiresAt = (_timeProvider.GetUtcNow() + lockTtl).UtcTicks;
         return await _store.WriteAsync(session =>
@@ -127,11 +127,5 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
             renew.Execute();
             return renew.Changes == 1;
         }, cancellationToken).ConfigureAwait(false);
-    }
-
-    private string ScopedKey(string key)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(key);
-        return _keyPrefix + key;
     }
 }

@@ -141,21 +141,11 @@ public static class AdapterRegistration
         services.Replace(ServiceDescriptor.Singleton(sp => registration.Idempotency(
             sp.GetRequiredService<TStore>(),
             sp.GetService<TimeProvider>(),
-            IdempotencyKeyPrefix(sp.GetService<IHostEnvironment>()?.ApplicationName))));
+            IdempotencyKeys.Prefix(sp.GetService<IHostEnvironment>()?.ApplicationName))));
         services.Replace(ServiceDescriptor.Singleton(sp => registration.Sagas(sp.GetRequiredService<TStore>())));
         services.Replace(ServiceDescriptor.Singleton(sp => registration.ReadModels(sp.GetRequiredService<TStore>())));
         builder.UsePersistence(registration.Package, sp => registration.BeginUnitOfWork(sp.GetRequiredService<TStore>()));
         services.StartWithHost<TStore, TStore>(registration.StartStore);
         return builder;
     }
-
-    /// <summary>
-    /// The prefix that keeps an application's idempotency keys its own on a database other applications share (the
-    /// instances of one application share them): its name with its length, so no two names give the same prefix; empty
-    /// without a name.
-    /// </summary>
-    internal static string IdempotencyKeyPrefix(string? applicationName) =>
-        string.IsNullOrEmpty(applicationName)
-            ? ""
-            : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{applicationName.Length}:{applicationName}:");
 }
