@@ -131,9 +131,7 @@ public sealed class RetryTopicTests : KafkaTestBase
         await settled.Task.WaitAsync(Deadline);
         Assert.Equal(1, EndOffsets(queue + ".dead-letter"));
 
-        var moved = new List<NativeDeadLetter>();
-        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
-        var deadLetter = Assert.Single(moved);
+        var deadLetter = await DrainSingleAsync(transport, queue);
         Assert.Equal(sent.MessageId, deadLetter.Envelope.MessageId);
         Assert.Equal("flow-9", deadLetter.Envelope.CorrelationId);
         Assert.Equal(queue, deadLetter.Queue);
@@ -384,9 +382,7 @@ public sealed class RetryTopicTests : KafkaTestBase
         await Eventually.UntilAsync(() => handled.ContainsKey(behind.MessageId), "the record behind the malformed one relayed and handled", Deadline);
         Assert.False(handled.ContainsKey(stray.MessageId), "the record with a malformed due time was relayed to its target");
         await Eventually.UntilAsync(() => EndOffsets(retryTopic + ".dead-letter") == 1, "the malformed record in the retry topic's dead letters", Deadline);
-        var moved = new List<NativeDeadLetter>();
-        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
-        var deadLetter = Assert.Single(moved);
+        var deadLetter = await DrainSingleAsync(transport, queue);
         Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
         Assert.Contains($"{KafkaEnvelopeCodec.DueHeader} header ('{dueText}')", deadLetter.Reason, StringComparison.Ordinal);
         await Eventually.UntilAsync(() => Uncommitted(retryTopic, retryTopic) == 0, "the retry topic committed past both", Deadline);
@@ -400,9 +396,7 @@ public sealed class RetryTopicTests : KafkaTestBase
         await ProduceAsync(retryTopic, stray, queue, [0x31, 0xFF, 0x32]);
 
         await Eventually.UntilAsync(() => EndOffsets(retryTopic + ".dead-letter") == 1, "the malformed record in the retry topic's dead letters", Deadline);
-        var moved = new List<NativeDeadLetter>();
-        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
-        Assert.Contains($"{KafkaEnvelopeCodec.DueHeader} header (not UTF-8 text)", Assert.Single(moved).Reason, StringComparison.Ordinal);
+        Assert.Contains($"{KafkaEnvelopeCodec.DueHeader} header (not UTF-8 text)", (await DrainSingleAsync(transport, queue)).Reason, StringComparison.Ordinal);
         Assert.False(handled.ContainsKey(stray.MessageId));
     }
 
@@ -474,9 +468,7 @@ public sealed class RetryTopicTests : KafkaTestBase
 
         await Eventually.UntilAsync(() => handled.ContainsKey(behind.MessageId), "the record behind the one for the missing topic relayed", Deadline);
         await Eventually.UntilAsync(() => EndOffsets(target + ".dead-letter") == 1, "the record in the missing target's dead letters", Deadline);
-        var moved = new List<NativeDeadLetter>();
-        Assert.Equal(1, await transport.DrainDeadLettersAsync(target, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
-        var deadLetter = Assert.Single(moved);
+        var deadLetter = await DrainSingleAsync(transport, target);
         Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
         Assert.Contains($"Kafka topic '{target}' does not exist and CreateTopics is off", deadLetter.Reason, StringComparison.Ordinal);
     }
@@ -574,15 +566,21 @@ public sealed class RetryTopicTests : KafkaTestBase
         var stray = NewEnvelope("k");
         await ProduceDueAsync(transport.Options.RetryTopicName(queue), stray, target);
         await Eventually.UntilAsync(() => EndOffsets(target + ".dead-letter") == 1, "the record in the deleted target's dead letters", Deadline);
-        var moved = new List<NativeDeadLetter>();
-        Assert.Equal(1, await transport.DrainDeadLettersAsync(target, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
-        var deadLetter = Assert.Single(moved);
+        var deadLetter = await DrainSingleAsync(transport, target);
         Assert.Equal(stray.MessageId, deadLetter.Envelope.MessageId);
         Assert.Contains($"Kafka topic '{target}' does not exist and CreateTopics is off", deadLetter.Reason, StringComparison.Ordinal);
 
         // A direct send is told the topic is missing too, not refused by the client for as long as the process runs.
         var sendError = await Assert.ThrowsAsync<HeraldException>(async () => await transport.SendAsync(target, NewEnvelope()));
         Assert.Contains($"Kafka topic '{target}' does not exist", sendError.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Drains the dead letters of <paramref name="queue"/>, which hold exactly one, and returns it.</summary>
+    private static async Task<NativeDeadLetter> DrainSingleAsync(KafkaTransport transport, string queue)
+    {
+        var moved = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (d, _) => { moved.Add(d); return ValueTask.CompletedTask; }));
+        return Assert.Single(moved);
     }
 
     /// <summary>A transport consuming a new queue, recording the ids of what it handled, and the queue's retry topic.</summary>
