@@ -416,6 +416,44 @@ public abstract class OrderServiceSpecification
     }
 
     [Fact]
+    public async Task PageCursor_InAnotherSpellingOfTheId_PagesOnFromThatId_AndOneThatIsNoIdGets400()
+    {
+        for (var i = 0; i < 2; i++)
+        {
+            using var response = await PostOrderAsync(new { customerId = "alan", lines = new[] { new { sku = "mouse", quantity = 1 + i } } });
+            Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+            await Service.WaitForOrderAsync((await response.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId, _ => true, "is in the read model");
+        }
+
+        var first = (await Service.Http.GetFromJsonAsync<OrderPage>("/orders?customerId=alan&pageSize=1"))!;
+        var after = Guid.Parse(first.NextAfter!);
+        var second = await PageIdsAsync(after.ToString());
+        Assert.Single(second);
+        Assert.NotEqual(first.Items[0].Id, second[0]);
+
+        // An id is a GUID however it is spelled (as the order routes read it): compared as text, an upper-case cursor
+        // repeated the page before, one in braces skipped orders, and one without hyphens ended the listing.
+        foreach (var spelling in new[] { after.ToString().ToUpperInvariant(), after.ToString("B"), after.ToString("N") })
+        {
+            Assert.Equal(second, await PageIdsAsync(spelling));
+        }
+
+        // Not an id at all: refused, not answered with an empty (or wrong) page that reads as the end of the listing.
+        using var notAnId = await Service.Http.GetAsync("/orders?customerId=alan&pageSize=1&after=zzz");
+        Assert.Equal(HttpStatusCode.BadRequest, notAnId.StatusCode);
+        Assert.Equal("application/problem+json", notAnId.Content.Headers.ContentType?.MediaType);
+        using var problem = JsonDocument.Parse(await notAnId.Content.ReadAsStringAsync());
+        Assert.StartsWith("after must be a GUID", problem.RootElement.GetProperty("detail").GetString(), StringComparison.Ordinal);
+
+        async Task<List<string>> PageIdsAsync(string cursor)
+        {
+            using var response = await Service.Http.GetAsync($"/orders?customerId=alan&pageSize=1&after={Uri.EscapeDataString(cursor)}");
+            Assert.True(response.StatusCode == HttpStatusCode.OK, $"after={cursor}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+            return (await response.Content.ReadFromJsonAsync<OrderPage>())!.Items.Select(o => o.Id).ToList();
+        }
+    }
+
+    [Fact]
     public async Task OrdersPerStatusPerMinute_CountEveryOrderEventOfTheLog_AndBadQueriesGet400()
     {
         using (var confirmed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } }))

@@ -52,7 +52,9 @@ public static class OrderEndpoints
             ? Results.Ok(order)
             : NotFound(id);
 
-    private static async Task<IResult> ListAsync(string? status, string? customerId, int? pageSize, string? after, HttpRequest request, ReadModels readModels, CancellationToken cancellationToken)
+    // The cursor is an order id, read as a GUID like the routes' ids: compared as text, an id spelled otherwise (upper case, in
+    // braces, without hyphens) paged from the wrong place, and a cursor that is no id answered an empty page, read as the end.
+    private static async Task<IResult> ListAsync(string? status, string? customerId, int? pageSize, Guid? after, HttpRequest request, ReadModels readModels, CancellationToken cancellationToken)
     {
         if (pageSize is < 1 or > MaxPageSize)
         {
@@ -73,7 +75,7 @@ public static class OrderEndpoints
         }
 
         var limit = pageSize ?? 20;
-        var page = await readModels.QueryAsync(OrderProjection.Orders, new ReadModelQuery { Where = where, Limit = limit, AfterId = after }, cancellationToken);
+        var page = await readModels.QueryAsync(OrderProjection.Orders, new ReadModelQuery { Where = where, Limit = limit, AfterId = after?.ToString() }, cancellationToken);
         var next = page.NextAfterId is { } nextId ? NextLink(request, status, customerId, limit, nextId) : null;
         return Results.Ok(new OrderPage(page.Items, page.NextAfterId, next));
     }
