@@ -454,6 +454,35 @@ public abstract class OrderServiceSpecification
     }
 
     [Fact]
+    public async Task ReadEndpoints_AnswerHeadAsTheyAnswerGet_WithoutABody()
+    {
+        using var placed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } });
+        var id = (await placed.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId;
+        await Service.WaitForOrderAsync(id, _ => true, "is in the read model");
+
+        // RFC 9110 §9.1: a server that answers GET answers HEAD (link checkers, caches and probes send it); 405 said it does not.
+        foreach (var (path, expected) in new[]
+        {
+            ($"/orders/{id}", HttpStatusCode.OK),
+            ($"/orders/{id}/history", HttpStatusCode.OK),
+            ("/orders?pageSize=1", HttpStatusCode.OK),
+            ($"/orders/{Guid.NewGuid()}", HttpStatusCode.NotFound),
+            ("/orders?pageSize=0", HttpStatusCode.BadRequest),
+            ("/stats/orders-per-status?from=yesterday", HttpStatusCode.BadRequest),
+        })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Head, path);
+            using var head = await Service.Http.SendAsync(request);
+            Assert.True(head.StatusCode == expected, $"HEAD {path}: {(int)head.StatusCode}, expected {(int)expected}");
+            Assert.Empty(await head.Content.ReadAsByteArrayAsync());
+        }
+
+        using var delete = await Service.Http.DeleteAsync($"/orders/{id}");
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, delete.StatusCode);
+        Assert.Contains("HEAD", delete.Content.Headers.Allow);
+    }
+
+    [Fact]
     public async Task OrdersPerStatusPerMinute_CountEveryOrderEventOfTheLog_AndBadQueriesGet400()
     {
         using (var confirmed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } }))

@@ -20,11 +20,16 @@ public static class OrderEndpoints
     {
         app.MapPost("/orders", PlaceAsync).AcceptsJson<PlaceOrderRequest>().WithIdempotencyKey();
         app.MapPost("/orders/{id:guid}/cancel", CancelAsync).AcceptsJson<CancelOrderRequest>().WithIdempotencyKey();
-        app.MapGet("/orders/{id:guid}", GetAsync);
-        app.MapGet("/orders", ListAsync);
-        app.MapGet("/orders/{id:guid}/history", HistoryAsync);
+        app.MapGetAndHead("/orders/{id:guid}", GetAsync);
+        app.MapGetAndHead("/orders", ListAsync);
+        app.MapGetAndHead("/orders/{id:guid}/history", HistoryAsync);
         return app;
     }
+
+    // RFC 9110 §9.1: a server that answers GET answers HEAD too (caches, link checkers and probes send it); MapGet alone
+    // answered it 405. The server sends the headers and drops the body.
+    internal static RouteHandlerBuilder MapGetAndHead(this IEndpointRouteBuilder app, string pattern, Delegate handler) =>
+        app.MapMethods(pattern, [HttpMethods.Get, HttpMethods.Head], handler);
 
     private static async Task<IResult> PlaceAsync(PlaceOrderRequest? request, HttpContext http, ICommandBus commands, CancellationToken cancellationToken)
     {

@@ -12,7 +12,7 @@ public static class StatsEndpoints
 {
     public static IEndpointRouteBuilder MapStatsEndpoints(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/stats/orders-per-status", OrdersPerStatusAsync);
+        app.MapGetAndHead("/stats/orders-per-status", OrdersPerStatusAsync);
         return app;
     }
 
