@@ -6,7 +6,7 @@ public static class MetricNames
     /// <summary>Counter of messages sent or published.</summary>
     public const string MessagesPublished = "herald.messages.published";
 
-    /// <summary>Counter of messages handled successfully.</summary>
+    /// <summary>Counter of messages handled successfully, each once: a redelivery the inbox acks as a duplicate counts on <see cref="MessagesDuplicate"/> only.</summary>
     public const string MessagesProcessed = "herald.messages.processed";
 
     /// <summary>Counter of failed handling attempts.</summary>

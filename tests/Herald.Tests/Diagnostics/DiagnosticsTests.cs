@@ -197,6 +197,51 @@ public sealed class DiagnosticsTests
         Assert.DoesNotContain(measurements, m => m.Instrument == MetricNames.MessagesFailed && m.Endpoint == endpoint);
     }
 
+    // A message whose handling committed but whose ack was lost comes again, and the inbox acks it without running its
+    // handlers: herald.messages.processed counted it a second time, beside herald.messages.duplicates.
+    [Fact]
+    public async Task AMessageHandledThenRedeliveredAsADuplicate_IsCountedProcessedOnce_AndDuplicateOnce()
+    {
+        var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
+        var measurements = new ConcurrentQueue<(string Instrument, string? Type)>();
+        using var meterListener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HeraldDiagnostics.Name
+                    && instrument.Name is MetricNames.MessagesProcessed or MetricNames.MessagesDuplicate)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meterListener.SetMeasurementEventCallback<long>((i, _, tags, _) =>
+        {
+            if (Tag(tags, MetricNames.EndpointTag) == endpoint)
+            {
+                measurements.Enqueue((i.Name, Tag(tags, MetricNames.MessageTypeTag)));
+            }
+        });
+        meterListener.Start();
+        var handled = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // One message at a time, so the marker sent after the duplicate is handled only once the duplicate was settled.
+        using var host = await StartAsync(endpoint, handled, h => h.AddHandler<MarkerHandler>().UseInbox().Configure(o => o.MaxConcurrency = 1));
+        var transport = host.Services.GetRequiredService<ITransport>();
+        var message = host.Services.GetRequiredService<EnvelopeFactory>().Create(new Traced(endpoint));
+
+        await transport.SendAsync(endpoint, message);
+        await handled.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await transport.SendAsync(endpoint, message with { DeliveryAttempt = 2 });
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Marker(endpoint));
+        await Eventually.UntilAsync(
+            () => measurements.Any(m => m.Instrument == MetricNames.MessagesProcessed && m.Type == "diag-marker"),
+            "the marker sent after the duplicate is processed");
+
+        Assert.Single(measurements, m => m.Instrument == MetricNames.MessagesDuplicate && m.Type == "diag-traced");
+        Assert.Single(measurements, m => m.Instrument == MetricNames.MessagesProcessed && m.Type == "diag-traced");
+    }
+
     [Fact]
     public async Task UnknownMessageTypesFromTheWire_AreTaggedAsUnregistered_SoMetricsStayBounded()
     {
@@ -405,6 +450,14 @@ public sealed class DiagnosticsTests
             handled.TrySetResult(context.Envelope);
             return ValueTask.CompletedTask;
         }
+    }
+
+    [MessageType("diag-marker")]
+    public sealed record Marker(string Endpoint);
+
+    public sealed class MarkerHandler : IMessageHandler<Marker>
+    {
+        public ValueTask HandleAsync(Marker message, MessageContext context, CancellationToken cancellationToken) => ValueTask.CompletedTask;
     }
 
     [MessageType("diag-lit")]

@@ -36,9 +36,12 @@ internal sealed class SettleStep(
         switch (outcome.Verdict)
         {
             case ConsumeVerdict.Duplicate:
+                // Counted as a duplicate only: its handling was counted as processed when it committed, and its handlers did
+                // not run again (a redelivery after a lost ack must not count the message twice).
                 Log.DuplicateSkipped(logger, consumption.Envelope.MessageId, consumption.Envelope.MessageType, endpoint);
+                await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
                 HeraldDiagnostics.MessagesDuplicate.Add(1, consumption.Tags(endpoint));
-                goto case ConsumeVerdict.Handled;
+                break;
             case ConsumeVerdict.Handled:
                 await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
                 HeraldDiagnostics.MessagesProcessed.Add(1, consumption.Tags(endpoint));
