@@ -1,3 +1,4 @@
+using Herald.Messages;
 using Herald.Transport;
 using Xunit;
 
@@ -38,6 +39,75 @@ public abstract partial class TransportConformance
         Assert.Equal(sent.MessageId, items[1].Envelope.MessageId);
         Assert.Equal(2, items[1].Envelope.DeliveryAttempt);
         AssertNotEarly(nackedAt, items[1], delay, "A message nacked with a delay");
+    }
+
+    // The pipeline nacks a failed attempt with a delay and its first-failure header: the redelivery, which some engines make
+    // as a copy (a delay queue, a retry topic, a delay stream), must still carry the sender's trace context, so the retry's
+    // process span stays in the producer's trace.
+    [Fact]
+    public async Task Nack_WithDelayAndHeaders_RedeliversTheSendersTraceContext()
+    {
+        if (!Transport.Capabilities.SupportsDelayedDelivery)
+        {
+            NotApplicable("Capabilities.SupportsDelayedDelivery is false; delayed nacks are the runtime's job there.");
+            return;
+        }
+
+        var delay = TestDelay;
+        var queue = NewName("nack-traced");
+        var collector = NewCollector();
+        await using var consumer = await StartConsumerAsync(Transport, queue, collector, async (delivery, cancellationToken) =>
+        {
+            if (delivery.Envelope.DeliveryAttempt == 1)
+            {
+                await delivery.NackAsync(delay, new Dictionary<string, string>(StringComparer.Ordinal) { ["herald-first-failure"] = "2031-05-17T11:45:12.3450000Z" }, cancellationToken);
+            }
+        });
+
+        var sent = Traced(NewEnvelope(1));
+        await Transport.SendAsync(queue, sent);
+        await collector.WaitForCountAsync(1, DeliveryTimeout, "the first delivery");
+        await AdvanceTimeAsync(delay);
+        var items = await collector.WaitForCountAsync(2, DeliveryTimeout + delay, "the redelivery after the delay");
+
+        AssertTraceContext(sent, items[1].Envelope, "A message nacked with a delay and headers");
+    }
+
+    [Fact]
+    public async Task Send_WithDelay_DeliversTheSendersTraceContext()
+    {
+        if (!Transport.Capabilities.SupportsDelayedDelivery)
+        {
+            NotApplicable("Capabilities.SupportsDelayedDelivery is false; SendOptions.Delay is the runtime's job there.");
+            return;
+        }
+
+        var delay = TestDelay;
+        var queue = NewName("send-later-traced");
+        var collector = NewCollector();
+        await using var consumer = await StartConsumerAsync(Transport, queue, collector);
+
+        var sent = Traced(NewEnvelope(1));
+        await Transport.SendAsync(queue, sent, new SendOptions { Delay = delay });
+        await AdvanceTimeAsync(delay);
+        var got = (await collector.WaitForCountAsync(1, DeliveryTimeout + delay, "the delayed message"))[0];
+
+        AssertTraceContext(sent, got.Envelope, "A message sent with a delay");
+    }
+
+    private static Envelope Traced(Envelope envelope) =>
+        envelope.WithHeader(HeaderNames.TraceParent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .WithHeader(HeaderNames.TraceState, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+
+    private static void AssertTraceContext(Envelope sent, Envelope received, string what)
+    {
+        foreach (var name in new[] { HeaderNames.TraceParent, HeaderNames.TraceState })
+        {
+            Assert.True(
+                received.Headers.TryGetValue(name, out var value) && value == sent.Headers[name],
+                $"{what} must arrive with its '{name}' ('{sent.Headers[name]}'); received headers: "
+                + string.Join(", ", received.Headers.Select(h => $"{h.Key}={h.Value}")));
+        }
     }
 
     [Fact]
