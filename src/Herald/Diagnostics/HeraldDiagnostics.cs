@@ -14,7 +14,7 @@ public static class HeraldDiagnostics
     /// <summary>The name of the activity source and of the meter.</summary>
     public const string Name = "Herald";
 
-    /// <summary>Spans for publish, send and process (and, in adapters, append and saga steps).</summary>
+    /// <summary>Spans for send and publish, for processing a delivery (or a projection's batch), and for a saga run in the background.</summary>
     public static ActivitySource ActivitySource { get; } = new(Name, typeof(HeraldDiagnostics).Assembly.GetName().Version?.ToString());
 
     /// <summary>Counters and histograms of message processing.</summary>

@@ -7,7 +7,9 @@ using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
+using System.Diagnostics.Metrics;
 using Herald.Conformance;
+using Herald.Diagnostics;
 using Herald.Conformance.Reliability;
 using Herald.Tests.Persistence;
 using Herald.Transport;
@@ -381,6 +383,58 @@ public sealed class OutboxTests
         Assert.Equal(typeof(MessageTooLargeException).FullName, deadLetter.ErrorType);
         // The relay marks a row sent just after the transport took it, so the count may lag the send by a moment.
         await Eventually.UntilAsync(async () => await host.Get<IOutboxStore>().CountPendingAsync() == 0, "both rows are settled");
+    }
+
+    // The relay's dead letters were not counted on herald.messages.dead_lettered, and the dead-letter monitor was not told:
+    // it knew only the host's own endpoint, so herald.dead_letters never reported the destination's and no alert could fire.
+    [Fact]
+    public async Task Relay_AMessageTheTransportRefuses_IsCountedDeadLetteredOnce_AndReportedByTheDeadLetterGauge()
+    {
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var counted = new ConcurrentQueue<(long Value, string? Type)>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == MetricNames.MessagesDeadLettered)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            string? endpoint = null, type = null;
+            foreach (var tag in tags)
+            {
+                endpoint = tag.Key == MetricNames.EndpointTag ? tag.Value as string : endpoint;
+                type = tag.Key == MetricNames.MessageTypeTag ? tag.Value as string : type;
+            }
+
+            if (endpoint == downstream)
+            {
+                counted.Enqueue((value, type));
+            }
+        });
+        listener.Start();
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+        host.Transport.FailSend = (_, envelope) =>
+            JsonSerializer.Deserialize<Forwarded>(envelope.Body.Span, JsonSerializerOptions.Web)!.Number == 1 ? new MessageTooLargeException(envelope.MessageType, 10_000, 1_000) : null;
+
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
+            await outbox.SendAsync(new Forwarded(1));
+            await outbox.SendAsync(new Forwarded(2));
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the second message leaves");
+        var monitor = host.Get<DeadLetterMonitor>();
+        await Eventually.UntilAsync(
+            () => monitor.Counts.TryGetValue(downstream, out var held) && held == 1,
+            "herald.dead_letters reports the refused message under its destination");
+        Assert.Equal([(1L, "rel-forwarded")], counted);
     }
 
     [Fact]

@@ -23,7 +23,8 @@ internal sealed class StoredEventPublisher(
     Herald.Persistence.ILeaderElection election,
     TimeProvider timeProvider,
     IOptions<EventPublishingOptions> options,
-    ILogger<StoredEventPublisher> logger) : BackgroundService
+    ILogger<StoredEventPublisher> logger,
+    DeadLetterMonitor? monitor = null) : BackgroundService
 {
     // Every node shares the checkpoint, so one node publishes at a time: two would both read from it and publish each event
     // twice. Another node takes over when the leader stops or loses its lease.
@@ -103,15 +104,21 @@ internal sealed class StoredEventPublisher(
     private async ValueTask<bool> TryDeadLetterAsync(RecordedEvent recorded, Exception exception, int attempt, CancellationToken cancellationToken)
     {
         var deadLetter = SendRejections.Create(recorded.Envelope, recorded.EventType, topic: true, exception, timeProvider.GetUtcNow(), attempt);
+        bool added;
         try
         {
-            await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+            added = await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             // Not recorded: the event is published again after the back-off, like any other failure.
             Log.StoredEventDeadLetterFailed(logger, ex, recorded.EventType, recorded.Position);
             return false;
+        }
+
+        if (added)
+        {
+            DeadLetterMonitor.Added(monitor, deadLetter.Endpoint, recorded.EventType);
         }
 
         Log.StoredEventRejected(logger, exception, recorded.EventType, recorded.Position);

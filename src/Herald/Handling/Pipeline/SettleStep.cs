@@ -103,8 +103,7 @@ internal sealed class SettleStep(
         await delivery.AckAsync(CancellationToken.None).ConfigureAwait(false);
         if (added)
         {
-            HeraldDiagnostics.MessagesDeadLettered.Add(1, consumption.Tags(endpoint));
-            monitor?.Signal(endpoint);
+            DeadLetterMonitor.Added(monitor, endpoint, consumption.TypeTag);
         }
     }
 

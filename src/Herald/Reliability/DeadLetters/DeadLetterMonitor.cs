@@ -66,6 +66,18 @@ internal sealed class DeadLetterMonitor : BackgroundService
         }
     }
 
+    /// <summary>
+    /// Counts a dead letter the store has just added on <c>herald.messages.dead_lettered</c> and asks for its endpoint's count
+    /// to be refreshed. Every path that adds one calls this (the consuming pipeline, the outbox relay, the stored-event
+    /// publisher), so the counter, the gauge and the alert see it, also under an endpoint this host does not consume.
+    /// </summary>
+    internal static void Added(DeadLetterMonitor? monitor, string endpoint, string? messageType)
+    {
+        HeraldDiagnostics.MessagesDeadLettered.Add(
+            1, new KeyValuePair<string, object?>(MetricNames.EndpointTag, endpoint), new KeyValuePair<string, object?>(MetricNames.MessageTypeTag, messageType));
+        monitor?.Signal(endpoint);
+    }
+
     /// <summary>Asks for the endpoint's count to be refreshed soon, in the background; returns at once and never throws.</summary>
     public void Signal(string endpoint)
     {

@@ -29,7 +29,8 @@ internal sealed class OutboxRelay(
     ILeaderElection election,
     IOptions<OutboxOptions> options,
     TimeProvider timeProvider,
-    ILoggerFactory? loggerFactory = null)
+    ILoggerFactory? loggerFactory = null,
+    DeadLetterMonitor? monitor = null)
     : BackgroundService
 {
     /// <summary>
@@ -362,15 +363,21 @@ internal sealed class OutboxRelay(
     {
         var deadLetter = SendRejections.Create(
             message.Envelope, message.Destination, message.DestinationKind == OutboxDestinationKind.Topic, exception, timeProvider.GetUtcNow(), attempts, reason, message.DeliverAt);
+        bool added;
         try
         {
-            await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+            added = await deadLetters.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             // Not recorded anywhere else yet: keep it in the outbox and try again after the backoff.
             Log.OutboxStoreFailed(_logger, ex, _options.MinBackoff);
             return false;
+        }
+
+        if (added)
+        {
+            DeadLetterMonitor.Added(monitor, deadLetter.Endpoint, message.Envelope.MessageType);
         }
 
         Log.OutboxMessageRejected(_logger, exception, message.Id, message.Envelope.MessageType, message.Destination);
