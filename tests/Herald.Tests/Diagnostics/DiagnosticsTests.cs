@@ -389,7 +389,7 @@ public sealed class DiagnosticsTests
     }
 
     /// <summary>Listens to <c>herald.messages.dead_lettered</c> of one endpoint: each measurement's value and message type tag.</summary>
-    private static MeterListener ListenToDeadLettered(string endpoint, Action<long, string?> measured)
+    internal static MeterListener ListenToDeadLettered(string endpoint, Action<long, string?> measured)
     {
         var listener = new MeterListener
         {

@@ -7,9 +7,7 @@ using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
-using System.Diagnostics.Metrics;
 using Herald.Conformance;
-using Herald.Diagnostics;
 using Herald.Conformance.Reliability;
 using Herald.Tests.Persistence;
 using Herald.Transport;
@@ -365,19 +363,8 @@ public sealed class OutboxTests
     public async Task Relay_MovesAMessageTheTransportRefuses_ToTheDeadLetters_AndGoesOn()
     {
         var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
-        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
-        host.Transport.FailSend = (_, envelope) =>
-            JsonSerializer.Deserialize<Forwarded>(envelope.Body.Span, JsonSerializerOptions.Web)!.Number == 1 ? new MessageTooLargeException(envelope.MessageType, 10_000, 1_000) : null;
+        await using var host = await RelayARefusedAndAGoodMessageAsync(downstream);
 
-        await using (var scope = host.Host.Services.CreateAsyncScope())
-        {
-            var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
-            await outbox.SendAsync(new Forwarded(1));
-            await outbox.SendAsync(new Forwarded(2));
-            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
-        }
-
-        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the second message leaves");
         var deadLetter = Assert.Single((await host.Get<DeadLetterManager>().ListAsync(new DeadLetterQuery { Endpoint = downstream })).Items);
         Assert.Equal(DeadLetterCause.SendRejected, deadLetter.Cause);
         Assert.Equal(typeof(MessageTooLargeException).FullName, deadLetter.ErrorType);
@@ -392,32 +379,23 @@ public sealed class OutboxTests
     {
         var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
         var counted = new ConcurrentQueue<(long Value, string? Type)>();
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == MetricNames.MessagesDeadLettered)
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-        {
-            string? endpoint = null, type = null;
-            foreach (var tag in tags)
-            {
-                endpoint = tag.Key == MetricNames.EndpointTag ? tag.Value as string : endpoint;
-                type = tag.Key == MetricNames.MessageTypeTag ? tag.Value as string : type;
-            }
+        using var listener = Diagnostics.DiagnosticsTests.ListenToDeadLettered(downstream, (value, type) => counted.Enqueue((value, type)));
+        await using var host = await RelayARefusedAndAGoodMessageAsync(downstream);
 
-            if (endpoint == downstream)
-            {
-                counted.Enqueue((value, type));
-            }
-        });
-        listener.Start();
-        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+        var monitor = host.Get<DeadLetterMonitor>();
+        await Eventually.UntilAsync(
+            () => monitor.Counts.TryGetValue(downstream, out var held) && held == 1,
+            "herald.dead_letters reports the refused message under its destination");
+        Assert.Equal([(1L, "rel-forwarded")], counted);
+    }
+
+    /// <summary>
+    /// A host whose transport refuses <c>Forwarded(1)</c> for good, with it and <c>Forwarded(2)</c> committed to the outbox
+    /// for <paramref name="downstream"/>; returns once the second one was sent.
+    /// </summary>
+    private static async Task<ReliabilityHost> RelayARefusedAndAGoodMessageAsync(string downstream)
+    {
+        var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
         host.Transport.FailSend = (_, envelope) =>
             JsonSerializer.Deserialize<Forwarded>(envelope.Body.Span, JsonSerializerOptions.Web)!.Number == 1 ? new MessageTooLargeException(envelope.MessageType, 10_000, 1_000) : null;
 
@@ -430,11 +408,7 @@ public sealed class OutboxTests
         }
 
         await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the second message leaves");
-        var monitor = host.Get<DeadLetterMonitor>();
-        await Eventually.UntilAsync(
-            () => monitor.Counts.TryGetValue(downstream, out var held) && held == 1,
-            "herald.dead_letters reports the refused message under its destination");
-        Assert.Equal([(1L, "rel-forwarded")], counted);
+        return host;
     }
 
     [Fact]
