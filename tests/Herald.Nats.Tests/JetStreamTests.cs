@@ -198,6 +198,43 @@ public sealed class JetStreamTests : NatsTestBase
     }
 
     /// <summary>
+    /// Audit (stop 41): a durable consumer deleted while this process was cut off from the server (or lost by a server that
+    /// came back without it) was never noticed. After the reconnect the client's pulls got no error, only missed
+    /// heartbeats, so the consumer pulled from nothing for ever while what was sent piled up in the stream. A missed
+    /// heartbeat now asks the server whether the durable is still there, and makes it again when it is not.
+    /// </summary>
+    [Fact]
+    public async Task Consume_DurableDeletedWhileCutOffFromTheServer_IsMadeAgainAfterTheReconnect_AndHandlesWhatIsSentAfter()
+    {
+        await using var forwarder = new TcpForwarder(new Uri(NatsServer.Url).Port);
+        var log = new TestOutputLogger();
+        using var loggers = LoggerFactory.Create(l => l.AddProvider(log));
+        var transport = await CreateTransportAsync(o => o.Url = $"nats://127.0.0.1:{forwarder.Port}", loggerFactory: loggers);
+        var queue = "gone-offline-" + Guid.NewGuid().ToString("N")[..8];
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("before"));
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "before"), "the message sent before the cut");
+            var remade = log.WhenLoggedAsync("made again, pulling again");
+
+            forwarder.Cut();
+            var (connection, js) = await NatsServer.ConnectAsync();
+            await using (connection)
+            {
+                await js.DeleteConsumerAsync(Names.QueueStream(queue), NatsNames.Durable(queue));
+            }
+
+            forwarder.Restore();
+            await transport.SendAsync(queue, NewEnvelope("after"));
+
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "after"), "the running consumer handles a message sent after the reconnect", Timeout * 2);
+            await remade.WaitAsync(Timeout);
+            Assert.Equal(1, seen.Count(e => TextOf(e) == "after"));
+        }
+    }
+
+    /// <summary>
     /// A queue stream made again gets the sources of the topics bound to it in this process (their streams made again too
     /// when they went with it), so their publishes reach it again.
     /// </summary>

@@ -10,8 +10,10 @@ internal static class NatsPull
     /// <paramref name="stop"/> fires. A failed pull (consumer deleted, server gone) goes to <paramref name="failed"/> and is
     /// started again a second later: the loop never dies. When the server says the durable consumer or its stream is
     /// gone (deleted behind Herald's back), <paramref name="remake"/> makes them again and the pull goes on with the
-    /// consumer it returns. Drain on cancel: a stopped pull still hands over what the server already sent, so it is
-    /// nakked, not left to time out.
+    /// consumer it returns. A durable deleted while the connection was down (or lost by a server that came back without it)
+    /// fails no pull: the client only misses the heartbeats of its pulls, so each miss asks the server whether the durable
+    /// is still there. Drain on cancel: a stopped pull still hands over what the server already sent, so it is nakked,
+    /// not left to time out.
     /// </summary>
     public static async Task RunAsync(
         INatsJSConsumer consumer,
@@ -22,17 +24,26 @@ internal static class NatsPull
         TimeProvider time,
         CancellationToken stop)
     {
-        var options = new NatsJSConsumeOpts { MaxMsgs = maxMessages, Expires = TimeSpan.FromSeconds(5), DrainOnCancel = true };
         while (!stop.IsCancellationRequested)
         {
+            // Cancelled, apart from a stop, only when a missed heartbeat found the durable gone.
+            using var lost = CancellationTokenSource.CreateLinkedTokenSource(stop);
+            var pulled = consumer;
+            var options = new NatsJSConsumeOpts
+            {
+                MaxMsgs = maxMessages,
+                Expires = TimeSpan.FromSeconds(5),
+                DrainOnCancel = true,
+                NotificationHandler = (notification, _) => notification is NatsJSTimeoutNotification ? CancelIfGoneAsync(pulled, lost, stop) : Task.CompletedTask,
+            };
             try
             {
-                await foreach (var message in consumer.ConsumeAsync<byte[]>(opts: options, cancellationToken: stop).ConfigureAwait(false))
+                await foreach (var message in consumer.ConsumeAsync<byte[]>(opts: options, cancellationToken: lost.Token).ConfigureAwait(false))
                 {
                     await receive(message, stop).ConfigureAwait(false);
                 }
             }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            catch (OperationCanceledException) when (lost.IsCancellationRequested)
             {
             }
 #pragma warning disable CA1031 // Reported and started again; the loop must not die.
@@ -60,14 +71,58 @@ internal static class NatsPull
                     failed(remakeFailure);
                 }
 
+                await PauseAsync(time, stop).ConfigureAwait(false);
+                continue;
+            }
+
+            if (lost.IsCancellationRequested && !stop.IsCancellationRequested)
+            {
                 try
                 {
-                    await Task.Delay(TimeSpan.FromSeconds(1), time, stop).ConfigureAwait(false);
+                    consumer = await remake(stop).ConfigureAwait(false);
                 }
-                catch (OperationCanceledException)
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
                 {
+                    break;
+                }
+#pragma warning disable CA1031 // Reported; the next missed heartbeat finds it gone again.
+                catch (Exception remakeFailure)
+#pragma warning restore CA1031
+                {
+                    failed(remakeFailure);
+                    await PauseAsync(time, stop).ConfigureAwait(false);
                 }
             }
+        }
+    }
+
+    private static async Task PauseAsync(TimeProvider time, CancellationToken stop)
+    {
+        try
+        {
+            await Task.Delay(TimeSpan.FromSeconds(1), time, stop).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>Cancels <paramref name="lost"/> when the server says the durable consumer is gone; never throws.</summary>
+    private static async Task CancelIfGoneAsync(INatsJSConsumer consumer, CancellationTokenSource lost, CancellationToken stop)
+    {
+        try
+        {
+            if (await IsGoneAsync(consumer, stop).ConfigureAwait(false))
+            {
+                await lost.CancelAsync().ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+        catch (ObjectDisposedException)
+        {
+            // The pull it watched ended meanwhile.
         }
     }
 

@@ -16,6 +16,7 @@ public sealed class TcpForwarder : IAsyncDisposable
     private readonly Task _accepting;
     private readonly TaskCompletionSource _accepted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _frozen;
+    private volatile bool _refusing;
     private volatile TaskCompletionSource _released = Released();
     private int _open;
     private long _fromServer;
@@ -37,6 +38,19 @@ public sealed class TcpForwarder : IAsyncDisposable
     /// </summary>
     public void Freeze() => _frozen = true;
 
+    /// <summary>
+    /// Closes every connection and refuses new ones until <see cref="Restore"/>: the client is cut off from the server (and
+    /// knows it), while anything else may still change the server behind its back.
+    /// </summary>
+    public void Cut()
+    {
+        _refusing = true;
+        CloseConnections();
+    }
+
+    /// <summary>Accepts connections again after <see cref="Cut"/>.</summary>
+    public void Restore() => _refusing = false;
+
     /// <summary>Keeps what either side sends from now on until <see cref="Release"/>, then forwards it: a server slow to answer.</summary>
     public void Hold() => _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -56,15 +70,7 @@ public sealed class TcpForwarder : IAsyncDisposable
     {
         await _stop.CancelAsync();
         _listener.Stop();
-        lock (_connections)
-        {
-            foreach (var connection in _connections)
-            {
-                connection.Dispose();
-            }
-
-            _connections.Clear();
-        }
+        CloseConnections();
 
         try
         {
@@ -89,6 +95,12 @@ public sealed class TcpForwarder : IAsyncDisposable
             catch (Exception) when (_stop.IsCancellationRequested)
             {
                 return;
+            }
+
+            if (_refusing)
+            {
+                client.Dispose();
+                continue;
             }
 
             var server = new TcpClient();
@@ -120,6 +132,19 @@ public sealed class TcpForwarder : IAsyncDisposable
             _accepted.TrySetResult();
             _ = PumpAsync(client, server, fromClient: true);
             _ = PumpAsync(server, client, fromClient: false);
+        }
+    }
+
+    private void CloseConnections()
+    {
+        lock (_connections)
+        {
+            foreach (var connection in _connections)
+            {
+                connection.Dispose();
+            }
+
+            _connections.Clear();
         }
     }
 
