@@ -235,6 +235,49 @@ public sealed class JetStreamTests : NatsTestBase
     }
 
     /// <summary>
+    /// Audit (stop 41): a message written behind Herald's back with a <c>Herald-Not-Before</c> beyond any delay Herald sends
+    /// (over <see cref="NatsTransport.MaxDelay"/> ahead, up to the year 9999) was handed to the delay stream and nakked there
+    /// until then: parked for centuries, never dead-lettered, with nothing logged. It is malformed, and reaches the
+    /// pipeline with its decode failure whether it was written to the queue's subject or its delay subject.
+    /// </summary>
+    [Theory]
+    [InlineData(false, "9999-12-31T23:59:59Z")]
+    [InlineData(true, "9999-12-31T23:59:59Z")]
+    [InlineData(false, "2400-01-01T00:00:00Z")]
+    public async Task AMessageDueFurtherAheadThanAnyDelayHeraldSends_ReachesThePipelineAsMalformed_InsteadOfWaitingForIt(bool toTheDelaySubject, string due)
+    {
+        var transport = await CreateTransportAsync();
+        var queue = "far-due-" + Guid.NewGuid().ToString("N")[..8];
+        var failures = new ConcurrentQueue<Exception?>();
+        var (consumer, _) = await ConsumeAsync(transport, queue, (delivery, _) =>
+        {
+            failures.Enqueue(delivery.DecodeFailure);
+            return ValueTask.CompletedTask;
+        });
+        await using (consumer)
+        {
+            var (connection, js) = await NatsServer.ConnectAsync();
+            await using (connection)
+            {
+                var ack = await js.PublishAsync(toTheDelaySubject ? Names.DelaySubject(queue) : Names.QueueSubject(queue), "{\"text\":\"far\"}"u8.ToArray(), headers: new NATS.Client.Core.NatsHeaders
+                {
+                    ["ce-specversion"] = "1.0",
+                    ["ce-id"] = Guid.NewGuid().ToString("D"),
+                    ["ce-type"] = "nats-test",
+                    ["ce-time"] = "2025-01-01T00:00:00Z",
+                    [NatsEnvelopeCodec.NotBeforeHeader] = due,
+                });
+                ack.EnsureSuccess();
+            }
+
+            await Eventually.UntilAsync(() => !failures.IsEmpty, "the message reaches the pipeline", Timeout);
+        }
+
+        var failure = Assert.IsType<MalformedMessageException>(Assert.Single(failures));
+        Assert.Contains(NatsEnvelopeCodec.NotBeforeHeader, failure.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
     /// A queue stream made again gets the sources of the topics bound to it in this process (their streams made again too
     /// when they went with it), so their publishes reach it again.
     /// </summary>

@@ -58,15 +58,19 @@ internal sealed class NatsDelayMover
         await _pulling.ConfigureAwait(false);
     }
 
-    /// <summary>The headers of a delayed message as it goes to the queue: without its due time (it is due) and without the server's own <c>Nats-</c> headers.</summary>
-    internal static NatsHeaders ForQueue(NatsHeaders? headers)
+    /// <summary>
+    /// The headers of a delayed message as it goes to the queue: without the server's own <c>Nats-</c> headers, and without
+    /// its due time (it is due) unless <paramref name="keepDueTime"/>.
+    /// </summary>
+    internal static NatsHeaders ForQueue(NatsHeaders? headers, bool keepDueTime = false)
     {
         var copy = new NatsHeaders();
         if (headers is not null)
         {
             foreach (var (name, value) in headers)
             {
-                if (!name.StartsWith("Nats-", StringComparison.OrdinalIgnoreCase) && !name.Equals(NatsEnvelopeCodec.NotBeforeHeader, StringComparison.OrdinalIgnoreCase))
+                if (!name.StartsWith("Nats-", StringComparison.OrdinalIgnoreCase)
+                    && (keepDueTime || !name.Equals(NatsEnvelopeCodec.NotBeforeHeader, StringComparison.OrdinalIgnoreCase)))
                 {
                     copy[name] = value;
                 }
@@ -112,14 +116,20 @@ internal sealed class NatsDelayMover
                 return;
             }
 
-            // Early: back until due. A nak costs nothing here (no MaxDeliver), unlike one on the queue's consumer.
+            // Early: back until due. A nak costs nothing here (no MaxDeliver), unlike one on the queue's consumer. A due time
+            // further ahead than any Herald writes is not waited for: moved now with it, the queue's consumer dead-letters it.
+            var beyondReach = false;
             if (NatsEnvelopeCodec.NotBefore(message.Headers) is { } due && due - _transport.TimeProvider.GetUtcNow() is var early && early > DueTolerance)
             {
-                await message.NakAsync(new AckOpts { NakDelay = early }, CancellationToken.None).ConfigureAwait(false);
-                return;
+                beyondReach = early > NatsEnvelopeCodec.FurthestDue;
+                if (!beyondReach)
+                {
+                    await message.NakAsync(new AckOpts { NakDelay = early }, CancellationToken.None).ConfigureAwait(false);
+                    return;
+                }
             }
 
-            await _transport.PublishRawAsync(_subject, message.Data ?? [], ForQueue(message.Headers), MoveId(message), CancellationToken.None).ConfigureAwait(false);
+            await _transport.PublishRawAsync(_subject, message.Data ?? [], ForQueue(message.Headers, keepDueTime: beyondReach), MoveId(message), CancellationToken.None).ConfigureAwait(false);
 
             // Double ack: the move is not repeated unless this process dies first (and then the duplicate window drops it).
             await message.AckAsync(new AckOpts { DoubleAck = true }, CancellationToken.None).ConfigureAwait(false);

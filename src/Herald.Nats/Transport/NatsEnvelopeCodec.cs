@@ -23,6 +23,12 @@ internal static class NatsEnvelopeCodec
     /// <summary>When a delayed send is due (RFC 3339); a consumer that gets it earlier hands it back until then.</summary>
     public const string NotBeforeHeader = "Herald-Not-Before";
 
+    /// <summary>
+    /// The furthest ahead a <see cref="NotBeforeHeader"/> Herald wrote can be: the longest delay it sends, and clock skew
+    /// between nodes. One further ahead was written behind Herald's back and makes the message malformed.
+    /// </summary>
+    public static readonly TimeSpan FurthestDue = NatsTransport.MaxDelay + TimeSpan.FromMinutes(5);
+
     /// <summary>On a dead-letter copy: the delivery that failed.</summary>
     public const string AttemptHeader = "Herald-Attempt";
 
@@ -153,6 +159,15 @@ internal static class NatsEnvelopeCodec
             failure = null;
             var envelope = DecodeOrThrow(headers, body, attempt, stored, rawType, defaultSource, timeProvider, ref due);
             notBefore = due is not null && CloudEventValues.TryParseTime(due, out var parsed) ? parsed : null;
+            if (IsBeyondReach(notBefore, timeProvider))
+            {
+                // Not waited for (centuries, or more than a nak delay can hold): dead-lettered now, with the reason.
+                failure = new MalformedMessageException(string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"Malformed message {envelope.MessageId}: its {NotBeforeHeader} '{CloudEventValues.Excerpt(due!)}' is further ahead than any delay Herald sends ({NatsTransport.MaxDelay.TotalDays:0} days)."));
+                notBefore = null;
+            }
+
             return envelope;
         }
 #pragma warning disable CA1031 // Nothing from the wire is trusted: whatever decoding throws makes the delivery undecodable.
@@ -163,8 +178,17 @@ internal static class NatsEnvelopeCodec
         }
 
         notBefore = NotBeforeOrNull(headers);
+        if (IsBeyondReach(notBefore, timeProvider))
+        {
+            notBefore = null;
+        }
+
         return BestEffort(headers, body, attempt, stored, rawType, timeProvider);
     }
+
+    /// <summary>Whether a due time lies further ahead than any Herald writes (<see cref="FurthestDue"/>); the clock is read only for a due time.</summary>
+    public static bool IsBeyondReach(DateTimeOffset? due, TimeProvider timeProvider) =>
+        due is { } at && at - timeProvider.GetUtcNow() > FurthestDue;
 
     // A malformed message may have broken the pass before it reached the header: read on its own, never throwing.
     private static DateTimeOffset? NotBeforeOrNull(NatsHeaders? headers)

@@ -101,12 +101,7 @@ internal sealed partial class NatsTransport
         var id = string.Create(CultureInfo.InvariantCulture, $"{Names.QueueStream(queue)}:{sequence}");
 
         // The due time stays: the mover reads it. The server's own headers (Nats-Stream-Source of a copy) do not.
-        var headers = NatsDelayMover.ForQueue(message.Headers);
-        if (message.Headers is { } original && original.TryGetValue(NatsEnvelopeCodec.NotBeforeHeader, out var due))
-        {
-            headers[NatsEnvelopeCodec.NotBeforeHeader] = due;
-        }
-
+        var headers = NatsDelayMover.ForQueue(message.Headers, keepDueTime: true);
         return PublishRawAsync(Names.DelaySubject(queue), message.Data ?? [], headers, id, cancellationToken);
     }
 }
