@@ -158,6 +158,35 @@ public sealed class ProblemDetailsTests
     }
 
     [Fact]
+    public async Task StatusesRoutingAnswersWithoutABody_AreProblemsSayingWhy()
+    {
+        await using var app = await StartAsync();
+
+        var notFound = await app.Client.GetAsync("/nowhere");
+        var wrongMethod = await app.Client.DeleteAsync("/orders");
+
+        Assert.Equal(HttpStatusCode.NotFound, notFound.StatusCode);
+        var missing = await notFound.ProblemAsync();
+        Assert.Equal(404, missing.GetProperty("status").GetInt32());
+        Assert.False(string.IsNullOrEmpty(missing.GetProperty("detail").GetString()), missing.ToString());
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, wrongMethod.StatusCode);
+        Assert.Equal(["POST"], wrongMethod.Content.Headers.Allow);
+        var refused = await wrongMethod.ProblemAsync();
+        Assert.Equal(405, refused.GetProperty("status").GetInt32());
+        Assert.Equal("This resource answers only the methods POST (see Allow).", refused.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task ProblemsAnEndpointWritesWithADetail_KeepTheirDetail()
+    {
+        await using var app = await TestApp.StartAsync(app => app.MapGet("/gone", () => Results.Problem(statusCode: 404, detail: "There is no order 7.")));
+
+        var response = await app.Client.GetAsync("/gone");
+
+        Assert.Equal("There is no order 7.", (await response.ProblemAsync()).GetProperty("detail").GetString());
+    }
+
+    [Fact]
     public async Task OversizedBodyRejectedByTheServer_Answers413()
     {
         await using var app = await StartAsync();

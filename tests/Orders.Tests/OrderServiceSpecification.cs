@@ -483,6 +483,44 @@ public abstract class OrderServiceSpecification
     }
 
     [Fact]
+    public async Task StatusesTheFrameworkAnswers_AreProblemsWithTitleStatusDetailAndTheCorrelationId()
+    {
+        var correlationId = "bare-" + Guid.NewGuid().ToString("N");
+        foreach (var (method, path, content, expected) in new (HttpMethod, string, HttpContent?, HttpStatusCode)[]
+        {
+            (HttpMethod.Get, "/orders/not-a-guid", null, HttpStatusCode.NotFound),
+            (HttpMethod.Delete, "/orders", null, HttpStatusCode.MethodNotAllowed),
+            // curl -d '': an empty body sent as a form, refused by routing before the endpoint runs.
+            (HttpMethod.Post, $"/orders/{Guid.NewGuid()}/cancel", new FormUrlEncodedContent([]), HttpStatusCode.UnsupportedMediaType),
+        })
+        {
+            using var request = new HttpRequestMessage(method, path) { Content = content };
+            request.Headers.Add("X-Correlation-Id", correlationId);
+            using var response = await Service.Http.SendAsync(request);
+
+            var what = $"{method} {path}";
+            Assert.True(response.StatusCode == expected, $"{what}: {(int)response.StatusCode}");
+            Assert.True(response.Content.Headers.ContentType?.MediaType == "application/problem+json", $"{what}: {response.Content.Headers.ContentType}");
+            using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            var root = problem.RootElement;
+            Assert.Equal((int)expected, root.GetProperty("status").GetInt32());
+            Assert.False(string.IsNullOrEmpty(root.GetProperty("title").GetString()), $"{what}: a title");
+            Assert.True(root.TryGetProperty("detail", out var detail) && !string.IsNullOrEmpty(detail.GetString()), $"{what}: a detail in {root}");
+            Assert.Equal(correlationId, root.GetProperty("correlationId").GetString());
+            if (expected == HttpStatusCode.MethodNotAllowed)
+            {
+                Assert.Contains("GET", response.Content.Headers.Allow);
+                Assert.Contains("GET, HEAD, POST", detail.GetString(), StringComparison.Ordinal);
+            }
+
+            if (expected == HttpStatusCode.UnsupportedMediaType)
+            {
+                Assert.Contains("application/json", detail.GetString(), StringComparison.Ordinal);
+            }
+        }
+    }
+
+    [Fact]
     public async Task OrdersPerStatusPerMinute_CountEveryOrderEventOfTheLog_AndBadQueriesGet400()
     {
         using (var confirmed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } }))

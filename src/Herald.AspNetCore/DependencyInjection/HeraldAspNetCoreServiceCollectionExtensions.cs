@@ -17,7 +17,8 @@ public static class HeraldAspNetCoreServiceCollectionExtensions
     /// maps Herald's exceptions (validation 400 with every error, concurrency 409, unreadable body 400/413/415, the
     /// application's own through <see cref="HeraldHttpOptions.MapException{TException}"/>, anything else 500 without its
     /// message), and the services behind <c>AcceptsJson</c> and <c>WithIdempotencyKey</c>. Use it with
-    /// <c>app.UseExceptionHandler()</c> and <c>app.UseHeraldCorrelation()</c>.
+    /// <c>app.UseExceptionHandler()</c>, <c>app.UseStatusCodePages()</c> (bare 404, 405 and 415 statuses become problems saying why)
+    /// and <c>app.UseHeraldCorrelation()</c>.
     /// </summary>
     public static IServiceCollection AddHeraldAspNetCore(this IServiceCollection services, Action<HeraldHttpOptions>? configure = null)
     {

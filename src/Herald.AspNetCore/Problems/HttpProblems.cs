@@ -36,15 +36,11 @@ internal static class HttpProblems
 
     /// <summary>
     /// Adds the trace id (the current W3C trace, else the request id) and the request's correlation id, and says why a bare
-    /// 415 (routing refuses a content type before any endpoint runs) was answered.
+    /// 404, 405 or 415 (routing answers them before any endpoint runs, without a body) was answered.
     /// </summary>
     public static void Stamp(HttpContext context, ProblemDetails problem)
     {
-        if (problem.Status == StatusCodes.Status415UnsupportedMediaType && problem.Detail is null)
-        {
-            var got = string.IsNullOrEmpty(context.Request.ContentType) ? "no Content-Type" : $"'{context.Request.ContentType}'";
-            problem.Detail = $"This endpoint does not read a body of the content type sent ({got}); send application/json.";
-        }
+        problem.Detail ??= BareStatusDetail(context, problem.Status);
 
         if (!problem.Extensions.ContainsKey(TraceIdExtension))
         {
@@ -54,6 +50,26 @@ internal static class HttpProblems
         if (!problem.Extensions.ContainsKey(CorrelationIdExtension))
         {
             problem.Extensions[CorrelationIdExtension] = context.GetCorrelationId();
+        }
+    }
+
+    // Nothing of the request is quoted but its Content-Type, which Kestrel bounds with the other headers.
+    private static string? BareStatusDetail(HttpContext context, int? status)
+    {
+        switch (status)
+        {
+            case StatusCodes.Status404NotFound:
+                return "Nothing is found at this path.";
+            case StatusCodes.Status405MethodNotAllowed:
+                var allow = context.Response.Headers.Allow;
+                return allow.Count == 0
+                    ? "This resource does not answer the request's method."
+                    : $"This resource answers only the methods {string.Join(", ", (IEnumerable<string?>)allow)} (see Allow).";
+            case StatusCodes.Status415UnsupportedMediaType:
+                var got = string.IsNullOrEmpty(context.Request.ContentType) ? "no Content-Type" : $"'{context.Request.ContentType}'";
+                return $"This endpoint does not read a body of the content type sent ({got}); send application/json.";
+            default:
+                return null;
         }
     }
 }
