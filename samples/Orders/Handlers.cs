@@ -62,6 +62,7 @@ public sealed class PlaceOrderValidator : IValidator<PlaceOrder>
 {
     public const int MaxLines = 50;
     public const int MaxQuantity = 1000;
+    public const int MaxQuotedLength = 100;
 
     public IEnumerable<ValidationError> Validate(PlaceOrder instance)
     {
@@ -71,7 +72,7 @@ public sealed class PlaceOrderValidator : IValidator<PlaceOrder>
         }
         else if (Catalog.FindCustomer(instance.CustomerId) is null)
         {
-            yield return new ValidationError("customerId", $"'{instance.CustomerId}' is not a customer");
+            yield return new ValidationError("customerId", $"{Quote(instance.CustomerId)} is not a customer");
         }
 
         if (instance.Items is null || instance.Items.Count == 0)
@@ -102,11 +103,11 @@ public sealed class PlaceOrderValidator : IValidator<PlaceOrder>
             }
             else if (!lineOfSku.TryAdd(item.Sku, i))
             {
-                yield return new ValidationError($"lines[{i}].sku", $"'{item.Sku}' is already on lines[{lineOfSku[item.Sku]}]; put its whole quantity on one line");
+                yield return new ValidationError($"lines[{i}].sku", $"{Quote(item.Sku)} is already on lines[{lineOfSku[item.Sku]}]; put its whole quantity on one line");
             }
             else if (Catalog.FindProduct(item.Sku) is null)
             {
-                yield return new ValidationError($"lines[{i}].sku", $"'{item.Sku}' is not a product");
+                yield return new ValidationError($"lines[{i}].sku", $"{Quote(item.Sku)} is not a product");
             }
 
             switch (item.Quantity)
@@ -122,6 +123,18 @@ public sealed class PlaceOrderValidator : IValidator<PlaceOrder>
                     break;
             }
         }
+    }
+
+    // The client's own value, quoted in the problem: cut, or a client could have a megabyte of its input reflected back.
+    private static string Quote(string value)
+    {
+        if (value.Length <= MaxQuotedLength)
+        {
+            return $"'{value}'";
+        }
+
+        var length = char.IsHighSurrogate(value[MaxQuotedLength - 1]) ? MaxQuotedLength - 1 : MaxQuotedLength;
+        return $"'{value.AsSpan(0, length)}…'";
     }
 }
 

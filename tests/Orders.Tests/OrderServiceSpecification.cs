@@ -521,6 +521,31 @@ public abstract class OrderServiceSpecification
     }
 
     [Fact]
+    public async Task UnknownCustomerAndProducts_AreEchoedAtMost100Characters_NotAsLongAsTheClientSentThem()
+    {
+        var correlationId = "echo-" + Guid.NewGuid().ToString("N");
+        var customer = new string('c', 200_000);
+        var sku = new string('s', 200_000);
+        using var response = await PostOrderAsync(new { customerId = customer, lines = new[] { new { sku, quantity = 1 }, new { sku, quantity = 1 } } }, correlationId: correlationId);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(text.Length < 4096, $"the problem reflects {text.Length} characters of the client's input");
+        using var problem = JsonDocument.Parse(text);
+        var errors = problem.RootElement.GetProperty("errors");
+        Assert.Equal($"'{customer[..100]}…' is not a customer", errors.GetProperty("customerId")[0].GetString());
+        Assert.Equal($"'{sku[..100]}…' is not a product", errors.GetProperty("lines[0].sku")[0].GetString());
+        Assert.StartsWith($"'{sku[..100]}…' is already on lines[0]", errors.GetProperty("lines[1].sku")[0].GetString(), StringComparison.Ordinal);
+
+        // What is short enough is quoted whole.
+        using var unknown = await PostOrderAsync(new { customerId = "nobody", lines = new[] { new { sku = "nothing", quantity = 1 } } });
+        using var whole = JsonDocument.Parse(await unknown.Content.ReadAsStringAsync());
+        Assert.Equal("'nobody' is not a customer", whole.RootElement.GetProperty("errors").GetProperty("customerId")[0].GetString());
+        Assert.Equal("'nothing' is not a product", whole.RootElement.GetProperty("errors").GetProperty("lines[0].sku")[0].GetString());
+        Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
+    }
+
+    [Fact]
     public async Task OrdersPerStatusPerMinute_CountEveryOrderEventOfTheLog_AndBadQueriesGet400()
     {
         using (var confirmed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } }))
