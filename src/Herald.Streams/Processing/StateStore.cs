@@ -1,4 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using System.Text;
 
 namespace Herald.Streams.Topology;
 
@@ -8,6 +10,12 @@ namespace Herald.Streams.Topology;
 /// </summary>
 internal sealed class StateStore(StoreSpec spec)
 {
+    /// <summary>
+    /// The longest state key (a grouping key's JSON, with a window's start), in UTF-8 bytes: PostgreSQL's primary-key index
+    /// holds an entry of at most about 2.7 kB, and every store refuses alike, as read models refuse such document ids.
+    /// </summary>
+    internal const int MaxKeyBytes = 1024;
+
     private readonly Dictionary<string, object> _entries = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirty = new(StringComparer.Ordinal);
     private PriorityQueue<string, long>? _due;
@@ -27,6 +35,13 @@ internal sealed class StateStore(StoreSpec spec)
 
     public void Put(string key, object value)
     {
+        // Three bytes at most per UTF-16 unit, so only a long key is counted, and only a new one: an entry loaded from the
+        // store (kept before this limit) stays writable, so a timer closing its window never throws.
+        if (key.Length > MaxKeyBytes / 3 && !_entries.ContainsKey(key))
+        {
+            RefuseLongKey(key);
+        }
+
         Remember(key);
         _entries[key] = value;
         _dirty.Add(key);
@@ -79,6 +94,21 @@ internal sealed class StateStore(StoreSpec spec)
         }
 
         Accept();
+    }
+
+    /// <summary>
+    /// Throws when <paramref name="key"/> is too long for every durable store: thrown while its record is in hand, so its
+    /// event is dead-lettered (and what it changed undone) instead of failing every commit on PostgreSQL, replay after replay.
+    /// </summary>
+    private void RefuseLongKey(string key)
+    {
+        if (Encoding.UTF8.GetByteCount(key) is var bytes and > MaxKeyBytes)
+        {
+            var shown = key[..(char.IsHighSurrogate(key[39]) ? 39 : 40)]; // not cut inside a pair, which PostgreSQL could not store in the dead letter
+            throw new StreamKeyException(string.Create(
+                CultureInfo.InvariantCulture,
+                $"'{spec.Operator}' cannot keep the key {shown}... in state store '{spec.Name}': it is {bytes} bytes long in UTF-8 (as JSON), and at most {MaxKeyBytes} are allowed (PostgreSQL's primary-key index cannot hold much longer ones), so no state store takes it. Group by a shorter key, such as a hash of the long one."));
+        }
     }
 
     private void Remember(string key)
