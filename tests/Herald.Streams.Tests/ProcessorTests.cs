@@ -232,6 +232,39 @@ public sealed class ProcessorTests
     }
 
     /// <summary>
+    /// An unset event time (0001-01-01) falls in windows that begin before it: the timer closing them threw making their
+    /// TimeWindow, so the event that moved the watermark failed, and, since the reload after its rollback brought the
+    /// unclosed window back, so did every event after it. The watermark before 0001-01-01 + out-of-orderness threw too.
+    /// </summary>
+    [Fact]
+    public async Task ExternalSource_AWindowBeginningBeforeYearOne_ClosesInsteadOfFailingEveryLaterEvent()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var t0 = new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+        var closed = new List<StreamOutput<Windowed<string>, long>>();
+        var builder = new StreamBuilder();
+        builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId)
+            .WindowedBy(HoppingWindows.Of(TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(5))).SuppressUntilWindowCloses().Count("counts")
+            .ToStream().To(Collect.Into(closed));
+        var options = new StreamProcessorOptions { Source = StreamSource.External, AllowedOutOfOrderness = TimeSpan.FromMinutes(2) };
+        await using var processor = new StreamProcessor("year-one", builder.Build(), host.Services, options);
+        await processor.StartAsync();
+
+        await processor.ProcessAsync(new Order("o1", "p", 1m, default), "o1", t0);
+        Assert.Equal(DateTimeOffset.MinValue, processor.Watermark);
+        await processor.ProcessAsync(new Order("o2", "p", 1m, t0), "o2", t0);
+        await processor.ProcessAsync(new Order("o3", "p", 1m, t0.AddMinutes(1)), "o3", t0);
+
+        // The two windows of o1 closed ([-5 min, 5 min) cut at MinValue, and [0, 10 min)); o2's and o3's are open.
+        Assert.Equal([DateTimeOffset.MinValue, DateTimeOffset.MinValue], closed.Select(c => c.Key.Window.Start));
+        Assert.Equal([1L, 1L], closed.Select(c => c.Value));
+        var windows = await processor.QueryWindowsAsync<string, long>("counts", "p", DateTimeOffset.MinValue, DateTimeOffset.MaxValue);
+        Assert.Equal([t0.AddMinutes(-5), t0], windows.Select(w => w.Key.Window.Start));
+        Assert.Equal([2L, 2L], windows.Select(w => w.Value));
+        await host.StopAsync();
+    }
+
+    /// <summary>
     /// The late handler ran as the event was processed, before its unit of work committed: a rolled-back unit of work (a
     /// sink that refused it) made the retry process the late event again, and the handler (and the late counter) saw it twice.
     /// </summary>

@@ -229,4 +229,27 @@ public sealed class WindowTests
         var closed = Assert.Single(driver.Task.Store("counts").Entries, e => e.Key.EndsWith("@" + TestDriver.At(0).UtcTicks, StringComparison.Ordinal));
         Assert.Equal(1, ((IWindowSlot)closed.Value).Value);
     }
+
+    /// <summary>
+    /// A window reaching past the range of DateTimeOffset (one of an event at DateTimeOffset.MaxValue, or a hopping or 7-minute
+    /// window of an unset event time, 0001-01-01, that starts before it) is reported cut at MinValue / MaxValue. Regression:
+    /// making its TimeWindow threw ArgumentOutOfRangeException, from the operator (the event was dead-lettered) or, for a
+    /// suppressed window, from the timer closing it, which left the window unclosed and failed the event that moved the
+    /// watermark instead (and, fed from a handler, every later one: the reload brought the window back).
+    /// </summary>
+    [Fact]
+    public void WindowsReachingPastTheRangeOfDateTimeOffset_AreCutAtItsEnds()
+    {
+        var (atMax, updates, _) = Revenue(TumblingWindows.Of(TimeSpan.FromMinutes(7)), suppress: false, outOfOrder: TimeSpan.Zero);
+        Send(atMax, new Order("o1", "a", 3, DateTimeOffset.MaxValue));
+        var update = Assert.Single(updates);
+        Assert.Equal(DateTimeOffset.MaxValue, update.Key.Window.End);
+        Assert.Equal(3m, update.Value);
+
+        var (atMin, closed, _) = Revenue(HoppingWindows.Of(TimeSpan.FromMinutes(10), TimeSpan.FromMinutes(5)), suppress: true, outOfOrder: TimeSpan.Zero);
+        Send(atMin, new Order("o1", "a", 1, default));
+        Send(atMin, At("a", 2, 0)); // closes both windows of the first: [0, 10 min) and [-5 min, 5 min)
+        Assert.Equal([DateTimeOffset.MinValue, DateTimeOffset.MinValue], closed.Select(c => c.Key.Window.Start));
+        Assert.Equal([1m, 1m], closed.Select(c => c.Value));
+    }
 }

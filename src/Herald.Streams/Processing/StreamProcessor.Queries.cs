@@ -101,7 +101,7 @@ public sealed partial class StreamProcessor
 
         void Add(long start, long end, object? value)
         {
-            var window = new TimeWindow(new DateTimeOffset(start, TimeSpan.Zero), new DateTimeOffset(end, TimeSpan.Zero));
+            var window = EventTime.Window(start, end);
             if (window.Start >= from && window.Start < to)
             {
                 result.Add(KeyValuePair.Create(new Windowed<TKey>(key, window), (TValue)Unwrap(value)!));

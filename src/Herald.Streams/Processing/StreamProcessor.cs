@@ -135,7 +135,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
             lock (run.Router.Gate)
             {
-                return run.Router.StreamTime == long.MinValue ? null : new DateTimeOffset(run.Router.Watermark, TimeSpan.Zero);
+                return run.Router.StreamTime == long.MinValue ? null : EventTime.ToOffset(run.Router.Watermark);
             }
         }
     }

@@ -112,7 +112,7 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
             }
             if (!Suppress)
             {
-                Forward(new StreamRecord(new Windowed<TKey>(key, Window(start, end)), slot.Value, time), task);
+                Forward(new StreamRecord(new Windowed<TKey>(key, EventTime.Window(start, end)), slot.Value, time), task);
             }
         }
 
@@ -139,7 +139,7 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
             if (Suppress)
             {
                 var (keyJson, start) = StateCodec.SplitWindowKey(stateKey);
-                task.RunTimed(this, new StreamRecord(new Windowed<TKey>(StateCodec.DecodeKey<TKey>(keyJson), Window(start, slot.End)), slot.Value, slot.End), r => Forward(r, task));
+                task.RunTimed(this, new StreamRecord(new Windowed<TKey>(StateCodec.DecodeKey<TKey>(keyJson), EventTime.Window(start, slot.End)), slot.Value, slot.End), r => Forward(r, task));
             }
 
             if (Retention == 0)
@@ -155,8 +155,6 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
     }
 
     private static long Mod(long value, long divisor) => ((value % divisor) + divisor) % divisor;
-
-    private static TimeWindow Window(long start, long end) => new(new DateTimeOffset(start, TimeSpan.Zero), new DateTimeOffset(end, TimeSpan.Zero));
 
     private PriorityQueue<string, long> Index(StateStore state) => state.DueIndex(index =>
     {
@@ -230,7 +228,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
         index.Enqueue(keyJson, EventTime.Plus(end, _gap, Grace));
         if (!Suppress)
         {
-            Forward(new StreamRecord(new Windowed<TKey>(key, Window(start, end)), aggregate, time), task);
+            Forward(new StreamRecord(new Windowed<TKey>(key, EventTime.Window(start, end)), aggregate, time), task);
         }
     }
 
@@ -261,7 +259,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
                     if (Suppress)
                     {
                         var key = StateCodec.DecodeKey<TKey>(keyJson);
-                        task.RunTimed(this, new StreamRecord(new Windowed<TKey>(key, Window(session.Start, session.End)), session.Value, session.End), r => Forward(r, task));
+                        task.RunTimed(this, new StreamRecord(new Windowed<TKey>(key, EventTime.Window(session.Start, session.End)), session.Value, session.End), r => Forward(r, task));
                     }
 
                     if (Retention == 0)
@@ -283,8 +281,6 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
             }
         }
     }
-
-    private static TimeWindow Window(long start, long end) => new(new DateTimeOffset(start, TimeSpan.Zero), new DateTimeOffset(end, TimeSpan.Zero));
 
     private PriorityQueue<string, long> Index(StateStore state) => state.DueIndex(index =>
     {
