@@ -23,6 +23,9 @@ internal static partial class Log
     [LoggerMessage(8013, LogLevel.Warning, "The durable consumer '{Consumer}' of stream '{Stream}' ('{Queue}') was gone, deleted behind Herald's back (alone, or with its stream and the messages it held); made again, pulling again")]
     public static partial void ConsumerRemade(ILogger logger, string consumer, string stream, string queue);
 
+    [LoggerMessage(8014, LogLevel.Warning, "The durable consumer '{Consumer}' of stream '{Stream}' ('{Queue}') has MaxDeliver {OnTheServer} on the server, not the configured {Configured}: another process or an earlier deployment made it, and Herald does not change it. Its limit, not the option, decides which delivery is the last")]
+    public static partial void DurableMaxDeliverDiffers(ILogger logger, string consumer, string stream, string queue, string onTheServer, string configured);
+
     [LoggerMessage(8023, LogLevel.Warning, "Handing a message of '{Queue}' back (nak) failed; it returns after the ack wait")]
     public static partial void NakFailed(ILogger logger, Exception exception, string queue);
 

@@ -103,6 +103,64 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         }
     }
 
+    /// <summary>
+    /// Audit (stop 41): whether a failure was on the last delivery was read from this process's MaxDeliver, not from the
+    /// durable consumer's as the server has it (made by another process or an earlier deployment with another limit). A
+    /// failure on the server's real last delivery was nakked, never delivered again, and reached the store only through the
+    /// max-deliveries advisory, as never settled and without the handler's error; with a lower option, a failure was
+    /// dead-lettered while the server would still deliver it again. The durable's own limit now decides, and the difference
+    /// is logged.
+    /// </summary>
+    [Theory]
+    [InlineData(5, 2)]
+    [InlineData(null, 2)]
+    [InlineData(2, 3)]
+    public async Task AFailureOnTheLastDeliveryOfADurableMadeWithAnotherMaxDeliver_IsDeadLetteredByThePipeline_WithItsError(int? configured, int onTheServer)
+    {
+        var endpoint = "endpoint-made-" + (configured?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none");
+        var transport = await CreateTransportAsync(Configure);
+
+        // Another process made the durable first, with a limit of its own.
+        await transport.DeclareQueueAsync(endpoint);
+        await transport.JetStream.CreateOrUpdateConsumerAsync(Names.QueueStream(endpoint), new NATS.Client.JetStream.Models.ConsumerConfig(NatsNames.Durable(endpoint))
+        {
+            AckPolicy = NATS.Client.JetStream.Models.ConsumerConfigAckPolicy.Explicit,
+            AckWait = TimeSpan.FromSeconds(1),
+            MaxDeliver = onTheServer,
+        });
+
+        var log = new TestOutputLogger();
+        var warned = log.WhenLoggedAsync("MaxDeliver " + onTheServer.ToString(System.Globalization.CultureInfo.InvariantCulture) + " on the server");
+        using var host = await StartHostAsync(
+            endpoint,
+            h => h
+                .AddHandler<RefusingPingHandler>()
+                .ConfigureRetries(r => r.Immediate(0).Delayed(5, TimeSpan.FromMilliseconds(10), TimeSpan.FromMilliseconds(50)))
+                .ConfigureDeadLetters(o => o.DrainInterval = TimeSpan.FromMilliseconds(200)),
+            o => o.MaxDeliver = configured,
+            log);
+        try
+        {
+            await host.Services.GetRequiredService<Herald.Handling.IMessageBus>().SendAsync(new HostingTests.NatsPing("poison"));
+
+            var manager = host.Services.GetRequiredService<DeadLetterManager>();
+            await Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 1, "the poison is dead-lettered", Timeout);
+            await Eventually.UntilAsync(
+                async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(endpoint))).Info.State.Messages == 0, "the poison leaves its queue", Timeout);
+
+            // The pipeline's record, with the handler's error, on the last delivery the server's durable allows.
+            var deadLetter = Assert.Single((await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items);
+            Assert.Equal(DeadLetterCause.RetriesExhausted, deadLetter.Cause);
+            Assert.Equal(RefusingPingHandler.Refusal, deadLetter.ErrorMessage);
+            Assert.Equal(onTheServer, deadLetter.Envelope.DeliveryAttempt);
+            await warned.WaitAsync(Timeout);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
     [Fact]
     public void AStoredMessagesHeaderBlock_IsReadBack()
     {
@@ -145,11 +203,17 @@ public sealed class MaxDeliveriesTests : NatsTestBase
             throw new InvalidOperationException(Refusal);
     }
 
-    // A host of the endpoint, with MaxDeliver 2, its handler and the rest as the test configures them.
-    private async Task<IHost> StartHostAsync(string endpoint, Action<HeraldBuilder> configure)
+    // A host of the endpoint, with MaxDeliver 2 (unless configureNats says otherwise), its handler and the rest as the test
+    // configures them; logging to log, when given.
+    private async Task<IHost> StartHostAsync(string endpoint, Action<HeraldBuilder> configure, Action<NatsTransportOptions>? configureNats = null, ILoggerProvider? log = null)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
+        if (log is not null)
+        {
+            builder.Logging.AddProvider(log);
+        }
+
         builder.Services.AddSingleton(new HostingTests.Probe());
         builder.Services.AddHerald(h =>
         {
@@ -159,6 +223,7 @@ public sealed class MaxDeliveriesTests : NatsTestBase
                     o.StreamPrefix = Prefixes.Streams;
                     o.SubjectPrefix = Prefixes.Subjects;
                     Configure(o);
+                    configureNats?.Invoke(o);
                 })
                 .AddMessageType<HostingTests.NatsPing>("nats-ping")
                 .Configure(o => o.EndpointName = endpoint);

@@ -176,8 +176,14 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         return delivery.Message.AckAsync(cancellationToken: cancellationToken);
     }
 
-    /// <summary>Whether the <paramref name="delivered"/>-th delivery is the last one <c>MaxDeliver</c> allows.</summary>
-    internal bool IsLastDelivery(int delivered) => _transport.Options.MaxDeliver is { } maxDeliver && delivered >= maxDeliver;
+    /// <summary>
+    /// The <c>MaxDeliver</c> of the durable consumer pulled from, as the server has it (null: no limit): whoever made it set
+    /// it, maybe not to this process's option (logged then, 8014), and the server gives a message up by it, not by the option.
+    /// </summary>
+    internal int? MaxDeliver => _consumer.Info.Config.MaxDeliver is > 0 and var maxDeliver ? (int)Math.Min(maxDeliver, int.MaxValue) : null;
+
+    /// <summary>Whether the <paramref name="delivered"/>-th delivery is the last one the durable consumer's <see cref="MaxDeliver"/> allows.</summary>
+    internal bool IsLastDelivery(int delivered) => MaxDeliver is { } maxDeliver && delivered >= maxDeliver;
 
     internal async ValueTask NakAsync(NatsDelivery delivery, TimeSpan delay, CancellationToken cancellationToken)
     {
@@ -188,7 +194,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
         // On the last delivery the server allows, a nak would leave the message in the stream, never delivered again. The
         // pipeline dead-letters such a failure itself (Delivery.IsLastDelivery); this covers a nak from anywhere else.
-        if (delivery.IsLastDelivery && _transport.Options.MaxDeliver is { } maxDeliver)
+        if (delivery.IsLastDelivery && MaxDeliver is { } maxDeliver)
         {
             var reason = string.Create(CultureInfo.InvariantCulture, $"Delivered {delivery.Delivered} times, the most the consumer allows (MaxDeliver {maxDeliver}); it failed on the last.");
             await DeadLetterAsync(delivery, reason, headers: null, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);

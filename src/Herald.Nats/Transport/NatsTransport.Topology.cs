@@ -168,9 +168,19 @@ internal sealed partial class NatsTransport
             durable = await JetStream.CreateOrUpdateConsumerAsync(target.Stream, NatsTopology.DurableConfig(name, target, _options), cancellationToken).ConfigureAwait(false);
         }
 
+        // Made by another process (or an earlier deployment) with another limit: not changed here (its maker's settings hold,
+        // as its ack wait's do), but the server gives a message up by its limit, so the consumer goes by that one.
+        var onTheServer = durable.Info.Config.MaxDeliver > 0 ? durable.Info.Config.MaxDeliver : (long?)null;
+        if (onTheServer != _options.MaxDeliver)
+        {
+            Log.DurableMaxDeliverDiffers(Logger, name, target.Stream, queue, LimitText(onTheServer), LimitText(_options.MaxDeliver));
+        }
+
         await EnsureMaxDeliveriesCaptureAsync(queue, target, durable, cancellationToken).ConfigureAwait(false);
         return durable;
     }
+
+    private static string LimitText(long? maxDeliver) => maxDeliver?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none";
 
     /// <summary>
     /// Makes the queue's stream (with the sources of the topics bound to it here) and its durable consumer again, after a
