@@ -26,6 +26,12 @@ internal static partial class Log
     [LoggerMessage(8014, LogLevel.Warning, "The durable consumer '{Consumer}' of stream '{Stream}' ('{Queue}') has MaxDeliver {OnTheServer} on the server, not the configured {Configured}: another process or an earlier deployment made it, and Herald does not change it. Its limit, not the option, decides which delivery is the last")]
     public static partial void DurableMaxDeliverDiffers(ILogger logger, string consumer, string stream, string queue, string onTheServer, string configured);
 
+    [LoggerMessage(8015, LogLevel.Warning, "The stream '{Stream}' keeping the max-deliveries advisories of '{Queue}' was gone (deleted behind Herald's back); making it again. A message that ran out of deliveries while it was gone is not dead-lettered: its advisory was not kept")]
+    public static partial void MaxDeliveriesStreamRemade(ILogger logger, string stream, string queue);
+
+    [LoggerMessage(8016, LogLevel.Warning, "Making sure the stream keeping the max-deliveries advisories of '{Queue}' exists failed; tried again at the next lag refresh")]
+    public static partial void MaxDeliveriesStreamCheckFailed(ILogger logger, Exception exception, string queue);
+
     [LoggerMessage(8023, LogLevel.Warning, "Handing a message of '{Queue}' back (nak) failed; it returns after the ack wait")]
     public static partial void NakFailed(ILogger logger, Exception exception, string queue);
 

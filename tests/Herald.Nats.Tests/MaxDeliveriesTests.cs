@@ -161,6 +161,86 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         }
     }
 
+    /// <summary>
+    /// Audit (stop 41): the stream keeping a queue's max-deliveries advisories was remembered once made, so deleted while
+    /// the process ran it was not made again until a restart, and every advisory meanwhile (the only record of a message
+    /// JetStream stopped delivering) was lost. A running consumer now asks the server at each lag refresh.
+    /// </summary>
+    [Fact]
+    public async Task TheAdvisoryStream_DeletedWhileAConsumerRuns_IsMadeAgain_AndAMessageWhoseDeliveriesRunOutAfter_IsDeadLettered()
+    {
+        const string queue = "endpoint-advisories-gone";
+        var log = new TestOutputLogger();
+        using var loggers = LoggerFactory.Create(l => l.AddProvider(log));
+        var transport = await CreateTransportAsync(
+            o =>
+            {
+                Configure(o);
+                o.LagRefreshInterval = TimeSpan.FromMilliseconds(100);
+            },
+            loggerFactory: loggers);
+        var remade = log.WhenLoggedAsync("keeping the max-deliveries advisories");
+        await using (await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask))
+        {
+            await transport.JetStream.DeleteStreamAsync(Names.MaxDeliveriesStream(queue));
+            await Eventually.UntilAsync(async () => await StreamExistsAsync(transport, Names.MaxDeliveriesStream(queue)), "the running consumer makes the advisory stream again", Timeout);
+            await remade.WaitAsync(Timeout);
+        }
+
+        // The same process (transport) goes on: a message is taken by two processes that stop before settling it.
+        var lost = NewEnvelope("its deliveries run out");
+        await transport.SendAsync(queue, lost);
+        var durable = await transport.JetStream.GetConsumerAsync(Names.QueueStream(queue), NatsNames.Durable(queue));
+        for (var delivery = 1; delivery <= 2; delivery++)
+        {
+            var count = 0;
+            await foreach (var _ in durable.FetchAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 1, Expires = Timeout }))
+            {
+                count++;
+            }
+
+            Assert.Equal(1, count);
+        }
+
+        // The next pull, once the ack wait ran out, is when the server gives the message up and says so.
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                await foreach (var _ in durable.FetchAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 1, Expires = TimeSpan.FromSeconds(2) }))
+                {
+                    Assert.Fail("delivered after its last delivery");
+                }
+
+                return (await transport.JetStream.GetStreamAsync(Names.MaxDeliveriesStream(queue))).Info.State.Messages == 1;
+            },
+            "the advisory is kept",
+            Timeout);
+
+        var drained = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (deadLetter, _) =>
+        {
+            drained.Add(deadLetter);
+            return ValueTask.CompletedTask;
+        }));
+        Assert.Equal(lost.MessageId, Assert.Single(drained).Envelope.MessageId);
+    }
+
+    /// <summary>Audit (stop 41): a consumer started again in the same process found the deleted advisory stream in its cache, not made again.</summary>
+    [Fact]
+    public async Task AConsumerStarted_AfterTheAdvisoryStreamWasDeleted_MakesItAgain_BeforeItsFirstPull()
+    {
+        const string queue = "endpoint-restarted";
+        var transport = await CreateTransportAsync(Configure);
+        await (await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask)).DisposeAsync();
+        await transport.JetStream.DeleteStreamAsync(Names.MaxDeliveriesStream(queue));
+
+        await using (await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask))
+        {
+            // At once: the consumer's first pull may bring the advisory of a message another process left on its last delivery.
+            Assert.True(await StreamExistsAsync(transport, Names.MaxDeliveriesStream(queue)), "the advisory stream is made again when the consumer starts");
+        }
+    }
+
     [Fact]
     public void AStoredMessagesHeaderBlock_IsReadBack()
     {
@@ -184,6 +264,19 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         Assert.NotNull(failure);
         Assert.Null(MaxDeliveriesAdvisory.Read("""{"stream":"S","consumer":"c"}"""u8.ToArray(), out failure));
         Assert.NotNull(failure);
+    }
+
+    private static async Task<bool> StreamExistsAsync(NatsTransport transport, string stream)
+    {
+        try
+        {
+            await transport.JetStream.GetStreamAsync(stream);
+            return true;
+        }
+        catch (NatsJSApiException e) when (e.Error.Code == 404)
+        {
+            return false;
+        }
     }
 
     private void Configure(NatsTransportOptions o)

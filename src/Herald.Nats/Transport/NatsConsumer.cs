@@ -112,7 +112,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         var time = transport.TimeProvider;
         started.StartKeepAlive(time, transport.Options.KeepAliveFor(consumer.Info.Config.AckWait));
         var lag = transport.Options.LagRefreshInterval;
-        started._lagRefresh = time.CreateTimer(static s => _ = ((NatsConsumer)s!).RefreshLagAsync(), started, lag, lag);
+        started._lagRefresh = time.CreateTimer(static s => _ = ((NatsConsumer)s!).RefreshAsync(), started, lag, lag);
         started._running = started._lanes.RunAsync(started.HandleAsync, started._stopping.Token);
         started._pulling = Task.Run(started.PullAsync, CancellationToken.None);
         NatsConsumerLag.Track(started);
@@ -548,7 +548,31 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         }
     }
 
-    private async Task RefreshLagAsync()
+    /// <summary>
+    /// The lag refresh's tick: the gauges, and (the server read) the stream keeping the durable's max-deliveries advisories,
+    /// made again if it was deleted behind this process's back: nothing else would notice, and each advisory meanwhile is lost.
+    /// </summary>
+    private async Task RefreshAsync()
+    {
+        if (!await RefreshLagAsync().ConfigureAwait(false))
+        {
+            return;
+        }
+
+        try
+        {
+            await _transport.EnsureMaxDeliveriesCaptureAsync(Queue, _target, _consumer, CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Logged; the next tick tries again.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.MaxDeliveriesStreamCheckFailed(_logger, e, Queue);
+        }
+    }
+
+    // False when the server could not be read.
+    private async Task<bool> RefreshLagAsync()
     {
         _lagFreshness.Refreshing();
         try
@@ -557,12 +581,14 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
             var delays = await _transport.JetStream.GetStreamAsync(_transport.Names.DelayStream(Queue), cancellationToken: CancellationToken.None).ConfigureAwait(false);
             Volatile.Write(ref _delayed, delays.Info.State.Messages);
             ReadLag(_consumer);
+            return true;
         }
 #pragma warning disable CA1031 // The gauge keeps its last reading until it goes stale; the next tick tries again.
         catch (Exception e)
 #pragma warning restore CA1031
         {
             AdapterLog.GaugeReadFailed(_logger, e, Queue);
+            return false;
         }
     }
 

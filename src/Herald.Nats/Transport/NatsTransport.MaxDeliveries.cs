@@ -22,18 +22,38 @@ internal sealed partial class NatsTransport
     // JetStream's "no message found".
     private const int MessageNotFound = 10037;
 
-    /// <summary>Declares the stream that keeps the queue consumer's max-deliveries advisories, when the consumer has a limit.</summary>
-    private Task EnsureMaxDeliveriesCaptureAsync(string queue, QueueTarget target, INatsJSConsumer durable, CancellationToken cancellationToken)
+    /// <summary>
+    /// Makes sure the stream that keeps the queue consumer's max-deliveries advisories exists, when the consumer has a limit.
+    /// Asked of the server each time (a consumer's start, its durable made again, each lag refresh), not answered from the
+    /// streams made: an advisory published while it is gone is lost, the only record of its message. One deleted behind this
+    /// process's back is logged, forgotten and made again as a deleted queue stream is.
+    /// </summary>
+    internal async Task EnsureMaxDeliveriesCaptureAsync(string queue, QueueTarget target, INatsJSConsumer durable, CancellationToken cancellationToken)
     {
         // The consumer as the server has it: another process may have made it, with or without a limit.
         if (durable.Info.Config.MaxDeliver <= 0)
         {
-            return Task.CompletedTask;
+            return;
         }
 
-        var stream = new NatsStreamOptions { Name = Names.MaxDeliveriesStream(queue), Retention = NatsRetention.WorkQueue, Storage = NatsStorage.File, Replicas = _options.QueueStream.Replicas };
-        stream.Subjects.Add(NatsNames.MaxDeliveriesAdvisory(target.Stream, durable.Info.Name));
-        return EnsureStreamAsync(stream, cancellationToken);
+        var name = Names.MaxDeliveriesStream(queue);
+        var subject = NatsNames.MaxDeliveriesAdvisory(target.Stream, durable.Info.Name);
+
+        // Not made here yet: the creation itself asks the server first.
+        if (_streams.ContainsKey(name))
+        {
+            if (await ExistsAsync(name, cancellationToken).ConfigureAwait(false))
+            {
+                return;
+            }
+
+            Log.MaxDeliveriesStreamRemade(Logger, name, queue);
+            ForgetStreamOf(subject);
+        }
+
+        var stream = new NatsStreamOptions { Name = name, Retention = NatsRetention.WorkQueue, Storage = NatsStorage.File, Replicas = _options.QueueStream.Replicas };
+        stream.Subjects.Add(subject);
+        await EnsureStreamAsync(stream, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

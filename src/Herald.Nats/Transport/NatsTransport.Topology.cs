@@ -250,7 +250,7 @@ internal sealed partial class NatsTransport
             {
                 // A create racing another process's for the same stream can be refused as overlapping that stream's
                 // subjects rather than as its name in use (two processes binding at once): fine if that is the stream.
-                if (!await ExistsAsync(stream.Name).ConfigureAwait(false))
+                if (!await ExistsAsync(stream.Name, CancellationToken.None).ConfigureAwait(false))
                 {
                     throw;
                 }
@@ -296,11 +296,11 @@ internal sealed partial class NatsTransport
         }
     }
 
-    private async Task<bool> ExistsAsync(string stream)
+    private async Task<bool> ExistsAsync(string stream, CancellationToken cancellationToken)
     {
         try
         {
-            await JetStream.GetStreamAsync(stream, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+            await JetStream.GetStreamAsync(stream, cancellationToken: cancellationToken).ConfigureAwait(false);
             return true;
         }
         catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.StreamNotFound)
