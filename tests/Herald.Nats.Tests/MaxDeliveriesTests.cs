@@ -82,18 +82,8 @@ public sealed class MaxDeliveriesTests : NatsTestBase
             .ConfigureRetries(r => r.Immediate(0).Delayed(5, TimeSpan.FromMilliseconds(10), TimeSpan.FromMilliseconds(50))));
         try
         {
-            await host.Services.GetRequiredService<Herald.Handling.IMessageBus>().SendAsync(new HostingTests.NatsPing("poison"));
-
-            var manager = host.Services.GetRequiredService<DeadLetterManager>();
-            await Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 1, "the poison is dead-lettered", Timeout);
-            await Eventually.UntilAsync(
-                async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(endpoint))).Info.State.Messages == 0, "the poison leaves its queue", Timeout);
-
             // The pipeline's record, with the handler's error, after the two deliveries the server allows; nothing native.
-            var deadLetter = Assert.Single((await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items);
-            Assert.Equal(DeadLetterCause.RetriesExhausted, deadLetter.Cause);
-            Assert.Equal(typeof(InvalidOperationException).FullName, deadLetter.ErrorType);
-            Assert.Equal(RefusingPingHandler.Refusal, deadLetter.ErrorMessage);
+            var deadLetter = await SendPoisonAsync(host, transport, endpoint);
             Assert.Equal(2, deadLetter.Envelope.DeliveryAttempt);
             Assert.Equal(0, await transport.DrainDeadLettersAsync(endpoint, (_, _) => throw new InvalidOperationException("nothing should have gone native")));
         }
@@ -141,17 +131,8 @@ public sealed class MaxDeliveriesTests : NatsTestBase
             log);
         try
         {
-            await host.Services.GetRequiredService<Herald.Handling.IMessageBus>().SendAsync(new HostingTests.NatsPing("poison"));
-
-            var manager = host.Services.GetRequiredService<DeadLetterManager>();
-            await Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 1, "the poison is dead-lettered", Timeout);
-            await Eventually.UntilAsync(
-                async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(endpoint))).Info.State.Messages == 0, "the poison leaves its queue", Timeout);
-
             // The pipeline's record, with the handler's error, on the last delivery the server's durable allows.
-            var deadLetter = Assert.Single((await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items);
-            Assert.Equal(DeadLetterCause.RetriesExhausted, deadLetter.Cause);
-            Assert.Equal(RefusingPingHandler.Refusal, deadLetter.ErrorMessage);
+            var deadLetter = await SendPoisonAsync(host, transport, endpoint);
             Assert.Equal(onTheServer, deadLetter.Envelope.DeliveryAttempt);
             await warned.WaitAsync(Timeout);
         }
@@ -264,6 +245,26 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         Assert.NotNull(failure);
         Assert.Null(MaxDeliveriesAdvisory.Read("""{"stream":"S","consumer":"c"}"""u8.ToArray(), out failure));
         Assert.NotNull(failure);
+    }
+
+    /// <summary>
+    /// Sends a ping the host's handler refuses every time, and returns its one dead letter once its queue is empty, checked
+    /// to be the pipeline's (retries exhausted, the handler's error), not one that came through the transport.
+    /// </summary>
+    private async Task<DeadLetter> SendPoisonAsync(IHost host, NatsTransport transport, string endpoint)
+    {
+        await host.Services.GetRequiredService<Herald.Handling.IMessageBus>().SendAsync(new HostingTests.NatsPing("poison"));
+
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        await Eventually.UntilAsync(async () => await manager.CountAsync(new DeadLetterQuery { Endpoint = endpoint }) == 1, "the poison is dead-lettered", Timeout);
+        await Eventually.UntilAsync(
+            async () => (await transport.JetStream.GetStreamAsync(Names.QueueStream(endpoint))).Info.State.Messages == 0, "the poison leaves its queue", Timeout);
+
+        var deadLetter = Assert.Single((await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items);
+        Assert.Equal(DeadLetterCause.RetriesExhausted, deadLetter.Cause);
+        Assert.Equal(typeof(InvalidOperationException).FullName, deadLetter.ErrorType);
+        Assert.Equal(RefusingPingHandler.Refusal, deadLetter.ErrorMessage);
+        return deadLetter;
     }
 
     private static async Task<bool> StreamExistsAsync(NatsTransport transport, string stream)
