@@ -78,6 +78,44 @@ public sealed class RetryTopicTests : KafkaTestBase
         Assert.True(Stopwatch.GetElapsedTime(started, seen.Last().At) >= TimeSpan.FromMilliseconds(1480));
     }
 
+    // Audit 41: the relay's consumer group took the reset policy of ConfigureConsumer, so with a user's 'latest' a retry
+    // partition the relay had never committed (nothing relayed from it yet) was read from its end after a restart: a delayed
+    // record written meanwhile (or held there, not due, when the process stopped) was skipped and never relayed, while the
+    // nack that wrote it had committed the original. The retry topic is Herald's own: it is always read from its start.
+    [Fact]
+    public async Task ADelayedRecordWrittenWhileNoRelayRan_IsRelayed_EvenWithALatestResetPolicy()
+    {
+        var queue = Name("latest-relay");
+        Action<KafkaTransportOptions> latest = o => o.ConfigureConsumer = c => c.AutoOffsetReset = AutoOffsetReset.Latest;
+        var handled = new ConcurrentQueue<Guid>();
+        DeliveryHandler handler = (d, _) =>
+        {
+            handled.Enqueue(d.Envelope.MessageId);
+            return ValueTask.CompletedTask;
+        };
+
+        // A first run: the queue's group and the relay's group join; the queue's starts are committed, the relay commits
+        // nothing (nothing to relay).
+        var first = await CreateTransportAsync(latest);
+        var firstRun = await first.ConsumeAsync(queue, ConsumerOptions.Default, handler);
+        var probe = NewEnvelope();
+        await first.SendAsync(queue, probe);
+        await Eventually.UntilAsync(() => handled.Contains(probe.MessageId), "the first run reads", Deadline);
+        await firstRun.DisposeAsync();
+        await first.DisposeAsync();
+
+        // While no consumer runs, a delayed send goes to the retry topic.
+        var sender = await CreateTransportAsync();
+        var later = NewEnvelope("some-key");
+        await sender.SendAsync(queue, later, new SendOptions { Delay = TimeSpan.FromMilliseconds(200) });
+
+        var second = await CreateTransportAsync(latest);
+        Own(await second.ConsumeAsync(queue, ConsumerOptions.Default, handler));
+        await Eventually.UntilAsync(() => handled.Contains(later.MessageId), "the delayed record is relayed and handled", Deadline);
+        await Eventually.UntilAsync(
+            () => Uncommitted(queue + ".retry", second.Options.GroupIdPrefix + queue + ".retry") == 0, "the relay committed past it", Deadline);
+    }
+
     [Fact]
     public async Task ARetryPartitionTakenAwayWhileItHeldARecord_IsReadAgainWhenItComesBack()
     {

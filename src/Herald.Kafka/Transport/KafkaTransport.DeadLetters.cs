@@ -78,7 +78,7 @@ internal sealed partial class KafkaTransport
     private async ValueTask<int> DrainDeadLetterTopicAsync(
         string topic, string? retryTopic, string queue, Func<NativeDeadLetter, CancellationToken, ValueTask> moveAsync, CancellationToken cancellationToken)
     {
-        using var consumer = BuildConsumer(_options.GroupIdPrefix + topic + ".drain").Build();
+        using var consumer = BuildOwnTopicConsumer(_options.GroupIdPrefix + topic + ".drain").Build();
         var (start, ends) = await Task.Run(() => Positions(consumer, topic), cancellationToken).ConfigureAwait(false);
         var left = start.Where(s => s.Offset.Value < ends[s.TopicPartition]).ToList();
         if (left.Count == 0)

@@ -220,7 +220,17 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
     internal ConsumerBuilder<byte[]?, byte[]> BuildConsumer(string groupId) => BuildConsumer(groupId, out _);
 
     /// <summary>As <see cref="BuildConsumer(string)"/>, also giving the settings the consumer is built with.</summary>
-    internal ConsumerBuilder<byte[]?, byte[]> BuildConsumer(string groupId, out ConsumerConfig settings)
+    internal ConsumerBuilder<byte[]?, byte[]> BuildConsumer(string groupId, out ConsumerConfig settings) => BuildConsumer(groupId, out settings, ownTopic: false);
+
+    /// <summary>
+    /// As <see cref="BuildConsumer(string)"/>, for a topic only Herald writes (a retry topic, a dead-letter topic): read from
+    /// its start where the group has no offset (or it is out of range), whatever reset policy <see cref="KafkaTransportOptions.ConfigureConsumer"/>
+    /// sets for the queues. A user's 'latest' made a retry partition nothing was relayed from yet start at its end after a
+    /// restart, skipping the delayed records written to it meanwhile, whose originals were committed already.
+    /// </summary>
+    internal ConsumerBuilder<byte[]?, byte[]> BuildOwnTopicConsumer(string groupId) => BuildConsumer(groupId, out _, ownTopic: true);
+
+    private ConsumerBuilder<byte[]?, byte[]> BuildConsumer(string groupId, out ConsumerConfig settings, bool ownTopic)
     {
         var config = new ConsumerConfig
         {
@@ -244,6 +254,11 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
 
         _options.ConfigureConsumer?.Invoke(config);
         config.EnableAutoCommit = false;
+        if (ownTopic)
+        {
+            config.AutoOffsetReset = AutoOffsetReset.Earliest;
+        }
+
         settings = config;
         return new ConsumerBuilder<byte[]?, byte[]>(config)
             .SetLogHandler((_, message) => Log.ClientLog(Logger, message.Name, message.Facility, message.Message));

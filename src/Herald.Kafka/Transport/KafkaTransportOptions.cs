@@ -60,7 +60,10 @@ public sealed class KafkaTransportOptions
     /// <summary>More producer settings (security, compression...), applied after Herald's; idempotence and acks=all stay on.</summary>
     public Action<ProducerConfig>? ConfigureProducer { get; set; }
 
-    /// <summary>More consumer settings (security, fetch sizes...), applied after Herald's; auto commit stays off.</summary>
+    /// <summary>
+    /// More consumer settings (security, fetch sizes...), applied after Herald's; auto commit stays off. Its reset policy is
+    /// the queues' only: the retry relays and the dead-letter drain read Herald's own topics from their start.
+    /// </summary>
     public Action<ConsumerConfig>? ConfigureConsumer { get; set; }
 
     /// <summary>Returns what is wrong with the settings; empty when they are usable.</summary>

@@ -66,7 +66,7 @@ internal sealed class RetryRelay : IAsyncDisposable
     {
         try
         {
-            _consumer = _transport.BuildConsumer(_transport.Options.GroupIdPrefix + Topic)
+            _consumer = _transport.BuildOwnTopicConsumer(_transport.Options.GroupIdPrefix + Topic)
                 .SetPartitionsAssignedHandler((_, assigned) => (_assignedInPoll ??= []).AddRange(assigned))
                 .SetPartitionsRevokedHandler((_, revoked) => Forget(revoked.Select(p => p.TopicPartition)))
                 .SetPartitionsLostHandler((_, lost) => Forget(lost.Select(p => p.TopicPartition)))
