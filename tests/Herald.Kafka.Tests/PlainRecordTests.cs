@@ -98,6 +98,67 @@ public sealed class PlainRecordTests : KafkaTestBase
         await host.StopAsync();
     }
 
+    // Audit 41: a plain record's id is derived from its producer's timestamp, and every copy Herald makes of it (a nack's,
+    // the retry relay's, a dead letter's) is a new record with a new timestamp: each redelivery was another message, with
+    // another id and time. A copy made twice (the relay's produce confirmed and its commit lost, a nack's copy written though
+    // its confirmation failed) was then two messages the inbox both handled. The copies now carry the original's time.
+    [Fact]
+    public async Task APlainRecordRedelivered_ThroughTheRetryTopicAndAtTheEndOfItsQueue_KeepsItsIdAndTime()
+    {
+        var queue = Name("plain-retry");
+        var transport = await CreateTransportAsync();
+        var time = DateTimeOffset.UtcNow.AddHours(-1);
+        using (var producer = RawProducer())
+        {
+            await producer.ProduceAsync(queue, Plain("order-3", """{"orderId":3}""", time, PlacedType, "/legacy-orders"));
+        }
+
+        var seen = new ConcurrentQueue<Envelope>();
+        Own(await transport.ConsumeAsync(queue, Herald.Transport.ConsumerOptions.Default, async (delivery, ct) =>
+        {
+            seen.Enqueue(delivery.Envelope);
+            switch (delivery.Envelope.DeliveryAttempt)
+            {
+                case 1:
+                    await delivery.NackAsync(TimeSpan.FromMilliseconds(100), ct);
+                    break;
+                case 2:
+                    await delivery.NackAsync(TimeSpan.Zero, ct);
+                    break;
+            }
+        }));
+
+        await Eventually.UntilAsync(() => seen.Count >= 3, "the record comes back twice", Deadline);
+        var attempts = seen.ToArray();
+        Assert.Equal([1, 2, 3], attempts.Select(e => e.DeliveryAttempt));
+        Assert.All(attempts, e => Assert.Equal(attempts[0].MessageId, e.MessageId));
+        Assert.All(attempts, e => Assert.Equal(DateTimeOffset.FromUnixTimeMilliseconds(time.ToUnixTimeMilliseconds()), e.Time));
+        Assert.All(attempts, e => Assert.Equal(PlacedType, e.MessageType));
+        Assert.All(attempts, e => Assert.DoesNotContain(e.Headers.Keys, k => k.StartsWith("x-herald-", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void Decode_APlainRecordsCopy_TakesItsTimeFromTheOriginal_AndLeavesAHeaderThatIsNoTimeAside()
+    {
+        var time = new DateTimeOffset(2031, 5, 17, 11, 45, 12, 345, TimeSpan.Zero);
+        var original = Plain("order-7", """{"orderId":7}""", time, PlacedType, null);
+        var copy = KafkaEnvelopeCodec.CopyForRepublish(original, [new(KafkaEnvelopeCodec.AttemptHeader, "2")], added: null);
+        copy.Timestamp = new Timestamp(time.AddMinutes(5));
+        var copyOfCopy = KafkaEnvelopeCodec.CopyForRepublish(copy, [new(KafkaEnvelopeCodec.AttemptHeader, "3")], added: null);
+        copyOfCopy.Timestamp = new Timestamp(time.AddMinutes(9));
+
+        var expected = KafkaEnvelopeCodec.Decode(original, "/herald", TimeProvider.System, out _);
+        Assert.Equal(expected.MessageId, KafkaEnvelopeCodec.Decode(copy, "/herald", TimeProvider.System, out _).MessageId);
+        Assert.Equal(time, KafkaEnvelopeCodec.Decode(copyOfCopy, "/herald", TimeProvider.System, out _).Time);
+        Assert.Equal(expected.MessageId, KafkaEnvelopeCodec.Decode(copyOfCopy, "/herald", TimeProvider.System, out _).MessageId);
+
+        var stray = Plain("order-7", """{"orderId":7}""", time, PlacedType, null);
+        stray.Headers.Add(KafkaEnvelopeCodec.PlainTimeHeader, "soon"u8.ToArray());
+        var read = KafkaEnvelopeCodec.Decode(stray, "/herald", TimeProvider.System, out var failure);
+        Assert.Null(failure);
+        Assert.Equal(expected.MessageId, read.MessageId);
+    }
+
     private static Message<byte[]?, byte[]> Plain(string key, string json, DateTimeOffset time, string type, string? source)
     {
         var headers = new Headers { { "event-type", Encoding.UTF8.GetBytes(type) }, { "tenant", "tenant-a"u8.ToArray() } };

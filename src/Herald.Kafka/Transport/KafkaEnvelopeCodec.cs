@@ -48,6 +48,16 @@ internal static class KafkaEnvelopeCodec
     /// <summary>The source of a plain record (no <c>ce_</c> headers).</summary>
     public const string PlainSourceHeader = "event-source";
 
+    /// <summary>
+    /// On Herald's copy of a plain record (a redelivery, a delayed retry, a dead letter): the producer's timestamp of the
+    /// record first consumed, in Unix milliseconds. The copy's own timestamp is the copy's, and the plain record's id and time
+    /// are derived from this one, so every copy is the same message.
+    /// </summary>
+    public const string PlainTimeHeader = "x-herald-plain-time";
+
+    /// <summary>The latest Unix millisecond of the year 9999: a time header past it is no time Herald writes.</summary>
+    public const long MaxUnixMilliseconds = 253402300799999;
+
     private static readonly byte[] SpecVersion = "1.0"u8.ToArray();
 
     // A header named like an attribute the envelope carries itself is not sent: as a second ce_ header of that name it
@@ -121,15 +131,26 @@ internal static class KafkaEnvelopeCodec
             }
         }
 
+        bool hasId = false, plain = false, hasPlainTime = false;
         if (message.Headers is not null)
         {
             foreach (var header in message.Headers)
             {
+                hasId |= header.Key == Prefix + "id";
+                plain |= header.Key == PlainTypeHeader;
+                hasPlainTime |= header.Key == PlainTimeHeader;
                 if (!replaced.Contains(header.Key))
                 {
                     headers.Add(header.Key, header.GetValueBytes());
                 }
             }
+        }
+
+        // A plain record's id is derived from its producer's time, which the copy (a new record) does not have: it is kept
+        // in a header, once (a copy of a copy has it already).
+        if (plain && !hasId && !hasPlainTime && message.Timestamp.Type == TimestampType.CreateTime)
+        {
+            headers.Add(PlainTimeHeader, Utf8(message.Timestamp.UnixTimestampMs.ToString(CultureInfo.InvariantCulture)));
         }
 
         return new Message<byte[]?, byte[]> { Key = message.Key, Value = message.Value ?? [], Headers = headers, Timestamp = Timestamp.Default };
@@ -166,6 +187,10 @@ internal static class KafkaEnvelopeCodec
     private static int Attempt(ReadOnlySpan<byte> value) =>
         int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var attempt) && attempt >= 1 ? attempt : 1;
 
+    /// <summary>A time Herald wrote in a header: Unix milliseconds in digits, up to the year 9999; false for anything else.</summary>
+    public static bool TryParseUnixMilliseconds(ReadOnlySpan<byte> value, out long milliseconds) =>
+        long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out milliseconds) && milliseconds <= MaxUnixMilliseconds;
+
     /// <summary>The text of a header (the last one of that name), or null when it is absent or not UTF-8.</summary>
     public static string? Header(Message<byte[]?, byte[]> message, string name)
     {
@@ -192,7 +217,7 @@ internal static class KafkaEnvelopeCodec
 
         // The id and the time are parsed from their bytes (text only for an error message or a form read the slow way);
         // the last of each name wins, as it does for the other attributes.
-        byte[]? ceId = null, ceTime = null, attempt = null;
+        byte[]? ceId = null, ceTime = null, attempt = null, plainTime = null;
         string? ceType = null, ceSource = null, ceSchema = null, contentType = null;
         string? ceCorrelation = null, ceCausation = null, ceUser = null, cePartition = null;
         if (message.Headers is { } recordHeaders)
@@ -208,6 +233,10 @@ internal static class KafkaEnvelopeCodec
                     if (name == AttemptHeader)
                     {
                         attempt = bytes;
+                    }
+                    else if (name == PlainTimeHeader)
+                    {
+                        plainTime = bytes;
                     }
 
                     continue;
@@ -254,7 +283,7 @@ internal static class KafkaEnvelopeCodec
         if (ceId is null && ceType is null && ceTime is null && headers is not null && headers.Remove(PlainTypeHeader, out var plainType))
         {
             headers.Remove(PlainSourceHeader, out var plainSource);
-            return DecodePlain(message, plainType, plainSource, contentType, headers, defaultSource, Attempt(attempt));
+            return DecodePlain(message, plainType, plainSource, contentType, headers, defaultSource, Attempt(attempt), plainTime);
         }
 
         if (ceId is null)
@@ -307,9 +336,12 @@ internal static class KafkaEnvelopeCodec
     /// <summary>
     /// A plain record of another producer: the type from <c>event-type</c>, the source from <c>event-source</c>, the partition
     /// key from the record key, the time from the record's timestamp, and an id derived from what the record carries (type,
-    /// source, key, producer timestamp, value), so the same record sent twice has one id and the inbox takes it once.
+    /// source, key, producer timestamp, value), so the same record sent twice has one id and the inbox takes it once. On
+    /// Herald's copy of one (a redelivery), the producer's timestamp is the original's, which the copy carries in
+    /// <see cref="PlainTimeHeader"/> (one that is no time Herald writes is left aside).
     /// </summary>
-    private static Envelope DecodePlain(Message<byte[]?, byte[]> message, string type, string? source, string? contentType, Dictionary<string, string> headers, string defaultSource, int attempt)
+    private static Envelope DecodePlain(
+        Message<byte[]?, byte[]> message, string type, string? source, string? contentType, Dictionary<string, string> headers, string defaultSource, int attempt, byte[]? plainTime)
     {
         if (type.Length == 0)
         {
@@ -317,7 +349,9 @@ internal static class KafkaEnvelopeCodec
         }
 
         var key = KeyText(message.Key);
-        var timestamp = message.Timestamp;
+        var timestamp = plainTime is not null && TryParseUnixMilliseconds(plainTime, out var original)
+            ? new Timestamp(original, TimestampType.CreateTime)
+            : message.Timestamp;
         var time = timestamp.Type == TimestampType.NotAvailable ? (DateTimeOffset?)null : DateTimeOffset.FromUnixTimeMilliseconds(timestamp.UnixTimestampMs);
 
         // Only the producer's own time identifies the record: the broker's append time differs for each copy.

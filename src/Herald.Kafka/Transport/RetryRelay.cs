@@ -187,18 +187,17 @@ internal sealed class RetryRelay : IAsyncDisposable
     /// </summary>
     private static (DateTimeOffset? Due, string? Refusal) Due(Message<byte[]?, byte[]> message)
     {
-        if (message.Headers is null || !message.Headers.TryGetLastBytes(KafkaEnvelopeCodec.DueHeader, out _))
+        if (message.Headers is null || !message.Headers.TryGetLastBytes(KafkaEnvelopeCodec.DueHeader, out var bytes))
         {
             return (null, null);
         }
 
-        var text = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.DueHeader);
-        if (text is not null
-            && long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var ms)
-            && ms <= 253402300799999)
+        if (KafkaEnvelopeCodec.TryParseUnixMilliseconds(bytes, out var ms))
         {
             return (DateTimeOffset.FromUnixTimeMilliseconds(ms), null);
         }
+
+        var text = KafkaEnvelopeCodec.Header(message, KafkaEnvelopeCodec.DueHeader);
 
         // Cut, as a header may be as long as the record: the dead letter keeps the record, headers and all.
         var value = text is null ? "not UTF-8 text" : text.Length <= 64 ? $"'{text}'" : $"'{text[..64]}...'";
