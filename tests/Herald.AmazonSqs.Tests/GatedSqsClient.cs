@@ -89,8 +89,12 @@ internal sealed class GatedSqsClient()
     public override Task<ChangeMessageVisibilityBatchResponse> ChangeMessageVisibilityBatchAsync(ChangeMessageVisibilityBatchRequest request, CancellationToken cancellationToken = default) =>
         _failVisibilityChanges ? throw Unavailable() : base.ChangeMessageVisibilityBatchAsync(request, cancellationToken);
 
+    /// <summary>When each receive call was made, on the system clock.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<DateTimeOffset> Receives { get; } = new();
+
     public override async Task<ReceiveMessageResponse> ReceiveMessageAsync(ReceiveMessageRequest request, CancellationToken cancellationToken = default)
     {
+        Receives.Enqueue(DateTimeOffset.UtcNow);
         if (!ReceiveEntered.TrySetResult() && _receivesAfterTheFirstWait)
         {
             // Returns nothing once let go, as an empty long poll would.

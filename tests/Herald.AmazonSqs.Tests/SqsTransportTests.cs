@@ -1006,6 +1006,28 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task AWaitTimeUnderASecond_LongPollsAnIdleQueue_InsteadOfReceivingAgainAndAgainWithoutAPause()
+    {
+        // WaitTimeSeconds took the whole seconds of WaitTime (0 of 500 ms), a short poll, while any WaitTime above zero made
+        // the consumer poll again at once, counting on the long poll to wait: an idle queue was received from in a loop.
+        var client = new GatedSqsClient();
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.Client = client;
+            o.WaitTime = TimeSpan.FromMilliseconds(500);
+        });
+        var queue = Name("short-wait");
+        await transport.DeclareQueueAsync(queue);
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask);
+
+        await Eventually.UntilAsync(() => client.Receives.Count >= 4, "the consumer made four receives", Timeout);
+        var receives = client.Receives.Take(4).ToArray();
+
+        // Time is the subject: three empty long polls of a second each, against three short polls back to back.
+        Assert.True(receives[3] - receives[0] >= TimeSpan.FromSeconds(2), $"four receives of an idle queue within {(receives[3] - receives[0]).TotalMilliseconds} ms");
+    }
+
+    [Fact]
     public async Task QueueNames_SqsCannotTake_AreRefusedBeforeAnyCall()
     {
         var transport = await CreateTransportAsync();

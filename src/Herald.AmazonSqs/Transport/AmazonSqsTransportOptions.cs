@@ -37,7 +37,7 @@ public sealed class AmazonSqsTransportOptions
     /// <summary>How long a received message stays hidden from other consumers; renewed every third of it while its handler runs.</summary>
     public TimeSpan VisibilityTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>How long one receive waits for messages (long polling, at most 20 s).</summary>
+    /// <summary>How long one receive waits for messages (long polling, at most 20 s, in whole seconds rounded up); zero: short polls every half second.</summary>
     public TimeSpan WaitTime { get; set; } = MaxWaitTime;
 
     /// <summary>

@@ -25,6 +25,10 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
 
     private readonly TimeSpan _lease = transport.Options.VisibilityTimeout;
     private readonly int _leaseSeconds = (int)Math.Ceiling(transport.Options.VisibilityTimeout.TotalSeconds);
+
+    // Rounded up, as the consumer polls again at once after a long poll: truncated, a WaitTime under a second was a short
+    // poll, and an idle queue was received from in a loop, each call billed.
+    private readonly int _waitSeconds = AmazonSqsTransport.Seconds(transport.Options.WaitTime);
     private readonly string? _rawType = transport.Options.RawQueues.TryGetValue(queue, out var raw) ? raw : null;
 
     // Everything claimed and not yet settled or handed back: what stopping hands back.
@@ -45,7 +49,7 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
             {
                 QueueUrl = queueUrl,
                 MaxNumberOfMessages = Math.Min(max, SqsBatcher<SqsMessage>.MaxBatch),
-                WaitTimeSeconds = (int)transport.Options.WaitTime.TotalSeconds,
+                WaitTimeSeconds = _waitSeconds,
                 VisibilityTimeout = _leaseSeconds,
                 MessageAttributeNames = AllAttributes,
                 MessageSystemAttributeNames = SystemAttributes,
