@@ -1,5 +1,6 @@
 using Amazon.SQS;
 using Amazon.SQS.Model;
+using Herald.AmazonSqs.Transport;
 
 namespace Herald.AmazonSqs.Tests;
 
@@ -83,11 +84,22 @@ internal sealed class GatedSqsClient()
         }
 
         VisibilityChanges.Enqueue(request.VisibilityTimeout ?? 0);
+        if (request.VisibilityTimeout > 60 && VisibilityCapSeconds is { } cap)
+        {
+            request.VisibilityTimeout = cap;
+        }
+
         return base.ChangeMessageVisibilityAsync(request, cancellationToken);
     }
 
     public override Task<ChangeMessageVisibilityBatchResponse> ChangeMessageVisibilityBatchAsync(ChangeMessageVisibilityBatchRequest request, CancellationToken cancellationToken = default) =>
         _failVisibilityChanges ? throw Unavailable() : base.ChangeMessageVisibilityBatchAsync(request, cancellationToken);
+
+    /// <summary>When set, a single visibility change of more than a minute (a hold-back's hours) hides the message this many seconds instead, as if those hours had passed.</summary>
+    public int? VisibilityCapSeconds { get; init; }
+
+    /// <summary>The <c>ApproximateReceiveCount</c> of each message received, in receive order.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<int> ReceiveCounts { get; } = new();
 
     /// <summary>When each receive call was made, on the system clock.</summary>
     public System.Collections.Concurrent.ConcurrentQueue<DateTimeOffset> Receives { get; } = new();
@@ -102,7 +114,13 @@ internal sealed class GatedSqsClient()
             return new ReceiveMessageResponse { Messages = [] };
         }
 
-        return await base.ReceiveMessageAsync(request, cancellationToken).ConfigureAwait(false);
+        var response = await base.ReceiveMessageAsync(request, cancellationToken).ConfigureAwait(false);
+        foreach (var message in response.Messages ?? [])
+        {
+            ReceiveCounts.Enqueue(SqsEnvelopeCodec.ReceivesOf(message));
+        }
+
+        return response;
     }
 
     public override async Task<SendMessageResponse> SendMessageAsync(SendMessageRequest request, CancellationToken cancellationToken = default)

@@ -204,6 +204,52 @@ public sealed class SqsTransportTests : SqsTestBase
     }
 
     [Fact]
+    public async Task Fifo_AFarDelayHeldBackMoreTimesThanMaxReceiveCount_IsCopiedAgain_NotLeftForTheRedrivePolicyToMove()
+    {
+        // A FIFO queue holds a far delay back by hiding the message up to 12 hours a receive, and SQS counts each receive
+        // toward the redrive policy: past MaxReceiveCount hops (5 days of delay with the default 10) SQS moved the message
+        // to the dead-letter queue at its next receive, never delivered, and the drain stored it as never settled. The
+        // client turns each hiding of hours into a second, as if the hours had passed. The queue is made first without a
+        // redrive policy, so the emulator (which counts each visibility change as a receive as well) moves nothing: the
+        // test reads the receive counts Herald saw, which never pass MaxReceiveCount on AWS, where a receive past it is a move.
+        const int maxReceives = 3;
+        var client = new GatedSqsClient { VisibilityCapSeconds = 1 };
+        var transport = await CreateTransportAsync(o =>
+        {
+            o.Client = client;
+            o.FifoQueues = true;
+            o.MaxReceiveCount = maxReceives;
+        });
+        var queue = Name("fifo-hops");
+        using (var raw = SqsEmulator.NewClient())
+        {
+            await raw.CreateQueueAsync(new CreateQueueRequest
+            {
+                QueueName = transport.Names.Queue(queue),
+                Attributes = new Dictionary<string, string>(StringComparer.Ordinal) { ["FifoQueue"] = "true" },
+            });
+        }
+
+        var collector = new DeliveryCollector();
+        await using var consumer = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (d, _) =>
+        {
+            collector.Add(d, "c");
+            return ValueTask.CompletedTask;
+        });
+        await transport.SendAsync(queue, NewEnvelope(partitionKey: "customer-7"), new SendOptions { Delay = TimeSpan.FromDays(30) });
+
+        await Eventually.UntilAsync(() => client.ReceiveCounts.Count >= (3 * maxReceives) + 1, "the message was held back ten times", TimeSpan.FromSeconds(45));
+        Assert.True(client.ReceiveCounts.All(c => c <= maxReceives), $"received with counts {string.Join(", ", client.ReceiveCounts)}: SQS would have moved it past {maxReceives}");
+        Assert.Equal(0, collector.Count);
+
+        // Each copy replaced the message it was made of: one is left (a hold-back under way finishes before the stop returns).
+        await consumer.DisposeAsync();
+        using var check = SqsEmulator.NewClient();
+        var counts = await check.GetQueueAttributesAsync(await transport.QueueUrlAsync(queue, CancellationToken.None), ["ApproximateNumberOfMessages"]);
+        Assert.Equal(1, counts.ApproximateNumberOfMessages);
+    }
+
+    [Fact]
     public async Task AMessageArrivingLateInAnIdleLongPoll_IsDeliveredAsTheFirstAttempt()
     {
         // The lease counts from when the poll returns: counted from the call, a message arriving past two thirds of the

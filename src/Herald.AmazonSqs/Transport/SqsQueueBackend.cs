@@ -392,7 +392,8 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     /// <summary>
     /// Holds back a copy received before its due time: on a standard queue a new copy with the rest of the delay (up to
     /// 15 minutes of DelaySeconds per hop) replaces it; on a FIFO queue, where a copy would lose its place in the group, or
-    /// for a message too large for SQS to take a copy of, the message is hidden for the rest (up to 12 hours per hop).
+    /// for a message too large for SQS to take a copy of, the message is hidden for the rest (up to 12 hours per hop),
+    /// save on a FIFO queue once its receives reached <c>MaxReceiveCount</c>, where a copy replaces it.
     /// Never throws: a message that cannot be held back comes back when its visibility ends, and the rest of its batch is
     /// handed out meanwhile.
     /// </summary>
@@ -404,7 +405,11 @@ internal sealed class SqsQueueBackend(AmazonSqsTransport transport, string queue
     {
         try
         {
-            if (transport.Options.FifoQueues || !await TrySendHeldBackCopyAsync(envelope, carried, due).ConfigureAwait(false))
+            // A FIFO queue hides the message, keeping its place in its group, while SQS's redrive policy leaves it another
+            // receive: hidden once it was received MaxReceiveCount times, SQS would move it to the dead-letter queue at its
+            // next receive, never delivered. A new copy starts its count again (at the end of its group).
+            var hide = transport.Options.FifoQueues && !(transport.Options.MaxReceiveCount is { } most && SqsEnvelopeCodec.ReceivesOf(received) >= most);
+            if (hide || !await TrySendHeldBackCopyAsync(envelope, carried, due).ConfigureAwait(false))
             {
                 var left = due - now;
                 var hop = left < AmazonSqsTransportOptions.MaxVisibility - AmazonSqsTransport.VisibilityMargin ? left : AmazonSqsTransportOptions.MaxVisibility - AmazonSqsTransport.VisibilityMargin;
