@@ -1171,6 +1171,23 @@ public sealed class SqsTransportTests : SqsTestBase
         Assert.Equal("poison", Assert.Single(await DrainAsync(transport, queue)).Reason);
     }
 
+    /// <summary>Regression (queue deleted behind Herald's back): the drain kept the dead-letter queue's cached URL and failed every round.</summary>
+    [Fact]
+    public async Task Drain_AfterAnOperatorDeletedTheDeadLetterQueue_FailsOnce_ThenCreatesItAgain()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("drain-deleted-dl");
+        await transport.DeclareQueueAsync(queue);
+        using var client = SqsEmulator.NewClient();
+        await client.DeleteQueueAsync(await transport.DeadLetterQueueUrlAsync(queue, CancellationToken.None));
+
+        await Assert.ThrowsAsync<QueueDoesNotExistException>(() => transport.DrainDeadLettersAsync(queue, (_, _) => ValueTask.CompletedTask).AsTask());
+        Assert.Equal(0, await transport.DrainDeadLettersAsync(queue, (_, _) => ValueTask.CompletedTask));
+
+        // There again for SQS's redrive policy too, which names it.
+        Assert.NotNull((await client.GetQueueUrlAsync(transport.Names.DeadLetterQueue(queue))).QueueUrl);
+    }
+
     /// <summary>Drains the queue's dead letters until at least one came (the dead-letter queue fills asynchronously).</summary>
     private static async Task<ConcurrentQueue<NativeDeadLetter>> DrainAsync(AmazonSqsTransport transport, string queue)
     {

@@ -86,6 +86,12 @@ internal sealed partial class AmazonSqsTransport : INativeDeadLetterSource
                 }
             }
         }
+        catch (Exception e) when (ForgetIfGone(queue, e))
+        {
+            // The dead-letter queue was deleted behind Herald's back: the next round creates it again (or looks it up), and
+            // so gives SQS's redrive policy its target back, instead of failing on the cached URL until a restart.
+            throw;
+        }
         finally
         {
             foreach (var receiptHandle in held)
