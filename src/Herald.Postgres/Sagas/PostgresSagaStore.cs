@@ -22,8 +22,7 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
 
     public async ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
     {
-        SagaValidation.ValidateKey(sagaType, id);
-        if (NulText.Holds(sagaType) || NulText.Holds(id))
+        if (!SagaValidation.CanBeStored(sagaType, id) || NulText.Holds(sagaType) || NulText.Holds(id))
         {
             // No instance can have it (saves refuse it).
             return null;
@@ -120,8 +119,7 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
 
     public async ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default)
     {
-        SagaValidation.ValidateKey(sagaType, id);
-        if (NulText.Holds(sagaType) || NulText.Holds(id))
+        if (!SagaValidation.CanBeStored(sagaType, id) || NulText.Holds(sagaType) || NulText.Holds(id))
         {
             return false;
         }

@@ -37,7 +37,12 @@ internal sealed class SqliteSagaStore(SqliteEventStore store) : ISagaStore
 
     public ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
     {
-        SagaValidation.ValidateKey(sagaType, id);
+        if (!SagaValidation.CanBeStored(sagaType, id))
+        {
+            // No instance can have it (saves refuse it); bound, it would be read as U+FFFD and find another instance.
+            return ValueTask.FromResult<SagaInstance?>(null);
+        }
+
         return _store.ReadAsync(reader =>
         {
             var command = reader.Command(LoadSql, 2);
@@ -86,7 +91,11 @@ internal sealed class SqliteSagaStore(SqliteEventStore store) : ISagaStore
 
     public async ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default)
     {
-        SagaValidation.ValidateKey(sagaType, id);
+        if (!SagaValidation.CanBeStored(sagaType, id))
+        {
+            return false;
+        }
+
         return await _store.WriteAsync(session =>
         {
             var delete = session.Statement(DeleteSql);

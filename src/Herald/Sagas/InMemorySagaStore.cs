@@ -26,7 +26,11 @@ public sealed class InMemorySagaStore : ISagaStore
     /// <inheritdoc />
     public ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
     {
-        SagaValidation.ValidateKey(sagaType, id);
+        if (!SagaValidation.CanBeStored(sagaType, id))
+        {
+            return ValueTask.FromResult<SagaInstance?>(null);
+        }
+
         lock (_gate)
         {
             return ValueTask.FromResult(_instances.GetValueOrDefault((sagaType, id)));
@@ -67,7 +71,11 @@ public sealed class InMemorySagaStore : ISagaStore
     /// <inheritdoc />
     public ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default)
     {
-        SagaValidation.ValidateKey(sagaType, id);
+        if (!SagaValidation.CanBeStored(sagaType, id))
+        {
+            return ValueTask.FromResult(false);
+        }
+
         lock (_gate)
         {
             var deleted = _instances.TryGetValue((sagaType, id), out var stored) && stored.Version == version && _instances.Remove((sagaType, id));

@@ -25,6 +25,16 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
             throw new SagaMessageRejectedException($"{typeof(TEvent).Name} has no correlation id for saga '{machine.Name}'.");
         }
 
+        try
+        {
+            SagaValidation.ValidateKey(machine.Name, id);
+        }
+        catch (ArgumentException refused)
+        {
+            // Too long, or cut inside an emoji: every attempt would fail the same way in the store.
+            throw new SagaMessageRejectedException($"{typeof(TEvent).Name} has a correlation id that cannot be an instance id of saga '{machine.Name}': {refused.Message}", refused);
+        }
+
         var instance = await store.LoadAsync(machine.Name, id, cancellationToken).ConfigureAwait(false);
         Guid? timeoutId = null;
         if (context.Envelope.Headers.TryGetValue(HeaderNames.SagaTimeoutId, out var timeoutHeader))

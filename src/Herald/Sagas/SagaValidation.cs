@@ -9,8 +9,29 @@ public static class SagaValidation
     /// <summary>The longest saga name or instance id, in characters; both are indexed keys.</summary>
     public const int MaxKeyLength = 200;
 
-    /// <summary>Throws <see cref="ArgumentException"/> unless the saga name and id are non-blank and at most <see cref="MaxKeyLength"/> characters.</summary>
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> unless the saga name and id are non-blank, at most <see cref="MaxKeyLength"/>
+    /// characters, and hold no half of a surrogate pair (which SQLite would store as U+FFFD, one key for every id cut
+    /// the same way, and PostgreSQL's client cannot encode).
+    /// </summary>
     public static void ValidateKey(string sagaType, string id)
+    {
+        ValidateKeyShape(sagaType, id);
+        EventSourcing.StreamName.ThrowIfHoldsUnpairedSurrogate(sagaType, "saga name", nameof(sagaType));
+        EventSourcing.StreamName.ThrowIfHoldsUnpairedSurrogate(id, "saga instance id", nameof(id));
+    }
+
+    /// <summary>
+    /// For a lookup (load, delete): throws as <see cref="ValidateKey"/> does for a blank or over-long name or id, and returns
+    /// false when no instance can be stored under them (they hold half of a surrogate pair), so the lookup finds none.
+    /// </summary>
+    public static bool CanBeStored(string sagaType, string id)
+    {
+        ValidateKeyShape(sagaType, id);
+        return !EventSourcing.StreamName.HoldsUnpairedSurrogate(sagaType) && !EventSourcing.StreamName.HoldsUnpairedSurrogate(id);
+    }
+
+    private static void ValidateKeyShape(string sagaType, string id)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(sagaType);
         ArgumentException.ThrowIfNullOrWhiteSpace(id);
@@ -42,5 +63,10 @@ public static class SagaValidation
         {
             throw new ArgumentOutOfRangeException(nameof(query), query.Limit, "A saga query returns 1 to 10,000 instances at a time.");
         }
+
+        // No instance has such a key (saves refuse it), and SQLite would match it as U+FFFD.
+        EventSourcing.StreamName.ThrowIfHoldsUnpairedSurrogate(query.SagaType, "saga name", nameof(query));
+        EventSourcing.StreamName.ThrowIfHoldsUnpairedSurrogate(query.After?.SagaType, "saga name to list after", nameof(query));
+        EventSourcing.StreamName.ThrowIfHoldsUnpairedSurrogate(query.After?.Id, "saga instance id to list after", nameof(query));
     }
 }

@@ -119,6 +119,31 @@ public abstract class SagaStoreConformance
     }
 
     [Fact]
+    public async Task Save_OfAKeyHoldingHalfASurrogatePair_IsRefused_AndLookupsOfItFindNothing()
+    {
+        // An id cut inside an emoji: SQLite stored it as U+FFFD, so "order-\uD83D" was the instance "order-\uFFFD" (and so
+        // was every id cut the same way); PostgreSQL's client failed to encode it. No store keeps it, so none finds it.
+        var store = await CreateStoreAsync();
+        var saga = UniqueSaga();
+        await store.SaveAsync(NewInstance(saga, "order-\uFFFD"));
+        var cut = NewInstance(saga, "order-\uD83D");
+
+        var direct = await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.SaveAsync(cut));
+        var unitOfWork = await BeginUnitOfWorkAsync(store);
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.SaveAsync(NewInstance(saga + "\uDC00", "order-1"), unitOfWork));
+        await unitOfWork.RollbackAsync();
+
+        Assert.Contains("half of a surrogate pair", direct.Message, StringComparison.Ordinal);
+        Assert.Null(await store.LoadAsync(saga, cut.Id));
+        Assert.Null(await store.LoadAsync(saga + "\uDC00", "order-1"));
+        Assert.False(await store.DeleteAsync(saga, cut.Id, version: 1));
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.ListAsync(new SagaQuery { SagaType = saga + "\uDC00" }));
+        await Assert.ThrowsAnyAsync<ArgumentException>(async () => await store.ListAsync(new SagaQuery { SagaType = saga, After = (saga, cut.Id) }));
+        Assert.Equal(["order-\uFFFD"], (await store.ListAsync(new SagaQuery { SagaType = saga })).Select(i => i.Id));
+        Assert.Equal(1, (await store.LoadAsync(saga, "order-\uFFFD"))!.Version);
+    }
+
+    [Fact]
     public async Task Save_OfTheLoadedVersion_MovesTheVersionOnAndKeepsTheCreationTime()
     {
         var store = await CreateStoreAsync();

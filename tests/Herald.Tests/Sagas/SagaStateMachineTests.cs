@@ -267,6 +267,34 @@ public sealed class SagaStateMachineTests
     }
 
     [Fact]
+    public async Task AnEventWhoseCorrelationIdNoStoreCanKeep_IsDeadLetteredAtOnce_NamingTheReason_AndCreatesNothing()
+    {
+        // Longer than a key may be, or cut inside an emoji (the correlation takes the first 7 characters of "order-😀"):
+        // every attempt failed the same way in the store, spending the whole retry budget first, and SQLite kept a cut id
+        // as U+FFFD, one instance for every id cut the same way.
+        var machine = SagaStateMachine.Create<OrderState>("sm-orders", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId.Length == 8 ? e.OrderId[..7] : e.OrderId)
+            .Initially<OrderPlaced>("Placed")
+            .Final("Placed"));
+        await using var host = await StartAsync(machine);
+        var bus = host.Get<IMessageBus>();
+
+        await bus.SendAsync(new OrderPlaced(new string('o', SagaValidation.MaxKeyLength + 1), 1m));
+        await bus.SendAsync(new OrderPlaced("order-\U0001F600", 1m));
+        var deadLetters = await host.WaitForDeadLettersAsync(count: 2);
+
+        Assert.All(deadLetters, d =>
+        {
+            Assert.Equal(DeadLetterCause.NotRetryable, d.Cause);
+            Assert.Equal(1, d.AttemptCount);
+            Assert.Contains("OrderPlaced has a correlation id that cannot be an instance id of saga 'sm-orders'", d.ErrorMessage, StringComparison.Ordinal);
+        });
+        Assert.Contains(deadLetters, d => d.ErrorMessage.Contains($"at most {SagaValidation.MaxKeyLength} characters", StringComparison.Ordinal));
+        Assert.Contains(deadLetters, d => d.ErrorMessage.Contains("half of a surrogate pair", StringComparison.Ordinal));
+        Assert.Empty(await host.Get<ISagaStore>().ListAsync(new SagaQuery { SagaType = "sm-orders" }));
+    }
+
+    [Fact]
     public void ABadMachine_IsRejectedWhenBuilt_WithEveryReason()
     {
         var error = Assert.Throws<InvalidSagaDefinitionException>(() => SagaStateMachine.Create<OrderState>("bad", m => m
