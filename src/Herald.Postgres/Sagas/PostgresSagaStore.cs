@@ -13,11 +13,14 @@ namespace Herald.Postgres.Sagas;
 /// appends, outbox rows and inbox marks of that unit; a version conflict there dooms the unit, which then fails at its
 /// commit with nothing written.
 /// </summary>
-internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
+/// <param name="store">The event store whose schema the instances live in.</param>
+/// <param name="timeProvider">The clock that stamps saves; the event store's when null.</param>
+internal sealed class PostgresSagaStore(PostgresEventStore store, TimeProvider? timeProvider = null) : ISagaStore
 {
     private const string Columns = "saga_type, id, status, state, current_step, completed_steps, data, error, created_at, updated_at, version, timeouts";
 
     private readonly PostgresEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly TimeProvider _time = timeProvider ?? store.TimeProvider;
     private readonly TableSql _sql = new(store.Table("sagas"));
 
     public async ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
@@ -143,7 +146,7 @@ internal sealed class PostgresSagaStore(PostgresEventStore store) : ISagaStore
         // An exception's message that echoes its input can hold U+0000: refusing it would leave the saga unable to record
         // its failure, so, as a dead letter's error, it is stored readable.
         p.Add(EnvelopeColumns.Text(NulText.Readable(instance.Error)));
-        p.Add(EnvelopeColumns.Time(_store.TimeProvider.GetUtcNow()));
+        p.Add(EnvelopeColumns.Time(_time.GetUtcNow()));
         p.Add(new NpgsqlParameter<string?> { TypedValue = SagaTimeoutColumn.Write(instance.Timeouts), NpgsqlDbType = NpgsqlDbType.Jsonb });
         if (instance.Version != 0)
         {

@@ -11,7 +11,9 @@ namespace Herald.Sqlite.Sagas;
 /// Saga instances in the SQLite file of the event store, written by its single writer, so a save in a unit of work
 /// commits with the appends, outbox rows and inbox marks of that unit.
 /// </summary>
-internal sealed class SqliteSagaStore(SqliteEventStore store) : ISagaStore
+/// <param name="store">The event store whose file the instances live in.</param>
+/// <param name="timeProvider">The clock that stamps saves; the event store's when null.</param>
+internal sealed class SqliteSagaStore(SqliteEventStore store, TimeProvider? timeProvider = null) : ISagaStore
 {
     private const string Columns = "saga_type, id, status, state, current_step, completed_steps, data, error, created_at, updated_at, version, timeouts";
 
@@ -34,6 +36,7 @@ internal sealed class SqliteSagaStore(SqliteEventStore store) : ISagaStore
         " ORDER BY saga_type, id LIMIT $p9";
 
     private readonly SqliteEventStore _store = store ?? throw new ArgumentNullException(nameof(store));
+    private readonly TimeProvider _time = timeProvider ?? store.TimeProvider;
 
     public ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
     {
@@ -55,7 +58,7 @@ internal sealed class SqliteSagaStore(SqliteEventStore store) : ISagaStore
     public async ValueTask<long> SaveAsync(SagaInstance instance, CancellationToken cancellationToken = default)
     {
         SagaValidation.Validate(instance);
-        var now = _store.TimeProvider.GetUtcNow();
+        var now = _time.GetUtcNow();
         return await _store.WriteAsync(session => Save(session, instance, now), cancellationToken).ConfigureAwait(false);
     }
 
@@ -64,7 +67,7 @@ internal sealed class SqliteSagaStore(SqliteEventStore store) : ISagaStore
         SagaValidation.Validate(instance);
         cancellationToken.ThrowIfCancellationRequested();
         var copy = instance with { Data = instance.Data.ToArray(), CompletedSteps = [.. instance.CompletedSteps], Timeouts = [.. instance.Timeouts] };
-        _store.Own(unitOfWork).Enlist(session => Save(session, copy, _store.TimeProvider.GetUtcNow()));
+        _store.Own(unitOfWork).Enlist(session => Save(session, copy, _time.GetUtcNow()));
         return ValueTask.CompletedTask;
     }
 
@@ -119,7 +122,7 @@ internal sealed class SqliteSagaStore(SqliteEventStore store) : ISagaStore
         write.Bind(6, JsonSerializer.Serialize(instance.CompletedSteps, SagaJson.Default.IReadOnlyListString));
         write.Bind(7, instance.Data.Span);
         write.Bind(8, instance.Error);
-        write.Bind(9, now.UtcTicks);
+        write.Bind(9, StoredTime.Of(now).UtcTicks);
         write.Bind(10, SagaTimeoutColumn.Write(instance.Timeouts));
         if (instance.Version != 0)
         {

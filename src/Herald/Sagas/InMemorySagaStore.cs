@@ -1,3 +1,4 @@
+using Herald.Internal;
 using Herald.Persistence;
 
 namespace Herald.Sagas;
@@ -44,7 +45,7 @@ public sealed class InMemorySagaStore : ISagaStore
         cancellationToken.ThrowIfCancellationRequested();
         lock (_gate)
         {
-            return ValueTask.FromResult(SaveUnderLock(instance, _timeProvider.GetUtcNow()));
+            return ValueTask.FromResult(SaveUnderLock(instance, StoredTime.Of(_timeProvider.GetUtcNow())));
         }
     }
 
@@ -83,6 +84,7 @@ public sealed class InMemorySagaStore : ISagaStore
         }
     }
 
+    // now: the save's time as every engine keeps it (StoredTime), so an instance reads back the same on each.
     private long SaveUnderLock(SagaInstance instance, DateTimeOffset now)
     {
         var key = (instance.SagaType, instance.Id);
@@ -128,7 +130,7 @@ public sealed class InMemorySagaStore : ISagaStore
 
         public override void Apply()
         {
-            var now = store._timeProvider.GetUtcNow();
+            var now = StoredTime.Of(store._timeProvider.GetUtcNow());
             foreach (var save in Staged)
             {
                 store.SaveUnderLock(save, now);

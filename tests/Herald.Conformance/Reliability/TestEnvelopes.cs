@@ -43,6 +43,13 @@ public static class TestEnvelopes
         Assert.Equal(new DateTimeOffset(2026, 3, 4, 5, 6, 7, 890, TimeSpan.Zero).AddTicks(5_670).UtcTicks, actual.UtcTicks);
     }
 
+    /// <summary>
+    /// Asserts that <paramref name="actual"/> is <paramref name="given"/> (a clock's time, say) as PostgreSQL's timestamptz
+    /// keeps it: in UTC, cut to the microsecond.
+    /// </summary>
+    public static void AssertKeptInUtcToTheMicrosecond(DateTimeOffset given, DateTimeOffset actual) =>
+        Assert.Equal((given.UtcTicks - (given.UtcTicks % TimeSpan.TicksPerMicrosecond), TimeSpan.Zero), (actual.UtcTicks, actual.Offset));
+
     /// <summary>Asserts that two envelopes agree on every attribute, headers and body bytes included.</summary>
     public static void AssertEqual(Envelope expected, Envelope actual)
     {

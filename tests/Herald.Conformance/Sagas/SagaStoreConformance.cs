@@ -1,6 +1,8 @@
 using System.Text;
+using Herald.Conformance.Reliability;
 using Herald.Persistence;
 using Herald.Sagas;
+using Microsoft.Extensions.Time.Testing;
 using Xunit;
 
 namespace Herald.Conformance.Sagas;
@@ -11,8 +13,11 @@ namespace Herald.Conformance.Sagas;
 /// </summary>
 public abstract class SagaStoreConformance
 {
-    /// <summary>Creates the store under test (a fresh one, or one over a shared database).</summary>
-    protected abstract ValueTask<ISagaStore> CreateStoreAsync();
+    /// <summary>Creates the store under test (a fresh one, or one over a shared database), stamping saves with <paramref name="timeProvider"/>.</summary>
+    protected abstract ValueTask<ISagaStore> CreateStoreAsync(TimeProvider timeProvider);
+
+    /// <summary>Creates the store under test on the system clock.</summary>
+    protected ValueTask<ISagaStore> CreateStoreAsync() => CreateStoreAsync(TimeProvider.System);
 
     /// <summary>Begins a unit of work of the store's engine.</summary>
     protected abstract ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(ISagaStore store);
@@ -161,6 +166,46 @@ public abstract class SagaStoreConformance
         Assert.Equal(["a", "b", "c", "d"], reloaded.CompletedSteps);
         Assert.Equal(loaded.CreatedAt, reloaded.CreatedAt);
         Assert.True(reloaded.UpdatedAt >= loaded.UpdatedAt);
+    }
+
+    // Regression (stop 41): PostgreSQL kept an instance's CreatedAt and UpdatedAt in UTC to the microsecond, SQLite kept
+    // every tick of the store's clock and the in-memory store its offset too: an instance read back differed per engine.
+    // Every engine now keeps them as PostgreSQL does, saved alone or in a unit of work, created or updated.
+    [Fact]
+    public async Task Save_AloneAndInAUnitOfWork_KeepsCreatedAtAndUpdatedAtInUtcToTheMicrosecond_OnEveryEngine()
+    {
+        var clock = new FakeTimeProvider(TestEnvelopes.OffsetTimeWithTicks);
+        var store = await CreateStoreAsync(clock);
+        var alone = NewInstance(UniqueSaga());
+        var inUnit = NewInstance(alone.SagaType);
+        var created = clock.GetUtcNow();
+
+        await store.SaveAsync(alone);
+        await SaveInAUnitOfWorkAsync(inUnit);
+        var loaded = await LoadBothAsync();
+        Assert.All(loaded, instance => TestEnvelopes.AssertKeptInUtcToTheMicrosecond(created, instance.CreatedAt));
+        Assert.All(loaded, instance => TestEnvelopes.AssertKeptInUtcToTheMicrosecond(created, instance.UpdatedAt));
+
+        clock.Advance(TimeSpan.FromTicks(12_345_678));
+        var updated = clock.GetUtcNow();
+        await store.SaveAsync(loaded[0]);
+        await SaveInAUnitOfWorkAsync(loaded[1]);
+
+        var listed = await store.ListAsync(new SagaQuery { SagaType = alone.SagaType });
+        Assert.Equal(2, listed.Count);
+        Assert.All(listed, instance => TestEnvelopes.AssertKeptInUtcToTheMicrosecond(created, instance.CreatedAt));
+        Assert.All(listed, instance => TestEnvelopes.AssertKeptInUtcToTheMicrosecond(updated, instance.UpdatedAt));
+        Assert.Equal(TimeSpan.FromHours(2), updated.Offset);
+
+        async Task SaveInAUnitOfWorkAsync(SagaInstance instance)
+        {
+            var unitOfWork = await BeginUnitOfWorkAsync(store);
+            await store.SaveAsync(instance, unitOfWork);
+            await unitOfWork.CommitAsync();
+        }
+
+        async Task<SagaInstance[]> LoadBothAsync() =>
+            [(await store.LoadAsync(alone.SagaType, alone.Id))!, (await store.LoadAsync(inUnit.SagaType, inUnit.Id))!];
     }
 
     [Fact]

@@ -9,7 +9,7 @@ namespace Herald.Postgres.Tests.Sagas;
 /// <summary>The saga store contract on a PostgreSQL schema shared by the class's tests (each uses a saga name of its own).</summary>
 public sealed class PostgresSagaStoreConformanceTests(ReliabilitySchema schema) : SagaStoreConformance, IClassFixture<ReliabilitySchema>
 {
-    protected override ValueTask<ISagaStore> CreateStoreAsync() => ValueTask.FromResult<ISagaStore>(new PostgresSagaStore(schema.Store));
+    protected override ValueTask<ISagaStore> CreateStoreAsync(TimeProvider timeProvider) => ValueTask.FromResult<ISagaStore>(new PostgresSagaStore(schema.Store, timeProvider));
 
     protected override ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(ISagaStore store) => ValueTask.FromResult<IUnitOfWork>(schema.Store.BeginUnitOfWork());
 

@@ -10,7 +10,7 @@ namespace Herald.Sqlite.Tests.Sagas;
 /// <summary>The saga store contract on a SQLite file shared by the class's tests (each uses a saga name of its own).</summary>
 public sealed class SqliteSagaStoreConformanceTests(ReliabilityFile file) : SagaStoreConformance, IClassFixture<ReliabilityFile>
 {
-    protected override ValueTask<ISagaStore> CreateStoreAsync() => ValueTask.FromResult<ISagaStore>(new SqliteSagaStore(file.Store));
+    protected override ValueTask<ISagaStore> CreateStoreAsync(TimeProvider timeProvider) => ValueTask.FromResult<ISagaStore>(new SqliteSagaStore(file.Store, timeProvider));
 
     protected override ValueTask<IUnitOfWork> BeginUnitOfWorkAsync(ISagaStore store) => ValueTask.FromResult<IUnitOfWork>(file.Store.BeginUnitOfWork());
 }
