@@ -3,6 +3,7 @@ using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Sqlite.Internal;
 using Herald.Conformance.EventSourcing;
+using Herald.Persistence;
 
 namespace Herald.Sqlite.Tests;
 
@@ -15,8 +16,16 @@ public class SqliteEventStoreConformanceTests(SqliteEventStoreConformanceTests.S
 {
     protected override bool SupportsOpenTransactions => true;
 
-    protected override async Task<IEventStore> CreateStoreAsync() =>
-        await SqliteEventStore.OpenAsync(file.Database.Path, Configure);
+    protected override async Task<IEventStore> CreateStoreAsync(TimeProvider timeProvider)
+    {
+        var options = new SqliteStoreOptions { ConnectionString = file.Database.Path };
+        Configure(options);
+        var store = new SqliteEventStore(options, timeProvider);
+        await store.InitializeAsync();
+        return store;
+    }
+
+    protected override IUnitOfWork BeginUnitOfWork(IEventStore store) => ((SqliteEventStore)store).BeginUnitOfWork();
 
     /// <summary>Changes the store's settings for a variant of the run; the defaults here.</summary>
     protected virtual void Configure(SqliteStoreOptions options)

@@ -109,7 +109,8 @@ internal sealed class WriteSession : IDisposable
         _begin.Execute();
         InTransaction = true;
         _nextPosition = _lastPosition.ExecuteInt64()!.Value + 1;
-        _now = _timeProvider.GetUtcNow().UtcTicks;
+        // As every engine keeps it (UTC, to the microsecond), so an event's RecordedAt reads back the same on each.
+        _now = StoredTime.Of(_timeProvider.GetUtcNow()).UtcTicks;
         LastAppendedPosition = 0;
     }
 

@@ -1,3 +1,4 @@
+using Herald.Conformance.Reliability;
 using Herald.EventSourcing;
 using Herald.Messages;
 using Xunit;
@@ -6,6 +7,37 @@ namespace Herald.Conformance.EventSourcing;
 
 public abstract partial class EventStoreConformance
 {
+    // Regression (stop 41): PostgreSQL kept an event's RecordedAt in UTC to the microsecond, SQLite kept every tick of the
+    // store's clock and the in-memory store its offset too: an event read back differed per engine. Every engine now keeps
+    // it as PostgreSQL does, appended alone or in a unit of work.
+    [Fact]
+    public async Task Append_AloneAndInAUnitOfWork_KeepsRecordedAtInUtcToTheMicrosecond_OnEveryEngine()
+    {
+        // Not a FakeTimeProvider: SQLite's group commit delay waits on the store's clock, and nothing here advances one.
+        var recordedAt = TestEnvelopes.OffsetTimeWithTicks;
+        var store = await CreateStoreAsync(new ClockShowing(recordedAt));
+        try
+        {
+            var alone = NewStream();
+            var inUnit = NewStream();
+
+            await store.AppendAsync(alone, ExpectedVersion.NoStream, NewEvents(2));
+            var unitOfWork = BeginUnitOfWork(store);
+            await store.AppendAsync(inUnit, ExpectedVersion.NoStream, NewEvents(1), unitOfWork);
+            await unitOfWork.CommitAsync();
+
+            var events = (await ReadStreamAsync(store, alone)).Concat(await ReadStreamAsync(store, inUnit)).ToList();
+            Assert.Equal(3, events.Count);
+            Assert.All(events, e => TestEnvelopes.AssertKeptInUtcToTheMicrosecond(recordedAt, e.RecordedAt));
+
+            Assert.Equal(TimeSpan.FromHours(2), recordedAt.Offset);
+        }
+        finally
+        {
+            await DisposeStoreAsync(store);
+        }
+    }
+
     [Fact]
     public async Task Append_WithNoStream_ToNewStream_StartsAtVersionOne()
     {

@@ -2,6 +2,7 @@ using System.Text;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;
 using Herald.Messages;
+using Herald.Persistence;
 using Xunit;
 
 namespace Herald.Conformance.EventSourcing;
@@ -35,8 +36,14 @@ public abstract partial class EventStoreConformance : IAsyncLifetime
     /// <summary>How long a test waits for a subscription or signal before failing.</summary>
     protected virtual TimeSpan WaitTimeout => TimeSpan.FromSeconds(20);
 
-    /// <summary>Creates the store for one test (a fresh or shared database; tests use unique names).</summary>
-    protected abstract Task<IEventStore> CreateStoreAsync();
+    /// <summary>
+    /// Creates a store for one test (a fresh or shared database; tests use unique names) that stamps appends with
+    /// <paramref name="timeProvider"/>; <see cref="Store"/> is one on the system clock.
+    /// </summary>
+    protected abstract Task<IEventStore> CreateStoreAsync(TimeProvider timeProvider);
+
+    /// <summary>Begins a unit of work of the engine of <paramref name="store"/> (one created by <see cref="CreateStoreAsync"/>).</summary>
+    protected abstract IUnitOfWork BeginUnitOfWork(IEventStore store);
 
     /// <summary>The checkpoint store that goes with the store; by default the store itself.</summary>
     protected virtual ICheckpointStore CheckpointStoreFor(IEventStore store) =>
@@ -67,7 +74,7 @@ public abstract partial class EventStoreConformance : IAsyncLifetime
     }
 
     /// <inheritdoc />
-    public async Task InitializeAsync() => _store = await CreateStoreAsync();
+    public async Task InitializeAsync() => _store = await CreateStoreAsync(TimeProvider.System);
 
     /// <inheritdoc />
     public async Task DisposeAsync()

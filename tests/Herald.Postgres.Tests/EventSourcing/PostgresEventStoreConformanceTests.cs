@@ -2,6 +2,7 @@ using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Postgres.EventSourcing;
 using Herald.Conformance.EventSourcing;
+using Herald.Persistence;
 
 namespace Herald.Postgres.Tests.EventSourcing;
 
@@ -87,7 +88,7 @@ public abstract class PostgresConformance(PostgresSchemaFixture fixture) : Event
 
     protected abstract PostgresStoreOptions Options(string schema);
 
-    protected override async Task<IEventStore> CreateStoreAsync()
+    protected override async Task<IEventStore> CreateStoreAsync(TimeProvider timeProvider)
     {
         // The suite reads its own appends, which the cluster-wide horizon holds back while any older writing transaction is
         // open; other runs sharing the server hold some for seconds on purpose (torture, visibility tests), far longer when
@@ -95,8 +96,11 @@ public abstract class PostgresConformance(PostgresSchemaFixture fixture) : Event
         // failed so once); a minute outlasts those holds.
         var options = Options(fixture.Schema);
         options.ReadOwnAppendsTimeout = TimeSpan.FromMinutes(1);
+        options.TimeProvider = timeProvider;
         return await PostgresEventStore.CreateAsync(fixture.DataSource, options);
     }
+
+    protected override IUnitOfWork BeginUnitOfWork(IEventStore store) => ((PostgresEventStore)store).BeginUnitOfWork();
 
     protected override async Task<bool> OverwriteHeadersColumnAsync(long position, string? json)
     {

@@ -2,6 +2,7 @@ using Herald.EventSourcing;
 using Herald.EventSourcing.InMemory;
 using Herald.Messages;
 using Herald.Conformance.EventSourcing;
+using Herald.Persistence;
 
 namespace Herald.Tests.EventSourcing;
 
@@ -16,7 +17,10 @@ public sealed class InMemoryEventStoreWithDeferredAppendsConformanceTests : Even
 
     protected override TimeSpan OpenTransactionHold => TimeSpan.FromMilliseconds(200);
 
-    protected override Task<IEventStore> CreateStoreAsync() => Task.FromResult<IEventStore>(new InMemoryEventStore());
+    protected override Task<IEventStore> CreateStoreAsync(TimeProvider timeProvider) =>
+        Task.FromResult<IEventStore>(new InMemoryEventStore(new InMemoryEventStoreOptions { TimeProvider = timeProvider }));
+
+    protected override IUnitOfWork BeginUnitOfWork(IEventStore store) => new InMemoryUnitOfWork();
 
     protected override Task<IOpenAppend?> BeginOpenAppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
         Task.FromResult<IOpenAppend?>(new DeferredAppend(Store, stream, expectedVersion, events));

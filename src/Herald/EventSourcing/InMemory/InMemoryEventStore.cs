@@ -69,7 +69,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
                 throw new ConcurrencyException(stream, expectedVersion, current);
             }
 
-            result = AppendUnderLock(stream, state, events, _options.TimeProvider.GetUtcNow());
+            result = AppendUnderLock(stream, state, events, Internal.StoredTime.Of(_options.TimeProvider.GetUtcNow()));
         }
 
         _appended.Pulse();
@@ -148,7 +148,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
     // the lock is released).
     private bool ApplyStaged(List<(string Stream, ExpectedVersion Expected, Envelope[] Events, long? Planned)> appends, List<int> apply, List<(string Id, long Position)> checkpoints)
     {
-        var now = _options.TimeProvider.GetUtcNow();
+        var now = Internal.StoredTime.Of(_options.TimeProvider.GetUtcNow());
         foreach (var i in apply)
         {
             var (stream, _, events, _) = appends[i];
@@ -164,6 +164,7 @@ public sealed class InMemoryEventStore : IEventStore, ICheckpointStore, ISnapsho
         return apply.Count > 0;
     }
 
+    // now: the append's time as every engine keeps it (StoredTime), so an event's RecordedAt reads back the same on each.
     private AppendResult AppendUnderLock(string stream, StreamState? state, IReadOnlyList<Envelope> events, DateTimeOffset now)
     {
         state ??= _streams[stream] = new StreamState();
