@@ -50,4 +50,7 @@ internal static partial class Log
 
     [LoggerMessage(1334, LogLevel.Warning, "Saga {Saga} instance {SagaId} holds timeout {Timeout} ({TimeoutId}) well past its due time, but sending it again failed; the next sweep tries again")]
     public static partial void SagaTimeoutResendFailed(ILogger logger, Exception exception, string saga, string sagaId, string timeout, Guid timeoutId);
+
+    [LoggerMessage(1335, LogLevel.Error, "Saga {Saga} instance {SagaId} still holds timeout {Timeout} ({TimeoutId}) well after the sweep sent it again at {ResentAt}: its delivery must have failed (see the dead letters); it is not sent again, retry its dead letter or reschedule it (SagaTimeouts.RescheduleAsync)")]
+    public static partial void SagaTimeoutDeliveryFailed(ILogger logger, string saga, string sagaId, string timeout, Guid timeoutId, DateTimeOffset resentAt);
 }

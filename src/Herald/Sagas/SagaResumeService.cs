@@ -44,7 +44,9 @@ internal sealed record SagaStateMachineRegistration(string SagaName);
 /// Without an outbox a state machine's timeout leaves once its transition has committed, so a crash (or a send failure)
 /// in between leaves an instance holding a timeout whose message was never sent: the sweep sends again every timeout an
 /// unfinished instance still holds <see cref="SagaOptions.StaleAfter"/> past its due time, under its id (a delivery that was
-/// only late fires once all the same). With an outbox the timeout commits with its transition, and nothing is sent again.
+/// only late fires once all the same), once per timeout (<see cref="SagaTimeout.ResentAt"/>): one still held StaleAfter after
+/// that was delivered and failed (a dead letter), so it is logged as such, once per leader, and not sent again, which would
+/// only make a dead letter per sweep for ever. With an outbox the timeout commits with its transition, and nothing is sent again.
 /// </para>
 internal sealed class SagaResumeService(
     IEnumerable<ISagaResumption> sagas,
@@ -67,6 +69,9 @@ internal sealed class SagaResumeService(
 
     // As the handlers' pipeline decides (EndpointPipelineFactory): a transition's timeout went through the outbox.
     private readonly bool _timeoutsInOutbox = OutboxRelay.CarriesHandlerMessages(outboxRelay, outboxOptions);
+
+    // The timeouts sent again whose delivery failed, already logged by this leader: only those still held, so it stays small.
+    private HashSet<Guid> _failedLogged = [];
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
         election.RunWhileLeadingAsync(Resource, SweepEveryIntervalAsync, _options.ResumeInterval, timeProvider, logger, stoppingToken);
@@ -113,16 +118,21 @@ internal sealed class SagaResumeService(
 
         if (!_timeoutsInOutbox)
         {
+            var failedLogged = new HashSet<Guid>();
             foreach (var machine in machines)
             {
-                await ResendLostTimeoutsAsync(machine.SagaName, cancellationToken).ConfigureAwait(false);
+                await ResendLostTimeoutsAsync(machine.SagaName, failedLogged, cancellationToken).ConfigureAwait(false);
             }
+
+            _failedLogged = failedLogged;
         }
 
         return resumed;
     }
 
-    private async Task ResendLostTimeoutsAsync(string sagaName, CancellationToken cancellationToken)
+    // Sends again the timeouts held StaleAfter past their due time, once each; logs those sent again and still held (adding
+    // them to failedLogged, logged only when this leader's previous sweep did not).
+    private async Task ResendLostTimeoutsAsync(string sagaName, HashSet<Guid> failedLogged, CancellationToken cancellationToken)
     {
         var overdueBefore = timeProvider.GetUtcNow() - _options.StaleAfter;
         var lost = await UnfinishedAsync<(string Id, SagaTimeout Timeout)>(
@@ -140,6 +150,18 @@ internal sealed class SagaResumeService(
             cancellationToken).ConfigureAwait(false);
         foreach (var (id, timeout) in lost)
         {
+            // Sent again already and still held: its delivery failed (a dead letter), and sending it again would only
+            // make another one, for ever. Logged once; retrying the dead letter or a reschedule fires it.
+            if (timeout.ResentAt is { } resentAt)
+            {
+                if (failedLogged.Add(timeout.Id) && !_failedLogged.Contains(timeout.Id))
+                {
+                    Log.SagaTimeoutDeliveryFailed(logger, sagaName, id, timeout.Name, timeout.Id, resentAt);
+                }
+
+                continue;
+            }
+
             try
             {
                 if (await timeouts.ResendAsync(sagaName, id, timeout.Id, cancellationToken).ConfigureAwait(false) is not null)

@@ -10,4 +10,12 @@ namespace Herald.Sagas;
 /// <param name="DueAt">When it fires.</param>
 /// <param name="MessageType">The message type it delivers (the registered name).</param>
 /// <param name="Body">The message, serialized, so it can be rescheduled from outside the saga.</param>
-public sealed record SagaTimeout(string Name, Guid Id, DateTimeOffset DueAt, string MessageType, ReadOnlyMemory<byte> Body);
+public sealed record SagaTimeout(string Name, Guid Id, DateTimeOffset DueAt, string MessageType, ReadOnlyMemory<byte> Body)
+{
+    /// <summary>
+    /// When the saga sweep sent this timeout again because it was still held well past its due time (without an outbox,
+    /// its message may have been lost); null when it never did. The sweep sends a timeout again only once: if it is still
+    /// held after that, its delivery failed (see the dead letters), and the sweep logs that instead of sending it again.
+    /// </summary>
+    public DateTimeOffset? ResentAt { get; init; }
+}

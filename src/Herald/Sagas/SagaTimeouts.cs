@@ -56,14 +56,15 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
 
     /// <summary>
     /// Moves the timeout <paramref name="name"/> of an instance to fire <paramref name="delay"/> from now instead: its
-    /// message is sent again with a new id, and the earlier delivery is ignored. Returns the new timeout, or null when the
+    /// message is sent again with a new id, and the earlier delivery is ignored (a timeout the sweep sent again counts as
+    /// never sent again, so the sweep may send the new one again once). Returns the new timeout, or null when the
     /// instance holds none of that name.
     /// </summary>
     public async ValueTask<SagaTimeout?> RescheduleAsync(string sagaName, string id, string name, TimeSpan delay, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(name);
         ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
-        return await MoveAsync(sagaName, id, t => t.Name == name, (t, now) => t with { Id = Guid.NewGuid(), DueAt = now + delay }, cancellationToken)
+        return await MoveAsync(sagaName, id, t => t.Name == name, (t, now) => t with { Id = Guid.NewGuid(), DueAt = now + delay, ResentAt = null }, cancellationToken)
             .ConfigureAwait(false);
     }
 
@@ -71,10 +72,10 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
     /// Sends the timeout <paramref name="timeoutId"/> again, due now, under its id (so of its two deliveries only the first
     /// handled fires), when the instance still holds it. Without an outbox a crash between a transition's commit and the
     /// timeout's send lost the message, while the instance went on holding the timeout: the resume sweep calls this for a
-    /// timeout held well past its due time.
+    /// timeout held well past its due time, once (the timeout it saves records when, in <see cref="SagaTimeout.ResentAt"/>).
     /// </summary>
     internal ValueTask<SagaTimeout?> ResendAsync(string sagaName, string id, Guid timeoutId, CancellationToken cancellationToken) =>
-        MoveAsync(sagaName, id, t => t.Id == timeoutId, (t, now) => t with { DueAt = now }, cancellationToken);
+        MoveAsync(sagaName, id, t => t.Id == timeoutId && t.ResentAt is null, (t, now) => t with { DueAt = now, ResentAt = now }, cancellationToken);
 
     // Saves the instance with the timeout `which` picks moved, and sends that timeout's message with the save.
     private async ValueTask<SagaTimeout?> MoveAsync(

@@ -66,7 +66,7 @@ public abstract class SagaStoreConformance
         var store = await CreateStoreAsync();
         var due = new DateTimeOffset(2031, 5, 6, 7, 8, 9, TimeSpan.FromHours(2));
         var payment = new SagaTimeout("payment", Guid.NewGuid(), due, "payment-timed-out", Encoding.UTF8.GetBytes("{\"orderId\":\"o-1\"}"));
-        var shipping = new SagaTimeout("shipping", Guid.NewGuid(), due.AddDays(1), "shipping-late", new byte[] { 0, 255, 7 });
+        var shipping = new SagaTimeout("shipping", Guid.NewGuid(), due.AddDays(1), "shipping-late", new byte[] { 0, 255, 7 }) { ResentAt = due.AddHours(3) };
         var instance = NewInstance(UniqueSaga()) with { Timeouts = [payment, shipping] };
 
         var version = await store.SaveAsync(instance);
@@ -94,6 +94,7 @@ public abstract class SagaStoreConformance
             Assert.Equal(expected.DueAt, actual.DueAt);
             Assert.Equal(expected.MessageType, actual.MessageType);
             Assert.Equal(expected.Body.ToArray(), actual.Body.ToArray());
+            Assert.Equal(expected.ResentAt, actual.ResentAt);
         }
     }
 

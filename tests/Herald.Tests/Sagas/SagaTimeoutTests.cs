@@ -4,6 +4,7 @@ using Herald.Messages;
 using Herald.Persistence;
 using Herald.Sagas;
 using Herald.Tests.Reliability;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Herald.Tests.Sagas;
 
@@ -314,6 +315,41 @@ public sealed class SagaTimeoutTests
             "the lost timeout of o-10 is sent again and fires");
         Assert.Equal(1, SagaData.Deserialize<OrderState>(expired.Data).TimeoutsSeen);
         Assert.Contains(host.Logs.Entries, e => e.EventId == 1333 && e.Message.Contains("o-10", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task ATimeoutWhoseDeliveryIsDeadLettered_IsSentAgainByTheSweepOnlyOnce_ThenLoggedOnce_NotResentForEver()
+    {
+        // The timeout's transition always throws, so each delivery ends as a dead letter while the instance goes on holding
+        // the timeout: a sweep that sent it again every StaleAfter would fill the dead letters for ever.
+        var machine = SagaStateMachine.Create<OrderState>("st-orders", m => PlacedAwaitingPayment(m)
+            .During("AwaitingPayment", s => s.When<PaymentTimedOut>("Expired", (_, _) => throw new InvalidOperationException("the transition is broken")))
+            .Final("Expired"));
+        var stale = new SagaOptions().StaleAfter;
+        await using var host = await ReliabilityHost.StartAsync(h => h
+            .AddMessageType<OrderPlaced>().AddMessageType<PaymentTaken>().AddMessageType<PaymentTimedOut>().AddMessageType<Shipped>()
+            .AddSaga(machine)
+            .ConfigureSagas(o => o.ResumeInterval = TimeSpan.FromDays(20))); // only this test's sweeps below run
+        var sweep = host.Host.Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>().OfType<SagaResumeService>().Single();
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-11"));
+        var timeout = Assert.Single((await AwaitingPaymentAsync(host, "o-11")).Timeouts);
+
+        host.Clock.SetUtcNow(timeout.DueAt);
+        await host.WaitForDeadLettersAsync(1, TimeSpan.FromSeconds(1));
+        for (var sweeps = 1; sweeps <= 4; sweeps++)
+        {
+            host.Clock.Advance(stale);
+            await sweep.SweepAsync(CancellationToken.None);
+            await host.WaitForDeadLettersAsync(TimeoutsSent(host), TimeSpan.FromSeconds(1));
+        }
+
+        Assert.Equal(2, TimeoutsSent(host)); // scheduled, then sent again once
+        Assert.Equal(2, (await host.DeadLetters.ListAsync(new Herald.Reliability.DeadLetters.DeadLetterQuery { Endpoint = host.Endpoint })).Count);
+        Assert.Single(host.Logs.Entries, e => e.EventId == 1333 && e.Message.Contains("o-11", StringComparison.Ordinal));
+        var given = Assert.Single(host.Logs.Entries, e => e.EventId == 1335);
+        Assert.Contains("o-11", given.Message, StringComparison.Ordinal);
+        Assert.Contains(timeout.Id.ToString(), given.Message, StringComparison.Ordinal);
+        Assert.Equal(timeout.Id, Assert.Single((await host.Get<ISagaStore>().LoadAsync("st-orders", "o-11"))!.Timeouts).Id);
     }
 
     private static int TimeoutsSent(ReliabilityHost host) => host.Transport.Sent.Count(s => s.Envelope.MessageType == "st-payment-timed-out");

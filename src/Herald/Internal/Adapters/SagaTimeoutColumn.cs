@@ -5,7 +5,7 @@ namespace Herald.Internal;
 
 /// <summary>
 /// How the SQL saga stores keep <see cref="SagaInstance.Timeouts"/> in one column: a JSON array of
-/// <c>{"name","id","dueAt","messageType","body"}</c> (the body in base64), or null when the instance holds none.
+/// <c>{"name","id","dueAt","messageType","body"}</c> (the body in base64, and <c>"resentAt"</c> once the sweep sent it again), or null when the instance holds none.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public static class SagaTimeoutColumn
@@ -31,6 +31,11 @@ public static class SagaTimeoutColumn
                 json.WriteString("dueAt", timeout.DueAt);
                 json.WriteString("messageType", timeout.MessageType);
                 json.WriteBase64String("body", timeout.Body.Span);
+                if (timeout.ResentAt is { } resentAt)
+                {
+                    json.WriteString("resentAt", resentAt);
+                }
+
                 json.WriteEndObject();
             }
 
@@ -57,7 +62,10 @@ public static class SagaTimeoutColumn
                 item.GetProperty("id").GetGuid(),
                 item.GetProperty("dueAt").GetDateTimeOffset(),
                 item.GetProperty("messageType").GetString()!,
-                item.GetProperty("body").GetBytesFromBase64()));
+                item.GetProperty("body").GetBytesFromBase64())
+            {
+                ResentAt = item.TryGetProperty("resentAt", out var resentAt) ? resentAt.GetDateTimeOffset() : null,
+            });
         }
 
         return timeouts;
