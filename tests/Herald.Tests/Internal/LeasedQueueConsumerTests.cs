@@ -634,7 +634,9 @@ public sealed class LeasedQueueConsumerTests
             while (elapsed < TimeSpan.FromMinutes(1))
             {
                 var pause = await NextPauseAsync(pauses.Count + 1);
-                time.Advance(pause);
+
+                // To the pause's end as its timer has it (the clock has not moved since the timer was made).
+                time.AdvanceTo(time.DueTimes.ElementAt(pauses.Count - 1));
                 elapsed += pause;
             }
 
@@ -712,19 +714,41 @@ public sealed class LeasedQueueConsumerTests
         }
     }
 
-    /// <summary>A fake clock that records the due time of every one-shot timer (a <see cref="Task.Delay(TimeSpan, TimeProvider)"/>) created on it.</summary>
+    /// <summary>
+    /// A fake clock that records the delay of every one-shot timer (a <see cref="Task.Delay(TimeSpan, TimeProvider)"/>) created
+    /// on it, and when that timer is due on this clock.
+    /// </summary>
     private sealed class DelayRecordingTimeProvider : FakeTimeProvider
     {
         public ConcurrentQueue<TimeSpan> Delays { get; } = new();
 
+        public ConcurrentQueue<DateTimeOffset> DueTimes { get; } = new();
+
         public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
         {
-            if (period == Timeout.InfiniteTimeSpan)
+            if (period != Timeout.InfiniteTimeSpan)
             {
-                Delays.Enqueue(dueTime);
+                return base.CreateTimer(callback, state, dueTime, period);
             }
 
-            return base.CreateTimer(callback, state, dueTime, period);
+            // Recorded once the timer exists, with the time it is due: recorded before, a test that saw the delay and moved
+            // the clock on by it before the timer was made left the timer due a delay after that, and it never fired (the
+            // test timed out waiting for the next pause, about 1 CI run in 10).
+            var due = GetUtcNow() + dueTime;
+            var timer = base.CreateTimer(callback, state, dueTime, period);
+            DueTimes.Enqueue(due);
+            Delays.Enqueue(dueTime);
+            return timer;
+        }
+
+        /// <summary>Moves the clock on to <paramref name="time"/>, or not at all when it is there already.</summary>
+        public void AdvanceTo(DateTimeOffset time)
+        {
+            var by = time - GetUtcNow();
+            if (by > TimeSpan.Zero)
+            {
+                Advance(by);
+            }
         }
     }
 
