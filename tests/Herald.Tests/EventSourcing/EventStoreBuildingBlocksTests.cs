@@ -1,7 +1,9 @@
+using System.Collections.Concurrent;
 using Herald.EventSourcing;
 using Herald.EventSourcing.InMemory;
 using Herald.EventSourcing.Subscriptions;
 using Herald.Messages;
+using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Tests.EventSourcing;
@@ -142,6 +144,27 @@ public sealed class EventStoreBuildingBlocksTests
         Assert.False(subscription.Completion.IsCompleted);
         Assert.True(store.FailuresLeft < 0, "the reads failed twice before succeeding");
         Assert.Equal([first.LastPosition, second.LastPosition], seen);
+    }
+
+    [Fact]
+    public async Task Subscription_AnUnreadableEventItDeadLetters_IsCountedOnTheDeadLetteredCounter()
+    {
+        // A bare subscription (no host, no monitor) added the dead letter without counting it on herald.messages.dead_lettered.
+        var subscriptionId = "unreadable-" + Guid.NewGuid().ToString("N")[..8];
+        var counted = new ConcurrentQueue<(long Value, string? Type)>();
+        using var listener = Diagnostics.DiagnosticsTests.ListenToDeadLettered(subscriptionId, (value, type) => counted.Enqueue((value, type)));
+        var inner = new InMemoryEventStore();
+        var spoiled = await inner.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent()]);
+        var after = await inner.AppendAsync("order-1", ExpectedVersion.Exactly(1), [NewEvent()]);
+        var store = new FaultyReadsStore(inner) { UnreadableAt = spoiled.LastPosition };
+        var deadLetters = new InMemoryDeadLetterStore();
+        await using var subscription = await EventSubscription.StartNewAsync(
+            store, inner, (_, _) => ValueTask.CompletedTask, new EventSubscriptionOptions { SubscriptionId = subscriptionId, DeadLetterUnreadableEventsTo = deadLetters });
+
+        await subscription.WaitForPositionAsync(after.LastPosition).WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.Single(await deadLetters.ListAsync(new DeadLetterQuery { Endpoint = subscriptionId }));
+        Assert.Equal([(1L, "t")], counted);
     }
 
     private static Envelope NewEvent() => new() { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = "{}"u8.ToArray() };

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Herald.Conformance;
 using Herald.EventSourcing;
 using Herald.EventSourcing.InMemory;
@@ -227,6 +228,28 @@ public sealed class ProjectionTests
         Assert.Equal("projection-tests-happened", deadLetter.MessageType);
         Assert.Contains("spoiled", System.Text.Encoding.UTF8.GetString(deadLetter.Envelope.Body.Span), StringComparison.Ordinal);
         Assert.Null((await manager.GetStatusAsync(SkipsUnreadable.ProjectionName)).LastError);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task AStoredEventThatNoLongerReads_DeadLetteredByAProjection_IsCountedAndReachesTheDeadLetterMonitor()
+    {
+        // The subscription added the dead letter without counting it: herald.messages.dead_lettered, the gauge and the alert missed it.
+        var counted = new ConcurrentQueue<(long Value, string? Type)>();
+        using var listener = Diagnostics.DiagnosticsTests.ListenToDeadLettered(SkipsUnreadable.ProjectionName, (value, type) => counted.Enqueue((value, type)));
+        using var host = BuildOverFaultyReads(new SkipsUnreadable());
+        var spoiled = await AppendAsync(host, "spoiled");
+        var after = await AppendAsync(host, "after");
+        ((FaultyReadsStore)host.Services.GetRequiredService<IEventStore>()).UnreadableAt = spoiled;
+        await host.StartAsync();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Eventually.UntilAsync(async () => (await manager.GetStatusAsync(SkipsUnreadable.ProjectionName)).Position >= after, "the projection passes the spoiled event");
+
+        var monitor = host.Services.GetRequiredService<DeadLetterMonitor>();
+        await Eventually.UntilAsync(
+            () => monitor.Counts.TryGetValue(SkipsUnreadable.ProjectionName, out var held) && held == 1,
+            "herald.dead_letters reports the projection's dead letter");
+        Assert.Equal([(1L, "projection-tests-happened")], counted);
         await host.StopAsync();
     }
 

@@ -76,6 +76,9 @@ public sealed class EventSubscription : IAsyncDisposable
     /// <summary>The kind of consumer the dead letter of an unreadable event names (a subscription by default; a projection).</summary>
     internal DeadLetterOrigin DeadLetterOrigin { get; init; } = DeadLetterOrigin.EventSubscription;
 
+    /// <summary>The host's dead-letter monitor, told of the dead letters of unreadable events (none for a subscription built without a host: they are still counted).</summary>
+    internal DeadLetterMonitor? DeadLetterMonitor { get; init; }
+
     /// <summary>The clock of the dead letters' times.</summary>
     internal TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
@@ -350,7 +353,11 @@ public sealed class EventSubscription : IAsyncDisposable
         // As the chain's own dead letters: the same event met again (a restart before the checkpoint, a rebuild) is kept once.
         var deadLetter = FailureRecords.Create(
             DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now), envelope, endpoint, DeadLetterCause.Undecodable, unreadable, now, now, attempts: 1);
-        await _options.DeadLetterUnreadableEventsTo!.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false);
+        if (await _options.DeadLetterUnreadableEventsTo!.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false))
+        {
+            Herald.Reliability.DeadLetters.DeadLetterMonitor.Added(DeadLetterMonitor, endpoint, envelope.MessageType);
+        }
+
         Log.SubscriptionUnreadableEventDeadLettered(Logger ?? NullLogger.Instance, unreadable, SubscriptionId, unreadable.Position);
     }
 

@@ -127,6 +127,7 @@ internal sealed class EndpointPipelineFactory(
                 Logger = _logger,
                 DeadLetterEndpoint = endpoint,
                 DeadLetterOrigin = origin,
+                DeadLetterMonitor = monitor,
                 TimeProvider = timeProvider,
             };
         }
@@ -155,6 +156,7 @@ internal sealed class EndpointPipelineFactory(
             BatchLimit = batching.CommitEvery,
             DeadLetterEndpoint = endpoint,
             DeadLetterOrigin = origin,
+            DeadLetterMonitor = monitor,
             TimeProvider = timeProvider,
         };
     }
