@@ -6,9 +6,21 @@ namespace Herald.Diagnostics;
 /// <summary>Carries W3C trace context in envelope headers, so a trace continues across a hop.</summary>
 internal static class TraceContext
 {
-    /// <summary>Returns the envelope with the activity's traceparent (and tracestate) in its headers.</summary>
-    public static Envelope Inject(Envelope envelope, Activity? activity) =>
-        IsW3C(activity) ? envelope with { Headers = With(envelope.Headers, activity!) } : envelope;
+    /// <summary>
+    /// Returns the envelope with the activity's traceparent (and tracestate) in its headers, unless the caller set a
+    /// traceparent there (a context forwarded from another system), which is kept, as <see cref="WithCurrentUnlessSet"/> does.
+    /// </summary>
+    public static Envelope InjectUnlessSet(Envelope envelope, Activity? activity) =>
+        IsW3C(activity) && !IsSet(envelope.Headers) ? envelope with { Headers = With(envelope.Headers, activity!) } : envelope;
+
+    /// <summary>The trace context the caller set in <paramref name="headers"/>, or default when it set none: the parent of a producer span.</summary>
+    public static ActivityContext SetBy(IReadOnlyDictionary<string, string> headers) =>
+        IsSet(headers) && ActivityContext.TryParse(Find(headers, HeaderNames.TraceParent), Find(headers, HeaderNames.TraceState), isRemote: true, out var context)
+            ? context
+            : default;
+
+    /// <summary>Whether the headers carry a traceparent (in any case, as <see cref="Extract"/> reads it); allocates nothing.</summary>
+    private static bool IsSet(IReadOnlyDictionary<string, string> headers) => headers.Count > 0 && Find(headers, HeaderNames.TraceParent) is not null;
 
     /// <summary>
     /// The headers with the current activity's traceparent (and tracestate) added, unless they carry a traceparent
@@ -17,7 +29,7 @@ internal static class TraceContext
     public static IReadOnlyDictionary<string, string> WithCurrentUnlessSet(IReadOnlyDictionary<string, string> headers)
     {
         var current = Activity.Current;
-        return IsW3C(current) && !headers.ContainsKey(HeaderNames.TraceParent) ? With(headers, current!) : headers;
+        return IsW3C(current) && !IsSet(headers) ? With(headers, current!) : headers;
     }
 
     private static bool IsW3C(Activity? activity) => activity is { IdFormat: ActivityIdFormat.W3C, Id: not null };

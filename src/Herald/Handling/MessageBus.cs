@@ -80,21 +80,22 @@ internal sealed class MessageBus : IMessageBus
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask DispatchAsync(Envelope envelope, string destination, bool publish, DeliveryOptions? options, CancellationToken cancellationToken)
     {
+        // A traceparent the caller set (a context forwarded from another system) is kept, and the send's span joins its trace.
         using var activity = HeraldDiagnostics.ActivitySource.HasListeners()
-            ? HeraldDiagnostics.ActivitySource.StartActivity(publish ? "publish " + destination : "send " + destination, ActivityKind.Producer)
+            ? HeraldDiagnostics.ActivitySource.StartActivity(publish ? "publish " + destination : "send " + destination, ActivityKind.Producer, TraceContext.SetBy(envelope.Headers))
             : null;
         if (activity is not null)
         {
             activity.SetTag(MetricNames.DestinationTag, destination);
             activity.SetTag(MetricNames.MessageTypeTag, envelope.MessageType);
             activity.SetTag("messaging.message.id", envelope.MessageId.ToString());
-            envelope = TraceContext.Inject(envelope, activity);
+            envelope = TraceContext.InjectUnlessSet(envelope, activity);
         }
         else
         {
             // Nothing listens to Herald here, but the caller's trace (an ASP.NET Core request's) goes on with the message, as
             // through the outbox: a service downstream that listens continues it. No W3C activity: nothing is allocated.
-            envelope = TraceContext.Inject(envelope, Activity.Current);
+            envelope = TraceContext.InjectUnlessSet(envelope, Activity.Current);
         }
 
         var sendOptions = options?.Delay is { } delay ? new SendOptions { Delay = delay } : null;

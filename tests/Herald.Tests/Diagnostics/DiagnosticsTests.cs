@@ -77,6 +77,43 @@ public sealed class DiagnosticsTests
         Assert.StartsWith("00-" + traceId + "-", envelope.GetHeader(HeaderNames.TraceParent), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task ASendWithATraceparentTheCallerSet_KeepsIt_AndItsSpanJoinsThatTrace()
+    {
+        // The bus overwrote it with the current activity's, while an AggregateRepository keeps one given in its metadata:
+        // a caller forwarding a context from another system lost it.
+        var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
+        var forwarded = ActivityTraceId.CreateRandom();
+        var given = $"00-{forwarded}-{ActivitySpanId.CreateRandom()}-01";
+        var sends = new ConcurrentQueue<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HeraldDiagnostics.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity =>
+            {
+                if (activity.OperationName == "send " + endpoint)
+                {
+                    sends.Enqueue(activity);
+                }
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
+        var handled = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(endpoint, handled);
+
+        using (new Activity("request").SetIdFormat(ActivityIdFormat.W3C).Start())
+        {
+            await host.Services.GetRequiredService<IMessageBus>().SendAsync(
+                new Traced(endpoint), new DeliveryOptions { Headers = new Dictionary<string, string> { [HeaderNames.TraceParent] = given, [HeaderNames.TraceState] = "vendor=given" } });
+        }
+
+        var envelope = await handled.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(given, envelope.GetHeader(HeaderNames.TraceParent));
+        Assert.Equal("vendor=given", envelope.GetHeader(HeaderNames.TraceState));
+        Assert.Equal(forwarded, Assert.Single(sends).TraceId);
+    }
+
     [Theory]
     [InlineData("Traceparent", "Tracestate")] // a Go client's canonical header names (OpenTelemetry's HeaderCarrier)
     [InlineData("TRACEPARENT", "TRACESTATE")]

@@ -412,6 +412,28 @@ public sealed class OutboxTests
     }
 
     [Fact]
+    public async Task Add_WithATraceparentTheCallerSet_KeepsIt_InsteadOfTheCurrentActivitys()
+    {
+        // The outbox overwrote it with the current activity's, while an AggregateRepository keeps one given in its metadata.
+        var downstream = "downstream-" + Guid.NewGuid().ToString("N")[..8];
+        var given = $"00-{System.Diagnostics.ActivityTraceId.CreateRandom()}-{System.Diagnostics.ActivitySpanId.CreateRandom()}-01";
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(downstream).UseOutbox());
+        await using (var scope = host.Host.Services.CreateAsyncScope())
+        {
+            using (new System.Diagnostics.Activity("request").SetIdFormat(System.Diagnostics.ActivityIdFormat.W3C).Start())
+            {
+                await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(
+                    new Forwarded(1), new DeliveryOptions { Headers = new Dictionary<string, string> { [HeaderNames.TraceParent] = given } });
+            }
+
+            await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        }
+
+        await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the message leaves");
+        Assert.Equal(given, SentTo(host, downstream)[0].GetHeader(HeaderNames.TraceParent));
+    }
+
+    [Fact]
     public async Task Add_OfAMessageTheTransportWillRefuse_FailsInTheCaller_AndAddsNothing()
     {
         // Issue 10: a name or delay past the transport's limits used to be found only by the relay, which retried it forever.

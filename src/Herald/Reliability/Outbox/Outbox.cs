@@ -51,8 +51,9 @@ internal sealed class Outbox(
             delivery?.PartitionKey,
             delivery?.Headers);
 
-        // The trace continues from the code that wrote the message, not from the relay that happens to send it.
-        envelope = TraceContext.Inject(envelope, Activity.Current);
+        // The trace continues from the code that wrote the message, not from the relay that happens to send it (unless the
+        // caller set a traceparent in the headers: a context forwarded from another system is kept).
+        envelope = TraceContext.InjectUnlessSet(envelope, Activity.Current);
         destination ??= envelope.MessageType;
         var delay = delivery?.Delay is { } d && d > TimeSpan.Zero ? d : (TimeSpan?)null;
 
