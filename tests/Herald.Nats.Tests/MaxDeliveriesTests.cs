@@ -171,31 +171,7 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         // The same process (transport) goes on: a message is taken by two processes that stop before settling it.
         var lost = NewEnvelope("its deliveries run out");
         await transport.SendAsync(queue, lost);
-        var durable = await transport.JetStream.GetConsumerAsync(Names.QueueStream(queue), NatsNames.Durable(queue));
-        for (var delivery = 1; delivery <= 2; delivery++)
-        {
-            var count = 0;
-            await foreach (var _ in durable.FetchAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 1, Expires = Timeout }))
-            {
-                count++;
-            }
-
-            Assert.Equal(1, count);
-        }
-
-        // The next pull, once the ack wait ran out, is when the server gives the message up and says so.
-        await Eventually.UntilAsync(
-            async () =>
-            {
-                await foreach (var _ in durable.FetchAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 1, Expires = TimeSpan.FromSeconds(2) }))
-                {
-                    Assert.Fail("delivered after its last delivery");
-                }
-
-                return (await transport.JetStream.GetStreamAsync(Names.MaxDeliveriesStream(queue))).Info.State.Messages == 1;
-            },
-            "the advisory is kept",
-            Timeout);
+        await NeverSettleAsync(transport, queue, deliveries: 2);
 
         var drained = new List<NativeDeadLetter>();
         Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (deadLetter, _) =>
@@ -204,6 +180,51 @@ public sealed class MaxDeliveriesTests : NatsTestBase
             return ValueTask.CompletedTask;
         }));
         Assert.Equal(lost.MessageId, Assert.Single(drained).Envelope.MessageId);
+    }
+
+    /// <summary>
+    /// Audit (stop 41): the reason of a dead letter drained from a max-deliveries advisory printed this process's MaxDeliver
+    /// (or none, without the option), not the limit of the durable the server stopped delivering from, made by another
+    /// process with another limit. The advisory's deliveries, the server's limit, are printed now.
+    /// </summary>
+    [Theory]
+    [InlineData(5, 2)]
+    [InlineData(null, 2)]
+    public async Task AMessageNeverSettledOnTheLastDeliveryOfADurableMadeWithAnotherMaxDeliver_IsDeadLetteredWithTheServersLimit(int? configured, int onTheServer)
+    {
+        var queue = "endpoint-lost-made-" + (configured?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none");
+        var transport = await CreateTransportAsync(o =>
+        {
+            Configure(o);
+            o.MaxDeliver = configured;
+        });
+
+        // Another process made the durable first, with a limit of its own; this one consumes it (and keeps its advisories).
+        await transport.DeclareQueueAsync(queue);
+        await transport.JetStream.CreateOrUpdateConsumerAsync(Names.QueueStream(queue), new NATS.Client.JetStream.Models.ConsumerConfig(NatsNames.Durable(queue))
+        {
+            AckPolicy = NATS.Client.JetStream.Models.ConsumerConfigAckPolicy.Explicit,
+            AckWait = TimeSpan.FromSeconds(1),
+            MaxDeliver = onTheServer,
+        });
+        await (await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask)).DisposeAsync();
+
+        var lost = NewEnvelope("never settled");
+        await transport.SendAsync(queue, lost);
+        await NeverSettleAsync(transport, queue, onTheServer);
+
+        var drained = new List<NativeDeadLetter>();
+        Assert.Equal(1, await transport.DrainDeadLettersAsync(queue, (deadLetter, _) =>
+        {
+            drained.Add(deadLetter);
+            return ValueTask.CompletedTask;
+        }));
+        var reason = Assert.Single(drained).Reason;
+        Assert.Contains("(MaxDeliver " + onTheServer.ToString(System.Globalization.CultureInfo.InvariantCulture) + ")", reason, StringComparison.Ordinal);
+        if (configured is { } option)
+        {
+            Assert.DoesNotContain("MaxDeliver " + option.ToString(System.Globalization.CultureInfo.InvariantCulture), reason, StringComparison.Ordinal);
+        }
     }
 
     /// <summary>Audit (stop 41): a consumer started again in the same process found the deleted advisory stream in its cache, not made again.</summary>
@@ -241,6 +262,7 @@ public sealed class MaxDeliveriesTests : NatsTestBase
             out var failure);
         Assert.Null(failure);
         Assert.Equal(new MaxDeliveriesAdvisory("S", "c", 7, 3, new DateTimeOffset(2026, 12, 4, 13, 0, 0, 500, TimeSpan.Zero)), advisory);
+        Assert.Null(MaxDeliveriesAdvisory.Read("""{"stream":"S","consumer":"c","stream_seq":7}"""u8.ToArray(), out failure)!.Deliveries);
         Assert.Null(MaxDeliveriesAdvisory.Read("not json"u8.ToArray(), out failure));
         Assert.NotNull(failure);
         Assert.Null(MaxDeliveriesAdvisory.Read("""{"stream":"S","consumer":"c"}"""u8.ToArray(), out failure));
@@ -265,6 +287,39 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         Assert.Equal(typeof(InvalidOperationException).FullName, deadLetter.ErrorType);
         Assert.Equal(RefusingPingHandler.Refusal, deadLetter.ErrorMessage);
         return deadLetter;
+    }
+
+    /// <summary>
+    /// The queue's one message taken <paramref name="deliveries"/> times (the durable's limit) by processes that stop
+    /// before settling it, then pulled until the server gives it up and its advisory is kept.
+    /// </summary>
+    private async Task NeverSettleAsync(NatsTransport transport, string queue, int deliveries)
+    {
+        var durable = await transport.JetStream.GetConsumerAsync(Names.QueueStream(queue), NatsNames.Durable(queue));
+        for (var delivery = 1; delivery <= deliveries; delivery++)
+        {
+            var count = 0;
+            await foreach (var _ in durable.FetchAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 1, Expires = Timeout }))
+            {
+                count++;
+            }
+
+            Assert.Equal(1, count);
+        }
+
+        // The next pull, once the ack wait ran out, is when the server gives the message up and says so.
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                await foreach (var _ in durable.FetchAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 1, Expires = TimeSpan.FromSeconds(2) }))
+                {
+                    Assert.Fail("delivered after its last delivery");
+                }
+
+                return (await transport.JetStream.GetStreamAsync(Names.MaxDeliveriesStream(queue))).Info.State.Messages == 1;
+            },
+            "the advisory is kept",
+            Timeout);
     }
 
     private static async Task<bool> StreamExistsAsync(NatsTransport transport, string stream)

@@ -139,19 +139,21 @@ internal sealed partial class NatsTransport
         var rawType = _options.RawQueues.TryGetValue(queue, out var raw) ? raw : null;
         var headers = StoredHeaders(stored.Hdrs);
         var body = stored.Data.ToArray();
-        var envelope = NatsEnvelopeCodec.Decode(headers, body, advisory.Deliveries, stored.Time, rawType, _options.Source, TimeProvider, out var decodeFailure);
+        var envelope = NatsEnvelopeCodec.Decode(headers, body, advisory.Deliveries ?? 1, stored.Time, rawType, _options.Source, TimeProvider, out var decodeFailure);
 
         // One id per stored message, so a drain stopped between the store write and the ack stores it once when run again.
         var id = CloudEventValues.ForeignMessageId(string.Create(CultureInfo.InvariantCulture, $"max-deliveries/{advisory.Stream}/{advisory.StreamSequence}"), TimeProvider);
         var withId = new Dictionary<string, string>(envelope.Headers, StringComparer.Ordinal) { [HeaderNames.DeadLetterId] = id.ToString("D") };
-        var limit = _options.MaxDeliver is { } maxDeliver ? string.Create(CultureInfo.InvariantCulture, $" (MaxDeliver {maxDeliver})") : string.Empty;
+        // The server sends the advisory once the durable's own MaxDeliver is used up, with that many deliveries: its limit,
+        // whoever made the durable, not this process's option.
+        var delivered = advisory.Deliveries is { } limit
+            ? string.Create(CultureInfo.InvariantCulture, $"Delivered {limit} times, the most the consumer allows (MaxDeliver {limit})")
+            : "Delivered as often as the consumer allows";
         return new NativeDeadLetter
         {
             Envelope = envelope with { Headers = withId },
             Queue = queue,
-            Reason = string.Create(
-                CultureInfo.InvariantCulture,
-                $"Delivered {advisory.Deliveries} times, the most the consumer allows{limit}, without being settled on the last (its process stopped, or the ack wait ran out)."),
+            Reason = delivered + ", without being settled on the last (its process stopped, or the ack wait ran out).",
             Time = advisory.Time ?? TimeProvider.GetUtcNow(),
             DecodeFailure = decodeFailure,
         };
@@ -209,8 +211,11 @@ internal sealed partial class NatsTransport
     }
 }
 
-/// <summary>What Herald reads of a JetStream max-deliveries advisory (<c>io.nats.jetstream.advisory.v1.max_deliver</c>).</summary>
-internal sealed record MaxDeliveriesAdvisory(string Stream, string Consumer, ulong StreamSequence, int Deliveries, DateTimeOffset? Time)
+/// <summary>
+/// What Herald reads of a JetStream max-deliveries advisory (<c>io.nats.jetstream.advisory.v1.max_deliver</c>);
+/// <see cref="Deliveries"/> is the durable's MaxDeliver as the server has it, null when the advisory does not say.
+/// </summary>
+internal sealed record MaxDeliveriesAdvisory(string Stream, string Consumer, ulong StreamSequence, int? Deliveries, DateTimeOffset? Time)
 {
     /// <summary>The advisory, or null with the reason when it is not one Herald can act on.</summary>
     public static MaxDeliveriesAdvisory? Read(byte[]? json, out string? failure)
@@ -224,7 +229,7 @@ internal sealed record MaxDeliveriesAdvisory(string Stream, string Consumer, ulo
                 && root.TryGetProperty("consumer", out var consumer) && consumer.GetString() is { Length: > 0 } consumerName
                 && root.TryGetProperty("stream_seq", out var sequence) && sequence.TryGetUInt64(out var streamSequence) && streamSequence > 0)
             {
-                var deliveries = root.TryGetProperty("deliveries", out var d) && d.TryGetInt32(out var n) ? Math.Max(1, n) : 1;
+                var deliveries = root.TryGetProperty("deliveries", out var d) && d.TryGetInt32(out var n) && n > 0 ? n : (int?)null;
                 DateTimeOffset? time = root.TryGetProperty("timestamp", out var t) && t.TryGetDateTimeOffset(out var at) ? at : null;
                 return new MaxDeliveriesAdvisory(streamName, consumerName, streamSequence, deliveries, time);
             }
