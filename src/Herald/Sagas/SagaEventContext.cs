@@ -66,17 +66,18 @@ public sealed class SagaEventContext<TData>
     /// saga's queue and correlate it like any event of the machine. Without an outbox it leaves once the transition commits.
     /// </summary>
     /// <returns>The timeout, with the id its delivery carries.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The delay is negative, or longer than the transport can hold (its <c>Capabilities.MaxDelay</c>).</exception>
     public async ValueTask<SagaTimeout> ScheduleTimeoutAsync<TMessage>(string name, TMessage message, TimeSpan delay)
         where TMessage : notnull
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         ArgumentNullException.ThrowIfNull(message);
-        ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
         var services = Message.Services;
+        var time = services.GetRequiredService<TimeProvider>();
+        var dueAt = SagaTimeouts.DueAt(services, SagaName, name, time.GetUtcNow(), delay);
         var type = services.GetRequiredService<MessageTypeRegistry>().GetByType(message.GetType());
         var body = services.GetRequiredService<IMessageSerializer>().Serialize(message, type.ClrType);
-        var time = services.GetRequiredService<TimeProvider>();
-        var timeout = new SagaTimeout(name, Guid.NewGuid(), time.GetUtcNow() + delay, type.Name, body);
+        var timeout = new SagaTimeout(name, Guid.NewGuid(), dueAt, type.Name, body);
         await SagaTimeouts.SendOnCommitAsync(
             Message, Message.UnitOfWork, services, SagaName, SagaId, timeout, time, (wait, token) => Message.SendAsync(message, Correlate(SagaTimeouts.Options(timeout, wait)), token), Message.CancellationToken)
             .ConfigureAwait(false);

@@ -2,6 +2,7 @@ using Herald.Handling;
 using Herald.Hosting;
 using Herald.Messages;
 using Herald.Persistence;
+using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -64,7 +65,8 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
     {
         ArgumentNullException.ThrowIfNull(name);
         ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
-        return await MoveAsync(sagaName, id, t => t.Name == name, (t, now) => t with { Id = Guid.NewGuid(), DueAt = now + delay, ResentAt = null }, cancellationToken)
+        return await MoveAsync(
+                sagaName, id, t => t.Name == name, (t, now, services) => t with { Id = Guid.NewGuid(), DueAt = DueAt(services, sagaName, name, now, delay), ResentAt = null }, cancellationToken)
             .ConfigureAwait(false);
     }
 
@@ -75,11 +77,11 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
     /// timeout held well past its due time, once (the timeout it saves records when, in <see cref="SagaTimeout.ResentAt"/>).
     /// </summary>
     internal ValueTask<SagaTimeout?> ResendAsync(string sagaName, string id, Guid timeoutId, CancellationToken cancellationToken) =>
-        MoveAsync(sagaName, id, t => t.Id == timeoutId && t.ResentAt is null, (t, now) => t with { DueAt = now, ResentAt = now }, cancellationToken);
+        MoveAsync(sagaName, id, t => t.Id == timeoutId && t.ResentAt is null, (t, now, _) => t with { DueAt = now, ResentAt = now }, cancellationToken);
 
     // Saves the instance with the timeout `which` picks moved, and sends that timeout's message with the save.
     private async ValueTask<SagaTimeout?> MoveAsync(
-        string sagaName, string id, Func<SagaTimeout, bool> which, Func<SagaTimeout, DateTimeOffset, SagaTimeout> move, CancellationToken cancellationToken) =>
+        string sagaName, string id, Func<SagaTimeout, bool> which, Func<SagaTimeout, DateTimeOffset, IServiceProvider, SagaTimeout> move, CancellationToken cancellationToken) =>
         await _runner.RunAsync<SagaTimeout?>(
             async (services, token) =>
             {
@@ -91,7 +93,7 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
 
                 var registry = services.GetRequiredService<MessageTypeRegistry>();
                 var message = services.GetRequiredService<IMessageSerializer>().Deserialize(current.Body, registry.GetByName(current.MessageType).ClrType);
-                var moved = move(current, _time.GetUtcNow());
+                var moved = move(current, _time.GetUtcNow(), services);
                 var unitOfWork = services.GetRequiredService<IUnitOfWork>();
                 var bus = services.GetRequiredService<IMessageBus>();
                 await SendOnCommitAsync(
@@ -101,6 +103,26 @@ public sealed class SagaTimeouts(ISagaStore store, UnitOfWorkRunner runner, Time
                 return moved;
             },
             cancellationToken: cancellationToken).ConfigureAwait(false);
+
+    /// <summary>
+    /// The due time of the timeout <paramref name="name"/> scheduled <paramref name="delay"/> from <paramref name="now"/>.
+    /// Throws when there is none: a negative delay, or one longer than the transport can hold (its
+    /// <see cref="TransportCapabilities.MaxDelay"/>, which the send would refuse, after the transition committed when there
+    /// is no outbox) or than a <see cref="DateTimeOffset"/> can reach.
+    /// </summary>
+    internal static DateTimeOffset DueAt(IServiceProvider services, string sagaName, string name, DateTimeOffset now, TimeSpan delay)
+    {
+        var transportLimit = services.GetRequiredService<ITransport>().Capabilities.MaxDelay;
+        var latest = DateTimeOffset.MaxValue - now;
+        var (limit, what) = latest < transportLimit ? (latest, "the latest due time a DateTimeOffset holds") : (transportLimit, "the transport's limit, its Capabilities.MaxDelay");
+        if (delay < TimeSpan.Zero || delay > limit)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(delay), delay, $"The timeout '{name}' of saga '{sagaName}' asks for a delay of {delay}; it must be between zero and {limit} ({what}). It was not scheduled.");
+        }
+
+        return now + delay;
+    }
 
     /// <summary>
     /// Sends a timeout's message so that it cannot arrive before the save that holds it commits: through the outbox of

@@ -375,4 +375,53 @@ public sealed class SagaTimeoutTests
         Assert.Equal(1, SagaData.Deserialize<OrderState>(expired.Data).TimeoutsSeen);
         Assert.Null(await host.Get<SagaTimeouts>().RescheduleAsync("st-orders", "o-4", "payment", TimeSpan.FromMinutes(1)));
     }
+
+    /// <summary>
+    /// Audit (stop 41): a delay whose due time a DateTimeOffset cannot hold (TimeSpan.MaxValue) threw an overflow from deep
+    /// inside, which failed the transition and was retried; a delay past the transport's limit was accepted, and without an
+    /// outbox its send was refused only after the transition committed, leaving a timeout that never fires. Both, and a
+    /// negative delay, are refused at the call, naming the timeout and the limit; a reschedule alike.
+    /// </summary>
+    [Fact]
+    public async Task ATimeoutWithADelayPastTheTransportsLimit_IsRefusedAtTheCall_NamingTheTimeoutAndTheLimit()
+    {
+        var limit = TimeSpan.FromDays(30);
+        var refusals = new List<Exception?>();
+        await using var host = await StartSchedulingAsync(async (_, saga, placed) =>
+        {
+            refusals.Clear();
+            foreach (var delay in new[] { limit + TimeSpan.FromDays(1), TimeSpan.MaxValue, TimeSpan.FromSeconds(-1) })
+            {
+                refusals.Add(await Record.ExceptionAsync(async () => await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), delay)));
+            }
+
+            await saga.ScheduleTimeoutAsync("payment", new PaymentTimedOut(placed.OrderId), limit);
+        });
+        host.Transport.Capabilities = host.Transport.Capabilities with { MaxDelay = limit };
+        await host.Get<IMessageBus>().SendAsync(new OrderPlaced("o-far"));
+        await StateAsync(host, "o-far", "AwaitingPayment");
+        Assert.Equal(3, refusals.Count);
+        foreach (var refusal in refusals)
+        {
+            var refused = Assert.IsType<ArgumentOutOfRangeException>(refusal);
+            Assert.Equal("delay", refused.ParamName);
+            Assert.Contains("timeout 'payment' of saga 'st-orders'", refused.Message, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("30.00:00:00", refusals[0]!.Message, StringComparison.Ordinal);
+        Assert.Contains("30.00:00:00", refusals[1]!.Message, StringComparison.Ordinal);
+        var waiting = await AwaitingPaymentAsync(host, "o-far");
+        Assert.Equal(host.Clock.GetUtcNow() + limit, Assert.Single(waiting.Timeouts).DueAt);
+
+        var timeouts = host.Get<SagaTimeouts>();
+        var rescheduled = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await timeouts.RescheduleAsync("st-orders", "o-far", "payment", TimeSpan.MaxValue));
+        Assert.Contains("timeout 'payment' of saga 'st-orders'", rescheduled.Message, StringComparison.Ordinal);
+        Assert.Contains("30.00:00:00", rescheduled.Message, StringComparison.Ordinal);
+
+        // A transport without a limit of its own: the latest due time a DateTimeOffset holds is the limit.
+        host.Transport.Capabilities = host.Transport.Capabilities with { MaxDelay = TimeSpan.MaxValue };
+        rescheduled = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await timeouts.RescheduleAsync("st-orders", "o-far", "payment", TimeSpan.MaxValue));
+        Assert.Contains("timeout 'payment' of saga 'st-orders'", rescheduled.Message, StringComparison.Ordinal);
+        Assert.Equal(waiting.Timeouts[0].Id, Assert.Single(await timeouts.ListAsync("st-orders", "o-far")).Id);
+    }
 }
