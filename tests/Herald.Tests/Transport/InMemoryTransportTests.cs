@@ -201,6 +201,28 @@ public sealed class InMemoryTransportTests
     }
 
     [Fact]
+    public async Task ADelayLongerThanOneSystemTimerWaits_IsHeldUntilDue_NotRefused()
+    {
+        // A delay over about 49.7 days (the longest wait of one System.Threading.Timer) threw ArgumentOutOfRangeException
+        // from the send, although the in-memory transport's Capabilities.MaxDelay takes any delay (a saga's 60-day timeout).
+        var clock = new SystemTimerLimitClock(_clock.GetUtcNow());
+        await using var transport = new InMemoryTransport(InMemoryTransportOptions.Default, clock);
+        var queue = NewName();
+        await transport.SendAsync(queue, NewEnvelope(1), new SendOptions { Delay = TimeSpan.FromDays(120) });
+
+        clock.Advance(TimeSpan.FromDays(60));
+        clock.Advance(TimeSpan.FromDays(60) - TimeSpan.FromTicks(1));
+        Assert.Equal(0, transport.GetReadyCount(queue));
+        clock.Advance(TimeSpan.FromTicks(1));
+        Assert.Equal(1, transport.GetReadyCount(queue));
+
+        // The system clock itself takes the send too.
+        await using var system = new InMemoryTransport(InMemoryTransportOptions.Default, TimeProvider.System);
+        await system.SendAsync(queue, NewEnvelope(2), new SendOptions { Delay = TimeSpan.FromDays(60) });
+        Assert.Equal(0, system.GetReadyCount(queue));
+    }
+
+    [Fact]
     public async Task Nack_OnAFullQueue_NeedsNoRoom()
     {
         await using var transport = NewTransport(new InMemoryTransportOptions { QueueCapacity = 1 });
@@ -481,6 +503,18 @@ public sealed class InMemoryTransportTests
             }
 
             return ValueTask.CompletedTask;
+        }
+    }
+
+    /// <summary>A fake clock whose one-shot timers refuse a wait longer than a System.Threading.Timer takes, as the system clock's do.</summary>
+    private sealed class SystemTimerLimitClock(DateTimeOffset start) : FakeTimeProvider(start)
+    {
+        private static readonly TimeSpan Longest = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(dueTime, Longest);
+            return base.CreateTimer(callback, state, dueTime, period);
         }
     }
 }

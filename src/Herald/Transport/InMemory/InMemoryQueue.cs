@@ -13,6 +13,9 @@ namespace Herald.Transport.InMemory;
 /// </summary>
 internal sealed class InMemoryQueue
 {
+    /// <summary>The longest wait of one system timer (uint.MaxValue - 1 milliseconds, about 49.7 days).</summary>
+    private static readonly TimeSpan MaxTimerStep = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+
     private readonly SemaphoreSlim _permits;
     private readonly Channel<Envelope> _ready = Channel.CreateUnbounded<Envelope>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
     // A list, not a queue: a drain removes the one it moved, which need not be the oldest when an older one was refused.
@@ -190,9 +193,15 @@ internal sealed class InMemoryQueue
             return;
         }
 
-        // The timer removes itself once it fired; until then it holds the message (and its permit).
-        var state = new DelayedMessage(this, envelope);
-        var timer = _transport.TimeProvider.CreateTimer(static s => ((DelayedMessage)s!).Fire(), state, due, Timeout.InfiniteTimeSpan);
+        // The timer removes itself once it fired; until then it holds the message (and its permit). The system clock's timers
+        // wait at most about 49.7 days (longer throws): a longer delay waits in steps, each due at the message's due time at
+        // the latest.
+        var clock = _transport.TimeProvider;
+        var now = clock.GetUtcNow();
+        var dueAt = due < DateTimeOffset.MaxValue - now ? now + due : DateTimeOffset.MaxValue;
+        var stepped = due > MaxTimerStep;
+        var state = new DelayedMessage(this, envelope, dueAt, stepped);
+        var timer = clock.CreateTimer(static s => ((DelayedMessage)s!).Fire(), state, stepped ? MaxTimerStep : due, Timeout.InfiniteTimeSpan);
         state.Timer = timer;
         _timers[timer] = 0;
         if (state.Fired)
@@ -201,7 +210,7 @@ internal sealed class InMemoryQueue
         }
     }
 
-    private sealed class DelayedMessage(InMemoryQueue queue, Envelope envelope)
+    private sealed class DelayedMessage(InMemoryQueue queue, Envelope envelope, DateTimeOffset dueAt, bool stepped)
     {
         private int _fired;
 
@@ -216,12 +225,21 @@ internal sealed class InMemoryQueue
                 return;
             }
 
-            queue._ready.Writer.TryWrite(envelope);
             if (Timer is { } timer)
             {
                 queue._timers.TryRemove(timer, out _);
                 timer.Dispose();
             }
+
+            // A step of a delay longer than one timer waits: the rest is scheduled again.
+            var left = dueAt - queue._transport.TimeProvider.GetUtcNow();
+            if (stepped && left > TimeSpan.Zero)
+            {
+                queue.Schedule(envelope, left);
+                return;
+            }
+
+            queue._ready.Writer.TryWrite(envelope);
         }
     }
 }
