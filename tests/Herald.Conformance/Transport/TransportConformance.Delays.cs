@@ -56,17 +56,21 @@ public abstract partial class TransportConformance
         var delay = TestDelay;
         var queue = NewName("nack-traced");
         var collector = NewCollector();
+        var nacked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var consumer = await StartConsumerAsync(Transport, queue, collector, async (delivery, cancellationToken) =>
         {
             if (delivery.Envelope.DeliveryAttempt == 1)
             {
                 await delivery.NackAsync(delay, new Dictionary<string, string>(StringComparer.Ordinal) { ["herald-first-failure"] = "2031-05-17T11:45:12.3450000Z" }, cancellationToken);
+                nacked.TrySetResult();
             }
         });
 
         var sent = Traced(NewEnvelope(1));
         await Transport.SendAsync(queue, sent);
-        await collector.WaitForCountAsync(1, DeliveryTimeout, "the first delivery");
+
+        // The clock moves on only once the nack has scheduled the redelivery: moved before, a fake clock left it due later.
+        await nacked.Task.WaitAsync(DeliveryTimeout);
         await AdvanceTimeAsync(delay);
         var items = await collector.WaitForCountAsync(2, DeliveryTimeout + delay, "the redelivery after the delay");
 
