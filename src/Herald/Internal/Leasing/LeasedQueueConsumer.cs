@@ -475,10 +475,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                 while (!stop.IsCancellationRequested && reader.TryRead(out var claimed))
                 {
                     using var lease = claimed.Lease;
+                    var now = _settings.TimeProvider.GetUtcNow().UtcTicks;
                     if (lease.IsCancellationRequested
                         || !_leases.TryGetValue(claimed.Message, out var held)
                         || held != claimed
-                        || GiveUpIfLapsed(claimed, _settings.TimeProvider.GetUtcNow().UtcTicks))
+                        || GiveUpIfLapsed(claimed, now))
                     {
                         // Its claim was lost while it waited here, or its lease ran out (renewals failing) before a renewal
                         // gave it up: another consumer may hold it, so it is neither started nor handed back. Looked up as
@@ -488,7 +489,7 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
                         Log.LeasedQueueMessageNotStarted(_settings.Logger, claimed.Message.Envelope.MessageId, _settings.Name);
                         FreeSlot();
                     }
-                    else if (!_settings.StartsOnlyUnderASafeLease || LeaseIsSafe(claimed))
+                    else if (!_settings.StartsOnlyUnderASafeLease || LeaseIsSafe(claimed, now))
                     {
                         try
                         {
@@ -512,12 +513,11 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     }
 
     /// <summary>
-    /// True while at least a third of the lease is left as far as this consumer knows (its claim, or the last renewal of it
+    /// True while at least a third of the lease is left at <paramref name="now"/> (UTC ticks) as far as this consumer knows (its claim, or the last renewal of it
     /// that landed), that is while no renewal is overdue: once one is, the lease may have run out and another consumer may
     /// hold the message.
     /// </summary>
-    private bool LeaseIsSafe(Claimed claimed) =>
-        claimed.LeaseUntil - _settings.TimeProvider.GetUtcNow().UtcTicks >= _safeLeaseTicks;
+    private bool LeaseIsSafe(Claimed claimed, long now) => claimed.LeaseUntil - now >= _safeLeaseTicks;
 
     /// <summary>Frees the slot of a message not started and hands it back if this consumer still holds it.</summary>
     private async ValueTask HandBackAsync(TMessage message)
