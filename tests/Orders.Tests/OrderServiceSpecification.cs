@@ -55,6 +55,28 @@ public abstract class OrderServiceSpecification
     }
 
     [Fact]
+    public async Task TheLinkOfAnAcceptedOrder_ReadAtOnce_FindsTheOrder_NotA404BeforeTheReadModelCaughtUp()
+    {
+        // Each order read back the moment its 202 arrives, many at once so the projection is behind some of them: the link
+        // the 202 gave answers the order (it waits for the read model), never 404 for an order that was placed.
+        var placed = await Task.WhenAll(Enumerable.Range(0, 24).Select(async i =>
+        {
+            using var response = await PostOrderAsync(new { customerId = "ada", lines = new object[] { new { sku = "cable", quantity = 1 + (i % 3) } } });
+            Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+            var accepted = (await response.Content.ReadFromJsonAsync<PlaceOrderResponse>())!;
+            using var read = await Service.Http.GetAsync(response.Headers.Location);
+            return (accepted, read.StatusCode, Body: await read.Content.ReadAsStringAsync());
+        }));
+
+        Assert.All(placed, p => Assert.True(p.StatusCode == HttpStatusCode.OK, $"GET of order {p.accepted.OrderId} right after its 202 answered {(int)p.StatusCode}: {p.Body}"));
+        Assert.All(placed, p => Assert.Equal(p.accepted.OrderId.ToString(), JsonDocument.Parse(p.Body).RootElement.GetProperty("id").GetString()));
+
+        // An id of no order still answers 404 at once (nothing is waited for).
+        using var unknown = await Service.Http.GetAsync($"/orders/{Guid.NewGuid()}");
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+    }
+
+    [Fact]
     public async Task DeclinedPayment_IsCompensated_StockReleasedAndOrderCancelled()
     {
         var correlationId = "declined-" + Guid.NewGuid().ToString("N");

@@ -16,6 +16,9 @@ public static class OrderEndpoints
 {
     public const int MaxPageSize = 100;
 
+    // How long a read of an order placed but not yet projected waits for the read model before answering 503.
+    private static readonly TimeSpan ReadModelWait = TimeSpan.FromSeconds(5);
+
     public static IEndpointRouteBuilder MapOrderEndpoints(this IEndpointRouteBuilder app)
     {
         app.MapPost("/orders", PlaceAsync).AcceptsJson<PlaceOrderRequest>().WithIdempotencyKey();
@@ -52,10 +55,44 @@ public static class OrderEndpoints
         return Results.Accepted(OrderLink(http.Request, id), new { orderId = id, status = OrderStates.Cancelled });
     }
 
-    private static async Task<IResult> GetAsync(Guid id, ReadModels readModels, CancellationToken cancellationToken) =>
-        await readModels.GetAsync(OrderProjection.Orders, id.ToString(), cancellationToken) is { } order
-            ? Results.Ok(order)
-            : NotFound(id);
+    private static async Task<IResult> GetAsync(Guid id, ReadModels readModels, IEventStore store, ProjectionManager projections, HttpContext http, CancellationToken cancellationToken)
+    {
+        if (await readModels.GetAsync(OrderProjection.Orders, id.ToString(), cancellationToken) is { } order)
+        {
+            return Results.Ok(order);
+        }
+
+        // The POST answered 202 once the order's events committed; the read model follows them a moment later. So the link
+        // it gave does not answer 404 for an order that exists: the first event (which makes the document) is waited for.
+        var stream = http.RequestServices.GetRequiredService<AggregateRepository<Order>>().StreamNameFor(id.ToString());
+        long? placedAt = null;
+        await foreach (var first in store.ReadStreamAsync(stream, maxCount: 1, cancellationToken: cancellationToken))
+        {
+            placedAt = first.Position;
+        }
+
+        if (placedAt is not { } position)
+        {
+            return NotFound(id);
+        }
+
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        wait.CancelAfter(ReadModelWait);
+        try
+        {
+            await projections.WaitForPositionAsync(OrderProjection.ProjectionName, position, wait.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            http.Response.Headers.RetryAfter = "1";
+            return Results.Problem(
+                statusCode: StatusCodes.Status503ServiceUnavailable,
+                title: "Order not readable yet",
+                detail: $"Order {id} is placed, but the read model has not caught up with it yet; retry after the Retry-After delay.");
+        }
+
+        return await readModels.GetAsync(OrderProjection.Orders, id.ToString(), cancellationToken) is { } projected ? Results.Ok(projected) : NotFound(id);
+    }
 
     // The cursor is an order id, read as a GUID like the routes' ids: compared as text, an id spelled otherwise (upper case, in
     // braces, without hyphens) paged from the wrong place, and a cursor that is no id answered an empty page, read as the end.

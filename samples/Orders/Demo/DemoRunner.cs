@@ -130,7 +130,7 @@ public static class DemoRunner
             {
                 await Parallel.ForEachAsync(run.Pending.Keys.ToList(), new ParallelOptions { MaxDegreeOfParallelism = Clients, CancellationToken = cancellationToken }, async (id, token) =>
                 {
-                    // 404 until the projection has the order: it is then simply not final yet.
+                    // Not final yet (or, the read model far behind, 503): polled again.
                     using var response = await http.GetAsync($"/orders/{id}", token).ConfigureAwait(false);
                     var order = response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<OrderView>(token).ConfigureAwait(false) : null;
                     if (order is not null && OrderStates.IsFinal(order.Status) && run.Pending.TryRemove(id, out var started))

@@ -10,12 +10,14 @@ namespace Orders.ReadModel;
 /// </summary>
 public sealed class OrderProjection : Projection
 {
+    public const string ProjectionName = "order-read-model";
+
     public static readonly ReadModelTable<OrderView> Orders = new("orders");
     public static readonly ReadModelTable<CustomerView> Customers = new("customers");
     public static readonly ReadModelTable<ProductView> Products = new("products");
 
     public OrderProjection()
-        : base("order-read-model")
+        : base(ProjectionName)
     {
         Table(Orders);
         Table(Customers);

@@ -25,6 +25,9 @@ public sealed class ProjectionManager
 {
     private static readonly ConcurrentDictionary<ProjectionManager, byte> Active = new();
 
+    // How often a node that does not run a projection looks at its checkpoint while a caller waits for a position.
+    private static readonly TimeSpan RemoteWaitInterval = TimeSpan.FromMilliseconds(50);
+
     private readonly Dictionary<string, ProjectionRuntime> _projections;
     private readonly IEventStore _events;
     private readonly ICheckpointStore _checkpoints;
@@ -116,12 +119,51 @@ public sealed class ProjectionManager
         await RequestRebuildAsync(name, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Waits until the async projection <paramref name="name"/> running here has applied everything up to <paramref name="position"/>.</summary>
-    /// <exception cref="InvalidOperationException">It does not run on this node.</exception>
+    /// <summary>
+    /// Waits until the projection <paramref name="name"/> has applied everything up to <paramref name="position"/> (a
+    /// position in <c>$all</c>, such as an append's last), so that a read of its read model sees those events: read-your-writes
+    /// after a command. On the node that runs it, completes as it applies them; on any other node, when the checkpoint of the
+    /// generation that serves reads reaches it (looked at every 50 ms). An inline projection applies the events in their
+    /// commit: completes at once. Bound it with a token: it waits as long as the projection is behind.
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">No projection of that name is registered.</exception>
     public Task WaitForPositionAsync(string name, long position, CancellationToken cancellationToken = default)
     {
-        var live = Get(name).Live ?? throw new InvalidOperationException($"Projection '{name}' does not run on this node.");
-        return live.WaitForPositionAsync(position, cancellationToken);
+        var projection = Get(name);
+        if (projection.Mode == ProjectionMode.Inline)
+        {
+            return Task.CompletedTask;
+        }
+
+        return projection.Live is { } live && live.Position >= position ? Task.CompletedTask : WaitAsync(projection, position, cancellationToken);
+    }
+
+    private async Task WaitAsync(ProjectionRuntime projection, long position, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            if (projection.Live is { } live)
+            {
+                try
+                {
+                    await live.WaitForPositionAsync(position, cancellationToken).ConfigureAwait(false);
+                    return;
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    // That runner stopped: this node stopped leading it, or a rebuild switched to a new generation's
+                    // runner. The checkpoint tells until the next one runs (or for good, led elsewhere).
+                }
+            }
+
+            var generation = await GenerationAsync(projection.Name, cancellationToken).ConfigureAwait(false);
+            if ((await _checkpoints.GetCheckpointAsync(CheckpointId(projection.Name, generation), cancellationToken).ConfigureAwait(false) ?? 0) >= position)
+            {
+                return;
+            }
+
+            await Task.Delay(RemoteWaitInterval, _time, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     internal static IEnumerable<Measurement<long>> Observe()
