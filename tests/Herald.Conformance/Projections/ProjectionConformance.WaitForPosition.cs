@@ -31,22 +31,7 @@ public abstract partial class ProjectionConformance
         };
         using var first = await StartAsync(store, new Tallies(gate));
         using var second = await StartAsync(store, new Tallies(gate));
-        var hosts = new[] { first, second };
-        var leader = await Eventually.ValueAsync(
-            async () =>
-            {
-                foreach (var host in hosts)
-                {
-                    if ((await host.Services.GetRequiredService<ProjectionManager>().GetStatusAsync(Tallies.ProjectionName)).IsRunningHere)
-                    {
-                        return host;
-                    }
-                }
-
-                return null;
-            },
-            "a host runs the projection");
-        var follower = hosts.Single(h => h != leader);
+        var (_, follower) = await LeaderAndFollowerAsync(first, second);
         var asking = follower.Services.GetRequiredService<ProjectionManager>();
         Assert.False((await asking.GetStatusAsync(Tallies.ProjectionName)).IsRunningHere);
 

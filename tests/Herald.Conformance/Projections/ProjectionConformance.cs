@@ -492,22 +492,7 @@ public abstract partial class ProjectionConformance
             last = (await events.AppendAsync($"tally-remote{stream}", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 10).Select(i => Added(first, $"m{stream % 2}", i))])).LastPosition;
         }
 
-        var hosts = new[] { first, second };
-        var leader = await Eventually.ValueAsync(
-            async () =>
-            {
-                foreach (var host in hosts)
-                {
-                    if ((await host.Services.GetRequiredService<ProjectionManager>().GetStatusAsync(Tallies.ProjectionName)).IsRunningHere)
-                    {
-                        return host;
-                    }
-                }
-
-                return null;
-            },
-            "a host runs the projection");
-        var follower = hosts.Single(h => h != leader);
+        var (leader, follower) = await LeaderAndFollowerAsync(first, second);
         var leading = leader.Services.GetRequiredService<ProjectionManager>();
         await leading.WaitForPositionAsync(Tallies.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
         var readModels = follower.Services.GetRequiredService<ReadModels>();
@@ -632,6 +617,26 @@ public abstract partial class ProjectionConformance
 
             await services.GetRequiredService<AggregateRepository<Counter>>().SaveAsync(counter, cancellationToken: token);
         }).AsTask();
+
+    // Which of two hosts runs the test projection, once one does.
+    private static async Task<(IHost Leader, IHost Follower)> LeaderAndFollowerAsync(IHost first, IHost second)
+    {
+        var leader = await Eventually.ValueAsync(
+            async () =>
+            {
+                foreach (var host in new[] { first, second })
+                {
+                    if ((await host.Services.GetRequiredService<ProjectionManager>().GetStatusAsync(Tallies.ProjectionName)).IsRunningHere)
+                    {
+                        return host;
+                    }
+                }
+
+                return null;
+            },
+            "a host runs the projection");
+        return (leader, leader == first ? second : first);
+    }
 
     private static Envelope Added(IHost host, string key, int amount) =>
         host.Services.GetRequiredService<EnvelopeFactory>().Create(new TallyAdded(key, amount));
