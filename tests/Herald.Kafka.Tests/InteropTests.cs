@@ -75,4 +75,39 @@ public sealed class InteropTests(ITestOutputHelper output) : KafkaTestBase
         Assert.Equal("""{"total":7}""", Encoding.UTF8.GetString(envelope.Body.Span));
         Assert.Equal(1, envelope.DeliveryAttempt);
     }
+    [Fact]
+    public async Task AKeyHeraldSends_LandsOnThePartitionKafkajsAndTheJavaClientPickForIt()
+    {
+        if (await NodeKafkajs.UnavailableAsync() is { } why)
+        {
+            output.WriteLine("Not run: " + why);
+            return;
+        }
+
+        // Producers of one topic in other languages (the Java client, Kafka Streams, Connect, kafkajs) place a key by
+        // murmur2: Herald must place it alike, or a key written from both sides is split over two partitions, out of order.
+        var queue = Name("shared-keys");
+        var transport = await CreateTransportAsync(o => o.TopicPartitions = 12);
+        await transport.DeclareQueueAsync(queue);
+        string[] keys = [.. Enumerable.Range(0, 16).Select(i => $"customer-{i}"), "ключ", "a-little-bit-longer-key-of-an-order-7f3c"];
+        await NodeKafkajs.RunAsync(["produce-keys", MockCluster.BootstrapServers, queue, .. keys]);
+        foreach (var key in keys)
+        {
+            await transport.SendAsync(queue, NewEnvelope(key));
+        }
+
+        var lines = (await NodeKafkajs.RunAsync("consume", MockCluster.BootstrapServers, queue, Name("node-group"), (keys.Length * 2).ToString(System.Globalization.CultureInfo.InvariantCulture)))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var placed = lines
+            .Select(line => JsonDocument.Parse(line).RootElement)
+            .Select(r => (Key: r.GetProperty("key").GetString() ?? "", Partition: r.GetProperty("partition").GetInt32(), FromNode: r.GetProperty("headers").TryGetProperty("ce_source", out var source) && source.GetString() == "/kafkajs"))
+            .ToList();
+        Assert.Equal(keys.Length * 2, placed.Count);
+        Assert.True(placed.Select(p => p.Partition).Distinct().Count() > 1, "the keys spread over more than one partition");
+        foreach (var key in keys)
+        {
+            var partitions = placed.Where(p => p.Key == key).OrderBy(p => p.FromNode).Select(p => p.Partition).ToList();
+            Assert.True(partitions.Count == 2 && partitions[0] == partitions[1], $"key '{key}': Herald put it on partition {partitions[0]}, kafkajs on {partitions[^1]}");
+        }
+    }
 }

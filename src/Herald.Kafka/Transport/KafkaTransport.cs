@@ -142,6 +142,11 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
             EnableIdempotence = true,
             Acks = Acks.All,
             MessageMaxBytes = _options.MaxMessageBytes + HeaderAllowance,
+
+            // The Java client's placement of a key (murmur2), which Kafka Streams, Connect and kafkajs share: librdkafka's
+            // own default (CRC32) puts a key on another partition than they do, splitting a key written from both sides.
+            // Records without a key still spread at random. ConfigureProducer may choose otherwise.
+            Partitioner = Confluent.Kafka.Partitioner.Murmur2Random,
         };
         _options.ConfigureProducer?.Invoke(config);
 
