@@ -20,6 +20,9 @@ internal static partial class Log
     [LoggerMessage(1121, LogLevel.Warning, "The events of stream {Stream} are saved up to version {Version}, but their snapshot could not be stored; a later save takes one")]
     public static partial void SnapshotSaveFailed(ILogger logger, Exception exception, string stream, long version);
 
+    [LoggerMessage(1122, LogLevel.Warning, "The snapshot of stream {Stream} at version {Version} could not be taken; the events are saved without it and a later save takes one")]
+    public static partial void SnapshotNotTaken(ILogger logger, Exception exception, string stream, long version);
+
     [LoggerMessage(1110, LogLevel.Warning, "Subscription '{SubscriptionId}' could not read the event store or save its checkpoint at position {Position}; trying again in {Delay}")]
     public static partial void SubscriptionStoreFailed(ILogger logger, Exception exception, string subscriptionId, long position, TimeSpan delay);
 

@@ -268,6 +268,61 @@ public sealed class AggregateRepositoryTests
         Assert.Contains("counter-9", warning.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task SaveInAUnitOfWork_WhenTheSnapshotCannotBeTaken_CommitsTheEvents_AndLogsTheWarning()
+    {
+        // Appending directly, a snapshot that failed was logged and the save went on; in a unit of work (every repository
+        // from DI) the same failure threw out of SaveAsync, so the command failed, and failed again on every retry.
+        var logs = new Herald.Tests.Reliability.LogCollector();
+        using var loggers = LoggerFactory.Create(b => b.AddProvider(logs));
+        var store = new InMemoryEventStore();
+        long version;
+        await using (var unitOfWork = new InMemoryUnitOfWork())
+        {
+            var repository = new AggregateRepository<UnserializableCounter>(
+                store,
+                ConformanceCounter.CreateRegistry(),
+                new SystemTextJsonMessageSerializer(),
+                new FakeTimeProvider(Now),
+                unitOfWork,
+                store,
+                new AggregateOptions { Category = "counter", SnapshotEvery = 2 },
+                loggers.CreateLogger<AggregateRepository<UnserializableCounter>>());
+            var counter = new UnserializableCounter();
+            counter.Start("11");
+            counter.Increment(1);
+            counter.Increment(2);
+
+            version = await repository.SaveAsync(counter);
+            await unitOfWork.CommitAsync();
+        }
+
+        Assert.Equal(2L, version);
+        Assert.Equal(2, await store.GetStreamVersionAsync("counter-11"));
+        Assert.Null(await store.LoadSnapshotAsync("counter-11"));
+        var warning = Assert.Single(logs.Entries, e => e.EventId == 1122);
+        Assert.IsType<InvalidOperationException>(warning.Exception);
+        Assert.Contains("counter-11", warning.Message, StringComparison.Ordinal);
+    }
+
+    // A counter whose CreateSnapshot fails, as one whose state the serializer cannot write would.
+    private sealed class UnserializableCounter : Aggregate
+    {
+        public int Total { get; private set; }
+
+        protected internal override Type? SnapshotType => typeof(CounterState);
+
+        public void Start(string id) => Id = id;
+
+        public void Increment(int amount) => Raise(new CounterIncremented(amount, null));
+
+        protected override void When(object @event) => Total += ((CounterIncremented)@event).Amount;
+
+        protected internal override object CreateSnapshot() => throw new InvalidOperationException("the state holds a cycle");
+
+        protected internal override void RestoreSnapshot(object snapshot) => Total = ((CounterState)snapshot).Total;
+    }
+
     private sealed class FailingSnapshotSaves(ISnapshotStore inner) : ISnapshotStore
     {
         public ValueTask<Snapshot?> LoadSnapshotAsync(string stream, CancellationToken cancellationToken = default) =>

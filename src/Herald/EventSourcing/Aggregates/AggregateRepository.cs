@@ -306,7 +306,20 @@ public sealed class AggregateRepository<TAggregate>
     {
         if (_unitOfWork is not null)
         {
-            await _snapshots!.SaveSnapshotAsync(CreateSnapshot(aggregate, stream, now), _unitOfWork, cancellationToken).ConfigureAwait(false);
+            Snapshot snapshot;
+            try
+            {
+                snapshot = CreateSnapshot(aggregate, stream, now);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // The aggregate's CreateSnapshot or the serializer failed: the events need no snapshot to commit, and failing
+                // the save would fail the command on every retry from here on, as each crosses the same multiple.
+                Log.SnapshotNotTaken(_logger, ex, stream, aggregate.Version);
+                return;
+            }
+
+            await _snapshots!.SaveSnapshotAsync(snapshot, _unitOfWork, cancellationToken).ConfigureAwait(false);
             return;
         }
 
