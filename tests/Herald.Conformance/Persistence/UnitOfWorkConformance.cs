@@ -461,6 +461,54 @@ public abstract class UnitOfWorkConformance
     }
 
     [Fact]
+    public async Task TwoUnitsOfWorkSavingOneAggregate_EachWithASnapshotDue_TheLoserConflictsAndStoresNeitherEventsNorSnapshot()
+    {
+        await using var host = await StartAsync();
+        var id = Guid.NewGuid().ToString("N");
+        var direct = Counters(host.Services, unitOfWork: null);
+        var stream = direct.StreamNameFor(id);
+        var start = new ConformanceCounter();
+        start.Start(id);
+        for (var i = 0; i < 4; i++)
+        {
+            start.Increment(1);
+        }
+
+        await direct.SaveAsync(start);
+
+        var firstScope = host.Services.CreateAsyncScope();
+        var secondScope = host.Services.CreateAsyncScope();
+        await using (firstScope)
+        await using (secondScope)
+        {
+            var firstUnit = firstScope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            var secondUnit = secondScope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            var firstCounters = Counters(firstScope.ServiceProvider, firstUnit);
+            var secondCounters = Counters(secondScope.ServiceProvider, secondUnit);
+
+            // Both load version 4; each save crosses version 5, so each stages a snapshot with its events.
+            var winner = await firstCounters.LoadAsync(id);
+            var loser = await secondCounters.LoadAsync(id);
+            winner.Increment(10);
+            loser.Increment(1000);
+            loser.Increment(1000);
+            loser.Increment(1000);
+            Assert.Equal(5, await firstCounters.SaveAsync(winner));
+            var loserSaved = secondCounters.SaveAsync(loser);
+            await firstUnit.CommitAsync();
+            await loserSaved;
+            await Assert.ThrowsAsync<ConcurrencyException>(() => secondUnit.CommitAsync().AsTask());
+        }
+
+        Assert.Equal(5, await host.Get<IEventStore>().GetStreamVersionAsync(stream));
+        var snapshot = await host.Get<ISnapshotStore>().LoadSnapshotAsync(stream);
+        Assert.Equal(5, snapshot?.Version);
+        Assert.Equal(14, JsonSerializer.Deserialize<CounterState>(snapshot!.State.Span, JsonSerializerOptions.Web)!.Total);
+        var loaded = await direct.LoadAsync(id);
+        Assert.Equal((14, 5L, 0), (loaded.Total, loaded.Version, loaded.EventsApplied));
+    }
+
+    [Fact]
     public async Task HandledMessage_IsAckedAndItsOutboxRowsRelayed_OnlyAfterTheCommit()
     {
         var gate = new HandlerGate();
