@@ -276,8 +276,16 @@ public sealed class AggregateRepository<TAggregate>
         }
 
         // A snapshot taken before the stream was soft-deleted covers events that no longer count: ignore it.
+        // Only its version is needed: read past the upcasters, which would migrate an event the snapshot holds, and fail the
+        // load if that event no longer migrates.
+        var raw = _store;
+        while (raw is UpcastingEventStore upcasting)
+        {
+            raw = upcasting.Inner;
+        }
+
         long firstVisible = 0;
-        await foreach (var first in _store.ReadStreamAsync(stream, ReadDirection.Forward, 1, 1, cancellationToken).ConfigureAwait(false))
+        await foreach (var first in raw.ReadStreamAsync(stream, ReadDirection.Forward, 1, 1, cancellationToken).ConfigureAwait(false))
         {
             firstVisible = first.Version;
         }
