@@ -146,7 +146,8 @@ public sealed class AggregateRepository<TAggregate>
     /// returns the stream's version after them. With nothing to save it only checks the version. A stream that moved on throws
     /// <see cref="ConcurrencyException"/>: here when the repository appends directly, at the commit when it has a unit of work.
     /// Without <paramref name="metadata"/>, the events carry the running unit of work's (the handled message's or command's).
-    /// Appending directly, a snapshot that cannot be stored is logged, not thrown: the events are committed.
+    /// Appending directly, a snapshot that cannot be stored is logged, not thrown: the events are committed. In a unit of work, one
+    /// that cannot be taken (<c>CreateSnapshot</c> or the serializer throws) is logged and the events commit without it.
     /// </summary>
     public async Task<long> SaveAsync(TAggregate aggregate, EventMetadata? metadata = null, CancellationToken cancellationToken = default)
     {
