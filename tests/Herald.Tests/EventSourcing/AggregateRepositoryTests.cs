@@ -279,15 +279,7 @@ public sealed class AggregateRepositoryTests
         long version;
         await using (var unitOfWork = new InMemoryUnitOfWork())
         {
-            var repository = new AggregateRepository<UnserializableCounter>(
-                store,
-                ConformanceCounter.CreateRegistry(),
-                new SystemTextJsonMessageSerializer(),
-                new FakeTimeProvider(Now),
-                unitOfWork,
-                store,
-                new AggregateOptions { Category = "counter", SnapshotEvery = 2 },
-                loggers.CreateLogger<AggregateRepository<UnserializableCounter>>());
+            var repository = Counters(store, unitOfWork, snapshotEvery: 2, loggers.CreateLogger<AggregateRepository<UnserializableCounter>>());
             var counter = new UnserializableCounter();
             counter.Start("11");
             counter.Increment(1);
@@ -335,12 +327,17 @@ public sealed class AggregateRepositoryTests
             throw new TimeoutException("the snapshot table is locked");
     }
 
-    private static AggregateRepository<ConformanceCounter> Counters(InMemoryEventStore store, IUnitOfWork? unitOfWork) => new(
+    private static AggregateRepository<ConformanceCounter> Counters(InMemoryEventStore store, IUnitOfWork? unitOfWork) => Counters<ConformanceCounter>(store, unitOfWork, snapshotEvery: 5);
+
+    private static AggregateRepository<TCounter> Counters<TCounter>(
+        InMemoryEventStore store, IUnitOfWork? unitOfWork, int snapshotEvery, ILogger<AggregateRepository<TCounter>>? logger = null)
+        where TCounter : Aggregate, new() => new(
         store,
         ConformanceCounter.CreateRegistry(),
         new SystemTextJsonMessageSerializer(),
         new FakeTimeProvider(Now),
         unitOfWork,
         store,
-        new AggregateOptions { Category = "counter", SnapshotEvery = 5 });
+        new AggregateOptions { Category = "counter", SnapshotEvery = snapshotEvery },
+        logger);
 }
