@@ -100,9 +100,27 @@ internal static class BrokerAdmin
         return json;
     }
 
-    /// <summary>A plain RabbitMQ.Client connection, as another application would use.</summary>
-    public static Task<IConnection> ConnectAsync(string name) =>
-        new ConnectionFactory { Uri = AmqpUri }.CreateConnectionAsync(name);
+    /// <summary>A plain RabbitMQ.Client connection, as another application would use (as the test user, or as <paramref name="user"/>).</summary>
+    public static Task<IConnection> ConnectAsync(string name, string? user = null) =>
+        new ConnectionFactory { Uri = user is null ? AmqpUri : new UriBuilder(AmqpUri) { UserName = user, Password = user }.Uri }.CreateConnectionAsync(name);
+
+    /// <summary>Creates a user (its password its name) with every permission on the test virtual host.</summary>
+    public static async Task CreateUserAsync(string user)
+    {
+        using var created = await Http.PutAsJsonAsync($"api/users/{Uri.EscapeDataString(user)}", new { password = user, tags = "" });
+        created.EnsureSuccessStatusCode();
+        using var permitted = await Http.PutAsJsonAsync($"api/permissions/{VHost}/{Uri.EscapeDataString(user)}", new { configure = ".*", write = ".*", read = ".*" });
+        permitted.EnsureSuccessStatusCode();
+    }
+
+    public static async Task DeleteUserAsync(string user)
+    {
+        using var response = await Http.DeleteAsync($"api/users/{Uri.EscapeDataString(user)}");
+        if (response.StatusCode != System.Net.HttpStatusCode.NotFound)
+        {
+            response.EnsureSuccessStatusCode();
+        }
+    }
 
     private static HttpClient CreateHttp()
     {

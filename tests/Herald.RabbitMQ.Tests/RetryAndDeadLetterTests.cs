@@ -353,6 +353,68 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         }
     }
 
+    // Stop 42: a sender may set the AMQP user_id, which the broker checks against the login of whoever publishes it. The
+    // retry and dead-letter copies carried it over, so, published under Herald's login, the broker refused each one (406,
+    // closing the channel): the message went back to the queue after the recovery interval and came round again for ever,
+    // neither retried nor dead-lettered.
+    [Fact]
+    public async Task RetryAndDeadLetter_OfAMessageWhoseUserIdIsAnotherLogin_AreStoredInsteadOfRefusedForEver()
+    {
+        var sender = Prefix + "-sender";
+        await BrokerAdmin.CreateUserAsync(sender);
+        try
+        {
+            var transport = await CreateTransportAsync();
+            var queue = Name("foreign-user");
+            await transport.DeclareQueueAsync(queue);
+            var messageId = Guid.NewGuid().ToString();
+            var connection = await BrokerAdmin.ConnectAsync(Prefix + "-sender", sender);
+            await using (connection)
+            {
+                await using var channel = await connection.CreateChannelAsync();
+                var properties = new BasicProperties
+                {
+                    MessageId = messageId,
+                    Type = "test-message",
+                    Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
+                    UserId = sender,
+                };
+                await channel.BasicPublishAsync(string.Empty, queue, mandatory: true, properties, "{}"u8.ToArray());
+            }
+
+            var attempts = new ConcurrentQueue<int>();
+            var refused = new ConcurrentQueue<Exception>();
+            await ConsumeAsync(transport, queue, async (delivery, ct) =>
+            {
+                attempts.Enqueue(delivery.Envelope.DeliveryAttempt);
+                try
+                {
+                    switch (delivery.Envelope.DeliveryAttempt)
+                    {
+                        case 1: await delivery.NackAsync(TimeSpan.FromMilliseconds(100), ct); break;
+                        case 2: await delivery.NackAsync(TimeSpan.Zero, ct); break;
+                        default: await delivery.DeadLetterAsync("Handler gave up", ct); break;
+                    }
+                }
+                catch (HeraldException e)
+                {
+                    refused.Enqueue(e);
+                }
+            });
+
+            await Herald.Conformance.Eventually.UntilAsync(() => attempts.Count >= 3, "the message is run three times");
+            Assert.True(refused.IsEmpty, $"runs {string.Join(", ", attempts)}; refused: {refused.FirstOrDefault()?.Message}");
+            Assert.Equal([1, 2, 3], attempts.Take(3));
+            await Herald.Conformance.Eventually.UntilAsync(async () => (await BrokerAdmin.QueueNamesAsync(queue)).Contains(queue + ".dead-letter"), "the dead-letter queue is declared");
+            var dead = await GetAsync(await CreateRawChannelAsync(), queue + ".dead-letter");
+            Assert.Equal(messageId, dead.BasicProperties.MessageId);
+        }
+        finally
+        {
+            await BrokerAdmin.DeleteUserAsync(sender);
+        }
+    }
+
     [Fact]
     public void BucketDelay_RoundsUpToTwoSignificantDigitsOfMilliseconds()
     {

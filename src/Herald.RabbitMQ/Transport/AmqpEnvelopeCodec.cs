@@ -148,7 +148,9 @@ internal static class AmqpEnvelopeCodec
         IReadOnlyDictionary<string, string>? added = null,
         Guid deadLetterId = default)
     {
-        var properties = new BasicProperties(delivered) { DeliveryMode = DeliveryModes.Persistent };
+        // Without the sender's user_id: the broker refuses (406, closing the channel) a publish whose user_id is not the
+        // publisher's login, so a copy carrying another login's would never be stored, and its original would come round for ever.
+        var properties = new BasicProperties(delivered) { DeliveryMode = DeliveryModes.Persistent, UserId = null };
         var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
         if (delivered.Headers is { } original)
         {
