@@ -415,6 +415,43 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         }
     }
 
+    // Stop 42: the retry copy carried over the delivered message's x-death header, which the broker reads when the retry
+    // queue dead-letters the copy back. A plain client's x-death that is not a list of tables (here ["a", 1]) crashed the
+    // retry queue's process on RabbitMQ 3.10 (function_clause in rabbit_dead_letter) each time the copy's TTL ran out:
+    // neither it nor any other message waiting for the same delay of that queue came back.
+    [Fact]
+    public async Task NackWithDelay_OfAMessageWithAForeignXDeathHeader_ComesBack_AndSoDoOthersWaitingForTheSameDelay()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("x-death");
+        await transport.DeclareQueueAsync(queue);
+        var raw = await CreateRawChannelAsync();
+        var poison = Guid.NewGuid();
+        var properties = new BasicProperties
+        {
+            MessageId = poison.ToString(),
+            Type = "test-message",
+            Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
+            Headers = new Dictionary<string, object?> { ["x-death"] = new List<object?> { "a", 1 } },
+        };
+        await raw.BasicPublishAsync(string.Empty, queue, mandatory: true, properties, "{}"u8.ToArray());
+        var good = NewEnvelope();
+        await transport.SendAsync(queue, good);
+
+        var runs = new ConcurrentQueue<(Guid Id, int Attempt)>();
+        await ConsumeAsync(transport, queue, async (delivery, ct) =>
+        {
+            runs.Enqueue((delivery.Envelope.MessageId, delivery.Envelope.DeliveryAttempt));
+            if (delivery.Envelope.DeliveryAttempt == 1)
+            {
+                await delivery.NackAsync(TimeSpan.FromMilliseconds(50), ct);
+            }
+        });
+
+        await Herald.Conformance.Eventually.UntilAsync(() => runs.Count >= 4, "both messages came back from the retry queue").ContinueWith(_ => { });
+        Assert.Equal([(good.MessageId, 1), (good.MessageId, 2), (poison, 1), (poison, 2)], runs.OrderBy(r => r.Id == poison).ThenBy(r => r.Attempt));
+    }
+
     [Fact]
     public void BucketDelay_RoundsUpToTwoSignificantDigitsOfMilliseconds()
     {

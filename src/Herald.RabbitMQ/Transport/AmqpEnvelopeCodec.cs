@@ -27,6 +27,7 @@ internal static class AmqpEnvelopeCodec
 
     private const string DeliveryCountHeader = "x-delivery-count";
     private const string AcquiredCountHeader = "x-acquired-count";
+    private const string DeathHeader = "x-death";
     private const int CharBufferLength = 256;
 
 
@@ -45,9 +46,11 @@ internal static class AmqpEnvelopeCodec
 
     private static readonly FrozenSet<string> ReservedAttributes = CloudEventValues.EnvelopeAttributes.ToFrozenSet(StringComparer.Ordinal);
 
-    // Headers the client or the broker adds to a copy; a republished copy must not carry them over.
+    // Headers the client or the broker adds to a copy; a republished copy must not carry them over. x-death above all:
+    // the broker reads it when a retry queue dead-letters the copy back, and a sender's malformed one (a list that is not
+    // of tables) crashes that queue on RabbitMQ 3.10, stranding every message waiting in it. Herald never reads it.
     private static readonly FrozenSet<string> DroppedOnRepublish = FrozenSet.ToFrozenSet(
-        [DeliveryCountHeader, AcquiredCountHeader, Constants.PublishSequenceNumberHeader],
+        [DeliveryCountHeader, AcquiredCountHeader, DeathHeader, Constants.PublishSequenceNumberHeader],
         StringComparer.Ordinal);
 
     public static BasicProperties Encode(Envelope envelope, string defaultSource)
