@@ -452,6 +452,45 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         Assert.Equal([(good.MessageId, 1), (good.MessageId, 2), (poison, 1), (poison, 2)], runs.OrderBy(r => r.Id == poison).ThenBy(r => r.Attempt));
     }
 
+    // Stop 42: the retry and dead-letter copies carried over a sender's CC header (RabbitMQ's sender-selected distribution,
+    // which the broker keeps on the delivered message), so publishing each copy routed one more copy to every queue the
+    // sender had named: a message sent to this queue with CC another was duplicated into the other at each retry.
+    [Fact]
+    public async Task RetryAndDeadLetter_OfAMessageSentWithCC_DoNotCopyItAgainToTheQueuesItNamed()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("cc");
+        var other = Name("cc-other");
+        await transport.DeclareQueueAsync(queue);
+        var raw = await CreateRawChannelAsync();
+        await raw.QueueDeclareAsync(other, durable: false, exclusive: false, autoDelete: false);
+        var properties = new BasicProperties
+        {
+            MessageId = Guid.NewGuid().ToString(),
+            Type = "test-message",
+            Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
+            Headers = new Dictionary<string, object?> { ["CC"] = new List<object?> { other } },
+        };
+        await raw.BasicPublishAsync(string.Empty, queue, mandatory: true, properties, "{}"u8.ToArray());
+
+        var attempts = new ConcurrentQueue<int>();
+        await ConsumeAsync(transport, queue, async (delivery, ct) =>
+        {
+            attempts.Enqueue(delivery.Envelope.DeliveryAttempt);
+            switch (delivery.Envelope.DeliveryAttempt)
+            {
+                case 1: await delivery.NackAsync(TimeSpan.FromMilliseconds(50), ct); break;
+                case 2: await delivery.NackAsync(TimeSpan.Zero, ct); break;
+                default: await delivery.DeadLetterAsync("Handler gave up", ct); break;
+            }
+        });
+
+        await Herald.Conformance.Eventually.UntilAsync(async () => (await BrokerAdmin.QueueNamesAsync(queue)).Contains(queue + ".dead-letter"), "the dead-letter queue is declared");
+        await GetAsync(raw, queue + ".dead-letter");
+        Assert.Equal([1, 2, 3], attempts);
+        Assert.Equal(1u, (await raw.QueueDeclarePassiveAsync(other)).MessageCount);
+    }
+
     [Fact]
     public void BucketDelay_RoundsUpToTwoSignificantDigitsOfMilliseconds()
     {

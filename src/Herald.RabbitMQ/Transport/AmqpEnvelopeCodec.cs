@@ -46,11 +46,13 @@ internal static class AmqpEnvelopeCodec
 
     private static readonly FrozenSet<string> ReservedAttributes = CloudEventValues.EnvelopeAttributes.ToFrozenSet(StringComparer.Ordinal);
 
-    // Headers the client or the broker adds to a copy; a republished copy must not carry them over. x-death above all:
-    // the broker reads it when a retry queue dead-letters the copy back, and a sender's malformed one (a list that is not
-    // of tables) crashes that queue on RabbitMQ 3.10, stranding every message waiting in it. Herald never reads it.
+    // Headers the client or the broker adds to a copy, or that the broker acts on; a republished copy must not carry them
+    // over. x-death: the broker reads it when a retry queue dead-letters the copy back, and a sender's malformed one (a list
+    // that is not of tables) crashes that queue on RabbitMQ 3.10, stranding every message waiting in it; Herald never reads
+    // it. CC and BCC (sender-selected distribution): the broker routes a copy to every queue they name, as it did the
+    // sender's publish, so each retry would duplicate the message there.
     private static readonly FrozenSet<string> DroppedOnRepublish = FrozenSet.ToFrozenSet(
-        [DeliveryCountHeader, AcquiredCountHeader, DeathHeader, Constants.PublishSequenceNumberHeader],
+        [DeliveryCountHeader, AcquiredCountHeader, DeathHeader, "CC", "BCC", Constants.PublishSequenceNumberHeader],
         StringComparer.Ordinal);
 
     public static BasicProperties Encode(Envelope envelope, string defaultSource)
