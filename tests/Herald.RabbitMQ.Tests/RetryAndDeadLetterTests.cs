@@ -491,6 +491,25 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         Assert.Equal(1u, (await raw.QueueDeclarePassiveAsync(other)).MessageCount);
     }
 
+    // Stop 42: a queue name of up to 255 bytes was consumed, but its retry queue's name ({queue}.retry.{ms}) was longer
+    // than an AMQP short string holds: every delayed nack failed in the client's encoding, and the message came back
+    // after the recovery interval at the same attempt, for ever (runs 1, 2, 2, 2, ...). Refused at start instead.
+    [Fact]
+    public async Task Consume_OfAQueueWhoseRetryQueueNameWouldPassTheNameLimit_IsRefusedAtStart()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = Name("long-");
+        queue += new string('q', 250 - queue.Length);
+
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) => ValueTask.CompletedTask).AsTask());
+        Assert.Contains(".retry.", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(queue, await BrokerAdmin.QueueNamesAsync(Prefix));
+
+        // The longest name that leaves room for its retry queue at the longest delay ({queue}.retry.2147483647) is consumed.
+        var longest = queue[..(255 - ".retry.2147483647".Length)];
+        await ConsumeAsync(transport, longest, (_, _) => ValueTask.CompletedTask);
+    }
+
     [Fact]
     public void BucketDelay_RoundsUpToTwoSignificantDigitsOfMilliseconds()
     {

@@ -145,6 +145,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
     /// <inheritdoc />
     protected override async ValueTask<RabbitMqConsumer> StartConsumerAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken)
     {
+        ThrowIfNoRoomForCopies(queue);
         await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         var prefetch = Math.Clamp(Math.Max(_options.Prefetch ?? options.Prefetch, options.MaxConcurrency), 1, ushort.MaxValue);
         RabbitMqConsumer consumer;
@@ -273,6 +274,21 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         };
         Log.Connected(Logger, Endpoint, name);
         return connection;
+    }
+
+    // A consumed queue's retry and dead-letter copies go to queues named after it: were those names too long, every retry
+    // and native dead letter would fail, and the message come back at the same attempt for ever. Refused at start instead.
+    private void ThrowIfNoRoomForCopies(string queue)
+    {
+        foreach (var name in (ReadOnlySpan<string>)[_options.RetryQueueName(queue, MaxDelay), _options.DeadLetterQueueName(queue)])
+        {
+            if (System.Text.Encoding.UTF8.GetByteCount(name) > 255)
+            {
+                throw new ArgumentException(
+                    $"Queue '{queue}' cannot be consumed: the queue its retries or dead letters would go to, '{name}', is longer than RabbitMQ's 255 bytes. Use a shorter queue name (or RetryQueueName and DeadLetterQueueName that keep within it).",
+                    nameof(queue));
+            }
+        }
     }
 
     private void CheckSize(Envelope envelope) => TransportArguments.ThrowIfTooLarge(envelope, _options.MaxMessageBytes);
