@@ -372,13 +372,8 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
             await using (connection)
             {
                 await using var channel = await connection.CreateChannelAsync();
-                var properties = new BasicProperties
-                {
-                    MessageId = messageId,
-                    Type = "test-message",
-                    Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
-                    UserId = sender,
-                };
+                var properties = PlainClientProperties(messageId);
+                properties.UserId = sender;
                 await channel.BasicPublishAsync(string.Empty, queue, mandatory: true, properties, "{}"u8.ToArray());
             }
 
@@ -427,13 +422,8 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         await transport.DeclareQueueAsync(queue);
         var raw = await CreateRawChannelAsync();
         var poison = Guid.NewGuid();
-        var properties = new BasicProperties
-        {
-            MessageId = poison.ToString(),
-            Type = "test-message",
-            Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
-            Headers = new Dictionary<string, object?> { ["x-death"] = new List<object?> { "a", 1 } },
-        };
+        var properties = PlainClientProperties(poison.ToString());
+        properties.Headers = new Dictionary<string, object?> { ["x-death"] = new List<object?> { "a", 1 } };
         await raw.BasicPublishAsync(string.Empty, queue, mandatory: true, properties, "{}"u8.ToArray());
         var good = NewEnvelope();
         await transport.SendAsync(queue, good);
@@ -464,13 +454,8 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         await transport.DeclareQueueAsync(queue);
         var raw = await CreateRawChannelAsync();
         await raw.QueueDeclareAsync(other, durable: false, exclusive: false, autoDelete: false);
-        var properties = new BasicProperties
-        {
-            MessageId = Guid.NewGuid().ToString(),
-            Type = "test-message",
-            Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
-            Headers = new Dictionary<string, object?> { ["CC"] = new List<object?> { other } },
-        };
+        var properties = PlainClientProperties(Guid.NewGuid().ToString());
+        properties.Headers = new Dictionary<string, object?> { ["CC"] = new List<object?> { other } };
         await raw.BasicPublishAsync(string.Empty, queue, mandatory: true, properties, "{}"u8.ToArray());
 
         var attempts = new ConcurrentQueue<int>();
@@ -521,4 +506,12 @@ public sealed class RetryAndDeadLetterTests : RabbitMqTestBase
         Assert.Equal(TimeSpan.FromSeconds(3600), RabbitMqTransport.BucketDelay(TimeSpan.FromSeconds(3600)));
         Assert.Throws<ArgumentOutOfRangeException>(() => RabbitMqTransport.BucketDelay(TimeSpan.FromDays(30)));
     }
+
+    // What a plain AMQP client sends for a message Herald reads: an id, a type and a timestamp in the properties.
+    private static BasicProperties PlainClientProperties(string messageId) => new()
+    {
+        MessageId = messageId,
+        Type = "test-message",
+        Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
+    };
 }
