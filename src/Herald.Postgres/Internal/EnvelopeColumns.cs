@@ -186,6 +186,28 @@ internal static class EnvelopeColumns
     public static NpgsqlParameter Time(DateTimeOffset? value) =>
         new() { Value = value is { } time ? time.UtcDateTime : DBNull.Value, NpgsqlDbType = NpgsqlDbType.TimestampTz };
 
+    /// <summary>
+    /// A time a filter compares stored times with: taken up to the next whole microsecond when it lies between two. Stored
+    /// times are whole microseconds, so each compares with it as with the bound itself; PostgreSQL would cut the bound
+    /// instead, so a time stored in the bound's microsecond, before it, would pass "at or after" and fail "before".
+    /// </summary>
+    public static NpgsqlParameter TimeBound(DateTimeOffset? value)
+    {
+        if (value is not { } bound)
+        {
+            return Time(null);
+        }
+
+        var cut = StoredTime.Of(bound);
+        if (cut < bound)
+        {
+            // Within the last microsecond of time, the end of time (which PostgreSQL keeps as infinity) is the next one.
+            cut = DateTimeOffset.MaxValue.UtcTicks - cut.UtcTicks > TimeSpan.TicksPerMicrosecond ? cut.AddTicks(TimeSpan.TicksPerMicrosecond) : DateTimeOffset.MaxValue;
+        }
+
+        return Time(cut);
+    }
+
     public static NpgsqlParameter Id(Guid? value) => new() { Value = value is { } id ? id : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Uuid };
 
     public static NpgsqlParameter<int> Int(int value) => new() { TypedValue = value, NpgsqlDbType = NpgsqlDbType.Integer };

@@ -198,8 +198,8 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
         EnvelopeColumns.Text(query.Endpoint),
         ErrorText(query.MessageType),
         ErrorText(query.Fingerprint),
-        EnvelopeColumns.Time(query.FailedFrom),
-        EnvelopeColumns.Time(query.FailedBefore),
+        EnvelopeColumns.TimeBound(query.FailedFrom),
+        EnvelopeColumns.TimeBound(query.FailedBefore),
         EnvelopeColumns.Id(query.After),
     ];
 

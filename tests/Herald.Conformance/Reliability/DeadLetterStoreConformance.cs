@@ -259,6 +259,29 @@ public abstract class DeadLetterStoreConformance
         Assert.Equal(Ids([atFrom, inside]), listed.Select(d => d.Id).Order());
     }
 
+    // A filter's time may lie between two microseconds (the clock's ticks are 100 ns) while every engine keeps a failure time
+    // to the microsecond: PostgreSQL cut the bound to the microsecond before comparing, so a dead letter that failed in
+    // the bound's microsecond, before it, passed "from" and failed "before", the opposite of the other engines.
+    [Fact]
+    public async Task List_FiltersByLastFailureTime_WithBoundsBetweenMicroseconds_AsTheStoredTimesCompare()
+    {
+        var store = await CreateStoreAsync();
+        var endpoint = UniqueEndpoint();
+        var deadLetter = NewDeadLetter(endpoint, failedAt: BaseTime);
+        await store.AddAsync(deadLetter);
+        var justAfter = BaseTime.AddTicks(5);
+        var justBefore = BaseTime.AddTicks(-5);
+
+        Assert.Single(await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint, FailedBefore = justAfter }));
+        Assert.Empty(await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint, FailedFrom = justAfter }));
+        Assert.Single(await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint, FailedFrom = justBefore }));
+        Assert.Empty(await store.ListAsync(new DeadLetterQuery { Endpoint = endpoint, FailedBefore = justBefore }));
+        Assert.Equal(1, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint, FailedBefore = justAfter }));
+        Assert.Equal(0, await store.CountAsync(new DeadLetterQuery { Endpoint = endpoint, FailedFrom = justAfter }));
+        Assert.Equal(0, await store.DeleteManyAsync(new DeadLetterQuery { Endpoint = endpoint, FailedFrom = justAfter }));
+        Assert.Equal(1, await store.DeleteManyAsync(new DeadLetterQuery { Endpoint = endpoint, FailedBefore = justAfter }));
+    }
+
     [Fact]
     public async Task List_PagesInIdOrder_WithoutGapsOrRepeats()
     {
