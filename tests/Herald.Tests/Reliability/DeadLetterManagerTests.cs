@@ -168,6 +168,28 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task RetryAll_WhileDeadLettersKeepComing_RetriesOnlyThoseThatFailedBeforeItBegan()
+    {
+        // The endpoint still fails while retry-all takes the matching ids: a new dead letter after every page. Before, each
+        // landed after the page being read and was taken too, so a retry-all ran for as long as they came faster than a
+        // page is read (here, until the store below gives up), retrying messages that failed after it began.
+        var (store, manager) = await PurgeSetupAsync();
+        var later = new List<Guid>();
+        store.AfterList = async () =>
+        {
+            Assert.True(later.Count < 1000, "The retry-all does not end while dead letters keep coming.");
+            _clock.Advance(TimeSpan.FromSeconds(1));
+            var deadLetter = NewDeadLetter("orders", "fp", _clock.GetUtcNow()) with { Id = Guid.CreateVersion7(_clock.GetUtcNow()) };
+            await _store.AddAsync(deadLetter);
+            later.Add(deadLetter.Id);
+        };
+
+        Assert.Equal(new DeadLetterRetryResult(25, 0), await manager.RetryAllAsync(new DeadLetterQuery { Endpoint = "orders" }));
+        store.AfterList = null;
+        Assert.Equal(later.Order(), (await _store.ListAsync(new DeadLetterQuery { Endpoint = "orders" })).Select(d => d.Id));
+    }
+
+    [Fact]
     public async Task RetryOne_WhileAnotherRetryOfItIsSending_SendsNothing_SoTheMessageGoesBackOnce()
     {
         // An operator's double click, or a retry-all meeting a retry-one: both read the dead letter before the first
@@ -384,7 +406,18 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
 
         public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => inner.GetAsync(id, cancellationToken);
 
-        public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => inner.ListAsync(query, cancellationToken);
+        public Func<Task>? AfterList { get; set; }
+
+        public async ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default)
+        {
+            var listed = await inner.ListAsync(query, cancellationToken);
+            if (AfterList is { } after)
+            {
+                await after();
+            }
+
+            return listed;
+        }
 
         public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => inner.CountAsync(query, cancellationToken);
 

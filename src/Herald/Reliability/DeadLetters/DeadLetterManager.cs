@@ -86,13 +86,15 @@ public sealed class DeadLetterManager
     }
 
     /// <summary>
-    /// Retries every dead letter matching the query (filters only; paging is handled here). The matching ids are taken
-    /// first, so messages that fail again while this runs are not picked up twice; running it again retries only those left.
+    /// Retries every dead letter matching the query (filters only; paging is handled here) that failed before the retry-all
+    /// began. The matching ids are taken first, so messages that fail again while this runs are not picked up twice, and
+    /// dead letters that keep coming meanwhile (an endpoint still failing) neither keep it running nor are retried by it;
+    /// running it again retries those left.
     /// </summary>
     public async ValueTask<DeadLetterRetryResult> RetryAllAsync(DeadLetterQuery? query = null, CancellationToken cancellationToken = default)
     {
         var ids = new List<Guid>();
-        var page = (query ?? DeadLetterQuery.All) with { After = null, Limit = _batchSize };
+        var page = FailedBeforeNow(query, olderThan: null);
         while (true)
         {
             var items = await _store.ListAsync(page, cancellationToken).ConfigureAwait(false);
@@ -136,20 +138,9 @@ public sealed class DeadLetterManager
     /// <summary>Deletes the dead letters matching the query (filters only) that failed before the purge began (or before <paramref name="olderThan"/>); returns how many.</summary>
     public async ValueTask<long> PurgeAsync(DeadLetterQuery? query = null, DateTimeOffset? olderThan = null, CancellationToken cancellationToken = default)
     {
-        // Only what failed before it began (stores keep times to the millisecond: one of the same millisecond counts as
-        // before): when another deleter (a trim, a retry) takes some of what matched, the count below would otherwise
-        // leave room for dead letters that failed after it began, which nobody asked to purge.
-        var cutoff = _timeProvider.GetUtcNow().AddMilliseconds(1);
-        if (olderThan is { } older && older < cutoff)
-        {
-            cutoff = older;
-        }
-
-        var filter = (query ?? DeadLetterQuery.All) with { After = null, Limit = _batchSize };
-        if (filter.FailedBefore is null || cutoff < filter.FailedBefore)
-        {
-            filter = filter with { FailedBefore = cutoff };
-        }
+        // Only what failed before it began: when another deleter (a trim, a retry) takes some of what matched, the count
+        // below would otherwise leave room for dead letters that failed after it began, which nobody asked to purge.
+        var filter = FailedBeforeNow(query, olderThan);
 
         // Bounded by what matched when it began: dead letters that keep coming while it runs (an endpoint still failing)
         // would otherwise keep it deleting for as long as they come.
@@ -202,6 +193,22 @@ public sealed class DeadLetterManager
         }
 
         return trimmed;
+    }
+
+    /// <summary>
+    /// The query's filters, in batches, narrowed to the dead letters that failed before now (one of this millisecond counts
+    /// as before) and before <paramref name="olderThan"/>: what a retry-all or a purge that begins now is asked to take.
+    /// </summary>
+    private DeadLetterQuery FailedBeforeNow(DeadLetterQuery? query, DateTimeOffset? olderThan)
+    {
+        var cutoff = _timeProvider.GetUtcNow().AddMilliseconds(1);
+        if (olderThan is { } older && older < cutoff)
+        {
+            cutoff = older;
+        }
+
+        var filter = (query ?? DeadLetterQuery.All) with { After = null, Limit = _batchSize };
+        return filter.FailedBefore is null || cutoff < filter.FailedBefore ? filter with { FailedBefore = cutoff } : filter;
     }
 
     private async ValueTask<(DeadLetterRetryOutcome Outcome, string? Endpoint)> RetryOneAsync(Guid id, CancellationToken cancellationToken)
