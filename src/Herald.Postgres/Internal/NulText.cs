@@ -22,9 +22,35 @@ internal static class NulText
         return nul < 0 ? value : value[..nul];
     }
 
-    /// <summary>The text with each U+0000 replaced by U+FFFD, for texts only read by people (error messages), never refused.</summary>
+    /// <summary>
+    /// The text with each U+0000, and each half of a surrogate pair without its other half (which UTF-8, so PostgreSQL's
+    /// client, cannot encode), replaced by U+FFFD, for texts only read by people (error messages), never refused. The same
+    /// instance when it holds neither.
+    /// </summary>
     [return: NotNullIfNotNull(nameof(text))]
-    public static string? Readable(string? text) => text?.Replace('\0', '\uFFFD');
+    public static string? Readable(string? text)
+    {
+        if (text is null || (!text.Contains('\0', StringComparison.Ordinal) && text.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF') < 0))
+        {
+            return text;
+        }
+
+        return string.Create(text.Length, text, static (chars, text) =>
+        {
+            text.CopyTo(chars);
+            for (var i = 0; i < chars.Length; i++)
+            {
+                if (char.IsHighSurrogate(chars[i]) && i + 1 < chars.Length && char.IsLowSurrogate(chars[i + 1]))
+                {
+                    i++;
+                }
+                else if (chars[i] == '\0' || char.IsSurrogate(chars[i]))
+                {
+                    chars[i] = '\uFFFD';
+                }
+            }
+        });
+    }
 
     /// <summary>Throws an <see cref="ArgumentException"/> for <paramref name="parameter"/>, naming <paramref name="field"/>, when <paramref name="value"/> holds U+0000.</summary>
     public static void ThrowIfHeld(string? value, string field, string parameter)

@@ -282,6 +282,39 @@ public abstract class DeadLetterStoreConformance
         Assert.Equal(1, await store.DeleteManyAsync(new DeadLetterQuery { Endpoint = endpoint, FailedBefore = justAfter }));
     }
 
+    // An exception's message that cuts its input with a Substring can end in half of a surrogate pair, which UTF-8 cannot
+    // encode: PostgreSQL's client refused the whole dead letter (EncoderFallbackException), so the message went to the
+    // transport's own dead letters, and their drain failed on it for ever.
+    [Fact]
+    public async Task Add_OfErrorAndEnvelopeTextsWithLoneSurrogates_KeepsTheRecord_AndFiltersFindIt()
+    {
+        var store = await CreateStoreAsync();
+        var original = NewDeadLetter(messageType: "orders.placed-\uDE00", fingerprint: "fp-\uD83D");
+        var deadLetter = original with
+        {
+            ErrorType = "Orders.Bad\uD83DInput",
+            ErrorMessage = "Cannot parse 'ab\uD83D' as a quantity",
+            StackTrace = "   at Orders.Parse(\uDE00)",
+            Envelope = original.Envelope with { CorrelationId = "corr-\uD83D", UserId = "\uDE00ann" },
+        };
+
+        await store.AddAsync(deadLetter);
+        Assert.True(await store.RecordRetryFailureAsync(deadLetter.Id, "send failed: '\uD83D'", BaseTime.AddHours(1)));
+
+        // Kept as written, or with each lone surrogate as U+FFFD where the engine cannot keep it.
+        var read = (await store.GetAsync(deadLetter.Id))!;
+        Assert.Equal(Readable(deadLetter.ErrorType), Readable(read.ErrorType));
+        Assert.Equal(Readable(deadLetter.ErrorMessage), Readable(read.ErrorMessage));
+        Assert.Equal(Readable(deadLetter.StackTrace), Readable(read.StackTrace));
+        Assert.Equal(Readable("send failed: '\uD83D'"), Readable(read.LastRetryError));
+        Assert.Equal(Readable(deadLetter.Envelope.CorrelationId), Readable(read.Envelope.CorrelationId));
+        Assert.Equal(Readable(deadLetter.Envelope.UserId), Readable(read.Envelope.UserId));
+        var query = new DeadLetterQuery { Endpoint = deadLetter.Endpoint, MessageType = deadLetter.MessageType, Fingerprint = deadLetter.Fingerprint };
+        Assert.Equal(deadLetter.Id, Assert.Single(await store.ListAsync(query)).Id);
+        Assert.Equal(1, await store.CountAsync(query));
+        Assert.Equal(1, await store.DeleteManyAsync(query));
+    }
+
     [Fact]
     public async Task List_PagesInIdOrder_WithoutGapsOrRepeats()
     {
@@ -690,8 +723,9 @@ public abstract class DeadLetterStoreConformance
         }
     }
 
-    // A text as an engine that cannot keep NUL keeps it (each as U+FFFD), so an assertion holds on every engine.
-    private static string? Readable(string? text) => text?.Replace('\0', '\uFFFD');
+    // A text as an engine that cannot keep NUL or a lone surrogate keeps it (each as U+FFFD), so an assertion holds on every engine.
+    private static string? Readable(string? text) =>
+        text is null ? null : string.Concat(text.Replace('\0', '\uFFFD').EnumerateRunes().Select(r => r.ToString()));
 
     private static IEnumerable<Guid> Ids(IEnumerable<DeadLetter> deadLetters) => deadLetters.Select(d => d.Id).Order();
 }
