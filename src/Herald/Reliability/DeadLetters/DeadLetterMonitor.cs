@@ -111,10 +111,17 @@ internal sealed class DeadLetterMonitor : BackgroundService
             }
 
             _counts[endpoint] = count;
+            // Re-armed only once the count fell to half the threshold: a count hovering at it (a retried message that
+            // still fails takes one off and brings it back) would otherwise alert again on every return.
             var threshold = _options.ThresholdFor(endpoint);
-            if (threshold <= 0 || count < threshold)
+            if (threshold <= 0 || count <= threshold / 2)
             {
                 _alerted.TryRemove(endpoint, out _);
+                return;
+            }
+
+            if (count < threshold)
+            {
                 return;
             }
 

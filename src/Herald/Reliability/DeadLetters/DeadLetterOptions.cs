@@ -5,7 +5,7 @@ namespace Herald.Reliability.DeadLetters;
 /// <summary>Dead-letter alerts and handling, set with <c>h.ConfigureDeadLetters(o => ...)</c>; validated at start.</summary>
 public sealed class DeadLetterOptions
 {
-    /// <summary>An endpoint whose dead letters reach this count raises an alert (log, metric, <see cref="IDeadLetterAlert"/> hooks); 0 turns alerts off. Default 100.</summary>
+    /// <summary>An endpoint whose dead letters reach this count raises an alert (log, metric, <see cref="IDeadLetterAlert"/> hooks), again only after its count fell to half of this or below; 0 turns alerts off. Default 100.</summary>
     public int AlertThreshold { get; set; } = 100;
 
     /// <summary>Thresholds for single endpoints, overriding <see cref="AlertThreshold"/>.</summary>

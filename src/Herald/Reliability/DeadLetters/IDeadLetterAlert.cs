@@ -2,7 +2,7 @@ namespace Herald.Reliability.DeadLetters;
 
 /// <summary>
 /// A hook called when an endpoint's dead letters reach the alert threshold (once per crossing; it re-arms when the count
-/// falls below again). Register implementations with <c>h.AddDeadLetterAlert&lt;T&gt;()</c>; every one is called, and a
+/// falls to half the threshold or below). Register implementations with <c>h.AddDeadLetterAlert&lt;T&gt;()</c>; every one is called, and a
 /// failing hook is logged without stopping the others.
 /// </summary>
 public interface IDeadLetterAlert
