@@ -298,15 +298,7 @@ public abstract class DeadLetterStoreConformance
             Envelope = original.Envelope with { CorrelationId = "corr-\uD83D", UserId = "\uDE00ann" },
         };
 
-        await store.AddAsync(deadLetter);
-        Assert.True(await store.RecordRetryFailureAsync(deadLetter.Id, "send failed: '\uD83D'", BaseTime.AddHours(1)));
-
-        // Kept as written, or with each lone surrogate as U+FFFD where the engine cannot keep it.
-        var read = (await store.GetAsync(deadLetter.Id))!;
-        Assert.Equal(Readable(deadLetter.ErrorType), Readable(read.ErrorType));
-        Assert.Equal(Readable(deadLetter.ErrorMessage), Readable(read.ErrorMessage));
-        Assert.Equal(Readable(deadLetter.StackTrace), Readable(read.StackTrace));
-        Assert.Equal(Readable("send failed: '\uD83D'"), Readable(read.LastRetryError));
+        var read = await AddWithRetryFailureAndAssertErrorsReadableAsync(store, deadLetter, "send failed: '\uD83D'");
         Assert.Equal(Readable(deadLetter.Envelope.CorrelationId), Readable(read.Envelope.CorrelationId));
         Assert.Equal(Readable(deadLetter.Envelope.UserId), Readable(read.Envelope.UserId));
         var query = new DeadLetterQuery { Endpoint = deadLetter.Endpoint, MessageType = deadLetter.MessageType, Fingerprint = deadLetter.Fingerprint };
@@ -509,16 +501,7 @@ public abstract class DeadLetterStoreConformance
             Fingerprint = "fp\0",
         };
 
-        await store.AddAsync(deadLetter);
-        Assert.True(await store.RecordRetryFailureAsync(deadLetter.Id, "send failed: '\0'", BaseTime.AddHours(1)));
-
-        // Kept as written, or with each NUL as U+FFFD where the engine cannot keep it.
-        var read = (await store.GetAsync(deadLetter.Id))!;
-        Assert.Equal(Readable(deadLetter.ErrorType), Readable(read.ErrorType));
-        Assert.Equal(Readable(deadLetter.ErrorMessage), Readable(read.ErrorMessage));
-        Assert.Equal(Readable(deadLetter.StackTrace), Readable(read.StackTrace));
-        Assert.Equal(Readable(deadLetter.Fingerprint), Readable(read.Fingerprint));
-        Assert.Equal(Readable("send failed: '\0'"), Readable(read.LastRetryError));
+        await AddWithRetryFailureAndAssertErrorsReadableAsync(store, deadLetter, "send failed: '\0'");
     }
 
     [Fact]
@@ -721,6 +704,21 @@ public abstract class DeadLetterStoreConformance
         {
             await store.AddAsync(deadLetter);
         }
+    }
+
+    // Adds the dead letter, records a failed retry of it, and reads it back: its error texts kept as written, or with each
+    // character the engine cannot keep (NUL, a lone surrogate) as U+FFFD.
+    private static async Task<DeadLetter> AddWithRetryFailureAndAssertErrorsReadableAsync(IDeadLetterStore store, DeadLetter deadLetter, string retryError)
+    {
+        await store.AddAsync(deadLetter);
+        Assert.True(await store.RecordRetryFailureAsync(deadLetter.Id, retryError, BaseTime.AddHours(1)));
+        var read = (await store.GetAsync(deadLetter.Id))!;
+        Assert.Equal(Readable(deadLetter.ErrorType), Readable(read.ErrorType));
+        Assert.Equal(Readable(deadLetter.ErrorMessage), Readable(read.ErrorMessage));
+        Assert.Equal(Readable(deadLetter.StackTrace), Readable(read.StackTrace));
+        Assert.Equal(Readable(deadLetter.Fingerprint), Readable(read.Fingerprint));
+        Assert.Equal(Readable(retryError), Readable(read.LastRetryError));
+        return read;
     }
 
     // A text as an engine that cannot keep NUL or a lone surrogate keeps it (each as U+FFFD), so an assertion holds on every engine.
