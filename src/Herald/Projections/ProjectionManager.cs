@@ -207,6 +207,22 @@ public sealed class ProjectionManager
 
     internal static string CheckpointId(string projection, int generation) => generation == 1 ? projection : $"{projection}#g{generation}";
 
+    /// <summary>The generation whose checkpoint id <see cref="CheckpointId"/> made <paramref name="checkpointId"/>, or null when it made none of <paramref name="projection"/>'s.</summary>
+    internal static int? GenerationOf(string projection, string checkpointId)
+    {
+        if (checkpointId == projection)
+        {
+            return 1;
+        }
+
+        var suffix = checkpointId.AsSpan();
+        return suffix.StartsWith(projection, StringComparison.Ordinal) && suffix[projection.Length..] is ['#', 'g', .. var digits]
+            && int.TryParse(digits, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var generation)
+            && generation > 1 && CheckpointId(projection, generation) == checkpointId
+            ? generation
+            : null;
+    }
+
     internal static string GenerationKey(string projection) => "$projection-generation:" + projection;
 
     /// <summary>

@@ -131,6 +131,74 @@ public abstract partial class ProjectionConformance
     }
 
     [Fact]
+    public async Task RetryingAProjectionsDeadLetter_AfterARebuildReplayedItsEvent_IsRefused_AndAppliesItNoSecondTime()
+    {
+        // Regression (audit 42 of the projections): the retry applied the dead letter's event to the generation serving
+        // now, whichever one the event had failed in. A rebuild after the handler's fix had replayed the event into the new
+        // generation already, so the retry applied it a second time there (the tally counted 7 twice).
+        var store = NewStore();
+        var broken = new Breakable(7);
+        using var host = await StartAsync(store, new Tallies(broken.ThrowWhileBroken), noRetries: true);
+        await ApplyAsync(host, "tally-retry-rebuilt", "rebuilt", 1, 7, 100);
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName }));
+
+        broken.Fix();
+        var projections = host.Services.GetRequiredService<ProjectionManager>();
+        await projections.RebuildAsync(Tallies.ProjectionName).WaitAsync(TimeSpan.FromSeconds(60));
+        var readModels = host.Services.GetRequiredService<ReadModels>();
+        Assert.Equal(new Tally("rebuilt", 108, 3), await readModels.GetAsync(Tallies.Table, "rebuilt"));
+
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        Assert.Equal(DeadLetterRetryOutcome.Refused, await manager.RetryAsync(deadLetter.Id));
+
+        Assert.Equal(new Tally("rebuilt", 108, 3), await readModels.GetAsync(Tallies.Table, "rebuilt"));
+        Assert.Contains("generation 1, which a rebuild replaced", (await manager.GetAsync(deadLetter.Id))!.LastRetryError, StringComparison.Ordinal);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task RetryingAProjectionsDeadLettersWhileARebuildRuns_AppliesTheEventToTheGenerationItFailedIn_SoTheRebuiltOneKeepsIt()
+    {
+        // Regression (audit 42 of the projections): the rebuild's dead letter of an event was the live generation's one (one
+        // id for every generation), so a retry while the rebuild ran applied the event to the generation serving then and
+        // deleted the only dead letter; the rebuilt generation, which had failed the event too, switched in without it.
+        var store = NewStore();
+        var broken = new Breakable(7);
+        var (blocked, gate) = (new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        async Task Apply(TallyAdded e, ProjectionContext context)
+        {
+            await broken.ThrowWhileBroken(e, context);
+            if (context.Generation > 1 && e.Amount == 100)
+            {
+                // The rebuild stops past the event it failed, until the test has retried the dead letters.
+                blocked.TrySetResult();
+                await gate.Task.WaitAsync(Eventually.DefaultTimeout);
+            }
+        }
+
+        using var host = await StartAsync(store, new Tallies(Apply), noRetries: true);
+        await ApplyAsync(host, "tally-retry-rebuilding", "rebuilding", 1, 7, 100);
+        var projections = host.Services.GetRequiredService<ProjectionManager>();
+        var rebuild = projections.RebuildAsync(Tallies.ProjectionName);
+        await blocked.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        broken.Fix();
+        var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
+
+        // One dead letter of each generation's failure of the event.
+        Assert.Equal(2, (await deadLetters.ListAsync(new DeadLetterQuery { Endpoint = Tallies.ProjectionName })).Count);
+        var result = await host.Services.GetRequiredService<DeadLetterManager>().RetryAllAsync();
+        gate.TrySetResult();
+        await rebuild.WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(0, result.Failed);
+        Assert.Empty(await deadLetters.ListAsync(DeadLetterQuery.All));
+        Assert.Equal(2, (await projections.GetStatusAsync(Tallies.ProjectionName)).Generation);
+        Assert.Equal(new Tally("rebuilding", 108, 3), await host.Services.GetRequiredService<ReadModels>().GetAsync(Tallies.Table, "rebuilding"));
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task RetryingTheDeadLetterOfAProjectionThisHostDoesNotRegister_IsRefused_AndKeepsIt()
     {
         var store = NewStore();

@@ -349,10 +349,11 @@ public sealed class EventSubscription : IAsyncDisposable
         var endpoint = DeadLetterEndpoint ?? SubscriptionId;
         // What still reads of the row (id, type, time, body bytes); the exception's message names its position and stream.
         var salvaged = unreadable.Salvaged ?? new() { MessageId = Guid.Empty, MessageType = "", Time = now, Body = ReadOnlyMemory<byte>.Empty };
-        var envelope = DeadLetterHeaders.WithOrigin(salvaged, DeadLetterOrigin, unreadable.Stream, unreadable.Position);
-        // As the chain's own dead letters: the same event met again (a restart before the checkpoint, a rebuild) is kept once.
+        var envelope = DeadLetterHeaders.WithOrigin(salvaged, DeadLetterOrigin, unreadable.Stream, unreadable.Position, SubscriptionId);
+        // As the chain's own dead letters: the same event met again by this subscription (a restart before the checkpoint)
+        // is kept once; a projection's rebuild (another subscription id) keeps a dead letter of its own generation.
         var deadLetter = FailureRecords.Create(
-            DeadLetterHeaders.PipelineDeadLetterId(endpoint, envelope, now), envelope, endpoint, DeadLetterCause.Undecodable, unreadable, now, now, attempts: 1);
+            DeadLetterHeaders.PipelineDeadLetterId(SubscriptionId, envelope, now), envelope, endpoint, DeadLetterCause.Undecodable, unreadable, now, now, attempts: 1);
         if (await _options.DeadLetterUnreadableEventsTo!.AddAsync(deadLetter, cancellationToken).ConfigureAwait(false))
         {
             Herald.Reliability.DeadLetters.DeadLetterMonitor.Added(DeadLetterMonitor, endpoint, envelope.MessageType);

@@ -168,7 +168,7 @@ internal sealed class BatchedSubscriptionPipeline(
     private async ValueTask<Consumption> DecodeAsync(RecordedEvent recorded, CancellationToken cancellationToken)
     {
         var consumption = new Consumption { IsTrial = true };
-        consumption.Start(new RecordedEventDelivery(recorded.Envelope with { DeliveryAttempt = 1 }, endpoint, recorded.Stream, recorded.Position), cancellationToken);
+        consumption.Start(new RecordedEventDelivery(recorded.Envelope with { DeliveryAttempt = 1 }, endpoint, single.SubscriptionId, recorded.Stream, recorded.Position), cancellationToken);
         TraceStep.Identify(registry, consumption);
         var outcome = await decode.InvokeAsync(consumption).ConfigureAwait(false);
         return outcome.Verdict == ConsumeVerdict.Handled

@@ -118,7 +118,7 @@ internal sealed class EndpointPipelineFactory(
         ArgumentNullException.ThrowIfNull(options);
         endpoint ??= options.SubscriptionId;
         var pipeline = Create(endpoint, nativeDeadLetters: false, attempt, origin, endpointHandlers);
-        var events = new SubscriptionPipeline(pipeline, timeProvider, _logger);
+        var events = new SubscriptionPipeline(pipeline, options.SubscriptionId, timeProvider, _logger);
         if (batching is not { CommitEvery: > 1 })
         {
             return new EventSubscription(store, checkpoints, events.HandleAsync, options)

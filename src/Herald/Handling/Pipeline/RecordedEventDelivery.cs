@@ -7,8 +7,11 @@ namespace Herald.Handling.Pipeline;
 /// A stored event handed to an endpoint's chain by a subscription. Acking it completes it; a nack asks the subscription to
 /// run it again after the delay, in process (there is no queue to hand it back to).
 /// </summary>
-internal sealed class RecordedEventDelivery(Envelope envelope, string subscriptionId, string stream, long position) : Delivery(envelope, subscriptionId)
+internal sealed class RecordedEventDelivery(Envelope envelope, string endpoint, string subscriptionId, string stream, long position) : Delivery(envelope, endpoint)
 {
+    /// <summary>The subscription that read it (a projection's checkpoint id, which names its generation), as its dead letter records.</summary>
+    public string SubscriptionId => subscriptionId;
+
     /// <summary>The stream the event belongs to.</summary>
     public string Stream => stream;
 

@@ -21,13 +21,17 @@ internal sealed class SubscriptionPipeline
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
 
-    public SubscriptionPipeline(EndpointPipeline pipeline, TimeProvider timeProvider, ILogger logger)
+    public SubscriptionPipeline(EndpointPipeline pipeline, string subscriptionId, TimeProvider timeProvider, ILogger logger)
     {
         _pipeline = pipeline;
+        SubscriptionId = subscriptionId;
         _handle = HandleOrStopAsync;
         _timeProvider = timeProvider;
         _logger = logger;
     }
+
+    /// <summary>The subscription whose events it runs.</summary>
+    public string SubscriptionId { get; }
 
     public async ValueTask HandleAsync(RecordedEvent recorded, CancellationToken cancellationToken)
     {
@@ -35,7 +39,7 @@ internal sealed class SubscriptionPipeline
         for (var delivered = 1; ; delivered++)
         {
             // Numbered as a transport numbers its deliveries, so the retry policy counts attempts the same way.
-            var delivery = new RecordedEventDelivery(envelope with { DeliveryAttempt = delivered }, _pipeline.Endpoint, recorded.Stream, recorded.Position);
+            var delivery = new RecordedEventDelivery(envelope with { DeliveryAttempt = delivered }, _pipeline.Endpoint, SubscriptionId, recorded.Stream, recorded.Position);
             if (!await DeliverySettlement.RunAsync(_handle, delivery, _logger, cancellationToken).ConfigureAwait(false))
             {
                 // Stopped in the middle: the event is not done, and the checkpoint stays before it.

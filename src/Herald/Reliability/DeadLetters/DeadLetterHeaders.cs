@@ -25,6 +25,9 @@ internal static class DeadLetterHeaders
     private const string SourceStream = "herald-dead-letter-stream";
     private const string SourcePosition = "herald-dead-letter-position";
 
+    // The subscription that met it (a projection's names its generation: "orders", "orders#g2").
+    private const string SourceSubscription = "herald-dead-letter-subscription";
+
     // What the fallback adds to a native dead letter; the drain takes them off again, so the stored envelope is the delivered one.
     private static readonly string[] RecordHeaders =
     [
@@ -35,7 +38,7 @@ internal static class DeadLetterHeaders
     // What a retry from the dead letters takes off: it starts over, as a new message would (its due time goes as the send's
     // delay, its topic as where it is published).
     private static readonly string[] FailureHeaders =
-        [.. RecordHeaders, HeaderNames.FirstFailure, HeaderNames.DeliverAt, HeaderNames.DeadLetterTopic, HeaderNames.DeadLetterOrigin, SourceStream, SourcePosition];
+        [.. RecordHeaders, HeaderNames.FirstFailure, HeaderNames.DeliverAt, HeaderNames.DeadLetterTopic, HeaderNames.DeadLetterOrigin, SourceStream, SourcePosition, SourceSubscription];
 
     /// <summary>When the message first failed, as its header says (never later than <paramref name="now"/>); null when it has not failed before.</summary>
     public static DateTimeOffset? FirstFailure(Envelope envelope, DateTimeOffset now) =>
@@ -114,17 +117,22 @@ internal static class DeadLetterHeaders
 
     /// <summary>
     /// The envelope a dead letter keeps of a message a consumer of <paramref name="origin"/> gave up on: for any but an
-    /// endpoint, with the origin in a header, and the stream and position of the stored event when known, so a retry takes
-    /// it back to that consumer instead of sending it to a queue of the consumer's name.
+    /// endpoint, with the origin in a header, and the stream and position of the stored event and the subscription that met
+    /// it when known, so a retry takes it back to that consumer instead of sending it to a queue of the consumer's name.
     /// </summary>
-    public static Envelope WithOrigin(Envelope envelope, DeadLetterOrigin origin, string? stream, long? position)
+    public static Envelope WithOrigin(Envelope envelope, DeadLetterOrigin origin, string? stream, long? position, string? subscription = null)
     {
         if (origin == DeadLetterOrigin.Endpoint)
         {
             return envelope;
         }
 
-        var headers = new Dictionary<string, string>(3, StringComparer.Ordinal) { [HeaderNames.DeadLetterOrigin] = origin.ToString() };
+        var headers = new Dictionary<string, string>(4, StringComparer.Ordinal) { [HeaderNames.DeadLetterOrigin] = origin.ToString() };
+        if (subscription is not null)
+        {
+            headers[SourceSubscription] = subscription;
+        }
+
         if (stream is not null)
         {
             headers[SourceStream] = stream;
@@ -153,6 +161,9 @@ internal static class DeadLetterHeaders
     public static (string? Stream, long? Position) Source(Envelope envelope) =>
         (envelope.GetHeader(SourceStream),
          long.TryParse(envelope.GetHeader(SourcePosition), NumberStyles.None, CultureInfo.InvariantCulture, out var position) ? position : null);
+
+    /// <summary>The subscription whose chain gave up on the stored event (a projection's checkpoint id), or null when not named.</summary>
+    public static string? Subscription(Envelope envelope) => envelope.GetHeader(SourceSubscription);
 
     /// <summary>
     /// The id of the dead letter the pipeline makes of a delivery: derived from the endpoint, the message and the retry from
