@@ -54,7 +54,8 @@ public static partial class ReadModelNames
 
     /// <summary>
     /// Validates the arguments of <see cref="IReadModelStore.UpdateAsync"/> (the table, the generation, the id and the change)
-    /// and returns the change to run: refusing what no store can take (<see cref="Internal.StorableReadModelWrites.Storable"/>),
+    /// and returns the change to run: refusing what no store can take (<see cref="Internal.StorableReadModelWrites.Storable(string, string, string, string, Func{string?, string?})"/>,
+    /// and text that is not JSON),
     /// as a projection's writes are, so a direct write is refused alike on every engine.
     /// </summary>
     public static Func<string?, string?> ValidateUpdate(string table, int generation, string id, Func<string?, string?> change)
@@ -63,7 +64,7 @@ public static partial class ReadModelNames
         ValidateGeneration(generation);
         ArgumentNullException.ThrowIfNull(id);
         ArgumentNullException.ThrowIfNull(change);
-        return Internal.StorableReadModelWrites.Storable("Caller of", "IReadModelStore.UpdateAsync", table, id, change);
+        return Internal.StorableReadModelWrites.Storable("Caller of", "IReadModelStore.UpdateAsync", table, id, change, checkJson: true);
     }
 
     [GeneratedRegex("^[a-z][a-z0-9_]*$", RegexOptions.CultureInvariant)]

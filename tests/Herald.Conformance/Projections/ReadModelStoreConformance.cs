@@ -165,6 +165,41 @@ public abstract class ReadModelStoreConformance
     }
 
     [Fact]
+    public async Task ADirectUpdate_OfTextThatIsNotJson_IsRefusedNamingTheTableAndId_OnEveryEngine()
+    {
+        // Regression (audit 42 of the projections): memory stored it (a filtered query of the table then threw a bare
+        // JsonException), while SQLite failed the commit with a bare CHECK constraint error and PostgreSQL with a bare 22P02.
+        var store = await CreateStoreAsync();
+        foreach (var json in new[] { "{\"name\":", "not json", "{\"name\":\"x\"} {}", "", "{\"name\":\"x\",}" })
+        {
+            var table = UniqueTable();
+            var unitOfWork = await BeginUnitOfWorkAsync(store);
+            Exception? refused = null;
+            try
+            {
+                await store.UpdateAsync(table, 1, "kept", _ => """{"name":"x"}""", unitOfWork);
+                await store.UpdateAsync(table, 1, "doc", _ => json, unitOfWork);
+                await unitOfWork.CommitAsync();
+            }
+            catch (Exception ex)
+            {
+                refused = ex;
+                await unitOfWork.RollbackAsync();
+            }
+
+            Assert.True(refused is InvalidOperationException, $"'{json}' is refused with an InvalidOperationException, not {refused?.GetType().Name ?? "stored"}: {refused?.Message}");
+            Assert.Contains($"document 'doc' of read model '{table}'", refused!.Message, StringComparison.Ordinal);
+            Assert.Contains("not JSON", refused.Message, StringComparison.Ordinal);
+            Assert.Null(await store.GetAsync(table, "kept"));
+        }
+
+        // JSON as deep as the engines store is taken.
+        var deep = UniqueTable();
+        await ChangeAsync(store, deep, 1, "deep", _ => string.Concat(Enumerable.Repeat("[", 200)) + string.Concat(Enumerable.Repeat("]", 200)));
+        Assert.NotNull(await store.GetAsync(deep, "deep"));
+    }
+
+    [Fact]
     public async Task ADirectUpdate_OfWhatNoStoreCanTake_IsRefusedNamingTheTableAndId_AsAProjectionsWriteIs()
     {
         // IReadModelStore.UpdateAsync skipped the checks a projection's writes get: SQLite and memory stored such a

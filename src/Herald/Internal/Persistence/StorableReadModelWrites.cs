@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Globalization;
 using System.Text;
+using System.Text.Json;
 using Herald.EventSourcing;
 
 namespace Herald.Internal;
@@ -35,7 +37,14 @@ public static class StorableReadModelWrites
     /// only for the error, so a write that passes allocates no label. A change it already checked is returned as it is, so
     /// the store's own check (<see cref="Projections.ReadModelNames.ValidateUpdate"/>) of a projection's write adds nothing.
     /// </summary>
-    public static Func<string?, string?> Storable(string writerKind, string writerName, string table, string id, Func<string?, string?> change)
+    public static Func<string?, string?> Storable(string writerKind, string writerName, string table, string id, Func<string?, string?> change) =>
+        Storable(writerKind, writerName, table, id, change, checkJson: false);
+
+    /// <summary>
+    /// As the public overload; with <paramref name="checkJson"/> it also refuses what is not JSON text, which no store takes
+    /// either (SQLite's CHECK, PostgreSQL's jsonb): for a caller's own JSON, not a projection's (its serializer writes JSON).
+    /// </summary>
+    internal static Func<string?, string?> Storable(string writerKind, string writerName, string table, string id, Func<string?, string?> change, bool checkJson)
     {
         ArgumentNullException.ThrowIfNull(writerKind);
         ArgumentNullException.ThrowIfNull(writerName);
@@ -72,15 +81,21 @@ public static class StorableReadModelWrites
                 $"{writerKind} '{writerName}' cannot write document '{StreamName.Printable(id[..40])}...' of read model '{table}': its id is {bytes} bytes long in UTF-8, and at most {MaxIdBytes} are allowed (PostgreSQL's primary-key index cannot hold much longer ones), so no read-model store takes it. Use a shorter id, such as a hash of the long one."));
         }
 
-        return new StorableChange(writerKind, writerName, table, id, change).Apply;
+        return new StorableChange(writerKind, writerName, table, id, change, checkJson).Apply;
     }
 
     // A class of its own rather than a lambda, so a change it made is recognised (above) and not checked twice.
-    private sealed class StorableChange(string writerKind, string writerName, string table, string id, Func<string?, string?> change)
+    private sealed class StorableChange(string writerKind, string writerName, string table, string id, Func<string?, string?> change, bool checkJson)
     {
         public string? Apply(string? current)
         {
             var json = change(current);
+            if (checkJson && json is not null && !IsJson(json))
+            {
+                throw new InvalidOperationException(
+                    $"{writerKind} '{writerName}' cannot write document '{StreamName.Printable(id)}' of read model '{table}': its text is not JSON (one JSON value, without comments or trailing commas), which no read-model store takes. Write what a JSON serializer makes of the document.");
+            }
+
             if (json is not null && Unstorable(json) is { } what)
             {
                 // PostgreSQL's jsonb cannot hold U+0000 (a bare 22P05 at its commit) nor half of a pair (a bare 22P02).
@@ -129,6 +144,30 @@ public static class StorableReadModelWrites
         }
 
         return null;
+    }
+
+    // One JSON value and nothing after it but whitespace, as SQLite's json_valid and PostgreSQL's jsonb take (nested as
+    // deep as they take it).
+    private static bool IsJson(string json)
+    {
+        var bytes = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetMaxByteCount(json.Length));
+        try
+        {
+            var reader = new Utf8JsonReader(bytes.AsSpan(0, Encoding.UTF8.GetBytes(json, bytes)), new JsonReaderOptions { MaxDepth = 1000 });
+            while (reader.Read())
+            {
+            }
+
+            return true;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(bytes);
+        }
     }
 
     // The UTF-16 unit of the escape \uXXXX at position i.
