@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Herald.Messages;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Outbox;
 
@@ -21,7 +22,7 @@ public static class HeraldDiagnostics
     public static Meter Meter { get; } = new(Name, typeof(HeraldDiagnostics).Assembly.GetName().Version?.ToString());
 
     internal static Counter<long> MessagesPublished { get; } =
-        Meter.CreateCounter<long>(MetricNames.MessagesPublished, "{message}", "Messages sent or published.");
+        Meter.CreateCounter<long>(MetricNames.MessagesPublished, "{message}", "Messages a transport took: sent or published at once, by the outbox relay, by the stored-event publisher, or retried from the dead letters.");
 
     internal static Counter<long> MessagesProcessed { get; } =
         Meter.CreateCounter<long>(MetricNames.MessagesProcessed, "{message}", "Messages handled successfully.");
@@ -61,6 +62,16 @@ public static class HeraldDiagnostics
 
     internal static ObservableGauge<long> ProjectionLag { get; } =
         Meter.CreateObservableGauge(MetricNames.ProjectionLag, Projections.ProjectionManager.Observe, "{event}", "Positions an async projection is behind the head of the global log.");
+
+    /// <summary>
+    /// Counts <paramref name="envelope"/> on <see cref="MessagesPublished"/> once the transport took it for <paramref name="destination"/>,
+    /// whoever sent it (the bus at once, the outbox relay, the stored-event publisher, a dead letter's retry), so each counts once.
+    /// </summary>
+    internal static void Published(string destination, Envelope envelope) =>
+        MessagesPublished.Add(
+            1,
+            new KeyValuePair<string, object?>(MetricNames.MessageTypeTag, envelope.MessageType),
+            new KeyValuePair<string, object?>(MetricNames.DestinationTag, destination));
 
     /// <summary>Marks <paramref name="activity"/> failed by <paramref name="failure"/>: status Error with its message, and the exception as an event.</summary>
     internal static void Failed(Activity? activity, Exception failure)

@@ -3,7 +3,10 @@ namespace Herald.Diagnostics;
 /// <summary>Names of Herald's instruments and of the tags they carry.</summary>
 public static class MetricNames
 {
-    /// <summary>Counter of messages sent or published.</summary>
+    /// <summary>
+    /// Counter of messages a transport took (tags <see cref="MessageTypeTag"/>, <see cref="DestinationTag"/>), each once per
+    /// send: sent or published at once, by the outbox relay, by the stored-event publisher, or retried from the dead letters.
+    /// </summary>
     public const string MessagesPublished = "herald.messages.published";
 
     /// <summary>Counter of messages handled successfully, each once: a redelivery the inbox acks as a duplicate counts on <see cref="MessagesDuplicate"/> only.</summary>

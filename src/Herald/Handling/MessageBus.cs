@@ -116,6 +116,6 @@ internal sealed class MessageBus : IMessageBus
             throw;
         }
 
-        HeraldDiagnostics.MessagesPublished.Add(1, new KeyValuePair<string, object?>(MetricNames.MessageTypeTag, envelope.MessageType));
+        HeraldDiagnostics.Published(destination, envelope);
     }
 }

@@ -234,6 +234,58 @@ public sealed class DiagnosticsTests
         Assert.DoesNotContain(measurements, m => m.Instrument == MetricNames.MessagesFailed && m.Endpoint == endpoint);
     }
 
+    // herald.messages.published counted only a message IMessageBus sent at once: one the outbox relay sent, or a stored
+    // event the publisher published, reached the transport uncounted, so under the outbox the published rate read zero.
+    [Fact]
+    public async Task EachMessageThatReachesTheTransport_IsCountedPublishedOnce_SentAtOnce_ByTheOutboxRelay_OrAsAStoredEvent()
+    {
+        var endpoint = "diag-" + Guid.NewGuid().ToString("N")[..8];
+        var relayed = "diag-relayed-" + Guid.NewGuid().ToString("N")[..8];
+        var published = new ConcurrentQueue<(string? Destination, string? Type, long Value)>();
+        using var meterListener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HeraldDiagnostics.Name && instrument.Name == MetricNames.MessagesPublished)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meterListener.SetMeasurementEventCallback<long>((_, v, tags, _) => published.Enqueue((Tag(tags, MetricNames.DestinationTag), Tag(tags, MetricNames.MessageTypeTag), v)));
+        meterListener.Start();
+        var handled = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(endpoint, handled, h => h
+            .AddMessageType<Marker>()
+            .Route<Marker>(relayed)
+            .AddAggregate<Signal>()
+            .AddMessageType<SignalRaised>()
+            .PublishStoredEvents()
+            .UseOutbox());
+        long Count(string destination) => published.Where(m => m.Destination == destination).Sum(m => m.Value);
+
+        // Outside a unit of work: straight to the transport.
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Traced(endpoint));
+        // Inside one: through the outbox, sent by the relay once the unit of work commits; and a stored event, published.
+        await host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, ct) =>
+        {
+            await services.GetRequiredService<IMessageBus>().SendAsync(new Marker(endpoint), cancellationToken: ct);
+            var signals = services.GetRequiredService<AggregateRepository<Signal>>();
+            var signal = await signals.LoadAsync(endpoint, ct);
+            signal.Fire(endpoint);
+            await signals.SaveAsync(signal, cancellationToken: ct);
+        });
+
+        await Eventually.UntilAsync(() => Count(relayed) >= 1, "the outbox relay's send is counted");
+        await Eventually.UntilAsync(() => Count("diag-signal-raised") >= 1, "the stored event's publish is counted");
+        await Eventually.UntilAsync(() => Count(endpoint) >= 1, "the direct send is counted");
+        await host.StopAsync();
+        Assert.Equal(1, Count(endpoint));
+        Assert.Equal(1, Count(relayed));
+        Assert.Equal("diag-marker", Assert.Single(published, m => m.Destination == relayed).Type);
+        Assert.Equal(1, Count("diag-signal-raised"));
+    }
+
     // A message whose handling committed but whose ack was lost comes again, and the inbox acks it without running its
     // handlers: herald.messages.processed counted it a second time, beside herald.messages.duplicates.
     [Fact]
@@ -524,6 +576,22 @@ public sealed class DiagnosticsTests
             beacon.Light(message.Id);
             await beacons.SaveAsync(beacon, cancellationToken: cancellationToken);
             handled.TrySetResult(context.Envelope);
+        }
+    }
+
+    [MessageType("diag-signal-raised")]
+    public sealed record SignalRaised(string Id);
+
+    public sealed class Signal : Aggregate
+    {
+        public void Fire(string id)
+        {
+            Id = id;
+            Raise(new SignalRaised(id));
+        }
+
+        protected override void When(object @event)
+        {
         }
     }
 

@@ -29,6 +29,41 @@ public sealed class DeadLetterManagerTests : IAsyncLifetime
 
     public async Task DisposeAsync() => await _transport.DisposeAsync();
 
+    // A retry reaches the transport as a send does, but was not counted on herald.messages.published.
+    [Fact]
+    public async Task ARetriedDeadLetter_IsCountedPublishedOnce_ToItsEndpoint()
+    {
+        var endpoint = "orders-" + Guid.NewGuid().ToString("N")[..8];
+        var published = new System.Collections.Concurrent.ConcurrentQueue<long>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == Herald.Diagnostics.HeraldDiagnostics.Name && instrument.Name == Herald.Diagnostics.MetricNames.MessagesPublished)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == Herald.Diagnostics.MetricNames.DestinationTag && tag.Value as string == endpoint)
+                {
+                    published.Enqueue(value);
+                }
+            }
+        });
+        listener.Start();
+        var deadLetter = await AddAsync(endpoint);
+
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await _manager.RetryAsync(deadLetter.Id));
+
+        await ReceiveAsync(endpoint);
+        Assert.Equal([1L], published);
+    }
+
     [Fact]
     public async Task RetryOne_SendsTheEnvelopeBackToItsEndpoint_ThenDeletesTheDeadLetter()
     {

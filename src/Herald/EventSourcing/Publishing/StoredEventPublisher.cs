@@ -1,3 +1,4 @@
+using Herald.Diagnostics;
 using Herald.EventSourcing.Subscriptions;
 using Herald.Hosting;
 using Herald.Reliability.DeadLetters;
@@ -82,6 +83,7 @@ internal sealed class StoredEventPublisher(
             try
             {
                 await transport.PublishAsync(recorded.EventType, recorded.Envelope, options: null, linked.Token).ConfigureAwait(false);
+                HeraldDiagnostics.Published(recorded.EventType, recorded.Envelope);
                 return;
             }
             catch (Exception ex) when (!linked.Token.IsCancellationRequested)

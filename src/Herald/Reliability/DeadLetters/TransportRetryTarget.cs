@@ -1,3 +1,4 @@
+using Herald.Diagnostics;
 using Herald.Transport;
 
 namespace Herald.Reliability.DeadLetters;
@@ -31,6 +32,8 @@ internal sealed class TransportRetryTarget(ITransport transport, TimeProvider ti
         {
             await transport.SendAsync(deadLetter.Endpoint, retry, options, cancellationToken).ConfigureAwait(false);
         }
+
+        HeraldDiagnostics.Published(topic ?? deadLetter.Endpoint, retry);
 
         // A send cannot share a transaction with the dead letters: the manager deletes it after (the endpoint's inbox absorbs
         // the duplicate a second retry would send, should that delete fail).

@@ -337,6 +337,7 @@ internal sealed class OutboxRelay(
             }
 
             HeraldDiagnostics.OutboxSent.Add(1, new KeyValuePair<string, object?>(MetricNames.DestinationTag, message.Destination));
+            HeraldDiagnostics.Published(message.Destination, message.Envelope);
             return (SendOutcome.Sent, null);
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested && SendChecks.IsPermanent(ex, capabilities))
