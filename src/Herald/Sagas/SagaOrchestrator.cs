@@ -21,6 +21,8 @@ namespace Herald.Sagas;
 /// </remarks>
 public sealed class SagaOrchestrator
 {
+    // Begins the compensation failure a park adds to the error (see Cause).
+    private const string CompensationFailed = " Compensation of step '";
     private readonly ISagaStore _store;
     private readonly UnitOfWorkRunner _runner;
     private readonly TimeProvider _timeProvider;
@@ -219,7 +221,7 @@ public sealed class SagaOrchestrator
                 if (failure is not null)
                 {
                     Log.SagaCompensationFailed(_logger, failure, definition.Name, instance.Id, step.Name);
-                    return await ParkAsync(instance, $"{instance.Error} Compensation of step '{step.Name}' failed: {Describe(failure)}", cancellationToken).ConfigureAwait(false);
+                    return await ParkAsync(instance, $"{Cause(instance.Error)}{CompensationFailed}{step.Name}' failed: {Describe(failure)}", cancellationToken).ConfigureAwait(false);
                 }
 
                 instance = next!;
@@ -393,6 +395,14 @@ public sealed class SagaOrchestrator
     }
 
     private static string Describe(Exception exception) => $"{exception.GetType().Name}: {exception.Message}";
+
+    /// <summary>
+    /// What made the saga compensate, without the compensation failure of an earlier park: a parked instance resumed by
+    /// <see cref="ResumeParkedAsync{TData}"/> keeps its error, and a park appending to it grew by one failure per cycle.
+    /// Cut at the first such failure, so the error stays bounded even if an exception's message repeats the words.
+    /// </summary>
+    private static string? Cause(string? error) =>
+        error?.IndexOf(CompensationFailed, StringComparison.Ordinal) is { } at and >= 0 ? error[..at] : error;
 
     /// <summary>A new instance of <paramref name="definition"/>, running, at its first step, holding <paramref name="data"/>.</summary>
     private static SagaInstance NewInstance<TData>(SagaDefinition<TData> definition, string id, TData data)

@@ -237,6 +237,31 @@ public sealed class SagaOrchestratorTests
     }
 
     [Fact]
+    public async Task AParkedInstanceResumedWhileItsCompensationStillFails_KeepsOneErrorOfEachKind_NotOneMorePerResume()
+    {
+        // Each park appended the compensation's failure to the error it stood with, which after a resume held the last
+        // park's already: the error grew by one "Compensation ... failed" per park/resume cycle, without bound.
+        var journal = new Journal();
+        await using var services = Build();
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+        var definition = Fulfilment(journal, failing: "charge-payment", compensationFails: true);
+        var parked = await orchestrator.StartAsync(definition, "order-r", new Order());
+        Assert.Equal(SagaStatus.Failed, parked.Status);
+
+        for (var cycle = 0; cycle < 3; cycle++)
+        {
+            var again = await orchestrator.ResumeParkedAsync(definition, "order-r");
+            Assert.Equal(SagaStatus.Failed, again!.Status);
+            Assert.Equal(parked.Error, again.Error);
+        }
+
+        var stored = (await services.GetRequiredService<ISagaStore>().LoadAsync("fulfilment", "order-r"))!.Error!;
+        Assert.Equal(parked.Error, stored);
+        Assert.StartsWith("Step 'charge-payment' failed: InvalidOperationException: charge refused", stored, StringComparison.Ordinal);
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(stored, "Compensation of step"));
+    }
+
+    [Fact]
     public async Task AStepWhoseWriteConflictsOnAnotherSagasInstance_IsRetriedByItsPolicy_NotTakenForATakeOver()
     {
         // The step starts a child instance that a racing writer created first: the conflict names the child, not this
