@@ -449,6 +449,53 @@ public sealed class ProcessorTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// One event failing in two branches with state of one topology: each branch's record is undone and dead-lettered on its
+    /// own (distinct ids, each reason naming its operator), a branch that took the event keeps it, and a retry from the dead
+    /// letters refuses each, so nothing (least of all the branch that succeeded) runs the event again.
+    /// </summary>
+    [Fact]
+    public async Task EventStoreSource_AnEventFailingInTwoBranches_IsDeadLetteredOncePerBranch_AndNeitherRetryRunsItAgain()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var t0 = DateTimeOffset.UnixEpoch;
+        var builder = new StreamBuilder();
+        var grouped = builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId);
+        grouped.Aggregate(() => 0L, (_, o, n) => o.OrderId.StartsWith("bad", StringComparison.Ordinal) ? throw new InvalidOperationException("left refused " + o.OrderId) : n + 1, "left");
+        grouped.Aggregate(() => 0L, (_, o, n) => o.OrderId == "bad-both" ? throw new InvalidOperationException("right refused " + o.OrderId) : n + 1, "right");
+        await using var processor = new StreamProcessor("two-branches", builder.Build(), host.Services);
+        await processor.StartAsync();
+        await AppendAsync(host, "order-1", new Order("bad-both", "p", 1m, t0.AddSeconds(1)));
+        await AppendAsync(host, "order-2", new Order("bad-left", "p", 1m, t0.AddSeconds(2)));
+        await AppendAsync(host, "order-3", new Order("good", "p", 1m, t0.AddSeconds(3)));
+        await CaughtUpAsync(host, processor);
+
+        var deadLetters = await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:two-branches" });
+        var both = deadLetters.Where(d => d.ErrorMessage.Contains("bad-both", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, both.Count);
+        Assert.NotEqual(both[0].Id, both[1].Id);
+        Assert.Equal(both[0].Envelope.MessageId, both[1].Envelope.MessageId);
+        Assert.NotEqual(both[0].Fingerprint, both[1].Fingerprint);
+        Assert.Contains(both, d => d.ErrorMessage.Contains("left refused", StringComparison.Ordinal));
+        Assert.Contains(both, d => d.ErrorMessage.Contains("right refused", StringComparison.Ordinal));
+        Assert.Single(deadLetters, d => d.ErrorMessage.Contains("left refused bad-left", StringComparison.Ordinal));
+        Assert.Equal(3, deadLetters.Count);
+        Assert.Equal(1L, await processor.QueryAsync<string, long>("left", "p"));  // good
+        Assert.Equal(2L, await processor.QueryAsync<string, long>("right", "p")); // bad-left, good
+
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        foreach (var deadLetter in deadLetters)
+        {
+            Assert.Equal(DeadLetterRetryOutcome.Refused, await manager.RetryAsync(deadLetter.Id));
+        }
+
+        await CaughtUpAsync(host, processor);
+        Assert.Equal(3, (await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:two-branches" })).Count);
+        Assert.Equal(1L, await processor.QueryAsync<string, long>("left", "p"));
+        Assert.Equal(2L, await processor.QueryAsync<string, long>("right", "p"));
+        await host.StopAsync();
+    }
+
     /// <summary>Appends <paramref name="order"/> as the first event of <paramref name="stream"/>.</summary>
     private static async Task AppendAsync(IHost host, string stream, Order order) =>
         await host.Services.GetRequiredService<IEventStore>().AppendAsync(stream, ExpectedVersion.NoStream, [host.Services.GetRequiredService<EnvelopeFactory>().Create(order)]);

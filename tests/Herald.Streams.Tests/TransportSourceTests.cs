@@ -43,6 +43,53 @@ public sealed class TransportSourceTests : IDisposable
     public async Task SqliteQueue_FeedsTheStreamThroughTheEndpointChain_AndTheStateCommitsWithTheInboxMark() =>
         await RunAsync(h => h.UseSqlite(_file).UseSqliteQueue(_file).UseSqliteStreamState().UseInbox(), restart: true);
 
+    /// <summary>
+    /// From a transport, an event that one branch with state takes and another refuses fails as a whole: nothing of it
+    /// commits, the endpoint dead-letters it once, and a retry of that dead letter runs both branches again on state
+    /// that never held the first run, so the branch that had succeeded counts it at most once.
+    /// </summary>
+    [Fact]
+    public async Task AClickOneBranchTakesAndAnotherRefuses_IsDeadLetteredOnce_AndItsRetryDoesNotCountItTwiceInTheBranchThatTookIt()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(h => h
+            .AddMessageType<Click>("stream-test-click")
+            .AddStream(
+                "two-branch-clicks",
+                b =>
+                {
+                    var users = b.Stream<Click>().GroupBy(c => c.User);
+                    users.Count("taken");
+                    users.Aggregate(() => 0L, (_, c, n) => c.Page == "bad" ? throw new InvalidOperationException("The strict branch refuses bad.") : n + 1, "strict");
+                },
+                new StreamProcessorOptions { Source = StreamSource.Transport, Partitions = 2 })
+            .ConfigureRetries(r => r.Immediate(2).Delayed(0, TimeSpan.Zero, TimeSpan.Zero)));
+        var bus = host.Services.GetRequiredService<IMessageBus>();
+        var envelopes = host.Services.GetRequiredService<EnvelopeFactory>();
+        var bad = envelopes.Create(new Click("ann", "bad"));
+        await host.Services.GetRequiredService<ITransport>().PublishAsync("stream-test-click", bad);
+        await bus.PublishAsync(new Click("ann", "home"));
+        var processor = host.Services.GetRequiredService<StreamProcessors>()["two-branch-clicks"];
+        var deadLetters = host.Services.GetRequiredService<IDeadLetterStore>();
+        async Task<IReadOnlyList<DeadLetter>> OfBadAsync() =>
+            [.. (await deadLetters.ListAsync(new DeadLetterQuery())).Where(d => d.Envelope.MessageId == bad.MessageId)];
+        await Eventually.UntilAsync(async () => await processor.QueryAsync<string, long>("strict", "ann") == 1, "the good click is counted");
+        await Eventually.UntilAsync(async () => (await OfBadAsync()).Count == 1, "the bad click is dead-lettered");
+
+        var first = Assert.Single(await OfBadAsync());
+        Assert.Equal(DeadLetterOrigin.Endpoint, first.Origin);
+        // Queries read memory, which a failed event may have changed until the next event reloads the committed state.
+        await bus.PublishAsync(new Click("ann", "after"));
+        await Eventually.UntilAsync(async () => await processor.QueryAsync<string, long>("strict", "ann") == 2, "the click after it is counted");
+        Assert.Equal(2L, await processor.QueryAsync<string, long>("taken", "ann"));
+
+        Assert.Equal(DeadLetterRetryOutcome.Retried, await host.Services.GetRequiredService<DeadLetterManager>().RetryAsync(first.Id));
+        await Eventually.UntilAsync(async () => (await OfBadAsync()) is [var again] && again.Id != first.Id, "the retried click is dead-lettered again");
+        await bus.PublishAsync(new Click("ann", "last"));
+        await Eventually.UntilAsync(async () => await processor.QueryAsync<string, long>("strict", "ann") == 3, "the last click is counted");
+        Assert.Equal(3L, await processor.QueryAsync<string, long>("taken", "ann"));
+        await host.StopAsync();
+    }
+
     public void Dispose() => TestSqlite.Delete(_file);
 
     private static async Task<IHost> StartAsync(Action<HeraldBuilder> engine) => await ProcessorScenario.StartHostAsync(h =>

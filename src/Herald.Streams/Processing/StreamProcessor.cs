@@ -34,7 +34,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     private static readonly ConditionalWeakTable<IServiceProvider, InMemoryStreamStateStore> InMemoryState = new();
     private static readonly Counter<long> Events = HeraldDiagnostics.Meter.CreateCounter<long>("herald.stream.events", "{event}", "Events a stream processor handled.");
     private static readonly Counter<long> LateEvents = HeraldDiagnostics.Meter.CreateCounter<long>("herald.stream.late", "{record}", "Records that came after their window closed.");
-    private static readonly Counter<long> DeadLettered = HeraldDiagnostics.Meter.CreateCounter<long>("herald.stream.dead_lettered", "{event}", "Events a stream processor could not decode, key or process.");
+    private static readonly Counter<long> DeadLettered = HeraldDiagnostics.Meter.CreateCounter<long>("herald.stream.dead_lettered", "{event}", "Dead letters a stream processor stored: events it could not decode or key, and records (one per failing branch) it could not process.");
     // How often a later sub-topology looks for the commits of other processes (commits in this process wake it at once).
     private static readonly TimeSpan RepartitionPoll = TimeSpan.FromMilliseconds(200);
     private static readonly ObservableGauge<long> Lag = HeraldDiagnostics.Meter.CreateObservableGauge("herald.stream.lag", Observe, "{event}", "Positions a stream processor is behind the head of the global log.");
