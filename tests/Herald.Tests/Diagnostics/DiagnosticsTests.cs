@@ -258,8 +258,8 @@ public sealed class DiagnosticsTests
         using var host = await StartAsync(endpoint, handled, h => h
             .AddMessageType<Marker>()
             .Route<Marker>(relayed)
-            .AddAggregate<Signal>()
-            .AddMessageType<SignalRaised>()
+            .AddAggregate<Beacon>()
+            .AddMessageType<BeaconLit>()
             .PublishStoredEvents()
             .UseOutbox());
         long Count(string destination) => published.Where(m => m.Destination == destination).Sum(m => m.Value);
@@ -270,20 +270,20 @@ public sealed class DiagnosticsTests
         await host.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, ct) =>
         {
             await services.GetRequiredService<IMessageBus>().SendAsync(new Marker(endpoint), cancellationToken: ct);
-            var signals = services.GetRequiredService<AggregateRepository<Signal>>();
-            var signal = await signals.LoadAsync(endpoint, ct);
-            signal.Fire(endpoint);
-            await signals.SaveAsync(signal, cancellationToken: ct);
+            var beacons = services.GetRequiredService<AggregateRepository<Beacon>>();
+            var beacon = await beacons.LoadAsync(endpoint, ct);
+            beacon.Light(endpoint);
+            await beacons.SaveAsync(beacon, cancellationToken: ct);
         });
 
         await Eventually.UntilAsync(() => Count(relayed) >= 1, "the outbox relay's send is counted");
-        await Eventually.UntilAsync(() => Count("diag-signal-raised") >= 1, "the stored event's publish is counted");
+        await Eventually.UntilAsync(() => Count("diag-beacon-lit") >= 1, "the stored event's publish is counted");
         await Eventually.UntilAsync(() => Count(endpoint) >= 1, "the direct send is counted");
         await host.StopAsync();
         Assert.Equal(1, Count(endpoint));
         Assert.Equal(1, Count(relayed));
         Assert.Equal("diag-marker", Assert.Single(published, m => m.Destination == relayed).Type);
-        Assert.Equal(1, Count("diag-signal-raised"));
+        Assert.Equal(1, Count("diag-beacon-lit"));
     }
 
     // A message whose handling committed but whose ack was lost comes again, and the inbox acks it without running its
@@ -576,22 +576,6 @@ public sealed class DiagnosticsTests
             beacon.Light(message.Id);
             await beacons.SaveAsync(beacon, cancellationToken: cancellationToken);
             handled.TrySetResult(context.Envelope);
-        }
-    }
-
-    [MessageType("diag-signal-raised")]
-    public sealed record SignalRaised(string Id);
-
-    public sealed class Signal : Aggregate
-    {
-        public void Fire(string id)
-        {
-            Id = id;
-            Raise(new SignalRaised(id));
-        }
-
-        protected override void When(object @event)
-        {
         }
     }
 
