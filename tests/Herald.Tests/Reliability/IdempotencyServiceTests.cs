@@ -146,6 +146,32 @@ public sealed class IdempotencyServiceTests
         Assert.True(await _service.ExecuteAsync("bool", _ => ValueTask.FromResult(false), Ttl));
     }
 
+    [Theory]
+    [InlineData(double.NaN)]
+    [InlineData(double.PositiveInfinity)]
+    [InlineData(double.NegativeInfinity)]
+    public async Task AResultOfNaNOrInfinity_IsStored_SoALaterCallerGetsItWithoutRunningTheOperationAgain(double value)
+    {
+        Assert.Equal(value, await _service.ExecuteAsync("ratio", _ => ValueTask.FromResult(value), Ttl));
+
+        // Plain System.Text.Json cannot write these: the result was not stored, the lock was left to lapse, and the next
+        // caller ran the operation again.
+        var found = await _store.TryAcquireAsync("ratio", TimeSpan.FromSeconds(30));
+        Assert.Equal(IdempotencyAcquireStatus.Completed, found.Status);
+        Assert.Equal(value, await _service.ExecuteAsync<double>("ratio", _ => throw new InvalidOperationException("ran again"), Ttl));
+    }
+
+    [Fact]
+    public async Task AValueTupleResult_IsStoredWithItsItems_NotAsAnEmptyObject()
+    {
+        Assert.Equal((7, "EUR"), await _service.ExecuteAsync("tuple", _ => ValueTask.FromResult((Number: 7, Currency: "EUR")), Ttl));
+
+        // A tuple's items are fields, which System.Text.Json leaves out by default: it was stored as {} and a later caller
+        // got (0, null) instead of the first caller's result.
+        var later = await _service.ExecuteAsync<(int Number, string Currency)>("tuple", _ => throw new InvalidOperationException("ran again"), Ttl);
+        Assert.Equal((7, "EUR"), later);
+    }
+
     [Fact]
     public async Task StoredResult_Expires_AfterItsTtl()
     {

@@ -1,6 +1,7 @@
 using Herald.Hosting;
 using System.Collections.Concurrent;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Persistence;
@@ -32,7 +33,7 @@ public sealed class IdempotencyService
     private readonly JsonSerializerOptions _json;
     private readonly ILogger _logger;
 
-    /// <summary>Creates the service over the store. Results use the serializer's JSON options when it is the System.Text.Json one, web defaults otherwise.</summary>
+    /// <summary>Creates the service over the store. Results use the serializer's JSON options when it is the System.Text.Json one, web defaults otherwise, with fields and NaN/Infinity included.</summary>
     public IdempotencyService(
         IIdempotencyStore store,
         TimeProvider timeProvider,
@@ -51,7 +52,7 @@ public sealed class IdempotencyService
             throw new ArgumentException(string.Join(" ", problems), nameof(options));
         }
 
-        _json = (serializer as SystemTextJsonMessageSerializer)?.Options ?? SystemTextJsonMessageSerializer.CreateDefaultOptions();
+        _json = ResultOptions((serializer as SystemTextJsonMessageSerializer)?.Options);
         _logger = logger ?? (ILogger)NullLogger.Instance;
     }
 
@@ -115,6 +116,18 @@ public sealed class IdempotencyService
                 Signal(key);
             }
         }
+    }
+
+    // Results are read back only here, so they also keep what plain System.Text.Json leaves out or cannot write: fields (a
+    // value tuple's items; it was stored as {} and later callers got default values) and NaN and the infinities (it failed
+    // to serialize, was not stored, and the operation ran again once the lock lapsed).
+    private static JsonSerializerOptions ResultOptions(JsonSerializerOptions? messageOptions)
+    {
+        var options = messageOptions is null ? SystemTextJsonMessageSerializer.CreateDefaultOptions() : new JsonSerializerOptions(messageOptions);
+        options.IncludeFields = true;
+        options.NumberHandling |= JsonNumberHandling.AllowNamedFloatingPointLiterals;
+        options.MakeReadOnly(populateMissingResolver: true);
+        return options;
     }
 
     private static void ValidateKey(string key)
