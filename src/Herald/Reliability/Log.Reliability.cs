@@ -68,6 +68,9 @@ internal static partial class Log
     [LoggerMessage(2040, LogLevel.Warning, "The idempotency lock of key '{Key}' was lost before the operation completed (it outlived the lock timeout); its result was not stored")]
     public static partial void IdempotencyLockLost(ILogger logger, string key);
 
+    [LoggerMessage(2046, LogLevel.Error, "The result of idempotency key '{Key}' cannot be written as JSON; its caller gets it, later callers get an error instead of running the operation again")]
+    public static partial void IdempotencyResultNotSerializable(ILogger logger, Exception exception, string key);
+
     [LoggerMessage(2043, LogLevel.Warning, "The idempotency lock of key '{Key}' was taken by another caller while the operation ran (a renewal found it lost); the operation is cancelled and its result will not be stored")]
     public static partial void IdempotencyLockTaken(ILogger logger, string key);
 

@@ -173,6 +173,29 @@ public sealed class IdempotencyServiceTests
     }
 
     [Fact]
+    public async Task AResultThatCannotBeWrittenAsJson_IsNotRunAgainByALaterCaller_WhichIsToldWhy()
+    {
+        var runs = 0;
+        ValueTask<Loop> Charge(CancellationToken _)
+        {
+            runs++;
+            var loop = new Loop();
+            loop.Next = loop;
+            return ValueTask.FromResult(loop);
+        }
+
+        var first = await _service.ExecuteAsync("cyclic", Charge, Ttl);
+        Assert.Same(first, first.Next);
+
+        // Its result was not stored and its lock left to lapse: once it had, the next caller charged again.
+        _clock.Advance(TimeSpan.FromMinutes(1));
+        var ex = await Assert.ThrowsAsync<HeraldException>(async () => await _service.ExecuteAsync("cyclic", Charge, Ttl));
+
+        Assert.Contains("ran, but its result could not be written as JSON", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(1, runs);
+    }
+
+    [Fact]
     public async Task StoredResult_Expires_AfterItsTtl()
     {
         await _service.ExecuteAsync("short", _ => ValueTask.FromResult(1), TimeSpan.FromMinutes(1));
@@ -403,6 +426,11 @@ public sealed class IdempotencyServiceTests
     }
 
     public sealed record Receipt(int Number, string Currency, IReadOnlyList<decimal> Amounts);
+
+    public sealed class Loop
+    {
+        public Loop? Next { get; set; }
+    }
 
     /// <summary>A store whose renewals find the lock taken by another caller once <see cref="Taken"/> is set.</summary>
     private sealed class TakenLockStore(IIdempotencyStore inner) : IIdempotencyStore

@@ -18,7 +18,9 @@ namespace Herald.Reliability.Idempotency;
 /// operation frees the key, so the next caller runs it. The lock is renewed every third of
 /// <see cref="IdempotencyOptions.LockTimeout"/> while the operation runs; if it is lost anyway (another caller took it),
 /// the operation's token fires and its result is not stored. A result the store fails to take is tried again, with the lock
-/// renewed between tries, for up to <see cref="IdempotencyOptions.CompletionTimeout"/>; then the caller gets it unstored.
+/// renewed between tries, for up to <see cref="IdempotencyOptions.CompletionTimeout"/>; then the caller gets it unstored. A
+/// result that cannot be written as JSON is returned to its caller, and later callers get a <see cref="HeraldException"/>
+/// instead of running the operation again.
 /// </summary>
 public sealed class IdempotencyService
 {
@@ -187,9 +189,22 @@ public sealed class IdempotencyService
         }
 
         await renewal.DisposeAsync().ConfigureAwait(false);
+        byte[] bytes;
         try
         {
-            var bytes = JsonSerializer.SerializeToUtf8Bytes(result, _json);
+            bytes = JsonSerializer.SerializeToUtf8Bytes(result, _json);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // The operation took effect, but no later caller can be given its result (a cycle, a value no converter writes).
+            // Left unstored, the lock lapsed and the next caller ran it again: stored as no bytes (never JSON), later callers
+            // are told so instead.
+            Log.IdempotencyResultNotSerializable(_logger, ex, key);
+            bytes = [];
+        }
+
+        try
+        {
             if (!await CompleteAsync(key, lockToken, bytes, ttl).ConfigureAwait(false))
             {
                 Log.IdempotencyLockLost(_logger, key);
@@ -228,6 +243,12 @@ public sealed class IdempotencyService
 
     private T Deserialize<T>(ReadOnlyMemory<byte> bytes, string key)
     {
+        if (bytes.IsEmpty)
+        {
+            throw new HeraldException(
+                $"The operation with idempotency key '{key}' ran, but its result could not be written as JSON, so it cannot be returned; the operation is not run again while the key is kept.");
+        }
+
         try
         {
             return JsonSerializer.Deserialize<T>(bytes.Span, _json)!;
