@@ -127,7 +127,11 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
 
         public string Renew { get; } = $"UPDATE {table} SET expires_at = $3 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
 
-        // An expired lock nobody took is still its holder's (the store contract): swept only once abandoned ($3).
-        public string Sweep { get; } = $"DELETE FROM {table} WHERE idempotency_key IN (SELECT idempotency_key FROM {table} WHERE expires_at <= $1 AND (completed OR expires_at <= $3) LIMIT $2)";
+        // An expired lock nobody took is still its holder's (the store contract): swept only once abandoned ($3). The
+        // condition is checked again outside the subquery: a key another caller took while the delete waited on its row lock
+        // is live once that commits, and only the outer WHERE is checked against the row's new version (READ COMMITTED).
+        public string Sweep { get; } = $"DELETE FROM {table} WHERE idempotency_key IN (SELECT idempotency_key FROM {table} WHERE {Sweepable} LIMIT $2) AND {Sweepable}";
+
+        private const string Sweepable = "expires_at <= $1 AND (completed OR expires_at <= $3)";
     }
 }

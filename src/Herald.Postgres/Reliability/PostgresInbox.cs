@@ -98,6 +98,9 @@ internal sealed class PostgresInbox(PostgresEventStore store, TimeProvider? time
 
         public string IsHandled { get; } = $"SELECT EXISTS (SELECT 1 FROM {table} WHERE endpoint = $1 AND message_id = $2 AND expires_at > $3)";
 
-        public string DeleteExpired { get; } = $"DELETE FROM {table} WHERE (endpoint, message_id) IN (SELECT endpoint, message_id FROM {table} WHERE expires_at <= $1 LIMIT $2)";
+        // The expiry is checked again outside the subquery: a mark a redelivery took again while the delete waited on its row
+        // lock is live once that commits, and only the outer WHERE is checked against the row's new version (READ COMMITTED).
+        public string DeleteExpired { get; } =
+            $"DELETE FROM {table} WHERE (endpoint, message_id) IN (SELECT endpoint, message_id FROM {table} WHERE expires_at <= $1 LIMIT $2) AND expires_at <= $1";
     }
 }
