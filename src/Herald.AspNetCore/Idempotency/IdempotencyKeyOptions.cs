@@ -20,7 +20,10 @@ public sealed class IdempotencyKeyOptions
     /// <summary>The <c>Retry-After</c> a request gets while the first request with its key is still running. Default 1 second.</summary>
     public TimeSpan RetryAfter { get; set; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>Largest response body kept for replay; a larger response is sent but its key released. Default 1 MiB.</summary>
+    /// <summary>
+    /// Largest response body kept for replay (and buffered before it is sent); a larger response is sent on as it is written,
+    /// not stored, and its key released. Default 1 MiB.
+    /// </summary>
     public int MaxStoredResponseBytes { get; set; } = 1024 * 1024;
 
     internal void Validate()

@@ -111,7 +111,7 @@ internal sealed class IdempotentRequests(
         var method = context.Request.Method;
         var path = Path(context);
         var originalFeature = context.Features.Get<IHttpResponseBodyFeature>()!;
-        using var captured = new MemoryStream();
+        using var captured = new ResponseCapture(originalFeature.Stream, options.MaxStoredResponseBytes);
         var capture = new StreamResponseBodyFeature(captured, originalFeature);
         context.Features.Set<IHttpResponseBodyFeature>(capture);
         // The lock must outlive a slow endpoint: renewed every third of its timeout, and a failed renewal again after a
@@ -142,7 +142,7 @@ internal sealed class IdempotentRequests(
             context.Features.Set(originalLifetime);
             await renewal.DisposeAsync().ConfigureAwait(false);
             await ReleaseAsync(storeKey, lockToken, method, path).ConfigureAwait(false);
-            if (failure is OperationCanceledException && renewal.IsLost && !context.RequestAborted.IsCancellationRequested)
+            if (failure is OperationCanceledException && renewal.IsLost && !context.RequestAborted.IsCancellationRequested && !context.Response.HasStarted)
             {
                 // Cancelled because another request took the key: a retry gets that request's response once it finishes.
                 context.Response.Clear();
@@ -162,19 +162,21 @@ internal sealed class IdempotentRequests(
         {
             await ReleaseAsync(storeKey, lockToken, method, path).ConfigureAwait(false);
         }
-        else if (captured.Length > options.MaxStoredResponseBytes)
+        else if (captured.IsStreaming)
         {
-            Log.IdempotencyResponseTooLarge(logger, method, path, captured.Length, options.MaxStoredResponseBytes);
+            // Already sent as it was written (ResponseCapture), and not kept whole: not stored, so a retry runs again.
+            Log.IdempotencyResponseTooLarge(logger, method, path, captured.Written, options.MaxStoredResponseBytes);
             await ReleaseAsync(storeKey, lockToken, method, path).ConfigureAwait(false);
+            return;
         }
         else if (!lost)
         {
-            await CompleteAsync(context, options, storeKey, lockToken, fingerprint, captured.ToArray()).ConfigureAwait(false);
+            await CompleteAsync(context, options, storeKey, lockToken, fingerprint, captured.Kept.ToArray()).ConfigureAwait(false);
         }
 
-        if (captured.Length > 0)
+        if (captured.Kept.Length > 0)
         {
-            await response.Body.WriteAsync(captured.GetBuffer().AsMemory(0, (int)captured.Length), context.RequestAborted).ConfigureAwait(false);
+            await response.Body.WriteAsync(captured.Kept, context.RequestAborted).ConfigureAwait(false);
         }
     }
 
