@@ -154,7 +154,7 @@ public sealed class HealthTests
             Assert.Contains($"127.0.0.1:{unused}", check.GetProperty("description").GetString(), StringComparison.Ordinal);
         }
 
-        var redis = Environment.GetEnvironmentVariable("HERALD_TEST_REDIS") is { Length: > 0 } configured ? configured : "127.0.0.1:6379";
+        var redis = TestServers.Redis;
         await using (var app = await TestApp.StartAsync(a => a.MapHeraldHealth(), h => h.UseRedis(redis), s => s.AddHealthChecks().AddHerald()))
         {
             var (status, body) = await HealthAsync(app);

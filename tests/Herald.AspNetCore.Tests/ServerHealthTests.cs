@@ -11,21 +11,11 @@ namespace Herald.AspNetCore.Tests;
 /// <summary>The health checks against real servers reached through a forwarder the test cuts or freezes: PostgreSQL and Redis.</summary>
 public sealed class ServerHealthTests : IAsyncLifetime
 {
-    private static readonly string Postgres = Environment.GetEnvironmentVariable("HERALD_TEST_POSTGRES") is { Length: > 0 } pg
-        ? pg
-        : "Host=127.0.0.1;Port=5432;Username=herald;Password=herald;Database=herald";
-
-    private readonly string _schema = "http_health_" + Guid.NewGuid().ToString("N")[..12];
+    private readonly string _schema = TestServers.NewSchema("http_health_");
 
     public Task InitializeAsync() => Task.CompletedTask;
 
-    public async Task DisposeAsync()
-    {
-        await using var connection = new NpgsqlConnection(Postgres);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE", connection);
-        await command.ExecuteNonQueryAsync();
-    }
+    public Task DisposeAsync() => TestServers.DropSchemaAsync(_schema);
 
     private static async Task<(HttpStatusCode Status, JsonElement Checks)> HealthAsync(TestApp app)
     {
@@ -38,7 +28,7 @@ public sealed class ServerHealthTests : IAsyncLifetime
     [Fact]
     public async Task PostgresCutOffOrSilent_IsUnhealthyWithinTheTimeout_AndHealthyOnceBack()
     {
-        var builder = new NpgsqlConnectionStringBuilder(Postgres);
+        var builder = new NpgsqlConnectionStringBuilder(TestServers.Postgres);
         await using var forwarder = new TcpForwarder(builder.Port);
         builder.Host = "127.0.0.1";
         builder.Port = forwarder.Port;
@@ -70,9 +60,9 @@ public sealed class ServerHealthTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task RedisCutOff_IsUnhealthy_AndHealthyOnceBack()
+    public async Task RedisCutOff_IsUnhealthy()
     {
-        var redis = Environment.GetEnvironmentVariable("HERALD_TEST_REDIS") is { Length: > 0 } configured ? configured : "127.0.0.1:6379";
+        var redis = TestServers.Redis;
         await using var forwarder = new TcpForwarder(int.Parse(redis[(redis.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
         await using var app = await TestApp.StartAsync(
             a => a.MapHeraldHealth(),

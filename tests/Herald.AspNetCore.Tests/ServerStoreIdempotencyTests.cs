@@ -3,20 +3,13 @@ using Herald.Reliability.Idempotency;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
-using Npgsql;
 
 namespace Herald.AspNetCore.Tests;
 
 /// <summary>Idempotency-Key endpoints on Kestrel with the idempotency store on a real server: Redis and PostgreSQL.</summary>
 public sealed class ServerStoreIdempotencyTests : IAsyncLifetime
 {
-    private static readonly string Redis = Environment.GetEnvironmentVariable("HERALD_TEST_REDIS") is { Length: > 0 } redis ? redis : "127.0.0.1:6379";
-
-    private static readonly string Postgres = Environment.GetEnvironmentVariable("HERALD_TEST_POSTGRES") is { Length: > 0 } pg
-        ? pg
-        : "Host=127.0.0.1;Port=5432;Username=herald;Password=herald;Database=herald";
-
-    private readonly string _schema = "http_idem_" + Guid.NewGuid().ToString("N")[..12];
+    private readonly string _schema = TestServers.NewSchema("http_idem_");
     private readonly string _run = Guid.NewGuid().ToString("N");
 
     private sealed class Gate
@@ -28,13 +21,7 @@ public sealed class ServerStoreIdempotencyTests : IAsyncLifetime
 
     public Task InitializeAsync() => Task.CompletedTask;
 
-    public async Task DisposeAsync()
-    {
-        await using var connection = new NpgsqlConnection(Postgres);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE", connection);
-        await command.ExecuteNonQueryAsync();
-    }
+    public Task DisposeAsync() => TestServers.DropSchemaAsync(_schema);
 
     private Task<TestApp> StartAsync(string server) => TestApp.StartAsync(
         app =>
@@ -60,11 +47,11 @@ public sealed class ServerStoreIdempotencyTests : IAsyncLifetime
         {
             if (server == "redis")
             {
-                h.UseRedis(Redis, o => o.KeyPrefix = $"herald-http-test:{_run}:");
+                h.UseRedis(TestServers.Redis, o => o.KeyPrefix = $"herald-http-test:{_run}:");
             }
             else
             {
-                h.UsePostgres(Postgres, o => o.Schema = _schema);
+                h.UsePostgres(TestServers.Postgres, o => o.Schema = _schema);
             }
         },
         s => s.AddSingleton<Gate>(),
