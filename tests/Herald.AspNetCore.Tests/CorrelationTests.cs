@@ -14,13 +14,13 @@ namespace Herald.AspNetCore.Tests;
 
 public sealed class CorrelationTests
 {
-    private static Task<TestApp> StartAsync(string? user = null) => TestApp.StartAsync(app =>
+    private static Task<TestApp> StartAsync(string? user = null, string claimType = ClaimTypes.Name) => TestApp.StartAsync(app =>
     {
         if (user is not null)
         {
             app.Use((context, next) =>
             {
-                context.User = new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.Name, user)], "test"));
+                context.User = new ClaimsPrincipal(new ClaimsIdentity([new Claim(claimType, user)], "test"));
                 return next(context);
             });
         }
@@ -122,6 +122,23 @@ public sealed class CorrelationTests
 
         var stored = Assert.Single(await Observed.ReadAsync(app.Services.GetRequiredService<IEventStore>(), "o-ada"));
         Assert.Equal("ada", stored.Envelope.UserId);
+    }
+
+    /// <summary>
+    /// A user authenticated by a subject id alone (an API client's bearer token, no name claim) had no UserId on its events,
+    /// while the Idempotency-Key scope told such users apart by that very id.
+    /// </summary>
+    [Theory]
+    [InlineData(ClaimTypes.NameIdentifier)]
+    [InlineData("sub")]
+    public async Task AuthenticatedUsersSubjectId_IsTheStoredEventsUserId_WhenItHasNoName(string claimType)
+    {
+        await using var app = await StartAsync(user: "client-7", claimType: claimType);
+
+        await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"o-sub","quantity":1}"""));
+
+        var stored = Assert.Single(await Observed.ReadAsync(app.Services.GetRequiredService<IEventStore>(), "o-sub"));
+        Assert.Equal("client-7", stored.Envelope.UserId);
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Herald.AspNetCore.Correlation;
+using Herald.AspNetCore.Internal;
 using Herald.EventSourcing.Aggregates;
 using Herald.Messages;
 
@@ -27,7 +28,8 @@ public static class HeraldHttpContextExtensions
 
     /// <summary>
     /// The metadata to send this request's commands with (<c>ICommandBus.SendAsync(command, metadata, ct)</c>): its correlation
-    /// id, the request id as the cause, the authenticated user's name, and the W3C trace context of the current activity, so
+    /// id, the request id as the cause, the authenticated user (its name, else its <c>NameIdentifier</c> or <c>sub</c> claim, as
+    /// the Idempotency-Key scope knows it), and the W3C trace context of the current activity, so
     /// the stored events and the messages they lead to continue the request's trace.
     /// </summary>
     public static EventMetadata GetEventMetadata(this HttpContext context)
@@ -47,7 +49,7 @@ public static class HeraldHttpContextExtensions
         {
             CorrelationId = context.GetCorrelationId(),
             CausationId = context.TraceIdentifier,
-            UserId = context.User.Identity is { IsAuthenticated: true, Name: { Length: > 0 } name } ? name : null,
+            UserId = HttpUser.Id(context.User, out _),
             Headers = headers,
         };
     }

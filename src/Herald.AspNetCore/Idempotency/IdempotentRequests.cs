@@ -288,23 +288,14 @@ internal sealed class IdempotentRequests(
         return StoreKeyPrefix + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(scoped)));
     }
 
-    // The name as before; a user authenticated without a name claim (an API client's bearer token) by its subject id, marked
-    // with a control character names do not hold, so such users no longer all share the empty name, and each other's keys.
-    private static string User(ClaimsPrincipal principal)
+    // A user known by its subject id only is marked with a control character names do not hold: such users do not all share
+    // the empty name (and each other's keys), and none of them can take a name's keys.
+    private static string User(ClaimsPrincipal principal) => HttpUser.Id(principal, out var bySubject) switch
     {
-        if (principal.Identity is not { IsAuthenticated: true } identity)
-        {
-            return "";
-        }
-
-        if (identity.Name is { Length: > 0 } name)
-        {
-            return name;
-        }
-
-        var subject = principal.FindFirst(ClaimTypes.NameIdentifier) ?? principal.FindFirst("sub");
-        return subject is null ? "" : "\u0001" + subject.Value;
-    }
+        null => "",
+        var id when bySubject => "\u0001" + id,
+        var id => id,
+    };
 
     private static string Path(HttpContext context) => context.Request.Path.Value ?? "/";
 
