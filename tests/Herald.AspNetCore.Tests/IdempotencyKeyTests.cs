@@ -85,6 +85,17 @@ public sealed class IdempotencyKeyTests
                     observed.Run();
                     return Results.NotFound();
                 }).WithIdempotencyKey(configure);
+                app.MapPost("/transient/{status:int}", (int status, Observed observed) =>
+                {
+                    // The first attempt is turned away for a reason that passes (rate limit, conflict, timeout); a retry succeeds.
+                    var run = observed.Run();
+                    return run == 1 ? Results.StatusCode(status) : Results.Ok(new { run });
+                }).WithIdempotencyKey(configure);
+                app.MapPost("/raw", async (HttpRequest request, Observed observed) =>
+                {
+                    using var reader = new StreamReader(request.Body);
+                    return Results.Ok(new { body = await reader.ReadToEndAsync(), run = observed.Run() });
+                }).WithIdempotencyKey(configure);
                 app.MapPost("/no-key", (HttpContext http) => Results.Ok(new { id = http.GetIdempotentId(), key = http.GetIdempotencyKey() }));
                 var group = app.MapGroup("/group").WithIdempotencyKey(configure);
                 group.MapPost("/items/{id}", (string id, Observed observed) => Results.Ok(new { id, run = observed.Run() }));
@@ -274,6 +285,115 @@ public sealed class IdempotencyKeyTests
         Assert.Equal("true", Assert.Single(replayed.Headers.GetValues("Idempotency-Replayed")));
         Assert.Equal(await succeeded.Content.ReadAsByteArrayAsync(), await replayed.Content.ReadAsByteArrayAsync());
         Assert.Equal(3, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    /// <summary>
+    /// A client error the endpoint answered for a passing reason (429 rate limited, 409 conflict, 408, 425, 423) was stored and
+    /// replayed for the key's 24 hours: the client that was told to retry could never succeed with its key.
+    /// </summary>
+    [Theory]
+    [InlineData(408)]
+    [InlineData(409)]
+    [InlineData(423)]
+    [InlineData(425)]
+    [InlineData(429)]
+    public async Task FirstAttemptAnsweredWithARetryableClientError_ReleasesTheKey_SoARetryRuns(int status)
+    {
+        await using var app = await StartAsync();
+
+        var refused = await app.Client.SendAsync(Http.Json(HttpMethod.Post, $"/transient/{status}", "{}", "key-transient"));
+        var retried = await app.Client.SendAsync(Http.Json(HttpMethod.Post, $"/transient/{status}", "{}", "key-transient"));
+        var replayed = await app.Client.SendAsync(Http.Json(HttpMethod.Post, $"/transient/{status}", "{}", "key-transient"));
+
+        Assert.Equal(status, (int)refused.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, retried.StatusCode);
+        Assert.False(retried.Headers.Contains("Idempotency-Replayed"));
+        Assert.Equal("""{"run":2}""", await retried.Content.ReadAsStringAsync());
+        Assert.Equal("true", Assert.Single(replayed.Headers.GetValues("Idempotency-Replayed")));
+        Assert.Equal(2, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    private static HttpRequestMessage Raw(string key, string body, string contentType)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, "/raw") { Content = new ByteArrayContent(Encoding.UTF8.GetBytes(body)) };
+        request.Content.Headers.TryAddWithoutValidation("Content-Type", contentType);
+        request.Headers.Add("Idempotency-Key", key);
+        return request;
+    }
+
+    /// <summary>The fingerprint left out the media type: the same bytes sent as another media type were replayed instead of 422.</summary>
+    [Fact]
+    public async Task SameKeyAndBodyUnderAnotherMediaType_Answers422_AndRunsNothing()
+    {
+        await using var app = await StartAsync();
+
+        var first = await app.Client.SendAsync(Raw("key-media", "a=1", "application/x-www-form-urlencoded"));
+        var other = await app.Client.SendAsync(Raw("key-media", "a=1", "text/plain"));
+
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, other.StatusCode);
+        Assert.False(other.Headers.Contains("Idempotency-Replayed"));
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    [Theory]
+    [InlineData("application/json; charset=utf-8", "Application/JSON;Charset=\"UTF-8\"")]
+    [InlineData("text/plain;charset=utf-8;format=flowed", "text/plain; format=flowed; charset=UTF-8")]
+    public async Task SameKeyAndBodyUnderTheSameMediaTypeSpelledOtherwise_IsReplayed(string firstType, string retryType)
+    {
+        await using var app = await StartAsync();
+
+        var first = await app.Client.SendAsync(Raw("key-spelled", "{}", firstType));
+        var retry = await app.Client.SendAsync(Raw("key-spelled", "{}", retryType));
+
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.Equal("true", Assert.Single(retry.Headers.GetValues("Idempotency-Replayed")));
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    /// <summary>
+    /// A response stored by the previous version (no representation headers, a fingerprint without the media type) is
+    /// replayed as it was then, not answered 422 or 500 after an upgrade.
+    /// </summary>
+    [Fact]
+    public async Task ResponseStoredInThePreviousFormat_IsReplayedAfterTheUpgrade()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        await using var app = await StartAsync(services: s => s.AddSingleton<TimeProvider>(clock).AddSingleton<IIdempotencyStore>(new PreviousFormatStore(clock)));
+
+        var first = await app.Client.SendAsync(Order("key-previous"));
+        var retry = await app.Client.SendAsync(Order("key-previous"));
+
+        Assert.Equal(HttpStatusCode.Accepted, retry.StatusCode);
+        Assert.Equal("true", Assert.Single(retry.Headers.GetValues("Idempotency-Replayed")));
+        Assert.Equal("/orders/o-1", retry.Headers.Location?.OriginalString);
+        Assert.Equal(await first.Content.ReadAsByteArrayAsync(), await retry.Content.ReadAsByteArrayAsync());
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
+    }
+
+    /// <summary>The in-memory store, keeping a response only with the fields the previous version wrote.</summary>
+    private sealed class PreviousFormatStore(TimeProvider time) : IIdempotencyStore
+    {
+        private static readonly string[] PreviousFields = ["v", "fingerprint", "status", "contentType", "location", "body"];
+
+        private readonly InMemoryIdempotencyStore _inner = new(time);
+
+        public ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default) => _inner.TryAcquireAsync(key, lockTtl, cancellationToken);
+
+        public ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
+        {
+            var node = System.Text.Json.Nodes.JsonNode.Parse(result.Span)!.AsObject();
+            foreach (var name in node.Select(p => p.Key).Where(n => !PreviousFields.Contains(n)).ToList())
+            {
+                node.Remove(name);
+            }
+
+            return _inner.CompleteAsync(key, lockToken, Encoding.UTF8.GetBytes(node.ToJsonString()), ttl, cancellationToken);
+        }
+
+        public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) => _inner.ReleaseAsync(key, lockToken, cancellationToken);
+
+        public ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default) => _inner.RenewAsync(key, lockToken, lockTtl, cancellationToken);
     }
 
     [Fact]

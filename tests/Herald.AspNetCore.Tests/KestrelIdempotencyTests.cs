@@ -62,6 +62,22 @@ public sealed class KestrelIdempotencyTests
 
                 return Results.Ok(new { run });
             }).WithIdempotencyKey();
+            app.MapPost("/report", async (HttpContext http, Observed observed) =>
+            {
+                // A compressed download: its representation headers say how to read the bytes and how to cache them.
+                observed.Run();
+                var headers = http.Response.Headers;
+                http.Response.ContentType = "text/csv";
+                headers.ContentEncoding = "gzip";
+                headers.ContentDisposition = "attachment; filename=\"report.csv\"";
+                headers.ContentLanguage = "en";
+                headers.ETag = "\"v1\"";
+                headers.LastModified = "Tue, 01 Dec 2026 10:00:00 GMT";
+                headers.CacheControl = "private, max-age=60";
+                headers.SetCookie = "session=first";
+                headers["X-Run"] = "1";
+                await http.Response.Body.WriteAsync(Gzip("id,total\n1,42\n"));
+            }).WithIdempotencyKey();
         },
         services: s => s.AddSingleton<Gate>().AddSingleton<ReleaseSignallingStore>().AddSingleton<IIdempotencyStore>(p => p.GetRequiredService<ReleaseSignallingStore>()),
         kestrel: true);
@@ -147,6 +163,54 @@ public sealed class KestrelIdempotencyTests
 
         Assert.Equal(HttpStatusCode.OK, retry.StatusCode);
         Assert.Equal("""{"run":2}""", await retry.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>
+    /// A replay restored only <c>Content-Type</c> and <c>Location</c>: a gzip body came back without its
+    /// <c>Content-Encoding</c> (corrupt to the client), and its file name, language and validators were lost.
+    /// </summary>
+    [Fact]
+    public async Task Replay_RestoresTheRepresentationHeaders_ButNotCookiesOrOtherHeaders()
+    {
+        await using var app = await StartAsync();
+
+        var first = await app.Client.SendAsync(Post("/report", "report-1"));
+        var replay = await app.Client.SendAsync(Post("/report", "report-1"));
+
+        Assert.Equal("true", Assert.Single(replay.Headers.GetValues("Idempotency-Replayed")));
+        Assert.Equal(1, app.Services.GetRequiredService<Observed>().Runs);
+        Assert.Equal(await first.Content.ReadAsByteArrayAsync(), await replay.Content.ReadAsByteArrayAsync());
+        Assert.Equal("id,total\n1,42\n", Gunzip(await replay.Content.ReadAsByteArrayAsync()));
+        foreach (var name in new[] { "Content-Type", "Content-Encoding", "Content-Disposition", "Content-Language", "ETag", "Last-Modified", "Cache-Control" })
+        {
+            Assert.Equal(Header(first, name), Header(replay, name));
+            Assert.NotNull(Header(replay, name));
+        }
+
+        // Not the response's representation: a cookie is the first client's, and other headers are the endpoint's business.
+        Assert.Null(Header(replay, "Set-Cookie"));
+        Assert.Null(Header(replay, "X-Run"));
+    }
+
+    private static string? Header(HttpResponseMessage response, string name) =>
+        response.Headers.TryGetValues(name, out var values) || response.Content.Headers.TryGetValues(name, out values) ? string.Join(", ", values) : null;
+
+    private static byte[] Gzip(string text)
+    {
+        using var compressed = new MemoryStream();
+        using (var gzip = new System.IO.Compression.GZipStream(compressed, System.IO.Compression.CompressionLevel.Fastest))
+        {
+            gzip.Write(System.Text.Encoding.UTF8.GetBytes(text));
+        }
+
+        return compressed.ToArray();
+    }
+
+    private static string Gunzip(byte[] bytes)
+    {
+        using var gzip = new System.IO.Compression.GZipStream(new MemoryStream(bytes), System.IO.Compression.CompressionMode.Decompress);
+        using var reader = new StreamReader(gzip);
+        return reader.ReadToEnd();
     }
 
     /// <summary>The in-memory store, telling when a key was released.</summary>

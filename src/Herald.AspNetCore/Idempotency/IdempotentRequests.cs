@@ -17,10 +17,11 @@ namespace Herald.AspNetCore.Idempotency;
 /// <summary>
 /// Runs an endpoint at most once per <c>Idempotency-Key</c> (IETF draft "The Idempotency-Key HTTP Header Field"), on Herald's
 /// <see cref="IIdempotencyStore"/>: the first request takes the key's lock, runs, and its completed response (status,
-/// <c>Content-Type</c>, <c>Location</c>, body bytes) is stored with the SHA-256 fingerprint of its method, target and body
-/// before it is sent. The same key and request later get that response again (<c>Idempotency-Replayed: true</c>); the same
-/// key with another request gets 422; a request arriving while the first still runs gets 409 with <c>Retry-After</c>. A
-/// first attempt that throws or answers 5xx releases the key, so a retry runs.
+/// <c>Content-Type</c>, <c>Location</c>, the other representation headers, body bytes) is stored with the SHA-256 fingerprint
+/// of its method, target, body and media type before it is sent. The same key and request later get that response again
+/// (<c>Idempotency-Replayed: true</c>); the same key with another request gets 422; a request arriving while the first still
+/// runs gets 409 with <c>Retry-After</c>. A first attempt that throws, answers 5xx or a client error that says to retry
+/// (<see cref="StoredResponse.IsStored"/>) releases the key, so a retry runs.
 /// </summary>
 internal sealed class IdempotentRequests(
     IIdempotencyStore store,
@@ -77,7 +78,7 @@ internal sealed class IdempotentRequests(
             return;
         }
 
-        var fingerprint = Convert.ToHexStringLower(hash.GetHashAndReset());
+        var fingerprint = RequestFingerprint.Of(hash, request.ContentType);
         var storeKey = StoreKey(context, options.Scope, key);
         var found = await store.TryAcquireAsync(storeKey, storeOptions.Value.LockTimeout, context.RequestAborted).ConfigureAwait(false);
         switch (found.Status)
@@ -106,7 +107,7 @@ internal sealed class IdempotentRequests(
         await RunAsync(context, options, next, storeKey, found.LockToken, fingerprint).ConfigureAwait(false);
     }
 
-    private async Task RunAsync(HttpContext context, IdempotencyKeyOptions options, RequestDelegate next, string storeKey, Guid lockToken, string fingerprint)
+    private async Task RunAsync(HttpContext context, IdempotencyKeyOptions options, RequestDelegate next, string storeKey, Guid lockToken, RequestFingerprint fingerprint)
     {
         var method = context.Request.Method;
         var path = Path(context);
@@ -158,7 +159,7 @@ internal sealed class IdempotentRequests(
         await renewal.DisposeAsync().ConfigureAwait(false);
         var lost = renewal.IsLost;
         var response = context.Response;
-        if (response.StatusCode >= 500)
+        if (!StoredResponse.IsStored(response.StatusCode))
         {
             await ReleaseAsync(storeKey, lockToken, method, path).ConfigureAwait(false);
         }
@@ -190,15 +191,17 @@ internal sealed class IdempotentRequests(
             "Another request with the same key has not finished yet; retry after the Retry-After delay to get its response.").ConfigureAwait(false);
     }
 
-    private async ValueTask CompleteAsync(HttpContext context, IdempotencyKeyOptions options, string storeKey, Guid lockToken, string fingerprint, byte[] body)
+    private async ValueTask CompleteAsync(HttpContext context, IdempotencyKeyOptions options, string storeKey, Guid lockToken, RequestFingerprint fingerprint, byte[] body)
     {
         var response = context.Response;
         var stored = new StoredResponse
         {
-            Fingerprint = fingerprint,
+            Fingerprint = fingerprint.WithoutMediaType,
+            FullFingerprint = fingerprint.Full,
             Status = response.StatusCode,
             ContentType = response.ContentType,
             Location = response.Headers.Location.Count > 0 ? response.Headers.Location.ToString() : null,
+            Headers = StoredResponse.RepresentationOf(response.Headers),
             Body = body,
         };
         var method = context.Request.Method;
@@ -228,16 +231,16 @@ internal sealed class IdempotentRequests(
         }
     }
 
-    private async Task ReplayAsync(HttpContext context, StoredResponse stored, string fingerprint)
+    private async Task ReplayAsync(HttpContext context, StoredResponse stored, RequestFingerprint fingerprint)
     {
-        if (!string.Equals(stored.Fingerprint, fingerprint, StringComparison.Ordinal))
+        if (!fingerprint.Matches(stored))
         {
             Log.IdempotencyMismatch(logger, context.Request.Method, Path(context));
             await HttpProblems.WriteAsync(
                 context,
                 StatusCodes.Status422UnprocessableEntity,
                 "The Idempotency-Key was already used for another request.",
-                "This key belongs to a request with another method, target or body; use a new key for a new operation.").ConfigureAwait(false);
+                "This key belongs to a request with another method, target, body or media type; use a new key for a new operation.").ConfigureAwait(false);
             return;
         }
 
@@ -254,6 +257,7 @@ internal sealed class IdempotentRequests(
             response.Headers.Location = stored.Location;
         }
 
+        stored.ApplyHeaders(response.Headers);
         response.Headers[IdempotencyKeyHeader.ReplayedHeader] = "true";
         // A bare status (no body) is left as the endpoint left it, so what the pipeline made of it the first time (a problem
         // body from UseStatusCodePages) it makes again: a Content-Length of 0 would stop that.
