@@ -196,6 +196,22 @@ public sealed class IdempotencyServiceTests
     }
 
     [Fact]
+    public async Task AStoredResultOfATypeNoConverterCreates_IsRefusedWithTheKeyAndType()
+    {
+        IPriced first = new Priced(12m);
+        Assert.Same(first, await _service.ExecuteAsync("priced", _ => ValueTask.FromResult(first), Ttl));
+
+        // An interface is written through its declared members, but reading one back throws NotSupportedException, which
+        // reached the later caller raw instead of as the error every other unreadable stored result gives.
+        var ex = await Assert.ThrowsAsync<HeraldException>(async () =>
+            await _service.ExecuteAsync<IPriced>("priced", _ => throw new InvalidOperationException("ran again"), Ttl));
+
+        Assert.Contains("'priced'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(nameof(IPriced), ex.Message, StringComparison.Ordinal);
+        Assert.IsType<NotSupportedException>(ex.InnerException);
+    }
+
+    [Fact]
     public async Task StoredResult_Expires_AfterItsTtl()
     {
         await _service.ExecuteAsync("short", _ => ValueTask.FromResult(1), TimeSpan.FromMinutes(1));
@@ -426,6 +442,13 @@ public sealed class IdempotencyServiceTests
     }
 
     public sealed record Receipt(int Number, string Currency, IReadOnlyList<decimal> Amounts);
+
+    public interface IPriced
+    {
+        decimal Price { get; }
+    }
+
+    public sealed record Priced(decimal Price) : IPriced;
 
     public sealed class Loop
     {

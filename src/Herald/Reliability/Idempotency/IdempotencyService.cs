@@ -253,8 +253,9 @@ public sealed class IdempotencyService
         {
             return JsonSerializer.Deserialize<T>(bytes.Span, _json)!;
         }
-        catch (JsonException ex)
+        catch (Exception ex) when (ex is JsonException or NotSupportedException)
         {
+            // NotSupportedException: a type no converter creates (an interface, an abstract class without polymorphism set up).
             throw new HeraldException($"The stored result of idempotency key '{key}' cannot be read as {typeof(T).Name}: {ex.Message}", ex);
         }
     }
