@@ -255,7 +255,10 @@ internal sealed class PostgresDeadLetterStore : IDeadLetterStore
 
         public string Delete { get; } = $"DELETE FROM {table} WHERE id = $1";
 
-        public string DeleteMany { get; } = $"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}{Where} ORDER BY id LIMIT $7)";
+        // The filters are checked again outside the subquery: a dead letter changed (moved to another endpoint) while the
+        // delete waited on its row lock may match no more once that commits, and only the outer WHERE is checked against the
+        // row's new version (READ COMMITTED).
+        public string DeleteMany { get; } = $"DELETE FROM {table}{Where} AND id IN (SELECT id FROM {table}{Where} ORDER BY id LIMIT $7)";
 
         public string RecordRetry { get; } = $"UPDATE {table} SET retry_count = retry_count + 1, last_retry_error = $2, last_retry_time = $3 WHERE id = $1";
     }

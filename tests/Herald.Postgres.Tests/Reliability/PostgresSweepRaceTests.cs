@@ -1,15 +1,18 @@
 using Herald.Conformance;
+using Herald.Conformance.Reliability;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Reliability;
+using Herald.Reliability.DeadLetters;
 using Microsoft.Extensions.Time.Testing;
 using Npgsql;
 
 namespace Herald.Postgres.Tests.Reliability;
 
 /// <summary>
-/// The sweeps of expired inbox marks and idempotency keys delete through a subquery of expired rows. A row that a
-/// concurrent transaction takes again while the sweep waits on it is live once that transaction commits: the sweep must
-/// leave it (in READ COMMITTED only the outer WHERE is checked again against the row's new version).
+/// The sweeps of expired inbox marks and idempotency keys, and the dead letters' bulk delete, delete through a subquery of
+/// matching rows. A row that a concurrent transaction changes while the delete waits on it may match no more once that
+/// transaction commits: the delete must leave it (in READ COMMITTED only the outer WHERE is checked again against the
+/// row's new version).
 /// </summary>
 public sealed class PostgresSweepRaceTests : IAsyncLifetime
 {
@@ -87,6 +90,32 @@ public sealed class PostgresSweepRaceTests : IAsyncLifetime
         // holder's result was refused.
         Assert.Equal(Herald.Reliability.Idempotency.IdempotencyAcquireStatus.Locked, (await store.TryAcquireAsync("charge-1", TimeSpan.FromSeconds(30))).Status);
         Assert.True(await store.CompleteAsync("charge-1", token, "2"u8.ToArray(), TimeSpan.FromMinutes(1)), "the new holder stores its result");
+    }
+
+    [Fact]
+    public async Task DeadLetterPurge_WaitingOnADeadLetterMovedToAnotherEndpoint_LeavesIt()
+    {
+        var deadLetters = new PostgresDeadLetterStore(_store);
+        var moved = DeadLetterStoreConformance.NewDeadLetter("orders");
+        Assert.True(await deadLetters.AddAsync(moved));
+
+        // An operator's statement moves it to another endpoint (the counts' triggers follow such a move), still open.
+        await using var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        await using var transaction = await connection.BeginTransactionAsync();
+        await using (var move = new NpgsqlCommand($"UPDATE \"{_schema}\".dead_letters SET endpoint = 'orders-kept' WHERE id = $1", connection, transaction))
+        {
+            move.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = moved.Id });
+            Assert.Equal(1, await move.ExecuteNonQueryAsync());
+        }
+
+        var purge = deadLetters.DeleteManyAsync(new DeadLetterQuery { Endpoint = "orders" }).AsTask();
+        await WaitUntilBlockedAsync("dead_letters", purge);
+        await transaction.CommitAsync();
+
+        // The purge of "orders" deleted the dead letter of "orders-kept" it had waited on.
+        Assert.Equal(0, await purge.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal("orders-kept", (await deadLetters.GetAsync(moved.Id))?.Endpoint);
     }
 
     private async Task WaitUntilBlockedAsync(string table, Task sweep) =>
