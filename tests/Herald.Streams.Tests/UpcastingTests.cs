@@ -75,11 +75,30 @@ public sealed class UpcastingTests
         await host.StopAsync();
     }
 
+    [Fact]
+    public async Task AnEventStoredUnderAFormerTypeName_ReachesTheTopologyAsTheCurrentType()
+    {
+        // The processor reads $all filtered on its source types' names: the former name was not selected at all.
+        using var host = await StartHostAsync("upcast-renamed", body => body, upcasters => upcasters.AddRename("stream-upcast-order-placed", OrderType));
+
+        var current = host.Services.GetRequiredService<EnvelopeFactory>().Create(new Order("o1", "p1", 4m, DateTimeOffset.UnixEpoch));
+        var head = (await host.Services.GetRequiredService<IEventStore>().AppendAsync("order-o1", ExpectedVersion.NoStream, [current with { MessageType = "stream-upcast-order-placed" }])).LastPosition;
+
+        var processor = host.Services.GetRequiredService<StreamProcessors>()["upcast-renamed"];
+        await processor.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(4m, Assert.Single(await processor.QueryAllAsync<string, decimal>("totals")).Value);
+        await host.StopAsync();
+    }
+
     /// <summary>A started host whose stream <paramref name="name"/> sums order amounts per product, with one upcaster from v1.</summary>
-    private static async Task<IHost> StartHostAsync(string name, Func<System.Text.Json.Nodes.JsonNode, System.Text.Json.Nodes.JsonNode> fromV1)
+    private static async Task<IHost> StartHostAsync(
+        string name, Func<System.Text.Json.Nodes.JsonNode, System.Text.Json.Nodes.JsonNode> fromV1, Action<EventUpcasterRegistry>? configure = null)
     {
         var builder = Host.CreateApplicationBuilder();
-        builder.Services.AddSingleton(new EventUpcasterRegistry().Add(OrderType, 1, fromV1));
+        var upcasters = new EventUpcasterRegistry().Add(OrderType, 1, fromV1);
+        configure?.Invoke(upcasters);
+        builder.Services.AddSingleton(upcasters);
         builder.Services.AddHerald(h => h
             .AddMessageType<Order>(OrderType, version: 2)
             .AddStream(name, b => b.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.ProductId).Aggregate(() => 0m, (_, o, sum) => sum + o.Amount, "totals")));

@@ -470,6 +470,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     private string StageCheckpointId(int partition, int stage) => $"stream:{Name}:{partition}:stage-{stage}";
 
+    private EventFilter Widen(EventFilter filter) => _upcasters?.Widen(filter) ?? filter;
+
     private string[] EventTypeNames()
     {
         var missing = _topology.SourceTypes.Where(t => !_types.TryGetByType(t, out _)).Select(t => t.Name).ToList();
@@ -565,7 +567,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 new EventSubscriptionOptions
                 {
                     SubscriptionId = "stream:" + Name,
-                    Filter = (_options.Source.Filter ?? new EventFilter()) with { EventTypes = _eventTypes },
+                    // Each source type under its former names too: the upcasters rename those events as they are handled.
+                    Filter = Widen((_options.Source.Filter ?? new EventFilter()) with { EventTypes = _eventTypes }),
                     BatchSize = _options.BatchSize,
                     CheckpointEvery = _options.CommitEvery,
                 });

@@ -1,3 +1,4 @@
+using Herald.EventSourcing.Upcasting;
 using Herald.Handling;
 using Herald.Handling.Pipeline;
 using Herald.Messages;
@@ -33,6 +34,7 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
         var settings = options.Value;
         var handlers = services.GetRequiredService<HandlerRegistry>();
         var registry = services.GetRequiredService<MessageTypeRegistry>();
+        services.GetService<EventUpcasterRegistry>()?.ValidateAgainst(registry);
         var topics = handlers.MessageTypes.Select(registry.GetName).ToList();
         if (!settings.StartConsumer || topics.Count == 0)
         {

@@ -154,6 +154,95 @@ public abstract partial class EventStoreConformance
         Assert.Equal((9, 3L, 2), (counter.Total, counter.Version, counter.EventsApplied));
     }
 
+    [Fact]
+    public async Task Upcasting_Rename_ReadStream_ReadsEventsStoredUnderTheFormerNameAsTheCurrentType()
+    {
+        var (former, current) = (NewCategory() + "-person-added", NewCategory() + "-person-named");
+        var store = Store.WithUpcasting(PersonUpcasters(current).AddRename(former, current));
+        var stream = NewStream();
+        await store.AppendAsync(stream, ExpectedVersion.NoStream,
+        [
+            NewEvent(former, "{\"name\":\"Ada Lovelace\"}", 1),
+            NewEvent(current, "{\"first\":\"Alan\",\"last\":\"Turing\"}", 2),
+        ]);
+
+        var events = await ReadStreamAsync(store, stream);
+        var backward = await ReadStreamAsync(store, stream, ReadDirection.Backward, long.MaxValue);
+
+        Assert.All(events, e => Assert.Equal((current, 3), (e.EventType, e.Envelope.SchemaVersion)));
+        Assert.Equal(("Ada", "Lovelace", "none"), Person(events[0]));
+        Assert.Equal(("Alan", "Turing", "none"), Person(events[1]));
+        Assert.Equal((current, "Ada"), (backward[1].EventType, Person(backward[1]).First));
+        Assert.Equal(former, (await ReadStreamAsync(Store, stream))[0].EventType); // the stored event keeps its name
+    }
+
+    [Fact]
+    public async Task Upcasting_Rename_ReadAll_AFilterOnEitherNameFindsTheEventsStoredUnderBoth()
+    {
+        var (former, current) = (NewCategory() + "-person-added", NewCategory() + "-person-named");
+        var store = Store.WithUpcasting(PersonUpcasters(current).AddRename(former, current));
+        var head = await store.GetLastPositionAsync();
+        await store.AppendAsync(NewStream(), ExpectedVersion.NoStream,
+            [NewEvent(former, "{\"name\":\"Ada Lovelace\"}", 1), NewEvent(current, "{\"name\":\"Alan Turing\"}", 1), NewEvent("not-renamed", "{\"x\":1}")]);
+
+        var byCurrent = await ReadAllAsync(store, head, EventFilter.ForEventTypes(current));
+        var byFormer = await ReadAllAsync(store, head, EventFilter.ForEventTypes(former));
+        var unfiltered = await ReadAllAsync(store, head);
+
+        Assert.Equal(["Ada", "Alan"], byCurrent.Select(e => Person(e).First));
+        Assert.All(byCurrent, e => Assert.Equal(current, e.EventType));
+        Assert.Equal(["Ada", "Alan"], byFormer.Select(e => Person(e).First));
+        Assert.Equal([current, current, "not-renamed"], unfiltered.Select(e => e.EventType));
+        Assert.Equal([former], (await ReadAllAsync(Store, head, EventFilter.ForEventTypes(former))).Select(e => e.EventType));
+    }
+
+    [Fact]
+    public async Task Upcasting_Rename_Subscription_FilteredOnTheCurrentName_ReceivesEventsStoredUnderTheFormerName()
+    {
+        var (former, current) = (NewCategory() + "-person-added", NewCategory() + "-person-named");
+        var store = Store.WithUpcasting(PersonUpcasters(current).AddRename(former, current));
+        var head = await store.GetLastPositionAsync();
+        var seen = new List<RecordedEvent>();
+        await using var subscription = await EventSubscription.StartNewAsync(store, Checkpoints, Collect(seen),
+            new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForEventTypes(current) });
+
+        var result = await store.AppendAsync(NewStream(), ExpectedVersion.NoStream, [NewEvent(former, "{\"name\":\"Ada Lovelace\"}", 1)]);
+
+        await ReachAsync(subscription, result.LastPosition);
+        var delivered = Delivered(seen).Single();
+        Assert.Equal((current, ("Ada", "Lovelace", "none")), (delivered.EventType, Person(delivered)));
+    }
+
+    [Fact]
+    public async Task Upcasting_Rename_AggregateLoad_AppliesEventsStoredUnderTheFormerName_AndSavesUnderTheCurrentOne()
+    {
+        var former = NewCategory() + "-counter-added";
+        var upcasters = new EventUpcasterRegistry()
+            .AddRename(former, ConformanceCounter.IncrementedType)
+            .Add(ConformanceCounter.IncrementedType, 2, body =>
+            {
+                body["note"] = "upcast";
+                return body;
+            });
+        var store = Store.WithUpcasting(upcasters);
+        var repository = CounterRepository(store, snapshotEvery: 0);
+        var id = Guid.NewGuid().ToString("N");
+        var stream = repository.StreamNameFor(id);
+        await store.AppendAsync(stream, ExpectedVersion.NoStream,
+        [
+            NewEvent(former, "{\"amount\":2}", 2),
+            NewEvent(ConformanceCounter.IncrementedType, "{\"amount\":3,\"note\":\"v3\"}", 3),
+        ]);
+
+        var counter = await repository.LoadAsync(id);
+        counter.Increment(4);
+        await repository.SaveAsync(counter);
+
+        Assert.Equal(9, counter.Total);
+        Assert.Equal(["upcast", "v3", null], counter.Notes);
+        Assert.Equal([former, ConformanceCounter.IncrementedType, ConformanceCounter.IncrementedType], (await ReadStreamAsync(Store, stream)).Select(e => e.EventType));
+    }
+
     private static EventUpcasterRegistry PersonUpcasters(string type) => new EventUpcasterRegistry()
         .Add(type, 1, body =>
         {

@@ -126,6 +126,52 @@ public sealed class EventUpcasterRegistryTests
     }
 
     [Fact]
+    public void Upcast_RenamedType_RunsTheFormerNamesSteps_ThenReadsAsTheCurrentName_AndRunsItsSteps()
+    {
+        var registry = new EventUpcasterRegistry()
+            .Add("order-submitted", 2, b => AddStep(b, 2))
+            .AddRename("order-created", "order-placed")
+            .AddRename("order-placed", "order-submitted")
+            .Add("order-placed", 1, b => AddStep(b, 1));
+
+        var fromFirst = registry.Upcast(Event("order-created", 1, "{}"));
+        var fromSecond = registry.Upcast(Event("order-placed", 2, "{}"));
+
+        Assert.Equal(("order-submitted", 3, "12"), (fromFirst.MessageType, fromFirst.SchemaVersion, Body(fromFirst)["steps"]!.GetValue<string>()));
+        Assert.Equal(("order-submitted", 3, "2"), (fromSecond.MessageType, fromSecond.SchemaVersion, Body(fromSecond)["steps"]!.GetValue<string>()));
+        Assert.False(registry.IsEmpty);
+        Assert.False(new EventUpcasterRegistry().AddRename("a", "b").IsEmpty);
+    }
+
+    [Fact]
+    public void Upcast_RenamedTypeAtTheCurrentVersion_OnlyChangesTheName()
+    {
+        var registry = new EventUpcasterRegistry().AddRename("order-placed", "order-submitted");
+        var stored = Event("order-placed", 4, "{\"x\":1}");
+
+        var upcast = registry.Upcast(stored);
+
+        Assert.Equal(("order-submitted", 4), (upcast.MessageType, upcast.SchemaVersion));
+        Assert.Equal(stored.Body.ToArray(), upcast.Body.ToArray());
+        Assert.Equal(stored.MessageId, upcast.MessageId);
+    }
+
+    [Fact]
+    public void AddRename_TwiceForOneName_ToItself_OrInACycle_Throws()
+    {
+        var registry = new EventUpcasterRegistry().AddRename("order-placed", "order-submitted").AddRename("order-submitted", "order-accepted");
+
+        var twice = Assert.Throws<ArgumentException>(() => registry.AddRename("order-placed", "order-other"));
+        var itself = Assert.Throws<ArgumentException>(() => registry.AddRename("order-x", "order-x"));
+        var cycle = Assert.Throws<ArgumentException>(() => registry.AddRename("order-accepted", "order-placed"));
+
+        Assert.Contains("'order-submitted'", twice.Message, StringComparison.Ordinal);
+        Assert.Contains("'order-x'", itself.Message, StringComparison.Ordinal);
+        Assert.Contains("cycle", cycle.Message, StringComparison.Ordinal);
+        Assert.Equal("order-accepted", registry.Upcast(Event("order-placed", 1, "{}")).MessageType);
+    }
+
+    [Fact]
     public void JsonEventUpcaster_UsedAlone_SetsTheNextSchemaVersion()
     {
         var upcaster = new RenameField();

@@ -162,7 +162,26 @@ public sealed class StoredEventPublishingTests
         return last!.EventId;
     }
 
-    private static async Task<IHost> StartAsync(ConcurrentQueue<Envelope> seen, Action<IServiceCollection>? extra = null)
+    [Fact]
+    public async Task AnEventStoredUnderAFormerTypeName_IsPublishedToTheTopicOfItsCurrentName_AndHandledAsThatType()
+    {
+        // The consumer binds the topic of "lamp-toggled"; an event stored as "lamp-switched" (the name before a rename) went
+        // to a topic nobody binds, and a filter on the current name did not select it.
+        var seen = new ConcurrentQueue<Envelope>();
+        using var host = await StartAsync(
+            seen,
+            services => services.AddSingleton(new Herald.EventSourcing.Upcasting.EventUpcasterRegistry().AddRename("lamp-switched", "lamp-toggled")),
+            EventFilter.ForEventTypes("lamp-toggled"));
+        var stored = host.Services.GetRequiredService<EnvelopeFactory>().Create(new LampToggled(true)) with { MessageType = "lamp-switched" };
+
+        await host.Services.GetRequiredService<IEventStore>().AppendAsync("lamp-garden", ExpectedVersion.Any, [stored]);
+
+        await Eventually.UntilAsync(() => seen.Count == 1, "the event of the former name is handled");
+        var handled = Assert.Single(seen);
+        Assert.Equal((stored.MessageId, "lamp-toggled"), (handled.MessageId, handled.MessageType));
+    }
+
+    private static async Task<IHost> StartAsync(ConcurrentQueue<Envelope> seen, Action<IServiceCollection>? extra = null, EventFilter? filter = null)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
@@ -171,7 +190,11 @@ public sealed class StoredEventPublishingTests
         builder.Services.AddHerald(h => h
             .AddHandler<LampHandler>()
             .AddAggregate<Lamp>()
-            .PublishStoredEvents(o => o.RetryDelay = TimeSpan.FromMilliseconds(1))
+            .PublishStoredEvents(o =>
+            {
+                o.RetryDelay = TimeSpan.FromMilliseconds(1);
+                o.Filter = filter;
+            })
             .UseTransport(sp => new FlakyTransport(new Herald.Transport.InMemory.InMemoryTransport(), sp.GetService<Func<bool>>(), sp.GetService<Func<Exception?>>()))
             .Configure(o => o.EndpointName = "lamps-" + Guid.NewGuid().ToString("N")[..6]));
         var host = builder.Build();

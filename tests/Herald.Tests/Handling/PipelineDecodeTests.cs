@@ -102,6 +102,44 @@ public sealed class PipelineDecodeTests
         Assert.Empty(host.Transport.NackDelays);
     }
 
+    [Fact]
+    public async Task FormerTypeNameOverATransport_IsRenamedAndUpcast_ThenHandledAsTheCurrentType()
+    {
+        // An event published from the store under the name its type had before ("pipe-named"), at v1.
+        var seen = new Seen();
+        var upcasters = new EventUpcasterRegistry()
+            .AddRename("pipe-named", "pipe-renamed")
+            .Add("pipe-renamed", 1, body =>
+            {
+                body["fullName"] = body["name"]!.DeepClone();
+                body.AsObject().Remove("name");
+                return body;
+            });
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddHandler<RenamedHandler>(ServiceLifetime.Singleton), s => s.AddSingleton(seen).AddSingleton(upcasters));
+
+        await host.Transport.SendAsync(host.Endpoint, Raw("pipe-named", """{"name":"Ada"}""") with { SchemaVersion = 1 });
+
+        await Eventually.UntilAsync(() => seen.Texts.Count == 1, "the event of the former name is handled");
+        Assert.Equal(["Ada"], seen.Texts);
+        Assert.Equal([2], seen.Versions);
+        Assert.Equal(["pipe-renamed"], seen.Types);
+        Assert.Empty(await host.DeadLetters.ListAsync(new DeadLetterQuery { Endpoint = host.Endpoint }));
+    }
+
+    [Fact]
+    public async Task ARenameOfANameARegisteredTypeUses_IsRefusedAtStart_NamingBoth()
+    {
+        // Events written today as "pipe-note" would be read as another type.
+        var upcasters = new EventUpcasterRegistry().AddRename("pipe-note", "pipe-renamed");
+
+        var error = await Assert.ThrowsAsync<MessageTypeRegistrationException>(() =>
+            ReliabilityHost.StartAsync(h => h.AddHandler<NoteHandler>(ServiceLifetime.Singleton).AddHandler<RenamedHandler>(ServiceLifetime.Singleton), s => s.AddSingleton(new Seen()).AddSingleton(upcasters)));
+
+        Assert.Contains("'pipe-note'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("'pipe-renamed'", error.Message, StringComparison.Ordinal);
+        Assert.Contains(typeof(Note).FullName!, error.Message, StringComparison.Ordinal);
+    }
+
     private static Envelope Raw(string type, string json) => FailureInjectionTests.RawEnvelope(type, json);
 
     [MessageType("pipe-note")]
@@ -114,13 +152,17 @@ public sealed class PipelineDecodeTests
     {
         private readonly System.Collections.Concurrent.ConcurrentQueue<string> _texts = new();
         private readonly System.Collections.Concurrent.ConcurrentQueue<int> _versions = new();
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _types = new();
 
         public IReadOnlyList<string> Texts => [.. _texts];
 
         public IReadOnlyList<int> Versions => [.. _versions];
 
-        public void Add(string text, int version)
+        public IReadOnlyList<string> Types => [.. _types];
+
+        public void Add(string text, int version, string? type = null)
         {
+            _types.Enqueue(type ?? "");
             _versions.Enqueue(version);
             _texts.Enqueue(text);
         }
@@ -139,7 +181,7 @@ public sealed class PipelineDecodeTests
     {
         public ValueTask HandleAsync(Renamed message, MessageContext context, CancellationToken cancellationToken)
         {
-            seen.Add(message.FullName, context.Envelope.SchemaVersion);
+            seen.Add(message.FullName, context.Envelope.SchemaVersion, context.Envelope.MessageType);
             return ValueTask.CompletedTask;
         }
     }

@@ -337,6 +337,29 @@ public sealed class ProjectionTests
         await host.StopAsync();
     }
 
+    [Fact]
+    public async Task EventsStoredUnderAFormerTypeName_AreAppliedByTheProjection_WhenTheUpcastersRenameIt()
+    {
+        // A team renamed "projection-tests-said" to "projection-tests-happened": the projection's filter names the current
+        // type, and the stored events of the former name are read (and applied) as the current type.
+        var upcasters = new EventUpcasterRegistry().AddRename("projection-tests-said", "projection-tests-happened");
+        using var host = Build(new SkipsUnreadable(), services => services.AddSingleton(upcasters));
+        var factory = host.Services.GetRequiredService<EnvelopeFactory>();
+        var store = host.Services.GetRequiredService<IEventStore>();
+        await store.AppendAsync("said", ExpectedVersion.Any, [factory.Create(new Happened("said")) with { MessageType = "projection-tests-said" }]);
+        var last = await AppendAsync(host, "happened");
+        await host.StartAsync();
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+
+        await manager.WaitForPositionAsync(SkipsUnreadable.ProjectionName, last).WaitAsync(Eventually.DefaultTimeout);
+
+        var readModels = host.Services.GetRequiredService<ReadModels>();
+        Assert.NotNull(await readModels.GetAsync(SkipsUnreadable.Docs, "said"));
+        Assert.NotNull(await readModels.GetAsync(SkipsUnreadable.Docs, "happened"));
+        Assert.Empty(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = SkipsUnreadable.ProjectionName }));
+        await host.StopAsync();
+    }
+
     private static async Task<long> AppendAsync(IHost host, string stream)
     {
         var envelope = host.Services.GetRequiredService<EnvelopeFactory>().Create(new Happened(stream));

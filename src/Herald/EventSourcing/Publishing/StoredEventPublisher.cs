@@ -1,5 +1,6 @@
 using Herald.Diagnostics;
 using Herald.EventSourcing.Subscriptions;
+using Herald.EventSourcing.Upcasting;
 using Herald.Hosting;
 using Herald.Reliability.DeadLetters;
 using Herald.Transport;
@@ -12,7 +13,8 @@ namespace Herald.EventSourcing.Publishing;
 /// <summary>
 /// Publishes every stored event to the topic of its type, in global-log order, from a checkpointed catch-up
 /// subscription: the store is the outbox, so an event is published if and only if its append committed (at least
-/// once; consumers deduplicate by message id). The envelope published is the one recorded. One node publishes at a time
+/// once; consumers deduplicate by message id). The envelope published is the one recorded; one stored under a former type
+/// name goes to the topic of its current name (the consumer's upcast step renames it). One node publishes at a time
 /// (the leader of <c>$publish-stored-events:{subscription}</c>). A failure the transport
 /// calls permanent (see <see cref="SendChecks"/>) moves the event to the dead letters, so it cannot stop the log.
 /// </summary>
@@ -25,7 +27,8 @@ internal sealed class StoredEventPublisher(
     TimeProvider timeProvider,
     IOptions<EventPublishingOptions> options,
     ILogger<StoredEventPublisher> logger,
-    DeadLetterMonitor? monitor = null) : BackgroundService
+    DeadLetterMonitor? monitor = null,
+    EventUpcasterRegistry? upcasters = null) : BackgroundService
 {
     // Every node shares the checkpoint, so one node publishes at a time: two would both read from it and publish each event
     // twice. Another node takes over when the leader stops or loses its lease.
@@ -51,7 +54,7 @@ internal sealed class StoredEventPublisher(
             store,
             checkpoints,
             PublishAsync,
-            new EventSubscriptionOptions { SubscriptionId = settings.SubscriptionId, Filter = settings.Filter })
+            new EventSubscriptionOptions { SubscriptionId = settings.SubscriptionId, Filter = upcasters?.Widen(settings.Filter) ?? settings.Filter })
         {
             Logger = logger,
         };
@@ -77,19 +80,20 @@ internal sealed class StoredEventPublisher(
     {
         var settings = options.Value;
         var delay = settings.RetryDelay;
+        var topic = upcasters?.CurrentName(recorded.EventType) ?? recorded.EventType;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _leading);
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                await transport.PublishAsync(recorded.EventType, recorded.Envelope, options: null, linked.Token).ConfigureAwait(false);
-                HeraldDiagnostics.Published(recorded.EventType, recorded.Envelope);
+                await transport.PublishAsync(topic, recorded.Envelope, options: null, linked.Token).ConfigureAwait(false);
+                HeraldDiagnostics.Published(topic, recorded.Envelope);
                 return;
             }
             catch (Exception ex) when (!linked.Token.IsCancellationRequested)
             {
                 // A cancellation this publisher did not ask for (a client's own timeout) is a failed publish like any other.
-                if (SendChecks.IsPermanent(ex, transport.Capabilities) && await TryDeadLetterAsync(recorded, ex, attempt, linked.Token).ConfigureAwait(false))
+                if (SendChecks.IsPermanent(ex, transport.Capabilities) && await TryDeadLetterAsync(recorded, topic, ex, attempt, linked.Token).ConfigureAwait(false))
                 {
                     // Retrying cannot help: the event is kept in the dead letters (and in the store), and the log goes on.
                     return;
@@ -103,9 +107,9 @@ internal sealed class StoredEventPublisher(
         }
     }
 
-    private async ValueTask<bool> TryDeadLetterAsync(RecordedEvent recorded, Exception exception, int attempt, CancellationToken cancellationToken)
+    private async ValueTask<bool> TryDeadLetterAsync(RecordedEvent recorded, string topic, Exception exception, int attempt, CancellationToken cancellationToken)
     {
-        var deadLetter = SendRejections.Create(recorded.Envelope, recorded.EventType, topic: true, exception, timeProvider.GetUtcNow(), attempt);
+        var deadLetter = SendRejections.Create(recorded.Envelope, topic, topic: true, exception, timeProvider.GetUtcNow(), attempt);
         bool added;
         try
         {

@@ -4,16 +4,17 @@ using Herald.Messages;
 namespace Herald.EventSourcing.Upcasting;
 
 /// <summary>
-/// The upcasters, one per (event type, from-version), chained v1 -> v2 -> v3 on read. Register at start-up; reads are
-/// lock-free and thread-safe.
+/// The upcasters, one per (event type, from-version), chained v1 -> v2 -> v3 on read, and the renames of event types
+/// (a former name read as the current one). Register at start-up; reads are lock-free and thread-safe.
 /// </summary>
 public sealed class EventUpcasterRegistry
 {
     private readonly Lock _gate = new();
     private volatile Dictionary<string, Chain> _chains = new(StringComparer.Ordinal);
+    private volatile Renames _renames = Renames.None;
 
-    /// <summary>True when no upcaster is registered.</summary>
-    public bool IsEmpty => _chains.Count == 0;
+    /// <summary>True when no upcaster and no rename is registered.</summary>
+    public bool IsEmpty => _chains.Count == 0 && _renames.Current.Count == 0;
 
     /// <summary>Registers an upcaster; throws <see cref="ArgumentException"/> when its (type, from-version) is already taken.</summary>
     public EventUpcasterRegistry Add(IEventUpcaster upcaster)
@@ -47,17 +48,119 @@ public sealed class EventUpcasterRegistry
     }
 
     /// <summary>
+    /// Reads events stored as <paramref name="formerType"/> (after its own upcasters, if any) as <paramref name="currentType"/>
+    /// at the same schema version, then runs <paramref name="currentType"/>'s upcasters. Throws <see cref="ArgumentException"/>
+    /// when the former name is renamed already or the rename would close a cycle.
+    /// </summary>
+    public EventUpcasterRegistry AddRename(string formerType, string currentType)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(formerType);
+        ArgumentException.ThrowIfNullOrWhiteSpace(currentType);
+        if (string.Equals(formerType, currentType, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"The event type '{formerType}' cannot be renamed to itself.", nameof(currentType));
+        }
+
+        lock (_gate)
+        {
+            var next = new Dictionary<string, string>(_renames.Next, StringComparer.Ordinal);
+            if (!next.TryAdd(formerType, currentType))
+            {
+                throw new ArgumentException(
+                    $"The event type '{formerType}' is already renamed to '{next[formerType]}'; it cannot also be read as '{currentType}'.", nameof(formerType));
+            }
+
+            for (var name = currentType; next.TryGetValue(name, out var after); name = after)
+            {
+                if (string.Equals(after, formerType, StringComparison.Ordinal))
+                {
+                    throw new ArgumentException(
+                        $"Renaming '{formerType}' to '{currentType}' would close a cycle of renames back to '{formerType}'.", nameof(currentType));
+                }
+            }
+
+            _renames = Renames.Create(next);
+        }
+
+        return this;
+    }
+
+    /// <summary>The name an event stored as <paramref name="eventType"/> is read as: its current name after every rename.</summary>
+    internal string CurrentName(string eventType) =>
+        _renames.Current.Count != 0 && _renames.Current.TryGetValue(eventType, out var current) ? current : eventType;
+
+    /// <summary>
+    /// Throws <see cref="MessageTypeRegistrationException"/> when a former name is the registered name of a message type: the
+    /// events written under it today would be read as another type.
+    /// </summary>
+    internal void ValidateAgainst(MessageTypeRegistry messageTypes)
+    {
+        foreach (var (former, next) in _renames.Next)
+        {
+            if (messageTypes.TryGetByName(former, out var registered))
+            {
+                throw new MessageTypeRegistrationException(
+                    $"The event type '{former}' is renamed to '{next}' (EventUpcasterRegistry.AddRename), but '{former}' is the registered name of " +
+                    $"'{registered.ClrType.FullName}': its events would be read as '{next}'. Give that type another name, or remove the rename.");
+            }
+        }
+    }
+
+    /// <summary>
+    /// The filter a store is read with so it selects each type it names under every name: the current one and the former
+    /// ones. Returns the same instance when no rename concerns it.
+    /// </summary>
+    internal EventFilter? Widen(EventFilter? filter)
+    {
+        var renames = _renames;
+        if (filter?.EventTypes is not { Count: > 0 } types || renames.Current.Count == 0)
+        {
+            return filter;
+        }
+
+        HashSet<string>? widened = null;
+        foreach (var type in types)
+        {
+            var current = renames.Current.TryGetValue(type, out var renamed) ? renamed : type;
+            if (renames.Names.TryGetValue(current, out var names))
+            {
+                widened ??= new HashSet<string>(types, StringComparer.Ordinal);
+                widened.UnionWith(names);
+            }
+        }
+
+        return widened is null ? filter : filter with { EventTypes = [.. widened] };
+    }
+
+    /// <summary>
     /// Migrates the envelope through every step from its schema version to the newest one registered. Throws
     /// <see cref="EventUpcastingException"/> when a step fails or is missing (a gap in the chain).
     /// </summary>
     public Envelope Upcast(Envelope envelope)
     {
         ArgumentNullException.ThrowIfNull(envelope);
-        if (!_chains.TryGetValue(envelope.MessageType, out var chain) || envelope.SchemaVersion > chain.MaxFromVersion)
+        var current = envelope;
+        var chains = _chains;
+        var renames = _renames;
+        while (true)
         {
-            return envelope;
-        }
+            if (chains.TryGetValue(current.MessageType, out var chain) && current.SchemaVersion <= chain.MaxFromVersion)
+            {
+                current = RunChain(current, chain);
+            }
 
+            if (renames.Current.Count == 0 || !renames.Next.TryGetValue(current.MessageType, out var renamed))
+            {
+                return current;
+            }
+
+            current = current with { MessageType = renamed };
+        }
+    }
+
+    // Runs the chain of the envelope's type from its schema version.
+    private static Envelope RunChain(Envelope envelope, Chain chain)
+    {
         var current = envelope;
         var version = envelope.SchemaVersion;
         JsonNode? pending = null; // a parsed body carried between JSON steps
@@ -132,4 +235,30 @@ public sealed class EventUpcasterRegistry
     }
 
     private sealed record Chain(Dictionary<int, IEventUpcaster> Steps, int MaxFromVersion);
+
+    // Next: former name -> the name it was renamed to; Current: former name -> its name after every rename; Names: current
+    // name -> itself and every former name of it.
+    private sealed record Renames(Dictionary<string, string> Next, Dictionary<string, string> Current, Dictionary<string, string[]> Names)
+    {
+        public static readonly Renames None = new(new(StringComparer.Ordinal), new(StringComparer.Ordinal), new(StringComparer.Ordinal));
+
+        public static Renames Create(Dictionary<string, string> next)
+        {
+            var current = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var former in next.Keys)
+            {
+                var name = former;
+                while (next.TryGetValue(name, out var after))
+                {
+                    name = after;
+                }
+
+                current[former] = name;
+            }
+
+            var names = current.GroupBy(pair => pair.Value, StringComparer.Ordinal)
+                .ToDictionary(group => group.Key, group => (string[])[group.Key, .. group.Select(pair => pair.Key)], StringComparer.Ordinal);
+            return new Renames(next, current, names);
+        }
+    }
 }

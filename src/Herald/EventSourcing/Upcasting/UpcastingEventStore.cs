@@ -5,7 +5,8 @@ namespace Herald.EventSourcing.Upcasting;
 
 /// <summary>
 /// Wraps any event store so every read (stream, <c>$all</c>, and so subscriptions and aggregate loads) returns events
-/// migrated to their newest schema version. Appends and everything else pass through unchanged.
+/// migrated to their newest schema version and current type name; a type filter of <c>$all</c> selects the types it names
+/// under their former names too. Appends and everything else pass through unchanged.
 /// </summary>
 internal sealed class UpcastingEventStore : IEventStore
 {
@@ -37,7 +38,7 @@ internal sealed class UpcastingEventStore : IEventStore
 
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadAllAsync(long fromPositionExclusive = 0, EventFilter? filter = null, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
-        Inner.ReadAllAsync(fromPositionExclusive, filter, maxCount, cancellationToken).Select(_upcasters.Upcast);
+        Inner.ReadAllAsync(fromPositionExclusive, _upcasters.Widen(filter), maxCount, cancellationToken).Select(_upcasters.Upcast);
 
     /// <inheritdoc />
     public ValueTask<long> GetLastPositionAsync(CancellationToken cancellationToken = default) => Inner.GetLastPositionAsync(cancellationToken);

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
+using Herald.EventSourcing.Upcasting;
 using Herald.Internal;
 using Herald.Messages;
 using Herald.Persistence;
@@ -20,6 +21,7 @@ namespace Herald.Handling.Pipeline;
 internal sealed class BatchedSubscriptionPipeline(
     string endpoint,
     MessageTypeRegistry registry,
+    EventUpcasterRegistry? upcasters,
     ConsumeStep decode,
     AttemptStep handlers,
     Func<long, long, IUnitOfWork, CancellationToken, ValueTask> checkpoint,
@@ -169,7 +171,7 @@ internal sealed class BatchedSubscriptionPipeline(
     {
         var consumption = new Consumption { IsTrial = true };
         consumption.Start(new RecordedEventDelivery(recorded.Envelope with { DeliveryAttempt = 1 }, endpoint, single.SubscriptionId, recorded.Stream, recorded.Position), cancellationToken);
-        TraceStep.Identify(registry, consumption);
+        TraceStep.Identify(registry, upcasters, consumption);
         var outcome = await decode.InvokeAsync(consumption).ConfigureAwait(false);
         return outcome.Verdict == ConsumeVerdict.Handled
             ? consumption

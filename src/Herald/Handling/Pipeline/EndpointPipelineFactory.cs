@@ -79,7 +79,7 @@ internal sealed class EndpointPipelineFactory(
         var maxBodyBytes = checkpoint is null ? MaxReceivedBytes : int.MaxValue;
         var step = Decoding(endpoint, endpointHandlers ?? handlers, maxBodyBytes, new RetryStep(endpoint, retries, serializer, timeProvider, _logger, unitOfWork));
         step = new SettleStep(endpoint, origin, deadLetters, monitor, deadLetterOptions.Value.StoreFailureRedeliveryDelay, nativeDeadLetters, timeProvider, _logger, step);
-        step = new TraceStep(endpoint, registry, step);
+        step = new TraceStep(endpoint, registry, upcasters, step);
         return new EndpointPipeline(endpoint, step);
     }
 
@@ -117,6 +117,10 @@ internal sealed class EndpointPipelineFactory(
     {
         ArgumentNullException.ThrowIfNull(options);
         endpoint ??= options.SubscriptionId;
+
+        // The chain reads every event under its current type name (the upcast step renames it), so the store is asked for
+        // the types of the filter under their former names too.
+        options = options with { Filter = upcasters?.Widen(options.Filter) ?? options.Filter };
         var pipeline = Create(endpoint, nativeDeadLetters: false, attempt, origin, endpointHandlers);
         var events = new SubscriptionPipeline(pipeline, options.SubscriptionId, timeProvider, _logger);
         if (batching is not { CommitEvery: > 1 })
@@ -139,6 +143,7 @@ internal sealed class EndpointPipelineFactory(
         var batch = new BatchedSubscriptionPipeline(
             endpoint,
             registry,
+            upcasters,
             decode,
             batching.Attempt(new HandlerStep(_middleware, services)),
             batching.Checkpoint,
@@ -167,7 +172,7 @@ internal sealed class EndpointPipelineFactory(
     /// work, which commits. No retries, no dead letters: what fails is thrown (the retry of a dead letter).
     /// </summary>
     internal ReplayPipeline CreateReplay(string endpoint, Func<AttemptStep, AttemptStep> attempt, HandlerRegistry endpointHandlers) =>
-        new(new TraceStep(endpoint, registry, Decoding(endpoint, endpointHandlers, int.MaxValue, new ReplayStep(UnitOfWork(endpoint, attempt(new HandlerStep(_middleware, services)), storedEvents: true)))));
+        new(new TraceStep(endpoint, registry, upcasters, Decoding(endpoint, endpointHandlers, int.MaxValue, new ReplayStep(UnitOfWork(endpoint, attempt(new HandlerStep(_middleware, services)), storedEvents: true)))));
 
     // One attempt's unit of work around attempt; storedEvents: the envelope's user id is Herald's own record (issue 10).
     private UnitOfWorkStep UnitOfWork(string endpoint, AttemptStep attempt, bool storedEvents) =>

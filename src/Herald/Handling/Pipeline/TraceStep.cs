@@ -1,11 +1,15 @@
 using System.Diagnostics;
 using Herald.Diagnostics;
+using Herald.EventSourcing.Upcasting;
 using Herald.Messages;
 
 namespace Herald.Handling.Pipeline;
 
-/// <summary>The first step: the message-type tag, the consumer activity, and the processing duration of everything after it.</summary>
-internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, ConsumeStep next) : ConsumeStep
+/// <summary>
+/// The first step: the message-type tag, the consumer activity, and the processing duration of everything after it. A type
+/// stored under a former name (renamed by <paramref name="upcasters"/>) is identified by its current name.
+/// </summary>
+internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, EventUpcasterRegistry? upcasters, ConsumeStep next) : ConsumeStep
 {
     // The message-type tag of a message whose type the registry does not know.
     private const string UnregisteredType = "unknown";
@@ -14,7 +18,7 @@ internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, C
     {
         var envelope = consumption.Envelope;
         var started = Stopwatch.GetTimestamp();
-        Identify(registry, consumption);
+        Identify(registry, upcasters, consumption);
         using var activity = StartActivity(envelope, consumption.TypeTag);
         consumption.Activity = activity;
         try
@@ -28,11 +32,12 @@ internal sealed class TraceStep(string endpoint, MessageTypeRegistry registry, C
     }
 
     /// <summary>Looks up the envelope's registered type and its metric tag, which the steps after this one read.</summary>
-    internal static void Identify(MessageTypeRegistry registry, Consumption consumption)
+    internal static void Identify(MessageTypeRegistry registry, EventUpcasterRegistry? upcasters, Consumption consumption)
     {
         // A null type (an adapter's salvage of a broken message) is unknown, not a crash of the chain: the decode step dead-letters it (issue 10).
+        // The envelope keeps its stored name here: the upcast step renames it, with the body migrations of the type.
         MessageTypeInfo? known = null;
-        consumption.Type = consumption.Envelope.MessageType is { } name && registry.TryGetByName(name, out known) ? known : null;
+        consumption.Type = consumption.Envelope.MessageType is { } name && registry.TryGetByName(upcasters?.CurrentName(name) ?? name, out known) ? known : null;
         consumption.TypeTag = known?.Name ?? UnregisteredType;
     }
 
