@@ -53,29 +53,16 @@ public abstract partial class EventStoreConformance
     public async Task Upcasting_Subscription_ReceivesUpcastEvents()
     {
         var type = NewCategory() + "-person-named";
-        var store = Store.WithUpcasting(PersonUpcasters(type));
-        var head = await store.GetLastPositionAsync();
-        var seen = new List<RecordedEvent>();
-        await using var subscription = await EventSubscription.StartNewAsync(store, Checkpoints, Collect(seen),
-            new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForEventTypes(type) });
 
-        var result = await store.AppendAsync(NewStream(), ExpectedVersion.NoStream, [NewEvent(type, "{\"name\":\"Ada Lovelace\"}", 1)]);
+        var delivered = await SubscribeThenAppendAsync(Store.WithUpcasting(PersonUpcasters(type)), type, NewEvent(type, "{\"name\":\"Ada Lovelace\"}", 1));
 
-        await ReachAsync(subscription, result.LastPosition);
-        Assert.Equal(("Ada", "Lovelace", "none"), Person(Delivered(seen).Single()));
+        Assert.Equal(("Ada", "Lovelace", "none"), Person(delivered));
     }
 
     [Fact]
     public async Task Upcasting_AggregateLoad_UpcastsStoredEventsBeforeApplyingThem()
     {
-        var upcasters = new EventUpcasterRegistry()
-            .Add(ConformanceCounter.IncrementedType, 1, body => new JsonObject { ["amount"] = body["value"]!.GetValue<int>() })
-            .Add(ConformanceCounter.IncrementedType, 2, body =>
-            {
-                body["note"] = "upcast";
-                return body;
-            });
-        var store = Store.WithUpcasting(upcasters);
+        var store = Store.WithUpcasting(CounterUpcasters());
         var repository = CounterRepository(store, snapshotEvery: 0);
         var id = Guid.NewGuid().ToString("N");
         await store.AppendAsync(repository.StreamNameFor(id), ExpectedVersion.NoStream,
@@ -201,15 +188,9 @@ public abstract partial class EventStoreConformance
     {
         var (former, current) = (NewCategory() + "-person-added", NewCategory() + "-person-named");
         var store = Store.WithUpcasting(PersonUpcasters(current).AddRename(former, current));
-        var head = await store.GetLastPositionAsync();
-        var seen = new List<RecordedEvent>();
-        await using var subscription = await EventSubscription.StartNewAsync(store, Checkpoints, Collect(seen),
-            new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForEventTypes(current) });
 
-        var result = await store.AppendAsync(NewStream(), ExpectedVersion.NoStream, [NewEvent(former, "{\"name\":\"Ada Lovelace\"}", 1)]);
+        var delivered = await SubscribeThenAppendAsync(store, current, NewEvent(former, "{\"name\":\"Ada Lovelace\"}", 1));
 
-        await ReachAsync(subscription, result.LastPosition);
-        var delivered = Delivered(seen).Single();
         Assert.Equal((current, ("Ada", "Lovelace", "none")), (delivered.EventType, Person(delivered)));
     }
 
@@ -217,14 +198,7 @@ public abstract partial class EventStoreConformance
     public async Task Upcasting_Rename_AggregateLoad_AppliesEventsStoredUnderTheFormerName_AndSavesUnderTheCurrentOne()
     {
         var former = NewCategory() + "-counter-added";
-        var upcasters = new EventUpcasterRegistry()
-            .AddRename(former, ConformanceCounter.IncrementedType)
-            .Add(ConformanceCounter.IncrementedType, 2, body =>
-            {
-                body["note"] = "upcast";
-                return body;
-            });
-        var store = Store.WithUpcasting(upcasters);
+        var store = Store.WithUpcasting(CounterUpcasters().AddRename(former, ConformanceCounter.IncrementedType));
         var repository = CounterRepository(store, snapshotEvery: 0);
         var id = Guid.NewGuid().ToString("N");
         var stream = repository.StreamNameFor(id);
@@ -242,6 +216,29 @@ public abstract partial class EventStoreConformance
         Assert.Equal(["upcast", "v3", null], counter.Notes);
         Assert.Equal([former, ConformanceCounter.IncrementedType, ConformanceCounter.IncrementedType], (await ReadStreamAsync(Store, stream)).Select(e => e.EventType));
     }
+
+    // Subscribes to store from its head, filtered on filterType, appends stored to a new stream and returns the one event delivered.
+    private async Task<RecordedEvent> SubscribeThenAppendAsync(IEventStore store, string filterType, Envelope stored)
+    {
+        var head = await store.GetLastPositionAsync();
+        var seen = new List<RecordedEvent>();
+        await using var subscription = await EventSubscription.StartNewAsync(store, Checkpoints, Collect(seen),
+            new EventSubscriptionOptions { SubscriptionId = NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForEventTypes(filterType) });
+
+        var result = await store.AppendAsync(NewStream(), ExpectedVersion.NoStream, [stored]);
+
+        await ReachAsync(subscription, result.LastPosition);
+        return Delivered(seen).Single();
+    }
+
+    // The counter's event from v1 ("value") to v3 ("amount", and "note" set to "upcast").
+    private static EventUpcasterRegistry CounterUpcasters() => new EventUpcasterRegistry()
+        .Add(ConformanceCounter.IncrementedType, 1, body => new JsonObject { ["amount"] = body["value"]!.GetValue<int>() })
+        .Add(ConformanceCounter.IncrementedType, 2, body =>
+        {
+            body["note"] = "upcast";
+            return body;
+        });
 
     private static EventUpcasterRegistry PersonUpcasters(string type) => new EventUpcasterRegistry()
         .Add(type, 1, body =>
