@@ -142,6 +142,15 @@ internal sealed class DeliveryTracker(TimeProvider clock)
         }
     }
 
+    /// <summary>The earliest time after <paramref name="now"/> at which a message becomes due at a queue this host consumes; null when none will.</summary>
+    public DateTimeOffset? NextDue(DateTimeOffset now)
+    {
+        lock (_gate)
+        {
+            return _due.Where(e => _consumed.Contains(e.Key.Queue)).SelectMany(e => e.Value).Where(t => t > now).Select(t => (DateTimeOffset?)t).Min();
+        }
+    }
+
     private List<DateTimeOffset> Due(string queue, Guid messageId) =>
         _due.TryGetValue((queue, messageId), out var times) ? times : _due[(queue, messageId)] = [];
 

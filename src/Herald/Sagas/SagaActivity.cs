@@ -47,6 +47,15 @@ internal sealed class SagaActivity
         }
     }
 
+    /// <summary>The earliest time after <paramref name="now"/> at which a waiting run goes on; null when none waits for a later time.</summary>
+    public DateTimeOffset? NextWake(DateTimeOffset now)
+    {
+        lock (_gate)
+        {
+            return _waits.Where(until => until > now).Select(until => (DateTimeOffset?)until).Min();
+        }
+    }
+
     /// <summary>How many runs go on at <paramref name="now"/> without the clock moving.</summary>
     public int Busy(DateTimeOffset now)
     {

@@ -1,0 +1,82 @@
+using Herald.Handling;
+using Herald.Sagas;
+using Herald.Testing.Observing;
+using Herald.Testing.Tests.Sample;
+
+namespace Herald.Testing.Tests;
+
+/// <summary>
+/// AdvanceTimeAsync moves the fake clock as real time would pass: everything that comes due within the window runs at its
+/// own time, including what came due because of something that ran earlier in the window.
+/// </summary>
+public sealed class TimeTravelTests
+{
+    [Fact]
+    public async Task AdvanceTime_OverSeveralDelayedRedeliveries_RunsEachOneWithinTheWindow()
+    {
+        await using var harness = await SampleHarness.StartAsync(more: h => h.ConfigureRetries<ChargeCard>(r => r.Immediate(0).Delayed(3, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1))));
+        var start = harness.Time.GetUtcNow();
+
+        // Declined every time: three delayed redeliveries, a minute apart, then the dead letters.
+        var sent = await harness.SendAsync(new ChargeCard(Guid.NewGuid(), 5000m));
+        await harness.Handled.ExpectAsync<ChargeCard>(HandlingOutcome.Retrying);
+        await harness.WaitForIdleAsync();
+
+        await harness.AdvanceTimeAsync(TimeSpan.FromHours(1));
+
+        var deliveries = harness.Handled.Select<ChargeCard>();
+        Assert.Equal(
+            [HandlingOutcome.Retrying, HandlingOutcome.Retrying, HandlingOutcome.Retrying, HandlingOutcome.DeadLettered],
+            deliveries.Select(d => d.Outcome));
+        Assert.All(deliveries.Skip(1), d => Assert.True(d.Time < start + TimeSpan.FromMinutes(10), $"{d} ran at {d.Time}, not when it came due."));
+        Assert.Equal(sent.Envelope.MessageId, Assert.Single(harness.DeadLettered.All).Envelope.MessageId);
+        Assert.Equal(start + TimeSpan.FromHours(1), harness.Time.GetUtcNow());
+    }
+
+    [Fact]
+    public async Task AdvanceTime_PastDelayedSends_HandlesEachAtItsOwnDueTime()
+    {
+        await using var harness = await SampleHarness.StartAsync();
+        var start = harness.Time.GetUtcNow();
+        var early = await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "ada", 1m), new DeliveryOptions { Delay = TimeSpan.FromMinutes(10) });
+        var late = await harness.SendAsync(new PlaceOrder(Guid.NewGuid(), "bob", 2m), new DeliveryOptions { Delay = TimeSpan.FromMinutes(40) });
+
+        await harness.AdvanceTimeAsync(TimeSpan.FromHours(1));
+
+        Assert.Equal(start + TimeSpan.FromMinutes(10), (await harness.Handled.ExpectSettledAsync(early.Envelope.MessageId)).Time);
+        Assert.Equal(start + TimeSpan.FromMinutes(40), (await harness.Handled.ExpectSettledAsync(late.Envelope.MessageId)).Time);
+        Assert.Equal(start + TimeSpan.FromHours(1), harness.Time.GetUtcNow());
+    }
+
+    [Fact]
+    public async Task AdvanceTime_OverSeveralDelayedRetriesOfASagaStep_RunsEachOneWithinTheWindow()
+    {
+        var failures = 2;
+        var retried = SagaDefinition.Create<FulfilmentData>("twice-retried-shipping", s => s
+            .Step(
+                "ship",
+                async ctx =>
+                {
+                    if (Interlocked.Decrement(ref failures) >= 0)
+                    {
+                        throw new TimeoutException("No courier answered.");
+                    }
+
+                    await ctx.SendAsync(new ShipOrder(ctx.Data.OrderId));
+                },
+                retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(0).Delayed(2, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)))));
+        await using var harness = await SampleHarness.StartAsync();
+        var start = harness.Time.GetUtcNow();
+        var run = harness.RunSagaAsync(retried, "ship-1", new FulfilmentData { OrderId = Guid.NewGuid() });
+
+        // Advanced only once the first delayed retry waits on the clock.
+        await harness.WaitForIdleAsync();
+        Assert.False(run.IsCompleted);
+        await harness.AdvanceTimeAsync(TimeSpan.FromHours(1));
+
+        var result = await run;
+        result.ExpectStatus(SagaStatus.Completed);
+        Assert.Equal([1, 2, 3], result.Steps.Select(s => s.Attempt));
+        Assert.True(Assert.Single(result.Sent).Time < start + TimeSpan.FromMinutes(10), "The last retry ran at the end of the window, not when it came due.");
+    }
+}
