@@ -244,7 +244,12 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
         }
 
         await WaitForIdleAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        bool Caused(SentMessage m) => string.Equals(m.Envelope.CorrelationId, id, StringComparison.Ordinal);
+        // What the steps sent carries the step's idempotency key as its cause; the saga's id as correlation is not enough, for
+        // the handlers of those messages carry it on, and a message sent before the run may carry it too.
+        var causes = definition.Steps
+            .SelectMany(s => new[] { SagaDefinition.StepKey(definition.Name, id, s.Name, isCompensation: false), SagaDefinition.StepKey(definition.Name, id, s.Name, isCompensation: true) })
+            .ToHashSet(StringComparer.Ordinal);
+        bool Caused(SentMessage m) => m.Envelope.CausationId is { } cause && causes.Contains(cause);
         return new SagaRun<TData>(instance, observer.Steps, [.. Sent.All.Where(Caused)], [.. Published.All.Where(Caused)]);
     }
 

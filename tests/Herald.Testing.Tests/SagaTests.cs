@@ -199,6 +199,25 @@ public sealed class SagaTests
     }
 
     [Fact]
+    public async Task OrchestratedSaga_SentAndPublished_HoldWhatItsStepsSent_NotWhatOthersSentWithItsIdAsCorrelation()
+    {
+        var placing = SagaDefinition.Create<FulfilmentData>("placing", s => s
+            .Step("place", ctx => ctx.SendAsync(new PlaceOrder(ctx.Data.OrderId, "ada", ctx.Data.Amount)), retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.NoRetries())));
+        await using var harness = await SampleHarness.StartAsync();
+        var orderId = Guid.NewGuid();
+
+        // Sent by the test before the run, with the saga's id as its correlation.
+        await harness.SendAsync(new ReserveStock(orderId), new Herald.Handling.DeliveryOptions { CorrelationId = orderId.ToString() });
+        var run = await harness.RunSagaAsync(placing, orderId.ToString(), new FulfilmentData { OrderId = orderId, Amount = 5m });
+
+        // The host's PlaceOrder handler publishes OrderPlaced, which carries on the saga's correlation: the saga did not publish it.
+        var placed = await harness.Published.ExpectAsync<OrderPlaced>(e => e.OrderId == orderId);
+        Assert.Equal(orderId.ToString(), placed.Envelope.CorrelationId);
+        Assert.Equal(typeof(PlaceOrder), Assert.Single(run.Sent).Message!.GetType());
+        Assert.Empty(run.Published);
+    }
+
+    [Fact]
     public async Task OrchestratedSaga_WhenAStepFails_CompensatesTheCompletedStepsInReverse()
     {
         await using var harness = await SampleHarness.StartAsync();

@@ -65,10 +65,10 @@ public sealed class SagaRun<TData>
     /// <summary>The steps whose compensation ran successfully, in the order they were compensated.</summary>
     public IReadOnlyList<string> Compensated => [.. Steps.Where(s => s.Succeeded && s.IsCompensation).Select(s => s.Step)];
 
-    /// <summary>The messages the saga sent to queues (correlated to its id).</summary>
+    /// <summary>The messages the saga's steps and compensations sent to queues (their cause is the step's idempotency key).</summary>
     public IReadOnlyList<SentMessage> Sent { get; }
 
-    /// <summary>The messages the saga published (correlated to its id).</summary>
+    /// <summary>The messages the saga's steps and compensations published.</summary>
     public IReadOnlyList<SentMessage> Published { get; }
 
     /// <summary>Checks that the saga ended with <paramref name="status"/>.</summary>

@@ -50,6 +50,10 @@ public static class SagaDefinition
         configure(builder);
         return builder.Build(name);
     }
+
+    /// <summary>The idempotency key of a run of a step (or its compensation) of an instance: the causation of what it sends.</summary>
+    internal static string StepKey(string sagaName, string sagaId, string stepName, bool isCompensation) =>
+        $"{sagaName}/{sagaId}/{stepName}" + (isCompensation ? "/compensate" : string.Empty);
 }
 
 /// <summary>One step of an orchestrated saga.</summary>

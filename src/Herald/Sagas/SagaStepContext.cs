@@ -22,7 +22,7 @@ public sealed class SagaStepContext<TData>
         Data = data;
         Services = services;
         CancellationToken = cancellationToken;
-        IdempotencyKey = $"{sagaName}/{sagaId}/{stepName}" + (isCompensation ? "/compensate" : string.Empty);
+        IdempotencyKey = SagaDefinition.StepKey(sagaName, sagaId, stepName, isCompensation);
     }
 
     /// <summary>The saga's name.</summary>
