@@ -203,10 +203,20 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
     /// A scenario for the state machine <paramref name="machine"/> (registered in the harness with <c>h.AddSaga(machine)</c>):
     /// given these events, when this message, then this state and these commands.
     /// </summary>
+    /// <exception cref="ArgumentException">The host does not run <paramref name="machine"/>: no step could be judged by it.</exception>
     public SagaScenario<TData> Scenario<TData>(SagaStateMachine<TData> machine)
         where TData : class, new()
     {
         ArgumentNullException.ThrowIfNull(machine);
+
+        // Unregistered, its events may still be handled in the host (by another handler), and every step would pass with no instance.
+        if (!string.Equals(_services.GetService<SagaStateMachine<TData>>()?.Name, machine.Name, StringComparison.Ordinal))
+        {
+            throw new ArgumentException(
+                $"Saga '{machine.Name}' is not registered in the harness's host, so nothing would handle its events: add it with h.AddSaga(machine) when starting the harness.",
+                nameof(machine));
+        }
+
         return new SagaScenario<TData>(this, machine);
     }
 

@@ -185,6 +185,21 @@ public sealed class AssertionFailureTests
     }
 
     [Fact]
+    public async Task Scenario_ForAMachineTheHarnessDoesNotRun_IsRefused()
+    {
+        // Its event is handled in the host (by the registered machine), so without the check a step "passed" with no instance.
+        var unregistered = SagaStateMachine.Create<FulfilmentData>("unregistered", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId.ToString())
+            .Initially<OrderPlaced>("Started")
+            .Final("Started"));
+        await using var harness = await SampleHarness.StartAsync();
+
+        var error = Assert.Throws<ArgumentException>(() => harness.Scenario(unregistered));
+
+        Assert.Contains("Saga 'unregistered' is not registered in the harness's host", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task SagaRun_OtherStatusOrSteps_Throws()
     {
         await using var harness = await SampleHarness.StartAsync();
