@@ -101,16 +101,18 @@ internal sealed class ObservingDelivery(Delivery inner, DeliveryObservation obse
         Report(observation.DeadLetter is not null ? HandlingOutcome.DeadLettered : observation.HandlersRan ? HandlingOutcome.Succeeded : HandlingOutcome.Skipped, redeliverAfter: null);
     }
 
-    protected override async ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken)
+    // Reported before the message is handed back: another worker may take the copy and settle it before the nack returns,
+    // and a report after that would count the message as owed again, forever. A nack that fails hands it back as well.
+    protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken)
     {
-        await inner.NackAsync(delay, cancellationToken).ConfigureAwait(false);
         Report(HandlingOutcome.Retrying, delay);
+        return inner.NackAsync(delay, cancellationToken);
     }
 
-    protected override async ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+    protected override ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
     {
-        await inner.NackAsync(delay, headers, cancellationToken).ConfigureAwait(false);
         Report(HandlingOutcome.Retrying, delay);
+        return inner.NackAsync(delay, headers, cancellationToken);
     }
 
     protected override async ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken)
