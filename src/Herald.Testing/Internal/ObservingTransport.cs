@@ -98,38 +98,45 @@ internal sealed class ObservingDelivery(Delivery inner, DeliveryObservation obse
     protected override async ValueTask OnAckAsync(CancellationToken cancellationToken)
     {
         await inner.AckAsync(cancellationToken).ConfigureAwait(false);
-        Report(observation.DeadLetter is not null ? HandlingOutcome.DeadLettered : observation.HandlersRan ? HandlingOutcome.Succeeded : HandlingOutcome.Skipped, redeliverAfter: null);
+        Report(observation.DeadLetter is not null ? HandlingOutcome.DeadLettered : observation.HandlersRan ? HandlingOutcome.Succeeded : HandlingOutcome.Skipped);
     }
 
-    // Reported before the message is handed back: another worker may take the copy and settle it before the nack returns,
-    // and a report after that would count the message as owed again, forever. A nack that fails hands it back as well.
-    protected override ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken)
+    // Counted before the message is handed back: another worker may take the copy and settle it before the nack returns,
+    // and counted after that, the message would be owed again, forever (a nack that fails hands it back as well). Observed
+    // after, so a test that saw the redelivery can move the clock: its timer exists by then.
+    protected override async ValueTask OnNackAsync(TimeSpan delay, CancellationToken cancellationToken)
     {
-        Report(HandlingOutcome.Retrying, delay);
-        return inner.NackAsync(delay, cancellationToken);
+        recorder.Tracker.Settled(Queue, Envelope.MessageId, delay);
+        await inner.NackAsync(delay, cancellationToken).ConfigureAwait(false);
+        Record(HandlingOutcome.Retrying, delay);
     }
 
-    protected override ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
+    protected override async ValueTask OnNackAsync(TimeSpan delay, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
     {
-        Report(HandlingOutcome.Retrying, delay);
-        return inner.NackAsync(delay, headers, cancellationToken);
+        recorder.Tracker.Settled(Queue, Envelope.MessageId, delay);
+        await inner.NackAsync(delay, headers, cancellationToken).ConfigureAwait(false);
+        Record(HandlingOutcome.Retrying, delay);
     }
 
     protected override async ValueTask OnDeadLetterAsync(string reason, CancellationToken cancellationToken)
     {
         await inner.DeadLetterAsync(reason, cancellationToken).ConfigureAwait(false);
-        Report(HandlingOutcome.DeadLettered, redeliverAfter: null, reason);
+        Report(HandlingOutcome.DeadLettered, reason);
     }
 
     protected override async ValueTask OnDeadLetterAsync(string reason, IReadOnlyDictionary<string, string> headers, CancellationToken cancellationToken)
     {
         await inner.DeadLetterAsync(reason, headers, cancellationToken).ConfigureAwait(false);
-        Report(HandlingOutcome.DeadLettered, redeliverAfter: null, reason);
+        Report(HandlingOutcome.DeadLettered, reason);
     }
 
-    private void Report(HandlingOutcome outcome, TimeSpan? redeliverAfter, string? deadLetterReason = null)
+    // A settlement after which the message is owed no more.
+    private void Report(HandlingOutcome outcome, string? deadLetterReason = null)
     {
-        recorder.RecordHandled(Queue, outcome, observation, redeliverAfter, deadLetterReason);
-        recorder.Tracker.Settled(Queue, Envelope.MessageId, redeliverAfter);
+        Record(outcome, redeliverAfter: null, deadLetterReason);
+        recorder.Tracker.Settled(Queue, Envelope.MessageId, redeliverAfter: null);
     }
+
+    private void Record(HandlingOutcome outcome, TimeSpan? redeliverAfter, string? deadLetterReason = null) =>
+        recorder.RecordHandled(Queue, outcome, observation, redeliverAfter, deadLetterReason);
 }
