@@ -309,20 +309,7 @@ public sealed class SagaTests
     [Fact]
     public async Task WaitForIdle_DoesNotWaitForAStartedSagasDelayedRetry_WhichAdvanceTimeAsyncThenRuns()
     {
-        var failures = 1;
-        var retried = SagaDefinition.Create<FulfilmentData>("retried-shipping", s => s
-            .Step(
-                "ship",
-                async ctx =>
-                {
-                    if (Interlocked.Decrement(ref failures) >= 0)
-                    {
-                        throw new TimeoutException("No courier answered.");
-                    }
-
-                    await ctx.SendAsync(new ShipOrder(ctx.Data.OrderId));
-                },
-                retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(0).Delayed(1, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)))));
+        var retried = OrderSagas.ShippingFailingFirst("retried-shipping", failures: 1, delayedRetries: 1);
         await using var harness = await StartShippingForEachOrderAsync(retried);
         var orderId = Guid.NewGuid();
         var store = harness.Services.GetRequiredService<ISagaStore>();

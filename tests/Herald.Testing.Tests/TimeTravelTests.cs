@@ -51,20 +51,7 @@ public sealed class TimeTravelTests
     [Fact]
     public async Task AdvanceTime_OverSeveralDelayedRetriesOfASagaStep_RunsEachOneWithinTheWindow()
     {
-        var failures = 2;
-        var retried = SagaDefinition.Create<FulfilmentData>("twice-retried-shipping", s => s
-            .Step(
-                "ship",
-                async ctx =>
-                {
-                    if (Interlocked.Decrement(ref failures) >= 0)
-                    {
-                        throw new TimeoutException("No courier answered.");
-                    }
-
-                    await ctx.SendAsync(new ShipOrder(ctx.Data.OrderId));
-                },
-                retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(0).Delayed(2, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)))));
+        var retried = OrderSagas.ShippingFailingFirst("twice-retried-shipping", failures: 2, delayedRetries: 2);
         await using var harness = await SampleHarness.StartAsync();
         var start = harness.Time.GetUtcNow();
         var run = harness.RunSagaAsync(retried, "ship-1", new FulfilmentData { OrderId = Guid.NewGuid() });

@@ -76,6 +76,25 @@ public static class OrderSagas
             await ctx.SendAsync(new ShipOrder(ctx.Data.OrderId));
         }, retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.NoRetries())));
 
+    /// <summary>
+    /// Ships an order, but the courier does not answer the first <paramref name="failures"/> runs: the step is retried
+    /// <paramref name="delayedRetries"/> times, a minute apart on the clock.
+    /// </summary>
+    public static SagaDefinition<FulfilmentData> ShippingFailingFirst(string name, int failures, int delayedRetries) =>
+        SagaDefinition.Create<FulfilmentData>(name, s => s
+            .Step(
+                "ship",
+                async ctx =>
+                {
+                    if (Interlocked.Decrement(ref failures) >= 0)
+                    {
+                        throw new TimeoutException("No courier answered.");
+                    }
+
+                    await ctx.SendAsync(new ShipOrder(ctx.Data.OrderId));
+                },
+                retry: Herald.Reliability.Retry.RetryPolicy.Create(r => r.Immediate(0).Delayed(delayedRetries, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1)))));
+
     /// <summary>How the application wires the sample into Herald; the tests start the harness with the same call.</summary>
     public static void Configure(Herald.Hosting.HeraldBuilder h) => h
         .AddMessageTypesFromAssembly(typeof(OrderSagas).Assembly)
