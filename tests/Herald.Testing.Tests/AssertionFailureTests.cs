@@ -200,6 +200,31 @@ public sealed class AssertionFailureTests
     }
 
     [Fact]
+    public async Task ScenarioWhen_AMessageNotHandledInTime_ThrowsNamingItsTypeAndEndpoint()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = SagaStateMachine.Create<FulfilmentState>("held", m => m
+            .Correlate<OrderPlaced>(e => e.OrderId.ToString())
+            .Initially<OrderPlaced>("Done", async (_, _) => await gate.Task)
+            .Final("Done"));
+        await using var harness = await HeraldTestHarness.StartAsync(h => h
+            .AddMessageTypesFromAssembly(typeof(OrderPlaced).Assembly)
+            .AddSaga(held)
+            .ConfigureTestHarness(o => o.DefaultTimeout = Short));
+        try
+        {
+            var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.Scenario(held).WhenAsync(new OrderPlaced(Guid.NewGuid(), 1m)));
+
+            Assert.Contains("Expected handled OrderPlaced ", error.Message, StringComparison.Ordinal);
+            Assert.Contains("(handled at 'herald') within", error.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            gate.SetResult();
+        }
+    }
+
+    [Fact]
     public async Task SagaRun_OtherStatusOrSteps_Throws()
     {
         await using var harness = await SampleHarness.StartAsync();

@@ -221,12 +221,12 @@ public sealed class HandledMessages : ObservedMessages<HandledMessage>
     /// way that needs nothing more without the clock moving: settled, or to be redelivered after a delay. Deliveries of it
     /// to other queues of the host do not count.
     /// </summary>
-    internal Task<HandledMessage> ExpectDeliveredAsync(Guid messageId, string endpoint, CancellationToken cancellationToken) =>
+    internal Task<HandledMessage> ExpectDeliveredAsync(Guid messageId, string messageType, string endpoint, CancellationToken cancellationToken) =>
         ExpectAsync(
             o => o.Envelope.MessageId == messageId
                 && string.Equals(o.Endpoint, endpoint, StringComparison.Ordinal)
                 && (o.Outcome != HandlingOutcome.Retrying || o.RedeliveryDelay > TimeSpan.Zero),
-            $"message {messageId} (handled at '{endpoint}')",
+            $"{messageType} {messageId} (handled at '{endpoint}')",
             timeout: null,
             cancellationToken);
 }

@@ -106,7 +106,7 @@ public sealed class SagaScenario<TData>
         ArgumentNullException.ThrowIfNull(message);
         Correlate(message);
         var published = await _harness.PublishAsync(message, cancellationToken: cancellationToken).ConfigureAwait(false);
-        return await _harness.Handled.ExpectDeliveredAsync(published.Envelope.MessageId, _endpoint, cancellationToken).ConfigureAwait(false);
+        return await _harness.Handled.ExpectDeliveredAsync(published.Envelope.MessageId, message.GetType().Name, _endpoint, cancellationToken).ConfigureAwait(false);
     }
 
     // The instance id the machine itself finds for the message, so a scenario never repeats the correlation.
