@@ -2,6 +2,7 @@ using Herald.Handling;
 using Herald.Sagas;
 using Herald.Testing.Observing;
 using Herald.Testing.Tests.Sample;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Herald.Testing.Tests;
 
@@ -49,6 +50,23 @@ public sealed class TimeTravelTests
     }
 
     [Fact]
+    public async Task AdvanceTime_ThroughMoreDueTimesThanTheDeadlineAllows_FailsSayingWhereTheClockStands()
+    {
+        await using var harness = await HeraldTestHarness.StartAsync(h => h
+            .AddMessageTypesFromAssembly(typeof(Tick).Assembly)
+            .AddHandler<Ticker>()
+            .ConfigureTestHarness(o => o.DefaultTimeout = TimeSpan.FromMilliseconds(500)));
+        await harness.SendAsync(new Tick(0));
+        await harness.WaitForIdleAsync();
+
+        var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.AdvanceTimeAsync(TimeSpan.FromDays(365)));
+
+        Assert.StartsWith("AdvanceTimeAsync(365.00:00:00) did not finish within 00:00:00.5000000: the fake clock stands at 2030-01-", error.Message, StringComparison.Ordinal);
+        Assert.Contains("call Time.Advance and then WaitForIdleAsync", error.Message, StringComparison.Ordinal);
+        Assert.True(harness.Handled.Select<Tick>().Count > 1);
+    }
+
+    [Fact]
     public async Task AdvanceTime_OverSeveralDelayedRetriesOfASagaStep_RunsEachOneWithinTheWindow()
     {
         var retried = OrderSagas.ShippingFailingFirst("twice-retried-shipping", failures: 2, delayedRetries: 2);
@@ -66,4 +84,14 @@ public sealed class TimeTravelTests
         Assert.Equal([1, 2, 3], result.Steps.Select(s => s.Attempt));
         Assert.True(Assert.Single(result.Sent).Time < start + TimeSpan.FromMinutes(10), "The last retry ran at the end of the window, not when it came due.");
     }
+}
+
+/// <summary>A reminder that sends itself again a minute later, for ever.</summary>
+[Herald.Messages.MessageType("tick")]
+public sealed record Tick(int Count);
+
+public sealed class Ticker : IMessageHandler<Tick>
+{
+    public ValueTask HandleAsync(Tick message, MessageContext context, CancellationToken cancellationToken) =>
+        context.SendAsync(new Tick(message.Count + 1), new DeliveryOptions { Delay = TimeSpan.FromMinutes(1) }, cancellationToken);
 }
