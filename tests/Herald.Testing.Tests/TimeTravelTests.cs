@@ -57,13 +57,12 @@ public sealed class TimeTravelTests
             .AddHandler<Ticker>()
             .ConfigureTestHarness(o => o.DefaultTimeout = TimeSpan.FromMilliseconds(500)));
         await harness.SendAsync(new Tick(0));
-        await harness.WaitForIdleAsync();
+        await harness.WaitForIdleAsync(TimeSpan.FromSeconds(30));
 
         var error = await Assert.ThrowsAsync<HarnessAssertionException>(() => harness.AdvanceTimeAsync(TimeSpan.FromDays(365)));
 
         Assert.StartsWith("AdvanceTimeAsync(365.00:00:00) did not finish within 00:00:00.5000000: the fake clock stands at 2030-01-", error.Message, StringComparison.Ordinal);
         Assert.Contains("call Time.Advance and then WaitForIdleAsync", error.Message, StringComparison.Ordinal);
-        Assert.True(harness.Handled.Select<Tick>().Count > 1);
     }
 
     [Fact]
