@@ -131,10 +131,13 @@ start_postgres() {
     pg_createcluster 15 main -p 5432 -- --auth-local=peer --auth-host=scram-sha-256 </dev/null >"$STATE/postgres-create.log" 2>&1 \
       || die "pg_createcluster failed: $(tail -5 "$STATE/postgres-create.log")"
   fi
-  # loopback only (Debian's default 'localhost' would also take ::1); read at the next start
+  # loopback only (Debian's default 'localhost' would also take ::1); room for the test projects' connection pools when
+  # they run side by side (the default 100 ran out: "53300 too many clients"); read at the next start
   local conf=/etc/postgresql/15/main/conf.d/herald.conf
-  if [ -d "${conf%/*}" ] && ! grep -qs "^listen_addresses = '127.0.0.1'" "$conf"; then
-    printf "# written by Herald's scripts/services.sh\nlisten_addresses = '127.0.0.1'\nport = 5432\n" > "$conf"
+  local want
+  want=$(printf "# written by Herald's scripts/services.sh\nlisten_addresses = '127.0.0.1'\nport = 5432\nmax_connections = 300\n")
+  if [ -d "${conf%/*}" ] && [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+    printf '%s\n' "$want" > "$conf"
   fi
   if pg_isready -q -h 127.0.0.1 -p 5432; then
     log "postgres already running"
