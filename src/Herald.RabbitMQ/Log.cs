@@ -58,4 +58,7 @@ internal static partial class Log
 
     [LoggerMessage(5040, LogLevel.Warning, "The RabbitMQ management API at {Endpoint} could not be read (for queue '{Queue}'); the queue gauges fall back to a passive declare, which gives the ready count only and no unacked count (logged once)")]
     public static partial void ManagementApiUnavailable(ILogger logger, Exception exception, string endpoint, string queue);
+
+    [LoggerMessage(5041, LogLevel.Error, "Resuming the consumer of '{Queue}' failed unexpectedly; the consumer stopped")]
+    public static partial void ConsumerResumeAbandoned(ILogger logger, Exception exception, string queue);
 }

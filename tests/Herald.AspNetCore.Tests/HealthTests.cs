@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Http.Json;
 using System.Reflection;
@@ -6,7 +7,10 @@ using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Persistence;
 using Herald.Projections;
+using Herald.Internal;
 using Herald.Reliability.DeadLetters;
+using Herald.Transport;
+using Herald.Transport.InMemory;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -380,5 +384,95 @@ public sealed class HealthTests
             FirstFailureTime = failedAt,
             LastFailureTime = failedAt,
         });
+    }
+
+    /// <summary>
+    /// A consumer whose loop ended on its own (the endpoint no longer consumes) left /health Healthy: the host could not
+    /// see it. In-memory consumers have no failure to inject, so this one's loop is made to die by the test.
+    /// </summary>
+    [Fact]
+    public async Task ConsumerThatStoppedOnItsOwn_IsUnhealthy_NamingItsQueueAndTheReason_And503()
+    {
+        var transport = new DyingTransport();
+        await using var app = await TestApp.StartAsync(
+            a => a.MapHeraldHealth(),
+            services: s => s.AddHealthChecks().AddHerald(),
+            servicesAfterHerald: s => s.AddSingleton<ITransport>(transport));
+        Assert.Equal(HttpStatusCode.OK, (await HealthAsync(app)).Status);
+        var consumer = Assert.Single(transport.Consumers);
+
+        await consumer.DieAsync(new NotSupportedException("the loop failed"));
+
+        // The host learns of it from the consumer's completion, on another thread: polled up to a deadline.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        var (status, body) = await HealthAsync(app);
+        while (status == HttpStatusCode.OK && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+            (status, body) = await HealthAsync(app);
+        }
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
+        var check = body.GetProperty("checks").GetProperty("herald-transport");
+        Assert.Equal("Unhealthy", check.GetProperty("status").GetString());
+        var description = check.GetProperty("description").GetString();
+        Assert.Contains($"'{consumer.Queue}'", description, StringComparison.Ordinal);
+        Assert.Contains(nameof(NotSupportedException), description, StringComparison.Ordinal);
+        Assert.Equal(consumer.Queue, check.GetProperty("data").GetProperty("stoppedQueue").GetString());
+    }
+
+    /// <summary>The in-memory transport, whose consumers' loops the test can end as a failure would.</summary>
+    private sealed class DyingTransport : ITransport
+    {
+        private readonly InMemoryTransport _inner = new();
+
+        public ConcurrentBag<DyingConsumer> Consumers { get; } = [];
+
+        public string Name => _inner.Name;
+
+        public TransportCapabilities Capabilities => _inner.Capabilities;
+
+        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => _inner.DeclareQueueAsync(queue, cancellationToken);
+
+        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => _inner.BindAsync(topic, queue, cancellationToken);
+
+        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+            _inner.SendAsync(queue, envelope, options, cancellationToken);
+
+        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
+            _inner.PublishAsync(topic, envelope, options, cancellationToken);
+
+        public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+        {
+            var consumer = new DyingConsumer(await _inner.ConsumeAsync(queue, options, handler, cancellationToken));
+            Consumers.Add(consumer);
+            return consumer;
+        }
+
+        public ValueTask DisposeAsync() => _inner.DisposeAsync();
+    }
+
+    private sealed class DyingConsumer(ITransportConsumer inner) : ITransportConsumer, IConsumerCompletion
+    {
+        private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public string Queue => inner.Queue;
+
+        public Task Completion => _completion.Task;
+
+        // The loop stops taking deliveries, then tells why.
+        public async Task DieAsync(Exception reason)
+        {
+            await inner.StopAsync();
+            _completion.SetException(reason);
+        }
+
+        public async Task StopAsync(CancellationToken cancellationToken = default)
+        {
+            await inner.StopAsync(cancellationToken);
+            _completion.TrySetResult();
+        }
+
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
     }
 }

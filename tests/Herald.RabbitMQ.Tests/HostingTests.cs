@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using Herald.Handling;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 
@@ -36,6 +37,61 @@ public sealed class HostingTests : RabbitMqTestBase
             Assert.Equal("rabbitmq", host.Services.GetRequiredService<ITransport>().Name);
             await host.Services.GetRequiredService<IMessageBus>().PublishAsync(new RabbitPing("hello"));
             await Herald.Conformance.Eventually.UntilAsync(() => probe.Seen.Contains("hello"), "the handler got the message");
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    /// <summary>
+    /// The endpoint's consumer stopped for good (its queue deleted, and the resume failing on an unexpected exception, not
+    /// a broker failure it tries again; the test hook throws one) while the health check kept reporting the transport Healthy: nothing consumed.
+    /// </summary>
+    [Fact]
+    public async Task ConsumerThatStoppedOnItsOwn_MakesTheTransportCheckUnhealthy_NamingItsQueueAndTheReason()
+    {
+        var endpoint = Name("endpoint");
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddSingleton(new Probe());
+        builder.Services.AddHerald(h => h
+            .UseRabbitMq(o =>
+            {
+                o.ConnectionUri = BrokerAdmin.AmqpUri;
+                o.ClientProvidedName = Prefix;
+                o.NetworkRecoveryInterval = TimeSpan.FromMilliseconds(100);
+            })
+            .AddMessageType<RabbitPing>(Name("ping"))
+            .AddHandler<RabbitPingHandler>()
+            .Configure(o => o.EndpointName = endpoint));
+        builder.Services.AddHealthChecks().AddHerald();
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            var health = host.Services.GetRequiredService<HealthCheckService>();
+            Assert.Equal(HealthStatus.Healthy, (await health.CheckHealthAsync()).Entries["herald-transport"].Status);
+            var resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            ((RabbitMqTransport)host.Services.GetRequiredService<ITransport>()).QueueRestoredForTests = _ =>
+            {
+                resumed.TrySetResult();
+                throw new NotSupportedException("injected: the resume failed");
+            };
+
+            await BrokerAdmin.DeleteAllAsync(endpoint);
+            await resumed.Task.WaitAsync(TimeSpan.FromSeconds(15));
+
+            var report = await Herald.Conformance.Eventually.ValueAsync<HealthReport>(
+                async () =>
+                {
+                    var r = await health.CheckHealthAsync();
+                    return r.Entries["herald-transport"].Status == HealthStatus.Unhealthy ? r : null;
+                },
+                "the transport check reports the stopped consumer");
+            var entry = report.Entries["herald-transport"];
+            Assert.Contains($"'{endpoint}'", entry.Description, StringComparison.Ordinal);
+            Assert.Contains(nameof(NotSupportedException), entry.Description, StringComparison.Ordinal);
+            Assert.IsType<NotSupportedException>(entry.Exception);
         }
         finally
         {

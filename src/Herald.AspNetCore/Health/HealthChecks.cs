@@ -48,7 +48,8 @@ internal sealed class EventStoreHealthCheck(IEventStore store, IOptions<HeraldHe
 }
 
 /// <summary>
-/// The transport: this host's consumer has started with the host, and (when <see cref="HeraldHealthOptions.ProbeTransport"/>)
+/// The transport: this host's consumer has started with the host and has not stopped on its own (Unhealthy, naming its queue
+/// and the reason, when it has), and (when <see cref="HeraldHealthOptions.ProbeTransport"/>)
 /// its endpoint queue can be declared again, a round trip to the broker. A host that does not consume reports only its transport.
 /// </summary>
 internal sealed class TransportHealthCheck(
@@ -69,6 +70,17 @@ internal sealed class TransportHealthCheck(
         if (services.GetService<IHostApplicationLifetime>() is { } lifetime && !lifetime.ApplicationStarted.IsCancellationRequested)
         {
             return Task.FromResult(HealthCheckResult.Degraded("The host is still starting: its consumer may not run yet.", data: data));
+        }
+
+        if (services.GetService<EndpointConsumerStatus>() is { } status && status.TryGetFault(out var queue, out var reason))
+        {
+            // The reason's type only, as the probes give: its message may name hosts or credentials, and the log has it.
+            data["stoppedQueue"] = queue;
+            return Task.FromResult(new HealthCheckResult(
+                context.Registration.FailureStatus,
+                $"The consumer of '{queue}' stopped without being asked to ({reason.GetType().Name}, see the log): the endpoint no longer consumes.",
+                reason,
+                data));
         }
 
         if (!settings.StartConsumer || !options.Value.ProbeTransport)

@@ -8,7 +8,7 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class HeraldHealthChecksBuilderExtensions
 {
     /// <summary>
-    /// Adds <c>herald-event-store</c> (the log's head position), <c>herald-transport</c> (consumer started, broker answers),
+    /// Adds <c>herald-event-store</c> (the log's head position), <c>herald-transport</c> (consumer started and not stopped on its own, broker answers),
     /// <c>herald-projections</c> (Degraded when one is stalled or lags too far) and <c>herald-dead-letters</c> (Degraded when
     /// too many failed within the window) and <c>herald-servers</c> (PINGs the other servers adapters use, such as Redis), tagged <c>herald</c>, each reporting its figures as data.
     /// </summary>

@@ -18,7 +18,7 @@ namespace Herald.Kafka.Transport;
 /// running handlers may finish (then their offsets commit) until <see cref="KafkaTransportOptions.RevocationTimeout"/>;
 /// after that they are abandoned, and the partition's next owner handles their messages again.
 /// </summary>
-internal sealed partial class KafkaConsumer : ITransportConsumer
+internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Internal.IConsumerCompletion
 {
     private static readonly TimeSpan PollTimeout = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan LagInterval = TimeSpan.FromSeconds(1);
@@ -80,6 +80,9 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
     private Task _running = Task.CompletedTask;
     private Task _poll = Task.CompletedTask;
 
+    // Why the poll loop ended on its own, for Completion.
+    private Exception? _pollFault;
+
     // Set when the stop gave up on handlers that ignore their cancellation: the poll loop no longer waits for them.
     private volatile bool _abandoned;
     private int _inFlight;
@@ -128,6 +131,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
 
     public string GroupId { get; }
 
+    public Task Completion { get; private set; } = Task.CompletedTask;
+
     /// <summary>Raised on the poll thread when partitions are being revoked, before their handlers are waited for (tests watch it).</summary>
     internal event Action<IReadOnlyList<TopicPartition>>? Revoking;
 
@@ -144,6 +149,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         var workers = Enumerable.Range(0, consumer._lanes.Length).Select(lane => Task.Run(() => consumer.WorkAsync(lane), CancellationToken.None));
         consumer._poll = Task.Factory.StartNew(consumer.Poll, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         consumer._running = Task.WhenAll([consumer._poll, .. workers]);
+        consumer.Completion = Herald.Internal.ConsumerCompletion.WhenEndedAsync(consumer._poll, consumer._stopping.Token, () => Volatile.Read(ref consumer._pollFault));
         KafkaLag.Register(consumer);
 
         // Returns once the group gave this member its partitions, so work sent now is spread over every member started
@@ -282,6 +288,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer
         catch (Exception e)
 #pragma warning restore CA1031
         {
+            Volatile.Write(ref _pollFault, e);
             Log.PollFailed(_logger, e, Queue);
         }
         finally

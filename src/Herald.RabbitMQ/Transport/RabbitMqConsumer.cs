@@ -15,7 +15,7 @@ namespace Herald.RabbitMQ.Transport;
 /// the same, carrying its DecodeFailure, and ends in the dead-letter store; nothing the wire sends can throw inside the
 /// client's callback or leave a delivery unsettled.
 /// </summary>
-internal sealed class RabbitMqConsumer : ITransportConsumer
+internal sealed class RabbitMqConsumer : ITransportConsumer, IConsumerCompletion
 {
     private readonly RabbitMqTransport _transport;
     private readonly IConnection _connection;
@@ -32,6 +32,7 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
     private readonly CancellationTokenSource _aborting = new();
     private readonly SemaphoreSlim _closeGate = new(1, 1);
     private readonly Lock _resumeGate = new();
+    private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Task _running = Task.CompletedTask;
     private Task _resuming = Task.CompletedTask;
     private bool _resumeActive;
@@ -114,11 +115,14 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
         }
     }
 
+    public Task Completion => _completion.Task;
+
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
         if (Interlocked.Exchange(ref _stopped, 1) == 0)
         {
             await _stopping.CancelAsync().ConfigureAwait(false);
+            _completion.TrySetResult();
             Task resuming;
             lock (_resumeGate)
             {
@@ -486,6 +490,14 @@ internal sealed class RabbitMqConsumer : ITransportConsumer
                 await ResumeOnceAsync(stop).ConfigureAwait(false);
             }
             while (AgainOrDone());
+        }
+#pragma warning disable CA1031 // Reported: the consumer no longer consumes, and the host's health check must say so.
+        catch (Exception e) when (!stop.IsCancellationRequested)
+#pragma warning restore CA1031
+        {
+            // Not a broker failure (those are tried again): nothing is left to resume this consumer.
+            Log.ConsumerResumeAbandoned(_logger, e, Queue);
+            _completion.TrySetException(e);
         }
         finally
         {

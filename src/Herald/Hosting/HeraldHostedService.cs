@@ -1,6 +1,7 @@
 using Herald.EventSourcing.Upcasting;
 using Herald.Handling;
 using Herald.Handling.Pipeline;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
@@ -21,6 +22,7 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
     // creation, so this service's dispose (below) comes before the transport's, and needs nothing from the container.
     private readonly ITransport _transport = services.GetRequiredService<ITransport>();
     private readonly ILogger _logger = (services.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance).CreateLogger("Herald");
+    private readonly EndpointConsumerStatus _status = services.GetService<EndpointConsumerStatus>() ?? new EndpointConsumerStatus();
     private ITransportConsumer? _consumer;
 
     public async Task StartAsync(CancellationToken cancellationToken)
@@ -50,8 +52,35 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
 
         var pipeline = services.GetRequiredService<EndpointPipelineFactory>().Create(settings.EndpointName);
         var consumerOptions = new ConsumerOptions { MaxConcurrency = settings.MaxConcurrency, Prefetch = Math.Max(settings.Prefetch, settings.MaxConcurrency) };
-        _consumer = await transport.ConsumeAsync(settings.EndpointName, consumerOptions, pipeline.HandleAsync, cancellationToken).ConfigureAwait(false);
+        var consumer = await transport.ConsumeAsync(settings.EndpointName, consumerOptions, pipeline.HandleAsync, cancellationToken).ConfigureAwait(false);
+        _status.Clear();
+        _consumer = consumer;
         Log.ConsumerStarted(_logger, settings.EndpointName, transport.Name, topics.Count, settings.MaxConcurrency);
+        if (consumer is IConsumerCompletion completion)
+        {
+            _ = WatchAsync(consumer, completion.Completion);
+        }
+    }
+
+    /// <summary>Reports (to the log and the health checks) a consumer whose loop ended while the host had not stopped it.</summary>
+    private async Task WatchAsync(ITransportConsumer consumer, Task completion)
+    {
+        try
+        {
+            await completion.ConfigureAwait(false);
+            return;
+        }
+#pragma warning disable CA1031 // The reason is reported, not rethrown: nobody awaits this watch.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            // Still this host's consumer: not one its stop took (a stop's cancellation is not a failure).
+            if (Volatile.Read(ref _consumer) == consumer)
+            {
+                _status.Faulted(consumer.Queue, e);
+                Log.ConsumerFaulted(_logger, e, consumer.Queue);
+            }
+        }
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)

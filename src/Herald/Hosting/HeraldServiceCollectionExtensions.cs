@@ -8,6 +8,7 @@ using Herald.Cqrs.Validation;
 using Herald.Handling;
 using Herald.Handling.Pipeline;
 using Herald.Hosting;
+using Herald.Internal;
 using Herald.Messages;
 using Herald.Reliability;
 using Herald.Reliability.DeadLetters;
@@ -67,6 +68,7 @@ public static class HeraldServiceCollectionExtensions
         services.Add(ServiceDescriptor.Transient(typeof(IPipelineBehavior<,>), typeof(ValidationBehavior<,>)));
         services.AddSingleton<IValidateOptions<HeraldOptions>, HeraldOptionsValidator>();
         services.AddOptions<HeraldOptions>().ValidateOnStart();
+        services.TryAddSingleton<EndpointConsumerStatus>(_ => new EndpointConsumerStatus());
         services.AddSingleton<IHostedService, HeraldHostedService>();
         RegisterReliability(services, builder);
         RegisterEventSourcing(services);

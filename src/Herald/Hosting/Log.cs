@@ -11,6 +11,9 @@ internal static partial class Log
     [LoggerMessage(1002, LogLevel.Information, "Endpoint '{Endpoint}' stopped")]
     public static partial void ConsumerStopped(ILogger logger, string endpoint);
 
+    [LoggerMessage(1003, LogLevel.Critical, "The consumer of endpoint '{Endpoint}' stopped without being asked to; the endpoint no longer consumes and the health check reports it Unhealthy")]
+    public static partial void ConsumerFaulted(ILogger logger, Exception exception, string endpoint);
+
     [LoggerMessage(1010, LogLevel.Warning, "Message {MessageId} ({MessageType}) failed on attempt {Attempt} at '{Endpoint}'; redelivery in {Delay}")]
     public static partial void HandlerFailedWillRetry(ILogger logger, Exception exception, Guid messageId, string messageType, int attempt, string endpoint, TimeSpan delay);
 

@@ -11,7 +11,7 @@ namespace Herald.Transport.InMemory;
 /// directly. With more, a pump prefetches into one bounded lane per worker: messages with a partition key always go
 /// to the same lane (so they are handled in order), the others to the emptiest lane.
 /// </summary>
-internal sealed class InMemoryConsumer : ITransportConsumer
+internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
 {
     private readonly InMemoryQueue _queue;
     private readonly DeliveryHandler _handler;
@@ -60,7 +60,11 @@ internal sealed class InMemoryConsumer : ITransportConsumer
             tasks[^1] = Task.Run(PumpAsync);
             _running = Task.WhenAll(tasks);
         }
+
+        Completion = ConsumerCompletion.WhenEndedAsync(_running, _stopping.Token);
     }
+
+    public Task Completion { get; }
 
     public string Queue => _queue.Name;
 
