@@ -659,6 +659,30 @@ public sealed class LeasedQueueConsumerTests
         }
     }
 
+    // The fetch loop ended on a failure it does not try again and the consumer stopped taking messages, with nobody told.
+    [Fact]
+    public async Task FetchLoopThatFails_EndsTheConsumersCompletionWithTheReason_AndAStopDoesNot()
+    {
+        var backend = new Backend();
+        var consumer = Start(backend, new LogCollector(), (_, _) => ValueTask.CompletedTask);
+        var completion = Assert.IsAssignableFrom<IConsumerCompletion>(consumer).Completion;
+        Assert.False(completion.IsCompleted);
+
+        backend.WakeUpFailure = new NotSupportedException("the engine failed");
+        backend.Wake();
+
+        var error = await Assert.ThrowsAsync<NotSupportedException>(() => completion.WaitAsync(TimeSpan.FromSeconds(15)));
+        Assert.Equal("the engine failed", error.Message);
+
+        // Its stop hands the loop's failure on as well (ConsumerStop waits on the loops); what matters here is Completion.
+        await Assert.ThrowsAsync<NotSupportedException>(() => consumer.DisposeAsync().AsTask());
+
+        var stopped = Start(new Backend(), new LogCollector(), (_, _) => ValueTask.CompletedTask);
+        await stopped.StopAsync();
+        await ((IConsumerCompletion)stopped).Completion.WaitAsync(TimeSpan.FromSeconds(15));
+        await stopped.DisposeAsync();
+    }
+
     private static LeasedQueueConsumer<Message> Start(
         Backend backend,
         LogCollector logs,
@@ -818,7 +842,10 @@ public sealed class LeasedQueueConsumerTests
 
         public void Wake() => Interlocked.Exchange(ref _wake, New()).TrySetResult();
 
-        public Task NextWakeUp() => Volatile.Read(ref _wake).Task;
+        /// <summary>When set, looking for the next wake-up throws it: a failure the fetch loop does not try again.</summary>
+        public Exception? WakeUpFailure { get; set; }
+
+        public Task NextWakeUp() => Volatile.Read(ref _wake).Task is var wake && WakeUpFailure is { } failure ? throw failure : wake;
 
         public async ValueTask<LeasedClaim<Message>> ClaimAsync(int max, CancellationToken cancellationToken)
         {

@@ -19,7 +19,7 @@ namespace Herald.Internal;
 /// </summary>
 /// <typeparam name="TMessage">The backend's claimed message.</typeparam>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
-public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
+public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer, IConsumerCompletion
     where TMessage : LeasedMessage
 {
     private static readonly TimeSpan FirstSettleRetryDelay = TimeSpan.FromMilliseconds(50);
@@ -111,6 +111,9 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
     /// <inheritdoc />
     public string Queue { get; }
 
+    /// <inheritdoc />
+    public Task Completion { get; private set; } = Task.CompletedTask;
+
     /// <summary>Starts the fetch loop, the workers and the lease renewal thread.</summary>
     public void Start()
     {
@@ -134,6 +137,9 @@ public sealed class LeasedQueueConsumer<TMessage> : ITransportConsumer
 
         _tasks = tasks;
         _running = Task.WhenAll(tasks);
+
+        // Any loop that ends on its own: the fetch loop's end leaves the workers waiting, and a worker's end a slot idle.
+        Completion = ConsumerCompletion.WhenEndedAsync(Task.WhenAny(tasks).Unwrap(), _stopping.Token);
         Log.LeasedQueueConsumerStarted(_settings.Logger, _settings.Name, _workers, _capacity);
     }
 

@@ -37,6 +37,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
             _lanes = [];
             _handling = new InMemoryDelivery?[1];
             _running = Task.Run(() => WorkAsync(queue.Reader, 0));
+            Completion = ConsumerCompletion.WhenEndedAsync(_running, _stopping.Token);
         }
         else
         {
@@ -59,9 +60,10 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
 
             tasks[^1] = Task.Run(PumpAsync);
             _running = Task.WhenAll(tasks);
-        }
 
-        Completion = ConsumerCompletion.WhenEndedAsync(_running, _stopping.Token);
+            // Any loop that ends on its own: a worker's end leaves its lane unread while the others go on.
+            Completion = ConsumerCompletion.WhenEndedAsync(Task.WhenAny(tasks).Unwrap(), _stopping.Token);
+        }
     }
 
     public Task Completion { get; }
