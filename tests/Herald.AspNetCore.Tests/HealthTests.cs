@@ -9,6 +9,7 @@ using Herald.Persistence;
 using Herald.Projections;
 using Herald.Internal;
 using Herald.Reliability.DeadLetters;
+using Herald.Conformance.Transport;
 using Herald.Transport;
 using Herald.Transport.InMemory;
 using Microsoft.AspNetCore.Builder;
@@ -422,34 +423,16 @@ public sealed class HealthTests
     }
 
     /// <summary>The in-memory transport, whose consumers' loops the test can end as a failure would.</summary>
-    private sealed class DyingTransport : ITransport
+    private sealed class DyingTransport() : DelegatingTransport(new InMemoryTransport())
     {
-        private readonly InMemoryTransport _inner = new();
-
         public ConcurrentBag<DyingConsumer> Consumers { get; } = [];
 
-        public string Name => _inner.Name;
-
-        public TransportCapabilities Capabilities => _inner.Capabilities;
-
-        public ValueTask DeclareQueueAsync(string queue, CancellationToken cancellationToken = default) => _inner.DeclareQueueAsync(queue, cancellationToken);
-
-        public ValueTask BindAsync(string topic, string queue, CancellationToken cancellationToken = default) => _inner.BindAsync(topic, queue, cancellationToken);
-
-        public ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            _inner.SendAsync(queue, envelope, options, cancellationToken);
-
-        public ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
-            _inner.PublishAsync(topic, envelope, options, cancellationToken);
-
-        public async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+        public override async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
         {
-            var consumer = new DyingConsumer(await _inner.ConsumeAsync(queue, options, handler, cancellationToken));
+            var consumer = new DyingConsumer(await base.ConsumeAsync(queue, options, handler, cancellationToken));
             Consumers.Add(consumer);
             return consumer;
         }
-
-        public ValueTask DisposeAsync() => _inner.DisposeAsync();
     }
 
     private sealed class DyingConsumer(ITransportConsumer inner) : ITransportConsumer, IConsumerCompletion

@@ -1,3 +1,4 @@
+using Herald.Conformance.Transport;
 using System.Collections.Concurrent;
 using Herald.EventSourcing;
 using Herald.EventSourcing.Aggregates;
@@ -247,7 +248,7 @@ public sealed class StoredEventPublishingTests
             inner.SetCheckpointAsync(subscriptionId, position, unitOfWork, cancellationToken);
     }
 
-    private sealed class FlakyTransport(ITransport inner, Func<bool>? fail, Func<Exception?>? refuse) : Herald.Tests.Transport.DelegatingTransport(inner)
+    private sealed class FlakyTransport(ITransport inner, Func<bool>? fail, Func<Exception?>? refuse) : DelegatingTransport(inner)
     {
         public override ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default) =>
             fail?.Invoke() == true

@@ -1,3 +1,4 @@
+using Herald.Conformance.Transport;
 using System.Collections.Concurrent;
 using System.Text;
 using Herald.Handling;
@@ -440,7 +441,7 @@ public sealed class HandlingTests
         return host;
     }
 
-    private sealed class CountingTransport(ITransport inner) : Herald.Tests.Transport.DelegatingTransport(inner)
+    private sealed class CountingTransport(ITransport inner) : DelegatingTransport(inner)
     {
         private int _started;
         private int _stopped;

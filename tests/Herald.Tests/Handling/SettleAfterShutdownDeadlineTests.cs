@@ -1,3 +1,4 @@
+using Herald.Conformance.Transport;
 using System.Collections.Concurrent;
 using Herald.Handling;
 using Herald.Hosting;
@@ -74,7 +75,7 @@ public sealed class SettleAfterShutdownDeadlineTests
     }
 
     // Settles through the inner transport, refusing (as RabbitMQ's client does) a settlement whose token has fired.
-    private sealed class TokenHonouringTransport(ITransport inner) : Herald.Tests.Transport.DelegatingTransport(inner)
+    private sealed class TokenHonouringTransport(ITransport inner) : DelegatingTransport(inner)
     {
         private readonly ConcurrentQueue<string> _settlements = new();
 

@@ -1,11 +1,12 @@
 using Herald.Messages;
 using Herald.Transport;
 
-namespace Herald.Tests.Transport;
+namespace Herald.Conformance.Transport;
 
 /// <summary>Passes every call to an inner transport; a test's transport overrides only what it changes.</summary>
-internal abstract class DelegatingTransport(ITransport inner) : ITransport
+public abstract class DelegatingTransport(ITransport inner) : ITransport
 {
+    /// <summary>The transport every call goes to.</summary>
     public ITransport Inner => inner;
 
     public virtual string Name => inner.Name;
