@@ -405,13 +405,15 @@ public sealed class HealthTests
         await consumer.DieAsync(new NotSupportedException("the loop failed"));
 
         // The host learns of it from the consumer's completion, on another thread: polled up to a deadline.
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
-        var (status, body) = await HealthAsync(app);
-        while (status == HttpStatusCode.OK && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(20);
-            (status, body) = await HealthAsync(app);
-        }
+        var (status, body) = (HttpStatusCode.OK, default(JsonElement));
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () =>
+            {
+                (status, body) = await HealthAsync(app);
+                return status != HttpStatusCode.OK;
+            },
+            "/health reports the consumer that stopped",
+            TimeSpan.FromSeconds(15));
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
         var check = body.GetProperty("checks").GetProperty("herald-transport");

@@ -22,7 +22,7 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
     // creation, so this service's dispose (below) comes before the transport's, and needs nothing from the container.
     private readonly ITransport _transport = services.GetRequiredService<ITransport>();
     private readonly ILogger _logger = (services.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance).CreateLogger("Herald");
-    private readonly EndpointConsumerStatus _status = services.GetService<EndpointConsumerStatus>() ?? new EndpointConsumerStatus();
+    private readonly EndpointConsumerStatus _status = services.GetRequiredService<EndpointConsumerStatus>();
     private ITransportConsumer? _consumer;
 
     public async Task StartAsync(CancellationToken cancellationToken)

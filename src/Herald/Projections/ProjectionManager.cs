@@ -157,7 +157,7 @@ public sealed class ProjectionManager
             }
 
             var generation = await GenerationAsync(projection.Name, cancellationToken).ConfigureAwait(false);
-            if ((await _checkpoints.GetCheckpointAsync(CheckpointId(projection.Name, generation), cancellationToken).ConfigureAwait(false) ?? 0) >= position)
+            if (await CheckpointAsync(projection.Name, generation, cancellationToken).ConfigureAwait(false) >= position)
             {
                 return;
             }
@@ -257,9 +257,7 @@ public sealed class ProjectionManager
 
         var live = projection.Live;
         var generation = live is not null ? projection.Generation : await GenerationAsync(projection.Name, cancellationToken).ConfigureAwait(false);
-        var position = live?.Position
-            ?? await _checkpoints.GetCheckpointAsync(CheckpointId(projection.Name, generation), cancellationToken).ConfigureAwait(false)
-            ?? 0;
+        var position = live?.Position ?? await CheckpointAsync(projection.Name, generation, cancellationToken).ConfigureAwait(false);
         var lag = Math.Max(0, head - position);
         var stalled = projection.Failure is not null || projection.IsStuck(position, lag, now, _options.StallAfter);
         return new ProjectionStatus
@@ -283,6 +281,10 @@ public sealed class ProjectionManager
         (int)(await checkpoints.GetCheckpointAsync(GenerationKey(projection), cancellationToken).ConfigureAwait(false) ?? 1);
 
     private ValueTask<int> GenerationAsync(string projection, CancellationToken cancellationToken) => GenerationAsync(_checkpoints, projection, cancellationToken);
+
+    // Where the stored checkpoint of a generation of the projection stands (0 before its first).
+    private async ValueTask<long> CheckpointAsync(string projection, int generation, CancellationToken cancellationToken) =>
+        await _checkpoints.GetCheckpointAsync(CheckpointId(projection, generation), cancellationToken).ConfigureAwait(false) ?? 0;
 
     private async Task WatchAsync(CancellationToken stoppingToken)
     {
