@@ -76,6 +76,65 @@ public sealed class DistributedServiceFixture : IAsyncLifetime
 public sealed class DistributedProfileTests(DistributedServiceFixture fixture) : OrderServiceSpecification, IClassFixture<DistributedServiceFixture>
 {
     protected override ServiceInstance Service => fixture.Service;
+
+    [Fact]
+    public async Task TheLinkOfAnAcceptedOrder_WhileTheReadModelCannotCatchUp_Answers503WithRetryAfter_ThenTheOrder()
+    {
+        // Another session holds the orders read model's tables locked against writes (reads go on): the projection cannot
+        // write the order, so the GET waits its limit and answers 503 with a Retry-After, not 404 and not a hang. A first order
+        // read back makes sure the table exists (it is created at its first write).
+        using (var first = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } }))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
+            var firstId = (await first.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId;
+            await Service.WaitForOrderAsync(firstId, _ => true, "is in the read model");
+        }
+
+        await using var connection = new NpgsqlConnection(TestServers.Postgres);
+        await connection.OpenAsync();
+        var holding = await connection.BeginTransactionAsync();
+        var tables = new List<string>();
+        await using (var find = new NpgsqlCommand("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'rm\\_orders\\_g%'", connection, holding))
+        {
+            find.Parameters.AddWithValue(fixture.Schema);
+            await using var reader = await find.ExecuteReaderAsync();
+            while (await reader.ReadAsync())
+            {
+                tables.Add(reader.GetString(0));
+            }
+        }
+
+        Assert.NotEmpty(tables);
+        await using (var lockTables = new NpgsqlCommand(
+            $"LOCK TABLE {string.Join(", ", tables.Select(t => $"\"{fixture.Schema}\".\"{t}\""))} IN EXCLUSIVE MODE", connection, holding))
+        {
+            await lockTables.ExecuteNonQueryAsync();
+        }
+
+        Uri link;
+        try
+        {
+            using var placed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } });
+            Assert.Equal(HttpStatusCode.Accepted, placed.StatusCode);
+            link = placed.Headers.Location!;
+
+            using var read = await Service.Http.GetAsync(link);
+            var body = await read.Content.ReadAsStringAsync();
+            Assert.True(read.StatusCode == HttpStatusCode.ServiceUnavailable, $"GET while the read model is held answered {(int)read.StatusCode}: {body}");
+            Assert.Equal(TimeSpan.FromSeconds(1), read.Headers.RetryAfter?.Delta);
+            Assert.Equal("application/problem+json", read.Content.Headers.ContentType?.MediaType);
+            Assert.Contains("not caught up", body, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await holding.RollbackAsync();
+        }
+
+        // Released, the projection writes the order and the same link answers it.
+        var id = Guid.Parse(link.OriginalString["/orders/".Length..]);
+        var order = await Service.WaitForOrderAsync(id, _ => true, "is readable once the read model is released");
+        Assert.Equal(id.ToString(), order.Id);
+    }
 }
 
 /// <summary>Two instances of the distributed profile in one process, on one schema and one queue, sharing the work.</summary>
