@@ -133,6 +133,42 @@ public sealed class OperatorTests
         var error = Assert.Throws<StreamKeyException>(() => driver.Send("u", new Click("u", "x"), 0));
         Assert.Contains("selectkey-2", error.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void KeysHoldingHalfASurrogatePair_AreRefusedInsteadOfSharingOneStateEntry()
+    {
+        // JSON writes any lone surrogate as U+FFFD: these three keys would all be kept (and counted) as "a\uFFFD".
+        var builder = new StreamBuilder();
+        var counts = new List<StreamOutput<string, long>>();
+        builder.Stream<Click>().GroupBy(c => c.Page).Count("per-page").ToStream().To(Collect.Into(counts));
+        var driver = new TestDriver(builder.Build());
+
+        driver.Send("u1", new Click("u1", "a\uFFFD"), 0);
+        var high = Assert.Throws<StreamKeyException>(() => driver.Send("u2", new Click("u2", "a\uD83D"), 1));
+        var low = Assert.Throws<StreamKeyException>(() => driver.Send("u3", new Click("u3", "a\uDE00"), 2));
+        driver.Send("u4", new Click("u4", "x\uD83D\uDE00"), 3); // a whole pair is a key like any other
+
+        Assert.Equal([("a\uFFFD", 1L), ("x\uD83D\uDE00", 1L)], counts.Select(c => (c.Key, c.Value)));
+        Assert.Contains("aggregate-", high.Message, StringComparison.Ordinal);
+        Assert.Contains("surrogate", low.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void KeysOfAnyTypeHoldingHalfASurrogatePair_AreRefused_AndAGivenReplacementCharacterIsNot()
+    {
+        var builder = new StreamBuilder();
+        var counts = new List<StreamOutput<PageKey, long>>();
+        builder.Stream<Click>().GroupBy(c => new PageKey(c.Page)).Count("per-page").ToStream().To(Collect.Into(counts));
+        var driver = new TestDriver(builder.Build());
+
+        driver.Send("u1", new Click("u1", "a\uFFFD"), 0);
+        Assert.Throws<StreamKeyException>(() => driver.Send("u2", new Click("u2", "a\uDE00"), 1));
+        driver.Send("u3", new Click("u3", "a\uFFFD"), 2);
+
+        Assert.Equal([(new PageKey("a\uFFFD"), 1L), (new PageKey("a\uFFFD"), 2L)], counts.Select(c => (c.Key, c.Value)));
+    }
 }
 
 public sealed record Price(string ProductId, decimal Unit);
+
+public sealed record PageKey(string Page);

@@ -19,7 +19,8 @@ public sealed partial class StreamProcessor
         {
             lock (task.Gate)
             {
-                if (task.Store(storeName).TryGet(StateCodec.Key(key), out var value))
+                // A key no state can hold (half of a surrogate pair) has no value, not that of the key its JSON writes.
+                if (StateCodec.KeyOrNull(key) is { } stateKey && task.Store(storeName).TryGet(stateKey, out var value))
                 {
                     return ValueTask.FromResult((TValue?)Unwrap(value));
                 }
@@ -64,8 +65,12 @@ public sealed partial class StreamProcessor
         ArgumentNullException.ThrowIfNull(key);
         cancellationToken.ThrowIfCancellationRequested();
         CheckStore(storeName);
-        var keyJson = StateCodec.Key(key);
         var result = new List<KeyValuePair<Windowed<TKey>, TValue>>();
+        if (StateCodec.KeyOrNull(key) is not { } keyJson)
+        {
+            return ValueTask.FromResult<IReadOnlyList<KeyValuePair<Windowed<TKey>, TValue>>>(result);
+        }
+
         foreach (var task in TasksOf(key, storeName))
         {
             lock (task.Gate)

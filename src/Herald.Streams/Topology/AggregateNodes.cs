@@ -10,7 +10,7 @@ internal sealed class AggregateNode<TKey, TValue, TAggregate>(string name, strin
     {
         var key = (TKey)record.Key!;
         var state = task.Store(store);
-        var stateKey = StateCodec.Key(key);
+        var stateKey = StateCodec.Key(key, Name);
         task.Current = this;
         var current = state.TryGet(stateKey, out var existing) ? (TAggregate)existing! : initializer();
         var next = aggregator(key, (TValue)record.Value!, current);
@@ -26,7 +26,7 @@ internal sealed class TableNode<TKey, TValue>(string name, string store) : Node(
 
     public override void Process(in StreamRecord record, StreamTask task)
     {
-        var stateKey = StateCodec.Key((TKey)record.Key!);
+        var stateKey = StateCodec.Key((TKey)record.Key!, Name);
         if (record.Value is null)
         {
             task.Store(store).Delete(stateKey);
@@ -50,7 +50,7 @@ internal sealed class TableJoinNode<TKey, TValue, TTable, TResult>(string name, 
 
     public override void Process(in StreamRecord record, StreamTask task)
     {
-        var found = task.Store(tableStore).TryGet(StateCodec.Key((TKey)record.Key!), out var value);
+        var found = task.Store(tableStore).TryGet(StateCodec.Key((TKey)record.Key!, Name), out var value);
         if (!found && inner)
         {
             return;

@@ -73,7 +73,7 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
             return;
         }
 
-        var keyJson = StateCodec.Key((TKey)record.Key!);
+        var keyJson = StateCodec.Key((TKey)record.Key!, Name);
         var value = (TThis)record.Value!;
         var matched = false;
         var others = task.Store(otherStore);

@@ -83,7 +83,7 @@ internal sealed class TimeWindowAggregateNode<TKey, TValue, TAggregate>(
         var value = (TValue)record.Value!;
         var state = task.Store(store);
         var index = Index(state);
-        var keyJson = StateCodec.Key(key);
+        var keyJson = StateCodec.Key(key, Name);
         var watermark = task.Watermark;
         var time = record.Time;
         var missed = false;
@@ -199,7 +199,7 @@ internal sealed class SessionAggregateNode<TKey, TValue, TAggregate>(
 
         var state = task.Store(store);
         var index = Index(state);
-        var keyJson = StateCodec.Key(key);
+        var keyJson = StateCodec.Key(key, Name);
         var sessions = state.TryGet(keyJson, out var existing) ? (SessionSlot<TAggregate>[])existing! : [];
         var kept = new List<SessionSlot<TAggregate>>(sessions.Length + 1);
         long start = time, end = time;
