@@ -172,10 +172,8 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         await ChangeStorageAsync(sql, async (connection, transaction, token) =>
         {
             // FOR SHARE waits for a unit of work switching this read model to commit, so the answer is its outcome.
-            if (await ActiveInTransactionAsync(connection, transaction, _activeInTransaction, table, token).ConfigureAwait(false) == generation)
-            {
-                throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one and cannot be {verb}.");
-            }
+            var active = await ActiveInTransactionAsync(connection, transaction, _activeInTransaction, table, token).ConfigureAwait(false);
+            StorableReadModelWrites.ThrowIfActive(table, generation, active, verb);
 
             await ExecuteAsync(connection, transaction, sql.Drop, token).ConfigureAwait(false);
             if (recreate)

@@ -154,10 +154,7 @@ internal sealed class SqliteReadModelStore(SqliteEventStore store) : IReadModelS
         var sql = Sql(table, generation);
         await _store.WriteAsync(session =>
         {
-            if (ActiveInWriter(session, table) == generation)
-            {
-                throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one and cannot be {verb}.");
-            }
+            StorableReadModelWrites.ThrowIfActive(table, generation, ActiveInWriter(session, table), verb);
 
             session.Statement(sql.Drop).Execute();
             if (recreate)

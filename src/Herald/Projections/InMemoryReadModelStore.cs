@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Herald.Internal;
 using Herald.Persistence;
 
 namespace Herald.Projections;
@@ -107,10 +108,7 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
         ReadModelNames.ValidateGeneration(generation);
         lock (_gate)
         {
-            if (ActiveGeneration(table) == generation)
-            {
-                throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one; only another generation can be reset.");
-            }
+            StorableReadModelWrites.ThrowIfActive(table, generation, ActiveGeneration(table), "reset");
 
             _tables[(table, generation)] = new SortedDictionary<string, string>(CodePointOrder.Instance);
         }
@@ -132,10 +130,7 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
         ReadModelNames.ValidateGeneration(generation);
         lock (_gate)
         {
-            if (ActiveGeneration(table) == generation)
-            {
-                throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one and cannot be dropped.");
-            }
+            StorableReadModelWrites.ThrowIfActive(table, generation, ActiveGeneration(table), "dropped");
 
             _tables.Remove((table, generation));
         }

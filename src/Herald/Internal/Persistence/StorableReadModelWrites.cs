@@ -31,6 +31,18 @@ public static class StorableReadModelWrites
     }
 
     /// <summary>
+    /// Throws <see cref="InvalidOperationException"/> when <paramref name="generation"/> of <paramref name="table"/> is
+    /// <paramref name="activeGeneration"/>, which reads see: only another generation can be <paramref name="verb"/> ("reset", "dropped").
+    /// </summary>
+    public static void ThrowIfActive(string table, int generation, int activeGeneration, string verb)
+    {
+        if (generation == activeGeneration)
+        {
+            throw new InvalidOperationException($"Generation {generation} of read model '{table}' is the active one and cannot be {verb}.");
+        }
+    }
+
+    /// <summary>
     /// <paramref name="change"/> of the document <paramref name="id"/>, refusing the JSON it returns when a string in it holds
     /// U+0000 or half of a surrogate pair; throws at once when <paramref name="id"/> holds either, or is longer than 1,024 UTF-8
     /// bytes. <paramref name="writerKind"/> and <paramref name="writerName"/> name who writes ("Projection", "orders"), joined
