@@ -28,6 +28,24 @@ public sealed class LeaseLossTests
         Assert.Equal(setting, refused.ParamName);
     }
 
+    /// <summary>
+    /// A processor's partitions and stages keep state and checkpoints under its name and ":"-separated suffixes ("s:1",
+    /// "stream:s:1:stage-0", "s:b1"), so a processor named "s:1" would share partition 1 of "s"'s state and checkpoint.
+    /// </summary>
+    [Theory]
+    [InlineData("s:1")]
+    [InlineData("s:1:stage-0")]
+    [InlineData("s:b1")]
+    public async Task ANameHoldingTheSeparatorOfPartitionsAndStages_IsRefused(string name)
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+
+        var refused = Assert.ThrowsAny<ArgumentException>(() => new StreamProcessor(name, CountTopology(), host.Services));
+
+        Assert.Equal("name", refused.ParamName);
+        Assert.Contains("':'", refused.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task APartitionWhoseLeaseIsLost_CommitsNothingMore()
     {

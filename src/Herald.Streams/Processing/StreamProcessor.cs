@@ -78,6 +78,15 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     public StreamProcessor(string name, StreamTopology topology, IServiceProvider services, StreamProcessorOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        if (name.Contains(':', StringComparison.Ordinal))
+        {
+            // The state and checkpoints of partitions, stages and broker partitions are the name with ':'-separated suffixes
+            // ("s:1", "stream:s:1:stage-0", "s:b1"): a name holding one would share another processor's.
+            throw new ArgumentException(
+                $"The stream processor name '{name}' holds ':', which separates a processor's partitions and stages in the names of its state and checkpoints; a name with it could share another processor's.",
+                nameof(name));
+        }
+
         ArgumentNullException.ThrowIfNull(topology);
         ArgumentNullException.ThrowIfNull(services);
         options ??= StreamProcessorOptions.Default;
