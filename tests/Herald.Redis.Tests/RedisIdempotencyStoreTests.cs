@@ -63,6 +63,40 @@ public sealed class RedisIdempotencyStoreTests(RedisFixture redis) : IClassFixtu
     }
 
     [Fact]
+    public async Task ACompleteWhoseReplyWasLost_TriedAgainWithItsToken_ReportsTheResultStored()
+    {
+        // The complete script stores the result on the server but the connection drops before its reply: the holder tries
+        // again with its token, and must hear "stored", not "no longer the holder, nothing stored" (the port's contract).
+        var lossy = LostReplies.Wrap(await redis.ConnectAsync());
+        var store = await StoreAsync(lossy.Multiplexer);
+        var key = NewKey();
+        var acquired = await store.TryAcquireAsync(key, LockTtl);
+        lossy.LoseNextReply = true;
+
+        await Assert.ThrowsAsync<RedisConnectionException>(async () => await store.CompleteAsync(key, acquired.LockToken, new byte[] { 5 }, TimeSpan.FromHours(1)));
+
+        Assert.True(await store.CompleteAsync(key, acquired.LockToken, new byte[] { 5 }, TimeSpan.FromHours(1)));
+        Assert.Equal(new byte[] { 5 }, (await store.TryAcquireAsync(key, LockTtl)).Result.ToArray());
+    }
+
+    [Fact]
+    public async Task ACompletionWhoseReplyWasLost_IsReportedStoredByTheRetryingCompletion()
+    {
+        // IdempotentCompletion (the idempotency service and the HTTP endpoints) renews the lock, then completes again.
+        var lossy = LostReplies.Wrap(await redis.ConnectAsync());
+        var store = await StoreAsync(lossy.Multiplexer);
+        var key = NewKey();
+        var acquired = await store.TryAcquireAsync(key, LockTtl);
+        lossy.LoseNextReply = true;
+
+        var stored = await Herald.Internal.IdempotentCompletion.StoreAsync(
+            store, key, acquired.LockToken, new byte[] { 6 }, TimeSpan.FromHours(1), LockTtl, TimeSpan.FromSeconds(30), TimeProvider.System, (_, _) => { });
+
+        Assert.True(stored, "the result is stored under this caller's token; false tells the caller its lock was lost");
+        Assert.Equal(new byte[] { 6 }, (await store.TryAcquireAsync(key, LockTtl)).Result.ToArray());
+    }
+
+    [Fact]
     public async Task Keys_ExpireOnTheInjectedClock_WhileRedisKeepsThemForTheirTtlPlusTheGrace()
     {
         var store = await StoreAsync(redis.Multiplexer, o => o.ExpiryGrace = TimeSpan.FromMinutes(5));

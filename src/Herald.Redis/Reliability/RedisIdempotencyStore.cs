@@ -24,7 +24,8 @@ namespace Herald.Redis.Reliability;
 /// <para>
 /// Complete and release act only while the hash holds the caller's token and no result, so a holder whose lock expired and
 /// was taken by another caller can neither store a result over nor free the new holder's key. Complete does not check the
-/// lock's expiry (as in memory): a late holder may still store its result while nobody else has taken the key.
+/// lock's expiry (as in memory): a late holder may still store its result while nobody else has taken the key. A complete
+/// repeated with the token that stored the result (a retry of one whose reply was lost) reports it stored and changes nothing.
 /// </para>
 /// <para>
 /// StackExchange.Redis commands take no cancellation token: the token is honoured while connecting and before a script is
@@ -48,9 +49,12 @@ internal sealed class RedisIdempotencyStore(RedisConnection connection, RedisOpt
         """;
 
     // KEYS[1] key; ARGV token, result expiry, result, gc ms. Returns 1 stored, 0 not the holder.
+    // A result already stored with this very token is this call's own, stored by an attempt whose reply was lost: stored
+    // (kept as it is), not "not the holder", which told the caller its lock was lost.
     private const string CompleteScript = """
         local found = redis.call('HMGET', KEYS[1], 't', 'r')
-        if found[1] ~= ARGV[1] or found[2] then return 0 end
+        if found[1] ~= ARGV[1] then return 0 end
+        if found[2] then return 1 end
         redis.call('HSET', KEYS[1], 'e', ARGV[2], 'r', ARGV[3])
         redis.call('PEXPIRE', KEYS[1], ARGV[4])
         return 1

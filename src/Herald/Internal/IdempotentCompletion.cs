@@ -81,7 +81,9 @@ public static class IdempotentCompletion
             {
                 if (!await store.RenewAsync(key, lockToken, lockTimeout, CancellationToken.None).ConfigureAwait(false))
                 {
-                    return false;
+                    // Refused: another caller took the key, or the try that failed stored the result before its reply was
+                    // lost. A last completion tells which, where the store repeats a completion with its token as done.
+                    return await store.CompleteAsync(key, lockToken, result, ttl, CancellationToken.None).ConfigureAwait(false);
                 }
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
