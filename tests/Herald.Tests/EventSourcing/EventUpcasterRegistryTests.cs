@@ -171,6 +171,58 @@ public sealed class EventUpcasterRegistryTests
         Assert.Equal("order-accepted", registry.Upcast(Event("order-placed", 1, "{}")).MessageType);
     }
 
+    [Theory]
+    [InlineData("1,3", 4, "from v2")] // a gap inside the chain
+    [InlineData("1,2,3", 5, "from v4")] // the chain ends at v4, the type is at v5
+    [InlineData("2", 4, "from v3")] // the chain starts where the oldest events are, and ends short
+    [InlineData("1,2,3", 3, "registered at v3")] // the step from v3 would migrate today's v3 events past the type
+    public void ValidateAgainst_AChainThatDoesNotReachTheRegisteredVersionExactly_IsRefused_NamingTheStep(string steps, int registeredVersion, string expected)
+    {
+        var registry = new EventUpcasterRegistry();
+        foreach (var step in steps.Split(','))
+        {
+            registry.Add("order-placed", int.Parse(step, System.Globalization.CultureInfo.InvariantCulture), b => b);
+        }
+
+        var messageTypes = new MessageTypeRegistry();
+        messageTypes.Register<Placed>("order-placed", registeredVersion);
+
+        var ex = Assert.Throws<MessageTypeRegistrationException>(() => registry.ValidateAgainst(messageTypes));
+
+        Assert.Contains("'order-placed'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ValidateAgainst_AFormerNamesChainThatStopsBelowTheCurrentNamesSteps_IsRefused()
+    {
+        // "order-created" events reach "order-placed" at v2; "order-placed" is at v3 and migrates only from v1... nothing from v2.
+        var registry = new EventUpcasterRegistry().AddRename("order-created", "order-placed").Add("order-created", 1, b => b);
+        var messageTypes = new MessageTypeRegistry();
+        messageTypes.Register<Placed>("order-placed", 3);
+
+        var ex = Assert.Throws<MessageTypeRegistrationException>(() => registry.ValidateAgainst(messageTypes));
+
+        Assert.Contains("'order-created'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("from v2", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ValidateAgainst_ChainsAndRenamesThatReachTheRegisteredVersion_Pass()
+    {
+        var registry = new EventUpcasterRegistry()
+            .AddRename("order-created", "order-placed")
+            .Add("order-created", 1, b => b)          // order-created v1 -> v2, then read as order-placed v2
+            .Add("order-placed", 2, b => b)           // order-placed v2 -> v3
+            .Add("order-placed", 3, b => b)           // order-placed v3 -> v4
+            .AddRename("order-old", "order-placed")   // a rename alone: its versions are checked on read
+            .Add("not-a-registered-type", 2, b => b); // a type only read through store.WithUpcasting
+        var messageTypes = new MessageTypeRegistry();
+        messageTypes.Register<Placed>("order-placed", 4);
+
+        registry.ValidateAgainst(messageTypes);
+    }
+
     [Fact]
     public void JsonEventUpcaster_UsedAlone_SetsTheNextSchemaVersion()
     {
@@ -181,6 +233,8 @@ public sealed class EventUpcasterRegistryTests
         Assert.Equal(2, upcast.SchemaVersion);
         Assert.Equal(3, Body(upcast)["quantity"]!.GetValue<int>());
     }
+
+    private sealed record Placed(int Quantity);
 
     private sealed class HeaderStamp : IEventUpcaster
     {

@@ -85,18 +85,30 @@ public sealed class PipelineDecodeTests
         Assert.Equal([2, 2], seen.Versions);
     }
 
-    [Fact]
-    public async Task OldVersionWithAGapInTheUpcasterChain_IsDeadLetteredAsUndecodable_NeverRetried()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task OldVersionNoUpcasterMigratesToTheRegisteredVersion_IsDeadLetteredAsUndecodable_NeverReadAsTheCurrentShape(bool withUpcasters)
     {
+        // "pipe-renamed" is registered at v2; nothing migrates v1, so its body would be read as v2's (FullName null).
         var seen = new Seen();
-        var upcasters = new EventUpcasterRegistry().Add("pipe-renamed", 2, body => body);
-        await using var host = await ReliabilityHost.StartAsync(h => h.AddHandler<RenamedHandler>(ServiceLifetime.Singleton), s => s.AddSingleton(seen).AddSingleton(upcasters));
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddHandler<RenamedHandler>(ServiceLifetime.Singleton),
+            s =>
+            {
+                s.AddSingleton(seen);
+                if (withUpcasters)
+                {
+                    s.AddSingleton(new EventUpcasterRegistry().AddRename("pipe-named", "pipe-renamed"));
+                }
+            });
 
         await host.Transport.SendAsync(host.Endpoint, Raw("pipe-renamed", """{"name":"Ada"}""") with { SchemaVersion = 1 });
 
         var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
         Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
         Assert.Equal(typeof(EventUpcastingException).FullName, deadLetter.ErrorType);
+        Assert.Contains("registered at v2", deadLetter.ErrorMessage, StringComparison.Ordinal);
         Assert.Equal(1, deadLetter.Envelope.SchemaVersion);
         Assert.Empty(seen.Texts);
         Assert.Empty(host.Transport.NackDelays);
@@ -124,6 +136,19 @@ public sealed class PipelineDecodeTests
         Assert.Equal([2], seen.Versions);
         Assert.Equal(["pipe-renamed"], seen.Types);
         Assert.Empty(await host.DeadLetters.ListAsync(new DeadLetterQuery { Endpoint = host.Endpoint }));
+    }
+
+    [Fact]
+    public async Task AnUpcasterChainThatDoesNotEndAtTheRegisteredVersion_IsRefusedAtStart()
+    {
+        // "pipe-renamed" is at v2: an upcaster from v2 would migrate every event written today past the type.
+        var upcasters = new EventUpcasterRegistry().Add("pipe-renamed", 2, body => body);
+
+        var error = await Assert.ThrowsAsync<MessageTypeRegistrationException>(() =>
+            ReliabilityHost.StartAsync(h => h.AddHandler<RenamedHandler>(ServiceLifetime.Singleton), s => s.AddSingleton(new Seen()).AddSingleton(upcasters)));
+
+        Assert.Contains("'pipe-renamed'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("registered at v2", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -418,4 +418,24 @@ public sealed class UnitOfWorkRunnerTests
         Assert.Equal((5, 2L), (counter.Total, counter.Version));
         Assert.Equal(["upcast", "v3"], counter.Notes);
     }
+
+    [Fact]
+    public async Task RepositoryLoad_OfAnEventBelowTheRegisteredVersionThatNoUpcasterMigrates_Throws_InsteadOfReadingItAsTheCurrentShape()
+    {
+        var collection = new ServiceCollection();
+        collection.AddLogging();
+        collection.AddHerald(h => h.AddMessageType<CounterIncremented>(ConformanceCounter.IncrementedType, 3).AddAggregate<ConformanceCounter>(new AggregateOptions { Category = "counter" }));
+        await using var services = collection.BuildServiceProvider(new ServiceProviderOptions { ValidateScopes = true });
+        var id = Guid.NewGuid().ToString("N");
+        var factory = services.GetRequiredService<EnvelopeFactory>();
+        await services.GetRequiredService<IEventStore>().AppendAsync(StreamName.For("counter", id), ExpectedVersion.NoStream,
+            [factory.Create(new CounterIncremented(0, null)) with { SchemaVersion = 1, Body = "{\"value\":2}"u8.ToArray() }]);
+
+        await using var scope = services.CreateAsyncScope();
+        var error = await Assert.ThrowsAsync<AggregateLoadException>(() => scope.ServiceProvider.GetRequiredService<AggregateRepository<ConformanceCounter>>().LoadAsync(id));
+
+        var cause = Assert.IsType<EventUpcastingException>(error.InnerException);
+        Assert.Equal(1, cause.SchemaVersion);
+        Assert.Contains("registered at v3", cause.Message, StringComparison.Ordinal);
+    }
 }

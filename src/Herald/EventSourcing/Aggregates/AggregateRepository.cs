@@ -127,8 +127,13 @@ public sealed class AggregateRepository<TAggregate>
         {
             try
             {
-                var type = _messageTypes.GetByName(recorded.EventType).ClrType;
-                aggregate.ApplyStored(_serializer.Deserialize(recorded.Envelope.Body, type), recorded.Version);
+                var type = _messageTypes.GetByName(recorded.EventType);
+                if (RegisteredVersionCheck.Behind(recorded.Envelope, type) is { } behind)
+                {
+                    throw behind;
+                }
+
+                aggregate.ApplyStored(_serializer.Deserialize(recorded.Envelope.Body, type.ClrType), recorded.Version);
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {

@@ -33,7 +33,7 @@ public sealed class EventUpcasterRegistry
                     nameof(upcaster));
             }
 
-            chains[upcaster.EventType] = new Chain(steps, steps.Keys.Max());
+            chains[upcaster.EventType] = new Chain(steps, steps.Keys.Min(), steps.Keys.Max());
             _chains = chains;
         }
 
@@ -90,18 +90,61 @@ public sealed class EventUpcasterRegistry
         _renames.Current.Count != 0 && _renames.Current.TryGetValue(eventType, out var current) ? current : eventType;
 
     /// <summary>
-    /// Throws <see cref="MessageTypeRegistrationException"/> when a former name is the registered name of a message type: the
-    /// events written under it today would be read as another type.
+    /// Throws <see cref="MessageTypeRegistrationException"/> when a former name is the registered name of a message type (the
+    /// events written under it today would be read as another type), or when a chain of upcasters has a gap or does not end
+    /// at the registered version of the type its events are read as (they would be read as a shape they do not have).
     /// </summary>
     internal void ValidateAgainst(MessageTypeRegistry messageTypes)
     {
-        foreach (var (former, next) in _renames.Next)
+        var renames = _renames;
+        foreach (var (former, next) in renames.Next)
         {
             if (messageTypes.TryGetByName(former, out var registered))
             {
                 throw new MessageTypeRegistrationException(
                     $"The event type '{former}' is renamed to '{next}' (EventUpcasterRegistry.AddRename), but '{former}' is the registered name of " +
                     $"'{registered.ClrType.FullName}': its events would be read as '{next}'. Give that type another name, or remove the rename.");
+            }
+        }
+
+        var chains = _chains;
+        foreach (var (type, chain) in chains)
+        {
+            // Every version from the chain's first step on migrates to the version after its last step; from there the
+            // renames and the chains of the later names take it on. A chain whose type no registered type is read as is used
+            // through store.WithUpcasting alone: only its gaps are known.
+            var (name, version) = (type, chain.FirstFromVersion);
+            while (true)
+            {
+                if (chains.TryGetValue(name, out var step) && version <= step.MaxFromVersion)
+                {
+                    for (; version <= step.MaxFromVersion; version++)
+                    {
+                        if (!step.Steps.ContainsKey(version))
+                        {
+                            throw new MessageTypeRegistrationException(
+                                $"The events of '{type}' reach '{name}' at v{version}, but no upcaster migrates '{name}' from v{version} while one exists " +
+                                $"from v{step.MaxFromVersion}: the chain has a gap, and every read of them would fail. Register an upcaster of '{name}' from v{version}.");
+                        }
+                    }
+                }
+
+                if (!renames.Next.TryGetValue(name, out var renamed))
+                {
+                    break;
+                }
+
+                name = renamed;
+            }
+
+            if (messageTypes.TryGetByName(name, out var target) && version != target.Version)
+            {
+                var via = string.Equals(name, type, StringComparison.Ordinal) ? string.Empty : $" (read as '{name}')";
+                throw new MessageTypeRegistrationException(version < target.Version
+                    ? $"The upcasters of '{type}'{via} migrate its events to v{version}, but '{name}' is registered at v{target.Version} ({target.ClrType.FullName}): " +
+                      $"they would be read as v{target.Version}. Register an upcaster of '{name}' from v{version}."
+                    : $"The upcasters of '{type}'{via} migrate its events to v{version}, but '{name}' is registered at v{target.Version} ({target.ClrType.FullName}): " +
+                      $"the events written at v{target.Version} today would be migrated past it. Register the type at v{version}, or remove the upcasters from v{target.Version} on.");
             }
         }
     }
@@ -234,7 +277,7 @@ public sealed class EventUpcasterRegistry
         return ReferenceEquals(upcast, recorded.Envelope) ? recorded : recorded with { Envelope = upcast };
     }
 
-    private sealed record Chain(Dictionary<int, IEventUpcaster> Steps, int MaxFromVersion);
+    private sealed record Chain(Dictionary<int, IEventUpcaster> Steps, int FirstFromVersion, int MaxFromVersion);
 
     // Next: former name -> the name it was renamed to; Current: former name -> its name after every rename; Names: current
     // name -> itself and every former name of it.

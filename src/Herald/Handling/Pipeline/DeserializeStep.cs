@@ -1,3 +1,4 @@
+using Herald.EventSourcing.Upcasting;
 using Herald.Messages;
 using Herald.Reliability.DeadLetters;
 
@@ -9,9 +10,16 @@ internal sealed class DeserializeStep(string endpoint, IMessageSerializer serial
     public override ValueTask<ConsumeOutcome> InvokeAsync(Consumption consumption)
     {
         var envelope = consumption.Envelope;
+        var type = consumption.Type!;
+        if (RegisteredVersionCheck.Behind(envelope, type) is { } behind)
+        {
+            // After the upcast step: nothing migrates it, and reading it as the current shape would lose what changed.
+            return DecodeStep.Poison(endpoint, consumption, behind, DeadLetterCause.Undecodable);
+        }
+
         try
         {
-            consumption.Message = serializer.Deserialize(envelope.Body, consumption.Type!.ClrType);
+            consumption.Message = serializer.Deserialize(envelope.Body, type.ClrType);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !consumption.CancellationToken.IsCancellationRequested)
         {
