@@ -1,5 +1,6 @@
 using Herald.Handling;
 using Herald.Hosting;
+using Herald.Projections;
 using Herald.Reliability.Outbox;
 using Herald.Sagas;
 using Herald.Testing.Internal;
@@ -104,8 +105,8 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
 
     /// <summary>
     /// Waits until nothing more happens without the clock moving: no delivery runs, none is due now, the outbox holds
-    /// nothing unsent, and no orchestrated saga run goes on. Messages due later (delays, redeliveries) and saga steps'
-    /// delayed retries wait for <see cref="Time"/> to be advanced.
+    /// nothing unsent, no orchestrated saga run goes on, and every async projection has caught up with the event store.
+    /// Messages due later (delays, redeliveries) and saga steps' delayed retries wait for <see cref="Time"/> to be advanced.
     /// </summary>
     /// <exception cref="HarnessAssertionException">The host was still busy at the deadline; the message says with what.</exception>
     public async Task WaitForIdleAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
@@ -113,6 +114,7 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
         var limit = timeout ?? DefaultTimeout;
         var deadline = TimeProvider.System.GetUtcNow() + limit;
         var outbox = _services.GetRequiredService<IOutboxStore>();
+        var projections = _services.GetService<ProjectionManager>();
         var tracker = Recorder.Tracker;
 
         // Orchestrated sagas a handler started in its unit of work run on the host's saga runner, outside any delivery.
@@ -134,12 +136,13 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
             if (IsIdle(out var underWay))
             {
                 var pending = await outbox.CountPendingAsync(cancellationToken).ConfigureAwait(false);
-                if (pending == 0 && Version() == version && IsIdle(out _))
+                var behind = pending == 0 ? await ProjectionBehindAsync(projections, cancellationToken).ConfigureAwait(false) : null;
+                if (pending == 0 && behind is null && Version() == version && IsIdle(out _))
                 {
                     return;
                 }
 
-                underWay = pending > 0 ? $"{pending} messages unsent in the outbox" : underWay;
+                underWay = pending > 0 ? $"{pending} messages unsent in the outbox" : behind ?? underWay;
             }
 
             if (TimeProvider.System.GetUtcNow() > deadline)
@@ -149,6 +152,27 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
 
             await Task.Delay(IdlePollInterval, TimeProvider.System, cancellationToken).ConfigureAwait(false);
         }
+    }
+
+    // The first async projection whose read models do not yet hold every event of the store, described; null when none.
+    // The events a handler appended reach the read models only through them, so a test reading one right after would race.
+    private static async Task<string?> ProjectionBehindAsync(ProjectionManager? projections, CancellationToken cancellationToken)
+    {
+        if (projections is null || projections.Names.Count == 0)
+        {
+            return null;
+        }
+
+        foreach (var status in await projections.GetStatusAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (status.Lag > 0)
+            {
+                return $"projection '{status.Name}' at position {status.Position} of the event store's {status.HeadPosition}" +
+                    (status.LastError is { } error ? $" (its runner failed: {error})" : string.Empty);
+            }
+        }
+
+        return null;
     }
 
     /// <summary>

@@ -13,11 +13,16 @@ public class ObservedMessages<TObservation>
     private readonly List<Waiter> _waiters = [];
     private readonly string _kind;
     private readonly IHarnessClock _clock;
+    private readonly (Func<TObservation, bool> Match, string Name)? _expected;
 
-    private protected ObservedMessages(string kind, IHarnessClock clock)
+    /// <param name="kind">What is observed, for the messages.</param>
+    /// <param name="clock">The harness.</param>
+    /// <param name="expected">What <see cref="ExpectAsync{TMessage}"/> and <see cref="AnyAsync{TMessage}"/> wait for besides the message (all when null).</param>
+    private protected ObservedMessages(string kind, IHarnessClock clock, (Func<TObservation, bool> Match, string Name)? expected = null)
     {
         _kind = kind;
         _clock = clock;
+        _expected = expected;
     }
 
     /// <summary>Everything observed so far, oldest first.</summary>
@@ -37,15 +42,16 @@ public class ObservedMessages<TObservation>
 
     /// <summary>
     /// Waits until a <typeparamref name="TMessage"/> matching <paramref name="where"/> is observed (or returns the first one
-    /// observed already) and returns it.
+    /// observed already) and returns it. On <see cref="HandledMessages"/> only a delivery that <see cref="HandlingOutcome.Succeeded"/>
+    /// counts (not one retrying or dead-lettered): name the outcome to wait for another.
     /// </summary>
     /// <exception cref="HarnessAssertionException">None was observed within <paramref name="timeout"/> (the harness's default when null).</exception>
     public Task<TObservation> ExpectAsync<TMessage>(Func<TMessage, bool>? where = null, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
-        ExpectAsync(Matcher(where), typeof(TMessage).Name, timeout, cancellationToken);
+        ExpectAsync(Expected(where), _expected is { } expected ? $"{typeof(TMessage).Name} ({expected.Name})" : typeof(TMessage).Name, timeout, cancellationToken);
 
     /// <summary>Waits like <see cref="ExpectAsync{TMessage}"/>, but answers false instead of throwing when none came in time.</summary>
     public async Task<bool> AnyAsync<TMessage>(Func<TMessage, bool>? where = null, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
-        await WaitAsync(Matcher(where), timeout, cancellationToken).ConfigureAwait(false) is not null;
+        await WaitAsync(Expected(where), timeout, cancellationToken).ConfigureAwait(false) is not null;
 
     /// <summary>
     /// Waits until the harness is idle (every delivery it expects settled, the outbox empty), then checks that no
@@ -80,6 +86,14 @@ public class ObservedMessages<TObservation>
 
     private protected static Func<TObservation, bool> Matcher<TMessage>(Func<TMessage, bool>? where) =>
         o => o.Message is TMessage message && (where?.Invoke(message) ?? true);
+
+    // The matcher of the waits that name no more than the message: the kind's own expectation first, so a condition on the
+    // message never sees an observation that does not count.
+    private Func<TObservation, bool> Expected<TMessage>(Func<TMessage, bool>? where)
+    {
+        var matches = Matcher(where);
+        return _expected is { } expected ? o => expected.Match(o) && matches(o) : matches;
+    }
 
     internal void Add(TObservation observation)
     {
@@ -195,8 +209,10 @@ public sealed class SentMessages : ObservedMessages<SentMessage>
 /// <summary>Deliveries to the harness's endpoints and how each ended.</summary>
 public sealed class HandledMessages : ObservedMessages<HandledMessage>
 {
+    // Handled, without an outcome, means handled: as MassTransit's harness tells a consumed message from a faulted one, a
+    // delivery that is retrying or was dead-lettered does not count.
     internal HandledMessages(IHarnessClock clock)
-        : base("handled", clock)
+        : base("handled", clock, (o => o.Outcome == HandlingOutcome.Succeeded, nameof(HandlingOutcome.Succeeded)))
     {
     }
 
