@@ -240,6 +240,29 @@ public sealed class ProjectionTests
     }
 
     [Fact]
+    public async Task AStoredEventBelowItsTypesRegisteredVersion_ThatNoUpcasterMigrates_IsDeadLetteredByTheProjection_NotReadAsTheCurrentShape()
+    {
+        using var host = await StartAsync(new KeepsReshaped());
+        var factory = host.Services.GetRequiredService<EnvelopeFactory>();
+        var store = host.Services.GetRequiredService<IEventStore>();
+        var old = factory.Create(new Reshaped("old")) with { SchemaVersion = 1 };
+        await store.AppendAsync("reshaped-old", ExpectedVersion.Any, [old]);
+        var current = (await store.AppendAsync("reshaped-new", ExpectedVersion.Any, [factory.Create(new Reshaped("new"))])).LastPosition;
+        var manager = host.Services.GetRequiredService<ProjectionManager>();
+        await Eventually.UntilAsync(async () => (await manager.GetStatusAsync(KeepsReshaped.ProjectionName)).IsRunningHere, "the projection runs");
+        await manager.WaitForPositionAsync(KeepsReshaped.ProjectionName, current).WaitAsync(Eventually.DefaultTimeout);
+
+        var readModels = host.Services.GetRequiredService<ReadModels>();
+        Assert.Null(await readModels.GetAsync(KeepsReshaped.Docs, "old"));
+        Assert.NotNull(await readModels.GetAsync(KeepsReshaped.Docs, "new"));
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = KeepsReshaped.ProjectionName }));
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+        Assert.Equal(typeof(EventUpcastingException).FullName, deadLetter.ErrorType);
+        Assert.Equal(old.MessageId, deadLetter.Envelope.MessageId);
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task RetryingTheDeadLetterOfAStoredEventThatNoLongerRead_AppliesWhatWasSalvagedOfIt_ToTheProjection()
     {
         // Regression (projection dead letters): the retry sent it to a queue named after the projection, which nothing
@@ -400,6 +423,23 @@ public sealed class ProjectionTests
     public sealed record Happened(string Name);
 
     public sealed record Doc(string Name);
+
+    [MessageType("projection-tests-reshaped", Version = 2)]
+    public sealed record Reshaped(string Name);
+
+    private sealed class KeepsReshaped : Projection
+    {
+        public const string ProjectionName = "keeps-reshaped";
+
+        public static readonly ReadModelTable<Doc> Docs = new("keeps_reshaped_docs");
+
+        public KeepsReshaped()
+            : base(ProjectionName)
+        {
+            Table(Docs);
+            On<Reshaped>((e, context, _) => context.UpsertAsync(Docs, e.Name, new Doc(e.Name)));
+        }
+    }
 
     private sealed class Named : Projection
     {
