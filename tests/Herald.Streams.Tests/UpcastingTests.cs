@@ -91,6 +91,42 @@ public sealed class UpcastingTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// An event stored below its type's registered version that no upcaster migrates is dead-lettered as undecodable, as the
+    /// consuming pipeline does: it was read as the current shape (here its amount, then called "price", as 0).
+    /// </summary>
+    [Fact]
+    public async Task AnEventBelowItsTypesRegisteredVersionThatNoUpcasterMigrates_IsDeadLetteredAsUndecodable_NotReadAsTheCurrentShape()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddHerald(h => h
+            .AddMessageType<Sale>("stream-upcast-sale", version: 2)
+            .AddStream("upcast-unmigrated", b => b.Stream<Sale>(s => s.At).GroupBy(s => s.ProductId).Aggregate(() => 0m, (_, s, sum) => sum + s.Amount, "totals")));
+        using var host = builder.Build();
+        await host.StartAsync();
+
+        var current = host.Services.GetRequiredService<EnvelopeFactory>().Create(new Sale("p1", 3m, DateTimeOffset.UnixEpoch));
+        var old = current with
+        {
+            MessageId = Guid.CreateVersion7(),
+            SchemaVersion = 1,
+            Body = Encoding.UTF8.GetBytes("""{"productId":"p1","price":12.5,"at":"2026-01-01T00:00:00+00:00"}"""),
+        };
+        var store = host.Services.GetRequiredService<IEventStore>();
+        await store.AppendAsync("sale-0", ExpectedVersion.NoStream, [old]);
+        var head = (await store.AppendAsync("sale-1", ExpectedVersion.NoStream, [current])).LastPosition;
+
+        var processor = host.Services.GetRequiredService<StreamProcessors>()["upcast-unmigrated"];
+        await processor.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(15));
+
+        Assert.Equal(3m, Assert.Single(await processor.QueryAllAsync<string, decimal>("totals")).Value);
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:upcast-unmigrated" }));
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+        Assert.Equal(old.MessageId, deadLetter.Envelope.MessageId);
+        Assert.Contains("registered at v2", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        await host.StopAsync();
+    }
+
     /// <summary>A started host whose stream <paramref name="name"/> sums order amounts per product, with one upcaster from v1.</summary>
     private static async Task<IHost> StartHostAsync(
         string name, Func<System.Text.Json.Nodes.JsonNode, System.Text.Json.Nodes.JsonNode> fromV1, Action<EventUpcasterRegistry>? configure = null)
@@ -107,3 +143,5 @@ public sealed class UpcastingTests
         return host;
     }
 }
+
+public sealed record Sale(string ProductId, decimal Amount, DateTimeOffset At);

@@ -732,9 +732,15 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             // Through the upcasters registered in DI, as the consuming pipeline and the aggregate repository read: an event
             // stored at an old schema version reaches the topology migrated. Here and not in the read, so an event the
             // upcasters cannot migrate is dead-lettered like any undecodable one instead of failing the read forever.
+            // One the upcasters leave below its type's registered version would be read as a shape it does not have.
             var upcast = _upcasters?.Upcast(recorded) ?? recorded;
-            var type = _types.GetType(upcast.EventType);
-            message = _serializer.Deserialize(upcast.Envelope.Body, type);
+            var type = _types.GetByName(upcast.EventType);
+            if (RegisteredVersionCheck.Behind(upcast.Envelope, type) is { } behind)
+            {
+                throw behind;
+            }
+
+            message = _serializer.Deserialize(upcast.Envelope.Body, type.ClrType);
             recorded = upcast;
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
