@@ -38,6 +38,9 @@ internal static partial class Log
     [LoggerMessage(10036, LogLevel.Warning, "The response of {Method} {Path} ({Bytes} bytes) is larger than the idempotency store keeps ({Limit} bytes); the key is released instead")]
     public static partial void IdempotencyResponseTooLarge(ILogger logger, string method, string path, long bytes, long limit);
 
+    [LoggerMessage(10040, LogLevel.Warning, "The idempotency lock of {Method} {Path} ran out while its renewals failed (another request may take the key now); the request is aborted")]
+    public static partial void IdempotencyLockRanOut(ILogger logger, string method, string path);
+
     [LoggerMessage(10037, LogLevel.Warning, "Renewing the idempotency lock of {Method} {Path} failed; trying again shortly")]
     public static partial void IdempotencyRenewalFailed(ILogger logger, Exception exception, string method, string path);
 

@@ -20,6 +20,9 @@ internal static partial class Log
         "The pending inbox mark of message {MessageId} at '{Endpoint}' was lost while its unit of work was open (it lapsed and another delivery marked the message); this commit will not make it final")]
     public static partial void InboxPendingMarkLost(ILogger logger, Guid messageId, string endpoint);
 
+    [LoggerMessage(12015, LogLevel.Warning, "The pending inbox mark of message {MessageId} at '{Endpoint}' ran out while its renewals failed (another consumer may take the message now); its handling is cancelled")]
+    public static partial void InboxPendingMarkRanOut(ILogger logger, Guid messageId, string endpoint);
+
     [LoggerMessage(12014, LogLevel.Warning, "Renewing the pending inbox mark of message {MessageId} at '{Endpoint}' failed; trying again shortly")]
     public static partial void InboxPendingMarkRenewalFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
 }

@@ -125,6 +125,7 @@ internal sealed class IdempotentRequests(
             timeProvider,
             () => Log.IdempotencyLockLost(logger, method, path),
             ex => Log.IdempotencyRenewalFailed(logger, ex, method, path),
+            () => Log.IdempotencyLockRanOut(logger, method, path),
             context.RequestAborted);
 
         // The endpoint's token (RequestAborted) fires when the lock is lost too, as IdempotencyService cancels its operation:

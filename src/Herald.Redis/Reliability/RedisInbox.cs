@@ -262,7 +262,8 @@ internal sealed class RedisInbox : IInbox
                 "inbox_mark",
                 inbox._timeProvider,
                 () => Log.InboxPendingMarkLost(inbox._logger, messageId, endpoint),
-                ex => Log.InboxPendingMarkRenewalFailed(inbox._logger, ex, messageId, endpoint));
+                ex => Log.InboxPendingMarkRenewalFailed(inbox._logger, ex, messageId, endpoint),
+                () => Log.InboxPendingMarkRanOut(inbox._logger, messageId, endpoint));
             lock (_gate)
             {
                 _finalExpiry = finalExpiry;

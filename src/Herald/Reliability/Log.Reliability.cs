@@ -74,6 +74,9 @@ internal static partial class Log
     [LoggerMessage(2043, LogLevel.Warning, "The idempotency lock of key '{Key}' was taken by another caller while the operation ran (a renewal found it lost); the operation is cancelled and its result will not be stored")]
     public static partial void IdempotencyLockTaken(ILogger logger, string key);
 
+    [LoggerMessage(2047, LogLevel.Warning, "The idempotency lock of key '{Key}' ran out while its renewals failed (another caller may take the key now); the operation is cancelled")]
+    public static partial void IdempotencyLockRanOut(ILogger logger, string key);
+
     [LoggerMessage(2044, LogLevel.Warning, "Renewing the idempotency lock of key '{Key}' failed; trying again shortly")]
     public static partial void IdempotencyRenewalFailed(ILogger logger, Exception exception, string key);
 

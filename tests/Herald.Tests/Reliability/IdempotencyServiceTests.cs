@@ -278,6 +278,40 @@ public sealed class IdempotencyServiceTests
         Assert.Equal(0, store.Completions);
     }
 
+    /// <summary>
+    /// Renewals failing (this node cannot reach the store, others can) until the lock ran out: another caller may take the key
+    /// and run the operation too, so this one is cancelled, as a leased queue cancels a handler whose lease ran out. It ran on.
+    /// </summary>
+    [Fact]
+    public async Task ALockWhoseRenewalsFailUntilItRanOut_CancelsTheOperation()
+    {
+        var lockTimeout = TimeSpan.FromSeconds(30);
+        var store = new OutageStore(_store);
+        var service = new IdempotencyService(store, _clock, Options.Create(new IdempotencyOptions { LockTimeout = lockTimeout }));
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var operation = service.ExecuteAsync("unreachable", async ct =>
+        {
+            running.TrySetResult();
+            await Task.Delay(Timeout.Infinite, ct);
+            return 1;
+        }, Ttl).AsTask();
+        await running.Task.WaitAsync(Eventually.DefaultTimeout);
+
+        store.Down = true;
+        var outage = _clock.GetUtcNow();
+        await Eventually.UntilAsync(
+            () =>
+            {
+                _clock.Advance(TimeSpan.FromSeconds(1));
+                return operation.IsCompleted;
+            },
+            "the operation is cancelled once its lock ran out");
+
+        Assert.True(_clock.GetUtcNow() - outage >= lockTimeout, $"cancelled {_clock.GetUtcNow() - outage} into the outage, before the lock could run out");
+        var lost = await Assert.ThrowsAsync<Herald.Persistence.LeaseLostException>(() => operation);
+        Assert.Contains("ran out", lost.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task AResultTheStoreFailsToTakeForAWhile_IsStoredOnceItAnswers_SoTheNextCallerDoesNotRunTheOperationAgain_Issue10()
     {

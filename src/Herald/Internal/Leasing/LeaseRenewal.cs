@@ -6,13 +6,16 @@ namespace Herald.Internal;
 /// Keeps one lease alive while its work runs (an idempotency lock, a pending inbox mark): renews it every third of its time
 /// to live on the clock's timers, a failed renewal again after a twelfth, until disposed. When a renewal finds the lease
 /// lost (another holder took it), <see cref="Token"/> fires, the loss is counted, and renewing stops: the work is cancelled,
-/// and its completion, which the store guards with the same token, is refused.
+/// and its completion, which the store guards with the same token, is refused. So too when renewals keep failing (this node
+/// cannot reach the store) until the lease has run out by the clock: another holder may take it and run the same work, so
+/// this work is cancelled (<see cref="RanOut"/>), as a leased queue cancels a handler whose lease ran out.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public sealed class LeaseRenewal : IAsyncDisposable
 {
     private readonly Func<CancellationToken, ValueTask<bool>> _renew;
     private readonly Action _lost;
+    private readonly Action _ranOut;
     private readonly Action<Exception> _failed;
     private readonly string _kind;
     private readonly TimeSpan _period;
@@ -22,7 +25,12 @@ public sealed class LeaseRenewal : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly ITimer _timer;
     private readonly TimeProvider _clock;
+    private readonly TimeSpan _timeToLive;
     private DateTimeOffset _due;
+
+    // Until when the store holds the lease at least: a time to live from the start of the last renewal that succeeded (from
+    // the start, for the store may have extended it at any moment of the call), or from the start.
+    private DateTimeOffset _heldUntil;
     private Task _renewing = Task.CompletedTask;
     private bool _disposed;
 
@@ -33,6 +41,7 @@ public sealed class LeaseRenewal : IAsyncDisposable
     /// <param name="timeProvider">The clock of the renewals.</param>
     /// <param name="lost">Called once when the lease is found lost (the caller logs it).</param>
     /// <param name="failed">Called when a renewal throws (the caller logs it); the renewal is tried again soon.</param>
+    /// <param name="ranOut">Called once when renewals failed until the lease ran out (the caller logs it); the work is cancelled.</param>
     /// <param name="cancellationToken">The work's own token, which <see cref="Token"/> follows as well.</param>
     public LeaseRenewal(
         Func<CancellationToken, ValueTask<bool>> renew,
@@ -41,6 +50,7 @@ public sealed class LeaseRenewal : IAsyncDisposable
         TimeProvider timeProvider,
         Action lost,
         Action<Exception> failed,
+        Action ranOut,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(renew);
@@ -48,7 +58,10 @@ public sealed class LeaseRenewal : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(timeProvider);
         ArgumentNullException.ThrowIfNull(lost);
         ArgumentNullException.ThrowIfNull(failed);
+        ArgumentNullException.ThrowIfNull(ranOut);
         _renew = renew;
+        _ranOut = ranOut;
+        _timeToLive = timeToLive;
         _lost = lost;
         _failed = failed;
         _kind = kind;
@@ -56,15 +69,20 @@ public sealed class LeaseRenewal : IAsyncDisposable
         _retry = timeToLive / 12;
         _lease = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         _clock = timeProvider;
-        _due = timeProvider.GetUtcNow() + _period;
+        var now = timeProvider.GetUtcNow();
+        _due = now + _period;
+        _heldUntil = now + timeToLive;
         _timer = timeProvider.CreateTimer(static s => ((LeaseRenewal)s!).Due(), this, _period, Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>The work's token: fires when the work's own token does, and when the lease is found lost.</summary>
     public CancellationToken Token => _lease.Token;
 
-    /// <summary>True once a renewal found the lease lost.</summary>
+    /// <summary>True once a renewal found the lease lost, or renewals failed until it ran out (<see cref="RanOut"/>).</summary>
     public bool IsLost { get; private set; }
+
+    /// <summary>True when the lease was given up because renewals failed until it ran out, not because another holder took it.</summary>
+    public bool RanOut { get; private set; }
 
     /// <summary>The lease's kind, as on the lost-leases metric.</summary>
     public string Kind => _kind;
@@ -81,6 +99,7 @@ public sealed class LeaseRenewal : IAsyncDisposable
         }
 
         bool held;
+        var started = _clock.GetUtcNow();
         try
         {
             held = await _renew(cancellationToken).ConfigureAwait(false);
@@ -94,9 +113,15 @@ public sealed class LeaseRenewal : IAsyncDisposable
         if (!held)
         {
             await MarkLostAsync().ConfigureAwait(false);
+            return false;
         }
 
-        return held;
+        lock (_gate)
+        {
+            _heldUntil = started + _timeToLive;
+        }
+
+        return true;
     }
 
     /// <summary>Stops renewing and waits for a renewal under way.</summary>
@@ -121,7 +146,7 @@ public sealed class LeaseRenewal : IAsyncDisposable
         _lease.Dispose();
     }
 
-    private async ValueTask MarkLostAsync()
+    private async ValueTask MarkLostAsync(bool ranOut = false)
     {
         bool disposed;
         lock (_gate)
@@ -132,11 +157,12 @@ public sealed class LeaseRenewal : IAsyncDisposable
             }
 
             IsLost = true;
+            RanOut = ranOut;
             disposed = _disposed;
         }
 
         HeraldDiagnostics.LeasesLost.Add(1, new KeyValuePair<string, object?>(MetricNames.LeaseKindTag, _kind));
-        _lost();
+        (ranOut ? _ranOut : _lost)();
         if (!disposed)
         {
             await _lease.CancelAsync().ConfigureAwait(false);
@@ -159,12 +185,18 @@ public sealed class LeaseRenewal : IAsyncDisposable
         // The next renewal is due a period after this one was due, not after it finished: a slow renewal does not push
         // the schedule back, and a clock that moved on meanwhile (a test's fake one) finds the next one due at once.
         var retry = false;
+        var started = _clock.GetUtcNow();
         try
         {
             if (!await _renew(_stopping.Token).ConfigureAwait(false))
             {
                 await MarkLostAsync().ConfigureAwait(false);
                 return;
+            }
+
+            lock (_gate)
+            {
+                _heldUntil = started + _timeToLive;
             }
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
@@ -177,6 +209,17 @@ public sealed class LeaseRenewal : IAsyncDisposable
         {
             _failed(ex);
             retry = true;
+            bool ranOut;
+            lock (_gate)
+            {
+                ranOut = _clock.GetUtcNow() >= _heldUntil;
+            }
+
+            if (ranOut)
+            {
+                await MarkLostAsync(ranOut: true).ConfigureAwait(false);
+                return;
+            }
         }
 
         lock (_gate)

@@ -161,6 +161,7 @@ public sealed class IdempotencyService
             _timeProvider,
             () => Log.IdempotencyLockTaken(_logger, key),
             ex => Log.IdempotencyRenewalFailed(_logger, ex, key),
+            () => Log.IdempotencyLockRanOut(_logger, key),
             cancellationToken);
         try
         {
@@ -181,8 +182,11 @@ public sealed class IdempotencyService
             Signal(key);
             if (failure is OperationCanceledException && renewal.IsLost && !cancellationToken.IsCancellationRequested)
             {
-                // Cancelled because another caller took the key: say so, rather than pose as the caller's own cancellation.
-                throw new LeaseLostException($"The idempotency lock of key '{key}' was lost while its operation ran (another caller took the key); the operation was cancelled and its result not stored.");
+                // Cancelled because another caller took the key, or may take it now: say so, rather than pose as the caller's own
+                // cancellation.
+                throw new LeaseLostException(renewal.RanOut
+                    ? $"The idempotency lock of key '{key}' ran out while its operation ran, its renewals failing (the store could not be reached); the operation was cancelled, since another caller may take the key and run it too."
+                    : $"The idempotency lock of key '{key}' was lost while its operation ran (another caller took the key); the operation was cancelled and its result not stored.");
             }
 
             throw;
