@@ -32,6 +32,12 @@ internal static partial class Log
     [LoggerMessage(8016, LogLevel.Warning, "Making sure the stream keeping the max-deliveries advisories of '{Queue}' exists failed; tried again at the next lag refresh")]
     public static partial void MaxDeliveriesStreamCheckFailed(ILogger logger, Exception exception, string queue);
 
+    [LoggerMessage(8017, LogLevel.Error, "The durable consumer '{Consumer}' of stream '{Stream}' ('{Queue}') is gone and the server refused to make it again; its pull stopped, and the consumer no longer consumes")]
+    public static partial void DurableNotRemade(ILogger logger, Exception exception, string consumer, string stream, string queue);
+
+    [LoggerMessage(8018, LogLevel.Warning, "The stream '{Stream}', declared in Streams, was gone (deleted behind Herald's back, with the messages it held); declared again from its options")]
+    public static partial void DeclaredStreamRemade(ILogger logger, string stream);
+
     [LoggerMessage(8023, LogLevel.Warning, "Handing a message of '{Queue}' back (nak) failed; it returns after the ack wait")]
     public static partial void NakFailed(ILogger logger, Exception exception, string queue);
 

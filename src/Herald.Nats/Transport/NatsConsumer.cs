@@ -20,9 +20,10 @@ namespace Herald.Nats.Transport;
 /// topic, or a delayed send of an earlier Herald) is handed to the delay stream. A message that cannot
 /// be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the dead-letter store. On stop,
 /// the pull drains and every message not handled is nakked at once, so another consumer gets it without waiting for
-/// the ack wait.
+/// the ack wait. Its durable (or a delay line's) gone and the server refusing to make it again ends its pull, and
+/// <see cref="Completion"/> reports it.
 /// </summary>
-internal sealed class NatsConsumer : ITransportConsumer, ILagSource
+internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCompletion
 {
     private readonly NatsTransport _transport;
     // Replaced when the pull finds the durable consumer gone and makes it again.
@@ -68,6 +69,9 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
     // (another consumer may hold the message by then); the server delivers it again once its ack wait runs out.
     private volatile bool _abandoned;
 
+    // Why the pull ended while no stop asked it to: the server refused to make the gone durable again.
+    private volatile Exception? _ended;
+
     private NatsConsumer(NatsTransport transport, INatsJSConsumer consumer, NatsDelayLine[] delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
         _transport = transport;
@@ -104,6 +108,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
 
     public KeyValuePair<string, object?>[] Tags { get; }
 
+    public Task Completion { get; private set; } = Task.CompletedTask;
+
     /// <summary>Starts consuming the queue through <paramref name="consumer"/>, and moving due delayed messages from <paramref name="delays"/>.</summary>
     public static NatsConsumer Start(NatsTransport transport, INatsJSConsumer consumer, NatsDelayLine[] delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
@@ -115,6 +121,10 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         started._lagRefresh = time.CreateTimer(static s => _ = ((NatsConsumer)s!).RefreshAsync(), started, lag, lag);
         started._running = started._lanes.RunAsync(started.HandleAsync, started._stopping.Token);
         started._pulling = Task.Run(started.PullAsync, CancellationToken.None);
+        started.Completion = ConsumerCompletion.WhenEndedAsync(
+            Task.WhenAny([started._pulling, started._running, .. Array.ConvertAll(started._movers, mover => mover.Pulling)]).Unwrap(),
+            started._stopping.Token,
+            started.WhyEnded);
         NatsConsumerLag.Track(started);
         return started;
     }
@@ -252,8 +262,15 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource
         return true;
     }
 
-    private Task PullAsync() =>
-        NatsPull.RunAsync(_consumer, _prefetch, ReceiveAsync, e => Log.PullFailed(_logger, e, Queue), RemakeAsync, _transport.TimeProvider, _stopping.Token);
+    private async Task PullAsync()
+    {
+        if (await NatsPull.RunAsync(_consumer, _prefetch, ReceiveAsync, e => Log.PullFailed(_logger, e, Queue), RemakeAsync, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false) is { } refused)
+        {
+            _ended = NatsPull.Ended(_logger, refused, NatsNames.Durable(Queue), _target.Stream, Queue);
+        }
+    }
+
+    private Exception? WhyEnded() => _ended ?? Array.Find(_movers, mover => mover.Fault is not null)?.Fault;
 
     private async Task<INatsJSConsumer> RemakeAsync(CancellationToken stop)
     {

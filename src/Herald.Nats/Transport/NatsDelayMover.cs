@@ -29,6 +29,7 @@ internal sealed class NatsDelayMover
     private readonly CancellationTokenSource _stopping = new();
     private Task _pulling = Task.CompletedTask;
     private int _stopped;
+    private volatile Exception? _fault;
 
     private NatsDelayMover(NatsTransport transport, NatsDelayLine line, ILogger logger)
     {
@@ -46,6 +47,12 @@ internal sealed class NatsDelayMover
         mover._pulling = Task.Run(mover.PullAsync, CancellationToken.None);
         return mover;
     }
+
+    /// <summary>The pull: ends when stopped, or when the server refused to make its gone durable again (<see cref="Fault"/>).</summary>
+    public Task Pulling => _pulling;
+
+    /// <summary>Why the pull ended without a stop, once it has.</summary>
+    public Exception? Fault => _fault;
 
     /// <summary>Stops the pull (what it received and did not move goes back at once); may be called again.</summary>
     public async Task StopAsync()
@@ -95,8 +102,13 @@ internal sealed class NatsDelayMover
         return _stream + ":" + sequence.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    private Task PullAsync() =>
-        NatsPull.RunAsync(_line.Durable, 100, MoveAsync, e => Log.DelayPullFailed(_logger, e, _queue), RemakeAsync, _transport.TimeProvider, _stopping.Token);
+    private async Task PullAsync()
+    {
+        if (await NatsPull.RunAsync(_line.Durable, 100, MoveAsync, e => Log.DelayPullFailed(_logger, e, _queue), RemakeAsync, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false) is { } refused)
+        {
+            _fault = NatsPull.Ended(_logger, refused, _line.Durable.Info.Name, _stream, _queue);
+        }
+    }
 
     private async Task<INatsJSConsumer> RemakeAsync(CancellationToken stop)
     {

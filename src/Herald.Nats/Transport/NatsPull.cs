@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using NATS.Client.JetStream;
 
 namespace Herald.Nats.Transport;
@@ -13,9 +14,10 @@ internal static class NatsPull
     /// consumer it returns. A durable deleted while the connection was down (or lost by a server that came back without it)
     /// fails no pull: the client only misses the heartbeats of its pulls, so each miss asks the server whether the durable
     /// is still there. Drain on cancel: a stopped pull still hands over what the server already sent, so it is nakked,
-    /// not left to time out.
+    /// not left to time out. Returns null once stopped; or, ending the pull, the server's refusal to make the durable again
+    /// (<see cref="IsRefused"/>: an operator's stream is gone, a limit is reached), which asking again would not change.
     /// </summary>
-    public static async Task RunAsync(
+    public static async Task<Exception?> RunAsync(
         INatsJSConsumer consumer,
         int maxMessages,
         Func<INatsJSMsg<byte[]>, CancellationToken, ValueTask> receive,
@@ -64,6 +66,10 @@ internal static class NatsPull
                 {
                     break;
                 }
+                catch (Exception remakeFailure) when (IsRefused(remakeFailure))
+                {
+                    return remakeFailure;
+                }
 #pragma warning disable CA1031 // Reported; tried again after the next failed pull.
                 catch (Exception remakeFailure)
 #pragma warning restore CA1031
@@ -85,6 +91,10 @@ internal static class NatsPull
                 {
                     break;
                 }
+                catch (Exception remakeFailure) when (IsRefused(remakeFailure))
+                {
+                    return remakeFailure;
+                }
 #pragma warning disable CA1031 // Reported; the next missed heartbeat finds it gone again.
                 catch (Exception remakeFailure)
 #pragma warning restore CA1031
@@ -94,6 +104,32 @@ internal static class NatsPull
                 }
             }
         }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Whether the server answered, and refused (a 4xx API error, here or as the cause of a <see cref="HeraldException"/>):
+    /// not a lost connection or a JetStream that is briefly unavailable (503), which are tried again.
+    /// </summary>
+    internal static bool IsRefused(Exception failure)
+    {
+        for (var e = failure; e is not null; e = e.InnerException)
+        {
+            if (e is NatsJSApiException { Error.Code: >= 400 and < 500 })
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Logs, and returns as the reason a consumer reports, a pull ended by the server's refusal to make its durable again.</summary>
+    internal static HeraldException Ended(ILogger logger, Exception refused, string durable, string stream, string queue)
+    {
+        Log.DurableNotRemade(logger, refused, durable, stream, queue);
+        return new HeraldException($"The durable consumer '{durable}' of stream '{stream}' ('{queue}') is gone and the server refused to make it again: {refused.Message}", refused);
     }
 
     private static async Task PauseAsync(TimeProvider time, CancellationToken stop)

@@ -194,11 +194,28 @@ internal sealed partial class NatsTransport
         var target = await EnsureQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         if (_options.Queues.ContainsKey(queue))
         {
-            var stream = await JetStream.GetStreamAsync(target.Stream, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var stream = await GetOrDeclareAgainAsync(target.Stream, cancellationToken).ConfigureAwait(false);
             target = ResumeAfter(target, lostCreated, ackedThrough, stream.Info);
         }
 
         return await EnsureDurableAsync(queue, target, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// A mapped queue's stream; one declared in <see cref="NatsTransportOptions.Streams"/> and gone is declared again, as at
+    /// the start. An operator's stream (not declared) is not Herald's to make: its absence is thrown.
+    /// </summary>
+    private async Task<INatsJSStream> GetOrDeclareAgainAsync(string name, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await JetStream.GetStreamAsync(name, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (NatsJSApiException e) when (e.Error.ErrCode == NatsTopology.StreamNotFound && _options.Streams.FirstOrDefault(s => s.Name == name) is { } declared)
+        {
+            Log.DeclaredStreamRemade(Logger, name);
+            return await JetStream.CreateOrUpdateStreamAsync(NatsTopology.StreamConfig(declared), cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>

@@ -1,0 +1,173 @@
+using Herald.Conformance;
+using Herald.Handling;
+using Herald.Internal;
+using Herald.Nats.Transport;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using NATS.Client.JetStream.Models;
+
+namespace Herald.Nats.Tests;
+
+/// <summary>Whether a NATS consumer whose consume loop ends on its own says so (to the host's log and health check), and what it does when what it reads is deleted.</summary>
+public sealed class ConsumerLivenessTests : NatsTestBase
+{
+    /// <summary>
+    /// Stop 43: a mapped queue's stream owned by an operator (not declared in Streams, so Herald never makes it) deleted while
+    /// the endpoint consumed: the pull tried to make its durable again once a second for ever, logging a warning each time,
+    /// while nothing was consumed and the transport check kept reporting Healthy. The server's refusal now ends the consumer,
+    /// and the host reports it (1003) as the other transports' consumers do.
+    /// </summary>
+    [Fact]
+    public async Task AMappedQueuesOperatorStream_DeletedWhileTheHostConsumes_MakesTheTransportCheckUnhealthy_NamingTheQueue()
+    {
+        var stream = Prefixes.Streams + "_OPERATOR";
+        var subject = Prefixes.Subjects + ".operator.pings";
+        var endpoint = "operator-reader";
+        var (connection, js) = await NatsServer.ConnectAsync();
+        await using var _ = connection;
+        await js.CreateStreamAsync(new StreamConfig(stream, [Prefixes.Subjects + ".operator.>"]));
+
+        var log = new TestOutputLogger();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(log);
+        builder.Services.AddSingleton(new HostingTests.Probe());
+        builder.Services.AddHerald(h => h
+            .UseNats(o =>
+            {
+                o.Url = NatsServer.Url;
+                o.StreamPrefix = Prefixes.Streams;
+                o.SubjectPrefix = Prefixes.Subjects;
+                o.Queues[endpoint] = new NatsQueueOptions { Stream = stream, FilterSubject = subject };
+                o.Topics["liveness-ping"] = subject;
+            })
+            .AddMessageType<HostingTests.NatsPing>("liveness-ping")
+            .AddHandler<HostingTests.NatsPingHandler>()
+            .Configure(o => o.EndpointName = endpoint));
+        builder.Services.AddHealthChecks().AddHerald();
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            var health = host.Services.GetRequiredService<HealthCheckService>();
+            Assert.Equal(HealthStatus.Healthy, (await health.CheckHealthAsync()).Entries["herald-transport"].Status);
+            var reported = log.WhenLoggedAsync("stopped without being asked to");
+
+            await js.DeleteStreamAsync(stream);
+
+            var report = await Eventually.ValueAsync<HealthReport>(
+                async () =>
+                {
+                    // Not only Unhealthy: the transport probe finds the queue's stream gone too, and says so meanwhile.
+                    var r = await health.CheckHealthAsync();
+                    return r.Entries["herald-transport"] is { Status: HealthStatus.Unhealthy, Description: { } d } && d.Contains("stopped without being asked to", StringComparison.Ordinal) ? r : null;
+                },
+                "the transport check reports the consumer that stopped on its own",
+                Timeout);
+            var entry = report.Entries["herald-transport"];
+            Assert.True(entry.Description!.Contains($"The consumer of '{endpoint}' stopped without being asked to", StringComparison.Ordinal), entry.Description);
+            Assert.IsType<HeraldException>(entry.Exception);
+            Assert.Contains(stream, entry.Exception!.Message, StringComparison.Ordinal);
+            await reported.WaitAsync(Timeout);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    /// <summary>A host stopping its consumer is not a consumer that stopped on its own: nothing is reported.</summary>
+    [Fact]
+    public async Task AHostStop_IsNotReportedAsAConsumerThatStoppedOnItsOwn()
+    {
+        var log = new TestOutputLogger();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(log);
+        builder.Services.AddSingleton(new HostingTests.Probe());
+        builder.Services.AddHerald(h => h
+            .UseNats(o =>
+            {
+                o.Url = NatsServer.Url;
+                o.StreamPrefix = Prefixes.Streams;
+                o.SubjectPrefix = Prefixes.Subjects;
+            })
+            .AddMessageType<HostingTests.NatsPing>("liveness-ping")
+            .AddHandler<HostingTests.NatsPingHandler>()
+            .Configure(o => o.EndpointName = "stopped-reader"));
+        using var host = builder.Build();
+        await host.StartAsync();
+        await host.StopAsync();
+
+        var status = host.Services.GetRequiredService<EndpointConsumerStatus>();
+        Assert.False(status.TryGetFault(out var queue, out var reason), $"reported {queue}: {reason}");
+        Assert.DoesNotContain("stopped without being asked to", log.ToString(), StringComparison.Ordinal);
+    }
+
+    /// <summary>The consumer's completion: successful after a stop, so the host's watch has nothing to report.</summary>
+    [Fact]
+    public async Task Stop_CompletesTheConsumersCompletion_Successfully()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = "completed-" + Guid.NewGuid().ToString("N")[..8];
+        var (consumer, _) = await ConsumeAsync(transport, queue);
+        var completion = Assert.IsAssignableFrom<IConsumerCompletion>(consumer).Completion;
+        Assert.False(completion.IsCompleted);
+
+        await consumer.StopAsync();
+
+        await completion.WaitAsync(Timeout);
+        Assert.True(completion.IsCompletedSuccessfully);
+        await consumer.DisposeAsync();
+    }
+
+    /// <summary>
+    /// Stop 43: a stream declared in Streams (Herald made it at the start) deleted while a mapped queue consumed it: the pull
+    /// found its durable gone and tried to make it again once a second for ever, failing on the stream, so nothing sent to
+    /// the queue was handled again until a restart. The stream is declared again, then its durable, as at the start.
+    /// </summary>
+    [Fact]
+    public async Task ADeclaredStream_DeletedWhileAMappedQueueConsumes_IsDeclaredAgain_AndWhatIsSentAfterIsHandled()
+    {
+        var stream = Prefixes.Streams + "_DECLARED";
+        var subject = Prefixes.Subjects + ".declared";
+        var queue = "declared-reader";
+        var transport = await CreateTransportAsync(
+            o =>
+            {
+                var declared = new NatsStreamOptions { Name = stream };
+                declared.Subjects.Add(subject);
+                o.Streams.Add(declared);
+                o.Queues[queue] = new NatsQueueOptions { Stream = stream, FilterSubject = subject };
+                o.PublishRetryTimeout = TimeSpan.Zero;
+            });
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("before"));
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "before"), "the message sent before the delete");
+
+            await transport.JetStream.DeleteStreamAsync(stream);
+
+            await Eventually.UntilAsync(
+                async () =>
+                {
+                    try
+                    {
+                        await transport.SendAsync(queue, NewEnvelope("after"));
+                        return true;
+                    }
+                    catch (HeraldException)
+                    {
+                        return false;
+                    }
+                },
+                "a send is stored in the stream declared again",
+                Timeout);
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "after"), "the running consumer handles a message sent after the stream was declared again", Timeout);
+        }
+    }
+}
+
