@@ -51,7 +51,11 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
     private Task _running = Task.CompletedTask;
     private ITimer? _keepAlive;
     private Thread? _keepAliveThread;
-    private readonly ManualResetEventSlim _keepAliveStop = new();
+    // Set to stop the keep-alive thread (with _keepAliveStopped), or to have it take a new pace at once.
+    private readonly ManualResetEventSlim _keepAliveWake = new();
+    private volatile bool _keepAliveStopped;
+
+    // Read again with the durable (each lag refresh, each remake): its ack wait may have changed on the server.
     private TimeSpan _keepAliveEvery;
     private ITimer? _lagRefresh;
     private long _pending;
@@ -150,7 +154,8 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
             await NakQuietlyAsync(delivery.Message, TimeSpan.Zero).ConfigureAwait(false);
         }
 
-        _keepAliveStop.Set();
+        _keepAliveStopped = true;
+        _keepAliveWake.Set();
         if (_keepAlive is not null)
         {
             await _keepAlive.DisposeAsync().ConfigureAwait(false);
@@ -172,7 +177,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
         _keepAliveThread?.Join();
         _stopping.Dispose();
         _aborting.Dispose();
-        _keepAliveStop.Dispose();
+        _keepAliveWake.Dispose();
     }
 
     internal ValueTask AckAsync(NatsDelivery delivery, CancellationToken cancellationToken)
@@ -511,9 +516,41 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
 
     private void KeepAliveLoop()
     {
-        while (!_keepAliveStop.Wait(_keepAliveEvery))
+        while (!_keepAliveStopped)
         {
+            if (_keepAliveWake.Wait(_keepAliveEvery))
+            {
+                // Reset before the flag is read again: a stop sets the flag, then wakes.
+                _keepAliveWake.Reset();
+                if (_keepAliveStopped)
+                {
+                    return;
+                }
+            }
+
             KeepAlive();
+        }
+    }
+
+    /// <summary>
+    /// Keeps alive at the pace <paramref name="ackWait"/> (the durable's, as just read from the server) calls for: an ack
+    /// wait shortened on the server (edited, or the durable made again by another process) would be outlived by a tick
+    /// paced for the old one, and the server would deliver a message again while its handler runs. A faster pace starts
+    /// with a tick now.
+    /// </summary>
+    private void PaceKeepAlive(TimeSpan ackWait)
+    {
+        var every = _transport.Options.KeepAliveFor(ackWait);
+        if (every == _keepAliveEvery)
+        {
+            return;
+        }
+
+        _keepAliveEvery = every;
+        _keepAlive?.Change(TimeSpan.Zero, every);
+        if (_keepAliveThread is not null)
+        {
+            _keepAliveWake.Set();
         }
     }
 
@@ -625,6 +662,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
 
         _hasLag = true;
         _lagFreshness.Refreshed();
+        PaceKeepAlive(info.Config.AckWait);
     }
 
     /// <summary>Reads the lag from the server now (tests; the gauges otherwise refresh on their timer).</summary>
