@@ -30,24 +30,11 @@ public sealed class ConsumerLivenessTests : NatsTestBase
         await js.CreateStreamAsync(new StreamConfig(stream, [Prefixes.Subjects + ".operator.>"]));
 
         var log = new TestOutputLogger();
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddProvider(log);
-        builder.Services.AddSingleton(new HostingTests.Probe());
-        builder.Services.AddHerald(h => h
-            .UseNats(o =>
-            {
-                o.Url = NatsServer.Url;
-                o.StreamPrefix = Prefixes.Streams;
-                o.SubjectPrefix = Prefixes.Subjects;
-                o.Queues[endpoint] = new NatsQueueOptions { Stream = stream, FilterSubject = subject };
-                o.Topics["liveness-ping"] = subject;
-            })
-            .AddMessageType<HostingTests.NatsPing>("liveness-ping")
-            .AddHandler<HostingTests.NatsPingHandler>()
-            .Configure(o => o.EndpointName = endpoint));
-        builder.Services.AddHealthChecks().AddHerald();
-        using var host = builder.Build();
+        using var host = BuildHost(log, endpoint, o =>
+        {
+            o.Queues[endpoint] = new NatsQueueOptions { Stream = stream, FilterSubject = subject };
+            o.Topics["liveness-ping"] = subject;
+        });
         await host.StartAsync();
         try
         {
@@ -83,21 +70,7 @@ public sealed class ConsumerLivenessTests : NatsTestBase
     public async Task AHostStop_IsNotReportedAsAConsumerThatStoppedOnItsOwn()
     {
         var log = new TestOutputLogger();
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddProvider(log);
-        builder.Services.AddSingleton(new HostingTests.Probe());
-        builder.Services.AddHerald(h => h
-            .UseNats(o =>
-            {
-                o.Url = NatsServer.Url;
-                o.StreamPrefix = Prefixes.Streams;
-                o.SubjectPrefix = Prefixes.Subjects;
-            })
-            .AddMessageType<HostingTests.NatsPing>("liveness-ping")
-            .AddHandler<HostingTests.NatsPingHandler>()
-            .Configure(o => o.EndpointName = "stopped-reader"));
-        using var host = builder.Build();
+        using var host = BuildHost(log, "stopped-reader");
         await host.StartAsync();
         await host.StopAsync();
 
@@ -169,5 +142,26 @@ public sealed class ConsumerLivenessTests : NatsTestBase
             await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "after"), "the running consumer handles a message sent after the stream was declared again", Timeout);
         }
     }
-}
 
+    /// <summary>A host consuming <paramref name="endpoint"/> on the test server, with the health checks, logging to <paramref name="log"/>.</summary>
+    private IHost BuildHost(TestOutputLogger log, string endpoint, Action<NatsTransportOptions>? configure = null)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(log);
+        builder.Services.AddSingleton(new HostingTests.Probe());
+        builder.Services.AddHerald(h => h
+            .UseNats(o =>
+            {
+                o.Url = NatsServer.Url;
+                o.StreamPrefix = Prefixes.Streams;
+                o.SubjectPrefix = Prefixes.Subjects;
+                configure?.Invoke(o);
+            })
+            .AddMessageType<HostingTests.NatsPing>("liveness-ping")
+            .AddHandler<HostingTests.NatsPingHandler>()
+            .Configure(o => o.EndpointName = endpoint));
+        builder.Services.AddHealthChecks().AddHerald();
+        return builder.Build();
+    }
+}
