@@ -9,6 +9,8 @@ namespace Herald.Messages;
 /// </summary>
 public sealed class SystemTextJsonMessageSerializer : IMessageSerializer
 {
+    private static ReadOnlySpan<byte> Utf8ByteOrderMark => [0xEF, 0xBB, 0xBF];
+
     private readonly JsonSerializerOptions _options;
 
     /// <summary>Creates the serializer with web defaults (camelCase) and reflection as the last resolver.</summary>
@@ -47,7 +49,15 @@ public sealed class SystemTextJsonMessageSerializer : IMessageSerializer
     {
         try
         {
-            return JsonSerializer.Deserialize(body.Span, type, _options)
+            // One UTF-8 byte-order mark is skipped, as System.Text.Json's stream reads and ASP.NET Core's request bodies do:
+            // .NET's Encoding.UTF8 preamble, PowerShell and many Windows tools write it; the span reader refuses it.
+            var span = body.Span;
+            if (span.StartsWith(Utf8ByteOrderMark))
+            {
+                span = span[Utf8ByteOrderMark.Length..];
+            }
+
+            return JsonSerializer.Deserialize(span, type, _options)
                 ?? throw new JsonException("The body is the JSON literal null.");
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
