@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using Herald.Conformance;
+using Herald.Conformance.Transport;
 using Herald.Handling;
 using Herald.Internal;
 using Herald.Messages;
@@ -84,11 +86,87 @@ public sealed class ConsumerCompletionTests
         Assert.False(status.TryGetFault(out _, out _));
     }
 
+    // A consumer whose loop died is reported dead (health, log) when it dies. The host's stop then stops it like any other:
+    // it neither throws that old failure at the application's shutdown nor skips the consumer's own clean-up (closing its
+    // channel, handing prefetched messages back), which a throw out of ConsumerStop's wait left undone.
+    [Fact]
+    public async Task Host_WhoseConsumerDied_StopsWithoutThrowing_AndTheConsumerFinishesItsStop()
+    {
+        var transport = new DyingTransport(new InMemoryTransport());
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHerald(h => h
+            .UseTransport(_ => transport)
+            .AddHandler<PingHandler>()
+            .Configure(o => o.EndpointName = "completion-" + Guid.NewGuid().ToString("N")[..6]));
+        using var host = builder.Build();
+        await host.StartAsync();
+        var status = host.Services.GetRequiredService<EndpointConsumerStatus>();
+        var consumer = Assert.Single(transport.Consumers);
+
+        consumer.Die(new NotSupportedException("the broker refused the consumer"));
+        await Eventually.UntilAsync(() => status.TryGetFault(out _, out _), "the dead consumer is reported");
+
+        await host.StopAsync().WaitAsync(Deadline);
+
+        Assert.True(consumer.Finished, "the consumer's stop went on past its wait for the dead loop");
+        Assert.True(status.TryGetFault(out _, out var reason));
+        Assert.IsType<NotSupportedException>(reason);
+    }
+
     [MessageType("completion-ping")]
     public sealed record Ping;
 
     public sealed class PingHandler : IMessageHandler<Ping>
     {
         public ValueTask HandleAsync(Ping message, MessageContext context, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+    }
+
+    private sealed class DyingTransport(ITransport inner) : DelegatingTransport(inner)
+    {
+        public ConcurrentQueue<DyingConsumer> Consumers { get; } = new();
+
+        public override ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
+        {
+            var consumer = new DyingConsumer(queue);
+            Consumers.Enqueue(consumer);
+            return ValueTask.FromResult<ITransportConsumer>(consumer);
+        }
+    }
+
+    // A consumer built as every transport's is: its loop's end is its Completion, and its stop waits on the loop through ConsumerStop.
+    private sealed class DyingConsumer : ITransportConsumer, IConsumerCompletion
+    {
+        private readonly TaskCompletionSource _loop = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly CancellationTokenSource _stopping = new();
+        private readonly CancellationTokenSource _aborting = new();
+
+        public DyingConsumer(string queue)
+        {
+            Queue = queue;
+            Completion = ConsumerCompletion.WhenEndedAsync(_loop.Task, _stopping.Token);
+        }
+
+        public string Queue { get; }
+
+        public Task Completion { get; }
+
+        public bool Finished { get; private set; }
+
+        public void Die(Exception reason) => _loop.SetException(reason);
+
+        public async Task StopAsync(CancellationToken cancellationToken = default)
+        {
+            await _stopping.CancelAsync();
+            await ConsumerStop.WaitAsync(_loop.Task, _aborting, TimeProvider.System, cancellationToken);
+            Finished = true;
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            _stopping.Dispose();
+            _aborting.Dispose();
+            return ValueTask.CompletedTask;
+        }
     }
 }

@@ -18,7 +18,9 @@ public static class ConsumerStop
     /// Waits for <paramref name="running"/> (the consumer's workers); when <paramref name="cancellationToken"/> fires, cancels
     /// <paramref name="aborting"/> (the handlers' token) and waits at most <see cref="AbandonGrace"/> more, on
     /// <paramref name="timeProvider"/>. True when the workers ended; false when handlers that ignore their token were
-    /// abandoned. A worker's failure is thrown, as awaiting <paramref name="running"/> would.
+    /// abandoned. A worker's failure is not thrown: a consume loop that died is reported when it dies (the consumer's
+    /// <see cref="IConsumerCompletion.Completion"/>, which the host logs and shows to the health checks), and its stop must
+    /// still do the rest of its work (settle, hand back, close) instead of failing the application's shutdown.
     /// </summary>
     public static async Task<bool> WaitAsync(Task running, CancellationTokenSource aborting, TimeProvider timeProvider, CancellationToken cancellationToken)
     {
@@ -27,28 +29,19 @@ public static class ConsumerStop
         ArgumentNullException.ThrowIfNull(timeProvider);
         using (cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), aborting))
         {
-            try
+            // Ended, failed or not (a failure was the consume loop's to report), or the stop's token fired.
+            await running.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (running.IsCompleted)
             {
-                await running.WaitAsync(cancellationToken).ConfigureAwait(false);
                 return true;
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
-                // Aborted (or the workers ended meanwhile: the wait below then returns, or throws their failure, at once).
-                // Cancelled here too: this wait's own callback may have run first and brought us here on the same
-                // thread, so leaving the block would unregister the callback above before it ran.
-                await aborting.CancelAsync().ConfigureAwait(false);
-            }
+
+            // Aborted. Cancelled here too: this wait's own callback may have run first and brought us here on the same
+            // thread, so leaving the block would unregister the callback above before it ran.
+            await aborting.CancelAsync().ConfigureAwait(false);
         }
 
-        try
-        {
-            await running.WaitAsync(AbandonGrace, timeProvider, CancellationToken.None).ConfigureAwait(false);
-            return true;
-        }
-        catch (TimeoutException)
-        {
-            return false;
-        }
+        await running.WaitAsync(AbandonGrace, timeProvider, CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        return running.IsCompleted;
     }
 }
