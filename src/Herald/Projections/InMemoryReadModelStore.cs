@@ -164,35 +164,36 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
     private int ActiveGeneration(string table) => _active.GetValueOrDefault(table, 1);
 
     // Under the gate, before any store of the unit of work applies: a write of a generation a newer one replaced (a runner
-    // a rebuild left behind) fails the whole unit, so the retired generation is never made again.
+    // a rebuild left behind) fails the whole unit, so the retired generation is never made again. The changes run here too,
+    // on the documents as they are now: one may throw on a document another unit changed since it was staged, and that too
+    // must fail the unit before any store applied (the gate stays held until Apply, so what they computed stays current).
     private void Check(StagedChanges staged)
     {
-        foreach (var ((table, generation, _), _) in staged.Changes)
+        var changed = new Dictionary<(string Table, int Generation, string Id), string?>();
+        foreach (var ((table, generation, id), change) in staged.Changes)
         {
             var active = ActiveGeneration(table);
             if (generation < active)
             {
                 throw new ReadModelGenerationRetiredException(table, generation, active);
             }
+
+            if (!changed.TryGetValue((table, generation, id), out var current))
+            {
+                current = _tables.GetValueOrDefault((table, generation))?.GetValueOrDefault(id);
+            }
+
+            changed[(table, generation, id)] = change(current);
         }
+
+        staged.Changed = changed;
     }
 
     private void Apply(StagedChanges staged)
     {
         lock (_gate)
         {
-            var changed = new Dictionary<(string Table, int Generation, string Id), string?>();
-            foreach (var ((table, generation, id), change) in staged.Changes)
-            {
-                if (!changed.TryGetValue((table, generation, id), out var current))
-                {
-                    current = _tables.GetValueOrDefault((table, generation))?.GetValueOrDefault(id);
-                }
-
-                changed[(table, generation, id)] = change(current);
-            }
-
-            foreach (var ((table, generation, id), json) in changed)
+            foreach (var ((table, generation, id), json) in staged.Changed ?? [])
             {
                 if (!_tables.TryGetValue((table, generation), out var documents))
                 {
@@ -223,6 +224,9 @@ internal sealed class InMemoryReadModelStore : IReadModelStore
         public List<((string Table, int Generation, string Id) Key, Func<string?, string?> Change)> Changes { get; } = [];
 
         public Dictionary<string, int> Activations { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>The documents as the commit writes them, computed by Check under the gate.</summary>
+        public Dictionary<(string Table, int Generation, string Id), string?>? Changed { get; set; }
 
         public object Owner => store;
 

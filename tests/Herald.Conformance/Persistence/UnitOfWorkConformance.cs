@@ -806,6 +806,44 @@ public abstract class UnitOfWorkConformance
         await AssertNothingWrittenAsync(host, work, streamVersion: 1);
     }
 
+    // A read-model change runs again on the document as it is at the commit (another unit may have changed it since), so it
+    // can throw there, after the commit began; the append beside it must not stay written without it.
+    [Fact]
+    public async Task AReadModelChangeThatThrowsAtTheCommit_FailsIt_AndTheAppendBesideItIsNotWritten()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        var document = "doc-" + Guid.NewGuid().ToString("N");
+        var readModels = host.Get<Herald.Projections.IReadModelStore>();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await scope.ServiceProvider.GetRequiredService<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)], unitOfWork);
+            await readModels.UpdateAsync(
+                ReadModelTable,
+                1,
+                document,
+                current => current is null ? """{"by":"first"}""" : throw new InvalidOperationException("the document exists already"),
+                unitOfWork);
+
+            // Another unit of work makes the document before this one commits.
+            await using (var other = host.Services.CreateAsyncScope())
+            {
+                var otherUnit = other.ServiceProvider.GetRequiredService<IUnitOfWork>();
+                await readModels.UpdateAsync(ReadModelTable, 1, document, _ => """{"by":"other"}""", otherUnit);
+                await otherUnit.CommitAsync();
+            }
+
+            var thrown = await Assert.ThrowsAnyAsync<Exception>(() => unitOfWork.CommitAsync().AsTask());
+            Assert.Contains("the document exists already", thrown.ToString(), StringComparison.Ordinal);
+            Assert.True(unitOfWork.IsCompleted);
+        }
+
+        Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.Equal("""{"by":"other"}""", (await readModels.GetAsync(ReadModelTable, document))?.Replace(" ", string.Empty, StringComparison.Ordinal));
+    }
+
     // The in-memory inbox ends its mark in callbacks registered after the user's: a second copy of the message waited for
     // that mark's outcome until its cancellation.
     [Theory]
@@ -912,6 +950,8 @@ public abstract class UnitOfWorkConformance
     private static string HostEndpoint(IServiceProvider services) => services.GetRequiredService<Microsoft.Extensions.Options.IOptions<HeraldOptions>>().Value.EndpointName;
 
     private const string NotesQueue = "uow-notes";
+
+    private const string ReadModelTable = "uow_conformance";
 
     private const string NoteTopic = "uow-conformance-note";
 
