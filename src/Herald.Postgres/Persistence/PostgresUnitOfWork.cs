@@ -45,10 +45,18 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
     /// <inheritdoc />
     public override async ValueTask CommitAsync(CancellationToken cancellationToken = default)
     {
-        await FlushDeferredAsync(cancellationToken).ConfigureAwait(false);
-        if (!TryComplete(out var callbacks))
+        List<(object Owner, IDeferredWrites Writes)>? deferred;
+        Callbacks callbacks;
+        lock (Gate)
         {
-            return;
+            // Taken with the completion, so no write can be deferred past the flush below.
+            deferred = _deferred;
+            if (!TryComplete(out callbacks))
+            {
+                return;
+            }
+
+            _deferred = null;
         }
 
         await _connectionGate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
@@ -71,6 +79,17 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
                 }
 
                 System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(doomed);
+            }
+
+            // The deferred writes run in the transaction just before it commits; one that fails fails the commit as any
+            // other failure here does (an aborted unit skips them: its commit fails with the first cause anyway).
+            if (!aborted && deferred is not null)
+            {
+                foreach (var (_, writes) in deferred)
+                {
+                    var transaction = await BeginAsync(cancellationToken).ConfigureAwait(false);
+                    await writes.FlushAsync(_connection!, transaction, cancellationToken).ConfigureAwait(false);
+                }
             }
 
             if (_transaction is not null)
@@ -161,24 +180,10 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
                 ThrowIfCompleted();
             }
 
-            if (_transaction is null)
-            {
-                var connection = await Store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
-                try
-                {
-                    _transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-                    _connection = connection;
-                }
-                catch
-                {
-                    await connection.DisposeAsync().ConfigureAwait(false);
-                    throw;
-                }
-            }
-
+            var transaction = await BeginAsync(cancellationToken).ConfigureAwait(false);
             try
             {
-                return await work(_connection!, _transaction, cancellationToken).ConfigureAwait(false);
+                return await work(_connection!, transaction, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is not ConcurrencyException)
             {
@@ -261,38 +266,24 @@ internal sealed class PostgresUnitOfWork : UnitOfWorkBase
     /// <summary>Records the last position an append of this transaction wrote.</summary>
     internal void Appended(long lastPosition) => _lastPosition = Math.Max(_lastPosition, lastPosition);
 
-    // Runs the deferred writes before the commit; a failure rolls the unit of work back (a failed commit writes nothing).
-    // A unit already doomed or aborted skips them: its commit fails with the first cause anyway.
-    private async ValueTask FlushDeferredAsync(CancellationToken cancellationToken)
+    // The transaction, begun on a pooled connection if nothing began it yet; called holding the connection gate.
+    private async ValueTask<NpgsqlTransaction> BeginAsync(CancellationToken cancellationToken)
     {
-        List<(object Owner, IDeferredWrites Writes)>? deferred;
-        lock (Gate)
+        if (_transaction is { } begun)
         {
-            deferred = _aborted || _doomed is not null ? null : _deferred;
-            _deferred = null;
+            return begun;
         }
 
-        if (deferred is null)
-        {
-            return;
-        }
-
+        var connection = await Store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            foreach (var (_, writes) in deferred)
-            {
-                await ExecuteAsync(
-                    async (connection, transaction, token) =>
-                    {
-                        await writes.FlushAsync(connection, transaction, token).ConfigureAwait(false);
-                        return true;
-                    },
-                    cancellationToken).ConfigureAwait(false);
-            }
+            var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            (_transaction, _connection) = (transaction, connection);
+            return transaction;
         }
         catch
         {
-            await RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+            await connection.DisposeAsync().ConfigureAwait(false);
             throw;
         }
     }

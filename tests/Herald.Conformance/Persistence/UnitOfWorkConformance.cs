@@ -814,34 +814,65 @@ public abstract class UnitOfWorkConformance
         await using var host = await StartAsync();
         var work = Work.New();
         var document = "doc-" + Guid.NewGuid().ToString("N");
-        var readModels = host.Get<Herald.Projections.IReadModelStore>();
 
         await using (var scope = host.Services.CreateAsyncScope())
         {
-            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
-            await scope.ServiceProvider.GetRequiredService<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)], unitOfWork);
-            await readModels.UpdateAsync(
-                ReadModelTable,
-                1,
-                document,
-                current => current is null ? """{"by":"first"}""" : throw new InvalidOperationException("the document exists already"),
-                unitOfWork);
-
-            // Another unit of work makes the document before this one commits.
-            await using (var other = host.Services.CreateAsyncScope())
-            {
-                var otherUnit = other.ServiceProvider.GetRequiredService<IUnitOfWork>();
-                await readModels.UpdateAsync(ReadModelTable, 1, document, _ => """{"by":"other"}""", otherUnit);
-                await otherUnit.CommitAsync();
-            }
+            var unitOfWork = await EnlistAnAppendAndAChangeThatWillThrowAsync(host, scope.ServiceProvider, work, document);
 
             var thrown = await Assert.ThrowsAnyAsync<Exception>(() => unitOfWork.CommitAsync().AsTask());
-            Assert.Contains("the document exists already", thrown.ToString(), StringComparison.Ordinal);
+            Assert.Contains(ChangeFailure, thrown.ToString(), StringComparison.Ordinal);
             Assert.True(unitOfWork.IsCompleted);
         }
 
         Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
-        Assert.Equal("""{"by":"other"}""", (await readModels.GetAsync(ReadModelTable, document))?.Replace(" ", string.Empty, StringComparison.Ordinal));
+        Assert.Equal("""{"by":"other"}""", (await host.Get<Herald.Projections.IReadModelStore>().GetAsync(ReadModelTable, document))?.Replace(" ", string.Empty, StringComparison.Ordinal));
+    }
+
+    // The contract of a failed commit whatever failed in it: the rollback callbacks all run, and its own failure comes first.
+    [Fact]
+    public async Task AReadModelChangeThatThrowsAtTheCommit_WithARollbackCallbackThatFails_ReportsTheChangesFailureFirst()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        var callbackFailure = new InvalidOperationException("a rollback callback fails");
+        var ran = new List<string>();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = await EnlistAnAppendAndAChangeThatWillThrowAsync(host, scope.ServiceProvider, work, "doc-" + Guid.NewGuid().ToString("N"));
+            unitOfWork.OnRolledBack(_ => throw callbackFailure);
+            unitOfWork.OnRolledBack(_ => Ran(ran, "second"));
+
+            var thrown = await Assert.ThrowsAsync<AggregateException>(() => unitOfWork.CommitAsync().AsTask());
+
+            Assert.Collection(
+                thrown.InnerExceptions,
+                e => Assert.Contains(ChangeFailure, e.ToString(), StringComparison.Ordinal),
+                e => Assert.Same(callbackFailure, e));
+        }
+
+        Assert.Equal(["second"], ran);
+        Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+    }
+
+    private const string ChangeFailure = "the document exists already";
+
+    // An append and a read-model change that finds, at the commit, the document another unit of work made meanwhile, and throws.
+    private static async Task<IUnitOfWork> EnlistAnAppendAndAChangeThatWillThrowAsync(TestHost host, IServiceProvider services, Work work, string document)
+    {
+        var readModels = host.Get<Herald.Projections.IReadModelStore>();
+        var unitOfWork = services.GetRequiredService<IUnitOfWork>();
+        await services.GetRequiredService<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)], unitOfWork);
+        await readModels.UpdateAsync(ReadModelTable, 1, document, current => current is null ? """{"by":"first"}""" : throw new InvalidOperationException(ChangeFailure), unitOfWork);
+
+        await using (var other = host.Services.CreateAsyncScope())
+        {
+            var otherUnit = other.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            await readModels.UpdateAsync(ReadModelTable, 1, document, _ => """{"by":"other"}""", otherUnit);
+            await otherUnit.CommitAsync();
+        }
+
+        return unitOfWork;
     }
 
     // The in-memory inbox ends its mark in callbacks registered after the user's: a second copy of the message waited for
