@@ -106,11 +106,16 @@ internal sealed class InMemoryUnitOfWork : IUnitOfWork, IAsyncDisposable
             (_committed, _rolledBack, _enlistments) = (null, null, null);
         }
 
-        if (commit && enlistments is not null)
+        if (commit)
         {
             try
             {
-                ApplyAll(enlistments);
+                // Cancelled before anything applied: it fails and writes nothing, as the engines' commits do.
+                cancellationToken.ThrowIfCancellationRequested();
+                if (enlistments is not null)
+                {
+                    ApplyAll(enlistments);
+                }
             }
             catch (Exception ex)
             {

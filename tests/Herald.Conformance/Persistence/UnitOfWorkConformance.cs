@@ -855,6 +855,75 @@ public abstract class UnitOfWorkConformance
         Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
     }
 
+    [Fact]
+    public async Task ASecondCommit_DoesNothing_AndTheCallbacksRanOnce()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        var ran = new List<string>();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            unitOfWork.OnCommitted(_ => Ran(ran, "committed"));
+            await EnlistAllAsync(scope.ServiceProvider, unitOfWork, work, ExpectedVersion.NoStream);
+            await unitOfWork.CommitAsync();
+
+            await unitOfWork.CommitAsync();
+            await unitOfWork.RollbackAsync();
+        }
+
+        Assert.Equal(["committed"], ran);
+        Assert.Equal(1, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.True(await UserRowExistsAsync(host.Services, work.Key));
+    }
+
+    [Fact]
+    public async Task AUnitOfWorkWhoseScopeEnded_RefusesEveryWrite_AndItsCommitWritesNothing()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        IUnitOfWork unitOfWork;
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+        }
+
+        Assert.True(unitOfWork.IsCompleted);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => host.Get<IEventStore>().AppendAsync(work.Stream, ExpectedVersion.NoStream, [Event(host)], unitOfWork).AsTask());
+        await Assert.ThrowsAsync<InvalidOperationException>(() => host.Get<IInbox>().TryMarkHandledAsync(host.Endpoint, work.MessageId, InboxWindow, unitOfWork).AsTask());
+        Assert.Throws<InvalidOperationException>(() => unitOfWork.OnCommitted(_ => ValueTask.CompletedTask));
+        await unitOfWork.CommitAsync();
+
+        Assert.Equal(0, await host.Get<IEventStore>().GetStreamVersionAsync(work.Stream));
+        Assert.False(await host.Get<IInbox>().IsHandledAsync(host.Endpoint, work.MessageId));
+    }
+
+    // Cancelled before the commit began: like any cancelled call, it throws and does nothing, and the unit is over.
+    [Fact]
+    public async Task ACommitWithACancelledToken_Throws_WritesNothing_AndRunsTheRollbackCallbacks()
+    {
+        await using var host = await StartAsync();
+        var work = Work.New();
+        var ran = new List<string>();
+
+        await using (var scope = host.Services.CreateAsyncScope())
+        {
+            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
+            unitOfWork.OnCommitted(_ => Ran(ran, "committed"));
+            unitOfWork.OnRolledBack(_ => Ran(ran, "rolled back"));
+            await EnlistAllAsync(scope.ServiceProvider, unitOfWork, work, ExpectedVersion.NoStream);
+
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => unitOfWork.CommitAsync(new CancellationToken(canceled: true)).AsTask());
+            Assert.True(unitOfWork.IsCompleted);
+            await unitOfWork.CommitAsync();
+        }
+
+        Assert.Equal(["rolled back"], ran);
+        await AssertNothingWrittenAsync(host, work, streamVersion: 0);
+    }
+
     private const string ChangeFailure = "the document exists already";
 
     // An append and a read-model change that finds, at the commit, the document another unit of work made meanwhile, and throws.
