@@ -14,9 +14,12 @@ namespace Herald.Hosting;
 
 /// <summary>
 /// Starts this host's endpoint with the host: declares its queue, binds it to the topic of every message type it
-/// handles, and consumes. On shutdown, in-flight messages finish (bounded by <see cref="HeraldOptions.ShutdownTimeout"/>).
+/// handles, and consumes. On shutdown, in-flight messages finish (bounded by <see cref="HeraldOptions.ShutdownTimeout"/>)
+/// while every other service still runs: the consumer stops in <see cref="StoppingAsync"/>, before any hosted service's
+/// stop (the host stops them in the reverse order of registration, and AddHerald registers this one first, so the outbox
+/// relay registered after it would otherwise stop before the handlers it relays for had finished).
 /// </summary>
-internal sealed class HeraldHostedService(IServiceProvider services, IOptions<HeraldOptions> options) : IHostedService, IAsyncDisposable, IDisposable
+internal sealed class HeraldHostedService(IServiceProvider services, IOptions<HeraldOptions> options) : IHostedLifecycleService, IAsyncDisposable, IDisposable
 {
     // Resolved with this service, not at its start: the container disposes singletons in the reverse order of their
     // creation, so this service's dispose (below) comes before the transport's, and needs nothing from the container.
@@ -82,6 +85,15 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
             }
         }
     }
+
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Stops the consumer, letting its in-flight handlers finish, before any hosted service stops.</summary>
+    public Task StoppingAsync(CancellationToken cancellationToken) => StopAsync(cancellationToken);
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {

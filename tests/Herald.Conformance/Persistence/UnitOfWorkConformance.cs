@@ -864,9 +864,7 @@ public abstract class UnitOfWorkConformance
 
         await using (var scope = host.Services.CreateAsyncScope())
         {
-            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
-            unitOfWork.OnCommitted(_ => Ran(ran, "committed"));
-            await EnlistAllAsync(scope.ServiceProvider, unitOfWork, work, ExpectedVersion.NoStream);
+            var unitOfWork = await EnlistAllRecordingTheCallbacksAsync(scope.ServiceProvider, work, ran);
             await unitOfWork.CommitAsync();
 
             await unitOfWork.CommitAsync();
@@ -910,10 +908,7 @@ public abstract class UnitOfWorkConformance
 
         await using (var scope = host.Services.CreateAsyncScope())
         {
-            var unitOfWork = scope.ServiceProvider.GetRequiredService<IUnitOfWork>();
-            unitOfWork.OnCommitted(_ => Ran(ran, "committed"));
-            unitOfWork.OnRolledBack(_ => Ran(ran, "rolled back"));
-            await EnlistAllAsync(scope.ServiceProvider, unitOfWork, work, ExpectedVersion.NoStream);
+            var unitOfWork = await EnlistAllRecordingTheCallbacksAsync(scope.ServiceProvider, work, ran);
 
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => unitOfWork.CommitAsync(new CancellationToken(canceled: true)).AsTask());
             Assert.True(unitOfWork.IsCompleted);
@@ -922,6 +917,15 @@ public abstract class UnitOfWorkConformance
 
         Assert.Equal(["rolled back"], ran);
         await AssertNothingWrittenAsync(host, work, streamVersion: 0);
+    }
+
+    private async Task<IUnitOfWork> EnlistAllRecordingTheCallbacksAsync(IServiceProvider services, Work work, List<string> ran)
+    {
+        var unitOfWork = services.GetRequiredService<IUnitOfWork>();
+        unitOfWork.OnCommitted(_ => Ran(ran, "committed"));
+        unitOfWork.OnRolledBack(_ => Ran(ran, "rolled back"));
+        await EnlistAllAsync(services, unitOfWork, work, ExpectedVersion.NoStream);
+        return unitOfWork;
     }
 
     private const string ChangeFailure = "the document exists already";

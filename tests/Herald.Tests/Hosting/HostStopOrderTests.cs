@@ -1,0 +1,117 @@
+using System.Collections.Concurrent;
+using Herald.Conformance;
+using Herald.Conformance.Transport;
+using Herald.Handling;
+using Herald.Messages;
+using Herald.Persistence;
+using Herald.Reliability.Outbox;
+using Herald.Transport;
+using Herald.Transport.InMemory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.Tests.Hosting;
+
+/// <summary>What runs while the host's consumer drains its in-flight handlers at shutdown.</summary>
+public sealed class HostStopOrderTests
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(15);
+
+    // The host stops its services in the reverse order of their registration, and AddHerald registers the consumer before
+    // UseOutbox registers the relay: the relay stopped first, so what the draining handlers committed to the outbox waited
+    // for the next start (and was lost with the in-memory outbox store).
+    [Fact]
+    public async Task WhileTheConsumerDrainsAtShutdown_TheOutboxRelayStillSends()
+    {
+        var transport = new StopWatchingTransport(new InMemoryTransport());
+        var gate = new Gate();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(gate);
+        var endpoint = "stop-order-" + Guid.NewGuid().ToString("N")[..6];
+        builder.Services.AddHerald(h => h
+            .UseTransport(_ => transport)
+            .AddMessageType<Note>()
+            .AddHandler<HoldHandler>()
+            .Route<Hold>(endpoint)
+            .Route<Note>("stop-order-notes")
+            .UseOutbox(o => o.PollInterval = TimeSpan.FromMilliseconds(100))
+            .Configure(o => o.EndpointName = endpoint));
+        using var host = builder.Build();
+        await host.StartAsync();
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Hold());
+        await gate.Entered.Task.WaitAsync(Deadline);
+
+        var stopping = host.StopAsync();
+        try
+        {
+            await transport.ConsumerStopping.Task.WaitAsync(Deadline);
+
+            // Committed while the consumer drains, as the in-flight handler's own messages would be.
+            await using (var scope = host.Services.CreateAsyncScope())
+            {
+                await scope.ServiceProvider.GetRequiredService<IOutbox>().SendAsync(new Note("during the drain"));
+                await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+            }
+
+            await Eventually.UntilAsync(() => transport.Sent.Contains("stop-order-notes"), "the outbox row committed during the drain is relayed");
+        }
+        finally
+        {
+            gate.Release.TrySetResult();
+            await stopping.WaitAsync(Deadline);
+        }
+    }
+
+    [MessageType("stop-order-hold")]
+    public sealed record Hold;
+
+    [MessageType("stop-order-note")]
+    public sealed record Note(string Text);
+
+    public sealed class Gate
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    public sealed class HoldHandler(Gate gate) : IMessageHandler<Hold>
+    {
+        public async ValueTask HandleAsync(Hold message, MessageContext context, CancellationToken cancellationToken)
+        {
+            gate.Entered.TrySetResult();
+            await gate.Release.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    private sealed class StopWatchingTransport(ITransport inner) : DelegatingTransport(inner)
+    {
+        public TaskCompletionSource ConsumerStopping { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ConcurrentBag<string> Sent { get; } = [];
+
+        public override ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+        {
+            Sent.Add(queue);
+            return base.SendAsync(queue, envelope, options, cancellationToken);
+        }
+
+        public override async ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
+            new WatchedConsumer(await base.ConsumeAsync(queue, options, handler, cancellationToken), ConsumerStopping);
+    }
+
+    private sealed class WatchedConsumer(ITransportConsumer inner, TaskCompletionSource stopping) : ITransportConsumer
+    {
+        public string Queue => inner.Queue;
+
+        public Task StopAsync(CancellationToken cancellationToken = default)
+        {
+            stopping.TrySetResult();
+            return inner.StopAsync(cancellationToken);
+        }
+
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+}
