@@ -35,6 +35,9 @@ internal static partial class Log
     [LoggerMessage(8017, LogLevel.Error, "The durable consumer '{Consumer}' of stream '{Stream}' ('{Queue}') is gone and the server refused to make it again; its pull stopped, and the consumer no longer consumes")]
     public static partial void DurableNotRemade(ILogger logger, Exception exception, string consumer, string stream, string queue);
 
+    [LoggerMessage(8019, LogLevel.Error, "The durable consumer '{Consumer}' of stream '{Stream}' ('{Queue}') refuses every pull (it was made again as a push consumer behind Herald's back); its pull stopped, and the consumer no longer consumes")]
+    public static partial void DurableRefusesPulls(ILogger logger, Exception exception, string consumer, string stream, string queue);
+
     [LoggerMessage(8018, LogLevel.Warning, "The stream '{Stream}', declared in Streams, was gone (deleted behind Herald's back, with the messages it held); declared again from its options")]
     public static partial void DeclaredStreamRemade(ILogger logger, string stream);
 

@@ -143,6 +143,38 @@ public sealed class ConsumerLivenessTests : NatsTestBase
         }
     }
 
+    /// <summary>
+    /// Stop 43: a queue's durable that an operator made again as a push consumer (a deliver subject set) refuses every pull
+    /// ("409 Consumer is push based"); the pull asked again once a second for ever, consuming nothing, and the consumer was
+    /// never reported stopped. Asking again cannot change that answer: the pull ends and the consumer's completion says why.
+    /// </summary>
+    [Fact]
+    public async Task ADurableMadeAgainAsAPushConsumer_EndsThePull_AndTheCompletionReportsIt()
+    {
+        var transport = await CreateTransportAsync();
+        var queue = "pushed-" + Guid.NewGuid().ToString("N")[..8];
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            await transport.SendAsync(queue, NewEnvelope("before"));
+            await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "before"), "the message sent before the durable is made again");
+            var completion = Assert.IsAssignableFrom<IConsumerCompletion>(consumer).Completion;
+
+            var stream = Names.QueueStream(queue);
+            var durable = NatsNames.Durable(queue);
+            await transport.JetStream.DeleteConsumerAsync(stream, durable);
+            await transport.JetStream.CreateOrUpdateConsumerAsync(stream, new ConsumerConfig(durable)
+            {
+                DeliverSubject = Prefixes.Subjects + ".pushed",
+                AckPolicy = ConsumerConfigAckPolicy.Explicit,
+            });
+
+            var failure = await Assert.ThrowsAsync<HeraldException>(() => completion.WaitAsync(Timeout));
+            Assert.Contains(durable, failure.Message, StringComparison.Ordinal);
+            Assert.Contains("push", failure.Message, StringComparison.OrdinalIgnoreCase);
+        }
+    }
+
     /// <summary>A host consuming <paramref name="endpoint"/> on the test server, with the health checks, logging to <paramref name="log"/>.</summary>
     private IHost BuildHost(TestOutputLogger log, string endpoint, Action<NatsTransportOptions>? configure = null)
     {

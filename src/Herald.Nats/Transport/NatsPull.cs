@@ -15,7 +15,8 @@ internal static class NatsPull
     /// fails no pull: the client only misses the heartbeats of its pulls, so each miss asks the server whether the durable
     /// is still there. Drain on cancel: a stopped pull still hands over what the server already sent, so it is nakked,
     /// not left to time out. Returns null once stopped; or, ending the pull, the server's refusal to make the durable again
-    /// (<see cref="IsRefused"/>: an operator's stream is gone, a limit is reached), which asking again would not change.
+    /// (<see cref="IsRefused"/>: an operator's stream is gone, a limit is reached) or a durable that refuses every pull
+    /// (<see cref="RefusesPulls"/>: made again as a push consumer), which asking again would not change.
     /// </summary>
     public static async Task<Exception?> RunAsync(
         INatsJSConsumer consumer,
@@ -52,6 +53,12 @@ internal static class NatsPull
             catch (Exception e)
 #pragma warning restore CA1031
             {
+                // Pulling again gets the same answer: the pull ends, and the consumer reports why.
+                if (RefusesPulls(e))
+                {
+                    return e;
+                }
+
                 failed(e);
                 try
                 {
@@ -125,12 +132,46 @@ internal static class NatsPull
         return false;
     }
 
-    /// <summary>Logs, and returns as the reason a consumer reports, a pull ended by the server's refusal to make its durable again.</summary>
+    /// <summary>
+    /// Whether the server refused the pull itself in a way pulling again cannot change: the durable is a push consumer (made
+    /// again so by an operator), and every pull gets "409 Consumer is push based".
+    /// </summary>
+    internal static bool RefusesPulls(Exception failure)
+    {
+        for (var e = failure; e is not null; e = e.InnerException)
+        {
+            if (e is NatsJSProtocolException { HeaderCode: 409, HeaderMessageText: { } text } && text.Contains(PushBased, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+
+            if (e is NatsJSException && e.Message.Contains(PushBased, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Logs, and returns as the reason a consumer reports, a pull ended by the server: its refusal to make the durable
+    /// again, or a durable that refuses every pull (<see cref="RefusesPulls"/>).
+    /// </summary>
     internal static HeraldException Ended(ILogger logger, Exception refused, string durable, string stream, string queue)
     {
+        if (RefusesPulls(refused))
+        {
+            Log.DurableRefusesPulls(logger, refused, durable, stream, queue);
+            return new HeraldException($"The durable consumer '{durable}' of stream '{stream}' ('{queue}') is a push consumer on the server (made again so behind Herald's back), and refuses every pull: {refused.Message}. Delete it; Herald makes it again as a pull consumer when the endpoint starts.", refused);
+        }
+
         Log.DurableNotRemade(logger, refused, durable, stream, queue);
         return new HeraldException($"The durable consumer '{durable}' of stream '{stream}' ('{queue}') is gone and the server refused to make it again: {refused.Message}", refused);
     }
+
+    // The description of the 409 status the server answers a pull on a push consumer with.
+    private const string PushBased = "Consumer is push based";
 
     private static async Task PauseAsync(TimeProvider time, CancellationToken stop)
     {
