@@ -335,6 +335,78 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         }
     }
 
+    /// <summary>
+    /// Stop 43: a consumer stopped while it held a message on the last delivery MaxDeliver allows (its handler aborted by
+    /// the stop, or prefetched and never started) nakked it; the server had already counted that delivery, so it never
+    /// delivered the message again and its max-deliveries advisory dead-lettered it, though no handler ever finished with
+    /// it. Such a message is now put back in the queue's stream (the original acked once the copy is stored), carrying the
+    /// attempts made, so the next consumer handles it, as the last attempt.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AMessageOnItsLastDelivery_HeldByAConsumerThatStops_IsHandledByTheNextConsumer_NotDeadLettered(bool prefetched)
+    {
+        var queue = "last-held-" + (prefetched ? "prefetched" : "aborted");
+        var transport = await CreateTransportAsync(Configure);
+        var options = ConsumerOptions.Default with { MaxConcurrency = 1, Prefetch = 4 };
+        var blocking = NewEnvelope("blocking");
+        var held = NewEnvelope("held");
+
+        // The first consumer hands every message back on its first delivery and blocks, until the stop aborts it, on the
+        // second (the last MaxDeliver 2 allows) of the one it runs: the other, on its last delivery too, waits in its lane.
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var (first, _) = await ConsumeAsync(
+            transport,
+            queue,
+            async (delivery, cancellationToken) =>
+            {
+                if (delivery.Envelope.DeliveryAttempt == 1)
+                {
+                    await delivery.NackAsync(TimeSpan.Zero, cancellationToken);
+                    return;
+                }
+
+                running.TrySetResult();
+                await Task.Delay(System.Threading.Timeout.Infinite, cancellationToken);
+            },
+            options);
+        await transport.SendAsync(queue, prefetched ? blocking : held);
+        if (prefetched)
+        {
+            await transport.SendAsync(queue, held);
+        }
+
+        await running.Task.WaitAsync(Timeout);
+        if (prefetched)
+        {
+            // Both on their second delivery, the one the handler does not run among them.
+            var durable = await transport.JetStream.GetConsumerAsync(Names.QueueStream(queue), NatsNames.Durable(queue));
+            await Eventually.UntilAsync(
+                async () =>
+                {
+                    await durable.RefreshAsync();
+                    return durable.Info is { NumAckPending: 2, NumRedelivered: 2 };
+                },
+                "both messages delivered the second time",
+                Timeout);
+        }
+
+        // A stop that aborts its handler at once.
+        await first.StopAsync(new CancellationToken(canceled: true));
+        await first.DisposeAsync();
+
+        var (second, seen) = await ConsumeAsync(transport, queue, (delivery, cancellationToken) => delivery.AckAsync(cancellationToken), options);
+        await using (second)
+        {
+            await Eventually.UntilAsync(() => seen.Any(e => e.MessageId == held.MessageId), "the next consumer handles the held message", Timeout);
+            var handled = seen.Single(e => e.MessageId == held.MessageId);
+            Assert.Equal(2, handled.DeliveryAttempt);
+            Assert.Equal(TextOf(held), TextOf(handled));
+            Assert.Equal(0, await transport.DrainDeadLettersAsync(queue, (_, _) => throw new InvalidOperationException("a message held at the stop was dead-lettered")));
+        }
+    }
+
     private void Configure(NatsTransportOptions o)
     {
         o.MaxDeliver = 2;

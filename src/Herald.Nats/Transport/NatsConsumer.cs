@@ -20,8 +20,9 @@ namespace Herald.Nats.Transport;
 /// topic, or a delayed send of an earlier Herald) is handed to the delay stream. A message that cannot
 /// be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the dead-letter store. On stop,
 /// the pull drains and every message not handled is nakked at once, so another consumer gets it without waiting for
-/// the ack wait. Its durable (or a delay line's) gone and the server refusing to make it again ends its pull, and
-/// <see cref="Completion"/> reports it.
+/// the ack wait; one on its last delivery is put back in the queue's stream instead (<see cref="HandBackAsync"/>). Its
+/// durable (or a delay line's) gone and the server refusing to make it again, or made again as a push consumer, ends
+/// its pull, and <see cref="Completion"/> reports it.
 /// </summary>
 internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCompletion
 {
@@ -151,7 +152,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
         foreach (var delivery in _lanes.TakeLeftovers())
         {
             Untrack(delivery);
-            await NakQuietlyAsync(delivery.Message, TimeSpan.Zero).ConfigureAwait(false);
+            await HandBackAsync(delivery.Message, delivery.Delivered, delivery.StreamSequence).ConfigureAwait(false);
         }
 
         _keepAliveStopped = true;
@@ -292,15 +293,10 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReceiveAsync(INatsJSMsg<byte[]> message, CancellationToken stop)
     {
-        if (stop.IsCancellationRequested)
-        {
-            await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
-            return;
-        }
-
         NatsDelivery? delivery = null;
         Envelope? envelope = null;
         var attempt = 1;
+        ulong sequence = 0;
         try
         {
             if (!NatsAckReply.TryParse(message.ReplyTo, out var reply) && message.Metadata is { } m)
@@ -310,9 +306,15 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
 
             // Zero when the message came without metadata (never from a pull consumer): read as the first delivery, stored now.
             Volatile.Write(ref _pending, (long)Math.Min(reply.Pending, long.MaxValue));
-            var sequence = reply.StreamSequence;
-            // Delayed messages reach this consumer only when due, so every delivery is an attempt.
-            attempt = (int)Math.Clamp(reply.Delivered, 1, int.MaxValue);
+            sequence = reply.StreamSequence;
+            // Delayed messages reach this consumer only when due, so every delivery is an attempt; so was each before a stop
+            // put the message back in the stream (HandBackAsync).
+            attempt = (int)Math.Clamp(reply.Delivered + (ulong)NatsEnvelopeCodec.AttemptsBefore(message.Headers), 1, int.MaxValue);
+            if (stop.IsCancellationRequested)
+            {
+                await HandBackAsync(message, attempt, sequence).ConfigureAwait(false);
+                return;
+            }
 
             // One pass over the headers reads the envelope and the due time of a delayed send (decoded even when it is early:
             // rare, and cheaper than a second look-up on every message).
@@ -343,7 +345,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
                 Untrack(delivery);
             }
 
-            await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
+            await HandBackAsync(message, attempt, sequence).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // Nothing the wire sends may stop the pull or leave a message unsettled.
         catch (Exception e)
@@ -428,7 +430,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
         // Aborted by shutdown (false): not a failed attempt; handed back unchanged.
         if (!await DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token).ConfigureAwait(false) && !IsAbandoned(delivery))
         {
-            await NakQuietlyAsync(delivery.Message, TimeSpan.Zero).ConfigureAwait(false);
+            await HandBackAsync(delivery.Message, delivery.Delivered, delivery.StreamSequence).ConfigureAwait(false);
         }
 
         Untrack(delivery);
@@ -476,6 +478,49 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
                 _overflow.Remove(delivery);
             }
         }
+    }
+
+    /// <summary>
+    /// Hands back, at once, a message the stop took from its handler (aborted, or received and never started): not a failed
+    /// attempt. On the last delivery <c>MaxDeliver</c> allows a nak would not do: the server counted that delivery, never
+    /// delivers the message again, and its max-deliveries advisory dead-letters it, though no handler finished with it.
+    /// A message of the queue's own stream is put back in it instead, as a new message carrying the attempts made before
+    /// it (so the next consumer's first delivery of it is again the last attempt), and the original acked once the copy is
+    /// stored. A mapped queue's is nakked still: a copy to its subject would also reach every other queue whose filter
+    /// takes it.
+    /// </summary>
+    private async ValueTask HandBackAsync(INatsJSMsg<byte[]> message, int attempt, ulong sequence)
+    {
+        if (sequence > 0 && _target.FilterSubject is null && IsLastDelivery(attempt))
+        {
+            try
+            {
+                await _transport.PutBackAsync(Queue, _target.Subject, message, sequence, attempt - 1, CancellationToken.None).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // Logged; nakked as any other.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                Log.PutBackFailed(_logger, e, Queue);
+                await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
+                return;
+            }
+
+            try
+            {
+                await message.AckAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // The copy is stored: the original, delivered no more, reaches the dead letters through its advisory.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                Log.PutBackAckFailed(_logger, e, Queue);
+            }
+
+            return;
+        }
+
+        await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
     }
 
     private async ValueTask NakQuietlyAsync(INatsJSMsg<byte[]> message, TimeSpan delay)

@@ -10,7 +10,10 @@ internal sealed class NatsDelivery(NatsConsumer consumer, INatsJSMsg<byte[]> mes
 {
     public INatsJSMsg<byte[]> Message { get; } = message;
 
-    /// <summary>The server's count of deliveries of this message (read once: the metadata is parsed on each read); a delayed send reaches the consumer only when due, so each is an attempt.</summary>
+    /// <summary>
+    /// The attempt: the server's count of deliveries of this message (read once: the metadata is parsed on each read), plus
+    /// those before a stop put it back in the stream; a delayed send reaches the consumer only when due, so each is an attempt.
+    /// </summary>
     public int Delivered { get; } = delivered;
 
     public ulong StreamSequence { get; } = streamSequence;

@@ -32,6 +32,12 @@ internal static class NatsEnvelopeCodec
     /// <summary>On a dead-letter copy: the delivery that failed.</summary>
     public const string AttemptHeader = "Herald-Attempt";
 
+    /// <summary>
+    /// On a message put back in its queue's stream by a stop that held it on its last delivery: the attempts made before
+    /// the copy, added to the server's count of the copy's deliveries so the retry policy and <c>MaxDeliver</c> see them.
+    /// </summary>
+    public const string AttemptsBeforeHeader = "Herald-Attempts-Before";
+
     private static readonly FrozenSet<string> ReservedAttributes = CloudEventValues.EnvelopeAttributes.ToFrozenSet(StringComparer.OrdinalIgnoreCase);
 
     private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
@@ -121,6 +127,10 @@ internal static class NatsEnvelopeCodec
     /// <summary>When a delayed message is due, or null when it was sent without a delay (or the header is unreadable).</summary>
     public static DateTimeOffset? NotBefore(NatsHeaders? headers) =>
         LastValue(headers, NotBeforeHeader) is { } text && CloudEventValues.TryParseTime(text, out var due) ? due : null;
+
+    /// <summary>The attempts made before a message was put back in its queue's stream (<see cref="AttemptsBeforeHeader"/>); 0 for any other.</summary>
+    public static int AttemptsBefore(NatsHeaders? headers) =>
+        LastValue(headers, AttemptsBeforeHeader) is { } text && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var before) ? before : 0;
 
     /// <summary>Which delivery a dead-letter copy failed on: the attempt written when it was dead-lettered.</summary>
     public static int DeadLetteredAttempt(NatsHeaders? headers) =>

@@ -91,6 +91,19 @@ internal sealed partial class NatsTransport
     }
 
     /// <summary>
+    /// Puts a message of the queue's own stream back in it as a new message (to <paramref name="subject"/>, the queue's),
+    /// carrying <paramref name="attemptsBefore"/>; the caller acks the original. Its <c>Nats-Msg-Id</c> is the sequence it
+    /// came from, so a put-back repeated (the ack lost) is stored once.
+    /// </summary>
+    internal ValueTask PutBackAsync(string queue, string subject, INatsJSMsg<byte[]> message, ulong sequence, int attemptsBefore, CancellationToken cancellationToken)
+    {
+        var id = string.Create(CultureInfo.InvariantCulture, $"{Names.QueueStream(queue)}:{sequence}:put-back");
+        var headers = NatsDelayMover.ForQueue(message.Headers);
+        headers[NatsEnvelopeCodec.AttemptsBeforeHeader] = attemptsBefore.ToString(CultureInfo.InvariantCulture);
+        return PublishRawAsync(subject, message.Data ?? [], headers, id, cancellationToken);
+    }
+
+    /// <summary>
     /// Hands an early message of the queue's own stream (sent with a delay by an earlier Herald, or published with a delay
     /// to a bound topic and copied in) to the queue's delay stream; the caller acks it. Its <c>Nats-Msg-Id</c> is the queue
     /// stream and sequence it came from: a hand-over repeated (the ack lost) is stored once, and the move back is not

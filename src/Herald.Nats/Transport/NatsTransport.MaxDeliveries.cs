@@ -139,7 +139,7 @@ internal sealed partial class NatsTransport
         var rawType = _options.RawQueues.TryGetValue(queue, out var raw) ? raw : null;
         var headers = StoredHeaders(stored.Hdrs);
         var body = stored.Data.ToArray();
-        var envelope = NatsEnvelopeCodec.Decode(headers, body, advisory.Deliveries ?? 1, stored.Time, rawType, _options.Source, TimeProvider, out var decodeFailure);
+        var envelope = NatsEnvelopeCodec.Decode(headers, body, (int)Math.Min((long)(advisory.Deliveries ?? 1) + NatsEnvelopeCodec.AttemptsBefore(headers), int.MaxValue), stored.Time, rawType, _options.Source, TimeProvider, out var decodeFailure);
 
         // One id per stored message, so a drain stopped between the store write and the ack stores it once when run again.
         var id = CloudEventValues.ForeignMessageId(string.Create(CultureInfo.InvariantCulture, $"max-deliveries/{advisory.Stream}/{advisory.StreamSequence}"), TimeProvider);
