@@ -121,7 +121,10 @@ internal sealed class PostgresIdempotencyStore(PostgresEventStore store, TimePro
 
         public string Find { get; } = $"SELECT completed, result FROM {table} WHERE idempotency_key = $1 AND expires_at > $2";
 
-        public string Complete { get; } = $"UPDATE {table} SET completed = true, result = $3, expires_at = $4 WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
+        // A result already stored under this token is this holder's own (a retry whose first reply was lost): the row is
+        // matched, so the completion reports it stored, and kept as it is (the right-hand sides read the row as it was).
+        public string Complete { get; } = $"UPDATE {table} SET completed = true, result = CASE WHEN completed THEN result ELSE $3 END, " +
+            "expires_at = CASE WHEN completed THEN expires_at ELSE $4 END WHERE idempotency_key = $1 AND lock_token = $2";
 
         public string Release { get; } = $"DELETE FROM {table} WHERE idempotency_key = $1 AND lock_token = $2 AND NOT completed";
 

@@ -24,8 +24,11 @@ internal sealed class SqliteIdempotencyStore(SqliteEventStore store, TimeProvide
         "INSERT INTO herald_idempotency (idempotency_key, lock_token, completed, result, expires_at) VALUES (?1, ?2, 0, NULL, ?3) " +
         "ON CONFLICT (idempotency_key) DO UPDATE SET lock_token = excluded.lock_token, completed = 0, result = NULL, expires_at = excluded.expires_at";
 
+    // A result already stored under this token is this holder's own (a retry whose first reply was lost): the row is
+    // matched, so the completion reports it stored, and kept as it is.
     private const string CompleteSql =
-        "UPDATE herald_idempotency SET completed = 1, result = ?3, expires_at = ?4 WHERE idempotency_key = ?1 AND lock_token = ?2 AND completed = 0";
+        "UPDATE herald_idempotency SET result = CASE completed WHEN 1 THEN result ELSE ?3 END, " +
+        "expires_at = CASE completed WHEN 1 THEN expires_at ELSE ?4 END, completed = 1 WHERE idempotency_key = ?1 AND lock_token = ?2";
 
     private const string ReleaseSql = "DELETE FROM herald_idempotency WHERE idempotency_key = ?1 AND lock_token = ?2 AND completed = 0";
 

@@ -8,10 +8,12 @@ namespace Herald.Internal;
 /// lock lapses, so a failing store (a server restarting) is tried again, with a growing pause (50 ms doubling to 1 s), for up
 /// to <see cref="IdempotencyOptions.CompletionTimeout"/>: each pause ends with a renewal of the lock, so the key stays this
 /// caller's where the store still takes renewals, and a completion after an outage longer than the lock timeout still
-/// succeeds while no other caller has taken the key (the store contract). A completion or renewal the store refuses (the
-/// key is no longer this caller's) ends the retries without the result stored (issue 10); so does the timeout, with a
-/// <see cref="TimeoutException"/>, rather than hold the caller (a request, a consumer's worker) for as long as the store
-/// stays down or keeps rejecting the result: the lock, no longer renewed, then lapses as a dead holder's does.
+/// succeeds while no other caller has taken the key (the store contract). A completion the store refuses (the key is no
+/// longer this caller's) ends the retries without the result stored (issue 10); a refused renewal ends them with one last
+/// completion, which reports stored where a try whose reply was lost had stored the result (the store contract). The
+/// timeout ends them too, with a <see cref="TimeoutException"/>, rather than hold the caller (a request, a consumer's
+/// worker) for as long as the store stays down or keeps rejecting the result: the lock, no longer renewed, then lapses as a
+/// dead holder's does.
 /// </summary>
 /// <remarks>An extension point for Herald's adapter packages, not for application code; it may change in any release.</remarks>
 public static class IdempotentCompletion

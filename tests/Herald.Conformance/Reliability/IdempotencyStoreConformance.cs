@@ -144,6 +144,26 @@ public abstract class IdempotencyStoreConformance
     }
 
     [Fact]
+    public async Task Complete_RepeatedWithTheTokenThatStoredTheResult_ReportsItStored_AndKeepsTheFirstResult()
+    {
+        // A completion whose reply was lost (the connection dropped after the store committed) is tried again with the same
+        // token (IdempotentCompletion): "not the holder" told the caller its lock was lost, though its result was stored.
+        var store = await CreateStoreAsync(NewClock());
+        var key = UniqueKey();
+        var acquired = await store.TryAcquireAsync(key, LockTtl);
+        Assert.True(await store.CompleteAsync(key, acquired.LockToken, new byte[] { 1 }, ResultTtl));
+
+        Assert.True(await store.CompleteAsync(key, acquired.LockToken, new byte[] { 2 }, ResultTtl), "the result is stored under this token");
+        Assert.False(await store.CompleteAsync(key, Guid.NewGuid(), new byte[] { 3 }, ResultTtl));
+
+        // A completed key is no longer a lock: renew refuses it (IdempotentCompletion then completes once more to tell).
+        Assert.False(await store.RenewAsync(key, acquired.LockToken, LockTtl));
+        var again = await store.TryAcquireAsync(key, LockTtl);
+        Assert.Equal(IdempotencyAcquireStatus.Completed, again.Status);
+        Assert.Equal(new byte[] { 1 }, again.Result.ToArray());
+    }
+
+    [Fact]
     public async Task Renew_KeepsTheLockPastItsTtl_WhileTheHolderRuns()
     {
         // Issue 10: the lock of an operation outliving it let a second caller run the operation too.

@@ -327,6 +327,23 @@ public sealed class IdempotencyServiceTests
         Assert.Equal(3, store.Completions);
     }
 
+    [Fact]
+    public async Task ACompletionWhoseReplyWasLost_IsReportedStored_NotTheLockLost()
+    {
+        // The store took the result but its reply was lost: the retry's renewal is refused (the key is completed), and the
+        // last completion, repeated with the token that stored the result, must say stored. The system clock: one 50 ms pause.
+        var inner = new InMemoryIdempotencyStore(TimeProvider.System);
+        var store = new LostReplyStore(inner) { RepliesToLose = 1 };
+        var acquired = await store.TryAcquireAsync("charge-lost-reply", Ttl);
+
+        var stored = await Herald.Internal.IdempotentCompletion.StoreAsync(
+            store, "charge-lost-reply", acquired.LockToken, new byte[] { 6 }, Ttl, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30), TimeProvider.System, (_, _) => { })
+            .AsTask().WaitAsync(Eventually.DefaultTimeout);
+
+        Assert.True(stored, "the result is stored under this caller's token; false tells the caller its lock was lost");
+        Assert.Equal(new byte[] { 6 }, (await inner.TryAcquireAsync("charge-lost-reply", Ttl)).Result.ToArray());
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -466,6 +483,27 @@ public sealed class IdempotencyServiceTests
             return Interlocked.Decrement(ref FailuresLeft) >= 0
                 ? throw new TimeoutException("the server is restarting")
                 : inner.CompleteAsync(key, lockToken, result, ttl, cancellationToken);
+        }
+
+        public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) =>
+            inner.ReleaseAsync(key, lockToken, cancellationToken);
+
+        public ValueTask<bool> RenewAsync(string key, Guid lockToken, TimeSpan lockTtl, CancellationToken cancellationToken = default) =>
+            inner.RenewAsync(key, lockToken, lockTtl, cancellationToken);
+    }
+
+    /// <summary>A store whose first <see cref="RepliesToLose"/> completions take effect, then throw, as a reply lost on the way back does.</summary>
+    private sealed class LostReplyStore(IIdempotencyStore inner) : IIdempotencyStore
+    {
+        public int RepliesToLose;
+
+        public ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default) =>
+            inner.TryAcquireAsync(key, lockTtl, cancellationToken);
+
+        public async ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default)
+        {
+            var completed = await inner.CompleteAsync(key, lockToken, result, ttl, cancellationToken);
+            return Interlocked.Decrement(ref RepliesToLose) >= 0 ? throw new TimeoutException("the connection dropped before the reply") : completed;
         }
 
         public ValueTask<bool> ReleaseAsync(string key, Guid lockToken, CancellationToken cancellationToken = default) =>

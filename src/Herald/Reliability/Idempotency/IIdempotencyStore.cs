@@ -11,6 +11,9 @@ namespace Herald.Reliability.Idempotency;
 /// another caller can neither overwrite, free nor extend the new holder's key. Until another caller takes it, an expired
 /// lock is still its holder's: complete and renew succeed (a holder back from a store outage longer than the lock ttl
 /// stores its result rather than leave the operation to run again).</item>
+/// <item>A complete repeated with the token that stored the result (a retry of one whose reply was lost) reports it stored
+/// and keeps the first result; renew refuses a completed key, so a retry whose renewal is refused completes once more to
+/// tell its own stored result from a lock another caller took.</item>
 /// <item>Result bytes round-trip exactly (empty included). Keys are ordinal strings of 1 to 200 characters.</item>
 /// </list>
 /// </summary>
@@ -19,7 +22,10 @@ public interface IIdempotencyStore
     /// <summary>Takes the key's lock for <paramref name="lockTtl"/> when it is free (or expired); otherwise reports the stored result or the lock.</summary>
     ValueTask<IdempotencyAcquireResult> TryAcquireAsync(string key, TimeSpan lockTtl, CancellationToken cancellationToken = default);
 
-    /// <summary>Stores the result for <paramref name="ttl"/> and frees the lock; false (nothing stored) when <paramref name="lockToken"/> no longer holds the key.</summary>
+    /// <summary>
+    /// Stores the result for <paramref name="ttl"/> and frees the lock; false (nothing stored) when <paramref name="lockToken"/>
+    /// no longer holds the key. True, the stored result kept as it is, when <paramref name="lockToken"/> already stored one.
+    /// </summary>
     ValueTask<bool> CompleteAsync(string key, Guid lockToken, ReadOnlyMemory<byte> result, TimeSpan ttl, CancellationToken cancellationToken = default);
 
     /// <summary>Frees the key without a result (the operation failed); false when <paramref name="lockToken"/> no longer holds it.</summary>

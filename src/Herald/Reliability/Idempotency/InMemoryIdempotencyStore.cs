@@ -45,9 +45,15 @@ public sealed class InMemoryIdempotencyStore : IIdempotencyStore
         var now = _timeProvider.GetUtcNow();
         lock (_gate)
         {
-            if (!_entries.TryGetValue(key, out var entry) || entry.Result is not null || entry.LockToken != lockToken)
+            if (!_entries.TryGetValue(key, out var entry) || entry.LockToken != lockToken)
             {
                 return ValueTask.FromResult(false);
+            }
+
+            // A result already stored under this token is this holder's own (a retry whose first reply was lost): kept.
+            if (entry.Result is not null)
+            {
+                return ValueTask.FromResult(true);
             }
 
             _entries[key] = entry with { ExpiresAt = now + ttl, Result = result.ToArray() };
