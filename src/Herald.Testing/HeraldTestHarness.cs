@@ -106,7 +106,8 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
     /// <summary>
     /// Waits until nothing more happens without the clock moving: no delivery runs, none is due now, the outbox holds
     /// nothing unsent, no orchestrated saga run goes on, and every async projection has caught up with the event store.
-    /// Messages due later (delays, redeliveries) and saga steps' delayed retries wait for <see cref="Time"/> to be advanced.
+    /// Messages due later (delays, redeliveries), saga steps' delayed retries and projections' events waiting for a delayed
+    /// retry wait for <see cref="Time"/> to be advanced.
     /// </summary>
     /// <exception cref="HarnessAssertionException">The host was still busy at the deadline; the message says with what.</exception>
     public async Task WaitForIdleAsync(TimeSpan? timeout = null, CancellationToken cancellationToken = default)
@@ -119,7 +120,7 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
 
         // Orchestrated sagas a handler started in its unit of work run on the host's saga runner, outside any delivery.
         var sagas = _services.GetRequiredService<SagaOrchestrator>().Activity;
-        long Version() => tracker.Version + sagas.Version;
+        long Version() => tracker.Version + sagas.Version + (projections?.RetryWaits.Version ?? 0);
         bool IsIdle(out string underWay)
         {
             var idle = tracker.IsIdle(out underWay);
@@ -136,7 +137,7 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
             if (IsIdle(out var underWay))
             {
                 var pending = await outbox.CountPendingAsync(cancellationToken).ConfigureAwait(false);
-                var behind = pending == 0 ? await ProjectionBehindAsync(projections, cancellationToken).ConfigureAwait(false) : null;
+                var behind = pending == 0 ? await ProjectionBehindAsync(projections, Time.GetUtcNow(), cancellationToken).ConfigureAwait(false) : null;
                 if (pending == 0 && behind is null && Version() == version && IsIdle(out _))
                 {
                     return;
@@ -156,7 +157,9 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
 
     // The first async projection whose read models do not yet hold every event of the store, described; null when none.
     // The events a handler appended reach the read models only through them, so a test reading one right after would race.
-    private static async Task<string?> ProjectionBehindAsync(ProjectionManager? projections, CancellationToken cancellationToken)
+    // One whose event waits for a delayed retry due later goes on only when the clock moves, as a message waiting for its
+    // redelivery: it does not count until that time.
+    private static async Task<string?> ProjectionBehindAsync(ProjectionManager? projections, DateTimeOffset now, CancellationToken cancellationToken)
     {
         if (projections is null || projections.Names.Count == 0)
         {
@@ -165,7 +168,7 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
 
         foreach (var status in await projections.GetStatusAsync(cancellationToken).ConfigureAwait(false))
         {
-            if (status.Lag > 0)
+            if (status.Lag > 0 && !projections.RetryWaits.Waits(status.Name, now))
             {
                 return $"projection '{status.Name}' at position {status.Position} of the event store's {status.HeadPosition}" +
                     (status.LastError is { } error ? $" (its runner failed: {error})" : string.Empty);
@@ -177,9 +180,9 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
 
     /// <summary>
     /// Moves the fake clock on by <paramref name="by"/> as real time would pass: it stops at each time within it when
-    /// something of the host comes due (a delayed message, a redelivery, a saga timeout, a saga step's delayed retry) and
-    /// waits there until the host is idle, so what came due ran at its own time, and what that made due within
-    /// <paramref name="by"/> ran too, by the time it returns.
+    /// something of the host comes due (a delayed message, a redelivery, a saga timeout, a saga step's or a projection
+    /// event's delayed retry) and waits there until the host is idle, so what came due ran at its own time, and what that
+    /// made due within <paramref name="by"/> ran too, by the time it returns.
     /// </summary>
     /// <exception cref="HarnessAssertionException">The host was still busy, or the clock not through, at the default deadline.</exception>
     public async Task AdvanceTimeAsync(TimeSpan by, CancellationToken cancellationToken = default)
@@ -187,6 +190,7 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
         ArgumentOutOfRangeException.ThrowIfLessThan(by, TimeSpan.Zero);
         var target = Time.GetUtcNow() + by;
         var sagas = _services.GetRequiredService<SagaOrchestrator>().Activity;
+        var projections = _services.GetService<ProjectionManager>()?.RetryWaits;
         var deadline = TimeProvider.System.GetUtcNow() + DefaultTimeout;
         while (true)
         {
@@ -194,7 +198,7 @@ public sealed class HeraldTestHarness : IAsyncDisposable, IHarnessClock
             // from there, not at all.
             var now = Time.GetUtcNow();
             var step = target;
-            foreach (var next in (ReadOnlySpan<DateTimeOffset?>)[Recorder.Tracker.NextDue(now), sagas.NextWake(now)])
+            foreach (var next in (ReadOnlySpan<DateTimeOffset?>)[Recorder.Tracker.NextDue(now), sagas.NextWake(now), projections?.NextWake(now)])
             {
                 if (next < step)
                 {

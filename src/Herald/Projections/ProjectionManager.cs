@@ -66,6 +66,9 @@ public sealed class ProjectionManager
         _lagFreshness = new GaugeFreshness(time, options.StatusInterval, _logger, MetricNames.ProjectionLag, string.Join(", ", _projections.Keys));
     }
 
+    /// <summary>This node's runners, and their events, that wait for a delayed retry (for Herald.Testing's fake clock).</summary>
+    internal ProjectionRetryWaits RetryWaits { get; } = new();
+
     /// <summary>The names of the registered projections.</summary>
     public IReadOnlyCollection<string> Names => _projections.Keys;
 
@@ -437,7 +440,7 @@ public sealed class ProjectionManager
 
                 projection.Failure = failure.Message;
                 Log.ProjectionFailed(_logger, failure, projection.Name, _options.RetryInterval);
-                await Task.Delay(_options.RetryInterval, _time, leading).ConfigureAwait(false);
+                await RetryWaits.DelayAsync(projection.Name, _options.RetryInterval, _time, leading).ConfigureAwait(false);
             }
         }
     }
@@ -466,7 +469,8 @@ public sealed class ProjectionManager
                 (first, last, unitOfWork, token) => ProjectionStep.CheckpointBatchAsync(_checkpoints, checkpointId, first, last, unitOfWork, token)),
             // Every generation's chain goes by the projection's name, not its checkpoint's ("{name}#g2"): a rebuilt
             // projection keeps the retry policy configured for it, and files its dead letters under its name.
-            endpoint: projection.Name);
+            endpoint: projection.Name,
+            retryWaits: RetryWaits);
         await subscription.StartAsync(cancellationToken).ConfigureAwait(false);
         return subscription;
     }

@@ -3,6 +3,7 @@ using Herald.EventSourcing.Subscriptions;
 using Herald.EventSourcing.Upcasting;
 using Herald.Hosting;
 using Herald.Messages;
+using Herald.Projections;
 using Herald.Reliability.DeadLetters;
 using Herald.Reliability.Inbox;
 using Herald.Reliability.Outbox;
@@ -102,7 +103,8 @@ internal sealed class EndpointPipelineFactory(
     /// <paramref name="batching"/> (more than one event per commit), the events of a read are applied in batches, each in one
     /// unit of work; a batch that fails runs again event by event through the chain. The chain goes by
     /// <paramref name="endpoint"/> (its retry policy, dead letters, traces), else by the subscription's id; its dead letters
-    /// (also those of unreadable events) name <paramref name="origin"/>.
+    /// (also those of unreadable events) name <paramref name="origin"/>; a projection's note their delayed retries' waits in
+    /// <paramref name="retryWaits"/>.
     /// </summary>
     internal EventSubscription CreateSubscription(
         IEventStore store,
@@ -113,7 +115,8 @@ internal sealed class EndpointPipelineFactory(
         DeadLetterOrigin origin,
         Func<long, CancellationToken, ValueTask>? saveCheckpoint = null,
         SubscriptionBatching? batching = null,
-        string? endpoint = null)
+        string? endpoint = null,
+        ProjectionRetryWaits? retryWaits = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         endpoint ??= options.SubscriptionId;
@@ -122,7 +125,7 @@ internal sealed class EndpointPipelineFactory(
         // the types of the filter under their former names too.
         options = options with { Filter = upcasters?.Widen(options.Filter) ?? options.Filter };
         var pipeline = Create(endpoint, nativeDeadLetters: false, attempt, origin, endpointHandlers);
-        var events = new SubscriptionPipeline(pipeline, options.SubscriptionId, timeProvider, _logger);
+        var events = new SubscriptionPipeline(pipeline, options.SubscriptionId, timeProvider, _logger, retryWaits);
         if (batching is not { CommitEvery: > 1 })
         {
             return new EventSubscription(store, checkpoints, events.HandleAsync, options)

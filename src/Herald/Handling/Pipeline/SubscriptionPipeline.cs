@@ -20,9 +20,12 @@ internal sealed class SubscriptionPipeline
     private readonly DeliveryHandler _handle;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
+    private readonly ProjectionRetryWaits? _retryWaits;
 
-    public SubscriptionPipeline(EndpointPipeline pipeline, string subscriptionId, TimeProvider timeProvider, ILogger logger)
+    // A projection's events note their waits for a delayed retry in retryWaits, so a test's fake clock finds them.
+    public SubscriptionPipeline(EndpointPipeline pipeline, string subscriptionId, TimeProvider timeProvider, ILogger logger, ProjectionRetryWaits? retryWaits = null)
     {
+        _retryWaits = retryWaits;
         _pipeline = pipeline;
         SubscriptionId = subscriptionId;
         _handle = HandleOrStopAsync;
@@ -58,7 +61,8 @@ internal sealed class SubscriptionPipeline
 
             if (delay > TimeSpan.Zero)
             {
-                await Task.Delay(delay, _timeProvider, cancellationToken).ConfigureAwait(false);
+                await (_retryWaits?.DelayAsync(_pipeline.Endpoint, delay, _timeProvider, cancellationToken)
+                    ?? Task.Delay(delay, _timeProvider, cancellationToken)).ConfigureAwait(false);
             }
 
             if (delivery.RedeliveryHeaders is { } headers)
