@@ -288,11 +288,14 @@ public sealed class SagaOrchestrator
                 case RetryAction.Redeliver:
                     delayedRetries++;
                     Log.SagaStepRetrying(_logger, failure, definition.Name, instance.Id, step.Name, compensation, attempt, decision.Delay);
+                    // The timer first, then its time noted (for Herald.Testing's fake clock): noted first, a test could move the
+                    // clock to that time before the timer existed, and the timer would then fire a delay later.
+                    var timer = Task.Delay(decision.Delay, _timeProvider, cancellationToken);
                     var until = _timeProvider.GetUtcNow() + decision.Delay;
                     Activity.Waiting(until);
                     try
                     {
-                        await Task.Delay(decision.Delay, _timeProvider, cancellationToken).ConfigureAwait(false);
+                        await timer.ConfigureAwait(false);
                     }
                     finally
                     {
