@@ -2,6 +2,7 @@ using Herald.Sqlite.EventSourcing;
 using Herald.EventSourcing;
 using Herald.Internal;
 using Herald.Transport;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -46,7 +47,8 @@ public static class SqliteQueueTransportFactory
             throw new ArgumentException($"The queue shares the writer of a SQLite event store (SqliteEventStoreFactory.OpenAsync), not of a {store.GetType().Name}.", nameof(store));
         }
 
-        var options = new SqliteQueueOptions { ConnectionString = sqlite.DataSource };
+        // The store's file as a connection string: a path is one only while it holds no '=' (a folder "a=b" is not a key).
+        var options = new SqliteQueueOptions { ConnectionString = new SqliteConnectionStringBuilder { DataSource = sqlite.DataSource }.ConnectionString };
         configure?.Invoke(options);
         return Create(options, sqlite, timeProvider, loggerFactory);
     }
