@@ -3,6 +3,7 @@ using Herald.Messages;
 using Herald.Sqlite.EventSourcing;
 using Herald.Sqlite.Transport;
 using Herald.Transport;
+using Microsoft.Data.Sqlite;
 
 namespace Herald.Sqlite.Tests;
 
@@ -42,6 +43,20 @@ public sealed class SqliteFileNameTests : IDisposable
         {
             await transport.DisposeAsync();
         }
+    }
+
+    [Fact]
+    public async Task Open_InAFolderThatDoesNotExist_FailsNamingTheFileAndTheMissingFolder()
+    {
+        var folder = Path.Combine(_directory, "not-made-yet");
+        var path = Path.Combine(folder, "herald.db");
+
+        var opening = await Assert.ThrowsAsync<SqliteException>(() => SqliteEventStore.OpenAsync($"Data Source=\"{path}\""));
+
+        Assert.Equal(14, opening.SqliteErrorCode); // SQLITE_CANTOPEN, as before
+        Assert.Contains(path, opening.Message, StringComparison.Ordinal);
+        Assert.Contains($"folder '{folder}' does not exist", opening.Message, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(folder));
     }
 
     private static Envelope NewMessage() => new()

@@ -49,14 +49,36 @@ internal sealed class SqliteConnections
             : new SqliteConnectionStringBuilder { DataSource = pathOrConnectionString };
     }
 
-    /// <summary>Opens the store's first connection, creating the file when missing.</summary>
-    public SqliteConnection OpenCreating() => Open(_creatingConnectionString, _pragmas);
+    /// <summary>
+    /// Opens the store's first connection, creating the file when missing. A file SQLite cannot open or create fails with
+    /// its path named (SQLite's own message names none), and the missing folder when that is the cause.
+    /// </summary>
+    public SqliteConnection OpenCreating()
+    {
+        try
+        {
+            return Open(_creatingConnectionString, _pragmas);
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == SQLitePCL.raw.SQLITE_CANTOPEN)
+        {
+            throw new SqliteException(CannotOpen(DataSource, ex.Message), ex.SqliteErrorCode, ex.SqliteExtendedErrorCode);
+        }
+    }
 
     /// <summary>Opens a connection that writes: busy timeout, foreign keys and the configured durability.</summary>
     public SqliteConnection OpenWriter() => Open(_writerConnectionString, _pragmas);
 
     /// <summary>Opens a connection that only reads.</summary>
     public SqliteConnection OpenReader() => Open(_readerConnectionString, _readerPragmas);
+
+    private static string CannotOpen(string dataSource, string cause)
+    {
+        var folder = dataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase) ? null : Path.GetDirectoryName(Path.GetFullPath(dataSource));
+        var hint = folder is not null && !Directory.Exists(folder)
+            ? $"its folder '{folder}' does not exist; create it first"
+            : "check that the path names a file and that the process may read and write it and its folder";
+        return $"The SQLite file '{dataSource}' could not be opened or created: {hint} ({cause}).";
+    }
 
     private static SqliteConnection Open(string connectionString, string pragmas)
     {
