@@ -65,6 +65,9 @@ internal static partial class Log
     [LoggerMessage(2032, LogLevel.Error, "The outbox relay could not read or update its store; it backs off for {Delay}")]
     public static partial void OutboxStoreFailed(ILogger logger, Exception exception, TimeSpan delay);
 
+    [LoggerMessage(2033, LogLevel.Warning, "The outbox relay's last pass at shutdown failed; what it did not send stays in the outbox for the next start")]
+    public static partial void OutboxLastPassFailed(ILogger logger, Exception exception);
+
     [LoggerMessage(2040, LogLevel.Warning, "The idempotency lock of key '{Key}' was lost before the operation completed (it outlived the lock timeout); its result was not stored")]
     public static partial void IdempotencyLockLost(ILogger logger, string key);
 

@@ -64,6 +64,56 @@ public sealed class HostStopOrderTests
         }
     }
 
+    // The last handler's commit wakes the relay before its ack, and the relay's stop (right after the consumer's) cancelled
+    // the send that commit started: a durable outbox kept the row for the next start, the in-memory one lost it.
+    [Fact]
+    public async Task AtShutdown_TheOutboxRelaySendsWhatTheLastHandlerCommitted_EvenWhenTheStopCutItsSendShort()
+    {
+        var transport = new HoldingTransport(new InMemoryTransport(), "stop-order-notes", holdEverySend: false);
+        using var host = await StartNotingHostAsync(transport);
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Hold());
+        await transport.Held.Task.WaitAsync(Deadline);
+
+        await host.StopAsync().WaitAsync(Deadline);
+
+        Assert.Equal(1, transport.Delivered);
+        Assert.Equal(0, await host.Services.GetRequiredService<IOutboxStore>().CountPendingAsync());
+    }
+
+    // The last pass lasts as long as the host's stop allows: once the stop token fires, what is left waits in the outbox.
+    [Fact]
+    public async Task AtShutdown_TheOutboxRelaysLastPass_EndsWhenTheHostsStopTokenFires()
+    {
+        var transport = new HoldingTransport(new InMemoryTransport(), "stop-order-notes", holdEverySend: true);
+        using var host = await StartNotingHostAsync(transport);
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Hold());
+        await transport.Held.Task.WaitAsync(Deadline);
+
+        using var giveUp = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        await host.StopAsync(giveUp.Token).WaitAsync(Deadline);
+
+        Assert.Equal(0, transport.Delivered);
+        Assert.Equal(1, await host.Services.GetRequiredService<IOutboxStore>().CountPendingAsync());
+    }
+
+    private static async Task<IHost> StartNotingHostAsync(ITransport transport)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        var endpoint = "stop-order-" + Guid.NewGuid().ToString("N")[..6];
+        builder.Services.AddHerald(h => h
+            .UseTransport(_ => transport)
+            .AddMessageType<Note>()
+            .AddHandler<NotingHandler>()
+            .Route<Hold>(endpoint)
+            .Route<Note>("stop-order-notes")
+            .UseOutbox(o => o.PollInterval = TimeSpan.FromHours(1))
+            .Configure(o => o.EndpointName = endpoint));
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+
     [MessageType("stop-order-hold")]
     public sealed record Hold;
 
@@ -83,6 +133,39 @@ public sealed class HostStopOrderTests
         {
             gate.Entered.TrySetResult();
             await gate.Release.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Sends a note through the outbox: the message a handler leaves for the relay.</summary>
+    public sealed class NotingHandler : IMessageHandler<Hold>
+    {
+        public ValueTask HandleAsync(Hold message, MessageContext context, CancellationToken cancellationToken) =>
+            context.SendAsync(new Note("from the last handler"), cancellationToken: cancellationToken);
+    }
+
+    /// <summary>Holds the first send to <c>heldQueue</c> (or every one) until its token fires, as a slow broker would.</summary>
+    private sealed class HoldingTransport(ITransport inner, string heldQueue, bool holdEverySend) : DelegatingTransport(inner)
+    {
+        private int _sends;
+        private int _delivered;
+
+        public TaskCompletionSource Held { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int Delivered => Volatile.Read(ref _delivered);
+
+        public override async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+        {
+            if (queue == heldQueue && (Interlocked.Increment(ref _sends) == 1 || holdEverySend))
+            {
+                Held.TrySetResult();
+                await Task.Delay(Timeout.Infinite, cancellationToken);
+            }
+
+            await base.SendAsync(queue, envelope, options, cancellationToken);
+            if (queue == heldQueue)
+            {
+                Interlocked.Increment(ref _delivered);
+            }
         }
     }
 

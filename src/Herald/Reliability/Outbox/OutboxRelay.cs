@@ -1,6 +1,7 @@
 using Herald.Hosting;
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
+using System.Runtime.CompilerServices;
 using Herald.Diagnostics;
 using Herald.Persistence;
 using Herald.Reliability.DeadLetters;
@@ -19,7 +20,8 @@ namespace Herald.Reliability.Outbox;
 /// waits on its own back-off (the rows behind it go on) and is dead-lettered after <see cref="OutboxOptions.MaxAttempts"/>;
 /// one the transport refuses for good (too large, a name or delay past its limits, a topology conflict) goes to the dead
 /// letters at once. Sent rows are deleted in bounded batches once past <see cref="OutboxOptions.Retention"/>. It relays only while this node leads the outbox
-/// (<see cref="ILeaderElection"/>, resource <see cref="LeadershipResource"/>), so one relay sends at a time per store.
+/// (<see cref="ILeaderElection"/>, resource <see cref="LeadershipResource"/>), so one relay sends at a time per store. At the
+/// host's stop it makes a last pass over what is due, bounded by the host's stop token.
 /// </summary>
 internal sealed class OutboxRelay(
     IOutboxStore store,
@@ -53,6 +55,7 @@ internal sealed class OutboxRelay(
     private long _pending;
     private DateTimeOffset _nextCleanup;
     private DateTimeOffset _nextCount;
+    private StrongBox<CancellationToken>? _stop;
 
     /// <summary>The backlog as the gauge reports it (tests).</summary>
     internal long Pending => Interlocked.Read(ref _pending);
@@ -162,6 +165,22 @@ internal sealed class OutboxRelay(
         base.Dispose();
     }
 
+    public override Task StartAsync(CancellationToken cancellationToken)
+    {
+        // A start after a stop relays until its own stop.
+        Volatile.Write(ref _stop, null);
+        return base.StartAsync(cancellationToken);
+    }
+
+    /// <summary>Stops relaying, then sends what is due in a last pass (<see cref="LastPassAsync"/>) until <paramref name="cancellationToken"/> fires.</summary>
+    public override Task StopAsync(CancellationToken cancellationToken)
+    {
+        // Kept before the base cancels the loop: the last pass ends with the host's stop (its shutdown timeout), not with
+        // the loop.
+        Volatile.Write(ref _stop, new StrongBox<CancellationToken>(cancellationToken));
+        return base.StopAsync(cancellationToken);
+    }
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         // A running relay reports its backlog on the pending gauge (reading the gauge creates it) until it is disposed.
@@ -174,6 +193,49 @@ internal sealed class OutboxRelay(
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
+        }
+
+        // Ended by the host's stop, not by a dispose without one.
+        if (Volatile.Read(ref _stop) is { } stop)
+        {
+            await LastPassAsync(stop.Value).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// At the host's stop: the last handlers' commits woke the relay just before their acks, and the stop cancelled the loop
+    /// (and a send it was making), so what they committed would wait for the next start (and be lost with the in-memory
+    /// store). Sends what is due, batch after batch, until nothing is, a send fails, or the host's stop token fires; only
+    /// as the leader, since another node that leads sends it.
+    /// </summary>
+    private async Task LastPassAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var lease = await election.TryAcquireAsync(LeadershipResource, cancellationToken).ConfigureAwait(false);
+            if (lease is null)
+            {
+                return;
+            }
+
+            await using (lease.ConfigureAwait(false))
+            {
+                using var leading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, lease.LeadershipLost);
+                bool more, failed;
+                do
+                {
+                    (more, failed) = await RelayBatchAsync(leading.Token).ConfigureAwait(false);
+                }
+                while (more && !failed);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The host's stop gave up waiting: what is left stays in the outbox.
+        }
+        catch (Exception ex)
+        {
+            Log.OutboxLastPassFailed(_logger, ex);
         }
     }
 
