@@ -51,6 +51,55 @@ public sealed class ConsumerCompletionTests
         await completion.WaitAsync(Deadline);
     }
 
+    // The stop came after the loop had ended (here: between the loop's end and the completion's look at it), so the loop
+    // ended on its own: reported as a successful stop, its failure showed only in the loop's own logs.
+    [Fact]
+    public async Task LoopThatFailedOnItsOwn_JustBeforeAStop_StillFaultsWithItsException()
+    {
+        using var stopping = new CancellationTokenSource();
+        var loop = new TaskCompletionSource();
+        StopRightAfter(loop.Task, stopping);
+        var completion = ConsumerCompletion.WhenEndedAsync(loop.Task, stopping.Token);
+
+        loop.SetException(new FormatException("the loop's own failure"));
+
+        Assert.True(stopping.IsCancellationRequested);
+        await Assert.ThrowsAsync<FormatException>(() => completion.WaitAsync(Deadline));
+    }
+
+    [Fact]
+    public async Task LoopThatEndedOnItsOwn_JustBeforeAStop_StillFaultsWithTheReasonItGives()
+    {
+        using var stopping = new CancellationTokenSource();
+        var loop = new TaskCompletionSource();
+        var reason = new NotSupportedException("logged by the loop");
+        StopRightAfter(loop.Task, stopping);
+        var completion = ConsumerCompletion.WhenEndedAsync(loop.Task, stopping.Token, () => reason);
+
+        loop.SetResult();
+
+        Assert.True(stopping.IsCancellationRequested);
+        Assert.Same(reason, await Assert.ThrowsAsync<NotSupportedException>(() => completion.WaitAsync(Deadline)));
+    }
+
+    // Only the stop's own cancellation is a stop: a loop failing otherwise while it stops failed.
+    [Fact]
+    public async Task LoopThatFailsWhileStopping_WithAnythingButACancellation_Faults()
+    {
+        using var stopping = new CancellationTokenSource();
+        var loop = new TaskCompletionSource();
+        var completion = ConsumerCompletion.WhenEndedAsync(loop.Task, stopping.Token);
+
+        await stopping.CancelAsync();
+        loop.SetException(new FormatException("failed as it stopped"));
+
+        await Assert.ThrowsAsync<FormatException>(() => completion.WaitAsync(Deadline));
+    }
+
+    /// <summary>Cancels <paramref name="stopping"/> as soon as <paramref name="loop"/> ends, before anything registered later sees the end.</summary>
+    private static void StopRightAfter(Task loop, CancellationTokenSource stopping) =>
+        _ = loop.ContinueWith(static (_, s) => ((CancellationTokenSource)s!).Cancel(), stopping, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
     [Theory]
     [InlineData(1)]
     [InlineData(4)]

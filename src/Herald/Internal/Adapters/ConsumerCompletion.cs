@@ -5,8 +5,9 @@ namespace Herald.Internal;
 public static class ConsumerCompletion
 {
     /// <summary>
-    /// Completes when <paramref name="running"/> ends: successfully when <paramref name="stopping"/> was cancelled (a stop);
-    /// otherwise faulted, with what <paramref name="fault"/> returns or the loop's own exception as the reason.
+    /// Completes when <paramref name="running"/> ends: successfully when <paramref name="stopping"/> was cancelled (a stop)
+    /// and the loop failed with nothing but a cancellation; otherwise faulted, with what <paramref name="fault"/> returns or
+    /// the loop's own exception as the reason (a loop that failed on its own is reported even when a stop came meanwhile).
     /// </summary>
     public static async Task WhenEndedAsync(Task running, CancellationToken stopping, Func<Exception?>? fault = null)
     {
@@ -25,6 +26,13 @@ public static class ConsumerCompletion
 
         if (stopping.IsCancellationRequested)
         {
+            // Seen after the loop's end, so the stop may have come just after a failure of the loop's own: only the stop's
+            // cancellation (or no failure at all) is a stop.
+            if ((fault?.Invoke() ?? (failure is OperationCanceledException ? null : failure)) is { } reason)
+            {
+                throw reason;
+            }
+
             return;
         }
 
