@@ -26,20 +26,7 @@ public sealed class HostStopOrderTests
     {
         var transport = new StopWatchingTransport(new InMemoryTransport());
         var gate = new Gate();
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddSingleton(gate);
-        var endpoint = "stop-order-" + Guid.NewGuid().ToString("N")[..6];
-        builder.Services.AddHerald(h => h
-            .UseTransport(_ => transport)
-            .AddMessageType<Note>()
-            .AddHandler<HoldHandler>()
-            .Route<Hold>(endpoint)
-            .Route<Note>("stop-order-notes")
-            .UseOutbox(o => o.PollInterval = TimeSpan.FromMilliseconds(100))
-            .Configure(o => o.EndpointName = endpoint));
-        using var host = builder.Build();
-        await host.StartAsync();
+        using var host = await StartHostAsync<HoldHandler>(transport, TimeSpan.FromMilliseconds(100), gate);
         await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Hold());
         await gate.Entered.Task.WaitAsync(Deadline);
 
@@ -70,7 +57,7 @@ public sealed class HostStopOrderTests
     public async Task AtShutdown_TheOutboxRelaySendsWhatTheLastHandlerCommitted_EvenWhenTheStopCutItsSendShort()
     {
         var transport = new HoldingTransport(new InMemoryTransport(), "stop-order-notes", holdEverySend: false);
-        using var host = await StartNotingHostAsync(transport);
+        using var host = await StartHostAsync<NotingHandler>(transport, TimeSpan.FromHours(1));
         await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Hold());
         await transport.Held.Task.WaitAsync(Deadline);
 
@@ -85,7 +72,7 @@ public sealed class HostStopOrderTests
     public async Task AtShutdown_TheOutboxRelaysLastPass_EndsWhenTheHostsStopTokenFires()
     {
         var transport = new HoldingTransport(new InMemoryTransport(), "stop-order-notes", holdEverySend: true);
-        using var host = await StartNotingHostAsync(transport);
+        using var host = await StartHostAsync<NotingHandler>(transport, TimeSpan.FromHours(1));
         await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Hold());
         await transport.Held.Task.WaitAsync(Deadline);
 
@@ -96,18 +83,21 @@ public sealed class HostStopOrderTests
         Assert.Equal(1, await host.Services.GetRequiredService<IOutboxStore>().CountPendingAsync());
     }
 
-    private static async Task<IHost> StartNotingHostAsync(ITransport transport)
+    /// <summary>A started host whose endpoint handles <see cref="Hold"/> with <typeparamref name="THandler"/>, with notes routed through the outbox.</summary>
+    private static async Task<IHost> StartHostAsync<THandler>(ITransport transport, TimeSpan pollInterval, Gate? gate = null)
+        where THandler : class, IMessageHandler<Hold>
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(gate ?? new Gate());
         var endpoint = "stop-order-" + Guid.NewGuid().ToString("N")[..6];
         builder.Services.AddHerald(h => h
             .UseTransport(_ => transport)
             .AddMessageType<Note>()
-            .AddHandler<NotingHandler>()
+            .AddHandler<THandler>()
             .Route<Hold>(endpoint)
             .Route<Note>("stop-order-notes")
-            .UseOutbox(o => o.PollInterval = TimeSpan.FromHours(1))
+            .UseOutbox(o => o.PollInterval = pollInterval)
             .Configure(o => o.EndpointName = endpoint));
         var host = builder.Build();
         await host.StartAsync();

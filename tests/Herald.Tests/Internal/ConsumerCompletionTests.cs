@@ -39,17 +39,8 @@ public sealed class ConsumerCompletionTests
     }
 
     [Fact]
-    public async Task LoopEndedByAStop_CompletesWithoutAFault_EvenWhenItThrewAsItStopped()
-    {
-        using var stopping = new CancellationTokenSource();
-        var loop = new TaskCompletionSource();
-        var completion = ConsumerCompletion.WhenEndedAsync(loop.Task, stopping.Token);
-
-        await stopping.CancelAsync();
-        loop.SetException(new OperationCanceledException());
-
-        await completion.WaitAsync(Deadline);
-    }
+    public async Task LoopEndedByAStop_CompletesWithoutAFault_EvenWhenItThrewAsItStopped() =>
+        await (await CompletionOfALoopThatThrowsWhileStoppingAsync(new OperationCanceledException())).WaitAsync(Deadline);
 
     // The stop came after the loop had ended (here: between the loop's end and the completion's look at it), so the loop
     // ended on its own: reported as a successful stop, its failure showed only in the loop's own logs.
@@ -86,14 +77,20 @@ public sealed class ConsumerCompletionTests
     [Fact]
     public async Task LoopThatFailsWhileStopping_WithAnythingButACancellation_Faults()
     {
+        var completion = await CompletionOfALoopThatThrowsWhileStoppingAsync(new FormatException("failed as it stopped"));
+
+        await Assert.ThrowsAsync<FormatException>(() => completion.WaitAsync(Deadline));
+    }
+
+    private static async Task<Task> CompletionOfALoopThatThrowsWhileStoppingAsync(Exception exception)
+    {
         using var stopping = new CancellationTokenSource();
         var loop = new TaskCompletionSource();
         var completion = ConsumerCompletion.WhenEndedAsync(loop.Task, stopping.Token);
 
         await stopping.CancelAsync();
-        loop.SetException(new FormatException("failed as it stopped"));
-
-        await Assert.ThrowsAsync<FormatException>(() => completion.WaitAsync(Deadline));
+        loop.SetException(exception);
+        return completion;
     }
 
     /// <summary>Cancels <paramref name="stopping"/> as soon as <paramref name="loop"/> ends, before anything registered later sees the end.</summary>
