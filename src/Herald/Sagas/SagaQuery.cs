@@ -24,14 +24,17 @@ public sealed record SagaQuery
         && (After is not { } after || SagaKeyComparer.Instance.Compare((instance.SagaType, instance.Id), after) > 0);
 }
 
-/// <summary>Orders instances by saga name, then id, ordinally, as every store pages them.</summary>
+/// <summary>
+/// Orders instances by saga name, then id, by code point, as every store pages them (SQLite's UTF-8 bytes, PostgreSQL's
+/// <c>COLLATE "C"</c>); UTF-16 ordinal order differs above U+FFFF.
+/// </summary>
 internal sealed class SagaKeyComparer : IComparer<(string SagaType, string Id)>
 {
     public static SagaKeyComparer Instance { get; } = new();
 
     public int Compare((string SagaType, string Id) x, (string SagaType, string Id) y)
     {
-        var byType = string.CompareOrdinal(x.SagaType, y.SagaType);
-        return byType != 0 ? byType : string.CompareOrdinal(x.Id, y.Id);
+        var byType = Projections.CodePointOrder.Instance.Compare(x.SagaType, y.SagaType);
+        return byType != 0 ? byType : Projections.CodePointOrder.Instance.Compare(x.Id, y.Id);
     }
 }

@@ -370,6 +370,29 @@ public abstract class SagaStoreConformance
     }
 
     [Fact]
+    public async Task List_OrdersAndPagesIdsByCodePoint_AsEveryEngineKeepsThem()
+    {
+        // SQLite (UTF-8 bytes) and PostgreSQL (COLLATE "C") order keys by code point. The in-memory store ordered UTF-16
+        // code units, which put an id holding a character past U+FFFF before one holding U+E000 to U+FFFF, so a page and a
+        // cursor there did not match the engines.
+        var store = await CreateStoreAsync();
+        var saga = UniqueSaga();
+        foreach (var id in new[] { "a\U0001F600", "a\uFFFD", "a\uE000", "a~" })
+        {
+            await store.SaveAsync(NewInstance(saga, id));
+        }
+
+        var all = await store.ListAsync(new SagaQuery { SagaType = saga });
+        var afterFffd = await store.ListAsync(new SagaQuery { SagaType = saga, After = (saga, "a\uFFFD") });
+        var firstPage = await store.ListAsync(new SagaQuery { SagaType = saga, Limit = 2 });
+        var secondPage = await store.ListAsync(new SagaQuery { SagaType = saga, Limit = 2, After = (saga, firstPage[^1].Id) });
+
+        Assert.Equal(["a~", "a\uE000", "a\uFFFD", "a\U0001F600"], all.Select(i => i.Id));
+        Assert.Equal(["a\U0001F600"], afterFffd.Select(i => i.Id));
+        Assert.Equal(["a~", "a\uE000", "a\uFFFD", "a\U0001F600"], firstPage.Concat(secondPage).Select(i => i.Id));
+    }
+
+    [Fact]
     public async Task Delete_OfTheStoredVersion_RemovesIt_AndOfAnotherVersion_DoesNot()
     {
         var store = await CreateStoreAsync();
