@@ -199,6 +199,13 @@ public sealed class SagaOrchestrator
                     continue;
                 }
 
+                if (failure is SagaDataUnreadableException)
+                {
+                    // Nothing failed but this code's reading of the data: compensating would end an instance at its first
+                    // step as Compensated, undone though nothing was done, and no compensation can read the data either.
+                    return await ParkAsync(instance, failure.Message, cancellationToken).ConfigureAwait(false);
+                }
+
                 Log.SagaStepFailed(_logger, failure, definition.Name, instance.Id, step.Name);
                 instance = await SaveDirectAsync(instance with
                 {
@@ -272,6 +279,11 @@ public sealed class SagaOrchestrator
                 // Shutdown: nothing of this run committed; the instance stays where it was and is resumed later.
                 throw;
             }
+            catch (SagaDataUnreadableException unreadable)
+            {
+                // Reads the same on every attempt: no retry can help.
+                return (null, unreadable);
+            }
 #pragma warning disable CA1031 // A step's failure is the saga's business: retried, then compensated, never thrown to the caller.
             catch (Exception ex)
 #pragma warning restore CA1031
@@ -327,7 +339,7 @@ public sealed class SagaOrchestrator
             return await _runner.RunAsync(
                 async (services, _) =>
                 {
-                    var context = new SagaStepContext<TData>(definition.Name, instance.Id, step.Name, compensation, attempt, SagaData.Deserialize<TData>(instance.Data), services, token);
+                    var context = new SagaStepContext<TData>(definition.Name, instance.Id, step.Name, compensation, attempt, SagaData.Read<TData>(instance), services, token);
                     if (compensation)
                     {
                         // A step without a compensation has nothing to undo: its turn only records the progress, so the

@@ -19,7 +19,7 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
     public async ValueTask HandleAsync(TEvent message, MessageContext context, CancellationToken cancellationToken)
     {
         var rule = machine.Events[typeof(TEvent)];
-        var id = rule.Correlate(message);
+        var id = Correlate(rule, message);
         if (string.IsNullOrWhiteSpace(id))
         {
             throw new SagaMessageRejectedException($"{typeof(TEvent).Name} has no correlation id for saga '{machine.Name}'.");
@@ -119,18 +119,32 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
             cancellationToken).ConfigureAwait(false);
     }
 
-    // Data stored by an earlier shape of TData reads the same on every attempt: retrying cannot help, and the reason must
-    // name the instance, not only a JSON path.
-    private TData Read(SagaInstance instance)
+    // Data stored by an earlier shape of TData reads the same on every attempt: the message is dead-lettered at once.
+    private static TData Read(SagaInstance instance)
     {
         try
         {
-            return SagaData.Deserialize<TData>(instance.Data);
+            return SagaData.Read<TData>(instance);
         }
-        catch (Exception ex) when (ex is System.Text.Json.JsonException or InvalidOperationException or NotSupportedException)
+        catch (SagaDataUnreadableException unreadable)
         {
-            throw new SagaMessageRejectedException(
-                $"Saga '{machine.Name}' instance '{instance.Id}' (state '{instance.State}') holds data that cannot be read as {typeof(TData).Name}: {ex.Message}", ex);
+            throw new SagaMessageRejectedException(unreadable.Message, unreadable);
+        }
+    }
+
+    // A correlation is a function of the message alone: one that throws (it reads through a property the message lacks)
+    // throws on every attempt, so the message is dead-lettered at once, the reason naming the event and the saga.
+    private string? Correlate(SagaEventRule rule, TEvent message)
+    {
+        try
+        {
+            return rule.Correlate(message);
+        }
+#pragma warning disable CA1031 // Whatever the user's correlation throws, the reason goes to the dead letter with it.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            throw new SagaMessageRejectedException($"The correlation of {typeof(TEvent).Name} for saga '{machine.Name}' failed: {ex.GetType().Name}: {ex.Message}", ex);
         }
     }
 }

@@ -371,6 +371,63 @@ public sealed class SagaOrchestratorTests
     }
 
     [Fact]
+    public async Task AnInstanceWhoseDataNoLongerReads_IsParkedAtOnce_NamingTheInstance_WithItsStepsLeftDone()
+    {
+        // Saved by an earlier shape of Order (Done was a string then): every run reads it the same way. It counted as the
+        // step's failure: retried, then "compensated", so an instance at its first step ended Compensated (finished, as if
+        // undone, though nothing had failed), and one midway ran its compensations' retries before it was parked.
+        var journal = new Journal();
+        await using var services = Build();
+        var store = services.GetRequiredService<ISagaStore>();
+        await store.SaveAsync(new SagaInstance
+        {
+            SagaType = "fulfilment", Id = "order-20", Status = SagaStatus.Running, State = "reserve-inventory", Data = """{"orderId":"o","done":"none"}"""u8.ToArray(),
+        });
+        await store.SaveAsync(new SagaInstance
+        {
+            SagaType = "fulfilment",
+            Id = "order-21",
+            Status = SagaStatus.Running,
+            State = "create-shipment",
+            CurrentStep = 2,
+            CompletedSteps = ["reserve-inventory", "charge-payment"],
+            Data = """{"orderId":"o","done":"reserve,charge"}"""u8.ToArray(),
+        });
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+
+        foreach (var (id, at, done) in new[] { ("order-20", "reserve-inventory", Array.Empty<string>()), ("order-21", "create-shipment", ["reserve-inventory", "charge-payment"]) })
+        {
+            var parked = await orchestrator.ResumeAsync(Fulfilment(journal, retry: TwoImmediate), id);
+
+            Assert.Equal(SagaStatus.Failed, parked!.Status);
+            Assert.StartsWith($"Saga 'fulfilment' instance '{id}' (state '{at}') holds data that cannot be read as Order", parked.Error, StringComparison.Ordinal);
+            Assert.Equal(done, parked.CompletedSteps);
+            Assert.Equal(at, parked.State);
+            Assert.Equal(SagaStatus.Failed, (await store.LoadAsync("fulfilment", id))!.Status);
+        }
+
+        // One left compensating: its compensation cannot read the data either, and is parked at once with both reasons.
+        await store.SaveAsync(new SagaInstance
+        {
+            SagaType = "fulfilment",
+            Id = "order-22",
+            Status = SagaStatus.Compensating,
+            State = "charge-payment",
+            CurrentStep = 2,
+            CompletedSteps = ["reserve-inventory", "charge-payment"],
+            Error = "Step 'create-shipment' failed: TimeoutException: no carrier",
+            Data = """{"orderId":"o","done":"reserve,charge"}"""u8.ToArray(),
+        });
+        var compensating = await orchestrator.ResumeAsync(Fulfilment(journal, retry: TwoImmediate), "order-22");
+        Assert.Equal(SagaStatus.Failed, compensating!.Status);
+        Assert.StartsWith("Step 'create-shipment' failed: TimeoutException: no carrier Compensation of step 'charge-payment' failed:", compensating.Error, StringComparison.Ordinal);
+        Assert.Contains("Saga 'fulfilment' instance 'order-22' (state 'charge-payment') holds data that cannot be read as Order", compensating.Error, StringComparison.Ordinal);
+        Assert.Equal(["reserve-inventory", "charge-payment"], compensating.CompletedSteps);
+
+        Assert.Empty(journal.Calls);
+    }
+
+    [Fact]
     public async Task Resume_OfAnInstanceLeftCompensating_CompensatesWhatIsStillDone()
     {
         var journal = new Journal();

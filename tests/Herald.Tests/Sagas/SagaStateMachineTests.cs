@@ -25,6 +25,11 @@ public sealed class SagaStateMachineTests
     [MessageType("sm-reserve-stock")]
     public sealed record ReserveStock(string OrderId);
 
+    [MessageType("sm-shipment-booked")]
+    public sealed record ShipmentBooked(OrderRef? Order);
+
+    public sealed record OrderRef(string OrderId);
+
     // The stock service's side of the conversation: it takes the command the saga sends.
     public sealed class StockService : IMessageHandler<ReserveStock>
     {
@@ -291,6 +296,27 @@ public sealed class SagaStateMachineTests
         });
         Assert.Contains(deadLetters, d => d.ErrorMessage.Contains($"at most {SagaValidation.MaxKeyLength} characters", StringComparison.Ordinal));
         Assert.Contains(deadLetters, d => d.ErrorMessage.Contains("half of a surrogate pair", StringComparison.Ordinal));
+        Assert.Empty(await host.Get<ISagaStore>().ListAsync(new SagaQuery { SagaType = "sm-orders" }));
+    }
+
+    [Fact]
+    public async Task AnEventWhoseCorrelationThrows_IsDeadLetteredAtOnce_NamingTheEventAndTheSaga()
+    {
+        // The correlation reads through a property the message lacks: every attempt throws the same way. It spent the whole
+        // retry budget first, and its dead letter said only "NullReferenceException", not which saga or event.
+        var machine = SagaStateMachine.Create<OrderState>("sm-orders", m => m
+            .Correlate<ShipmentBooked>(e => e.Order!.OrderId)
+            .Initially<ShipmentBooked>("Booked")
+            .Final("Booked"));
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddMessageType<ShipmentBooked>().AddSaga(machine).ConfigureRetries(r => r.Immediate(3).Delayed(0, TimeSpan.Zero, TimeSpan.Zero)));
+
+        await host.Get<IMessageBus>().SendAsync(new ShipmentBooked(Order: null));
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+
+        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
+        Assert.Equal(1, deadLetter.AttemptCount);
+        Assert.Contains("The correlation of ShipmentBooked for saga 'sm-orders' failed: NullReferenceException", deadLetter.ErrorMessage, StringComparison.Ordinal);
         Assert.Empty(await host.Get<ISagaStore>().ListAsync(new SagaQuery { SagaType = "sm-orders" }));
     }
 
