@@ -139,6 +139,49 @@ public sealed class SagaTimeoutTests
     }
 
     [Fact]
+    public async Task ATimeoutFiringWhileItsInstanceCompletes_LosesAtItsCommit_AndDoesNotResurrectTheInstance()
+    {
+        // The timeout's delivery loads the instance still awaiting payment (holding the timeout), and its transition runs
+        // while the payment's transition completes the instance on the other consumer and commits first.
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var runs = 0;
+        var machine = SagaStateMachine.Create<OrderState>("st-orders", m => PlacedAwaitingPayment(m)
+            .During("AwaitingPayment", s => s
+                .When<PaymentTaken>("Shipped")
+                .When<PaymentTimedOut>("Expired", async (saga, timedOut) =>
+                {
+                    if (Interlocked.Increment(ref runs) == 1)
+                    {
+                        entered.SetResult();
+                        await release.Task;
+                    }
+
+                    await Count(saga, timedOut);
+                }))
+            .Final("Shipped", "Expired"));
+        await using var host = await StartAsync(machine);
+        var bus = host.Get<IMessageBus>();
+        await bus.SendAsync(new OrderPlaced("o-race"));
+        await AwaitingPaymentAsync(host, "o-race");
+
+        host.Clock.Advance(PaymentWindow);
+        await entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await bus.SendAsync(new PaymentTaken("o-race"));
+        var shipped = await StateAsync(host, "o-race", "Shipped");
+        release.SetResult();
+        await IgnoredAsync(host, "o-race");
+
+        var after = (await host.Get<ISagaStore>().LoadAsync("st-orders", "o-race"))!;
+        Assert.Equal(SagaStatus.Completed, after.Status);
+        Assert.Equal("Shipped", after.State);
+        Assert.Equal(shipped.Version, after.Version);
+        Assert.Equal(0, SagaData.Deserialize<OrderState>(after.Data).TimeoutsSeen);
+        Assert.Empty(after.Timeouts);
+        Assert.Empty(await host.DeadLetters.ListAsync(new Herald.Reliability.DeadLetters.DeadLetterQuery()));
+    }
+
+    [Fact]
     public async Task ATimeoutFiringInAStateThatDoesNotHandleIt_IsIgnored_AndNoLongerHeldByTheInstance()
     {
         // "Packing" keeps the payment timeout (the transition does not cancel it) but has no transition for it. Ignored,
