@@ -32,12 +32,14 @@ public sealed class SagaStateMachine<TData>
         IReadOnlyDictionary<Type, SagaEventRule> events,
         IReadOnlyDictionary<Type, SagaTransition<TData>> initially,
         IReadOnlyDictionary<(string State, Type Event), SagaTransition<TData>> transitions,
+        IReadOnlySet<string> states,
         IReadOnlySet<string> finalStates)
     {
         Name = name;
         Events = events;
         Initially = initially;
         Transitions = transitions;
+        States = states;
         FinalStates = finalStates;
     }
 
@@ -52,6 +54,9 @@ public sealed class SagaStateMachine<TData>
     internal IReadOnlyDictionary<Type, SagaTransition<TData>> Initially { get; }
 
     internal IReadOnlyDictionary<(string State, Type Event), SagaTransition<TData>> Transitions { get; }
+
+    /// <summary>Every state the machine declares (with <c>During</c> or <c>Final</c>).</summary>
+    internal IReadOnlySet<string> States { get; }
 }
 
 /// <summary>How an event type finds its instance, and what happens when there is none (null until built: the default for the event).</summary>
@@ -216,7 +221,7 @@ public sealed class SagaStateMachineBuilder<TData>
             throw new InvalidSagaDefinitionException(name, problems);
         }
 
-        return new SagaStateMachine<TData>(name, events, _initially, _transitions, _final);
+        return new SagaStateMachine<TData>(name, events, _initially, _transitions, new HashSet<string>(_during.Concat(_final), StringComparer.Ordinal), _final);
     }
 
     internal void AddTransition<TEvent>(string state, string then, Func<SagaEventContext<TData>, TEvent, ValueTask>? action)

@@ -74,6 +74,14 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
             instance = new SagaInstance { SagaType = machine.Name, Id = id, Status = SagaStatus.Running };
             data = new TData();
         }
+        else if (!instance.IsFinished && instance.State is { } unknown && !machine.States.Contains(unknown))
+        {
+            // Saved by an earlier machine (the state renamed or removed since): ignored, this event and every later one
+            // would be lost, and the instance would never move on. Dead-lettered, it can be retried once a machine that
+            // declares the state is deployed.
+            throw new SagaMessageRejectedException(
+                $"Saga '{machine.Name}' instance '{id}' is in state '{unknown}', which the machine does not declare (renamed or removed since the instance was saved); {typeof(TEvent).Name} cannot be handled until a machine that declares it runs.");
+        }
         else if (instance.IsFinished || instance.State is null || !machine.Transitions.TryGetValue((instance.State, typeof(TEvent)), out transition))
         {
             // Events a state does not expect (a late duplicate, an out-of-order reply) change nothing.

@@ -300,6 +300,27 @@ public sealed class SagaStateMachineTests
     }
 
     [Fact]
+    public async Task AnEventForAnInstanceInAStateTheMachineNoLongerDeclares_IsDeadLetteredAtOnce_NamingTheState_AndChangesNothing()
+    {
+        // Saved in "Picking" by an earlier machine (renamed since): every event for it was acked as "not handled in state
+        // 'Picking'", an Information log, and lost, while the instance stayed unfinished with nothing able to move it on.
+        await using var host = await StartAsync(Machine());
+        var store = host.Get<ISagaStore>();
+        var version = await store.SaveAsync(new SagaInstance
+        {
+            SagaType = "sm-orders", Id = "o-7", Status = SagaStatus.Running, State = "Picking", Data = """{"total":1,"lines":[]}"""u8.ToArray(),
+        });
+
+        await host.Get<IMessageBus>().SendAsync(new StockReserved("o-7"));
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+
+        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
+        Assert.Equal(1, deadLetter.AttemptCount);
+        Assert.Contains("Saga 'sm-orders' instance 'o-7' is in state 'Picking', which the machine does not declare", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(version, (await store.LoadAsync("sm-orders", "o-7"))!.Version);
+    }
+
+    [Fact]
     public async Task AnEventWhoseCorrelationThrows_IsDeadLetteredAtOnce_NamingTheEventAndTheSaga()
     {
         // The correlation reads through a property the message lacks: every attempt throws the same way. It spent the whole
