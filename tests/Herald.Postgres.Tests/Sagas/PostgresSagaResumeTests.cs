@@ -46,33 +46,7 @@ public sealed class PostgresSagaResumeTests(PostgresSchemaFixture schema) : ICla
             }, retry: RetryPolicy.Create(r => r.NoRetries())));
 
     // Counts the resume sweeps of every host, from their debug log event (1321), so a test can wait for sweeps to happen.
-    private sealed class SweepCounter : ILoggerProvider, ILogger
-    {
-        private int _sweeps;
-
-        public int Sweeps => Volatile.Read(ref _sweeps);
-
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            if (eventId.Id == 1321)
-            {
-                Interlocked.Increment(ref _sweeps);
-            }
-        }
-
-        public void Dispose()
-        {
-        }
-    }
-
-    private readonly SweepCounter _counter = new();
+    private readonly LogEventCounter _counter = new(1321);
 
     private async Task<IHost> StartAsync(SagaDefinition<Data> definition)
     {
@@ -127,14 +101,14 @@ public sealed class PostgresSagaResumeTests(PostgresSchemaFixture schema) : ICla
         var definition = Definition(name, steps);
         // The node started first leads the sweep; the instance runs on the other one, so only the staleness rule holds it back.
         using var sweeper = await StartAsync(definition);
-        await Eventually.UntilAsync(() => _counter.Sweeps > 0, "the first node sweeps");
+        await Eventually.UntilAsync(() => _counter.Count > 0, "the first node sweeps");
         using var runner = await StartAsync(definition);
 
         var run = runner.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "live", new Data());
         await steps.Blocked.Task.WaitAsync(TimeSpan.FromSeconds(30));
         // The leading node sweeps every 100 ms; the instance was saved moments ago, so no sweep takes it over.
-        var seen = _counter.Sweeps;
-        await Eventually.UntilAsync(() => _counter.Sweeps >= seen + 3, "three more sweeps ran while the step is blocked");
+        var seen = _counter.Count;
+        await Eventually.UntilAsync(() => _counter.Count >= seen + 3, "three more sweeps ran while the step is blocked");
         steps.Release.SetResult();
         var ended = await run.WaitAsync(TimeSpan.FromSeconds(30));
 

@@ -35,7 +35,8 @@ public sealed class PostgresSagaStateMachineConcurrencyTests : IAsyncLifetime
         public List<int> Lines { get; set; } = [];
     }
 
-    private readonly ConflictCounter _conflicts = new();
+    // The version conflicts a delivery ran again after (the retry step's event 2014), on both nodes.
+    private readonly LogEventCounter _conflicts = new(2014);
 
     public Task InitializeAsync() => Task.CompletedTask;
 
@@ -109,32 +110,5 @@ public sealed class PostgresSagaStateMachineConcurrencyTests : IAsyncLifetime
 
         // The race happened: attempts lost to the other's commit and ran again.
         Assert.True(_conflicts.Count > 0, "no attempt conflicted");
-    }
-
-    // Counts the version conflicts a delivery ran again after (the retry step's event 2014), on both nodes.
-    private sealed class ConflictCounter : ILoggerProvider, ILogger
-    {
-        private int _count;
-
-        public int Count => Volatile.Read(ref _count);
-
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            if (eventId.Id == 2014)
-            {
-                Interlocked.Increment(ref _count);
-            }
-        }
-
-        public void Dispose()
-        {
-        }
     }
 }

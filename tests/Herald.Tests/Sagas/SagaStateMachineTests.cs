@@ -83,6 +83,15 @@ public sealed class SagaStateMachineTests
             async () => await host.Get<ISagaStore>().LoadAsync("sm-orders", id) is { } instance && instance.State == state ? instance : null,
             $"instance {id} reaches {state}");
 
+    // The host's one dead letter: never retried (one attempt), its reason holding `reason`.
+    private static async Task AssertDeadLetteredAtOnceAsync(ReliabilityHost host, string reason)
+    {
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
+        Assert.Equal(1, deadLetter.AttemptCount);
+        Assert.Contains(reason, deadLetter.ErrorMessage, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task EventsMoveTheInstanceThroughItsStates_ToAFinalState_SendingWhatTheActionsSend()
     {
@@ -263,11 +272,7 @@ public sealed class SagaStateMachineTests
         });
 
         await host.Get<IMessageBus>().SendAsync(new StockReserved("o-6"));
-        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
-
-        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
-        Assert.Equal(1, deadLetter.AttemptCount);
-        Assert.Contains("Saga 'sm-orders' instance 'o-6' (state 'Reserving') holds data that cannot be read as OrderState", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        await AssertDeadLetteredAtOnceAsync(host, "Saga 'sm-orders' instance 'o-6' (state 'Reserving') holds data that cannot be read as OrderState");
         Assert.Equal(version, (await store.LoadAsync("sm-orders", "o-6"))!.Version);
     }
 
@@ -312,11 +317,7 @@ public sealed class SagaStateMachineTests
         });
 
         await host.Get<IMessageBus>().SendAsync(new StockReserved("o-7"));
-        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
-
-        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
-        Assert.Equal(1, deadLetter.AttemptCount);
-        Assert.Contains("Saga 'sm-orders' instance 'o-7' is in state 'Picking', which the machine does not declare", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        await AssertDeadLetteredAtOnceAsync(host, "Saga 'sm-orders' instance 'o-7' is in state 'Picking', which the machine does not declare");
         Assert.Equal(version, (await store.LoadAsync("sm-orders", "o-7"))!.Version);
     }
 
@@ -333,11 +334,7 @@ public sealed class SagaStateMachineTests
             h => h.AddMessageType<ShipmentBooked>().AddSaga(machine).ConfigureRetries(r => r.Immediate(3).Delayed(0, TimeSpan.Zero, TimeSpan.Zero)));
 
         await host.Get<IMessageBus>().SendAsync(new ShipmentBooked(Order: null));
-        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
-
-        Assert.Equal(DeadLetterCause.NotRetryable, deadLetter.Cause);
-        Assert.Equal(1, deadLetter.AttemptCount);
-        Assert.Contains("The correlation of ShipmentBooked for saga 'sm-orders' failed: NullReferenceException", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        await AssertDeadLetteredAtOnceAsync(host, "The correlation of ShipmentBooked for saga 'sm-orders' failed: NullReferenceException");
         Assert.Empty(await host.Get<ISagaStore>().ListAsync(new SagaQuery { SagaType = "sm-orders" }));
     }
 
