@@ -26,20 +26,37 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
     /// </summary>
     internal TimeSpan IdleSessionTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
+    // The granted session lock on a bigint key in pg_locks: its high half (classid, $1) and low half (objid, $2), objsubid 1.
+    private const string HeldLock =
+        "SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = $1 AND objid = $2";
+
     // One statement, so the limit comes with the lock or not at all: 0 not acquired; 1 acquired on a server older than
     // PostgreSQL 14, which has no idle_session_timeout (the lock stays until TCP notices, as before); 2 acquired and limited.
+    // A session that holds the lock already is another client's (a pooler such as PgBouncer in transaction mode shares
+    // sessions): pg_try_advisory_lock would succeed again there, since session locks are re-entrant, so it is not asked.
     private const string TryLock =
-        "SELECT CASE WHEN NOT pg_try_advisory_lock($1) THEN 0 WHEN current_setting('server_version_num')::int < 140000 THEN 1 " +
-        "ELSE 2 + 0 * length(set_config('idle_session_timeout', $2, false)) END";
+        "SELECT CASE WHEN EXISTS (" + HeldLock + " AND pid = pg_backend_pid()) THEN 0 WHEN NOT pg_try_advisory_lock($3) THEN 0 " +
+        "WHEN current_setting('server_version_num')::int < 140000 THEN 1 ELSE 2 + 0 * length(set_config('idle_session_timeout', $4, false)) END";
+
+    // Whether the data source multiplexes (see Multiplexes): -1 until the first connection is opened.
+    private int _multiplexing = -1;
 
     public async ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(resource);
         var key = AdvisoryLockKey.ForLeadership(store.Schema, resource);
         var connection = await store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        if (Multiplexes(connection))
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw new NotSupportedException(
+                $"Leader election on PostgreSQL holds a session advisory lock on a connection of its own, which Multiplexing=true does not give: use a data source without multiplexing for schema '{store.Schema}'.");
+        }
+
         try
         {
             await using var command = new NpgsqlCommand(TryLock, connection);
+            AddKeyHalves(command.Parameters, key);
             command.Parameters.Add(Key(key));
             command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = ((long)IdleSessionTimeout.TotalMilliseconds).ToString(CultureInfo.InvariantCulture) });
             if ((int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))! is var acquired and > 0)
@@ -66,19 +83,37 @@ internal sealed class PostgresLeaderElection(PostgresEventStore store, ILogger l
     {
         ArgumentException.ThrowIfNullOrEmpty(resource);
 
-        // A session lock on a bigint key shows in pg_locks as its high half (classid) and low half (objid), objsubid 1.
         var key = AdvisoryLockKey.ForLeadership(store.Schema, resource);
         await using var connection = await store.OpenStartedAsync(cancellationToken).ConfigureAwait(false);
         await using var command = new NpgsqlCommand(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-            + " AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) AND classid = $1 AND objid = $2)",
-            connection);
-        command.Parameters.Add(new NpgsqlParameter<uint> { TypedValue = (uint)((ulong)key >> 32), NpgsqlDbType = NpgsqlDbType.Oid });
-        command.Parameters.Add(new NpgsqlParameter<uint> { TypedValue = (uint)key, NpgsqlDbType = NpgsqlDbType.Oid });
+            "SELECT EXISTS (" + HeldLock + " AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))", connection);
+        AddKeyHalves(command.Parameters, key);
         return (bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
     private static NpgsqlParameter<long> Key(long key) => new() { TypedValue = key, NpgsqlDbType = NpgsqlDbType.Bigint };
+
+    /// <summary>The parameters $1 and $2 of <see cref="HeldLock"/>: the key's high and low halves, as pg_locks shows them.</summary>
+    private static void AddKeyHalves(NpgsqlParameterCollection parameters, long key)
+    {
+        parameters.Add(new NpgsqlParameter<uint> { TypedValue = (uint)((ulong)key >> 32), NpgsqlDbType = NpgsqlDbType.Oid });
+        parameters.Add(new NpgsqlParameter<uint> { TypedValue = (uint)key, NpgsqlDbType = NpgsqlDbType.Oid });
+    }
+
+    /// <summary>
+    /// Whether the data source multiplexes (Npgsql's Multiplexing=true), running each statement of a connection on whichever
+    /// session is free: the lock would be taken on one session and watched, kept alive and unlocked on others, so every
+    /// lease was lost as soon as it was granted, and its unlock could miss the session that held the lock, which kept it.
+    /// </summary>
+    private bool Multiplexes(NpgsqlConnection connection)
+    {
+        if (_multiplexing < 0)
+        {
+            _multiplexing = new NpgsqlConnectionStringBuilder(connection.ConnectionString).Multiplexing ? 1 : 0;
+        }
+
+        return _multiplexing == 1;
+    }
 
     /// <summary>
     /// Unlocks before the connection goes back to the pool, where its session would keep the lock; and gives the session

@@ -191,6 +191,49 @@ public sealed class PostgresLeaderElectionTests(LeaderElectionSchema schema) : L
     }
 
     [Fact]
+    public async Task ASessionSharedWithAnotherHolderOfTheLock_DoesNotAcquireItAgain()
+    {
+        // pg_try_advisory_lock succeeds again on a session that holds the lock already. A pooler that hands each
+        // transaction to any server session (PgBouncer's pool_mode=transaction) gives one node the session on which another
+        // node took the lock, and both led. Here one pooled session that Npgsql does not reset stands for it: another
+        // client of that session took the lock and left it there.
+        var oneSession = new Npgsql.NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString) { MaxPoolSize = 1, NoResetOnClose = true };
+        await using var node = await PostgresEventStore.CreateAsync(oneSession.ConnectionString, new PostgresStoreOptions { Schema = schema.Schema });
+        var resource = NewResource();
+        var key = AdvisoryLockKey.ForLeadership(schema.Schema, resource);
+        await using (var other = await node.OpenStartedAsync(CancellationToken.None))
+        {
+            await using var take = new Npgsql.NpgsqlCommand($"SELECT pg_advisory_lock({key.ToString(CultureInfo.InvariantCulture)})", other);
+            await take.ExecuteNonQueryAsync();
+        }
+
+        var lease = await new PostgresLeaderElection(node, NullLogger.Instance).TryAcquireAsync(resource);
+        if (lease is not null)
+        {
+            await lease.DisposeAsync();
+        }
+
+        Assert.Null(lease);
+        await using var release = await node.OpenStartedAsync(CancellationToken.None);
+        await using var unlock = new Npgsql.NpgsqlCommand($"SELECT pg_advisory_unlock_all()", release);
+        await unlock.ExecuteNonQueryAsync();
+    }
+
+    [Fact]
+    public async Task ADataSourceThatMultiplexes_IsRefused_SinceItsStatementsShareSessions()
+    {
+        // With Npgsql's multiplexing a connection's statements run on whichever session is free: the lock was taken on one,
+        // the lease's watch refused at once (no waiting on a multiplexed connection), and every lease was lost as soon as it
+        // was granted, its unlock free to run on a session that did not hold the lock.
+        var multiplexed = new Npgsql.NpgsqlConnectionStringBuilder(PostgresTestDatabase.ConnectionString) { Multiplexing = true };
+        await using var node = await PostgresEventStore.CreateAsync(multiplexed.ConnectionString, new PostgresStoreOptions { Schema = schema.Schema });
+
+        var refused = await Assert.ThrowsAsync<NotSupportedException>(async () => await new PostgresLeaderElection(node, NullLogger.Instance).TryAcquireAsync(NewResource()));
+
+        Assert.Contains("Multiplexing", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void LockKeys_AreTheOnesEarlierVersionsTook_SoNodesInARollingUpgradeShareThem()
     {
         Assert.Equal(216143739924590416L, AdvisoryLockKey.ForMigrations("herald"));
