@@ -33,7 +33,7 @@ public static class SqliteHeraldBuilderExtensions
     {
         builder.AddFileOptions(pathOrConnectionString, configure, SqliteStoreOptions.Check);
         builder.Services.Replace(ServiceDescriptor.Singleton<ILeaderElection>(sp =>
-            new SqliteLeaderElection(sp.GetRequiredService<SqliteEventStore>().DataSource)));
+            new SqliteLeaderElection(sp.GetRequiredService<IOptions<SqliteStoreOptions>>().Value.ConnectionString)));
         return builder.UsePersistenceStores(new PersistenceRegistration<SqliteEventStore>
         {
             Package = "Herald.Sqlite",

@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Herald.Persistence;
+using Herald.Sqlite.Internal;
+using Microsoft.Data.Sqlite;
 
 namespace Herald.Sqlite.Persistence;
 
@@ -11,9 +13,15 @@ namespace Herald.Sqlite.Persistence;
 /// can take over; it is never lost while held. The in-process default let a second process on the same file run its own
 /// outbox relay (and projections, saga sweeps) beside the first, sending every row twice.
 /// </summary>
-internal sealed class SqliteLeaderElection(string dataSource) : ILeaderElection
+/// <remarks>
+/// The folder is next to the file SQLite opens, as SQLite names it (an absolute path, through any symbolic link), not as the
+/// connection string does: a process naming the file by a URI (<c>file:...</c>), through a link or with
+/// <c>|DataDirectory|</c> locked files elsewhere and led beside one naming it by its path.
+/// </remarks>
+internal sealed class SqliteLeaderElection(string pathOrConnectionString) : ILeaderElection
 {
-    private readonly string _directory = Path.GetFullPath(dataSource) + "-leaders";
+    // Found on first use.
+    private string? _directory;
 
     public ValueTask<LeaderLease?> TryAcquireAsync(string resource, CancellationToken cancellationToken = default)
     {
@@ -35,10 +43,11 @@ internal sealed class SqliteLeaderElection(string dataSource) : ILeaderElection
 
     private FileStream? Open(string resource, FileAccess access, FileShare share)
     {
-        Directory.CreateDirectory(_directory);
+        var directory = _directory ??= OpenedFile() + "-leaders";
+        Directory.CreateDirectory(directory);
         try
         {
-            return new FileStream(LockFile(resource), FileMode.OpenOrCreate, access, share);
+            return new FileStream(LockFile(directory, resource), FileMode.OpenOrCreate, access, share);
         }
         catch (IOException ex) when (HeldElsewhere(ex))
         {
@@ -47,8 +56,22 @@ internal sealed class SqliteLeaderElection(string dataSource) : ILeaderElection
     }
 
     /// <summary>One file per resource, named by a hash of the name's UTF-16 code units (any text, exactly).</summary>
-    private string LockFile(string resource) =>
-        Path.Combine(_directory, Convert.ToHexStringLower(SHA256.HashData(MemoryMarshal.AsBytes(resource.AsSpan())), 0, 16) + ".lock");
+    private static string LockFile(string directory, string resource) =>
+        Path.Combine(directory, Convert.ToHexStringLower(SHA256.HashData(MemoryMarshal.AsBytes(resource.AsSpan())), 0, 16) + ".lock");
+
+    /// <summary>
+    /// The file as SQLite names it once open: opens it (creating it, empty, when the election is used before the store
+    /// started, which then makes its tables there) and asks.
+    /// </summary>
+    private string OpenedFile()
+    {
+        var builder = SqliteConnections.Parse(pathOrConnectionString);
+        builder.Mode = SqliteOpenMode.ReadWriteCreate;
+        builder.Pooling = false;
+        using var connection = new SqliteConnection(builder.ConnectionString);
+        connection.Open();
+        return connection.DataSource;
+    }
 
     // The sharing violation of a lock another open file holds: EWOULDBLOCK from flock (11 on Linux, 35 on macOS and the
     // BSDs), ERROR_SHARING_VIOLATION or ERROR_LOCK_VIOLATION on Windows. Anything else (no room, no permission) is thrown,

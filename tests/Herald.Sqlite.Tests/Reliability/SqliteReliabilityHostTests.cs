@@ -135,6 +135,63 @@ public sealed class SqliteReliabilityHostTests : IDisposable
         Assert.Equal(0, free.Code);
     }
 
+    [Theory]
+    [InlineData("uri")]
+    [InlineData("symlink")]
+    [InlineData("datadirectory")]
+    public async Task TwoHostsNamingOneFileDifferently_StillElectOneLeader(string alias)
+    {
+        // The lock files sat next to the file as the connection string named it: a process naming it by a URI
+        // (file:...), through a symbolic link to it or with |DataDirectory| locked files elsewhere, and led beside a
+        // process naming it by its path.
+        string other;
+        if (alias == "uri")
+        {
+            other = "Data Source=file:" + _database.Path;
+        }
+        else if (alias == "datadirectory")
+        {
+            // Only this test sets it; the provider reads it when a connection naming |DataDirectory| opens.
+            AppDomain.CurrentDomain.SetData("DataDirectory", Path.GetDirectoryName(_database.Path));
+            other = "Data Source=|DataDirectory|" + Path.GetFileName(_database.Path);
+        }
+        else
+        {
+            other = _database.Path + "-link.db";
+            File.CreateSymbolicLink(other, _database.Path);
+        }
+
+        try
+        {
+            using var first = await StartAsync(_database.Path, h => h.Configure(o => o.StartConsumer = false));
+            using var second = await StartAsync(other, h => h.Configure(o => o.StartConsumer = false));
+            var lease = await first.Services.GetRequiredService<ILeaderElection>().TryAcquireAsync("outbox-relay");
+            Assert.NotNull(lease);
+            await using (lease)
+            {
+                var secondElection = second.Services.GetRequiredService<ILeaderElection>();
+                Assert.True(await secondElection.IsLedAsync("outbox-relay"));
+                var twice = await secondElection.TryAcquireAsync("outbox-relay");
+                if (twice is not null)
+                {
+                    await twice.DisposeAsync();
+                }
+
+                Assert.Null(twice);
+            }
+
+            await first.StopAsync();
+            await second.StopAsync();
+        }
+        finally
+        {
+            if (alias == "symlink")
+            {
+                File.Delete(other);
+            }
+        }
+    }
+
     internal static async Task<IHost> StartAsync(string path, Action<HeraldBuilder> configure)
     {
         var builder = Host.CreateApplicationBuilder();
