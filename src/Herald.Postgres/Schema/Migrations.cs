@@ -24,6 +24,7 @@ internal static class Migrations
         new(9, "append function: one UPDATE ... RETURNING locks and moves the streams of a group", V9),
         new(10, "dead letters: a count per endpoint kept by triggers", V10),
         new(11, "append function: a group whose streams all moved is probed and written in one statement, without per-member loops", V11),
+        new(12, "append function: a stored event id is matched to every member carrying it, so a retry grouped behind another stream's append of the same id is still one", V12),
     ];
 
     public static int Latest => All[^1].Version;
@@ -687,11 +688,8 @@ internal static class Migrations
     // where it is interpolated. The probe: which of the event ids are already stored in their member's stream (one index
     // scan; rows only for retries and mistakes); it ends by opening the loop over the members with a stored id, where
     // migration 9 adds a line before the retry check, which closes it.
-    private const string AppendIdempotencyProbe = """
-                FOR v_probe IN
-                    SELECT ev.event_id, ev.stream, ev.version FROM {schema}.events ev WHERE ev.event_id = ANY (p_ids)
-                LOOP
-                    v_k := array_position(p_ids, v_probe.event_id);
+    private const string AppendIdempotencyProbe = $$"""
+        {{AppendProbeFirstCarrier}}
                     v_m := p_members[v_k];
                     CONTINUE WHEN v_probe.stream <> p_streams[v_m] OR v_version[v_m] <= 0;
                     IF v_hit[v_m] IS NULL OR v_k < v_hit[v_m] THEN
@@ -701,6 +699,26 @@ internal static class Migrations
                 END LOOP;
                 FOR v_m IN 1 .. v_n LOOP
                     CONTINUE WHEN v_hit[v_m] IS NULL;
+        """;
+
+    // The probe's first lines as migrations 1, 9 and 11 wrote them: a stored id is taken for the first event carrying it in the
+    // call (array_position), so a member behind another with the same id in another stream never found its own (migration 12).
+    private const string AppendProbeFirstCarrier = """
+                FOR v_probe IN
+                    SELECT ev.event_id, ev.stream, ev.version FROM {schema}.events ev WHERE ev.event_id = ANY (p_ids)
+                LOOP
+                    v_k := array_position(p_ids, v_probe.event_id);
+        """;
+
+    // Migration 12's: every event of the call whose id is stored in its own member's stream, each with its own index.
+    private const string AppendProbeOwnStream = """
+                FOR v_probe IN
+                    SELECT x.k::int AS k, ev.stream, ev.version
+                      FROM {schema}.events ev
+                      JOIN unnest(p_ids, p_members) WITH ORDINALITY AS x(id, m, k) ON x.id = ev.event_id AND ev.stream = p_streams[x.m]
+                     WHERE ev.event_id = ANY (p_ids)
+                LOOP
+                    v_k := v_probe.k;
         """;
 
     // The retry check (migrations 1 and 9): a member some of whose event ids are stored is an idempotent retry (status 1,
@@ -861,4 +879,10 @@ internal static class Migrations
         {{AppendAfterMove}}
         $fn$;
         """;
+
+    // Migration 11's function with the probe of migration 12 (AppendProbeOwnStream): migration 11 took each stored id
+    // for the first event of the call carrying it, so a retry grouped after an append of the same id to another stream found
+    // no stored id of its own and wrote its events again (any) or failed as a conflict (no stream). Built from migration 11's
+    // text, so the two differ only there.
+    private static string V12 => V11.Replace(AppendProbeFirstCarrier, AppendProbeOwnStream, StringComparison.Ordinal);
 }

@@ -139,6 +139,30 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
         Assert.Equal(3, (await TestEvents.ReadStreamAsync(store, retried)).Count);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ARetry_GroupedAfterAnAppendOfItsEventIdsToAnotherStream_IsStillRecognisedAsARetry(bool any)
+    {
+        // The probe matched a stored id to the first member carrying it in the call: a retry behind another member with the
+        // same id (to another stream, where it is new) found no hit of its own, so with Any it wrote its events a second
+        // time, and with NoStream it failed as a conflict.
+        await using var store = await CreateStoreAsync();
+        var retried = TestEvents.NewStream();
+        var events = TestEvents.Many(1);
+        var original = await store.AppendAsync(retried, (any ? ExpectedVersion.Any : ExpectedVersion.NoStream), events);
+        await using var blocked = await HoldTheWriterAsync(store);
+
+        // One group, one round: the other stream's member comes first.
+        var elsewhere = store.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, events).AsTask();
+        var retry = store.AppendAsync(retried, (any ? ExpectedVersion.Any : ExpectedVersion.NoStream), events).AsTask();
+        await blocked.ReleaseAsync();
+
+        Assert.Equal(1, (await elsewhere).StreamVersion);
+        Assert.Equal(original, await retry);
+        Assert.Single(await TestEvents.ReadStreamAsync(store, retried));
+    }
+
     [Fact]
     public async Task AnEventIdStoredInAnotherStream_IsAppendedAgain_AsMigration9Did()
     {
