@@ -32,6 +32,11 @@ internal sealed class AppendCoordinator : IAsyncDisposable
 
     private const int MaxRetries = 3;
 
+    // The most bytes of events one transaction of a group carries: PostgreSQL closes the connection on a protocol message of
+    // 1 GB or more, which failed every member of a group of large events though each was within the limits. A group past it
+    // commits in parts, one transaction each (an append up to PendingAppend.MaxBytes alone).
+    private const long MaxBytesPerCall = 512L * 1024 * 1024;
+
 
     private static readonly Histogram<int> GroupSize =
         HeraldDiagnostics.Meter.CreateHistogram<int>(GroupSizeMetric, "{append}", "Appends committed together in one transaction by the PostgreSQL append coordinator.");
@@ -143,6 +148,38 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             Volatile.Write(ref _lastNotify, Stopwatch.GetTimestamp());
             _notifier.Request(string.Empty);
         }
+    }
+
+    private static long BytesOf(IReadOnlyList<PendingAppend> group)
+    {
+        var bytes = 0L;
+        for (var i = 0; i < group.Count; i++)
+        {
+            bytes += group[i].Bytes;
+        }
+
+        return bytes;
+    }
+
+    // Consecutive parts of at most MaxBytesPerCall each (an append larger than that alone), committed one after another.
+    private static List<List<PendingAppend>> SplitByBytes(IReadOnlyList<PendingAppend> group)
+    {
+        var parts = new List<List<PendingAppend>>();
+        List<PendingAppend>? part = null;
+        var bytes = 0L;
+        foreach (var pending in group)
+        {
+            if (part is null || bytes + pending.Bytes > MaxBytesPerCall)
+            {
+                parts.Add(part = []);
+                bytes = 0;
+            }
+
+            part.Add(pending);
+            bytes += pending.Bytes;
+        }
+
+        return parts;
     }
 
     private static bool IsRetryable(PostgresException ex) =>
@@ -363,8 +400,20 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     {
         private NpgsqlConnection? _connection;
 
-        public async ValueTask CommitAsync(GroupCommitBatch<PendingAppend> batch) =>
-            _connection = await owner.RunGroupAsync(_connection, batch.Items).ConfigureAwait(false);
+        public async ValueTask CommitAsync(GroupCommitBatch<PendingAppend> batch)
+        {
+            var items = batch.Items;
+            if (BytesOf(items) <= MaxBytesPerCall)
+            {
+                _connection = await owner.RunGroupAsync(_connection, items).ConfigureAwait(false);
+                return;
+            }
+
+            foreach (var part in SplitByBytes(items))
+            {
+                _connection = await owner.RunGroupAsync(_connection, part).ConfigureAwait(false);
+            }
+        }
 
         public ValueTask DisposeAsync() => _connection?.DisposeAsync() ?? ValueTask.CompletedTask;
     }

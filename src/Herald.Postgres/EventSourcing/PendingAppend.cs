@@ -20,6 +20,7 @@ internal sealed class PendingAppend : IGroupCommitItem
         Expected = expected;
         CancellationToken = cancellationToken;
         Columns = new EnvelopeArrays(events.Count);
+        long bytes = 0;
         for (var i = 0; i < events.Count; i++)
         {
             Columns.Set(i, events[i]);
@@ -27,8 +28,30 @@ internal sealed class PendingAppend : IGroupCommitItem
             {
                 NulText.ThrowIfHeld(events[i], nameof(events), (events[i].MessageId, stream), static s => $"event {s.MessageId} of the append to '{s.stream}'");
             }
+
+            bytes += StatementBytes(Columns, i);
         }
+
+        // PostgreSQL refuses a protocol message of 1 GB or more by closing the connection, which failed the append's whole
+        // group with a bare I/O error; an append that can never fit is refused here instead.
+        if (bytes > MaxBytes)
+        {
+            throw new ArgumentException(
+                $"The append to '{stream}' holds about {bytes} bytes of events; one append may hold at most {MaxBytes} (PostgreSQL takes less than 1 GB in one statement). Nothing was written.",
+                nameof(events));
+        }
+
+        Bytes = bytes;
     }
+
+    /// <summary>The most bytes one append may carry (an upper bound of its events' columns), well below PostgreSQL's 1 GB message limit.</summary>
+    public const long MaxBytes = 960L * 1024 * 1024;
+
+    // The fixed-size columns of an event and the length word of each of its array elements.
+    private const int FixedBytesPerEvent = 128;
+
+    /// <summary>About how many bytes the append's events take in the append statement (an upper bound for ordinary events).</summary>
+    public long Bytes { get; }
 
     public string Stream { get; }
 
@@ -47,6 +70,12 @@ internal sealed class PendingAppend : IGroupCommitItem
 
     /// <summary>The events' envelope columns.</summary>
     public EnvelopeArrays Columns { get; }
+
+    // An upper bound of what event i takes in the append statement: its body, and at most 3 UTF-8 bytes per UTF-16 unit of text.
+    private static long StatementBytes(EnvelopeArrays columns, int i) =>
+        columns.Bodies[i].Length + FixedBytesPerEvent
+        + 3L * ((long)columns.Types[i].Length + columns.ContentTypes[i].Length + (columns.CorrelationIds[i]?.Length ?? 0) + (columns.CausationIds[i]?.Length ?? 0)
+                + (columns.UserIds[i]?.Length ?? 0) + (columns.PartitionKeys[i]?.Length ?? 0) + (columns.Headers[i]?.Length ?? 0));
 
     public void Cancel() => Completion.TrySetCanceled(CancellationToken);
 

@@ -164,6 +164,50 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
     }
 
     [Fact]
+    public async Task AppendsOfLargeEvents_EachWithinTheLimit_CommitWhenGroupedPastWhatOneStatementCarries()
+    {
+        // PostgreSQL takes at most 1 GB in one protocol message: three 360 MiB events in one group's call broke the writer's
+        // connection and failed every member, though each alone is well within MaxEventBytes.
+        const int size = 360 * 1024 * 1024;
+        await using var store = await PostgresEventStore.CreateAsync(
+            fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, AppendWriters = 1, MaxEventBytes = size });
+        var body = new byte[size];
+        await using var blocked = await HoldTheWriterAsync(store);
+
+        var streams = Enumerable.Range(0, 3).Select(_ => TestEvents.NewStream()).ToList();
+        var appends = streams.Select(s => store.AppendAsync(s, ExpectedVersion.NoStream, [TestEvents.New() with { Body = body }]).AsTask()).ToList();
+        await blocked.ReleaseAsync();
+
+        Assert.All(await Task.WhenAll(appends), r => Assert.Equal(1, r.StreamVersion));
+        foreach (var stream in streams)
+        {
+            Assert.Equal(1, await store.GetStreamVersionAsync(stream));
+        }
+    }
+
+    [Fact]
+    public async Task AnAppendTooLargeForOneStatement_IsRefusedBeforeItJoinsAGroup_AndTheOthersCommit()
+    {
+        // Three 360 MiB events in one append can never be sent in one statement: the server closed the writer's connection and
+        // every member of its group failed with a bare I/O error.
+        const int size = 360 * 1024 * 1024;
+        await using var store = await PostgresEventStore.CreateAsync(
+            fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, AppendWriters = 1, MaxEventBytes = size });
+        var body = new byte[size];
+        await using var blocked = await HoldTheWriterAsync(store);
+
+        var fine = store.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, TestEvents.Many(1)).AsTask();
+        var stream = TestEvents.NewStream();
+        var tooLarge = store.AppendAsync(stream, ExpectedVersion.NoStream, [.. Enumerable.Range(0, 3).Select(_ => TestEvents.New() with { Body = body })]).AsTask();
+        await blocked.ReleaseAsync();
+
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => tooLarge);
+        Assert.Equal("events", refused.ParamName);
+        Assert.Equal(1, (await fine).StreamVersion);
+        Assert.Equal(0, await store.GetStreamVersionAsync(stream));
+    }
+
+    [Fact]
     public async Task AnEventIdStoredInAnotherStream_IsAppendedAgain_AsMigration9Did()
     {
         // An id counts as stored only in its member's own stream. Migration 11's one-statement write gives way to any stored
