@@ -8,6 +8,9 @@ namespace Herald.Postgres.Tests.EventSourcing;
 /// <summary>Grouped commits: members share one transaction, yet each keeps its own checks and its own outcome.</summary>
 public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : IClassFixture<PostgresSchemaFixture>
 {
+    // Within MaxEventBytes (512 MiB at most), yet three of them are more than PostgreSQL takes in one statement (1 GB).
+    private const int LargeEventBytes = 360 * 1024 * 1024;
+
     [Fact]
     public async Task QueuedAppends_CommitTogether_AndAConflictingMemberFailsAlone()
     {
@@ -168,10 +171,8 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
     {
         // PostgreSQL takes at most 1 GB in one protocol message: three 360 MiB events in one group's call broke the writer's
         // connection and failed every member, though each alone is well within MaxEventBytes.
-        const int size = 360 * 1024 * 1024;
-        await using var store = await PostgresEventStore.CreateAsync(
-            fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, AppendWriters = 1, MaxEventBytes = size });
-        var body = new byte[size];
+        await using var store = await CreateStoreAsync(LargeEventBytes);
+        var body = new byte[LargeEventBytes];
         await using var blocked = await HoldTheWriterAsync(store);
 
         var streams = Enumerable.Range(0, 3).Select(_ => TestEvents.NewStream()).ToList();
@@ -190,10 +191,8 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
     {
         // Three 360 MiB events in one append can never be sent in one statement: the server closed the writer's connection and
         // every member of its group failed with a bare I/O error.
-        const int size = 360 * 1024 * 1024;
-        await using var store = await PostgresEventStore.CreateAsync(
-            fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, AppendWriters = 1, MaxEventBytes = size });
-        var body = new byte[size];
+        await using var store = await CreateStoreAsync(LargeEventBytes);
+        var body = new byte[LargeEventBytes];
         await using var blocked = await HoldTheWriterAsync(store);
 
         var fine = store.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, TestEvents.Many(1)).AsTask();
@@ -247,8 +246,8 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
         return refused;
     }
 
-    private Task<PostgresEventStore> CreateStoreAsync() =>
-        PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, AppendWriters = 1 });
+    private Task<PostgresEventStore> CreateStoreAsync(int maxEventBytes = AppendValidation.DefaultMaxEventBytes) =>
+        PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, AppendWriters = 1, MaxEventBytes = maxEventBytes });
 
     // Keeps the store's only writer loop busy: it waits for a row lock another transaction holds, until released.
     private static async Task<HeldWriter> HoldTheWriterAsync(PostgresEventStore store)
