@@ -72,7 +72,7 @@ internal sealed partial class PostgresEventStore
 
                 // The readable end. If this store's own committed appends lie beyond it (an older transaction elsewhere holds
                 // them back), wait a little for them, so a caller reads what it just wrote.
-                if (own <= position || own < bound || !await WaitForOwnAppendsAsync(deadline ??= _time.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
+                if (own <= position || own < bound || !await WaitForOwnAppendsAsync(deadline ??= WakeClock.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
                 {
                     yield break;
                 }
@@ -97,7 +97,7 @@ internal sealed partial class PostgresEventStore
         while (true)
         {
             var head = await ReadHeadAsync(runtime, cancellationToken).ConfigureAwait(false);
-            if (own < head.Bound || !await WaitForOwnAppendsAsync(deadline ??= _time.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
+            if (own < head.Bound || !await WaitForOwnAppendsAsync(deadline ??= WakeClock.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
             {
                 return head.Last;
             }
@@ -123,21 +123,21 @@ internal sealed partial class PostgresEventStore
             // (a rollback, or a transaction that appended nothing), so re-check the horizon soon. So too while not listening.
             // Otherwise wait for a notification, re-checking rarely in case one was lost.
             var recheck = head.HeldBack || !listener.IsListening ? _options.HorizonRecheckInterval : _options.NotificationFallbackInterval;
-            await Signal.WaitAsync(wake, recheck, _time, cancellationToken).ConfigureAwait(false);
+            await Signal.WaitAsync(wake, recheck, WakeClock, cancellationToken).ConfigureAwait(false);
         }
     }
 
     // One wait step for the horizon to pass this store's own appends: false when the deadline has passed.
     private async ValueTask<bool> WaitForOwnAppendsAsync(DateTimeOffset deadline, CancellationToken cancellationToken)
     {
-        var left = deadline - _time.GetUtcNow();
+        var left = deadline - WakeClock.GetUtcNow();
         if (left <= TimeSpan.Zero)
         {
             return false;
         }
 
         var wake = _changes.Next;
-        await Signal.WaitAsync(wake, left < _options.HorizonRecheckInterval ? left : _options.HorizonRecheckInterval, _time, cancellationToken).ConfigureAwait(false);
+        await Signal.WaitAsync(wake, left < _options.HorizonRecheckInterval ? left : _options.HorizonRecheckInterval, WakeClock, cancellationToken).ConfigureAwait(false);
         return true;
     }
 

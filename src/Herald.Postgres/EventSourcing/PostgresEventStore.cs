@@ -22,6 +22,12 @@ internal sealed partial class PostgresEventStore : IEventStoreConnection, IDispo
     private readonly PostgresStoreOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
+    // The clock of the waits for the log to move (horizon re-checks, the notification fallback, the wait for this store's own
+    // appends, the listener's reconnect delay): the real one. The store's TimeProvider stamps rows; under a fake clock (the
+    // container's, which UsePostgres takes) those waits ended only when someone moved it, so a reader held back by a
+    // transaction that ended without a notification, or left without its listener, stalled for good.
+    private static readonly TimeProvider WakeClock = TimeProvider.System;
+
     private readonly PositionSignal _changes = new();
     private readonly Lock _gate = new();
     private Task<Runtime>? _starting;
@@ -179,7 +185,7 @@ internal sealed partial class PostgresEventStore : IEventStoreConnection, IDispo
             lock (_gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
-                listener = _listener ??= new NotificationListener(_dataSource, runtime.Sql.Channel, _ => _changes.Pulse(), _options.ListenerReconnectDelay, _time, _logger);
+                listener = _listener ??= new NotificationListener(_dataSource, runtime.Sql.Channel, _ => _changes.Pulse(), _options.ListenerReconnectDelay, WakeClock, _logger);
             }
         }
 

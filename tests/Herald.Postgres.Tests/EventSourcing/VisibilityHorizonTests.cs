@@ -1,6 +1,9 @@
 using Herald.EventSourcing;
 using Herald.EventSourcing.Subscriptions;
 using Herald.Postgres.EventSourcing;
+using Herald.Conformance;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 using Npgsql;
 
 namespace Herald.Postgres.Tests.EventSourcing;
@@ -113,6 +116,43 @@ public sealed class VisibilityHorizonTests(PostgresSchemaFixture fixture) : ICla
         var all = await reading.WaitAsync(Timeout);
         Assert.Equal([mine.LastPosition], all.Select(e => e.Position));
         Assert.True(await store.GetLastPositionAsync() >= mine.LastPosition);
+    }
+
+    [Fact]
+    public async Task AStoreOnAFakeClock_StillReadsItsOwnAppends_WhenAnOlderTransactionEndsWithoutANotification()
+    {
+        // UsePostgres takes the container's TimeProvider, a fake clock under Herald.Testing. The waits for the horizon (for the
+        // store's own appends, for new events, for the listener to reconnect) ran on it, so a reader held back by a transaction
+        // that ended without a notification woke only when something moved that clock: it hung for good.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var npgsqlLog = new TestOutputLogger(LogLevel.Debug);
+        using var logging = LoggerFactory.Create(b => b.AddProvider(npgsqlLog).SetMinimumLevel(LogLevel.Debug));
+        await using var dataSource = new NpgsqlDataSourceBuilder(PostgresTestDatabase.ConnectionString).UseLoggerFactory(logging).Build();
+        await using var store = await PostgresEventStore.CreateAsync(
+            dataSource, new PostgresStoreOptions { Schema = fixture.Schema, HorizonRecheckInterval = TimeSpan.FromMilliseconds(20), TimeProvider = clock });
+        await PostgresTestDatabase.ExecuteAsync($"CREATE TABLE IF NOT EXISTS \"{fixture.Schema}\".unrelated (value int)");
+        var category = TestEvents.NewCategory();
+        var head = await store.GetLastPositionAsync();
+        await using var foreign = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await foreign.OpenAsync();
+        await using var transaction = await foreign.BeginTransactionAsync();
+        await using (var insert = new NpgsqlCommand($"INSERT INTO \"{fixture.Schema}\".unrelated VALUES (1)", foreign, transaction))
+        {
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        // Nothing here starts the store's listener, whose (re)connect would wake the waits whatever their clock.
+        var mine = await store.AppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(1));
+        var readOnce = npgsqlLog.WhenLoggedAsync("h.bound");
+        var reading = TestEvents.ReadAllAsync(store, head, EventFilter.ForCategory(category));
+
+        // The read found its append held back (so it waits) before the transaction ends.
+        await readOnce.WaitAsync(Timeout);
+        var last = store.GetLastPositionAsync().AsTask();
+        await transaction.RollbackAsync();
+
+        Assert.Equal([mine.LastPosition], (await reading.WaitAsync(Timeout)).Select(e => e.Position));
+        Assert.True(await last.WaitAsync(Timeout) >= mine.LastPosition);
     }
 
     private Task<PostgresEventStore> CreateStoreAsync() =>
