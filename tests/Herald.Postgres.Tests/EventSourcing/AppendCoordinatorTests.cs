@@ -151,14 +151,15 @@ public sealed class AppendCoordinatorTests(PostgresSchemaFixture fixture) : ICla
         // same id (to another stream, where it is new) found no hit of its own, so with Any it wrote its events a second
         // time, and with NoStream it failed as a conflict.
         await using var store = await CreateStoreAsync();
+        var expected = any ? ExpectedVersion.Any : ExpectedVersion.NoStream;
         var retried = TestEvents.NewStream();
         var events = TestEvents.Many(1);
-        var original = await store.AppendAsync(retried, (any ? ExpectedVersion.Any : ExpectedVersion.NoStream), events);
+        var original = await store.AppendAsync(retried, expected, events);
         await using var blocked = await HoldTheWriterAsync(store);
 
         // One group, one round: the other stream's member comes first.
         var elsewhere = store.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, events).AsTask();
-        var retry = store.AppendAsync(retried, (any ? ExpectedVersion.Any : ExpectedVersion.NoStream), events).AsTask();
+        var retry = store.AppendAsync(retried, expected, events).AsTask();
         await blocked.ReleaseAsync();
 
         Assert.Equal(1, (await elsewhere).StreamVersion);

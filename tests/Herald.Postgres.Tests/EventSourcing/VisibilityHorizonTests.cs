@@ -20,7 +20,6 @@ public sealed class VisibilityHorizonTests(PostgresSchemaFixture fixture) : ICla
     {
         await using var writer = await CreateStoreAsync();
         await using var reader = await CreateStoreAsync();
-        await PostgresTestDatabase.ExecuteAsync($"CREATE TABLE IF NOT EXISTS \"{fixture.Schema}\".unrelated (value int)");
         var category = TestEvents.NewCategory();
         var head = await reader.GetLastPositionAsync();
         var seen = new List<RecordedEvent>();
@@ -35,13 +34,7 @@ public sealed class VisibilityHorizonTests(PostgresSchemaFixture fixture) : ICla
         }, new EventSubscriptionOptions { SubscriptionId = TestEvents.NewCategory(), StartAfterPosition = head, Filter = EventFilter.ForCategory(category) });
 
         // An unrelated unit of work writes and stays open; appends committed after it started sort above the horizon.
-        await using var foreign = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
-        await foreign.OpenAsync();
-        await using var transaction = await foreign.BeginTransactionAsync();
-        await using (var insert = new NpgsqlCommand($"INSERT INTO \"{fixture.Schema}\".unrelated VALUES (1)", foreign, transaction))
-        {
-            await insert.ExecuteNonQueryAsync();
-        }
+        await using var foreign = await BeginForeignWriteAsync();
 
         var first = await writer.AppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(2));
         var second = await writer.AppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(1));
@@ -60,11 +53,11 @@ public sealed class VisibilityHorizonTests(PostgresSchemaFixture fixture) : ICla
         // Ending it sends no notification (it appended nothing): the readers find out by re-checking the horizon.
         if (commit)
         {
-            await transaction.CommitAsync();
+            await foreign.Transaction.CommitAsync();
         }
         else
         {
-            await transaction.RollbackAsync();
+            await foreign.Transaction.RollbackAsync();
         }
 
         await waiting.WaitAsync(Timeout);
@@ -130,16 +123,9 @@ public sealed class VisibilityHorizonTests(PostgresSchemaFixture fixture) : ICla
         await using var dataSource = new NpgsqlDataSourceBuilder(PostgresTestDatabase.ConnectionString).UseLoggerFactory(logging).Build();
         await using var store = await PostgresEventStore.CreateAsync(
             dataSource, new PostgresStoreOptions { Schema = fixture.Schema, HorizonRecheckInterval = TimeSpan.FromMilliseconds(20), TimeProvider = clock });
-        await PostgresTestDatabase.ExecuteAsync($"CREATE TABLE IF NOT EXISTS \"{fixture.Schema}\".unrelated (value int)");
         var category = TestEvents.NewCategory();
         var head = await store.GetLastPositionAsync();
-        await using var foreign = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
-        await foreign.OpenAsync();
-        await using var transaction = await foreign.BeginTransactionAsync();
-        await using (var insert = new NpgsqlCommand($"INSERT INTO \"{fixture.Schema}\".unrelated VALUES (1)", foreign, transaction))
-        {
-            await insert.ExecuteNonQueryAsync();
-        }
+        await using var foreign = await BeginForeignWriteAsync();
 
         // Nothing here starts the store's listener, whose (re)connect would wake the waits whatever their clock.
         var mine = await store.AppendAsync(TestEvents.NewStream(category), ExpectedVersion.NoStream, TestEvents.Many(1));
@@ -149,12 +135,35 @@ public sealed class VisibilityHorizonTests(PostgresSchemaFixture fixture) : ICla
         // The read found its append held back (so it waits) before the transaction ends.
         await readOnce.WaitAsync(Timeout);
         var last = store.GetLastPositionAsync().AsTask();
-        await transaction.RollbackAsync();
+        await foreign.Transaction.RollbackAsync();
 
         Assert.Equal([mine.LastPosition], (await reading.WaitAsync(Timeout)).Select(e => e.Position));
         Assert.True(await last.WaitAsync(Timeout) >= mine.LastPosition);
     }
 
+    // An unrelated unit of work that wrote and stays open: it holds the horizon back, and ends without a notification.
+    private async Task<ForeignWrite> BeginForeignWriteAsync()
+    {
+        await PostgresTestDatabase.ExecuteAsync($"CREATE TABLE IF NOT EXISTS \"{fixture.Schema}\".unrelated (value int)");
+        var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        var transaction = await connection.BeginTransactionAsync();
+        await using var insert = new NpgsqlCommand($"INSERT INTO \"{fixture.Schema}\".unrelated VALUES (1)", connection, transaction);
+        await insert.ExecuteNonQueryAsync();
+        return new ForeignWrite(connection, transaction);
+    }
+
     private Task<PostgresEventStore> CreateStoreAsync() =>
         PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions { Schema = fixture.Schema, HorizonRecheckInterval = TimeSpan.FromMilliseconds(20) });
+
+    private sealed class ForeignWrite(NpgsqlConnection connection, NpgsqlTransaction transaction) : IAsyncDisposable
+    {
+        public NpgsqlTransaction Transaction => transaction;
+
+        public async ValueTask DisposeAsync()
+        {
+            await transaction.DisposeAsync();
+            await connection.DisposeAsync();
+        }
+    }
 }
