@@ -27,6 +27,7 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
     private readonly ILogger _logger = (services.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance).CreateLogger("Herald");
     private readonly EndpointConsumerStatus _status = services.GetRequiredService<EndpointConsumerStatus>();
     private ITransportConsumer? _consumer;
+    private Task _watch = Task.CompletedTask;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -61,11 +62,14 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
         Log.ConsumerStarted(_logger, settings.EndpointName, transport.Name, topics.Count, settings.MaxConcurrency);
         if (consumer is IConsumerCompletion completion)
         {
-            _ = WatchAsync(consumer, completion.Completion);
+            _watch = WatchAsync(consumer, completion.Completion);
         }
     }
 
-    /// <summary>Reports (to the log and the health checks) a consumer whose loop ended while the host had not stopped it.</summary>
+    /// <summary>
+    /// Reports a consumer whose loop ended while the host had not stopped it (to the log, 1003, and the health checks), or
+    /// failed once the host's stop had taken it (to the log only, 1004: the endpoint is stopping anyway, not Unhealthy).
+    /// </summary>
     private async Task WatchAsync(ITransportConsumer consumer, Task completion)
     {
         try
@@ -77,11 +81,16 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            // Still this host's consumer: not one its stop took (a stop's cancellation is not a failure).
+            // Still this host's consumer: not one its stop took (a stop's cancellation is not a failure, and the completion
+            // is not faulted by one).
             if (Volatile.Read(ref _consumer) == consumer)
             {
                 _status.Faulted(consumer.Queue, e);
                 Log.ConsumerFaulted(_logger, e, consumer.Queue);
+            }
+            else
+            {
+                Log.ConsumerFailedWhileStopping(_logger, e, consumer.Queue);
             }
         }
     }
@@ -103,9 +112,15 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
             return;
         }
 
+        var watch = _watch;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(options.Value.ShutdownTimeout);
         await consumer.StopAsync(deadline.Token).ConfigureAwait(false);
+
+        // A stop within its time has seen the loop end, and the completion follows at once: waiting for its watch logs a
+        // failure the loop met while stopping before the stop's own line, not after the host's last one. A stop cut short
+        // does not wait: a loop still running is logged by its watch when it ends.
+        await watch.WaitAsync(deadline.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         Log.ConsumerStopped(_logger, consumer.Queue);
     }
 

@@ -14,6 +14,9 @@ internal static partial class Log
     [LoggerMessage(1003, LogLevel.Critical, "The consumer of endpoint '{Endpoint}' stopped without being asked to; the endpoint no longer consumes and the health check reports it Unhealthy")]
     public static partial void ConsumerFaulted(ILogger logger, Exception exception, string endpoint);
 
+    [LoggerMessage(1004, LogLevel.Error, "The consumer of endpoint '{Endpoint}' failed while the host stopped it; what it had not settled is delivered again")]
+    public static partial void ConsumerFailedWhileStopping(ILogger logger, Exception exception, string endpoint);
+
     [LoggerMessage(1010, LogLevel.Warning, "Message {MessageId} ({MessageType}) failed on attempt {Attempt} at '{Endpoint}'; redelivery in {Delay}")]
     public static partial void HandlerFailedWillRetry(ILogger logger, Exception exception, Guid messageId, string messageType, int attempt, string endpoint, TimeSpan delay);
 

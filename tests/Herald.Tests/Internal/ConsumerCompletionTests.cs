@@ -4,6 +4,7 @@ using Herald.Conformance.Transport;
 using Herald.Handling;
 using Herald.Internal;
 using Herald.Messages;
+using Herald.Tests.Reliability;
 using Herald.Transport;
 using Herald.Transport.InMemory;
 using Microsoft.Extensions.DependencyInjection;
@@ -160,6 +161,35 @@ public sealed class ConsumerCompletionTests
         Assert.IsType<NotSupportedException>(reason);
     }
 
+    // A loop that fails as the host's stop begins (a final commit or close that meets a gone broker) faults its Completion,
+    // but the consumer was the stop's by then, and the host logged nothing of it. Logged (1004) before the stop's own 1002;
+    // the health check is left alone, as the endpoint is stopping anyway.
+    [Fact]
+    public async Task Host_WhoseConsumerFailsAsItsStopBegins_LogsTheFailure_WithoutReportingTheEndpointUnhealthy()
+    {
+        var transport = new DyingTransport(new InMemoryTransport()) { FailOnStop = new NotSupportedException("the final commit met a gone broker") };
+        var logs = new LogCollector();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders().AddProvider(logs);
+        builder.Services.AddHerald(h => h
+            .UseTransport(_ => transport)
+            .AddHandler<PingHandler>()
+            .Configure(o => o.EndpointName = "completion-" + Guid.NewGuid().ToString("N")[..6]));
+        using var host = builder.Build();
+        await host.StartAsync();
+        var status = host.Services.GetRequiredService<EndpointConsumerStatus>();
+
+        await host.StopAsync().WaitAsync(Deadline);
+
+        var herald = logs.Entries.Where(e => e.Category == "Herald").ToList();
+        var failed = herald.FindIndex(e => e.EventId == 1004);
+        Assert.True(failed >= 0, "no failure logged; Herald logged: " + string.Join(", ", herald.Select(e => e.EventId)));
+        Assert.IsType<NotSupportedException>(herald[failed].Exception);
+        Assert.True(failed < herald.FindIndex(e => e.EventId == 1002), "the failure is logged before the endpoint's stop");
+        Assert.DoesNotContain(herald, e => e.EventId == 1003);
+        Assert.False(status.TryGetFault(out _, out _));
+    }
+
     [MessageType("completion-ping")]
     public sealed record Ping;
 
@@ -172,9 +202,12 @@ public sealed class ConsumerCompletionTests
     {
         public ConcurrentQueue<DyingConsumer> Consumers { get; } = new();
 
+        /// <summary>What every consumer's loop fails with as its stop begins; null for a loop that stops cleanly.</summary>
+        public Exception? FailOnStop { get; init; }
+
         public override ValueTask<ITransportConsumer> ConsumeAsync(string queue, ConsumerOptions options, DeliveryHandler handler, CancellationToken cancellationToken = default)
         {
-            var consumer = new DyingConsumer(queue);
+            var consumer = new DyingConsumer(queue, FailOnStop);
             Consumers.Enqueue(consumer);
             return ValueTask.FromResult<ITransportConsumer>(consumer);
         }
@@ -187,9 +220,12 @@ public sealed class ConsumerCompletionTests
         private readonly CancellationTokenSource _stopping = new();
         private readonly CancellationTokenSource _aborting = new();
 
-        public DyingConsumer(string queue)
+        private readonly Exception? _failOnStop;
+
+        public DyingConsumer(string queue, Exception? failOnStop)
         {
             Queue = queue;
+            _failOnStop = failOnStop;
             Completion = ConsumerCompletion.WhenEndedAsync(_loop.Task, _stopping.Token);
         }
 
@@ -204,6 +240,11 @@ public sealed class ConsumerCompletionTests
         public async Task StopAsync(CancellationToken cancellationToken = default)
         {
             await _stopping.CancelAsync();
+            if (_failOnStop is not null)
+            {
+                _loop.TrySetException(_failOnStop);
+            }
+
             await ConsumerStop.WaitAsync(_loop.Task, _aborting, TimeProvider.System, cancellationToken);
             Finished = true;
         }
