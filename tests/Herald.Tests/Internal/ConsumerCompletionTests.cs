@@ -140,14 +140,7 @@ public sealed class ConsumerCompletionTests
     public async Task Host_WhoseConsumerDied_StopsWithoutThrowing_AndTheConsumerFinishesItsStop()
     {
         var transport = new DyingTransport(new InMemoryTransport());
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddHerald(h => h
-            .UseTransport(_ => transport)
-            .AddHandler<PingHandler>()
-            .Configure(o => o.EndpointName = "completion-" + Guid.NewGuid().ToString("N")[..6]));
-        using var host = builder.Build();
-        await host.StartAsync();
+        using var host = await StartHostAsync(transport);
         var status = host.Services.GetRequiredService<EndpointConsumerStatus>();
         var consumer = Assert.Single(transport.Consumers);
 
@@ -169,14 +162,7 @@ public sealed class ConsumerCompletionTests
     {
         var transport = new DyingTransport(new InMemoryTransport()) { FailOnStop = new NotSupportedException("the final commit met a gone broker") };
         var logs = new LogCollector();
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.ClearProviders().AddProvider(logs);
-        builder.Services.AddHerald(h => h
-            .UseTransport(_ => transport)
-            .AddHandler<PingHandler>()
-            .Configure(o => o.EndpointName = "completion-" + Guid.NewGuid().ToString("N")[..6]));
-        using var host = builder.Build();
-        await host.StartAsync();
+        using var host = await StartHostAsync(transport, logs);
         var status = host.Services.GetRequiredService<EndpointConsumerStatus>();
 
         await host.StopAsync().WaitAsync(Deadline);
@@ -188,6 +174,24 @@ public sealed class ConsumerCompletionTests
         Assert.True(failed < herald.FindIndex(e => e.EventId == 1002), "the failure is logged before the endpoint's stop");
         Assert.DoesNotContain(herald, e => e.EventId == 1003);
         Assert.False(status.TryGetFault(out _, out _));
+    }
+
+    private static async Task<IHost> StartHostAsync(DyingTransport transport, ILoggerProvider? logs = null)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        if (logs is not null)
+        {
+            builder.Logging.AddProvider(logs);
+        }
+
+        builder.Services.AddHerald(h => h
+            .UseTransport(_ => transport)
+            .AddHandler<PingHandler>()
+            .Configure(o => o.EndpointName = "completion-" + Guid.NewGuid().ToString("N")[..6]));
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
     }
 
     [MessageType("completion-ping")]
