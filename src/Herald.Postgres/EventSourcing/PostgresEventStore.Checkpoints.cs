@@ -11,7 +11,7 @@ internal sealed partial class PostgresEventStore
     /// <inheritdoc />
     public async ValueTask<long?> GetCheckpointAsync(string subscriptionId, CancellationToken cancellationToken = default)
     {
-        if (!CheckpointValidation.CanBeStored(subscriptionId) || NulText.Holds(subscriptionId))
+        if (!CheckpointValidation.CanBeStored(subscriptionId))
         {
             // No checkpoint can have it (storing one refuses it).
             return null;
@@ -27,7 +27,7 @@ internal sealed partial class PostgresEventStore
     /// <inheritdoc />
     public async ValueTask SetCheckpointAsync(string subscriptionId, long position, CancellationToken cancellationToken = default)
     {
-        ValidateCheckpoint(subscriptionId, position);
+        CheckpointValidation.Validate(subscriptionId, position);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using var command = SetCheckpointCommand(runtime.Sql.SetCheckpoint, subscriptionId, position, connection, transaction: null);
@@ -37,7 +37,7 @@ internal sealed partial class PostgresEventStore
     /// <inheritdoc />
     public async ValueTask SetCheckpointAsync(string subscriptionId, long position, IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
     {
-        ValidateCheckpoint(subscriptionId, position);
+        CheckpointValidation.Validate(subscriptionId, position);
         var own = Own(unitOfWork);
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await own.ExecuteAsync(
@@ -106,12 +106,6 @@ internal sealed partial class PostgresEventStore
 
         // It names the state's type, against which a loaded snapshot is checked: kept exactly or refused, never altered.
         NulText.ThrowIfHeld(snapshot.StateType, "state type", nameof(snapshot), snapshot, static s => $"the snapshot of '{s.Stream}'");
-    }
-
-    private static void ValidateCheckpoint(string subscriptionId, long position)
-    {
-        CheckpointValidation.Validate(subscriptionId, position);
-        NulText.ThrowIfHeld(subscriptionId, "subscription id", nameof(subscriptionId));
     }
 
     private NpgsqlCommand SetCheckpointCommand(string sql, string subscriptionId, long position, NpgsqlConnection connection, NpgsqlTransaction? transaction)

@@ -193,6 +193,58 @@ public abstract partial class EventStoreConformance
     }
 
     [Fact]
+    public async Task Checkpoints_OfIdsHoldingU0000OrLongerThanTheLimit_AreRefusedOnEveryStore_AndTheLongestAllowedIsKept()
+    {
+        // PostgreSQL's text cannot hold U+0000, and its index cannot hold an entry past about 2.7 KB: every save of such an
+        // id failed there (a bare 22021 or 54000), while memory and SQLite kept it. Every store now refuses both up front.
+        var id = NewCategory();
+        var nul = await Assert.ThrowsAsync<ArgumentException>(async () => await Checkpoints.SetCheckpointAsync(id + "\0", 1));
+        Assert.Equal("subscriptionId", nul.ParamName);
+        Assert.Contains($"The subscription id '{id}?' holds U+0000", nul.Message, StringComparison.Ordinal);
+        Assert.Null(await Checkpoints.GetCheckpointAsync(id + "\0"));
+
+        // Incompressible text of three UTF-8 bytes a character, so the longest id is also the largest index entry.
+        var random = new Random(42);
+        string Text(int length) => id + string.Create(length - id.Length, random, static (chars, r) =>
+        {
+            for (var i = 0; i < chars.Length; i++)
+            {
+                chars[i] = (char)r.Next(0x4E00, 0xA000);
+            }
+        });
+
+        foreach (var length in new[] { CheckpointValidation.MaxSubscriptionIdLength + 1, 3_000 })
+        {
+            var tooLong = Text(length);
+            var refused = await Assert.ThrowsAsync<ArgumentException>(async () => await Checkpoints.SetCheckpointAsync(tooLong, 1));
+            Assert.Equal("subscriptionId", refused.ParamName);
+            Assert.Contains($"has {length} characters; at most {CheckpointValidation.MaxSubscriptionIdLength} are allowed", refused.Message, StringComparison.Ordinal);
+            Assert.Null(await Checkpoints.GetCheckpointAsync(tooLong));
+        }
+
+        var longest = Text(CheckpointValidation.MaxSubscriptionIdLength);
+        await Checkpoints.SetCheckpointAsync(longest, 5);
+        Assert.Equal(5, await Checkpoints.GetCheckpointAsync(longest));
+    }
+
+    [Fact]
+    public void Subscription_WhoseIdHoldsU0000OrIsTooLong_IsRefusedWhenCreated_InsteadOfRetryingEverySaveAsAnOutage()
+    {
+        // On PostgreSQL every checkpoint save of such an id failed, and the subscription retried it as an outage for ever.
+        EventSubscription Create(string id) =>
+            new(Store, Checkpoints, (_, _) => ValueTask.CompletedTask, new EventSubscriptionOptions { SubscriptionId = id });
+
+        var id = NewCategory();
+        var nul = Assert.Throws<ArgumentException>(() => Create(id + "\0"));
+        Assert.Equal("options", nul.ParamName);
+        Assert.Contains($"The subscription id '{id}?' holds U+0000", nul.Message, StringComparison.Ordinal);
+        var tooLong = Assert.Throws<ArgumentException>(() => Create(id + new string('x', CheckpointValidation.MaxSubscriptionIdLength)));
+        Assert.Equal("options", tooLong.ParamName);
+        Assert.Contains($"at most {CheckpointValidation.MaxSubscriptionIdLength} are allowed", tooLong.Message, StringComparison.Ordinal);
+        Assert.Equal(id, Create(id).SubscriptionId);
+    }
+
+    [Fact]
     public async Task Subscription_WhoseFilterOrIdHoldsHalfOfASurrogatePair_IsRefusedWhenCreated_InsteadOfFailingEveryRead()
     {
         // PostgreSQL's client could not encode such a filter: every poll of the subscription failed, and it retried for ever.
