@@ -353,6 +353,14 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         var blocking = NewEnvelope("blocking");
         var held = NewEnvelope("held");
 
+        // Both sent before the consumer starts, so both first deliveries reach its lane before any redelivery: sent after,
+        // the first message's redelivery could come ahead of the second's first delivery and block the only handler on it.
+        await transport.SendAsync(queue, prefetched ? blocking : held);
+        if (prefetched)
+        {
+            await transport.SendAsync(queue, held);
+        }
+
         // The first consumer hands every message back on its first delivery and blocks, until the stop aborts it, on the
         // second (the last MaxDeliver 2 allows) of the one it runs: the other, on its last delivery too, waits in its lane.
         var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -371,12 +379,6 @@ public sealed class MaxDeliveriesTests : NatsTestBase
                 await Task.Delay(System.Threading.Timeout.Infinite, cancellationToken);
             },
             options);
-        await transport.SendAsync(queue, prefetched ? blocking : held);
-        if (prefetched)
-        {
-            await transport.SendAsync(queue, held);
-        }
-
         await running.Task.WaitAsync(Timeout);
         if (prefetched)
         {
