@@ -32,9 +32,9 @@ internal sealed class AppendCoordinator : IAsyncDisposable
 
     private const int MaxRetries = 3;
 
-    // The most bytes of events one transaction of a group carries: PostgreSQL closes the connection on a protocol message of
-    // 1 GB or more, which failed every member of a group of large events though each was within the limits. A group past it
-    // commits in parts, one transaction each (an append up to PendingAppend.MaxBytes alone).
+    // The most bytes of events one group carries: PostgreSQL closes the connection on a protocol message of 1 GB or more,
+    // which failed every member of a group of large events though each was within the limits. Appends past it wait for the
+    // next group (an append up to PendingAppend.MaxBytes goes alone).
     private const long MaxBytesPerCall = 512L * 1024 * 1024;
 
 
@@ -80,6 +80,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             Writers = options.AppendWriters,
             MaxItems = options.MaxAppendsPerCommit,
             MaxWeight = Math.Min(options.MaxEventsPerCommit, MaxEventsPerAppend),
+            MaxBytes = MaxBytesPerCall,
             Linger = options.AppendLinger,
             OwnerName = nameof(PostgresEventStore),
             DisposedMessage = "The event store was disposed; the append was not made.",
@@ -148,38 +149,6 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             Volatile.Write(ref _lastNotify, Stopwatch.GetTimestamp());
             _notifier.Request(string.Empty);
         }
-    }
-
-    private static long BytesOf(IReadOnlyList<PendingAppend> group)
-    {
-        var bytes = 0L;
-        for (var i = 0; i < group.Count; i++)
-        {
-            bytes += group[i].Bytes;
-        }
-
-        return bytes;
-    }
-
-    // Consecutive parts of at most MaxBytesPerCall each (an append larger than that alone), committed one after another.
-    private static List<List<PendingAppend>> SplitByBytes(IReadOnlyList<PendingAppend> group)
-    {
-        var parts = new List<List<PendingAppend>>();
-        List<PendingAppend>? part = null;
-        var bytes = 0L;
-        foreach (var pending in group)
-        {
-            if (part is null || bytes + pending.Bytes > MaxBytesPerCall)
-            {
-                parts.Add(part = []);
-                bytes = 0;
-            }
-
-            part.Add(pending);
-            bytes += pending.Bytes;
-        }
-
-        return parts;
     }
 
     private static bool IsRetryable(PostgresException ex) =>
@@ -400,20 +369,8 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     {
         private NpgsqlConnection? _connection;
 
-        public async ValueTask CommitAsync(GroupCommitBatch<PendingAppend> batch)
-        {
-            var items = batch.Items;
-            if (BytesOf(items) <= MaxBytesPerCall)
-            {
-                _connection = await owner.RunGroupAsync(_connection, items).ConfigureAwait(false);
-                return;
-            }
-
-            foreach (var part in SplitByBytes(items))
-            {
-                _connection = await owner.RunGroupAsync(_connection, part).ConfigureAwait(false);
-            }
-        }
+        public async ValueTask CommitAsync(GroupCommitBatch<PendingAppend> batch) =>
+            _connection = await owner.RunGroupAsync(_connection, batch.Items).ConfigureAwait(false);
 
         public ValueTask DisposeAsync() => _connection?.DisposeAsync() ?? ValueTask.CompletedTask;
     }

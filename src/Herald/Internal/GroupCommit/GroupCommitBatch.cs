@@ -15,12 +15,14 @@ public sealed class GroupCommitBatch<TItem>
     private readonly List<TItem> _items;
     private readonly int _maxItems;
     private readonly long _maxWeight;
+    private readonly long _maxBytes;
 
     internal GroupCommitBatch(ChannelReader<TItem> queue, GroupCommitOptions options)
     {
         _queue = queue;
         _maxItems = options.MaxItems;
         _maxWeight = options.MaxWeight;
+        _maxBytes = options.MaxBytes;
         _items = new List<TItem>(_maxItems);
     }
 
@@ -34,9 +36,9 @@ public sealed class GroupCommitBatch<TItem>
     public bool TryTakeNext()
     {
         _items.Clear();
-        long weight = 0;
+        long weight = 0, bytes = 0;
         while (_items.Count < _maxItems && _queue.TryPeek(out var next)
-               && (_items.Count == 0 || weight + next.Weight <= _maxWeight) && _queue.TryRead(out next))
+               && (_items.Count == 0 || (weight + next.Weight <= _maxWeight && bytes + next.Bytes <= _maxBytes)) && _queue.TryRead(out next))
         {
             if (next.CancellationToken.IsCancellationRequested)
             {
@@ -46,6 +48,7 @@ public sealed class GroupCommitBatch<TItem>
 
             _items.Add(next);
             weight += next.Weight;
+            bytes += next.Bytes;
         }
 
         return _items.Count > 0;

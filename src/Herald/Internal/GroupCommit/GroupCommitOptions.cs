@@ -15,6 +15,9 @@ public sealed class GroupCommitOptions
     /// <summary>Total <see cref="IGroupCommitItem.Weight"/> one group may hold; a heavier item still goes, alone.</summary>
     public long MaxWeight { get; init; } = long.MaxValue;
 
+    /// <summary>Total <see cref="IGroupCommitItem.Bytes"/> one group may hold, beside the weight; a larger item still goes, alone.</summary>
+    public long MaxBytes { get; init; } = long.MaxValue;
+
     /// <summary>How long a loop waits for more items before taking a group that is not full (zero: never waits).</summary>
     public TimeSpan GroupDelay { get; init; }
 

@@ -12,6 +12,9 @@ public interface IGroupCommitItem
     /// <summary>What the item counts against <see cref="GroupCommitOptions.MaxWeight"/> (events, bytes; 0 when no budget applies).</summary>
     long Weight { get; }
 
+    /// <summary>What the item counts against <see cref="GroupCommitOptions.MaxBytes"/>, a second budget (0, the default, when none applies).</summary>
+    long Bytes => 0;
+
     /// <summary>Completes the caller as cancelled: the item was taken from the queue after its token was cancelled and never ran.</summary>
     void Cancel();
 
