@@ -99,7 +99,7 @@ public sealed class SagaStateMachineBuilder<TData>
 
     /// <summary>
     /// How an event of type <typeparamref name="TEvent"/> finds its instance: the id <paramref name="by"/> returns (a null
-    /// or blank id dead-letters the message); <paramref name="whenMissing"/> says what happens when no instance has it: by
+    /// or blank id, or the empty GUID, dead-letters the message); <paramref name="whenMissing"/> says what happens when no instance has it: by
     /// default <see cref="MissingInstance.Create"/> for an event declared with <c>Initially</c> and
     /// <see cref="MissingInstance.Ignore"/> for any other. A policy that contradicts <c>Initially</c> (creating without it, or
     /// ignoring or dead-lettering an event that starts the machine) is refused when the machine is built.

@@ -20,9 +20,11 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
     {
         var rule = machine.Events[typeof(TEvent)];
         var id = Correlate(rule, message);
-        if (string.IsNullOrWhiteSpace(id))
+        if (string.IsNullOrWhiteSpace(id) || IsEmptyGuid(id))
         {
-            throw new SagaMessageRejectedException($"{typeof(TEvent).Name} has no correlation id for saga '{machine.Name}'.");
+            // The empty GUID is what a message missing its id correlates by (its default, formatted): taken as an id, every
+            // such message would share one instance.
+            throw new SagaMessageRejectedException($"{typeof(TEvent).Name} has no correlation id for saga '{machine.Name}' (it correlates to '{id}').");
         }
 
         try
@@ -126,6 +128,10 @@ internal sealed class SagaStateMachineHandler<TData, TEvent>(SagaStateMachine<TD
             context.UnitOfWork,
             cancellationToken).ConfigureAwait(false);
     }
+
+    // The empty GUID in any format Guid parses ("D", "N", "B", "P"): 32 to 38 characters, so other ids are not parsed.
+    private static bool IsEmptyGuid(string id) =>
+        id.Length is >= 32 and <= 38 && Guid.TryParse(id, out var parsed) && parsed == Guid.Empty;
 
     // Data stored by an earlier shape of TData reads the same on every attempt: the message is dead-lettered at once.
     private static TData Read(SagaInstance instance)

@@ -30,6 +30,9 @@ public sealed class SagaStateMachineTests
 
     public sealed record OrderRef(string OrderId);
 
+    [MessageType("sm-cart-opened")]
+    public sealed record CartOpened(Guid CartId);
+
     // The stock service's side of the conversation: it takes the command the saga sends.
     public sealed class StockService : IMessageHandler<ReserveStock>
     {
@@ -336,6 +339,44 @@ public sealed class SagaStateMachineTests
         await host.Get<IMessageBus>().SendAsync(new ShipmentBooked(Order: null));
         await AssertDeadLetteredAtOnceAsync(host, "The correlation of ShipmentBooked for saga 'sm-orders' failed: NullReferenceException");
         Assert.Empty(await host.Get<ISagaStore>().ListAsync(new SagaQuery { SagaType = "sm-orders" }));
+    }
+
+    [Theory]
+    [InlineData("D")]
+    [InlineData("N")]
+    [InlineData("B")]
+    [InlineData("blank")]
+    public async Task AnEventWhoseCorrelationIsTheEmptyGuidOrBlank_IsDeadLetteredAtOnce_NamingTheEventAndTheSaga_AndCreatesNothing(string format)
+    {
+        // A message missing its id correlates by its default Guid: every such message went to one instance, 00000000-...,
+        // created by the first and shared by all the others.
+        var machine = SagaStateMachine.Create<OrderState>("sm-carts", m => m
+            .Correlate<CartOpened>(e => format == "blank" ? " " : e.CartId.ToString(format))
+            .Initially<CartOpened>("Open", (saga, _) =>
+            {
+                saga.Data.Lines.Add(saga.Data.Lines.Count);
+                return ValueTask.CompletedTask;
+            })
+            .During("Open", s => s.When<CartOpened>("Open", (saga, _) =>
+            {
+                saga.Data.Lines.Add(saga.Data.Lines.Count);
+                return ValueTask.CompletedTask;
+            })));
+        await using var host = await ReliabilityHost.StartAsync(
+            h => h.AddMessageType<CartOpened>().AddSaga(machine).ConfigureRetries(r => r.Immediate(3).Delayed(0, TimeSpan.Zero, TimeSpan.Zero)));
+        var bus = host.Get<IMessageBus>();
+
+        await bus.SendAsync(new CartOpened(Guid.Empty));
+        await bus.SendAsync(new CartOpened(default));
+        var deadLetters = await host.WaitForDeadLettersAsync(count: 2);
+
+        Assert.All(deadLetters, d =>
+        {
+            Assert.Equal(DeadLetterCause.NotRetryable, d.Cause);
+            Assert.Equal(1, d.AttemptCount);
+            Assert.Contains("CartOpened has no correlation id for saga 'sm-carts'", d.ErrorMessage, StringComparison.Ordinal);
+        });
+        Assert.Empty(await host.Get<ISagaStore>().ListAsync(new SagaQuery { SagaType = "sm-carts" }));
     }
 
     [Fact]
