@@ -124,7 +124,7 @@ public sealed class SagaOrchestrator
     /// </summary>
     public Task<SagaInstance?> ResumeAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
         where TData : class =>
-        ResumeCoreAsync(definition, id, parked: false, cancellationToken);
+        ResumeCoreAsync(definition, id, Parked.Left, cancellationToken);
 
     /// <summary>
     /// Runs a parked (<see cref="SagaStatus.Failed"/>) instance again once its cause is fixed: it turns
@@ -134,9 +134,21 @@ public sealed class SagaOrchestrator
     /// <exception cref="SagaConcurrencyException">The instance changed meanwhile (another call resumed it): load it and look again.</exception>
     public Task<SagaInstance?> ResumeParkedAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
         where TData : class =>
-        ResumeCoreAsync(definition, id, parked: true, cancellationToken);
+        ResumeCoreAsync(definition, id, Parked.Compensated, cancellationToken);
 
-    private async Task<SagaInstance?> ResumeCoreAsync<TData>(SagaDefinition<TData> definition, string id, bool parked, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs a parked (<see cref="SagaStatus.Failed"/>) instance forward again once its cause is fixed (its data reads again,
+    /// a downstream service is back): it turns <see cref="SagaStatus.Running"/> at the step after the last one still
+    /// completed (the step it parked at, or the one whose failure it was compensating), and runs on from there, retried and
+    /// compensated as any run. Steps already compensated run again. Any other instance is returned as it is; null when none
+    /// is stored. <see cref="ResumeParkedAsync{TData}"/> compensates instead.
+    /// </summary>
+    /// <exception cref="SagaConcurrencyException">The instance changed meanwhile (another call resumed it): load it and look again.</exception>
+    public Task<SagaInstance?> RetryParkedAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
+        where TData : class =>
+        ResumeCoreAsync(definition, id, Parked.RunForward, cancellationToken);
+
+    private async Task<SagaInstance?> ResumeCoreAsync<TData>(SagaDefinition<TData> definition, string id, Parked parked, CancellationToken cancellationToken)
         where TData : class
     {
         ArgumentNullException.ThrowIfNull(definition);
@@ -152,11 +164,14 @@ public sealed class SagaOrchestrator
         try
         {
             var instance = await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
-            if (parked && instance?.Status == SagaStatus.Failed)
+            if (parked != Parked.Left && instance?.Status == SagaStatus.Failed)
             {
-                // Nothing runs a parked instance, and nothing else would ever undo its completed steps. Saved first (with
-                // the version check), so a crash from here leaves it compensating, where the resume sweep finds it.
-                instance = await SaveDirectAsync(instance with { Status = SagaStatus.Compensating }, cancellationToken).ConfigureAwait(false);
+                // Nothing runs a parked instance, and nothing else would ever undo its completed steps or run its next one.
+                // Saved first (with the version check), so a crash from here leaves it compensating or running, where the
+                // resume sweep finds it.
+                instance = await SaveDirectAsync(
+                    parked == Parked.Compensated ? instance with { Status = SagaStatus.Compensating } : Forward(definition, instance),
+                    cancellationToken).ConfigureAwait(false);
             }
 
             if (instance is null || instance.IsFinished)
@@ -396,6 +411,27 @@ public sealed class SagaOrchestrator
         };
     }
 
+    // A parked instance set to run on from the step after the last one still completed; one whose last completed step the
+    // definition lost stays parked, with that reason.
+    private static SagaInstance Forward<TData>(SagaDefinition<TData> definition, SagaInstance instance)
+        where TData : class
+    {
+        var next = instance.CompletedSteps.Count == 0 ? 0 : definition.IndexOf(instance.CompletedSteps[^1]) + 1;
+        if (next == 0 && instance.CompletedSteps.Count > 0)
+        {
+            return instance with { Error = $"Completed step '{instance.CompletedSteps[^1]}' is not in the saga's definition; it cannot be resumed." };
+        }
+
+        var done = next >= definition.Steps.Count;
+        return instance with
+        {
+            Status = done ? SagaStatus.Completed : SagaStatus.Running,
+            State = done ? null : definition.Steps[next].Name,
+            CurrentStep = next,
+            Error = null,
+        };
+    }
+
     private async Task<SagaInstance> ParkAsync(SagaInstance instance, string error, CancellationToken cancellationToken)
     {
         var parked = await SaveDirectAsync(instance with { Status = SagaStatus.Failed, Error = error }, cancellationToken).ConfigureAwait(false);
@@ -418,6 +454,14 @@ public sealed class SagaOrchestrator
     /// </summary>
     private static string? Cause(string? error) =>
         error?.IndexOf(CompensationFailed, StringComparison.Ordinal) is { } at and >= 0 ? error[..at] : error;
+
+    // What a resume does with a parked instance: leaves it parked, compensates it, or runs it forward.
+    private enum Parked
+    {
+        Left,
+        Compensated,
+        RunForward,
+    }
 
     /// <summary>A new instance of <paramref name="definition"/>, running, at its first step, holding <paramref name="data"/>.</summary>
     private static SagaInstance NewInstance<TData>(SagaDefinition<TData> definition, string id, TData data)

@@ -237,6 +237,59 @@ public sealed class SagaOrchestratorTests
     }
 
     [Fact]
+    public async Task AParkedInstance_RetriedOnceItsCauseIsFixed_RunsForwardFromTheStepItFailedAt_AndCompensatesNothing()
+    {
+        // ResumeParkedAsync only compensated: an instance parked because its payment service was down could only be
+        // undone, never finished once the service was back.
+        var journal = new Journal();
+        await using var services = Build();
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+        var parked = await orchestrator.StartAsync(Fulfilment(journal, failing: "charge-payment", compensationFails: true), "order-f", new Order());
+        Assert.Equal(SagaStatus.Failed, parked.Status);
+
+        var ended = await orchestrator.RetryParkedAsync(Fulfilment(journal), "order-f");
+
+        Assert.Equal(SagaStatus.Completed, ended!.Status);
+        Assert.Null(ended.Error);
+        Assert.Equal(["reserve-inventory", "charge-payment", "create-shipment", "confirm-order"], ended.CompletedSteps);
+        Assert.Equal(["reserve", "charge", "ship", "confirm"], journal.Committed);
+        Assert.Equal(SagaStatus.Completed, (await services.GetRequiredService<ISagaStore>().LoadAsync("fulfilment", "order-f"))!.Status);
+
+        // Finished now: a second retry changes nothing.
+        Assert.Equal(SagaStatus.Completed, (await orchestrator.RetryParkedAsync(Fulfilment(journal), "order-f"))!.Status);
+        Assert.Equal(["reserve", "charge", "ship", "confirm"], journal.Committed);
+    }
+
+    [Fact]
+    public async Task AnInstanceParkedAtAStep_RetriedOnceFixed_RunsThatStepAndTheRest_AndOneThatStillFails_Compensates()
+    {
+        // Parked at 'charge-payment' (its data did not read as the data type then): the retry runs that step on.
+        var journal = new Journal();
+        await using var services = Build();
+        var store = services.GetRequiredService<ISagaStore>();
+        await store.SaveAsync(new SagaInstance
+        {
+            SagaType = "fulfilment", Id = "order-s", Status = SagaStatus.Failed, State = "charge-payment", CurrentStep = 1,
+            CompletedSteps = ["reserve-inventory"], Data = """{"orderId":"order-s","done":["reserve"]}"""u8.ToArray(), Error = "The data did not read.",
+        });
+        await store.SaveAsync(new SagaInstance
+        {
+            SagaType = "fulfilment", Id = "order-t", Status = SagaStatus.Failed, State = "charge-payment", CurrentStep = 1,
+            CompletedSteps = ["reserve-inventory"], Data = """{"orderId":"order-t","done":["reserve"]}"""u8.ToArray(), Error = "The data did not read.",
+        });
+        var orchestrator = services.GetRequiredService<SagaOrchestrator>();
+
+        var ended = await orchestrator.RetryParkedAsync(Fulfilment(journal), "order-s");
+        var failing = await orchestrator.RetryParkedAsync(Fulfilment(journal, failing: "create-shipment"), "order-t");
+
+        Assert.Equal(SagaStatus.Completed, ended!.Status);
+        Assert.Equal(["reserve", "charge", "ship", "confirm"], SagaData.Read<Order>(ended).Done);
+        Assert.Equal(SagaStatus.Compensated, failing!.Status);
+        Assert.StartsWith("Step 'create-shipment' failed", failing.Error, StringComparison.Ordinal);
+        Assert.Equal(["charge", "ship", "confirm", "charge", "refund", "release"], journal.Committed);
+    }
+
+    [Fact]
     public async Task AParkedInstanceResumedWhileItsCompensationStillFails_KeepsOneErrorOfEachKind_NotOneMorePerResume()
     {
         // Each park appended the compensation's failure to the error it stood with, which after a resume held the last
