@@ -124,7 +124,15 @@ public sealed class SagaOrchestrator
     /// </summary>
     public Task<SagaInstance?> ResumeAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
         where TData : class =>
-        ResumeCoreAsync(definition, id, Parked.Left, cancellationToken);
+        ResumeCoreAsync(definition, id, Parked.Left, listed: null, cancellationToken);
+
+    /// <summary>
+    /// The resume sweep's resume of an instance it listed as undriven: claimed first by a save of the listed version, so a
+    /// sweep that finds it moved on since (a runner saved progress, another sweep claimed it) leaves it, and null is returned.
+    /// </summary>
+    internal Task<SagaInstance?> ResumeListedAsync<TData>(SagaDefinition<TData> definition, SagaInstance listed, CancellationToken cancellationToken)
+        where TData : class =>
+        ResumeCoreAsync(definition, listed.Id, Parked.Left, listed, cancellationToken);
 
     /// <summary>
     /// Runs a parked (<see cref="SagaStatus.Failed"/>) instance again once its cause is fixed: it turns
@@ -134,7 +142,7 @@ public sealed class SagaOrchestrator
     /// <exception cref="SagaConcurrencyException">The instance changed meanwhile (another call resumed it): load it and look again.</exception>
     public Task<SagaInstance?> ResumeParkedAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
         where TData : class =>
-        ResumeCoreAsync(definition, id, Parked.Compensated, cancellationToken);
+        ResumeCoreAsync(definition, id, Parked.Compensated, listed: null, cancellationToken);
 
     /// <summary>
     /// Runs a parked (<see cref="SagaStatus.Failed"/>) instance forward again once its cause is fixed (its data reads again,
@@ -146,9 +154,9 @@ public sealed class SagaOrchestrator
     /// <exception cref="SagaConcurrencyException">The instance changed meanwhile (another call resumed it): load it and look again.</exception>
     public Task<SagaInstance?> RetryParkedAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
         where TData : class =>
-        ResumeCoreAsync(definition, id, Parked.RunForward, cancellationToken);
+        ResumeCoreAsync(definition, id, Parked.RunForward, listed: null, cancellationToken);
 
-    private async Task<SagaInstance?> ResumeCoreAsync<TData>(SagaDefinition<TData> definition, string id, Parked parked, CancellationToken cancellationToken)
+    private async Task<SagaInstance?> ResumeCoreAsync<TData>(SagaDefinition<TData> definition, string id, Parked parked, SagaInstance? listed, CancellationToken cancellationToken)
         where TData : class
     {
         ArgumentNullException.ThrowIfNull(definition);
@@ -163,7 +171,7 @@ public sealed class SagaOrchestrator
         Activity.Started();
         try
         {
-            var instance = await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
+            var instance = listed is null ? await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false) : await ClaimAsync(listed, cancellationToken).ConfigureAwait(false);
             if (parked != Parked.Left && instance?.Status == SagaStatus.Failed)
             {
                 // Nothing runs a parked instance, and nothing else would ever undo its completed steps or run its next one.
@@ -437,6 +445,20 @@ public sealed class SagaOrchestrator
         var parked = await SaveDirectAsync(instance with { Status = SagaStatus.Failed, Error = error }, cancellationToken).ConfigureAwait(false);
         Log.SagaParked(_logger, instance.SagaType, instance.Id, error);
         return parked;
+    }
+
+    // A save of the instance as listed: it fails when the instance moved on since, and stamps it as saved now.
+    private async Task<SagaInstance?> ClaimAsync(SagaInstance listed, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await SaveDirectAsync(listed, cancellationToken).ConfigureAwait(false);
+        }
+        catch (SagaConcurrencyException conflict) when (conflict.SagaType == listed.SagaType && conflict.Id == listed.Id)
+        {
+            Log.SagaTakenOver(_logger, conflict, listed.SagaType, listed.Id);
+            return null;
+        }
     }
 
     private async Task<SagaInstance> SaveDirectAsync(SagaInstance instance, CancellationToken cancellationToken)

@@ -12,7 +12,7 @@ internal interface ISagaResumption
 {
     string SagaName { get; }
 
-    Task ResumeAsync(SagaOrchestrator orchestrator, string id, CancellationToken cancellationToken);
+    Task<SagaInstance?> ResumeAsync(SagaOrchestrator orchestrator, SagaInstance listed, CancellationToken cancellationToken);
 }
 
 internal sealed class SagaResumption<TData>(SagaDefinition<TData> definition) : ISagaResumption
@@ -20,8 +20,8 @@ internal sealed class SagaResumption<TData>(SagaDefinition<TData> definition) : 
 {
     public string SagaName => definition.Name;
 
-    public Task ResumeAsync(SagaOrchestrator orchestrator, string id, CancellationToken cancellationToken) =>
-        orchestrator.ResumeAsync(definition, id, cancellationToken);
+    public Task<SagaInstance?> ResumeAsync(SagaOrchestrator orchestrator, SagaInstance listed, CancellationToken cancellationToken) =>
+        orchestrator.ResumeListedAsync(definition, listed, cancellationToken);
 }
 
 /// <summary>A registered state machine, whose instances' timeouts the sweep sends again when they were lost.</summary>
@@ -37,8 +37,11 @@ internal sealed record SagaStateMachineRegistration(string SagaName);
 /// <remarks>
 /// Which instances are "not driven": with a single-process store (the in-process election of the in-memory stores),
 /// every unfinished instance this process does not run. With a shared store (SQLite, PostgreSQL), another process may be running one
-/// right now, so only instances without a save for <see cref="SagaOptions.StaleAfter"/> are taken over; if a runner was
-/// merely slow, the two race and the version check at each step's commit leaves the instance to one of them.
+/// right now, so only instances without a save for <see cref="SagaOptions.StaleAfter"/> are taken over. Each is claimed
+/// first, by a save of the version listed: a sweep that finds the instance moved on since it listed it (a runner saved
+/// progress, another sweep claimed it) leaves it, so two sweeps racing never both run its step; the claim also stamps
+/// the instance as saved now, so no other sweep takes it for stale while the step runs. A runner that was merely slow (a
+/// step longer than StaleAfter) is still raced: the version check at its step's commit leaves the instance to the sweep.
 /// </remarks>
 /// <para>
 /// Without an outbox a state machine's timeout leaves once its transition has committed, so a crash (or a send failure)
@@ -85,7 +88,7 @@ internal sealed class SagaResumeService(
         }
     }
 
-    /// <summary>Resumes every unfinished instance that no runner drives now; returns how many it resumed.</summary>
+    /// <summary>Resumes every unfinished instance that no runner drives now (claiming each first); returns how many it resumed.</summary>
     internal async Task<int> SweepAsync(CancellationToken cancellationToken)
     {
         var resumed = 0;
@@ -96,12 +99,16 @@ internal sealed class SagaResumeService(
             await Parallel.ForEachAsync(
                 due,
                 new ParallelOptions { MaxDegreeOfParallelism = _options.ResumeConcurrency, CancellationToken = cancellationToken },
-                async (id, token) =>
+                async (instance, token) =>
                 {
+                    var id = instance.Id;
                     try
                     {
-                        await saga.ResumeAsync(orchestrator, id, token).ConfigureAwait(false);
-                        Interlocked.Increment(ref resumed);
+                        // Null: it moved on since it was listed, and is left to whoever moved it.
+                        if (await saga.ResumeAsync(orchestrator, instance, token).ConfigureAwait(false) is not null)
+                        {
+                            Interlocked.Increment(ref resumed);
+                        }
                     }
                     catch (OperationCanceledException) when (token.IsCancellationRequested)
                     {
@@ -182,16 +189,16 @@ internal sealed class SagaResumeService(
         }
     }
 
-    private Task<List<string>> UndrivenAsync(string sagaName, CancellationToken cancellationToken)
+    private Task<List<SagaInstance>> UndrivenAsync(string sagaName, CancellationToken cancellationToken)
     {
         var staleBefore = timeProvider.GetUtcNow() - _options.StaleAfter;
-        return UnfinishedAsync<string>(
+        return UnfinishedAsync<SagaInstance>(
             sagaName,
             (instance, due) =>
             {
                 if (!orchestrator.IsRunningHere(sagaName, instance.Id) && (_singleProcess || instance.UpdatedAt <= staleBefore))
                 {
-                    due.Add(instance.Id);
+                    due.Add(instance);
                 }
             },
             cancellationToken);
