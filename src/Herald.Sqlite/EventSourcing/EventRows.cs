@@ -40,6 +40,19 @@ internal static class EventRows
         }
     }
 
+    /// <summary>The events of a read page's query in its order, stopping once their bodies reach the page's byte budget (<see cref="EventPages.AddToPage"/>).</summary>
+    public static List<RecordedEvent> ReadPage(SqliteCommand command)
+    {
+        using var rows = command.ExecuteReader();
+        var page = new List<RecordedEvent>();
+        var bytes = 0L;
+        while (rows.Read() && !EventPages.AddToPage(page, Read(rows), ref bytes))
+        {
+        }
+
+        return page;
+    }
+
     public static Guid ToGuid(byte[] bytes) => new(bytes, bigEndian: true);
 
     public static DateTimeOffset ToTime(long utcTicks, int offsetMinutes) =>

@@ -9,7 +9,8 @@ namespace Herald.Sqlite.EventSourcing;
 
 internal sealed partial class SqliteEventStore
 {
-    // Reads fetch pages and hold no connection (and no WAL snapshot) while the caller consumes them.
+    // Reads fetch pages and hold no connection (and no WAL snapshot) while the caller consumes them. A page also ends once
+    // its bodies reach EventPages.MaxPageBytes, so large events are held a few MiB at a time, not 512 of them.
     private const int PageSize = 512;
 
     private const string ReadStreamForwardSql =
@@ -56,7 +57,7 @@ internal sealed partial class SqliteEventStore
                     command.Parameters[0].Value = stream;
                     command.Parameters[1].Value = from;
                     command.Parameters[2].Value = limit;
-                    return command.ReadAll(EventRows.Read);
+                    return EventRows.ReadPage(command);
                 },
                 token),
             cancellationToken);
@@ -79,7 +80,7 @@ internal sealed partial class SqliteEventStore
                     command.Parameters[1].Value = limit;
                     command.Parameters[2].Value = (object?)category ?? DBNull.Value;
                     command.Parameters[3].Value = (object?)types ?? DBNull.Value;
-                    return command.ReadAll(EventRows.Read);
+                    return EventRows.ReadPage(command);
                 },
                 token),
             cancellationToken);

@@ -104,6 +104,50 @@ public sealed class EventPagesTests
     }
 
     [Fact]
+    public async Task APageTheStoreCutAtTheByteBudget_DoesNotEndTheRead_TheNextStartsAfterIt()
+    {
+        // Events of a third of the budget: the store's page stops at the third, well short of the limit of 10.
+        var body = new byte[(EventPages.MaxPageBytes / 3) + 1];
+        var asked = new List<long>();
+
+        var read = await Positions(EventPages.ReadAllAsync(
+            0,
+            int.MaxValue,
+            10,
+            (after, limit, _) =>
+            {
+                asked.Add(after);
+                var page = new List<RecordedEvent>();
+                var bytes = 0L;
+                for (var p = after + 1; p <= 7 && page.Count < limit; p++)
+                {
+                    if (EventPages.AddToPage(page, Event("s-1", p, p, body), ref bytes))
+                    {
+                        break;
+                    }
+                }
+
+                return ValueTask.FromResult<IReadOnlyList<RecordedEvent>>(page);
+            },
+            default));
+
+        Assert.Equal(Enumerable.Range(1, 7).Select(p => (long)p), read);
+        Assert.Equal([0L, 3L, 6L], asked);
+    }
+
+    [Fact]
+    public void APage_AlwaysTakesItsFirstEvent_HoweverLarge()
+    {
+        var page = new List<RecordedEvent>();
+        var bytes = 0L;
+
+        Assert.True(EventPages.AddToPage(page, Event("s-1", 1, 1, new byte[EventPages.MaxPageBytes * 2]), ref bytes));
+
+        Assert.Single(page);
+        Assert.Equal(EventPages.MaxPageBytes * 2L, bytes);
+    }
+
+    [Fact]
     public async Task TheToken_ReachesEveryPage()
     {
         using var cancellation = new CancellationTokenSource();
@@ -144,8 +188,8 @@ public sealed class EventPagesTests
         return list;
     }
 
-    private static RecordedEvent Event(string stream, long version, long position) =>
-        new(stream, version, position, DateTimeOffset.UnixEpoch, new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = "{}"u8.ToArray() });
+    private static RecordedEvent Event(string stream, long version, long position, byte[]? body = null) =>
+        new(stream, version, position, DateTimeOffset.UnixEpoch, new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "t", Time = DateTimeOffset.UnixEpoch, Body = body ?? "{}"u8.ToArray() });
 
     // A stream of versions 1..length; every page asked for is recorded as (forward, from, limit).
     private sealed class PagedStream(long length)

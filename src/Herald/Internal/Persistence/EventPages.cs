@@ -11,6 +11,26 @@ namespace Herald.Internal;
 public static class EventPages
 {
     /// <summary>
+    /// The bodies one page holds (4 MiB): a store stops adding rows to a page once they reach it (see <see cref="AddToPage"/>),
+    /// so large events cost memory by the page's bytes rather than by its count.
+    /// </summary>
+    public const int MaxPageBytes = 4 * 1024 * 1024;
+
+    /// <summary>
+    /// Adds an event a page query read; true once the page's bodies (summed in <paramref name="bytes"/>) reached
+    /// <see cref="MaxPageBytes"/>, when the store stops reading rows. A page so cut is shorter than its limit but does not end
+    /// the read: the next page starts after its last event. A page always holds its first event, however large.
+    /// </summary>
+    public static bool AddToPage(List<RecordedEvent> page, RecordedEvent recorded, ref long bytes)
+    {
+        ArgumentNullException.ThrowIfNull(page);
+        ArgumentNullException.ThrowIfNull(recorded);
+        page.Add(recorded);
+        bytes += recorded.Envelope.Body.Length;
+        return bytes >= MaxPageBytes;
+    }
+
+    /// <summary>
     /// Reads a stream in pages of at most <paramref name="pageSize"/> events, checking the arguments when enumeration starts.
     /// <paramref name="readPage"/> gets whether the read is forward, the version to start at (inclusive) and the page's limit.
     /// </summary>
@@ -51,8 +71,8 @@ public static class EventPages
     }
 
     // The arguments are checked on the first MoveNextAsync, as a store's own iterator would. Both reads stop after maxCount
-    // events, at a short page, or when the cursor falls below 1 (a backward stream read that passed version 1; positions
-    // never do).
+    // events, at a short page (unless its bodies reached the byte budget, where the store cut it), or when the cursor falls
+    // below 1 (a backward stream read that passed version 1; positions never do).
     private static async IAsyncEnumerable<RecordedEvent> ReadPagesAsync(
         Action validate,
         long cursor,
@@ -74,7 +94,7 @@ public static class EventPages
             }
 
             remaining -= page.Count;
-            if (page.Count < limit)
+            if (page.Count == 0 || (page.Count < limit && !CutByBytes(page)))
             {
                 yield break;
             }
@@ -85,5 +105,18 @@ public static class EventPages
                 yield break;
             }
         }
+    }
+
+    // Whether the store stopped the page at the byte budget (see AddToPage), rather than at the end of what there is to
+    // read. A page that ended by itself with that many bytes costs one more (empty) query.
+    private static bool CutByBytes(IReadOnlyList<RecordedEvent> page)
+    {
+        var bytes = 0L;
+        for (var i = 0; i < page.Count; i++)
+        {
+            bytes += page[i].Envelope.Body.Length;
+        }
+
+        return bytes >= MaxPageBytes;
     }
 }
