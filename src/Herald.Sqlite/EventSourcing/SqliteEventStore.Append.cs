@@ -44,8 +44,13 @@ internal sealed partial class SqliteEventStore
         {
             await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
             locked = true;
-            session = new WriteSession(_connections.OpenWriter(), _timeProvider);
-            session.Begin();
+            session = new WriteSession(_connections.OpenWriter(), _timeProvider, _options.BusyTimeout);
+            if (!session.Begin(static token => !token.IsCancellationRequested, cancellationToken))
+            {
+                // Cancelled while another connection held the file's write lock.
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+
             var result = session.Append(stream, expectedVersion, events);
             return new SqliteOpenAppend(session, result, _writeLock, _openAppendGate, _signal);
         }

@@ -132,7 +132,7 @@ internal sealed partial class SqliteEventStore : IEventStoreConnection, IDisposa
                     _signal.Observe((long)command.ExecuteScalar()!);
                 }
 
-                var writer = new WriteCoordinator(new WriteSession(connection, _timeProvider), _writeLock, _options, DataSource, _timeProvider, _logger, _signal.Publish);
+                var writer = new WriteCoordinator(new WriteSession(connection, _timeProvider, _options.BusyTimeout), _writeLock, _options, DataSource, _timeProvider, _logger, _signal.Publish);
                 opened = new Opened(writer, new ReaderPool(_connections, _options.ReaderPoolSize));
             }
             catch

@@ -6,6 +6,13 @@ namespace Herald.Sqlite.Internal;
 /// <summary>Opens the store's connections to one file with the settings every connection needs.</summary>
 internal sealed class SqliteConnections
 {
+    /// <summary>
+    /// The size the write-ahead log is cut back to when a writer starts it over after a checkpoint (journal_size_limit):
+    /// without it the file keeps the size of its largest burst. Above the ~4 MB the log reaches between two automatic
+    /// checkpoints (1000 pages), so ordinary writes never shrink and regrow it.
+    /// </summary>
+    public const long JournalSizeLimit = 6 * 1024 * 1024;
+
     private readonly string _creatingConnectionString;
     private readonly string _writerConnectionString;
     private readonly string _readerConnectionString;
@@ -33,7 +40,7 @@ internal sealed class SqliteConnections
 
         var busy = ((long)options.BusyTimeout.TotalMilliseconds).ToString(CultureInfo.InvariantCulture);
         var synchronous = options.Synchronous == SqliteSynchronousMode.Full ? "FULL" : "NORMAL";
-        _pragmas = $"PRAGMA busy_timeout = {busy}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};";
+        _pragmas = $"PRAGMA busy_timeout = {busy}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = {JournalSizeLimit.ToString(CultureInfo.InvariantCulture)};";
         _readerPragmas = $"PRAGMA busy_timeout = {busy}; PRAGMA query_only = ON;";
     }
 

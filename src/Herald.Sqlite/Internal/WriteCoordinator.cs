@@ -96,7 +96,12 @@ internal sealed class WriteCoordinator : IAsyncDisposable
         Interlocked.Add(ref _writes, group.Count);
         try
         {
-            _session.Begin();
+            if (!_session.Begin(CancelWaiting, group))
+            {
+                // Every write of the group was cancelled while another connection held the file's write lock.
+                return;
+            }
+
             for (var i = 0; i < group.Count; i++)
             {
                 var pending = group[i];
@@ -169,6 +174,26 @@ internal sealed class WriteCoordinator : IAsyncDisposable
         {
             group[i].Complete();
         }
+    }
+
+    // Asked while BEGIN waits for another connection's write lock: lets each cancelled caller go now (its write never runs;
+    // the loop in RunGroup skips it) and says whether any write of the group is still wanted.
+    private static bool CancelWaiting(IReadOnlyList<PendingWrite> group)
+    {
+        var wanted = false;
+        for (var i = 0; i < group.Count; i++)
+        {
+            var pending = group[i];
+            if (pending.Failure is null && pending.CancellationToken.IsCancellationRequested)
+            {
+                pending.Failure = new OperationCanceledException(pending.CancellationToken);
+                pending.Cancel();
+            }
+
+            wanted |= pending.Failure is null;
+        }
+
+        return wanted;
     }
 
     // The store has one writer loop; its end closes the session (after the last queued write ran).

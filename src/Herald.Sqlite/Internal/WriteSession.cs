@@ -16,8 +16,13 @@ internal sealed class WriteSession : IDisposable
 {
     private const int SqliteConstraint = 19;
 
+    // BEGIN waits for another connection's write lock in slices this long, asking between them whether the write is still
+    // wanted: a cancelled caller is let go within a slice, not after the whole busy timeout.
+    private const int BusySliceMilliseconds = 50;
+
     private readonly SqliteConnection _connection;
     private readonly TimeProvider _timeProvider;
+    private readonly int _busyMilliseconds;
     private readonly List<RawStatement> _statements = [];
     private readonly Dictionary<string, RawStatement> _byText = new(StringComparer.Ordinal);
     private readonly RawStatement _begin;
@@ -44,10 +49,11 @@ internal sealed class WriteSession : IDisposable
     private long _savedLastAppended;
     private long _now;
 
-    public WriteSession(SqliteConnection connection, TimeProvider timeProvider)
+    public WriteSession(SqliteConnection connection, TimeProvider timeProvider, TimeSpan busyTimeout)
     {
         _connection = connection;
         _timeProvider = timeProvider;
+        _busyMilliseconds = (int)Math.Min(int.MaxValue, (long)busyTimeout.TotalMilliseconds);
         try
         {
             // IMMEDIATE takes the database's write lock at the start, so the positions read below stay valid until the
@@ -103,15 +109,47 @@ internal sealed class WriteSession : IDisposable
     /// <summary>False once SQLite ended the transaction on its own after an error (SQLITE_FULL, an I/O error, ...).</summary>
     public bool TransactionOpen => SQLitePCL.raw.sqlite3_get_autocommit(_connection.Handle) == 0;
 
-    /// <summary>Begins a write transaction (waits for the write lock of another connection up to the busy timeout).</summary>
-    public void Begin()
+    /// <summary>
+    /// Begins a write transaction, waiting for the write lock of another connection up to the busy timeout (then the busy
+    /// <see cref="SqliteException"/>). While it waits it asks <paramref name="wanted"/> between short slices, and returns false
+    /// with nothing begun once that says no write is wanted any more (its callers were cancelled).
+    /// </summary>
+    public bool Begin<TState>(Func<TState, bool> wanted, TState state)
     {
-        _begin.Execute();
+        var handle = _connection.Handle;
+        var slice = Math.Min(BusySliceMilliseconds, _busyMilliseconds);
+        SQLitePCL.raw.sqlite3_busy_timeout(handle, slice);
+        try
+        {
+            // SQLite itself waits out each slice (in real time, as its busy timeout does), so slices add up to the timeout.
+            var attempts = slice == 0 ? 1 : Math.Max(1, (_busyMilliseconds + slice - 1) / slice);
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    _begin.Execute();
+                    break;
+                }
+                catch (SqliteException ex) when (ex.SqliteErrorCode == SQLitePCL.raw.SQLITE_BUSY && attempt < attempts)
+                {
+                    if (!wanted(state))
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            SQLitePCL.raw.sqlite3_busy_timeout(handle, _busyMilliseconds);
+        }
+
         InTransaction = true;
         _nextPosition = _lastPosition.ExecuteInt64()!.Value + 1;
         // As every engine keeps it (UTC, to the microsecond), so an event's RecordedAt reads back the same on each.
         _now = StoredTime.Of(_timeProvider.GetUtcNow()).UtcTicks;
         LastAppendedPosition = 0;
+        return true;
     }
 
     /// <summary>Commits, unless the file is no longer where it was opened (then the caller rolls back).</summary>
