@@ -450,6 +450,35 @@ public sealed class ProcessorTests
     }
 
     /// <summary>
+    /// A grouping key an operator refuses (here half of a surrogate pair, an emoji cut by an aggregate), reached through a stateless operator in the same
+    /// task: the dead letter's fingerprint names the operator that refused it, as its reason does. Regression: it named the
+    /// operator before, which had set itself current last.
+    /// </summary>
+    [Fact]
+    public async Task EventStoreSource_AKeyAnOperatorRefuses_IsDeadLetteredUnderThatOperatorsFingerprint()
+    {
+        using var host = await ProcessorScenario.StartHostAsync(_ => { });
+        var t0 = DateTimeOffset.UnixEpoch;
+        var builder = new StreamBuilder();
+        builder.Stream<Order>(o => o.PlacedAt).GroupBy(o => o.OrderId).Aggregate(() => "", (_, o, _) => o.ProductId[..2], "last-product")
+            .ToStream().GroupBy(p => p).Count("per-product");
+        await using var processor = new StreamProcessor("refused-key", builder.Build(), host.Services);
+        await processor.StartAsync();
+        await AppendAsync(host, "order-1", new Order("o1", "a\uD83D\uDE00", 1m, t0.AddSeconds(1)));
+        await AppendAsync(host, "order-2", new Order("o2", "pq", 1m, t0.AddSeconds(2)));
+        await CaughtUpAsync(host, processor);
+
+        var deadLetter = Assert.Single(await host.Services.GetRequiredService<IDeadLetterStore>().ListAsync(new DeadLetterQuery { Endpoint = "stream:refused-key" }));
+        Assert.Contains("surrogate", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        var refusing = deadLetter.ErrorMessage.Split('\'')[1];
+        Assert.StartsWith("aggregate-", refusing, StringComparison.Ordinal);
+        var expected = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(typeof(StreamKeyException).FullName + "|" + refusing)))[..16];
+        Assert.Equal(expected, deadLetter.Fingerprint);
+        Assert.Equal(1L, await processor.QueryAsync<string, long>("per-product", "pq"));
+        await host.StopAsync();
+    }
+
+    /// <summary>
     /// One event failing in two branches with state of one topology: each branch's record is undone and dead-lettered on its
     /// own (distinct ids, each reason naming its operator), a branch that took the event keeps it, and a retry from the dead
     /// letters refuses each, so nothing (least of all the branch that succeeded) runs the event again.

@@ -28,7 +28,8 @@ internal sealed class StateCodec(Func<object, string> encode, Func<string, objec
     /// </summary>
     public static string Key<TKey>(TKey key, string operatorName) => KeyOrNull(key) ?? throw new StreamKeyException(
         $"'{operatorName}' cannot keep a key holding half of a surrogate pair (as when text is cut inside an emoji): its JSON would write it as U+FFFD, " +
-        $"so it would share the state of every key that differs from it only there ({(key is string s ? StreamName.Printable(s) : typeof(TKey).Name)}).");
+        $"so it would share the state of every key that differs from it only there ({(key is string s ? StreamName.Printable(s) : typeof(TKey).Name)}).",
+        operatorName);
 
     /// <summary>The state key of <paramref name="key"/> as <see cref="Key"/> makes it, or null when it is refused (no state holds it).</summary>
     public static string? KeyOrNull<TKey>(TKey key)

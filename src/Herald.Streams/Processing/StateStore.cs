@@ -107,7 +107,8 @@ internal sealed class StateStore(StoreSpec spec)
             var shown = key[..(char.IsHighSurrogate(key[39]) ? 39 : 40)]; // not cut inside a pair, which PostgreSQL could not store in the dead letter
             throw new StreamKeyException(string.Create(
                 CultureInfo.InvariantCulture,
-                $"'{spec.Operator}' cannot keep the key {shown}... in state store '{spec.Name}': it is {bytes} bytes long in UTF-8 (as JSON), and at most {MaxKeyBytes} are allowed (PostgreSQL's primary-key index cannot hold much longer ones), so no state store takes it. Group by a shorter key, such as a hash of the long one."));
+                $"'{spec.Operator}' cannot keep the key {shown}... in state store '{spec.Name}': it is {bytes} bytes long in UTF-8 (as JSON), and at most {MaxKeyBytes} are allowed (PostgreSQL's primary-key index cannot hold much longer ones), so no state store takes it. Group by a shorter key, such as a hash of the long one."),
+                spec.Operator);
         }
     }
 

@@ -154,7 +154,8 @@ public sealed partial class StreamProcessor
                 throw new StreamKeyException(
                     $"'{node.Name}' gets a record keyed {StateCodec.KeyOrNull(routed ?? "null") ?? "(with half of a surrogate pair)"}, but it came from a broker partition by the partition key '{key}': " +
                     "a transport source on a key-partitioned broker keeps state by broker partition, so a record may not change its key before state. " +
-                    "Publish with the key you group by (DeliveryOptions.PartitionKey).");
+                    "Publish with the key you group by (DeliveryOptions.PartitionKey).",
+                    node.Name);
             }
         }
     }

@@ -156,8 +156,8 @@ public sealed partial class StreamProcessor
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
                 {
-                    var where = task.Current?.Name ?? node?.Name ?? record.Node;
-                    var reason = ex is StreamKeyException ? ex.Message : $"'{where}' threw {ex.GetType().Name}: {ex.Message}";
+                    var where = StreamKeyException.Operator(ex, task.Current?.Name ?? node?.Name ?? record.Node);
+                    var reason = StreamKeyException.Reason(ex, where);
                     stage.DeadLetters.Add(CreateDeadLetter(RepartitionEvent(stage, from, json, record), ex, DeadLetterCause.NotRetryable, reason, where));
                 }
             }

@@ -767,7 +767,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             }
             catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
             {
-                refused = (ex, run.Router.Current?.Name ?? "a source");
+                refused = (ex, StreamKeyException.Operator(ex, run.Router.Current?.Name ?? "a source"));
             }
 
             streamTime = run.Router.StreamTime;
@@ -785,7 +785,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         {
             // Dead-lettered as a whole: what the router sent on before the failure is not processed, or a replay of the
             // dead letter would count it twice.
-            var reason = error is StreamKeyException ? error.Message : $"'{where}' threw {error.GetType().Name}: {error.Message}";
+            var reason = StreamKeyException.Reason(error, where);
             await Send(run, home, recorded.Position, DeadLetterWork(recorded, error, DeadLetterCause.NotRetryable, reason, where)).ConfigureAwait(false);
         }
     }
@@ -865,8 +865,8 @@ public sealed partial class StreamProcessor : IAsyncDisposable
             }
             catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
             {
-                var where = task.Current?.Name ?? node.Name;
-                var reason = ex is StreamKeyException ? ex.Message : $"'{where}' threw {ex.GetType().Name}: {ex.Message}";
+                var where = StreamKeyException.Operator(ex, task.Current?.Name ?? node.Name);
+                var reason = StreamKeyException.Reason(ex, where);
                 partition.DeadLetters.Add(CreateDeadLetter(work.Source!, ex, DeadLetterCause.NotRetryable, reason, where));
             }
         }
@@ -929,7 +929,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
                 Body = body,
             };
             var error = failure.Error;
-            var reason = (error is StreamKeyException ? error.Message : $"'{failure.Operator}' threw {error.GetType().Name}: {error.Message}") +
+            var reason = StreamKeyException.Reason(error, failure.Operator) +
                 $" (on what '{failure.Timer}' emitted when the watermark closed it)";
             deadLetters.Add(CreateDeadLetter(new RecordedEvent(stateName, 0, failure.Position, _time.GetUtcNow(), envelope), error, DeadLetterCause.NotRetryable, reason, failure.Operator));
         }

@@ -232,7 +232,7 @@ internal sealed class StreamTask
         }
         catch (Exception ex) when (ex is not OperationCanceledException and not StreamLookupException)
         {
-            _timerFailures.Add(new TimerFailure(Current?.Name ?? timer.Name, timer.Name, record.Key, record.Value, record.Time, Position, ex));
+            _timerFailures.Add(new TimerFailure(StreamKeyException.Operator(ex, Current?.Name ?? timer.Name), timer.Name, record.Key, record.Value, record.Time, Position, ex));
         }
     }
 

@@ -74,7 +74,7 @@ internal sealed class SelectKeyNode<TValue, TKey>(string name, Func<TValue, TKey
         var key = selector((TValue)record.Value!);
         if (key is null)
         {
-            throw new StreamKeyException($"The key selector of '{Name}' returned null for a {record.Value?.GetType().Name}; the record cannot be keyed.");
+            throw new StreamKeyException($"The key selector of '{Name}' returned null for a {record.Value?.GetType().Name}; the record cannot be keyed.", Name);
         }
 
         Forward(record with { Key = key }, task);
