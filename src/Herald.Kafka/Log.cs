@@ -76,4 +76,7 @@ internal static partial class Log
 
     [LoggerMessage(6029, LogLevel.Error, "Kafka refused a dead-letter copy for '{Topic}' as too large; it is dead-lettered without its body and {LeftOut}")]
     public static partial void DeadLetterHeadersLeftOut(ILogger logger, Exception exception, string topic, string leftOut);
+
+    [LoggerMessage(6030, LogLevel.Warning, "The final commit of '{Queue}' at stop failed ({Code}: {Reason}); the records handled since the last commit may be handled again by the partitions' next owner")]
+    public static partial void FinalCommitFailed(ILogger logger, string queue, ErrorCode code, string reason);
 }

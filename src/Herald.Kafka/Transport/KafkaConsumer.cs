@@ -85,6 +85,11 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
 
     // Set when the stop gave up on handlers that ignore their cancellation: the poll loop no longer waits for them.
     private volatile bool _abandoned;
+
+    // Poll thread only: set at the final commit of a stop, so a failure there (or of the revocation commit Close makes
+    // after it) is not logged as one a later commit carries; the second marks that it was logged.
+    private bool _finalCommit;
+    private bool _finalCommitFailureLogged;
     private int _inFlight;
     private bool _paused;
     private List<TopicPartition>? _assignedInPoll;
@@ -384,6 +389,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
             }
         }
 
+        _finalCommit = true;
         Commit(_partitions.Values.Select(p => p.ToCommit()));
         _consumer.Close();
     }
@@ -875,6 +881,15 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
             foreach (var offset in offsets)
             {
                 (_partitions.GetValueOrDefault(offset.TopicPartition) ?? _retired.LastOrDefault(p => p.Partition == offset.TopicPartition))?.MarkCommitted(offset.Offset.Value);
+            }
+        }
+        catch (KafkaException e) when (_finalCommit)
+        {
+            // No commit comes after it: the partitions' next owner handles these records again.
+            if (!_finalCommitFailureLogged)
+            {
+                _finalCommitFailureLogged = true;
+                Log.FinalCommitFailed(_logger, Queue, e.Error.Code, e.Error.Reason);
             }
         }
         catch (KafkaException e)
