@@ -9,7 +9,8 @@ internal static class LeaderElectionExtensions
     /// <summary>
     /// Runs <paramref name="work"/> only while this node leads <paramref name="resource"/>, until <paramref name="stoppingToken"/>
     /// fires: tries to acquire the lease every <paramref name="retryInterval"/>, runs the work with a token that is cancelled
-    /// when the lease is lost or the service stops, releases the lease when the work ends, and tries again after a loss. Work
+    /// when the lease is lost or the service stops, releases the lease when the work ends, and tries again
+    /// <paramref name="retryInterval"/> after a loss. Work
     /// that throws is logged and run again (after the lease is released and <paramref name="retryInterval"/> passed): only
     /// stopping ends the loop.
     /// </summary>
@@ -32,6 +33,7 @@ internal static class LeaderElectionExtensions
             }
 
             Exception? failure = null;
+            var lost = false;
             await using (lease.ConfigureAwait(false))
             {
                 Log.Leading(logger, resource);
@@ -55,12 +57,18 @@ internal static class LeaderElectionExtensions
                 if (failure is null && !lease.IsHeld && !stoppingToken.IsCancellationRequested)
                 {
                     Log.LeadershipLost(logger, resource, retryInterval);
+                    lost = true;
                 }
             }
 
             if (failure is not null)
             {
                 Log.LeadingWorkFailed(logger, failure, resource, retryInterval);
+            }
+
+            // As after a failed try: a backend that reports each lease lost right after granting it made the loop spin.
+            if (failure is not null || lost)
+            {
                 await Task.Delay(retryInterval, timeProvider, stoppingToken).ConfigureAwait(false);
             }
         }

@@ -1,6 +1,8 @@
+using System.Threading.Channels;
 using Herald.Conformance;
 using Herald.Persistence;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Tests.Persistence;
 
@@ -105,6 +107,71 @@ public sealed class LeaderElectionLoopTests
         Assert.False(loop.IsCompleted);
         await stopping.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => loop);
+    }
+
+    /// <summary>
+    /// A backend that reports each lease lost right after granting it: the loop waits the retry interval before it tries
+    /// again, as after a failed try. Regression: it tried again at once, so the loop spun (and logged 1021) without a pause.
+    /// </summary>
+    [Fact]
+    public async Task RunWhileLeading_WhenEachLeaseIsLostAsSoonAsGranted_WaitsTheRetryIntervalBeforeTryingAgain()
+    {
+        var election = new ScriptedElection { LoseOnGrant = true };
+        var clock = new TimerSignallingClock();
+        var interval = TimeSpan.FromSeconds(5);
+        using var stopping = new CancellationTokenSource();
+        var loop = Task.Run(() => election.RunWhileLeadingAsync(
+            "job",
+            token => Task.Delay(Timeout.Infinite, token),
+            interval,
+            clock,
+            NullLogger.Instance,
+            stopping.Token));
+        try
+        {
+            var first = Assert.IsType<ScriptedElection.Lease>(await election.NextTryAsync());
+
+            // Either the loop waits on the clock, or (spinning) it has tried again already.
+            var timer = clock.TimerCreated.ReadAsync().AsTask();
+            var again = election.Tries.WaitToReadAsync().AsTask();
+            Assert.True(await Task.WhenAny(timer, again).WaitAsync(Eventually.DefaultTimeout) == timer, "the loop tried again at once, without waiting on the clock");
+            Assert.Equal(interval, await timer);
+            Assert.True(first.Released);
+            Assert.False(election.Tries.TryPeek(out _), "the loop tried again before the retry interval passed");
+
+            clock.Advance(interval);
+            Assert.NotNull(await election.NextTryAsync());
+        }
+        finally
+        {
+            await stopping.CancelAsync();
+            try
+            {
+                await loop.WaitAsync(Eventually.DefaultTimeout);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+    }
+
+    /// <summary>A fake clock that reports each one-shot timer's delay once the timer exists, so a test advances it only then.</summary>
+    private sealed class TimerSignallingClock : FakeTimeProvider
+    {
+        private readonly Channel<TimeSpan> _created = Channel.CreateUnbounded<TimeSpan>();
+
+        public ChannelReader<TimeSpan> TimerCreated => _created.Reader;
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = base.CreateTimer(callback, state, dueTime, period);
+            if (period == Timeout.InfiniteTimeSpan)
+            {
+                _created.Writer.TryWrite(dueTime);
+            }
+
+            return timer;
+        }
     }
 
     /// <summary>One contender's loop, with work that signals its start and runs until its token fires.</summary>

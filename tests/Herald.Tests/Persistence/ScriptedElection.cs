@@ -17,6 +17,9 @@ internal sealed class ScriptedElection : ILeaderElection
     /// <summary>When set, the next try throws it (the engine is unreachable).</summary>
     public Exception? FailNext { get; set; }
 
+    /// <summary>When set, every lease granted is lost at once (a backend that reports the lease gone right after granting it).</summary>
+    public bool LoseOnGrant { get; set; }
+
     /// <summary>Each try's outcome, in order: the lease granted, or null.</summary>
     public ChannelReader<Lease?> Tries => _tries.Reader;
 
@@ -31,6 +34,11 @@ internal sealed class ScriptedElection : ILeaderElection
 
         var inner = await Inner.TryAcquireAsync(resource, cancellationToken);
         var lease = inner is null ? null : new Lease(inner);
+        if (LoseOnGrant)
+        {
+            lease?.Lose();
+        }
+
         _tries.Writer.TryWrite(lease);
         return lease;
     }
