@@ -23,7 +23,8 @@ public sealed class RedisOptions
     public IConnectionMultiplexer? ConnectionMultiplexer { get; set; }
 
     /// <summary>
-    /// Put before every key Herald writes, so several applications can share one database. Default under a host
+    /// Put before every key Herald writes, so several applications can share one database; it may not hold '{' or '}' (a
+    /// Redis Cluster hash tag). Default under a host
     /// <c>"herald:{IHostEnvironment.ApplicationName}:"</c>, so the instances of one application share their keys and other
     /// applications do not see them (set one prefix where differently named programs must share keys); <c>"herald:"</c> without one.
     /// </summary>
@@ -61,6 +62,15 @@ public sealed class RedisOptions
         if (options.KeyPrefix is null)
         {
             problems.Add(nameof(KeyPrefix), "must not be null; use \"\" for no prefix.");
+        }
+        else if (options.KeyPrefix.AsSpan().IndexOfAny('{', '}') >= 0)
+        {
+            // "{}" leaves the inbox's "{inbox}" tag without effect, so the keys one script writes fall in different slots
+            // (CROSSSLOT); "{x}" puts every key in one slot.
+            problems.Add(
+                nameof(KeyPrefix),
+                $"\"{options.KeyPrefix}\" holds a brace, which makes a Redis Cluster hash tag of every key (or cancels Herald's own, \"{{inbox}}\"), " +
+                "so keys that must share a slot would not, or every key would crowd into one; use a prefix without '{' and '}'.");
         }
 
         problems.NotNegative(nameof(ExpiryGrace), options.ExpiryGrace);

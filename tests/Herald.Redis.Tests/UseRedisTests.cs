@@ -104,6 +104,25 @@ public sealed class UseRedisTests(RedisFixture redis) : IClassFixture<RedisFixtu
         Assert.Contains("ExpiryGrace", failure.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// A brace in the key prefix makes (or unmakes) a Redis Cluster hash tag in every key: "x{}:" left the inbox's
+    /// "{inbox}" tag without effect, so a mark and the expiry index it is written with in one script fell in different
+    /// slots (CROSSSLOT on a cluster: slots 145 and 320), and "{t}:" put every idempotency key in one slot.
+    /// </summary>
+    [Theory]
+    [InlineData("app{}:")]
+    [InlineData("{tenant}:")]
+    [InlineData("app{:")]
+    [InlineData("app}:")]
+    public async Task AKeyPrefixHoldingABrace_FailsTheStart_NamingTheHashTagItWouldMake(string prefix)
+    {
+        using var host = TestHost.CreateBuilder(h => h.UseRedis(RedisFixture.Configuration, o => o.KeyPrefix = prefix)).Build();
+
+        var failure = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+
+        Assert.Contains(failure.Failures, f => f.Contains("KeyPrefix", StringComparison.Ordinal) && f.Contains("hash tag", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task AnExistingMultiplexer_IsSharedAndNotDisposedWithTheHost()
     {
