@@ -96,7 +96,16 @@ public static class HeraldServiceCollectionExtensions
         services.TryAddSingleton<IOutboxStore>(_ => new InMemoryOutboxStore());
         services.TryAddSingleton<IIdempotencyStore>(sp => new InMemoryIdempotencyStore(sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton<ISagaStore>(sp => new InMemorySagaStore(sp.GetRequiredService<TimeProvider>()));
-        services.TryAddSingleton<SagaOrchestrator>();
+        services.TryAddSingleton(sp => new SagaOrchestrator(
+            sp.GetRequiredService<ISagaStore>(),
+            sp.GetRequiredService<UnitOfWorkRunner>(),
+            sp.GetService<TimeProvider>(),
+            sp.GetService<ILogger<SagaOrchestrator>>())
+        {
+            // As the resume sweep decides: with a shared store another node takes over an instance StaleAfter without a
+            // save, so a running step renews it; in memory nothing else runs it, and no renewal is needed.
+            StaleAfter = sp.GetRequiredService<ILeaderElection>() is InProcessLeaderElection ? null : sp.GetRequiredService<IOptions<SagaOptions>>().Value.StaleAfter,
+        });
         services.TryAddSingleton<SagaTimeouts>();
         services.TryAddSingleton<IReadModelStore>(_ => new InMemoryReadModelStore());
         services.TryAddSingleton<ReadModels>();

@@ -30,6 +30,15 @@ internal static partial class Log
     [LoggerMessage(1314, LogLevel.Information, "Saga {Saga} instance {SagaId} was moved on by another runner; this one stops")]
     public static partial void SagaTakenOver(ILogger logger, Exception exception, string saga, string sagaId);
 
+    [LoggerMessage(1315, LogLevel.Warning, "Saga {Saga} instance {SagaId} was taken over by another runner while this one ran its step (a renewal of its freshness found it saved since): the step is cancelled and its outcome not committed")]
+    public static partial void SagaLeaseLost(ILogger logger, string saga, string sagaId);
+
+    [LoggerMessage(1316, LogLevel.Warning, "Renewing the freshness of saga {Saga} instance {SagaId} while its step runs failed; trying again soon")]
+    public static partial void SagaLeaseRenewalFailed(ILogger logger, Exception exception, string saga, string sagaId);
+
+    [LoggerMessage(1317, LogLevel.Warning, "Saga {Saga} instance {SagaId} went without a save for {StaleAfter} while its step ran, its renewals failing (the store could not be reached): another node's sweep may take it over, so the step is cancelled and its outcome not committed")]
+    public static partial void SagaLeaseRanOut(ILogger logger, string saga, string sagaId, TimeSpan staleAfter);
+
     [LoggerMessage(1320, LogLevel.Error, "Resuming saga {Saga} instance {SagaId} failed; it stays unfinished until the next sweep")]
     public static partial void SagaResumeFailed(ILogger logger, Exception exception, string saga, string sagaId);
 

@@ -43,6 +43,13 @@ public sealed class SagaOrchestrator
     /// <summary>The host's runner of instances started in a unit of work; set when the host builds it (<c>AddSaga</c>).</summary>
     internal SagaRunQueue? Queue { get; set; }
 
+    /// <summary>
+    /// With a store several processes share, <see cref="SagaOptions.StaleAfter"/>: how long an instance may go without a
+    /// save before another node's sweep takes it over, so a running step renews it within that (<see cref="SagaLease"/>).
+    /// Null with a single-process store, whose sweep never takes over an instance this process runs.
+    /// </summary>
+    internal TimeSpan? StaleAfter { get; init; }
+
     /// <summary>The runs under way in this process, for the test harness's idleness.</summary>
     internal SagaActivity Activity { get; } = new();
 
@@ -215,10 +222,10 @@ public sealed class SagaOrchestrator
 
                 var step = definition.Steps[index];
                 instance = instance with { CurrentStep = index };
-                var (next, failure) = await RunStepAsync(definition, instance, step, compensation: false, cancellationToken).ConfigureAwait(false);
+                // On a failure too, the instance as stored now: the step's renewals moved its version on.
+                (instance, var failure) = await RunStepAsync(definition, instance, step, compensation: false, cancellationToken).ConfigureAwait(false);
                 if (failure is null)
                 {
-                    instance = next!;
                     continue;
                 }
 
@@ -247,14 +254,12 @@ public sealed class SagaOrchestrator
                 }
 
                 var step = definition.Steps[index];
-                var (next, failure) = await RunStepAsync(definition, instance, step, compensation: true, cancellationToken).ConfigureAwait(false);
+                (instance, var failure) = await RunStepAsync(definition, instance, step, compensation: true, cancellationToken).ConfigureAwait(false);
                 if (failure is not null)
                 {
                     Log.SagaCompensationFailed(_logger, failure, definition.Name, instance.Id, step.Name);
                     return await ParkAsync(instance, $"{Cause(instance.Error)}{CompensationFailed}{step.Name}' failed: {Describe(failure)}", cancellationToken).ConfigureAwait(false);
                 }
-
-                instance = next!;
             }
 
             if (instance.Status == SagaStatus.Compensating)
@@ -265,20 +270,47 @@ public sealed class SagaOrchestrator
             Log.SagaEnded(_logger, definition.Name, instance.Id, instance.Status);
             return instance;
         }
-        catch (SagaConcurrencyException conflict)
+        catch (Exception conflict) when (conflict is SagaConcurrencyException or LeaseLostException)
         {
-            // Someone else moved the instance on: it is theirs now.
+            // Someone else moved the instance on (or may now: its lease ran out while a step ran): it is theirs.
             Log.SagaTakenOver(_logger, conflict, definition.Name, instance.Id);
             return await _store.LoadAsync(definition.Name, instance.Id, CancellationToken.None).ConfigureAwait(false) ?? instance;
         }
     }
 
-    // Runs a step (or its compensation) with its retries. Returns the saved instance, or the failure once retries are spent.
-    private async Task<(SagaInstance? Next, Exception? Failure)> RunStepAsync<TData>(
+    // Runs a step (or its compensation) with its retries, renewing the instance's freshness meanwhile on a shared store.
+    // Returns the saved instance, or the instance as stored now (renewed) with the failure once retries are spent.
+    private async Task<(SagaInstance Next, Exception? Failure)> RunStepAsync<TData>(
         SagaDefinition<TData> definition,
         SagaInstance instance,
         SagaStep<TData> step,
         bool compensation,
+        CancellationToken cancellationToken)
+        where TData : class
+    {
+        var lease = StaleAfter is { } staleAfter ? new SagaLease(_store, instance, staleAfter, _timeProvider, _logger) : null;
+        (SagaInstance? Next, Exception? Failure) outcome;
+        try
+        {
+            outcome = await RunStepCoreAsync(definition, instance, step, compensation, lease, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (lease is not null)
+            {
+                await lease.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+
+        return (outcome.Next ?? lease?.Instance ?? instance, outcome.Failure);
+    }
+
+    private async Task<(SagaInstance? Next, Exception? Failure)> RunStepCoreAsync<TData>(
+        SagaDefinition<TData> definition,
+        SagaInstance instance,
+        SagaStep<TData> step,
+        bool compensation,
+        SagaLease? lease,
         CancellationToken cancellationToken)
         where TData : class
     {
@@ -289,12 +321,18 @@ public sealed class SagaOrchestrator
             Exception failure;
             try
             {
-                return (await RunOnceAsync(definition, instance, step, compensation, attempt, cancellationToken).ConfigureAwait(false), null);
+                return (await RunOnceAsync(definition, instance, step, compensation, attempt, lease, cancellationToken).ConfigureAwait(false), null);
             }
             catch (SagaConcurrencyException conflict) when (conflict.SagaType == definition.Name && conflict.Id == instance.Id)
             {
                 // This instance moved on under us: it is the other runner's now. A conflict on another saga's instance the
                 // step wrote (a child it starts, a timeout it cancels) is the step's failure, retried by its policy.
+                throw;
+            }
+            catch (Exception) when (lease?.IsLost == true)
+            {
+                // Its renewal found it taken (or it ran out): the step was cancelled, and is nobody's failure to retry.
+                await lease.StopAsync().ConfigureAwait(false);
                 throw;
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -325,12 +363,18 @@ public sealed class SagaOrchestrator
                     Log.SagaStepRetrying(_logger, failure, definition.Name, instance.Id, step.Name, compensation, attempt, decision.Delay);
                     // The timer first, then its time noted (for Herald.Testing's fake clock): noted first, a test could move the
                     // clock to that time before the timer existed, and the timer would then fire a delay later.
-                    var timer = Task.Delay(decision.Delay, _timeProvider, cancellationToken);
+                    // Renewed while it waits too: a back-off is as much this runner's as the step.
+                    var timer = Task.Delay(decision.Delay, _timeProvider, lease?.Start(cancellationToken) ?? cancellationToken);
                     var until = _timeProvider.GetUtcNow() + decision.Delay;
                     Activity.Waiting(until);
                     try
                     {
                         await timer.ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException) when (lease?.IsLost == true)
+                    {
+                        await lease.StopAsync().ConfigureAwait(false);
+                        throw;
                     }
                     finally
                     {
@@ -351,18 +395,26 @@ public sealed class SagaOrchestrator
         SagaStep<TData> step,
         bool compensation,
         int attempt,
+        SagaLease? lease,
         CancellationToken cancellationToken)
         where TData : class
     {
+        // The renewal's timer is scheduled here, before the step runs.
+        var leased = lease?.Start(cancellationToken);
         using var timeout = step.Timeout is { } limit ? new CancellationTokenSource(limit, _timeProvider) : null;
         using var linked = timeout is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
         var token = linked?.Token ?? cancellationToken;
+
+        // The step's token fires too when the instance is found taken; the commit's does not follow the lease, whose
+        // source is gone once renewals stop.
+        using var stepLinked = leased is { } held ? CancellationTokenSource.CreateLinkedTokenSource(token, held) : null;
+        var stepToken = stepLinked?.Token ?? token;
         try
         {
             return await _runner.RunAsync(
                 async (services, _) =>
                 {
-                    var context = new SagaStepContext<TData>(definition.Name, instance.Id, step.Name, compensation, attempt, SagaData.Read<TData>(instance), services, token);
+                    var context = new SagaStepContext<TData>(definition.Name, instance.Id, step.Name, compensation, attempt, SagaData.Read<TData>(instance), services, stepToken);
                     if (compensation)
                     {
                         // A step without a compensation has nothing to undo: its turn only records the progress, so the
@@ -377,9 +429,12 @@ public sealed class SagaOrchestrator
                         await step.Execute(context).ConfigureAwait(false);
                     }
 
-                    var next = compensation ? Compensated(definition, instance, context.Data) : Completed(definition, instance, step, context.Data);
+                    // Renewals stop before the save is enlisted, which then names the version they left: this runner's own
+                    // renewals never make its commit conflict, and one that found the instance taken refuses it here.
+                    var current = lease is null ? instance : await lease.StopAsync().ConfigureAwait(false);
+                    var next = compensation ? Compensated(definition, current, context.Data) : Completed(definition, current, step, context.Data);
                     await _store.SaveAsync(next, services.GetRequiredService<IUnitOfWork>(), token).ConfigureAwait(false);
-                    return next with { Version = instance.Version + 1 };
+                    return next with { Version = current.Version + 1 };
                 },
                 metadata: null,
                 token).ConfigureAwait(false);

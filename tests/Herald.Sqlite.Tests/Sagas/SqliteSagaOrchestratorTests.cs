@@ -34,7 +34,7 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         return ValueTask.CompletedTask;
     };
 
-    private async Task<IHost> StartAsync(Action<HeraldBuilder> configure, TimeProvider? time = null)
+    private async Task<IHost> StartAsync(Action<HeraldBuilder> configure, TimeProvider? time = null, GatedSagaStore? gated = null)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
@@ -47,6 +47,14 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         if (time is not null)
         {
             builder.Services.AddSingleton<TimeProvider>(time);
+        }
+
+        if (gated is not null)
+        {
+            // The host's own store, with its direct saves (the owner's renewals) held or failed on demand.
+            var inner = builder.Services.Last(d => d.ServiceType == typeof(ISagaStore));
+            builder.Services.Add(ServiceDescriptor.Singleton<ISagaStore>(sp => gated.Wrap(
+                inner.ImplementationInstance as ISagaStore ?? (ISagaStore?)inner.ImplementationFactory?.Invoke(sp) ?? (ISagaStore)ActivatorUtilities.CreateInstance(sp, inner.ImplementationType!))));
         }
 
         var host = builder.Build();
@@ -114,6 +122,165 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         Assert.Equal(1, runs);
         Assert.Equal(SagaStatus.Completed, ended!.Status);
         Assert.Equal(["charge", "ship"], SagaData.Read<Order>(ended).Done);
+    }
+
+    [Fact]
+    public async Task AnOwnerWhoseStepOutlastsStaleAfter_KeepsItsInstance_AndASweepElsewhereDoesNotRunTheStep()
+    {
+        // The owner's step (a call to a slow payment service) ran longer than StaleAfter without a save: the sweep on the
+        // other node took the live instance for stale, claimed it and ran the step a second time beside the owner.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 7, 8, 0, 0, TimeSpan.Zero));
+        var runs = 0;
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var definition = SlowCharge("sqlite-slow", () =>
+        {
+            Interlocked.Increment(ref runs);
+            started.TrySetResult();
+        }, release.Task);
+        void Configure(HeraldBuilder h) => h.AddSaga(definition).ConfigureSagas(o =>
+        {
+            o.StaleAfter = TimeSpan.FromMinutes(1);
+            o.ResumeInterval = TimeSpan.FromHours(1);
+        });
+        using var owner = await StartAsync(Configure, time);
+        using var other = await StartAsync(Configure, time);
+        var store = other.Services.GetRequiredService<ISagaStore>();
+        var run = owner.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "order-3", new Order());
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // The renewal's timer is scheduled before the step runs. Each step of the clock waits for the instance to be
+        // fresh (renewed within half of StaleAfter), so the sweep below sees what the owner saved.
+        var allFresh = true;
+        for (var i = 0; i < 8; i++)
+        {
+            time.Advance(TimeSpan.FromSeconds(10));
+            allFresh &= await FreshAsync(store, "sqlite-slow", "order-3", time, TimeSpan.FromSeconds(30));
+        }
+
+        var sweep = Sweep(other).SweepAsync(CancellationToken.None);
+        await Eventually.UntilAsync(() => Volatile.Read(ref runs) == 2 || sweep.IsCompleted, "the sweep runs the step again, or is done");
+        var runsWhileBlocked = Volatile.Read(ref runs);
+        release.SetResult();
+        var ended = await run;
+        var resumed = await sweep;
+        var stored = await store.LoadAsync("sqlite-slow", "order-3");
+        await owner.StopAsync();
+        await other.StopAsync();
+
+        Assert.Equal(1, runsWhileBlocked);
+        Assert.Equal(0, resumed);
+        Assert.True(allFresh);
+        Assert.Equal(SagaStatus.Completed, ended.Status);
+        Assert.Equal(SagaStatus.Completed, stored!.Status);
+        Assert.Equal(["charge", "ship"], SagaData.Read<Order>(stored).Done);
+    }
+
+    [Fact]
+    public async Task AnOwnerWhoseRenewalsWereHeldUntilASweepTookItsInstance_HasItsStepCancelled_AndCommitsNothing()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 7, 8, 0, 0, TimeSpan.Zero));
+        var runs = 0;
+        var ownerStarted = new TaskCompletionSource<CancellationToken>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var definition = SlowCharge("sqlite-taken", () => Interlocked.Increment(ref runs), release.Task, ownerStarted);
+        void Configure(HeraldBuilder h) => h.AddSaga(definition).ConfigureSagas(o =>
+        {
+            o.StaleAfter = TimeSpan.FromMinutes(1);
+            o.ResumeInterval = TimeSpan.FromHours(1);
+        });
+        var gated = new GatedSagaStore();
+        using var owner = await StartAsync(Configure, time, gated);
+        using var other = await StartAsync(Configure, time);
+        var store = other.Services.GetRequiredService<ISagaStore>();
+        var run = owner.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "order-4", new Order());
+        var ownerToken = await ownerStarted.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // The owner cannot reach the store for a while: its renewal hangs, and the instance goes stale.
+        var held = gated.Hold();
+        for (var i = 0; i < 8; i++)
+        {
+            time.Advance(TimeSpan.FromSeconds(10));
+        }
+
+        var sweep = Sweep(other).SweepAsync(CancellationToken.None);
+        await Eventually.UntilAsync(() => Volatile.Read(ref runs) == 2, "the sweep runs the step of the stale instance");
+        Assert.False(ownerToken.IsCancellationRequested);
+        held.SetResult();
+        await Eventually.UntilAsync(() => ownerToken.IsCancellationRequested, "the owner's step is cancelled once its renewal finds the instance taken");
+        var ownerEnded = await run;
+        release.SetResult();
+        var resumed = await sweep;
+        var stored = await store.LoadAsync("sqlite-taken", "order-4");
+        await owner.StopAsync();
+        await other.StopAsync();
+
+        Assert.Equal(1, resumed);
+        Assert.Equal(2, runs);
+        Assert.Equal(SagaStatus.Completed, stored!.Status);
+        Assert.Equal(["charge", "ship"], SagaData.Read<Order>(stored).Done);
+        Assert.NotEqual(SagaStatus.Failed, ownerEnded.Status);
+    }
+
+    // A saga whose first step runs `ran`, hands its token to `first` (the first run only), and waits for `release`.
+    private static SagaDefinition<Order> SlowCharge(string name, Action ran, Task release, TaskCompletionSource<CancellationToken>? first = null) =>
+        SagaDefinition.Create<Order>(name, s => s
+            .Step("charge", async c =>
+            {
+                ran();
+                first?.TrySetResult(c.CancellationToken);
+                await release.WaitAsync(c.CancellationToken);
+                c.Data.Done.Add("charge");
+            }, retry: NoRetries)
+            .Step("ship", Act("ship"), retry: NoRetries));
+
+    // Polls until the instance was saved within `within` of the clock's now; false when it is not by the deadline.
+    private static async Task<bool> FreshAsync(ISagaStore store, string saga, string id, FakeTimeProvider time, TimeSpan within)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while ((await store.LoadAsync(saga, id))!.UpdatedAt < time.GetUtcNow() - within)
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                return false;
+            }
+
+            await Task.Delay(10);
+        }
+
+        return true;
+    }
+
+    // A host's saga store whose direct saves wait while held (the node cannot reach the store).
+    public sealed class GatedSagaStore
+    {
+        private volatile Task _gate = Task.CompletedTask;
+
+        public TaskCompletionSource Hold()
+        {
+            var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _gate = held.Task;
+            return held;
+        }
+
+        public ISagaStore Wrap(ISagaStore inner) => new Gated(inner, this);
+
+        private sealed class Gated(ISagaStore inner, GatedSagaStore gated) : ISagaStore
+        {
+            public ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default) => inner.LoadAsync(sagaType, id, cancellationToken);
+
+            public async ValueTask<long> SaveAsync(SagaInstance instance, CancellationToken cancellationToken = default)
+            {
+                await gated._gate.WaitAsync(cancellationToken);
+                return await inner.SaveAsync(instance, cancellationToken);
+            }
+
+            public ValueTask SaveAsync(SagaInstance instance, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) => inner.SaveAsync(instance, unitOfWork, cancellationToken);
+
+            public ValueTask<IReadOnlyList<SagaInstance>> ListAsync(SagaQuery query, CancellationToken cancellationToken = default) => inner.ListAsync(query, cancellationToken);
+
+            public ValueTask<bool> DeleteAsync(string sagaType, string id, long version, CancellationToken cancellationToken = default) => inner.DeleteAsync(sagaType, id, version, cancellationToken);
+        }
     }
 
     private static SagaResumeService Sweep(IHost host) =>
