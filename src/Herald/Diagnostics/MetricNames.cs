@@ -40,8 +40,8 @@ public static class MetricNames
     public const string OutboxPending = "herald.outbox.pending";
 
     /// <summary>
-    /// Counter of leases lost while their work ran (tag <see cref="LeaseKindTag"/>): a queue lease, an idempotency lock or a
-    /// pending inbox mark another holder took; the work is cancelled and its completion refused.
+    /// Counter of leases lost while their work ran (tag <see cref="LeaseKindTag"/>): a queue lease, an idempotency lock, a
+    /// pending inbox mark or a running saga instance another holder took; the work is cancelled and its completion refused.
     /// </summary>
     public const string LeasesLost = "herald.leases.lost";
 
@@ -69,7 +69,7 @@ public static class MetricNames
     /// <summary>Tag: immediate, delayed or conflict, on <see cref="MessagesRetried"/>.</summary>
     public const string RetryKindTag = "herald.retry.kind";
 
-    /// <summary>Tag: what kind of lease was lost, on <see cref="LeasesLost"/>: queue, idempotency_lock or inbox_mark.</summary>
+    /// <summary>Tag: what kind of lease was lost, on <see cref="LeasesLost"/>: queue, idempotency_lock, inbox_mark or saga_instance.</summary>
     public const string LeaseKindTag = "herald.lease.kind";
 
     /// <summary>Tag: the queue or topic a message was sent to (OpenTelemetry messaging convention).</summary>

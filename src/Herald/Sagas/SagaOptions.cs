@@ -8,7 +8,8 @@ public sealed class SagaOptions
 
     /// <summary>
     /// With a store several processes may share (SQLite, PostgreSQL), how long an unfinished instance must go without a save
-    /// before a sweep takes it over: longer than your slowest step, so a live runner is not raced. Default 2 minutes.
+    /// before a sweep takes it over; a runner renews its instance every third of it while a step runs, so a live runner is not
+    /// raced however long the step takes. Default 2 minutes.
     /// The in-memory stores, which serve one process, resume every instance this process does not run, at once. Without an
     /// outbox, it is also how long past its due time a state machine's timeout may still be held before the sweep sends it again.
     /// </summary>

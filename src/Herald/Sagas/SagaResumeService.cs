@@ -40,8 +40,10 @@ internal sealed record SagaStateMachineRegistration(string SagaName);
 /// right now, so only instances without a save for <see cref="SagaOptions.StaleAfter"/> are taken over. Each is claimed
 /// first, by a save of the version listed: a sweep that finds the instance moved on since it listed it (a runner saved
 /// progress, another sweep claimed it) leaves it, so two sweeps racing never both run its step; the claim also stamps
-/// the instance as saved now, so no other sweep takes it for stale while the step runs. A runner that was merely slow (a
-/// step longer than StaleAfter) is still raced: the version check at its step's commit leaves the instance to the sweep.
+/// the instance as saved now, so no other sweep takes it for stale while the step runs. A live runner is not taken for
+/// stale however long its step runs: it renews the instance every third of StaleAfter while a step runs (see
+/// <see cref="SagaLease"/>). Only a runner whose renewals failed for StaleAfter is raced: its step is cancelled, and the
+/// version check at its commit leaves the instance to the sweep.
 /// </remarks>
 /// <para>
 /// Without an outbox a state machine's timeout leaves once its transition has committed, so a crash (or a send failure)

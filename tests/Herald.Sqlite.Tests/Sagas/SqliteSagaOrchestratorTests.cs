@@ -98,13 +98,9 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
                 c.Data.Done.Add("charge");
             }, retry: NoRetries)
             .Step("ship", Act("ship"), retry: NoRetries));
-        void Configure(HeraldBuilder h) => h.AddSaga(definition).ConfigureSagas(o =>
-        {
-            o.StaleAfter = TimeSpan.FromMinutes(1);
-            o.ResumeInterval = TimeSpan.FromHours(1);
-        });
-        using var first = await StartAsync(Configure, time);
-        using var second = await StartAsync(Configure, time);
+        var configure = StaleAfterAMinute(definition);
+        using var first = await StartAsync(configure, time);
+        using var second = await StartAsync(configure, time);
         var store = first.Services.GetRequiredService<ISagaStore>();
         await store.SaveAsync(new SagaInstance { SagaType = "sqlite-race", Id = "order-2", Status = SagaStatus.Running, State = "charge", Data = "{}"u8.ToArray() });
         time.Advance(TimeSpan.FromMinutes(2));
@@ -138,13 +134,9 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
             Interlocked.Increment(ref runs);
             started.TrySetResult();
         }, release.Task);
-        void Configure(HeraldBuilder h) => h.AddSaga(definition).ConfigureSagas(o =>
-        {
-            o.StaleAfter = TimeSpan.FromMinutes(1);
-            o.ResumeInterval = TimeSpan.FromHours(1);
-        });
-        using var owner = await StartAsync(Configure, time);
-        using var other = await StartAsync(Configure, time);
+        var configure = StaleAfterAMinute(definition);
+        using var owner = await StartAsync(configure, time);
+        using var other = await StartAsync(configure, time);
         var store = other.Services.GetRequiredService<ISagaStore>();
         var run = owner.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "order-3", new Order());
         await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
@@ -184,14 +176,10 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         var ownerStarted = new TaskCompletionSource<CancellationToken>(TaskCreationOptions.RunContinuationsAsynchronously);
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var definition = SlowCharge("sqlite-taken", () => Interlocked.Increment(ref runs), release.Task, ownerStarted);
-        void Configure(HeraldBuilder h) => h.AddSaga(definition).ConfigureSagas(o =>
-        {
-            o.StaleAfter = TimeSpan.FromMinutes(1);
-            o.ResumeInterval = TimeSpan.FromHours(1);
-        });
+        var configure = StaleAfterAMinute(definition);
         var gated = new GatedSagaStore();
-        using var owner = await StartAsync(Configure, time, gated);
-        using var other = await StartAsync(Configure, time);
+        using var owner = await StartAsync(configure, time, gated);
+        using var other = await StartAsync(configure, time);
         var store = other.Services.GetRequiredService<ISagaStore>();
         var run = owner.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "order-4", new Order());
         var ownerToken = await ownerStarted.Task.WaitAsync(TimeSpan.FromSeconds(30));
@@ -222,6 +210,58 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         Assert.NotEqual(SagaStatus.Failed, ownerEnded.Status);
     }
 
+    [Fact]
+    public async Task AnOwnerWhoseRenewalsFailUntilStaleAfterRanOut_HasItsStepCancelled_AndASweepTakesTheInstanceOver()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 7, 8, 0, 0, TimeSpan.Zero));
+        var runs = 0;
+        var ownerStarted = new TaskCompletionSource<CancellationToken>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var definition = SlowCharge("sqlite-ran-out", () => Interlocked.Increment(ref runs), release.Task, ownerStarted);
+        var configure = StaleAfterAMinute(definition);
+        var gated = new GatedSagaStore();
+        using var owner = await StartAsync(configure, time, gated);
+        using var other = await StartAsync(configure, time);
+        var store = other.Services.GetRequiredService<ISagaStore>();
+        var run = owner.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "order-5", new Order());
+        var ownerToken = await ownerStarted.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // Each renewal fails at once (the store cannot be reached), and is tried again on the clock's timer.
+        gated.Fail();
+        for (var i = 0; i < 5; i++)
+        {
+            time.Advance(TimeSpan.FromSeconds(10));
+        }
+
+        Assert.False(ownerToken.IsCancellationRequested);
+        for (var i = 0; i < 3; i++)
+        {
+            time.Advance(TimeSpan.FromSeconds(5));
+        }
+
+        await Eventually.UntilAsync(() => ownerToken.IsCancellationRequested, "the owner's step is cancelled once its instance went StaleAfter without a save");
+        var ownerEnded = await run;
+        var sweep = Sweep(other).SweepAsync(CancellationToken.None);
+        await Eventually.UntilAsync(() => Volatile.Read(ref runs) == 2, "the sweep runs the step of the stale instance");
+        release.SetResult();
+        var resumed = await sweep;
+        var stored = await store.LoadAsync("sqlite-ran-out", "order-5");
+        await owner.StopAsync();
+        await other.StopAsync();
+
+        Assert.Equal(SagaStatus.Running, ownerEnded.Status);
+        Assert.Equal(1, resumed);
+        Assert.Equal(SagaStatus.Completed, stored!.Status);
+        Assert.Equal(["charge", "ship"], SagaData.Read<Order>(stored).Done);
+    }
+
+    // Hosts of the saga whose instances go stale after a minute, swept only when a test says.
+    private static Action<HeraldBuilder> StaleAfterAMinute(SagaDefinition<Order> definition) => h => h.AddSaga(definition).ConfigureSagas(o =>
+    {
+        o.StaleAfter = TimeSpan.FromMinutes(1);
+        o.ResumeInterval = TimeSpan.FromHours(1);
+    });
+
     // A saga whose first step runs `ran`, hands its token to `first` (the first run only), and waits for `release`.
     private static SagaDefinition<Order> SlowCharge(string name, Action ran, Task release, TaskCompletionSource<CancellationToken>? first = null) =>
         SagaDefinition.Create<Order>(name, s => s
@@ -251,10 +291,13 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         return true;
     }
 
-    // A host's saga store whose direct saves wait while held (the node cannot reach the store).
+    // A host's saga store whose direct saves wait while held, or fail (the node cannot reach the store).
     public sealed class GatedSagaStore
     {
         private volatile Task _gate = Task.CompletedTask;
+        private volatile bool _failing;
+
+        public void Fail() => _failing = true;
 
         public TaskCompletionSource Hold()
         {
@@ -271,6 +314,11 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
 
             public async ValueTask<long> SaveAsync(SagaInstance instance, CancellationToken cancellationToken = default)
             {
+                if (gated._failing)
+                {
+                    throw new IOException("The store cannot be reached.");
+                }
+
                 await gated._gate.WaitAsync(cancellationToken);
                 return await inner.SaveAsync(instance, cancellationToken);
             }
