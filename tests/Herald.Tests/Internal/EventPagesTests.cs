@@ -136,6 +136,39 @@ public sealed class EventPagesTests
     }
 
     [Fact]
+    public async Task AfterACutPage_TheNextAsksForAsManyEventsAsItHeld_AndFullPagesGrowBackToThePageSize()
+    {
+        // Three events of a third of the budget, then small ones. A server sends every row a query asks for, so after a cut
+        // page the next one must not ask for the whole page size again.
+        var large = new byte[(EventPages.MaxPageBytes / 3) + 1];
+        var asked = new List<(long After, int Limit)>();
+
+        var read = await Positions(EventPages.ReadAllAsync(
+            0,
+            int.MaxValue,
+            10,
+            (after, limit, _) =>
+            {
+                asked.Add((after, limit));
+                var page = new List<RecordedEvent>();
+                var bytes = 0L;
+                for (var p = after + 1; p <= 20 && page.Count < limit; p++)
+                {
+                    if (EventPages.AddToPage(page, Event("s-1", p, p, p <= 3 ? large : null), ref bytes))
+                    {
+                        break;
+                    }
+                }
+
+                return ValueTask.FromResult<IReadOnlyList<RecordedEvent>>(page);
+            },
+            default));
+
+        Assert.Equal(Enumerable.Range(1, 20).Select(p => (long)p), read);
+        Assert.Equal([(0L, 10), (3L, 3), (6L, 6), (12L, 10)], asked);
+    }
+
+    [Fact]
     public void APage_AlwaysTakesItsFirstEvent_HoweverLarge()
     {
         var page = new List<RecordedEvent>();

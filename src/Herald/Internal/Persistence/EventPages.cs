@@ -71,8 +71,8 @@ public static class EventPages
     }
 
     // The arguments are checked on the first MoveNextAsync, as a store's own iterator would. Both reads stop after maxCount
-    // events, at a short page (unless its bodies reached the byte budget, where the store cut it), or when the cursor falls
-    // below 1 (a backward stream read that passed version 1; positions never do).
+    // events, at a page that ends the read (EndsRead), or when the cursor falls below 1 (a backward stream read that passed
+    // version 1; positions never do). After a page cut at the byte budget the next asks for fewer events (NextPageLimit).
     private static async IAsyncEnumerable<RecordedEvent> ReadPagesAsync(
         Action validate,
         long cursor,
@@ -84,9 +84,10 @@ public static class EventPages
     {
         validate();
         var remaining = maxCount;
+        var pageLimit = pageSize;
         while (remaining > 0)
         {
-            var limit = Math.Min(remaining, pageSize);
+            var limit = Math.Min(remaining, pageLimit);
             var page = await readPage(cursor, limit, cancellationToken).ConfigureAwait(false);
             foreach (var recorded in page)
             {
@@ -94,11 +95,12 @@ public static class EventPages
             }
 
             remaining -= page.Count;
-            if (page.Count == 0 || (page.Count < limit && !CutByBytes(page)))
+            if (EndsRead(page, limit))
             {
                 yield break;
             }
 
+            pageLimit = NextPageLimit(page, limit, pageSize);
             cursor = nextCursor(page[^1]);
             if (cursor < 1)
             {
@@ -107,8 +109,33 @@ public static class EventPages
         }
     }
 
+    /// <summary>
+    /// Whether a page asked for with <paramref name="limit"/> ends the read: it is empty, or shorter than its limit without
+    /// having been cut at the byte budget (see <see cref="AddToPage"/>). A page that ended by itself with that many bytes
+    /// costs one more (empty) query.
+    /// </summary>
+    public static bool EndsRead(IReadOnlyList<RecordedEvent> page, int limit)
+    {
+        ArgumentNullException.ThrowIfNull(page);
+        return page.Count == 0 || (page.Count < limit && !CutByBytes(page));
+    }
+
+    /// <summary>
+    /// The limit to ask the page after <paramref name="page"/> for (a page that did not end the read, asked for with
+    /// <paramref name="limit"/>), at most <paramref name="pageSize"/>. After a page cut at the byte budget, as many events as
+    /// it held: a server sends the rows a query returns past the cut, which the store reads past and drops, so a read of large
+    /// events asks for a few at a time rather than thousands. After a full page, twice its limit, so the pages grow back once
+    /// the events are small again.
+    /// </summary>
+    public static int NextPageLimit(IReadOnlyList<RecordedEvent> page, int limit, int pageSize)
+    {
+        ArgumentNullException.ThrowIfNull(page);
+        var next = CutByBytes(page) ? page.Count : limit > pageSize / 2 ? pageSize : limit * 2;
+        return Math.Clamp(next, 1, pageSize);
+    }
+
     // Whether the store stopped the page at the byte budget (see AddToPage), rather than at the end of what there is to
-    // read. A page that ended by itself with that many bytes costs one more (empty) query.
+    // read.
     private static bool CutByBytes(IReadOnlyList<RecordedEvent> page)
     {
         var bytes = 0L;
