@@ -48,7 +48,10 @@ public sealed class PostgresStoreOptions : IPostgresOptions<PostgresStoreOptions
     /// </summary>
     internal TimeSpan AppendNotifyInterval { get; set; } = TimeSpan.FromMilliseconds(2);
 
-    /// <summary>How many events one query of a read fetches.</summary>
+    /// <summary>
+    /// How many events one query of a read fetches at most; a page also ends once its bodies reach 4 MiB, and the page after
+    /// such a one asks for as many events as it held (docs/postgres.md, Positions).
+    /// </summary>
     public int ReadPageSize { get; set; } = 8000;
 
     /// <summary>

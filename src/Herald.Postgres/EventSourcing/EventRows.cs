@@ -9,6 +9,22 @@ namespace Herald.Postgres.EventSourcing;
 internal static class EventRows
 {
     /// <summary>
+    /// The events of a read page's query from the row <paramref name="reader"/> is on, in its order, up to a row without an
+    /// event (the empty page of a <c>$all</c> join) or until their bodies reach the page's byte budget
+    /// (<see cref="EventPages.AddToPage"/>). Rows past that are left to the reader's disposal, which reads past them.
+    /// </summary>
+    public static async Task<List<RecordedEvent>> ReadPageAsync(NpgsqlDataReader reader, int first, int limit, CancellationToken cancellationToken)
+    {
+        var page = new List<RecordedEvent>(Math.Min(limit, 256));
+        var bytes = 0L;
+        while (!reader.IsDBNull(first) && !EventPages.AddToPage(page, Read(reader, first), ref bytes) && await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+        }
+
+        return page;
+    }
+
+    /// <summary>
     /// Reads the event columns of <see cref="EventStoreSql"/> starting at <paramref name="first"/>. The row is buffered, so a
     /// failure here is its content (a column another tool changed), thrown as <see cref="UnreadableEventException"/>.
     /// </summary>

@@ -37,13 +37,19 @@ internal sealed partial class PostgresEventStore
         var own = _changes.LastPosition;
         var position = fromPositionExclusive;
         var remaining = maxCount;
+        var pageLimit = _options.ReadPageSize;
+        var limit = 0;
         DateTimeOffset? deadline = null;
         Task<(List<RecordedEvent> Page, long Bound)>? next = null;
         try
         {
             while (remaining > 0)
             {
-                var limit = Math.Min(_options.ReadPageSize, remaining);
+                if (next is null)
+                {
+                    limit = Math.Min(pageLimit, remaining);
+                }
+
                 var fetching = next ?? ReadAllPageAsync(runtime, position, filter, limit, cancellationToken);
                 next = null;
                 var (page, bound) = await fetching.ConfigureAwait(false);
@@ -53,11 +59,15 @@ internal sealed partial class PostgresEventStore
                     remaining -= page.Count;
                 }
 
-                // A full page: fetch the next one while the caller works through this one.
-                var full = page.Count == limit;
-                if (full && remaining > 0)
+                // A full page, or one cut at the byte budget (the rows after its last event lie below the same bound, so the
+                // next page, which starts after that event, reads them): fetch the next one while the caller works through
+                // this one, asking for fewer events after a cut page.
+                var more = !EventPages.EndsRead(page, limit);
+                if (more && remaining > 0)
                 {
-                    next = ReadAllPageAsync(runtime, position, filter, Math.Min(_options.ReadPageSize, remaining), cancellationToken);
+                    pageLimit = EventPages.NextPageLimit(page, limit, _options.ReadPageSize);
+                    limit = Math.Min(pageLimit, remaining);
+                    next = ReadAllPageAsync(runtime, position, filter, limit, cancellationToken);
                 }
 
                 foreach (var recorded in page)
@@ -65,7 +75,7 @@ internal sealed partial class PostgresEventStore
                     yield return recorded;
                 }
 
-                if (full)
+                if (more)
                 {
                     continue;
                 }
@@ -154,19 +164,16 @@ internal sealed partial class PostgresEventStore
     {
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using var batch = PlannerGuard.Batch(connection, runtime.Sql.ReadAll(filter), ReadAllParameters(after, limit, filter));
-        var page = new List<RecordedEvent>(Math.Min(limit, 256));
-        var bound = 0L;
         await using var reader = await PlannerGuard.ExecuteReaderAsync(batch, cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+
+        // The join gives one row even when no event matches (its event columns null), and every row the same bound.
+        if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            bound = reader.GetInt64(0);
-            if (!reader.IsDBNull(1))
-            {
-                page.Add(EventRows.Read(reader, 1));
-            }
+            return ([], 0);
         }
 
-        return (page, bound);
+        var bound = reader.GetInt64(0);
+        return (await EventRows.ReadPageAsync(reader, 1, limit, cancellationToken).ConfigureAwait(false), bound);
     }
 
     private async ValueTask<IReadOnlyList<RecordedEvent>> ReadStreamPageAsync(string stream, bool forward, long from, int limit, CancellationToken cancellationToken)
@@ -174,14 +181,8 @@ internal sealed partial class PostgresEventStore
         var runtime = await GetRuntimeAsync(cancellationToken).ConfigureAwait(false);
         await using var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using var batch = PlannerGuard.Batch(connection, forward ? runtime.Sql.ReadStreamForward : runtime.Sql.ReadStreamBackward, ReadStreamParameters(stream, from, limit));
-        var page = new List<RecordedEvent>(Math.Min(limit, 256));
         await using var reader = await PlannerGuard.ExecuteReaderAsync(batch, cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            page.Add(EventRows.Read(reader, 0));
-        }
-
-        return page;
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? await EventRows.ReadPageAsync(reader, 0, limit, cancellationToken).ConfigureAwait(false) : [];
     }
 
     /// <summary>The parameters of <see cref="EventStoreSql.ReadAll"/> for a page (the plan tests explain the same statement).</summary>
