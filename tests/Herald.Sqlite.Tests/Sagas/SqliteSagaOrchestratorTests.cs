@@ -106,7 +106,10 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         time.Advance(TimeSpan.FromMinutes(2));
 
         var sweeps = new[] { Sweep(first).SweepAsync(CancellationToken.None), Sweep(second).SweepAsync(CancellationToken.None) };
-        await Eventually.UntilAsync(() => Volatile.Read(ref runs) == 2 || sweeps.Any(s => s.IsCompleted), "both sweeps run the step, or one of them is done");
+        // The sweep whose claim lost can be done before the one whose claim won has started the step: wait for that start too.
+        await Eventually.UntilAsync(
+            () => Volatile.Read(ref runs) == 2 || (Volatile.Read(ref runs) == 1 && sweeps.Any(s => s.IsCompleted)),
+            "both sweeps run the step, or one runs it and the other is done");
         var runsWhileBlocked = Volatile.Read(ref runs);
         release.SetResult();
         await Task.WhenAll(sweeps);
