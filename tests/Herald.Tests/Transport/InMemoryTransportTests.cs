@@ -280,6 +280,50 @@ public sealed class InMemoryTransportTests
         Assert.Equal(8, transport.GetReadyCount(queue));
     }
 
+    /// <summary>
+    /// What a stopping consumer hands back (the message its handler was cancelled in, and with several workers those
+    /// prefetched into its lanes and the one its pump held) goes back to the head of the queue in send order, as a broker's
+    /// requeue puts it back at its place. Regression: each went to the tail, so after a stop and a start the queue's order
+    /// (and the order of the messages of one partition key) was no longer the send order.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task StopAsync_HandsMessagesBackToTheHeadOfTheQueue_InSendOrder(int workers)
+    {
+        await using var transport = NewTransport(InMemoryTransportOptions.Default);
+        var queue = NewName();
+        const int Count = 12;
+        for (var i = 0; i < Count; i++)
+        {
+            await transport.SendAsync(queue, NewEnvelope(i) with { PartitionKey = "k" });
+        }
+
+        var started = NewSignal();
+        var consumer = await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = workers, Prefetch = 16 }, async (_, cancellationToken) =>
+        {
+            started.TrySetResult();
+            await Task.Delay(System.Threading.Timeout.Infinite, cancellationToken);
+        });
+        await started.Task.WaitAsync(Timeout);
+
+        // With two workers the key's lane holds 8 and the pump waits with the tenth for room, leaving two in the queue.
+        var left = workers == 1 ? Count - 1 : Count - 10;
+        await Herald.Conformance.Eventually.UntilAsync(() => transport.GetReadyCount(queue) == left, "the consumer took what it can hold", Timeout);
+        await consumer.StopAsync(new CancellationToken(canceled: true)).WaitAsync(Timeout);
+        await consumer.DisposeAsync();
+        Assert.Equal(Count, transport.GetReadyCount(queue));
+
+        var collector = new DeliveryCollector();
+        await using var next = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
+        {
+            collector.Add(delivery);
+            return ValueTask.CompletedTask;
+        });
+        var delivered = await collector.WaitForCountAsync(Count, Timeout, "every message delivered again");
+        Assert.Equal(Enumerable.Range(0, Count), delivered.Select(d => SequenceOf(d.Envelope)));
+    }
+
     [Fact]
     public async Task DisposeAsync_StopsConsumersAndTimers()
     {

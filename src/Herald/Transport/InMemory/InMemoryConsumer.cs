@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using Herald.Internal;
 using Herald.Messages;
@@ -21,6 +22,14 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
 
     // The delivery each worker is handling, so a stop that abandons a handler can hand its message back.
     private readonly InMemoryDelivery?[] _handling;
+
+    // What a stop hands back, kept until the stop returns it all at once in the order it was read: each worker's message
+    // its cancelled handler left, and the pump's last read, which no lane had room for. Once returned (_handedBack), a
+    // late one goes back on its own.
+    private readonly Envelope?[] _cancelled;
+    private readonly Lock _handBackGate = new();
+    private Envelope? _pumpHeld;
+    private bool _handedBack;
     private readonly Task _running;
     private readonly bool _reusesDeliveries;
     private int _stopped;
@@ -36,6 +45,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         {
             _lanes = [];
             _handling = new InMemoryDelivery?[1];
+            _cancelled = new Envelope?[1];
             _running = Task.Run(() => WorkAsync(queue.Reader, 0));
             Completion = ConsumerCompletion.WhenEndedAsync(_running, _stopping.Token);
         }
@@ -44,6 +54,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
             var laneCapacity = Math.Max(1, options.Prefetch / options.MaxConcurrency);
             _lanes = new Channel<Envelope>[options.MaxConcurrency];
             _handling = new InMemoryDelivery?[options.MaxConcurrency];
+            _cancelled = new Envelope?[options.MaxConcurrency];
             var tasks = new Task[options.MaxConcurrency + 1];
             for (var i = 0; i < _lanes.Length; i++)
             {
@@ -94,25 +105,60 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
             ended = true;
         }
 
-        if (!ended)
+        // Hand back, to the head of the queue in the order they were read, what was taken but not settled: each worker's
+        // message, then those prefetched behind it into its lane, so another consumer takes them in send order.
+        List<Envelope>? handBack = null;
+        lock (_handBackGate)
         {
-            // Handlers that ignore their cancellation are left running; there is no broker to bring their messages back, so
-            // they go back here, and the handler's ack or nack when it ends does nothing.
-            foreach (var delivery in _handling)
+            for (var worker = 0; worker < _handling.Length; worker++)
             {
-                if (delivery is not null && delivery.TryTakeBack())
+                if (_cancelled[worker] is { } cancelled)
                 {
-                    _queue.Return(delivery.Envelope);
+                    _cancelled[worker] = null;
+                    (handBack ??= []).Add(cancelled);
+                }
+                else if (!ended && Volatile.Read(ref _handling[worker]) is { } delivery && delivery.TryTakeBack())
+                {
+                    // A handler that ignores its cancellation is left running; there is no broker to bring its message
+                    // back, so it goes back here, and the handler's ack or nack when it ends does nothing.
+                    (handBack ??= []).Add(delivery.Envelope);
+                }
+
+                if (worker < _lanes.Length)
+                {
+                    while (_lanes[worker].Reader.TryRead(out var envelope))
+                    {
+                        (handBack ??= []).Add(envelope);
+                    }
                 }
             }
-        }
 
-        // Hand back what was prefetched but never started, so another consumer takes it.
-        foreach (var lane in _lanes)
-        {
-            while (lane.Reader.TryRead(out var envelope))
+            if (_pumpHeld is { } held)
             {
-                _queue.Return(envelope);
+                _pumpHeld = null;
+                (handBack ??= []).Add(held);
+            }
+
+            _handedBack = true;
+            if (handBack is not null)
+            {
+                _queue.Return(CollectionsMarshal.AsSpan(handBack));
+            }
+        }
+    }
+
+    /// <summary>Keeps <paramref name="envelope"/> in <paramref name="slot"/> for the stop to hand back, or, once it has, hands it back now.</summary>
+    private void HandBack(Envelope envelope, ref Envelope? slot)
+    {
+        lock (_handBackGate)
+        {
+            if (_handedBack)
+            {
+                _queue.Return([envelope]);
+            }
+            else
+            {
+                slot = envelope;
             }
         }
     }
@@ -151,7 +197,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
                     }
                     catch (OperationCanceledException)
                     {
-                        _queue.Return(envelope);
+                        HandBack(envelope, ref _pumpHeld);
                         throw;
                     }
                 }
@@ -214,7 +260,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
                     }
 
                     Volatile.Write(ref _handling[worker], delivery);
-                    await HandleAsync(delivery).ConfigureAwait(false);
+                    await HandleAsync(delivery, worker).ConfigureAwait(false);
                     Volatile.Write(ref _handling[worker], null);
                 }
 
@@ -231,13 +277,13 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
 
     // Pooled: it goes asynchronous whenever the handler does.
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask HandleAsync(InMemoryDelivery delivery)
+    private async ValueTask HandleAsync(InMemoryDelivery delivery, int worker)
     {
         var envelope = delivery.Envelope;
         if (!await DeliverySettlement.RunAsync(_handler, delivery, NullLogger.Instance, _aborting.Token).ConfigureAwait(false) && delivery.TryTakeBack())
         {
             // Aborted by shutdown: not a failed attempt, hand it back unchanged (unless the stop abandoned it and did).
-            _queue.Return(envelope);
+            HandBack(envelope, ref _cancelled[worker]);
         }
     }
 }

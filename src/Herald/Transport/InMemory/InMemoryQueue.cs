@@ -17,7 +17,7 @@ internal sealed class InMemoryQueue
     private static readonly TimeSpan MaxTimerStep = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
 
     private readonly SemaphoreSlim _permits;
-    private readonly Channel<Envelope> _ready = Channel.CreateUnbounded<Envelope>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
+    private readonly ReadyQueue _ready = new();
     // A list, not a queue: a drain removes the one it moved, which need not be the oldest when an older one was refused.
     private readonly LinkedList<InMemoryDeadLetter> _deadLetters = new();
     private readonly ConcurrentDictionary<ITimer, byte> _timers = new();
@@ -36,9 +36,9 @@ internal sealed class InMemoryQueue
 
     public string Name { get; }
 
-    public ChannelReader<Envelope> Reader => _ready.Reader;
+    public ChannelReader<Envelope> Reader => _ready;
 
-    public int ReadyCount => _ready.Reader.Count;
+    public int ReadyCount => _ready.Count;
 
     public IReadOnlyList<InMemoryDeadLetter> DeadLetters
     {
@@ -80,8 +80,11 @@ internal sealed class InMemoryQueue
     public void Redeliver(Envelope envelope, TimeSpan delay) =>
         Schedule(envelope with { DeliveryAttempt = envelope.DeliveryAttempt + 1 }, delay);
 
-    /// <summary>Puts a prefetched but never handled message back as it was (not counted as a delivery).</summary>
-    public void Return(Envelope envelope) => _ready.Writer.TryWrite(envelope);
+    /// <summary>
+    /// Puts messages a consumer took but did not settle (prefetched, or cancelled by its stop) back as they were (not
+    /// counted as a delivery), at the head of the queue in the order given, where a broker's requeue puts them.
+    /// </summary>
+    public void Return(ReadOnlySpan<Envelope> envelopes) => _ready.AddToFront(envelopes);
 
     public void Complete() => _permits.Release();
 
@@ -189,7 +192,7 @@ internal sealed class InMemoryQueue
     {
         if (delay is not { } due || due <= TimeSpan.Zero)
         {
-            _ready.Writer.TryWrite(envelope);
+            _ready.Add(envelope);
             return;
         }
 
@@ -239,7 +242,7 @@ internal sealed class InMemoryQueue
                 return;
             }
 
-            queue._ready.Writer.TryWrite(envelope);
+            queue._ready.Add(envelope);
         }
     }
 }
