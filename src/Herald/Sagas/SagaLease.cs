@@ -15,6 +15,10 @@ namespace Herald.Sagas;
 internal sealed class SagaLease(ISagaStore store, SagaInstance instance, TimeSpan staleAfter, TimeProvider clock, ILogger logger)
 {
     private SagaInstance _instance = instance;
+
+    // When the instance was last known saved (from the start of the save): a renewal that starts over after a stop (a
+    // commit that failed, then a retry) counts StaleAfter from then, not from its own start.
+    private DateTimeOffset _savedAt = clock.GetUtcNow();
     private LeaseRenewal? _renewal;
     private bool _lost;
 
@@ -33,6 +37,7 @@ internal sealed class SagaLease(ISagaStore store, SagaInstance instance, TimeSpa
             () => Log.SagaLeaseLost(logger, _instance.SagaType, _instance.Id),
             ex => Log.SagaLeaseRenewalFailed(logger, ex, _instance.SagaType, _instance.Id),
             () => Log.SagaLeaseRanOut(logger, _instance.SagaType, _instance.Id, staleAfter),
+            _savedAt,
             cancellationToken);
         return _renewal.Token;
     }
@@ -77,8 +82,10 @@ internal sealed class SagaLease(ISagaStore store, SagaInstance instance, TimeSpa
         {
             // Not cancelled once sent: a save that took effect but whose reply was dropped would leave this runner a
             // version behind, and its step's commit would then conflict with its own renewal.
+            var started = clock.GetUtcNow();
             var version = await store.SaveAsync(_instance, CancellationToken.None).ConfigureAwait(false);
             _instance = _instance with { Version = version };
+            _savedAt = started;
             return true;
         }
         catch (SagaConcurrencyException conflict) when (conflict.SagaType == _instance.SagaType && conflict.Id == _instance.Id)

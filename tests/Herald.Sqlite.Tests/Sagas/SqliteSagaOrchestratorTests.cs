@@ -258,6 +258,73 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         Assert.Equal(["charge", "ship"], SagaData.Read<Order>(stored).Done);
     }
 
+    [Fact]
+    public async Task AStepRetriedAfterItsCommitFailed_WhoseRenewalsThenFail_IsCancelledOnceItsInstanceWentStaleAfterWithoutASave()
+    {
+        // The first attempt's commit fails (not a conflict), so its renewals stopped for that commit start over for the
+        // retry. The instance was last saved when the saga started: counting StaleAfter from the restart would keep the
+        // retry running for a third of StaleAfter after another node's sweep may take the instance and run the step too.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 7, 8, 0, 0, TimeSpan.Zero));
+        var started = time.GetUtcNow();
+        var runs = 0;
+        var firstRunning = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var releaseFirst = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var retryRunning = new TaskCompletionSource<CancellationToken>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var releaseRetry = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var definition = SagaDefinition.Create<Order>("sqlite-retried-commit", s => s
+            .Step("charge", async c =>
+            {
+                if (Interlocked.Increment(ref runs) == 1)
+                {
+                    firstRunning.TrySetResult();
+                    await releaseFirst.Task;
+                }
+                else
+                {
+                    retryRunning.TrySetResult(c.CancellationToken);
+                    await releaseRetry.Task.WaitAsync(c.CancellationToken);
+                }
+
+                c.Data.Done.Add("charge");
+            }, retry: RetryPolicy.Create(r => r.Immediate(1)))
+            .Step("ship", Act("ship"), retry: NoRetries));
+        var gated = new GatedSagaStore();
+        using var owner = await StartAsync(StaleAfterAMinute(definition), time, gated);
+        var store = owner.Services.GetRequiredService<ISagaStore>();
+        var run = owner.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "order-6", new Order());
+        try
+        {
+            await firstRunning.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            // Just before the first renewal is due, the step ends and its commit fails; the retry starts at once.
+            time.Advance(TimeSpan.FromSeconds(19));
+            gated.FailNextUnitOfWorkSave();
+            releaseFirst.SetResult();
+            var retryToken = await retryRunning.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            // From now on the node cannot reach the store: every renewal fails, and is tried again on the clock's timer.
+            gated.Fail();
+            for (var i = 0; i < 9; i++)
+            {
+                time.Advance(TimeSpan.FromSeconds(5));
+            }
+
+            // A minute and more since its last save: any sweep may take it over now.
+            Assert.True((await store.LoadAsync("sqlite-retried-commit", "order-6"))!.UpdatedAt <= time.GetUtcNow() - TimeSpan.FromMinutes(1));
+            Assert.True(time.GetUtcNow() - started < TimeSpan.FromMinutes(1) + TimeSpan.FromSeconds(19));
+            await Eventually.UntilAsync(() => retryToken.IsCancellationRequested, "the retry is cancelled once its instance went StaleAfter without a save", TimeSpan.FromSeconds(5));
+            var ended = await run.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(SagaStatus.Running, ended.Status);
+        }
+        finally
+        {
+            releaseFirst.TrySetResult();
+            releaseRetry.TrySetResult();
+        }
+
+        await owner.StopAsync();
+    }
+
     // Hosts of the saga whose instances go stale after a minute, swept only when a test says.
     private static Action<HeraldBuilder> StaleAfterAMinute(SagaDefinition<Order> definition) => h => h.AddSaga(definition).ConfigureSagas(o =>
     {
@@ -300,7 +367,12 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         private volatile Task _gate = Task.CompletedTask;
         private volatile bool _failing;
 
+        private volatile bool _failNextUnitOfWorkSave;
+
         public void Fail() => _failing = true;
+
+        // The next save enlisted in a unit of work throws (a commit that failed, not by a conflict).
+        public void FailNextUnitOfWorkSave() => _failNextUnitOfWorkSave = true;
 
         public TaskCompletionSource Hold()
         {
@@ -326,7 +398,16 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
                 return await inner.SaveAsync(instance, cancellationToken);
             }
 
-            public ValueTask SaveAsync(SagaInstance instance, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) => inner.SaveAsync(instance, unitOfWork, cancellationToken);
+            public ValueTask SaveAsync(SagaInstance instance, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default)
+            {
+                if (gated._failNextUnitOfWorkSave)
+                {
+                    gated._failNextUnitOfWorkSave = false;
+                    throw new IOException("The commit failed.");
+                }
+
+                return inner.SaveAsync(instance, unitOfWork, cancellationToken);
+            }
 
             public ValueTask<IReadOnlyList<SagaInstance>> ListAsync(SagaQuery query, CancellationToken cancellationToken = default) => inner.ListAsync(query, cancellationToken);
 

@@ -52,6 +52,22 @@ public sealed class LeaseRenewal : IAsyncDisposable
         Action<Exception> failed,
         Action ranOut,
         CancellationToken cancellationToken = default)
+        : this(renew, timeToLive, kind, timeProvider, lost, failed, ranOut, renewedAt: null, cancellationToken)
+    {
+    }
+
+    // renewedAt: when the lease was last extended, if before now (renewals that start over after a pause): the first
+    // renewal is due a third of its time to live from then, and it runs out a time to live from then.
+    internal LeaseRenewal(
+        Func<CancellationToken, ValueTask<bool>> renew,
+        TimeSpan timeToLive,
+        string kind,
+        TimeProvider timeProvider,
+        Action lost,
+        Action<Exception> failed,
+        Action ranOut,
+        DateTimeOffset? renewedAt,
+        CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(renew);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeToLive, TimeSpan.Zero);
@@ -70,9 +86,10 @@ public sealed class LeaseRenewal : IAsyncDisposable
         _lease = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         _clock = timeProvider;
         var now = timeProvider.GetUtcNow();
-        _due = now + _period;
-        _heldUntil = now + timeToLive;
-        _timer = timeProvider.CreateTimer(static s => ((LeaseRenewal)s!).Due(), this, _period, Timeout.InfiniteTimeSpan);
+        var from = renewedAt is { } at && at < now ? at : now;
+        _due = from + _period;
+        _heldUntil = from + timeToLive;
+        _timer = timeProvider.CreateTimer(static s => ((LeaseRenewal)s!).Due(), this, _due > now ? _due - now : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>The work's token: fires when the work's own token does, and when the lease is found lost.</summary>
