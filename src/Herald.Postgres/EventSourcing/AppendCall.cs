@@ -46,8 +46,10 @@ internal static class AppendCall
             first[m] = at + 1;
             counts[m] = n;
             Array.Fill(owners, m + 1, at, n);
-            member.Columns.CopyTo(columns, at);
-            at += n;
+            foreach (ref readonly var row in member.Rows.AsSpan())
+            {
+                columns.Set(at++, row);
+            }
         }
 
         parameters.Add(new NpgsqlParameter<long> { TypedValue = sql.PositionOffset, NpgsqlDbType = NpgsqlDbType.Bigint });

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using System.Runtime.InteropServices;
 using Herald.Diagnostics;
 using Herald.EventSourcing;
 using Herald.Internal;
@@ -155,12 +156,12 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         ex.SqlState is PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure;
 
     // Returns the connection to keep using, or null when it broke.
-    private async Task<NpgsqlConnection?> RunGroupAsync(NpgsqlConnection? connection, IReadOnlyList<PendingAppend> group)
+    private async Task<NpgsqlConnection?> RunGroupAsync(NpgsqlConnection? connection, IReadOnlyList<PendingAppend> group, Dictionary<string, int> seen)
     {
         try
         {
             connection ??= await _dataSource.OpenConnectionAsync().ConfigureAwait(false);
-            var (members, outcomes) = await ExecuteAsync(connection, group).ConfigureAwait(false);
+            var (members, outcomes) = await ExecuteAsync(connection, group, seen).ConfigureAwait(false);
             GroupSize.Record(group.Count);
             Complete(members, outcomes);
             return connection;
@@ -170,7 +171,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             // The group rolled back as a whole (a bad value in one member, or a deadlock with another transaction): give
             // every member its own transaction, so each caller gets its own outcome.
             Log.GroupFailed(_logger, ex, group.Count, "appends", ex.SqlState);
-            return await RunOneByOneAsync(connection, group).ConfigureAwait(false);
+            return await RunOneByOneAsync(connection, group, seen).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -189,7 +190,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
         }
     }
 
-    private async Task<NpgsqlConnection?> RunOneByOneAsync(NpgsqlConnection connection, IReadOnlyList<PendingAppend> group)
+    private async Task<NpgsqlConnection?> RunOneByOneAsync(NpgsqlConnection connection, IReadOnlyList<PendingAppend> group, Dictionary<string, int> seen)
     {
         foreach (var pending in group)
         {
@@ -197,7 +198,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             {
                 try
                 {
-                    var (members, outcomes) = await ExecuteAsync(connection, [pending]).ConfigureAwait(false);
+                    var (members, outcomes) = await ExecuteAsync(connection, [pending], seen).ConfigureAwait(false);
                     Complete(members, outcomes);
                     break;
                 }
@@ -227,36 +228,48 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     }
 
     // Splits the group into rounds in which every stream appears once (the k-th append to a stream goes to round k), so
-    // each round is one set-based call and later rounds see the writes of earlier ones.
-    private static List<List<PendingAppend>> Rounds(IReadOnlyList<PendingAppend> group)
+    // each round is one set-based call and later rounds see the writes of earlier ones. A group of distinct streams (the
+    // common case) is its own one round. seen: the writer's, empty between calls.
+    private static List<IReadOnlyList<PendingAppend>> Rounds(IReadOnlyList<PendingAppend> group, Dictionary<string, int> seen)
     {
-        var rounds = new List<List<PendingAppend>> { new(group.Count) };
-        if (group.Count == 1)
+        var repeated = false;
+        if (group.Count > 1)
         {
-            rounds[0].Add(group[0]);
-            return rounds;
-        }
-
-        var seen = new Dictionary<string, int>(group.Count, StringComparer.Ordinal);
-        foreach (var pending in group)
-        {
-            seen.TryGetValue(pending.Stream, out var round);
-            seen[pending.Stream] = round + 1;
-            if (round == rounds.Count)
+            foreach (var pending in group)
             {
-                rounds.Add([]);
+                ref var count = ref CollectionsMarshal.GetValueRefOrAddDefault(seen, pending.Stream, out _);
+                repeated |= count++ > 0;
             }
 
-            rounds[round].Add(pending);
+            seen.Clear();
         }
 
+        if (!repeated)
+        {
+            return [group];
+        }
+
+        var rounds = new List<IReadOnlyList<PendingAppend>>();
+        foreach (var pending in group)
+        {
+            ref var round = ref CollectionsMarshal.GetValueRefOrAddDefault(seen, pending.Stream, out _);
+            if (round == rounds.Count)
+            {
+                rounds.Add(new List<PendingAppend>());
+            }
+
+            ((List<PendingAppend>)rounds[round++]).Add(pending);
+        }
+
+        seen.Clear();
         return rounds;
     }
 
-    private async Task<(List<PendingAppend> Members, AppendOutcome[] Outcomes)> ExecuteAsync(NpgsqlConnection connection, IReadOnlyList<PendingAppend> group)
+    private async Task<(IReadOnlyList<PendingAppend> Members, AppendOutcome[] Outcomes)> ExecuteAsync(
+        NpgsqlConnection connection, IReadOnlyList<PendingAppend> group, Dictionary<string, int> seen)
     {
         var recordedAt = _time.GetUtcNow().UtcDateTime;
-        var rounds = Rounds(group);
+        var rounds = Rounds(group, seen);
         await using var batch = new NpgsqlBatch(connection);
         var ordinal = 0;
         NpgsqlBatchCommand? last = null;
@@ -282,8 +295,9 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             batch.BatchCommands.Add(notify);
         }
 
-        var members = new List<PendingAppend>(group.Count);
-        var outcomes = new AppendOutcome[group.Count];
+        // One round (distinct streams) answers for the group in its order; more are gathered round by round.
+        List<PendingAppend>? members = rounds.Count == 1 ? null : new List<PendingAppend>(group.Count);
+        var outcomes = rounds.Count == 1 ? null : new AppendOutcome[group.Count];
         var notified = false;
         try
         {
@@ -303,8 +317,15 @@ internal sealed class AppendCoordinator : IAsyncDisposable
                     }
 
                     var round = AppendOutcome.ReadRow(reader, rounds[r].Count);
-                    round.CopyTo(outcomes, members.Count);
-                    members.AddRange(rounds[r]);
+                    if (members is null)
+                    {
+                        outcomes = round;
+                    }
+                    else
+                    {
+                        round.CopyTo(outcomes!, members.Count);
+                        members.AddRange(rounds[r]);
+                    }
                 }
 
                 try
@@ -331,7 +352,7 @@ internal sealed class AppendCoordinator : IAsyncDisposable
             }
         }
 
-        return (members, outcomes);
+        return (members ?? rounds[0], outcomes!);
     }
 
     private void Complete(IReadOnlyList<PendingAppend> members, AppendOutcome[] outcomes)
@@ -367,10 +388,12 @@ internal sealed class AppendCoordinator : IAsyncDisposable
     // One per writer slot of the committer: it keeps its connection from group to group, and opens a new one after a failure broke it.
     private sealed class Writer(AppendCoordinator owner) : IGroupCommitWriter<PendingAppend>
     {
+        // The streams of the group being split into rounds, kept from group to group.
+        private readonly Dictionary<string, int> _seen = new(StringComparer.Ordinal);
         private NpgsqlConnection? _connection;
 
         public async ValueTask CommitAsync(GroupCommitBatch<PendingAppend> batch) =>
-            _connection = await owner.RunGroupAsync(_connection, batch.Items).ConfigureAwait(false);
+            _connection = await owner.RunGroupAsync(_connection, batch.Items, _seen).ConfigureAwait(false);
 
         public ValueTask DisposeAsync() => _connection?.DisposeAsync() ?? ValueTask.CompletedTask;
     }

@@ -6,8 +6,8 @@ using Herald.Postgres.Internal;
 namespace Herald.Postgres.EventSourcing;
 
 /// <summary>
-/// One caller's append, waiting for the coordinator. Its column arrays are built on the caller's thread when it is
-/// queued, so the writer only concatenates them; an event PostgreSQL cannot store is refused then, before it joins a group
+/// One caller's append, waiting for the coordinator. Its events' columns are read on the caller's thread when it is
+/// queued (one row each, in one array), so the writer only puts them into its group's arrays; an event PostgreSQL cannot store is refused then, before it joins a group
 /// (a bare 22021 would fail the group's transaction naming neither the stream nor the field). Other engines store U+0000,
 /// but an event is kept exactly or not at all, never altered.
 /// </summary>
@@ -19,18 +19,20 @@ internal sealed class PendingAppend : IGroupCommitItem
         Category = StreamName.GetCategory(stream);
         Expected = expected;
         CancellationToken = cancellationToken;
-        Columns = new EnvelopeArrays(events.Count);
+        var rows = new EnvelopeRow[events.Count];
         long bytes = 0;
-        for (var i = 0; i < events.Count; i++)
+        for (var i = 0; i < rows.Length; i++)
         {
-            Columns.Set(i, events[i]);
-            if (Columns.HoldsNul(i))
+            var row = rows[i] = EnvelopeRow.Of(events[i], events[i].CorrelationId);
+            if (row.HoldsNul)
             {
                 NulText.ThrowIfHeld(events[i], nameof(events), (events[i].MessageId, stream), static s => $"event {s.MessageId} of the append to '{s.stream}'");
             }
 
-            bytes += StatementBytes(Columns, i);
+            bytes += StatementBytes(row);
         }
+
+        Rows = rows;
 
         // PostgreSQL refuses a protocol message of 1 GB or more by closing the connection, which failed the append's whole
         // group with a bare I/O error; an append that can never fit is refused here instead.
@@ -59,7 +61,7 @@ internal sealed class PendingAppend : IGroupCommitItem
 
     public ExpectedVersion Expected { get; }
 
-    public int Count => Columns.Count;
+    public int Count => Rows.Length;
 
     public CancellationToken CancellationToken { get; }
 
@@ -68,14 +70,11 @@ internal sealed class PendingAppend : IGroupCommitItem
 
     public TaskCompletionSource<AppendResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <summary>The events' envelope columns.</summary>
-    public EnvelopeArrays Columns { get; }
+    /// <summary>The events' envelope columns, a row per event.</summary>
+    public EnvelopeRow[] Rows { get; }
 
-    // An upper bound of what event i takes in the append statement: its body, and at most 3 UTF-8 bytes per UTF-16 unit of text.
-    private static long StatementBytes(EnvelopeArrays columns, int i) =>
-        columns.Bodies[i].Length + FixedBytesPerEvent
-        + 3L * ((long)columns.Types[i].Length + columns.ContentTypes[i].Length + (columns.CorrelationIds[i]?.Length ?? 0) + (columns.CausationIds[i]?.Length ?? 0)
-                + (columns.UserIds[i]?.Length ?? 0) + (columns.PartitionKeys[i]?.Length ?? 0) + (columns.Headers[i]?.Length ?? 0));
+    // An upper bound of what an event takes in the append statement: its body, and at most 3 UTF-8 bytes per UTF-16 unit of text.
+    private static long StatementBytes(in EnvelopeRow row) => row.Body.Length + FixedBytesPerEvent + 3L * row.TextLength;
 
     public void Cancel() => Completion.TrySetCanceled(CancellationToken);
 

@@ -51,49 +51,23 @@ internal readonly struct EnvelopeArrays
     /// <summary>Rows held.</summary>
     public int Count => Ids.Length;
 
-    /// <summary>Sets row <paramref name="index"/> to the envelope's columns.</summary>
-    public void Set(int index, Envelope envelope) => Set(index, envelope, envelope.CorrelationId);
-
     /// <summary>Sets row <paramref name="index"/> to the envelope's columns, with its correlation id as already read.</summary>
-    public void Set(int index, Envelope envelope, string? correlationId)
-    {
-        Ids[index] = envelope.MessageId;
-        Types[index] = envelope.MessageType;
-        SchemaVersions[index] = envelope.SchemaVersion;
-        Times[index] = StoredTime.Of(envelope.Time).UtcDateTime;
-        CorrelationIds[index] = correlationId;
-        CausationIds[index] = envelope.CausationId;
-        UserIds[index] = envelope.UserId;
-        PartitionKeys[index] = envelope.PartitionKey;
-        ContentTypes[index] = envelope.ContentType;
-        Headers[index] = EnvelopeColumns.FormatHeaders(envelope.Headers);
-        Bodies[index] = EnvelopeColumns.BodyArray(envelope.Body);
-    }
+    public void Set(int index, Envelope envelope, string? correlationId) => Set(index, EnvelopeRow.Of(envelope, correlationId));
 
-    /// <summary>
-    /// Whether a text column of row <paramref name="index"/> holds U+0000, which PostgreSQL's text cannot (headers are
-    /// stored as pieces, so they can). Read from the columns, not the envelope: an envelope's own-id correlation is made
-    /// into text each time it is read.
-    /// </summary>
-    public bool HoldsNul(int index) =>
-        NulText.Holds(Types[index]) || NulText.Holds(CorrelationIds[index]) || NulText.Holds(CausationIds[index])
-        || NulText.Holds(UserIds[index]) || NulText.Holds(PartitionKeys[index]) || NulText.Holds(ContentTypes[index]);
-
-    /// <summary>Copies every row into <paramref name="target"/> from row <paramref name="at"/> on.</summary>
-    public void CopyTo(EnvelopeArrays target, int at)
+    /// <summary>Sets row <paramref name="index"/> to columns already read from an envelope.</summary>
+    public void Set(int index, in EnvelopeRow row)
     {
-        var n = Count;
-        Array.Copy(Ids, 0, target.Ids, at, n);
-        Array.Copy(Types, 0, target.Types, at, n);
-        Array.Copy(SchemaVersions, 0, target.SchemaVersions, at, n);
-        Array.Copy(Times, 0, target.Times, at, n);
-        Array.Copy(CorrelationIds, 0, target.CorrelationIds, at, n);
-        Array.Copy(CausationIds, 0, target.CausationIds, at, n);
-        Array.Copy(UserIds, 0, target.UserIds, at, n);
-        Array.Copy(PartitionKeys, 0, target.PartitionKeys, at, n);
-        Array.Copy(ContentTypes, 0, target.ContentTypes, at, n);
-        Array.Copy(Headers, 0, target.Headers, at, n);
-        Array.Copy(Bodies, 0, target.Bodies, at, n);
+        Ids[index] = row.Id;
+        Types[index] = row.Type;
+        SchemaVersions[index] = row.SchemaVersion;
+        Times[index] = row.Time;
+        CorrelationIds[index] = row.CorrelationId;
+        CausationIds[index] = row.CausationId;
+        UserIds[index] = row.UserId;
+        PartitionKeys[index] = row.PartitionKey;
+        ContentTypes[index] = row.ContentType;
+        Headers[index] = row.Headers;
+        Bodies[index] = row.Body;
     }
 
     /// <summary>Adds the <see cref="EnvelopeColumns.Count"/> array parameters, in the order of <see cref="EnvelopeColumns.Names"/>.</summary>
@@ -111,4 +85,32 @@ internal readonly struct EnvelopeArrays
         parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = Headers, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb });
         parameters.Add(new NpgsqlParameter<byte[][]> { TypedValue = Bodies, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
     }
+}
+
+/// <summary>
+/// The columns of <see cref="EnvelopeColumns.Names"/> for one envelope, read once (the headers formatted, the body as an
+/// array): what a queued append holds per event until its group's writer puts it into an <see cref="EnvelopeArrays"/>.
+/// </summary>
+internal readonly record struct EnvelopeRow(
+    Guid Id, string Type, int SchemaVersion, DateTime Time, string? CorrelationId, string? CausationId, string? UserId,
+    string? PartitionKey, string ContentType, string? Headers, byte[] Body)
+{
+    /// <summary>The envelope's columns, with its correlation id as already read.</summary>
+    public static EnvelopeRow Of(Envelope envelope, string? correlationId) => new(
+        envelope.MessageId, envelope.MessageType, envelope.SchemaVersion, StoredTime.Of(envelope.Time).UtcDateTime, correlationId,
+        envelope.CausationId, envelope.UserId, envelope.PartitionKey, envelope.ContentType,
+        EnvelopeColumns.FormatHeaders(envelope.Headers), EnvelopeColumns.BodyArray(envelope.Body));
+
+    /// <summary>
+    /// Whether a text column holds U+0000, which PostgreSQL's text cannot (headers are stored as pieces, so they can). Read
+    /// from the columns, not the envelope: an envelope's own-id correlation is made into text each time it is read.
+    /// </summary>
+    public bool HoldsNul =>
+        NulText.Holds(Type) || NulText.Holds(CorrelationId) || NulText.Holds(CausationId)
+        || NulText.Holds(UserId) || NulText.Holds(PartitionKey) || NulText.Holds(ContentType);
+
+    /// <summary>UTF-16 units of its text columns.</summary>
+    public long TextLength =>
+        (long)Type.Length + ContentType.Length + (CorrelationId?.Length ?? 0) + (CausationId?.Length ?? 0)
+        + (UserId?.Length ?? 0) + (PartitionKey?.Length ?? 0) + (Headers?.Length ?? 0);
 }
