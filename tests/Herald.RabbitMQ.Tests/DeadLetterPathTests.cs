@@ -148,7 +148,10 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
         await Herald.Conformance.Eventually.UntilAsync(() => store.Refused > refused + 1, "later rounds try the refused one again");
         await host.StopAsync();
 
-        // The refused one is back in the dead-letter queue, and only it.
+        // The refused one is back in the dead-letter queue, and only it. A round the stop cut short hands it back with a
+        // nack (or its channel's close), which the broker applies after the stop returned: counted once it is back.
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () => (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount >= 1, "the refused one is back in the dead-letter queue");
         Assert.Equal(1u, (await channel.QueueDeclarePassiveAsync(deadLetterQueue)).MessageCount);
         var left = await channel.BasicGetAsync(deadLetterQueue, autoAck: false);
         Assert.Equal("""{"quantity":-5}""", Encoding.UTF8.GetString(left!.Body.Span));
