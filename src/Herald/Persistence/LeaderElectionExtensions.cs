@@ -10,7 +10,7 @@ internal static class LeaderElectionExtensions
     /// Runs <paramref name="work"/> only while this node leads <paramref name="resource"/>, until <paramref name="stoppingToken"/>
     /// fires: tries to acquire the lease every <paramref name="retryInterval"/>, runs the work with a token that is cancelled
     /// when the lease is lost or the service stops, releases the lease when the work ends, and tries again
-    /// <paramref name="retryInterval"/> after a loss. Work
+    /// <paramref name="retryInterval"/> later, whether the lease was lost or the work returned while leading. Work
     /// that throws is logged and run again (after the lease is released and <paramref name="retryInterval"/> passed): only
     /// stopping ends the loop.
     /// </summary>
@@ -33,7 +33,6 @@ internal static class LeaderElectionExtensions
             }
 
             Exception? failure = null;
-            var lost = false;
             await using (lease.ConfigureAwait(false))
             {
                 Log.Leading(logger, resource);
@@ -57,7 +56,6 @@ internal static class LeaderElectionExtensions
                 if (failure is null && !lease.IsHeld && !stoppingToken.IsCancellationRequested)
                 {
                     Log.LeadershipLost(logger, resource, retryInterval);
-                    lost = true;
                 }
             }
 
@@ -66,8 +64,10 @@ internal static class LeaderElectionExtensions
                 Log.LeadingWorkFailed(logger, failure, resource, retryInterval);
             }
 
-            // As after a failed try: a backend that reports each lease lost right after granting it made the loop spin.
-            if (failure is not null || lost)
+            // As after a failed try, whether the work failed, lost the lease or returned while leading: a backend that
+            // reports each lease lost right after granting it, or work that returns at once (nothing to do), made the loop
+            // spin against the store.
+            if (!stoppingToken.IsCancellationRequested)
             {
                 await Task.Delay(retryInterval, timeProvider, stoppingToken).ConfigureAwait(false);
             }

@@ -155,6 +155,60 @@ public sealed class LeaderElectionLoopTests
         }
     }
 
+    /// <summary>
+    /// Work that returns while this node still leads (say it found nothing to do): the loop lets go and waits the retry
+    /// interval before it tries again, as after a loss or a failure. Regression: it acquired and ran the work again at once,
+    /// so work that returns at once made the loop spin against the store.
+    /// </summary>
+    [Fact]
+    public async Task RunWhileLeading_WhenTheWorkReturnsWhileStillLeading_WaitsTheRetryIntervalBeforeTryingAgain()
+    {
+        var election = new ScriptedElection();
+        var clock = new TimerSignallingClock();
+        var interval = TimeSpan.FromSeconds(5);
+        var runs = 0;
+        using var stopping = new CancellationTokenSource();
+        var loop = Task.Run(() => election.RunWhileLeadingAsync(
+            "job",
+            _ =>
+            {
+                Interlocked.Increment(ref runs);
+                return Task.CompletedTask;
+            },
+            interval,
+            clock,
+            NullLogger.Instance,
+            stopping.Token));
+        try
+        {
+            var first = Assert.IsType<ScriptedElection.Lease>(await election.NextTryAsync());
+
+            // Either the loop waits on the clock, or (spinning) it has tried again already.
+            var timer = clock.TimerCreated.ReadAsync().AsTask();
+            var again = election.Tries.WaitToReadAsync().AsTask();
+            Assert.True(await Task.WhenAny(timer, again).WaitAsync(Eventually.DefaultTimeout) == timer, "the loop tried again at once, without waiting on the clock");
+            Assert.Equal(interval, await timer);
+            Assert.True(first.Released);
+            Assert.Equal(1, Volatile.Read(ref runs));
+            Assert.False(election.Tries.TryPeek(out _), "the loop tried again before the retry interval passed");
+
+            // The timer exists (it was reported from its creation): advancing now fires it.
+            clock.Advance(interval);
+            Assert.IsType<ScriptedElection.Lease>(await election.NextTryAsync());
+        }
+        finally
+        {
+            await stopping.CancelAsync();
+            try
+            {
+                await loop.WaitAsync(Eventually.DefaultTimeout);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+    }
+
     /// <summary>A fake clock that reports each one-shot timer's delay once the timer exists, so a test advances it only then.</summary>
     private sealed class TimerSignallingClock : FakeTimeProvider
     {
