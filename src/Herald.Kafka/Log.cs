@@ -79,4 +79,10 @@ internal static partial class Log
 
     [LoggerMessage(6030, LogLevel.Warning, "The final commit of '{Queue}' at stop failed ({Code}: {Reason}); the records handled since the last commit may be handled again by the partitions' next owner")]
     public static partial void FinalCommitFailed(ILogger logger, string queue, ErrorCode code, string reason);
+
+    [LoggerMessage(6031, LogLevel.Warning, "Committing the offsets of '{Queue}' for the partitions it gives up ({Partitions}) failed ({Code}: {Reason}); the records handled since their last commit may be handled again by their next owner")]
+    public static partial void RevocationCommitFailed(ILogger logger, string queue, string partitions, ErrorCode code, string reason);
+
+    [LoggerMessage(6032, LogLevel.Warning, "Reading the committed offsets of '{Queue}' for the partitions it was given failed ({Code}: {Reason}); the client still starts them from the group's offsets, but their lag gauge counts from the log start until this consumer commits them")]
+    public static partial void ReadCommittedFailed(ILogger logger, string queue, ErrorCode code, string reason);
 }

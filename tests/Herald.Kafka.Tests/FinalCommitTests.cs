@@ -1,7 +1,5 @@
-using System.Collections.Concurrent;
 using Herald.Conformance;
 using Herald.Transport;
-using Microsoft.Extensions.Logging;
 using Xunit.Abstractions;
 
 namespace Herald.Kafka.Tests;
@@ -54,35 +52,5 @@ public sealed class FinalCommitTests : KafkaTestBase
         var final = Assert.Single(commitLogs);
         Assert.Contains("final commit", final.Message, StringComparison.Ordinal);
         Assert.Contains(queue, final.Message, StringComparison.Ordinal);
-    }
-
-    /// <summary>Keeps each log entry's event id and text, and passes it on.</summary>
-    private sealed class RecordingLoggerFactory(ILoggerFactory inner) : ILoggerFactory
-    {
-        public ConcurrentQueue<(int Id, string Message)> Entries { get; } = new();
-
-        public ILogger CreateLogger(string categoryName) => new Logger(this, inner.CreateLogger(categoryName));
-
-        public void AddProvider(ILoggerProvider provider)
-        {
-        }
-
-        public void Dispose()
-        {
-        }
-
-        private sealed class Logger(RecordingLoggerFactory factory, ILogger inner) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state)
-                where TState : notnull => null;
-
-            public bool IsEnabled(LogLevel logLevel) => true;
-
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            {
-                factory.Entries.Enqueue((eventId.Id, formatter(state, exception)));
-                inner.Log(logLevel, eventId, state, exception, formatter);
-            }
-        }
     }
 }

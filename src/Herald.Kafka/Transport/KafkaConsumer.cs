@@ -740,7 +740,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
         catch (KafkaException e)
         {
             // Only the gauge needs it; the client itself resumes from the committed offsets.
-            Log.CommitFailed(_logger, Queue, e.Error.Code, e.Error.Reason);
+            Log.ReadCommittedFailed(_logger, Queue, e.Error.Code, e.Error.Reason);
             return null;
         }
     }
@@ -863,11 +863,13 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
         // A lost partition belongs to another member already: committing for it could move its offsets past work not done.
         if (!lost)
         {
-            Commit(offsets);
+            Commit(offsets, revoking: true);
         }
     }
 
-    private void Commit(IEnumerable<TopicPartitionOffset?> candidates)
+    /// <param name="candidates">The offsets to commit (null: nothing for that partition).</param>
+    /// <param name="revoking">Whether they are of partitions this member gives up, for which no later commit comes.</param>
+    private void Commit(IEnumerable<TopicPartitionOffset?> candidates, bool revoking = false)
     {
         var offsets = candidates.OfType<TopicPartitionOffset>().ToList();
         if (offsets.Count == 0)
@@ -891,6 +893,11 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
                 _finalCommitFailureLogged = true;
                 Log.FinalCommitFailed(_logger, Queue, e.Error.Code, e.Error.Reason);
             }
+        }
+        catch (KafkaException e) when (revoking)
+        {
+            // The partitions go to another member: no commit of this one carries these offsets any more.
+            Log.RevocationCommitFailed(_logger, Queue, string.Join(", ", offsets.Select(o => o.TopicPartition)), e.Error.Code, e.Error.Reason);
         }
         catch (KafkaException e)
         {
