@@ -114,46 +114,8 @@ public sealed class LeaderElectionLoopTests
     /// again, as after a failed try. Regression: it tried again at once, so the loop spun (and logged 1021) without a pause.
     /// </summary>
     [Fact]
-    public async Task RunWhileLeading_WhenEachLeaseIsLostAsSoonAsGranted_WaitsTheRetryIntervalBeforeTryingAgain()
-    {
-        var election = new ScriptedElection { LoseOnGrant = true };
-        var clock = new TimerSignallingClock();
-        var interval = TimeSpan.FromSeconds(5);
-        using var stopping = new CancellationTokenSource();
-        var loop = Task.Run(() => election.RunWhileLeadingAsync(
-            "job",
-            token => Task.Delay(Timeout.Infinite, token),
-            interval,
-            clock,
-            NullLogger.Instance,
-            stopping.Token));
-        try
-        {
-            var first = Assert.IsType<ScriptedElection.Lease>(await election.NextTryAsync());
-
-            // Either the loop waits on the clock, or (spinning) it has tried again already.
-            var timer = clock.TimerCreated.ReadAsync().AsTask();
-            var again = election.Tries.WaitToReadAsync().AsTask();
-            Assert.True(await Task.WhenAny(timer, again).WaitAsync(Eventually.DefaultTimeout) == timer, "the loop tried again at once, without waiting on the clock");
-            Assert.Equal(interval, await timer);
-            Assert.True(first.Released);
-            Assert.False(election.Tries.TryPeek(out _), "the loop tried again before the retry interval passed");
-
-            clock.Advance(interval);
-            Assert.NotNull(await election.NextTryAsync());
-        }
-        finally
-        {
-            await stopping.CancelAsync();
-            try
-            {
-                await loop.WaitAsync(Eventually.DefaultTimeout);
-            }
-            catch (OperationCanceledException)
-            {
-            }
-        }
-    }
+    public Task RunWhileLeading_WhenEachLeaseIsLostAsSoonAsGranted_WaitsTheRetryIntervalBeforeTryingAgain() =>
+        AssertWaitsTheRetryIntervalAfterTheFirstLeaseAsync(new ScriptedElection { LoseOnGrant = true }, token => Task.Delay(Timeout.Infinite, token));
 
     /// <summary>
     /// Work that returns while this node still leads (say it found nothing to do): the loop lets go and waits the retry
@@ -163,22 +125,27 @@ public sealed class LeaderElectionLoopTests
     [Fact]
     public async Task RunWhileLeading_WhenTheWorkReturnsWhileStillLeading_WaitsTheRetryIntervalBeforeTryingAgain()
     {
-        var election = new ScriptedElection();
-        var clock = new TimerSignallingClock();
-        var interval = TimeSpan.FromSeconds(5);
         var runs = 0;
-        using var stopping = new CancellationTokenSource();
-        var loop = Task.Run(() => election.RunWhileLeadingAsync(
-            "job",
+        await AssertWaitsTheRetryIntervalAfterTheFirstLeaseAsync(
+            new ScriptedElection(),
             _ =>
             {
                 Interlocked.Increment(ref runs);
                 return Task.CompletedTask;
             },
-            interval,
-            clock,
-            NullLogger.Instance,
-            stopping.Token));
+            () => Assert.Equal(1, Volatile.Read(ref runs)));
+    }
+
+    /// <summary>
+    /// Runs the loop on a fake clock and checks that after the first lease it let go and waits the retry interval (nothing
+    /// tried meanwhile, <paramref name="whileWaiting"/> holds), then tries again once the clock passed it.
+    /// </summary>
+    private static async Task AssertWaitsTheRetryIntervalAfterTheFirstLeaseAsync(ScriptedElection election, Func<CancellationToken, Task> work, Action? whileWaiting = null)
+    {
+        var clock = new TimerSignallingClock();
+        var interval = TimeSpan.FromSeconds(5);
+        using var stopping = new CancellationTokenSource();
+        var loop = Task.Run(() => election.RunWhileLeadingAsync("job", work, interval, clock, NullLogger.Instance, stopping.Token));
         try
         {
             var first = Assert.IsType<ScriptedElection.Lease>(await election.NextTryAsync());
@@ -189,12 +156,12 @@ public sealed class LeaderElectionLoopTests
             Assert.True(await Task.WhenAny(timer, again).WaitAsync(Eventually.DefaultTimeout) == timer, "the loop tried again at once, without waiting on the clock");
             Assert.Equal(interval, await timer);
             Assert.True(first.Released);
-            Assert.Equal(1, Volatile.Read(ref runs));
+            whileWaiting?.Invoke();
             Assert.False(election.Tries.TryPeek(out _), "the loop tried again before the retry interval passed");
 
             // The timer exists (it was reported from its creation): advancing now fires it.
             clock.Advance(interval);
-            Assert.IsType<ScriptedElection.Lease>(await election.NextTryAsync());
+            Assert.NotNull(await election.NextTryAsync());
         }
         finally
         {
