@@ -324,6 +324,51 @@ public sealed class InMemoryTransportTests
         Assert.Equal(Enumerable.Range(0, Count), delivered.Select(d => SequenceOf(d.Envelope)));
     }
 
+    /// <summary>
+    /// With several workers, messages without a partition key are spread over the workers' lanes; a stop hands them back in
+    /// the order the consumer read them (send order), not lane by lane. Regression (review 44b): the stop returned each
+    /// worker's message and its lane, then the next worker's, so a single consumer started after it got 0, 2, 4, ..., 1, 3, ...
+    /// </summary>
+    [Fact]
+    public async Task StopAsync_WithSeveralWorkers_HandsUnkeyedMessagesBackInSendOrder()
+    {
+        await using var transport = NewTransport(InMemoryTransportOptions.Default);
+        var queue = NewName();
+        const int Count = 12;
+        for (var i = 0; i < Count; i++)
+        {
+            await transport.SendAsync(queue, NewEnvelope(i));
+        }
+
+        var started = 0;
+        var bothStarted = NewSignal();
+        var consumer = await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 2, Prefetch = 16 }, async (_, cancellationToken) =>
+        {
+            if (Interlocked.Increment(ref started) == 2)
+            {
+                bothStarted.TrySetResult();
+            }
+
+            await Task.Delay(System.Threading.Timeout.Infinite, cancellationToken);
+        });
+        await bothStarted.Task.WaitAsync(Timeout);
+
+        // Two lanes of 8 and the two workers hold all twelve.
+        await Herald.Conformance.Eventually.UntilAsync(() => transport.GetReadyCount(queue) == 0, "the consumer took every message", Timeout);
+        await consumer.StopAsync(new CancellationToken(canceled: true)).WaitAsync(Timeout);
+        await consumer.DisposeAsync();
+        Assert.Equal(Count, transport.GetReadyCount(queue));
+
+        var collector = new DeliveryCollector();
+        await using var next = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
+        {
+            collector.Add(delivery);
+            return ValueTask.CompletedTask;
+        });
+        var delivered = await collector.WaitForCountAsync(Count, Timeout, "every message delivered again");
+        Assert.Equal(Enumerable.Range(0, Count), delivered.Select(d => SequenceOf(d.Envelope)));
+    }
+
     [Fact]
     public async Task DisposeAsync_StopsConsumersAndTimers()
     {

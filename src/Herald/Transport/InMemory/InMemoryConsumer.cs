@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using Herald.Internal;
 using Herald.Messages;
@@ -18,10 +17,13 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
     private readonly DeliveryHandler _handler;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
-    private readonly Channel<Envelope>[] _lanes;
+    private readonly Channel<Prefetched>[] _lanes;
 
     // The delivery each worker is handling, so a stop that abandons a handler can hand its message back.
     private readonly InMemoryDelivery?[] _handling;
+
+    // The read number of the message each worker handles (with lanes), so a stop hands back in the order the pump read.
+    private readonly long[] _handlingRead;
 
     // What a stop hands back, kept until the stop returns it all at once in the order it was read: each worker's message
     // its cancelled handler left, and the pump's last read, which no lane had room for. Once returned (_handedBack), a
@@ -45,20 +47,22 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         {
             _lanes = [];
             _handling = new InMemoryDelivery?[1];
+            _handlingRead = new long[1];
             _cancelled = new Envelope?[1];
-            _running = Task.Run(() => WorkAsync(queue.Reader, 0));
+            _running = Task.Run(WorkDirectAsync);
             Completion = ConsumerCompletion.WhenEndedAsync(_running, _stopping.Token);
         }
         else
         {
             var laneCapacity = Math.Max(1, options.Prefetch / options.MaxConcurrency);
-            _lanes = new Channel<Envelope>[options.MaxConcurrency];
+            _lanes = new Channel<Prefetched>[options.MaxConcurrency];
             _handling = new InMemoryDelivery?[options.MaxConcurrency];
+            _handlingRead = new long[options.MaxConcurrency];
             _cancelled = new Envelope?[options.MaxConcurrency];
             var tasks = new Task[options.MaxConcurrency + 1];
             for (var i = 0; i < _lanes.Length; i++)
             {
-                _lanes[i] = Channel.CreateBounded<Envelope>(new BoundedChannelOptions(laneCapacity)
+                _lanes[i] = Channel.CreateBounded<Prefetched>(new BoundedChannelOptions(laneCapacity)
                 {
                     FullMode = BoundedChannelFullMode.Wait,
                     SingleReader = true,
@@ -66,7 +70,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
                 });
                 var lane = _lanes[i].Reader;
                 var worker = i;
-                tasks[i] = Task.Run(() => WorkAsync(lane, worker));
+                tasks[i] = Task.Run(() => WorkLaneAsync(lane, worker));
             }
 
             tasks[^1] = Task.Run(PumpAsync);
@@ -106,8 +110,9 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         }
 
         // Hand back, to the head of the queue in the order they were read, what was taken but not settled: each worker's
-        // message, then those prefetched behind it into its lane, so another consumer takes them in send order.
-        List<Envelope>? handBack = null;
+        // message and those prefetched into the lanes (sorted by read number: unkeyed messages were spread over the lanes),
+        // then the pump's last read, so another consumer takes them in send order.
+        List<Prefetched>? handBack = null;
         lock (_handBackGate)
         {
             for (var worker = 0; worker < _handling.Length; worker++)
@@ -115,34 +120,41 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
                 if (_cancelled[worker] is { } cancelled)
                 {
                     _cancelled[worker] = null;
-                    (handBack ??= []).Add(cancelled);
+                    (handBack ??= []).Add(new Prefetched(cancelled, Volatile.Read(ref _handlingRead[worker])));
                 }
                 else if (!ended && Volatile.Read(ref _handling[worker]) is { } delivery && delivery.TryTakeBack())
                 {
                     // A handler that ignores its cancellation is left running; there is no broker to bring its message
                     // back, so it goes back here, and the handler's ack or nack when it ends does nothing.
-                    (handBack ??= []).Add(delivery.Envelope);
+                    (handBack ??= []).Add(new Prefetched(delivery.Envelope, Volatile.Read(ref _handlingRead[worker])));
                 }
 
                 if (worker < _lanes.Length)
                 {
-                    while (_lanes[worker].Reader.TryRead(out var envelope))
+                    while (_lanes[worker].Reader.TryRead(out var prefetched))
                     {
-                        (handBack ??= []).Add(envelope);
+                        (handBack ??= []).Add(prefetched);
                     }
                 }
             }
 
+            handBack?.Sort(static (a, b) => a.Read.CompareTo(b.Read));
             if (_pumpHeld is { } held)
             {
                 _pumpHeld = null;
-                (handBack ??= []).Add(held);
+                (handBack ??= []).Add(new Prefetched(held, long.MaxValue));
             }
 
             _handedBack = true;
             if (handBack is not null)
             {
-                _queue.Return(CollectionsMarshal.AsSpan(handBack));
+                var envelopes = new Envelope[handBack.Count];
+                for (var i = 0; i < envelopes.Length; i++)
+                {
+                    envelopes[i] = handBack[i].Envelope;
+                }
+
+                _queue.Return(envelopes);
             }
         }
     }
@@ -182,6 +194,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         var stop = _stopping.Token;
         var reader = _queue.Reader;
         var next = 0;
+        var read = 0L;
         try
         {
             while (await reader.WaitToReadAsync(stop).ConfigureAwait(false))
@@ -193,7 +206,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
                         : PickLane(ref next);
                     try
                     {
-                        await lane.Writer.WriteAsync(envelope, stop).ConfigureAwait(false);
+                        await lane.Writer.WriteAsync(new Prefetched(envelope, read++), stop).ConfigureAwait(false);
                     }
                     catch (OperationCanceledException)
                     {
@@ -215,7 +228,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         }
     }
 
-    private Channel<Envelope> PickLane(ref int next)
+    private Channel<Prefetched> PickLane(ref int next)
     {
         // Round-robin start, then the emptiest lane, so one slow message does not hold up the others. Each lane's count
         // is read once: reading it takes the channel's lock.
@@ -235,33 +248,19 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         return best;
     }
 
-    private async Task WorkAsync(ChannelReader<Envelope> reader, int worker)
+    // The one worker of a consumer without lanes: it reads the queue itself.
+    private async Task WorkDirectAsync()
     {
         var stop = _stopping.Token;
-        var direct = _lanes.Length == 0;
-        // A worker handles one delivery at a time; when the handler forgets each one once settled, one object serves them all.
+        var reader = _queue.Reader;
         InMemoryDelivery? reusable = null;
         try
         {
-            while (await reader.WaitToReadAsync(direct ? stop : CancellationToken.None).ConfigureAwait(false))
+            while (await reader.WaitToReadAsync(stop).ConfigureAwait(false))
             {
                 while (!stop.IsCancellationRequested && reader.TryRead(out var envelope))
                 {
-                    InMemoryDelivery delivery;
-                    if (reusable is null)
-                    {
-                        delivery = new InMemoryDelivery(envelope, _queue);
-                        reusable = _reusesDeliveries ? delivery : null;
-                    }
-                    else
-                    {
-                        reusable.Reuse(envelope);
-                        delivery = reusable;
-                    }
-
-                    Volatile.Write(ref _handling[worker], delivery);
-                    await HandleAsync(delivery, worker).ConfigureAwait(false);
-                    Volatile.Write(ref _handling[worker], null);
+                    await HandleAsync(Deliver(envelope, 0, ref reusable), 0).ConfigureAwait(false);
                 }
 
                 if (stop.IsCancellationRequested)
@@ -275,6 +274,45 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         }
     }
 
+    // A worker of a lane: the pump completes the lane when it ends, and a stop leaves what is still in it for the hand-back.
+    private async Task WorkLaneAsync(ChannelReader<Prefetched> lane, int worker)
+    {
+        var stop = _stopping.Token;
+        InMemoryDelivery? reusable = null;
+        while (await lane.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
+        {
+            while (!stop.IsCancellationRequested && lane.TryRead(out var prefetched))
+            {
+                Volatile.Write(ref _handlingRead[worker], prefetched.Read);
+                await HandleAsync(Deliver(prefetched.Envelope, worker, ref reusable), worker).ConfigureAwait(false);
+            }
+
+            if (stop.IsCancellationRequested)
+            {
+                return;
+            }
+        }
+    }
+
+    // A worker handles one delivery at a time; when the handler forgets each one once settled, one object serves them all.
+    private InMemoryDelivery Deliver(Envelope envelope, int worker, ref InMemoryDelivery? reusable)
+    {
+        InMemoryDelivery delivery;
+        if (reusable is null)
+        {
+            delivery = new InMemoryDelivery(envelope, _queue);
+            reusable = _reusesDeliveries ? delivery : null;
+        }
+        else
+        {
+            reusable.Reuse(envelope);
+            delivery = reusable;
+        }
+
+        Volatile.Write(ref _handling[worker], delivery);
+        return delivery;
+    }
+
     // Pooled: it goes asynchronous whenever the handler does.
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask HandleAsync(InMemoryDelivery delivery, int worker)
@@ -285,5 +323,10 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
             // Aborted by shutdown: not a failed attempt, hand it back unchanged (unless the stop abandoned it and did).
             HandBack(envelope, ref _cancelled[worker]);
         }
+
+        Volatile.Write(ref _handling[worker], null);
     }
+
+    /// <summary>A message the pump put in a lane, with its read number (the order in which the pump read it from the queue).</summary>
+    private readonly record struct Prefetched(Envelope Envelope, long Read);
 }
