@@ -310,18 +310,7 @@ public sealed class InMemoryTransportTests
         // With two workers the key's lane holds 8 and the pump waits with the tenth for room, leaving two in the queue.
         var left = workers == 1 ? Count - 1 : Count - 10;
         await Herald.Conformance.Eventually.UntilAsync(() => transport.GetReadyCount(queue) == left, "the consumer took what it can hold", Timeout);
-        await consumer.StopAsync(new CancellationToken(canceled: true)).WaitAsync(Timeout);
-        await consumer.DisposeAsync();
-        Assert.Equal(Count, transport.GetReadyCount(queue));
-
-        var collector = new DeliveryCollector();
-        await using var next = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
-        {
-            collector.Add(delivery);
-            return ValueTask.CompletedTask;
-        });
-        var delivered = await collector.WaitForCountAsync(Count, Timeout, "every message delivered again");
-        Assert.Equal(Enumerable.Range(0, Count), delivered.Select(d => SequenceOf(d.Envelope)));
+        await StopAndAssertHandedBackInSendOrderAsync(transport, queue, consumer, Count);
     }
 
     /// <summary>
@@ -355,18 +344,7 @@ public sealed class InMemoryTransportTests
 
         // Two lanes of 8 and the two workers hold all twelve.
         await Herald.Conformance.Eventually.UntilAsync(() => transport.GetReadyCount(queue) == 0, "the consumer took every message", Timeout);
-        await consumer.StopAsync(new CancellationToken(canceled: true)).WaitAsync(Timeout);
-        await consumer.DisposeAsync();
-        Assert.Equal(Count, transport.GetReadyCount(queue));
-
-        var collector = new DeliveryCollector();
-        await using var next = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
-        {
-            collector.Add(delivery);
-            return ValueTask.CompletedTask;
-        });
-        var delivered = await collector.WaitForCountAsync(Count, Timeout, "every message delivered again");
-        Assert.Equal(Enumerable.Range(0, Count), delivered.Select(d => SequenceOf(d.Envelope)));
+        await StopAndAssertHandedBackInSendOrderAsync(transport, queue, consumer, Count);
     }
 
     [Fact]
@@ -542,6 +520,24 @@ public sealed class InMemoryTransportTests
     private InMemoryTransport NewTransport(InMemoryTransportOptions options) => new(options, _clock);
 
     private static string NewName() => "q-" + Guid.NewGuid().ToString("N");
+
+    // Stops the consumer at once, then checks that every one of count messages is ready again and a new consumer gets them
+    // in send order.
+    private static async Task StopAndAssertHandedBackInSendOrderAsync(InMemoryTransport transport, string queue, ITransportConsumer consumer, int count)
+    {
+        await consumer.StopAsync(new CancellationToken(canceled: true)).WaitAsync(Timeout);
+        await consumer.DisposeAsync();
+        Assert.Equal(count, transport.GetReadyCount(queue));
+
+        var collector = new DeliveryCollector();
+        await using var next = await transport.ConsumeAsync(queue, ConsumerOptions.Default, (delivery, _) =>
+        {
+            collector.Add(delivery);
+            return ValueTask.CompletedTask;
+        });
+        var delivered = await collector.WaitForCountAsync(count, Timeout, "every message delivered again");
+        Assert.Equal(Enumerable.Range(0, count), delivered.Select(d => SequenceOf(d.Envelope)));
+    }
 
     private static Envelope NewEnvelope(int sequence) => new()
     {
