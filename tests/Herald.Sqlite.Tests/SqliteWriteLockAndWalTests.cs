@@ -1,3 +1,4 @@
+using Herald.Conformance;
 using Herald.EventSourcing;
 using Herald.Messages;
 using Herald.Sqlite.EventSourcing;
@@ -53,7 +54,7 @@ public sealed class SqliteWriteLockAndWalTests : IDisposable
         var waiting = store.AppendAsync("order-2", ExpectedVersion.Any, [NewEvent(new byte[16])]).AsTask();
 
         // The writer has taken the group and waits in BEGIN IMMEDIATE for the lock the other connection holds.
-        await WaitUntilAsync(() => store.WriterStatistics.Transactions >= 1);
+        await Eventually.UntilAsync(() => store.WriterStatistics.Transactions >= 1, "the store's writer has run a transaction", Deadline);
         var started = TimeProvider.System.GetTimestamp();
         await cancellation.CancelAsync();
 
@@ -91,16 +92,6 @@ public sealed class SqliteWriteLockAndWalTests : IDisposable
         using var command = connection.CreateCommand();
         command.CommandText = sql;
         command.ExecuteNonQuery();
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var until = TimeProvider.System.GetUtcNow() + Deadline;
-        while (!condition())
-        {
-            Assert.True(TimeProvider.System.GetUtcNow() < until, "The condition was not met in time.");
-            await Task.Delay(5);
-        }
     }
 
     private static Envelope NewEvent(byte[] body) => new()
