@@ -116,6 +116,18 @@ public sealed class SagaStateMachineBuilder<TData>
         return this;
     }
 
+    /// <summary>
+    /// As <see cref="Correlate{TEvent}(Func{TEvent, string?}, MissingInstance?)"/>, for events that carry their instance's id as
+    /// a <see cref="Guid"/>: the instance id is the GUID in its "D" form (lower case, with hyphens), so an id given elsewhere as
+    /// <c>guid.ToString()</c> names the same instance. The empty GUID dead-letters the message.
+    /// </summary>
+    public SagaStateMachineBuilder<TData> Correlate<TEvent>(Func<TEvent, Guid> by, MissingInstance? whenMissing = null)
+        where TEvent : notnull
+    {
+        ArgumentNullException.ThrowIfNull(by);
+        return Correlate<TEvent>(e => by(e).ToString("D"), whenMissing);
+    }
+
     /// <summary>Declares that <typeparamref name="TEvent"/> creates an instance, runs <paramref name="action"/> and moves it to <paramref name="then"/>.</summary>
     public SagaStateMachineBuilder<TData> Initially<TEvent>(string then, Func<SagaEventContext<TData>, TEvent, ValueTask>? action = null)
         where TEvent : notnull

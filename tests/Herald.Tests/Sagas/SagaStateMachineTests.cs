@@ -380,6 +380,39 @@ public sealed class SagaStateMachineTests
     }
 
     [Fact]
+    public async Task ACorrelationByGuid_NamesTheInstanceByTheGuidsTextForm_AndDeadLettersTheEmptyGuid()
+    {
+        var machine = SagaStateMachine.Create<OrderState>("sm-guid-carts", m => m
+            .Correlate<CartOpened>(e => e.CartId)
+            .Initially<CartOpened>("Open", (saga, _) =>
+            {
+                saga.Data.Lines.Add(saga.Data.Lines.Count);
+                return ValueTask.CompletedTask;
+            })
+            .During("Open", s => s.When<CartOpened>("Open", (saga, _) =>
+            {
+                saga.Data.Lines.Add(saga.Data.Lines.Count);
+                return ValueTask.CompletedTask;
+            })));
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<CartOpened>().AddSaga(machine));
+        var bus = host.Get<IMessageBus>();
+        var cart = Guid.NewGuid();
+
+        await bus.SendAsync(new CartOpened(cart));
+        await Eventually.ValueAsync(async () => await host.Get<ISagaStore>().LoadAsync("sm-guid-carts", cart.ToString()), "the cart's instance is created");
+        await bus.SendAsync(new CartOpened(cart));
+        await bus.SendAsync(new CartOpened(Guid.Empty));
+
+        var deadLetter = Assert.Single(await host.WaitForDeadLettersAsync());
+        Assert.Contains("CartOpened has no correlation id for saga 'sm-guid-carts'", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        var instance = await Eventually.ValueAsync(
+            async () => await host.Get<ISagaStore>().LoadAsync("sm-guid-carts", cart.ToString()) is { Version: >= 2 } loaded ? loaded : null,
+            "the second event reaches the cart's instance");
+        Assert.Equal(cart.ToString("D"), instance.Id);
+        Assert.Single(await host.Get<ISagaStore>().ListAsync(new SagaQuery { SagaType = "sm-guid-carts" }));
+    }
+
+    [Fact]
     public void ABadMachine_IsRejectedWhenBuilt_WithEveryReason()
     {
         var error = Assert.Throws<InvalidSagaDefinitionException>(() => SagaStateMachine.Create<OrderState>("bad", m => m
