@@ -112,30 +112,33 @@ public sealed class SagaOrchestrator
             return false;
         }
 
-        await _store.SaveAsync(
-            NewInstance(definition, id, data),
-            unitOfWork,
-            cancellationToken).ConfigureAwait(false);
+        var instance = NewInstance(definition, id, data);
+        await _store.SaveAsync(instance, unitOfWork, cancellationToken).ConfigureAwait(false);
         var parent = System.Diagnostics.Activity.Current?.Context ?? default;
+        // The queued run claims the instance at the version the commit gave it, in place of loading it: the run may wait
+        // in the queue past StaleAfter, and a sweep elsewhere that took the instance meanwhile then keeps it alone.
+        var committed = instance with { Version = 1 };
         unitOfWork.OnCommitted(token =>
         {
             Log.SagaStarted(_logger, definition.Name, id);
-            return queue.EnqueueAsync(definition.Name, id, parent, run => ResumeAsync(definition, id, run), token);
+            return queue.EnqueueAsync(definition.Name, id, parent, run => ResumeListedAsync(definition, committed, run), token);
         });
         return true;
     }
 
     /// <summary>
-    /// Loads an instance and runs it on from where it stood (the step it was at, or the compensations still due). A
-    /// finished instance is returned as it is; null when none is stored.
+    /// Loads an instance and runs it on from where it stood (the step it was at, or the compensations still due), claiming
+    /// it first by a save of the version loaded. A finished instance is returned as it is, and one that another runner
+    /// moved on between the load and the claim is returned as stored then, not run here; null when none is stored.
     /// </summary>
     public Task<SagaInstance?> ResumeAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
         where TData : class =>
         ResumeCoreAsync(definition, id, Parked.Left, listed: null, cancellationToken);
 
     /// <summary>
-    /// The resume sweep's resume of an instance it listed as undriven: claimed first by a save of the listed version, so a
-    /// sweep that finds it moved on since (a runner saved progress, another sweep claimed it) leaves it, and null is returned.
+    /// The resume of an instance at a version known without a load (the resume sweep's listed as undriven, a queued start's
+    /// as committed): claimed first by a save of that version, so a resume that finds it moved on since (a runner saved
+    /// progress, a sweep claimed it) leaves it, and null is returned.
     /// </summary>
     internal Task<SagaInstance?> ResumeListedAsync<TData>(SagaDefinition<TData> definition, SagaInstance listed, CancellationToken cancellationToken)
         where TData : class =>
@@ -182,11 +185,21 @@ public sealed class SagaOrchestrator
             if (parked != Parked.Left && instance?.Status == SagaStatus.Failed)
             {
                 // Nothing runs a parked instance, and nothing else would ever undo its completed steps or run its next one.
-                // Saved first (with the version check), so a crash from here leaves it compensating or running, where the
-                // resume sweep finds it.
+                // Saved first (with the version check, which claims it too), so a crash from here leaves it compensating or
+                // running, where the resume sweep finds it.
                 instance = await SaveDirectAsync(
                     parked == Parked.Compensated ? instance with { Status = SagaStatus.Compensating } : Forward(definition, instance),
                     cancellationToken).ConfigureAwait(false);
+            }
+            else if (listed is null && instance is { IsFinished: false } loaded)
+            {
+                // Claimed as the sweep claims what it listed: a stale instance is renewed only a third of StaleAfter into
+                // its step, and a sweep elsewhere would take it and run the step meanwhile. Lost, it is the other runner's.
+                instance = await ClaimAsync(loaded, cancellationToken).ConfigureAwait(false);
+                if (instance is null)
+                {
+                    return await _store.LoadAsync(definition.Name, id, cancellationToken).ConfigureAwait(false);
+                }
             }
 
             if (instance is null || instance.IsFinished)

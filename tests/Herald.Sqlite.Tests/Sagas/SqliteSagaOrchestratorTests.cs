@@ -1,5 +1,6 @@
 using Herald.Conformance;
 using Herald.Hosting;
+using Herald.Persistence;
 using Herald.Reliability.Retry;
 using Herald.Sagas;
 using Microsoft.Extensions.DependencyInjection;
@@ -9,7 +10,10 @@ using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Sqlite.Tests.Sagas;
 
-/// <summary>The orchestrator and its resume sweep on SQLite: parked instances run forward, and racing sweeps run a step once.</summary>
+/// <summary>
+/// The orchestrator and its resume sweep on SQLite: parked instances run forward, and racing sweeps (or a sweep racing a
+/// resume or a queued run) run a step once.
+/// </summary>
 public sealed class SqliteSagaOrchestratorTests : IDisposable
 {
     private static readonly RetryPolicy NoRetries = RetryPolicy.Create(r => r.NoRetries());
@@ -121,6 +125,84 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         Assert.Equal(1, runs);
         Assert.Equal(SagaStatus.Completed, ended!.Status);
         Assert.Equal(["charge", "ship"], SagaData.Read<Order>(ended).Done);
+    }
+
+    [Fact]
+    public async Task APublicResumeOfAStaleInstance_ClaimsItFirst_SoASweepElsewhereDoesNotRunItsStepToo()
+    {
+        // ResumeAsync loaded the stale instance and ran its step without a save: the instance stayed stale until the
+        // step's first renewal, a third of StaleAfter in, and another node's sweep claimed it and ran the step meanwhile.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 7, 8, 0, 0, TimeSpan.Zero));
+        var runs = 0;
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var definition = SlowCharge("sqlite-resumed", () => Interlocked.Increment(ref runs), release.Task);
+        var configure = StaleAfterAMinute(definition);
+        using var owner = await StartAsync(configure, time);
+        using var other = await StartAsync(configure, time);
+        var store = other.Services.GetRequiredService<ISagaStore>();
+        await store.SaveAsync(new SagaInstance { SagaType = "sqlite-resumed", Id = "order-7", Status = SagaStatus.Running, State = "charge", Data = "{}"u8.ToArray() });
+        time.Advance(TimeSpan.FromMinutes(2));
+
+        var resume = owner.Services.GetRequiredService<SagaOrchestrator>().ResumeAsync(definition, "order-7");
+        await Eventually.UntilAsync(() => Volatile.Read(ref runs) == 1, "the resume runs the step");
+        var sweep = Sweep(other).SweepAsync(CancellationToken.None);
+        await Eventually.UntilAsync(() => Volatile.Read(ref runs) == 2 || sweep.IsCompleted, "the sweep runs the step again, or is done");
+        var runsWhileBlocked = Volatile.Read(ref runs);
+        release.SetResult();
+        var ended = await resume;
+        var resumed = await sweep;
+        var stored = await store.LoadAsync("sqlite-resumed", "order-7");
+        await owner.StopAsync();
+        await other.StopAsync();
+
+        Assert.Equal(1, runsWhileBlocked);
+        Assert.Equal(0, resumed);
+        Assert.Equal(SagaStatus.Completed, ended!.Status);
+        Assert.Equal(["charge", "ship"], SagaData.Read<Order>(stored!).Done);
+    }
+
+    [Fact]
+    public async Task AQueuedRunOfAStartInAUnitOfWork_WhoseInstanceASweepTookMeanwhile_DoesNotRunItsStepToo()
+    {
+        // The run queued by StartInAsync waited (a full runner, a node that cannot reach the store) until its instance went
+        // stale; another node's sweep claimed it and ran its step, then the queued run loaded it and ran the step again.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 7, 8, 0, 0, TimeSpan.Zero));
+        var runs = 0;
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var definition = SlowCharge("sqlite-queued", () => Interlocked.Increment(ref runs), release.Task);
+        var configure = StaleAfterAMinute(definition);
+        var gated = new GatedSagaStore();
+        using var owner = await StartAsync(configure, time, gated);
+        using var other = await StartAsync(configure, time);
+        var store = other.Services.GetRequiredService<ISagaStore>();
+        var orchestrator = owner.Services.GetRequiredService<SagaOrchestrator>();
+        TaskCompletionSource? held = null;
+        await owner.Services.GetRequiredService<UnitOfWorkRunner>().RunAsync(async (services, token) =>
+        {
+            Assert.True(await orchestrator.StartInAsync(definition, "order-8", new Order(), services.GetRequiredService<IUnitOfWork>(), token));
+            // From before the commit: the queued run's first call to the store waits.
+            held = gated.Hold(loads: true);
+        });
+        await gated.Reached.WaitAsync(TimeSpan.FromSeconds(30));
+        time.Advance(TimeSpan.FromMinutes(2));
+
+        var sweep = Sweep(other).SweepAsync(CancellationToken.None);
+        await Eventually.UntilAsync(() => Volatile.Read(ref runs) == 1, "the sweep runs the step of the stale instance");
+        held!.SetResult();
+        await Eventually.UntilAsync(
+            () => Volatile.Read(ref runs) == 2 || !orchestrator.IsRunningHere("sqlite-queued", "order-8"),
+            "the queued run runs the step again, or is done");
+        var runsWhileBlocked = Volatile.Read(ref runs);
+        release.SetResult();
+        var resumed = await sweep;
+        var stored = await store.LoadAsync("sqlite-queued", "order-8");
+        await owner.StopAsync();
+        await other.StopAsync();
+
+        Assert.Equal(1, runsWhileBlocked);
+        Assert.Equal(1, resumed);
+        Assert.Equal(SagaStatus.Completed, stored!.Status);
+        Assert.Equal(["charge", "ship"], SagaData.Read<Order>(stored).Done);
     }
 
     [Fact]
@@ -362,10 +444,12 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         }
     }
 
-    // A host's saga store whose direct saves wait while held, or fail (the node cannot reach the store).
+    // A host's saga store whose direct saves (and loads, when asked) wait while held, or fail (the node cannot reach the store).
     public sealed class GatedSagaStore
     {
         private volatile Task _gate = Task.CompletedTask;
+        private volatile bool _holdsLoads;
+        private volatile TaskCompletionSource _reached = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private volatile bool _failing;
 
         private volatile bool _failNextUnitOfWorkSave;
@@ -375,18 +459,41 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
         // The next save enlisted in a unit of work throws (a commit that failed, not by a conflict).
         public void FailNextUnitOfWorkSave() => _failNextUnitOfWorkSave = true;
 
-        public TaskCompletionSource Hold()
+        // Completes once a call waits at the gate of the latest hold.
+        public Task Reached => _reached.Task;
+
+        public TaskCompletionSource Hold(bool loads = false)
         {
             var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _holdsLoads = loads;
             _gate = held.Task;
             return held;
+        }
+
+        private async ValueTask PassAsync(CancellationToken cancellationToken)
+        {
+            var gate = _gate;
+            if (!gate.IsCompleted)
+            {
+                _reached.TrySetResult();
+                await gate.WaitAsync(cancellationToken);
+            }
         }
 
         public ISagaStore Wrap(ISagaStore inner) => new Gated(inner, this);
 
         private sealed class Gated(ISagaStore inner, GatedSagaStore gated) : ISagaStore
         {
-            public ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default) => inner.LoadAsync(sagaType, id, cancellationToken);
+            public async ValueTask<SagaInstance?> LoadAsync(string sagaType, string id, CancellationToken cancellationToken = default)
+            {
+                if (gated._holdsLoads)
+                {
+                    await gated.PassAsync(cancellationToken);
+                }
+
+                return await inner.LoadAsync(sagaType, id, cancellationToken);
+            }
 
             public async ValueTask<long> SaveAsync(SagaInstance instance, CancellationToken cancellationToken = default)
             {
@@ -395,7 +502,7 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
                     throw new IOException("The store cannot be reached.");
                 }
 
-                await gated._gate.WaitAsync(cancellationToken);
+                await gated.PassAsync(cancellationToken);
                 return await inner.SaveAsync(instance, cancellationToken);
             }
 
