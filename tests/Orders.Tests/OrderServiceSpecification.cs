@@ -351,6 +351,122 @@ public abstract class OrderServiceSpecification
 
     private static byte[] Utf8(string text) => Encoding.UTF8.GetBytes(text);
 
+    [Theory]
+    // The web JSON defaults read "3" as 3: a client sending every number as a string was answered 202 and never learnt it.
+    [InlineData("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": \"3\"}]}", "$.lines[0].quantity")]
+    // A property the request does not have was dropped: a misspelt one was answered as if it had not been sent.
+    [InlineData("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1}], \"coupon\": \"FREE\"}", "$.coupon")]
+    public async Task QuantityAsAStringOrAnUnknownProperty_IsAnswered400NamingIt_AndStoresNothing(string body, string field)
+    {
+        var correlationId = "strict-json-" + Guid.NewGuid().ToString("N");
+        using var response = await SendAsync(body, "application/json", correlationId);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        using (var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync()))
+        {
+            Assert.Contains($" at {field} ", problem.RootElement.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        }
+
+        Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
+    }
+
+    [Fact]
+    public async Task BadInput_IsAnsweredItsStatusAsAnRfc9457Problem_NeverA500_AndStoresNothing()
+    {
+        var correlationId = "bad-input-" + Guid.NewGuid().ToString("N");
+        using var placed = await PostOrderAsync(new { customerId = "ada", lines = new[] { new { sku = "cable", quantity = 1 } } });
+        var id = (await placed.Content.ReadFromJsonAsync<PlaceOrderResponse>())!.OrderId;
+        const string line = "{\"sku\": \"cable\", \"quantity\": 1}";
+        const string valid = "{\"customerId\": \"ada\", \"lines\": [" + line + "]}";
+        var longText = new string('x', 10_000);
+        (string What, HttpMethod Method, string Path, string? Body, string? ContentType, string? Key, int Expected)[] cases =
+        [
+            ("malformed JSON", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [", "application/json", null, 400),
+            ("empty JSON body", HttpMethod.Post, "/orders", "", "application/json", null, 400),
+            ("no body at all", HttpMethod.Post, "/orders", null, null, null, 400),
+            ("form content type", HttpMethod.Post, "/orders", "customerId=ada", "application/x-www-form-urlencoded", null, 415),
+            ("text content type", HttpMethod.Post, "/orders", valid, "text/plain", null, 415),
+            ("no customerId", HttpMethod.Post, "/orders", "{\"lines\": [" + line + "]}", "application/json", null, 400),
+            ("no lines", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\"}", "application/json", null, 400),
+            ("line without sku", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"quantity\": 1}]}", "application/json", null, 400),
+            ("line without quantity", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\"}]}", "application/json", null, 400),
+            ("null customerId", HttpMethod.Post, "/orders", "{\"customerId\": null, \"lines\": [" + line + "]}", "application/json", null, 400),
+            ("null lines", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": null}", "application/json", null, 400),
+            ("null line", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [null]}", "application/json", null, 400),
+            ("null sku", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": null, \"quantity\": 1}]}", "application/json", null, 400),
+            ("null quantity", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": null}]}", "application/json", null, 400),
+            ("null body", HttpMethod.Post, "/orders", "null", "application/json", null, 400),
+            ("zero quantity", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 0}]}", "application/json", null, 400),
+            ("negative quantity", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": -1}]}", "application/json", null, 400),
+            ("quantity over the limit", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1001}]}", "application/json", null, 400),
+            ("quantity over int", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 2147483648}]}", "application/json", null, 400),
+            ("quantity as a string", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": \"3\"}]}", "application/json", null, 400),
+            ("quantity as a boolean", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": true}]}", "application/json", null, 400),
+            ("customerId as a number", HttpMethod.Post, "/orders", "{\"customerId\": 42, \"lines\": [" + line + "]}", "application/json", null, 400),
+            ("10,000-character customerId", HttpMethod.Post, "/orders", "{\"customerId\": \"" + longText + "\", \"lines\": [" + line + "]}", "application/json", null, 400),
+            ("10,000-character sku", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"" + longText + "\", \"quantity\": 1}]}", "application/json", null, 400),
+            ("51 lines", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [" + string.Join(", ", Enumerable.Range(0, 51).Select(i => $"{{\"sku\": \"s{i}\", \"quantity\": 1}}")) + "]}", "application/json", null, 400),
+            ("duplicate property", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [" + line + "], \"customerId\": \"bad-card\"}", "application/json", null, 400),
+            ("unknown property", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [" + line + "], \"coupon\": \"FREE\"}", "application/json", null, 400),
+            ("unknown property of a line", HttpMethod.Post, "/orders", "{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1, \"price\": 0}]}", "application/json", null, 400),
+            ("blank Idempotency-Key", HttpMethod.Post, "/orders", valid, "application/json", "", 400),
+            ("256-character Idempotency-Key", HttpMethod.Post, "/orders", valid, "application/json", new string('k', 256), 400),
+            ("cancel with an unknown property", HttpMethod.Post, $"/orders/{id}/cancel", "{\"reasn\": \"changed my mind\"}", "application/json", null, 400),
+            ("cancel with a numeric reason", HttpMethod.Post, $"/orders/{id}/cancel", "{\"reason\": 42}", "application/json", null, 400),
+            ("cancel of a non-GUID id", HttpMethod.Post, "/orders/42/cancel", null, null, null, 404),
+            ("GET of a non-GUID id", HttpMethod.Get, "/orders/not-a-guid", null, null, null, 404),
+            ("GET of the history of a non-GUID id", HttpMethod.Get, "/orders/not-a-guid/history", null, null, null, 404),
+            ("GET of a page after a non-GUID", HttpMethod.Get, "/orders?after=42", null, null, null, 400),
+            ("GET of a page size that is no number", HttpMethod.Get, "/orders?pageSize=ten", null, null, null, 400),
+        ];
+
+        var wrong = new List<string>();
+        foreach (var (what, method, path, body, contentType, key, expected) in cases)
+        {
+            using var request = new HttpRequestMessage(method, path);
+            if (body is not null)
+            {
+                request.Content = new ByteArrayContent(Utf8(body));
+                request.Content.Headers.TryAddWithoutValidation("Content-Type", contentType);
+            }
+
+            request.Headers.Add("X-Correlation-Id", correlationId);
+            if (key is not null)
+            {
+                request.Headers.TryAddWithoutValidation("Idempotency-Key", key);
+            }
+
+            using var response = await Service.Http.SendAsync(request);
+            var text = await response.Content.ReadAsStringAsync();
+            var problem = response.Content.Headers.ContentType?.MediaType == "application/problem+json" ? TryParse(text) : null;
+            if ((int)response.StatusCode != expected
+                || problem is not { } root
+                || !root.TryGetProperty("status", out var status) || status.GetInt32() != expected
+                || !root.TryGetProperty("title", out var title) || string.IsNullOrEmpty(title.GetString())
+                || !root.TryGetProperty("detail", out var detail) || string.IsNullOrEmpty(detail.GetString()))
+            {
+                wrong.Add($"{what}: {(int)response.StatusCode} {response.Content.Headers.ContentType} {text[..Math.Min(text.Length, 200)]}");
+            }
+        }
+
+        Assert.True(wrong.Count == 0, string.Join("\n", wrong));
+        Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
+    }
+
+    private static JsonElement? TryParse(string json)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(json);
+            return document.RootElement.Clone();
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
     [Fact]
     public async Task CancelWithAnOversizedBody_Answers413_AndStoresNothing()
     {

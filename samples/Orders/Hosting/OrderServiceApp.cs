@@ -1,5 +1,6 @@
 using Herald.EventSourcing;
 using Herald.Hosting;
+using System.Text.Json.Serialization;
 using Herald.Sagas;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -63,7 +64,15 @@ public static class OrderServiceApp
             .MapException<IdempotencyKeyReusedException>(StatusCodes.Status422UnprocessableEntity, "The Idempotency-Key was already used for another request."));
         // A body naming a property twice is ambiguous (a proxy reading the first "customerId" and this service the last
         // would disagree on whose order it is): refused with 400 instead of read last-wins.
-        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.AllowDuplicateProperties = false);
+        // A number sent as a string ("quantity": "3") is refused too: the web defaults read it, so a client whose numbers
+        // went out as strings (a form serializer, a template) never learnt of it. And a property the request does not have
+        // is refused naming it, not dropped: a misspelt optional field ("reasn") would otherwise be answered 202 as if absent.
+        builder.Services.ConfigureHttpJsonOptions(o =>
+        {
+            o.SerializerOptions.AllowDuplicateProperties = false;
+            o.SerializerOptions.NumberHandling = JsonNumberHandling.Strict;
+            o.SerializerOptions.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
+        });
         builder.Services.AddHealthChecks().AddHerald();
         AddTelemetry(builder, settings);
         customize?.Invoke(builder);
