@@ -36,11 +36,18 @@ public sealed class ServiceInstance : IAsyncDisposable
 
     public static Task<ServiceInstance> StartAsync(params string[] settings) => StartUnderPathBaseAsync(PathString.Empty, settings);
 
+    /// <summary>Starts an instance whose services <paramref name="customize"/> changes after the sample registered its own.</summary>
+    public static Task<ServiceInstance> StartAsync(Action<IServiceCollection> customize, params string[] settings) =>
+        StartUnderPathBaseAsync(PathString.Empty, settings, customize);
+
     /// <summary>
     /// Starts an instance whose whole app is under <paramref name="pathBase"/> (<c>UsePathBase</c> first in the pipeline, as an
     /// app behind a reverse proxy forwarding a prefix is hosted). <see cref="Http"/> still addresses the server's root.
     /// </summary>
-    public static async Task<ServiceInstance> StartUnderPathBaseAsync(PathString pathBase, params string[] settings)
+    public static Task<ServiceInstance> StartUnderPathBaseAsync(PathString pathBase, params string[] settings) =>
+        StartUnderPathBaseAsync(pathBase, settings, customize: null);
+
+    private static async Task<ServiceInstance> StartUnderPathBaseAsync(PathString pathBase, string[] settings, Action<IServiceCollection>? customize)
     {
         string[] args = ["--urls", "http://127.0.0.1:0", .. settings];
         var gate = new LedgerGate();
@@ -52,6 +59,8 @@ public sealed class ServiceInstance : IAsyncDisposable
             {
                 builder.Services.AddSingleton<IStartupFilter>(new PathBaseFirst(pathBase));
             }
+
+            customize?.Invoke(builder.Services);
         });
         await app.StartAsync();
         var http = new HttpClient { BaseAddress = new Uri(Banner.Address(app)), Timeout = TimeSpan.FromSeconds(30) };

@@ -16,8 +16,11 @@ public static class OrderEndpoints
 {
     public const int MaxPageSize = 100;
 
-    // How long a read of an order placed but not yet projected waits for the read model before answering 503.
-    private static readonly TimeSpan ReadModelWait = TimeSpan.FromSeconds(5);
+    /// <summary>How long a read of an order placed but not yet projected waits for the read model before answering 503.</summary>
+    public static readonly TimeSpan ReadModelWait = TimeSpan.FromSeconds(5);
+
+    /// <summary>The key of the clock that times <see cref="ReadModelWait"/>: the host's <see cref="TimeProvider"/>, which a test replaces.</summary>
+    public const string ReadModelWaitClock = "orders-read-model-wait";
 
     public static IEndpointRouteBuilder MapOrderEndpoints(this IEndpointRouteBuilder app)
     {
@@ -55,7 +58,14 @@ public static class OrderEndpoints
         return Results.Accepted(OrderLink(http.Request, id), new { orderId = id, status = OrderStates.Cancelled });
     }
 
-    private static async Task<IResult> GetAsync(Guid id, ReadModels readModels, IEventStore store, ProjectionManager projections, HttpContext http, CancellationToken cancellationToken)
+    private static async Task<IResult> GetAsync(
+        Guid id,
+        ReadModels readModels,
+        IEventStore store,
+        ProjectionManager projections,
+        [FromKeyedServices(ReadModelWaitClock)] TimeProvider clock,
+        HttpContext http,
+        CancellationToken cancellationToken)
     {
         if (await readModels.GetAsync(OrderProjection.Orders, id.ToString(), cancellationToken) is { } order)
         {
@@ -76,8 +86,8 @@ public static class OrderEndpoints
             return NotFound(id);
         }
 
-        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        wait.CancelAfter(ReadModelWait);
+        using var timeout = new CancellationTokenSource(ReadModelWait, clock);
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
         try
         {
             await projections.WaitForPositionAsync(OrderProjection.ProjectionName, position, wait.Token);

@@ -73,6 +73,7 @@ public static class OrderServiceApp
             o.SerializerOptions.NumberHandling = JsonNumberHandling.Strict;
             o.SerializerOptions.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
         });
+        builder.Services.AddKeyedSingleton(OrderEndpoints.ReadModelWaitClock, (sp, _) => sp.GetRequiredService<TimeProvider>());
         builder.Services.AddHealthChecks().AddHerald();
         AddTelemetry(builder, settings);
         customize?.Invoke(builder);
