@@ -24,6 +24,7 @@ public static class StreamsHeraldBuilderExtensions
         var streams = new StreamBuilder();
         build(streams);
         var registration = new StreamRegistration(name, streams.Build(), options ?? StreamProcessorOptions.Default);
+        StreamProcessor.ValidateName(name, registration.Topology, registration.Options);
         if (builder.Services.Any(d => d.ServiceType == typeof(StreamRegistration) && ((StreamRegistration?)d.ImplementationInstance)?.Name == name))
         {
             throw new InvalidOperationException($"A stream named '{name}' is registered already; each stream needs its own name (its checkpoint and state are kept under it).");

@@ -77,19 +77,10 @@ public sealed partial class StreamProcessor : IAsyncDisposable
     /// </summary>
     public StreamProcessor(string name, StreamTopology topology, IServiceProvider services, StreamProcessorOptions? options = null)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(name);
-        if (name.Contains(':', StringComparison.Ordinal))
-        {
-            // The state and checkpoints of partitions, stages and broker partitions are the name with ':'-separated suffixes
-            // ("s:1", "stream:s:1:stage-0", "s:b1"): a name holding one would share another processor's.
-            throw new ArgumentException(
-                $"The stream processor name '{name}' holds ':', which separates a processor's partitions and stages in the names of its state and checkpoints; a name with it could share another processor's.",
-                nameof(name));
-        }
-
         ArgumentNullException.ThrowIfNull(topology);
         ArgumentNullException.ThrowIfNull(services);
         options ??= StreamProcessorOptions.Default;
+        ValidateName(name, topology, options);
         Validate(topology, options);
         Name = name;
         _topology = topology;
@@ -108,7 +99,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         _logger = services.GetService<ILoggerFactory>()?.CreateLogger<StreamProcessor>() ?? NullLogger<StreamProcessor>.Instance;
         _tag = new("herald.stream", name);
         _countDeadLetter = CountDeadLetter;
-        _repartitioned = options.Partitions > 1 && topology.StageCount > 1 && !options.Source.IsExternal;
+        _repartitioned = Repartitions(topology, options);
         if (!options.Source.IsExternal && (_events is null || _checkpoints is null))
         {
             throw new InvalidOperationException($"Stream processor '{name}' reads the event store, but no IEventStore and ICheckpointStore are registered.");
@@ -441,6 +432,37 @@ public sealed partial class StreamProcessor : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Throws an <see cref="ArgumentException"/> for a name no processor can run under with <paramref name="options"/>: an
+    /// empty one, one holding ':', or one whose longest checkpoint-store key is longer than a checkpoint store keeps.
+    /// </summary>
+    internal static void ValidateName(string name, StreamTopology topology, StreamProcessorOptions options)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        if (name.Contains(':', StringComparison.Ordinal))
+        {
+            // The state and checkpoints of partitions, stages and broker partitions are the name with ':'-separated suffixes
+            // ("s:1", "stream:s:1:stage-0", "s:b1"): a name holding one would share another processor's.
+            throw new ArgumentException(
+                $"The stream processor name '{name}' holds ':', which separates a processor's partitions and stages in the names of its state and checkpoints; a name with it could share another processor's.",
+                nameof(name));
+        }
+
+        // Else the processor found no checkpoint under a key too long to store and failed at its first save, mid-run. The
+        // longest key is the fence (taken where leases share the partitions) of the last partition, or of its last stage.
+        var last = options.Partitions - 1;
+        var longest = FenceKey(Repartitions(topology, options) ? StageCheckpointIdOf(name, last, topology.StageCount - 1) : CheckpointIdOf(name, options.Partitions, last));
+        var over = longest.Length - CheckpointValidation.MaxSubscriptionIdLength;
+        if (over > 0)
+        {
+            throw new ArgumentException(
+                $"The stream processor name '{(name.Length > 60 ? name[..60] + "..." : name)}' has {name.Length} characters, too many for its checkpoints: " +
+                $"its longest checkpoint key would have {longest.Length} of the at most {CheckpointValidation.MaxSubscriptionIdLength} a checkpoint store keeps, " +
+                $"so with {options.Partitions} partition(s) the name may have at most {name.Length - over} characters.",
+                nameof(name));
+        }
+    }
+
     private static void Validate(StreamTopology topology, StreamProcessorOptions options)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(options.CommitEvery, 1, nameof(options));
@@ -466,7 +488,16 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     private string StateName(int partition) => _options.Partitions == 1 ? Name : $"{Name}:{partition}";
 
-    private string CheckpointId(int partition) => _options.Partitions == 1 ? "stream:" + Name : $"stream:{Name}:{partition}";
+    private static bool Repartitions(StreamTopology topology, StreamProcessorOptions options) =>
+        options.Partitions > 1 && topology.StageCount > 1 && !options.Source.IsExternal;
+
+    private static string CheckpointIdOf(string name, int partitions, int partition) => partitions == 1 ? "stream:" + name : $"stream:{name}:{partition}";
+
+    private static string StageCheckpointIdOf(string name, int partition, int stage) => $"stream:{name}:{partition}:stage-{stage}";
+
+    private static string FenceKey(string checkpointId) => "$stream-leader:" + checkpointId;
+
+    private string CheckpointId(int partition) => CheckpointIdOf(Name, _options.Partitions, partition);
 
     private StreamTask NewTask(int stage = 0) => new(_topology, _options.AllowedOutOfOrderness)
     {
@@ -477,7 +508,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     private string StageStateName(int partition, int stage) => $"{Name}:{partition}:stage-{stage}";
 
-    private string StageCheckpointId(int partition, int stage) => $"stream:{Name}:{partition}:stage-{stage}";
+    private string StageCheckpointId(int partition, int stage) => StageCheckpointIdOf(Name, partition, stage);
 
     private EventFilter Widen(EventFilter filter) => _upcasters?.Widen(filter) ?? filter;
 
@@ -610,7 +641,7 @@ public sealed partial class StreamProcessor : IAsyncDisposable
 
     // One fence per committing loop (a partition's and each of its later stages'), since each moves its fence in turn.
     private ValueTask<LeaderFence> TakeFenceAsync(string checkpointId, CancellationToken cancellationToken) =>
-        LeaderFence.TakeAsync(_checkpoints!, _runner, "$stream-leader:" + checkpointId, cancellationToken);
+        LeaderFence.TakeAsync(_checkpoints!, _runner, FenceKey(checkpointId), cancellationToken);
 
     /// <summary>A task with the committed state kept under <paramref name="stateName"/>, and how many entries it loaded.</summary>
     private async Task<(StreamTask Task, int Entries)> LoadTaskAsync(string stateName, CancellationToken cancellationToken)
