@@ -195,6 +195,8 @@ internal sealed class PostgresOutboxStore(PostgresEventStore store) : IOutboxSto
 
         public string MarkSent { get; } = $"UPDATE {table} SET sent_at = $2 WHERE id = ANY ($1) AND sent_at IS NULL";
 
-        public string DeleteSent { get; } = $"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE sent_at < $1 ORDER BY sent_at LIMIT $2)";
+        // The outer test again: in READ COMMITTED only it is checked against the new version of a row the delete waited on,
+        // so a row an operator marked unsent meanwhile (to send it again) stays.
+        public string DeleteSent { get; } = $"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE sent_at < $1 ORDER BY sent_at LIMIT $2) AND sent_at < $1";
     }
 }

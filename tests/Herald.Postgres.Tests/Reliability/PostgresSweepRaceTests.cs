@@ -3,13 +3,14 @@ using Herald.Conformance.Reliability;
 using Herald.Postgres.EventSourcing;
 using Herald.Postgres.Reliability;
 using Herald.Reliability.DeadLetters;
+using Herald.Reliability.Outbox;
 using Microsoft.Extensions.Time.Testing;
 using Npgsql;
 
 namespace Herald.Postgres.Tests.Reliability;
 
 /// <summary>
-/// The sweeps of expired inbox marks and idempotency keys, and the dead letters' bulk delete, delete through a subquery of
+/// The sweeps of expired inbox marks and idempotency keys, the outbox cleanup of sent rows and the dead letters' bulk delete, delete through a subquery of
 /// matching rows. A row that a concurrent transaction changes while the delete waits on it may match no more once that
 /// transaction commits: the delete must leave it (in READ COMMITTED only the outer WHERE is checked again against the
 /// row's new version).
@@ -116,6 +117,40 @@ public sealed class PostgresSweepRaceTests : IAsyncLifetime
         // The purge of "orders" deleted the dead letter of "orders-kept" it had waited on.
         Assert.Equal(0, await purge.WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.Equal("orders-kept", (await deadLetters.GetAsync(moved.Id))?.Endpoint);
+    }
+
+    [Fact]
+    public async Task OutboxCleanup_WaitingOnASentRowThatAnOperatorMarksUnsent_LeavesItForTheRelay()
+    {
+        var outbox = new PostgresOutboxStore(_store);
+        var resent = new OutboxMessage
+        {
+            Id = Guid.CreateVersion7(),
+            DestinationKind = OutboxDestinationKind.Queue,
+            Destination = "orders",
+            Envelope = TestEnvelopes.Create() with { DeliveryAttempt = 0 },
+            CreatedAt = _clock.GetUtcNow(),
+        };
+        await outbox.AddAsync([resent]);
+        await outbox.MarkSentAsync([resent.Id], _clock.GetUtcNow());
+
+        // An operator clears sent_at to send the row again, the transaction still open.
+        await using var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        await using var transaction = await connection.BeginTransactionAsync();
+        await using (var clear = new NpgsqlCommand($"UPDATE \"{_schema}\".outbox SET sent_at = NULL WHERE id = $1", connection, transaction))
+        {
+            clear.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = resent.Id });
+            Assert.Equal(1, await clear.ExecuteNonQueryAsync());
+        }
+
+        var cleanup = outbox.DeleteSentAsync(_clock.GetUtcNow().AddDays(1), 100).AsTask();
+        await WaitUntilBlockedAsync("outbox", cleanup);
+        await transaction.CommitAsync();
+
+        // The cleanup deleted the row it had waited on, unsent now: the message the operator asked for never left.
+        Assert.Equal(0, await cleanup.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Contains(resent.Id, (await outbox.FetchPendingAsync(100)).Select(m => m.Id));
     }
 
     private async Task WaitUntilBlockedAsync(string table, Task sweep) =>
