@@ -147,7 +147,8 @@ public sealed class SagaOrchestrator
     /// <summary>
     /// Runs a parked (<see cref="SagaStatus.Failed"/>) instance again once its cause is fixed: it turns
     /// <see cref="SagaStatus.Compensating"/> and the compensations still due run, from the one that failed. Any other
-    /// instance is returned as it is; null when none is stored.
+    /// finished instance is returned as it is, and an unfinished one is claimed and run on as by
+    /// <see cref="ResumeAsync{TData}"/>; null when none is stored.
     /// </summary>
     /// <exception cref="SagaConcurrencyException">The instance changed meanwhile (another call resumed it): load it and look again.</exception>
     public Task<SagaInstance?> ResumeParkedAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
@@ -158,8 +159,9 @@ public sealed class SagaOrchestrator
     /// Runs a parked (<see cref="SagaStatus.Failed"/>) instance forward again once its cause is fixed (its data reads again,
     /// a downstream service is back): it turns <see cref="SagaStatus.Running"/> at the step after the last one still
     /// completed (the step it parked at, or the one whose failure it was compensating), and runs on from there, retried and
-    /// compensated as any run. Steps already compensated run again. Any other instance is returned as it is; null when none
-    /// is stored. <see cref="ResumeParkedAsync{TData}"/> compensates instead.
+    /// compensated as any run. Steps already compensated run again. Any other finished instance is returned as it is, and an
+    /// unfinished one is claimed and run on as by <see cref="ResumeAsync{TData}"/>; null when none is stored.
+    /// <see cref="ResumeParkedAsync{TData}"/> compensates instead.
     /// </summary>
     /// <exception cref="SagaConcurrencyException">The instance changed meanwhile (another call resumed it): load it and look again.</exception>
     public Task<SagaInstance?> RetryParkedAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)

@@ -9,7 +9,10 @@ public sealed record TransportCapabilities
     /// <summary><see cref="SendOptions.Delay"/> and delayed nacks are honoured by the transport itself.</summary>
     public bool SupportsDelayedDelivery { get; init; }
 
-    /// <summary>Within one consumer, messages with the same partition key are handled one at a time in send order.</summary>
+    /// <summary>
+    /// Within one consumer, messages with the same partition key are handled one at a time in send order. A message nacked
+    /// with a delay is the exception: the later messages of its key may go first while it waits (see each transport's docs).
+    /// </summary>
     public bool PreservesOrderPerPartitionKey { get; init; }
 
     /// <summary>The transport keeps dead-lettered messages itself (a dead-letter queue or exchange).</summary>
