@@ -9,12 +9,16 @@ namespace Herald.Sqlite.Tests;
 
 /// <summary>
 /// How the store's writes meet the file: the write-ahead log shrinks back after a burst, and a write waiting for another
-/// connection's write lock honours its cancellation (review of the SQLite store, items "journal_size_limit" and "busy wait").
+/// connection's write lock, or for an open append of this process, honours its cancellation (review of the SQLite store,
+/// items "journal_size_limit" and "busy wait").
 /// </summary>
 public sealed class SqliteWriteLockAndWalTests : IDisposable
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(20);
     private static readonly TimeSpan LongBusyTimeout = TimeSpan.FromSeconds(60);
+
+    // How soon a cancelled write must be let go: far below the hold it waits for, which ends only when the test ends it.
+    private static readonly TimeSpan CancelDeadline = TimeSpan.FromSeconds(2);
     private readonly TempDatabase _database = new();
 
     public void Dispose() => _database.Dispose();
@@ -85,6 +89,38 @@ public sealed class SqliteWriteLockAndWalTests : IDisposable
         // The store's own writer is not left holding anything.
         Execute(holder, "ROLLBACK");
         await store.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent(new byte[16])]).AsTask().WaitAsync(Deadline);
+    }
+
+    [Fact]
+    public async Task Writes_WaitingForThisProcesssOpenAppend_AreCancelledAtOnce_AndTheOthersStillRun()
+    {
+        await using var store = await SqliteEventStore.OpenAsync(_database.Path, o => o.BusyTimeout = LongBusyTimeout);
+        // Disposed before the store even when an assertion fails, so the store's writer is not left waiting for it.
+        await using var hold = await store.BeginOpenAppendAsync("order-held", ExpectedVersion.NoStream, [NewEvent(new byte[16])]);
+        var lockWaits = store.WriterLockWaits;
+
+        // The first write is taken as a group that waits for the open append's write lock; the later ones wait in the queue
+        // behind it. Only some are cancelled.
+        using var first = new CancellationTokenSource();
+        using var later = new CancellationTokenSource();
+        var inGroup = store.AppendAsync("order-1", ExpectedVersion.NoStream, [NewEvent(new byte[16])], first.Token).AsTask();
+        await Eventually.UntilAsync(() => store.WriterLockWaits > lockWaits, "the writer has taken the first write and waits for the lock", Deadline);
+        var waiting = store.AppendAsync("order-2", ExpectedVersion.NoStream, [NewEvent(new byte[16])]).AsTask();
+        var queued = store.AppendAsync("order-3", ExpectedVersion.NoStream, [NewEvent(new byte[16])], later.Token).AsTask();
+        await first.CancelAsync();
+        await later.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => inGroup.WaitAsync(CancelDeadline));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued.WaitAsync(CancelDeadline));
+        Assert.False(waiting.IsCompleted, "a write went through while the open append held the write lock");
+
+        // The write not cancelled runs once the open append ends, and the store goes on writing; the cancelled ones wrote nothing.
+        await hold.CommitAsync();
+        Assert.Equal(1, (await waiting.WaitAsync(Deadline)).StreamVersion);
+        Assert.Equal(1, (await store.AppendAsync("order-4", ExpectedVersion.NoStream, [NewEvent(new byte[16])]).AsTask().WaitAsync(Deadline)).StreamVersion);
+        Assert.Equal(0L, await store.GetStreamVersionAsync("order-1"));
+        Assert.Equal(0L, await store.GetStreamVersionAsync("order-3"));
+        Assert.Equal(1L, await store.GetStreamVersionAsync("order-held"));
     }
 
     private static void Execute(SqliteConnection connection, string sql)

@@ -95,6 +95,9 @@ internal sealed partial class SqliteEventStore : IEventStoreConnection, IDisposa
     /// <summary>Statistics of the writer: transactions run and writes in them (grouping shows as writes above transactions).</summary>
     internal (long Transactions, long Writes) WriterStatistics => _opened is { } opened ? (opened.Writer.Transactions, opened.Writer.Writes) : (0, 0);
 
+    /// <summary>How often the writer took a group and asked for the write lock (a test waits on it to know a group waits).</summary>
+    internal long WriterLockWaits => _opened is { } opened ? opened.Writer.LockWaits : 0;
+
     private ValueTask<Opened> OpenedAsync(CancellationToken cancellationToken) =>
         _opened is { } opened ? ValueTask.FromResult(opened) : new ValueTask<Opened>(OpenAsync(cancellationToken));
 

@@ -24,6 +24,7 @@ internal sealed class WriteCoordinator : IAsyncDisposable
     private readonly GroupCommitter<PendingWrite> _committer;
     private long _transactions;
     private long _writes;
+    private long _lockWaits;
 
     public WriteCoordinator(
         WriteSession session,
@@ -58,11 +59,24 @@ internal sealed class WriteCoordinator : IAsyncDisposable
     /// <summary>Writes run so far.</summary>
     public long Writes => Interlocked.Read(ref _writes);
 
+    /// <summary>How often the writer took a group from the queue and asked for the write lock (for tests: a group waits).</summary>
+    public long LockWaits => Interlocked.Read(ref _lockWaits);
+
     /// <summary>Queues a write and returns its outcome, known after its group's transaction ended.</summary>
     public async Task<T> WriteAsync<T>(Func<WriteSession, T> write, CancellationToken cancellationToken)
     {
         var pending = new PendingWrite<T>(write, cancellationToken);
-        await _committer.EnqueueAsync(pending, cancellationToken).ConfigureAwait(false);
+        pending.CancelWhileWaiting();
+        try
+        {
+            await _committer.EnqueueAsync(pending, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            pending.StopListening();
+            throw;
+        }
+
         return await pending.Task.ConfigureAwait(false);
     }
 
@@ -71,6 +85,7 @@ internal sealed class WriteCoordinator : IAsyncDisposable
 
     private async ValueTask CommitAsync(GroupCommitBatch<PendingWrite> batch)
     {
+        Interlocked.Increment(ref _lockWaits);
         await _writeLock.WaitAsync().ConfigureAwait(false);
         try
         {
@@ -92,23 +107,28 @@ internal sealed class WriteCoordinator : IAsyncDisposable
 
     private void RunGroup(IReadOnlyList<PendingWrite> group)
     {
+        if (!AnyWanted(group))
+        {
+            // Every caller of the group was let go while it waited for the write lock (an open append of this process held it).
+            return;
+        }
+
         Interlocked.Increment(ref _transactions);
         Interlocked.Add(ref _writes, group.Count);
         try
         {
-            if (!_session.Begin(CancelWaiting, group))
+            if (!_session.Begin(AnyWanted, group))
             {
-                // Every write of the group was cancelled while another connection held the file's write lock.
+                // Every caller of the group was let go while another connection held the file's write lock.
                 return;
             }
 
             for (var i = 0; i < group.Count; i++)
             {
                 var pending = group[i];
-                if (pending.CancellationToken.IsCancellationRequested)
+                if (!pending.TryStart())
                 {
-                    // Cancelled while waiting for the write lock: it never runs.
-                    pending.Failure = new OperationCanceledException(pending.CancellationToken);
+                    // Its caller was let go as cancelled while it waited: it never runs.
                     continue;
                 }
 
@@ -155,16 +175,8 @@ internal sealed class WriteCoordinator : IAsyncDisposable
             Log.WriteGroupFailed(_logger, ex, group.Count, _dataSource);
             for (var i = 0; i < group.Count; i++)
             {
-                var pending = group[i];
-                if (pending.Failure is OperationCanceledException)
-                {
-                    // It never ran; it stays cancelled.
-                    pending.Complete();
-                }
-                else
-                {
-                    pending.Fail(ex);
-                }
+                // A write whose caller was let go as cancelled never ran, and stays cancelled.
+                group[i].Fail(ex);
             }
 
             return;
@@ -176,24 +188,19 @@ internal sealed class WriteCoordinator : IAsyncDisposable
         }
     }
 
-    // Asked while BEGIN waits for another connection's write lock: lets each cancelled caller go now (its write never runs;
-    // the loop in RunGroup skips it) and says whether any write of the group is still wanted.
-    private static bool CancelWaiting(IReadOnlyList<PendingWrite> group)
+    // Whether any write of the group is still wanted; asked before BEGIN and while it waits for another connection's write
+    // lock. Each cancelled caller was let go by its token already (PendingWrite.CancelWhileWaiting).
+    private static bool AnyWanted(IReadOnlyList<PendingWrite> group)
     {
-        var wanted = false;
         for (var i = 0; i < group.Count; i++)
         {
-            var pending = group[i];
-            if (pending.Failure is null && pending.CancellationToken.IsCancellationRequested)
+            if (group[i].IsWanted)
             {
-                pending.Failure = new OperationCanceledException(pending.CancellationToken);
-                pending.Cancel();
+                return true;
             }
-
-            wanted |= pending.Failure is null;
         }
 
-        return wanted;
+        return false;
     }
 
     // The store has one writer loop; its end closes the session (after the last queued write ran).
