@@ -9,7 +9,8 @@ namespace Herald.Sqlite.Reliability;
 
 /// <summary>
 /// Inbox marks in the <c>herald_inbox</c> table of a <see cref="SqliteEventStore"/>'s file, expiring on the injected clock
-/// (never SQLite's). A mark made in a <see cref="SqliteUnitOfWork"/> is written by its commit, with the handler's writes.
+/// (never SQLite's). A mark made in a <see cref="SqliteUnitOfWork"/> is written by its commit, with the handler's writes,
+/// and its window starts there.
 /// </summary>
 /// <remarks>
 /// Until that commit the mark is a claim held in this process: a concurrent duplicate here waits for its unit of work to end
@@ -41,14 +42,14 @@ internal sealed class SqliteInbox(SqliteEventStore store, TimeProvider? timeProv
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(endpoint);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(window, TimeSpan.Zero);
-        var now = _timeProvider.GetUtcNow();
-        var expiresAt = (now + window).UtcTicks;
         var id = GuidBytes.Of(messageId);
         var own = _store.OwnUnitOfWork(unitOfWork);
         if (own is null)
         {
             await ClaimAsync((endpoint, messageId), null, cancellationToken).ConfigureAwait(false);
 
+            var now = _timeProvider.GetUtcNow();
+            var expiresAt = (now + window).UtcTicks;
             var marked = await _store.WriteAsync(session => Mark(session, endpoint, id, expiresAt, now.UtcTicks), cancellationToken).ConfigureAwait(false);
             if (marked && unitOfWork is not null)
             {
@@ -83,7 +84,10 @@ internal sealed class SqliteInbox(SqliteEventStore store, TimeProvider? timeProv
 
         own.Enlist(session =>
         {
-            if (!Mark(session, endpoint, id, expiresAt, now.UtcTicks))
+            // Timed when the commit writes it, not when the attempt began: a handler longer than the window would otherwise
+            // commit a mark already expired, and the redelivery of a message whose ack was lost would run it again.
+            var now = _timeProvider.GetUtcNow();
+            if (!Mark(session, endpoint, id, (now + window).UtcTicks, now.UtcTicks))
             {
                 throw new InvalidOperationException(
                     $"Message {messageId} was marked handled at endpoint '{endpoint}' by another process while this attempt ran; nothing of the attempt was committed.");

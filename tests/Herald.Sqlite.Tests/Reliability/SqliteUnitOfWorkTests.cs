@@ -5,6 +5,7 @@ using Herald.Messages;
 using Herald.Reliability;
 using Herald.Reliability.Outbox;
 using Herald.Sqlite.Reliability;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Herald.Sqlite.Tests.Reliability;
 
@@ -62,6 +63,31 @@ public sealed class SqliteUnitOfWorkTests : IAsyncLifetime
         Assert.Equal(rows.Select(r => r.Id), (await _outbox.FetchPendingAsync(10)).Select(r => r.Id));
         Assert.True(await _inbox.IsHandledAsync("orders", messageId));
         Assert.False(await _inbox.TryMarkHandledAsync("orders", messageId, Window));
+    }
+
+    [Fact]
+    public async Task InboxMark_OfAHandlerLongerThanTheWindow_LastsTheWindowFromItsCommit_SoARedeliveryIsADuplicate()
+    {
+        // The mark reaches the file only at the commit. It used to expire a window after the attempt began, so a handler
+        // that ran longer committed an expired mark: the cleanup could delete it at once, and the redelivery of a message
+        // whose ack was lost after the commit ran its handler a second time.
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var inbox = new SqliteInbox(_store, clock);
+        var messageId = Guid.CreateVersion7();
+        await using var unitOfWork = _store.BeginUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync("orders", messageId, Window, unitOfWork));
+
+        // The handler runs past the window.
+        clock.Advance(Window + TimeSpan.FromMinutes(1));
+        await unitOfWork.CommitAsync();
+
+        Assert.True(await inbox.IsHandledAsync("orders", messageId));
+        Assert.Equal(0, await inbox.DeleteExpiredAsync(100));
+        Assert.False(await inbox.TryMarkHandledAsync("orders", messageId, Window));
+
+        // A window after the commit the mark has expired.
+        clock.Advance(Window);
+        Assert.False(await inbox.IsHandledAsync("orders", messageId));
     }
 
     [Fact]
