@@ -347,6 +347,53 @@ public sealed class InMemoryTransportTests
         await StopAndAssertHandedBackInSendOrderAsync(transport, queue, consumer, Count);
     }
 
+    /// <summary>
+    /// Two consumers of one queue each hold messages (handling and, with several workers, prefetched); both stop, the one
+    /// that read first stopping first. A consumer started after them reads every message in send order. Regression (review
+    /// 45): each stop pushed its batch to the front, so the batch handed back last was read first (7..11 before 0..6).
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task StopAsync_OfTwoConsumers_HandsBothBatchesBackInSendOrder(int workers)
+    {
+        await using var transport = NewTransport(InMemoryTransportOptions.Default);
+        var queue = NewName();
+        const int Count = 12;
+        for (var i = 0; i < Count; i++)
+        {
+            await transport.SendAsync(queue, NewEnvelope(i));
+        }
+
+        // With two workers and a prefetch of 4, a consumer holds two handled, two lanes of 2 and the pump's one: 7.
+        var options = new ConsumerOptions { MaxConcurrency = workers, Prefetch = 4 };
+        var first = await StartHoldingAsync(transport, queue, options, workers, left: workers == 1 ? Count - 1 : Count - 7);
+        var second = await StartHoldingAsync(transport, queue, options, workers, left: workers == 1 ? Count - 2 : 0);
+
+        await first.StopAsync(new CancellationToken(canceled: true)).WaitAsync(Timeout);
+        await first.DisposeAsync();
+        await StopAndAssertHandedBackInSendOrderAsync(transport, queue, second, Count);
+    }
+
+    // A consumer whose handlers wait for their cancellation, once each of its workers handles a message and the queue has left.
+    private static async Task<ITransportConsumer> StartHoldingAsync(InMemoryTransport transport, string queue, ConsumerOptions options, int workers, int left)
+    {
+        var started = 0;
+        var allStarted = NewSignal();
+        var consumer = await transport.ConsumeAsync(queue, options, async (_, cancellationToken) =>
+        {
+            if (Interlocked.Increment(ref started) == workers)
+            {
+                allStarted.TrySetResult();
+            }
+
+            await Task.Delay(System.Threading.Timeout.Infinite, cancellationToken);
+        });
+        await allStarted.Task.WaitAsync(Timeout);
+        await Herald.Conformance.Eventually.UntilAsync(() => transport.GetReadyCount(queue) == left, "the consumer took what it can hold", Timeout);
+        return consumer;
+    }
+
     [Fact]
     public async Task DisposeAsync_StopsConsumersAndTimers()
     {

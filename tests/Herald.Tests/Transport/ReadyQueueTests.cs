@@ -8,14 +8,29 @@ public sealed class ReadyQueueTests
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Hand-backs go before what is still in the channel, each at its place by position, whichever batch came back first
+    /// and in whatever order a batch lists them. Regression (review 45): each batch went in front of the earlier ones, so
+    /// two consumers' hand-backs came out the latest batch first.
+    /// </summary>
     [Fact]
-    public void HandBacks_AreReadFirst_TheLatestBatchBeforeEarlierOnes_AndTheWakeUpIsNotCounted()
+    public void HandBacks_AreReadFirst_InTheOrderTheQueueGaveThemOut_WhicheverBatchCameBackFirst_AndTheWakeUpIsNotCounted()
     {
         var ready = new ReadyQueue();
         var (a, b, c, d, e) = (New("a"), New("b"), New("c"), New("d"), New("e"));
-        ready.Add(e);
-        ready.AddToFront([c, d]);
-        ready.AddToFront([a, b]);
+        foreach (var envelope in (Envelope[])[a, b, c, d, e])
+        {
+            ready.Add(envelope);
+        }
+
+        var taken = new QueuedEnvelope[4];
+        for (var i = 0; i < taken.Length; i++)
+        {
+            Assert.True(ready.TryReadQueued(out taken[i]));
+        }
+
+        ready.AddToFront([taken[0], taken[1]]);
+        ready.AddToFront([taken[3], taken[2]]);
 
         Assert.Equal(5, ready.Count);
         Assert.Equal([a, b, c, d, e], ReadAll(ready));
@@ -31,7 +46,7 @@ public sealed class ReadyQueueTests
         Assert.False(waiting.IsCompleted);
 
         var handedBack = New("a");
-        ready.AddToFront([handedBack]);
+        ready.AddToFront([new QueuedEnvelope(handedBack, 1)]);
 
         Assert.True(await waiting.WaitAsync(Timeout));
         Assert.True(ready.TryRead(out var read));
@@ -44,7 +59,7 @@ public sealed class ReadyQueueTests
     public async Task WaitToReadAsync_WithACancelledToken_IsCancelled_EvenWithHandBacksWaiting()
     {
         var ready = new ReadyQueue();
-        ready.AddToFront([New("a")]);
+        ready.AddToFront([new QueuedEnvelope(New("a"), 1)]);
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(
             async () => await ready.WaitToReadAsync(new CancellationToken(canceled: true)));

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using Herald.Internal;
 using Herald.Messages;
@@ -17,20 +18,19 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
     private readonly DeliveryHandler _handler;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _aborting = new();
-    private readonly Channel<Prefetched>[] _lanes;
+    private readonly Channel<QueuedEnvelope>[] _lanes;
 
     // The delivery each worker is handling, so a stop that abandons a handler can hand its message back.
     private readonly InMemoryDelivery?[] _handling;
 
-    // The read number of the message each worker handles (with lanes), so a stop hands back in the order the pump read.
-    private readonly long[] _handlingRead;
+    // The queue position of the message each worker handles, which its hand-back keeps.
+    private readonly long[] _handlingPosition;
 
-    // What a stop hands back, kept until the stop returns it all at once in the order it was read: each worker's message
-    // its cancelled handler left, and the pump's last read, which no lane had room for. Once returned (_handedBack), a
-    // late one goes back on its own.
-    private readonly Envelope?[] _cancelled;
+    // What a stop hands back, kept until the stop returns it all at once: each worker's message its cancelled handler left,
+    // and the pump's last read, which no lane had room for. Once returned (_handedBack), a late one goes back on its own.
+    private readonly QueuedEnvelope?[] _cancelled;
     private readonly Lock _handBackGate = new();
-    private Envelope? _pumpHeld;
+    private QueuedEnvelope? _pumpHeld;
     private bool _handedBack;
     private readonly Task _running;
     private readonly bool _reusesDeliveries;
@@ -47,22 +47,22 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         {
             _lanes = [];
             _handling = new InMemoryDelivery?[1];
-            _handlingRead = new long[1];
-            _cancelled = new Envelope?[1];
+            _handlingPosition = new long[1];
+            _cancelled = new QueuedEnvelope?[1];
             _running = Task.Run(WorkDirectAsync);
             Completion = ConsumerCompletion.WhenEndedAsync(_running, _stopping.Token);
         }
         else
         {
             var laneCapacity = Math.Max(1, options.Prefetch / options.MaxConcurrency);
-            _lanes = new Channel<Prefetched>[options.MaxConcurrency];
+            _lanes = new Channel<QueuedEnvelope>[options.MaxConcurrency];
             _handling = new InMemoryDelivery?[options.MaxConcurrency];
-            _handlingRead = new long[options.MaxConcurrency];
-            _cancelled = new Envelope?[options.MaxConcurrency];
+            _handlingPosition = new long[options.MaxConcurrency];
+            _cancelled = new QueuedEnvelope?[options.MaxConcurrency];
             var tasks = new Task[options.MaxConcurrency + 1];
             for (var i = 0; i < _lanes.Length; i++)
             {
-                _lanes[i] = Channel.CreateBounded<Prefetched>(new BoundedChannelOptions(laneCapacity)
+                _lanes[i] = Channel.CreateBounded<QueuedEnvelope>(new BoundedChannelOptions(laneCapacity)
                 {
                     FullMode = BoundedChannelFullMode.Wait,
                     SingleReader = true,
@@ -109,10 +109,11 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
             ended = true;
         }
 
-        // Hand back, to the head of the queue in the order they were read, what was taken but not settled: each worker's
-        // message and those prefetched into the lanes (sorted by read number: unkeyed messages were spread over the lanes),
-        // then the pump's last read, so another consumer takes them in send order.
-        List<Prefetched>? handBack = null;
+        // Hand back what was taken but not settled: each worker's message, those prefetched into the lanes and the pump's
+        // last read. Each keeps its queue position, and the queue puts it back at its place by that position (unkeyed
+        // messages were spread over the lanes, and other consumers of the queue may have handed back theirs), so another
+        // consumer takes them in send order.
+        List<QueuedEnvelope>? handBack = null;
         lock (_handBackGate)
         {
             for (var worker = 0; worker < _handling.Length; worker++)
@@ -120,13 +121,13 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
                 if (_cancelled[worker] is { } cancelled)
                 {
                     _cancelled[worker] = null;
-                    (handBack ??= []).Add(new Prefetched(cancelled, Volatile.Read(ref _handlingRead[worker])));
+                    (handBack ??= []).Add(cancelled);
                 }
                 else if (!ended && Volatile.Read(ref _handling[worker]) is { } delivery && delivery.TryTakeBack())
                 {
                     // A handler that ignores its cancellation is left running; there is no broker to bring its message
                     // back, so it goes back here, and the handler's ack or nack when it ends does nothing.
-                    (handBack ??= []).Add(new Prefetched(delivery.Envelope, Volatile.Read(ref _handlingRead[worker])));
+                    (handBack ??= []).Add(new QueuedEnvelope(delivery.Envelope, Volatile.Read(ref _handlingPosition[worker])));
                 }
 
                 if (worker < _lanes.Length)
@@ -138,29 +139,22 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
                 }
             }
 
-            handBack?.Sort(static (a, b) => a.Read.CompareTo(b.Read));
             if (_pumpHeld is { } held)
             {
                 _pumpHeld = null;
-                (handBack ??= []).Add(new Prefetched(held, long.MaxValue));
+                (handBack ??= []).Add(held);
             }
 
             _handedBack = true;
             if (handBack is not null)
             {
-                var envelopes = new Envelope[handBack.Count];
-                for (var i = 0; i < envelopes.Length; i++)
-                {
-                    envelopes[i] = handBack[i].Envelope;
-                }
-
-                _queue.Return(envelopes);
+                _queue.Return(CollectionsMarshal.AsSpan(handBack));
             }
         }
     }
 
     /// <summary>Keeps <paramref name="envelope"/> in <paramref name="slot"/> for the stop to hand back, or, once it has, hands it back now.</summary>
-    private void HandBack(Envelope envelope, ref Envelope? slot)
+    private void HandBack(QueuedEnvelope envelope, ref QueuedEnvelope? slot)
     {
         lock (_handBackGate)
         {
@@ -194,23 +188,22 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         var stop = _stopping.Token;
         var reader = _queue.Reader;
         var next = 0;
-        var read = 0L;
         try
         {
             while (await reader.WaitToReadAsync(stop).ConfigureAwait(false))
             {
-                while (!stop.IsCancellationRequested && reader.TryRead(out var envelope))
+                while (!stop.IsCancellationRequested && reader.TryReadQueued(out var queued))
                 {
-                    var lane = envelope.PartitionKey is { } key
+                    var lane = queued.Envelope.PartitionKey is { } key
                         ? _lanes[(int)((uint)StringComparer.Ordinal.GetHashCode(key) % (uint)_lanes.Length)]
                         : PickLane(ref next);
                     try
                     {
-                        await lane.Writer.WriteAsync(new Prefetched(envelope, read++), stop).ConfigureAwait(false);
+                        await lane.Writer.WriteAsync(queued, stop).ConfigureAwait(false);
                     }
                     catch (OperationCanceledException)
                     {
-                        HandBack(envelope, ref _pumpHeld);
+                        HandBack(queued, ref _pumpHeld);
                         throw;
                     }
                 }
@@ -228,7 +221,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         }
     }
 
-    private Channel<Prefetched> PickLane(ref int next)
+    private Channel<QueuedEnvelope> PickLane(ref int next)
     {
         // Round-robin start, then the emptiest lane, so one slow message does not hold up the others. Each lane's count
         // is read once: reading it takes the channel's lock.
@@ -258,9 +251,9 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         {
             while (await reader.WaitToReadAsync(stop).ConfigureAwait(false))
             {
-                while (!stop.IsCancellationRequested && reader.TryRead(out var envelope))
+                while (!stop.IsCancellationRequested && reader.TryReadQueued(out var queued))
                 {
-                    await HandleAsync(Deliver(envelope, 0, ref reusable), 0).ConfigureAwait(false);
+                    await HandleAsync(Deliver(queued, 0, ref reusable), 0).ConfigureAwait(false);
                 }
 
                 if (stop.IsCancellationRequested)
@@ -275,7 +268,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
     }
 
     // A worker of a lane: the pump completes the lane when it ends, and a stop leaves what is still in it for the hand-back.
-    private async Task WorkLaneAsync(ChannelReader<Prefetched> lane, int worker)
+    private async Task WorkLaneAsync(ChannelReader<QueuedEnvelope> lane, int worker)
     {
         var stop = _stopping.Token;
         InMemoryDelivery? reusable = null;
@@ -283,8 +276,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         {
             while (!stop.IsCancellationRequested && lane.TryRead(out var prefetched))
             {
-                Volatile.Write(ref _handlingRead[worker], prefetched.Read);
-                await HandleAsync(Deliver(prefetched.Envelope, worker, ref reusable), worker).ConfigureAwait(false);
+                await HandleAsync(Deliver(prefetched, worker, ref reusable), worker).ConfigureAwait(false);
             }
 
             if (stop.IsCancellationRequested)
@@ -295,8 +287,10 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
     }
 
     // A worker handles one delivery at a time; when the handler forgets each one once settled, one object serves them all.
-    private InMemoryDelivery Deliver(Envelope envelope, int worker, ref InMemoryDelivery? reusable)
+    private InMemoryDelivery Deliver(QueuedEnvelope queued, int worker, ref InMemoryDelivery? reusable)
     {
+        var envelope = queued.Envelope;
+        Volatile.Write(ref _handlingPosition[worker], queued.Position);
         InMemoryDelivery delivery;
         if (reusable is null)
         {
@@ -321,12 +315,9 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
         if (!await DeliverySettlement.RunAsync(_handler, delivery, NullLogger.Instance, _aborting.Token).ConfigureAwait(false) && delivery.TryTakeBack())
         {
             // Aborted by shutdown: not a failed attempt, hand it back unchanged (unless the stop abandoned it and did).
-            HandBack(envelope, ref _cancelled[worker]);
+            HandBack(new QueuedEnvelope(envelope, Volatile.Read(ref _handlingPosition[worker])), ref _cancelled[worker]);
         }
 
         Volatile.Write(ref _handling[worker], null);
     }
-
-    /// <summary>A message the pump put in a lane, with its read number (the order in which the pump read it from the queue).</summary>
-    private readonly record struct Prefetched(Envelope Envelope, long Read);
 }

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
-using System.Threading.Channels;
 using Herald.Internal;
 using Herald.Messages;
 
@@ -36,7 +35,7 @@ internal sealed class InMemoryQueue
 
     public string Name { get; }
 
-    public ChannelReader<Envelope> Reader => _ready;
+    public ReadyQueue Reader => _ready;
 
     public int ReadyCount => _ready.Count;
 
@@ -82,9 +81,10 @@ internal sealed class InMemoryQueue
 
     /// <summary>
     /// Puts messages a consumer took but did not settle (prefetched, or cancelled by its stop) back as they were (not
-    /// counted as a delivery), at the head of the queue in the order given, where a broker's requeue puts them.
+    /// counted as a delivery), at the head of the queue in the order the queue gave them out (by position, whichever consumer
+    /// read them), where a broker's requeue puts them.
     /// </summary>
-    public void Return(ReadOnlySpan<Envelope> envelopes) => _ready.AddToFront(envelopes);
+    public void Return(ReadOnlySpan<QueuedEnvelope> envelopes) => _ready.AddToFront(envelopes);
 
     public void Complete() => _permits.Release();
 

@@ -6,21 +6,25 @@ namespace Herald.Transport.InMemory;
 /// <summary>
 /// The ready messages of one queue, read by its consumers as a channel: sends and redeliveries go through an unbounded
 /// channel, and hand-backs (messages a stopping consumer took but did not settle) go to a small front that readers take
-/// first, so a stop and a start keep the send order, as a broker's requeue puts a message back at its place. Unbounded:
-/// the queue's permits bound what it holds.
+/// first, each at its place by its position (the order the queue took it in), so a stop and a start keep the send order
+/// however many consumers hand back, as a broker's requeue puts a message back at its place. Unbounded: the queue's permits
+/// bound what it holds.
 /// </summary>
 /// <remarks>
-/// The normal path costs one more volatile read per read. A hand-back wakes waiting readers by writing a null wake-up
-/// into the channel, which readers skip; it allocates nothing per message a reader waits for.
+/// The normal path costs one more volatile read per read and one interlocked increment per add (the position). A
+/// hand-back wakes waiting readers by writing an empty wake-up into the channel, which readers skip; it allocates nothing
+/// per message a reader waits for.
 /// </remarks>
 internal sealed class ReadyQueue : ChannelReader<Envelope>
 {
-    private readonly Channel<Envelope?> _channel = Channel.CreateUnbounded<Envelope?>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
+    // A wake-up is the default entry (no envelope).
+    private readonly Channel<QueuedEnvelope> _channel = Channel.CreateUnbounded<QueuedEnvelope>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
 
-    // The front, its head last (a stack), so a hand-back puts its messages before those handed back earlier.
-    private readonly List<Envelope> _front = [];
+    // The front, sorted by position with its head last, so a take removes the last item.
+    private readonly List<QueuedEnvelope> _front = [];
     private readonly Lock _gate = new();
     private volatile int _frontCount;
+    private long _added;
 
     // Wake-ups written into the channel and not yet skipped, left out of Count.
     private int _wakeUps;
@@ -31,6 +35,14 @@ internal sealed class ReadyQueue : ChannelReader<Envelope>
 
     public override bool TryRead(out Envelope item)
     {
+        var read = TryReadQueued(out var queued);
+        item = queued.Envelope;
+        return read;
+    }
+
+    /// <summary>Takes the head with its position, which a hand-back of it passes back.</summary>
+    public bool TryReadQueued(out QueuedEnvelope item)
+    {
         while (true)
         {
             if (_frontCount != 0 && TryTakeFront(out item))
@@ -38,15 +50,13 @@ internal sealed class ReadyQueue : ChannelReader<Envelope>
                 return true;
             }
 
-            if (!_channel.Reader.TryRead(out var read))
+            if (!_channel.Reader.TryRead(out item))
             {
-                item = null!;
                 return false;
             }
 
-            if (read is not null)
+            if (item.Envelope is not null)
             {
-                item = read;
                 return true;
             }
 
@@ -65,11 +75,14 @@ internal sealed class ReadyQueue : ChannelReader<Envelope>
         return _channel.Reader.WaitToReadAsync(cancellationToken);
     }
 
-    /// <summary>Adds <paramref name="envelope"/> at the back.</summary>
-    public void Add(Envelope envelope) => _channel.Writer.TryWrite(envelope);
+    /// <summary>Adds <paramref name="envelope"/> at the back, with the next position.</summary>
+    public void Add(Envelope envelope) => _channel.Writer.TryWrite(new QueuedEnvelope(envelope, Interlocked.Increment(ref _added)));
 
-    /// <summary>Puts <paramref name="envelopes"/> back at the front, the first of them first, before those put back earlier.</summary>
-    public void AddToFront(ReadOnlySpan<Envelope> envelopes)
+    /// <summary>
+    /// Puts <paramref name="envelopes"/> (read from this queue, in any order) back before everything still in the channel,
+    /// each at its place by position among those handed back and not read yet.
+    /// </summary>
+    public void AddToFront(ReadOnlySpan<QueuedEnvelope> envelopes)
     {
         if (envelopes.IsEmpty)
         {
@@ -78,9 +91,9 @@ internal sealed class ReadyQueue : ChannelReader<Envelope>
 
         lock (_gate)
         {
-            for (var i = envelopes.Length - 1; i >= 0; i--)
+            foreach (var envelope in envelopes)
             {
-                _front.Add(envelopes[i]);
+                _front.Insert(PlaceOf(envelope.Position), envelope);
             }
 
             _frontCount = _front.Count;
@@ -88,16 +101,36 @@ internal sealed class ReadyQueue : ChannelReader<Envelope>
 
         // Counted before it is written, so a reader that skips it never takes the count below zero.
         Interlocked.Increment(ref _wakeUps);
-        _channel.Writer.TryWrite(null);
+        _channel.Writer.TryWrite(default);
     }
 
-    private bool TryTakeFront(out Envelope item)
+    // Where a position goes in the front (sorted descending): after every greater position.
+    private int PlaceOf(long position)
+    {
+        var (low, high) = (0, _front.Count);
+        while (low < high)
+        {
+            var middle = (low + high) >>> 1;
+            if (_front[middle].Position > position)
+            {
+                low = middle + 1;
+            }
+            else
+            {
+                high = middle;
+            }
+        }
+
+        return low;
+    }
+
+    private bool TryTakeFront(out QueuedEnvelope item)
     {
         lock (_gate)
         {
             if (_front.Count == 0)
             {
-                item = null!;
+                item = default;
                 return false;
             }
 
