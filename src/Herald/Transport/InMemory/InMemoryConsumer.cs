@@ -132,10 +132,7 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
 
                 if (worker < _lanes.Length)
                 {
-                    while (_lanes[worker].Reader.TryRead(out var prefetched))
-                    {
-                        (handBack ??= []).Add(prefetched);
-                    }
+                    TakeAll(_lanes[worker].Reader, ref handBack);
                 }
             }
 
@@ -150,6 +147,14 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
             {
                 _queue.Return(CollectionsMarshal.AsSpan(handBack));
             }
+        }
+    }
+
+    private static void TakeAll(ChannelReader<QueuedEnvelope> lane, ref List<QueuedEnvelope>? into)
+    {
+        while (lane.TryRead(out var prefetched))
+        {
+            (into ??= []).Add(prefetched);
         }
     }
 
@@ -217,6 +222,34 @@ internal sealed class InMemoryConsumer : ITransportConsumer, IConsumerCompletion
             foreach (var lane in _lanes)
             {
                 lane.Writer.TryComplete();
+            }
+
+            HandBackWhatTheStopMissed();
+        }
+    }
+
+    // A stop that gave up waiting for the pump (ConsumerStop's grace) emptied the lanes then; a write the pump was inside of
+    // (past the lane's token check) when the stop's token fired lands in its lane after that, where no worker reads any
+    // more, as the workers stop at the token. The pump's end hands it back, so it is never stranded with its permit.
+    private void HandBackWhatTheStopMissed()
+    {
+        lock (_handBackGate)
+        {
+            if (!_handedBack)
+            {
+                // The stop has not handed back yet: it empties the lanes itself, now that the pump writes no more.
+                return;
+            }
+
+            List<QueuedEnvelope>? left = null;
+            foreach (var lane in _lanes)
+            {
+                TakeAll(lane.Reader, ref left);
+            }
+
+            if (left is not null)
+            {
+                _queue.Return(CollectionsMarshal.AsSpan(left));
             }
         }
     }
