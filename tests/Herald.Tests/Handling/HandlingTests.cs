@@ -247,6 +247,20 @@ public sealed class HandlingTests
     }
 
     [Fact]
+    public async Task UnroutedSend_OfATypeWithoutHandler_IsDeadLetteredWithAReasonSayingToRouteItOrHandleIt()
+    {
+        // The README's quick start sends a reply from a handler with no route: it lands on the sender's own endpoint,
+        // and the dead letter must say both ways out, not only "register a handler".
+        using var host = await StartAsync(new Probe(), h => h.AddHandler<PingHandler>().AddMessageType<Pong>());
+
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Pong("x"));
+
+        var deadLetter = await WaitForDeadLetterAsync(host);
+        Assert.Contains("IMessageHandler<Pong>", deadLetter.ErrorMessage, StringComparison.Ordinal);
+        Assert.Contains("h.Route<Pong>(\"queue\")", deadLetter.ErrorMessage, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Stop_WaitsForTheMessageInFlight()
     {
         var probe = new Probe();

@@ -45,7 +45,10 @@ internal sealed class DecodeStep(string endpoint, HandlerRegistry handlers, IMes
 
         if (handlers.Get(info.ClrType) is not { } invoker)
         {
-            var reason = $"NoHandler: endpoint '{endpoint}' has no handler for message type '{envelope.MessageType}'. Register one with h.AddHandler<T>().";
+            var name = info.ClrType.Name;
+            var reason = $"NoHandler: endpoint '{endpoint}' has no handler for message type '{envelope.MessageType}'. Implement IMessageHandler<{name}> " +
+                         $"and register it with h.AddHandler<T>(); or, when another service handles it, route it to that service's queue with " +
+                         $"h.Route<{name}>(\"queue\") in the sender (a send without a route goes to the sender's own endpoint).";
             return Poison(endpoint, consumption, new HeraldException(reason), DeadLetterCause.NoHandler);
         }
 
