@@ -44,6 +44,9 @@ internal sealed class HeraldHostedService(IServiceProvider services, IOptions<He
         var topics = handlers.MessageTypes.Select(registry.GetName).ToList();
         if (!settings.StartConsumer || topics.Count == 0)
         {
+            // Said once, so a host that only sends (or one whose handlers were never registered) is seen as such: a send
+            // without a route still goes to this endpoint's queue, and waits there for a host that consumes it.
+            Log.NoConsumer(_logger, settings.EndpointName, settings.StartConsumer ? "it has no message handler" : "HeraldOptions.StartConsumer is false");
             return;
         }
 

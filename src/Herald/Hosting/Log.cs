@@ -17,6 +17,9 @@ internal static partial class Log
     [LoggerMessage(1004, LogLevel.Error, "The consumer of endpoint '{Endpoint}' failed while the host stopped it; what it had not settled is delivered again")]
     public static partial void ConsumerFailedWhileStopping(ILogger logger, Exception exception, string endpoint);
 
+    [LoggerMessage(1005, LogLevel.Information, "Endpoint '{Endpoint}' starts no consumer ({Reason}); messages sent to its queue wait there for a host that consumes it")]
+    public static partial void NoConsumer(ILogger logger, string endpoint, string reason);
+
     [LoggerMessage(1010, LogLevel.Warning, "Message {MessageId} ({MessageType}) failed on attempt {Attempt} at '{Endpoint}'; redelivery in {Delay}")]
     public static partial void HandlerFailedWillRetry(ILogger logger, Exception exception, Guid messageId, string messageType, int attempt, string endpoint, TimeSpan delay);
 
