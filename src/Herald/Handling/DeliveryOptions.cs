@@ -23,4 +23,11 @@ public sealed record DeliveryOptions
 
     /// <summary>Deliver no earlier than this long from now.</summary>
     public TimeSpan? Delay { get; init; }
+
+    /// <summary>
+    /// The queue a send goes to, in place of the message type's route (<c>h.Route&lt;T&gt;</c>) or this endpoint's own queue:
+    /// for a reply to a queue known only at run time. A publish goes to its type's topic, so one given a destination is
+    /// refused with an <see cref="ArgumentException"/>, as is a blank one.
+    /// </summary>
+    public string? Destination { get; init; }
 }

@@ -53,8 +53,15 @@ internal sealed class MessageBus : IMessageBus
             return publish ? bus.PublishAsync(message, options, cancellationToken) : bus.SendAsync(message, options, cancellationToken);
         }
 
+        ArgumentNullException.ThrowIfNull(message);
+        if (publish)
+        {
+            MessageRoutes.RefuseDestination(message.GetType(), options);
+        }
+
+        var destination = publish ? null : own._routes.SendDestination(message.GetType(), options, own._defaultQueue);
         var envelope = own._envelopes.Create(message, options?.CorrelationId, options?.CausationId, options?.UserId, options?.PartitionKey, options?.Headers);
-        var destination = publish ? envelope.MessageType : own._routes.GetQueue(message.GetType()) ?? own._defaultQueue;
+        destination ??= envelope.MessageType;
         return own.DispatchAsync(envelope, destination, publish, options, cancellationToken);
     }
 

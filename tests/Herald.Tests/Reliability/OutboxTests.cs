@@ -120,6 +120,49 @@ public sealed class OutboxTests
         await Eventually.UntilAsync(() => SentTo(host, downstream).Count == 1, "the committed message leaves");
     }
 
+    // A queue known only at run time (a reply address) had no way in: a send went to its type's route or this endpoint.
+    [Fact]
+    public async Task ASendNamingADestination_GoesThere_ThroughTheBusAndThroughTheOutbox_InPlaceOfTheTypesRoute()
+    {
+        var routed = "routed-" + Guid.NewGuid().ToString("N")[..8];
+        var direct = "direct-" + Guid.NewGuid().ToString("N")[..8];
+        var viaOutbox = "outboxed-" + Guid.NewGuid().ToString("N")[..8];
+        await using (var plain = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(routed)))
+        {
+            await plain.Get<IMessageBus>().SendAsync(new Forwarded(1), new DeliveryOptions { Destination = direct });
+
+            Assert.Single(SentTo(plain, direct));
+            Assert.Empty(SentTo(plain, routed));
+        }
+
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().Route<Forwarded>(routed).UseOutbox());
+        await host.Get<UnitOfWorkRunner>().RunAsync(
+            (services, token) => services.GetRequiredService<IMessageBus>().SendAsync(new Forwarded(2), new DeliveryOptions { Destination = viaOutbox }, token));
+
+        await Eventually.UntilAsync(() => SentTo(host, viaOutbox).Count == 1, "the outboxed send reaches the queue it named");
+        Assert.Empty(SentTo(host, routed));
+    }
+
+    [Fact]
+    public async Task APublishNamingADestination_OrASendNamingABlankOne_IsRefused_AndNothingLeaves()
+    {
+        await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<Forwarded>().UseOutbox());
+        var bus = host.Get<IMessageBus>();
+
+        var published = await Assert.ThrowsAsync<ArgumentException>(async () => await bus.PublishAsync(new Forwarded(1), new DeliveryOptions { Destination = "somewhere" }));
+        Assert.Contains("a publish goes to its type's topic", published.Message, StringComparison.Ordinal);
+        var blank = await Assert.ThrowsAsync<ArgumentException>(async () => await bus.SendAsync(new Forwarded(1), new DeliveryOptions { Destination = " " }));
+        Assert.Contains("blank DeliveryOptions.Destination", blank.Message, StringComparison.Ordinal);
+
+        await using var scope = host.Host.Services.CreateAsyncScope();
+        var outbox = scope.ServiceProvider.GetRequiredService<IOutbox>();
+        await Assert.ThrowsAsync<ArgumentException>(async () => await outbox.PublishAsync(new Forwarded(2), new DeliveryOptions { Destination = "somewhere" }));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await outbox.SendAsync(new Forwarded(2), new DeliveryOptions { Destination = "" }));
+        await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+        Assert.Equal(0, await host.Get<IOutboxStore>().CountPendingAsync());
+        Assert.Empty(host.Transport.Sent);
+    }
+
     // The outbox refuses a unit of work that has completed; the bus, asked while the scope's unit of work commits (a commit
     // callback) and before the scope ends, must not hand it the message and fail the commit: it sends at once, as after the end.
     [Fact]

@@ -23,11 +23,14 @@ internal sealed class Outbox(
 {
     public ValueTask SendAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
         where TMessage : notnull =>
-        AddAsync(message, OutboxDestinationKind.Queue, routes.GetQueue(message.GetType()) ?? heraldOptions.Value.EndpointName, options, cancellationToken);
+        AddAsync(message, OutboxDestinationKind.Queue, routes.SendDestination(message.GetType(), options, heraldOptions.Value.EndpointName), options, cancellationToken);
 
     public ValueTask PublishAsync<TMessage>(TMessage message, DeliveryOptions? options = null, CancellationToken cancellationToken = default)
-        where TMessage : notnull =>
-        AddAsync(message, OutboxDestinationKind.Topic, destination: null, options, cancellationToken);
+        where TMessage : notnull
+    {
+        MessageRoutes.RefuseDestination(message.GetType(), options);
+        return AddAsync(message, OutboxDestinationKind.Topic, destination: null, options, cancellationToken);
+    }
 
     private async ValueTask AddAsync(object message, OutboxDestinationKind kind, string? destination, DeliveryOptions? delivery, CancellationToken cancellationToken)
     {
