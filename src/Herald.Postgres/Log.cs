@@ -32,6 +32,9 @@ internal static partial class Log
     [LoggerMessage(4041, LogLevel.Debug, "Could not open the lease renewals' connection of the queue in PostgreSQL schema '{Schema}' ahead of the first renewal, which connects by itself")]
     public static partial void RenewalConnectionNotOpened(ILogger logger, Exception exception, string schema);
 
+    [LoggerMessage(4022, LogLevel.Warning, "A pooled PostgreSQL connection had been cut (a failover, an idle timeout, a proxy restart); clearing the pool and running the statement again on a new connection")]
+    public static partial void PooledConnectionCut(ILogger logger, Exception exception);
+
     [LoggerMessage(4030, LogLevel.Warning, "Lost the leadership of '{Resource}' in schema '{Schema}': the connection holding its lock failed")]
     public static partial void LeadershipLost(ILogger logger, Exception exception, string resource, string schema);
 }

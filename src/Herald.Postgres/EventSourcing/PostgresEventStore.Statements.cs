@@ -16,6 +16,32 @@ internal sealed partial class PostgresEventStore
         return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Runs one idempotent statement alone, as <see cref="ExecuteAloneAsync"/>, once more on a new connection when the pooled
+    /// connection it got had been cut: a failover, an idle timeout or a proxy restart ends the pool's idle sessions, and the
+    /// pool only learns of it on their next use. The pool is cleared first, so the retry does not meet another session cut
+    /// with the first. <paramref name="parameters"/> makes the statement's parameters (a parameter belongs to one command).
+    /// </summary>
+    internal async ValueTask<int> ExecuteIdempotentAloneAsync(string sql, Func<NpgsqlParameter[]> parameters, CancellationToken cancellationToken)
+    {
+        var connection = await OpenStartedAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            try
+            {
+                await using var command = AloneCommand(sql, parameters(), connection);
+                return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (NpgsqlException ex) when (connection.State != System.Data.ConnectionState.Open && !cancellationToken.IsCancellationRequested)
+            {
+                Log.PooledConnectionCut(_logger, ex);
+                _dataSource.Clear();
+            }
+        }
+
+        return await ExecuteAloneAsync(sql, parameters(), cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>Runs one statement that scans for its rows (a page to delete) behind the planner guard; returns the rows it affected.</summary>
     internal async ValueTask<int> ExecuteGuardedAloneAsync(string sql, NpgsqlParameter[] parameters, CancellationToken cancellationToken)
     {

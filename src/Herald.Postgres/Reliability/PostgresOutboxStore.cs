@@ -82,12 +82,15 @@ internal sealed class PostgresOutboxStore(PostgresEventStore store) : IOutboxSto
             return;
         }
 
-        NpgsqlParameter[] parameters =
+        // Once sent, a row left unmarked is sent again: a connection found cut (the relay's pool idle while it sent) is no
+        // reason for that, and marking twice changes nothing.
+        Guid[] marked = [.. ids];
+        NpgsqlParameter[] Parameters() =>
         [
-            new NpgsqlParameter<Guid[]> { TypedValue = [.. ids], NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid },
+            new NpgsqlParameter<Guid[]> { TypedValue = marked, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid },
             EnvelopeColumns.Time(sentAt),
         ];
-        await _store.ExecuteAloneAsync(_sql.MarkSent, parameters, cancellationToken).ConfigureAwait(false);
+        await _store.ExecuteIdempotentAloneAsync(_sql.MarkSent, Parameters, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
