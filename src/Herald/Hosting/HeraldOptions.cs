@@ -28,27 +28,27 @@ public sealed class HeraldOptions
     {
         if (MaxReceivedMessageBytes is < 1)
         {
-            yield return $"MaxReceivedMessageBytes must be at least 1 when set, not {MaxReceivedMessageBytes}.";
+            yield return $"HeraldOptions.MaxReceivedMessageBytes must be at least 1 when set, not {MaxReceivedMessageBytes} (set in h.Configure(o => ...)).";
         }
 
         if (string.IsNullOrWhiteSpace(EndpointName))
         {
-            yield return "EndpointName must not be empty.";
+            yield return "HeraldOptions.EndpointName must not be empty: it names this endpoint's queue (set it in h.Configure(o => o.EndpointName = \"orders\")).";
         }
 
         if (MaxConcurrency < 1)
         {
-            yield return $"MaxConcurrency must be at least 1, not {MaxConcurrency}.";
+            yield return $"HeraldOptions.MaxConcurrency must be at least 1, not {MaxConcurrency} (set in h.Configure(o => ...)).";
         }
 
         if (Prefetch < 1)
         {
-            yield return $"Prefetch must be at least 1, not {Prefetch}.";
+            yield return $"HeraldOptions.Prefetch must be at least 1, not {Prefetch} (set in h.Configure(o => ...)).";
         }
 
         if (ShutdownTimeout < TimeSpan.Zero)
         {
-            yield return $"ShutdownTimeout must not be negative, not {ShutdownTimeout}.";
+            yield return $"HeraldOptions.ShutdownTimeout must not be negative, not {ShutdownTimeout} (set in h.Configure(o => ...)).";
         }
 
         foreach (var problem in OptionLimits.Waits(nameof(HeraldOptions), (nameof(ShutdownTimeout), ShutdownTimeout)))
