@@ -81,6 +81,21 @@ public sealed class SagaStateMachineTests
             },
             concurrency: concurrency);
 
+    // A cart opened again and again: each CartOpened adds a line to its one instance, correlated as `correlate` says.
+    private static SagaStateMachine<OrderState> CartMachine(string name, Action<SagaStateMachineBuilder<OrderState>> correlate) =>
+        SagaStateMachine.Create<OrderState>(name, m =>
+        {
+            correlate(m);
+            m.Initially<CartOpened>("Open", AddLine)
+                .During("Open", s => s.When<CartOpened>("Open", AddLine));
+        });
+
+    private static ValueTask AddLine(SagaEventContext<OrderState> saga, CartOpened opened)
+    {
+        saga.Data.Lines.Add(saga.Data.Lines.Count);
+        return ValueTask.CompletedTask;
+    }
+
     private static async Task<SagaInstance> WaitForStateAsync(ReliabilityHost host, string id, string state) =>
         await Eventually.ValueAsync(
             async () => await host.Get<ISagaStore>().LoadAsync("sm-orders", id) is { } instance && instance.State == state ? instance : null,
@@ -350,18 +365,7 @@ public sealed class SagaStateMachineTests
     {
         // A message missing its id correlates by its default Guid: every such message went to one instance, 00000000-...,
         // created by the first and shared by all the others.
-        var machine = SagaStateMachine.Create<OrderState>("sm-carts", m => m
-            .Correlate<CartOpened>(e => format == "blank" ? " " : e.CartId.ToString(format))
-            .Initially<CartOpened>("Open", (saga, _) =>
-            {
-                saga.Data.Lines.Add(saga.Data.Lines.Count);
-                return ValueTask.CompletedTask;
-            })
-            .During("Open", s => s.When<CartOpened>("Open", (saga, _) =>
-            {
-                saga.Data.Lines.Add(saga.Data.Lines.Count);
-                return ValueTask.CompletedTask;
-            })));
+        var machine = CartMachine("sm-carts", m => m.Correlate<CartOpened>(e => format == "blank" ? " " : e.CartId.ToString(format)));
         await using var host = await ReliabilityHost.StartAsync(
             h => h.AddMessageType<CartOpened>().AddSaga(machine).ConfigureRetries(r => r.Immediate(3).Delayed(0, TimeSpan.Zero, TimeSpan.Zero)));
         var bus = host.Get<IMessageBus>();
@@ -382,18 +386,7 @@ public sealed class SagaStateMachineTests
     [Fact]
     public async Task ACorrelationByGuid_NamesTheInstanceByTheGuidsTextForm_AndDeadLettersTheEmptyGuid()
     {
-        var machine = SagaStateMachine.Create<OrderState>("sm-guid-carts", m => m
-            .Correlate<CartOpened>(e => e.CartId)
-            .Initially<CartOpened>("Open", (saga, _) =>
-            {
-                saga.Data.Lines.Add(saga.Data.Lines.Count);
-                return ValueTask.CompletedTask;
-            })
-            .During("Open", s => s.When<CartOpened>("Open", (saga, _) =>
-            {
-                saga.Data.Lines.Add(saga.Data.Lines.Count);
-                return ValueTask.CompletedTask;
-            })));
+        var machine = CartMachine("sm-guid-carts", m => m.Correlate<CartOpened>(e => e.CartId));
         await using var host = await ReliabilityHost.StartAsync(h => h.AddMessageType<CartOpened>().AddSaga(machine));
         var bus = host.Get<IMessageBus>();
         var cart = Guid.NewGuid();
