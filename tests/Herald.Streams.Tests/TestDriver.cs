@@ -9,12 +9,19 @@ internal sealed class TestDriver
 {
     private static readonly DateTimeOffset T0 = new(2026, 1, 1, 12, 0, 0, TimeSpan.Zero);
 
+    private readonly Dictionary<(string Store, string Key), string> _committed = [];
+    private readonly TimeSpan _outOfOrder;
+
     public TestDriver(StreamTopology topology, TimeSpan? outOfOrder = null)
     {
-        Task = new StreamTask(topology, outOfOrder ?? TimeSpan.Zero);
+        _outOfOrder = outOfOrder ?? TimeSpan.Zero;
+        Task = new StreamTask(topology, _outOfOrder);
     }
 
-    public StreamTask Task { get; }
+    public StreamTask Task { get; private set; }
+
+    /// <summary>The state as the last <see cref="Commit"/> left it, entry by entry (JSON), as a durable store keeps it.</summary>
+    public IReadOnlyDictionary<(string Store, string Key), string> Committed => _committed;
 
     public List<LateRecord> Late { get; } = [];
 
@@ -27,6 +34,32 @@ internal sealed class TestDriver
         Task.Process(value!, key, time);
         Flush();
         return this;
+    }
+
+    /// <summary>Writes the task's state changes since the last commit to <see cref="Committed"/>, as a processor's commit does.</summary>
+    public void Commit()
+    {
+        foreach (var change in Task.TakeChanges())
+        {
+            if (change.Value is null)
+            {
+                _committed.Remove((change.Store, change.Key));
+            }
+            else
+            {
+                _committed[(change.Store, change.Key)] = change.Value;
+            }
+        }
+    }
+
+    /// <summary>A crash and restart: what was not committed is lost, and a new task loads the committed state, as a processor starts.</summary>
+    public void Restart()
+    {
+        Task = new StreamTask(Task.Topology, _outOfOrder);
+        foreach (var ((store, key), json) in _committed)
+        {
+            Task.Load(store, key, json);
+        }
     }
 
     public void Flush()

@@ -49,7 +49,7 @@ public sealed record HoppingWindows(TimeSpan Size, TimeSpan Advance) : WindowDef
 }
 
 /// <summary>
-/// Per-key windows of activity: events closer than <see cref="Gap"/> to each other fall in one session, and a session
+/// Per-key windows of activity: events at most <see cref="Gap"/> apart (inclusive) fall in one session, and a session
 /// that an event bridges merges with its neighbour.
 /// </summary>
 /// <param name="Gap">The inactivity gap that ends a session; must be positive.</param>
