@@ -196,16 +196,10 @@ public sealed class WindowFuzzTests
     /// <summary>Tumbling and hopping windows as docs/streams.md states them.</summary>
     private static List<string>[] TimeWindowModel(List<Input> inputs, long size, long advance, long ooo, long grace, bool suppress)
     {
-        var result = new List<string>[inputs.Count];
         var windows = new Dictionary<(string Key, long Start), List<Input>>();
         var closed = new HashSet<(string Key, long Start)>();
-        var streamTime = long.MinValue;
-        for (var i = 0; i < inputs.Count; i++)
+        return Model(inputs, ooo, (e, watermark, lines) =>
         {
-            var e = inputs[i];
-            var lines = new List<string>();
-            streamTime = Math.Max(streamTime, e.Time);
-            var watermark = streamTime - ooo; // the largest event time seen minus AllowedOutOfOrderness
 
             // Aligned to the Unix epoch, [start, end): every start s = epoch + k * advance with s <= t < s + size.
             var late = false;
@@ -238,26 +232,16 @@ public sealed class WindowFuzzTests
                 }
             }
 
-            lines.Sort(StringComparer.Ordinal);
-            result[i] = lines;
-        }
-
-        return result;
+        });
     }
 
     /// <summary>Session windows as docs/streams.md states them: the sessions of a key are its on-time events split where two neighbours are more than the gap apart.</summary>
     private static List<string>[] SessionModel(List<Input> inputs, long gap, long ooo, long grace, bool suppress)
     {
-        var result = new List<string>[inputs.Count];
         var accepted = Keys.ToDictionary(k => k, _ => new List<Input>());
         var closed = new HashSet<(string Key, long Start, long End)>();
-        var streamTime = long.MinValue;
-        for (var i = 0; i < inputs.Count; i++)
+        return Model(inputs, ooo, (e, watermark, lines) =>
         {
-            var e = inputs[i];
-            var lines = new List<string>();
-            streamTime = Math.Max(streamTime, e.Time);
-            var watermark = streamTime - ooo;
             if (e.Time + grace < watermark)
             {
                 lines.Add($"late {e.Key} #{e.Id} @{Fmt(e.Time)}");
@@ -284,6 +268,19 @@ public sealed class WindowFuzzTests
                 }
             }
 
+        });
+    }
+
+    /// <summary>Runs a model's step for each input with the watermark then (the largest event time seen, its own included, minus AllowedOutOfOrderness); the lines of each input, sorted.</summary>
+    private static List<string>[] Model(List<Input> inputs, long ooo, Action<Input, long, List<string>> step)
+    {
+        var result = new List<string>[inputs.Count];
+        var streamTime = long.MinValue;
+        for (var i = 0; i < inputs.Count; i++)
+        {
+            streamTime = Math.Max(streamTime, inputs[i].Time);
+            var lines = new List<string>();
+            step(inputs[i], streamTime - ooo, lines);
             lines.Sort(StringComparer.Ordinal);
             result[i] = lines;
         }
@@ -312,17 +309,11 @@ public sealed class WindowFuzzTests
     /// <summary>A windowed stream-stream join as docs/streams.md states it.</summary>
     private static List<string>[] JoinModel(List<Input> inputs, JoinKind kind, long within, long ooo, long grace)
     {
-        var result = new List<string>[inputs.Count];
         var accepted = new List<Input>();
         var matched = new HashSet<int>();
         var expired = new HashSet<int>();
-        var streamTime = long.MinValue;
-        for (var i = 0; i < inputs.Count; i++)
+        return Model(inputs, ooo, (e, watermark, lines) =>
         {
-            var e = inputs[i];
-            var lines = new List<string>();
-            streamTime = Math.Max(streamTime, e.Time);
-            var watermark = streamTime - ooo;
             if (e.Time + grace < watermark)
             {
                 lines.Add($"late {e.Key} #{e.Id} @{Fmt(e.Time)} wm={Fmt(watermark)}");
@@ -351,11 +342,7 @@ public sealed class WindowFuzzTests
                 }
             }
 
-            lines.Sort(StringComparer.Ordinal);
-            result[i] = lines;
-        }
-
-        return result;
+        });
     }
 
     private static string Joined(FuzzEvent? left, FuzzPayment? right) => $"{(left is null ? "-" : "L" + left.Id)}|{(right is null ? "-" : "R" + right.Id)}";
