@@ -9,11 +9,11 @@ internal static partial class Log
     public static partial void InboxWaitingForPendingMark(ILogger logger, Guid messageId, string endpoint);
 
     [LoggerMessage(12011, LogLevel.Warning,
-        "The committed inbox mark of message {MessageId} at '{Endpoint}' could not be made final; it lapses after the pending timeout, and a duplicate arriving later runs again")]
+        "The committed inbox mark of message {MessageId} at '{Endpoint}' could not be made final (tried twice); it lapses after the pending timeout, and a duplicate arriving later runs again")]
     public static partial void InboxCommitFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
 
     [LoggerMessage(12012, LogLevel.Warning,
-        "The inbox mark of message {MessageId} at '{Endpoint}' could not be removed after a rollback; its retry waits until the mark lapses after the pending timeout")]
+        "The inbox mark of message {MessageId} at '{Endpoint}' could not be removed after a rollback (tried twice); its retry waits until the mark lapses after the pending timeout")]
     public static partial void InboxRollbackFailed(ILogger logger, Exception exception, Guid messageId, string endpoint);
 
     [LoggerMessage(12013, LogLevel.Warning,

@@ -92,17 +92,11 @@ internal sealed class RedisIdempotencyStore(RedisConnection connection, RedisOpt
         var token = Guid.NewGuid();
         RedisKey[] keys = [RedisKeys.Build(_prefix, key)];
         RedisValue[] values = [now.ToUnixTimeMilliseconds(), (now + lockTtl).ToUnixTimeMilliseconds(), token.ToString("N"), GarbageCollectionMilliseconds(lockTtl)];
-        RedisResult found;
-        try
-        {
-            found = await database.ScriptEvaluateAsync(AcquireScript, keys, values).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException)
-        {
-            // The script may have taken the lock with its reply lost: unless run again with the same token (which it takes
-            // as ours), that lock would block every caller, this one's own retries included, as "locked" for the whole ttl.
-            found = await database.ScriptEvaluateAsync(AcquireScript, keys, values).ConfigureAwait(false);
-        }
+
+        // Run again when cut: the script may have taken the lock with its reply lost, and unless run again with the same
+        // token (which it takes as ours), that lock would block every caller, this one's own retries included, as "locked"
+        // for the whole ttl.
+        var found = await RedisScripts.EvaluateAgainIfCutAsync(database, AcquireScript, keys, values).ConfigureAwait(false);
 
         return (int)found[0] switch
         {

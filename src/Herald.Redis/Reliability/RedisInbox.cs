@@ -287,7 +287,10 @@ internal sealed class RedisInbox : IInbox
             try
             {
                 var database = await inbox._connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
-                await database.ScriptEvaluateAsync(
+                // Run again when cut: the handler's writes are committed, and a pending mark left behind lapses, so the
+                // message's redelivery would run again. The script is the same when run twice: it leaves a final mark.
+                await RedisScripts.EvaluateAgainIfCutAsync(
+                    database,
                     CommitScript,
                     [key, inbox._index],
                     [inbox._timeProvider.GetUtcNow().ToUnixTimeMilliseconds(), Token, finalExpiry.ToUnixTimeMilliseconds(), inbox.GarbageCollectionMilliseconds(window)]).ConfigureAwait(false);
@@ -320,7 +323,8 @@ internal sealed class RedisInbox : IInbox
             try
             {
                 var database = await inbox._connection.GetDatabaseAsync(cancellationToken).ConfigureAwait(false);
-                await database.ScriptEvaluateAsync(RollbackScript, [key, inbox._index], [Token]).ConfigureAwait(false);
+                // Run again when cut: a pending mark left behind holds the retry off for the pending timeout.
+                await RedisScripts.EvaluateAgainIfCutAsync(database, RollbackScript, [key, inbox._index], [Token]).ConfigureAwait(false);
             }
 #pragma warning disable CA1031 // The mark is pending, so it lapses by itself; the rollback itself must not fail for it.
             catch (Exception ex) when (ex is not OperationCanceledException)
