@@ -14,7 +14,8 @@ public interface IEventStore
     /// Appends events to a stream atomically. A conflict throws <see cref="ConcurrencyException"/> and writes
     /// nothing. Re-sending the same event ids at the same place succeeds without writing twice and returns the
     /// original result, in every expected-version mode; the same ids with other content (type or body bytes) or at
-    /// another place conflict. Invalid input throws an <see cref="ArgumentException"/> (see <see cref="AppendValidation"/>).
+    /// another place in the same stream conflict. Event ids are checked per stream: the same ids appended to another stream
+    /// are new events there. Invalid input throws an <see cref="ArgumentException"/> (see <see cref="AppendValidation"/>).
     /// An empty list checks the expected version and returns the stream's current state.
     /// </summary>
     ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default);
