@@ -5,6 +5,7 @@ using Herald.Reliability;
 using Herald.Reliability.Inbox;
 using Herald.Conformance;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using static Herald.Tests.Reliability.FailureInjectionTests;
 
 namespace Herald.Tests.Reliability;
@@ -40,6 +41,33 @@ public sealed class InboxTests
         await Assert.ThrowsAsync<InvalidOperationException>(async () => await inbox.TryMarkHandledAsync(endpoint, id, TimeSpan.FromMinutes(1), committed));
 
         Assert.True(await inbox.TryMarkHandledAsync(endpoint, id, TimeSpan.FromMinutes(1)).AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+    }
+
+    // The window ran from the attempt's start: a handler longer than the window left its pending mark expired, so a
+    // duplicate ran beside it, and the committed mark was already expired (the cleanup deleted it; a redelivery ran again).
+    [Fact]
+    public async Task AMarkInAUnitOfWork_OutlastingItsWindow_StillHoldsADuplicateOff_AndExpiresAWindowAfterItsCommit()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var inbox = new InMemoryInbox(clock);
+        var (endpoint, id, window) = ("orders", Guid.CreateVersion7(), TimeSpan.FromMinutes(1));
+        await using var first = new InMemoryUnitOfWork();
+        Assert.True(await inbox.TryMarkHandledAsync(endpoint, id, window, first));
+
+        clock.Advance(window + TimeSpan.FromMinutes(1));
+        Assert.Equal(0, await inbox.DeleteExpiredAsync(10));
+        await using var second = new InMemoryUnitOfWork();
+        var duplicate = inbox.TryMarkHandledAsync(endpoint, id, window, second).AsTask();
+        Assert.False(duplicate.IsCompleted);
+
+        await first.CommitAsync();
+        Assert.False(await duplicate.WaitAsync(TimeSpan.FromSeconds(30)));
+        clock.Advance(window - TimeSpan.FromSeconds(1));
+        Assert.True(await inbox.IsHandledAsync(endpoint, id));
+        Assert.Equal(0, await inbox.DeleteExpiredAsync(10));
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.False(await inbox.IsHandledAsync(endpoint, id));
+        Assert.Equal(1, await inbox.DeleteExpiredAsync(10));
     }
 
     [Fact]

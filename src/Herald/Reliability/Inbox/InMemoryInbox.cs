@@ -28,7 +28,8 @@ public sealed class InMemoryInbox : IInbox
             Task ended;
             lock (_gate)
             {
-                if (_marks.TryGetValue(key, out var existing) && existing.ExpiresAt > now)
+                // A pending mark holds until its unit of work ends, however long its handler runs: its window starts at the commit.
+                if (_marks.TryGetValue(key, out var existing) && (existing.UnitOfWork is not null || existing.ExpiresAt > now))
                 {
                     // A mark whose unit of work is still open may yet roll back: wait for its outcome, as a database's row lock
                     // makes a second transaction wait, instead of acking this copy as a duplicate of an attempt that fails.
@@ -41,7 +42,7 @@ public sealed class InMemoryInbox : IInbox
                 }
                 else
                 {
-                    _marks[key] = mark = new Mark(this, key, now + window, unitOfWork);
+                    _marks[key] = mark = new Mark(this, key, window, now + window, unitOfWork);
                     break;
                 }
             }
@@ -84,7 +85,7 @@ public sealed class InMemoryInbox : IInbox
         var now = _timeProvider.GetUtcNow();
         lock (_gate)
         {
-            var expired = _marks.Where(m => m.Value.ExpiresAt <= now).Take(maxCount).Select(m => m.Key).ToList();
+            var expired = _marks.Where(m => m.Value.UnitOfWork is null && m.Value.ExpiresAt <= now).Take(maxCount).Select(m => m.Key).ToList();
             foreach (var key in expired)
             {
                 _marks.Remove(key);
@@ -94,10 +95,13 @@ public sealed class InMemoryInbox : IInbox
         }
     }
 
-    /// <summary>A mark; while its unit of work is open, <see cref="UnitOfWork"/> holds it and a second mark waits on <see cref="Ended"/>.</summary>
-    private sealed class Mark(InMemoryInbox inbox, (string Endpoint, Guid MessageId) key, DateTimeOffset expiresAt, IUnitOfWork? unitOfWork)
+    /// <summary>
+    /// A mark; while its unit of work is open, <see cref="UnitOfWork"/> holds it and a second mark waits on <see cref="Ended"/>.
+    /// Its window starts when it is committed (at once without a unit of work), as a database writes it at its commit.
+    /// </summary>
+    private sealed class Mark(InMemoryInbox inbox, (string Endpoint, Guid MessageId) key, TimeSpan window, DateTimeOffset expiresAt, IUnitOfWork? unitOfWork)
     {
-        public DateTimeOffset ExpiresAt { get; } = expiresAt;
+        public DateTimeOffset ExpiresAt { get; private set; } = expiresAt;
 
         public IUnitOfWork? UnitOfWork { get; private set; } = unitOfWork;
 
@@ -117,6 +121,11 @@ public sealed class InMemoryInbox : IInbox
                 if (remove && inbox._marks.TryGetValue(key, out var current) && ReferenceEquals(current, this))
                 {
                     inbox._marks.Remove(key);
+                }
+
+                if (!remove)
+                {
+                    ExpiresAt = inbox._timeProvider.GetUtcNow() + window;
                 }
 
                 UnitOfWork = null;
