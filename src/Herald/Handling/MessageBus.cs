@@ -59,9 +59,8 @@ internal sealed class MessageBus : IMessageBus
             MessageRoutes.RefuseDestination(message.GetType(), options);
         }
 
-        var destination = publish ? null : own._routes.SendDestination(message.GetType(), options, own._defaultQueue);
         var envelope = own._envelopes.Create(message, options?.CorrelationId, options?.CausationId, options?.UserId, options?.PartitionKey, options?.Headers);
-        destination ??= envelope.MessageType;
+        var destination = publish ? envelope.MessageType : own._routes.SendDestination(message.GetType(), options, own._defaultQueue);
         return own.DispatchAsync(envelope, destination, publish, options, cancellationToken);
     }
 
