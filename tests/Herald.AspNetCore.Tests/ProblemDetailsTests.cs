@@ -21,6 +21,7 @@ public sealed class ProblemDetailsTests
                 await bus.SendAsync(command, http.GetEventMetadata(), ct);
                 return Results.Accepted($"/orders/{command.OrderId}");
             });
+            app.MapPost("/carts", (Cart cart) => Results.Ok(cart.Lines.Length));
             app.MapPost("/conflict", () => { throw new ConcurrencyException("order-secret-7", ExpectedVersion.NoStream, 3); });
             app.MapPost("/saga-conflict", () => { throw new SagaConcurrencyException("fulfilment", "7", 2, 3); });
             app.MapPost("/many-errors", () =>
@@ -133,6 +134,90 @@ public sealed class ProblemDetailsTests
         var detail = (await response.ProblemAsync()).GetProperty("detail").GetString()!;
         Assert.Contains("$.quantity", detail, StringComparison.Ordinal);
         Assert.DoesNotContain("Int32", detail, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("""{"orderId":"a","quantity":"many"}""", "quantity", "must be a whole number.")]
+    [InlineData("""{"orderId":7,"quantity":1}""", "orderId", "must be a string.")]
+    [InlineData("""{"orderId":"a","quantity":1.5}""", "quantity", "must be a whole number.")]
+    public async Task WrongJsonType_ListsTheErrorUnderTheMembersJsonName_AsValidationFailuresDo(string body, string member, string message)
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", body));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var errors = (await response.ProblemAsync()).GetProperty("errors");
+        Assert.Equal([member], errors.EnumerateObject().Select(e => e.Name));
+        Assert.Equal([message], errors.GetProperty(member).EnumerateArray().Select(e => e.GetString()));
+    }
+
+    [Theory]
+    [InlineData("""{"id":"a","lines":[{"sku":"x","qty":"q"}]}""", "lines[0].qty", "must be a whole number.")]
+    [InlineData("""{"id":"a","lines":{}}""", "lines", "must be an array.")]
+    [InlineData("""{"id":"a","lines":[],"tags":{"a":"b"}}""", "tags.a", "must be a whole number.")]
+    [InlineData("""{"id":"a","lines":[],"tags":{"odd key":true}}""", "tags['odd key']", "must be a whole number.")]
+    [InlineData("""{"id":"a","lines":[{"sku":"x","qty":1,"colour":"green"}]}""", "lines[0].colour", "must be one of the allowed values.")]
+    [InlineData("""{"id":"a","lines":[{"sku":"x","qty":1,"at":"soon"}]}""", "lines[0].at", "must be a date and time (such as 2026-01-31T12:00:00Z).")]
+    [InlineData("""{"id":"a","lines":[7]}""", "lines[0]", "must be an object.")]
+    public async Task WrongJsonTypeInsideTheBody_NamesTheMembersPath_AndWhatItTakes(string body, string member, string message)
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/carts", body));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var errors = (await response.ProblemAsync()).GetProperty("errors");
+        Assert.Equal([member], errors.EnumerateObject().Select(e => e.Name));
+        Assert.Equal([message], errors.GetProperty(member).EnumerateArray().Select(e => e.GetString()));
+    }
+
+    [Fact]
+    public async Task MalformedJson_ListsTheErrorWhereTheJsonWentWrong()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"a","quantity": }"""));
+
+        var errors = (await response.ProblemAsync()).GetProperty("errors");
+        var error = Assert.Single(errors.GetProperty("quantity").EnumerateArray()).GetString()!;
+        Assert.StartsWith("is not valid JSON (line 1, byte ", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task JsonThatIsNotAnObjectAtAll_ListsTheErrorUnderTheRoot()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", "[1, 2]"));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var errors = (await response.ProblemAsync()).GetProperty("errors");
+        Assert.Equal(["$"], errors.EnumerateObject().Select(e => e.Name));
+        Assert.Equal(["must be an object."], errors.GetProperty("$").EnumerateArray().Select(e => e.GetString()));
+    }
+
+    [Fact]
+    public async Task StrictJson_ListsEachMissingMember_AndAnUnknownOne_UnderItsJsonName()
+    {
+        await using var app = await StartAsync(services => services.ConfigureHttpJsonOptions(o =>
+        {
+            o.SerializerOptions.RespectRequiredConstructorParameters = true;
+            o.SerializerOptions.UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow;
+        }));
+
+        var missing = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{}"""));
+        var unknown = await app.Client.SendAsync(Http.Json(HttpMethod.Post, "/orders", """{"orderId":"a","quantity":1,"colour":"red"}"""));
+
+        Assert.Equal(HttpStatusCode.BadRequest, missing.StatusCode);
+        var missingErrors = (await missing.ProblemAsync()).GetProperty("errors");
+        Assert.Equal(["orderId", "quantity"], missingErrors.EnumerateObject().Select(e => e.Name).Order(StringComparer.Ordinal));
+        Assert.Equal(["is required."], missingErrors.GetProperty("quantity").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(HttpStatusCode.BadRequest, unknown.StatusCode);
+        var unknownErrors = (await unknown.ProblemAsync()).GetProperty("errors");
+        Assert.Equal(["colour"], unknownErrors.EnumerateObject().Select(e => e.Name));
+        Assert.Equal(["is not a member of this request."], unknownErrors.GetProperty("colour").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(0, await app.Services.GetRequiredService<IEventStore>().GetLastPositionAsync());
     }
 
     [Fact]

@@ -16,6 +16,16 @@ public sealed record OrderNoted(string OrderId);
 
 public sealed record PlaceOrder(string OrderId, int Quantity) : ICommand;
 
+public enum LineColour
+{
+    Red,
+    Blue,
+}
+
+public sealed record CartLine(string Sku, int Qty, LineColour? Colour = null, DateTimeOffset? At = null);
+
+public sealed record Cart(string Id, CartLine[] Lines, Dictionary<string, int>? Tags = null);
+
 public sealed class OrderRuleBrokenException(string message) : Exception(message);
 
 public sealed class Order : Aggregate

@@ -353,10 +353,10 @@ public abstract class OrderServiceSpecification
 
     [Theory]
     // The web JSON defaults read "3" as 3: a client sending every number as a string was answered 202 and never learnt it.
-    [InlineData("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": \"3\"}]}", "$.lines[0].quantity")]
+    [InlineData("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": \"3\"}]}", "$.lines[0].quantity", "must be a whole number.")]
     // A property the request does not have was dropped: a misspelt one was answered as if it had not been sent.
-    [InlineData("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1}], \"coupon\": \"FREE\"}", "$.coupon")]
-    public async Task QuantityAsAStringOrAnUnknownProperty_IsAnswered400NamingIt_AndStoresNothing(string body, string field)
+    [InlineData("{\"customerId\": \"ada\", \"lines\": [{\"sku\": \"cable\", \"quantity\": 1}], \"coupon\": \"FREE\"}", "$.coupon", "is not a member of this request.")]
+    public async Task QuantityAsAStringOrAnUnknownProperty_IsAnswered400NamingIt_AndStoresNothing(string body, string field, string error)
     {
         var correlationId = "strict-json-" + Guid.NewGuid().ToString("N");
         using var response = await SendAsync(body, "application/json", correlationId);
@@ -366,6 +366,11 @@ public abstract class OrderServiceSpecification
         using (var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync()))
         {
             Assert.Contains($" at {field} ", problem.RootElement.GetProperty("detail").GetString(), StringComparison.Ordinal);
+
+            // Listed under the member as a validation error is, so a form shows it beside its field.
+            var errors = problem.RootElement.GetProperty("errors");
+            Assert.Equal([field[2..]], errors.EnumerateObject().Select(e => e.Name));
+            Assert.Equal([error], errors.GetProperty(field[2..]).EnumerateArray().Select(e => e.GetString()));
         }
 
         Assert.Empty(await Service.EventsCorrelatedToAsync(correlationId));
