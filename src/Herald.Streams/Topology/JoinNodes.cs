@@ -106,10 +106,13 @@ internal sealed class StreamJoinNode<TKey, TLeft, TRight, TResult> : Node
         }
 
         var mine = task.Store(thisStore);
+
+        // Built from the entries after a restart before this record is stored, so it is listed once.
+        var index = Index(mine);
         var list = mine.TryGet(keyJson, out var existing) ? (Buffered<TThis>[])existing! : [];
         Buffered<TThis>[] next = [.. list, new Buffered<TThis>(time, value, matched)];
         mine.Put(keyJson, next);
-        Index(mine).Enqueue(keyJson, EventTime.Plus(time, Within, Grace));
+        index.Enqueue(keyJson, EventTime.Plus(time, Within, Grace));
     }
 
     private void Expire<T>(StreamTask task, string storeName, Func<T, TResult> unmatched, bool emit)
