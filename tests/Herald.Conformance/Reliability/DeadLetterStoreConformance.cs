@@ -11,7 +11,7 @@ namespace Herald.Conformance.Reliability;
 /// <see cref="CreateStoreAsync"/> over its real engine. Every test works on an endpoint of its own, so the suite can run
 /// against a database other runs share.
 /// </summary>
-public abstract class DeadLetterStoreConformance
+public abstract partial class DeadLetterStoreConformance
 {
     private static readonly DateTimeOffset BaseTime = new(2030, 1, 2, 3, 4, 5, 678, TimeSpan.Zero);
 

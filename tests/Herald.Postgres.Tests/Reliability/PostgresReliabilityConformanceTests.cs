@@ -37,6 +37,12 @@ public sealed class PostgresDeadLetterStoreConformanceTests(ReliabilitySchema sc
 {
     protected override ValueTask<IDeadLetterStore> CreateStoreAsync() => ValueTask.FromResult<IDeadLetterStore>(new PostgresDeadLetterStore(schema.Store));
 
+    protected override async ValueTask<(IDeadLetterStore Store, IAsyncDisposable? Owner)> OpenSecondStoreAsync(IDeadLetterStore first)
+    {
+        var second = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, new PostgresStoreOptions { Schema = schema.Schema });
+        return (new PostgresDeadLetterStore(second), second);
+    }
+
     [Fact]
     public async Task Add_WithAnEndpointHoldingU0000_IsRefusedNamingTheEndpoint()
     {

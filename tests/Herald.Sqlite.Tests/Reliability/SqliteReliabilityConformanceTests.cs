@@ -17,6 +17,9 @@ public sealed class ReliabilityFile : IAsyncLifetime
 
     internal SqliteEventStore Store { get; private set; } = null!;
 
+    /// <summary>The file, for a second store on it (as a second process opens it).</summary>
+    internal string Path => _database.Path;
+
     public async Task InitializeAsync() => Store = await SqliteEventStore.OpenAsync(_database.Path);
 
     public async Task DisposeAsync()
@@ -29,6 +32,12 @@ public sealed class ReliabilityFile : IAsyncLifetime
 public sealed class SqliteDeadLetterStoreConformanceTests(ReliabilityFile file) : DeadLetterStoreConformance, IClassFixture<ReliabilityFile>
 {
     protected override ValueTask<IDeadLetterStore> CreateStoreAsync() => ValueTask.FromResult<IDeadLetterStore>(new SqliteDeadLetterStore(file.Store));
+
+    protected override async ValueTask<(IDeadLetterStore Store, IAsyncDisposable? Owner)> OpenSecondStoreAsync(IDeadLetterStore first)
+    {
+        var second = await SqliteEventStore.OpenAsync(file.Path);
+        return (new SqliteDeadLetterStore(second), second);
+    }
 }
 
 public sealed class SqliteOutboxStoreConformanceTests(ReliabilityFile file) : OutboxStoreConformance, IClassFixture<ReliabilityFile>
