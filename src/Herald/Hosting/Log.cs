@@ -38,6 +38,9 @@ internal static partial class Log
     [LoggerMessage(1023, LogLevel.Error, "The work of '{Resource}' failed; this node lets go of its leadership and tries to lead again in {Interval}")]
     public static partial void LeadingWorkFailed(ILogger logger, Exception exception, string resource, TimeSpan interval);
 
+    [LoggerMessage(1024, LogLevel.Information, "The work of '{Resource}' ended with an error as the host stopped; it stops as it would have")]
+    public static partial void LeadingWorkFailedAtStop(ILogger logger, Exception exception, string resource);
+
     [LoggerMessage(1040, LogLevel.Error, "Settling message {MessageId} from {Queue} after its handler failed did not succeed; the transport delivers it again")]
     public static partial void SettleFailed(ILogger logger, Exception exception, Guid messageId, string queue);
 

@@ -52,6 +52,13 @@ internal static class LeaderElectionExtensions
                     // service and with it the host (issue 10).
                     failure = ex;
                 }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // Thrown once the stop began, so the stop's (a send the stop cut short that the transport failed
+                    // otherwise than by a cancellation): the loop ends as stopped. It used to fail the background service,
+                    // and the outbox relay skipped the last pass that sends that message again.
+                    Log.LeadingWorkFailedAtStop(logger, ex, resource);
+                }
 
                 if (failure is null && !lease.IsHeld && !stoppingToken.IsCancellationRequested)
                 {

@@ -191,10 +191,8 @@ internal sealed class OutboxRelay(
             await election.RunWhileLeadingAsync(LeadershipResource, RelayAsync, _options.PollInterval, timeProvider, _logger, stoppingToken)
                 .ConfigureAwait(false);
         }
-        catch (Exception) when (stoppingToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
-            // Whatever the loop threw once the stop began is the stop's (a send the transport failed as the stop cut it
-            // short): it used to fail the background service and skip the last pass, which sends that message again.
         }
 
         // Ended by the host's stop, not by a dispose without one.
