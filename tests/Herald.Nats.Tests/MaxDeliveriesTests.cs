@@ -409,6 +409,99 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         }
     }
 
+    /// <summary>
+    /// Stop 46: a mapped queue's message (a declared stream read through a filter) received and not handled when its
+    /// consumer stopped was nakked, each nak a delivery: stops alone took it past MaxDeliver, and its max-deliveries
+    /// advisory dead-lettered it though no handler ever failed on it. It is now put back in the queue's delay stream (its
+    /// original acked) and handled from there by the next consumer, once, as the last attempt; the other queue reading the
+    /// same subjects sees it once, as before.
+    /// </summary>
+    [Fact]
+    public async Task AMappedQueuesMessage_HeldByConsumersThatStopUntilItsLastDelivery_IsHandledOnceByTheNextConsumer_NotDeadLettered()
+    {
+        var stream = Prefixes.Streams + "_MAPPED";
+        var subjects = Prefixes.Subjects + ".mapped";
+        const string queue = "mapped-held";
+        const string other = "mapped-other";
+        var transport = await CreateTransportAsync(o =>
+        {
+            Configure(o);
+            var declared = new NatsStreamOptions { Name = stream };
+            declared.Subjects.Add(subjects + ".*");
+            o.Streams.Add(declared);
+            o.Queues[queue] = new NatsQueueOptions { Stream = stream, FilterSubject = subjects + ".*", SendSubject = subjects + ".held" };
+            o.Queues[other] = new NatsQueueOptions { Stream = stream, FilterSubject = subjects + ".*", SendSubject = subjects + ".other" };
+        });
+        var options = ConsumerOptions.Default with { MaxConcurrency = 1, Prefetch = 4 };
+        var blocking = NewEnvelope("blocking");
+        var held = NewEnvelope("held");
+
+        // The other queue's durable made before the sends, so it takes both from the start.
+        var (otherConsumer, otherSeen) = await ConsumeAsync(transport, other, (delivery, cancellationToken) => delivery.AckAsync(cancellationToken), options);
+        await transport.SendAsync(queue, blocking);
+        await transport.SendAsync(queue, held);
+        INatsJSConsumer? durable = null;
+
+        // Two consumers (MaxDeliver 2) each run one of the messages until the stop aborts it while the other waits in its lane:
+        // neither is ever handled, and the second stop comes on the last delivery of both.
+        for (var delivered = 1; delivered <= 2; delivered++)
+        {
+            var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var (stopping, _) = await ConsumeAsync(
+                transport,
+                queue,
+                async (_, cancellationToken) =>
+                {
+                    running.TrySetResult();
+                    await Task.Delay(System.Threading.Timeout.Infinite, cancellationToken);
+                },
+                options);
+            await running.Task.WaitAsync(Timeout);
+            durable ??= await transport.JetStream.GetConsumerAsync(stream, NatsNames.Durable(queue));
+            var redelivered = delivered - 1;
+            await Eventually.UntilAsync(
+                async () =>
+                {
+                    await durable.RefreshAsync();
+                    return durable.Info.NumAckPending == 2 && durable.Info.NumRedelivered == redelivered * 2;
+                },
+                $"both messages received by consumer {delivered}",
+                Timeout);
+            await stopping.StopAsync(new CancellationToken(canceled: true));
+            await stopping.DisposeAsync();
+        }
+
+        var (next, seen) = await ConsumeAsync(transport, queue, (delivery, cancellationToken) => delivery.AckAsync(cancellationToken), options);
+        await using (next)
+        await using (otherConsumer)
+        {
+            await Eventually.UntilAsync(
+                () => seen.Any(e => e.MessageId == held.MessageId) && seen.Any(e => e.MessageId == blocking.MessageId), "the next consumer handles both messages", Timeout);
+
+            // Everything settled: nothing left to deliver again, from the declared stream or the delay stream.
+            await Eventually.UntilAsync(
+                async () =>
+                {
+                    await durable!.RefreshAsync();
+                    var delays = await transport.JetStream.GetStreamAsync(Names.DelayStream(queue));
+                    return durable.Info is { NumAckPending: 0, NumPending: 0 } && delays.Info.State.Messages == 0;
+                },
+                "every message settled",
+                Timeout);
+            var handled = seen.Single(e => e.MessageId == held.MessageId);
+            Assert.Equal(2, handled.DeliveryAttempt);
+            Assert.Equal(TextOf(held), TextOf(handled));
+            Assert.Single(seen, e => e.MessageId == blocking.MessageId);
+            Assert.Equal(0, await transport.DrainDeadLettersAsync(queue, (_, _) => throw new InvalidOperationException("a message held at the stops was dead-lettered")));
+
+            // No copy was published to the declared stream; the other queue reading the same subjects got each once.
+            Assert.Equal(2L, (await transport.JetStream.GetStreamAsync(stream)).Info.State.Messages);
+            await Eventually.UntilAsync(() => otherSeen.Count >= 2, "the other queue handles both", Timeout);
+            Assert.Single(otherSeen, e => e.MessageId == held.MessageId);
+            Assert.Single(otherSeen, e => e.MessageId == blocking.MessageId);
+        }
+    }
+
     private void Configure(NatsTransportOptions o)
     {
         o.MaxDeliver = 2;
