@@ -467,7 +467,12 @@ public sealed class MaxDeliveriesTests : NatsTestBase
                 },
                 $"both messages received by consumer {delivered}",
                 Timeout);
-            await stopping.StopAsync(new CancellationToken(canceled: true));
+            // The handler aborted once the stop's pulls have drained (a stop given up at once may abandon it instead).
+            using (var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(6)))
+            {
+                await stopping.StopAsync(deadline.Token);
+            }
+
             await stopping.DisposeAsync();
         }
 
