@@ -44,10 +44,10 @@ internal static partial class Log
     [LoggerMessage(8023, LogLevel.Warning, "Handing a message of '{Queue}' back (nak) failed; it returns after the ack wait")]
     public static partial void NakFailed(ILogger logger, Exception exception, string queue);
 
-    [LoggerMessage(8025, LogLevel.Warning, "Putting a message of '{Queue}' held on its last delivery back in the queue's stream at the stop failed; it is nakked instead, and the server dead-letters it (max deliveries) without a handler having finished with it")]
+    [LoggerMessage(8025, LogLevel.Warning, "Putting a message of '{Queue}' held on its last delivery back (in the queue's stream, a mapped queue's in its delay stream) at the stop failed; it is nakked instead, and the server dead-letters it (max deliveries) without a handler having finished with it")]
     public static partial void PutBackFailed(ILogger logger, Exception exception, string queue);
 
-    [LoggerMessage(8026, LogLevel.Warning, "Acking a message of '{Queue}' after its copy was put back in the queue's stream failed; the copy is handled, and the original reaches the dead letters through its max-deliveries advisory")]
+    [LoggerMessage(8026, LogLevel.Warning, "Acking a message of '{Queue}' after its copy was put back (in the queue's stream, a mapped queue's in its delay stream) failed; the copy is handled, and the original reaches the dead letters through its max-deliveries advisory")]
     public static partial void PutBackAckFailed(ILogger logger, Exception exception, string queue);
 
     [LoggerMessage(8024, LogLevel.Warning, "Telling NATS a message of '{Queue}' is in progress failed; it may be delivered again after the ack wait")]

@@ -20,7 +20,8 @@ namespace Herald.Nats.Transport;
 /// topic, or a delayed send of an earlier Herald) is handed to the delay stream. A message that cannot
 /// be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the dead-letter store. On stop,
 /// the pull drains and every message not handled is nakked at once, so another consumer gets it without waiting for
-/// the ack wait; one on its last delivery is put back in the queue's stream instead (<see cref="HandBackAsync"/>). Its
+/// the ack wait; one on its last delivery is put back instead (<see cref="HandBackAsync"/>): in the queue's stream, or a
+/// mapped queue's in its delay stream, whose mover hands it to this consumer's receive. Its
 /// durable (or a delay line's) gone and the server refusing to make it again, or made again as a push consumer, ends
 /// its pull, and <see cref="Completion"/> reports it.
 /// </summary>
@@ -58,6 +59,17 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
 
     // Read again with the durable (each lag refresh, each remake): its ack wait may have changed on the server.
     private TimeSpan _keepAliveEvery;
+
+    // A mapped queue's: the ack wait of its delay stream's durable, from which its consumer also receives the messages a stop
+    // put back there (HandBackAsync), so it bounds the keep-alive's pace too; zero for a queue's own stream.
+    private readonly TimeSpan _putBackAckWait;
+
+    // A mapped queue's: held around each receive, as the delay mover receives the messages put back beside the pull, and the
+    // lanes and the slots take one writer at a time; null for a queue's own stream, whose pull alone receives.
+    private readonly SemaphoreSlim? _receiving;
+
+    // A mapped queue's: the subject of its delay stream, on which its consumer receives the messages put back there.
+    private readonly string? _putBackSubject;
     private ITimer? _lagRefresh;
     private long _pending;
     private long _ackPending;
@@ -81,7 +93,6 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
     {
         _transport = transport;
         _consumer = consumer;
-        _movers = Array.ConvertAll(delays, line => NatsDelayMover.Start(transport, line, logger));
         Queue = queue;
         _target = target;
         _prefetch = prefetch;
@@ -98,6 +109,24 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
             new(NatsMetricNames.StreamTag, target.Stream),
             new(NatsMetricNames.ConsumerTag, consumer.Info.Name),
         ];
+
+        // A mapped queue's messages a stop put back wait in its own delay stream (the first line), and its mover hands them
+        // to this consumer's receive, with this consumer's stop (which comes before the mover's).
+        Func<INatsJSMsg<byte[]>, CancellationToken, ValueTask>? receivePutBack = null;
+        if (target.FilterSubject is not null)
+        {
+            _putBackAckWait = delays[0].Durable.Info.Config.AckWait;
+            _putBackSubject = delays[0].DelaySubject;
+            _receiving = new SemaphoreSlim(1, 1);
+            receivePutBack = (message, _) => ReceiveAsync(message, _stopping.Token);
+        }
+
+        // Last: a mover may receive at once.
+        _movers = new NatsDelayMover[delays.Length];
+        for (var i = 0; i < delays.Length; i++)
+        {
+            _movers[i] = NatsDelayMover.Start(transport, delays[i], logger, i == 0 ? receivePutBack : null);
+        }
     }
 
     public string Queue { get; }
@@ -121,7 +150,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
         var started = new NatsConsumer(transport, consumer, delays, queue, target, concurrency, prefetch, rawType, handler, logger);
         started.ReadLag(consumer);
         var time = transport.TimeProvider;
-        started.StartKeepAlive(time, transport.Options.KeepAliveFor(consumer.Info.Config.AckWait));
+        started.StartKeepAlive(time, transport.Options.KeepAliveFor(started.ShortestAckWait(consumer.Info.Config.AckWait)));
         var lag = transport.Options.LagRefreshInterval;
         started._lagRefresh = time.CreateTimer(static s => _ = ((NatsConsumer)s!).RefreshAsync(), started, lag, lag);
         started._running = started._lanes.RunAsync(started.HandleAsync, started._stopping.Token);
@@ -290,8 +319,25 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
         return durable;
     }
 
+    private ValueTask ReceiveAsync(INatsJSMsg<byte[]> message, CancellationToken stop) =>
+        _receiving is null ? ReceiveOneAsync(message, stop) : ReceiveInTurnAsync(message, stop);
+
+    // Not cancelled by the stop: a receive holding it ends at the stop (its write to the lanes throws), and the next hands back.
+    private async ValueTask ReceiveInTurnAsync(INatsJSMsg<byte[]> message, CancellationToken stop)
+    {
+        await _receiving!.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            await ReceiveOneAsync(message, stop).ConfigureAwait(false);
+        }
+        finally
+        {
+            _receiving.Release();
+        }
+    }
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask ReceiveAsync(INatsJSMsg<byte[]> message, CancellationToken stop)
+    private async ValueTask ReceiveOneAsync(INatsJSMsg<byte[]> message, CancellationToken stop)
     {
         NatsDelivery? delivery = null;
         Envelope? envelope = null;
@@ -304,8 +350,15 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
                 reply = new NatsAckReply(m.NumDelivered, m.Sequence.Stream, m.NumPending, m.Timestamp);
             }
 
-            // Zero when the message came without metadata (never from a pull consumer): read as the first delivery, stored now.
-            Volatile.Write(ref _pending, (long)Math.Min(reply.Pending, long.MaxValue));
+            // A mapped queue's message a stop put back, received from the queue's delay stream: its delivery count there, on top
+            // of the attempts before, and its pending count is that stream's.
+            var putBackSubject = PutBackSubjectOf(message);
+            if (putBackSubject is null)
+            {
+                // Zero when the message came without metadata (never from a pull consumer): read as the first delivery, stored now.
+                Volatile.Write(ref _pending, (long)Math.Min(reply.Pending, long.MaxValue));
+            }
+
             sequence = reply.StreamSequence;
             // Delayed messages reach this consumer only when due, so every delivery is an attempt; so was each before a stop
             // put the message back in the stream (HandBackAsync).
@@ -333,7 +386,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
                 AdapterLog.Undecodable(_logger, Queue, failure.Message);
             }
 
-            var key = failure is null ? envelope.PartitionKey ?? (_target.OrderBySubject ? message.Subject : null) : null;
+            var key = failure is null ? envelope.PartitionKey ?? (_target.OrderBySubject ? putBackSubject ?? message.Subject : null) : null;
             delivery = new NatsDelivery(this, message, envelope, failure, attempt, sequence);
             Track(delivery);
             await _lanes.WriteAsync(delivery, key, stop).ConfigureAwait(false);
@@ -436,7 +489,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
         Untrack(delivery);
     }
 
-    // Called by the pull alone (one message at a time), so a slot it finds empty stays empty until it fills it.
+    // Called by one receive at a time (the pull's, or a mapped queue's under _receiving), so a slot it finds empty stays empty until it fills it.
     private void Track(NatsDelivery delivery)
     {
         var slots = _slots;
@@ -486,16 +539,18 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
     /// delivers the message again, and its max-deliveries advisory dead-letters it, though no handler finished with it.
     /// A message of the queue's own stream is put back in it instead, as a new message carrying the attempts made before
     /// it (so the next consumer's first delivery of it is again the last attempt), and the original acked once the copy is
-    /// stored. A mapped queue's is nakked still: a copy to its subject would also reach every other queue whose filter
-    /// takes it.
+    /// stored. A mapped queue's goes to the queue's delay stream instead (a copy to its subject would also reach every other
+    /// queue whose filter takes it), marked with the subject it had; the mover of that stream hands it to this consumer's
+    /// receive, and a stop naks it there, which costs nothing (no <c>MaxDeliver</c> there).
     /// </summary>
     private async ValueTask HandBackAsync(INatsJSMsg<byte[]> message, int attempt, ulong sequence)
     {
-        if (sequence > 0 && _target.FilterSubject is null && IsLastDelivery(attempt))
+        // One already put back in the delay stream is nakked there: no MaxDeliver, the nak costs nothing.
+        if (sequence > 0 && IsLastDelivery(attempt) && PutBackSubjectOf(message) is null)
         {
             try
             {
-                await _transport.PutBackAsync(Queue, _target.Subject, message, sequence, attempt - 1, CancellationToken.None).ConfigureAwait(false);
+                await _transport.PutBackAsync(Queue, _target, message, sequence, attempt - 1, CancellationToken.None).ConfigureAwait(false);
             }
 #pragma warning disable CA1031 // Logged; nakked as any other.
             catch (Exception e)
@@ -522,6 +577,13 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
 
         await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// The subject a mapped queue's message had before a stop put it back in the queue's delay stream, for one received from
+    /// there; null for any other (the header alone, on a message of the declared stream, does not make it one).
+    /// </summary>
+    private string? PutBackSubjectOf(INatsJSMsg<byte[]> message) =>
+        _putBackSubject is not null && string.Equals(message.Subject, _putBackSubject, StringComparison.Ordinal) ? NatsEnvelopeCodec.PutBackSubject(message.Headers) : null;
 
     private async ValueTask NakQuietlyAsync(INatsJSMsg<byte[]> message, TimeSpan delay)
     {
@@ -585,7 +647,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
     /// </summary>
     private void PaceKeepAlive(TimeSpan ackWait)
     {
-        var every = _transport.Options.KeepAliveFor(ackWait);
+        var every = _transport.Options.KeepAliveFor(ShortestAckWait(ackWait));
         if (every == _keepAliveEvery)
         {
             return;
@@ -598,6 +660,10 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
             _keepAliveWake.Set();
         }
     }
+
+    // The durable's ack wait, or the delay stream durable's where a mapped queue also receives from there and it is shorter.
+    private TimeSpan ShortestAckWait(TimeSpan durableAckWait) =>
+        _putBackAckWait > TimeSpan.Zero && (durableAckWait <= TimeSpan.Zero || _putBackAckWait < durableAckWait) ? _putBackAckWait : durableAckWait;
 
     /// <summary>Tells the server every received, unsettled message is still being worked on, so its ack wait starts again.</summary>
     private void KeepAlive()

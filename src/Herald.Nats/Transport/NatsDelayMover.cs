@@ -11,7 +11,9 @@ namespace Herald.Nats.Transport;
 /// durable consumer there (<see cref="NatsNames.DelayDurable"/>, no <c>MaxDeliver</c>), naks a message that is early
 /// with the rest of its delay, and moves a due one to the queue's subject, then acks it. The move publishes with a
 /// <c>Nats-Msg-Id</c> (<see cref="MoveId"/>), so a move done twice (its ack lost, or its process killed in between) is
-/// stored once: the durable's ack wait is kept well inside the queue stream's duplicate window.
+/// stored once: the durable's ack wait is kept well inside the queue stream's duplicate window. A mapped queue's message
+/// a stop put back in its delay stream (<see cref="NatsEnvelopeCodec.PutBackSubjectHeader"/>) is not moved: the mover
+/// hands it to the queue's consumer, which handles and settles it there.
 /// </summary>
 internal sealed class NatsDelayMover
 {
@@ -26,13 +28,17 @@ internal sealed class NatsDelayMover
     private readonly string _queue;
     private readonly string _subject;
     private readonly ILogger _logger;
+
+    // The queue consumer's receive, for a mapped queue's message a stop put back here (null: a mapped topic's delay line).
+    private readonly Func<INatsJSMsg<byte[]>, CancellationToken, ValueTask>? _receivePutBack;
     private readonly CancellationTokenSource _stopping = new();
     private Task _pulling = Task.CompletedTask;
     private int _stopped;
     private volatile Exception? _fault;
 
-    private NatsDelayMover(NatsTransport transport, NatsDelayLine line, ILogger logger)
+    private NatsDelayMover(NatsTransport transport, NatsDelayLine line, ILogger logger, Func<INatsJSMsg<byte[]>, CancellationToken, ValueTask>? receivePutBack)
     {
+        _receivePutBack = receivePutBack;
         _transport = transport;
         _line = line;
         _stream = line.Stream;
@@ -41,9 +47,13 @@ internal sealed class NatsDelayMover
         _logger = logger;
     }
 
-    public static NatsDelayMover Start(NatsTransport transport, NatsDelayLine line, ILogger logger)
+    /// <summary>
+    /// Starts moving <paramref name="line"/>'s due messages; a message a stop put back there (a mapped queue's) goes to
+    /// <paramref name="receivePutBack"/>, the queue consumer's receive, instead, and is settled by it.
+    /// </summary>
+    public static NatsDelayMover Start(NatsTransport transport, NatsDelayLine line, ILogger logger, Func<INatsJSMsg<byte[]>, CancellationToken, ValueTask>? receivePutBack = null)
     {
-        var mover = new NatsDelayMover(transport, line, logger);
+        var mover = new NatsDelayMover(transport, line, logger, receivePutBack);
         mover._pulling = Task.Run(mover.PullAsync, CancellationToken.None);
         return mover;
     }
@@ -125,6 +135,13 @@ internal sealed class NatsDelayMover
             {
                 // Handed back at once: the next process's mover takes it.
                 await message.NakAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                return;
+            }
+
+            // A mapped queue's message a stop put back: handled from here (the receive settles it, and hands it back at a stop).
+            if (_receivePutBack is not null && NatsEnvelopeCodec.PutBackSubject(message.Headers) is not null)
+            {
+                await _receivePutBack(message, stop).ConfigureAwait(false);
                 return;
             }
 

@@ -38,6 +38,12 @@ internal static class NatsEnvelopeCodec
     /// </summary>
     public const string AttemptsBeforeHeader = "Herald-Attempts-Before";
 
+    /// <summary>
+    /// On a mapped queue's message a stop put back in the queue's delay stream: the subject it had in the queue's stream,
+    /// which marks it as one the queue's consumer takes from the delay stream itself (laned by that subject).
+    /// </summary>
+    public const string PutBackSubjectHeader = "Herald-Put-Back-Subject";
+
     private static readonly FrozenSet<string> ReservedAttributes = CloudEventValues.EnvelopeAttributes.ToFrozenSet(StringComparer.OrdinalIgnoreCase);
 
     private static readonly IReadOnlyDictionary<string, string> NoHeaders = FrozenDictionary<string, string>.Empty;
@@ -127,6 +133,9 @@ internal static class NatsEnvelopeCodec
     /// <summary>When a delayed message is due, or null when it was sent without a delay (or the header is unreadable).</summary>
     public static DateTimeOffset? NotBefore(NatsHeaders? headers) =>
         LastValue(headers, NotBeforeHeader) is { } text && CloudEventValues.TryParseTime(text, out var due) ? due : null;
+
+    /// <summary>The subject a mapped queue's message had before a stop put it back in the queue's delay stream (<see cref="PutBackSubjectHeader"/>); null for any other.</summary>
+    public static string? PutBackSubject(NatsHeaders? headers) => LastValue(headers, PutBackSubjectHeader);
 
     /// <summary>The attempts made before a message was put back in its queue's stream (<see cref="AttemptsBeforeHeader"/>); 0 for any other.</summary>
     public static int AttemptsBefore(NatsHeaders? headers) =>

@@ -91,16 +91,24 @@ internal sealed partial class NatsTransport
     }
 
     /// <summary>
-    /// Puts a message of the queue's own stream back in it as a new message (to <paramref name="subject"/>, the queue's),
-    /// carrying <paramref name="attemptsBefore"/>; the caller acks the original. Its <c>Nats-Msg-Id</c> is the sequence it
-    /// came from, so a put-back repeated (the ack lost) is stored once.
+    /// Puts a message a stop took on its last delivery back as a new message, carrying <paramref name="attemptsBefore"/>; the
+    /// caller acks the original. One of the queue's own stream goes back in it (to <paramref name="target"/>'s subject); a
+    /// mapped queue's goes to the queue's delay stream instead, marked with the subject it had, for the queue's consumers
+    /// to take from there (a copy to its subject would also reach every other queue whose filter takes it). Its
+    /// <c>Nats-Msg-Id</c> is the stream and sequence it came from, so a put-back repeated (the ack lost) is stored once.
     /// </summary>
-    internal ValueTask PutBackAsync(string queue, string subject, INatsJSMsg<byte[]> message, ulong sequence, int attemptsBefore, CancellationToken cancellationToken)
+    internal ValueTask PutBackAsync(string queue, QueueTarget target, INatsJSMsg<byte[]> message, ulong sequence, int attemptsBefore, CancellationToken cancellationToken)
     {
-        var id = string.Create(CultureInfo.InvariantCulture, $"{Names.QueueStream(queue)}:{sequence}:put-back");
+        var id = string.Create(CultureInfo.InvariantCulture, $"{target.Stream}:{sequence}:put-back");
         var headers = NatsDelayMover.ForQueue(message.Headers);
         headers[NatsEnvelopeCodec.AttemptsBeforeHeader] = attemptsBefore.ToString(CultureInfo.InvariantCulture);
-        return PublishRawAsync(subject, message.Data ?? [], headers, id, cancellationToken);
+        if (target.FilterSubject is null)
+        {
+            return PublishRawAsync(target.Subject, message.Data ?? [], headers, id, cancellationToken);
+        }
+
+        headers[NatsEnvelopeCodec.PutBackSubjectHeader] = message.Subject;
+        return PublishRawAsync(Names.DelaySubject(queue), message.Data ?? [], headers, id, cancellationToken);
     }
 
     /// <summary>
