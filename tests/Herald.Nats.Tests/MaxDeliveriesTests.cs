@@ -426,6 +426,10 @@ public sealed class MaxDeliveriesTests : NatsTestBase
         var transport = await CreateTransportAsync(o =>
         {
             Configure(o);
+
+            // Nothing here waits for an ack wait to run out, and one that ran out on a loaded machine (a keep-alive late)
+            // would count a delivery the test does not make.
+            o.AckWait = TimeSpan.FromSeconds(10);
             var declared = new NatsStreamOptions { Name = stream };
             declared.Subjects.Add(subjects + ".*");
             o.Streams.Add(declared);
