@@ -12,6 +12,13 @@ public sealed class RedisIdempotencyStoreConformanceTests(RedisFixture redis) : 
 {
     protected override ValueTask<IIdempotencyStore> CreateStoreAsync(TimeProvider timeProvider) =>
         ValueTask.FromResult<IIdempotencyStore>(new RedisIdempotencyStore(RedisConnection.Create(redis.Options()), redis.Options(), timeProvider));
+
+    protected override ValueTask<(IIdempotencyStore Store, IAsyncDisposable? Owner)> OpenSecondStoreAsync(IIdempotencyStore first, TimeProvider timeProvider)
+    {
+        // Its own multiplexer, as a second process has.
+        var connection = RedisConnection.Create(redis.Options());
+        return ValueTask.FromResult<(IIdempotencyStore, IAsyncDisposable?)>((new RedisIdempotencyStore(connection, redis.Options(), timeProvider), connection));
+    }
 }
 
 public sealed class RedisInboxConformanceTests(RedisFixture redis) : InboxConformance, IClassFixture<RedisFixture>

@@ -9,7 +9,7 @@ namespace Herald.Conformance.Reliability;
 /// The contract of <see cref="IIdempotencyStore"/>. A store's test project derives from it and implements
 /// <see cref="CreateStoreAsync"/> over the given clock (which the store must use for expiry). Every test uses keys of its own.
 /// </summary>
-public abstract class IdempotencyStoreConformance
+public abstract partial class IdempotencyStoreConformance
 {
     private static readonly TimeSpan LockTtl = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan ResultTtl = TimeSpan.FromHours(1);

@@ -104,6 +104,12 @@ public sealed class PostgresIdempotencyStoreConformanceTests(ReliabilitySchema s
     protected override ValueTask<IIdempotencyStore> CreateStoreAsync(TimeProvider timeProvider) =>
         ValueTask.FromResult<IIdempotencyStore>(new PostgresIdempotencyStore(schema.Store, timeProvider));
 
+    protected override async ValueTask<(IIdempotencyStore Store, IAsyncDisposable? Owner)> OpenSecondStoreAsync(IIdempotencyStore first, TimeProvider timeProvider)
+    {
+        var second = await PostgresEventStore.CreateAsync(PostgresTestDatabase.ConnectionString, new PostgresStoreOptions { Schema = schema.Schema });
+        return (new PostgresIdempotencyStore(second, timeProvider), second);
+    }
+
     [Fact]
     public async Task AKeyHoldingU0000_IsRefusedNamingTheKey()
     {

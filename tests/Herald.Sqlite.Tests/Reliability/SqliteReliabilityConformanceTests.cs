@@ -58,4 +58,10 @@ public sealed class SqliteIdempotencyStoreConformanceTests(ReliabilityFile file)
 {
     protected override ValueTask<IIdempotencyStore> CreateStoreAsync(TimeProvider timeProvider) =>
         ValueTask.FromResult<IIdempotencyStore>(new SqliteIdempotencyStore(file.Store, timeProvider));
+
+    protected override async ValueTask<(IIdempotencyStore Store, IAsyncDisposable? Owner)> OpenSecondStoreAsync(IIdempotencyStore first, TimeProvider timeProvider)
+    {
+        var second = await SqliteEventStore.OpenAsync(file.Path);
+        return (new SqliteIdempotencyStore(second, timeProvider), second);
+    }
 }
