@@ -11,7 +11,7 @@ namespace Herald.Conformance.Transport;
 /// and a claim lost anyway cancels the handler and has its completion refused (issue 10). Derived by each engine's queue,
 /// with two instances standing for two processes and SQL behind their backs standing for another consumer.
 /// </summary>
-public abstract class LeasedQueueConformance
+public abstract partial class LeasedQueueConformance
 {
     /// <summary>The lease of the tests: short, so a handler outlives it several times within a few seconds.</summary>
     protected static TimeSpan Lease { get; } = TimeSpan.FromSeconds(1);

@@ -75,13 +75,32 @@ public sealed class PostgresQueueLeaseTests : LeasedQueueConformance, IAsyncLife
 
     protected override Task<ITransport> OpenInstanceAsync() => OpenInstanceAsync(PostgresTestDatabase.ConnectionString);
 
-    private async Task<ITransport> OpenInstanceAsync(string connectionString)
+    protected override Task<ITransport> OpenInstanceAsync(TimeProvider clock, TimeSpan lease) => OpenInstanceAsync(PostgresTestDatabase.ConnectionString, clock, lease);
+
+    protected override async Task<IReadOnlyDictionary<Guid, DateTimeOffset>> LeasesAsync(string queue)
+    {
+        await using var connection = new NpgsqlConnection(PostgresTestDatabase.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            $"SELECT message_id, lease_until FROM \"{_schema}\".queue_messages WHERE queue = '{queue}' AND lease_owner IS NOT NULL", connection);
+        await using var rows = await command.ExecuteReaderAsync();
+        var leases = new Dictionary<Guid, DateTimeOffset>();
+        while (await rows.ReadAsync())
+        {
+            leases[rows.GetGuid(0)] = rows.GetFieldValue<DateTimeOffset>(1);
+        }
+
+        return leases;
+    }
+
+    private async Task<ITransport> OpenInstanceAsync(string connectionString, TimeProvider? clock = null, TimeSpan? lease = null)
     {
         var transport = await PostgresQueueTransportFactory.CreateAsync(connectionString, o =>
         {
             o.Schema = _schema;
-            o.LeaseDuration = Lease;
+            o.LeaseDuration = lease ?? Lease;
             o.PollInterval = TimeSpan.FromMilliseconds(50);
+            o.TimeProvider = clock;
         });
         _transports.Add(transport);
         return transport;

@@ -12,14 +12,34 @@ public sealed class SqliteQueueLeaseConformanceTests : LeasedQueueConformance, I
 
     public void Dispose() => _database.Dispose();
 
-    protected override async Task<ITransport> OpenInstanceAsync() =>
-        await SqliteQueueTransportFactory.OpenAsync(_database.Path, o =>
+    protected override Task<ITransport> OpenInstanceAsync() => OpenInstanceAsync(TimeProvider.System, Lease);
+
+    protected override async Task<ITransport> OpenInstanceAsync(TimeProvider clock, TimeSpan lease) =>
+        await SqliteQueueTransportFactory.OpenAsync(
+            _database.Path,
+            o =>
+            {
+                o.Synchronous = SqliteSynchronousMode.Normal;
+                o.LeaseDuration = lease;
+                o.BusyTimeout = Lease / 3;
+                o.PollInterval = TimeSpan.FromMilliseconds(50);
+            },
+            clock);
+
+    protected override Task<IReadOnlyDictionary<Guid, DateTimeOffset>> LeasesAsync(string queue)
+    {
+        using var connection = _database.OpenRaw();
+        using var command = connection.CreateCommand();
+        command.CommandText = $"SELECT hex(message_id), lease_until FROM herald_queue_messages WHERE queue = '{queue}' AND lease_owner IS NOT NULL";
+        using var rows = command.ExecuteReader();
+        var leases = new Dictionary<Guid, DateTimeOffset>();
+        while (rows.Read())
         {
-            o.Synchronous = SqliteSynchronousMode.Normal;
-            o.LeaseDuration = Lease;
-            o.BusyTimeout = Lease / 3;
-            o.PollInterval = TimeSpan.FromMilliseconds(50);
-        });
+            leases[Guid.ParseExact(rows.GetString(0), "N")] = new DateTimeOffset(rows.GetInt64(1), TimeSpan.Zero);
+        }
+
+        return Task.FromResult<IReadOnlyDictionary<Guid, DateTimeOffset>>(leases);
+    }
 
     protected override IDisposable StartConcurrentWriter() => new Hammer(_database);
 
