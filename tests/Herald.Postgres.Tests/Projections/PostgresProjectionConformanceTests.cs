@@ -7,24 +7,13 @@ namespace Herald.Postgres.Tests.Projections;
 /// <summary>The projection contract on PostgreSQL: each test gets a schema of its own, shared by its hosts and dropped at the end.</summary>
 public sealed class PostgresProjectionConformanceTests : ProjectionConformance, IAsyncLifetime
 {
-    private readonly List<string> _schemas = [];
+    private readonly OwnedSchemas _schemas = new();
 
-    protected override string NewStore()
-    {
-        var schema = PostgresTestDatabase.NewSchema();
-        _schemas.Add(schema);
-        return schema;
-    }
+    protected override string NewStore() => _schemas.New();
 
     protected override void UseStore(HeraldBuilder herald, string store) => herald.UsePostgres(PostgresTestDatabase.ConnectionString, o => o.Schema = store);
 
     public Task InitializeAsync() => Task.CompletedTask;
 
-    public async Task DisposeAsync()
-    {
-        foreach (var schema in _schemas)
-        {
-            await PostgresTestDatabase.DropSchemaAsync(schema);
-        }
-    }
+    public Task DisposeAsync() => _schemas.DisposeAsync().AsTask();
 }

@@ -10,22 +10,11 @@ namespace Herald.Sqlite.Tests.Projections;
 /// </summary>
 public sealed class SqliteProjectionConformanceTests : ProjectionConformance, IDisposable
 {
-    private readonly List<TempDatabase> _files = [];
+    private readonly OwnedFiles _files = new();
 
-    protected override string NewStore()
-    {
-        var file = new TempDatabase();
-        _files.Add(file);
-        return file.Path;
-    }
+    protected override string NewStore() => _files.New();
 
     protected override void UseStore(HeraldBuilder herald, string store) => herald.UseSqlite(store);
 
-    public void Dispose()
-    {
-        foreach (var file in _files)
-        {
-            file.Dispose();
-        }
-    }
+    public void Dispose() => _files.Dispose();
 }

@@ -7,22 +7,11 @@ namespace Herald.Sqlite.Tests.Sagas;
 /// <summary>State-machine sagas on SQLite files: the hosts of one test (a restart, a second consumer) open one file.</summary>
 public sealed class SqliteSagaStateMachineConformanceTests : SagaStateMachineConformance, IDisposable
 {
-    private readonly List<TempDatabase> _files = [];
+    private readonly OwnedFiles _files = new();
 
-    protected override string NewStore()
-    {
-        var file = new TempDatabase();
-        _files.Add(file);
-        return file.Path;
-    }
+    protected override string NewStore() => _files.New();
 
     protected override void UseStore(HeraldBuilder herald, string store) => herald.UseSqlite(store);
 
-    public void Dispose()
-    {
-        foreach (var file in _files)
-        {
-            file.Dispose();
-        }
-    }
+    public void Dispose() => _files.Dispose();
 }
