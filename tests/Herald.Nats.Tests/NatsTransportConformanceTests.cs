@@ -16,6 +16,9 @@ public sealed class NatsTransportConformanceTests(ITestOutputHelper output) : Tr
 
     protected override bool CanKillConnection => true;
 
+    protected override string? PipelineModelLosesFirstFailure =>
+        "a nack cannot change a JetStream message's headers, so herald-first-failure is not carried across redeliveries (docs/nats.md, Limits).";
+
     protected override async Task<ITransport> CreateTransportAsync() =>
         await NatsTransportFactory.CreateAsync(new NatsTransportOptions
         {
