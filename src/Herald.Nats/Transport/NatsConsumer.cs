@@ -89,6 +89,9 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
     // Why the pull ended while no stop asked it to: the server refused to make the gone durable again.
     private volatile Exception? _ended;
 
+    // What a stop's nak waits for (DropStalePullRequestsAsync): the pull ended, and the server dropped its requests.
+    private readonly Lazy<Task> _stalePullsDropped;
+
     private NatsConsumer(NatsTransport transport, INatsJSConsumer consumer, NatsDelayLine[] delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
         _transport = transport;
@@ -103,6 +106,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
         _lanes = new DeliveryLanes<NatsDelivery>(concurrency, prefetch);
         _sendProgress = KeepAliveAsync;
         _slots = new NatsDelivery?[Math.Max(prefetch, concurrency) + concurrency + 2];
+        _stalePullsDropped = new Lazy<Task>(DropStalePullRequestsAsync);
         Tags =
         [
             new(MetricNames.DestinationTag, queue),
@@ -181,7 +185,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
         foreach (var delivery in _lanes.TakeLeftovers())
         {
             Untrack(delivery);
-            await HandBackAsync(delivery.Message, delivery.Delivered, delivery.StreamSequence).ConfigureAwait(false);
+            await HandBackAsync(delivery.Message, delivery.Delivered, delivery.StreamSequence, inPull: false).ConfigureAwait(false);
         }
 
         _keepAliveStopped = true;
@@ -365,7 +369,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
             attempt = (int)Math.Clamp(reply.Delivered + (ulong)NatsEnvelopeCodec.AttemptsBefore(message.Headers), 1, int.MaxValue);
             if (stop.IsCancellationRequested)
             {
-                await HandBackAsync(message, attempt, sequence).ConfigureAwait(false);
+                await HandBackAsync(message, attempt, sequence, inPull: true).ConfigureAwait(false);
                 return;
             }
 
@@ -398,7 +402,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
                 Untrack(delivery);
             }
 
-            await HandBackAsync(message, attempt, sequence).ConfigureAwait(false);
+            await HandBackAsync(message, attempt, sequence, inPull: true).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // Nothing the wire sends may stop the pull or leave a message unsettled.
         catch (Exception e)
@@ -483,7 +487,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
         // Aborted by shutdown (false): not a failed attempt; handed back unchanged.
         if (!await DeliverySettlement.RunAsync(_handler, delivery, _logger, _aborting.Token).ConfigureAwait(false) && !IsAbandoned(delivery))
         {
-            await HandBackAsync(delivery.Message, delivery.Delivered, delivery.StreamSequence).ConfigureAwait(false);
+            await HandBackAsync(delivery.Message, delivery.Delivered, delivery.StreamSequence, inPull: false).ConfigureAwait(false);
         }
 
         Untrack(delivery);
@@ -543,7 +547,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
     /// queue whose filter takes it), marked with the subject it had; the mover of that stream hands it to this consumer's
     /// receive, and a stop naks it there, which costs nothing (no <c>MaxDeliver</c> there).
     /// </summary>
-    private async ValueTask HandBackAsync(INatsJSMsg<byte[]> message, int attempt, ulong sequence)
+    private async ValueTask HandBackAsync(INatsJSMsg<byte[]> message, int attempt, ulong sequence, bool inPull)
     {
         // One already put back in the delay stream is nakked there: no MaxDeliver, the nak costs nothing.
         if (sequence > 0 && IsLastDelivery(attempt) && PutBackSubjectOf(message) is null)
@@ -575,7 +579,37 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
             return;
         }
 
+        // A handler's (aborted) or a leftover's: nakked once the server dropped the ended pull's requests (NATS 2.9 would
+        // count the nak's redelivery and yet send the message again as a first delivery).
+        if (!inPull)
+        {
+            await _stalePullsDropped.Value.ConfigureAwait(false);
+        }
+
         await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Waits for the pull to end, then asks the server for the durable's info, which drops the pull requests whose inbox
+    /// nobody listens to any more. A nak while only such a request waits went wrong on NATS 2.9: the server took the message
+    /// for its redelivery (counting it), found no live request, and rewound the durable's next stream sequence as if the
+    /// message had been new; the next consumer got it with a delivery count of 1 while the server counted on, so a stop's
+    /// nak on the server's last delivery was taken for an earlier one, and the message was dead-lettered through its
+    /// max-deliveries advisory though no handler ever failed on it.
+    /// </summary>
+    private async Task DropStalePullRequestsAsync()
+    {
+        await _pulling.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        try
+        {
+            await _consumer.RefreshAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Logged; nakked all the same.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log.PullFailed(_logger, e, Queue);
+        }
     }
 
     /// <summary>
