@@ -35,15 +35,23 @@ public static class Eventually
     }
 
     /// <summary>Polls the asynchronous condition until it holds; throws a <see cref="TimeoutException"/> with the description when the deadline passes.</summary>
-    public static async Task UntilAsync(Func<ValueTask<bool>> condition, string description, TimeSpan? timeout = null)
+    public static Task UntilAsync(Func<ValueTask<bool>> condition, string description, TimeSpan? timeout = null) =>
+        UntilAsync(condition, () => description, timeout);
+
+    /// <summary>
+    /// Polls the asynchronous condition until it holds; when the deadline passes, throws a <see cref="TimeoutException"/>
+    /// with the description as it reads then (what the last poll saw).
+    /// </summary>
+    public static async Task UntilAsync(Func<ValueTask<bool>> condition, Func<string> description, TimeSpan? timeout = null)
     {
         ArgumentNullException.ThrowIfNull(condition);
+        ArgumentNullException.ThrowIfNull(description);
         var deadline = DateTime.UtcNow + (timeout ?? DefaultTimeout);
         while (!await condition().ConfigureAwait(false))
         {
             if (DateTime.UtcNow > deadline)
             {
-                throw new TimeoutException($"Timed out after {timeout ?? DefaultTimeout} waiting until {description}.");
+                throw new TimeoutException($"Timed out after {timeout ?? DefaultTimeout} waiting until {description()}.");
             }
 
             await Task.Delay(PollInterval).ConfigureAwait(false);

@@ -254,20 +254,22 @@ public abstract partial class LeasedQueueConformance
                 }
             }
 
-            var deadline = TimeProvider.System.GetTimestamp();
-            while (true)
-            {
-                lock (_gate)
+            await Eventually.UntilAsync(
+                async () =>
                 {
-                    if (!_messages.Values.Any(m => m.Unsettled))
+                    lock (_gate)
                     {
-                        break;
+                        if (!_messages.Values.Any(m => m.Unsettled))
+                        {
+                            return true;
+                        }
                     }
-                }
 
-                Assert.True(TimeProvider.System.GetElapsedTime(deadline) < Deadline * 2, "the messages were not all settled: " + Pending());
-                await AdvanceAsync(Step);
-            }
+                    await AdvanceAsync(Step);
+                    return false;
+                },
+                () => "the messages are all settled (pending: " + Pending() + ")",
+                Deadline * 2);
 
             await SettleAsync();
             foreach (var consumer in _consumers.Values.ToList())
@@ -589,32 +591,28 @@ public abstract partial class LeasedQueueConformance
         {
             // A renewal lands on the engine in real time: the clock waits for every live consumer's renewals (of running, buffered
             // and settling messages alike) rather than run their leases out from under them, which counts an attempt.
-            var started = TimeProvider.System.GetTimestamp();
             for (var queue = 0; queue < _queues.Length; queue++)
             {
-                while (true)
-                {
-                    var leases = await suite.LeasesAsync(_queues[queue]);
-                    string? late;
-                    lock (_gate)
+                string? late = null;
+                await Eventually.UntilAsync(
+                    async () =>
                     {
-                        var now = _clock.GetUtcNow();
-                        late = leases.Where(l => l.Value > now && l.Value - now <= (ModelLease / 3) + step
-                                && !(_messages.TryGetValue(l.Key, out var m) && m.State == ModelState.Crashed))
-                            .Select(l => $"m{Sequence(l.Key)} leased until +{Elapsed(l.Value)}")
-                            .FirstOrDefault();
-                        var hungLost = _messages.Values.FirstOrDefault(m => m.Queue == queue && m.State == ModelState.Hung && !leases.ContainsKey(m.Id));
-                        Assert.True(hungLost is null, $"m{hungLost?.Sequence} hangs on {hungLost?.HeldBy} but its row is not leased at +{Elapsed()}");
-                    }
+                        var leases = await suite.LeasesAsync(_queues[queue]);
+                        lock (_gate)
+                        {
+                            var now = _clock.GetUtcNow();
+                            late = leases.Where(l => l.Value > now && l.Value - now <= (ModelLease / 3) + step
+                                    && !(_messages.TryGetValue(l.Key, out var m) && m.State == ModelState.Crashed))
+                                .Select(l => $"m{Sequence(l.Key)} leased until +{Elapsed(l.Value)}")
+                                .FirstOrDefault();
+                            var hungLost = _messages.Values.FirstOrDefault(m => m.Queue == queue && m.State == ModelState.Hung && !leases.ContainsKey(m.Id));
+                            Assert.True(hungLost is null, $"m{hungLost?.Sequence} hangs on {hungLost?.HeldBy} but its row is not leased at +{Elapsed()}");
+                        }
 
-                    if (late is null)
-                    {
-                        break;
-                    }
-
-                    Assert.True(TimeProvider.System.GetElapsedTime(started) < Deadline, $"{late} at +{Elapsed()}: no renewal landed");
-                    await Task.Delay(5);
-                }
+                        return late is null;
+                    },
+                    () => $"a renewal lands ({late} at +{Elapsed()})",
+                    Deadline);
             }
 
             _clock.Advance(step);
@@ -627,7 +625,8 @@ public abstract partial class LeasedQueueConformance
                 }
             }
 
-            // Lets the consumers' loops see the step before the next (a poll with a deadline, not a wait for a result).
+            // Paces the fake clock, as real time would: the consumers' loops see each step before the next (nothing waits on
+            // this for a result; the waits above and in SettleAsync are on conditions with deadlines).
             await Task.Delay(2);
         }
 
@@ -637,32 +636,32 @@ public abstract partial class LeasedQueueConformance
         /// </summary>
         private async Task SettleAsync()
         {
-            var started = TimeProvider.System.GetTimestamp();
-            while (true)
-            {
-                await ResolveCrashesAsync(all: false);
-                string? waiting;
-                lock (_gate)
+            // Each poll looks first (this instance's consumers are woken by the commit itself), then steps the clock.
+            string? waiting = null;
+            await Eventually.UntilAsync(
+                async () =>
                 {
-                    var now = _clock.GetUtcNow();
-                    var consumed = Enumerable.Range(0, _queues.Length).Where(q => _consumers.ContainsKey((q, 0)) || _consumers.ContainsKey((q, 1))).ToHashSet();
-                    waiting = _messages.Values.FirstOrDefault(m => m.State == ModelState.Hung || (consumed.Contains(m.Queue) && Claimable(m, now))) is { } m
-                        ? $"m{m.Sequence} {m.State} in q{m.Queue}"
-                        : null;
-                }
+                    await ResolveCrashesAsync(all: false);
+                    lock (_gate)
+                    {
+                        var now = _clock.GetUtcNow();
+                        var consumed = Enumerable.Range(0, _queues.Length).Where(q => _consumers.ContainsKey((q, 0)) || _consumers.ContainsKey((q, 1))).ToHashSet();
+                        waiting = _messages.Values.FirstOrDefault(m => m.State == ModelState.Hung || (consumed.Contains(m.Queue) && Claimable(m, now))) is { } m
+                            ? $"m{m.Sequence} {m.State} in q{m.Queue}"
+                            : null;
+                    }
 
-                if (waiting is null)
-                {
-                    AssertNoViolations();
-                    return;
-                }
+                    if (waiting is null)
+                    {
+                        return true;
+                    }
 
-                Assert.True(TimeProvider.System.GetElapsedTime(started) < Deadline, $"the queues did not settle: {waiting} (pending: {Pending()})");
-
-                // A look before each step: this instance's consumers are woken by the commit itself.
-                await Task.Delay(5);
-                await StepClockAsync(Step);
-            }
+                    await StepClockAsync(Step);
+                    return false;
+                },
+                () => $"the queues settle ({waiting}; pending: {Pending()})",
+                Deadline);
+            AssertNoViolations();
         }
 
         /// <summary>Surely claimable now: due, not held, and no older message of its key possibly visible.</summary>
@@ -676,47 +675,34 @@ public abstract partial class LeasedQueueConformance
         {
             for (var queue = 0; queue < _queues.Length; queue++)
             {
-                var started = TimeProvider.System.GetTimestamp();
-                while (true)
+                long expected = 0, rows = 0;
+                await Eventually.UntilAsync(
+                    async () =>
+                    {
+                        lock (_gate)
+                        {
+                            expected = _messages.Values.Count(m => m.Queue == queue && m.Unsettled);
+                        }
+
+                        rows = await suite.CountQueuedAsync(_queues[queue]);
+                        return rows == expected;
+                    },
+                    () => $"q{queue} holds as many rows as the model has unsettled messages ({rows} against {expected}; pending: {Pending()})",
+                    Deadline);
+            }
+        }
+
+        private Task WaitAsync(Func<bool> condition, string what) =>
+            Eventually.UntilAsync(
+                () =>
                 {
-                    int expected;
                     lock (_gate)
                     {
-                        expected = _messages.Values.Count(m => m.Queue == queue && m.Unsettled);
+                        return ValueTask.FromResult(condition());
                     }
-
-                    var rows = await suite.CountQueuedAsync(_queues[queue]);
-                    if (rows == expected)
-                    {
-                        break;
-                    }
-
-                    Assert.True(TimeProvider.System.GetElapsedTime(started) < Deadline, $"q{queue} holds {rows} rows, the model {expected} unsettled messages (pending: {Pending()})");
-                    await Task.Delay(5);
-                }
-            }
-        }
-
-        private async Task WaitAsync(Func<bool> condition, string what)
-        {
-            var started = TimeProvider.System.GetTimestamp();
-            while (true)
-            {
-                bool met;
-                lock (_gate)
-                {
-                    met = condition();
-                }
-
-                if (met)
-                {
-                    return;
-                }
-
-                Assert.True(TimeProvider.System.GetElapsedTime(started) < Deadline, $"timed out: {what} (pending: {Pending()})");
-                await Task.Delay(5);
-            }
-        }
+                },
+                () => $"{what} (pending: {Pending()})",
+                Deadline);
 
         private void AssertNoViolations() =>
             Assert.True(_violations.IsEmpty, "the queue broke the model:" + Environment.NewLine + string.Join(Environment.NewLine, _violations));
