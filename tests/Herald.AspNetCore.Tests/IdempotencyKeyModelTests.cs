@@ -365,23 +365,21 @@ public sealed class IdempotencyKeyModelTests(ITestOutputHelper output)
             }
         }
 
-        private async Task SingleAsync()
+        private Task SingleAsync() => SendOneAsync(NextShape());
+
+        private async Task SendOneAsync(Shape shape)
         {
-            var shape = NextShape();
             var behaviour = NextBehaviour();
             var (name, sent) = Send(shape, behaviour);
-            var response = await Seen.OfAsync(await sent.WaitAsync(Wait));
-            Observe(name, shape, behaviour, response);
+            Observe(name, shape, behaviour, await Seen.OfAsync(await sent.WaitAsync(Wait)));
         }
 
         // A first request held in its handler (the key's lock held): duplicates (same or other body) get 409, the lock is
         // renewed past its timeout, and the first ends as it ends.
         private async Task HeldAsync()
         {
-            var shape = NextShape();
-            if (Expect(shape) != "run")
+            if (await FreeShapeAsync() is not { } shape)
             {
-                await SingleAsync();
                 return;
             }
 
@@ -409,20 +407,14 @@ public sealed class IdempotencyKeyModelTests(ITestOutputHelper output)
                 await DuplicatesAsync(shape);
             }
 
-            var final = NextFinal();
-            _log.Add($"release {name} as {final}");
-            hold.Release.SetResult(final);
-            var response = await Seen.OfAsync(await sent.WaitAsync(Wait));
-            CheckRun(name, shape, final, response);
+            await ReleaseAsync(name, shape, sent);
         }
 
         // Two requests of one free key at once, both to be held: exactly one runs, the other gets 409.
         private async Task RaceAsync()
         {
-            var shape = NextShape();
-            if (Expect(shape) != "run")
+            if (await FreeShapeAsync() is not { } shape)
             {
-                await SingleAsync();
                 return;
             }
 
@@ -439,12 +431,30 @@ public sealed class IdempotencyKeyModelTests(ITestOutputHelper output)
             _log.Add($"race: {winner} entered; {loser} -> {refused}");
             CheckInFlight(loser, refused);
             _expectedRuns.Add(winner);
-            var final = NextFinal();
-            _log.Add($"release {winner} as {final}");
-            _handlers.Hold(winner).Release.SetResult(final);
-            var response = await Seen.OfAsync(await winnerSent.WaitAsync(Wait));
-            CheckRun(winner, winnerShape, final, response);
+            await ReleaseAsync(winner, winnerShape, winnerSent);
             Check(!_handlers.Ran.ContainsKey(loser), $"{loser} ran its handler beside {winner}");
+        }
+
+        // A request of a key the model holds free; else the step is a single request of that shape's key.
+        private async Task<Shape?> FreeShapeAsync()
+        {
+            var shape = NextShape();
+            if (Expect(shape) == "run")
+            {
+                return shape;
+            }
+
+            await SendOneAsync(shape);
+            return null;
+        }
+
+        // Lets a held handler end as the seed says, and checks its response.
+        private async Task ReleaseAsync(string name, Shape shape, Task<HttpResponseMessage> sent)
+        {
+            var final = NextFinal();
+            _log.Add($"release {name} as {final}");
+            _handlers.Hold(name).Release.SetResult(final);
+            CheckRun(name, shape, final, await Seen.OfAsync(await sent.WaitAsync(Wait)));
         }
 
         private async Task DuplicatesAsync(Shape held)
