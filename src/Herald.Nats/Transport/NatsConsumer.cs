@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using Herald.Diagnostics;
@@ -19,8 +20,8 @@ namespace Herald.Nats.Transport;
 /// (<see cref="NatsDelayMover"/>, run alongside), so the server's delivery count is the attempt; an early message in the queue's stream itself (a delayed publish to a bound
 /// topic, or a delayed send of an earlier Herald) is handed to the delay stream. A message that cannot
 /// be decoded goes to the pipeline all the same, carrying its DecodeFailure, and ends in the dead-letter store. On stop,
-/// the pull drains and every message not handled is nakked at once, so another consumer gets it without waiting for
-/// the ack wait; one on its last delivery is put back instead (<see cref="HandBackAsync"/>): in the queue's stream, or a
+/// the pull drains and every message not handled is nakked (once the pull ended and the server dropped its requests:
+/// <see cref="DropStalePullRequestsAsync"/>), so another consumer gets it without waiting for the ack wait; one on its last delivery is put back instead (<see cref="HandBackAsync"/>): in the queue's stream, or a
 /// mapped queue's in its delay stream, whose mover hands it to this consumer's receive. Its
 /// durable (or a delay line's) gone and the server refusing to make it again, or made again as a push consumer, ends
 /// its pull, and <see cref="Completion"/> reports it.
@@ -91,6 +92,12 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
 
     // What a stop's nak waits for (DropStalePullRequestsAsync): the pull ended, and the server dropped its requests.
     private readonly Lazy<Task> _stalePullsDropped;
+
+    // Set when the pull's loop has ended (before the pull nakks what it held at the stop, which waits for it).
+    private readonly TaskCompletionSource _pullEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // What the pull held at the stop (the message it was handing to a full lane, those it drained after): nakked once it ended.
+    private readonly ConcurrentQueue<INatsJSMsg<byte[]>> _heldAtStop = new();
 
     private NatsConsumer(NatsTransport transport, INatsJSConsumer consumer, NatsDelayLine[] delays, string queue, QueueTarget target, int concurrency, int prefetch, string? rawType, DeliveryHandler handler, ILogger logger)
     {
@@ -303,9 +310,23 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
 
     private async Task PullAsync()
     {
-        if (await NatsPull.RunAsync(_consumer, _prefetch, ReceiveAsync, e => Log.PullFailed(_logger, e, Queue), RemakeAsync, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false) is { } refused)
+        try
         {
-            _ended = NatsPull.Ended(_logger, refused, NatsNames.Durable(Queue), _target.Stream, Queue);
+            if (await NatsPull.RunAsync(_consumer, _prefetch, ReceiveAsync, e => Log.PullFailed(_logger, e, Queue), RemakeAsync, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false) is { } refused)
+            {
+                _ended = NatsPull.Ended(_logger, refused, NatsNames.Durable(Queue), _target.Stream, Queue);
+            }
+        }
+        finally
+        {
+            _pullEnded.TrySetResult();
+        }
+
+        // Ended: nothing more is held; nakked once the server dropped the ended pull's requests.
+        while (_heldAtStop.TryDequeue(out var held))
+        {
+            await _stalePullsDropped.Value.ConfigureAwait(false);
+            await NakQuietlyAsync(held, TimeSpan.Zero).ConfigureAwait(false);
         }
     }
 
@@ -579,11 +600,18 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
             return;
         }
 
-        // A handler's (aborted) or a leftover's: nakked once the server dropped the ended pull's requests (NATS 2.9 would
-        // count the nak's redelivery and yet send the message again as a first delivery).
+        // Nakked once the server dropped the ended pull's requests (NATS 2.9 would count the nak's redelivery and yet send the
+        // message again as a first delivery): a handler's (aborted) or a leftover's here; one the pull held at the stop by the
+        // pull once it ended (waiting here, it never would). One put back in the delay stream comes from its mover's pull, not
+        // this durable's: nakked at once.
         if (!inPull)
         {
             await _stalePullsDropped.Value.ConfigureAwait(false);
+        }
+        else if (PutBackSubjectOf(message) is null)
+        {
+            _heldAtStop.Enqueue(message);
+            return;
         }
 
         await NakQuietlyAsync(message, TimeSpan.Zero).ConfigureAwait(false);
@@ -599,7 +627,7 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
     /// </summary>
     private async Task DropStalePullRequestsAsync()
     {
-        await _pulling.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await _pullEnded.Task.ConfigureAwait(false);
         try
         {
             await _consumer.RefreshAsync(CancellationToken.None).ConfigureAwait(false);
