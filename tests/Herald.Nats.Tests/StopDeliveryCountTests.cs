@@ -22,13 +22,7 @@ public sealed class StopDeliveryCountTests(ITestOutputHelper output) : NatsTestB
         var queue = "stop-count-" + maxDeliver.ToString(CultureInfo.InvariantCulture);
         var log = new TestOutputLogger(LogLevel.Debug);
         using var loggers = LoggerFactory.Create(l => l.AddProvider(log).SetMinimumLevel(LogLevel.Debug));
-        var transport = await CreateTransportAsync(
-            o =>
-            {
-                o.MaxDeliver = maxDeliver;
-                o.AckWait = TimeSpan.FromSeconds(30);
-            },
-            loggerFactory: loggers);
+        var transport = await CreateStopTransportAsync(maxDeliver, loggers);
         var options = ConsumerOptions.Default with { MaxConcurrency = 1, Prefetch = 4 };
         var held = NewEnvelope("held");
         await transport.SendAsync(queue, held);
@@ -89,13 +83,7 @@ public sealed class StopDeliveryCountTests(ITestOutputHelper output) : NatsTestB
         var queue = string.Create(CultureInfo.InvariantCulture, $"stop-pulled-{maxDeliver}-{concurrency}-{prefetch}-{count}");
         var log = new TestOutputLogger(LogLevel.Debug);
         using var loggers = LoggerFactory.Create(l => l.AddProvider(log).SetMinimumLevel(LogLevel.Debug));
-        var transport = await CreateTransportAsync(
-            o =>
-            {
-                o.MaxDeliver = maxDeliver;
-                o.AckWait = TimeSpan.FromSeconds(30);
-            },
-            loggerFactory: loggers);
+        var transport = await CreateStopTransportAsync(maxDeliver, loggers);
         var options = ConsumerOptions.Default with { MaxConcurrency = concurrency, Prefetch = prefetch };
         var sent = new HashSet<Guid>();
         for (var i = 0; i < count; i++)
@@ -186,6 +174,16 @@ public sealed class StopDeliveryCountTests(ITestOutputHelper output) : NatsTestB
             log.WriteTo(output);
         }
     }
+
+    // An ack wait no test outlives: every redelivery comes from a stop's nak or put-back.
+    private Task<NatsTransport> CreateStopTransportAsync(int maxDeliver, ILoggerFactory loggers) =>
+        CreateTransportAsync(
+            o =>
+            {
+                o.MaxDeliver = maxDeliver;
+                o.AckWait = TimeSpan.FromSeconds(30);
+            },
+            loggerFactory: loggers);
 
     private async Task WriteStateAsync(NatsTransport transport, string queue, string when)
     {
