@@ -276,27 +276,29 @@ public sealed class AggregateRepository<TAggregate>
 
         var snapshot = await _snapshots.LoadSnapshotAsync(stream, cancellationToken).ConfigureAwait(false);
         var (name, version) = SnapshotTypeName(_snapshotType);
-        if (snapshot is null || snapshot.StateType != name || snapshot.SchemaVersion != version)
+        if (snapshot is null || snapshot.Version < 1 || snapshot.StateType != name || snapshot.SchemaVersion != version)
         {
             return (aggregate, 0);
         }
 
-        // A snapshot taken before the stream was soft-deleted covers events that no longer count: ignore it.
-        // Only its version is needed: read past the upcasters, which would migrate an event the snapshot holds, and fail the
-        // load if that event no longer migrates.
+        // The snapshot counts only while the event at its version is visible: one taken before the stream was soft-deleted
+        // covers events that no longer count, and one ahead of the stream (snapshots kept apart from, or restored later
+        // than, the events) claims events it does not hold, which would leave the aggregate at a version every save
+        // conflicts with. Only that event's version is needed: read past the upcasters, which would migrate an event the
+        // snapshot holds, and fail the load if that event no longer migrates.
         var raw = _store;
         while (raw is UpcastingEventStore upcasting)
         {
             raw = upcasting.Inner;
         }
 
-        long firstVisible = 0;
-        await foreach (var first in raw.ReadStreamAsync(stream, ReadDirection.Forward, 1, 1, cancellationToken).ConfigureAwait(false))
+        long atOrAfter = 0;
+        await foreach (var first in raw.ReadStreamAsync(stream, ReadDirection.Forward, snapshot.Version, 1, cancellationToken).ConfigureAwait(false))
         {
-            firstVisible = first.Version;
+            atOrAfter = first.Version;
         }
 
-        if (firstVisible == 0 || snapshot.Version < firstVisible)
+        if (atOrAfter != snapshot.Version)
         {
             return (aggregate, 0);
         }
