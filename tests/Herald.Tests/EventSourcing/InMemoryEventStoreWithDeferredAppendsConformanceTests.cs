@@ -13,6 +13,8 @@ namespace Herald.Tests.EventSourcing;
 /// </summary>
 public sealed class InMemoryEventStoreWithDeferredAppendsConformanceTests : EventStoreConformance
 {
+    protected override bool SurvivesRestart => false;
+
     protected override bool SupportsOpenTransactions => true;
 
     protected override TimeSpan OpenTransactionHold => TimeSpan.FromMilliseconds(200);
