@@ -45,6 +45,9 @@ internal static partial class Log
     [LoggerMessage(1321, LogLevel.Debug, "Saga resume sweep: {Due} instance(s) of saga {Saga} driven by no runner")]
     public static partial void SagaSweep(ILogger logger, string saga, int due);
 
+    [LoggerMessage(1322, LogLevel.Information, "Saga {Saga} instance {SagaId} was not resumed: it was saved at {SavedAt}, within SagaOptions.StaleAfter, so another node may be running it; it is resumed once it goes that long without a save")]
+    public static partial void SagaResumeLeftLive(ILogger logger, string saga, string sagaId, DateTimeOffset savedAt);
+
     [LoggerMessage(1330, LogLevel.Information, "Saga {Saga} instance {SagaId} ignored {EventType}: {Reason}")]
     public static partial void SagaEventIgnored(ILogger logger, string saga, string sagaId, string eventType, string reason);
 

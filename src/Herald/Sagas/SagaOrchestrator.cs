@@ -129,7 +129,9 @@ public sealed class SagaOrchestrator
     /// <summary>
     /// Loads an instance and runs it on from where it stood (the step it was at, or the compensations still due), claiming
     /// it first by a save of the version loaded. A finished instance is returned as it is, and one that another runner
-    /// moved on between the load and the claim is returned as stored then, not run here; null when none is stored.
+    /// moved on between the load and the claim is returned as stored then, not run here; so is one saved within
+    /// <see cref="SagaOptions.StaleAfter"/> on a store processes share, which another node may be running (the resume sweep
+    /// takes it once it goes that long without a save). Null when none is stored.
     /// </summary>
     public Task<SagaInstance?> ResumeAsync<TData>(SagaDefinition<TData> definition, string id, CancellationToken cancellationToken = default)
         where TData : class =>
@@ -195,6 +197,14 @@ public sealed class SagaOrchestrator
             }
             else if (listed is null && instance is { IsFinished: false } loaded)
             {
+                // On a shared store, one saved within StaleAfter may be another node's live run (its renewals keep it so):
+                // left to its runner, as the sweep leaves it, and returned as stored.
+                if (StaleAfter is { } staleAfter && loaded.UpdatedAt > _timeProvider.GetUtcNow() - staleAfter)
+                {
+                    Log.SagaResumeLeftLive(_logger, definition.Name, id, loaded.UpdatedAt);
+                    return loaded;
+                }
+
                 // Claimed as the sweep claims what it listed: a stale instance is renewed only a third of StaleAfter into
                 // its step, and a sweep elsewhere would take it and run the step meanwhile. Lost, it is the other runner's.
                 instance = await ClaimAsync(loaded, cancellationToken).ConfigureAwait(false);

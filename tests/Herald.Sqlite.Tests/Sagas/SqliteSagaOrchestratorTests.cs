@@ -162,6 +162,43 @@ public sealed class SqliteSagaOrchestratorTests : IDisposable
     }
 
     [Fact]
+    public async Task APublicResumeOfAnInstanceAnotherNodeRuns_LeavesItToItsRunner_AndReturnsItAsStored()
+    {
+        // ResumeAsync claimed whatever it loaded at the version it loaded: an instance another node was running (saved a
+        // moment ago, its step under way) was taken over, the step ran on both nodes, and the owner's step was cancelled at
+        // its next renewal. The sweep leaves such an instance until it went StaleAfter without a save; so must a resume.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 7, 8, 0, 0, TimeSpan.Zero));
+        var runs = 0;
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var ownerStarted = new TaskCompletionSource<CancellationToken>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var definition = SlowCharge("sqlite-live", () => Interlocked.Increment(ref runs), release.Task, ownerStarted);
+        var configure = StaleAfterAMinute(definition);
+        using var owner = await StartAsync(configure, time);
+        using var other = await StartAsync(configure, time);
+        var store = other.Services.GetRequiredService<ISagaStore>();
+        var run = owner.Services.GetRequiredService<SagaOrchestrator>().StartAsync(definition, "order-9", new Order());
+        var ownerToken = await ownerStarted.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var resume = other.Services.GetRequiredService<SagaOrchestrator>().ResumeAsync(definition, "order-9");
+        await Eventually.UntilAsync(() => resume.IsCompleted || Volatile.Read(ref runs) == 2, "the resume returns, or runs the step too");
+        var runsAfterTheResume = Volatile.Read(ref runs);
+        var ownerCancelled = ownerToken.IsCancellationRequested;
+        release.SetResult();
+        var resumed = await resume.WaitAsync(TimeSpan.FromSeconds(30));
+        var ended = await run.WaitAsync(TimeSpan.FromSeconds(30));
+        var stored = await store.LoadAsync("sqlite-live", "order-9");
+        await owner.StopAsync();
+        await other.StopAsync();
+
+        Assert.Equal(1, runsAfterTheResume);
+        Assert.False(ownerCancelled);
+        Assert.Equal(SagaStatus.Running, resumed!.Status);
+        Assert.Equal("charge", resumed.State);
+        Assert.Equal(SagaStatus.Completed, ended.Status);
+        Assert.Equal(["charge", "ship"], SagaData.Read<Order>(stored!).Done);
+    }
+
+    [Fact]
     public async Task AQueuedRunOfAStartInAUnitOfWork_WhoseInstanceASweepTookMeanwhile_DoesNotRunItsStepToo()
     {
         // The run queued by StartInAsync waited (a full runner, a node that cannot reach the store) until its instance went
