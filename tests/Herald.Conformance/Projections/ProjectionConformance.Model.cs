@@ -227,7 +227,7 @@ public abstract partial class ProjectionConformance
             return null;
         }
 
-        private static BankState Apply(BankState state, object e)
+        public static BankState Apply(BankState state, object e)
         {
             var (id, change) = e switch
             {
@@ -325,15 +325,16 @@ public abstract partial class ProjectionConformance
 
         public static readonly Func<AccountDocument?, AccountDocument?> Close = _ => null;
 
-        public Accounts()
+        /// <summary>Creates it; <paramref name="before"/> runs before each event is applied (a test's probe or gate).</summary>
+        public Accounts(Func<ProjectionContext, CancellationToken, ValueTask>? before = null)
             : base(ProjectionName)
         {
             Table(Table);
             Table(Summaries);
-            On<AccountDeposited>((e, context, _) => ApplyAsync(context, e.Account, Deposit(e), (t, id, change) => context.UpdateAsync(t, id, change)));
-            On<AccountWithdrawn>((e, context, _) => ApplyAsync(context, e.Account, Withdraw(e), (t, id, change) => context.UpdateExistingAsync(t, id, a => change(a))));
-            On<AccountRenamed>((e, context, _) => ApplyAsync(context, e.Account, Rename(e), (t, id, change) => context.UpdateExistingAsync(t, id, a => change(a))));
-            On<AccountClosed>((e, context, _) => ApplyAsync(context, e.Account, Close, (t, id, _) => context.DeleteAsync(t, id)));
+            On<AccountDeposited>((e, context, token) => ApplyAsync(before, context, e.Account, Deposit(e), (t, id, change) => context.UpdateAsync(t, id, change), token));
+            On<AccountWithdrawn>((e, context, token) => ApplyAsync(before, context, e.Account, Withdraw(e), (t, id, change) => context.UpdateExistingAsync(t, id, a => change(a)), token));
+            On<AccountRenamed>((e, context, token) => ApplyAsync(before, context, e.Account, Rename(e), (t, id, change) => context.UpdateExistingAsync(t, id, a => change(a)), token));
+            On<AccountClosed>((e, context, token) => ApplyAsync(before, context, e.Account, Close, (t, id, _) => context.DeleteAsync(t, id), token));
         }
 
         public static Func<AccountDocument?, AccountDocument?> Deposit(AccountDeposited e) =>
@@ -354,12 +355,19 @@ public abstract partial class ProjectionConformance
         // The summary follows the account's document as a lookup sees it before the change (the batch's earlier writes
         // included) and as the change leaves it.
         private static async ValueTask ApplyAsync(
+            Func<ProjectionContext, CancellationToken, ValueTask>? probe,
             ProjectionContext context,
             string id,
             Func<AccountDocument?, AccountDocument?> change,
-            Func<ReadModelTable<AccountDocument>, string, Func<AccountDocument?, AccountDocument?>, ValueTask> write)
+            Func<ReadModelTable<AccountDocument>, string, Func<AccountDocument?, AccountDocument?>, ValueTask> write,
+            CancellationToken cancellationToken)
         {
-            var before = await context.LookupAsync(Table, id);
+            if (probe is not null)
+            {
+                await probe(context, cancellationToken);
+            }
+
+            var before = await context.LookupAsync(Table, id, cancellationToken);
             await write(Table, id, change);
             await context.UpdateAsync(Summaries, SummaryId, s => Summarize(s, before, change(before)));
         }
