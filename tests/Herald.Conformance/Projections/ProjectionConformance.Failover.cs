@@ -241,18 +241,7 @@ public abstract partial class ProjectionConformance
         for (var i = 0; i < appends; i++)
         {
             var account = random.GetItems(AccountIds, 1)[0];
-            var batch = new object[random.Next(1, 7)];
-            for (var e = 0; e < batch.Length; e++)
-            {
-                batch[e] = random.Next(20) switch
-                {
-                    < 8 => new AccountDeposited(account, random.Next(1, 100)),
-                    < 12 => new AccountWithdrawn(account, random.Next(1, 100)),
-                    < 15 => new AccountRenamed(account, "name-" + random.Next(1000).ToString(CultureInfo.InvariantCulture)),
-                    < 18 => new AccountClosed(account),
-                    _ => new AccountNoted(account),
-                };
-            }
+            var batch = RandomAccountEvents(random, account);
 
             var stream = "account-" + account;
             var appended = await events.AppendAsync(stream, ExpectedVersion.Any, [.. batch.Select(e => factory.Create(e))]);

@@ -146,22 +146,30 @@ public abstract partial class ProjectionConformance
         for (var i = 0; i < appends; i++)
         {
             var account = random.GetItems(AccountIds, 1)[0];
-            var batch = new object[random.Next(1, 7)];
-            for (var e = 0; e < batch.Length; e++)
-            {
-                batch[e] = random.Next(20) switch
-                {
-                    < 8 => new AccountDeposited(account, random.Next(1, 100)),
-                    < 12 => new AccountWithdrawn(account, random.Next(1, 100)),
-                    < 15 => new AccountRenamed(account, "name-" + random.Next(1000).ToString(System.Globalization.CultureInfo.InvariantCulture)),
-                    < 18 => new AccountClosed(account),
-                    _ => new AccountNoted(account),
-                };
-            }
+            var batch = RandomAccountEvents(random, account);
 
             var appended = await events.AppendAsync("account-" + account, ExpectedVersion.Any, [.. batch.Select(e => factory.Create(e))]);
             model.Appended(batch, appended.LastPosition);
         }
+    }
+
+    // 1 to 6 random events of one account, some of a type the projection does not handle.
+    private static object[] RandomAccountEvents(Random random, string account)
+    {
+        var batch = new object[random.Next(1, 7)];
+        for (var e = 0; e < batch.Length; e++)
+        {
+            batch[e] = random.Next(20) switch
+            {
+                < 8 => new AccountDeposited(account, random.Next(1, 100)),
+                < 12 => new AccountWithdrawn(account, random.Next(1, 100)),
+                < 15 => new AccountRenamed(account, "name-" + random.Next(1000).ToString(System.Globalization.CultureInfo.InvariantCulture)),
+                < 18 => new AccountClosed(account),
+                _ => new AccountNoted(account),
+            };
+        }
+
+        return batch;
     }
 
     // Waits until the projection applied every event appended, then reads every document: each must equal the fold's.
