@@ -112,9 +112,13 @@ internal sealed class IdempotentRequests(
         var method = context.Request.Method;
         var path = Path(context);
         var originalFeature = context.Features.Get<IHttpResponseBodyFeature>()!;
-        using var captured = new ResponseCapture(originalFeature.Stream, options.MaxStoredResponseBytes);
+        // Headers the endpoint sets as the response starts (OnStarting) are part of what is stored, not only of what is sent.
+        var originalResponse = context.Features.Get<IHttpResponseFeature>()!;
+        var starting = new ResponseStarting(originalResponse);
+        using var captured = new ResponseCapture(originalFeature.Stream, options.MaxStoredResponseBytes, starting);
         var capture = new StreamResponseBodyFeature(captured, originalFeature);
         context.Features.Set<IHttpResponseBodyFeature>(capture);
+        context.Features.Set<IHttpResponseFeature>(starting);
         // The lock must outlive a slow endpoint: renewed every third of its timeout, and a failed renewal again after a
         // twelfth (not a third), so a short store outage does not let the lock lapse under the running endpoint.
         var timeout = storeOptions.Value.LockTimeout;
@@ -137,9 +141,12 @@ internal sealed class IdempotentRequests(
         {
             await next(context).ConfigureAwait(false);
             await capture.CompleteAsync().ConfigureAwait(false);
+            await starting.FireAsync().ConfigureAwait(false);
         }
         catch (Exception failure)
         {
+            starting.HandBack();
+            context.Features.Set(originalResponse);
             context.Features.Set(originalFeature);
             context.Features.Set(originalLifetime);
             await renewal.DisposeAsync().ConfigureAwait(false);
@@ -155,6 +162,7 @@ internal sealed class IdempotentRequests(
             throw;
         }
 
+        context.Features.Set(originalResponse);
         context.Features.Set(originalFeature);
         context.Features.Set(originalLifetime);
         await renewal.DisposeAsync().ConfigureAwait(false);

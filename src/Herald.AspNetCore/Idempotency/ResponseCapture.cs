@@ -3,9 +3,10 @@ namespace Herald.AspNetCore.Idempotency;
 /// <summary>
 /// The response body of an endpoint run under an idempotency key: kept in memory up to the most that is stored for replay;
 /// once the response outgrows that (so it will not be stored), what was kept and everything after goes on to the client as
-/// it is written, instead of a response of any size held whole in memory, its client waiting for the last byte.
+/// it is written, instead of a response of any size held whole in memory, its client waiting for the last byte. The
+/// endpoint's <c>OnStarting</c> callbacks (<paramref name="starting"/>) run before the first byte is sent.
 /// </summary>
-internal sealed class ResponseCapture(Stream response, int maxKept) : Stream
+internal sealed class ResponseCapture(Stream response, int maxKept, ResponseStarting starting) : Stream
 {
     private readonly MemoryStream _kept = new();
 
@@ -46,6 +47,8 @@ internal sealed class ResponseCapture(Stream response, int maxKept) : Stream
         if (!IsStreaming)
         {
             IsStreaming = true;
+            // A synchronous write blocks on the server anyway (where AllowSynchronousIO lets it); so does this.
+            starting.FireAsync().AsTask().GetAwaiter().GetResult();
             response.Write(Kept.Span);
             _kept.SetLength(0);
         }
@@ -68,6 +71,7 @@ internal sealed class ResponseCapture(Stream response, int maxKept) : Stream
         if (!IsStreaming)
         {
             IsStreaming = true;
+            await starting.FireAsync().ConfigureAwait(false);
             await response.WriteAsync(Kept, cancellationToken).ConfigureAwait(false);
             _kept.SetLength(0);
         }
