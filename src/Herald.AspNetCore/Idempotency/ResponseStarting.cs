@@ -58,18 +58,11 @@ internal sealed class ResponseStarting(IHttpResponseFeature inner) : IHttpRespon
     /// <summary>Runs the held callbacks once, last registered first: the response's headers are final after it.</summary>
     public async ValueTask FireAsync()
     {
-        if (_fired)
+        if (Take() is not { } callbacks)
         {
             return;
         }
 
-        _fired = true;
-        if (_callbacks is not { } callbacks)
-        {
-            return;
-        }
-
-        _callbacks = null;
         for (var i = callbacks.Count - 1; i >= 0; i--)
         {
             await callbacks[i].Callback(callbacks[i].State).ConfigureAwait(false);
@@ -79,21 +72,23 @@ internal sealed class ResponseStarting(IHttpResponseFeature inner) : IHttpRespon
     /// <summary>Hands the callbacks not yet run to the server's feature (the endpoint failed): they run for whatever is sent instead, as without the key.</summary>
     public void HandBack()
     {
-        if (_fired)
-        {
-            return;
-        }
-
-        _fired = true;
-        if (_callbacks is not { } callbacks)
-        {
-            return;
-        }
-
-        _callbacks = null;
-        foreach (var (callback, state) in callbacks)
+        foreach (var (callback, state) in Take() ?? [])
         {
             inner.OnStarting(callback, state);
         }
+    }
+
+    // Once only: callbacks registered after this go to the server's feature.
+    private List<(Func<object, Task> Callback, object State)>? Take()
+    {
+        if (_fired)
+        {
+            return null;
+        }
+
+        _fired = true;
+        var callbacks = _callbacks;
+        _callbacks = null;
+        return callbacks;
     }
 }
