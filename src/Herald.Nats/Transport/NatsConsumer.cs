@@ -328,6 +328,15 @@ internal sealed class NatsConsumer : ITransportConsumer, ILagSource, IConsumerCo
             await _stalePullsDropped.Value.ConfigureAwait(false);
             await NakQuietlyAsync(held, TimeSpan.Zero).ConfigureAwait(false);
         }
+
+        // Stopped with nothing to nak, the ended pull's requests are dropped all the same: a handler's nak with a delay
+        // before the stop (a retry), or an ack wait running out, would otherwise meet only them when it falls due, and NATS
+        // 2.9 would rewind the durable as for a stop's nak (DropStalePullRequestsAsync). On a connection that is not open
+        // the server dropped them with it.
+        if (_ended is null && _transport.Connection.ConnectionState == NatsConnectionState.Open)
+        {
+            await _stalePullsDropped.Value.ConfigureAwait(false);
+        }
     }
 
     private Exception? WhyEnded() => _ended ?? Array.Find(_movers, mover => mover.Fault is not null)?.Fault;
