@@ -12,6 +12,8 @@ namespace Herald.Conformance.Sagas;
 /// Orchestrated sagas on a persistence engine, against a reference model: seeded definitions of 2 to 5 steps whose actions
 /// and compensations succeed, fail for a while, fail for good, time out on a fake clock, or are cut by a crash of their
 /// host; a new host on the same store and (on a store processes share) a second host resume the crashed instance at once.
+/// Some steps retry after a back-off on the fake clock, and a parked instance is compensated again or run forward again
+/// once its cause is fixed, from either host, by two calls at once too.
 /// </summary>
 public abstract partial class SagaOrchestrationConformance
 {
@@ -23,6 +25,12 @@ public abstract partial class SagaOrchestrationConformance
 
     /// <summary>Three attempts a step or a compensation, no back-off.</summary>
     protected static readonly RetryPolicy ThreeAttempts = RetryPolicy.Create(r => r.Immediate(2).Delayed(0, TimeSpan.Zero, TimeSpan.Zero));
+
+    /// <summary>
+    /// Three attempts a step or a compensation, the second and third after a back-off (5 s to 10 s, then to 12 s, jittered):
+    /// a band no other timer of the run falls in (renewals at 20 s, step timeouts at 30 s), so the driver knows its timers.
+    /// </summary>
+    protected static readonly RetryPolicy ThreeAttemptsBackingOff = RetryPolicy.Create(r => r.Immediate(0).Delayed(2, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(12)));
 
     /// <summary>Names a fresh, empty store (a file, a schema) for one test; every host of the test shares it.</summary>
     protected abstract string NewStore();
@@ -46,7 +54,7 @@ public abstract partial class SagaOrchestrationConformance
     private sealed record HostTag(string Name);
 
     /// <summary>Starts a host named <paramref name="name"/> on <paramref name="store"/> running <paramref name="definitions"/>.</summary>
-    private async Task<IHost> StartHostAsync(string store, string name, FakeTimeProvider clock, IEnumerable<SagaDefinition<Trail>> definitions)
+    private async Task<IHost> StartHostAsync(string store, string name, TimeProvider clock, IEnumerable<SagaDefinition<Trail>> definitions)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
@@ -70,5 +78,66 @@ public abstract partial class SagaOrchestrationConformance
         var host = builder.Build();
         await host.StartAsync();
         return host;
+    }
+
+    /// <summary>
+    /// The hosts' clock: a fake clock that notes every timer whose delay lies in the back-off band of
+    /// <see cref="ThreeAttemptsBackingOff"/>, so the driver moves the clock to a back-off's end only once its timer exists.
+    /// </summary>
+    private sealed class WatchedClock(FakeTimeProvider clock) : TimeProvider
+    {
+        private readonly object _gate = new();
+        private readonly List<(DateTimeOffset Due, Watched Timer)> _backoffs = [];
+
+        public override TimeZoneInfo LocalTimeZone => clock.LocalTimeZone;
+
+        public override long TimestampFrequency => clock.TimestampFrequency;
+
+        public override DateTimeOffset GetUtcNow() => clock.GetUtcNow();
+
+        public override long GetTimestamp() => clock.GetTimestamp();
+
+        /// <summary>The earliest end of a back-off whose timer is live and not due yet; null when none waits.</summary>
+        public DateTimeOffset? NextBackoff()
+        {
+            var now = clock.GetUtcNow();
+            lock (_gate)
+            {
+                return _backoffs.Where(b => !b.Timer.Disposed && b.Due > now).Select(b => (DateTimeOffset?)b.Due).Min();
+            }
+        }
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = new Watched(clock.CreateTimer(callback, state, dueTime, period));
+            if (dueTime >= TimeSpan.FromSeconds(5) && dueTime <= TimeSpan.FromSeconds(12))
+            {
+                lock (_gate)
+                {
+                    _backoffs.Add((clock.GetUtcNow() + dueTime, timer));
+                }
+            }
+
+            return timer;
+        }
+
+        private sealed class Watched(ITimer inner) : ITimer
+        {
+            public volatile bool Disposed;
+
+            public bool Change(TimeSpan dueTime, TimeSpan period) => inner.Change(dueTime, period);
+
+            public void Dispose()
+            {
+                Disposed = true;
+                inner.Dispose();
+            }
+
+            public ValueTask DisposeAsync()
+            {
+                Disposed = true;
+                return inner.DisposeAsync();
+            }
+        }
     }
 }
