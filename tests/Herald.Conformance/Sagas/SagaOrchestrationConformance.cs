@@ -110,7 +110,8 @@ public abstract partial class SagaOrchestrationConformance
         public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
         {
             var timer = new Watched(clock.CreateTimer(callback, state, dueTime, period));
-            if (dueTime >= TimeSpan.FromSeconds(5) && dueTime <= TimeSpan.FromSeconds(12))
+            // A back-off is a Task.Delay, whose timer's state is its task; a lease renewal's timer may fall in the band too.
+            if (state is Task && dueTime >= TimeSpan.FromSeconds(5) && dueTime <= TimeSpan.FromSeconds(12))
             {
                 lock (_gate)
                 {
