@@ -93,6 +93,17 @@ internal static class BrokerAdmin
         return null;
     }
 
+    /// <summary>The ready and unacknowledged message counts of the queues whose names start with the prefix, as the management API last refreshed them (every 5 s or so).</summary>
+    public static async Task<IReadOnlyList<(string Queue, long Ready, long Unacked)>> QueueCountsAsync(string prefix)
+    {
+        using var doc = JsonDocument.Parse(await Http.GetStringAsync($"api/queues/{VHost}?columns=name,messages_ready,messages_unacknowledged"));
+        static long Read(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt64() : 0;
+        return doc.RootElement.EnumerateArray()
+            .Where(e => e.GetProperty("name").GetString()!.StartsWith(prefix, StringComparison.Ordinal))
+            .Select(e => (e.GetProperty("name").GetString()!, Read(e, "messages_ready"), Read(e, "messages_unacknowledged")))
+            .ToList();
+    }
+
     /// <summary>The declared arguments of a queue, from the management API.</summary>
     public static async Task<JsonElement> QueueArgumentsAsync(string queue)
     {
