@@ -26,7 +26,7 @@ namespace Orders.Tests;
 /// </summary>
 public sealed class OrderServiceModelTests(ITestOutputHelper output)
 {
-    private const int Lives = 3;
+    private const int Lives = 4;
     private static readonly TimeSpan SettleDeadline = TimeSpan.FromSeconds(60);
 
     [Theory]
@@ -77,11 +77,27 @@ public sealed class OrderServiceModelTests(ITestOutputHelper output)
                 using var http = new HttpClient { BaseAddress = service.Address, Timeout = TimeSpan.FromSeconds(30) };
                 model.Log($"life {life} starts (child process)");
                 await RunRoundsAsync(model, http);
-                var inFlight = model.NextBurst(model.Random.Next(2, 7));
-                var delay = model.Random.Next(0, 400);
-                var running = Task.WhenAll(inFlight.Select(o => o(http)));
-                await Task.Delay(delay);
-                model.Log($"kill after {delay} ms");
+                // Killed once a random number of a burst's requests have been answered: the others are in flight (or not
+                // yet sent), so the kill lands inside requests, not after them (they take milliseconds, shorter than a timer).
+                var inFlight = model.NextBurst(model.Random.Next(4, 10));
+                var answeredBeforeKill = model.Random.Next(inFlight.Count - 1);
+                var answered = 0;
+                var killNow = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                if (answeredBeforeKill == 0)
+                {
+                    killNow.TrySetResult();
+                }
+
+                var running = Task.WhenAll(inFlight.Select(async o =>
+                {
+                    await o(http);
+                    if (Interlocked.Increment(ref answered) >= answeredBeforeKill)
+                    {
+                        killNow.TrySetResult();
+                    }
+                }));
+                await killNow.Task;
+                model.Log($"kill after {answeredBeforeKill} of {inFlight.Count} answered");
                 await service.KillAsync();
                 await running;
             }
@@ -109,7 +125,7 @@ public sealed class OrderServiceModelTests(ITestOutputHelper output)
     // Rounds of one request, or a burst of them at once (the same key twice among them at times).
     private static async Task RunRoundsAsync(Model model, HttpClient http)
     {
-        var rounds = model.Random.Next(12, 25);
+        var rounds = model.Random.Next(25, 50);
         for (var round = 0; round < rounds; round++)
         {
             var burst = model.Random.Next(4) == 0 ? model.Random.Next(2, 6) : 1;
@@ -306,6 +322,7 @@ public sealed class OrderServiceModelTests(ITestOutputHelper output)
         private readonly ConcurrentBag<PlaceOrderRequest> _cutOffWithoutKey = [];
         private readonly HashSet<Keyed> _busy = [];
         private int _next;
+        private int _cutOff;
 
         public Random Random { get; } = random;
 
@@ -320,7 +337,7 @@ public sealed class OrderServiceModelTests(ITestOutputHelper output)
         public void Log(string operation) => _operations.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} {operation}");
 
         public string Summary() =>
-            $"{Orders.Count} orders accepted ({Orders.Values.Count(o => o.LastSeen == OrderStates.Confirmed)} confirmed), {_keys.Count(k => k.Outcome == Outcome.Rejected)} keys refused 400, {NeverRetried.Count()} cut off and never retried, {_operations.Count} operations";
+            $"{_cutOff} POSTs cut off by kills, {Orders.Count} orders accepted ({Orders.Values.Count(o => o.LastSeen == OrderStates.Confirmed)} confirmed), {_keys.Count(k => k.Outcome == Outcome.Rejected)} keys refused 400, {NeverRetried.Count()} cut off and never retried, {_operations.Count} operations";
 
         public static string Describe(PlaceOrderRequest request) => Describe(request.CustomerId, request.Lines!.Select(l => (l!.Sku, l.Quantity!.Value)));
 
@@ -646,6 +663,7 @@ public sealed class OrderServiceModelTests(ITestOutputHelper output)
             catch (HttpRequestException)
             {
                 Log($"#{n} cut off");
+                Interlocked.Increment(ref _cutOff);
                 return null;
             }
         }

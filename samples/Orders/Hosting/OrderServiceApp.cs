@@ -31,7 +31,14 @@ public static class OrderServiceApp
 
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? customize = null)
     {
-        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        // The application's name scopes its Idempotency-Keys in the shared stores: pinned, so the service keeps replaying its
+        // stored responses whichever process hosts it (its own Orders.dll, a test host, a wrapper), not the entry assembly's.
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            Args = args,
+            ApplicationName = typeof(OrderServiceApp).Assembly.GetName().Name,
+            ContentRootPath = AppContext.BaseDirectory,
+        });
         var settings = OrderServiceSettings.From(builder.Configuration);
         var demo = builder.Configuration["demo"] is not null;
         if (builder.Configuration["urls"] is null && builder.Configuration["ASPNETCORE_URLS"] is null)
