@@ -2,6 +2,7 @@ using Herald.Conformance;
 using Herald.Handling;
 using Herald.Internal;
 using Herald.Nats.Transport;
+using Herald.Transport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
@@ -147,27 +148,57 @@ public sealed class ConsumerLivenessTests : NatsTestBase
     /// Stop 43: a queue's durable that an operator made again as a push consumer (a deliver subject set) refuses every pull
     /// ("409 Consumer is push based"); the pull asked again once a second for ever, consuming nothing, and the consumer was
     /// never reported stopped. Asking again cannot change that answer: the pull ends and the consumer's completion says why.
+    /// The pull is held (its handler holding the first message, the lane full, the receive waiting) while the durable is
+    /// deleted and made again: a free pull sees the delete at once and makes the durable again itself, as it should, and the
+    /// push consumer made after that was refused ("max waiting can not be updated", once in a whole-project run).
     /// </summary>
     [Fact]
     public async Task ADurableMadeAgainAsAPushConsumer_EndsThePull_AndTheCompletionReportsIt()
     {
         var transport = await CreateTransportAsync();
         var queue = "pushed-" + Guid.NewGuid().ToString("N")[..8];
-        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var (consumer, seen) = await ConsumeAsync(
+            transport,
+            queue,
+            async (delivery, _) =>
+            {
+                if (TextOf(delivery.Envelope) == "held")
+                {
+                    held.TrySetResult();
+                    await release.Task;
+                }
+            },
+            new ConsumerOptions { MaxConcurrency = 1, Prefetch = 1 });
         await using (consumer)
         {
+            var stream = Names.QueueStream(queue);
+            var durable = NatsNames.Durable(queue);
             await transport.SendAsync(queue, NewEnvelope("before"));
             await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == "before"), "the message sent before the durable is made again");
             var completion = Assert.IsAssignableFrom<IConsumerCompletion>(consumer).Completion;
 
-            var stream = Names.QueueStream(queue);
-            var durable = NatsNames.Durable(queue);
+            // The handler holds the first, the lane takes the second, the pull waits to hand over the third: it reads the
+            // server's answer to the delete only after those, once the push consumer is there.
+            foreach (var text in (string[])["held", "laned", "waiting"])
+            {
+                await transport.SendAsync(queue, NewEnvelope(text));
+            }
+
+            await held.Task.WaitAsync(Timeout);
+            await Eventually.UntilAsync(
+                async () => (await transport.JetStream.GetConsumerAsync(stream, durable)).Info.NumAckPending >= 3,
+                "the server delivered the three messages to the held pull",
+                Timeout);
+
             await transport.JetStream.DeleteConsumerAsync(stream, durable);
             await transport.JetStream.CreateOrUpdateConsumerAsync(stream, new ConsumerConfig(durable)
             {
                 DeliverSubject = Prefixes.Subjects + ".pushed",
                 AckPolicy = ConsumerConfigAckPolicy.Explicit,
             });
+            release.TrySetResult();
 
             var failure = await Assert.ThrowsAsync<HeraldException>(() => completion.WaitAsync(Timeout));
             Assert.Contains(durable, failure.Message, StringComparison.Ordinal);
