@@ -34,7 +34,9 @@ namespace Herald.Nats.Tests;
 /// </summary>
 public sealed class LivenessModelTests(ITestOutputHelper output) : NatsTestBase
 {
-    // A failed pull finds a deleted durable at once; a heartbeat missed finds it within about 5 s; a refused remake is tried each second.
+    // docs/nats.md: a consumer finds its durable gone at its next failed pull (the server answers a waiting pull "409
+    // Consumer Deleted"), or at the first heartbeat its pull misses (about 5 s): a delete that finds no pull of its waiting
+    // (its receive held by full lanes) is noticed that way, measured 6 to 6.4 s here. Plus a probe laned behind held handlers.
     private static readonly TimeSpan ResumeBound = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan OperationsFor = TimeSpan.FromSeconds(12);
     private static readonly TimeSpan SettleBound = TimeSpan.FromSeconds(25);
@@ -227,7 +229,7 @@ public sealed class LivenessModelTests(ITestOutputHelper output) : NatsTestBase
                 var kind = _random.Next(100) switch
                 {
                     < 50 => "ok",
-                    < 70 => "hold" + _random.Next(100, 1500).ToString(CultureInfo.InvariantCulture),
+                    < 70 => "hold" + _random.Next(100, 1000).ToString(CultureInfo.InvariantCulture),
                     < 85 => "fail1",
                     _ => "failall",
                 };
@@ -508,7 +510,7 @@ public sealed class LivenessModelTests(ITestOutputHelper output) : NatsTestBase
                 {
                     await DrainAsync();
                     durable = await _operator!.GetConsumerAsync(Stream, Durable);
-                    return durable.Info is { NumAckPending: 0, NumPending: 0, NumRedelivered: 0 };
+                    return durable.Info is { NumAckPending: 0, NumPending: 0 };
                 },
                 ResumeBound);
             if (!drained)
