@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Herald.Conformance;
+using Herald.Conformance.Transport;
 using Herald.EventSourcing;
 using Herald.Handling;
 using Herald.Hosting;
@@ -207,11 +208,13 @@ public sealed class BackendKillModelTests(ITestOutputHelper output) : IAsyncLife
                 $"{id} was dead-lettered without its handler failing");
         }
 
-        // Each host relayed and projected only while it believed it led.
+        // Each host relayed only while it believed it led. A projection's batch in flight may apply its next events in a
+        // unit of work that the checkpoint then refuses (docs/projections.md): it must stop within a second of the loss.
         foreach (var (node, resource, at, id) in _work)
         {
+            var grace = resource == "outbox-relay" ? TimeSpan.Zero : TimeSpan.FromSeconds(1);
             Assert.True(
-                _leases.Any(l => l.Node == node && l.Resource == resource && l.From <= at && (l.To ?? TimeSpan.MaxValue) >= at),
+                _leases.Any(l => l.Node == node && l.Resource == resource && l.From <= at && (l.To ?? TimeSpan.MaxValue) + grace >= at),
                 $"{node} worked on {resource} at {at.TotalMilliseconds:F0} ms ({id}) without leading it");
         }
 
@@ -343,15 +346,8 @@ public sealed class BackendKillModelTests(ITestOutputHelper output) : IAsyncLife
             o.LeaseDuration = TimeSpan.FromSeconds(1);
             o.PollInterval = TimeSpan.FromMilliseconds(50);
         });
-        var transport = new RecordingTransport(queue)
-        {
-            // Only the relay sends through the host's transport: the model's own sends go to the queue transport itself.
-            FailSend = (_, envelope) =>
-            {
-                _work.Enqueue((name, "outbox-relay", _clock.Elapsed, envelope.MessageId));
-                return null;
-            },
-        };
+        // Only the relay sends through the host's transport: the model's own sends go to the queue transport itself.
+        var transport = new RelaySends(queue, this, name);
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(new Recorder(this, name));
@@ -371,6 +367,17 @@ public sealed class BackendKillModelTests(ITestOutputHelper output) : IAsyncLife
         var host = builder.Build();
         await host.StartAsync();
         return new Node(name, application, host, queue);
+    }
+
+    /// <summary>Records each send that went out (the time it began): a send the cancelled token stopped sent nothing.</summary>
+    private sealed class RelaySends(ITransport inner, BackendKillModelTests test, string node) : DelegatingTransport(inner)
+    {
+        public override async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
+        {
+            var started = test._clock.Elapsed;
+            await base.SendAsync(queue, envelope, options, cancellationToken);
+            test._work.Enqueue((node, "outbox-relay", started, envelope.MessageId));
+        }
     }
 
     private sealed record Interval(string Node, string Resource, TimeSpan From)
