@@ -214,7 +214,7 @@ public sealed class BackendKillModelTests(ITestOutputHelper output) : IAsyncLife
         {
             var grace = resource == "outbox-relay" ? TimeSpan.Zero : TimeSpan.FromSeconds(1);
             Assert.True(
-                _leases.Any(l => l.Node == node && l.Resource == resource && l.From <= at && (l.To ?? TimeSpan.MaxValue) + grace >= at),
+                _leases.Any(l => l.Node == node && l.Resource == resource && l.From <= at && (l.To is null || l.To + grace >= at)),
                 $"{node} worked on {resource} at {at.TotalMilliseconds:F0} ms ({id}) without leading it");
         }
 
