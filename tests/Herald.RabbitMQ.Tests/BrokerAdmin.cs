@@ -64,13 +64,21 @@ internal static class BrokerAdmin
                 using var doc = JsonDocument.Parse(await Http.GetStringAsync($"api/{kind}/{VHost}?columns=name"));
                 foreach (var name in doc.RootElement.EnumerateArray().Select(e => e.GetProperty("name").GetString()!).Where(n => n.StartsWith(prefix, StringComparison.Ordinal)))
                 {
-                    using var response = await Http.DeleteAsync($"api/{kind}/{VHost}/{Uri.EscapeDataString(name)}");
-                    if (response.StatusCode != System.Net.HttpStatusCode.NotFound)
-                    {
-                        response.EnsureSuccessStatusCode();
-                    }
+                    await DeleteAsync(kind, name);
                 }
             }
+        }
+    }
+
+    /// <summary>Deletes one exchange behind its declarer's back (with its bindings), as an operator would; a missing one is fine.</summary>
+    public static Task DeleteExchangeAsync(string exchange) => DeleteAsync("exchanges", exchange);
+
+    private static async Task DeleteAsync(string kind, string name)
+    {
+        using var response = await Http.DeleteAsync($"api/{kind}/{VHost}/{Uri.EscapeDataString(name)}");
+        if (response.StatusCode != System.Net.HttpStatusCode.NotFound)
+        {
+            response.EnsureSuccessStatusCode();
         }
     }
 

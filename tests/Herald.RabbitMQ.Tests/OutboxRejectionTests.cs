@@ -68,6 +68,67 @@ public sealed class OutboxRejectionTests : RabbitMqTestBase
         }
     }
 
+    [Fact]
+    public async Task OutboxPublish_ToATopicWhoseExchangeWasDeletedBehindHeraldsBack_IsDeclaredAgainAndDelivered_NotDeadLettered()
+    {
+        var topic = Name("topic");
+        var handled = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddSingleton(handled);
+        builder.Services.AddHerald(h => h
+            .UseRabbitMq(o =>
+            {
+                o.ConnectionUri = BrokerAdmin.AmqpUri;
+                o.ClientProvidedName = Prefix;
+            })
+            .AddMessageType<Fine>(topic)
+            .AddHandler<FineHandler>()
+            .UseOutbox(o =>
+            {
+                o.PollInterval = TimeSpan.FromMilliseconds(100);
+                o.MinBackoff = TimeSpan.FromMilliseconds(50);
+            })
+            .Configure(o => o.EndpointName = Name("endpoint")));
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            async Task PublishAsync(int number)
+            {
+                await using var scope = host.Services.CreateAsyncScope();
+                await scope.ServiceProvider.GetRequiredService<IOutbox>().PublishAsync(new Fine(number));
+                await scope.ServiceProvider.GetRequiredService<IUnitOfWork>().CommitAsync();
+            }
+
+            await PublishAsync(1);
+            await Eventually.UntilAsync(() => handled.ContainsKey(1), "the first publish is handled");
+
+            // An operator (or a broker that lost it) deletes the topic's exchange, and with it its binding to the endpoint's queue.
+            await BrokerAdmin.DeleteExchangeAsync(topic);
+            await PublishAsync(2);
+
+            await Eventually.UntilAsync(
+                async () => handled.ContainsKey(2) || await host.Services.GetRequiredService<IDeadLetterStore>().CountAsync(DeadLetterQuery.All) > 0,
+                "the publish that met the missing exchange is handled or dead-lettered");
+            var deadLetters = await host.Services.GetRequiredService<DeadLetterManager>().ListAsync(new DeadLetterQuery());
+            Assert.True(deadLetters.Items.Count == 0, $"dead-lettered: {string.Join(" | ", deadLetters.Items.Select(d => $"{d.Cause}: {d.ErrorMessage}"))}");
+            await Eventually.UntilAsync(() => handled.ContainsKey(2), "the publish is handled once the exchange is declared again");
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    public sealed class FineHandler(System.Collections.Concurrent.ConcurrentDictionary<int, int> handled) : IMessageHandler<Fine>
+    {
+        public ValueTask HandleAsync(Fine message, MessageContext context, CancellationToken cancellationToken)
+        {
+            handled.AddOrUpdate(message.Number, 1, (_, n) => n + 1);
+            return ValueTask.CompletedTask;
+        }
+    }
+
     public sealed record Conflicting(int Number);
 
     public sealed record Fine(int Number);
