@@ -301,7 +301,7 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
                 switch (spec.Ending)
                 {
                     case Ending.Committed when spec.Handled != 1:
-                        failures.Add($"{(spec.Handled == 0 ? "lost" : "handled more than once")}: {spec} was committed");
+                        failures.Add($"{(spec.Handled == 0 ? "never handled" : "handled more than once")}: {spec} was committed");
                         break;
                     case Ending.RolledBack or Ending.Dropped when spec.Runs > 0 || spec.Handled > 0:
                         failures.Add($"delivered although its unit of work did not commit: {spec}");
