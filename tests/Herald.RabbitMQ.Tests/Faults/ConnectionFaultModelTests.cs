@@ -160,26 +160,37 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
         }
     }
 
-    private sealed class ModelRun(ConnectionFaultModelTests test, ITestOutputHelper output, int seed) : IAsyncDisposable
+    private sealed class ModelRun : IAsyncDisposable
     {
-        private readonly Random _random = new(seed);
+        private readonly ITestOutputHelper _output;
+        private readonly int _seed;
+        private readonly Random _random;
         private readonly Model _model = new();
         private readonly InMemoryDeadLetterStore _deadLetters = new();
         private readonly TestOutputLogger _logs = new(LogLevel.Warning);
-        private readonly List<(int Number, IHost Host)> _hosts = [];
+        private readonly ModelHosts _hosts;
         private readonly List<Task> _sends = [];
-        private readonly string _endpoint = test.Name("model");
-        private readonly string _type = test.Name("msg");
-        private int _nextHost;
+        private readonly string _endpoint;
+        private readonly string _type;
         private int _nextSeq;
+
+        public ModelRun(ConnectionFaultModelTests test, ITestOutputHelper output, int seed)
+        {
+            _output = output;
+            _seed = seed;
+            _random = new Random(seed);
+            _endpoint = test.Name("model");
+            _type = test.Name("msg");
+            _hosts = new ModelHosts(test.Prefix, _random, _logs, Configure, _model.Log, () => Interlocked.Increment(ref _model.Faults));
+        }
 
         public async Task RunAsync()
         {
-            output.WriteLine($"seed {seed}");
+            _output.WriteLine($"seed {_seed}");
             var failures = new List<string>();
             try
             {
-                await StartHostAsync();
+                await _hosts.StartAsync();
                 for (var step = 0; step < 28; step++)
                 {
                     switch (_random.Next(12))
@@ -192,16 +203,16 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
                             break;
                         case 5:
                         case 6:
-                            await KillAsync(consumeOnly: _random.Next(3) == 0);
+                            await _hosts.KillConnectionsAsync(_random.Next(3) == 0 ? "consume" : null);
                             break;
                         case 7 when _hosts.Count < 2:
-                            await StartHostAsync();
+                            await _hosts.StartAsync();
                             break;
                         case 7:
-                            await StopHostAsync(abruptly: false);
+                            await _hosts.StopAsync(abruptly: false);
                             break;
                         case 8 when _hosts.Count > 1:
-                            await StopHostAsync(abruptly: true);
+                            await _hosts.StopAsync(abruptly: true);
                             break;
                         default:
                             await WaitForProgressAsync();
@@ -218,7 +229,7 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
 
                 while (_hosts.Count < 2)
                 {
-                    await StartHostAsync();
+                    await _hosts.StartAsync();
                 }
 
                 await Task.WhenAll(_sends).WaitAsync(Deadline);
@@ -231,22 +242,22 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
 
             if (failures.Count > 0)
             {
-                output.WriteLine($"seed {seed}: {failures.Count} violation(s)");
-                failures.ForEach(output.WriteLine);
-                output.WriteLine("specs:");
+                _output.WriteLine($"seed {_seed}: {failures.Count} violation(s)");
+                failures.ForEach(_output.WriteLine);
+                _output.WriteLine("specs:");
                 foreach (var spec in _model.Specs.Values.OrderBy(s => s.Seq))
                 {
-                    output.WriteLine("  " + spec);
+                    _output.WriteLine("  " + spec);
                 }
 
-                output.WriteLine("operation log:");
+                _output.WriteLine("operation log:");
                 foreach (var line in _model.Lines)
                 {
-                    output.WriteLine("  " + line);
+                    _output.WriteLine("  " + line);
                 }
 
-                _logs.WriteTo(output);
-                Assert.Fail($"seed {seed}: {string.Join(" | ", failures.Take(5))}");
+                _logs.WriteTo(_output);
+                Assert.Fail($"seed {_seed}: {string.Join(" | ", failures.Take(5))}");
             }
         }
 
@@ -343,7 +354,7 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
 
         private void Send(int count)
         {
-            var (number, host) = _hosts[_random.Next(_hosts.Count)];
+            var (number, host) = _hosts.Pick();
             var bus = host.Services.GetRequiredService<IMessageBus>();
             for (var i = 0; i < count; i++)
             {
@@ -387,29 +398,14 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
             }
         }
 
-        private async Task KillAsync(bool consumeOnly)
+        private void Configure(HostApplicationBuilder builder, int number)
         {
-            var (number, _) = _hosts[_random.Next(_hosts.Count)];
-            var name = HostName(number) + (consumeOnly ? ":consume" : ":");
-            var killed = await BrokerAdmin.KillConnectionsAsync(name, consumeOnly ? 1 : 2);
-
-            // Counted once it struck: a run that started before it (and so may be run again) started before the count.
-            Interlocked.Increment(ref _model.Faults);
-            _model.Log($"driver: killed {killed} connection(s) of h{number}{(consumeOnly ? " (consume)" : string.Empty)}");
-        }
-
-        private async Task StartHostAsync()
-        {
-            var number = ++_nextHost;
-            var builder = Host.CreateApplicationBuilder();
-            builder.Logging.ClearProviders();
-            builder.Logging.AddProvider(_logs);
             builder.Services.AddSingleton(_model).AddSingleton(new HostTag(number)).AddSingleton<IDeadLetterStore>(_deadLetters);
             builder.Services.AddHerald(h => h
                 .UseRabbitMq(o =>
                 {
                     o.ConnectionUri = BrokerAdmin.AmqpUri;
-                    o.ClientProvidedName = HostName(number);
+                    o.ClientProvidedName = _hosts.Name(number);
                     o.NetworkRecoveryInterval = TimeSpan.FromMilliseconds(250);
                 })
                 .AddMessageType<ModelMessage>(_type)
@@ -420,31 +416,6 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
                     o.EndpointName = _endpoint;
                     o.MaxConcurrency = 4;
                 }));
-            var host = builder.Build();
-            await host.StartAsync();
-            _hosts.Add((number, host));
-            _model.Log($"driver: started h{number}");
-        }
-
-        private async Task StopHostAsync(bool abruptly)
-        {
-            var index = _random.Next(_hosts.Count);
-            var (number, host) = _hosts[index];
-            _hosts.RemoveAt(index);
-            _model.Log($"driver: stops h{number}{(abruptly ? " abruptly" : string.Empty)}");
-            using (var deadline = new CancellationTokenSource(abruptly ? TimeSpan.Zero : TimeSpan.FromSeconds(1)))
-            {
-                await host.StopAsync(deadline.Token);
-            }
-
-            Interlocked.Increment(ref _model.Faults);
-
-            host.Dispose();
-            _model.Log($"driver: h{number} stopped");
-            if (_hosts.Count == 0)
-            {
-                await StartHostAsync();
-            }
         }
 
         private async Task WaitForProgressAsync()
@@ -454,8 +425,6 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
             _model.Log($"driver: waited ({(moved ? "a handler moved" : "quiet")})");
         }
 
-        private string HostName(int number) => $"{test.Prefix}-h{number}";
-
         public async ValueTask DisposeAsync()
         {
             _model.ReleaseAll = true;
@@ -464,14 +433,7 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
                 spec.Gate.TrySetResult();
             }
 
-            foreach (var (_, host) in _hosts)
-            {
-                using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-                await host.StopAsync(deadline.Token);
-                host.Dispose();
-            }
-
-            _hosts.Clear();
+            await _hosts.DisposeAsync();
         }
     }
 }

@@ -130,23 +130,20 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
 
     private sealed class ModelRun : IAsyncDisposable
     {
-        private readonly OutboxRelayFaultModelTests _test;
         private readonly ITestOutputHelper _output;
         private readonly int _seed;
         private readonly Random _random;
         private readonly Model _model = new();
         private readonly TestOutputLogger _logs = new(LogLevel.Warning);
-        private readonly List<(int Number, IHost Host)> _hosts = [];
+        private readonly ModelHosts _hosts;
         private readonly string _endpoint;
         private readonly string _type;
         private readonly string _folder;
         private readonly ActivityListener _listener;
-        private int _nextHost;
         private int _nextSeq;
 
         public ModelRun(OutboxRelayFaultModelTests test, ITestOutputHelper output, int seed)
         {
-            _test = test;
             _output = output;
             _seed = seed;
             _random = new Random(seed);
@@ -154,6 +151,7 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
             _type = test.Name("msg");
             _folder = Path.Combine(Path.GetTempPath(), test.Prefix);
             Directory.CreateDirectory(_folder);
+            _hosts = new ModelHosts(test.Prefix, _random, _logs, Configure, _model.Log, () => Interlocked.Increment(ref _model.Faults));
 
             // Counts every copy that reaches a consumer's pipeline, the ones the inbox then drops included.
             var operation = "process " + _type;
@@ -178,7 +176,7 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
             var failures = new List<string>();
             try
             {
-                await StartHostAsync();
+                await _hosts.StartAsync();
                 for (var step = 0; step < 30; step++)
                 {
                     switch (_random.Next(13))
@@ -188,19 +186,19 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
                             break;
                         case 5:
                         case 6:
-                            await KillAsync(publishOnly: _random.Next(2) == 0);
+                            await _hosts.KillConnectionsAsync(_random.Next(2) == 0 ? "publish" : null);
                             break;
                         case 7:
                             await DeleteTopicAsync();
                             break;
                         case 8 when _hosts.Count < 2:
-                            await StartHostAsync();
+                            await _hosts.StartAsync();
                             break;
                         case 8:
-                            await StopHostAsync(abruptly: false);
+                            await _hosts.StopAsync(abruptly: false);
                             break;
                         case 9 when _hosts.Count > 1:
-                            await StopHostAsync(abruptly: true);
+                            await _hosts.StopAsync(abruptly: true);
                             break;
                         default:
                             await WaitForProgressAsync();
@@ -211,7 +209,7 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
                 _model.Log("driver: end of the faults");
                 while (_hosts.Count < 2)
                 {
-                    await StartHostAsync();
+                    await _hosts.StartAsync();
                 }
 
                 await CheckAsync(failures);
@@ -244,7 +242,7 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
 
         private async Task CheckAsync(List<string> failures)
         {
-            var (_, host) = _hosts[0];
+            var host = _hosts.First;
             var outbox = host.Services.GetRequiredService<IOutboxStore>();
             var committed = _model.Specs.Values.Where(s => s.Ending == Ending.Committed).ToList();
             long pending = -1;
@@ -330,7 +328,7 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
 
         private async Task UnitOfWorkAsync()
         {
-            var (number, host) = _hosts[_random.Next(_hosts.Count)];
+            var (number, host) = _hosts.Pick();
             var count = 1 + _random.Next(6);
             var ending = _random.Next(10) switch
             {
@@ -389,17 +387,6 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
             }
         }
 
-        private async Task KillAsync(bool publishOnly)
-        {
-            var (number, _) = _hosts[_random.Next(_hosts.Count)];
-            var name = HostName(number) + (publishOnly ? ":publish" : ":");
-            var killed = await BrokerAdmin.KillConnectionsAsync(name, publishOnly ? 1 : 2);
-
-            // Counted once it struck: a send that started before it (and so may be made again) started before the count.
-            Interlocked.Increment(ref _model.Faults);
-            _model.Log($"driver: killed {killed} connection(s) of h{number}{(publishOnly ? " (publish)" : string.Empty)}");
-        }
-
         private async Task DeleteTopicAsync()
         {
             await BrokerAdmin.DeleteExchangeAsync(_type);
@@ -407,19 +394,15 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
             _model.Log($"driver: deleted the topic's exchange '{_type}'");
         }
 
-        private async Task StartHostAsync()
+        private void Configure(HostApplicationBuilder builder, int number)
         {
-            var number = ++_nextHost;
-            var builder = Host.CreateApplicationBuilder();
-            builder.Logging.ClearProviders();
-            builder.Logging.AddProvider(_logs);
             builder.Services.AddSingleton(_model).AddSingleton(new HostTag(number));
             builder.Services.AddHerald(h => h
                 .UseSqlite(Path.Combine(_folder, "herald.db"))
                 .UseRabbitMq(o =>
                 {
                     o.ConnectionUri = BrokerAdmin.AmqpUri;
-                    o.ClientProvidedName = HostName(number);
+                    o.ClientProvidedName = _hosts.Name(number);
                     o.NetworkRecoveryInterval = TimeSpan.FromMilliseconds(250);
                 })
                 .UseOutbox(o =>
@@ -436,30 +419,6 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
                     o.EndpointName = _endpoint;
                     o.MaxConcurrency = 4;
                 }));
-            var host = builder.Build();
-            await host.StartAsync();
-            _hosts.Add((number, host));
-            _model.Log($"driver: started h{number}");
-        }
-
-        private async Task StopHostAsync(bool abruptly)
-        {
-            var index = _random.Next(_hosts.Count);
-            var (number, host) = _hosts[index];
-            _hosts.RemoveAt(index);
-            _model.Log($"driver: stops h{number}{(abruptly ? " abruptly" : string.Empty)}");
-            using (var deadline = new CancellationTokenSource(abruptly ? TimeSpan.Zero : TimeSpan.FromSeconds(1)))
-            {
-                await host.StopAsync(deadline.Token);
-            }
-
-            Interlocked.Increment(ref _model.Faults);
-            host.Dispose();
-            _model.Log($"driver: h{number} stopped");
-            if (_hosts.Count == 0)
-            {
-                await StartHostAsync();
-            }
         }
 
         private async Task WaitForProgressAsync()
@@ -469,18 +428,9 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
             _model.Log($"driver: waited ({(moved ? "a message was handled" : "quiet")})");
         }
 
-        private string HostName(int number) => $"{_test.Prefix}-h{number}";
-
         public async ValueTask DisposeAsync()
         {
-            foreach (var (_, host) in _hosts)
-            {
-                using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-                await host.StopAsync(deadline.Token);
-                host.Dispose();
-            }
-
-            _hosts.Clear();
+            await _hosts.DisposeAsync();
             _listener.Dispose();
             try
             {

@@ -1,0 +1,92 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Herald.RabbitMQ.Tests.Faults;
+
+/// <summary>
+/// The hosts a seeded fault model drives: numbered, named after the test on the broker (so a kill finds theirs only),
+/// started, stopped gracefully or abruptly, and their connections killed from the broker, each step in the model's log.
+/// Picks come from the model's own <see cref="Random"/>, so a seed replays the same run.
+/// </summary>
+internal sealed class ModelHosts(
+    string prefix,
+    Random random,
+    ILoggerProvider logs,
+    Action<HostApplicationBuilder, int> configure,
+    Action<string> log,
+    Action fault) : IAsyncDisposable
+{
+    private readonly List<(int Number, IHost Host)> _hosts = [];
+    private int _next;
+
+    public int Count => _hosts.Count;
+
+    /// <summary>The host started first of those still running (the one a model's final checks read through).</summary>
+    public IHost First => _hosts[0].Host;
+
+    /// <summary>The broker-side name of host <paramref name="number"/>'s connections (its <c>ClientProvidedName</c>).</summary>
+    public string Name(int number) => $"{prefix}-h{number}";
+
+    /// <summary>A running host, picked at random.</summary>
+    public (int Number, IHost Host) Pick() => _hosts[random.Next(_hosts.Count)];
+
+    public async Task StartAsync()
+    {
+        var number = ++_next;
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(logs);
+        configure(builder, number);
+        var host = builder.Build();
+        await host.StartAsync();
+        _hosts.Add((number, host));
+        log($"driver: started h{number}");
+    }
+
+    /// <summary>Stops a host picked at random (abruptly: its stop cancelled at once), and starts another when none is left.</summary>
+    public async Task StopAsync(bool abruptly)
+    {
+        var index = random.Next(_hosts.Count);
+        var (number, host) = _hosts[index];
+        _hosts.RemoveAt(index);
+        log($"driver: stops h{number}{(abruptly ? " abruptly" : string.Empty)}");
+        using (var deadline = new CancellationTokenSource(abruptly ? TimeSpan.Zero : TimeSpan.FromSeconds(1)))
+        {
+            await host.StopAsync(deadline.Token);
+        }
+
+        fault();
+        host.Dispose();
+        log($"driver: h{number} stopped");
+        if (_hosts.Count == 0)
+        {
+            await StartAsync();
+        }
+    }
+
+    /// <summary>
+    /// Kills a random host's connections from the broker: both, or only the one named <paramref name="only"/>
+    /// (<c>consume</c>, <c>publish</c>).
+    /// </summary>
+    public async Task KillConnectionsAsync(string? only)
+    {
+        var (number, _) = Pick();
+        var killed = await BrokerAdmin.KillConnectionsAsync(Name(number) + ":" + only, only is null ? 2 : 1);
+
+        // Counted once it struck: whatever started before it (and so may be done again) started before the count.
+        fault();
+        log($"driver: killed {killed} connection(s) of h{number}{(only is null ? string.Empty : $" ({only})")}");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var (_, host) in _hosts)
+        {
+            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await host.StopAsync(deadline.Token);
+            host.Dispose();
+        }
+
+        _hosts.Clear();
+    }
+}
