@@ -88,30 +88,14 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
     }
 
     /// <summary>What every host's handler reads and writes: the specs, the operation log, the count of faults so far.</summary>
-    public sealed class Model
+    public sealed class Model : ModelLog
     {
-        private readonly ConcurrentQueue<string> _log = new();
-        private readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
-
         public ConcurrentDictionary<int, Spec> Specs { get; } = new();
 
-        public SemaphoreSlim Progress { get; } = new(0);
-
-        public int Faults;
-
         public volatile bool ReleaseAll;
-
-        public void Log(string line) => _log.Enqueue($"{_clock.ElapsedMilliseconds,6} ms  {line}");
-
-        public IEnumerable<string> Lines => _log;
     }
 
-    public sealed class HostTag(int number)
-    {
-        public int Number { get; } = number;
-    }
-
-    public sealed class ModelHandler(Model model, HostTag host) : IMessageHandler<ModelMessage>
+    public sealed class ModelHandler(Model model, ModelHostTag host) : IMessageHandler<ModelMessage>
     {
         public async ValueTask HandleAsync(ModelMessage message, MessageContext context, CancellationToken cancellationToken)
         {
@@ -181,7 +165,7 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
             _random = new Random(seed);
             _endpoint = test.Name("model");
             _type = test.Name("msg");
-            _hosts = new ModelHosts(test.Prefix, _random, _logs, Configure, _model.Log, () => Interlocked.Increment(ref _model.Faults));
+            _hosts = new ModelHosts(test.Prefix, _random, _logs, _model, Configure);
         }
 
         public async Task RunAsync()
@@ -240,25 +224,7 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
                 failures.Add($"the run threw: {ex}");
             }
 
-            if (failures.Count > 0)
-            {
-                _output.WriteLine($"seed {_seed}: {failures.Count} violation(s)");
-                failures.ForEach(_output.WriteLine);
-                _output.WriteLine("specs:");
-                foreach (var spec in _model.Specs.Values.OrderBy(s => s.Seq))
-                {
-                    _output.WriteLine("  " + spec);
-                }
-
-                _output.WriteLine("operation log:");
-                foreach (var line in _model.Lines)
-                {
-                    _output.WriteLine("  " + line);
-                }
-
-                _logs.WriteTo(_output);
-                Assert.Fail($"seed {_seed}: {string.Join(" | ", failures.Take(5))}");
-            }
+            ModelReport.FailIfAny(_output, _seed, failures, "specs", _model.Specs.Values.OrderBy(s => s.Seq), _model, _logs);
         }
 
         private async Task CheckAsync(List<string> failures)
@@ -400,7 +366,7 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
 
         private void Configure(HostApplicationBuilder builder, int number)
         {
-            builder.Services.AddSingleton(_model).AddSingleton(new HostTag(number)).AddSingleton<IDeadLetterStore>(_deadLetters);
+            builder.Services.AddSingleton(_model).AddSingleton(new ModelHostTag(number)).AddSingleton<IDeadLetterStore>(_deadLetters);
             builder.Services.AddHerald(h => h
                 .UseRabbitMq(o =>
                 {

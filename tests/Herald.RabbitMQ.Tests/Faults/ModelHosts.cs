@@ -1,5 +1,9 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Herald.Conformance;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Xunit.Abstractions;
 
 namespace Herald.RabbitMQ.Tests.Faults;
 
@@ -12,9 +16,8 @@ internal sealed class ModelHosts(
     string prefix,
     Random random,
     ILoggerProvider logs,
-    Action<HostApplicationBuilder, int> configure,
-    Action<string> log,
-    Action fault) : IAsyncDisposable
+    ModelLog model,
+    Action<HostApplicationBuilder, int> configure) : IAsyncDisposable
 {
     private readonly List<(int Number, IHost Host)> _hosts = [];
     private int _next;
@@ -40,7 +43,7 @@ internal sealed class ModelHosts(
         var host = builder.Build();
         await host.StartAsync();
         _hosts.Add((number, host));
-        log($"driver: started h{number}");
+        model.Log($"driver: started h{number}");
     }
 
     /// <summary>Stops a host picked at random (abruptly: its stop cancelled at once), and starts another when none is left.</summary>
@@ -49,15 +52,15 @@ internal sealed class ModelHosts(
         var index = random.Next(_hosts.Count);
         var (number, host) = _hosts[index];
         _hosts.RemoveAt(index);
-        log($"driver: stops h{number}{(abruptly ? " abruptly" : string.Empty)}");
+        model.Log($"driver: stops h{number}{(abruptly ? " abruptly" : string.Empty)}");
         using (var deadline = new CancellationTokenSource(abruptly ? TimeSpan.Zero : TimeSpan.FromSeconds(1)))
         {
             await host.StopAsync(deadline.Token);
         }
 
-        fault();
+        Interlocked.Increment(ref model.Faults);
         host.Dispose();
-        log($"driver: h{number} stopped");
+        model.Log($"driver: h{number} stopped");
         if (_hosts.Count == 0)
         {
             await StartAsync();
@@ -74,8 +77,8 @@ internal sealed class ModelHosts(
         var killed = await BrokerAdmin.KillConnectionsAsync(Name(number) + ":" + only, only is null ? 2 : 1);
 
         // Counted once it struck: whatever started before it (and so may be done again) started before the count.
-        fault();
-        log($"driver: killed {killed} connection(s) of h{number}{(only is null ? string.Empty : $" ({only})")}");
+        Interlocked.Increment(ref model.Faults);
+        model.Log($"driver: killed {killed} connection(s) of h{number}{(only is null ? string.Empty : $" ({only})")}");
     }
 
     public async ValueTask DisposeAsync()
@@ -89,4 +92,66 @@ internal sealed class ModelHosts(
 
         _hosts.Clear();
     }
+}
+
+/// <summary>How a seeded fault model reports a failed run: its seed, the violations, every item, the log, the hosts' logs.</summary>
+internal static class ModelReport
+{
+    public static void FailIfAny(
+        ITestOutputHelper output,
+        int seed,
+        IReadOnlyList<string> failures,
+        string itemsHeading,
+        IEnumerable<object> items,
+        ModelLog model,
+        TestOutputLogger logs)
+    {
+        if (failures.Count == 0)
+        {
+            return;
+        }
+
+        output.WriteLine($"seed {seed}: {failures.Count} violation(s)");
+        foreach (var failure in failures)
+        {
+            output.WriteLine(failure);
+        }
+
+        output.WriteLine(itemsHeading + ":");
+        foreach (var item in items)
+        {
+            output.WriteLine("  " + item);
+        }
+
+        output.WriteLine("operation log:");
+        foreach (var line in model.Lines)
+        {
+            output.WriteLine("  " + line);
+        }
+
+        logs.WriteTo(output);
+        Assert.Fail($"seed {seed}: {string.Join(" | ", failures.Take(5))}");
+    }
+}
+
+/// <summary>A seeded fault model's operation log (timed from its start), the signal that a handler moved, and the faults so far.</summary>
+public class ModelLog
+{
+    private readonly ConcurrentQueue<string> _log = new();
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+
+    public SemaphoreSlim Progress { get; } = new(0);
+
+    /// <summary>Faults struck so far (connection kills, host stops): a run may be repeated once per fault since it started.</summary>
+    public int Faults;
+
+    public void Log(string line) => _log.Enqueue($"{_clock.ElapsedMilliseconds,6} ms  {line}");
+
+    public IEnumerable<string> Lines => _log;
+}
+
+/// <summary>The number of the model host a handler runs on.</summary>
+public sealed class ModelHostTag(int number)
+{
+    public int Number { get; } = number;
 }

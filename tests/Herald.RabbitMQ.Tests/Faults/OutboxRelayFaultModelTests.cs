@@ -82,33 +82,17 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
     }
 
     /// <summary>What every host's handler reads and writes: the messages, the operation log, the count of faults so far.</summary>
-    public sealed class Model
+    public sealed class Model : ModelLog
     {
-        private readonly ConcurrentQueue<string> _log = new();
-        private readonly Stopwatch _clock = Stopwatch.StartNew();
-
         public ConcurrentDictionary<int, Spec> Specs { get; } = new();
 
         /// <summary>Copies that reached a consumer's pipeline (before the inbox), by message id; mapped to a spec by its first run.</summary>
         public ConcurrentDictionary<string, int> Deliveries { get; } = new();
 
         public ConcurrentDictionary<string, int> SeqById { get; } = new();
-
-        public SemaphoreSlim Progress { get; } = new(0);
-
-        public int Faults;
-
-        public void Log(string line) => _log.Enqueue($"{_clock.ElapsedMilliseconds,6} ms  {line}");
-
-        public IEnumerable<string> Lines => _log;
     }
 
-    public sealed class HostTag(int number)
-    {
-        public int Number { get; } = number;
-    }
-
-    public sealed class ModelHandler(Model model, HostTag host) : IMessageHandler<ModelMessage>
+    public sealed class ModelHandler(Model model, ModelHostTag host) : IMessageHandler<ModelMessage>
     {
         public ValueTask HandleAsync(ModelMessage message, MessageContext context, CancellationToken cancellationToken)
         {
@@ -151,7 +135,7 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
             _type = test.Name("msg");
             _folder = Path.Combine(Path.GetTempPath(), test.Prefix);
             Directory.CreateDirectory(_folder);
-            _hosts = new ModelHosts(test.Prefix, _random, _logs, Configure, _model.Log, () => Interlocked.Increment(ref _model.Faults));
+            _hosts = new ModelHosts(test.Prefix, _random, _logs, _model, Configure);
 
             // Counts every copy that reaches a consumer's pipeline, the ones the inbox then drops included.
             var operation = "process " + _type;
@@ -219,25 +203,7 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
                 failures.Add($"the run threw: {ex}");
             }
 
-            if (failures.Count > 0)
-            {
-                _output.WriteLine($"seed {_seed}: {failures.Count} violation(s)");
-                failures.ForEach(_output.WriteLine);
-                _output.WriteLine("messages:");
-                foreach (var spec in _model.Specs.Values.OrderBy(s => s.Seq))
-                {
-                    _output.WriteLine("  " + spec);
-                }
-
-                _output.WriteLine("operation log:");
-                foreach (var line in _model.Lines)
-                {
-                    _output.WriteLine("  " + line);
-                }
-
-                _logs.WriteTo(_output);
-                Assert.Fail($"seed {_seed}: {string.Join(" | ", failures.Take(5))}");
-            }
+            ModelReport.FailIfAny(_output, _seed, failures, "messages", _model.Specs.Values.OrderBy(s => s.Seq), _model, _logs);
         }
 
         private async Task CheckAsync(List<string> failures)
@@ -396,7 +362,7 @@ public sealed class OutboxRelayFaultModelTests(ITestOutputHelper output) : Rabbi
 
         private void Configure(HostApplicationBuilder builder, int number)
         {
-            builder.Services.AddSingleton(_model).AddSingleton(new HostTag(number));
+            builder.Services.AddSingleton(_model).AddSingleton(new ModelHostTag(number));
             builder.Services.AddHerald(h => h
                 .UseSqlite(Path.Combine(_folder, "herald.db"))
                 .UseRabbitMq(o =>
