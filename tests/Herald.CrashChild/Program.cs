@@ -54,10 +54,14 @@ using Microsoft.Extensions.Logging;
 //        Herald.CrashChild stream-rekey-sqlite <database file> <target position> <pace ms>
 //        Herald.CrashChild stream-rekey-postgres <connection string> <schema> <target position> <pace ms>
 // The same with the variant that re-keys after state, in four partitions (its repartition log in the same database).
+//        Herald.CrashChild kill-model-sqlite <database file> <endpoint> <seed> workload|idle
+// One process of the SQLite process-kill model (KillModelScenario): a host with the relay, the queue's handlers and an
+// async projection on the file, and with "workload" a seeded stream of appends, units of work and sends; the parent kills it.
 const string Usage = "usage: Herald.CrashChild sqlite <database file> <message count> | postgres <connection string> <schema> <message count> | saga-sqlite <database file> | saga-timeout-sqlite <database file>"
     + " | outbox-relay-sqlite <database file> <message count> <kill at send> | outbox-relay-postgres <connection string> <schema> <message count> <kill at send>"
     + " | stream-sqlite <database file> <target position> <pace ms> | stream-postgres <connection string> <schema> <target position> <pace ms>"
-    + " | stream-rekey-sqlite <database file> <target position> <pace ms> | stream-rekey-postgres <connection string> <schema> <target position> <pace ms>";
+    + " | stream-rekey-sqlite <database file> <target position> <pace ms> | stream-rekey-postgres <connection string> <schema> <target position> <pace ms>"
+    + " | kill-model-sqlite <database file> <endpoint> <seed> workload|idle";
 KillingTransport? relay = null;
 switch (args)
 {
@@ -98,6 +102,9 @@ switch (args)
         return 0;
     case ["stream-rekey-postgres", var connectionString, var schema, var target, var pace] when Position(target) is { } position && Count(pace) is { } milliseconds:
         await RunStreamAsync(h => h.UsePostgres(connectionString, o => o.Schema = schema).UsePostgresStreamState(), position, milliseconds, rekey: true);
+        return 0;
+    case ["kill-model-sqlite", var file, var endpoint, var seed, var workload] when KillAt(seed) is { } number:
+        await KillModelScenario.RunAsync(file, endpoint, number, workload == "workload");
         return 0;
     default:
         await Console.Error.WriteLineAsync(Usage);
