@@ -24,7 +24,7 @@ namespace Herald.CrashChild;
 /// "append-begin E" / "append-done E", "uow-begin E|R" / "uow-done E|R", "send-begin M" / "send-done M" ("-failed" when it
 /// threw), "relayed M" once the queue accepted a relay's send, "handled M" / "threw M" from the handler. Now and then it
 /// kills itself with SIGKILL at an exact point ("killing"): inside a unit of work's commit, before COMMIT, and after a
-/// relay's send returned, before the relay marks the row sent. Otherwise it runs until the parent kills it.
+/// relay's send starts or once it returned, before the relay marks the row sent. Otherwise it runs until the parent kills it.
 /// </summary>
 internal static class KillModelScenario
 {
@@ -165,12 +165,14 @@ internal static class KillModelScenario
 
         public async ValueTask SendAsync(string queue, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
         {
+            MaybeKill(envelope.MessageId);
             await inner.SendAsync(queue, envelope, options, cancellationToken);
             Relayed(envelope.MessageId);
         }
 
         public async ValueTask PublishAsync(string topic, Envelope envelope, SendOptions? options = null, CancellationToken cancellationToken = default)
         {
+            MaybeKill(envelope.MessageId);
             await inner.PublishAsync(topic, envelope, options, cancellationToken);
             Relayed(envelope.MessageId);
         }
@@ -183,15 +185,22 @@ internal static class KillModelScenario
         private void Relayed(Guid id)
         {
             Console.WriteLine("relayed " + id);
+
+            // The relay never goes on to the mark.
+            MaybeKill(id);
+        }
+
+        // A crash while a send is in flight (before it) or once it returned (before the mark).
+        private void MaybeKill(Guid id)
+        {
             bool kill;
             lock (inner)
             {
-                kill = kills?.Next(20) == 0;
+                kill = kills?.Next(30) == 0;
             }
 
             if (kill)
             {
-                // The relay never goes on to the mark.
                 SelfKill.Now(id);
             }
         }

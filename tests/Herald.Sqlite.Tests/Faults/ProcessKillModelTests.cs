@@ -216,8 +216,9 @@ public sealed class ProcessKillModelTests(ITestOutputHelper output) : IDisposabl
             var data = Scalar<string>(connection, $"SELECT data FROM herald_rm_kill_model_tallies_g1 WHERE id = '{key}'");
             var tally = JsonSerializer.Deserialize<Tally>(data, Json)!;
             var events = added.Where(e => e.Amount.Key == key).ToList();
-            Assert.Equal(events.Select(e => e.Position), tally.Positions);
-            Assert.Equal(events.Sum(e => (long)e.Amount.Amount), tally.Sum);
+            Assert.True(events.Select(e => e.Position).SequenceEqual(tally.Positions) && events.Sum(e => (long)e.Amount.Amount) == tally.Sum,
+                $"read model {key} applied [{string.Join(",", tally.Positions)}] (sum {tally.Sum}), the log up to checkpoint {checkpoint} " +
+                $"has [{string.Join(",", events.Select(e => e.Position))}] (sum {events.Sum(e => (long)e.Amount.Amount)})");
         }
 
         Note($"checked: {log.Count} events, {committedRows.Count} committed rows, {relayed.Count} relayed, {handled.Count} handled, " +
