@@ -51,11 +51,13 @@ public sealed class LivenessModelTests(ITestOutputHelper output) : NatsTestBase
         RunAsync(seed, streamDeletes: false);
 
     /// <summary>
-    /// As above, the operator also deleting the queue's stream (alone, or making it again): open. Each of these seeds ends
-    /// with the stream and durable made again (by the consumer's pull, which got "409 Consumer Deleted"), a message sent
-    /// after stored in it, one pull waiting on the durable, and nothing delivered for 10 s (NATS 2.9.10).
+    /// As above, the operator also deleting the queue's stream (alone, or making it again). Skipped: on NATS 2.9.10 a file
+    /// stream made again right after its delete (by the operator, by a send, or by the consumer's pull that got "409
+    /// Consumer Deleted") can lose its first message block file to the old stream's directory removal; the stream then
+    /// counts a message that no pull gets (one pull waiting, 1 pending, nothing delivered), and the server logs each failed
+    /// lookup. A fresh fetch gets nothing and deleting and making the durable again does not help; only deleting the stream again does.
     /// </summary>
-    [Theory(Skip = "Open: after a stream delete the remade durable holds a waiting pull and a pending message, and delivers nothing (stop 48 report)")]
+    [Theory(Skip = "nats-server 2.9.10 bug: a file stream deleted and made again at once loses the new incarnation's message block to the old one's directory removal (server log: [ERR] Received an error looking up message for consumer: open .../msgs/1.blk: no such file or directory); its pending message can never be delivered, to any pull or consumer. Not Herald's; no workaround")]
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
