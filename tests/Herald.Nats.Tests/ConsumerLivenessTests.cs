@@ -145,6 +145,62 @@ public sealed class ConsumerLivenessTests : NatsTestBase
     }
 
     /// <summary>
+    /// Stop 48: a queue's stream deleted (by an operator, on another connection) under a waiting pull. The server answers the
+    /// pull "409 Consumer Deleted" while it still deletes the stream; the pull made the stream again at once, and NATS 2.9.10
+    /// made it in the directory the delete then removed: the new stream counted each message sent after and delivered none
+    /// (the server logs "open .../msgs/1.blk: no such file or directory"), about one delete in two. Five deletes in a row.
+    /// </summary>
+    [Fact]
+    public async Task AQueuesStream_DeletedUnderAWaitingPull_IsMadeAgainOnceTheDeleteIsOver_AndWhatIsSentAfterIsHandled()
+    {
+        var queue = "deleted-under-pull";
+        var transport = await CreateTransportAsync(o => o.PublishRetryTimeout = TimeSpan.FromSeconds(1));
+        var (operatorConnection, js) = await NatsServer.ConnectAsync();
+        await using var _ = operatorConnection;
+        var (consumer, seen) = await ConsumeAsync(transport, queue);
+        await using (consumer)
+        {
+            for (var round = 0; round < 5; round++)
+            {
+                var stream = Names.QueueStream(queue);
+                await Eventually.UntilAsync(
+                    async () =>
+                    {
+                        try
+                        {
+                            return (await js.GetConsumerAsync(stream, NatsNames.Durable(queue))).Info.NumWaiting > 0;
+                        }
+                        catch (NATS.Client.JetStream.NatsJSApiException)
+                        {
+                            return false;
+                        }
+                    },
+                    $"round {round}: a pull waits on the durable",
+                    Timeout);
+                await js.DeleteStreamAsync(stream);
+
+                var text = $"after-delete-{round}";
+                await Eventually.UntilAsync(
+                    async () =>
+                    {
+                        try
+                        {
+                            await transport.SendAsync(queue, NewEnvelope(text));
+                            return true;
+                        }
+                        catch (HeraldException)
+                        {
+                            return false;
+                        }
+                    },
+                    $"round {round}: a send is stored in the stream made again",
+                    Timeout);
+                await Eventually.UntilAsync(() => seen.Any(e => TextOf(e) == text), $"round {round}: the running consumer handles a message sent after its stream was deleted", Timeout);
+            }
+        }
+    }
+
+    /// <summary>
     /// Stop 43: a queue's durable that an operator made again as a push consumer (a deliver subject set) refuses every pull
     /// ("409 Consumer is push based"); the pull asked again once a second for ever, consuming nothing, and the consumer was
     /// never reported stopped. Asking again cannot change that answer: the pull ends and the consumer's completion says why.

@@ -62,6 +62,14 @@ internal static class NatsPull
                 failed(e);
                 try
                 {
+                    // The server answers a waiting pull "409 Consumer Deleted" while it still deletes (a stream: its directory
+                    // is removed after); made again at once, NATS 2.9.10 puts the new stream in the directory that delete then
+                    // removes, and the stream counts every message sent after and delivers none. Made again a second later.
+                    if (IsConsumerDeleted(e))
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds(1), time, stop).ConfigureAwait(false);
+                    }
+
                     // Pulling again from a consumer that no longer exists would fail forever.
                     if (await IsGoneAsync(consumer, stop).ConfigureAwait(false))
                     {
@@ -172,6 +180,12 @@ internal static class NatsPull
 
     // The description of the 409 status the server answers a pull on a push consumer with.
     private const string PushBased = "Consumer is push based";
+
+    // The description of the 409 status the server answers a waiting pull with when its durable, or the stream, is deleted.
+    private const string Deleted = "Consumer Deleted";
+
+    private static bool IsConsumerDeleted(Exception failure) =>
+        failure is NatsJSProtocolException { HeaderCode: 409, HeaderMessageText: { } text } && text.Contains(Deleted, StringComparison.OrdinalIgnoreCase);
 
     private static async Task PauseAsync(TimeProvider time, CancellationToken stop)
     {
