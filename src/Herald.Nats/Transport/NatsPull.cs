@@ -148,7 +148,7 @@ internal static class NatsPull
     {
         for (var e = failure; e is not null; e = e.InnerException)
         {
-            if (e is NatsJSProtocolException { HeaderCode: 409, HeaderMessageText: { } text } && text.Contains(PushBased, StringComparison.OrdinalIgnoreCase))
+            if (Is409(e, PushBased))
             {
                 return true;
             }
@@ -184,8 +184,11 @@ internal static class NatsPull
     // The description of the 409 status the server answers a waiting pull with when its durable, or the stream, is deleted.
     private const string Deleted = "Consumer Deleted";
 
-    private static bool IsConsumerDeleted(Exception failure) =>
-        failure is NatsJSProtocolException { HeaderCode: 409, HeaderMessageText: { } text } && text.Contains(Deleted, StringComparison.OrdinalIgnoreCase);
+    private static bool IsConsumerDeleted(Exception failure) => Is409(failure, Deleted);
+
+    // Whether the server answered the pull with a 409 status of that description.
+    private static bool Is409(Exception failure, string description) =>
+        failure is NatsJSProtocolException { HeaderCode: 409, HeaderMessageText: { } text } && text.Contains(description, StringComparison.OrdinalIgnoreCase);
 
     private static async Task PauseAsync(TimeProvider time, CancellationToken stop)
     {
