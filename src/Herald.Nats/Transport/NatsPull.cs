@@ -184,7 +184,18 @@ internal static class NatsPull
     // The description of the 409 status the server answers a waiting pull with when its durable, or the stream, is deleted.
     private const string Deleted = "Consumer Deleted";
 
-    private static bool IsConsumerDeleted(Exception failure) => Is409(failure, Deleted);
+    private static bool IsConsumerDeleted(Exception failure)
+    {
+        for (var e = failure; e is not null; e = e.InnerException)
+        {
+            if (Is409(e, Deleted))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     // Whether the server answered the pull with a 409 status of that description.
     private static bool Is409(Exception failure, string description) =>
