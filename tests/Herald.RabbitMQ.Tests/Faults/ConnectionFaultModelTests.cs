@@ -283,19 +283,7 @@ public sealed class ConnectionFaultModelTests(ITestOutputHelper output) : Rabbit
             try
             {
                 await Eventually.UntilAsync(
-                    async () =>
-                    {
-                        foreach (var (queue, ready, unacked) in await BrokerAdmin.QueueCountsAsync(_endpoint))
-                        {
-                            if (ready != 0 || unacked != 0)
-                            {
-                                _model.Log($"check: '{queue}' has {ready} ready, {unacked} unacked");
-                                return false;
-                            }
-                        }
-
-                        return await BrokerAdmin.ConsumerCountAsync(_endpoint) == _hosts.Count;
-                    },
+                    () => _hosts.QueuesSettledAsync(_endpoint),
                     $"the queues of '{_endpoint}' drain to 0 ready and 0 unacked, with a consumer per live host",
                     Deadline);
             }

@@ -308,7 +308,7 @@ public sealed partial class DeadLetterOutageModelTests(ITestOutputHelper output)
                     {
                         var stored = await StoredAsync();
                         return expected.All(s => s.DeadLetters ? stored.ContainsKey(s.Seq) : Volatile.Read(ref s.Completions) > 0)
-                            && await QueuesEmptyAsync(log: false);
+                            && await _hosts.QueuesSettledAsync(_endpoint);
                     },
                     "every confirmed bad message is in the dead-letter store, every good one handled, and the queues empty",
                     Deadline);
@@ -384,28 +384,10 @@ public sealed partial class DeadLetterOutageModelTests(ITestOutputHelper output)
                 failures.Add($"the DeadLetterManager lists {listed.Count} dead letters of the endpoint, the store holds {byId.Values.Sum(r => r.Count)}");
             }
 
-            if (!await QueuesEmptyAsync(log: true))
+            if (!await _hosts.QueuesSettledAsync(_endpoint))
             {
                 failures.Add($"the queues of '{_endpoint}' (the dead-letter queue among them) did not end with 0 ready and 0 unacked and a consumer per host");
             }
-        }
-
-        private async Task<bool> QueuesEmptyAsync(bool log)
-        {
-            foreach (var (queue, ready, unacked) in await BrokerAdmin.QueueCountsAsync(_endpoint))
-            {
-                if (ready != 0 || unacked != 0)
-                {
-                    if (log)
-                    {
-                        _model.Log($"check: '{queue}' has {ready} ready, {unacked} unacked");
-                    }
-
-                    return false;
-                }
-            }
-
-            return await BrokerAdmin.ConsumerCountAsync(_endpoint) == _hosts.Count;
         }
 
         private async Task<Dictionary<int, List<DeadLetter>>> StoredAsync()

@@ -81,6 +81,24 @@ internal sealed class ModelHosts(
         model.Log($"driver: killed {killed} connection(s) of h{number}{(only is null ? string.Empty : $" ({only})")}");
     }
 
+    /// <summary>
+    /// True when every queue of <paramref name="endpoint"/> (its retry and dead-letter queues among them) has 0 ready and 0
+    /// unacked, and it has a consumer per running host; a queue that has not is logged.
+    /// </summary>
+    public async ValueTask<bool> QueuesSettledAsync(string endpoint)
+    {
+        foreach (var (queue, ready, unacked) in await BrokerAdmin.QueueCountsAsync(endpoint))
+        {
+            if (ready != 0 || unacked != 0)
+            {
+                model.Log($"check: '{queue}' has {ready} ready, {unacked} unacked");
+                return false;
+            }
+        }
+
+        return await BrokerAdmin.ConsumerCountAsync(endpoint) == Count;
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (var (_, host) in _hosts)
