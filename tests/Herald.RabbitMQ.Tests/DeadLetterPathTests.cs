@@ -161,6 +161,65 @@ public sealed class DeadLetterPathTests : RabbitMqTestBase
         Assert.Empty(probe.Handled);
     }
 
+    [Fact]
+    public async Task UndecodableMessage_AckLostAfterTheStoreTookItsDeadLetter_IsStoredOnce_WhenRedelivered()
+    {
+        // The consume connection dies right after the store took the dead letter, before the ack: the broker delivers the
+        // message again, and its dead letter must not be stored a second time (docs/reliability.md: a redelivery whose ack
+        // was lost after the store took its dead letter gets the same id, and the store holds it once).
+        var store = new AckLosingDeadLetterStore(Prefix + ":consume");
+        using var host = await StartHostAsync(new Probe(), store);
+        var channel = await CreateRawChannelAsync();
+        var endpoint = Name("endpoint");
+
+        await PublishAsync(channel, endpoint, new BasicProperties { MessageId = Guid.CreateVersion7().ToString("D"), Timestamp = new AmqpTimestamp(9_000_000_000_000_000) }, """{"quantity":1}""");
+
+        await Herald.Conformance.Eventually.UntilAsync(() => store.Adds >= 2, "the redelivered message is dead-lettered again");
+        await Herald.Conformance.Eventually.UntilAsync(
+            async () => (await BrokerAdmin.QueueCountsAsync(endpoint)).All(q => q.Ready == 0 && q.Unacked == 0), "the queue is settled");
+        var manager = host.Services.GetRequiredService<DeadLetterManager>();
+        var deadLetter = Assert.Single((await manager.ListAsync(new DeadLetterQuery { Endpoint = endpoint })).Items);
+        Assert.Equal(DeadLetterCause.Undecodable, deadLetter.Cause);
+    }
+
+    /// <summary>A dead-letter store that, after it took the first dead letter, kills the consuming connection (the ack is lost).</summary>
+    private sealed class AckLosingDeadLetterStore(string connection) : IDeadLetterStore
+    {
+        private readonly InMemoryDeadLetterStore _inner = new();
+        private int _adds;
+
+        public int Adds => Volatile.Read(ref _adds);
+
+        public async ValueTask<bool> AddAsync(DeadLetter deadLetter, CancellationToken cancellationToken = default)
+        {
+            var added = await _inner.AddAsync(deadLetter, cancellationToken);
+            if (Interlocked.Increment(ref _adds) == 1)
+            {
+                await BrokerAdmin.KillConnectionsAsync(connection);
+            }
+
+            return added;
+        }
+
+        public ValueTask AddAsync(DeadLetter deadLetter, Herald.Persistence.IUnitOfWork unitOfWork, Action<bool>? added = null, CancellationToken cancellationToken = default) =>
+            _inner.AddAsync(deadLetter, unitOfWork, added, cancellationToken);
+
+        public ValueTask<DeadLetter?> GetAsync(Guid id, CancellationToken cancellationToken = default) => _inner.GetAsync(id, cancellationToken);
+
+        public ValueTask<IReadOnlyList<DeadLetter>> ListAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.ListAsync(query, cancellationToken);
+
+        public ValueTask<long> CountAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.CountAsync(query, cancellationToken);
+
+        public ValueTask<bool> DeleteAsync(Guid id, CancellationToken cancellationToken = default) => _inner.DeleteAsync(id, cancellationToken);
+
+        public ValueTask DeleteAsync(Guid id, Herald.Persistence.IUnitOfWork unitOfWork, CancellationToken cancellationToken = default) => _inner.DeleteAsync(id, unitOfWork, cancellationToken);
+
+        public ValueTask<int> DeleteManyAsync(DeadLetterQuery query, CancellationToken cancellationToken = default) => _inner.DeleteManyAsync(query, cancellationToken);
+
+        public ValueTask<bool> RecordRetryFailureAsync(Guid id, string error, DateTimeOffset time, CancellationToken cancellationToken = default) =>
+            _inner.RecordRetryFailureAsync(id, error, time, cancellationToken);
+    }
+
     // Issue 10: the transport's own dead letters had no retention.
     [Fact]
     public async Task DeadLetterQueueMaxLength_DropHead_KeepsTheNewestDeadLettersOnly_Issue10()

@@ -70,10 +70,12 @@ internal sealed class SettleStep(
         var recorded = delivery as RecordedEventDelivery;
         var deadLetter = FailureRecords.Create(
             // A delivery that did not decode has an id the sender's bytes made up (two different broken messages may claim
-            // one): only a decoded one's id says which message it is, so only that one's dead letter is derived from it.
-            // A stored event's is derived from its subscription (a projection's generation, which a rebuild replays the event
-            // into apart): the failure of each generation is a dead letter of its own, retried into that generation.
-            delivery.DecodeFailure is null ? DeadLetterHeaders.PipelineDeadLetterId(recorded?.SubscriptionId ?? endpoint, envelope, now) : Guid.CreateVersion7(now),
+            // one): its dead letter's id is derived from its body too. A stored event's is derived from its subscription (a
+            // projection's generation, which a rebuild replays the event into apart): the failure of each generation is a
+            // dead letter of its own, retried into that generation.
+            delivery.DecodeFailure is null
+                ? DeadLetterHeaders.PipelineDeadLetterId(recorded?.SubscriptionId ?? endpoint, envelope, now)
+                : DeadLetterHeaders.UndecodableDeadLetterId(recorded?.SubscriptionId ?? endpoint, envelope, now),
             DeadLetterHeaders.WithOrigin(envelope, origin, recorded?.Stream, recorded?.Position, recorded?.SubscriptionId),
             endpoint,
             outcome.Cause,

@@ -179,12 +179,7 @@ internal static class DeadLetterHeaders
         }
 
         var retry = envelope.GetHeader(Retry);
-        var time = envelope.Time;
-        Span<byte> retryBytes = stackalloc byte[16];
-        if (Guid.TryParse(retry, out var retryId) && retryId.Version == 7 && retryId.TryWriteBytes(retryBytes, bigEndian: true, out _))
-        {
-            time = DateTimeOffset.FromUnixTimeMilliseconds((long)(BinaryPrimitives.ReadUInt64BigEndian(retryBytes) >> 16));
-        }
+        var time = Guid.TryParse(retry, out var retryId) && Version7Time(retryId) is { } retried ? retried : envelope.Time;
 
         // The id first (fixed length), the endpoint with its length: no two different inputs give the same name.
         var name = string.Create(
@@ -192,6 +187,51 @@ internal static class DeadLetterHeaders
             $"pipeline-dead-letter/{envelope.MessageId:D}/{endpoint.Length}:{endpoint}/{retry}");
         return HashedVersion7(Encoding.UTF8.GetBytes(name), time);
     }
+
+    /// <summary>
+    /// The id of the dead letter the pipeline makes of a delivery that did not decode: derived from the endpoint, the id it
+    /// claims, its type, its body and the retry from the dead letters it came in, so the redelivery of one whose ack was lost
+    /// after the store took it gets the same id (two broken messages that claim one id differ by their bodies), time-ordered
+    /// by that id. Only for a version 7 id (as Herald's are, so a Herald message with a broken header or body): any other
+    /// id of a broken message may be one the transport made up or derived from what broke, and two broken copies of a row
+    /// would be one record, so it gets a new id (its time may be what broke it).
+    /// </summary>
+    public static Guid UndecodableDeadLetterId(string endpoint, Envelope envelope, DateTimeOffset now)
+    {
+        var id = envelope.MessageId;
+        if (Version7Time(id) is not { } time)
+        {
+            return Guid.CreateVersion7(now);
+        }
+
+        var retry = envelope.GetHeader(Retry);
+        var type = envelope.MessageType ?? string.Empty;
+
+        // The id first (fixed length), then each part with its length: no two different inputs give the same name.
+        var head = Encoding.UTF8.GetBytes(string.Create(
+            CultureInfo.InvariantCulture,
+            $"undecodable-dead-letter/{id:D}/{endpoint.Length}:{endpoint}/{type.Length}:{type}/{retry?.Length ?? -1}:{retry}/"));
+        var name = new byte[head.Length + envelope.Body.Length];
+        head.CopyTo(name, 0);
+        envelope.Body.Span.CopyTo(name.AsSpan(head.Length));
+        return HashedVersion7(name, time);
+    }
+
+    // The time a version 7 id was made at (its first 48 bits), or null for another version, or one past the year 9999 (48
+    // bits of milliseconds reach the year 10889: a claimed id from the wire may say so).
+    private static DateTimeOffset? Version7Time(Guid id)
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        if (id.Version != 7 || !id.TryWriteBytes(bytes, bigEndian: true, out _))
+        {
+            return null;
+        }
+
+        var milliseconds = (long)(BinaryPrimitives.ReadUInt64BigEndian(bytes) >> 16);
+        return milliseconds <= MaxUnixMilliseconds ? DateTimeOffset.FromUnixTimeMilliseconds(milliseconds) : null;
+    }
+
+    private static readonly long MaxUnixMilliseconds = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
 
     // Derived from the native identity, so a dead letter read again (the drain stopped after the store took it) keeps its id
     // and the store's add of it changes nothing; time-ordered as the store's other ids are (version 7, the rest hashed)
