@@ -70,9 +70,9 @@ internal sealed class SettleStep(
         var recorded = delivery as RecordedEventDelivery;
         var deadLetter = FailureRecords.Create(
             // A delivery that did not decode has an id the sender's bytes made up (two different broken messages may claim
-            // one): its dead letter's id is derived from its body too. A stored event's is derived from its subscription (a
-            // projection's generation, which a rebuild replays the event into apart): the failure of each generation is a
-            // dead letter of its own, retried into that generation.
+            // one): its dead letter's id is derived from its body too, and only from a version 7 id (the method says why).
+            // A stored event's is derived from its subscription (a projection's generation, which a rebuild replays the event
+            // into apart): the failure of each generation is a dead letter of its own, retried into that generation.
             delivery.DecodeFailure is null
                 ? DeadLetterHeaders.PipelineDeadLetterId(recorded?.SubscriptionId ?? endpoint, envelope, now)
                 : DeadLetterHeaders.UndecodableDeadLetterId(recorded?.SubscriptionId ?? endpoint, envelope, now),
