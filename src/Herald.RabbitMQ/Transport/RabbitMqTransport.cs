@@ -37,7 +37,7 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
             SupportsDelayedDelivery = true,
             MaxNameBytes = 255,
             MaxDelay = MaxDelay,
-            IsPermanentSendFailure = RabbitMqSendFailures.IsPermanent,
+            IsPermanentSendFailure = _options.DeclareTopology ? static e => RabbitMqSendFailures.IsPermanent(e, declaresTopology: true) : static e => RabbitMqSendFailures.IsPermanent(e, declaresTopology: false),
         };
     }
 
