@@ -559,27 +559,28 @@ public sealed class LivenessModelTests(ITestOutputHelper output) : NatsTestBase
         // Polls until the condition holds or the bound passes; false then.
         private static async Task<bool> WaitUntilAsync(Func<Task<bool>> condition, TimeSpan bound)
         {
-            var deadline = Stopwatch.StartNew();
-            while (true)
+            try
             {
-                try
-                {
-                    if (await condition())
+                await Herald.Conformance.Eventually.UntilAsync(
+                    async () =>
                     {
-                        return true;
-                    }
-                }
-                catch (Exception e) when (e is NatsJSException or NatsException or HeraldException)
-                {
-                    // The server's answer while the topology is being made again: asked again.
-                }
-
-                if (deadline.Elapsed > bound)
-                {
-                    return false;
-                }
-
-                await Task.Delay(50);
+                        try
+                        {
+                            return await condition();
+                        }
+                        catch (Exception e) when (e is NatsJSException or NatsException or HeraldException)
+                        {
+                            // The server's answer while the topology is being made again: asked again.
+                            return false;
+                        }
+                    },
+                    "the model's condition",
+                    bound);
+                return true;
+            }
+            catch (TimeoutException)
+            {
+                return false;
             }
         }
     }
