@@ -172,7 +172,12 @@ public abstract partial class SagaStateMachineConformance
         {
             var before = broker.Transport.Sent.Count;
             await _host!.Services.GetRequiredService<IMessageBus>().SendAsync(message);
-            var (destination, envelope) = broker.Transport.Sent.Skip(before).Single();
+
+            // The transport records a send once the in-memory queue took it, so what its handler sent may be recorded first.
+            var type = message.GetType().GetCustomAttributes(typeof(MessageTypeAttribute), false).Cast<MessageTypeAttribute>().Single().Name;
+            var sends = broker.Transport.Sent.Skip(before).Where(s => s.Envelope.MessageType == type).ToList();
+            Assert.True(sends.Count == 1, $"step {step}: sending {message} left {sends.Count} message(s) of its type: {string.Join("; ", sends.Select(s => $"{s.Envelope.MessageId} to {s.Destination}"))}");
+            var (destination, envelope) = sends[0];
             _log.Add($"{step}: {message} as {envelope.MessageId}");
             _delivered.Add((destination, envelope));
             _knownSends.Add(envelope.MessageId);
