@@ -34,7 +34,7 @@ public sealed class MemberModelTests(ITestOutputHelper output)
 
     public static TheoryData<int> Seeds => [1, 2, 3];
 
-    [Theory(Skip = "Open (stop 48): a CI run of b68696f lost the last tumbling and hopping window of partition 3 (seed 1: \"missing [p3@00:10:00=20]\") after a member crashed at start; not yet known whether the product or the model is wrong")]
+    [Theory]
     [MemberData(nameof(Seeds))]
     public async Task SeveralMembersSharingPartitions_ThroughStopsCrashesAndLostLeases_EmitWhatTheModelSays(int seed)
     {
@@ -97,20 +97,24 @@ public sealed class MemberModelTests(ITestOutputHelper output)
                     var events = appender.Services.GetRequiredService<IEventStore>();
                     var envelopes = appender.Services.GetRequiredService<EnvelopeFactory>();
                     var i = 0;
+
+                    // The last input's own position, not the store's head: an older transaction elsewhere on the server (another
+                    // test's) holds the readable head back, and GetLastPositionAsync returns what is readable after 10 s.
+                    var head = 0L;
                     while (i < inputs.Count)
                     {
                         var batch = _rng.Next(5, 20);
                         for (var end = Math.Min(inputs.Count, i + batch); i < end; i++)
                         {
                             var input = inputs[i];
-                            await events.AppendAsync(input.Stream, ExpectedVersion.Any, [envelopes.Create(input.Message)]);
+                            var appended = await events.AppendAsync(input.Stream, ExpectedVersion.Any, [envelopes.Create(input.Message)]);
+                            head = Math.Max(head, appended.LastPosition);
                         }
 
                         await OperateAsync();
                     }
 
-                    var head = await events.GetLastPositionAsync();
-                    Write($"appended everything up to position {head}");
+                    Write($"appended everything; the last input is at position {head}");
 
                     // Everyone goes; one member catches up alone (so every partition's last work is committed).
                     foreach (var member in _members.ToList())
@@ -120,7 +124,7 @@ public sealed class MemberModelTests(ITestOutputHelper output)
 
                     var last = await StartMemberAsync();
                     await Eventually.UntilAsync(() => last.Processor.OwnedPartitions.Count == Partitions, "the last member holds every partition", TimeSpan.FromSeconds(30));
-                    await last.Processor.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(60));
+                    await last.Processor.WaitForPositionAsync(head).WaitAsync(TimeSpan.FromSeconds(90));
                     await StopMemberAsync(last);
 
                     await sampler.CancelAsync();
