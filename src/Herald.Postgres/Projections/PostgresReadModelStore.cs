@@ -46,7 +46,12 @@ internal sealed class PostgresReadModelStore : IReadModelStore
         var registry = _schema + ".read_models";
 
         // The active generation and whether its table exists, in one statement ($2: the table's name up to the generation).
-        _active = $"SELECT g, to_regclass(format('%I.%I', $3::text, $2::text || g)) IS NOT NULL " +
+        // Both in the statement's snapshot: pg_class scanned as a table, not to_regclass, which asks the catalog as it is
+        // when it runs. A switch and the old generation's drop committed between the snapshot and that call made it answer
+        // "the old generation, no table", and the read returned nothing. Now the old table is found, and reading it after
+        // its drop fails, which looks the generation up again.
+        _active = $"SELECT g, EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace " +
+            "WHERE n.nspname = $3::text AND c.relname = ($2::text || g)::name) " +
             $"FROM (SELECT COALESCE((SELECT active_generation FROM {registry} WHERE table_name = $1), 1) AS g) AS active";
         _activeInTransaction = $"SELECT active_generation FROM {registry} WHERE table_name = $1 FOR SHARE";
         _activeNow = $"SELECT active_generation FROM {registry} WHERE table_name = $1";
