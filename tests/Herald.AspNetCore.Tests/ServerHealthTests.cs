@@ -32,7 +32,6 @@ public sealed class ServerHealthTests : IAsyncLifetime
         await using var forwarder = new TcpForwarder(builder.Port);
         builder.Host = "127.0.0.1";
         builder.Port = forwarder.Port;
-        builder.Timeout = 2;
         await using var app = await TestApp.StartAsync(
             a => a.MapHeraldHealth(),
             h => h.UsePostgres(builder.ConnectionString, o => o.Schema = _schema),
