@@ -88,6 +88,7 @@ public sealed class SqsFifoModelTests(ITestOutputHelper output) : SqsTestBase
         var runs = new List<Run>();
         var stops = new List<DateTimeOffset>();
         var active = new Dictionary<string, int>(StringComparer.Ordinal);
+        var releasing = new HashSet<int>();
         var overlaps = 0;
         void Log(string line)
         {
@@ -137,10 +138,14 @@ public sealed class SqsFifoModelTests(ITestOutputHelper output) : SqsTestBase
             var spec = byId[delivery.Envelope.MessageId];
             Run run;
             int done;
+            bool hold;
             lock (gate)
             {
                 run = new Run(spec, consumer, delivery.Envelope.DeliveryAttempt, delivery.Envelope.Headers.ContainsKey(NackHeader), delivery.Envelope.PartitionKey, DateTimeOffset.UtcNow);
                 done = runs.Count(r => r.Spec == spec && r.Outcome is not null and not Outcome.Aborted);
+
+                // A handler its consumer started as the consumer's stop began (the stop waits for it) is not held.
+                hold = spec.Holds && done == 0 && !releasing.Contains(consumer);
                 runs.Add(run);
                 active[spec.Key] = active.GetValueOrDefault(spec.Key) + 1;
                 if (active[spec.Key] > 1)
@@ -151,7 +156,7 @@ public sealed class SqsFifoModelTests(ITestOutputHelper output) : SqsTestBase
 
             try
             {
-                if (spec.Holds && done == 0)
+                if (hold)
                 {
                     try
                     {
@@ -281,11 +286,24 @@ public sealed class SqsFifoModelTests(ITestOutputHelper output) : SqsTestBase
                     List<Run> heldThere;
                     lock (gate)
                     {
+                        releasing.Add(c);
                         heldThere = runs.FindAll(r => r.Consumer == c && r.Spec.Holds && r.EndedAt is null);
                     }
 
                     heldThere.ForEach(r => r.Spec.Release.TrySetResult());
-                    await stopping;
+                    try
+                    {
+                        await stopping.WaitAsync(TimeSpan.FromSeconds(60));
+                    }
+                    catch (TimeoutException)
+                    {
+                        Fail($"consumer {c} did not stop within 60 s of its held handlers' release");
+                    }
+
+                    lock (gate)
+                    {
+                        releasing.Remove(c);
+                    }
                 }
 
                 await consumers[c]!.DisposeAsync();
