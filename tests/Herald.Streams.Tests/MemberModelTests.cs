@@ -237,7 +237,9 @@ public sealed class MemberModelTests(ITestOutputHelper output)
 
         private async Task SampleOwnershipAsync(CancellationToken cancellationToken)
         {
-            while (!cancellationToken.IsCancellationRequested)
+            // A sample every 20 ms until the run ends: the periodic look is the check, not a wait for something.
+            using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+            do
             {
                 var holders = new Dictionary<int, int>();
                 foreach (var member in _members.ToArray())
@@ -257,15 +259,19 @@ public sealed class MemberModelTests(ITestOutputHelper output)
                         holders[partition] = member.Id;
                     }
                 }
+            }
+            while (await NextSampleAsync(timer, cancellationToken));
+        }
 
-                try
-                {
-                    await Task.Delay(20, cancellationToken);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
+        private static async Task<bool> NextSampleAsync(PeriodicTimer timer, CancellationToken cancellationToken)
+        {
+            try
+            {
+                return await timer.WaitForNextTickAsync(cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
             }
         }
 

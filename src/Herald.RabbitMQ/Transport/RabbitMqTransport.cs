@@ -32,12 +32,13 @@ internal sealed partial class RabbitMqTransport : BrokerTransport<RabbitMqConsum
         TransportArguments.ThrowIfInvalid(options.Validate(), "RabbitMQ transport");
         _options = options.Snapshot();
         _rawQueues = options.RawQueues.ToFrozenDictionary(StringComparer.Ordinal);
+        var declaresTopology = _options.DeclareTopology;
         Capabilities = BrokerCapabilities(options.MaxMessageBytes) with
         {
             SupportsDelayedDelivery = true,
             MaxNameBytes = 255,
             MaxDelay = MaxDelay,
-            IsPermanentSendFailure = _options.DeclareTopology ? static e => RabbitMqSendFailures.IsPermanent(e, declaresTopology: true) : static e => RabbitMqSendFailures.IsPermanent(e, declaresTopology: false),
+            IsPermanentSendFailure = e => RabbitMqSendFailures.IsPermanent(e, declaresTopology),
         };
     }
 

@@ -174,7 +174,7 @@ public abstract partial class SagaStateMachineConformance
             await _host!.Services.GetRequiredService<IMessageBus>().SendAsync(message);
 
             // The transport records a send once the in-memory queue took it, so what its handler sent may be recorded first.
-            var type = message.GetType().GetCustomAttributes(typeof(MessageTypeAttribute), false).Cast<MessageTypeAttribute>().Single().Name;
+            var type = _host.Services.GetRequiredService<MessageTypeRegistry>().GetName(message.GetType());
             var sends = broker.Transport.Sent.Skip(before).Where(s => s.Envelope.MessageType == type).ToList();
             Assert.True(sends.Count == 1, $"step {step}: sending {message} left {sends.Count} message(s) of its type: {string.Join("; ", sends.Select(s => $"{s.Envelope.MessageId} to {s.Destination}"))}");
             var (destination, envelope) = sends[0];
