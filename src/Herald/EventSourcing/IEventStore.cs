@@ -33,7 +33,9 @@ public interface IEventStore
 
     /// <summary>
     /// Reads a stream forward from a version (inclusive) or backward from a version (inclusive; pass <see cref="long.MaxValue"/>
-    /// to read backward from the end). A missing or deleted stream reads as empty.
+    /// to read backward from the end). A missing or deleted stream reads as empty. A store that reads a long stream in several
+    /// queries throws <see cref="StreamDeletedDuringReadException"/> when the stream is deleted between two of them: a read
+    /// never joins a deleted stream's events to those of the stream started again, nor ends early as though it were shorter.
     /// </summary>
     IAsyncEnumerable<RecordedEvent> ReadStreamAsync(string stream, ReadDirection direction = ReadDirection.Forward, long fromVersion = 1, int maxCount = int.MaxValue, CancellationToken cancellationToken = default);
 

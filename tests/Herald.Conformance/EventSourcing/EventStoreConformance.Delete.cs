@@ -1,4 +1,5 @@
 using Herald.EventSourcing;
+using Herald.Internal;
 using Xunit;
 
 namespace Herald.Conformance.EventSourcing;
@@ -81,5 +82,62 @@ public abstract partial class EventStoreConformance
 
         Assert.Equal(original, retry);
         Assert.Empty(await ReadStreamAsync(stream));
+    }
+
+    [Theory]
+    [InlineData(ReadDirection.Forward, true)]
+    [InlineData(ReadDirection.Forward, false)]
+    [InlineData(ReadDirection.Backward, true)]
+    [InlineData(ReadDirection.Backward, false)]
+    public async Task DeleteStream_DuringAReadThatSpansPages_TheReadNeverJoinsOrCutsTheDeletedStream(ReadDirection direction, bool restarted)
+    {
+        // Events of about 1 MiB: a store that pages its reads holds at most EventPages.MaxPageBytes of them in a page after
+        // its first, so this stream takes it several statements, and the deletion lands between two of them.
+        var size = Math.Min(MaxEventBytes, 1024 * 1024) - 64;
+        var count = (EventPages.MaxPageBytes / size) + 4;
+        var stream = NewStream();
+        var deleted = Enumerable.Range(0, count).Select(i => NewEvent(json: $"{{\"n\":{i},\"pad\":\"{new string('x', size - 30)}\"}}")).ToArray();
+        await Store.AppendAsync(stream, ExpectedVersion.NoStream, deleted);
+
+        var read = new List<RecordedEvent>();
+        StreamDeletedDuringReadException? met = null;
+        await using (var events = Store.ReadStreamAsync(stream, direction, direction == ReadDirection.Forward ? 1 : long.MaxValue).GetAsyncEnumerator())
+        {
+            try
+            {
+                Assert.True(await events.MoveNextAsync());
+                read.Add(events.Current);
+                await Store.DeleteStreamAsync(stream, ExpectedVersion.Exactly(count));
+                if (restarted)
+                {
+                    await Store.AppendAsync(stream, ExpectedVersion.NoStream, NewEvents(count));
+                }
+
+                while (await events.MoveNextAsync())
+                {
+                    read.Add(events.Current);
+                }
+            }
+            catch (StreamDeletedDuringReadException ex)
+            {
+                met = ex;
+            }
+        }
+
+        // Every event read is the deleted stream's, in its order: a restarted stream's events never follow them. And the read
+        // either saw the whole deleted stream (a store that reads it at one moment) or says where it met the deletion; it
+        // never ends early as though the stream were shorter.
+        var expected = direction == ReadDirection.Forward ? deleted : deleted.Reverse().ToArray();
+        Assert.Equal(expected.Take(read.Count).Select(e => e.MessageId), read.Select(e => e.Envelope.MessageId));
+        if (met is null)
+        {
+            Assert.Equal(count, read.Count);
+        }
+        else
+        {
+            Assert.Equal(stream, met.Stream);
+            Assert.Equal(read[^1].Version, met.Version);
+            Assert.Contains(stream, met.Message, StringComparison.Ordinal);
+        }
     }
 }

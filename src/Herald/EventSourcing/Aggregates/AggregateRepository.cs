@@ -21,6 +21,8 @@ public sealed class AggregateRepository<TAggregate>
     where TAggregate : Aggregate, new()
 {
     private readonly IEventStore _store;
+    private readonly IEventStore _stored;
+    private readonly UpcastingEventStore? _upcasting;
     private readonly MessageTypeRegistry _messageTypes;
     private readonly IMessageSerializer _serializer;
     private readonly TimeProvider _timeProvider;
@@ -85,6 +87,8 @@ public sealed class AggregateRepository<TAggregate>
         }
 
         _store = store;
+        _stored = UpcastingEventStore.Unwrap(store);
+        _upcasting = store as UpcastingEventStore;
         _messageTypes = messageTypes;
         _serializer = serializer;
         _timeProvider = timeProvider;
@@ -121,29 +125,13 @@ public sealed class AggregateRepository<TAggregate>
     public async Task<TAggregate> LoadAsync(string id, CancellationToken cancellationToken = default)
     {
         var stream = StreamNameFor(id);
-        var (aggregate, snapshotVersion) = await RestoreAsync(id, stream, cancellationToken).ConfigureAwait(false);
-        var from = snapshotVersion + 1;
-        await foreach (var recorded in _store.ReadStreamAsync(stream, ReadDirection.Forward, from, int.MaxValue, cancellationToken).ConfigureAwait(false))
+        if (await LoadSnapshotAsync(stream, cancellationToken).ConfigureAwait(false) is { } snapshot
+            && await ReplayAsync(id, stream, snapshot, cancellationToken).ConfigureAwait(false) is { } restored)
         {
-            try
-            {
-                var type = _messageTypes.GetByName(recorded.EventType);
-                if (RegisteredVersionCheck.Behind(recorded.Envelope, type) is { } behind)
-                {
-                    throw behind;
-                }
-
-                aggregate.ApplyStored(_serializer.Deserialize(recorded.Envelope.Body, type.ClrType), recorded.Version);
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                // The cause alone does not say which event of which stream: a dead letter's reason would point at the
-                // handled message (a "message could not be decoded") instead of the stored event.
-                throw new AggregateLoadException(typeof(TAggregate), recorded, ex);
-            }
+            return restored;
         }
 
-        return aggregate;
+        return (await ReplayAsync(id, stream, snapshot: null, cancellationToken).ConfigureAwait(false))!;
     }
 
     /// <summary>
@@ -264,57 +252,80 @@ public sealed class AggregateRepository<TAggregate>
     private (string Name, int Version) SnapshotTypeName(Type type) =>
         _messageTypes.TryGetByType(type, out var info) ? (info.Name, info.Version) : (type.FullName ?? type.Name, 1);
 
-    // Returns the aggregate restored from its snapshot and the version the snapshot covers, or a new one and 0 when it
-    // loads from the start.
-    private async Task<(TAggregate Aggregate, long Version)> RestoreAsync(string id, string stream, CancellationToken cancellationToken)
+    // The stream's snapshot when the repository takes them and it is of the aggregate's snapshot type and schema version.
+    private async Task<Snapshot?> LoadSnapshotAsync(string stream, CancellationToken cancellationToken)
     {
-        var aggregate = new TAggregate { Id = id };
         if (_snapshots is null || _snapshotType is null)
         {
-            return (aggregate, 0);
+            return null;
         }
 
         var snapshot = await _snapshots.LoadSnapshotAsync(stream, cancellationToken).ConfigureAwait(false);
         var (name, version) = SnapshotTypeName(_snapshotType);
-        if (snapshot is null || snapshot.Version < 1 || snapshot.StateType != name || snapshot.SchemaVersion != version)
+        return snapshot is null || snapshot.Version < 1 || snapshot.StateType != name || snapshot.SchemaVersion != version ? null : snapshot;
+    }
+
+    // Replays the stream onto a new aggregate, or onto the snapshot: then one read starts at the snapshot's version, and the
+    // snapshot counts only if the event at exactly that version comes first (null when it does not). One taken before the
+    // stream was soft-deleted covers events that no longer count, and one ahead of the stream (snapshots kept apart from, or
+    // restored later than, the events) claims events it does not hold, which would leave the aggregate at a version every save
+    // conflicts with. Checking and replaying in one read keeps a deletion between the two from joining the snapshot to the
+    // events of the stream started again; the read's own pages are checked the same way (StreamDeletedDuringReadException).
+    // The events are read under the upcasters and migrated here, so the snapshot's own event, which the snapshot holds, is
+    // not migrated and cannot fail the load if it no longer migrates.
+    private async Task<TAggregate?> ReplayAsync(string id, string stream, Snapshot? snapshot, CancellationToken cancellationToken)
+    {
+        var aggregate = new TAggregate { Id = id };
+        var atSnapshot = snapshot is not null;
+        await foreach (var stored in _stored.ReadStreamAsync(stream, ReadDirection.Forward, snapshot?.Version ?? 1, int.MaxValue, cancellationToken).ConfigureAwait(false))
         {
-            return (aggregate, 0);
+            if (atSnapshot)
+            {
+                if (stored.Version != snapshot!.Version || !TryRestore(aggregate, stream, snapshot))
+                {
+                    return null;
+                }
+
+                atSnapshot = false;
+                continue;
+            }
+
+            var recorded = _upcasting?.Upcast(stored) ?? stored;
+            try
+            {
+                var type = _messageTypes.GetByName(recorded.EventType);
+                if (RegisteredVersionCheck.Behind(recorded.Envelope, type) is { } behind)
+                {
+                    throw behind;
+                }
+
+                aggregate.ApplyStored(_serializer.Deserialize(recorded.Envelope.Body, type.ClrType), recorded.Version);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // The cause alone does not say which event of which stream: a dead letter's reason would point at the
+                // handled message (a "message could not be decoded") instead of the stored event.
+                throw new AggregateLoadException(typeof(TAggregate), recorded, ex);
+            }
         }
 
-        // The snapshot counts only while the event at its version is visible: one taken before the stream was soft-deleted
-        // covers events that no longer count, and one ahead of the stream (snapshots kept apart from, or restored later
-        // than, the events) claims events it does not hold, which would leave the aggregate at a version every save
-        // conflicts with. Only that event's version is needed: read past the upcasters, which would migrate an event the
-        // snapshot holds, and fail the load if that event no longer migrates.
-        var raw = _store;
-        while (raw is UpcastingEventStore upcasting)
-        {
-            raw = upcasting.Inner;
-        }
+        return atSnapshot ? null : aggregate;
+    }
 
-        long atOrAfter = 0;
-        await foreach (var first in raw.ReadStreamAsync(stream, ReadDirection.Forward, snapshot.Version, 1, cancellationToken).ConfigureAwait(false))
-        {
-            atOrAfter = first.Version;
-        }
-
-        if (atOrAfter != snapshot.Version)
-        {
-            return (aggregate, 0);
-        }
-
+    // A snapshot only spares replaying its events: one that no longer reads (its state type changed shape under the same name
+    // and schema version) must not keep the aggregate from loading. RestoreSnapshot may have run halfway, so the replay then
+    // starts on a new instance.
+    private bool TryRestore(TAggregate aggregate, string stream, Snapshot snapshot)
+    {
         try
         {
-            aggregate.ApplySnapshot(_serializer.Deserialize(snapshot.State, _snapshotType), snapshot.Version);
-            return (aggregate, snapshot.Version);
+            aggregate.ApplySnapshot(_serializer.Deserialize(snapshot.State, _snapshotType!), snapshot.Version);
+            return true;
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            // A snapshot only spares replaying its events: one that no longer reads (its state type changed shape under the
-            // same name and schema version) must not keep the aggregate from loading. RestoreSnapshot may have run halfway,
-            // so the replay starts on a new instance.
             Log.SnapshotRestoreFailed(_logger, ex, stream, snapshot.Version);
-            return (new TAggregate { Id = id }, 0);
+            return false;
         }
     }
 

@@ -24,6 +24,23 @@ internal sealed class UpcastingEventStore : IEventStore
     /// <summary>The wrapped store.</summary>
     public IEventStore Inner { get; }
 
+    /// <summary>The store under every upcasting layer of <paramref name="store"/> (itself when it has none).</summary>
+    public static IEventStore Unwrap(IEventStore store)
+    {
+        while (store is UpcastingEventStore upcasting)
+        {
+            store = upcasting.Inner;
+        }
+
+        return store;
+    }
+
+    /// <summary>
+    /// An event read from the store under every upcasting layer (<see cref="Unwrap"/>), migrated through each layer, the
+    /// innermost first, as this store's own reads migrate it.
+    /// </summary>
+    public RecordedEvent Upcast(RecordedEvent stored) => _upcasters.Upcast(Inner is UpcastingEventStore inner ? inner.Upcast(stored) : stored);
+
     /// <inheritdoc />
     public ValueTask<AppendResult> AppendAsync(string stream, ExpectedVersion expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken = default) =>
         Inner.AppendAsync(stream, expectedVersion, events, cancellationToken);

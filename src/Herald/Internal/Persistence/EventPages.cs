@@ -17,22 +17,32 @@ public static class EventPages
     public const int MaxPageBytes = 4 * 1024 * 1024;
 
     /// <summary>
-    /// Adds an event a page query read; true once the page's bodies (summed in <paramref name="bytes"/>) reached
-    /// <see cref="MaxPageBytes"/>, when the store stops reading rows. A page so cut is shorter than its limit but does not end
-    /// the read: the next page starts after its last event. A page always holds its first event, however large.
+    /// Adds an event a page query read; true once the bodies of the page's events after its first (summed in
+    /// <paramref name="bytes"/>) reached <see cref="MaxPageBytes"/>, when the store stops reading rows. A page so cut is shorter
+    /// than its limit but does not end the read. A page always holds its first event, however large, and the events after it
+    /// up to the budget: a stream page's first event is the last one of the page before, read again (see
+    /// <see cref="ReadStreamAsync"/>), so every page but a read's last brings at least one new event.
     /// </summary>
     public static bool AddToPage(List<RecordedEvent> page, RecordedEvent recorded, ref long bytes)
     {
         ArgumentNullException.ThrowIfNull(page);
         ArgumentNullException.ThrowIfNull(recorded);
+        if (page.Count > 0)
+        {
+            bytes += recorded.Envelope.Body.Length;
+        }
+
         page.Add(recorded);
-        bytes += recorded.Envelope.Body.Length;
         return bytes >= MaxPageBytes;
     }
 
     /// <summary>
     /// Reads a stream in pages of at most <paramref name="pageSize"/> events, checking the arguments when enumeration starts.
     /// <paramref name="readPage"/> gets whether the read is forward, the version to start at (inclusive) and the page's limit.
+    /// Each page after the first starts at the last event of the page before, read again: a page that does not start with
+    /// that same event (the stream was deleted between the two queries, and perhaps started again) ends the read with a
+    /// <see cref="StreamDeletedDuringReadException"/>, so a read never joins a deleted stream's events to a restarted one's,
+    /// nor ends early as though the stream were shorter.
     /// </summary>
     public static IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
         string stream,
@@ -51,7 +61,8 @@ public static class EventPages
             maxCount,
             pageSize,
             (version, limit, token) => readPage(forward, version, limit, token),
-            last => forward ? last.Version + 1 : last.Version - 1,
+            last => forward || last.Version > 1 ? last.Version : 0,
+            stream,
             cancellationToken);
     }
 
@@ -67,12 +78,16 @@ public static class EventPages
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(readPage);
-        return ReadPagesAsync(() => ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount), fromPositionExclusive, maxCount, pageSize, readPage, last => last.Position, cancellationToken);
+        return ReadPagesAsync(() => ReadValidation.ValidateAllRead(fromPositionExclusive, maxCount), fromPositionExclusive, maxCount, pageSize, readPage, last => last.Position, anchoredStream: null, cancellationToken);
     }
 
     // The arguments are checked on the first MoveNextAsync, as a store's own iterator would. Both reads stop after maxCount
     // events, at a page that ends the read (EndsRead), or when the cursor falls below 1 (a backward stream read that passed
     // version 1; positions never do). After a page cut at the byte budget the next asks for fewer events (NextPageLimit).
+    // A stream read (anchoredStream set) starts each page after the first at the last event read (the cursor is that
+    // event's version; 0 after version 1 backward) and asks for one event more: the page must start with that event, which
+    // it skips. A page of only that event ends the read (EndsRead: it is shorter than its limit, and its first event's body
+    // never counts toward the byte budget).
     private static async IAsyncEnumerable<RecordedEvent> ReadPagesAsync(
         Action validate,
         long cursor,
@@ -80,21 +95,29 @@ public static class EventPages
         int pageSize,
         Func<long, int, CancellationToken, ValueTask<IReadOnlyList<RecordedEvent>>> readPage,
         Func<RecordedEvent, long> nextCursor,
+        string? anchoredStream,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         validate();
         var remaining = maxCount;
         var pageLimit = pageSize;
+        RecordedEvent? anchor = null;
         while (remaining > 0)
         {
-            var limit = Math.Min(remaining, pageLimit);
+            var skip = anchor is null ? 0 : 1;
+            var limit = (int)Math.Min((long)Math.Min(remaining, pageLimit) + skip, int.MaxValue);
             var page = await readPage(cursor, limit, cancellationToken).ConfigureAwait(false);
-            foreach (var recorded in page)
+            if (anchor is not null && (page.Count == 0 || page[0].Version != anchor.Version || page[0].Envelope.MessageId != anchor.Envelope.MessageId))
             {
-                yield return recorded;
+                throw new StreamDeletedDuringReadException(anchoredStream!, anchor.Version);
             }
 
-            remaining -= page.Count;
+            for (var i = skip; i < page.Count; i++)
+            {
+                yield return page[i];
+            }
+
+            remaining -= page.Count - skip;
             if (EndsRead(page, limit))
             {
                 yield break;
@@ -106,6 +129,8 @@ public static class EventPages
             {
                 yield break;
             }
+
+            anchor = anchoredStream is null ? null : page[^1];
         }
     }
 
@@ -134,12 +159,12 @@ public static class EventPages
         return Math.Clamp(next, 1, pageSize);
     }
 
-    // Whether the store stopped the page at the byte budget (see AddToPage), rather than at the end of what there is to
-    // read.
+    // Whether the store stopped the page at the byte budget (see AddToPage: the first event's body does not count), rather
+    // than at the end of what there is to read.
     private static bool CutByBytes(IReadOnlyList<RecordedEvent> page)
     {
         var bytes = 0L;
-        for (var i = 0; i < page.Count; i++)
+        for (var i = 1; i < page.Count; i++)
         {
             bytes += page[i].Envelope.Body.Length;
         }
