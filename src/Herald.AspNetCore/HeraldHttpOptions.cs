@@ -11,6 +11,7 @@ public sealed class HeraldHttpOptions
     {
         [typeof(ConcurrencyException)] = new(StatusCodes.Status409Conflict, "Conflict", ExposeMessage: false),
         [typeof(SagaConcurrencyException)] = new(StatusCodes.Status409Conflict, "Conflict", ExposeMessage: false),
+        [typeof(StreamDeletedDuringReadException)] = new(StatusCodes.Status409Conflict, "Conflict", ExposeMessage: false),
     };
 
     /// <summary>

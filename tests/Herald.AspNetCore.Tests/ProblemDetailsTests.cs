@@ -24,6 +24,7 @@ public sealed class ProblemDetailsTests
             app.MapPost("/carts", (Cart cart) => Results.Ok(cart.Lines.Length));
             app.MapPost("/conflict", () => { throw new ConcurrencyException("order-secret-7", ExpectedVersion.NoStream, 3); });
             app.MapPost("/saga-conflict", () => { throw new SagaConcurrencyException("fulfilment", "7", 2, 3); });
+            app.MapPost("/deleted-during-read", () => { throw new StreamDeletedDuringReadException("order-secret-8", 7); });
             app.MapPost("/many-errors", () =>
             {
                 throw new ValidationException(typeof(PlaceOrder), [.. Enumerable.Range(0, 5000).Select(i => new ValidationError($"Lines[{i}]", "is required"))]);
@@ -95,6 +96,19 @@ public sealed class ProblemDetailsTests
         var text = await response.Content.ReadAsStringAsync();
         Assert.Equal(409, JsonDocument.Parse(text).RootElement.GetProperty("status").GetInt32());
         Assert.DoesNotContain("order-secret-7", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AStreamDeletedDuringItsRead_Answers409_WithoutTheStreamsDetails()
+    {
+        await using var app = await StartAsync();
+
+        var response = await app.Client.PostAsync("/deleted-during-read", null);
+
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.Equal(409, JsonDocument.Parse(text).RootElement.GetProperty("status").GetInt32());
+        Assert.DoesNotContain("order-secret-8", text, StringComparison.Ordinal);
     }
 
     [Fact]
