@@ -20,6 +20,9 @@ internal static partial class Log
     [LoggerMessage(4012, LogLevel.Warning, "Could not notify channel '{Channel}' after a commit; readers elsewhere wake on the next notification or their fallback re-check")]
     public static partial void NotifyFailed(ILogger logger, Exception exception, string channel);
 
+    [LoggerMessage(4013, LogLevel.Warning, "This store's own appends up to position {Own} are still not readable in $all after {Timeout}: a transaction open elsewhere in the database (an old 'idle in transaction' session in pg_stat_activity) holds the readable head back; the read returns what is readable, up to position {Readable}. To wait for your own appends, wait for the position AppendAsync returned")]
+    public static partial void OwnAppendsHeldBack(ILogger logger, long own, TimeSpan timeout, long readable);
+
     [LoggerMessage(4020, LogLevel.Warning, "A grouped commit of {Count} {Kind} failed ({SqlState}); running them one by one")]
     public static partial void GroupFailed(ILogger logger, Exception exception, int count, string kind, string sqlState);
 

@@ -82,7 +82,7 @@ internal sealed partial class PostgresEventStore
 
                 // The readable end. If this store's own committed appends lie beyond it (an older transaction elsewhere holds
                 // them back), wait a little for them, so a caller reads what it just wrote.
-                if (own <= position || own < bound || !await WaitForOwnAppendsAsync(deadline ??= WakeClock.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
+                if (own <= position || own < bound || !await WaitForOwnAppendsAsync(deadline ??= WakeClock.GetUtcNow() + _options.ReadOwnAppendsTimeout, own, position, cancellationToken).ConfigureAwait(false))
                 {
                     yield break;
                 }
@@ -107,7 +107,7 @@ internal sealed partial class PostgresEventStore
         while (true)
         {
             var head = await ReadHeadAsync(runtime, cancellationToken).ConfigureAwait(false);
-            if (own < head.Bound || !await WaitForOwnAppendsAsync(deadline ??= WakeClock.GetUtcNow() + _options.ReadOwnAppendsTimeout, cancellationToken).ConfigureAwait(false))
+            if (own < head.Bound || !await WaitForOwnAppendsAsync(deadline ??= WakeClock.GetUtcNow() + _options.ReadOwnAppendsTimeout, own, head.Last, cancellationToken).ConfigureAwait(false))
             {
                 return head.Last;
             }
@@ -137,12 +137,18 @@ internal sealed partial class PostgresEventStore
         }
     }
 
-    // One wait step for the horizon to pass this store's own appends: false when the deadline has passed.
-    private async ValueTask<bool> WaitForOwnAppendsAsync(DateTimeOffset deadline, CancellationToken cancellationToken)
+    // One wait step for the horizon to pass this store's own appends (up to own; readable is what the caller can read now):
+    // false when the deadline has passed, which is logged, since the caller then returns less than this store appended.
+    private async ValueTask<bool> WaitForOwnAppendsAsync(DateTimeOffset deadline, long own, long readable, CancellationToken cancellationToken)
     {
         var left = deadline - WakeClock.GetUtcNow();
         if (left <= TimeSpan.Zero)
         {
+            if (_options.ReadOwnAppendsTimeout > TimeSpan.Zero)
+            {
+                Log.OwnAppendsHeldBack(_logger, own, _options.ReadOwnAppendsTimeout, readable);
+            }
+
             return false;
         }
 

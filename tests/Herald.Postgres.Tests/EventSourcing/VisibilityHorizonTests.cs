@@ -141,6 +141,32 @@ public sealed class VisibilityHorizonTests(PostgresSchemaFixture fixture) : ICla
         Assert.True(await last.WaitAsync(Timeout) >= mine.LastPosition);
     }
 
+    [Fact]
+    public async Task AReadWhoseWaitForItsOwnAppendsRunsOut_ReturnsWhatIsReadable_AndSaysSoInAWarning()
+    {
+        // Returning less than the store itself appended is documented, but silent it looks like lost events: the warning names
+        // the positions and the cause.
+        var log = new TestOutputLogger(LogLevel.Warning);
+        using var logging = LoggerFactory.Create(b => b.AddProvider(log));
+        await using var store = await PostgresEventStore.CreateAsync(fixture.DataSource, new PostgresStoreOptions
+        {
+            Schema = fixture.Schema,
+            HorizonRecheckInterval = TimeSpan.FromMilliseconds(20),
+            ReadOwnAppendsTimeout = TimeSpan.FromMilliseconds(200),
+            LoggerFactory = logging,
+        });
+        await using var foreign = await BeginForeignWriteAsync();
+        var mine = await store.AppendAsync(TestEvents.NewStream(), ExpectedVersion.NoStream, TestEvents.Many(1));
+        var warned = log.WhenLoggedAsync($"appends up to position {mine.LastPosition} are still not readable");
+
+        var head = await store.GetLastPositionAsync().AsTask().WaitAsync(Timeout);
+
+        Assert.True(head < mine.LastPosition, $"the head {head} passed an append held back by an open transaction");
+        await warned.WaitAsync(Timeout);
+        Assert.Contains($"up to position {head}.", log.ToString(), StringComparison.Ordinal);
+        Assert.Contains("idle in transaction", log.ToString(), StringComparison.Ordinal);
+    }
+
     // An unrelated unit of work that wrote and stays open: it holds the horizon back, and ends without a notification.
     private async Task<ForeignWrite> BeginForeignWriteAsync()
     {
