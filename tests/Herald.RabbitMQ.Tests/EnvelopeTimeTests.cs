@@ -33,6 +33,31 @@ public sealed class EnvelopeTimeTests
         Assert.Equal(new DateTimeOffset(time.UtcDateTime.Ticks - (time.UtcDateTime.Ticks % TimeSpan.TicksPerMillisecond), TimeSpan.Zero), read);
     }
 
+    [Fact]
+    public void FormatTime_InTheSameMillisecond_SharesOneText_AndANewMillisecondWritesItsOwn()
+    {
+        var time = new DateTimeOffset(2026, 12, 7, 23, 40, 1, 234, TimeSpan.Zero);
+
+        // The text is kept for the whole process: a test running beside this one may write another time between two
+        // calls here, so sharing is asserted on a pair that nothing came between (it takes a few tries at most).
+        byte[] first, sameMillisecond;
+        var attempts = 0;
+        do
+        {
+            first = AmqpEnvelopeCodec.FormatTime(time.AddTicks(1234));
+            sameMillisecond = AmqpEnvelopeCodec.FormatTime(time.AddTicks(9999).ToOffset(TimeSpan.FromHours(2)));
+        }
+        while (!ReferenceEquals(first, sameMillisecond) && ++attempts < 1000);
+
+        var next = AmqpEnvelopeCodec.FormatTime(time.AddMilliseconds(1));
+        var back = AmqpEnvelopeCodec.FormatTime(time);
+
+        Assert.Same(first, sameMillisecond);
+        Assert.Equal("2026-12-07T23:40:01.234Z", Encoding.UTF8.GetString(first));
+        Assert.Equal("2026-12-07T23:40:01.235Z", Encoding.UTF8.GetString(next));
+        Assert.Equal("2026-12-07T23:40:01.234Z", Encoding.UTF8.GetString(back));
+    }
+
     [Theory]
     [InlineData("2024-02-30T00:00:00.000Z")]
     [InlineData("2024-13-01T00:00:00.000Z")]
