@@ -66,7 +66,10 @@ public sealed class MemberModelTests(ITestOutputHelper output)
     private sealed class ModelRun(int seed, string schema) : IAsyncDisposable
     {
         private readonly Random _rng = new(seed);
+        // Changed only by the operations, which run one at a time; the ownership sampler runs beside them and takes its copy
+        // under this lock (a List copied while another thread adds to it can hand out a null slot).
         private readonly List<Member> _members = [];
+        private readonly Lock _membersGate = new();
         private readonly ConcurrentQueue<string> _overlaps = new();
         private int _nextId;
 
@@ -200,7 +203,11 @@ public sealed class MemberModelTests(ITestOutputHelper output)
                 PartitionBalanceInterval = TimeSpan.FromMilliseconds(200),
                 AllowedOutOfOrderness = TimeSpan.FromTicks(Settings.OutOfOrder),
             });
-            _members.Add(member);
+            lock (_membersGate)
+            {
+                _members.Add(member);
+            }
+
             await member.Processor.StartAsync().WaitAsync(TimeSpan.FromSeconds(30));
             Write($"start m{id} (owns {Owned(member)})");
             return member;
@@ -208,7 +215,11 @@ public sealed class MemberModelTests(ITestOutputHelper output)
 
         private async Task StopMemberAsync(Member member)
         {
-            _members.Remove(member);
+            lock (_membersGate)
+            {
+                _members.Remove(member);
+            }
+
             var owned = Owned(member);
             try
             {
@@ -242,7 +253,13 @@ public sealed class MemberModelTests(ITestOutputHelper output)
             do
             {
                 var holders = new Dictionary<int, int>();
-                foreach (var member in _members.ToArray())
+                Member[] members;
+                lock (_membersGate)
+                {
+                    members = [.. _members];
+                }
+
+                foreach (var member in members)
                 {
                     if (member.Killed || member.Processor is null)
                     {
