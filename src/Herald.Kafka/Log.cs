@@ -85,4 +85,10 @@ internal static partial class Log
 
     [LoggerMessage(6032, LogLevel.Warning, "Reading the committed offsets of '{Queue}' for the partitions it was given failed ({Code}: {Reason}); the client still starts them from the group's offsets, but their lag gauge counts from the log start until this consumer commits them")]
     public static partial void ReadCommittedFailed(ILogger logger, string queue, ErrorCode code, string reason);
+
+    [LoggerMessage(6033, LogLevel.Warning, "The handlers of '{Queue}' partition {Partition} did not finish within the revocation timeout ({Timeout}): {Unfinished} record(s) taken from it are abandoned, and its next owner reads it again from {From}, handling again whatever after that offset was handled here")]
+    public static partial void RevocationTimedOut(ILogger logger, string queue, string partition, TimeSpan timeout, int unfinished, string from);
+
+    [LoggerMessage(6034, LogLevel.Information, "Stopping '{Queue}' leaves {Held} record(s) of partition {Partition} to its next owner (not started when the stop began, not settled, or abandoned): it reads the partition again from {From}, handling again whatever after that offset was handled here")]
+    public static partial void StopLeftRecords(ILogger logger, string queue, string partition, long held, string from);
 }

@@ -146,6 +146,8 @@ public sealed class ConsumerGroupTests : KafkaTestBase
     public async Task Rebalance_WhenARunningHandlerOutlivesTheRevocationTimeout_ItIsAbandoned_AndTheNewOwnerHandlesItsMessage()
     {
         var queue = Name("abandon");
+        var log = new RecordingLoggerFactory(LoggerFactory!);
+        LoggerFactory = log;
         var first = await CreateTransportAsync(o => o.RevocationTimeout = TimeSpan.FromMilliseconds(300));
         var second = await CreateTransportAsync();
         // A key on a partition the first member gives up when the second joins (partition 2 of 4, placed by murmur2).
@@ -182,6 +184,61 @@ public sealed class ConsumerGroupTests : KafkaTestBase
         await Eventually.UntilAsync(() => acked.ContainsKey(stuck.MessageId), "the abandoned message is handled by the new owner", Deadline);
         await Eventually.UntilAsync(() => Uncommitted(queue, queue) == 0, "its offset is committed once", Deadline);
         Assert.Equal(1, acked[stuck.MessageId]);
+
+        // Said, naming the partition and where its next owner reads it from: the stuck record's offset, the first of the log.
+        var timedOut = Assert.Single(log.Entries, e => e.Id == 6033 && e.Message.Contains(queue, StringComparison.Ordinal)).Message;
+        Assert.Contains("(00:00:00.3000000)", timedOut, StringComparison.Ordinal);
+        Assert.Contains("1 record(s) taken from it are abandoned", timedOut, StringComparison.Ordinal);
+        Assert.Contains("reads it again from offset 0,", timedOut, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A stop leaves to the partition's next owner the records taken and not started when it began: the commit stops at the
+    /// first of them, so whatever after it was handled here is handled again there. The stop says so (6034), naming the
+    /// partition and the offset the next owner reads from, so an operator can tell a repeat from a bug.
+    /// </summary>
+    [Fact]
+    public async Task Stop_WithARecordTakenButNotStarted_LeavesItToTheNextOwner_AndSaysFromWhichOffset()
+    {
+        var queue = Name("stop-left");
+        var log = new RecordingLoggerFactory(LoggerFactory!);
+        LoggerFactory = log;
+        var transport = await CreateTransportAsync();
+        MockCluster.CreateTopic(queue, 1);
+        var first = NewEnvelope("same-key");
+        var second = NewEnvelope("same-key");
+        await transport.SendAsync(queue, first);
+        await transport.SendAsync(queue, second);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handled = new ConcurrentQueue<Guid>();
+        var consumer = (KafkaConsumer)await transport.ConsumeAsync(queue, new ConsumerOptions { MaxConcurrency = 1, Prefetch = 2 }, async (delivery, _) =>
+        {
+            handled.Enqueue(delivery.Envelope.MessageId);
+            started.TrySetResult();
+            await release.Task;
+        });
+        try
+        {
+            await started.Task.WaitAsync(Deadline);
+
+            // Both taken (every prefetch slot busy, so the poll loop paused): the second waits in the lane behind the first.
+            await Eventually.UntilAsync(() => consumer.Paused, "both records taken", Deadline);
+            var stopping = consumer.StopAsync();
+            release.TrySetResult();
+            await stopping.WaitAsync(Deadline);
+
+            Assert.Equal([first.MessageId], handled);
+            Assert.Equal(1, Uncommitted(queue, queue));
+            var left = Assert.Single(log.Entries, e => e.Id == 6034 && e.Message.Contains(queue, StringComparison.Ordinal)).Message;
+            Assert.Contains("leaves 1 record(s) of partition", left, StringComparison.Ordinal);
+            Assert.Contains("reads the partition again from offset 1,", left, StringComparison.Ordinal);
+        }
+        finally
+        {
+            release.TrySetResult();
+            await consumer.DisposeAsync();
+        }
     }
 
     /// <summary>

@@ -90,11 +90,22 @@ public abstract class KafkaTestBase : IAsyncLifetime
 
     public Task InitializeAsync() => Task.CompletedTask;
 
+    /// <summary>
+    /// Disposes what the test owns, each within a minute: a dispose that never returns (a client's close that hangs) fails
+    /// the test naming what hung, instead of holding the whole test run until its hang timeout.
+    /// </summary>
     public virtual async Task DisposeAsync()
     {
         for (var i = _owned.Count - 1; i >= 0; i--)
         {
-            await _owned[i].DisposeAsync();
+            try
+            {
+                await _owned[i].DisposeAsync().AsTask().WaitAsync(TimeSpan.FromMinutes(1));
+            }
+            catch (TimeoutException e)
+            {
+                throw new TimeoutException($"Disposing the test's {_owned[i].GetType().Name} (#{i}) did not return within a minute.", e);
+            }
         }
     }
 }

@@ -37,6 +37,7 @@ public sealed class PartitionProgressTests
         progress.Finish(second, settled: true);
 
         Assert.Null(progress.ToCommit());
+        Assert.Equal(2, progress.Held);
     }
 
     [Fact]
@@ -68,6 +69,8 @@ public sealed class PartitionProgressTests
 
         var offset = await revoking.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal(2, offset!.Offset.Value);
+        Assert.Equal(0, progress.UnfinishedAtTimeout);
+        Assert.Equal(0, progress.Held);
     }
 
     [Fact]
@@ -90,11 +93,15 @@ public sealed class PartitionProgressTests
     {
         using var progress = new PartitionProgress(Partition, CancellationToken.None);
         var running = progress.Take(0);
+        var waiting = progress.Take(1);
         var handler = Task.Run(async () =>
         {
             // A handler that only stops when cancelled, and then leaves its message unsettled.
             await Task.Delay(Timeout.Infinite, progress.Abandoned).ContinueWith(_ => { }, TaskScheduler.Default);
             progress.Finish(running, settled: false);
+
+            // Behind it in its lane: the worker finds the partition abandoned and does not start it.
+            progress.Finish(waiting, settled: false);
         });
 
         var offset = progress.Revoke(TimeSpan.FromMilliseconds(50), commit: true);
@@ -102,7 +109,9 @@ public sealed class PartitionProgressTests
         Assert.Null(offset);
         Assert.True(progress.Abandoned.IsCancellationRequested);
         Assert.False(progress.CanStart, "nothing starts on an abandoned partition");
+        Assert.Equal(2, progress.UnfinishedAtTimeout);
         await handler.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(2, progress.Held);
     }
 
     [Fact]

@@ -390,7 +390,15 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
         }
 
         _finalCommit = true;
-        Commit(_partitions.Values.Select(p => p.ToCommit()));
+        var final = _partitions.Values.Select(p => (Progress: p, Offset: p.ToCommit())).ToList();
+        foreach (var (progress, offset) in final.Where(f => f.Progress.Held > 0))
+        {
+            // Not started (the stop began), given up unsettled, or abandoned with their handlers: the next owner reads the
+            // partition again from the first of them, and so handles again what settled after it here.
+            Log.StopLeftRecords(_logger, Queue, progress.Partition.ToString(), progress.Held, ReadFrom(progress, offset));
+        }
+
+        Commit(final.Select(f => f.Offset));
         _consumer.Close();
     }
 
@@ -851,7 +859,15 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
             if (_partitions.TryRemove(partition, out var progress))
             {
                 var left = _options.RevocationTimeout - _transport.TimeProvider.GetElapsedTime(deadline);
-                offsets.Add(progress.Revoke(left > TimeSpan.Zero ? left : TimeSpan.Zero, commit: !lost));
+                var offset = progress.Revoke(left > TimeSpan.Zero ? left : TimeSpan.Zero, commit: !lost);
+                offsets.Add(offset);
+                if (progress.UnfinishedAtTimeout > 0)
+                {
+                    // Its next owner reads it from the first record not settled here: some after it (other keys, other
+                    // lanes) may have been handled here already, and are handled again there.
+                    Log.RevocationTimedOut(_logger, Queue, partition.ToString(), _options.RevocationTimeout, progress.UnfinishedAtTimeout, ReadFrom(progress, offset));
+                }
+
                 _retired.Add(progress);
                 given.Add(progress.Broker);
             }
@@ -865,6 +881,13 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
         {
             Commit(offsets, revoking: true);
         }
+    }
+
+    /// <summary>Where a partition given up is read from next, for the log: the offset committed for it now or before.</summary>
+    private static string ReadFrom(PartitionProgress progress, TopicPartitionOffset? committing)
+    {
+        var offset = committing?.Offset.Value ?? progress.Committed;
+        return offset >= 0 ? "offset " + offset.ToString(CultureInfo.InvariantCulture) : "the group's committed offset (none committed by this member)";
     }
 
     /// <param name="candidates">The offsets to commit (null: nothing for that partition).</param>

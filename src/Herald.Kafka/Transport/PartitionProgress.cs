@@ -63,6 +63,27 @@ internal sealed class PartitionProgress : IDisposable
     /// </summary>
     public long? StartOffset { get; set; }
 
+    /// <summary>
+    /// How many messages taken from the partition were still unfinished when its revocation's wait ran out and abandoned
+    /// them (0: the revocation did not time out, or the partition was lost or abandoned by the stop instead).
+    /// </summary>
+    public int UnfinishedAtTimeout { get; private set; }
+
+    /// <summary>
+    /// How many messages taken from the partition the commit cannot pass yet: the oldest not settled (running, or given up
+    /// unsettled) and every one taken after it, settled or not.
+    /// </summary>
+    public long Held
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _tail - _head;
+            }
+        }
+    }
+
     /// <summary>The last offset committed for this assignment (Unset: none yet).</summary>
     public long Committed { get; private set; } = Offset.Unset.Value;
 
@@ -193,6 +214,14 @@ internal sealed class PartitionProgress : IDisposable
             // Abandoned by the stop meanwhile (not by the timeout): nothing it settles from now on counts, and the stop
             // returns once its grace is over, so the poll thread must not sit here (up to the whole timeout) for them.
             var stopping = IsAbandoned;
+            if (commit && !stopping)
+            {
+                lock (_gate)
+                {
+                    UnfinishedAtTimeout = _outstanding;
+                }
+            }
+
             _abandon.Cancel();
             if (!stopping)
             {
