@@ -478,6 +478,15 @@ public abstract partial class LeasedQueueConformance
                     case "throw":
                         throw new InvalidOperationException($"m{message.Sequence} fails, as its seed says");
                     case "retry":
+                        // No longer this handler's once the nack asks for it: the release may be claimed again (the clock
+                        // advanced past its delay) before the nack call returns here (CI: "another handler runs it at the
+                        // same time" on the retry after 200 ms).
+                        lock (_gate)
+                        {
+                            message.Active--;
+                        }
+
+                        outcome = "retry-released";
                         await delivery.NackAsync(delay, CancellationToken.None);
                         lock (_gate)
                         {
@@ -509,7 +518,7 @@ public abstract partial class LeasedQueueConformance
             }
             finally
             {
-                if (outcome != "crashed")
+                if (outcome is not ("crashed" or "retry-released"))
                 {
                     lock (_gate)
                     {
