@@ -91,4 +91,7 @@ internal static partial class Log
 
     [LoggerMessage(6034, LogLevel.Information, "Stopping '{Queue}' leaves {Held} record(s) of partition {Partition} to its next owner (not started when the stop began, not settled, or abandoned): it reads the partition again from {From}, handling again whatever after that offset was handled here")]
     public static partial void StopLeftRecords(ILogger logger, string queue, string partition, long held, string from);
+
+    [LoggerMessage(6035, LogLevel.Warning, "The Kafka client of '{Queue}' did not leave its group and close within CloseTimeout ({Timeout}) of the stop: the stop returns and leaves it closing; should it never close, the group hands its partitions on after the session timeout, and their next owner handles again what was not committed")]
+    public static partial void ClientLeftClosing(ILogger logger, string queue, TimeSpan timeout);
 }

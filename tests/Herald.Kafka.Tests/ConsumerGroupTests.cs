@@ -21,6 +21,7 @@ public sealed class ConsumerGroupTests : KafkaTestBase
     [InlineData(nameof(KafkaTransportOptions.CommitInterval))]
     [InlineData(nameof(KafkaTransportOptions.RevocationTimeout))]
     [InlineData(nameof(KafkaTransportOptions.AssignmentTimeout))]
+    [InlineData(nameof(KafkaTransportOptions.CloseTimeout))]
     public void ATimeSettingTooLongToWaitOn_FailsTheValidationNamingIt(string setting)
     {
         var options = new KafkaTransportOptions { BootstrapServers = "127.0.0.1:9092" };
@@ -190,6 +191,56 @@ public sealed class ConsumerGroupTests : KafkaTestBase
         Assert.Contains("(00:00:00.3000000)", timedOut, StringComparison.Ordinal);
         Assert.Contains("1 record(s) taken from it are abandoned", timedOut, StringComparison.Ordinal);
         Assert.Contains("reads it again from offset 0,", timedOut, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A Kafka client whose close never returns (librdkafka hangs in a close that an assignment reaches, issue #4884) must not
+    /// hold a dispose, nor the application's stop, for good: past CloseTimeout the dispose returns, says so (6035), and leaves
+    /// the client closing; when the close ends after all, the poll thread finishes cleanly (its state was not disposed under it).
+    /// The hang is made by holding the revocation that leaving the group brings, on the poll thread, as the close would be held.
+    /// </summary>
+    [Fact]
+    public async Task Dispose_WhoseClientDoesNotLeaveTheGroup_ReturnsAfterTheCloseTimeout_AndSaysSo()
+    {
+        var queue = Name("close-hang");
+        var log = new RecordingLoggerFactory(LoggerFactory!);
+        LoggerFactory = log;
+        var transport = await CreateTransportAsync(o => o.CloseTimeout = TimeSpan.FromSeconds(1));
+        var handled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = (KafkaConsumer)await transport.ConsumeAsync(queue, ConsumerOptions.Default, (_, _) =>
+        {
+            handled.TrySetResult();
+            return ValueTask.CompletedTask;
+        });
+        await transport.SendAsync(queue, NewEnvelope());
+        await handled.Task.WaitAsync(Deadline);
+
+        var leaving = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var close = new ManualResetEventSlim(false);
+        consumer.Revoking += _ =>
+        {
+            leaving.TrySetResult();
+            close.Wait(Deadline * 2);
+        };
+        try
+        {
+            var disposing = consumer.DisposeAsync().AsTask();
+            await leaving.Task.WaitAsync(Deadline);
+            await disposing.WaitAsync(Deadline);
+
+            var said = Assert.Single(log.Entries, e => e.Id == 6035).Message;
+            Assert.Contains(queue, said, StringComparison.Ordinal);
+            Assert.Contains("(00:00:01)", said, StringComparison.Ordinal);
+            Assert.DoesNotContain(log.Entries, e => e.Id == 1612); // no handler was running: none is said to be abandoned
+        }
+        finally
+        {
+            close.Set();
+        }
+
+        // The close ends after all: the poll thread finishes without failing.
+        await consumer.Completion.WaitAsync(Deadline);
+        Assert.DoesNotContain(log.Entries, e => e.Id == 6015);
     }
 
     /// <summary>

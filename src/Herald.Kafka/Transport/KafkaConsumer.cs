@@ -187,8 +187,19 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
             // and their offsets are never committed. The poll loop stops waiting for them, commits the settled run before
             // them and leaves the group, whose next member reads their records again.
             _abandoned = true;
-            Herald.Internal.AdapterLog.HandlersAbandoned(_logger, Queue, Volatile.Read(ref _inFlight));
-            await _poll.ConfigureAwait(false);
+            if (Volatile.Read(ref _inFlight) is > 0 and var running)
+            {
+                Herald.Internal.AdapterLog.HandlersAbandoned(_logger, Queue, running);
+            }
+
+            // The client leaves the group and closes on the poll thread. A close that never returns (a librdkafka hang) must
+            // not hold the application's stop: past CloseTimeout the client is left closing, and the group hands the
+            // partitions on after its session timeout.
+            await _poll.WaitAsync(_options.CloseTimeout, _transport.TimeProvider, CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            if (!_poll.IsCompleted)
+            {
+                Log.ClientLeftClosing(_logger, Queue, _options.CloseTimeout);
+            }
         }
 
         KafkaLag.Unregister(this);
@@ -203,6 +214,20 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
         }
 
         await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+
+        // A poll thread left closing its client still uses these: they go once it ends.
+        if (_poll.IsCompleted)
+        {
+            DisposeResources();
+        }
+        else
+        {
+            _ = _poll.ContinueWith(static (_, state) => ((KafkaConsumer)state!).DisposeResources(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    private void DisposeResources()
+    {
         foreach (var progress in _retired.Concat(_partitions.Values))
         {
             progress.Dispose();
@@ -399,7 +424,7 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
         }
 
         Commit(final.Select(f => f.Offset));
-        _consumer.Close();
+        KafkaTransport.LeaveGroup(_consumer, _logger, Queue);
     }
 
     /// <summary>

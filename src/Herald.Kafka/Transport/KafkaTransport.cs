@@ -292,6 +292,26 @@ internal sealed partial class KafkaTransport : BrokerTransport<KafkaConsumer>, I
         return still.Count == 0 ? null : still;
     }
 
+    /// <summary>
+    /// Takes a group member out of its group and closes it: unsubscribes, polls (handing nothing on, committing nothing) until
+    /// the client gave its partitions up, for at most about ten seconds, then closes. librdkafka's close never returns when
+    /// an assignment reaches it while it closes (its rebalance callback's assign waits for good: confluentinc/librdkafka#4884,
+    /// open; a member leaving while the group hands partitions around, as KIP-848 groups do incrementally). After the
+    /// unsubscribe no assignment comes, so the close only leaves a group in which the member holds nothing. The revocation
+    /// the unsubscribe brings is served by these polls, as a rebalance's is.
+    /// </summary>
+    internal static void LeaveGroup(IConsumer<byte[]?, byte[]> consumer, ILogger logger, string owner)
+    {
+        consumer.Unsubscribe();
+        for (var polls = 0; polls < 100 && consumer.Assignment.Count > 0; polls++)
+        {
+            // A record fetched before the unsubscribe is dropped: it is not committed, so the partition's next owner reads it.
+            _ = Poll(consumer, TimeSpan.FromMilliseconds(100), logger, owner);
+        }
+
+        consumer.Close();
+    }
+
     /// <summary>One poll of a Herald consumer: the next record, or null (none yet, end of a partition, or an error, logged).</summary>
     internal static ConsumeResult<byte[]?, byte[]>? Poll(IConsumer<byte[]?, byte[]> consumer, TimeSpan timeout, ILogger logger, string owner)
     {

@@ -48,6 +48,13 @@ public sealed class KafkaTransportOptions
     /// <summary>How long <c>ConsumeAsync</c> waits for the group to give the new consumer its partitions before it returns all the same.</summary>
     public TimeSpan AssignmentTimeout { get; set; } = TimeSpan.FromSeconds(15);
 
+    /// <summary>
+    /// How long a consumer's stop, once its token fired (and a dispose), waits for the client to leave the group and close.
+    /// Past it the stop returns and leaves the client closing in the background (warning 6035); should the close never end,
+    /// the group hands the partitions on after its session timeout, and their next owner handles what was not committed.
+    /// </summary>
+    public TimeSpan CloseTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>The CloudEvents <c>source</c> written when a message carries no <c>herald-source</c> header.</summary>
     public string Source { get; set; } = "/herald";
 
@@ -129,6 +136,11 @@ public sealed class KafkaTransportOptions
             errors.Add($"AssignmentTimeout must not be negative, not {AssignmentTimeout}.");
         }
 
+        if (CloseTimeout < TimeSpan.Zero)
+        {
+            errors.Add($"CloseTimeout must not be negative, not {CloseTimeout}.");
+        }
+
         // Each is waited on (a timed wait, a task's WaitAsync) or turned into a timestamp: a longer one passed here and threw
         // (or overflowed) there, in the consume loop or the rebalance callback.
         errors.AddRange(OptionsProblems.Of(this, static (options, problems) =>
@@ -136,6 +148,7 @@ public sealed class KafkaTransportOptions
             problems.AtMostLongestWait(nameof(CommitInterval), options.CommitInterval);
             problems.AtMostLongestWait(nameof(RevocationTimeout), options.RevocationTimeout);
             problems.AtMostLongestWait(nameof(AssignmentTimeout), options.AssignmentTimeout);
+            problems.AtMostLongestWait(nameof(CloseTimeout), options.CloseTimeout);
         }).Messages);
 
         if (string.IsNullOrWhiteSpace(Source))

@@ -94,7 +94,7 @@ internal sealed class RetryRelay : IAsyncDisposable
                 }
             }
 
-            _consumer.Close();
+            KafkaTransport.LeaveGroup(_consumer, _logger, Topic);
         }
 #pragma warning disable CA1031 // Logged: the relay thread must end cleanly so disposal returns.
         catch (Exception e)
