@@ -347,7 +347,8 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
                 OnRevoked(held, lost: false);
             }
 
-            _consumer.Close();
+            // The unsubscribe's revocation of what was just given up finds nothing held (OnRevoked).
+            KafkaTransport.LeaveGroup(_consumer, _logger, Queue);
         }
 #pragma warning disable CA1031 // Logged: the failed client is dropped either way.
         catch (Exception e)
@@ -874,6 +875,12 @@ internal sealed partial class KafkaConsumer : ITransportConsumer, Herald.Interna
         HandOver();
         _lastProgress = null;
         var partitions = revoked.Select(p => p.TopicPartition).ToList();
+        if (!partitions.Any(_partitions.ContainsKey))
+        {
+            // Given up already (a failed client's Leave revokes before it leaves the group): nothing to wait for or commit.
+            return;
+        }
+
         Revoking?.Invoke(partitions);
         Log.PartitionsRevoked(_logger, Queue, string.Join(", ", partitions), lost);
         var deadline = _transport.TimeProvider.GetTimestamp();
