@@ -24,7 +24,9 @@ namespace Herald.RabbitMQ.Tests.Faults;
 /// is drained into it once it is back:
 /// <list type="bullet">
 /// <item>at the end (store up, two hosts running), every poison and malformed message is in the store exactly once, with a
-/// reason, and <see cref="DeadLetterManager"/> lists it; no good message is dead-lettered, each is handled;</item>
+/// reason, and <see cref="DeadLetterManager"/> lists it; no good message is dead-lettered, each is handled. The one exception
+/// the docs make: a malformed message claims no version 7 id, so it gets a new dead-letter id each delivery, and one
+/// redelivered after a lost ack (a fault since its publish) is stored once more, at most once per fault;</item>
 /// <item>the queue, its retry queues and its dead-letter queue end with 0 ready and 0 unacked, with a consumer per host;</item>
 /// <item>a handler runs at most its fate's runs plus one per fault since its first run (no loop).</item>
 /// </list>
@@ -73,8 +75,12 @@ public sealed partial class DeadLetterOutageModelTests(ITestOutputHelper output)
         public int Runs;
         public int Completions;
         public int FaultsAtFirstRun = -1;
+        public int FaultsAtPublish;
 
         public bool DeadLetters => Fate != Fate.Succeeds;
+
+        /// <summary>Published by a plain client, not decodable, and without a version 7 id (docs/reliability.md, "Dead letters").</summary>
+        public bool Malformed => Fate is Fate.NotJson or Fate.UnknownType or Fate.MissingId;
 
         public int BaseRuns => Fate switch
         {
@@ -324,9 +330,11 @@ public sealed partial class DeadLetterOutageModelTests(ITestOutputHelper output)
             foreach (var spec in _model.Specs.Values.OrderBy(s => s.Seq))
             {
                 var records = byId.GetValueOrDefault(spec.Seq) ?? [];
-                if (spec.Send == "confirmed" && spec.DeadLetters && records.Count != 1)
+                var most = spec.Malformed ? 1 + Math.Max(0, Volatile.Read(ref _model.Faults) - spec.FaultsAtPublish) : 1;
+                if (spec.Send == "confirmed" && spec.DeadLetters && (records.Count < 1 || records.Count > most))
                 {
-                    failures.Add($"{spec} is in the dead-letter store {records.Count} times, not once{string.Concat(records.Select(r => $"; {r.Id} {r.Cause}: {r.ErrorMessage}"))}");
+                    var allowed = most == 1 ? "once" : $"from once to {most} times (a new id each delivery, {most - 1} fault(s) since its publish)";
+                    failures.Add($"{spec} is in the dead-letter store {records.Count} times, not {allowed}{string.Concat(records.Select(r => $"; {r.Id} {r.Cause}: {r.ErrorMessage}"))}");
                 }
 
                 if (spec.Send == "confirmed" && !spec.DeadLetters && spec.Completions == 0)
@@ -367,9 +375,9 @@ public sealed partial class DeadLetterOutageModelTests(ITestOutputHelper output)
                     failures.Add($"{spec} is stored as {records[0].Cause}, not RetriesExhausted");
                 }
 
-                if (spec.Fate is Fate.NotJson or Fate.UnknownType or Fate.MissingId && records.Count == 1 && records[0].Cause is DeadLetterCause.RetriesExhausted or DeadLetterCause.TransportDeadLettered)
+                if (spec.Malformed && records.FirstOrDefault(r => r.Cause is DeadLetterCause.RetriesExhausted or DeadLetterCause.TransportDeadLettered) is { } wrong)
                 {
-                    failures.Add($"{spec} is stored as {records[0].Cause}");
+                    failures.Add($"{spec} is stored as {wrong.Cause}");
                 }
 
                 var faults = spec.FaultsAtFirstRun < 0 ? 0 : Volatile.Read(ref _model.Faults) - spec.FaultsAtFirstRun;
@@ -440,7 +448,7 @@ public sealed partial class DeadLetterOutageModelTests(ITestOutputHelper output)
         private async Task PublishMalformedAsync()
         {
             var fate = (Fate)((int)Fate.NotJson + _random.Next(3));
-            var spec = new Spec(++_nextSeq, fate);
+            var spec = new Spec(++_nextSeq, fate) { FaultsAtPublish = Volatile.Read(ref _model.Faults) };
             _model.Specs[spec.Seq] = spec;
             var now = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
             var (properties, body) = fate switch
